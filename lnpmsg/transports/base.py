@@ -1,0 +1,111 @@
+"""The one interface every transport implements.
+
+A transport moves opaque bytes between two endpoints; it never sees a
+plaintext message. The BOLT-8 layer above it writes *frames* (a handshake act
+or one encrypted message) and reads a byte stream back, so that:
+
+- stream transports (TCP, Tor) join a batch of frames into one write, which is
+  what makes small messages fast (one syscall for many frames);
+- message transports (ZeroMQ, QUIC streams) may keep each frame as one
+  message of their own.
+
+Reading is always a byte stream: the Noise decoder is incremental, so a read
+may return part of a frame, one frame or many.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Sequence
+
+__all__ = [
+    "Connection",
+    "ConnectionClosed",
+    "Listener",
+    "Transport",
+    "TransportError",
+    "ConnectionHandler",
+]
+
+
+class TransportError(Exception):
+    """A transport could not dial, listen, send or receive (with the reason)."""
+
+
+class ConnectionClosed(TransportError):
+    """The connection was closed (by either side) while an operation was under way."""
+
+
+class Connection(abc.ABC):
+    """One bidirectional connection to a remote endpoint.
+
+    Contract (as trio's ``Stream``): at most one task sends and one task
+    receives at a time; ``aclose`` may be called from any task, at any time,
+    more than once, and makes pending operations fail with
+    ``ConnectionClosed``. Cancellation of a send leaves the connection in an
+    undefined state, so the caller must close it.
+    """
+
+    #: short name of the transport kind: "tcp", "tor", "udp", "zmq", ...
+    kind: str = "?"
+
+    @property
+    @abc.abstractmethod
+    def remote_address(self) -> str:
+        """The remote endpoint as text (e.g. ``127.0.0.1:9735``, ``xyz.onion:9735``)."""
+
+    @abc.abstractmethod
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        """Send the frames in order. Returns when the transport has taken them all.
+
+        Blocks (back-pressure) while the transport cannot take more.
+        """
+
+    @abc.abstractmethod
+    async def receive_some(self, max_bytes: int = 65536) -> bytes:
+        """Return the next bytes that arrived (at most ``max_bytes``), or ``b""`` at end of stream."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the connection (idempotent)."""
+
+
+ConnectionHandler = Callable[[Connection], Awaitable[None]]
+
+
+class Listener(abc.ABC):
+    """A bound listening endpoint. ``serve`` runs until cancelled or closed."""
+
+    @property
+    @abc.abstractmethod
+    def local_address(self) -> str:
+        """Where peers reach this listener, as text (e.g. ``127.0.0.1:9735``)."""
+
+    @abc.abstractmethod
+    async def serve(self, handler: ConnectionHandler) -> None:
+        """Accept connections forever; run ``handler(conn)`` for each in its own task.
+
+        The handler owns the connection and must close it.
+        """
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Stop accepting and release the endpoint (idempotent)."""
+
+
+class Transport(abc.ABC):
+    """A factory of connections and listeners of one kind."""
+
+    kind: str = "?"
+
+    @abc.abstractmethod
+    async def dial(self, target: str) -> Connection:
+        """Open a connection to ``target``, the transport's own address text
+        (``host:port`` for TCP/Tor/UDP, a ZeroMQ endpoint for ZeroMQ).
+
+        Raises ``TransportError`` with a clear reason.
+        """
+
+    @abc.abstractmethod
+    async def listen(self, target: str) -> Listener:
+        """Bind a listener on ``target`` (for ``host:port`` forms, port 0 picks a free one)."""
