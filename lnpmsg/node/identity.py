@@ -1,0 +1,117 @@
+"""The node's secp256k1 identity key: generated once, kept in the data dir.
+
+The key file holds the 32-byte secret as 64 hex characters and a newline, so
+it can be read, backed up and given back with ``--node-key-file``. It is
+created with mode 0600 atomically (no window where others could read it),
+and an existing file readable by group or others is refused, like ssh does.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import coincurve
+
+__all__ = ["NodeKey", "IdentityError", "KEY_FILE_NAME", "load_or_create_key", "load_key_file", "key_from_hex"]
+
+KEY_FILE_NAME = "node_key"
+
+
+class IdentityError(Exception):
+    """The node key could not be read, parsed or created."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeKey:
+    """A node's private key and its 33-byte compressed public key (the node id)."""
+
+    secret: bytes
+    node_id: bytes
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> NodeKey:
+        if len(secret) != 32:
+            raise IdentityError(f"a node key is 32 bytes, got {len(secret)}")
+        try:
+            public = coincurve.PrivateKey(secret).public_key.format(compressed=True)
+        except Exception as exc:  # coincurve raises ValueError/TypeError for out-of-range keys
+            raise IdentityError(f"not a valid secp256k1 private key: {exc}") from exc
+        return cls(secret, public)
+
+    @classmethod
+    def generate(cls) -> NodeKey:
+        return cls.from_secret(coincurve.PrivateKey().secret)
+
+    @property
+    def node_id_hex(self) -> str:
+        return self.node_id.hex()
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"NodeKey(node_id={self.node_id.hex()})"
+
+
+def key_from_hex(text: str) -> NodeKey:
+    """Parse a node key given as 64 hex characters."""
+    cleaned = text.strip().lower()
+    if cleaned.startswith("0x"):
+        cleaned = cleaned[2:]
+    if len(cleaned) != 64:
+        raise IdentityError(f"a node key is 64 hex characters, got {len(cleaned)}")
+    try:
+        secret = bytes.fromhex(cleaned)
+    except ValueError as exc:
+        raise IdentityError("node key is not valid hex") from exc
+    return NodeKey.from_secret(secret)
+
+
+def load_key_file(path: Path, *, check_permissions: bool = True) -> NodeKey:
+    """Read a key file (64 hex characters, or the raw 32 bytes)."""
+    try:
+        info = path.stat()
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IdentityError(f"cannot read node key {path}: {exc.strerror or exc}") from exc
+    if check_permissions and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise IdentityError(
+            f"node key {path} is accessible by other users (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"run: chmod 600 {path}"
+        )
+    if len(data) == 32:
+        return NodeKey.from_secret(data)
+    try:
+        return key_from_hex(data.decode("ascii"))
+    except UnicodeDecodeError as exc:
+        raise IdentityError(f"node key {path} is neither 32 raw bytes nor 64 hex characters") from exc
+
+
+def load_or_create_key(data_dir: Path) -> tuple[NodeKey, bool]:
+    """Load ``data_dir/node_key``, creating it (mode 0600) on first start.
+
+    Returns the key and whether it was created now.
+    """
+    path = data_dir / KEY_FILE_NAME
+    if path.exists():
+        return load_key_file(path), False
+    key = NodeKey.generate()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{KEY_FILE_NAME}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key.secret.hex().encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # link() fails if another process created the key meanwhile: never overwrite a key.
+        try:
+            os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    except FileExistsError:
+        return load_key_file(path), False
+    except OSError as exc:
+        raise IdentityError(f"cannot create node key in {data_dir}: {exc.strerror or exc}") from exc
+    return key, True

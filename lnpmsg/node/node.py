@@ -1,0 +1,415 @@
+"""The Node: identity, listeners, peers, message handlers and events.
+
+A node owns one trio nursery (:meth:`Node.run`) under which every listener
+and every peer runs. Peers reach it over any transport; the node only sees
+:class:`~lnpmsg.transports.base.Connection` objects, and apps only see
+:class:`~lnpmsg.node.peer.Peer` objects and decoded messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import trio
+
+from lnpmsg.node.events import (
+    CustomMessageReceived,
+    EventBus,
+    PeerConnected,
+    PeerDisconnected,
+    PeerErrorReceived,
+    PeerWarningReceived,
+)
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.peer import (
+    HANDSHAKE_TIMEOUT,
+    MAX_QUEUED_BYTES,
+    HandshakeFailed,
+    Peer,
+    handshake_as_initiator,
+    handshake_as_responder,
+)
+from lnpmsg.node.session import (
+    INIT_TIMEOUT,
+    PING_INTERVAL,
+    PONG_TIMEOUT,
+    MessageReceived,
+    PeerReady,
+    PeerSession,
+    RemoteError,
+    RemoteWarning,
+    SessionClosed,
+    SessionEvent,
+)
+from lnpmsg.transports.address import PeerAddress, parse_listen_address, parse_peer_address
+from lnpmsg.transports.base import Connection, Listener, Transport, TransportError
+from lnpmsg.transports.tcp import TcpTransport, split_host_port
+from lnpmsg.wire import DEFAULT_REGISTRY, Features, Init, Message, MessageRegistry, UnknownMessage
+from lnpmsg.wire.bolt1 import CHAIN_HASHES
+
+__all__ = ["MAX_CONNECTIONS_PER_IP", "MAX_PENDING_HANDSHAKES", "Node", "NodeConfig", "ConnectError"]
+
+log = logging.getLogger("lnpmsg.node")
+
+#: connections (handshaking or established) one remote IP may hold at once
+MAX_CONNECTIONS_PER_IP = 16
+#: inbound handshakes in progress at once, over all IPs: bounds a handshake flood
+MAX_PENDING_HANDSHAKES = 128
+#: reconnect back-off for peers we keep connected (seconds, doubled up to the max)
+RECONNECT_MIN_DELAY = 1.0
+RECONNECT_MAX_DELAY = 300.0
+
+Handler = Callable[[Peer, Message], Awaitable[None]]
+
+
+class ConnectError(Exception):
+    """Connecting to a peer failed (with the reason)."""
+
+
+@dataclass
+class NodeConfig:
+    """Settings of a node (the CLI fills this; tests and apps build it directly)."""
+
+    listen: list[str] = field(default_factory=list)
+    connect: list[str] = field(default_factory=list)
+    network: str = "regtest"
+    features: Features = field(default_factory=Features)
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    init_timeout: float = INIT_TIMEOUT
+    ping_interval: float = PING_INTERVAL
+    pong_timeout: float = PONG_TIMEOUT
+    max_queued_bytes: int = MAX_QUEUED_BYTES
+    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
+    max_pending_handshakes: int = MAX_PENDING_HANDSHAKES
+
+
+class Node:
+    """An lnpmsg node.
+
+    Example::
+
+        node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"]))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            peer = await node.connect("02...@127.0.0.1:9735")
+    """
+
+    def __init__(
+        self,
+        key: NodeKey,
+        config: NodeConfig | None = None,
+        *,
+        transports: Mapping[str, Transport] | None = None,
+        registry: MessageRegistry | None = None,
+    ) -> None:
+        self.key = key
+        self.config = config or NodeConfig()
+        self.transports: dict[str, Transport] = dict(transports or {"tcp": TcpTransport()})
+        self.registry = registry if registry is not None else DEFAULT_REGISTRY.copy()
+        self.events = EventBus()
+        self.peers: dict[bytes, Peer] = {}
+        self.listeners: list[Listener] = []
+        self.listen_addresses: list[str] = []
+        self._handlers: dict[int, list[Handler]] = {}
+        self._catch_all: list[Handler] = []
+        self._connections_per_ip: Counter[str] = Counter()
+        self._pending_handshakes = 0
+        self._nursery: trio.Nursery | None = None
+        self._stopped = trio.Event()
+        self.started = trio.Event()
+        self._chain_hash = CHAIN_HASHES[self.config.network]
+
+    @property
+    def node_id(self) -> bytes:
+        return self.key.node_id
+
+    # ----------------------------------------------------------- app API
+
+    def add_handler(self, message_type: int | type[Message], handler: Handler) -> None:
+        """Call ``handler(peer, message)`` for every message of this type, in arrival order per peer."""
+        type_number = message_type if isinstance(message_type, int) else message_type.TYPE
+        self._handlers.setdefault(type_number, []).append(handler)
+
+    def on(self, message_type: int | type[Message]) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`add_handler`."""
+
+        def register(handler: Handler) -> Handler:
+            self.add_handler(message_type, handler)
+            return handler
+
+        return register
+
+    def add_catch_all(self, handler: Handler) -> None:
+        """Call ``handler`` for every message that has no handler of its own."""
+        self._catch_all.append(handler)
+
+    def local_init(self) -> Init:
+        """The ``init`` this node sends to every peer."""
+        return Init(
+            globalfeatures=b"",
+            features=self.config.features.to_bytes(),
+            tlvs=Init.tlv_stream(networks=[self._chain_hash]),
+        )
+
+    # --------------------------------------------------------------- run
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the node: start listeners, connect to configured peers, serve until :meth:`stop`."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for address in self.config.listen:
+                await self.listen(address)
+            for address in self.config.connect:
+                nursery.start_soon(self._keep_connected, parse_peer_address(address))
+            self.started.set()
+            task_status.started()
+            await self._stopped.wait()
+            log.info("stopping: closing %d peer(s)", len(self.peers))
+            for peer in list(self.peers.values()):
+                peer.close("node shutting down")
+            for listener in self.listeners:
+                await listener.aclose()
+            with trio.move_on_after(3):
+                for peer in list(self.peers.values()):
+                    await peer.closed.wait()
+            nursery.cancel_scope.cancel()
+        self._nursery = None
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to close every peer and listener and return."""
+        self._stopped.set()
+
+    def _require_running(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise RuntimeError("the node is not running: start Node.run() in a nursery first")
+        return self._nursery
+
+    async def listen(self, address: str) -> str:
+        """Start a listener (``127.0.0.1:9735``, ``udp://...``); returns where it is reachable."""
+        nursery = self._require_running()
+        parsed = parse_listen_address(address)
+        transport = self._transport_for(parsed)
+        listener = await transport.listen(parsed.target)
+        self.listeners.append(listener)
+        self.listen_addresses.append(listener.local_address)
+        nursery.start_soon(listener.serve, self._accept)
+        log.info("listening on %s (%s)", listener.local_address, parsed.kind)
+        return listener.local_address
+
+    def _transport_for(self, address: PeerAddress) -> Transport:
+        try:
+            return self.transports[address.kind]
+        except KeyError:
+            enabled = ", ".join(sorted(self.transports)) or "none"
+            raise ConnectError(f"no {address.kind} transport is enabled (enabled: {enabled})") from None
+
+    # --------------------------------------------------------- connections
+
+    @staticmethod
+    def _remote_ip(conn: Connection) -> str:
+        try:
+            return split_host_port(conn.remote_address)[0]
+        except ValueError:
+            return conn.remote_address
+
+    async def _accept(self, conn: Connection) -> None:
+        """Run an inbound connection: limits, handshake, then the peer."""
+        ip = self._remote_ip(conn)
+        if self._connections_per_ip[ip] >= self.config.max_connections_per_ip:
+            log.warning("refusing connection from %s: %d connections from that IP already", conn.remote_address, self._connections_per_ip[ip])
+            return
+        if self._pending_handshakes >= self.config.max_pending_handshakes:
+            log.warning("refusing connection from %s: %d handshakes already in progress", conn.remote_address, self._pending_handshakes)
+            return
+        self._connections_per_ip[ip] += 1
+        try:
+            self._pending_handshakes += 1
+            try:
+                cipher, remote_id, leftover = await handshake_as_responder(conn, self.key, self.config.handshake_timeout)
+            except HandshakeFailed as exc:
+                log.info("inbound %s from %s: %s", conn.kind, conn.remote_address, exc)
+                return
+            finally:
+                self._pending_handshakes -= 1
+            peer = self._make_peer(conn, cipher, remote_id, outbound=False, leftover=leftover)
+            await self._run_peer(peer)
+        finally:
+            self._connections_per_ip[ip] -= 1
+            if not self._connections_per_ip[ip]:
+                del self._connections_per_ip[ip]
+
+    async def connect(self, address: str | PeerAddress, *, timeout: float | None = None) -> Peer:
+        """Dial a peer, run the handshake and wait for its ``init``; the peer then runs under the node."""
+        nursery = self._require_running()
+        parsed = parse_peer_address(address) if isinstance(address, str) else address
+        if parsed.node_id is None:
+            raise ConnectError(f"cannot dial {address}: the node id is needed (NODEID@host:port)")
+        if parsed.node_id == self.node_id:
+            raise ConnectError("refusing to connect to ourselves")
+        transport = self._transport_for(parsed)
+        timeout = timeout if timeout is not None else self.config.handshake_timeout + self.config.init_timeout
+        try:
+            with trio.fail_after(timeout):
+                try:
+                    conn = await transport.dial(parsed.target)
+                except TransportError as exc:
+                    raise ConnectError(str(exc)) from exc
+                try:
+                    cipher, leftover = await handshake_as_initiator(conn, self.key, parsed.node_id, self.config.handshake_timeout)
+                except HandshakeFailed as exc:
+                    await conn.aclose()
+                    raise ConnectError(f"{parsed}: {exc}") from exc
+                peer = self._make_peer(conn, cipher, parsed.node_id, outbound=True, leftover=leftover)
+                nursery.start_soon(self._run_peer, peer)
+                await _first_of(peer.ready.wait, peer.closed.wait)
+        except trio.TooSlowError:
+            raise ConnectError(f"{parsed}: no answer within {timeout:g} s") from None
+        if not peer.ready.is_set():
+            raise ConnectError(f"{parsed}: peer closed the connection: {peer.close_reason}")
+        return peer
+
+    def _make_peer(self, conn: Connection, cipher, remote_id: bytes, *, outbound: bool, leftover: bytes) -> Peer:  # type: ignore[no-untyped-def]
+        cfg = self.config
+        session = PeerSession(
+            self.local_init(),
+            trio.current_time(),
+            known_features=cfg.features | _known_features(),
+            registry=self.registry,
+            chains=[self._chain_hash],
+            ping_interval=cfg.ping_interval,
+            pong_timeout=cfg.pong_timeout,
+            init_timeout=cfg.init_timeout,
+        )
+        return Peer(
+            conn,
+            cipher,
+            session,
+            remote_id,
+            outbound=outbound,
+            on_event=self._on_peer_event,
+            leftover=leftover,
+            max_queued_bytes=cfg.max_queued_bytes,
+        )
+
+    async def _run_peer(self, peer: Peer) -> None:
+        try:
+            await peer.run()
+        finally:
+            if self.peers.get(peer.node_id) is peer:
+                del self.peers[peer.node_id]
+                reason = peer.close_reason or "closed"
+                log.info("peer %s disconnected: %s", peer.node_id.hex(), reason)
+                self.events.publish(PeerDisconnected(peer.node_id, peer.address, reason))
+
+    async def disconnect(self, node_id: bytes, reason: str = "disconnect requested") -> bool:
+        """Close the connection to a peer; returns whether it was connected."""
+        peer = self.peers.get(node_id)
+        if peer is None:
+            return False
+        peer.close(reason)
+        await peer.closed.wait()
+        return True
+
+    async def _keep_connected(self, address: PeerAddress) -> None:
+        """Connect to a configured peer and reconnect with back-off whenever it drops."""
+        delay = RECONNECT_MIN_DELAY
+        assert address.node_id is not None
+        while True:
+            existing = self.peers.get(address.node_id)
+            if existing is not None:
+                await existing.closed.wait()
+                delay = RECONNECT_MIN_DELAY
+            else:
+                try:
+                    peer = await self.connect(address)
+                except ConnectError as exc:
+                    log.warning("connect to %s failed: %s; retrying in %.0f s", address, exc, delay)
+                    await trio.sleep(delay * random.uniform(0.8, 1.2))
+                    delay = min(delay * 2, RECONNECT_MAX_DELAY)
+                    continue
+                await peer.closed.wait()
+                delay = RECONNECT_MIN_DELAY
+            await trio.sleep(delay)
+
+    # ------------------------------------------------------------- events
+
+    async def _on_peer_event(self, peer: Peer, event: SessionEvent) -> None:
+        if isinstance(event, MessageReceived):
+            await self._dispatch(peer, event.message)
+        elif isinstance(event, PeerReady):
+            self._on_ready(peer)
+        elif isinstance(event, RemoteWarning):
+            log.warning("peer %s sent a warning: %s", peer.node_id.hex(), event.text)
+            self.events.publish(PeerWarningReceived(peer.node_id, event.channel_id, event.text))
+        elif isinstance(event, RemoteError):
+            log.warning("peer %s sent an error for channel %s: %s", peer.node_id.hex(), event.channel_id.hex(), event.text)
+            self.events.publish(PeerErrorReceived(peer.node_id, event.channel_id, event.text))
+        elif isinstance(event, SessionClosed):
+            log.info("peer %s: %s%s", peer.node_id.hex(), "peer error: " if event.by_peer else "", event.reason)
+
+    def _on_ready(self, peer: Peer) -> None:
+        old = self.peers.get(peer.node_id)
+        if old is not None and old is not peer:
+            # The newest connection wins (the old one is usually dead and not yet noticed).
+            old.close("replaced by a new connection from the same node")
+        self.peers[peer.node_id] = peer
+        features = tuple(peer.session.describe_remote_features())
+        log.info(
+            "peer %s connected (%s, %s %s), features: %s",
+            peer.node_id.hex(),
+            "outbound" if peer.outbound else "inbound",
+            peer.transport_kind,
+            peer.address,
+            ", ".join(features) or "none",
+        )
+        self.events.publish(PeerConnected(peer.node_id, peer.address, peer.transport_kind, peer.outbound, features))
+
+    async def _dispatch(self, peer: Peer, message: Message) -> None:
+        type_number = message.type if isinstance(message, UnknownMessage) else message.TYPE
+        handlers = self._handlers.get(type_number) or self._catch_all
+        for handler in handlers:
+            try:
+                await handler(peer, message)
+            except Exception:
+                log.exception("handler %r failed on message type %d from %s", handler, type_number, peer.node_id.hex())
+        if self.events:
+            payload = message.payload if isinstance(message, UnknownMessage) else message.encode()[2:]
+            self.events.publish(CustomMessageReceived(peer.node_id, type_number, payload))
+
+    # ------------------------------------------------------------ helpers
+
+    def broadcast(self, message: Message | bytes, peers: Iterable[Peer] | None = None) -> int:
+        """Queue a message to every ready peer (skipping those whose queue is full). Returns how many got it."""
+        sent = 0
+        for peer in list(peers if peers is not None else self.peers.values()):
+            if not peer.is_ready:
+                continue
+            try:
+                peer.send_nowait(message)
+                sent += 1
+            except Exception as exc:
+                log.warning("broadcast to %s skipped: %s", peer.node_id.hex(), exc)
+        return sent
+
+
+def _known_features() -> Features:
+    from lnpmsg.wire.features import known_features
+
+    return known_features()
+
+
+async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return as soon as any of the awaitables finishes."""
+    async with trio.open_nursery() as nursery:
+        for wait in waits:
+
+            async def run(wait: Callable[[], Awaitable[object]] = wait) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run)
+

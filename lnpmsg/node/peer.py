@@ -1,0 +1,388 @@
+"""The trio shell around one peer: handshake, then read, write and timer tasks.
+
+All protocol decisions are made by the sans-IO cores (:mod:`lnpmsg.noise` and
+:class:`lnpmsg.node.session.PeerSession`); this module only moves bytes and
+time between them and a :class:`~lnpmsg.transports.base.Connection`.
+
+Writes are coalesced: while one batch is on its way, new messages pile up in
+the session's outbox and leave together in the next write. The bytes queued
+for a peer are bounded (``MAX_QUEUED_BYTES``): a sender waits (back-pressure)
+rather than letting a peer that does not read grow our memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.session import (
+    LocalProtocolError,
+    PeerReady,
+    PeerSession,
+    PongReceived,
+    SessionClosed,
+    SessionEvent,
+    SessionState,
+)
+from lnpmsg.noise import (
+    ACT_ONE_SIZE,
+    ACT_THREE_SIZE,
+    ACT_TWO_SIZE,
+    InitiatorHandshake,
+    NoiseError,
+    ResponderHandshake,
+    TransportCipher,
+)
+from lnpmsg.transports.base import Connection, TransportError
+from lnpmsg.wire import Message
+
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "MAX_QUEUED_BYTES",
+    "HandshakeFailed",
+    "Peer",
+    "PeerClosedError",
+    "PeerQueueFull",
+    "handshake_as_initiator",
+    "handshake_as_responder",
+]
+
+log = logging.getLogger(__name__)
+
+#: the whole BOLT-8 handshake must finish within this (a silent peer costs us no more)
+HANDSHAKE_TIMEOUT = 15.0
+#: plaintext bytes queued for one peer before senders must wait
+MAX_QUEUED_BYTES = 4 * 1024 * 1024
+#: at most this many bytes go into one write, so one huge backlog does not delay closing for long
+MAX_BATCH_BYTES = 1024 * 1024
+#: bytes asked of the transport per read; a large read decodes many small frames at once
+RECEIVE_CHUNK = 256 * 1024
+#: on close, pending messages (e.g. our ``error``) get this long to leave
+CLOSE_FLUSH_TIMEOUT = 2.0
+
+
+class HandshakeFailed(Exception):
+    """The BOLT-8 handshake did not complete (timeout, wrong key, bad act, closed)."""
+
+
+class PeerClosedError(Exception):
+    """The peer is closed; nothing can be sent to it any more."""
+
+
+class PeerQueueFull(Exception):
+    """``send_nowait`` found the peer's outbound queue full."""
+
+
+async def _receive_exactly(conn: Connection, size: int, buffer: bytearray, what: str) -> bytes:
+    while len(buffer) < size:
+        chunk = await conn.receive_some(RECEIVE_CHUNK)
+        if not chunk:
+            raise HandshakeFailed(f"connection closed during the handshake (waiting for {what})")
+        buffer += chunk
+    data = bytes(buffer[:size])
+    del buffer[:size]
+    return data
+
+
+async def handshake_as_initiator(
+    conn: Connection, key: NodeKey, remote_node_id: bytes, timeout: float = HANDSHAKE_TIMEOUT
+) -> tuple[TransportCipher, bytes]:
+    """Run acts 1-3 as initiator. Returns the cipher and any bytes read past act two."""
+    buffer = bytearray()
+    try:
+        with trio.fail_after(timeout):
+            hs = InitiatorHandshake(key.secret, remote_node_id)
+            await conn.send_frames([hs.act_one()])
+            act_two = await _receive_exactly(conn, ACT_TWO_SIZE, buffer, "act two")
+            act_three = hs.receive_act_two(act_two)
+            await conn.send_frames([act_three])
+    except trio.TooSlowError:
+        raise HandshakeFailed(f"handshake timed out after {timeout:g} s") from None
+    except NoiseError as exc:
+        raise HandshakeFailed(f"handshake failed: {exc} (is {remote_node_id.hex()} the right node id?)") from exc
+    except TransportError as exc:
+        raise HandshakeFailed(f"connection failed during the handshake: {exc}") from exc
+    return TransportCipher(hs.keys), bytes(buffer)
+
+
+async def handshake_as_responder(
+    conn: Connection, key: NodeKey, timeout: float = HANDSHAKE_TIMEOUT
+) -> tuple[TransportCipher, bytes, bytes]:
+    """Run acts 1-3 as responder. Returns the cipher, the initiator's node id and leftover bytes."""
+    buffer = bytearray()
+    try:
+        with trio.fail_after(timeout):
+            hs = ResponderHandshake(key.secret)
+            act_one = await _receive_exactly(conn, ACT_ONE_SIZE, buffer, "act one")
+            await conn.send_frames([hs.receive_act_one(act_one)])
+            act_three = await _receive_exactly(conn, ACT_THREE_SIZE, buffer, "act three")
+            remote_node_id = hs.receive_act_three(act_three)
+    except trio.TooSlowError:
+        raise HandshakeFailed(f"handshake timed out after {timeout:g} s") from None
+    except NoiseError as exc:
+        raise HandshakeFailed(f"handshake failed: {exc}") from exc
+    except TransportError as exc:
+        raise HandshakeFailed(f"connection failed during the handshake: {exc}") from exc
+    return TransportCipher(hs.keys), remote_node_id, bytes(buffer)
+
+
+EventHandler = Callable[["Peer", SessionEvent], Awaitable[None]]
+
+
+@dataclass
+class PeerCounters:
+    """Traffic counters of one connection (bytes are on the wire, after encryption)."""
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+
+
+class Peer:
+    """One connected, authenticated peer.
+
+    Created by the node after a successful handshake; :meth:`run` drives it
+    until it closes. Apps use :meth:`send`, :meth:`send_nowait`, :meth:`ping`
+    and :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        cipher: TransportCipher,
+        session: PeerSession,
+        node_id: bytes,
+        *,
+        outbound: bool,
+        on_event: EventHandler,
+        leftover: bytes = b"",
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
+    ) -> None:
+        self.conn = conn
+        self.node_id = node_id
+        self.outbound = outbound
+        self.session = session
+        self.counters = PeerCounters()
+        self.ping_rtt: float | None = None
+        self.connected_at = trio.current_time()
+        self.close_reason: str | None = None
+        self.closed = trio.Event()
+        #: set when the peer's init has been accepted
+        self.ready = trio.Event()
+        self._cipher = cipher
+        self._on_event = on_event
+        self._leftover = leftover
+        self._max_queued = max_queued_bytes
+        self._queued_bytes = 0
+        self._room = trio.lowlevel.ParkingLot()
+        self._pong_waiters: list[trio.Event] = []
+        self._data_ready = trio.Event()
+        self._timer_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def address(self) -> str:
+        return self.conn.remote_address
+
+    @property
+    def transport_kind(self) -> str:
+        return self.conn.kind
+
+    @property
+    def is_ready(self) -> bool:
+        return self.session.state is SessionState.ACTIVE and not self._closing
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.node_id.hex()[:16]}… {self.conn.kind} {self.address}>"
+
+    # ------------------------------------------------------------------ API
+
+    async def send(self, message: Message | bytes) -> None:
+        """Queue a message, waiting while this peer's outbound queue is full."""
+        data = message if isinstance(message, bytes) else message.encode()
+        while self._queued_bytes and self._queued_bytes + len(data) > self._max_queued:
+            self._check_open()
+            await self._room.park()
+        self._enqueue(data)
+
+    def send_nowait(self, message: Message | bytes) -> None:
+        """Queue a message now or raise :class:`PeerQueueFull`."""
+        data = message if isinstance(message, bytes) else message.encode()
+        if self._queued_bytes and self._queued_bytes + len(data) > self._max_queued:
+            raise PeerQueueFull(f"{self._queued_bytes} bytes already queued for {self!r}")
+        self._enqueue(data)
+
+    def _enqueue(self, data: bytes) -> None:
+        self._check_open()
+        try:
+            self.session.send(data)
+        except LocalProtocolError as exc:
+            raise PeerClosedError(str(exc)) from exc
+        self._queued_bytes += len(data)
+        self._data_ready.set()
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise PeerClosedError(f"peer {self.node_id.hex()} is closed: {self.close_reason}")
+
+    async def ping(self, timeout: float = 30.0) -> float:
+        """Ping the peer and return the round-trip time in seconds."""
+        self._check_open()
+        waiter = trio.Event()
+        self._pong_waiters.append(waiter)
+        self.session.ping(trio.current_time())
+        self._data_ready.set()
+        self._rearm_timer()
+        with trio.fail_after(timeout):
+            await waiter.wait()
+        self._check_open()
+        assert self.ping_rtt is not None
+        return self.ping_rtt
+
+    def close(self, reason: str, *, send_error: bool = False) -> None:
+        """Start closing: flush what is queued (briefly), then drop the connection."""
+        if self._closing:
+            return
+        if not self.session.is_closed:
+            self.session.close(reason, send_error=send_error)
+        self._begin_close(reason)
+
+    def _begin_close(self, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.close_reason = reason
+        for waiter in self._pong_waiters:
+            waiter.set()
+        self._pong_waiters.clear()
+        self._room.unpark_all()
+        self._data_ready.set()
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        """Drive the peer until it closes. Always closes the connection."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._timer_loop)
+                nursery.start_soon(self._read_loop)
+        finally:
+            if not self._closing:
+                self._begin_close("cancelled")
+            with trio.CancelScope(shield=True):
+                await self.conn.aclose()
+            self.closed.set()
+
+    async def _read_loop(self) -> None:
+        decryptor = self._cipher.decryptor
+        session = self.session
+        counters = self.counters
+        data = self._leftover
+        self._leftover = b""
+        while True:
+            if data:
+                counters.bytes_in += len(data)
+                try:
+                    messages = decryptor.feed(data)
+                except NoiseError as exc:
+                    # The inbound stream is undecipherable from here on: BOLT 8 says terminate.
+                    self._begin_close(f"bad encrypted frame from peer: {exc}")
+                    return
+                if messages:
+                    counters.messages_in += len(messages)
+                    now = trio.current_time()
+                    for message in messages:
+                        for event in session.receive_message(message, now):
+                            await self._handle(event)
+                        if self._closing:
+                            return
+                    if session.outbox:
+                        self._data_ready.set()
+                    self._rearm_timer()
+            try:
+                data = await self.conn.receive_some(RECEIVE_CHUNK)
+            except TransportError as exc:
+                self._begin_close(f"connection lost: {exc}")
+                return
+            if not data:
+                self._begin_close("peer closed the connection")
+                return
+
+    async def _handle(self, event: SessionEvent) -> None:
+        if isinstance(event, SessionClosed):
+            self._begin_close(event.reason)
+        elif isinstance(event, PongReceived):
+            self.ping_rtt = event.rtt
+            for waiter in self._pong_waiters:
+                waiter.set()
+            self._pong_waiters.clear()
+        elif isinstance(event, PeerReady):
+            self.ready.set()
+        await self._on_event(self, event)
+
+    async def _write_loop(self) -> None:
+        encryptor = self._cipher.encryptor
+        outbox = self.session.outbox
+        counters = self.counters
+        while True:
+            if not outbox:
+                if self._closing:
+                    break
+                await self._data_ready.wait()
+                self._data_ready = trio.Event()
+                continue
+            batch: list[bytes] = []
+            size = 0
+            while outbox and size < MAX_BATCH_BYTES:
+                message = outbox.popleft()
+                batch.append(message)
+                size += len(message)
+            frames = encryptor.encrypt_many(batch)
+            try:
+                if self._closing:
+                    with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):
+                        await self.conn.send_frames(frames)
+                else:
+                    await self.conn.send_frames(frames)
+            except TransportError as exc:
+                self._begin_close(f"connection lost: {exc}")
+                break
+            counters.messages_out += len(batch)
+            counters.bytes_out += sum(map(len, frames))
+            self._queued_bytes = max(0, self._queued_bytes - size)
+            self._room.unpark_all()
+        # Closing: everything that could be flushed is out; stop the other tasks.
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    def _rearm_timer(self) -> None:
+        if self._timer_scope is not None:
+            deadline = self.session.get_timer()
+            self._timer_scope.deadline = math.inf if deadline is None else deadline
+
+    async def _timer_loop(self) -> None:
+        while not self.session.is_closed:
+            with trio.CancelScope() as scope:
+                self._timer_scope = scope
+                self._rearm_timer()
+                await trio.sleep_forever()
+            self._timer_scope = None
+            for event in self.session.handle_timer(trio.current_time()):
+                await self._handle(event)
+            if self.session.outbox:
+                self._data_ready.set()

@@ -1,0 +1,388 @@
+"""The BOLT-1 peer session: a sans-IO state machine.
+
+A ``PeerSession`` starts once the BOLT-8 handshake is done. It takes
+decrypted messages in (``receive_message``) and gives events out; messages
+to send pile up in ``outbox`` (plaintext, each one a whole message); timers
+are pulled (``get_timer``) and fired (``handle_timer``). It owns no socket
+and reads no clock: ``now`` (seconds, any monotonic origin) is always passed
+in. The trio shell in :mod:`lnpmsg.node.peer` feeds it.
+
+What it does, per BOLT 1:
+- sends our ``init`` first, requires the peer's ``init`` as its first message
+  (within ``INIT_TIMEOUT``), checks feature dependencies, unknown required
+  features and common chains, then reports ``PeerReady``;
+- answers ``ping`` with ``pong``, sends its own pings every
+  ``ping_interval`` and fails the connection when a pong does not come back
+  within ``PONG_TIMEOUT``;
+- ``error`` with an all-zero channel id fails the connection; ``warning`` is
+  reported and the connection stays;
+- "it's OK to be odd": an unknown odd message is ignored, an unknown even one
+  fails the connection.
+
+After a failure the session is CLOSED for good (a sticky state): it reports
+one ``SessionClosed`` event and refuses further input and output.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from lnpmsg.wire import (
+    DEFAULT_REGISTRY,
+    Error,
+    Features,
+    Init,
+    Message,
+    MessageRegistry,
+    Ping,
+    Pong,
+    UnknownMessage,
+    WarningMessage,
+    WireError,
+)
+from lnpmsg.wire.features import check_dependencies, describe, unknown_required
+
+__all__ = [
+    "INIT_TIMEOUT",
+    "PING_INTERVAL",
+    "PONG_TIMEOUT",
+    "ZERO_CHANNEL_ID",
+    "MessageReceived",
+    "PeerReady",
+    "PongReceived",
+    "RemoteError",
+    "RemoteWarning",
+    "SessionClosed",
+    "SessionEvent",
+    "LocalProtocolError",
+    "PeerSession",
+    "SessionState",
+]
+
+#: the peer must send init this soon after the handshake (lnd and CLN use 15-60 s)
+INIT_TIMEOUT = 30.0
+#: how often we ping an idle-or-not peer to prove it is alive (lnd: 1 min)
+PING_INTERVAL = 60.0
+#: a ping not answered this long means the peer is gone or stuck
+PONG_TIMEOUT = 30.0
+#: the smallest allowed interval between our pings (a floor for configuration)
+MIN_PING_INTERVAL = 0.05
+#: pong sizes at or above this mean "do not answer" (BOLT 1)
+PONG_REFUSE_THRESHOLD = 65532
+#: a peer may send this many pings per ``PING_INTERVAL`` before it is flooding
+MAX_PINGS_PER_INTERVAL = 20
+
+ZERO_CHANNEL_ID = bytes(32)
+
+_BOLT1_TYPES = frozenset({Init.TYPE, Error.TYPE, WarningMessage.TYPE, Ping.TYPE, Pong.TYPE})
+
+
+class LocalProtocolError(Exception):
+    """The session was used wrongly by our own code (e.g. sending after close)."""
+
+
+class SessionState(enum.Enum):
+    AWAITING_INIT = "awaiting_init"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReady:
+    """The peer's init arrived and is acceptable: the session is ACTIVE."""
+
+    init: Init
+    features: Features
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A message that is not BOLT-1 housekeeping, for the node's apps."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """A pong answered our ping after ``rtt`` seconds."""
+
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteWarning:
+    """The peer sent a BOLT-1 ``warning``; the connection stays."""
+
+    channel_id: bytes
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteError:
+    """The peer sent a BOLT-1 ``error`` for a specific channel; the connection stays."""
+
+    channel_id: bytes
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    """The session ended. ``by_peer`` is True when the peer's error caused it."""
+
+    reason: str
+    by_peer: bool = False
+
+
+SessionEvent = PeerReady | MessageReceived | PongReceived | RemoteWarning | RemoteError | SessionClosed
+
+
+def printable(data: bytes, limit: int = 300) -> str:
+    """Peer-supplied text made safe for logs: decoded leniently, control chars escaped, bounded."""
+    text = data[:limit].decode("utf-8", errors="replace")
+    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    return text + ("..." if len(data) > limit else "")
+
+
+@dataclass
+class SessionStats:
+    messages_in: int = 0
+    messages_out: int = 0
+    ignored_odd: int = 0
+    pings_in: int = 0
+
+
+class PeerSession:
+    """BOLT-1 session state for one peer (sans-IO).
+
+    Args:
+        local_init: the ``init`` we send.
+        now: the current time, to start the init timer.
+        known_features: feature bits this node understands (for the
+            unknown-required check); defaults to the bits set in our init.
+        registry: decodes message types; apps add theirs to it.
+        chains: chain hashes we operate on; a peer whose ``networks`` shares
+            none of them is refused. Empty means "do not check".
+        ping_interval / pong_timeout / init_timeout: keepalive and deadline
+            settings (seconds).
+    """
+
+    def __init__(
+        self,
+        local_init: Init,
+        now: float,
+        *,
+        known_features: Features | None = None,
+        registry: MessageRegistry = DEFAULT_REGISTRY,
+        chains: Iterable[bytes] = (),
+        ping_interval: float = PING_INTERVAL,
+        pong_timeout: float = PONG_TIMEOUT,
+        init_timeout: float = INIT_TIMEOUT,
+    ) -> None:
+        self.state = SessionState.AWAITING_INIT
+        self.registry = registry
+        self.local_init = local_init
+        self.local_features = _init_features(local_init)
+        self.known_features = known_features if known_features is not None else self.local_features
+        self.chains = frozenset(chains)
+        self.ping_interval = max(ping_interval, MIN_PING_INTERVAL)
+        self.pong_timeout = pong_timeout
+        self.remote_init: Init | None = None
+        self.remote_features: Features | None = None
+        self.close_reason: str | None = None
+        self.stats = SessionStats()
+        #: plaintext messages waiting to be encrypted and sent, in order
+        self.outbox: deque[bytes] = deque([local_init.encode()])
+        self._init_deadline: float | None = now + init_timeout
+        self._next_ping_at = now + self.ping_interval
+        self._ping_sent_at: float | None = None
+        self._expected_pong_len = 0
+        self._ping_window_start = now
+        self._pings_in_window = 0
+
+    # ----------------------------------------------------------------- input
+
+    def receive_message(self, data: bytes, now: float) -> list[SessionEvent]:
+        """Process one decrypted message from the peer; return the events it caused."""
+        if self.state is SessionState.CLOSED:
+            return []
+        self.stats.messages_in += 1
+        if len(data) < 2:
+            return self._fail("message shorter than its 2-byte type", now)
+        msg_type = (data[0] << 8) | data[1]
+        if self.state is SessionState.AWAITING_INIT:
+            if msg_type != Init.TYPE:
+                return self._fail(f"expected init as the first message, got type {msg_type}", now)
+            return self._on_init(data, now)
+        if msg_type in _BOLT1_TYPES:
+            return self._on_bolt1(msg_type, data, now)
+        try:
+            message = self.registry.decode(data)
+        except WireError as exc:
+            return self._fail(f"malformed message of type {msg_type}: {exc}", now)
+        if type(message) is UnknownMessage:
+            if msg_type & 1:
+                self.stats.ignored_odd += 1
+                return []
+            return self._fail(f"unknown even message type {msg_type}", now)
+        return [MessageReceived(message)]
+
+    def _on_init(self, data: bytes, now: float) -> list[SessionEvent]:
+        try:
+            init = Init.decode_payload(data[2:])
+        except WireError as exc:
+            return self._fail(f"malformed init: {exc}", now)
+        features = _init_features(init)
+        problems = check_dependencies(features)
+        if problems:
+            return self._fail(f"peer features break dependencies: {'; '.join(problems)}", now)
+        unknown = unknown_required(features, self.known_features)
+        if unknown:
+            bits = ", ".join(str(b) for b in sorted(unknown))
+            return self._fail(f"peer requires features we do not support: bit(s) {bits}", now)
+        networks = _init_networks(init)
+        if self.chains and networks is not None and not (self.chains & set(networks)):
+            return self._fail("peer shares none of our chains (init networks)", now)
+        self.remote_init = init
+        self.remote_features = features
+        self.state = SessionState.ACTIVE
+        self._init_deadline = None
+        return [PeerReady(init, features)]
+
+    def _on_bolt1(self, msg_type: int, data: bytes, now: float) -> list[SessionEvent]:
+        try:
+            message = self.registry.decode(data)
+        except WireError as exc:
+            return self._fail(f"malformed message of type {msg_type}: {exc}", now)
+        if isinstance(message, Ping):
+            return self._on_ping(message, now)
+        if isinstance(message, Pong):
+            return self._on_pong(message, now)
+        if isinstance(message, Error):
+            text = printable(message.data)
+            if message.channel_id == ZERO_CHANNEL_ID:
+                return self._close(f"peer sent error: {text}", by_peer=True)
+            return [RemoteError(message.channel_id, text)]
+        if isinstance(message, WarningMessage):
+            return [RemoteWarning(message.channel_id, printable(message.data))]
+        # A second init: BOLT 1 allows only one.
+        return self._fail("peer sent init twice", now)
+
+    def _on_ping(self, ping: Ping, now: float) -> list[SessionEvent]:
+        self.stats.pings_in += 1
+        if now - self._ping_window_start >= self.ping_interval:
+            self._ping_window_start = now
+            self._pings_in_window = 0
+        self._pings_in_window += 1
+        if self._pings_in_window > MAX_PINGS_PER_INTERVAL:
+            return self._fail(f"ping flood: more than {MAX_PINGS_PER_INTERVAL} pings in {self.ping_interval:g} s", now)
+        if ping.num_pong_bytes < PONG_REFUSE_THRESHOLD:
+            self.outbox.append(Pong(ignored=bytes(ping.num_pong_bytes)).encode())
+            self.stats.messages_out += 1
+        return []
+
+    def _on_pong(self, pong: Pong, now: float) -> list[SessionEvent]:
+        if self._ping_sent_at is None:
+            # Unsolicited pongs are harmless; some peers answer twice.
+            return []
+        if len(pong.ignored) != self._expected_pong_len:
+            return self._fail(
+                f"pong carries {len(pong.ignored)} bytes, our ping asked for {self._expected_pong_len}", now
+            )
+        rtt = now - self._ping_sent_at
+        self._ping_sent_at = None
+        return [PongReceived(rtt)]
+
+    # ---------------------------------------------------------------- output
+
+    def send(self, message: Message | bytes) -> None:
+        """Queue a message (an encoded message, or a ``Message``) for the peer."""
+        if self.state is SessionState.CLOSED:
+            raise LocalProtocolError(f"session is closed: {self.close_reason}")
+        data = message if isinstance(message, bytes | bytearray) else message.encode()
+        self.outbox.append(bytes(data))
+        self.stats.messages_out += 1
+
+    def ping(self, now: float, num_pong_bytes: int = 0) -> bool:
+        """Send a ping now unless one is already waiting for its pong. Returns whether one was sent."""
+        if self.state is not SessionState.ACTIVE or self._ping_sent_at is not None:
+            return False
+        self.outbox.append(Ping(num_pong_bytes=num_pong_bytes).encode())
+        self.stats.messages_out += 1
+        self._ping_sent_at = now
+        self._expected_pong_len = num_pong_bytes
+        self._next_ping_at = now + self.ping_interval
+        return True
+
+    def send_warning(self, text: str, channel_id: bytes = ZERO_CHANNEL_ID) -> None:
+        """Queue a BOLT-1 ``warning`` (the connection stays)."""
+        self.send(WarningMessage(channel_id=channel_id, data=text.encode()))
+
+    def close(self, reason: str, *, send_error: bool = False) -> list[SessionEvent]:
+        """Close the session from our side; optionally tell the peer with an ``error``."""
+        if self.state is SessionState.CLOSED:
+            return []
+        if send_error:
+            self.outbox.append(Error(channel_id=ZERO_CHANNEL_ID, data=reason.encode()).encode())
+        return self._close(reason)
+
+    # ---------------------------------------------------------------- timers
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` must run next (None: never)."""
+        if self.state is SessionState.CLOSED:
+            return None
+        if self._init_deadline is not None:
+            return self._init_deadline
+        if self._ping_sent_at is not None:
+            return self._ping_sent_at + self.pong_timeout
+        return self._next_ping_at
+
+    def handle_timer(self, now: float) -> list[SessionEvent]:
+        """Fire whatever deadline has passed."""
+        if self.state is SessionState.CLOSED:
+            return []
+        if self._init_deadline is not None:
+            if now >= self._init_deadline:
+                return self._fail("peer sent no init in time", now)
+            return []
+        if self._ping_sent_at is not None:
+            if now >= self._ping_sent_at + self.pong_timeout:
+                return self._fail(f"peer did not answer ping within {self.pong_timeout:g} s", now)
+            return []
+        if now >= self._next_ping_at:
+            self.ping(now)
+        return []
+
+    # -------------------------------------------------------------- failures
+
+    def _fail(self, reason: str, now: float) -> list[SessionEvent]:
+        """The peer broke the protocol: tell it (BOLT-1 ``error``) and close."""
+        del now
+        self.outbox.append(Error(channel_id=ZERO_CHANNEL_ID, data=reason.encode()).encode())
+        return self._close(reason)
+
+    def _close(self, reason: str, *, by_peer: bool = False) -> list[SessionEvent]:
+        self.state = SessionState.CLOSED
+        self.close_reason = reason
+        return [SessionClosed(reason, by_peer=by_peer)]
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is SessionState.CLOSED
+
+    def describe_remote_features(self) -> list[str]:
+        """Names of the peer's feature bits, for logs and JSON."""
+        return describe(self.remote_features) if self.remote_features is not None else []
+
+
+def _init_features(init: Init) -> Features:
+    return Features.from_bytes(init.globalfeatures) | Features.from_bytes(init.features)
+
+
+def _init_networks(init: Init) -> list[bytes] | None:
+    networks = init.tlvs.get("networks")
+    return list(networks) if networks is not None else None
+

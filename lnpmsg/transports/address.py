@@ -1,0 +1,134 @@
+"""The one peer address syntax of lnpmsg, parsed and printed here only.
+
+Forms (``NODEID`` is the 66-hex-character compressed public key):
+
+===========================================  =========  ==========================
+text                                         transport  target given to transport
+===========================================  =========  ==========================
+``NODEID@host:port``                          tcp        ``host:port``
+``NODEID@xyz...onion:port``                   tor        ``xyz...onion:port``
+``tcp://NODEID@host:port`` (``bolt://``,      tcp        ``host:port``
+``lnp://``)
+``tor://NODEID@xyz...onion:port``             tor        ``xyz...onion:port``
+``udp://NODEID@host:port`` (``lnpu://``)      udp        ``host:port``
+``zmq+tcp://NODEID@host:port`` (``lnpz://``)  zmq        ``tcp://host:port``
+``zmq+ipc://NODEID@/path/to/socket``          zmq        ``ipc:///path/to/socket``
+===========================================  =========  ==========================
+
+The port defaults to 9735 (BOLT 1) where one is missing. ``NODEID@`` may be
+left out only where a peer is not dialed by key (e.g. a listen address).
+:func:`format_peer_address` prints the canonical form, and
+``parse_peer_address(format_peer_address(a)) == a`` for every address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lnpmsg.transports.tcp import format_host_port, split_host_port
+
+__all__ = ["DEFAULT_PORT", "AddressError", "PeerAddress", "parse_peer_address", "format_peer_address", "parse_listen_address"]
+
+DEFAULT_PORT = 9735
+
+_SCHEMES = {
+    "tcp": "tcp",
+    "bolt": "tcp",
+    "lnp": "tcp",
+    "tor": "tor",
+    "udp": "udp",
+    "lnpu": "udp",
+    "zmq+tcp": "zmq+tcp",
+    "lnpz": "zmq+tcp",
+    "zmq+ipc": "zmq+ipc",
+}
+
+
+class AddressError(ValueError):
+    """A peer address that does not parse, with the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """Where and how to reach a peer.
+
+    ``kind`` names the transport (``tcp``, ``tor``, ``udp``, ``zmq``); ``target``
+    is the transport's own address text; ``node_id`` the expected key (or None).
+    """
+
+    kind: str
+    target: str
+    node_id: bytes | None = None
+
+    def __str__(self) -> str:
+        return format_peer_address(self)
+
+
+def _parse_node_id(text: str, original: str) -> bytes:
+    if len(text) != 66:
+        raise AddressError(f"bad peer address {original!r}: node id must be 66 hex characters, got {len(text)}")
+    try:
+        node_id = bytes.fromhex(text)
+    except ValueError:
+        raise AddressError(f"bad peer address {original!r}: node id is not hex") from None
+    if node_id[0] not in (2, 3):
+        raise AddressError(f"bad peer address {original!r}: node id must start with 02 or 03")
+    return node_id
+
+
+def _host_port(text: str, original: str) -> tuple[str, int]:
+    try:
+        return split_host_port(text, DEFAULT_PORT)
+    except ValueError as exc:
+        raise AddressError(f"bad peer address {original!r}: {exc}") from None
+
+
+def parse_peer_address(text: str, *, require_node_id: bool = True) -> PeerAddress:
+    """Parse any supported address form (see the module docstring)."""
+    original = text
+    text = text.strip()
+    scheme = None
+    if "://" in text:
+        scheme_text, _, text = text.partition("://")
+        scheme = _SCHEMES.get(scheme_text.lower())
+        if scheme is None:
+            known = ", ".join(sorted(_SCHEMES))
+            raise AddressError(f"bad peer address {original!r}: unknown scheme {scheme_text!r} (known: {known})")
+    node_id = None
+    if "@" in text:
+        id_text, _, text = text.partition("@")
+        node_id = _parse_node_id(id_text, original)
+    elif require_node_id:
+        raise AddressError(f"bad peer address {original!r}: expected NODEID@host:port")
+    if scheme == "zmq+ipc":
+        if not text.startswith("/"):
+            raise AddressError(f"bad peer address {original!r}: zmq+ipc needs an absolute socket path")
+        return PeerAddress("zmq", f"ipc://{text}", node_id)
+    host, port = _host_port(text, original)
+    target = format_host_port(host, port)
+    if scheme == "zmq+tcp":
+        return PeerAddress("zmq", f"tcp://{target}", node_id)
+    is_onion = host.lower().endswith(".onion")
+    if scheme is None:
+        scheme = "tor" if is_onion else "tcp"
+    if scheme == "tcp" and is_onion:
+        scheme = "tor"  # an onion can only be reached through Tor
+    return PeerAddress(scheme, target, node_id)
+
+
+def format_peer_address(address: PeerAddress) -> str:
+    """The canonical text of an address (short BOLT form for TCP and onions)."""
+    prefix = f"{address.node_id.hex()}@" if address.node_id is not None else ""
+    if address.kind == "zmq":
+        if address.target.startswith("ipc://"):
+            return f"zmq+ipc://{prefix}{address.target[len('ipc://'):]}"
+        return f"zmq+tcp://{prefix}{address.target[len('tcp://'):]}"
+    host = split_host_port(address.target)[0]
+    if address.kind == "tcp" or (address.kind == "tor" and host.lower().endswith(".onion")):
+        return f"{prefix}{address.target}"
+    return f"{address.kind}://{prefix}{address.target}"
+
+
+def parse_listen_address(text: str) -> PeerAddress:
+    """A listen address: same syntax without a node id (``127.0.0.1:9735``, ``udp://0.0.0.0:9735``...)."""
+    return parse_peer_address(text, require_node_id=False)
