@@ -7,7 +7,7 @@ byte gets no second chance, and a half-advanced nonce is never reused).
 
 from __future__ import annotations
 
-__all__ = ["NoiseError", "HandshakeError", "DecryptError", "MessageTooLarge"]
+__all__ = ["DecryptError", "HandshakeError", "MessageTooLarge", "NoiseError"]
 
 
 class NoiseError(Exception):

@@ -1,0 +1,237 @@
+"""The BOLT-8 transport cipher: framing, encryption and key rotation of messages.
+
+A frame on the wire is ``encrypted length (2 + 16 MAC) || encrypted message
+(n + 16 MAC)``; each of the two parts uses one nonce. Each direction rotates
+its key on its own after 1000 nonces (500 messages) with its own chaining key.
+
+This is the hot path of the node, so the code trades some elegance for
+speed: one AEAD object per key, nonces taken from a precomputed table (the
+counter never exceeds 999 before rotation resets it), and an incremental
+decoder that parses straight out of the caller's chunk and only buffers
+the trailing partial frame.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from ._primitives import KEY_SIZE, MAC_SIZE, hkdf_pair, nonce_bytes
+from .errors import DecryptError, MessageTooLarge, NoiseError
+from .handshake import TransportKeys
+
+__all__ = [
+    "FRAME_OVERHEAD",
+    "KEY_ROTATION_INTERVAL",
+    "LENGTH_HEADER_SIZE",
+    "MAX_FRAME_SIZE",
+    "MAX_MESSAGE_SIZE",
+    "MessageDecryptor",
+    "MessageEncryptor",
+    "TransportCipher",
+]
+
+#: The length prefix is a u16, so no message can be longer.
+MAX_MESSAGE_SIZE: Final = 65535
+#: Encrypted big-endian u16 length and its MAC.
+LENGTH_HEADER_SIZE: Final = 2 + MAC_SIZE
+#: Bytes a frame adds to its message: the length header and the body's MAC.
+FRAME_OVERHEAD: Final = LENGTH_HEADER_SIZE + MAC_SIZE
+#: The largest frame a peer may legally send (65569 bytes).
+MAX_FRAME_SIZE: Final = MAX_MESSAGE_SIZE + FRAME_OVERHEAD
+#: A key is replaced once its nonce reaches this value (BOLT 8: every 500 messages).
+KEY_ROTATION_INTERVAL: Final = 1000
+
+# Every nonce a key can ever use, so the hot path indexes instead of packing.
+_NONCES: Final = tuple(nonce_bytes(counter) for counter in range(KEY_ROTATION_INTERVAL))
+_pack_length = struct.Struct(">H").pack
+
+
+class _CipherState:
+    """One direction's key, chaining key, nonce, and sticky failure."""
+
+    __slots__ = ("_aead", "_chaining_key", "_failure", "_key", "_nonce")
+
+    def __init__(self, key: bytes, chaining_key: bytes) -> None:
+        if len(key) != KEY_SIZE or len(chaining_key) != KEY_SIZE:
+            raise ValueError(f"key and chaining key must be {KEY_SIZE} bytes each")
+        self._key = bytes(key)
+        self._chaining_key = bytes(chaining_key)
+        self._aead = ChaCha20Poly1305(self._key)
+        self._nonce = 0
+        self._failure: NoiseError | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether an earlier error made this object unusable."""
+        return self._failure is not None
+
+    def _rotate(self) -> None:
+        self._chaining_key, self._key = hkdf_pair(self._chaining_key, self._key)
+        self._aead = ChaCha20Poly1305(self._key)
+        self._nonce = 0
+
+    def _fail(self, error: NoiseError) -> NoiseError:
+        self._failure = error
+        return error
+
+    def _failed_again(self) -> NoiseError:
+        failure = self._failure
+        assert failure is not None
+        return type(failure)(f"{type(self).__name__} failed earlier: {failure}")
+
+
+class MessageEncryptor(_CipherState):
+    """Turns messages into frames for one direction of a connection."""
+
+    __slots__ = ()
+
+    def encrypt(self, message: bytes) -> bytes:
+        """Return the frame (18-byte encrypted length, then the encrypted message and its MAC).
+
+        Raises ``MessageTooLarge`` for a message over ``MAX_MESSAGE_SIZE`` bytes.
+        """
+        if self._failure is not None:
+            raise self._failed_again()
+        size = len(message)
+        if size > MAX_MESSAGE_SIZE:
+            raise self._fail(MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}"))
+        nonce = self._nonce
+        encrypt = self._aead.encrypt
+        # The body goes first: if it raises (not bytes-like), no nonce was used.
+        body = encrypt(_NONCES[nonce + 1], message, None)
+        frame = encrypt(_NONCES[nonce], _pack_length(size), None) + body
+        nonce += 2
+        if nonce == KEY_ROTATION_INTERVAL:
+            self._rotate()
+        else:
+            self._nonce = nonce
+        return frame
+
+    def encrypt_many(self, messages: Iterable[bytes]) -> list[bytes]:
+        """Return one frame per message, in order, ready for ``Connection.send_frames``.
+
+        All sizes are checked first, so ``MessageTooLarge`` means none was encrypted.
+        """
+        if self._failure is not None:
+            raise self._failed_again()
+        batch = messages if isinstance(messages, (list, tuple)) else list(messages)
+        for message in batch:
+            if len(message) > MAX_MESSAGE_SIZE:
+                raise self._fail(MessageTooLarge(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_SIZE}"))
+        frames: list[bytes] = []
+        append = frames.append
+        nonce = self._nonce
+        encrypt = self._aead.encrypt
+        try:
+            for message in batch:
+                body = encrypt(_NONCES[nonce + 1], message, None)
+                append(encrypt(_NONCES[nonce], _pack_length(len(message)), None) + body)
+                nonce += 2
+                if nonce == KEY_ROTATION_INTERVAL:
+                    self._rotate()
+                    encrypt = self._aead.encrypt
+                    nonce = 0
+        finally:
+            # Even if a message raised halfway, used nonces must never be used again.
+            self._nonce = nonce
+        return frames
+
+
+class MessageDecryptor(_CipherState):
+    """Turns the received byte stream back into messages, whatever the chunking.
+
+    ``max_buffer`` is the largest frame accepted (and so the most bytes ever
+    held between calls); the default admits every legal frame, a smaller one
+    bounds the memory a peer can make this connection hold.
+    """
+
+    __slots__ = ("_body_size", "_buffer", "_max_buffer")
+
+    def __init__(self, key: bytes, chaining_key: bytes, max_buffer: int = MAX_FRAME_SIZE) -> None:
+        super().__init__(key, chaining_key)
+        if max_buffer < FRAME_OVERHEAD:
+            raise ValueError(f"max_buffer must be at least {FRAME_OVERHEAD} (an empty message's frame)")
+        self._max_buffer = max_buffer
+        self._buffer = bytearray()
+        # Length of the body whose header was already decrypted, or -1 while
+        # waiting for a header (the header's nonce is spent once decrypted).
+        self._body_size = -1
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes not yet returned as a message (less than one frame)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Take the next received bytes; return every message they complete, in order.
+
+        Raises ``DecryptError`` if a length or a message fails authentication,
+        or a frame is larger than ``max_buffer``.
+        """
+        if self._failure is not None:
+            raise self._failed_again()
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            source: bytes | bytearray = buffer
+        else:
+            # Nothing pending: parse the chunk in place, copy only its tail.
+            source = data
+        size = len(source)
+        messages: list[bytes] = []
+        body_size = self._body_size
+        nonce = self._nonce
+        decrypt = self._aead.decrypt
+        max_body = self._max_buffer - FRAME_OVERHEAD
+        position = 0
+        try:
+            with memoryview(source) as view:
+                while True:
+                    if body_size < 0:
+                        end = position + LENGTH_HEADER_SIZE
+                        if end > size:
+                            break
+                        header = decrypt(_NONCES[nonce], view[position:end], None)
+                        nonce += 1
+                        position = end
+                        body_size = (header[0] << 8) | header[1]
+                        if body_size > max_body:
+                            raise self._fail(
+                                DecryptError(f"frame of {body_size + FRAME_OVERHEAD} bytes exceeds {self._max_buffer}")
+                            )
+                    end = position + body_size + MAC_SIZE
+                    if end > size:
+                        break
+                    messages.append(decrypt(_NONCES[nonce], view[position:end], None))
+                    position = end
+                    body_size = -1
+                    nonce += 1
+                    if nonce == KEY_ROTATION_INTERVAL:
+                        self._rotate()
+                        decrypt = self._aead.decrypt
+                        nonce = 0
+        except InvalidTag:
+            what = "length" if body_size < 0 else "message"
+            raise self._fail(DecryptError(f"bad MAC on an encrypted {what}")) from None
+        self._nonce = nonce
+        self._body_size = body_size
+        if source is buffer:
+            del buffer[:position]  # CPython drops a bytearray's head without moving the rest
+        elif position < size:
+            buffer += data[position:]
+        return messages
+
+
+class TransportCipher:
+    """Both directions of an established connection, built from the handshake's keys."""
+
+    __slots__ = ("decryptor", "encryptor")
+
+    def __init__(self, keys: TransportKeys, max_buffer: int = MAX_FRAME_SIZE) -> None:
+        self.encryptor = MessageEncryptor(keys.send_key, keys.chaining_key)
+        self.decryptor = MessageDecryptor(keys.receive_key, keys.chaining_key, max_buffer)

@@ -1,0 +1,211 @@
+"""The BOLT-8 transport cipher: framing, chunked decoding, limits, sticky errors."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lnpmsg.noise import (
+    FRAME_OVERHEAD,
+    KEY_ROTATION_INTERVAL,
+    LENGTH_HEADER_SIZE,
+    MAX_FRAME_SIZE,
+    MAX_MESSAGE_SIZE,
+    DecryptError,
+    InitiatorHandshake,
+    MessageDecryptor,
+    MessageEncryptor,
+    MessageTooLarge,
+    NoiseError,
+    ResponderHandshake,
+    TransportCipher,
+    public_key_of,
+)
+
+KEY = bytes(range(32))
+CHAINING_KEY = bytes(range(32, 64))
+
+
+def _pair(max_buffer: int = MAX_FRAME_SIZE) -> tuple[MessageEncryptor, MessageDecryptor]:
+    return MessageEncryptor(KEY, CHAINING_KEY), MessageDecryptor(KEY, CHAINING_KEY, max_buffer)
+
+
+def _feed_in_chunks(decryptor: MessageDecryptor, stream: bytes, sizes: list[int]) -> list[bytes]:
+    out: list[bytes] = []
+    position = 0
+    for size in sizes:
+        out += decryptor.feed(stream[position : position + size])
+        position += size
+        # Never more than one partial frame is held.
+        assert decryptor.buffered < MAX_FRAME_SIZE
+    out += decryptor.feed(stream[position:])
+    return out
+
+
+def test_round_trip_2000_random_messages_in_random_chunks() -> None:
+    rng = random.Random(2000)
+    sizes = [0, MAX_MESSAGE_SIZE] + [
+        rng.choice((rng.randint(0, 64), rng.randint(0, 2048), rng.randint(0, MAX_MESSAGE_SIZE))) for _ in range(1998)
+    ]
+    messages = [rng.randbytes(size) for size in sizes]
+    encryptor, decryptor = _pair()
+    frames = [encryptor.encrypt(m) for m in messages[:1000]] + encryptor.encrypt_many(messages[1000:])
+    assert [len(f) for f in frames] == [len(m) + FRAME_OVERHEAD for m in messages]
+    stream = b"".join(frames)
+    chunks = []
+    total = 0
+    while total < len(stream):
+        chunk = rng.choice((rng.randint(1, 40), rng.randint(1, 5000), rng.randint(1, 3 * MAX_FRAME_SIZE)))
+        chunks.append(chunk)
+        total += chunk
+    assert _feed_in_chunks(decryptor, stream, chunks) == messages
+    assert decryptor.buffered == 0
+
+
+def test_byte_at_a_time_across_rotation() -> None:
+    encryptor, decryptor = _pair()
+    messages = [bytes([i % 256]) * (i % 7) for i in range(KEY_ROTATION_INTERVAL // 2 + 3)]
+    stream = b"".join(encryptor.encrypt_many(messages))
+    received: list[bytes] = []
+    for index in range(len(stream)):
+        received += decryptor.feed(stream[index : index + 1])
+    assert received == messages
+
+
+def test_feed_accepts_bytearray_and_memoryview() -> None:
+    encryptor, decryptor = _pair()
+    frames = encryptor.encrypt_many([b"one", b"two", b"three"])
+    stream = bytearray(b"".join(frames))
+    assert decryptor.feed(memoryview(stream)[:5]) == []
+    assert decryptor.buffered == 5
+    assert decryptor.feed(stream[5:40]) == [b"one"]
+    assert decryptor.feed(memoryview(stream)[40:]) == [b"two", b"three"]
+    assert decryptor.buffered == 0
+
+
+def test_encrypt_many_matches_encrypt() -> None:
+    messages = [os.urandom(n) for n in (0, 1, 1024, 5, MAX_MESSAGE_SIZE)] * 230
+    one, _ = _pair()
+    many, _ = _pair()
+    assert many.encrypt_many(iter(messages)) == [one.encrypt(m) for m in messages]
+
+
+def test_oversize_message_is_refused_and_sticky() -> None:
+    encryptor, decryptor = _pair()
+    assert decryptor.feed(encryptor.encrypt(b"x" * MAX_MESSAGE_SIZE)) == [b"x" * MAX_MESSAGE_SIZE]
+    with pytest.raises(MessageTooLarge, match="65536"):
+        encryptor.encrypt(b"x" * (MAX_MESSAGE_SIZE + 1))
+    assert encryptor.failed
+    with pytest.raises(MessageTooLarge):
+        encryptor.encrypt(b"small")
+    with pytest.raises(MessageTooLarge):
+        encryptor.encrypt_many([b"small"])
+
+
+def test_encrypt_many_with_an_oversize_message_encrypts_none() -> None:
+    encryptor, _ = _pair()
+    with pytest.raises(MessageTooLarge):
+        encryptor.encrypt_many([b"ok", bytes(MAX_MESSAGE_SIZE + 1)])
+    assert encryptor.failed
+
+
+def test_a_failed_encryption_never_reuses_a_nonce() -> None:
+    encryptor, _ = _pair()
+    reference, _ = _pair()
+    expected = reference.encrypt_many([b"a", b"b", b"c", b"d"])
+    with pytest.raises(TypeError):
+        encryptor.encrypt("not bytes")  # type: ignore[arg-type]
+    assert encryptor.encrypt(b"a") == expected[0]
+    with pytest.raises(TypeError):
+        encryptor.encrypt_many([b"b", "not bytes"])  # type: ignore[list-item]
+    # b"b" took the nonces of the second frame, so the next message gets the third's.
+    assert encryptor.encrypt(b"c") == expected[2]
+
+
+@pytest.mark.parametrize(
+    "where", [0, LENGTH_HEADER_SIZE - 1, LENGTH_HEADER_SIZE, -1], ids=["length", "length-mac", "body", "body-mac"]
+)
+def test_tampered_frame_is_rejected_and_sticky(where: int) -> None:
+    encryptor, decryptor = _pair()
+    good = encryptor.encrypt(b"first")
+    bad = bytearray(encryptor.encrypt(b"second"))
+    bad[where] ^= 0x01
+    assert decryptor.feed(good) == [b"first"]
+    with pytest.raises(DecryptError, match="length" if where < LENGTH_HEADER_SIZE and where >= 0 else "message"):
+        decryptor.feed(bytes(bad))
+    assert decryptor.failed
+    with pytest.raises(DecryptError):
+        decryptor.feed(encryptor.encrypt(b"third"))
+    with pytest.raises(DecryptError):
+        decryptor.feed(b"")
+
+
+def test_frames_out_of_order_fail() -> None:
+    encryptor, decryptor = _pair()
+    first, second = encryptor.encrypt(b"1"), encryptor.encrypt(b"2")
+    with pytest.raises(DecryptError):
+        decryptor.feed(second + first)
+
+
+def test_max_buffer_bounds_the_frame_size() -> None:
+    encryptor, decryptor = _pair(max_buffer=FRAME_OVERHEAD + 100)
+    assert decryptor.feed(encryptor.encrypt(bytes(100))) == [bytes(100)]
+    # Refused as soon as the length is known, before the body arrives.
+    with pytest.raises(DecryptError, match="exceeds"):
+        decryptor.feed(encryptor.encrypt(bytes(101))[:LENGTH_HEADER_SIZE])
+    with pytest.raises(ValueError):
+        MessageDecryptor(KEY, CHAINING_KEY, max_buffer=FRAME_OVERHEAD - 1)
+
+
+def test_bad_key_sizes_are_refused() -> None:
+    with pytest.raises(ValueError):
+        MessageEncryptor(KEY[:31], CHAINING_KEY)
+    with pytest.raises(ValueError):
+        MessageDecryptor(KEY, CHAINING_KEY + b"\x00")
+
+
+def test_transport_cipher_after_a_real_handshake() -> None:
+    initiator_key, responder_key = os.urandom(32), os.urandom(32)
+    initiator = InitiatorHandshake(initiator_key, public_key_of(responder_key))
+    responder = ResponderHandshake(responder_key)
+    act_three = initiator.receive_act_two(responder.receive_act_one(initiator.act_one()))
+    responder.receive_act_three(act_three)
+    left, right = TransportCipher(initiator.keys), TransportCipher(responder.keys)
+    for n in range(1200):  # past two rotations in each direction
+        assert right.decryptor.feed(left.encryptor.encrypt(b"ping %d" % n)) == [b"ping %d" % n]
+        assert left.decryptor.feed(right.encryptor.encrypt(b"pong %d" % n)) == [b"pong %d" % n]
+    # A direction's key is not the other's.
+    with pytest.raises(DecryptError):
+        left.decryptor.feed(left.encryptor.encrypt(b"echo"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=8))
+def test_garbage_raises_only_decrypt_error(chunks: list[bytes]) -> None:
+    _, decryptor = _pair()
+    try:
+        for chunk in chunks:
+            assert decryptor.feed(chunk) == []
+    except NoiseError as exc:
+        assert isinstance(exc, DecryptError)
+        assert sum(map(len, chunks)) >= LENGTH_HEADER_SIZE
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=300), min_size=1, max_size=5),
+    st.data(),
+)
+def test_any_flipped_bit_is_detected(messages: list[bytes], data: st.DataObject) -> None:
+    encryptor, decryptor = _pair()
+    stream = bytearray(b"".join(encryptor.encrypt_many(messages)))
+    bit = data.draw(st.integers(0, len(stream) * 8 - 1))
+    stream[bit // 8] ^= 1 << (bit % 8)
+    cut = data.draw(st.integers(0, len(stream)))
+    with pytest.raises(DecryptError):
+        decryptor.feed(stream[:cut])
+        decryptor.feed(stream[cut:])
