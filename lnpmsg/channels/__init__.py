@@ -1,1 +1,107 @@
-"""channels"""
+"""BOLT-3 channel transactions, composed from extensions (sans-IO, no chain access).
+
+- :mod:`.keys`: per-commitment points, derived and revocation keys, obscured commitment numbers
+- :mod:`.shachain`: per-commitment secret generation and compact storage
+- :mod:`.script`: script building and the BOLT-3 scripts
+- :mod:`.tx`: transactions, BIP-143/legacy sighashes, signatures
+- :mod:`.spend`: spendable outputs, spend paths, signing plans, sweeps
+- :mod:`.extensions`: the extension API (read its docstring first)
+- :mod:`.commitment`: ``build_commitment``, the core that composes extensions
+- :mod:`.bolt3`: the standard extensions (base, anchors, HTLCs)
+- :mod:`.sweeps`: to_local/HTLC sweeps, penalties, closing transactions
+"""
+
+from .bolt3 import (
+    LOCAL_ANCHOR,
+    REMOTE_ANCHOR,
+    TO_LOCAL,
+    TO_REMOTE,
+    AnchorsExtension,
+    BaseExtension,
+    Htlc,
+    HtlcExtension,
+    bolt3_extensions,
+    delayed_output,
+    funding_spendable,
+    htlc_tag,
+)
+from .commitment import Commitment, build_commitment
+from .errors import ChannelError, ShachainError
+from .extensions import (
+    CommitmentContext,
+    CommitmentExtension,
+    CommitmentOutput,
+    OutputSpec,
+    TxFrame,
+)
+from .keys import ChannelBasepoints, CommitmentKeys
+from .shachain import ShachainStore, per_commitment_secret
+from .spend import (
+    InputPlan,
+    Sig,
+    Spendable,
+    SpendPath,
+    SpendPlan,
+    Value,
+    build_spend,
+    sweep,
+)
+from .sweeps import (
+    closing_tx,
+    htlc_claim,
+    legacy_closing_tx,
+    penalty_sweep,
+    second_stage_penalty,
+    second_stage_sweep,
+    to_local_sweep,
+    to_remote_sweep,
+)
+from .tx import OutPoint, Tx, TxIn, TxOut
+
+__all__ = [
+    "LOCAL_ANCHOR",
+    "REMOTE_ANCHOR",
+    "TO_LOCAL",
+    "TO_REMOTE",
+    "AnchorsExtension",
+    "BaseExtension",
+    "ChannelBasepoints",
+    "ChannelError",
+    "Commitment",
+    "CommitmentContext",
+    "CommitmentExtension",
+    "CommitmentKeys",
+    "CommitmentOutput",
+    "Htlc",
+    "HtlcExtension",
+    "InputPlan",
+    "OutPoint",
+    "OutputSpec",
+    "ShachainError",
+    "ShachainStore",
+    "Sig",
+    "SpendPath",
+    "SpendPlan",
+    "Spendable",
+    "Tx",
+    "TxFrame",
+    "TxIn",
+    "TxOut",
+    "Value",
+    "bolt3_extensions",
+    "build_commitment",
+    "build_spend",
+    "closing_tx",
+    "delayed_output",
+    "funding_spendable",
+    "htlc_claim",
+    "htlc_tag",
+    "legacy_closing_tx",
+    "penalty_sweep",
+    "per_commitment_secret",
+    "second_stage_penalty",
+    "second_stage_sweep",
+    "sweep",
+    "to_local_sweep",
+    "to_remote_sweep",
+]

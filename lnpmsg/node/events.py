@@ -155,3 +155,7 @@ class EventBus:
 
     def __len__(self) -> int:
         return len(self._subscriptions)
+
+    @property
+    def has_subscribers(self) -> bool:
+        return bool(self._subscriptions)

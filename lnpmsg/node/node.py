@@ -49,7 +49,8 @@ from lnpmsg.transports.address import PeerAddress, parse_listen_address, parse_p
 from lnpmsg.transports.base import Connection, Listener, Transport, TransportError
 from lnpmsg.transports.tcp import TcpTransport, split_host_port
 from lnpmsg.wire import DEFAULT_REGISTRY, Features, Init, Message, MessageRegistry, UnknownMessage
-from lnpmsg.wire.bolt1 import CHAIN_HASHES
+from lnpmsg.wire.bolt1 import CHAIN_HASHES, INIT_TLVS
+from lnpmsg.wire.features import known_features
 
 __all__ = ["MAX_CONNECTIONS_PER_IP", "MAX_PENDING_HANDSHAKES", "Node", "NodeConfig", "ConnectError"]
 
@@ -116,6 +117,8 @@ class Node:
         self.listen_addresses: list[str] = []
         self._handlers: dict[int, list[Handler]] = {}
         self._catch_all: list[Handler] = []
+        #: messages that reached no handler and no subscriber (unknown odd types)
+        self.ignored_messages = 0
         self._connections_per_ip: Counter[str] = Counter()
         self._pending_handshakes = 0
         self._nursery: trio.Nursery | None = None
@@ -152,7 +155,7 @@ class Node:
         return Init(
             globalfeatures=b"",
             features=self.config.features.to_bytes(),
-            tlvs=Init.tlv_stream(networks=[self._chain_hash]),
+            tlvs=INIT_TLVS.stream(networks=[self._chain_hash]),
         )
 
     # --------------------------------------------------------------- run
@@ -277,7 +280,7 @@ class Node:
         session = PeerSession(
             self.local_init(),
             trio.current_time(),
-            known_features=cfg.features | _known_features(),
+            known_features=cfg.features | known_features(),
             registry=self.registry,
             chains=[self._chain_hash],
             ping_interval=cfg.ping_interval,
@@ -291,6 +294,7 @@ class Node:
             remote_id,
             outbound=outbound,
             on_event=self._on_peer_event,
+            on_message=self._dispatch,
             leftover=leftover,
             max_queued_bytes=cfg.max_queued_bytes,
         )
@@ -369,15 +373,19 @@ class Node:
         self.events.publish(PeerConnected(peer.node_id, peer.address, peer.transport_kind, peer.outbound, features))
 
     async def _dispatch(self, peer: Peer, message: Message) -> None:
-        type_number = message.type if isinstance(message, UnknownMessage) else message.TYPE
+        type_number = message.type if type(message) is UnknownMessage else message.TYPE
         handlers = self._handlers.get(type_number) or self._catch_all
+        subscribed = self.events.has_subscribers
+        if not handlers and not subscribed:
+            self.ignored_messages += 1
+            return
         for handler in handlers:
             try:
                 await handler(peer, message)
             except Exception:
                 log.exception("handler %r failed on message type %d from %s", handler, type_number, peer.node_id.hex())
-        if self.events:
-            payload = message.payload if isinstance(message, UnknownMessage) else message.encode()[2:]
+        if subscribed:
+            payload = message.payload if type(message) is UnknownMessage else message.encode()[2:]
             self.events.publish(CustomMessageReceived(peer.node_id, type_number, payload))
 
     # ------------------------------------------------------------ helpers
@@ -394,12 +402,6 @@ class Node:
             except Exception as exc:
                 log.warning("broadcast to %s skipped: %s", peer.node_id.hex(), exc)
         return sent
-
-
-def _known_features() -> Features:
-    from lnpmsg.wire.features import known_features
-
-    return known_features()
 
 
 async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:

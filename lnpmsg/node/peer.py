@@ -21,7 +21,7 @@ import trio
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.session import (
-    LocalProtocolError,
+    MessageReceived,
     PeerReady,
     PeerSession,
     PongReceived,
@@ -30,6 +30,8 @@ from lnpmsg.node.session import (
     SessionState,
 )
 from lnpmsg.noise import (
+    MAX_MESSAGE_SIZE,
+    MessageTooLarge,
     ACT_ONE_SIZE,
     ACT_THREE_SIZE,
     ACT_TWO_SIZE,
@@ -132,6 +134,7 @@ async def handshake_as_responder(
 
 
 EventHandler = Callable[["Peer", SessionEvent], Awaitable[None]]
+MessageHandler = Callable[["Peer", Message], Awaitable[None]]
 
 
 @dataclass
@@ -161,6 +164,7 @@ class Peer:
         *,
         outbound: bool,
         on_event: EventHandler,
+        on_message: MessageHandler,
         leftover: bytes = b"",
         max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
@@ -176,7 +180,9 @@ class Peer:
         #: set when the peer's init has been accepted
         self.ready = trio.Event()
         self._cipher = cipher
+        self._outbox = session.outbox
         self._on_event = on_event
+        self._on_message = on_message
         self._leftover = leftover
         self._max_queued = max_queued_bytes
         self._queued_bytes = 0
@@ -226,11 +232,14 @@ class Peer:
         self._enqueue(data)
 
     def _enqueue(self, data: bytes) -> None:
-        self._check_open()
-        try:
-            self.session.send(data)
-        except LocalProtocolError as exc:
-            raise PeerClosedError(str(exc)) from exc
+        # The session's only checks on send are "not closed" and "whole
+        # message", both enforced here, so append to its outbox directly:
+        # this is the hot path of every send.
+        if self._closing:
+            raise PeerClosedError(f"peer {self.node_id.hex()} is closed: {self.close_reason}")
+        if len(data) > MAX_MESSAGE_SIZE:
+            raise MessageTooLarge(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
+        self._outbox.append(data)
         self._queued_bytes += len(data)
         self._data_ready.set()
 
@@ -292,6 +301,7 @@ class Peer:
         decryptor = self._cipher.decryptor
         session = self.session
         counters = self.counters
+        on_message = self._on_message
         data = self._leftover
         self._leftover = b""
         while True:
@@ -305,12 +315,13 @@ class Peer:
                     return
                 if messages:
                     counters.messages_in += len(messages)
-                    now = trio.current_time()
-                    for message in messages:
-                        for event in session.receive_message(message, now):
+                    for event in session.receive_messages(messages, trio.current_time()):
+                        if type(event) is MessageReceived:
+                            await on_message(self, event.message)
+                        else:
                             await self._handle(event)
-                        if self._closing:
-                            return
+                    if self._closing:
+                        return
                     if session.outbox:
                         self._data_ready.set()
                     self._rearm_timer()

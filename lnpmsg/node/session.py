@@ -16,8 +16,9 @@ What it does, per BOLT 1:
   within ``PONG_TIMEOUT``;
 - ``error`` with an all-zero channel id fails the connection; ``warning`` is
   reported and the connection stays;
-- "it's OK to be odd": an unknown odd message is ignored, an unknown even one
-  fails the connection.
+- "it's OK to be odd": an unknown odd message is passed up as an
+  ``UnknownMessage`` for the node to ignore (or hand to a raw-message
+  listener), an unknown even one fails the connection.
 
 After a failure the session is CLOSED for good (a sticky state): it reports
 one ``SessionClosed`` event and refuses further input and output.
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
+    PING_MAX_PONG_BYTES,
+    ZERO_CHANNEL_ID,
     Error,
     Features,
     Init,
@@ -49,7 +52,6 @@ __all__ = [
     "INIT_TIMEOUT",
     "PING_INTERVAL",
     "PONG_TIMEOUT",
-    "ZERO_CHANNEL_ID",
     "MessageReceived",
     "PeerReady",
     "PongReceived",
@@ -70,12 +72,8 @@ PING_INTERVAL = 60.0
 PONG_TIMEOUT = 30.0
 #: the smallest allowed interval between our pings (a floor for configuration)
 MIN_PING_INTERVAL = 0.05
-#: pong sizes at or above this mean "do not answer" (BOLT 1)
-PONG_REFUSE_THRESHOLD = 65532
 #: a peer may send this many pings per ``PING_INTERVAL`` before it is flooding
 MAX_PINGS_PER_INTERVAL = 20
-
-ZERO_CHANNEL_ID = bytes(32)
 
 _BOLT1_TYPES = frozenset({Init.TYPE, Error.TYPE, WarningMessage.TYPE, Ping.TYPE, Pong.TYPE})
 
@@ -150,7 +148,6 @@ def printable(data: bytes, limit: int = 300) -> str:
 class SessionStats:
     messages_in: int = 0
     messages_out: int = 0
-    ignored_odd: int = 0
     pings_in: int = 0
 
 
@@ -184,7 +181,7 @@ class PeerSession:
         self.state = SessionState.AWAITING_INIT
         self.registry = registry
         self.local_init = local_init
-        self.local_features = _init_features(local_init)
+        self.local_features = local_init.all_features
         self.known_features = known_features if known_features is not None else self.local_features
         self.chains = frozenset(chains)
         self.ping_interval = max(ping_interval, MIN_PING_INTERVAL)
@@ -206,35 +203,57 @@ class PeerSession:
 
     def receive_message(self, data: bytes, now: float) -> list[SessionEvent]:
         """Process one decrypted message from the peer; return the events it caused."""
-        if self.state is SessionState.CLOSED:
-            return []
+        return self.receive_messages((data,), now)
+
+    def receive_messages(self, messages: Iterable[bytes], now: float) -> list[SessionEvent]:
+        """Process decrypted messages in arrival order; return the events they caused.
+
+        Taking a batch (everything one read decrypted) keeps the per-message
+        cost low on the hot path. Processing stops at the first failure.
+        """
+        events: list[SessionEvent] = []
+        decode = self.registry.decode
+        stats = self.stats
+        for data in messages:
+            if self.state is not SessionState.ACTIVE:
+                if self.state is SessionState.CLOSED:
+                    break
+                events.extend(self._first_message(data, now))
+                continue
+            stats.messages_in += 1
+            if len(data) < 2:
+                events.extend(self._fail("message shorter than its 2-byte type", now))
+                break
+            msg_type = (data[0] << 8) | data[1]
+            if msg_type in _BOLT1_TYPES:
+                events.extend(self._on_bolt1(msg_type, data, now))
+                continue
+            try:
+                message = decode(data)
+            except WireError as exc:
+                events.extend(self._fail(f"malformed message of type {msg_type}: {exc}", now))
+                break
+            if type(message) is UnknownMessage and not msg_type & 1:
+                events.extend(self._fail(f"unknown even message type {msg_type}", now))
+                break
+            # Unknown odd messages still go up: the node ignores them unless an
+            # app asked for raw messages (e.g. the control API's custom message events).
+            events.append(MessageReceived(message))
+        return events
+
+    def _first_message(self, data: bytes, now: float) -> list[SessionEvent]:
         self.stats.messages_in += 1
-        if len(data) < 2:
-            return self._fail("message shorter than its 2-byte type", now)
-        msg_type = (data[0] << 8) | data[1]
-        if self.state is SessionState.AWAITING_INIT:
-            if msg_type != Init.TYPE:
-                return self._fail(f"expected init as the first message, got type {msg_type}", now)
-            return self._on_init(data, now)
-        if msg_type in _BOLT1_TYPES:
-            return self._on_bolt1(msg_type, data, now)
-        try:
-            message = self.registry.decode(data)
-        except WireError as exc:
-            return self._fail(f"malformed message of type {msg_type}: {exc}", now)
-        if type(message) is UnknownMessage:
-            if msg_type & 1:
-                self.stats.ignored_odd += 1
-                return []
-            return self._fail(f"unknown even message type {msg_type}", now)
-        return [MessageReceived(message)]
+        msg_type = (data[0] << 8) | data[1] if len(data) >= 2 else None
+        if msg_type != Init.TYPE:
+            return self._fail(f"expected init as the first message, got type {msg_type}", now)
+        return self._on_init(data, now)
 
     def _on_init(self, data: bytes, now: float) -> list[SessionEvent]:
         try:
             init = Init.decode_payload(data[2:])
         except WireError as exc:
             return self._fail(f"malformed init: {exc}", now)
-        features = _init_features(init)
+        features = init.all_features
         problems = check_dependencies(features)
         if problems:
             return self._fail(f"peer features break dependencies: {'; '.join(problems)}", now)
@@ -242,7 +261,7 @@ class PeerSession:
         if unknown:
             bits = ", ".join(str(b) for b in sorted(unknown))
             return self._fail(f"peer requires features we do not support: bit(s) {bits}", now)
-        networks = _init_networks(init)
+        networks = init.networks
         if self.chains and networks is not None and not (self.chains & set(networks)):
             return self._fail("peer shares none of our chains (init networks)", now)
         self.remote_init = init
@@ -278,7 +297,7 @@ class PeerSession:
         self._pings_in_window += 1
         if self._pings_in_window > MAX_PINGS_PER_INTERVAL:
             return self._fail(f"ping flood: more than {MAX_PINGS_PER_INTERVAL} pings in {self.ping_interval:g} s", now)
-        if ping.num_pong_bytes < PONG_REFUSE_THRESHOLD:
+        if ping.num_pong_bytes <= PING_MAX_PONG_BYTES:
             self.outbox.append(Pong(ignored=bytes(ping.num_pong_bytes)).encode())
             self.stats.messages_out += 1
         return []
@@ -376,13 +395,4 @@ class PeerSession:
     def describe_remote_features(self) -> list[str]:
         """Names of the peer's feature bits, for logs and JSON."""
         return describe(self.remote_features) if self.remote_features is not None else []
-
-
-def _init_features(init: Init) -> Features:
-    return Features.from_bytes(init.globalfeatures) | Features.from_bytes(init.features)
-
-
-def _init_networks(init: Init) -> list[bytes] | None:
-    networks = init.tlvs.get("networks")
-    return list(networks) if networks is not None else None
 

@@ -1,0 +1,245 @@
+"""The sans-IO BOLT-1 session: init, ping/pong, errors, odd/even, timers."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from lnpmsg.node.session import (
+    LocalProtocolError,
+    MessageReceived,
+    PeerReady,
+    PeerSession,
+    PongReceived,
+    RemoteError,
+    RemoteWarning,
+    SessionClosed,
+    SessionState,
+)
+from lnpmsg.wire import (
+    DEFAULT_REGISTRY,
+    Error,
+    Features,
+    Init,
+    Message,
+    Ping,
+    Pong,
+    UnknownMessage,
+    WarningMessage,
+    message,
+)
+from lnpmsg.wire.bolt1 import CHAIN_HASH_MAINNET, CHAIN_HASH_REGTEST, INIT_TLVS
+from lnpmsg.wire.fields import u32
+
+CHANNEL = bytes(range(32))
+
+
+def make_session(now=0.0, **kwargs):
+    local = Init(features=Features.from_names(optional=["var_onion_optin"]).to_bytes())
+    return PeerSession(local, now, ping_interval=60, pong_timeout=30, init_timeout=30, **kwargs)
+
+
+def ready_session(now=0.0, **kwargs):
+    session = make_session(now, **kwargs)
+    events = session.receive_message(Init().encode(), now)
+    assert [type(e) for e in events] == [PeerReady]
+    session.outbox.clear()
+    return session
+
+
+def sent(session):
+    out = [DEFAULT_REGISTRY.decode(m) for m in session.outbox]
+    session.outbox.clear()
+    return out
+
+
+def closed_with(events, text):
+    assert len(events) == 1 and isinstance(events[0], SessionClosed), events
+    assert text in events[0].reason
+    return events[0]
+
+
+def test_our_init_goes_first_and_peer_init_makes_the_session_active():
+    session = make_session()
+    (first,) = sent(session)
+    assert isinstance(first, Init)
+    assert first.all_features.supports("var_onion_optin")
+    remote = Init(features=Features.from_names(optional=["gossip_queries"]).to_bytes())
+    (event,) = session.receive_message(remote.encode(), 1.0)
+    assert isinstance(event, PeerReady)
+    assert event.features.supports("gossip_queries")
+    assert session.state is SessionState.ACTIVE
+
+
+def test_first_message_must_be_init():
+    session = make_session()
+    session.outbox.clear()
+    closed_with(session.receive_message(Ping(num_pong_bytes=1).encode(), 1), "expected init")
+    (error,) = sent(session)
+    assert isinstance(error, Error) and b"expected init" in error.data
+    assert session.state is SessionState.CLOSED
+    # sticky: nothing more is accepted or produced
+    assert session.receive_message(Init().encode(), 2) == []
+    with pytest.raises(LocalProtocolError):
+        session.send(Ping(num_pong_bytes=0))
+
+
+def test_unknown_required_feature_fails_with_the_bit_named():
+    session = make_session()
+    remote = Init(features=Features.from_bits([200]).to_bytes())
+    closed_with(session.receive_message(remote.encode(), 1), "bit(s) 200")
+
+
+def test_unknown_optional_feature_is_fine():
+    session = make_session()
+    remote = Init(features=Features.from_bits([201]).to_bytes())
+    assert isinstance(session.receive_message(remote.encode(), 1)[0], PeerReady)
+
+
+def test_broken_feature_dependency_fails():
+    session = make_session()
+    # basic_mpp needs payment_secret (BOLT 9)
+    remote = Init(features=Features.from_names(optional=["basic_mpp"]).to_bytes())
+    closed_with(session.receive_message(remote.encode(), 1), "dependencies")
+
+
+def test_peer_on_another_chain_is_refused():
+    session = make_session(chains=[CHAIN_HASH_REGTEST])
+    remote = Init(tlvs=INIT_TLVS.stream(networks=[CHAIN_HASH_MAINNET]))
+    closed_with(session.receive_message(remote.encode(), 1), "chains")
+    session = make_session(chains=[CHAIN_HASH_REGTEST])
+    remote = Init(tlvs=INIT_TLVS.stream(networks=[CHAIN_HASH_MAINNET, CHAIN_HASH_REGTEST]))
+    assert isinstance(session.receive_message(remote.encode(), 1)[0], PeerReady)
+
+
+def test_malformed_init_fails():
+    session = make_session()
+    closed_with(session.receive_message(b"\x00\x10\x00\x05ab", 1), "malformed init")
+
+
+def test_init_timeout():
+    session = make_session(now=100.0)
+    assert session.get_timer() == 130.0
+    assert session.handle_timer(129.0) == []
+    closed_with(session.handle_timer(130.0), "no init")
+
+
+def test_ping_is_answered_with_the_asked_number_of_bytes():
+    session = ready_session()
+    assert session.receive_message(Ping(num_pong_bytes=10, ignored=b"xyz").encode(), 1) == []
+    (pong,) = sent(session)
+    assert pong == Pong(ignored=bytes(10))
+
+
+def test_ping_asking_for_too_many_bytes_gets_no_pong():
+    session = ready_session()
+    session.receive_message(Ping(num_pong_bytes=65532).encode(), 1)
+    assert sent(session) == []
+    session.receive_message(Ping(num_pong_bytes=65531).encode(), 2)
+    assert len(sent(session)[0].ignored) == 65531
+
+
+def test_ping_flood_closes():
+    session = ready_session()
+    events = []
+    for i in range(25):
+        events += session.receive_message(Ping(num_pong_bytes=0).encode(), 1 + i * 0.01)
+    closed_with(events, "ping flood")
+
+
+def test_keepalive_ping_and_pong_rtt():
+    session = ready_session(now=0.0)
+    assert session.get_timer() == 60.0
+    session.handle_timer(60.0)
+    (ping,) = sent(session)
+    assert isinstance(ping, Ping)
+    assert session.get_timer() == 90.0
+    (event,) = session.receive_message(Pong(ignored=bytes(ping.num_pong_bytes)).encode(), 60.25)
+    assert event == PongReceived(0.25)
+    assert session.get_timer() == 120.0
+
+
+def test_silent_peer_is_dropped_after_pong_timeout():
+    session = ready_session(now=0.0)
+    session.handle_timer(60.0)
+    assert session.handle_timer(89.0) == []
+    closed_with(session.handle_timer(90.0), "did not answer ping")
+
+
+def test_pong_of_wrong_length_fails():
+    session = ready_session()
+    session.ping(1.0, num_pong_bytes=4)
+    closed_with(session.receive_message(Pong(ignored=b"12").encode(), 1.1), "pong carries 2 bytes")
+
+
+def test_unsolicited_pong_is_ignored():
+    session = ready_session()
+    assert session.receive_message(Pong(ignored=b"").encode(), 1) == []
+    assert session.state is SessionState.ACTIVE
+
+
+def test_error_for_all_channels_closes_and_names_the_peer_text():
+    session = ready_session()
+    event = closed_with(
+        session.receive_message(Error(channel_id=bytes(32), data=b"go away\x07").encode(), 1), "go away\\x07"
+    )
+    assert event.by_peer
+    assert sent(session) == []  # no error is sent back to an error
+
+
+def test_error_for_one_channel_and_warning_keep_the_connection():
+    session = ready_session()
+    (event,) = session.receive_message(Error(channel_id=CHANNEL, data=b"bad htlc").encode(), 1)
+    assert event == RemoteError(CHANNEL, "bad htlc")
+    (event,) = session.receive_message(WarningMessage(channel_id=bytes(32), data=b"careful").encode(), 1)
+    assert event == RemoteWarning(bytes(32), "careful")
+    assert session.state is SessionState.ACTIVE
+
+
+def test_unknown_odd_message_is_passed_up_unknown_even_fails():
+    session = ready_session()
+    (event,) = session.receive_message(b"\x80\x01hello", 1)
+    assert event == MessageReceived(UnknownMessage(type=0x8001, payload=b"hello"))
+    closed_with(session.receive_message(b"\x80\x02hello", 2), "unknown even message type 32770")
+    (error,) = sent(session)
+    assert isinstance(error, Error)
+
+
+def test_second_init_fails():
+    session = ready_session()
+    closed_with(session.receive_message(Init().encode(), 1), "init twice")
+
+
+def test_message_shorter_than_type_fails():
+    session = ready_session()
+    closed_with(session.receive_message(b"\x01", 1), "shorter than its 2-byte type")
+
+
+@message(type=32800)
+@dataclass(frozen=True, slots=True)
+class Counter(Message):
+    FIELDS = (("value", u32),)
+    value: int
+
+
+def test_registered_app_message_is_decoded_and_malformed_one_fails():
+    registry = DEFAULT_REGISTRY.copy()
+    registry.register(Counter)
+    session = ready_session(registry=registry)
+    (event,) = session.receive_message(Counter(value=7).encode(), 1)
+    assert event == MessageReceived(Counter(value=7))
+    closed_with(session.receive_message(b"\x80\x20\x00", 2), "malformed message of type 32800")
+
+
+def test_batch_stops_at_the_first_failure():
+    session = ready_session()
+    batch = [b"\x80\x01a", b"\x80\x02b", b"\x80\x01c"]
+    events = session.receive_messages(batch, 1)
+    assert [type(e) for e in events] == [MessageReceived, SessionClosed]
+
+
+def test_local_close_sends_error_when_asked():
+    session = ready_session()
+    closed_with(session.close("shutting down", send_error=True), "shutting down")
+    (error,) = sent(session)
+    assert error.data == b"shutting down"
+    assert session.get_timer() is None
