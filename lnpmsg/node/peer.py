@@ -100,7 +100,11 @@ async def handshake_as_initiator(
         with trio.fail_after(timeout):
             hs = InitiatorHandshake(key.secret, remote_node_id)
             await conn.send_frames([hs.act_one()])
-            act_two = await _receive_exactly(conn, ACT_TWO_SIZE, buffer, "act two")
+            try:
+                act_two = await _receive_exactly(conn, ACT_TWO_SIZE, buffer, "act two")
+            except HandshakeFailed as exc:
+                # A responder whose key differs cannot read act one and hangs up: say so.
+                raise HandshakeFailed(f"{exc}; is {remote_node_id.hex()} the right node id?") from None
             act_three = hs.receive_act_two(act_two)
             await conn.send_frames([act_three])
     except trio.TooSlowError:

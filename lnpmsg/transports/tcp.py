@@ -68,6 +68,16 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _os_error_reason(exc: OSError) -> str:
+    """The most specific reason: trio wraps per-address failures in an exception group."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        reasons = sorted({e.strerror or str(e) for e in cause.exceptions if isinstance(e, OSError)})
+        if reasons:
+            return "; ".join(reasons)
+    return exc.strerror or str(exc)
+
+
 class TcpConnection(Connection):
     """A connection over any trio byte stream (TCP, or a SOCKS-proxied TCP stream)."""
 
@@ -182,7 +192,7 @@ class TcpTransport(Transport):
         except trio.TooSlowError as exc:
             raise TransportError(f"TCP connect to {target} timed out after {self.connect_timeout:g} s") from exc
         except OSError as exc:
-            raise TransportError(f"TCP connect to {target} failed: {exc.strerror or exc}") from exc
+            raise TransportError(f"TCP connect to {target} failed: {_os_error_reason(exc)}") from exc
         return TcpConnection(stream, format_host_port(host, port))
 
     async def listen(self, target: str) -> TcpListener:

@@ -1,0 +1,296 @@
+"""Nodes over real loopback TCP: peers, limits, and every kind of bad input."""
+
+import logging
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from lnpmsg.node.events import CustomMessageReceived, PeerConnected, PeerDisconnected
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import ConnectError, Node, NodeConfig
+from lnpmsg.node.peer import PeerClosedError
+from lnpmsg.testing.rawpeer import RawPeer
+from lnpmsg.wire import DEFAULT_REGISTRY, Error, Features, Init, Ping, Pong, UnknownMessage
+from lnpmsg.wire.bolt1 import INIT_TLVS
+
+CUSTOM = 32769
+
+
+@asynccontextmanager
+async def running(*nodes):
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run)
+        try:
+            yield nursery
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def make_node(**config):
+    config.setdefault("listen", ["127.0.0.1:0"])
+    return Node(NodeKey.generate(), NodeConfig(**config))
+
+
+def address_of(node):
+    return f"{node.node_id.hex()}@{node.listen_addresses[0]}"
+
+
+async def test_two_nodes_exchange_init_ping_and_custom_messages():
+    a, b = make_node(), make_node(listen=[])
+    received = []
+
+    async def on_custom(peer, message):
+        received.append((peer.node_id, message))
+
+    a.add_handler(CUSTOM, on_custom)
+    async with running(a, b):
+        with a.events.subscribe() as events:
+            peer = await b.connect(address_of(a))
+            assert peer.is_ready and peer.transport_kind == "tcp"
+            connected = await events.__anext__()
+            assert isinstance(connected, PeerConnected) and connected.node_id == b.node_id and not connected.outbound
+            assert await peer.ping() >= 0
+            await peer.send(CUSTOM.to_bytes(2, "big") + b"hi")
+            event = await events.__anext__()
+            assert event == CustomMessageReceived(b.node_id, CUSTOM, b"hi")
+            assert received == [(b.node_id, UnknownMessage(CUSTOM, b"hi"))]
+            await b.disconnect(a.node_id)
+            event = await events.__anext__()
+            assert isinstance(event, PeerDisconnected) and event.node_id == b.node_id
+            assert "peer closed the connection" in event.reason
+        assert b.node_id not in a.peers
+
+
+async def test_connect_with_wrong_node_id_fails_clearly_and_node_serves_on():
+    a, b = make_node(), make_node(listen=[])
+    async with running(a, b):
+        wrong = NodeKey.generate().node_id.hex()
+        with pytest.raises(ConnectError, match="right node id"):
+            await b.connect(f"{wrong}@{a.listen_addresses[0]}")
+        assert (await b.connect(address_of(a))).is_ready
+
+
+async def test_connect_to_nothing_fails_clearly():
+    b = make_node(listen=[])
+    async with running(b):
+        with trio.socket.socket() as sock:
+            await sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with pytest.raises(ConnectError, match="refused"):
+            await b.connect(f"{NodeKey.generate().node_id.hex()}@127.0.0.1:{port}")
+
+
+async def test_silent_and_garbage_peers_do_not_block_others(caplog):
+    caplog.set_level(logging.INFO)
+    a, b = make_node(handshake_timeout=0.5), make_node(listen=[])
+    async with running(a, b):
+        host, port = a.listen_addresses[0].rsplit(":", 1)
+        silent = await trio.open_tcp_stream(host, int(port))
+        garbage = await trio.open_tcp_stream(host, int(port))
+        await garbage.send_all(b"\x01" + bytes(49))  # act one with version 1
+        # a good peer is served while the others hang or misbehave
+        assert (await b.connect(address_of(a))).is_ready
+        assert await garbage.receive_some(100) == b""  # dropped at once
+        with trio.fail_after(3):
+            assert await silent.receive_some(100) == b""  # dropped after the handshake timeout
+        assert b.node_id in a.peers
+        await silent.aclose()
+        await garbage.aclose()
+    assert "act one: unsupported handshake version 1" in caplog.text
+    assert "handshake timed out" in caplog.text
+
+
+async def _raw(node, key=None):
+    raw = await RawPeer.connect(node.listen_addresses[0], node.node_id, key)
+    init = DEFAULT_REGISTRY.decode(await raw.exchange_init())
+    assert isinstance(init, Init)
+    return raw
+
+
+async def test_unknown_even_message_gets_error_and_disconnect(caplog):
+    a = make_node()
+    async with running(a):
+        raw = await _raw(a)
+        await raw.send(b"\x80\x02boom")
+        messages = await raw.receive_until_closed()
+        error = DEFAULT_REGISTRY.decode(messages[-1])
+        assert isinstance(error, Error) and b"unknown even message type 32770" in error.data
+        # the node carries on
+        async with await RawPeer.connect(a.listen_addresses[0], a.node_id) as again:
+            assert isinstance(DEFAULT_REGISTRY.decode(await again.exchange_init()), Init)
+        await raw.aclose()
+
+
+async def test_unknown_odd_message_is_ignored_and_connection_stays():
+    a = make_node()
+    async with running(a):
+        raw = await _raw(a)
+        await raw.send(b"\x80\x03whatever")
+        await raw.send(Ping(num_pong_bytes=3))
+        assert DEFAULT_REGISTRY.decode(await raw.receive()) == Pong(ignored=bytes(3))
+        assert a.ignored_messages == 1
+        await raw.aclose()
+
+
+async def test_bad_tlv_ordering_in_init_gets_error():
+    a = make_node()
+    async with running(a):
+        raw = await RawPeer.connect(a.listen_addresses[0], a.node_id)
+        await raw.receive()  # the node's init
+        # init with TLV type 3 before type 1: not strictly increasing
+        bad = Init().encode() + bytes([3, 0, 1, 0])
+        await raw.send(bad)
+        messages = await raw.receive_until_closed()
+        error = DEFAULT_REGISTRY.decode(messages[-1])
+        assert isinstance(error, Error) and b"malformed init" in error.data
+        await raw.aclose()
+
+
+async def test_unknown_required_feature_in_init_gets_error():
+    a = make_node()
+    async with running(a):
+        raw = await RawPeer.connect(a.listen_addresses[0], a.node_id)
+        await raw.receive()
+        await raw.send(Init(features=Features.from_bits([300]).to_bytes()))
+        error = DEFAULT_REGISTRY.decode((await raw.receive_until_closed())[-1])
+        assert b"bit(s) 300" in error.data
+        await raw.aclose()
+
+
+async def test_wrong_chain_gets_error():
+    a = make_node(network="regtest")
+    async with running(a):
+        raw = await RawPeer.connect(a.listen_addresses[0], a.node_id)
+        await raw.receive()
+        from lnpmsg.wire.bolt1 import CHAIN_HASH_MAINNET
+
+        await raw.send(Init(tlvs=INIT_TLVS.stream(networks=[CHAIN_HASH_MAINNET])))
+        error = DEFAULT_REGISTRY.decode((await raw.receive_until_closed())[-1])
+        assert b"chains" in error.data
+        await raw.aclose()
+
+
+@pytest.mark.parametrize("damage", ["mac", "truncated"])
+async def test_corrupt_and_truncated_frames_close_the_connection(damage, caplog):
+    caplog.set_level(logging.INFO)
+    a = make_node()
+    async with running(a):
+        with a.events.subscribe() as events:
+            raw = await _raw(a)
+            await events.__anext__()  # connected
+            frame = raw.encrypt(b"\x80\x01" + bytes(100))
+            if damage == "mac":
+                frame = frame[:-1] + bytes([frame[-1] ^ 1])
+                await raw.send_raw(frame)
+            else:
+                await raw.send_raw(frame[:50])
+                await raw.conn.aclose()
+            event = await events.__anext__()
+            assert isinstance(event, PeerDisconnected)
+            expected = "bad encrypted frame" if damage == "mac" else "peer closed the connection"
+            assert expected in event.reason
+            await raw.aclose()
+        assert expected in caplog.text
+
+
+async def test_connections_per_ip_are_limited(caplog):
+    a = make_node(max_connections_per_ip=2, handshake_timeout=5)
+    async with running(a):
+        host, port = a.listen_addresses[0].rsplit(":", 1)
+        first = await trio.open_tcp_stream(host, int(port))
+        second = await trio.open_tcp_stream(host, int(port))
+        third = await trio.open_tcp_stream(host, int(port))
+        with trio.fail_after(2):
+            assert await third.receive_some(10) == b""
+        assert "2 connections from that IP already" in caplog.text
+        for stream in (first, second, third):
+            await stream.aclose()
+
+
+async def test_peer_that_stops_answering_pings_is_dropped():
+    a = make_node(ping_interval=0.2, pong_timeout=0.3)
+    async with running(a):
+        with a.events.subscribe() as events:
+            raw = await _raw(a)
+            await events.__anext__()
+            with trio.fail_after(3):
+                event = await events.__anext__()
+            assert isinstance(event, PeerDisconnected) and "did not answer ping" in event.reason
+            await raw.aclose()
+
+
+async def test_peer_that_does_not_read_only_blocks_its_own_sender():
+    """Back-pressure: a peer that never reads fills its own queue; others are unaffected."""
+    a = make_node(max_queued_bytes=256 * 1024)
+    c = make_node()
+    got = []
+
+    async def on_custom(peer, message):
+        got.append(message)
+
+    c.add_handler(CUSTOM, on_custom)
+    async with running(a, c):
+        stuck = await RawPeer.connect(a.listen_addresses[0], a.node_id)  # never reads after this
+        await stuck.send(Init())
+        with trio.fail_after(3):
+            while len(a.peers) < 1:
+                await trio.sleep(0.01)
+        stuck_peer = a.peers[stuck.key.node_id]
+        peer_c = await a.connect(address_of(c))
+        blocked = trio.Event()
+
+        async def flood():
+            message = CUSTOM.to_bytes(2, "big") + bytes(60000)
+            for _ in range(1000):  # 60 MB: far beyond socket buffers and the queue bound
+                await stuck_peer.send(message)
+            blocked.set()  # never reached while the peer does not read
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            await trio.sleep(0.5)
+            assert stuck_peer.queued_bytes <= 256 * 1024 + 60002
+            for i in range(100):
+                await peer_c.send(CUSTOM.to_bytes(2, "big") + i.to_bytes(4, "big"))
+            with trio.fail_after(3):
+                while len(got) < 100:
+                    await trio.sleep(0.01)
+            assert not blocked.is_set()
+            nursery.cancel_scope.cancel()
+        await stuck.aclose()
+
+
+async def test_sending_to_a_closed_peer_raises():
+    a, b = make_node(), make_node(listen=[])
+    async with running(a, b):
+        peer = await b.connect(address_of(a))
+        await b.disconnect(a.node_id)
+        with pytest.raises(PeerClosedError):
+            await peer.send(b"\x80\x01x")
+
+
+async def test_new_connection_from_same_node_replaces_old():
+    a, b = make_node(), make_node(listen=[])
+    async with running(a, b):
+        first = await b.connect(address_of(a))
+        second = await b.connect(address_of(a))
+        with trio.fail_after(3):
+            await first.closed.wait()
+        assert second.is_ready and len(a.peers) == 1
+
+
+async def test_configured_peers_are_connected_and_reconnected():
+    a = make_node()
+    async with running(a):
+        b = make_node(listen=[], connect=[address_of(a)])
+        async with running(b):
+            with trio.fail_after(5):
+                while a.node_id not in b.peers:
+                    await trio.sleep(0.01)
+            await a.disconnect(b.node_id)
+            with trio.fail_after(5):
+                while a.node_id in b.peers and b.peers[a.node_id].is_ready is False or b.node_id not in a.peers:
+                    await trio.sleep(0.05)
+            assert b.peers[a.node_id].is_ready
