@@ -77,7 +77,7 @@ class NodeConfig:
 
     listen: list[str] = field(default_factory=list)
     connect: list[str] = field(default_factory=list)
-    network: str = "regtest"
+    network: str = "bitcoin"
     features: Features = field(default_factory=Features)
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     init_timeout: float = INIT_TIMEOUT

@@ -8,6 +8,7 @@ what lets many small messages through per second.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 from collections.abc import Sequence
 
@@ -66,6 +67,21 @@ def split_host_port(target: str, default_port: int | None = None) -> tuple[str, 
 def format_host_port(host: str, port: int) -> str:
     """Inverse of :func:`split_host_port`."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _open_tcp_stream(host: str, port: int) -> trio.SocketStream:
+    """Connect; an IP literal skips the resolver (trio resolves in a worker thread)."""
+    try:
+        family = trio.socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else trio.socket.AF_INET
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 def _os_error_reason(exc: OSError) -> str:
@@ -188,7 +204,7 @@ class TcpTransport(Transport):
         host, port = split_host_port(target)
         try:
             with trio.fail_after(self.connect_timeout):
-                stream = await trio.open_tcp_stream(host, port)
+                stream = await _open_tcp_stream(host, port)
         except trio.TooSlowError as exc:
             raise TransportError(f"TCP connect to {target} timed out after {self.connect_timeout:g} s") from exc
         except OSError as exc:
