@@ -123,7 +123,7 @@ class TcpConnection(Connection):
 
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         try:
-            return await self._stream.receive_some(max_bytes)
+            return bytes(await self._stream.receive_some(max_bytes))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionClosed(f"receive from {self._remote} failed: {exc or type(exc).__name__}") from exc
 
