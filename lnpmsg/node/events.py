@@ -20,6 +20,8 @@ __all__ = [
     "PeerConnected",
     "PeerDisconnected",
     "CustomMessageReceived",
+    "ErrorReported",
+    "Listener",
     "PeerWarningReceived",
     "PeerErrorReceived",
     "Subscription",
@@ -76,7 +78,27 @@ class PeerErrorReceived:
     text: str
 
 
-NodeEvent = PeerConnected | PeerDisconnected | CustomMessageReceived | PeerWarningReceived | PeerErrorReceived
+@dataclass(frozen=True, slots=True)
+class ErrorReported:
+    """Something went wrong inside the node that its operator should see (an
+    app handler raised or timed out, a request failed); the node carries on.
+
+    ``source`` names the part (``"app.chat"``, ``"rpc"``, ``"node"``);
+    ``node_id`` is the peer concerned, if any.
+    """
+
+    topic = "error"
+    source: str
+    text: str
+    node_id: bytes | None = None
+
+
+NodeEvent = (
+    PeerConnected | PeerDisconnected | CustomMessageReceived | PeerWarningReceived | PeerErrorReceived | ErrorReported
+)
+
+#: a synchronous callback given every published event (see :meth:`EventBus.add_listener`)
+Listener = Callable[[object], None]
 
 
 class SubscriberDropped(Exception):
@@ -122,6 +144,22 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` synchronously for every published event; returns its remover.
+
+        For bridges that forward events without queueing (the ZeroMQ PUB
+        bridge): the listener must be quick and must never block. An exception
+        it raises is logged and does not reach the publisher.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
 
     def subscribe(
         self,
@@ -136,6 +174,11 @@ class EventBus:
         return subscription
 
     def publish(self, event: object) -> None:
+        for listener in tuple(self._listeners) if self._listeners else ():
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener %r failed on %s", listener, type(event).__name__)
         for subscription in list(self._subscriptions):
             if not subscription.accepts(event):
                 continue
@@ -154,8 +197,8 @@ class EventBus:
             self._subscriptions.remove(subscription)
 
     def __len__(self) -> int:
-        return len(self._subscriptions)
+        return len(self._subscriptions) + len(self._listeners)
 
     @property
     def has_subscribers(self) -> bool:
-        return bool(self._subscriptions)
+        return bool(self._subscriptions or self._listeners)

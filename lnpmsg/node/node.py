@@ -13,11 +13,13 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import trio
 
 from lnpmsg.node.events import (
     CustomMessageReceived,
+    ErrorReported,
     EventBus,
     PeerConnected,
     PeerDisconnected,
@@ -52,7 +54,7 @@ from lnpmsg.wire import DEFAULT_REGISTRY, Features, Init, Message, MessageRegist
 from lnpmsg.wire.bolt1 import CHAIN_HASHES, INIT_TLVS
 from lnpmsg.wire.features import known_features
 
-__all__ = ["MAX_CONNECTIONS_PER_IP", "MAX_PENDING_HANDSHAKES", "Node", "NodeConfig", "ConnectError"]
+__all__ = ["MAX_CONNECTIONS_PER_IP", "MAX_PENDING_HANDSHAKES", "Mountable", "Node", "NodeConfig", "ConnectError"]
 
 log = logging.getLogger("lnpmsg.node")
 
@@ -64,11 +66,27 @@ MAX_PENDING_HANDSHAKES = 128
 RECONNECT_MIN_DELAY = 1.0
 RECONNECT_MAX_DELAY = 300.0
 
-Handler = Callable[[Peer, Message], Awaitable[None]]
+#: a message handler: ``handler(peer, message)``, a plain or an async function
+Handler = Callable[[Peer, Message], Awaitable[None] | None]
 
 
 class ConnectError(Exception):
     """Connecting to a peer failed (with the reason)."""
+
+
+class Mountable(Protocol):
+    """What :meth:`Node.mount` needs of an app (see :class:`lnpmsg.app.App`)."""
+
+    name: str
+
+    def attach(self, node: Node) -> None:
+        """Register the app's messages, handlers and features with ``node``."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the app's background work under the node's nursery until cancelled."""
+
+
+AppT = TypeVar("AppT", bound=Mountable)
 
 
 @dataclass
@@ -117,6 +135,8 @@ class Node:
         self.listen_addresses: list[str] = []
         self._handlers: dict[int, list[Handler]] = {}
         self._catch_all: list[Handler] = []
+        #: mounted apps by name (see :meth:`mount`)
+        self.apps: dict[str, Mountable] = {}
         #: messages that reached no handler and no subscriber (unknown odd types)
         self.ignored_messages = 0
         self._connections_per_ip: Counter[str] = Counter()
@@ -150,6 +170,26 @@ class Node:
         """Call ``handler`` for every message that has no handler of its own."""
         self._catch_all.append(handler)
 
+    def mount(self, app: AppT) -> AppT:
+        """Add an app: its messages, handlers and feature bits, and its background tasks.
+
+        Mount before :meth:`run` so every connection advertises the app's
+        features (peers connected earlier saw the old ``init``). Apps mounted
+        while the node runs start at once.
+        """
+        if app.name in self.apps:
+            raise ValueError(f"an app named {app.name!r} is already mounted")
+        app.attach(self)
+        self.apps[app.name] = app
+        if self._nursery is not None:
+            self._nursery.start_soon(app.run)
+        return app
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopped.is_set()
+
     def local_init(self) -> Init:
         """The ``init`` this node sends to every peer."""
         return Init(
@@ -164,6 +204,9 @@ class Node:
         """Run the node: start listeners, connect to configured peers, serve until :meth:`stop`."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            # Apps first: a peer may connect and speak to them as soon as we listen.
+            for app in list(self.apps.values()):
+                await nursery.start(app.run)
             for address in self.config.listen:
                 await self.listen(address)
             for address in self.config.connect:
@@ -293,8 +336,7 @@ class Node:
             session,
             remote_id,
             outbound=outbound,
-            on_event=self._on_peer_event,
-            on_message=self._dispatch,
+            on_events=self._on_peer_events,
             leftover=leftover,
             max_queued_bytes=cfg.max_queued_bytes,
         )
@@ -341,19 +383,20 @@ class Node:
 
     # ------------------------------------------------------------- events
 
-    async def _on_peer_event(self, peer: Peer, event: SessionEvent) -> None:
-        if isinstance(event, MessageReceived):
-            await self._dispatch(peer, event.message)
-        elif isinstance(event, PeerReady):
-            self._on_ready(peer)
-        elif isinstance(event, RemoteWarning):
-            log.warning("peer %s sent a warning: %s", peer.node_id.hex(), event.text)
-            self.events.publish(PeerWarningReceived(peer.node_id, event.channel_id, event.text))
-        elif isinstance(event, RemoteError):
-            log.warning("peer %s sent an error for channel %s: %s", peer.node_id.hex(), event.channel_id.hex(), event.text)
-            self.events.publish(PeerErrorReceived(peer.node_id, event.channel_id, event.text))
-        elif isinstance(event, SessionClosed):
-            log.info("peer %s: %s%s", peer.node_id.hex(), "peer error: " if event.by_peer else "", event.reason)
+    async def _on_peer_events(self, peer: Peer, events: list[SessionEvent]) -> None:
+        for event in events:
+            if type(event) is MessageReceived:
+                await self._dispatch(peer, event.message)
+            elif isinstance(event, PeerReady):
+                self._on_ready(peer)
+            elif isinstance(event, RemoteWarning):
+                log.warning("peer %s sent a warning: %s", peer.node_id.hex(), event.text)
+                self.events.publish(PeerWarningReceived(peer.node_id, event.channel_id, event.text))
+            elif isinstance(event, RemoteError):
+                log.warning("peer %s sent an error for channel %s: %s", peer.node_id.hex(), event.channel_id.hex(), event.text)
+                self.events.publish(PeerErrorReceived(peer.node_id, event.channel_id, event.text))
+            elif isinstance(event, SessionClosed):
+                log.info("peer %s: %s%s", peer.node_id.hex(), "peer error: " if event.by_peer else "", event.reason)
 
     def _on_ready(self, peer: Peer) -> None:
         old = self.peers.get(peer.node_id)
@@ -381,9 +424,13 @@ class Node:
             return
         for handler in handlers:
             try:
-                await handler(peer, message)
-            except Exception:
+                # Handlers may be plain functions (no await needed) or coroutine functions.
+                pending = handler(peer, message)
+                if pending is not None:
+                    await pending
+            except Exception as exc:
                 log.exception("handler %r failed on message type %d from %s", handler, type_number, peer.node_id.hex())
+                self.events.publish(ErrorReported("node", f"handler for type {type_number} failed: {exc!r}", peer.node_id))
         if subscribed:
             payload = message.payload if type(message) is UnknownMessage else message.encode()[2:]
             self.events.publish(CustomMessageReceived(peer.node_id, type_number, payload))

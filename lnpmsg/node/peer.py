@@ -137,8 +137,8 @@ async def handshake_as_responder(
     return TransportCipher(hs.keys), remote_node_id, bytes(buffer)
 
 
-EventHandler = Callable[["Peer", SessionEvent], Awaitable[None]]
-MessageHandler = Callable[["Peer", Message], Awaitable[None]]
+#: the node's callback: every event of one read (or timer), in order
+EventsHandler = Callable[["Peer", list[SessionEvent]], Awaitable[None]]
 
 
 @dataclass
@@ -167,8 +167,7 @@ class Peer:
         node_id: bytes,
         *,
         outbound: bool,
-        on_event: EventHandler,
-        on_message: MessageHandler,
+        on_events: EventsHandler,
         leftover: bytes = b"",
         max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
@@ -185,8 +184,7 @@ class Peer:
         self.ready = trio.Event()
         self._cipher = cipher
         self._outbox = session.outbox
-        self._on_event = on_event
-        self._on_message = on_message
+        self._on_events = on_events
         self._leftover = leftover
         self._max_queued = max_queued_bytes
         self._queued_bytes = 0
@@ -305,7 +303,7 @@ class Peer:
         decryptor = self._cipher.decryptor
         session = self.session
         counters = self.counters
-        on_message = self._on_message
+        on_events = self._on_events
         data = self._leftover
         self._leftover = b""
         while True:
@@ -319,11 +317,12 @@ class Peer:
                     return
                 if messages:
                     counters.messages_in += len(messages)
-                    for event in session.receive_messages(messages, trio.current_time()):
-                        if type(event) is MessageReceived:
-                            await on_message(self, event.message)
-                        else:
-                            await self._handle(event)
+                    events = session.receive_messages(messages, trio.current_time())
+                    for event in events:
+                        if type(event) is not MessageReceived:
+                            self._note(event)
+                    # One call per read, however many messages it carried.
+                    await on_events(self, events)
                     if self._closing:
                         return
                     if session.outbox:
@@ -338,7 +337,8 @@ class Peer:
                 self._begin_close("peer closed the connection")
                 return
 
-    async def _handle(self, event: SessionEvent) -> None:
+    def _note(self, event: SessionEvent) -> None:
+        """Update the peer's own state from a session event (before the node sees it)."""
         if isinstance(event, SessionClosed):
             self._begin_close(event.reason)
         elif isinstance(event, PongReceived):
@@ -348,7 +348,6 @@ class Peer:
             self._pong_waiters.clear()
         elif isinstance(event, PeerReady):
             self.ready.set()
-        await self._on_event(self, event)
 
     async def _write_loop(self) -> None:
         encryptor = self._cipher.encryptor
@@ -397,7 +396,10 @@ class Peer:
                 self._rearm_timer()
                 await trio.sleep_forever()
             self._timer_scope = None
-            for event in self.session.handle_timer(trio.current_time()):
-                await self._handle(event)
+            events = self.session.handle_timer(trio.current_time())
+            for event in events:
+                self._note(event)
+            if events:
+                await self._on_events(self, events)
             if self.session.outbox:
                 self._data_ready.set()
