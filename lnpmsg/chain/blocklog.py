@@ -1,0 +1,127 @@
+"""An append-only log of every block the kernel accepted, lnpmsg's own copy.
+
+The kernel writes its state only when it is closed cleanly; this log is
+written (and fsynced) as each block is accepted, so that after a crash the
+chain is rebuilt by replaying it. It also serves blocks by hash without a
+kernel round trip.
+
+File format (``blocks.log``)::
+
+    file   = MAGIC record*
+    record = length:u32le crc32:u32le block[length]
+
+A record cut short at the end of the file is a write the process did not
+finish: it is dropped (the block is not lost: the kernel never flushed it
+either, or the replay from the kernel's disk restores it). Anything else that
+does not parse, a wrong checksum or wrong magic, is corruption: ``ChainError``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.chain.tx import MAX_BLOCK_BYTES, BlockHeader
+
+__all__ = ["BLOCK_LOG_MAGIC", "BlockLog"]
+
+BLOCK_LOG_MAGIC = b"LNPMSG-BLOCKLOG1"
+_RECORD_HEADER = struct.Struct("<II")
+
+
+class BlockLog:
+    """Blocks by hash, in the order they were accepted (parents first)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offsets: dict[bytes, tuple[int, int]] = {}
+        self.order: list[bytes] = []
+        if not path.exists():
+            with open(path, "wb") as f:
+                f.write(BLOCK_LOG_MAGIC)
+                f.flush()
+                os.fsync(f.fileno())
+        self._file = open(path, "r+b")  # noqa: SIM115 (open for the log's lifetime)
+        try:
+            self._load()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _load(self) -> None:
+        f = self._file
+        magic = f.read(len(BLOCK_LOG_MAGIC))
+        if magic != BLOCK_LOG_MAGIC:
+            raise ChainError(
+                f"{self.path} is not an lnpmsg block log (bad magic)", code="corrupt"
+            )
+        pos = len(BLOCK_LOG_MAGIC)
+        size = os.fstat(f.fileno()).st_size
+        while pos < size:
+            head = f.read(_RECORD_HEADER.size)
+            if len(head) < _RECORD_HEADER.size:
+                break
+            length, crc = _RECORD_HEADER.unpack(head)
+            if not 80 < length <= MAX_BLOCK_BYTES:
+                raise ChainError(
+                    f"{self.path}: bad record length at offset {pos}", code="corrupt"
+                )
+            body = f.read(length)
+            if len(body) < length:
+                break
+            if zlib.crc32(body) != crc:
+                raise ChainError(
+                    f"{self.path}: checksum mismatch at offset {pos}", code="corrupt"
+                )
+            block_hash = BlockHeader.parse(body[:80]).hash
+            self._offsets[block_hash] = (pos + _RECORD_HEADER.size, length)
+            self.order.append(block_hash)
+            pos += _RECORD_HEADER.size + length
+        if pos < size:
+            # a torn final write: cut it off so the next append starts clean
+            f.truncate(pos)
+        f.seek(pos)
+
+    def __contains__(self, block_hash: object) -> bool:
+        return block_hash in self._offsets
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def append(self, block_hash: bytes, raw: bytes) -> None:
+        """Add a block (idempotent); ``sync`` makes it durable."""
+        if block_hash in self._offsets:
+            return
+        f = self._file
+        pos = f.seek(0, os.SEEK_END)
+        try:
+            f.write(_RECORD_HEADER.pack(len(raw), zlib.crc32(raw)) + raw)
+            f.flush()
+        except OSError as exc:
+            # leave no partial record behind: the next open would call it torn anyway
+            f.truncate(pos)
+            raise ChainError(f"cannot write {self.path}: {exc}", code="io") from exc
+        self._offsets[block_hash] = (pos + _RECORD_HEADER.size, len(raw))
+        self.order.append(block_hash)
+
+    def sync(self) -> None:
+        """Make every appended block durable (one fsync per chain operation, not per block)."""
+        try:
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise ChainError(f"cannot write {self.path}: {exc}", code="io") from exc
+
+    def read(self, block_hash: bytes) -> bytes:
+        try:
+            offset, length = self._offsets[block_hash]
+        except KeyError:
+            raise ChainError(
+                f"unknown block {block_hash[::-1].hex()}", code="not-found"
+            ) from None
+        return os.pread(self._file.fileno(), length, offset)
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,151 @@
+"""The embedded chain's data dir: marker, exclusive lock, the mempool file.
+
+Every failure is a ``ChainError`` whose ``code`` says what to do about it:
+``missing`` (nothing there and not asked to create), ``corrupt`` (not ours,
+or damaged), ``locked`` (another process has it open).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import struct
+from pathlib import Path
+
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.chain.tx import Tx
+
+__all__ = ["DirLock", "MempoolFile", "prepare_datadir", "write_atomic"]
+
+MARKER_FILE = "lnpmsg-chain.json"
+LOCK_FILE = "lnpmsg-chain.lock"
+FORMAT_VERSION = 1
+_MEMPOOL_MAGIC = b"LNPMSG-MEMPOOL01"
+
+
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` in one step (a reader sees old or new, never half)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        if durable:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class DirLock:
+    """An exclusive ``flock`` on the data dir's lock file, holding the owner's pid.
+
+    ``flock`` locks belong to an open file, so a second opener in the same
+    process is refused too, and the lock dies with the process.
+    """
+
+    def __init__(self, datadir: Path) -> None:
+        path = datadir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ChainError(
+                f"chain data dir {datadir} is in use by another process (pid {holder})",
+                code="locked",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def prepare_datadir(d: Path, create: bool, required: tuple[str, ...]) -> None:
+    """Check that ``d`` is an lnpmsg regtest chain dir (or make one, if ``create``
+    and it is absent or empty). Call with the dir's lock held; ``required``:
+    names of which at least one must exist in a dir that has the marker."""
+    marker = d / MARKER_FILE
+    if marker.exists():
+        try:
+            meta = json.loads(marker.read_text())
+            ok = (
+                meta.get("format") == FORMAT_VERSION
+                and meta.get("network") == "regtest"
+            )
+        except (ValueError, AttributeError, OSError):
+            ok = False
+        if not ok:
+            raise ChainError(
+                f"{marker} is unreadable or of another format", code="corrupt"
+            )
+        if not any((d / name).exists() for name in required):
+            raise ChainError(
+                f"chain data dir {d} lost both its block log and kernel state",
+                code="corrupt",
+            )
+        return
+    others = sorted(p.name for p in d.iterdir() if p.name != LOCK_FILE)
+    if others:
+        raise ChainError(
+            f"{d} is not an lnpmsg chain data dir (no {MARKER_FILE}; holds {others[:5]})",
+            code="corrupt",
+        )
+    if not create:
+        raise ChainError(f"chain data dir {d} is empty", code="missing")
+    write_atomic(
+        marker, json.dumps({"format": FORMAT_VERSION, "network": "regtest"}).encode()
+    )
+
+
+class MempoolFile:
+    """Transactions waiting for a block, kept across restarts.
+
+    ``append`` adds one record per broadcast (cheap); ``rewrite`` replaces the
+    file after blocks change the mempool. Neither is fsynced: a process
+    crash keeps them, a power loss may lose the last ones (Bitcoin Core
+    writes its mempool.dat only at shutdown). Format: MAGIC (length:u32le tx)*.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> list[Tx]:
+        """The stored transactions; a record torn by a crash at the end is dropped."""
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        if not data.startswith(_MEMPOOL_MAGIC):
+            raise ChainError(
+                f"{self.path} is not an lnpmsg mempool file", code="corrupt"
+            )
+        txs = []
+        pos = len(_MEMPOOL_MAGIC)
+        while pos + 4 <= len(data):
+            (length,) = struct.unpack_from("<I", data, pos)
+            if pos + 4 + length > len(data):
+                break
+            try:
+                txs.append(Tx.parse(data[pos + 4 : pos + 4 + length]))
+            except ChainError as exc:
+                raise ChainError(
+                    f"{self.path} is damaged at offset {pos}", code="corrupt"
+                ) from exc
+            pos += 4 + length
+        return txs
+
+    def append(self, tx: Tx) -> None:
+        if not self.path.exists():
+            self.rewrite([tx])
+            return
+        with open(self.path, "ab") as f:
+            f.write(struct.pack("<I", len(tx.raw)) + tx.raw)
+
+    def rewrite(self, txs: list[Tx]) -> None:
+        data = _MEMPOOL_MAGIC + b"".join(
+            struct.pack("<I", len(tx.raw)) + tx.raw for tx in txs
+        )
+        write_atomic(self.path, data, durable=False)

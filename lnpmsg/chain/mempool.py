@@ -1,0 +1,300 @@
+"""A small mempool for the embedded chain: pre-checks before a transaction
+may wait for a block (sans-IO).
+
+The pre-checks exist so that one bad transaction cannot make every block the
+chain mines fail; they are not the judge. The kernel is: a block holding a
+transaction is the only proof that it is valid. Checks, in order, each
+failing with ``ChainError`` whose ``code`` is Bitcoin Core's reject reason
+where Core has one:
+
+1. structure: at least one input and output, amounts within [0, 21M BTC]
+   (``bad-txns-vout-negative`` / ``-toolarge``), no input twice
+   (``bad-txns-inputs-duplicate``), not a coinbase (``coinbase``);
+2. policy size: weight <= 400 000 (``tx-size``), non-witness size >= 65
+   bytes (``tx-size-small``);
+3. inputs exist unspent in the chain or in the mempool
+   (``bad-txns-inputs-missingorspent``), no other mempool transaction spends
+   them (``txn-mempool-conflict``: no replacement), coinbase outputs are mature
+   (``bad-txns-premature-spend-of-coinbase``);
+4. fee = inputs - outputs >= 0 (``bad-txns-in-belowout``);
+5. finality for the next block: nLockTime (``non-final``) and BIP68
+   relative locks (``non-BIP68-final``);
+6. scripts, checked by the kernel's own script interpreter through the
+   injected ``verify_scripts`` (``mandatory-script-verify-flag-failed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.chain.mining import COINBASE_MATURITY
+from lnpmsg.chain.tx import (
+    MAX_BLOCK_WEIGHT,
+    MAX_MONEY_SAT,
+    SEQUENCE_FINAL,
+    OutPoint,
+    Tx,
+    TxOut,
+)
+from lnpmsg.chain.utxo import Coin, UtxoIndex
+
+__all__ = [
+    "MAX_MEMPOOL_WEIGHT",
+    "MAX_STANDARD_TX_WEIGHT",
+    "MIN_STANDARD_TX_NONWITNESS_SIZE",
+    "Mempool",
+    "MempoolEntry",
+    "ScriptVerifier",
+]
+
+#: Core policy: larger transactions are not relayed (they would crowd blocks)
+MAX_STANDARD_TX_WEIGHT = 400_000
+#: Core policy: 64-byte transactions are ambiguous with merkle tree nodes (CVE-2017-12842)
+MIN_STANDARD_TX_NONWITNESS_SIZE = 65
+#: bound on what waits here: ten blocks' worth, plenty for a development chain
+MAX_MEMPOOL_WEIGHT = 10 * MAX_BLOCK_WEIGHT
+#: nLockTime values below this are heights, above it UNIX times
+LOCKTIME_THRESHOLD = 500_000_000
+#: BIP68 fields of nSequence
+SEQUENCE_LOCKTIME_DISABLE_FLAG = 1 << 31
+SEQUENCE_LOCKTIME_TYPE_FLAG = 1 << 22
+SEQUENCE_LOCKTIME_MASK = 0x0000FFFF
+SEQUENCE_LOCKTIME_GRANULARITY = 9  # time-based locks count units of 512 s
+
+#: checks a transaction's input scripts against the outputs they spend;
+#: returns None when all pass, else the reason
+ScriptVerifier = Callable[[Tx, list[TxOut]], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolEntry:
+    """A transaction waiting for a block, with its fee."""
+
+    tx: Tx
+    fee_sat: int
+
+
+class Mempool:
+    """Transactions waiting for the next blocks, in arrival order (parents first)."""
+
+    def __init__(self, verify_scripts: ScriptVerifier | None = None) -> None:
+        self._verify_scripts = verify_scripts
+        self._entries: dict[bytes, MempoolEntry] = {}
+        self._spent_by: dict[OutPoint, bytes] = {}
+        self._weight = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, txid: object) -> bool:
+        return txid in self._entries
+
+    def entries(self) -> list[MempoolEntry]:
+        """Entries in arrival order (every parent before its children)."""
+        return list(self._entries.values())
+
+    def get(self, txid: bytes) -> MempoolEntry | None:
+        return self._entries.get(txid)
+
+    def spender_of(self, outpoint: OutPoint) -> bytes | None:
+        """Txid of the mempool transaction spending ``outpoint``, if any."""
+        return self._spent_by.get(outpoint)
+
+    def accept(
+        self, tx: Tx, index: UtxoIndex, *, check_scripts: bool = True
+    ) -> MempoolEntry:
+        """Run the pre-checks for inclusion in the block after ``index``'s tip; add ``tx``."""
+        if tx.txid in self._entries:
+            return self._entries[tx.txid]
+        _check_structure(tx)
+        spent_coins = [self._coin_for(txin.prevout, index) for txin in tx.inputs]
+        for txin in tx.inputs:
+            other = self._spent_by.get(txin.prevout)
+            if other is not None:
+                raise ChainError(
+                    f"txn-mempool-conflict: input {txin.prevout} is already spent by mempool "
+                    f"transaction {other[::-1].hex()}",
+                    code="txn-mempool-conflict",
+                )
+        next_height = index.height + 1
+        for txin, coin in zip(tx.inputs, spent_coins):
+            if coin.is_coinbase and next_height - coin.height < COINBASE_MATURITY:
+                raise ChainError(
+                    f"bad-txns-premature-spend-of-coinbase: {txin.prevout} is a coinbase output "
+                    f"of height {coin.height}, spendable from height {coin.height + COINBASE_MATURITY}",
+                    code="bad-txns-premature-spend-of-coinbase",
+                )
+        value_in = sum(c.txout.amount_sat for c in spent_coins)
+        value_out = sum(o.amount_sat for o in tx.outputs)
+        if value_in < value_out:
+            raise ChainError(
+                f"bad-txns-in-belowout: inputs {value_in} sat < outputs {value_out} sat",
+                code="bad-txns-in-belowout",
+            )
+        _check_final(tx, spent_coins, index)
+        if check_scripts and self._verify_scripts is not None:
+            failure = self._verify_scripts(tx, [c.txout for c in spent_coins])
+            if failure is not None:
+                raise ChainError(
+                    f"mandatory-script-verify-flag-failed: {failure}",
+                    code="mandatory-script-verify-flag-failed",
+                )
+        if self._weight + tx.weight > MAX_MEMPOOL_WEIGHT:
+            raise ChainError("mempool full", code="mempool-full")
+        entry = MempoolEntry(tx, value_in - value_out)
+        self._entries[tx.txid] = entry
+        for txin in tx.inputs:
+            self._spent_by[txin.prevout] = tx.txid
+        self._weight += tx.weight
+        return entry
+
+    def _coin_for(self, outpoint: OutPoint, index: UtxoIndex) -> Coin:
+        coin = index.coins.get(outpoint)
+        if coin is not None:
+            return coin
+        parent = self._entries.get(outpoint.txid)
+        if parent is not None and outpoint.vout < len(parent.tx.outputs):
+            # an unconfirmed parent counts as confirming in the next block (as Core does)
+            return Coin(parent.tx.outputs[outpoint.vout], index.height + 1, False)
+        raise ChainError(
+            f"bad-txns-inputs-missingorspent: {outpoint} does not exist or is already spent",
+            code="bad-txns-inputs-missingorspent",
+        )
+
+    def select(self, max_weight: int) -> list[MempoolEntry]:
+        """Entries for the next block in arrival order, within ``max_weight``.
+
+        A transaction whose parent did not fit is skipped too.
+        """
+        chosen: list[MempoolEntry] = []
+        chosen_ids: set[bytes] = set()
+        weight = 0
+        for entry in self._entries.values():
+            parents_ok = all(
+                txin.prevout.txid not in self._entries
+                or txin.prevout.txid in chosen_ids
+                for txin in entry.tx.inputs
+            )
+            if parents_ok and weight + entry.tx.weight <= max_weight:
+                chosen.append(entry)
+                chosen_ids.add(entry.tx.txid)
+                weight += entry.tx.weight
+        return chosen
+
+    def remove(self, txids: Iterable[bytes]) -> None:
+        for txid in txids:
+            entry = self._entries.pop(txid, None)
+            if entry is None:
+                continue
+            self._weight -= entry.tx.weight
+            for txin in entry.tx.inputs:
+                if self._spent_by.get(txin.prevout) == txid:
+                    del self._spent_by[txin.prevout]
+
+    def revalidate(
+        self, index: UtxoIndex, first: Iterable[Tx] = ()
+    ) -> list[tuple[Tx, ChainError]]:
+        """Re-run the pre-checks after the chain changed; drop what no longer passes.
+
+        ``first`` are transactions to try before the current entries (those of
+        blocks a reorg disconnected). Scripts are not re-checked for entries
+        that passed before: script validity does not depend on the chain.
+        Returns the dropped transactions with the reason.
+        """
+        previous = self.entries()
+        self._entries.clear()
+        self._spent_by.clear()
+        self._weight = 0
+        dropped: list[tuple[Tx, ChainError]] = []
+        for tx in first:
+            if tx.txid in index.txs:
+                continue
+            try:
+                self.accept(tx, index)
+            except ChainError as exc:
+                dropped.append((tx, exc))
+        for entry in previous:
+            if entry.tx.txid in index.txs:
+                continue  # confirmed
+            try:
+                self.accept(entry.tx, index, check_scripts=False)
+            except ChainError as exc:
+                dropped.append((entry.tx, exc))
+        return dropped
+
+
+def _check_structure(tx: Tx) -> None:
+    if tx.is_coinbase:
+        raise ChainError("coinbase: a coinbase cannot be broadcast", code="coinbase")
+    if not tx.outputs:
+        raise ChainError(
+            "bad-txns-vout-empty: transaction without outputs",
+            code="bad-txns-vout-empty",
+        )
+    total = 0
+    for out in tx.outputs:
+        if out.amount_sat < 0:
+            raise ChainError(
+                "bad-txns-vout-negative: negative output amount",
+                code="bad-txns-vout-negative",
+            )
+        if out.amount_sat > MAX_MONEY_SAT:
+            raise ChainError(
+                "bad-txns-vout-toolarge: output above 21M BTC",
+                code="bad-txns-vout-toolarge",
+            )
+        total += out.amount_sat
+    if total > MAX_MONEY_SAT:
+        raise ChainError(
+            "bad-txns-txouttotal-toolarge: outputs sum above 21M BTC",
+            code="bad-txns-txouttotal-toolarge",
+        )
+    prevouts = [txin.prevout for txin in tx.inputs]
+    if len(set(prevouts)) != len(prevouts):
+        raise ChainError(
+            "bad-txns-inputs-duplicate: an input is spent twice",
+            code="bad-txns-inputs-duplicate",
+        )
+    if tx.weight > MAX_STANDARD_TX_WEIGHT:
+        raise ChainError(
+            f"tx-size: weight {tx.weight} > {MAX_STANDARD_TX_WEIGHT}", code="tx-size"
+        )
+    if len(tx.serialize(with_witness=False)) < MIN_STANDARD_TX_NONWITNESS_SIZE:
+        raise ChainError(
+            "tx-size-small: non-witness size below 65 bytes", code="tx-size-small"
+        )
+
+
+def _check_final(tx: Tx, coins: list[Coin], index: UtxoIndex) -> None:
+    next_height = index.height + 1
+    # BIP113: time locks compare against the median time past of the tip
+    mtp = index.median_time_past()
+    if tx.locktime and any(txin.sequence != SEQUENCE_FINAL for txin in tx.inputs):
+        limit = next_height if tx.locktime < LOCKTIME_THRESHOLD else mtp
+        if tx.locktime >= limit:
+            raise ChainError(
+                f"non-final: nLockTime {tx.locktime} not reached (next block height {next_height}, "
+                f"median time past {mtp})",
+                code="non-final",
+            )
+    if tx.version < 2:
+        return
+    for txin, coin in zip(tx.inputs, coins):
+        seq = txin.sequence
+        if seq & SEQUENCE_LOCKTIME_DISABLE_FLAG:
+            continue
+        value = seq & SEQUENCE_LOCKTIME_MASK
+        if seq & SEQUENCE_LOCKTIME_TYPE_FLAG:
+            base = index.median_time_past(max(coin.height - 1, 0))
+            ready = base + (value << SEQUENCE_LOCKTIME_GRANULARITY) - 1 < mtp
+        else:
+            ready = coin.height + value - 1 < next_height
+        if not ready:
+            raise ChainError(
+                f"non-BIP68-final: input {txin.prevout} is relatively locked for {value} "
+                f"{'units of 512 s' if seq & SEQUENCE_LOCKTIME_TYPE_FLAG else 'blocks'} "
+                f"from its confirmation at height {coin.height}",
+                code="non-BIP68-final",
+            )

@@ -1,0 +1,690 @@
+"""The embedded regtest chain: lnpmsg mines its own blocks and Bitcoin Core's
+consensus engine (libbitcoinkernel, through ``pbk``) validates every one.
+
+``RegtestChain`` is the synchronous core (its calls block: the kernel does);
+``lnpmsg.chain.embedded.EmbeddedChainSource`` is its trio shell.
+
+A block is the proof: ``submit_transactions_in_block(txs)`` mines a block
+holding exactly ``txs`` and reports whether the kernel connected it, or the
+kernel's reject reason. A rejected block leaves the tip where it was.
+
+Data dir layout::
+
+    lnpmsg-chain.json   marker: format version and network
+    lnpmsg-chain.lock   flock held while open (a second opener gets ChainError "locked")
+    blocks.log          every accepted block, lnpmsg's own copy (see blocklog.py)
+    mempool.dat         transactions waiting for a block
+    blocks/, chainstate/  the kernel's state (written only on a clean close)
+
+On open, blocks the kernel lost (an unclean exit) are replayed from
+``blocks.log``; if the kernel's state does not open, the error says so and
+``rebuild=True`` recreates it from the log.
+
+The faucet's coins sit at P2WSH(OP_TRUE): spending them needs no key
+(witness = the one-byte script), which is all a development chain needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from lnpmsg.chain.address import script_for_destination
+from lnpmsg.chain.blocklog import BlockLog
+from lnpmsg.chain.datadir import DirLock, MempoolFile, prepare_datadir
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.chain.events import BlockRef, TxOutInfo
+from lnpmsg.chain.kernel import KernelChain, KernelResult, kernel_verify_scripts
+from lnpmsg.chain.mempool import Mempool
+from lnpmsg.chain.mining import COINBASE_MATURITY, block_subsidy, build_block
+from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW, fee_for_weight
+from lnpmsg.chain.tx import (
+    MAX_BLOCK_WEIGHT,
+    Block,
+    OutPoint,
+    SerializedTx,
+    Tx,
+    TxIn,
+    TxOut,
+    as_tx,
+    hash_from_hex,
+)
+from lnpmsg.chain.utxo import MEDIAN_TIME_SPAN, Coin, UtxoIndex
+
+__all__ = [
+    "DEFAULT_FEERATE_PER_KW",
+    "FAUCET_SCRIPT",
+    "FAUCET_WITNESS_SCRIPT",
+    "BlockResult",
+    "RegtestChain",
+]
+
+BLOCK_LOG_FILE = "blocks.log"
+MEMPOOL_FILE = "mempool.dat"
+_KERNEL_DIRS = ("blocks", "chainstate")
+
+#: the faucet's witness script: OP_TRUE, anyone can spend (regtest only)
+FAUCET_WITNESS_SCRIPT = b"\x51"
+FAUCET_SCRIPT = b"\x00\x20" + hashlib.sha256(FAUCET_WITNESS_SCRIPT).digest()
+#: what the embedded chain answers to fee estimates: regtest has no fee market
+DEFAULT_FEERATE_PER_KW = FEERATE_FLOOR_PER_KW * 4
+#: room left in each block for the coinbase
+_COINBASE_RESERVED_WEIGHT = 4_000
+#: blocks mined at most in one faucet top-up (bounds the work one call can cause)
+_MAX_FAUCET_BLOCKS = 2_000
+_HEX_HASH = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    """The kernel's verdict on one block.
+
+    ``accepted``: valid and now the tip. Otherwise ``reason`` is the kernel's
+    reject reason (``bad-txns-inputs-missingorspent, ...``) and ``code`` its
+    first word; the tip did not move. ``stored`` is set for a valid block on
+    a side branch with less work.
+    """
+
+    block_hash: bytes
+    accepted: bool
+    height: int | None
+    reason: str | None = None
+    code: str | None = None
+    stored: bool = False
+
+    def check(self) -> BlockResult:
+        """Return self if accepted; else raise ``ChainError`` with the kernel's reason."""
+        if not self.accepted:
+            raise ChainError(
+                f"block rejected by the kernel: {self.reason}", code=self.code
+            )
+        return self
+
+
+Listener = Callable[[BlockRef], None]
+
+
+class RegtestChain:
+    """A regtest chain in ``datadir``, validated by the kernel. Thread-safe; calls block.
+
+    ``clock`` gives UNIX seconds for block times (default: the system clock);
+    a block's time is at least its median-time-past + 1, as consensus requires
+    (so mining many thousands of blocks faster than real time walks block
+    times ahead, towards the kernel's two-hour future limit).
+    """
+
+    network = "bcrt"
+
+    def __init__(
+        self,
+        datadir: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        rebuild: bool = False,
+        clock: Callable[[], float] | None = None,
+        feerate_per_kw: int = DEFAULT_FEERATE_PER_KW,
+    ) -> None:
+        self.datadir = Path(datadir)
+        self._clock = clock or time.time
+        self.feerate_per_kw = feerate_per_kw
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._extra_nonce = 0
+        self._dir_lock: DirLock | None = None
+        self._mempool_file = MempoolFile(self.datadir / MEMPOOL_FILE)
+        self._log: BlockLog | None = None
+        self._kernel: KernelChain | None = None
+        self._cache: dict[bytes, Block] = {}
+        # the faucet's change outputs (it spends only these and its coinbases)
+        self._faucet_change: set[OutPoint] = set()
+        self.index = UtxoIndex()
+        self.mempool = Mempool(kernel_verify_scripts)
+        try:
+            self._open(create, rebuild)
+        except OSError as exc:
+            self.close()
+            raise ChainError(
+                f"cannot use chain data dir {self.datadir}: {exc}", code="io"
+            ) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    # -- open / close ---------------------------------------------------------
+
+    @classmethod
+    @contextmanager
+    def temporary(cls, **kwargs: object) -> Iterator[RegtestChain]:
+        """A chain in a fresh temporary directory, removed afterwards (tests, proofs)."""
+        with tempfile.TemporaryDirectory(prefix="lnpmsg-regtest-") as tmp:
+            chain = cls(tmp, **kwargs)  # type: ignore[arg-type]
+            try:
+                yield chain
+            finally:
+                chain.close()
+
+    def _open(self, create: bool, rebuild: bool) -> None:
+        d = self.datadir
+        if not d.exists():
+            if not create:
+                raise ChainError(f"chain data dir {d} does not exist", code="missing")
+            d.mkdir(parents=True)
+        if not d.is_dir():
+            raise ChainError(f"chain data dir {d} is not a directory", code="corrupt")
+        self._dir_lock = DirLock(d)
+        prepare_datadir(d, create, (BLOCK_LOG_FILE, "blocks"))
+        self._log = BlockLog(d / BLOCK_LOG_FILE)
+        if rebuild:
+            for name in _KERNEL_DIRS:
+                shutil.rmtree(d / name, ignore_errors=True)
+        try:
+            self._kernel = KernelChain(d)
+        except ChainError as exc:
+            raise ChainError(
+                f"{exc.reason}. The kernel state is damaged; RegtestChain(..., "
+                f"rebuild=True) rebuilds it from {BLOCK_LOG_FILE}",
+                code="corrupt",
+            ) from exc
+        waiting = self._mempool_file.load()  # read before the index sync may rewrite it
+        self._reconcile()
+        for tx in waiting:
+            try:
+                self.mempool.accept(tx, self.index)
+            except ChainError:
+                pass  # confirmed or conflicted since: as Core does on load, skip it
+        self._save_mempool()
+
+    def _reconcile(self) -> None:
+        """Make the kernel, the block log and the index agree (after any exit)."""
+        assert self._kernel is not None and self._log is not None
+        kernel, log = self._kernel, self._log
+        # blocks the kernel flushed but the log missed (a crash between the two)
+        for height in range(kernel.height + 1):
+            block_hash = kernel.hash_at(height)
+            if block_hash is not None and block_hash not in log:
+                log.append(block_hash, kernel.read_block(height))
+        # blocks the log has but the kernel lost (it only writes on a clean close)
+        for block_hash in list(log.order):
+            if kernel._known(block_hash):
+                continue
+            result = kernel.process(log.read(block_hash), block_hash)
+            if not (result.accepted or result.stored):
+                raise ChainError(
+                    f"{BLOCK_LOG_FILE} holds block {block_hash[::-1].hex()} that the kernel rejects on "
+                    f"replay: {result.reason}",
+                    code="corrupt",
+                )
+        log.sync()
+        self._sync_index()
+
+    def close(self) -> None:
+        """Flush the kernel's state and release the data dir (idempotent)."""
+        with self._lock:
+            if self._kernel is not None:
+                self._kernel.close()
+                self._kernel = None
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            if self._dir_lock is not None:
+                self._dir_lock.release()
+                self._dir_lock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._kernel is None
+
+    def _parts(self) -> tuple[KernelChain, BlockLog]:
+        if self._kernel is None or self._log is None:
+            raise ChainError("the chain is closed", code="closed")
+        return self._kernel, self._log
+
+    # -- listeners ------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(tip)`` after every operation that moved the tip (from the calling thread)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, before: bytes) -> None:
+        tip = self.tip()
+        if tip.block_hash != before:
+            for listener in list(self._listeners):
+                listener(tip)
+
+    # -- queries --------------------------------------------------------------
+
+    def tip(self) -> BlockRef:
+        with self._lock:
+            self._parts()
+            return BlockRef(self.index.height, self.index.tip_hash)
+
+    @property
+    def height(self) -> int:
+        return self.tip().height
+
+    def kernel_height(self) -> int:
+        """The kernel's own view of the tip height (equal to ``height`` between calls)."""
+        with self._lock:
+            kernel, _ = self._parts()
+            return kernel.height
+
+    def block_hash(self, height: int) -> bytes | None:
+        """The active chain's block hash at ``height`` (None above the tip)."""
+        with self._lock:
+            if 0 <= height <= self.index.height:
+                return self.index.hashes[height]
+            return None
+
+    def block(self, block_hash: bytes) -> bytes:
+        """A serialized block by hash (active chain or a side branch)."""
+        with self._lock:
+            _, log = self._parts()
+            return log.read(block_hash)
+
+    def get_txout(self, outpoint: OutPoint) -> TxOutInfo | None:
+        """The output if confirmed and unspent on the active chain."""
+        with self._lock:
+            coin = self.index.coins.get(outpoint)
+            if coin is None:
+                return None
+            return TxOutInfo(
+                outpoint,
+                coin.txout,
+                self.index.height - coin.height + 1,
+                coin.is_coinbase,
+            )
+
+    def find_transaction(self, txid: bytes) -> tuple[Tx, int | None] | None:
+        """A transaction by txid: ``(tx, height)`` if confirmed, ``(tx, None)`` if waiting."""
+        with self._lock:
+            entry = self.mempool.get(txid)
+            if entry is not None:
+                return entry.tx, None
+            location = self.index.txs.get(txid)
+            if location is None:
+                return None
+            block = self._parsed(location.block_hash)
+            return block.txs[location.index], location.height
+
+    def mempool_txids(self) -> list[bytes]:
+        with self._lock:
+            return [e.tx.txid for e in self.mempool.entries()]
+
+    def estimate_feerate(self, target_blocks: int = 6) -> int:
+        """The configured fee rate (sat/kw): regtest has no fee market to estimate."""
+        return self.feerate_per_kw
+
+    # -- transactions ---------------------------------------------------------
+
+    def broadcast(self, tx: bytes | Tx | SerializedTx) -> bytes:
+        """Admit a transaction to the mempool after the pre-checks; returns its txid.
+
+        Already waiting or confirmed: returns the txid. Otherwise a failed
+        pre-check raises ``ChainError`` (see ``lnpmsg.chain.mempool``).
+        """
+        parsed = as_tx(tx)
+        with self._lock:
+            self._parts()
+            if parsed.txid in self.index.txs:
+                return parsed.txid
+            self.mempool.accept(parsed, self.index)
+            self._journal_mempool(parsed)
+            return parsed.txid
+
+    # -- blocks ---------------------------------------------------------------
+
+    def mine(
+        self,
+        n: int = 1,
+        to_script: bytes | str | None = None,
+        *,
+        parent: bytes | None = None,
+    ) -> list[bytes]:
+        """Mine ``n`` blocks paying ``to_script`` (an address or scriptPubKey;
+        default: the faucet); returns their hashes.
+
+        On the tip, blocks take the mempool's transactions. With ``parent``,
+        empty blocks are mined on that earlier block instead: a fork, which
+        the kernel makes the active chain once it has more work (a reorg).
+        """
+        if not isinstance(n, int) or not 0 <= n <= 100_000:
+            raise ChainError(
+                "mine between 0 and 100000 blocks at a time", code="invalid"
+            )
+        script = (
+            FAUCET_SCRIPT
+            if to_script is None
+            else script_for_destination(to_script, self.network)
+        )
+        hashes: list[bytes] = []
+        with self._lock:
+            _, log = self._parts()
+            before = self.index.tip_hash
+            try:
+                prev = parent
+                for _ in range(n):
+                    if prev is None or prev == self.index.tip_hash:
+                        entries = self.mempool.select(
+                            MAX_BLOCK_WEIGHT - _COINBASE_RESERVED_WEIGHT
+                        )
+                        txs = [e.tx for e in entries]
+                        block = self._build(
+                            self.index.tip_hash,
+                            script,
+                            txs,
+                            sum(e.fee_sat for e in entries),
+                        )
+                    else:
+                        block = self._build(prev, script, [], 0)
+                    result = self._submit(block)
+                    if not (result.accepted or result.stored):
+                        evicted = self._evict_after_reject(block, result)
+                        raise ChainError(
+                            f"the kernel rejected a mined block: {result.reason}; "
+                            f"{evicted} mempool transaction(s) evicted",
+                            code=result.code,
+                        )
+                    hashes.append(block.hash)
+                    prev = block.hash
+            finally:
+                log.sync()
+                self._notify(before)
+        return hashes
+
+    def _evict_after_reject(self, block: Block, result: BlockResult) -> int:
+        """Drop what made a mined block fail: the transactions its reason names,
+        or, if it names none, every transaction the block held."""
+        in_block = {tx.txid for tx in block.txs[1:]}
+        named = {
+            hash_from_hex(h) for h in _HEX_HASH.findall(result.reason or "")
+        } & in_block
+        before = len(self.mempool)
+        self.mempool.remove(named or in_block)
+        self.mempool.revalidate(self.index)
+        self._save_mempool()
+        return before - len(self.mempool)
+
+    def submit_transactions_in_block(
+        self,
+        txs: Sequence[bytes | Tx | SerializedTx],
+        to_script: bytes | str | None = None,
+    ) -> BlockResult:
+        """Mine one block on the tip holding exactly ``txs`` (in this order, no
+        mempool check, nothing else from the mempool) and report the kernel's verdict.
+
+        This is the proof on the real consensus engine: ``accepted`` means
+        Bitcoin Core's validation connected the block; otherwise ``reason``
+        is the kernel's reject reason and the tip did not move.
+        """
+        parsed = [as_tx(tx) for tx in txs]
+        script = (
+            FAUCET_SCRIPT
+            if to_script is None
+            else script_for_destination(to_script, self.network)
+        )
+        with self._lock:
+            _, log = self._parts()
+            before = self.index.tip_hash
+            try:
+                block = self._build(before, script, parsed, self._fees_of(parsed))
+                return self._submit(block)
+            finally:
+                log.sync()
+                self._notify(before)
+
+    def submit_block(self, raw: bytes) -> BlockResult:
+        """Hand a block built elsewhere to the kernel. Malformed bytes raise ``ChainError``."""
+        block = Block.parse(raw)
+        with self._lock:
+            _, log = self._parts()
+            before = self.index.tip_hash
+            try:
+                return self._submit(block, raw)
+            finally:
+                log.sync()
+                self._notify(before)
+
+    def _fees_of(self, txs: Sequence[Tx]) -> int:
+        """The fees a coinbase may claim for ``txs``: inputs the index cannot
+        price, and negative fees, count as zero, so the block fails (if it
+        does) for the transactions' own fault, not the coinbase's."""
+        outputs: dict[OutPoint, int] = {}
+        total = 0
+        for tx in txs:
+            value_in = 0
+            for txin in tx.inputs:
+                coin = self.index.coins.get(txin.prevout)
+                amount = coin.txout.amount_sat if coin else outputs.get(txin.prevout)
+                if amount is None:
+                    value_in = -1
+                    break
+                value_in += amount
+            if value_in >= 0:
+                total += max(0, value_in - sum(o.amount_sat for o in tx.outputs))
+            for vout, out in enumerate(tx.outputs):
+                outputs[OutPoint(tx.txid, vout)] = out.amount_sat
+        return total
+
+    def _build(self, prev: bytes, script: bytes, txs: Sequence[Tx], fees: int) -> Block:
+        height, times = self._ancestry(prev)
+        window = sorted(times[-MEDIAN_TIME_SPAN:])
+        mtp = window[len(window) // 2]
+        self._extra_nonce += 1
+        block_time = max(mtp + 1, int(self._clock()))
+        block = build_block(
+            prev, height + 1, block_time, script, txs, fees, self._extra_nonce
+        )
+        return block
+
+    def _ancestry(self, block_hash: bytes) -> tuple[int, list[int]]:
+        """Height of ``block_hash`` and the times of it and its last ancestors."""
+        index = self.index
+        if block_hash == index.tip_hash:
+            return index.height, index.times[-MEDIAN_TIME_SPAN:]
+        times: list[int] = []
+        current = block_hash
+        walked = 0
+        while True:
+            try:
+                position = index.hashes.index(current)
+            except ValueError:
+                position = -1
+            if position >= 0:
+                times = (
+                    index.times[max(0, position - MEDIAN_TIME_SPAN + 1) : position + 1]
+                    + times
+                )
+                return position + walked, times[-MEDIAN_TIME_SPAN:]
+            header = self._parsed(current).header
+            times.insert(0, header.time)
+            current = header.prev_hash
+            walked += 1
+
+    def _parsed(self, block_hash: bytes) -> Block:
+        block = self._cache.get(block_hash)
+        if block is None:
+            _, log = self._parts()
+            block = Block.parse(log.read(block_hash))
+        return block
+
+    def _submit(self, block: Block, raw: bytes | None = None) -> BlockResult:
+        kernel, log = self._parts()
+        block_hash = block.hash
+        raw = block.serialize() if raw is None else raw
+        result: KernelResult = kernel.process(raw, block_hash)
+        if result.accepted or result.stored:
+            log.append(block_hash, raw)
+            self._cache[block_hash] = block
+            self._sync_index()
+            self._cache.clear()
+            if self.index.tip_hash == block_hash:
+                return BlockResult(block_hash, True, self.index.height)
+            if kernel.in_active_chain(block_hash):
+                return BlockResult(
+                    block_hash, True, self.index.hashes.index(block_hash)
+                )
+            return BlockResult(block_hash, False, None, stored=True)
+        return BlockResult(block_hash, False, None, result.reason, result.code)
+
+    def _sync_index(self) -> None:
+        """Walk the index to the kernel's active chain (reorgs included); update the mempool."""
+        kernel, _ = self._parts()
+        index = self.index
+        disconnected: list[Block] = []
+        while index.height >= 0 and (
+            index.height > kernel.height
+            or kernel.hash_at(index.height) != index.tip_hash
+        ):
+            block = self._parsed(index.tip_hash)
+            index.disconnect(block)
+            disconnected.append(block)
+        connected = 0
+        for height in range(index.height + 1, kernel.height + 1):
+            block_hash = kernel.hash_at(height)
+            assert block_hash is not None
+            index.connect(self._parsed(block_hash))
+            connected += 1
+        if disconnected or connected:
+            returning = [
+                tx
+                for block in reversed(disconnected)
+                for tx in block.txs
+                if not tx.is_coinbase
+            ]
+            waiting = self.mempool_txids()
+            self.mempool.revalidate(index, returning)
+            if self.mempool_txids() != waiting:
+                self._save_mempool()
+
+    # -- faucet ---------------------------------------------------------------
+
+    def faucet(self, destination: str | bytes, amount_sat: int) -> OutPoint:
+        """Pay ``amount_sat`` to an address or scriptPubKey from the faucet's
+        coinbase coins, mining (to the faucet) first if it has too little.
+
+        The payment waits in the mempool: ``mine()`` confirms it. Returns the
+        outpoint paying ``destination``.
+        """
+        script = script_for_destination(destination, self.network)
+        if not 0 < amount_sat <= 21_000_000 * 100_000_000:
+            raise ChainError(
+                f"faucet amount out of range: {amount_sat}", code="invalid"
+            )
+        with self._lock:
+            self._parts()
+            mined = 0
+            while True:
+                chosen: list[tuple[OutPoint, Coin]] = []
+                total = 0
+                for item in self._faucet_coins():
+                    chosen.append(item)
+                    total += item[1].txout.amount_sat
+                    fee = self._faucet_fee(len(chosen), script)
+                    if total >= amount_sat + fee:
+                        return self._pay_from_faucet(
+                            chosen, total, fee, script, amount_sat
+                        )
+                if mined >= _MAX_FAUCET_BLOCKS:
+                    raise ChainError(
+                        f"the faucet cannot raise {amount_sat} sat",
+                        code="insufficient-funds",
+                    )
+                # a new coinbase matures COINBASE_MATURITY blocks later; each
+                # block mined also matures one older faucet coinbase
+                step = COINBASE_MATURITY if not chosen else 1
+                subsidy = max(block_subsidy(self.index.height + 1), 1)
+                wanted = (amount_sat - total) // subsidy + 1
+                step = max(step, min(_MAX_FAUCET_BLOCKS - mined, wanted))
+                self.mine(step, FAUCET_SCRIPT)
+                mined += step
+
+    def _faucet_coins(self) -> Iterator[tuple[OutPoint, Coin]]:
+        """Spendable faucet coins, lazily: its latest change waiting in the
+        mempool first (payments follow one another without a block), then
+        its confirmed change and mature coinbase outputs. Payments to the
+        faucet script by others are left alone."""
+        next_height = self.index.height + 1
+        for entry in reversed(self.mempool.entries()):
+            for vout, out in enumerate(entry.tx.outputs):
+                outpoint = OutPoint(entry.tx.txid, vout)
+                if (
+                    outpoint in self._faucet_change
+                    and self.mempool.spender_of(outpoint) is None
+                ):
+                    yield outpoint, Coin(out, next_height, False)
+        for outpoint, coin in list(self.index.coins.items()):
+            if (
+                coin.txout.script_pubkey == FAUCET_SCRIPT
+                and (
+                    outpoint in self._faucet_change
+                    or (
+                        coin.is_coinbase
+                        and next_height - coin.height >= COINBASE_MATURITY
+                    )
+                )
+                and self.mempool.spender_of(outpoint) is None
+            ):
+                yield outpoint, coin
+
+    def _faucet_fee(self, n_inputs: int, script: bytes) -> int:
+        # version+locktime+counts+marker 10.5 vB; input 41 vB + witness (1+1+1 bytes)/4; outputs
+        weight = (
+            42
+            + n_inputs * (41 * 4 + 3)
+            + 4 * (9 + len(script))
+            + 4 * (9 + len(FAUCET_SCRIPT))
+        )
+        return fee_for_weight(weight, self.feerate_per_kw) + 1
+
+    def _pay_from_faucet(
+        self,
+        chosen: list[tuple[OutPoint, Coin]],
+        total: int,
+        fee: int,
+        script: bytes,
+        amount: int,
+    ) -> OutPoint:
+        outputs = [TxOut(amount, script)]
+        change = total - amount - fee
+        if change >= 1_000:
+            outputs.append(TxOut(change, FAUCET_SCRIPT))
+        tx = Tx(
+            version=2,
+            inputs=tuple(
+                TxIn(op, b"", 0xFFFFFFFD, (FAUCET_WITNESS_SCRIPT,)) for op, _ in chosen
+            ),
+            outputs=tuple(outputs),
+            locktime=0,
+        )
+        self.broadcast(tx)
+        if len(outputs) > 1:
+            self._faucet_change.add(OutPoint(tx.txid, 1))
+        return OutPoint(tx.txid, 0)
+
+    # -- mempool persistence --------------------------------------------------
+
+    def _journal_mempool(self, tx: Tx) -> None:
+        self._mempool_file.append(tx)
+
+    def _save_mempool(self) -> None:
+        self._mempool_file.rewrite([e.tx for e in self.mempool.entries()])
