@@ -212,15 +212,17 @@ class PeerSession:
         cost low on the hot path. Processing stops at the first failure.
         """
         events: list[SessionEvent] = []
+        append = events.append
         decode = self.registry.decode
-        stats = self.stats
+        active = SessionState.ACTIVE
+        count = 0
         for data in messages:
-            if self.state is not SessionState.ACTIVE:
+            if self.state is not active:
                 if self.state is SessionState.CLOSED:
                     break
                 events.extend(self._first_message(data, now))
                 continue
-            stats.messages_in += 1
+            count += 1
             if len(data) < 2:
                 events.extend(self._fail("message shorter than its 2-byte type", now))
                 break
@@ -238,7 +240,8 @@ class PeerSession:
                 break
             # Unknown odd messages still go up: the node ignores them unless an
             # app asked for raw messages (e.g. the control API's custom message events).
-            events.append(MessageReceived(message))
+            append(MessageReceived(message))
+        self.stats.messages_in += count
         return events
 
     def _first_message(self, data: bytes, now: float) -> list[SessionEvent]:
