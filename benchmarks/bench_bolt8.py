@@ -83,6 +83,86 @@ async def lnpmsg_throughput(count: int, size: int) -> float:
     return count / elapsed
 
 
+def raw_aead_per_side(count: int, size: int) -> float:
+    """The limit when each end has its own core: the slower of the two sides' AEAD work."""
+    aead = ChaCha20Poly1305(os.urandom(32))
+    body = os.urandom(size)
+    header = struct.pack(">H", size)
+    nonce = bytes(12)
+    start = time.perf_counter()
+    for _ in range(count):
+        c1 = aead.encrypt(nonce, header, None)
+        c2 = aead.encrypt(nonce, body, None)
+    encrypt_rate = count / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(count):
+        aead.decrypt(nonce, c1, None)
+        aead.decrypt(nonce, c2, None)
+    decrypt_rate = count / (time.perf_counter() - start)
+    return min(encrypt_rate, decrypt_rate)
+
+
+ACK = 32771
+
+
+def _receiving_node(count: int, queue) -> None:  # type: ignore[no-untyped-def]
+    """Child process: a node that acknowledges once ``count`` messages arrived."""
+
+    async def run() -> None:
+        node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"]))
+        received = 0
+
+        def on_message(peer, message) -> None:  # type: ignore[no-untyped-def]
+            nonlocal received
+            received += 1
+            if received == count:
+                peer.send_nowait(ACK.to_bytes(2, "big"))
+
+        node.add_handler(CUSTOM, on_message)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            queue.put((node.node_id.hex(), node.listen_addresses[0]))
+            await trio.to_thread.run_sync(queue.get)  # the parent says when to stop
+            node.stop()
+
+    trio.run(run)
+
+
+async def lnpmsg_throughput_two_processes(count: int, size: int) -> float:
+    """Sender node here, receiver node in a second process (each end on its own core)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    to_child, from_child = ctx.Queue(), ctx.Queue()
+    child = ctx.Process(target=_receiving_node, args=(count, _Duplex(from_child, to_child)))
+    child.start()
+    node_id, address = await trio.to_thread.run_sync(from_child.get)
+    sender = Node(NodeKey.generate(), NodeConfig())
+    acked = trio.Event()
+    sender.add_handler(ACK, lambda peer, message: acked.set())
+    message = CUSTOM.to_bytes(2, "big") + bytes(size - 2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sender.run)
+        peer = await sender.connect(f"{node_id}@{address}")
+        start = time.perf_counter()
+        for _ in range(count):
+            await peer.send(message)
+        await acked.wait()
+        elapsed = time.perf_counter() - start
+        sender.stop()
+    to_child.put("stop")
+    await trio.to_thread.run_sync(child.join)
+    return count / elapsed
+
+
+class _Duplex:
+    """A pair of queues seen from the child: ``put`` goes to the parent, ``get`` comes from it."""
+
+    def __init__(self, outgoing, incoming) -> None:  # type: ignore[no-untyped-def]
+        self.put = outgoing.put
+        self.get = incoming.get
+
+
 def pyln_throughput(count: int, size: int) -> float:
     from pyln.proto import wire
 
@@ -219,6 +299,10 @@ def pyln_handshakes(count: int) -> float:
     return count / elapsed
 
 
+def ratio(results: dict[str, float], ours: str, limit: str, label: str) -> str:
+    return f"{results[f'{ours}_{label}'] / results[f'{limit}_{label}']:.0%}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer messages (a smoke run)")
@@ -231,6 +315,8 @@ def main() -> None:
         results[f"raw_aead_{label}"] = raw_aead(count, size)
         results[f"lnpmsg_{label}"] = trio.run(lnpmsg_throughput, count, size)
         results[f"pyln_{label}"] = pyln_throughput(max(count // 4, 100), size)
+        results[f"raw_aead_per_side_{label}"] = raw_aead_per_side(count, size)
+        results[f"lnpmsg_2proc_{label}"] = trio.run(lnpmsg_throughput_two_processes, count, size)
     results["handshakes_sans_io"] = sans_io_handshakes(int(3000 * scale))
     results["handshakes_tcp"] = trio.run(tcp_handshakes, int(2000 * scale))
     results["handshakes_tcp_server"] = trio.run(tcp_handshakes_two_processes, int(4000 * scale))
@@ -243,13 +329,15 @@ def main() -> None:
     print("| --- | ---: | ---: |")
     for name, key in (("raw ChaCha20-Poly1305 (limit)", "raw_aead"), ("lnpmsg", "lnpmsg"), ("pyln-proto", "pyln")):
         print(f"| {name} | {results[key + '_1KiB']:,.0f} | {results[key + '_64KiB']:,.0f} |")
-    for label in ("1KiB", "64KiB"):
-        print(
-            f"| lnpmsg / raw limit, {label} | {results['lnpmsg_' + label] / results['raw_aead_' + label]:.0%} |"
-            if label == "1KiB"
-            else f"| lnpmsg / raw limit, {label} | | {results['lnpmsg_' + label] / results['raw_aead_' + label]:.0%} |"
-        )
-    print(f"| lnpmsg / pyln-proto, 1 KiB | {results['lnpmsg_1KiB'] / results['pyln_1KiB']:.1f}x | |")
+    print(f"| lnpmsg / raw limit | {ratio(results, 'lnpmsg', 'raw_aead', '1KiB')} | {ratio(results, 'lnpmsg', 'raw_aead', '64KiB')} |")
+    print(f"| lnpmsg / pyln-proto | {results['lnpmsg_1KiB'] / results['pyln_1KiB']:.1f}x | {results['lnpmsg_64KiB'] / results['pyln_64KiB']:.1f}x |")
+    print()
+    print("Each end on its own core (receiving node in a second process):\n")
+    print("| messages/s (loopback TCP) | 1 KiB | 64 KiB |")
+    print("| --- | ---: | ---: |")
+    print(f"| raw ChaCha20-Poly1305, one side's work (limit) | {results['raw_aead_per_side_1KiB']:,.0f} | {results['raw_aead_per_side_64KiB']:,.0f} |")
+    print(f"| lnpmsg, two processes | {results['lnpmsg_2proc_1KiB']:,.0f} | {results['lnpmsg_2proc_64KiB']:,.0f} |")
+    print(f"| lnpmsg / limit | {ratio(results, 'lnpmsg_2proc', 'raw_aead_per_side', '1KiB')} | {ratio(results, 'lnpmsg_2proc', 'raw_aead_per_side', '64KiB')} |")
     print()
     print("| handshakes/s | |")
     print("| --- | ---: |")
