@@ -1,0 +1,498 @@
+"""Peer RPC: request/response between nodes over their encrypted connection.
+
+Declare methods on a :class:`PeerRpc` app, mount it on both nodes, call::
+
+    rpc = PeerRpc()
+
+    @rpc.method()
+    async def add(peer: Peer, a: int, b: int) -> int:
+        return a + b
+
+    node.mount(rpc)
+    total = await rpc.call(peer, "add", {"a": 1, "b": 2})      # -> 3
+
+Wire format (odd custom types, so a peer without RPC ignores them; the app
+advertises optional feature bit 327 and :meth:`PeerRpc.call` refuses peers
+that do not set it):
+
+=============  =====  ==========================================================
+message        type   fields
+=============  =====  ==========================================================
+rpc_request    32801  id u64, timeout_ms u32, method u8-prefixed UTF-8,
+                      params u16-prefixed JSON (empty: no params)
+rpc_response   32803  id u64, code u16 (0 = ok), result u16-prefixed:
+                      the JSON result when code is 0, else a UTF-8 error text
+rpc_cancel     32805  id u64 (the caller gave up: stop the handler, no reply)
+=============  =====  ==========================================================
+
+Params and results are JSON: methods are declared with Python type hints,
+checked on arrival (:mod:`lnpmsg.rpc.params`), and any language can speak
+it. ``bytes`` travel as hex. A request or result must fit one message
+(65,535 bytes): larger data is split by the app or sent as its own messages.
+
+Error codes (:class:`ErrorCode`): 1 method not found, 2 invalid params, 3
+the handler raised, 4 the handler timed out on the server, 5 busy (too many
+requests from this peer in flight), 6 bad request, 7 result too large, 8
+shutting down; 100 and up are the app's own (``raise RpcFault(text, code)``).
+
+Guarantees: many calls may be in flight to one peer (ids match responses);
+a handler that raises or hangs costs its caller an error, never the
+connection; every peer may have at most ``max_inflight_per_peer`` requests
+running, so a flooding peer gets ``busy`` errors while the others are
+served; a caller gets :class:`CallTimeout` after its timeout (the server is
+told to stop) and :class:`PeerGone` as soon as the connection drops.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from lnpmsg.app import DONE, App, PeerNotConnected
+from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
+from lnpmsg.node.session import printable
+from lnpmsg.rpc.params import ParamsError, describe_params, dumps, params_checker
+from lnpmsg.wire import MAX_MESSAGE_SIZE, Message, WireError, message
+from lnpmsg.wire.fields import u8_prefixed_bytes, u16, u16_prefixed_bytes, u32, u64
+
+__all__ = [
+    "CALL_TIMEOUT",
+    "MAX_INFLIGHT_PER_PEER",
+    "MAX_INFLIGHT_TOTAL",
+    "MAX_PAYLOAD",
+    "METHOD_TIMEOUT",
+    "RPC_FEATURE_BIT",
+    "CallTimeout",
+    "ErrorCode",
+    "PeerGone",
+    "PeerRpc",
+    "RemoteError",
+    "RpcCancel",
+    "RpcError",
+    "RpcFault",
+    "RpcRequest",
+    "RpcResponse",
+    "RpcUnsupported",
+]
+
+log = logging.getLogger(__name__)
+
+#: optional feature bit of peer RPC (its pair 326/327; above the BOLT-9 table)
+RPC_FEATURE_BIT = 327
+#: requests one peer may have running here at once; more get ``busy``
+MAX_INFLIGHT_PER_PEER = 64
+#: requests running here over all peers: bounds tasks and memory under many peers
+MAX_INFLIGHT_TOTAL = 4096
+#: default seconds a caller waits for a response
+CALL_TIMEOUT = 30.0
+#: default seconds a method may run on the server (a caller's shorter timeout wins)
+METHOD_TIMEOUT = 30.0
+#: the JSON params or result of one message: a message minus type, id, code/timeout and prefixes
+MAX_PAYLOAD = MAX_MESSAGE_SIZE - 2 - 8 - 4 - 1 - 255 - 2
+#: error texts are cut here: they are for people, and must fit a message
+MAX_ERROR_TEXT = 1000
+
+
+class ErrorCode(enum.IntEnum):
+    """``rpc_response.code`` values; 100 and up belong to apps."""
+
+    OK = 0
+    METHOD_NOT_FOUND = 1
+    INVALID_PARAMS = 2
+    FAILED = 3
+    TIMEOUT = 4
+    BUSY = 5
+    BAD_REQUEST = 6
+    RESULT_TOO_LARGE = 7
+    SHUTTING_DOWN = 8
+    APP = 100
+
+
+# ------------------------------------------------------------------ messages
+
+
+@message(type=32801)
+@dataclass(frozen=True, slots=True)
+class RpcRequest(Message):
+    FIELDS = (("id", u64), ("timeout_ms", u32), ("method", u8_prefixed_bytes), ("params", u16_prefixed_bytes))
+    id: int
+    timeout_ms: int
+    method: bytes
+    params: bytes = b""
+
+
+@message(type=32803)
+@dataclass(frozen=True, slots=True)
+class RpcResponse(Message):
+    FIELDS = (("id", u64), ("code", u16), ("result", u16_prefixed_bytes))
+    id: int
+    code: int
+    result: bytes = b""
+
+
+@message(type=32805)
+@dataclass(frozen=True, slots=True)
+class RpcCancel(Message):
+    FIELDS = (("id", u64),)
+    id: int
+
+
+# -------------------------------------------------------------------- errors
+
+
+class RpcError(Exception):
+    """Base of every error :meth:`PeerRpc.call` raises."""
+
+
+class RemoteError(RpcError):
+    """The peer answered with an error: ``code`` (:class:`ErrorCode` or the app's) and its text."""
+
+    def __init__(self, code: int, message: str, method: str = "") -> None:
+        self.code = code
+        self.message = message
+        self.method = method
+        try:
+            label = ErrorCode(code).name.lower()
+        except ValueError:
+            label = f"app error {code}"
+        super().__init__(f"{method}: {label}: {message}" if method else f"{label}: {message}")
+
+    @property
+    def busy(self) -> bool:
+        return self.code == ErrorCode.BUSY
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """For JSON error replies (the control API)."""
+        return {"remote_code": self.code}
+
+
+class CallTimeout(RpcError):
+    """No response came within the caller's timeout (the peer was told to stop)."""
+
+
+class PeerGone(RpcError):
+    """The peer is not connected, or disconnected before it answered."""
+
+
+class RpcUnsupported(RpcError):
+    """The peer does not advertise peer RPC (its feature bit)."""
+
+
+class RpcFault(Exception):
+    """Raise in a method to answer with a chosen error code (>= 100 for app codes) and text."""
+
+    def __init__(self, message: str, code: int = ErrorCode.FAILED) -> None:
+        if not 0 < code <= 0xFFFF:
+            raise ValueError(f"an error code is 1..65535, got {code}")
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+# ------------------------------------------------------------------- the app
+
+Method = Callable[..., Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class _MethodEntry:
+    fn: Method
+    check: Callable[[Any], dict[str, Any]]
+    timeout: float
+
+
+class _Call:
+    __slots__ = ("done", "error", "method", "peer", "result")
+
+    def __init__(self, peer: Peer, method: str) -> None:
+        self.peer = peer
+        self.method = method
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: RpcError | None = None
+
+
+class _Serving:
+    __slots__ = ("cancelled_by_peer", "scope")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.cancelled_by_peer = False
+
+
+def _cut(text: str) -> bytes:
+    data = text.encode("utf-8", errors="replace")
+    return data if len(data) <= MAX_ERROR_TEXT else data[: MAX_ERROR_TEXT - 3] + b"..."
+
+
+class PeerRpc(App):
+    """The peer RPC app: declare methods, call methods of peers.
+
+    Args:
+        name: the app name (control calls are ``<name>.call`` and ``<name>.methods``).
+        feature_bit: advertised bit (None: do not advertise and do not check peers).
+        max_inflight_per_peer: requests a peer may have running here; more get ``busy``.
+        max_inflight: the same bound over all peers.
+        method_timeout: default server-side limit per method.
+        call_timeout: default caller-side timeout.
+    """
+
+    def __init__(
+        self,
+        name: str = "rpc",
+        *,
+        feature_bit: int | None = RPC_FEATURE_BIT,
+        max_inflight_per_peer: int = MAX_INFLIGHT_PER_PEER,
+        max_inflight: int = MAX_INFLIGHT_TOTAL,
+        method_timeout: float = METHOD_TIMEOUT,
+        call_timeout: float = CALL_TIMEOUT,
+    ) -> None:
+        super().__init__(name, feature_bit=feature_bit)
+        self.max_inflight_per_peer = max_inflight_per_peer
+        self.max_inflight = max_inflight
+        self.method_timeout = method_timeout
+        self.call_timeout = call_timeout
+        self.methods: dict[str, _MethodEntry] = {}
+        self._pending: dict[int, _Call] = {}
+        self._serving: dict[Peer, dict[int, _Serving]] = {}
+        self._serving_total = 0
+        self._watched: set[Peer] = set()
+        self._next_id = 0
+        #: requests answered ``busy`` (flood protection at work)
+        self.busy_replies = 0
+        for cls in (RpcRequest, RpcResponse, RpcCancel):
+            self.message(cls)
+        # These only look up dicts and queue replies: no timeout guard needed.
+        self.add_handler(RpcRequest, self._on_request, guard=False)
+        self.add_handler(RpcResponse, self._on_response, guard=False)
+        self.add_handler(RpcCancel, self._on_cancel, guard=False)
+        self.add_control_method("call", self._control_call)
+        self.add_control_method("methods", self._control_methods)
+
+    # ------------------------------------------------------------ methods
+
+    def method(self, name: str | None = None, *, timeout: float | None = None) -> Callable[[Method], Method]:
+        """Decorator: serve ``async def fn(peer, **params)`` as ``name`` (default: its name)."""
+
+        def register(fn: Method) -> Method:
+            self.add_method(name or fn.__name__, fn, timeout=timeout)
+            return fn
+
+        return register
+
+    def add_method(self, name: str, fn: Method, *, timeout: float | None = None) -> None:
+        """Serve ``fn(peer, **params)`` as ``name``; params are checked against its annotations."""
+        encoded = name.encode()
+        if not name or len(encoded) > 255:
+            raise ValueError(f"a method name is 1..255 bytes of UTF-8, got {name!r}")
+        if name in self.methods:
+            raise ValueError(f"method {name!r} is already declared")
+        self.methods[name] = _MethodEntry(fn, params_checker(fn, skip=1), timeout or self.method_timeout)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The declared methods with their params and docs (JSON-able)."""
+        return [
+            {"method": name, "params": describe_params(entry.fn), "timeout": entry.timeout, "doc": (entry.fn.__doc__ or "").strip()}
+            for name, entry in sorted(self.methods.items())
+        ]
+
+    # ------------------------------------------------------------- calling
+
+    async def call(self, peer: Peer | bytes | str, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
+        """Call ``method`` on ``peer`` (a Peer or node id) and return its JSON result.
+
+        ``params`` is a dict (named) or list (positional) of JSON-able values.
+        Raises :class:`RemoteError`, :class:`CallTimeout`, :class:`PeerGone`,
+        :class:`RpcUnsupported`, or :class:`RpcError` for a request that cannot be sent.
+        """
+        if not isinstance(peer, Peer):
+            try:
+                peer = self.peer(peer)
+            except PeerNotConnected as exc:
+                raise PeerGone(str(exc)) from None
+        if not peer.is_ready:
+            raise PeerGone(f"peer {peer.node_id.hex()} is not connected: {peer.close_reason or 'not ready'}")
+        if not self.supports(peer):
+            raise RpcUnsupported(f"peer {peer.node_id.hex()} does not advertise peer RPC (feature bit {self.feature_bit})")
+        timeout = self.call_timeout if timeout is None else timeout
+        method_bytes = method.encode()
+        if not method_bytes or len(method_bytes) > 255:
+            raise RpcError(f"a method name is 1..255 bytes of UTF-8, got {method!r}")
+        try:
+            body = b"" if params is None else dumps(params)
+        except TypeError as exc:
+            raise RpcError(f"params are not JSON-able: {exc}") from None
+        if len(body) > MAX_PAYLOAD:
+            raise RpcError(f"params of {len(body)} bytes exceed {MAX_PAYLOAD}")
+        self._next_id += 1
+        req_id = self._next_id
+        timeout_ms = min(max(math.ceil(timeout * 1000), 1), 0xFFFFFFFF)
+        call = _Call(peer, method)
+        self._pending[req_id] = call
+        self._watch(peer)
+        answered = False
+        try:
+            with trio.move_on_after(timeout):
+                try:
+                    await peer.send(RpcRequest(id=req_id, timeout_ms=timeout_ms, method=method_bytes, params=body))
+                except PeerClosedError as exc:
+                    raise PeerGone(str(exc)) from None
+                await call.done.wait()
+            answered = call.done.is_set()
+        finally:
+            del self._pending[req_id]
+            if not answered and peer.is_ready:
+                self._send_quietly(peer, RpcCancel(id=req_id))
+        if not answered:
+            raise CallTimeout(f"{method} on {peer.node_id.hex()}: no response within {timeout:g} s")
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _on_response(self, peer: Peer, msg: RpcResponse) -> Awaitable[None]:
+        call = self._pending.get(msg.id)
+        if call is not None and call.peer is peer and not call.done.is_set():
+            if msg.code == ErrorCode.OK:
+                try:
+                    call.result = json.loads(msg.result) if msg.result else None
+                except ValueError as exc:
+                    call.error = RpcError(f"malformed result from {peer.node_id.hex()}: {exc}")
+            else:
+                call.error = RemoteError(msg.code, printable(msg.result, MAX_ERROR_TEXT), call.method)
+            call.done.set()
+        return DONE
+
+    # ------------------------------------------------------------- serving
+
+    def _on_request(self, peer: Peer, msg: RpcRequest) -> Awaitable[None]:
+        serving = self._serving.get(peer)
+        if serving is None:
+            serving = self._serving[peer] = {}
+            self._watch(peer)
+        if len(serving) >= self.max_inflight_per_peer or self._serving_total >= self.max_inflight:
+            self.busy_replies += 1
+            self._reply_now(peer, msg.id, ErrorCode.BUSY, f"busy: {len(serving)} requests from you are running (limit {self.max_inflight_per_peer})")
+            return DONE
+        if msg.id in serving:
+            self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, f"request id {msg.id} is already in flight")
+            return DONE
+        try:
+            name = msg.method.decode()
+        except UnicodeDecodeError:
+            self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, "method name is not UTF-8")
+            return DONE
+        entry = self.methods.get(name)
+        if entry is None:
+            self._reply_now(peer, msg.id, ErrorCode.METHOD_NOT_FOUND, f"no method {name[:100]!r}")
+            return DONE
+        try:
+            raw = json.loads(msg.params) if msg.params else None
+            kwargs = entry.check(raw)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, f"params are not JSON: {exc}")
+            return DONE
+        except ParamsError as exc:
+            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, str(exc))
+            return DONE
+        limit = min(entry.timeout, msg.timeout_ms / 1000)
+        if self._nursery is None:
+            self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
+            return DONE
+        state = serving[msg.id] = _Serving(trio.CancelScope(deadline=trio.current_time() + limit))
+        self._serving_total += 1
+        self._nursery.start_soon(self._serve, peer, msg.id, name, entry, kwargs, state, limit)
+        return DONE
+
+    async def _serve(self, peer: Peer, req_id: int, name: str, entry: _MethodEntry, kwargs: dict[str, Any], state: _Serving, limit: float) -> None:
+        code: int = ErrorCode.OK
+        payload = b""
+        try:
+            with state.scope:
+                try:
+                    result = await entry.fn(peer, **kwargs)
+                except RpcFault as exc:
+                    code, payload = exc.code, _cut(exc.message)
+                except Exception as exc:
+                    log.debug("method %s failed", name, exc_info=True)
+                    self.report_error(f"method {name} raised {exc!r}", peer.node_id)
+                    code, payload = ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
+                else:
+                    try:
+                        payload = dumps(result)
+                    except TypeError as exc:
+                        code, payload = ErrorCode.FAILED, _cut(f"method {name} returned a result that is not JSON: {exc}")
+                    else:
+                        if len(payload) > MAX_PAYLOAD:
+                            code, payload = ErrorCode.RESULT_TOO_LARGE, _cut(f"result of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        finally:
+            self._serving.get(peer, {}).pop(req_id, None)
+            self._serving_total -= 1
+        if state.scope.cancelled_caught:
+            if state.cancelled_by_peer:
+                return
+            self.report_error(f"method {name} ran longer than {limit:g} s and was cancelled", peer.node_id)
+            code, payload = ErrorCode.TIMEOUT, _cut(f"method {name} did not finish within {limit:g} s")
+        try:
+            await peer.send(RpcResponse(id=req_id, code=code, result=payload))
+        except (PeerClosedError, WireError) as exc:
+            log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
+
+    def _on_cancel(self, peer: Peer, msg: RpcCancel) -> Awaitable[None]:
+        state = self._serving.get(peer, {}).get(msg.id)
+        if state is not None:
+            state.cancelled_by_peer = True
+            state.scope.cancel()
+        return DONE
+
+    def _reply_now(self, peer: Peer, req_id: int, code: int, text: str) -> None:
+        self._send_quietly(peer, RpcResponse(id=req_id, code=code, result=_cut(text)))
+
+    @staticmethod
+    def _send_quietly(peer: Peer, message: Message) -> None:
+        # Replies from the read loop never wait: a peer that floods us and
+        # does not read loses them rather than stalling its own read loop.
+        try:
+            peer.send_nowait(message)
+        except (PeerQueueFull, PeerClosedError) as exc:
+            log.debug("dropped %s to %s: %s", type(message).__name__, peer.node_id.hex(), exc)
+
+    # ---------------------------------------------------- connection ends
+
+    def _watch(self, peer: Peer) -> None:
+        if peer in self._watched or self._nursery is None:
+            return
+        self._watched.add(peer)
+        self._nursery.start_soon(self._on_close, peer)
+
+    async def _on_close(self, peer: Peer) -> None:
+        try:
+            await peer.closed.wait()
+        finally:
+            self._watched.discard(peer)
+            reason = peer.close_reason or "closed"
+            for call in self._pending.values():
+                if call.peer is peer and not call.done.is_set():
+                    call.error = PeerGone(f"peer {peer.node_id.hex()} disconnected: {reason}")
+                    call.done.set()
+            for state in self._serving.pop(peer, {}).values():
+                state.cancelled_by_peer = True  # nobody to answer
+                state.scope.cancel()
+
+    # ---------------------------------------------------- control API
+
+    async def _control_call(self, node_id: str, method: str, params: Any = None, timeout: float | None = None) -> Any:
+        """Call ``method`` on the connected peer ``node_id`` and return its result."""
+        return await self.call(node_id, method, params, timeout=timeout)
+
+    async def _control_methods(self) -> list[dict[str, Any]]:
+        """The methods this node serves to peers."""
+        return self.describe()
+

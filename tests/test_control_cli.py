@@ -1,0 +1,133 @@
+"""The ``lnpmsg`` control subcommands against a running node (real sockets; the
+CLI runs in a worker thread, exactly as ``main(argv)`` runs from a shell)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from lnpmsg.app import DONE
+from lnpmsg.cli import main
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.pubsub.peer import PeerPubSub
+from lnpmsg.rpc.control import ControlServer
+from lnpmsg.rpc.peer import PeerRpc
+
+
+@pytest.fixture
+def data_dir():
+    path = Path(tempfile.mkdtemp(prefix="lncli", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@asynccontextmanager
+async def running(*nodes):
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run)
+        try:
+            yield nursery
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def make_node(listen=True):
+    return Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"] if listen else []))
+
+
+def controlled(data_dir):
+    node = make_node()
+    node.mount(PeerRpc())
+    node.mount(PeerPubSub())
+    node.mount(ControlServer(data_dir))
+    return node
+
+
+async def cli(capsys, *argv):
+    code = await trio.to_thread.run_sync(main, [str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_no_node_running(capsys, data_dir):
+    code, out, err = await cli(capsys, "getinfo", "--data-dir", data_dir)
+    assert code == 3 and out == "" and f"error: no node is running at {data_dir}" in err
+    code, out, err = await cli(capsys, "listpeers", "--json", "--data-dir", data_dir)
+    assert code == 3 and "no node is running" in json.loads(out)["error"]["message"]
+
+
+async def test_commands_against_a_running_node(capsys, data_dir):
+    node, other = controlled(data_dir), make_node()
+    got = []
+    other.add_handler(32771, lambda peer, msg: got.append(msg.payload) or DONE)
+    d = ("--data-dir", data_dir)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        await nursery.start(other.run)
+        code, out, _ = await cli(capsys, "getinfo", *d)
+        assert code == 0 and f"node id:  {node.node_id.hex()}" in out and "apps:     pubsub, rpc" in out
+        code, out, _ = await cli(capsys, "getinfo", "--json", *d)
+        assert json.loads(out)["node_id"] == node.node_id.hex()
+        peer_id = other.node_id.hex()
+        code, out, _ = await cli(capsys, "connect", f"{peer_id}@{other.listen_addresses[0]}", *d)
+        assert code == 0 and out == f"connected to {peer_id} (tcp {other.listen_addresses[0]})\n"
+        code, out, _ = await cli(capsys, "sendmsg", peer_id, 32771, "hello", "--text", *d)
+        assert code == 0 and out.startswith("sent type 32771 (7 bytes)")
+        code, out, _ = await cli(capsys, "ping", peer_id, *d)
+        assert code == 0 and out.startswith(f"pong from {peer_id} in ")
+        code, out, _ = await cli(capsys, "listpeers", *d)
+        assert code == 0 and peer_id in out and "bytes in/out" in out and "ping: " in out
+        code, out, _ = await cli(capsys, "listpeers", "--json", *d)
+        listed = json.loads(out)["peers"]
+        assert [p["node_id"] for p in listed] == [peer_id] and listed[0]["ping_rtt_ms"] is not None
+        assert got == [b"hello"]
+        code, out, _ = await cli(capsys, "call", "pubsub.publish", '{"topic": "t", "text": "x"}', "--json", *d)
+        assert code == 0 and json.loads(out) == {"topic": "t", "subscribers": 0}
+        # errors: clear text (or JSON), exit status 1, the node carries on
+        code, out, err = await cli(capsys, "call", "frobnicate", *d)
+        assert code == 1 and "error: unknown method 'frobnicate'" in err
+        code, out, err = await cli(capsys, "sendmsg", peer_id, 100, "00", "--json", *d)
+        assert code == 1 and "custom range" in json.loads(out)["error"]["message"]
+        assert json.loads(out)["error"]["code"] == -32602
+        code, out, err = await cli(capsys, "call", "getinfo", "{not json", *d)
+        assert code == 1 and "params are not JSON" in err
+        code, out, _ = await cli(capsys, "disconnect", peer_id, *d)
+        assert code == 0 and out == "disconnected\n"
+        code, out, _ = await cli(capsys, "stop", *d)
+        assert code == 0 and out == "node stopped\n"
+        assert node.stopping
+        other.stop()
+    code, _, err = await cli(capsys, "getinfo", *d)
+    assert code == 3
+
+
+async def test_subscribe_streams_json_lines(capsys, data_dir):
+    node, other = controlled(data_dir), make_node()
+    async with running(node, other):
+        async with trio.open_nursery() as nursery:
+            result = []
+
+            async def subscribe():
+                result.append(await cli(capsys, "subscribe", "peer.", "--count", "2", "--data-dir", data_dir))
+
+            nursery.start_soon(subscribe)
+            publisher = node.apps["control"].publisher
+            with trio.fail_after(10):
+                while "peer." not in publisher.subscriptions:
+                    await trio.sleep(0.01)
+            await node.connect(f"{other.node_id.hex()}@{other.listen_addresses[0]}")
+            await node.disconnect(other.node_id)
+        code, out, err = result[0]
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert code == 0 and [e["topic"] for e in lines] == ["peer.connected", "peer.disconnected"]
+        assert all(e["node_id"] == other.node_id.hex() for e in lines)
+        assert "subscribed to 'peer.'" in err

@@ -1,0 +1,315 @@
+"""Peer RPC between real nodes over loopback TCP: calls, typed errors, timeouts,
+peers that vanish, handlers that raise or hang, and a peer flooding requests."""
+
+from __future__ import annotations
+
+import json
+import random
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.rpc.params import ParamsError, params_checker
+from lnpmsg.rpc.peer import (
+    MAX_PAYLOAD,
+    CallTimeout,
+    ErrorCode,
+    PeerGone,
+    PeerRpc,
+    RemoteError,
+    RpcError,
+    RpcFault,
+    RpcRequest,
+    RpcResponse,
+    RpcUnsupported,
+)
+from lnpmsg.testing.rawpeer import RawPeer
+from lnpmsg.wire import Init, MessageRegistry
+
+
+@asynccontextmanager
+async def running(*nodes):
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run)
+        try:
+            yield nursery
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def make_node(listen=True):
+    return Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"] if listen else []))
+
+
+def address_of(node):
+    return f"{node.node_id.hex()}@{node.listen_addresses[0]}"
+
+
+class Server:
+    """A node with an RPC app and a set of methods that misbehave on purpose."""
+
+    def __init__(self, **rpc_options: Any) -> None:
+        self.node = make_node()
+        self.rpc = self.node.mount(PeerRpc(**rpc_options))
+        self.cancelled = 0
+        self.running = 0
+        rpc = self.rpc
+
+        @rpc.method()
+        async def add(peer, a: int, b: int = 0) -> int:
+            return a + b
+
+        @rpc.method()
+        async def echo(peer, value: Any, delay: float = 0.0) -> dict[str, Any]:
+            await trio.sleep(delay)
+            return {"value": value, "caller": peer.node_id.hex()}
+
+        @rpc.method()
+        async def boom(peer) -> None:
+            raise KeyError("no such thing")
+
+        @rpc.method()
+        async def refuse(peer, why: str) -> None:
+            raise RpcFault(why, 418)
+
+        @rpc.method()
+        async def not_json(peer) -> object:
+            return object()
+
+        @rpc.method()
+        async def kind(peer, mode: Literal["a", "b"], tags: list[str] | None = None, blob: bytes = b"") -> str:
+            return f"{mode}:{','.join(tags or [])}:{blob.hex()}"
+
+        @rpc.method()
+        async def hang(peer) -> None:
+            self.running += 1
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.running -= 1
+                self.cancelled += 1
+
+        @rpc.method(timeout=0.2)
+        async def hang_briefly(peer) -> None:
+            await trio.sleep_forever()
+
+
+async def connected(server: Server):
+    client = make_node(listen=False)
+    rpc = client.mount(PeerRpc())
+    return client, rpc
+
+
+async def wait_for(predicate, timeout=5.0):
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+async def test_calls_with_named_and_positional_typed_params():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        assert await rpc.call(peer, "add", {"a": 2, "b": 3}) == 5
+        assert await rpc.call(peer, "add", [4]) == 4
+        assert await rpc.call(server.node.node_id, "echo", {"value": {"x": [1, None]}}) == {
+            "value": {"x": [1, None]},
+            "caller": client.node_id.hex(),
+        }
+        assert await rpc.call(peer, "kind", {"mode": "b", "tags": ["x", "y"], "blob": "00ff"}) == "b:x,y:00ff"
+        methods = {m["method"]: m for m in server.rpc.describe()}
+        assert methods["add"]["params"] == {"a": "int", "b": "int = 0"}
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "code", "text"),
+    [
+        ("nope", None, ErrorCode.METHOD_NOT_FOUND, "no method 'nope'"),
+        ("add", {"a": "1"}, ErrorCode.INVALID_PARAMS, "param 'a' must be int, got str"),
+        ("add", {}, ErrorCode.INVALID_PARAMS, "missing param(s): a"),
+        ("add", {"a": 1, "c": 2}, ErrorCode.INVALID_PARAMS, "unexpected param 'c'"),
+        ("add", [1, 2, 3], ErrorCode.INVALID_PARAMS, "at most 2 positional"),
+        ("add", 5, ErrorCode.INVALID_PARAMS, "params must be an object or a list"),
+        ("kind", {"mode": "c"}, ErrorCode.INVALID_PARAMS, "must be one of"),
+        ("kind", {"mode": "a", "blob": "zz"}, ErrorCode.INVALID_PARAMS, "hex string"),
+        ("boom", None, ErrorCode.FAILED, "KeyError: 'no such thing'"),
+        ("refuse", {"why": "teapot"}, 418, "teapot"),
+        ("not_json", None, ErrorCode.FAILED, "not JSON"),
+    ],
+)
+async def test_remote_errors_are_typed_and_the_connection_stays(method, params, code, text):
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        with pytest.raises(RemoteError) as info:
+            await rpc.call(peer, method, params)
+        assert info.value.code == code and text in info.value.message and info.value.method == method
+        assert await rpc.call(peer, "add", [1, 1]) == 2
+        assert peer.is_ready
+
+
+async def test_many_concurrent_calls_get_their_own_answers():
+    server = Server()
+    client, rpc = await connected(server)
+    results = {}
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+
+        async def one(i):
+            results[i] = await rpc.call(peer, "echo", {"value": i, "delay": random.random() * 0.05})
+
+        async with trio.open_nursery() as nursery:
+            for i in range(60):  # within the per-peer bound of 64
+                nursery.start_soon(one, i)
+        assert {i: r["value"] for i, r in results.items()} == {i: i for i in range(60)}
+
+
+async def test_server_side_timeout_answers_with_an_error():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        with pytest.raises(RemoteError) as info:
+            await rpc.call(peer, "hang_briefly", timeout=10)
+        assert info.value.code == ErrorCode.TIMEOUT and "within 0.2 s" in info.value.message
+        assert await rpc.call(peer, "add", [1]) == 1
+
+
+async def test_caller_timeout_cancels_the_remote_handler():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        with pytest.raises(CallTimeout, match="no response within 0.2 s"):
+            await rpc.call(peer, "hang", timeout=0.2)
+        await wait_for(lambda: server.cancelled == 1)
+        assert server.running == 0 and await rpc.call(peer, "add", [2]) == 2
+
+
+async def test_peer_gone_fails_pending_calls_at_once():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        async with trio.open_nursery() as nursery:
+
+            async def drop():
+                await wait_for(lambda: server.running == 1)
+                await server.node.disconnect(client.node_id)
+
+            nursery.start_soon(drop)
+            with pytest.raises(PeerGone, match="disconnected"):
+                await rpc.call(peer, "hang", timeout=30)
+        await wait_for(lambda: server.running == 0)  # the server stopped the orphaned handler
+        with pytest.raises(PeerGone, match="not connected"):
+            await rpc.call(server.node.node_id, "add", [1])
+
+
+async def test_peer_without_rpc_is_refused_locally():
+    plain = make_node()
+    client, rpc = await connected(Server())
+    async with running(plain, client):
+        peer = await client.connect(address_of(plain))
+        with pytest.raises(RpcUnsupported):
+            await rpc.call(peer, "add", [1])
+
+
+async def test_oversized_or_unencodable_params_fail_before_sending():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        with pytest.raises(RpcError, match="exceed"):
+            await rpc.call(peer, "echo", {"value": "x" * MAX_PAYLOAD})
+        with pytest.raises(RpcError, match="not JSON-able"):
+            await rpc.call(peer, "echo", {"value": object()})
+        with pytest.raises(RpcError, match="method name"):
+            await rpc.call(peer, "x" * 256)
+
+
+def _rpc_registry():
+    registry = MessageRegistry()
+    for cls in (RpcRequest, RpcResponse):
+        registry.register(cls)
+    return registry
+
+
+async def test_a_flooding_peer_gets_busy_errors_and_others_are_served():
+    server = Server(max_inflight_per_peer=8)
+    client, rpc = await connected(server)
+    registry = _rpc_registry()
+    async with running(server.node, client):
+        flooder = await RawPeer.connect(server.node.listen_addresses[0], server.node.node_id)
+        await flooder.exchange_init(Init())
+        flood = 200
+        for i in range(flood):
+            await flooder.send(RpcRequest(id=i, timeout_ms=60_000, method=b"hang", params=b""))
+        codes = []
+        with trio.fail_after(10):
+            while len(codes) < flood - 8:
+                msg = registry.decode(await flooder.receive())
+                if isinstance(msg, RpcResponse):
+                    codes.append(msg.code)
+        assert set(codes) == {ErrorCode.BUSY} and server.running == 8
+        assert server.rpc.busy_replies == flood - 8
+        # a well-behaved peer is served meanwhile, and the flooder's connection stays
+        peer = await client.connect(address_of(server.node))
+        assert await rpc.call(peer, "add", [40, 2]) == 42
+        assert server.node.peers[flooder.key.node_id].is_ready
+        await flooder.aclose()
+        await wait_for(lambda: server.running == 0)
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "text"),
+    [
+        (RpcRequest(id=1, timeout_ms=1000, method=b"\xff\xfe", params=b""), ErrorCode.BAD_REQUEST, "not UTF-8"),
+        (RpcRequest(id=2, timeout_ms=1000, method=b"add", params=b"{not json"), ErrorCode.INVALID_PARAMS, "not JSON"),
+        (RpcRequest(id=3, timeout_ms=1000, method=b"add", params=b"\xff"), ErrorCode.INVALID_PARAMS, "not JSON"),
+        (RpcRequest(id=4, timeout_ms=1000, method=b"add", params=b"[1e999999]"), ErrorCode.INVALID_PARAMS, "must be int"),
+    ],
+)
+async def test_malformed_requests_get_error_responses(request_, code, text):
+    server = Server()
+    registry = _rpc_registry()
+    async with running(server.node):
+        raw = await RawPeer.connect(server.node.listen_addresses[0], server.node.node_id)
+        await raw.exchange_init(Init())
+        await raw.send(request_)
+        with trio.fail_after(5):
+            while not isinstance(reply := registry.decode(await raw.receive()), RpcResponse):
+                pass
+        assert reply.id == request_.id and reply.code == code and text in reply.result.decode()
+        await raw.aclose()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+async def _typed(peer, a: int, b: list[str] | None = None, c: dict[str, float] | None = None, d: bytes = b"") -> None:
+    return None
+
+
+@given(json_values)
+def test_params_checker_takes_any_json_and_raises_only_params_error(value):
+    check = params_checker(_typed)
+    try:
+        kwargs = check(value)
+    except ParamsError:
+        return
+    assert type(kwargs["a"]) is int
+    json.dumps({k: v for k, v in kwargs.items() if k != "d"})
