@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 import trio
 
+from lnpmsg.bitcoin.hashes import hash_from_hex, hash_to_hex
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.bitcoind import BitcoindSource
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import OutputConfirmed
 from lnpmsg.chain.regtest import FAUCET_SCRIPT, FAUCET_WITNESS_SCRIPT, RegtestChain
-from lnpmsg.chain.tx import OutPoint, Tx, TxIn, TxOut, block_hash_hex, hash_from_hex
 
 COOKIE_USER = "__cookie__"
 
@@ -156,7 +157,7 @@ class FakeBitcoind:
         block_hash = self.chain.block_hash(height)
         if block_hash is None:
             raise RpcFailure(RPC_INVALID_PARAMETER, "Block height out of range")
-        return block_hash_hex(block_hash)
+        return hash_to_hex(block_hash)
 
     def rpc_getblock(self, hash_hex: str, verbosity: int = 1) -> str:
         assert verbosity == 0
@@ -198,7 +199,7 @@ class FakeBitcoind:
                 RPC_VERIFY_ALREADY_IN_CHAIN, "Transaction outputs already in utxo set"
             )
         try:
-            return block_hash_hex(self.chain.broadcast(tx))
+            return hash_to_hex(self.chain.broadcast(tx))
         except ChainError as exc:
             # Core: missing inputs are RPC_VERIFY_ERROR, policy/consensus rejects RPC_VERIFY_REJECTED
             code = (

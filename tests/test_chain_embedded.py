@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from lnpmsg.bitcoin.tx import Tx, TxIn, TxOut
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import (
@@ -21,7 +22,6 @@ from lnpmsg.chain.events import (
 from lnpmsg.chain.follow import ChainFollower
 from lnpmsg.chain.regtest import FAUCET_SCRIPT, FAUCET_WITNESS_SCRIPT
 from lnpmsg.chain.source import Subscription, catch_up
-from lnpmsg.chain.tx import Tx, TxIn, TxOut
 
 WATCHED = b"\x00\x20" + b"\x77" * 32
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import (
     BlockConnected,
@@ -15,7 +17,6 @@ from lnpmsg.chain.events import (
 )
 from lnpmsg.chain.follow import ChainFollower
 from lnpmsg.chain.mining import build_block
-from lnpmsg.chain.tx import Block, OutPoint, Tx, TxIn, TxOut
 
 WATCHED = b"\x00\x14" + b"\x33" * 20
 OTHER = b"\x00\x14" + b"\x44" * 20

@@ -18,6 +18,8 @@ from embit.transaction import Transaction as EmbitTx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.mining import COINBASE_MATURITY, block_subsidy, build_block
 from lnpmsg.chain.regtest import (
@@ -26,7 +28,6 @@ from lnpmsg.chain.regtest import (
     FAUCET_WITNESS_SCRIPT,
     RegtestChain,
 )
-from lnpmsg.chain.tx import Block, OutPoint, Tx, TxIn, TxOut
 
 REPO = Path(__file__).resolve().parents[1]
 FIXED_TIME = 1_700_000_000
@@ -40,7 +41,7 @@ def p2wpkh(key: ec.PrivateKey) -> bytes:
 
 def sign_p2wpkh(unsigned: Tx, keys: list[ec.PrivateKey], amounts: list[int]) -> Tx:
     """BIP143-sign every input of ``unsigned`` (each a P2WPKH coin of ``keys[i]``)."""
-    etx = EmbitTx.parse(unsigned.serialize(with_witness=False))
+    etx = EmbitTx.parse(unsigned.serialize(witness=False))
     inputs = []
     for i, (txin, key, amount) in enumerate(zip(unsigned.inputs, keys, amounts)):
         script_code = Script(b"\x76\xa9" + p2wpkh(key)[1:] + b"\x88\xac")

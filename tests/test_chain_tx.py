@@ -1,5 +1,6 @@
-"""Transactions and blocks: parse/serialize/txid against the BOLT 3 vectors,
-and untrusted bytes never raise anything but ChainError."""
+"""Transactions and blocks (lnpmsg.bitcoin, as the chain layer uses them):
+parse/serialize/txid against the BOLT 3 vectors, and untrusted bytes never
+raise anything but BitcoinError; addresses never anything but ChainError."""
 
 from __future__ import annotations
 
@@ -10,25 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lnpmsg.bitcoin.block import Block, BlockHeader, merkle_root
+from lnpmsg.bitcoin.errors import BitcoinError
+from lnpmsg.bitcoin.hashes import hash_from_hex, sha256d
+from lnpmsg.bitcoin.script import push_number as push_script_number
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.address import address_for_script, script_for_address
 from lnpmsg.chain.errors import ChainError
-from lnpmsg.chain.mining import (
-    REGTEST_BITS,
-    build_block,
-    push_script_number,
-    target_from_bits,
-)
-from lnpmsg.chain.tx import (
-    Block,
-    BlockHeader,
-    OutPoint,
-    Tx,
-    TxIn,
-    TxOut,
-    hash_from_hex,
-    merkle_root,
-    sha256d,
-)
+from lnpmsg.chain.mining import REGTEST_BITS, build_block, target_from_bits
+from lnpmsg.chain.tx import as_tx
 
 SPEC = (
     Path(__file__).resolve().parents[2]
@@ -80,8 +71,8 @@ def test_funding_tx_txid_matches_spec() -> None:
 def test_spec_tx_round_trips(kind: str, raw: bytes) -> None:
     tx = Tx.parse(raw)
     assert tx.serialize() == raw
-    assert Tx.parse(tx.serialize(with_witness=False)).txid == tx.txid
-    assert tx.weight == len(tx.serialize(with_witness=False)) * 3 + len(raw)
+    assert Tx.parse(tx.serialize(witness=False)).txid == tx.txid
+    assert tx.weight == len(tx.serialize(witness=False)) * 3 + len(raw)
     assert tx.has_witness == (kind != "funding tx")
 
 
@@ -104,7 +95,7 @@ def test_outpoint_text_round_trip() -> None:
     op = OutPoint(bytes(range(32)), 7)
     assert OutPoint.from_str(str(op)) == op
     for bad in ["", "zz:1", "00:1", f"{'00' * 32}", f"{'00' * 32}:x"]:
-        with pytest.raises(ChainError):
+        with pytest.raises(BitcoinError):
             OutPoint.from_str(bad)
 
 
@@ -112,7 +103,7 @@ def test_merkle_root_odd_level_duplicates_last() -> None:
     a, b, c = (sha256d(bytes([i])) for i in range(3))
     assert merkle_root([a]) == a
     assert merkle_root([a, b, c]) == sha256d(sha256d(a + b) + sha256d(c + c))
-    with pytest.raises(ChainError):
+    with pytest.raises(BitcoinError):
         merkle_root([])
 
 
@@ -149,15 +140,15 @@ def test_malformed_inputs_raise_chain_error() -> None:
         b"\x02\x00\x00\x00\x00\x02",
         b"\x00" * 10,
     ]:
-        with pytest.raises(ChainError):
+        with pytest.raises(BitcoinError):
             Tx.parse(bad)
-    with pytest.raises(ChainError):
+    with pytest.raises(BitcoinError):
         Block.parse(b"\x00" * 79)
-    with pytest.raises(ChainError):
+    with pytest.raises(BitcoinError):
         BlockHeader.parse(b"\x00" * 81)
-    with pytest.raises(ChainError):
+    with pytest.raises(BitcoinError):
         hash_from_hex("abcd")
-    with pytest.raises(ChainError):
+    with pytest.raises(BitcoinError):
         TxOut(2**63, b"")
 
 
@@ -166,7 +157,7 @@ def test_malformed_inputs_raise_chain_error() -> None:
 def test_random_bytes_parse_or_chain_error(data: bytes) -> None:
     try:
         tx = Tx.parse(data)
-    except ChainError:
+    except BitcoinError:
         return
     # anything accepted is canonical: it serializes back to the same bytes
     assert tx.serialize() == data
@@ -186,7 +177,7 @@ def test_mutated_spec_txs_parse_or_chain_error(
     for candidate in (bytes(mutated), raw[: where % len(raw)]):
         try:
             assert Tx.parse(candidate).serialize() == candidate
-        except ChainError:
+        except BitcoinError:
             pass
 
 
@@ -195,7 +186,7 @@ def test_mutated_spec_txs_parse_or_chain_error(
 def test_random_blocks_parse_or_chain_error(data: bytes) -> None:
     try:
         block = Block.parse(data)
-    except ChainError:
+    except BitcoinError:
         return
     assert block.serialize() == data
 
@@ -213,3 +204,12 @@ def test_random_addresses_parse_or_chain_error(text: str) -> None:
     except ChainError:
         return
     assert script_for_address(address_for_script(script, "bcrt"), "bcrt") == script
+
+
+def test_chain_boundary_turns_bad_bytes_into_chain_error() -> None:
+    raw = dict(SPEC_TXS)["funding tx"]
+    assert as_tx(raw) == Tx.parse(raw)
+    for bad in [b"", raw[:-1], raw + b"\x00"]:
+        with pytest.raises(ChainError) as info:
+            as_tx(bad)
+        assert info.value.code == "malformed" and "transaction" in info.value.reason

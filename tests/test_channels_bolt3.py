@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from lnpmsg.bitcoin.ecdsa import sign_digest
+from lnpmsg.bitcoin.hashes import hash160, sha256
+from lnpmsg.bitcoin.script import p2pkh_script, p2wsh, script
+from lnpmsg.bitcoin.sighash import SIGHASH_ALL, legacy_sighash
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.channels import (
     ChannelBasepoints,
     CommitmentContext,
     CommitmentKeys,
     Htlc,
-    OutPoint,
-    Tx,
-    TxIn,
-    TxOut,
     bolt3_extensions,
     build_commitment,
 )
-from lnpmsg.channels.hashes import hash160, sha256
 from lnpmsg.channels.keys import (
     commitment_obscuring_factor,
     derive_privkey,
@@ -31,9 +31,8 @@ from lnpmsg.channels.keys import (
     pubkey_from_privkey,
     revocation_pubkey,
 )
-from lnpmsg.channels.script import funding_script, p2pkh_script, p2wsh, script
+from lnpmsg.channels.script import funding_script
 from lnpmsg.channels.spend import Sig, Spendable, SpendPath, build_spend
-from lnpmsg.channels.tx import SIGHASH_ALL, legacy_sighash, sign_digest
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "bolts" / "03-transactions.md"
 TEXT = SPEC.read_text()
@@ -479,7 +478,7 @@ def test_dual_funded_transaction_vector() -> None:
     outs = sorted(add_outputs("Expected Opener's `tx_add_output`") + add_outputs("Expected Accepter's `tx_add_output`"))
     unsigned = Tx(
         2,
-        tuple(TxIn(outpoint, sequence) for _, outpoint, sequence in ins),
+        tuple(TxIn(outpoint, sequence=sequence) for _, outpoint, sequence in ins),
         tuple(out for _, out in outs),
         locktime,
     )
@@ -497,18 +496,18 @@ def test_dual_funded_transaction_vector() -> None:
     wif = re.search(r"privkey: (c[1-9A-HJ-NP-Za-km-z]+)\n\twitness_program", inputs_text)[1]  # type: ignore[index]
     privkey = _base58check_decode(wif)[1:33]
     pubkey = pubkey_from_privkey(privkey)
-    accepter_prevout = next(op for _, op, _ in ins if parent.outputs[op.index].script_pubkey[:2] == b"\x00\x14")
+    accepter_prevout = next(op for _, op, _ in ins if parent.outputs[op.vout].script_pubkey[:2] == b"\x00\x14")
     opener_prevout = next(op for _, op, _ in ins if op != accepter_prevout)
     accepter_spendable = Spendable.p2wpkh(
-        parent.outputs[accepter_prevout.index].amount_sat, pubkey, (SpendPath("key", (Sig("key", pubkey), pubkey)),)
+        parent.outputs[accepter_prevout.vout].amount_sat, pubkey, (SpendPath("key", (Sig("key", pubkey), pubkey)),)
     )
     opener_spendable = Spendable.p2wsh(
-        parent.outputs[opener_prevout.index].amount_sat,
+        parent.outputs[opener_prevout.vout].amount_sat,
         lock_script,
         (SpendPath("preimage", (bytes.fromhex(preimage_hex),)),),
     )
-    assert opener_spendable.script_pubkey == parent.outputs[opener_prevout.index].script_pubkey
-    assert accepter_spendable.script_pubkey == parent.outputs[accepter_prevout.index].script_pubkey
+    assert opener_spendable.script_pubkey == parent.outputs[opener_prevout.vout].script_pubkey
+    assert accepter_spendable.script_pubkey == parent.outputs[accepter_prevout.vout].script_pubkey
     by_outpoint = {accepter_prevout: (accepter_spendable, "key"), opener_prevout: (opener_spendable, "preimage")}
     plan = build_spend(
         [(txin.prevout, *by_outpoint[txin.prevout]) for txin in unsigned.inputs],

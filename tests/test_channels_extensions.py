@@ -10,43 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lnpmsg.channels import (
-    LOCAL_ANCHOR,
-    REMOTE_ANCHOR,
-    TO_LOCAL,
-    TO_REMOTE,
-    ChannelBasepoints,
-    ChannelError,
-    CommitmentContext,
-    CommitmentExtension,
-    CommitmentKeys,
-    CommitmentOutput,
-    Htlc,
-    OutPoint,
-    OutputSpec,
-    Sig,
-    Spendable,
-    SpendPath,
-    SpendPlan,
-    Tx,
-    TxOut,
-    Value,
-    bolt3_extensions,
-    build_commitment,
-    build_spend,
-    htlc_tag,
-    sweeps,
-)
-from lnpmsg.channels.fees import HTLC_OUTPUT_WEIGHT, htlc_success_fee, htlc_timeout_fee
-from lnpmsg.channels.hashes import sha256
-from lnpmsg.channels.keys import (
-    commitment_obscuring_factor,
-    derive_privkey,
-    per_commitment_point,
-    pubkey_from_privkey,
-    revocation_privkey,
-)
-from lnpmsg.channels.script import (
+from lnpmsg.bitcoin.ecdsa import verify_digest
+from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.bitcoin.script import (
     OP_CHECKSEQUENCEVERIFY,
     OP_CHECKSIG,
     OP_DROP,
@@ -60,13 +26,41 @@ from lnpmsg.channels.script import (
     p2wpkh,
     script,
 )
-from lnpmsg.channels.shachain import FIRST_INDEX, per_commitment_secret
-from lnpmsg.channels.tx import (
-    SIGHASH_ALL,
-    SIGHASH_ANYONECANPAY,
-    SIGHASH_SINGLE,
-    verify_digest,
+from lnpmsg.bitcoin.sighash import SIGHASH_ALL, SIGHASH_ANYONECANPAY, SIGHASH_SINGLE
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxOut
+from lnpmsg.channels import (
+    LOCAL_ANCHOR,
+    REMOTE_ANCHOR,
+    TO_LOCAL,
+    TO_REMOTE,
+    ChannelBasepoints,
+    ChannelError,
+    CommitmentContext,
+    CommitmentExtension,
+    CommitmentKeys,
+    CommitmentOutput,
+    Htlc,
+    OutputSpec,
+    Sig,
+    Spendable,
+    SpendPath,
+    SpendPlan,
+    Value,
+    bolt3_extensions,
+    build_commitment,
+    build_spend,
+    htlc_tag,
+    sweeps,
 )
+from lnpmsg.channels.fees import HTLC_OUTPUT_WEIGHT, htlc_success_fee, htlc_timeout_fee
+from lnpmsg.channels.keys import (
+    commitment_obscuring_factor,
+    derive_privkey,
+    per_commitment_point,
+    pubkey_from_privkey,
+    revocation_privkey,
+)
+from lnpmsg.channels.shachain import FIRST_INDEX, per_commitment_secret
 
 FUNDING_SAT = 1_000_000
 TO_SELF_DELAY = 144
@@ -257,7 +251,7 @@ def test_new_extension_output_in_commitment() -> None:
 def test_new_extension_spending_transaction() -> None:
     ctx, commitment = composed()
     signed_commitment = sign_all(ctx, commitment.plan)
-    assert signed_commitment.txid() == commitment.tx.txid()
+    assert signed_commitment.txid == commitment.tx.txid
     bonus = commitment.output("bonus")
 
     destination = p2wpkh(pubkey_from_privkey(BONUS_CLAIM_SECRET))
@@ -374,7 +368,7 @@ def test_to_local_sweep_after_delay() -> None:
 def test_penalty_claims_every_revocable_output() -> None:
     ctx, commitment = composed()
     plan = sweeps.penalty_sweep(commitment, DEST, feerate_per_kw=FEERATE)
-    claimed = {txin.prevout.index for txin in plan.tx.inputs}
+    claimed = {txin.prevout.vout for txin in plan.tx.inputs}
     revocable = {o.index for o in commitment.outputs if o.tag == TO_LOCAL or o.tag.startswith("htlc:")}
     assert claimed == revocable
     tx = sign_all(ctx, plan)

@@ -56,7 +56,7 @@ def test_appendix_e_revocationprivkey() -> None:
 
 def test_appendix_e_intermediate_hashes() -> None:
     """The spec prints SHA256(per_commitment_point || basepoint); check the tweak is that hash."""
-    from lnpmsg.channels.hashes import sha256
+    from lnpmsg.bitcoin.hashes import sha256
 
     tweak = re.search(r"# = 0x([0-9a-f]{64})\n\s*# \+ basepoint \(", APPENDIX_E)
     assert tweak

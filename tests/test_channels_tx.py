@@ -1,4 +1,5 @@
-"""The transaction model, sighashes, signatures, scripts and hashes of lnpmsg.channels."""
+"""The transaction model, sighashes, signatures, scripts and hashes (lnpmsg.bitcoin)
+as the channel layer uses them: bad input raises BitcoinError only."""
 
 from __future__ import annotations
 
@@ -9,30 +10,34 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lnpmsg.channels import ChannelError, OutPoint, Tx, TxIn, TxOut
-from lnpmsg.channels.hashes import ripemd160, ripemd160_python
-from lnpmsg.channels.keys import pubkey_from_privkey
-from lnpmsg.channels.script import Num, decode_script, push_number, script
-from lnpmsg.channels.tx import (
+from lnpmsg.bitcoin.ecdsa import (
+    compact_to_der,
+    der_to_compact,
+    private_key,
+    sign_digest,
+    verify_digest,
+)
+from lnpmsg.bitcoin.errors import BitcoinError
+from lnpmsg.bitcoin.hashes import ripemd160, ripemd160_python
+from lnpmsg.bitcoin.script import Num, decode_script, push_number, script
+from lnpmsg.bitcoin.sighash import (
     SIGHASH_ALL,
     SIGHASH_ANYONECANPAY,
     SIGHASH_NONE,
     SIGHASH_SINGLE,
-    compact_to_der,
-    der_to_compact,
     legacy_sighash,
     segwit_v0_sighash,
-    sign_digest,
-    verify_digest,
 )
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from lnpmsg.channels.keys import pubkey_from_privkey
 
 outpoints = st.builds(OutPoint, st.binary(min_size=32, max_size=32), st.integers(0, 0xFFFFFFFF))
 txins = st.builds(
     TxIn,
     outpoints,
-    st.integers(0, 0xFFFFFFFF),
-    st.binary(max_size=60),
-    st.lists(st.binary(max_size=80), max_size=4).map(tuple),
+    sequence=st.integers(0, 0xFFFFFFFF),
+    script_sig=st.binary(max_size=60),
+    witness=st.lists(st.binary(max_size=80), max_size=4).map(tuple),
 )
 txouts = st.builds(TxOut, st.integers(0, 21_000_000 * 100_000_000), st.binary(max_size=60))
 txs = st.builds(
@@ -51,7 +56,7 @@ def test_serialize_parse_round_trip(tx: Tx) -> None:
     assert Tx.parse(tx.serialize()) == tx
     stripped = tx.without_witness()
     assert Tx.parse(tx.serialize(witness=False)) == stripped
-    assert tx.txid() == stripped.txid()
+    assert tx.txid == stripped.txid
     assert tx.weight == 4 * len(tx.serialize(witness=False)) + (len(tx.serialize()) - len(tx.serialize(witness=False)))
 
 
@@ -60,7 +65,7 @@ def test_serialize_parse_round_trip(tx: Tx) -> None:
 def test_parse_garbage_raises_channel_error(data: bytes) -> None:
     try:
         tx = Tx.parse(data)
-    except ChannelError:
+    except BitcoinError:
         return
     assert tx.serialize() == data
 
@@ -69,7 +74,7 @@ def test_parse_garbage_raises_channel_error(data: bytes) -> None:
 @given(tx=txs, cut=st.integers(1, 50))
 def test_truncated_transaction_rejected(tx: Tx, cut: int) -> None:
     raw = tx.serialize()
-    with pytest.raises(ChannelError):
+    with pytest.raises(BitcoinError):
         Tx.parse(raw[: max(0, len(raw) - cut)])
 
 
@@ -77,7 +82,7 @@ def test_non_canonical_compact_size_rejected() -> None:
     tx = Tx(2, (TxIn(OutPoint(bytes(32), 0)),), (TxOut(1, b"\x51"),), 0)
     raw = tx.serialize()
     bad = raw[:4] + b"\xfd\x01\x00" + raw[5:]  # input count 1 written on three bytes
-    with pytest.raises(ChannelError):
+    with pytest.raises(BitcoinError):
         Tx.parse(bad)
 
 
@@ -118,9 +123,9 @@ def test_legacy_single_without_matching_output_signs_one() -> None:
 
 def test_bad_sighash_requests_rejected() -> None:
     tx = Tx(2, (TxIn(OutPoint(bytes(32), 0)),), (), 0)
-    with pytest.raises(ChannelError):
+    with pytest.raises(BitcoinError):
         segwit_v0_sighash(tx, 1, b"", 0, SIGHASH_ALL)
-    with pytest.raises(ChannelError):
+    with pytest.raises(BitcoinError):
         segwit_v0_sighash(tx, 0, b"", 0, 0x04)
 
 
@@ -136,12 +141,30 @@ def test_signatures_low_s_and_convertible(secret: bytes, digest: bytes) -> None:
     assert not verify_digest(pubkey, der, bytes(a ^ 1 for a in digest[:1]) + digest[1:])
 
 
+@settings(max_examples=40, deadline=None)
+@given(secret=st.integers(1, 2**255).map(lambda n: n.to_bytes(32, "big")), digest=st.binary(min_size=32, max_size=32))
+def test_low_r_signatures_fit_70_bytes(secret: bytes, digest: bytes) -> None:
+    """What the wallet's fee estimates assume: a ground signature is at most 70 DER bytes (R below 2^255)."""
+    der = sign_digest(secret, digest, low_r=True)
+    assert len(der) <= 70 and der_to_compact(der)[0] < 0x80
+    assert verify_digest(pubkey_from_privkey(secret), der, digest)
+    assert sign_digest(private_key(secret), digest, low_r=True) == der  # deterministic, key object or bytes
+
+
+def test_invalid_private_keys_rejected() -> None:
+    for bad in (bytes(32), (2**256 - 1).to_bytes(32, "big"), b"short"):
+        with pytest.raises(BitcoinError):
+            private_key(bad)
+        with pytest.raises(BitcoinError):
+            sign_digest(bad, bytes(32))
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=80))
 def test_der_parser_rejects_garbage_cleanly(data: bytes) -> None:
     try:
         compact = der_to_compact(data)
-    except ChannelError:
+    except BitcoinError:
         return
     assert compact_to_der(compact) == data
 
@@ -184,10 +207,10 @@ def test_script_decode_round_trip(parts: list[int | bytes]) -> None:
 
 
 def test_script_rejects_bad_parts() -> None:
-    with pytest.raises(ChannelError):
+    with pytest.raises(BitcoinError):
         script(bytes(521))
-    with pytest.raises(ChannelError):
+    with pytest.raises(BitcoinError):
         script(256)
-    with pytest.raises(ChannelError):
+    with pytest.raises(BitcoinError):
         list(decode_script(b"\x05ab"))
     assert script(Num(144)) == bytes.fromhex("029000")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from embit import bip39
 
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.fees import fee_for_weight
 from lnpmsg.chain.address import address_for_script, script_for_address
 from lnpmsg.chain.embedded import EmbeddedChainSource
-from lnpmsg.chain.source import fee_for_weight
-from lnpmsg.chain.tx import Block
 from lnpmsg.wallet import InsufficientFunds, Wallet, WalletError
 from lnpmsg.wallet.keys import SEED_FILE, Account
 

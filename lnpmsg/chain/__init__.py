@@ -7,7 +7,8 @@ Bitcoin Core JSON-RPC source.
   ``RegtestChain.submit_transactions_in_block(txs) -> BlockResult`` is the
   proof that transactions are valid under the real consensus rules
 - ``BitcoindSource``: ``lnpmsg.chain.bitcoind``
-- transactions and blocks: ``lnpmsg.chain.tx``
+- transactions and blocks are ``lnpmsg.bitcoin``'s; ``lnpmsg.chain.tx`` is
+  where untrusted bytes enter (``BitcoinError`` becomes ``ChainError``)
 """
 
 from lnpmsg.chain.errors import ChainError
@@ -27,34 +28,25 @@ from lnpmsg.chain.source import (
     ChainSource,
     Subscription,
     catch_up,
-    fee_for_weight,
     feerate_per_kw_from_btc_per_kvb,
     feerate_per_kw_from_sat_per_vbyte,
 )
-from lnpmsg.chain.tx import Block, BlockHeader, OutPoint, Tx, TxIn, TxOut
 
 __all__ = [
     "FEERATE_FLOOR_PER_KW",
-    "Block",
     "BlockConnected",
     "BlockDisconnected",
-    "BlockHeader",
     "BlockRef",
     "ChainError",
     "ChainEvent",
     "ChainFollower",
     "ChainSource",
-    "OutPoint",
     "OutputConfirmed",
     "OutputSpent",
     "ReorgedOut",
     "Subscription",
-    "Tx",
-    "TxIn",
-    "TxOut",
     "TxOutInfo",
     "catch_up",
-    "fee_for_weight",
     "feerate_per_kw_from_btc_per_kvb",
     "feerate_per_kw_from_sat_per_vbyte",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from embit import base58, bech32  # type: ignore[import-untyped]
 
+from lnpmsg.bitcoin.script import p2pkh_script
 from lnpmsg.chain.errors import ChainError
 
 __all__ = [
@@ -42,7 +43,7 @@ def script_for_address(address: str, hrp: str = "bcrt") -> bytes:
     except Exception as exc:
         raise ChainError(f"not a {hrp} address: {address!r}", code="malformed") from exc
     if len(data) == 21 and data[0] == p2pkh:
-        return b"\x76\xa9\x14" + data[1:] + b"\x88\xac"
+        return p2pkh_script(data[1:])
     if len(data) == 21 and data[0] == p2sh:
         return b"\xa9\x14" + data[1:] + b"\x87"
     raise ChainError(f"not a {hrp} address: {address!r}", code="malformed")

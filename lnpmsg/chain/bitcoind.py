@@ -39,10 +39,12 @@ from urllib.parse import urlsplit
 
 import trio
 
+from lnpmsg.bitcoin.hashes import hash_from_hex, hash_to_hex
+from lnpmsg.bitcoin.tx import OutPoint, TxOut
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockRef, TxOutInfo
 from lnpmsg.chain.source import ChainSource, feerate_per_kw_from_btc_per_kvb
-from lnpmsg.chain.tx import OutPoint, Tx, TxOut, block_hash_hex, hash_from_hex
+from lnpmsg.chain.tx import as_tx
 
 __all__ = ["DEFAULT_RPC_PORTS", "BitcoindSource", "socks5_connect"]
 
@@ -471,22 +473,22 @@ class BitcoindSource(ChainSource):
             if exc.code == RPC_INVALID_PARAMETER:  # "Block height out of range"
                 return None
             raise
-        return hash_from_hex(_text(result, "getblockhash"))
+        return _hash(result, "getblockhash")
 
     async def block(self, block_hash: bytes) -> bytes:
         try:
-            result = await self.call("getblock", block_hash_hex(block_hash), 0)
+            result = await self.call("getblock", hash_to_hex(block_hash), 0)
         except ChainError as exc:
             if exc.code == RPC_INVALID_ADDRESS_OR_KEY:  # "Block not found"
                 raise ChainError(
-                    f"unknown block {block_hash_hex(block_hash)}", code="not-found"
+                    f"unknown block {hash_to_hex(block_hash)}", code="not-found"
                 ) from exc
             raise
         return _hex(result, "getblock")
 
     async def get_txout(self, outpoint: OutPoint) -> TxOutInfo | None:
         result = await self.call(
-            "gettxout", block_hash_hex(outpoint.txid), outpoint.vout, False
+            "gettxout", hash_to_hex(outpoint.txid), outpoint.vout, False
         )
         if result is None:
             return None
@@ -505,14 +507,14 @@ class BitcoindSource(ChainSource):
             ) from exc
 
     async def broadcast(self, raw_tx: bytes) -> bytes:
-        tx = Tx.parse(raw_tx)
+        tx = as_tx(raw_tx)
         try:
             result = await self.call("sendrawtransaction", raw_tx.hex())
         except ChainError as exc:
             if exc.code == RPC_VERIFY_ALREADY_IN_CHAIN:
                 return tx.txid
             raise
-        txid = hash_from_hex(_text(result, "sendrawtransaction"))
+        txid = _hash(result, "sendrawtransaction")
         if txid != tx.txid:
             raise ChainError("bitcoind answered with another txid", code="protocol")
         return txid
@@ -542,9 +544,7 @@ class BitcoindSource(ChainSource):
 
     async def wait_for_new_tip(self, known: bytes | None) -> BlockRef:
         while True:
-            best = hash_from_hex(
-                _text(await self.call("getbestblockhash"), "getbestblockhash")
-            )
+            best = _hash(await self.call("getbestblockhash"), "getbestblockhash")
             if best != known:
                 return await self.tip()
             await trio.sleep(self.poll_interval)
@@ -554,6 +554,13 @@ def _text(value: Any, method: str) -> str:
     if not isinstance(value, str):
         raise ChainError(f"unexpected {method} reply: {value!r}"[:200], code="protocol")
     return value
+
+
+def _hash(value: Any, method: str) -> bytes:
+    try:
+        return hash_from_hex(_text(value, method))
+    except ValueError:
+        raise ChainError(f"{method} did not return a hash", code="protocol") from None
 
 
 def _hex(value: Any, method: str) -> bytes:

@@ -23,8 +23,9 @@ import struct
 import zlib
 from pathlib import Path
 
+from lnpmsg.bitcoin.block import HEADER_BYTES, BlockHeader
+from lnpmsg.bitcoin.encoding import MAX_BLOCK_BYTES
 from lnpmsg.chain.errors import ChainError
-from lnpmsg.chain.tx import MAX_BLOCK_BYTES, BlockHeader
 
 __all__ = ["BLOCK_LOG_MAGIC", "BlockLog"]
 
@@ -65,7 +66,7 @@ class BlockLog:
             if len(head) < _RECORD_HEADER.size:
                 break
             length, crc = _RECORD_HEADER.unpack(head)
-            if not 80 < length <= MAX_BLOCK_BYTES:
+            if not HEADER_BYTES < length <= MAX_BLOCK_BYTES:
                 raise ChainError(
                     f"{self.path}: bad record length at offset {pos}", code="corrupt"
                 )
@@ -76,7 +77,7 @@ class BlockLog:
                 raise ChainError(
                     f"{self.path}: checksum mismatch at offset {pos}", code="corrupt"
                 )
-            block_hash = BlockHeader.parse(body[:80]).hash
+            block_hash = BlockHeader.parse(body[:HEADER_BYTES]).hash
             self._offsets[block_hash] = (pos + _RECORD_HEADER.size, length)
             self.order.append(block_hash)
             pos += _RECORD_HEADER.size + length

@@ -13,8 +13,9 @@ import os
 import struct
 from pathlib import Path
 
+from lnpmsg.bitcoin.errors import BitcoinError
+from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.errors import ChainError
-from lnpmsg.chain.tx import Tx
 
 __all__ = ["DirLock", "MempoolFile", "prepare_datadir", "write_atomic"]
 
@@ -130,7 +131,7 @@ class MempoolFile:
                 break
             try:
                 txs.append(Tx.parse(data[pos + 4 : pos + 4 + length]))
-            except ChainError as exc:
+            except BitcoinError as exc:
                 raise ChainError(
                     f"{self.path} is damaged at offset {pos}", code="corrupt"
                 ) from exc

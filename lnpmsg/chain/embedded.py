@@ -15,11 +15,12 @@ from typing import Any, TypeVar
 
 import trio
 
+from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockRef, TxOutInfo
 from lnpmsg.chain.regtest import BlockResult, RegtestChain
 from lnpmsg.chain.source import ChainSource
-from lnpmsg.chain.tx import OutPoint, SerializedTx, Tx
+from lnpmsg.chain.tx import SerializedTx
 
 __all__ = ["EmbeddedChainSource"]
 

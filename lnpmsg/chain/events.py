@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from lnpmsg.chain.tx import OutPoint, Tx, TxOut, block_hash_hex
+from lnpmsg.bitcoin.hashes import hash_to_hex
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxOut
 
 __all__ = [
     "BlockConnected",
@@ -29,7 +30,7 @@ class BlockRef:
 
     @property
     def hash_hex(self) -> str:
-        return block_hash_hex(self.block_hash)
+        return hash_to_hex(self.block_hash)
 
 
 @dataclass(frozen=True, slots=True)

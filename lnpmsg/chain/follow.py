@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import (
     BlockConnected,
@@ -24,7 +26,6 @@ from lnpmsg.chain.events import (
     OutputSpent,
     ReorgedOut,
 )
-from lnpmsg.chain.tx import Block, OutPoint
 
 __all__ = ["DEFAULT_MAX_REORG_DEPTH", "ChainFollower"]
 

@@ -33,8 +33,8 @@ from typing import Any
 import pbk  # type: ignore[import-untyped]
 import pbk.capi.bindings as _k  # type: ignore[import-untyped]
 
+from lnpmsg.bitcoin.tx import Tx, TxOut
 from lnpmsg.chain.errors import ChainError
-from lnpmsg.chain.tx import Tx, TxOut
 
 __all__ = ["KernelChain", "KernelResult", "kernel_verify_scripts"]
 

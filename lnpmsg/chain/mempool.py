@@ -28,16 +28,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from lnpmsg.chain.errors import ChainError
-from lnpmsg.chain.mining import COINBASE_MATURITY
-from lnpmsg.chain.tx import (
-    MAX_BLOCK_WEIGHT,
-    MAX_MONEY_SAT,
+from lnpmsg.bitcoin.encoding import MAX_BLOCK_WEIGHT
+from lnpmsg.bitcoin.tx import (
+    LOCKTIME_THRESHOLD,
+    MAX_MONEY,
     SEQUENCE_FINAL,
     OutPoint,
     Tx,
     TxOut,
 )
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.chain.mining import COINBASE_MATURITY
 from lnpmsg.chain.utxo import Coin, UtxoIndex
 
 __all__ = [
@@ -55,8 +56,6 @@ MAX_STANDARD_TX_WEIGHT = 400_000
 MIN_STANDARD_TX_NONWITNESS_SIZE = 65
 #: bound on what waits here: ten blocks' worth, plenty for a development chain
 MAX_MEMPOOL_WEIGHT = 10 * MAX_BLOCK_WEIGHT
-#: nLockTime values below this are heights, above it UNIX times
-LOCKTIME_THRESHOLD = 500_000_000
 #: BIP68 fields of nSequence
 SEQUENCE_LOCKTIME_DISABLE_FLAG = 1 << 31
 SEQUENCE_LOCKTIME_TYPE_FLAG = 1 << 22
@@ -240,13 +239,13 @@ def _check_structure(tx: Tx) -> None:
                 "bad-txns-vout-negative: negative output amount",
                 code="bad-txns-vout-negative",
             )
-        if out.amount_sat > MAX_MONEY_SAT:
+        if out.amount_sat > MAX_MONEY:
             raise ChainError(
                 "bad-txns-vout-toolarge: output above 21M BTC",
                 code="bad-txns-vout-toolarge",
             )
         total += out.amount_sat
-    if total > MAX_MONEY_SAT:
+    if total > MAX_MONEY:
         raise ChainError(
             "bad-txns-txouttotal-toolarge: outputs sum above 21M BTC",
             code="bad-txns-txouttotal-toolarge",
@@ -261,7 +260,7 @@ def _check_structure(tx: Tx) -> None:
         raise ChainError(
             f"tx-size: weight {tx.weight} > {MAX_STANDARD_TX_WEIGHT}", code="tx-size"
         )
-    if len(tx.serialize(with_witness=False)) < MIN_STANDARD_TX_NONWITNESS_SIZE:
+    if len(tx.serialize(witness=False)) < MIN_STANDARD_TX_NONWITNESS_SIZE:
         raise ChainError(
             "tx-size-small: non-witness size below 65 bytes", code="tx-size-small"
         )

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lnpmsg.bitcoin.block import Block, BlockHeader, merkle_root
+from lnpmsg.bitcoin.hashes import sha256d
+from lnpmsg.bitcoin.script import OP_RETURN, push_number, script
+from lnpmsg.bitcoin.tx import SEQUENCE_FINAL, OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.errors import ChainError
-from lnpmsg.chain.tx import (
-    Block,
-    BlockHeader,
-    OutPoint,
-    Tx,
-    TxIn,
-    TxOut,
-    merkle_root,
-    sha256d,
-)
 
 __all__ = [
     "BLOCK_VERSION",
@@ -29,7 +23,6 @@ __all__ = [
     "block_subsidy",
     "build_block",
     "build_coinbase",
-    "push_script_number",
     "target_from_bits",
 ]
 
@@ -45,7 +38,7 @@ _INITIAL_SUBSIDY_SAT = 50 * 100_000_000
 #: BIP141: coinbase witness reserved value (any 32 bytes; Core uses zeros)
 WITNESS_RESERVED_VALUE = b"\x00" * 32
 _WITNESS_COMMITMENT_TAG = bytes.fromhex("aa21a9ed")
-_NULL_OUTPOINT = OutPoint(b"\x00" * 32, 0xFFFFFFFF)
+_NULL_OUTPOINT = OutPoint(bytes(32), 0xFFFFFFFF)
 #: nonces tried before giving up; at regtest difficulty half of all hashes qualify
 _MAX_NONCE_TRIES = 1 << 20
 
@@ -64,28 +57,11 @@ def target_from_bits(bits: int) -> int:
     return mantissa << (8 * (exponent - 3))
 
 
-def push_script_number(n: int) -> bytes:
-    """A script that pushes ``n`` as Core's ``CScript() << n`` writes it (what BIP34 compares)."""
-    if n == 0:
-        return b"\x00"
-    if n == -1 or 1 <= n <= 16:
-        return bytes([0x50 + n])
-    negative, value, out = n < 0, abs(n), bytearray()
-    while value:
-        out.append(value & 0xFF)
-        value >>= 8
-    if out[-1] & 0x80:
-        out.append(0x80 if negative else 0)
-    elif negative:
-        out[-1] |= 0x80
-    return bytes([len(out)]) + bytes(out)
-
-
 def witness_commitment_script(wtxids: Sequence[bytes]) -> bytes:
     """The BIP141 commitment output script for the block's non-coinbase wtxids."""
     root = merkle_root([b"\x00" * 32, *wtxids])
     commitment = sha256d(root + WITNESS_RESERVED_VALUE)
-    return b"\x6a\x24" + _WITNESS_COMMITMENT_TAG + commitment
+    return script(OP_RETURN, _WITNESS_COMMITMENT_TAG + commitment)
 
 
 def build_coinbase(
@@ -100,11 +76,11 @@ def build_coinbase(
     The scriptSig starts with the BIP34 height; ``extra_nonce`` follows it so
     that two blocks at the same height (a fork) never share a coinbase txid.
     """
-    script_sig = push_script_number(height) + push_script_number(extra_nonce + 1)
+    script_sig = push_number(height) + push_number(extra_nonce + 1)
     return Tx(
         version=2,
         inputs=(
-            TxIn(_NULL_OUTPOINT, script_sig, 0xFFFFFFFF, (WITNESS_RESERVED_VALUE,)),
+            TxIn(_NULL_OUTPOINT, script_sig, SEQUENCE_FINAL, (WITNESS_RESERVED_VALUE,)),
         ),
         outputs=(
             TxOut(value_sat, payout_script),

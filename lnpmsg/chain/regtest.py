@@ -26,7 +26,6 @@ The faucet's coins sit at P2WSH(OP_TRUE): spending them needs no key
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -39,6 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.encoding import MAX_BLOCK_WEIGHT
+from lnpmsg.bitcoin.fees import fee_for_weight
+from lnpmsg.bitcoin.hashes import hash_from_hex, hash_to_hex
+from lnpmsg.bitcoin.script import OP_TRUE, p2wsh
+from lnpmsg.bitcoin.tx import MAX_MONEY, SEQUENCE_RBF, OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.address import script_for_destination
 from lnpmsg.chain.blocklog import BlockLog
 from lnpmsg.chain.datadir import DirLock, MempoolFile, prepare_datadir
@@ -47,18 +52,8 @@ from lnpmsg.chain.events import BlockRef, TxOutInfo
 from lnpmsg.chain.kernel import KernelChain, KernelResult, kernel_verify_scripts
 from lnpmsg.chain.mempool import Mempool
 from lnpmsg.chain.mining import COINBASE_MATURITY, block_subsidy, build_block
-from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW, fee_for_weight
-from lnpmsg.chain.tx import (
-    MAX_BLOCK_WEIGHT,
-    Block,
-    OutPoint,
-    SerializedTx,
-    Tx,
-    TxIn,
-    TxOut,
-    as_tx,
-    hash_from_hex,
-)
+from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW
+from lnpmsg.chain.tx import SerializedTx, as_tx, malformed
 from lnpmsg.chain.utxo import MEDIAN_TIME_SPAN, Coin, UtxoIndex
 
 __all__ = [
@@ -74,8 +69,8 @@ MEMPOOL_FILE = "mempool.dat"
 _KERNEL_DIRS = ("blocks", "chainstate")
 
 #: the faucet's witness script: OP_TRUE, anyone can spend (regtest only)
-FAUCET_WITNESS_SCRIPT = b"\x51"
-FAUCET_SCRIPT = b"\x00\x20" + hashlib.sha256(FAUCET_WITNESS_SCRIPT).digest()
+FAUCET_WITNESS_SCRIPT = bytes([OP_TRUE])
+FAUCET_SCRIPT = p2wsh(FAUCET_WITNESS_SCRIPT)
 #: what the embedded chain answers to fee estimates: regtest has no fee market
 DEFAULT_FEERATE_PER_KW = FEERATE_FLOOR_PER_KW * 4
 #: room left in each block for the coinbase
@@ -220,7 +215,7 @@ class RegtestChain:
             result = kernel.process(log.read(block_hash), block_hash)
             if not (result.accepted or result.stored):
                 raise ChainError(
-                    f"{BLOCK_LOG_FILE} holds block {block_hash[::-1].hex()} that the kernel rejects on "
+                    f"{BLOCK_LOG_FILE} holds block {hash_to_hex(block_hash)} that the kernel rejects on "
                     f"replay: {result.reason}",
                     code="corrupt",
                 )
@@ -454,7 +449,8 @@ class RegtestChain:
 
     def submit_block(self, raw: bytes) -> BlockResult:
         """Hand a block built elsewhere to the kernel. Malformed bytes raise ``ChainError``."""
-        block = Block.parse(raw)
+        with malformed("block"):
+            block = Block.parse(raw)
         with self._lock:
             _, log = self._parts()
             before = self.index.tip_hash
@@ -586,7 +582,7 @@ class RegtestChain:
         outpoint paying ``destination``.
         """
         script = script_for_destination(destination, self.network)
-        if not 0 < amount_sat <= 21_000_000 * 100_000_000:
+        if not 0 < amount_sat <= MAX_MONEY:
             raise ChainError(
                 f"faucet amount out of range: {amount_sat}", code="invalid"
             )
@@ -671,7 +667,7 @@ class RegtestChain:
         tx = Tx(
             version=2,
             inputs=tuple(
-                TxIn(op, b"", 0xFFFFFFFD, (FAUCET_WITNESS_SCRIPT,)) for op, _ in chosen
+                TxIn(op, b"", SEQUENCE_RBF, (FAUCET_WITNESS_SCRIPT,)) for op, _ in chosen
             ),
             outputs=tuple(outputs),
             locktime=0,

@@ -19,7 +19,7 @@ Fee rates are **satoshis per 1000 weight units (sat/kw)**, the unit of BOLT
 rounding of vsize never takes a transaction below it).
 
 Block and transaction hashes are 32 bytes in internal order (see
-``lnpmsg.chain.tx``).
+``lnpmsg.bitcoin.hashes``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockRef, ChainEvent, TxOutInfo
 from lnpmsg.chain.follow import DEFAULT_MAX_REORG_DEPTH, ChainFollower
-from lnpmsg.chain.tx import Block, OutPoint
+from lnpmsg.chain.tx import malformed
 
 __all__ = [
     "DEFAULT_SUBSCRIPTION_BUFFER",
@@ -42,7 +44,6 @@ __all__ = [
     "ChainSource",
     "Subscription",
     "catch_up",
-    "fee_for_weight",
     "feerate_per_kw_from_btc_per_kvb",
     "feerate_per_kw_from_sat_per_vbyte",
 ]
@@ -63,11 +64,6 @@ def feerate_per_kw_from_sat_per_vbyte(sat_per_vbyte: float) -> int:
 def feerate_per_kw_from_btc_per_kvb(btc_per_kvb: float) -> int:
     """Bitcoin Core's BTC/kvB (``estimatesmartfee``) to sat/kw: 1 kvB = 4 kw."""
     return max(FEERATE_FLOOR_PER_KW, math.ceil(btc_per_kvb * 100_000_000 / 4))
-
-
-def fee_for_weight(weight: int, feerate_per_kw: int) -> int:
-    """The fee, in satoshis, of ``weight`` weight units at ``feerate_per_kw`` (BOLT 3 rounds down)."""
-    return weight * feerate_per_kw // 1000
 
 
 class ChainSource(abc.ABC):
@@ -187,7 +183,9 @@ async def catch_up(
         block_hash = await source.block_hash(height)
         if block_hash is None:
             break  # the source's tip moved back while we walked: the next call reorgs
-        block = Block.parse(await source.block(block_hash))
+        raw = await source.block(block_hash)
+        with malformed(f"block at height {height}"):
+            block = Block.parse(raw)
         current = follower.tip
         if current is not None and block.header.prev_hash != current.block_hash:
             break  # reorged under us; the next call finds the new fork point
@@ -296,7 +294,9 @@ class Subscription:
             block_hash = await self._source.block_hash(height)
             if block_hash is None:
                 break
-            block = Block.parse(await self._source.block(block_hash))
+            raw = await self._source.block(block_hash)
+            with malformed(f"block at height {height}"):
+                block = Block.parse(raw)
             events += self._follower.rescan(height, block, outs, scripts)
         return events
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxOut
 from lnpmsg.chain.errors import ChainError
-from lnpmsg.chain.tx import Block, OutPoint, Tx, TxOut
 
 __all__ = ["MEDIAN_TIME_SPAN", "Coin", "TxLocation", "UtxoIndex"]
 

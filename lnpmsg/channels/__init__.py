@@ -2,13 +2,15 @@
 
 - :mod:`.keys`: per-commitment points, derived and revocation keys, obscured commitment numbers
 - :mod:`.shachain`: per-commitment secret generation and compact storage
-- :mod:`.script`: script building and the BOLT-3 scripts
-- :mod:`.tx`: transactions, BIP-143/legacy sighashes, signatures
+- :mod:`.script`: the BOLT-3 scripts
 - :mod:`.spend`: spendable outputs, spend paths, signing plans, sweeps
 - :mod:`.extensions`: the extension API (read its docstring first)
 - :mod:`.commitment`: ``build_commitment``, the core that composes extensions
 - :mod:`.bolt3`: the standard extensions (base, anchors, HTLCs)
 - :mod:`.sweeps`: to_local/HTLC sweeps, penalties, closing transactions
+
+Transactions, sighashes, signatures and generic scripts are
+:mod:`lnpmsg.bitcoin`'s, the one model the chain layer and the wallet use too.
 """
 
 from .bolt3 import (
@@ -56,7 +58,6 @@ from .sweeps import (
     to_local_sweep,
     to_remote_sweep,
 )
-from .tx import OutPoint, Tx, TxIn, TxOut
 
 __all__ = [
     "LOCAL_ANCHOR",
@@ -75,7 +76,6 @@ __all__ = [
     "Htlc",
     "HtlcExtension",
     "InputPlan",
-    "OutPoint",
     "OutputSpec",
     "ShachainError",
     "ShachainStore",
@@ -83,10 +83,7 @@ __all__ = [
     "SpendPath",
     "SpendPlan",
     "Spendable",
-    "Tx",
     "TxFrame",
-    "TxIn",
-    "TxOut",
     "Value",
     "bolt3_extensions",
     "build_commitment",

@@ -25,6 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lnpmsg.bitcoin.sighash import SIGHASH_ALL, SIGHASH_ANYONECANPAY, SIGHASH_SINGLE
+from lnpmsg.bitcoin.tx import LOCKTIME_THRESHOLD, Tx, TxOut
+
 from .errors import ChannelError
 from .extensions import (
     CommitmentContext,
@@ -53,7 +56,6 @@ from .script import (
     to_remote_anchor_script,
 )
 from .spend import Sig, Spendable, SpendPath, SpendPlan, Value, build_spend
-from .tx import SIGHASH_ALL, SIGHASH_ANYONECANPAY, SIGHASH_SINGLE, Tx, TxOut
 
 __all__ = [
     "LOCAL_ANCHOR",
@@ -203,7 +205,7 @@ class Htlc:
             raise ChannelError("an HTLC amount must be positive")
         if len(self.payment_hash) != 32:
             raise ChannelError("a payment hash is 32 bytes")
-        if not 0 <= self.cltv_expiry < 500_000_000:
+        if not 0 <= self.cltv_expiry < LOCKTIME_THRESHOLD:
             raise ChannelError(f"cltv_expiry {self.cltv_expiry} is not a block height")
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from lnpmsg.bitcoin.fees import fee_for_weight
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+
 from .errors import ChannelError
 from .extensions import (
     CommitmentContext,
@@ -16,9 +19,7 @@ from .extensions import (
     CommitmentOutput,
     OutputSpec,
 )
-from .fees import fee_for_weight
 from .spend import InputPlan, SpendPlan
-from .tx import OutPoint, Tx, TxIn, TxOut
 
 __all__ = ["Commitment", "build_commitment"]
 
@@ -65,7 +66,7 @@ class Commitment:
         """The pre-signed transaction spending the output tagged ``tag``."""
         index = self.output(tag).index
         for plan in self.second_stage:
-            if plan.tx.inputs[0].prevout.index == index:
+            if plan.tx.inputs[0].prevout.vout == index:
                 return plan
         raise ChannelError(f"output {tag!r} has no second-stage transaction")
 
@@ -95,7 +96,7 @@ def build_commitment(ctx: CommitmentContext, extensions: Sequence[CommitmentExte
 
     weight = sum(ext.base_weight(ctx) for ext in extensions)
     weight += sum(spec.fee_weight for spec in fixed if not spec.trimmed)
-    base_fee = fee_for_weight(ctx.feerate_per_kw, weight)
+    base_fee = fee_for_weight(weight, ctx.feerate_per_kw)
     # Charges pay for outputs (anchors), so the funder must afford them; the fee
     # itself may exceed what is left (BOLT 3 then drops the funder's output).
     charge = sum(ext.funder_charge_sat(ctx) for ext in extensions)
@@ -123,7 +124,7 @@ def build_commitment(ctx: CommitmentContext, extensions: Sequence[CommitmentExte
         raise ChannelError("the outputs exceed the funding amount")
     tx = Tx(
         frame.version,
-        (TxIn(frame.outpoint, frame.sequence),),
+        (TxIn(frame.outpoint, sequence=frame.sequence),),
         tuple(TxOut(spec.amount_sat, spec.spendable.script_pubkey) for spec in chosen),
         frame.locktime,
     )
@@ -133,7 +134,7 @@ def build_commitment(ctx: CommitmentContext, extensions: Sequence[CommitmentExte
         (InputPlan(frame.spendable, frame.path),),
         tuple(spec.spendable for spec in chosen),
     )
-    txid = tx.txid()
+    txid = tx.txid
     outputs = tuple(
         CommitmentOutput(index, OutPoint(txid, index), spec)
         for index, spec in enumerate(chosen)

@@ -70,10 +70,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lnpmsg.bitcoin.tx import MAX_MONEY, OutPoint, Tx
+
 from .errors import ChannelError
 from .keys import MAX_COMMITMENT_NUMBER, CommitmentKeys
 from .spend import Spendable, SpendPath, SpendPlan
-from .tx import MAX_MONEY, OutPoint, Tx
 
 __all__ = [
     "CommitmentContext",

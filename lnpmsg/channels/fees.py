@@ -8,7 +8,7 @@ every division rounds down.
 
 from __future__ import annotations
 
-from .errors import ChannelError
+from lnpmsg.bitcoin.fees import fee_for_weight
 
 __all__ = [
     "ANCHORS_EXTRA_WEIGHT",
@@ -20,7 +20,6 @@ __all__ = [
     "HTLC_SUCCESS_WEIGHT_ANCHORS",
     "HTLC_TIMEOUT_WEIGHT",
     "HTLC_TIMEOUT_WEIGHT_ANCHORS",
-    "fee_for_weight",
     "htlc_success_fee",
     "htlc_timeout_fee",
 ]
@@ -43,18 +42,11 @@ HTLC_SUCCESS_WEIGHT_ANCHORS = 706
 ANCHOR_OUTPUT_SAT = 330
 
 
-def fee_for_weight(feerate_per_kw: int, weight: int) -> int:
-    """``feerate_per_kw * weight / 1000``, rounded down."""
-    if feerate_per_kw < 0 or weight < 0:
-        raise ChannelError("feerate and weight must not be negative")
-    return feerate_per_kw * weight // 1000
-
-
 def htlc_timeout_fee(feerate_per_kw: int, *, zero_fee_htlc_tx: bool) -> int:
     """Fee of an HTLC-timeout transaction (zero with option_anchors_zero_fee_htlc_tx)."""
-    return 0 if zero_fee_htlc_tx else fee_for_weight(feerate_per_kw, HTLC_TIMEOUT_WEIGHT)
+    return 0 if zero_fee_htlc_tx else fee_for_weight(HTLC_TIMEOUT_WEIGHT, feerate_per_kw)
 
 
 def htlc_success_fee(feerate_per_kw: int, *, zero_fee_htlc_tx: bool) -> int:
     """Fee of an HTLC-success transaction (zero with option_anchors_zero_fee_htlc_tx)."""
-    return 0 if zero_fee_htlc_tx else fee_for_weight(feerate_per_kw, HTLC_SUCCESS_WEIGHT)
+    return 0 if zero_fee_htlc_tx else fee_for_weight(HTLC_SUCCESS_WEIGHT, feerate_per_kw)

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 import coincurve
 
+from lnpmsg.bitcoin.ecdsa import parse_pubkey
+from lnpmsg.bitcoin.errors import BitcoinError
+from lnpmsg.bitcoin.hashes import sha256
+
 from .errors import ChannelError
-from .hashes import sha256
 
 __all__ = [
     "CURVE_ORDER",
@@ -37,17 +40,14 @@ CURVE_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 #: Commitment numbers are 48 bits (BOLT 3: they are split over locktime and sequence).
 MAX_COMMITMENT_NUMBER = (1 << 48) - 1
 
-_PUBKEY_SIZE = 33
 _SECRET_SIZE = 32
 
 
 def _pubkey(data: bytes) -> coincurve.PublicKey:
-    if not isinstance(data, bytes | bytearray) or len(data) != _PUBKEY_SIZE:
-        raise ChannelError(f"a public key must be {_PUBKEY_SIZE} bytes (compressed)")
     try:
-        return coincurve.PublicKey(bytes(data))
-    except ValueError as exc:
-        raise ChannelError(f"not a valid secp256k1 point: {bytes(data).hex()}") from exc
+        return parse_pubkey(data)
+    except BitcoinError as exc:
+        raise ChannelError(str(exc)) from exc
 
 
 def _scalar(data: bytes) -> int:
@@ -68,7 +68,8 @@ def _secret_bytes(value: int) -> bytes:
 
 def check_pubkey(data: bytes) -> bytes:
     """Return ``data`` if it is a valid compressed public key, else raise ``ChannelError``."""
-    return _pubkey(data).format(compressed=True)
+    _pubkey(data)
+    return bytes(data)
 
 
 def pubkey_from_privkey(secret: bytes) -> bytes:

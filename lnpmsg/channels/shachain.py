@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lnpmsg.bitcoin.hashes import sha256
+
 from .errors import ShachainError
-from .hashes import sha256
 
 __all__ = [
     "FIRST_INDEX",

@@ -20,23 +20,30 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import ChannelError
-from .hashes import hash160
-from .keys import check_pubkey
-from .script import p2pkh_script, p2wpkh, p2wsh
-from .tx import (
+from lnpmsg.bitcoin.ecdsa import (
+    compact_to_der,
+    der_to_compact,
+    private_key,
+    sign_digest,
+    verify_digest,
+)
+from lnpmsg.bitcoin.errors import BitcoinError
+from lnpmsg.bitcoin.hashes import hash160
+from lnpmsg.bitcoin.script import p2pkh_script, p2wpkh, p2wsh
+from lnpmsg.bitcoin.sighash import SIGHASH_ALL, segwit_v0_sighash
+from lnpmsg.bitcoin.tx import (
+    LOCKTIME_THRESHOLD,
+    MAX_MONEY,
     SEQUENCE_FINAL,
-    SIGHASH_ALL,
+    SEQUENCE_RBF,
     OutPoint,
     Tx,
     TxIn,
     TxOut,
-    compact_to_der,
-    der_to_compact,
-    segwit_v0_sighash,
-    sign_digest,
-    verify_digest,
 )
+
+from .errors import ChannelError
+from .keys import check_pubkey
 
 __all__ = [
     "DEFAULT_SEQUENCE",
@@ -54,12 +61,10 @@ __all__ = [
 
 #: Sequence used when a path does not fix one: signals replaceability (BIP 125)
 #: and is not final, so nLockTime and OP_CHECKLOCKTIMEVERIFY apply.
-DEFAULT_SEQUENCE = 0xFFFFFFFD
+DEFAULT_SEQUENCE = SEQUENCE_RBF
 #: A DER signature is at most 72 bytes, plus the sighash byte: the size fee estimates assume.
 MAX_WITNESS_SIGNATURE_SIZE = 73
 _COMPACT_SIGNATURE_SIZE = 64
-# Values of nLockTime from here on are Unix times, below are block heights.
-_LOCKTIME_THRESHOLD = 500_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,17 +228,16 @@ class SpendPlan:
     def sign(self, input_index: int, slot: str, privkey: bytes) -> bytes:
         """Sign ``slot`` of input ``input_index``: DER signature plus sighash byte, ready for the witness."""
         sig = self._sig(input_index, slot)
-        digest = self.sighash(input_index, slot)
-        der = sign_digest(privkey, digest)
-        if not verify_digest(sig.pubkey, der, digest):
+        key = private_key(privkey)
+        if key.public_key.format() != sig.pubkey:
             raise ChannelError(f"{self.label}: the private key does not match slot {slot!r}")
-        return der + bytes([sig.sighash])
+        return sign_digest(key, self.sighash(input_index, slot)) + bytes([sig.sighash])
 
     def verify(self, input_index: int, slot: str, signature: bytes) -> bool:
         """Whether ``signature`` (compact, or DER plus sighash byte) is valid for ``slot``."""
         try:
             item = self._witness_signature(input_index, slot, signature)
-        except ChannelError:
+        except BitcoinError:
             return False
         return verify_digest(self._sig(input_index, slot).pubkey, item[:-1], self.sighash(input_index, slot))
 
@@ -243,7 +247,7 @@ class SpendPlan:
             try:
                 der_to_compact(signature[:-1])
                 return bytes(signature)
-            except ChannelError:
+            except BitcoinError:
                 pass
         if len(signature) == _COMPACT_SIGNATURE_SIZE:
             return compact_to_der(signature) + bytes([sig.sighash])
@@ -299,7 +303,7 @@ class SpendPlan:
 
 
 def _locktime_kind(locktime: int) -> bool:
-    return locktime >= _LOCKTIME_THRESHOLD
+    return locktime >= LOCKTIME_THRESHOLD
 
 
 def build_spend(
@@ -324,7 +328,7 @@ def build_spend(
     needed = [locktime]
     for outpoint, spendable, path_name in spends:
         path = spendable.path(path_name)
-        inputs.append(TxIn(outpoint, path.sequence if path.sequence is not None else sequence))
+        inputs.append(TxIn(outpoint, sequence=path.sequence if path.sequence is not None else sequence))
         plans.append(InputPlan(spendable, path))
         if path.locktime:
             needed.append(path.locktime)
@@ -334,6 +338,9 @@ def build_spend(
     for txin, plan in zip(inputs, plans, strict=True):
         if plan.path.locktime and txin.sequence == SEQUENCE_FINAL:
             raise ChannelError(f"path {plan.path.name!r} needs a locktime, which a final sequence disables")
+    for output in outputs:
+        if not 0 <= output.amount_sat <= MAX_MONEY:
+            raise ChannelError(f"output amount {output.amount_sat} out of range")
     tx = Tx(version, tuple(inputs), tuple(outputs), max(needed))
     return SpendPlan(label, tx, tuple(plans), tuple(spendables))
 

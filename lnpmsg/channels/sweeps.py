@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lnpmsg.bitcoin.script import is_op_return
+from lnpmsg.bitcoin.tx import SEQUENCE_FINAL, SEQUENCE_RBF, OutPoint, TxOut
+
 from .bolt3 import TO_LOCAL, TO_REMOTE, Htlc, funding_spendable
 from .commitment import Commitment
 from .errors import ChannelError
-from .script import is_op_return
 from .spend import SpendPlan, build_spend, sweep
-from .tx import SEQUENCE_FINAL, OutPoint, TxOut
 
 __all__ = [
     "DEFAULT_SWEEP_DUST_LIMIT",
@@ -41,7 +42,6 @@ __all__ = [
 
 #: Sweeps refuse to create an output below this (the P2PKH dust threshold covers every standard script).
 DEFAULT_SWEEP_DUST_LIMIT = 546
-_SIMPLE_CLOSE_SEQUENCE = 0xFFFFFFFD
 
 
 def to_local_sweep(
@@ -212,7 +212,7 @@ def closing_tx(
     if not outputs:
         raise ChannelError("a closing transaction needs at least one output")
     return _closing_plan(funding_outpoint, funding_sat, local_funding_pubkey, remote_funding_pubkey,
-                         outputs, _SIMPLE_CLOSE_SEQUENCE, locktime, "closing")  # fmt: skip
+                         outputs, SEQUENCE_RBF, locktime, "closing")  # fmt: skip
 
 
 def _closing_plan(

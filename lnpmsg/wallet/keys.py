@@ -1,10 +1,11 @@
 """Wallet keys: a seed in the data dir, BIP32 derivation along BIP84
 (native segwit P2WPKH): ``m/84'/coin'/0'/change/index``.
 
-Keys, BIP32 and sighashes come from embit: pure Python with libsecp256k1
-through ctypes (bundled), small, maintained, and it covers BIP32/39/84,
-BIP143 sighashes and PSBT in one package; wallycore would do too, but its
-Python bindings cannot call the ``witness_*_from_*`` helpers.
+Keys and BIP32 come from embit: pure Python with libsecp256k1 through
+ctypes (bundled), small, maintained, and it covers BIP32/39/84 and PSBT in
+one package; wallycore would do too, but its Python bindings cannot call the
+``witness_*_from_*`` helpers. Scripts, sighashes and signatures are
+``lnpmsg.bitcoin``'s, the ones every other layer uses.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from embit import bip32, ec, hashes  # type: ignore[import-untyped]
+from embit import bip32, ec  # type: ignore[import-untyped]
 from embit.networks import NETWORKS  # type: ignore[import-untyped]
 
+from lnpmsg.bitcoin.script import p2wpkh
 from lnpmsg.wallet.errors import WalletError
 
 __all__ = [
@@ -25,7 +27,6 @@ __all__ = [
     "Account",
     "DerivedKey",
     "load_or_create_seed",
-    "p2wpkh_script",
 ]
 
 SEED_FILE = "seed"
@@ -80,12 +81,6 @@ def _load_or_create_seed(wallet_dir: Path, create: bool) -> bytes:
     return seed
 
 
-def p2wpkh_script(pubkey: bytes) -> bytes:
-    """OP_0 <HASH160(pubkey)>."""
-    # embit's hash160 works where OpenSSL 3 dropped ripemd160 from hashlib
-    return b"\x00\x14" + bytes(hashes.hash160(pubkey))
-
-
 @dataclass(frozen=True, slots=True)
 class DerivedKey:
     """One wallet key: where it sits, its key pair and P2WPKH script."""
@@ -125,4 +120,4 @@ class Account:
             raise WalletError(f"no such key {change}/{index}", code="invalid")
         child = self._chains[change].child(index)
         pubkey = child.get_public_key().sec()
-        return DerivedKey(change, index, child.key, pubkey, p2wpkh_script(pubkey))
+        return DerivedKey(change, index, child.key, pubkey, p2wpkh(pubkey))

@@ -2,12 +2,11 @@
 coins tracked from a ``ChainSource``, coin selection, signing, withdrawals
 and channel funding.
 
-Library choice: embit does BIP32 derivation, keys, ECDSA signing (low-R,
-libsecp256k1 through ctypes) and BIP143 sighashes; lnpmsg's own
-``lnpmsg.chain.tx`` builds and serializes the transactions. embit over
-wallycore: pure Python apart from the bundled libsecp256k1, a small API that
-covers BIP32/39/84, sighashes and PSBT, and no generated bindings to work
-around (wallycore's Python bindings cannot call ``witness_*_from_*``).
+Library choice: embit does BIP32 derivation and keys (see
+``lnpmsg.wallet.keys``); transactions, BIP143 sighashes and low-R ECDSA
+signatures are ``lnpmsg.bitcoin``'s, the one model the chain layer and the
+channels use, so every transaction lnpmsg signs goes through the same code
+that the BOLT-3 vectors and the consensus engine check.
 
 How coins are tracked: the wallet follows the chain from its birth height
 with a ``ChainFollower`` watching every derived script (``GAP_LIMIT`` ahead
@@ -31,9 +30,12 @@ from pathlib import Path
 from typing import Literal, cast
 
 import trio
-from embit.script import Script  # type: ignore[import-untyped]
-from embit.transaction import Transaction as EmbitTransaction  # type: ignore[import-untyped]
 
+from lnpmsg.bitcoin.ecdsa import sign_digest
+from lnpmsg.bitcoin.hashes import hash160
+from lnpmsg.bitcoin.script import p2pkh_script
+from lnpmsg.bitcoin.sighash import SIGHASH_ALL, segwit_v0_sighash
+from lnpmsg.bitcoin.tx import SEQUENCE_RBF, OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.address import address_for_script, script_for_address
 from lnpmsg.chain.datadir import write_atomic
 from lnpmsg.chain.errors import ChainError
@@ -47,7 +49,6 @@ from lnpmsg.chain.events import (
 from lnpmsg.chain.follow import ChainFollower
 from lnpmsg.chain.mining import COINBASE_MATURITY
 from lnpmsg.chain.source import ChainSource, catch_up
-from lnpmsg.chain.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.wallet.coinselect import Candidate, Selection, select_all, select_coins
 from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wallet.keys import Account, DerivedKey, load_or_create_seed
@@ -72,9 +73,8 @@ P2WPKH_OUTPUT_WEIGHT = 31 * 4
 TX_OVERHEAD_WEIGHT = 10 * 4 + 2
 #: spend the change in a later block only: inputs confirmed at least this deep
 MIN_CONFIRMATIONS = 1
-#: nSequence: signals replaceability (BIP125) and enables nLockTime
-_SEQUENCE = 0xFFFFFFFD
-_SIGHASH_ALL = 1
+#: any P2WPKH script: what change outputs look like, for their dust limit
+_P2WPKH_TEMPLATE = b"\x00\x14" + bytes(20)
 
 
 def dust_limit(script_pubkey: bytes) -> int:
@@ -168,9 +168,15 @@ class Wallet:
         self._next = [int(next_index[0]), int(next_index[1])]
         reserved = state.get("reserved", {})
         assert isinstance(reserved, dict)
-        self._reserved: dict[OutPoint, bytes] = {
-            OutPoint.from_str(op): bytes.fromhex(txid) for op, txid in reserved.items()
-        }
+        try:
+            self._reserved: dict[OutPoint, bytes] = {
+                OutPoint.from_str(op): bytes.fromhex(txid)
+                for op, txid in reserved.items()
+            }
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise WalletError(
+                f"wallet state in {wallet_dir} is damaged: {exc}", code="corrupt"
+            ) from exc
         self._scripts: dict[bytes, DerivedKey] = {}
         self._derived = [0, 0]
         self._coins: dict[OutPoint, _Coin] = {}
@@ -459,7 +465,7 @@ class Wallet:
                 P2WPKH_OUTPUT_WEIGHT,
                 P2WPKH_INPUT_WEIGHT,
                 feerate,
-                dust_limit(b"\x00\x14" + b"\x00" * 20),
+                dust_limit(_P2WPKH_TEMPLATE),
             )
             outputs = [TxOut(amount, script)]
             if selection.change_sat:
@@ -486,23 +492,23 @@ class Wallet:
         # locktime = tip height: the spend cannot be mined into a rewritten past block (anti fee sniping)
         unsigned = Tx(
             2,
-            tuple(TxIn(c.outpoint, b"", _SEQUENCE) for c in coins),
+            tuple(TxIn(c.outpoint, sequence=SEQUENCE_RBF) for c in coins),
             tuple(outputs),
             locktime,
         )
-        etx = EmbitTransaction.parse(unsigned.raw)
-        inputs = []
+        signed = unsigned
         for i, coin in enumerate(coins):
             # BIP143: a P2WPKH input signs the P2PKH script of its key hash
-            script_code = Script(b"\x76\xa9" + coin.key.script_pubkey[1:] + b"\x88\xac")
-            digest = etx.sighash_segwit(i, script_code, coin.txout.amount_sat)
-            signature = coin.key.privkey.sign(digest).serialize() + bytes(
-                [_SIGHASH_ALL]
+            script_code = p2pkh_script(hash160(coin.key.pubkey))
+            digest = segwit_v0_sighash(
+                unsigned, i, script_code, coin.txout.amount_sat, SIGHASH_ALL
             )
-            inputs.append(
-                TxIn(coin.outpoint, b"", _SEQUENCE, (signature, coin.key.pubkey))
+            # low R: signatures fit the 72 bytes P2WPKH_INPUT_WEIGHT counts
+            der = sign_digest(coin.key.privkey.secret, digest, low_r=True)
+            signed = signed.with_witness(
+                i, (der + bytes([SIGHASH_ALL]), coin.key.pubkey)
             )
-        return Tx(2, tuple(inputs), tuple(outputs), locktime)
+        return signed
 
     def _reserve(self, tx: Tx) -> None:
         for txin in tx.inputs:

@@ -1,9 +1,14 @@
-"""Hash functions used by Bitcoin scripts and transactions.
+"""Bitcoin's hash functions, and the display form of 32-byte hashes.
 
 RIPEMD-160 comes from ``hashlib`` when the OpenSSL build still offers it
 (OpenSSL 3 moved it to the "legacy" provider, which many systems do not load);
 otherwise a small pure-Python version of the same function is used. Both are
-checked against each other and the published test vectors in the tests.
+checked against each other in the tests.
+
+Txids and block hashes are kept as 32 bytes in *internal* order, the order
+in which they are hashed and serialized (and carried in BOLT messages such as
+``funding_txid``). Bitcoin Core and explorers print them reversed:
+``hash_to_hex`` / ``hash_from_hex`` convert.
 """
 
 from __future__ import annotations
@@ -11,7 +16,19 @@ from __future__ import annotations
 import hashlib
 import struct
 
-__all__ = ["hash160", "hash256", "ripemd160", "sha256"]
+from lnpmsg.bitcoin.errors import BitcoinError
+
+__all__ = [
+    "hash160",
+    "hash_from_hex",
+    "hash_to_hex",
+    "ripemd160",
+    "ripemd160_python",
+    "sha256",
+    "sha256d",
+]
+
+_HASH_SIZE = 32
 
 
 def sha256(data: bytes) -> bytes:
@@ -19,9 +36,25 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def hash256(data: bytes) -> bytes:
-    """Bitcoin's double SHA-256 (txids, sighashes)."""
+def sha256d(data: bytes) -> bytes:
+    """Double SHA-256: txids, block hashes, merkle nodes, signature hashes."""
     return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+
+
+def hash_from_hex(text: str) -> bytes:
+    """A hash in display order (reversed hex, as Bitcoin Core prints it) to internal order."""
+    try:
+        raw = bytes.fromhex(text)
+    except (ValueError, TypeError) as exc:
+        raise BitcoinError(f"not a hex hash: {text!r}") from exc
+    if len(raw) != _HASH_SIZE:
+        raise BitcoinError(f"a hash has {_HASH_SIZE} bytes, got {len(raw)}")
+    return raw[::-1]
+
+
+def hash_to_hex(h: bytes) -> str:
+    """An internal-order hash in display order (reversed hex)."""
+    return h[::-1].hex()
 
 
 # --- RIPEMD-160 (Dobbertin, Bosselaers, Preneel 1996), for systems without it in OpenSSL.
@@ -123,5 +156,5 @@ def ripemd160(data: bytes) -> bytes:
 
 
 def hash160(data: bytes) -> bytes:
-    """RIPEMD-160 of SHA-256: public key hashes (P2WPKH) and BOLT-3 revocation key hashes."""
+    """RIPEMD-160 of SHA-256: public key hashes (P2WPKH, P2PKH) and BOLT-3 revocation key hashes."""
     return _ripemd160(hashlib.sha256(data).digest())
