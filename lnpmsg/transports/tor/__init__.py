@@ -1,0 +1,58 @@
+"""Tor: control (stem), the node's onion service, and a SOCKS5 transport.
+
+- :mod:`.control`: :class:`LaunchedTor` (own a ``tor`` process) and
+  :class:`AttachedTor` (use a running one), both with an async stem wrapper.
+- :mod:`.onion`: :class:`OnionService` and v3 onion address validation.
+- :mod:`.transport`: :class:`TorTransport` (dial through SOCKS5, listen on loopback).
+- :mod:`.socks`: the SOCKS5 client handshake (sans-IO) and its trio shell.
+"""
+
+from lnpmsg.transports.tor.address import (
+    OnionAddress,
+    is_onion_host,
+    parse_onion_address,
+)
+from lnpmsg.transports.tor.control import (
+    AttachedTor,
+    BootstrapStatus,
+    LaunchedTor,
+    TorController,
+    TorHandle,
+)
+from lnpmsg.transports.tor.errors import (
+    ClearnetRefused,
+    OnionAddressError,
+    OnionServiceError,
+    SocksError,
+    TorAuthError,
+    TorBootstrapError,
+    TorControlError,
+    TorError,
+    TorNotFound,
+)
+from lnpmsg.transports.tor.onion import DEFAULT_VIRTUAL_PORT, OnionService
+from lnpmsg.transports.tor.transport import TorConnection, TorTransport
+
+__all__ = [
+    "DEFAULT_VIRTUAL_PORT",
+    "AttachedTor",
+    "BootstrapStatus",
+    "ClearnetRefused",
+    "LaunchedTor",
+    "OnionAddress",
+    "OnionAddressError",
+    "OnionService",
+    "OnionServiceError",
+    "SocksError",
+    "TorAuthError",
+    "TorBootstrapError",
+    "TorConnection",
+    "TorControlError",
+    "TorController",
+    "TorError",
+    "TorHandle",
+    "TorNotFound",
+    "TorTransport",
+    "is_onion_host",
+    "parse_onion_address",
+]

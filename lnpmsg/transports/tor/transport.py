@@ -1,0 +1,215 @@
+"""The Tor transport: dial through Tor's SOCKS port, listen on loopback for an onion service.
+
+``dial`` accepts ``host:port`` or ``<peer id>@host:port``. Onion hosts are
+validated (v3, checksum) before anything is sent; other hosts are refused
+with :class:`ClearnetRefused` unless ``allow_clearnet`` is set, before any
+socket is opened. Host names always go to Tor as names: no local DNS lookup
+ever happens.
+
+Stream isolation: each peer gets its own SOCKS username (its id when the
+target names one, else the host and port) and Tor's ``IsolateSOCKSAuth``
+(on by default) puts streams with different credentials on different
+circuits, so one peer cannot be linked to another by a shared circuit. The
+password is a random token of this transport instance, so two nodes sharing
+one Tor never share circuits either.
+
+``listen`` binds the plain TCP listener (127.0.0.1 only) that the node's
+onion service points at; connections arriving there came through Tor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+
+import trio
+
+from lnpmsg.transports.base import Transport
+from lnpmsg.transports.tcp import (
+    TcpConnection,
+    TcpListener,
+    format_host_port,
+    split_host_port,
+)
+from lnpmsg.transports.tor.address import is_onion_host, parse_onion_address
+from lnpmsg.transports.tor.errors import ClearnetRefused, SocksError, TorError
+from lnpmsg.transports.tor.socks import Socks5Handshake
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "TorConnection",
+    "TorTransport",
+    "open_socks5_stream",
+    "split_tor_target",
+]
+
+#: building a rendezvous circuit to an onion service takes a few seconds,
+#: on a slow public network sometimes tens of seconds
+DEFAULT_CONNECT_TIMEOUT = 60.0
+
+#: RFC 1929 limits usernames to 255 bytes; longer isolation keys are hashed
+_MAX_USERNAME = 255
+
+
+class TorConnection(TcpConnection):
+    """A connection through Tor (a TCP stream to the SOCKS port, after the handshake)."""
+
+    def __init__(self, stream: trio.SocketStream, remote_address: str, pending: bytes = b"") -> None:
+        super().__init__(stream, remote_address, kind="tor")
+        self._pending = pending
+
+    async def receive_some(self, max_bytes: int = 65536) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+            return data
+        return await super().receive_some(max_bytes)
+
+
+def split_tor_target(target: str) -> tuple[str | None, str, int]:
+    """Split ``[peer@]host:port`` into ``(peer or None, host, port)``; onion hosts are validated and lower-cased.
+
+    Raises :class:`TorError` (:class:`~lnpmsg.transports.tor.errors.OnionAddressError`
+    for a bad onion address).
+    """
+    peer: str | None = None
+    rest = target.strip()
+    if "@" in rest:
+        peer, _, rest = rest.partition("@")
+        if not peer:
+            raise TorError(f"bad Tor target {target!r}: empty peer id before '@'")
+    try:
+        host, port = split_host_port(rest)
+    except ValueError as exc:
+        raise TorError(f"bad Tor target: {exc}") from None
+    if port == 0:
+        raise TorError(f"bad Tor target {target!r}: port 0")
+    if is_onion_host(host):
+        host = parse_onion_address(host).hostname
+    return peer, host, port
+
+
+class TorTransport(Transport):
+    """Connections through a Tor SOCKS5 port (``socks_address``, e.g. ``("127.0.0.1", 9050)``).
+
+    ``allow_clearnet=False`` (the default) makes this an onion-only
+    transport: non-.onion targets raise :class:`ClearnetRefused`.
+    """
+
+    kind = "tor"
+
+    def __init__(
+        self,
+        socks_address: tuple[str, int],
+        *,
+        allow_clearnet: bool = False,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        host, port = socks_address
+        try:
+            loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            # A remote SOCKS port would need a DNS lookup or expose traffic in clear.
+            raise TorError(f"Tor's SOCKS port must be on a loopback address, not {host!r}")
+        self.socks_address = (host, port)
+        self.allow_clearnet = allow_clearnet
+        self.connect_timeout = connect_timeout
+        self._isolation_secret = secrets.token_hex(16)
+
+    def socks_credentials(self, isolation_key: str) -> tuple[str, str]:
+        """The SOCKS username/password used for ``isolation_key`` (a peer id, or ``host:port``)."""
+        username = isolation_key
+        if len(username.encode("utf-8")) > _MAX_USERNAME:
+            username = hashlib.sha256(username.encode("utf-8")).hexdigest()
+        return username, self._isolation_secret
+
+    async def dial(self, target: str, *, isolation_key: str | None = None) -> TorConnection:
+        """Connect to ``[peer@]host:port`` through Tor.
+
+        ``isolation_key`` overrides the stream-isolation key (default: the
+        peer id in the target, else ``host:port``).
+
+        Raises :class:`ClearnetRefused`, :class:`OnionAddressError`,
+        :class:`SocksError` (Tor's reply, or the timeout) or :class:`TorError`.
+        """
+        peer, host, port = split_tor_target(target)
+        if not is_onion_host(host) and not self.allow_clearnet:
+            raise ClearnetRefused(
+                f"refusing to dial {format_host_port(host, port)}: not an onion address, and this Tor "
+                "transport is onion-only (allow_clearnet=False)"
+            )
+        remote = format_host_port(host, port)
+        username, password = self.socks_credentials(isolation_key or peer or remote)
+        try:
+            with trio.fail_after(self.connect_timeout):
+                stream, pending = await open_socks5_stream(
+                    self.socks_address, host, port, username=username, password=password
+                )
+        except trio.TooSlowError:
+            what = "onion service not reachable" if is_onion_host(host) else "Tor could not connect"
+            raise SocksError(f"{what}: {remote}: no answer through Tor within {self.connect_timeout:g} s") from None
+        return TorConnection(stream, remote, pending)
+
+    async def listen(self, target: str) -> TcpListener:
+        """Bind the loopback TCP listener an onion service points at (``127.0.0.1:0`` picks a port)."""
+        try:
+            host, port = split_host_port(target)
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise TorError(f"the listener behind an onion service must be on 127.0.0.1 (or another loopback address), not {target!r}")
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            raise TorError(f"cannot listen on {target}: {exc.strerror or exc}") from exc
+        return TcpListener(listeners, kind="tor")
+
+
+async def open_socks5_stream(
+    proxy: tuple[str, int],
+    host: str,
+    port: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+) -> tuple[trio.SocketStream, bytes]:
+    """Connect to ``host:port`` through the SOCKS5 proxy at ``proxy``.
+
+    Returns the connected stream and any bytes that already arrived after the
+    proxy's reply (normally none). The caller sets the timeout (e.g. with
+    ``trio.fail_after``); on any failure the socket is closed.
+
+    Raises :class:`SocksError` (the proxy answered with a failure, or broke
+    the protocol) or :class:`TorError` (the proxy could not be reached).
+    """
+    handshake = Socks5Handshake(host, port, username, password)
+    proxy_host, proxy_port = proxy
+    try:
+        stream = await trio.open_tcp_stream(proxy_host, proxy_port)
+    except OSError as exc:
+        raise TorError(
+            f"cannot reach Tor's SOCKS port at {proxy_host}:{proxy_port}: {exc.strerror or exc} (is Tor running?)"
+        ) from exc
+    try:
+        stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
+        await stream.send_all(handshake.start())
+        while not handshake.done:
+            data = await stream.receive_some(max(1, handshake.bytes_wanted))
+            if not data:
+                raise SocksError(
+                    f"Tor's SOCKS port closed the connection during the handshake for {host}:{port} "
+                    f"({handshake.stage})"
+                )
+            reply = handshake.receive_data(data)
+            if reply:
+                await stream.send_all(reply)
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+        if isinstance(exc, (trio.BrokenResourceError, OSError)):
+            raise SocksError(f"connection to Tor's SOCKS port broke during the handshake for {host}:{port}: {exc}") from exc
+        raise
+    return stream, handshake.unused_data

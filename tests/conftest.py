@@ -1,0 +1,1 @@
+pytest_plugins = ["lnpmsg.testing.pytest_tor"]
