@@ -12,9 +12,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  lnpmsg node --listen 0.0.0.0:9735 --connect 02ab...@10.0.0.5:9735\n"
             "  lnpmsg node --data-dir /tmp/n2 --listen 127.0.0.1:9736 --log-level debug\n"
             "  lnpmsg node --node-key 1111...11 --no-listen  # fixed key, outbound only\n"
+            "  lnpmsg node --onion-only                     # own tor; reachable only at NODEID@xyz.onion:9735\n"
+            "  lnpmsg node --tor-control 127.0.0.1:9051 --tor-cookie /run/tor/control.authcookie  # system tor\n"
             "\n"
             "peer addresses: NODEID@host:port (TCP; Tor when host is .onion),\n"
             "  tcp://, udp://, zmq+tcp://, zmq+ipc://NODEID@/path"
@@ -85,17 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--node-key-file", type=Path, metavar="FILE", help="use the node key in FILE (64 hex chars) instead of DATA_DIR/node_key")
     key.add_argument("--node-key", metavar="HEX", help="use this node key (64 hex chars); for reproducible test set-ups")
     node.add_argument("--tor-socks", metavar="HOST:PORT", help="Tor's SOCKS port (e.g. 127.0.0.1:9050): enables dialing .onion peers through Tor")
-    node.add_argument("--network", default="bitcoin", choices=["bitcoin", "testnet", "signet", "regtest"], help="chain announced in init (default: %(default)s)")
+    tor = node.add_argument_group("Tor", "The node's own Tor: an onion service NODEID@xyz.onion:9735 (key in DATA_DIR/onion_key, same address after restarts), .onion peers dialed through Tor, Tor restarted (or re-attached) if it dies.")
+    tor_source = tor.add_mutually_exclusive_group()
+    tor_source.add_argument("--tor", action="store_true", help="launch and own a tor (from PATH, or --tor-path), files in DATA_DIR/tor")
+    tor_source.add_argument("--tor-control", metavar="HOST:PORT", help="attach to a running Tor's control port instead (e.g. 127.0.0.1:9051)")
+    tor.add_argument("--tor-password", metavar="PASSWORD", default=os.environ.get("LNPMSG_TOR_PASSWORD"), help="control-port password (HashedControlPassword; env LNPMSG_TOR_PASSWORD)")
+    tor.add_argument("--tor-cookie", type=Path, metavar="FILE", help="control-port cookie file (CookieAuthentication; default: the one Tor names)")
+    tor.add_argument("--tor-path", metavar="FILE", help="the tor executable to launch (default: tor on PATH)")
+    tor.add_argument("--tor-option", action="append", default=[], metavar="LINE", help="extra torrc line for the launched tor, e.g. 'UseBridges 1'; repeatable")
+    tor.add_argument("--tor-timeout", type=float, default=180.0, metavar="SECONDS", help="limit for Tor's bootstrap and for publishing the onion service (default: %(default)g)")
+    tor.add_argument("--no-onion-service", action="store_true", help="dial through the node's Tor, publish no onion service")
+    tor.add_argument("--onion-only", action="store_true", help="Tor only: no clearnet listener, every connection through Tor, only the .onion address reported (launches tor unless --tor-control or --tor-socks)")
+    tor.add_argument("--onion-to-onion", action="store_true", help="--onion-only, and clearnet peers are refused instead of reached through Tor exits")
+    node.add_argument("--network", default=None, choices=["bitcoin", "testnet", "signet", "regtest"], help="chain announced in init (default: bitcoin; regtest with --chain regtest)")
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: %(default)s")
     node.add_argument("--json", action="store_true", help="print the start-up summary as one JSON line on stdout")
     node.add_argument("--control", metavar="ENDPOINT", help="control API socket: ipc://PATH or tcp://127.0.0.1:PORT (CURVE) (default: ipc://DATA_DIR/control.sock)")
     node.add_argument("--events", metavar="ENDPOINT", help="event PUB socket (default: ipc://DATA_DIR/events.sock; a free loopback port with a tcp:// --control)")
     node.add_argument("--no-control", action="store_true", help="serve no control API (the other commands cannot reach this node)")
     node.add_argument("--feature", action="append", type=int, default=[], metavar="BIT", help="also advertise this feature bit in init, e.g. for an app attached over the control API (odd: optional); repeatable")
+    node.add_argument("--chain", choices=["regtest"], help="run a chain and an on-chain wallet (the chain.* control calls, 'lnpmsg mine', 'withdraw'...): 'regtest' is the embedded regtest chain, validated by Bitcoin Core's consensus engine, in DATA_DIR/chain, with the wallet in DATA_DIR/wallet (default: no chain; 'lnpmsg demo' always runs one)")
+    _add_demo_command(commands)
 
     from lnpmsg.rpc.commands import add_commands
 
     add_commands(commands, DEFAULT_DATA_DIR)
+    _add_chain_commands(commands)
     return parser
 
 
@@ -121,7 +139,8 @@ async def _run_node(args: argparse.Namespace) -> int:
         return 2
     if created:
         log.info("generated a new node key in %s", args.data_dir / "node_key")
-    listen = [] if args.no_listen else (args.listen or [DEFAULT_LISTEN])
+    onion_only = args.onion_only or args.onion_to_onion
+    listen = [] if args.no_listen or onion_only else (args.listen or [DEFAULT_LISTEN])
     tor_socks = None
     if args.tor_socks:
         from lnpmsg.transports.tcp import split_host_port
@@ -131,7 +150,18 @@ async def _run_node(args: argparse.Namespace) -> int:
         except ValueError as exc:
             log.error("bad --tor-socks: %s", exc)
             return 2
-    config = NodeConfig(listen=listen, connect=list(args.connect), network=args.network, tor_socks=tor_socks)
+    if args.chain and args.network not in (None, args.chain):
+        log.error("--chain %s needs --network %s (the chain the node announces in init)", args.chain, args.chain)
+        return 2
+    args.network = args.network or args.chain or "bitcoin"
+    from lnpmsg.node.tor import NodeTor, settings_from_args
+
+    try:
+        tor_settings = settings_from_args(args, tor_socks)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    config = NodeConfig(listen=listen, connect=list(args.connect), network=args.network, tor_socks=tor_socks, onion_only=onion_only, onion_to_onion=args.onion_to_onion)
     if args.feature:
         from lnpmsg.wire import Features, WireError
 
@@ -151,12 +181,20 @@ async def _run_node(args: argparse.Namespace) -> int:
 
     node.mount(PeerRpc())
     node.mount(PeerPubSub())
+    start_errors: tuple[type[Exception], ...] = (TransportError, OSError, ValueError, ControlError)
+    if args.chain:
+        from lnpmsg.chain.app import ChainApp, ChainAppError
+
+        node.mount(ChainApp(args.data_dir / "wallet", chain_dir=args.data_dir / "chain"))
+        start_errors += (ChainAppError,)
     if not args.no_control:
         try:
             node.mount(ControlServer(args.data_dir, endpoint=args.control, events_endpoint=args.events))
         except ControlError as exc:
             log.error("cannot start: %s", exc)
             return 1
+    if tor_settings is not None:
+        node.mount(NodeTor(tor_settings))
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as outer:
             # A signal or the control API's stop call stops the node; then we exit.
@@ -167,7 +205,7 @@ async def _run_node(args: argparse.Namespace) -> int:
                 except (TransportError, OSError, ValueError, ControlError, BaseExceptionGroup) as exc:
                     # Start-up failures come out of the node's nursery wrapped in groups.
                     cause = _first_leaf(exc)
-                    if not isinstance(cause, (TransportError, OSError, ValueError, ControlError)):
+                    if not isinstance(cause, start_errors):
                         raise
                     log.error("cannot start: %s", cause)
                     outer.cancel_scope.cancel()
@@ -179,10 +217,15 @@ async def _run_node(args: argparse.Namespace) -> int:
                     "data_dir": str(args.data_dir),
                     "network": args.network,
                 }
+                if args.chain:
+                    summary["chain"] = f"embedded {args.chain} in {args.data_dir / 'chain'}, wallet in {args.data_dir / 'wallet'}"
                 control = node.apps.get("control")
                 if isinstance(control, ControlServer):
                     summary["control"] = control.endpoint
                     summary["events"] = control.events_endpoint
+                node_tor = node.apps.get("tor")
+                if isinstance(node_tor, NodeTor):
+                    summary["onion"] = (await node_tor.status())["onion"]
                 if args.json:
                     print(json.dumps(summary), flush=True)
                 else:
@@ -191,6 +234,8 @@ async def _run_node(args: argparse.Namespace) -> int:
                         print(f"address: {address}", flush=True)
                     if "control" in summary:
                         print(f"control: {summary['control']}", flush=True)
+                    if "chain" in summary:
+                        print(f"chain:   {summary['chain']}", flush=True)
                     print("press Ctrl-C to stop", flush=True)
             # node.run returned: stopped by a signal or over the control API
             outer.cancel_scope.cancel()
@@ -211,6 +256,172 @@ async def _stop_on_signal(signals: AsyncIterator[int], node: Node) -> None:
         return
 
 
+# ------------------------------------------------ chain and wallet commands, demo
+
+#: control subcommands of the chain app (``lnpmsg.chain.app``): they need a node started with ``--chain``
+CHAIN_COMMANDS = frozenset({"getchaininfo", "mine", "faucet", "newaddr", "listfunds", "withdraw"})
+
+
+def _amount(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an amount is whole satoshis or 'all', got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"an amount must be positive, got {value}")
+    return value
+
+
+def _add_chain_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}. Needs a node started with 'lnpmsg node --chain regtest'."
+        )
+        parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the running node's data dir (default: %(default)s)")
+        parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
+        parser.add_argument("--timeout", type=float, default=65.0, help="seconds to wait for the node (default: %(default)s)")
+        return parser
+
+    add("getchaininfo", "show the chain's tip and the wallet's balance")
+    p = add("mine", "mine blocks on the embedded regtest chain")
+    p.add_argument("blocks", type=int, nargs="?", default=1, metavar="N", help="how many blocks (default: 1; at most 1000 per call)")
+    p.add_argument("--address", help="pay the block rewards to this address (default: the chain's faucet)")
+    p = add("faucet", "pay regtest coins from the embedded chain's faucet and mine a block to confirm them")
+    p.add_argument("amount_sat", type=int, metavar="AMOUNT", help="satoshis")
+    p.add_argument("--address", help="pay this address (default: a new address of the node's wallet)")
+    p.add_argument("--no-confirm", action="store_true", help="do not mine: leave the payment waiting for the next block")
+    add("newaddr", "print a new receive address of the node's wallet")
+    add("listfunds", "list the coins of the node's wallet")
+    p = add("withdraw", "send coins from the node's wallet to an address (mine a block to confirm)")
+    p.add_argument("address")
+    p.add_argument("amount", type=_amount, metavar="AMOUNT|all", help="satoshis, or 'all' (everything, less the fee)")
+    p.add_argument("--feerate", type=int, metavar="PER_KW", help="fee rate in sat per 1000 weight units, 253 or more (250 = 1 sat/vB; default: the chain's estimate)")
+
+
+def _add_demo_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    demo = commands.add_parser(
+        "demo",
+        help="try lnpmsg in one command: two nodes, a TCP link, an embedded regtest chain, wallets",
+        description=(
+            "Start two nodes in this process on one embedded regtest chain (Bitcoin Core's consensus "
+            "engine), connect them over TCP, ping, send a custom message, mine 101 blocks, fund node A's "
+            "wallet from the faucet, withdraw to node B's wallet and mine that. Prints each step and a "
+            "summary; exits 0 when every step worked. Nothing else is needed: no bitcoind, no network."
+        ),
+    )
+    demo.add_argument("--data-dir", type=Path, help="keep the nodes, wallets and chain here (default: a temporary dir, removed afterwards)")
+    demo.add_argument("--json", action="store_true", help="print one JSON document (steps and summary) instead of progress")
+    demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="node logs on stderr (default: %(default)s)")
+
+
+def _print_chaininfo(r: dict[str, Any]) -> None:
+    mempool = f", {r['mempool']} transaction(s) waiting" if "mempool" in r else ""
+    print(f"network:  {r['network']} ({r['backend']}){mempool}")
+    print(f"height:   {r['height']}")
+    print(f"tip:      {r['tip']}")
+    print(f"wallet:   {r['balance_sat']} sat spendable")
+
+
+def _print_listfunds(r: dict[str, Any]) -> None:
+    for o in r["outputs"]:
+        notes = [f"{o['confirmations']} conf"]
+        if o["coinbase"]:
+            notes.append("coinbase")
+        if o["reserved_by"]:
+            notes.append(f"reserved by {o['reserved_by']}")
+        elif not o["spendable"]:
+            notes.append("not yet spendable")
+        print(f"{o['outpoint']}  {o['amount_sat']:>12} sat  {o['address']}  {', '.join(notes)}")
+    if not r["outputs"]:
+        print("no funds")
+    print(f"total: {r['total_sat']} sat, spendable: {r['spendable_sat']} sat")
+
+
+def _chain_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
+    """The chain app's control call for a command, and how to print its result."""
+    command = args.command
+    if command == "getchaininfo":
+        return "chain.getchaininfo", {}, _print_chaininfo
+    if command == "mine":
+        params: dict[str, Any] = {"blocks": args.blocks}
+        if args.address:
+            params["address"] = args.address
+        return "chain.mine", params, lambda r: print(f"mined {len(r['blocks'])} block(s): height {r['height']}, tip {r['tip']}")
+    if command == "faucet":
+        params = {"amount_sat": args.amount_sat, "confirm": not args.no_confirm}
+        if args.address:
+            params["address"] = args.address
+        return "chain.faucet", params, lambda r: print(
+            f"faucet paid {r['amount_sat']} sat to {r['address']} in {r['txid']}:{r['vout']}"
+            + (f", confirmed at height {r['height']}" if r["confirmed"] else ", waiting for a block")
+        )
+    if command == "newaddr":
+        return "chain.newaddr", {}, lambda r: print(r["address"])
+    if command == "listfunds":
+        return "chain.listfunds", {}, _print_listfunds
+    if command == "withdraw":
+        params = {"address": args.address, "amount_sat": args.amount}
+        if args.feerate is not None:
+            params["feerate_per_kw"] = args.feerate
+        return "chain.withdraw", params, lambda r: print(
+            f"sent {r['amount_sat']} sat to {r['address']} (fee {r['fee_sat']} sat) in {r['txid']}; it confirms in the next block"
+        )
+    raise ValueError(f"not a chain command: {command}")
+
+
+def _run_chain_command(args: argparse.Namespace) -> int:
+    """Call the chain app of the running node; exit status as the other control commands."""
+    from lnpmsg.rpc.commands import EXIT_FAILED, EXIT_NO_NODE, EXIT_OK
+    from lnpmsg.rpc.control_client import (
+        ControlCallError,
+        ControlClient,
+        ControlClientError,
+        NoNodeRunning,
+    )
+    from lnpmsg.rpc.control_proto import ErrorCode
+
+    method, params, show = _chain_request(args)
+
+    async def call() -> Any:
+        async with ControlClient.open(args.data_dir) as client:
+            return await client.call(method, params, timeout=args.timeout)
+
+    def fail(message: str, code: int | None = None, data: dict[str, Any] | None = None) -> None:
+        if args.json:
+            error: dict[str, Any] = {"message": message}
+            if code is not None:
+                error["code"] = code
+            if data:
+                error["data"] = data
+            print(json.dumps({"error": error}), flush=True)
+        else:
+            print(f"error: {message}", file=sys.stderr, flush=True)
+
+    try:
+        result = trio.run(call)
+    except NoNodeRunning as exc:
+        fail(str(exc))
+        return EXIT_NO_NODE
+    except ControlCallError as exc:
+        if exc.code == ErrorCode.METHOD_NOT_FOUND:
+            fail(f"the node at {args.data_dir} runs without a chain: start it with 'lnpmsg node --chain regtest'", exc.code)
+        else:
+            fail(exc.message, exc.code, exc.data)
+        return EXIT_FAILED
+    except ControlClientError as exc:
+        fail(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        show(result)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -221,9 +432,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in COMMANDS:
         return run_command(args)
+    if args.command in CHAIN_COMMANDS:
+        return _run_chain_command(args)
     setup_logging(getattr(args, "log_level", "info"))
     if args.command == "node":
         return trio.run(_run_node, args)
+    if args.command == "demo":
+        from lnpmsg.chain.app import run_demo
+
+        return trio.run(partial(run_demo, args.data_dir, json_output=args.json, write=lambda line: print(line, flush=True)))
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -12,7 +12,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 import trio
@@ -47,9 +47,10 @@ from lnpmsg.node.session import (
     SessionClosed,
     SessionEvent,
 )
-from lnpmsg.transports.address import PeerAddress, parse_listen_address, parse_peer_address
+from lnpmsg.transports.address import PeerAddress, format_peer_address, parse_listen_address, parse_peer_address
 from lnpmsg.transports.base import Connection, Listener, Transport, TransportError
-from lnpmsg.transports.tcp import TcpTransport, split_host_port
+from lnpmsg.transports.registry import default_transports
+from lnpmsg.transports.tcp import split_host_port
 from lnpmsg.wire import DEFAULT_REGISTRY, Features, Init, Message, MessageRegistry, UnknownMessage
 from lnpmsg.wire.bolt1 import CHAIN_HASHES, INIT_TLVS
 from lnpmsg.wire.features import known_features
@@ -104,6 +105,17 @@ class NodeConfig:
     max_queued_bytes: int = MAX_QUEUED_BYTES
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
     max_pending_handshakes: int = MAX_PENDING_HANDSHAKES
+    #: Tor's SOCKS port (host, port): enables the ``tor`` transport for onion peers
+    tor_socks: tuple[str, int] | None = None
+    #: Tor only: no transport but ``tor`` (so nothing can reach a peer around
+    #: Tor), no clearnet listener (:meth:`Node.listen` refuses; the onion
+    #: service's loopback listener comes through :meth:`Node.add_listener`),
+    #: every dial through Tor (clearnet ``host:port`` peers through Tor exits)
+    onion_only: bool = False
+    #: with ``onion_only``: clearnet targets are refused
+    #: (:class:`~lnpmsg.transports.tor.errors.ClearnetRefused`) instead of
+    #: leaving through Tor exits
+    onion_to_onion: bool = False
 
 
 class Node:
@@ -127,12 +139,25 @@ class Node:
     ) -> None:
         self.key = key
         self.config = config or NodeConfig()
-        self.transports: dict[str, Transport] = dict(transports or {"tcp": TcpTransport()})
+        if self.config.onion_to_onion and not self.config.onion_only:
+            raise ValueError("onion_to_onion needs onion_only")
+        if self.config.onion_only:
+            self.transports: dict[str, Transport] = dict(transports if transports is not None else _onion_only_transports(self.config))
+            bypass = sorted(set(self.transports) - {"tor"})
+            if bypass:
+                raise TransportError(f"onion-only mode: only the tor transport may be enabled, not {', '.join(bypass)}")
+        else:
+            self.transports = dict(transports or default_transports(tor_socks=self.config.tor_socks))
         self.registry = registry if registry is not None else DEFAULT_REGISTRY.copy()
         self.events = EventBus()
         self.peers: dict[bytes, Peer] = {}
         self.listeners: list[Listener] = []
+        #: where each listener is reachable, in the address syntax without the node id
+        #: (``127.0.0.1:9735``, ``udp://127.0.0.1:9735``, ``zmq+tcp://127.0.0.1:9736``)
         self.listen_addresses: list[str] = []
+        #: inbound connections dropped before becoming peers, by reason
+        #: (``handshake_failed``, ``refused_ip_limit``, ``refused_handshake_limit``)
+        self.stats: Counter[str] = Counter()
         self._handlers: dict[int, list[Handler]] = {}
         self._catch_all: list[Handler] = []
         #: mounted apps by name (see :meth:`mount`)
@@ -202,28 +227,34 @@ class Node:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the node: start listeners, connect to configured peers, serve until :meth:`stop`."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            # Apps first: a peer may connect and speak to them as soon as we listen.
-            for app in list(self.apps.values()):
-                await nursery.start(app.run)
-            for address in self.config.listen:
-                await self.listen(address)
-            for address in self.config.connect:
-                nursery.start_soon(self._keep_connected, parse_peer_address(address))
-            self.started.set()
-            task_status.started()
-            await self._stopped.wait()
-            log.info("stopping: closing %d peer(s)", len(self.peers))
-            for peer in list(self.peers.values()):
-                peer.close("node shutting down")
-            for listener in self.listeners:
-                await listener.aclose()
-            with trio.move_on_after(3):
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                # Apps first: a peer may connect and speak to them as soon as we listen.
+                for app in list(self.apps.values()):
+                    await nursery.start(app.run)
+                for address in self.config.listen:
+                    await self.listen(address)
+                for address in self.config.connect:
+                    nursery.start_soon(self._keep_connected, parse_peer_address(address))
+                self.started.set()
+                task_status.started()
+                await self._stopped.wait()
+                log.info("stopping: closing %d peer(s)", len(self.peers))
                 for peer in list(self.peers.values()):
-                    await peer.closed.wait()
-            nursery.cancel_scope.cancel()
-        self._nursery = None
+                    peer.close("node shutting down")
+                for listener in self.listeners:
+                    await listener.aclose()
+                with trio.move_on_after(3):
+                    for peer in list(self.peers.values()):
+                        await peer.closed.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            # Also when run was cancelled or a listen failed: never leak a bound endpoint.
+            with trio.CancelScope(shield=True):
+                for listener in self.listeners:
+                    await listener.aclose()
 
     def stop(self) -> None:
         """Ask :meth:`run` to close every peer and listener and return."""
@@ -235,18 +266,57 @@ class Node:
         return self._nursery
 
     async def listen(self, address: str) -> str:
-        """Start a listener (``127.0.0.1:9735``, ``udp://...``); returns where it is reachable."""
+        """Start a listener (``127.0.0.1:9735``, ``udp://...``); returns where it is reachable.
+
+        The result is in the address syntax without the node id (a chosen
+        port 0 filled in): ``udp://127.0.0.1:41234``; :attr:`addresses`
+        gives the full form peers dial.
+        """
         nursery = self._require_running()
+        if self.config.onion_only:
+            raise TransportError(f"onion-only mode: refusing to listen on {address}; the node is reachable at its onion service only")
         parsed = parse_listen_address(address)
         transport = self._transport_for(parsed)
         listener = await transport.listen(parsed.target)
+        reachable = format_peer_address(PeerAddress(parsed.kind, listener.local_address))
         self.listeners.append(listener)
-        self.listen_addresses.append(listener.local_address)
+        self.listen_addresses.append(reachable)
         nursery.start_soon(listener.serve, self._accept)
-        log.info("listening on %s (%s)", listener.local_address, parsed.kind)
-        return listener.local_address
+        log.info("listening on %s", reachable)
+        return reachable
+
+    def add_listener(self, listener: Listener, *, reachable: str | None = None) -> None:
+        """Serve a listener bound elsewhere, e.g. the loopback one behind the node's onion service.
+
+        ``reachable`` (the address syntax without the node id, e.g.
+        ``xyz.onion:9735``) joins :attr:`listen_addresses`; ``None`` keeps
+        the listener out of them. It is closed with the node's other listeners.
+        """
+        nursery = self._require_running()
+        self.listeners.append(listener)
+        if reachable is not None:
+            self.listen_addresses.append(reachable)
+        nursery.start_soon(listener.serve, self._accept)
+
+    @property
+    def pending_handshakes(self) -> int:
+        """Inbound BOLT-8 handshakes in progress now (bounded by ``max_pending_handshakes``)."""
+        return self._pending_handshakes
+
+    @property
+    def addresses(self) -> list[str]:
+        """Where peers reach this node, one per listener, ready for ``connect``
+        (``NODEID@127.0.0.1:9735``, ``udp://NODEID@127.0.0.1:9735``, ...)."""
+        return [format_peer_address(replace(parse_listen_address(a), node_id=self.node_id)) for a in self.listen_addresses]
 
     def _transport_for(self, address: PeerAddress) -> Transport:
+        if self.config.onion_only:
+            # host:port peers go through Tor too (or are refused by it): never around it
+            if address.kind not in ("tor", "tcp"):
+                raise ConnectError(f"onion-only mode: refusing to dial {address}: {address.kind} cannot be carried by Tor")
+            if "tor" not in self.transports:
+                raise ConnectError("onion-only mode: no Tor to dial through (mount a NodeTor, or set tor_socks)")
+            return self.transports["tor"]
         try:
             return self.transports[address.kind]
         except KeyError:
@@ -265,10 +335,13 @@ class Node:
     async def _accept(self, conn: Connection) -> None:
         """Run an inbound connection: limits, handshake, then the peer."""
         ip = self._remote_ip(conn)
-        if self._connections_per_ip[ip] >= self.config.max_connections_per_ip:
+        # Every onion peer arrives from Tor on 127.0.0.1: a per-IP cap would cap them all together.
+        if conn.kind != "tor" and self._connections_per_ip[ip] >= self.config.max_connections_per_ip:
+            self.stats["refused_ip_limit"] += 1
             log.warning("refusing connection from %s: %d connections from that IP already", conn.remote_address, self._connections_per_ip[ip])
             return
         if self._pending_handshakes >= self.config.max_pending_handshakes:
+            self.stats["refused_handshake_limit"] += 1
             log.warning("refusing connection from %s: %d handshakes already in progress", conn.remote_address, self._pending_handshakes)
             return
         self._connections_per_ip[ip] += 1
@@ -277,6 +350,7 @@ class Node:
             try:
                 cipher, remote_id, leftover = await handshake_as_responder(conn, self.key, self.config.handshake_timeout)
             except HandshakeFailed as exc:
+                self.stats["handshake_failed"] += 1
                 log.info("inbound %s from %s: %s", conn.kind, conn.remote_address, exc)
                 return
             finally:
@@ -449,6 +523,15 @@ class Node:
             except Exception as exc:
                 log.warning("broadcast to %s skipped: %s", peer.node_id.hex(), exc)
         return sent
+
+
+def _onion_only_transports(config: NodeConfig) -> dict[str, Transport]:
+    """Tor alone, when its SOCKS port is configured (else none: a mounted NodeTor adds its own)."""
+    if config.tor_socks is None:
+        return {}
+    from lnpmsg.transports.tor.transport import TorTransport
+
+    return {"tor": TorTransport(config.tor_socks, allow_clearnet=not config.onion_to_onion)}
 
 
 async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:

@@ -170,7 +170,8 @@ _DIAL_EVENTS: Final = int(
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
-_LISTEN_EVENTS: Final = int(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+# NO_DETAIL is what plain garbage (not ZMTP at all) produces: it is counted too
+_LISTEN_EVENTS: Final = int(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 _HANDSHAKE_FAILED: Final = frozenset(
     {
         int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL),
@@ -665,6 +666,9 @@ class ZmqConnection(Connection):
         self._port.session_ended(self)
         self._rx_lot.unpark_all()
         self._credit_lot.unpark_all()
+        # Nothing can arrive any more: a dialer's aclose must not wait out its
+        # close_timeout for an acknowledgement from a peer that is gone.
+        self._close_received.set()
 
     def _send_close(self) -> None:
         if self._close_sent:
