@@ -1,0 +1,320 @@
+"""Every transport side by side, and each medium's raw loopback limit, in one run.
+
+For each transport (TCP, UDP/QUIC, ZeroMQ over tcp:// and ipc://):
+
+- messages/s of 1 KiB and of 64 KiB (65,535 bytes, the BOLT-8 maximum)
+  between two Nodes: a sending node in a child process, the receiving node
+  here; a message counts when the receiving node's handler has it;
+- ping round-trip time (``peer.ping``, BOLT-1 ping/pong through both nodes)
+  as percentiles.
+
+And, for the medium under each transport, its raw loopback limit from Python
+with the same sizes and the same two processes (a sender child, a receiver
+here), nothing but the medium itself:
+
+- raw TCP: ``sendall`` of the message size in a loop, ``recv_into`` here;
+- raw UDP: datagrams sent as fast as the child can, counted as delivered
+  here (64 KiB means 65,507 bytes, the largest UDP payload);
+- raw ZeroMQ: PUSH in the child, PULL here (tcp:// and ipc://).
+
+The ratio column is transport / raw medium. Each measurement sends for
+``--seconds`` (the sender's clock) and is timed here from the first to the
+last message received, so process start-up does not count.
+
+Usage: ``python benchmarks/bench_transports.py [--seconds S] [--pings N] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+import trio
+import zmq
+
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.transports.registry import default_transports
+
+#: the message type carrying benchmark payloads (odd: custom range)
+DATA = 0xB5A1
+#: the last message of a run
+END = 0xB5A3
+#: message sizes (type included): 1 KiB and the BOLT-8 maximum
+SIZES = {"1 KiB": 1024, "64 KiB": 65535}
+#: the largest UDP payload over IPv4
+MAX_UDP_PAYLOAD = 65507
+#: a raw UDP run ends when nothing arrived for this long
+UDP_IDLE = 0.5
+#: BOLT-1 keepalive interval of both nodes in the ping runs: a node allows 20
+#: pings per interval before it calls it a flood, so a short interval (and a
+#: pause between pings) lets a run take hundreds of samples within the rule
+PING_RUN_INTERVAL = 0.05
+#: pause between two pings: at most 50 ms / 3 ms < 20 pings per interval
+PING_GAP = 0.003
+#: what each transport listens on; the medium its raw limit is measured on
+TRANSPORTS = {
+    "tcp": ("127.0.0.1:0", "tcp"),
+    "udp": ("udp://127.0.0.1:0", "udp"),
+    "zmq+tcp": ("zmq+tcp://127.0.0.1:0", "zmq+tcp"),
+    "zmq+ipc": ("zmq+ipc://{dir}/bench.sock", "zmq+ipc"),
+}
+
+Context = multiprocessing.context.SpawnContext
+
+
+# ------------------------------------------------------------------ nodes
+
+
+def _child_node(address: str, size: int, seconds: float) -> None:
+    """A sending node: connect, send ``size``-byte messages for ``seconds``, then END, then wait."""
+
+    async def main() -> None:
+        config = NodeConfig() if size else NodeConfig(ping_interval=PING_RUN_INTERVAL)
+        node = Node(NodeKey.generate(), config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            peer = await node.connect(address)
+            if size:
+                message = DATA.to_bytes(2, "big") + bytes(size - 2)
+                deadline = time.perf_counter() + seconds
+                while time.perf_counter() < deadline:
+                    for _ in range(64):
+                        await peer.send(message)
+                await peer.send(END.to_bytes(2, "big"))
+            await trio.sleep_forever()  # the parent terminates us
+
+    trio.run(main)
+
+
+@dataclass
+class NodeResult:
+    rate: float = 0.0
+    messages: int = 0
+
+
+async def _node_run(ctx: Context, listen: str, size: int, seconds: float, pings: int) -> tuple[NodeResult, list[float]]:
+    config = NodeConfig(listen=[listen]) if size else NodeConfig(listen=[listen], ping_interval=PING_RUN_INTERVAL)
+    node = Node(NodeKey.generate(), config, transports=default_transports())
+    result = NodeResult()
+    first = last = 0.0
+    done = trio.Event()
+
+    def on_data(peer: object, message: object) -> None:
+        nonlocal first, last
+        last = time.perf_counter()
+        if not result.messages:
+            first = last
+        result.messages += 1
+
+    node.add_handler(DATA, on_data)
+    node.add_handler(END, lambda peer, message: done.set())
+    rtts: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        child = ctx.Process(target=_child_node, args=(node.addresses[0], size, seconds), daemon=True)
+        child.start()
+        try:
+            with trio.fail_after(seconds + 60):
+                if size:
+                    await done.wait()
+                else:
+                    while not node.peers:
+                        await trio.sleep(0.01)
+                    peer = next(iter(node.peers.values()))
+                    for _ in range(pings):
+                        rtts.append(await peer.ping())
+                        await trio.sleep(PING_GAP)
+        finally:
+            child.terminate()
+            child.join()
+            node.stop()
+    if result.messages > 1:
+        result.rate = (result.messages - 1) / (last - first)
+    return result, rtts
+
+
+# ------------------------------------------------------------------ raw media
+
+
+def _child_raw(medium: str, endpoint: str, size: int, seconds: float) -> None:
+    payload = bytes(size)
+    deadline = time.perf_counter() + seconds
+    if medium == "tcp":
+        host, port = endpoint.rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as sock:
+            while time.perf_counter() < deadline:
+                for _ in range(64):
+                    sock.sendall(payload)
+        return
+    if medium == "udp":
+        host, port = endpoint.rsplit(":", 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            while time.perf_counter() < deadline:
+                for _ in range(64):
+                    try:
+                        sock.sendto(payload, (host, int(port)))
+                    except OSError:
+                        pass  # a full buffer is the medium's answer: drop, like the kernel would
+        return
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 10_000)
+    push.connect(endpoint)
+    while time.perf_counter() < deadline:
+        for _ in range(64):
+            push.send(payload)
+    push.send(b"")  # the end marker: an empty message
+    time.sleep(60)  # linger is no delivery guarantee over ipc://: the parent terminates us
+
+
+def _raw_run(ctx: Context, medium: str, size: int, seconds: float, directory: str) -> float:
+    """Messages/s the raw medium delivers from a child process to this one."""
+    if medium == "udp":
+        size = min(size, MAX_UDP_PAYLOAD)
+    if medium == "tcp":
+        server = socket.create_server(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{server.getsockname()[1]}"
+    elif medium == "udp":
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        server.bind(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{server.getsockname()[1]}"
+    else:
+        context = zmq.Context()
+        pull = context.socket(zmq.PULL)
+        pull.setsockopt(zmq.RCVHWM, 10_000)
+        pull.bind("tcp://127.0.0.1:0" if medium == "zmq+tcp" else f"ipc://{directory}/raw.sock")
+        endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+    child = ctx.Process(target=_child_raw, args=(medium, endpoint, size, seconds), daemon=True)
+    child.start()
+    try:
+        if medium == "tcp":
+            conn, _ = server.accept()
+            buffer = bytearray(1 << 20)
+            total = 0
+            first = 0.0
+            with conn:
+                while True:
+                    got = conn.recv_into(buffer)
+                    if not got:
+                        break
+                    if not first:
+                        first = time.perf_counter()
+                    total += got
+                    last = time.perf_counter()
+            messages = total / size
+        elif medium == "udp":
+            buffer = bytearray(1 << 16)
+            server.settimeout(30)
+            server.recv_into(buffer)
+            first = last = time.perf_counter()
+            messages = 1
+            server.settimeout(UDP_IDLE)
+            while True:
+                try:
+                    server.recv_into(buffer)
+                except TimeoutError:
+                    break
+                messages += 1
+                last = time.perf_counter()
+        else:
+            pull.recv()
+            first = time.perf_counter()
+            messages = 1
+            while pull.recv():
+                messages += 1
+            last = time.perf_counter()
+            pull.close(linger=0)
+            context.term()
+    finally:
+        child.terminate()
+        child.join()
+        if medium in ("tcp", "udp"):
+            server.close()
+    return (messages - 1) / (last - first) if last > first else 0.0
+
+
+# ------------------------------------------------------------------ report
+
+
+@dataclass
+class Row:
+    transport: str
+    rates: dict[str, float]
+    raw: dict[str, float]
+    ping_us: dict[str, float]
+
+
+def _percentiles(rtts: list[float]) -> dict[str, float]:
+    if len(rtts) < 2:
+        return {}
+    cuts = statistics.quantiles(rtts, n=100)
+    return {"p50": cuts[49] * 1e6, "p90": cuts[89] * 1e6, "p99": cuts[98] * 1e6}
+
+
+def _table(rows: list[Row]) -> str:
+    lines = [
+        "| transport | 1 KiB msg/s | raw medium 1 KiB msg/s | ratio | 64 KiB msg/s | MB/s | raw medium 64 KiB msg/s | ratio | ping p50 µs | p90 µs | p99 µs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        small, big = row.rates["1 KiB"], row.rates["64 KiB"]
+        raw_small, raw_big = row.raw["1 KiB"], row.raw["64 KiB"]
+        lines.append(
+            f"| {row.transport} | {small:,.0f} | {raw_small:,.0f} | {small / raw_small:.0%} "
+            f"| {big:,.0f} | {big * SIZES['64 KiB'] / 1e6:,.0f} | {raw_big:,.0f} | {big / raw_big:.0%} "
+            f"| {row.ping_us.get('p50', 0):,.0f} | {row.ping_us.get('p90', 0):,.0f} | {row.ping_us.get('p99', 0):,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=1.5, help="sending time per measurement (default 1.5)")
+    parser.add_argument("--pings", type=int, default=500, help="pings per transport (default 500)")
+    parser.add_argument("--only", action="append", choices=list(TRANSPORTS), help="measure only these transports")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    args = parser.parse_args()
+    ctx = multiprocessing.get_context("spawn")
+    load = os.getloadavg()[0]
+    print(f"{os.cpu_count()} CPUs, load {load:.1f}; {args.seconds:g} s per measurement, {args.pings} pings", flush=True)
+    rows: list[Row] = []
+    raw_cache: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory(prefix="lnpbench-", dir="/tmp") as directory:
+        for name in args.only or TRANSPORTS:
+            listen, medium = TRANSPORTS[name]
+            listen = listen.format(dir=directory)
+            rates: dict[str, float] = {}
+            raw: dict[str, float] = {}
+            for label, size in SIZES.items():
+                result, _ = trio.run(_node_run, ctx, listen, size, args.seconds, 0)
+                rates[label] = result.rate
+                key = (medium, label)
+                if key not in raw_cache:
+                    raw_cache[key] = _raw_run(ctx, medium, size, args.seconds, directory)
+                raw[label] = raw_cache[key]
+                print(f"  {name:8} {label:6}: {result.rate:>10,.0f} msg/s   raw {medium}: {raw[label]:>12,.0f} msg/s", flush=True)
+            _, rtts = trio.run(_node_run, ctx, listen, 0, args.seconds, args.pings)
+            ping = _percentiles(rtts)
+            print(f"  {name:8} ping  : p50 {ping.get('p50', 0):,.0f} µs, p99 {ping.get('p99', 0):,.0f} µs", flush=True)
+            rows.append(Row(name, rates, raw, ping))
+    print()
+    print(_table(rows))
+    if args.json:
+        print(json.dumps([asdict(row) for row in rows]))
+
+
+if __name__ == "__main__":
+    main()
