@@ -3,7 +3,6 @@ feature bits, sends, broadcasts, odd/even for peers without the app, bad handler
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -13,8 +12,7 @@ from hypothesis import strategies as st
 
 from lnpmsg.app import App, AppError, PeerNotConnected
 from lnpmsg.node.events import ErrorReported, PeerDisconnected
-from lnpmsg.node.identity import NodeKey
-from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
@@ -48,26 +46,6 @@ class MustKnow(Message):
 
 
 FEATURE = 333  # odd: optional
-
-
-@asynccontextmanager
-async def running(*nodes):
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            await nursery.start(node.run)
-        try:
-            yield nursery
-        finally:
-            for node in nodes:
-                node.stop()
-
-
-def make_node(listen=True, **config):
-    return Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"] if listen else [], **config))
-
-
-def address_of(node):
-    return f"{node.node_id.hex()}@{node.listen_addresses[0]}"
 
 
 def notes_app(received, *, handler_timeout=10.0):

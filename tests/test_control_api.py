@@ -7,7 +7,6 @@ import os
 import shutil
 import stat
 import tempfile
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lnpmsg.app import DONE, App
-from lnpmsg.node.identity import NodeKey
-from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.pubsub.peer import PeerPubSub
 from lnpmsg.rpc.control import ControlError, ControlServer
 from lnpmsg.rpc.control_client import (
@@ -37,6 +34,7 @@ from lnpmsg.rpc.control_proto import (
 )
 from lnpmsg.rpc.curve import KEYS_DIR, load_client_keys
 from lnpmsg.rpc.peer import PeerRpc
+from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.transports.zmq_trio import TrioSocket
 
 CHAT = 32769
@@ -48,26 +46,6 @@ def data_dir():
     path = Path(tempfile.mkdtemp(prefix="lnc", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def make_node(listen=True):
-    return Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"] if listen else []))
-
-
-def address_of(node):
-    return f"{node.node_id.hex()}@{node.listen_addresses[0]}"
-
-
-@asynccontextmanager
-async def running(*nodes):
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            await nursery.start(node.run)
-        try:
-            yield nursery
-        finally:
-            for node in nodes:
-                node.stop()
 
 
 def controlled(data_dir, **options):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,10 @@ import trio
 
 from lnpmsg.app import DONE
 from lnpmsg.cli import main
-from lnpmsg.node.identity import NodeKey
-from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.pubsub.peer import PeerPubSub
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.rpc.peer import PeerRpc
+from lnpmsg.testing.nodes import make_node, running
 
 
 @pytest.fixture
@@ -26,22 +24,6 @@ def data_dir():
     path = Path(tempfile.mkdtemp(prefix="lncli", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@asynccontextmanager
-async def running(*nodes):
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            await nursery.start(node.run)
-        try:
-            yield nursery
-        finally:
-            for node in nodes:
-                node.stop()
-
-
-def make_node(listen=True):
-    return Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"] if listen else []))
 
 
 def controlled(data_dir):

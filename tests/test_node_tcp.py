@@ -1,41 +1,28 @@
 """Nodes over real loopback TCP: peers, limits, and every kind of bad input."""
 
 import logging
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
 from lnpmsg.node.events import CustomMessageReceived, PeerConnected, PeerDisconnected
 from lnpmsg.node.identity import NodeKey
-from lnpmsg.node.node import ConnectError, Node, NodeConfig
+from lnpmsg.node.node import ConnectError
 from lnpmsg.node.peer import PeerClosedError
+from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
-from lnpmsg.wire import DEFAULT_REGISTRY, Error, Features, Init, Ping, Pong, UnknownMessage
+from lnpmsg.wire import (
+    DEFAULT_REGISTRY,
+    Error,
+    Features,
+    Init,
+    Ping,
+    Pong,
+    UnknownMessage,
+)
 from lnpmsg.wire.bolt1 import INIT_TLVS
 
 CUSTOM = 32769
-
-
-@asynccontextmanager
-async def running(*nodes):
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            await nursery.start(node.run)
-        try:
-            yield nursery
-        finally:
-            for node in nodes:
-                node.stop()
-
-
-def make_node(**config):
-    config.setdefault("listen", ["127.0.0.1:0"])
-    return Node(NodeKey.generate(), NodeConfig(**config))
-
-
-def address_of(node):
-    return f"{node.node_id.hex()}@{node.listen_addresses[0]}"
 
 
 async def test_two_nodes_exchange_init_ping_and_custom_messages():

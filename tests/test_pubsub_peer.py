@@ -3,13 +3,9 @@ bounded queues with gaps reported, a subscriber that never reads."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-
 import pytest
 import trio
 
-from lnpmsg.node.identity import NodeKey
-from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.pubsub.peer import (
     MAX_DATA,
     PeerPubSub,
@@ -19,28 +15,9 @@ from lnpmsg.pubsub.peer import (
     SubscribeRefused,
     SubscriptionEnded,
 )
+from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wire import Init, MessageRegistry
-
-
-@asynccontextmanager
-async def running(*nodes):
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            await nursery.start(node.run)
-        try:
-            yield nursery
-        finally:
-            for node in nodes:
-                node.stop()
-
-
-def make_node(listen=True):
-    return Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"] if listen else []))
-
-
-def address_of(node):
-    return f"{node.node_id.hex()}@{node.listen_addresses[0]}"
 
 
 async def wait_for(predicate, timeout=5.0):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import pytest
@@ -13,8 +12,6 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lnpmsg.node.identity import NodeKey
-from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.rpc.params import ParamsError, params_checker
 from lnpmsg.rpc.peer import (
     MAX_PAYLOAD,
@@ -29,28 +26,9 @@ from lnpmsg.rpc.peer import (
     RpcResponse,
     RpcUnsupported,
 )
+from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wire import Init, MessageRegistry
-
-
-@asynccontextmanager
-async def running(*nodes):
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            await nursery.start(node.run)
-        try:
-            yield nursery
-        finally:
-            for node in nodes:
-                node.stop()
-
-
-def make_node(listen=True):
-    return Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"] if listen else []))
-
-
-def address_of(node):
-    return f"{node.node_id.hex()}@{node.listen_addresses[0]}"
 
 
 class Server:

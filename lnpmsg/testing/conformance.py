@@ -59,6 +59,7 @@ from lnpmsg.node.peer import (
     handshake_as_responder,
 )
 from lnpmsg.noise import MAX_MESSAGE_SIZE
+from lnpmsg.testing.nodes import running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.transports.address import (
     PeerAddress,
@@ -515,19 +516,6 @@ def make_node(medium: Medium, *, listen: bool | list[str] = True, key: NodeKey |
     else:
         settings["listen"] = [medium.listen_address()] if listen else []
     return Node(key or NodeKey.generate(), NodeConfig(**settings), transports=medium.transports())
-
-
-@asynccontextmanager
-async def running(*nodes: Node) -> AsyncIterator[trio.Nursery]:
-    """Run the nodes for the duration of the block (stopped on the way out)."""
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            await nursery.start(node.run)
-        try:
-            yield nursery
-        finally:
-            for node in nodes:
-                node.stop()
 
 
 async def wait_until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
