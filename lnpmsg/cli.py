@@ -12,10 +12,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lnpmsg.rpc.commands import add_commands
 
     add_commands(commands, DEFAULT_DATA_DIR)
-    _add_chain_commands(commands)
+    from lnpmsg.chain import commands as chain_commands
+
+    chain_commands.add_commands(commands, DEFAULT_DATA_DIR)
     return parser
 
 
@@ -198,7 +200,7 @@ async def _run_node(args: argparse.Namespace) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as outer:
             # A signal or the control API's stop call stops the node; then we exit.
-            outer.start_soon(_stop_on_signal, signals, node)
+            outer.start_soon(_stop_on_signal, signals, node, outer.cancel_scope)
             async with trio.open_nursery() as nursery:
                 try:
                     await nursery.start(node.run)
@@ -249,56 +251,17 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-async def _stop_on_signal(signals: AsyncIterator[int], node: Node) -> None:
+async def _stop_on_signal(signals: AsyncIterator[int], node: Node, starting: trio.CancelScope | None = None) -> None:
     async for signum in signals:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         node.stop()
+        if starting is not None and not node.started.is_set():
+            # Still starting (e.g. Tor bootstrapping): give the start up; it cleans up after itself.
+            starting.cancel()
         return
 
 
-# ------------------------------------------------ chain and wallet commands, demo
-
-#: control subcommands of the chain app (``lnpmsg.chain.app``): they need a node started with ``--chain``
-CHAIN_COMMANDS = frozenset({"getchaininfo", "mine", "faucet", "newaddr", "listfunds", "withdraw"})
-
-
-def _amount(text: str) -> int | str:
-    if text == "all":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"an amount is whole satoshis or 'all', got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"an amount must be positive, got {value}")
-    return value
-
-
-def _add_chain_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = commands.add_parser(
-            name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}. Needs a node started with 'lnpmsg node --chain regtest'."
-        )
-        parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the running node's data dir (default: %(default)s)")
-        parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
-        parser.add_argument("--timeout", type=float, default=65.0, help="seconds to wait for the node (default: %(default)s)")
-        return parser
-
-    add("getchaininfo", "show the chain's tip and the wallet's balance")
-    p = add("mine", "mine blocks on the embedded regtest chain")
-    p.add_argument("blocks", type=int, nargs="?", default=1, metavar="N", help="how many blocks (default: 1; at most 1000 per call)")
-    p.add_argument("--address", help="pay the block rewards to this address (default: the chain's faucet)")
-    p = add("faucet", "pay regtest coins from the embedded chain's faucet and mine a block to confirm them")
-    p.add_argument("amount_sat", type=int, metavar="AMOUNT", help="satoshis")
-    p.add_argument("--address", help="pay this address (default: a new address of the node's wallet)")
-    p.add_argument("--no-confirm", action="store_true", help="do not mine: leave the payment waiting for the next block")
-    add("newaddr", "print a new receive address of the node's wallet")
-    add("listfunds", "list the coins of the node's wallet")
-    p = add("withdraw", "send coins from the node's wallet to an address (mine a block to confirm)")
-    p.add_argument("address")
-    p.add_argument("amount", type=_amount, metavar="AMOUNT|all", help="satoshis, or 'all' (everything, less the fee)")
-    p.add_argument("--feerate", type=int, metavar="PER_KW", help="fee rate in sat per 1000 weight units, 253 or more (250 = 1 sat/vB; default: the chain's estimate)")
-
+# ------------------------------------------------------------------ demo
 
 def _add_demo_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo = commands.add_parser(
@@ -316,112 +279,6 @@ def _add_demo_command(commands: argparse._SubParsersAction) -> None:  # type: ig
     demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="node logs on stderr (default: %(default)s)")
 
 
-def _print_chaininfo(r: dict[str, Any]) -> None:
-    mempool = f", {r['mempool']} transaction(s) waiting" if "mempool" in r else ""
-    print(f"network:  {r['network']} ({r['backend']}){mempool}")
-    print(f"height:   {r['height']}")
-    print(f"tip:      {r['tip']}")
-    print(f"wallet:   {r['balance_sat']} sat spendable")
-
-
-def _print_listfunds(r: dict[str, Any]) -> None:
-    for o in r["outputs"]:
-        notes = [f"{o['confirmations']} conf"]
-        if o["coinbase"]:
-            notes.append("coinbase")
-        if o["reserved_by"]:
-            notes.append(f"reserved by {o['reserved_by']}")
-        elif not o["spendable"]:
-            notes.append("not yet spendable")
-        print(f"{o['outpoint']}  {o['amount_sat']:>12} sat  {o['address']}  {', '.join(notes)}")
-    if not r["outputs"]:
-        print("no funds")
-    print(f"total: {r['total_sat']} sat, spendable: {r['spendable_sat']} sat")
-
-
-def _chain_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
-    """The chain app's control call for a command, and how to print its result."""
-    command = args.command
-    if command == "getchaininfo":
-        return "chain.getchaininfo", {}, _print_chaininfo
-    if command == "mine":
-        params: dict[str, Any] = {"blocks": args.blocks}
-        if args.address:
-            params["address"] = args.address
-        return "chain.mine", params, lambda r: print(f"mined {len(r['blocks'])} block(s): height {r['height']}, tip {r['tip']}")
-    if command == "faucet":
-        params = {"amount_sat": args.amount_sat, "confirm": not args.no_confirm}
-        if args.address:
-            params["address"] = args.address
-        return "chain.faucet", params, lambda r: print(
-            f"faucet paid {r['amount_sat']} sat to {r['address']} in {r['txid']}:{r['vout']}"
-            + (f", confirmed at height {r['height']}" if r["confirmed"] else ", waiting for a block")
-        )
-    if command == "newaddr":
-        return "chain.newaddr", {}, lambda r: print(r["address"])
-    if command == "listfunds":
-        return "chain.listfunds", {}, _print_listfunds
-    if command == "withdraw":
-        params = {"address": args.address, "amount_sat": args.amount}
-        if args.feerate is not None:
-            params["feerate_per_kw"] = args.feerate
-        return "chain.withdraw", params, lambda r: print(
-            f"sent {r['amount_sat']} sat to {r['address']} (fee {r['fee_sat']} sat) in {r['txid']}; it confirms in the next block"
-        )
-    raise ValueError(f"not a chain command: {command}")
-
-
-def _run_chain_command(args: argparse.Namespace) -> int:
-    """Call the chain app of the running node; exit status as the other control commands."""
-    from lnpmsg.rpc.commands import EXIT_FAILED, EXIT_NO_NODE, EXIT_OK
-    from lnpmsg.rpc.control_client import (
-        ControlCallError,
-        ControlClient,
-        ControlClientError,
-        NoNodeRunning,
-    )
-    from lnpmsg.rpc.control_proto import ErrorCode
-
-    method, params, show = _chain_request(args)
-
-    async def call() -> Any:
-        async with ControlClient.open(args.data_dir) as client:
-            return await client.call(method, params, timeout=args.timeout)
-
-    def fail(message: str, code: int | None = None, data: dict[str, Any] | None = None) -> None:
-        if args.json:
-            error: dict[str, Any] = {"message": message}
-            if code is not None:
-                error["code"] = code
-            if data:
-                error["data"] = data
-            print(json.dumps({"error": error}), flush=True)
-        else:
-            print(f"error: {message}", file=sys.stderr, flush=True)
-
-    try:
-        result = trio.run(call)
-    except NoNodeRunning as exc:
-        fail(str(exc))
-        return EXIT_NO_NODE
-    except ControlCallError as exc:
-        if exc.code == ErrorCode.METHOD_NOT_FOUND:
-            fail(f"the node at {args.data_dir} runs without a chain: start it with 'lnpmsg node --chain regtest'", exc.code)
-        else:
-            fail(exc.message, exc.code, exc.data)
-        return EXIT_FAILED
-    except ControlClientError as exc:
-        fail(str(exc))
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps(result), flush=True)
-    else:
-        show(result)
-    return EXIT_OK
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -432,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in COMMANDS:
         return run_command(args)
-    if args.command in CHAIN_COMMANDS:
-        return _run_chain_command(args)
+    from lnpmsg.chain import commands as chain_commands
+
+    if args.command in chain_commands.COMMANDS:
+        return chain_commands.run_command(args)
     setup_logging(getattr(args, "log_level", "info"))
     if args.command == "node":
         return trio.run(_run_node, args)

@@ -27,6 +27,7 @@ from lnpmsg.rpc.control_client import (
     NoNodeRunning,
     node_running,
 )
+from lnpmsg.rpc.control_proto import ErrorCode
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
@@ -158,9 +159,9 @@ def _fail(args: argparse.Namespace, message: str, code: int | None = None, data:
         print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, request: Callable[[argparse.Namespace], Request]) -> int:
     try:
-        method, params, show = _request(args)
+        method, params, show = request(args)
     except _UsageError as exc:
         _fail(args, str(exc))
         return EXIT_FAILED
@@ -208,15 +209,28 @@ async def _subscribe(client: ControlClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Run a control subcommand; returns the exit status."""
+def run_command(
+    args: argparse.Namespace,
+    request: Callable[[argparse.Namespace], Request] = _request,
+    *,
+    missing_method_hint: str | None = None,
+) -> int:
+    """Run a control subcommand; returns the exit status.
+
+    ``request`` maps the parsed arguments to the call and its printer (apps
+    with commands of their own pass theirs); ``missing_method_hint`` replaces
+    the node's "method not found" with advice (e.g. which option enables it).
+    """
     try:
-        return trio.run(_run, args)
+        return trio.run(_run, args, request)
     except NoNodeRunning as exc:
         _fail(args, str(exc))
         return EXIT_NO_NODE
     except ControlCallError as exc:
-        _fail(args, exc.message, exc.code, exc.data)
+        if missing_method_hint and exc.code == ErrorCode.METHOD_NOT_FOUND:
+            _fail(args, missing_method_hint, exc.code)
+        else:
+            _fail(args, exc.message, exc.code, exc.data)
         return EXIT_FAILED
     except ControlClientError as exc:
         _fail(args, str(exc))

@@ -1,0 +1,124 @@
+"""The ``lnpmsg`` subcommands of the chain and wallet app (:mod:`lnpmsg.chain.app`).
+
+``getchaininfo``, ``mine``, ``faucet``, ``newaddr``, ``listfunds`` and
+``withdraw`` call the ``chain.*`` methods of a node started with ``--chain``;
+they run like every other control command (:mod:`lnpmsg.rpc.commands`):
+human output or ``--json``, exit 0, 1 on an error, 3 when no node runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lnpmsg.rpc import commands as control_commands
+
+__all__ = ["COMMANDS", "add_commands", "run_command"]
+
+#: control subcommands of the chain app (``lnpmsg.chain.app``): they need a node started with ``--chain``
+COMMANDS = frozenset({"getchaininfo", "mine", "faucet", "newaddr", "listfunds", "withdraw"})
+
+
+def _amount(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an amount is whole satoshis or 'all', got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"an amount must be positive, got {value}")
+    return value
+
+
+def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
+    """Add the chain and wallet subcommands to the ``lnpmsg`` parser."""
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}. Needs a node started with 'lnpmsg node --chain regtest'."
+        )
+        parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
+        parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
+        parser.add_argument("--timeout", type=float, default=65.0, help="seconds to wait for the node (default: %(default)s)")
+        return parser
+
+    add("getchaininfo", "show the chain's tip and the wallet's balance")
+    p = add("mine", "mine blocks on the embedded regtest chain")
+    p.add_argument("blocks", type=int, nargs="?", default=1, metavar="N", help="how many blocks (default: 1; at most 1000 per call)")
+    p.add_argument("--address", help="pay the block rewards to this address (default: the chain's faucet)")
+    p = add("faucet", "pay regtest coins from the embedded chain's faucet and mine a block to confirm them")
+    p.add_argument("amount_sat", type=int, metavar="AMOUNT", help="satoshis")
+    p.add_argument("--address", help="pay this address (default: a new address of the node's wallet)")
+    p.add_argument("--no-confirm", action="store_true", help="do not mine: leave the payment waiting for the next block")
+    add("newaddr", "print a new receive address of the node's wallet")
+    add("listfunds", "list the coins of the node's wallet")
+    p = add("withdraw", "send coins from the node's wallet to an address (mine a block to confirm)")
+    p.add_argument("address")
+    p.add_argument("amount", type=_amount, metavar="AMOUNT|all", help="satoshis, or 'all' (everything, less the fee)")
+    p.add_argument("--feerate", type=int, metavar="PER_KW", help="fee rate in sat per 1000 weight units, 253 or more (250 = 1 sat/vB; default: the chain's estimate)")
+
+
+def _print_chaininfo(r: dict[str, Any]) -> None:
+    mempool = f", {r['mempool']} transaction(s) waiting" if "mempool" in r else ""
+    print(f"network:  {r['network']} ({r['backend']}){mempool}")
+    print(f"height:   {r['height']}")
+    print(f"tip:      {r['tip']}")
+    print(f"wallet:   {r['balance_sat']} sat spendable")
+
+
+def _print_listfunds(r: dict[str, Any]) -> None:
+    for o in r["outputs"]:
+        notes = [f"{o['confirmations']} conf"]
+        if o["coinbase"]:
+            notes.append("coinbase")
+        if o["reserved_by"]:
+            notes.append(f"reserved by {o['reserved_by']}")
+        elif not o["spendable"]:
+            notes.append("not yet spendable")
+        print(f"{o['outpoint']}  {o['amount_sat']:>12} sat  {o['address']}  {', '.join(notes)}")
+    if not r["outputs"]:
+        print("no funds")
+    print(f"total: {r['total_sat']} sat, spendable: {r['spendable_sat']} sat")
+
+
+def _chain_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
+    """The chain app's control call for a command, and how to print its result."""
+    command = args.command
+    if command == "getchaininfo":
+        return "chain.getchaininfo", {}, _print_chaininfo
+    if command == "mine":
+        params: dict[str, Any] = {"blocks": args.blocks}
+        if args.address:
+            params["address"] = args.address
+        return "chain.mine", params, lambda r: print(f"mined {len(r['blocks'])} block(s): height {r['height']}, tip {r['tip']}")
+    if command == "faucet":
+        params = {"amount_sat": args.amount_sat, "confirm": not args.no_confirm}
+        if args.address:
+            params["address"] = args.address
+        return "chain.faucet", params, lambda r: print(
+            f"faucet paid {r['amount_sat']} sat to {r['address']} in {r['txid']}:{r['vout']}"
+            + (f", confirmed at height {r['height']}" if r["confirmed"] else ", waiting for a block")
+        )
+    if command == "newaddr":
+        return "chain.newaddr", {}, lambda r: print(r["address"])
+    if command == "listfunds":
+        return "chain.listfunds", {}, _print_listfunds
+    if command == "withdraw":
+        params = {"address": args.address, "amount_sat": args.amount}
+        if args.feerate is not None:
+            params["feerate_per_kw"] = args.feerate
+        return "chain.withdraw", params, lambda r: print(
+            f"sent {r['amount_sat']} sat to {r['address']} (fee {r['fee_sat']} sat) in {r['txid']}; it confirms in the next block"
+        )
+    raise ValueError(f"not a chain command: {command}")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Call the chain app of the running node; returns the exit status."""
+    return control_commands.run_command(
+        args,
+        _chain_request,
+        missing_method_hint=f"the node at {args.data_dir} runs without a chain: start it with 'lnpmsg node --chain regtest'",
+    )
