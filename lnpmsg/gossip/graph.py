@@ -1,0 +1,639 @@
+"""The network graph and every accept/ignore/reject decision of BOLT 7 (sans-IO).
+
+:class:`Graph` holds what decisions need, in memory: each channel's node
+ids and the timestamps of its latest updates, each node's latest
+announcement timestamp and how many channels it has. The raw messages live
+in the store (:mod:`lnpmsg.gossip.store`), which applies the
+:class:`Decision` objects this class gives out.
+
+A message is handled in two steps, so that the signature checks of many
+messages can run together (in worker threads) between them:
+
+1. :meth:`Graph.prepare` does every cheap check (chain, known channel or
+   node, timestamps, duplicates) and either decides at once (a duplicate
+   costs a dict lookup, never a signature check) or returns a
+   :class:`Pending` with the signature checks to run;
+2. :meth:`Graph.commit` takes the check results and decides, in order.
+
+Messages prepared in one batch see each other: a channel_update can follow
+its channel_announcement in the same batch; if that announcement's
+signatures then fail, the update is ignored at commit ("unknown channel").
+:meth:`Graph.process` does both steps for one message.
+
+Rules (BOLT 7), with the policy chosen where BOLT 7 leaves a choice:
+
+- a message for another chain is ignored;
+- channel_announcement: all four signatures must hold (else rejected, with
+  a warning to the peer); one for a known channel is ignored (the first
+  valid one wins); unknown even feature bits are stored (the channel is
+  marked not routable by readers, see :func:`routable`). There is no
+  funding-output check here: the app runs one when it has a chain source,
+  and without one channels are accepted on their signatures alone;
+- node_announcement: only for a node with a known channel, newer than the
+  last one; malformed known address descriptors are rejected with a
+  warning; more than one DNS name: stored, not relayed;
+- channel_update: only for a known channel, signed by ``node_id_1`` or
+  ``node_id_2`` as ``channel_flags & 1`` says, newer than the last one of
+  that direction (older or equal: ignored without a signature check);
+  ``dont_forward`` updates are stored, never relayed;
+- a timestamp more than :data:`MAX_FUTURE_SKEW` past ``now`` is rejected;
+- relaying is rate limited per channel direction and per node
+  (:data:`RELAY_BURST` per :data:`RELAY_WINDOW`): past that, a newer
+  message is still stored, but not relayed;
+- a channel whose oldest latest-update (or, for a direction never updated,
+  the time we learned the channel) is older than :data:`STALE_AFTER` is
+  stale and :meth:`Graph.prune` removes it, with nodes left with no channel.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from lnpmsg.gossip.messages import (
+    QUERY_FLAG_ANNOUNCEMENT,
+    QUERY_FLAG_NODE_1,
+    QUERY_FLAG_NODE_2,
+    QUERY_FLAG_UPDATE_1,
+    QUERY_FLAG_UPDATE_2,
+    ChannelAnnouncement,
+    ChannelUpdate,
+    NodeAnnouncement,
+    parse_addresses,
+)
+from lnpmsg.gossip.verify import (
+    SigCheck,
+    SignatureVerifier,
+    channel_announcement_checks,
+    channel_update_checks,
+    failure_reason,
+    node_announcement_checks,
+)
+from lnpmsg.wire import DnsAddr, Features, Message, WireError
+from lnpmsg.wire.features import known_features, unknown_required
+
+__all__ = [
+    "BAD_MESSAGE_MEMORY",
+    "MAX_FUTURE_SKEW",
+    "RELAY_BURST",
+    "RELAY_WINDOW",
+    "STALE_AFTER",
+    "ChannelRemoved",
+    "ChannelState",
+    "Decision",
+    "Graph",
+    "NodeState",
+    "Outcome",
+    "Pending",
+    "message_kind",
+    "routable",
+]
+
+#: A timestamp further than this past ``now`` (seconds) is rejected: clocks
+#: drift by seconds, not days, and a far-future update would shadow every
+#: genuine one until then. (BOLT 7: "unreasonably far in the future".)
+MAX_FUTURE_SKEW = 24 * 3600
+#: BOLT 7: a channel whose latest update in either direction is older than
+#: two weeks may be pruned.
+STALE_AFTER = 1_209_600
+#: Messages whose signatures failed are remembered (by their bytes) so that
+#: the same bad message again costs a lookup, not another signature check.
+BAD_MESSAGE_MEMORY = 4096
+#: Relay at most this many updates per channel direction (or announcements
+#: per node) per window; more are stored but not relayed (spam control).
+RELAY_BURST = 12
+RELAY_WINDOW = 24 * 3600.0
+#: channel ids seen in updates for channels we do not know, kept to ask for
+UNKNOWN_CHANNEL_MEMORY = 10_000
+
+_ALL_FLAGS = QUERY_FLAG_ANNOUNCEMENT | QUERY_FLAG_UPDATE_1 | QUERY_FLAG_UPDATE_2 | QUERY_FLAG_NODE_1 | QUERY_FLAG_NODE_2
+_KNOWN_FEATURES = known_features()
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    #: not for us, not new, or not yet placeable: dropped quietly (BOLT 7 "ignore")
+    IGNORED = "ignored"
+    #: invalid: bad signature, malformed, far future
+    REJECTED = "rejected"
+
+
+_KINDS = {
+    ChannelAnnouncement: "channel_announcement",
+    NodeAnnouncement: "node_announcement",
+    ChannelUpdate: "channel_update",
+}
+
+
+def message_kind(message: Message) -> str:
+    """``channel_announcement``, ``node_announcement`` or ``channel_update``."""
+    return _KINDS[type(message)]
+
+
+def routable(features: bytes) -> bool:
+    """BOLT 7: a channel or node with unknown even (required) feature bits must not be routed through."""
+    try:
+        return not unknown_required(Features.from_bytes(features), _KNOWN_FEATURES)
+    except WireError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happened to one gossip message."""
+
+    outcome: Outcome
+    message: Message
+    raw: bytes
+    reason: str = ""
+    #: BOLT 7 says to send the peer a ``warning`` (bad signature, malformed)
+    warn: bool = False
+    #: accepted and fit to pass on to other peers
+    relay: bool = False
+    #: the peer it came from (None: imported or our own)
+    source: bytes | None = None
+    #: channel_announcement: the funding amount, when known
+    capacity_sat: int | None = None
+    #: channel_announcement: when we learned it (unix seconds)
+    first_seen: int = 0
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome is Outcome.ACCEPTED
+
+    @property
+    def kind(self) -> str:
+        return message_kind(self.message)
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """A message waiting for its signature checks (see :meth:`Graph.commit`)."""
+
+    message: Message
+    raw: bytes
+    checks: list[SigCheck]
+    source: bytes | None = None
+    capacity_sat: int | None = None
+    first_seen: int = 0
+    relay: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRemoved:
+    """A channel left the graph (pruned or closed), with the nodes that had no other channel."""
+
+    short_channel_id: int
+    orphaned_nodes: tuple[bytes, ...]
+    reason: str
+
+
+class ChannelState:
+    """What the graph keeps of a channel (the store has the rest)."""
+
+    __slots__ = ("capacity_sat", "features", "first_seen", "node_id_1", "node_id_2", "update_ts")
+
+    def __init__(self, node_id_1: bytes, node_id_2: bytes, features: bytes, capacity_sat: int | None, first_seen: int) -> None:
+        self.node_id_1 = node_id_1
+        self.node_id_2 = node_id_2
+        self.features = features
+        self.capacity_sat = capacity_sat
+        self.first_seen = first_seen
+        #: timestamp of the latest channel_update per direction (0: none yet)
+        self.update_ts = [0, 0]
+
+
+class NodeState:
+    """A node: its latest announcement timestamp (0: none yet) and channel count."""
+
+    __slots__ = ("channels", "timestamp")
+
+    def __init__(self) -> None:
+        self.timestamp = 0
+        self.channels = 0
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class GraphCounters:
+    """Decision counts: ``by_kind[("channel_update", "accepted")]``, ``reasons["channel_update: not newer"]``."""
+
+    by_kind: Counter[tuple[str, str]] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    signature_checks: int = 0
+
+
+class Graph:
+    """The gossip graph of one chain (sans-IO: ``now`` is passed in, in unix seconds)."""
+
+    def __init__(
+        self,
+        chain_hash: bytes,
+        *,
+        verifier: SignatureVerifier | None = None,
+        max_future_skew: int = MAX_FUTURE_SKEW,
+    ) -> None:
+        self.chain_hash = chain_hash
+        self.verifier = verifier if verifier is not None else SignatureVerifier()
+        self.max_future_skew = max_future_skew
+        self.channels: dict[int, ChannelState] = {}
+        self.nodes: dict[bytes, NodeState] = {}
+        self.counters = GraphCounters()
+        self._sorted: list[int] | None = None
+        self._bad: OrderedDict[bytes, str] = OrderedDict()
+        self._relay_buckets: dict[object, _Bucket] = {}
+        self._unknown_channels: OrderedDict[int, None] = OrderedDict()
+        # What the current batch has prepared but not committed:
+        self._pending_channels: dict[int, ChannelAnnouncement] = {}
+        self._pending_node_refs: Counter[bytes] = Counter()
+        self._pending_update_ts: dict[tuple[int, int], int] = {}
+        self._pending_node_ts: dict[bytes, int] = {}
+
+    # ------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        return len(self.channels)
+
+    @property
+    def update_count(self) -> int:
+        """How many channel directions have an update."""
+        return sum((c.update_ts[0] > 0) + (c.update_ts[1] > 0) for c in self.channels.values())
+
+    @property
+    def announced_node_count(self) -> int:
+        """Nodes with a node_announcement."""
+        return sum(1 for n in self.nodes.values() if n.timestamp)
+
+    def has_channel(self, scid: int) -> bool:
+        return scid in self.channels
+
+    def sorted_channels(self) -> list[int]:
+        """Every channel id, ascending (cached until the graph changes)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.channels)
+        return self._sorted
+
+    def channels_in_blocks(self, first_block: int, end_block: int) -> list[int]:
+        """Channel ids of blocks ``first_block <= height < end_block``, ascending."""
+        ids = self.sorted_channels()
+        lo = bisect.bisect_left(ids, first_block << 40)
+        hi = bisect.bisect_left(ids, min(end_block, 1 << 24) << 40)
+        return ids[lo:hi]
+
+    def wanted(self, offered: Iterable[tuple[int, int, int]]) -> list[tuple[int, int]]:
+        """Given ``(scid, timestamp_1, timestamp_2)`` a peer has (timestamps 0 when it did
+        not say), what to ask it for: ``(scid, query_flags)``, ascending.
+
+        An unknown channel: everything; a known one: the directions whose
+        update the peer has newer than ours (and then the announcements of
+        its nodes we lack).
+        """
+        out = []
+        channels = self.channels
+        for scid, ts1, ts2 in offered:
+            channel = channels.get(scid)
+            if channel is None:
+                out.append((scid, _ALL_FLAGS))
+                continue
+            flags = 0
+            if ts1 > channel.update_ts[0]:
+                flags |= QUERY_FLAG_UPDATE_1
+            if ts2 > channel.update_ts[1]:
+                flags |= QUERY_FLAG_UPDATE_2
+            if flags:
+                # Ask for the announcements of nodes we have none of, while at it.
+                if not self._node_announced(channel.node_id_1):
+                    flags |= QUERY_FLAG_NODE_1
+                if not self._node_announced(channel.node_id_2):
+                    flags |= QUERY_FLAG_NODE_2
+            if flags:
+                out.append((scid, flags))
+        out.sort()
+        return out
+
+    def _node_announced(self, node_id: bytes) -> bool:
+        node = self.nodes.get(node_id)
+        return node is not None and node.timestamp > 0
+
+    def take_unknown_channels(self, limit: int) -> list[int]:
+        """Channel ids seen in updates for channels we did not know (and still do not), oldest first."""
+        out: list[int] = []
+        while self._unknown_channels and len(out) < limit:
+            scid, _ = self._unknown_channels.popitem(last=False)
+            if scid not in self.channels:
+                out.append(scid)
+        return out
+
+    # ------------------------------------------------------------ loading (from the store)
+
+    def load_channel(self, scid: int, node_id_1: bytes, node_id_2: bytes, features: bytes, capacity_sat: int | None, first_seen: int) -> None:
+        """Add a channel the store already holds (no checks)."""
+        if scid in self.channels:
+            return
+        self.channels[scid] = ChannelState(node_id_1, node_id_2, features, capacity_sat, first_seen)
+        for node_id in (node_id_1, node_id_2):
+            node = self.nodes.get(node_id)
+            if node is None:
+                node = self.nodes[node_id] = NodeState()
+            node.channels += 1
+        self._sorted = None
+
+    def load_update(self, scid: int, direction: int, timestamp: int) -> None:
+        channel = self.channels.get(scid)
+        if channel is not None and timestamp > channel.update_ts[direction]:
+            channel.update_ts[direction] = timestamp
+
+    def load_node(self, node_id: bytes, timestamp: int) -> None:
+        node = self.nodes.get(node_id)
+        if node is not None and timestamp > node.timestamp:
+            node.timestamp = timestamp
+
+    # ------------------------------------------------------------ deciding
+
+    def process(
+        self,
+        message: Message,
+        raw: bytes | None = None,
+        now: float = 0,
+        *,
+        source: bytes | None = None,
+        capacity_sat: int | None = None,
+        first_seen: int | None = None,
+    ) -> Decision:
+        """Decide on one message: prepare, check its signatures here, commit."""
+        raw = raw if raw is not None else message.encode()
+        step = self.prepare(message, raw, now, source=source, capacity_sat=capacity_sat, first_seen=first_seen)
+        if isinstance(step, Decision):
+            return step
+        return self.commit(step, self.verifier.verify_many(step.checks), now)
+
+    def process_many(self, items: Iterable[tuple[Message, bytes]], now: float, *, source: bytes | None = None) -> list[Decision]:
+        """Decide on many messages in order, their signatures checked in one loop."""
+        steps = [self.prepare(m, r, now, source=source) for m, r in items]
+        checks = [c for s in steps if isinstance(s, Pending) for c in s.checks]
+        results = iter(self.verifier.verify_many(checks))
+        out = []
+        for step in steps:
+            if isinstance(step, Decision):
+                out.append(step)
+            else:
+                out.append(self.commit(step, [next(results) for _ in step.checks], now))
+        return out
+
+    def prepare(
+        self,
+        message: Message,
+        raw: bytes,
+        now: float,
+        *,
+        source: bytes | None = None,
+        capacity_sat: int | None = None,
+        first_seen: int | None = None,
+    ) -> Pending | Decision:
+        """The cheap checks: a final :class:`Decision`, or a :class:`Pending` to check and commit."""
+        kind = type(message)
+        if kind is ChannelUpdate:
+            return self._prepare_update(message, raw, now, source)  # type: ignore[arg-type]
+        if kind is ChannelAnnouncement:
+            return self._prepare_announcement(message, raw, now, source, capacity_sat, first_seen)  # type: ignore[arg-type]
+        if kind is NodeAnnouncement:
+            return self._prepare_node(message, raw, now, source)  # type: ignore[arg-type]
+        raise TypeError(f"not a gossip message: {type(message).__name__}")
+
+    def _decide(self, outcome: Outcome, message: Message, raw: bytes, reason: str, source: bytes | None, *, warn: bool = False) -> Decision:
+        kind = _KINDS[type(message)]
+        self.counters.by_kind[(kind, outcome.value)] += 1
+        self.counters.reasons[f"{kind}: {reason}"] += 1
+        return Decision(outcome, message, raw, reason, warn=warn, source=source)
+
+    def _known_bad(self, message: Message, raw: bytes, source: bytes | None) -> Decision | None:
+        reason = self._bad.get(raw)
+        if reason is None:
+            return None
+        self._bad.move_to_end(raw)
+        return self._decide(Outcome.REJECTED, message, raw, f"{reason} (seen before)", source)
+
+    def _prepare_update(self, msg: ChannelUpdate, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
+        if msg.chain_hash != self.chain_hash:
+            return self._decide(Outcome.IGNORED, msg, raw, "unknown chain", source)
+        scid = msg.short_channel_id.to_int()
+        direction = msg.channel_flags & 1
+        channel = self.channels.get(scid)
+        if channel is not None:
+            node_id_1, node_id_2 = channel.node_id_1, channel.node_id_2
+            latest = channel.update_ts[direction]
+        else:
+            pending = self._pending_channels.get(scid)
+            if pending is None:
+                self._unknown_channels[scid] = None
+                if len(self._unknown_channels) > UNKNOWN_CHANNEL_MEMORY:
+                    self._unknown_channels.popitem(last=False)
+                return self._decide(Outcome.IGNORED, msg, raw, "unknown channel", source)
+            node_id_1, node_id_2 = pending.node_id_1, pending.node_id_2
+            latest = 0
+        key = (scid, direction)
+        latest = max(latest, self._pending_update_ts.get(key, 0))
+        if msg.timestamp <= latest:
+            return self._decide(Outcome.IGNORED, msg, raw, "not newer", source)
+        if msg.timestamp > now + self.max_future_skew:
+            return self._decide(Outcome.REJECTED, msg, raw, "timestamp too far in the future", source)
+        bad = self._known_bad(msg, raw, source)
+        if bad is not None:
+            return bad
+        self._pending_update_ts[key] = msg.timestamp
+        relay = not msg.message_flags & 2
+        return Pending(msg, raw, channel_update_checks(msg, raw, node_id_1, node_id_2), source, relay=relay)
+
+    def _prepare_announcement(
+        self, msg: ChannelAnnouncement, raw: bytes, now: float, source: bytes | None, capacity_sat: int | None, first_seen: int | None
+    ) -> Pending | Decision:
+        if msg.chain_hash != self.chain_hash:
+            return self._decide(Outcome.IGNORED, msg, raw, "unknown chain", source)
+        scid = msg.short_channel_id.to_int()
+        if scid in self.channels or scid in self._pending_channels:
+            return self._decide(Outcome.IGNORED, msg, raw, "known channel", source)
+        bad = self._known_bad(msg, raw, source)
+        if bad is not None:
+            return bad
+        self._pending_channels[scid] = msg
+        self._pending_node_refs[msg.node_id_1] += 1
+        self._pending_node_refs[msg.node_id_2] += 1
+        seen = int(now) if first_seen is None else first_seen
+        return Pending(msg, raw, channel_announcement_checks(msg, raw), source, capacity_sat, seen)
+
+    def _prepare_node(self, msg: NodeAnnouncement, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
+        node = self.nodes.get(msg.node_id)
+        if (node is None or not node.channels) and not self._pending_node_refs.get(msg.node_id):
+            return self._decide(Outcome.IGNORED, msg, raw, "unknown node (no channel)", source)
+        latest = max(node.timestamp if node is not None else 0, self._pending_node_ts.get(msg.node_id, 0))
+        if msg.timestamp <= latest:
+            return self._decide(Outcome.IGNORED, msg, raw, "not newer", source)
+        if msg.timestamp > now + self.max_future_skew:
+            return self._decide(Outcome.REJECTED, msg, raw, "timestamp too far in the future", source)
+        addresses, problem = parse_addresses(msg.addresses)
+        if problem is not None:
+            return self._decide(Outcome.REJECTED, msg, raw, f"malformed addresses: {problem}", source, warn=True)
+        bad = self._known_bad(msg, raw, source)
+        if bad is not None:
+            return bad
+        self._pending_node_ts[msg.node_id] = msg.timestamp
+        relay = sum(isinstance(a, DnsAddr) for a in addresses) <= 1
+        return Pending(msg, raw, node_announcement_checks(msg, raw), source, relay=relay)
+
+    def commit(
+        self,
+        pending: Pending,
+        results: Sequence[bool],
+        now: float,
+        *,
+        funding_error: str | None = None,
+        capacity_sat: int | None = None,
+    ) -> Decision:
+        """Decide on a prepared message given its signature checks' results (in order).
+
+        For a channel_announcement, a funding check (when the app has a
+        chain source) gives ``funding_error`` (the output is missing, spent
+        or not the announced 2-of-2: ignored) or the ``capacity_sat``.
+        """
+        self.counters.signature_checks += len(results)
+        msg = pending.message
+        kind = type(msg)
+        self._release(msg)
+        if not all(results):
+            reason = failure_reason(pending.checks, results) or "signature invalid"
+            self._bad[pending.raw] = reason
+            if len(self._bad) > BAD_MESSAGE_MEMORY:
+                self._bad.popitem(last=False)
+            return self._decide(Outcome.REJECTED, msg, pending.raw, reason, pending.source, warn=True)
+        if funding_error is not None:
+            return self._decide(Outcome.IGNORED, msg, pending.raw, funding_error, pending.source)
+        if capacity_sat is not None:
+            pending.capacity_sat = capacity_sat
+        if kind is ChannelUpdate:
+            return self._commit_update(pending, msg, now)  # type: ignore[arg-type]
+        if kind is ChannelAnnouncement:
+            return self._commit_announcement(pending, msg)  # type: ignore[arg-type]
+        return self._commit_node(pending, msg, now)  # type: ignore[arg-type]
+
+    def _release(self, msg: Message) -> None:
+        """Forget the pending marks of a message being committed."""
+        if type(msg) is ChannelUpdate:
+            key = (msg.short_channel_id.to_int(), msg.channel_flags & 1)
+            if self._pending_update_ts.get(key) == msg.timestamp:
+                del self._pending_update_ts[key]
+        elif type(msg) is ChannelAnnouncement:
+            scid = msg.short_channel_id.to_int()
+            if self._pending_channels.get(scid) is msg:
+                del self._pending_channels[scid]
+                for node_id in (msg.node_id_1, msg.node_id_2):
+                    self._pending_node_refs[node_id] -= 1
+                    if self._pending_node_refs[node_id] <= 0:
+                        del self._pending_node_refs[node_id]
+        elif type(msg) is NodeAnnouncement and self._pending_node_ts.get(msg.node_id) == msg.timestamp:
+            del self._pending_node_ts[msg.node_id]
+
+    def _accept(self, pending: Pending, relay: bool, *, capacity_sat: int | None = None, first_seen: int = 0) -> Decision:
+        kind = _KINDS[type(pending.message)]
+        self.counters.by_kind[(kind, "accepted")] += 1
+        return Decision(
+            Outcome.ACCEPTED,
+            pending.message,
+            pending.raw,
+            relay=relay,
+            source=pending.source,
+            capacity_sat=capacity_sat,
+            first_seen=first_seen,
+        )
+
+    def _commit_update(self, pending: Pending, msg: ChannelUpdate, now: float) -> Decision:
+        scid = msg.short_channel_id.to_int()
+        channel = self.channels.get(scid)
+        if channel is None:
+            return self._decide(Outcome.IGNORED, msg, pending.raw, "unknown channel", pending.source)
+        direction = msg.channel_flags & 1
+        if msg.timestamp <= channel.update_ts[direction]:
+            return self._decide(Outcome.IGNORED, msg, pending.raw, "not newer", pending.source)
+        channel.update_ts[direction] = msg.timestamp
+        relay = pending.relay and self._relay_allowed((scid, direction), now)
+        return self._accept(pending, relay)
+
+    def _commit_announcement(self, pending: Pending, msg: ChannelAnnouncement) -> Decision:
+        scid = msg.short_channel_id.to_int()
+        if scid in self.channels:
+            return self._decide(Outcome.IGNORED, msg, pending.raw, "known channel", pending.source)
+        self.load_channel(scid, msg.node_id_1, msg.node_id_2, msg.features, pending.capacity_sat, pending.first_seen)
+        return self._accept(pending, True, capacity_sat=pending.capacity_sat, first_seen=pending.first_seen)
+
+    def _commit_node(self, pending: Pending, msg: NodeAnnouncement, now: float) -> Decision:
+        node = self.nodes.get(msg.node_id)
+        if node is None or not node.channels:
+            return self._decide(Outcome.IGNORED, msg, pending.raw, "unknown node (no channel)", pending.source)
+        if msg.timestamp <= node.timestamp:
+            return self._decide(Outcome.IGNORED, msg, pending.raw, "not newer", pending.source)
+        node.timestamp = msg.timestamp
+        relay = pending.relay and self._relay_allowed(msg.node_id, now)
+        return self._accept(pending, relay)
+
+    def abandon(self, pending: Pending) -> None:
+        """Drop a prepared message without deciding (e.g. its batch was cancelled)."""
+        self._release(pending.message)
+
+    def _relay_allowed(self, key: object, now: float) -> bool:
+        bucket = self._relay_buckets.get(key)
+        if bucket is None:
+            if len(self._relay_buckets) > 4 * (len(self.channels) + 1024):
+                self._relay_buckets.clear()
+            self._relay_buckets[key] = _Bucket(RELAY_BURST - 1, now)
+            return True
+        bucket.tokens = min(RELAY_BURST, bucket.tokens + (now - bucket.at) * RELAY_BURST / RELAY_WINDOW)
+        bucket.at = now
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+    # ------------------------------------------------------------ removing
+
+    def remove_channel(self, scid: int, reason: str = "closed") -> ChannelRemoved | None:
+        """Take a channel out (closed or pruned); nodes left without channels go too."""
+        channel = self.channels.pop(scid, None)
+        if channel is None:
+            return None
+        self._sorted = None
+        orphans = []
+        for node_id in (channel.node_id_1, channel.node_id_2):
+            node = self.nodes.get(node_id)
+            if node is not None:
+                node.channels -= 1
+                if node.channels <= 0:
+                    del self.nodes[node_id]
+                    orphans.append(node_id)
+        return ChannelRemoved(scid, tuple(orphans), reason)
+
+    def stale_channels(self, now: float, stale_after: int = STALE_AFTER) -> list[int]:
+        """Channels whose oldest latest-update (or first sight, for a direction never updated) is too old."""
+        limit = now - stale_after
+        out = []
+        for scid, channel in self.channels.items():
+            ts1, ts2 = channel.update_ts
+            oldest = min(ts1 or channel.first_seen, ts2 or channel.first_seen)
+            if oldest < limit:
+                out.append(scid)
+        return out
+
+    def prune(self, now: float, stale_after: int = STALE_AFTER) -> list[ChannelRemoved]:
+        """Remove every stale channel (BOLT 7's two weeks by default)."""
+        removed = []
+        for scid in self.stale_channels(now, stale_after):
+            change = self.remove_channel(scid, "stale: no update for two weeks")
+            if change is not None:
+                removed.append(change)
+        return removed

@@ -1,0 +1,201 @@
+"""The SQLite gossip store: what is kept, byte for byte, across restarts; reads for queries and the API."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from lnpmsg.gossip.checksum import channel_update_checksum, crc32c
+from lnpmsg.gossip.errors import GossipError
+from lnpmsg.gossip.graph import Graph
+from lnpmsg.gossip.messages import (
+    QUERY_FLAG_ANNOUNCEMENT,
+    QUERY_FLAG_NODE_1,
+    QUERY_FLAG_NODE_2,
+    QUERY_FLAG_UPDATE_1,
+    QUERY_FLAG_UPDATE_2,
+    ChannelAnnouncement,
+    ChannelUpdate,
+    NodeAnnouncement,
+    register_gossip_messages,
+)
+from lnpmsg.gossip.sign import sign_channel_announcement
+from lnpmsg.gossip.store import AsyncGossipStore, GossipStore
+from lnpmsg.gossip.testing import SyntheticNetwork
+from lnpmsg.wire import (
+    CHAIN_HASH_MAINNET,
+    CHAIN_HASH_REGTEST,
+    DEFAULT_REGISTRY,
+    ShortChannelId,
+)
+
+CHAIN = CHAIN_HASH_REGTEST
+NOW = 1_700_100_000
+NET = SyntheticNetwork(6, 12, CHAIN)
+REGISTRY = register_gossip_messages(DEFAULT_REGISTRY.copy())
+ALL = QUERY_FLAG_ANNOUNCEMENT | QUERY_FLAG_UPDATE_1 | QUERY_FLAG_UPDATE_2 | QUERY_FLAG_NODE_1 | QUERY_FLAG_NODE_2
+
+
+def filled(path: str | Path) -> tuple[GossipStore, Graph, list[bytes]]:
+    store = GossipStore(path, CHAIN)
+    graph = Graph(CHAIN)
+    messages = list(NET.messages())
+    decisions = graph.process_many([(REGISTRY.decode(m), m) for m in messages], NOW)
+    assert all(d.accepted for d in decisions)
+    store.apply(decisions)
+    return store, graph, messages
+
+
+def test_restart_keeps_everything_byte_for_byte(tmp_path: Path) -> None:
+    path = tmp_path / "gossip.sqlite3"
+    store, graph, messages = filled(path)
+    store.close()
+    with GossipStore(path, CHAIN) as again:
+        assert again.counts()["channels"] == 12
+        reloaded = Graph(CHAIN)
+        again.load_into(reloaded)
+        assert set(reloaded.channels) == set(graph.channels)
+        assert {k: c.update_ts for k, c in reloaded.channels.items()} == {k: c.update_ts for k, c in graph.channels.items()}
+        assert {k: n.timestamp for k, n in reloaded.nodes.items()} == {k: n.timestamp for k, n in graph.nodes.items()}
+        stored = set()
+        for scid in reloaded.channels:
+            stored.add(again.channel_announcement(scid))
+            stored.update(u for u in again.channel_updates(scid) if u)
+        for node_id in reloaded.nodes:
+            stored.add(again.node_announcement(node_id))
+        assert stored == set(messages)
+    # WAL mode, as asked.
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_a_store_belongs_to_one_chain(tmp_path: Path) -> None:
+    GossipStore(tmp_path / "g", CHAIN).close()
+    with pytest.raises(GossipError, match="chain"):
+        GossipStore(tmp_path / "g", CHAIN_HASH_MAINNET)
+    (tmp_path / "junk").write_bytes(b"not a database" * 100)
+    with pytest.raises(GossipError):
+        GossipStore(tmp_path / "junk", CHAIN)
+
+
+def test_query_reply_order_and_dedupe() -> None:
+    store, graph, _ = filled(":memory:")
+    ids = graph.sorted_channels()[:3]
+    reply = store.query_reply([(s, ALL) for s in ids])
+    types = [REGISTRY.decode(r) for r in reply]
+    # Per channel: announcement, updates, then node announcements not sent before in this reply.
+    seen_nodes: set[bytes] = set()
+    i = 0
+    for scid in ids:
+        ann = types[i]
+        assert isinstance(ann, ChannelAnnouncement) and ann.short_channel_id.to_int() == scid
+        i += 1
+        while i < len(types) and isinstance(types[i], ChannelUpdate):
+            assert types[i].short_channel_id.to_int() == scid
+            i += 1
+        while i < len(types) and isinstance(types[i], NodeAnnouncement):
+            assert types[i].node_id not in seen_nodes and types[i].node_id in (ann.node_id_1, ann.node_id_2)
+            seen_nodes.add(types[i].node_id)
+            i += 1
+    assert i == len(types)
+    # Flags select: only direction 2's update; unknown ids give nothing.
+    only = store.query_reply([(ids[0], QUERY_FLAG_UPDATE_2), (ShortChannelId(1, 1, 1).to_int(), ALL)])
+    assert len(only) == 1 and REGISTRY.decode(only[0]).channel_flags & 1 == 1
+
+
+def test_time_range_pages() -> None:
+    store, _, messages = filled(":memory:")
+    out, cursor = [], None
+    while True:
+        page, cursor = store.time_range_page(0, 2**32, cursor, limit=5)
+        out.extend(page)
+        if cursor is None:
+            break
+    assert sorted(out) == sorted(messages)
+    # An announcement always right before the updates that carry it.
+    for i, raw in enumerate(out):
+        if raw[:2] == b"\x01\x02":
+            scid = REGISTRY.decode(raw).short_channel_id
+            j = i
+            while out[j][:2] == b"\x01\x02":
+                j -= 1
+            assert REGISTRY.decode(out[j]).short_channel_id == scid
+    # Only what falls in the range: updates of channel 0 are at base_timestamp + 0 and + 1.
+    page, cursor = store.time_range_page(NET.base_timestamp + 1, NET.base_timestamp + 2)
+    kinds = [REGISTRY.decode(r) for r in page]
+    assert any(isinstance(k, ChannelUpdate) and k.timestamp == NET.base_timestamp + 1 for k in kinds)
+    assert all(getattr(k, "timestamp", NET.base_timestamp + 1) in (NET.base_timestamp + 1,) for k in kinds)
+
+
+def test_listing_and_lookup() -> None:
+    store, _, _ = filled(":memory:")
+    channels = store.list_channels(limit=100)
+    assert len(channels) == 12
+    first = channels[0]
+    assert first["policies"][0]["source"] == first["node_id_1"]
+    page = store.list_channels(after=ShortChannelId.parse(channels[4]["short_channel_id"]).to_int(), limit=3)
+    assert [c["short_channel_id"] for c in page] == [c["short_channel_id"] for c in channels[5:8]]
+    node_id = bytes.fromhex(first["node_id_1"])
+    mine = store.list_channels(node_id)
+    assert mine and all(first["node_id_1"] in (c["node_id_1"], c["node_id_2"]) for c in mine)
+    node = store.get_node(node_id)
+    assert node is not None and node["announced"] and node["alias"].startswith("synthetic-")
+    assert node["addresses"] and set(node["channels"]) == {c["short_channel_id"] for c in mine}
+    assert store.get_node(b"\x02" * 33) is None
+    assert store.get_channel(ShortChannelId(1, 1, 1).to_int()) is None
+    nodes = store.list_nodes(limit=100)
+    assert len(nodes) == 6 and [n["node_id"] for n in nodes] == sorted(n["node_id"] for n in nodes)
+
+
+def test_removals_delete_rows() -> None:
+    store, graph, _ = filled(":memory:")
+    removed = graph.prune(NOW + 10**8)
+    assert len(removed) == 12
+    store.apply([], removed)
+    counts = store.counts()
+    assert (counts["channels"], counts["updates"], counts["node_announcements"]) == (0, 0, 0)
+
+
+def test_huge_short_channel_ids_fit() -> None:
+    """Block heights use 3 bytes: ids above 2**63 must still store and sort."""
+    store = GossipStore(":memory:", CHAIN)
+    graph = Graph(CHAIN)
+    keys = [bytes([i]) * 32 for i in range(1, 5)]
+    for block in (5, 2**24 - 1):
+        ann = sign_channel_announcement(*keys, ShortChannelId(block, 0, 0), CHAIN)
+        store.apply([graph.process(ann, now=NOW)])
+    listed = [c["short_channel_id"] for c in store.list_channels()]
+    assert listed == ["5x0x0", f"{2**24 - 1}x0x0"]
+    assert store.list_channels(after=ShortChannelId(2**24 - 1, 0, 0).to_int()) == []
+    assert store.channel_announcement(ShortChannelId(2**24 - 1, 0, 0).to_int()) is not None
+
+
+def test_checksums() -> None:
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    store, graph, _ = filled(":memory:")
+    scid = graph.sorted_channels()[0]
+    raw1, raw2 = store.channel_updates(scid)
+    sums = store.update_checksums([scid])
+    assert sums[scid] == (channel_update_checksum(raw1), channel_update_checksum(raw2))
+    # Signature and timestamp do not count.
+    changed = raw1[:2] + bytes(64) + raw1[66:106] + b"\xff\xff\xff\xff" + raw1[110:]
+    assert channel_update_checksum(changed) == channel_update_checksum(raw1)
+
+
+async def test_async_store_runs_off_the_event_loop() -> None:
+    store, _, _ = filled(":memory:")
+    astore = AsyncGossipStore(store)
+    results = []
+
+    async def read() -> None:
+        results.append(await astore.run(store.list_channels, limit=5))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(read)
+    assert len(results) == 4 and all(len(r) == 5 for r in results)
+    assert await astore.query_reply([]) == []
