@@ -46,6 +46,7 @@ import trio
 from lnpmsg.node.events import ErrorReported
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.wire import Features, Message
+from lnpmsg.wire.message import CUSTOM_TYPE_MIN
 
 if TYPE_CHECKING:
     from lnpmsg.node.node import Node
@@ -64,7 +65,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: BOLT 1 leaves types 32768-65535 to custom (experimental, app) messages
-CUSTOM_TYPE_MIN = 32768
 #: a handler running longer is cancelled: it holds up every later message of its peer
 HANDLER_TIMEOUT = 10.0
 

@@ -47,13 +47,26 @@ from lnpmsg.node.session import (
     SessionClosed,
     SessionEvent,
 )
-from lnpmsg.transports.address import PeerAddress, format_peer_address, parse_listen_address, parse_peer_address
+from lnpmsg.transports.address import (
+    PeerAddress,
+    format_peer_address,
+    parse_listen_address,
+    parse_peer_address,
+)
 from lnpmsg.transports.base import Connection, Listener, Transport, TransportError
 from lnpmsg.transports.registry import default_transports
 from lnpmsg.transports.tcp import split_host_port
-from lnpmsg.wire import DEFAULT_REGISTRY, Features, Init, Message, MessageRegistry, UnknownMessage
+from lnpmsg.wire import (
+    DEFAULT_REGISTRY,
+    Features,
+    Init,
+    Message,
+    MessageRegistry,
+    UnknownMessage,
+)
 from lnpmsg.wire.bolt1 import CHAIN_HASHES, INIT_TLVS
 from lnpmsg.wire.features import known_features
+from lnpmsg.wire.message import CUSTOM_TYPE_MIN
 
 __all__ = ["MAX_CONNECTIONS_PER_IP", "MAX_PENDING_HANDSHAKES", "Mountable", "Node", "NodeConfig", "ConnectError"]
 
@@ -492,7 +505,10 @@ class Node:
     async def _dispatch(self, peer: Peer, message: Message) -> None:
         type_number = message.type if type(message) is UnknownMessage else message.TYPE
         handlers = self._handlers.get(type_number) or self._catch_all
-        subscribed = self.events.has_subscribers
+        # Custom messages (the custom range, or types nobody here decodes) are
+        # events for other programs; protocol messages an app consumes
+        # (gossip, channels) publish events of their own instead.
+        subscribed = self.events.has_subscribers and (type_number >= CUSTOM_TYPE_MIN or type(message) is UnknownMessage)
         if not handlers and not subscribed:
             self.ignored_messages += 1
             return

@@ -92,6 +92,7 @@ from lnpmsg.rpc.curve import ZAP_ENDPOINT, apply_server, ensure_server_keys, ser
 from lnpmsg.rpc.params import ParamsError, describe_params, params_checker
 from lnpmsg.transports.zmq_trio import SocketClosedError, TrioSocket
 from lnpmsg.wire import UnknownMessage, WireError
+from lnpmsg.wire.message import CUSTOM_TYPE_MIN, MAX_MESSAGE_TYPE
 
 if TYPE_CHECKING:
     from lnpmsg.node.node import Node
@@ -124,7 +125,7 @@ STOP_GRACE = 0.2
 #: the longest unix socket path (sockaddr_un.sun_path, minus the NUL)
 MAX_IPC_PATH = 107
 #: custom message types sendcustommsg accepts (BOLT 1's custom range)
-CUSTOM_TYPE_MIN, CUSTOM_TYPE_MAX = 32768, 65535
+CUSTOM_TYPE_MAX = MAX_MESSAGE_TYPE
 
 
 class ControlError(Exception):

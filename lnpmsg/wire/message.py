@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_REGISTRY",
     "MAX_MESSAGE_SIZE",
     "MAX_MESSAGE_TYPE",
+    "CUSTOM_TYPE_MIN",
     "Message",
     "MessageRegistry",
     "UnknownMessage",
@@ -64,6 +65,8 @@ __all__ = [
 MAX_MESSAGE_SIZE = 65535
 #: Message types are 2 bytes.
 MAX_MESSAGE_TYPE = 0xFFFF
+#: BOLT 1's custom range: types 32768-65535 are for experiments and apps.
+CUSTOM_TYPE_MIN = 32768
 
 M = TypeVar("M", bound="Message")
 
