@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--no-control", action="store_true", help="serve no control API (the other commands cannot reach this node)")
     node.add_argument("--feature", action="append", type=int, default=[], metavar="BIT", help="also advertise this feature bit in init, e.g. for an app attached over the control API (odd: optional); repeatable")
     node.add_argument("--chain", choices=["regtest"], help="run a chain and an on-chain wallet (the chain.* control calls, 'lnpmsg mine', 'withdraw'...): 'regtest' is the embedded regtest chain, validated by Bitcoin Core's consensus engine, in DATA_DIR/chain, with the wallet in DATA_DIR/wallet (default: no chain; 'lnpmsg demo' always runs one)")
+    node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
+    node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
     _add_demo_command(commands)
 
     from lnpmsg.rpc.commands import add_commands
@@ -116,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lnpmsg.chain import commands as chain_commands
 
     chain_commands.add_commands(commands, DEFAULT_DATA_DIR)
+    from lnpmsg.gossip import commands as gossip_commands
+
+    gossip_commands.add_commands(commands, DEFAULT_DATA_DIR)
     return parser
 
 
@@ -189,6 +194,20 @@ async def _run_node(args: argparse.Namespace) -> int:
 
         node.mount(ChainApp(args.data_dir / "wallet", chain_dir=args.data_dir / "chain"))
         start_errors += (ChainAppError,)
+    gossip_app = None
+    if not args.no_gossip:
+        from lnpmsg.gossip.commands import node_gossip_app
+        from lnpmsg.gossip.errors import GossipError
+
+        try:
+            gossip_app = node.mount(node_gossip_app(args.data_dir, args.network, args.gossip_import, chain_app=node.apps.get("chain")))
+        except GossipError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        start_errors += (GossipError,)
+    elif args.gossip_import:
+        log.error("--gossip-import needs the gossip app: drop --no-gossip")
+        return 2
     if not args.no_control:
         try:
             node.mount(ControlServer(args.data_dir, endpoint=args.control, events_endpoint=args.events))
@@ -221,6 +240,8 @@ async def _run_node(args: argparse.Namespace) -> int:
                 }
                 if args.chain:
                     summary["chain"] = f"embedded {args.chain} in {args.data_dir / 'chain'}, wallet in {args.data_dir / 'wallet'}"
+                if gossip_app is not None:
+                    summary["gossip"] = f"{len(gossip_app.graph)} channels in {gossip_app.store.path}"
                 control = node.apps.get("control")
                 if isinstance(control, ControlServer):
                     summary["control"] = control.endpoint
@@ -238,6 +259,8 @@ async def _run_node(args: argparse.Namespace) -> int:
                         print(f"control: {summary['control']}", flush=True)
                     if "chain" in summary:
                         print(f"chain:   {summary['chain']}", flush=True)
+                    if "gossip" in summary:
+                        print(f"gossip:  {summary['gossip']}", flush=True)
                     print("press Ctrl-C to stop", flush=True)
             # node.run returned: stopped by a signal or over the control API
             outer.cancel_scope.cancel()
@@ -293,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in chain_commands.COMMANDS:
         return chain_commands.run_command(args)
+    from lnpmsg.gossip import commands as gossip_commands
+
+    if args.command in gossip_commands.COMMANDS:
+        return gossip_commands.run_command(args)
     setup_logging(getattr(args, "log_level", "info"))
     if args.command == "node":
         return trio.run(_run_node, args)

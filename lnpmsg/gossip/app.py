@@ -32,7 +32,9 @@ Usage::
         await nursery.start(node.run)   # starts the app too
 
 With a chain source, ``GossipApp(store, funding_check=chain_funding_check(source))``
-(:mod:`lnpmsg.gossip.funding`) checks every announced funding output. With
+(:mod:`lnpmsg.gossip.funding`) checks every announced funding output of
+gossip from peers (an imported gossip_store is taken on its signatures).
+``lnpmsg node`` mounts the app this way (:mod:`lnpmsg.gossip.commands`). With
 a :class:`~lnpmsg.rpc.control.ControlServer` mounted too, the control API
 has ``gossip.listchannels``, ``gossip.listnodes``, ``gossip.getnode``,
 ``gossip.getchannel``, ``gossip.stats`` and ``gossip.progress``, and the
@@ -42,16 +44,19 @@ event socket the ``gossip.*`` topics.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from lnpmsg.gossip.cln_store import (
+    TYPE_CHANNEL_AMOUNT,
     ImportResult,
+    StoreRecord,
     import_gossip_store,
     load_gossip_store_file,
     read_gossip_store,
@@ -114,6 +119,11 @@ MAX_HELD_ANNOUNCEMENTS = 20_000
 PEER_POLL_INTERVAL = 0.2
 #: messages answering one timestamp filter read from the store at a time
 _BACKFILL_PAGE = 500
+#: gossip_store records imported between checkpoints (each costs up to ~4
+#: signature checks on the event loop: about 0.1 s of work a chunk)
+IMPORT_CHUNK = 1000
+#: seconds between progress lines of an import in the log
+IMPORT_LOG_INTERVAL = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +221,9 @@ class GossipApp:
     graph now). ``clock``: unix time, for gossip timestamps and pruning.
     ``funding_check``: a chain lookup for channel announcements; without
     one, channels are accepted on their four signatures alone.
+    ``import_at_start``: Core Lightning gossip_store file(s) (the parts of
+    one store, in order) to import while the app starts: the node listens
+    once they are in the store (see :meth:`import_cln_store`).
     """
 
     #: the app's name on the node (control calls are ``gossip.<call>``)
@@ -223,8 +236,10 @@ class GossipApp:
         config: GossipConfig | None = None,
         clock: Callable[[], float] = time.time,
         funding_check: FundingCheck | None = None,
+        import_at_start: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         self.config = config or GossipConfig()
+        self.import_at_start = tuple(import_at_start)
         self.clock = clock
         self.funding_check = funding_check
         self.store = store
@@ -273,7 +288,8 @@ class GossipApp:
         node.add_handler(GossipTimestampFilter, self._on_timestamp_filter)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the app's tasks until cancelled (``node.run`` starts mounted apps)."""
+        """Run the app's tasks until cancelled (``node.run`` starts mounted apps); started
+        once the ``import_at_start`` files are in the store."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -284,6 +300,8 @@ class GossipApp:
                 nursery.start_soon(self._timer_loop)
                 if self.config.prune_interval > 0:
                     nursery.start_soon(self._prune_loop)
+                if self.import_at_start:
+                    await self.import_cln_store(*self.import_at_start)
                 task_status.started()
         finally:
             self._nursery = None
@@ -817,15 +835,41 @@ class GossipApp:
 
     # ------------------------------------------------------------ import
 
-    async def import_cln_store(self, *paths: str) -> ImportResult:
-        """Import Core Lightning gossip_store file(s) (parts appended in order; ``.xz`` read too)."""
+    async def import_cln_store(self, *paths: str | os.PathLike[str]) -> ImportResult:
+        """Import Core Lightning gossip_store file(s) (parts appended in order; ``.xz`` read too).
+
+        The records go through the graph (every check applies) in chunks of
+        :data:`IMPORT_CHUNK`, so the node keeps serving during a long import;
+        the percent done is logged at most every :data:`IMPORT_LOG_INTERVAL`
+        seconds, and a summary at the end.
+        """
+        names = ", ".join(str(p) for p in paths)
         data = await trio.to_thread.run_sync(load_gossip_store_file, *paths)
-        result = import_gossip_store(read_gossip_store(data), self.graph, self.clock())
-        await self._writes_send.send(("write", result.accepted, result.removals))
-        for decision in result.accepted:
-            self._publish(decision)
+        log.info("importing gossip_store %s (%d bytes)", names, len(data))
+        started = last_log = time.monotonic()
+        total = ImportResult()
+        for records, done in _record_chunks(read_gossip_store(data), len(data)):
+            result = import_gossip_store(records, self.graph, self.clock())
+            _merge_import(total, result)
+            await self._writes_send.send(("write", result.accepted, result.removals))
+            for decision in result.accepted:
+                self._publish(decision)
+            if time.monotonic() - last_log >= IMPORT_LOG_INTERVAL and done < len(data):
+                last_log = time.monotonic()
+                log.info("gossip import: %d%% (%d records)", 100 * done // max(1, len(data)), total.records)
+            await trio.lowlevel.checkpoint()
         await self.drain()
-        return result
+        log.info(
+            "gossip import: 100%%: %d records, %d accepted, %d deleted skipped, %d channel(s) closed, %d malformed in %.1f s; the graph has %d channels",
+            total.records,
+            len(total.accepted),
+            sum(total.deleted.values()),
+            len(total.removals),
+            len(total.malformed),
+            time.monotonic() - started,
+            len(self.graph),
+        )
+        return total
 
     # ------------------------------------------------------------ control API
 
@@ -910,6 +954,31 @@ class GossipApp:
             "replies_sent": c.replies_sent,
             "sync": self.progress(),
         }
+
+
+def _record_chunks(records: Iterable[StoreRecord], size: int) -> Iterator[tuple[list[StoreRecord], int]]:
+    """The records in chunks of about :data:`IMPORT_CHUNK`, each with the bytes read so far.
+
+    A chunk never ends between a channel_announcement and the
+    ``channel_amount`` record after it (the import pairs them).
+    """
+    chunk: list[StoreRecord] = []
+    for record in records:
+        if len(chunk) >= IMPORT_CHUNK and record.type != TYPE_CHANNEL_AMOUNT:
+            yield chunk, record.offset
+            chunk = []
+        chunk.append(record)
+    yield chunk, size
+
+
+def _merge_import(total: ImportResult, part: ImportResult) -> None:
+    total.records += part.records
+    total.live.update(part.live)
+    total.deleted.update(part.deleted)
+    total.outcomes.update(part.outcomes)
+    total.decisions.extend(part.decisions)
+    total.removals.extend(part.removals)
+    total.malformed.extend(part.malformed)
 
 
 async def _send(peer: Peer, message: Message | bytes) -> None:

@@ -1,0 +1,464 @@
+"""The ``lnpmsg gossip`` subcommands, and the gossip app of ``lnpmsg node``.
+
+The subcommands call the ``gossip.*`` control methods of a running node
+(:class:`~lnpmsg.gossip.app.GossipApp`, mounted by ``lnpmsg node`` unless
+``--no-gossip``) and run like every other control command
+(:mod:`lnpmsg.rpc.commands`): human output or ``--json``, exit 0, 1 on an
+error, 3 when no node runs::
+
+    lnpmsg gossip listchannels [--node ID] [--after SCID] [--limit N]
+    lnpmsg gossip listnodes [--after ID] [--limit N]
+    lnpmsg gossip getnode ID
+    lnpmsg gossip getchannel SCID
+    lnpmsg gossip stats
+    lnpmsg gossip sync [--wait SECONDS]
+    lnpmsg gossip subscribe [--type T]... [--node ID]... [--scid S]... [--count N]
+
+``getnode`` and ``getchannel`` fail (exit 1) for what the graph does not
+hold. ``sync`` polls ``gossip.progress`` until the initial sync is done: a
+progress bar on a terminal, a line per change otherwise, JSON lines with
+``--json``. ``subscribe`` prints the node's gossip events (``gossip.<type>``:
+``raw`` hex, the decoded ``message``, ``source``, ``short_channel_id``,
+``node_ids``) as JSON lines, keeping those that concern any ``--node`` or
+``--scid`` given.
+
+Only the control client is loaded by these commands; :func:`node_gossip_app`
+(the node side, used by ``lnpmsg node``) loads the app when called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from lnpmsg.rpc import commands as control_commands
+from lnpmsg.rpc.control_client import (
+    ControlCallError,
+    ControlClient,
+    ControlClientError,
+    NoNodeRunning,
+)
+from lnpmsg.rpc.control_proto import ErrorCode
+
+if TYPE_CHECKING:
+    from lnpmsg.gossip.app import FundingCheck, GossipApp
+    from lnpmsg.node.node import Mountable
+
+__all__ = ["COMMANDS", "EVENT_TYPES", "add_commands", "node_gossip_app", "progress_bar", "run_command"]
+
+#: the top-level subcommand of this module (its own subcommands are in ``args.gossip_command``)
+COMMANDS = frozenset({"gossip"})
+#: the gossip event types ``subscribe --type`` takes (topics ``gossip.<type>``)
+EVENT_TYPES = ("channel_announcement", "node_announcement", "channel_update")
+#: seconds between ``gossip.progress`` calls of ``sync``
+SYNC_POLL = 0.5
+#: characters of the progress bar between its brackets
+BAR_WIDTH = 30
+
+_SCID = re.compile(r"^\d+x\d+x\d+$")
+_NODE_ID = re.compile(r"^(02|03)[0-9a-fA-F]{64}$")
+_NO_GOSSIP_HINT = "the node at {} runs without the gossip app: start it without --no-gossip"
+
+
+# ------------------------------------------------------------------ arguments
+
+
+def _node_id(text: str) -> str:
+    if not _NODE_ID.match(text):
+        raise argparse.ArgumentTypeError(f"a node id is 66 hex characters starting 02 or 03, got {text!r}")
+    return text.lower()
+
+
+def _scid(text: str) -> str:
+    if not _SCID.match(text):
+        raise argparse.ArgumentTypeError(f"a short channel id is BLOCKxTXxOUTPUT (e.g. 700000x1234x0), got {text!r}")
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _event_type(text: str) -> str:
+    name = text.removeprefix("gossip.")
+    if name not in EVENT_TYPES:
+        raise argparse.ArgumentTypeError(f"an event type is one of {', '.join(EVENT_TYPES)}, got {text!r}")
+    return name
+
+
+def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
+    """Add ``lnpmsg gossip`` and its subcommands to the ``lnpmsg`` parser."""
+    gossip = commands.add_parser(
+        "gossip",
+        help="query and follow the node's Lightning gossip (the channel graph)",
+        description=(
+            "Query the channel graph of a running node and follow its gossip (BOLT 7). "
+            "Needs a node started with the gossip app (the default of 'lnpmsg node')."
+        ),
+    )
+    sub = gossip.add_subparsers(dest="gossip_command", metavar="SUBCOMMAND", required=True)
+
+    def add(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=description or f"{help_text[0].upper()}{help_text[1:]}.")
+        parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
+        parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
+        parser.add_argument("--timeout", type=float, default=65.0, help="seconds to wait for the node (default: %(default)s)")
+        return parser
+
+    p = add("listchannels", "list channels with both directions' policies, by short channel id")
+    p.add_argument("--node", type=_node_id, metavar="ID", help="only the channels of this node")
+    p.add_argument("--after", type=_scid, metavar="SCID", help="start after this channel (to page through)")
+    p.add_argument("--limit", type=_positive, default=1000, metavar="N", help="at most N channels (default: %(default)s)")
+    p = add("listnodes", "list the nodes that have a channel (announced or not), by node id")
+    p.add_argument("--after", type=_node_id, metavar="ID", help="start after this node (to page through)")
+    p.add_argument("--limit", type=_positive, default=1000, metavar="N", help="at most N nodes (default: %(default)s)")
+    p = add("getnode", "show a node: its announcement and channels")
+    p.add_argument("node_id", type=_node_id, metavar="ID")
+    p = add("getchannel", "show a channel and its policies")
+    p.add_argument("short_channel_id", type=_scid, metavar="SCID", help="BLOCKxTXxOUTPUT")
+    add("stats", "show counts: the graph, the store, decisions and their reasons, relay, sync")
+    p = add(
+        "sync",
+        "follow the initial gossip sync until it is done",
+        "Show the progress of the node's initial gossip sync with its peers (a bar on a terminal, "
+        "a line per change otherwise, JSON lines with --json) until it is done. Ctrl-C stops watching, "
+        "not the sync.",
+    )
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="give up (exit 1) after this long (default: wait until done)")
+    p = add(
+        "subscribe",
+        "stream the node's verified gossip as JSON lines",
+        "Print every gossip message the node accepts as one JSON line: topic (gossip.TYPE), seq, time, "
+        "raw (hex), message (decoded), source (the peer, null if imported), short_channel_id, node_ids. "
+        "With --node or --scid, only the messages concerning any of them. Missed events are reported on stderr.",
+    )
+    p.add_argument("--type", action="append", type=_event_type, default=[], metavar="TYPE", help=f"only this message type ({', '.join(EVENT_TYPES)}); repeatable")
+    p.add_argument("--node", action="append", type=_node_id, default=[], metavar="ID", help="only messages about this node (its channels, their updates, its announcement); repeatable")
+    p.add_argument("--scid", action="append", type=_scid, default=[], metavar="SCID", help="only messages about this channel; repeatable")
+    p.add_argument("--count", type=int, default=0, metavar="N", help="exit after N messages")
+
+
+# ------------------------------------------------------------------ printing
+
+
+def _when(timestamp: int | None) -> str:
+    if timestamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _policy_text(policy: dict[str, Any] | None) -> str:
+    if policy is None:
+        return "no update"
+    state = "active" if policy["active"] else "disabled"
+    return (
+        f"fee {policy['fee_base_msat']} msat + {policy['fee_proportional_millionths']} ppm, "
+        f"cltv delta {policy['cltv_expiry_delta']}, htlc {policy['htlc_minimum_msat']}..{policy['htlc_maximum_msat']} msat, "
+        f"{state}, updated {_when(policy['timestamp'])}"
+    )
+
+
+def _capacity(channel: dict[str, Any]) -> str:
+    return "? sat" if channel.get("capacity_sat") is None else f"{channel['capacity_sat']} sat"
+
+
+def _print_listchannels(r: dict[str, Any], limit: int) -> None:
+    channels = r["channels"]
+    for c in channels:
+        updates = sum(p is not None for p in c["policies"])
+        print(f"{c['short_channel_id']:<18} {c['node_id_1']} {c['node_id_2']} {_capacity(c):>16}  {updates}/2 updates")
+    print(f"{len(channels)} channel(s)" + (f"; more after {channels[-1]['short_channel_id']} (--after)" if channels and len(channels) >= limit else ""))
+
+
+def _print_listnodes(r: dict[str, Any], limit: int) -> None:
+    nodes = r["nodes"]
+    for n in nodes:
+        if n["announced"]:
+            addresses = ", ".join(n["addresses"]) or "no address"
+            print(f"{n['node_id']}  {n['alias'] or '(no alias)'}  #{n['rgb_color']}  {addresses}")
+        else:
+            print(f"{n['node_id']}  (not announced)")
+    print(f"{len(nodes)} node(s)" + (f"; more after {nodes[-1]['node_id']} (--after)" if nodes and len(nodes) >= limit else ""))
+
+
+def _print_node(n: dict[str, Any]) -> None:
+    print(f"node:      {n['node_id']}")
+    if n["announced"]:
+        print(f"alias:     {n['alias'] or '(none)'}")
+        print(f"color:     #{n['rgb_color']}")
+        print(f"addresses: {', '.join(n['addresses']) or 'none'}")
+        print(f"features:  {', '.join(n['feature_names']) or 'none'}")
+        print(f"announced: {_when(n['timestamp'])}")
+    else:
+        print("announced: no node_announcement")
+    print(f"channels:  {len(n['channels'])}: {' '.join(n['channels'])}")
+
+
+def _print_channel(c: dict[str, Any]) -> None:
+    print(f"channel:   {c['short_channel_id']} ({_capacity(c)}, first seen {_when(c['first_seen'])})")
+    print(f"node 1:    {c['node_id_1']}")
+    print(f"node 2:    {c['node_id_2']}")
+    print(f"features:  {c['features'] or 'none'}")
+    print(f"1 -> 2:    {_policy_text(c['policies'][0])}")
+    print(f"2 -> 1:    {_policy_text(c['policies'][1])}")
+
+
+def _print_stats(r: dict[str, Any]) -> None:
+    store = r["store"]
+    sync = r["sync"]
+    print(f"channels:           {r['channels']}")
+    print(f"channel updates:    {r['channel_updates']}")
+    print(f"nodes:              {r['nodes']} ({r['node_announcements']} announced)")
+    print(f"store:              {store['channels']} channels, {store['updates']} updates, {store['node_announcements']} node announcements, {store['size_bytes']} bytes")
+    for decision, n in sorted(r["decisions"].items()):
+        print(f"  {decision}: {n}")
+    for reason, n in sorted(r["reasons"].items(), key=lambda kv: -kv[1]):
+        print(f"  not accepted, {reason}: {n}")
+    print(f"signature checks:   {r['signature_checks']}")
+    print(f"relay:              {r['relayed']} sent, {r['relay_queued']} queued, {r['relay_dropped']} dropped")
+    print(f"queries answered:   {r['queries_answered']} ({r['replies_sent']} replies)")
+    print(f"warnings sent:      {r['warnings_sent']}, peers disconnected: {r['peers_disconnected']}")
+    print(f"sync:               {_sync_summary(sync)}")
+
+
+def _sync_summary(p: dict[str, Any]) -> str:
+    peers = p["peers"]
+    if p["synced"]:
+        state = "done"
+    elif p["syncing"]:
+        state = f"{sum(q['state'] in ('range', 'ids') for q in peers.values())} peer(s) syncing"
+    elif peers:
+        state = "no sync running"
+    else:
+        state = "no peer to sync with yet"
+    return f"{p['percent']:.0f}% ({state}; {p['channels']} channels)"
+
+
+def progress_bar(progress: dict[str, Any], width: int = BAR_WIDTH) -> str:
+    """One line for a terminal: ``[#####.....]  50% (1 peer(s) syncing; 123 channels)``."""
+    percent = max(0.0, min(100.0, float(progress["percent"])))
+    filled = round(width * percent / 100)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {_sync_summary(progress)}"
+
+
+# ------------------------------------------------------------------ the calls
+
+
+def _gossip_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
+    """The gossip app's control call for a plain subcommand, and how to print its result."""
+    command = args.gossip_command
+    if command == "listchannels":
+        params: dict[str, Any] = {"limit": args.limit}
+        if args.node:
+            params["node_id"] = args.node
+        if args.after:
+            params["after"] = args.after
+        return "gossip.listchannels", params, lambda r: _print_listchannels(r, args.limit)
+    if command == "listnodes":
+        params = {"limit": args.limit}
+        if args.after:
+            params["after"] = args.after
+        return "gossip.listnodes", params, lambda r: _print_listnodes(r, args.limit)
+    if command == "stats":
+        return "gossip.stats", {}, _print_stats
+    raise ValueError(f"not a plain gossip command: {command}")
+
+
+class _Failed(Exception):
+    """A gossip command failed (the message is for the user)."""
+
+
+def _fail(args: argparse.Namespace, message: str, code: int | None = None) -> None:
+    if args.json:
+        error: dict[str, Any] = {"message": message}
+        if code is not None:
+            error["code"] = code
+        print(json.dumps({"error": error}), flush=True)
+    else:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+async def _lookup(client: ControlClient, args: argparse.Namespace) -> None:
+    if args.gossip_command == "getnode":
+        result = await client.call("gossip.getnode", {"node_id": args.node_id}, timeout=args.timeout)
+        if result["node"] is None:
+            raise _Failed(f"node {args.node_id} is not in the gossip graph (no known channel)")
+        show: Callable[[Any], None] = _print_node
+        found = result["node"]
+    else:
+        result = await client.call("gossip.getchannel", {"short_channel_id": args.short_channel_id}, timeout=args.timeout)
+        if result["channel"] is None:
+            raise _Failed(f"channel {args.short_channel_id} is not in the gossip graph")
+        show, found = _print_channel, result["channel"]
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        show(found)
+
+
+async def _sync(client: ControlClient, args: argparse.Namespace) -> None:
+    tty = not args.json and sys.stdout.isatty()
+    deadline = trio.current_time() + args.wait if args.wait > 0 else float("inf")
+    last: tuple[Any, ...] | None = None
+    told_waiting = False
+    failures: set[str] = set()
+
+    def note(text: str) -> None:
+        # On a terminal the bar's line stays: the note goes below it.
+        print(f"\n{text}" if tty else text, file=sys.stderr, flush=True)
+
+    try:
+        while True:
+            progress = await client.call("gossip.progress", timeout=args.timeout)
+            key = (round(progress["percent"]), progress["synced"], progress["syncing"], progress["channels"], len(progress["peers"]))
+            if args.json:
+                if key != last:
+                    print(json.dumps(progress), flush=True)
+            elif tty:
+                sys.stdout.write("\r\x1b[K" + progress_bar(progress))
+                sys.stdout.flush()
+            elif key != last:
+                print(f"gossip sync: {_sync_summary(progress)}", flush=True)
+            last = key
+            for peer, state in progress["peers"].items():
+                if state["state"] == "failed" and peer not in failures:
+                    failures.add(peer)
+                    note(f"gossip sync with {peer} failed: {state['reason']}")
+            if progress["synced"]:
+                break
+            if not progress["peers"] and not told_waiting:
+                told_waiting = True
+                note(f"waiting for a peer offering gossip_queries (connect one: lnpmsg connect NODEID@HOST:PORT --data-dir {args.data_dir})")
+            if trio.current_time() >= deadline:
+                raise _Failed(f"gossip not synced after {args.wait:g} s ({_sync_summary(progress)})")
+            await trio.sleep(SYNC_POLL)
+    finally:
+        if tty:
+            print(flush=True)
+    if not args.json:
+        print(f"gossip synced: {progress['channels']} channels", flush=True)
+
+
+def _concerns(data: dict[str, Any], nodes: set[str], scids: set[str]) -> bool:
+    if not nodes and not scids:
+        return True
+    if nodes and nodes.intersection(data.get("node_ids") or ()):
+        return True
+    return bool(scids) and data.get("short_channel_id") in scids
+
+
+async def _subscribe(client: ControlClient, args: argparse.Namespace) -> None:
+    topics = tuple(f"gossip.{t}" for t in (dict.fromkeys(args.type) or EVENT_TYPES))
+    nodes, scids = set(args.node), set(args.scid)
+    # The event socket takes any topic: ask the app first, so that a node without it says so.
+    await client.call("gossip.progress", timeout=args.timeout)
+    async with await client.subscribe(*topics) as events:
+        print(f"subscribed to {', '.join(topics)}", file=sys.stderr, flush=True)
+        received = 0
+        async for event in events:
+            if event.missed:
+                print(f"missed {event.missed} {event.topic} event(s): this subscriber fell behind", file=sys.stderr, flush=True)
+            if not _concerns(event.data, nodes, scids):
+                continue
+            sys.stdout.write(event.raw.decode() + "\n")
+            sys.stdout.flush()
+            received += 1
+            if args.count and received >= args.count:
+                return
+
+
+_SESSIONS = {"getnode": _lookup, "getchannel": _lookup, "sync": _sync, "subscribe": _subscribe}
+
+
+async def _session(args: argparse.Namespace) -> None:
+    async with ControlClient.open(args.data_dir) as client:
+        await _SESSIONS[args.gossip_command](client, args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run an ``lnpmsg gossip`` subcommand against the running node; returns the exit status."""
+    hint = _NO_GOSSIP_HINT.format(args.data_dir)
+    if args.gossip_command not in _SESSIONS:
+        return control_commands.run_command(args, _gossip_request, missing_method_hint=hint)
+    try:
+        trio.run(_session, args)
+    except NoNodeRunning as exc:
+        _fail(args, str(exc))
+        return control_commands.EXIT_NO_NODE
+    except ControlCallError as exc:
+        if exc.code == ErrorCode.METHOD_NOT_FOUND:
+            _fail(args, hint, exc.code)
+        else:
+            _fail(args, exc.message, exc.code)
+        return control_commands.EXIT_FAILED
+    except (ControlClientError, _Failed) as exc:
+        _fail(args, str(exc))
+        return control_commands.EXIT_FAILED
+    except KeyboardInterrupt:
+        # Ctrl-C ends a subscription the normal way; a sync watched to its end exits 0 above.
+        return control_commands.EXIT_OK if args.gossip_command == "subscribe" else control_commands.EXIT_FAILED
+    return control_commands.EXIT_OK
+
+
+# ------------------------------------------------------------------ the node side
+
+
+def node_gossip_app(
+    data_dir: Path,
+    network: str,
+    import_files: Sequence[str | Path] = (),
+    *,
+    chain_app: Mountable | None = None,
+) -> GossipApp:
+    """The gossip app ``lnpmsg node`` mounts: its store in ``data_dir``, for ``network``.
+
+    ``import_files``: Core Lightning gossip_store files (``.xz`` too), the
+    parts of one store in order, imported while the node starts.
+    ``chain_app``: a :class:`~lnpmsg.chain.app.ChainApp` whose chain checks
+    every announced funding output; without one, channels are accepted on
+    their four signatures alone. Raises :class:`~lnpmsg.gossip.errors.GossipError`
+    (a file that is missing, a store that cannot be opened or is another chain's).
+    """
+    from lnpmsg.gossip.app import GossipApp
+    from lnpmsg.gossip.errors import GossipError
+    from lnpmsg.gossip.store import DB_FILE_NAME, GossipStore
+    from lnpmsg.wire import CHAIN_HASHES
+
+    for name in import_files:
+        if not Path(name).is_file():
+            raise GossipError(f"--gossip-import: no such file: {name}")
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = GossipStore(data_dir / DB_FILE_NAME, CHAIN_HASHES[network])
+    funding = _chain_app_funding_check(chain_app) if chain_app is not None else None
+    return GossipApp(store, funding_check=funding, import_at_start=[str(f) for f in import_files])
+
+
+def _chain_app_funding_check(chain_app: Mountable) -> FundingCheck:
+    """A funding check on the chain app's source, which exists only while that app runs."""
+    from lnpmsg.gossip.app import FundingResult
+    from lnpmsg.gossip.funding import chain_funding_check
+    from lnpmsg.gossip.messages import ChannelAnnouncement
+
+    check: FundingCheck | None = None
+
+    async def funding(announcement: ChannelAnnouncement) -> FundingResult:
+        nonlocal check
+        if check is None:
+            check = chain_funding_check(chain_app.source)  # type: ignore[attr-defined]
+        return await check(announcement)
+
+    return funding
