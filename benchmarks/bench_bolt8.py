@@ -163,6 +163,19 @@ class _Duplex:
         self.get = incoming.get
 
 
+class _WholeReads:
+    """A socket whose recv(n) waits for n bytes (what pyln-proto's reader assumes)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def recv(self, size: int) -> bytes:
+        return self._sock.recv(size, socket.MSG_WAITALL)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._sock, name)
+
+
 def pyln_throughput(count: int, size: int) -> float:
     from pyln.proto import wire
 
@@ -178,6 +191,9 @@ def pyln_throughput(count: int, size: int) -> float:
     client = wire.connect(client_key, server_key.public_key(), "127.0.0.1", port)
     acceptor.join()
     receiver = accepted[0]
+    # pyln-proto reads a frame header with one recv() and fails on a short
+    # read, which TCP may give it under load: give it whole reads.
+    receiver.connection = _WholeReads(receiver.connection)
     message = CUSTOM.to_bytes(2, "big") + bytes(size - 2)
 
     def send_all() -> None:
