@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,21 +60,30 @@ from lnpmsg.transports.tor.control import (
     TorHandle,
 )
 from lnpmsg.transports.tor.errors import ClearnetRefused, TorError
-from lnpmsg.transports.tor.onion import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_VIRTUAL_PORT, OnionService
-from lnpmsg.transports.tor.transport import DEFAULT_CONNECT_TIMEOUT, TorConnection, TorTransport, split_tor_target
+from lnpmsg.transports.tor.onion import (
+    DEFAULT_PUBLISH_TIMEOUT,
+    DEFAULT_VIRTUAL_PORT,
+    OnionService,
+)
+from lnpmsg.transports.tor.transport import (
+    DEFAULT_CONNECT_TIMEOUT,
+    TorConnection,
+    TorTransport,
+    split_tor_target,
+)
 
 if TYPE_CHECKING:
     from lnpmsg.node.node import Node
 
 __all__ = [
     "LIVENESS_INTERVAL",
-    "settings_from_args",
     "ONION_KEY_FILE",
     "RESTART_MAX_DELAY",
     "RESTART_MIN_DELAY",
     "NodeTor",
     "TorGate",
     "TorSettings",
+    "settings_from_args",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,6 +155,7 @@ class TorGate(Transport):
         self._current: TorTransport | None = None
         self._up = trio.Event()
         self._down_reason = "Tor is not started yet"
+        self._dials = itertools.count(1)
 
     @property
     def current(self) -> TorTransport | None:
@@ -162,7 +173,7 @@ class TorGate(Transport):
             self._up = trio.Event()
 
     async def dial(self, target: str) -> TorConnection:
-        _, host, port = split_tor_target(target)  # a malformed onion fails here, before any wait
+        peer, host, port = split_tor_target(target)  # a malformed onion fails here, before any wait
         if not self.allow_clearnet and not is_onion_host(host):
             raise ClearnetRefused(
                 f"refusing to dial {format_host_port(host, port)}: not an onion address, and this node "
@@ -173,7 +184,13 @@ class TorGate(Transport):
         current = self._current
         if current is None:
             raise TorError(f"cannot dial {format_host_port(host, port)} through Tor: {self._down_reason}")
-        return await current.dial(target)
+        # A fresh isolation token per dial, so each attempt gets circuits of its own.
+        # Tor attaches a new stream to a rendezvous circuit already waiting for the
+        # same service; when the service died right after its intro point acknowledged
+        # the introduction, that circuit waits for an answer that never comes, and
+        # every reconnect would stall on it. Peers never share circuits either way.
+        isolation = f"{peer or format_host_port(host, port)}#{next(self._dials)}"
+        return await current.dial(target, isolation_key=isolation)
 
     async def listen(self, target: str) -> TcpListener:
         try:
@@ -226,7 +243,7 @@ class NodeTor:
         self._node = node
         # tor:// clearnet targets (and, onion-only, every clearnet target) leave
         # through Tor exits unless the node dials onions only.
-        self.transport.allow_clearnet = not getattr(node.config, "onion_to_onion", False)
+        self.transport.allow_clearnet = not node.config.onion_to_onion
         if "tor" in node.transports:
             log.info("the node's own Tor replaces the tor transport it had")
         node.transports["tor"] = self.transport
@@ -415,7 +432,7 @@ class NodeTor:
             "pid": handle.pid if isinstance(handle, LaunchedTor) else None,
             "bootstrap": None if self.bootstrap is None else str(self.bootstrap),
             "recoveries": self.recoveries,
-            "onion_only": bool(node is not None and getattr(node.config, "onion_only", False)),
+            "onion_only": node is not None and node.config.onion_only,
             "clearnet_via_tor": self.transport.allow_clearnet,
         }
 

@@ -72,6 +72,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# stem sets its own logger to TRACE when imported, so an application that
+# logs at INFO would print every control command stem sends, and dozens of
+# "Error while receiving a control message (SocketClosed)" lines from its
+# reader thread whenever a control connection closes. What matters is
+# logged here, in our words; stem keeps its warnings.
+STEM_LOG_LEVEL = logging.WARNING
+logging.getLogger("stem").setLevel(STEM_LOG_LEVEL)
+
 T = TypeVar("T")
 
 #: how long Tor may take to reach 100 %: a fresh Tor on the public network
@@ -569,16 +577,19 @@ class LaunchedTor(TorHandle):
             await self._stop()
 
     async def _stop(self) -> None:
+        owned = self._controller is not None
         if self._controller is not None:
             await self._controller.close()
             self._controller = None
         proc = self._process
         if proc is None or proc.poll() is not None:
             return
-        with trio.move_on_after(STOP_TIMEOUT):
-            await proc.wait()
-            return
-        log.warning("tor (pid %d) did not exit after its controller closed; terminating it", proc.pid)
+        if owned:
+            with trio.move_on_after(STOP_TIMEOUT):
+                await proc.wait()
+                return
+            log.warning("tor (pid %d) did not exit after its controller closed; terminating it", proc.pid)
+        # else: stopped before our control connection existed, so nothing tells tor to exit
         proc.terminate()
         with trio.move_on_after(STOP_TIMEOUT):
             await proc.wait()
