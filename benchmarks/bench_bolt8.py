@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import struct
 import sys
 import threading
@@ -34,6 +33,7 @@ from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.node.peer import handshake_as_initiator
 from lnpmsg.noise import InitiatorHandshake, ResponderHandshake
+from lnpmsg.testing.pyln import WholeReads
 from lnpmsg.transports.tcp import TcpTransport
 
 CUSTOM = 32769
@@ -163,17 +163,6 @@ class _Duplex:
         self.get = incoming.get
 
 
-class _WholeReads:
-    """A socket whose recv(n) waits for n bytes (what pyln-proto's reader assumes)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def recv(self, size: int) -> bytes:
-        return self._sock.recv(size, socket.MSG_WAITALL)
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        return getattr(self._sock, name)
 
 
 def pyln_throughput(count: int, size: int) -> float:
@@ -193,7 +182,7 @@ def pyln_throughput(count: int, size: int) -> float:
     receiver = accepted[0]
     # pyln-proto reads a frame header with one recv() and fails on a short
     # read, which TCP may give it under load: give it whole reads.
-    receiver.connection = _WholeReads(receiver.connection)
+    receiver.connection = WholeReads(receiver.connection)
     message = CUSTOM.to_bytes(2, "big") + bytes(size - 2)
 
     def send_all() -> None:

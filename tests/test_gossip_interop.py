@@ -30,6 +30,7 @@ from lnpmsg.gossip.graph import Graph
 from lnpmsg.gossip.store import GossipStore
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.testing.pyln import WholeReads
 from lnpmsg.wire import CHAIN_HASH_MAINNET, ShortChannelId
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -94,24 +95,6 @@ def our_store(store: GossipStore) -> set[bytes]:
     return out
 
 
-class _WholeReads:
-    """pyln-proto's reader expects whole reads (short only at the end of the stream)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def recv(self, size: int) -> bytes:
-        data = bytearray()
-        while len(data) < size:
-            chunk = self.sock.recv(size - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return bytes(data)
-
-    def send(self, data: bytes) -> int:
-        self.sock.sendall(data)
-        return len(data)
 
 
 class PylnGossipPeer:
@@ -123,7 +106,7 @@ class PylnGossipPeer:
         self.conn = wire.connect(key, wire.PublicKey(node_id), host, int(port))
         self.sock: socket.socket = self.conn.connection
         self.sock.settimeout(SOCKET_TIMEOUT)
-        self.conn.connection = _WholeReads(self.sock)
+        self.conn.connection = WholeReads(self.sock)
         value = features.to_bytes((features.bit_length() + 7) // 8, "big")
         networks = "{networks={chains=[" + CHAIN_HASH_MAINNET.hex() + "]}}"
         self.conn.send_message(pyln_write(f"init globalfeatures= features={value.hex()} tlvs={networks}"))

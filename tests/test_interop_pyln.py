@@ -33,6 +33,7 @@ from lnpmsg.node.events import CustomMessageReceived, PeerConnected, PeerDisconn
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.node.peer import Peer
+from lnpmsg.testing.pyln import WholeReads
 from lnpmsg.wire import CHAIN_HASH_REGTEST, Features, Message, UnknownMessage
 
 CUSTOM = 32769  # odd: a peer that does not know it ignores it
@@ -86,30 +87,6 @@ def hand_built_init(feature_bits: tuple[int, ...], chains: list[bytes] | None) -
     return data
 
 
-class _WholeReads:
-    """The socket pyln-proto reads through after its handshake.
-
-    Its reader asks ``recv(n)`` for a frame's 18-byte header and treats fewer
-    bytes as an error, but TCP may deliver part of a header when the reader
-    catches up with a fast writer. This gives it the whole-read semantics it
-    assumes (short only at end of stream), and ``sendall`` for its ``send``.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def recv(self, size: int) -> bytes:
-        data = bytearray()
-        while len(data) < size:
-            chunk = self.sock.recv(size - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return bytes(data)
-
-    def send(self, data: bytes) -> int:
-        self.sock.sendall(data)
-        return len(data)
 
 
 class PylnPeer:
@@ -120,7 +97,7 @@ class PylnPeer:
         sock.settimeout(SOCKET_TIMEOUT)
         self.sock = sock
         self.conn = conn
-        conn.connection = _WholeReads(sock)
+        conn.connection = WholeReads(sock)
         self.remote_node_id: bytes = conn.remote_pubkey.serializeCompressed()
         #: both directions' key-rotation chains start here; they move at each rotation
         self.handshake_chaining_key: bytes = conn.chaining_key
