@@ -39,7 +39,6 @@ The control API gains ``tor.status``.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import itertools
 import logging
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ from lnpmsg.transports.tor.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     TorConnection,
     TorTransport,
+    listen_behind_onion,
     split_tor_target,
 )
 
@@ -193,18 +193,7 @@ class TorGate(Transport):
         return await current.dial(target, isolation_key=isolation)
 
     async def listen(self, target: str) -> TcpListener:
-        try:
-            host, port = split_host_port(target)
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise TorError(f"the listener behind an onion service must be on a loopback address, not {target!r}")
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-        except OSError as exc:
-            raise TorError(f"cannot listen on {target}: {exc.strerror or exc}") from exc
-        return TcpListener(listeners, kind="tor")
+        return await listen_behind_onion(target)
 
 
 class NodeTor:

@@ -154,18 +154,23 @@ class TorTransport(Transport):
 
     async def listen(self, target: str) -> TcpListener:
         """Bind the loopback TCP listener an onion service points at (``127.0.0.1:0`` picks a port)."""
-        try:
-            host, port = split_host_port(target)
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise TorError(f"the listener behind an onion service must be on 127.0.0.1 (or another loopback address), not {target!r}")
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-        except OSError as exc:
-            raise TorError(f"cannot listen on {target}: {exc.strerror or exc}") from exc
-        return TcpListener(listeners, kind="tor")
+        return await listen_behind_onion(target)
+
+
+async def listen_behind_onion(target: str) -> TcpListener:
+    """Bind the loopback TCP listener an onion service points at; refuses any other address."""
+    try:
+        host, port = split_host_port(target)
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise TorError(f"the listener behind an onion service must be on a loopback address (e.g. 127.0.0.1), not {target!r}")
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise TorError(f"cannot listen on {target}: {exc.strerror or exc}") from exc
+    return TcpListener(listeners, kind="tor")
 
 
 async def open_socks5_stream(
