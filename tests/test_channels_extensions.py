@@ -4,7 +4,6 @@ commitment builder with no change to lnpmsg; plus sweeps, penalties and closings
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
@@ -33,7 +32,6 @@ from lnpmsg.channels import (
     REMOTE_ANCHOR,
     TO_LOCAL,
     TO_REMOTE,
-    ChannelBasepoints,
     ChannelError,
     CommitmentContext,
     CommitmentExtension,
@@ -60,7 +58,7 @@ from lnpmsg.channels.keys import (
     pubkey_from_privkey,
     revocation_privkey,
 )
-from lnpmsg.channels.shachain import FIRST_INDEX, per_commitment_secret
+from lnpmsg.testing.channels import Party, secret
 
 FUNDING_SAT = 1_000_000
 TO_SELF_DELAY = 144
@@ -68,30 +66,6 @@ FEERATE = 2500
 DUST = 546
 
 
-def secret(label: str) -> bytes:
-    return sha256(label.encode())
-
-
-@dataclass(frozen=True)
-class Party:
-    """One side's secrets, derived from a name so every run builds the same channel."""
-
-    name: str
-
-    def secret(self, role: str) -> bytes:
-        return secret(f"{self.name}/{role}")
-
-    def basepoints(self) -> ChannelBasepoints:
-        return ChannelBasepoints(
-            funding_pubkey=pubkey_from_privkey(self.secret("funding")),
-            revocation_basepoint=pubkey_from_privkey(self.secret("revocation")),
-            payment_basepoint=pubkey_from_privkey(self.secret("payment")),
-            delayed_payment_basepoint=pubkey_from_privkey(self.secret("delayed")),
-            htlc_basepoint=pubkey_from_privkey(self.secret("htlc")),
-        )
-
-    def commitment_secret(self, number: int) -> bytes:
-        return per_commitment_secret(self.secret("seed"), FIRST_INDEX - number)
 
 
 ALICE = Party("alice")  # the owner of the commitments built here, and the funder

@@ -42,7 +42,6 @@ from lnpmsg.channels import (
     REMOTE_ANCHOR,
     TO_LOCAL,
     TO_REMOTE,
-    ChannelBasepoints,
     Commitment,
     CommitmentContext,
     CommitmentExtension,
@@ -79,7 +78,7 @@ from lnpmsg.channels.keys import (
     revocation_privkey,
 )
 from lnpmsg.channels.script import ANCHOR_CSV_DELAY
-from lnpmsg.channels.shachain import FIRST_INDEX, per_commitment_secret
+from lnpmsg.testing.channels import Party, secret
 from lnpmsg.wallet import Wallet
 
 FUNDING_SAT = 1_000_000
@@ -100,33 +99,6 @@ WRONG_PREIMAGE = "OP_EQUALVERIFY"
 SCRIPT_TIMELOCK = "Locktime requirement not satisfied"  # OP_CHECKSEQUENCEVERIFY / OP_CHECKLOCKTIMEVERIFY
 
 
-def secret(label: str) -> bytes:
-    return sha256(label.encode())
-
-
-@dataclass(frozen=True)
-class Party:
-    """One side's secrets, derived from a name so every run builds the same channel."""
-
-    name: str
-
-    def secret(self, role: str) -> bytes:
-        return secret(f"{self.name}/{role}")
-
-    def basepoints(self) -> ChannelBasepoints:
-        return ChannelBasepoints(
-            funding_pubkey=pubkey_from_privkey(self.secret("funding")),
-            revocation_basepoint=pubkey_from_privkey(self.secret("revocation")),
-            payment_basepoint=pubkey_from_privkey(self.secret("payment")),
-            delayed_payment_basepoint=pubkey_from_privkey(self.secret("delayed")),
-            htlc_basepoint=pubkey_from_privkey(self.secret("htlc")),
-        )
-
-    def commitment_secret(self, number: int) -> bytes:
-        return per_commitment_secret(self.secret("seed"), FIRST_INDEX - number)
-
-    def wallet_script(self) -> bytes:
-        return p2wpkh(pubkey_from_privkey(self.secret("sweep")))
 
 
 ALICE = Party("alice")  # the funder
