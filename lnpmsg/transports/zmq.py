@@ -88,6 +88,7 @@ guess against 2**32).
 from __future__ import annotations
 
 import logging
+import socket
 import struct
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
@@ -898,7 +899,37 @@ class ZmqListener(Listener):
         if self._aux_scope is not None:
             self._aux_scope.cancel()
         _close_monitored(self._sock, self._monitor, CLOSE_LINGER_MS)
+        await _wait_endpoint_released(self._local)
+
+
+#: how long ``ZmqListener.aclose`` waits for libzmq to let go of a TCP port
+RELEASE_TIMEOUT = 2.0
+
+
+async def _wait_endpoint_released(endpoint: str) -> None:
+    """Return once a closed listener's TCP port can be bound again.
+
+    libzmq closes listening sockets later, in its I/O thread; without this
+    wait a listener restarted on the same port right away can fail with
+    "Address already in use". Gives up silently after ``RELEASE_TIMEOUT``.
+    """
+    if not endpoint.startswith("tcp://"):
         await trio.lowlevel.checkpoint()
+        return
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with trio.move_on_after(RELEASE_TIMEOUT):
+        while True:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                # libzmq listens with SO_REUSEADDR too, so TIME_WAIT does not count
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, int(port)))
+                    return
+                except OSError:
+                    pass
+            await trio.sleep(0.01)
 
 
 # ------------------------------------------------------------------ transport
