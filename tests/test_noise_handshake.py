@@ -217,3 +217,26 @@ def test_noise_is_sans_io() -> None:
                 continue
             for name in names:
                 assert name.split(".")[0] not in FORBIDDEN_IMPORTS, f"{module.name} imports {name}"
+
+
+def _off_curve_key() -> bytes:
+    """A well-formed compressed key whose x has no point on secp256k1 (x = 5: 5^3 + 7 is not a square)."""
+    return b"\x02" + (5).to_bytes(32, "big")
+
+
+def test_act_one_with_an_off_curve_ephemeral_key_fails_clearly() -> None:
+    act_one = InitiatorHandshake(INITIATOR_SECRET, public_key_of(RESPONDER_SECRET)).act_one()
+    forged = act_one[:1] + _off_curve_key() + act_one[34:]
+    responder = ResponderHandshake(RESPONDER_SECRET)
+    with pytest.raises(HandshakeError, match="act one: initiator ephemeral key: public key is not a point"):
+        responder.receive_act_one(forged)
+    with pytest.raises(HandshakeError, match="failed earlier"):
+        responder.receive_act_three(bytes(ACT_THREE_SIZE))
+
+
+def test_act_two_with_an_off_curve_ephemeral_key_fails_clearly() -> None:
+    initiator = InitiatorHandshake(INITIATOR_SECRET, public_key_of(RESPONDER_SECRET))
+    act_two = ResponderHandshake(RESPONDER_SECRET).receive_act_one(initiator.act_one())
+    forged = act_two[:1] + _off_curve_key() + act_two[34:]
+    with pytest.raises(HandshakeError, match="act two: responder ephemeral key: public key is not a point"):
+        initiator.receive_act_two(forged)

@@ -107,9 +107,16 @@ class _Secret:
             self._public = coincurve.PublicKey.from_valid_secret(self.secret).format(compressed=True)
         return self._public
 
-    def ecdh(self, public_key: bytes) -> bytes:
-        """SHA256 of the compressed shared point (libsecp256k1's default ECDH hash, as BOLT 8 wants)."""
-        return _ecdh(self.secret, public_key)
+    def ecdh(self, public_key: bytes, what: str = "public key") -> bytes:
+        """SHA256 of the compressed shared point (libsecp256k1's default ECDH hash, as BOLT 8 wants).
+
+        Parsing the point is part of the ECDH, so a point off the curve fails
+        here (``HandshakeError`` naming ``what``) at no extra cost.
+        """
+        try:
+            return _ecdh(self.secret, public_key)
+        except ValueError as exc:
+            raise HandshakeError(f"{what}: public key is not a point on secp256k1") from exc
 
 
 def _ecdh_with_coincurve(secret: bytes, public_key: bytes) -> bytes:
@@ -148,14 +155,20 @@ def _static_key(secret: bytes, what: str) -> _Secret:
 
 
 def _check_public_key(raw: bytes, what: str) -> bytes:
-    # Only the compressed form is legal here; coincurve alone would also take
-    # 65-byte encodings, and its own check rejects points off the curve.
-    if len(raw) != PUBLIC_KEY_SIZE or raw[0] not in (2, 3):
-        raise HandshakeError(f"{what}: not a compressed secp256k1 public key")
+    """A key known in advance: its form and that it is on the curve."""
+    _check_compressed(raw, what)
     try:
         coincurve.PublicKey(raw)
     except ValueError as exc:
         raise HandshakeError(f"{what}: public key is not a point on secp256k1") from exc
+    return raw
+
+
+def _check_compressed(raw: bytes, what: str) -> bytes:
+    """A key received in an act: its form only, as the ECDH that uses it next checks the point."""
+    # Only the compressed form is legal here; coincurve alone would also take 65-byte encodings.
+    if len(raw) != PUBLIC_KEY_SIZE or raw[0] not in (2, 3):
+        raise HandshakeError(f"{what}: not a compressed secp256k1 public key")
     return raw
 
 
@@ -306,10 +319,11 @@ class InitiatorHandshake(_Handshake):
 
     def _on_act_two(self, data: bytes) -> bytes:
         act = _check_act(data, ACT_TWO_SIZE, "two")
-        remote_ephemeral = _check_public_key(act[1 : 1 + PUBLIC_KEY_SIZE], "act two: responder ephemeral key")
+        what = "act two: responder ephemeral key"
+        remote_ephemeral = _check_compressed(act[1 : 1 + PUBLIC_KEY_SIZE], what)
         sym = self._symmetric
         sym.mix_hash(remote_ephemeral)
-        sym.mix_key(self._ephemeral.ecdh(remote_ephemeral))
+        sym.mix_key(self._ephemeral.ecdh(remote_ephemeral, what))
         sym.decrypt_and_hash(_NONCE_ZERO, act[1 + PUBLIC_KEY_SIZE :], "act two: bad MAC")
 
         # Act three: our static key travels encrypted under the act-two key.
@@ -345,10 +359,11 @@ class ResponderHandshake(_Handshake):
 
     def _on_act_one(self, data: bytes) -> bytes:
         act = _check_act(data, ACT_ONE_SIZE, "one")
-        remote_ephemeral = _check_public_key(act[1 : 1 + PUBLIC_KEY_SIZE], "act one: initiator ephemeral key")
+        what = "act one: initiator ephemeral key"
+        remote_ephemeral = _check_compressed(act[1 : 1 + PUBLIC_KEY_SIZE], what)
         sym = self._symmetric
         sym.mix_hash(remote_ephemeral)
-        sym.mix_key(self._static.ecdh(remote_ephemeral))
+        sym.mix_key(self._static.ecdh(remote_ephemeral, what))
         sym.decrypt_and_hash(
             _NONCE_ZERO,
             act[1 + PUBLIC_KEY_SIZE :],
@@ -367,8 +382,9 @@ class ResponderHandshake(_Handshake):
         remote_static = sym.decrypt_and_hash(
             _NONCE_ONE, act[1 : 1 + PUBLIC_KEY_SIZE + MAC_SIZE], "act three: bad MAC on the static key"
         )
-        _check_public_key(remote_static, "act three: initiator static key")
-        sym.mix_key(self._ephemeral.ecdh(remote_static))
+        what = "act three: initiator static key"
+        _check_compressed(remote_static, what)
+        sym.mix_key(self._ephemeral.ecdh(remote_static, what))
         sym.decrypt_and_hash(_NONCE_ZERO, act[1 + PUBLIC_KEY_SIZE + MAC_SIZE :], "act three: bad MAC on the payload")
         receive_key, send_key = sym.split()
         self._keys = TransportKeys(send_key, receive_key, sym.ck, remote_static)
