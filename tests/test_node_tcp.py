@@ -1,5 +1,6 @@
 """Nodes over real loopback TCP: peers, limits, and every kind of bad input."""
 
+import contextlib
 import logging
 
 import pytest
@@ -246,6 +247,33 @@ async def test_peer_that_does_not_read_only_blocks_its_own_sender():
                     await trio.sleep(0.01)
             assert not blocked.is_set()
             nursery.cancel_scope.cancel()
+        await stuck.aclose()
+
+
+async def test_peer_that_neither_reads_nor_answers_pings_is_dropped_even_while_a_send_is_stuck():
+    """A write blocked on a dead peer must not keep it alive: the pong timeout ends it."""
+    a = make_node(ping_interval=0.2, pong_timeout=0.5)
+    async with running(a):
+        stuck = await RawPeer.connect(a.listen_addresses[0], a.node_id)  # never reads after this
+        await stuck.send(Init())
+        with trio.fail_after(3):
+            while len(a.peers) < 1:
+                await trio.sleep(0.01)
+        stuck_peer = a.peers[stuck.key.node_id]
+
+        async def flood():
+            message = CUSTOM.to_bytes(2, "big") + bytes(60000)
+            with contextlib.suppress(PeerClosedError):
+                while True:  # far beyond the socket buffers: the node's writer blocks
+                    await stuck_peer.send(message)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            with trio.fail_after(10):
+                await stuck_peer.closed.wait()
+            nursery.cancel_scope.cancel()
+        assert "did not answer ping" in (stuck_peer.close_reason or "")
+        assert stuck.key.node_id not in a.peers
         await stuck.aclose()
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from lnpmsg.node.session import (
     LocalProtocolError,
-    MessageReceived,
+    MessagesReceived,
     PeerReady,
     PeerSession,
     PongReceived,
@@ -198,7 +198,7 @@ def test_error_for_one_channel_and_warning_keep_the_connection():
 def test_unknown_odd_message_is_passed_up_unknown_even_fails():
     session = ready_session()
     (event,) = session.receive_message(b"\x80\x01hello", 1)
-    assert event == MessageReceived(UnknownMessage(type=0x8001, payload=b"hello"))
+    assert event == MessagesReceived((UnknownMessage(type=0x8001, payload=b"hello"),))
     closed_with(session.receive_message(b"\x80\x02hello", 2), "unknown even message type 32770")
     (error,) = sent(session)
     assert isinstance(error, Error)
@@ -226,7 +226,7 @@ def test_registered_app_message_is_decoded_and_malformed_one_fails():
     registry.register(Counter)
     session = ready_session(registry=registry)
     (event,) = session.receive_message(Counter(value=7).encode(), 1)
-    assert event == MessageReceived(Counter(value=7))
+    assert event == MessagesReceived((Counter(value=7),))
     closed_with(session.receive_message(b"\x80\x20\x00", 2), "malformed message of type 32800")
 
 
@@ -234,7 +234,20 @@ def test_batch_stops_at_the_first_failure():
     session = ready_session()
     batch = [b"\x80\x01a", b"\x80\x02b", b"\x80\x01c"]
     events = session.receive_messages(batch, 1)
-    assert [type(e) for e in events] == [MessageReceived, SessionClosed]
+    assert events[0] == MessagesReceived((UnknownMessage(type=0x8001, payload=b"a"),))
+    assert [type(e) for e in events] == [MessagesReceived, SessionClosed]
+
+
+def test_a_batch_of_app_messages_is_one_event_split_around_housekeeping():
+    session = ready_session()
+    batch = [b"\x80\x01a", b"\x80\x03b", Error(channel_id=CHANNEL, data=b"x").encode(), b"\x80\x05c"]
+    events = session.receive_messages(batch, 1)
+    assert events == [
+        MessagesReceived((UnknownMessage(type=0x8001, payload=b"a"), UnknownMessage(type=0x8003, payload=b"b"))),
+        RemoteError(CHANNEL, "x"),
+        MessagesReceived((UnknownMessage(type=0x8005, payload=b"c"),)),
+    ]
+    assert session.stats.messages_in == 1 + len(batch)  # init included
 
 
 def test_local_close_sends_error_when_asked():

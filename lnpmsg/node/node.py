@@ -39,7 +39,7 @@ from lnpmsg.node.session import (
     INIT_TIMEOUT,
     PING_INTERVAL,
     PONG_TIMEOUT,
-    MessageReceived,
+    MessagesReceived,
     PeerReady,
     PeerSession,
     RemoteError,
@@ -183,6 +183,7 @@ class Node:
         self._stopped = trio.Event()
         self.started = trio.Event()
         self._chain_hash = CHAIN_HASHES[self.config.network]
+        self._session_setup_cache: tuple[Features, Init, bytes, Features] | None = None
 
     @property
     def node_id(self) -> bytes:
@@ -230,11 +231,24 @@ class Node:
 
     def local_init(self) -> Init:
         """The ``init`` this node sends to every peer."""
-        return Init(
-            globalfeatures=b"",
-            features=self.config.features.to_bytes(),
-            tlvs=INIT_TLVS.stream(networks=[self._chain_hash]),
-        )
+        return self._session_setup()[0]
+
+    def _session_setup(self) -> tuple[Init, bytes, Features]:
+        """Our ``init`` (also encoded) and the features we understand, rebuilt only when ``config.features`` changes.
+
+        Every connection needs both, and building them costs more than the rest
+        of a session's setup: an accepting node would spend it on every handshake.
+        """
+        features = self.config.features
+        cached = self._session_setup_cache
+        if cached is None or cached[0] is not features:
+            init = Init(
+                globalfeatures=b"",
+                features=features.to_bytes(),
+                tlvs=INIT_TLVS.stream(networks=[self._chain_hash]),
+            )
+            cached = self._session_setup_cache = (features, init, init.encode(), features | known_features())
+        return cached[1], cached[2], cached[3]
 
     # --------------------------------------------------------------- run
 
@@ -407,15 +421,17 @@ class Node:
 
     def _make_peer(self, conn: Connection, cipher, remote_id: bytes, *, outbound: bool, leftover: bytes) -> Peer:  # type: ignore[no-untyped-def]
         cfg = self.config
+        local_init, local_init_bytes, understood = self._session_setup()
         session = PeerSession(
-            self.local_init(),
+            local_init,
             trio.current_time(),
-            known_features=cfg.features | known_features(),
+            known_features=understood,
             registry=self.registry,
             chains=[self._chain_hash],
             ping_interval=cfg.ping_interval,
             pong_timeout=cfg.pong_timeout,
             init_timeout=cfg.init_timeout,
+            local_init_bytes=local_init_bytes,
         )
         return Peer(
             conn,
@@ -472,8 +488,8 @@ class Node:
 
     async def _on_peer_events(self, peer: Peer, events: list[SessionEvent]) -> None:
         for event in events:
-            if type(event) is MessageReceived:
-                await self._dispatch(peer, event.message)
+            if type(event) is MessagesReceived:
+                await self._dispatch(peer, event.messages)
             elif isinstance(event, PeerReady):
                 self._on_ready(peer)
             elif isinstance(event, RemoteWarning):
@@ -502,28 +518,33 @@ class Node:
         )
         self.events.publish(PeerConnected(peer.node_id, peer.address, peer.transport_kind, peer.outbound, features))
 
-    async def _dispatch(self, peer: Peer, message: Message) -> None:
-        type_number = message.type if type(message) is UnknownMessage else message.TYPE
-        handlers = self._handlers.get(type_number) or self._catch_all
-        # Custom messages (the custom range, or types nobody here decodes) are
-        # events for other programs; protocol messages an app consumes
-        # (gossip, channels) publish events of their own instead.
-        subscribed = self.events.has_subscribers and (type_number >= CUSTOM_TYPE_MIN or type(message) is UnknownMessage)
-        if not handlers and not subscribed:
-            self.ignored_messages += 1
-            return
-        for handler in handlers:
-            try:
-                # Handlers may be plain functions (no await needed) or coroutine functions.
-                pending = handler(peer, message)
-                if pending is not None:
-                    await pending
-            except Exception as exc:
-                log.exception("handler %r failed on message type %d from %s", handler, type_number, peer.node_id.hex())
-                self.events.publish(ErrorReported("node", f"handler for type {type_number} failed: {exc!r}", peer.node_id))
-        if subscribed:
-            payload = message.payload if type(message) is UnknownMessage else message.encode()[2:]
-            self.events.publish(CustomMessageReceived(peer.node_id, type_number, payload))
+    async def _dispatch(self, peer: Peer, messages: Iterable[Message]) -> None:
+        """Hand each message to its handlers, in order; one call per read, so the loop is inlined."""
+        handlers_for = self._handlers.get
+        catch_all = self._catch_all
+        has_subscribers = self.events.has_subscribers
+        for message in messages:
+            type_number = message.type if type(message) is UnknownMessage else message.TYPE
+            handlers = handlers_for(type_number) or catch_all
+            # Custom messages (the custom range, or types nobody here decodes) are
+            # events for other programs; protocol messages an app consumes
+            # (gossip, channels) publish events of their own instead.
+            subscribed = has_subscribers and (type_number >= CUSTOM_TYPE_MIN or type(message) is UnknownMessage)
+            if not handlers and not subscribed:
+                self.ignored_messages += 1
+                continue
+            for handler in handlers:
+                try:
+                    # Handlers may be plain functions (nothing to await) or coroutine functions.
+                    pending = handler(peer, message)
+                    if pending is not None:
+                        await pending
+                except Exception as exc:
+                    log.exception("handler %r failed on message type %d from %s", handler, type_number, peer.node_id.hex())
+                    self.events.publish(ErrorReported("node", f"handler for type {type_number} failed: {exc!r}", peer.node_id))
+            if subscribed:
+                payload = message.payload if type(message) is UnknownMessage else message.encode()[2:]
+                self.events.publish(CustomMessageReceived(peer.node_id, type_number, payload))
 
     # ------------------------------------------------------------ helpers
 

@@ -21,7 +21,7 @@ import trio
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.session import (
-    MessageReceived,
+    MessagesReceived,
     PeerReady,
     PeerSession,
     PongReceived,
@@ -62,10 +62,17 @@ HANDSHAKE_TIMEOUT = 15.0
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
 #: at most this many bytes go into one write, so one huge backlog does not delay closing for long
 MAX_BATCH_BYTES = 1024 * 1024
+#: at most this many messages go into one write (bounds a batch of tiny messages the same way)
+MAX_BATCH_MESSAGES = 16384
 #: bytes asked of the transport per read; a large read decodes many small frames at once
 RECEIVE_CHUNK = 256 * 1024
 #: on close, pending messages (e.g. our ``error``) get this long to leave
 CLOSE_FLUSH_TIMEOUT = 2.0
+
+
+def _encoded(message: Message | bytes) -> bytes:
+    """A message's wire bytes (a bytes subclass or bytearray is copied into plain bytes)."""
+    return message.encode() if isinstance(message, Message) else bytes(message)
 
 
 class HandshakeFailed(Exception):
@@ -192,6 +199,7 @@ class Peer:
         self._pong_waiters: list[trio.Event] = []
         self._data_ready = trio.Event()
         self._timer_scope: trio.CancelScope | None = None
+        self._flush_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._closing = False
 
@@ -220,15 +228,23 @@ class Peer:
 
     async def send(self, message: Message | bytes) -> None:
         """Queue a message, waiting while this peer's outbound queue is full."""
-        data = message if isinstance(message, bytes) else message.encode()
-        while self._queued_bytes and self._queued_bytes + len(data) > self._max_queued:
+        data = message if type(message) is bytes else _encoded(message)
+        size = len(data)
+        while self._queued_bytes and self._queued_bytes + size > self._max_queued:
             self._check_open()
             await self._room.park()
-        self._enqueue(data)
+        # _enqueue inlined: this is every send's hot path.
+        if self._closing:
+            raise PeerClosedError(f"peer {self.node_id.hex()} is closed: {self.close_reason}")
+        if size > MAX_MESSAGE_SIZE:
+            raise MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
+        self._outbox.append(data)
+        self._queued_bytes += size
+        self._data_ready.set()
 
     def send_nowait(self, message: Message | bytes) -> None:
         """Queue a message now or raise :class:`PeerQueueFull`."""
-        data = message if isinstance(message, bytes) else message.encode()
+        data = message if type(message) is bytes else _encoded(message)
         if self._queued_bytes and self._queued_bytes + len(data) > self._max_queued:
             raise PeerQueueFull(f"{self._queued_bytes} bytes already queued for {self!r}")
         self._enqueue(data)
@@ -276,6 +292,8 @@ class Peer:
             return
         self._closing = True
         self.close_reason = reason
+        if self._flush_scope is not None:
+            self._flush_scope.deadline = min(self._flush_scope.deadline, trio.current_time() + CLOSE_FLUSH_TIMEOUT)
         for waiter in self._pong_waiters:
             waiter.set()
         self._pong_waiters.clear()
@@ -291,7 +309,8 @@ class Peer:
                 self._nursery = nursery
                 nursery.start_soon(self._write_loop)
                 nursery.start_soon(self._timer_loop)
-                nursery.start_soon(self._read_loop)
+                # Reading runs in this task: one task fewer to start per connection.
+                await self._read_loop()
         finally:
             if not self._closing:
                 self._begin_close("cancelled")
@@ -319,7 +338,7 @@ class Peer:
                     counters.messages_in += len(messages)
                     events = session.receive_messages(messages, trio.current_time())
                     for event in events:
-                        if type(event) is not MessageReceived:
+                        if type(event) is not MessagesReceived:
                             self._note(event)
                     # One call per read, however many messages it carried.
                     await on_events(self, events)
@@ -350,39 +369,52 @@ class Peer:
             self.ready.set()
 
     async def _write_loop(self) -> None:
+        # Once closing starts, the writer gets CLOSE_FLUSH_TIMEOUT more, whatever
+        # it is doing: a send stuck on a peer that does not read must not keep
+        # the connection (and its pong timeout) from ending.
+        with trio.CancelScope() as scope:
+            self._flush_scope = scope
+            if self._closing:
+                scope.deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
+            await self._write_until_flushed()
+        self._flush_scope = None
+        # Closing: everything that could be flushed is out; stop the other tasks.
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    async def _write_until_flushed(self) -> None:
         encryptor = self._cipher.encryptor
         outbox = self.session.outbox
         counters = self.counters
         while True:
             if not outbox:
                 if self._closing:
-                    break
+                    return
                 await self._data_ready.wait()
                 self._data_ready = trio.Event()
                 continue
-            batch: list[bytes] = []
-            size = 0
-            while outbox and size < MAX_BATCH_BYTES:
-                message = outbox.popleft()
-                batch.append(message)
-                size += len(message)
+            if self._queued_bytes <= MAX_BATCH_BYTES and len(outbox) <= MAX_BATCH_MESSAGES:
+                # Usual case: everything queued fits in one write.
+                batch = list(outbox)
+                outbox.clear()
+                size = sum(map(len, batch))
+            else:
+                batch = []
+                size = 0
+                while outbox and size < MAX_BATCH_BYTES:
+                    message = outbox.popleft()
+                    batch.append(message)
+                    size += len(message)
             frames = encryptor.encrypt_many(batch)
             try:
-                if self._closing:
-                    with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):
-                        await self.conn.send_frames(frames)
-                else:
-                    await self.conn.send_frames(frames)
+                await self.conn.send_frames(frames)
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}")
-                break
+                return
             counters.messages_out += len(batch)
             counters.bytes_out += sum(map(len, frames))
             self._queued_bytes = max(0, self._queued_bytes - size)
             self._room.unpark_all()
-        # Closing: everything that could be flushed is out; stop the other tasks.
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
 
     def _rearm_timer(self) -> None:
         if self._timer_scope is not None:

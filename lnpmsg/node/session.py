@@ -1,7 +1,7 @@
 """The BOLT-1 peer session: a sans-IO state machine.
 
 A ``PeerSession`` starts once the BOLT-8 handshake is done. It takes
-decrypted messages in (``receive_message``) and gives events out; messages
+decrypted messages in (``receive_messages``) and gives events out; messages
 to send pile up in ``outbox`` (plaintext, each one a whole message); timers
 are pulled (``get_timer``) and fired (``handle_timer``). It owns no socket
 and reads no clock: ``now`` (seconds, any monotonic origin) is always passed
@@ -52,7 +52,7 @@ __all__ = [
     "INIT_TIMEOUT",
     "PING_INTERVAL",
     "PONG_TIMEOUT",
-    "MessageReceived",
+    "MessagesReceived",
     "PeerReady",
     "PongReceived",
     "RemoteError",
@@ -97,10 +97,14 @@ class PeerReady:
 
 
 @dataclass(frozen=True, slots=True)
-class MessageReceived:
-    """A message that is not BOLT-1 housekeeping, for the node's apps."""
+class MessagesReceived:
+    """Messages that are not BOLT-1 housekeeping, for the node's apps, in arrival order.
 
-    message: Message
+    One event carries every such message that arrived in a row, so a read
+    that decrypts hundreds of small messages costs one event, not hundreds.
+    """
+
+    messages: tuple[Message, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,14 @@ class SessionClosed:
     by_peer: bool = False
 
 
-SessionEvent = PeerReady | MessageReceived | PongReceived | RemoteWarning | RemoteError | SessionClosed
+SessionEvent = PeerReady | MessagesReceived | PongReceived | RemoteWarning | RemoteError | SessionClosed
+
+
+def _flush(run: list[Message], events: list[SessionEvent]) -> None:
+    """Close a run of app messages into one event (and empty the run)."""
+    if run:
+        events.append(MessagesReceived(tuple(run)))
+        run.clear()
 
 
 def printable(data: bytes, limit: int = 300) -> str:
@@ -164,6 +175,8 @@ class PeerSession:
             none of them is refused. Empty means "do not check".
         ping_interval / pong_timeout / init_timeout: keepalive and deadline
             settings (seconds).
+        local_init_bytes: ``local_init`` already encoded (a node that opens
+            many sessions encodes it once).
     """
 
     def __init__(
@@ -177,6 +190,7 @@ class PeerSession:
         ping_interval: float = PING_INTERVAL,
         pong_timeout: float = PONG_TIMEOUT,
         init_timeout: float = INIT_TIMEOUT,
+        local_init_bytes: bytes | None = None,
     ) -> None:
         self.state = SessionState.AWAITING_INIT
         self.registry = registry
@@ -191,7 +205,7 @@ class PeerSession:
         self.close_reason: str | None = None
         self.stats = SessionStats()
         #: plaintext messages waiting to be encrypted and sent, in order
-        self.outbox: deque[bytes] = deque([local_init.encode()])
+        self.outbox: deque[bytes] = deque([local_init_bytes if local_init_bytes is not None else local_init.encode()])
         self._init_deadline: float | None = now + init_timeout
         self._next_ping_at = now + self.ping_interval
         self._ping_sent_at: float | None = None
@@ -209,38 +223,44 @@ class PeerSession:
         """Process decrypted messages in arrival order; return the events they caused.
 
         Taking a batch (everything one read decrypted) keeps the per-message
-        cost low on the hot path. Processing stops at the first failure.
+        cost low on the hot path: consecutive app messages become one
+        :class:`MessagesReceived`. Processing stops at the first failure.
         """
         events: list[SessionEvent] = []
-        append = events.append
+        run: list[Message] = []  # app messages since the last other event
         decode = self.registry.decode
-        active = SessionState.ACTIVE
+        bolt1_types = _BOLT1_TYPES
         count = 0
         for data in messages:
-            if self.state is not active:
+            if self.state is not SessionState.ACTIVE:
                 if self.state is SessionState.CLOSED:
                     break
                 events.extend(self._first_message(data, now))
                 continue
             count += 1
             if len(data) < 2:
+                _flush(run, events)
                 events.extend(self._fail("message shorter than its 2-byte type", now))
                 break
             msg_type = (data[0] << 8) | data[1]
-            if msg_type in _BOLT1_TYPES:
+            if msg_type in bolt1_types:
+                _flush(run, events)
                 events.extend(self._on_bolt1(msg_type, data, now))
                 continue
             try:
                 message = decode(data)
             except WireError as exc:
+                _flush(run, events)
                 events.extend(self._fail(f"malformed message of type {msg_type}: {exc}", now))
                 break
-            if type(message) is UnknownMessage and not msg_type & 1:
+            if not msg_type & 1 and type(message) is UnknownMessage:
+                _flush(run, events)
                 events.extend(self._fail(f"unknown even message type {msg_type}", now))
                 break
             # Unknown odd messages still go up: the node ignores them unless an
             # app asked for raw messages (e.g. the control API's custom message events).
-            append(MessageReceived(message))
+            run.append(message)
+        _flush(run, events)
         self.stats.messages_in += count
         return events
 

@@ -167,6 +167,7 @@ class UnknownMessage(Message):
 # The slots' own setters: the fastest way to fill a frozen instance built without __init__.
 _set_unknown_type = UnknownMessage.__dict__["type"].__set__
 _set_unknown_payload = UnknownMessage.__dict__["payload"].__set__
+_new_object = object.__new__
 
 
 # ---------------------------------------------------------------- the compiler
@@ -438,10 +439,18 @@ class MessageRegistry:
 
     def decode(self, data: bytes | bytearray | memoryview) -> Message:
         """Decode a whole message: its class by type, or :class:`UnknownMessage`."""
-        data, msg_type = _split_type(data)
+        # Inlined _split_type and UnknownMessage._raw: this runs for every message received.
+        if type(data) is not bytes:
+            data = bytes(data)
+        if len(data) < 2:
+            raise WireError(f"message of {len(data)} byte(s) is shorter than its 2-byte type")
+        msg_type = (data[0] << 8) | data[1]
         cls = self._by_type.get(msg_type)
         if cls is None:
-            return UnknownMessage._raw(msg_type, data[2:])
+            unknown = _new_object(UnknownMessage)
+            _set_unknown_type(unknown, msg_type)
+            _set_unknown_payload(unknown, data[2:])
+            return unknown
         return cls._unpack(data, 2, len(data))  # type: ignore[no-any-return]
 
     def __contains__(self, item: object) -> bool:
