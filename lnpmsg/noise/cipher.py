@@ -8,13 +8,16 @@ This is the hot path of the node, so the code trades some elegance for
 speed: one AEAD object per key, nonces taken from a precomputed table (the
 counter never exceeds 999 before rotation resets it), and an incremental
 decoder that parses straight out of the caller's chunk and only buffers
-the trailing partial frame.
+the trailing partial frame (completed from the head of the next chunk,
+so no chunk is ever copied whole).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from itertools import repeat
+from operator import add
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -120,25 +123,33 @@ class MessageEncryptor(_CipherState):
         if self._failure is not None:
             raise self._failed_again()
         batch = messages if isinstance(messages, (list, tuple)) else list(messages)
-        for message in batch:
-            if len(message) > MAX_MESSAGE_SIZE:
-                raise self._fail(MessageTooLarge(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_SIZE}"))
+        if not batch:
+            return []
+        if max(map(len, batch)) > MAX_MESSAGE_SIZE:
+            size = next(n for n in map(len, batch) if n > MAX_MESSAGE_SIZE)
+            raise self._fail(MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}"))
         frames: list[bytes] = []
-        append = frames.append
-        nonce = self._nonce
-        encrypt = self._aead.encrypt
-        try:
-            for message in batch:
-                body = encrypt(_NONCES[nonce + 1], message, None)
-                append(encrypt(_NONCES[nonce], _pack_length(len(message)), None) + body)
-                nonce += 2
+        done = 0
+        while done < len(batch):
+            # One key at a time: the messages left before the next rotation.
+            nonce = self._nonce
+            part = batch[done : done + (KEY_ROTATION_INTERVAL - nonce) // 2]
+            encrypt = self._aead.encrypt
+            # map() keeps the per-message work in C. Bodies go first: if one
+            # is not bytes-like it raises before using its nonce, and the
+            # nonces of the bodies before it are marked used.
+            bodies: list[bytes] = []
+            try:
+                bodies += map(encrypt, _NONCES[nonce + 1 :: 2], part, repeat(None))
+            finally:
+                nonce += 2 * len(bodies)
                 if nonce == KEY_ROTATION_INTERVAL:
                     self._rotate()
-                    encrypt = self._aead.encrypt
-                    nonce = 0
-        finally:
-            # Even if a message raised halfway, used nonces must never be used again.
-            self._nonce = nonce
+                else:
+                    self._nonce = nonce
+            headers = map(encrypt, _NONCES[nonce - 2 * len(bodies) :: 2], map(_pack_length, map(len, part)), repeat(None))
+            frames += map(add, headers, bodies)
+            done += len(part)
         return frames
 
 
@@ -175,20 +186,67 @@ class MessageDecryptor(_CipherState):
         """
         if self._failure is not None:
             raise self._failed_again()
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            source: bytes | bytearray = buffer
-        else:
-            # Nothing pending: parse the chunk in place, copy only its tail.
-            source = data
-        size = len(source)
+        if type(data) is not bytes:
+            data = bytes(data)
         messages: list[bytes] = []
+        position = 0
+        if self._buffer:
+            # Finish the frame the last chunk left partial from the head of
+            # this one; the rest is parsed in place (no copy of the chunk).
+            position = self._complete_pending(data, messages)
+            if position < 0:
+                return messages
+        self._parse(data, position, messages)
+        return messages
+
+    def _complete_pending(self, data: bytes, messages: list[bytes]) -> int:
+        """Add the head of ``data`` to the pending partial frame; return where ``data``'s own frames start (-1: none)."""
+        buffer = self._buffer
+        try:
+            if self._body_size < 0:
+                taken = min(LENGTH_HEADER_SIZE - len(buffer), len(data))
+                buffer += data[:taken]
+                if len(buffer) < LENGTH_HEADER_SIZE:
+                    return -1
+                self._open_header(bytes(buffer))
+                buffer.clear()
+            else:
+                taken = 0
+            needed = self._body_size + MAC_SIZE - len(buffer)
+            if len(data) - taken < needed:
+                buffer += data[taken:]
+                return -1
+            buffer += data[taken : taken + needed]
+            messages.append(self._aead.decrypt(_NONCES[self._nonce], bytes(buffer), None))
+        except InvalidTag:
+            what = "length" if self._body_size < 0 else "message"
+            raise self._fail(DecryptError(f"bad MAC on an encrypted {what}")) from None
+        buffer.clear()
+        self._body_size = -1
+        self._advance()
+        return taken + needed
+
+    def _open_header(self, header_ciphertext: bytes) -> None:
+        header = self._aead.decrypt(_NONCES[self._nonce], header_ciphertext, None)
+        self._advance()
+        body_size = (header[0] << 8) | header[1]
+        if body_size > self._max_buffer - FRAME_OVERHEAD:
+            raise self._fail(DecryptError(f"frame of {body_size + FRAME_OVERHEAD} bytes exceeds {self._max_buffer}"))
+        self._body_size = body_size
+
+    def _advance(self) -> None:
+        self._nonce += 1
+        if self._nonce == KEY_ROTATION_INTERVAL:
+            self._rotate()
+
+    def _parse(self, source: bytes, position: int, messages: list[bytes]) -> None:
+        """Decrypt every whole frame of ``source`` from ``position``; keep the partial tail."""
+        size = len(source)
+        append = messages.append
         body_size = self._body_size
         nonce = self._nonce
         decrypt = self._aead.decrypt
         max_body = self._max_buffer - FRAME_OVERHEAD
-        position = 0
         try:
             with memoryview(source) as view:
                 while True:
@@ -207,7 +265,7 @@ class MessageDecryptor(_CipherState):
                     end = position + body_size + MAC_SIZE
                     if end > size:
                         break
-                    messages.append(decrypt(_NONCES[nonce], view[position:end], None))
+                    append(decrypt(_NONCES[nonce], view[position:end], None))
                     position = end
                     body_size = -1
                     nonce += 1
@@ -218,13 +276,12 @@ class MessageDecryptor(_CipherState):
         except InvalidTag:
             what = "length" if body_size < 0 else "message"
             raise self._fail(DecryptError(f"bad MAC on an encrypted {what}")) from None
-        self._nonce = nonce
-        self._body_size = body_size
-        if source is buffer:
-            del buffer[:position]  # CPython drops a bytearray's head without moving the rest
-        elif position < size:
-            buffer += data[position:]
-        return messages
+        finally:
+            # A header decrypted before an error still spent its nonce.
+            self._nonce = nonce
+            self._body_size = body_size
+        if position < size:
+            self._buffer += source[position:]
 
 
 class TransportCipher:
