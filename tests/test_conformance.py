@@ -33,5 +33,5 @@ def medium(request: pytest.FixtureRequest) -> Iterator[Medium]:
 
 @pytest.mark.parametrize("check", list(CHECKS))
 async def test_conformance(medium: Medium, check: str) -> None:
-    with trio.fail_after(medium.deadline):
+    with trio.fail_after(medium.deadline_for(check)):
         await CHECKS[check](medium)

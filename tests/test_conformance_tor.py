@@ -3,8 +3,9 @@
 Nodes listen on loopback ports behind onion services of one client Tor and
 dial each other's ``NODEID@<onion>.onion:9735`` through its SOCKS port: the
 same checks, through real Nodes, as every other transport
-(tests/test_conformance.py); only the message counts are smaller (see
-:class:`~lnpmsg.testing.conformance.TorMedium`).
+(tests/test_conformance.py). The bulk check moves the full 10,000 messages
+each way and has its own, longer deadline; the other checks use smaller
+counts (see :class:`~lnpmsg.testing.conformance.TorMedium`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,17 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from lnpmsg.testing.conformance import CHECKS, OnionPool, TorMedium
+from lnpmsg.testing.conformance import (
+    BULK_MESSAGES,
+    CHECKS,
+    OnionPool,
+    TorMedium,
+    check_bulk_both_ways,
+)
 from lnpmsg.testing.tornet import PrivateTorNetwork
+
+#: every check but the bulk one, which has its own test below
+QUICK_CHECKS = [name for name, check in CHECKS.items() if check is not check_bulk_both_ways]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +45,14 @@ def medium(onion_pool: OnionPool) -> TorMedium:
     return onion_pool.medium()
 
 
-@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("check", QUICK_CHECKS)
 async def test_conformance_over_tor(medium: TorMedium, check: str) -> None:
-    with trio.fail_after(medium.deadline):
+    with trio.fail_after(medium.deadline_for(check)):
         await CHECKS[check](medium)
+
+
+async def test_bulk_both_ways_over_tor(medium: TorMedium) -> None:
+    """10,000 messages of random sizes up to 65,535 bytes each way at once, as on every other medium."""
+    assert medium.bulk_messages == BULK_MESSAGES
+    with trio.fail_after(medium.deadline_for("bulk_both_ways")):
+        await check_bulk_both_ways(medium)
