@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -464,6 +465,25 @@ async def test_dial_failures(transport: ZmqTransport, short_dir: str) -> None:
         with pytest.raises(TransportError, match="cannot listen"):
             await transport.listen(listener.local_address)
         await listener.aclose()
+
+
+async def test_listen_waits_briefly_for_a_port_that_is_being_released(transport: ZmqTransport) -> None:
+    """A restart on the same port succeeds while the old socket lets go, as nginx retries its bind."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+
+    async def release_soon() -> None:
+        await trio.sleep(0.3)
+        holder.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(release_soon)
+        listener = await transport.listen(f"tcp://127.0.0.1:{port}")
+    assert listener.local_address == f"tcp://127.0.0.1:{port}"
+    await listener.aclose()
 
 
 # ------------------------------------------------------------------ bad peers

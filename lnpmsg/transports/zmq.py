@@ -87,6 +87,7 @@ guess against 2**32).
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import struct
@@ -904,6 +905,9 @@ class ZmqListener(Listener):
 
 #: how long ``ZmqListener.aclose`` waits for libzmq to let go of a TCP port
 RELEASE_TIMEOUT = 2.0
+#: how long ``ZmqTransport.listen`` keeps retrying a port that is in use, and how often
+BIND_RETRY_TIMEOUT = 2.0
+BIND_RETRY_INTERVAL = 0.05
 
 
 async def _wait_endpoint_released(endpoint: str) -> None:
@@ -995,11 +999,24 @@ class ZmqTransport(Transport):
         # silently dropping what we send them
         raw.setsockopt(zmq.ROUTER_MANDATORY, 1)
         raw.setsockopt(zmq.ROUTER_HANDOVER, 0)
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
+        # A port freed a moment ago can still be held by libzmq's I/O thread
+        # (the sockets of a listener just closed in this process): retry for
+        # a short while before giving up, as nginx does on restart.
+        failure: zmq.ZMQError | None = None
+        with trio.move_on_after(BIND_RETRY_TIMEOUT):
+            while True:
+                try:
+                    sock.bind(endpoint)
+                    break
+                except zmq.ZMQError as exc:
+                    if exc.errno != errno.EADDRINUSE:
+                        sock.close()
+                        raise TransportError(f"cannot listen on {endpoint}: {exc}") from exc
+                    failure = exc
+                await trio.sleep(BIND_RETRY_INTERVAL)
+        if not raw.last_endpoint:
             sock.close()
-            raise TransportError(f"cannot listen on {endpoint}: {exc}") from exc
+            raise TransportError(f"cannot listen on {endpoint}: {failure}") from failure
         monitor = TrioSocket(raw.get_monitor_socket(_LISTEN_EVENTS))
         await trio.lowlevel.checkpoint()
         return ZmqListener(sock, monitor, self.settings)
