@@ -10,10 +10,14 @@ Everything is measured in this one run, on this machine, in one process
   node's handler has it;
 - pyln-proto: Core Lightning's Python BOLT-8 implementation, same traffic
   (a sender thread and a reader thread, loopback TCP);
-- handshakes: sans-IO (both roles in memory), and over loopback TCP (dial +
-  acts 1-3 against a listening node), and pyln-proto's over TCP.
+- handshakes: sans-IO (both roles in memory); over loopback TCP (dial +
+  acts 1-3 against a listening node), with the dialers in the same process
+  and with a lean load generator in a second process (then also per second
+  of the node's own CPU time: what one core accepts); pyln-proto's over TCP.
 
-Usage: ``python benchmarks/bench_bolt8.py [--quick] [--json]``
+Every figure is the best of ``--rounds`` interleaved rounds (default 3).
+
+Usage: ``python benchmarks/bench_bolt8.py [--quick] [--rounds N] [--json]``
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import struct
 import sys
 import threading
@@ -32,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.node.peer import handshake_as_initiator
-from lnpmsg.noise import InitiatorHandshake, ResponderHandshake
+from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake, ResponderHandshake
 from lnpmsg.testing.pyln import WholeReads
 from lnpmsg.transports.tcp import TcpTransport
 
@@ -237,31 +242,67 @@ async def tcp_handshakes(count: int, concurrency: int = 16) -> float:
     return (count // concurrency) * concurrency / elapsed
 
 
-def _dial_many(target: str, node_id_hex: str, count: int, concurrency: int, queue) -> None:  # type: ignore[no-untyped-def]
-    """Child process: run the dialers and report handshakes/s as seen by them."""
+def _dial_many(host: str, port: int, node_id_hex: str, count: int, concurrency: int, queue) -> None:  # type: ignore[no-untyped-def]
+    """Child process: a lean load generator, ``concurrency`` handshakes in flight at a time.
 
-    async def run() -> float:
-        key = NodeKey.generate()
-        transport = TcpTransport()
-        node_id = bytes.fromhex(node_id_hex)
+    Plain non-blocking sockets under ``selectors`` driving the sans-IO
+    initiator (as wrk drives an HTTP server): it needs about a third of the
+    CPU the node under test does per handshake, so the node, not the load
+    generator, sets the pace. Reports handshakes/s as seen here.
+    """
+    import selectors
+    import socket
 
-        async def dialer(n: int) -> None:
-            for _ in range(n):
-                conn = await transport.dial(target)
-                await handshake_as_initiator(conn, key, node_id)
-                await conn.aclose()
+    key = NodeKey.generate()
+    node_id = bytes.fromhex(node_id_hex)
+    selector = selectors.DefaultSelector()
+    started = finished = 0
 
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(concurrency):
-                nursery.start_soon(dialer, count // concurrency)
-        return (count // concurrency) * concurrency / (time.perf_counter() - start)
+    def start_one() -> None:
+        nonlocal started
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.connect((host, port))  # loopback: completes at once
+        handshake = InitiatorHandshake(key.secret, node_id)
+        sock.sendall(handshake.act_one())
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, [handshake, b""])
+        started += 1
 
-    queue.put(trio.run(run))
+    begin = time.perf_counter()
+    for _ in range(min(concurrency, count)):
+        start_one()
+    while finished < count:
+        for selected, _events in selector.select():
+            sock = selected.fileobj
+            state = selected.data
+            chunk = sock.recv(ACT_TWO_SIZE - len(state[1]))  # type: ignore[union-attr]
+            if not chunk:
+                raise RuntimeError("the node closed a connection during the handshake")
+            state[1] += chunk
+            if len(state[1]) < ACT_TWO_SIZE:
+                continue
+            selector.unregister(sock)
+            sock.setblocking(True)  # type: ignore[union-attr]
+            sock.sendall(state[0].receive_act_two(state[1]))  # type: ignore[union-attr]
+            sock.close()  # type: ignore[union-attr]
+            finished += 1
+            if started < count:
+                start_one()
+    queue.put(count / (time.perf_counter() - begin))
 
 
-async def tcp_handshakes_two_processes(count: int, concurrency: int = 16) -> float:
-    """The listening node in this process (one core), the dialers in another."""
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def tcp_handshakes_two_processes(count: int, concurrency: int = 16) -> tuple[float, float]:
+    """The listening node in this process (one core), the load generator in another.
+
+    Returns (handshakes/s, handshakes per second of this process's CPU time):
+    the second is what one core can accept when the node has it to itself.
+    """
     import multiprocessing
 
     node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], max_connections_per_ip=count + 10))
@@ -269,12 +310,15 @@ async def tcp_handshakes_two_processes(count: int, concurrency: int = 16) -> flo
     queue = ctx.Queue()
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
-        child = ctx.Process(target=_dial_many, args=(node.listen_addresses[0], node.node_id.hex(), count, concurrency, queue))
+        host, port = node.listen_addresses[0].rsplit(":", 1)
+        child = ctx.Process(target=_dial_many, args=(host, int(port), node.node_id.hex(), count, concurrency, queue))
         child.start()
+        cpu_before = _cpu_seconds()
         rate = await trio.to_thread.run_sync(queue.get)
+        cpu = _cpu_seconds() - cpu_before
         await trio.to_thread.run_sync(child.join)
         node.stop()
-    return float(rate)
+    return float(rate), count / cpu
 
 
 def pyln_handshakes(count: int) -> float:
@@ -312,24 +356,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer messages (a smoke run)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds to run; each figure is its best round (default 3)")
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
+    rounds = 1 if args.quick else args.rounds
     results: dict[str, float] = {}
-    for size, count in ((1024, int(200_000 * scale)), (65535, int(10_000 * scale))):
-        label = "1KiB" if size == 1024 else "64KiB"
-        results[f"raw_aead_{label}"] = raw_aead(count, size)
-        results[f"lnpmsg_{label}"] = trio.run(lnpmsg_throughput, count, size)
-        results[f"pyln_{label}"] = pyln_throughput(max(count // 4, 100), size)
-        results[f"raw_aead_per_side_{label}"] = raw_aead_per_side(count, size)
-        results[f"lnpmsg_2proc_{label}"] = trio.run(lnpmsg_throughput_two_processes, count, size)
-    results["handshakes_sans_io"] = sans_io_handshakes(int(3000 * scale))
-    results["handshakes_tcp"] = trio.run(tcp_handshakes, int(2000 * scale))
-    results["handshakes_tcp_server"] = trio.run(tcp_handshakes_two_processes, int(4000 * scale))
-    results["handshakes_pyln_tcp"] = pyln_handshakes(int(1000 * scale))
+
+    def keep_best(key: str, value: float) -> None:
+        results[key] = max(results.get(key, 0.0), value)
+
+    # Best of several interleaved rounds for every figure alike, limit and
+    # ours, so a burst of load on a shared machine does not decide a ratio.
+    for _ in range(rounds):
+        for size, count in ((1024, int(200_000 * scale)), (65535, int(10_000 * scale))):
+            label = "1KiB" if size == 1024 else "64KiB"
+            keep_best(f"raw_aead_{label}", raw_aead(count, size))
+            keep_best(f"lnpmsg_{label}", trio.run(lnpmsg_throughput, count, size))
+            keep_best(f"pyln_{label}", pyln_throughput(max(count // 4, 100), size))
+            keep_best(f"raw_aead_per_side_{label}", raw_aead_per_side(count, size))
+            keep_best(f"lnpmsg_2proc_{label}", trio.run(lnpmsg_throughput_two_processes, count, size))
+        keep_best("handshakes_sans_io", sans_io_handshakes(int(3000 * scale)))
+        keep_best("handshakes_tcp", trio.run(tcp_handshakes, int(2000 * scale)))
+        rate, per_cpu_second = trio.run(tcp_handshakes_two_processes, int(4000 * scale))
+        keep_best("handshakes_tcp_server", rate)
+        keep_best("handshakes_tcp_server_per_cpu_second", per_cpu_second)
+        keep_best("handshakes_pyln_tcp", pyln_handshakes(int(1000 * scale)))
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, one process\n")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, best of {rounds} round(s)\n")
     print("| messages/s (loopback TCP) | 1 KiB | 64 KiB |")
     print("| --- | ---: | ---: |")
     for name, key in (("raw ChaCha20-Poly1305 (limit)", "raw_aead"), ("lnpmsg", "lnpmsg"), ("pyln-proto", "pyln")):
@@ -348,7 +403,8 @@ def main() -> None:
     print("| --- | ---: |")
     print(f"| lnpmsg, sans-IO (both roles, one core) | {results['handshakes_sans_io']:,.0f} |")
     print(f"| lnpmsg, loopback TCP (dial + acts 1-3, 16 dialers, both roles in one process) | {results['handshakes_tcp']:,.0f} |")
-    print(f"| lnpmsg node accepting, loopback TCP (dialers in a second process) | {results['handshakes_tcp_server']:,.0f} |")
+    print(f"| lnpmsg node accepting, loopback TCP (load generator in a second process) | {results['handshakes_tcp_server']:,.0f} |")
+    print(f"| the same node, per second of its own CPU time (one core's capacity) | {results['handshakes_tcp_server_per_cpu_second']:,.0f} |")
     print(f"| pyln-proto, loopback TCP | {results['handshakes_pyln_tcp']:,.0f} |")
 
 

@@ -60,12 +60,14 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 15.0
 #: plaintext bytes queued for one peer before senders must wait
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
-#: at most this many bytes go into one write, so one huge backlog does not delay closing for long
-MAX_BATCH_BYTES = 1024 * 1024
+#: at most this many bytes go into one write: enough to spread a write's fixed cost over
+#: ~125 1-KiB messages, small enough that a batch's frames stay in the CPU cache
+#: (measured with benchmarks/bench_bolt8.py: 1 MiB batches were no faster)
+MAX_BATCH_BYTES = 128 * 1024
 #: at most this many messages go into one write (bounds a batch of tiny messages the same way)
 MAX_BATCH_MESSAGES = 16384
 #: bytes asked of the transport per read; a large read decodes many small frames at once
-RECEIVE_CHUNK = 256 * 1024
+RECEIVE_CHUNK = 128 * 1024
 #: on close, pending messages (e.g. our ``error``) get this long to leave
 CLOSE_FLUSH_TIMEOUT = 2.0
 
