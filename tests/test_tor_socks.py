@@ -25,7 +25,7 @@ from lnpmsg.transports.tor.errors import (
     TorError,
 )
 from lnpmsg.transports.tor.socks import SOCKS5_REPLY_MESSAGES, Socks5Handshake
-from lnpmsg.transports.tor.transport import TorTransport, split_tor_target
+from lnpmsg.transports.tor.transport import TRANSIENT_SOCKS_REPLIES, TorTransport, split_tor_target
 
 
 def onion_for(seed: int) -> str:
@@ -51,7 +51,8 @@ class FakeSocks5Server:
     """A SOCKS5 server that answers a CONNECT to port N with reply code N (code 0: success, then echo).
 
     ``mode``: "normal", "close-after-greeting" (hang up mid-handshake),
-    "silent" (never answer), "no-auth" (refuse every method).
+    "silent" (never answer), "no-auth" (refuse every method),
+    "fail-once" (the first CONNECT gets the port's code, later ones succeed).
     """
 
     mode: str = "normal"
@@ -107,6 +108,8 @@ class FakeSocks5Server:
                 (port,) = struct.unpack(">H", await read(2))
                 self.requests.append(Request(username, password, atyp, host, port))
                 code = port & 0xFF if port < 0x100 else 0
+                if self.mode == "fail-once" and len(self.requests) > 1:
+                    code = 0
                 await stream.send_all(bytes([5, code, 0, 1, 127, 0, 0, 1, 0x23, 0x28]))
                 if code == 0:
                     while data := await stream.receive_some():
@@ -125,13 +128,27 @@ async def start_server(nursery: trio.Nursery, mode: str = "normal") -> FakeSocks
 async def test_each_reply_code_is_a_clear_error(code: int) -> None:
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
-        transport = TorTransport(("127.0.0.1", server.port), connect_timeout=10)
+        transport = TorTransport(("127.0.0.1", server.port), connect_timeout=10, circuit_retry_delay=0.01)
         with pytest.raises(SocksError) as info:
             await transport.dial(f"{ONION}:{code}")
         assert info.value.code == code
+        # circuit failures are asked about twice, anything else once
+        assert len(server.requests) == (2 if code in TRANSIENT_SOCKS_REPLIES else 1)
         assert f"0x{code:02x}" in str(info.value)
         assert SOCKS5_REPLY_MESSAGES[code] in str(info.value)
         assert ONION in str(info.value)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_circuit_failure_is_retried_once_and_the_stream_then_works() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, "fail-once")
+        transport = TorTransport(("127.0.0.1", server.port), circuit_retry_delay=0.01)
+        conn = await transport.dial(f"{ONION}:1")  # port 1: reply 0x01 (general failure) the first time
+        await conn.send_frames([b"ping"])
+        assert await conn.receive_some(10) == b"ping"
+        await conn.aclose()
+        assert [r.port for r in server.requests] == [1, 1]
         nursery.cancel_scope.cancel()
 
 

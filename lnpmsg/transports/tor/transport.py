@@ -13,6 +13,11 @@ circuits, so one peer cannot be linked to another by a shared circuit. The
 password is a random token of this transport instance, so two nodes sharing
 one Tor never share circuits either.
 
+Circuits fail now and then (a relay drops out, an introduction point is
+gone): when Tor answers a CONNECT with a circuit failure, ``dial`` asks once
+more after ``circuit_retry_delay`` seconds, within the same
+``connect_timeout``, as Tor Browser's users would by reloading.
+
 ``listen`` binds the plain TCP listener (127.0.0.1 only) that the node's
 onion service points at; connections arriving there came through Tor.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import secrets
 
 import trio
@@ -37,16 +43,27 @@ from lnpmsg.transports.tor.errors import ClearnetRefused, SocksError, TorError
 from lnpmsg.transports.tor.socks import Socks5Handshake
 
 __all__ = [
+    "CIRCUIT_RETRY_DELAY",
     "DEFAULT_CONNECT_TIMEOUT",
+    "TRANSIENT_SOCKS_REPLIES",
     "TorConnection",
     "TorTransport",
     "open_socks5_stream",
     "split_tor_target",
 ]
 
+log = logging.getLogger(__name__)
+
 #: building a rendezvous circuit to an onion service takes a few seconds,
 #: on a slow public network sometimes tens of seconds
 DEFAULT_CONNECT_TIMEOUT = 60.0
+
+#: SOCKS5 replies that mean a circuit failed, not that the target is wrong:
+#: general failure (a circuit could not be built), introduction failed,
+#: rendezvous failed, introduction timed out
+TRANSIENT_SOCKS_REPLIES = frozenset({0x01, 0xF2, 0xF3, 0xF7})
+#: seconds before the one retry after a transient reply (new circuits by then)
+CIRCUIT_RETRY_DELAY = 1.0
 
 #: RFC 1929 limits usernames to 255 bytes; longer isolation keys are hashed
 _MAX_USERNAME = 255
@@ -104,6 +121,7 @@ class TorTransport(Transport):
         *,
         allow_clearnet: bool = False,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        circuit_retry_delay: float = CIRCUIT_RETRY_DELAY,
     ) -> None:
         host, port = socks_address
         try:
@@ -116,6 +134,7 @@ class TorTransport(Transport):
         self.socks_address = (host, port)
         self.allow_clearnet = allow_clearnet
         self.connect_timeout = connect_timeout
+        self.circuit_retry_delay = circuit_retry_delay
         self._isolation_secret = secrets.token_hex(16)
 
     def socks_credentials(self, isolation_key: str) -> tuple[str, str]:
@@ -144,9 +163,18 @@ class TorTransport(Transport):
         username, password = self.socks_credentials(isolation_key or peer or remote)
         try:
             with trio.fail_after(self.connect_timeout):
-                stream, pending = await open_socks5_stream(
-                    self.socks_address, host, port, username=username, password=password
-                )
+                try:
+                    stream, pending = await open_socks5_stream(
+                        self.socks_address, host, port, username=username, password=password
+                    )
+                except SocksError as exc:
+                    if exc.code not in TRANSIENT_SOCKS_REPLIES:
+                        raise
+                    log.info("%s; asking Tor once more in %g s", exc, self.circuit_retry_delay)
+                    await trio.sleep(self.circuit_retry_delay)
+                    stream, pending = await open_socks5_stream(
+                        self.socks_address, host, port, username=username, password=password
+                    )
         except trio.TooSlowError:
             what = "onion service not reachable" if is_onion_host(host) else "Tor could not connect"
             raise SocksError(f"{what}: {remote}: no answer through Tor within {self.connect_timeout:g} s") from None
