@@ -190,54 +190,20 @@ class MessageDecryptor(_CipherState):
             data = bytes(data)
         messages: list[bytes] = []
         position = 0
-        if self._buffer:
-            # Finish the frame the last chunk left partial from the head of
-            # this one; the rest is parsed in place (no copy of the chunk).
-            position = self._complete_pending(data, messages)
-            if position < 0:
+        buffer = self._buffer
+        if buffer:
+            # Finish the header or body the last chunk left partial from the
+            # head of this one; the rest is parsed in place (no copy of the chunk).
+            pending_size = LENGTH_HEADER_SIZE if self._body_size < 0 else self._body_size + MAC_SIZE
+            position = pending_size - len(buffer)
+            buffer += data[:position]
+            if len(buffer) < pending_size:
                 return messages
+            pending = bytes(buffer)
+            buffer.clear()
+            self._parse(pending, 0, messages)
         self._parse(data, position, messages)
         return messages
-
-    def _complete_pending(self, data: bytes, messages: list[bytes]) -> int:
-        """Add the head of ``data`` to the pending partial frame; return where ``data``'s own frames start (-1: none)."""
-        buffer = self._buffer
-        try:
-            if self._body_size < 0:
-                taken = min(LENGTH_HEADER_SIZE - len(buffer), len(data))
-                buffer += data[:taken]
-                if len(buffer) < LENGTH_HEADER_SIZE:
-                    return -1
-                self._open_header(bytes(buffer))
-                buffer.clear()
-            else:
-                taken = 0
-            needed = self._body_size + MAC_SIZE - len(buffer)
-            if len(data) - taken < needed:
-                buffer += data[taken:]
-                return -1
-            buffer += data[taken : taken + needed]
-            messages.append(self._aead.decrypt(_NONCES[self._nonce], bytes(buffer), None))
-        except InvalidTag:
-            what = "length" if self._body_size < 0 else "message"
-            raise self._fail(DecryptError(f"bad MAC on an encrypted {what}")) from None
-        buffer.clear()
-        self._body_size = -1
-        self._advance()
-        return taken + needed
-
-    def _open_header(self, header_ciphertext: bytes) -> None:
-        header = self._aead.decrypt(_NONCES[self._nonce], header_ciphertext, None)
-        self._advance()
-        body_size = (header[0] << 8) | header[1]
-        if body_size > self._max_buffer - FRAME_OVERHEAD:
-            raise self._fail(DecryptError(f"frame of {body_size + FRAME_OVERHEAD} bytes exceeds {self._max_buffer}"))
-        self._body_size = body_size
-
-    def _advance(self) -> None:
-        self._nonce += 1
-        if self._nonce == KEY_ROTATION_INTERVAL:
-            self._rotate()
 
     def _parse(self, source: bytes, position: int, messages: list[bytes]) -> None:
         """Decrypt every whole frame of ``source`` from ``position``; keep the partial tail."""
