@@ -30,12 +30,12 @@ from lnpmsg.node.session import (
     SessionState,
 )
 from lnpmsg.noise import (
-    MAX_MESSAGE_SIZE,
-    MessageTooLarge,
     ACT_ONE_SIZE,
     ACT_THREE_SIZE,
     ACT_TWO_SIZE,
+    MAX_MESSAGE_SIZE,
     InitiatorHandshake,
+    MessageTooLarge,
     NoiseError,
     ResponderHandshake,
     TransportCipher,
@@ -235,14 +235,7 @@ class Peer:
         while self._queued_bytes and self._queued_bytes + size > self._max_queued:
             self._check_open()
             await self._room.park()
-        # _enqueue inlined: this is every send's hot path.
-        if self._closing:
-            raise PeerClosedError(f"peer {self.node_id.hex()} is closed: {self.close_reason}")
-        if size > MAX_MESSAGE_SIZE:
-            raise MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
-        self._outbox.append(data)
-        self._queued_bytes += size
-        self._data_ready.set()
+        self._enqueue(data)
 
     def send_nowait(self, message: Message | bytes) -> None:
         """Queue a message now or raise :class:`PeerQueueFull`."""
@@ -255,8 +248,7 @@ class Peer:
         # The session's only checks on send are "not closed" and "whole
         # message", both enforced here, so append to its outbox directly:
         # this is the hot path of every send.
-        if self._closing:
-            raise PeerClosedError(f"peer {self.node_id.hex()} is closed: {self.close_reason}")
+        self._check_open()
         if len(data) > MAX_MESSAGE_SIZE:
             raise MessageTooLarge(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
         self._outbox.append(data)
