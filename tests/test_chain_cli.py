@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 
 import pytest
 import trio
@@ -20,41 +19,15 @@ from lnpmsg.cli import main
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.rpc.control import ControlServer
+from lnpmsg.testing.processes import (
+    PROCESS_WAIT,
+    finish_process,
+    lnpmsg_argv,
+    start_node_process,
+)
+
 
 #: seconds a node process may take to start or stop
-PROCESS_WAIT = 20
-
-
-def lnpmsg(*args):
-    return [sys.executable, "-m", "lnpmsg.cli", *map(str, args)]
-
-
-async def start_node(data_dir, *extra):
-    """A node process; returns it and its start-up summary (or its exit status and stderr)."""
-    process = await trio.lowlevel.open_process(
-        lnpmsg("node", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--json", "--chain", "regtest", *extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    line = b""
-    with trio.fail_after(PROCESS_WAIT):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            if not chunk:
-                break
-            line += chunk
-    return process, (json.loads(line) if line else None)
-
-
-async def finish(process):
-    with trio.fail_after(PROCESS_WAIT):
-        code = await process.wait()
-    stderr = b""
-    while chunk := await process.stderr.receive_some(1 << 16):
-        stderr += chunk
-    return code, stderr.decode()
-
-
 async def cli(capsys, *argv):
     code = await trio.to_thread.run_sync(main, [str(a) for a in argv])
     captured = capsys.readouterr()
@@ -69,7 +42,7 @@ async def cli_json(capsys, *argv):
 async def test_chain_and_wallet_commands_against_a_node_process(capsys, tmp_path):
     data_dir = tmp_path / "node"
     d = ("--data-dir", data_dir)
-    process, info = await start_node(data_dir)
+    process, info = await start_node_process(data_dir, "--chain", "regtest")
     try:
         assert info["network"] == "regtest" and info["chain"].startswith("embedded regtest in ")
         assert (data_dir / "chain").is_dir() and (data_dir / "wallet" / "seed").is_file()
@@ -161,33 +134,33 @@ async def test_chain_and_wallet_commands_against_a_node_process(capsys, tmp_path
         process.send_signal(signal.SIGINT)
         raise
     finally:
-        code, stderr = await finish(process)
+        code, stderr = await finish_process(process)
     assert code == 0, stderr
     assert "Traceback" not in stderr
 
     # a restart finds the same chain and wallet
-    process, _ = await start_node(data_dir)
+    process, _ = await start_node_process(data_dir, "--chain", "regtest")
     try:
         code, info_json = await cli_json(capsys, "getchaininfo", *d)
         assert (info_json["height"], info_json["balance_sat"]) == (height, balance)
     finally:
         process.send_signal(signal.SIGINT)
-        code, stderr = await finish(process)
+        code, stderr = await finish_process(process)
     assert code == 0, stderr
 
 
 async def test_a_second_node_on_the_same_data_dir_is_refused(tmp_path):
     data_dir = tmp_path / "node"
     async with EmbeddedChainSource.open(data_dir / "chain"):
-        process, info = await start_node(data_dir)
-        code, stderr = await finish(process)
+        process, info = await start_node_process(data_dir, "--chain", "regtest")
+        code, stderr = await finish_process(process)
     assert info is None and code == 1
     assert "cannot start: cannot open the chain and wallet" in stderr and "Traceback" not in stderr
 
 
 def test_chain_and_network_must_agree(tmp_path):
     result = subprocess.run(
-        lnpmsg("node", "--data-dir", tmp_path, "--chain", "regtest", "--network", "bitcoin"),
+        lnpmsg_argv("node", "--data-dir", tmp_path, "--chain", "regtest", "--network", "bitcoin"),
         check=False,
         capture_output=True,
         text=True,

@@ -1,45 +1,16 @@
 """The `lnpmsg node` command as a user runs it: a real process, real signals."""
 
-import json
 import os
 import signal
 import stat
 import subprocess
-import sys
 
 import pytest
 import trio
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
-
-
-def lnpmsg(*args):
-    return [sys.executable, "-m", "lnpmsg.cli", *args]
-
-
-async def start_node(data_dir, *extra):
-    process = await trio.lowlevel.open_process(
-        lnpmsg(
-            "node",
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-            *extra,
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    line = b""
-    with trio.fail_after(20):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            if not chunk:
-                break
-            line += chunk
-    return process, json.loads(line)
+from lnpmsg.testing.processes import lnpmsg_argv, start_node_process
 
 
 async def stop(process):
@@ -51,7 +22,7 @@ async def stop(process):
 
 
 async def test_node_starts_with_generated_key_accepts_peers_and_stops_cleanly(tmp_path):
-    process, info = await start_node(tmp_path / "n")
+    process, info = await start_node_process(tmp_path / "n")
     try:
         key_file = tmp_path / "n" / "node_key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -75,14 +46,14 @@ async def test_node_starts_with_generated_key_accepts_peers_and_stops_cleanly(tm
     assert "connected (inbound, tcp" in stderr
     assert "received SIGINT, shutting down" in stderr and "stopped" in stderr
     # restart: the same identity
-    process, again = await start_node(tmp_path / "n")
+    process, again = await start_node_process(tmp_path / "n")
     code, stderr = await stop(process)
     assert again["node_id"] == info["node_id"] and code == 0
     assert "generated" not in stderr
 
 
 async def test_node_with_given_key(tmp_path):
-    process, info = await start_node(tmp_path / "n", "--node-key", "11" * 32)
+    process, info = await start_node_process(tmp_path / "n", "--node-key", "11" * 32)
     await stop(process)
     assert (
         info["node_id"]
@@ -93,7 +64,7 @@ async def test_node_with_given_key(tmp_path):
 
 def test_bad_key_and_busy_port_give_clear_errors(tmp_path):
     result = subprocess.run(
-        lnpmsg("node", "--data-dir", str(tmp_path), "--node-key", "xyz"),
+        lnpmsg_argv("node", "--data-dir", str(tmp_path), "--node-key", "xyz"),
         capture_output=True,
         text=True,
         timeout=20,
@@ -104,7 +75,7 @@ def test_bad_key_and_busy_port_give_clear_errors(tmp_path):
         sock.listen()
         port = sock.getsockname()[1]
         result = subprocess.run(
-            lnpmsg(
+            lnpmsg_argv(
                 "node", "--data-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}"
             ),
             capture_output=True,
@@ -116,7 +87,7 @@ def test_bad_key_and_busy_port_give_clear_errors(tmp_path):
 
 @pytest.mark.parametrize("args", [["--help"], ["node", "--help"]])
 def test_help_teaches(args):
-    result = subprocess.run(lnpmsg(*args), capture_output=True, text=True, timeout=20)
+    result = subprocess.run(lnpmsg_argv(*args), capture_output=True, text=True, timeout=20)
     assert result.returncode == 0
     assert "node" in result.stdout
     if args[0] == "node":
@@ -135,7 +106,7 @@ def test_key_file_with_loose_permissions_is_refused(tmp_path):
     key.write_text("22" * 32)
     os.chmod(key, 0o644)
     result = subprocess.run(
-        lnpmsg("node", "--node-key-file", str(key)),
+        lnpmsg_argv("node", "--node-key-file", str(key)),
         capture_output=True,
         text=True,
         timeout=20,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,16 +24,16 @@ from lnpmsg.gossip import (
     read_gossip_store,
 )
 from lnpmsg.gossip.commands import progress_bar
+from lnpmsg.testing.processes import (
+    PROCESS_WAIT,
+    finish_process,
+    lnpmsg_argv,
+    start_node_process,
+)
 from lnpmsg.wire import CHAIN_HASH_MAINNET
 
 GOSSIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "gossip"
 PARTS = (GOSSIP / "gossip_store-part1.xz", GOSSIP / "gossip_store-part2.xz")
-#: seconds a process may take to start, stop or finish its job
-PROCESS_WAIT = 20
-
-
-def lnpmsg(*args):
-    return [sys.executable, "-m", "lnpmsg.cli", *map(str, args)]
 
 
 def expected_graph():
@@ -60,37 +59,10 @@ async def read_until(stream, marker: bytes) -> bytes:
     return data
 
 
-async def start_node(data_dir, *extra):
-    """A node process; returns it and its start-up summary (None if it exited)."""
-    process = await trio.lowlevel.open_process(
-        lnpmsg("node", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--json", *extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    line = b""
-    with trio.fail_after(PROCESS_WAIT):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            if not chunk:
-                break
-            line += chunk
-    return process, (json.loads(line) if line else None)
-
-
-async def finish(process) -> tuple[int, str]:
-    """Wait for a process; its exit status and all it wrote on stderr."""
-    stderr = b""
-    with trio.fail_after(PROCESS_WAIT):
-        while chunk := await process.stderr.receive_some(1 << 16):
-            stderr += chunk
-        code = await process.wait()
-    return code, stderr.decode()
-
-
 async def subscriber(data_dir, *args):
     """A ``gossip subscribe`` process, returned once its subscription is live."""
     process = await trio.lowlevel.open_process(
-        lnpmsg("gossip", "subscribe", "--data-dir", data_dir, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        lnpmsg_argv("gossip", "subscribe", "--data-dir", data_dir, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     await read_until(process.stderr, b"subscribed to ")
     return process
@@ -131,7 +103,7 @@ async def test_import_query_subscribe_and_sync_between_node_processes(capsys, tm
     processes, infos = [], []
     try:
         for data_dir, extra in ((a_dir, a_imports), (b_dir, []), (c_dir, ["--no-gossip"])):
-            process, info = await start_node(data_dir, *extra)
+            process, info = await start_node_process(data_dir, *extra)
             processes.append(process)
             infos.append(info)
         a_info, b_info, c_info = infos
@@ -256,19 +228,19 @@ async def test_import_query_subscribe_and_sync_between_node_processes(capsys, tm
             process.send_signal(signal.SIGINT)
         raise
     finally:
-        finished = [await finish(p) for p in processes]
+        finished = [await finish_process(p) for p in processes]
     for code, stderr in finished:
         assert code == 0 and "Traceback" not in stderr, stderr
     a_log = finished[0][1]
     assert "importing gossip_store " in a_log and "gossip import: 100%: 186 records, 92 accepted, 5 deleted skipped, 1 channel(s) closed" in a_log
 
     # a restart keeps the graph (nothing imported this time)
-    process, info = await start_node(a_dir)
+    process, info = await start_node_process(a_dir)
     try:
         assert info["gossip"] == f"87 channels in {a_dir / 'gossip.sqlite3'}"
     finally:
         process.send_signal(signal.SIGINT)
-        code, stderr = await finish(process)
+        code, stderr = await finish_process(process)
     assert code == 0 and "importing" not in stderr
 
 
@@ -283,8 +255,8 @@ async def test_bad_imports_stop_the_start_with_a_clear_error(tmp_path):
     results = [None] * len(cases)
 
     async def run(i, args):
-        process, info = await start_node(tmp_path / f"n{i}", *args)
-        results[i] = (info, *await finish(process))
+        process, info = await start_node_process(tmp_path / f"n{i}", *args)
+        results[i] = (info, *await finish_process(process))
 
     async with trio.open_nursery() as nursery:
         for i, (args, _, _) in enumerate(cases):
@@ -322,7 +294,7 @@ async def test_with_a_chain_announced_funding_outputs_are_looked_up(capsys, tmp_
     processes, infos = [], []
     try:
         for data_dir, extra in ((a_dir, ["--network", "regtest", "--gossip-import", GOSSIP / "gossip_store.simple.xz"]), (b_dir, ["--chain", "regtest"])):
-            process, info = await start_node(data_dir, *extra)
+            process, info = await start_node_process(data_dir, *extra)
             processes.append(process)
             infos.append(info)
         a_info, _ = infos
@@ -344,7 +316,7 @@ async def test_with_a_chain_announced_funding_outputs_are_looked_up(capsys, tmp_
             process.send_signal(signal.SIGINT)
         raise
     finally:
-        finished = [await finish(p) for p in processes]
+        finished = [await finish_process(p) for p in processes]
     for code, stderr in finished:
         assert code == 0 and "Traceback" not in stderr, stderr
 
