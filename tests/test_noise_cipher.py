@@ -94,6 +94,19 @@ def test_encrypt_many_matches_encrypt() -> None:
     assert many.encrypt_many(iter(messages)) == [one.encrypt(m) for m in messages]
 
 
+def test_encrypt_joined_is_the_frames_of_encrypt_many_back_to_back() -> None:
+    # 1,150 messages of mixed sizes cross two key rotations inside one batch.
+    messages = [os.urandom(n) for n in (0, 1, 1024, 5, MAX_MESSAGE_SIZE)] * 230
+    many, _ = _pair()
+    joined, decryptor = _pair()
+    stream = joined.encrypt_joined(messages)
+    assert stream == b"".join(many.encrypt_many(messages))
+    assert decryptor.feed(stream) == messages
+    # Both keep the same nonce and key afterwards.
+    assert joined.encrypt_joined([b"next"]) == many.encrypt(b"next")
+    assert joined.encrypt_joined([]) == b""
+
+
 def test_oversize_message_is_refused_and_sticky() -> None:
     encryptor, decryptor = _pair()
     assert decryptor.feed(encryptor.encrypt(b"x" * MAX_MESSAGE_SIZE)) == [b"x" * MAX_MESSAGE_SIZE]
@@ -124,6 +137,10 @@ def test_a_failed_encryption_never_reuses_a_nonce() -> None:
         encryptor.encrypt_many([b"b", "not bytes"])  # type: ignore[list-item]
     # b"b" took the nonces of the second frame, so the next message gets the third's.
     assert encryptor.encrypt(b"c") == expected[2]
+    with pytest.raises(TypeError):
+        encryptor.encrypt_joined([b"d", "not bytes"])  # type: ignore[list-item]
+    # The same holds for the joined form: b"d" used the fourth frame's nonces.
+    assert encryptor.encrypt(b"e") == reference.encrypt(b"e")
 
 
 @pytest.mark.parametrize(

@@ -378,6 +378,7 @@ class Peer:
 
     async def _write_until_flushed(self) -> None:
         encryptor = self._cipher.encryptor
+        keeps_frames = self.conn.keeps_frame_boundaries
         outbox = self.session.outbox
         counters = self.counters
         while True:
@@ -399,7 +400,8 @@ class Peer:
                     message = outbox.popleft()
                     batch.append(message)
                     size += len(message)
-            frames = encryptor.encrypt_many(batch)
+            # A byte stream takes the batch as one buffer the frames were encrypted into.
+            frames = encryptor.encrypt_many(batch) if keeps_frames else [encryptor.encrypt_joined(batch)]
             try:
                 await self.conn.send_frames(frames)
             except TransportError as exc:

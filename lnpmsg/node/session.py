@@ -42,9 +42,9 @@ from lnpmsg.wire import (
     MessageRegistry,
     Ping,
     Pong,
-    UnknownMessage,
     WarningMessage,
     WireError,
+    unknown_message,
 )
 from lnpmsg.wire.features import check_dependencies, describe, unknown_required
 
@@ -228,38 +228,46 @@ class PeerSession:
         """
         events: list[SessionEvent] = []
         run: list[Message] = []  # app messages since the last other event
-        decode = self.registry.decode
+        keep = run.append
+        class_of = self.registry.class_lookup()
         bolt1_types = _BOLT1_TYPES
+        active = SessionState.ACTIVE
         count = 0
         for data in messages:
-            if self.state is not SessionState.ACTIVE:
+            if self.state is not active:
                 if self.state is SessionState.CLOSED:
                     break
                 events.extend(self._first_message(data, now))
                 continue
             count += 1
+            if type(data) is not bytes:
+                data = bytes(data)  # a payload must never alias the caller's buffer
             if len(data) < 2:
                 _flush(run, events)
                 events.extend(self._fail("message shorter than its 2-byte type", now))
                 break
             msg_type = (data[0] << 8) | data[1]
+            cls = class_of(msg_type)
+            if cls is None:
+                # The usual custom message: a type nobody here decodes.
+                if not msg_type & 1:
+                    _flush(run, events)
+                    events.extend(self._fail(f"unknown even message type {msg_type}", now))
+                    break
+                # Unknown odd messages still go up: the node ignores them unless an
+                # app asked for raw messages (e.g. the control API's custom message events).
+                keep(unknown_message(msg_type, data[2:]))
+                continue
             if msg_type in bolt1_types:
                 _flush(run, events)
                 events.extend(self._on_bolt1(msg_type, data, now))
                 continue
             try:
-                message = decode(data)
+                keep(cls._unpack(data, 2, len(data)))
             except WireError as exc:
                 _flush(run, events)
                 events.extend(self._fail(f"malformed message of type {msg_type}: {exc}", now))
                 break
-            if not msg_type & 1 and type(message) is UnknownMessage:
-                _flush(run, events)
-                events.extend(self._fail(f"unknown even message type {msg_type}", now))
-                break
-            # Unknown odd messages still go up: the node ignores them unless an
-            # app asked for raw messages (e.g. the control API's custom message events).
-            run.append(message)
         _flush(run, events)
         self.stats.messages_in += count
         return events

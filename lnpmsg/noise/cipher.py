@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from itertools import repeat
-from operator import add
+from itertools import accumulate, repeat
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -116,41 +115,63 @@ class MessageEncryptor(_CipherState):
         return frame
 
     def encrypt_many(self, messages: Iterable[bytes]) -> list[bytes]:
-        """Return one frame per message, in order, ready for ``Connection.send_frames``.
+        """Return one frame per message, in order (for transports that keep frames apart).
 
         All sizes are checked first, so ``MessageTooLarge`` means none was encrypted.
         """
+        buffer, ends = self._encrypt_batch(messages)
+        with memoryview(buffer) as view:
+            return [bytes(view[start:end]) for start, end in zip([0, *ends], ends)]
+
+    def encrypt_joined(self, messages: Iterable[bytes]) -> bytearray:
+        """Return the frames of :meth:`encrypt_many` back to back in one buffer.
+
+        For byte-stream transports: the frames are encrypted straight into the
+        buffer that is written, so no frame is allocated, concatenated or
+        copied on its own.
+        """
+        return self._encrypt_batch(messages)[0]
+
+    def _encrypt_batch(self, messages: Iterable[bytes]) -> tuple[bytearray, list[int]]:
+        """Encrypt every message into one buffer; return it and where each frame ends."""
         if self._failure is not None:
             raise self._failed_again()
         batch = messages if isinstance(messages, (list, tuple)) else list(messages)
-        if not batch:
-            return []
-        if max(map(len, batch)) > MAX_MESSAGE_SIZE:
-            size = next(n for n in map(len, batch) if n > MAX_MESSAGE_SIZE)
+        sizes = list(map(len, batch))
+        if not sizes:
+            return bytearray(), []
+        if max(sizes) > MAX_MESSAGE_SIZE:
+            size = next(n for n in sizes if n > MAX_MESSAGE_SIZE)
             raise self._fail(MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}"))
-        frames: list[bytes] = []
+        ends = list(accumulate(map(FRAME_OVERHEAD.__add__, sizes)))
+        starts = [0, *ends[:-1]]
+        buffer = bytearray(ends[-1])
+        view = memoryview(buffer)
         done = 0
         while done < len(batch):
             # One key at a time: the messages left before the next rotation.
             nonce = self._nonce
-            part = batch[done : done + (KEY_ROTATION_INTERVAL - nonce) // 2]
-            encrypt = self._aead.encrypt
+            stop = min(len(batch), done + (KEY_ROTATION_INTERVAL - nonce) // 2)
+            part_starts = starts[done:stop]
+            encrypt_into = self._aead.encrypt_into
             # map() keeps the per-message work in C. Bodies go first: if one
             # is not bytes-like it raises before using its nonce, and the
             # nonces of the bodies before it are marked used.
-            bodies: list[bytes] = []
+            body_views = [view[start + LENGTH_HEADER_SIZE : end] for start, end in zip(part_starts, ends[done:stop])]
+            written: list[int] = []
             try:
-                bodies += map(encrypt, _NONCES[nonce + 1 :: 2], part, repeat(None))
+                written += map(encrypt_into, _NONCES[nonce + 1 :: 2], batch[done:stop], repeat(None), body_views)
             finally:
-                nonce += 2 * len(bodies)
+                nonce += 2 * len(written)
                 if nonce == KEY_ROTATION_INTERVAL:
                     self._rotate()
                 else:
                     self._nonce = nonce
-            headers = map(encrypt, _NONCES[nonce - 2 * len(bodies) :: 2], map(_pack_length, map(len, part)), repeat(None))
-            frames += map(add, headers, bodies)
-            done += len(part)
-        return frames
+            header_views = [view[start : start + LENGTH_HEADER_SIZE] for start in part_starts]
+            lengths = map(_pack_length, sizes[done:stop])
+            list(map(encrypt_into, _NONCES[nonce - 2 * len(part_starts) :: 2], lengths, repeat(None), header_views))
+            done = stop
+        return buffer, ends
 
 
 class MessageDecryptor(_CipherState):

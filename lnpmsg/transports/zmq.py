@@ -586,6 +586,8 @@ class ZmqConnection(Connection):
     """One peer session over ZeroMQ (either side); see the module docs."""
 
     kind = "zmq"
+    #: one ZeroMQ message per frame: the credit window and size checks count frames
+    keeps_frame_boundaries = True
 
     def __init__(self, port: _Port, remote_address: str, routing_id: bytes | None) -> None:
         self._port = port

@@ -61,6 +61,7 @@ from lnpmsg.wire.message import (
     Message,
     MessageRegistry,
     UnknownMessage,
+    unknown_message,
     message,
 )
 from lnpmsg.wire.primitives import (
@@ -96,6 +97,7 @@ __all__ = [
     "message",
     "MessageRegistry",
     "UnknownMessage",
+    "unknown_message",
     "DEFAULT_REGISTRY",
     # BOLT 1
     "Init",

@@ -59,6 +59,7 @@ __all__ = [
     "MessageRegistry",
     "UnknownMessage",
     "message",
+    "unknown_message",
 ]
 
 #: The largest message (type included): BOLT 8 frames carry a 2-byte length.
@@ -156,18 +157,24 @@ class UnknownMessage(Message):
     def encode(self) -> bytes:
         return self.type.to_bytes(2, "big") + self.payload
 
-    @classmethod
-    def _raw(cls, msg_type: int, payload: bytes) -> UnknownMessage:
-        self = object.__new__(cls)
-        _set_unknown_type(self, msg_type)
-        _set_unknown_payload(self, payload)
-        return self
 
 
 # The slots' own setters: the fastest way to fill a frozen instance built without __init__.
 _set_unknown_type = UnknownMessage.__dict__["type"].__set__
 _set_unknown_payload = UnknownMessage.__dict__["payload"].__set__
 _new_object = object.__new__
+
+
+def unknown_message(msg_type: int, payload: bytes) -> UnknownMessage:
+    """An :class:`UnknownMessage` from a type and payload already known to be valid.
+
+    For decoders on the receive path: it skips the checks of ``__init__``,
+    which a type read from two bytes and a payload cut from a frame pass anyway.
+    """
+    unknown = _new_object(UnknownMessage)
+    _set_unknown_type(unknown, msg_type)
+    _set_unknown_payload(unknown, payload)
+    return unknown
 
 
 # ---------------------------------------------------------------- the compiler
@@ -437,20 +444,20 @@ class MessageRegistry:
         new._by_type = dict(self._by_type)
         return new
 
+    def class_lookup(self) -> Callable[[int], type[Message] | None]:
+        """A type number -> class function for hot loops (it sees classes registered later)."""
+        return self._by_type.get
+
     def decode(self, data: bytes | bytearray | memoryview) -> Message:
         """Decode a whole message: its class by type, or :class:`UnknownMessage`."""
-        # Inlined _split_type and UnknownMessage._raw: this runs for every message received.
         if type(data) is not bytes:
             data = bytes(data)
         if len(data) < 2:
             raise WireError(f"message of {len(data)} byte(s) is shorter than its 2-byte type")
-        msg_type = (data[0] << 8) | data[1]
+        msg_type = (data[0] << 8) | data[1]  # _split_type, inlined: this runs for every message received
         cls = self._by_type.get(msg_type)
         if cls is None:
-            unknown = _new_object(UnknownMessage)
-            _set_unknown_type(unknown, msg_type)
-            _set_unknown_payload(unknown, data[2:])
-            return unknown
+            return unknown_message(msg_type, data[2:])
         return cls._unpack(data, 2, len(data))  # type: ignore[no-any-return]
 
     def __contains__(self, item: object) -> bool:
