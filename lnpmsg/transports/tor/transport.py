@@ -28,6 +28,7 @@ import hashlib
 import ipaddress
 import logging
 import secrets
+import socket
 
 import trio
 
@@ -72,8 +73,8 @@ _MAX_USERNAME = 255
 class TorConnection(TcpConnection):
     """A connection through Tor (a TCP stream to the SOCKS port, after the handshake)."""
 
-    def __init__(self, stream: trio.SocketStream, remote_address: str, pending: bytes = b"") -> None:
-        super().__init__(stream, remote_address, kind="tor")
+    def __init__(self, sock: socket.socket, remote_address: str, kind: str = "tor", pending: bytes = b"") -> None:
+        super().__init__(sock, remote_address, kind)
         self._pending = pending
 
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
@@ -178,7 +179,7 @@ class TorTransport(Transport):
         except trio.TooSlowError:
             what = "onion service not reachable" if is_onion_host(host) else "Tor could not connect"
             raise SocksError(f"{what}: {remote}: no answer through Tor within {self.connect_timeout:g} s") from None
-        return TorConnection(stream, remote, pending)
+        return TorConnection.from_stream(stream, remote, pending=pending)
 
     async def listen(self, target: str) -> TcpListener:
         """Bind the loopback TCP listener an onion service points at (``127.0.0.1:0`` picks a port)."""
