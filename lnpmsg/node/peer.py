@@ -1,4 +1,5 @@
-"""The trio shell around one peer: handshake, then read, write and timer tasks.
+"""The trio shell around one peer: handshake, then a reading task (which also runs
+the session's timers) and a writing task.
 
 All protocol decisions are made by the sans-IO cores (:mod:`lnpmsg.noise` and
 :class:`lnpmsg.node.session.PeerSession`); this module only moves bytes and
@@ -200,7 +201,8 @@ class Peer:
         self._room = trio.lowlevel.ParkingLot()
         self._pong_waiters: list[trio.Event] = []
         self._data_ready = trio.Event()
-        self._timer_scope: trio.CancelScope | None = None
+        #: the scope of the receive under way: its deadline is the session's next timer
+        self._receive_scope: trio.CancelScope | None = None
         self._flush_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._closing = False
@@ -302,8 +304,8 @@ class Peer:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._write_loop)
-                nursery.start_soon(self._timer_loop)
-                # Reading runs in this task: one task fewer to start per connection.
+                # Reading and the session's timers run in this task: fewer tasks
+                # to start per connection.
                 await self._read_loop()
         finally:
             if not self._closing:
@@ -340,15 +342,26 @@ class Peer:
                         return
                     if session.outbox:
                         self._data_ready.set()
-                    self._rearm_timer()
-            try:
-                data = await self.conn.receive_some(RECEIVE_CHUNK)
-            except TransportError as exc:
-                self._begin_close(f"connection lost: {exc}")
-                return
-            if not data:
+            # A receive waits at most until the session's next timer is due
+            # (a ping to send, a deadline to check); cancelling one loses no data.
+            received: bytes | None = None
+            with trio.CancelScope(deadline=self._timer_deadline()) as self._receive_scope:
+                try:
+                    received = await self.conn.receive_some(RECEIVE_CHUNK)
+                except TransportError as exc:
+                    self._begin_close(f"connection lost: {exc}")
+                    return
+            self._receive_scope = None
+            if received is None:
+                await self._on_timer()
+                if self._closing:
+                    return
+                data = b""
+                continue
+            if not received:
                 self._begin_close("peer closed the connection")
                 return
+            data = received
 
     def _note(self, event: SessionEvent) -> None:
         """Update the peer's own state from a session event (before the node sees it)."""
@@ -412,22 +425,19 @@ class Peer:
             self._queued_bytes = max(0, self._queued_bytes - size)
             self._room.unpark_all()
 
-    def _rearm_timer(self) -> None:
-        if self._timer_scope is not None:
-            deadline = self.session.get_timer()
-            self._timer_scope.deadline = math.inf if deadline is None else deadline
+    def _timer_deadline(self) -> float:
+        deadline = self.session.get_timer()
+        return math.inf if deadline is None else deadline
 
-    async def _timer_loop(self) -> None:
-        while not self.session.is_closed:
-            with trio.CancelScope() as scope:
-                self._timer_scope = scope
-                self._rearm_timer()
-                await trio.sleep_forever()
-            self._timer_scope = None
-            events = self.session.handle_timer(trio.current_time())
-            for event in events:
-                self._note(event)
-            if events:
-                await self._on_events(self, events)
-            if self.session.outbox:
-                self._data_ready.set()
+    def _rearm_timer(self) -> None:
+        if self._receive_scope is not None:
+            self._receive_scope.deadline = self._timer_deadline()
+
+    async def _on_timer(self) -> None:
+        events = self.session.handle_timer(trio.current_time())
+        for event in events:
+            self._note(event)
+        if events:
+            await self._on_events(self, events)
+        if self.session.outbox:
+            self._data_ready.set()
