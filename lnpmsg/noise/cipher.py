@@ -160,7 +160,7 @@ class MessageEncryptor(_CipherState):
             body_views = [view[start + LENGTH_HEADER_SIZE : end] for start, end in zip(part_starts, ends[done:stop])]
             written: list[int] = []
             try:
-                written += map(encrypt_into, _NONCES[nonce + 1 :: 2], batch[done:stop], repeat(None), body_views)
+                written += map(encrypt_into, _NONCES[nonce + 1 : nonce + 2 * (stop - done) : 2], batch[done:stop], repeat(None), body_views)
             finally:
                 nonce += 2 * len(written)
                 if nonce == KEY_ROTATION_INTERVAL:
@@ -169,7 +169,7 @@ class MessageEncryptor(_CipherState):
                     self._nonce = nonce
             header_views = [view[start : start + LENGTH_HEADER_SIZE] for start in part_starts]
             lengths = map(_pack_length, sizes[done:stop])
-            list(map(encrypt_into, _NONCES[nonce - 2 * len(part_starts) :: 2], lengths, repeat(None), header_views))
+            list(map(encrypt_into, _NONCES[nonce - 2 * len(part_starts) : nonce : 2], lengths, repeat(None), header_views))
             done = stop
         return buffer, ends
 
@@ -217,16 +217,17 @@ class MessageDecryptor(_CipherState):
             # head of this one; the rest is parsed in place (no copy of the chunk).
             pending_size = LENGTH_HEADER_SIZE if self._body_size < 0 else self._body_size + MAC_SIZE
             position = pending_size - len(buffer)
-            buffer += data[:position]
+            with memoryview(data) as head:
+                buffer += head[:position]
             if len(buffer) < pending_size:
                 return messages
-            pending = bytes(buffer)
-            buffer.clear()
-            self._parse(pending, 0, messages)
+            # Parsed where it is: a fresh buffer takes any tail, so no large frame is copied again.
+            self._buffer = bytearray()
+            self._parse(buffer, 0, messages)
         self._parse(data, position, messages)
         return messages
 
-    def _parse(self, source: bytes, position: int, messages: list[bytes]) -> None:
+    def _parse(self, source: bytes | bytearray, position: int, messages: list[bytes]) -> None:
         """Decrypt every whole frame of ``source`` from ``position``; keep the partial tail."""
         size = len(source)
         append = messages.append
@@ -261,6 +262,8 @@ class MessageDecryptor(_CipherState):
                         self._rotate()
                         decrypt = self._aead.decrypt
                         nonce = 0
+                if position < size:
+                    self._buffer += view[position:]
         except InvalidTag:
             what = "length" if body_size < 0 else "message"
             raise self._fail(DecryptError(f"bad MAC on an encrypted {what}")) from None
@@ -268,8 +271,6 @@ class MessageDecryptor(_CipherState):
             # A header decrypted before an error still spent its nonce.
             self._nonce = nonce
             self._body_size = body_size
-        if position < size:
-            self._buffer += source[position:]
 
 
 class TransportCipher:
