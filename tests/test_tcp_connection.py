@@ -1,0 +1,175 @@
+"""TcpConnection and TcpListener on real loopback sockets: the Connection contract.
+
+The TCP connection drives a non-blocking socket with trio's I/O waits
+directly, so the parts trio's SocketStream used to cover are checked here:
+partial sends, closing from another task, cancellation, accept bursts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from lnpmsg.transports import tcp
+from lnpmsg.transports.base import Connection, ConnectionClosed
+from lnpmsg.transports.tcp import TcpConnection, TcpTransport
+
+
+@asynccontextmanager
+async def _pair() -> AsyncIterator[tuple[Connection, Connection]]:
+    """A dialed and an accepted connection over loopback; everything is closed afterwards."""
+    transport = TcpTransport()
+    listener = await transport.listen("127.0.0.1:0")
+    accepted, arrivals = trio.open_memory_channel[Connection](1)
+
+    async def handler(conn: Connection) -> None:
+        await accepted.send(conn)
+        await trio.sleep_forever()  # the test owns the connection; serve closes it at the end
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.serve, handler)
+        dialed = await transport.dial(listener.local_address)
+        try:
+            yield dialed, await arrivals.receive()
+        finally:
+            await dialed.aclose()
+            await listener.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def _receive_exactly(conn: Connection, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = await conn.receive_some(1 << 20)
+        assert chunk, f"end of stream after {len(data)} of {size} bytes"
+        data += chunk
+    return bytes(data)
+
+
+async def test_a_send_larger_than_the_socket_buffers_waits_and_arrives_whole() -> None:
+    payload = os.urandom(16 * 1024 * 1024)  # far beyond what loopback buffers hold at once
+    async with _pair() as (dialed, accepted), trio.open_nursery() as nursery:
+        received: list[bytes] = []
+
+        async def slow_reader() -> None:
+            await trio.sleep(0.2)  # the sender fills the buffers and must wait first
+            received.append(await _receive_exactly(accepted, len(payload)))
+
+        nursery.start_soon(slow_reader)
+        # A bytearray, as the peer's writer hands over: sent from a memoryview as it drains.
+        await dialed.send_frames([bytearray(payload)])
+        with trio.fail_after(30):
+            while not received:
+                await trio.sleep(0.01)
+        assert received[0] == payload
+
+
+async def test_frames_are_joined_in_order() -> None:
+    async with _pair() as (dialed, accepted):
+        frames = [os.urandom(n) for n in (1, 18, 1040, 65569, 3)]
+        await dialed.send_frames(frames)
+        assert await _receive_exactly(accepted, sum(map(len, frames))) == b"".join(frames)
+
+
+async def test_close_from_another_task_ends_a_waiting_receive_and_send() -> None:
+    async with _pair() as (dialed, accepted), trio.open_nursery() as nursery:
+        outcomes: dict[str, BaseException | None] = {}
+
+        async def receive() -> None:
+            try:
+                await dialed.receive_some()
+                outcomes["receive"] = None
+            except ConnectionClosed as exc:
+                outcomes["receive"] = exc
+
+        async def send() -> None:
+            try:
+                await dialed.send_frames([bytes(32 * 1024 * 1024)])  # nobody reads: it waits
+                outcomes["send"] = None
+            except ConnectionClosed as exc:
+                outcomes["send"] = exc
+
+        # One task receives and one sends on the same connection (as a peer's
+        # reader and writer do); a third closes it under them.
+        nursery.start_soon(receive)
+        nursery.start_soon(send)
+        await trio.sleep(0.2)
+        assert not outcomes
+        await dialed.aclose()
+        with trio.fail_after(5):
+            while len(outcomes) < 2:
+                await trio.sleep(0.01)
+        assert isinstance(outcomes["receive"], ConnectionClosed)
+        assert isinstance(outcomes["send"], ConnectionClosed)
+        assert "connection closed" in str(outcomes["receive"]) and "connection closed" in str(outcomes["send"])
+        with pytest.raises(ConnectionClosed, match="connection closed"):
+            await dialed.receive_some()
+        await dialed.aclose()  # idempotent
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_receive_loses_no_data() -> None:
+    async with _pair() as (dialed, accepted):
+        with trio.move_on_after(0.05) as scope:
+            await accepted.receive_some()
+        assert scope.cancelled_caught
+        await dialed.send_frames([b"after the timeout"])
+        assert await _receive_exactly(accepted, 17) == b"after the timeout"
+
+
+async def test_the_end_of_stream_reads_as_empty() -> None:
+    async with _pair() as (dialed, accepted):
+        await dialed.send_frames([b"last words"])
+        await dialed.aclose()
+        assert await _receive_exactly(accepted, 10) == b"last words"
+        assert await accepted.receive_some() == b""
+
+
+async def test_a_burst_of_connections_is_accepted_and_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    # More connections at once than the accept loop takes before letting other tasks run.
+    monkeypatch.setattr(tcp, "_ACCEPT_BURST", 4)
+    transport = TcpTransport()
+    listener = await transport.listen("127.0.0.1:0")
+    served: list[str] = []
+
+    async def echo(conn: Connection) -> None:
+        data = await conn.receive_some()
+        served.append(conn.remote_address)
+        await conn.send_frames([data])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.serve, echo)
+        conns = [await transport.dial(listener.local_address) for _ in range(25)]
+        for index, conn in enumerate(conns):
+            await conn.send_frames([b"%d" % index])
+        for index, conn in enumerate(conns):
+            assert await _receive_exactly(conn, len(b"%d" % index)) == b"%d" % index
+            await conn.aclose()
+        assert len(set(served)) == 25 and all(a.startswith("127.0.0.1:") for a in served)
+        await listener.aclose()
+        await listener.aclose()  # idempotent
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_can_take_over_a_trio_stream() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+
+        async def accept_and_echo() -> None:
+            stream = await listener.accept()
+            async with stream:
+                await stream.send_all(await stream.receive_some(100))
+
+        nursery.start_soon(accept_and_echo)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        conn = TcpConnection.from_stream(stream, f"127.0.0.1:{port}")
+        assert conn.kind == "tcp" and not conn.keeps_frame_boundaries
+        await conn.send_frames([b"ping"])
+        assert await _receive_exactly(conn, 4) == b"ping"
+        await conn.aclose()
+    await listener.aclose()
