@@ -210,6 +210,20 @@ async def test_peer_that_stops_answering_pings_is_dropped():
             await raw.aclose()
 
 
+async def test_an_app_ping_brings_the_pong_deadline_forward():
+    """The reader's wait is bounded by the session's next timer; a ping moves that timer."""
+    a = make_node(ping_interval=60, pong_timeout=0.3)
+    async with running(a):
+        raw = await _raw(a)  # completes init, then never answers a ping
+        with trio.fail_after(3):
+            while len(a.peers) < 1:
+                await trio.sleep(0.01)
+        peer = a.peers[raw.key.node_id]
+        with trio.fail_after(3), pytest.raises(PeerClosedError, match="did not answer ping"):
+            await peer.ping(timeout=30)
+        await raw.aclose()
+
+
 async def test_peer_that_does_not_read_only_blocks_its_own_sender():
     """Back-pressure: a peer that never reads fills its own queue; others are unaffected."""
     a = make_node(max_queued_bytes=256 * 1024)
