@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +19,7 @@ from lnpmsg.testing.lossy_udp import LossyUdpRelay
 from lnpmsg.transports.base import Connection, ConnectionClosed, TransportError
 from lnpmsg.transports.udp import UdpConnection, UdpListener, UdpTransport
 from lnpmsg.transports.udp_quic import (
+    MAX_PTO_BACKOFF,
     STREAM_ID,
     LnpQuicConnection,
     classify_datagram,
@@ -515,3 +517,58 @@ def test_receive_credit_follows_the_reader() -> None:
         pump()
         now += 0.05
     assert window < delivered <= 2 * window
+
+
+def test_probe_timeout_stops_doubling_after_lost_probes() -> None:
+    """A run of lost probes must cost a bounded number of PTOs each, not 2**n.
+
+    aioquic sends one probe per PTO expiry and doubles the PTO every time
+    without end, so on a 20 % lossy path a run of 8 or 9 unlucky probes once
+    stopped a connection for 10-20 s. Time is simulated: all values are exact.
+    """
+    import datetime
+
+    certificate, key = self_signed_certificate(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+    client = LnpQuicConnection(configuration=client_configuration(idle_timeout=60))
+    server: LnpQuicConnection | None = None
+    client_addr, server_addr = ("127.0.0.1", 1), ("127.0.0.1", 2)
+    now = 1000.0
+    client.connect(server_addr, now)
+    client.open_stream()
+    client.send_stream_data(STREAM_ID, b"act one")
+    for _ in range(100):  # handshake and first bytes, 10 ms per hop, until all is acknowledged
+        now += 0.01
+        for data, _addr in client.datagrams_to_send(now):
+            if server is None:
+                header = classify_datagram(data)
+                assert header is not None
+                server = LnpQuicConnection(
+                    configuration=server_configuration(certificate=certificate, private_key=key, idle_timeout=60),
+                    original_destination_connection_id=header.destination_cid,
+                )
+            server.receive_datagram(data, client_addr, now)
+        assert server is not None
+        now += 0.01
+        for data, _addr in server.datagrams_to_send(now):
+            client.receive_datagram(data, server_addr, now)
+        while server.next_event() is not None:
+            pass
+    assert client.send_finished() is False and client.unacked_bytes() == 0
+
+    # The path dies: the next data and every probe after it are lost.
+    client.send_stream_data(STREAM_ID, POOL[:500])  # one packet: no pacing timer in between
+    assert len(client.datagrams_to_send(now)) == 1
+    probes_at = []
+    for _ in range(MAX_PTO_BACKOFF + 4):
+        timer = client.get_timer()
+        assert timer is not None
+        client.handle_timer(timer)
+        assert client.datagrams_to_send(timer), "a PTO expiry must send a probe"
+        probes_at.append(timer)
+    assert not client.is_closing
+    gaps = [later - earlier for earlier, later in itertools.pairwise(probes_at)]
+    # still an exponential backoff at first (RFC 9002 section 6.2.1) ...
+    for shorter, longer in itertools.pairwise(gaps[:MAX_PTO_BACKOFF]):
+        assert longer == pytest.approx(2 * shorter)
+    # ... but it ends: later probes keep coming at the longest interval
+    assert gaps[MAX_PTO_BACKOFF - 1 :] == pytest.approx([gaps[MAX_PTO_BACKOFF - 1]] * (len(gaps) - MAX_PTO_BACKOFF + 1))

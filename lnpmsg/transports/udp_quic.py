@@ -29,6 +29,7 @@ from aioquic.quic.packet import (
     QuicProtocolVersion,
     pull_quic_header,
 )
+from aioquic.quic.recovery import QuicPacketRecovery
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,6 +40,7 @@ __all__ = [
     "CONNECTION_ID_LENGTH",
     "LOOPBACK_DATAGRAM_SIZE",
     "MAX_DATAGRAM_SIZE",
+    "MAX_PTO_BACKOFF",
     "RECEIVE_WINDOW",
     "STREAM_ID",
     "DatagramHeader",
@@ -80,6 +82,17 @@ MAX_DATAGRAM_SIZE = SMALLEST_MAX_DATAGRAM_SIZE
 #: datagrams move about five times more bytes per CPU second. aioquic writes
 #: STREAM frame lengths as 2-byte varints, so a packet must stay below 16 KiB.
 LOOPBACK_DATAGRAM_SIZE = 16384
+
+#: probe timeouts in a row after which the probe timeout (PTO) stops doubling.
+#: aioquic doubles it without end, sends one probe per expiry, and the peer
+#: answers it with one ACK, so on a lossy path a run of n failed probes costs
+#: 2**n PTOs: at 20 % loss each way (a probe or its ACK lost 36 % of the time), runs
+#: of 8 or 9 stop a working connection for 10-20 s. Capped, a run costs time
+#: linear in its length, and a path back from an outage is noticed within 16
+#: PTOs; one datagram per 16 PTOs still cannot load any path, and the first
+#: ACK after a long silence collapses the congestion window anyway (RFC 9002
+#: section 7.6, persistent congestion).
+MAX_PTO_BACKOFF = 4
 
 #: validity of the throw-away TLS certificate; peers never check it (node keys
 #: authenticate them), but TLS wants a date range
@@ -188,6 +201,9 @@ class LnpQuicConnection(QuicConnection):
     - The peer may open exactly the one bidirectional stream a dialer needs
       (the listener allows 1, the dialer 0, nobody unidirectional ones), so a
       peer cannot make us keep state for many streams.
+    - The probe timeout stops doubling after :data:`MAX_PTO_BACKOFF`
+      expiries in a row (see there), so a lossy path cannot stall the
+      connection for longer than a bounded number of PTOs.
     - Stream credit follows what the application has *read*
       (:meth:`consume`), not what arrived: stock aioquic doubles a window as
       soon as half of it is used, whether anybody reads or not, which lets a
@@ -196,7 +212,7 @@ class LnpQuicConnection(QuicConnection):
       reading stops the sender (back-pressure through QUIC flow control).
 
     The few aioquic internals these need (stream limits, stream objects,
-    connection state) are read only here.
+    connection state, the PTO count) are read only here.
     """
 
     def __init__(
@@ -265,6 +281,12 @@ class LnpQuicConnection(QuicConnection):
             return False
         return self._lnp_credit_due(stream.max_stream_data_local)
 
+    def handle_timer(self, now: float) -> None:
+        """Run aioquic's timer handling, then cap the PTO backoff (see :data:`MAX_PTO_BACKOFF`)."""
+        super().handle_timer(now)
+        # Only an expiry raises the count, one at a time, so clamping here is enough.
+        self._loss._pto_count = min(self._loss._pto_count, MAX_PTO_BACKOFF)
+
     # -- stream credit -----------------------------------------------------------
 
     def _lnp_credit_due(self, current: int) -> bool:
@@ -296,6 +318,15 @@ def _check_aioquic_internals() -> None:
     """Fail at import, not mid-connection, if aioquic moved what the class above relies on."""
     needed = ("_write_stream_limits", "_on_max_stream_data_delivery")
     missing = [name for name in needed if not hasattr(QuicConnection, name)]
+    recovery = QuicPacketRecovery(
+        congestion_control_algorithm="reno",
+        initial_rtt=0.1,
+        max_datagram_size=MAX_DATAGRAM_SIZE,
+        peer_completed_address_validation=True,
+        send_probe=lambda: None,
+    )
+    if not isinstance(getattr(recovery, "_pto_count", None), int):
+        missing.append("QuicPacketRecovery._pto_count")
     if missing:
         raise ImportError(f"aioquic lacks {', '.join(missing)}: lnpmsg's UDP transport needs aioquic 1.x")
 
