@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
-from itertools import accumulate, islice, repeat, starmap, takewhile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from itertools import accumulate, islice, repeat, starmap, takewhile
 
 import trio
 

@@ -132,7 +132,7 @@ class TcpConnection(Connection):
     def remote_address(self) -> str:
         return self._remote
 
-    def _lost(self, action: str, exc: BaseException | None = None) -> ConnectionClosed:
+    def _lost(self, action: str, exc: BaseException) -> ConnectionClosed:
         if self._closed:
             return ConnectionClosed(f"{action} {self._remote} failed: connection closed")
         return ConnectionClosed(f"{action} {self._remote} failed: {exc or type(exc).__name__}")
@@ -163,20 +163,20 @@ class TcpConnection(Connection):
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
         sock = self._sock
+        waited = False
         try:
-            try:
-                data = sock.recv(max_bytes)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
-                # Woken: the data (or the end) is there, and waiting was the schedule point.
-                while True:
-                    try:
-                        return sock.recv(max_bytes)
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_readable(sock)
+            while True:
+                try:
+                    data = sock.recv(max_bytes)
+                    break
+                except BlockingIOError:
+                    # Nothing there yet: waiting is this call's schedule point.
+                    waited = True
+                    await trio.lowlevel.wait_readable(sock)
         except (OSError, trio.ClosedResourceError) as exc:
             raise self._lost("receive from", exc) from exc
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
     async def aclose(self) -> None:

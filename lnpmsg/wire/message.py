@@ -158,7 +158,6 @@ class UnknownMessage(Message):
         return self.type.to_bytes(2, "big") + self.payload
 
 
-
 # The slots' own setters: the fastest way to fill a frozen instance built without __init__.
 _set_unknown_type = UnknownMessage.__dict__["type"].__set__
 _set_unknown_payload = UnknownMessage.__dict__["payload"].__set__
