@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from itertools import accumulate, repeat
+from itertools import repeat
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -119,59 +119,58 @@ class MessageEncryptor(_CipherState):
 
         All sizes are checked first, so ``MessageTooLarge`` means none was encrypted.
         """
-        buffer, ends = self._encrypt_batch(messages)
-        with memoryview(buffer) as view:
-            return [bytes(view[start:end]) for start, end in zip([0, *ends], ends)]
+        headers, bodies = self._encrypt_batch(messages)
+        return list(map(bytes.__add__, headers, bodies))
 
-    def encrypt_joined(self, messages: Iterable[bytes]) -> bytearray:
-        """Return the frames of :meth:`encrypt_many` back to back in one buffer.
+    def encrypt_joined(self, messages: Iterable[bytes]) -> bytes:
+        """Return the frames of :meth:`encrypt_many` back to back, as one buffer to write.
 
-        For byte-stream transports: the frames are encrypted straight into the
-        buffer that is written, so no frame is allocated, concatenated or
-        copied on its own.
+        For byte-stream transports: the parts of the frames are joined once,
+        so no frame is concatenated on its own.
         """
-        return self._encrypt_batch(messages)[0]
+        headers, bodies = self._encrypt_batch(messages)
+        parts: list[bytes] = [b""] * (2 * len(bodies))
+        parts[0::2] = headers
+        parts[1::2] = bodies
+        return b"".join(parts)
 
-    def _encrypt_batch(self, messages: Iterable[bytes]) -> tuple[bytearray, list[int]]:
-        """Encrypt every message into one buffer; return it and where each frame ends."""
+    def _encrypt_batch(self, messages: Iterable[bytes]) -> tuple[list[bytes], list[bytes]]:
+        """Encrypt every message; return the encrypted length headers and the encrypted bodies.
+
+        The per-message work runs in C iterators (``map``) over the AEAD's
+        allocating ``encrypt``: measured here, it beats ``encrypt_into`` views
+        of one buffer, whose writable-buffer handling costs more than the
+        allocation it saves, and a join is one copy of the batch.
+        """
         if self._failure is not None:
             raise self._failed_again()
         batch = messages if isinstance(messages, (list, tuple)) else list(messages)
         sizes = list(map(len, batch))
-        if not sizes:
-            return bytearray(), []
-        if max(sizes) > MAX_MESSAGE_SIZE:
+        if sizes and max(sizes) > MAX_MESSAGE_SIZE:
             size = next(n for n in sizes if n > MAX_MESSAGE_SIZE)
             raise self._fail(MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}"))
-        ends = list(accumulate(map(FRAME_OVERHEAD.__add__, sizes)))
-        starts = [0, *ends[:-1]]
-        buffer = bytearray(ends[-1])
-        view = memoryview(buffer)
+        headers: list[bytes] = []
+        bodies: list[bytes] = []
         done = 0
         while done < len(batch):
             # One key at a time: the messages left before the next rotation.
             nonce = self._nonce
             stop = min(len(batch), done + (KEY_ROTATION_INTERVAL - nonce) // 2)
-            part_starts = starts[done:stop]
-            encrypt_into = self._aead.encrypt_into
-            # map() keeps the per-message work in C. Bodies go first: if one
-            # is not bytes-like it raises before using its nonce, and the
-            # nonces of the bodies before it are marked used.
-            body_views = [view[start + LENGTH_HEADER_SIZE : end] for start, end in zip(part_starts, ends[done:stop])]
-            written: list[int] = []
+            encrypt = self._aead.encrypt
+            # Bodies go first: if one is not bytes-like it raises before using
+            # its nonce, and the nonces of the bodies before it are marked used.
+            already = len(bodies)
             try:
-                written += map(encrypt_into, _NONCES[nonce + 1 : nonce + 2 * (stop - done) : 2], batch[done:stop], repeat(None), body_views)
+                bodies += map(encrypt, _NONCES[nonce + 1 : nonce + 2 * (stop - done) : 2], batch[done:stop], repeat(None))
             finally:
-                nonce += 2 * len(written)
+                nonce += 2 * (len(bodies) - already)
                 if nonce == KEY_ROTATION_INTERVAL:
                     self._rotate()
                 else:
                     self._nonce = nonce
-            header_views = [view[start : start + LENGTH_HEADER_SIZE] for start in part_starts]
-            lengths = map(_pack_length, sizes[done:stop])
-            list(map(encrypt_into, _NONCES[nonce - 2 * len(part_starts) : nonce : 2], lengths, repeat(None), header_views))
+            headers += map(encrypt, _NONCES[nonce - 2 * (stop - done) : nonce : 2], map(_pack_length, sizes[done:stop]), repeat(None))
             done = stop
-        return buffer, ends
+        return headers, bodies
 
 
 class MessageDecryptor(_CipherState):
