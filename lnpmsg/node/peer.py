@@ -251,12 +251,17 @@ class Peer:
         # The session's only checks on send are "not closed" and "whole
         # message", both enforced here, so append to its outbox directly:
         # this is the hot path of every send.
-        self._check_open()
-        if len(data) > MAX_MESSAGE_SIZE:
-            raise MessageTooLarge(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
-        self._outbox.append(data)
-        self._queued_bytes += len(data)
-        self._data_ready.set()
+        if self._closing:
+            self._check_open()
+        size = len(data)
+        if size > MAX_MESSAGE_SIZE:
+            raise MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
+        outbox = self._outbox
+        # The writer waits only on an empty outbox, so only the first message wakes it.
+        if not outbox:
+            self._data_ready.set()
+        outbox.append(data)
+        self._queued_bytes += size
 
     def _check_open(self) -> None:
         if self._closing:
