@@ -231,22 +231,25 @@ class PeerSession:
         keep = run.append
         class_of = self.registry.class_lookup()
         bolt1_types = _BOLT1_TYPES
-        active = SessionState.ACTIVE
+        # Only the slow branches below change the state, so it is read again only after them.
+        active = self.state is SessionState.ACTIVE
         count = 0
         for data in messages:
-            if self.state is not active:
+            if not active:
                 if self.state is SessionState.CLOSED:
                     break
                 events.extend(self._first_message(data, now))
+                active = self.state is SessionState.ACTIVE
                 continue
             count += 1
             if type(data) is not bytes:
                 data = bytes(data)  # a payload must never alias the caller's buffer
-            if len(data) < 2:
+            try:
+                msg_type = (data[0] << 8) | data[1]
+            except IndexError:
                 _flush(run, events)
                 events.extend(self._fail("message shorter than its 2-byte type", now))
                 break
-            msg_type = (data[0] << 8) | data[1]
             cls = class_of(msg_type)
             if cls is None:
                 # The usual custom message: a type nobody here decodes.
@@ -261,6 +264,7 @@ class PeerSession:
             if msg_type in bolt1_types:
                 _flush(run, events)
                 events.extend(self._on_bolt1(msg_type, data, now))
+                active = self.state is SessionState.ACTIVE
                 continue
             try:
                 keep(cls._unpack(data, 2, len(data)))
