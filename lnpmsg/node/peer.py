@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from itertools import accumulate, islice, repeat, starmap, takewhile
+from itertools import repeat, starmap
 
 import trio
 
@@ -62,9 +62,11 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 15.0
 #: plaintext bytes queued for one peer before senders must wait
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
-#: at most this many bytes go into one write: enough to spread a write's fixed cost over
+#: about this many bytes go into one write: enough to spread a write's fixed cost over
 #: ~125 1-KiB messages, small enough that a batch's frames stay in the CPU cache
-#: (measured with benchmarks/bench_bolt8.py: 1 MiB batches were no faster)
+#: (measured with benchmarks/bench_bolt8.py: 1 MiB batches were no faster). A batch
+#: is sized by the queue's average message, so mixed sizes can make it larger, never
+#: larger than the queue (``MAX_QUEUED_BYTES``).
 MAX_BATCH_BYTES = 128 * 1024
 #: at most this many messages go into one write (bounds a batch of tiny messages the same way)
 MAX_BATCH_MESSAGES = 16384
@@ -413,10 +415,10 @@ class Peer:
                 outbox.clear()
                 size = sum(map(len, batch))
             else:
-                # Messages up to the one that reaches MAX_BATCH_BYTES, counted and
-                # taken by C iterators: a sender ahead of the writer keeps this the usual case.
-                running_sizes = accumulate(map(len, islice(outbox, MAX_BATCH_MESSAGES)))
-                count = min(1 + len(list(takewhile(MAX_BATCH_BYTES.__gt__, running_sizes))), len(outbox), MAX_BATCH_MESSAGES)
+                # About MAX_BATCH_BYTES at the queue's average message size, taken by a C
+                # iterator. A sender ahead of the writer makes this the usual case; finding
+                # the exact cut took a length, a running sum and a test per message.
+                count = min(len(outbox), MAX_BATCH_MESSAGES, max(1, MAX_BATCH_BYTES * len(outbox) // self._queued_bytes))
                 batch = list(starmap(outbox.popleft, repeat((), count)))
                 size = sum(map(len, batch))
             # A byte stream takes the batch as one buffer the frames were encrypted into.
