@@ -421,7 +421,7 @@ class Peer:
                 count = min(len(outbox), MAX_BATCH_MESSAGES, max(1, MAX_BATCH_BYTES * len(outbox) // self._queued_bytes))
                 batch = list(starmap(outbox.popleft, repeat((), count)))
                 size = sum(map(len, batch))
-            # A byte stream takes the batch as one buffer the frames were encrypted into.
+            # A byte stream takes the batch as one buffer, its frames joined.
             frames = encryptor.encrypt_many(batch) if keeps_frames else [encryptor.encrypt_joined(batch)]
             try:
                 await self.conn.send_frames(frames)
