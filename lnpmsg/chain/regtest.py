@@ -134,6 +134,7 @@ class RegtestChain:
         self.feerate_per_kw = feerate_per_kw
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
+        self._mempool_listeners: list[Callable[[], None]] = []
         self._extra_nonce = 0
         self._dir_lock: DirLock | None = None
         self._mempool_file = MempoolFile(self.datadir / MEMPOOL_FILE)
@@ -260,11 +261,29 @@ class RegtestChain:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
+    def add_mempool_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every operation that may have changed the
+        mempool (a broadcast, a block, a reorg), from the calling thread.
+
+        Indexes of waiting transactions (the Electrum server's) re-read the
+        mempool then instead of polling it.
+        """
+        self._mempool_listeners.append(listener)
+
+    def remove_mempool_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._mempool_listeners:
+            self._mempool_listeners.remove(listener)
+
+    def _notify_mempool(self) -> None:
+        for listener in list(self._mempool_listeners):
+            listener()
+
     def _notify(self, before: bytes) -> None:
         tip = self.tip()
         if tip.block_hash != before:
             for listener in list(self._listeners):
                 listener(tip)
+        self._notify_mempool()
 
     # -- queries --------------------------------------------------------------
 
@@ -325,6 +344,14 @@ class RegtestChain:
         with self._lock:
             return [e.tx.txid for e in self.mempool.entries()]
 
+    def mempool_snapshot(self) -> tuple[BlockRef, list[tuple[Tx, int]]]:
+        """The tip and the waiting transactions with their fees (parents
+        first), taken together: the mempool as it stands on that tip."""
+        with self._lock:
+            self._parts()
+            tip = BlockRef(self.index.height, self.index.tip_hash)
+            return tip, [(e.tx, e.fee_sat) for e in self.mempool.entries()]
+
     def estimate_feerate(self, target_blocks: int = 6) -> int:
         """The configured fee rate (sat/kw): regtest has no fee market to estimate."""
         return self.feerate_per_kw
@@ -344,6 +371,7 @@ class RegtestChain:
                 return parsed.txid
             self.mempool.accept(parsed, self.index)
             self._journal_mempool(parsed)
+            self._notify_mempool()
             return parsed.txid
 
     # -- blocks ---------------------------------------------------------------
