@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--no-control", action="store_true", help="serve no control API (the other commands cannot reach this node)")
     node.add_argument("--feature", action="append", type=int, default=[], metavar="BIT", help="also advertise this feature bit in init, e.g. for an app attached over the control API (odd: optional); repeatable")
     node.add_argument("--chain", choices=["regtest"], help="run a chain and an on-chain wallet (the chain.* control calls, 'lnpmsg mine', 'withdraw'...): 'regtest' is the embedded regtest chain, validated by Bitcoin Core's consensus engine, in DATA_DIR/chain, with the wallet in DATA_DIR/wallet (default: no chain; 'lnpmsg demo' always runs one)")
+    node.add_argument("--electrum-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain to Electrum wallets (Electrum protocol 1.4, plain TCP) on HOST:PORT, e.g. 127.0.0.1:50001 (port 0: a free port, shown in the start-up summary)")
     node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
     _add_demo_command(commands)
@@ -194,6 +195,13 @@ async def _run_node(args: argparse.Namespace) -> int:
 
         node.mount(ChainApp(args.data_dir / "wallet", chain_dir=args.data_dir / "chain"))
         start_errors += (ChainAppError,)
+    if args.electrum_listen:
+        from lnpmsg.chain.electrum.app import mount_electrum
+
+        problem = mount_electrum(node, args.electrum_listen)
+        if problem:
+            log.error("%s", problem)
+            return 2
     gossip_app = None
     if not args.no_gossip:
         from lnpmsg.gossip.commands import node_gossip_app
@@ -240,6 +248,8 @@ async def _run_node(args: argparse.Namespace) -> int:
                 }
                 if args.chain:
                     summary["chain"] = f"embedded {args.chain} in {args.data_dir / 'chain'}, wallet in {args.data_dir / 'wallet'}"
+                if "electrum" in node.apps:
+                    summary["electrum"] = node.apps["electrum"].address  # type: ignore[attr-defined]
                 if gossip_app is not None:
                     summary["gossip"] = f"{len(gossip_app.graph)} channels in {gossip_app.store.path}"
                 control = node.apps.get("control")

@@ -21,7 +21,7 @@ from lnpmsg.chain.electrum.server import ElectrumServer, ServerLimits
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.transports.tcp import split_host_port
 
-__all__ = ["ELECTRUM_APP_NAME", "ElectrumApp", "parse_listen"]
+__all__ = ["ELECTRUM_APP_NAME", "ElectrumApp", "mount_electrum", "parse_listen"]
 
 ELECTRUM_APP_NAME = "electrum"
 #: the port Electrum servers use for plain TCP by custom
@@ -57,10 +57,28 @@ class ElectrumApp(App):
             self.port = await nursery.start(self.server.run, self.host, self.port)
             await super().run(task_status=task_status)
 
+    @property
+    def address(self) -> str:
+        """``host:port`` served (the bound port once running)."""
+        return f"{self.host}:{self.port}"
+
     async def info(self) -> dict[str, Any]:
         """The Electrum server: where it listens, its index height, clients connected."""
         server = self.server
         if server is None:
             raise AppError("the Electrum server is not running")
-        return {"listen": f"{self.host}:{self.port}", "protocol": "1.4", "height": server.index.height,
+        return {"listen": self.address, "protocol": "1.4", "height": server.index.height,
                 "clients": server.clients, "mempool": server.index.mempool_size}
+
+
+def mount_electrum(node: Any, listen: str) -> str | None:
+    """Mount an ``ElectrumApp`` on ``node`` over its chain app (``lnpmsg node
+    --electrum-listen``); the reason it cannot, for the user, or None."""
+    chain_app = node.apps.get("chain")
+    if chain_app is None:
+        return "--electrum-listen needs --chain regtest (the node serves its own embedded chain)"
+    try:
+        node.mount(ElectrumApp(chain_app, listen))
+    except ValueError as exc:
+        return f"bad --electrum-listen: {exc}"
+    return None
