@@ -182,10 +182,10 @@ class ElectrumIndex:
                     undo.spent.append((key, out))
                     touched[out.sh] = None
             for vout, txout in enumerate(tx.outputs):
+                if txout.script_pubkey[:1] == b"\x6a":
+                    continue  # OP_RETURN: provably unspendable, in no history (as ElectrumX)
                 sh = script_hash(txout.script_pubkey)
                 touched[sh] = None
-                if txout.script_pubkey[:1] == b"\x6a":
-                    continue  # OP_RETURN: provably unspendable
                 key = (txid, vout)
                 self._outputs[key] = _Output(sh, txout.amount_sat, height, position)
                 self._unspent.setdefault(sh, {})[key] = None
@@ -272,7 +272,9 @@ class ElectrumIndex:
             elif (parent := self._waiting_outputs.get(key)) is not None:
                 inputs.append((key, parent[0], parent[1]))
         outputs = tuple(
-            (vout, script_hash(out.script_pubkey), out.amount_sat) for vout, out in enumerate(tx.outputs)
+            (vout, script_hash(out.script_pubkey), out.amount_sat)
+            for vout, out in enumerate(tx.outputs)
+            if out.script_pubkey[:1] != b"\x6a"
         )
         touched = frozenset([sh for _, sh, _ in inputs] + [sh for _, sh, _ in outputs])
         waiting = _Waiting(txid, fee, tx.vsize, tuple(inputs), outputs, touched)
