@@ -137,7 +137,8 @@ class ElectrumWallet:
         """The last ``tail`` lines of the daemon's log files (for failure reports)."""
         lines: list[str] = []
         for path in sorted((self.network_dir / "logs").glob("*.log")):
-            lines += path.read_text(errors="replace").splitlines()
+            # the profiler's timings fill the log whenever a command is polled
+            lines += [line for line in path.read_text(errors="replace").splitlines() if "util.profiler" not in line]
         return "\n".join(lines[-tail:])
 
     # ------------------------------------------------------------ lifecycle
