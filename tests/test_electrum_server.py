@@ -13,11 +13,16 @@ import pytest
 import trio
 
 from lnpmsg.bitcoin.hashes import hash_to_hex
+from lnpmsg.chain.app import ChainApp
+from lnpmsg.chain.electrum.app import ElectrumApp
 from lnpmsg.chain.electrum.index import script_hash, scripthash_to_hex
 from lnpmsg.chain.electrum.server import ElectrumServer, ServerLimits
 from lnpmsg.chain.electrum.session import SessionLimits
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.chain.regtest import FAUCET_SCRIPT
+from lnpmsg.cli import main
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
 
 WAIT = 30
 PAYEE = bytes([0x00, 0x14]) + bytes([7]) * 20
@@ -187,3 +192,26 @@ async def test_clients_that_misbehave_are_dropped_and_others_go_on(chain: Embedd
         assert (await polite.call("blockchain.headers.subscribe"))["height"] == 101
         assert FAUCET_SCRIPT  # the chain is still the faucet's
         nursery.cancel_scope.cancel()
+
+
+async def test_the_node_app_serves_the_chain_apps_chain(tmp_path: Path) -> None:
+    node = Node(NodeKey.generate(), NodeConfig(listen=[]))
+    chain_app = node.mount(ChainApp(tmp_path / "wallet", chain_dir=tmp_path / "chain"))
+    electrum = node.mount(ElectrumApp(chain_app, "127.0.0.1:0"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        await chain_app.mine(3)
+        client = await connect(electrum.server)  # type: ignore[arg-type]
+        assert (await client.call("blockchain.headers.subscribe"))["height"] == 3
+        info = await electrum.info()
+        assert info["listen"] == f"127.0.0.1:{electrum.server.port}" and info["clients"] == 1  # type: ignore[union-attr]
+        node.stop()
+
+
+async def test_electrum_listen_needs_the_embedded_chain(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    argv = ["node", "--data-dir", str(tmp_path), "--electrum-listen", "127.0.0.1:0", "--no-gossip"]
+    assert await trio.to_thread.run_sync(main, argv) == 2
+    assert "--electrum-listen needs --chain regtest" in capfd.readouterr().err
+    argv = ["node", "--data-dir", str(tmp_path), "--chain", "regtest", "--electrum-listen", "127.0.0.1:port", "--no-gossip"]
+    assert await trio.to_thread.run_sync(main, argv) == 2
+    assert "bad --electrum-listen" in capfd.readouterr().err
