@@ -167,8 +167,7 @@ async def test_transaction_get_and_broadcast_errors(chain: EmbeddedChainSource) 
 
 
 async def test_clients_that_misbehave_are_dropped_and_others_go_on(chain: EmbeddedChainSource) -> None:
-    limits = ServerLimits(send_timeout=1.0, outbox_high_water=100_000,
-                          session=SessionLimits(max_line=10_000, max_outbox=2_000_000))
+    limits = ServerLimits(send_timeout=1.0, session=SessionLimits(max_line=10_000, max_outbox=2_000_000, pause_outbox=100_000))
     async with trio.open_nursery() as nursery:
         server = await start(nursery, chain, limits)
         # a line past the limit: an error, then the server hangs up

@@ -217,7 +217,7 @@ def test_an_oversized_line_closes_the_session() -> None:
 
 def test_a_client_that_never_reads_is_dropped(long_chain) -> None:
     index, _ = long_chain
-    session = new_session(index, max_outbox=1_000_000)
+    session = new_session(index, max_outbox=1_000_000, pause_outbox=10_000_000)
     line = json.dumps({"id": 1, "method": "blockchain.block.headers", "params": [0, 2016]}).encode() + b"\n"
     for _ in range(3):  # 322 kB each; nobody drains the outbox
         session.receive_data(line)
@@ -237,3 +237,17 @@ def test_subscriptions_per_client_are_bounded() -> None:
         assert result(session, "blockchain.scripthash.subscribe", f"{n:064x}") is None
     assert error_code(session, "blockchain.scripthash.subscribe", f"{9:064x}") == BAD_REQUEST
     assert result(session, "blockchain.scripthash.subscribe", f"{1:064x}") is None  # again: fine
+
+
+def test_a_pipelining_client_is_paced_not_dropped(long_chain) -> None:
+    index, _ = long_chain
+    session = new_session(index, pause_outbox=500_000, max_outbox=1_000_000)
+    line = json.dumps({"id": 1, "method": "blockchain.block.headers", "params": [0, 2016]}).encode() + b"\n"
+    session.receive_data(line * 10)  # 3.2 MB of answers asked for at once
+    assert session.paused and session.has_buffered_requests and session.closed is None
+    answered = session.data_to_send().count(b"\n")
+    assert answered == 2  # 322 kB each: answering paused past 500 kB
+    while session.has_buffered_requests:
+        session.receive_data(b"")
+        answered += session.data_to_send().count(b"\n")
+    assert answered == 10 and session.closed is None

@@ -50,8 +50,6 @@ class ServerLimits:
     max_clients: int = DEFAULT_MAX_CLIENTS
     #: seconds queued replies may stay unsent before the client is dropped
     send_timeout: float = 60.0
-    #: a client's reader waits while this many reply bytes are queued
-    outbox_high_water: int = 1_000_000
     session: SessionLimits = SessionLimits()
 
 
@@ -227,15 +225,18 @@ class ElectrumServer:
     async def _read(self, stream: trio.SocketStream, client: _Client) -> None:
         session = client.session
         while session.closed is None:
-            while session.outbox_size > self.limits.outbox_high_water and session.closed is None:
-                await client.sent.wait()  # back-pressure: answer what is queued first
-            try:
-                data = await stream.receive_some(_RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
-                session.close("the client hung up")
-                return
+            while session.paused and session.closed is None:
+                await client.sent.wait()  # back-pressure: send what is queued first
+            if session.has_buffered_requests:
+                data = b""  # answer what the last read brought before reading more
+            else:
+                try:
+                    data = await stream.receive_some(_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    session.close("the client hung up")
+                    return
             calls = session.receive_data(data)
             client.to_writer.set()
             for call in calls:

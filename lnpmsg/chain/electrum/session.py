@@ -13,8 +13,9 @@ JSON value per line. ``ElectrumSession`` never touches a socket or a clock:
 - ``data_to_send()`` drains what is ready to go out.
 
 Bad input gets a JSON-RPC error and the session goes on (malformed JSON,
-unknown methods, bad params). A line longer than ``max_line`` or an outbox
-past ``max_outbox`` (a client that does not read) closes the session:
+unknown methods, bad params). While ``pause_outbox`` bytes wait to go out,
+requests stay buffered (``paused``). A line longer than ``max_line`` or an
+outbox past ``max_outbox`` (a client that does not read) closes the session:
 ``closed`` then says why, and the shell hangs up after sending what is
 queued.
 """
@@ -70,6 +71,9 @@ class SessionLimits:
     max_batch: int = 100
     #: bytes waiting to go out before the client counts as not reading and is dropped
     max_outbox: int = 8_000_000
+    #: bytes waiting to go out at which the session stops answering (requests
+    #: stay buffered until the shell drains it): a pipelining client is paced, not dropped
+    pause_outbox: int = 1_000_000
 
 
 @dataclass(slots=True)
@@ -208,6 +212,16 @@ class ElectrumSession:
         """Bytes queued and not yet taken by ``data_to_send``."""
         return self._outbox_size
 
+    @property
+    def paused(self) -> bool:
+        """Enough is queued: requests wait until ``data_to_send`` drains it."""
+        return self._outbox_size >= self.limits.pause_outbox
+
+    @property
+    def has_buffered_requests(self) -> bool:
+        """Complete request lines wait (answered by ``receive_data(b"")`` once not paused)."""
+        return b"\n" in self._buffer
+
     def data_to_send(self) -> bytes:
         """Everything queued for the client (and forget it)."""
         data = b"".join(self._outbox)
@@ -220,12 +234,13 @@ class ElectrumSession:
             self.closed = reason
 
     def receive_data(self, data: bytes) -> list[ChainCall]:
-        """Feed bytes from the client; answer complete lines; the chain calls they need."""
+        """Feed bytes from the client; answer complete lines (until ``paused``);
+        the chain calls they need."""
         if self.closed is not None:
             return []
         self._buffer += data
         calls: list[ChainCall] = []
-        while self.closed is None:
+        while self.closed is None and not self.paused:
             end = self._buffer.find(b"\n")
             if end < 0:
                 if len(self._buffer) > self.limits.max_line:
