@@ -251,3 +251,16 @@ def test_a_pipelining_client_is_paced_not_dropped(long_chain) -> None:
         session.receive_data(b"")
         answered += session.data_to_send().count(b"\n")
     assert answered == 10 and session.closed is None
+
+
+def test_a_failing_handler_costs_one_request_not_the_session() -> None:
+    index, _ = build_index(1)
+    session = new_session(index)
+
+    def broken() -> None:
+        raise KeyError("boom")
+
+    session._methods["server.ping"] = (broken, (), 0)
+    response = request(session, "server.ping")
+    assert response["error"]["code"] == -32603 and "KeyError" in response["error"]["message"]
+    assert session.closed is None and result(session, "server.banner")

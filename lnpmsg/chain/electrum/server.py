@@ -215,8 +215,6 @@ class ElectrumServer:
                     nursery.start_soon(self._write, stream, client, nursery.cancel_scope)
                     await self._read(stream, client)
                     client.to_writer.set()
-            except trio.BrokenResourceError:
-                pass
             finally:
                 self._clients.discard(client)
                 if client.session.closed:
@@ -258,8 +256,12 @@ class ElectrumServer:
         while True:
             data = session.data_to_send()
             if data:
-                with trio.move_on_after(self.limits.send_timeout) as timer:
-                    await stream.send_all(data)
+                try:
+                    with trio.move_on_after(self.limits.send_timeout) as timer:
+                        await stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    session.close("the client hung up")
+                    break
                 client.sent.set()
                 if timer.cancelled_caught:
                     session.close(f"the client read nothing for {self.limits.send_timeout:g} s")

@@ -33,6 +33,7 @@ from lnpmsg.chain.electrum.index import ElectrumIndex, merkle_branch, scripthash
 __all__ = [
     "BAD_REQUEST",
     "DAEMON_ERROR",
+    "INTERNAL_ERROR",
     "INVALID_PARAMS",
     "INVALID_REQUEST",
     "MAX_CHUNK_HEADERS",
@@ -55,6 +56,7 @@ PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
 BAD_REQUEST = 1
 DAEMON_ERROR = 2
 
@@ -358,6 +360,9 @@ class ElectrumSession:
             return pending.call
         except RpcError as exc:
             self._answer(request_id, batch, slot, error=exc)
+            return None
+        except Exception as exc:  # a bug here must cost one request, not the server
+            self._answer(request_id, batch, slot, error=RpcError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}"))
             return None
         self._answer(request_id, batch, slot, result=result)
         return None
