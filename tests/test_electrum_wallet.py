@@ -122,4 +122,8 @@ async def test_electrum_follows_a_reorg(tmp_path, electrum) -> None:
         entry = await trio.to_thread.run_sync(
             wallet.wait_for, lambda: confirmed_entry(wallet, outpoint.txid_hex, 104), "confirmation at 104")
         assert entry["confirmations"] == 1
+        # a restarted daemon reconnects and keeps what it verified
+        await trio.to_thread.run_sync(wallet.restart)
+        await trio.to_thread.run_sync(wallet.wait_synced, 104)
+        assert confirmed_entry(wallet, outpoint.txid_hex, 104) is not None
         nursery.cancel_scope.cancel()
