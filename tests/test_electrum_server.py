@@ -214,3 +214,14 @@ async def test_electrum_listen_needs_the_embedded_chain(tmp_path: Path, capfd: p
     argv = ["node", "--data-dir", str(tmp_path), "--chain", "regtest", "--electrum-listen", "127.0.0.1:port", "--no-gossip"]
     assert await trio.to_thread.run_sync(main, argv) == 2
     assert "bad --electrum-listen" in capfd.readouterr().err
+
+
+async def test_an_idle_client_is_dropped(chain: EmbeddedChainSource) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, chain, ServerLimits(idle_timeout=0.5))
+        idle = await connect(server)
+        assert await idle.call("server.ping") is None
+        with pytest.raises((EOFError, trio.BrokenResourceError)):
+            await idle.receive()  # the server hangs up after 0.5 s of silence
+        assert server.clients == 0
+        nursery.cancel_scope.cancel()

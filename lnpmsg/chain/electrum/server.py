@@ -50,6 +50,8 @@ class ServerLimits:
     max_clients: int = DEFAULT_MAX_CLIENTS
     #: seconds queued replies may stay unsent before the client is dropped
     send_timeout: float = 60.0
+    #: seconds a client may send nothing before it is dropped (Electrum pings every 300 s)
+    idle_timeout: float = 600.0
     session: SessionLimits = SessionLimits()
 
 
@@ -228,10 +230,15 @@ class ElectrumServer:
             if session.has_buffered_requests:
                 data = b""  # answer what the last read brought before reading more
             else:
-                try:
-                    data = await stream.receive_some(_RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+                data = b""
+                with trio.move_on_after(self.limits.idle_timeout) as idle:
+                    try:
+                        data = await stream.receive_some(_RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                if idle.cancelled_caught:
+                    session.close(f"the client sent nothing for {self.limits.idle_timeout:g} s")
+                    return
                 if not data:
                     session.close("the client hung up")
                     return
