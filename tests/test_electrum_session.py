@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_electrum_index import B, SH_B, SH_C, Chain, fold, spend
 
 from lnpmsg.bitcoin.block import BlockHeader, merkle_root
@@ -264,3 +266,38 @@ def test_a_failing_handler_costs_one_request_not_the_session() -> None:
     response = request(session, "server.ping")
     assert response["error"]["code"] == -32603 and "KeyError" in response["error"]["message"]
     assert session.closed is None and result(session, "server.banner")
+
+
+def test_server_methods_and_fees() -> None:
+    index, _ = build_index(1)
+    session = new_session(index)
+    assert result(session, "server.banner") == "lnpmsg Electrum server (regtest)"
+    assert result(session, "server.donation_address") == ""
+    assert result(session, "server.peers.subscribe") == []
+    features = result(session, "server.features")
+    assert features["genesis_hash"] == index.hashes[0][::-1].hex()
+    assert (features["protocol_min"], features["protocol_max"], features["hash_function"]) == ("1.4", "1.4", "sha256")
+    # fees in BTC per kvB: 1012 sat/kw = 4048 sat/kvB; the relay floor 1 sat/vB
+    assert result(session, "blockchain.estimatefee", 6) == pytest.approx(0.00004048)
+    assert result(session, "blockchain.relayfee") == pytest.approx(0.00001)
+    assert result(session, "mempool.get_fee_histogram") == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda m, p: json.dumps({"id": 1, "method": m, "params": p}).encode() + b"\n",
+              st.sampled_from(["server.version", "blockchain.block.header", "blockchain.block.headers",
+                               "blockchain.scripthash.get_history", "blockchain.transaction.get_merkle",
+                               "blockchain.transaction.id_from_pos", "blockchain.estimatefee", "x"]),
+              st.lists(st.one_of(st.integers(-3, 5), st.text(max_size=70), st.booleans(), st.none()), max_size=4)),
+), max_size=10))
+def test_any_input_gets_json_answers_and_never_raises(chunks: list[bytes]) -> None:
+    index, _ = build_index(2)
+    session = new_session(index, max_line=150)
+    for chunk in chunks:
+        for call in session.receive_data(chunk):
+            session.fail(call, "refused")
+    for line in session.data_to_send().splitlines():
+        message = json.loads(line)
+        assert isinstance(message, (dict, list))

@@ -113,6 +113,11 @@ class ElectrumServer:
             await self.sync()
             self.info.genesis_hash = self.index.hashes[0]
             listeners = await trio.open_tcp_listeners(port, host=host)
+            if port == 0:
+                # a name with several addresses would get one free port each: serve one
+                for extra in listeners[1:]:
+                    await extra.aclose()
+                listeners = listeners[:1]
             self.port = listeners[0].socket.getsockname()[1]
             log.info("electrum: protocol 1.4 on %s:%d, index at height %d", host, self.port, self.index.height)
             async with trio.open_nursery() as nursery:
