@@ -551,3 +551,21 @@ def test_other_transaction_models_are_accepted(funded) -> None:
         chain.broadcast(object())  # type: ignore[arg-type]
     with pytest.raises(ChainError):
         chain.broadcast(ForeignTx(b"\x00"))
+
+
+def test_a_faucet_call_that_fails_mines_nothing(tmp_path: Path) -> None:
+    with RegtestChain(tmp_path / "chain") as chain:
+        chain.mine(3)
+        tip = chain.tip()
+        # regtest's whole supply is ~15 000 BTC: 20 000 BTC cannot be raised
+        with pytest.raises(ChainError) as info:
+            chain.faucet(p2wpkh(ec.PrivateKey(b"\x02" * 32)), 20_000 * 100_000_000)
+        assert info.value.code == "insufficient-funds" and "nothing was mined" in info.value.reason
+        with pytest.raises(ChainError) as info:
+            chain.faucet("bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4", 5_000)
+        with pytest.raises(ChainError) as info:
+            chain.faucet(p2wpkh(ec.PrivateKey(b"\x02" * 32)), 0)
+        assert info.value.code == "invalid"
+        assert chain.tip() == tip and chain.mempool_txids() == []
+        # a request just inside the bound still works
+        assert chain.faucet(FAUCET_SCRIPT, 100 * 100_000_000).vout == 0
