@@ -569,3 +569,56 @@ def test_a_faucet_call_that_fails_mines_nothing(tmp_path: Path) -> None:
         assert chain.tip() == tip and chain.mempool_txids() == []
         # a request just inside the bound still works
         assert chain.faucet(FAUCET_SCRIPT, 100 * 100_000_000).vout == 0
+
+
+def test_mempool_file_is_fsynced_at_each_write(tmp_path: Path, monkeypatch) -> None:
+    with RegtestChain(tmp_path / "chain") as chain:
+        chain.mine(101)
+        synced: list[str] = []
+        real_fsync = os.fsync
+
+        def recording_fsync(fd: int) -> None:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+        chain.faucet(FAUCET_SCRIPT, 20_000)  # one record appended, fsynced
+        assert synced == [str(tmp_path / "chain" / "mempool.dat")]
+        synced.clear()
+        chain.mine(1)  # the mempool emptied: rewritten through a temp file, then the rename made durable
+        mempool_synced = [p for p in synced if Path(p).name.startswith("mempool") or p == str(tmp_path / "chain")]
+        assert mempool_synced == [str(tmp_path / "chain" / "mempool.dat.tmp"), str(tmp_path / "chain")]
+
+
+@pytest.mark.parametrize("damage", [b"garbage" * 10, b"LNPMSG-MEMPOOL01\x05\x00\x00\x00hello", b"LNPMSG-MEMPOOL01\xff\xff\xff\xff"])
+def test_damaged_mempool_file_is_set_aside_with_a_warning(tmp_path: Path, caplog, damage: bytes) -> None:
+    path = tmp_path / "chain"
+    with RegtestChain(path) as chain:
+        chain.mine(101)
+        chain.faucet(FAUCET_SCRIPT, 10_000)
+        tip = chain.tip()
+    (path / "mempool.dat").write_bytes(damage)
+    with RegtestChain(path) as chain:
+        assert chain.tip() == tip and chain.mempool_txids() == []
+        chain.faucet(FAUCET_SCRIPT, 10_000)  # the chain works as before
+    assert (path / "mempool.dat.corrupt-1").read_bytes() == damage
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "mempool.dat was damaged: moved it to" in warning.getMessage()
+    assert "mempool.dat.corrupt-1" in warning.getMessage()
+
+
+def test_a_broadcast_survives_a_crash_right_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "chain"
+    done = _run(
+        f"""
+        import os, signal
+        from lnpmsg.chain.regtest import RegtestChain, FAUCET_SCRIPT
+        chain = RegtestChain({str(path)!r})
+        chain.mine(101)
+        print(chain.faucet(FAUCET_SCRIPT, 12_345).txid.hex(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    assert done.returncode == -9, done.stderr
+    with RegtestChain(path) as chain:
+        assert [t.hex() for t in chain.mempool_txids()] == [done.stdout.strip()]

@@ -25,6 +25,7 @@ The faucet (``lnpmsg.chain.faucet``) pays from coins at P2WSH(OP_TRUE).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -61,6 +62,8 @@ __all__ = [
     "BlockResult",
     "RegtestChain",
 ]
+
+logger = logging.getLogger(__name__)
 
 BLOCK_LOG_FILE = "blocks.log"
 MEMPOOL_FILE = "mempool.dat"
@@ -183,7 +186,15 @@ class RegtestChain:
                 f"rebuild=True) rebuilds it from {BLOCK_LOG_FILE}",
                 code="corrupt",
             ) from exc
-        waiting = self._mempool_file.load()  # read before the index sync may rewrite it
+        # read before the index sync may rewrite it
+        waiting, aside = self._mempool_file.load_or_set_aside()
+        if aside is not None:
+            logger.warning(
+                "%s was damaged: moved it to %s and started with an empty mempool "
+                "(wallets broadcast their own transactions again; the file can be deleted)",
+                self._mempool_file.path,
+                aside,
+            )
         self._reconcile()
         for tx in waiting:
             try:
