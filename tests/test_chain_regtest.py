@@ -424,7 +424,7 @@ def test_damaged_kernel_state_error_then_rebuild(tmp_path: Path) -> None:
     current.write_text("MANIFEST-999999\n")
     with pytest.raises(ChainError) as info:
         RegtestChain(path)
-    assert info.value.code == "corrupt" and "rebuild=True" in info.value.reason
+    assert info.value.code == "corrupt" and "--reindex" in info.value.reason and "rebuild=True" in info.value.reason
     with RegtestChain(path, rebuild=True) as chain:
         assert chain.tip() == tip
         assert chain.get_txout(outpoint) is not None
@@ -622,3 +622,37 @@ def test_a_broadcast_survives_a_crash_right_after_it(tmp_path: Path) -> None:
     assert done.returncode == -9, done.stderr
     with RegtestChain(path) as chain:
         assert [t.hex() for t in chain.mempool_txids()] == [done.stdout.strip()]
+
+
+def test_damaged_kernel_block_file_found_at_start_then_reindexed(tmp_path: Path) -> None:
+    path = tmp_path / "chain"
+    with RegtestChain(path) as chain:
+        chain.mine(101)
+        outpoint = chain.faucet(FAUCET_SCRIPT, 70_000)
+        chain.mine(20)
+        tip = chain.tip()
+    blk = path / "blocks" / "blk00000.dat"
+    data = bytearray(blk.read_bytes())
+    for i in range(64):  # inside a block in the middle of the file's used part
+        data[20_000 + i] ^= 0xFF
+    blk.write_bytes(bytes(data))
+    with pytest.raises(ChainError) as info:
+        RegtestChain(path)
+    assert info.value.code == "corrupt"
+    assert str(path / "blocks") in info.value.reason and "--reindex" in info.value.reason
+    with RegtestChain(path, rebuild=True) as chain:
+        assert chain.tip() == tip and chain.get_txout(outpoint) is not None
+    with RegtestChain(path) as chain:  # and the rebuilt files pass the check
+        assert chain.tip() == tip
+
+
+def test_block_log_damaged_after_open_is_found_on_read(tmp_path: Path) -> None:
+    with RegtestChain(tmp_path / "chain") as chain:
+        hashes = chain.mine(3)
+        with open(tmp_path / "chain" / BLOCK_LOG_FILE, "r+b") as f:
+            f.seek(-10, os.SEEK_END)
+            f.write(b"\xff" * 10)
+        assert Block.parse(chain.block(hashes[0])).hash == hashes[0]
+        with pytest.raises(ChainError) as info:
+            chain.block(hashes[-1])
+        assert info.value.code == "corrupt" and "checksum mismatch" in info.value.reason

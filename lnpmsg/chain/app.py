@@ -147,6 +147,8 @@ class ChainApp(App):
         chain_dir: open the embedded regtest chain here while the app runs.
         source: or use this chain source (not closed by the app).
         name: the app's name, the prefix of its control calls.
+        reindex: rebuild the embedded chain's kernel state (blocks/, chainstate/)
+            from its block log while opening (``lnpmsg node --reindex``).
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class ChainApp(App):
         chain_dir: str | Path | None = None,
         source: ChainSource | None = None,
         name: str = CHAIN_APP_NAME,
+        reindex: bool = False,
     ) -> None:
         if (chain_dir is None) == (source is None):
             raise AppError("ChainApp takes a chain_dir (the embedded chain) or a source, not both")
@@ -163,6 +166,7 @@ class ChainApp(App):
         self.wallet_dir = Path(wallet_dir)
         self.chain_dir = None if chain_dir is None else Path(chain_dir)
         self._source = source
+        self.reindex = reindex
         self._wallet: Wallet | None = None
         calls: dict[str, Callable[..., Any]] = {
             "getchaininfo": self.getchaininfo,
@@ -198,7 +202,9 @@ class ChainApp(App):
         async with AsyncExitStack() as stack:
             try:
                 if self.chain_dir is not None:
-                    self._source = await stack.enter_async_context(EmbeddedChainSource.open(self.chain_dir))
+                    self._source = await stack.enter_async_context(
+                        EmbeddedChainSource.open(self.chain_dir, rebuild=self.reindex)
+                    )
                 self._wallet = await Wallet.open(self.wallet_dir, self.source)
             except (ChainError, WalletError) as exc:
                 raise ChainAppError(f"cannot open the chain and wallet: {exc}") from exc

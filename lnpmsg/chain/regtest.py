@@ -68,6 +68,8 @@ logger = logging.getLogger(__name__)
 BLOCK_LOG_FILE = "blocks.log"
 MEMPOOL_FILE = "mempool.dat"
 _KERNEL_DIRS = ("blocks", "chainstate")
+#: blocks between two progress lines while the log is replayed
+_PROGRESS_EVERY = 1_000
 
 #: what the embedded chain answers to fee estimates: regtest has no fee market
 DEFAULT_FEERATE_PER_KW = FEERATE_FLOOR_PER_KW * 4
@@ -176,14 +178,15 @@ class RegtestChain:
         prepare_datadir(d, create, (BLOCK_LOG_FILE, "blocks"))
         self._log = BlockLog(d / BLOCK_LOG_FILE)
         if rebuild:
+            logger.info("rebuilding the kernel's blocks and chainstate in %s from %s (%d blocks)", d, BLOCK_LOG_FILE, len(self._log))
             for name in _KERNEL_DIRS:
                 shutil.rmtree(d / name, ignore_errors=True)
         try:
             self._kernel = KernelChain(d)
         except ChainError as exc:
             raise ChainError(
-                f"{exc.reason}. The kernel state is damaged; RegtestChain(..., "
-                f"rebuild=True) rebuilds it from {BLOCK_LOG_FILE}",
+                f"{exc.reason}. The kernel state is damaged: start with 'lnpmsg node --chain regtest "
+                f"--reindex' (RegtestChain(..., rebuild=True)) to rebuild it from {BLOCK_LOG_FILE}",
                 code="corrupt",
             ) from exc
         # read before the index sync may rewrite it
@@ -213,9 +216,12 @@ class RegtestChain:
             if block_hash is not None and block_hash not in log:
                 log.append(block_hash, kernel.read_block(height))
         # blocks the log has but the kernel lost (it only writes on a clean close)
-        for block_hash in list(log.order):
-            if kernel._known(block_hash):
-                continue
+        missing = [h for h in log.order if not kernel._known(h)]
+        if len(missing) >= _PROGRESS_EVERY:
+            logger.info("replaying %d block(s) from %s into the kernel", len(missing), BLOCK_LOG_FILE)
+        for done, block_hash in enumerate(missing, 1):
+            if done % _PROGRESS_EVERY == 0:
+                logger.info("replayed %d of %d block(s)", done, len(missing))
             result = kernel.process(log.read(block_hash), block_hash)
             if not (result.accepted or result.stored):
                 raise ChainError(
@@ -224,7 +230,26 @@ class RegtestChain:
                     code="corrupt",
                 )
         log.sync()
+        self._check_kernel_files()
         self._sync_index()
+
+    def _check_kernel_files(self) -> None:
+        """Read every active block and its undo data back from the kernel's
+        files: damage there (the kernel needs them for reorgs) is found at
+        start, not in the middle of a reorg."""
+        assert self._kernel is not None and self._log is not None
+        kernel, log = self._kernel, self._log
+        for height in range(kernel.height + 1):
+            block_hash = kernel.hash_at(height)
+            assert block_hash is not None
+            problem = kernel.check_stored(height, log.read(block_hash))
+            if problem is not None:
+                raise ChainError(
+                    f"the kernel's block files in {self.datadir / 'blocks'} are damaged ({problem}). "
+                    f"{BLOCK_LOG_FILE} is intact: start with 'lnpmsg node --chain regtest --reindex' "
+                    "(RegtestChain(..., rebuild=True)) to rebuild the kernel's blocks and chainstate from it",
+                    code="corrupt",
+                )
 
     def close(self) -> None:
         """Flush the kernel's state and release the data dir (idempotent)."""
