@@ -58,3 +58,102 @@ async def test_damaged_block_files_stop_the_start_and_reindex_rebuilds_them(caps
     finally:
         stderr = await stop(process)
     assert "rebuilding the kernel's blocks and chainstate" in stderr
+
+
+async def test_unconfirmed_change_pending_balance_and_a_kill_9_before_the_block(capsys, tmp_path):
+    data_dir = tmp_path / "node"
+    d = ("--data-dir", data_dir)
+    process, _ = await start_node_process(data_dir, "--chain", "regtest")
+    try:
+        assert (await cli_json(capsys, "mine", 101, *d))[0] == 0
+        assert (await cli_json(capsys, "faucet", 500_000, *d))[0] == 0
+        code, out, _ = await cli(capsys, "newaddr", *d)
+        target = out.strip()
+        code, first = await cli_json(capsys, "withdraw", target, 100_000, "--feerate", 1000, *d)
+        assert code == 0
+        # a second withdrawal before any block spends the first one's change
+        code, second = await cli_json(capsys, "withdraw", target, 150_000, "--feerate", 1000, *d)
+        assert code == 0, second
+        code, info = await cli_json(capsys, "getchaininfo", *d)
+        # both payments went to our own address: all of it is unconfirmed, pending
+        pending = 500_000 - first["fee_sat"] - second["fee_sat"]
+        assert info["mempool"] == 2 and info["balance_sat"] == 0 and info["pending_sat"] == pending
+        code, out, _ = await cli(capsys, "getchaininfo", *d)
+        assert f"wallet:   0 sat spendable, {pending} sat unconfirmed change" in out
+        code, balance = await cli_json(capsys, "getbalance", *d)
+        assert balance["unconfirmed_sat"] == pending and balance["reserved_sat"] == 0
+        assert balance["spendable_sat"] == balance["total_sat"] == pending
+        code, funds = await cli_json(capsys, "listfunds", *d)
+        # the faucet's coin and the first change are on their way (reserved by our own withdrawals)
+        listed = [(o["status"], o["reserved_by"]) for o in funds["outputs"]]
+        assert listed[0] == ("confirmed", first["txid"]) and ("unconfirmed", second["txid"]) in listed
+        assert funds["total_sat"] == funds["spendable_sat"] == pending
+    finally:
+        process.kill()  # kill -9: no clean close of anything
+        await process.wait()
+
+    process, _ = await start_node_process(data_dir, "--chain", "regtest")
+    try:
+        code, info = await cli_json(capsys, "getchaininfo", *d)
+        assert info["mempool"] == 2 and info["pending_sat"] == pending
+        assert (await cli_json(capsys, "mine", *d))[0] == 0
+        code, balance = await cli_json(capsys, "getbalance", *d)
+        assert balance["confirmed_sat"] == pending and balance["unconfirmed_sat"] == 0
+    finally:
+        await stop(process)
+
+
+async def test_a_reservation_left_by_a_crash_is_resolved_at_start_or_by_releasecoins(capsys, tmp_path):
+    data_dir = tmp_path / "node"
+    d = ("--data-dir", data_dir)
+    process, _ = await start_node_process(data_dir, "--chain", "regtest")
+    try:
+        assert (await cli_json(capsys, "mine", 101, *d))[0] == 0
+        assert (await cli_json(capsys, "faucet", 300_000, *d))[0] == 0
+        code, out, _ = await cli(capsys, "newaddr", *d)
+        code, sent = await cli_json(capsys, "withdraw", out.strip(), 100_000, "--feerate", 1000, *d)
+        assert code == 0
+    finally:
+        process.kill()
+        await process.wait()
+    # the crash also lost the mempool (as if the withdrawal never left)
+    (data_dir / "chain" / "mempool.dat").unlink()
+    process, _ = await start_node_process(data_dir, "--chain", "regtest")
+    try:
+        code, info = await cli_json(capsys, "getchaininfo", *d)
+        assert info["mempool"] == 1  # the wallet broadcast its held withdrawal again
+        assert (await cli_json(capsys, "mine", *d))[0] == 0
+        code, balance = await cli_json(capsys, "getbalance", *d)
+        assert balance["confirmed_sat"] == 300_000 - sent["fee_sat"] and balance["reserved_sat"] == 0
+        code, out, _ = await cli(capsys, "withdraw", out.strip(), "all", "--feerate", 1000, *d)
+        assert code == 0
+    finally:
+        process.kill()
+        await process.wait()
+
+    # the same crash with a transaction the wallet only holds (a channel funding, not its to send)
+    (data_dir / "chain" / "mempool.dat").unlink()
+    state_path = data_dir / "wallet" / "wallet.json"
+    state = json.loads(state_path.read_text())
+    ((txid, held),) = state["held"].items()
+    held["broadcast"] = False
+    state_path.write_text(json.dumps(state))
+    process, _ = await start_node_process(data_dir, "--chain", "regtest")
+    try:
+        assert (await cli_json(capsys, "mine", *d))[0] == 0
+        code, balance = await cli_json(capsys, "getbalance", *d)
+        assert balance["spendable_sat"] == 0 and balance["reserved_sat"] > 0  # held, as the finding saw
+        code, out, _ = await cli(capsys, "listfunds", *d)
+        assert f"reserved by {txid}" in out
+        code, out, err = await cli(capsys, "releasecoins", "00" * 32, *d)
+        assert code == 1 and "no coins are reserved for" in err
+        code, out, err = await cli(capsys, "releasecoins", "nothex", *d)
+        assert code == 1 and "txid is 64 hex digits" in err
+        code, released = await cli_json(capsys, "releasecoins", txid, *d)
+        assert code == 0 and {c["reserved_by"] for c in released["released"]} == {txid} and len(released["released"]) == 2
+        code, balance = await cli_json(capsys, "getbalance", *d)
+        assert balance["reserved_sat"] == 0 and balance["spendable_sat"] == balance["total_sat"] > 0
+        code, released = await cli_json(capsys, "releasecoins", "--all", *d)
+        assert code == 0 and released == {"released": []}
+    finally:
+        await stop(process)

@@ -112,7 +112,9 @@ class Balances:
     ``confirmed``: confirmed, mature, not reserved; ``unconfirmed``: outputs
     of its own transactions waiting for a block (change), not reserved;
     ``immature``: coinbase outputs younger than 100 blocks; ``reserved``:
-    coins held for a transaction not yet confirmed.
+    coins held for a transaction the wallet has not sent (a channel
+    funding). Coins spent by the wallet's own broadcast transactions count
+    no more: they are on their way.
     """
 
     confirmed_sat: int
@@ -375,7 +377,10 @@ class Wallet:
         confirmed = unconfirmed = immature = reserved = 0
         for u in self.list_funds():
             if u.reserved_by is not None:
-                reserved += u.amount_sat
+                held = self._held.txs.get(u.reserved_by)
+                if held is None or not held.broadcast:
+                    reserved += u.amount_sat
+                # else: spent by our own transaction on its way (its change counts instead)
             elif not u.mature:
                 immature += u.amount_sat
             elif not u.confirmed:
