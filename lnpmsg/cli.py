@@ -214,7 +214,8 @@ async def _run_node(args: argparse.Namespace) -> int:
         return 2
     if not args.no_control:
         try:
-            node.mount(ControlServer(args.data_dir, endpoint=args.control, events_endpoint=args.events))
+            # the lock now, before the apps start (the chain may replay blocks): clients wait for this node
+            node.mount(ControlServer(args.data_dir, endpoint=args.control, events_endpoint=args.events)).reserve()
         except ControlError as exc:
             log.error("cannot start: %s", exc)
             return 1

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 
+import pytest
 import trio
 
+from lnpmsg.app import App
 from lnpmsg.cli import main
-from lnpmsg.testing.processes import finish_process, start_node_process
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.rpc.control import ControlServer
+from lnpmsg.rpc.control_client import NodeStarting, locate
+from lnpmsg.testing.processes import PROCESS_WAIT, finish_process, lnpmsg_argv, start_node_process
 
 
 async def cli(capsys, *argv):
@@ -157,3 +164,67 @@ async def test_a_reservation_left_by_a_crash_is_resolved_at_start_or_by_releasec
         assert code == 0 and released == {"released": []}
     finally:
         await stop(process)
+
+
+async def test_stop_returns_once_the_process_is_gone_and_a_fresh_start_is_waited_for(capsys, tmp_path):
+    data_dir = tmp_path / "node"
+    d = ("--data-dir", data_dir)
+    process = await trio.lowlevel.open_process(
+        lnpmsg_argv("node", *d, "--listen", "127.0.0.1:0", "--chain", "regtest"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # called the moment the process exists: --wait waits for the node, then for its start-up
+        code, info = await cli_json(capsys, "getchaininfo", "--wait", "--timeout", PROCESS_WAIT, *d)
+        assert code == 0 and info["height"] == 0
+        assert (await cli_json(capsys, "mine", 150, *d))[0] == 0
+        code, out, _ = await cli(capsys, "stop", *d)
+        assert code == 0 and out == "node stopped\n"
+        assert process.poll() == 0  # gone (the chain flushed), not merely told to stop
+    finally:
+        if process.poll() is None:
+            process.kill()
+        code, stderr = await finish_process(process)
+    assert "Traceback" not in stderr
+    code, _, err = await cli(capsys, "getchaininfo", *d)
+    assert code == 3 and "no node is running" in err and "--wait" in err
+
+
+class _SlowStart(App):
+    """An app whose start waits for the test: the node is starting meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__("slow")
+        self.go = trio.Event()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        await self.go.wait()
+        await super().run(task_status=task_status)
+
+
+async def test_a_node_that_is_starting_is_waited_for(capsys, tmp_path):
+    node = Node(NodeKey.generate(), NodeConfig(listen=[]))
+    slow = node.mount(_SlowStart())
+    node.mount(ControlServer(tmp_path)).reserve()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(node.run)
+        with pytest.raises(NodeStarting, match="is starting"):
+            locate(tmp_path)
+        done = trio.Event()
+        result = {}
+
+        async def call() -> None:
+            result["call"] = await cli(capsys, "getinfo", "--data-dir", tmp_path)
+            done.set()
+
+        nursery.start_soon(call)
+        await trio.sleep(0.5)
+        assert not done.is_set()  # waiting, not failing
+        slow.go.set()
+        with trio.fail_after(PROCESS_WAIT):
+            await done.wait()
+        code, out, err = result["call"]
+        assert code == 0 and node.node_id.hex() in out
+        assert f"the node at {tmp_path} is starting: waiting for it" in err
+        node.stop()

@@ -42,6 +42,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
         parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
         parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
         parser.add_argument("--timeout", type=float, default=65.0, help="seconds to wait for the node (default: %(default)s)")
+        control_commands.add_wait_option(parser)
         return parser
 
     add("getchaininfo", "show the chain's tip and the wallet's balance")
