@@ -345,3 +345,20 @@ async def test_release_one_outpoint(source: EmbeddedChainSource, tmp_path: Path)
     reopened = await Wallet.open(tmp_path / "w", source)
     assert list(reopened.reserved()) == [funded.tx.inputs[1].prevout]
     assert [t.txid for t in reopened.held_transactions()] == [funded.tx.txid]
+
+
+async def test_damaged_state_says_what_to_do_and_the_seed_recovers_every_coin(
+    source: EmbeddedChainSource, tmp_path: Path
+) -> None:
+    wallet = await funded_wallet(source, tmp_path / "w", 70_000, 80_000)
+    await source.mine(5)
+    state_path = tmp_path / "w" / "wallet.json"
+    state_path.write_text("{garbage")
+    with pytest.raises(WalletError) as info:
+        await Wallet.open(tmp_path / "w", source)
+    assert info.value.code == "corrupt" and str(state_path) in info.value.reason
+    assert "move wallet.json aside" in info.value.reason
+    state_path.rename(tmp_path / "w" / "wallet.json.bad")
+    recovered = await Wallet.open(tmp_path / "w", source)
+    assert recovered.balance() == 150_000 == wallet.balance()
+    assert recovered.new_address() not in {u.address for u in recovered.list_funds()}

@@ -53,7 +53,7 @@ from lnpmsg.chain.follow import ChainFollower
 from lnpmsg.chain.mining import COINBASE_MATURITY
 from lnpmsg.chain.source import ChainSource, catch_up
 from lnpmsg.wallet.errors import WalletError
-from lnpmsg.wallet.keys import Account, DerivedKey, load_or_create_seed
+from lnpmsg.wallet.keys import SEED_FILE, Account, DerivedKey, load_or_create_seed
 from lnpmsg.wallet.reservations import FINAL_REJECTIONS, Reservations
 from lnpmsg.wallet.spend import OwnCoin, build_spend, dust_limit
 
@@ -70,6 +70,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WALLET_FILE = "wallet.json"
+#: what to do about a damaged wallet.json: the seed holds the keys, the chain the coins
+_DAMAGED_STATE_ADVICE = (
+    "The keys are in the seed file, not there: move wallet.json aside and start again; "
+    "the wallet rescans the chain from its start and finds every coin (unconfirmed "
+    "transactions it held are forgotten: listfunds shows what is left)"
+)
 #: unused addresses watched past the last used one on each chain (BIP44's gap limit)
 GAP_LIMIT = 20
 #: coins from others are spent once confirmed this deep (the wallet's own
@@ -180,7 +186,8 @@ class Wallet:
             self._held = Reservations.from_state(state.get("reserved", {}), state.get("held", {}))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise WalletError(
-                f"wallet state in {wallet_dir} is damaged: {exc}", code="corrupt"
+                f"wallet state {wallet_dir / WALLET_FILE} is damaged: {exc}. {_DAMAGED_STATE_ADVICE}",
+                code="corrupt",
             ) from exc
         self._scripts: dict[bytes, DerivedKey] = {}
         self._derived = [0, 0]
@@ -199,6 +206,7 @@ class Wallet:
     ) -> Wallet:
         """Open the wallet in ``wallet_dir`` (creating seed and state on first use) and sync it."""
         path = Path(wallet_dir)
+        seed_existed = (path / SEED_FILE).exists()
         seed = load_or_create_seed(path, create=create)
         state_path = path / WALLET_FILE
         if state_path.exists():
@@ -211,7 +219,8 @@ class Wallet:
                     raise ValueError("missing keys")
             except (ValueError, OSError) as exc:
                 raise WalletError(
-                    f"wallet state {state_path} is damaged: {exc}", code="corrupt"
+                    f"wallet state {state_path} is damaged: {exc}. {_DAMAGED_STATE_ADVICE}",
+                    code="corrupt",
                 ) from exc
             if state["network"] != source.network:
                 raise WalletError(
@@ -222,7 +231,9 @@ class Wallet:
             tip = await source.tip()
             state = {
                 "network": source.network,
-                "birth_height": tip.height + 1,
+                # a new seed has no coins yet; an old seed without its state
+                # (moved aside) may have them anywhere: scan the whole chain
+                "birth_height": 0 if seed_existed else tip.height + 1,
                 "next_index": [0, 0],
                 "reserved": {},
             }
