@@ -362,3 +362,23 @@ async def test_damaged_state_says_what_to_do_and_the_seed_recovers_every_coin(
     recovered = await Wallet.open(tmp_path / "w", source)
     assert recovered.balance() == 150_000 == wallet.balance()
     assert recovered.new_address() not in {u.address for u in recovered.list_funds()}
+
+
+async def test_a_withdrawal_reorged_out_is_held_again(
+    source: EmbeddedChainSource, tmp_path: Path
+) -> None:
+    wallet = await funded_wallet(source, tmp_path / "w", 400_000)
+    parent = (await source.tip()).block_hash
+    sent = await wallet.withdraw(wallet.new_address(), 100_000, feerate_per_kw=1_000)
+    await source.mine(1)
+    await wallet.sync()
+    assert wallet.balance() == 400_000 - sent.fee_sat and wallet.held_transactions() == []
+    source.core.mine(2, parent=parent)  # a longer branch without the withdrawal
+    await wallet.sync()
+    assert sent.txid in source.core.mempool_txids()  # the chain put it back
+    assert [t.txid for t in wallet.held_transactions()] == [sent.txid]
+    b = wallet.balances()
+    assert (b.confirmed_sat, b.unconfirmed_sat) == (0, 400_000 - sent.fee_sat)
+    await source.mine(1)
+    await wallet.sync()
+    assert wallet.balance() == 400_000 - sent.fee_sat and wallet.reserved() == {}

@@ -334,6 +334,10 @@ class Wallet:
                     coin = self._spent.pop(undone.outpoint, None)
                     if coin is not None:
                         self._coins[undone.outpoint] = coin
+                        # our spend left the chain (back in the mempool, or to be
+                        # broadcast at the next open): hold its coins again
+                        self._held.hold(undone.spending_tx, broadcast=True)
+                        self._save()
 
     # -- addresses and funds ------------------------------------------------------
 
