@@ -391,11 +391,22 @@ def test_corrupt_block_log_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ChainError) as info:
         RegtestChain(path)
     assert info.value.code == "corrupt" and "checksum" in info.value.reason
+    assert "Move it aside and start again" in info.value.reason
     # and the lock was released by the failed open
     data[200] ^= 0xFF
     log.write_bytes(bytes(data))
     with RegtestChain(path) as chain:
         assert chain.height == 5
+        tip = chain.tip()
+    # the advice works: the log is rebuilt from the kernel's files (closed cleanly)
+    log.write_bytes(b"garbage")
+    with pytest.raises(ChainError, match="bad magic"):
+        RegtestChain(path)
+    log.rename(path / "blocks.log.bad")
+    with RegtestChain(path) as chain:
+        assert chain.tip() == tip and len(chain._log) == 6
+    with RegtestChain(path) as chain:
+        assert chain.tip() == tip
 
 
 def test_torn_block_log_tail_is_dropped(tmp_path: Path) -> None:

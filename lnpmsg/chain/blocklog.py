@@ -31,6 +31,11 @@ __all__ = ["BLOCK_LOG_MAGIC", "BlockLog"]
 
 BLOCK_LOG_MAGIC = b"LNPMSG-BLOCKLOG1"
 _RECORD_HEADER = struct.Struct("<II")
+#: what to do about a damaged log: the kernel's files hold the blocks of its last clean close
+_DAMAGED_LOG_ADVICE = (
+    "Move it aside and start again: the log is rebuilt from the kernel's block files "
+    "(blocks mined after the kernel's last clean close are lost)"
+)
 
 
 class BlockLog:
@@ -57,7 +62,7 @@ class BlockLog:
         magic = f.read(len(BLOCK_LOG_MAGIC))
         if magic != BLOCK_LOG_MAGIC:
             raise ChainError(
-                f"{self.path} is not an lnpmsg block log (bad magic)", code="corrupt"
+                f"{self.path} is not an lnpmsg block log (bad magic). {_DAMAGED_LOG_ADVICE}", code="corrupt"
             )
         pos = len(BLOCK_LOG_MAGIC)
         size = os.fstat(f.fileno()).st_size
@@ -68,14 +73,14 @@ class BlockLog:
             length, crc = _RECORD_HEADER.unpack(head)
             if not HEADER_BYTES < length <= MAX_BLOCK_BYTES:
                 raise ChainError(
-                    f"{self.path}: bad record length at offset {pos}", code="corrupt"
+                    f"{self.path}: bad record length at offset {pos}. {_DAMAGED_LOG_ADVICE}", code="corrupt"
                 )
             body = f.read(length)
             if len(body) < length:
                 break
             if zlib.crc32(body) != crc:
                 raise ChainError(
-                    f"{self.path}: checksum mismatch at offset {pos}", code="corrupt"
+                    f"{self.path}: checksum mismatch at offset {pos}. {_DAMAGED_LOG_ADVICE}", code="corrupt"
                 )
             block_hash = BlockHeader.parse(body[:HEADER_BYTES]).hash
             self._offsets[block_hash] = (pos + _RECORD_HEADER.size, length, crc)
