@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from lnpmsg.app import App
+from lnpmsg.chain.app import ChainApp
 from lnpmsg.cli import main
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
@@ -235,3 +236,42 @@ async def test_a_node_that_is_starting_is_waited_for(capsys, tmp_path):
         assert code == 0 and node.node_id.hex() in out
         assert f"the node at {tmp_path} is starting: waiting for it" in err
         node.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        ("chain.releasecoins", {}, "give exactly one of txid, outpoint or all=true"),
+        ("chain.releasecoins", {"txid": "00" * 32, "all": True}, "give exactly one of"),
+        ("chain.releasecoins", {"all": "yes"}, "'all' must be bool"),
+        ("chain.releasecoins", {"outpoint": "nothing"}, "outpoint is TXID:VOUT"),
+        ("chain.releasecoins", {"outpoint": "00" * 32 + ":x"}, "outpoint is TXID:VOUT"),
+        ("chain.releasecoins", {"txid": "zz"}, "txid is 64 hex digits"),
+        ("chain.getbalance", {"extra": 1}, "extra"),
+        ("chain.faucet", {"amount_sat": True}, "amount_sat"),
+        ("chain.faucet", {"amount_sat": 10**17}, "out of range"),
+    ],
+)
+async def test_bad_params_of_the_wallet_calls_are_refused_and_change_nothing(capsys, tmp_path, method, params, message):
+    node = Node(NodeKey.generate(), NodeConfig(listen=[], network="regtest"))
+    app = node.mount(ChainApp(tmp_path / "wallet", chain_dir=tmp_path / "chain"))
+    node.mount(ControlServer(tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        tip = await app.source.tip()
+        code, failure = await cli_json(capsys, "call", method, json.dumps(params), "--data-dir", tmp_path)
+        assert code == 1 and failure["error"]["code"] == -32602, failure
+        assert message in failure["error"]["message"]
+        assert await app.source.tip() == tip and app.wallet.reserved() == {}
+        node.stop()
+
+
+def test_reindex_needs_the_embedded_chain(tmp_path):
+    result = subprocess.run(
+        lnpmsg_argv("node", "--data-dir", tmp_path, "--reindex"),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_WAIT,
+    )
+    assert result.returncode == 2 and "--reindex rebuilds the embedded chain: it needs --chain regtest" in result.stderr
