@@ -184,7 +184,7 @@ async def test_stop_returns_once_the_process_is_gone_and_a_fresh_start_is_waited
     )
     try:
         # called the moment the process exists: --wait waits for the node, then for its start-up
-        code, info = await cli_json(capsys, "getchaininfo", "--wait", "--timeout", PROCESS_WAIT, *d)
+        code, info = await cli_json(capsys, "getchaininfo", "--wait", "--timeout", 3 * PROCESS_WAIT, *d)
         assert code == 0 and info["height"] == 0
         assert (await cli_json(capsys, "mine", 150, *d))[0] == 0
         code, out, _ = await cli(capsys, "stop", *d)

@@ -40,7 +40,7 @@ from typing import Self
 
 from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.encoding import MAX_BLOCK_WEIGHT
-from lnpmsg.bitcoin.hashes import hash_from_hex, hash_to_hex
+from lnpmsg.bitcoin.hashes import hash_from_hex
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_destination
 from lnpmsg.chain.blocklog import BlockLog
@@ -50,6 +50,7 @@ from lnpmsg.chain.events import BlockRef, TxOutInfo
 from lnpmsg.chain.faucet import FAUCET_SCRIPT, FAUCET_WITNESS_SCRIPT, faucet_pay
 from lnpmsg.chain.kernel import KernelChain, KernelResult, kernel_verify_scripts
 from lnpmsg.chain.mempool import Mempool
+from lnpmsg.chain.recovery import BLOCK_LOG_FILE, reconcile
 from lnpmsg.chain.mining import build_block
 from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW
 from lnpmsg.chain.tx import SerializedTx, as_tx, malformed
@@ -65,11 +66,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BLOCK_LOG_FILE = "blocks.log"
 MEMPOOL_FILE = "mempool.dat"
 _KERNEL_DIRS = ("blocks", "chainstate")
-#: blocks between two progress lines while the log is replayed
-_PROGRESS_EVERY = 1_000
+
 
 #: what the embedded chain answers to fee estimates: regtest has no fee market
 DEFAULT_FEERATE_PER_KW = FEERATE_FLOOR_PER_KW * 4
@@ -209,47 +208,8 @@ class RegtestChain:
     def _reconcile(self) -> None:
         """Make the kernel, the block log and the index agree (after any exit)."""
         assert self._kernel is not None and self._log is not None
-        kernel, log = self._kernel, self._log
-        # blocks the kernel flushed but the log missed (a crash between the two)
-        for height in range(kernel.height + 1):
-            block_hash = kernel.hash_at(height)
-            if block_hash is not None and block_hash not in log:
-                log.append(block_hash, kernel.read_block(height))
-        # blocks the log has but the kernel lost (it only writes on a clean close)
-        missing = [h for h in log.order if not kernel._known(h)]
-        if len(missing) >= _PROGRESS_EVERY:
-            logger.info("replaying %d block(s) from %s into the kernel", len(missing), BLOCK_LOG_FILE)
-        for done, block_hash in enumerate(missing, 1):
-            if done % _PROGRESS_EVERY == 0:
-                logger.info("replayed %d of %d block(s)", done, len(missing))
-            result = kernel.process(log.read(block_hash), block_hash)
-            if not (result.accepted or result.stored):
-                raise ChainError(
-                    f"{BLOCK_LOG_FILE} holds block {hash_to_hex(block_hash)} that the kernel rejects on "
-                    f"replay: {result.reason}",
-                    code="corrupt",
-                )
-        log.sync()
-        self._check_kernel_files()
+        reconcile(self._kernel, self._log, self.datadir)
         self._sync_index()
-
-    def _check_kernel_files(self) -> None:
-        """Read every active block and its undo data back from the kernel's
-        files: damage there (the kernel needs them for reorgs) is found at
-        start, not in the middle of a reorg."""
-        assert self._kernel is not None and self._log is not None
-        kernel, log = self._kernel, self._log
-        for height in range(kernel.height + 1):
-            block_hash = kernel.hash_at(height)
-            assert block_hash is not None
-            problem = kernel.check_stored(height, log.read(block_hash))
-            if problem is not None:
-                raise ChainError(
-                    f"the kernel's block files in {self.datadir / 'blocks'} are damaged ({problem}). "
-                    f"{BLOCK_LOG_FILE} is intact: start with 'lnpmsg node --chain regtest --reindex' "
-                    "(RegtestChain(..., rebuild=True)) to rebuild the kernel's blocks and chainstate from it",
-                    code="corrupt",
-                )
 
     def close(self) -> None:
         """Flush the kernel's state and release the data dir (idempotent)."""
