@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--feature", action="append", type=int, default=[], metavar="BIT", help="also advertise this feature bit in init, e.g. for an app attached over the control API (odd: optional); repeatable")
     node.add_argument("--chain", choices=["regtest"], help="run a chain and an on-chain wallet (the chain.* control calls, 'lnpmsg mine', 'withdraw'...): 'regtest' is the embedded regtest chain, validated by Bitcoin Core's consensus engine, in DATA_DIR/chain, with the wallet in DATA_DIR/wallet (default: no chain; 'lnpmsg demo' always runs one)")
     node.add_argument("--electrum-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain to Electrum wallets (Electrum protocol 1.4, plain TCP) on HOST:PORT, e.g. 127.0.0.1:50001 (port 0: a free port, shown in the start-up summary)")
+    node.add_argument("--reindex", action="store_true", help="with --chain regtest: rebuild the kernel's block files and chainstate (DATA_DIR/chain/blocks, chainstate) from the chain's own checksummed block log, as Bitcoin Core's -reindex; use it when the node refuses to start because they are damaged (progress is logged)")
     node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
     _add_demo_command(commands)
@@ -161,6 +162,9 @@ async def _run_node(args: argparse.Namespace) -> int:
     if args.chain and args.network not in (None, args.chain):
         log.error("--chain %s needs --network %s (the chain the node announces in init)", args.chain, args.chain)
         return 2
+    if args.reindex and not args.chain:
+        log.error("--reindex rebuilds the embedded chain: it needs --chain regtest")
+        return 2
     args.network = args.network or args.chain or "bitcoin"
     from lnpmsg.node.tor import NodeTor, settings_from_args
 
@@ -193,7 +197,7 @@ async def _run_node(args: argparse.Namespace) -> int:
     if args.chain:
         from lnpmsg.chain.app import ChainApp, ChainAppError
 
-        node.mount(ChainApp(args.data_dir / "wallet", chain_dir=args.data_dir / "chain"))
+        node.mount(ChainApp(args.data_dir / "wallet", chain_dir=args.data_dir / "chain", reindex=args.reindex))
         start_errors += (ChainAppError,)
     if args.electrum_listen:
         from lnpmsg.chain.electrum.app import mount_electrum
@@ -218,7 +222,8 @@ async def _run_node(args: argparse.Namespace) -> int:
         return 2
     if not args.no_control:
         try:
-            node.mount(ControlServer(args.data_dir, endpoint=args.control, events_endpoint=args.events))
+            # the lock now, before the apps start (the chain may replay blocks): clients wait for this node
+            node.mount(ControlServer(args.data_dir, endpoint=args.control, events_endpoint=args.events)).reserve()
         except ControlError as exc:
             log.error("cannot start: %s", exc)
             return 1

@@ -18,7 +18,7 @@ Sockets (the defaults; ``endpoint=`` / ``events_endpoint=`` change them):
 - ``DATA_DIR/control.json`` (0600) says where the sockets are and whether
   CURVE is on; ``DATA_DIR/control.lock`` is held (``flock``) while the
   node runs, so clients tell a running node from a stale file and a second
-  node cannot take over the same data dir.
+  node cannot take over the same data dir (``reserve()`` takes it early).
 
 Requests and replies: JSON-RPC 2.0 objects, one per message
 (:mod:`lnpmsg.rpc.control_proto`). Methods (params in brackets, ``?`` optional):
@@ -243,6 +243,7 @@ class ControlServer:
         self.rejected = 0
         self.publisher: EventPublisher | None = None
         self._node: Node | None = None
+        self._reserved_lock: int | None = None
         self._nursery: trio.Nursery | None = None
         self._inflight: Counter[bytes] = Counter()
         self._inflight_total = 0
@@ -275,11 +276,9 @@ class ControlServer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind the sockets, then serve until cancelled (the node stops). Raises ControlError on start."""
-        try:
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ControlError(f"cannot create the data dir {self.data_dir}: {exc.strerror or exc}") from exc
-        lock_fd = self._take_lock()
+        self._make_data_dir()
+        lock_fd = self._reserved_lock if self._reserved_lock is not None else self._take_lock()
+        self._reserved_lock = None
         ctx = zmq.Context()
         sockets: list[TrioSocket] = []
         info_path = self.data_dir / CONTROL_INFO_FILE
@@ -331,6 +330,20 @@ class ControlServer:
                     _unlink(Path(endpoint[len("ipc://") :]))
             _unlink(info_path)
             os.close(lock_fd)  # releases the lock
+
+    def reserve(self) -> None:
+        """Take the data dir's lock now, before the node starts its apps (idempotent):
+        clients see a node *starting* (lock held, no ``control.json``) and wait for it."""
+        if self._reserved_lock is None:
+            self._make_data_dir()
+            self._reserved_lock = self._take_lock()
+            _unlink(self.data_dir / CONTROL_INFO_FILE)  # left by a node that was killed: we hold the lock
+
+    def _make_data_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ControlError(f"cannot create the data dir {self.data_dir}: {exc.strerror or exc}") from exc
 
     def _take_lock(self) -> int:
         path = self.data_dir / CONTROL_LOCK_FILE
