@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from lnpmsg.app import App
 from lnpmsg.node.events import ErrorReported
 from lnpmsg.transports.base import Transport
 from lnpmsg.transports.tcp import TcpListener, format_host_port, split_host_port
@@ -196,7 +197,7 @@ class TorGate(Transport):
         return await listen_behind_onion(target)
 
 
-class NodeTor:
+class NodeTor(App):
     """The node's Tor integration, mounted like an app (its name is ``tor``).
 
     See the module docstring. Attributes for callers and tests:
@@ -206,9 +207,9 @@ class NodeTor:
     node's ``tor`` transport).
     """
 
-    name = "tor"
-
     def __init__(self, settings: TorSettings) -> None:
+        # Tor recovers by itself (see the module docs); a failure past that is the node's to report.
+        super().__init__("tor", handler_timeout=None)
         self.settings = settings
         self.transport = TorGate(connect_timeout=settings.connect_timeout)
         self.handle: TorHandle | None = None
@@ -218,8 +219,7 @@ class NodeTor:
         self.bootstrap: BootstrapStatus | None = None
         #: set each time Tor is (again) ready and the onion service published
         self.ready = trio.Event()
-        self.control_methods = {"status": self.status}
-        self._node: Node | None = None
+        self.add_control_method("status", self.status)
         self._service: OnionService | None = None
         self._listener: TcpListener | None = None
         self._listener_served = False
@@ -229,7 +229,7 @@ class NodeTor:
 
     def attach(self, node: Node) -> None:
         """Install :attr:`transport` as the node's ``tor`` transport."""
-        self._node = node
+        super().attach(node)
         # tor:// clearnet targets (and, onion-only, every clearnet target) leave
         # through Tor exits unless the node dials onions only.
         self.transport.allow_clearnet = not node.config.onion_to_onion

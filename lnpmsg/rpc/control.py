@@ -74,6 +74,7 @@ import trio
 import zmq
 
 from lnpmsg import __version__
+from lnpmsg.app import App, AppState
 from lnpmsg.node.peer import Peer
 from lnpmsg.pubsub.bridge import EVENTS_HWM, EventPublisher
 from lnpmsg.rpc.control_proto import (
@@ -155,7 +156,7 @@ def peer_info(node: Node, peer: Peer, now: float) -> dict[str, Any]:
     supports = [
         name
         for name, app in node.apps.items()
-        if getattr(app, "feature_bit", None) is not None and remote is not None and remote.supports(app.feature_bit)  # type: ignore[attr-defined]
+        if remote is not None and any(remote.supports(bit) for bit in app.features.bits())
     ]
     counters = peer.counters
     return {
@@ -164,7 +165,7 @@ def peer_info(node: Node, peer: Peer, now: float) -> dict[str, Any]:
         "transport": peer.transport_kind,
         "outbound": peer.outbound,
         "features": remote.to_bytes().hex() if remote is not None else "",
-        "feature_names": peer.session.describe_remote_features(),
+        "feature_names": node.describe_features(remote),
         "apps": supports,
         "bytes_in": counters.bytes_in,
         "bytes_out": counters.bytes_out,
@@ -198,7 +199,7 @@ def _check_endpoint(endpoint: str) -> None:
     raise ControlError(f"{endpoint}: the control API speaks ipc:// or tcp:// only")
 
 
-class ControlServer:
+class ControlServer(App):
     """Serves the control API and the event stream of the node it is mounted on.
 
     Args:
@@ -208,8 +209,6 @@ class ControlServer:
             or ``tcp://127.0.0.1:0`` when ``endpoint`` is tcp).
         max_request_bytes / max_inflight_per_client / call_timeout / events_hwm: limits.
     """
-
-    name = "control"
 
     def __init__(
         self,
@@ -222,6 +221,8 @@ class ControlServer:
         call_timeout: float = CALL_TIMEOUT,
         events_hwm: int = EVENTS_HWM,
     ) -> None:
+        # Control calls have their own limit (call_timeout); the server has no handlers.
+        super().__init__("control", handler_timeout=None)
         self.data_dir = Path(data_dir).expanduser().absolute()
         self.requested_endpoint = endpoint or f"ipc://{self.data_dir / CONTROL_SOCKET_FILE}"
         _check_endpoint(self.requested_endpoint)
@@ -242,8 +243,6 @@ class ControlServer:
         self.requests = 0
         self.rejected = 0
         self.publisher: EventPublisher | None = None
-        self._node: Node | None = None
-        self._nursery: trio.Nursery | None = None
         self._inflight: Counter[bytes] = Counter()
         self._inflight_total = 0
         self._builtins: dict[str, _Method] = {}
@@ -268,10 +267,6 @@ class ControlServer:
         if self._node is None:
             raise ControlError("the control server is not mounted: node.mount(ControlServer(...))")
         return self._node
-
-    def attach(self, node: Node) -> None:
-        """Called by :meth:`Node.mount`."""
-        self._node = node
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind the sockets, then serve until cancelled (the node stops). Raises ControlError on start."""
@@ -461,6 +456,8 @@ class ControlServer:
         fn = getattr(app, "control_methods", {}).get(call) if app is not None else None
         if fn is None:
             return None
+        if app is not None and app.state is AppState.STOPPED:
+            return _Method(_stopped_app(app_name, app.stop_reason), lambda params: {}, "the app is stopped")
         cached = self._app_methods.get((app_name, call))
         if cached is None or cached[0] is not fn:
             entry = _Method(fn, params_checker(fn, skip=0), (fn.__doc__ or "").strip().split("\n")[0])
@@ -478,7 +475,8 @@ class ControlServer:
             "network": node.config.network,
             "listen": list(node.listen_addresses),
             "addresses": [f"{node.node_id.hex()}@{a}" for a in node.listen_addresses],
-            "features": node.config.features.to_bytes().hex(),
+            "features": node.local_features().to_bytes().hex(),
+            "feature_names": node.describe_features(node.local_features()),
             "peers": sum(1 for p in node.peers.values() if p.is_ready),
             "apps": sorted(name for name in node.apps if name != self.name),
             "control": self.endpoint,
@@ -487,9 +485,10 @@ class ControlServer:
             "methods": sorted(self._method_names()),
         }
 
-    async def connect(self, address: str, timeout: float | None = None) -> dict[str, Any]:
-        """Connect to a peer (NODEID@host:port, or any peer address form) and wait for its init."""
-        peer = await self.node.connect(address, timeout=timeout)
+    async def connect(self, address: str, timeout: float | None = None, reconnect: bool = False) -> dict[str, Any]:
+        """Connect to a peer (NODEID@host:port, or any peer address form) and wait for its init;
+        a connected peer is returned as it is unless reconnect is true."""
+        peer = await self.node.connect(address, timeout=timeout, reconnect=reconnect)
         return peer_info(self.node, peer, trio.current_time())
 
     async def disconnect(self, node_id: str) -> dict[str, Any]:
@@ -568,6 +567,17 @@ class ControlServer:
         if peer is None or not peer.is_ready:
             raise PeerNotConnectedError(f"peer {node_id} is not connected")
         return peer
+
+
+def _stopped_app(name: str, reason: str | None) -> Callable[..., Awaitable[Any]]:
+    async def stopped(**params: Any) -> Any:
+        raise AppStopped(f"app {name} is stopped: {reason or 'stopped'}")
+
+    return stopped
+
+
+class AppStopped(Exception):
+    """The control call belongs to an app that is stopped."""
 
 
 class PeerNotConnectedError(Exception):

@@ -264,7 +264,6 @@ class PeerRpc(App):
         self._pending: dict[int, _Call] = {}
         self._serving: dict[Peer, dict[int, _Serving]] = {}
         self._serving_total = 0
-        self._watched: set[Peer] = set()
         self._next_id = 0
         #: requests answered ``busy`` (flood protection at work)
         self.busy_replies = 0
@@ -337,7 +336,6 @@ class PeerRpc(App):
         timeout_ms = min(max(math.ceil(timeout * 1000), 1), 0xFFFFFFFF)
         call = _Call(peer, method)
         self._pending[req_id] = call
-        self._watch(peer)
         answered = False
         try:
             with trio.move_on_after(timeout):
@@ -376,7 +374,6 @@ class PeerRpc(App):
         serving = self._serving.get(peer)
         if serving is None:
             serving = self._serving[peer] = {}
-            self._watch(peer)
         if len(serving) >= self.max_inflight_per_peer or self._serving_total >= self.max_inflight:
             self.busy_replies += 1
             self._reply_now(peer, msg.id, ErrorCode.BUSY, f"busy: {len(serving)} requests from you are running (limit {self.max_inflight_per_peer})")
@@ -466,25 +463,16 @@ class PeerRpc(App):
 
     # ---------------------------------------------------- connection ends
 
-    def _watch(self, peer: Peer) -> None:
-        if peer in self._watched or self._nursery is None:
-            return
-        self._watched.add(peer)
-        self._nursery.start_soon(self._on_close, peer)
-
-    async def _on_close(self, peer: Peer) -> None:
-        try:
-            await peer.closed.wait()
-        finally:
-            self._watched.discard(peer)
-            reason = peer.close_reason or "closed"
-            for call in self._pending.values():
-                if call.peer is peer and not call.done.is_set():
-                    call.error = PeerGone(f"peer {peer.node_id.hex()} disconnected: {reason}")
-                    call.done.set()
-            for state in self._serving.pop(peer, {}).values():
-                state.cancelled_by_peer = True  # nobody to answer
-                state.scope.cancel()
+    async def peer_gone(self, peer: Peer, reason: str) -> None:
+        """The node's hook: calls to the peer fail with :class:`PeerGone`, its requests stop."""
+        for call in self._pending.values():
+            if call.peer is peer and not call.done.is_set():
+                call.error = PeerGone(f"peer {peer.node_id.hex()} disconnected: {reason}")
+                call.done.set()
+        for state in self._serving.pop(peer, {}).values():
+            state.cancelled_by_peer = True  # nobody to answer
+            state.scope.cancel()
+        await super().peer_gone(peer, reason)
 
     # ---------------------------------------------------- control API
 
