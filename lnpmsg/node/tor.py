@@ -215,7 +215,8 @@ class NodeTor(App):
         self.handle: TorHandle | None = None
         self.onion: OnionAddress | None = None
         self.recoveries = 0
-        self.state = "new"
+        #: where Tor is: new, starting, ready, recovering, stopping, stopped (``state`` is the app's)
+        self.tor_state = "new"
         self.bootstrap: BootstrapStatus | None = None
         #: set each time Tor is (again) ready and the onion service published
         self.ready = trio.Event()
@@ -258,7 +259,7 @@ class NodeTor(App):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Bring Tor up (raising :class:`TorError` if it cannot), then watch it until cancelled."""
         try:
-            self.state = "starting"
+            self.tor_state = "starting"
             await self._bring_up()
             task_status.started()
             while True:
@@ -266,7 +267,7 @@ class NodeTor(App):
                 await self._recover(reason)
         finally:
             with trio.CancelScope(shield=True):
-                self.state = "stopping"
+                self.tor_state = "stopping"
                 self.transport.set_down("the node is stopping")
                 await self._close_tor()
                 node = self._node
@@ -274,7 +275,7 @@ class NodeTor(App):
                     node.listen_addresses.remove(self._announced)
                 if self._listener is not None and not self._listener_served:
                     await self._listener.aclose()
-                self.state = "stopped"
+                self.tor_state = "stopped"
 
     def _make_handle(self) -> TorHandle:
         s = self.settings
@@ -317,7 +318,7 @@ class NodeTor(App):
             with trio.CancelScope(shield=True):
                 await self._close_tor()
             raise
-        self.state = "ready"
+        self.tor_state = "ready"
         self.ready.set()
 
     async def _publish(self, handle: TorHandle) -> None:
@@ -363,7 +364,7 @@ class NodeTor(App):
 
     async def _recover(self, reason: str) -> None:
         """Bring Tor back after ``reason``; retries with back-off until it works (or the node stops)."""
-        self.state = "recovering"
+        self.tor_state = "recovering"
         self.ready = trio.Event()
         action = "restarting it" if self.settings.control is None else "re-attaching"
         log.warning("Tor lost: %s; %s", reason, action)
@@ -413,7 +414,7 @@ class NodeTor(App):
         node = self._node
         return {
             "mode": self.settings.mode,
-            "state": self.state,
+            "state": self.tor_state,
             "onion": None if self.onion_target is None or node is None else f"{node.node_id.hex()}@{self.onion_target}",
             "service_port": self.service_port,
             "socks": socks,
