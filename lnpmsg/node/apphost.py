@@ -347,13 +347,14 @@ class AppHost:
                     app.stop_reason = describe_exception(exc)
                     raise
                 reason = describe_exception(exc)
+                error: BaseException = exc
             else:
                 if first:
                     task_status.started()
                 log.info("app %s: its tasks finished", app.name)
                 return
             app.failures += 1
-            log.error("app %s failed: %s", app.name, reason, exc_info=exc)
+            log.error("app %s failed: %s", app.name, reason, exc_info=error)
             self.report(app, f"task failed: {reason}")
             now = trio.current_time()
             if now - began > app.restart_window:

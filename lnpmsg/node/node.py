@@ -426,11 +426,11 @@ class Node:
             raise ConnectError(f"cannot dial {address}: the node id is needed (NODEID@host:port)")
         if parsed.node_id == self.node_id:
             raise ConnectError("refusing to connect to ourselves")
+        transport = self._transport_for(parsed)  # a target we may not dial is refused either way
         existing = self.peers.get(parsed.node_id)
         if existing is not None and existing.is_ready and not reconnect:
             log.debug("connect %s: already connected (%s %s)", parsed, existing.transport_kind, existing.address)
             return existing
-        transport = self._transport_for(parsed)
         timeout = timeout if timeout is not None else self.config.handshake_timeout + self.config.init_timeout
         try:
             with trio.fail_after(timeout):
