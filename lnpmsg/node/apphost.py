@@ -14,6 +14,7 @@ import enum
 import logging
 import math
 from collections import deque
+from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,7 +22,8 @@ import trio
 
 from lnpmsg.node.events import AppStateChanged, ErrorReported
 from lnpmsg.node.peer import Peer
-from lnpmsg.wire import Features
+from lnpmsg.wire import Features, Message, message
+from lnpmsg.wire.fields import rest_bytes
 from lnpmsg.wire.features import describe
 from lnpmsg.wire.message import CUSTOM_TYPE_MIN
 
@@ -104,6 +106,14 @@ class Mountable(Protocol):
     async def channel_warning(self, peer: Peer, channel_id: bytes, text: str) -> None: ...
 
 
+def raw_message_class(type_number: int) -> type[Message]:
+    """A message class for ``type_number`` whose one field, ``payload``, is the whole payload:
+    lets an owner take an even type nobody declared (the session fails unknown even types)."""
+    namespace = {"__annotations__": {"payload": "bytes"}, "FIELDS": (("payload", rest_bytes),)}
+    cls = type(f"Raw{type_number}", (Message,), namespace)
+    return message(type=type_number)(dataclass(frozen=True, slots=True)(cls))
+
+
 def describe_exception(exc: BaseException) -> str:
     """One line for an exception, looking through single-member exception groups."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -151,8 +161,15 @@ class AppHost:
             self.handlers[type_number] = handler
 
     def add_raw_handler(self, type_number: int, handler: Handler) -> None:
-        """The node's own ``add_handler``: the node owns the type (one owner per type still)."""
+        """The node's own ``add_handler``: the node owns the type (one owner per type still).
+
+        An even type the registry cannot decode gets a raw declaration (its
+        ``payload``): the session would otherwise fail it as unknown.
+        """
         self.check_owns(None, [type_number])
+        registry = self.node.registry
+        if not type_number & 1 and registry.get(type_number) is None:
+            registry.register(raw_message_class(type_number))
         self.owners[type_number] = None
         self.handlers[type_number] = handler
 

@@ -41,6 +41,8 @@ method                                              result
 ``help``                                            every method with its params and doc
 ``eventsync`` [token]                               publishes ``control.sync.TOKEN`` (lets a
                                                     subscriber know its subscription is live)
+``app.attach``, ``app.send``, ``app.serve``, ...    an app in another process on the app
+                                                    contract (:mod:`lnpmsg.rpc.attached`)
 ``APP.CALL`` [...]                                  calls apps register (``rpc.call``,
                                                     ``pubsub.publish``, ...), listed by ``help``
 ==================================================  ==========================================
@@ -77,6 +79,7 @@ from lnpmsg import __version__
 from lnpmsg.app import App, AppState
 from lnpmsg.node.peer import Peer
 from lnpmsg.pubsub.bridge import EVENTS_HWM, EventPublisher
+from lnpmsg.rpc.attached import AttachedApps
 from lnpmsg.rpc.control_proto import (
     CONTROL_INFO_FILE,
     CONTROL_LOCK_FILE,
@@ -246,6 +249,8 @@ class ControlServer(App):
         self._inflight: Counter[bytes] = Counter()
         self._inflight_total = 0
         self._builtins: dict[str, _Method] = {}
+        #: apps in other processes, on the contract (the ``app.*`` calls)
+        self.attached_apps = AttachedApps(lambda: self.node, self._publish_app_event)
         self._app_methods: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], _Method]] = {}
         for name, fn in (
             ("getinfo", self.getinfo),
@@ -257,6 +262,7 @@ class ControlServer(App):
             ("stop", self.stop),
             ("help", self.help),
             ("eventsync", self.eventsync),
+            *self.attached_apps.methods().items(),
         ):
             self._builtins[name] = _Method(fn, params_checker(fn, skip=0), (fn.__doc__ or "").strip().splitlines()[0])
 
@@ -326,6 +332,10 @@ class ControlServer(App):
                     _unlink(Path(endpoint[len("ipc://") :]))
             _unlink(info_path)
             os.close(lock_fd)  # releases the lock
+
+    def _publish_app_event(self, topic: str, fields: dict[str, Any]) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(topic, fields)
 
     def _take_lock(self) -> int:
         path = self.data_dir / CONTROL_LOCK_FILE

@@ -287,14 +287,22 @@ class PeerRpc(App):
 
         return register
 
-    def add_method(self, name: str, fn: Method, *, timeout: float | None = None) -> None:
-        """Serve ``fn(peer, **params)`` as ``name``; params are checked against its annotations."""
+    def add_method(
+        self, name: str, fn: Method, *, timeout: float | None = None, params_check: Callable[[Any], dict[str, Any]] | None = None
+    ) -> None:
+        """Serve ``fn(peer, **params)`` as ``name``; params are checked against its annotations
+        (or by ``params_check``, which turns the raw JSON params into keyword arguments)."""
         encoded = name.encode()
         if not name or len(encoded) > 255:
             raise ValueError(f"a method name is 1..255 bytes of UTF-8, got {name!r}")
         if name in self.methods:
             raise ValueError(f"method {name!r} is already declared")
-        self.methods[name] = _MethodEntry(fn, params_checker(fn, skip=1), timeout or self.method_timeout)
+        check = params_check if params_check is not None else params_checker(fn, skip=1)
+        self.methods[name] = _MethodEntry(fn, check, timeout or self.method_timeout)
+
+    def remove_method(self, name: str) -> bool:
+        """Stop serving ``name`` (requests already running finish); returns whether it was served."""
+        return self.methods.pop(name, None) is not None
 
     def describe(self) -> list[dict[str, Any]]:
         """The declared methods with their params and docs (JSON-able)."""
