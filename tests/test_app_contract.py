@@ -463,3 +463,42 @@ async def test_gossip_rpc_and_pubsub_run_no_task_per_peer_and_no_polling(tmp_pat
             assert len(app._nursery.child_tasks) == base[name], name
         await clients[0].disconnect(hub.node_id)
         await wait_for(lambda: len(gossip._peers) == 2)
+
+
+async def test_restart_back_off_and_the_limit_in_virtual_time(autojump_clock):
+    """The supervisor's schedule, with no network and no wall-clock wait: a node
+    without listeners, one app whose task fails at once every time it starts."""
+    node = make_node(listen=False)
+    starts = []
+
+    class Failing(App):
+        async def serve(self):
+            starts.append(trio.current_time())
+            raise RuntimeError("always")
+
+    app = node.mount(Failing("failing", max_restarts=3, restart_window=60))
+    async with running(node):
+        t0 = trio.current_time()
+        while app.state is not AppState.STOPPED:
+            await trio.sleep(0.1)
+        # back-off 0.5, 1, 2 s between starts; the 4th failure in 60 s stops it
+        assert [round(t - t0, 1) for t in starts] == [0.0, 0.5, 1.5, 3.5]
+        assert app.failures == 4 and "4 failures within 60 s" in app.stop_reason
+        await trio.sleep(3600)  # and it stays stopped
+        assert len(starts) == 4
+
+
+async def test_a_run_longer_than_the_window_forgives_old_failures(autojump_clock):
+    node = make_node(listen=False)
+    starts = []
+
+    class Flaky(App):
+        async def serve(self):
+            starts.append(trio.current_time())
+            await trio.sleep(100)  # longer than the window each time
+            raise RuntimeError("rare")
+
+    app = node.mount(Flaky("flaky", max_restarts=1, restart_window=60))
+    async with running(node):
+        await trio.sleep(1000)
+        assert app.state is AppState.RUNNING and len(starts) > 5

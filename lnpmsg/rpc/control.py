@@ -27,9 +27,10 @@ Requests and replies: JSON-RPC 2.0 objects, one per message
 method                                              result
 ==================================================  ==========================================
 ``getinfo``                                         node_id, version, network, listen,
-                                                    addresses, features, peers (count), apps,
-                                                    control, events, methods
-``connect`` [address, timeout?]                     the new peer (as in listpeers)
+                                                    addresses, features, feature_names, peers
+                                                    (count), apps, control, events, methods
+``connect`` [address, timeout?, reconnect?]         the peer (as in listpeers); a connected one
+                                                    as it is, unless reconnect replaces it
 ``disconnect`` [node_id]                            {"disconnected": bool}
 ``listpeers`` [node_id?]                            {"peers": [{node_id, address, transport,
                                                     outbound, features (hex), feature_names,
