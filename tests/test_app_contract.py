@@ -363,8 +363,9 @@ async def test_an_app_task_that_raises_is_restarted_then_stopped_and_the_node_ca
     async def echo(peer, text: str) -> str:
         return text
 
-    async with running(a, b), ControlClient.open(tmp_path / "a") as client:
-        with a.events.subscribe(lambda e: isinstance(e, AppStateChanged | ErrorReported)) as events:
+    # Subscribed before the node starts: the first failure comes at once.
+    with a.events.subscribe(lambda e: isinstance(e, AppStateChanged | ErrorReported)) as events:
+        async with running(a, b), ControlClient.open(tmp_path / "a") as client:
             peer = await b.connect(address_of(a))
             await wait_for(lambda: crashy.state is AppState.STOPPED)
             seen = []
@@ -373,21 +374,21 @@ async def test_an_app_task_that_raises_is_restarted_then_stopped_and_the_node_ca
                     seen.append(await events.__anext__())
                     continue
                 break
-        states = [e.state for e in seen if isinstance(e, AppStateChanged) and e.app == "crashy"]
-        assert states.count("restarting") == 2 and states[-1] == "stopped"
-        assert crashy.starts == 3 and crashy.failures == 3
-        assert "bug number 3" in crashy.stop_reason and "3 failures within 60 s" in crashy.stop_reason
-        assert any(isinstance(e, ErrorReported) and e.source == "app.crashy" and "bug number 1" in e.text for e in seen)
-        # The node, its other apps, its peers and its control API carry on.
-        assert await rpc_b.call(peer, "echo", {"text": "still here"}) == "still here"
-        assert (await client.call("getinfo"))["node_id"] == a.node_id.hex()
-        with pytest.raises(ControlCallError, match="app crashy is stopped"):
-            await client.call("crashy.hello")
-        # A stopped app's even types fail the peer like unknown ones.
-        await peer.send(MustHandle(text=b"anyone?"))
-        await wait_for(lambda: b.node_id not in a.peers)
-        # ... and its features leave new inits.
-        assert a.local_features() == a.config.features | rpc_a.features
+            states = [e.state for e in seen if isinstance(e, AppStateChanged) and e.app == "crashy"]
+            assert states.count("restarting") == 2 and states[-1] == "stopped"
+            assert crashy.starts == 3 and crashy.failures == 3
+            assert "bug number 3" in crashy.stop_reason and "3 failures within 60 s" in crashy.stop_reason
+            assert any(isinstance(e, ErrorReported) and e.source == "app.crashy" and "bug number 1" in e.text for e in seen)
+            # The node, its other apps, its peers and its control API carry on.
+            assert await rpc_b.call(peer, "echo", {"text": "still here"}) == "still here"
+            assert (await client.call("getinfo"))["node_id"] == a.node_id.hex()
+            with pytest.raises(ControlCallError, match="app crashy is stopped"):
+                await client.call("crashy.hello")
+            # A stopped app's even types fail the peer like unknown ones.
+            await peer.send(MustHandle(text=b"anyone?"))
+            await wait_for(lambda: b.node_id not in a.peers)
+            # ... and its features leave new inits.
+            assert a.local_features() == a.config.features | rpc_a.features
 
 
 async def test_restart_never_stops_at_the_first_failure_and_a_start_failure_is_the_nodes():

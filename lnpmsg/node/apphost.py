@@ -325,9 +325,9 @@ class AppHost:
     async def run_app(self, app: Mountable, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start ``app``, then supervise it until the node stops (see :mod:`lnpmsg.app`).
 
-        Started once the app's first :meth:`run` reported started, its
-        handlers are in the dispatch table and the peers already connected
-        went through its ``peer_ready``. A failure before that is raised.
+        Started once the app's first :meth:`run` reported started and its
+        handlers are in the dispatch table (then the peers already connected,
+        if any, go through its ``peer_ready``). A failure before that is raised.
         """
         with trio.CancelScope() as scope:
             self._scopes[app.name] = scope
@@ -352,9 +352,10 @@ class AppHost:
                         first = False
                         self._activate(app)
                         self._set_state(app, AppState.RUNNING)
+                        # No checkpoint since start(): whatever the app does next, the node goes on.
+                        task_status.started()
                         for peer in list(self.node.peers.values()):
                             await self._tell_ready(app, peer)
-                        task_status.started()
                     else:
                         self._activate(app)
                         self._set_state(app, AppState.RUNNING, "restarted")
