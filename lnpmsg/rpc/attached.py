@@ -285,6 +285,8 @@ class AttachedApps:
     ) -> dict[str, Any]:
         """Mount a stand-in for an app in another process: owned types, feature bits, events on app.NAME.*."""
         node = self._node_of()
+        # Forget the ones whose lease ran out (the node unmounted them).
+        self.attached = {n: app for n, app in self.attached.items() if node.apps.get(n) is app}
         if len(self.attached) >= MAX_ATTACHED_APPS:
             raise AppError(f"{MAX_ATTACHED_APPS} apps are attached already")
         for t in types or []:
