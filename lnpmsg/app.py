@@ -40,7 +40,8 @@ What the contract says (docs/apps.md is the guide):
 - **Hooks**, plain or async functions, each under the app's execution
   policy: :meth:`App.starting` and :meth:`App.stopping` (the node starts or
   stops), :meth:`App.peer_ready` (every app in mount order, before any
-  message of that peer reaches any handler), :meth:`App.peer_gone` (with
+  message of that peer reaches any handler; it runs in the peer's reading
+  task, so it must not wait for that peer's answers), :meth:`App.peer_gone` (with
   the reason; shielded), :meth:`App.channel_error` and
   :meth:`App.channel_warning` (a BOLT-1 ``error``/``warning`` for a channel
   the app claimed with :meth:`App.claim_channel`).
