@@ -137,6 +137,8 @@ class AppHost:
         #: peers each app was told about with peer_ready (and not yet peer_gone)
         self._told: dict[str, set[Peer]] = {}
         self._scopes: dict[str, trio.CancelScope] = {}
+        #: apps telling the peers already connected before taking messages (a late mount)
+        self.activating: set[str] = set()
 
     # ------------------------------------------------------------ ownership
 
@@ -325,9 +327,10 @@ class AppHost:
     async def run_app(self, app: Mountable, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start ``app``, then supervise it until the node stops (see :mod:`lnpmsg.app`).
 
-        Started once the app's first :meth:`run` reported started and its
-        handlers are in the dispatch table (then the peers already connected,
-        if any, go through its ``peer_ready``). A failure before that is raised.
+        Started once the app's first :meth:`run` reported started; a failure
+        before that is raised. Then the peers already connected (a late
+        mount) go through its ``peer_ready`` and its handlers enter the
+        dispatch table: messages of its types that come in between are ignored.
         """
         with trio.CancelScope() as scope:
             self._scopes[app.name] = scope
@@ -350,12 +353,18 @@ class AppHost:
                     await nursery.start(app.run)
                     if first:
                         first = False
-                        self._activate(app)
                         self._set_state(app, AppState.RUNNING)
                         # No checkpoint since start(): whatever the app does next, the node goes on.
                         task_status.started()
-                        for peer in list(self.node.peers.values()):
-                            await self._tell_ready(app, peer)
+                        # A late app hears of the peers already there before its handlers
+                        # take their messages (before the node runs, there are none).
+                        self.activating.add(app.name)
+                        try:
+                            for peer in list(self.node.peers.values()):
+                                await self._tell_ready(app, peer)
+                        finally:
+                            self.activating.discard(app.name)
+                        self._activate(app)
                     else:
                         self._activate(app)
                         self._set_state(app, AppState.RUNNING, "restarted")

@@ -601,10 +601,10 @@ class Node:
     def _unowned_even(self, peer: Peer, type_number: int) -> bool:
         """An even message nobody handles: BOLT 1 fails the connection, as for an unknown type.
 
-        Returns True when the message may pass anyway (its app is still starting).
+        Returns True when the message may pass anyway (its app is still starting: ignored).
         """
         owner = self.apphost.owner_of(type_number)
-        if owner is not None and owner.state is AppState.STARTING:
+        if owner is not None and (owner.state is AppState.STARTING or owner.name in self.apphost.activating):
             return True
         why = "" if owner is None else f" (its app {owner.name!r} is {owner.state.value})"
         log.info("peer %s sent even message type %d that nothing here handles%s", peer.node_id.hex(), type_number, why)
