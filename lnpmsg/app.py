@@ -180,6 +180,7 @@ class App:
         self.failures = 0
         self._hooks: dict[str, list[Callable[..., Any]]] = {}
         self._setup_done = False
+        self._init_features: Features | None = None
         self._node: Node | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -356,7 +357,11 @@ class App:
         builds one ``init`` for all connections.
         """
         del node_id
-        return self.features
+        # Called on every handshake: the bits are built once (declare them before mounting).
+        cached = self._init_features
+        if cached is None:
+            cached = self._init_features = self.features
+        return cached
 
     def attach(self, node: Node) -> None:
         """Called by :meth:`Node.mount`: run :meth:`setup` and check the app's
