@@ -83,6 +83,7 @@ from lnpmsg.node.apphost import (
     AppError,
     AppState,
     MountError,
+    raw_message_class,
 )
 from lnpmsg.node.events import ErrorReported
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
@@ -371,6 +372,11 @@ class App:
         if not self._setup_done:
             self._setup_done = True
             self.setup()
+        for type_number in self.handlers:
+            # An even type handled but never declared: the session must decode it, or it
+            # would fail the peer as unknown before the handler could see it.
+            if not type_number & 1 and type_number not in self.messages and node.registry.get(type_number) is None:
+                self.messages[type_number] = raw_message_class(type_number)
         for type_number, cls in self.messages.items():
             existing = node.registry.get(type_number)
             if existing is not None and existing is not cls:

@@ -503,3 +503,17 @@ async def test_a_run_longer_than_the_window_forgives_old_failures(autojump_clock
     async with running(node):
         await trio.sleep(1000)
         assert app.state is AppState.RUNNING and len(starts) > 5
+
+
+async def test_an_even_type_handled_without_a_declaration_still_reaches_its_handler():
+    node = make_node()
+    got = []
+    app = App("bare")
+    app.add_handler(32904, lambda peer, msg: got.append(msg.payload) or DONE)  # even, never declared
+    node.mount(app)
+    async with running(node):
+        raw = await raw_peer(node)
+        await raw.send((32904).to_bytes(2, "big") + b"raw bytes")
+        await wait_for(lambda: got == [b"raw bytes"])
+        assert len(node.peers) == 1
+        await raw.aclose()
