@@ -188,3 +188,4 @@ async def test_the_attached_app_example_in_its_own_process(data_dir):
         # SIGTERM gives the app no goodbye: its lease (30 s) would free the type; detach it now.
         a.unmount("echo")
         assert a.apphost.owner_of(ECHO) is None
+
