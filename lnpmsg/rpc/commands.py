@@ -58,6 +58,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     add("getinfo", "show the running node's id, addresses, peers and apps")
     p = add("connect", "connect the node to a peer")
     p.add_argument("address", help="NODEID@host:port (or any peer address form)")
+    p.add_argument("--reconnect", action="store_true", help="replace the live connection if the peer is already connected (default: keep it)")
     p = add("disconnect", "close the connection to a peer")
     p.add_argument("node_id")
     p = add("listpeers", "list connected peers (features, transport, traffic, ping round trip)")
@@ -120,7 +121,8 @@ def _request(args: argparse.Namespace) -> Request:
     if command == "getinfo":
         return "getinfo", None, _print_getinfo
     if command == "connect":
-        return "connect", {"address": args.address, "timeout": min(args.timeout, 60.0)}, lambda r: print(
+        params = {"address": args.address, "timeout": min(args.timeout, 60.0), "reconnect": args.reconnect}
+        return "connect", params, lambda r: print(
             f"connected to {r['node_id']} ({r['transport']} {r['address']})"
         )
     if command == "disconnect":
