@@ -72,10 +72,11 @@ _WARMUP = "Loading block index..."
 
 
 class ChainRpcServer(App):
-    """Bitcoin Core JSON-RPC for the embedded chain of ``chain_app`` (mount after it).
+    """Bitcoin Core JSON-RPC for the embedded chain of ``chain`` (mount it after the ChainApp).
 
     Args:
-        chain_app: the node's ``ChainApp`` running the embedded chain.
+        chain: the node's ``ChainApp`` running the embedded chain (served
+            once it is open), or an open ``EmbeddedChainSource``.
         listen: ``host:port`` (port 0: any free port; see ``port`` once running).
         cookie_dir: where ``.cookie`` is written (default: the chain's dir).
         user, password: accepted besides the cookie (both or neither).
@@ -83,7 +84,7 @@ class ChainRpcServer(App):
 
     def __init__(
         self,
-        chain_app: ChainApp,
+        chain: ChainApp | EmbeddedChainSource,
         listen: str,
         *,
         cookie_dir: str | Path | None = None,
@@ -99,10 +100,16 @@ class ChainRpcServer(App):
             raise AppError(f"--chain-rpc-listen takes host:port, got {listen!r}")
         self.host = host.strip("[]")
         self.port = int(port)
-        self.chain_app = chain_app
-        if cookie_dir is None and chain_app.chain_dir is None:
+        self.chain = chain
+        default_dir = chain.core.datadir if isinstance(chain, EmbeddedChainSource) else chain.chain_dir
+        if cookie_dir is None and default_dir is None:
             raise AppError("the RPC server serves an embedded chain: its ChainApp needs a chain_dir")
-        self.cookie_path = Path(cookie_dir if cookie_dir is not None else chain_app.chain_dir) / COOKIE_FILE  # type: ignore[arg-type]
+        self.cookie_path = Path(cookie_dir if cookie_dir is not None else default_dir) / COOKIE_FILE  # type: ignore[arg-type]
+        #: the limits (module constants by default; tests shorten them)
+        self.request_timeout = REQUEST_TIMEOUT
+        self.idle_timeout = IDLE_TIMEOUT
+        self.send_timeout = SEND_TIMEOUT
+        self.max_body = MAX_BODY
         self._credentials: list[bytes] = []
         if user is not None and password is not None:
             self._credentials.append(f"{user}:{password}".encode())
@@ -111,6 +118,11 @@ class ChainRpcServer(App):
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
         self._connections = 0
         self.ready = trio.Event()
+
+    @property
+    def connections(self) -> int:
+        """Clients connected now."""
+        return self._connections
 
     @property
     def url(self) -> str:
@@ -137,10 +149,13 @@ class ChainRpcServer(App):
 
     async def _until_chain_open(self) -> None:
         while True:
-            try:
-                source = self.chain_app.source
-            except AppError:
-                source = None
+            if isinstance(self.chain, EmbeddedChainSource):
+                source: object = self.chain
+            else:
+                try:
+                    source = self.chain.source
+                except AppError:
+                    source = None
             if isinstance(source, EmbeddedChainSource):
                 self._calls = ChainRpcCalls(source.core)
                 self._table = self._calls.table()
@@ -184,7 +199,7 @@ class ChainRpcServer(App):
             await trio.aclose_forcefully(stream)
 
     async def _requests(self, stream: trio.SocketStream) -> None:
-        parser = RequestParser(MAX_BODY)
+        parser = RequestParser(self.max_body)
         while True:
             try:
                 request = await self._receive(stream, parser)
@@ -202,7 +217,7 @@ class ChainRpcServer(App):
 
     async def _receive(self, stream: trio.SocketStream, parser: RequestParser) -> Request | None:
         """The next request; None when the client closed or stayed idle too long."""
-        deadline = trio.current_time() + IDLE_TIMEOUT
+        deadline = trio.current_time() + self.idle_timeout
         started = False
         while True:
             request = parser.next_request()
@@ -213,7 +228,7 @@ class ChainRpcServer(App):
                     return None
             if parser.started and not started:
                 started = True
-                deadline = trio.current_time() + REQUEST_TIMEOUT
+                deadline = trio.current_time() + self.request_timeout
             with trio.move_on_at(deadline):
                 data = await stream.receive_some(65536)
                 if not data:
@@ -223,14 +238,14 @@ class ChainRpcServer(App):
                 parser.feed(data)
                 continue
             if started:
-                raise HttpError(408, f"no whole request within {REQUEST_TIMEOUT:g} s")
+                raise HttpError(408, f"no whole request within {self.request_timeout:g} s")
             return None
 
     async def _send(self, stream: trio.SocketStream, data: bytes) -> bool:
-        with trio.move_on_after(SEND_TIMEOUT):
+        with trio.move_on_after(self.send_timeout):
             await stream.send_all(data)
             return True
-        log.info("chain RPC: a client did not read its reply within %g s; dropped", SEND_TIMEOUT)
+        log.info("chain RPC: a client did not read its reply within %g s; dropped", self.send_timeout)
         return False
 
     async def _answer(self, request: Request) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
