@@ -390,3 +390,28 @@ async def test_warming_up_until_the_chain_opens(tmp_path):
         status, reply = await call(server, "nosuch")
         assert status == 404
         nursery.cancel_scope.cancel()
+
+
+async def test_chain_app_on_bitcoind_rpc_forwards_faucet_and_mine(served, tmp_path):
+    from lnpmsg.chain.app import ChainApp
+
+    source, server = served
+    async with BitcoindSource(server.url, cookie_file=server.cookie_path, poll_interval=0.05) as remote:
+        app = ChainApp(tmp_path / "wallet", source=remote)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(app.run)
+            paid = await app.faucet(200_000)
+            assert paid["confirmed"] and paid["height"] == (await source.tip()).height
+            funds = await app.listfunds()
+            assert [(o["txid"], o["amount_sat"], o["confirmations"]) for o in funds["outputs"]] == [(paid["txid"], 200_000, 1)]
+            mined = await app.mine(2)
+            assert mined["height"] == paid["height"] + 2 and mined["tip"] == (await source.tip()).hash_hex
+            # a payee of our choosing, and the coins reach the owner's chain
+            address = (await app.newaddr())["address"]
+            mined = await app.mine(1, address)
+            block = await source.block(bytes.fromhex(mined["tip"])[::-1])
+            assert address in (await call(server, "getblock", mined["tip"], 2))[1]["result"]["tx"][0]["vout"][0]["scriptPubKey"]["address"]
+            assert len(block) > 80
+            info = await app.getchaininfo()
+            assert info["backend"] == "BitcoindSource" and info["height"] == mined["height"]
+            nursery.cancel_scope.cancel()

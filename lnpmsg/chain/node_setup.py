@@ -97,12 +97,12 @@ async def check(args: argparse.Namespace) -> str | None:
     try:
         info = await source.call("getblockchaininfo")
     except ChainError as exc:
-        return f"cannot ask {args.bitcoind_rpc} which chain it runs: {exc}"
+        return f"cannot ask {_bitcoind_target(args)[0]} which chain it runs: {exc}"
     finally:
         await source.aclose()
     chain = info.get("chain") if isinstance(info, dict) else None
     if chain not in _NETWORK_OF_CHAIN:
-        return f"{args.bitcoind_rpc} runs chain {chain!r}, which this node does not know"
+        return f"{_bitcoind_target(args)[0]} runs chain {chain!r}, which this node does not know"
     args.network = _NETWORK_OF_CHAIN[chain]
     return None
 
