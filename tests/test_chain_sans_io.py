@@ -33,6 +33,10 @@ CORES = [
         "follow.py",
         "events.py",
         "errors.py",
+        "rpc_http.py",
+        "rpc_methods.py",
+        "rpc_params.py",
+        "rpc_format.py",
     )
 ] + [ROOT / "wallet" / "coinselect.py", ROOT / "wallet" / "errors.py"]
 BITCOIN = sorted((ROOT / "bitcoin").glob("*.py"))
