@@ -194,6 +194,8 @@ class ChainRpcServer(App):
             await self._requests(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the client went away
+        except Exception:  # a bug must cost one connection, never the server or the node
+            log.exception("chain RPC: a connection failed")
         finally:
             self._connections -= 1
             await trio.aclose_forcefully(stream)
