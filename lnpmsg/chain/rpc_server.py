@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -69,6 +70,13 @@ WORKER_THREADS = 4
 #: Core waits this long before answering a wrong password (slows guessing)
 BAD_AUTH_DELAY = 0.25
 _WARMUP = "Loading block index..."
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class ChainRpcServer(App):
@@ -142,6 +150,8 @@ class ChainRpcServer(App):
                 await self._until_chain_open()
                 self._write_cookie()
                 log.info("chain RPC on %s (cookie %s)", self.url, self.cookie_path)
+                if not _loopback(self.host):
+                    log.warning("chain RPC listens beyond this machine (%s): plain HTTP, guarded only by the cookie or password", self.host)
                 self.ready.set()
                 task_status.started()
         finally:
