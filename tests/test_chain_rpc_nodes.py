@@ -133,19 +133,23 @@ async def test_three_nodes_on_one_served_chain_survive_the_owner_being_killed(tm
             seen = [await rpc.block_hash(h) for h in range(seen_height + 1)]
 
         # kill -9 A while it mines; restart it on the same port
+        # B mines through A, call after call, until A dies under it
+        stop_mining = trio.Event()
+
         async def keep_mining() -> None:
-            while True:  # small calls, one after another, until A dies under them
-                await trio.to_thread.run_sync(
-                    _run_main, ["mine", "3", "--data-dir", str(a_dir), "--timeout", "5"], abandon_on_cancel=True
-                )
+            while not stop_mining.is_set():
+                await trio.to_thread.run_sync(_run_main, ["mine", "3", "--data-dir", str(b_dir), "--timeout", "20"])
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_mining)
-            await trio.sleep(1.5)
+            async with BitcoindSource(url, cookie_file=cookie) as rpc:  # (the CLI's stdout is busy)
+                with trio.fail_after(WAIT):
+                    while (await rpc.tip()).height < seen_height + 30:
+                        await trio.sleep(0.05)
             a.send_signal(signal.SIGKILL)
             with trio.fail_after(WAIT):
                 await a.wait()
-            nursery.cancel_scope.cancel()
+            stop_mining.set()  # the call in flight fails at once (A is gone); nothing is left pending
         port = url.rsplit(":", 1)[1]
         a, _ = await start(a_dir, *owner_argv(a_dir, f"127.0.0.1:{port}"))
         processes[0] = a
