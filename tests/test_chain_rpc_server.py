@@ -415,3 +415,27 @@ async def test_chain_app_on_bitcoind_rpc_forwards_faucet_and_mine(served, tmp_pa
             info = await app.getchaininfo()
             assert info["backend"] == "BitcoindSource" and info["height"] == mined["height"]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_reorg_by_invalidateblock_reaches_a_subscriber_over_rpc(served):
+    source, server = served
+    hashes = await source.mine(5)
+    async with BitcoindSource(server.url, cookie_file=server.cookie_path, poll_interval=0.02) as remote:
+        async with remote.subscribe(start_height=1) as events:
+            with trio.fail_after(30):
+                assert [(await events.receive()).block_hash for _ in range(5)] == hashes
+            _, reply = await call(server, "invalidateblock", hash_to_hex(hashes[3]))
+            assert reply["error"] is None
+            new = await source.mine(3)
+            got = []
+            with trio.fail_after(30):
+                while len(got) < 5:
+                    got.append(await events.receive())
+    assert [(type(e).__name__, e.height) for e in got] == [
+        ("BlockDisconnected", 5),
+        ("BlockDisconnected", 4),
+        ("BlockConnected", 4),
+        ("BlockConnected", 5),
+        ("BlockConnected", 6),
+    ]
+    assert [e.block_hash for e in got[2:]] == new

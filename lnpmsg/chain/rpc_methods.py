@@ -204,9 +204,16 @@ def _reply(request_id: Any, result: Any, error: RpcError | None, *, legacy: bool
 def handle_body(table: Table, body: bytes, warming: str | None = None) -> tuple[int, bytes]:
     """Answer one HTTP request body: ``(status, reply body)`` (an empty body for 204).
 
+    A reply ends with a newline, as bitcoind's do.
+
     ``warming``: the chain is not ready; every known method answers ``-28``
     with this message.
     """
+    status, reply = _handle(table, body, warming)
+    return status, reply + b"\n" if reply else reply
+
+
+def _handle(table: Table, body: bytes, warming: str | None) -> tuple[int, bytes]:
     try:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):

@@ -212,6 +212,10 @@ class ChainRpcServer(App):
 
     async def _requests(self, stream: trio.SocketStream) -> None:
         parser = RequestParser(self.max_body)
+        try:
+            peer = "%s:%s" % stream.socket.getpeername()[:2]
+        except OSError:
+            peer = "?"
         while True:
             try:
                 request = await self._receive(stream, parser)
@@ -220,7 +224,7 @@ class ChainRpcServer(App):
                 return
             if request is None:
                 return
-            status, body, extra = await self._answer(request)
+            status, body, extra = await self._answer(request, peer)
             keep_alive = request.keep_alive
             if not await self._send(stream, response(status, body, keep_alive=keep_alive, extra=extra)):
                 return
@@ -260,8 +264,9 @@ class ChainRpcServer(App):
         log.info("chain RPC: a client did not read its reply within %g s; dropped", self.send_timeout)
         return False
 
-    async def _answer(self, request: Request) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
+    async def _answer(self, request: Request, peer: str) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
         if not self._authorized(request.headers.get("authorization", "")):
+            log.warning("chain RPC: wrong credentials from %s", peer)
             await trio.sleep(BAD_AUTH_DELAY)
             return 401, b"", (("WWW-Authenticate", 'Basic realm="jsonrpc"'),)
         if request.method != "POST":
