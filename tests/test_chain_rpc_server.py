@@ -439,3 +439,44 @@ async def test_a_reorg_by_invalidateblock_reaches_a_subscriber_over_rpc(served):
         ("BlockConnected", 6),
     ]
     assert [e.block_hash for e in got[2:]] == new
+
+
+async def test_slow_idle_and_surplus_clients_are_let_go(served):
+    _, server = served
+    server.request_timeout = 0.3
+    server.idle_timeout = 0.3
+    server.max_connections = 2
+    # half a request, then nothing: 408 and closed
+    slow = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with slow:
+        await slow.send_all(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n")
+        with trio.fail_after(10):
+            status, headers, _ = await read_response(slow, bytearray())
+        assert status == 408 and headers["connection"] == "close"
+    # idle after a request: closed without a word
+    idle = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with idle:
+        body = b'{"method": "getblockcount", "id": 1}'
+        await idle.send_all(f"POST / HTTP/1.1\r\nAuthorization: {auth_header()}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert (await read_response(idle, bytearray()))[0] == 200
+        with trio.fail_after(10):
+            assert await idle.receive_some(100) == b""
+    # more clients than allowed: the surplus one gets 503, the others are served
+    with trio.fail_after(10):
+        while server.connections:
+            await trio.sleep(0.01)
+    server.idle_timeout = 30
+    held = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(2)]
+    with trio.fail_after(10):
+        while server.connections < 2:
+            await trio.sleep(0.01)
+    extra = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with extra:
+        status, _, body = await read_response(extra, bytearray())
+    assert status == 503 and b"too many" in body
+    for stream in held:
+        await stream.aclose()
+    with trio.fail_after(10):
+        while server.connections:
+            await trio.sleep(0.01)
+    assert (await call(server, "getblockcount"))[1]["result"] == 0

@@ -118,6 +118,7 @@ class ChainRpcServer(App):
         self.idle_timeout = IDLE_TIMEOUT
         self.send_timeout = SEND_TIMEOUT
         self.max_body = MAX_BODY
+        self.max_connections = MAX_CONNECTIONS
         self._credentials: list[bytes] = []
         if user is not None and password is not None:
             self._credentials.append(f"{user}:{password}".encode())
@@ -194,7 +195,7 @@ class ChainRpcServer(App):
     # -- one connection -----------------------------------------------------------
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        if self._connections >= MAX_CONNECTIONS:
+        if self._connections >= self.max_connections:
             with trio.move_on_after(1.0):
                 await stream.send_all(response(503, b"too many RPC connections", keep_alive=False, content_type="text/plain"))
             await trio.aclose_forcefully(stream)
