@@ -480,3 +480,13 @@ async def test_slow_idle_and_surplus_clients_are_let_go(served):
         while server.connections:
             await trio.sleep(0.01)
     assert (await call(server, "getblockcount"))[1]["result"] == 0
+
+
+async def test_named_params_with_cores_older_names(served):
+    source, server = served
+    block_hash = hash_to_hex((await source.mine(1))[0])
+    for name in ("verbosity", "verbose"):
+        status, _, body = await post(server, json.dumps({"method": "getblock", "params": {"blockhash": block_hash, name: 0}, "id": 1}))
+        assert status == 200 and json.loads(body)["result"] == (await source.block_at(1)).hex()
+    status, _, body = await post(server, json.dumps({"method": "getblock", "params": {"blockhash": block_hash, "nosuch": 1}, "id": 1}))
+    assert status == 500 and json.loads(body)["error"] == {"code": -8, "message": "Unknown named parameter nosuch"}

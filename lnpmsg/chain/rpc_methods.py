@@ -86,12 +86,16 @@ class RpcError(Exception):
 class RpcMethod:
     """One method: the function, its parameter names (for named params), and how many are required."""
 
-    __slots__ = ("fn", "names", "required")
+    __slots__ = ("aliases", "fn", "names", "required")
 
-    def __init__(self, fn: Callable[..., Any], names: tuple[str, ...], required: int = 0) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], names: tuple[str, ...], required: int = 0, aliases: dict[str, str] | None = None
+    ) -> None:
         self.fn = fn
         self.names = names
         self.required = required
+        #: older names Core still accepts (``verbose`` for ``verbosity``)
+        self.aliases = aliases or {}
 
     def call(self, method: str, params: Any) -> Any:
         if params is None:
@@ -105,6 +109,7 @@ class RpcMethod:
                 )
             args = list(params)
         elif isinstance(params, dict):
+            params = {self.aliases.get(name, name): value for name, value in params.items()}
             unknown = [name for name in params if name not in self.names]
             if unknown:
                 raise RpcError(RPC_INVALID_PARAMETER, f"Unknown named parameter {unknown[0]}")
