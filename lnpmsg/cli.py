@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--chain", choices=["regtest"], help="run a chain and an on-chain wallet (the chain.* control calls, 'lnpmsg mine', 'withdraw'...): 'regtest' is the embedded regtest chain, validated by Bitcoin Core's consensus engine, in DATA_DIR/chain, with the wallet in DATA_DIR/wallet (default: no chain; 'lnpmsg demo' always runs one)")
     node.add_argument("--electrum-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain to Electrum wallets (Electrum protocol 1.4, plain TCP) on HOST:PORT, e.g. 127.0.0.1:50001 (port 0: a free port, shown in the start-up summary)")
     node.add_argument("--reindex", action="store_true", help="with --chain regtest: rebuild the kernel's block files and chainstate (DATA_DIR/chain/blocks, chainstate) from the chain's own checksummed block log, as Bitcoin Core's -reindex; use it when the node refuses to start because they are damaged (progress is logged)")
+    node.add_argument("--chain-rpc-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain over Bitcoin Core's JSON-RPC here (other nodes: --bitcoind-rpc), cookie in DATA_DIR/chain/.cookie (port 0: any free port)")
+    node.add_argument("--chain-rpc-auth", metavar="USER:PASSWORD", help="also accept this user and password on --chain-rpc-listen (besides the cookie)")
+    node.add_argument("--bitcoind-rpc", metavar="URL", help="run the wallet on a chain another process owns, over Bitcoin Core's JSON-RPC: a Bitcoin Core node or another lnpmsg node's --chain-rpc-listen, http://[user:password@]host:port (network: the server's, unless --network)")
+    node.add_argument("--bitcoind-cookie", type=Path, metavar="FILE", help="the cookie file for --bitcoind-rpc (bitcoind's DATADIR/[network/].cookie, lnpmsg's DATA_DIR/chain/.cookie)")
+    node.add_argument("--bitcoind-poll", type=float, default=1.0, metavar="SECONDS", help="how often --bitcoind-rpc is asked for a new tip (default: %(default)g)")
     node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
     _add_demo_command(commands)
@@ -159,6 +164,12 @@ async def _run_node(args: argparse.Namespace) -> int:
         except ValueError as exc:
             log.error("bad --tor-socks: %s", exc)
             return 2
+    from lnpmsg.chain import node_setup
+
+    chain_error = await node_setup.check(args)
+    if chain_error is not None:
+        log.error("%s", chain_error)
+        return 2
     if args.chain and args.network not in (None, args.chain):
         log.error("--chain %s needs --network %s (the chain the node announces in init)", args.chain, args.chain)
         return 2
@@ -194,11 +205,7 @@ async def _run_node(args: argparse.Namespace) -> int:
     node.mount(PeerRpc())
     node.mount(PeerPubSub())
     start_errors: tuple[type[Exception], ...] = (TransportError, OSError, ValueError, ControlError)
-    if args.chain:
-        from lnpmsg.chain.app import ChainApp, ChainAppError
-
-        node.mount(ChainApp(args.data_dir / "wallet", chain_dir=args.data_dir / "chain", reindex=args.reindex))
-        start_errors += (ChainAppError,)
+    start_errors += node_setup.mount(args, node)
     if args.electrum_listen:
         from lnpmsg.chain.electrum.app import mount_electrum
 
@@ -251,8 +258,7 @@ async def _run_node(args: argparse.Namespace) -> int:
                     "data_dir": str(args.data_dir),
                     "network": args.network,
                 }
-                if args.chain:
-                    summary["chain"] = f"embedded {args.chain} in {args.data_dir / 'chain'}, wallet in {args.data_dir / 'wallet'}"
+                summary.update(node_setup.summary(args, node))
                 if "electrum" in node.apps:
                     summary["electrum"] = node.apps["electrum"].address  # type: ignore[attr-defined]
                 if gossip_app is not None:
@@ -274,6 +280,8 @@ async def _run_node(args: argparse.Namespace) -> int:
                         print(f"control: {summary['control']}", flush=True)
                     if "chain" in summary:
                         print(f"chain:   {summary['chain']}", flush=True)
+                    if "chain_rpc" in summary:
+                        print(f"chain rpc: {summary['chain_rpc']['url']} (cookie {summary['chain_rpc']['cookie']})", flush=True)
                     if "gossip" in summary:
                         print(f"gossip:  {summary['gossip']}", flush=True)
                     print("press Ctrl-C to stop", flush=True)

@@ -7,6 +7,8 @@ Bitcoin Core JSON-RPC source.
   ``RegtestChain.submit_transactions_in_block(txs) -> BlockResult`` is the
   proof that transactions are valid under the real consensus rules
 - ``BitcoindSource``: ``lnpmsg.chain.bitcoind``
+- ``ChainRpcServer``: ``lnpmsg.chain.rpc_server``, the embedded chain served
+  over Bitcoin Core's JSON-RPC to other processes (``--chain-rpc-listen``)
 - transactions and blocks are ``lnpmsg.bitcoin``'s; ``lnpmsg.chain.tx`` is
   where untrusted bytes enter (``BitcoinError`` becomes ``ChainError``)
 """
