@@ -37,7 +37,7 @@ from lnpmsg.transports.zmq import (
     credit_message,
     decode_message,
 )
-from lnpmsg.transports.zmq_trio import TrioSocket
+from lnpmsg.io.zmq_trio import TrioSocket
 
 Ctx: TypeAlias = "zmq.Context[zmq.Socket[bytes]]"
 
