@@ -190,7 +190,7 @@ async def _run_node(args: argparse.Namespace) -> int:
     node.mount(PeerPubSub())
     start_errors: tuple[type[Exception], ...] = (TransportError, OSError, ValueError, ControlError)
     if args.chain:
-        from lnpmsg.chain.app import ChainApp, ChainAppError
+        from lnpmsg.wallet.app import ChainApp, ChainAppError
 
         node.mount(ChainApp(args.data_dir / "wallet", chain_dir=args.data_dir / "chain"))
         start_errors += (ChainAppError,)
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "node":
         return trio.run(_run_node, args)
     if args.command == "demo":
-        from lnpmsg.chain.app import run_demo
+        from lnpmsg.wallet.app import run_demo
 
         return trio.run(partial(run_demo, args.data_dir, json_output=args.json, write=lambda line: print(line, flush=True)))
     parser.error(f"unknown command {args.command}")
