@@ -13,6 +13,8 @@ text                                         transport  target given to transpor
 ``udp://NODEID@host:port`` (``lnpu://``)      udp        ``host:port``
 ``zmq+tcp://NODEID@host:port`` (``lnpz://``)  zmq        ``tcp://host:port``
 ``zmq+ipc://NODEID@/path/to/socket``          zmq        ``ipc:///path/to/socket``
+``mem://NODEID@name``                         mem        ``name`` (in-process, tests:
+                                                         :mod:`lnpmsg.testing.memory`)
 ===========================================  =========  ==========================
 
 The port defaults to 9735 (BOLT 1) where one is missing. ``NODEID@`` may be
@@ -41,6 +43,7 @@ _SCHEMES = {
     "zmq+tcp": "zmq+tcp",
     "lnpz": "zmq+tcp",
     "zmq+ipc": "zmq+ipc",
+    "mem": "mem",
 }
 
 
@@ -104,6 +107,11 @@ def parse_peer_address(text: str, *, require_node_id: bool = True) -> PeerAddres
         if not text.startswith("/"):
             raise AddressError(f"bad peer address {original!r}: zmq+ipc needs an absolute socket path")
         return PeerAddress("zmq", f"ipc://{text}", node_id)
+    if scheme == "mem":
+        # a listener's name in one process; empty (listen only) picks a fresh one
+        if not text and require_node_id:
+            raise AddressError(f"bad peer address {original!r}: mem:// needs a listener name")
+        return PeerAddress("mem", text, node_id)
     host, port = _host_port(text, original)
     target = format_host_port(host, port)
     if scheme == "zmq+tcp":
@@ -123,6 +131,8 @@ def format_peer_address(address: PeerAddress) -> str:
         if address.target.startswith("ipc://"):
             return f"zmq+ipc://{prefix}{address.target[len('ipc://'):]}"
         return f"zmq+tcp://{prefix}{address.target[len('tcp://'):]}"
+    if address.kind == "mem":
+        return f"mem://{prefix}{address.target}"
     host = split_host_port(address.target)[0]
     if address.kind == "tcp" or (address.kind == "tor" and host.lower().endswith(".onion")):
         return f"{prefix}{address.target}"
