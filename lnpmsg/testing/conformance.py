@@ -59,6 +59,7 @@ from lnpmsg.node.peer import (
     handshake_as_responder,
 )
 from lnpmsg.noise import MAX_MESSAGE_SIZE
+from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.transports.address import (
@@ -90,6 +91,7 @@ __all__ = [
     "MESSAGE_TYPE",
     "ConformanceFailure",
     "Medium",
+    "MemoryMedium",
     "OnionPool",
     "TcpMedium",
     "TorMedium",
@@ -226,6 +228,26 @@ class TcpMedium(Medium):
 
     def in_flight_bound(self) -> int:
         return _tcp_buffers() + RECEIVE_CHUNK
+
+
+class MemoryMedium(Medium):
+    """The in-memory transport (:mod:`lnpmsg.testing.memory`): every node of a check on one network."""
+
+    name = "mem"
+    kind = "mem"
+
+    def __init__(self, network: MemoryNetwork | None = None) -> None:
+        self.network = network or MemoryNetwork()
+
+    def transports(self) -> dict[str, Transport]:
+        return {"mem": self.network.transport()}
+
+    def listen_address(self) -> str:
+        return "mem://"
+
+    def in_flight_bound(self) -> int:
+        # one direction's buffer, plus one read of the receiving peer
+        return self.network.buffer_size + RECEIVE_CHUNK
 
 
 class UdpMedium(Medium):
