@@ -252,7 +252,9 @@ async def test_peer_that_does_not_read_only_blocks_its_own_sender():
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flood)
-            await trio.sleep(0.5)
+            with trio.fail_after(10):  # until the socket is full and the queue holds all a sender may add
+                while stuck_peer.queued_bytes + 60002 <= 256 * 1024:
+                    await trio.sleep(0.01)
             assert stuck_peer.queued_bytes <= 256 * 1024 + 60002
             for i in range(100):
                 await peer_c.send(CUSTOM.to_bytes(2, "big") + i.to_bytes(4, "big"))
