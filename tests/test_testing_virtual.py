@@ -13,6 +13,7 @@ import trio.testing
 from lnpmsg.app import App
 from lnpmsg.node.events import PeerDisconnected
 from lnpmsg.node.peer import Peer
+from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.virtual import node_pair, record_events, run_virtual, virtual_clock
 from lnpmsg.wire import Message, message
 from lnpmsg.wire.fields import u16_prefixed_bytes
@@ -95,8 +96,6 @@ async def test_under_the_pytest_fixture_too(autojump_clock: trio.testing.MockClo
 
 
 async def test_a_silent_peer_is_dropped_after_the_pong_timeout_in_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
-    from lnpmsg.testing.memory import MemoryNetwork
-
     network = MemoryNetwork()
     async with node_pair([Echo()], [Echo()], network=network, ping_interval=PING_INTERVAL, pong_timeout=30.0) as (a, b):
         with record_events(b) as events:

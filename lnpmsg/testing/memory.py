@@ -145,6 +145,7 @@ class MemoryConnection(Connection):
         try:
             await trio.lowlevel.checkpoint()
             pipe = self._out
+            self._check(pipe, writing=True)
             for frame in frames:
                 view = memoryview(frame)
                 while view:
@@ -156,7 +157,6 @@ class MemoryConnection(Connection):
                     pipe.data += view[:room]
                     view = view[room:]
                     pipe.changed()
-            self._check(pipe, writing=True)
         finally:
             self._sending = False
 
