@@ -7,15 +7,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import pytest
 import trio
 import trio.testing
 
 from lnpmsg.app import App
-from lnpmsg.node.events import PeerDisconnected
+from lnpmsg.node.events import PeerConnected, PeerDisconnected
 from lnpmsg.node.peer import Peer
 from lnpmsg.testing.memory import MemoryNetwork
-from lnpmsg.testing.virtual import node_pair, record_events, run_virtual, virtual_clock
-from lnpmsg.wire import Message, message
+from lnpmsg.testing.nodes import running
+from lnpmsg.testing.rawpeer import RawPeer
+from lnpmsg.testing.virtual import memory_node, node_pair, record_events, run_virtual, virtual_clock
+from lnpmsg.wire import Init, Message, message
 from lnpmsg.wire.fields import u16_prefixed_bytes
 
 PING_INTERVAL = 60.0
@@ -105,3 +108,19 @@ async def test_a_silent_peer_is_dropped_after_the_pong_timeout_in_virtual_time(a
             assert dropped.node_id == a.node_id
             assert trio.current_time() - silenced <= PING_INTERVAL + 30.0 + 1.0
         assert a.node_id not in b.peers
+
+
+async def test_a_raw_peer_that_never_answers_pings_is_dropped_on_the_dot(autojump_clock: trio.testing.MockClock) -> None:
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=30.0)
+    async with running(node):
+        with record_events(node) as events:
+            raw = await RawPeer.connect(network.names[0], node.node_id, transport=network.transport())
+            await raw.send(Init())
+            await events.wait_for(PeerConnected)
+            ready = trio.current_time()
+            dropped = await events.wait_for(PeerDisconnected)
+        # the first keepalive ping leaves a minute after init, and its pong is due 30 s later
+        assert "did not answer ping within 30 s" in dropped.reason
+        assert trio.current_time() - ready == pytest.approx(PING_INTERVAL + 30.0, abs=1.0)
+        await raw.aclose()
