@@ -17,6 +17,11 @@ test runs in virtual time::
 
 Outside pytest, :func:`run_virtual` does the same for ``trio.run``.
 
+Virtual time stands still while any task can run: it jumps only when
+every task waits. A loop that polls a condition with ``trio.sleep`` while
+other tasks keep busy (a sender streaming messages) never wakes; wait on an
+event, a channel or :meth:`EventLog.wait_for` instead.
+
 Everything the node times (handshake and init timeouts, pings, pongs, app
 handler timeouts) goes through ``trio.current_time()`` and trio's timeouts,
 so it all follows the mock clock. Real transports (TCP, Tor, ...) do not
