@@ -150,7 +150,7 @@ async def _run_node(args: argparse.Namespace) -> int:
     listen = [] if args.no_listen or onion_only else (args.listen or [DEFAULT_LISTEN])
     tor_socks = None
     if args.tor_socks:
-        from lnpmsg.transports.tcp import split_host_port
+        from lnpmsg.transports.address import split_host_port
 
         try:
             tor_socks = split_host_port(args.tor_socks)

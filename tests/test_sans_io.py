@@ -58,6 +58,9 @@ CORES = [
     *_modules("wallet", only=("coinselect", "errors")),
     "lnpmsg.rpc.control_proto",
     "lnpmsg.rpc.params",
+    # the transport interface and the one address syntax (the CLI parses addresses without the I/O)
+    "lnpmsg.transports.base",
+    "lnpmsg.transports.address",
 ]
 
 
