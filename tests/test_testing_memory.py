@@ -237,3 +237,11 @@ def _broken_pair(cls: type[MemoryConnection]) -> tuple[MemoryConnection, MemoryC
 async def test_the_connection_checks_catch_a_broken_connection(cls: type[MemoryConnection], check: str, complaint: str) -> None:
     with pytest.raises(ConformanceFailure, match=complaint):
         await CONNECTION_CHECKS[check](lambda: as_pair(_broken_pair(cls)))
+
+
+def test_the_kit_exports_its_names_from_the_package() -> None:
+    import lnpmsg.testing
+
+    for name in lnpmsg.testing.__all__:
+        assert getattr(lnpmsg.testing, name).__name__ == name
+    assert set(lnpmsg.testing.__all__) <= set(dir(lnpmsg.testing))
