@@ -245,3 +245,14 @@ def test_the_kit_exports_its_names_from_the_package() -> None:
     for name in lnpmsg.testing.__all__:
         assert getattr(lnpmsg.testing, name).__name__ == name
     assert set(lnpmsg.testing.__all__) <= set(dir(lnpmsg.testing))
+
+
+async def test_the_network_forgets_connections_closed_at_both_ends() -> None:
+    network = MemoryNetwork()
+    listener = await network.transport().listen("x")
+    first = await network.transport().dial("x")
+    await first.aclose()
+    await first.other.aclose()
+    second = await network.transport().dial("x")
+    assert network.connections == [(second, second.other)]
+    await listener.aclose()

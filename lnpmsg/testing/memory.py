@@ -297,7 +297,8 @@ class MemoryNetwork:
         self._clients = itertools.count(1)
         self._hung: set[str] = set()
         self._resumed = trio.lowlevel.ParkingLot()
-        #: every connection dialed on this network, as (dialer's end, listener's end)
+        #: the connections dialed on this network, as (dialer's end, listener's end),
+        #: oldest first; pairs closed at both ends are forgotten at the next dial
         self.connections: list[tuple[MemoryConnection, MemoryConnection]] = []
 
     def transport(self) -> MemoryTransport:
@@ -348,6 +349,7 @@ class MemoryNetwork:
         client = f"{name}-client-{next(self._clients)}"
         dialer, accepted = memory_connection_pair(buffer_size=self.buffer_size, names=(client, name))
         listener._offer(accepted)
+        self.connections = [pair for pair in self.connections if not (pair[0].closed and pair[1].closed)]
         self.connections.append((dialer, accepted))
         return dialer
 
