@@ -157,7 +157,7 @@ async def _run_node(args: argparse.Namespace) -> int:
     listen = [] if args.no_listen or onion_only else (args.listen or [DEFAULT_LISTEN])
     tor_socks = None
     if args.tor_socks:
-        from lnpmsg.transports.tcp import split_host_port
+        from lnpmsg.transports.address import split_host_port
 
         try:
             tor_socks = split_host_port(args.tor_socks)
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "node":
         return trio.run(_run_node, args)
     if args.command == "demo":
-        from lnpmsg.chain.app import run_demo
+        from lnpmsg.wallet.app import run_demo
 
         return trio.run(partial(run_demo, args.data_dir, json_output=args.json, write=lambda line: print(line, flush=True)))
     parser.error(f"unknown command {args.command}")

@@ -376,7 +376,7 @@ async def test_keep_alive_and_a_client_that_never_reads(served):
 
 
 async def test_warming_up_until_the_chain_opens(tmp_path):
-    from lnpmsg.chain.app import ChainApp
+    from lnpmsg.wallet.app import ChainApp
 
     app = ChainApp(tmp_path / "wallet", chain_dir=tmp_path / "chain")  # never run: its chain stays closed
     server = ChainRpcServer(app, "127.0.0.1:0", user=USER, password=PASSWORD)
@@ -393,7 +393,7 @@ async def test_warming_up_until_the_chain_opens(tmp_path):
 
 
 async def test_chain_app_on_bitcoind_rpc_forwards_faucet_and_mine(served, tmp_path):
-    from lnpmsg.chain.app import ChainApp
+    from lnpmsg.wallet.app import ChainApp
 
     source, server = served
     async with BitcoindSource(server.url, cookie_file=server.cookie_path, poll_interval=0.05) as remote:

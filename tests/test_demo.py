@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lnpmsg.chain.app import (
+from lnpmsg.wallet.app import (
     DEMO_CUSTOM_TYPE,
     DEMO_FAUCET_SAT,
     DEMO_WITHDRAW_SAT,

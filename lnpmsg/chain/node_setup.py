@@ -112,7 +112,7 @@ def mount(args: argparse.Namespace, node: Node) -> tuple[type[Exception], ...]:
     if not args.chain and not args.bitcoind_rpc:
         return ()
     from lnpmsg.app import AppError
-    from lnpmsg.chain.app import ChainApp, ChainAppError
+    from lnpmsg.wallet.app import ChainApp, ChainAppError
 
     if args.chain:
         chain_app = node.mount(ChainApp(args.data_dir / "wallet", chain_dir=args.data_dir / "chain", reindex=args.reindex))

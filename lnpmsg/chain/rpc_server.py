@@ -38,7 +38,7 @@ from lnpmsg.chain.rpc_http import HttpError, Request, RequestParser, response
 from lnpmsg.chain.rpc_methods import Table, handle_body
 
 if TYPE_CHECKING:
-    from lnpmsg.chain.app import ChainApp
+    from lnpmsg.wallet.app import ChainApp
 
 __all__ = [
     "COOKIE_FILE",
