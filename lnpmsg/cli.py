@@ -164,7 +164,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         except ValueError as exc:
             log.error("bad --tor-socks: %s", exc)
             return 2
-    from lnpmsg.chain import node_setup
+    from lnpmsg.wallet import node_setup
 
     chain_error = await node_setup.check(args)
     if chain_error is not None:
@@ -177,7 +177,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         log.error("--reindex rebuilds the embedded chain: it needs --chain regtest")
         return 2
     args.network = args.network or args.chain or "bitcoin"
-    from lnpmsg.node.tor import NodeTor, settings_from_args
+    from lnpmsg.tor_app import NodeTor, settings_from_args
 
     try:
         tor_settings = settings_from_args(args, tor_socks)

@@ -7,7 +7,7 @@ import argparse
 import pytest
 import trio
 
-from lnpmsg.chain.node_setup import _bitcoind_target
+from lnpmsg.wallet.node_setup import _bitcoind_target
 from lnpmsg.cli import main
 
 

@@ -191,11 +191,13 @@ ALLOWED: dict[str, set[str]] = {
     "app": {"node", "wire"},
     "pubsub": {"app", "node", "io", "wire"},
     "rpc": {"app", "node", "pubsub", "io", "wire"},
-    "chain": {"bitcoin", "rpc"},
+    # the chain's servers (rpc_server, electrum/app) are apps on the contract
+    "chain": {"bitcoin", "rpc", "app", "node", "transports", "wire"},
     "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
     "wallet": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
     "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io"},
-    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet"},
+    "tor_app": {"app", "node", "transports", "wire"},
+    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app"},
 }
 HELPERS = {"_lazy"}
 

@@ -86,7 +86,7 @@ from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.remote_regtest import RemoteRegtest
 from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW, ChainSource
-from lnpmsg.chain.wallet_calls import ChainAppError, balances_result, release_coins
+from lnpmsg.wallet.calls import ChainAppError, balances_result, release_coins
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.errors import InsufficientFunds, WalletError
 from lnpmsg.wallet.wallet import Wallet
