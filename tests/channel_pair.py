@@ -1,0 +1,171 @@
+"""Two channel cores (Alice funds, Bob accepts) joined in memory, for the channel tests.
+
+``ChannelPair`` pumps every message one core sends into the other until both
+are quiet, keeps every output (records, messages, events) per side, and can
+open a channel, add and settle HTLCs, and check balances. Time is a number
+the test moves; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.bitcoin.script import OP_RETURN, script
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from lnpmsg.channels.inputs import (
+    AcceptCommand,
+    AddHtlc,
+    BroadcastFunding,
+    Event,
+    FulfillHtlc,
+    FundingDepth,
+    FundingNeeded,
+    FundingTransaction,
+    Input,
+    OpenCommand,
+    Output,
+    Received,
+    SignCommitment,
+)
+from lnpmsg.channels.messages import OpenChannel
+from lnpmsg.channels.params import ANCHORS_BIT, STATIC_REMOTEKEY_BIT, ChannelConfig, ChannelSecrets, OpeningPolicy
+from lnpmsg.channels.state import ChannelCore, Phase
+from lnpmsg.wire import CHAIN_HASH_REGTEST, Message
+
+FUNDING_SAT = 1_000_000
+ONION = bytes(1366)
+
+
+def make_secrets(tag: str) -> ChannelSecrets:
+    """Deterministic channel secrets from a name."""
+    k = [sha256(f"{tag}/{i}".encode()) for i in range(6)]
+    return ChannelSecrets(*k)
+
+
+def features(anchors: bool) -> int:
+    bits = 1 << (STATIC_REMOTEKEY_BIT + 1)
+    if anchors:
+        bits |= 1 << (ANCHORS_BIT + 1)
+    return bits
+
+
+@dataclass
+class Side:
+    core: ChannelCore
+    outputs: list[Output] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[Event]:
+        return [e for o in self.outputs for e in o.events]
+
+    @property
+    def records(self) -> list[bytes]:
+        return [r.data for o in self.outputs for r in o.records]
+
+
+class ChannelPair:
+    """Alice (funder) and Bob (fundee) and the wire between them."""
+
+    def __init__(self, *, anchors: bool = False, push_msat: int = 0, feerate: int = 2500,
+                 alice_config: ChannelConfig | None = None, bob_config: ChannelConfig | None = None,
+                 policy: OpeningPolicy | None = None, send_channel_type: bool = True) -> None:  # fmt: skip
+        self.now = 1_000.0
+        self.anchors = anchors
+        self.alice = Side(ChannelCore(make_secrets("alice")))
+        self.bob = Side(ChannelCore(make_secrets("bob")))
+        self.alice_config = alice_config or ChannelConfig()
+        self.bob_config = bob_config or ChannelConfig()
+        self.policy = policy or OpeningPolicy()
+        self.push_msat = push_msat
+        self.feerate = feerate
+        self.send_channel_type = send_channel_type
+        self.wire: deque[tuple[Side, Message]] = deque()
+        self.funding_tx: Tx | None = None
+        self.preimages: dict[bytes, bytes] = {}
+        self.held: list[tuple[Side, Message]] = []
+        self.hold = False
+
+    def other(self, side: Side) -> Side:
+        return self.bob if side is self.alice else self.alice
+
+    def feed(self, side: Side, item: Input) -> Output:
+        self.now += 1
+        out = side.core.receive(item, self.now)
+        side.outputs.append(out)
+        for msg in out.messages:
+            self.wire.append((self.other(side), msg))
+        return out
+
+    def pump(self) -> None:
+        """Deliver every message in flight (and those they cause) until both are quiet."""
+        while self.wire:
+            target, msg = self.wire.popleft()
+            if self.hold:
+                self.held.append((target, msg))
+                continue
+            if target is self.bob and isinstance(msg, OpenChannel):
+                self.feed(target, AcceptCommand(msg, CHAIN_HASH_REGTEST, features(self.anchors),
+                                                features(self.anchors), self.bob_config, self.policy))  # fmt: skip
+            else:
+                self.feed(target, Received(msg))
+
+    def open(self) -> None:
+        """Open, fund (an OP_RETURN first, as Electrum does), confirm, and exchange channel_ready."""
+        self.feed(self.alice, OpenCommand(
+            bytes(range(32)), CHAIN_HASH_REGTEST, FUNDING_SAT, self.push_msat, self.feerate,
+            features(self.anchors), features(self.anchors), self.alice_config, self.policy,
+            send_channel_type=self.send_channel_type,
+        ))  # fmt: skip
+        self.pump()
+        (needed,) = [e for e in self.alice.events if isinstance(e, FundingNeeded)]
+        self.funding_tx = Tx(
+            2,
+            (TxIn(OutPoint(b"\x11" * 32, 0)),),
+            (TxOut(0, script(OP_RETURN, b"backup")), TxOut(needed.amount_sat, needed.script_pubkey)),
+        )
+        self.feed(self.alice, FundingTransaction(self.funding_tx.serialize()))
+        self.pump()
+        assert any(isinstance(e, BroadcastFunding) for e in self.alice.events)
+        self.confirm()
+
+    def confirm(self, depth: int = 3) -> None:
+        scid = (101 << 40) | (1 << 16) | 1
+        self.feed(self.alice, FundingDepth(depth, scid))
+        self.feed(self.bob, FundingDepth(depth, scid))
+        self.pump()
+        assert self.alice.core.phase is Phase.NORMAL and self.bob.core.phase is Phase.NORMAL
+
+    def add(self, sender: Side, amount_msat: int, cltv: int = 500) -> tuple[int, bytes]:
+        preimage = sha256(f"preimage {len(self.preimages)}".encode())
+        payment_hash = sha256(preimage)
+        self.preimages[payment_hash] = preimage
+        htlc_id = sender.core.state.local_next_htlc_id
+        self.feed(sender, AddHtlc(amount_msat, payment_hash, cltv, ONION))
+        return htlc_id, preimage
+
+    def commit(self, sender: Side) -> None:
+        """sender signs, then each side signs what it still has until both commitments hold everything."""
+        self.feed(sender, SignCommitment())
+        self.pump()
+        side = self.other(sender)
+        while self.has_changes(self.alice) or self.has_changes(self.bob):
+            if self.has_changes(side):
+                self.feed(side, SignCommitment())
+                self.pump()
+            side = self.other(side)
+
+    @staticmethod
+    def has_changes(side: Side) -> bool:
+        state = side.core.state
+        return bool(state.local_changes.proposed or state.remote_changes.acked)
+
+    def fulfill(self, receiver: Side, htlc_id: int, preimage: bytes) -> None:
+        self.feed(receiver, FulfillHtlc(htlc_id, preimage))
+        self.commit(receiver)
+
+    def balances(self) -> tuple[int, int]:
+        """(Alice, Bob) msat in Alice's latest local commitment, HTLCs left out."""
+        spec = self.alice.core.state.local_commit.spec  # type: ignore[union-attr]
+        return spec.to_local_msat, spec.to_remote_msat
