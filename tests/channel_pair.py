@@ -8,6 +8,7 @@ the test moves; nothing sleeps.
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -31,7 +32,7 @@ from lnpmsg.channels.inputs import (
 )
 from lnpmsg.channels.messages import OpenChannel
 from lnpmsg.channels.params import ANCHORS_BIT, STATIC_REMOTEKEY_BIT, ChannelConfig, ChannelSecrets, OpeningPolicy
-from lnpmsg.channels.state import ChannelCore, Phase
+from lnpmsg.channels.state import ChannelCore, ChannelState, Phase
 from lnpmsg.wire import CHAIN_HASH_REGTEST, Message
 
 FUNDING_SAT = 1_000_000
@@ -55,6 +56,8 @@ def features(anchors: bool) -> int:
 class Side:
     core: ChannelCore
     outputs: list[Output] = field(default_factory=list)
+    #: the state after each record, in record order
+    states: list[ChannelState] = field(default_factory=list)
 
     @property
     def events(self) -> list[Event]:
@@ -94,6 +97,8 @@ class ChannelPair:
         self.now += 1
         out = side.core.receive(item, self.now)
         side.outputs.append(out)
+        if out.records:
+            side.states.append(copy.copy(side.core.state))
         for msg in out.messages:
             self.wire.append((self.other(side), msg))
         return out

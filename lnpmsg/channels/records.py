@@ -10,6 +10,8 @@ node derives them again (a backup of the log alone cannot spend anything).
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,17 @@ from .keys import ChannelBasepoints
 from .params import ChannelConfig, ChannelSecrets, OpeningPolicy, PeerParams
 from .updates import Changes, CommitSpec, DirectedHtlc
 
-__all__ = ["decode_input", "encode_input", "encode_snapshot", "restore", "restore_snapshot"]
+__all__ = [
+    "FRAME_HEADER",
+    "MAX_RECORD_SIZE",
+    "decode_input",
+    "encode_input",
+    "encode_snapshot",
+    "frame",
+    "parse_frames",
+    "restore",
+    "restore_snapshot",
+]
 
 _INPUTS: list[type] = [
     I.OpenCommand, I.AcceptCommand, I.FundingTransaction, I.FundingDepth, I.AddHtlc, I.FulfillHtlc, I.FailHtlc,
@@ -98,3 +110,41 @@ def restore(secrets: ChannelSecrets, records: Iterable[bytes], snapshot: bytes |
         item, now = decode_input(data)
         core.receive(item, now)
     return core
+
+
+# ---------------------------------------------------------------- framing (sans-IO)
+
+#: A frame: payload length (u32), record sequence number (u64), CRC-32 of seq + payload (u32), payload.
+FRAME_HEADER = struct.Struct(">IQI")
+#: A record larger than this is refused (a torn or corrupt length must not allocate gigabytes).
+MAX_RECORD_SIZE = 16 * 1024 * 1024
+
+
+def frame(seq: int, payload: bytes) -> bytes:
+    """One record as it goes into the log."""
+    if len(payload) > MAX_RECORD_SIZE:
+        raise CodecError(f"record of {len(payload)} bytes is over {MAX_RECORD_SIZE}")
+    seq_bytes = seq.to_bytes(8, "big")
+    return FRAME_HEADER.pack(len(payload), seq, zlib.crc32(seq_bytes + payload)) + payload
+
+
+def parse_frames(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """The whole frames at the start of ``data`` and the length they cover.
+
+    Parsing stops at the first frame that is cut short or fails its checksum:
+    that is a write torn by a crash, and it and everything after are dropped.
+    """
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    size = FRAME_HEADER.size
+    while pos + size <= len(data):
+        length, seq, crc = FRAME_HEADER.unpack_from(data, pos)
+        end = pos + size + length
+        if length > MAX_RECORD_SIZE or end > len(data):
+            break
+        payload = data[pos + size : end]
+        if zlib.crc32(seq.to_bytes(8, "big") + payload) != crc:
+            break
+        out.append((seq, payload))
+        pos = end
+    return out, pos
