@@ -19,6 +19,7 @@ from lnpmsg.channels.inputs import (
     AcceptCommand,
     AddHtlc,
     BroadcastFunding,
+    Disconnected,
     Event,
     FulfillHtlc,
     FundingDepth,
@@ -28,6 +29,7 @@ from lnpmsg.channels.inputs import (
     OpenCommand,
     Output,
     Received,
+    Reconnected,
     SignCommitment,
 )
 from lnpmsg.channels.messages import OpenChannel
@@ -124,6 +126,11 @@ class ChannelPair:
             send_channel_type=self.send_channel_type,
         ))  # fmt: skip
         self.pump()
+        self.open_rest()
+        self.confirm()
+
+    def open_rest(self) -> None:
+        """Fund the channel Alice proposed (both commitments signed, nothing confirmed yet)."""
         (needed,) = [e for e in self.alice.events if isinstance(e, FundingNeeded)]
         self.funding_tx = Tx(
             2,
@@ -133,7 +140,6 @@ class ChannelPair:
         self.feed(self.alice, FundingTransaction(self.funding_tx.serialize()))
         self.pump()
         assert any(isinstance(e, BroadcastFunding) for e in self.alice.events)
-        self.confirm()
 
     def confirm(self, depth: int = 3) -> None:
         scid = (101 << 40) | (1 << 16) | 1
@@ -169,6 +175,19 @@ class ChannelPair:
     def fulfill(self, receiver: Side, htlc_id: int, preimage: bytes) -> None:
         self.feed(receiver, FulfillHtlc(htlc_id, preimage))
         self.commit(receiver)
+
+    def reconnect(self) -> None:
+        """The connection drops (what is in flight is lost) and comes back; both reestablish."""
+        self.wire.clear()
+        self.feed(self.alice, Disconnected())
+        self.feed(self.bob, Disconnected())
+        self.feed(self.alice, Reconnected())
+        self.feed(self.bob, Reconnected())
+        self.pump()
+
+    def sent_types(self, side: Side, since: int = 0) -> list[str]:
+        """Names of the messages ``side`` sent in its outputs from index ``since``."""
+        return [type(m).__name__ for o in side.outputs[since:] for m in o.messages]
 
     def balances(self) -> tuple[int, int]:
         """(Alice, Bob) msat in Alice's latest local commitment, HTLCs left out."""

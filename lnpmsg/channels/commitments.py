@@ -22,7 +22,7 @@ from .keys import ChannelBasepoints, CommitmentKeys, commitment_obscuring_factor
 from .params import ChannelSecrets
 from .updates import CommitSpec
 
-__all__ = ["ChannelKeys", "build", "finalize_local", "sign_remote", "verify_local"]
+__all__ = ["ChannelKeys", "build", "compact_signature", "finalize_local", "sign_remote", "verify_local"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +70,16 @@ def build(keys: ChannelKeys, spec: CommitSpec, number: int, point: bytes, *, loc
     return build_commitment(ctx, bolt3_extensions(htlcs, anchors=keys.anchors))
 
 
-def _compact(signature: bytes) -> bytes:
+def compact_signature(signature: bytes) -> bytes:
+    """A DER signature with its sighash byte, as the 64 compact bytes BOLT messages carry."""
     return der_to_compact(signature[:-1])
 
 
 def sign_remote(commitment: Commitment, secrets: ChannelSecrets) -> tuple[bytes, tuple[bytes, ...]]:
     """Our signatures of the peer's commitment: the funding input, then each HTLC transaction."""
-    signature = _compact(commitment.plan.sign(0, "remote_funding", secrets.funding_privkey))
+    signature = compact_signature(commitment.plan.sign(0, "remote_funding", secrets.funding_privkey))
     htlc_key = derive_privkey(secrets.htlc_basepoint_secret, commitment.context.keys.per_commitment_point)
-    htlc_sigs = tuple(_compact(plan.sign(0, "remote_htlc", htlc_key)) for plan in commitment.second_stage)
+    htlc_sigs = tuple(compact_signature(plan.sign(0, "remote_htlc", htlc_key)) for plan in commitment.second_stage)
     return signature, htlc_sigs
 
 

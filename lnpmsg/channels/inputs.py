@@ -36,6 +36,7 @@ __all__ = [
     "FundingDepth",
     "FundingNeeded",
     "FundingTransaction",
+    "HtlcDropped",
     "HtlcIncoming",
     "HtlcSettled",
     "Input",
@@ -230,6 +231,13 @@ class HtlcSettled:
 
 
 @dataclass(frozen=True, slots=True)
+class HtlcDropped:
+    """An HTLC we offered never reached a commitment before the connection dropped: it is gone."""
+
+    htlc_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelFailed:
     """The channel failed; ``commitment_tx`` is our latest signed commitment to broadcast (or None)."""
 
@@ -254,7 +262,7 @@ class ChannelClosed:
 
 
 Event = (
-    FundingNeeded | BroadcastFunding | ChannelOpened | ChannelReadyEvent | HtlcIncoming | HtlcSettled
+    FundingNeeded | BroadcastFunding | ChannelOpened | ChannelReadyEvent | HtlcIncoming | HtlcSettled | HtlcDropped
     | ChannelFailed | WeAreBehind | ChannelClosed
 )  # fmt: skip
 

@@ -91,6 +91,10 @@ class ChannelConfig:
     max_accepted_htlcs: int = 30
     minimum_depth: int = 3
     upfront_shutdown_script: bytes = b""
+    #: where our funds go in a cooperative close when no upfront script was given (a wallet address)
+    close_script: bytes = b""
+    #: the closing feerate we aim at when the peer starts the close (sat per 1000 weight)
+    closing_feerate_per_kw: int = 1000
 
     def reserve_for(self, funding_sat: int) -> int:
         """The reserve to ask of the peer for a channel of ``funding_sat``."""

@@ -143,11 +143,16 @@ class ChannelState:
     ready_received: bool = False
     short_channel_id: int = 0
     connected: bool = True
+    #: after a reconnection, until the peer's channel_reestablish arrives
+    awaiting_reestablish: bool = False
+    #: the peer proved we lost state: never broadcast our (stale) commitment
+    behind: bool = False
     #: a commitment_signed or revoke_and_ack we sent last, for retransmission order
     last_sent_was_commit: bool = False
     local_shutdown_script: bytes | None = None
     remote_shutdown_script: bytes | None = None
-    closing: tuple[object, ...] = ()
+    #: the cooperative close (a close.ClosingState), once a shutdown was sent or received
+    closing: object = None
     failure: str | None = None
 
 
@@ -254,6 +259,10 @@ class ChannelCore:
             handler(message, out)
         else:
             normal.HANDLERS[kind](self, message, out)
+        if self.state.phase is _P.SHUTDOWN:
+            from . import close
+
+            close.maybe_negotiate(self, out)
 
     # ------------------------------------------------------------ failing
 
@@ -293,9 +302,10 @@ class ChannelCore:
         )
 
     def latest_commitment_tx(self) -> bytes | None:
-        """Our latest commitment, signed by both, serialized (None before funding_signed)."""
+        """Our latest commitment, signed by both, serialized (None before funding_signed, or when
+        the peer proved it revoked: broadcasting it would hand the peer every output)."""
         s = self.state
-        if s.local_commit is None or s.funding_outpoint is None:
+        if s.local_commit is None or s.funding_outpoint is None or s.behind:
             return None
         commitment = build(
             self.keys(), s.local_commit.spec, s.local_commit.number,
@@ -475,7 +485,8 @@ class ChannelCore:
             return
         s.short_channel_id = event.short_channel_id
         s.ready_sent = True
-        out.send(self.channel_ready_message())
+        if s.connected and not s.awaiting_reestablish:
+            out.send(self.channel_ready_message())  # else channel_reestablish brings it
         self._maybe_normal(out)
 
     def channel_ready_message(self) -> ChannelReady:
@@ -485,9 +496,7 @@ class ChannelCore:
     def _on_ChannelReady(self, msg: ChannelReady, out: _Out) -> None:
         s = self.state
         if s.ready_received:
-            if msg.second_per_commitment_point != s.remote_next_point and s.remote_commit and s.remote_commit.number == 0:
-                raise RemoteFault("channel_ready repeated with another point")
-            return
+            return  # a retransmission after channel_reestablish (its point is already in use)
         s.ready_received = True
         s.remote_next_point = msg.second_per_commitment_point
         self._maybe_normal(out)
