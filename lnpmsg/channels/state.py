@@ -167,7 +167,8 @@ _LEGAL: dict[type, set[Phase]] = {
     FundingCreated: {_P.WAIT_FUNDING_CREATED},
     FundingSigned: {_P.WAIT_FUNDING_SIGNED},
     FundingDepth: {_P.AWAIT_READY, _P.NORMAL, _P.SHUTDOWN, _P.NEGOTIATING},
-    ChannelReady: {_P.AWAIT_READY, _P.NORMAL},
+    # A retransmission may come after channel_reestablish in any established phase (then ignored).
+    ChannelReady: {_P.AWAIT_READY, _P.NORMAL, _P.SHUTDOWN, _P.NEGOTIATING},
     **normal.legal_table(),
 }
 #: Messages whose sending commits to a state: their record must be durable first.
