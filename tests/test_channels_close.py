@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from channel_pair import FUNDING_SAT, ChannelPair
+from test_channels_pair import FUNDING_SAT, ChannelPair
 
 from lnpmsg.bitcoin.script import p2wpkh
 from lnpmsg.bitcoin.tx import Tx

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from channel_pair import FUNDING_SAT, ChannelPair, make_secrets
-from test_channels_state import verify_commitments
+from test_channels_pair import FUNDING_SAT, ChannelPair, make_secrets, verify_commitments
 
 from lnpmsg.channels.inputs import (
     AddHtlc,
@@ -144,7 +143,7 @@ def test_channel_ready_is_sent_again_when_lost() -> None:
 
 
 def pair_open_command(pair: ChannelPair):  # noqa: ANN201
-    from channel_pair import features
+    from test_channels_pair import features
 
     from lnpmsg.channels.inputs import OpenCommand
     from lnpmsg.wire import CHAIN_HASH_REGTEST

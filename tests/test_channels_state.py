@@ -9,10 +9,8 @@ funding output, and every HTLC signature checked against its transaction.
 from __future__ import annotations
 
 import pytest
-from channel_pair import FUNDING_SAT, ONION, ChannelPair
+from test_channels_pair import FUNDING_SAT, ONION, ChannelPair, verify_commitments
 
-from lnpmsg.bitcoin.tx import Tx
-from lnpmsg.chain.kernel import kernel_verify_scripts
 from lnpmsg.channels.commitments import build
 from lnpmsg.channels.inputs import (
     AddHtlc,
@@ -31,25 +29,6 @@ from lnpmsg.channels.messages import AcceptChannel, ChannelReady, FundingCreated
 from lnpmsg.channels.state import Phase
 from lnpmsg.channels.updates import commit_fee_sat
 from lnpmsg.wire import Error
-
-
-def verify_commitments(pair: ChannelPair) -> None:
-    """Both latest commitments spend the funding output under consensus rules; HTLC signatures verify."""
-    assert pair.funding_tx is not None
-    for side in (pair.alice, pair.bob):
-        core = side.core
-        raw = core.latest_commitment_tx()
-        assert raw is not None
-        tx = Tx.parse(raw)
-        funding_out = pair.funding_tx.outputs[core.state.funding_outpoint.vout]  # type: ignore[union-attr]
-        assert kernel_verify_scripts(tx, [funding_out]) is None
-        commit = core.state.local_commit
-        assert commit is not None
-        built = build(core.keys(), commit.spec, commit.number, core.secrets.commitment_point(commit.number), local=True)
-        assert built.tx.txid == tx.txid
-        assert len(built.second_stage) == len(commit.htlc_signatures)
-        for plan, sig in zip(built.second_stage, commit.htlc_signatures, strict=True):
-            assert plan.verify(0, "remote_htlc", sig)
 
 
 @pytest.mark.parametrize("anchors", [False, True], ids=["static_remotekey", "anchors"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from channel_pair import ChannelPair, make_secrets
+from test_channels_pair import ChannelPair, make_secrets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -217,6 +217,9 @@ class ChannelCore:
             raise
         except RemoteFault as fault:
             self.state = before
+            if isinstance(item, AcceptCommand) and not self.state.temporary_channel_id:
+                # A refused open_channel: the error names the channel it proposed.
+                self.state.temporary_channel_id = item.open_channel.temporary_channel_id
             out = _Out()
             self._fail(str(fault), out, warning=fault.warning)
         if self.state == before:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.script import OP_RETURN, script
 from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from lnpmsg.chain.kernel import kernel_verify_scripts
+from lnpmsg.channels.commitments import build
 from lnpmsg.channels.inputs import (
     AcceptCommand,
     AddHtlc,
@@ -139,7 +141,18 @@ class ChannelPair:
         )
         self.feed(self.alice, FundingTransaction(self.funding_tx.serialize()))
         self.pump()
-        assert any(isinstance(e, BroadcastFunding) for e in self.alice.events)
+        assert self.hold or any(isinstance(e, BroadcastFunding) for e in self.alice.events)
+
+    def open_rest_unchecked(self) -> None:
+        """Like :meth:`open_rest`, for tests that hold or break messages on the way."""
+        (needed,) = [e for e in self.alice.events if isinstance(e, FundingNeeded)]
+        self.funding_tx = Tx(
+            2,
+            (TxIn(OutPoint(b"\x11" * 32, 0)),),
+            (TxOut(0, script(OP_RETURN, b"backup")), TxOut(needed.amount_sat, needed.script_pubkey)),
+        )
+        self.feed(self.alice, FundingTransaction(self.funding_tx.serialize()))
+        self.pump()
 
     def confirm(self, depth: int = 3) -> None:
         scid = (101 << 40) | (1 << 16) | 1
@@ -193,3 +206,32 @@ class ChannelPair:
         """(Alice, Bob) msat in Alice's latest local commitment, HTLCs left out."""
         spec = self.alice.core.state.local_commit.spec  # type: ignore[union-attr]
         return spec.to_local_msat, spec.to_remote_msat
+
+
+def verify_commitments(pair: ChannelPair) -> None:
+    """Both latest commitments spend the funding output under consensus rules; HTLC signatures verify."""
+    assert pair.funding_tx is not None
+    for side in (pair.alice, pair.bob):
+        core = side.core
+        raw = core.latest_commitment_tx()
+        assert raw is not None
+        tx = Tx.parse(raw)
+        funding_out = pair.funding_tx.outputs[core.state.funding_outpoint.vout]  # type: ignore[union-attr]
+        assert kernel_verify_scripts(tx, [funding_out]) is None
+        commit = core.state.local_commit
+        assert commit is not None
+        built = build(core.keys(), commit.spec, commit.number, core.secrets.commitment_point(commit.number), local=True)
+        assert built.tx.txid == tx.txid
+        assert len(built.second_stage) == len(commit.htlc_signatures)
+        for plan, sig in zip(built.second_stage, commit.htlc_signatures, strict=True):
+            assert plan.verify(0, "remote_htlc", sig)
+
+
+def test_two_pairs_are_identical() -> None:
+    """The pair is deterministic: the same script gives the same funding, channel and commitments."""
+    first, second = ChannelPair(push_msat=5_000_000), ChannelPair(push_msat=5_000_000)
+    first.open()
+    second.open()
+    assert first.alice.core.state == second.alice.core.state
+    assert first.bob.records == second.bob.records
+    verify_commitments(first)
