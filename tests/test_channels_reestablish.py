@@ -213,3 +213,16 @@ def test_disconnection_while_opening_forgets_the_channel() -> None:
     assert [e.commitment_tx for e in out.events if isinstance(e, ChannelFailed)] == [None]
     with pytest.raises(LocalMisuse):
         pair.feed(pair.alice, FulfillHtlc(0, bytes(32)))
+
+
+def test_a_fulfill_lost_with_the_connection_is_sent_again() -> None:
+    pair = opened()
+    htlc, preimage = pair.add(pair.alice, 5_000_000)
+    pair.commit(pair.alice)
+    pair.feed(pair.bob, FulfillHtlc(htlc, preimage))
+    mark = len(pair.bob.outputs)
+    pair.reconnect()  # the update_fulfill_htlc was in flight: lost
+    assert pair.sent_types(pair.bob, mark) == ["ChannelReestablish", "UpdateFulfillHtlc"]
+    pair.commit(pair.bob)
+    assert pair.balances() == (FUNDING_SAT * 1000 - 205_000_000, 205_000_000)
+    assert pair.bob.core.state.resend_updates == ()

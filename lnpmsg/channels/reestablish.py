@@ -42,7 +42,14 @@ from .inputs import (
     SignCommitment,
     WeAreBehind,
 )
-from .messages import ChannelReestablish, UpdateAddHtlc
+from .messages import (
+    ChannelReestablish,
+    UpdateAddHtlc,
+    UpdateFailHtlc,
+    UpdateFailMalformedHtlc,
+    UpdateFee,
+    UpdateFulfillHtlc,
+)
 from .shachain import FIRST_INDEX, ShachainStore
 
 if TYPE_CHECKING:
@@ -104,6 +111,8 @@ def _on_disconnected(core: ChannelCore, out: _Out) -> None:
     theirs = [u for u in s.remote_changes.proposed if isinstance(u, UpdateAddHtlc)]
     for add in ours:
         out.emit(HtlcDropped(add.id))
+    # A preimage or a failure we gave must not be lost with the connection: they go out again.
+    s.resend_updates += tuple(u for u in s.local_changes.proposed if not isinstance(u, UpdateAddHtlc))
     s.local_next_htlc_id -= len(ours)
     s.remote_next_htlc_id -= len(theirs)
     s.local_changes = replace(s.local_changes, proposed=())
@@ -189,7 +198,31 @@ def _on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> No
         steps.reverse()  # the commitment_signed went first, then the revocation: keep that order
     for step in steps:
         step()
+    _propose_again(core, out)
     close.on_reestablished(core, out)
+
+
+def _propose_again(core: ChannelCore, out: _Out) -> None:
+    """Our settles (and fee change) that the disconnection took back, proposed again where still valid."""
+    from . import normal
+
+    s = core.state
+    pending, s.resend_updates = s.resend_updates, ()
+    for update in pending:
+        if isinstance(update, UpdateFee):
+            command: object = ChangeFee(update.feerate_per_kw)
+        elif isinstance(update, UpdateFulfillHtlc):
+            command = FulfillHtlc(update.id, update.payment_preimage)
+        elif isinstance(update, UpdateFailHtlc):
+            command = FailHtlc(update.id, update.reason)
+        elif isinstance(update, UpdateFailMalformedHtlc):
+            command = FailMalformedHtlc(update.id, update.sha256_of_onion, update.failure_code)
+        else:
+            continue
+        try:
+            normal.HANDLERS[type(command)](core, command, out)
+        except LocalMisuse:
+            continue  # settled meanwhile (e.g. it reached a commitment after all)
 
 
 def _resend_commitment(core: ChannelCore, out: _Out) -> None:

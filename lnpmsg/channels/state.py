@@ -147,6 +147,8 @@ class ChannelState:
     awaiting_reestablish: bool = False
     #: the peer proved we lost state: never broadcast our (stale) commitment
     behind: bool = False
+    #: our settles and fee changes a disconnection took back: proposed again after channel_reestablish
+    resend_updates: tuple[object, ...] = ()
     #: a commitment_signed or revoke_and_ack we sent last, for retransmission order
     last_sent_was_commit: bool = False
     local_shutdown_script: bytes | None = None
