@@ -155,3 +155,17 @@ def test_reconnection_restarts_the_close() -> None:
     pair.reconnect()
     assert "Shutdown" in pair.sent_types(pair.alice, mark)
     closed_tx(pair)
+
+
+def test_the_fundee_counters_inside_both_ranges() -> None:
+    pair = opened(bob_feerate=3000)
+    pair.feed(pair.alice, CloseChannel(b"", feerate_per_kw=1000))
+    pair.pump()
+    offers = [m for o in pair.alice.outputs + pair.bob.outputs for m in o.messages if isinstance(m, ClosingSigned)]
+    first = next(m for o in pair.alice.outputs for m in o.messages if isinstance(m, ClosingSigned))
+    alice_max = first.tlvs["fee_range"].max_fee_satoshis
+    closed_tx(pair)
+    fee = next(e.fee_sat for e in pair.bob.events if isinstance(e, ChannelClosed))
+    # Bob wants 3x Alice's fee; Alice accepts up to 2x: they settle at the top of the overlap.
+    assert fee == alice_max == 2 * first.fee_satoshis
+    assert len(offers) == 3  # Alice's offer, Bob's counter, Alice's echo

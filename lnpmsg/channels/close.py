@@ -227,7 +227,8 @@ def _finish(core: ChannelCore, plan: SpendPlan, their_sig: bytes, out: _Out) -> 
 
 def _on_closing_signed(core: ChannelCore, msg: ClosingSigned, out: _Out) -> None:
     plan = _verified_plan(core, msg)
-    closing = replace(_closing(core), last_received_fee=msg.fee_satoshis, ranged="fee_range" in msg.tlvs)
+    before = _closing(core)
+    closing = replace(before, last_received_fee=msg.fee_satoshis, ranged="fee_range" in msg.tlvs)
     core.state.closing = closing
     fee = msg.fee_satoshis
     if fee == closing.last_sent_fee:
@@ -235,23 +236,41 @@ def _on_closing_signed(core: ChannelCore, msg: ClosingSigned, out: _Out) -> None
         return
     low, high = _our_range(core)
     if closing.ranged:
-        theirs = msg.tlvs["fee_range"]
-        if low <= fee <= high:
-            _send(core, fee, out)  # accept: echo their fee
-            _finish(core, plan, msg.signature, out)
-            return
-        overlap_low, overlap_high = max(low, theirs.min_fee_satoshis), min(high, theirs.max_fee_satoshis)
-        if overlap_low > overlap_high:
-            raise RemoteFault(f"closing fee ranges do not overlap: ours {low}..{high}", warning=True)
-        if closing.last_sent_fee is not None and not core.state.funder and closing.last_sent_fee != fee:
-            raise RemoteFault("the funder did not accept a fee inside its own range", warning=True)
-        _send(core, min(max(_preferred_fee(core), overlap_low), overlap_high), out)
+        _ranged(core, msg, plan, low, high, out)
         return
-    # The halving negotiation: meet halfway until both name the same fee.
+    # The halving negotiation: each offer strictly between the two previous ones, until they meet.
     previous = closing.last_sent_fee if closing.last_sent_fee is not None else _preferred_fee(core)
-    proposal = (previous + fee) // 2 if previous != fee else fee
-    if abs(proposal - fee) <= 1:
-        proposal = fee
+    received = before.last_received_fee
+    if closing.last_sent_fee is not None and received is not None and not min(previous, received) < fee < max(previous, received):
+        raise RemoteFault(f"closing fee {fee} is not between {previous} and {received}", warning=True)
+    proposal = fee if abs(previous - fee) < 2 else (previous + fee) // 2
+    _send(core, proposal, out)
+    if proposal == fee:
+        _finish(core, plan, msg.signature, out)
+
+
+def _ranged(core: ChannelCore, msg: ClosingSigned, plan: SpendPlan, low: int, high: int, out: _Out) -> None:
+    """BOLT 2's fee_range rules for one received closing_signed."""
+    closing = _closing(core)
+    fee = msg.fee_satoshis
+    sent_range = closing.last_sent_fee is not None
+    if sent_range and low <= fee <= high:
+        _send(core, fee, out)  # inside the range we sent: accept by echoing it
+        _finish(core, plan, msg.signature, out)
+        return
+    theirs = msg.tlvs["fee_range"]
+    overlap_low, overlap_high = max(low, theirs.min_fee_satoshis), min(high, theirs.max_fee_satoshis)
+    if overlap_low > overlap_high:
+        raise RemoteFault(f"closing fee ranges do not overlap: ours {low}..{high}", warning=True)
+    if core.state.funder:
+        if not overlap_low <= fee <= overlap_high:
+            raise RemoteFault(f"closing fee {fee} is outside both fee ranges")
+        _send(core, fee, out)
+        _finish(core, plan, msg.signature, out)
+        return
+    if sent_range:
+        raise RemoteFault("the funder answered with another fee than ours")
+    proposal = fee if overlap_low <= fee <= overlap_high else min(max(_preferred_fee(core), overlap_low), overlap_high)
     _send(core, proposal, out)
     if proposal == fee:
         _finish(core, plan, msg.signature, out)
