@@ -169,3 +169,56 @@ def test_the_fundee_counters_inside_both_ranges() -> None:
     # Bob wants 3x Alice's fee; Alice accepts up to 2x: they settle at the top of the overlap.
     assert fee == alice_max == 2 * first.fee_satoshis
     assert len(offers) == 3  # Alice's offer, Bob's counter, Alice's echo
+
+
+def simple_pair(push_msat: int) -> ChannelPair:
+    from lnpmsg.channels.simple_close import SIMPLE_CLOSE_FEATURE
+
+    pair = ChannelPair(
+        push_msat=push_msat,
+        alice_config=ChannelConfig(close_script=ALICE_SCRIPT),
+        bob_config=ChannelConfig(close_script=BOB_SCRIPT, closing_feerate_per_kw=1500),
+        extra_features=1 << (60 + 1) & SIMPLE_CLOSE_FEATURE,  # both offer option_simple_close
+    )
+    pair.open()
+    return pair
+
+
+def test_simple_close_each_side_pays_its_own_transaction() -> None:
+    pair = simple_pair(300_000_000)
+    pair.feed(pair.alice, CloseChannel(b"", feerate_per_kw=1000))
+    pair.pump()
+    assert pair.sent_types(pair.alice).count("ClosingComplete") == 1
+    assert pair.sent_types(pair.bob).count("ClosingSig") == 1
+    assert pair.alice.core.phase is Phase.CLOSED and pair.bob.core.phase is Phase.CLOSED
+    assert pair.funding_tx is not None
+    txs = {e.raw_tx: e.fee_sat for e in pair.alice.events + pair.bob.events if isinstance(e, ChannelClosed)}
+    assert len(txs) == 2  # Alice's and Bob's, each known to both
+    for raw, fee in txs.items():
+        tx = Tx.parse(raw)
+        assert kernel_verify_scripts(tx, [pair.funding_tx.outputs[1]]) is None
+        paid = {o.script_pubkey: o.amount_sat for o in tx.outputs}
+        assert paid[ALICE_SCRIPT] + paid[BOB_SCRIPT] == FUNDING_SAT - fee
+        assert paid[BOB_SCRIPT] in (300_000, 300_000 - fee)  # the closer pays
+        assert tx.inputs[0].sequence == 0xFFFFFFFD
+
+
+def test_simple_close_leaves_out_a_dust_closee() -> None:
+    pair = simple_pair(200_000)  # Bob has 200 sat: dust
+    pair.feed(pair.alice, CloseChannel(b"", feerate_per_kw=1000))
+    pair.pump()
+    (complete,) = [m for o in pair.alice.outputs for m in o.messages if type(m).__name__ == "ClosingComplete"]
+    assert set(complete.tlvs) == {"closer_output_only"}  # type: ignore[attr-defined]
+    (closed,) = [e for e in pair.alice.events if isinstance(e, ChannelClosed)]
+    assert [o.script_pubkey for o in Tx.parse(closed.raw_tx).outputs] == [ALICE_SCRIPT]
+    assert pair.alice.core.phase is Phase.CLOSED  # Bob had nothing to close with
+
+
+def test_closing_signed_is_refused_under_simple_close() -> None:
+    pair = simple_pair(300_000_000)
+    pair.feed(pair.alice, CloseChannel(b"", feerate_per_kw=1000))
+    pair.wire.clear()
+    bogus = ClosingSigned(channel_id=pair.alice.core.state.channel_id, fee_satoshis=1000, signature=bytes(64))
+    pair.feed(pair.alice, Received(Shutdown(channel_id=pair.alice.core.state.channel_id, scriptpubkey=BOB_SCRIPT)))
+    out = pair.feed(pair.alice, Received(bogus))
+    assert any(isinstance(e, ChannelFailed) for e in out.events)

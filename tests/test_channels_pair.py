@@ -77,7 +77,8 @@ class ChannelPair:
 
     def __init__(self, *, anchors: bool = False, push_msat: int = 0, feerate: int = 2500,
                  alice_config: ChannelConfig | None = None, bob_config: ChannelConfig | None = None,
-                 policy: OpeningPolicy | None = None, send_channel_type: bool = True) -> None:  # fmt: skip
+                 policy: OpeningPolicy | None = None, send_channel_type: bool = True,
+                 extra_features: int = 0) -> None:  # fmt: skip
         self.now = 1_000.0
         self.anchors = anchors
         self.alice = Side(ChannelCore(make_secrets("alice")))
@@ -88,6 +89,7 @@ class ChannelPair:
         self.push_msat = push_msat
         self.feerate = feerate
         self.send_channel_type = send_channel_type
+        self.features = features(anchors) | extra_features
         self.wire: deque[tuple[Side, Message]] = deque()
         self.funding_tx: Tx | None = None
         self.preimages: dict[bytes, bytes] = {}
@@ -115,8 +117,8 @@ class ChannelPair:
                 self.held.append((target, msg))
                 continue
             if target is self.bob and isinstance(msg, OpenChannel):
-                self.feed(target, AcceptCommand(msg, CHAIN_HASH_REGTEST, features(self.anchors),
-                                                features(self.anchors), self.bob_config, self.policy))  # fmt: skip
+                self.feed(target, AcceptCommand(msg, CHAIN_HASH_REGTEST, self.features, self.features,
+                                                self.bob_config, self.policy))  # fmt: skip
             else:
                 self.feed(target, Received(msg))
 
@@ -124,7 +126,7 @@ class ChannelPair:
         """Open, fund (an OP_RETURN first, as Electrum does), confirm, and exchange channel_ready."""
         self.feed(self.alice, OpenCommand(
             bytes(range(32)), CHAIN_HASH_REGTEST, FUNDING_SAT, self.push_msat, self.feerate,
-            features(self.anchors), features(self.anchors), self.alice_config, self.policy,
+            self.features, self.features, self.alice_config, self.policy,
             send_channel_type=self.send_channel_type,
         ))  # fmt: skip
         self.pump()

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from .errors import ChannelError, LocalMisuse, RemoteFault
 from .inputs import ChannelClosed, CloseChannel, Input, Received
-from .messages import ClosingSigned, Shutdown
+from . import simple_close
+from .messages import ClosingComplete, ClosingSig, ClosingSigned, Shutdown
 from .params import check_shutdown_script
 from .spend import SpendPlan
 from .sweeps import legacy_closing_tx
@@ -51,6 +52,10 @@ class ClosingState:
     last_received_fee: int | None = None
     #: the peer used fee_range: the range-based negotiation, else the halving one
     ranged: bool = True
+    #: option_simple_close: our closing_complete, and which of the two transactions are complete
+    sent_complete: object = None
+    our_close_done: bool = False
+    their_close_done: bool = False
 
 
 CLOSE_STATE_CLASSES: list[type] = [ClosingState]
@@ -77,11 +82,32 @@ def dispatch(core: ChannelCore, item: Input, out: _Out) -> bool:
         _on_shutdown(core, item.message, out)
         return True
     if isinstance(item, Received) and isinstance(item.message, ClosingSigned):
-        if phase is not Phase.NEGOTIATING:
+        if phase is not Phase.NEGOTIATING or simple_close.negotiated(core):
             raise RemoteFault(f"closing_signed in phase {phase.value}")
         _on_closing_signed(core, item.message, out)
         return True
+    if isinstance(item, Received) and isinstance(item.message, ClosingComplete | ClosingSig):
+        if phase is not Phase.NEGOTIATING or not simple_close.negotiated(core):
+            raise RemoteFault(f"{type(item.message).__name__} in phase {phase.value}", warning=True)
+        if isinstance(item.message, ClosingComplete):
+            core.state.closing = simple_close.on_closing_complete(core, item.message, out)
+        else:
+            core.state.closing = simple_close.on_closing_sig(core, item.message, out)
+        _simple_close_done(core)
+        return True
     return False
+
+
+def _simple_close_done(core: ChannelCore) -> None:
+    """Closed once our transaction is complete and the peer's too (when it has a balance to close with)."""
+    from .state import Phase
+
+    closing = _closing(core)
+    assert core.state.local_commit is not None
+    theirs_sat = core.state.local_commit.spec.to_remote_msat // 1000
+    expect_theirs = theirs_sat >= simple_close.dust_threshold(closing.remote_script)
+    if closing.our_close_done and (closing.their_close_done or not expect_theirs):
+        core.state.phase = Phase.CLOSED
 
 
 def _our_script(core: ChannelCore, given: bytes = b"") -> bytes:
@@ -118,7 +144,7 @@ def _on_shutdown(core: ChannelCore, msg: Shutdown, out: _Out) -> None:
     s = core.state
     assert s.remote is not None
     anysegwit = bool(s.local_features & _ANYSEGWIT) and bool(s.remote_features & _ANYSEGWIT)
-    check_shutdown_script(msg.scriptpubkey, anysegwit=anysegwit, simple_close=False)
+    check_shutdown_script(msg.scriptpubkey, anysegwit=anysegwit, simple_close=simple_close.negotiated(core))
     if s.remote.upfront_shutdown_script and msg.scriptpubkey != s.remote.upfront_shutdown_script:
         raise RemoteFault("shutdown script differs from the peer's upfront_shutdown_script")
     if s.remote_changes.proposed:
@@ -155,7 +181,10 @@ def maybe_negotiate(core: ChannelCore, out: _Out) -> None:
     if s.local_changes.all() or s.remote_changes.all():
         return
     s.phase = Phase.NEGOTIATING
-    if s.funder:
+    if simple_close.negotiated(core):
+        s.closing = simple_close.start(core, closing, out)
+        _simple_close_done(core)
+    elif s.funder:
         _send(core, _preferred_fee(core), out)
 
 
