@@ -222,3 +222,21 @@ def test_closing_signed_is_refused_under_simple_close() -> None:
     pair.feed(pair.alice, Received(Shutdown(channel_id=pair.alice.core.state.channel_id, scriptpubkey=BOB_SCRIPT)))
     out = pair.feed(pair.alice, Received(bogus))
     assert any(isinstance(e, ChannelFailed) for e in out.events)
+
+
+@pytest.mark.parametrize("anysegwit", [False, True])
+def test_a_witness_v1_shutdown_script_needs_anysegwit(anysegwit: bool) -> None:
+    taproot = bytes([0x51, 32]) + bytes(range(32))
+    pair = ChannelPair(
+        push_msat=300_000_000,
+        alice_config=ChannelConfig(close_script=taproot),
+        bob_config=ChannelConfig(close_script=BOB_SCRIPT),
+        extra_features=(1 << 27) if anysegwit else 0,  # option_shutdown_anysegwit
+    )
+    pair.open()
+    pair.feed(pair.alice, CloseChannel(b"", feerate_per_kw=1000))
+    pair.pump()
+    if anysegwit:
+        assert {o.script_pubkey for o in closed_tx(pair).outputs} == {taproot, BOB_SCRIPT}
+    else:
+        assert pair.bob.core.phase is Phase.FAILED

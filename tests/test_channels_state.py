@@ -149,3 +149,33 @@ def test_an_error_from_the_peer_fails_the_channel_with_our_commitment() -> None:
     (failed,) = [e for e in out.events if isinstance(e, ChannelFailed)]
     assert failed.by_peer and failed.commitment_tx == pair.bob.core.latest_commitment_tx()
     assert pair.bob.core.phase is Phase.FAILED
+
+
+def test_an_offered_htlc_past_its_expiry_fails_the_channel() -> None:
+    from lnpmsg.channels.inputs import BlockHeight
+
+    pair = ChannelPair(push_msat=100_000_000)
+    pair.open()
+    pair.add(pair.alice, 10_000_000, cltv=600)
+    pair.commit(pair.alice)
+    assert pair.feed(pair.alice, BlockHeight(600)).records == ()  # nothing due yet: no record either
+    out = pair.feed(pair.alice, BlockHeight(601))
+    (failed,) = [e for e in out.events if isinstance(e, ChannelFailed)]
+    assert "expired" in failed.reason and failed.commitment_tx == pair.alice.core.latest_commitment_tx()
+    assert pair.alice.core.phase is Phase.FAILED
+
+
+def test_a_fulfilled_htlc_not_removed_in_time_fails_the_channel() -> None:
+    from lnpmsg.channels.inputs import BlockHeight, FulfillHtlc
+
+    pair = ChannelPair(push_msat=100_000_000)
+    pair.open()
+    htlc, preimage = pair.add(pair.alice, 10_000_000, cltv=600)
+    pair.commit(pair.alice)
+    pair.feed(pair.bob, FulfillHtlc(htlc, preimage))
+    pair.wire.clear()  # Alice never acknowledges
+    assert pair.bob.core.phase is Phase.NORMAL
+    pair.feed(pair.bob, BlockHeight(592))
+    assert pair.bob.core.phase is Phase.NORMAL
+    pair.feed(pair.bob, BlockHeight(593))
+    assert pair.bob.core.phase is Phase.FAILED

@@ -9,6 +9,19 @@
 - :mod:`.bolt3`: the standard extensions (base, anchors, HTLCs)
 - :mod:`.sweeps`: to_local/HTLC sweeps, penalties, closing transactions
 
+The channel state machine (BOLT 2), sans-IO:
+
+- :mod:`.messages`: the BOLT-2 messages (``register_channel_messages``)
+- :mod:`.state`: ``ChannelCore``, ``receive(input, now) -> Output``, the phase table
+- :mod:`.inputs`: commands, chain events, received messages; events, records, outputs
+- :mod:`.params`: our secrets and limits, the open/accept checks, channel_type
+- :mod:`.updates`: the two-sided update log and commitment contents
+- :mod:`.commitments`: building, signing and checking both commitments
+- :mod:`.normal`, :mod:`.reestablish`, :mod:`.close`, :mod:`.simple_close`,
+  :mod:`.deadlines`: normal operation, reconnection, closing, HTLC deadlines
+- :mod:`.records` + :mod:`.codec`: persistence records, replay, snapshots;
+  :mod:`.store` is the file shell (not imported here: it does I/O)
+
 Transactions, sighashes, signatures and generic scripts are
 :mod:`lnpmsg.bitcoin`'s, the one model the chain layer and the wallet use too.
 """
@@ -48,6 +61,10 @@ from .spend import (
     build_spend,
     sweep,
 )
+from .errors import LocalMisuse, RemoteFault
+from .inputs import Output, Record
+from .params import ChannelConfig, ChannelSecrets, OpeningPolicy
+from .state import ChannelCore, ChannelState, Phase
 from .sweeps import (
     closing_tx,
     htlc_claim,
@@ -67,6 +84,10 @@ __all__ = [
     "AnchorsExtension",
     "BaseExtension",
     "ChannelBasepoints",
+    "ChannelConfig",
+    "ChannelCore",
+    "ChannelSecrets",
+    "ChannelState",
     "ChannelError",
     "Commitment",
     "CommitmentContext",
@@ -76,7 +97,13 @@ __all__ = [
     "Htlc",
     "HtlcExtension",
     "InputPlan",
+    "LocalMisuse",
+    "OpeningPolicy",
+    "Output",
     "OutputSpec",
+    "Phase",
+    "Record",
+    "RemoteFault",
     "ShachainError",
     "ShachainStore",
     "Sig",

@@ -21,6 +21,7 @@ from .params import ChannelConfig, OpeningPolicy
 
 __all__ = [
     "AddHtlc",
+    "BlockHeight",
     "BroadcastFunding",
     "ChangeFee",
     "ChannelClosed",
@@ -100,6 +101,13 @@ class FundingDepth:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockHeight:
+    """The chain's tip is now ``height``: HTLC deadlines are checked."""
+
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
 class AddHtlc:
     """Offer an HTLC (the onion already built by the payment layer)."""
 
@@ -173,7 +181,7 @@ class Reconnected:
 
 
 Input = (
-    OpenCommand | AcceptCommand | FundingTransaction | FundingDepth | AddHtlc | FulfillHtlc | FailHtlc
+    OpenCommand | AcceptCommand | FundingTransaction | FundingDepth | BlockHeight | AddHtlc | FulfillHtlc | FailHtlc
     | FailMalformedHtlc | SignCommitment | ChangeFee | CloseChannel | Received | Disconnected | Reconnected
 )  # fmt: skip
 

@@ -96,11 +96,12 @@ class ChannelConfig:
     #: the closing feerate we aim at when the peer starts the close (sat per 1000 weight)
     closing_feerate_per_kw: int = 1000
 
-    def reserve_for(self, funding_sat: int) -> int:
-        """The reserve to ask of the peer for a channel of ``funding_sat``."""
+    def reserve_for(self, funding_sat: int, peer_dust_limit_sat: int = 0) -> int:
+        """The reserve to ask of the peer for a channel of ``funding_sat`` (BOLT 2: never below
+        either side's dust limit, so the peer's reserved output is never trimmed)."""
         if self.channel_reserve_sat is not None:
             return self.channel_reserve_sat
-        return max(funding_sat // 100, self.dust_limit_sat)
+        return max(funding_sat // 100, self.dust_limit_sat, peer_dust_limit_sat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +243,6 @@ def check_open(
         raise RemoteFault("channel_reserve_satoshis is less than dust_limit_satoshis")
     if config.dust_limit_sat > params.channel_reserve_sat:
         raise RemoteFault("the reserve asked of us is below our dust limit")
-    our_reserve_ask = config.reserve_for(msg.funding_satoshis)
-    if our_reserve_ask < params.dust_limit_sat:
-        raise RemoteFault("our reserve would be below the funder's dust limit")
     funder_msat = msg.funding_satoshis * 1000 - msg.push_msat
     if funder_msat < initial_fee_sat * 1000:
         raise RemoteFault("the funder cannot pay the first commitment's fee")

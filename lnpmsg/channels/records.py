@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 _INPUTS: list[type] = [
-    I.OpenCommand, I.AcceptCommand, I.FundingTransaction, I.FundingDepth, I.AddHtlc, I.FulfillHtlc, I.FailHtlc,
+    I.OpenCommand, I.AcceptCommand, I.FundingTransaction, I.FundingDepth, I.BlockHeight, I.AddHtlc, I.FulfillHtlc, I.FailHtlc,
     I.FailMalformedHtlc, I.SignCommitment, I.ChangeFee, I.CloseChannel, I.Received, I.Disconnected, I.Reconnected,
 ]  # fmt: skip
 

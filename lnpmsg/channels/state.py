@@ -26,11 +26,12 @@ from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.wire import Error, Features, Message, WarningMessage
 
-from . import normal
+from . import deadlines, normal
 from .commitments import ChannelKeys, build, finalize_local, sign_remote, verify_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
     AcceptCommand,
+    BlockHeight,
     BroadcastFunding,
     ChannelFailed,
     ChannelOpened,
@@ -169,6 +170,7 @@ _LEGAL: dict[type, set[Phase]] = {
     FundingCreated: {_P.WAIT_FUNDING_CREATED},
     FundingSigned: {_P.WAIT_FUNDING_SIGNED},
     FundingDepth: {_P.AWAIT_READY, _P.NORMAL, _P.SHUTDOWN, _P.NEGOTIATING},
+    BlockHeight: {_P.AWAIT_READY, _P.NORMAL, _P.SHUTDOWN, _P.NEGOTIATING},
     # A retransmission may come after channel_reestablish in any established phase (then ignored).
     ChannelReady: {_P.AWAIT_READY, _P.NORMAL, _P.SHUTDOWN, _P.NEGOTIATING},
     **normal.legal_table(),
@@ -203,7 +205,6 @@ class ChannelCore:
         self.basepoints = secrets.basepoints()
         self.state = ChannelState()
         self.records_emitted = 0
-        self._encode_input = None  # set by records.attach (kept out of the core's imports)
 
     # ------------------------------------------------------------ driver
 
@@ -390,7 +391,9 @@ class ChannelCore:
         initial_fee = funder_charge_sat(spec, cmd.config.dust_limit_sat, anchors=s.anchors)
         s.remote = check_open(msg, cmd.policy, cmd.config, cmd.chain_hash, initial_fee_sat=initial_fee)
         s.minimum_depth = cmd.config.minimum_depth
-        s.local_reserve_ask_sat = cmd.config.reserve_for(msg.funding_satoshis)
+        s.local_reserve_ask_sat = cmd.config.reserve_for(msg.funding_satoshis, s.remote.dust_limit_sat)
+        if s.local_reserve_ask_sat < s.remote.dust_limit_sat:
+            raise RemoteFault("the reserve we ask would be below the funder's dust limit")
         bp = self.basepoints
         tlvs: dict[str, bytes] = {}
         if cmd.config.upfront_shutdown_script:
@@ -494,6 +497,9 @@ class ChannelCore:
         if s.connected and not s.awaiting_reestablish:
             out.send(self.channel_ready_message())  # else channel_reestablish brings it
         self._maybe_normal(out)
+
+    def _on_BlockHeight(self, event: BlockHeight, out: _Out) -> None:
+        deadlines.on_block_height(self, event, out)
 
     def channel_ready_message(self) -> ChannelReady:
         """Our channel_ready (also retransmitted on reestablish)."""
