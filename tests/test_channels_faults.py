@@ -297,3 +297,20 @@ def test_failure_is_sticky(pair: ChannelPair) -> None:
     out = pair.feed(pair.bob, Received(add_msg(pair)))
     assert out.messages == () and out.records == ()
 
+
+
+def test_channel_type_can_be_required() -> None:
+    no_type = dataclasses.replace(sent_open(), tlvs=OpenChannel.tlv_stream())
+    strict = AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), features(False),
+                           policy=OpeningPolicy(require_channel_type=True))  # fmt: skip
+    bob = ChannelCore(make_secrets("bob"))
+    assert_failed(bob, bob.receive(strict, 1.0).messages, "without channel_type")
+    lenient = ChannelCore(make_secrets("bob"))  # the default: Electrum 4.3 sends none
+    out = lenient.receive(AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), features(False)), 1.0)
+    assert lenient.phase is Phase.WAIT_FUNDING_CREATED and "channel_type" not in out.messages[0].tlvs  # type: ignore[attr-defined]
+
+
+def test_any_opening_tlv_comes_with_upfront_shutdown_script() -> None:
+    msg = sent_open()
+    assert "channel_type" in msg.tlvs and msg.tlvs["upfront_shutdown_script"] == b""
+    assert msg.encode().endswith(bytes.fromhex("0000") + bytes.fromhex("0102") + Features.from_bits([12]).to_bytes())

@@ -172,9 +172,6 @@ def _on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> No
     if not proves:
         raise RemoteFault("your_last_per_commitment_secret does not match")
     last_sent = s.remote_next_commit.number if s.remote_next_commit is not None else s.remote_commit.number
-    if msg.next_commitment_number > last_sent + 1:
-        _we_are_behind(core, out)
-        return
     resend_commit = s.remote_next_commit is not None and msg.next_commitment_number == s.remote_next_commit.number
     if not resend_commit and msg.next_commitment_number != last_sent + 1:
         raise RemoteFault(f"next_commitment_number {msg.next_commitment_number}, expected {last_sent + 1}")

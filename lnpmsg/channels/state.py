@@ -338,11 +338,8 @@ class ChannelCore:
 
     def _open_message(self, cmd: OpenCommand) -> OpenChannel:
         bp = self.basepoints
-        tlvs: dict[str, bytes] = {}
-        if cmd.config.upfront_shutdown_script:
-            tlvs["upfront_shutdown_script"] = cmd.config.upfront_shutdown_script
-        if cmd.send_channel_type and self.state.channel_type is not None:
-            tlvs["channel_type"] = self.state.channel_type
+        channel_type = self.state.channel_type if cmd.send_channel_type else None
+        tlvs = _opening_tlvs(cmd.config.upfront_shutdown_script, channel_type)
         return OpenChannel(
             chain_hash=cmd.chain_hash, temporary_channel_id=cmd.temporary_channel_id,
             funding_satoshis=cmd.funding_sat, push_msat=cmd.push_msat,
@@ -382,6 +379,8 @@ class ChannelCore:
         s.config, s.policy = cmd.config, cmd.policy
         s.local_features, s.remote_features = cmd.local_features, cmd.remote_features
         proposed = channel_type_features(msg.tlvs)
+        if proposed is None and cmd.policy.require_channel_type:
+            raise RemoteFault("open_channel without channel_type")
         channel_type = negotiate_channel_type(proposed, Features(cmd.local_features), Features(cmd.remote_features))
         s.channel_type = channel_type.to_bytes() if proposed is not None else None
         s.anchors = channel_type.has(ANCHORS_BIT)
@@ -395,11 +394,7 @@ class ChannelCore:
         if s.local_reserve_ask_sat < s.remote.dust_limit_sat:
             raise RemoteFault("the reserve we ask would be below the funder's dust limit")
         bp = self.basepoints
-        tlvs: dict[str, bytes] = {}
-        if cmd.config.upfront_shutdown_script:
-            tlvs["upfront_shutdown_script"] = cmd.config.upfront_shutdown_script
-        if s.channel_type is not None:
-            tlvs["channel_type"] = s.channel_type
+        tlvs = _opening_tlvs(cmd.config.upfront_shutdown_script, s.channel_type)
         s.phase = _P.WAIT_FUNDING_CREATED
         out.send(
             AcceptChannel(
@@ -420,8 +415,11 @@ class ChannelCore:
         assert s.open_channel is not None
         sent_type = channel_type_features(s.open_channel.tlvs)
         s.remote = check_accept(msg, s.open_channel, s.policy, sent_type)
-        if sent_type is None and channel_type_features(msg.tlvs) is not None:
+        answered = channel_type_features(msg.tlvs)
+        if sent_type is None and answered is not None:
             raise RemoteFault("accept_channel has a channel_type we did not propose")
+        if sent_type is not None and answered is None and s.policy.require_channel_type:
+            raise RemoteFault("accept_channel without channel_type")
         s.minimum_depth = msg.minimum_depth
         local, _ = self._initial_specs()
         if local.to_local_msat // 1000 < funder_charge_sat(local, s.config.dust_limit_sat, anchors=s.anchors):
@@ -518,6 +516,16 @@ class ChannelCore:
         if s.ready_sent and s.ready_received and s.phase is _P.AWAIT_READY:
             s.phase = _P.NORMAL
             out.emit(ChannelReadyEvent(s.channel_id, s.short_channel_id))
+
+
+def _opening_tlvs(upfront_shutdown_script: bytes, channel_type: bytes | None) -> dict[str, bytes]:
+    """open/accept_channel TLVs: with any TLV, BOLT 2 wants upfront_shutdown_script (empty: none)."""
+    if channel_type is None and not upfront_shutdown_script:
+        return {}
+    tlvs = {"upfront_shutdown_script": upfront_shutdown_script}
+    if channel_type is not None:
+        tlvs["channel_type"] = channel_type
+    return tlvs
 
 
 def _channel_id(outpoint: OutPoint) -> bytes:
