@@ -17,6 +17,7 @@ from lnpmsg.bitcoin.script import OP_RETURN, script
 from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.kernel import kernel_verify_scripts
 from lnpmsg.channels.commitments import build
+from lnpmsg.channels.keys import derive_privkey
 from lnpmsg.channels.inputs import (
     AcceptCommand,
     AddHtlc,
@@ -225,8 +226,17 @@ def verify_commitments(pair: ChannelPair) -> None:
         built = build(core.keys(), commit.spec, commit.number, core.secrets.commitment_point(commit.number), local=True)
         assert built.tx.txid == tx.txid
         assert len(built.second_stage) == len(commit.htlc_signatures)
+        htlc_key = derive_privkey(core.secrets.htlc_basepoint_secret, core.secrets.commitment_point(commit.number))
         for plan, sig in zip(built.second_stage, commit.htlc_signatures, strict=True):
             assert plan.verify(0, "remote_htlc", sig)
+            # The HTLC transaction, signed by both (and the preimage where it needs one), passes consensus.
+            vout = plan.tx.inputs[0].prevout.vout
+            htlc = built.outputs[vout].spec.payload
+            values = {"local_htlc": plan.sign(0, "local_htlc", htlc_key), "remote_htlc": sig}
+            if not htlc.offered:  # type: ignore[union-attr]
+                values["preimage"] = pair.preimages[htlc.payment_hash]  # type: ignore[union-attr]
+            second = plan.finalize(values)
+            assert kernel_verify_scripts(second, [tx.outputs[vout]]) is None
 
 
 def test_two_pairs_are_identical() -> None:
