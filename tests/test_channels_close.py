@@ -13,7 +13,13 @@ from lnpmsg.bitcoin.script import p2wpkh
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.kernel import kernel_verify_scripts
 from lnpmsg.channels.errors import LocalMisuse
-from lnpmsg.channels.inputs import AddHtlc, ChannelClosed, ChannelFailed, CloseChannel, Received
+from lnpmsg.channels.inputs import (
+    AddHtlc,
+    ChannelClosed,
+    ChannelFailed,
+    CloseChannel,
+    Received,
+)
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages import ClosingSigned, Shutdown, UpdateAddHtlc
 from lnpmsg.channels.params import ChannelConfig
@@ -75,7 +81,7 @@ def test_fundee_closes_after_htlcs_drain() -> None:
 
 def test_an_htlc_added_after_shutdown_fails_the_channel() -> None:
     pair = opened()
-    htlc, _ = pair.add(pair.alice, 20_000_000)
+    pair.add(pair.alice, 20_000_000)
     pair.commit(pair.alice)
     pair.feed(pair.bob, CloseChannel(BOB_SCRIPT, feerate_per_kw=1500))
     pair.wire.clear()

@@ -90,7 +90,7 @@ def open_channel(pair: CrashingPair) -> bool:
     """Open as ChannelPair.open does, step by step; False when a crash ended the opening."""
     from lnpmsg.channels.inputs import FundingNeeded
 
-    pair.feed(pair.alice, _open_command(pair))
+    pair.feed(pair.alice, pair.open_command())
     pair.pump()
     if not any(isinstance(e, FundingNeeded) for e in pair.alice.events):
         return False
@@ -102,16 +102,6 @@ def open_channel(pair: CrashingPair) -> bool:
         return False
     pair.confirm()
     return True
-
-
-def _open_command(pair: CrashingPair) -> Input:
-    from test_channels_pair import FUNDING_SAT, features
-
-    from lnpmsg.channels.inputs import OpenCommand
-    from lnpmsg.wire import CHAIN_HASH_REGTEST
-
-    return OpenCommand(bytes(range(32)), CHAIN_HASH_REGTEST, FUNDING_SAT, pair.push_msat, pair.feerate,
-                       features(True), features(True))  # fmt: skip
 
 
 def run(pair: CrashingPair) -> bool:

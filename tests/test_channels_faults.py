@@ -12,7 +12,13 @@ import pytest
 from test_channels_pair import FUNDING_SAT, ChannelPair, features, make_secrets
 
 from lnpmsg.bitcoin.hashes import sha256
-from lnpmsg.channels.inputs import AcceptCommand, BroadcastFunding, ChannelFailed, Received, SignCommitment
+from lnpmsg.channels.inputs import (
+    AcceptCommand,
+    BroadcastFunding,
+    ChannelFailed,
+    Received,
+    SignCommitment,
+)
 from lnpmsg.channels.messages import (
     AcceptChannel,
     CommitmentSigned,
@@ -35,17 +41,10 @@ BAD_POINT = b"\x02" + b"\xff" * 32  # 02-prefixed, but not on the curve
 
 def sent_open() -> OpenChannel:
     pair = ChannelPair(push_msat=100_000_000)
-    pair.feed(pair.alice, pair_open(pair))
+    pair.feed(pair.alice, pair.open_command())
     msg = pair.alice.outputs[0].messages[0]
     assert isinstance(msg, OpenChannel)
     return msg
-
-
-def pair_open(pair: ChannelPair) -> Any:
-    from lnpmsg.channels.inputs import OpenCommand
-
-    return OpenCommand(bytes(range(32)), CHAIN_HASH_REGTEST, FUNDING_SAT, 100_000_000, 2500,
-                       features(False), features(False))  # fmt: skip
 
 
 def assert_failed(core: ChannelCore, messages: tuple[Any, ...], why: str) -> None:
@@ -105,8 +104,8 @@ ACCEPT_CASES: dict[str, tuple[dict[str, Any], str]] = {
 def test_accept_channel_checks(case: str) -> None:
     changes, why = ACCEPT_CASES[case]
     pair = ChannelPair(push_msat=100_000_000, bob_config=ChannelConfig(channel_reserve_sat=10_000))
-    pair.feed(pair.alice, pair_open(pair))
-    target, msg = pair.wire.popleft()
+    pair.feed(pair.alice, pair.open_command())
+    _, msg = pair.wire.popleft()
     pair.feed(pair.bob, AcceptCommand(msg, CHAIN_HASH_REGTEST, features(False), features(False),
                                       pair.bob_config))  # type: ignore[arg-type]  # fmt: skip
     _, accept = pair.wire.popleft()
@@ -117,7 +116,7 @@ def test_accept_channel_checks(case: str) -> None:
 def funding_created_held() -> tuple[ChannelPair, FundingCreated]:
     """Open and accept; Alice's funding_created is held back and returned."""
     pair = ChannelPair(push_msat=100_000_000)
-    pair.feed(pair.alice, pair_open(pair))
+    pair.feed(pair.alice, pair.open_command())
     pair.pump()
     pair.hold = True
     pair.open_rest_unchecked()
@@ -154,8 +153,10 @@ def pair() -> ChannelPair:
 
 
 def add_msg(p: ChannelPair, **changes: Any) -> UpdateAddHtlc:
-    base = dict(channel_id=p.bob.core.state.channel_id, id=p.bob.core.state.remote_next_htlc_id, amount_msat=1_000_000,
-                payment_hash=bytes(32), cltv_expiry=500, onion_routing_packet=bytes(1366))  # fmt: skip
+    base: dict[str, Any] = {
+        "channel_id": p.bob.core.state.channel_id, "id": p.bob.core.state.remote_next_htlc_id,
+        "amount_msat": 1_000_000, "payment_hash": bytes(32), "cltv_expiry": 500, "onion_routing_packet": bytes(1366),
+    }  # fmt: skip
     base.update(changes)
     return UpdateAddHtlc(**base)
 
@@ -205,7 +206,7 @@ def settled_htlc(pair: ChannelPair) -> tuple[int, bytes]:
 
 
 def test_settles_of_unknown_htlcs_and_wrong_preimages(pair: ChannelPair) -> None:
-    htlc, preimage = settled_htlc(pair)
+    _, preimage = settled_htlc(pair)
     cid = pair.alice.core.state.channel_id
     fail_with(pair, UpdateFulfillHtlc(channel_id=cid, id=7, payment_preimage=preimage), "no outgoing HTLC 7", "alice")
 

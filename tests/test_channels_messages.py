@@ -21,7 +21,14 @@ from lnpmsg.channels.messages import (
     channel_type_features,
     register_channel_messages,
 )
-from lnpmsg.wire import DEFAULT_REGISTRY, Features, MessageRegistry, TlvSchema, TlvStream, WireError
+from lnpmsg.wire import (
+    DEFAULT_REGISTRY,
+    Features,
+    MessageRegistry,
+    TlvSchema,
+    TlvStream,
+    WireError,
+)
 from lnpmsg.wire import fields as F
 from lnpmsg.wire.fields import Field
 
@@ -136,7 +143,7 @@ def test_garbage_payloads_fail_cleanly_or_round_trip(cls: type, garbage: bytes) 
 
 
 def test_onion_is_exactly_1366_bytes() -> None:
-    base = dict(channel_id=bytes(32), id=0, amount_msat=1, payment_hash=bytes(32), cltv_expiry=1)
+    base = {"channel_id": bytes(32), "id": 0, "amount_msat": 1, "payment_hash": bytes(32), "cltv_expiry": 1}
     add = UpdateAddHtlc(**base, onion_routing_packet=bytes(ONION_PACKET_SIZE))
     assert len(add.encode()) == 2 + 32 + 8 + 8 + 32 + 4 + 1366
     with pytest.raises(WireError):

@@ -17,7 +17,6 @@ from lnpmsg.bitcoin.script import OP_RETURN, script
 from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.kernel import kernel_verify_scripts
 from lnpmsg.channels.commitments import build
-from lnpmsg.channels.keys import derive_privkey
 from lnpmsg.channels.inputs import (
     AcceptCommand,
     AddHtlc,
@@ -35,8 +34,15 @@ from lnpmsg.channels.inputs import (
     Reconnected,
     SignCommitment,
 )
+from lnpmsg.channels.keys import derive_privkey
 from lnpmsg.channels.messages import OpenChannel
-from lnpmsg.channels.params import ANCHORS_BIT, STATIC_REMOTEKEY_BIT, ChannelConfig, ChannelSecrets, OpeningPolicy
+from lnpmsg.channels.params import (
+    ANCHORS_BIT,
+    STATIC_REMOTEKEY_BIT,
+    ChannelConfig,
+    ChannelSecrets,
+    OpeningPolicy,
+)
 from lnpmsg.channels.state import ChannelCore, ChannelState, Phase
 from lnpmsg.wire import CHAIN_HASH_REGTEST, Message
 
@@ -123,13 +129,17 @@ class ChannelPair:
             else:
                 self.feed(target, Received(msg))
 
-    def open(self) -> None:
-        """Open, fund (an OP_RETURN first, as Electrum does), confirm, and exchange channel_ready."""
-        self.feed(self.alice, OpenCommand(
+    def open_command(self) -> OpenCommand:
+        """Alice's command to open the channel."""
+        return OpenCommand(
             bytes(range(32)), CHAIN_HASH_REGTEST, FUNDING_SAT, self.push_msat, self.feerate,
             self.features, self.features, self.alice_config, self.policy,
             send_channel_type=self.send_channel_type,
-        ))  # fmt: skip
+        )  # fmt: skip
+
+    def open(self) -> None:
+        """Open, fund (an OP_RETURN first, as Electrum does), confirm, and exchange channel_ready."""
+        self.feed(self.alice, self.open_command())
         self.pump()
         self.open_rest()
         self.confirm()

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from test_channels_pair import FUNDING_SAT, ChannelPair, make_secrets, verify_commitments
+import pytest
+from test_channels_pair import (
+    FUNDING_SAT,
+    ChannelPair,
+    make_secrets,
+    verify_commitments,
+)
 
+from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import (
     AddHtlc,
     ChannelFailed,
@@ -16,13 +23,10 @@ from lnpmsg.channels.inputs import (
     SignCommitment,
     WeAreBehind,
 )
-from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.messages import ChannelReestablish, UpdateAddHtlc
 from lnpmsg.channels.records import restore
 from lnpmsg.channels.state import Phase
 from lnpmsg.wire import WarningMessage
-
-import pytest
 
 
 def opened(**kwargs: object) -> ChannelPair:
@@ -128,7 +132,7 @@ def test_revoke_and_commit_both_lost_keep_their_order() -> None:
 
 def test_channel_ready_is_sent_again_when_lost() -> None:
     pair = ChannelPair()
-    pair.feed(pair.alice, pair_open_command(pair))
+    pair.feed(pair.alice, pair.open_command())
     pair.pump()
     pair.open_rest()
     pair.feed(pair.alice, FundingDepth(3, 1))
@@ -140,15 +144,6 @@ def test_channel_ready_is_sent_again_when_lost() -> None:
     pair.reconnect()
     assert pair.sent_types(pair.alice, mark) == ["ChannelReestablish", "ChannelReady"]
     assert pair.alice.core.phase is Phase.NORMAL and pair.bob.core.phase is Phase.NORMAL
-
-
-def pair_open_command(pair: ChannelPair):  # noqa: ANN201
-    from test_channels_pair import features
-
-    from lnpmsg.channels.inputs import OpenCommand
-    from lnpmsg.wire import CHAIN_HASH_REGTEST
-
-    return OpenCommand(bytes(range(32)), CHAIN_HASH_REGTEST, FUNDING_SAT, 0, 2500, features(False), features(False))
 
 
 def test_a_peer_that_proves_we_lost_state_stops_us_broadcasting() -> None:
@@ -177,7 +172,7 @@ def test_a_peer_that_proves_we_lost_state_stops_us_broadcasting() -> None:
 
 def test_a_wrong_secret_fails_the_channel() -> None:
     pair = opened()
-    htlc, preimage = pair.add(pair.alice, 5_000_000)
+    pair.add(pair.alice, 5_000_000)
     pair.commit(pair.alice)
     pair.wire.clear()
     pair.feed(pair.alice, Disconnected())
@@ -206,7 +201,7 @@ def test_messages_before_reestablish_get_a_warning() -> None:
 
 def test_disconnection_while_opening_forgets_the_channel() -> None:
     pair = ChannelPair()
-    pair.feed(pair.alice, pair_open_command(pair))
+    pair.feed(pair.alice, pair.open_command())
     pair.pump()
     out = pair.feed(pair.alice, Disconnected())
     assert pair.alice.core.phase is Phase.CLOSED

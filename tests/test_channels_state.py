@@ -12,6 +12,7 @@ import pytest
 from test_channels_pair import FUNDING_SAT, ONION, ChannelPair, verify_commitments
 
 from lnpmsg.channels.commitments import build
+from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import (
     AddHtlc,
     ChangeFee,
@@ -19,13 +20,19 @@ from lnpmsg.channels.inputs import (
     ChannelReadyEvent,
     FailHtlc,
     FailMalformedHtlc,
+    FulfillHtlc,
     HtlcIncoming,
     HtlcSettled,
     Received,
     SignCommitment,
 )
-from lnpmsg.channels.errors import LocalMisuse
-from lnpmsg.channels.messages import AcceptChannel, ChannelReady, FundingCreated, FundingSigned, OpenChannel
+from lnpmsg.channels.messages import (
+    AcceptChannel,
+    ChannelReady,
+    FundingCreated,
+    FundingSigned,
+    OpenChannel,
+)
 from lnpmsg.channels.state import Phase
 from lnpmsg.channels.updates import commit_fee_sat
 from lnpmsg.wire import Error
@@ -64,7 +71,7 @@ def test_htlcs_both_ways_with_trimmed_ones(anchors: bool) -> None:
     pair.open()
     a0, b0 = pair.balances()
     big_a, pre_big_a = pair.add(pair.alice, 50_000_000)
-    dust_a, pre_dust_a = pair.add(pair.alice, 400_000)  # below the dust limit: trimmed
+    dust_a, _ = pair.add(pair.alice, 400_000)  # below the dust limit: trimmed
     big_b, pre_big_b = pair.add(pair.bob, 20_000_000)
     pair.pump()
     pair.commit(pair.alice)
@@ -82,9 +89,9 @@ def test_htlcs_both_ways_with_trimmed_ones(anchors: bool) -> None:
     assert [e.add.id for e in pair.alice.events if isinstance(e, HtlcIncoming)] == [big_b]
 
     # Bob settles Alice's big HTLC and fails the dust one; Alice fulfils Bob's.
-    pair.feed(pair.bob, FulfillHtlc_(big_a, pre_big_a))
+    pair.feed(pair.bob, FulfillHtlc(big_a, pre_big_a))
     pair.feed(pair.bob, FailHtlc(dust_a, b"no route"))
-    pair.feed(pair.alice, FulfillHtlc_(big_b, pre_big_b))
+    pair.feed(pair.alice, FulfillHtlc(big_b, pre_big_b))
     pair.pump()
     pair.commit(pair.bob)
     assert pair.balances() == (a0 - 50_000_000 + 20_000_000, b0 + 50_000_000 - 20_000_000)
@@ -93,12 +100,6 @@ def test_htlcs_both_ways_with_trimmed_ones(anchors: bool) -> None:
     assert not pair.alice.core.state.local_commit.spec.htlcs  # type: ignore[union-attr]
     verify_commitments(pair)
     assert pair.alice.core.state.local_commit.number == pair.bob.core.state.remote_commit.number  # type: ignore[union-attr]
-
-
-def FulfillHtlc_(htlc_id: int, preimage: bytes):  # noqa: N802, ANN201 - a short alias for the test
-    from lnpmsg.channels.inputs import FulfillHtlc
-
-    return FulfillHtlc(htlc_id, preimage)
 
 
 def test_update_fee_changes_the_commitment_fee() -> None:
@@ -179,3 +180,21 @@ def test_a_fulfilled_htlc_not_removed_in_time_fails_the_channel() -> None:
     assert pair.bob.core.phase is Phase.NORMAL
     pair.feed(pair.bob, BlockHeight(593))
     assert pair.bob.core.phase is Phase.FAILED
+
+
+def test_the_fundee_forgets_a_funding_that_never_confirms() -> None:
+    from lnpmsg.channels.inputs import BlockHeight
+
+    pair = ChannelPair(push_msat=0)
+    pair.feed(pair.alice, pair.open_command())
+    pair.pump()
+    pair.open_rest()
+    pair.feed(pair.bob, BlockHeight(1000))
+    pair.feed(pair.bob, BlockHeight(3015))
+    assert pair.bob.core.phase is Phase.AWAIT_READY
+    out = pair.feed(pair.bob, BlockHeight(3016))
+    assert pair.bob.core.phase is Phase.CLOSED
+    assert [e.commitment_tx for e in out.events if isinstance(e, ChannelFailed)] == [None]
+    pair.feed(pair.alice, BlockHeight(5000))  # the funder keeps its channel: its funds are in it
+    assert pair.alice.core.phase is Phase.AWAIT_READY
+

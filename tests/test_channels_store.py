@@ -7,13 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_channels_pair import ChannelPair, make_secrets
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_channels_pair import ChannelPair, make_secrets
 
 from lnpmsg.channels.codec import CodecError
 from lnpmsg.channels.inputs import FailHtlc, FulfillHtlc, Record
-from lnpmsg.channels.records import decode_input, encode_snapshot, frame, parse_frames, restore, restore_snapshot
+from lnpmsg.channels.records import (
+    decode_input,
+    encode_snapshot,
+    frame,
+    parse_frames,
+    restore,
+    restore_snapshot,
+)
 from lnpmsg.channels.store import ChannelStore
 
 

@@ -41,7 +41,7 @@ from .bolt3 import (
     htlc_tag,
 )
 from .commitment import Commitment, build_commitment
-from .errors import ChannelError, ShachainError
+from .errors import ChannelError, LocalMisuse, RemoteFault, ShachainError
 from .extensions import (
     CommitmentContext,
     CommitmentExtension,
@@ -49,7 +49,9 @@ from .extensions import (
     OutputSpec,
     TxFrame,
 )
+from .inputs import Output, Record
 from .keys import ChannelBasepoints, CommitmentKeys
+from .params import ChannelConfig, ChannelSecrets, OpeningPolicy
 from .shachain import ShachainStore, per_commitment_secret
 from .spend import (
     InputPlan,
@@ -61,9 +63,6 @@ from .spend import (
     build_spend,
     sweep,
 )
-from .errors import LocalMisuse, RemoteFault
-from .inputs import Output, Record
-from .params import ChannelConfig, ChannelSecrets, OpeningPolicy
 from .state import ChannelCore, ChannelState, Phase
 from .sweeps import (
     closing_tx,
@@ -86,9 +85,9 @@ __all__ = [
     "ChannelBasepoints",
     "ChannelConfig",
     "ChannelCore",
+    "ChannelError",
     "ChannelSecrets",
     "ChannelState",
-    "ChannelError",
     "Commitment",
     "CommitmentContext",
     "CommitmentExtension",

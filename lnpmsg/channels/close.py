@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from . import simple_close
 from .errors import ChannelError, LocalMisuse, RemoteFault
 from .inputs import ChannelClosed, CloseChannel, Input, Received
-from . import simple_close
 from .messages import ClosingComplete, ClosingSig, ClosingSigned, Shutdown
 from .params import check_shutdown_script
 from .spend import SpendPlan

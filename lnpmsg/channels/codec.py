@@ -20,7 +20,7 @@ from lnpmsg.wire import DEFAULT_REGISTRY, Message, UnknownMessage, WireError
 from .errors import ChannelError
 from .messages import register_channel_messages
 
-__all__ = ["CodecError", "Codec"]
+__all__ = ["Codec", "CodecError"]
 
 _REGISTRY = register_channel_messages(DEFAULT_REGISTRY.copy())
 

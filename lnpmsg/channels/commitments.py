@@ -18,7 +18,12 @@ from .bolt3 import Htlc, bolt3_extensions
 from .commitment import Commitment, build_commitment
 from .errors import RemoteFault
 from .extensions import CommitmentContext
-from .keys import ChannelBasepoints, CommitmentKeys, commitment_obscuring_factor, derive_privkey
+from .keys import (
+    ChannelBasepoints,
+    CommitmentKeys,
+    commitment_obscuring_factor,
+    derive_privkey,
+)
 from .params import ChannelSecrets
 from .updates import CommitSpec
 

@@ -9,7 +9,10 @@ On each new block (:class:`~.inputs.BlockHeight`) the core checks:
 - an HTLC we received and fulfilled (we gave the preimage) that is still
   not removed :data:`FULFILL_DEADLINE_BLOCKS` before its ``cltv_expiry``:
   the channel fails so that we claim it on chain with the preimage before
-  the peer can time it out.
+  the peer can time it out;
+- as fundee, a funding transaction still unconfirmed
+  :data:`FUNDING_TIMEOUT_BLOCKS` after we first saw a block while waiting
+  for it: the channel is forgotten (BOLT 2: nothing of ours is in it).
 """
 
 from __future__ import annotations
@@ -17,24 +20,36 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import RemoteFault
-from .inputs import BlockHeight
+from .inputs import BlockHeight, ChannelFailed
 from .messages import UpdateFulfillHtlc
 
 if TYPE_CHECKING:
     from .state import ChannelCore, _Out
 
-__all__ = ["FULFILL_DEADLINE_BLOCKS", "OUTGOING_GRACE_BLOCKS", "on_block_height"]
+__all__ = ["FULFILL_DEADLINE_BLOCKS", "FUNDING_TIMEOUT_BLOCKS", "OUTGOING_GRACE_BLOCKS", "on_block_height"]
 
 #: Blocks past an offered HTLC's expiry before we stop waiting for the peer to fail it.
 OUTGOING_GRACE_BLOCKS = 1
 #: Blocks before a fulfilled incoming HTLC's expiry at which we go on chain to claim it.
 FULFILL_DEADLINE_BLOCKS = 7
+#: BOLT 2: a fundee may forget a channel whose funding did not confirm within 2016 blocks.
+FUNDING_TIMEOUT_BLOCKS = 2016
 
 
 def on_block_height(core: ChannelCore, event: BlockHeight, out: _Out) -> None:
     """Fail the channel when an HTLC deadline passed (see the module docstring)."""
+    from .state import Phase
+
     s = core.state
     if s.local_commit is None or s.remote_commit is None:
+        return
+    if s.phase is Phase.AWAIT_READY and not s.funder and not s.ready_sent:
+        if s.funding_wait_start is None:
+            s.funding_wait_start = event.height
+        elif event.height - s.funding_wait_start >= FUNDING_TIMEOUT_BLOCKS:
+            s.phase = Phase.CLOSED
+            s.failure = f"the funding transaction did not confirm within {FUNDING_TIMEOUT_BLOCKS} blocks"
+            out.emit(ChannelFailed(s.failure, None, by_peer=False))
         return
     commits = [s.local_commit.spec, s.remote_commit.spec.flipped()]
     if s.remote_next_commit is not None:

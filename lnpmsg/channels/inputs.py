@@ -20,6 +20,7 @@ from .messages import OpenChannel, UpdateAddHtlc
 from .params import ChannelConfig, OpeningPolicy
 
 __all__ = [
+    "AcceptCommand",
     "AddHtlc",
     "BlockHeight",
     "BroadcastFunding",
@@ -42,10 +43,9 @@ __all__ = [
     "HtlcSettled",
     "Input",
     "OpenCommand",
-    "AcceptCommand",
     "Output",
-    "Reconnected",
     "Received",
+    "Reconnected",
     "Record",
     "SignCommitment",
     "WeAreBehind",

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lnpmsg.wire import EMPTY_TLV_STREAM, Features, Message, MessageRegistry, TlvSchema, TlvStream, message
+from lnpmsg.wire import (
+    EMPTY_TLV_STREAM,
+    Features,
+    Message,
+    MessageRegistry,
+    TlvSchema,
+    TlvStream,
+    message,
+)
 from lnpmsg.wire.fields import (
     array_of,
     byte,

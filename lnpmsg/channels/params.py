@@ -15,7 +15,12 @@ from lnpmsg.bitcoin.script import OP_0, OP_RETURN, is_op_return
 from lnpmsg.wire import Features
 
 from .errors import ChannelError, RemoteFault
-from .keys import ChannelBasepoints, check_pubkey, per_commitment_point, pubkey_from_privkey
+from .keys import (
+    ChannelBasepoints,
+    check_pubkey,
+    per_commitment_point,
+    pubkey_from_privkey,
+)
 from .messages import AcceptChannel, OpenChannel, channel_type_features
 from .shachain import FIRST_INDEX, per_commitment_secret
 

@@ -135,14 +135,16 @@ class ChannelState:
     remote_next_commit: RemoteCommit | None = None
     #: the peer's point for its next commitment (when not waiting for a revocation)
     remote_next_point: bytes | None = None
-    local_changes: Changes = Changes()
-    remote_changes: Changes = Changes()
+    local_changes: Changes = field(default_factory=Changes)
+    remote_changes: Changes = field(default_factory=Changes)
     local_next_htlc_id: int = 0
     remote_next_htlc_id: int = 0
     remote_secrets: tuple[tuple[int, bytes], ...] = ()
     ready_sent: bool = False
     ready_received: bool = False
     short_channel_id: int = 0
+    #: fundee: the first block height seen while waiting for the funding to confirm
+    funding_wait_start: int | None = None
     connected: bool = True
     #: after a reconnection, until the peer's channel_reestablish arrives
     awaiting_reestablish: bool = False
@@ -441,7 +443,7 @@ class ChannelCore:
             raise LocalMisuse(f"the funding transaction has {len(matches)} outputs paying the funding script")
         s.funding_tx = cmd.raw_tx
         s.funding_outpoint = OutPoint(tx.txid, matches[0])
-        local_spec, remote_spec = self._initial_specs()
+        _, remote_spec = self._initial_specs()
         assert s.remote is not None
         remote = build(self.keys(), remote_spec, 0, s.remote.first_per_commitment_point, local=False)
         signature, _ = sign_remote(remote, self.secrets)

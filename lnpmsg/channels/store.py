@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .codec import CodecError
 from .inputs import Record
@@ -116,7 +116,7 @@ class ChannelLog:
         """Close the log file."""
         self._file.close()
 
-    def __enter__(self) -> ChannelLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

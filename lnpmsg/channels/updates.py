@@ -31,7 +31,13 @@ from .fees import (
     htlc_success_fee,
     htlc_timeout_fee,
 )
-from .messages import UpdateAddHtlc, UpdateFailHtlc, UpdateFailMalformedHtlc, UpdateFee, UpdateFulfillHtlc
+from .messages import (
+    UpdateAddHtlc,
+    UpdateFailHtlc,
+    UpdateFailMalformedHtlc,
+    UpdateFee,
+    UpdateFulfillHtlc,
+)
 
 __all__ = [
     "Changes",
