@@ -11,7 +11,14 @@ from test_channels_crash import check_agreement
 from test_channels_pair import FUNDING_SAT, ChannelPair, Side
 
 from lnpmsg.channels.errors import LocalMisuse
-from lnpmsg.channels.inputs import AddHtlc, ChangeFee, FailHtlc, FulfillHtlc, HtlcIncoming, Received, SignCommitment
+from lnpmsg.channels.inputs import (
+    ChangeFee,
+    FailHtlc,
+    FulfillHtlc,
+    HtlcIncoming,
+    Received,
+    SignCommitment,
+)
 from lnpmsg.channels.state import Phase
 
 OPS = st.lists(
