@@ -1,5 +1,5 @@
-"""Random interleavings of updates, signatures and message delivery between two
-cores (hypothesis): whatever the order, once both sides have signed everything
+"""Random interleavings of updates, signatures, message delivery and reconnections
+between two cores (hypothesis): whatever the order, once both sides have signed everything
 their commitments agree, every commitment and HTLC transaction verifies, and
 no millisatoshi is created or lost."""
 
@@ -23,7 +23,7 @@ from lnpmsg.channels.state import Phase
 
 OPS = st.lists(
     st.tuples(
-        st.sampled_from(["add", "settle", "fail", "sign", "deliver", "pump", "fee"]),
+        st.sampled_from(["add", "settle", "fail", "sign", "deliver", "pump", "fee", "reconnect"]),
         st.booleans(),  # Alice (True) or Bob
         st.integers(min_value=1, max_value=40_000_000),
     ),
@@ -58,7 +58,7 @@ def total_msat(pair: ChannelPair) -> int:
     return fee_free
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS)
 def test_random_interleavings_stay_consistent(ops: list[tuple[str, bool, int]]) -> None:
     pair = ChannelPair(push_msat=400_000_000)
@@ -78,6 +78,8 @@ def test_random_interleavings_stay_consistent(ops: list[tuple[str, bool, int]]) 
             command(pair, pair.alice, ChangeFee(253 + amount % 20_000))
         elif op == "pump":
             pair.pump()
+        elif op == "reconnect":
+            pair.reconnect()  # what is in flight is lost; channel_reestablish sorts it out
         elif pair.wire:  # deliver one message in flight
             target, msg = pair.wire.popleft()
             pair.feed(target, Received(msg))
