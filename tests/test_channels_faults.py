@@ -12,6 +12,7 @@ import pytest
 from test_channels_pair import FUNDING_SAT, ChannelPair, features, make_secrets
 
 from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import (
     AcceptCommand,
     BroadcastFunding,
@@ -315,3 +316,15 @@ def test_any_opening_tlv_comes_with_upfront_shutdown_script() -> None:
     msg = sent_open()
     assert "channel_type" in msg.tlvs and msg.tlvs["upfront_shutdown_script"] == b""
     assert msg.encode().endswith(bytes.fromhex("0000") + bytes.fromhex("0102") + Features.from_bits([12]).to_bytes())
+
+
+def test_bad_data_deep_in_a_command_is_a_local_misuse() -> None:
+    from lnpmsg.channels.inputs import FundingTransaction
+
+    pair = ChannelPair(push_msat=100_000_000)
+    pair.feed(pair.alice, pair.open_command())
+    pair.pump()
+    state = pair.alice.core.state
+    with pytest.raises(LocalMisuse, match="FundingTransaction"):
+        pair.feed(pair.alice, FundingTransaction(b"\x02\x00"))  # not a transaction
+    assert pair.alice.core.state == state

@@ -22,9 +22,10 @@ import copy
 from dataclasses import dataclass, field
 from enum import Enum
 
+from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint, Tx
-from lnpmsg.wire import Error, Features, Message, WarningMessage
+from lnpmsg.wire import Error, Features, Message, WarningMessage, WireError
 
 from . import deadlines, normal
 from .commitments import ChannelKeys, build, finalize_local, sign_remote, verify_local
@@ -199,6 +200,15 @@ class _Out:
 class ChannelCore:
     """One channel's state machine. Build it with our secrets; feed it inputs.
 
+    The funder's first input is an :class:`~.inputs.OpenCommand`, the
+    fundee's an :class:`~.inputs.AcceptCommand` (with the peer's
+    ``open_channel``). The shell persists each output's records (syncing
+    when one is ``durable``) before it sends the output's messages. On the
+    peer's disconnection it feeds :class:`~.inputs.Disconnected`; on
+    peer-ready, :class:`~.inputs.Reconnected` before any message of the
+    channel. After a restart (:func:`~.records.restore`), the core is as it
+    was when the last record was written: feed ``Disconnected`` first.
+
     ``records_emitted`` counts records so far (the next record's ``seq``).
     """
 
@@ -216,7 +226,15 @@ class ChannelCore:
         before = copy.copy(self.state)
         out = _Out()
         try:
-            self._dispatch(item, kind, out)
+            try:
+                self._dispatch(item, kind, out)
+            except (LocalMisuse, RemoteFault):
+                raise
+            except (BitcoinError, WireError) as exc:
+                # Bad data deep in a build or check: the peer's fault if it sent it, else the caller's.
+                if isinstance(item, Received | AcceptCommand):
+                    raise RemoteFault(f"{kind.__name__}: {exc}") from exc
+                raise LocalMisuse(f"{kind.__name__}: {exc}") from exc
         except LocalMisuse:
             self.state = before
             raise
