@@ -21,7 +21,12 @@ from lnpmsg.channels.inputs import (
     Received,
 )
 from lnpmsg.channels.keys import pubkey_from_privkey
-from lnpmsg.channels.messages import ClosingSigned, Shutdown, UpdateAddHtlc
+from lnpmsg.channels.messages import (
+    ClosingComplete,
+    ClosingSigned,
+    Shutdown,
+    UpdateAddHtlc,
+)
 from lnpmsg.channels.params import ChannelConfig
 from lnpmsg.channels.state import Phase
 from lnpmsg.wire import EMPTY_TLV_STREAM, WarningMessage
@@ -246,3 +251,16 @@ def test_a_witness_v1_shutdown_script_needs_anysegwit(anysegwit: bool) -> None:
         assert {o.script_pubkey for o in closed_tx(pair).outputs} == {taproot, BOB_SCRIPT}
     else:
         assert pair.bob.core.phase is Phase.FAILED
+
+
+def test_simple_close_starts_over_after_reconnection() -> None:
+    pair = simple_pair(300_000_000)
+    pair.feed(pair.alice, CloseChannel(b"", feerate_per_kw=1000))
+    while pair.wire and not isinstance(pair.wire[0][1], ClosingComplete):
+        target, msg = pair.wire.popleft()
+        pair.feed(target, Received(msg))  # the shutdowns cross...
+    assert pair.alice.core.phase is Phase.NEGOTIATING
+    pair.reconnect()  # ...and the first closing_complete is lost with the connection
+    assert pair.alice.core.phase is Phase.CLOSED and pair.bob.core.phase is Phase.CLOSED
+    txs = {e.raw_tx for e in pair.alice.events + pair.bob.events if isinstance(e, ChannelClosed)}
+    assert len(txs) == 2

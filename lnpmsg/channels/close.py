@@ -316,4 +316,7 @@ def on_reestablished(core: ChannelCore, out: _Out) -> None:
     out.send(Shutdown(channel_id=s.channel_id, scriptpubkey=closing.local_script))
     if s.phase is Phase.NEGOTIATING:
         s.phase = Phase.SHUTDOWN
-    s.closing = replace(closing, shutdown_received=False, last_sent_fee=None, last_received_fee=None)
+    s.closing = replace(
+        closing, shutdown_received=False, last_sent_fee=None, last_received_fee=None,
+        sent_complete=None, our_close_done=False, their_close_done=False,
+    )  # fmt: skip
