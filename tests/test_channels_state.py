@@ -198,3 +198,18 @@ def test_the_fundee_forgets_a_funding_that_never_confirms() -> None:
     pair.feed(pair.alice, BlockHeight(5000))  # the funder keeps its channel: its funds are in it
     assert pair.alice.core.phase is Phase.AWAIT_READY
 
+
+
+def test_the_funder_keeps_a_fee_spike_buffer() -> None:
+    from lnpmsg.channels.updates import funder_charge_sat
+
+    pair = ChannelPair(push_msat=900_000_000, feerate=10_000)
+    pair.open()
+    spec = pair.alice.core.state.local_commit.spec  # type: ignore[union-attr]
+    reserve = pair.bob.core.state.local_reserve_ask_sat
+    fee_now = funder_charge_sat(spec, 546, anchors=False)
+    # Affordable at today's feerate, but not at twice it with one more HTLC.
+    spare_msat = spec.to_local_msat - (reserve + fee_now + 4 * 172 * 10) * 1000
+    with pytest.raises(LocalMisuse, match="fee spike"):
+        pair.feed(pair.alice, AddHtlc(spare_msat, bytes(32), 500, ONION))
+    pair.add(pair.alice, spare_msat // 4)  # with room to spare it goes

@@ -14,6 +14,7 @@ from lnpmsg.bitcoin.hashes import sha256
 
 from .commitments import build, sign_remote, verify_local
 from .errors import ChannelError, LocalMisuse, RemoteFault, ShachainError
+from .fees import HTLC_OUTPUT_WEIGHT
 from .inputs import (
     AddHtlc,
     ChangeFee,
@@ -96,6 +97,15 @@ def _check_sender_affords(
     return balance >= reserve_sat * 1000
 
 
+def _fee_spike_ok(spec: CommitSpec, reserve_sat: int, dust_limit_sat: int, anchors: bool) -> bool:
+    """BOLT 2's fee spike buffer for the funder: at twice the feerate, with one more untrimmed
+    HTLC, it still pays the fee and keeps its reserve (``spec`` is the peer's commitment)."""
+    doubled = replace(spec, feerate_per_kw=2 * spec.feerate_per_kw)
+    extra_fee_sat = HTLC_OUTPUT_WEIGHT * doubled.feerate_per_kw // 1000
+    balance_msat = spec.to_remote_msat - (funder_charge_sat(doubled, dust_limit_sat, anchors=anchors) + extra_fee_sat) * 1000
+    return balance_msat >= reserve_sat * 1000
+
+
 def _find_settle(changes: Changes, htlc_id: int) -> bool:
     return any(not isinstance(u, UpdateAddHtlc | UpdateFee) and u.id == htlc_id for u in changes.all())
 
@@ -129,6 +139,8 @@ def on_add(core: ChannelCore, cmd: AddHtlc, out: _Out) -> None:
         raise LocalMisuse("the peer's max_htlc_value_in_flight_msat would be exceeded")
     if not _check_sender_affords(spec, False, s.funder, remote.channel_reserve_sat, remote.dust_limit_sat, s.anchors):
         raise LocalMisuse("we cannot afford this HTLC and keep our reserve")
+    if s.funder and not _fee_spike_ok(spec, remote.channel_reserve_sat, remote.dust_limit_sat, s.anchors):
+        raise LocalMisuse("this HTLC would leave no fee spike buffer (BOLT 2: twice the feerate, one more HTLC)")
     s.local_changes = s.local_changes.propose(add)
     s.local_next_htlc_id += 1
     out.send(add)
