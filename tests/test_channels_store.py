@@ -163,3 +163,21 @@ def test_records_the_snapshot_covers_are_skipped(tmp_path: Path) -> None:
 def test_bad_keys_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         ChannelStore(tmp_path).open("../escape")
+
+
+@pytest.mark.parametrize("simple", [False, True], ids=["closing_signed", "simple_close"])
+def test_a_closed_channel_replays_and_snapshots(simple: bool) -> None:
+    from test_channels_close import opened, simple_pair
+
+    from lnpmsg.channels.inputs import CloseChannel
+    from lnpmsg.channels.state import Phase
+
+    pair = simple_pair(300_000_000) if simple else opened()
+    pair.feed(pair.alice, CloseChannel(b"", feerate_per_kw=1000))
+    pair.pump()
+    for who in ("alice", "bob"):
+        side = getattr(pair, who)
+        assert side.core.phase is Phase.CLOSED
+        core = restore(make_secrets(who), side.records)
+        assert core.state == side.core.state
+        assert restore_snapshot(make_secrets(who), encode_snapshot(core)).state == side.core.state
