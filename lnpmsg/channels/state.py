@@ -37,6 +37,7 @@ from .inputs import (
     ChannelFailed,
     ChannelOpened,
     ChannelReadyEvent,
+    Disconnected,
     Event,
     FundingDepth,
     FundingNeeded,
@@ -45,6 +46,7 @@ from .inputs import (
     OpenCommand,
     Output,
     Received,
+    Reconnected,
     Record,
 )
 from .messages import (
@@ -264,8 +266,8 @@ class ChannelCore:
     def _dispatch(self, item: Input, kind: type, out: _Out) -> None:
         state = self.state
         if state.phase in (_P.FAILED, _P.CLOSED):
-            if isinstance(item, Received):
-                return  # nothing more to say on a dead channel
+            if isinstance(item, Received | Disconnected | Reconnected | BlockHeight | FundingDepth):
+                return  # nothing more to say or do on a dead channel
             raise LocalMisuse(f"the channel is {state.phase.value}")
         if isinstance(item, Received) and isinstance(item.message, Error):
             self._fail_by_peer(item.message, out)
