@@ -264,3 +264,18 @@ def test_simple_close_starts_over_after_reconnection() -> None:
     assert pair.alice.core.phase is Phase.CLOSED and pair.bob.core.phase is Phase.CLOSED
     txs = {e.raw_tx for e in pair.alice.events + pair.bob.events if isinstance(e, ChannelClosed)}
     assert len(txs) == 2
+
+
+def test_a_channel_can_close_before_channel_ready() -> None:
+    pair = ChannelPair(
+        push_msat=300_000_000,
+        alice_config=ChannelConfig(close_script=ALICE_SCRIPT),
+        bob_config=ChannelConfig(close_script=BOB_SCRIPT),
+    )
+    pair.feed(pair.alice, pair.open_command())
+    pair.pump()
+    pair.open_rest()
+    assert pair.bob.core.phase is Phase.AWAIT_READY  # funded, not yet confirmed
+    pair.feed(pair.bob, CloseChannel(b"", feerate_per_kw=1000))
+    pair.pump()
+    closed_tx(pair)

@@ -72,12 +72,12 @@ def dispatch(core: ChannelCore, item: Input, out: _Out) -> bool:
 
     phase = core.state.phase
     if isinstance(item, CloseChannel):
-        if phase not in (Phase.NORMAL, Phase.SHUTDOWN) or _closing(core).shutdown_sent:
+        if phase not in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN) or _closing(core).shutdown_sent:
             raise LocalMisuse(f"cannot start a close in phase {phase.value}")
         _start(core, item, out)
         return True
     if isinstance(item, Received) and isinstance(item.message, Shutdown):
-        if phase not in (Phase.NORMAL, Phase.SHUTDOWN):
+        if phase not in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN):
             raise RemoteFault(f"shutdown in phase {phase.value}")
         _on_shutdown(core, item.message, out)
         return True
