@@ -185,7 +185,7 @@ ALLOWED: dict[str, set[str]] = {
     "noise": set(),
     "bitcoin": set(),
     "io": set(),
-    "channels": {"bitcoin"},
+    "channels": {"bitcoin", "wire"},
     "transports": {"io"},
     "node": {"wire", "noise", "transports"},
     "app": {"node", "wire"},
