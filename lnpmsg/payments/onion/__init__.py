@@ -1,0 +1,65 @@
+"""BOLT 4 onion routing as a sans-IO core: Sphinx packets, hop payloads,
+failure messages and failure onions.
+
+- origin: :func:`construct_onion` (keep ``shared_secrets``), later
+  :func:`decrypt_failure_onion` to learn which hop failed and why;
+- each hop: :func:`process_onion` (or :func:`peel_onion` +
+  :func:`decode_hop_payload`); on failure :func:`create_failure_onion`, and
+  :func:`wrap_failure_onion` for a failure coming back from downstream;
+- :class:`MalformedOnionError` is the ``update_fail_malformed_htlc`` case.
+"""
+
+from lnpmsg.payments.onion.errors import (
+    FailureOnionError,
+    MalformedOnionError,
+    OnionConstructionError,
+    OnionError,
+    OnionPayloadError,
+)
+from lnpmsg.payments.onion.failure_onion import (
+    FAILURE_PAD_SIZE,
+    AttributedFailure,
+    create_failure_onion,
+    decrypt_failure_onion,
+    wrap_failure_onion,
+)
+from lnpmsg.payments.onion.failures import FAILURES, Failure, UnknownFailure, decode_failure
+from lnpmsg.payments.onion.payloads import ENCRYPTED_DATA_TLVS, HOP_PAYLOAD_TLVS, HopPayload, decode_hop_payload
+from lnpmsg.payments.onion.process import ReceivedOnion, process_onion
+from lnpmsg.payments.onion.sphinx import (
+    ONION_PACKET_SIZE,
+    ROUTING_INFO_SIZE,
+    BuiltOnion,
+    PeeledOnion,
+    construct_onion,
+    peel_onion,
+)
+
+__all__ = [
+    "ENCRYPTED_DATA_TLVS",
+    "FAILURES",
+    "FAILURE_PAD_SIZE",
+    "HOP_PAYLOAD_TLVS",
+    "ONION_PACKET_SIZE",
+    "ROUTING_INFO_SIZE",
+    "AttributedFailure",
+    "BuiltOnion",
+    "Failure",
+    "FailureOnionError",
+    "HopPayload",
+    "MalformedOnionError",
+    "OnionConstructionError",
+    "OnionError",
+    "OnionPayloadError",
+    "PeeledOnion",
+    "ReceivedOnion",
+    "UnknownFailure",
+    "construct_onion",
+    "create_failure_onion",
+    "decode_failure",
+    "decode_hop_payload",
+    "decrypt_failure_onion",
+    "peel_onion",
+    "process_onion",
+    "wrap_failure_onion",
+]
