@@ -6,9 +6,18 @@ failure messages and failure onions.
 - each hop: :func:`process_onion` (or :func:`peel_onion` +
   :func:`decode_hop_payload`); on failure :func:`create_failure_onion`, and
   :func:`wrap_failure_onion` for a failure coming back from downstream;
-- :class:`MalformedOnionError` is the ``update_fail_malformed_htlc`` case.
+- :class:`MalformedOnionError` is the ``update_fail_malformed_htlc`` case;
+- :mod:`~lnpmsg.payments.onion.attribution`: attribution data (hold times and
+  per-hop HMACs) for failures and fulfilments.
 """
 
+from lnpmsg.payments.onion.attribution import (
+    AttributionCheck,
+    add_attribution,
+    fail_with_attribution,
+    forward_with_attribution,
+    verify_attribution,
+)
 from lnpmsg.payments.onion.errors import (
     FailureOnionError,
     MalformedOnionError,
@@ -43,6 +52,7 @@ __all__ = [
     "ONION_PACKET_SIZE",
     "ROUTING_INFO_SIZE",
     "AttributedFailure",
+    "AttributionCheck",
     "BuiltOnion",
     "Failure",
     "FailureOnionError",
@@ -54,12 +64,16 @@ __all__ = [
     "PeeledOnion",
     "ReceivedOnion",
     "UnknownFailure",
+    "add_attribution",
     "construct_onion",
     "create_failure_onion",
     "decode_failure",
     "decode_hop_payload",
     "decrypt_failure_onion",
+    "fail_with_attribution",
+    "forward_with_attribution",
     "peel_onion",
     "process_onion",
+    "verify_attribution",
     "wrap_failure_onion",
 ]

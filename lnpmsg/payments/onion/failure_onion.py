@@ -27,6 +27,7 @@ __all__ = [
     "AttributedFailure",
     "create_failure_onion",
     "decrypt_failure_onion",
+    "failure_packet",
     "wrap_failure_onion",
 ]
 
@@ -72,13 +73,20 @@ def create_failure_onion(
     ``shared_secret`` is the one :func:`~lnpmsg.payments.onion.sphinx.peel_onion`
     gave for the HTLC being failed. ``ValueError`` if the message cannot fit a u16 length.
     """
+    return wrap_failure_onion(shared_secret, failure_packet(shared_secret, failure, pad_to=pad_to))
+
+
+def failure_packet(shared_secret: bytes, failure: Failure | UnknownFailure | bytes, *, pad_to: int = FAILURE_PAD_SIZE) -> bytes:
+    """The failing hop's return packet before obfuscation: ``hmac || failure_len || failuremsg || pad_len || pad``.
+
+    (What its attribution data's HMACs cover; :func:`create_failure_onion` is this, obfuscated.)
+    """
     message = _failure_bytes(failure)
     if len(message) > _MAX_U16:
         raise ValueError(f"a failure message of {len(message)} bytes does not fit its u16 length")
     pad_len = max(0, pad_to - len(message))
     body = len(message).to_bytes(2, "big") + message + pad_len.to_bytes(2, "big") + bytes(pad_len)
-    mac = hmac.digest(derive_key(KEY_UM, shared_secret), body, "sha256")
-    return wrap_failure_onion(shared_secret, mac + body)
+    return hmac.digest(derive_key(KEY_UM, shared_secret), body, "sha256") + body
 
 
 def wrap_failure_onion(shared_secret: bytes, packet: bytes) -> bytes:
