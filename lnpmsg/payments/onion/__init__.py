@@ -7,6 +7,8 @@ failure messages and failure onions.
   :func:`decode_hop_payload`); on failure :func:`create_failure_onion`, and
   :func:`wrap_failure_onion` for a failure coming back from downstream;
 - :class:`MalformedOnionError` is the ``update_fail_malformed_htlc`` case;
+- :mod:`~lnpmsg.payments.onion.blinding`: blinded paths (create, and unblind
+  a hop's ``encrypted_recipient_data``); a blinded hop peels with ``path_key``;
 - :mod:`~lnpmsg.payments.onion.attribution`: attribution data (hold times and
   per-hop HMACs) for failures and fulfilments.
 """
@@ -17,6 +19,15 @@ from lnpmsg.payments.onion.attribution import (
     fail_with_attribution,
     forward_with_attribution,
     verify_attribution,
+)
+from lnpmsg.payments.onion.blinding import (
+    BlindedHop,
+    BlindedPath,
+    BlindingError,
+    RecipientData,
+    blinded_node_key,
+    create_blinded_path,
+    decrypt_recipient_data,
 )
 from lnpmsg.payments.onion.errors import (
     FailureOnionError,
@@ -53,6 +64,9 @@ __all__ = [
     "ROUTING_INFO_SIZE",
     "AttributedFailure",
     "AttributionCheck",
+    "BlindedHop",
+    "BlindedPath",
+    "BlindingError",
     "BuiltOnion",
     "Failure",
     "FailureOnionError",
@@ -63,12 +77,16 @@ __all__ = [
     "OnionPayloadError",
     "PeeledOnion",
     "ReceivedOnion",
+    "RecipientData",
     "UnknownFailure",
     "add_attribution",
+    "blinded_node_key",
     "construct_onion",
+    "create_blinded_path",
     "create_failure_onion",
     "decode_failure",
     "decode_hop_payload",
+    "decrypt_recipient_data",
     "decrypt_failure_onion",
     "fail_with_attribution",
     "forward_with_attribution",
