@@ -176,3 +176,21 @@ def test_a_hop_that_sends_no_failure_message_is_still_blamed() -> None:
     returned = create_failure_onion(built.shared_secrets[1], b"\x40")  # one byte: no failure code
     attributed = decrypt_failure_onion(built.shared_secrets, wrap_failure_onion(built.shared_secrets[0], returned))
     assert attributed.hop_index == 1 and attributed.failure is None and attributed.message == b"\x40"
+
+
+def test_a_malformed_htlc_becomes_the_upstream_hops_failure() -> None:
+    from lnpmsg.payments.onion.failures import InvalidOnionBlinding, InvalidOnionKey, malformed_failure
+
+    sha = bytes(range(32))
+    assert malformed_failure(InvalidOnionKey.TYPE, sha) == InvalidOnionKey(sha256_of_onion=sha)
+    assert malformed_failure(InvalidOnionBlinding.TYPE, sha) == InvalidOnionBlinding(sha256_of_onion=sha)
+    assert malformed_failure(BADONION | PERM | 99, sha) == UnknownFailure(code=BADONION | PERM | 99, data=sha)
+    with pytest.raises(ValueError, match="BADONION bit"):
+        malformed_failure(PERM | 5, sha)
+    # the upstream hop wraps it for the origin, which learns the onion broke after that hop
+    rng = random.Random(3)
+    _, pubkeys, payment_hash = _route(3, rng)
+    built = construct_onion(rng.randbytes(32), pubkeys, [b"\x02\x01\x01"] * 3, payment_hash)
+    returned = create_failure_onion(built.shared_secrets[1], malformed_failure(InvalidOnionKey.TYPE, sha))
+    attributed = decrypt_failure_onion(built.shared_secrets, wrap_failure_onion(built.shared_secrets[0], returned))
+    assert attributed.hop_index == 1 and attributed.failure == InvalidOnionKey(sha256_of_onion=sha)

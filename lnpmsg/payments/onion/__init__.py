@@ -43,7 +43,7 @@ from lnpmsg.payments.onion.failure_onion import (
     decrypt_failure_onion,
     wrap_failure_onion,
 )
-from lnpmsg.payments.onion.failures import FAILURES, Failure, UnknownFailure, decode_failure
+from lnpmsg.payments.onion.failures import FAILURES, Failure, UnknownFailure, decode_failure, malformed_failure
 from lnpmsg.payments.onion.payloads import ENCRYPTED_DATA_TLVS, HOP_PAYLOAD_TLVS, HopPayload, decode_hop_payload
 from lnpmsg.payments.onion.process import ReceivedOnion, process_onion
 from lnpmsg.payments.onion.sphinx import (
@@ -90,6 +90,7 @@ __all__ = [
     "decrypt_failure_onion",
     "fail_with_attribution",
     "forward_with_attribution",
+    "malformed_failure",
     "peel_onion",
     "process_onion",
     "verify_attribution",

@@ -52,6 +52,7 @@ __all__ = [
     "UnknownFailure",
     "UnknownNextPeer",
     "decode_failure",
+    "malformed_failure",
 ]
 
 #: unparsable onion encrypted by the sending peer
@@ -379,3 +380,18 @@ def decode_failure(data: bytes) -> Failure | UnknownFailure:
     if isinstance(decoded, Failure):
         return decoded
     return UnknownFailure(code=int.from_bytes(data[:2], "big"), data=bytes(data[2:]))
+
+
+def malformed_failure(failure_code: int, sha256_of_onion: bytes) -> Failure | UnknownFailure:
+    """The failure an upstream hop puts in its failure onion for an ``update_fail_malformed_htlc``
+    it received (``invalid_onion_hmac``...); an unknown BADONION code is kept as it came.
+
+    ``ValueError`` when ``failure_code`` lacks the BADONION bit: BOLT 2 says the
+    channel is then failed, not the HTLC.
+    """
+    if not failure_code & BADONION:
+        raise ValueError(f"update_fail_malformed_htlc with failure code {failure_code:#06x}: the BADONION bit is not set")
+    cls = FAILURES.get(failure_code)
+    if cls is not None and [name for name, _ in cls.FIELDS] == ["sha256_of_onion", "extension"]:
+        return cls(sha256_of_onion=sha256_of_onion)  # type: ignore[call-arg,no-any-return]
+    return UnknownFailure(code=failure_code, data=bytes(sha256_of_onion))

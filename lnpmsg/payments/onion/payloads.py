@@ -175,8 +175,10 @@ class HopPayload:
             if not path_key_in_htlc and self.current_path_key is None:
                 raise fail("current_path_key", "a blinded hop needs a path key, in update_add_htlc or current_path_key")
             allowed = _BLINDED_FINAL_ALLOWED if is_final else _BLINDED_FORWARD_ONLY
-            for name in sorted(present - allowed, key=_TYPES.__getitem__):
-                raise fail(name, f"{name} is not allowed in a blinded {'final' if is_final else 'forwarding'} payload")
+            unwanted = sorted(present - allowed, key=_TYPES.__getitem__)
+            if unwanted:
+                where = "final" if is_final else "forwarding"
+                raise fail(unwanted[0], f"{unwanted[0]} is not allowed in a blinded {where} payload")
             if is_final:
                 for name in ("amt_to_forward", "outgoing_cltv_value", "total_amount_msat"):
                     if name not in present:
