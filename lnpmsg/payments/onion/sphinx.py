@@ -68,8 +68,8 @@ HMAC_SIZE = 32
 _PUBKEY_SIZE = 33
 #: version + public key + hop payloads + HMAC
 ONION_PACKET_SIZE = 1 + _PUBKEY_SIZE + ROUTING_INFO_SIZE + HMAC_SIZE
-#: the longest route a sender may build (20 is the route length BOLT 4's attribution data assumes;
-#: what really limits a route is that all payloads fit in 1300 bytes)
+#: the longest route a sender may build: BOLT 4's maximum route length for TLV payloads (the
+#: rounds it asks the origin to decrypt a failure); the 1300 bytes usually bind first
 MAX_HOPS = 27
 _ZERO_HMAC = bytes(HMAC_SIZE)
 _ZERO_PAD = bytes(ROUTING_INFO_SIZE)
