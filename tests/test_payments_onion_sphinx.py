@@ -24,7 +24,13 @@ from lnpmsg.payments.onion import (
     peel_onion,
     process_onion,
 )
-from lnpmsg.payments.onion.failures import InvalidOnionHmac, InvalidOnionKey, InvalidOnionPayload, InvalidOnionVersion
+from lnpmsg.payments.onion.failures import (
+    InvalidOnionBlinding,
+    InvalidOnionHmac,
+    InvalidOnionKey,
+    InvalidOnionPayload,
+    InvalidOnionVersion,
+)
 from lnpmsg.payments.onion.sphinx import hop_payload_size
 from lnpmsg.wire.primitives import ShortChannelId
 
@@ -243,3 +249,12 @@ def test_failure_onion_decryption_never_raises_anything_else(data: bytes) -> Non
         decrypt_failure_onion(secrets, data)
     except FailureOnionError:
         pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=0, max_size=40))
+def test_any_path_key_gives_a_documented_error(path_key: bytes) -> None:
+    # a hop told it is inside a blinded route, with a path key from anyone
+    with pytest.raises(MalformedOnionError) as info:
+        process_onion(NODE_KEYS[0], VALID_3, PAYMENT_HASH, path_key=path_key)
+    assert info.value.failure_code in (HMAC, InvalidOnionBlinding.TYPE)
