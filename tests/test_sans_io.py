@@ -56,6 +56,9 @@ CORES = [
     *_modules("gossip", only=("messages", "verify", "sign", "graph", "sync", "checksum", "events", "errors", "cln_store")),
     *_modules("chain", only=("tx", "mining", "utxo", "mempool", "follow", "events", "errors")),
     *_modules("wallet", only=("coinselect", "errors")),
+    *_modules("payments"),
+    "lnpmsg.payments.onion",
+    *(f"lnpmsg.payments.onion.{p.stem}" for p in sorted((ROOT / "payments" / "onion").glob("*.py")) if p.stem != "__init__"),
     "lnpmsg.rpc.control_proto",
     "lnpmsg.rpc.params",
     # the transport interface and the one address syntax (the CLI parses addresses without the I/O)
@@ -195,6 +198,7 @@ ALLOWED: dict[str, set[str]] = {
     "chain": {"bitcoin", "rpc", "app", "node", "transports", "wire"},
     "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
     "wallet": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
+    "payments": {"wire"},
     "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io"},
     "tor_app": {"app", "node", "transports", "wire"},
     "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app"},
