@@ -56,6 +56,8 @@ def resolve_app(obj: AppSpec, settings: NodeSettings | None = None, *, where: st
         return obj
     if not callable(obj):
         raise SettingsError(f"{where}: {type(obj).__name__} {obj!r} is not an app (an App, or a callable returning one)")
+    if isinstance(obj, type) and not (callable(getattr(obj, "attach", None)) and callable(getattr(obj, "run", None))):
+        raise SettingsError(f"{where}: {obj.__name__} is a class but not an app class (an App, or a callable returning one)")
     args = (settings,) if _takes_one_argument(obj) else ()
     try:
         made = obj(*args)
