@@ -27,7 +27,8 @@ Requests and replies: JSON-RPC 2.0 objects, one per message
 method                                              result
 ==================================================  ==========================================
 ``getinfo``                                         node_id, version, network, listen,
-                                                    addresses, features, peers (count), apps,
+                                                    addresses (as ``connect`` takes them),
+                                                    features, peers (count), apps,
                                                     control, events, methods
 ``connect`` [address, timeout?]                     the new peer (as in listpeers)
 ``disconnect`` [node_id]                            {"disconnected": bool}
@@ -477,7 +478,7 @@ class ControlServer:
             "version": __version__,
             "network": node.config.network,
             "listen": list(node.listen_addresses),
-            "addresses": [f"{node.node_id.hex()}@{a}" for a in node.listen_addresses],
+            "addresses": node.addresses,  # the dialable forms: NODEID@host:port, udp://NODEID@host:port...
             "features": node.config.features.to_bytes().hex(),
             "peers": sum(1 for p in node.peers.values() if p.is_ready),
             "apps": sorted(name for name in node.apps if name != self.name),
