@@ -18,9 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import trio
-
 from lnpmsg import __version__
+from lnpmsg.runtime.interrupt import run_interruptible
 from lnpmsg.runtime.settings import (
     DEFAULT_DATA_DIR,
     DEFAULT_LISTEN,
@@ -338,11 +337,12 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s", exc)
             return EXIT_USAGE
         setup_logging(args.log_level)
-        return trio.run(_run_node, args)
+        # Once running, the node handles SIGINT itself (a stop: exit 0); this is Ctrl-C while it is built.
+        return run_interruptible(_run_node, args)
     if args.command == "demo":
         from lnpmsg.demo import run_demo
 
-        return trio.run(partial(run_demo, args.data_dir, json_output=args.json, write=lambda line: print(line, flush=True)))
+        return run_interruptible(partial(run_demo, args.data_dir, json_output=args.json, write=lambda line: print(line, flush=True)))
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

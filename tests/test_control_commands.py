@@ -138,9 +138,11 @@ def test_subscribe_help_lists_the_topics():
         assert topic in result.stdout
 
 
-async def test_ctrl_c_ends_subscribe_quietly_with_130(data_dir):
-    async with controlled(data_dir).running():
-        process = await trio.lowlevel.open_process(lnpmsg_argv("subscribe", "--data-dir", data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@pytest.mark.parametrize("command", [["subscribe"], ["gossip", "subscribe"]])
+async def test_ctrl_c_ends_subscribe_quietly_with_130(data_dir, command):
+    built = build_node(NodeSettings(data_dir=data_dir, listen=["127.0.0.1:0"], gossip=command[0] == "gossip"))
+    async with built.running():
+        process = await trio.lowlevel.open_process(lnpmsg_argv(*command, "--data-dir", data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert process.stderr is not None
         with trio.fail_after(PROCESS_WAIT):
             assert b"subscribed to" in await process.stderr.receive_some(1 << 16)
