@@ -52,7 +52,7 @@ from lnpmsg.rpc.control_client import (
     ControlClient,
     ControlClientError,
 )
-from lnpmsg.runtime.interrupt import run_interruptible
+from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.wire import Features, Message, WireError, message
 from lnpmsg.wire.fields import u8_prefixed_bytes, u16_prefixed_bytes
 

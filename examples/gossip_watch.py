@@ -52,7 +52,7 @@ from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.rpc.control_client import ControlClient, ControlClientError
-from lnpmsg.runtime.interrupt import run_interruptible
+from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.wire import CHAIN_HASH_MAINNET
 
 #: the demo's data: the two parts of one Core Lightning gossip_store (real mainnet gossip)

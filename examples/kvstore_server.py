@@ -37,7 +37,7 @@ from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.node.peer import Peer
 from lnpmsg.rpc.peer import PeerRpc, RpcFault
-from lnpmsg.runtime.interrupt import run_interruptible
+from lnpmsg.io.interrupt import run_interruptible
 
 MAX_KEY = 256
 MAX_VALUE = 16 * 1024

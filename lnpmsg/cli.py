@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lnpmsg import __version__
-from lnpmsg.runtime.interrupt import run_interruptible
+from lnpmsg.io.interrupt import run_interruptible
+from lnpmsg.rpc.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from lnpmsg.runtime.settings import (
     DEFAULT_DATA_DIR,
     DEFAULT_LISTEN,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
     NodeSettings,
     SettingsError,
     StartError,

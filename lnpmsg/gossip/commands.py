@@ -47,7 +47,6 @@ from lnpmsg.rpc.control_client import (
     NoNodeRunning,
 )
 from lnpmsg.rpc.control_proto import ErrorCode
-from lnpmsg.runtime.interrupt import is_interrupt
 
 if TYPE_CHECKING:
     from lnpmsg.gossip.app import FundingCheck, GossipApp
@@ -410,7 +409,7 @@ def run_command(args: argparse.Namespace) -> int:
         _fail(args, str(exc))
         return control_commands.EXIT_FAILED
     except BaseException as exc:
-        if is_interrupt(exc):  # Ctrl-C (perhaps wrapped in trio's exception groups): 130, as every command
+        if control_commands.is_interrupt(exc):  # Ctrl-C (perhaps wrapped in trio's exception groups): 130, as every command
             return control_commands.EXIT_INTERRUPTED
         raise
     return control_commands.EXIT_OK

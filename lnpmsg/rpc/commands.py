@@ -31,10 +31,18 @@ from lnpmsg.rpc.control_client import (
     node_running,
 )
 from lnpmsg.rpc.control_proto import ErrorCode
-from lnpmsg.runtime.interrupt import is_interrupt
-from lnpmsg.runtime.settings import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NO_NODE, EXIT_OK, EXIT_USAGE
+from lnpmsg.io.interrupt import EXIT_INTERRUPTED, is_interrupt
 
-__all__ = ["COMMANDS", "EVENT_TOPICS", "add_commands", "run_command"]
+__all__ = ["COMMANDS", "EVENT_TOPICS", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_NO_NODE", "EXIT_OK", "EXIT_USAGE", "add_commands", "is_interrupt", "run_command"]
+
+#: exit statuses of every ``lnpmsg`` command (``lnpmsg --help``, README "Exit codes"); 130 after Ctrl-C
+EXIT_OK = 0
+#: the command failed: the node could not start, a control call failed, the peer is not connected
+EXIT_FAILED = 1
+#: bad usage, found before anything was done: an unknown option, a bad value, a bad config file or --app
+EXIT_USAGE = 2
+#: no node is running at the data dir
+EXIT_NO_NODE = 3
 
 #: the largest custom message payload: a message is at most 65535 bytes, two of them the type
 MAX_PAYLOAD = 65533

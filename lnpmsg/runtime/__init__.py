@@ -1,10 +1,9 @@
 """Building and running a node from configuration: the one place a node is wired.
 
-- :mod:`lnpmsg.runtime.settings`: :class:`NodeSettings`, the errors, the exit codes;
+- :mod:`lnpmsg.runtime.settings`: :class:`NodeSettings` and the errors of building a node;
 - :mod:`lnpmsg.runtime.build`: :func:`build_node`, :func:`run_node`, :class:`BuiltNode`;
 - :mod:`lnpmsg.runtime.user_apps`: ``--app MODULE:ATTR`` loading;
-- :mod:`lnpmsg.runtime.config_file`: ``DATA_DIR/lnpmsg.toml``, keyed like the flags;
-- :mod:`lnpmsg.runtime.interrupt`: Ctrl-C as a quiet exit for scripts.
+- :mod:`lnpmsg.runtime.config_file`: ``DATA_DIR/lnpmsg.toml``, keyed like the flags.
 """
 
 from lnpmsg.runtime.build import BuiltNode, build_node, run_node

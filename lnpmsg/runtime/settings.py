@@ -25,11 +25,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_LISTEN",
-    "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
-    "EXIT_NO_NODE",
-    "EXIT_OK",
-    "EXIT_USAGE",
     "AppSpec",
     "NodeSettings",
     "SettingsError",
@@ -40,17 +35,6 @@ __all__ = [
 DEFAULT_DATA_DIR = Path(os.environ.get("LNPMSG_DATA_DIR", "~/.lnpmsg")).expanduser()
 #: the listener of a node given none
 DEFAULT_LISTEN = "127.0.0.1:9735"
-
-#: exit statuses of ``lnpmsg`` and the examples (README "Exit codes")
-EXIT_OK = 0
-#: the call or the command failed (the node could not start, a control call failed)
-EXIT_FAILED = 1
-#: bad usage: an unknown option, a bad value, a bad config file or --app
-EXIT_USAGE = 2
-#: no node is running at the data dir
-EXIT_NO_NODE = 3
-#: interrupted by Ctrl-C before it finished (128 + SIGINT, as shells report it)
-EXIT_INTERRUPTED = 130
 
 #: an app to mount: an app object, a callable returning one (called with no
 #: arguments, or with the :class:`NodeSettings` when it takes one), or

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from lnpmsg.runtime.settings import EXIT_INTERRUPTED
+__all__ = ["EXIT_INTERRUPTED", "is_interrupt", "run_interruptible"]
 
-__all__ = ["is_interrupt", "run_interruptible"]
+#: the exit status after Ctrl-C: 128 + SIGINT, as shells report it
+EXIT_INTERRUPTED = 130
 
 T = TypeVar("T")
 
