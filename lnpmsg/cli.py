@@ -236,11 +236,12 @@ async def _print_summary(built: BuiltNode, *, as_json: bool) -> None:
     print(f"node id: {summary['node_id']}", flush=True)
     for address in summary["addresses"]:
         print(f"address: {address}", flush=True)
-    for name in ("control", "chain", "gossip"):
-        if name in summary:
+    for name in ("onion", "control", "chain", "gossip"):
+        if summary.get(name):
             print(f"{name + ':':<8} {summary[name]}", flush=True)
     print(f"apps:    {', '.join(summary['apps'])}", flush=True)
     print("press Ctrl-C to stop", flush=True)
+
 
 # ------------------------------------------------------------------ demo
 

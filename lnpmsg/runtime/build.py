@@ -78,13 +78,20 @@ class BuiltNode:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Node]:
-        """Run the node for the duration of the block (stopped on the way out)."""
+        """Run the node for the duration of the block (stopped on the way out); :class:`StartError` if it cannot start."""
+        failure: StartError | None = None
         async with trio.open_nursery() as nursery:
-            await self.start(nursery)
             try:
-                yield self.node
-            finally:
-                self.node.stop()
+                await self.start(nursery)
+            except StartError as exc:
+                failure = exc  # raised below, not wrapped in the nursery's exception group
+            else:
+                try:
+                    yield self.node
+                finally:
+                    self.node.stop()
+        if failure is not None:
+            raise failure
 
     async def summary(self) -> dict[str, Any]:
         """What a user needs to reach the running node: id, dialable addresses, sockets, apps."""
@@ -202,7 +209,7 @@ async def run_node(
     built = settings if isinstance(settings, BuiltNode) else build_node(settings)
     node = built.node
     failure: StartError | None = None
-    signals = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) if handle_signals else _no_signals()
+    signals = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) if handle_signals else _NoSignals()
     with signals as received:
         async with trio.open_nursery() as outer:
             outer.start_soon(_stop_on_signal, received, node, outer.cancel_scope)
@@ -310,7 +317,7 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-class _no_signals:
+class _NoSignals:
     """Stands in for ``trio.open_signal_receiver`` when the caller handles signals itself."""
 
     def __enter__(self) -> AsyncIterator[int]:
