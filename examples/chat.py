@@ -43,6 +43,7 @@ import trio
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from lnpmsg.app import App
+from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.node.events import PeerConnected, PeerDisconnected
 from lnpmsg.node.identity import NodeKey, load_or_create_key
 from lnpmsg.node.node import ConnectError, Node, NodeConfig
@@ -52,7 +53,6 @@ from lnpmsg.rpc.control_client import (
     ControlClient,
     ControlClientError,
 )
-from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.wire import Features, Message, WireError, message
 from lnpmsg.wire.fields import u8_prefixed_bytes, u16_prefixed_bytes
 

@@ -48,11 +48,11 @@ import trio
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from lnpmsg.gossip import GossipApp, GossipConfig, GossipStore
+from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.rpc.control_client import ControlClient, ControlClientError
-from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.wire import CHAIN_HASH_MAINNET
 
 #: the demo's data: the two parts of one Core Lightning gossip_store (real mainnet gossip)

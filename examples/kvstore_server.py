@@ -33,11 +33,11 @@ import trio
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.node.peer import Peer
 from lnpmsg.rpc.peer import PeerRpc, RpcFault
-from lnpmsg.io.interrupt import run_interruptible
 
 MAX_KEY = 256
 MAX_VALUE = 16 * 1024
