@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,22 @@ def setup_logging(level: str) -> None:
     root.setLevel(level.upper())
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if level.lower() == "debug" else logging.WARNING)
+
+
+@contextmanager
+def _logging_to_stderr(level: str) -> Iterator[None]:
+    """:func:`setup_logging` for the command's run; the logging set-up before it comes back afterwards
+    (``main`` called in-process, as tests do, leaves no handler on a stream that may close)."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in _CHATTY_LOGGERS}
+    setup_logging(level)
+    try:
+        yield
+    finally:
+        root.handlers[:], level_before, chatty = saved
+        root.setLevel(level_before)
+        for name, chatty_level in chatty.items():
+            logging.getLogger(name).setLevel(chatty_level)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--no-control", action="store_true", help="serve no control API (the other commands cannot reach this node)")
     node.add_argument("--feature", action="append", type=int, default=[], metavar="BIT", help="also advertise this feature bit in init, e.g. for an app attached over the control API (odd: optional); repeatable")
     node.add_argument("--chain", choices=["regtest"], help="run a chain and an on-chain wallet (the chain.* control calls, 'lnpmsg mine', 'withdraw'...): 'regtest' is the embedded regtest chain, validated by Bitcoin Core's consensus engine, in DATA_DIR/chain, with the wallet in DATA_DIR/wallet (default: no chain; 'lnpmsg demo' always runs one)")
+    node.add_argument("--electrum-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain to Electrum wallets (Electrum protocol 1.4, plain TCP) on HOST:PORT, e.g. 127.0.0.1:50001 (port 0: a free port, shown in the start-up summary)")
+    node.add_argument("--reindex", action="store_true", help="with --chain regtest: rebuild the kernel's block files and chainstate (DATA_DIR/chain/blocks, chainstate) from the chain's own checksummed block log, as Bitcoin Core's -reindex; use it when the node refuses to start because they are damaged (progress is logged)")
     node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
     node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
@@ -207,6 +226,8 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         control_endpoint=args.control,
         events_endpoint=args.events,
         chain=args.chain,
+        reindex=args.reindex,
+        electrum_listen=args.electrum_listen,
         gossip=not args.no_gossip,
         gossip_import=list(args.gossip_import),
         apps=list(args.app),
@@ -236,7 +257,7 @@ async def _print_summary(built: BuiltNode, *, as_json: bool) -> None:
     print(f"node id: {summary['node_id']}", flush=True)
     for address in summary["addresses"]:
         print(f"address: {address}", flush=True)
-    for name in ("onion", "control", "chain", "gossip"):
+    for name in ("onion", "control", "chain", "electrum", "gossip"):
         if summary.get(name):
             print(f"{name + ':':<8} {summary[name]}", flush=True)
     print(f"apps:    {', '.join(summary['apps'])}", flush=True)
@@ -328,20 +349,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in gossip_commands.COMMANDS:
         return gossip_commands.run_command(args)
-    setup_logging(getattr(args, "log_level", "info"))
-    if args.command == "node":
-        try:
-            _apply_config_file(parser, subcommands["node"], argv, args)
-        except SettingsError as exc:
-            log.error("%s", exc)
-            return EXIT_USAGE
-        setup_logging(args.log_level)
-        # Once running, the node handles SIGINT itself (a stop: exit 0); this is Ctrl-C while it is built.
-        return run_interruptible(_run_node, args)
-    if args.command == "demo":
-        from lnpmsg.demo import run_demo
+    with _logging_to_stderr(getattr(args, "log_level", "info")):
+        if args.command == "node":
+            try:
+                _apply_config_file(parser, subcommands["node"], argv, args)
+            except SettingsError as exc:
+                log.error("%s", exc)
+                return EXIT_USAGE
+            setup_logging(args.log_level)
+            # Once running, the node handles SIGINT itself (a stop: exit 0); this is Ctrl-C while it is built.
+            return run_interruptible(_run_node, args)
+        if args.command == "demo":
+            from lnpmsg.demo import run_demo
 
-        return run_interruptible(partial(run_demo, args.data_dir, json_output=args.json, write=lambda line: print(line, flush=True)))
+            return run_interruptible(partial(run_demo, args.data_dir, json_output=args.json, write=lambda line: print(line, flush=True)))
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

@@ -391,11 +391,22 @@ def test_corrupt_block_log_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ChainError) as info:
         RegtestChain(path)
     assert info.value.code == "corrupt" and "checksum" in info.value.reason
+    assert "Move it aside and start again" in info.value.reason
     # and the lock was released by the failed open
     data[200] ^= 0xFF
     log.write_bytes(bytes(data))
     with RegtestChain(path) as chain:
         assert chain.height == 5
+        tip = chain.tip()
+    # the advice works: the log is rebuilt from the kernel's files (closed cleanly)
+    log.write_bytes(b"garbage")
+    with pytest.raises(ChainError, match="bad magic"):
+        RegtestChain(path)
+    log.rename(path / "blocks.log.bad")
+    with RegtestChain(path) as chain:
+        assert chain.tip() == tip and len(chain._log) == 6
+    with RegtestChain(path) as chain:
+        assert chain.tip() == tip
 
 
 def test_torn_block_log_tail_is_dropped(tmp_path: Path) -> None:
@@ -424,7 +435,7 @@ def test_damaged_kernel_state_error_then_rebuild(tmp_path: Path) -> None:
     current.write_text("MANIFEST-999999\n")
     with pytest.raises(ChainError) as info:
         RegtestChain(path)
-    assert info.value.code == "corrupt" and "rebuild=True" in info.value.reason
+    assert info.value.code == "corrupt" and "--reindex" in info.value.reason and "rebuild=True" in info.value.reason
     with RegtestChain(path, rebuild=True) as chain:
         assert chain.tip() == tip
         assert chain.get_txout(outpoint) is not None
@@ -551,3 +562,108 @@ def test_other_transaction_models_are_accepted(funded) -> None:
         chain.broadcast(object())  # type: ignore[arg-type]
     with pytest.raises(ChainError):
         chain.broadcast(ForeignTx(b"\x00"))
+
+
+def test_a_faucet_call_that_fails_mines_nothing(tmp_path: Path) -> None:
+    with RegtestChain(tmp_path / "chain") as chain:
+        chain.mine(3)
+        tip = chain.tip()
+        # regtest's whole supply is ~15 000 BTC: 20 000 BTC cannot be raised
+        with pytest.raises(ChainError) as info:
+            chain.faucet(p2wpkh(ec.PrivateKey(b"\x02" * 32)), 20_000 * 100_000_000)
+        assert info.value.code == "insufficient-funds" and "nothing was mined" in info.value.reason
+        with pytest.raises(ChainError) as info:
+            chain.faucet("bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4", 5_000)
+        with pytest.raises(ChainError) as info:
+            chain.faucet(p2wpkh(ec.PrivateKey(b"\x02" * 32)), 0)
+        assert info.value.code == "invalid"
+        assert chain.tip() == tip and chain.mempool_txids() == []
+        # a request just inside the bound still works
+        assert chain.faucet(FAUCET_SCRIPT, 100 * 100_000_000).vout == 0
+
+
+def test_mempool_file_is_fsynced_at_each_write(tmp_path: Path, monkeypatch) -> None:
+    with RegtestChain(tmp_path / "chain") as chain:
+        chain.mine(101)
+        synced: list[str] = []
+        real_fsync = os.fsync
+
+        def recording_fsync(fd: int) -> None:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+        chain.faucet(FAUCET_SCRIPT, 20_000)  # one record appended, fsynced
+        assert synced == [str(tmp_path / "chain" / "mempool.dat")]
+        synced.clear()
+        chain.mine(1)  # the mempool emptied: rewritten through a temp file, then the rename made durable
+        mempool_synced = [p for p in synced if Path(p).name.startswith("mempool") or p == str(tmp_path / "chain")]
+        assert mempool_synced == [str(tmp_path / "chain" / "mempool.dat.tmp"), str(tmp_path / "chain")]
+
+
+@pytest.mark.parametrize("damage", [b"garbage" * 10, b"LNPMSG-MEMPOOL01\x05\x00\x00\x00hello", b"LNPMSG-MEMPOOL01\xff\xff\xff\xff"])
+def test_damaged_mempool_file_is_set_aside_with_a_warning(tmp_path: Path, caplog, damage: bytes) -> None:
+    path = tmp_path / "chain"
+    with RegtestChain(path) as chain:
+        chain.mine(101)
+        chain.faucet(FAUCET_SCRIPT, 10_000)
+        tip = chain.tip()
+    (path / "mempool.dat").write_bytes(damage)
+    with RegtestChain(path) as chain:
+        assert chain.tip() == tip and chain.mempool_txids() == []
+        chain.faucet(FAUCET_SCRIPT, 10_000)  # the chain works as before
+    assert (path / "mempool.dat.corrupt-1").read_bytes() == damage
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "mempool.dat was damaged: moved it to" in warning.getMessage()
+    assert "mempool.dat.corrupt-1" in warning.getMessage()
+
+
+def test_a_broadcast_survives_a_crash_right_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "chain"
+    done = _run(
+        f"""
+        import os, signal
+        from lnpmsg.chain.regtest import RegtestChain, FAUCET_SCRIPT
+        chain = RegtestChain({str(path)!r})
+        chain.mine(101)
+        print(chain.faucet(FAUCET_SCRIPT, 12_345).txid.hex(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    assert done.returncode == -9, done.stderr
+    with RegtestChain(path) as chain:
+        assert [t.hex() for t in chain.mempool_txids()] == [done.stdout.strip()]
+
+
+def test_damaged_kernel_block_file_found_at_start_then_reindexed(tmp_path: Path) -> None:
+    path = tmp_path / "chain"
+    with RegtestChain(path) as chain:
+        chain.mine(101)
+        outpoint = chain.faucet(FAUCET_SCRIPT, 70_000)
+        chain.mine(20)
+        tip = chain.tip()
+    blk = path / "blocks" / "blk00000.dat"
+    data = bytearray(blk.read_bytes())
+    for i in range(64):  # inside a block in the middle of the file's used part
+        data[20_000 + i] ^= 0xFF
+    blk.write_bytes(bytes(data))
+    with pytest.raises(ChainError) as info:
+        RegtestChain(path)
+    assert info.value.code == "corrupt"
+    assert str(path / "blocks") in info.value.reason and "--reindex" in info.value.reason
+    with RegtestChain(path, rebuild=True) as chain:
+        assert chain.tip() == tip and chain.get_txout(outpoint) is not None
+    with RegtestChain(path) as chain:  # and the rebuilt files pass the check
+        assert chain.tip() == tip
+
+
+def test_block_log_damaged_after_open_is_found_on_read(tmp_path: Path) -> None:
+    with RegtestChain(tmp_path / "chain") as chain:
+        hashes = chain.mine(3)
+        with open(tmp_path / "chain" / BLOCK_LOG_FILE, "r+b") as f:
+            f.seek(-10, os.SEEK_END)
+            f.write(b"\xff" * 10)
+        assert Block.parse(chain.block(hashes[0])).hash == hashes[0]
+        with pytest.raises(ChainError) as info:
+            chain.block(hashes[-1])
+        assert info.value.code == "corrupt" and "checksum mismatch" in info.value.reason

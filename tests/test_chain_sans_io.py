@@ -33,6 +33,8 @@ CORES = [
         "follow.py",
         "events.py",
         "errors.py",
+        "electrum/index.py",
+        "electrum/session.py",
     )
 ] + [ROOT / "wallet" / "coinselect.py", ROOT / "wallet" / "errors.py"]
 BITCOIN = sorted((ROOT / "bitcoin").glob("*.py"))

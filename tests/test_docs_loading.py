@@ -15,7 +15,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "apps.md"
 
 def section_code() -> list[str]:
     text = DOC.read_text()
-    start = text.index("## Loading your app into lnpmsg node")
+    start = text.index("Loading your app into lnpmsg node\n")
     end = text.find("\n## ", start + 1)
     return re.findall(r"```python\n(.*?)```", text[start:end if end != -1 else None], re.S)
 
@@ -39,7 +39,9 @@ async def test_the_documented_app_loads_and_answers(tmp_path: Path) -> None:
         assert (await factory.control_methods["received"]())["greetings"] == [{"node_id": node.node_id.hex(), "text": "hi"}]
 
 
-def test_the_documented_program_compiles() -> None:
-    program = section_code()[1]
-    compile(program, "program.py", "exec")
-    assert "build_node" in program and "run_node" in program
+async def test_the_documented_program_prints_what_the_text_says(capsys) -> None:
+    namespace: dict = {"__name__": "program"}
+    exec(compile(section_code()[1], "program.py", "exec", dont_inherit=True), namespace)
+    with trio.fail_after(60):
+        await namespace["main"]()
+    assert capsys.readouterr().out == "True ['control', 'mine', 'pubsub', 'rpc']\npong\n"

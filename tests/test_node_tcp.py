@@ -6,7 +6,7 @@ import logging
 import pytest
 import trio
 
-from lnpmsg.node.events import CustomMessageReceived, PeerConnected, PeerDisconnected
+from lnpmsg.node.events import CustomMessageReceived, PeerConnected, PeerDisconnected, PeerReplaced
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import ConnectError
 from lnpmsg.node.peer import PeerClosedError
@@ -300,14 +300,29 @@ async def test_sending_to_a_closed_peer_raises():
             await peer.send(b"\x80\x01x")
 
 
-async def test_new_connection_from_same_node_replaces_old():
+async def test_connect_to_a_connected_peer_returns_the_live_session():
     a, b = make_node(), make_node(listen=[])
     async with running(a, b):
         first = await b.connect(address_of(a))
-        second = await b.connect(address_of(a))
-        with trio.fail_after(3):
-            await first.closed.wait()
-        assert second.is_ready and len(a.peers) == 1
+        again = await b.connect(address_of(a))
+        assert again is first and first.is_ready and len(a.peers) == 1
+
+
+async def test_reconnect_replaces_the_old_connection_with_a_log_and_an_event(caplog):
+    a, b = make_node(), make_node(listen=[])
+    async with running(a, b):
+        first = await b.connect(address_of(a))
+        with a.events.subscribe(lambda e: isinstance(e, PeerReplaced)) as replaced_a, b.events.subscribe(
+            lambda e: isinstance(e, PeerReplaced)
+        ) as replaced_b:
+            second = await b.connect(address_of(a), reconnect=True)
+            with trio.fail_after(3):
+                await first.closed.wait()
+                event_b = await replaced_b.__anext__()
+                event_a = await replaced_a.__anext__()
+        assert second is not first and second.is_ready and len(a.peers) == 1
+        assert event_b.node_id == a.node_id and event_a.node_id == b.node_id
+        assert "replaces the live one" in caplog.text
 
 
 async def test_configured_peers_are_connected_and_reconnected():

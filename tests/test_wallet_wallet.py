@@ -246,3 +246,139 @@ async def test_wallet_refuses_other_network(
         script_for_address(address_for_script(b"\x00\x14" + b"\x01" * 20))
         == b"\x00\x14" + b"\x01" * 20
     )
+
+
+async def test_own_unconfirmed_change_is_spent_before_a_block(
+    source: EmbeddedChainSource, tmp_path: Path
+) -> None:
+    wallet = await funded_wallet(source, tmp_path / "w", 500_000)
+    bob = await Wallet.open(tmp_path / "bob", source)
+    first = await wallet.withdraw(bob.new_address(), 100_000, feerate_per_kw=1_000)
+    change = 500_000 - 100_000 - first.fee_sat
+    balances = wallet.balances()
+    assert (balances.confirmed_sat, balances.unconfirmed_sat, balances.reserved_sat) == (0, change, 0)
+    (pending,) = [u for u in wallet.list_funds() if not u.confirmed]
+    assert pending.confirmations == 0 and pending.spendable and pending.amount_sat == change
+    # a second withdrawal spends that change, waiting in the mempool behind the first
+    second = await wallet.withdraw(bob.new_address(), 150_000, feerate_per_kw=1_000)
+    assert second.tx.inputs[0].prevout == pending.outpoint
+    assert source.core.mempool_txids() == [first.txid, second.txid]
+    await source.mine(1)
+    await wallet.sync()
+    await bob.sync()
+    assert bob.balance() == 250_000
+    assert wallet.balance() == 500_000 - 250_000 - first.fee_sat - second.fee_sat
+    assert wallet.balances().unconfirmed_sat == 0 and wallet.held_transactions() == []
+    assert json.loads((tmp_path / "w" / "wallet.json").read_text())["held"] == {}
+
+
+class _CrashBeforeBroadcast(BaseException):
+    """Stands for the process dying between the reservation's write and the broadcast."""
+
+
+async def test_crash_between_reservation_and_broadcast_sends_it_at_next_open(
+    source: EmbeddedChainSource, tmp_path: Path, monkeypatch
+) -> None:
+    wallet = await funded_wallet(source, tmp_path / "w", 300_000)
+    target = wallet.new_address()
+
+    async def crash(raw: bytes) -> bytes:
+        raise _CrashBeforeBroadcast
+
+    monkeypatch.setattr(source, "broadcast", crash)
+    with pytest.raises(_CrashBeforeBroadcast):
+        await wallet.withdraw(target, 120_000, feerate_per_kw=1_000)
+    monkeypatch.undo()
+    assert source.core.mempool_txids() == []  # it never left
+    state = json.loads((tmp_path / "w" / "wallet.json").read_text())
+    (txid_hex,) = state["held"]
+    # the next process opens the wallet: the withdrawal leaves now
+    reopened = await Wallet.open(tmp_path / "w", source)
+    assert [t.hex() for t in source.core.mempool_txids()] == [bytes.fromhex(txid_hex)[::-1].hex()]
+    await source.mine(1)
+    await reopened.sync()
+    assert reopened.reserved() == {} and reopened.held_transactions() == []
+    assert 300_000 - 1_000 < reopened.balance() < 300_000  # all ours again, less the fee
+
+
+async def test_a_held_withdrawal_that_can_never_confirm_is_released_at_open(
+    source: EmbeddedChainSource, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    wallet = await funded_wallet(source, tmp_path / "w", 300_000)
+    other = await Wallet.open(tmp_path / "other", source)
+
+    async def crash(raw: bytes) -> bytes:
+        raise _CrashBeforeBroadcast
+
+    monkeypatch.setattr(source, "broadcast", crash)
+    with pytest.raises(_CrashBeforeBroadcast):
+        await wallet.withdraw(other.new_address(), 120_000, feerate_per_kw=1_000)
+    monkeypatch.undo()
+    # a copy of the wallet (same seed, without the held transaction) spends the coin otherwise
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / SEED_FILE).write_bytes((tmp_path / "w" / SEED_FILE).read_bytes())
+    os.chmod(copy / SEED_FILE, 0o600)
+    state = json.loads((tmp_path / "w" / "wallet.json").read_text())
+    (copy / "wallet.json").write_text(json.dumps({**state, "reserved": {}, "held": {}}))
+    twin = await Wallet.open(copy, source)
+    spent_elsewhere = await twin.withdraw(other.new_address(), 50_000, feerate_per_kw=1_000)
+    # waiting in the mempool: the held withdrawal conflicts with it
+    reopened = await Wallet.open(tmp_path / "w", source)
+    assert reopened.reserved() == {} and reopened.held_transactions() == []
+    assert any("can never confirm" in r.getMessage() and "txn-mempool-conflict" in r.getMessage() for r in caplog.records)
+    await source.mine(1)
+    await reopened.sync()
+    assert reopened.balance() == 300_000 - 50_000 - spent_elsewhere.fee_sat
+    # a held transaction whose coins were spent on the chain meanwhile leaves quietly
+    assert json.loads((tmp_path / "w" / "wallet.json").read_text())["held"] == {}
+
+
+async def test_release_one_outpoint(source: EmbeddedChainSource, tmp_path: Path) -> None:
+    wallet = await funded_wallet(source, tmp_path / "w", 100_000, 200_000)
+    funded = await wallet.fund_output(b"\x00\x20" + b"\x03" * 32, 250_000, feerate_per_kw=1_000)
+    assert wallet.balances().reserved_sat == 300_000
+    first = funded.tx.inputs[0].prevout
+    assert wallet.release_outpoint(first) == funded.tx.txid
+    assert wallet.release_outpoint(first) is None
+    assert wallet.balances().reserved_sat == 300_000 - wallet.balances().confirmed_sat
+    reopened = await Wallet.open(tmp_path / "w", source)
+    assert list(reopened.reserved()) == [funded.tx.inputs[1].prevout]
+    assert [t.txid for t in reopened.held_transactions()] == [funded.tx.txid]
+
+
+async def test_damaged_state_says_what_to_do_and_the_seed_recovers_every_coin(
+    source: EmbeddedChainSource, tmp_path: Path
+) -> None:
+    wallet = await funded_wallet(source, tmp_path / "w", 70_000, 80_000)
+    await source.mine(5)
+    state_path = tmp_path / "w" / "wallet.json"
+    state_path.write_text("{garbage")
+    with pytest.raises(WalletError) as info:
+        await Wallet.open(tmp_path / "w", source)
+    assert info.value.code == "corrupt" and str(state_path) in info.value.reason
+    assert "move wallet.json aside" in info.value.reason
+    state_path.rename(tmp_path / "w" / "wallet.json.bad")
+    recovered = await Wallet.open(tmp_path / "w", source)
+    assert recovered.balance() == 150_000 == wallet.balance()
+    assert recovered.new_address() not in {u.address for u in recovered.list_funds()}
+
+
+async def test_a_withdrawal_reorged_out_is_held_again(
+    source: EmbeddedChainSource, tmp_path: Path
+) -> None:
+    wallet = await funded_wallet(source, tmp_path / "w", 400_000)
+    parent = (await source.tip()).block_hash
+    sent = await wallet.withdraw(wallet.new_address(), 100_000, feerate_per_kw=1_000)
+    await source.mine(1)
+    await wallet.sync()
+    assert wallet.balance() == 400_000 - sent.fee_sat and wallet.held_transactions() == []
+    source.core.mine(2, parent=parent)  # a longer branch without the withdrawal
+    await wallet.sync()
+    assert sent.txid in source.core.mempool_txids()  # the chain put it back
+    assert [t.txid for t in wallet.held_transactions()] == [sent.txid]
+    b = wallet.balances()
+    assert (b.confirmed_sat, b.unconfirmed_sat) == (0, 400_000 - sent.fee_sat)
+    await source.mine(1)
+    await wallet.sync()
+    assert wallet.balance() == 400_000 - sent.fee_sat and wallet.reserved() == {}

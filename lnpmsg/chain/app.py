@@ -18,6 +18,10 @@ call                                                      result
 ========================================================  ==========================================
 ``getchaininfo``                                          network, backend, height, tip, mempool
                                                           (embedded only), wallet balance
+                                                          (``balance_sat`` confirmed, ``pending_sat``
+                                                          own unconfirmed change)
+``getbalance``                                            the wallet's satoshis by state: confirmed,
+                                                          unconfirmed, immature, reserved, spendable
 ``mine`` [blocks?=1, address?]                            hashes of the new blocks, height, tip;
                                                           default payee: the faucet (embedded only)
 ``faucet`` [amount_sat, address?, confirm?=true]          txid, vout, address, amount_sat,
@@ -29,7 +33,20 @@ call                                                      result
 ``listfunds``                                             outputs (outpoint, amount_sat, address,
                                                           confirmations, spendable...), totals
 ``withdraw`` [address, amount_sat | "all", feerate?]      txid, tx_hex, amount_sat, fee_sat
+``releasecoins`` [txid? | outpoint? | all?=false]         released outpoints (and the txids that held
+                                                          them): coins reserved for a transaction that
+                                                          will never confirm
 ========================================================  ==========================================
+
+The wallet spends its own unconfirmed change at once (like Bitcoin Core's
+wallet): a second ``withdraw`` needs no block in between. Coins chosen for a
+transaction are reserved, and the transaction stored with them, before it
+is broadcast; when the node starts again, withdrawals not yet confirmed are
+broadcast again and the coins of those the chain rejects for good are
+released. ``releasecoins`` (like lnd's ``releaseoutput``) frees what is held
+for a transaction that will never confirm, e.g. a channel funding that was
+abandoned; a coin whose spend still waits in the mempool is then refused by
+the chain if spent again.
 
 Failures are control errors (``-32000``) whose ``data`` says what happened:
 ``data.error`` is ``InsufficientFunds`` (with ``needed_sat`` and
@@ -61,6 +78,7 @@ from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW, ChainSource
+from lnpmsg.chain.wallet_calls import ChainAppError, balances_result, release_coins
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.errors import InsufficientFunds, WalletError
 from lnpmsg.wallet.wallet import Wallet
@@ -84,18 +102,6 @@ MAX_MINE_BLOCKS = 1000
 SYNC_RETRY = 1.0
 #: what the bech32 prefix of the chain's addresses says about the network
 _NETWORKS = {"bcrt": "regtest", "tb": "testnet", "bc": "bitcoin"}
-
-
-class ChainAppError(Exception):
-    """A chain or wallet call failed, or the app could not start.
-
-    ``details`` become the control error's ``data`` (``error``: the kind of
-    failure, ``code``, amounts...).
-    """
-
-    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.details = details or {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +145,8 @@ class ChainApp(App):
         chain_dir: open the embedded regtest chain here while the app runs.
         source: or use this chain source (not closed by the app).
         name: the app's name, the prefix of its control calls.
+        reindex: rebuild the embedded chain's kernel state (blocks/, chainstate/)
+            from its block log while opening (``lnpmsg node --reindex``).
     """
 
     def __init__(
@@ -148,6 +156,7 @@ class ChainApp(App):
         chain_dir: str | Path | None = None,
         source: ChainSource | None = None,
         name: str = CHAIN_APP_NAME,
+        reindex: bool = False,
     ) -> None:
         if (chain_dir is None) == (source is None):
             raise AppError("ChainApp takes a chain_dir (the embedded chain) or a source, not both")
@@ -155,6 +164,7 @@ class ChainApp(App):
         self.wallet_dir = Path(wallet_dir)
         self.chain_dir = None if chain_dir is None else Path(chain_dir)
         self._source = source
+        self.reindex = reindex
         self._wallet: Wallet | None = None
         calls: dict[str, Callable[..., Any]] = {
             "getchaininfo": self.getchaininfo,
@@ -164,6 +174,8 @@ class ChainApp(App):
             "newaddr": self.newaddr,
             "listfunds": self.listfunds,
             "withdraw": self.withdraw,
+            "getbalance": self.getbalance,
+            "releasecoins": self.releasecoins,
         }
         for call, fn in calls.items():
             self.add_control_method(call, fn)
@@ -190,7 +202,9 @@ class ChainApp(App):
         async with AsyncExitStack() as stack:
             try:
                 if self.chain_dir is not None:
-                    self._source = await stack.enter_async_context(EmbeddedChainSource.open(self.chain_dir))
+                    self._source = await stack.enter_async_context(
+                        EmbeddedChainSource.open(self.chain_dir, rebuild=self.reindex)
+                    )
                 self._wallet = await Wallet.open(self.wallet_dir, self.source)
             except (ChainError, WalletError) as exc:
                 raise ChainAppError(f"cannot open the chain and wallet: {exc}") from exc
@@ -258,8 +272,22 @@ class ChainApp(App):
             await self.wallet.sync()
         wallet_tip = self.wallet.tip
         info["wallet_height"] = wallet_tip.height if wallet_tip is not None else None
-        info["balance_sat"] = self.wallet.balance()
+        balances = self.wallet.balances()
+        info["balance_sat"] = balances.confirmed_sat
+        info["pending_sat"] = balances.unconfirmed_sat
         return info
+
+    async def getbalance(self) -> dict[str, Any]:
+        """The wallet's satoshis by state: confirmed, unconfirmed own change, immature coinbase, reserved."""
+        with _translated():
+            await self.wallet.sync()
+        return balances_result(self.wallet.balances())
+
+    async def releasecoins(self, txid: str | None = None, outpoint: str | None = None, all: bool = False) -> dict[str, Any]:
+        """Free the coins reserved for TXID, or one OUTPOINT (txid:vout), or ALL: for transactions that will never confirm."""
+        released = release_coins(self.wallet, txid, outpoint, all)
+        log.info("chain: released %d reserved coin(s)", len(released["released"]))
+        return released
 
     async def mine(self, blocks: int = 1, address: str | None = None) -> dict[str, Any]:
         """Mine blocks on the embedded chain (to the faucet, or to ADDRESS); waiting transactions go in the first."""
@@ -315,11 +343,12 @@ class ChainApp(App):
             return {"address": self.wallet.new_address()}
 
     async def listfunds(self) -> dict[str, Any]:
-        """The wallet's confirmed coins and totals (spendable: mature, confirmed, not reserved)."""
+        """The wallet's coins (confirmed, and its own unconfirmed change) and totals."""
         wallet = self.wallet
         with _translated():
             await wallet.sync()
         utxos = wallet.list_funds()
+        balances = wallet.balances()
         outputs = [
             {
                 "outpoint": str(u.outpoint),
@@ -329,6 +358,7 @@ class ChainApp(App):
                 "address": u.address,
                 "key_path": u.key_path,
                 "height": u.height,
+                "status": "confirmed" if u.confirmed else "unconfirmed",
                 "confirmations": u.confirmations,
                 "coinbase": u.is_coinbase,
                 "spendable": u.spendable,
@@ -339,8 +369,8 @@ class ChainApp(App):
         tip = wallet.tip
         return {
             "outputs": outputs,
-            "total_sat": sum(u.amount_sat for u in utxos),
-            "spendable_sat": sum(u.amount_sat for u in utxos if u.spendable),
+            "total_sat": balances.total_sat,
+            "spendable_sat": balances.spendable_sat,
             "height": tip.height if tip is not None else None,
         }
 

@@ -31,6 +31,11 @@ __all__ = ["BLOCK_LOG_MAGIC", "BlockLog"]
 
 BLOCK_LOG_MAGIC = b"LNPMSG-BLOCKLOG1"
 _RECORD_HEADER = struct.Struct("<II")
+#: what to do about a damaged log: the kernel's files hold the blocks of its last clean close
+_DAMAGED_LOG_ADVICE = (
+    "Move it aside and start again: the log is rebuilt from the kernel's block files "
+    "(blocks mined after the kernel's last clean close are lost)"
+)
 
 
 class BlockLog:
@@ -38,7 +43,7 @@ class BlockLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._offsets: dict[bytes, tuple[int, int]] = {}
+        self._offsets: dict[bytes, tuple[int, int, int]] = {}
         self.order: list[bytes] = []
         if not path.exists():
             with open(path, "wb") as f:
@@ -57,7 +62,7 @@ class BlockLog:
         magic = f.read(len(BLOCK_LOG_MAGIC))
         if magic != BLOCK_LOG_MAGIC:
             raise ChainError(
-                f"{self.path} is not an lnpmsg block log (bad magic)", code="corrupt"
+                f"{self.path} is not an lnpmsg block log (bad magic). {_DAMAGED_LOG_ADVICE}", code="corrupt"
             )
         pos = len(BLOCK_LOG_MAGIC)
         size = os.fstat(f.fileno()).st_size
@@ -68,17 +73,17 @@ class BlockLog:
             length, crc = _RECORD_HEADER.unpack(head)
             if not HEADER_BYTES < length <= MAX_BLOCK_BYTES:
                 raise ChainError(
-                    f"{self.path}: bad record length at offset {pos}", code="corrupt"
+                    f"{self.path}: bad record length at offset {pos}. {_DAMAGED_LOG_ADVICE}", code="corrupt"
                 )
             body = f.read(length)
             if len(body) < length:
                 break
             if zlib.crc32(body) != crc:
                 raise ChainError(
-                    f"{self.path}: checksum mismatch at offset {pos}", code="corrupt"
+                    f"{self.path}: checksum mismatch at offset {pos}. {_DAMAGED_LOG_ADVICE}", code="corrupt"
                 )
             block_hash = BlockHeader.parse(body[:HEADER_BYTES]).hash
-            self._offsets[block_hash] = (pos + _RECORD_HEADER.size, length)
+            self._offsets[block_hash] = (pos + _RECORD_HEADER.size, length, crc)
             self.order.append(block_hash)
             pos += _RECORD_HEADER.size + length
         if pos < size:
@@ -99,13 +104,14 @@ class BlockLog:
         f = self._file
         pos = f.seek(0, os.SEEK_END)
         try:
-            f.write(_RECORD_HEADER.pack(len(raw), zlib.crc32(raw)) + raw)
+            crc = zlib.crc32(raw)
+            f.write(_RECORD_HEADER.pack(len(raw), crc) + raw)
             f.flush()
         except OSError as exc:
             # leave no partial record behind: the next open would call it torn anyway
             f.truncate(pos)
             raise ChainError(f"cannot write {self.path}: {exc}", code="io") from exc
-        self._offsets[block_hash] = (pos + _RECORD_HEADER.size, len(raw))
+        self._offsets[block_hash] = (pos + _RECORD_HEADER.size, len(raw), crc)
         self.order.append(block_hash)
 
     def sync(self) -> None:
@@ -116,13 +122,22 @@ class BlockLog:
             raise ChainError(f"cannot write {self.path}: {exc}", code="io") from exc
 
     def read(self, block_hash: bytes) -> bytes:
+        """A block by hash; its checksum is checked on every read (damage
+        after the log was opened is a ``corrupt`` ChainError, not bad data)."""
         try:
-            offset, length = self._offsets[block_hash]
+            offset, length, crc = self._offsets[block_hash]
         except KeyError:
             raise ChainError(
                 f"unknown block {block_hash[::-1].hex()}", code="not-found"
             ) from None
-        return os.pread(self._file.fileno(), length, offset)
+        raw = os.pread(self._file.fileno(), length, offset)
+        if len(raw) != length or zlib.crc32(raw) != crc:
+            raise ChainError(
+                f"{self.path}: block {block_hash[::-1].hex()} at offset {offset - _RECORD_HEADER.size} "
+                "is damaged (checksum mismatch)",
+                code="corrupt",
+            )
+        return raw
 
     def close(self) -> None:
         self._file.close()

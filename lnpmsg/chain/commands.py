@@ -1,7 +1,7 @@
 """The ``lnpmsg`` subcommands of the chain and wallet app (:mod:`lnpmsg.chain.app`).
 
-``getchaininfo``, ``mine``, ``faucet``, ``newaddr``, ``listfunds`` and
-``withdraw`` call the ``chain.*`` methods of a node started with ``--chain``;
+``getchaininfo``, ``mine``, ``faucet``, ``newaddr``, ``listfunds``,
+``getbalance``, ``withdraw`` and ``releasecoins`` call the ``chain.*`` methods of a node started with ``--chain``;
 they run like every other control command (:mod:`lnpmsg.rpc.commands`):
 human output or ``--json``, exit 0, 1 on an error, 3 when no node runs.
 """
@@ -18,7 +18,7 @@ from lnpmsg.rpc import commands as control_commands
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
 #: control subcommands of the chain app (``lnpmsg.chain.app``): they need a node started with ``--chain``
-COMMANDS = frozenset({"getchaininfo", "mine", "faucet", "newaddr", "listfunds", "withdraw"})
+COMMANDS = frozenset({"getchaininfo", "mine", "faucet", "newaddr", "listfunds", "getbalance", "withdraw", "releasecoins"})
 
 
 def _amount(text: str) -> int | str:
@@ -42,6 +42,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
         parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
         parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
         parser.add_argument("--timeout", type=float, default=65.0, help="seconds to wait for the node (default: %(default)s)")
+        control_commands.add_wait_option(parser)
         return parser
 
     add("getchaininfo", "show the chain's tip and the wallet's balance")
@@ -53,11 +54,26 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--address", help="pay this address (default: a new address of the node's wallet)")
     p.add_argument("--no-confirm", action="store_true", help="do not mine: leave the payment waiting for the next block")
     add("newaddr", "print a new receive address of the node's wallet")
-    add("listfunds", "list the coins of the node's wallet")
-    p = add("withdraw", "send coins from the node's wallet to an address (mine a block to confirm)")
+    add("listfunds", "list the coins of the node's wallet (confirmed, and its own unconfirmed change)")
+    add("getbalance", "show the wallet's satoshis: confirmed, unconfirmed change, immature, reserved")
+    p = add("withdraw", "send coins from the node's wallet to an address (mine a block to confirm; the change can be spent at once)")
     p.add_argument("address")
     p.add_argument("amount", type=_amount, metavar="AMOUNT|all", help="satoshis, or 'all' (everything, less the fee)")
     p.add_argument("--feerate", type=int, metavar="PER_KW", help="fee rate in sat per 1000 weight units, 253 or more (250 = 1 sat/vB; default: the chain's estimate)")
+    p = add(
+        "releasecoins",
+        "free wallet coins reserved for a transaction that will never confirm (like lnd's releaseoutput)",
+    )
+    p.epilog = (
+        "A coin is reserved while a transaction spending it waits to confirm; 'listfunds' shows "
+        "'reserved by TXID'. At start the node broadcasts its unconfirmed withdrawals again and "
+        "releases those the chain rejects for good, so this is for the rest, e.g. an abandoned "
+        "channel funding. Releasing a coin whose spend still waits in the mempool does no harm: "
+        "spending it again is refused by the chain."
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("target", nargs="?", metavar="TXID|OUTPOINT", help="the transaction whose coins to free, or one coin as TXID:VOUT")
+    what.add_argument("--all", action="store_true", help="free every reserved coin")
 
 
 def _print_chaininfo(r: dict[str, Any]) -> None:
@@ -65,12 +81,28 @@ def _print_chaininfo(r: dict[str, Any]) -> None:
     print(f"network:  {r['network']} ({r['backend']}){mempool}")
     print(f"height:   {r['height']}")
     print(f"tip:      {r['tip']}")
-    print(f"wallet:   {r['balance_sat']} sat spendable")
+    pending = f", {r['pending_sat']} sat unconfirmed change" if r.get("pending_sat") else ""
+    print(f"wallet:   {r['balance_sat']} sat spendable{pending}")
+
+
+def _print_balance(r: dict[str, Any]) -> None:
+    print(f"confirmed:   {r['confirmed_sat']} sat")
+    print(f"unconfirmed: {r['unconfirmed_sat']} sat (own change, spendable)")
+    print(f"immature:    {r['immature_sat']} sat (coinbase, under 100 blocks)")
+    print(f"reserved:    {r['reserved_sat']} sat (held for unconfirmed transactions)")
+    print(f"spendable:   {r['spendable_sat']} sat of {r['total_sat']} sat")
+
+
+def _print_released(r: dict[str, Any]) -> None:
+    for coin in r["released"]:
+        print(f"released {coin['outpoint']} (was reserved by {coin['reserved_by']})")
+    if not r["released"]:
+        print("no coins were reserved")
 
 
 def _print_listfunds(r: dict[str, Any]) -> None:
     for o in r["outputs"]:
-        notes = [f"{o['confirmations']} conf"]
+        notes = [f"{o['confirmations']} conf" if o.get("status", "confirmed") == "confirmed" else "unconfirmed change"]
         if o["coinbase"]:
             notes.append("coinbase")
         if o["reserved_by"]:
@@ -105,6 +137,16 @@ def _chain_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Calla
         return "chain.newaddr", {}, lambda r: print(r["address"])
     if command == "listfunds":
         return "chain.listfunds", {}, _print_listfunds
+    if command == "getbalance":
+        return "chain.getbalance", {}, _print_balance
+    if command == "releasecoins":
+        if args.all:
+            params = {"all": True}
+        elif ":" in args.target:
+            params = {"outpoint": args.target}
+        else:
+            params = {"txid": args.target}
+        return "chain.releasecoins", params, _print_released
     if command == "withdraw":
         params = {"address": args.address, "amount_sat": args.amount}
         if args.feerate is not None:

@@ -17,16 +17,22 @@ from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.errors import ChainError
 
-__all__ = ["DirLock", "MempoolFile", "prepare_datadir", "write_atomic"]
+__all__ = ["DirLock", "MempoolFile", "fsync_dir", "prepare_datadir", "write_atomic"]
 
 MARKER_FILE = "lnpmsg-chain.json"
 LOCK_FILE = "lnpmsg-chain.lock"
 FORMAT_VERSION = 1
 _MEMPOOL_MAGIC = b"LNPMSG-MEMPOOL01"
+#: a mempool record longer than this is damage, not a transaction (a block's size)
+MAX_TX_RECORD = 4_000_000
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` in one step (a reader sees old or new, never half)."""
+    """Replace ``path`` with ``data`` in one step (a reader sees old or new, never half).
+
+    ``durable``: the data and the rename survive a power loss too (temp file
+    fsynced before the rename, the directory after it).
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -34,6 +40,17 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
         if durable:
             os.fsync(f.fileno())
     os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the directory's entries (a rename, a new file) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class DirLock:
@@ -103,40 +120,57 @@ def prepare_datadir(d: Path, create: bool, required: tuple[str, ...]) -> None:
 
 
 class MempoolFile:
-    """Transactions waiting for a block, kept across restarts.
+    """Transactions waiting for a block, kept across restarts and crashes.
 
-    ``append`` adds one record per broadcast (cheap); ``rewrite`` replaces the
-    file after blocks change the mempool. Neither is fsynced: a process
-    crash keeps them, a power loss may lose the last ones (Bitcoin Core
-    writes its mempool.dat only at shutdown). Format: MAGIC (length:u32le tx)*.
+    ``append`` adds one record per broadcast and fsyncs it; ``rewrite``
+    replaces the file after blocks change the mempool (temp file, fsync,
+    rename, fsync of the dir). A transaction the chain accepted is on disk
+    before the broadcast returns. Format: MAGIC (length:u32le tx)*.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def load(self) -> list[Tx]:
-        """The stored transactions; a record torn by a crash at the end is dropped."""
+        """The stored transactions; a record torn by a crash at the end is dropped.
+
+        A file that is not a mempool file or is damaged inside raises
+        ``ChainError`` (``corrupt``); :meth:`load_or_set_aside` is what a
+        chain opening calls.
+        """
         if not self.path.exists():
             return []
         data = self.path.read_bytes()
         if not data.startswith(_MEMPOOL_MAGIC):
-            raise ChainError(
-                f"{self.path} is not an lnpmsg mempool file", code="corrupt"
-            )
+            raise ChainError(f"{self.path} is not an lnpmsg mempool file (bad magic)", code="corrupt")
         txs = []
         pos = len(_MEMPOOL_MAGIC)
         while pos + 4 <= len(data):
             (length,) = struct.unpack_from("<I", data, pos)
             if pos + 4 + length > len(data):
+                if length > MAX_TX_RECORD:
+                    raise ChainError(f"{self.path} is damaged at offset {pos} (record length {length})", code="corrupt")
                 break
             try:
                 txs.append(Tx.parse(data[pos + 4 : pos + 4 + length]))
             except BitcoinError as exc:
-                raise ChainError(
-                    f"{self.path} is damaged at offset {pos}", code="corrupt"
-                ) from exc
+                raise ChainError(f"{self.path} is damaged at offset {pos}: {exc}", code="corrupt") from exc
             pos += 4 + length
         return txs
+
+    def load_or_set_aside(self) -> tuple[list[Tx], Path | None]:
+        """The stored transactions; a damaged file is renamed to
+        ``mempool.dat.corrupt-N`` (kept for inspection) and the mempool starts
+        empty. Returns the transactions and where a damaged file went."""
+        try:
+            return self.load(), None
+        except ChainError:
+            n = 1
+            while (aside := self.path.with_name(f"{self.path.name}.corrupt-{n}")).exists():
+                n += 1
+            os.replace(self.path, aside)
+            fsync_dir(self.path.parent)
+            return [], aside
 
     def append(self, tx: Tx) -> None:
         if not self.path.exists():
@@ -144,9 +178,9 @@ class MempoolFile:
             return
         with open(self.path, "ab") as f:
             f.write(struct.pack("<I", len(tx.raw)) + tx.raw)
+            f.flush()
+            os.fsync(f.fileno())
 
     def rewrite(self, txs: list[Tx]) -> None:
-        data = _MEMPOOL_MAGIC + b"".join(
-            struct.pack("<I", len(tx.raw)) + tx.raw for tx in txs
-        )
-        write_atomic(self.path, data, durable=False)
+        data = _MEMPOOL_MAGIC + b"".join(struct.pack("<I", len(tx.raw)) + tx.raw for tx in txs)
+        write_atomic(self.path, data)

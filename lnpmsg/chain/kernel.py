@@ -198,6 +198,23 @@ class KernelChain:
         chain = self._chainman.get_active_chain()
         return bytes(self._chainman.blocks[chain.block_tree_entries[height]])
 
+    def check_stored(self, height: int, expected: bytes) -> str | None:
+        """Read back the active chain's block at ``height`` and its undo data
+        from the kernel's files; None if both read and the block equals
+        ``expected``, else what is wrong (the kernel keeps no checksums of
+        its own: a block that still parses is compared byte for byte)."""
+        chain = self._chainman.get_active_chain()
+        entry = chain.block_tree_entries[height]
+        try:
+            raw = bytes(self._chainman.blocks[entry])
+            if height > 0:
+                self._chainman.block_spent_outputs[entry]
+        except RuntimeError as exc:
+            return str(exc)
+        if raw != expected:
+            return f"the block at height {height} differs from the one accepted"
+        return None
+
     def in_active_chain(self, block_hash: bytes) -> bool:
         entries = self._chainman.block_tree_entries
         key = pbk.BlockHash(block_hash)

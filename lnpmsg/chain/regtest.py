@@ -20,12 +20,12 @@ On open, blocks the kernel lost (an unclean exit) are replayed from
 ``blocks.log``; if the kernel's state does not open, the error says so and
 ``rebuild=True`` recreates it from the log.
 
-The faucet's coins sit at P2WSH(OP_TRUE): spending them needs no key
-(witness = the one-byte script), which is all a development chain needs.
+The faucet (``lnpmsg.chain.faucet``) pays from coins at P2WSH(OP_TRUE).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -40,21 +40,21 @@ from typing import Self
 
 from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.encoding import MAX_BLOCK_WEIGHT
-from lnpmsg.bitcoin.fees import fee_for_weight
-from lnpmsg.bitcoin.hashes import hash_from_hex, hash_to_hex
-from lnpmsg.bitcoin.script import OP_TRUE, p2wsh
-from lnpmsg.bitcoin.tx import MAX_MONEY, SEQUENCE_RBF, OutPoint, Tx, TxIn, TxOut
+from lnpmsg.bitcoin.hashes import hash_from_hex
+from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_destination
 from lnpmsg.chain.blocklog import BlockLog
 from lnpmsg.chain.datadir import DirLock, MempoolFile, prepare_datadir
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockRef, TxOutInfo
+from lnpmsg.chain.faucet import FAUCET_SCRIPT, FAUCET_WITNESS_SCRIPT, faucet_pay
 from lnpmsg.chain.kernel import KernelChain, KernelResult, kernel_verify_scripts
 from lnpmsg.chain.mempool import Mempool
-from lnpmsg.chain.mining import COINBASE_MATURITY, block_subsidy, build_block
+from lnpmsg.chain.recovery import BLOCK_LOG_FILE, reconcile
+from lnpmsg.chain.mining import build_block
 from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW
 from lnpmsg.chain.tx import SerializedTx, as_tx, malformed
-from lnpmsg.chain.utxo import MEDIAN_TIME_SPAN, Coin, UtxoIndex
+from lnpmsg.chain.utxo import MEDIAN_TIME_SPAN, UtxoIndex
 
 __all__ = [
     "DEFAULT_FEERATE_PER_KW",
@@ -64,19 +64,16 @@ __all__ = [
     "RegtestChain",
 ]
 
-BLOCK_LOG_FILE = "blocks.log"
+logger = logging.getLogger(__name__)
+
 MEMPOOL_FILE = "mempool.dat"
 _KERNEL_DIRS = ("blocks", "chainstate")
 
-#: the faucet's witness script: OP_TRUE, anyone can spend (regtest only)
-FAUCET_WITNESS_SCRIPT = bytes([OP_TRUE])
-FAUCET_SCRIPT = p2wsh(FAUCET_WITNESS_SCRIPT)
+
 #: what the embedded chain answers to fee estimates: regtest has no fee market
 DEFAULT_FEERATE_PER_KW = FEERATE_FLOOR_PER_KW * 4
 #: room left in each block for the coinbase
 _COINBASE_RESERVED_WEIGHT = 4_000
-#: blocks mined at most in one faucet top-up (bounds the work one call can cause)
-_MAX_FAUCET_BLOCKS = 2_000
 _HEX_HASH = re.compile(r"\b[0-9a-f]{64}\b")
 
 
@@ -134,6 +131,7 @@ class RegtestChain:
         self.feerate_per_kw = feerate_per_kw
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
+        self._mempool_listeners: list[Callable[[], None]] = []
         self._extra_nonce = 0
         self._dir_lock: DirLock | None = None
         self._mempool_file = MempoolFile(self.datadir / MEMPOOL_FILE)
@@ -180,17 +178,26 @@ class RegtestChain:
         prepare_datadir(d, create, (BLOCK_LOG_FILE, "blocks"))
         self._log = BlockLog(d / BLOCK_LOG_FILE)
         if rebuild:
+            logger.info("rebuilding the kernel's blocks and chainstate in %s from %s (%d blocks)", d, BLOCK_LOG_FILE, len(self._log))
             for name in _KERNEL_DIRS:
                 shutil.rmtree(d / name, ignore_errors=True)
         try:
             self._kernel = KernelChain(d)
         except ChainError as exc:
             raise ChainError(
-                f"{exc.reason}. The kernel state is damaged; RegtestChain(..., "
-                f"rebuild=True) rebuilds it from {BLOCK_LOG_FILE}",
+                f"{exc.reason}. The kernel state is damaged: start with 'lnpmsg node --chain regtest "
+                f"--reindex' (RegtestChain(..., rebuild=True)) to rebuild it from {BLOCK_LOG_FILE}",
                 code="corrupt",
             ) from exc
-        waiting = self._mempool_file.load()  # read before the index sync may rewrite it
+        # read before the index sync may rewrite it
+        waiting, aside = self._mempool_file.load_or_set_aside()
+        if aside is not None:
+            logger.warning(
+                "%s was damaged: moved it to %s and started with an empty mempool "
+                "(wallets broadcast their own transactions again; the file can be deleted)",
+                self._mempool_file.path,
+                aside,
+            )
         self._reconcile()
         for tx in waiting:
             try:
@@ -202,24 +209,7 @@ class RegtestChain:
     def _reconcile(self) -> None:
         """Make the kernel, the block log and the index agree (after any exit)."""
         assert self._kernel is not None and self._log is not None
-        kernel, log = self._kernel, self._log
-        # blocks the kernel flushed but the log missed (a crash between the two)
-        for height in range(kernel.height + 1):
-            block_hash = kernel.hash_at(height)
-            if block_hash is not None and block_hash not in log:
-                log.append(block_hash, kernel.read_block(height))
-        # blocks the log has but the kernel lost (it only writes on a clean close)
-        for block_hash in list(log.order):
-            if kernel._known(block_hash):
-                continue
-            result = kernel.process(log.read(block_hash), block_hash)
-            if not (result.accepted or result.stored):
-                raise ChainError(
-                    f"{BLOCK_LOG_FILE} holds block {hash_to_hex(block_hash)} that the kernel rejects on "
-                    f"replay: {result.reason}",
-                    code="corrupt",
-                )
-        log.sync()
+        reconcile(self._kernel, self._log, self.datadir)
         self._sync_index()
 
     def close(self) -> None:
@@ -260,11 +250,29 @@ class RegtestChain:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
+    def add_mempool_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every operation that may have changed the
+        mempool (a broadcast, a block, a reorg), from the calling thread.
+
+        Indexes of waiting transactions (the Electrum server's) re-read the
+        mempool then instead of polling it.
+        """
+        self._mempool_listeners.append(listener)
+
+    def remove_mempool_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._mempool_listeners:
+            self._mempool_listeners.remove(listener)
+
+    def _notify_mempool(self) -> None:
+        for listener in list(self._mempool_listeners):
+            listener()
+
     def _notify(self, before: bytes) -> None:
         tip = self.tip()
         if tip.block_hash != before:
             for listener in list(self._listeners):
                 listener(tip)
+        self._notify_mempool()
 
     # -- queries --------------------------------------------------------------
 
@@ -325,6 +333,14 @@ class RegtestChain:
         with self._lock:
             return [e.tx.txid for e in self.mempool.entries()]
 
+    def mempool_snapshot(self) -> tuple[BlockRef, list[tuple[Tx, int]]]:
+        """The tip and the waiting transactions with their fees (parents
+        first), taken together: the mempool as it stands on that tip."""
+        with self._lock:
+            self._parts()
+            tip = BlockRef(self.index.height, self.index.tip_hash)
+            return tip, [(e.tx, e.fee_sat) for e in self.mempool.entries()]
+
     def estimate_feerate(self, target_blocks: int = 6) -> int:
         """The configured fee rate (sat/kw): regtest has no fee market to estimate."""
         return self.feerate_per_kw
@@ -344,6 +360,7 @@ class RegtestChain:
                 return parsed.txid
             self.mempool.accept(parsed, self.index)
             self._journal_mempool(parsed)
+            self._notify_mempool()
             return parsed.txid
 
     # -- blocks ---------------------------------------------------------------
@@ -579,103 +596,13 @@ class RegtestChain:
         coinbase coins, mining (to the faucet) first if it has too little.
 
         The payment waits in the mempool: ``mine()`` confirms it. Returns the
-        outpoint paying ``destination``.
+        outpoint paying ``destination``. A request the faucet cannot meet
+        (a bad destination, more than it could raise) fails before anything
+        is mined: see ``lnpmsg.chain.faucet``.
         """
-        script = script_for_destination(destination, self.network)
-        if not 0 < amount_sat <= MAX_MONEY:
-            raise ChainError(
-                f"faucet amount out of range: {amount_sat}", code="invalid"
-            )
         with self._lock:
             self._parts()
-            mined = 0
-            while True:
-                chosen: list[tuple[OutPoint, Coin]] = []
-                total = 0
-                for item in self._faucet_coins():
-                    chosen.append(item)
-                    total += item[1].txout.amount_sat
-                    fee = self._faucet_fee(len(chosen), script)
-                    if total >= amount_sat + fee:
-                        return self._pay_from_faucet(
-                            chosen, total, fee, script, amount_sat
-                        )
-                if mined >= _MAX_FAUCET_BLOCKS:
-                    raise ChainError(
-                        f"the faucet cannot raise {amount_sat} sat",
-                        code="insufficient-funds",
-                    )
-                # a new coinbase matures COINBASE_MATURITY blocks later; each
-                # block mined also matures one older faucet coinbase
-                step = COINBASE_MATURITY if not chosen else 1
-                subsidy = max(block_subsidy(self.index.height + 1), 1)
-                wanted = (amount_sat - total) // subsidy + 1
-                step = max(step, min(_MAX_FAUCET_BLOCKS - mined, wanted))
-                self.mine(step, FAUCET_SCRIPT)
-                mined += step
-
-    def _faucet_coins(self) -> Iterator[tuple[OutPoint, Coin]]:
-        """Spendable faucet coins, lazily: its latest change waiting in the
-        mempool first (payments follow one another without a block), then
-        its confirmed change and mature coinbase outputs. Payments to the
-        faucet script by others are left alone."""
-        next_height = self.index.height + 1
-        for entry in reversed(self.mempool.entries()):
-            for vout, out in enumerate(entry.tx.outputs):
-                outpoint = OutPoint(entry.tx.txid, vout)
-                if (
-                    outpoint in self._faucet_change
-                    and self.mempool.spender_of(outpoint) is None
-                ):
-                    yield outpoint, Coin(out, next_height, False)
-        for outpoint, coin in list(self.index.coins.items()):
-            if (
-                coin.txout.script_pubkey == FAUCET_SCRIPT
-                and (
-                    outpoint in self._faucet_change
-                    or (
-                        coin.is_coinbase
-                        and next_height - coin.height >= COINBASE_MATURITY
-                    )
-                )
-                and self.mempool.spender_of(outpoint) is None
-            ):
-                yield outpoint, coin
-
-    def _faucet_fee(self, n_inputs: int, script: bytes) -> int:
-        # version+locktime+counts+marker 10.5 vB; input 41 vB + witness (1+1+1 bytes)/4; outputs
-        weight = (
-            42
-            + n_inputs * (41 * 4 + 3)
-            + 4 * (9 + len(script))
-            + 4 * (9 + len(FAUCET_SCRIPT))
-        )
-        return fee_for_weight(weight, self.feerate_per_kw) + 1
-
-    def _pay_from_faucet(
-        self,
-        chosen: list[tuple[OutPoint, Coin]],
-        total: int,
-        fee: int,
-        script: bytes,
-        amount: int,
-    ) -> OutPoint:
-        outputs = [TxOut(amount, script)]
-        change = total - amount - fee
-        if change >= 1_000:
-            outputs.append(TxOut(change, FAUCET_SCRIPT))
-        tx = Tx(
-            version=2,
-            inputs=tuple(
-                TxIn(op, b"", SEQUENCE_RBF, (FAUCET_WITNESS_SCRIPT,)) for op, _ in chosen
-            ),
-            outputs=tuple(outputs),
-            locktime=0,
-        )
-        self.broadcast(tx)
-        if len(outputs) > 1:
-            self._faucet_change.add(OutPoint(tx.txid, 1))
-        return OutPoint(tx.txid, 0)
+            return faucet_pay(self, destination, amount_sat)
 
     # -- mempool persistence --------------------------------------------------
 

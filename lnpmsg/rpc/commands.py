@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -26,12 +27,15 @@ from lnpmsg.rpc.control_client import (
     ControlCallError,
     ControlClient,
     ControlClientError,
+    ControlEndpoints,
     ControlTimeout,
+    NodeStarting,
     NoNodeRunning,
+    locate,
     node_running,
 )
-from lnpmsg.rpc.control_proto import ErrorCode
 from lnpmsg.io.interrupt import EXIT_INTERRUPTED, is_interrupt
+from lnpmsg.rpc.control_proto import CONTROL_INFO_FILE, ErrorCode
 
 __all__ = ["COMMANDS", "EVENT_TOPICS", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_NO_NODE", "EXIT_OK", "EXIT_USAGE", "add_commands", "is_interrupt", "run_command"]
 
@@ -61,8 +65,11 @@ EVENT_TOPICS = (
     ("control.sync.TOKEN", "the answer to an eventsync call"),
     ("APP.", "the events of a user app, e.g. greeter.received (examples/greeter_app.py)"),
 )
-#: seconds ``stop`` waits for the node to be gone
-STOP_WAIT = 15.0
+#: seconds ``stop`` waits at least for the node's process to be gone (it
+#: closes its apps first: the chain flushes its state)
+STOP_WAIT = 30.0
+#: seconds between two looks for a node that is starting or stopping
+POLL_INTERVAL = 0.05
 
 
 def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
@@ -80,11 +87,13 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
         parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
         parser.add_argument("--json", action="store_true", help="print the JSON result (errors as {\"error\": ...})")
         parser.add_argument("--timeout", type=float, default=65.0, help="seconds to wait for the node (default: %(default)s)")
+        add_wait_option(parser)
         return parser
 
     add("getinfo", "show the running node's id, addresses, peers and apps")
     p = add("connect", "connect the node to a peer")
     p.add_argument("address", help="NODEID@host:port (or any peer address form)")
+    p.add_argument("--reconnect", action="store_true", help="replace the live connection if the peer is already connected (default: keep it)")
     p = add("disconnect", "close the connection to a peer (exit 1 if it is not connected)")
     p.add_argument("node_id")
     p = add("listpeers", "list connected peers (features, transport, traffic, ping round trip)")
@@ -121,7 +130,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     )
     p.add_argument("topics", nargs="*", metavar="TOPIC")
     p.add_argument("--count", type=int, default=0, help="exit after this many events")
-    add("stop", "stop the running node (waits until it is gone)")
+    add("stop", "stop the running node (returns once its process has exited)")
     p = add("call", "call any control method (e.g. an app's: rpc.call, pubsub.publish)")
     p.add_argument("method")
     p.add_argument("params", nargs="?", default=None, help="params as a JSON object or array")
@@ -163,7 +172,8 @@ def _request(args: argparse.Namespace) -> Request:
     if command == "getinfo":
         return "getinfo", None, _print_getinfo
     if command == "connect":
-        return "connect", {"address": args.address, "timeout": min(args.timeout, 60.0)}, lambda r: print(
+        params = {"address": args.address, "timeout": min(args.timeout, 60.0), "reconnect": args.reconnect}
+        return "connect", params, lambda r: print(
             f"connected to {r['node_id']} ({r['transport']} {r['address']})"
         )
     if command == "disconnect":
@@ -263,17 +273,20 @@ async def _run(args: argparse.Namespace, request: Callable[[argparse.Namespace],
     except _UsageError as exc:
         _fail(args, str(exc))
         return EXIT_USAGE
-    async with ControlClient.open(args.data_dir) as client:
+    endpoints = await _locate_waiting(args)
+    async with ControlClient.open(endpoints=endpoints) as client:
         if args.command == "subscribe":
             return await _subscribe(client, args)
         if args.command == "stop":
+            pid = _node_pid(endpoints.data_dir)
             try:
                 result = await client.call(method, params, timeout=min(args.timeout, 5.0))
             except ControlTimeout:
                 # The node may stop before its reply leaves: being gone is the answer.
                 result = {"stopping": True}
-            if not await _wait_gone(args.data_dir):
-                raise ControlClientError(f"the node at {args.data_dir} is still running after {STOP_WAIT:g} s")
+            wait = max(STOP_WAIT, args.timeout)
+            if not await _wait_gone(endpoints.data_dir, pid, wait):
+                raise ControlClientError(f"the node at {args.data_dir} is still running after {wait:g} s")
         else:
             result = await client.call(method, params, timeout=args.timeout)
     try:
@@ -288,10 +301,68 @@ async def _run(args: argparse.Namespace, request: Callable[[argparse.Namespace],
     return EXIT_OK
 
 
-async def _wait_gone(data_dir: Path) -> bool:
-    with trio.move_on_after(STOP_WAIT):
-        while node_running(data_dir.expanduser().absolute()):
-            await trio.sleep(0.05)
+def add_wait_option(parser: argparse.ArgumentParser) -> None:
+    """``--wait``: wait for a node that is not running yet (scripts that start one)."""
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="if no node runs at the data dir yet, wait for one to start (up to --timeout) instead of "
+        "failing at once, like bitcoin-cli -rpcwait; a node that is starting is always waited for",
+    )
+
+
+async def _locate_waiting(args: argparse.Namespace) -> ControlEndpoints:
+    """The node's endpoints; waits (up to ``--timeout``) while it starts, or with
+    ``--wait`` until one runs at all."""
+    told = False
+    with trio.move_on_after(args.timeout):
+        while True:
+            try:
+                return locate(args.data_dir)
+            except NodeStarting:
+                if not told:
+                    print(f"the node at {args.data_dir} is starting: waiting for it (up to {args.timeout:g} s)", file=sys.stderr, flush=True)
+                    told = True
+            except NoNodeRunning:
+                if not getattr(args, "wait", False):
+                    raise
+            await trio.sleep(POLL_INTERVAL)
+    return locate(args.data_dir)  # the last word: starting (an error) or running
+
+
+def _node_pid(data_dir: Path) -> int | None:
+    """The node's process id from its control.json (None: unknown, or this very process)."""
+    try:
+        pid = json.loads((data_dir / CONTROL_INFO_FILE).read_text())["pid"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if isinstance(pid, int) and pid > 0 and pid != os.getpid() else None
+
+
+def _process_gone(pid: int) -> bool:
+    """Has the process exited? (A zombie, exited but not yet reaped by its parent, has.)"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    # the state follows the command name in parentheses, which may itself hold ')'
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"Z", b"X")
+
+
+async def _wait_gone(data_dir: Path, pid: int | None, wait: float) -> bool:
+    """Wait until the node's process has exited (or, its pid unknown, released the data dir)."""
+    with trio.move_on_after(wait):
+        while node_running(data_dir) or (pid is not None and not _process_gone(pid)):
+            await trio.sleep(POLL_INTERVAL)
         return True
     return False
 
@@ -327,7 +398,7 @@ def run_command(
     try:
         return trio.run(_run, args, request)
     except NoNodeRunning as exc:
-        _fail(args, str(exc))
+        _fail(args, f"{exc}; if it is starting, run the command again or add --wait")
         return EXIT_NO_NODE
     except ControlCallError as exc:
         if missing_method_hint and exc.code == ErrorCode.METHOD_NOT_FOUND:

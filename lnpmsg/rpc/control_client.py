@@ -52,6 +52,7 @@ __all__ = [
     "ControlTimeout",
     "EventStream",
     "NoNodeRunning",
+    "NodeStarting",
     "locate",
     "node_running",
 ]
@@ -70,6 +71,10 @@ class ControlClientError(Exception):
 
 class NoNodeRunning(ControlClientError):
     """No node is running with that data dir."""
+
+
+class NodeStarting(ControlClientError):
+    """A node holds the data dir but its control API is not up yet (it is starting)."""
 
 
 class ControlTimeout(ControlClientError):
@@ -127,8 +132,11 @@ def locate(data_dir: Path | str) -> ControlEndpoints:
     data_dir = Path(data_dir).expanduser().absolute()
     if not node_running(data_dir):
         raise NoNodeRunning(f"no node is running at {data_dir} (start one with: lnpmsg node --data-dir {data_dir})")
+    info_path = data_dir / CONTROL_INFO_FILE
+    if not info_path.exists():
+        raise NodeStarting(f"the node at {data_dir} is starting: its control API is not up yet")
     try:
-        info = json.loads((data_dir / CONTROL_INFO_FILE).read_text())
+        info = json.loads(info_path.read_text())
         control, events, curve = str(info["control"]), str(info["events"]), bool(info.get("curve"))
     except (OSError, ValueError, KeyError, TypeError):
         control, events, curve = f"ipc://{data_dir / CONTROL_SOCKET_FILE}", f"ipc://{data_dir / EVENTS_SOCKET_FILE}", False

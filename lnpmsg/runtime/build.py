@@ -109,6 +109,9 @@ class BuiltNode:
         if chain is not None:
             where = f"embedded {settings.chain} in {settings.data_dir / 'chain'}" if settings.chain_source is None else "shared"
             out["chain"] = f"{where}, wallet in {settings.data_dir / 'wallet'}"
+        electrum = self.app("electrum")
+        if electrum is not None and hasattr(electrum, "address"):
+            out["electrum"] = electrum.address
         gossip = self.app("gossip")
         if gossip is not None and hasattr(gossip, "graph"):
             out["gossip"] = f"{len(gossip.graph)} channels in {gossip.store.path}"
@@ -179,7 +182,9 @@ def build_node(settings: NodeSettings) -> BuiltNode:
         from lnpmsg.rpc.control import ControlError, ControlServer
 
         try:
-            node.mount(ControlServer(settings.data_dir, endpoint=settings.control_endpoint, events_endpoint=settings.events_endpoint))
+            control = node.mount(ControlServer(settings.data_dir, endpoint=settings.control_endpoint, events_endpoint=settings.events_endpoint))
+            # the lock now, before the apps start (the chain may replay blocks): clients wait for this node
+            control.reserve()
         except ControlError as exc:
             raise StartError(str(exc)) from None
         start_errors.append(ControlError)
@@ -275,14 +280,26 @@ def _tor_socks(text: str | None) -> tuple[str, int] | None:
 
 def _mount_chain(node: Node, settings: NodeSettings) -> list[type[BaseException]]:
     if settings.chain is None and settings.chain_source is None:
+        if settings.reindex:
+            raise SettingsError("--reindex rebuilds the embedded chain: it needs --chain regtest")
+        if settings.electrum_listen is not None:
+            raise SettingsError("--electrum-listen needs --chain regtest (the node serves its own embedded chain)")
         return []
     from lnpmsg.chain.app import ChainApp, ChainAppError
 
     wallet_dir = settings.data_dir / "wallet"
     if settings.chain_source is not None:
+        if settings.reindex:
+            raise SettingsError("--reindex rebuilds a chain the node opens itself, not a chain_source it is given")
         node.mount(ChainApp(wallet_dir, source=settings.chain_source))
     else:
-        node.mount(ChainApp(wallet_dir, chain_dir=settings.data_dir / "chain"))
+        node.mount(ChainApp(wallet_dir, chain_dir=settings.data_dir / "chain", reindex=settings.reindex))
+    if settings.electrum_listen is not None:
+        from lnpmsg.chain.electrum.app import mount_electrum
+
+        problem = mount_electrum(node, settings.electrum_listen)
+        if problem:
+            raise SettingsError(problem)
     return [ChainAppError]
 
 

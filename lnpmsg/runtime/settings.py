@@ -90,6 +90,10 @@ class NodeSettings:
     #: an open chain to use instead of opening one (several nodes of one process
     #: on one chain, as in ``lnpmsg demo``); the wallet stays in DATA_DIR/wallet
     chain_source: ChainSource | None = None
+    #: rebuild the embedded chain's kernel files from its block log while opening it
+    reindex: bool = False
+    #: serve the embedded chain to Electrum wallets on ``host:port`` (port 0: a free one)
+    electrum_listen: str | None = None
     #: run the gossip app (store in DATA_DIR/gossip.sqlite3)
     gossip: bool = True
     #: Core Lightning gossip_store files to import while starting (the parts of one store, in order)

@@ -7,6 +7,7 @@ from lnpmsg.wallet.errors import InsufficientFunds, WalletError
 from lnpmsg.wallet.keys import Account, DerivedKey, load_or_create_seed
 from lnpmsg.wallet.wallet import (
     GAP_LIMIT,
+    Balances,
     FundedTx,
     Wallet,
     WalletUtxo,
@@ -17,6 +18,7 @@ from lnpmsg.wallet.wallet import (
 __all__ = [
     "GAP_LIMIT",
     "Account",
+    "Balances",
     "Candidate",
     "DerivedKey",
     "FundedTx",

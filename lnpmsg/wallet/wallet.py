@@ -12,30 +12,33 @@ How coins are tracked: the wallet follows the chain from its birth height
 with a ``ChainFollower`` watching every derived script (``GAP_LIMIT`` ahead
 of the last used index on both the receive and change chains). Confirmed
 outputs are coins; a confirmed spend removes them; a reorg puts them back.
-Coins are rebuilt from the chain on every open (the seed and a few counters
-are all that is stored). Coins chosen for a transaction not yet confirmed are
-*reserved* (persisted) until the spend confirms or ``release`` is called.
+Coins are rebuilt from the chain on every open (the seed, a few counters and
+the wallet's own unconfirmed transactions are all that is stored). Coins
+chosen for a transaction not yet confirmed are *reserved*, and the
+transaction is stored with them before it leaves, until the spend confirms
+or ``release`` is called; on open, withdrawals not yet confirmed are
+broadcast again and coins whose transaction can never confirm are released
+(see ``lnpmsg.wallet.reservations``). The outputs of the wallet's own
+unconfirmed transactions that pay it (change) are spendable at once.
 
 Data dir (``wallet_dir``): ``seed`` (32 bytes, mode 0600, created on first
-use) and ``wallet.json`` (network, birth height, next indexes, reservations).
+use) and ``wallet.json`` (network, birth height, next indexes, reservations
+and their transactions), replaced atomically and fsynced at each change.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import trio
 
-from lnpmsg.bitcoin.ecdsa import sign_digest
-from lnpmsg.bitcoin.hashes import hash160
-from lnpmsg.bitcoin.script import p2pkh_script
-from lnpmsg.bitcoin.sighash import SIGHASH_ALL, segwit_v0_sighash
-from lnpmsg.bitcoin.tx import SEQUENCE_RBF, OutPoint, Tx, TxIn, TxOut
+from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import address_for_script, script_for_address
 from lnpmsg.chain.datadir import write_atomic
 from lnpmsg.chain.errors import ChainError
@@ -49,12 +52,14 @@ from lnpmsg.chain.events import (
 from lnpmsg.chain.follow import ChainFollower
 from lnpmsg.chain.mining import COINBASE_MATURITY
 from lnpmsg.chain.source import ChainSource, catch_up
-from lnpmsg.wallet.coinselect import Candidate, Selection, select_all, select_coins
 from lnpmsg.wallet.errors import WalletError
-from lnpmsg.wallet.keys import Account, DerivedKey, load_or_create_seed
+from lnpmsg.wallet.keys import SEED_FILE, Account, DerivedKey, load_or_create_seed
+from lnpmsg.wallet.reservations import FINAL_REJECTIONS, Reservations
+from lnpmsg.wallet.spend import OwnCoin, build_spend, dust_limit
 
 __all__ = [
     "GAP_LIMIT",
+    "Balances",
     "FundedTx",
     "Wallet",
     "WalletUtxo",
@@ -62,55 +67,75 @@ __all__ = [
     "dust_limit",
 ]
 
+log = logging.getLogger(__name__)
+
 WALLET_FILE = "wallet.json"
+#: what to do about a damaged wallet.json: the seed holds the keys, the chain the coins
+_DAMAGED_STATE_ADVICE = (
+    "The keys are in the seed file, not there: move wallet.json aside and start again; "
+    "the wallet rescans the chain from its start and finds every coin (unconfirmed "
+    "transactions it held are forgotten: listfunds shows what is left)"
+)
 #: unused addresses watched past the last used one on each chain (BIP44's gap limit)
 GAP_LIMIT = 20
-#: P2WPKH input: 41 bytes outside the witness (x4) + witness 1+1+72+1+33 (72: a max-size signature)
-P2WPKH_INPUT_WEIGHT = 41 * 4 + 108
-#: P2WPKH output: 8 amount + 1 length + 22 script, x4
-P2WPKH_OUTPUT_WEIGHT = 31 * 4
-#: version + locktime + input and output counts (x4) + segwit marker and flag
-TX_OVERHEAD_WEIGHT = 10 * 4 + 2
-#: spend the change in a later block only: inputs confirmed at least this deep
+#: coins from others are spent once confirmed this deep (the wallet's own
+#: unconfirmed change is trusted at once, as Bitcoin Core's wallet does)
 MIN_CONFIRMATIONS = 1
-#: any P2WPKH script: what change outputs look like, for their dust limit
-_P2WPKH_TEMPLATE = b"\x00\x14" + bytes(20)
-
-
-def dust_limit(script_pubkey: bytes) -> int:
-    """Bitcoin Core's dust threshold at its 3 sat/vB dust relay fee.
-
-    The cost to create and spend the output: 67 vB to spend a witness
-    program, 148 vB otherwise (294 sat for P2WPKH, 546 for P2PKH).
-    """
-    size = 8 + 1 + len(script_pubkey)
-    witness_program = len(script_pubkey) >= 4 and (
-        script_pubkey[0] == 0 or 0x51 <= script_pubkey[0] <= 0x60
-    )
-    return 3 * (size + (67 if witness_program else 148))
 
 
 @dataclass(frozen=True, slots=True)
 class WalletUtxo:
-    """A confirmed coin of the wallet."""
+    """A coin of the wallet: confirmed, or (``height`` None, 0 confirmations)
+    an output of its own transaction waiting for a block."""
 
     outpoint: OutPoint
     amount_sat: int
     address: str
     key_path: str
-    height: int
+    height: int | None
     is_coinbase: bool
     confirmations: int
     reserved_by: bytes | None
 
     @property
+    def confirmed(self) -> bool:
+        return self.height is not None
+
+    @property
+    def mature(self) -> bool:
+        return not self.is_coinbase or self.confirmations >= COINBASE_MATURITY
+
+    @property
     def spendable(self) -> bool:
-        mature = not self.is_coinbase or self.confirmations >= COINBASE_MATURITY
-        return (
-            mature
-            and self.confirmations >= MIN_CONFIRMATIONS
-            and self.reserved_by is None
-        )
+        trusted = not self.confirmed or self.confirmations >= MIN_CONFIRMATIONS
+        return self.mature and trusted and self.reserved_by is None
+
+
+@dataclass(frozen=True, slots=True)
+class Balances:
+    """The wallet's satoshis by state (each coin counted once).
+
+    ``confirmed``: confirmed, mature, not reserved; ``unconfirmed``: outputs
+    of its own transactions waiting for a block (change), not reserved;
+    ``immature``: coinbase outputs younger than 100 blocks; ``reserved``:
+    coins held for a transaction the wallet has not sent (a channel
+    funding). Coins spent by the wallet's own broadcast transactions count
+    no more: they are on their way.
+    """
+
+    confirmed_sat: int
+    unconfirmed_sat: int
+    immature_sat: int
+    reserved_sat: int
+
+    @property
+    def spendable_sat(self) -> int:
+        """What the next spend can use (before its fee)."""
+        return self.confirmed_sat + self.unconfirmed_sat
+
+    @property
+    def total_sat(self) -> int:
+        return self.confirmed_sat + self.unconfirmed_sat + self.immature_sat + self.reserved_sat
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +164,6 @@ class FundedTx:
         return self.tx.outpoint(self.output_index)
 
 
-@dataclass(slots=True)
-class _Coin:
-    outpoint: OutPoint
-    txout: TxOut
-    key: DerivedKey
-    height: int
-    is_coinbase: bool
-
-
 class Wallet:
     """A BIP84 wallet over a ``ChainSource``. Build it with ``await Wallet.open(...)``."""
 
@@ -166,21 +182,17 @@ class Wallet:
         next_index = state["next_index"]
         assert isinstance(next_index, list)
         self._next = [int(next_index[0]), int(next_index[1])]
-        reserved = state.get("reserved", {})
-        assert isinstance(reserved, dict)
         try:
-            self._reserved: dict[OutPoint, bytes] = {
-                OutPoint.from_str(op): bytes.fromhex(txid)
-                for op, txid in reserved.items()
-            }
-        except (ValueError, TypeError, AttributeError) as exc:
+            self._held = Reservations.from_state(state.get("reserved", {}), state.get("held", {}))
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise WalletError(
-                f"wallet state in {wallet_dir} is damaged: {exc}", code="corrupt"
+                f"wallet state {wallet_dir / WALLET_FILE} is damaged: {exc}. {_DAMAGED_STATE_ADVICE}",
+                code="corrupt",
             ) from exc
         self._scripts: dict[bytes, DerivedKey] = {}
         self._derived = [0, 0]
-        self._coins: dict[OutPoint, _Coin] = {}
-        self._spent: dict[OutPoint, _Coin] = {}
+        self._coins: dict[OutPoint, OwnCoin] = {}
+        self._spent: dict[OutPoint, OwnCoin] = {}
         self._follower: ChainFollower | None = None
         self._lock = trio.Lock()
 
@@ -194,6 +206,7 @@ class Wallet:
     ) -> Wallet:
         """Open the wallet in ``wallet_dir`` (creating seed and state on first use) and sync it."""
         path = Path(wallet_dir)
+        seed_existed = (path / SEED_FILE).exists()
         seed = load_or_create_seed(path, create=create)
         state_path = path / WALLET_FILE
         if state_path.exists():
@@ -206,7 +219,8 @@ class Wallet:
                     raise ValueError("missing keys")
             except (ValueError, OSError) as exc:
                 raise WalletError(
-                    f"wallet state {state_path} is damaged: {exc}", code="corrupt"
+                    f"wallet state {state_path} is damaged: {exc}. {_DAMAGED_STATE_ADVICE}",
+                    code="corrupt",
                 ) from exc
             if state["network"] != source.network:
                 raise WalletError(
@@ -217,7 +231,9 @@ class Wallet:
             tip = await source.tip()
             state = {
                 "network": source.network,
-                "birth_height": tip.height + 1,
+                # a new seed has no coins yet; an old seed without its state
+                # (moved aside) may have them anywhere: scan the whole chain
+                "birth_height": 0 if seed_existed else tip.height + 1,
                 "next_index": [0, 0],
                 "reserved": {},
             }
@@ -225,6 +241,7 @@ class Wallet:
         wallet = cls(path, source, account, state)
         wallet._save()
         await wallet._start()
+        await wallet._resubmit()
         return wallet
 
     async def _start(self) -> None:
@@ -256,7 +273,7 @@ class Wallet:
             "network": self.hrp,
             "birth_height": self.birth_height,
             "next_index": self._next,
-            "reserved": {str(op): txid.hex() for op, txid in self._reserved.items()},
+            **self._held.state(),
         }
         path = self.wallet_dir / WALLET_FILE
         try:
@@ -296,7 +313,7 @@ class Wallet:
                 key = self._scripts.get(event.txout.script_pubkey)
                 if key is None:
                     continue
-                self._coins[event.outpoint] = _Coin(
+                self._coins[event.outpoint] = OwnCoin(
                     event.outpoint, event.txout, key, event.height, event.tx.is_coinbase
                 )
                 if key.index >= self._next[key.change]:
@@ -307,7 +324,7 @@ class Wallet:
                 coin = self._coins.pop(event.outpoint, None)
                 if coin is not None:
                     self._spent[event.outpoint] = coin
-                if self._reserved.pop(event.outpoint, None) is not None:
+                if self._held.spent(event.outpoint):
                     self._save()
             elif isinstance(event, ReorgedOut):
                 undone = event.event
@@ -317,6 +334,10 @@ class Wallet:
                     coin = self._spent.pop(undone.outpoint, None)
                     if coin is not None:
                         self._coins[undone.outpoint] = coin
+                        # our spend left the chain (back in the mempool, or to be
+                        # broadcast at the next open): hold its coins again
+                        self._held.hold(undone.spending_tx, broadcast=True)
+                        self._save()
 
     # -- addresses and funds ------------------------------------------------------
 
@@ -335,8 +356,18 @@ class Wallet:
         self._save()
         return self.account.derive(1, index).script_pubkey
 
+    def _own_coins(self) -> list[OwnCoin]:
+        """Confirmed coins, then the outputs of the wallet's own unconfirmed
+        transactions that pay it (not yet confirmed, not spent)."""
+        coins = sorted(self._coins.values(), key=lambda c: (c.height, c.outpoint))
+        for outpoint, txout in self._held.unconfirmed_outputs(self._scripts):
+            if outpoint not in self._coins and outpoint not in self._spent:
+                coins.append(OwnCoin(outpoint, txout, self._scripts[txout.script_pubkey], None, False))
+        return coins
+
     def list_funds(self) -> list[WalletUtxo]:
-        """Every confirmed coin, oldest first (``spendable`` tells which can be spent now)."""
+        """Every coin, confirmed ones oldest first, then unconfirmed own outputs
+        (``spendable`` tells which can be spent now)."""
         tip_height = self.tip.height if self.tip else -1
         return [
             WalletUtxo(
@@ -346,17 +377,36 @@ class Wallet:
                 coin.key.path,
                 coin.height,
                 coin.is_coinbase,
-                tip_height - coin.height + 1,
-                self._reserved.get(coin.outpoint),
+                0 if coin.height is None else tip_height - coin.height + 1,
+                self._held.holder(coin.outpoint),
             )
-            for coin in sorted(
-                self._coins.values(), key=lambda c: (c.height, c.outpoint)
-            )
+            for coin in self._own_coins()
         ]
 
     def balance(self) -> int:
-        """Satoshis spendable now (confirmed, mature, not reserved)."""
-        return sum(u.amount_sat for u in self.list_funds() if u.spendable)
+        """Satoshis spendable now and confirmed (mature, not reserved)."""
+        return self.balances().confirmed_sat
+
+    def balances(self) -> Balances:
+        """The wallet's satoshis by state: confirmed, unconfirmed (own change), immature, reserved."""
+        confirmed = unconfirmed = immature = reserved = 0
+        for u in self.list_funds():
+            if u.reserved_by is not None:
+                held = self._held.txs.get(u.reserved_by)
+                if held is None or not held.broadcast:
+                    reserved += u.amount_sat
+                # else: spent by our own transaction on its way (its change counts instead)
+            elif not u.mature:
+                immature += u.amount_sat
+            elif not u.confirmed:
+                unconfirmed += u.amount_sat
+            elif u.spendable:
+                confirmed += u.amount_sat
+        return Balances(confirmed, unconfirmed, immature, reserved)
+
+    def held_transactions(self) -> list[Tx]:
+        """The wallet's transactions not yet confirmed whose coins it holds, oldest first."""
+        return [h.tx for h in self._held.txs.values()]
 
     # -- spending -----------------------------------------------------------------
 
@@ -368,7 +418,9 @@ class Wallet:
     ) -> Withdrawal:
         """Pay ``amount_sat`` (or everything: ``"all"``) to ``address`` and broadcast.
 
-        Raises ``InsufficientFunds`` or ``WalletError`` (a rejected broadcast
+        The transaction is stored with its reserved coins before it leaves
+        (a crash before the broadcast sends it at the next open). Raises
+        ``InsufficientFunds`` or ``WalletError`` (a rejected broadcast
         carries the chain's reason).
         """
         try:
@@ -379,7 +431,7 @@ class Wallet:
             await self._sync_locked()
             feerate = await self._feerate(feerate_per_kw)
             tx, index, fee = self._build(script, amount_sat, feerate)
-            self._reserve(tx)
+            self._hold(tx, broadcast=True)
             try:
                 await self.source.broadcast(tx.raw)
             except ChainError as exc:
@@ -403,17 +455,51 @@ class Wallet:
             await self._sync_locked()
             feerate = await self._feerate(feerate_per_kw)
             tx, index, fee = self._build(script_pubkey, amount_sat, feerate)
-            self._reserve(tx)
+            self._hold(tx, broadcast=False)
             return FundedTx(tx, index, fee)
 
     def release(self, txid: bytes) -> int:
-        """Unreserve the coins held for transaction ``txid`` (abandoned); returns how many."""
-        held = [op for op, holder in self._reserved.items() if holder == txid]
-        for op in held:
-            del self._reserved[op]
-        if held:
+        """Unreserve the coins held for transaction ``txid`` (abandoned); returns how many.
+
+        Only for a transaction that will never confirm: coins whose spend is
+        still waiting in the mempool are refused by the chain when spent again.
+        """
+        freed = self._held.release(txid)
+        if freed:
             self._save()
-        return len(held)
+        return len(freed)
+
+    def release_outpoint(self, outpoint: OutPoint) -> bytes | None:
+        """Unreserve one coin; the txid that held it (None: it was not reserved)."""
+        txid = self._held.release_outpoint(outpoint)
+        if txid is not None:
+            self._save()
+        return txid
+
+    def reserved(self) -> dict[OutPoint, bytes]:
+        """Every reserved coin and the txid of the transaction holding it."""
+        return dict(self._held.by_outpoint)
+
+    async def _resubmit(self) -> None:
+        """After an open: broadcast the withdrawals not yet confirmed again;
+        release the coins of those the chain rejects for good."""
+        async with self._lock:
+            for held in list(self._held.txs.values()):
+                if not held.broadcast:
+                    continue
+                try:
+                    await self.source.broadcast(held.tx.raw)
+                except ChainError as exc:
+                    if any(word in f"{exc.code} {exc.reason}" for word in FINAL_REJECTIONS):
+                        freed = self.release(held.tx.txid)
+                        log.warning(
+                            "wallet: transaction %s can never confirm (%s): released its %d coin(s)",
+                            held.tx.txid_hex, exc.reason, freed,
+                        )
+                    else:
+                        log.warning("wallet: cannot broadcast %s again yet: %s", held.tx.txid_hex, exc.reason)
+                else:
+                    log.info("wallet: broadcast unconfirmed transaction %s again", held.tx.txid_hex)
 
     async def _feerate(self, feerate_per_kw: int | None) -> int:
         if feerate_per_kw is not None:
@@ -425,94 +511,28 @@ class Wallet:
         except ChainError as exc:
             raise WalletError(f"no fee estimate: {exc.reason}", code="chain") from exc
 
-    def _spendable(self) -> list[_Coin]:
+    def _spendable(self) -> list[OwnCoin]:
         tip_height = self.tip.height if self.tip else -1
         coins = []
-        for coin in self._coins.values():
-            confirmations = tip_height - coin.height + 1
-            if coin.outpoint in self._reserved or confirmations < MIN_CONFIRMATIONS:
+        for coin in self._own_coins():
+            if coin.outpoint in self._held:
                 continue
-            if coin.is_coinbase and confirmations < COINBASE_MATURITY:
-                continue
+            if coin.height is not None:
+                confirmations = tip_height - coin.height + 1
+                if confirmations < MIN_CONFIRMATIONS:
+                    continue
+                if coin.is_coinbase and confirmations < COINBASE_MATURITY:
+                    continue
             coins.append(coin)
         return coins
 
-    def _build(
-        self, script: bytes, amount: int | str, feerate: int
-    ) -> tuple[Tx, int, int]:
-        coins = {coin.outpoint: coin for coin in self._spendable()}
-        candidates = [
-            Candidate(op, c.txout.amount_sat, P2WPKH_INPUT_WEIGHT)
-            for op, c in coins.items()
-        ]
-        pay_weight = 4 * (9 + len(script))
-        selection: Selection
-        if amount == "all":
-            selection = select_all(
-                candidates, TX_OVERHEAD_WEIGHT + pay_weight, feerate, dust_limit(script)
-            )
-            outputs = [TxOut(selection.total_in_sat - selection.fee_sat, script)]
-        elif isinstance(amount, int) and not isinstance(amount, bool):
-            if amount < dust_limit(script):
-                raise WalletError(
-                    f"amount {amount} sat is below the dust limit {dust_limit(script)} sat of that output",
-                    code="dust",
-                )
-            selection = select_coins(
-                candidates,
-                amount,
-                TX_OVERHEAD_WEIGHT + pay_weight,
-                P2WPKH_OUTPUT_WEIGHT,
-                P2WPKH_INPUT_WEIGHT,
-                feerate,
-                dust_limit(_P2WPKH_TEMPLATE),
-            )
-            outputs = [TxOut(amount, script)]
-            if selection.change_sat:
-                outputs.append(TxOut(selection.change_sat, self._new_change_script()))
-        else:
-            raise WalletError(
-                f"amount must be satoshis or 'all', got {amount!r}", code="invalid"
-            )
-        spent = sorted(
-            (coins[cast(OutPoint, c.key)] for c in selection.chosen),
-            key=lambda c: (c.outpoint.txid[::-1], c.outpoint.vout),
-        )
-        # BIP69 output order: deterministic, and the change position tells nothing
-        outputs.sort(key=lambda o: (o.amount_sat, o.script_pubkey))
-        pay_index = next(i for i, o in enumerate(outputs) if o.script_pubkey == script)
-        tip_height = self.tip.height if self.tip else 0
-        tx = self._sign(spent, outputs, locktime=max(tip_height, 0))
-        fee = sum(c.txout.amount_sat for c in spent) - sum(
-            o.amount_sat for o in outputs
-        )
-        return tx, pay_index, fee
-
-    def _sign(self, coins: list[_Coin], outputs: list[TxOut], locktime: int) -> Tx:
+    def _build(self, script: bytes, amount: int | str, feerate: int) -> tuple[Tx, int, int]:
         # locktime = tip height: the spend cannot be mined into a rewritten past block (anti fee sniping)
-        unsigned = Tx(
-            2,
-            tuple(TxIn(c.outpoint, sequence=SEQUENCE_RBF) for c in coins),
-            tuple(outputs),
-            locktime,
-        )
-        signed = unsigned
-        for i, coin in enumerate(coins):
-            # BIP143: a P2WPKH input signs the P2PKH script of its key hash
-            script_code = p2pkh_script(hash160(coin.key.pubkey))
-            digest = segwit_v0_sighash(
-                unsigned, i, script_code, coin.txout.amount_sat, SIGHASH_ALL
-            )
-            # low R: signatures fit the 72 bytes P2WPKH_INPUT_WEIGHT counts
-            der = sign_digest(coin.key.privkey.secret, digest, low_r=True)
-            signed = signed.with_witness(
-                i, (der + bytes([SIGHASH_ALL]), coin.key.pubkey)
-            )
-        return signed
+        tip_height = self.tip.height if self.tip else 0
+        return build_spend(self._spendable(), script, amount, feerate, self._new_change_script, max(tip_height, 0))
 
-    def _reserve(self, tx: Tx) -> None:
-        for txin in tx.inputs:
-            self._reserved[txin.prevout] = tx.txid
+    def _hold(self, tx: Tx, *, broadcast: bool) -> None:
+        self._held.hold(tx, broadcast=broadcast)
         self._save()
 
     def spendable_total(self) -> int:
