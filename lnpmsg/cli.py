@@ -170,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--chain", choices=["regtest"], help="run a chain and an on-chain wallet (the chain.* control calls, 'lnpmsg mine', 'withdraw'...): 'regtest' is the embedded regtest chain, validated by Bitcoin Core's consensus engine, in DATA_DIR/chain, with the wallet in DATA_DIR/wallet (default: no chain; 'lnpmsg demo' always runs one)")
     node.add_argument("--electrum-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain to Electrum wallets (Electrum protocol 1.4, plain TCP) on HOST:PORT, e.g. 127.0.0.1:50001 (port 0: a free port, shown in the start-up summary)")
     node.add_argument("--reindex", action="store_true", help="with --chain regtest: rebuild the kernel's block files and chainstate (DATA_DIR/chain/blocks, chainstate) from the chain's own checksummed block log, as Bitcoin Core's -reindex; use it when the node refuses to start because they are damaged (progress is logged)")
+    node.add_argument("--chain-rpc-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain over Bitcoin Core's JSON-RPC here (other nodes: --bitcoind-rpc), cookie in DATA_DIR/chain/.cookie (port 0: any free port)")
+    node.add_argument("--chain-rpc-auth", metavar="USER:PASSWORD", help="also accept this user and password on --chain-rpc-listen (besides the cookie)")
+    node.add_argument("--bitcoind-rpc", metavar="URL", help="run the wallet on a chain another process owns, over Bitcoin Core's JSON-RPC: a Bitcoin Core node or another lnpmsg node's --chain-rpc-listen, http://[user:password@]host:port (network: the server's, unless --network)")
+    node.add_argument("--bitcoind-cookie", type=Path, metavar="FILE", help="the cookie file for --bitcoind-rpc (bitcoind's DATADIR/[network/].cookie, lnpmsg's DATA_DIR/chain/.cookie)")
+    node.add_argument("--bitcoind-poll", type=float, default=1.0, metavar="SECONDS", help="how often --bitcoind-rpc is asked for a new tip (default: %(default)g)")
     node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
     node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
@@ -191,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> NodeSettings:
     """The :class:`NodeSettings` ``lnpmsg node``'s options (and config file) ask for; raises :class:`SettingsError`."""
     from lnpmsg.node.identity import IdentityError, key_from_hex
-    from lnpmsg.node.tor import settings_from_args as tor_settings_from_args
-    from lnpmsg.transports.tcp import split_host_port
+    from lnpmsg.tor_app import settings_from_args as tor_settings_from_args
+    from lnpmsg.transports.address import split_host_port
 
     key = None
     if args.node_key:
@@ -227,6 +232,11 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         events_endpoint=args.events,
         chain=args.chain,
         reindex=args.reindex,
+        chain_rpc_listen=args.chain_rpc_listen,
+        chain_rpc_auth=args.chain_rpc_auth,
+        bitcoind_rpc=args.bitcoind_rpc,
+        bitcoind_cookie=args.bitcoind_cookie,
+        bitcoind_poll=args.bitcoind_poll,
         electrum_listen=args.electrum_listen,
         gossip=not args.no_gossip,
         gossip_import=list(args.gossip_import),
@@ -235,10 +245,12 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
 
 
 async def _run_node(args: argparse.Namespace) -> int:
-    from lnpmsg.runtime.build import build_node, run_node
+    from lnpmsg.runtime.build import build_node, check_settings, run_node
 
     try:
-        built = build_node(settings_from_args(args))
+        settings = settings_from_args(args)
+        await check_settings(settings)  # the chain options; --bitcoind-rpc without --network asks the server
+        built = build_node(settings)
         await run_node(built, on_started=partial(_print_summary, as_json=args.json))
     except SettingsError as exc:
         log.error("%s", exc)
@@ -260,6 +272,8 @@ async def _print_summary(built: BuiltNode, *, as_json: bool) -> None:
     for name in ("onion", "control", "chain", "electrum", "gossip"):
         if summary.get(name):
             print(f"{name + ':':<8} {summary[name]}", flush=True)
+    if "chain_rpc" in summary:
+        print(f"chain rpc: {summary['chain_rpc']['url']} (cookie {summary['chain_rpc']['cookie']})", flush=True)
     print(f"apps:    {', '.join(summary['apps'])}", flush=True)
     print("press Ctrl-C to stop", flush=True)
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 
 from lnpmsg.app import App
-from lnpmsg.chain.app import ChainApp
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.runtime.build import build_node
 from lnpmsg.runtime.settings import NodeSettings
+from lnpmsg.wallet.app import ChainApp
 from lnpmsg.wire import Message, message
 from lnpmsg.wire.fields import rest_bytes
 

@@ -39,8 +39,9 @@ def test_every_long_option_is_a_key() -> None:
         assert option in keys
     assert "help" not in keys and "config" not in keys
     # a flag added later gets its key without anything else to do
-    node.add_argument("--chain-rpc-listen", metavar="ADDR")
     assert config_keys(node)["chain-rpc-listen"].dest == "chain_rpc_listen"
+    node.add_argument("--some-later-flag", metavar="ADDR")
+    assert config_keys(node)["some-later-flag"].dest == "some_later_flag"
 
 
 def test_values_are_converted_like_flags(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from lnpmsg.rpc.control_proto import (
 from lnpmsg.rpc.curve import KEYS_DIR, load_client_keys
 from lnpmsg.rpc.peer import PeerRpc
 from lnpmsg.testing.nodes import address_of, make_node, running
-from lnpmsg.transports.zmq_trio import TrioSocket
+from lnpmsg.io.zmq_trio import TrioSocket
 
 CHAT = 32769
 

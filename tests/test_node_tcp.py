@@ -1,6 +1,7 @@
-"""Nodes over real loopback TCP: peers, limits, and every kind of bad input."""
+"""Nodes over real loopback TCP: peers, limits, and every kind of bad input.
 
-import contextlib
+The keepalive deadlines are tested in virtual time (tests/test_node_keepalive.py)."""
+
 import logging
 
 import pytest
@@ -198,32 +199,6 @@ async def test_connections_per_ip_are_limited(caplog):
             await stream.aclose()
 
 
-async def test_peer_that_stops_answering_pings_is_dropped():
-    a = make_node(ping_interval=0.2, pong_timeout=0.3)
-    async with running(a):
-        with a.events.subscribe() as events:
-            raw = await _raw(a)
-            await events.__anext__()
-            with trio.fail_after(3):
-                event = await events.__anext__()
-            assert isinstance(event, PeerDisconnected) and "did not answer ping" in event.reason
-            await raw.aclose()
-
-
-async def test_an_app_ping_brings_the_pong_deadline_forward():
-    """The reader's wait is bounded by the session's next timer; a ping moves that timer."""
-    a = make_node(ping_interval=60, pong_timeout=0.3)
-    async with running(a):
-        raw = await _raw(a)  # completes init, then never answers a ping
-        with trio.fail_after(3):
-            while len(a.peers) < 1:
-                await trio.sleep(0.01)
-        peer = a.peers[raw.key.node_id]
-        with trio.fail_after(3), pytest.raises(PeerClosedError, match="did not answer ping"):
-            await peer.ping(timeout=30)
-        await raw.aclose()
-
-
 async def test_peer_that_does_not_read_only_blocks_its_own_sender():
     """Back-pressure: a peer that never reads fills its own queue; others are unaffected."""
     a = make_node(max_queued_bytes=256 * 1024)
@@ -252,7 +227,9 @@ async def test_peer_that_does_not_read_only_blocks_its_own_sender():
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flood)
-            await trio.sleep(0.5)
+            with trio.fail_after(10):  # until the socket is full and the queue holds all a sender may add
+                while stuck_peer.queued_bytes + 60002 <= 256 * 1024:
+                    await trio.sleep(0.01)
             assert stuck_peer.queued_bytes <= 256 * 1024 + 60002
             for i in range(100):
                 await peer_c.send(CUSTOM.to_bytes(2, "big") + i.to_bytes(4, "big"))
@@ -261,33 +238,6 @@ async def test_peer_that_does_not_read_only_blocks_its_own_sender():
                     await trio.sleep(0.01)
             assert not blocked.is_set()
             nursery.cancel_scope.cancel()
-        await stuck.aclose()
-
-
-async def test_peer_that_neither_reads_nor_answers_pings_is_dropped_even_while_a_send_is_stuck():
-    """A write blocked on a dead peer must not keep it alive: the pong timeout ends it."""
-    a = make_node(ping_interval=0.2, pong_timeout=0.5)
-    async with running(a):
-        stuck = await RawPeer.connect(a.listen_addresses[0], a.node_id)  # never reads after this
-        await stuck.send(Init())
-        with trio.fail_after(3):
-            while len(a.peers) < 1:
-                await trio.sleep(0.01)
-        stuck_peer = a.peers[stuck.key.node_id]
-
-        async def flood():
-            message = CUSTOM.to_bytes(2, "big") + bytes(60000)
-            with contextlib.suppress(PeerClosedError):
-                while True:  # far beyond the socket buffers: the node's writer blocks
-                    await stuck_peer.send(message)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(flood)
-            with trio.fail_after(10):
-                await stuck_peer.closed.wait()
-            nursery.cancel_scope.cancel()
-        assert "did not answer ping" in (stuck_peer.close_reason or "")
-        assert stuck.key.node_id not in a.peers
         await stuck.aclose()
 
 

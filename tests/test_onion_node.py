@@ -30,7 +30,7 @@ import lnpmsg.node.node as node_module
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import ConnectError, Node, NodeConfig
 from lnpmsg.node.peer import Peer
-from lnpmsg.node.tor import NodeTor, TorSettings
+from lnpmsg.tor_app import NodeTor, TorSettings
 from lnpmsg.rpc.control_client import ControlCallError, ControlClient
 from lnpmsg.testing.tornet import PrivateTorNetwork
 from lnpmsg.transports.tor.address import OnionAddress, parse_onion_address

@@ -21,7 +21,7 @@ import trio
 from lnpmsg.cli import build_parser
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import ConnectError, Node, NodeConfig
-from lnpmsg.node.tor import NodeTor, TorGate, TorSettings, settings_from_args
+from lnpmsg.tor_app import NodeTor, TorGate, TorSettings, settings_from_args
 from lnpmsg.transports.base import TransportError
 from lnpmsg.transports.tcp import TcpTransport
 from lnpmsg.transports.tor.control import LaunchedTor

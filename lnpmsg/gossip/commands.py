@@ -429,7 +429,7 @@ def node_gossip_app(
 
     ``import_files``: Core Lightning gossip_store files (``.xz`` too), the
     parts of one store in order, imported while the node starts.
-    ``chain_app``: a :class:`~lnpmsg.chain.app.ChainApp` whose chain checks
+    ``chain_app``: a :class:`~lnpmsg.wallet.app.ChainApp` whose chain checks
     every announced funding output; without one, channels are accepted on
     their four signatures alone. Raises :class:`~lnpmsg.gossip.errors.GossipError`
     (a file that is missing, a store that cannot be opened or is another chain's).

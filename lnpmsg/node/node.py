@@ -56,7 +56,7 @@ from lnpmsg.transports.address import (
 )
 from lnpmsg.transports.base import Connection, Listener, Transport, TransportError
 from lnpmsg.transports.registry import default_transports
-from lnpmsg.transports.tcp import split_host_port
+from lnpmsg.transports.address import split_host_port
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
     ZERO_CHANNEL_ID,

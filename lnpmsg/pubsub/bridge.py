@@ -48,7 +48,7 @@ import trio
 import zmq
 
 from lnpmsg.node.events import CustomMessageReceived, EventBus
-from lnpmsg.transports.zmq_trio import SocketClosedError, TrioSocket
+from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket
 
 __all__ = ["EVENTS_HWM", "EventPublisher", "encode_event", "event_topic"]
 

@@ -96,7 +96,7 @@ from lnpmsg.rpc.control_proto import (
 )
 from lnpmsg.rpc.curve import ZAP_ENDPOINT, apply_server, ensure_server_keys, serve_zap
 from lnpmsg.rpc.params import ParamsError, describe_params, params_checker
-from lnpmsg.transports.zmq_trio import SocketClosedError, TrioSocket
+from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket
 from lnpmsg.wire import UnknownMessage, WireError
 from lnpmsg.wire.message import CUSTOM_TYPE_MIN, MAX_MESSAGE_TYPE
 

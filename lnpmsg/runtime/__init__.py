@@ -6,7 +6,7 @@
 - :mod:`lnpmsg.runtime.config_file`: ``DATA_DIR/lnpmsg.toml``, keyed like the flags.
 """
 
-from lnpmsg.runtime.build import BuiltNode, build_node, run_node
+from lnpmsg.runtime.build import BuiltNode, build_node, check_settings, run_node
 from lnpmsg.runtime.settings import (
     DEFAULT_DATA_DIR,
     DEFAULT_LISTEN,
@@ -26,6 +26,7 @@ __all__ = [
     "SettingsError",
     "StartError",
     "build_node",
+    "check_settings",
     "load_app",
     "run_node",
 ]

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from lnpmsg.node.identity import NodeKey
     from lnpmsg.node.node import Node
 
-__all__ = ["BuiltNode", "build_node", "run_node"]
+__all__ = ["BuiltNode", "build_node", "check_settings", "run_node"]
 
 log = logging.getLogger("lnpmsg")
 
@@ -105,10 +105,12 @@ class BuiltNode:
             "network": self.network,
             "apps": sorted(node.apps),
         }
-        chain = self.app("chain")
-        if chain is not None:
-            where = f"embedded {settings.chain} in {settings.data_dir / 'chain'}" if settings.chain_source is None else "shared"
-            out["chain"] = f"{where}, wallet in {settings.data_dir / 'wallet'}"
+        if settings.chain_source is not None:
+            out["chain"] = f"shared, wallet in {settings.data_dir / 'wallet'}"
+        else:
+            from lnpmsg.wallet import node_setup
+
+            out.update(node_setup.summary(settings, node))  # type: ignore[arg-type]
         electrum = self.app("electrum")
         if electrum is not None and hasattr(electrum, "address"):
             out["electrum"] = electrum.address
@@ -189,11 +191,24 @@ def build_node(settings: NodeSettings) -> BuiltNode:
             raise StartError(str(exc)) from None
         start_errors.append(ControlError)
     if settings.tor is not None:
-        from lnpmsg.node.tor import NodeTor
+        from lnpmsg.tor_app import NodeTor
 
         node.mount(NodeTor(settings.tor))
     built.start_errors = tuple(start_errors)
     return built
+
+
+async def check_settings(settings: NodeSettings) -> None:
+    """Check what needs I/O to check: the chain options, and the network a ``bitcoind_rpc``
+    server runs (filled into ``settings.network`` when it is None). Raises :class:`SettingsError`.
+
+    :func:`run_node` calls it; call it before :func:`build_node` for settings with chain options.
+    """
+    from lnpmsg.wallet import node_setup
+
+    problem = await node_setup.check(settings)  # type: ignore[arg-type]  # NodeSettings has the options' names
+    if problem:
+        raise SettingsError(problem)
 
 
 async def run_node(
@@ -211,7 +226,11 @@ async def run_node(
     :class:`SettingsError` or :class:`StartError` when the node cannot be
     built or started; returns once it stopped.
     """
-    built = settings if isinstance(settings, BuiltNode) else build_node(settings)
+    if isinstance(settings, BuiltNode):
+        built = settings
+    else:
+        await check_settings(settings)
+        built = build_node(settings)
     node = built.node
     failure: StartError | None = None
     signals = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) if handle_signals else _NoSignals()
@@ -264,13 +283,15 @@ def _network(settings: NodeSettings) -> str:
         raise SettingsError(f"--network {settings.network}: the networks are {', '.join(NETWORKS)}")
     if settings.chain and settings.network not in (None, settings.chain):
         raise SettingsError(f"--chain {settings.chain} needs --network {settings.chain} (the chain the node announces in init)")
+    if settings.bitcoind_rpc and settings.network is None:
+        raise SettingsError("bitcoind_rpc needs the network it serves (lnpmsg node asks the server when --network is not given)")
     return settings.network or settings.chain or "bitcoin"
 
 
 def _tor_socks(text: str | None) -> tuple[str, int] | None:
     if text is None:
         return None
-    from lnpmsg.transports.tcp import split_host_port
+    from lnpmsg.transports.address import split_host_port
 
     try:
         return split_host_port(text)
@@ -279,28 +300,34 @@ def _tor_socks(text: str | None) -> tuple[str, int] | None:
 
 
 def _mount_chain(node: Node, settings: NodeSettings) -> list[type[BaseException]]:
-    if settings.chain is None and settings.chain_source is None:
-        if settings.reindex:
-            raise SettingsError("--reindex rebuilds the embedded chain: it needs --chain regtest")
-        if settings.electrum_listen is not None:
-            raise SettingsError("--electrum-listen needs --chain regtest (the node serves its own embedded chain)")
-        return []
-    from lnpmsg.chain.app import ChainApp, ChainAppError
-
-    wallet_dir = settings.data_dir / "wallet"
+    """The chain and wallet apps (and the chain's servers) the settings ask for."""
+    embedded = settings.chain is not None
+    if settings.reindex and not embedded:
+        raise SettingsError("--reindex rebuilds the embedded chain: it needs --chain regtest")
+    if settings.electrum_listen is not None and not embedded:
+        raise SettingsError("--electrum-listen needs --chain regtest (the node serves its own embedded chain)")
+    errors: list[type[BaseException]] = []
     if settings.chain_source is not None:
-        if settings.reindex:
-            raise SettingsError("--reindex rebuilds a chain the node opens itself, not a chain_source it is given")
-        node.mount(ChainApp(wallet_dir, source=settings.chain_source))
+        if embedded or settings.bitcoind_rpc:
+            raise SettingsError("chain_source is the node's chain: no --chain or --bitcoind-rpc with it")
+        from lnpmsg.wallet.app import ChainApp, ChainAppError
+
+        node.mount(ChainApp(settings.data_dir / "wallet", source=settings.chain_source))
+        errors.append(ChainAppError)
     else:
-        node.mount(ChainApp(wallet_dir, chain_dir=settings.data_dir / "chain", reindex=settings.reindex))
+        from lnpmsg.wallet import node_setup
+
+        try:
+            errors += node_setup.mount(settings, node)  # type: ignore[arg-type]  # NodeSettings has the options' names
+        except ValueError as exc:  # e.g. a --bitcoind-rpc URL without credentials
+            raise SettingsError(str(exc)) from None
     if settings.electrum_listen is not None:
         from lnpmsg.chain.electrum.app import mount_electrum
 
         problem = mount_electrum(node, settings.electrum_listen)
         if problem:
             raise SettingsError(problem)
-    return [ChainAppError]
+    return errors
 
 
 def _mount_gossip(node: Node, settings: NodeSettings, network: str) -> list[type[BaseException]]:

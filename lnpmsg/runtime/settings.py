@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from lnpmsg.chain.source import ChainSource
     from lnpmsg.node.identity import NodeKey
     from lnpmsg.node.node import Mountable
-    from lnpmsg.node.tor import TorSettings
+    from lnpmsg.tor_app import TorSettings
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -59,7 +59,9 @@ class NodeSettings:
     """Everything that decides what :func:`~lnpmsg.runtime.build.build_node` builds.
 
     The fields mirror ``lnpmsg node``'s options (``--no-gossip`` is
-    ``gossip=False``, ``--control ENDPOINT`` is ``control_endpoint``...).
+    ``gossip=False``, ``--control ENDPOINT`` is ``control_endpoint``...); the
+    chain's fields keep the options' names, as :mod:`lnpmsg.wallet.node_setup`
+    reads them.
     """
 
     #: the node key (``node_key``), the gossip store, the wallet, the control sockets live here
@@ -92,6 +94,16 @@ class NodeSettings:
     chain_source: ChainSource | None = None
     #: rebuild the embedded chain's kernel files from its block log while opening it
     reindex: bool = False
+    #: serve the embedded chain over Bitcoin Core's JSON-RPC on ``host:port``
+    #: (cookie in DATA_DIR/chain/.cookie), also accepting ``chain_rpc_auth`` (``user:password``)
+    chain_rpc_listen: str | None = None
+    chain_rpc_auth: str | None = None
+    #: run the wallet on a chain another process owns: Bitcoin Core's JSON-RPC at this URL
+    #: (``http://[user:password@]host:port``), or with ``bitcoind_cookie``; needs ``network``
+    #: (``lnpmsg node`` asks the server when --network is not given)
+    bitcoind_rpc: str | None = None
+    bitcoind_cookie: Path | None = None
+    bitcoind_poll: float = 1.0
     #: serve the embedded chain to Electrum wallets on ``host:port`` (port 0: a free one)
     electrum_listen: str | None = None
     #: run the gossip app (store in DATA_DIR/gossip.sqlite3)

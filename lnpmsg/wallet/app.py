@@ -23,11 +23,11 @@ call                                                      result
 ``getbalance``                                            the wallet's satoshis by state: confirmed,
                                                           unconfirmed, immature, reserved, spendable
 ``mine`` [blocks?=1, address?]                            hashes of the new blocks, height, tip;
-                                                          default payee: the faucet (embedded only)
+                                                          default payee: the faucet (regtest only)
 ``faucet`` [amount_sat, address?, confirm?=true]          txid, vout, address, amount_sat,
                                                           confirmed, height; default payee: our
                                                           wallet; ``confirm`` mines one block
-                                                          (embedded only)
+                                                          (regtest only)
 ``broadcast`` [tx_hex]                                    txid
 ``newaddr``                                               a fresh bech32 P2WPKH address
 ``listfunds``                                             outputs (outpoint, amount_sat, address,
@@ -75,10 +75,12 @@ import trio
 from lnpmsg.app import App, AppError
 from lnpmsg.bitcoin.hashes import hash_to_hex
 from lnpmsg.chain.address import script_for_address
+from lnpmsg.chain.bitcoind import BitcoindSource
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.chain.errors import ChainError
+from lnpmsg.chain.remote_regtest import RemoteRegtest
 from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW, ChainSource
-from lnpmsg.chain.wallet_calls import ChainAppError, balances_result, release_coins
+from lnpmsg.wallet.calls import ChainAppError, balances_result, release_coins
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.errors import InsufficientFunds, WalletError
 from lnpmsg.wallet.wallet import Wallet
@@ -245,14 +247,17 @@ class ChainApp(App):
             raise ParamsError(f"bad address: {exc.reason}") from None
         return address
 
-    def _embedded(self, call: str) -> EmbeddedChainSource:
+    def _embedded(self, call: str) -> EmbeddedChainSource | RemoteRegtest:
+        """The chain's miner: the embedded chain, or the owner of a regtest chain reached over RPC."""
         source = self.source
-        if not isinstance(source, EmbeddedChainSource):
-            raise ChainAppError(
-                f"{call} needs the embedded regtest chain (lnpmsg node --chain regtest)",
-                {"error": "ChainError", "code": "unsupported"},
-            )
-        return source
+        if isinstance(source, EmbeddedChainSource):
+            return source
+        if isinstance(source, BitcoindSource) and source.network == "bcrt":
+            return RemoteRegtest(source)
+        raise ChainAppError(
+            f"{call} needs a regtest chain (lnpmsg node --chain regtest, or --bitcoind-rpc to a regtest chain)",
+            {"error": "ChainError", "code": "unsupported"},
+        )
 
     # ------------------------------------------------------------ control calls
 
