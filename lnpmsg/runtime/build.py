@@ -15,9 +15,10 @@ or, as a daemon that stops on Ctrl-C / SIGTERM / the control API's ``stop``::
 
 What gets mounted, in this order (apps start in mount order, before the
 node listens): peer RPC and peer pub/sub, the chain and wallet app
-(``chain``), gossip (``gossip``), the user apps of ``settings.apps``, the
-control API (``control``, last among apps so it serves every app's calls
-from the start), the node's Tor (``tor``).
+(``chain``) with the chain's servers (``chainrpc``, ``electrum``; see
+:mod:`lnpmsg.wallet.node_setup`), gossip (``gossip``), the user apps of
+``settings.apps``, the control API (``control``, last among apps so it
+serves every app's calls from the start), the node's Tor (``tor``).
 """
 
 from __future__ import annotations
