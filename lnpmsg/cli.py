@@ -108,10 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         "node",
         help="run a node (the main job)",
         description=(
-            "Run an lnpmsg node. On first start a node key is generated in the data dir "
-            "(mode 0600) and reused afterwards. The node listens for Lightning peers "
-            "(BOLT-8 encrypted) and keeps the peers given with --connect connected. "
-            "Stop it with Ctrl-C."
+            "Run an lnpmsg node. On first start a node key is generated in the data dir\n"
+            "(mode 0600) and reused afterwards. The node listens for Lightning peers\n"
+            "(BOLT-8 encrypted) and keeps the peers given with --connect connected.\n"
+            "Options may also come from DATA_DIR/lnpmsg.toml (see below). Stop it with Ctrl-C."
         ),
         epilog=(
             "examples:\n"
