@@ -86,3 +86,15 @@ async def test_run_node_serves_until_stopped(tmp_path: Path) -> None:
     (summary,) = seen
     assert summary["node_id"] == built.node.node_id.hex() and summary["control"].startswith("ipc://")
     assert summary["apps"] == ["control", "pubsub", "rpc"]
+
+
+class FailsToStart(App):
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        raise RuntimeError("no database at /nowhere")
+
+
+async def test_an_app_that_cannot_start_is_named(tmp_path: Path) -> None:
+    built = build_node(settings(tmp_path, gossip=False, control=False, apps=[FailsToStart("bad")]))
+    with pytest.raises(StartError, match=r"app 'bad' failed to start: RuntimeError: no database at /nowhere \(at .*test_runtime_build.py:\d+\)"):
+        async with built.running():
+            pass  # pragma: no cover

@@ -159,3 +159,18 @@ async def test_build_node_takes_app_objects_and_factories(tmp) -> None:
         assert summary["addresses"] == node.addresses and summary["apps"] == ["lazy", "made", "plain", "pubsub", "rpc"]
     with pytest.raises(SettingsError, match="is not an app"):
         build_node(NodeSettings(data_dir=tmp, apps=[42]))  # type: ignore[list-item]
+
+
+def test_an_app_that_fails_to_start_stops_the_node_with_one_line(tmp) -> None:
+    module = tmp / "fails_app.py"
+    module.write_text(
+        "import trio\nfrom lnpmsg.app import App\n\n\nclass Fails(App):\n"
+        "    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):\n"
+        "        raise RuntimeError('no database at /nowhere')\n\n\napp = Fails('fails')\n"
+    )
+    result = subprocess.run(
+        lnpmsg_argv("node", "--data-dir", tmp / "n", "--listen", "127.0.0.1:0", "--no-gossip", "--app", f"{module}:app"),
+        capture_output=True, text=True, timeout=PROCESS_WAIT, check=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot start: app 'fails' failed to start: RuntimeError: no database at /nowhere (at {module}:7)" in result.stderr

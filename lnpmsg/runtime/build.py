@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -75,7 +76,24 @@ class BuiltNode:
             cause = _first_leaf(exc)
             if isinstance(cause, self.start_errors):
                 raise StartError(str(cause)) from exc
+            failed = self._failed_app(cause)
+            if failed is not None:
+                # An app that raised before it started (a user app's missing database...): one line, the
+                # traceback at debug level for whoever debugs the app.
+                log.debug("app %s failed to start", failed, exc_info=cause)
+                raise StartError(f"app {failed!r} failed to start: {_describe(cause)}") from exc
             raise
+
+    def _failed_app(self, cause: BaseException) -> str | None:
+        """The app whose start raised ``cause`` (it is stopped, with the reason), if one did."""
+        from lnpmsg.app import AppState
+
+        if isinstance(cause, trio.Cancelled):
+            return None
+        for name, app in self.node.apps.items():
+            if getattr(app, "state", None) is AppState.STOPPED and getattr(app, "stop_reason", None):
+                return name
+        return None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Node]:
@@ -354,6 +372,13 @@ def _mount_user_app(node: Node, spec: Any, settings: NodeSettings) -> None:
         where = f"--app {spec!r}" if isinstance(spec, str) else f"app {getattr(app, 'name', app)!r}"
         raise SettingsError(f"{where}: cannot mount it: {exc}") from exc
     log.info("mounted app %s", app.name)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message (at file:line)``, the line where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
