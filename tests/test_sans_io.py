@@ -201,7 +201,10 @@ ALLOWED: dict[str, set[str]] = {
     "payments": {"wire"},
     "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io"},
     "tor_app": {"app", "node", "transports", "wire"},
-    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app"},
+    # the composition root: it knows every app it mounts, and nothing below it imports it
+    "runtime": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app"},
+    "demo": {"app", "wire", "chain", "wallet", "runtime"},
+    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "io", "runtime", "demo"},
 }
 HELPERS = {"_lazy"}
 

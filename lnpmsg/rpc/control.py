@@ -27,8 +27,9 @@ Requests and replies: JSON-RPC 2.0 objects, one per message
 method                                              result
 ==================================================  ==========================================
 ``getinfo``                                         node_id, version, network, listen,
-                                                    addresses, features, feature_names, peers
-                                                    (count), apps, control, events, methods
+                                                    addresses (as ``connect`` takes them),
+                                                    features, feature_names, peers (count),
+                                                    apps, control, events, methods
 ``connect`` [address, timeout?, reconnect?]         the peer (as in listpeers); a connected one
                                                     as it is, unless reconnect replaces it
 ``disconnect`` [node_id]                            {"disconnected": bool}
@@ -498,7 +499,7 @@ class ControlServer(App):
             "version": __version__,
             "network": node.config.network,
             "listen": list(node.listen_addresses),
-            "addresses": [f"{node.node_id.hex()}@{a}" for a in node.listen_addresses],
+            "addresses": node.addresses,  # the dialable forms: NODEID@host:port, udp://NODEID@host:port...
             "features": node.local_features().to_bytes().hex(),
             "feature_names": node.describe_features(node.local_features()),
             "peers": sum(1 for p in node.peers.values() if p.is_ready),
