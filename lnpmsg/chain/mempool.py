@@ -25,7 +25,7 @@ where Core has one:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from lnpmsg.bitcoin.encoding import MAX_BLOCK_WEIGHT
@@ -107,10 +107,33 @@ class Mempool:
         """Run the pre-checks for inclusion in the block after ``index``'s tip; add ``tx``."""
         if tx.txid in self._entries:
             return self._entries[tx.txid]
-        _check_structure(tx)
-        spent_coins = [self._coin_for(txin.prevout, index) for txin in tx.inputs]
+        entry = self.check(tx, index, check_scripts=check_scripts)
+        self._entries[tx.txid] = entry
         for txin in tx.inputs:
-            other = self._spent_by.get(txin.prevout)
+            self._spent_by[txin.prevout] = tx.txid
+        self._weight += tx.weight
+        return entry
+
+    def check(
+        self,
+        tx: Tx,
+        index: UtxoIndex,
+        *,
+        check_scripts: bool = True,
+        package: Sequence[Tx] = (),
+    ) -> MempoolEntry:
+        """Run the pre-checks ``accept`` runs, changing nothing: the entry ``tx`` would get.
+
+        ``package``: transactions checked before it (``testmempoolaccept``'s
+        list), counted as waiting here: ``tx`` may spend their outputs and
+        conflicts with what they spend.
+        """
+        package_outputs = {p.txid: p for p in package}
+        package_spent = {txin.prevout: p.txid for p in package for txin in p.inputs}
+        _check_structure(tx)
+        spent_coins = [self._coin_for(txin.prevout, index, package_outputs) for txin in tx.inputs]
+        for txin in tx.inputs:
+            other = self._spent_by.get(txin.prevout) or package_spent.get(txin.prevout)
             if other is not None:
                 raise ChainError(
                     f"txn-mempool-conflict: input {txin.prevout} is already spent by mempool "
@@ -140,23 +163,19 @@ class Mempool:
                     f"mandatory-script-verify-flag-failed: {failure}",
                     code="mandatory-script-verify-flag-failed",
                 )
-        if self._weight + tx.weight > MAX_MEMPOOL_WEIGHT:
+        if self._weight + sum(p.weight for p in package) + tx.weight > MAX_MEMPOOL_WEIGHT:
             raise ChainError("mempool full", code="mempool-full")
-        entry = MempoolEntry(tx, value_in - value_out)
-        self._entries[tx.txid] = entry
-        for txin in tx.inputs:
-            self._spent_by[txin.prevout] = tx.txid
-        self._weight += tx.weight
-        return entry
+        return MempoolEntry(tx, value_in - value_out)
 
-    def _coin_for(self, outpoint: OutPoint, index: UtxoIndex) -> Coin:
+    def _coin_for(self, outpoint: OutPoint, index: UtxoIndex, package: dict[bytes, Tx]) -> Coin:
         coin = index.coins.get(outpoint)
         if coin is not None:
             return coin
-        parent = self._entries.get(outpoint.txid)
-        if parent is not None and outpoint.vout < len(parent.tx.outputs):
+        parent_entry = self._entries.get(outpoint.txid)
+        parent = parent_entry.tx if parent_entry is not None else package.get(outpoint.txid)
+        if parent is not None and outpoint.vout < len(parent.outputs):
             # an unconfirmed parent counts as confirming in the next block (as Core does)
-            return Coin(parent.tx.outputs[outpoint.vout], index.height + 1, False)
+            return Coin(parent.outputs[outpoint.vout], index.height + 1, False)
         raise ChainError(
             f"bad-txns-inputs-missingorspent: {outpoint} does not exist or is already spent",
             code="bad-txns-inputs-missingorspent",
