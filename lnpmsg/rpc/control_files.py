@@ -2,7 +2,12 @@
 
 - ``control.lock``: held by the node from before its apps start until it
   has stopped serving (:func:`take_lock`); clients ask whether it is held
-  (:func:`lock_held`) to tell a running or starting node from none.
+  (:func:`lock_held`) to tell a running or starting node from none. The
+  lock is an open-file-description lock (Linux ``F_OFD_SETLK``): released
+  when its file is closed, whichever process or thread did so, and clients
+  *test* it (``F_OFD_GETLK``) without taking anything, so a client looking
+  at the very moment a node starts can never make that node believe
+  another one runs (as a shared ``flock`` held for the look did).
 - ``control.json`` (0600): where the control and event sockets are
   (:func:`write_info`, replaced atomically, so a reader never sees half).
 
@@ -17,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,11 @@ from lnpmsg.rpc.control_proto import CONTROL_LOCK_FILE
 __all__ = ["LockHeld", "lock_held", "make_data_dir", "take_lock", "unlink_quietly", "write_info"]
 
 log = logging.getLogger(__name__)
+
+#: Linux's ``struct flock``: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks), padding
+_FLOCK = struct.Struct("hhqqi4x")
+#: the whole file
+_WHOLE_FILE = (os.SEEK_SET, 0, 0, 0)
 
 
 class LockHeld(Exception):
@@ -39,32 +50,33 @@ def make_data_dir(data_dir: Path) -> None:
 def take_lock(data_dir: Path) -> int:
     """Take the data dir's control lock; its file descriptor (closing it releases the lock).
 
-    Raises ``LockHeld`` if another node holds it, ``OSError`` if the file cannot be used.
+    Raises ``LockHeld`` if another node holds it (in this process too),
+    ``OSError`` if the file cannot be used.
     """
     fd = os.open(data_dir / CONTROL_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, *_WHOLE_FILE))
     except OSError as exc:
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             raise LockHeld(f"a node is already running with data dir {data_dir}") from None
         raise
     return fd
 
 
 def lock_held(data_dir: Path) -> bool:
-    """Does a node hold the data dir's control lock?"""
+    """Does a node hold the data dir's control lock? (Tests it; takes nothing.)"""
     try:
         fd = os.open(data_dir / CONTROL_LOCK_FILE, os.O_RDONLY)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+        found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK.pack(fcntl.F_RDLCK, *_WHOLE_FILE))
+    except OSError:
+        return False
     finally:
         os.close(fd)
-    return False
+    return bool(_FLOCK.unpack(found)[0] != fcntl.F_UNLCK)
 
 
 def write_info(path: Path, info: dict[str, Any]) -> None:
