@@ -16,9 +16,10 @@ Sockets (the defaults; ``endpoint=`` / ``events_endpoint=`` change them):
   (:mod:`lnpmsg.rpc.curve`); the events socket then defaults to a free
   loopback port.
 - ``DATA_DIR/control.json`` (0600) says where the sockets are and whether
-  CURVE is on; ``DATA_DIR/control.lock`` is held (``flock``) while the
-  node runs, so clients tell a running node from a stale file and a second
-  node cannot take over the same data dir (``reserve()`` takes it early).
+  CURVE is on; ``DATA_DIR/control.lock`` is held while the node runs, so
+  clients tell a running node from a stale file and a second node cannot
+  take over the same data dir (``reserve()`` takes it early; clients test
+  it without taking it: :mod:`lnpmsg.rpc.control_files`).
 
 Requests and replies: JSON-RPC 2.0 objects, one per message
 (:mod:`lnpmsg.rpc.control_proto`). Methods (params in brackets, ``?`` optional):
