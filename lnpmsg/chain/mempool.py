@@ -25,10 +25,13 @@ where Core has one:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.encoding import MAX_BLOCK_WEIGHT
+from lnpmsg.bitcoin.hashes import hash_from_hex
 from lnpmsg.bitcoin.tx import (
     LOCKTIME_THRESHOLD,
     MAX_MONEY,
@@ -61,6 +64,8 @@ SEQUENCE_LOCKTIME_DISABLE_FLAG = 1 << 31
 SEQUENCE_LOCKTIME_TYPE_FLAG = 1 << 22
 SEQUENCE_LOCKTIME_MASK = 0x0000FFFF
 SEQUENCE_LOCKTIME_GRANULARITY = 9  # time-based locks count units of 512 s
+#: a txid in a reject reason
+_HEX_HASH = re.compile(r"\b[0-9a-f]{64}\b")
 
 #: checks a transaction's input scripts against the outputs they spend;
 #: returns None when all pass, else the reason
@@ -242,6 +247,18 @@ class Mempool:
                 dropped.append((entry.tx, exc))
         return dropped
 
+
+    def evict_for_rejected_block(self, block: Block, reason: str, index: UtxoIndex) -> int:
+        """Drop what made a block of mempool transactions fail: the
+        transactions the kernel's ``reason`` names, or, if it names none,
+        every one the block held; then re-check the rest. Returns how many
+        left."""
+        in_block = {tx.txid for tx in block.txs[1:]}
+        named = {hash_from_hex(h) for h in _HEX_HASH.findall(reason)} & in_block
+        before = len(self)
+        self.remove(named or in_block)
+        self.revalidate(index)
+        return before - len(self)
 
 def _check_structure(tx: Tx) -> None:
     if tx.is_coinbase:
