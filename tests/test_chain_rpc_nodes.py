@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,7 @@ async def test_three_nodes_and_electrum_on_one_served_chain_survive_the_owner_be
         # header (an edge case its interface.step leaves to the next block)
         await trio.to_thread.run_sync(electrum.create)
         await trio.to_thread.run_sync(electrum.start)
-        await trio.to_thread.run_sync(electrum.wait_synced)
+        await trio.to_thread.run_sync(lambda: electrum.wait_synced(timeout=WAIT))
         b_address = (await cli("newaddr", "--data-dir", b_dir))["address"]
         sent = await cli("withdraw", b_address, 400_000, "--data-dir", a_dir)
         mined = await cli("mine", "--data-dir", b_dir)
@@ -169,7 +170,7 @@ async def test_three_nodes_and_electrum_on_one_served_chain_survive_the_owner_be
         e_address = await electrum.acall("getunusedaddress")
         to_e = await cli("withdraw", e_address, 300_000, "--data-dir", a_dir)
         await trio.to_thread.run_sync(
-            lambda: electrum.wait_for(lambda: electrum.call("getbalance").get("unconfirmed") == "0.003", "A's payment waiting"))
+            lambda: electrum.wait_for(lambda: electrum.call("getbalance").get("unconfirmed") == "0.003", "A's payment waiting", WAIT))
         mined = await cli("mine", "--data-dir", a_dir)
         to_e_height = mined["height"]
         await all_see(nodes, electrum, mined)
@@ -192,6 +193,8 @@ async def test_three_nodes_and_electrum_on_one_served_chain_survive_the_owner_be
         seen_height = mined["height"]
         async with BitcoindSource(url, cookie_file=cookie) as rpc:
             seen = [await rpc.block_hash(h) for h in range(seen_height + 1)]
+        e_balance = await electrum.acall("getbalance")
+        assert Decimal("0.0019") < Decimal(e_balance["confirmed"]) < Decimal("0.002") and set(e_balance) == {"confirmed"}
 
         # kill -9 A while it mines; restart it on the same port
         # B mines through A, call after call, until A dies under it
@@ -225,6 +228,7 @@ async def test_three_nodes_and_electrum_on_one_served_chain_survive_the_owner_be
         await all_see(nodes, electrum, mined, ELECTRUM_RECONNECT_WAIT)
         await electrum_sees(electrum, to_e["txid"], to_e_height, mined["height"])
         await electrum_sees(electrum, e_to_c, e_to_c_height, mined["height"])
+        assert await electrum.acall("getbalance") == e_balance
         c_funds = await cli("listfunds", "--data-dir", c_dir)
         assert sorted((o["txid"], o["confirmations"]) for o in c_funds["outputs"]) == sorted(
             [(to_c["txid"], mined["height"] - seen_height + 4), (e_to_c, mined["height"] - seen_height + 1)])
