@@ -11,7 +11,17 @@ from lnpmsg.rpc import control_files
 from lnpmsg.rpc.control_files import LockHeld, lock_held, take_lock
 
 
-def test_the_lock_is_held_once_and_seen_by_clients(tmp_path):
+@pytest.fixture(params=["ofd", "flock"])
+def lock_kind(request, monkeypatch):
+    """Both ways of locking: open-file-description locks, and flock where the system has none."""
+    if request.param == "flock":
+        monkeypatch.setattr(control_files, "_OFD", False)
+    else:
+        assert control_files._OFD  # Linux has them: the tests run there
+    return request.param
+
+
+def test_the_lock_is_held_once_and_seen_by_clients(tmp_path, lock_kind):
     assert not lock_held(tmp_path)  # no lock file yet
     fd = take_lock(tmp_path)
     try:

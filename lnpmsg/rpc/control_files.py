@@ -7,7 +7,8 @@
   when its file is closed, whichever process or thread did so, and clients
   *test* it (``F_OFD_GETLK``) without taking anything, so a client looking
   at the very moment a node starts can never make that node believe
-  another one runs (as a shared ``flock`` held for the look did).
+  another one runs (as a shared ``flock`` held for the look did). Where
+  the system has no such locks, ``flock`` serves, with that narrow race.
 - ``control.json`` (0600): where the control and event sockets are
   (:func:`write_info`, replaced atomically, so a reader never sees half).
 
@@ -32,6 +33,8 @@ __all__ = ["LockHeld", "lock_held", "make_data_dir", "take_lock", "unlink_quietl
 
 log = logging.getLogger(__name__)
 
+#: open-file-description locks (Linux 3.15+)
+_OFD = hasattr(fcntl, "F_OFD_SETLK")
 #: Linux's ``struct flock``: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks), padding
 _FLOCK = struct.Struct("hhqqi4x")
 #: the whole file
@@ -55,7 +58,10 @@ def take_lock(data_dir: Path) -> int:
     """
     fd = os.open(data_dir / CONTROL_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, *_WHOLE_FILE))
+        if _OFD:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, *_WHOLE_FILE))
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
@@ -71,9 +77,12 @@ def lock_held(data_dir: Path) -> bool:
     except OSError:
         return False
     try:
+        if not _OFD:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
         found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK.pack(fcntl.F_RDLCK, *_WHOLE_FILE))
-    except OSError:
-        return False
+    except OSError as exc:
+        return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) and not _OFD
     finally:
         os.close(fd)
     return bool(_FLOCK.unpack(found)[0] != fcntl.F_UNLCK)
