@@ -340,10 +340,18 @@ def _node_pid(data_dir: Path) -> int | None:
 
 
 def _process_gone(pid: int) -> bool:
-    """Has the process exited? (A zombie, exited but not yet reaped by its parent, has.)"""
+    """Has the process exited, every thread of it? (A zombie, exited but not
+    yet reaped by its parent, has.)
+
+    The main thread's state alone does not say: when a process exits, its
+    main thread can be a zombie while its other threads are still ending
+    (a worker thread in a long write, on a busy machine), and until the last
+    of them has, the process holds its files and cannot be reaped.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
+        threads = os.listdir(f"/proc/{pid}/task")
     except FileNotFoundError:
         return True
     except OSError:
@@ -355,7 +363,8 @@ def _process_gone(pid: int) -> bool:
             return False
         return False
     # the state follows the command name in parentheses, which may itself hold ')'
-    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"Z", b"X")
+    exited = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"Z", b"X")
+    return exited and threads in ([], [str(pid)])
 
 
 async def _wait_gone(data_dir: Path, pid: int | None, wait: float) -> bool:
