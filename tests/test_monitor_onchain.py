@@ -386,3 +386,30 @@ async def test_data_loss_never_broadcasts_ours_and_sweeps_to_remote(onchain, anc
     else:
         [wallet] = alice.of(OutputToWallet)
         assert chain.get_txout(wallet.outpoint) is not None and wallet.amount_sat > 0
+
+
+# --------------------------------------------------------------------------- anchors: CPFP
+
+
+async def test_anchor_cpfp_when_the_commitment_pays_too_little(onchain) -> None:
+    chain, _ = onchain
+    kit, base = await open_channel(onchain, anchors=True)
+    state = states(base)[1]
+    alice = monitor_for(kit, ALICE, [kit.local_record(ALICE, 1, state), kit.remote_record(ALICE, 1, state)], chain)
+    alice.monitor.set_feerate(4 * FEERATE)  # the commitment's 2500 sat/kw is no longer enough
+    [need] = alice.monitor.force_close()
+    assert isinstance(need, NeedFeeInput) and need.group == "anchor" and need.feerate_per_kw == 4 * FEERATE
+    coin_key = secret("cpfp coin")
+    coin = chain.faucet(p2wpkh(pubkey_from_privkey(coin_key)), 50_000)
+    assert alice.monitor.provide_fee_input("anchor", FeeInput(coin, 50_000, coin_key)) == []
+    commitment, child = alice.monitor.transactions_to_broadcast()
+    anchor = kit.commitment(ALICE, 1, state).output("anchor:local")
+    assert {i.prevout for i in child.inputs} == {anchor.outpoint, coin}
+    parent_fee = kit.commitment(ALICE, 1, state).fee_sat
+    child_fee = anchor.amount_sat + 50_000 - sum(o.amount_sat for o in child.outputs)
+    assert (parent_fee + child_fee) * 1000 // (commitment.weight + child.weight) >= 4 * FEERATE * 99 // 100
+    alice.step()
+    assert chain.get_txout(kit.funding) is None and chain.get_txout(anchor.outpoint) is None
+    assert alice.monitor.transactions_to_broadcast() == [] or all(
+        i.prevout != anchor.outpoint for tx in alice.monitor.transactions_to_broadcast() for i in tx.inputs
+    )

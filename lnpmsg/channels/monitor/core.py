@@ -264,10 +264,13 @@ class ChannelMonitor:
                 reasons.append(f"received HTLC {htlc_id} (expiry {htlc.cltv_expiry}) must be claimed on chain")
         return reasons
 
-    def force_close(self) -> None:
+    def force_close(self) -> list[MonitorEvent]:
         """Broadcast our latest commitment (and keep doing so until a commitment confirms).
 
-        Refused after :class:`DataLossDetected`: our commitment is revoked, and
+        With anchors, a commitment paying less than the current estimate gets a
+        CPFP child through our anchor: the returned :class:`NeedFeeInput` asks
+        for the wallet coin that pays it. Refused after
+        :class:`DataLossDetected`: our commitment may be revoked, and
         publishing it would hand the peer everything.
         """
         if self._data_loss is not None:
@@ -275,6 +278,7 @@ class ChannelMonitor:
         if self._local is None:
             raise MonitorError("no signed local commitment to broadcast")
         self._force_close = True
+        return self._anchor_bid() if self._height is not None else []
 
     def signed_local_commitment(self) -> Tx:
         """Our latest commitment, signed by both sides."""
