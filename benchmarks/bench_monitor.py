@@ -46,7 +46,9 @@ def preimage(i: int) -> bytes:
 
 def channel(count: int, alice_offers: bool) -> tuple[ChannelKit, State, State]:
     kit = ChannelKit(OutPoint(sha256(b"bench funding"), 0), FUNDING_SAT, anchors=False, to_self_delay=144)
-    htlcs = tuple(Htlc(i, alice_offers, HTLC_SAT * 1000, sha256(preimage(i)), BASE + 100 + i % 50) for i in range(count))
+    htlcs = tuple(
+        Htlc(i, alice_offers, HTLC_SAT * 1000, sha256(preimage(i)), BASE + 100 + i % 50) for i in range(count)
+    )
     locked = count * HTLC_SAT * 1000
     alice = (FUNDING_SAT * 1000 - locked) // 2
     bob = FUNDING_SAT * 1000 - locked - alice

@@ -221,8 +221,10 @@ async def test_our_commitment_htlcs_both_ways(onchain, anchors: bool) -> None:
     alice.run_to(max(x.cltv_expiry for x in h) + DELAY + 2)
     bury(alice)
     resolved = {(e.htlc_id, e.preimage) for e in alice.of(HtlcResolved)}
-    expected = {(0, None), (1, PREIMAGES[1]), (2, PREIMAGES[2]), (3, None)} | ({(4, None)} if anchors else set())
-    assert resolved == expected
+    # H4 times out on chain with anchors, is dust without; H5 is dust: both fail upstream
+    assert resolved == {(0, None), (1, PREIMAGES[1]), (2, PREIMAGES[2]), (3, None), (4, None), (5, None)}
+    dust = {e.htlc_id for e in alice.of(HtlcResolved) if e.txid == ours.tx.txid}
+    assert dust == ({5} if anchors else {4, 5})
     whats = {e.what for e in alice.of(OutputSwept) if e.ours}
     assert {"to_local", "htlc_success:1", "htlc_timeout:0", "htlc_success:1:delayed", "htlc_timeout:0:delayed"} <= whats
     # every output of ours is spent, and what is left of it sits at Alice's script
@@ -413,3 +415,27 @@ async def test_anchor_cpfp_when_the_commitment_pays_too_little(onchain) -> None:
     assert alice.monitor.transactions_to_broadcast() == [] or all(
         i.prevout != anchor.outpoint for tx in alice.monitor.transactions_to_broadcast() for i in tx.inputs
     )
+
+
+async def test_anchor_htlc_transactions_merged_with_a_fee_input(onchain) -> None:
+    """Zero-fee HTLC-success transactions (the peer signed SIGHASH_SINGLE|ANYONECANPAY) go out
+    as one transaction with a wallet input paying the fee; the kernel accepts it."""
+    chain, _ = onchain
+    kit, base = await open_channel(onchain, anchors=True)
+    state = states(base)[1]
+    h = state.htlcs
+    records = [kit.local_record(ALICE, 1, state), kit.remote_record(ALICE, 1, state),
+               PaymentPreimage(PREIMAGES[1]), PaymentPreimage(PREIMAGES[3])]  # fmt: skip
+    alice = monitor_for(kit, ALICE, records, chain)
+    ours = kit.commitment(ALICE, 1, state)
+    alice.monitor.force_close()
+    alice.step()
+    needs = [e for e in alice.of(NeedFeeInput) if e.group == "htlc_tx:locktime:0"]
+    assert len(needs) == 1 and needs[0].feerate_per_kw > ESTIMATE  # H3 expires within URGENT_BLOCKS
+    [merged] = [tx for tx in alice.monitor.transactions_to_broadcast() if len(tx.inputs) == 3]
+    htlc_outpoints = {ours.output(htlc_tag(h[1])).outpoint, ours.output(htlc_tag(h[3])).outpoint}
+    assert {i.prevout for i in merged.inputs[:2]} == htlc_outpoints
+    assert merged.inputs[2].prevout == alice.fee_coins["htlc_tx:locktime:0"].outpoint
+    alice.step()
+    assert all(chain.get_txout(op) is None for op in htlc_outpoints)
+    assert {e.preimage for e in alice.of(HtlcResolved) if e.htlc_id in (1, 3)} == {PREIMAGES[1], PREIMAGES[3]}

@@ -43,6 +43,7 @@ from ..shachain import FIRST_INDEX, ShachainStore
 from ..spend import SpendPlan, build_spend
 from .bump import FEERATE_FLOOR_PER_KW, FeeInput, aggregate_htlc_txs, anchor_child, rebid_feerate, target_feerate
 from .events import (
+    CommitmentKind,
     CommitmentSeen,
     FundingSpent,
     HtlcResolved,
@@ -55,6 +56,7 @@ from .events import (
 )
 from .resolve import (
     Claim,
+    PENALTY_GROUP,
     Resolution,
     commitment_number_of,
     extract_preimage,
@@ -90,6 +92,8 @@ logger = logging.getLogger(__name__)
 IRREVOCABLE_DEPTH = 100
 #: Go on chain this many blocks before an incoming HTLC we hold the preimage for expires (LDK's figure).
 CLTV_CLAIM_BUFFER = 18
+#: BOLT 5 (anchors): this close to a penalty's deadline each revoked output is claimed on its own.
+PENALTY_SECURITY_DELAY = 18
 #: Blocks past an offered HTLC's expiry we wait for the peer to fail it before going on chain.
 OUTGOING_GRACE_BLOCKS = 3
 _SWEEP_DUST_LIMIT = 546
@@ -104,7 +108,7 @@ class MonitorError(ChannelError):
 class _Bid:
     inputs: tuple[OutPoint, ...]
     feerate: int
-    tx: Tx
+    txs: tuple[Tx, ...]
     fee_input: FeeInput | None = None
 
 
@@ -144,6 +148,7 @@ class ChannelMonitor:
         self._irrevocable: Irrevocable | None = None
         self._resolution: Resolution | None = None
         self._pending: list[Claim] = []
+        self._tracked: set[OutPoint] = set()
         self._funding_spend: tuple[int, Tx] | None = None
         for update in updates:
             self.apply(update)
@@ -253,6 +258,7 @@ class ChannelMonitor:
         if self._remote:
             latest = self._remote[max(self._remote)]
             htlcs.update({(not h.offered, h.htlc_id): h for h in latest.htlcs})
+        known = self._preimages.keys() | self._learned.keys()
         for (we_offered, htlc_id), htlc in sorted(htlcs.items()):
             if we_offered:
                 trigger = htlc.cltv_expiry + OUTGOING_GRACE_BLOCKS
@@ -260,7 +266,7 @@ class ChannelMonitor:
                     trigger = max(htlc.cltv_expiry, min(trigger, self._upstream[htlc_id] - CLTV_CLAIM_BUFFER))
                 if height >= trigger:
                     reasons.append(f"offered HTLC {htlc_id} (expiry {htlc.cltv_expiry}) must be timed out on chain")
-            elif htlc.payment_hash in (self._preimages.keys() | self._learned.keys()) and height >= htlc.cltv_expiry - CLTV_CLAIM_BUFFER:
+            elif htlc.payment_hash in known and height >= htlc.cltv_expiry - CLTV_CLAIM_BUFFER:
                 reasons.append(f"received HTLC {htlc_id} (expiry {htlc.cltv_expiry}) must be claimed on chain")
         return reasons
 
@@ -310,7 +316,7 @@ class ChannelMonitor:
     def watched_outpoints(self) -> set[OutPoint]:
         """What the chain follower must report spends of: the funding output and every output claimed."""
         watched = {self.setup.funding_outpoint}
-        watched.update(claim.outpoint for claim in self._pending)
+        watched.update(self._tracked)
         return watched
 
     def block_connected(self, height: int, txs: Sequence[Tx]) -> list[MonitorEvent]:
@@ -357,6 +363,11 @@ class ChannelMonitor:
                 facts[("commitment",)] = CommitmentSeen(resolution.kind, tx.txid, resolution.number, height)
                 for outpoint, amount, script in resolution.to_wallet:
                     facts[("to_wallet", outpoint)] = OutputToWallet(outpoint, amount, script, height)
+                for htlc_id, we_offered, payment_hash in resolution.trimmed:
+                    # no output: nothing can claim it; the incoming side may be failed (BOLT 5)
+                    facts[("htlc", we_offered, htlc_id)] = HtlcResolved(
+                        htlc_id, we_offered, payment_hash, None, tx.txid, height
+                    )
                 tracked.update((claim.outpoint, claim) for claim in resolution.claims)
                 continue
             if resolution is None:
@@ -368,7 +379,7 @@ class ChannelMonitor:
                     continue
                 resolved[txin.prevout] = height
                 followers = second_stage_claims(resolution, claim, tx, index, height)
-                by_us = ours or (bool(followers) and resolution.kind.value == "ours")
+                by_us = ours or (bool(followers) and resolution.kind is CommitmentKind.OURS)
                 facts[("swept", txin.prevout)] = OutputSwept(
                     txin.prevout, tx.txid, height, claim.spendable.amount_sat, by_us, claim.what
                 )
@@ -382,6 +393,7 @@ class ChannelMonitor:
                     )
         self._resolution = resolution
         self._pending = [c for op, c in tracked.items() if c.claimable and op not in resolved]
+        self._tracked = {op for op in tracked if op not in resolved}
         self._check_irrevocable(resolution, tracked, resolved)
         return facts
 
@@ -449,7 +461,7 @@ class ChannelMonitor:
         groups: dict[str, list[Claim]] = {}
         for claim in self._pending:
             if claim.earliest <= next_block:
-                groups.setdefault(claim.group, []).append(claim)
+                groups.setdefault(self._group_of(claim, next_block), []).append(claim)
         for stale in set(self._bids) - set(groups) - {"anchor"}:
             del self._bids[stale]
         requests: list[MonitorEvent] = []
@@ -474,28 +486,41 @@ class ChannelMonitor:
         requests.extend(self._anchor_bid())
         return requests
 
+    def _group_of(self, claim: Claim, next_block: int) -> str:
+        """Claims batch by group, except (BOLT 5, anchors) penalties close to their deadline:
+        each alone, so that a pinned HTLC-transaction output cannot hold back the rest."""
+        if (
+            claim.group == PENALTY_GROUP
+            and self.setup.anchors
+            and claim.deadline is not None
+            and claim.deadline - next_block <= PENALTY_SECURITY_DELAY
+        ):
+            return f"{PENALTY_GROUP}:{claim.outpoint}"
+        return claim.group
+
     def _build(self, group: str, claims: list[Claim], rate: int, requests: list[MonitorEvent]) -> _Bid:
         inputs = tuple(c.outpoint for c in claims)
-        presigned = claims[0].presigned
-        if presigned is not None:
-            claim = claims[0]
-            fee_input = self._fee_inputs.get(group)
-            if self.setup.anchors and fee_input is not None:
-                plan = aggregate_htlc_txs([presigned], fee_input, self.setup.destination_script, feerate_per_kw=rate)
-                keys = dict(claim.keys) | {fee_input.pubkey: fee_input.privkey}
-                return _Bid(inputs, rate, sign_plan(plan, keys, [dict(claim.values), {}]), fee_input)
-            if self.setup.anchors and group not in self._requested:
-                # zero-fee HTLC transaction: it needs a wallet input to pay its way
-                self._requested.add(group)
-                weight = presigned.expected_weight() + 300
-                requests.append(NeedFeeInput(group, rate * weight // 1000 + _SWEEP_DUST_LIMIT, rate))
-            # its fee is fixed by the peer's signature: no re-bid can change it
-            return _Bid(inputs, _NO_REBID, sign_plan(presigned, claim.keys, claim.values))
-        plan = self._sweep_plan(claims, rate)
         keys: dict[bytes, bytes] = {}
         for claim in claims:
             keys.update(claim.keys)
-        return _Bid(inputs, rate, sign_plan(plan, keys, [dict(c.values) for c in claims]))
+        plans = [c.presigned for c in claims if c.presigned is not None]
+        if plans:
+            fee_input = self._fee_inputs.get(group)
+            if self.setup.anchors and fee_input is not None:
+                # zero-fee HTLC transactions sharing a locktime, merged and paid by one wallet input
+                plan = aggregate_htlc_txs(plans, fee_input, self.setup.destination_script, feerate_per_kw=rate)
+                keys[fee_input.pubkey] = fee_input.privkey
+                values = [dict(c.values) for c in claims] + [{}]
+                return _Bid(inputs, rate, (sign_plan(plan, keys, values),), fee_input)
+            if self.setup.anchors and group not in self._requested:
+                self._requested.add(group)
+                weight = sum(p.expected_weight() for p in plans) + 300
+                requests.append(NeedFeeInput(group, rate * weight // 1000 + _SWEEP_DUST_LIMIT, rate))
+            # as signed: the peer's signature fixes their fee (zero with anchors: package relay or a fee input)
+            txs = tuple(sign_plan(c.presigned, c.keys, c.values) for c in claims if c.presigned is not None)
+            return _Bid(inputs, _NO_REBID, txs)
+        plan = self._sweep_plan(claims, rate)
+        return _Bid(inputs, rate, (sign_plan(plan, keys, [dict(c.values) for c in claims]),))
 
     def _sweep_plan(self, claims: list[Claim], rate: int) -> SpendPlan:
         spends = [(c.outpoint, c.spendable, c.path) for c in claims]
@@ -538,7 +563,7 @@ class ChannelMonitor:
         )  # fmt: skip
         keys = self.secrets.keys_for_local(commitment.context.keys.per_commitment_point)
         keys[fee_input.pubkey] = fee_input.privkey
-        self._bids["anchor"] = _Bid((anchor.outpoint,), rate, sign_plan(child, keys), fee_input)
+        self._bids["anchor"] = _Bid((anchor.outpoint,), rate, (sign_plan(child, keys),), fee_input)
         return []
 
     def transactions_to_broadcast(self) -> list[Tx]:
@@ -547,8 +572,10 @@ class ChannelMonitor:
         if self._force_close and self._funding_spend is None:
             txs.append(self.signed_local_commitment())
             if "anchor" in self._bids:
-                txs.append(self._bids["anchor"].tx)
-        txs.extend(bid.tx for group, bid in self._bids.items() if group != "anchor")
+                txs.extend(self._bids["anchor"].txs)
+        for group, bid in self._bids.items():
+            if group != "anchor":
+                txs.extend(bid.txs)
         return txs
 
     def pending_claims(self) -> list[Claim]:

@@ -30,7 +30,7 @@ from lnpmsg.bitcoin.tx import OutPoint, Tx
 from ..bolt3 import TO_LOCAL, TO_REMOTE, Htlc, bolt3_extensions, htlc_tag
 from ..commitment import Commitment, build_commitment
 from ..errors import ChannelError
-from ..extensions import CommitmentContext
+from ..extensions import CommitmentContext, CommitmentOutput
 from ..keys import CommitmentKeys, commitment_number_from_locktime_sequence
 from ..script import to_local_script, to_remote_anchor_script
 from ..spend import Sig, Spendable, SpendPath, SpendPlan
@@ -101,6 +101,8 @@ class Resolution:
     delayed_keys: Mapping[bytes, bytes] = field(default_factory=dict, repr=False)
     keys: CommitmentKeys | None = None
     to_self_delay: int = 0
+    #: HTLCs trimmed as dust (no output): (htlc_id, we offered it, payment hash)
+    trimmed: list[tuple[int, bool, bytes]] = field(default_factory=list)
 
 
 def _context(setup: ChannelSetup, *, ours: bool, number: int, keys: CommitmentKeys,
@@ -157,6 +159,31 @@ def commitment_number_of(tx: Tx, setup: ChannelSetup) -> int | None:
         return None
 
 
+def _trimmed(commitment: Commitment, *, ours: bool) -> list[tuple[int, bool, bytes]]:
+    return [
+        (spec.payload.htlc_id, spec.payload.offered == ours, spec.payload.payment_hash)
+        for spec in commitment.trimmed
+        if isinstance(spec.payload, Htlc)
+    ]
+
+
+def _htlc_claim(
+    out: CommitmentOutput, htlc: Htlc, we_offered: bool, keys: Mapping[bytes, bytes], path: str, earliest: int,
+    deadline: int | None, group: str, *, values: Mapping[str, bytes] | None = None,
+    presigned: SpendPlan | None = None,
+) -> Claim:  # fmt: skip
+    """Our claim on an HTLC output: the timeout of one we offered, the success of one we received."""
+    what = f"{'htlc_timeout' if we_offered else 'htlc_success'}:{htlc.htlc_id}"
+    return Claim(htlc_tag(htlc), out.outpoint, out.spendable, path, earliest, deadline, group, what, keys,
+                 dict(values or {}), presigned, htlc, we_offered)  # fmt: skip
+
+
+def _watch(out: CommitmentOutput, htlc: Htlc, we_offered: bool, keys: Mapping[bytes, bytes], path: str) -> Claim:
+    """An HTLC output that is the peer's to take (we lack the preimage): watched for what its spend reveals."""
+    return Claim(htlc_tag(htlc), out.outpoint, out.spendable, path, 0, None, "", "watch", keys, {}, None, htlc,
+                 we_offered, claimable=False, expires=htlc.cltv_expiry)  # fmt: skip
+
+
 def _csv(setup: ChannelSetup) -> int:
     """BOLT 3: with anchors every non-anchor output of a commitment waits one block."""
     return 1 if setup.anchors else 0
@@ -178,26 +205,24 @@ def _ours(setup: ChannelSetup, secrets: MonitorSecrets, commitment: Commitment, 
             continue
         index, plan = htlc_plans[out.outpoint]
         values = {"remote_htlc": record.htlc_signatures[index]}
-        tag = htlc_tag(htlc)
-        common = dict(htlc=htlc, we_offered=htlc.offered, keys=keys)
+        # anchors: HTLC transactions sharing a locktime are merged into one paid by a wallet input
+        group = f"htlc_tx:locktime:{plan.tx.locktime}" if setup.anchors else f"htlc_tx:{htlc_tag(htlc)}"
         if htlc.offered:
             deadline = upstream.get(htlc.htlc_id, htlc.cltv_expiry + OFFERED_TIMEOUT_GRACE)
             earliest = max(htlc.cltv_expiry + 1, height + _csv(setup))
-            claims.append(Claim(tag, out.outpoint, out.spendable, "htlc_timeout", earliest, deadline,
-                                f"htlc_tx:{tag}", f"htlc_timeout:{htlc.htlc_id}", values=values,
-                                presigned=plan, **common))  # type: ignore[arg-type]  # fmt: skip
+            claims.append(_htlc_claim(out, htlc, True, keys, "htlc_timeout", earliest, deadline, group,
+                                      values=values, presigned=plan))  # fmt: skip
         elif htlc.payment_hash in preimages:
             values["preimage"] = preimages[htlc.payment_hash]
-            claims.append(Claim(tag, out.outpoint, out.spendable, "htlc_success", height + _csv(setup),
-                                htlc.cltv_expiry, f"htlc_tx:{tag}", f"htlc_success:{htlc.htlc_id}",
-                                values=values, presigned=plan, **common))  # type: ignore[arg-type]  # fmt: skip
+            claims.append(_htlc_claim(out, htlc, False, keys, "htlc_success", height + _csv(setup),
+                                      htlc.cltv_expiry, group, values=values, presigned=plan))  # fmt: skip
         else:
-            claims.append(Claim(tag, out.outpoint, out.spendable, "htlc_success", 0, None, "", "watch",
-                                claimable=False, expires=htlc.cltv_expiry, **common))  # type: ignore[arg-type]  # fmt: skip
+            claims.append(_watch(out, htlc, False, keys, "htlc_success"))
     ckeys = commitment.context.keys
     return Resolution(
         CommitmentKind.OURS, record.commitment_number, commitment.tx.txid, height, claims, [],
         p2wsh(to_local_script(ckeys.revocation_pubkey, delay, ckeys.local_delayed_pubkey)), keys, ckeys, delay,
+        _trimmed(commitment, ours=True),
     )  # fmt: skip
 
 
@@ -230,25 +255,21 @@ def _theirs(setup: ChannelSetup, secrets: MonitorSecrets, commitment: Commitment
                                 htlc=htlc if isinstance(htlc, Htlc) else None,
                                 we_offered=isinstance(htlc, Htlc) and not htlc.offered))  # fmt: skip
         elif isinstance(htlc, Htlc):
-            tag = htlc_tag(htlc)
             earliest = height + _csv(setup)
-            common = dict(htlc=htlc, we_offered=not htlc.offered, keys=keys)
+            group = f"claim:{htlc_tag(htlc)}"
             if not htlc.offered:  # we offered it: ours after its expiry
                 deadline = upstream.get(htlc.htlc_id, htlc.cltv_expiry + OFFERED_TIMEOUT_GRACE)
-                claims.append(Claim(tag, out.outpoint, out.spendable, "timeout", max(earliest, htlc.cltv_expiry + 1),
-                                    deadline, f"claim:{tag}", f"htlc_timeout:{htlc.htlc_id}",
-                                    **common))  # type: ignore[arg-type]  # fmt: skip
+                claims.append(_htlc_claim(out, htlc, True, keys, "timeout", max(earliest, htlc.cltv_expiry + 1),
+                                          deadline, group))  # fmt: skip
             elif htlc.payment_hash in preimages:
-                claims.append(Claim(tag, out.outpoint, out.spendable, "preimage", earliest, htlc.cltv_expiry,
-                                    f"claim:{tag}", f"htlc_success:{htlc.htlc_id}",
-                                    values={"preimage": preimages[htlc.payment_hash]},
-                                    **common))  # type: ignore[arg-type]  # fmt: skip
+                claims.append(_htlc_claim(out, htlc, False, keys, "preimage", earliest, htlc.cltv_expiry, group,
+                                          values={"preimage": preimages[htlc.payment_hash]}))  # fmt: skip
             else:
-                claims.append(Claim(tag, out.outpoint, out.spendable, "preimage", 0, None, "", "watch",
-                                    claimable=False, expires=htlc.cltv_expiry, **common))  # type: ignore[arg-type]  # fmt: skip
+                claims.append(_watch(out, htlc, False, keys, "preimage"))
     return Resolution(
         kind, number, commitment.tx.txid, height, claims, to_wallet,
         p2wsh(to_local_script(ckeys.revocation_pubkey, delay, ckeys.local_delayed_pubkey)), keys, ckeys, delay,
+        _trimmed(commitment, ours=False),
     )  # fmt: skip
 
 
