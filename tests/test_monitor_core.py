@@ -15,10 +15,12 @@ from lnpmsg.channels.monitor import (
     ChannelMonitor,
     CommitmentKind,
     CommitmentSeen,
+    HtlcResolved,
     MonitorUpdate,
     MonitorUpdateError,
     PaymentPreimage,
     RemoteRevocation,
+    Reorged,
     UpstreamDeadline,
     decode_stream,
     decode_update,
@@ -33,7 +35,7 @@ from lnpmsg.channels.monitor.bump import (
     rebid_feerate,
     target_feerate,
 )
-from lnpmsg.channels.monitor.core import CLTV_CLAIM_BUFFER, OUTGOING_GRACE_BLOCKS
+from lnpmsg.channels.monitor.core import ANTI_REORG_DELAY, CLTV_CLAIM_BUFFER, OUTGOING_GRACE_BLOCKS
 from lnpmsg.testing.channels import secret
 from lnpmsg.testing.monitor import ALICE, BOB, ChannelKit, State, secrets_of
 
@@ -211,3 +213,21 @@ def test_their_previous_unrevoked_commitment_is_claimed_like_the_current() -> No
     monitor.block_connected(BASE + 2, [])
     spent = {i.prevout for tx in monitor.transactions_to_broadcast() for i in tx.inputs}
     assert spent == {claims["to_remote"].outpoint, claims["htlc_success:1"].outpoint}
+
+
+def test_an_htlc_missing_from_the_confirmed_commitment_fails_only_when_deep() -> None:
+    k = kit()
+    # our commitment still has H0 and H1; Bob's newest (unrevoked) commitment 2 has none
+    records = [k.local_record(ALICE, 1, ONE), k.remote_record(ALICE, 1, ONE), k.remote_record(ALICE, 2, TWO)]
+    monitor = ChannelMonitor(secrets_of(ALICE), k.updates(ALICE, records))
+    monitor.block_connected(BASE, [])
+    events = monitor.block_connected(BASE + 1, [k.signed_commitment(BOB, 2, TWO)])
+    assert [e.kind for e in events if isinstance(e, CommitmentSeen)] == [CommitmentKind.THEIRS_CURRENT]
+    for height in range(BASE + 2, BASE + ANTI_REORG_DELAY):
+        assert not [e for e in monitor.block_connected(height, []) if isinstance(e, HtlcResolved)]
+    resolved = [e for e in monitor.block_connected(BASE + ANTI_REORG_DELAY, []) if isinstance(e, HtlcResolved)]
+    assert {(e.htlc_id, e.offered, e.preimage) for e in resolved} == {(0, True, None), (1, False, None)}
+    # a reorg deeper than that takes it back
+    for height in range(BASE + ANTI_REORG_DELAY, BASE, -1):
+        events = monitor.block_disconnected(height)
+    assert any(isinstance(e, Reorged) and isinstance(e.event, CommitmentSeen) for e in events)

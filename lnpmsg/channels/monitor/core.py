@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import OutPoint, Tx, TxOut
 
-from ..bolt3 import LOCAL_ANCHOR
+from ..bolt3 import LOCAL_ANCHOR, Htlc
 from ..commitment import Commitment
 from ..errors import ChannelError, ShachainError
 from ..keys import per_commitment_point
@@ -79,6 +79,7 @@ from .updates import (
 )
 
 __all__ = [
+    "ANTI_REORG_DELAY",
     "CLTV_CLAIM_BUFFER",
     "IRREVOCABLE_DEPTH",
     "OUTGOING_GRACE_BLOCKS",
@@ -92,6 +93,9 @@ logger = logging.getLogger(__name__)
 IRREVOCABLE_DEPTH = 100
 #: Go on chain this many blocks before an incoming HTLC we hold the preimage for expires (LDK's figure).
 CLTV_CLAIM_BUFFER = 18
+#: An HTLC that timed out is failed upstream only this deep (LDK's ANTI_REORG_DELAY): a reorg
+#: could otherwise bring back a spend with the preimage after the incoming side was failed.
+ANTI_REORG_DELAY = 6
 #: BOLT 5 (anchors): this close to a penalty's deadline each revoked output is claimed on its own.
 PENALTY_SECURITY_DELAY = 18
 #: Blocks past an offered HTLC's expiry we wait for the peer to fail it before going on chain.
@@ -254,10 +258,7 @@ class ChannelMonitor:
         if self._funding_spend is not None or self._local is None:
             return []
         reasons = []
-        htlcs = {(h.offered, h.htlc_id): h for h in self._local.htlcs}
-        if self._remote:
-            latest = self._remote[max(self._remote)]
-            htlcs.update({(not h.offered, h.htlc_id): h for h in latest.htlcs})
+        htlcs = self._committed_htlcs()
         known = self._preimages.keys() | self._learned.keys()
         for (we_offered, htlc_id), htlc in sorted(htlcs.items()):
             if we_offered:
@@ -363,11 +364,13 @@ class ChannelMonitor:
                 facts[("commitment",)] = CommitmentSeen(resolution.kind, tx.txid, resolution.number, height)
                 for outpoint, amount, script in resolution.to_wallet:
                     facts[("to_wallet", outpoint)] = OutputToWallet(outpoint, amount, script, height)
-                for htlc_id, we_offered, payment_hash in resolution.trimmed:
-                    # no output: nothing can claim it; the incoming side may be failed (BOLT 5)
-                    facts[("htlc", we_offered, htlc_id)] = HtlcResolved(
-                        htlc_id, we_offered, payment_hash, None, tx.txid, height
-                    )
+                present = {(c.we_offered, c.htlc.htlc_id) for c in resolution.claims if c.htlc is not None}
+                known = {} if resolution.kind is CommitmentKind.THEIRS_UNKNOWN else self._committed_htlcs()
+                for (we_offered, htlc_id), htlc in known.items():
+                    if (we_offered, htlc_id) not in present:
+                        # no output in this commitment (dust, or not in this version): nothing can
+                        # claim it, so once the commitment is deep its incoming side may be failed (BOLT 5)
+                        self._htlc_fact(facts, HtlcResolved(htlc_id, we_offered, htlc.payment_hash, None, tx.txid, height))
                 tracked.update((claim.outpoint, claim) for claim in resolution.claims)
                 continue
             if resolution is None:
@@ -388,14 +391,31 @@ class ChannelMonitor:
                     preimage = extract_preimage(txin.witness, claim.htlc.payment_hash)
                     if preimage is not None:
                         self._learned.setdefault(claim.htlc.payment_hash, preimage)
-                    facts[("htlc", claim.we_offered, claim.htlc.htlc_id)] = HtlcResolved(
+                    self._htlc_fact(facts, HtlcResolved(
                         claim.htlc.htlc_id, claim.we_offered, claim.htlc.payment_hash, preimage, tx.txid, height
-                    )
+                    ))  # fmt: skip
         self._resolution = resolution
         self._pending = [c for op, c in tracked.items() if c.claimable and op not in resolved]
         self._tracked = {op for op in tracked if op not in resolved}
         self._check_irrevocable(resolution, tracked, resolved)
         return facts
+
+    def _htlc_fact(self, facts: dict[tuple[object, ...], MonitorEvent], event: HtlcResolved) -> None:
+        """A preimage is reported at once (it is safe to use upstream); a timeout only
+        :data:`ANTI_REORG_DELAY` blocks deep, since failing the incoming HTLC is final."""
+        assert self._height is not None
+        if event.preimage is not None or self._height - event.height + 1 >= ANTI_REORG_DELAY:
+            facts[("htlc", event.offered, event.htlc_id)] = event
+
+    def _committed_htlcs(self) -> dict[tuple[bool, int], Htlc]:
+        """Every HTLC of our latest and their unrevoked commitments, by (we offered it, id)."""
+        htlcs: dict[tuple[bool, int], Htlc] = {}
+        if self._local is not None:
+            htlcs.update(((h.offered, h.htlc_id), h) for h in self._local.htlcs)
+        for number, record in self._remote.items():
+            if self._revealed(number) is None:
+                htlcs.update(((not h.offered, h.htlc_id), h) for h in record.htlcs)
+        return htlcs
 
     def _resolve(self, tx: Tx, height: int) -> Resolution | None:
         local = None

@@ -101,8 +101,6 @@ class Resolution:
     delayed_keys: Mapping[bytes, bytes] = field(default_factory=dict, repr=False)
     keys: CommitmentKeys | None = None
     to_self_delay: int = 0
-    #: HTLCs trimmed as dust (no output): (htlc_id, we offered it, payment hash)
-    trimmed: list[tuple[int, bool, bytes]] = field(default_factory=list)
 
 
 def _context(setup: ChannelSetup, *, ours: bool, number: int, keys: CommitmentKeys,
@@ -157,14 +155,6 @@ def commitment_number_of(tx: Tx, setup: ChannelSetup) -> int | None:
         return commitment_number_from_locktime_sequence(tx.locktime, tx.inputs[0].sequence, setup.obscuring_factor)
     except ChannelError:
         return None
-
-
-def _trimmed(commitment: Commitment, *, ours: bool) -> list[tuple[int, bool, bytes]]:
-    return [
-        (spec.payload.htlc_id, spec.payload.offered == ours, spec.payload.payment_hash)
-        for spec in commitment.trimmed
-        if isinstance(spec.payload, Htlc)
-    ]
 
 
 def _htlc_claim(
@@ -222,7 +212,6 @@ def _ours(setup: ChannelSetup, secrets: MonitorSecrets, commitment: Commitment, 
     return Resolution(
         CommitmentKind.OURS, record.commitment_number, commitment.tx.txid, height, claims, [],
         p2wsh(to_local_script(ckeys.revocation_pubkey, delay, ckeys.local_delayed_pubkey)), keys, ckeys, delay,
-        _trimmed(commitment, ours=True),
     )  # fmt: skip
 
 
@@ -269,7 +258,6 @@ def _theirs(setup: ChannelSetup, secrets: MonitorSecrets, commitment: Commitment
     return Resolution(
         kind, number, commitment.tx.txid, height, claims, to_wallet,
         p2wsh(to_local_script(ckeys.revocation_pubkey, delay, ckeys.local_delayed_pubkey)), keys, ckeys, delay,
-        _trimmed(commitment, ours=False),
     )  # fmt: skip
 
 
