@@ -35,7 +35,8 @@ from lnpmsg.channels.monitor.bump import (
     rebid_feerate,
     target_feerate,
 )
-from lnpmsg.channels.monitor.core import ANTI_REORG_DELAY, CLTV_CLAIM_BUFFER, OUTGOING_GRACE_BLOCKS
+from lnpmsg.channels.monitor.core import ANTI_REORG_DELAY
+from lnpmsg.channels.monitor.deadlines import CLTV_CLAIM_BUFFER, OUTGOING_GRACE_BLOCKS
 from lnpmsg.testing.channels import secret
 from lnpmsg.testing.monitor import ALICE, BOB, ChannelKit, State, secrets_of
 

@@ -4,6 +4,7 @@
 - :mod:`.signer`: the secrets the monitor signs with (kept out of the records)
 - :mod:`.resolve`: what to claim when a commitment confirms
 - :mod:`.bump`: fee schedule, re-bids, anchor CPFP, HTLC transaction aggregation
+- :mod:`.deadlines`: when the channel must go on chain for its HTLCs
 - :mod:`.core`: :class:`ChannelMonitor`, blocks in, transactions and events out
 - :mod:`.events`: what it reports
 """

@@ -10,6 +10,7 @@
   its own weight; LDK and Core Lightning step by about 25%).
 - :func:`anchor_child`: the CPFP child spending our anchor and a wallet input
   so that commitment + child pay the target package rate.
+- :func:`sweep_at_most`: a sweep at a rate, capped so it never pays more than it claims.
 - :func:`aggregate_htlc_txs`: option_anchors_zero_fee_htlc_tx HTLC
   transactions (their signatures are SIGHASH_SINGLE|ANYONECANPAY) merged into
   one, with a wallet input paying the fee: input *i* keeps its output *i*.
@@ -36,6 +37,7 @@ __all__ = [
     "aggregate_htlc_txs",
     "anchor_child",
     "rebid_feerate",
+    "sweep_at_most",
     "target_feerate",
 ]
 
@@ -164,3 +166,23 @@ def aggregate_htlc_txs(
     if change < dust_limit_sat:
         raise ChannelError(f"htlc_aggregate: a {fee_input.amount_sat} sat input cannot pay a {fee} sat fee")
     return build(change)
+
+
+def sweep_at_most(
+    spends: Sequence[tuple[OutPoint, Spendable, str]],
+    destination_script: bytes,
+    feerate_per_kw: int,
+    *,
+    label: str = "sweep",
+    dust_limit_sat: int = 546,
+) -> SpendPlan:
+    """Spend ``spends`` to one output at ``feerate_per_kw``, or at the highest rate that leaves the
+    output above dust: a claim never pays more than it is worth (``ChannelError`` if even the
+    relay floor is too much)."""
+    total = sum(spendable.amount_sat for _, spendable, _ in spends)
+    draft = build_spend(spends, [TxOut(total, destination_script)], label=label)
+    weight = draft.expected_weight()
+    rate = min(feerate_per_kw, (total - dust_limit_sat) * 1000 // weight)
+    if rate < FEERATE_FLOOR_PER_KW:
+        raise ChannelError(f"{label}: {total} sat cannot pay the minimum relay fee of a {weight} weight sweep")
+    return build_spend(spends, [TxOut(total - _fee_for(rate, weight), destination_script)], label=label)

@@ -33,15 +33,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lnpmsg.bitcoin.hashes import sha256
-from lnpmsg.bitcoin.tx import OutPoint, Tx, TxOut
+from lnpmsg.bitcoin.tx import OutPoint, Tx
 
 from ..bolt3 import LOCAL_ANCHOR, Htlc
 from ..commitment import Commitment
 from ..errors import ChannelError, ShachainError
 from ..keys import per_commitment_point
 from ..shachain import FIRST_INDEX, ShachainStore
-from ..spend import SpendPlan, build_spend
-from .bump import FEERATE_FLOOR_PER_KW, FeeInput, aggregate_htlc_txs, anchor_child, rebid_feerate, target_feerate
+from .bump import (
+    FEERATE_FLOOR_PER_KW,
+    FeeInput,
+    aggregate_htlc_txs,
+    anchor_child,
+    rebid_feerate,
+    sweep_at_most,
+    target_feerate,
+)
+from .deadlines import CLTV_CLAIM_BUFFER, OUTGOING_GRACE_BLOCKS, force_close_reasons
 from .events import (
     CommitmentKind,
     CommitmentSeen,
@@ -91,15 +99,11 @@ logger = logging.getLogger(__name__)
 
 #: BOLT 5: resolved outputs are irrevocably resolved 100 blocks deep; until then reorgs are followed.
 IRREVOCABLE_DEPTH = 100
-#: Go on chain this many blocks before an incoming HTLC we hold the preimage for expires (LDK's figure).
-CLTV_CLAIM_BUFFER = 18
 #: An HTLC that timed out is failed upstream only this deep (LDK's ANTI_REORG_DELAY): a reorg
 #: could otherwise bring back a spend with the preimage after the incoming side was failed.
 ANTI_REORG_DELAY = 6
 #: BOLT 5 (anchors): this close to a penalty's deadline each revoked output is claimed on its own.
 PENALTY_SECURITY_DELAY = 18
-#: Blocks past an offered HTLC's expiry we wait for the peer to fail it before going on chain.
-OUTGOING_GRACE_BLOCKS = 3
 _SWEEP_DUST_LIMIT = 546
 _NO_REBID = 1 << 62
 
@@ -247,29 +251,11 @@ class ChannelMonitor:
     # -- going on chain --------------------------------------------------------
 
     def force_close_needed(self, height: int) -> list[str]:
-        """Why the channel must go on chain at ``height`` (empty: it need not).
-
-        An HTLC we offered: its expiry plus :data:`OUTGOING_GRACE_BLOCKS`
-        passed, or the incoming HTLC it forwards (:class:`UpstreamDeadline`)
-        expires within :data:`CLTV_CLAIM_BUFFER` blocks. An HTLC we received
-        and hold the preimage for: its expiry is within
-        :data:`CLTV_CLAIM_BUFFER` blocks.
-        """
+        """Why the channel must go on chain at ``height`` (empty: it need not); see :mod:`.deadlines`."""
         if self._funding_spend is not None or self._local is None:
             return []
-        reasons = []
-        htlcs = self._committed_htlcs()
         known = self._preimages.keys() | self._learned.keys()
-        for (we_offered, htlc_id), htlc in sorted(htlcs.items()):
-            if we_offered:
-                trigger = htlc.cltv_expiry + OUTGOING_GRACE_BLOCKS
-                if htlc_id in self._upstream:
-                    trigger = max(htlc.cltv_expiry, min(trigger, self._upstream[htlc_id] - CLTV_CLAIM_BUFFER))
-                if height >= trigger:
-                    reasons.append(f"offered HTLC {htlc_id} (expiry {htlc.cltv_expiry}) must be timed out on chain")
-            elif htlc.payment_hash in known and height >= htlc.cltv_expiry - CLTV_CLAIM_BUFFER:
-                reasons.append(f"received HTLC {htlc_id} (expiry {htlc.cltv_expiry}) must be claimed on chain")
-        return reasons
+        return force_close_reasons(self._committed_htlcs(), known, self._upstream, height)
 
     def force_close(self) -> list[MonitorEvent]:
         """Broadcast our latest commitment (and keep doing so until a commitment confirms).
@@ -370,7 +356,8 @@ class ChannelMonitor:
                     if (we_offered, htlc_id) not in present:
                         # no output in this commitment (dust, or not in this version): nothing can
                         # claim it, so once the commitment is deep its incoming side may be failed (BOLT 5)
-                        self._htlc_fact(facts, HtlcResolved(htlc_id, we_offered, htlc.payment_hash, None, tx.txid, height))
+                        gone = HtlcResolved(htlc_id, we_offered, htlc.payment_hash, None, tx.txid, height)
+                        self._htlc_fact(facts, gone)
                 tracked.update((claim.outpoint, claim) for claim in resolution.claims)
                 continue
             if resolution is None:
@@ -539,20 +526,9 @@ class ChannelMonitor:
             # as signed: the peer's signature fixes their fee (zero with anchors: package relay or a fee input)
             txs = tuple(sign_plan(c.presigned, c.keys, c.values) for c in claims if c.presigned is not None)
             return _Bid(inputs, _NO_REBID, txs)
-        plan = self._sweep_plan(claims, rate)
-        return _Bid(inputs, rate, (sign_plan(plan, keys, [dict(c.values) for c in claims]),))
-
-    def _sweep_plan(self, claims: list[Claim], rate: int) -> SpendPlan:
         spends = [(c.outpoint, c.spendable, c.path) for c in claims]
-        total = sum(c.spendable.amount_sat for c in claims)
-        destination = self.setup.destination_script
-        draft = build_spend(spends, [TxOut(total, destination)], label=claims[0].group)
-        weight = draft.expected_weight()
-        # never pay more than the claim is worth: cap the rate so the output stays above dust
-        rate = min(rate, (total - _SWEEP_DUST_LIMIT) * 1000 // weight)
-        if rate < FEERATE_FLOOR_PER_KW:
-            raise ChannelError(f"{total} sat cannot pay the minimum relay fee of a {weight} weight sweep")
-        return build_spend(spends, [TxOut(total - rate * weight // 1000, destination)], label=claims[0].group)
+        plan = sweep_at_most(spends, self.setup.destination_script, rate, label=group)
+        return _Bid(inputs, rate, (sign_plan(plan, keys, [dict(c.values) for c in claims]),))
 
     def _anchor_bid(self) -> list[MonitorEvent]:
         if not self._force_close or self._funding_spend is not None or self._local is None:
