@@ -232,3 +232,26 @@ def test_an_htlc_missing_from_the_confirmed_commitment_fails_only_when_deep() ->
     for height in range(BASE + ANTI_REORG_DELAY, BASE, -1):
         events = monitor.block_disconnected(height)
     assert any(isinstance(e, Reorged) and isinstance(e.event, CommitmentSeen) for e in events)
+
+
+def test_anchor_penalties_split_near_the_deadline() -> None:
+    """BOLT 5: with anchors a batched penalty could be pinned through an HTLC output;
+    within 18 blocks of the cheater's delay each revoked output is claimed alone."""
+    k = kit(anchors=True)
+    monitor = ChannelMonitor(secrets_of(BOB), k.updates(BOB, bob_records(k)), feerate_per_kw=1_000)
+    revoked = k.commitment(ALICE, 1, ONE)
+    revocable = {o.outpoint for o in revoked.outputs if any(p.name == "revocation" for p in o.spendable.paths)}
+
+    def penalties() -> list[int]:
+        txs = monitor.transactions_to_broadcast()
+        return sorted(len(tx.inputs) for tx in txs if {i.prevout for i in tx.inputs} <= revocable)
+
+    monitor.block_connected(BASE, [])
+    monitor.block_connected(BASE + 1, [k.signed_commitment(ALICE, 1, ONE)])
+    assert penalties() == [3]
+    deadline = BASE + 1 + 144
+    for height in range(BASE + 2, deadline - 19):
+        monitor.block_connected(height, [])
+    assert penalties() == [3]  # the next block leaves 19 blocks
+    monitor.block_connected(deadline - 19, [])
+    assert penalties() == [1, 1, 1]  # the next block leaves 18
