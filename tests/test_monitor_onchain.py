@@ -36,6 +36,8 @@ from lnpmsg.channels.monitor import (
     OutputToWallet,
     PaymentPreimage,
     Reorged,
+    decode_stream,
+    encode_stream,
 )
 from lnpmsg.testing.channels import Party, secret
 from lnpmsg.testing.monitor import ALICE, BOB, ChannelKit, State, secrets_of
@@ -439,3 +441,40 @@ async def test_anchor_htlc_transactions_merged_with_a_fee_input(onchain) -> None
     alice.step()
     assert all(chain.get_txout(op) is None for op in htlc_outpoints)
     assert {e.preimage for e in alice.of(HtlcResolved) if e.htlc_id in (1, 3)} == {PREIMAGES[1], PREIMAGES[3]}
+
+
+# --------------------------------------------------------------------------- restart
+
+
+async def test_restart_from_the_update_stream_still_claims_in_time(onchain) -> None:
+    """The node dies right after the peer's commitment confirms and comes back only when
+    HTLC deadlines are near: a monitor rebuilt from the persisted update bytes, replaying
+    blocks from the funding block, claims everything before the peer can take it back."""
+    chain, _ = onchain
+    kit, funding_height = await open_channel(onchain, anchors=False)
+    state = states(funding_height)[1]
+    h = state.htlcs
+    records = [kit.local_record(ALICE, 1, state), kit.remote_record(ALICE, 1, state), PaymentPreimage(PREIMAGES[1])]
+    persisted = encode_stream(kit.updates(ALICE, records))
+    before = monitor_for(kit, ALICE, records, chain)
+    before.step(kit.signed_commitment(BOB, 1, state))
+    assert before.of(CommitmentSeen)
+    # down until H0 (ours, timing out) has expired and H1 (theirs, we hold the preimage) nearly has
+    chain.mine(h[0].cltv_expiry - chain.height)
+    assert chain.height < h[1].cltv_expiry
+
+    monitor = ChannelMonitor(secrets_of(ALICE), decode_stream(persisted), feerate_per_kw=ESTIMATE)
+    after = Driver(chain, monitor)
+    for height in range(funding_height, chain.height + 1):
+        block_hash = chain.block_hash(height)
+        assert block_hash is not None
+        monitor.block_connected(height, Block.parse(chain.block(block_hash)).txs)
+        after.fed[height] = block_hash
+    spent = {i.prevout for tx in monitor.transactions_to_broadcast() for i in tx.inputs}
+    theirs = kit.commitment(BOB, 1, state)
+    claims = {theirs.output(htlc_tag(Htlc(i, not h[i].offered, 1, h[i].payment_hash, h[i].cltv_expiry))).outpoint
+              for i in (0, 1)}  # fmt: skip
+    assert claims <= spent
+    after.step()
+    assert all(chain.get_txout(op) is None for op in claims)
+    assert {e.what for e in after.of(OutputSwept) if e.ours} >= {"htlc_timeout:0", "htlc_success:1"}
