@@ -7,6 +7,8 @@ import pathlib
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import OutPoint
@@ -255,3 +257,27 @@ def test_anchor_penalties_split_near_the_deadline() -> None:
     assert penalties() == [3]  # the next block leaves 19 blocks
     monitor.block_connected(deadline - 19, [])
     assert penalties() == [1, 1, 1]  # the next block leaves 18
+
+
+_VALID = [encode_update(u) for u in kit(True).updates(BOB, bob_records(kit(True)))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_decode_or_fail_clearly(data: bytes) -> None:
+    try:
+        decode_update(data)
+    except MonitorUpdateError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_VALID), st.integers(min_value=0), st.integers(min_value=0, max_value=255))
+def test_mutated_updates_decode_or_fail_clearly(valid: bytes, position: int, value: int) -> None:
+    mutated = bytearray(valid)
+    mutated[position % len(mutated)] = value
+    try:
+        update = decode_update(bytes(mutated))
+    except MonitorUpdateError:
+        return
+    assert decode_update(encode_update(update)) == update

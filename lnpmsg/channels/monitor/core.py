@@ -24,6 +24,11 @@ claim is built and offered anew. Nothing is forgotten before it is
 :data:`IRREVOCABLE_DEPTH` blocks deep (BOLT 5's "irrevocably resolved",
 also Core Lightning's onchaind depth; LDK uses 6 for its own bookkeeping):
 then :class:`~.events.Irrevocable` says the monitor may be archived.
+
+After a restart: rebuild the monitor from its persisted updates and feed it
+the blocks from the funding transaction's on (the chain follower's rescan):
+it derives the same claims, and offers at once those whose timelocks have
+passed meanwhile. Fee bids start again from the schedule.
 """
 
 from __future__ import annotations
