@@ -68,8 +68,9 @@ from .events import (
     Reorged,
 )
 from .resolve import (
-    Claim,
+    OFFERED_TIMEOUT_GRACE,
     PENALTY_GROUP,
+    Claim,
     Resolution,
     commitment_number_of,
     extract_preimage,
@@ -541,7 +542,15 @@ class ChannelMonitor:
             return []
         if not self.setup.anchors:
             return []
-        target = target_feerate(self._feerate, None)
+        # the commitment must confirm in time for its HTLCs to be resolved: their deadlines drive the bid
+        assert self._height is not None
+        known = self._preimages.keys() | self._learned.keys()
+        deadlines = [
+            self._upstream.get(h.htlc_id, h.cltv_expiry + OFFERED_TIMEOUT_GRACE) if h.offered else h.cltv_expiry
+            for h in self._local.htlcs
+            if h.offered or h.payment_hash in known
+        ]
+        target = target_feerate(self._feerate, min(deadlines) - self._height - 1 if deadlines else None)
         if self._local.feerate_per_kw >= target:
             return []
         commitment = self._commitment(True, self._local.commitment_number)
@@ -553,9 +562,9 @@ class ChannelMonitor:
             amount = target * (commitment.expected_weight + 800) // 1000 + _SWEEP_DUST_LIMIT
             return [NeedFeeInput("anchor", amount, target)]
         bid = self._bids.get("anchor")
-        if bid is not None and rebid_feerate(bid.feerate, target) is None:
+        rate = rebid_feerate(bid.feerate if bid is not None else None, target)
+        if rate is None:
             return []
-        rate = target if bid is None else max(target, bid.feerate + bid.feerate // 4)
         anchor = commitment.output(LOCAL_ANCHOR)
         signed = self.signed_local_commitment()
         child = anchor_child(
