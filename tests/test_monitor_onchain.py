@@ -379,6 +379,7 @@ async def test_data_loss_never_broadcasts_ours_and_sweeps_to_remote(onchain, anc
         alice.monitor.force_close()
     with pytest.raises(MonitorError):
         alice.monitor.signed_local_commitment()
+    assert alice.monitor.force_close_needed(max(x.cltv_expiry for x in one.htlcs)) == []
     alice.step(kit.signed_commitment(BOB, 2, two))
     [seen] = alice.of(CommitmentSeen)
     assert seen.kind is CommitmentKind.THEIRS_UNKNOWN

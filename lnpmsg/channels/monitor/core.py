@@ -257,8 +257,10 @@ class ChannelMonitor:
     # -- going on chain --------------------------------------------------------
 
     def force_close_needed(self, height: int) -> list[str]:
-        """Why the channel must go on chain at ``height`` (empty: it need not); see :mod:`.deadlines`."""
-        if self._funding_spend is not None or self._local is None:
+        """Why the channel must go on chain at ``height`` (empty: it need not); see :mod:`.deadlines`.
+
+        Always empty after a data loss: our commitment must not be published."""
+        if self._funding_spend is not None or self._local is None or self._data_loss is not None:
             return []
         known = self._preimages.keys() | self._learned.keys()
         return force_close_reasons(self._committed_htlcs(), known, self._upstream, height)
