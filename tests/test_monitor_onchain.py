@@ -328,9 +328,10 @@ async def test_revoked_commitment_penalty_takes_everything(onchain, anchors: boo
 # --------------------------------------------------------------------------- reorgs
 
 
-async def test_reorg_of_commitment_and_of_sweep(onchain) -> None:
+@VARIANTS
+async def test_reorg_of_commitment_and_of_sweep(onchain, anchors: bool) -> None:
     chain, _ = onchain
-    kit, base = await open_channel(onchain, anchors=True)
+    kit, base = await open_channel(onchain, anchors)
     state = states(base)[1]
     records = [kit.local_record(ALICE, 1, state), kit.remote_record(ALICE, 1, state), PaymentPreimage(PREIMAGES[1])]
     alice = monitor_for(kit, ALICE, records, chain)
