@@ -223,11 +223,15 @@ def _put(kind: str, value: Any, out: list[bytes]) -> None:
         for name in _BASEPOINT_FIELDS:
             _put("point", getattr(value, name), out)
     elif kind == "htlcs":
+        if len(value) > MAX_HTLCS:
+            raise MonitorUpdateError(f"{len(value)} HTLCs exceed BOLT 2's {MAX_HTLCS}")
         _put("u16", len(value), out)
         for htlc in value:
-            out.append(struct.pack(">Q?Q", htlc.htlc_id, htlc.offered, htlc.amount_msat))
+            out.append(struct.pack(">QBQ", htlc.htlc_id, int(htlc.offered), htlc.amount_msat))
             out.append(htlc.payment_hash + struct.pack(">I", htlc.cltv_expiry))
     elif kind == "sigs":
+        if len(value) > MAX_HTLCS:
+            raise MonitorUpdateError(f"{len(value)} HTLC signatures exceed BOLT 2's {MAX_HTLCS}")
         _put("u16", len(value), out)
         for sig in value:
             _put("sig", sig, out)
@@ -280,8 +284,10 @@ def _get(kind: str, cur: _Cursor) -> Any:
             raise MonitorUpdateError(f"{count} HTLCs exceed BOLT 2's {MAX_HTLCS}")
         htlcs = []
         for _ in range(count):
-            htlc_id, offered, amount = struct.unpack(">Q?Q", cur.take(17))
-            htlcs.append(Htlc(htlc_id, offered, amount, cur.take(32), cur.int("u32")))
+            htlc_id, offered, amount = struct.unpack(">QBQ", cur.take(17))
+            if offered > 1:
+                raise MonitorUpdateError(f"an HTLC's direction is 0 or 1, got {offered}")
+            htlcs.append(Htlc(htlc_id, bool(offered), amount, cur.take(32), cur.int("u32")))
         return tuple(htlcs)
     if kind == "sigs":
         count = cur.int("u16")
