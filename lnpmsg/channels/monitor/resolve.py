@@ -215,8 +215,9 @@ def _ours(setup: ChannelSetup, secrets: MonitorSecrets, commitment: Commitment, 
     )  # fmt: skip
 
 
-def _to_remote_claim(setup: ChannelSetup, secrets: MonitorSecrets, outpoint: OutPoint, amount: int, height: int,
+def _to_remote_claim(setup: ChannelSetup, outpoint: OutPoint, amount: int, height: int,
                      keys: Mapping[bytes, bytes]) -> Claim:  # fmt: skip
+    """Our to_remote with anchors: our payment basepoint's key after one block."""
     pubkey = setup.local_basepoints.payment_basepoint
     path = SpendPath("remote", (Sig("remote_payment", pubkey, signer="remote"),), sequence=1)
     spendable = Spendable.p2wsh(amount, to_remote_anchor_script(pubkey), (path,))
@@ -235,7 +236,7 @@ def _theirs(setup: ChannelSetup, secrets: MonitorSecrets, commitment: Commitment
         htlc = out.spec.payload
         if out.tag == TO_REMOTE:
             if setup.anchors:
-                claims.append(_to_remote_claim(setup, secrets, out.outpoint, out.amount_sat, height, keys))
+                claims.append(_to_remote_claim(setup, out.outpoint, out.amount_sat, height, keys))
             else:
                 to_wallet.append((out.outpoint, out.amount_sat, out.spendable.script_pubkey))
         elif revealed is not None and any(p.name == "revocation" for p in out.spendable.paths):
@@ -271,7 +272,7 @@ def _unknown_theirs(setup: ChannelSetup, secrets: MonitorSecrets, tx: Tx, number
         if out.script_pubkey == p2wpkh(payment) and not setup.anchors:
             to_wallet.append((tx.outpoint(vout), out.amount_sat, out.script_pubkey))
         elif out.script_pubkey == p2wsh(to_remote_anchor_script(payment)) and setup.anchors:
-            claims.append(_to_remote_claim(setup, secrets, tx.outpoint(vout), out.amount_sat, height, keys))
+            claims.append(_to_remote_claim(setup, tx.outpoint(vout), out.amount_sat, height, keys))
     return Resolution(CommitmentKind.THEIRS_UNKNOWN, number, tx.txid, height, claims, to_wallet)
 
 
