@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import pathlib
 import struct
 
@@ -39,6 +40,7 @@ from lnpmsg.channels.monitor.bump import (
 )
 from lnpmsg.channels.monitor.core import ANTI_REORG_DELAY
 from lnpmsg.channels.monitor.deadlines import CLTV_CLAIM_BUFFER, OUTGOING_GRACE_BLOCKS
+from lnpmsg.channels.monitor.status import monitor_status
 from lnpmsg.testing.channels import secret
 from lnpmsg.testing.monitor import ALICE, BOB, ChannelKit, State, secrets_of
 
@@ -281,3 +283,30 @@ def test_mutated_updates_decode_or_fail_clearly(valid: bytes, position: int, val
     except MonitorUpdateError:
         return
     assert encode_update(update) == bytes(mutated)  # one encoding per update: nothing is lost or normalised
+
+
+def test_status_reports_timelocks_broadcasts_and_sweeps() -> None:
+    k = kit()
+    records = [k.local_record(ALICE, 1, ONE), k.remote_record(ALICE, 1, ONE), PaymentPreimage(PREIMAGES[1])]
+    monitor = ChannelMonitor(secrets_of(ALICE), k.updates(ALICE, records))
+    monitor.block_connected(BASE, [])
+    assert monitor_status(monitor)["state"] == "open"
+    monitor.force_close()
+    commitment = monitor.transactions_to_broadcast()[0]
+    monitor.block_connected(BASE + 1, [commitment])
+    status = monitor_status(monitor)
+    json.dumps(status)
+    assert status["state"] == "resolving" and status["commitment"]["kind"] == "ours"
+    by_what = {o["what"]: o for o in status["outputs"]}
+    assert by_what["to_local"]["state"] == "awaiting_timelock" and by_what["to_local"]["spendable_at"] == BASE + 1 + 144
+    assert by_what["htlc_success:1"]["state"] == "broadcast"
+    assert by_what["htlc_timeout:0"]["spendable_at"] == BASE + 41
+    assert status["locked_sat"] == sum(o["amount_sat"] for o in status["outputs"])
+    [success] = [tx for tx in monitor.transactions_to_broadcast() if tx.txid != commitment.txid]
+    monitor.block_connected(BASE + 2, [success])
+    by_what = {o["what"]: o for o in monitor_status(monitor)["outputs"]}
+    assert by_what["htlc_success:1"] | {"txid": None} == {
+        "outpoint": by_what["htlc_success:1"]["outpoint"], "what": "htlc_success:1", "amount_sat": 70_000,
+        "state": "swept", "by": "us", "height": BASE + 2, "txid": None,
+    }  # fmt: skip
+    assert by_what["htlc_success:1:delayed"]["spendable_at"] == BASE + 2 + 144

@@ -7,6 +7,7 @@
 - :mod:`.deadlines`: when the channel must go on chain for its HTLCs
 - :mod:`.core`: :class:`ChannelMonitor`, blocks in, transactions and events out
 - :mod:`.events`: what it reports
+- :mod:`.status`: its on-chain state as JSON-ready data
 """
 
 from .bump import FeeInput, target_feerate

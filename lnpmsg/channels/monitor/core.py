@@ -593,3 +593,7 @@ class ChannelMonitor:
     def pending_claims(self) -> list[Claim]:
         """What is still to be claimed (ready or waiting for its timelock)."""
         return list(self._pending)
+
+    def facts(self) -> list[MonitorEvent]:
+        """Every event that holds on the current chain (the state :mod:`.status` reports)."""
+        return list(self._facts.values())
