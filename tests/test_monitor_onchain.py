@@ -8,7 +8,7 @@ and the funds end at our destination script.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -480,3 +480,32 @@ async def test_restart_from_the_update_stream_still_claims_in_time(onchain) -> N
     after.step()
     assert all(chain.get_txout(op) is None for op in claims)
     assert {e.what for e in after.of(OutputSwept) if e.ours} >= {"htlc_timeout:0", "htlc_success:1"}
+
+
+async def test_penalty_of_a_483_htlc_commitment_is_one_standard_transaction(onchain) -> None:
+    """BOLT 5: a single penalty resolving to_local and 483 HTLCs stays under the 400,000
+    standard weight; the kernel accepts it and the cheater keeps nothing."""
+    chain, _ = onchain
+    kit, base = await open_channel(onchain, anchors=True)  # zero-fee HTLC transactions: 1000-sat HTLCs stay untrimmed
+    # a day's delay: far from the deadline the penalty is batched (near it, with anchors, it splits)
+    kit = replace(kit, to_self_delay=144)
+    count = 483
+    offered = [Htlc(i, i % 2 == 0, 1_000_000, sha256(secret(f"big {i}")), base + 100 + i % 7) for i in range(count)]
+    locked = count * 1_000_000
+    one = State(600_000_000 - locked // 2, 400_000_000 - locked // 2, tuple(offered))
+    two = State(600_000_000, 400_000_000)
+    records = [kit.remote_record(BOB, 1, one), kit.remote_record(BOB, 2, two), kit.revocation(BOB, 1)]
+    bob = monitor_for(kit, BOB, records, chain)
+    bob.step(kit.signed_commitment(ALICE, 1, one))
+    [penalty] = [tx for tx in bob.monitor.transactions_to_broadcast() if len(tx.inputs) > 1]
+    assert len(penalty.inputs) == count + 1 and penalty.weight < 400_000
+    bob.step()
+    revoked = kit.commitment(ALICE, 1, one)
+    revocable = [o for o in revoked.outputs if any(p.name == "revocation" for p in o.spendable.paths)]
+    assert len(revocable) == count + 1 and all(chain.get_txout(o.outpoint) is None for o in revocable)
+    taken = sum(o.amount_sat for o in revocable)
+    paid = paid_to(chain, [penalty], BOB.wallet_script())
+    # all of it to Bob, less a fee at the estimate (far from the deadline) on the signed weight
+    assert taken == revoked.output(TO_LOCAL).amount_sat + locked // 1000
+    # (paid on the expected weight, 73-byte signatures: the actual one is a little lighter)
+    assert ESTIMATE <= (taken - paid) * 1000 // penalty.weight <= ESTIMATE * 101 // 100
