@@ -8,7 +8,13 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "lnpmsg"
 FORBIDDEN = {"trio", "socket", "zmq", "stem", "time", "asyncio", "select", "socks"}
 CORES = sorted(
-    [*ROOT.joinpath("wire").glob("*.py"), *ROOT.joinpath("noise").glob("*.py"), *ROOT.joinpath("bitcoin").glob("*.py"), ROOT / "node" / "session.py"]
+    [
+        *ROOT.joinpath("wire").glob("*.py"),
+        *ROOT.joinpath("noise").glob("*.py"),
+        *ROOT.joinpath("bitcoin").glob("*.py"),
+        *ROOT.joinpath("payments").glob("*.py"),
+        ROOT / "node" / "session.py",
+    ]
 )
 
 
