@@ -24,6 +24,7 @@ from typing import Protocol
 from lnpmsg.payments.bolt11 import RouteHintHop
 
 __all__ = [
+    "NO_HTLC_MAXIMUM",
     "ChannelGraphView",
     "DirectedChannel",
     "OverlayGraph",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 #: what a direction without a channel_update advertises as its HTLC maximum: none
-_NO_MAXIMUM = (1 << 64) - 1
+NO_HTLC_MAXIMUM = (1 << 64) - 1
 
 
 class DirectedChannel:
@@ -71,7 +72,7 @@ class DirectedChannel:
         fee_proportional_millionths: int = 0,
         cltv_expiry_delta: int = 0,
         htlc_minimum_msat: int = 0,
-        htlc_maximum_msat: int = _NO_MAXIMUM,
+        htlc_maximum_msat: int = NO_HTLC_MAXIMUM,
         capacity_msat: int | None = None,
         disabled: bool = False,
         local: bool = False,
@@ -100,7 +101,7 @@ class DirectedChannel:
         """The funding amount if known, else the advertised HTLC maximum, else None."""
         if self.capacity_msat is not None:
             return self.capacity_msat
-        return None if self.htlc_maximum_msat == _NO_MAXIMUM else self.htlc_maximum_msat
+        return None if self.htlc_maximum_msat == NO_HTLC_MAXIMUM else self.htlc_maximum_msat
 
     def __repr__(self) -> str:
         return (
@@ -201,7 +202,7 @@ class RoutingGraph:
             fee_proportional_millionths=update.fee_proportional_millionths,
             cltv_expiry_delta=update.cltv_expiry_delta,
             htlc_minimum_msat=update.htlc_minimum_msat,
-            htlc_maximum_msat=update.htlc_maximum_msat if has_max else _NO_MAXIMUM,
+            htlc_maximum_msat=update.htlc_maximum_msat if has_max else NO_HTLC_MAXIMUM,
             disabled=bool(flags & 2),
         )
 

@@ -67,7 +67,9 @@ def find_path(
         raise NoRouteError("the amount must be positive")
     fee_limit = amount_msat + (max_fee_msat if max_fee_msat is not None else 1 << 64)
     penalty = scorer.penalty
-    inflight = inflight or {}
+    in_flight = inflight.get if inflight else None
+    inf = float("inf")
+    heappush, heappop = heapq.heappush, heapq.heappop
     # per node: cost to the target, amount it must receive, CLTV delta it needs, hops, its channel on
     cost: dict[bytes, float] = {target: 0.0}
     amount: dict[bytes, int] = {target: amount_msat}
@@ -79,7 +81,7 @@ def find_path(
     heap: list[tuple[float, int, bytes]] = [(0.0, 0, target)]
     found = False
     while heap:
-        c, _, v = heapq.heappop(heap)
+        c, _, v = heappop(heap)
         if v in settled:
             continue
         settled.add(v)
@@ -94,7 +96,7 @@ def find_path(
             u = edge.source
             if edge.disabled or u in settled or a < edge.htlc_minimum_msat or a > edge.htlc_maximum_msat:
                 continue
-            extra = penalty(edge, a, now, inflight.get(edge.key, 0))
+            extra = penalty(edge, a, now, in_flight(edge.key, 0) if in_flight else 0)
             if extra is None:
                 continue
             if u == source:
@@ -108,9 +110,9 @@ def find_path(
                 if new_cltv > max_total_cltv_delta or new_amount > fee_limit:
                     continue
                 new_cost = c + fee + extra
-            if new_cost < cost.get(u, float("inf")):
+            if new_cost < cost.get(u, inf):
                 cost[u], amount[u], cltv[u], hops[u], next_channel[u] = new_cost, new_amount, new_cltv, h, edge
-                heapq.heappush(heap, (new_cost, next(counter), u))
+                heappush(heap, (new_cost, next(counter), u))
     if not found:
         raise NoRouteError(
             f"no route of {amount_msat} msat to {target.hex()} within {max_hops} hops and {max_total_cltv_delta} blocks"

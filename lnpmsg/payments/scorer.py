@@ -30,7 +30,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lnpmsg.payments.graph import DirectedChannel
+from lnpmsg.payments.graph import NO_HTLC_MAXIMUM, DirectedChannel
 from lnpmsg.payments.route import Route
 
 __all__ = ["FailureKind", "MissionControl", "ScoringParams", "classify_failure"]
@@ -144,17 +144,27 @@ class MissionControl:
         return (hi - a + 1) / (hi - lo + 1)
 
     def penalty(self, edge: DirectedChannel, amount_msat: int, now: float, inflight_msat: int = 0) -> float | None:
-        """The msat-equivalent cost of using the direction for ``amount_msat`` (None: do not use it)."""
+        """The msat-equivalent cost of using the direction for ``amount_msat`` (None: do not use it).
+
+        Pathfinding calls this for every channel it looks at, so the common
+        case (nothing learned about the channel) is computed inline.
+        """
         if (self._banned_channels or self._banned_nodes) and self.banned(edge, now):
             return None
-        p = self.probability(edge, amount_msat, now, inflight_msat)
+        a = amount_msat + inflight_msat
+        if edge.local or edge.key in self._bounds:
+            p = self.probability(edge, amount_msat, now, inflight_msat)
+        else:
+            cap = edge.capacity_msat
+            if cap is None:
+                cap = self.params.unknown_capacity_msat if edge.htlc_maximum_msat == NO_HTLC_MAXIMUM else edge.htlc_maximum_msat
+            p = (cap - a + 1) / (cap + 1) if a <= cap else 0.0
         params = self.params
         if p < params.min_probability or p <= 0.0:
             return None
-        cost = params.base_penalty_msat + amount_msat * params.base_penalty_ppm / 1e6
-        cost += amount_msat * edge.cltv_expiry_delta * params.cltv_risk_ppm_per_block / 1e6
+        cost = params.base_penalty_msat + amount_msat * (params.base_penalty_ppm + edge.cltv_expiry_delta * params.cltv_risk_ppm_per_block) / 1e6
         if p < 1.0:
-            cost += -math.log10(p) * (params.liquidity_penalty_msat + amount_msat * params.liquidity_penalty_ppm / 1e6)
+            cost -= math.log10(p) * (params.liquidity_penalty_msat + amount_msat * params.liquidity_penalty_ppm / 1e6)
         return cost
 
     def max_sendable(
