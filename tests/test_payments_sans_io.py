@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-MODULES = ["lnpmsg.payments", "lnpmsg.payments.bolt11", "lnpmsg.payments.graph", "lnpmsg.payments.route", "lnpmsg.payments.scorer", "lnpmsg.payments.pathfind"]
+MODULES = ["lnpmsg.payments", "lnpmsg.payments.bolt11", "lnpmsg.payments.plan", "lnpmsg.payments.graph", "lnpmsg.payments.route", "lnpmsg.payments.scorer", "lnpmsg.payments.pathfind"]
 FORBIDDEN = {"trio", "zmq", "sqlite3", "_sqlite3", "stem", "socket", "_socket", "asyncio"}
 
 
