@@ -345,3 +345,53 @@ def test_find_path_refuses_nonsense():
         find_path(g, S, T, 0, scorer=MissionControl(), now=NOW)
     with pytest.raises(NoRouteError, match="connect"):
         build_route([g.channel(1, 0), g.channel(4, 0)], 1000, HEIGHT, 18)
+
+
+def _check_route(route, graph_edges: dict, amount: int, max_cltv: int) -> None:
+    """Every hop obeys its channel's policy, fees and deltas chain up, the limits hold."""
+    assert route.final_amount_msat == amount
+    for k, hop in enumerate(route.hops):
+        edge = graph_edges[hop.key]
+        assert not edge.disabled and hop.node_id == edge.target
+        assert edge.htlc_minimum_msat <= hop.amount_msat <= edge.htlc_maximum_msat
+        if k + 1 < len(route.hops):
+            nxt = graph_edges[route.hops[k + 1].key]
+            assert nxt.source == hop.node_id
+            assert hop.amt_to_forward == route.hops[k + 1].amount_msat
+            assert hop.fee_msat == nxt.fee(hop.amt_to_forward)
+            assert hop.cltv_expiry - hop.outgoing_cltv_value == nxt.cltv_expiry_delta
+    assert route.cltv_expiry - HEIGHT <= max_cltv
+    assert len(route.hops) <= 20
+
+
+def _route_random_graph(seed: int) -> int:
+    """Route random pairs on a random graph, checking every route and part; how many payments were split."""
+    rng = random.Random(1000 + seed)
+    g, edges = _random_graph(rng, 12, 30)
+    by_key = {e.key: e for e in edges}
+    nodes = sorted({e.source for e in edges} | {e.target for e in edges})
+    mc = MissionControl()
+    multi = 0
+    for _ in range(6):
+        source, target = rng.sample(nodes, 2)
+        amount = rng.choice([1000, 300_000, 2_000_000, 8_000_000])
+        try:
+            parts = find_routes(g, source, target, amount, current_height=HEIGHT, now=NOW, scorer=mc, max_total_cltv_delta=600)
+        except NoRouteError:
+            continue
+        assert sum(r.final_amount_msat for r in parts) == amount
+        booked: dict = {}
+        for r in parts:
+            _check_route(r, by_key, r.final_amount_msat, 600)
+            for hop in r.hops:
+                booked[hop.key] = booked.get(hop.key, 0) + hop.amount_msat
+        for key, total in booked.items():  # parts never book more than a channel holds
+            cap = by_key[key].effective_capacity_msat
+            assert cap is None or total <= cap
+        multi += len(parts) > 1
+    return multi
+
+
+def test_random_graph_routes_and_parts_obey_every_policy():
+    split = sum(_route_random_graph(seed) for seed in range(15))
+    assert split > 0  # some payments had to be split, and those parts were checked too
