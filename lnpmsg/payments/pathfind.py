@@ -66,8 +66,7 @@ def find_path(
     if amount_msat <= 0:
         raise NoRouteError("the amount must be positive")
     fee_limit = amount_msat + (max_fee_msat if max_fee_msat is not None else 1 << 64)
-    penalty = scorer.penalty
-    in_flight = inflight.get if inflight else None
+    penalty = scorer.penalty_function(now, inflight)
     inf = float("inf")
     heappush, heappop = heapq.heappush, heapq.heappop
     # per node: cost to the target, amount it must receive, CLTV delta it needs, hops, its channel on
@@ -96,7 +95,7 @@ def find_path(
             u = edge.source
             if edge.disabled or u in settled or a < edge.htlc_minimum_msat or a > edge.htlc_maximum_msat:
                 continue
-            extra = penalty(edge, a, now, in_flight(edge.key, 0) if in_flight else 0)
+            extra = penalty(edge, a)
             if extra is None:
                 continue
             if u == source:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from lnpmsg.payments.graph import NO_HTLC_MAXIMUM, DirectedChannel
@@ -144,28 +144,50 @@ class MissionControl:
         return (hi - a + 1) / (hi - lo + 1)
 
     def penalty(self, edge: DirectedChannel, amount_msat: int, now: float, inflight_msat: int = 0) -> float | None:
-        """The msat-equivalent cost of using the direction for ``amount_msat`` (None: do not use it).
+        """The msat-equivalent cost of using the direction for ``amount_msat`` (None: do not use it)."""
+        return self.penalty_function(now, {edge.key: inflight_msat} if inflight_msat else None)(edge, amount_msat)
 
-        Pathfinding calls this for every channel it looks at, so the common
-        case (nothing learned about the channel) is computed inline.
+    def penalty_function(
+        self, now: float, inflight: Mapping[tuple[int, int], int] | None = None
+    ) -> Callable[[DirectedChannel, int], float | None]:
+        """:meth:`penalty` at ``now`` with ``inflight`` booked, as one function of (channel, amount).
+
+        Pathfinding calls it for every channel it looks at, so everything
+        fixed for the search is bound once here and the common case (nothing
+        learned about the channel) is computed inline.
         """
-        if (self._banned_channels or self._banned_nodes) and self.banned(edge, now):
-            return None
-        a = amount_msat + inflight_msat
-        if edge.local or edge.key in self._bounds:
-            p = self.probability(edge, amount_msat, now, inflight_msat)
-        else:
-            cap = edge.capacity_msat
-            if cap is None:
-                cap = self.params.unknown_capacity_msat if edge.htlc_maximum_msat == NO_HTLC_MAXIMUM else edge.htlc_maximum_msat
-            p = (cap - a + 1) / (cap + 1) if a <= cap else 0.0
         params = self.params
-        if p < params.min_probability or p <= 0.0:
-            return None
-        cost = params.base_penalty_msat + amount_msat * (params.base_penalty_ppm + edge.cltv_expiry_delta * params.cltv_risk_ppm_per_block) / 1e6
-        if p < 1.0:
-            cost -= math.log10(p) * (params.liquidity_penalty_msat + amount_msat * params.liquidity_penalty_ppm / 1e6)
-        return cost
+        bounds = self._bounds
+        check_bans = bool(self._banned_channels or self._banned_nodes)
+        banned = self.banned
+        probability = self.probability
+        in_flight = inflight.get if inflight else None
+        unknown_capacity = params.unknown_capacity_msat
+        min_probability = max(params.min_probability, 1e-12)
+        base, base_ppm, risk_ppm = params.base_penalty_msat, params.base_penalty_ppm, params.cltv_risk_ppm_per_block
+        liquidity, liquidity_ppm = params.liquidity_penalty_msat, params.liquidity_penalty_ppm
+        log10 = math.log10
+
+        def penalty(edge: DirectedChannel, amount_msat: int) -> float | None:
+            if check_bans and banned(edge, now):
+                return None
+            used = in_flight(edge.key, 0) if in_flight else 0
+            if edge.local or edge.key in bounds:
+                p = probability(edge, amount_msat, now, used)
+            else:
+                a = amount_msat + used
+                cap = edge.capacity_msat
+                if cap is None:
+                    cap = unknown_capacity if edge.htlc_maximum_msat == NO_HTLC_MAXIMUM else edge.htlc_maximum_msat
+                p = (cap - a + 1) / (cap + 1) if a <= cap else 0.0
+            if p < min_probability:
+                return None
+            cost = base + amount_msat * (base_ppm + edge.cltv_expiry_delta * risk_ppm) / 1e6
+            if p < 1.0:
+                cost -= log10(p) * (liquidity + amount_msat * liquidity_ppm / 1e6)
+            return cost
+
+        return penalty
 
     def max_sendable(
         self,
