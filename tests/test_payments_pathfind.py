@@ -3,6 +3,7 @@ policies and limits, route hints and our own channels, learning from failures, M
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -395,3 +396,19 @@ def _route_random_graph(seed: int) -> int:
 def test_random_graph_routes_and_parts_obey_every_policy():
     split = sum(_route_random_graph(seed) for seed in range(15))
     assert split > 0  # some payments had to be split, and those parts were checked too
+
+
+def test_mission_control_memory_is_bounded(monkeypatch):
+    import lnpmsg.payments.scorer as scorer
+
+    monkeypatch.setattr(scorer, "MAX_REMEMBERED", 50)
+    mc = MissionControl()
+    g = _three_paths()
+    route = find_route(g, S, T, 1_000_000, current_height=HEIGHT, now=NOW, scorer=mc)
+    for i in range(200):
+        fake = dataclasses.replace(route, hops=tuple(dataclasses.replace(h, short_channel_id=2 * i + k) for k, h in enumerate(route.hops)))
+        mc.report_failure(fake, 0, PERM | 8, NOW + i)
+        mc.report_success(fake, NOW + i)
+    assert len(mc._bounds) <= 51 and len(mc._banned_channels) <= 51
+    assert (2 * 199, route.hops[0].direction) in mc._bounds  # the newest are kept
+    assert (2 * 199 + 1, route.hops[1].direction) in mc._banned_channels

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import dataclass
 
 from lnpmsg.payments.graph import NO_HTLC_MAXIMUM, DirectedChannel
@@ -43,6 +44,9 @@ UPDATE = 0x1000
 TEMPORARY_CHANNEL_FAILURE = UPDATE | 7
 CHANNEL_DISABLED = UPDATE | 20
 MPP_TIMEOUT = 23
+#: channel directions with learned bounds, and bans, kept at most (the oldest go first):
+#: a payer learns about the channels it tries, but a long-running node must stay bounded
+MAX_REMEMBERED = 100_000
 
 
 class FailureKind(enum.Enum):
@@ -220,6 +224,14 @@ class MissionControl:
             cur_hi = min(cur_hi, hi)
             cur_lo = min(cur_lo, cur_hi)
         self._bounds[key] = [cur_lo, cur_hi, now]
+        if len(self._bounds) > MAX_REMEMBERED:
+            self._shrink(self._bounds, lambda v: v[2])
+
+    @staticmethod
+    def _shrink(table: dict, age: Callable[[Any], float]) -> None:
+        """Drop the oldest tenth of a table that outgrew :data:`MAX_REMEMBERED`."""
+        for key in sorted(table, key=lambda k: age(table[k]))[: len(table) // 10]:
+            del table[key]
 
     def _capacity(self, edge_capacity: int | None) -> float:
         return float(self.params.unknown_capacity_msat if edge_capacity is None else edge_capacity)
@@ -258,6 +270,8 @@ class MissionControl:
         node = route.hops[erring_index].node_id
         if kind is FailureKind.NODE:
             self._banned_nodes[node] = now + self.params.node_ban_seconds
+            if len(self._banned_nodes) > MAX_REMEMBERED:
+                self._shrink(self._banned_nodes, float)
             return kind
         failed = route.hops[erring_index + 1]
         if kind is FailureKind.LIQUIDITY:
@@ -266,6 +280,8 @@ class MissionControl:
         else:
             ban = self.params.channel_ban_seconds if kind is FailureKind.CHANNEL else self.params.policy_ban_seconds
             self._banned_channels[failed.key] = now + ban
+            if len(self._banned_channels) > MAX_REMEMBERED:
+                self._shrink(self._banned_channels, float)
         return kind
 
     def forget_expired(self, now: float) -> None:
