@@ -176,7 +176,7 @@ class MissionControl:
             if check_bans and banned(edge, now):
                 return None
             used = in_flight(edge.key, 0) if in_flight else 0
-            if edge.local or edge.key in bounds:
+            if edge.local or (bounds and edge.key in bounds):
                 p = probability(edge, amount_msat, now, used)
             else:
                 a = amount_msat + used
