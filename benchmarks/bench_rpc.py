@@ -45,7 +45,7 @@ from lnpmsg.pubsub.bridge import EventPublisher
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.rpc.control_client import ControlClient
 from lnpmsg.rpc.peer import PeerRpc
-from lnpmsg.transports.zmq_trio import TrioSocket
+from lnpmsg.io.zmq_trio import TrioSocket
 
 TOPIC = b"message.received.32769"
 #: each event row is the best of this many interleaved runs

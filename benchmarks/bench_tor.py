@@ -4,7 +4,7 @@ The run starts its own :class:`~lnpmsg.testing.tornet.PrivateTorNetwork`
 (1 authority + 3 relays on 127.0.0.1), then two node pairs in this process:
 
 - **tor**: two ``onion_only`` nodes, each with its own launched tor and
-  onion service (:class:`~lnpmsg.node.tor.NodeTor`); A dials
+  onion service (:class:`~lnpmsg.tor_app.NodeTor`); A dials
   ``NODEID@<B's onion>.onion:9735``, so every byte crosses A's tor, a
   rendezvous circuit of relays, and B's tor (six hops, each with its own
   onion encryption, all on this machine);
@@ -43,7 +43,7 @@ import trio
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.node.peer import Peer
-from lnpmsg.node.tor import NodeTor, TorSettings
+from lnpmsg.tor_app import NodeTor, TorSettings
 from lnpmsg.testing.tornet import PrivateTorNetwork
 from lnpmsg.transports.tcp import TcpTransport
 from lnpmsg.wire import UnknownMessage

@@ -33,7 +33,7 @@ import zmq
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from lnpmsg.transports.zmq_trio import TrioSocket
+from lnpmsg.io.zmq_trio import TrioSocket
 
 Ctx: TypeAlias = "zmq.Context[zmq.Socket[bytes]]"
 Sock: TypeAlias = "zmq.Socket[bytes]"

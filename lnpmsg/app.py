@@ -1,10 +1,9 @@
-"""Apps: custom messages, handlers with the peer in context, sends and broadcasts.
+"""Apps: the one contract between the node and everything that runs on it.
 
-An app is a named set of message types in the custom range (>= 32768),
-handlers for them, and optionally a feature bit it advertises in ``init``.
-Mounted on a :class:`~lnpmsg.node.node.Node`, its messages are registered in
-the node's own registry and its handlers receive every message of those
-types, decoded, with the :class:`~lnpmsg.node.peer.Peer` it came from::
+Gossip, peer RPC, pub/sub, the chain and wallet, Tor, the control API and
+your own programs are all :class:`App` objects mounted on a
+:class:`~lnpmsg.node.node.Node`. An app declares what it **owns** and the
+node calls it back (the shape of LDK's message handler traits)::
 
     chat = App("chat", feature_bit=331)
 
@@ -15,24 +14,57 @@ types, decoded, with the :class:`~lnpmsg.node.peer.Peer` it came from::
         FIELDS = (("text", u16_prefixed_bytes),)
         text: bytes
 
-    @chat.on(Chat)
+    @chat.on(Chat)                 # chat owns type 32769: no other app may take it
     async def on_chat(peer: Peer, msg: Chat) -> None:
-        print(peer.node_id.hex(), peer.address, peer.transport_kind, msg.text)
+        print(peer.node_id.hex(), msg.text)
+
+    @chat.on_peer_ready            # before any message of that peer reaches a handler
+    async def hello(peer: Peer) -> None:
+        await chat.send(peer, Chat(text=b"hi"))
 
     node.mount(chat)
     chat.broadcast(Chat(text=b"hello"))      # every ready peer advertising bit 330/331
 
-BOLT 1's "it's OK to be odd" decides what a peer *without* the app does:
-it ignores an odd type and fails the connection on an even one. Apps choose
-per message. The feature bit works the same way: an odd bit is "optional"
-(peers that do not know it connect anyway), an even bit "required" (they
-refuse the connection). Pick bits well above the BOLT-9 table (>= 256).
+What the contract says (docs/apps.md is the guide):
 
-Handlers run in the peer's read loop, one at a time per peer, so each peer's
-messages are handled in order. A handler that raises is logged and reported
-(an :class:`~lnpmsg.node.events.ErrorReported` event); one that runs longer
-than ``handler_timeout`` is cancelled and reported the same way. Neither
-touches the connection. Work that takes long belongs in :meth:`App.spawn`.
+- **Ownership.** Handling a type owns it: one owner per type over the whole
+  node, a second one is refused at mount (:class:`MountError`). User apps
+  own custom types (>= 32768); protocol apps (gossip, channels) say
+  ``App(..., protocol=True)`` to own BOLT types too. A message whose type
+  nobody owns fails the peer when it is even (BOLT 1, as if unknown) and is
+  ignored when odd.
+- **Features** come from the app (``feature_bit``/``features``, or
+  :meth:`App.init_features` per peer); the node's ``init`` is its config's
+  features or'ed with its running apps', and logs and ``listpeers`` name
+  the apps' bits (``chat (optional, bit 331)``).
+- **Hooks**, plain or async functions, each under the app's execution
+  policy: :meth:`App.starting` and :meth:`App.stopping` (the node starts or
+  stops), :meth:`App.peer_ready` (every app in mount order, before any
+  message of that peer reaches any handler; it runs in the peer's reading
+  task, so it must not wait for that peer's answers), :meth:`App.peer_gone` (with
+  the reason; shielded), :meth:`App.channel_error` and
+  :meth:`App.channel_warning` (a BOLT-1 ``error``/``warning`` for a channel
+  the app claimed with :meth:`App.claim_channel`).
+- **Execution policy.** Handlers of one peer run one at a time, in order.
+  ``handler_timeout`` (seconds, None for none) bounds each handler and
+  hook; ``shield=True`` marks a handler that must never be cut in the middle
+  (persist, then send): it is neither cancelled by the timeout nor by the
+  node stopping.
+- **Supervision.** A handler or hook that raises is logged and reported (an
+  :class:`~lnpmsg.node.events.ErrorReported` event); the peer and the app
+  carry on. A task of the app (:meth:`App.serve`, :meth:`App.spawn`) that
+  raises stops the app's tasks; with ``restart="always"`` they start again
+  after a back-off, at most ``max_restarts`` times in ``restart_window``
+  seconds; then (or at once with ``restart="never"``) the app is stopped: its
+  handlers are removed (its even types now fail peers as unknown ones do),
+  its features leave the ``init`` of new connections, its control calls
+  answer an error. Every change is an ``app.state`` event. The node, its
+  other apps and its peers carry on. A failure while the app first starts
+  (before :meth:`App.run` reports started) is the node's: ``node.run``
+  raises it.
+
+Handlers run in the peer's read loop: work that takes long belongs in
+:meth:`App.spawn`.
 """
 
 from __future__ import annotations
@@ -43,6 +75,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
+from lnpmsg.node.apphost import (
+    HANDLER_TIMEOUT,
+    MAX_RESTARTS,
+    RESTART_POLICIES,
+    RESTART_WINDOW,
+    AppError,
+    AppState,
+    MountError,
+    raw_message_class,
+)
 from lnpmsg.node.events import ErrorReported
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.wire import Features, Message
@@ -57,25 +99,20 @@ __all__ = [
     "HANDLER_TIMEOUT",
     "App",
     "AppError",
+    "AppState",
     "ControlMethod",
     "MessageHandler",
+    "MountError",
     "PeerNotConnected",
 ]
 
 log = logging.getLogger(__name__)
 
-#: BOLT 1 leaves types 32768-65535 to custom (experimental, app) messages
-#: a handler running longer is cancelled: it holds up every later message of its peer
-HANDLER_TIMEOUT = 10.0
-
 M = TypeVar("M", bound=Message)
-MessageHandler = Callable[[Peer, Any], Awaitable[None]]
+MessageHandler = Callable[[Peer, Any], Awaitable[None] | None]
 #: an app's control-API call: typed keyword params in, a JSON-able result out
 ControlMethod = Callable[..., Awaitable[Any]]
-
-
-class AppError(Exception):
-    """The app API was used wrongly (bad declaration, not mounted, unknown peer)."""
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class PeerNotConnected(AppError):
@@ -83,42 +120,82 @@ class PeerNotConnected(AppError):
 
 
 class App:
-    """A P2P app: message types, their handlers, a feature bit, control calls.
+    """A P2P app: owned message types and their handlers, features, hooks, control calls.
 
     Use it as it is (decorators on an instance) or subclass it and override
-    :meth:`setup` (called on mount) and :meth:`serve` (background work while
-    the node runs).
+    :meth:`setup` (called on mount), :meth:`serve` (background work while
+    the node runs) and the hooks.
 
     Args:
         name: unique per node; names the app's control calls (``name.call``).
-        feature_bit: the bit advertised in ``init`` (odd: optional, even:
-            required), or None to advertise nothing.
-        handler_timeout: seconds a handler may run before it is cancelled.
+        feature_bit: a bit advertised in ``init`` (odd: optional, even:
+            required), or None.
+        features: more bits to advertise (with ``feature_bit`` or instead).
+        protocol: may own BOLT message types (below 32768); for protocol
+            apps like gossip and channels.
+        handler_timeout: seconds a handler or hook may run before it is
+            cancelled (None: no limit).
+        restart: ``"always"`` (restart the app's tasks after a failure,
+            with back-off) or ``"never"`` (stop the app at the first one).
+        max_restarts / restart_window: more failures than this within the
+            window stop the app for good.
     """
 
-    def __init__(self, name: str, *, feature_bit: int | None = None, handler_timeout: float = HANDLER_TIMEOUT) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        feature_bit: int | None = None,
+        features: Features | None = None,
+        protocol: bool = False,
+        handler_timeout: float | None = HANDLER_TIMEOUT,
+        restart: str = "always",
+        max_restarts: int = MAX_RESTARTS,
+        restart_window: float = RESTART_WINDOW,
+    ) -> None:
         if not name or not name.replace("_", "").replace("-", "").isalnum():
             raise AppError(f"an app name is letters, digits, '-' and '_', got {name!r}")
         if feature_bit is not None and (type(feature_bit) is not int or not 0 <= feature_bit < 65535 * 8):
             raise AppError(f"feature_bit must be an int bit number, got {feature_bit!r}")
+        if restart not in RESTART_POLICIES:
+            raise AppError(f"restart is one of {', '.join(RESTART_POLICIES)}, got {restart!r}")
+        if handler_timeout is not None and handler_timeout <= 0:
+            raise AppError(f"handler_timeout is a positive number of seconds or None, got {handler_timeout!r}")
         self.name = name
         self.feature_bit = feature_bit
+        self.extra_features = features or Features()
+        self.protocol = protocol
         self.handler_timeout = handler_timeout
+        self.restart = restart
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
         self.messages: dict[int, type[Message]] = {}
         self.control_methods: dict[str, ControlMethod] = {}
-        self._handlers: list[tuple[int, MessageHandler]] = []
+        #: the types this app owns and their (policy-wrapped) handlers
+        self.handlers: dict[int, MessageHandler] = {}
+        #: where the app is in its life (the node sets it; see :class:`AppState`)
+        self.state = AppState.NEW
+        #: why the app stopped, when it did
+        self.stop_reason: str | None = None
+        #: task failures the supervisor saw (restarts included)
+        self.failures = 0
+        self._hooks: dict[str, list[Callable[..., Any]]] = {}
+        self._setup_done = False
+        self._init_features: Features | None = None
         self._node: Node | None = None
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------ declaring
 
     def message(self, cls: type[M]) -> type[M]:
-        """Declare one of the app's message types (decorator over ``@message``)."""
+        """Declare one of the app's message types, so the node decodes it (decorator over ``@message``).
+
+        Declaring is not owning: :meth:`on` / :meth:`add_handler` take the type.
+        """
         type_number = getattr(cls, "TYPE", None)
         if not (isinstance(cls, type) and issubclass(cls, Message)) or type_number is None:
             raise AppError(f"{cls!r} is not a declared message (use @message(type=...))")
-        if type_number < CUSTOM_TYPE_MIN:
-            raise AppError(f"{cls.__name__}: app message types are in the custom range >= {CUSTOM_TYPE_MIN}, got {type_number}")
+        self._check_range(type_number, cls.__name__)
         existing = self.messages.get(type_number)
         if existing is not None and existing is not cls:
             raise AppError(f"{cls.__name__}: type {type_number} is already {existing.__name__} in app {self.name!r}")
@@ -127,28 +204,40 @@ class App:
             self._register(cls)
         return cls
 
-    def on(self, message_type: type[M] | int) -> Callable[[Callable[[Peer, M], Awaitable[None]]], Callable[[Peer, M], Awaitable[None]]]:
-        """Decorator: ``handler(peer, message)`` for every message of this type."""
+    def _check_range(self, type_number: int, what: str) -> None:
+        if type_number < CUSTOM_TYPE_MIN and not self.protocol:
+            raise AppError(
+                f"{what}: app message types are in the custom range >= {CUSTOM_TYPE_MIN}, got {type_number} "
+                "(a protocol app says App(..., protocol=True))"
+            )
 
-        def register(handler: Callable[[Peer, M], Awaitable[None]]) -> Callable[[Peer, M], Awaitable[None]]:
-            self.add_handler(message_type, handler)
+    def on(
+        self, message_type: type[M] | int, *, shield: bool = False
+    ) -> Callable[[Callable[[Peer, M], Awaitable[None] | None]], Callable[[Peer, M], Awaitable[None] | None]]:
+        """Decorator: own this type; ``handler(peer, message)`` gets every message of it."""
+
+        def register(handler: Callable[[Peer, M], Awaitable[None] | None]) -> Callable[[Peer, M], Awaitable[None] | None]:
+            self.add_handler(message_type, handler, shield=shield)
             return handler
 
         return register
 
-    def add_handler(self, message_type: type[Message] | int, handler: MessageHandler, *, guard: bool = True) -> None:
-        """Call ``handler(peer, message)`` for every message of this type (in order per peer).
+    def add_handler(self, message_type: type[Message] | int, handler: MessageHandler, *, guard: bool = True, shield: bool = False) -> None:
+        """Own ``message_type``: call ``handler(peer, message)`` for each message of it (in order per peer).
 
-        ``guard=False`` skips the timeout and error guard: only for handlers
-        that never block and never raise (it saves a cancel scope per message).
+        ``shield=True``: the handler is never cancelled (not by the timeout,
+        not by the node stopping); a run over the timeout is reported.
+        ``guard=False`` skips the timeout: only for handlers that never block
+        (it saves a cancel scope per message); exceptions are still contained.
         """
         type_number = message_type if isinstance(message_type, int) else message_type.TYPE
-        if type_number < CUSTOM_TYPE_MIN:
-            raise AppError(f"apps handle custom types (>= {CUSTOM_TYPE_MIN}), not {type_number}")
-        wrapped = self._guarded(type_number, handler) if guard else handler
-        self._handlers.append((type_number, wrapped))
+        self._check_range(type_number, f"handler {_name(handler)}")
+        if type_number in self.handlers:
+            raise MountError(f"app {self.name!r} already handles type {type_number}")
+        wrapped = self._guarded(type_number, handler, shield) if (guard or shield) else handler
         if self._node is not None:
-            self._node.add_handler(type_number, wrapped)
+            self._node.apphost.own(self, type_number, wrapped)
+        self.handlers[type_number] = wrapped
 
     def control(self, name: str | None = None) -> Callable[[ControlMethod], ControlMethod]:
         """Decorator: expose ``async def fn(**params) -> result`` on the node's
@@ -170,6 +259,82 @@ class App:
             raise AppError(f"a control call name is one word without '.', got {name!r}")
         self.control_methods[name] = fn
 
+    # ---------------------------------------------------------------- hooks
+
+    def _hook(self, what: str, fn: F) -> F:
+        self._hooks.setdefault(what, []).append(fn)
+        return fn
+
+    def on_starting(self, fn: F) -> F:
+        """Decorator: ``fn()`` runs when the node starts the app (see :meth:`starting`)."""
+        return self._hook("starting", fn)
+
+    def on_stopping(self, fn: F) -> F:
+        """Decorator: ``fn()`` runs when the node stops (see :meth:`stopping`)."""
+        return self._hook("stopping", fn)
+
+    def on_peer_ready(self, fn: F) -> F:
+        """Decorator: ``fn(peer)`` runs for each peer that becomes ready (see :meth:`peer_ready`)."""
+        return self._hook("peer_ready", fn)
+
+    def on_peer_gone(self, fn: F) -> F:
+        """Decorator: ``fn(peer, reason)`` runs for each peer that leaves (see :meth:`peer_gone`)."""
+        return self._hook("peer_gone", fn)
+
+    def on_channel_error(self, fn: F) -> F:
+        """Decorator: ``fn(peer, channel_id, text)`` for errors about the app's channels."""
+        return self._hook("channel_error", fn)
+
+    def on_channel_warning(self, fn: F) -> F:
+        """Decorator: ``fn(peer, channel_id, text)`` for warnings about the app's channels."""
+        return self._hook("channel_warning", fn)
+
+    async def _run_hooks(self, what: str, *args: Any) -> None:
+        for fn in self._hooks.get(what, ()):
+            pending = fn(*args)
+            if pending is not None:
+                await pending
+
+    async def starting(self) -> None:
+        """The node starts the app (once per node run, before its tasks and before peers reach it).
+
+        Override (or use :meth:`on_starting`) to open what the app needs.
+        """
+        await self._run_hooks("starting")
+
+    async def stopping(self) -> None:
+        """The node is stopping; peers are still connected (apps in reverse mount order).
+
+        The last chance to say goodbye to peers or to flush state.
+        """
+        await self._run_hooks("stopping")
+
+    async def peer_ready(self, peer: Peer) -> None:
+        """``peer``'s ``init`` was accepted. Runs for every app in mount order
+        before any message of that peer reaches any handler (reestablish here)."""
+        await self._run_hooks("peer_ready", peer)
+
+    async def peer_gone(self, peer: Peer, reason: str) -> None:
+        """``peer`` (which had been ready) disconnected, or was replaced by a
+        newer connection of the same node. Runs shielded from cancellation."""
+        await self._run_hooks("peer_gone", peer, reason)
+
+    async def channel_error(self, peer: Peer, channel_id: bytes, text: str) -> None:
+        """The peer sent a BOLT-1 ``error`` for a channel this app claimed."""
+        await self._run_hooks("channel_error", peer, channel_id, text)
+
+    async def channel_warning(self, peer: Peer, channel_id: bytes, text: str) -> None:
+        """The peer sent a BOLT-1 ``warning`` for a channel this app claimed."""
+        await self._run_hooks("channel_warning", peer, channel_id, text)
+
+    def claim_channel(self, channel_id: bytes) -> None:
+        """Route ``error``/``warning`` for ``channel_id`` to this app (MountError if another app has it)."""
+        self.node.apphost.claim_channel(channel_id, self)
+
+    def release_channel(self, channel_id: bytes) -> None:
+        """Stop routing ``channel_id`` to this app."""
+        self.node.apphost.release_channel(channel_id, self)
+
     # ------------------------------------------------------------ mounting
 
     @property
@@ -181,33 +346,60 @@ class App:
 
     @property
     def features(self) -> Features:
-        """The bits this app adds to the node's ``init``."""
-        return Features() if self.feature_bit is None else Features.from_bits([self.feature_bit])
+        """The bits this app adds to the node's ``init`` (per peer: :meth:`init_features`)."""
+        own = Features() if self.feature_bit is None else Features.from_bits([self.feature_bit])
+        return own | self.extra_features
+
+    def init_features(self, node_id: bytes) -> Features:
+        """The bits this app adds to the ``init`` sent to ``node_id``.
+
+        Override for per-peer features (like LDK's ``provided_init_features``);
+        the default is :attr:`features` for everyone, and the node then
+        builds one ``init`` for all connections.
+        """
+        del node_id
+        # Called on every handshake: the bits are built once (declare them before mounting).
+        cached = self._init_features
+        if cached is None:
+            cached = self._init_features = self.features
+        return cached
 
     def attach(self, node: Node) -> None:
-        """Called by :meth:`Node.mount`: register messages, handlers and the feature bit."""
+        """Called by :meth:`Node.mount`: run :meth:`setup` and check the app's
+        declarations against the node (conflicts raise, changing nothing)."""
         if self._node is not None:
             raise AppError(f"app {self.name!r} is already mounted")
-        self.setup()
-        self._node = node
+        if not self._setup_done:
+            self._setup_done = True
+            self.setup()
+        for type_number in self.handlers:
+            # An even type handled but never declared: the session must decode it, or it
+            # would fail the peer as unknown before the handler could see it.
+            if not type_number & 1 and type_number not in self.messages and node.registry.get(type_number) is None:
+                self.messages[type_number] = raw_message_class(type_number)
+        for type_number, cls in self.messages.items():
+            existing = node.registry.get(type_number)
+            if existing is not None and existing is not cls:
+                raise MountError(f"app {self.name!r}: type {type_number} is already {existing.__name__} on this node")
+        node.apphost.check_owns(self, self.handlers)
         for cls in self.messages.values():
-            self._register(cls)
-        for type_number, handler in self._handlers:
-            node.add_handler(type_number, handler)
-        if self.feature_bit is not None:
-            node.config.features = node.config.features | self.features
+            node.registry.register(cls)
+        self._node = node
 
     def _register(self, cls: type[Message]) -> None:
         try:
             self.node.registry.register(cls)
         except ValueError as exc:
-            raise AppError(f"app {self.name!r}: {exc}") from None
+            raise MountError(f"app {self.name!r}: {exc}") from None
 
     def setup(self) -> None:
         """Override to declare messages and handlers when the app is mounted."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Called by the node: hold the app's nursery and run :meth:`serve` until cancelled."""
+        """Called by the node: hold the app's nursery and run :meth:`serve` until cancelled.
+
+        A subclass that overrides it calls ``task_status.started()`` once it is up.
+        """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
@@ -221,7 +413,8 @@ class App:
         """Override for background work while the node runs (returns or runs forever)."""
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Run ``fn(*args)`` as a task of the app (cancelled when the node stops)."""
+        """Run ``fn(*args)`` as a task of the app (cancelled when the node stops;
+        an exception in it is the app's failure, see the supervision rules)."""
         if self._nursery is None:
             raise AppError(f"app {self.name!r} is not running (mount it on a running node)")
         self._nursery.start_soon(fn, *args)
@@ -236,20 +429,27 @@ class App:
         if self._node is not None:
             self._node.events.publish(ErrorReported(f"app.{self.name}", text, node_id))
 
-    def _guarded(self, type_number: int, handler: MessageHandler) -> MessageHandler:
+    def _guarded(self, type_number: int, handler: MessageHandler, shield: bool) -> MessageHandler:
+        timeout = self.handler_timeout
+        what = f"handler {_name(handler)} for type {type_number}"
+
         async def guarded(peer: Peer, message: Message) -> None:
-            with trio.move_on_after(self.handler_timeout) as scope:
-                try:
-                    await handler(peer, message)
-                except Exception as exc:
-                    log.debug("handler failure", exc_info=True)
-                    self.report_error(f"handler {_name(handler)} for type {type_number} raised {exc!r}", peer.node_id)
-                    return
+            if shield:
+                # Never cut in the middle: neither the timeout nor a cancelled peer stops it.
+                started = trio.current_time()
+                with trio.CancelScope(shield=True):
+                    await _call(handler, peer, message, self, what)
+                took = trio.current_time() - started
+                if timeout is not None and took > timeout:
+                    self.report_error(f"{what} ran {took:.3g} s, over its {timeout:g} s (shielded: not cancelled)", peer.node_id)
+                return
+            if timeout is None:
+                await _call(handler, peer, message, self, what)
+                return
+            with trio.move_on_after(timeout) as scope:
+                await _call(handler, peer, message, self, what)
             if scope.cancelled_caught:
-                self.report_error(
-                    f"handler {_name(handler)} for type {type_number} ran longer than {self.handler_timeout:g} s and was cancelled",
-                    peer.node_id,
-                )
+                self.report_error(f"{what} ran longer than {timeout:g} s and was cancelled", peer.node_id)
 
         guarded.__qualname__ = f"{self.name}:{_name(handler)}"
         return guarded
@@ -300,7 +500,17 @@ class App:
         return sent
 
     def __repr__(self) -> str:
-        return f"<App {self.name} types={sorted(self.messages)} feature_bit={self.feature_bit}>"
+        return f"<{type(self).__name__} {self.name} owns={sorted(self.handlers)} state={self.state.value}>"
+
+
+async def _call(handler: MessageHandler, peer: Peer, message: Message, app: App, what: str) -> None:
+    try:
+        pending = handler(peer, message)
+        if pending is not None:
+            await pending
+    except Exception as exc:
+        log.debug("handler failure", exc_info=True)
+        app.report_error(f"{what} raised {exc!r}", peer.node_id)
 
 
 class _Done:
@@ -322,3 +532,6 @@ DONE = _Done()
 
 def _name(fn: object) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+

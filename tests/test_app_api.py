@@ -97,7 +97,7 @@ async def test_declarations_are_checked():
         class Low(Message):
             FIELDS = ()
 
-    with pytest.raises(AppError, match="custom types"):
+    with pytest.raises(AppError, match="custom range"):
         app.add_handler(18, lambda peer, msg: None)
 
     @message(type=Note.TYPE)

@@ -13,7 +13,7 @@ import trio
 
 from lnpmsg.app import AppError
 from lnpmsg.bitcoin.tx import Tx, TxOut
-from lnpmsg.chain.app import ChainApp, ChainTip
+from lnpmsg.wallet.app import ChainApp, ChainTip
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.cli import main
 from lnpmsg.node.identity import NodeKey

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from lnpmsg.app import App
-from lnpmsg.chain.app import ChainApp
+from lnpmsg.wallet.app import ChainApp
 from lnpmsg.cli import main
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig

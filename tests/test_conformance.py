@@ -1,4 +1,6 @@
-"""The transport conformance suite (lnpmsg.testing.conformance) over every medium, through real Nodes."""
+"""The transport conformance suites over every medium: through real Nodes
+(lnpmsg.testing.conformance), and connection by connection below the node
+(lnpmsg.testing.connections). Tor runs the same in tests/test_conformance_tor.py."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from lnpmsg.testing.conformance import CHECKS, Medium, TcpMedium, UdpMedium, ZmqMedium
+from lnpmsg.testing.conformance import CHECKS, Medium, MemoryMedium, TcpMedium, UdpMedium, ZmqMedium
+from lnpmsg.testing.connections import CONNECTION_CHECKS, DEADLINE, medium_connection_pair
 
-MEDIA = ["tcp", "udp", "zmq+tcp", "zmq+ipc"]
+MEDIA = ["tcp", "udp", "zmq+tcp", "zmq+ipc", "mem"]
 
 
 @pytest.fixture(params=MEDIA)
@@ -22,6 +25,8 @@ def medium(request: pytest.FixtureRequest) -> Iterator[Medium]:
         yield UdpMedium()
     elif request.param == "zmq+tcp":
         yield ZmqMedium("tcp")
+    elif request.param == "mem":
+        yield MemoryMedium()
     else:
         # ipc socket paths must stay short: not under pytest's deep tmp_path
         directory = tempfile.mkdtemp(prefix="lnpconf-", dir="/tmp")
@@ -35,3 +40,9 @@ def medium(request: pytest.FixtureRequest) -> Iterator[Medium]:
 async def test_conformance(medium: Medium, check: str) -> None:
     with trio.fail_after(medium.deadline_for(check)):
         await CHECKS[check](medium)
+
+
+@pytest.mark.parametrize("check", list(CONNECTION_CHECKS))
+async def test_connection_conformance(medium: Medium, check: str) -> None:
+    with trio.fail_after(DEADLINE):
+        await CONNECTION_CHECKS[check](lambda: medium_connection_pair(medium))

@@ -24,6 +24,7 @@ from lnpmsg.testing.conformance import (
     TorMedium,
     check_bulk_both_ways,
 )
+from lnpmsg.testing.connections import CONNECTION_CHECKS, medium_connection_pair
 from lnpmsg.testing.tornet import PrivateTorNetwork
 
 #: every check but the bulk one, which has its own test below
@@ -56,3 +57,10 @@ async def test_bulk_both_ways_over_tor(medium: TorMedium) -> None:
     assert medium.bulk_messages == BULK_MESSAGES
     with trio.fail_after(medium.deadline_for("bulk_both_ways")):
         await check_bulk_both_ways(medium)
+
+
+@pytest.mark.parametrize("check", list(CONNECTION_CHECKS))
+async def test_connection_conformance_over_tor(medium: TorMedium, check: str) -> None:
+    """Below the node: one Tor connection (SOCKS5 to an onion service and back) keeps the Connection contract."""
+    with trio.fail_after(medium.deadline):
+        await CONNECTION_CHECKS[check](lambda: medium_connection_pair(medium))

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 import zmq
 
 from lnpmsg.node.events import PeerDisconnected
@@ -180,6 +181,6 @@ async def test_dialer_close_returns_when_the_listener_vanishes_before_acknowledg
         conn = await transport.dial(listener.local_address)  # the listener never serves: no acknowledgement
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.aclose)
-            await trio.sleep(0.2)
+            await trio.testing.wait_all_tasks_blocked()  # the close is under way, waiting for its acknowledgement
             await listener.aclose()
     assert conn.ended is not None

@@ -35,7 +35,7 @@ from lnpmsg.rpc.control_proto import (
 from lnpmsg.rpc.curve import KEYS_DIR, load_client_keys
 from lnpmsg.rpc.peer import PeerRpc
 from lnpmsg.testing.nodes import address_of, make_node, running
-from lnpmsg.transports.zmq_trio import TrioSocket
+from lnpmsg.io.zmq_trio import TrioSocket
 
 CHAT = 32769
 
@@ -97,7 +97,7 @@ async def test_every_call_and_the_event_stream(data_dir):
             listed = (await client.call("listpeers"))["peers"]
             assert len(listed) == 1 and listed[0]["ping_rtt_ms"] == rtt and listed[0]["apps"] == ["rpc"]
             assert listed[0]["bytes_in"] > 0 and listed[0]["bytes_out"] > 0 and listed[0]["messages_in"] >= 3
-            assert "bit 327 (unknown, optional)" in listed[0]["feature_names"]
+            assert "rpc (optional, bit 327)" in listed[0]["feature_names"]
             # an app's call: peer RPC through the control API
             assert await client.call("rpc.call", {"node_id": other.node_id.hex(), "method": "double", "params": {"x": 21}}) == 42
             with pytest.raises(ControlCallError) as info_error:

@@ -81,7 +81,7 @@ async def test_commands_against_a_running_node(capsys, data_dir):
         assert code == 1 and "custom range" in json.loads(out)["error"]["message"]
         assert json.loads(out)["error"]["code"] == -32602
         code, out, err = await cli(capsys, "call", "getinfo", "{not json", *d)
-        assert code == 1 and "params are not JSON" in err
+        assert code == 2 and "params are not JSON" in err  # bad arguments: exit 2, nothing sent
         code, out, _ = await cli(capsys, "disconnect", peer_id, *d)
         assert code == 0 and out == "disconnected\n"
         code, out, _ = await cli(capsys, "stop", *d)

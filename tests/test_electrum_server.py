@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from lnpmsg.bitcoin.hashes import hash_to_hex
-from lnpmsg.chain.app import ChainApp
+from lnpmsg.wallet.app import ChainApp
 from lnpmsg.chain.electrum.app import ElectrumApp
 from lnpmsg.chain.electrum.index import script_hash, scripthash_to_hex
 from lnpmsg.chain.electrum.server import ElectrumServer, ServerLimits

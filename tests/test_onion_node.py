@@ -30,7 +30,7 @@ import lnpmsg.node.node as node_module
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import ConnectError, Node, NodeConfig
 from lnpmsg.node.peer import Peer
-from lnpmsg.node.tor import NodeTor, TorSettings
+from lnpmsg.tor_app import NodeTor, TorSettings
 from lnpmsg.rpc.control_client import ControlCallError, ControlClient
 from lnpmsg.testing.tornet import PrivateTorNetwork
 from lnpmsg.transports.tor.address import OnionAddress, parse_onion_address
@@ -256,9 +256,11 @@ async def test_two_onion_only_nodes_talk_and_survive_a_tor_crash(
             assert b_payloads == [b"a->b %d" % i for i in range(MESSAGES)]
             assert a_payloads == [b"b->a %d" % i for i in range(MESSAGES)]
 
-            # B dials onions only: a clearnet target never reaches a socket.
+            # B dials onions only: a clearnet target never reaches a socket
+            # (a node B is not connected to: a connected one is returned as it is).
+            stranger = NodeKey.generate().node_id.hex()
             with pytest.raises(ConnectError, match="not an onion address") as refused:
-                await b.connect(f"{a.node_id.hex()}@127.0.0.1:9735")
+                await b.connect(f"{stranger}@127.0.0.1:9735")
             assert isinstance(refused.value.__cause__, ClearnetRefused)
             # A (clearnet allowed, through Tor) still cannot dial around Tor.
             with pytest.raises(ConnectError, match="cannot be carried by Tor"):
@@ -275,7 +277,7 @@ async def test_two_onion_only_nodes_talk_and_survive_a_tor_crash(
             pid = b_tor.handle.pid  # type: ignore[attr-defined]
             os.kill(pid, signal.SIGKILL)
             with trio.fail_after(RECOVERY_TIMEOUT):
-                while b_tor.recoveries < 1 or b_tor.state != "ready":
+                while b_tor.recoveries < 1 or b_tor.tor_state != "ready":
                     await trio.sleep(0.1)
             assert b_tor.handle.pid != pid  # type: ignore[attr-defined]
             assert b.listen_addresses == [onion]
@@ -283,8 +285,8 @@ async def test_two_onion_only_nodes_talk_and_survive_a_tor_crash(
             assert again.address == onion
             assert await again.ping() > 0
         # A stopped: its tor is gone with it
-        assert a_tor.handle is None and a_tor.state == "stopped"
-    assert b.listen_addresses == [] and b_tor.state == "stopped"
+        assert a_tor.handle is None and a_tor.tor_state == "stopped"
+    assert b.listen_addresses == [] and b_tor.tor_state == "stopped"
 
 
 async def test_onion_only_process_keeps_to_loopback_restarts_and_recovers(
@@ -327,7 +329,7 @@ async def test_onion_only_process_keeps_to_loopback_restarts_and_recovers(
                 assert_only_loopback(process.pid, status["service_port"])
 
                 with pytest.raises(ControlCallError, match="not an onion address.*onion-to-onion"):
-                    await client.call("connect", {"address": f"{a.node_id.hex()}@93.184.216.34:9735"})
+                    await client.call("connect", {"address": f"{NodeKey.generate().node_id.hex()}@93.184.216.34:9735"})
 
                 # Tor killed under the running node: it comes back with the same onion.
                 os.kill(status["pid"], signal.SIGKILL)
@@ -405,12 +407,12 @@ async def test_attached_mixed_mode_node_reattaches_and_removes_its_service(
             await system.wait_exited()
             await system.aclose()
             with trio.fail_after(RECOVERY_TIMEOUT):
-                while node_tor.state != "recovering":
+                while node_tor.tor_state != "recovering":
                     await trio.sleep(0.05)
             system = system_tor()
             await system.start()
             with trio.fail_after(RECOVERY_TIMEOUT):
-                while node_tor.recoveries < 1 or node_tor.state != "ready":
+                while node_tor.recoveries < 1 or node_tor.tor_state != "ready":
                     await trio.sleep(0.1)
             assert node_tor.onion.service_id == service_id
             assert (await system.controller.get_info(f"hs/service/desc/id/{service_id}")).startswith("hs-descriptor 3")

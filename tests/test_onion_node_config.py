@@ -21,7 +21,7 @@ import trio
 from lnpmsg.cli import build_parser
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import ConnectError, Node, NodeConfig
-from lnpmsg.node.tor import NodeTor, TorGate, TorSettings, settings_from_args
+from lnpmsg.tor_app import NodeTor, TorGate, TorSettings, settings_from_args
 from lnpmsg.transports.base import TransportError
 from lnpmsg.transports.tcp import TcpTransport
 from lnpmsg.transports.tor.control import LaunchedTor
@@ -261,7 +261,7 @@ async def test_node_tor_not_installed(tmp_path: Path) -> None:
     error = await run_until_started(node)
     assert isinstance(error, TorNotFound)
     assert "tor executable not found at" in str(error)
-    assert node_tor.state == "stopped" and node.listen_addresses == []
+    assert node_tor.tor_state == "stopped" and node.listen_addresses == []
 
 
 async def test_node_tor_that_never_bootstraps_is_stopped_with_a_clear_error(tmp_path: Path) -> None:
@@ -271,7 +271,7 @@ async def test_node_tor_that_never_bootstraps_is_stopped_with_a_clear_error(tmp_
     assert isinstance(error, TorBootstrapError)
     assert "Tor did not finish bootstrapping within 1 s: stuck at" in str(error)
     assert "tor's output" in str(error)  # the tail of tor's log comes with it
-    assert node_tor.handle is None and node_tor.state == "stopped"
+    assert node_tor.handle is None and node_tor.tor_state == "stopped"
     # the tor it launched was stopped, not left behind
     assert "exiting" in (tmp_path / "tor" / "tor.log").read_text().lower()
 

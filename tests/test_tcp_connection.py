@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 
 from lnpmsg.transports import tcp
 from lnpmsg.transports.base import Connection, ConnectionClosed
@@ -54,17 +55,19 @@ async def test_a_send_larger_than_the_socket_buffers_waits_and_arrives_whole() -
     payload = os.urandom(16 * 1024 * 1024)  # far beyond what loopback buffers hold at once
     async with _pair() as (dialed, accepted), trio.open_nursery() as nursery:
         received: list[bytes] = []
+        done = trio.Event()
 
         async def slow_reader() -> None:
-            await trio.sleep(0.2)  # the sender fills the buffers and must wait first
+            # Every other task waits: the sender has filled the buffers and waits for room first.
+            await trio.testing.wait_all_tasks_blocked()
             received.append(await _receive_exactly(accepted, len(payload)))
+            done.set()
 
         nursery.start_soon(slow_reader)
         # A bytearray, as the peer's writer hands over: sent from a memoryview as it drains.
         await dialed.send_frames([bytearray(payload)])
         with trio.fail_after(30):
-            while not received:
-                await trio.sleep(0.01)
+            await done.wait()
         assert received[0] == payload
 
 
@@ -97,12 +100,10 @@ async def test_close_from_another_task_ends_a_waiting_receive_and_send() -> None
         # reader and writer do); a third closes it under them.
         nursery.start_soon(receive)
         nursery.start_soon(send)
-        await trio.sleep(0.2)
+        await trio.testing.wait_all_tasks_blocked()  # both wait on the socket now
         assert not outcomes
         await dialed.aclose()
-        with trio.fail_after(5):
-            while len(outcomes) < 2:
-                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()  # both woke up and finished
         assert isinstance(outcomes["receive"], ConnectionClosed)
         assert isinstance(outcomes["send"], ConnectionClosed)
         assert "connection closed" in str(outcomes["receive"]) and "connection closed" in str(outcomes["send"])

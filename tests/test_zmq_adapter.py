@@ -13,7 +13,7 @@ import pytest
 import trio
 import zmq
 
-from lnpmsg.transports.zmq_trio import SocketClosedError, TrioSocket, open_socket
+from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket, open_socket
 
 Ctx: TypeAlias = "zmq.Context[zmq.Socket[bytes]]"
 

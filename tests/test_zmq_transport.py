@@ -14,6 +14,7 @@ from typing import TypeAlias
 
 import pytest
 import trio
+import trio.testing
 import zmq
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,7 +38,7 @@ from lnpmsg.transports.zmq import (
     credit_message,
     decode_message,
 )
-from lnpmsg.transports.zmq_trio import TrioSocket
+from lnpmsg.io.zmq_trio import TrioSocket
 
 Ctx: TypeAlias = "zmq.Context[zmq.Socket[bytes]]"
 
@@ -476,7 +477,7 @@ async def test_listen_waits_briefly_for_a_port_that_is_being_released(transport:
     port = holder.getsockname()[1]
 
     async def release_soon() -> None:
-        await trio.sleep(0.3)
+        await trio.testing.wait_all_tasks_blocked()  # listen found the port taken and waits to retry
         holder.close()
 
     async with trio.open_nursery() as nursery:

@@ -7,9 +7,19 @@ Bitcoin Core JSON-RPC source.
   ``RegtestChain.submit_transactions_in_block(txs) -> BlockResult`` is the
   proof that transactions are valid under the real consensus rules
 - ``BitcoindSource``: ``lnpmsg.chain.bitcoind``
+- ``ChainRpcServer``: ``lnpmsg.chain.rpc_server``, the embedded chain served
+  over Bitcoin Core's JSON-RPC to other processes (``--chain-rpc-listen``)
 - transactions and blocks are ``lnpmsg.bitcoin``'s; ``lnpmsg.chain.tx`` is
   where untrusted bytes enter (``BitcoinError`` becomes ``ChainError``)
+
+Importing the package or one of its sans-IO cores (``tx``, ``mining``,
+``utxo``, ``mempool``, ``follow``, ``events``) loads no trio: the names of
+``lnpmsg.chain.source`` are imported on first access.
 """
+
+from typing import TYPE_CHECKING
+
+from lnpmsg._lazy import lazy_exports
 
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import (
@@ -23,14 +33,27 @@ from lnpmsg.chain.events import (
     TxOutInfo,
 )
 from lnpmsg.chain.follow import ChainFollower
-from lnpmsg.chain.source import (
-    FEERATE_FLOOR_PER_KW,
-    ChainSource,
-    Subscription,
-    catch_up,
-    feerate_per_kw_from_btc_per_kvb,
-    feerate_per_kw_from_sat_per_vbyte,
+
+if TYPE_CHECKING:
+    from lnpmsg.chain.source import (
+        FEERATE_FLOOR_PER_KW,
+        ChainSource,
+        Subscription,
+        catch_up,
+        feerate_per_kw_from_btc_per_kvb,
+        feerate_per_kw_from_sat_per_vbyte,
+    )
+
+#: the trio side (``ChainSource`` and its helpers), imported when first used
+_SOURCE_NAMES = (
+    "FEERATE_FLOOR_PER_KW",
+    "ChainSource",
+    "Subscription",
+    "catch_up",
+    "feerate_per_kw_from_btc_per_kvb",
+    "feerate_per_kw_from_sat_per_vbyte",
 )
+__getattr__, __dir__ = lazy_exports(__name__, globals(), dict.fromkeys(_SOURCE_NAMES, "lnpmsg.chain.source"))
 
 __all__ = [
     "FEERATE_FLOOR_PER_KW",

@@ -1,4 +1,4 @@
-"""The ``lnpmsg`` subcommands of the chain and wallet app (:mod:`lnpmsg.chain.app`).
+"""The ``lnpmsg`` subcommands of the chain and wallet app (:mod:`lnpmsg.wallet.app`).
 
 ``getchaininfo``, ``mine``, ``faucet``, ``newaddr``, ``listfunds``,
 ``getbalance``, ``withdraw`` and ``releasecoins`` call the ``chain.*`` methods of a node started with ``--chain``;
@@ -17,7 +17,7 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-#: control subcommands of the chain app (``lnpmsg.chain.app``): they need a node started with ``--chain``
+#: control subcommands of the chain app (``lnpmsg.wallet.app``): they need a node started with ``--chain``
 COMMANDS = frozenset({"getchaininfo", "mine", "faucet", "newaddr", "listfunds", "getbalance", "withdraw", "releasecoins"})
 
 

@@ -15,6 +15,7 @@ as each block is accepted).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from lnpmsg.bitcoin.hashes import hash_to_hex
@@ -35,8 +36,12 @@ _REINDEX_ADVICE = (
 )
 
 
-def reconcile(kernel: KernelChain, block_log: BlockLog, datadir: Path) -> None:
-    """Make the kernel and the block log hold the same blocks; raises ``ChainError`` (``corrupt``)."""
+def reconcile(kernel: KernelChain, block_log: BlockLog, datadir: Path, replayable: Iterable[bytes] | None = None) -> None:
+    """Make the kernel and the block log hold the same blocks; raises ``ChainError`` (``corrupt``).
+
+    ``replayable``: the log's blocks to replay, parents first (default: all of
+    them; ``invalidateblock`` leaves some out).
+    """
     for height in range(kernel.height + 1):
         block_hash = kernel.hash_at(height)
         if block_hash is not None and block_hash not in block_log:
@@ -45,7 +50,7 @@ def reconcile(kernel: KernelChain, block_log: BlockLog, datadir: Path) -> None:
             except RuntimeError as exc:
                 raise _damaged(datadir, str(exc)) from exc
             block_log.append(block_hash, raw)
-    missing = [h for h in block_log.order if not kernel._known(h)]
+    missing = [h for h in (block_log.order if replayable is None else replayable) if not kernel._known(h)]
     if len(missing) >= PROGRESS_EVERY:
         log.info("replaying %d block(s) from %s into the kernel", len(missing), BLOCK_LOG_FILE)
     for done, block_hash in enumerate(missing, 1):

@@ -40,7 +40,7 @@ from typing import Self
 
 from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.encoding import MAX_BLOCK_WEIGHT
-from lnpmsg.bitcoin.hashes import hash_from_hex
+from lnpmsg.bitcoin.hashes import hash_from_hex, hash_to_hex
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_destination
 from lnpmsg.chain.blocklog import BlockLog
@@ -48,6 +48,7 @@ from lnpmsg.chain.datadir import DirLock, MempoolFile, prepare_datadir
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockRef, TxOutInfo
 from lnpmsg.chain.faucet import FAUCET_SCRIPT, FAUCET_WITNESS_SCRIPT, faucet_pay
+from lnpmsg.chain.invalidate import Invalidated
 from lnpmsg.chain.kernel import KernelChain, KernelResult, kernel_verify_scripts
 from lnpmsg.chain.mempool import Mempool
 from lnpmsg.chain.recovery import BLOCK_LOG_FILE, reconcile
@@ -142,6 +143,7 @@ class RegtestChain:
         self._faucet_change: set[OutPoint] = set()
         self.index = UtxoIndex()
         self.mempool = Mempool(kernel_verify_scripts)
+        self._invalidated: Invalidated | None = None
         try:
             self._open(create, rebuild)
         except OSError as exc:
@@ -177,6 +179,7 @@ class RegtestChain:
         self._dir_lock = DirLock(d)
         prepare_datadir(d, create, (BLOCK_LOG_FILE, "blocks"))
         self._log = BlockLog(d / BLOCK_LOG_FILE)
+        self._invalidated = Invalidated(d)
         if rebuild:
             logger.info("rebuilding the kernel's blocks and chainstate in %s from %s (%d blocks)", d, BLOCK_LOG_FILE, len(self._log))
             for name in _KERNEL_DIRS:
@@ -208,8 +211,8 @@ class RegtestChain:
 
     def _reconcile(self) -> None:
         """Make the kernel, the block log and the index agree (after any exit)."""
-        assert self._kernel is not None and self._log is not None
-        reconcile(self._kernel, self._log, self.datadir)
+        assert self._kernel is not None and self._log is not None and self._invalidated is not None
+        reconcile(self._kernel, self._log, self.datadir, self._invalidated.replayable(self._log))
         self._sync_index()
 
     def close(self) -> None:
@@ -275,6 +278,11 @@ class RegtestChain:
         self._notify_mempool()
 
     # -- queries --------------------------------------------------------------
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The chain's lock: hold it while several reads must see one state."""
+        return self._lock
 
     def tip(self) -> BlockRef:
         with self._lock:
@@ -470,11 +478,41 @@ class RegtestChain:
             block = Block.parse(raw)
         with self._lock:
             _, log = self._parts()
+            if self._invalidated is not None and block.hash in self._invalidated:
+                return BlockResult(block.hash, False, None, "duplicate-invalid: taken out with invalidateblock", "duplicate-invalid")
             before = self.index.tip_hash
             try:
                 return self._submit(block, raw)
             finally:
                 log.sync()
+                self._notify(before)
+
+    def invalidate_block(self, block_hash: bytes) -> None:
+        """Take ``block_hash`` and its descendants out of the chain, as Core's
+        ``invalidateblock``: the tip goes back to the block's parent (or the
+        best other branch) and their transactions return to the mempool.
+
+        The kernel has no such call: its state is rebuilt from the block log
+        without those blocks, so this takes time that grows with the chain.
+        The choice survives restarts (``lnpmsg.chain.invalidate``).
+        """
+        with self._lock:
+            kernel, log = self._parts()
+            if block_hash not in log:
+                raise ChainError(f"unknown block {hash_to_hex(block_hash)}", code="not-found")
+            if self.index.hashes and block_hash == self.index.hashes[0]:
+                raise ChainError("the genesis block cannot be invalidated", code="invalid")
+            assert self._invalidated is not None
+            before = self.index.tip_hash
+            self._invalidated.add(block_hash)
+            self._kernel = None
+            kernel.close()
+            for name in _KERNEL_DIRS:
+                shutil.rmtree(self.datadir / name, ignore_errors=True)
+            self._kernel = KernelChain(self.datadir)
+            try:
+                self._reconcile()
+            finally:
                 self._notify(before)
 
     def _fees_of(self, txs: Sequence[Tx]) -> int:

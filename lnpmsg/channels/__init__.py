@@ -9,6 +9,19 @@
 - :mod:`.bolt3`: the standard extensions (base, anchors, HTLCs)
 - :mod:`.sweeps`: to_local/HTLC sweeps, penalties, closing transactions
 
+The channel state machine (BOLT 2), sans-IO:
+
+- :mod:`.messages`: the BOLT-2 messages (``register_channel_messages``)
+- :mod:`.state`: ``ChannelCore``, ``receive(input, now) -> Output``, the phase table
+- :mod:`.inputs`: commands, chain events, received messages; events, records, outputs
+- :mod:`.params`: our secrets and limits, the open/accept checks, channel_type
+- :mod:`.updates`: the two-sided update log and commitment contents
+- :mod:`.commitments`: building, signing and checking both commitments
+- :mod:`.normal`, :mod:`.reestablish`, :mod:`.close`, :mod:`.simple_close`,
+  :mod:`.deadlines`: normal operation, reconnection, closing, HTLC deadlines
+- :mod:`.records` + :mod:`.codec`: persistence records, replay, snapshots;
+  :mod:`.store` is the file shell (not imported here: it does I/O)
+
 Transactions, sighashes, signatures and generic scripts are
 :mod:`lnpmsg.bitcoin`'s, the one model the chain layer and the wallet use too.
 """
@@ -28,7 +41,7 @@ from .bolt3 import (
     htlc_tag,
 )
 from .commitment import Commitment, build_commitment
-from .errors import ChannelError, ShachainError
+from .errors import ChannelError, LocalMisuse, RemoteFault, ShachainError
 from .extensions import (
     CommitmentContext,
     CommitmentExtension,
@@ -36,7 +49,9 @@ from .extensions import (
     OutputSpec,
     TxFrame,
 )
+from .inputs import Output, Record
 from .keys import ChannelBasepoints, CommitmentKeys
+from .params import ChannelConfig, ChannelSecrets, OpeningPolicy
 from .shachain import ShachainStore, per_commitment_secret
 from .spend import (
     InputPlan,
@@ -48,6 +63,7 @@ from .spend import (
     build_spend,
     sweep,
 )
+from .state import ChannelCore, ChannelState, Phase
 from .sweeps import (
     closing_tx,
     htlc_claim,
@@ -67,7 +83,11 @@ __all__ = [
     "AnchorsExtension",
     "BaseExtension",
     "ChannelBasepoints",
+    "ChannelConfig",
+    "ChannelCore",
     "ChannelError",
+    "ChannelSecrets",
+    "ChannelState",
     "Commitment",
     "CommitmentContext",
     "CommitmentExtension",
@@ -76,7 +96,13 @@ __all__ = [
     "Htlc",
     "HtlcExtension",
     "InputPlan",
+    "LocalMisuse",
+    "OpeningPolicy",
+    "Output",
     "OutputSpec",
+    "Phase",
+    "Record",
+    "RemoteFault",
     "ShachainError",
     "ShachainStore",
     "Sig",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from lnpmsg.bitcoin.errors import BitcoinError
 
-__all__ = ["ChannelError", "ShachainError"]
+__all__ = ["ChannelError", "LocalMisuse", "RemoteFault", "ShachainError"]
 
 
 class ChannelError(BitcoinError):
@@ -21,3 +21,16 @@ class ChannelError(BitcoinError):
 
 class ShachainError(ChannelError):
     """A per-commitment secret is inconsistent with the ones stored before, or is unknown."""
+
+
+class RemoteFault(ChannelError):
+    """The peer broke BOLT 2: the channel fails (an ``error`` is sent), or with
+    ``warning=True`` only a ``warning`` is sent and the connection dropped."""
+
+    def __init__(self, message: str, *, warning: bool = False) -> None:
+        super().__init__(message)
+        self.warning = warning
+
+
+class LocalMisuse(ChannelError):
+    """The caller asked the channel for something it cannot do now (nothing is changed)."""

@@ -11,9 +11,14 @@ Layers (the first ones sans-IO):
 - :mod:`~lnpmsg.gossip.store`: the SQLite store (blocking core + trio wrapper);
 - :mod:`~lnpmsg.gossip.app`: :class:`GossipApp`, mounted on a node;
 - :mod:`~lnpmsg.gossip.events`: what the app publishes.
+
+Importing the package (or any core module) loads no trio and no sqlite3:
+the app's and the store's names are imported on first access.
 """
 
-from lnpmsg.gossip.app import FundingCheck, FundingResult, GossipApp, GossipConfig
+from typing import TYPE_CHECKING
+
+from lnpmsg._lazy import lazy_exports
 from lnpmsg.gossip.cln_store import (
     ImportResult,
     import_gossip_store,
@@ -44,9 +49,19 @@ from lnpmsg.gossip.messages import (
     ReplyShortChannelIdsEnd,
     register_gossip_messages,
 )
-from lnpmsg.gossip.store import DB_FILE_NAME, AsyncGossipStore, GossipStore
 from lnpmsg.gossip.sync import PeerSync
 from lnpmsg.gossip.verify import SignatureVerifier
+
+if TYPE_CHECKING:
+    from lnpmsg.gossip.app import FundingCheck, FundingResult, GossipApp, GossipConfig
+    from lnpmsg.gossip.store import DB_FILE_NAME, AsyncGossipStore, GossipStore
+
+#: the trio shells (the app, the SQLite store), imported when first used
+_SHELLS = {
+    **dict.fromkeys(("FundingCheck", "FundingResult", "GossipApp", "GossipConfig"), "lnpmsg.gossip.app"),
+    **dict.fromkeys(("DB_FILE_NAME", "AsyncGossipStore", "GossipStore"), "lnpmsg.gossip.store"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SHELLS)
 
 __all__ = [
     "DB_FILE_NAME",

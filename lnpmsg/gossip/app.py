@@ -71,6 +71,7 @@ from lnpmsg.gossip.graph import (
     Pending,
 )
 from lnpmsg.gossip.messages import (
+    GOSSIP_MESSAGES,
     QUERY_OPTION_CHECKSUMS,
     ChannelAnnouncement,
     ChannelUpdate,
@@ -80,7 +81,6 @@ from lnpmsg.gossip.messages import (
     QueryShortChannelIds,
     ReplyChannelRange,
     ReplyShortChannelIdsEnd,
-    register_gossip_messages,
 )
 from lnpmsg.gossip.store import AsyncGossipStore, GossipStore
 from lnpmsg.gossip.sync import (
@@ -93,6 +93,7 @@ from lnpmsg.gossip.sync import (
     channel_range_ids,
     plan_scid_reply,
 )
+from lnpmsg.app import App
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
 from lnpmsg.node.events import Subscription
 from lnpmsg.node.node import Node
@@ -115,8 +116,6 @@ log = logging.getLogger("lnpmsg.gossip")
 MAX_WARNINGS_PER_MINUTE = 10
 #: channel_announcements kept until their first channel_update (BOLT 7 relays them together)
 MAX_HELD_ANNOUNCEMENTS = 20_000
-#: seconds between looks at the node's peers (a peer that speaks is noticed at once)
-PEER_POLL_INTERVAL = 0.2
 #: messages answering one timestamp filter read from the store at a time
 _BACKFILL_PAGE = 500
 #: gossip_store records imported between checkpoints (each costs up to ~4
@@ -214,8 +213,12 @@ _GOSSIP_TYPES = (ChannelAnnouncement, NodeAnnouncement, ChannelUpdate)
 _BARRIER = "barrier"
 
 
-class GossipApp:
+class GossipApp(App):
     """BOLT-7 gossip on a node: verify, store, sync, answer, relay and publish.
+
+    A protocol app: it owns the BOLT-7 message types, offers
+    ``gossip_queries`` in ``init`` and learns of peers through the
+    ``peer_ready``/``peer_gone`` hooks.
 
     ``store``: the :class:`GossipStore` (its content is loaded into the
     graph now). ``clock``: unix time, for gossip timestamps and pruning.
@@ -226,9 +229,6 @@ class GossipApp:
     once they are in the store (see :meth:`import_cln_store`).
     """
 
-    #: the app's name on the node (control calls are ``gossip.<call>``)
-    name = "gossip"
-
     def __init__(
         self,
         store: GossipStore,
@@ -238,7 +238,11 @@ class GossipApp:
         funding_check: FundingCheck | None = None,
         import_at_start: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
-        self.config = config or GossipConfig()
+        config = config or GossipConfig()
+        offered = Features.from_names(optional=["gossip_queries", "gossip_queries_ex"]) if config.offer_queries else Features()
+        # Handlers never block on anything but the bounded inbox: no timeout guard per message.
+        super().__init__("gossip", features=offered, protocol=True, handler_timeout=None)
+        self.config = config
         self.import_at_start = tuple(import_at_start)
         self.clock = clock
         self.funding_check = funding_check
@@ -249,43 +253,31 @@ class GossipApp:
         self.graph = Graph(self.chain_hash, verifier=self.verifier)
         store.load_into(self.graph)
         self.counters = _Counters()
-        self._node: Node | None = None
         self._peers: dict[bytes, _PeerState] = {}
         #: every sync run, by peer (kept after the peer leaves, for progress reports)
         self._syncs: dict[bytes, PeerSync] = {}
         self._held: OrderedDict[int, Decision] = OrderedDict()
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](self.config.inbox_size)
         self._writes_send, self._writes = trio.open_memory_channel[tuple[Any, ...]](16)
-        self._nursery: trio.Nursery | None = None
         #: the control API's calls (``gossip.listchannels``, ...): see :meth:`control_api`
-        self.control_methods: dict[str, Callable[..., Awaitable[Any]]] = self.control_api()
+        self.control_methods.update(self.control_api())
+        for cls in GOSSIP_MESSAGES:
+            self.message(cls)
+        for cls in _GOSSIP_TYPES:
+            self.add_handler(cls, self._on_gossip, guard=False)
+        self.add_handler(ReplyChannelRange, self._on_ordered, guard=False)
+        self.add_handler(ReplyShortChannelIdsEnd, self._on_ordered, guard=False)
+        self.add_handler(QueryChannelRange, self._on_query_channel_range, guard=False)
+        self.add_handler(QueryShortChannelIds, self._on_query_short_channel_ids, guard=False)
+        self.add_handler(GossipTimestampFilter, self._on_timestamp_filter, guard=False)
 
     # ------------------------------------------------------------ wiring
 
-    @property
-    def node(self) -> Node:
-        """The node the app is mounted on."""
-        if self._node is None:
-            raise RuntimeError("the gossip app is not mounted: node.mount(app) first")
-        return self._node
-
     def attach(self, node: Node) -> None:
-        """Register the BOLT-7 messages, handlers and ``gossip_queries`` features (``node.mount`` calls this)."""
-        if self._node is not None:
-            raise RuntimeError("the gossip app is already mounted")
+        """Check the store's chain against the node's, then the contract's checks (``node.mount`` calls this)."""
         if CHAIN_HASHES.get(node.config.network) != self.chain_hash:
             raise ValueError(f"the gossip store is for chain {self.chain_hash.hex()}, the node runs on {node.config.network}")
-        self._node = node
-        register_gossip_messages(node.registry)
-        if self.config.offer_queries:
-            node.config.features = node.config.features | Features.from_names(optional=["gossip_queries", "gossip_queries_ex"])
-        for cls in _GOSSIP_TYPES:
-            node.add_handler(cls, self._on_gossip)
-        node.add_handler(ReplyChannelRange, self._on_ordered)
-        node.add_handler(ReplyShortChannelIdsEnd, self._on_ordered)
-        node.add_handler(QueryChannelRange, self._on_query_channel_range)
-        node.add_handler(QueryShortChannelIds, self._on_query_short_channel_ids)
-        node.add_handler(GossipTimestampFilter, self._on_timestamp_filter)
+        super().attach(node)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the app's tasks until cancelled (``node.run`` starts mounted apps); started
@@ -293,7 +285,6 @@ class GossipApp:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._watch_peers)
                 nursery.start_soon(self._process_loop)
                 nursery.start_soon(self._writer_loop)
                 nursery.start_soon(self._flush_loop)
@@ -308,24 +299,15 @@ class GossipApp:
 
     # ------------------------------------------------------------ peers
 
-    async def _watch_peers(self) -> None:
-        """Notice peers coming and going.
+    async def peer_ready(self, peer: Peer) -> None:
+        """The node's hook: a peer is ready (before any of its gossip reaches us)."""
+        self._peer_ready(peer)
 
-        A peer that speaks first is picked up at once (:meth:`_state`); this
-        catches the silent ones. The node's event bus would tell us too, but
-        a subscriber on it makes the node publish every handled message as
-        an event as well, a cost on every gossip message.
-        """
-        while True:
-            peers = self.node.peers
-            for peer in list(peers.values()):
-                state = self._peers.get(peer.node_id)
-                if peer.is_ready and (state is None or state.peer is not peer):
-                    self._peer_ready(peer)
-            for node_id, state in list(self._peers.items()):
-                if peers.get(node_id) is not state.peer or not state.peer.is_ready:
-                    self._peer_gone(node_id)
-            await trio.sleep(PEER_POLL_INTERVAL)
+    async def peer_gone(self, peer: Peer, reason: str) -> None:
+        """The node's hook: a peer left; its sync and backfill end."""
+        state = self._peers.get(peer.node_id)
+        if state is not None and state.peer is peer:
+            self._peer_gone(peer.node_id)
 
     def _peer_ready(self, peer: Peer) -> None:
         old = self._peers.get(peer.node_id)
@@ -346,11 +328,8 @@ class GossipApp:
             self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=MAX_U32, timestamp_range=0))
 
     def _state(self, peer: Peer) -> _PeerState | None:
-        """The peer's state; a message may come before the node's "connected" event reached us."""
+        """The peer's state (the peer_ready hook made it before any of its messages came)."""
         state = self._peers.get(peer.node_id)
-        if (state is None or state.peer is not peer) and peer.is_ready:
-            self._peer_ready(peer)
-            state = self._peers.get(peer.node_id)
         return state if state is not None and state.peer is peer else None
 
     def _peer_gone(self, node_id: bytes) -> None:

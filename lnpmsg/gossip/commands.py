@@ -408,9 +408,10 @@ def run_command(args: argparse.Namespace) -> int:
     except (ControlClientError, _Failed) as exc:
         _fail(args, str(exc))
         return control_commands.EXIT_FAILED
-    except KeyboardInterrupt:
-        # Ctrl-C ends a subscription the normal way; a sync watched to its end exits 0 above.
-        return control_commands.EXIT_OK if args.gossip_command == "subscribe" else control_commands.EXIT_FAILED
+    except BaseException as exc:
+        if control_commands.is_interrupt(exc):  # Ctrl-C (perhaps wrapped in trio's exception groups): 130, as every command
+            return control_commands.EXIT_INTERRUPTED
+        raise
     return control_commands.EXIT_OK
 
 
@@ -428,7 +429,7 @@ def node_gossip_app(
 
     ``import_files``: Core Lightning gossip_store files (``.xz`` too), the
     parts of one store in order, imported while the node starts.
-    ``chain_app``: a :class:`~lnpmsg.chain.app.ChainApp` whose chain checks
+    ``chain_app``: a :class:`~lnpmsg.wallet.app.ChainApp` whose chain checks
     every announced funding output; without one, channels are accepted on
     their four signatures alone. Raises :class:`~lnpmsg.gossip.errors.GossipError`
     (a file that is missing, a store that cannot be opened or is another chain's).

@@ -15,6 +15,8 @@ import trio
 
 __all__ = [
     "DEFAULT_SUBSCRIBER_QUEUE",
+    "AppStateChanged",
+    "PeerReplaced",
     "EventBus",
     "NodeEvent",
     "PeerConnected",
@@ -93,8 +95,37 @@ class ErrorReported:
     node_id: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PeerReplaced:
+    """A new connection of a node replaced its live one (``connect(..., reconnect=True)``,
+    or the peer connected again while its old connection still looked alive)."""
+
+    topic = "peer.replaced"
+    node_id: bytes
+    old_address: str
+    new_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppStateChanged:
+    """An app's life changed: ``state`` is ``running``, ``restarting`` or ``stopped``
+    (``reason`` says why, e.g. the exception that stopped its tasks)."""
+
+    topic = "app.state"
+    app: str
+    state: str
+    reason: str = ""
+
+
 NodeEvent = (
-    PeerConnected | PeerDisconnected | CustomMessageReceived | PeerWarningReceived | PeerErrorReceived | ErrorReported
+    PeerConnected
+    | PeerDisconnected
+    | PeerReplaced
+    | CustomMessageReceived
+    | PeerWarningReceived
+    | PeerErrorReceived
+    | ErrorReported
+    | AppStateChanged
 )
 
 #: a synchronous callback given every published event (see :meth:`EventBus.add_listener`)

@@ -13,17 +13,18 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import trio
 
+from lnpmsg.node.apphost import AppHost, AppState, Mountable, MountError
 from lnpmsg.node.events import (
     CustomMessageReceived,
-    ErrorReported,
     EventBus,
     PeerConnected,
     PeerDisconnected,
     PeerErrorReceived,
+    PeerReplaced,
     PeerWarningReceived,
 )
 from lnpmsg.node.identity import NodeKey
@@ -55,9 +56,10 @@ from lnpmsg.transports.address import (
 )
 from lnpmsg.transports.base import Connection, Listener, Transport, TransportError
 from lnpmsg.transports.registry import default_transports
-from lnpmsg.transports.tcp import split_host_port
+from lnpmsg.transports.address import split_host_port
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
+    ZERO_CHANNEL_ID,
     Features,
     Init,
     Message,
@@ -68,7 +70,7 @@ from lnpmsg.wire.bolt1 import CHAIN_HASHES, INIT_TLVS
 from lnpmsg.wire.features import known_features
 from lnpmsg.wire.message import CUSTOM_TYPE_MIN
 
-__all__ = ["MAX_CONNECTIONS_PER_IP", "MAX_PENDING_HANDSHAKES", "Mountable", "Node", "NodeConfig", "ConnectError"]
+__all__ = ["MAX_CONNECTIONS_PER_IP", "MAX_PENDING_HANDSHAKES", "MountError", "Mountable", "Node", "NodeConfig", "ConnectError"]
 
 log = logging.getLogger("lnpmsg.node")
 
@@ -79,6 +81,8 @@ MAX_PENDING_HANDSHAKES = 128
 #: reconnect back-off for peers we keep connected (seconds, doubled up to the max)
 RECONNECT_MIN_DELAY = 1.0
 RECONNECT_MAX_DELAY = 300.0
+#: distinct ``init`` feature sets kept encoded (apps with per-peer features make more than one)
+MAX_CACHED_INITS = 64
 
 #: a message handler: ``handler(peer, message)``, a plain or an async function
 Handler = Callable[[Peer, Message], Awaitable[None] | None]
@@ -86,18 +90,6 @@ Handler = Callable[[Peer, Message], Awaitable[None] | None]
 
 class ConnectError(Exception):
     """Connecting to a peer failed (with the reason)."""
-
-
-class Mountable(Protocol):
-    """What :meth:`Node.mount` needs of an app (see :class:`lnpmsg.app.App`)."""
-
-    name: str
-
-    def attach(self, node: Node) -> None:
-        """Register the app's messages, handlers and features with ``node``."""
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve the app's background work under the node's nursery until cancelled."""
 
 
 AppT = TypeVar("AppT", bound=Mountable)
@@ -171,10 +163,12 @@ class Node:
         #: inbound connections dropped before becoming peers, by reason
         #: (``handshake_failed``, ``refused_ip_limit``, ``refused_handshake_limit``)
         self.stats: Counter[str] = Counter()
-        self._handlers: dict[int, list[Handler]] = {}
-        self._catch_all: list[Handler] = []
-        #: mounted apps by name (see :meth:`mount`)
-        self.apps: dict[str, Mountable] = {}
+        #: the apps: ownership, features, hooks, supervision (see :mod:`lnpmsg.node.apphost`)
+        self.apphost = AppHost(self)
+        #: the dispatch table, type -> its owner's handler (one owner per type)
+        self._handlers = self.apphost.handlers
+        #: mounted apps by name, in mount order (see :meth:`mount`)
+        self.apps = self.apphost.apps
         #: messages that reached no handler and no subscriber (unknown odd types)
         self.ignored_messages = 0
         self._connections_per_ip: Counter[str] = Counter()
@@ -183,7 +177,7 @@ class Node:
         self._stopped = trio.Event()
         self.started = trio.Event()
         self._chain_hash = CHAIN_HASHES[self.config.network]
-        self._session_setup_cache: tuple[Features, Init, bytes, Features] | None = None
+        self._init_cache: dict[Features, tuple[Init, bytes, Features]] = {}
 
     @property
     def node_id(self) -> bytes:
@@ -192,9 +186,11 @@ class Node:
     # ----------------------------------------------------------- app API
 
     def add_handler(self, message_type: int | type[Message], handler: Handler) -> None:
-        """Call ``handler(peer, message)`` for every message of this type, in arrival order per peer."""
+        """Own a type at the node level: ``handler(peer, message)`` for every message of it, in
+        arrival order per peer. One owner per type (:class:`MountError` otherwise); apps use
+        :meth:`lnpmsg.app.App.on`, which adds the app's policy and hooks."""
         type_number = message_type if isinstance(message_type, int) else message_type.TYPE
-        self._handlers.setdefault(type_number, []).append(handler)
+        self.apphost.add_raw_handler(type_number, handler)
 
     def on(self, message_type: int | type[Message]) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add_handler`."""
@@ -205,50 +201,77 @@ class Node:
 
         return register
 
-    def add_catch_all(self, handler: Handler) -> None:
-        """Call ``handler`` for every message that has no handler of its own."""
-        self._catch_all.append(handler)
-
     def mount(self, app: AppT) -> AppT:
-        """Add an app: its messages, handlers and feature bits, and its background tasks.
+        """Add an app: its messages, owned types, features, hooks and background tasks.
 
-        Mount before :meth:`run` so every connection advertises the app's
-        features (peers connected earlier saw the old ``init``). Apps mounted
-        while the node runs start at once.
+        Conflicts (a name, or a type another owner has) raise
+        :class:`MountError` and change nothing. Mount before :meth:`run` so
+        every connection advertises the app's features (peers connected
+        earlier saw the old ``init``). Apps mounted while the node runs start
+        at once: their handlers take messages once their ``peer_ready`` ran
+        for the peers already connected.
         """
-        if app.name in self.apps:
-            raise ValueError(f"an app named {app.name!r} is already mounted")
-        app.attach(self)
-        self.apps[app.name] = app
+        self.apphost.mount(app)
         if self._nursery is not None:
-            self._nursery.start_soon(app.run)
+            self._nursery.start_soon(self._start_app_late, app)
         return app
+
+    async def _start_app_late(self, app: Mountable) -> None:
+        try:
+            await self.apphost.run_app(app)
+        except Exception as exc:
+            # Its start failed: a late app cannot take the running node down.
+            self.apphost._deactivate(app, f"failed to start: {exc!r}")
+            self.apphost.report(app, f"failed to start: {exc!r}")
+
+    def unmount(self, name: str) -> Mountable | None:
+        """Stop an app and forget it (its types and channel ids are free again); None if not mounted."""
+        return self.apphost.unmount(name)
+
+    def claim_channel(self, channel_id: bytes, app: Mountable) -> None:
+        """Route BOLT-1 ``error``/``warning`` about ``channel_id`` to ``app`` (see :meth:`lnpmsg.app.App.claim_channel`)."""
+        self.apphost.claim_channel(channel_id, app)
+
+    def describe_features(self, features: Features | None) -> list[str]:
+        """Names of feature bits for logs and JSON; mounted apps' bits carry the app's name."""
+        return self.apphost.describe_features(features)
 
     @property
     def stopping(self) -> bool:
         """True once :meth:`stop` was called."""
         return self._stopped.is_set()
 
-    def local_init(self) -> Init:
-        """The ``init`` this node sends to every peer."""
-        return self._session_setup()[0]
+    def local_features(self, node_id: bytes = b"") -> Features:
+        """The features in the ``init`` sent to ``node_id``: the config's, or'ed with every
+        mounted (not stopped) app's (:meth:`lnpmsg.app.App.init_features`)."""
+        return self.config.features | self.apphost.init_features(node_id)
 
-    def _session_setup(self) -> tuple[Init, bytes, Features]:
-        """Our ``init`` (also encoded) and the features we understand, rebuilt only when ``config.features`` changes.
+    def local_init(self, node_id: bytes = b"") -> Init:
+        """The ``init`` this node sends (to ``node_id``: apps may offer per-peer features)."""
+        return self._session_setup(node_id)[0]
 
-        Every connection needs both, and building them costs more than the rest
+    def _features_changed(self) -> None:
+        """An app came, went or stopped: the next connections build their ``init`` again."""
+        self._init_cache.clear()
+
+    def _session_setup(self, node_id: bytes) -> tuple[Init, bytes, Features]:
+        """Our ``init`` (also encoded) and the features we understand, cached per feature set.
+
+        Every connection needs both, and encoding them costs more than the rest
         of a session's setup: an accepting node would spend it on every handshake.
         """
-        features = self.config.features
-        cached = self._session_setup_cache
-        if cached is None or cached[0] is not features:
+        features = self.local_features(node_id)
+        cached = self._init_cache.get(features)
+        if cached is None:
             init = Init(
                 globalfeatures=b"",
                 features=features.to_bytes(),
                 tlvs=INIT_TLVS.stream(networks=[self._chain_hash]),
             )
-            cached = self._session_setup_cache = (features, init, init.encode(), features | known_features())
-        return cached[1], cached[2], cached[3]
+            if len(self._init_cache) >= MAX_CACHED_INITS:
+                self._init_cache.clear()
+            cached = self._init_cache[features] = (init, init.encode(), features | known_features())
+        return cached
 
     # --------------------------------------------------------------- run
 
@@ -259,7 +282,7 @@ class Node:
                 self._nursery = nursery
                 # Apps first: a peer may connect and speak to them as soon as we listen.
                 for app in list(self.apps.values()):
-                    await nursery.start(app.run)
+                    await nursery.start(self.apphost.run_app, app)
                 for address in self.config.listen:
                     await self.listen(address)
                 for address in self.config.connect:
@@ -267,7 +290,8 @@ class Node:
                 self.started.set()
                 task_status.started()
                 await self._stopped.wait()
-                log.info("stopping: closing %d peer(s)", len(self.peers))
+                log.info("stopping: telling %d app(s), then closing %d peer(s)", len(self.apps), len(self.peers))
+                await self.apphost.stopping()
                 for peer in list(self.peers.values()):
                     peer.close("node shutting down")
                 for listener in self.listeners:
@@ -389,15 +413,24 @@ class Node:
             if not self._connections_per_ip[ip]:
                 del self._connections_per_ip[ip]
 
-    async def connect(self, address: str | PeerAddress, *, timeout: float | None = None) -> Peer:
-        """Dial a peer, run the handshake and wait for its ``init``; the peer then runs under the node."""
+    async def connect(self, address: str | PeerAddress, *, timeout: float | None = None, reconnect: bool = False) -> Peer:
+        """Dial a peer, run the handshake and wait for its ``init``; the peer then runs under the node.
+
+        A peer already connected is returned as it is (its calls and
+        subscriptions go on); ``reconnect=True`` dials anyway and the new
+        connection replaces the old one (logged, and a ``peer.replaced`` event).
+        """
         nursery = self._require_running()
         parsed = parse_peer_address(address) if isinstance(address, str) else address
         if parsed.node_id is None:
             raise ConnectError(f"cannot dial {address}: the node id is needed (NODEID@host:port)")
         if parsed.node_id == self.node_id:
             raise ConnectError("refusing to connect to ourselves")
-        transport = self._transport_for(parsed)
+        transport = self._transport_for(parsed)  # a target we may not dial is refused either way
+        existing = self.peers.get(parsed.node_id)
+        if existing is not None and existing.is_ready and not reconnect:
+            log.debug("connect %s: already connected (%s %s)", parsed, existing.transport_kind, existing.address)
+            return existing
         timeout = timeout if timeout is not None else self.config.handshake_timeout + self.config.init_timeout
         try:
             with trio.fail_after(timeout):
@@ -421,7 +454,7 @@ class Node:
 
     def _make_peer(self, conn: Connection, cipher, remote_id: bytes, *, outbound: bool, leftover: bytes) -> Peer:  # type: ignore[no-untyped-def]
         cfg = self.config
-        local_init, local_init_bytes, understood = self._session_setup()
+        local_init, local_init_bytes, understood = self._session_setup(remote_id)
         session = PeerSession(
             local_init,
             trio.current_time(),
@@ -448,11 +481,13 @@ class Node:
         try:
             await peer.run()
         finally:
+            reason = peer.close_reason or "closed"
             if self.peers.get(peer.node_id) is peer:
                 del self.peers[peer.node_id]
-                reason = peer.close_reason or "closed"
                 log.info("peer %s disconnected: %s", peer.node_id.hex(), reason)
                 self.events.publish(PeerDisconnected(peer.node_id, peer.address, reason))
+            # Shielded inside: runs even while the node is being cancelled.
+            await self.apphost.peer_gone(peer, reason)
 
     async def disconnect(self, node_id: bytes, reason: str = "disconnect requested") -> bool:
         """Close the connection to a peer; returns whether it was connected."""
@@ -491,23 +526,37 @@ class Node:
             if type(event) is MessagesReceived:
                 await self._dispatch(peer, event.messages)
             elif isinstance(event, PeerReady):
-                self._on_ready(peer)
+                await self._on_ready(peer)
             elif isinstance(event, RemoteWarning):
                 log.warning("peer %s sent a warning: %s", peer.node_id.hex(), event.text)
                 self.events.publish(PeerWarningReceived(peer.node_id, event.channel_id, event.text))
+                if event.channel_id != ZERO_CHANNEL_ID:
+                    await self.apphost.channel_message(peer, event.channel_id, event.text, error=False)
             elif isinstance(event, RemoteError):
                 log.warning("peer %s sent an error for channel %s: %s", peer.node_id.hex(), event.channel_id.hex(), event.text)
                 self.events.publish(PeerErrorReceived(peer.node_id, event.channel_id, event.text))
+                await self.apphost.channel_message(peer, event.channel_id, event.text, error=True)
             elif isinstance(event, SessionClosed):
                 log.info("peer %s: %s%s", peer.node_id.hex(), "peer error: " if event.by_peer else "", event.reason)
 
-    def _on_ready(self, peer: Peer) -> None:
+    async def _on_ready(self, peer: Peer) -> None:
         old = self.peers.get(peer.node_id)
         if old is not None and old is not peer:
             # The newest connection wins (the old one is usually dead and not yet noticed).
+            log.warning(
+                "peer %s: a new %s connection (%s) replaces the live one (%s %s)",
+                peer.node_id.hex(), peer.transport_kind, peer.address, old.transport_kind, old.address,
+            )
             old.close("replaced by a new connection from the same node")
+            self.events.publish(PeerReplaced(peer.node_id, old.address, peer.address))
+            # Apps hear of the old one's end before the new one's start.
+            await self.apphost.peer_gone(old, "replaced by a new connection from the same node")
         self.peers[peer.node_id] = peer
-        features = tuple(peer.session.describe_remote_features())
+        # Before any message of the peer is dispatched: the rest of this read waits for it.
+        await self.apphost.peer_ready(peer)
+        if not peer.is_ready:
+            return
+        features = tuple(self.describe_features(peer.session.remote_features))
         log.info(
             "peer %s connected (%s, %s %s), features: %s",
             peer.node_id.hex(),
@@ -519,32 +568,48 @@ class Node:
         self.events.publish(PeerConnected(peer.node_id, peer.address, peer.transport_kind, peer.outbound, features))
 
     async def _dispatch(self, peer: Peer, messages: Iterable[Message]) -> None:
-        """Hand each message to its handlers, in order; one call per read, so the loop is inlined."""
-        handlers_for = self._handlers.get
-        catch_all = self._catch_all
+        """Hand each message to its owner's handler, in order; one call per read, so the loop is inlined."""
+        handler_for = self._handlers.get
         has_subscribers = self.events.has_subscribers
         for message in messages:
             type_number = message.type if type(message) is UnknownMessage else message.TYPE
-            handlers = handlers_for(type_number) or catch_all
+            handler = handler_for(type_number)
             # Custom messages (the custom range, or types nobody here decodes) are
             # events for other programs; protocol messages an app consumes
             # (gossip, channels) publish events of their own instead.
             subscribed = has_subscribers and (type_number >= CUSTOM_TYPE_MIN or type(message) is UnknownMessage)
-            if not handlers and not subscribed:
-                self.ignored_messages += 1
-                continue
-            for handler in handlers:
+            if handler is None:
+                if not type_number & 1 and not self._unowned_even(peer, type_number):
+                    return
+                if not subscribed:
+                    self.ignored_messages += 1
+                    continue
+            else:
                 try:
                     # Handlers may be plain functions (nothing to await) or coroutine functions.
                     pending = handler(peer, message)
                     if pending is not None:
                         await pending
                 except Exception as exc:
+                    owner = self.apphost.owner_of(type_number)
                     log.exception("handler %r failed on message type %d from %s", handler, type_number, peer.node_id.hex())
-                    self.events.publish(ErrorReported("node", f"handler for type {type_number} failed: {exc!r}", peer.node_id))
+                    self.apphost.report(owner, f"handler for type {type_number} raised {exc!r}", peer)
             if subscribed:
                 payload = message.payload if type(message) is UnknownMessage else message.encode()[2:]
                 self.events.publish(CustomMessageReceived(peer.node_id, type_number, payload))
+
+    def _unowned_even(self, peer: Peer, type_number: int) -> bool:
+        """An even message nobody handles: BOLT 1 fails the connection, as for an unknown type.
+
+        Returns True when the message may pass anyway (its app is still starting: ignored).
+        """
+        owner = self.apphost.owner_of(type_number)
+        if owner is not None and (owner.state is AppState.STARTING or owner.name in self.apphost.activating):
+            return True
+        why = "" if owner is None else f" (its app {owner.name!r} is {owner.state.value})"
+        log.info("peer %s sent even message type %d that nothing here handles%s", peer.node_id.hex(), type_number, why)
+        peer.close(f"unknown even message type {type_number}", send_error=True)
+        return False
 
     # ------------------------------------------------------------ helpers
 

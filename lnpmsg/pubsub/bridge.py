@@ -12,8 +12,13 @@ topic                      JSON members besides ``topic``, ``seq``, ``time``
                            of type N (subscribe to ``message.received.`` for all)
 ``peer.warning``           node_id, channel_id, text (a BOLT-1 warning)
 ``peer.error``             node_id, channel_id, text (a BOLT-1 error)
+``peer.replaced``          node_id, old_address, new_address: a new
+                           connection replaced a live one
 ``error``                  source, text, node_id (or null): failures inside
                            the node, e.g. an app handler that raised
+``app.state``              app, state (running, restarting, stopped), reason
+``app.NAME.KIND``          the callbacks of an attached app
+                           (:mod:`lnpmsg.rpc.attached`)
 ``control.sync.TOKEN``     token: the answer to the ``eventsync`` call
 =========================  ===================================================
 
@@ -43,7 +48,7 @@ import trio
 import zmq
 
 from lnpmsg.node.events import CustomMessageReceived, EventBus
-from lnpmsg.transports.zmq_trio import SocketClosedError, TrioSocket
+from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket
 
 __all__ = ["EVENTS_HWM", "EventPublisher", "encode_event", "event_topic"]
 

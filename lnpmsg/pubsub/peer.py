@@ -126,7 +126,10 @@ class SubscribeRefused(PubSubError):
 
 
 class SubscriptionEnded(PubSubError):
-    """The publisher's connection dropped: the subscription is over."""
+    """The publisher's connection dropped before :meth:`PeerPubSub.subscribe` returned.
+
+    (Once subscribed, the publisher leaving ends the ``async for`` loop
+    quietly; :attr:`RemoteSubscription.end_reason` says why.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,17 @@ class RemoteSubscription:
         self._closed = False
         self._ended: str | None = None
 
+    @property
+    def end_reason(self) -> str | None:
+        """Why the subscription ended: the publisher's connection dropped (None while it lasts,
+        or when it was closed here with :meth:`aclose`)."""
+        return self._ended
+
+    @property
+    def ended(self) -> bool:
+        """The publisher left or the subscription was closed: no more publications will come."""
+        return self._ended is not None or self._closed
+
     def _push(self, seq: int, data: bytes) -> None:
         if len(self._queue) >= self.max_queue:
             return  # dropped: the jump in seq reports it
@@ -177,10 +191,10 @@ class RemoteSubscription:
 
     async def __anext__(self) -> Publication:
         while not self._queue:
-            if self._closed:
+            if self._closed or self._ended is not None:
+                # The publisher leaving ends the loop like a closed stream does:
+                # nothing escapes into the subscriber's task (end_reason says why).
                 raise StopAsyncIteration
-            if self._ended is not None:
-                raise SubscriptionEnded(self._ended)
             await self._ready.wait()
             self._ready = trio.Event()
         seq, data = self._queue.popleft()
@@ -243,7 +257,6 @@ class PeerPubSub(App):
         self.skipped: dict[bytes, int] = {}
         # subscriber side
         self._wanted: dict[tuple[Peer, bytes], _Wanted] = {}
-        self._watched: set[Peer] = set()
         for cls in (PubSubSubscribe, PubSubUnsubscribe, PubSubSubscribed, PubSubPublication):
             self.message(cls)
         self.add_handler(PubSubSubscribe, self._on_subscribe, guard=False)
@@ -295,7 +308,6 @@ class PeerPubSub(App):
         topics = self._topics_of.get(peer)
         if topics is None:
             topics = self._topics_of[peer] = set()
-            self._watch(peer)
         reason: str | None = None
         try:
             topic = msg.topic.decode()
@@ -363,7 +375,6 @@ class PeerPubSub(App):
         wanted = self._wanted.get((peer, key))
         if wanted is None:
             wanted = self._wanted[(peer, key)] = _Wanted()
-            self._watch(peer)
             try:
                 await peer.send(PubSubSubscribe(topic=key))
             except PeerClosedError as exc:
@@ -413,25 +424,17 @@ class PeerPubSub(App):
 
     # -------------------------------------------------------- both sides
 
-    def _watch(self, peer: Peer) -> None:
-        if peer in self._watched or self._nursery is None:
-            return
-        self._watched.add(peer)
-        self._nursery.start_soon(self._on_close, peer)
-
-    async def _on_close(self, peer: Peer) -> None:
-        try:
-            await peer.closed.wait()
-        finally:
-            self._watched.discard(peer)
-            for topic in self._topics_of.pop(peer, set()):
-                self._drop_subscriber(topic, peer)
-            reason = f"peer {peer.node_id.hex()} disconnected: {peer.close_reason or 'closed'}"
-            for key in [k for k in self._wanted if k[0] is peer]:
-                wanted = self._wanted.pop(key)
-                wanted.answered.set()
-                for sub in wanted.local:
-                    sub._end(reason)
+    async def peer_gone(self, peer: Peer, reason: str) -> None:
+        """The node's hook: the peer's subscriptions here go, ours to it end (their loops stop)."""
+        for topic in self._topics_of.pop(peer, set()):
+            self._drop_subscriber(topic, peer)
+        why = f"peer {peer.node_id.hex()} disconnected: {reason}"
+        for key in [k for k in self._wanted if k[0] is peer]:
+            wanted = self._wanted.pop(key)
+            wanted.answered.set()
+            for sub in wanted.local:
+                sub._end(why)
+        await super().peer_gone(peer, reason)
 
     # -------------------------------------------------------- control API
 

@@ -27,9 +27,11 @@ Requests and replies: JSON-RPC 2.0 objects, one per message
 method                                              result
 ==================================================  ==========================================
 ``getinfo``                                         node_id, version, network, listen,
-                                                    addresses, features, peers (count), apps,
-                                                    control, events, methods
-``connect`` [address, timeout?]                     the new peer (as in listpeers)
+                                                    addresses (as ``connect`` takes them),
+                                                    features, feature_names, peers (count),
+                                                    apps, control, events, methods
+``connect`` [address, timeout?, reconnect?]         the peer (as in listpeers); a connected one
+                                                    as it is, unless reconnect replaces it
 ``disconnect`` [node_id]                            {"disconnected": bool}
 ``listpeers`` [node_id?]                            {"peers": [{node_id, address, transport,
                                                     outbound, features (hex), feature_names,
@@ -41,6 +43,8 @@ method                                              result
 ``help``                                            every method with its params and doc
 ``eventsync`` [token]                               publishes ``control.sync.TOKEN`` (lets a
                                                     subscriber know its subscription is live)
+``app.attach``, ``app.send``, ``app.serve``, ...    an app in another process on the app
+                                                    contract (:mod:`lnpmsg.rpc.attached`)
 ``APP.CALL`` [...]                                  calls apps register (``rpc.call``,
                                                     ``pubsub.publish``, ...), listed by ``help``
 ==================================================  ==========================================
@@ -74,8 +78,10 @@ import trio
 import zmq
 
 from lnpmsg import __version__
+from lnpmsg.app import App, AppState
 from lnpmsg.node.peer import Peer
 from lnpmsg.pubsub.bridge import EVENTS_HWM, EventPublisher
+from lnpmsg.rpc.attached import AttachedApps
 from lnpmsg.rpc.control_proto import (
     CONTROL_INFO_FILE,
     CONTROL_LOCK_FILE,
@@ -90,7 +96,7 @@ from lnpmsg.rpc.control_proto import (
 )
 from lnpmsg.rpc.curve import ZAP_ENDPOINT, apply_server, ensure_server_keys, serve_zap
 from lnpmsg.rpc.params import ParamsError, describe_params, params_checker
-from lnpmsg.transports.zmq_trio import SocketClosedError, TrioSocket
+from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket
 from lnpmsg.wire import UnknownMessage, WireError
 from lnpmsg.wire.message import CUSTOM_TYPE_MIN, MAX_MESSAGE_TYPE
 
@@ -155,7 +161,7 @@ def peer_info(node: Node, peer: Peer, now: float) -> dict[str, Any]:
     supports = [
         name
         for name, app in node.apps.items()
-        if getattr(app, "feature_bit", None) is not None and remote is not None and remote.supports(app.feature_bit)  # type: ignore[attr-defined]
+        if remote is not None and any(remote.supports(bit) for bit in app.features.bits())
     ]
     counters = peer.counters
     return {
@@ -164,7 +170,7 @@ def peer_info(node: Node, peer: Peer, now: float) -> dict[str, Any]:
         "transport": peer.transport_kind,
         "outbound": peer.outbound,
         "features": remote.to_bytes().hex() if remote is not None else "",
-        "feature_names": peer.session.describe_remote_features(),
+        "feature_names": node.describe_features(remote),
         "apps": supports,
         "bytes_in": counters.bytes_in,
         "bytes_out": counters.bytes_out,
@@ -198,7 +204,7 @@ def _check_endpoint(endpoint: str) -> None:
     raise ControlError(f"{endpoint}: the control API speaks ipc:// or tcp:// only")
 
 
-class ControlServer:
+class ControlServer(App):
     """Serves the control API and the event stream of the node it is mounted on.
 
     Args:
@@ -208,8 +214,6 @@ class ControlServer:
             or ``tcp://127.0.0.1:0`` when ``endpoint`` is tcp).
         max_request_bytes / max_inflight_per_client / call_timeout / events_hwm: limits.
     """
-
-    name = "control"
 
     def __init__(
         self,
@@ -222,6 +226,8 @@ class ControlServer:
         call_timeout: float = CALL_TIMEOUT,
         events_hwm: int = EVENTS_HWM,
     ) -> None:
+        # Control calls have their own limit (call_timeout); the server has no handlers.
+        super().__init__("control", handler_timeout=None)
         self.data_dir = Path(data_dir).expanduser().absolute()
         self.requested_endpoint = endpoint or f"ipc://{self.data_dir / CONTROL_SOCKET_FILE}"
         _check_endpoint(self.requested_endpoint)
@@ -242,12 +248,12 @@ class ControlServer:
         self.requests = 0
         self.rejected = 0
         self.publisher: EventPublisher | None = None
-        self._node: Node | None = None
         self._reserved_lock: int | None = None
-        self._nursery: trio.Nursery | None = None
         self._inflight: Counter[bytes] = Counter()
         self._inflight_total = 0
         self._builtins: dict[str, _Method] = {}
+        #: apps in other processes, on the contract (the ``app.*`` calls)
+        self.attached_apps = AttachedApps(lambda: self.node, self._publish_app_event)
         self._app_methods: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], _Method]] = {}
         for name, fn in (
             ("getinfo", self.getinfo),
@@ -259,6 +265,7 @@ class ControlServer:
             ("stop", self.stop),
             ("help", self.help),
             ("eventsync", self.eventsync),
+            *self.attached_apps.methods().items(),
         ):
             self._builtins[name] = _Method(fn, params_checker(fn, skip=0), (fn.__doc__ or "").strip().splitlines()[0])
 
@@ -269,10 +276,6 @@ class ControlServer:
         if self._node is None:
             raise ControlError("the control server is not mounted: node.mount(ControlServer(...))")
         return self._node
-
-    def attach(self, node: Node) -> None:
-        """Called by :meth:`Node.mount`."""
-        self._node = node
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind the sockets, then serve until cancelled (the node stops). Raises ControlError on start."""
@@ -344,6 +347,10 @@ class ControlServer:
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ControlError(f"cannot create the data dir {self.data_dir}: {exc.strerror or exc}") from exc
+
+    def _publish_app_event(self, topic: str, fields: dict[str, Any]) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(topic, fields)
 
     def _take_lock(self) -> int:
         path = self.data_dir / CONTROL_LOCK_FILE
@@ -474,6 +481,8 @@ class ControlServer:
         fn = getattr(app, "control_methods", {}).get(call) if app is not None else None
         if fn is None:
             return None
+        if app is not None and app.state is AppState.STOPPED:
+            return _Method(_stopped_app(app_name, app.stop_reason), lambda params: {}, "the app is stopped")
         cached = self._app_methods.get((app_name, call))
         if cached is None or cached[0] is not fn:
             entry = _Method(fn, params_checker(fn, skip=0), (fn.__doc__ or "").strip().split("\n")[0])
@@ -490,8 +499,9 @@ class ControlServer:
             "version": __version__,
             "network": node.config.network,
             "listen": list(node.listen_addresses),
-            "addresses": [f"{node.node_id.hex()}@{a}" for a in node.listen_addresses],
-            "features": node.config.features.to_bytes().hex(),
+            "addresses": node.addresses,  # the dialable forms: NODEID@host:port, udp://NODEID@host:port...
+            "features": node.local_features().to_bytes().hex(),
+            "feature_names": node.describe_features(node.local_features()),
             "peers": sum(1 for p in node.peers.values() if p.is_ready),
             "apps": sorted(name for name in node.apps if name != self.name),
             "control": self.endpoint,
@@ -500,9 +510,10 @@ class ControlServer:
             "methods": sorted(self._method_names()),
         }
 
-    async def connect(self, address: str, timeout: float | None = None) -> dict[str, Any]:
-        """Connect to a peer (NODEID@host:port, or any peer address form) and wait for its init."""
-        peer = await self.node.connect(address, timeout=timeout)
+    async def connect(self, address: str, timeout: float | None = None, reconnect: bool = False) -> dict[str, Any]:
+        """Connect to a peer (NODEID@host:port, or any peer address form) and wait for its init;
+        a connected peer is returned as it is unless reconnect is true."""
+        peer = await self.node.connect(address, timeout=timeout, reconnect=reconnect)
         return peer_info(self.node, peer, trio.current_time())
 
     async def disconnect(self, node_id: str) -> dict[str, Any]:
@@ -581,6 +592,17 @@ class ControlServer:
         if peer is None or not peer.is_ready:
             raise PeerNotConnectedError(f"peer {node_id} is not connected")
         return peer
+
+
+def _stopped_app(name: str, reason: str | None) -> Callable[..., Awaitable[Any]]:
+    async def stopped(**params: Any) -> Any:
+        raise AppStopped(f"app {name} is stopped: {reason or 'stopped'}")
+
+    return stopped
+
+
+class AppStopped(Exception):
+    """The control call belongs to an app that is stopped."""
 
 
 class PeerNotConnectedError(Exception):

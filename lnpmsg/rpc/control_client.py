@@ -40,7 +40,7 @@ from lnpmsg.rpc.control_proto import (
     parse_reply,
 )
 from lnpmsg.rpc.curve import ClientKeys, CurveError, apply_client, load_client_keys
-from lnpmsg.transports.zmq_trio import SocketClosedError, TrioSocket
+from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket
 
 __all__ = [
     "CALL_TIMEOUT",

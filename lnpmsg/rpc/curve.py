@@ -29,7 +29,7 @@ import zmq
 import zmq.auth
 import zmq.utils.z85
 
-from lnpmsg.transports.zmq_trio import SocketClosedError, TrioSocket
+from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket
 
 __all__ = [
     "KEYS_DIR",

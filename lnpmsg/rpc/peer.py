@@ -264,7 +264,6 @@ class PeerRpc(App):
         self._pending: dict[int, _Call] = {}
         self._serving: dict[Peer, dict[int, _Serving]] = {}
         self._serving_total = 0
-        self._watched: set[Peer] = set()
         self._next_id = 0
         #: requests answered ``busy`` (flood protection at work)
         self.busy_replies = 0
@@ -288,14 +287,22 @@ class PeerRpc(App):
 
         return register
 
-    def add_method(self, name: str, fn: Method, *, timeout: float | None = None) -> None:
-        """Serve ``fn(peer, **params)`` as ``name``; params are checked against its annotations."""
+    def add_method(
+        self, name: str, fn: Method, *, timeout: float | None = None, params_check: Callable[[Any], dict[str, Any]] | None = None
+    ) -> None:
+        """Serve ``fn(peer, **params)`` as ``name``; params are checked against its annotations
+        (or by ``params_check``, which turns the raw JSON params into keyword arguments)."""
         encoded = name.encode()
         if not name or len(encoded) > 255:
             raise ValueError(f"a method name is 1..255 bytes of UTF-8, got {name!r}")
         if name in self.methods:
             raise ValueError(f"method {name!r} is already declared")
-        self.methods[name] = _MethodEntry(fn, params_checker(fn, skip=1), timeout or self.method_timeout)
+        check = params_check if params_check is not None else params_checker(fn, skip=1)
+        self.methods[name] = _MethodEntry(fn, check, timeout or self.method_timeout)
+
+    def remove_method(self, name: str) -> bool:
+        """Stop serving ``name`` (requests already running finish); returns whether it was served."""
+        return self.methods.pop(name, None) is not None
 
     def describe(self) -> list[dict[str, Any]]:
         """The declared methods with their params and docs (JSON-able)."""
@@ -337,7 +344,6 @@ class PeerRpc(App):
         timeout_ms = min(max(math.ceil(timeout * 1000), 1), 0xFFFFFFFF)
         call = _Call(peer, method)
         self._pending[req_id] = call
-        self._watch(peer)
         answered = False
         try:
             with trio.move_on_after(timeout):
@@ -376,7 +382,6 @@ class PeerRpc(App):
         serving = self._serving.get(peer)
         if serving is None:
             serving = self._serving[peer] = {}
-            self._watch(peer)
         if len(serving) >= self.max_inflight_per_peer or self._serving_total >= self.max_inflight:
             self.busy_replies += 1
             self._reply_now(peer, msg.id, ErrorCode.BUSY, f"busy: {len(serving)} requests from you are running (limit {self.max_inflight_per_peer})")
@@ -466,25 +471,16 @@ class PeerRpc(App):
 
     # ---------------------------------------------------- connection ends
 
-    def _watch(self, peer: Peer) -> None:
-        if peer in self._watched or self._nursery is None:
-            return
-        self._watched.add(peer)
-        self._nursery.start_soon(self._on_close, peer)
-
-    async def _on_close(self, peer: Peer) -> None:
-        try:
-            await peer.closed.wait()
-        finally:
-            self._watched.discard(peer)
-            reason = peer.close_reason or "closed"
-            for call in self._pending.values():
-                if call.peer is peer and not call.done.is_set():
-                    call.error = PeerGone(f"peer {peer.node_id.hex()} disconnected: {reason}")
-                    call.done.set()
-            for state in self._serving.pop(peer, {}).values():
-                state.cancelled_by_peer = True  # nobody to answer
-                state.scope.cancel()
+    async def peer_gone(self, peer: Peer, reason: str) -> None:
+        """The node's hook: calls to the peer fail with :class:`PeerGone`, its requests stop."""
+        for call in self._pending.values():
+            if call.peer is peer and not call.done.is_set():
+                call.error = PeerGone(f"peer {peer.node_id.hex()} disconnected: {reason}")
+                call.done.set()
+        for state in self._serving.pop(peer, {}).values():
+            state.cancelled_by_peer = True  # nobody to answer
+            state.scope.cancel()
+        await super().peer_gone(peer, reason)
 
     # ---------------------------------------------------- control API
 

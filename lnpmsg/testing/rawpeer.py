@@ -15,6 +15,7 @@ import trio
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.peer import handshake_as_initiator
 from lnpmsg.noise import NoiseError, TransportCipher
+from lnpmsg.transports.base import Transport
 from lnpmsg.transports.tcp import TcpTransport
 from lnpmsg.wire import Init, Message
 
@@ -32,11 +33,17 @@ class RawPeer:
         self._leftover = leftover
 
     @classmethod
-    async def connect(cls, target: str, node_id: bytes, key: NodeKey | None = None) -> RawPeer:
-        """TCP-connect to ``target`` (host:port) and run the BOLT-8 handshake."""
+    async def connect(cls, target: str, node_id: bytes, key: NodeKey | None = None, *, transport: Transport | None = None) -> RawPeer:
+        """Dial ``target`` (the transport's own address text: ``host:port`` for
+        TCP, the default; a listener name for a memory transport) and run the
+        BOLT-8 handshake."""
         key = key or NodeKey.generate()
-        conn = await TcpTransport().dial(target)
-        cipher, leftover = await handshake_as_initiator(conn, key, node_id)
+        conn = await (transport or TcpTransport()).dial(target)
+        try:
+            cipher, leftover = await handshake_as_initiator(conn, key, node_id)
+        except BaseException:
+            await conn.aclose()
+            raise
         return cls(conn, cipher, key, leftover)
 
     async def send(self, message: Message | bytes) -> None:

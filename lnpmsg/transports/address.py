@@ -13,6 +13,8 @@ text                                         transport  target given to transpor
 ``udp://NODEID@host:port`` (``lnpu://``)      udp        ``host:port``
 ``zmq+tcp://NODEID@host:port`` (``lnpz://``)  zmq        ``tcp://host:port``
 ``zmq+ipc://NODEID@/path/to/socket``          zmq        ``ipc:///path/to/socket``
+``mem://NODEID@name``                         mem        ``name`` (in-process, tests:
+                                                         :mod:`lnpmsg.testing.memory`)
 ===========================================  =========  ==========================
 
 The port defaults to 9735 (BOLT 1) where one is missing. ``NODEID@`` may be
@@ -25,9 +27,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lnpmsg.transports.tcp import format_host_port, split_host_port
-
-__all__ = ["DEFAULT_PORT", "AddressError", "PeerAddress", "parse_peer_address", "format_peer_address", "parse_listen_address"]
+__all__ = [
+    "DEFAULT_PORT",
+    "AddressError",
+    "PeerAddress",
+    "format_host_port",
+    "format_peer_address",
+    "parse_listen_address",
+    "parse_peer_address",
+    "split_host_port",
+]
 
 DEFAULT_PORT = 9735
 
@@ -41,7 +50,46 @@ _SCHEMES = {
     "zmq+tcp": "zmq+tcp",
     "lnpz": "zmq+tcp",
     "zmq+ipc": "zmq+ipc",
+    "mem": "mem",
 }
+
+
+def split_host_port(target: str, default_port: int | None = None) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts.
+
+    >>> split_host_port("127.0.0.1:9735")
+    ('127.0.0.1', 9735)
+    >>> split_host_port("[::1]:9735")
+    ('::1', 9735)
+    """
+    text = target.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError(f"bad address {target!r}: missing ']'")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"bad address {target!r}: junk after ']'")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    elif ":" in text:
+        raise ValueError(f"bad address {target!r}: IPv6 addresses need brackets, e.g. [::1]:9735")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"bad address {target!r}: empty host")
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"bad address {target!r}: missing port")
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"bad address {target!r}: port must be 0..65535")
+    return host, int(port_text)
+
+
+def format_host_port(host: str, port: int) -> str:
+    """Inverse of :func:`split_host_port`."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class AddressError(ValueError):
@@ -104,6 +152,11 @@ def parse_peer_address(text: str, *, require_node_id: bool = True) -> PeerAddres
         if not text.startswith("/"):
             raise AddressError(f"bad peer address {original!r}: zmq+ipc needs an absolute socket path")
         return PeerAddress("zmq", f"ipc://{text}", node_id)
+    if scheme == "mem":
+        # a listener's name in one process; empty (listen only) picks a fresh one
+        if not text and require_node_id:
+            raise AddressError(f"bad peer address {original!r}: mem:// needs a listener name")
+        return PeerAddress("mem", text, node_id)
     host, port = _host_port(text, original)
     target = format_host_port(host, port)
     if scheme == "zmq+tcp":
@@ -123,6 +176,8 @@ def format_peer_address(address: PeerAddress) -> str:
         if address.target.startswith("ipc://"):
             return f"zmq+ipc://{prefix}{address.target[len('ipc://'):]}"
         return f"zmq+tcp://{prefix}{address.target[len('tcp://'):]}"
+    if address.kind == "mem":
+        return f"mem://{prefix}{address.target}"
     host = split_host_port(address.target)[0]
     if address.kind == "tcp" or (address.kind == "tor" and host.lower().endswith(".onion")):
         return f"{prefix}{address.target}"

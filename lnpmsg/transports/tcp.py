@@ -16,6 +16,7 @@ from typing import Any, Self
 
 import trio
 
+from lnpmsg.transports.address import format_host_port, split_host_port
 from lnpmsg.transports.base import (
     Connection,
     ConnectionClosed,
@@ -31,44 +32,6 @@ log = logging.getLogger(__name__)
 
 #: how long a TCP connect may take before we give up on the peer
 CONNECT_TIMEOUT = 20.0
-
-
-def split_host_port(target: str, default_port: int | None = None) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts.
-
-    >>> split_host_port("127.0.0.1:9735")
-    ('127.0.0.1', 9735)
-    >>> split_host_port("[::1]:9735")
-    ('::1', 9735)
-    """
-    text = target.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise ValueError(f"bad address {target!r}: missing ']'")
-        port_text = rest[1:] if rest.startswith(":") else ""
-        if rest and not rest.startswith(":"):
-            raise ValueError(f"bad address {target!r}: junk after ']'")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    elif ":" in text:
-        raise ValueError(f"bad address {target!r}: IPv6 addresses need brackets, e.g. [::1]:9735")
-    else:
-        host, port_text = text, ""
-    if not host:
-        raise ValueError(f"bad address {target!r}: empty host")
-    if not port_text:
-        if default_port is None:
-            raise ValueError(f"bad address {target!r}: missing port")
-        return host, default_port
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"bad address {target!r}: port must be 0..65535")
-    return host, int(port_text)
-
-
-def format_host_port(host: str, port: int) -> str:
-    """Inverse of :func:`split_host_port`."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _open_tcp_stream(host: str, port: int) -> trio.SocketStream:

@@ -79,7 +79,7 @@ from lnpmsg.transports.base import (
     Transport,
     TransportError,
 )
-from lnpmsg.transports.tcp import format_host_port, split_host_port
+from lnpmsg.transports.address import format_host_port, split_host_port
 from lnpmsg.transports.udp_quic import (
     ALPN,
     LOOPBACK_DATAGRAM_SIZE,

@@ -2,7 +2,7 @@
 
 Endpoints are ZeroMQ's own: ``tcp://127.0.0.1:9735`` (port 0 picks a free
 one) or ``ipc:///path/to/socket``. Everything is driven from trio through
-:mod:`lnpmsg.transports.zmq_trio`.
+:mod:`lnpmsg.io.zmq_trio`.
 
 Wire convention
 ---------------
@@ -107,7 +107,7 @@ from lnpmsg.transports.base import (
     Transport,
     TransportError,
 )
-from lnpmsg.transports.zmq_trio import SocketClosedError, TrioSocket, YieldBudget
+from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket, YieldBudget
 
 __all__ = [
     "CLOSE",

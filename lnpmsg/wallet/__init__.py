@@ -1,19 +1,33 @@
 """On-chain wallet: BIP84 keys from a seed in the data dir, coins tracked from
 a ``ChainSource``, coin selection, P2WPKH signing, withdrawals and channel
-funding (see ``lnpmsg.wallet.wallet``)."""
+funding (see ``lnpmsg.wallet.wallet``); :mod:`lnpmsg.wallet.app` puts the chain
+and the wallet on the node's control API (``chain.*`` calls).
 
+Importing the package or its sans-IO coin selection loads no trio: the names
+of ``lnpmsg.wallet.wallet`` (which follows a chain source) are imported on
+first access.
+"""
+
+from typing import TYPE_CHECKING
+
+from lnpmsg._lazy import lazy_exports
 from lnpmsg.wallet.coinselect import Candidate, Selection, select_all, select_coins
 from lnpmsg.wallet.errors import InsufficientFunds, WalletError
 from lnpmsg.wallet.keys import Account, DerivedKey, load_or_create_seed
-from lnpmsg.wallet.wallet import (
-    GAP_LIMIT,
-    Balances,
-    FundedTx,
-    Wallet,
-    WalletUtxo,
-    Withdrawal,
-    dust_limit,
-)
+
+if TYPE_CHECKING:
+    from lnpmsg.wallet.wallet import (
+        GAP_LIMIT,
+        Balances,
+        FundedTx,
+        Wallet,
+        WalletUtxo,
+        Withdrawal,
+        dust_limit,
+    )
+
+_WALLET_NAMES = ("GAP_LIMIT", "Balances", "FundedTx", "Wallet", "WalletUtxo", "Withdrawal", "dust_limit")
+__getattr__, __dir__ = lazy_exports(__name__, globals(), dict.fromkeys(_WALLET_NAMES, "lnpmsg.wallet.wallet"))
 
 __all__ = [
     "GAP_LIMIT",

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from lnpmsg.app import App
 from lnpmsg.node.events import ErrorReported
 from lnpmsg.transports.base import Transport
 from lnpmsg.transports.tcp import TcpListener, format_host_port, split_host_port
@@ -196,7 +197,7 @@ class TorGate(Transport):
         return await listen_behind_onion(target)
 
 
-class NodeTor:
+class NodeTor(App):
     """The node's Tor integration, mounted like an app (its name is ``tor``).
 
     See the module docstring. Attributes for callers and tests:
@@ -206,20 +207,20 @@ class NodeTor:
     node's ``tor`` transport).
     """
 
-    name = "tor"
-
     def __init__(self, settings: TorSettings) -> None:
+        # Tor recovers by itself (see the module docs); a failure past that is the node's to report.
+        super().__init__("tor", handler_timeout=None)
         self.settings = settings
         self.transport = TorGate(connect_timeout=settings.connect_timeout)
         self.handle: TorHandle | None = None
         self.onion: OnionAddress | None = None
         self.recoveries = 0
-        self.state = "new"
+        #: where Tor is: new, starting, ready, recovering, stopping, stopped (``state`` is the app's)
+        self.tor_state = "new"
         self.bootstrap: BootstrapStatus | None = None
         #: set each time Tor is (again) ready and the onion service published
         self.ready = trio.Event()
-        self.control_methods = {"status": self.status}
-        self._node: Node | None = None
+        self.add_control_method("status", self.status)
         self._service: OnionService | None = None
         self._listener: TcpListener | None = None
         self._listener_served = False
@@ -229,7 +230,7 @@ class NodeTor:
 
     def attach(self, node: Node) -> None:
         """Install :attr:`transport` as the node's ``tor`` transport."""
-        self._node = node
+        super().attach(node)
         # tor:// clearnet targets (and, onion-only, every clearnet target) leave
         # through Tor exits unless the node dials onions only.
         self.transport.allow_clearnet = not node.config.onion_to_onion
@@ -258,7 +259,7 @@ class NodeTor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Bring Tor up (raising :class:`TorError` if it cannot), then watch it until cancelled."""
         try:
-            self.state = "starting"
+            self.tor_state = "starting"
             await self._bring_up()
             task_status.started()
             while True:
@@ -266,7 +267,7 @@ class NodeTor:
                 await self._recover(reason)
         finally:
             with trio.CancelScope(shield=True):
-                self.state = "stopping"
+                self.tor_state = "stopping"
                 self.transport.set_down("the node is stopping")
                 await self._close_tor()
                 node = self._node
@@ -274,7 +275,7 @@ class NodeTor:
                     node.listen_addresses.remove(self._announced)
                 if self._listener is not None and not self._listener_served:
                     await self._listener.aclose()
-                self.state = "stopped"
+                self.tor_state = "stopped"
 
     def _make_handle(self) -> TorHandle:
         s = self.settings
@@ -317,7 +318,7 @@ class NodeTor:
             with trio.CancelScope(shield=True):
                 await self._close_tor()
             raise
-        self.state = "ready"
+        self.tor_state = "ready"
         self.ready.set()
 
     async def _publish(self, handle: TorHandle) -> None:
@@ -363,7 +364,7 @@ class NodeTor:
 
     async def _recover(self, reason: str) -> None:
         """Bring Tor back after ``reason``; retries with back-off until it works (or the node stops)."""
-        self.state = "recovering"
+        self.tor_state = "recovering"
         self.ready = trio.Event()
         action = "restarting it" if self.settings.control is None else "re-attaching"
         log.warning("Tor lost: %s; %s", reason, action)
@@ -413,7 +414,7 @@ class NodeTor:
         node = self._node
         return {
             "mode": self.settings.mode,
-            "state": self.state,
+            "state": self.tor_state,
             "onion": None if self.onion_target is None or node is None else f"{node.node_id.hex()}@{self.onion_target}",
             "service_port": self.service_port,
             "socks": socks,

@@ -1,0 +1,353 @@
+"""Media for the conformance suites: how to put nodes (or a pair of
+connections) on one transport.
+
+A :class:`Medium` gives fresh transports, listen addresses and the address
+others dial; a new transport joins the suites with a subclass. Tor needs
+onion services in front of loopback listeners: :class:`OnionPool` runs one
+``tor`` with a set of them and gives its :class:`TorMedium`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Self
+
+import trio
+
+from lnpmsg.node.peer import MAX_BATCH_BYTES, RECEIVE_CHUNK
+from lnpmsg.testing.memory import MemoryNetwork
+from lnpmsg.transports.address import format_peer_address, parse_listen_address
+from lnpmsg.transports.base import Connection, Transport, TransportError
+from lnpmsg.transports.registry import default_transports
+from lnpmsg.transports.tcp import TcpTransport, split_host_port
+from lnpmsg.transports.tor.onion import DEFAULT_VIRTUAL_PORT as ONION_VIRTUAL_PORT
+from lnpmsg.transports.tor.process import (
+    base_command,
+    find_tor,
+    join_torrc,
+    pick_free_ports,
+    tail_text,
+)
+from lnpmsg.transports.tor.transport import TorTransport
+from lnpmsg.transports.udp import SEND_BUFFER_LIMIT
+from lnpmsg.transports.udp_quic import RECEIVE_WINDOW
+from lnpmsg.transports.zmq import MAX_FRAME_SIZE as ZMQ_MAX_FRAME_SIZE
+from lnpmsg.transports.zmq import ZmqSettings
+
+__all__ = [
+    "BULK_MESSAGES",
+    "Medium",
+    "MemoryMedium",
+    "OnionPool",
+    "TcpMedium",
+    "TorMedium",
+    "UdpMedium",
+    "ZmqMedium",
+]
+
+#: messages each way in :func:`check_bulk_both_ways` unless the medium says less
+BULK_MESSAGES = 10_000
+
+
+class Medium:
+    """How to put nodes on one medium. Subclass per transport.
+
+    The defaults fit a medium whose listeners are reached at the address
+    they are bound to; :meth:`reachable` is the hook for media where peers
+    dial something else (an onion service in front of a loopback listener).
+    """
+
+    #: a label for reports and test ids
+    name: str = "?"
+    #: the transport kind peers show (``peer.transport_kind``)
+    kind: str = "?"
+    #: messages each way in the bulk check
+    bulk_messages: int = BULK_MESSAGES
+    #: messages per sending task in the concurrent-senders check
+    concurrent_messages: int = 150
+    #: messages queued before a graceful close
+    close_messages: int = 300
+    #: connections in the handshake flood
+    flood_connections: int = 40
+    #: seconds any one check may take before it counts as hung
+    deadline: float = 60.0
+    #: the same for the bulk check (the one that moves volume)
+    bulk_deadline: float = 60.0
+
+    def deadline_for(self, check: str) -> float:
+        """Seconds the check named ``check`` (a key of :data:`CHECKS`) may take here."""
+        return self.bulk_deadline if check == "bulk_both_ways" else self.deadline
+
+    def transports(self) -> dict[str, Transport]:
+        """A fresh set of transports for one node."""
+        return default_transports()
+
+    def listen_address(self) -> str:
+        """A fresh listen address (port 0 where the medium has ports)."""
+        raise NotImplementedError
+
+    async def reachable(self, listen_address: str, node_id: bytes) -> str:
+        """The peer address others dial to reach the listener at ``listen_address``."""
+        return format_peer_address(replace(parse_listen_address(listen_address), node_id=node_id))
+
+    def in_flight_bound(self) -> int:
+        """Bytes the medium itself may hold between a sending and a stopped receiving node.
+
+        That is the transport's buffers in both endpoints plus one read of
+        the receiving peer; the back-pressure check allows this much beyond
+        the sender's own queue.
+        """
+        raise NotImplementedError
+
+    def node_config(self) -> dict[str, Any]:
+        """NodeConfig settings this medium needs (none by default)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def _sysctl_max(path: str, default: int) -> int:
+    """The largest value of a Linux TCP buffer sysctl (``min default max``)."""
+    try:
+        return int(Path(path).read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+def _tcp_buffers() -> int:
+    """What one loopback TCP connection may hold: the kernel autotunes each end's buffers up to these maxima."""
+    return _sysctl_max("/proc/sys/net/ipv4/tcp_wmem", 4 << 20) + _sysctl_max("/proc/sys/net/ipv4/tcp_rmem", 6 << 20)
+
+
+class TcpMedium(Medium):
+    """Plain TCP on 127.0.0.1."""
+
+    name = "tcp"
+    kind = "tcp"
+
+    def listen_address(self) -> str:
+        return "127.0.0.1:0"
+
+    def in_flight_bound(self) -> int:
+        return _tcp_buffers() + RECEIVE_CHUNK
+
+
+class MemoryMedium(Medium):
+    """The in-memory transport (:mod:`lnpmsg.testing.memory`): every node of a check on one network."""
+
+    name = "mem"
+    kind = "mem"
+
+    def __init__(self, network: MemoryNetwork | None = None) -> None:
+        self.network = network or MemoryNetwork()
+
+    def transports(self) -> dict[str, Transport]:
+        return {"mem": self.network.transport()}
+
+    def listen_address(self) -> str:
+        return "mem://"
+
+    def in_flight_bound(self) -> int:
+        # one direction's buffer, plus one read of the receiving peer
+        return self.network.buffer_size + RECEIVE_CHUNK
+
+
+class UdpMedium(Medium):
+    """UDP (QUIC) on 127.0.0.1."""
+
+    name = "udp"
+    kind = "udp"
+
+    def listen_address(self) -> str:
+        return "udp://127.0.0.1:0"
+
+    def in_flight_bound(self) -> int:
+        # send_frames takes a whole batch before it waits for acknowledgements;
+        # the receiver holds at most its window unread.
+        return MAX_BATCH_BYTES + SEND_BUFFER_LIMIT + RECEIVE_WINDOW + RECEIVE_CHUNK
+
+
+class ZmqMedium(Medium):
+    """ZeroMQ over ``tcp://`` (on 127.0.0.1) or ``ipc://`` (sockets in ``directory``)."""
+
+    kind = "zmq"
+
+    def __init__(self, scheme: str = "tcp", directory: str | None = None) -> None:
+        if scheme not in ("tcp", "ipc"):
+            raise ValueError(f"ZeroMQ scheme must be tcp or ipc, not {scheme!r}")
+        self.scheme = scheme
+        self.name = f"zmq+{scheme}"
+        self._directory = directory
+        self._count = 0
+
+    def listen_address(self) -> str:
+        if self.scheme == "tcp":
+            return "zmq+tcp://127.0.0.1:0"
+        if self._directory is None:
+            # ipc paths must stay short (about 100 bytes), so not under a deep test directory
+            self._directory = tempfile.mkdtemp(prefix="lnpconf-", dir="/tmp")
+        self._count += 1
+        return f"zmq+ipc://{self._directory}/n{self._count}.sock"
+
+    def in_flight_bound(self) -> int:
+        # The receiver grants credit for at most its window of whole frames.
+        return ZmqSettings().recv_window * ZMQ_MAX_FRAME_SIZE + RECEIVE_CHUNK
+
+
+class TorMedium(Medium):
+    """Tor: nodes listen on loopback ports that onion services lead to and dial ``.onion`` through a SOCKS port.
+
+    ``onions`` maps each loopback port to the onion hostname in front of it
+    (the services must be published); :class:`OnionPool` makes such a set.
+    Listen addresses are handed out from these ports in turn, so a check
+    never has more nodes listening at once than there are ports.
+    """
+
+    name = "tor"
+    kind = "tor"
+    # The bulk check moves the full 10,000 messages each way (about 330 MB
+    # each way, both at once) like every other medium. Measured through the
+    # private test network (lnpmsg.testing.tornet, whose scheduler tuning
+    # doubles this) on 2 shared cores: 32-77 s, i.e. 9-21 MB/s both ways
+    # together, every cell crossing six relays and the onion pool's tor at
+    # both ends, all on this machine. It gets its own deadline
+    # (bulk_deadline). The other checks use small counts: they test
+    # behaviour, not volume, and so each takes seconds.
+    bulk_messages = BULK_MESSAGES
+    concurrent_messages = 8
+    close_messages = 40
+    flood_connections = 10
+    deadline = 120.0
+    #: seconds the bulk check may take before it counts as hung (not a speed
+    #: requirement): about four times the slowest run measured
+    bulk_deadline = 300.0
+
+    def __init__(self, socks_address: tuple[str, int], onions: dict[int, str]) -> None:
+        if not onions:
+            raise ValueError("TorMedium needs at least one onion service")
+        self.socks_address = socks_address
+        self.onions = dict(onions)
+        self._ports = itertools.cycle(sorted(onions))
+
+    def transports(self) -> dict[str, Transport]:
+        return default_transports(tor_socks=self.socks_address)
+
+    def listen_address(self) -> str:
+        return f"tor://127.0.0.1:{next(self._ports)}"
+
+    async def reachable(self, listen_address: str, node_id: bytes) -> str:
+        _host, port = split_host_port(parse_listen_address(listen_address).target)
+        return f"{node_id.hex()}@{self.onions[port]}:{ONION_VIRTUAL_PORT}"
+
+    def in_flight_bound(self) -> int:
+        # Two loopback TCP legs (node -> Tor's SOCKS port, Tor -> the
+        # listener), each with kernel buffers on both ends, and Tor's own
+        # flow-control windows in between (1000 cells of 498 bytes a circuit).
+        return 2 * _tcp_buffers() + 2 * 1000 * 498 + RECEIVE_CHUNK
+
+
+class OnionPool:
+    """One ``tor`` process hosting ``size`` onion services, each in front of a free loopback port.
+
+    ``torrc_lines`` join it to a network (e.g. a private test network's
+    client lines). :meth:`start` returns once every service was dialed
+    successfully through the same Tor's SOCKS port; :meth:`medium` then
+    gives the :class:`TorMedium` for them. Synchronous, so a test session
+    can share one pool (a Tor start and publication take seconds).
+    """
+
+    def __init__(self, torrc_lines: list[str], directory: str | Path, size: int = 8, *, start_timeout: float = 120.0) -> None:
+        self.torrc_lines = list(torrc_lines)
+        self.directory = Path(directory)
+        self.size = size
+        self.start_timeout = start_timeout
+        self.onions: dict[int, str] = {}
+        self.socks_port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "tor.log"
+
+    def start(self) -> None:
+        """Start tor, wait for every service to be reachable; raises ``RuntimeError`` quoting tor's log."""
+        socks_port, *ports = pick_free_ports(self.size + 1)
+        self.socks_port = socks_port
+        lines = [*self.torrc_lines, f"DataDirectory {self.directory / 'data'}", f"SocksPort 127.0.0.1:{socks_port}", "Log notice stdout"]
+        for port in ports:
+            lines += [f"HiddenServiceDir {self.directory / f'hs{port}'}", f"HiddenServicePort {ONION_VIRTUAL_PORT} 127.0.0.1:{port}"]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        torrc = self.directory / "torrc"
+        torrc.write_text(join_torrc(lines))
+        with open(self.log_path, "wb") as log_file:
+            self._process = subprocess.Popen(base_command(find_tor(), torrc), stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            trio.run(self._wait_ready, ports)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"onion pool did not come up: {exc}\n{tail_text(self.log_path)}") from exc
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _wait_ready(self, ports: list[int]) -> None:
+        with trio.fail_after(self.start_timeout):
+            for port in ports:
+                hostname = self.directory / f"hs{port}" / "hostname"
+                while not hostname.exists():
+                    if self._process is not None and self._process.poll() is not None:
+                        raise RuntimeError(f"tor exited with code {self._process.returncode}")
+                    await trio.sleep(0.1)
+                self.onions[port] = hostname.read_text().strip()
+            async with trio.open_nursery() as nursery:
+                for port in ports:
+                    nursery.start_soon(self._probe, port)
+
+    async def _probe(self, port: int) -> None:
+        """Dial the service through Tor until it answers (its descriptor is published and fetched)."""
+        listener = await TcpTransport().listen(f"127.0.0.1:{port}")
+        transport = TorTransport(("127.0.0.1", self.socks_port), connect_timeout=15.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listener.serve, _hang_up)
+            while True:
+                try:
+                    conn = await transport.dial(f"{self.onions[port]}:{ONION_VIRTUAL_PORT}")
+                except TransportError:
+                    await trio.sleep(0.5)  # not published yet, or Tor still bootstrapping
+                    continue
+                await conn.aclose()
+                break
+            await listener.aclose()
+
+    def medium(self) -> TorMedium:
+        """The medium for this pool's services."""
+        if not self.onions:
+            raise RuntimeError("the onion pool is not started")
+        return TorMedium(("127.0.0.1", self.socks_port), self.onions)
+
+    def stop(self) -> None:
+        """Stop tor (idempotent)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _hang_up(conn: Connection) -> None:
+    await conn.aclose()

@@ -1,0 +1,180 @@
+"""Three ``lnpmsg node`` processes on one chain: A owns the embedded regtest
+chain and serves it (``--chain-rpc-listen``), B and C use it
+(``--bitcoind-rpc``). Coins move A -> B -> C with the ordinary commands,
+every wallet sees every confirmation, and A is killed with SIGKILL while it
+mines: restarted, it still has every block B and C saw, and they catch up.
+
+The chain owner's command line is ``owner_argv``: a test that also wants the
+Electrum-protocol server adds its option there (``--electrum-listen``).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lnpmsg.chain.bitcoind import BitcoindSource
+from lnpmsg.cli import main
+from lnpmsg.testing.processes import lnpmsg_argv
+
+pytestmark = pytest.mark.slow
+
+#: seconds a process may take to start, a wallet to catch up (generous: shared machines)
+WAIT = 60
+
+
+def owner_argv(data_dir: Path, rpc_listen: str, *extra: str) -> list[str]:
+    """The chain owner's ``lnpmsg node`` options (add ``--electrum-listen`` here for Electrum)."""
+    return ["--chain", "regtest", "--chain-rpc-listen", rpc_listen, *extra]
+
+
+def user_argv(url: str, cookie: Path) -> list[str]:
+    return ["--bitcoind-rpc", url, "--bitcoind-cookie", str(cookie), "--bitcoind-poll", "0.2"]
+
+
+async def start(data_dir: Path, *options: str) -> tuple[trio.Process, dict[str, Any]]:
+    """A node process (its log in DATA_DIR.log, so a full pipe never blocks it) and its summary."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(f"{data_dir}.log", "ab")  # noqa: SIM115 (the process writes it while it runs)
+    try:
+        process = await trio.lowlevel.open_process(
+            lnpmsg_argv("node", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--no-gossip", "--json", *options),
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    finally:
+        log.close()
+    assert process.stdout is not None
+    line = b""
+    with trio.fail_after(WAIT):
+        while not line.endswith(b"\n"):
+            chunk = await process.stdout.receive_some(1)
+            if not chunk:
+                raise AssertionError(f"{data_dir} exited: {Path(f'{data_dir}.log').read_text()[-2000:]}")
+            line += chunk
+    return process, json.loads(line)
+
+
+async def cli(*argv: object) -> Any:
+    """Run ``lnpmsg ARGV --json`` as a shell would; its JSON result (asserting exit 0)."""
+    args = [str(a) for a in argv] + ["--json"]
+    code, out = await trio.to_thread.run_sync(_run_main, args)
+    assert code == 0, (args, out)
+    return json.loads(out)
+
+
+def _run_main(args: list[str]) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(args)
+    return code, buffer.getvalue()
+
+
+async def stop(process: trio.Process, data_dir: Path) -> None:
+    await trio.to_thread.run_sync(main, ["stop", "--data-dir", str(data_dir)])
+    with trio.fail_after(WAIT):
+        await process.wait()
+
+
+async def wait_for_height(data_dir: Path, height: int) -> dict[str, Any]:
+    with trio.fail_after(WAIT):
+        while True:
+            info = await cli("getchaininfo", "--data-dir", data_dir)
+            if info["height"] >= height and info["wallet_height"] >= height:
+                return info
+            await trio.sleep(0.2)
+
+
+async def test_three_nodes_on_one_served_chain_survive_the_owner_being_killed(tmp_path):
+    a_dir, b_dir, c_dir = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    processes: list[trio.Process] = []
+    try:
+        a, a_info = await start(a_dir, *owner_argv(a_dir, "127.0.0.1:0"))
+        processes.append(a)
+        url, cookie = a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])
+        assert cookie == a_dir / "chain" / ".cookie" and cookie.stat().st_mode & 0o777 == 0o600
+        b, b_info = await start(b_dir, *user_argv(url, cookie))
+        c, c_info = await start(c_dir, *user_argv(url, cookie))
+        processes += [b, c]
+        assert b_info["network"] == "regtest" and "through bitcoind RPC" in b_info["chain"]
+
+        # A -> B: A's faucet funds A, A withdraws to B, B mines (forwarded to A)
+        await cli("faucet", 1_000_000, "--data-dir", a_dir)
+        b_address = (await cli("newaddr", "--data-dir", b_dir))["address"]
+        sent = await cli("withdraw", b_address, 400_000, "--data-dir", a_dir)
+        mined = await cli("mine", "--data-dir", b_dir)
+        for d in (a_dir, b_dir, c_dir):
+            assert (await wait_for_height(d, mined["height"]))["tip"] == mined["tip"]
+        b_funds = await cli("listfunds", "--data-dir", b_dir)
+        assert [(o["txid"], o["amount_sat"], o["confirmations"]) for o in b_funds["outputs"]] == [(sent["txid"], 400_000, 1)]
+
+        # B -> C, mined from C
+        c_address = (await cli("newaddr", "--data-dir", c_dir))["address"]
+        to_c = await cli("withdraw", c_address, 150_000, "--data-dir", b_dir)
+        mined = await cli("mine", 2, "--data-dir", c_dir)
+        for d in (a_dir, b_dir, c_dir):
+            await wait_for_height(d, mined["height"])
+        c_funds = await cli("listfunds", "--data-dir", c_dir)
+        assert [(o["txid"], o["amount_sat"], o["confirmations"]) for o in c_funds["outputs"]] == [(to_c["txid"], 150_000, 2)]
+        b_funds = await cli("listfunds", "--data-dir", b_dir)
+        assert b_funds["spendable_sat"] == 400_000 - 150_000 - to_c["fee_sat"]
+        assert {o["confirmations"] for o in b_funds["outputs"]} == {2}
+        seen_height = mined["height"]
+        async with BitcoindSource(url, cookie_file=cookie) as rpc:
+            seen = [await rpc.block_hash(h) for h in range(seen_height + 1)]
+
+        # kill -9 A while it mines; restart it on the same port
+        # B mines through A, call after call, until A dies under it
+        stop_mining = trio.Event()
+
+        async def keep_mining() -> None:
+            while not stop_mining.is_set():
+                await trio.to_thread.run_sync(_run_main, ["mine", "3", "--data-dir", str(b_dir), "--timeout", "20"])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_mining)
+            async with BitcoindSource(url, cookie_file=cookie) as rpc:  # (the CLI's stdout is busy)
+                with trio.fail_after(WAIT):
+                    while (await rpc.tip()).height < seen_height + 30:
+                        await trio.sleep(0.05)
+            a.send_signal(signal.SIGKILL)
+            with trio.fail_after(WAIT):
+                await a.wait()
+            stop_mining.set()  # the call in flight fails at once (A is gone); nothing is left pending
+        port = url.rsplit(":", 1)[1]
+        a, _ = await start(a_dir, *owner_argv(a_dir, f"127.0.0.1:{port}"))
+        processes[0] = a
+        async with BitcoindSource(url, cookie_file=cookie) as rpc:
+            tip = await rpc.tip()
+            assert tip.height >= seen_height
+            assert [await rpc.block_hash(h) for h in range(seen_height + 1)] == seen  # nothing lost
+        mined = await cli("mine", "--data-dir", b_dir)  # B reaches the restarted A (new cookie)
+        assert mined["height"] == tip.height + 1
+        for d in (a_dir, b_dir, c_dir):
+            assert (await wait_for_height(d, mined["height"]))["tip"] == mined["tip"]
+        c_funds = await cli("listfunds", "--data-dir", c_dir)
+        assert [(o["txid"], o["confirmations"]) for o in c_funds["outputs"]] == [(to_c["txid"], mined["height"] - seen_height + 2)]
+        # and coins still move: C -> A
+        a_address = (await cli("newaddr", "--data-dir", a_dir))["address"]
+        back = await cli("withdraw", a_address, 50_000, "--data-dir", c_dir)
+        mined = await cli("mine", "--data-dir", c_dir)
+        await wait_for_height(a_dir, mined["height"])
+        a_funds = await cli("listfunds", "--data-dir", a_dir)
+        assert any(o["txid"] == back["txid"] and o["confirmations"] == 1 for o in a_funds["outputs"])
+        for process, d in zip(processes[::-1], (c_dir, b_dir, a_dir)):
+            await stop(process, d)
+        assert not cookie.exists()  # removed at a clean stop
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
