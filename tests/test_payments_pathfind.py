@@ -12,7 +12,14 @@ from lnpmsg.payments.bolt11 import RouteHintHop
 from lnpmsg.payments.graph import DirectedChannel, OverlayGraph, RoutingGraph, hint_channels, local_channel
 from lnpmsg.payments.pathfind import find_path, find_route, find_routes
 from lnpmsg.payments.route import NoRouteError, build_route
-from lnpmsg.payments.scorer import NODE, PERM, TEMPORARY_CHANNEL_FAILURE, UPDATE, FailureKind, MissionControl, ScoringParams
+from lnpmsg.payments.onion.failures import (
+    FeeInsufficient,
+    IncorrectOrUnknownPaymentDetails,
+    PermanentChannelFailure,
+    TemporaryChannelFailure,
+    TemporaryNodeFailure,
+)
+from lnpmsg.payments.scorer import FailureKind, MissionControl, ScoringParams
 
 HEIGHT = 800_000
 NOW = 1_700_000_000.0
@@ -249,7 +256,7 @@ def test_liquidity_failure_moves_the_next_attempt_and_decays():
     g, mc = _three_paths(), MissionControl()
     route = find_route(g, S, T, 400_000_000, current_height=HEIGHT, now=NOW, scorer=mc)
     assert route.short_channel_ids == [10, 20]
-    assert mc.report_failure(route, 0, TEMPORARY_CHANNEL_FAILURE, NOW) is FailureKind.LIQUIDITY
+    assert mc.report_failure(route, 0, TemporaryChannelFailure.TYPE, NOW) is FailureKind.LIQUIDITY
     failed = g.channel(20, route.hops[1].direction)
     assert mc.probability(failed, 400_000_000, NOW) == 0.0
     assert mc.probability(g.channel(10, route.hops[0].direction), 400_000_000, NOW) == 1.0  # it forwarded
@@ -268,7 +275,7 @@ def test_retries_produce_different_routes_until_none_is_left():
         for _ in range(4):
             route = find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW, scorer=mc)
             seen.append(tuple(route.short_channel_ids))
-            assert mc.report_failure(route, 0, PERM | 8, NOW) is FailureKind.CHANNEL  # permanent_channel_failure
+            assert mc.report_failure(route, 0, PermanentChannelFailure.TYPE, NOW) is FailureKind.CHANNEL
     assert seen == [(10, 20), (11, 21), (12, 22)]
     # bans end
     after = NOW + mc.params.channel_ban_seconds + 1
@@ -280,15 +287,15 @@ def test_retries_produce_different_routes_until_none_is_left():
 def test_node_and_policy_failures_and_payee_refusals():
     g, mc = _three_paths(), MissionControl()
     route = find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW, scorer=mc)
-    assert mc.report_failure(route, 0, NODE | 2, NOW) is FailureKind.NODE  # temporary_node_failure from A
+    assert mc.report_failure(route, 0, TemporaryNodeFailure.TYPE, NOW) is FailureKind.NODE  # from A
     assert find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW, scorer=mc).short_channel_ids == [11, 21]
     route = find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW, scorer=mc)
-    assert mc.report_failure(route, 0, UPDATE | 12, NOW) is FailureKind.POLICY  # fee_insufficient
+    assert mc.report_failure(route, 0, FeeInsufficient.TYPE, NOW) is FailureKind.POLICY
     assert find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW, scorer=mc).short_channel_ids == [12, 22]
     assert find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW + 61, scorer=mc).short_channel_ids == [11, 21]
-    # the payee refused (incorrect_or_unknown_payment_details): the route worked, nothing is banned
+    # the payee refused: the route worked, nothing is banned
     route = find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW + 61, scorer=mc)
-    assert mc.report_failure(route, 1, PERM | 15, NOW + 61) is FailureKind.DESTINATION
+    assert mc.report_failure(route, 1, IncorrectOrUnknownPaymentDetails.TYPE, NOW + 61) is FailureKind.DESTINATION
     assert find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW + 61, scorer=mc).short_channel_ids == [11, 21]
 
 
@@ -407,7 +414,7 @@ def test_mission_control_memory_is_bounded(monkeypatch):
     route = find_route(g, S, T, 1_000_000, current_height=HEIGHT, now=NOW, scorer=mc)
     for i in range(200):
         fake = dataclasses.replace(route, hops=tuple(dataclasses.replace(h, short_channel_id=2 * i + k) for k, h in enumerate(route.hops)))
-        mc.report_failure(fake, 0, PERM | 8, NOW + i)
+        mc.report_failure(fake, 0, PermanentChannelFailure.TYPE, NOW + i)
         mc.report_success(fake, NOW + i)
     assert len(mc._bounds) <= 51 and len(mc._banned_channels) <= 51
     assert (2 * 199, route.hops[0].direction) in mc._bounds  # the newest are kept

@@ -32,18 +32,13 @@ from typing import Any
 from dataclasses import dataclass
 
 from lnpmsg.payments.graph import NO_HTLC_MAXIMUM, DirectedChannel
+from lnpmsg.payments.onion.failures import BADONION, NODE, PERM, ChannelDisabled, TemporaryChannelFailure
 from lnpmsg.payments.route import Route
 
 __all__ = ["FailureKind", "MissionControl", "ScoringParams", "classify_failure"]
 
-# BOLT 4 failure code flags
-BADONION = 0x8000
-PERM = 0x4000
-NODE = 0x2000
-UPDATE = 0x1000
-TEMPORARY_CHANNEL_FAILURE = UPDATE | 7
-CHANNEL_DISABLED = UPDATE | 20
-MPP_TIMEOUT = 23
+TEMPORARY_CHANNEL_FAILURE = TemporaryChannelFailure.TYPE
+CHANNEL_DISABLED = ChannelDisabled.TYPE
 #: channel directions with learned bounds, and bans, kept at most (the oldest go first):
 #: a payer learns about the channels it tries, but a long-running node must stay bounded
 MAX_REMEMBERED = 100_000
