@@ -15,6 +15,7 @@ from lnpmsg.payments.route import NoRouteError, build_route
 from lnpmsg.payments.onion.failures import (
     FeeInsufficient,
     IncorrectOrUnknownPaymentDetails,
+    InvalidOnionHmac,
     PermanentChannelFailure,
     TemporaryChannelFailure,
     TemporaryNodeFailure,
@@ -297,6 +298,22 @@ def test_node_and_policy_failures_and_payee_refusals():
     route = find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW + 61, scorer=mc)
     assert mc.report_failure(route, 1, IncorrectOrUnknownPaymentDetails.TYPE, NOW + 61) is FailureKind.DESTINATION
     assert find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW + 61, scorer=mc).short_channel_ids == [11, 21]
+
+
+def test_bad_onion_blames_the_node_after_the_one_reporting_it():
+    g, mc = RoutingGraph(), MissionControl()
+    channel(g, 1, S, A)
+    channel(g, 2, A, B)
+    channel(g, 3, B, T)
+    channel(g, 4, S, C)
+    channel(g, 5, C, T, fee_base_msat=5000)
+    route = find_route(g, S, T, 10_000, current_height=HEIGHT, now=NOW, scorer=mc)
+    assert route.short_channel_ids == [1, 2, 3]
+    # A reports that B could not read its onion (update_fail_malformed_htlc, turned into a failure by A)
+    assert mc.report_failure(route, 0, InvalidOnionHmac.TYPE, NOW) is FailureKind.NODE
+    assert mc.banned(g.channel(3, 0 if B < T else 1), NOW)
+    assert not mc.banned(g.channel(2, 0 if A < B else 1), NOW)
+    assert find_route(g, S, T, 10_000, current_height=HEIGHT, now=NOW, scorer=mc).short_channel_ids == [4, 5]
 
 
 def test_success_raises_the_lower_bound():

@@ -28,8 +28,8 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from lnpmsg.payments.graph import NO_HTLC_MAXIMUM, DirectedChannel
 from lnpmsg.payments.onion.failures import BADONION, NODE, PERM, ChannelDisabled, TemporaryChannelFailure
@@ -103,7 +103,7 @@ class MissionControl:
 
     def __init__(self, params: ScoringParams | None = None) -> None:
         self.params = params if params is not None else ScoringParams()
-        #: (scid, direction) -> [lower bound, upper bound or None, when learned]
+        #: (scid, direction) -> [lower bound, upper bound, when learned] (msat, msat, seconds)
         self._bounds: dict[tuple[int, int], list[float]] = {}
         self._banned_channels: dict[tuple[int, int], float] = {}
         self._banned_nodes: dict[bytes, float] = {}
@@ -263,6 +263,9 @@ class MissionControl:
             return kind
         self._forwarded(route, erring_index + 1, now, capacities)
         node = route.hops[erring_index].node_id
+        if code & BADONION and erring_index + 1 < len(route.hops):
+            # the erring node relays that the *next* node could not read its onion
+            node = route.hops[erring_index + 1].node_id
         if kind is FailureKind.NODE:
             self._banned_nodes[node] = now + self.params.node_ban_seconds
             if len(self._banned_nodes) > MAX_REMEMBERED:
