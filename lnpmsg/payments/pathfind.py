@@ -95,12 +95,9 @@ def find_path(
             u = edge.source
             if edge.disabled or u in settled or a < edge.htlc_minimum_msat or a > edge.htlc_maximum_msat:
                 continue
-            extra = penalty(edge, a)
-            if extra is None:
-                continue
             if u == source:
                 # our own channel: no fee, no delta of ours
-                new_cost, new_amount, new_cltv = c + extra, a, d
+                base_cost, new_amount, new_cltv = c, a, d
             else:
                 if edge.local:
                     continue  # someone else's end of our channel: not a forwarding hop
@@ -108,8 +105,15 @@ def find_path(
                 new_amount, new_cltv = a + fee, d + edge.cltv_expiry_delta
                 if new_cltv > max_total_cltv_delta or new_amount > fee_limit:
                     continue
-                new_cost = c + fee + extra
-            if new_cost < cost.get(u, inf):
+                base_cost = c + fee
+            best = cost.get(u, inf)
+            if base_cost >= best:
+                continue  # penalties are never negative: this cannot win, skip scoring it
+            extra = penalty(edge, a)
+            if extra is None:
+                continue
+            new_cost = base_cost + extra
+            if new_cost < best:
                 cost[u], amount[u], cltv[u], hops[u], next_channel[u] = new_cost, new_amount, new_cltv, h, edge
                 heappush(heap, (new_cost, next(counter), u))
     if not found:
