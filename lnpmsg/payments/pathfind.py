@@ -9,9 +9,14 @@ its HTLC limits admit the amount, the CLTV total stays within
 ``max_total_cltv_delta`` and the route within ``max_hops``; its cost is
 the forwarding node's fee plus :meth:`MissionControl.penalty`.
 
+With penalties the label of a node depends on the amount reaching it, so,
+as in every Lightning router, the search is a heuristic; with fees alone
+(:meth:`ScoringParams.fees_only`) it finds the cheapest route exactly (the
+tests check it against brute force on random graphs).
+
 :func:`find_routes` splits a payment when no single route carries it: it
-halves the part until a route exists, grows it to what that path can carry,
-books it as in flight (so the next parts see less liquidity there, which
+halves the part until a route exists, grows it while every channel of that
+path keeps an even chance (:data:`GROW_MIN_PROBABILITY`), books it as in flight (so the next parts see less liquidity there, which
 steers them to other paths), and goes on until the whole amount is placed.
 """
 
