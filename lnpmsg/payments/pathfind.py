@@ -12,8 +12,8 @@ the forwarding node's fee plus :meth:`MissionControl.penalty`.
 With penalties the label of a node depends on the amount reaching it, so,
 as in every Lightning router, the search is a heuristic; with fees alone
 (:meth:`ScoringParams.fees_only`) it finds the cheapest route exactly, HTLC
-minimums and the hop and CLTV limits aside (the
-tests check it against brute force on random graphs).
+minimums and the hop and CLTV limits aside (the tests check it against
+brute force on random graphs).
 
 :func:`find_routes` splits a payment when no single route carries it: it
 halves the part until a route exists, grows it while every channel of that
