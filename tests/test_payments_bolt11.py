@@ -384,3 +384,11 @@ def test_mutated_examples_fail_cleanly(data):
     if mutated != text:
         with pytest.raises(InvoiceError):
             bolt11.decode(mutated)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300) | st.binary(max_size=50) | st.none() | st.integers())
+def test_any_input_decodes_or_fails_cleanly(value):
+    with pytest.raises(InvoiceError) as info:
+        bolt11.decode(value)
+    assert info.value.code
