@@ -258,7 +258,16 @@ def test_amount_uses_the_shortest_multiplier(msat, text):
 
 
 def test_non_largest_multiplier_is_read():
-    assert bolt11._parse_hrp("lnbc2500000n") == ("bc", 250_000_000)
+    assert bolt11._parse_hrp("lnbc2500000n") == ("bc", 250_000_000, "2500000n")
+    assert bolt11._parse_hrp("lnbc2500u") == ("bc", 250_000_000, None)
+    # signed as written, the long form survives decoding and encoding again
+    long_form = bolt11.sign(_invoice(amount_msat=250_000_000, amount_text="2500000n"), PRIV_KEY)
+    text = bolt11.encode(long_form)
+    assert text.startswith("lnbcrt2500000n1")
+    assert bolt11.encode(bolt11.decode(text)) == text
+    assert bolt11.decode(text).amount_msat == 250_000_000
+    # a stale amount_text (the amount changed) is not used
+    assert dataclasses.replace(long_form, amount_msat=1000).hrp == "lnbcrt10n"
     for hrp, code in (("lnbc0u", "bad_amount"), ("lnbc025u", "bad_amount"), ("lnxx1u", "unknown_currency"), ("lnbc1u2", "bad_prefix")):
         with pytest.raises(InvoiceError) as info:
             bolt11._parse_hrp(hrp)

@@ -81,7 +81,8 @@ _CURVE_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD036414
 
 #: multiplier letter -> millisatoshi per unit; ``p`` (0.1 msat) is handled apart
 _MULTIPLIERS = {"": 100_000_000_000, "m": 100_000_000, "u": 100_000, "n": 100}
-_HRP = re.compile(r"ln([a-z]+)(?:([0-9]+)([a-z]?))?")
+_HRP = re.compile(r"ln([a-z]+)([0-9]+[a-z]?)?")
+_AMOUNT = re.compile(r"([0-9]+)([a-z]?)")
 
 # tag letters (bech32 characters) and their 5-bit values
 _TAGS = {"p": 1, "s": 16, "d": 13, "m": 27, "n": 19, "h": 23, "x": 6, "c": 24, "f": 9, "r": 3, "9": 5}
@@ -123,6 +124,9 @@ class Invoice:
     field_order: tuple[str, ...] = ()
     #: fields a reader skips (unknown type, wrong length): (type, data words)
     skipped: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    #: the amount as written when it was not the shortest form (``2500000n``), kept
+    #: because the signature covers it; ignored unless it still means ``amount_msat``
+    amount_text: str | None = None
 
     def __post_init__(self) -> None:
         currency_for(self.currency)
@@ -141,6 +145,8 @@ class Invoice:
         for name, value in (("expiry", self.expiry), ("min_final_cltv_expiry_delta", self.min_final_cltv_expiry_delta)):
             if value is not None and (type(value) is not int or value < 0 or value.bit_length() > 5 * _MAX_FIELD_WORDS):
                 raise InvoiceError(f"{name} must be a non-negative int", f"bad_{name}")
+        if self.amount_text is not None:
+            _amount_msat(self.amount_text)
         if self.payee is not None and len(self.payee) != 33:
             raise InvoiceError("payee must be a 33-byte node id", "bad_payee")
         if self.signature is not None and len(self.signature) != 65:
@@ -169,7 +175,12 @@ class Invoice:
 
     @property
     def hrp(self) -> str:
-        return "ln" + self.currency + ("" if self.amount_msat is None else _amount_text(self.amount_msat))
+        if self.amount_msat is None:
+            return "ln" + self.currency
+        text = self.amount_text
+        if text is None or _amount_msat(text) != self.amount_msat:
+            text = _amount_text(self.amount_msat)
+        return "ln" + self.currency + text
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (what ``decodepay`` prints)."""
@@ -221,14 +232,12 @@ def _amount_text(msat: int) -> str:
     return f"{msat * 10}p"
 
 
-def _parse_hrp(hrp: str) -> tuple[str, int | None]:
-    match = _HRP.fullmatch(hrp)
+def _amount_msat(text: str) -> int:
+    """``2500u`` -> 250,000,000 msat (InvoiceError for anything BOLT 11 does not allow)."""
+    match = _AMOUNT.fullmatch(text)
     if match is None:
-        raise InvoiceError(f"human-readable part {hrp!r} is not 'ln' + currency + optional amount", "bad_prefix")
-    prefix, digits, letter = match.groups()
-    currency_for(prefix)
-    if digits is None:
-        return prefix, None
+        raise InvoiceError(f"amount {text!r} is not digits and an optional multiplier", "bad_amount")
+    digits, letter = match.groups()
     if letter not in _MULTIPLIERS and letter != "p":
         raise InvoiceError(f"unknown amount multiplier {letter!r} (m, u, n, p or none)", "bad_multiplier")
     if digits[0] == "0":
@@ -242,7 +251,20 @@ def _parse_hrp(hrp: str) -> tuple[str, int | None]:
         msat = value * _MULTIPLIERS[letter]
     if msat > MAX_AMOUNT_MSAT:
         raise InvoiceError(f"amount {digits}{letter} is more than 21 million bitcoin", "bad_amount")
-    return prefix, msat
+    return msat
+
+
+def _parse_hrp(hrp: str) -> tuple[str, int | None, str | None]:
+    """Currency prefix, amount in msat, and the amount's text (None when not the shortest form's)."""
+    match = _HRP.fullmatch(hrp)
+    if match is None:
+        raise InvoiceError(f"human-readable part {hrp!r} is not 'ln' + currency + optional amount", "bad_prefix")
+    prefix, amount = match.group(1), match.group(2)
+    currency_for(prefix)
+    if amount is None:
+        return prefix, None, None
+    msat = _amount_msat(amount)
+    return prefix, msat, None if amount == _amount_text(msat) else amount
 
 
 # ------------------------------------------------------------ fields
@@ -427,7 +449,7 @@ def decode(text: str, *, max_length: int = MAX_INVOICE_LENGTH) -> Invoice:
         hrp, words = bech32_decode(text, max_length)
     except Bech32Error as exc:
         raise InvoiceError(f"not a valid bech32 invoice: {exc}", exc.code) from None
-    currency, amount = _parse_hrp(hrp)
+    currency, amount, amount_text = _parse_hrp(hrp)
     if len(words) < _TIMESTAMP_WORDS + _SIGNATURE_WORDS:
         raise InvoiceError(f"too short: {len(words)} data words, a timestamp and signature need {_TIMESTAMP_WORDS + _SIGNATURE_WORDS}", "too_short")
     data, sig_words = words[:-_SIGNATURE_WORDS], words[-_SIGNATURE_WORDS:]
@@ -452,6 +474,7 @@ def decode(text: str, *, max_length: int = MAX_INVOICE_LENGTH) -> Invoice:
         include_node_id=explicit_payee is not None,
         field_order=tuple(order),
         skipped=tuple(skipped),
+        amount_text=amount_text,
         **values,
     )
     signature = words_to_bytes(sig_words)
