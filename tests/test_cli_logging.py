@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 
-import trio
 
 from lnpmsg.cli import setup_logging
 from lnpmsg.testing.nodes import make_node, running
