@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lnpmsg.gossip import commands as gossip_commands
 
     gossip_commands.add_commands(commands, DEFAULT_DATA_DIR)
+    from lnpmsg.channels import commands as channel_commands
+
+    channel_commands.add_commands(commands, DEFAULT_DATA_DIR)
     return parser
 
 
@@ -206,6 +209,11 @@ async def _run_node(args: argparse.Namespace) -> int:
     node.mount(PeerPubSub())
     start_errors: tuple[type[Exception], ...] = (TransportError, OSError, ValueError, ControlError)
     start_errors += node_setup.mount(args, node)
+    if args.chain or args.bitcoind_rpc:
+        # channels need a chain (funding, depth, closes): mounted after the chain app
+        from lnpmsg.channels.app import ChannelsApp
+
+        node.mount(ChannelsApp(args.data_dir / "channels"))
     if args.electrum_listen:
         from lnpmsg.chain.electrum.app import mount_electrum
 
@@ -343,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in gossip_commands.COMMANDS:
         return gossip_commands.run_command(args)
+    from lnpmsg.channels import commands as channel_commands
+
+    if args.command in channel_commands.COMMANDS:
+        return channel_commands.run_command(args)
     setup_logging(getattr(args, "log_level", "info"))
     if args.command == "node":
         return trio.run(_run_node, args)

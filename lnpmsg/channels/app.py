@@ -156,6 +156,7 @@ class ChannelsApp(App):
         self.manager: ChannelManager | None = None
         self._funding_feerate: dict[str, int | None] = {}
         self._funding_errors: dict[str, str] = {}
+        self._closing_txids: dict[str, str] = {}
         self._watch_in: trio.MemorySendChannel[Any] | None = None
         for call, fn in {
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
@@ -355,6 +356,7 @@ class ChannelsApp(App):
                               reason="fulfilled" if event.preimage else "failed")  # fmt: skip
             elif isinstance(event, ChannelClosed):
                 txid = Tx.parse(event.raw_tx).txid_hex
+                self._closing_txids[channel.key] = txid
                 await self._broadcast(event.raw_tx, "closing")
                 self._publish("channel.closed", channel, txid=txid)
                 log.info("channels: %s closed by %s (fee %d sat)", channel.channel_id.hex(), txid, event.fee_sat)
@@ -479,9 +481,8 @@ class ChannelsApp(App):
             while target.phase not in (Phase.CLOSED, Phase.FAILED):
                 await target.changed.wait()
         result = describe(target)
-        closing = getattr(target.core.state.closing, "closing_tx", None)
-        if isinstance(closing, bytes | bytearray):
-            result["closing_txid"] = Tx.parse(bytes(closing)).txid_hex
+        if target.key in self._closing_txids:
+            result["closing_txid"] = self._closing_txids[target.key]
         return result
 
     async def dev_addhtlc(self, channel: str, amount_msat: int, payment_hash: str | None = None,

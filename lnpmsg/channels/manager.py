@@ -29,6 +29,7 @@ import hmac
 import logging
 import os
 import secrets as random_secrets
+import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ import trio
 from lnpmsg.wire import Message
 
 from .errors import LocalMisuse
-from .inputs import Disconnected, Event, Input, Output, Record, SignCommitment
+from .inputs import Disconnected, Event, Input, Output, Received, Record, SignCommitment
 from .params import ChannelSecrets
 from .state import ChannelCore, Phase
 from .store import ChannelLog, ChannelStore
@@ -55,6 +56,9 @@ JOB_QUEUE_SIZE = 256
 SNAPSHOT_EVERY = 1000
 #: seconds one message may wait for room in a peer's queue before the actor moves on
 SEND_TIMEOUT = 30.0
+#: DEVELOPER fault injection for crash tests: the process kills itself (SIGKILL) right after
+#: the record of a received message of this name is on disk, before anything is sent
+CRASH_ENV = "LNPMSG_DEV_CRASH_AFTER_RECEIVING"
 _SEED_FILE = "channel_seed"
 _ROLES = ("funding", "revocation", "payment", "delayed_payment", "htlc", "shachain")
 _SIGNING_PHASES = {Phase.NORMAL, Phase.SHUTDOWN}
@@ -128,6 +132,9 @@ class ChannelManager:
         self.channels: dict[str, ManagedChannel] = {}
         self._jobs_in, self._jobs = trio.open_memory_channel[_Job](JOB_QUEUE_SIZE)
         self._running = False
+        self._crash_after = os.environ.get(CRASH_ENV) or None
+        if self._crash_after:
+            log.warning("channels: DEVELOPER fault injection: SIGKILL after receiving %s", self._crash_after)
 
     # ------------------------------------------------------------ lookup
 
@@ -243,6 +250,8 @@ class ChannelManager:
         out = channel.core.receive(item, self._now())
         if out.records:
             await self._persist(channel, out.records)
+            if self._crash_after and isinstance(item, Received) and type(item.message).__name__ == self._crash_after:
+                os.kill(os.getpid(), signal.SIGKILL)
         for message in out.messages:
             await self._deliver(channel.peer_id, message)
         if out.events:
