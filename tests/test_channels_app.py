@@ -5,6 +5,11 @@ app; the link is the in-memory transport. Open (funded and broadcast by the
 wallet, confirmed by mining), HTLCs both ways (a trimmed one too),
 reestablish after a disconnection, a restart of one node from its store, and
 a cooperative close started by each side.
+
+These run on trio's real clock: the embedded chain, the wallet and the
+channel store work in worker threads, and a mock clock that jumps whenever
+every task waits would jump while a thread works (a 50 s timeout would pass
+during one fsync). The waits are for states, never for durations.
 """
 
 from __future__ import annotations
