@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 
+from lnpmsg.channels.manager import CRASH_ENV
 from lnpmsg.testing.electrum import ElectrumWallet
 from lnpmsg.testing.processes import lnpmsg_argv
 from test_channels_nodes import wait_channel
@@ -35,14 +36,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def start_node(data_dir: Path) -> tuple[trio.Process, dict[str, Any]]:
+async def start_node(data_dir: Path, env: dict[str, str] | None = None, electrum: str = "127.0.0.1:0") -> tuple[trio.Process, dict[str, Any]]:
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(f"{data_dir}.log", "ab")  # noqa: SIM115 (the process writes it while it runs)
     try:
         process = await trio.lowlevel.open_process(
             lnpmsg_argv("node", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--json", "--chain", "regtest",
-                        "--electrum-listen", "127.0.0.1:0"),
-            stdout=subprocess.PIPE, stderr=log, env=dict(os.environ),
+                        "--electrum-listen", electrum),
+            stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})},
         )  # fmt: skip
     finally:
         log.close()
@@ -119,3 +120,75 @@ async def test_electrum_opens_to_lnpmsg_and_lnpmsg_to_electrum_each_side_closes(
         if wallet is not None:
             await trio.to_thread.run_sync(wallet.stop)
         await stop(node, node_dir)
+
+
+async def connected(data_dir: Path, channel_id: str, htlcs: int = 0) -> dict[str, Any]:
+    """Our channel once normal, with the peer back and ``htlcs`` HTLCs."""
+    with trio.fail_after(WAIT):
+        while True:
+            for c in (await cli("listchannels", "--data-dir", data_dir))["channels"]:
+                if c["channel_id"] == channel_id and c["state"] == "normal" and c["connected"] and len(c["htlcs"]) == htlcs:
+                    return c
+            await trio.sleep(0.2)
+
+
+async def test_reestablish_with_electrum_after_restarts_and_a_sigkill_mid_update(tmp_path: Path) -> None:
+    node_dir = tmp_path / "node"
+    node, info = await start_node(node_dir)
+    d = ("--data-dir", node_dir)
+    wallet: ElectrumWallet | None = None
+    try:
+        await cli("mine", 101, *d)
+        listen_port = free_port()
+        wallet = ElectrumWallet(tmp_path / "electrum", info["electrum"],
+                                config={"use_gossip": True, "lightning_listen": f"127.0.0.1:{listen_port}"})  # fmt: skip
+        await trio.to_thread.run_sync(wallet.create)
+        await trio.to_thread.run_sync(wallet.start)
+        await trio.to_thread.run_sync(wallet.wait_synced, 101)
+        await cli("faucet", 3_000_000, *d)
+        electrum_id = (await wallet.acall("nodeid")).split("@")[0]
+        electrum_address = f"{electrum_id}@127.0.0.1:{listen_port}"
+        await cli("connect", electrum_address, *d)
+        opened = await cli("fundchannel", electrum_id, 600_000, "--push-msat", 50_000_000, *d)
+        cid = opened["channel_id"]
+        await cli("mine", 3, *d)
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
+        before = await connected(node_dir, cid)
+
+        # Electrum restarts: we dial it again, both reestablish.
+        await trio.to_thread.run_sync(wallet.restart)
+        await trio.to_thread.run_sync(wallet.wait_synced)
+        await cli("connect", electrum_address, *d)
+        assert (await connected(node_dir, cid))["to_local_msat"] == before["to_local_msat"]
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open after its restart", WAIT)
+
+        # lnpmsg restarts (its Electrum server on the same port) and kills itself (SIGKILL) the moment
+        # it has stored the commitment_signed Electrum sends back for our update_fee.
+        await stop(node, node_dir)
+        electrum_server = info["electrum"]
+        node, info = await start_node(node_dir, env={CRASH_ENV: "CommitmentSigned"}, electrum=electrum_server)
+        await cli("connect", electrum_address, *d)
+        await connected(node_dir, cid)
+        new_feerate = before["feerate_per_kw"] * 2
+        await cli("call", "channels.dev_updatefee", json.dumps({"channel": cid, "feerate_per_kw": new_feerate}), *d)
+        with trio.fail_after(WAIT):
+            await node.wait()
+        assert node.returncode == -9
+
+        node, info = await start_node(node_dir, electrum=electrum_server)
+        await cli("connect", electrum_address, *d)
+        with trio.fail_after(WAIT):
+            while (after := await connected(node_dir, cid))["feerate_per_kw"] != new_feerate:
+                await trio.sleep(0.2)
+        # balances exact (the fee comes off the funder's output when the commitment is built)
+        assert (after["to_local_msat"], after["to_remote_msat"]) == (before["to_local_msat"], before["to_remote_msat"])
+        assert (await cli("getchaininfo", *d))["mempool"] == 0  # nothing broadcast
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open after our crash", WAIT)
+
+        result = await cli("closechannel", cid, *d)
+        assert result["state"] == "closed" and result["closing_txid"]
+    finally:
+        if wallet is not None:
+            await trio.to_thread.run_sync(wallet.stop)
+        if node.returncode is None:
+            await stop(node, node_dir)

@@ -33,7 +33,7 @@ push_msat?, feerate?, announce?], ``listchannels`` [peer_id?],
 ``closechannel`` [channel, feerate?, destination?], and, for tests without
 the payments layer, ``dev_addhtlc`` [channel, amount_msat, payment_hash?,
 cltv_expiry?], ``dev_fulfill`` [channel, htlc_id, preimage], ``dev_fail``
-[channel, htlc_id]. Events: ``channel.opened``, ``channel.ready``,
+[channel, htlc_id], ``dev_updatefee`` [channel, feerate_per_kw]. Events: ``channel.opened``, ``channel.ready``,
 ``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``.
 """
 
@@ -71,6 +71,7 @@ from .inputs import (
     ChannelClosed,
     ChannelFailed,
     ChannelOpened,
+    ChangeFee,
     ChannelReadyEvent,
     CloseChannel,
     Disconnected,
@@ -161,6 +162,7 @@ class ChannelsApp(App):
         for call, fn in {
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
+            "dev_updatefee": self.dev_updatefee,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
@@ -527,3 +529,12 @@ class ChannelsApp(App):
         except LocalMisuse as exc:
             raise ChainAppError(f"cannot fail: {exc}", {"error": "ChannelError"}) from exc
         return {"htlc_id": htlc_id}
+
+    async def dev_updatefee(self, channel: str, feerate_per_kw: int) -> dict[str, Any]:
+        """DEVELOPER: as the funder, propose a new commitment feerate (update_fee) and commit it."""
+        target = self._channel(channel)
+        try:
+            await self._manager().submit(target, ChangeFee(feerate_per_kw))
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot change the fee: {exc}", {"error": "ChannelError"}) from exc
+        return {"feerate_per_kw": feerate_per_kw}

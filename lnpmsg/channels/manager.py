@@ -333,6 +333,7 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
         "short_channel_id": format_scid(s.short_channel_id) if s.short_channel_id else None,
         "funding_outpoint": f"{outpoint.txid[::-1].hex()}:{outpoint.vout}" if outpoint is not None else None,
         "channel_type": "anchors_zero_fee_htlc_tx" if s.anchors else "static_remotekey",
+        "feerate_per_kw": commit.spec.feerate_per_kw if commit is not None else None,
         "connected": s.connected and not s.awaiting_reestablish,
         "failure": s.failure,
     }
