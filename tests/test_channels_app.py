@@ -23,7 +23,6 @@ import pytest
 import trio
 
 from lnpmsg.bitcoin.hashes import sha256
-from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelEvent, ChannelsApp
 from lnpmsg.channels.manager import ManagedChannel
@@ -33,7 +32,9 @@ from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.testing import MemoryNetwork, record_events
 from lnpmsg.testing.nodes import running
+from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.app import ChainApp
+from lnpmsg.wallet.calls import ChainAppError
 
 FUNDING_SAT = 1_000_000
 PUSH_MSAT = 200_000_000
@@ -213,6 +214,31 @@ async def test_restart_replays_the_store_and_the_funder_closes(tmp_path: Path) -
                 assert result["state"] == "closed"
                 await wait_until(lambda: only_channel(bob).phase is Phase.CLOSED, "bob closed")
                 mempool = await trio.to_thread.run_sync(source.core.mempool_txids)
-                assert len(mempool) == 1
-                closing = Tx.parse(only_channel(alice).core.state.funding_tx)  # type: ignore[arg-type]
-                assert closing.txid != next(iter(mempool))
+                assert [txid[::-1].hex() for txid in mempool] == [result["closing_txid"]]  # nothing else broadcast
+
+
+@pytest.mark.trio
+async def test_bad_commands_get_clear_errors_and_change_nothing(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        pair = Pair(source, tmp_path, network)
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            app = channels(alice)
+            with pytest.raises(ParamsError, match="not connected|no ready peer|No ready peer"):
+                await app.fundchannel(bob.node_id.hex(), FUNDING_SAT)
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: bob.node_id in alice.peers, "connected")
+            with pytest.raises(ParamsError, match="amount_sat"):
+                await app.fundchannel(bob.node_id.hex(), -5)
+            # an empty wallet: the funding fails, the peer is told, the channel is forgotten
+            with pytest.raises(ChainAppError, match="did not open: cannot fund"):
+                await app.fundchannel(bob.node_id.hex(), FUNDING_SAT)
+            assert (await app.listchannels())["channels"] == []
+            assert not list((tmp_path / "alice" / "channels").glob("*.log"))
+            await wait_until(lambda: only_channel(bob).phase is Phase.FAILED, "bob hears the error")
+            with pytest.raises(ParamsError, match="no channel"):
+                await app.closechannel("00" * 32)
+            with pytest.raises(ParamsError, match="no channel"):
+                await app.dev_addhtlc("1x2x3", 1000)
+            assert (await app.listchannels())["channels"] == []

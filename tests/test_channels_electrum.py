@@ -84,7 +84,6 @@ async def test_electrum_opens_to_lnpmsg_and_lnpmsg_to_electrum_each_side_closes(
         await trio.to_thread.run_sync(wallet.wait_for, lambda: wallet.call("getbalance").get("confirmed") == "0.03", "coins")
 
         # Electrum opens a channel to lnpmsg
-        node_id = info["node_id"]
         tcp = info["addresses"][0]
         point = await wallet.acall("open_channel", connection_string=tcp, amount="0.01")
         await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPENING") or electrum_channel(wallet, "FUNDED"), "opening")

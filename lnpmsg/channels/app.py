@@ -309,6 +309,7 @@ class ChannelsApp(App):
         config = replace(self.config, close_script=await self._close_script())
         chain_hash = CHAIN_HASHES[self.node.config.network]
         await self._submit(channel, AcceptCommand(msg, chain_hash, local, remote, config, self.policy))
+        self._claim(channel)
 
     def _features(self, peer: Peer) -> tuple[int, int]:
         remote = peer.session.remote_features
@@ -325,12 +326,14 @@ class ChannelsApp(App):
             return None
 
     def _claim(self, channel: ManagedChannel) -> None:
-        channel_id = channel.core.state.channel_id
-        if channel_id:
-            try:
-                self.claim_channel(channel_id)
-            except Exception as exc:  # another app holds it: errors still reach the event bus
-                log.warning("channels: cannot claim %s: %s", channel_id.hex(), exc)
+        """Route ``error``/``warning`` for the channel (its temporary id before the funding) to us."""
+        s = channel.core.state
+        for channel_id in (s.channel_id, s.temporary_channel_id if not s.channel_id else b""):
+            if channel_id:
+                try:
+                    self.claim_channel(channel_id)
+                except Exception as exc:  # another app holds it: errors still reach the event bus
+                    log.warning("channels: cannot claim %s: %s", channel_id.hex(), exc)
 
     # ------------------------------------------------------------ events (inside the actor)
 
@@ -341,6 +344,7 @@ class ChannelsApp(App):
             elif isinstance(event, BroadcastFunding):
                 await self._broadcast(event.raw_tx, "funding")
             elif isinstance(event, ChannelOpened):
+                self.release_channel(channel.core.state.temporary_channel_id)
                 self._claim(channel)
                 if self._watch_in is not None:
                     self._watch_in.send_nowait(channel)
@@ -384,19 +388,27 @@ class ChannelsApp(App):
             log.warning("channels: the chain refused the %s transaction: %s", what, exc)
 
     async def _fund(self, channel: ManagedChannel, needed: FundingNeeded) -> None:
-        """The wallet builds the funding transaction (its coins stay reserved); the core signs on."""
+        """The wallet builds the funding transaction (its coins stay reserved); the core signs on.
+
+        Without the coins the open is abandoned: the peer gets an ``error`` for the temporary
+        channel id and the channel (nothing signed yet) is forgotten.
+        """
         try:
             funded = await self.chain.wallet.fund_output(needed.script_pubkey, needed.amount_sat, self._funding_feerate.get(channel.key))
         except WalletError as exc:
-            log.warning("channels: cannot fund %s: %s", channel.channel_id.hex(), exc)
-            self._funding_errors[channel.key] = str(exc)
-            channel.changed.set()
+            await self._abandon(channel, f"cannot fund the channel: {exc}")
             return
         try:
             await self._manager().submit(channel, FundingTransaction(funded.tx.raw))
         except LocalMisuse as exc:
             self.chain.wallet.release(funded.tx.txid)
-            self._funding_errors[channel.key] = str(exc)
+            await self._abandon(channel, f"cannot fund the channel: {exc}")
+
+    async def _abandon(self, channel: ManagedChannel, reason: str) -> None:
+        log.warning("channels: abandoning the open of %s: %s", channel.channel_id.hex(), reason)
+        self._funding_errors[channel.key] = reason
+        await self._send(channel.peer_id, Error(channel_id=channel.core.state.temporary_channel_id, data=reason.encode()))
+        self._manager().forget(channel)
 
     async def _close_script(self, destination: str | None = None) -> bytes:
         wallet = self.chain.wallet
@@ -443,15 +455,17 @@ class ChannelsApp(App):
         try:
             await manager.submit(channel, command)
         except LocalMisuse as exc:
-            manager.channels.pop(channel.key, None)
+            manager.forget(channel)
             raise ChainAppError(f"cannot open: {exc}", {"error": "ChannelError"}) from exc
+        self._claim(channel)
         with trio.move_on_after(COMMAND_TIMEOUT):
             while channel.phase not in (Phase.AWAIT_READY, Phase.NORMAL, Phase.FAILED, Phase.CLOSED):
                 if channel.key in self._funding_errors:
                     break
                 await channel.changed.wait()
+        self._funding_feerate.pop(channel.key, None)
         if channel.phase is not Phase.AWAIT_READY and channel.phase is not Phase.NORMAL:
-            reason = self._funding_errors.get(channel.key) or channel.core.state.failure or f"no funding_signed in {COMMAND_TIMEOUT:g} s"
+            reason = self._funding_errors.pop(channel.key, None) or channel.core.state.failure or f"no funding_signed in {COMMAND_TIMEOUT:g} s"
             raise ChainAppError(f"the channel did not open: {reason}", {"error": "ChannelError", "state": channel.phase.value})
         result = describe(channel)
         result["funding_txid"] = channel.core.state.funding_outpoint.txid_hex  # type: ignore[union-attr]

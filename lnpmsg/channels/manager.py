@@ -145,6 +145,16 @@ class ChannelManager:
         self.channels[key] = channel
         return channel
 
+    def forget(self, channel: ManagedChannel) -> None:
+        """Drop a channel that never got funded (nothing was signed: nothing to keep), with its log."""
+        if channel.core.state.local_commit is not None or channel.core.state.remote_commit is not None:
+            raise LocalMisuse("a channel with a signed commitment is never forgotten")
+        self.channels.pop(channel.key, None)
+        channel.log.close()
+        for path in (channel.log.log_path, channel.log.snap_path):
+            path.unlink(missing_ok=True)
+        channel.changed.set()
+
     def of_peer(self, peer_id: bytes) -> list[ManagedChannel]:
         """The channels with ``peer_id``, oldest first."""
         return [c for c in self.channels.values() if c.peer_id == peer_id]
