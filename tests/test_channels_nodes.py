@@ -2,7 +2,8 @@
 regtest chain and serves it, B uses it through ``--bitcoind-rpc``), driven by the
 CLI as a user would: open, HTLCs both ways (a trimmed one too), close; over TCP,
 UDP and ZeroMQ. Over TCP also a node killed with SIGKILL right after it stored
-a received ``commitment_signed`` (before its ``revoke_and_ack`` left), and a
+a received ``commitment_signed`` (before its ``revoke_and_ack`` left) or
+``revoke_and_ack``, and a
 plain restart: each time the channel reestablishes with balances and HTLCs
 exact and no commitment reaches the chain.
 """
@@ -142,7 +143,8 @@ async def test_open_htlcs_both_ways_and_close_between_two_processes(tmp_path: Pa
                 await stop(process, data_dir)
 
 
-async def test_sigkill_after_storing_commitment_signed_then_restart_reestablish_and_close(tmp_path: Path) -> None:
+@pytest.mark.parametrize("crash_point", ["CommitmentSigned", "RevokeAndAck"])
+async def test_sigkill_after_storing_an_update_then_restart_reestablish_and_close(tmp_path: Path, crash_point: str) -> None:
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     processes: list[tuple[trio.Process, Path]] = []
     try:
@@ -150,8 +152,10 @@ async def test_sigkill_after_storing_commitment_signed_then_restart_reestablish_
         processes.append((a, a_dir))
         url, cookie = a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])
         b_options = user_argv(url, cookie)
-        # B kills itself (SIGKILL) the moment the first commitment_signed it receives is on disk.
-        b, b_info = await start(b_dir, "127.0.0.1:0", *b_options, env={CRASH_ENV: "CommitmentSigned"})
+        # B kills itself (SIGKILL) the moment the first commitment_signed it receives is on disk
+        # (its revoke_and_ack not sent), or the first revoke_and_ack (the HTLC just became
+        # irrevocable; nothing told yet): both happen while A's first HTLC is committed.
+        b, b_info = await start(b_dir, "127.0.0.1:0", *b_options, env={CRASH_ENV: crash_point})
         processes.append((b, b_dir))
         await open_channel(a_dir, b_dir, b_info["node_id"], a_info["addresses"][0])
         a_msat = FUNDING_SAT * 1000 - PUSH_MSAT
