@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets as random_secrets
 import signal
@@ -46,12 +47,10 @@ from .params import ChannelSecrets
 from .state import ChannelCore, Phase
 from .store import ChannelLog, ChannelStore
 
-__all__ = ["JOB_QUEUE_SIZE", "SNAPSHOT_EVERY", "ChannelManager", "ManagedChannel", "channel_secrets"]
+__all__ = ["SNAPSHOT_EVERY", "ChannelManager", "ChannelsStopped", "ManagedChannel", "channel_secrets"]
 
 log = logging.getLogger(__name__)
 
-#: jobs waiting for the actor before a submitter waits (back-pressure on peers and commands)
-JOB_QUEUE_SIZE = 256
 #: records in a channel's log before the actor writes a snapshot (bounds the replay at start)
 SNAPSHOT_EVERY = 1000
 #: seconds one message may wait for room in a peer's queue before the actor moves on
@@ -65,6 +64,10 @@ _SIGNING_PHASES = {Phase.NORMAL, Phase.SHUTDOWN}
 
 Sender = Callable[[bytes, Message], Awaitable[None]]
 EventHandler = Callable[["ManagedChannel", Sequence[Event]], Awaitable[None]]
+
+
+class ChannelsStopped(LocalMisuse):
+    """The manager's actor has stopped (the node is stopping): the input was not processed."""
 
 
 def channel_secrets(seed: bytes, key: str) -> ChannelSecrets:
@@ -130,7 +133,10 @@ class ChannelManager:
         self._on_events = on_events
         self._now = now
         self.channels: dict[str, ManagedChannel] = {}
-        self._jobs_in, self._jobs = trio.open_memory_channel[_Job](JOB_QUEUE_SIZE)
+        # No buffer limit, yet bounded: each submitter waits for its job (a peer's reading task,
+        # a command, the chain follower: one job each at most), and post() queues one
+        # Disconnected per channel of a peer that left.
+        self._jobs_in, self._jobs = trio.open_memory_channel[_Job](math.inf)
         self._running = False
         self._crash_after = os.environ.get(CRASH_ENV) or None
         if self._crash_after:
@@ -208,9 +214,23 @@ class ChannelManager:
             async for job in self._jobs:
                 await self._process(job)
         finally:
+            # Nobody may wait forever on a job that will never run (a shielded handler would
+            # hold the node's shutdown): refuse new jobs, answer the queued ones.
             self._running = False
-            for channel in self.channels.values():
-                channel.log.close()
+            self._jobs_in.close()
+            while True:
+                try:
+                    job = self._jobs.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                job.error = ChannelsStopped("the channels are stopping")
+                job.done.set()
+            self.close()
+
+    def close(self) -> None:
+        """Close every channel's log (``run`` does it when it ends; for a manager never run)."""
+        for channel in self.channels.values():
+            channel.log.close()
 
     # ------------------------------------------------------------ jobs
 
@@ -220,7 +240,10 @@ class ChannelManager:
         Raises :class:`~.errors.LocalMisuse` when the core refuses a command.
         """
         job = _Job(channel, item)
-        await self._jobs_in.send(job)
+        try:
+            await self._jobs_in.send(job)
+        except trio.ClosedResourceError:
+            raise ChannelsStopped("the channels are stopping") from None
         await job.done.wait()
         if job.error is not None:
             raise job.error
@@ -236,9 +259,8 @@ class ChannelManager:
             return
         try:
             self._jobs_in.send_nowait(_Job(channel, item))
-        except trio.WouldBlock:
-            log.warning("channels: job queue full, %s for %s waits in a task", type(item).__name__, channel.key)
-            raise
+        except trio.ClosedResourceError:
+            pass
 
     async def _process(self, job: _Job) -> None:
         channel = job.channel
