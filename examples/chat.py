@@ -13,17 +13,20 @@ Two ways to run it:
 
 2. Attached to a node that is already running (another process)::
 
-       lnpmsg node --data-dir /tmp/n1 --listen 127.0.0.1:9801
+       lnpmsg node --data-dir /tmp/n1 --listen 127.0.0.1:9801 --feature 331
        python examples/chat.py --attach /tmp/n1 --nick carol
 
    The chat then runs in its own process and drives the node through the
    node's control socket (``sendcustommsg``) and event socket (topic
    ``message.received.32769``): the node knows nothing about chat (type
    32769 is odd, so the node passes it up instead of failing on it).
+   ``--feature 331`` makes the node advertise the chat feature: chat peers
+   broadcast only to peers that do, so without it the attached chat can
+   send but receives nothing (it says so when it attaches).
 
 Typed lines starting with ``/``: ``/connect NODEID@HOST:PORT``, ``/peers``,
-``/quit``. End of input quits too. Output lines: ``* ...`` for status,
-``<nick@NODEID8> text`` for messages.
+``/quit``. End of input quits too (exit 0); Ctrl-C exits 130, quietly.
+Output lines: ``* ...`` for status, ``<nick@NODEID8> text`` for messages.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import trio
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from lnpmsg.app import App
+from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.node.events import PeerConnected, PeerDisconnected
 from lnpmsg.node.identity import NodeKey, load_or_create_key
 from lnpmsg.node.node import ConnectError, Node, NodeConfig
@@ -147,8 +151,8 @@ async def run_in_process(args: argparse.Namespace) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
         nursery.start_soon(announce)
-        address = node.listen_addresses[0] if node.listen_addresses else "(not listening)"
-        say(f"* ready: {node.node_id.hex()}@{address}")
+        address = node.addresses[0] if node.addresses else f"{node.node_id.hex()}@(not listening)"
+        say(f"* ready: {address}")
         for target in args.connect:
             await connect(target)
         await repl(send, connect, peers)
@@ -163,6 +167,11 @@ async def run_attached(args: argparse.Namespace) -> None:
     nick = args.nick.encode()
     async with ControlClient.open(args.attach) as client:
         info = await client.call("getinfo")
+        if not Features.from_bytes(bytes.fromhex(info["features"])).supports(CHAT_FEATURE_BIT):
+            say(
+                f"* the node does not advertise the chat feature (bit {CHAT_FEATURE_BIT}): peers' chat lines will not reach "
+                f"it; restart it with --feature {CHAT_FEATURE_BIT} (or feature = [{CHAT_FEATURE_BIT}] in its lnpmsg.toml)"
+            )
 
         async def chat_peers() -> list[str]:
             listed = (await client.call("listpeers"))["peers"]
@@ -219,13 +228,10 @@ def main() -> int:
     parser.add_argument("--connect", action="append", default=[], metavar="NODEID@HOST:PORT")
     args = parser.parse_args()
     try:
-        trio.run(run_attached if args.attach else run_in_process, args)
+        return run_interruptible(run_attached if args.attach else run_in_process, args) or 0
     except ControlClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,16 +12,23 @@ Two ways to run it:
 
        python examples/gossip_watch.py --attach ~/.lnpmsg
 
-2. A self-contained demo: two local nodes over TCP, one holding the real
-   mainnet gossip of ``../shared/data/gossip`` (imported from Core
-   Lightning's gossip_store), the other syncing it by queries and serving
-   the control API in a temporary data dir; the watcher attaches to that::
+2. A self-contained demo: two local nodes over TCP, one holding real
+   mainnet gossip (Core Lightning's gossip_store test data,
+   ``gossip_store-part1.xz`` and ``-part2.xz``), the other syncing it by
+   queries and serving the control API in a temporary data dir; the
+   watcher attaches to that::
 
-       python examples/gossip_watch.py --demo
+       python examples/gossip_watch.py --demo [--gossip-data DIR]
+
+   The data is looked for in ``--gossip-data``, ``$LNPMSG_GOSSIP_DATA``,
+   then ``shared/data/gossip`` beside the checkout (``../shared`` from its
+   root, where the project's tests find it) and under the current
+   directory; when it is nowhere, the demo says where it looked (exit 2).
 
 Each second it prints one line: channels, updates and announced nodes in the
 graph, messages per type seen in the last second, and the sync's progress.
-``--json`` prints every event as a JSON line instead (for ``jq``).
+``--json`` prints every event as a JSON line instead (for ``jq``). Ctrl-C
+stops it quietly (exit 130).
 """
 
 from __future__ import annotations
@@ -41,13 +48,46 @@ import trio
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from lnpmsg.gossip import GossipApp, GossipConfig, GossipStore
+from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.rpc.control_client import ControlClient, ControlClientError
 from lnpmsg.wire import CHAIN_HASH_MAINNET
 
-SHARED_GOSSIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "gossip"
+#: the demo's data: the two parts of one Core Lightning gossip_store (real mainnet gossip)
+GOSSIP_PARTS = ("gossip_store-part1.xz", "gossip_store-part2.xz")
+#: where the project keeps it, relative to a checkout's root and to the current directory
+SHARED_GOSSIP = Path("shared") / "data" / "gossip"
+
+
+def gossip_data_candidates(given: Path | None) -> list[Path]:
+    """The directories the demo looks in for its data, in order."""
+    if given is not None:
+        return [given.expanduser()]
+    candidates = []
+    if os.environ.get("LNPMSG_GOSSIP_DATA"):
+        candidates.append(Path(os.environ["LNPMSG_GOSSIP_DATA"]).expanduser())
+    checkout = Path(__file__).resolve().parents[1]
+    candidates += [checkout.parent / SHARED_GOSSIP, checkout / SHARED_GOSSIP, Path.cwd() / SHARED_GOSSIP, Path.cwd().parent / SHARED_GOSSIP]
+    return list(dict.fromkeys(candidates))
+
+
+def find_gossip_data(given: Path | None) -> list[Path]:
+    """The demo's gossip_store parts; exits 2 naming the places it looked when they are nowhere."""
+    candidates = gossip_data_candidates(given)
+    for directory in candidates:
+        parts = [directory / name for name in GOSSIP_PARTS]
+        if all(p.is_file() for p in parts):
+            return parts
+    looked = "\n".join(f"  {d}" for d in candidates)
+    print(
+        f"gossip_watch: the demo needs {' and '.join(GOSSIP_PARTS)} (real mainnet gossip from Core Lightning's "
+        f"test data, kept in the project's shared/data/gossip); looked in:\n{looked}\n"
+        "give the directory with --gossip-data DIR (or LNPMSG_GOSSIP_DATA), or watch a running node with --attach",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 
 async def watch(data_dir: Path, *, as_json: bool, seconds: float | None) -> None:
@@ -82,11 +122,8 @@ async def watch(data_dir: Path, *, as_json: bool, seconds: float | None) -> None
                     print(json.dumps({"topic": event.topic, **event.data}), flush=True)
 
 
-async def demo(as_json: bool, seconds: float) -> None:
+async def demo(parts: list[Path], as_json: bool, seconds: float) -> None:
     """Two nodes: A serves the real mainnet gossip, B syncs it and is watched."""
-    parts = [SHARED_GOSSIP / "gossip_store-part1.xz", SHARED_GOSSIP / "gossip_store-part2.xz"]
-    if not all(p.exists() for p in parts):
-        sys.exit(f"the demo needs the gossip data in {SHARED_GOSSIP}")
     with tempfile.TemporaryDirectory(prefix="lnpmsg-gw-") as tmp:
         data_dir = Path(tmp)
         a = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], network="bitcoin"))
@@ -110,24 +147,25 @@ async def demo(as_json: bool, seconds: float) -> None:
             b.stop()
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description="Print a live summary of the gossip a node receives.")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--attach", type=Path, metavar="DATA_DIR", help="the data dir of a running node with the gossip app")
     mode.add_argument("--demo", action="store_true", help="run two local nodes (real mainnet gossip) and watch one")
     parser.add_argument("--json", action="store_true", help="print every gossip event as a JSON line")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long (the demo: 5 s by default)")
+    parser.add_argument("--gossip-data", type=Path, metavar="DIR", help="the demo's gossip_store parts are in DIR (default: see the module docs)")
     args = parser.parse_args()
     try:
         if args.demo:
-            trio.run(demo, args.json, args.seconds or 5.0)
+            code = run_interruptible(demo, find_gossip_data(args.gossip_data), args.json, args.seconds or 5.0)
         else:
-            trio.run(lambda: watch(args.attach.expanduser(), as_json=args.json, seconds=args.seconds))
+            code = run_interruptible(lambda: watch(args.attach.expanduser(), as_json=args.json, seconds=args.seconds))
     except ControlClientError as exc:
-        sys.exit(f"gossip_watch: {exc}")
-    except KeyboardInterrupt:
-        pass
+        print(f"gossip_watch: {exc}", file=sys.stderr)
+        return 1
+    return code or 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

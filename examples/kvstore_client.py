@@ -26,6 +26,7 @@ import trio
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import ConnectError, Node, NodeConfig
 from lnpmsg.rpc.peer import PeerRpc, RemoteError, RpcError
@@ -85,7 +86,7 @@ def main() -> int:
         commands = [shlex.split(line) for line in sys.stdin if line.strip()]
     else:
         commands = [sys.argv[2:]]
-    return trio.run(run, address, commands)
+    return run_interruptible(run, address, commands)  # 130 after Ctrl-C, without a traceback
 
 
 if __name__ == "__main__":

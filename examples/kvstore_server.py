@@ -5,7 +5,8 @@
     python examples/kvstore_server.py --listen 127.0.0.1:9802
 
 prints one JSON line, ``{"node_id": ..., "address": "NODEID@127.0.0.1:9802"}``,
-then serves until Ctrl-C (or end of stdin with ``--until-eof``). Any lnpmsg
+then serves until Ctrl-C (exit 130, quietly) or, with ``--until-eof``, the
+end of stdin (exit 0). Any lnpmsg
 node with the RPC app can call it (see ``kvstore_client.py``, or from a
 running node: ``lnpmsg call rpc.call '{"node_id": ..., "method": "kv.get",
 "params": {"key": "a"}}'``).
@@ -32,6 +33,7 @@ import trio
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+from lnpmsg.io.interrupt import run_interruptible
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.node.peer import Peer
@@ -85,7 +87,7 @@ async def serve(args: argparse.Namespace) -> None:
     node.mount(build_app({}))
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
-        address = f"{node.node_id.hex()}@{node.listen_addresses[0]}"
+        address = node.addresses[0]
         print(json.dumps({"node_id": node.node_id.hex(), "address": address}), flush=True)
         if args.until_eof:
             stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
@@ -100,11 +102,7 @@ def main() -> int:
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--until-eof", action="store_true", help="stop when stdin closes (for scripts and tests)")
     args = parser.parse_args()
-    try:
-        trio.run(serve, args)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run_interruptible(serve, args) or 0
 
 
 if __name__ == "__main__":

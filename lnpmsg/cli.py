@@ -1,7 +1,9 @@
 """The ``lnpmsg`` command.
 
 ``lnpmsg node`` runs a node with embedded defaults: a key generated on first
-start in the data dir (``~/.lnpmsg``), a TCP listener on 127.0.0.1:9735.
+start in the data dir (``~/.lnpmsg``), a TCP listener on 127.0.0.1:9735. The
+node is built by the composition root (:mod:`lnpmsg.runtime`) from the
+flags, ``DATA_DIR/lnpmsg.toml`` and the user apps of ``--app``.
 """
 
 from __future__ import annotations
@@ -10,28 +12,46 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import trio
-
 from lnpmsg import __version__
+from lnpmsg.io.interrupt import run_interruptible
+from lnpmsg.rpc.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from lnpmsg.runtime.settings import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_LISTEN,
+    NodeSettings,
+    SettingsError,
+    StartError,
+)
 
 if TYPE_CHECKING:
-    from lnpmsg.node.node import Node
+    from lnpmsg.runtime.build import BuiltNode
 
-__all__ = ["main", "build_parser", "DEFAULT_DATA_DIR", "DEFAULT_LISTEN"]
-
-DEFAULT_DATA_DIR = Path(os.environ.get("LNPMSG_DATA_DIR", "~/.lnpmsg")).expanduser()
-DEFAULT_LISTEN = "127.0.0.1:9735"
+__all__ = ["main", "build_parser", "hoist_global_options", "settings_from_args", "DEFAULT_DATA_DIR", "DEFAULT_LISTEN"]
 
 log = logging.getLogger("lnpmsg")
 
 _LEVEL_TAGS = {"DEBUG": "DBG", "INFO": "INF", "WARNING": "WRN", "ERROR": "ERR", "CRITICAL": "CRT"}
+#: third-party loggers that say too much at INFO (aioquic logs every QUIC connection's events)
+_CHATTY_LOGGERS = ("quic", "http3")
+
+#: options every command that has them also takes before the command name
+#: (``lnpmsg --data-dir X getinfo``, the lightning-cli habit), and whether they take a value
+GLOBAL_OPTIONS = {"--data-dir": True, "--config": True, "--json": False, "--log-level": True, "--timeout": True}
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success (for 'lnpmsg node': stopped by Ctrl-C, SIGTERM or 'lnpmsg stop')
+  1    failed: the node could not start, a control call failed, a peer is not connected
+  2    bad usage: an unknown option or a bad value, a bad config file, an --app that does not load
+  3    no node is running at the data dir (control commands)
+  130  interrupted by Ctrl-C before it finished (control commands, the examples)"""
 
 
 class _Formatter(logging.Formatter):
@@ -41,30 +61,57 @@ class _Formatter(logging.Formatter):
 
 
 def setup_logging(level: str) -> None:
+    """Log to stderr at ``level``; aioquic's chatter stays at WARNING unless ``level`` is debug."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(asctime)s.%(msecs)03d [%(tag)s] %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if level.lower() == "debug" else logging.WARNING)
+
+
+@contextmanager
+def _logging_to_stderr(level: str) -> Iterator[None]:
+    """:func:`setup_logging` for the command's run; the logging set-up before it comes back afterwards
+    (``main`` called in-process, as tests do, leaves no handler on a stream that may close)."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in _CHATTY_LOGGERS}
+    setup_logging(level)
+    try:
+        yield
+    finally:
+        root.handlers[:], level_before, chatty = saved
+        root.setLevel(level_before)
+        for name, chatty_level in chatty.items():
+            logging.getLogger(name).setLevel(chatty_level)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lnpmsg",
         description="A Tor-first P2P node and message framework speaking the Lightning wire protocol.",
-        epilog="Run 'lnpmsg COMMAND --help' for the options of a command.",
+        epilog=(
+            "Run 'lnpmsg COMMAND --help' for the options of a command. The options --data-dir, --config,\n"
+            "--json, --log-level and --timeout may also come before the command (lnpmsg --data-dir X getinfo).\n"
+            "\n" + EXIT_CODES_HELP
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lnpmsg {__version__}")
+    for option, takes_value in GLOBAL_OPTIONS.items():
+        # Accepted without a command (then help is printed); main() moves them after the command name.
+        parser.add_argument(option, **({"metavar": "VALUE"} if takes_value else {"action": "store_true"}), default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     node = commands.add_parser(
         "node",
         help="run a node (the main job)",
         description=(
-            "Run an lnpmsg node. On first start a node key is generated in the data dir "
-            "(mode 0600) and reused afterwards. The node listens for Lightning peers "
-            "(BOLT-8 encrypted) and keeps the peers given with --connect connected. "
-            "Stop it with Ctrl-C."
+            "Run an lnpmsg node. On first start a node key is generated in the data dir\n"
+            "(mode 0600) and reused afterwards. The node listens for Lightning peers\n"
+            "(BOLT-8 encrypted) and keeps the peers given with --connect connected.\n"
+            "Options may also come from DATA_DIR/lnpmsg.toml (see below). Stop it with Ctrl-C."
         ),
         epilog=(
             "examples:\n"
@@ -74,9 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
             "  lnpmsg node --node-key 1111...11 --no-listen  # fixed key, outbound only\n"
             "  lnpmsg node --onion-only                     # own tor; reachable only at NODEID@xyz.onion:9735\n"
             "  lnpmsg node --tor-control 127.0.0.1:9051 --tor-cookie /run/tor/control.authcookie  # system tor\n"
+            "  lnpmsg node --app examples.greeter_app:app   # mount your own app: lnpmsg call greeter.hello\n"
             "\n"
             "peer addresses: NODEID@host:port (TCP; Tor when host is .onion),\n"
-            "  tcp://, udp://, zmq+tcp://, zmq+ipc://NODEID@/path"
+            "  tcp://, udp://, zmq+tcp://, zmq+ipc://NODEID@/path\n"
+            "\n"
+            "config file: every option can also be set in DATA_DIR/lnpmsg.toml (or the file --config\n"
+            "  names). The key is the option without '--'; repeatable options take a list; switches\n"
+            "  take true or false. Options on the command line override the file. Unknown keys are\n"
+            "  an error. Example:\n"
+            "    listen = [\"127.0.0.1:9735\", \"udp://127.0.0.1:9735\"]\n"
+            "    no-gossip = true\n"
+            "    app = [\"examples.greeter_app:app\"]\n"
+            "\n"
+            "user apps: --app MODULE:ATTR (or path/to/file.py:ATTR) names an lnpmsg.app.App, or a\n"
+            "  callable returning one; MODULE is imported from the current directory first. The app\n"
+            "  gets the control API (lnpmsg call APPNAME.METHOD), events and peers like built-in apps."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -117,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--bitcoind-poll", type=float, default=1.0, metavar="SECONDS", help="how often --bitcoind-rpc is asked for a new tip (default: %(default)g)")
     node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
+    node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
+    node.add_argument("--config", type=Path, metavar="FILE", help="read options from this TOML file instead of DATA_DIR/lnpmsg.toml (see below)")
     _add_demo_command(commands)
 
     from lnpmsg.rpc.commands import add_commands
@@ -134,185 +196,89 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_key(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from lnpmsg.node.identity import key_from_hex, load_key_file, load_or_create_key
+def settings_from_args(args: argparse.Namespace) -> NodeSettings:
+    """The :class:`NodeSettings` ``lnpmsg node``'s options (and config file) ask for; raises :class:`SettingsError`."""
+    from lnpmsg.node.identity import IdentityError, key_from_hex
+    from lnpmsg.tor_app import settings_from_args as tor_settings_from_args
+    from lnpmsg.transports.address import split_host_port
 
+    key = None
     if args.node_key:
-        return key_from_hex(args.node_key), False
-    if args.node_key_file:
-        return load_key_file(args.node_key_file), False
-    return load_or_create_key(args.data_dir)
-
-
-async def _run_node(args: argparse.Namespace) -> int:
-    from lnpmsg.node.identity import IdentityError
-    from lnpmsg.node.node import Node, NodeConfig
-    from lnpmsg.transports.base import TransportError
-
-    try:
-        key, created = _load_key(args)
-    except IdentityError as exc:
-        log.error("%s", exc)
-        return 2
-    if created:
-        log.info("generated a new node key in %s", args.data_dir / "node_key")
-    onion_only = args.onion_only or args.onion_to_onion
-    listen = [] if args.no_listen or onion_only else (args.listen or [DEFAULT_LISTEN])
+        try:
+            key = key_from_hex(args.node_key)
+        except IdentityError as exc:
+            raise SettingsError(str(exc)) from None
     tor_socks = None
     if args.tor_socks:
-        from lnpmsg.transports.address import split_host_port
-
         try:
             tor_socks = split_host_port(args.tor_socks)
         except ValueError as exc:
-            log.error("bad --tor-socks: %s", exc)
-            return 2
-    from lnpmsg.wallet import node_setup
-
-    chain_error = await node_setup.check(args)
-    if chain_error is not None:
-        log.error("%s", chain_error)
-        return 2
-    if args.chain and args.network not in (None, args.chain):
-        log.error("--chain %s needs --network %s (the chain the node announces in init)", args.chain, args.chain)
-        return 2
-    if args.reindex and not args.chain:
-        log.error("--reindex rebuilds the embedded chain: it needs --chain regtest")
-        return 2
-    args.network = args.network or args.chain or "bitcoin"
-    from lnpmsg.tor_app import NodeTor, settings_from_args
-
+            raise SettingsError(f"bad --tor-socks: {exc}") from None
     try:
-        tor_settings = settings_from_args(args, tor_socks)
+        tor = tor_settings_from_args(args, tor_socks)
     except ValueError as exc:
-        log.error("%s", exc)
-        return 2
-    config = NodeConfig(listen=listen, connect=list(args.connect), network=args.network, tor_socks=tor_socks, onion_only=onion_only, onion_to_onion=args.onion_to_onion)
-    if args.feature:
-        from lnpmsg.wire import Features, WireError
+        raise SettingsError(str(exc)) from None
+    return NodeSettings(
+        data_dir=args.data_dir,
+        key=key,
+        key_file=args.node_key_file,
+        listen=[] if args.no_listen else args.listen,
+        connect=list(args.connect),
+        network=args.network,
+        features=list(args.feature),
+        tor_socks=args.tor_socks,
+        tor=tor,
+        onion_only=args.onion_only,
+        onion_to_onion=args.onion_to_onion,
+        control=not args.no_control,
+        control_endpoint=args.control,
+        events_endpoint=args.events,
+        chain=args.chain,
+        reindex=args.reindex,
+        chain_rpc_listen=args.chain_rpc_listen,
+        chain_rpc_auth=args.chain_rpc_auth,
+        bitcoind_rpc=args.bitcoind_rpc,
+        bitcoind_cookie=args.bitcoind_cookie,
+        bitcoind_poll=args.bitcoind_poll,
+        electrum_listen=args.electrum_listen,
+        gossip=not args.no_gossip,
+        gossip_import=list(args.gossip_import),
+        apps=list(args.app),
+    )
 
-        try:
-            config.features = config.features | Features.from_bits(args.feature)
-        except WireError as exc:
-            log.error("bad --feature: %s", exc)
-            return 2
+
+async def _run_node(args: argparse.Namespace) -> int:
+    from lnpmsg.runtime.build import build_node, check_settings, run_node
+
     try:
-        node = Node(key, config)
-    except TransportError as exc:  # e.g. a Tor SOCKS port that is not on loopback
+        settings = settings_from_args(args)
+        await check_settings(settings)  # the chain options; --bitcoind-rpc without --network asks the server
+        built = build_node(settings)
+        await run_node(built, on_started=partial(_print_summary, as_json=args.json))
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    except StartError as exc:
         log.error("cannot start: %s", exc)
-        return 2
-    from lnpmsg.pubsub.peer import PeerPubSub
-    from lnpmsg.rpc.control import ControlError, ControlServer
-    from lnpmsg.rpc.peer import PeerRpc
-
-    node.mount(PeerRpc())
-    node.mount(PeerPubSub())
-    start_errors: tuple[type[Exception], ...] = (TransportError, OSError, ValueError, ControlError)
-    start_errors += node_setup.mount(args, node)
-    if args.chain or args.bitcoind_rpc:
-        # channels need a chain (funding, depth, closes): mounted after the chain app
-        from lnpmsg.channels.app import ChannelsApp
-
-        node.mount(ChannelsApp(args.data_dir / "channels"))
-    if args.electrum_listen:
-        from lnpmsg.chain.electrum.app import mount_electrum
-
-        problem = mount_electrum(node, args.electrum_listen)
-        if problem:
-            log.error("%s", problem)
-            return 2
-    gossip_app = None
-    if not args.no_gossip:
-        from lnpmsg.gossip.commands import node_gossip_app
-        from lnpmsg.gossip.errors import GossipError
-
-        try:
-            gossip_app = node.mount(node_gossip_app(args.data_dir, args.network, args.gossip_import, chain_app=node.apps.get("chain")))
-        except GossipError as exc:
-            log.error("cannot start: %s", exc)
-            return 1
-        start_errors += (GossipError,)
-    elif args.gossip_import:
-        log.error("--gossip-import needs the gossip app: drop --no-gossip")
-        return 2
-    if not args.no_control:
-        try:
-            # the lock now, before the apps start (the chain may replay blocks): clients wait for this node
-            node.mount(ControlServer(args.data_dir, endpoint=args.control, events_endpoint=args.events)).reserve()
-        except ControlError as exc:
-            log.error("cannot start: %s", exc)
-            return 1
-    if tor_settings is not None:
-        node.mount(NodeTor(tor_settings))
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as outer:
-            # A signal or the control API's stop call stops the node; then we exit.
-            outer.start_soon(_stop_on_signal, signals, node, outer.cancel_scope)
-            async with trio.open_nursery() as nursery:
-                try:
-                    await nursery.start(node.run)
-                except (TransportError, OSError, ValueError, ControlError, BaseExceptionGroup) as exc:
-                    # Start-up failures come out of the node's nursery wrapped in groups.
-                    cause = _first_leaf(exc)
-                    if not isinstance(cause, start_errors):
-                        raise
-                    log.error("cannot start: %s", cause)
-                    outer.cancel_scope.cancel()
-                    return 1
-                summary = {
-                    "node_id": key.node_id.hex(),
-                    "listen": node.listen_addresses,
-                    "addresses": node.addresses,
-                    "data_dir": str(args.data_dir),
-                    "network": args.network,
-                }
-                summary.update(node_setup.summary(args, node))
-                if "electrum" in node.apps:
-                    summary["electrum"] = node.apps["electrum"].address  # type: ignore[attr-defined]
-                if gossip_app is not None:
-                    summary["gossip"] = f"{len(gossip_app.graph)} channels in {gossip_app.store.path}"
-                control = node.apps.get("control")
-                if isinstance(control, ControlServer):
-                    summary["control"] = control.endpoint
-                    summary["events"] = control.events_endpoint
-                node_tor = node.apps.get("tor")
-                if isinstance(node_tor, NodeTor):
-                    summary["onion"] = (await node_tor.status())["onion"]
-                if args.json:
-                    print(json.dumps(summary), flush=True)
-                else:
-                    print(f"node id: {summary['node_id']}", flush=True)
-                    for address in summary["addresses"]:
-                        print(f"address: {address}", flush=True)
-                    if "control" in summary:
-                        print(f"control: {summary['control']}", flush=True)
-                    if "chain" in summary:
-                        print(f"chain:   {summary['chain']}", flush=True)
-                    if "chain_rpc" in summary:
-                        print(f"chain rpc: {summary['chain_rpc']['url']} (cookie {summary['chain_rpc']['cookie']})", flush=True)
-                    if "gossip" in summary:
-                        print(f"gossip:  {summary['gossip']}", flush=True)
-                    print("press Ctrl-C to stop", flush=True)
-            # node.run returned: stopped by a signal or over the control API
-            outer.cancel_scope.cancel()
-    log.info("stopped")
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
-
-
-async def _stop_on_signal(signals: AsyncIterator[int], node: Node, starting: trio.CancelScope | None = None) -> None:
-    async for signum in signals:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        node.stop()
-        if starting is not None and not node.started.is_set():
-            # Still starting (e.g. Tor bootstrapping): give the start up; it cleans up after itself.
-            starting.cancel()
+async def _print_summary(built: BuiltNode, *, as_json: bool) -> None:
+    summary = await built.summary()
+    if as_json:
+        print(json.dumps(summary), flush=True)
         return
+    print(f"node id: {summary['node_id']}", flush=True)
+    for address in summary["addresses"]:
+        print(f"address: {address}", flush=True)
+    for name in ("onion", "control", "chain", "electrum", "gossip"):
+        if summary.get(name):
+            print(f"{name + ':':<8} {summary[name]}", flush=True)
+    if "chain_rpc" in summary:
+        print(f"chain rpc: {summary['chain_rpc']['url']} (cookie {summary['chain_rpc']['cookie']})", flush=True)
+    print(f"apps:    {', '.join(summary['apps'])}", flush=True)
+    print("press Ctrl-C to stop", flush=True)
 
 
 # ------------------------------------------------------------------ demo
@@ -333,12 +299,61 @@ def _add_demo_command(commands: argparse._SubParsersAction) -> None:  # type: ig
     demo.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="node logs on stderr (default: %(default)s)")
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def hoist_global_options(argv: Sequence[str], commands: Sequence[str]) -> list[str]:
+    """``argv`` with the :data:`GLOBAL_OPTIONS` given before the command moved behind it.
+
+    ``lnpmsg --data-dir X getinfo`` becomes ``lnpmsg getinfo --data-dir X``
+    (before a ``--``, if there is one), so each command parses the options
+    it has; one it does not have is argparse's usual error.
+    """
+    argv = list(argv)
+    head: list[str] = []
+    i = 0
+    while i < len(argv):
+        name, eq, _ = argv[i].partition("=")
+        if name not in GLOBAL_OPTIONS:
+            break
+        width = 2 if GLOBAL_OPTIONS[name] and not eq else 1
+        head += argv[i:i + width]
+        i += width
+    if not head or i >= len(argv) or argv[i] not in commands:
+        return argv
+    rest = argv[i:]
+    if "--" in rest:
+        cut = rest.index("--")
+        return rest[:cut] + head + rest[cut:]
+    return rest + head
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, command: argparse.ArgumentParser, argv: list[str], args: argparse.Namespace) -> None:
+    """Fill what the command line left unset from ``--config FILE`` or ``DATA_DIR/lnpmsg.toml`` (if it exists)."""
+    from lnpmsg.runtime.config_file import CONFIG_FILE_NAME, apply_config, read_config
+
+    if args.config is not None:
+        values = read_config(args.config.expanduser(), command, may_set_data_dir=True)
+    else:
+        default = Path(args.data_dir).expanduser() / CONFIG_FILE_NAME
+        if not default.exists():
+            return
+        values = read_config(default, command, may_set_data_dir=False)
+    apply_config(parser, command, argv, args, values)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    subcommands = _subcommands(parser)
+    argv = hoist_global_options(sys.argv[1:] if argv is None else argv, list(subcommands))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     from lnpmsg.rpc.commands import COMMANDS, run_command
 
     if args.command in COMMANDS:
@@ -355,15 +370,22 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in channel_commands.COMMANDS:
         return channel_commands.run_command(args)
-    setup_logging(getattr(args, "log_level", "info"))
-    if args.command == "node":
-        return trio.run(_run_node, args)
-    if args.command == "demo":
-        from lnpmsg.wallet.app import run_demo
+    with _logging_to_stderr(getattr(args, "log_level", "info")):
+        if args.command == "node":
+            try:
+                _apply_config_file(parser, subcommands["node"], argv, args)
+            except SettingsError as exc:
+                log.error("%s", exc)
+                return EXIT_USAGE
+            setup_logging(args.log_level)
+            # Once running, the node handles SIGINT itself (a stop: exit 0); this is Ctrl-C while it is built.
+            return run_interruptible(_run_node, args)
+        if args.command == "demo":
+            from lnpmsg.demo import run_demo
 
-        return trio.run(partial(run_demo, args.data_dir, json_output=args.json, write=lambda line: print(line, flush=True)))
+            return run_interruptible(partial(run_demo, args.data_dir, json_output=args.json, write=lambda line: print(line, flush=True)))
     parser.error(f"unknown command {args.command}")
-    return 2
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -243,6 +243,38 @@ async def test_block_and_mempool_calls(served):
     assert (await call(server, "submitblock", (await source.block(bytes.fromhex(mined)[::-1])).hex()))[1]["result"] == "duplicate"
 
 
+async def test_testmempoolaccept_is_a_dry_run(served):
+    """testmempoolaccept (and sendrawtransaction's fee check) change nothing:
+    not the mempool, not mempool.dat (whose appends are fsynced), and no
+    mempool listener hears of them."""
+    source, server = served
+    await source.mine(101)
+    paid = await source.faucet(FAUCET_ADDRESS, 80_000)
+    core = source.core
+    mempool_file = core.datadir / "mempool.dat"
+    before = (mempool_file.read_bytes(), mempool_file.stat().st_mtime_ns, mempool_file.stat().st_ino)
+    heard: list[None] = []
+    core.add_mempool_listener(lambda: heard.append(None))
+    parent = faucet_spend(paid, 80_000)
+    child = faucet_spend(OutPoint(parent.txid, 0), 79_000)
+    rival = faucet_spend(paid, 80_000, 2_000)  # spends what parent spends
+    greedy = faucet_spend(OutPoint(child.txid, 0), 78_000, 40_000)
+    _, reply = await call(server, "testmempoolaccept", [parent.raw.hex(), child.raw.hex(), rival.raw.hex(), greedy.raw.hex()], 0.001)
+    results = reply["result"]
+    assert [r["allowed"] for r in results] == [True, True, False, False]
+    assert results[2]["reject-reason"] == "txn-mempool-conflict"  # the package's own parent spends it
+    assert results[3]["reject-reason"] == "max-fee-exceeded"
+    _, reply = await call(server, "sendrawtransaction", rival.raw.hex(), 0.00001)
+    assert reply["error"]["code"] == -25 and "Fee exceeds maximum" in reply["error"]["message"]
+    assert (mempool_file.read_bytes(), mempool_file.stat().st_mtime_ns, mempool_file.stat().st_ino) == before
+    assert heard == [] and core.mempool_txids() == [paid.txid]
+    # the same transactions are then accepted for real, in the same order
+    for tx in (parent, child):
+        assert (await call(server, "sendrawtransaction", tx.raw.hex()))[1]["result"] == tx.txid_hex
+    assert core.mempool_txids() == [paid.txid, parent.txid, child.txid] and len(heard) == 2
+    assert len(mempool_file.read_bytes()) > len(before[0])
+
+
 def test_invalidated_blocks_stay_out_after_a_restart(tmp_path):
     with RegtestChain(tmp_path / "c") as chain:
         hashes = chain.mine(5)

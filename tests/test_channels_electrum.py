@@ -24,8 +24,7 @@ import trio
 from lnpmsg.channels.manager import CRASH_ENV
 from lnpmsg.testing.electrum import ElectrumWallet
 from lnpmsg.testing.processes import lnpmsg_argv
-from test_channels_nodes import wait_channel
-from test_chain_rpc_nodes import WAIT, cli, stop
+from test_channels_nodes import WAIT, cli, stop, wait_channel
 
 pytestmark = pytest.mark.slow
 

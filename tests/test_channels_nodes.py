@@ -10,6 +10,8 @@ exact and no commitment reaches the chain.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -20,14 +22,47 @@ import pytest
 import trio
 
 from lnpmsg.channels.manager import CRASH_ENV
+from lnpmsg.cli import main
 from lnpmsg.testing.processes import lnpmsg_argv
-from test_chain_rpc_nodes import WAIT, cli, owner_argv, stop, user_argv
 
 pytestmark = pytest.mark.slow
 
 FUNDING_SAT = 1_000_000
 PUSH_MSAT = 300_000_000
 LISTEN = {"tcp": "127.0.0.1:0", "udp": "udp://127.0.0.1:0", "zmq": "zmq+tcp://127.0.0.1:0"}
+#: seconds a process may take to start, a channel to change state (generous: shared machines)
+WAIT = 60
+
+
+def owner_argv(rpc_listen: str) -> list[str]:
+    """The chain owner: the embedded regtest chain, served over Bitcoin Core's JSON-RPC."""
+    return ["--chain", "regtest", "--chain-rpc-listen", rpc_listen]
+
+
+def user_argv(url: str, cookie: Path) -> list[str]:
+    """A node on the owner's chain."""
+    return ["--bitcoind-rpc", url, "--bitcoind-cookie", str(cookie), "--bitcoind-poll", "0.2"]
+
+
+async def cli(*argv: object) -> Any:
+    """Run ``lnpmsg ARGV --json`` as a shell would; its JSON result (asserting exit 0)."""
+    args = [str(a) for a in argv] + ["--json"]
+    code, out = await trio.to_thread.run_sync(_run_main, args)
+    assert code == 0, (args, out)
+    return json.loads(out)
+
+
+def _run_main(args: list[str]) -> tuple[int, str]:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(args)
+    return code, buffer.getvalue()
+
+
+async def stop(process: trio.Process, data_dir: Path) -> None:
+    await trio.to_thread.run_sync(main, ["stop", "--data-dir", str(data_dir)])
+    with trio.fail_after(WAIT):
+        await process.wait()
 
 
 async def start(data_dir: Path, listen: str, *options: str, env: dict[str, str] | None = None) -> tuple[trio.Process, dict[str, Any]]:
@@ -110,7 +145,7 @@ async def test_open_htlcs_both_ways_and_close_between_two_processes(tmp_path: Pa
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     processes: list[tuple[trio.Process, Path]] = []
     try:
-        a, a_info = await start(a_dir, LISTEN[kind], *owner_argv(a_dir, "127.0.0.1:0"))
+        a, a_info = await start(a_dir, LISTEN[kind], *owner_argv("127.0.0.1:0"))
         processes.append((a, a_dir))
         url, cookie = a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])
         b, b_info = await start(b_dir, "127.0.0.1:0", *user_argv(url, cookie))
@@ -148,7 +183,7 @@ async def test_sigkill_after_storing_an_update_then_restart_reestablish_and_clos
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     processes: list[tuple[trio.Process, Path]] = []
     try:
-        a, a_info = await start(a_dir, "127.0.0.1:0", *owner_argv(a_dir, "127.0.0.1:0"))
+        a, a_info = await start(a_dir, "127.0.0.1:0", *owner_argv("127.0.0.1:0"))
         processes.append((a, a_dir))
         url, cookie = a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])
         b_options = user_argv(url, cookie)

@@ -81,7 +81,7 @@ async def test_commands_against_a_running_node(capsys, data_dir):
         assert code == 1 and "custom range" in json.loads(out)["error"]["message"]
         assert json.loads(out)["error"]["code"] == -32602
         code, out, err = await cli(capsys, "call", "getinfo", "{not json", *d)
-        assert code == 1 and "params are not JSON" in err
+        assert code == 2 and "params are not JSON" in err  # bad arguments: exit 2, nothing sent
         code, out, _ = await cli(capsys, "disconnect", peer_id, *d)
         assert code == 0 and out == "disconnected\n"
         code, out, _ = await cli(capsys, "stop", *d)
@@ -113,3 +113,53 @@ async def test_subscribe_streams_json_lines(capsys, data_dir):
         assert code == 0 and [e["topic"] for e in lines] == ["peer.connected", "peer.disconnected"]
         assert all(e["node_id"] == other.node_id.hex() for e in lines)
         assert "subscribed to 'peer.'" in err
+
+
+#: the raw exit system call, which ends the calling thread only (no unwinding)
+_SYS_EXIT = {"x86_64": 60, "aarch64": 93}
+_MAIN_THREAD_ENDS_FIRST = """
+import ctypes, os, sys, threading
+def last_thread():
+    sys.stdin.buffer.read()  # until the test closes our stdin
+    os._exit(0)
+threading.Thread(target=last_thread).start()
+ctypes.CDLL(None, use_errno=True).syscall(int(sys.argv[1]), 0)
+"""
+
+
+def test_a_process_is_gone_only_once_every_thread_has_ended():
+    """``stop`` waits for the node's process to be gone. A process whose main
+    thread has ended (a zombie in /proc/PID/stat) while another thread still
+    runs is not: it still holds its files and cannot be reaped (as a node
+    whose worker thread is still writing when it exits, on a busy machine)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from lnpmsg.rpc.commands import _process_gone
+
+    machine = os.uname().machine
+    assert machine in _SYS_EXIT, f"add the exit system call's number for {machine}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _MAIN_THREAD_ENDS_FIRST, str(_SYS_EXIT[machine])], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{process.pid}/stat").read_bytes().rsplit(b")", 1)[1][1:2] != b"Z":
+            assert time.monotonic() < deadline, "the main thread did not end"
+            time.sleep(0.01)
+        assert not _process_gone(process.pid)
+        assert process.poll() is None  # indeed: not reapable yet
+        assert process.stdin is not None
+        process.stdin.close()  # the last thread ends the process
+        deadline = time.monotonic() + 60
+        while not _process_gone(process.pid):
+            assert time.monotonic() < deadline, "the process did not end"
+            time.sleep(0.01)
+        assert process.poll() == 0  # gone means reapable
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stdin is not None:
+            process.stdin.close()

@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lnpmsg.wallet.app import (
+from lnpmsg.chain.embedded import EmbeddedChainSource
+from lnpmsg.demo import (
     DEMO_CUSTOM_TYPE,
     DEMO_FAUCET_SAT,
     DEMO_WITHDRAW_SAT,
     run_demo,
 )
-from lnpmsg.chain.embedded import EmbeddedChainSource
 
 #: seconds the demo process may take (it needs well under ten)
 DEMO_WAIT = 60

@@ -2,13 +2,17 @@
 
 - chat: two in-process chat nodes, plus a chat attached from its own process
   to a running ``lnpmsg node`` through the control and event sockets;
-- kvstore: the RPC server and its client.
+- kvstore: the RPC server and its client;
+- Ctrl-C ends each example quietly (exit 130); the gossip watcher's demo
+  finds its data from anywhere, or says where it looked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -71,9 +75,9 @@ async def spawned() -> AsyncIterator[Callable[..., trio.Process]]:
     procs: list[Proc] = []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
-    async def spawn(name: str, *args: str) -> Proc:
+    async def spawn(name: str, *args: str, cwd: Path = ROOT) -> Proc:
         process = await trio.lowlevel.open_process(
-            [sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env
+            [sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env
         )
         proc = Proc(name, process)
         procs.append(proc)
@@ -164,3 +168,49 @@ async def test_kvstore_server_and_client():
         assert server.process.stdin is not None
         await server.process.stdin.aclose()
         assert await server.wait() == 0
+
+
+async def interrupted(proc: Proc) -> tuple[int, list[str]]:
+    """Ctrl-C to ``proc``: its exit status and every line it printed."""
+    proc.process.send_signal(signal.SIGINT)
+    code = await proc.wait()
+    with contextlib.suppress(EOFError):
+        await proc.line(lambda line: False)  # drain what is left
+    return code, proc.seen
+
+
+async def test_ctrl_c_ends_the_examples_quietly_with_130(data_dir):
+    async with spawned() as spawn:
+        chat = await spawn("chat", str(EXAMPLES / "chat.py"), "--nick", "x")
+        server = await spawn("kvstore", str(EXAMPLES / "kvstore_server.py"))
+        # run from elsewhere: the demo finds its data beside the checkout, not through the current directory
+        watcher = await spawn("gossip_watch", str(EXAMPLES / "gossip_watch.py"), "--demo", "--seconds", "600", cwd=data_dir)
+        await chat.line(lambda l: l.startswith("* ready: "))
+        await server.line(lambda l: l.startswith("{"))
+        await watcher.line(lambda l: "channels" in l and "| sync" in l)
+        for proc in (chat, server, watcher):
+            code, lines = await interrupted(proc)
+            assert code == 130, (proc.name, lines)
+            assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in lines), (proc.name, lines)
+
+
+async def test_gossip_watch_demo_says_what_data_it_misses(data_dir):
+    async with spawned() as spawn:
+        watcher = await spawn("gossip_watch", str(EXAMPLES / "gossip_watch.py"), "--demo", "--gossip-data", str(data_dir / "none"))
+        assert await watcher.wait() == 2
+        with contextlib.suppress(EOFError):
+            await watcher.line(lambda line: False)
+    text = "\n".join(watcher.seen)
+    assert "the demo needs gossip_store-part1.xz and gossip_store-part2.xz" in text and str(data_dir / "none") in text
+    assert "--gossip-data DIR" in text and "Traceback" not in text
+
+
+async def test_attached_chat_says_when_the_node_lacks_the_chat_feature(data_dir):
+    async with spawned() as spawn:
+        node = await spawn("node", "-m", "lnpmsg.cli", "node", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", "--json", "--no-gossip")
+        await node.line(lambda l: l.startswith("{"))
+        carol = await spawn("carol", str(EXAMPLES / "chat.py"), "--attach", str(data_dir), "--nick", "carol")
+        warning = await carol.line(lambda l: "chat feature" in l)
+        assert "restart it with --feature 331" in warning
+        await carol.send("/quit")
+        assert await carol.wait() == 0

@@ -56,6 +56,9 @@ CORES = [
     *_modules("gossip", only=("messages", "verify", "sign", "graph", "sync", "checksum", "events", "errors", "cln_store")),
     *_modules("chain", only=("tx", "mining", "utxo", "mempool", "follow", "events", "errors")),
     *_modules("wallet", only=("coinselect", "errors")),
+    *_modules("payments"),
+    "lnpmsg.payments.onion",
+    *(f"lnpmsg.payments.onion.{p.stem}" for p in sorted((ROOT / "payments" / "onion").glob("*.py")) if p.stem != "__init__"),
     "lnpmsg.rpc.control_proto",
     "lnpmsg.rpc.params",
     # the transport interface and the one address syntax (the CLI parses addresses without the I/O)
@@ -196,9 +199,13 @@ ALLOWED: dict[str, set[str]] = {
     "chain": {"bitcoin", "rpc", "app", "node", "transports", "wire"},
     "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
     "wallet": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
+    "payments": {"wire", "bitcoin"},
     "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io"},
     "tor_app": {"app", "node", "transports", "wire"},
-    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "channels"},
+    # the composition root: it knows every app it mounts, and nothing below it imports it
+    "runtime": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "channels"},
+    "demo": {"app", "wire", "chain", "wallet", "runtime"},
+    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "io", "runtime", "demo", "channels"},
 }
 HELPERS = {"_lazy"}
 

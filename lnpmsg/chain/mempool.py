@@ -25,10 +25,13 @@ where Core has one:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.encoding import MAX_BLOCK_WEIGHT
+from lnpmsg.bitcoin.hashes import hash_from_hex
 from lnpmsg.bitcoin.tx import (
     LOCKTIME_THRESHOLD,
     MAX_MONEY,
@@ -61,6 +64,8 @@ SEQUENCE_LOCKTIME_DISABLE_FLAG = 1 << 31
 SEQUENCE_LOCKTIME_TYPE_FLAG = 1 << 22
 SEQUENCE_LOCKTIME_MASK = 0x0000FFFF
 SEQUENCE_LOCKTIME_GRANULARITY = 9  # time-based locks count units of 512 s
+#: a txid in a reject reason
+_HEX_HASH = re.compile(r"\b[0-9a-f]{64}\b")
 
 #: checks a transaction's input scripts against the outputs they spend;
 #: returns None when all pass, else the reason
@@ -107,10 +112,33 @@ class Mempool:
         """Run the pre-checks for inclusion in the block after ``index``'s tip; add ``tx``."""
         if tx.txid in self._entries:
             return self._entries[tx.txid]
-        _check_structure(tx)
-        spent_coins = [self._coin_for(txin.prevout, index) for txin in tx.inputs]
+        entry = self.check(tx, index, check_scripts=check_scripts)
+        self._entries[tx.txid] = entry
         for txin in tx.inputs:
-            other = self._spent_by.get(txin.prevout)
+            self._spent_by[txin.prevout] = tx.txid
+        self._weight += tx.weight
+        return entry
+
+    def check(
+        self,
+        tx: Tx,
+        index: UtxoIndex,
+        *,
+        check_scripts: bool = True,
+        package: Sequence[Tx] = (),
+    ) -> MempoolEntry:
+        """Run the pre-checks ``accept`` runs, changing nothing: the entry ``tx`` would get.
+
+        ``package``: transactions checked before it (``testmempoolaccept``'s
+        list), counted as waiting here: ``tx`` may spend their outputs and
+        conflicts with what they spend.
+        """
+        package_outputs = {p.txid: p for p in package}
+        package_spent = {txin.prevout: p.txid for p in package for txin in p.inputs}
+        _check_structure(tx)
+        spent_coins = [self._coin_for(txin.prevout, index, package_outputs) for txin in tx.inputs]
+        for txin in tx.inputs:
+            other = self._spent_by.get(txin.prevout) or package_spent.get(txin.prevout)
             if other is not None:
                 raise ChainError(
                     f"txn-mempool-conflict: input {txin.prevout} is already spent by mempool "
@@ -140,23 +168,19 @@ class Mempool:
                     f"mandatory-script-verify-flag-failed: {failure}",
                     code="mandatory-script-verify-flag-failed",
                 )
-        if self._weight + tx.weight > MAX_MEMPOOL_WEIGHT:
+        if self._weight + sum(p.weight for p in package) + tx.weight > MAX_MEMPOOL_WEIGHT:
             raise ChainError("mempool full", code="mempool-full")
-        entry = MempoolEntry(tx, value_in - value_out)
-        self._entries[tx.txid] = entry
-        for txin in tx.inputs:
-            self._spent_by[txin.prevout] = tx.txid
-        self._weight += tx.weight
-        return entry
+        return MempoolEntry(tx, value_in - value_out)
 
-    def _coin_for(self, outpoint: OutPoint, index: UtxoIndex) -> Coin:
+    def _coin_for(self, outpoint: OutPoint, index: UtxoIndex, package: dict[bytes, Tx]) -> Coin:
         coin = index.coins.get(outpoint)
         if coin is not None:
             return coin
-        parent = self._entries.get(outpoint.txid)
-        if parent is not None and outpoint.vout < len(parent.tx.outputs):
+        parent_entry = self._entries.get(outpoint.txid)
+        parent = parent_entry.tx if parent_entry is not None else package.get(outpoint.txid)
+        if parent is not None and outpoint.vout < len(parent.outputs):
             # an unconfirmed parent counts as confirming in the next block (as Core does)
-            return Coin(parent.tx.outputs[outpoint.vout], index.height + 1, False)
+            return Coin(parent.outputs[outpoint.vout], index.height + 1, False)
         raise ChainError(
             f"bad-txns-inputs-missingorspent: {outpoint} does not exist or is already spent",
             code="bad-txns-inputs-missingorspent",
@@ -223,6 +247,18 @@ class Mempool:
                 dropped.append((entry.tx, exc))
         return dropped
 
+
+    def evict_for_rejected_block(self, block: Block, reason: str, index: UtxoIndex) -> int:
+        """Drop what made a block of mempool transactions fail: the
+        transactions the kernel's ``reason`` names, or, if it names none,
+        every one the block held; then re-check the rest. Returns how many
+        left."""
+        in_block = {tx.txid for tx in block.txs[1:]}
+        named = {hash_from_hex(h) for h in _HEX_HASH.findall(reason)} & in_block
+        before = len(self)
+        self.remove(named or in_block)
+        self.revalidate(index)
+        return before - len(self)
 
 def _check_structure(tx: Tx) -> None:
     if tx.is_coinbase:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -40,7 +39,7 @@ from typing import Self
 
 from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.encoding import MAX_BLOCK_WEIGHT
-from lnpmsg.bitcoin.hashes import hash_from_hex, hash_to_hex
+from lnpmsg.bitcoin.hashes import hash_to_hex
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_destination
 from lnpmsg.chain.blocklog import BlockLog
@@ -54,8 +53,9 @@ from lnpmsg.chain.mempool import Mempool
 from lnpmsg.chain.recovery import BLOCK_LOG_FILE, reconcile
 from lnpmsg.chain.mining import build_block
 from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW
+from lnpmsg.chain.template import ancestry, claimable_fees, next_block_time
 from lnpmsg.chain.tx import SerializedTx, as_tx, malformed
-from lnpmsg.chain.utxo import MEDIAN_TIME_SPAN, UtxoIndex
+from lnpmsg.chain.utxo import UtxoIndex
 
 __all__ = [
     "DEFAULT_FEERATE_PER_KW",
@@ -75,7 +75,6 @@ _KERNEL_DIRS = ("blocks", "chainstate")
 DEFAULT_FEERATE_PER_KW = FEERATE_FLOOR_PER_KW * 4
 #: room left in each block for the coinbase
 _COINBASE_RESERVED_WEIGHT = 4_000
-_HEX_HASH = re.compile(r"\b[0-9a-f]{64}\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,17 +431,9 @@ class RegtestChain:
         return hashes
 
     def _evict_after_reject(self, block: Block, result: BlockResult) -> int:
-        """Drop what made a mined block fail: the transactions its reason names,
-        or, if it names none, every transaction the block held."""
-        in_block = {tx.txid for tx in block.txs[1:]}
-        named = {
-            hash_from_hex(h) for h in _HEX_HASH.findall(result.reason or "")
-        } & in_block
-        before = len(self.mempool)
-        self.mempool.remove(named or in_block)
-        self.mempool.revalidate(self.index)
+        evicted = self.mempool.evict_for_rejected_block(block, result.reason or "", self.index)
         self._save_mempool()
-        return before - len(self.mempool)
+        return evicted
 
     def submit_transactions_in_block(
         self,
@@ -466,7 +457,7 @@ class RegtestChain:
             _, log = self._parts()
             before = self.index.tip_hash
             try:
-                block = self._build(before, script, parsed, self._fees_of(parsed))
+                block = self._build(before, script, parsed, claimable_fees(self.index, parsed))
                 return self._submit(block)
             finally:
                 log.sync()
@@ -515,61 +506,11 @@ class RegtestChain:
             finally:
                 self._notify(before)
 
-    def _fees_of(self, txs: Sequence[Tx]) -> int:
-        """The fees a coinbase may claim for ``txs``: inputs the index cannot
-        price, and negative fees, count as zero, so the block fails (if it
-        does) for the transactions' own fault, not the coinbase's."""
-        outputs: dict[OutPoint, int] = {}
-        total = 0
-        for tx in txs:
-            value_in = 0
-            for txin in tx.inputs:
-                coin = self.index.coins.get(txin.prevout)
-                amount = coin.txout.amount_sat if coin else outputs.get(txin.prevout)
-                if amount is None:
-                    value_in = -1
-                    break
-                value_in += amount
-            if value_in >= 0:
-                total += max(0, value_in - sum(o.amount_sat for o in tx.outputs))
-            for vout, out in enumerate(tx.outputs):
-                outputs[OutPoint(tx.txid, vout)] = out.amount_sat
-        return total
-
     def _build(self, prev: bytes, script: bytes, txs: Sequence[Tx], fees: int) -> Block:
-        height, times = self._ancestry(prev)
-        window = sorted(times[-MEDIAN_TIME_SPAN:])
-        mtp = window[len(window) // 2]
+        height, times = ancestry(self.index, prev, self._parsed)
         self._extra_nonce += 1
-        block_time = max(mtp + 1, int(self._clock()))
-        block = build_block(
-            prev, height + 1, block_time, script, txs, fees, self._extra_nonce
-        )
-        return block
-
-    def _ancestry(self, block_hash: bytes) -> tuple[int, list[int]]:
-        """Height of ``block_hash`` and the times of it and its last ancestors."""
-        index = self.index
-        if block_hash == index.tip_hash:
-            return index.height, index.times[-MEDIAN_TIME_SPAN:]
-        times: list[int] = []
-        current = block_hash
-        walked = 0
-        while True:
-            try:
-                position = index.hashes.index(current)
-            except ValueError:
-                position = -1
-            if position >= 0:
-                times = (
-                    index.times[max(0, position - MEDIAN_TIME_SPAN + 1) : position + 1]
-                    + times
-                )
-                return position + walked, times[-MEDIAN_TIME_SPAN:]
-            header = self._parsed(current).header
-            times.insert(0, header.time)
-            current = header.prev_hash
-            walked += 1
+        block_time = next_block_time(times, self._clock())
+        return build_block(prev, height + 1, block_time, script, txs, fees, self._extra_nonce)
 
     def _parsed(self, block_hash: bytes) -> Block:
         block = self._cache.get(block_hash)

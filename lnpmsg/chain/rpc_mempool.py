@@ -54,10 +54,9 @@ class MempoolCalls:
     _seen: dict[bytes, int]
 
     def _trial(self, tx: Tx, max_feerate: int) -> MempoolEntry:
-        """Run the mempool's checks on ``tx`` without keeping it (call with the lock held)."""
+        """Run the mempool's checks on ``tx``, changing nothing (call with the lock held)."""
         core = self.core
-        entry = core.mempool.accept(tx, core.index)
-        core.mempool.remove([tx.txid])
+        entry = core.mempool.check(tx, core.index)
         if max_feerate and entry.fee_sat * 1000 > max_feerate * tx.vsize:
             raise RpcError(RPC_VERIFY_ERROR, "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)")
         return entry
@@ -92,39 +91,38 @@ class MempoolCalls:
         max_fee = feerate_limit(maxfeerate)
         core = self.core
         results: list[dict[str, Any]] = []
+        # a dry run: the mempool (and mempool.dat) are never touched; a
+        # transaction that passes is counted as waiting for the ones after it
         with core.lock:
-            added: list[bytes] = []
-            try:
-                for tx in txs:
-                    result: dict[str, Any] = {"txid": tx.txid_hex, "wtxid": hash_to_hex(tx.wtxid)}
-                    if tx.txid in core.mempool:
-                        result.update(allowed=False, **{"reject-reason": "txn-already-in-mempool"})
-                    elif tx.txid in core.index.txs:
-                        result.update(allowed=False, **{"reject-reason": "txn-already-known"})
-                    else:
-                        try:
-                            entry = core.mempool.accept(tx, core.index)
-                            added.append(tx.txid)  # children in the package see it
-                            if max_fee and entry.fee_sat * 1000 > max_fee * tx.vsize:
-                                result.update(allowed=False, **{"reject-reason": "max-fee-exceeded"})
-                            else:
-                                result.update(
-                                    allowed=True,
-                                    vsize=tx.vsize,
-                                    fees={
-                                        "base": Amount(entry.fee_sat),
-                                        "effective-feerate": Amount(entry.fee_sat * 1000 // tx.vsize),
-                                        "effective-includes": [hash_to_hex(tx.wtxid)],
-                                    },
-                                )
-                        except ChainError as exc:
-                            reason = exc.code if isinstance(exc.code, str) else "rejected"
-                            if reason == "bad-txns-inputs-missingorspent":
-                                reason = "missing-inputs"
-                            result.update(allowed=False, **{"reject-reason": reason})
-                    results.append(result)
-            finally:
-                core.mempool.remove(added)
+            package: list[Tx] = []
+            for tx in txs:
+                result: dict[str, Any] = {"txid": tx.txid_hex, "wtxid": hash_to_hex(tx.wtxid)}
+                if tx.txid in core.mempool:
+                    result.update(allowed=False, **{"reject-reason": "txn-already-in-mempool"})
+                elif tx.txid in core.index.txs:
+                    result.update(allowed=False, **{"reject-reason": "txn-already-known"})
+                else:
+                    try:
+                        entry = core.mempool.check(tx, core.index, package=package)
+                        package.append(tx)  # children in the package see it
+                        if max_fee and entry.fee_sat * 1000 > max_fee * tx.vsize:
+                            result.update(allowed=False, **{"reject-reason": "max-fee-exceeded"})
+                        else:
+                            result.update(
+                                allowed=True,
+                                vsize=tx.vsize,
+                                fees={
+                                    "base": Amount(entry.fee_sat),
+                                    "effective-feerate": Amount(entry.fee_sat * 1000 // tx.vsize),
+                                    "effective-includes": [hash_to_hex(tx.wtxid)],
+                                },
+                            )
+                    except ChainError as exc:
+                        reason = exc.code if isinstance(exc.code, str) else "rejected"
+                        if reason == "bad-txns-inputs-missingorspent":
+                            reason = "missing-inputs"
+                        result.update(allowed=False, **{"reject-reason": reason})
+                results.append(result)
         return results
 
     def _entry_json(self, entry: MempoolEntry) -> dict[str, Any]:

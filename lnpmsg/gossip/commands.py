@@ -408,9 +408,10 @@ def run_command(args: argparse.Namespace) -> int:
     except (ControlClientError, _Failed) as exc:
         _fail(args, str(exc))
         return control_commands.EXIT_FAILED
-    except KeyboardInterrupt:
-        # Ctrl-C ends a subscription the normal way; a sync watched to its end exits 0 above.
-        return control_commands.EXIT_OK if args.gossip_command == "subscribe" else control_commands.EXIT_FAILED
+    except BaseException as exc:
+        if control_commands.is_interrupt(exc):  # Ctrl-C (perhaps wrapped in trio's exception groups): 130, as every command
+            return control_commands.EXIT_INTERRUPTED
+        raise
     return control_commands.EXIT_OK
 
 

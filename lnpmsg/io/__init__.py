@@ -1,8 +1,11 @@
-"""trio adapters to I/O libraries, shared by the transports and the control plane.
+"""trio adapters to I/O libraries and trio helpers, shared by the transports,
+the control plane, the commands and programs built on lnpmsg.
 
 - :mod:`lnpmsg.io.zmq_trio`: pyzmq sockets driven by trio's I/O waits
   (:class:`~lnpmsg.io.zmq_trio.TrioSocket`), used by the ZeroMQ transport,
   the control API, its client and the event bridge.
+- :mod:`lnpmsg.io.interrupt`: Ctrl-C as a quiet exit (status 130) under
+  trio, whose nurseries wrap ``KeyboardInterrupt`` in exception groups.
 
 Nothing here knows about peers, apps or the node: these modules import trio
 and the library they adapt, and nothing else of lnpmsg.

@@ -3,9 +3,11 @@
 ``getinfo``, ``connect``, ``disconnect``, ``listpeers``, ``sendmsg``, ``ping``,
 ``subscribe``, ``stop`` and ``call`` (any method, e.g. an app's). Each finds
 the node through ``--data-dir``, prints a human summary (or the JSON result
-with ``--json``) and exits 0, or prints the error and exits 1 (3 when no
-node is running there). Only the control client is imported: these
-commands never load the node.
+with ``--json``) and exits 0; on failure it prints the error and exits 1
+(the call failed, or names a peer that is not connected), 2 (bad
+arguments, found before anything is sent), 3 (no node is running there)
+or 130 (Ctrl-C). Only the control client is imported: these commands
+never load the node.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,12 +34,37 @@ from lnpmsg.rpc.control_client import (
     locate,
     node_running,
 )
+from lnpmsg.io.interrupt import EXIT_INTERRUPTED, is_interrupt
 from lnpmsg.rpc.control_proto import CONTROL_INFO_FILE, ErrorCode
 
-__all__ = ["COMMANDS", "add_commands", "run_command"]
+__all__ = ["COMMANDS", "EVENT_TOPICS", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_NO_NODE", "EXIT_OK", "EXIT_USAGE", "add_commands", "is_interrupt", "run_command"]
 
-#: exit statuses
-EXIT_OK, EXIT_FAILED, EXIT_NO_NODE = 0, 1, 3
+#: exit statuses of every ``lnpmsg`` command (``lnpmsg --help``, README "Exit codes"); 130 after Ctrl-C
+EXIT_OK = 0
+#: the command failed: the node could not start, a control call failed, the peer is not connected
+EXIT_FAILED = 1
+#: bad usage, found before anything was done: an unknown option, a bad value, a bad config file or --app
+EXIT_USAGE = 2
+#: no node is running at the data dir
+EXIT_NO_NODE = 3
+
+#: the largest custom message payload: a message is at most 65535 bytes, two of them the type
+MAX_PAYLOAD = 65533
+#: what ``lnpmsg subscribe --help`` lists: the topics a node publishes (a prefix selects all below it)
+EVENT_TOPICS = (
+    ("peer.connected", "a peer is ready: node_id, address, transport, outbound, features"),
+    ("peer.disconnected", "a peer left: node_id, address, reason"),
+    ("message.received.N", "a custom message of type N that no app of the node handles: node_id, type, payload (hex)"),
+    ("peer.warning", "a BOLT-1 warning from a peer: node_id, channel_id, text"),
+    ("peer.error", "a BOLT-1 error from a peer: node_id, channel_id, text"),
+    ("error", "a failure inside the node (e.g. an app handler that raised): source, text, node_id"),
+    ("gossip.channel_announcement", "accepted gossip, with the gossip app (also gossip.node_announcement,"),
+    ("", "gossip.channel_update; 'lnpmsg gossip subscribe' filters them by node and channel)"),
+    ("gossip.sync", "the progress of the initial gossip sync"),
+    ("chain.tip", "the chain's tip moved (a node started with --chain): height, block_hash"),
+    ("control.sync.TOKEN", "the answer to an eventsync call"),
+    ("APP.", "the events of a user app, e.g. greeter.received (examples/greeter_app.py)"),
+)
 #: seconds ``stop`` waits at least for the node's process to be gone (it
 #: closes its apps first: the chain flushes its state)
 STOP_WAIT = 30.0
@@ -47,8 +75,15 @@ POLL_INTERVAL = 0.05
 def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
     """Add the control subcommands to the ``lnpmsg`` parser."""
 
-    def add(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=description or help_text)
+    def add(name: str, help_text: str, description: str | None = None, epilog: str | None = None) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name,
+            help=help_text,
+            # the raw formatter keeps the epilog's table; the description is wrapped here instead
+            description=textwrap.fill(description or help_text, 78) if epilog else description or help_text,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter,
+        )
         parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
         parser.add_argument("--json", action="store_true", help="print the JSON result (errors as {\"error\": ...})")
         parser.add_argument("--timeout", type=float, default=65.0, help="seconds to wait for the node (default: %(default)s)")
@@ -59,23 +94,39 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p = add("connect", "connect the node to a peer")
     p.add_argument("address", help="NODEID@host:port (or any peer address form)")
     p.add_argument("--reconnect", action="store_true", help="replace the live connection if the peer is already connected (default: keep it)")
-    p = add("disconnect", "close the connection to a peer")
+    p = add("disconnect", "close the connection to a peer (exit 1 if it is not connected)")
     p.add_argument("node_id")
     p = add("listpeers", "list connected peers (features, transport, traffic, ping round trip)")
-    p.add_argument("node_id", nargs="?", help="only this peer")
-    p = add("sendmsg", "send a custom message (type 32768-65535) to a peer")
+    p.add_argument("node_id", nargs="?", help="only this peer (exit 1 if it is not connected)")
+    p = add(
+        "sendmsg",
+        "send a custom message (type 32768-65535) to a peer",
+        epilog=(
+            "examples:\n"
+            "  lnpmsg sendmsg NODEID 32769 68656c6c6f         # payload in hex\n"
+            "  lnpmsg sendmsg NODEID 32769 --text 'hello'\n"
+            "  xxd -p big.bin | lnpmsg sendmsg NODEID 32769 -  # hex from stdin (up to 65533 bytes)\n"
+            "  lnpmsg sendmsg NODEID 32769 @big.bin --text    # the file's bytes as they are\n"
+            "\n"
+            "BOLT 1 'it's OK to be odd': a peer that does not know an odd type ignores it, but one\n"
+            "that does not know an even type closes the connection. Use odd types unless the\n"
+            "peer's app handles the even one; sending an even type needs --even."
+        ),
+    )
     p.add_argument("node_id")
     p.add_argument("type", type=int, help="message type, 32768..65535 (odd: peers without it ignore it)")
-    p.add_argument("payload", nargs="?", default="", help="payload in hex (or text with --text)")
-    p.add_argument("--text", action="store_true", help="the payload is UTF-8 text, not hex")
+    p.add_argument("payload", nargs="?", default="", help="payload in hex (or text with --text); '-' reads it from stdin, '@FILE' from FILE")
+    p.add_argument("--text", action="store_true", help="the payload is the bytes themselves (UTF-8 text on the command line), not hex")
+    p.add_argument("--even", action="store_true", help="allow an even type (a peer without a handler for it closes the connection)")
     p = add("ping", "ping a peer and show the round trip")
     p.add_argument("node_id")
     p = add(
         "subscribe",
         "stream the node's events as JSON lines",
         "Print every event whose topic starts with one of TOPIC (all events when none is given) "
-        "as one JSON line. Topics: peer.connected, peer.disconnected, message.received.TYPE, "
-        "peer.warning, peer.error, error. Missed events are reported on stderr.",
+        "as one JSON line (topic, seq, time and the fields below). Missed events are reported on "
+        "stderr. Stop it with Ctrl-C (exit 130) or --count.",
+        "topics:\n" + "\n".join(f"  {topic:<28}{text}" for topic, text in EVENT_TOPICS),
     )
     p.add_argument("topics", nargs="*", metavar="TOPIC")
     p.add_argument("--count", type=int, default=0, help="exit after this many events")
@@ -126,14 +177,11 @@ def _request(args: argparse.Namespace) -> Request:
             f"connected to {r['node_id']} ({r['transport']} {r['address']})"
         )
     if command == "disconnect":
-        return "disconnect", {"node_id": args.node_id}, lambda r: print(
-            "disconnected" if r["disconnected"] else f"{args.node_id} was not connected"
-        )
+        return "disconnect", {"node_id": args.node_id}, lambda r: print("disconnected")
     if command == "listpeers":
         return "listpeers", ({"node_id": args.node_id} if args.node_id else None), _print_listpeers
     if command == "sendmsg":
-        payload = args.payload.encode().hex() if args.text else args.payload
-        return "sendcustommsg", {"node_id": args.node_id, "type": args.type, "payload": payload}, lambda r: print(
+        return "sendcustommsg", {"node_id": args.node_id, "type": _message_type(args), "payload": _payload(args).hex()}, lambda r: print(
             f"sent type {r['type']} ({r['bytes']} bytes) to {args.node_id}"
         )
     if command == "ping":
@@ -154,7 +202,57 @@ def _request(args: argparse.Namespace) -> Request:
 
 
 class _UsageError(Exception):
-    pass
+    """The arguments are wrong (found before anything is sent): exit 2."""
+
+
+class _Failed(Exception):
+    """The call went through but the answer is a failure for the user (e.g. no such peer): exit 1."""
+
+
+def _message_type(args: argparse.Namespace) -> int:
+    # Types outside the custom range go to the node, which names the range.
+    if 32768 <= args.type <= 65535 and args.type % 2 == 0 and not args.even:
+        raise _UsageError(
+            f"type {args.type} is even: a peer without a handler for it closes the connection "
+            "(BOLT 1: it's OK to be odd). Use an odd type, or --even if the peer's app handles this one"
+        )
+    return int(args.type)
+
+
+def _payload(args: argparse.Namespace) -> bytes:
+    """The payload bytes: the argument, stdin (``-``) or a file (``@FILE``); hex unless ``--text``."""
+    source = args.payload
+    if source == "-":
+        data = sys.stdin.buffer.read(4 * MAX_PAYLOAD + 2)
+        where = "stdin"
+    elif source.startswith("@"):
+        try:
+            with open(Path(source[1:]).expanduser(), "rb") as file:
+                data = file.read(4 * MAX_PAYLOAD + 2)
+        except OSError as exc:
+            raise _UsageError(f"cannot read the payload from {source[1:]}: {exc.strerror or exc}") from None
+        where = source[1:]
+    else:
+        data = source.encode()
+        where = "the payload"
+    if len(data) > 4 * MAX_PAYLOAD:
+        raise _UsageError(f"{where}: too large; a message's payload is at most {MAX_PAYLOAD} bytes")
+    if not args.text:
+        try:
+            data = bytes.fromhex(data.decode("ascii"))  # fromhex skips whitespace: files end in newlines
+        except (UnicodeDecodeError, ValueError):
+            raise _UsageError(f"{where} is not hex (give --text for the bytes as they are)") from None
+    if len(data) > MAX_PAYLOAD:
+        raise _UsageError(f"{where}: {len(data)} bytes or more; a message's payload is at most {MAX_PAYLOAD} bytes")
+    return data
+
+
+def _check_result(args: argparse.Namespace, result: Any) -> None:
+    """Raise :class:`_Failed` for answers that are failures to the user (the node reports them as results)."""
+    if args.command == "disconnect" and not result.get("disconnected"):
+        raise _Failed(f"peer {args.node_id} is not connected")
+    if args.command == "listpeers" and args.node_id and not result.get("peers"):
+        raise _Failed(f"peer {args.node_id} is not connected")
 
 
 def _fail(args: argparse.Namespace, message: str, code: int | None = None, data: dict[str, Any] | None = None) -> None:
@@ -174,7 +272,7 @@ async def _run(args: argparse.Namespace, request: Callable[[argparse.Namespace],
         method, params, show = request(args)
     except _UsageError as exc:
         _fail(args, str(exc))
-        return EXIT_FAILED
+        return EXIT_USAGE
     endpoints = await _locate_waiting(args)
     async with ControlClient.open(endpoints=endpoints) as client:
         if args.command == "subscribe":
@@ -191,6 +289,11 @@ async def _run(args: argparse.Namespace, request: Callable[[argparse.Namespace],
                 raise ControlClientError(f"the node at {args.data_dir} is still running after {wait:g} s")
         else:
             result = await client.call(method, params, timeout=args.timeout)
+    try:
+        _check_result(args, result)
+    except _Failed as exc:
+        _fail(args, str(exc))
+        return EXIT_FAILED
     if args.json:
         print(json.dumps(result), flush=True)
     else:
@@ -237,10 +340,18 @@ def _node_pid(data_dir: Path) -> int | None:
 
 
 def _process_gone(pid: int) -> bool:
-    """Has the process exited? (A zombie, exited but not yet reaped by its parent, has.)"""
+    """Has the process exited, every thread of it? (A zombie, exited but not
+    yet reaped by its parent, has.)
+
+    The main thread's state alone does not say: when a process exits, its
+    main thread can be a zombie while its other threads are still ending
+    (a worker thread in a long write, on a busy machine), and until the last
+    of them has, the process holds its files and cannot be reaped.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
+        threads = os.listdir(f"/proc/{pid}/task")
     except FileNotFoundError:
         return True
     except OSError:
@@ -252,7 +363,8 @@ def _process_gone(pid: int) -> bool:
             return False
         return False
     # the state follows the command name in parentheses, which may itself hold ')'
-    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"Z", b"X")
+    exited = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] in (b"Z", b"X")
+    return exited and threads in ([], [str(pid)])
 
 
 async def _wait_gone(data_dir: Path, pid: int | None, wait: float) -> bool:
@@ -306,8 +418,10 @@ def run_command(
     except ControlClientError as exc:
         _fail(args, str(exc))
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        return EXIT_FAILED
+    except BaseException as exc:
+        if is_interrupt(exc):  # Ctrl-C, perhaps wrapped in trio's exception groups
+            return EXIT_INTERRUPTED
+        raise
 
 
 #: the subcommands this module runs

@@ -16,9 +16,10 @@ Sockets (the defaults; ``endpoint=`` / ``events_endpoint=`` change them):
   (:mod:`lnpmsg.rpc.curve`); the events socket then defaults to a free
   loopback port.
 - ``DATA_DIR/control.json`` (0600) says where the sockets are and whether
-  CURVE is on; ``DATA_DIR/control.lock`` is held (``flock``) while the
-  node runs, so clients tell a running node from a stale file and a second
-  node cannot take over the same data dir (``reserve()`` takes it early).
+  CURVE is on; ``DATA_DIR/control.lock`` is held while the node runs, so
+  clients tell a running node from a stale file and a second node cannot
+  take over the same data dir (``reserve()`` takes it early; clients test
+  it without taking it: :mod:`lnpmsg.rpc.control_files`).
 
 Requests and replies: JSON-RPC 2.0 objects, one per message
 (:mod:`lnpmsg.rpc.control_proto`). Methods (params in brackets, ``?`` optional):
@@ -27,8 +28,9 @@ Requests and replies: JSON-RPC 2.0 objects, one per message
 method                                              result
 ==================================================  ==========================================
 ``getinfo``                                         node_id, version, network, listen,
-                                                    addresses, features, feature_names, peers
-                                                    (count), apps, control, events, methods
+                                                    addresses (as ``connect`` takes them),
+                                                    features, feature_names, peers (count),
+                                                    apps, control, events, methods
 ``connect`` [address, timeout?, reconnect?]         the peer (as in listpeers); a connected one
                                                     as it is, unless reconnect replaces it
 ``disconnect`` [node_id]                            {"disconnected": bool}
@@ -60,10 +62,7 @@ node or other clients.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import ipaddress
-import json
 import logging
 import os
 import secrets
@@ -81,6 +80,7 @@ from lnpmsg.app import App, AppState
 from lnpmsg.node.peer import Peer
 from lnpmsg.pubsub.bridge import EVENTS_HWM, EventPublisher
 from lnpmsg.rpc.attached import AttachedApps
+from lnpmsg.rpc.control_files import LockHeld, make_data_dir, take_lock, unlink_quietly, write_info
 from lnpmsg.rpc.control_proto import (
     CONTROL_INFO_FILE,
     CONTROL_LOCK_FILE,
@@ -329,8 +329,8 @@ class ControlServer(App):
             ctx.term()
             for endpoint in (self.endpoint, self.events_endpoint):
                 if endpoint and endpoint.startswith("ipc://"):
-                    _unlink(Path(endpoint[len("ipc://") :]))
-            _unlink(info_path)
+                    unlink_quietly(Path(endpoint[len("ipc://") :]))
+            unlink_quietly(info_path)
             os.close(lock_fd)  # releases the lock
 
     def reserve(self) -> None:
@@ -339,11 +339,11 @@ class ControlServer(App):
         if self._reserved_lock is None:
             self._make_data_dir()
             self._reserved_lock = self._take_lock()
-            _unlink(self.data_dir / CONTROL_INFO_FILE)  # left by a node that was killed: we hold the lock
+            unlink_quietly(self.data_dir / CONTROL_INFO_FILE)  # left by a node that was killed: we hold the lock
 
     def _make_data_dir(self) -> None:
         try:
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_data_dir(self.data_dir)
         except OSError as exc:
             raise ControlError(f"cannot create the data dir {self.data_dir}: {exc.strerror or exc}") from exc
 
@@ -352,16 +352,12 @@ class ControlServer(App):
             self.publisher.publish(topic, fields)
 
     def _take_lock(self) -> int:
-        path = self.data_dir / CONTROL_LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return take_lock(self.data_dir)
+        except LockHeld as exc:
+            raise ControlError(str(exc)) from None
         except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise ControlError(f"a node is already running with data dir {self.data_dir}") from None
-            raise ControlError(f"cannot lock {path}: {exc.strerror or exc}") from exc
-        return fd
+            raise ControlError(f"cannot lock {self.data_dir / CONTROL_LOCK_FILE}: {exc.strerror or exc}") from exc
 
     @staticmethod
     def _bind(sock: TrioSocket, endpoint: str) -> str:
@@ -380,18 +376,9 @@ class ControlServer(App):
             raise ControlError(f"cannot bind {endpoint}: {exc}") from exc
 
     def _write_info(self, path: Path) -> None:
-        info = {
-            "control": self.endpoint,
-            "events": self.events_endpoint,
-            "curve": self.curve,
-            "pid": os.getpid(),
-            "node_id": self.node.node_id.hex(),
-        }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
-        os.replace(tmp, path)
+        info = {"control": self.endpoint, "events": self.events_endpoint, "curve": self.curve,
+                "pid": os.getpid(), "node_id": self.node.node_id.hex()}
+        write_info(path, info)
 
     # ------------------------------------------------------------- serving
 
@@ -498,7 +485,7 @@ class ControlServer(App):
             "version": __version__,
             "network": node.config.network,
             "listen": list(node.listen_addresses),
-            "addresses": [f"{node.node_id.hex()}@{a}" for a in node.listen_addresses],
+            "addresses": node.addresses,  # the dialable forms: NODEID@host:port, udp://NODEID@host:port...
             "features": node.local_features().to_bytes().hex(),
             "feature_names": node.describe_features(node.local_features()),
             "peers": sum(1 for p in node.peers.values() if p.is_ready),
@@ -610,12 +597,3 @@ class PeerNotConnectedError(Exception):
 
 class PingTimeout(Exception):
     """The peer did not answer a ping in time."""
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.debug("cannot remove %s: %s", path, exc)

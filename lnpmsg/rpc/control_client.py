@@ -15,10 +15,7 @@ never imports the node itself: it can run in any process on the host.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
-import os
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator
@@ -33,12 +30,12 @@ import zmq
 
 from lnpmsg.rpc.control_proto import (
     CONTROL_INFO_FILE,
-    CONTROL_LOCK_FILE,
     CONTROL_SOCKET_FILE,
     EVENTS_SOCKET_FILE,
     encode_request,
     parse_reply,
 )
+from lnpmsg.rpc.control_files import lock_held
 from lnpmsg.rpc.curve import ClientKeys, CurveError, apply_client, load_client_keys
 from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket
 
@@ -113,18 +110,8 @@ class ControlEvent:
 
 
 def node_running(data_dir: Path) -> bool:
-    """Does a node hold the data dir's control lock?"""
-    try:
-        fd = os.open(data_dir / CONTROL_LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
-    finally:
-        os.close(fd)
-    return False
+    """Does a node hold the data dir's control lock (it runs, or is starting)?"""
+    return lock_held(data_dir)
 
 
 def locate(data_dir: Path | str) -> ControlEndpoints:

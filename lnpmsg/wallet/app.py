@@ -59,17 +59,11 @@ does that); the wallet's own work (key derivation, signing a few inputs) is
 short and stays on the trio loop, where its state lives. The wallet follows
 every new tip in the background and each tip is published as a
 ``chain.tip`` event (height, block_hash).
-
-The module also holds :func:`run_demo`, what ``lnpmsg demo`` runs.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
@@ -93,12 +87,10 @@ from lnpmsg.wallet.wallet import Wallet
 
 __all__ = [
     "CHAIN_APP_NAME",
-    "DEMO_CUSTOM_TYPE",
     "MAX_MINE_BLOCKS",
     "ChainApp",
     "ChainAppError",
     "ChainTip",
-    "run_demo",
 ]
 
 log = logging.getLogger(__name__)
@@ -406,191 +398,3 @@ class ChainApp(App):
             "fee_sat": withdrawal.fee_sat,
             "vsize": tx.vsize,
         }
-
-
-# ---------------------------------------------------------------- the demo
-
-#: the demo's custom message: odd, so a peer without it ignores it (BOLT 1)
-DEMO_CUSTOM_TYPE = 32769
-#: seconds any one demo step may take before the demo gives up
-DEMO_STEP_TIMEOUT = 30.0
-DEMO_FAUCET_SAT = 1_000_000
-DEMO_WITHDRAW_SAT = 250_000
-
-
-class _DemoFailed(Exception):
-    pass
-
-
-class _Steps:
-    """Runs the demo's steps: times each, prints its progress (or collects it for --json)."""
-
-    def __init__(self, total: int, quiet: bool, write: Callable[[str], None]) -> None:
-        self.total = total
-        self.quiet = quiet
-        self.write = write
-        self.done: list[dict[str, Any]] = []
-
-    @contextmanager
-    def step(self, title: str) -> Iterator[dict[str, Any]]:
-        number = len(self.done) + 1
-        if not self.quiet:
-            self.write(f"[{number}/{self.total}] {title} ...")
-        record: dict[str, Any] = {"step": number, "title": title}
-        started = time.perf_counter()
-        try:
-            with trio.fail_after(DEMO_STEP_TIMEOUT):
-                yield record
-        except trio.TooSlowError:
-            raise _DemoFailed(f"{title}: no result within {DEMO_STEP_TIMEOUT:g} s") from None
-        except Exception as exc:
-            raise _DemoFailed(f"{title}: {exc}") from exc
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        self.done.append(record)
-        if not self.quiet:
-            note = record.get("note")
-            self.write(f"      ok ({record['seconds']:.2f} s){': ' + note if note else ''}")
-
-
-async def run_demo(data_dir: Path | None = None, *, json_output: bool = False, write: Callable[[str], None] = print) -> int:
-    """``lnpmsg demo``: two nodes in this process, one embedded regtest chain.
-
-    Connects them over TCP, pings, sends a custom message, mines 101 blocks,
-    funds node A's wallet from the faucet, withdraws to node B and mines
-    that. Everything lives in ``data_dir`` (default: a temporary dir,
-    removed afterwards). Prints progress and a summary (or one JSON document
-    with ``json_output``). Returns the exit status: 0 when every step worked.
-    """
-    temporary = data_dir is None
-    root = Path(tempfile.mkdtemp(prefix="lnpmsg-demo-")) if data_dir is None else Path(data_dir).expanduser()
-    steps = _Steps(8, json_output, write)
-    summary: dict[str, Any] = {"data_dir": str(root), "temporary": temporary}
-    error: str | None = None
-    started = time.perf_counter()
-    try:
-        await _demo(root, steps, summary)
-    except _DemoFailed as exc:
-        error = str(exc)
-    except (ChainError, OSError) as exc:  # the chain dir: locked by a running node, not writable...
-        error = f"cannot open the chain in {root / 'chain'}: {exc}"
-    finally:
-        if temporary:
-            shutil.rmtree(root, ignore_errors=True)
-    summary["seconds"] = round(time.perf_counter() - started, 3)
-    if json_output:
-        document: dict[str, Any] = {"ok": error is None, "steps": steps.done, "summary": summary}
-        if error is not None:
-            document["error"] = error
-        write(json.dumps(document))
-    elif error is not None:
-        write(f"demo failed: {error}")
-    else:
-        _write_summary(summary, write)
-    return 0 if error is None else 1
-
-
-def _write_summary(s: dict[str, Any], write: Callable[[str], None]) -> None:
-    write("")
-    write(f"demo finished in {s['seconds']:.2f} s")
-    write(f"  node A:   {s['node_a']}")
-    write(f"  node B:   {s['node_b']}")
-    write(f"  link:     TCP {s['link']}, ping {s['ping_ms']:.3f} ms, custom message type {DEMO_CUSTOM_TYPE} delivered")
-    write(f"  chain:    embedded regtest, height {s['height']}, tip {s['tip']}")
-    write(f"  wallet A: {s['balance_a_sat']} sat (funded with {DEMO_FAUCET_SAT} from the faucet)")
-    write(f"  wallet B: {s['balance_b_sat']} sat (withdrawal {s['withdraw_txid']}, fee {s['fee_sat']} sat)")
-    write(f"  data:     {s['data_dir']}{' (removed)' if s['temporary'] else ''}")
-
-
-async def _demo(root: Path, steps: _Steps, summary: dict[str, Any]) -> None:
-    """Run the steps; raises _DemoFailed. The nodes stop before the chain closes."""
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    nodes: list[Any] = []
-    failure: _DemoFailed | None = None
-    async with EmbeddedChainSource.open(root / "chain") as source, trio.open_nursery() as nursery:
-        try:
-            await _demo_steps(root, source, nursery, nodes, steps, summary)
-        except _DemoFailed as exc:
-            failure = exc
-        finally:
-            for node in nodes:
-                node.stop()
-    if failure is not None:
-        raise failure
-
-
-async def _demo_steps(
-    root: Path,
-    source: EmbeddedChainSource,
-    nursery: trio.Nursery,
-    nodes: list[Any],
-    steps: _Steps,
-    summary: dict[str, Any],
-) -> None:
-    # Imported here: the node is only needed when the demo runs.
-    from lnpmsg.app import DONE
-    from lnpmsg.node.identity import load_or_create_key
-    from lnpmsg.node.node import Node, NodeConfig
-    from lnpmsg.wire import UnknownMessage
-
-    got_message, message_received = trio.open_memory_channel[bytes](1)
-
-    def on_demo_message(peer: object, message: UnknownMessage) -> object:
-        got_message.send_nowait(message.payload)
-        return DONE
-
-    with steps.step("starting two nodes on one embedded regtest chain") as record:
-        apps: list[ChainApp] = []
-        for name in ("a", "b"):
-            key, _ = load_or_create_key(root / name)
-            node = Node(key, NodeConfig(listen=["127.0.0.1:0"], network="regtest"))
-            apps.append(node.mount(ChainApp(root / name / "wallet", source=source)))
-            nodes.append(node)
-        a, b = nodes
-        chain_a, chain_b = apps
-        b.add_handler(DEMO_CUSTOM_TYPE, on_demo_message)
-        for node in nodes:
-            await nursery.start(node.run)
-        summary["node_a"] = a.addresses[0]
-        summary["node_b"] = b.addresses[0]
-        record["note"] = f"A {a.node_id.hex()[:16]}..., B {b.node_id.hex()[:16]}..., chain height {(await source.tip()).height}"
-    with steps.step("connecting A to B over TCP (BOLT-8 handshake, init)") as record:
-        peer = await a.connect(b.addresses[0])
-        summary["link"] = peer.address
-        record["note"] = f"{peer.transport_kind} {peer.address}"
-    with steps.step("ping A -> B") as record:
-        rtt = await peer.ping()
-        summary["ping_ms"] = round(rtt * 1000, 3)
-        record["note"] = f"pong in {rtt * 1000:.3f} ms"
-    with steps.step(f"custom message (type {DEMO_CUSTOM_TYPE}) A -> B") as record:
-        text = b"hello from A"
-        await peer.send(UnknownMessage(DEMO_CUSTOM_TYPE, text))
-        payload = await message_received.receive()
-        if payload != text:
-            raise _DemoFailed(f"B received {payload!r}, not {text!r}")
-        record["note"] = f"B received {payload.decode()!r}"
-    with steps.step("mining 101 blocks (the faucet's first coinbase matures)") as record:
-        mined = await chain_a.mine(101)
-        record["note"] = f"height {mined['height']}"
-    with steps.step(f"faucet pays {DEMO_FAUCET_SAT} sat to A's wallet, one block confirms it") as record:
-        paid = await chain_a.faucet(DEMO_FAUCET_SAT)
-        funds = await chain_a.listfunds()
-        summary["faucet_txid"] = paid["txid"]
-        record["note"] = f"A has {funds['spendable_sat']} sat spendable"
-    with steps.step(f"A withdraws {DEMO_WITHDRAW_SAT} sat to a new address of B's wallet") as record:
-        address = (await chain_b.newaddr())["address"]
-        sent = await chain_a.withdraw(address, DEMO_WITHDRAW_SAT)
-        summary["withdraw_txid"] = sent["txid"]
-        summary["fee_sat"] = sent["fee_sat"]
-        record["note"] = f"txid {sent['txid'][:16]}..., fee {sent['fee_sat']} sat"
-    with steps.step("mining a block; both wallets see the payment") as record:
-        mined = await chain_a.mine(1)
-        funds_a, funds_b = await chain_a.listfunds(), await chain_b.listfunds()
-        if funds_b["spendable_sat"] < DEMO_WITHDRAW_SAT:
-            raise _DemoFailed(f"B's wallet holds {funds_b['spendable_sat']} sat, expected at least {DEMO_WITHDRAW_SAT}")
-        summary.update(
-            height=mined["height"],
-            tip=mined["tip"],
-            balance_a_sat=funds_a["spendable_sat"],
-            balance_b_sat=funds_b["spendable_sat"],
-        )
-        record["note"] = f"height {mined['height']}: A {funds_a['spendable_sat']} sat, B {funds_b['spendable_sat']} sat"

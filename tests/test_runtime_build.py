@@ -1,0 +1,100 @@
+"""The composition root: what build_node mounts, the errors it names, run_node's lifecycle."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+
+from lnpmsg.app import App
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.runtime import NodeSettings, SettingsError, StartError, build_node, run_node
+from lnpmsg.testing.nodes import make_node, running
+
+
+def settings(tmp_path: Path, **fields) -> NodeSettings:
+    fields.setdefault("listen", ["127.0.0.1:0"])
+    return NodeSettings(data_dir=tmp_path, **fields)
+
+
+def test_the_default_node_has_the_built_in_apps_in_order(tmp_path: Path) -> None:
+    built = build_node(settings(tmp_path, apps=[App("mine")]))
+    assert list(built.node.apps) == ["rpc", "pubsub", "gossip", "mine", "control"]
+    assert built.key_created and (tmp_path / "node_key").exists()
+    again = build_node(settings(tmp_path, gossip=False, control=False, peer_rpc=False, peer_pubsub=False))
+    assert list(again.node.apps) == [] and not again.key_created
+    assert again.node.node_id == built.node.node_id  # the same key from the data dir
+    assert again.network == "bitcoin" and again.node.config.listen == ["127.0.0.1:0"]
+
+
+def test_defaults_follow_the_cli(tmp_path: Path) -> None:
+    key = NodeKey.generate()
+    built = build_node(NodeSettings(data_dir=tmp_path, key=key, gossip=False, control=False, features=[331], chain=None))
+    assert built.node.config.listen == ["127.0.0.1:9735"] and built.node.node_id == key.node_id
+    assert built.node.config.features.supports(331)
+    assert not (tmp_path / "node_key").exists()  # a given key is not written
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"chain": "regtest", "network": "signet"}, "--chain regtest needs --network regtest"),
+        ({"network": "mainnet"}, "--network mainnet: the networks are bitcoin, testnet, signet, regtest"),
+        ({"chain": "mainnet"}, "--chain mainnet: the chains are regtest"),
+        ({"onion_only": True}, "onion-only: the node has no clearnet listener"),
+        ({"features": [-1]}, "bad --feature"),
+        ({"gossip": False, "gossip_import": ["x"]}, "--gossip-import needs the gossip app"),
+        ({"tor_socks": "nowhere"}, "bad --tor-socks"),
+        ({"tor_socks": "10.1.2.3:9050"}, "cannot start: "),
+        ({"key": NodeKey.generate(), "key_file": Path("/k")}, "a node key or a node key file, not both"),
+        ({"apps": [App("rpc")]}, "cannot mount it: an app named 'rpc' is already mounted"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, fields: dict, message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        build_node(settings(tmp_path, **fields))
+
+
+async def test_a_busy_port_is_a_start_error(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        built = build_node(settings(tmp_path, listen=[f"127.0.0.1:{port}"], gossip=False))
+        with pytest.raises(StartError, match="cannot listen on"):
+            async with built.running():
+                pass  # pragma: no cover
+        with pytest.raises(StartError, match="cannot listen on"):
+            await run_node(build_node(settings(tmp_path / "b", listen=[f"127.0.0.1:{port}"], gossip=False)), handle_signals=False)
+
+
+async def test_run_node_serves_until_stopped(tmp_path: Path) -> None:
+    seen: list[dict] = []
+    built = build_node(settings(tmp_path, gossip=False))
+
+    async def started(b) -> None:
+        seen.append(await b.summary())
+        peer = make_node(listen=False)
+        async with running(peer):
+            assert (await peer.connect(b.node.addresses[0])).node_id == b.node.node_id
+        b.node.stop()  # as the control API's stop does
+
+    with trio.fail_after(20):
+        await run_node(built, on_started=started, handle_signals=False)
+    (summary,) = seen
+    assert summary["node_id"] == built.node.node_id.hex() and summary["control"].startswith("ipc://")
+    assert summary["apps"] == ["control", "pubsub", "rpc"]
+
+
+class FailsToStart(App):
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        raise RuntimeError("no database at /nowhere")
+
+
+async def test_an_app_that_cannot_start_is_named(tmp_path: Path) -> None:
+    built = build_node(settings(tmp_path, gossip=False, control=False, apps=[FailsToStart("bad")]))
+    with pytest.raises(StartError, match=r"app 'bad' failed to start: RuntimeError: no database at /nowhere \(at .*test_runtime_build.py:\d+\)"):
+        async with built.running():
+            pass  # pragma: no cover
