@@ -1,7 +1,10 @@
 """Channels with Electrum 4.3.4 (Debian's, a separate process on Debian's Python):
 Electrum opens a channel to an ``lnpmsg node`` and closes it cooperatively;
 then lnpmsg opens one to Electrum (which listens: ``lightning_listen``) and
-closes it. Electrum syncs from the node's own Electrum server
+closes it; reestablish after Electrum restarts and after lnpmsg is killed
+(SIGKILL) mid-update, once with an HTLC Electrum fails (a real onion, built
+by lnpmsg.payments, for a payment hash Electrum does not know) and once with
+an update_fee. Electrum syncs from the node's own Electrum server
 (``--electrum-listen``) on the node's embedded regtest chain.
 
 Electrum talks only to peers offering data_loss_protect, gossip_queries and
@@ -22,6 +25,8 @@ import pytest
 import trio
 
 from lnpmsg.channels.manager import CRASH_ENV
+from lnpmsg.payments.onion.payloads import HopPayload
+from lnpmsg.payments.onion.sphinx import construct_onion
 from lnpmsg.testing.electrum import ElectrumWallet
 from lnpmsg.testing.processes import lnpmsg_argv
 from test_channels_nodes import WAIT, cli, stop, wait_channel
@@ -160,10 +165,32 @@ async def test_reestablish_with_electrum_after_restarts_and_a_sigkill_mid_update
         assert (await connected(node_dir, cid))["to_local_msat"] == before["to_local_msat"]
         await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open after its restart", WAIT)
 
+        # An HTLC to Electrum whose payment hash it does not know: lnpmsg is killed (SIGKILL) right
+        # after storing Electrum's commitment_signed for it, restarts, reestablishes; Electrum
+        # fails the HTLC (update_fail_htlc) and the balances are back where they were.
+        await stop(node, node_dir)
+        electrum_server = info["electrum"]
+        node, info = await start_node(node_dir, env={CRASH_ENV: "CommitmentSigned"}, electrum=electrum_server)
+        await cli("connect", electrum_address, *d)
+        await connected(node_dir, cid)
+        tip = (await cli("getchaininfo", *d))["height"]
+        payment_hash = os.urandom(32)
+        final = HopPayload.final(20_000_000, tip + 144, payment_secret=os.urandom(32))
+        onion = construct_onion(os.urandom(32), [bytes.fromhex(electrum_id)], [final.encode()], payment_hash).packet
+        params = {"channel": cid, "amount_msat": 20_000_000, "payment_hash": payment_hash.hex(), "cltv_expiry": tip + 144, "onion": onion.hex()}
+        await cli("call", "channels.dev_addhtlc", json.dumps(params), *d)
+        with trio.fail_after(WAIT):
+            await node.wait()
+        assert node.returncode == -9
+        node, info = await start_node(node_dir, electrum=electrum_server)
+        await cli("connect", electrum_address, *d)
+        after = await connected(node_dir, cid)
+        assert (after["to_local_msat"], after["to_remote_msat"]) == (before["to_local_msat"], before["to_remote_msat"])
+        assert "Sending UPDATE_FAIL_HTLC" in wallet.log(20_000)
+
         # lnpmsg restarts (its Electrum server on the same port) and kills itself (SIGKILL) the moment
         # it has stored the commitment_signed Electrum sends back for our update_fee.
         await stop(node, node_dir)
-        electrum_server = info["electrum"]
         node, info = await start_node(node_dir, env={CRASH_ENV: "CommitmentSigned"}, electrum=electrum_server)
         await cli("connect", electrum_address, *d)
         await connected(node_dir, cid)

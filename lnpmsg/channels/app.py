@@ -32,7 +32,7 @@ Control calls (``channels.<call>``; the CLI's ``fundchannel``,
 push_msat?, feerate?, announce?], ``listchannels`` [peer_id?],
 ``closechannel`` [channel, feerate?, destination?], and, for tests without
 the payments layer, ``dev_addhtlc`` [channel, amount_msat, payment_hash?,
-cltv_expiry?], ``dev_fulfill`` [channel, htlc_id, preimage], ``dev_fail``
+cltv_expiry?, onion?], ``dev_fulfill`` [channel, htlc_id, preimage], ``dev_fail``
 [channel, htlc_id], ``dev_updatefee`` [channel, feerate_per_kw]. Events: ``channel.opened``, ``channel.ready``,
 ``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``.
 """
@@ -502,10 +502,17 @@ class ChannelsApp(App):
         return result
 
     async def dev_addhtlc(self, channel: str, amount_msat: int, payment_hash: str | None = None,
-                          cltv_expiry: int | None = None) -> dict[str, Any]:  # fmt: skip
-        """DEVELOPER: offer an HTLC (no onion: zeros) and commit it; without PAYMENT_HASH a preimage is made
-        and returned. For tests of channels without the payments layer."""
+                          cltv_expiry: int | None = None, onion: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """DEVELOPER: offer an HTLC and commit it; without PAYMENT_HASH a preimage is made and returned;
+        ONION: the 1366-byte onion packet as hex (default: zeros, which only lnpmsg accepts unread).
+        For tests of channels without the payments layer."""
         target = self._channel(channel)
+        try:
+            packet = bytes(1366) if onion is None else bytes.fromhex(onion)
+        except ValueError:
+            raise ParamsError("onion is hex") from None
+        if len(packet) != 1366:
+            raise ParamsError(f"an onion packet is 1366 bytes, got {len(packet)}")
         preimage = None
         if payment_hash is None:
             preimage = os.urandom(32)
@@ -518,7 +525,7 @@ class ChannelsApp(App):
             cltv_expiry = (await self.chain.source.tip()).height + _CLTV_DEFAULT
         htlc_id = target.core.state.local_next_htlc_id
         try:
-            await self._manager().submit(target, AddHtlc(amount_msat, hash_bytes, cltv_expiry, bytes(1366)))
+            await self._manager().submit(target, AddHtlc(amount_msat, hash_bytes, cltv_expiry, packet))
         except LocalMisuse as exc:
             raise ChainAppError(f"cannot add the HTLC: {exc}", {"error": "ChannelError"}) from exc
         result: dict[str, Any] = {"htlc_id": htlc_id, "payment_hash": hash_bytes.hex()}
