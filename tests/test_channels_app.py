@@ -14,6 +14,8 @@ during one fsync). The waits are for states, never for durations.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +27,7 @@ import trio
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelEvent, ChannelsApp
+from lnpmsg.channels.commands import _print_list as print_channels
 from lnpmsg.channels.manager import ManagedChannel
 from lnpmsg.channels.params import ChannelConfig
 from lnpmsg.channels.state import Phase
@@ -144,6 +147,12 @@ async def test_open_htlcs_both_ways_reestablish_and_close_by_the_fundee(tmp_path
             scid = only_channel(alice).core.state.short_channel_id
             assert scid and scid == only_channel(bob).core.state.short_channel_id
             assert ready.short_channel_id == (await channels(bob).listchannels())["channels"][0]["short_channel_id"]
+            # what 'lnpmsg listchannels' prints for it
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                print_channels(await channels(alice).listchannels())
+            first = printed.getvalue().splitlines()[0]
+            assert first.startswith(only_channel(alice).channel_id.hex()) and "normal" in first and ready.short_channel_id in first
             alice_msat = FUNDING_SAT * 1000 - PUSH_MSAT
             assert balances(alice)[:2] == (alice_msat, PUSH_MSAT)
 
