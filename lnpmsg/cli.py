@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--events", metavar="ENDPOINT", help="event PUB socket (default: ipc://DATA_DIR/events.sock; a free loopback port with a tcp:// --control)")
     node.add_argument("--no-control", action="store_true", help="serve no control API (the other commands cannot reach this node)")
     node.add_argument("--feature", action="append", type=int, default=[], metavar="BIT", help="also advertise this feature bit in init, e.g. for an app attached over the control API (odd: optional); repeatable")
-    node.add_argument("--chain", choices=["regtest"], help="run a chain and an on-chain wallet (the chain.* control calls, 'lnpmsg mine', 'withdraw'...): 'regtest' is the embedded regtest chain, validated by Bitcoin Core's consensus engine, in DATA_DIR/chain, with the wallet in DATA_DIR/wallet (default: no chain; 'lnpmsg demo' always runs one)")
+    node.add_argument("--chain", choices=["regtest"], help="run a chain, an on-chain wallet (the chain.* control calls, 'lnpmsg mine', 'withdraw'...) and Lightning channels ('lnpmsg fundchannel', 'listchannels', 'closechannel'): 'regtest' is the embedded regtest chain, validated by Bitcoin Core's consensus engine, in DATA_DIR/chain, with the wallet in DATA_DIR/wallet (default: no chain; 'lnpmsg demo' always runs one)")
     node.add_argument("--electrum-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain to Electrum wallets (Electrum protocol 1.4, plain TCP) on HOST:PORT, e.g. 127.0.0.1:50001 (port 0: a free port, shown in the start-up summary)")
     node.add_argument("--reindex", action="store_true", help="with --chain regtest: rebuild the kernel's block files and chainstate (DATA_DIR/chain/blocks, chainstate) from the chain's own checksummed block log, as Bitcoin Core's -reindex; use it when the node refuses to start because they are damaged (progress is logged)")
     node.add_argument("--chain-rpc-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain over Bitcoin Core's JSON-RPC here (other nodes: --bitcoind-rpc), cookie in DATA_DIR/chain/.cookie (port 0: any free port)")
@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lnpmsg.gossip import commands as gossip_commands
 
     gossip_commands.add_commands(commands, DEFAULT_DATA_DIR)
+    from lnpmsg.channels import commands as channel_commands
+
+    channel_commands.add_commands(commands, DEFAULT_DATA_DIR)
     return parser
 
 
@@ -363,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in gossip_commands.COMMANDS:
         return gossip_commands.run_command(args)
+    from lnpmsg.channels import commands as channel_commands
+
+    if args.command in channel_commands.COMMANDS:
+        return channel_commands.run_command(args)
     with _logging_to_stderr(getattr(args, "log_level", "info")):
         if args.command == "node":
             try:

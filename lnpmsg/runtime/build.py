@@ -16,7 +16,8 @@ or, as a daemon that stops on Ctrl-C / SIGTERM / the control API's ``stop``::
 What gets mounted, in this order (apps start in mount order, before the
 node listens): peer RPC and peer pub/sub, the chain and wallet app
 (``chain``) with the chain's servers (``chainrpc``, ``electrum``; see
-:mod:`lnpmsg.wallet.node_setup`), gossip (``gossip``), the user apps of
+:mod:`lnpmsg.wallet.node_setup`), with a chain the channels (``channels``,
+after the chain app whose source and wallet it uses), gossip (``gossip``), the user apps of
 ``settings.apps``, the control API (``control``, last among apps so it
 serves every app's calls from the start), the node's Tor (``tor``).
 """
@@ -196,6 +197,7 @@ def build_node(settings: NodeSettings) -> BuiltNode:
 
         node.mount(PeerPubSub())
     start_errors += _mount_chain(node, settings)
+    start_errors += _mount_channels(node, settings)
     start_errors += _mount_gossip(node, settings, network)
     for spec in settings.apps:
         _mount_user_app(node, spec, settings)
@@ -347,6 +349,16 @@ def _mount_chain(node: Node, settings: NodeSettings) -> list[type[BaseException]
         if problem:
             raise SettingsError(problem)
     return errors
+
+
+def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseException]]:
+    """The channel app, when the node has a chain (funding, depth and closes need one)."""
+    if "chain" not in node.apps:
+        return []
+    from lnpmsg.channels.app import ChannelsApp
+
+    node.mount(ChannelsApp(settings.data_dir / "channels"))
+    return []
 
 
 def _mount_gossip(node: Node, settings: NodeSettings, network: str) -> list[type[BaseException]]:

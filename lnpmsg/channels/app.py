@@ -1,0 +1,561 @@
+"""The channel app: BOLT-2 channels on a node (the trio shell around :mod:`.manager`).
+
+Mount it after the chain app (``lnpmsg node --chain regtest`` or
+``--bitcoind-rpc`` does both)::
+
+    node.mount(ChainApp(...))
+    node.mount(ChannelsApp(data_dir / "channels"))
+
+It owns the BOLT-2 message types (a protocol app), offers the channel
+features in ``init`` (option_data_loss_protect, upfront_shutdown_script,
+option_static_remotekey, option_anchors_zero_fee_htlc_tx,
+option_shutdown_anysegwit, option_channel_type: all optional bits), and
+feeds the manager:
+
+- ``peer_ready``: ``Reconnected`` for each channel with the peer (the core
+  sends ``channel_reestablish``) before any message of the peer is handled;
+  ``peer_gone``: ``Disconnected``;
+- each message, by channel id (``open_channel`` starts a channel);
+  handlers are ``shield=True``: the record, then the messages, never cut;
+- a channel-scoped ``error`` (claimed with ``claim_channel``) fails the channel;
+- the chain, from a reliable subscription of the chain app's source (not
+  the lossy event bus): each block's height, the funding depth (then
+  ``channel_ready``), spends of funding outputs (``channel.spent``).
+
+The wallet funds the funder's channels (``fund_output``: the coins stay
+reserved) and the app broadcasts the funding once the peer's
+``funding_signed`` is on disk; closing transactions and, when a channel
+fails, our latest commitment are broadcast too.
+
+Control calls (``channels.<call>``; the CLI's ``fundchannel``,
+``listchannels``, ``closechannel``): ``fundchannel`` [node_id, amount_sat,
+push_msat?, feerate?, announce?], ``listchannels`` [peer_id?],
+``closechannel`` [channel, feerate?, destination?], and, for tests without
+the payments layer, ``dev_addhtlc`` [channel, amount_msat, payment_hash?,
+cltv_expiry?, onion?], ``dev_fulfill`` [channel, htlc_id, preimage], ``dev_fail``
+[channel, htlc_id], ``dev_updatefee`` [channel, feerate_per_kw]. Events: ``channel.opened``, ``channel.ready``,
+``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from lnpmsg.app import App, AppError
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.chain.address import script_for_address
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.chain.events import BlockConnected, OutputSpent
+from lnpmsg.node.peer import Peer
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.wallet.app import ChainAppError
+from lnpmsg.wallet.errors import WalletError
+from lnpmsg.wire import CHAIN_HASHES, Error, Features, Message
+
+from . import messages as M
+from .errors import LocalMisuse
+from .inputs import (
+    AcceptCommand,
+    AddHtlc,
+    BlockHeight,
+    BroadcastFunding,
+    ChannelClosed,
+    ChannelFailed,
+    ChannelOpened,
+    ChangeFee,
+    ChannelReadyEvent,
+    CloseChannel,
+    Disconnected,
+    Event,
+    FailHtlc,
+    FulfillHtlc,
+    FundingDepth,
+    FundingNeeded,
+    FundingTransaction,
+    HtlcIncoming,
+    HtlcSettled,
+    OpenCommand,
+    Received,
+    Reconnected,
+    WeAreBehind,
+)
+from .manager import ChannelManager, ManagedChannel, describe, format_scid
+from .params import ChannelConfig, OpeningPolicy
+from .state import Phase
+
+__all__ = ["CHANNEL_FEATURE_BITS", "ChannelEvent", "ChannelsApp"]
+
+log = logging.getLogger(__name__)
+
+#: optional bits: data_loss_protect, upfront_shutdown_script, static_remotekey,
+#: anchors_zero_fee_htlc_tx, shutdown_anysegwit, channel_type
+CHANNEL_FEATURE_BITS = (1, 5, 13, 23, 27, 45)
+_CHANNEL_TYPE_BITS = (44, 45)
+#: the BOLT-2 messages the app owns (the node decodes them for it)
+_MESSAGES: tuple[type[Message], ...] = (
+    M.OpenChannel, M.AcceptChannel, M.FundingCreated, M.FundingSigned, M.ChannelReady, M.Shutdown,
+    M.ClosingSigned, M.ClosingComplete, M.ClosingSig, M.UpdateAddHtlc, M.UpdateFulfillHtlc, M.UpdateFailHtlc,
+    M.UpdateFailMalformedHtlc, M.CommitmentSigned, M.RevokeAndAck, M.UpdateFee, M.ChannelReestablish,
+)  # fmt: skip
+#: seconds ``fundchannel`` waits for the peer's funding_signed, ``closechannel`` for the closing transaction
+COMMAND_TIMEOUT = 50.0
+_CLTV_DEFAULT = 144
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    """A ``channel.*`` event (``topic`` says which); fields a kind does not use are empty."""
+
+    topic: str
+    channel_id: bytes
+    node_id: bytes
+    state: str
+    short_channel_id: str = ""
+    txid: str = ""
+    htlc_id: int = -1
+    amount_msat: int = 0
+    payment_hash: bytes = b""
+    preimage: bytes = b""
+    reason: str = ""
+
+
+class ChannelsApp(App):
+    """BOLT-2 channels (see the module docs).
+
+    Args:
+        directory: the channel store.
+        chain_app: the name of the chain app (its source and wallet).
+        config: the limits we announce (minimum_depth, to_self_delay, ...).
+        policy: what we accept from peers.
+        now: the cores' clock (default: wall time).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        chain_app: str = "chain",
+        config: ChannelConfig | None = None,
+        policy: OpeningPolicy | None = None,
+        now: Any = None,
+    ) -> None:
+        super().__init__("channels", protocol=True, handler_timeout=None, features=Features.from_bits(CHANNEL_FEATURE_BITS))
+        self.directory = Path(directory)
+        self.chain_app_name = chain_app
+        self.config = config or ChannelConfig()
+        self.policy = policy or OpeningPolicy()
+        self._now = now
+        self.manager: ChannelManager | None = None
+        self._funding_feerate: dict[str, int | None] = {}
+        self._funding_errors: dict[str, str] = {}
+        self._closing_txids: dict[str, str] = {}
+        self._watch_in: trio.MemorySendChannel[Any] | None = None
+        for call, fn in {
+            "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
+            "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
+            "dev_updatefee": self.dev_updatefee,
+        }.items():  # fmt: skip
+            self.add_control_method(call, fn)
+
+    def setup(self) -> None:
+        for cls in _MESSAGES:
+            self.message(cls)
+            self.add_handler(cls, self._on_message, shield=True)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def chain(self) -> Any:
+        """The chain app (its ``source`` and ``wallet``)."""
+        chain = self.node.apps.get(self.chain_app_name)
+        if chain is None:
+            raise AppError(f"the channels app needs the chain app {self.chain_app_name!r} mounted before it")
+        return chain
+
+    def _manager(self) -> ChannelManager:
+        if self.manager is None:
+            raise AppError("the channels app is not running")
+        return self.manager
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load the channels, run the manager's actor and follow the chain."""
+        kwargs = {} if self._now is None else {"now": self._now}
+        manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, **kwargs)
+        self.manager = manager
+        self.chain  # noqa: B018 - fail at start when the chain app is missing
+        loaded = await manager.load()
+        for channel in manager.channels.values():
+            self._claim(channel)
+        log.info("channels: %d channel(s) in %s", loaded, self.directory)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(manager.run)
+                for channel in manager.channels.values():
+                    if channel.phase is Phase.AWAIT_READY and channel.core.state.funder and channel.core.state.funding_tx:
+                        nursery.start_soon(self._broadcast, channel.core.state.funding_tx, "funding")
+                await super().run(task_status=task_status)
+        finally:
+            self.manager = None
+
+    async def serve(self) -> None:
+        """Follow the chain: block heights and funding depths to the channels, funding spends."""
+        source = self.chain.source
+        self._watch_in, watch_out = trio.open_memory_channel[Any](1000)
+        async with source.subscribe() as sub:
+            for channel in list(self._manager().channels.values()):
+                await self._watch(sub, channel)
+            await self._check_depths()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._add_watches, sub, watch_out)
+                async for event in sub:
+                    if isinstance(event, BlockConnected):
+                        await self._on_block(event.height)
+                    elif isinstance(event, OutputSpent):
+                        self._on_funding_spent(event)
+
+    async def _add_watches(self, sub: Any, watch_out: trio.MemoryReceiveChannel[ManagedChannel]) -> None:
+        async for channel in watch_out:
+            await self._watch(sub, channel)
+
+    async def _watch(self, sub: Any, channel: ManagedChannel) -> None:
+        outpoint = channel.core.state.funding_outpoint
+        if outpoint is not None and channel.phase not in (Phase.CLOSED, Phase.FAILED):
+            await sub.watch_outpoint(outpoint)
+
+    async def _on_block(self, height: int) -> None:
+        manager = self._manager()
+        for channel in list(manager.channels.values()):
+            if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING):
+                await self._submit(channel, BlockHeight(height))
+        await self._check_depths()
+
+    async def _check_depths(self) -> None:
+        """Tell each channel waiting for its funding how deep it is (with its short channel id)."""
+        source = self.chain.source
+        for channel in list(self._manager().channels.values()):
+            s = channel.core.state
+            if channel.phase is not Phase.AWAIT_READY or s.ready_sent or s.funding_outpoint is None:
+                continue
+            try:
+                info = await source.get_txout(s.funding_outpoint)
+                if info is None or info.confirmations <= 0:
+                    continue
+                tip = await source.tip()
+                height = tip.height - info.confirmations + 1
+                block = Block.parse(await source.block_at(height))
+            except ChainError as exc:
+                log.warning("channels: cannot read the funding of %s: %s", channel.channel_id.hex(), exc)
+                continue
+            index = next((i for i, tx in enumerate(block.txs) if tx.txid == s.funding_outpoint.txid), None)
+            if index is None:
+                continue  # the tip moved under us: the next block tells again
+            scid = (height << 40) | (index << 16) | s.funding_outpoint.vout
+            await self._submit(channel, FundingDepth(info.confirmations, scid))
+
+    def _on_funding_spent(self, event: OutputSpent) -> None:
+        for channel in self._manager().channels.values():
+            if channel.core.state.funding_outpoint == event.outpoint:
+                self._publish("channel.spent", channel, txid=event.spending_tx.txid_hex)
+                log.info("channels: the funding of %s was spent by %s", channel.channel_id.hex(), event.spending_tx.txid_hex)
+
+    # ------------------------------------------------------------ peers and messages
+
+    async def peer_ready(self, peer: Peer) -> None:
+        for channel in self._manager().of_peer(peer.node_id):
+            await self._submit(channel, Reconnected())
+        await super().peer_ready(peer)
+
+    async def peer_gone(self, peer: Peer, reason: str) -> None:
+        manager = self.manager
+        for channel in manager.of_peer(peer.node_id) if manager is not None else ():
+            manager.post(channel, Disconnected())  # type: ignore[union-attr]
+        await super().peer_gone(peer, reason)
+
+    async def channel_error(self, peer: Peer, channel_id: bytes, text: str) -> None:
+        channel = self._manager().find(peer.node_id, channel_id)
+        if channel is not None:
+            await self._submit(channel, Received(Error(channel_id=channel_id, data=text.encode())))
+        await super().channel_error(peer, channel_id, text)
+
+    async def _on_message(self, peer: Peer, msg: Message) -> None:
+        manager = self._manager()
+        if isinstance(msg, M.OpenChannel):
+            await self._accept(peer, msg)
+            return
+        channel_id = getattr(msg, "channel_id", None) or getattr(msg, "temporary_channel_id")
+        channel = manager.find(peer.node_id, channel_id)
+        if channel is None:
+            # BOLT 2: a message for a channel we do not know gets an error naming it.
+            await self._send(peer.node_id, Error(channel_id=channel_id, data=b"unknown channel"))
+            return
+        await self._submit(channel, Received(msg))
+
+    async def _accept(self, peer: Peer, msg: M.OpenChannel) -> None:
+        manager = self._manager()
+        if manager.find(peer.node_id, msg.temporary_channel_id) is not None:
+            await self._send(peer.node_id, Error(channel_id=msg.temporary_channel_id, data=b"temporary_channel_id in use"))
+            return
+        channel = manager.new_channel(peer.node_id)
+        local, remote = self._features(peer)
+        config = replace(self.config, close_script=await self._close_script())
+        chain_hash = CHAIN_HASHES[self.node.config.network]
+        await self._submit(channel, AcceptCommand(msg, chain_hash, local, remote, config, self.policy))
+        self._claim(channel)
+
+    def _features(self, peer: Peer) -> tuple[int, int]:
+        remote = peer.session.remote_features
+        return self.node.local_features(peer.node_id).value, remote.value if remote is not None else 0
+
+    async def _send(self, peer_id: bytes, msg: Message) -> None:
+        await self.send(peer_id, msg)
+
+    async def _submit(self, channel: ManagedChannel, item: Any) -> Any:
+        try:
+            return await self._manager().submit(channel, item)
+        except LocalMisuse as exc:
+            log.debug("channels: %s refused %s: %s", channel.channel_id.hex(), type(item).__name__, exc)
+            return None
+
+    def _claim(self, channel: ManagedChannel) -> None:
+        """Route ``error``/``warning`` for the channel (its temporary id before the funding) to us."""
+        s = channel.core.state
+        for channel_id in (s.channel_id, s.temporary_channel_id if not s.channel_id else b""):
+            if channel_id:
+                try:
+                    self.claim_channel(channel_id)
+                except Exception as exc:  # another app holds it: errors still reach the event bus
+                    log.warning("channels: cannot claim %s: %s", channel_id.hex(), exc)
+
+    # ------------------------------------------------------------ events (inside the actor)
+
+    async def _on_events(self, channel: ManagedChannel, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, FundingNeeded):
+                self.spawn(self._fund, channel, event)
+            elif isinstance(event, BroadcastFunding):
+                await self._broadcast(event.raw_tx, "funding")
+            elif isinstance(event, ChannelOpened):
+                self.release_channel(channel.core.state.temporary_channel_id)
+                self._claim(channel)
+                if self._watch_in is not None:
+                    self._watch_in.send_nowait(channel)
+                self._publish("channel.opened", channel, txid=event.funding_outpoint.txid_hex)
+                self.spawn(self._check_depths)
+            elif isinstance(event, ChannelReadyEvent):
+                self._publish("channel.ready", channel, short_channel_id=format_scid(event.short_channel_id))
+                log.info("channels: %s is ready (%s)", channel.channel_id.hex(), format_scid(event.short_channel_id))
+            elif isinstance(event, HtlcIncoming):
+                add = event.add
+                self._publish("channel.htlc", channel, htlc_id=add.id, amount_msat=add.amount_msat,
+                              payment_hash=add.payment_hash, reason="incoming")  # fmt: skip
+            elif isinstance(event, HtlcSettled):
+                self._publish("channel.htlc", channel, htlc_id=event.htlc_id, preimage=event.preimage or b"",
+                              reason="fulfilled" if event.preimage else "failed")  # fmt: skip
+            elif isinstance(event, ChannelClosed):
+                txid = Tx.parse(event.raw_tx).txid_hex
+                self._closing_txids[channel.key] = txid
+                await self._broadcast(event.raw_tx, "closing")
+                self._publish("channel.closed", channel, txid=txid)
+                log.info("channels: %s closed by %s (fee %d sat)", channel.channel_id.hex(), txid, event.fee_sat)
+            elif isinstance(event, ChannelFailed):
+                log.warning("channels: %s failed: %s", channel.channel_id.hex(), event.reason)
+                txid = ""
+                if event.commitment_tx is not None:
+                    txid = Tx.parse(event.commitment_tx).txid_hex
+                    await self._broadcast(event.commitment_tx, "commitment")
+                self._publish("channel.failed", channel, txid=txid, reason=event.reason)
+            elif isinstance(event, WeAreBehind):
+                log.error("channels: the peer proved %s lost state: not broadcasting, waiting for theirs", channel.channel_id.hex())
+                self._publish("channel.failed", channel, reason="we are behind: waiting for the peer's commitment")
+
+    def _publish(self, topic: str, channel: ManagedChannel, **fields: Any) -> None:
+        self.node.events.publish(ChannelEvent(topic, channel.channel_id, channel.peer_id, channel.phase.value, **fields))
+
+    async def _broadcast(self, raw_tx: bytes, what: str) -> None:
+        try:
+            txid = await self.chain.source.broadcast(raw_tx)
+            log.info("channels: broadcast the %s transaction %s", what, txid[::-1].hex())
+        except ChainError as exc:
+            log.warning("channels: the chain refused the %s transaction: %s", what, exc)
+
+    async def _fund(self, channel: ManagedChannel, needed: FundingNeeded) -> None:
+        """The wallet builds the funding transaction (its coins stay reserved); the core signs on.
+
+        Without the coins the open is abandoned: the peer gets an ``error`` for the temporary
+        channel id and the channel (nothing signed yet) is forgotten.
+        """
+        try:
+            funded = await self.chain.wallet.fund_output(needed.script_pubkey, needed.amount_sat, self._funding_feerate.get(channel.key))
+        except WalletError as exc:
+            await self._abandon(channel, f"cannot fund the channel: {exc}")
+            return
+        try:
+            await self._manager().submit(channel, FundingTransaction(funded.tx.raw))
+        except LocalMisuse as exc:
+            self.chain.wallet.release(funded.tx.txid)
+            await self._abandon(channel, f"cannot fund the channel: {exc}")
+
+    async def _abandon(self, channel: ManagedChannel, reason: str) -> None:
+        log.warning("channels: abandoning the open of %s: %s", channel.channel_id.hex(), reason)
+        self._funding_errors[channel.key] = reason
+        await self._send(channel.peer_id, Error(channel_id=channel.core.state.temporary_channel_id, data=reason.encode()))
+        self._manager().forget(channel)
+
+    async def _close_script(self, destination: str | None = None) -> bytes:
+        wallet = self.chain.wallet
+        address = destination or wallet.new_address()
+        try:
+            return script_for_address(address, wallet.hrp)
+        except ChainError as exc:
+            raise ParamsError(f"bad destination: {exc.reason}") from None
+
+    # ------------------------------------------------------------ control calls
+
+    def _channel(self, channel: str) -> ManagedChannel:
+        try:
+            return self._manager().lookup(channel)
+        except KeyError:
+            raise ParamsError(f"no channel {channel!r} (give a channel id, short channel id or key)") from None
+
+    async def fundchannel(self, node_id: str, amount_sat: int, push_msat: int = 0, feerate: int | None = None,
+                          announce: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Open a channel of AMOUNT_SAT to the connected peer NODE_ID, funded by the wallet; returns once
+        the peer signed our first commitment and the funding is broadcast (then confirmations follow)."""
+        try:
+            peer = self.peer(node_id)
+        except AppError as exc:
+            raise ParamsError(str(exc)) from None
+        if not isinstance(amount_sat, int) or amount_sat <= 0:
+            raise ParamsError(f"amount_sat must be a positive integer, got {amount_sat!r}")
+        local, remote = self._features(peer)
+        remote_features = Features(remote)
+        send_type = any(remote_features.has(b) for b in _CHANNEL_TYPE_BITS)
+        try:
+            commit_feerate = await self.chain.source.estimate_feerate()
+        except ChainError:
+            commit_feerate = 2500
+        commit_feerate = max(commit_feerate, self.policy.min_feerate_per_kw)
+        config = replace(self.config, close_script=await self._close_script())
+        manager = self._manager()
+        channel = manager.new_channel(peer.node_id)
+        self._funding_feerate[channel.key] = feerate
+        command = OpenCommand(
+            os.urandom(32), CHAIN_HASHES[self.node.config.network], amount_sat, push_msat, commit_feerate,
+            local, remote, config, self.policy, channel_flags=1 if announce else 0, send_channel_type=send_type,
+        )  # fmt: skip
+        try:
+            await manager.submit(channel, command)
+        except LocalMisuse as exc:
+            manager.forget(channel)
+            raise ChainAppError(f"cannot open: {exc}", {"error": "ChannelError"}) from exc
+        self._claim(channel)
+        with trio.move_on_after(COMMAND_TIMEOUT):
+            while channel.phase not in (Phase.AWAIT_READY, Phase.NORMAL, Phase.FAILED, Phase.CLOSED):
+                if channel.key in self._funding_errors:
+                    break
+                await channel.changed.wait()
+        self._funding_feerate.pop(channel.key, None)
+        if channel.phase is not Phase.AWAIT_READY and channel.phase is not Phase.NORMAL:
+            reason = self._funding_errors.pop(channel.key, None) or channel.core.state.failure or f"no funding_signed in {COMMAND_TIMEOUT:g} s"
+            raise ChainAppError(f"the channel did not open: {reason}", {"error": "ChannelError", "state": channel.phase.value})
+        result = describe(channel)
+        result["funding_txid"] = channel.core.state.funding_outpoint.txid_hex  # type: ignore[union-attr]
+        return result
+
+    async def listchannels(self, peer_id: str | None = None) -> dict[str, Any]:
+        """Every channel: state, capacity, balances, HTLCs, short channel id, funding outpoint."""
+        channels = [describe(c) for c in self._manager().channels.values() if c.phase is not Phase.NEW]
+        if peer_id:
+            channels = [c for c in channels if c["peer_id"] == peer_id.lower()]
+        return {"channels": channels}
+
+    async def closechannel(self, channel: str, feerate: int | None = None, destination: str | None = None) -> dict[str, Any]:
+        """Close CHANNEL cooperatively (shutdown, then closing_signed); returns the closing txid once both signed."""
+        target = self._channel(channel)
+        if feerate is None:
+            try:
+                feerate = max(await self.chain.source.estimate_feerate(), 253)
+            except ChainError:
+                feerate = 253
+        script = await self._close_script(destination)
+        if target.core.state.config.upfront_shutdown_script:
+            script = target.core.state.config.upfront_shutdown_script
+        try:
+            await self._manager().submit(target, CloseChannel(script, feerate))
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot close: {exc}", {"error": "ChannelError", "state": target.phase.value}) from exc
+        with trio.move_on_after(COMMAND_TIMEOUT):
+            while target.phase not in (Phase.CLOSED, Phase.FAILED):
+                await target.changed.wait()
+        result = describe(target)
+        if target.key in self._closing_txids:
+            result["closing_txid"] = self._closing_txids[target.key]
+        return result
+
+    async def dev_addhtlc(self, channel: str, amount_msat: int, payment_hash: str | None = None,
+                          cltv_expiry: int | None = None, onion: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """DEVELOPER: offer an HTLC and commit it; without PAYMENT_HASH a preimage is made and returned;
+        ONION: the 1366-byte onion packet as hex (default: zeros, which only lnpmsg accepts unread).
+        For tests of channels without the payments layer."""
+        target = self._channel(channel)
+        try:
+            packet = bytes(1366) if onion is None else bytes.fromhex(onion)
+        except ValueError:
+            raise ParamsError("onion is hex") from None
+        if len(packet) != 1366:
+            raise ParamsError(f"an onion packet is 1366 bytes, got {len(packet)}")
+        preimage = None
+        if payment_hash is None:
+            preimage = os.urandom(32)
+            hash_bytes = sha256(preimage)
+        else:
+            hash_bytes = bytes.fromhex(payment_hash)
+            if len(hash_bytes) != 32:
+                raise ParamsError("payment_hash is 32 bytes of hex")
+        if cltv_expiry is None:
+            cltv_expiry = (await self.chain.source.tip()).height + _CLTV_DEFAULT
+        htlc_id = target.core.state.local_next_htlc_id
+        try:
+            await self._manager().submit(target, AddHtlc(amount_msat, hash_bytes, cltv_expiry, packet))
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot add the HTLC: {exc}", {"error": "ChannelError"}) from exc
+        result: dict[str, Any] = {"htlc_id": htlc_id, "payment_hash": hash_bytes.hex()}
+        if preimage is not None:
+            result["preimage"] = preimage.hex()
+        return result
+
+    async def dev_fulfill(self, channel: str, htlc_id: int, preimage: str) -> dict[str, Any]:
+        """DEVELOPER: settle incoming HTLC HTLC_ID with PREIMAGE (hex) and commit."""
+        target = self._channel(channel)
+        try:
+            await self._manager().submit(target, FulfillHtlc(htlc_id, bytes.fromhex(preimage)))
+        except (LocalMisuse, ValueError) as exc:
+            raise ChainAppError(f"cannot fulfill: {exc}", {"error": "ChannelError"}) from exc
+        return {"htlc_id": htlc_id}
+
+    async def dev_fail(self, channel: str, htlc_id: int) -> dict[str, Any]:
+        """DEVELOPER: fail incoming HTLC HTLC_ID (an empty reason) and commit."""
+        target = self._channel(channel)
+        try:
+            await self._manager().submit(target, FailHtlc(htlc_id, b""))
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot fail: {exc}", {"error": "ChannelError"}) from exc
+        return {"htlc_id": htlc_id}
+
+    async def dev_updatefee(self, channel: str, feerate_per_kw: int) -> dict[str, Any]:
+        """DEVELOPER: as the funder, propose a new commitment feerate (update_fee) and commit it."""
+        target = self._channel(channel)
+        try:
+            await self._manager().submit(target, ChangeFee(feerate_per_kw))
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot change the fee: {exc}", {"error": "ChannelError"}) from exc
+        return {"feerate_per_kw": feerate_per_kw}

@@ -1,0 +1,114 @@
+"""The ``lnpmsg`` subcommands of the channel app (:mod:`lnpmsg.channels.app`).
+
+``fundchannel``, ``listchannels`` and ``closechannel`` call the
+``channels.*`` methods of a node started with a chain (``--chain regtest``
+or ``--bitcoind-rpc``), like every control command (:mod:`lnpmsg.rpc.commands`):
+human output or ``--json``, exit 0, 1 on an error, 3 when no node runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lnpmsg.rpc import commands as control_commands
+
+__all__ = ["COMMANDS", "add_commands", "run_command"]
+
+COMMANDS = frozenset({"fundchannel", "listchannels", "closechannel"})
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
+    """Add the channel subcommands to the ``lnpmsg`` parser."""
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name, help=help_text,
+            description=f"{help_text[0].upper()}{help_text[1:]}. Needs a node started with a chain "
+                        "('lnpmsg node --chain regtest' or '--bitcoind-rpc URL').",
+        )  # fmt: skip
+        parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
+        parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
+        parser.add_argument("--timeout", type=float, default=65.0, help="seconds to wait for the node (default: %(default)s)")
+        control_commands.add_wait_option(parser)
+        return parser
+
+    p = add("fundchannel", "open a channel to a connected peer, funded by the node's wallet")
+    p.add_argument("node_id", metavar="NODEID", help="the peer (connect to it first: 'lnpmsg connect')")
+    p.add_argument("amount_sat", type=_positive, metavar="AMOUNT_SAT", help="the channel's capacity in satoshis")
+    p.add_argument("--push-msat", type=int, default=0, metavar="N", help="give the peer N millisatoshis at the start (default: 0)")
+    p.add_argument("--feerate", type=_positive, metavar="PER_KW", help="the funding transaction's fee rate in sat per 1000 weight (default: the chain's estimate)")
+    p.add_argument("--announce", action="store_true", help="ask for a public channel (channel_flags bit 0)")
+    p.epilog = "Returns once the peer signed our first commitment and the funding is broadcast; the channel is ready after its confirmations (the peer's minimum_depth)."
+    p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")
+    p.add_argument("--peer", metavar="NODEID", help="only the channels with this peer")
+    p = add("closechannel", "close a channel cooperatively (shutdown, then closing_signed)")
+    p.add_argument("channel", metavar="CHANNEL", help="a channel id (hex), short channel id (BLOCKxTXxOUT) or key")
+    p.add_argument("--feerate", type=_positive, metavar="PER_KW", help="the closing fee rate we aim at (default: the chain's estimate)")
+    p.add_argument("--destination", metavar="ADDRESS", help="pay our side here (default: a new address of the node's wallet)")
+
+
+def _msat(value: int | None) -> str:
+    return "-" if value is None else f"{value // 1000} sat" if value % 1000 == 0 else f"{value} msat"
+
+
+def _print_channel(c: dict[str, Any]) -> None:
+    scid = c["short_channel_id"] or "-"
+    print(f"{c['channel_id']}  {c['state']:<14} {scid:<14} peer {c['peer_id'][:16]}...  {c['capacity_sat']} sat")
+    print(f"    local {_msat(c['to_local_msat'])}, remote {_msat(c['to_remote_msat'])}, opener {c['opener']}, "
+          f"{c['channel_type']}, funding {c['funding_outpoint'] or '-'}{'' if c['connected'] else ', peer offline'}")  # fmt: skip
+    for h in c["htlcs"]:
+        print(f"    htlc {h['direction']:<3} #{h['id']} {h['amount_msat']} msat hash {h['payment_hash']} expiry {h['cltv_expiry']}")
+    if c.get("failure"):
+        print(f"    failed: {c['failure']}")
+
+
+def _print_list(r: dict[str, Any]) -> None:
+    for c in r["channels"]:
+        _print_channel(c)
+    if not r["channels"]:
+        print("no channels")
+
+
+def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
+    """The channel app's control call for a command, and how to print its result."""
+    if args.command == "fundchannel":
+        params: dict[str, Any] = {"node_id": args.node_id, "amount_sat": args.amount_sat, "push_msat": args.push_msat, "announce": args.announce}
+        if args.feerate is not None:
+            params["feerate"] = args.feerate
+        return "channels.fundchannel", params, lambda r: print(
+            f"channel {r['channel_id']} funded by {r['funding_txid']}, waiting for confirmations ({r['state']})"
+        )
+    if args.command == "listchannels":
+        return "channels.listchannels", {"peer_id": args.peer} if args.peer else {}, _print_list
+    if args.command == "closechannel":
+        params = {"channel": args.channel}
+        if args.feerate is not None:
+            params["feerate"] = args.feerate
+        if args.destination:
+            params["destination"] = args.destination
+        return "channels.closechannel", params, lambda r: print(
+            f"channel {r['channel_id']} {r['state']}" + (f": closing transaction {r['closing_txid']}" if r.get("closing_txid") else "")
+        )
+    raise ValueError(f"not a channel command: {args.command}")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Call the channel app of the running node; returns the exit status."""
+    return control_commands.run_command(
+        args,
+        _request,
+        missing_method_hint=f"the node at {args.data_dir} runs without channels: start it with a chain ('lnpmsg node --chain regtest')",
+    )

@@ -1,0 +1,371 @@
+"""The channel manager: one actor that owns every channel of a node (trio).
+
+Every input to any channel (a message, a command, a chain event, the peer
+coming or going) becomes a job on one queue, and one task runs the jobs in
+order: no two tasks ever change a channel, and a channel's inputs are
+processed in the order they were queued. For each job the actor
+
+1. feeds the input to the channel's :class:`~.state.ChannelCore`,
+2. appends the output's records to the channel's log (fsynced when one is
+   ``durable``, in a worker thread),
+3. only then sends the output's messages (a record always reaches the disk
+   before a message that commits to it leaves),
+4. hands the output's events to the shell (:mod:`.app`), and
+5. signs what is left to sign (the node commits every change at once).
+
+Steps 2-5 run shielded: stopping the node never cuts a job between the
+record and its messages. At start every stored channel is replayed from its
+log (snapshot, then records) and fed ``Disconnected``, as the core asks.
+
+A channel's key (its store name) is ``<peer node id>-<16 hex digits>``:
+the peer is known from the key alone, and the channel's secrets are derived
+from the node's channel seed and the key, so the log never holds a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import os
+import secrets as random_secrets
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from lnpmsg.wire import Message
+
+from .errors import LocalMisuse
+from .inputs import Disconnected, Event, Input, Output, Received, Record, SignCommitment
+from .params import ChannelSecrets
+from .state import ChannelCore, Phase
+from .store import ChannelLog, ChannelStore
+
+__all__ = ["SNAPSHOT_EVERY", "ChannelManager", "ChannelsStopped", "ManagedChannel", "channel_secrets"]
+
+log = logging.getLogger(__name__)
+
+#: records in a channel's log before the actor writes a snapshot (bounds the replay at start)
+SNAPSHOT_EVERY = 1000
+#: seconds one message may wait for room in a peer's queue before the actor moves on
+SEND_TIMEOUT = 30.0
+#: DEVELOPER fault injection for crash tests: the process kills itself (SIGKILL) right after
+#: the record of a received message of this name is on disk, before anything is sent
+CRASH_ENV = "LNPMSG_DEV_CRASH_AFTER_RECEIVING"
+_SEED_FILE = "channel_seed"
+_ROLES = ("funding", "revocation", "payment", "delayed_payment", "htlc", "shachain")
+_SIGNING_PHASES = {Phase.NORMAL, Phase.SHUTDOWN}
+
+Sender = Callable[[bytes, Message], Awaitable[None]]
+EventHandler = Callable[["ManagedChannel", Sequence[Event]], Awaitable[None]]
+
+
+class ChannelsStopped(LocalMisuse):
+    """The manager's actor has stopped (the node is stopping): the input was not processed."""
+
+
+def channel_secrets(seed: bytes, key: str) -> ChannelSecrets:
+    """A channel's six secrets from the node's channel seed and the channel's key."""
+    derived = [hmac.new(seed, f"{key}/{role}".encode(), hashlib.sha256).digest() for role in _ROLES]
+    return ChannelSecrets(*derived)
+
+
+@dataclass(eq=False)
+class ManagedChannel:
+    """One channel as the manager holds it: its core, its log, its peer."""
+
+    key: str
+    peer_id: bytes
+    core: ChannelCore
+    log: ChannelLog
+    #: set (and replaced) after every job that touched the channel
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def channel_id(self) -> bytes:
+        """The channel id (the temporary one before the funding is known)."""
+        s = self.core.state
+        return s.channel_id or s.temporary_channel_id
+
+    @property
+    def phase(self) -> Phase:
+        return self.core.phase
+
+    def has_changes_to_sign(self) -> bool:
+        """Updates not yet in the peer's commitment (ours proposed, or theirs we acked)."""
+        s = self.core.state
+        return bool(s.local_changes.proposed or s.remote_changes.acked)
+
+
+@dataclass(eq=False)
+class _Job:
+    channel: ManagedChannel
+    item: Input
+    done: trio.Event = field(default_factory=trio.Event)
+    output: Output | None = None
+    error: BaseException | None = None
+
+
+class ChannelManager:
+    """Every channel of a node, changed by one task (:meth:`run`).
+
+    Args:
+        directory: the channel store (one log per channel) and the seed.
+        send: ``await send(peer_id, message)``: queue a message to a peer
+            (raise or return quietly when the peer is gone).
+        on_events: ``await on_events(channel, events)``: the shell acts on a
+            job's events (fund, broadcast, publish); it must not wait for
+            another job (it runs inside the actor).
+        now: the time fed to the cores (seconds; the default is the wall clock,
+            so that records stay meaningful across restarts).
+    """
+
+    def __init__(self, directory: str | Path, *, send: Sender, on_events: EventHandler, now: Callable[[], float] = time.time) -> None:
+        self.store = ChannelStore(directory)
+        self.seed = _load_or_create_seed(self.store.directory / _SEED_FILE)
+        self._send = send
+        self._on_events = on_events
+        self._now = now
+        self.channels: dict[str, ManagedChannel] = {}
+        # No buffer limit, yet bounded: each submitter waits for its job (a peer's reading task,
+        # a command, the chain follower: one job each at most), and post() queues one
+        # Disconnected per channel of a peer that left.
+        self._jobs_in, self._jobs = trio.open_memory_channel[_Job](math.inf)
+        self._running = False
+        self._crash_after = os.environ.get(CRASH_ENV) or None
+        if self._crash_after:
+            log.warning("channels: DEVELOPER fault injection: SIGKILL after receiving %s", self._crash_after)
+
+    # ------------------------------------------------------------ lookup
+
+    def new_channel(self, peer_id: bytes) -> ManagedChannel:
+        """A fresh channel with ``peer_id`` (its first input opens or accepts it)."""
+        key = f"{peer_id.hex()}-{random_secrets.token_hex(8)}"
+        channel = ManagedChannel(key, peer_id, ChannelCore(channel_secrets(self.seed, key)), self.store.open(key))
+        self.channels[key] = channel
+        return channel
+
+    def forget(self, channel: ManagedChannel) -> None:
+        """Drop a channel that never got funded (nothing was signed: nothing to keep), with its log."""
+        if channel.core.state.local_commit is not None or channel.core.state.remote_commit is not None:
+            raise LocalMisuse("a channel with a signed commitment is never forgotten")
+        self.channels.pop(channel.key, None)
+        channel.log.close()
+        for path in (channel.log.log_path, channel.log.snap_path):
+            path.unlink(missing_ok=True)
+        channel.changed.set()
+
+    def of_peer(self, peer_id: bytes) -> list[ManagedChannel]:
+        """The channels with ``peer_id``, oldest first."""
+        return [c for c in self.channels.values() if c.peer_id == peer_id]
+
+    def find(self, peer_id: bytes | None, channel_id: bytes) -> ManagedChannel | None:
+        """The channel with ``channel_id`` (or, before the funding, that temporary id) with the peer."""
+        for channel in self.channels.values():
+            if peer_id is not None and channel.peer_id != peer_id:
+                continue
+            s = channel.core.state
+            if s.channel_id == channel_id or (not s.channel_id and s.temporary_channel_id == channel_id):
+                return channel
+        return None
+
+    def lookup(self, text: str) -> ManagedChannel:
+        """A channel by channel id (hex), short channel id (``BxTxO``) or key; KeyError if none."""
+        text = text.strip().lower()
+        for channel in self.channels.values():
+            s = channel.core.state
+            if text in (channel.key, channel.channel_id.hex()) or (s.short_channel_id and text == format_scid(s.short_channel_id)):
+                return channel
+        raise KeyError(text)
+
+    # ------------------------------------------------------------ start
+
+    async def load(self) -> int:
+        """Replay every stored channel; feed each ``Disconnected`` (call before :meth:`run`)."""
+        for key in self.store.keys():
+            peer_hex = key.split("-", 1)[0]
+            try:
+                peer_id = bytes.fromhex(peer_hex)
+            except ValueError:
+                log.warning("channels: skipping %s in the store: not a channel key", key)
+                continue
+            channel_log = await trio.to_thread.run_sync(self.store.open, key)
+            core = await trio.to_thread.run_sync(channel_log.restore, channel_secrets(self.seed, key))
+            if core.phase is Phase.NEW:
+                channel_log.close()
+                continue  # never got past its first input: nothing was promised to anyone
+            channel = ManagedChannel(key, peer_id, core, channel_log)
+            self.channels[key] = channel
+            await self._process(_Job(channel, Disconnected()))
+            log.info("channels: loaded %s with %s (%s)", channel.channel_id.hex(), peer_hex[:16], core.phase.value)
+        return len(self.channels)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The actor: run every queued job, in order, until cancelled."""
+        self._running = True
+        task_status.started()
+        try:
+            async for job in self._jobs:
+                await self._process(job)
+        finally:
+            # Nobody may wait forever on a job that will never run (a shielded handler would
+            # hold the node's shutdown): refuse new jobs, answer the queued ones.
+            self._running = False
+            self._jobs_in.close()
+            while True:
+                try:
+                    job = self._jobs.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                job.error = ChannelsStopped("the channels are stopping")
+                job.done.set()
+            self.close()
+
+    def close(self) -> None:
+        """Close every channel's log (``run`` does it when it ends; for a manager never run)."""
+        for channel in self.channels.values():
+            channel.log.close()
+
+    # ------------------------------------------------------------ jobs
+
+    async def submit(self, channel: ManagedChannel, item: Input) -> Output:
+        """Queue ``item`` for ``channel`` and wait until it was processed.
+
+        Raises :class:`~.errors.LocalMisuse` when the core refuses a command.
+        """
+        job = _Job(channel, item)
+        try:
+            await self._jobs_in.send(job)
+        except trio.ClosedResourceError:
+            raise ChannelsStopped("the channels are stopping") from None
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.output is not None
+        return job.output
+
+    def post(self, channel: ManagedChannel, item: Input) -> None:
+        """Queue ``item`` without waiting for it (the peer-gone hook: it must stay short).
+
+        Dropped when the actor has stopped: a restart feeds ``Disconnected`` anyway.
+        """
+        if not self._running:
+            return
+        try:
+            self._jobs_in.send_nowait(_Job(channel, item))
+        except trio.ClosedResourceError:
+            pass
+
+    async def _process(self, job: _Job) -> None:
+        channel = job.channel
+        with trio.CancelScope(shield=True):
+            try:
+                job.output = await self._apply(channel, job.item)
+                await self._sign_if_needed(channel)
+            except LocalMisuse as exc:
+                job.error = exc
+            except Exception as exc:  # a bug must not kill every channel: report it to the submitter
+                log.exception("channels: %s on %s failed", type(job.item).__name__, channel.key)
+                job.error = exc
+            finally:
+                job.done.set()
+                channel.changed.set()
+                channel.changed = trio.Event()
+
+    async def _apply(self, channel: ManagedChannel, item: Input) -> Output:
+        out = channel.core.receive(item, self._now())
+        if out.records:
+            await self._persist(channel, out.records)
+            if self._crash_after and isinstance(item, Received) and type(item.message).__name__ == self._crash_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+        for message in out.messages:
+            await self._deliver(channel.peer_id, message)
+        if out.events:
+            await self._on_events(channel, out.events)
+        return out
+
+    async def _persist(self, channel: ManagedChannel, records: Sequence[Record]) -> None:
+        await trio.to_thread.run_sync(channel.log.append, records)
+        if len(channel.log.records()) >= SNAPSHOT_EVERY:
+            await trio.to_thread.run_sync(channel.log.write_snapshot, channel.core)
+
+    async def _deliver(self, peer_id: bytes, message: Message) -> None:
+        with trio.move_on_after(SEND_TIMEOUT):
+            try:
+                await self._send(peer_id, message)
+            except Exception as exc:  # the peer left: channel_reestablish retransmits what counts
+                log.debug("channels: %s to %s not sent: %s", type(message).__name__, peer_id.hex()[:16], exc)
+
+    async def _sign_if_needed(self, channel: ManagedChannel) -> None:
+        """Commit at once: sign whenever something is left to sign and the core allows it."""
+        s = channel.core.state
+        if channel.phase not in _SIGNING_PHASES or not s.connected or s.awaiting_reestablish:
+            return
+        if not channel.has_changes_to_sign() or s.remote_next_commit is not None:
+            return  # nothing to sign, or waiting for the peer's revoke_and_ack
+        try:
+            await self._apply(channel, SignCommitment())
+        except LocalMisuse as exc:
+            log.debug("channels: not signing %s yet: %s", channel.key, exc)
+
+
+def format_scid(scid: int) -> str:
+    """A short channel id as ``BLOCKxTXxOUTPUT`` (as Core Lightning and lnd print it)."""
+    return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
+
+
+def _load_or_create_seed(path: Path) -> bytes:
+    """The node's channel seed (32 random bytes made once, readable by the owner only)."""
+    if path.exists():
+        seed = path.read_bytes()
+        if len(seed) != 32:
+            raise ValueError(f"{path}: a channel seed is 32 bytes, found {len(seed)}")
+        return seed
+    seed = os.urandom(32)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, seed)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return seed
+
+
+def describe(channel: ManagedChannel) -> dict[str, Any]:
+    """A channel for ``listchannels`` (JSON-able)."""
+    s = channel.core.state
+    commit = s.local_commit
+    htlcs: list[dict[str, Any]] = []
+    to_local = to_remote = None
+    if commit is not None:
+        to_local, to_remote = commit.spec.to_local_msat, commit.spec.to_remote_msat
+        for h in commit.spec.htlcs:
+            htlcs.append({
+                "direction": "in" if h.incoming else "out", "id": h.add.id, "amount_msat": h.add.amount_msat,
+                "payment_hash": h.add.payment_hash.hex(), "cltv_expiry": h.add.cltv_expiry,
+            })  # fmt: skip
+    outpoint = s.funding_outpoint
+    return {
+        "channel_id": channel.channel_id.hex(),
+        "peer_id": channel.peer_id.hex(),
+        "state": s.phase.value,
+        "opener": "local" if s.funder else "remote",
+        "capacity_sat": s.funding_sat,
+        "to_local_msat": to_local,
+        "to_remote_msat": to_remote,
+        "htlcs": htlcs,
+        "short_channel_id": format_scid(s.short_channel_id) if s.short_channel_id else None,
+        "funding_outpoint": f"{outpoint.txid[::-1].hex()}:{outpoint.vout}" if outpoint is not None else None,
+        "channel_type": "anchors_zero_fee_htlc_tx" if s.anchors else "static_remotekey",
+        "feerate_per_kw": commit.spec.feerate_per_kw if commit is not None else None,
+        "connected": s.connected and not s.awaiting_reestablish,
+        "failure": s.failure,
+    }

@@ -1,0 +1,129 @@
+"""The channel manager alone (two of them, the test carrying their messages), under trio's mock clock.
+
+Checks the shell's rules: every record of an output is in the channel's log
+before any of its messages is handed out; the node signs what is left to sign
+by itself; a restarted manager replays its store to the same state and feeds
+``Disconnected``; a stopped manager refuses jobs instead of leaving a waiter
+hanging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.bitcoin.script import OP_RETURN, script
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from lnpmsg.channels.inputs import (
+    AcceptCommand,
+    AddHtlc,
+    Event,
+    FulfillHtlc,
+    FundingDepth,
+    FundingNeeded,
+    FundingTransaction,
+    HtlcIncoming,
+    OpenCommand,
+    Received,
+)
+from lnpmsg.channels.manager import ChannelManager, ChannelsStopped, ManagedChannel
+from lnpmsg.channels.messages import OpenChannel
+from lnpmsg.channels.params import STATIC_REMOTEKEY_BIT
+from lnpmsg.channels.state import Phase
+from lnpmsg.wire import CHAIN_HASH_REGTEST, Message
+
+ALICE, BOB = b"\x02" + b"\xaa" * 32, b"\x03" + b"\xbb" * 32
+FEATURES = 1 << (STATIC_REMOTEKEY_BIT + 1)
+
+
+class Side:
+    """One manager, what it sent (checked against its log at the moment of sending) and its events."""
+
+    def __init__(self, directory: Path, me: bytes) -> None:
+        self.me = me
+        self.wire: list[tuple[bytes, Message]] = []
+        self.events: list[Event] = []
+        self.unpersisted_sends = 0
+        self.manager = ChannelManager(directory, send=self.send, on_events=self.on_events, now=trio.current_time)
+
+    async def send(self, peer_id: bytes, msg: Message) -> None:
+        for channel in self.manager.of_peer(peer_id):
+            if len(channel.log.records()) != channel.core.records_emitted:
+                self.unpersisted_sends += 1
+        self.wire.append((peer_id, msg))
+
+    async def on_events(self, channel: ManagedChannel, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+
+
+async def pump(a: Side, b: Side) -> None:
+    """Deliver every message in flight (and those they cause) until both are quiet."""
+    while a.wire or b.wire:
+        for sender, receiver in ((a, b), (b, a)):
+            while sender.wire:
+                _, msg = sender.wire.pop(0)
+                if isinstance(msg, OpenChannel):
+                    channel = receiver.manager.new_channel(sender.me)
+                    await receiver.manager.submit(channel, AcceptCommand(msg, CHAIN_HASH_REGTEST, FEATURES, FEATURES))
+                    continue
+                channel_id = getattr(msg, "channel_id", None) or msg.temporary_channel_id  # type: ignore[attr-defined]
+                channel = receiver.manager.find(sender.me, channel_id)
+                assert channel is not None
+                await receiver.manager.submit(channel, Received(msg))
+
+
+def only(side: Side) -> ManagedChannel:
+    (channel,) = side.manager.channels.values()
+    return channel
+
+
+@pytest.mark.trio
+async def test_managers_persist_before_sending_sign_by_themselves_and_replay(tmp_path: Path, autojump_clock: Any) -> None:
+    alice, bob = Side(tmp_path / "alice", ALICE), Side(tmp_path / "bob", BOB)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(alice.manager.run)
+        await nursery.start(bob.manager.run)
+        channel = alice.manager.new_channel(BOB)
+        await alice.manager.submit(channel, OpenCommand(bytes(32), CHAIN_HASH_REGTEST, 1_000_000, 0, 2500, FEATURES, FEATURES))
+        await pump(alice, bob)
+        (needed,) = [e for e in alice.events if isinstance(e, FundingNeeded)]
+        # a funding transaction that no chain will see: the cores only read its outputs
+        funding = Tx(2, (TxIn(OutPoint(b"\x11" * 32, 0)),), (TxOut(0, script(OP_RETURN, b"x")), TxOut(needed.amount_sat, needed.script_pubkey)))
+        await alice.manager.submit(channel, FundingTransaction(funding.serialize()))
+        await pump(alice, bob)
+        for side in (alice, bob):
+            await side.manager.submit(only(side), FundingDepth(3, (101 << 40) | (1 << 16) | 1))
+        await pump(alice, bob)
+        assert only(alice).phase is only(bob).phase is Phase.NORMAL
+
+        # One command: the manager signs by itself, the peer answers, both commitments hold the HTLC.
+        preimage = sha256(b"preimage")
+        await alice.manager.submit(channel, AddHtlc(5_000_000, sha256(preimage), 500, bytes(1366)))
+        await pump(alice, bob)
+        (incoming,) = [e for e in bob.events if isinstance(e, HtlcIncoming)]
+        for side in (alice, bob):
+            assert len(only(side).core.state.local_commit.spec.htlcs) == 1  # type: ignore[union-attr]
+        await bob.manager.submit(only(bob), FulfillHtlc(incoming.add.id, preimage))
+        await pump(alice, bob)
+        spec = only(bob).core.state.local_commit.spec  # type: ignore[union-attr]
+        assert (spec.htlcs, spec.to_local_msat) == ((), 5_000_000)
+        assert alice.unpersisted_sends == bob.unpersisted_sends == 0
+        bob_state = only(bob).core.state
+        nursery.cancel_scope.cancel()
+
+    # The actor stopped: a job is refused at once, nobody waits forever.
+    with pytest.raises(ChannelsStopped):
+        await alice.manager.submit(channel, AddHtlc(1000, bytes(32), 500, bytes(1366)))
+
+    # Bob's store replays to the same state; the restart feeds Disconnected.
+    again = Side(tmp_path / "bob", BOB)
+    assert await again.manager.load() == 1
+    restored = only(again).core.state
+    assert restored.local_commit == bob_state.local_commit and restored.remote_commit == bob_state.remote_commit
+    assert restored.channel_id == bob_state.channel_id and not restored.connected
+    again.manager.close()
