@@ -184,20 +184,6 @@ async def test_corrupt_and_truncated_frames_close_the_connection(damage, caplog)
         assert expected in caplog.text
 
 
-async def test_connections_per_ip_are_limited(caplog):
-    a = make_node(max_connections_per_ip=2, handshake_timeout=5)
-    async with running(a):
-        host, port = a.listen_addresses[0].rsplit(":", 1)
-        first = await trio.open_tcp_stream(host, int(port))
-        second = await trio.open_tcp_stream(host, int(port))
-        third = await trio.open_tcp_stream(host, int(port))
-        with trio.fail_after(2):
-            assert await third.receive_some(10) == b""
-        assert "2 connections from that IP already" in caplog.text
-        for stream in (first, second, third):
-            await stream.aclose()
-
-
 async def test_peer_that_stops_answering_pings_is_dropped():
     a = make_node(ping_interval=0.2, pong_timeout=0.3)
     async with running(a):

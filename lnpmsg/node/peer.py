@@ -130,14 +130,22 @@ async def handshake_as_initiator(
 
 
 async def handshake_as_responder(
-    conn: Connection, key: NodeKey, timeout: float = HANDSHAKE_TIMEOUT
+    conn: Connection, key: NodeKey, timeout: float = HANDSHAKE_TIMEOUT, *, act_one_timeout: float | None = None
 ) -> tuple[TransportCipher, bytes, bytes]:
-    """Run acts 1-3 as responder. Returns the cipher, the initiator's node id and leftover bytes."""
+    """Run acts 1-3 as responder. Returns the cipher, the initiator's node id and leftover bytes.
+
+    ``act_one_timeout`` (shorter than ``timeout``) bounds the wait for act
+    one: a socket that says nothing holds a handshake slot no longer.
+    """
     buffer = bytearray()
     try:
         with trio.fail_after(timeout):
             hs = ResponderHandshake(key.secret)
-            act_one = await _receive_exactly(conn, ACT_ONE_SIZE, buffer, "act one")
+            try:
+                with trio.fail_after(act_one_timeout if act_one_timeout is not None else math.inf):
+                    act_one = await _receive_exactly(conn, ACT_ONE_SIZE, buffer, "act one")
+            except trio.TooSlowError:
+                raise HandshakeFailed(f"no act one within {act_one_timeout:g} s") from None
             await conn.send_frames([hs.receive_act_one(act_one)])
             act_three = await _receive_exactly(conn, ACT_THREE_SIZE, buffer, "act three")
             remote_node_id = hs.receive_act_three(act_three)
