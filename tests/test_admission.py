@@ -5,6 +5,7 @@ import logging
 import pytest
 import trio
 
+from lnpmsg.app import App
 from lnpmsg.node.admission import Admission, AdmissionLimits, RefusalLog, subnet_of
 from lnpmsg.testing.attacks import attacker_sources, silent_flood, timed_connects
 from lnpmsg.testing.nodes import address_of, make_node, running
@@ -163,9 +164,10 @@ async def test_the_peer_limit_keeps_room_for_protected_peers(protected):
     async with running(node, *others):
         for other in others[:2]:
             await other.connect(address_of(node))
-        if protected:
-            node.protect_peer(others[2].node_id)
-        if protected:
+        if protected:  # through the app contract, as a channels app would
+            channels = node.mount(App("channels"))
+            channels.protect_peer(others[2].node_id)
+            assert node.is_protected(others[2].node_id)
             await others[2].connect(address_of(node))
             assert others[2].node_id in node.peers
         else:
