@@ -176,3 +176,34 @@ async def test_the_peer_limit_keeps_room_for_protected_peers(protected):
             assert node.stats["refused_peer_limit"] == 1
         # our own outbound connections may use the reserved slot too
         assert node.admission.admit_peer(peers=2, outbound=True, protected=False) is None
+
+
+async def test_one_ip_cannot_fill_the_handshake_slots_over_zeromq():
+    """Each ZeroMQ session has a new routing id; it still counts against its sender's IP."""
+    import zmq
+
+    node = make_node(listen=["127.0.0.1:0", "zmq+tcp://127.0.0.1:0"], max_pending_handshakes=16, max_pending_per_ip=4, handshake_timeout=60, act_one_timeout=60)
+    legit = make_node(listen=False)
+    context = zmq.Context()
+    dealers = []
+    try:
+        async with running(node, legit):
+            endpoint = node.listen_addresses[1].removeprefix("zmq+")
+            host_port = endpoint.removeprefix("tcp://")
+            for _ in range(40):
+                dealer = context.socket(zmq.DEALER)
+                dealer.setsockopt(zmq.LINGER, 0)
+                dealer.connect(f"tcp://127.0.0.5:0;{host_port}")
+                dealer.send(b"x")  # a session starts; act one never comes
+                dealers.append(dealer)
+            with trio.fail_after(20):
+                while node.stats["evicted"] < 30:
+                    await trio.sleep(0.05)
+            assert node.pending_handshakes <= 4
+            assert 1 <= node.admission.connections_from("127.0.0.5") <= 4  # libzmq told us the sender's IP
+            peer = await legit.connect(address_of(node), timeout=30)
+            assert peer.is_ready and legit.node_id in node.peers
+    finally:
+        for dealer in dealers:
+            dealer.close()
+        context.term()

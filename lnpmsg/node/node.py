@@ -424,10 +424,21 @@ class Node:
 
     @staticmethod
     def _remote_ip(conn: Connection) -> str:
+        """The source a connection counts against: its IP, whatever the transport.
+
+        A ZeroMQ session's ``remote_address`` names our endpoint and its routing
+        id (new for every connection), so its ``peer_ip`` is used; one whose IP
+        libzmq cannot tell (ipc) counts against its endpoint, all such together.
+        """
+        if conn.peer_ip:
+            return conn.peer_ip
+        address = conn.remote_address
+        if conn.kind == "zmq":
+            return address.split("#", 1)[0]
         try:
-            return split_host_port(conn.remote_address)[0]
+            return split_host_port(address)[0]
         except ValueError:
-            return conn.remote_address
+            return address
 
     def _refused(self, ip: str, reason: str, stat: str) -> None:
         """Count a refused or evicted connection; the log gets one summary per interval."""
