@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-__all__ = ["FloodStats", "attacker_sources", "silent_flood", "timed_connects"]
+__all__ = ["FloodStats", "attacker_sources", "quic_initial_flood", "quic_initials", "silent_flood", "timed_connects"]
 
 
 def attacker_sources(subnets: int, per_subnet: int) -> list[str]:
@@ -107,3 +107,34 @@ async def timed_connects(connect, count: int, *, interval: float = 0.1, timeout:
         times.append(trio.current_time() - start)
         await trio.sleep(interval)
     return times
+
+
+def quic_initials(count: int) -> list[bytes]:
+    """``count`` real QUIC Initials (each from a new client core), to send and never follow up."""
+    from aioquic.quic.connection import QuicConnection
+
+    from lnpmsg.transports.udp_quic import client_configuration
+
+    initials = []
+    for _ in range(count):
+        core = QuicConnection(configuration=client_configuration(idle_timeout=60))
+        core.connect(("127.0.0.1", 9), now=0.0)
+        initials.append(core.datagrams_to_send(now=0.0)[0][0])
+    return initials
+
+
+async def quic_initial_flood(host: str, port: int, sources: list[str], initials: list[bytes], *, per_second: float) -> int:
+    """Send each Initial once, from ``sources`` in turn, ``per_second``; returns how many left."""
+    socks = []
+    try:
+        for source in sources:
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            await sock.bind((source, 0))
+            socks.append(sock)
+        for i, initial in enumerate(initials):
+            await socks[i % len(socks)].sendto(initial, (host, port))
+            await trio.sleep(1 / per_second)
+    finally:
+        for sock in socks:
+            sock.close()
+    return len(initials)
