@@ -184,6 +184,30 @@ async def test_corrupt_and_truncated_frames_close_the_connection(damage, caplog)
         assert expected in caplog.text
 
 
+async def test_frames_before_a_bad_mac_in_the_same_write_are_handled_first():
+    """BOLT 8: a bad MAC ends the connection, but the authentic ping before it still gets its pong."""
+    a = make_node()
+    async with running(a):
+        raw = await _raw(a)
+        ping = raw.encrypt(Ping(num_pong_bytes=7, ignored=b"").encode())
+        bad = raw.encrypt(b"\x80\x01" + bytes(100))
+        await raw.send_raw(ping + bad[:-1] + bytes([bad[-1] ^ 1]))  # one write, one read
+        messages = [DEFAULT_REGISTRY.decode(m) for m in await raw.receive_until_closed(timeout=10)]
+        assert Pong(ignored=bytes(7)) in messages
+        await raw.aclose()
+
+
+def test_decrypt_error_carries_the_authentic_prefix():
+    from lnpmsg.noise import DecryptError, MessageDecryptor, MessageEncryptor
+
+    key, chaining_key = bytes(range(32)), bytes(32)
+    encryptor, decryptor = MessageEncryptor(key, chaining_key), MessageDecryptor(key, chaining_key)
+    good, bad = encryptor.encrypt(b"one"), encryptor.encrypt(b"two")
+    with pytest.raises(DecryptError) as failed:
+        decryptor.feed(good + bad[:-1] + bytes([bad[-1] ^ 1]))
+    assert failed.value.decoded == [b"one"]
+
+
 async def test_peer_that_stops_answering_pings_is_dropped():
     a = make_node(ping_interval=0.2, pong_timeout=0.3)
     async with running(a):

@@ -340,12 +340,14 @@ class Peer:
         while True:
             if data:
                 counters.bytes_in += len(data)
+                failure: NoiseError | None = None
                 try:
                     messages = decryptor.feed(data)
                 except NoiseError as exc:
-                    # The inbound stream is undecipherable from here on: BOLT 8 says terminate.
-                    self._begin_close(f"bad encrypted frame from peer: {exc}")
-                    return
+                    # The inbound stream is undecipherable from here on: BOLT 8 says terminate,
+                    # but the authentic frames before the bad one are handled first.
+                    failure = exc
+                    messages = getattr(exc, "decoded", [])
                 if messages:
                     counters.messages_in += len(messages)
                     events = session.receive_messages(messages, trio.current_time())
@@ -358,6 +360,9 @@ class Peer:
                         return
                     if session.outbox:
                         self._data_ready.set()
+                if failure is not None:
+                    self._begin_close(f"bad encrypted frame from peer: {failure}")
+                    return
             # A receive waits at most until the session's next timer is due
             # (a ping to send, a deadline to check); cancelling one loses no data.
             received: bytes | None = None
