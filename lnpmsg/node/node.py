@@ -515,22 +515,30 @@ class Node:
             if refusal is not None:
                 raise ConnectError(f"{parsed}: {refusal}")
         timeout = timeout if timeout is not None else self.config.handshake_timeout + self.config.init_timeout
+        stage = f"dialing {parsed.target} over {transport.kind}"
         try:
             with trio.fail_after(timeout):
                 try:
                     conn = await transport.dial(parsed.target)
                 except TransportError as exc:
                     raise ConnectError(str(exc)) from exc
+                stage = "BOLT-8 handshake"
                 try:
                     cipher, leftover = await handshake_as_initiator(conn, self.key, parsed.node_id, self.config.handshake_timeout)
                 except HandshakeFailed as exc:
                     await conn.aclose()
                     raise ConnectError(f"{parsed}: {exc}") from exc
+                stage = "waiting for the peer's init"
                 peer = self._make_peer(conn, cipher, parsed.node_id, outbound=True, leftover=leftover)
                 nursery.start_soon(self._run_peer, peer)
                 await _first_of(peer.ready.wait, peer.closed.wait)
         except trio.TooSlowError:
-            raise ConnectError(f"{parsed}: no answer within {timeout:g} s") from None
+            error = ConnectError(f"{parsed}: no answer within {timeout:g} s (stuck at: {stage})")
+            log.warning("connect to %s failed: %s", parsed, error)
+            raise error from None
+        except ConnectError as exc:
+            log.warning("connect to %s failed: %s", parsed, exc)
+            raise
         if not peer.ready.is_set():
             raise ConnectError(f"{parsed}: peer closed the connection: {peer.close_reason}")
         return peer
@@ -594,7 +602,7 @@ class Node:
                 try:
                     peer = await self.connect(address)
                 except ConnectError as exc:
-                    log.warning("connect to %s failed: %s; retrying in %.0f s", address, exc, delay)
+                    log.info("connect to %s failed (%s); retrying in %.0f s", address, exc, delay)
                     await trio.sleep(delay * random.uniform(0.8, 1.2))
                     delay = min(delay * 2, RECONNECT_MAX_DELAY)
                     continue
