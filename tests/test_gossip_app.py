@@ -295,7 +295,8 @@ async def test_bad_gossip_is_rejected_with_warnings_and_the_store_unchanged() ->
         body = b"\x01" + bomb
         await peer.send(struct.pack(">H", 261) + CHAIN_HASH_REGTEST + struct.pack(">H", len(body)) + body)
         rest = await until_closed(peer)
-        assert any(m[:2] == struct.pack(">H", Error.TYPE) for m in rest)
+        assert any(m[:2] == struct.pack(">H", WarningMessage.TYPE) for m in rest)
+        assert not any(m[:2] == struct.pack(">H", Error.TYPE) for m in rest)
         await app.drain()
     assert stored_raw(app.store) == before
 
@@ -310,9 +311,30 @@ async def test_truncated_gossip_fails_the_connection_store_unchanged() -> None:
         raw = sign_channel_announcement(*keys, ShortChannelId(1, 2, 3), CHAIN_HASH_REGTEST).encode()
         await peer.send(raw[:200])
         messages = await until_closed(peer)
-        assert any(m[:2] == struct.pack(">H", Error.TYPE) for m in messages)
+        # A warning (an error with the all-zero channel id would ask us to fail every channel),
+        # naming the field the message was cut in.
+        warnings = [WarningMessage.decode(m) for m in messages if m[:2] == struct.pack(">H", WarningMessage.TYPE)]
+        assert warnings and warnings[-1].channel_id == bytes(32)
+        assert b"ChannelAnnouncement.bitcoin_signature_2: truncated" in warnings[-1].data, warnings[-1].data
+        assert not any(m[:2] == struct.pack(">H", Error.TYPE) for m in messages)
         await app.drain()
     assert app.store.counts()["channels"] == 0 and len(app.graph) == 0
+
+
+async def test_a_channel_update_with_a_bad_signature_gets_a_warning_and_the_connection_closed() -> None:
+    """BOLT 7: "if signature is not a valid signature [...] SHOULD send a warning and close the connection"."""
+    now = time.time()
+    net = SyntheticNetwork(4, 6, CHAIN_HASH_REGTEST, base_timestamp=int(now) - 100)
+    node, app = make("regtest")
+    preload(app.store, net, now)
+    app.store.load_into(app.graph)
+    async with running((node, app)), await raw_peer(node, CHAIN_HASH_REGTEST, queries=False) as peer:
+        wrong_key = bytes([7]) * 32  # not either end of the channel
+        await peer.send(sign_channel_update(wrong_key, net.short_channel_id(0), CHAIN_HASH_REGTEST, int(now), direction=0))
+        messages = await until_closed(peer)
+        warnings = [WarningMessage.decode(m) for m in messages if m[:2] == struct.pack(">H", WarningMessage.TYPE)]
+        assert any(b"channel_update" in w.data and b"invalid" in w.data for w in warnings)
+        assert app.counters.disconnected == 1
 
 
 async def test_a_flood_of_invalid_gossip_gets_the_peer_disconnected() -> None:

@@ -15,6 +15,7 @@ from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
     Error,
+    WarningMessage,
     Features,
     Init,
     Ping,
@@ -105,7 +106,7 @@ async def test_unknown_even_message_gets_error_and_disconnect(caplog):
         await raw.send(b"\x80\x02boom")
         messages = await raw.receive_until_closed()
         error = DEFAULT_REGISTRY.decode(messages[-1])
-        assert isinstance(error, Error) and b"unknown even message type 32770" in error.data
+        assert isinstance(error, WarningMessage) and b"unknown even message type 32770" in error.data
         # the node carries on
         async with await RawPeer.connect(a.listen_addresses[0], a.node_id) as again:
             assert isinstance(DEFAULT_REGISTRY.decode(await again.exchange_init()), Init)
@@ -133,7 +134,7 @@ async def test_bad_tlv_ordering_in_init_gets_error():
         await raw.send(bad)
         messages = await raw.receive_until_closed()
         error = DEFAULT_REGISTRY.decode(messages[-1])
-        assert isinstance(error, Error) and b"malformed init" in error.data
+        assert isinstance(error, WarningMessage) and b"malformed init" in error.data
         await raw.aclose()
 
 

@@ -377,10 +377,12 @@ class GossipApp(App):
         except PeerClosedError:
             pass
 
-    def _warn(self, state: _PeerState, text: str) -> None:
+    def _warn(self, state: _PeerState, text: str, *, always: bool = False) -> None:
+        """Send the peer a ``warning`` (at most ``MAX_WARNINGS_PER_MINUTE``, unless ``always``:
+        the one before a close)."""
         now = trio.current_time()
         state.warnings = [t for t in state.warnings if now - t < 60.0]
-        if len(state.warnings) >= MAX_WARNINGS_PER_MINUTE:
+        if len(state.warnings) >= MAX_WARNINGS_PER_MINUTE and not always:
             return
         state.warnings.append(now)
         self.counters.warnings_sent += 1
@@ -534,9 +536,13 @@ class GossipApp(App):
         if state is None:
             return
         state.invalid += 1
-        if decision.warn:
-            self._warn(state, f"{decision.kind} {_subject(decision.message)}: {decision.reason}")
-        if state.invalid > self.config.max_invalid and state.peer.is_ready:
+        if decision.warn or decision.close:
+            self._warn(state, f"{decision.kind} {_subject(decision.message)}: {decision.reason}", always=decision.close)
+        if decision.close and state.peer.is_ready:
+            self.counters.disconnected += 1
+            log.warning("closing %s: %s %s: %s (BOLT 7)", state.node_id.hex(), decision.kind, _subject(decision.message), decision.reason)
+            state.peer.close(f"{decision.kind} {_subject(decision.message)}: {decision.reason}")
+        elif state.invalid > self.config.max_invalid and state.peer.is_ready:
             self.counters.disconnected += 1
             log.warning("closing %s: %d invalid gossip messages", state.node_id.hex(), state.invalid)
             state.peer.close(f"too many invalid gossip messages ({state.invalid})")

@@ -151,6 +151,8 @@ class Decision:
     reason: str = ""
     #: BOLT 7 says to send the peer a ``warning`` (bad signature, malformed)
     warn: bool = False
+    #: BOLT 7 says to close the connection too (a channel_update whose signature fails)
+    close: bool = False
     #: accepted and fit to pass on to other peers
     relay: bool = False
     #: the peer it came from (None: imported or our own)
@@ -408,18 +410,20 @@ class Graph:
             return self._prepare_node(message, raw, now, source)  # type: ignore[arg-type]
         raise TypeError(f"not a gossip message: {type(message).__name__}")
 
-    def _decide(self, outcome: Outcome, message: Message, raw: bytes, reason: str, source: bytes | None, *, warn: bool = False) -> Decision:
+    def _decide(
+        self, outcome: Outcome, message: Message, raw: bytes, reason: str, source: bytes | None, *, warn: bool = False, close: bool = False
+    ) -> Decision:
         kind = _KINDS[type(message)]
         self.counters.by_kind[(kind, outcome.value)] += 1
         self.counters.reasons[f"{kind}: {reason}"] += 1
-        return Decision(outcome, message, raw, reason, warn=warn, source=source)
+        return Decision(outcome, message, raw, reason, warn=warn, close=close, source=source)
 
     def _known_bad(self, message: Message, raw: bytes, source: bytes | None) -> Decision | None:
         reason = self._bad.get(raw)
         if reason is None:
             return None
         self._bad.move_to_end(raw)
-        return self._decide(Outcome.REJECTED, message, raw, f"{reason} (seen before)", source)
+        return self._decide(Outcome.REJECTED, message, raw, f"{reason} (seen before)", source, close=type(message) is ChannelUpdate)
 
     def _prepare_update(self, msg: ChannelUpdate, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
         if msg.chain_hash != self.chain_hash:
@@ -512,7 +516,8 @@ class Graph:
             self._bad[pending.raw] = reason
             if len(self._bad) > BAD_MESSAGE_MEMORY:
                 self._bad.popitem(last=False)
-            return self._decide(Outcome.REJECTED, msg, pending.raw, reason, pending.source, warn=True)
+            # BOLT 7: a channel_update with a bad signature: warn and close the connection
+            return self._decide(Outcome.REJECTED, msg, pending.raw, reason, pending.source, warn=True, close=kind is ChannelUpdate)
         if funding_error is not None:
             return self._decide(Outcome.IGNORED, msg, pending.raw, funding_error, pending.source)
         if capacity_sat is not None:

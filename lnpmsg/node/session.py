@@ -420,9 +420,14 @@ class PeerSession:
     # -------------------------------------------------------------- failures
 
     def _fail(self, reason: str, now: float) -> list[SessionEvent]:
-        """The peer broke the protocol: tell it (BOLT-1 ``error``) and close."""
+        """The peer broke the protocol: tell it (a BOLT-1 ``warning``) and close.
+
+        A ``warning``, not an ``error``: an ``error`` with the all-zero channel id
+        asks the peer to fail every channel it has with us, which a malformed
+        message on the connection does not call for (Core Lightning does the same).
+        """
         del now
-        self.outbox.append(Error(channel_id=ZERO_CHANNEL_ID, data=reason.encode()).encode())
+        self.outbox.append(WarningMessage(channel_id=ZERO_CHANNEL_ID, data=reason.encode()).encode())
         return self._close(reason)
 
     def _close(self, reason: str, *, by_peer: bool = False) -> list[SessionEvent]:
