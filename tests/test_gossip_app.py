@@ -520,3 +520,38 @@ async def test_two_nodes_syncing_from_each_other_under_back_pressure() -> None:
         await right_app.drain()
         assert len(left_app.graph) == len(right_app.graph) == 400
         assert stored_raw(left_app.store) == stored_raw(right_app.store)
+
+
+async def test_a_peer_asking_for_initial_routing_sync_without_queries_gets_a_full_dump() -> None:
+    """initial_routing_sync (bit 3), from before gossip queries: everything we hold, unasked."""
+    now = time.time()
+    net = SyntheticNetwork(4, 6, CHAIN_HASH_REGTEST, base_timestamp=int(now) - 100)
+    node, app = make("regtest")
+    messages = preload(app.store, net, now)
+    app.store.load_into(app.graph)
+    async with running((node, app)):
+        peer = await RawPeer.connect(node.listen_addresses[0], node.node_id)
+        async with peer:
+            features = Features.from_bits([3])
+            await peer.exchange_init(Init(features=features.to_bytes(), tlvs=INIT_TLVS.stream(networks=[CHAIN_HASH_REGTEST])))
+            got = set()
+            while len(got) < len(messages):
+                got.add(await next_of(peer, 256, 257, 258))
+            assert got == set(messages)
+        assert "initial_routing_sync (optional, legacy)" in node.describe_features(features)
+
+
+async def test_initial_routing_sync_is_not_honoured_when_gossip_queries_are_negotiated() -> None:
+    now = time.time()
+    net = SyntheticNetwork(2, 1, CHAIN_HASH_REGTEST, base_timestamp=int(now) - 100)
+    node, app = make("regtest")
+    preload(app.store, net, now)
+    app.store.load_into(app.graph)
+    async with running((node, app)):
+        peer = await RawPeer.connect(node.listen_addresses[0], node.node_id)
+        async with peer:
+            features = Features.from_bits([3]) | Features.from_names(optional=["gossip_queries"])
+            await peer.exchange_init(Init(features=features.to_bytes(), tlvs=INIT_TLVS.stream(networks=[CHAIN_HASH_REGTEST])))
+            with trio.move_on_after(1):
+                data = await next_of(peer, 256, 257, 258)
+                raise AssertionError(f"gossip sent unasked: {data[:2].hex()}")

@@ -107,6 +107,7 @@ from lnpmsg.wire import (
     WarningMessage,
     WireError,
 )
+from lnpmsg.wire.features import INITIAL_ROUTING_SYNC
 
 __all__ = ["FundingCheck", "FundingResult", "GossipApp", "GossipConfig"]
 
@@ -326,6 +327,13 @@ class GossipApp(App):
         else:
             # BOLT 7: a peer not offering gossip_queries is not worth gossip from.
             self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=MAX_U32, timestamp_range=0))
+            if features.has(INITIAL_ROUTING_SYNC) and self.config.answer_queries and self._nursery is not None:
+                # It asks for a full dump (initial_routing_sync, from before gossip queries):
+                # everything we hold, then the live gossip, as if it had sent a filter for all time.
+                everything = GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=0, timestamp_range=MAX_U32)
+                state.their_filter = everything
+                log.info("gossip: %s asked for a full dump (initial_routing_sync): sending what we hold", peer.node_id.hex())
+                self._nursery.start_soon(self._backfill, state, everything)
 
     def _state(self, peer: Peer) -> _PeerState | None:
         """The peer's state (the peer_ready hook made it before any of its messages came)."""
