@@ -14,6 +14,8 @@ import trio.lowlevel
 
 from lnpmsg.gossip.app import FundingResult, GossipApp, GossipConfig
 from lnpmsg.gossip.events import (
+    ChannelRemovedEvent,
+    GossipRejectedEvent,
     ChannelAnnouncementEvent,
     ChannelUpdateEvent,
     GossipSyncEvent,
@@ -446,6 +448,7 @@ async def test_funding_check_and_pruning() -> None:
     app = node.mount(GossipApp(GossipStore(":memory:", CHAIN_HASH_REGTEST), config=FAST, clock=lambda: clock[0], funding_check=funding))
     keys = [bytes([i]) * 32 for i in range(1, 5)]
     async with running((node, app)), await raw_peer(node, CHAIN_HASH_REGTEST, queries=False) as peer:
+        told = node.events.subscribe(lambda e: isinstance(e, (GossipRejectedEvent, ChannelRemovedEvent)))
         for tx in (1, 2):
             await peer.send(sign_channel_announcement(*keys, ShortChannelId(100, tx, 0), CHAIN_HASH_REGTEST))
         bad = sign_channel_announcement(*keys, ShortChannelId(100, 3, 0), CHAIN_HASH_REGTEST)
@@ -464,6 +467,14 @@ async def test_funding_check_and_pruning() -> None:
         assert [r.short_channel_id for r in removed] == [ShortChannelId(100, 2, 0).to_int()]
         assert await app.list_channels() == [] and app.store.counts()["channels"] == 0
         assert await app.close_channel(ShortChannelId(100, 2, 0)) is False
+        # The feed told of the rejection and of the removal.
+        with told:
+            rejected = await told.__anext__()
+            assert isinstance(rejected, GossipRejectedEvent) and rejected.subject == "100x3x0"
+            assert rejected.reason == "node_signature_1 invalid" and rejected.source == peer.key.node_id
+            gone = await told.__anext__()
+            assert isinstance(gone, ChannelRemovedEvent) and gone.short_channel_id == "100x2x0"
+            assert gone.reason == "stale: no update for 14 days" and len(gone.node_ids) == 2
 
 
 async def test_relay_queue_is_bounded_and_drops_gossip_not_replies() -> None:

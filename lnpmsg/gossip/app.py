@@ -61,7 +61,7 @@ from lnpmsg.gossip.cln_store import (
     load_gossip_store_file,
     read_gossip_store,
 )
-from lnpmsg.gossip.events import GossipSyncEvent, event_for, gossip_filter
+from lnpmsg.gossip.events import ChannelRemovedEvent, GossipRejectedEvent, GossipSyncEvent, event_for, gossip_filter
 from lnpmsg.gossip.graph import (
     STALE_AFTER,
     ChannelRemoved,
@@ -544,6 +544,8 @@ class GossipApp(App):
         if state is None:
             return
         state.invalid += 1
+        if self.node.events.has_subscribers:
+            self.node.events.publish(GossipRejectedEvent(decision.kind, _subject(decision.message), decision.source, decision.reason))
         if decision.warn or decision.close:
             self._warn(state, f"{decision.kind} {_subject(decision.message)}: {decision.reason}", always=decision.close)
         if decision.close and state.peer.is_ready:
@@ -578,9 +580,18 @@ class GossipApp(App):
                 log.exception("gossip store write failed (%d decisions)", len(decisions))
 
     async def apply_removals(self, removals: Sequence[ChannelRemoved]) -> None:
-        """Write channel removals (closed, pruned) to the store, after what is queued before them."""
+        """Write channel removals (closed, pruned) to the store, after what is queued before them,
+        and publish each (``gossip.channel_removed``)."""
         if removals:
             await self._writes_send.send(("write", [], list(removals)))
+            events = self.node.events
+            if events.has_subscribers:
+                for change in removals:
+                    events.publish(
+                        ChannelRemovedEvent(
+                            str(ShortChannelId.from_int(change.short_channel_id)), change.node_ids, change.orphaned_nodes, change.reason
+                        )
+                    )
 
     async def close_channel(self, short_channel_id: ShortChannelId | int, reason: str = "closed") -> bool:
         """Forget a channel whose funding output was spent (e.g. told by a chain watcher)."""

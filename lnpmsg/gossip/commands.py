@@ -57,7 +57,7 @@ __all__ = ["COMMANDS", "EVENT_TYPES", "add_commands", "node_gossip_app", "progre
 #: the top-level subcommand of this module (its own subcommands are in ``args.gossip_command``)
 COMMANDS = frozenset({"gossip"})
 #: the gossip event types ``subscribe --type`` takes (topics ``gossip.<type>``)
-EVENT_TYPES = ("channel_announcement", "node_announcement", "channel_update")
+EVENT_TYPES = ("channel_announcement", "node_announcement", "channel_update", "channel_removed", "rejected")
 #: seconds between ``gossip.progress`` calls of ``sync``
 SYNC_POLL = 0.5
 #: characters of the progress bar between its brackets
@@ -366,10 +366,13 @@ async def _subscribe(client: ControlClient, args: argparse.Namespace) -> None:
     nodes, scids = set(args.node), set(args.scid)
     # The event socket takes any topic: ask the app first, so that a node without it says so.
     await client.call("gossip.progress", timeout=args.timeout)
-    async with await client.subscribe(*topics) as events:
+    async with await client.subscribe(*topics, lifecycle=True) as events:
         print(f"subscribed to {', '.join(topics)}", file=sys.stderr, flush=True)
         received = 0
         async for event in events:
+            if event.topic.startswith("node."):
+                print(_LIFECYCLE.get(event.topic, event.topic).format(**event.data), file=sys.stderr, flush=True)
+                continue
             if event.missed:
                 print(f"missed {event.missed} {event.topic} event(s): this subscriber fell behind", file=sys.stderr, flush=True)
             if not _concerns(event.data, nodes, scids):
@@ -380,6 +383,12 @@ async def _subscribe(client: ControlClient, args: argparse.Namespace) -> None:
             if args.count and received >= args.count:
                 return
 
+
+_LIFECYCLE = {
+    "node.stopping": "the node is stopping ({reason}); waiting for it to come back",
+    "node.restarted": "the node restarted: event numbers (seq) begin again",
+    "node.silent": "no word from the node for {seconds:g} s (not even a heartbeat): is it still running?",
+}
 
 _SESSIONS = {"getnode": _lookup, "getchannel": _lookup, "sync": _sync, "subscribe": _subscribe}
 

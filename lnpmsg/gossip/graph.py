@@ -191,6 +191,8 @@ class ChannelRemoved:
     short_channel_id: int
     orphaned_nodes: tuple[bytes, ...]
     reason: str
+    #: the channel's two ends
+    node_ids: tuple[bytes, ...] = ()
 
 
 class ChannelState:
@@ -621,7 +623,7 @@ class Graph:
                 if node.channels <= 0:
                     del self.nodes[node_id]
                     orphans.append(node_id)
-        return ChannelRemoved(scid, tuple(orphans), reason)
+        return ChannelRemoved(scid, tuple(orphans), reason, (channel.node_id_1, channel.node_id_2))
 
     def stale_channels(self, now: float, stale_after: int = STALE_AFTER) -> list[int]:
         """Channels whose oldest latest-update (or first sight, for a direction never updated) is too old."""
@@ -637,8 +639,9 @@ class Graph:
     def prune(self, now: float, stale_after: int = STALE_AFTER) -> list[ChannelRemoved]:
         """Remove every stale channel (BOLT 7's two weeks by default)."""
         removed = []
+        horizon = f"{stale_after / 86400:g} days" if stale_after % 86400 == 0 else f"{stale_after:g} s"
         for scid in self.stale_channels(now, stale_after):
-            change = self.remove_channel(scid, "stale: no update for two weeks")
+            change = self.remove_channel(scid, f"stale: no update for {horizon}")
             if change is not None:
                 removed.append(change)
         return removed
