@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--reindex", action="store_true", help="with --chain regtest: rebuild the kernel's block files and chainstate (DATA_DIR/chain/blocks, chainstate) from the chain's own checksummed block log, as Bitcoin Core's -reindex; use it when the node refuses to start because they are damaged (progress is logged)")
     node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
+    node.add_argument("--gossip-prune-interval", type=float, metavar="SECONDS", help="how often channels without a recent update are pruned from the graph (default: 3600; 0: never)")
+    node.add_argument("--gossip-prune-after", type=float, metavar="DAYS", help="a channel with no update for this long is stale and pruned (default: 14, BOLT 7's two weeks)")
     _add_demo_command(commands)
 
     from lnpmsg.rpc.commands import add_commands
@@ -212,7 +214,16 @@ async def _run_node(args: argparse.Namespace) -> int:
         from lnpmsg.gossip.errors import GossipError
 
         try:
-            gossip_app = node.mount(node_gossip_app(args.data_dir, args.network, args.gossip_import, chain_app=node.apps.get("chain")))
+            gossip_app = node.mount(
+                node_gossip_app(
+                    args.data_dir,
+                    args.network,
+                    args.gossip_import,
+                    chain_app=node.apps.get("chain"),
+                    prune_interval=args.gossip_prune_interval,
+                    prune_after_days=args.gossip_prune_after,
+                )
+            )
         except GossipError as exc:
             log.error("cannot start: %s", exc)
             return 1

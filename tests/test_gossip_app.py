@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 import trio.lowlevel
 
@@ -566,3 +567,38 @@ async def test_initial_routing_sync_is_not_honoured_when_gossip_queries_are_nego
             with trio.move_on_after(1):
                 data = await next_of(peer, 256, 257, 258)
                 raise AssertionError(f"gossip sent unasked: {data[:2].hex()}")
+
+
+async def test_importing_another_chains_store_says_which_network_was_meant(caplog) -> None:
+    node, app = make("bitcoin")
+    async with running((node, app)):
+        result = await app.import_cln_store(str(GOSSIP / "gossip_store.simple.xz"))
+    assert not result.accepted and result.other_chains == {"regtest": 3}  # an announcement, two updates
+    assert "unknown chain: did you mean --network regtest?" in caplog.text
+
+
+async def test_importing_a_stale_store_says_how_many_channels_will_be_pruned_and_when(caplog) -> None:
+    # The real mainnet store is from 2021: every channel is long past the two weeks.
+    node, app = make("bitcoin", config=GossipConfig(flush_interval=0.05, prune_interval=600))
+    async with running((node, app)):
+        result = await app.import_cln_store(*PARTS)
+        assert result.stale_channels == len(app.graph) == 87
+        assert "87 of 87 channel(s) have had no update for 14 days (stale)" in caplog.text
+        assert "pruned at the next prune, in 10 min" in caplog.text
+    # a horizon of ten years keeps them
+    caplog.clear()
+    node, app = make("bitcoin", config=GossipConfig(flush_interval=0.05, stale_after=10 * 365 * 86400))
+    async with running((node, app)):
+        assert (await app.import_cln_store(*PARTS)).stale_channels == 0
+    assert "stale" not in caplog.text
+
+
+def test_the_prune_interval_and_horizon_come_from_the_command_line(tmp_path) -> None:
+    from lnpmsg.gossip.commands import node_gossip_app
+    from lnpmsg.gossip.errors import GossipError
+
+    app = node_gossip_app(tmp_path / "node", "bitcoin", prune_interval=120, prune_after_days=30)
+    assert (app.config.prune_interval, app.config.stale_after) == (120, 30 * 86400)
+    app.store.close()
+    with pytest.raises(GossipError, match="days"):
+        node_gossip_app(tmp_path / "node", "bitcoin", prune_after_days=0)

@@ -109,6 +109,11 @@ from lnpmsg.wire import (
 )
 from lnpmsg.wire.features import INITIAL_ROUTING_SYNC
 
+#: chain hash -> network name, to name the chain of foreign gossip
+_NETWORK_OF: dict[bytes, str] = {}
+for _network, _chain in CHAIN_HASHES.items():
+    _NETWORK_OF.setdefault(_chain, _network)  # "bitcoin" before its alias "mainnet"
+
 __all__ = ["FundingCheck", "FundingResult", "GossipApp", "GossipConfig"]
 
 log = logging.getLogger("lnpmsg.gossip")
@@ -246,6 +251,8 @@ class GossipApp(App):
         self.config = config
         self.import_at_start = tuple(import_at_start)
         self.clock = clock
+        #: when the next prune of stale channels runs (our clock; None: no prune scheduled)
+        self.next_prune: float | None = None
         self.funding_check = funding_check
         self.store = store
         self.astore = AsyncGossipStore(store)
@@ -824,6 +831,7 @@ class GossipApp(App):
 
     async def _prune_loop(self) -> None:
         while True:
+            self.next_prune = self.clock() + self.config.prune_interval
             await trio.sleep(self.config.prune_interval)
             await self.prune()
 
@@ -863,6 +871,7 @@ class GossipApp(App):
                 log.info("gossip import: %d%% (%d records)", 100 * done // max(1, len(data)), total.records)
             await trio.lowlevel.checkpoint()
         await self.drain()
+        self._explain_import(total)
         log.info(
             "gossip import: 100%%: %d records, %d accepted, %d deleted skipped, %d channel(s) closed, %d malformed in %.1f s; the graph has %d channels",
             total.records,
@@ -874,6 +883,35 @@ class GossipApp(App):
             len(self.graph),
         )
         return total
+
+    def _explain_import(self, result: ImportResult) -> None:
+        """Say at once what an import will lead to: gossip of another chain (ignored, and
+        which network it was for) and stale channels (pruned soon, and when)."""
+        other: Counter[str] = Counter()
+        for decision in result.decisions:
+            if decision.reason == "unknown chain":
+                chain = getattr(decision.message, "chain_hash", b"")
+                other[_NETWORK_OF.get(chain, chain.hex() if chain else "?")] += 1
+        result.other_chains = other
+        ours = _NETWORK_OF.get(self.chain_hash, self.chain_hash.hex())
+        for network, count in other.most_common():
+            hint = f": did you mean --network {network}?" if network in ("bitcoin", "testnet", "signet", "regtest") else ""
+            log.warning("gossip store import: %d message(s) for chain %s ignored, this node runs on %s: unknown chain%s", count, network, ours, hint)
+        now = self.clock()
+        stale = len(self.graph.stale_channels(now, self.config.stale_after))
+        result.stale_channels = stale
+        if stale:
+            days = self.config.stale_after / 86400
+            if self.config.prune_interval > 0:
+                at = self.next_prune if self.next_prune is not None else now + self.config.prune_interval
+                when = f"at the next prune, in {max(0.0, at - now) / 60:.0f} min (every {self.config.prune_interval:g} s)"
+            else:
+                when = "never (pruning is off)"
+            log.warning(
+                "gossip store import: %d of %d channel(s) have had no update for %g days (stale): they will be pruned %s; "
+                "import a fresher store, or set the prune horizon (--gossip-prune-after)",
+                stale, len(self.graph), days, when,
+            )
 
     # ------------------------------------------------------------ control API
 

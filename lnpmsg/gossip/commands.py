@@ -432,6 +432,8 @@ def node_gossip_app(
     import_files: Sequence[str | Path] = (),
     *,
     chain_app: Mountable | None = None,
+    prune_interval: float | None = None,
+    prune_after_days: float | None = None,
 ) -> GossipApp:
     """The gossip app ``lnpmsg node`` mounts: its store in ``data_dir``, for ``network``.
 
@@ -439,10 +441,12 @@ def node_gossip_app(
     parts of one store in order, imported while the node starts.
     ``chain_app``: a :class:`~lnpmsg.chain.app.ChainApp` whose chain checks
     every announced funding output; without one, channels are accepted on
-    their four signatures alone. Raises :class:`~lnpmsg.gossip.errors.GossipError`
+    their four signatures alone. ``prune_interval`` (seconds, 0: never) and
+    ``prune_after_days`` (the stale horizon) override :class:`GossipConfig`'s.
+    Raises :class:`~lnpmsg.gossip.errors.GossipError`
     (a file that is missing, a store that cannot be opened or is another chain's).
     """
-    from lnpmsg.gossip.app import GossipApp
+    from lnpmsg.gossip.app import GossipApp, GossipConfig
     from lnpmsg.gossip.errors import GossipError
     from lnpmsg.gossip.store import DB_FILE_NAME, GossipStore
     from lnpmsg.wire import CHAIN_HASHES
@@ -450,10 +454,19 @@ def node_gossip_app(
     for name in import_files:
         if not Path(name).is_file():
             raise GossipError(f"--gossip-import: no such file: {name}")
+    config = GossipConfig()
+    if prune_interval is not None:
+        if prune_interval < 0:
+            raise GossipError("--gossip-prune-interval: seconds, 0 or more (0: never prune)")
+        config.prune_interval = prune_interval
+    if prune_after_days is not None:
+        if prune_after_days <= 0:
+            raise GossipError("--gossip-prune-after: days, more than 0")
+        config.stale_after = int(prune_after_days * 86400)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = GossipStore(data_dir / DB_FILE_NAME, CHAIN_HASHES[network])
     funding = _chain_app_funding_check(chain_app) if chain_app is not None else None
-    return GossipApp(store, funding_check=funding, import_at_start=[str(f) for f in import_files])
+    return GossipApp(store, config=config, funding_check=funding, import_at_start=[str(f) for f in import_files])
 
 
 def _chain_app_funding_check(chain_app: Mountable) -> FundingCheck:
