@@ -8,7 +8,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "lnpmsg"
 FORBIDDEN = {"trio", "socket", "zmq", "stem", "time", "asyncio", "select", "socks"}
 CORES = sorted(
-    [*ROOT.joinpath("wire").glob("*.py"), *ROOT.joinpath("noise").glob("*.py"), *ROOT.joinpath("bitcoin").glob("*.py"), ROOT / "node" / "session.py"]
+    [*ROOT.joinpath("wire").glob("*.py"), *ROOT.joinpath("noise").glob("*.py"), *ROOT.joinpath("bitcoin").glob("*.py"), ROOT / "node" / "session.py", ROOT / "node" / "admission.py", ROOT / "transports" / "udp_retry.py"]
 )
 
 
