@@ -464,9 +464,10 @@ class Node:
             self._refused(ip, decision.reason, "refused_ip_limit")
             return
         for old in decision.evict:
-            scope, old_ip = self._handshakes.pop(old)  # type: ignore[arg-type]
-            scope.cancel()
-            self._refused(old_ip, "evicted: oldest pending handshake of a busy source", "evicted")
+            pending = self._handshakes.pop(old, None)  # type: ignore[call-overload]
+            if pending is not None:
+                pending[0].cancel()
+                self._refused(pending[1], "evicted: oldest pending handshake of a busy source", "evicted")
         try:
             with trio.CancelScope() as scope:
                 self._handshakes[conn] = (scope, ip)
