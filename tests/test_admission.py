@@ -7,6 +7,7 @@ import trio
 
 from lnpmsg.app import App
 from lnpmsg.node.admission import Admission, AdmissionLimits, RefusalLog, subnet_of
+from lnpmsg.node.node import ConnectError
 from lnpmsg.testing.attacks import attacker_sources, silent_flood, timed_connects
 from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
@@ -171,7 +172,7 @@ async def test_the_peer_limit_keeps_room_for_protected_peers(protected):
             await others[2].connect(address_of(node))
             assert others[2].node_id in node.peers
         else:
-            with pytest.raises(Exception):
+            with pytest.raises(ConnectError, match="peer closed the connection"):
                 await others[2].connect(address_of(node), timeout=10)
             assert node.stats["refused_peer_limit"] == 1
         # our own outbound connections may use the reserved slot too
