@@ -208,3 +208,26 @@ async def test_one_ip_cannot_fill_the_handshake_slots_over_zeromq():
         for dealer in dealers:
             dealer.close()
         context.term()
+
+
+async def test_inbound_over_tor_has_its_own_budget_and_a_flood_there_leaves_room():
+    """Everything behind the onion service comes from 127.0.0.1: a flood through it evicts
+    within the Tor budget, never the clearnet slots, and an onion peer still gets in."""
+    from lnpmsg.transports.tor.transport import listen_behind_onion
+
+    node = make_node(max_pending_tor=4, max_connections_per_ip=2, handshake_timeout=60, act_one_timeout=60)
+    legit = make_node(listen=False)
+    async with running(node, legit):
+        behind = await listen_behind_onion("127.0.0.1:0")
+        node.add_listener(behind)
+        host, port = behind.local_address.rsplit(":", 1)
+        silent = [await trio.open_tcp_stream(host, int(port)) for _ in range(10)]  # more than the per-IP cap too
+        with trio.fail_after(10):
+            while node.stats["evicted"] < 6:
+                await trio.sleep(0.02)
+        assert node.pending_handshakes == 4 and node.admission.connections_from("127.0.0.1") == 0
+        # an onion peer (dialing the same loopback listener, as Tor does) gets in
+        peer = await legit.connect(f"{node.node_id.hex()}@{behind.local_address}", timeout=30)
+        assert peer.is_ready and legit.node_id in node.peers
+        for stream in silent:
+            await stream.aclose()
