@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--bitcoind-poll", type=float, default=1.0, metavar="SECONDS", help="how often --bitcoind-rpc is asked for a new tip (default: %(default)g)")
     node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
+    node.add_argument("--gossip-prune-interval", type=float, metavar="SECONDS", help="how often channels without a recent update are pruned from the graph (default: 3600; 0: never)")
+    node.add_argument("--gossip-prune-after", type=float, metavar="DAYS", help="a channel with no update for this long is stale and pruned (default: 14, BOLT 7's two weeks)")
     node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
     node.add_argument("--config", type=Path, metavar="FILE", help="read options from this TOML file instead of DATA_DIR/lnpmsg.toml (see below)")
     _add_demo_command(commands)
@@ -243,6 +245,8 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         electrum_listen=args.electrum_listen,
         gossip=not args.no_gossip,
         gossip_import=list(args.gossip_import),
+        gossip_prune_interval=args.gossip_prune_interval,
+        gossip_prune_after=args.gossip_prune_after,
         apps=list(args.app),
     )
 

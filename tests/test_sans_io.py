@@ -53,6 +53,8 @@ CORES = [
     *_modules("bitcoin"),
     *_modules("channels"),
     "lnpmsg.node.session",
+    "lnpmsg.node.admission",
+    "lnpmsg.transports.udp_retry",
     *_modules("gossip", only=("messages", "verify", "sign", "graph", "sync", "checksum", "events", "errors", "cln_store")),
     *_modules("chain", only=("tx", "mining", "utxo", "mempool", "follow", "events", "errors")),
     *_modules("wallet", only=("coinselect", "errors")),

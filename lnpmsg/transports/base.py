@@ -52,6 +52,9 @@ class Connection(abc.ABC):
     #: ``send_frames`` must get one frame per item. Byte streams (the default)
     #: may get a whole batch of frames joined into one buffer.
     keeps_frame_boundaries: bool = False
+    #: the remote IP when ``remote_address`` does not hold it (a ZeroMQ
+    #: listener's sessions: libzmq tells the peer's IP apart from the endpoint)
+    peer_ip: str | None = None
 
     @property
     @abc.abstractmethod

@@ -589,9 +589,11 @@ class ZmqConnection(Connection):
     #: one ZeroMQ message per frame: the credit window and size checks count frames
     keeps_frame_boundaries = True
 
-    def __init__(self, port: _Port, remote_address: str, routing_id: bytes | None) -> None:
+    def __init__(self, port: _Port, remote_address: str, routing_id: bytes | None, *, peer_ip: str | None = None) -> None:
         self._port = port
         self._remote = remote_address
+        #: the peer's IP (listener side, TCP endpoints), for the node's per-source limits
+        self.peer_ip = peer_ip
         #: the peer's ROUTER routing id (listener side), else None
         self.routing_id = routing_id
         window = port.settings.recv_window
@@ -819,20 +821,20 @@ class ZmqListener(Listener):
         sessions = port.sessions
         while True:
             try:
-                parts = await self._sock.recv_multipart()
+                parts, peer_ip = await self._sock.recv_multipart_with_peer()
             except SocketClosedError:
                 return
             routing_id = parts[0]
             body = parts[1:]
             conn = sessions.get(routing_id)
             if conn is None:
-                conn = self._new_session(routing_id, body)
+                conn = self._new_session(routing_id, body, peer_ip)
                 if conn is None:
                     continue
                 handlers.start_soon(self._run_handler, handler, conn)
             conn._on_message(body)
 
-    def _new_session(self, routing_id: bytes, body: list[bytes]) -> ZmqConnection | None:
+    def _new_session(self, routing_id: bytes, body: list[bytes], peer_ip: str | None = None) -> ZmqConnection | None:
         port = self._port
         if routing_id in port.tombstones:
             port.stats["stale"] += 1
@@ -851,7 +853,7 @@ class ZmqListener(Listener):
             except (zmq.ZMQError, SocketClosedError):
                 pass
             return None
-        conn = ZmqConnection(port, f"{self._local}#{routing_id.hex()}", routing_id)
+        conn = ZmqConnection(port, f"{self._local}#{routing_id.hex()}", routing_id, peer_ip=peer_ip)
         if conn.ended is not None:  # gone before its first credit could be sent
             return None
         port.sessions[routing_id] = conn
