@@ -81,7 +81,7 @@ def _fuzz_run(target: Any, count: list[int], settings: Any, given: Any, health: 
 async def _legit_connects(node: Any, legit: list[Any], times: list[float], address: str, interval: float) -> None:
     for peer_node in legit:
         start = trio.current_time()
-        peer = await peer_node.connect(address, timeout=30)
+        await peer_node.connect(address, timeout=30)
         times.append(trio.current_time() - start)
         await peer_node.disconnect(node.node_id)
         await trio.sleep(interval)

@@ -16,7 +16,6 @@ from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
-    Error,
     WarningMessage,
     Message,
     TlvSchema,

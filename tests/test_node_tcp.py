@@ -15,7 +15,6 @@ from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
-    Error,
     WarningMessage,
     Features,
     Init,
