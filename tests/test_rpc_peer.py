@@ -79,6 +79,27 @@ class Server:
         async def hang_briefly(peer) -> None:
             await trio.sleep_forever()
 
+        # plain functions: served inline, without a task
+        @rpc.method()
+        def sum_inline(peer, values: list[int]) -> int:
+            return sum(values)
+
+        @rpc.method()
+        def refuse_inline(peer, why: str) -> None:
+            raise RpcFault(why, 419)
+
+        @rpc.method()
+        def boom_inline(peer) -> None:
+            raise ValueError("inline trouble")
+
+        @rpc.method()
+        def not_json_inline(peer) -> object:
+            return object()
+
+        @rpc.method()
+        def forgot_async(peer):  # returns a coroutine: a mistake, answered clearly
+            return add(peer, 1)
+
 
 async def connected(server: Server):
     client = make_node(listen=False)
@@ -133,6 +154,48 @@ async def test_remote_errors_are_typed_and_the_connection_stays(method, params, 
             await rpc.call(peer, method, params)
         assert info.value.code == code and text in info.value.message and info.value.method == method
         assert await rpc.call(peer, "add", [1, 1]) == 2
+        assert peer.is_ready
+
+
+async def test_plain_function_methods_are_served_inline_with_the_same_errors():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        tasked: list[str] = []
+        serve_in_task = server.rpc._serve
+
+        def watch(peer_, req_id, name, *rest):  # type: ignore[no-untyped-def]
+            tasked.append(name)
+            return serve_in_task(peer_, req_id, name, *rest)
+
+        server.rpc._serve = watch  # type: ignore[method-assign]
+        assert await rpc.call(peer, "sum_inline", {"values": [1, 2, 3]}) == 6
+        assert await rpc.call(peer, "sum_inline", [[]]) == 0
+        assert server.rpc.methods["sum_inline"].inline and not server.rpc.methods["add"].inline
+        for method, params, code, text in (
+            ("sum_inline", {"values": ["x"]}, ErrorCode.INVALID_PARAMS, "must be int"),
+            ("refuse_inline", {"why": "teapot"}, 419, "teapot"),
+            ("boom_inline", None, ErrorCode.FAILED, "ValueError: inline trouble"),
+            ("not_json_inline", None, ErrorCode.FAILED, "not JSON"),
+            ("forgot_async", None, ErrorCode.FAILED, "returned an awaitable"),
+        ):
+            with pytest.raises(RemoteError) as info:
+                await rpc.call(peer, method, params)
+            assert info.value.code == code and text in info.value.message
+        # many at once, all answered in order of ids
+        async with trio.open_nursery() as nursery:
+            results: dict[int, int] = {}
+
+            async def one(i: int) -> None:
+                results[i] = await rpc.call(peer, "sum_inline", [[i, i]])
+
+            for i in range(100):
+                nursery.start_soon(one, i)
+        assert results == {i: 2 * i for i in range(100)}
+        assert tasked == []  # no inline method ran as a task
+        assert await rpc.call(peer, "add", [1, 2]) == 3
+        assert tasked == ["add"]
         assert peer.is_ready
 
 

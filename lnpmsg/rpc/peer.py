@@ -35,6 +35,14 @@ the handler raised, 4 the handler timed out on the server, 5 busy (too many
 requests from this peer in flight), 6 bad request, 7 result too large, 8
 shutting down; 100 and up are the app's own (``raise RpcFault(text, code)``).
 
+Inline methods: a plain ``def`` method (not ``async def``) runs right where
+the request is read, with no task, cancel scope or deadline of its own: the
+fastest path, for methods that compute an answer at once (a lookup, an
+echo). It must not block; its reply is queued without waiting, and is lost
+(the caller times out) only if that peer's outbound queue is full, i.e. the
+peer does not read. Anything that waits or may take long is an ``async def``
+method: it runs in a task of its own, bounded as below.
+
 Guarantees: many calls may be in flight to one peer (ids match responses);
 a handler that raises or hangs costs its caller an error, never the
 connection; every peer may have at most ``max_inflight_per_peer`` requests
@@ -46,6 +54,7 @@ told to stop) and :class:`PeerGone` as soon as the connection drops.
 from __future__ import annotations
 
 import enum
+import inspect
 import json
 import logging
 import math
@@ -199,7 +208,7 @@ class RpcFault(Exception):
 
 # ------------------------------------------------------------------- the app
 
-Method = Callable[..., Awaitable[Any]]
+Method = Callable[..., Any]
 
 
 @dataclass(slots=True)
@@ -207,6 +216,8 @@ class _MethodEntry:
     fn: Method
     check: Callable[[Any], dict[str, Any]]
     timeout: float
+    #: a plain function: run inline in the read loop (see the module docs)
+    inline: bool = False
 
 
 class _Call:
@@ -226,6 +237,12 @@ class _Serving:
     def __init__(self, scope: trio.CancelScope) -> None:
         self.scope = scope
         self.cancelled_by_peer = False
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` gives a coroutine (an ``async def``, also wrapped, partial or ``__call__``)."""
+    target = inspect.unwrap(fn)
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
 
 
 def _cut(text: str) -> bytes:
@@ -279,7 +296,10 @@ class PeerRpc(App):
     # ------------------------------------------------------------ methods
 
     def method(self, name: str | None = None, *, timeout: float | None = None) -> Callable[[Method], Method]:
-        """Decorator: serve ``async def fn(peer, **params)`` as ``name`` (default: its name)."""
+        """Decorator: serve ``async def fn(peer, **params)`` as ``name`` (default: its name).
+
+        A plain ``def fn(peer, **params)`` is served inline: it must return at once.
+        """
 
         def register(fn: Method) -> Method:
             self.add_method(name or fn.__name__, fn, timeout=timeout)
@@ -291,14 +311,18 @@ class PeerRpc(App):
         self, name: str, fn: Method, *, timeout: float | None = None, params_check: Callable[[Any], dict[str, Any]] | None = None
     ) -> None:
         """Serve ``fn(peer, **params)`` as ``name``; params are checked against its annotations
-        (or by ``params_check``, which turns the raw JSON params into keyword arguments)."""
+        (or by ``params_check``, which turns the raw JSON params into keyword arguments).
+
+        ``fn`` is an ``async def`` (run in a task, with ``timeout``) or a plain
+        function (run inline, no task: for answers computed at once)."""
         encoded = name.encode()
         if not name or len(encoded) > 255:
             raise ValueError(f"a method name is 1..255 bytes of UTF-8, got {name!r}")
         if name in self.methods:
             raise ValueError(f"method {name!r} is already declared")
         check = params_check if params_check is not None else params_checker(fn, skip=1)
-        self.methods[name] = _MethodEntry(fn, check, timeout or self.method_timeout)
+        inline = not _is_async(fn)
+        self.methods[name] = _MethodEntry(fn, check, timeout or self.method_timeout, inline)
 
     def remove_method(self, name: str) -> bool:
         """Stop serving ``name`` (requests already running finish); returns whether it was served."""
@@ -407,6 +431,9 @@ class PeerRpc(App):
         except ParamsError as exc:
             self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, str(exc))
             return DONE
+        if entry.inline:
+            self._serve_inline(peer, msg.id, name, entry, kwargs)
+            return DONE
         limit = min(entry.timeout, msg.timeout_ms / 1000)
         if self._nursery is None:
             self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
@@ -415,6 +442,38 @@ class PeerRpc(App):
         self._serving_total += 1
         self._nursery.start_soon(self._serve, peer, msg.id, name, entry, kwargs, state, limit)
         return DONE
+
+    def _serve_inline(self, peer: Peer, req_id: int, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> None:
+        code, payload = self._run_inline(peer, name, entry, kwargs)
+        self._send_quietly(peer, RpcResponse(id=req_id, code=code, result=payload))
+
+    def _run_inline(self, peer: Peer, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
+        try:
+            result = entry.fn(peer, **kwargs)
+        except RpcFault as exc:
+            return exc.code, _cut(exc.message)
+        except Exception as exc:
+            log.debug("method %s failed", name, exc_info=True)
+            self.report_error(f"method {name} raised {exc!r}", peer.node_id)
+            return ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
+        if inspect.isawaitable(result):
+            # declared plain but returned a coroutine: a mistake, answered clearly
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            self.report_error(f"method {name} is not async but returned an awaitable", peer.node_id)
+            return ErrorCode.FAILED, _cut(f"method {name} returned an awaitable from a plain function")
+        return self._encode_result(name, result)
+
+    @staticmethod
+    def _encode_result(name: str, result: Any) -> tuple[int, bytes]:
+        try:
+            payload = dumps(result)
+        except TypeError as exc:
+            return ErrorCode.FAILED, _cut(f"method {name} returned a result that is not JSON: {exc}")
+        if len(payload) > MAX_PAYLOAD:
+            return ErrorCode.RESULT_TOO_LARGE, _cut(f"result of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        return ErrorCode.OK, payload
 
     async def _serve(self, peer: Peer, req_id: int, name: str, entry: _MethodEntry, kwargs: dict[str, Any], state: _Serving, limit: float) -> None:
         code: int = ErrorCode.OK
@@ -430,13 +489,7 @@ class PeerRpc(App):
                     self.report_error(f"method {name} raised {exc!r}", peer.node_id)
                     code, payload = ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
                 else:
-                    try:
-                        payload = dumps(result)
-                    except TypeError as exc:
-                        code, payload = ErrorCode.FAILED, _cut(f"method {name} returned a result that is not JSON: {exc}")
-                    else:
-                        if len(payload) > MAX_PAYLOAD:
-                            code, payload = ErrorCode.RESULT_TOO_LARGE, _cut(f"result of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+                    code, payload = self._encode_result(name, result)
         finally:
             self._serving.get(peer, {}).pop(req_id, None)
             self._serving_total -= 1
