@@ -25,6 +25,8 @@ from lnpmsg.rpc.peer import (
     RpcRequest,
     RpcResponse,
     RpcUnsupported,
+    request_bytes,
+    response_bytes,
 )
 from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
@@ -197,6 +199,20 @@ async def test_plain_function_methods_are_served_inline_with_the_same_errors():
         assert await rpc.call(peer, "add", [1, 2]) == 3
         assert tasked == ["add"]
         assert peer.is_ready
+
+
+@given(
+    st.integers(min_value=0, max_value=2**64 - 1),
+    st.integers(min_value=0, max_value=2**32 - 1),
+    st.binary(min_size=1, max_size=255),
+    st.binary(max_size=300),
+    st.integers(min_value=0, max_value=0xFFFF),
+)
+def test_hot_path_encodings_are_the_messages_bytes(req_id, timeout_ms, method, body, code):
+    assert request_bytes(req_id, timeout_ms, method, body) == RpcRequest(
+        id=req_id, timeout_ms=timeout_ms, method=method, params=body
+    ).encode()
+    assert response_bytes(req_id, code, body) == RpcResponse(id=req_id, code=code, result=body).encode()
 
 
 async def test_many_concurrent_calls_get_their_own_answers():

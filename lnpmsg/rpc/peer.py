@@ -55,9 +55,9 @@ from __future__ import annotations
 
 import enum
 import inspect
-import json
 import logging
 import math
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +67,7 @@ import trio
 from lnpmsg.app import DONE, App, PeerNotConnected
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.node.session import printable
-from lnpmsg.rpc.params import ParamsError, describe_params, dumps, params_checker
+from lnpmsg.rpc.params import ParamsError, describe_params, dumps, loads, params_checker
 from lnpmsg.wire import MAX_MESSAGE_SIZE, Message, WireError, message
 from lnpmsg.wire.fields import u8_prefixed_bytes, u16, u16_prefixed_bytes, u32, u64
 
@@ -151,6 +151,25 @@ class RpcResponse(Message):
 class RpcCancel(Message):
     FIELDS = (("id", u64),)
     id: int
+
+
+# The hot path builds the two messages of every call straight into bytes
+# (the same bytes as RpcRequest(...).encode() and RpcResponse(...).encode(),
+# which tests check), skipping the per-field validation of values this
+# module has already bounded.
+_REQUEST_HEAD = struct.Struct(">HQIB")
+_RESPONSE_HEAD = struct.Struct(">HQHH")
+_U16 = struct.Struct(">H")
+
+
+def request_bytes(req_id: int, timeout_ms: int, method: bytes, params: bytes) -> bytes:
+    """The wire bytes of ``RpcRequest(req_id, timeout_ms, method, params)`` (all within bounds)."""
+    return b"".join((_REQUEST_HEAD.pack(RpcRequest.TYPE, req_id, timeout_ms, len(method)), method, _U16.pack(len(params)), params))
+
+
+def response_bytes(req_id: int, code: int, result: bytes) -> bytes:
+    """The wire bytes of ``RpcResponse(req_id, code, result)`` (all within bounds)."""
+    return _RESPONSE_HEAD.pack(RpcResponse.TYPE, req_id, code, len(result)) + result
 
 
 # -------------------------------------------------------------------- errors
@@ -372,7 +391,7 @@ class PeerRpc(App):
         try:
             with trio.move_on_after(timeout):
                 try:
-                    await peer.send(RpcRequest(id=req_id, timeout_ms=timeout_ms, method=method_bytes, params=body))
+                    await peer.send(request_bytes(req_id, timeout_ms, method_bytes, body))
                 except PeerClosedError as exc:
                     raise PeerGone(str(exc)) from None
                 await call.done.wait()
@@ -392,7 +411,7 @@ class PeerRpc(App):
         if call is not None and call.peer is peer and not call.done.is_set():
             if msg.code == ErrorCode.OK:
                 try:
-                    call.result = json.loads(msg.result) if msg.result else None
+                    call.result = loads(msg.result) if msg.result else None
                 except ValueError as exc:
                     call.error = RpcError(f"malformed result from {peer.node_id.hex()}: {exc}")
             else:
@@ -423,7 +442,7 @@ class PeerRpc(App):
             self._reply_now(peer, msg.id, ErrorCode.METHOD_NOT_FOUND, f"no method {name[:100]!r}")
             return DONE
         try:
-            raw = json.loads(msg.params) if msg.params else None
+            raw = loads(msg.params) if msg.params else None
             kwargs = entry.check(raw)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, f"params are not JSON: {exc}")
@@ -445,7 +464,7 @@ class PeerRpc(App):
 
     def _serve_inline(self, peer: Peer, req_id: int, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> None:
         code, payload = self._run_inline(peer, name, entry, kwargs)
-        self._send_quietly(peer, RpcResponse(id=req_id, code=code, result=payload))
+        self._send_quietly(peer, response_bytes(req_id, code, payload))
 
     def _run_inline(self, peer: Peer, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
         try:
@@ -456,7 +475,7 @@ class PeerRpc(App):
             log.debug("method %s failed", name, exc_info=True)
             self.report_error(f"method {name} raised {exc!r}", peer.node_id)
             return ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
-        if inspect.isawaitable(result):
+        if hasattr(result, "__await__"):
             # declared plain but returned a coroutine: a mistake, answered clearly
             close = getattr(result, "close", None)
             if close is not None:
@@ -499,7 +518,7 @@ class PeerRpc(App):
             self.report_error(f"method {name} ran longer than {limit:g} s and was cancelled", peer.node_id)
             code, payload = ErrorCode.TIMEOUT, _cut(f"method {name} did not finish within {limit:g} s")
         try:
-            await peer.send(RpcResponse(id=req_id, code=code, result=payload))
+            await peer.send(response_bytes(req_id, code, payload))
         except (PeerClosedError, WireError) as exc:
             log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
 
@@ -511,16 +530,17 @@ class PeerRpc(App):
         return DONE
 
     def _reply_now(self, peer: Peer, req_id: int, code: int, text: str) -> None:
-        self._send_quietly(peer, RpcResponse(id=req_id, code=code, result=_cut(text)))
+        self._send_quietly(peer, response_bytes(req_id, code, _cut(text)))
 
     @staticmethod
-    def _send_quietly(peer: Peer, message: Message) -> None:
+    def _send_quietly(peer: Peer, message: Message | bytes) -> None:
         # Replies from the read loop never wait: a peer that floods us and
         # does not read loses them rather than stalling its own read loop.
         try:
             peer.send_nowait(message)
         except (PeerQueueFull, PeerClosedError) as exc:
-            log.debug("dropped %s to %s: %s", type(message).__name__, peer.node_id.hex(), exc)
+            kind = type(message).__name__ if isinstance(message, Message) else f"message type {int.from_bytes(message[:2], 'big')}"
+            log.debug("dropped %s to %s: %s", kind, peer.node_id.hex(), exc)
 
     # ---------------------------------------------------- connection ends
 
