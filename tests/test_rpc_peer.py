@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from lnpmsg.rpc.params import ParamsError, params_checker
 from lnpmsg.rpc.peer import (
+    MAX_IDLE_WORKERS,
     MAX_PAYLOAD,
     CallTimeout,
     ErrorCode,
@@ -213,6 +214,33 @@ def test_hot_path_encodings_are_the_messages_bytes(req_id, timeout_ms, method, b
         id=req_id, timeout_ms=timeout_ms, method=method, params=body
     ).encode()
     assert response_bytes(req_id, code, body) == RpcResponse(id=req_id, code=code, result=body).encode()
+
+
+async def test_async_methods_reuse_a_bounded_set_of_worker_tasks():
+    server = Server()
+    client, rpc = await connected(server)
+    started: list[int] = []
+    worker = server.rpc._worker
+
+    def counting_worker():  # type: ignore[no-untyped-def]
+        started.append(1)
+        return worker()
+
+    server.rpc._worker = counting_worker  # type: ignore[method-assign]
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        for i in range(20):  # one at a time: one worker serves them all
+            assert await rpc.call(peer, "add", [i, 1]) == i + 1
+        assert len(started) == 1
+        async with trio.open_nursery() as nursery:  # a burst: more workers, up to the requests
+            for i in range(40):
+                nursery.start_soon(rpc.call, peer, "echo", {"value": i, "delay": 0.05})
+        assert 1 < len(started) <= 41
+        await wait_for(lambda: server.rpc._serving_total == 0)
+        assert server.rpc._idle_workers == MAX_IDLE_WORKERS  # the rest ended
+        before = len(started)
+        assert await rpc.call(peer, "add", [2, 2]) == 4
+        assert len(started) == before
 
 
 async def test_many_concurrent_calls_get_their_own_answers():

@@ -58,6 +58,7 @@ import inspect
 import logging
 import math
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +108,9 @@ METHOD_TIMEOUT = 30.0
 MAX_PAYLOAD = MAX_MESSAGE_SIZE - 2 - 8 - 4 - 1 - 255 - 2
 #: error texts are cut here: they are for people, and must fit a message
 MAX_ERROR_TEXT = 1000
+#: worker tasks kept waiting for requests to async methods: a burst starts
+#: more (up to the in-flight bounds), and those beyond this end when idle
+MAX_IDLE_WORKERS = 16
 
 
 class ErrorCode(enum.IntEnum):
@@ -300,6 +304,11 @@ class PeerRpc(App):
         self._pending: dict[int, _Call] = {}
         self._serving: dict[Peer, dict[int, _Serving]] = {}
         self._serving_total = 0
+        # requests to async methods wait here for a worker task; reusing
+        # workers saves starting a task per request
+        self._jobs: deque[tuple[Peer, int, str, _MethodEntry, dict[str, Any], _Serving, float]] = deque()
+        self._job_lot = trio.lowlevel.ParkingLot()
+        self._idle_workers = 0
         self._next_id = 0
         #: requests answered ``busy`` (flood protection at work)
         self.busy_replies = 0
@@ -459,8 +468,28 @@ class PeerRpc(App):
             return DONE
         state = serving[msg.id] = _Serving(trio.CancelScope(deadline=trio.current_time() + limit))
         self._serving_total += 1
-        self._nursery.start_soon(self._serve, peer, msg.id, name, entry, kwargs, state, limit)
+        self._jobs.append((peer, msg.id, name, entry, kwargs, state, limit))
+        if self._idle_workers:
+            self._idle_workers -= 1  # counted here, so a burst wakes one worker per request
+            self._job_lot.unpark()
+        else:
+            self._nursery.start_soon(self._worker)
         return DONE
+
+    async def _worker(self) -> None:
+        """Serve queued requests to async methods; wait for more, or end if enough workers wait."""
+        jobs = self._jobs
+        while True:
+            while jobs:
+                await self._serve(*jobs.popleft())
+            if self._idle_workers >= MAX_IDLE_WORKERS:
+                return
+            self._idle_workers += 1
+            try:
+                await self._job_lot.park()  # whoever unparks us took us off the idle count
+            except BaseException:
+                self._idle_workers -= 1  # cancelled while waiting (the app stops)
+                raise
 
     def _serve_inline(self, peer: Peer, req_id: int, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> None:
         code, payload = self._run_inline(peer, name, entry, kwargs)
