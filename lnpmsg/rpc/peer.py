@@ -41,7 +41,8 @@ fastest path, for methods that compute an answer at once (a lookup, an
 echo). It must not block; its reply is queued without waiting, and is lost
 (the caller times out) only if that peer's outbound queue is full, i.e. the
 peer does not read. Anything that waits or may take long is an ``async def``
-method: it runs in a task of its own, bounded as below.
+method: it runs in a worker task (workers are reused between requests), with
+its own cancel scope and deadline, bounded as below.
 
 Guarantees: many calls may be in flight to one peer (ids match responses);
 a handler that raises or hangs costs its caller an error, never the
@@ -341,7 +342,7 @@ class PeerRpc(App):
         """Serve ``fn(peer, **params)`` as ``name``; params are checked against its annotations
         (or by ``params_check``, which turns the raw JSON params into keyword arguments).
 
-        ``fn`` is an ``async def`` (run in a task, with ``timeout``) or a plain
+        ``fn`` is an ``async def`` (run by a worker task, with ``timeout``) or a plain
         function (run inline, no task: for answers computed at once)."""
         encoded = name.encode()
         if not name or len(encoded) > 255:
