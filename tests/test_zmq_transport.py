@@ -822,6 +822,39 @@ async def test_peer_that_stops_reading_holds_our_sender_back(transport: ZmqTrans
             peer.close()
 
 
+async def test_coalesced_batches_still_wait_for_credit(
+    transport: ZmqTransport, endpoint: str
+) -> None:
+    """Credit counts ZeroMQ messages: a batch bigger than the window waits for the reader."""
+    release = trio.Event()
+    stream = bytearray()
+    frames = [bytes([i % 250 + 1]) * 1058 for i in range(INITIAL_CREDIT * 61 + 500)]
+
+    async def slow_reader(conn: Connection) -> None:
+        await release.wait()
+        while data := await conn.receive_some(1 << 20):
+            stream.extend(data)
+
+    with trio.fail_after(HANG_GUARD):
+        async with serving(transport, endpoint, slow_reader) as listener:
+            conn = await transport.dial(listener.local_address)
+            done = trio.Event()
+
+            async def send_all() -> None:
+                await conn.send_frames(frames)
+                done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_all)
+                await trio.sleep(0.3)  # room to overrun the window, were it not enforced
+                assert not done.is_set()  # more than INITIAL_CREDIT messages' worth: it waits
+                release.set()
+                await done.wait()
+            await conn.aclose()
+            await wait_until(lambda: listener.session_count == 0)
+    assert bytes(stream) == b"".join(frames)
+
+
 async def test_sender_without_credit_waits(
     transport: ZmqTransport, endpoint: str
 ) -> None:
