@@ -51,4 +51,5 @@ async def finish_process(process: trio.Process) -> tuple[int, str]:
         while chunk := await process.stderr.receive_some(1 << 16):
             stderr += chunk
         code = await process.wait()
+    await process.aclose()  # its pipes too: an exited process leaves them open otherwise
     return code, stderr.decode()
