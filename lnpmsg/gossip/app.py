@@ -82,6 +82,7 @@ from lnpmsg.gossip.messages import (
     ReplyChannelRange,
     ReplyShortChannelIdsEnd,
 )
+from lnpmsg.gossip.routing import RoutingFeed
 from lnpmsg.gossip.store import AsyncGossipStore, GossipStore
 from lnpmsg.gossip.sync import (
     MAX_U32,
@@ -98,6 +99,7 @@ from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
 from lnpmsg.node.events import Subscription
 from lnpmsg.node.node import Node
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
+from lnpmsg.payments.graph import RoutingGraph
 from lnpmsg.wire import (
     CHAIN_HASHES,
     ZERO_CHANNEL_ID,
@@ -252,6 +254,9 @@ class GossipApp(App):
         self.verifier = SignatureVerifier()
         self.graph = Graph(self.chain_hash, verifier=self.verifier)
         store.load_into(self.graph)
+        #: the graph with policies for pathfinding, kept current from accepted gossip
+        self.routing = RoutingFeed()
+        self.routing.load(store)
         self.counters = _Counters()
         self._peers: dict[bytes, _PeerState] = {}
         #: every sync run, by peer (kept after the peer leaves, for progress reports)
@@ -479,6 +484,7 @@ class GossipApp(App):
             position += n
         accepted = [d for d in decisions if d.accepted]
         if accepted:
+            self.routing.apply(accepted)
             await self._writes_send.send(("write", accepted, ()))
         for decision in decisions:
             if decision.accepted:
@@ -487,6 +493,10 @@ class GossipApp(App):
                     self._relay(decision)
             elif decision.outcome is Outcome.REJECTED and decision.source is not None:
                 self._rejected(decision)
+            elif decision.source is None:
+                log.warning("our own %s %s was not taken: %s", decision.kind, _subject(decision.message), decision.reason)
+        if any(d.source is None and d.accepted for d in decisions) and self.config.relay:
+            self.flush_relay()  # our own gossip goes out now, not at the next staggered flush
 
     async def _verify(self, checks: list[SigCheck]) -> list[bool]:
         threads = self.config.verify_threads
@@ -566,6 +576,7 @@ class GossipApp(App):
     async def apply_removals(self, removals: Sequence[ChannelRemoved]) -> None:
         """Write channel removals (closed, pruned) to the store, after what is queued before them."""
         if removals:
+            self.routing.remove(removals)
             await self._writes_send.send(("write", [], list(removals)))
 
     async def close_channel(self, short_channel_id: ShortChannelId | int, reason: str = "closed") -> bool:
@@ -577,6 +588,20 @@ class GossipApp(App):
         self._held.pop(scid, None)
         await self.apply_removals([change])
         return True
+
+    @property
+    def routing_graph(self) -> RoutingGraph:
+        """The public graph with every direction's policy, for pathfinding (kept current)."""
+        return self.routing.graph
+
+    async def add_own(self, messages: Sequence[Message]) -> None:
+        """Our own gossip (announcements, updates): checked and relayed like any other.
+
+        The messages join the inbox in order (after what peers sent before);
+        call :meth:`drain` to wait until they are decided and stored.
+        """
+        for message in messages:
+            await self._inbox_send.send(("gossip", None, message))
 
     # ------------------------------------------------------------ our sync
 
@@ -830,6 +855,7 @@ class GossipApp(App):
         for records, done in _record_chunks(read_gossip_store(data), len(data)):
             result = import_gossip_store(records, self.graph, self.clock())
             _merge_import(total, result)
+            self.routing.apply(result.accepted)
             await self._writes_send.send(("write", result.accepted, result.removals))
             for decision in result.accepted:
                 self._publish(decision)
