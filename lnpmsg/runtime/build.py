@@ -17,7 +17,8 @@ What gets mounted, in this order (apps start in mount order, before the
 node listens): peer RPC and peer pub/sub, the chain and wallet app
 (``chain``) with the chain's servers (``chainrpc``, ``electrum``; see
 :mod:`lnpmsg.wallet.node_setup`), with a chain the channels (``channels``,
-after the chain app whose source and wallet it uses), gossip (``gossip``), the user apps of
+after the chain app whose source and wallet it uses), gossip (``gossip``), with both
+the public channels (``announce``: announcement_signatures and our own gossip), the user apps of
 ``settings.apps``, the control API (``control``, last among apps so it
 serves every app's calls from the start), the node's Tor (``tor``).
 """
@@ -199,6 +200,7 @@ def build_node(settings: NodeSettings) -> BuiltNode:
     start_errors += _mount_chain(node, settings)
     start_errors += _mount_channels(node, settings)
     start_errors += _mount_gossip(node, settings, network)
+    _mount_announce(node)
     for spec in settings.apps:
         _mount_user_app(node, spec, settings)
     if settings.control:
@@ -374,6 +376,14 @@ def _mount_gossip(node: Node, settings: NodeSettings, network: str) -> list[type
     except GossipError as exc:
         raise StartError(str(exc)) from None
     return [GossipError]
+
+
+def _mount_announce(node: Node) -> None:
+    """Public channels (announcement_signatures, our gossip), when the node has channels and gossip."""
+    if "channels" in node.apps and "gossip" in node.apps:
+        from lnpmsg.channels.announce_app import AnnounceApp
+
+        node.mount(AnnounceApp())
 
 
 def _mount_user_app(node: Node, spec: Any, settings: NodeSettings) -> None:
