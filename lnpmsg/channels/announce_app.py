@@ -134,7 +134,10 @@ class AnnounceApp(App):
     def setup(self) -> None:
         self.message(AnnouncementSignatures)
         self.add_handler(AnnouncementSignatures, self._on_signatures)
-        channels = self.node.apps.get(self.channels_app_name)
+
+    def attach(self, node: Any) -> None:
+        super().attach(node)
+        channels = node.apps.get(self.channels_app_name)
         if channels is not None and "setfee" not in channels.control_methods:
             # where users of Core Lightning's setchannel and lnd's updatechanpolicy look for it
             channels.add_control_method("setfee", self.setchannelfee)

@@ -1,0 +1,154 @@
+"""Public channels on three nodes in memory, on one embedded regtest chain.
+
+Alice opens an announced channel to Bob; Carol is connected to Alice only
+and has no channel. After 6 confirmations Alice and Bob exchange
+announcement_signatures and hand their gossip to their gossip apps; Carol
+learns the channel, both policies and both nodes through gossip only, and
+her routing graph (fed by her gossip app) routes over them. A new fee
+policy and a lost peer re-announce the channel_update.
+
+Real clock, waits for states (see tests/test_channels_app.py for why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lnpmsg.channels.announce_app import AnnounceApp, AnnounceConfig
+from lnpmsg.channels.app import ChannelsApp
+from lnpmsg.channels.params import ChannelConfig
+from lnpmsg.gossip.announce import FeePolicy
+from lnpmsg.gossip.app import GossipApp, GossipConfig
+from lnpmsg.gossip.commands import _chain_app_funding_check, _print_channel, _print_listchannels
+from lnpmsg.gossip.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
+from lnpmsg.gossip.store import GossipStore
+from lnpmsg.gossip.verify import check_channel_announcement, check_channel_update, check_node_announcement
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.payments.graph import OverlayGraph, local_channel
+from lnpmsg.payments.pathfind import find_route
+from lnpmsg.testing import MemoryNetwork
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.app import ChainApp
+from lnpmsg.wire import CHAIN_HASHES
+
+from tests.test_channels_app import FUNDING_SAT, chain, only_channel, settled, wait_until
+
+ALICE_POLICY = FeePolicy(fee_base_msat=1000, fee_proportional_millionths=100, cltv_expiry_delta=40)
+
+
+def gossip(node: Node) -> GossipApp:
+    return node.apps["gossip"]  # type: ignore[return-value]
+
+
+def announce(node: Node) -> AnnounceApp:
+    return node.apps["announce"]  # type: ignore[return-value]
+
+
+def make_node(name: str, tmp: Path, source: Any, network: MemoryNetwork, *, channels: bool, policy: FeePolicy | None = None) -> Node:
+    node = Node(NodeKey.generate(), NodeConfig(listen=["mem://"], network="regtest"), transports={"mem": network.transport()})
+    chain_app = node.mount(ChainApp(tmp / name / "wallet", source=source))
+    if channels:
+        node.mount(ChannelsApp(tmp / name / "channels", config=ChannelConfig(minimum_depth=2)))
+    store = GossipStore(":memory:", CHAIN_HASHES["regtest"])
+    config = GossipConfig(flush_interval=0.05, verify_threads=0, prune_interval=0)
+    node.mount(GossipApp(store, config=config, funding_check=_chain_app_funding_check(chain_app)))
+    if channels:
+        config_a = AnnounceConfig(alias=name, policy=policy or FeePolicy(), min_interval=0.0, disable_delay=0.0)
+        node.mount(AnnounceApp(config_a))
+    return node
+
+
+def has_both_updates(node: Node, scid: int) -> bool:
+    channel = gossip(node).graph.channels.get(scid)
+    return channel is not None and all(channel.update_ts)
+
+
+@pytest.mark.trio
+async def test_announced_channel_reaches_a_third_node_and_routes(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = make_node("alice", tmp_path, source, network, channels=True, policy=ALICE_POLICY)
+        bob = make_node("bob", tmp_path, source, network, channels=True)
+        carol = make_node("carol", tmp_path, source, network, channels=False)
+        async with running(alice, bob, carol):
+            chain_app = alice.apps["chain"]
+            await source.faucet(chain_app.wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
+            await source.mine(1)
+            await chain_app.wallet.sync()  # type: ignore[attr-defined]
+            await bob.connect(alice.addresses[0])
+            await carol.connect(alice.addresses[0])
+            await alice.apps["channels"].fundchannel(bob.node_id.hex(), FUNDING_SAT, announce=True)  # type: ignore[attr-defined]
+            await source.mine(2)
+            await wait_until(lambda: settled(alice) and settled(bob), "channel ready")
+            scid = only_channel(alice).core.state.short_channel_id
+            # ready, but not deep enough to announce
+            await trio.sleep(0.3)
+            assert not gossip(alice).graph.has_channel(scid) and not gossip(carol).graph.has_channel(scid)
+
+            await source.mine(4)  # 6 confirmations
+            for node in (alice, bob, carol):
+                await wait_until(lambda node=node: has_both_updates(node, scid), "the channel and both updates")
+                await wait_until(lambda node=node: all(gossip(node).graph.nodes.get(n) is not None and gossip(node).graph.nodes[n].timestamp
+                                                       for n in (alice.node_id, bob.node_id)), "both node_announcements")  # fmt: skip
+                await gossip(node).drain()
+
+            # What Carol stored verifies with the gossip verify code.
+            store = gossip(carol).store
+            raw = store.channel_announcement(scid)
+            assert raw is not None
+            ann = ChannelAnnouncement.decode(raw)
+            assert check_channel_announcement(ann, raw) is None
+            assert {ann.node_id_1, ann.node_id_2} == {alice.node_id, bob.node_id}
+            for direction, raw_update in enumerate(store.channel_updates(scid)):
+                assert raw_update is not None
+                update = ChannelUpdate.decode(raw_update)
+                assert update.channel_flags & 1 == direction and not update.channel_flags & 2
+                assert check_channel_update(update, ann.node_id_1, ann.node_id_2, raw_update) is None
+            raw_node = store.node_announcement(alice.node_id)
+            assert raw_node is not None
+            node_ann = NodeAnnouncement.decode(raw_node)
+            assert check_node_announcement(node_ann, raw_node) is None
+            assert node_ann.alias.rstrip(b"\0") == b"alice"
+
+            # Carol's routing graph has both policies and routes Carol -> Alice -> Bob.
+            graph = gossip(carol).routing_graph
+            alice_dir = 0 if alice.node_id < bob.node_id else 1
+            edge = graph.channel(scid, alice_dir)
+            assert edge is not None and not edge.disabled
+            assert (edge.fee_base_msat, edge.fee_proportional_millionths, edge.cltv_expiry_delta) == (1000, 100, 40)
+            assert edge.capacity_msat == FUNDING_SAT * 1000
+            back = graph.channel(scid, 1 - alice_dir)
+            assert back is not None and (back.fee_base_msat, back.fee_proportional_millionths) == (1000, 10)
+            tip = await source.tip()
+            view = OverlayGraph(graph, [local_channel(1, carol.node_id, alice.node_id, 10**9)])
+            route = find_route(view, carol.node_id, bob.node_id, 1_000_000, current_height=tip.height, now=0.0)
+            assert [h.node_id for h in route.hops] == [alice.node_id, bob.node_id]
+            assert route.hops[1].short_channel_id == scid
+            assert route.amount_msat == 1_000_000 + 1000 + 100
+
+            # 'lnpmsg gossip listchannels' / 'getchannel' print it.
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                _print_listchannels({"channels": await gossip(carol).list_channels()}, 1000)
+                _print_channel(await gossip(carol).get_channel(str(ann.short_channel_id)))  # type: ignore[arg-type]
+            text = printed.getvalue()
+            assert f"{ann.short_channel_id}" in text and "2/2 updates" in text and "fee 1000 msat + 100 ppm" in text
+
+            # A new policy on Alice's side reaches Carol's routing graph.
+            result = await alice.apps["channels"].control_methods["setfee"](str(ann.short_channel_id), fee_base_msat=2500, fee_ppm=7)
+            assert result["channels"][0]["fee_base_msat"] == 2500
+            await wait_until(lambda: graph.channel(scid, alice_dir).fee_base_msat == 2500, "the new policy at Carol")  # type: ignore[union-attr]
+            assert graph.channel(scid, alice_dir).fee_proportional_millionths == 7  # type: ignore[union-attr]
+
+            # Bob goes away: Alice disables her direction (Carol hears it), and enables it when he is back.
+            await bob.disconnect(alice.node_id, "test: gone")
+            await wait_until(lambda: graph.channel(scid, alice_dir).disabled, "disabled at Carol")  # type: ignore[union-attr]
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: not graph.channel(scid, alice_dir).disabled, "enabled again at Carol")  # type: ignore[union-attr]
