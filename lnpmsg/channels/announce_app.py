@@ -390,7 +390,7 @@ class AnnounceApp(App):
         if manager is None:
             raise AppError("the channels app is not running")
         if channel == "all":
-            targets = [c for c in manager.channels.values() if c.phase in _OPEN_PHASES or c.phase is Phase.AWAIT_READY]
+            targets = [c for c in manager.channels.values() if c.phase in _OPEN_PHASES and c.core.state.short_channel_id]
         else:
             try:
                 targets = [manager.lookup(channel)]
