@@ -89,7 +89,9 @@ class AnnounceConfig:
     rgb_color: bytes | None = None
     extra_addresses: tuple[str, ...] = ()
     policy: FeePolicy = field(default_factory=FeePolicy)
-    min_interval: float = 60.0
+    #: seconds between two channel_updates of a channel (a flapping peer or policy is not spam)
+    min_interval: float = 10.0
+    #: seconds a peer may be away before its channels are announced disabled
     disable_delay: float = 60.0
     depth: int = ANNOUNCE_DEPTH
 
