@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--bitcoind-cookie", type=Path, metavar="FILE", help="the cookie file for --bitcoind-rpc (bitcoind's DATADIR/[network/].cookie, lnpmsg's DATA_DIR/chain/.cookie)")
     node.add_argument("--bitcoind-poll", type=float, default=1.0, metavar="SECONDS", help="how often --bitcoind-rpc is asked for a new tip (default: %(default)g)")
     node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
+    node.add_argument("--alias", metavar="NAME", help="the alias our node_announcement carries once we have a public channel (at most 32 bytes; default: lnpmsg- and the node id's first bytes)")
+    node.add_argument("--rgb", metavar="RRGGBB", help="the color our node_announcement carries (6 hex digits; default: the node id's first bytes)")
+    node.add_argument("--announce-addr", action="append", default=[], metavar="HOST:PORT", help="announce this address too (e.g. a public IP behind NAT); repeatable; never used with --onion-only")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
     node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
     node.add_argument("--config", type=Path, metavar="FILE", help="read options from this TOML file instead of DATA_DIR/lnpmsg.toml (see below)")
@@ -246,6 +249,9 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         electrum_listen=args.electrum_listen,
         gossip=not args.no_gossip,
         gossip_import=list(args.gossip_import),
+        alias=args.alias,
+        rgb=args.rgb,
+        announce_addr=list(args.announce_addr),
         apps=list(args.app),
     )
 

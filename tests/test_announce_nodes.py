@@ -4,7 +4,8 @@ A owns the embedded regtest chain; B and C use it over ``--bitcoind-rpc``.
 A opens an announced channel to B (``fundchannel --announce``); C, with no
 channel, is connected to both. After 6 confirmations ``lnpmsg gossip
 listchannels`` on every node shows the channel with both policies, C's
-``listnodes`` both announced nodes; ``lnpmsg setchannelfee`` on A reaches C.
+``listnodes`` both announced nodes (A's alias and color from
+``--alias``/``--rgb``); ``lnpmsg setchannelfee`` on A reaches C.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ async def test_announced_channel_in_every_nodes_gossip(tmp_path: Path) -> None:
     dirs = {name: tmp_path / name for name in "abc"}
     processes: list[tuple[trio.Process, Path]] = []
     try:
-        a, a_info = await start(dirs["a"], *owner_argv("127.0.0.1:0"))
+        a, a_info = await start(dirs["a"], *owner_argv("127.0.0.1:0"), "--alias", "alpha", "--rgb", "112233")
         processes.append((a, dirs["a"]))
         rpc = user_argv(a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"]))
         b, b_info = await start(dirs["b"], *rpc)
@@ -93,6 +94,8 @@ async def test_announced_channel_in_every_nodes_gossip(tmp_path: Path) -> None:
         # A's node_announcement carries the TCP address C dialled
         host_port = a_info["addresses"][0].split("@")[1]
         assert host_port in nodes[a_info["node_id"]]["addresses"]
+        assert (nodes[a_info["node_id"]]["alias"], nodes[a_info["node_id"]]["rgb_color"]) == ("alpha", "112233")
+        assert nodes[b_info["node_id"]]["alias"].startswith("lnpmsg-")
 
         set_fee = await cli("setchannelfee", ours["short_channel_id"], "--base-msat", 4242, "--ppm", 17, "--data-dir", dirs["a"])
         assert set_fee["channels"][0]["fee_base_msat"] == 4242

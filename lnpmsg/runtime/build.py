@@ -200,7 +200,7 @@ def build_node(settings: NodeSettings) -> BuiltNode:
     start_errors += _mount_chain(node, settings)
     start_errors += _mount_channels(node, settings)
     start_errors += _mount_gossip(node, settings, network)
-    _mount_announce(node)
+    _mount_announce(node, settings)
     for spec in settings.apps:
         _mount_user_app(node, spec, settings)
     if settings.control:
@@ -378,12 +378,23 @@ def _mount_gossip(node: Node, settings: NodeSettings, network: str) -> list[type
     return [GossipError]
 
 
-def _mount_announce(node: Node) -> None:
+def _mount_announce(node: Node, settings: NodeSettings) -> None:
     """Public channels (announcement_signatures, our gossip), when the node has channels and gossip."""
-    if "channels" in node.apps and "gossip" in node.apps:
-        from lnpmsg.channels.announce_app import AnnounceApp
+    if "channels" not in node.apps or "gossip" not in node.apps:
+        return
+    from lnpmsg.channels.announce_app import AnnounceApp, AnnounceConfig
 
-        node.mount(AnnounceApp())
+    if settings.alias is not None and len(settings.alias.encode("utf-8")) > 32:
+        raise SettingsError(f"--alias: at most 32 bytes, got {len(settings.alias.encode('utf-8'))}")
+    rgb = None
+    if settings.rgb is not None:
+        try:
+            rgb = bytes.fromhex(settings.rgb.removeprefix("#"))
+        except ValueError:
+            rgb = b""
+        if len(rgb) != 3:
+            raise SettingsError(f"--rgb: 6 hex digits (RRGGBB), got {settings.rgb!r}")
+    node.mount(AnnounceApp(AnnounceConfig(alias=settings.alias, rgb_color=rgb, extra_addresses=tuple(settings.announce_addr))))
 
 
 def _mount_user_app(node: Node, spec: Any, settings: NodeSettings) -> None:
