@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lnpmsg.channels import commands as channel_commands
 
     channel_commands.add_commands(commands, DEFAULT_DATA_DIR)
-    from lnpmsg.channels import announce_commands
+    from lnpmsg.channels.public import commands as announce_commands
 
     announce_commands.add_commands(commands, DEFAULT_DATA_DIR)
     return parser
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in channel_commands.COMMANDS:
         return channel_commands.run_command(args)
-    from lnpmsg.channels import announce_commands
+    from lnpmsg.channels.public import commands as announce_commands
 
     if args.command in announce_commands.COMMANDS:
         return announce_commands.run_command(args)

@@ -53,7 +53,7 @@ CORES = [
     *_modules("bitcoin"),
     *_modules("channels"),
     "lnpmsg.node.session",
-    *_modules("gossip", only=("messages", "verify", "sign", "graph", "sync", "checksum", "events", "errors", "cln_store")),
+    *_modules("gossip", only=("messages", "verify", "sign", "graph", "sync", "checksum", "events", "errors", "cln_store", "announce", "routing")),
     *_modules("chain", only=("tx", "mining", "utxo", "mempool", "follow", "events", "errors")),
     *_modules("wallet", only=("coinselect", "errors")),
     *_modules("payments"),
@@ -189,7 +189,8 @@ ALLOWED: dict[str, set[str]] = {
     "bitcoin": set(),
     "io": set(),
     # the core: bitcoin and wire; the shells (manager, app, commands): an app on the chain and wallet
-    "channels": {"bitcoin", "wire", "app", "node", "chain", "wallet", "rpc"},
+    # ... and public channels (public/): our own gossip, built by the gossip cores
+    "channels": {"bitcoin", "wire", "app", "node", "chain", "wallet", "rpc", "gossip"},
     "transports": {"io"},
     "node": {"wire", "noise", "transports"},
     "app": {"node", "wire"},
@@ -197,7 +198,9 @@ ALLOWED: dict[str, set[str]] = {
     "rpc": {"app", "node", "pubsub", "io", "wire"},
     # the chain's servers (rpc_server, electrum/app) are apps on the contract
     "chain": {"bitcoin", "rpc", "app", "node", "transports", "wire"},
-    "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
+    # payments: the routing graph the gossip app keeps current (routing.py); transports: the one
+    # address syntax (announce.py reads the node's listen addresses)
+    "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc", "payments", "transports"},
     "wallet": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
     "payments": {"wire", "bitcoin"},
     "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io"},

@@ -382,7 +382,7 @@ def _mount_announce(node: Node, settings: NodeSettings) -> None:
     """Public channels (announcement_signatures, our gossip), when the node has channels and gossip."""
     if "channels" not in node.apps or "gossip" not in node.apps:
         return
-    from lnpmsg.channels.announce_app import AnnounceApp, AnnounceConfig
+    from lnpmsg.channels.public.app import AnnounceApp, AnnounceConfig
 
     if settings.alias is not None and len(settings.alias.encode("utf-8")) > 32:
         raise SettingsError(f"--alias: at most 32 bytes, got {len(settings.alias.encode('utf-8'))}")
