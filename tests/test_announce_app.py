@@ -51,18 +51,33 @@ def announce(node: Node) -> AnnounceApp:
     return node.apps["announce"]  # type: ignore[return-value]
 
 
-def make_node(name: str, tmp: Path, source: Any, network: MemoryNetwork, *, channels: bool, policy: FeePolicy | None = None) -> Node:
-    node = Node(NodeKey.generate(), NodeConfig(listen=["mem://"], network="regtest"), transports={"mem": network.transport()})
+def make_node(name: str, tmp: Path, source: Any, network: MemoryNetwork, *, channels: bool, policy: FeePolicy | None = None,
+              key: NodeKey | None = None) -> Node:  # fmt: skip
+    node = Node(key or NodeKey.generate(), NodeConfig(listen=["mem://"], network="regtest"), transports={"mem": network.transport()})
     chain_app = node.mount(ChainApp(tmp / name / "wallet", source=source))
     if channels:
         node.mount(ChannelsApp(tmp / name / "channels", config=ChannelConfig(minimum_depth=2)))
-    store = GossipStore(":memory:", CHAIN_HASHES["regtest"])
+    (tmp / name).mkdir(parents=True, exist_ok=True)
+    store = GossipStore(tmp / name / "gossip.sqlite3", CHAIN_HASHES["regtest"])
     config = GossipConfig(flush_interval=0.05, verify_threads=0, prune_interval=0)
     node.mount(GossipApp(store, config=config, funding_check=_chain_app_funding_check(chain_app)))
     if channels:
         config_a = AnnounceConfig(alias=name, policy=policy or FeePolicy(), min_interval=0.0, disable_delay=0.0)
         node.mount(AnnounceApp(config_a))
     return node
+
+
+async def open_public(source: Any, alice: Node, bob: Node) -> int:
+    """A funded, announced channel Alice -> Bob, 6 blocks deep; its short channel id."""
+    chain_app = alice.apps["chain"]
+    await source.faucet(chain_app.wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
+    await source.mine(1)
+    await chain_app.wallet.sync()  # type: ignore[attr-defined]
+    await bob.connect(alice.addresses[0])
+    await alice.apps["channels"].fundchannel(bob.node_id.hex(), FUNDING_SAT, announce=True)  # type: ignore[attr-defined]
+    await source.mine(6)
+    await wait_until(lambda: settled(alice) and settled(bob), "channel ready")
+    return only_channel(alice).core.state.short_channel_id
 
 
 def has_both_updates(node: Node, scid: int) -> bool:
@@ -152,3 +167,39 @@ async def test_announced_channel_reaches_a_third_node_and_routes(tmp_path: Path)
             await wait_until(lambda: graph.channel(scid, alice_dir).disabled, "disabled at Carol")  # type: ignore[union-attr]
             await bob.connect(alice.addresses[0])
             await wait_until(lambda: not graph.channel(scid, alice_dir).disabled, "enabled again at Carol")  # type: ignore[union-attr]
+
+
+@pytest.mark.trio
+async def test_restart_keeps_the_announcement_and_policy_and_a_close_leaves_the_graph(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice_key = NodeKey.generate()
+        alice = make_node("alice", tmp_path, source, network, channels=True, key=alice_key)
+        bob = make_node("bob", tmp_path, source, network, channels=True)
+        async with running(bob):
+            async with running(alice):
+                scid = await open_public(source, alice, bob)
+                await wait_until(lambda: has_both_updates(alice, scid) and has_both_updates(bob, scid), "announced")
+                await alice.apps["channels"].control_methods["setfee"]("all", fee_base_msat=3000, cltv_expiry_delta=60)
+                alice_dir = 0 if alice.node_id < bob.node_id else 1
+                bob_graph = gossip(bob).routing_graph
+                await wait_until(lambda: bob_graph.channel(scid, alice_dir).fee_base_msat == 3000, "new fee at Bob")  # type: ignore[union-attr]
+                await gossip(alice).drain()
+                before = gossip(bob).graph.channels[scid].update_ts[alice_dir]
+
+            # Alice comes back from her stores: the channel is still public (no new announcement
+            # needed), her routing graph is loaded with both policies, her policy file holds the fee.
+            alice = make_node("alice", tmp_path, source, network, channels=True, key=alice_key)
+            assert gossip(alice).routing_graph.channel(scid, alice_dir).fee_base_msat == 3000  # type: ignore[union-attr]
+            async with running(alice):
+                await bob.connect(alice.addresses[0])
+                await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+                await wait_until(lambda: gossip(bob).graph.channels[scid].update_ts[alice_dir] > before, "a fresh update from Alice")
+                edge = bob_graph.channel(scid, alice_dir)
+                assert edge is not None and (edge.fee_base_msat, edge.cltv_expiry_delta, edge.disabled) == (3000, 60, False)
+                assert (await announce(alice).listpolicies())["channels"][0]["public"]
+
+                # Bob closes: Alice's channel leaves her gossip graph and her routing graph.
+                await bob.apps["channels"].closechannel(only_channel(bob).channel_id.hex())  # type: ignore[attr-defined]
+                await wait_until(lambda: not gossip(alice).graph.has_channel(scid), "closed channel gone")
+                assert gossip(alice).routing_graph.channel(scid, 0) is None

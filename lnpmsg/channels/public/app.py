@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 POLICY_FILE = "policies.json"
 #: seconds between checks of what to announce when nothing else wakes the app (addresses may change)
 RECHECK_INTERVAL = 60.0
+#: seconds between looks at a channel whose channel_reestablish is not done yet
+REESTABLISH_POLL = 0.5
 _OPEN_PHASES = (Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING)
 
 
@@ -197,6 +199,18 @@ class AnnounceApp(App):
         self.channels  # noqa: B018 - fail at start when an app is missing
         self.gossip  # noqa: B018
         await trio.to_thread.run_sync(self._load_policies)
+        remove_listener = self.node.events.add_listener(self._on_event)
+        try:
+            await self._serve()
+        finally:
+            remove_listener()
+
+    def _on_event(self, event: object) -> None:
+        # a channel became normal, closed or failed: what to announce changed
+        if getattr(event, "topic", "") in ("channel.ready", "channel.closed", "channel.failed"):
+            self.kick()
+
+    async def _serve(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow_chain)
             while True:
@@ -314,7 +328,11 @@ class AnnounceApp(App):
                 self._announced.add(scid)  # announced before a restart
                 self.planner.known(scid, gossip.graph.channels[scid].update_ts[facts.direction])
             announced = scid in self._announced
-            if connected and channel.phase is Phase.NORMAL and scid not in self._sent and (not announced or scid in self._asked):
+            if connected and s.awaiting_reestablish:
+                # BOLT 2: channel_reestablish first; look again shortly
+                soon = now + REESTABLISH_POLL
+                next_at = soon if next_at is None else min(next_at, soon)
+            elif connected and channel.phase is Phase.NORMAL and scid not in self._sent and (not announced or scid in self._asked):
                 ours = our_signatures(facts, self.node.key.secret, channel.core.secrets.funding_privkey)
                 try:
                     await self.send(channel.peer_id, ours)
