@@ -203,3 +203,36 @@ async def test_restart_keeps_the_announcement_and_policy_and_a_close_leaves_the_
                 await bob.apps["channels"].closechannel(only_channel(bob).channel_id.hex())  # type: ignore[attr-defined]
                 await wait_until(lambda: not gossip(alice).graph.has_channel(scid), "closed channel gone")
                 assert gossip(alice).routing_graph.channel(scid, 0) is None
+
+
+@pytest.mark.trio
+async def test_private_channel_updates_go_to_the_peer_only(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = make_node("alice", tmp_path, source, network, channels=True, policy=ALICE_POLICY)
+        bob = make_node("bob", tmp_path, source, network, channels=True)
+        async with running(alice, bob):
+            chain_app = alice.apps["chain"]
+            await source.faucet(chain_app.wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
+            await source.mine(1)
+            await chain_app.wallet.sync()  # type: ignore[attr-defined]
+            await bob.connect(alice.addresses[0])
+            await alice.apps["channels"].fundchannel(bob.node_id.hex(), FUNDING_SAT)  # type: ignore[attr-defined]
+            await source.mine(6)
+            await wait_until(lambda: settled(alice) and settled(bob), "channel ready")
+            scid = only_channel(alice).core.state.short_channel_id
+            # each side holds the other's policy (what a route hint of an invoice needs) ...
+            await wait_until(lambda: scid in announce(bob).peer_updates and scid in announce(alice).peer_updates, "both updates")
+            from_alice = announce(bob).peer_updates[scid]
+            assert (from_alice.fee_base_msat, from_alice.fee_proportional_millionths) == (1000, 100)
+            assert announce(alice).peer_updates[scid].fee_proportional_millionths == 10
+            listed = (await announce(bob).listpolicies())["channels"][0]
+            assert not listed["public"] and listed["peer_policy"]["fee_proportional_millionths"] == 100
+            # ... a new policy reaches the peer too ...
+            await alice.apps["channels"].control_methods["setfee"]("all", fee_ppm=333)
+            await wait_until(lambda: announce(bob).peer_updates[scid].fee_proportional_millionths == 333, "the new policy at Bob")
+            # ... and the channel is in nobody's public graph
+            await gossip(alice).drain()
+            await gossip(bob).drain()
+            assert not gossip(alice).graph.has_channel(scid) and not gossip(bob).graph.has_channel(scid)
+            assert gossip(bob).routing_graph.channel(scid, 0) is None

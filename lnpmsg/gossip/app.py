@@ -257,6 +257,9 @@ class GossipApp(App):
         #: the graph with policies for pathfinding, kept current from accepted gossip
         self.routing = RoutingFeed()
         self.routing.load(store)
+        #: told of channel_updates from peers for channels the graph does not know (a private
+        #: channel's peer sends its update directly, BOLT 7): ``(peer node id, update)``
+        self.on_unknown_update: Callable[[bytes, ChannelUpdate], None] | None = None
         self.counters = _Counters()
         self._peers: dict[bytes, _PeerState] = {}
         #: every sync run, by peer (kept after the peer leaves, for progress reports)
@@ -493,6 +496,8 @@ class GossipApp(App):
                     self._relay(decision)
             elif decision.outcome is Outcome.REJECTED and decision.source is not None:
                 self._rejected(decision)
+            elif self.on_unknown_update is not None and decision.source is not None and type(decision.message) is ChannelUpdate and decision.reason == "unknown channel":
+                self.on_unknown_update(decision.source, decision.message)  # type: ignore[arg-type]
             elif decision.source is None:
                 log.warning("our own %s %s was not taken: %s", decision.kind, _subject(decision.message), decision.reason)
         if any(d.source is None and d.accepted for d in decisions) and self.config.relay:

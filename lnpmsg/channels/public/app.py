@@ -57,7 +57,8 @@ from lnpmsg.gossip.announce import (
     our_signatures,
     signed_announcement,
 )
-from lnpmsg.gossip.messages import AnnouncementSignatures
+from lnpmsg.gossip.messages import AnnouncementSignatures, ChannelUpdate
+from lnpmsg.gossip.verify import check_channel_update
 from lnpmsg.node.peer import Peer
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wire import Message, WarningMessage
@@ -129,6 +130,8 @@ class AnnounceApp(App):
         #: channels whose peer sent us its signatures on its current connection (answer once)
         self._asked: set[int] = set()
         self._announced: set[int] = set()
+        #: the peers' channel_updates of our private channels (their policy towards us: route hints)
+        self.peer_updates: dict[int, ChannelUpdate] = {}
         self._node_announced: tuple[Any, ...] | None = None
         self._node_announced_at = -math.inf
         self._wake = trio.Event()
@@ -200,10 +203,12 @@ class AnnounceApp(App):
         self.gossip  # noqa: B018
         await trio.to_thread.run_sync(self._load_policies)
         remove_listener = self.node.events.add_listener(self._on_event)
+        self.gossip.on_unknown_update = self._on_unknown_update
         try:
             await self._serve()
         finally:
             remove_listener()
+            self.gossip.on_unknown_update = None
 
     def _on_event(self, event: object) -> None:
         # a channel became normal, closed or failed: what to announce changed
@@ -310,7 +315,12 @@ class AnnounceApp(App):
         for channel in list(manager.channels.values()):
             s = channel.core.state
             scid = s.short_channel_id
-            if not scid or not _wants_announce(channel):
+            if not scid:
+                continue
+            if not _wants_announce(channel):
+                again = await self._private_update(channel, now)
+                if again is not None:
+                    next_at = again if next_at is None else min(next_at, again)
                 continue
             if channel.phase not in _OPEN_PHASES:
                 if scid in self._announced:
@@ -372,6 +382,47 @@ class AnnounceApp(App):
         if own:
             await gossip.add_own(own)
         return next_at
+
+    async def _private_update(self, channel: ManagedChannel, now: float) -> float | None:
+        """BOLT 7: our channel_update of a private channel goes to the peer only (for its route hints).
+
+        Sent once per connection and again when the policy changes; returns when to look again.
+        """
+        s = channel.core.state
+        scid = s.short_channel_id
+        if channel.phase is not Phase.NORMAL or s.awaiting_reestablish or not self._connected(channel.peer_id):
+            return None
+        policy = self.policy_of(scid)
+        due, again = self.planner.due(scid, policy, now)
+        if not due and scid in self._sent:
+            return again
+        timestamp, _ = self.planner.take(scid, policy, now)
+        update = build_update(self.facts(channel), self.node.key.secret, policy, timestamp)
+        try:
+            await self.send(channel.peer_id, update)
+            self._sent.add(scid)
+        except Exception as exc:  # noqa: BLE001 - the peer left: the next connection sends it
+            log.debug("announce: private channel_update not sent: %s", exc)
+        return None
+
+    def _on_unknown_update(self, source: bytes, update: ChannelUpdate) -> None:
+        """A channel_update the gossip graph does not know: our private channel's, from its peer?"""
+        manager = self.channels.manager
+        scid = update.short_channel_id.to_int()
+        for channel in manager.of_peer(source) if manager is not None else ():
+            if channel.core.state.short_channel_id != scid or _wants_announce(channel):
+                continue
+            facts = self.facts(channel)
+            if update.channel_flags & 1 != 1 - facts.direction:
+                return  # not the peer's direction
+            node_1, node_2 = sorted((facts.our_node_id, facts.their_node_id))
+            if check_channel_update(update, node_1, node_2) is not None:
+                log.info("announce: a bad private channel_update from %s for %s", source.hex()[:16], format_scid(scid))
+                return
+            known = self.peer_updates.get(scid)
+            if known is None or known.timestamp < update.timestamp:
+                self.peer_updates[scid] = update
+            return
 
     def _connected(self, peer_id: bytes) -> bool:
         peer = self.node.peers.get(peer_id)
@@ -455,7 +506,18 @@ class AnnounceApp(App):
             scid = channel.core.state.short_channel_id
             if not scid:
                 continue
-            out.append({"short_channel_id": format_scid(scid), "public": scid in self._announced, **asdict(self.policy_of(scid))})
+            entry = {"short_channel_id": format_scid(scid), "public": scid in self._announced, **asdict(self.policy_of(scid))}
+            peer = self.peer_updates.get(scid)
+            if peer is not None:
+                entry["peer_policy"] = {
+                    "fee_base_msat": peer.fee_base_msat,
+                    "fee_proportional_millionths": peer.fee_proportional_millionths,
+                    "cltv_expiry_delta": peer.cltv_expiry_delta,
+                    "htlc_minimum_msat": peer.htlc_minimum_msat,
+                    "htlc_maximum_msat": peer.htlc_maximum_msat,
+                    "timestamp": peer.timestamp,
+                }
+            out.append(entry)
         return {"default": asdict(self.config.policy), "channels": out}
 
 
