@@ -28,13 +28,14 @@ from lnpmsg.gossip.announce import (
     announced_addresses,
     build_node_announcement,
     build_update,
+    node_features,
     our_signatures,
     signed_announcement,
 )
 from lnpmsg.gossip.messages import AnnouncementSignatures, NodeAnnouncement
 from lnpmsg.gossip.sign import public_key
 from lnpmsg.gossip.verify import check_channel_announcement, check_channel_update, check_node_announcement
-from lnpmsg.wire import CHAIN_HASHES, IPv4Addr, TorV3Addr, decode_addresses
+from lnpmsg.wire import CHAIN_HASHES, Features, IPv4Addr, TorV3Addr, decode_addresses
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 NAMESPACE = MessageNamespace(
@@ -141,6 +142,12 @@ def test_onion_only_node_announces_its_onion_and_nothing_else() -> None:
     assert decoded.alias.rstrip(b"\0").startswith(b"lnpmsg-") and decoded.rgb_color == public_key(secret(11))[:3]
     name, fields = pyln_read(node.encode())
     assert name == "node_announcement"
+
+
+def test_node_features_keep_what_bolt9_allows_in_node_announcements() -> None:
+    init = Features.from_names(optional=["var_onion_optin", "payment_secret", "basic_mpp", "gossip_queries", "option_anchors"])
+    announced = Features.from_bytes(node_features(init.set(301)))  # an unknown (app) bit stays out
+    assert set(announced.bits()) == {9, 15, 17, 23}
 
 
 def test_update_planner_rate_limits_and_delays_disabling() -> None:

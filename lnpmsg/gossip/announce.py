@@ -32,7 +32,8 @@ import coincurve
 from lnpmsg.gossip.messages import AnnouncementSignatures, ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
 from lnpmsg.gossip.sign import public_key, sign_channel_update, sign_digest, sign_node_announcement
 from lnpmsg.gossip.verify import channel_announcement_digest
-from lnpmsg.wire import Address, ShortChannelId, parse_address
+from lnpmsg.wire import Address, Features, ShortChannelId, parse_address
+from lnpmsg.wire.features import FEATURES_BY_BIT
 
 __all__ = [
     "ANNOUNCE_DEPTH",
@@ -46,6 +47,7 @@ __all__ = [
     "check_their_signatures",
     "default_alias",
     "default_color",
+    "node_features",
     "our_signatures",
     "signed_announcement",
     "unsigned_announcement",
@@ -257,6 +259,13 @@ def announced_addresses(listen_addresses: Iterable[str], *, onion_only: bool, ex
     # BOLT 7: descriptors in ascending type order
     out.sort(key=lambda a: type(a).TYPE if hasattr(type(a), "TYPE") else 255)
     return out
+
+
+def node_features(init_features: Features) -> bytes:
+    """The features a node_announcement carries: those of our ``init`` BOLT 9 allows there (N), and
+    the assumed ones (payment_secret, var_onion_optin...) that other implementations still look for."""
+    bits = [b for b in init_features.bits() if (f := FEATURES_BY_BIT.get(b)) is not None and ("N" in f.contexts or f.assumed)]
+    return Features.from_bits(bits).to_bytes()
 
 
 def default_alias(node_id: bytes) -> str:

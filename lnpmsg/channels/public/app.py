@@ -54,6 +54,7 @@ from lnpmsg.gossip.announce import (
     announced_addresses,
     build_node_announcement,
     build_update,
+    node_features,
     our_signatures,
     signed_announcement,
 )
@@ -440,7 +441,9 @@ class AnnounceApp(App):
         self._node_announced = content
         self._node_announced_at = now
         log.info("announce: node_announcement with %d address(es): %s", len(addresses), ", ".join(str(a) for a in addresses) or "none")
-        return build_node_announcement(self.node.key.secret, timestamp, alias=config.alias, rgb_color=config.rgb_color, addresses=addresses)
+        features = node_features(self.node.local_features())
+        return build_node_announcement(self.node.key.secret, timestamp, alias=config.alias, rgb_color=config.rgb_color,
+                                       addresses=addresses, features=features)  # fmt: skip
 
     # ------------------------------------------------------------ control calls
 
