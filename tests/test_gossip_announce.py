@@ -166,5 +166,7 @@ def test_update_planner_rate_limits_and_delays_disabling() -> None:
     planner.peer_state(1, True, 1140.0)  # back: re-enabled once the interval allows
     assert planner.due(1, newer, 1140.0) == (False, 1190.0)
     assert planner.take(1, newer, 1190.0) == (1190, False)
+    planner.again(1)  # the last one was lost: due now, newer than it
+    assert planner.due(1, newer, 1191.0)[0] and planner.take(1, newer, 1191.0) == (1191, False)
     planner.known(2, 5000)  # a timestamp announced before a restart: the next is newer even if the clock is behind
     assert planner.take(2, policy, 4000.0)[0] == 5001

@@ -364,6 +364,13 @@ class UpdatePlanner:
         sent.disabled = disabled
         return sent.timestamp, disabled
 
+    def again(self, scid: int) -> None:
+        """Sign the next update now (what was sent was lost), still after the last timestamp."""
+        sent = self._sent.get(scid)
+        if sent is not None:
+            sent.policy = None
+            sent.at = float("-inf")
+
     def forget(self, scid: int) -> None:
         self._sent.pop(scid, None)
         self._gone_since.pop(scid, None)

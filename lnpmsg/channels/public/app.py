@@ -77,6 +77,8 @@ POLICY_FILE = "policies.json"
 RECHECK_INTERVAL = 60.0
 #: seconds between looks at a channel whose channel_reestablish is not done yet
 REESTABLISH_POLL = 0.5
+#: seconds after which a channel_announcement the gossip graph did not take is built again
+RESUBMIT_AFTER = 30.0
 _OPEN_PHASES = (Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING)
 
 
@@ -131,6 +133,8 @@ class AnnounceApp(App):
         #: channels whose peer sent us its signatures on its current connection (answer once)
         self._asked: set[int] = set()
         self._announced: set[int] = set()
+        #: when we handed a channel_announcement to the gossip app (until it is in its graph)
+        self._submitted_at: dict[int, float] = {}
         #: the peers' channel_updates of our private channels (their policy towards us: route hints)
         self.peer_updates: dict[int, ChannelUpdate] = {}
         self._node_announced: tuple[Any, ...] | None = None
@@ -335,9 +339,18 @@ class AnnounceApp(App):
             live.add(scid)
             facts = self.facts(channel)
             connected = self._connected(channel.peer_id)
-            if scid not in self._announced and gossip.graph.has_channel(scid):
-                self._announced.add(scid)  # announced before a restart
-                self.planner.known(scid, gossip.graph.channels[scid].update_ts[facts.direction])
+            if gossip.graph.has_channel(scid):
+                self._submitted_at.pop(scid, None)
+                if scid not in self._announced:
+                    self._announced.add(scid)  # announced before a restart
+                    self.planner.known(scid, gossip.graph.channels[scid].update_ts[facts.direction])
+            submitted = self._submitted_at.get(scid)
+            if submitted is not None and not gossip.graph.has_channel(scid) and now - submitted >= RESUBMIT_AFTER:
+                # the gossip app did not take it (e.g. the chain lookup failed): build it again
+                log.warning("announce: %s is not in the gossip graph %.0f s after its announcement: again", format_scid(scid), now - submitted)
+                self._announced.discard(scid)
+                self._submitted_at.pop(scid, None)
+                self.planner.again(scid)
             announced = scid in self._announced
             if connected and s.awaiting_reestablish:
                 # BOLT 2: channel_reestablish first; look again shortly
@@ -364,6 +377,9 @@ class AnnounceApp(App):
                     continue
                 own.append(announcement)
                 self._announced.add(scid)
+                self._submitted_at[scid] = now
+                soon = now + RESUBMIT_AFTER
+                next_at = soon if next_at is None else min(next_at, soon)
                 log.info("announce: %s is public (channel_announcement to the gossip app)", format_scid(scid))
             self.planner.peer_state(scid, connected and channel.phase is Phase.NORMAL, now)
             policy = self.policy_of(scid)
@@ -408,6 +424,12 @@ class AnnounceApp(App):
 
     def _on_unknown_update(self, source: bytes, update: ChannelUpdate) -> None:
         """A channel_update the gossip graph does not know: our private channel's, from its peer?"""
+        try:
+            self._keep_peer_update(source, update)
+        except Exception:  # the gossip app calls this: never fail it
+            log.exception("announce: cannot handle a channel_update from %s", source.hex()[:16])
+
+    def _keep_peer_update(self, source: bytes, update: ChannelUpdate) -> None:
         manager = self.channels.manager
         scid = update.short_channel_id.to_int()
         for channel in manager.of_peer(source) if manager is not None else ():
