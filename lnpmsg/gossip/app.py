@@ -861,6 +861,7 @@ class GossipApp(App):
             result = import_gossip_store(records, self.graph, self.clock())
             _merge_import(total, result)
             self.routing.apply(result.accepted)
+            self.routing.remove(result.removals)
             await self._writes_send.send(("write", result.accepted, result.removals))
             for decision in result.accepted:
                 self._publish(decision)
