@@ -331,6 +331,16 @@ class App:
         """Route ``error``/``warning`` for ``channel_id`` to this app (MountError if another app has it)."""
         self.node.apphost.claim_channel(channel_id, self)
 
+    def protect_peer(self, node_id: bytes) -> None:
+        """Keep room for ``node_id`` (a peer we have channels with): it may connect when
+        unprotected inbound peers are refused (the node's peer limit). Undo with
+        :meth:`unprotect_peer`; calls nest."""
+        self.node.protect_peer(node_id)
+
+    def unprotect_peer(self, node_id: bytes) -> None:
+        """Undo one :meth:`protect_peer`."""
+        self.node.unprotect_peer(node_id)
+
     def release_channel(self, channel_id: bytes) -> None:
         """Stop routing ``channel_id`` to this app."""
         self.node.apphost.release_channel(channel_id, self)

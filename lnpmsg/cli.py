@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--rgb", metavar="RRGGBB", help="the color our node_announcement carries (6 hex digits; default: the node id's first bytes)")
     node.add_argument("--announce-addr", action="append", default=[], metavar="HOST:PORT", help="announce this address too (e.g. a public IP behind NAT); repeatable; never used with --onion-only")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
+    node.add_argument("--gossip-prune-interval", type=float, metavar="SECONDS", help="how often channels without a recent update are pruned from the graph (default: 3600; 0: never)")
+    node.add_argument("--gossip-prune-after", type=float, metavar="DAYS", help="a channel with no update for this long is stale and pruned (default: 14, BOLT 7's two weeks)")
     node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
     node.add_argument("--config", type=Path, metavar="FILE", help="read options from this TOML file instead of DATA_DIR/lnpmsg.toml (see below)")
     _add_demo_command(commands)
@@ -252,6 +254,8 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         alias=args.alias,
         rgb=args.rgb,
         announce_addr=list(args.announce_addr),
+        gossip_prune_interval=args.gossip_prune_interval,
+        gossip_prune_after=args.gossip_prune_after,
         apps=list(args.app),
     )
 

@@ -16,7 +16,7 @@ from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
-    Error,
+    WarningMessage,
     Message,
     TlvSchema,
     TlvStream,
@@ -228,7 +228,7 @@ async def test_malformed_app_message_fails_only_that_connection():
         await raw.exchange_init()
         await raw.send(Note.TYPE.to_bytes(2, "big") + b"\x00")  # truncated room
         error = DEFAULT_REGISTRY.decode((await raw.receive_until_closed())[-1])
-        assert isinstance(error, Error) and b"malformed message of type 32771" in error.data
+        assert isinstance(error, WarningMessage) and b"malformed message of type 32771" in error.data
         await raw.aclose()
         await b.connect(address_of(a))
         await a.apps["notes"].send(b.node_id, Note(room=2, text=b"still here"))

@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 import trio.lowlevel
 
 from lnpmsg.gossip.app import FundingResult, GossipApp, GossipConfig
 from lnpmsg.gossip.events import (
+    ChannelRemovedEvent,
+    GossipRejectedEvent,
     ChannelAnnouncementEvent,
     ChannelUpdateEvent,
     GossipSyncEvent,
@@ -295,7 +298,8 @@ async def test_bad_gossip_is_rejected_with_warnings_and_the_store_unchanged() ->
         body = b"\x01" + bomb
         await peer.send(struct.pack(">H", 261) + CHAIN_HASH_REGTEST + struct.pack(">H", len(body)) + body)
         rest = await until_closed(peer)
-        assert any(m[:2] == struct.pack(">H", Error.TYPE) for m in rest)
+        assert any(m[:2] == struct.pack(">H", WarningMessage.TYPE) for m in rest)
+        assert not any(m[:2] == struct.pack(">H", Error.TYPE) for m in rest)
         await app.drain()
     assert stored_raw(app.store) == before
 
@@ -310,9 +314,30 @@ async def test_truncated_gossip_fails_the_connection_store_unchanged() -> None:
         raw = sign_channel_announcement(*keys, ShortChannelId(1, 2, 3), CHAIN_HASH_REGTEST).encode()
         await peer.send(raw[:200])
         messages = await until_closed(peer)
-        assert any(m[:2] == struct.pack(">H", Error.TYPE) for m in messages)
+        # A warning (an error with the all-zero channel id would ask us to fail every channel),
+        # naming the field the message was cut in.
+        warnings = [WarningMessage.decode(m) for m in messages if m[:2] == struct.pack(">H", WarningMessage.TYPE)]
+        assert warnings and warnings[-1].channel_id == bytes(32)
+        assert b"ChannelAnnouncement.bitcoin_signature_2: truncated" in warnings[-1].data, warnings[-1].data
+        assert not any(m[:2] == struct.pack(">H", Error.TYPE) for m in messages)
         await app.drain()
     assert app.store.counts()["channels"] == 0 and len(app.graph) == 0
+
+
+async def test_a_channel_update_with_a_bad_signature_gets_a_warning_and_the_connection_closed() -> None:
+    """BOLT 7: "if signature is not a valid signature [...] SHOULD send a warning and close the connection"."""
+    now = time.time()
+    net = SyntheticNetwork(4, 6, CHAIN_HASH_REGTEST, base_timestamp=int(now) - 100)
+    node, app = make("regtest")
+    preload(app.store, net, now)
+    app.store.load_into(app.graph)
+    async with running((node, app)), await raw_peer(node, CHAIN_HASH_REGTEST, queries=False) as peer:
+        wrong_key = bytes([7]) * 32  # not either end of the channel
+        await peer.send(sign_channel_update(wrong_key, net.short_channel_id(0), CHAIN_HASH_REGTEST, int(now), direction=0))
+        messages = await until_closed(peer)
+        warnings = [WarningMessage.decode(m) for m in messages if m[:2] == struct.pack(">H", WarningMessage.TYPE)]
+        assert any(b"channel_update" in w.data and b"invalid" in w.data for w in warnings)
+        assert app.counters.disconnected == 1
 
 
 async def test_a_flood_of_invalid_gossip_gets_the_peer_disconnected() -> None:
@@ -424,6 +449,7 @@ async def test_funding_check_and_pruning() -> None:
     app = node.mount(GossipApp(GossipStore(":memory:", CHAIN_HASH_REGTEST), config=FAST, clock=lambda: clock[0], funding_check=funding))
     keys = [bytes([i]) * 32 for i in range(1, 5)]
     async with running((node, app)), await raw_peer(node, CHAIN_HASH_REGTEST, queries=False) as peer:
+        told = node.events.subscribe(lambda e: isinstance(e, (GossipRejectedEvent, ChannelRemovedEvent)))
         for tx in (1, 2):
             await peer.send(sign_channel_announcement(*keys, ShortChannelId(100, tx, 0), CHAIN_HASH_REGTEST))
         bad = sign_channel_announcement(*keys, ShortChannelId(100, 3, 0), CHAIN_HASH_REGTEST)
@@ -442,6 +468,14 @@ async def test_funding_check_and_pruning() -> None:
         assert [r.short_channel_id for r in removed] == [ShortChannelId(100, 2, 0).to_int()]
         assert await app.list_channels() == [] and app.store.counts()["channels"] == 0
         assert await app.close_channel(ShortChannelId(100, 2, 0)) is False
+        # The feed told of the rejection and of the removal.
+        with told:
+            rejected = await told.__anext__()
+            assert isinstance(rejected, GossipRejectedEvent) and rejected.subject == "100x3x0"
+            assert rejected.reason == "node_signature_1 invalid" and rejected.source == peer.key.node_id
+            gone = await told.__anext__()
+            assert isinstance(gone, ChannelRemovedEvent) and gone.short_channel_id == "100x2x0"
+            assert gone.reason == "stale: no update for 14 days" and len(gone.node_ids) == 2
 
 
 async def test_relay_queue_is_bounded_and_drops_gossip_not_replies() -> None:
@@ -498,3 +532,73 @@ async def test_two_nodes_syncing_from_each_other_under_back_pressure() -> None:
         await right_app.drain()
         assert len(left_app.graph) == len(right_app.graph) == 400
         assert stored_raw(left_app.store) == stored_raw(right_app.store)
+
+
+async def test_a_peer_asking_for_initial_routing_sync_without_queries_gets_a_full_dump() -> None:
+    """initial_routing_sync (bit 3), from before gossip queries: everything we hold, unasked."""
+    now = time.time()
+    net = SyntheticNetwork(4, 6, CHAIN_HASH_REGTEST, base_timestamp=int(now) - 100)
+    node, app = make("regtest")
+    messages = preload(app.store, net, now)
+    app.store.load_into(app.graph)
+    async with running((node, app)):
+        peer = await RawPeer.connect(node.listen_addresses[0], node.node_id)
+        async with peer:
+            features = Features.from_bits([3])
+            await peer.exchange_init(Init(features=features.to_bytes(), tlvs=INIT_TLVS.stream(networks=[CHAIN_HASH_REGTEST])))
+            got = set()
+            while len(got) < len(messages):
+                got.add(await next_of(peer, 256, 257, 258))
+            assert got == set(messages)
+        assert "initial_routing_sync (optional, legacy)" in node.describe_features(features)
+
+
+async def test_initial_routing_sync_is_not_honoured_when_gossip_queries_are_negotiated() -> None:
+    now = time.time()
+    net = SyntheticNetwork(2, 1, CHAIN_HASH_REGTEST, base_timestamp=int(now) - 100)
+    node, app = make("regtest")
+    preload(app.store, net, now)
+    app.store.load_into(app.graph)
+    async with running((node, app)):
+        peer = await RawPeer.connect(node.listen_addresses[0], node.node_id)
+        async with peer:
+            features = Features.from_bits([3]) | Features.from_names(optional=["gossip_queries"])
+            await peer.exchange_init(Init(features=features.to_bytes(), tlvs=INIT_TLVS.stream(networks=[CHAIN_HASH_REGTEST])))
+            with trio.move_on_after(1):
+                data = await next_of(peer, 256, 257, 258)
+                raise AssertionError(f"gossip sent unasked: {data[:2].hex()}")
+
+
+async def test_importing_another_chains_store_says_which_network_was_meant(caplog) -> None:
+    node, app = make("bitcoin")
+    async with running((node, app)):
+        result = await app.import_cln_store(str(GOSSIP / "gossip_store.simple.xz"))
+    assert not result.accepted and result.other_chains == {"regtest": 3}  # an announcement, two updates
+    assert "unknown chain: did you mean --network regtest?" in caplog.text
+
+
+async def test_importing_a_stale_store_says_how_many_channels_will_be_pruned_and_when(caplog) -> None:
+    # The real mainnet store is from 2021: every channel is long past the two weeks.
+    node, app = make("bitcoin", config=GossipConfig(flush_interval=0.05, prune_interval=600))
+    async with running((node, app)):
+        result = await app.import_cln_store(*PARTS)
+        assert result.stale_channels == len(app.graph) == 87
+        assert "87 of 87 channel(s) have had no update for 14 days (stale)" in caplog.text
+        assert "pruned at the next prune, in 10 min" in caplog.text
+    # a horizon of ten years keeps them
+    caplog.clear()
+    node, app = make("bitcoin", config=GossipConfig(flush_interval=0.05, stale_after=10 * 365 * 86400))
+    async with running((node, app)):
+        assert (await app.import_cln_store(*PARTS)).stale_channels == 0
+    assert "stale" not in caplog.text
+
+
+def test_the_prune_interval_and_horizon_come_from_the_command_line(tmp_path) -> None:
+    from lnpmsg.gossip.commands import node_gossip_app
+    from lnpmsg.gossip.errors import GossipError
+
+    app = node_gossip_app(tmp_path / "node", "bitcoin", prune_interval=120, prune_after_days=30)
+    assert (app.config.prune_interval, app.config.stale_after) == (120, 30 * 86400)
+    app.store.close()
+    with pytest.raises(GossipError, match="days"):
+        node_gossip_app(tmp_path / "node", "bitcoin", prune_after_days=0)

@@ -15,7 +15,7 @@ from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
-    Error,
+    WarningMessage,
     Features,
     Init,
     Ping,
@@ -106,7 +106,7 @@ async def test_unknown_even_message_gets_error_and_disconnect(caplog):
         await raw.send(b"\x80\x02boom")
         messages = await raw.receive_until_closed()
         error = DEFAULT_REGISTRY.decode(messages[-1])
-        assert isinstance(error, Error) and b"unknown even message type 32770" in error.data
+        assert isinstance(error, WarningMessage) and b"unknown even message type 32770" in error.data
         # the node carries on
         async with await RawPeer.connect(a.listen_addresses[0], a.node_id) as again:
             assert isinstance(DEFAULT_REGISTRY.decode(await again.exchange_init()), Init)
@@ -134,7 +134,7 @@ async def test_bad_tlv_ordering_in_init_gets_error():
         await raw.send(bad)
         messages = await raw.receive_until_closed()
         error = DEFAULT_REGISTRY.decode(messages[-1])
-        assert isinstance(error, Error) and b"malformed init" in error.data
+        assert isinstance(error, WarningMessage) and b"malformed init" in error.data
         await raw.aclose()
 
 
@@ -185,18 +185,28 @@ async def test_corrupt_and_truncated_frames_close_the_connection(damage, caplog)
         assert expected in caplog.text
 
 
-async def test_connections_per_ip_are_limited(caplog):
-    a = make_node(max_connections_per_ip=2, handshake_timeout=5)
+async def test_frames_before_a_bad_mac_in_the_same_write_are_handled_first():
+    """BOLT 8: a bad MAC ends the connection, but the authentic ping before it still gets its pong."""
+    a = make_node()
     async with running(a):
-        host, port = a.listen_addresses[0].rsplit(":", 1)
-        first = await trio.open_tcp_stream(host, int(port))
-        second = await trio.open_tcp_stream(host, int(port))
-        third = await trio.open_tcp_stream(host, int(port))
-        with trio.fail_after(2):
-            assert await third.receive_some(10) == b""
-        assert "2 connections from that IP already" in caplog.text
-        for stream in (first, second, third):
-            await stream.aclose()
+        raw = await _raw(a)
+        ping = raw.encrypt(Ping(num_pong_bytes=7, ignored=b"").encode())
+        bad = raw.encrypt(b"\x80\x01" + bytes(100))
+        await raw.send_raw(ping + bad[:-1] + bytes([bad[-1] ^ 1]))  # one write, one read
+        messages = [DEFAULT_REGISTRY.decode(m) for m in await raw.receive_until_closed(timeout=10)]
+        assert Pong(ignored=bytes(7)) in messages
+        await raw.aclose()
+
+
+def test_decrypt_error_carries_the_authentic_prefix():
+    from lnpmsg.noise import DecryptError, MessageDecryptor, MessageEncryptor
+
+    key, chaining_key = bytes(range(32)), bytes(32)
+    encryptor, decryptor = MessageEncryptor(key, chaining_key), MessageDecryptor(key, chaining_key)
+    good, bad = encryptor.encrypt(b"one"), encryptor.encrypt(b"two")
+    with pytest.raises(DecryptError) as failed:
+        decryptor.feed(good + bad[:-1] + bytes([bad[-1] ^ 1]))
+    assert failed.value.decoded == [b"one"]
 
 
 async def test_peer_that_does_not_read_only_blocks_its_own_sender():

@@ -75,7 +75,7 @@ def test_first_message_must_be_init():
     session.outbox.clear()
     closed_with(session.receive_message(Ping(num_pong_bytes=1).encode(), 1), "expected init")
     (error,) = sent(session)
-    assert isinstance(error, Error) and b"expected init" in error.data
+    assert isinstance(error, WarningMessage) and b"expected init" in error.data
     assert session.state is SessionState.CLOSED
     # sticky: nothing more is accepted or produced
     assert session.receive_message(Init().encode(), 2) == []
@@ -201,7 +201,7 @@ def test_unknown_odd_message_is_passed_up_unknown_even_fails():
     assert event == MessagesReceived((UnknownMessage(type=0x8001, payload=b"hello"),))
     closed_with(session.receive_message(b"\x80\x02hello", 2), "unknown even message type 32770")
     (error,) = sent(session)
-    assert isinstance(error, Error)
+    assert isinstance(error, WarningMessage)
 
 
 def test_second_init_fails():

@@ -572,3 +572,42 @@ def test_probe_timeout_stops_doubling_after_lost_probes() -> None:
         assert longer == pytest.approx(2 * shorter)
     # ... but it ends: later probes keep coming at the longest interval
     assert gaps[MAX_PTO_BACKOFF - 1 :] == pytest.approx([gaps[MAX_PTO_BACKOFF - 1]] * (len(gaps) - MAX_PTO_BACKOFF + 1))
+
+
+async def test_a_flood_of_initials_that_never_continue_leaves_room_for_a_real_peer() -> None:
+    """300 Initials (never followed up) from 30 loopback sources: above the threshold the
+    listener answers with QUIC Retry and keeps no state, so a real dialer still gets in."""
+    from lnpmsg.testing.attacks import attacker_sources, quic_initial_flood, quic_initials
+    from lnpmsg.transports.udp import MAX_PENDING_HANDSHAKES, RETRY_THRESHOLD
+
+    server = UdpTransport(handshake_timeout=60)
+    client = UdpTransport(handshake_timeout=30)
+    initials = quic_initials(300)
+    async with serving(server, echo) as listener:
+        host, port = listener.local_address.rsplit(":", 1)
+        await quic_initial_flood(host, int(port), attacker_sources(3, 10), initials, per_second=2000)
+        with trio.fail_after(STEP):
+            while listener.stats["retry"] < 300 - RETRY_THRESHOLD:
+                await trio.sleep(0.01)
+        assert listener.connection_count <= RETRY_THRESHOLD < MAX_PENDING_HANDSHAKES
+        with trio.fail_after(30):
+            conn = await client.dial(listener.local_address)  # follows the Retry with its token
+            await conn.send_frames([b"real"])
+            assert await conn.receive_some() == b"real"
+        assert listener.stats["accepted"] >= 1
+        await conn.aclose()
+
+
+def test_retry_tokens_are_bound_to_address_connection_id_and_time() -> None:
+    from lnpmsg.transports.udp_retry import RetryTokens
+
+    tokens = RetryTokens(lifetime=10)
+    token = tokens.create(("10.0.0.1", 4000), b"odcid-01", b"retry-id", now=100)
+    assert tokens.validate(("10.0.0.1", 4000), token, b"retry-id", now=105) == b"odcid-01"
+    for address, cid, now in ((("10.0.0.2", 4000), b"retry-id", 105), (("10.0.0.1", 4000), b"other-id", 105), (("10.0.0.1", 4000), b"retry-id", 111)):
+        with pytest.raises(ValueError):
+            tokens.validate(address, token, cid, now)
+    with pytest.raises(ValueError):
+        tokens.validate(("10.0.0.1", 4000), token[:-1] + bytes([token[-1] ^ 1]), b"retry-id", 105)
+    with pytest.raises(ValueError):
+        RetryTokens().validate(("10.0.0.1", 4000), token, b"retry-id", 105)  # another listener's key

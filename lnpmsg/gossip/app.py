@@ -61,7 +61,7 @@ from lnpmsg.gossip.cln_store import (
     load_gossip_store_file,
     read_gossip_store,
 )
-from lnpmsg.gossip.events import GossipSyncEvent, event_for, gossip_filter
+from lnpmsg.gossip.events import ChannelRemovedEvent, GossipRejectedEvent, GossipSyncEvent, event_for, gossip_filter
 from lnpmsg.gossip.graph import (
     STALE_AFTER,
     ChannelRemoved,
@@ -109,6 +109,12 @@ from lnpmsg.wire import (
     WarningMessage,
     WireError,
 )
+from lnpmsg.wire.features import INITIAL_ROUTING_SYNC
+
+#: chain hash -> network name, to name the chain of foreign gossip
+_NETWORK_OF: dict[bytes, str] = {}
+for _network, _chain in CHAIN_HASHES.items():
+    _NETWORK_OF.setdefault(_chain, _network)  # "bitcoin" before its alias "mainnet"
 
 __all__ = ["FundingCheck", "FundingResult", "GossipApp", "GossipConfig"]
 
@@ -247,6 +253,8 @@ class GossipApp(App):
         self.config = config
         self.import_at_start = tuple(import_at_start)
         self.clock = clock
+        #: when the next prune of stale channels runs (our clock; None: no prune scheduled)
+        self.next_prune: float | None = None
         self.funding_check = funding_check
         self.store = store
         self.astore = AsyncGossipStore(store)
@@ -334,6 +342,13 @@ class GossipApp(App):
         else:
             # BOLT 7: a peer not offering gossip_queries is not worth gossip from.
             self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=MAX_U32, timestamp_range=0))
+            if features.has(INITIAL_ROUTING_SYNC) and self.config.answer_queries and self._nursery is not None:
+                # It asks for a full dump (initial_routing_sync, from before gossip queries):
+                # everything we hold, then the live gossip, as if it had sent a filter for all time.
+                everything = GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=0, timestamp_range=MAX_U32)
+                state.their_filter = everything
+                log.info("gossip: %s asked for a full dump (initial_routing_sync): sending what we hold", peer.node_id.hex())
+                self._nursery.start_soon(self._backfill, state, everything)
 
     def _state(self, peer: Peer) -> _PeerState | None:
         """The peer's state (the peer_ready hook made it before any of its messages came)."""
@@ -385,10 +400,12 @@ class GossipApp(App):
         except PeerClosedError:
             pass
 
-    def _warn(self, state: _PeerState, text: str) -> None:
+    def _warn(self, state: _PeerState, text: str, *, always: bool = False) -> None:
+        """Send the peer a ``warning`` (at most ``MAX_WARNINGS_PER_MINUTE``, unless ``always``:
+        the one before a close)."""
         now = trio.current_time()
         state.warnings = [t for t in state.warnings if now - t < 60.0]
-        if len(state.warnings) >= MAX_WARNINGS_PER_MINUTE:
+        if len(state.warnings) >= MAX_WARNINGS_PER_MINUTE and not always:
             return
         state.warnings.append(now)
         self.counters.warnings_sent += 1
@@ -549,9 +566,15 @@ class GossipApp(App):
         if state is None:
             return
         state.invalid += 1
-        if decision.warn:
-            self._warn(state, f"{decision.kind} {_subject(decision.message)}: {decision.reason}")
-        if state.invalid > self.config.max_invalid and state.peer.is_ready:
+        if self.node.events.has_subscribers:
+            self.node.events.publish(GossipRejectedEvent(decision.kind, _subject(decision.message), decision.source, decision.reason))
+        if decision.warn or decision.close:
+            self._warn(state, f"{decision.kind} {_subject(decision.message)}: {decision.reason}", always=decision.close)
+        if decision.close and state.peer.is_ready:
+            self.counters.disconnected += 1
+            log.warning("closing %s: %s %s: %s (BOLT 7)", state.node_id.hex(), decision.kind, _subject(decision.message), decision.reason)
+            state.peer.close(f"{decision.kind} {_subject(decision.message)}: {decision.reason}")
+        elif state.invalid > self.config.max_invalid and state.peer.is_ready:
             self.counters.disconnected += 1
             log.warning("closing %s: %d invalid gossip messages", state.node_id.hex(), state.invalid)
             state.peer.close(f"too many invalid gossip messages ({state.invalid})")
@@ -579,10 +602,19 @@ class GossipApp(App):
                 log.exception("gossip store write failed (%d decisions)", len(decisions))
 
     async def apply_removals(self, removals: Sequence[ChannelRemoved]) -> None:
-        """Write channel removals (closed, pruned) to the store, after what is queued before them."""
+        """Write channel removals (closed, pruned) to the store, after what is queued before them,
+        and publish each (``gossip.channel_removed``)."""
         if removals:
             self.routing.remove(removals)
             await self._writes_send.send(("write", [], list(removals)))
+            events = self.node.events
+            if events.has_subscribers:
+                for change in removals:
+                    events.publish(
+                        ChannelRemovedEvent(
+                            str(ShortChannelId.from_int(change.short_channel_id)), change.node_ids, change.orphaned_nodes, change.reason
+                        )
+                    )
 
     async def close_channel(self, short_channel_id: ShortChannelId | int, reason: str = "closed") -> bool:
         """Forget a channel whose funding output was spent (e.g. told by a chain watcher)."""
@@ -829,6 +861,7 @@ class GossipApp(App):
 
     async def _prune_loop(self) -> None:
         while True:
+            self.next_prune = self.clock() + self.config.prune_interval
             await trio.sleep(self.config.prune_interval)
             await self.prune()
 
@@ -870,6 +903,7 @@ class GossipApp(App):
                 log.info("gossip import: %d%% (%d records)", 100 * done // max(1, len(data)), total.records)
             await trio.lowlevel.checkpoint()
         await self.drain()
+        self._explain_import(total)
         log.info(
             "gossip import: 100%%: %d records, %d accepted, %d deleted skipped, %d channel(s) closed, %d malformed in %.1f s; the graph has %d channels",
             total.records,
@@ -881,6 +915,35 @@ class GossipApp(App):
             len(self.graph),
         )
         return total
+
+    def _explain_import(self, result: ImportResult) -> None:
+        """Say at once what an import will lead to: gossip of another chain (ignored, and
+        which network it was for) and stale channels (pruned soon, and when)."""
+        other: Counter[str] = Counter()
+        for decision in result.decisions:
+            if decision.reason == "unknown chain":
+                chain = getattr(decision.message, "chain_hash", b"")
+                other[_NETWORK_OF.get(chain, chain.hex() if chain else "?")] += 1
+        result.other_chains = other
+        ours = _NETWORK_OF.get(self.chain_hash, self.chain_hash.hex())
+        for network, count in other.most_common():
+            hint = f": did you mean --network {network}?" if network in ("bitcoin", "testnet", "signet", "regtest") else ""
+            log.warning("gossip store import: %d message(s) for chain %s ignored, this node runs on %s: unknown chain%s", count, network, ours, hint)
+        now = self.clock()
+        stale = len(self.graph.stale_channels(now, self.config.stale_after))
+        result.stale_channels = stale
+        if stale:
+            days = self.config.stale_after / 86400
+            if self.config.prune_interval > 0:
+                at = self.next_prune if self.next_prune is not None else now + self.config.prune_interval
+                when = f"at the next prune, in {max(0.0, at - now) / 60:.0f} min (every {self.config.prune_interval:g} s)"
+            else:
+                when = "never (pruning is off)"
+            log.warning(
+                "gossip store import: %d of %d channel(s) have had no update for %g days (stale): they will be pruned %s; "
+                "import a fresher store, or set the prune horizon (--gossip-prune-after)",
+                stale, len(self.graph), days, when,
+            )
 
     # ------------------------------------------------------------ control API
 

@@ -121,6 +121,10 @@ class ImportResult:
     removals: list[ChannelRemoved] = field(default_factory=list)
     #: records that do not decode (type and reason)
     malformed: list[str] = field(default_factory=list)
+    #: messages for another chain, by network name (ignored)
+    other_chains: Counter[str] = field(default_factory=Counter)
+    #: channels in the graph after the import with no update within the prune horizon
+    stale_channels: int = 0
 
     @property
     def accepted(self) -> list[Decision]:

@@ -57,7 +57,7 @@ __all__ = ["COMMANDS", "EVENT_TYPES", "add_commands", "node_gossip_app", "progre
 #: the top-level subcommand of this module (its own subcommands are in ``args.gossip_command``)
 COMMANDS = frozenset({"gossip"})
 #: the gossip event types ``subscribe --type`` takes (topics ``gossip.<type>``)
-EVENT_TYPES = ("channel_announcement", "node_announcement", "channel_update")
+EVENT_TYPES = ("channel_announcement", "node_announcement", "channel_update", "channel_removed", "rejected")
 #: seconds between ``gossip.progress`` calls of ``sync``
 SYNC_POLL = 0.5
 #: characters of the progress bar between its brackets
@@ -366,10 +366,13 @@ async def _subscribe(client: ControlClient, args: argparse.Namespace) -> None:
     nodes, scids = set(args.node), set(args.scid)
     # The event socket takes any topic: ask the app first, so that a node without it says so.
     await client.call("gossip.progress", timeout=args.timeout)
-    async with await client.subscribe(*topics) as events:
+    async with await client.subscribe(*topics, lifecycle=True) as events:
         print(f"subscribed to {', '.join(topics)}", file=sys.stderr, flush=True)
         received = 0
         async for event in events:
+            if event.topic.startswith("node."):
+                print(_LIFECYCLE.get(event.topic, event.topic).format(**event.data), file=sys.stderr, flush=True)
+                continue
             if event.missed:
                 print(f"missed {event.missed} {event.topic} event(s): this subscriber fell behind", file=sys.stderr, flush=True)
             if not _concerns(event.data, nodes, scids):
@@ -380,6 +383,12 @@ async def _subscribe(client: ControlClient, args: argparse.Namespace) -> None:
             if args.count and received >= args.count:
                 return
 
+
+_LIFECYCLE = {
+    "node.stopping": "the node is stopping ({reason}); waiting for it to come back",
+    "node.restarted": "the node restarted: event numbers (seq) begin again",
+    "node.silent": "no word from the node for {seconds:g} s (not even a heartbeat): is it still running?",
+}
 
 _SESSIONS = {"getnode": _lookup, "getchannel": _lookup, "sync": _sync, "subscribe": _subscribe}
 
@@ -424,6 +433,8 @@ def node_gossip_app(
     import_files: Sequence[str | Path] = (),
     *,
     chain_app: Mountable | None = None,
+    prune_interval: float | None = None,
+    prune_after_days: float | None = None,
 ) -> GossipApp:
     """The gossip app ``lnpmsg node`` mounts: its store in ``data_dir``, for ``network``.
 
@@ -431,10 +442,12 @@ def node_gossip_app(
     parts of one store in order, imported while the node starts.
     ``chain_app``: a :class:`~lnpmsg.wallet.app.ChainApp` whose chain checks
     every announced funding output; without one, channels are accepted on
-    their four signatures alone. Raises :class:`~lnpmsg.gossip.errors.GossipError`
+    their four signatures alone. ``prune_interval`` (seconds, 0: never) and
+    ``prune_after_days`` (the stale horizon) override :class:`GossipConfig`'s.
+    Raises :class:`~lnpmsg.gossip.errors.GossipError`
     (a file that is missing, a store that cannot be opened or is another chain's).
     """
-    from lnpmsg.gossip.app import GossipApp
+    from lnpmsg.gossip.app import GossipApp, GossipConfig
     from lnpmsg.gossip.errors import GossipError
     from lnpmsg.gossip.store import DB_FILE_NAME, GossipStore
     from lnpmsg.wire import CHAIN_HASHES
@@ -442,10 +455,19 @@ def node_gossip_app(
     for name in import_files:
         if not Path(name).is_file():
             raise GossipError(f"--gossip-import: no such file: {name}")
+    config = GossipConfig()
+    if prune_interval is not None:
+        if prune_interval < 0:
+            raise GossipError("--gossip-prune-interval: seconds, 0 or more (0: never prune)")
+        config.prune_interval = prune_interval
+    if prune_after_days is not None:
+        if prune_after_days <= 0:
+            raise GossipError("--gossip-prune-after: days, more than 0")
+        config.stale_after = int(prune_after_days * 86400)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = GossipStore(data_dir / DB_FILE_NAME, CHAIN_HASHES[network])
     funding = _chain_app_funding_check(chain_app) if chain_app is not None else None
-    return GossipApp(store, funding_check=funding, import_at_start=[str(f) for f in import_files])
+    return GossipApp(store, config=config, funding_check=funding, import_at_start=[str(f) for f in import_files])
 
 
 def _chain_app_funding_check(chain_app: Mountable) -> FundingCheck:

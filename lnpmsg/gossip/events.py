@@ -3,7 +3,9 @@
 Every accepted gossip message is published once, on a topic per message
 type (``gossip.channel_announcement``, ``gossip.node_announcement``,
 ``gossip.channel_update``), raw (hex, exactly as signed) and decoded (a
-JSON-able dict). Sync progress goes out on ``gossip.sync``.
+JSON-able dict). Sync progress goes out on ``gossip.sync``; a channel leaving
+the graph (pruned as stale, or closed) on ``gossip.channel_removed``; a
+message rejected (bad signature, malformed) on ``gossip.rejected``.
 
 A gossip event holds the message and its bytes; the hex and the decoded
 dict are made when read, so publishing costs little when few subscribers
@@ -23,7 +25,10 @@ from lnpmsg.gossip.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnou
 from lnpmsg.wire import Message
 
 __all__ = [
+    "ALL_GOSSIP_TOPICS",
+    "ChannelRemovedEvent",
     "GOSSIP_TOPICS",
+    "GossipRejectedEvent",
     "ChannelAnnouncementEvent",
     "ChannelUpdateEvent",
     "GossipEvent",
@@ -102,7 +107,36 @@ class GossipSyncEvent:
     channels_answered: int
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelRemovedEvent:
+    """A channel left the graph: pruned (no update within the horizon) or closed."""
+
+    topic = "gossip.channel_removed"
+    short_channel_id: str
+    #: the channel's two ends
+    node_ids: tuple[bytes, ...]
+    #: nodes that left with it (no other channel)
+    orphaned_nodes: tuple[bytes, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GossipRejectedEvent:
+    """A peer's gossip message was rejected (BOLT 7: a bad signature, a malformed field)."""
+
+    topic = "gossip.rejected"
+    #: channel_announcement, channel_update or node_announcement
+    type: str
+    #: the channel (``BLOCKxTXxOUT``) or node (hex) it was about
+    subject: str
+    #: the peer it came from
+    source: bytes | None
+    reason: str
+
+
 GOSSIP_TOPICS = (ChannelAnnouncementEvent.topic, NodeAnnouncementEvent.topic, ChannelUpdateEvent.topic)
+#: every topic the gossip app publishes on
+ALL_GOSSIP_TOPICS = (*GOSSIP_TOPICS, GossipSyncEvent.topic, ChannelRemovedEvent.topic, GossipRejectedEvent.topic)
 
 
 def event_for(decision: Decision, channel_nodes: tuple[bytes, bytes] | None = None) -> GossipEvent:

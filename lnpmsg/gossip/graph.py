@@ -151,6 +151,8 @@ class Decision:
     reason: str = ""
     #: BOLT 7 says to send the peer a ``warning`` (bad signature, malformed)
     warn: bool = False
+    #: BOLT 7 says to close the connection too (a channel_update whose signature fails)
+    close: bool = False
     #: accepted and fit to pass on to other peers
     relay: bool = False
     #: the peer it came from (None: imported or our own)
@@ -189,6 +191,8 @@ class ChannelRemoved:
     short_channel_id: int
     orphaned_nodes: tuple[bytes, ...]
     reason: str
+    #: the channel's two ends
+    node_ids: tuple[bytes, ...] = ()
 
 
 class ChannelState:
@@ -408,18 +412,20 @@ class Graph:
             return self._prepare_node(message, raw, now, source)  # type: ignore[arg-type]
         raise TypeError(f"not a gossip message: {type(message).__name__}")
 
-    def _decide(self, outcome: Outcome, message: Message, raw: bytes, reason: str, source: bytes | None, *, warn: bool = False) -> Decision:
+    def _decide(
+        self, outcome: Outcome, message: Message, raw: bytes, reason: str, source: bytes | None, *, warn: bool = False, close: bool = False
+    ) -> Decision:
         kind = _KINDS[type(message)]
         self.counters.by_kind[(kind, outcome.value)] += 1
         self.counters.reasons[f"{kind}: {reason}"] += 1
-        return Decision(outcome, message, raw, reason, warn=warn, source=source)
+        return Decision(outcome, message, raw, reason, warn=warn, close=close, source=source)
 
     def _known_bad(self, message: Message, raw: bytes, source: bytes | None) -> Decision | None:
         reason = self._bad.get(raw)
         if reason is None:
             return None
         self._bad.move_to_end(raw)
-        return self._decide(Outcome.REJECTED, message, raw, f"{reason} (seen before)", source)
+        return self._decide(Outcome.REJECTED, message, raw, f"{reason} (seen before)", source, close=type(message) is ChannelUpdate)
 
     def _prepare_update(self, msg: ChannelUpdate, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
         if msg.chain_hash != self.chain_hash:
@@ -512,7 +518,8 @@ class Graph:
             self._bad[pending.raw] = reason
             if len(self._bad) > BAD_MESSAGE_MEMORY:
                 self._bad.popitem(last=False)
-            return self._decide(Outcome.REJECTED, msg, pending.raw, reason, pending.source, warn=True)
+            # BOLT 7: a channel_update with a bad signature: warn and close the connection
+            return self._decide(Outcome.REJECTED, msg, pending.raw, reason, pending.source, warn=True, close=kind is ChannelUpdate)
         if funding_error is not None:
             return self._decide(Outcome.IGNORED, msg, pending.raw, funding_error, pending.source)
         if capacity_sat is not None:
@@ -616,7 +623,7 @@ class Graph:
                 if node.channels <= 0:
                     del self.nodes[node_id]
                     orphans.append(node_id)
-        return ChannelRemoved(scid, tuple(orphans), reason)
+        return ChannelRemoved(scid, tuple(orphans), reason, (channel.node_id_1, channel.node_id_2))
 
     def stale_channels(self, now: float, stale_after: int = STALE_AFTER) -> list[int]:
         """Channels whose oldest latest-update (or first sight, for a direction never updated) is too old."""
@@ -632,8 +639,9 @@ class Graph:
     def prune(self, now: float, stale_after: int = STALE_AFTER) -> list[ChannelRemoved]:
         """Remove every stale channel (BOLT 7's two weeks by default)."""
         removed = []
+        horizon = f"{stale_after / 86400:g} days" if stale_after % 86400 == 0 else f"{stale_after:g} s"
         for scid in self.stale_channels(now, stale_after):
-            change = self.remove_channel(scid, "stale: no update for two weeks")
+            change = self.remove_channel(scid, f"stale: no update for {horizon}")
             if change is not None:
                 removed.append(change)
         return removed

@@ -304,6 +304,34 @@ class TrioSocket:
                 await self._yields.spend()
             return parts
 
+    async def recv_multipart_with_peer(self) -> tuple[list[bytes], str | None]:
+        """Like :meth:`recv_multipart`, plus the sender's IP (libzmq's ``Peer-Address``
+        property of the first part: set for TCP peers, None otherwise)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        yielded = False
+        while True:
+            self._check_open()
+            try:
+                first = self._sock.recv(_NOBLOCK, copy=False)
+                parts: list[bytes] = [first.bytes]
+                while self._sock.get(_RCVMORE):
+                    parts.append(self._sock.recv(_NOBLOCK))
+            except zmq.Again:
+                await self._wait(_POLLIN)
+                yielded = True
+                continue
+            except zmq.ZMQError as exc:
+                self._raise_if_gone(exc)
+                raise
+            self._after_op()
+            if not yielded:
+                await self._yields.spend()
+            try:
+                peer: str | None = first.get("Peer-Address")
+            except zmq.ZMQError:
+                peer = None
+            return parts, peer
+
     # -------------------------------------------------------------- waiting
 
     def _ready(self, event: int, partial_owner: bool) -> bool:

@@ -55,6 +55,8 @@ RESTART_MAX_DELAY = 30.0
 RESTART_POLICIES = ("always", "never")
 #: a shielded hook (peer_gone, stopping) of an app without a timeout still ends after this
 SHIELDED_HOOK_LIMIT = 10.0
+#: unknown feature bits named one by one in logs and listpeers; more are counted
+MAX_NAMED_UNKNOWN_BITS = 16
 
 #: a message handler: ``handler(peer, message)``, a plain or an async function
 Handler = Callable[[Peer, Any], Awaitable[None] | None]
@@ -243,7 +245,11 @@ class AppHost:
         return features
 
     def describe_features(self, features: Features | None) -> list[str]:
-        """Names of a feature vector's bits; bits of mounted apps are named after the app."""
+        """Names of a feature vector's bits; bits of mounted apps are named after the app.
+
+        Bounded whatever the peer sent: known bits by name, the first
+        :data:`MAX_NAMED_UNKNOWN_BITS` unknown ones by number, the rest counted.
+        """
         if features is None:
             return []
         by_bit: dict[int, str] = {}
@@ -251,11 +257,19 @@ class AppHost:
             for bit in app.features.bits():
                 by_bit[bit & ~1] = by_bit[bit | 1] = app.name
         out = []
+        unknown = 0
         for bit in features.bits():
             name = describe(Features.from_bits([bit]))[0]
-            if "unknown" in name and bit in by_bit:
-                name = f"{by_bit[bit]} ({'optional' if bit & 1 else 'required'}, bit {bit})"
+            if "unknown" in name:
+                if bit in by_bit:
+                    name = f"{by_bit[bit]} ({'optional' if bit & 1 else 'required'}, bit {bit})"
+                else:
+                    unknown += 1
+                    if unknown > MAX_NAMED_UNKNOWN_BITS:
+                        continue
             out.append(name)
+        if unknown > MAX_NAMED_UNKNOWN_BITS:
+            out.append(f"{unknown - MAX_NAMED_UNKNOWN_BITS} more unknown bit(s)")
         return out
 
     # ---------------------------------------------------------------- hooks

@@ -8,6 +8,7 @@ and an existing file readable by group or others is refused, like ssh does.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import coincurve
 
-__all__ = ["NodeKey", "IdentityError", "KEY_FILE_NAME", "load_or_create_key", "load_key_file", "key_from_hex"]
+log = logging.getLogger(__name__)
+
+__all__ = ["NodeKey", "IdentityError", "KEY_FILE_NAME", "load_or_create_key", "load_key_file", "key_from_hex", "secure_data_dir"]
 
 KEY_FILE_NAME = "node_key"
 
@@ -87,11 +90,31 @@ def load_key_file(path: Path, *, check_permissions: bool = True) -> NodeKey:
         raise IdentityError(f"node key {path} is neither 32 raw bytes nor 64 hex characters") from exc
 
 
+def secure_data_dir(data_dir: Path) -> None:
+    """Make an existing data directory private (0700): it holds the node key, wallet and
+    channel state, and other users should not even list it. Logs what it changed, or a
+    warning if it cannot (another owner)."""
+    try:
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if not mode & 0o077:
+        return
+    try:
+        os.chmod(data_dir, mode & 0o700)
+    except OSError as exc:
+        log.warning("data directory %s is accessible by other users (mode %o) and cannot be tightened: %s", data_dir, mode, exc.strerror or exc)
+        return
+    log.warning("data directory %s was accessible by other users (mode %o): tightened to %o", data_dir, mode, mode & 0o700)
+
+
 def load_or_create_key(data_dir: Path) -> tuple[NodeKey, bool]:
     """Load ``data_dir/node_key``, creating it (mode 0600) on first start.
 
+    An existing ``data_dir`` open to other users is tightened to 0700 first.
     Returns the key and whether it was created now.
     """
+    secure_data_dir(data_dir)
     path = data_dir / KEY_FILE_NAME
     if path.exists():
         return load_key_file(path), False

@@ -17,6 +17,19 @@ from typing import TypeVar
 
 import trio
 
+from lnpmsg.node.admission import (
+    ACT_ONE_TIMEOUT,
+    MAX_CONNECTIONS_PER_IP,
+    MAX_PEERS,
+    MAX_PENDING_HANDSHAKES,
+    MAX_PENDING_PER_IP,
+    MAX_PENDING_PER_SUBNET,
+    MAX_PENDING_TOR,
+    RESERVED_PEER_SLOTS,
+    Admission,
+    AdmissionLimits,
+    RefusalLog,
+)
 from lnpmsg.node.apphost import AppHost, AppState, Mountable, MountError
 from lnpmsg.node.events import (
     CustomMessageReceived,
@@ -74,10 +87,6 @@ __all__ = ["MAX_CONNECTIONS_PER_IP", "MAX_PENDING_HANDSHAKES", "MountError", "Mo
 
 log = logging.getLogger("lnpmsg.node")
 
-#: connections (handshaking or established) one remote IP may hold at once
-MAX_CONNECTIONS_PER_IP = 16
-#: inbound handshakes in progress at once, over all IPs: bounds a handshake flood
-MAX_PENDING_HANDSHAKES = 128
 #: reconnect back-off for peers we keep connected (seconds, doubled up to the max)
 RECONNECT_MIN_DELAY = 1.0
 RECONNECT_MAX_DELAY = 300.0
@@ -108,8 +117,15 @@ class NodeConfig:
     ping_interval: float = PING_INTERVAL
     pong_timeout: float = PONG_TIMEOUT
     max_queued_bytes: int = MAX_QUEUED_BYTES
+    #: inbound admission (see :mod:`lnpmsg.node.admission`)
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
     max_pending_handshakes: int = MAX_PENDING_HANDSHAKES
+    max_pending_per_ip: int = MAX_PENDING_PER_IP
+    max_pending_per_subnet: int = MAX_PENDING_PER_SUBNET
+    max_pending_tor: int = MAX_PENDING_TOR
+    act_one_timeout: float = ACT_ONE_TIMEOUT
+    max_peers: int = MAX_PEERS
+    reserved_peer_slots: int = RESERVED_PEER_SLOTS
     #: Tor's SOCKS port (host, port): enables the ``tor`` transport for onion peers
     tor_socks: tuple[str, int] | None = None
     #: Tor only: no transport but ``tor`` (so nothing can reach a peer around
@@ -161,7 +177,7 @@ class Node:
         #: (``127.0.0.1:9735``, ``udp://127.0.0.1:9735``, ``zmq+tcp://127.0.0.1:9736``)
         self.listen_addresses: list[str] = []
         #: inbound connections dropped before becoming peers, by reason
-        #: (``handshake_failed``, ``refused_ip_limit``, ``refused_handshake_limit``)
+        #: (``handshake_failed``, ``refused_ip_limit``, ``evicted``, ``refused_peer_limit``)
         self.stats: Counter[str] = Counter()
         #: the apps: ownership, features, hooks, supervision (see :mod:`lnpmsg.node.apphost`)
         self.apphost = AppHost(self)
@@ -171,8 +187,23 @@ class Node:
         self.apps = self.apphost.apps
         #: messages that reached no handler and no subscriber (unknown odd types)
         self.ignored_messages = 0
-        self._connections_per_ip: Counter[str] = Counter()
-        self._pending_handshakes = 0
+        cfg = self.config
+        self.admission = Admission(
+            AdmissionLimits(
+                max_pending=cfg.max_pending_handshakes,
+                max_pending_per_ip=cfg.max_pending_per_ip,
+                max_pending_per_subnet=cfg.max_pending_per_subnet,
+                max_pending_tor=cfg.max_pending_tor,
+                max_connections_per_ip=cfg.max_connections_per_ip,
+                max_peers=cfg.max_peers,
+                reserved_peer_slots=cfg.reserved_peer_slots,
+            )
+        )
+        self._refusals = RefusalLog()
+        #: each pending inbound handshake's cancel scope (an eviction cancels it)
+        self._handshakes: dict[Connection, tuple[trio.CancelScope, str]] = {}
+        #: peers kept above the inbound limit (an app has channels with them: :meth:`protect_peer`)
+        self._protected: Counter[bytes] = Counter()
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
         self.started = trio.Event()
@@ -287,6 +318,7 @@ class Node:
                     await self.listen(address)
                 for address in self.config.connect:
                     nursery.start_soon(self._keep_connected, parse_peer_address(address))
+                nursery.start_soon(self._summarise_refusals)
                 self.started.set()
                 task_status.started()
                 await self._stopped.wait()
@@ -351,8 +383,22 @@ class Node:
 
     @property
     def pending_handshakes(self) -> int:
-        """Inbound BOLT-8 handshakes in progress now (bounded by ``max_pending_handshakes``)."""
-        return self._pending_handshakes
+        """Inbound BOLT-8 handshakes in progress now (bounded, see :mod:`lnpmsg.node.admission`)."""
+        return self.admission.pending
+
+    def protect_peer(self, node_id: bytes) -> None:
+        """Keep room for ``node_id`` (e.g. a channel peer): it may connect past the inbound
+        peer limit, into the reserved slots. Calls nest: each needs one :meth:`unprotect_peer`."""
+        self._protected[node_id] += 1
+
+    def unprotect_peer(self, node_id: bytes) -> None:
+        """Undo one :meth:`protect_peer`."""
+        self._protected[node_id] -= 1
+        if self._protected[node_id] <= 0:
+            del self._protected[node_id]
+
+    def is_protected(self, node_id: bytes) -> bool:
+        return node_id in self._protected
 
     @property
     def addresses(self) -> list[str]:
@@ -378,40 +424,74 @@ class Node:
 
     @staticmethod
     def _remote_ip(conn: Connection) -> str:
+        """The source a connection counts against: its IP, whatever the transport.
+
+        A ZeroMQ session's ``remote_address`` names our endpoint and its routing
+        id (new for every connection), so its ``peer_ip`` is used; one whose IP
+        libzmq cannot tell (ipc) counts against its endpoint, all such together.
+        """
+        if conn.peer_ip:
+            return conn.peer_ip
+        address = conn.remote_address
+        if conn.kind == "zmq":
+            return address.split("#", 1)[0]
         try:
-            return split_host_port(conn.remote_address)[0]
+            return split_host_port(address)[0]
         except ValueError:
-            return conn.remote_address
+            return address
+
+    def _refused(self, ip: str, reason: str, stat: str) -> None:
+        """Count a refused or evicted connection; the log gets one summary per interval."""
+        self.stats[stat] += 1
+        line = self._refusals.record(ip, reason, trio.current_time())
+        if line is not None:
+            log.warning("%s", line)
+
+    async def _summarise_refusals(self) -> None:
+        while True:
+            await trio.sleep(self._refusals.interval)
+            line = self._refusals.flush(trio.current_time())
+            if line is not None:
+                log.warning("%s", line)
 
     async def _accept(self, conn: Connection) -> None:
-        """Run an inbound connection: limits, handshake, then the peer."""
+        """Run an inbound connection: admission, handshake, then the peer."""
         ip = self._remote_ip(conn)
-        # Every onion peer arrives from Tor on 127.0.0.1: a per-IP cap would cap them all together.
-        if conn.kind != "tor" and self._connections_per_ip[ip] >= self.config.max_connections_per_ip:
-            self.stats["refused_ip_limit"] += 1
-            log.warning("refusing connection from %s: %d connections from that IP already", conn.remote_address, self._connections_per_ip[ip])
+        # Every onion peer arrives from Tor on 127.0.0.1: it has a budget of its own.
+        source = None if conn.kind == "tor" else ip
+        decision = self.admission.admit(conn, source, trio.current_time())
+        if not decision.admitted:
+            self._refused(ip, decision.reason, "refused_ip_limit")
             return
-        if self._pending_handshakes >= self.config.max_pending_handshakes:
-            self.stats["refused_handshake_limit"] += 1
-            log.warning("refusing connection from %s: %d handshakes already in progress", conn.remote_address, self._pending_handshakes)
-            return
-        self._connections_per_ip[ip] += 1
+        for old in decision.evict:
+            pending = self._handshakes.pop(old, None)  # type: ignore[call-overload]
+            if pending is not None:
+                pending[0].cancel()
+                self._refused(pending[1], "evicted: oldest pending handshake of a busy source", "evicted")
         try:
-            self._pending_handshakes += 1
-            try:
-                cipher, remote_id, leftover = await handshake_as_responder(conn, self.key, self.config.handshake_timeout)
-            except HandshakeFailed as exc:
-                self.stats["handshake_failed"] += 1
-                log.info("inbound %s from %s: %s", conn.kind, conn.remote_address, exc)
+            with trio.CancelScope() as scope:
+                self._handshakes[conn] = (scope, ip)
+                try:
+                    cipher, remote_id, leftover = await handshake_as_responder(
+                        conn, self.key, self.config.handshake_timeout, act_one_timeout=self.config.act_one_timeout
+                    )
+                except HandshakeFailed as exc:
+                    self.stats["handshake_failed"] += 1
+                    log.info("inbound %s from %s: %s", conn.kind, conn.remote_address, exc)
+                    return
+                finally:
+                    self._handshakes.pop(conn, None)
+                    self.admission.handshake_done(conn)
+            if scope.cancelled_caught:
                 return
-            finally:
-                self._pending_handshakes -= 1
+            refusal = self.admission.admit_peer(peers=len(self.peers), outbound=False, protected=self.is_protected(remote_id))
+            if refusal is not None:
+                self._refused(ip, refusal, "refused_peer_limit")
+                return
             peer = self._make_peer(conn, cipher, remote_id, outbound=False, leftover=leftover)
             await self._run_peer(peer)
         finally:
-            self._connections_per_ip[ip] -= 1
-            if not self._connections_per_ip[ip]:
-                del self._connections_per_ip[ip]
+            self.admission.closed(conn)
 
     async def connect(self, address: str | PeerAddress, *, timeout: float | None = None, reconnect: bool = False) -> Peer:
         """Dial a peer, run the handshake and wait for its ``init``; the peer then runs under the node.
@@ -431,23 +511,35 @@ class Node:
         if existing is not None and existing.is_ready and not reconnect:
             log.debug("connect %s: already connected (%s %s)", parsed, existing.transport_kind, existing.address)
             return existing
+        if existing is None:
+            refusal = self.admission.admit_peer(peers=len(self.peers), outbound=True, protected=self.is_protected(parsed.node_id))
+            if refusal is not None:
+                raise ConnectError(f"{parsed}: {refusal}")
         timeout = timeout if timeout is not None else self.config.handshake_timeout + self.config.init_timeout
+        stage = f"dialing {parsed.target} over {transport.kind}"
         try:
             with trio.fail_after(timeout):
                 try:
                     conn = await transport.dial(parsed.target)
                 except TransportError as exc:
                     raise ConnectError(str(exc)) from exc
+                stage = "BOLT-8 handshake"
                 try:
                     cipher, leftover = await handshake_as_initiator(conn, self.key, parsed.node_id, self.config.handshake_timeout)
                 except HandshakeFailed as exc:
                     await conn.aclose()
                     raise ConnectError(f"{parsed}: {exc}") from exc
+                stage = "waiting for the peer's init"
                 peer = self._make_peer(conn, cipher, parsed.node_id, outbound=True, leftover=leftover)
                 nursery.start_soon(self._run_peer, peer)
                 await _first_of(peer.ready.wait, peer.closed.wait)
         except trio.TooSlowError:
-            raise ConnectError(f"{parsed}: no answer within {timeout:g} s") from None
+            error = ConnectError(f"{parsed}: no answer within {timeout:g} s (stuck at: {stage})")
+            log.warning("connect to %s failed: %s", parsed, error)
+            raise error from None
+        except ConnectError as exc:
+            log.warning("connect to %s failed: %s", parsed, exc)
+            raise
         if not peer.ready.is_set():
             raise ConnectError(f"{parsed}: peer closed the connection: {peer.close_reason}")
         return peer
@@ -511,7 +603,7 @@ class Node:
                 try:
                     peer = await self.connect(address)
                 except ConnectError as exc:
-                    log.warning("connect to %s failed: %s; retrying in %.0f s", address, exc, delay)
+                    log.info("connect to %s failed (%s); retrying in %.0f s", address, exc, delay)
                     await trio.sleep(delay * random.uniform(0.8, 1.2))
                     delay = min(delay * 2, RECONNECT_MAX_DELAY)
                     continue

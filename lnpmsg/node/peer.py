@@ -130,14 +130,22 @@ async def handshake_as_initiator(
 
 
 async def handshake_as_responder(
-    conn: Connection, key: NodeKey, timeout: float = HANDSHAKE_TIMEOUT
+    conn: Connection, key: NodeKey, timeout: float = HANDSHAKE_TIMEOUT, *, act_one_timeout: float | None = None
 ) -> tuple[TransportCipher, bytes, bytes]:
-    """Run acts 1-3 as responder. Returns the cipher, the initiator's node id and leftover bytes."""
+    """Run acts 1-3 as responder. Returns the cipher, the initiator's node id and leftover bytes.
+
+    ``act_one_timeout`` (shorter than ``timeout``) bounds the wait for act
+    one: a socket that says nothing holds a handshake slot no longer.
+    """
     buffer = bytearray()
     try:
         with trio.fail_after(timeout):
             hs = ResponderHandshake(key.secret)
-            act_one = await _receive_exactly(conn, ACT_ONE_SIZE, buffer, "act one")
+            try:
+                with trio.fail_after(act_one_timeout if act_one_timeout is not None else math.inf):
+                    act_one = await _receive_exactly(conn, ACT_ONE_SIZE, buffer, "act one")
+            except trio.TooSlowError:
+                raise HandshakeFailed(f"no act one within {act_one_timeout:g} s") from None
             await conn.send_frames([hs.receive_act_one(act_one)])
             act_three = await _receive_exactly(conn, ACT_THREE_SIZE, buffer, "act three")
             remote_node_id = hs.receive_act_three(act_three)
@@ -332,12 +340,14 @@ class Peer:
         while True:
             if data:
                 counters.bytes_in += len(data)
+                failure: NoiseError | None = None
                 try:
                     messages = decryptor.feed(data)
                 except NoiseError as exc:
-                    # The inbound stream is undecipherable from here on: BOLT 8 says terminate.
-                    self._begin_close(f"bad encrypted frame from peer: {exc}")
-                    return
+                    # The inbound stream is undecipherable from here on: BOLT 8 says terminate,
+                    # but the authentic frames before the bad one are handled first.
+                    failure = exc
+                    messages = getattr(exc, "decoded", [])
                 if messages:
                     counters.messages_in += len(messages)
                     events = session.receive_messages(messages, trio.current_time())
@@ -350,6 +360,9 @@ class Peer:
                         return
                     if session.outbox:
                         self._data_ready.set()
+                if failure is not None:
+                    self._begin_close(f"bad encrypted frame from peer: {failure}")
+                    return
             # A receive waits at most until the session's next timer is due
             # (a ping to send, a deadline to check); cancelling one loses no data.
             received: bytes | None = None

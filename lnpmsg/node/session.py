@@ -74,6 +74,10 @@ PONG_TIMEOUT = 30.0
 MIN_PING_INTERVAL = 0.05
 #: a peer may send this many pings per ``PING_INTERVAL`` before it is flooding
 MAX_PINGS_PER_INTERVAL = 20
+#: an ``init`` whose features (or globalfeatures) reach this bit is refused. BOLT 1
+#: allows 65,535-byte fields, but assigned and experimental bits stay below a few
+#: hundred; a larger field only costs memory and log space (1 KiB = 8192 bits here)
+MAX_FEATURE_BITS = 8192
 
 _BOLT1_TYPES = frozenset({Init.TYPE, Error.TYPE, WarningMessage.TYPE, Ping.TYPE, Pong.TYPE})
 
@@ -289,6 +293,9 @@ class PeerSession:
         except WireError as exc:
             return self._fail(f"malformed init: {exc}", now)
         features = init.all_features
+        highest = features.value.bit_length() - 1
+        if highest >= MAX_FEATURE_BITS:
+            return self._fail(f"peer's init sets feature bit {highest}: we accept bits below {MAX_FEATURE_BITS} only", now)
         problems = check_dependencies(features)
         if problems:
             return self._fail(f"peer features break dependencies: {'; '.join(problems)}", now)
@@ -413,9 +420,14 @@ class PeerSession:
     # -------------------------------------------------------------- failures
 
     def _fail(self, reason: str, now: float) -> list[SessionEvent]:
-        """The peer broke the protocol: tell it (BOLT-1 ``error``) and close."""
+        """The peer broke the protocol: tell it (a BOLT-1 ``warning``) and close.
+
+        A ``warning``, not an ``error``: an ``error`` with the all-zero channel id
+        asks the peer to fail every channel it has with us, which a malformed
+        message on the connection does not call for (Core Lightning does the same).
+        """
         del now
-        self.outbox.append(Error(channel_id=ZERO_CHANNEL_ID, data=reason.encode()).encode())
+        self.outbox.append(WarningMessage(channel_id=ZERO_CHANNEL_ID, data=reason.encode()).encode())
         return self._close(reason)
 
     def _close(self, reason: str, *, by_peer: bool = False) -> list[SessionEvent]:

@@ -222,8 +222,14 @@ class MessageDecryptor(_CipherState):
                 return messages
             # Parsed where it is: a fresh buffer takes any tail, so no large frame is copied again.
             self._buffer = bytearray()
-            self._parse(buffer, 0, messages)
-        self._parse(data, position, messages)
+        try:
+            if buffer:
+                self._parse(buffer, 0, messages)
+            self._parse(data, position, messages)
+        except DecryptError as exc:
+            # The frames before the bad one were authentic: the caller gets them too.
+            exc.decoded = messages
+            raise
         return messages
 
     def _parse(self, source: bytes | bytearray, position: int, messages: list[bytes]) -> None:

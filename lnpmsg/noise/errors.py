@@ -20,7 +20,13 @@ class HandshakeError(NoiseError):
 
 
 class DecryptError(NoiseError):
-    """An encrypted length or message failed authentication, or a frame was too large."""
+    """An encrypted length or message failed authentication, or a frame was too large.
+
+    ``decoded`` holds the messages that the same input completed before the bad
+    frame: they were authentic, so the receiver handles them, then fails.
+    """
+
+    decoded: list[bytes] = []
 
 
 class MessageTooLarge(NoiseError):

@@ -22,8 +22,15 @@ topic                      JSON members besides ``topic``, ``seq``, ``time``
 ``control.sync.TOKEN``     token: the answer to the ``eventsync`` call
 =========================  ===================================================
 
+``node.heartbeat``         uptime: every ``HEARTBEAT_INTERVAL`` seconds, so a
+                           subscriber can tell a quiet node from a gone one
+``node.stopping``          reason: the node is going away (a clean stop)
+
 ``seq`` counts the events of each topic (1, 2, 3...): a jump tells a
-subscriber how many it missed; ``time`` is the Unix time of publication.
+subscriber how many it missed; ``time`` is the Unix time of publication;
+``epoch`` (the publisher's start, in ms) is the same for every event of one
+run of the node: when it changes, the node restarted and ``seq`` begins
+again at 1 (nothing was missed in between that this run published).
 Later event kinds (gossip, channels) follow the same shape: their
 dataclass fields, bytes as hex.
 
@@ -50,7 +57,7 @@ import zmq
 from lnpmsg.node.events import CustomMessageReceived, EventBus
 from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket
 
-__all__ = ["EVENTS_HWM", "EventPublisher", "encode_event", "event_topic"]
+__all__ = ["EVENTS_HWM", "HEARTBEAT_INTERVAL", "EventPublisher", "encode_event", "event_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,8 @@ log = logging.getLogger(__name__)
 EVENTS_HWM = 10_000
 #: node ids whose hex form is cached (one per active peer is the common case)
 _HEX_CACHE_SIZE = 4096
+#: seconds between ``node.heartbeat`` events (subscribers call a node silent after 3)
+HEARTBEAT_INTERVAL = 5.0
 #: events sent in one go before the sender lets other tasks run
 SEND_BATCH = 1000
 
@@ -86,9 +95,9 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def encode_event(event: object, topic: str, seq: int, now: float) -> bytes:
+def encode_event(event: object, topic: str, seq: int, now: float, epoch: int = 0) -> bytes:
     """The JSON body of an event (any dataclass event; bytes become hex)."""
-    body: dict[str, Any] = {"topic": topic, "seq": seq, "time": round(now, 6)}
+    body: dict[str, Any] = {"topic": topic, "seq": seq, "time": round(now, 6), "epoch": epoch}
     if dataclasses.is_dataclass(event) and not isinstance(event, type):
         for f in dataclasses.fields(event):
             body[f.name] = _jsonable(getattr(event, f.name))
@@ -120,6 +129,9 @@ class EventPublisher:
         self.sock = sock
         self.clock = clock
         self.max_pending = max_pending
+        #: this run's start (ms): in every event, so a restart (seq from 1 again) is seen
+        self.epoch = int(clock() * 1000)
+        self._started = clock()
         #: events sent to the socket; events nobody was subscribed to; events
         #: dropped because the sender fell ``max_pending`` behind
         self.published = 0
@@ -143,12 +155,26 @@ class EventPublisher:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_loop)
+                nursery.start_soon(self._heartbeat_loop)
                 await self._track_subscriptions()
                 nursery.cancel_scope.cancel()
         finally:
             if self._remove_listener is not None:
                 self._remove_listener()
                 self._remove_listener = None
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await trio.sleep(HEARTBEAT_INTERVAL)
+            self.publish("node.heartbeat", {"uptime": round(self.clock() - self._started, 3)})
+
+    async def announce_stop(self, reason: str, timeout: float = 0.5) -> None:
+        """Publish ``node.stopping`` and give it a moment to leave before the socket closes."""
+        self.publish("node.stopping", {"reason": reason})
+        with trio.move_on_after(timeout):
+            while self._pending:
+                await trio.sleep(0.01)
+            await trio.sleep(0.05)  # out of our queue; let libzmq's I/O thread send it
 
     async def _track_subscriptions(self) -> None:
         while True:
@@ -216,14 +242,14 @@ class EventPublisher:
                     self._hex.clear()
                 node_hex = self._hex[event.node_id] = event.node_id.hex()
             return (
-                f'{{"topic":"{topic}","seq":{seq},"time":{now:.6f},"node_id":"{node_hex}",'
+                f'{{"topic":"{topic}","seq":{seq},"time":{now:.6f},"epoch":{self.epoch},"node_id":"{node_hex}",'
                 f'"type":{event.type},"payload":"{event.payload.hex()}"}}'
             ).encode()
         if isinstance(event, dict):
-            body = {"topic": topic, "seq": seq, "time": round(now, 6)}
+            body = {"topic": topic, "seq": seq, "time": round(now, 6), "epoch": self.epoch}
             body.update({k: _jsonable(v) for k, v in event.items()})
             return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        return encode_event(event, topic, seq, now)
+        return encode_event(event, topic, seq, now, self.epoch)
 
     async def _send_loop(self) -> None:
         pending = self._pending

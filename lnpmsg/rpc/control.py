@@ -251,6 +251,7 @@ class ControlServer(App):
         self._inflight: Counter[bytes] = Counter()
         self._inflight_total = 0
         self._builtins: dict[str, _Method] = {}
+        self.on_stopping(self._announce_stop)
         #: apps in other processes, on the contract (the ``app.*`` calls)
         self.attached_apps = AttachedApps(lambda: self.node, self._publish_app_event)
         self._app_methods: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], _Method]] = {}
@@ -332,6 +333,11 @@ class ControlServer(App):
                     unlink_quietly(Path(endpoint[len("ipc://") :]))
             unlink_quietly(info_path)
             os.close(lock_fd)  # releases the lock
+
+    async def _announce_stop(self) -> None:
+        """Subscribers hear that the node goes (``node.stopping``), not just silence."""
+        if self.publisher is not None:
+            await self.publisher.announce_stop("node shutting down")
 
     def reserve(self) -> None:
         """Take the data dir's lock now, before the node starts its apps (idempotent):

@@ -58,6 +58,8 @@ __all__ = [
 CALL_TIMEOUT = 65.0
 #: seconds a new subscription may take to become live
 SYNC_TIMEOUT = 5.0
+#: a lifecycle stream reports the node silent after this long without an event or heartbeat
+SILENT_AFTER = 15.0
 #: events a subscriber buffers before ZeroMQ drops the newest (the gap shows in ``seq``)
 SUBSCRIBER_HWM = 10_000
 
@@ -228,13 +230,17 @@ class ControlClient:
             raise ControlTimeout(f"no reply within {timeout:g} s")
         return slot[0], slot[1]
 
-    async def subscribe(self, *topics: str, hwm: int = SUBSCRIBER_HWM, sync_timeout: float = SYNC_TIMEOUT) -> EventStream:
+    async def subscribe(
+        self, *topics: str, hwm: int = SUBSCRIBER_HWM, sync_timeout: float = SYNC_TIMEOUT, lifecycle: bool = False
+    ) -> EventStream:
         """A stream of the events whose topic starts with any of ``topics`` ("" for all).
 
         Returns once the subscription is live (nothing published after this is missed
-        unless the reader falls ``hwm`` events behind).
+        unless the reader falls ``hwm`` events behind). ``lifecycle=True`` also yields
+        ``node.stopping``, ``node.restarted`` (the node came back: ``seq`` starts again)
+        and ``node.silent`` (no event, not even a heartbeat, for :data:`SILENT_AFTER` s).
         """
-        stream = EventStream(self, topics or ("",), hwm)
+        stream = EventStream(self, topics or ("",), hwm, lifecycle=lifecycle)
         try:
             await stream._sync(sync_timeout)
         except BaseException:
@@ -246,9 +252,13 @@ class ControlClient:
 class EventStream:
     """Events from the node's XPUB socket; iterate with ``async for``."""
 
-    def __init__(self, client: ControlClient, topics: tuple[str, ...], hwm: int) -> None:
+    def __init__(self, client: ControlClient, topics: tuple[str, ...], hwm: int, *, lifecycle: bool = False) -> None:
         self.client = client
         self.topics = topics
+        self.lifecycle = lifecycle
+        #: the node run the events come from (see the publisher's ``epoch``)
+        self.epoch: int | None = None
+        self._silent = False
         #: events missed so far (gaps in the per-topic ``seq``)
         self.missed = 0
         self._sock = TrioSocket(client._ctx.socket(zmq.SUB))
@@ -258,6 +268,8 @@ class EventStream:
             apply_client(self._sock.socket, client.endpoints.curve)
         for topic in topics:
             self._sock.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        if lifecycle:
+            self._sock.socket.setsockopt(zmq.SUBSCRIBE, b"node.")
         self._sock.connect(client.endpoints.events)
         self._last: dict[str, int] = {}
         self._early: deque[ControlEvent] = deque()
@@ -294,22 +306,47 @@ class EventStream:
                 seq = int(data.get("seq", 0))
             except (ValueError, AttributeError, TypeError):
                 continue
-            last = self._last.get(topic)
-            missed = seq - last - 1 if last is not None and seq > last + 1 else 0
-            self._last[topic] = seq
-            self.missed += missed
-            return ControlEvent(topic, seq, data, parts[1], missed)
+            epoch = data.get("epoch")
+            restarted = self.epoch is not None and epoch != self.epoch
+            self.epoch = epoch
+            if restarted:
+                self._last.clear()  # a new run of the node numbers its events from 1 again
+                if self.lifecycle:
+                    self._early.append(self._event(topic, seq, data, parts[1]))
+                    return ControlEvent("node.restarted", 0, {"epoch": epoch}, b"")
+            return self._event(topic, seq, data, parts[1])
+
+    def _event(self, topic: str, seq: int, data: dict[str, Any], raw: bytes) -> ControlEvent:
+        last = self._last.get(topic)
+        missed = seq - last - 1 if last is not None and seq > last + 1 else 0
+        self._last[topic] = seq
+        self.missed += missed
+        return ControlEvent(topic, seq, data, raw, missed)
 
     def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> ControlEvent:
-        if self._early:
-            return self._early.popleft()
-        try:
-            return await self._receive()
-        except SocketClosedError:
-            raise StopAsyncIteration from None
+        while True:
+            if self._early:
+                event = self._early.popleft()
+            else:
+                try:
+                    if not self.lifecycle:
+                        return await self._receive()
+                    with trio.move_on_after(SILENT_AFTER) as waited:
+                        event = await self._receive()
+                except SocketClosedError:
+                    raise StopAsyncIteration from None
+                if self.lifecycle and waited.cancelled_caught:
+                    if self._silent:
+                        continue
+                    self._silent = True
+                    return ControlEvent("node.silent", 0, {"seconds": SILENT_AFTER}, b"")
+            self._silent = False
+            if event.topic == "node.heartbeat" and not any(event.topic.startswith(t) for t in self.topics):
+                continue  # only a sign of life
+            return event
 
     def close(self) -> None:
         self._sock.close()

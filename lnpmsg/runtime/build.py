@@ -372,7 +372,16 @@ def _mount_gossip(node: Node, settings: NodeSettings, network: str) -> list[type
     from lnpmsg.gossip.errors import GossipError
 
     try:
-        node.mount(node_gossip_app(settings.data_dir, network, settings.gossip_import, chain_app=node.apps.get("chain")))
+        node.mount(
+            node_gossip_app(
+                settings.data_dir,
+                network,
+                settings.gossip_import,
+                chain_app=node.apps.get("chain"),
+                prune_interval=settings.gossip_prune_interval,
+                prune_after_days=settings.gossip_prune_after,
+            )
+        )
     except GossipError as exc:
         raise StartError(str(exc)) from None
     return [GossipError]

@@ -115,6 +115,10 @@ class NodeSettings:
     alias: str | None = None
     rgb: str | None = None
     announce_addr: list[str] = field(default_factory=list)
+    #: seconds between prunes of stale channels (None: the gossip app's default, 0: never)
+    gossip_prune_interval: float | None = None
+    #: days without an update after which a channel is stale (None: BOLT 7's two weeks)
+    gossip_prune_after: float | None = None
     #: the peer RPC and peer pub/sub apps (``rpc.*`` and ``pubsub.*`` control calls)
     peer_rpc: bool = True
     peer_pubsub: bool = True

@@ -565,7 +565,7 @@ async def check_handshake_flood(medium: Medium) -> None:
             await traffic.send(outbound, 0, 200)  # the established peer, during the flood
         await traffic.wait_for({0: 200})
         _require(outbound.is_ready and b.node_id in a.peers, "the established peer was disturbed by the flood")
-        dropped = ("handshake_failed", "refused_ip_limit", "refused_handshake_limit")
+        dropped = ("handshake_failed", "refused_ip_limit", "evicted")
         await wait_until(lambda: sum(a.stats[k] for k in dropped) >= len(conns) // 2, "the node to count the dropped handshakes")
         for conn in conns:
             await conn.aclose()

@@ -61,6 +61,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ from typing import Any
 import trio
 from aioquic.quic import events as quic_events
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.packet import QuicErrorCode
+from aioquic.quic.packet import QuicErrorCode, encode_quic_retry
 
 from lnpmsg.transports.base import (
     Connection,
@@ -80,12 +81,15 @@ from lnpmsg.transports.base import (
     TransportError,
 )
 from lnpmsg.transports.address import format_host_port, split_host_port
+from lnpmsg.transports.udp_retry import RetryTokens
 from lnpmsg.transports.udp_quic import (
     ALPN,
+    CONNECTION_ID_LENGTH,
     LOOPBACK_DATAGRAM_SIZE,
     MAX_DATAGRAM_SIZE,
     RECEIVE_WINDOW,
     STREAM_ID,
+    DatagramHeader,
     LnpQuicConnection,
     classify_datagram,
     client_configuration,
@@ -99,6 +103,8 @@ __all__ = [
     "LINGER_TIMEOUT",
     "MAX_CONNECTIONS",
     "MAX_PENDING_HANDSHAKES",
+    "MAX_PENDING_PER_SOURCE",
+    "RETRY_THRESHOLD",
     "SEND_BUFFER_LIMIT",
     "UdpConnection",
     "UdpListener",
@@ -130,6 +136,14 @@ MAX_CONNECTIONS = 256
 #: connections still handshaking at once; Initials beyond it are dropped so a
 #: flood of them cannot take every slot or all the CPU
 MAX_PENDING_HANDSHAKES = 64
+
+#: with this many handshakes under way a listener validates addresses first: an
+#: Initial without a token gets a QUIC Retry and costs no state (RFC 9000 8.1.2)
+RETRY_THRESHOLD = 16
+
+#: handshakes under way from one source IP (counted once addresses are validated:
+#: below ``RETRY_THRESHOLD`` a flood cannot reach it anyway)
+MAX_PENDING_PER_SOURCE = 8
 
 #: datagrams read per wake-up before other tasks get their turn
 _RECEIVE_BATCH = 64
@@ -328,10 +342,15 @@ class _Endpoint:
             "garbage": 0,
             "unroutable": 0,
             "refused": 0,
+            "retry": 0,
+            "bad_token": 0,
+            "evicted": 0,
             "handshake_timeouts": 0,
             "accepted": 0,
         }
         self.on_accept: Callable[[UdpConnection], None] | None = None
+        #: a listener's Retry tokens (address validation under load)
+        self.retry_tokens = RetryTokens() if server_config is not None else None
         self._nursery: trio.Nursery | None = None
         self._send_lock = trio.Lock()
         self._closed = False
@@ -432,7 +451,7 @@ class _Endpoint:
         conn = self._routes.get(header.destination_cid)
         if conn is None:
             if header.opens_connection and not self.is_client:
-                self._open(header.destination_cid, data, addr, now)
+                self._open(header, data, addr, now)
             else:
                 self._drop("unroutable", "unknown connection id", addr, data)
             return
@@ -447,16 +466,42 @@ class _Endpoint:
             conn._core.close(error_code=QuicErrorCode.INTERNAL_ERROR, reason_phrase="internal error")
         conn._wake()
 
-    def _open(self, odcid: bytes, data: bytes, addr: Address, now: float) -> None:
-        handshaking = sum(1 for c in self.connections if not c._established)
+    def _open(self, header: DatagramHeader, data: bytes, addr: Address, now: float) -> None:
         if self._closed or len(self.connections) >= self.settings.max_connections:
             self._drop("refused", "listener full", addr, data)
             return
-        if handshaking >= MAX_PENDING_HANDSHAKES:
-            self._drop("refused", "too many handshakes under way", addr, data)
+        handshaking = [c for c in self.connections if not c._established and not c._ended]
+        odcid = header.destination_cid
+        retry_scid: bytes | None = None
+        assert self.retry_tokens is not None
+        if header.token:
+            try:
+                odcid = self.retry_tokens.validate(addr, header.token, header.destination_cid, now)
+            except ValueError as exc:
+                self._drop("bad_token", f"Retry token refused: {exc}", addr, data)
+                return
+            retry_scid = header.destination_cid
+        elif len(handshaking) >= RETRY_THRESHOLD:
+            self._send_retry(header, addr, now)
             return
+        if sum(1 for c in handshaking if c._fallback_address[0] == addr[0]) >= MAX_PENDING_PER_SOURCE:
+            self._drop("refused", "too many handshakes under way from that address", addr, data)
+            return
+        if len(handshaking) >= MAX_PENDING_HANDSHAKES:
+            # Full of validated handshakes: the oldest makes room (a peer that is
+            # really there finishes in a round trip; one holding a slot does not).
+            oldest = min(handshaking, key=lambda c: c._handshake_deadline or 0.0)
+            self.stats["evicted"] += 1
+            oldest._handshake_deadline = None
+            oldest._end("evicted: too many handshakes under way")
+            oldest._core.close(error_code=QuicErrorCode.CONNECTION_REFUSED, reason_phrase="busy")
+            oldest._wake()
         assert self._server_config is not None
-        core = LnpQuicConnection(configuration=self._server_config(addr), original_destination_connection_id=odcid)
+        core = LnpQuicConnection(
+            configuration=self._server_config(addr),
+            original_destination_connection_id=odcid,
+            retry_source_connection_id=retry_scid,
+        )
         try:
             core.receive_datagram(data, addr, now)
         except Exception:
@@ -467,8 +512,25 @@ class _Endpoint:
             self._drop("garbage", "Initial that does not decrypt", addr, data)
             return
         conn = UdpConnection(self, core, now, addr)
-        self.add(conn, (odcid, core.host_cid))
+        self.add(conn, (header.destination_cid, core.host_cid))
         conn._wake()
+
+    def _send_retry(self, header: DatagramHeader, addr: Address, now: float) -> None:
+        """Answer an Initial with a Retry: no state kept until the client echoes the token."""
+        assert self.retry_tokens is not None and header.version is not None
+        retry_scid = os.urandom(CONNECTION_ID_LENGTH)
+        packet = encode_quic_retry(
+            version=header.version,
+            source_cid=retry_scid,
+            destination_cid=header.source_cid,
+            original_destination_cid=header.destination_cid,
+            retry_token=self.retry_tokens.create(addr, header.destination_cid, retry_scid, now),
+        )
+        self.stats["retry"] += 1
+        try:
+            self.sock.sendto(packet, addr)
+        except OSError as exc:  # full buffer or unreachable: the client sends its Initial again
+            log.debug("QUIC Retry to %s not sent: %s", addr, exc)
 
     def _drop(self, counter: str, reason: str, addr: Address, data: bytes) -> None:
         self.stats[counter] += 1

@@ -173,6 +173,10 @@ class DatagramHeader:
     #: 1200 bytes RFC 9000 section 14.1 requires: the only kind that may open
     #: a new connection
     opens_connection: bool
+    #: the long header's version, source connection id and token (Initials only)
+    version: int | None = None
+    source_cid: bytes = b""
+    token: bytes = b""
 
 
 def classify_datagram(data: bytes, cid_length: int = CONNECTION_ID_LENGTH) -> DatagramHeader | None:
@@ -190,7 +194,13 @@ def classify_datagram(data: bytes, cid_length: int = CONNECTION_ID_LENGTH) -> Da
         and len(data) >= SMALLEST_MAX_DATAGRAM_SIZE
         and len(header.destination_cid) >= 8  # RFC 9000 section 7.2: a client's first DCID has >= 8 bytes
     )
-    return DatagramHeader(destination_cid=header.destination_cid, opens_connection=opens)
+    return DatagramHeader(
+        destination_cid=header.destination_cid,
+        opens_connection=opens,
+        version=header.version,
+        source_cid=header.source_cid,
+        token=header.token,
+    )
 
 
 class LnpQuicConnection(QuicConnection):
@@ -220,10 +230,12 @@ class LnpQuicConnection(QuicConnection):
         *,
         configuration: QuicConfiguration,
         original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
     ) -> None:
         super().__init__(
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
         )
         # the configuration's stream window is the initial credit and the step
         self._lnp_window = configuration.max_stream_data

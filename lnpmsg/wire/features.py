@@ -16,7 +16,9 @@ from lnpmsg.wire.errors import UnknownRequiredFeatureError, WireError
 __all__ = [
     "FEATURES_BY_BIT",
     "FEATURES_BY_NAME",
+    "INITIAL_ROUTING_SYNC",
     "KNOWN_FEATURES",
+    "LEGACY_BITS",
     "Feature",
     "Features",
     "check_dependencies",
@@ -84,6 +86,12 @@ KNOWN_FEATURES: tuple[Feature, ...] = (
     Feature("option_simple_close", 60, "IN", ("option_shutdown_anysegwit",)),
     Feature("option_splice", 62, "IN"),
 )
+
+#: bits the spec once assigned and then retired, named in logs but not "known": the
+#: odd-only ``initial_routing_sync`` (a peer without gossip_queries asking for a full
+#: gossip dump; the gossip app still honours it)
+INITIAL_ROUTING_SYNC = 3
+LEGACY_BITS: dict[int, str] = {INITIAL_ROUTING_SYNC: "initial_routing_sync"}
 
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in KNOWN_FEATURES}
 #: Both bits of every known feature.
@@ -319,5 +327,10 @@ def describe(features: Features) -> list[str]:
     for bit in features.bits():
         kind = "optional" if bit & 1 else "required"
         f = FEATURES_BY_BIT.get(bit)
-        out.append(f"{f.name} ({kind})" if f is not None else f"bit {bit} (unknown, {kind})")
+        if f is not None:
+            out.append(f"{f.name} ({kind})")
+        elif bit in LEGACY_BITS:
+            out.append(f"{LEGACY_BITS[bit]} ({kind}, legacy)")
+        else:
+            out.append(f"bit {bit} (unknown, {kind})")
     return out

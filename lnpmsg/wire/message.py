@@ -224,6 +224,20 @@ def _plan(fields: tuple[tuple[str, Field], ...]) -> list[tuple[int, None] | tupl
     return steps
 
 
+def _truncation_reporter(qual: str, run: list[tuple[str, int]]) -> Callable[[int], WireError]:
+    """For a run of fixed-size fields: the error naming the field the data ends in."""
+
+    def report(left: int) -> WireError:
+        offset = 0
+        for name, size in run:
+            if left < offset + size:
+                return WireError(f"{qual}.{name}: truncated (need {size} byte(s), {max(0, left - offset)} left)")
+            offset += size
+        return WireError(f"{qual}: truncated")  # not reached: the run's total exceeded what was left
+
+    return report
+
+
 def _compile(cls: type[Message]) -> None:
     fields = cls.FIELDS
     names = [n for n, _ in fields]
@@ -249,9 +263,9 @@ def _compile(cls: type[Message]) -> None:
             continue
         size = ns[s].size
         targets = ", ".join(f"v{i}" if f.fmt is not None else f"n{i}" for i, f in step)
-        first = names[step[0][0]]
+        cut = src.const("cut_", _truncation_reporter(qual, [(names[i], struct.calcsize(">" + (f.fmt if f.fmt is not None else "H"))) for i, f in step]))
         src(f"    if pos + {size} > end:")
-        src(f"        raise WireError(f'{qual}.{first}: truncated (need {size} byte(s), {{end - pos}} left)')")
+        src(f"        raise {cut}(end - pos)")
         src(f"    {targets}, = {s}.unpack_from(data, pos)")
         src(f"    pos += {size}")
         for i, f in step:

@@ -46,6 +46,7 @@ from lnpmsg.transports.tor.socks import Socks5Handshake
 __all__ = [
     "CIRCUIT_RETRY_DELAY",
     "DEFAULT_CONNECT_TIMEOUT",
+    "FIRST_ATTEMPT_TIMEOUT",
     "TRANSIENT_SOCKS_REPLIES",
     "TorConnection",
     "TorTransport",
@@ -58,6 +59,10 @@ log = logging.getLogger(__name__)
 #: building a rendezvous circuit to an onion service takes a few seconds,
 #: on a slow public network sometimes tens of seconds
 DEFAULT_CONNECT_TIMEOUT = 60.0
+#: the first attempt gets this long: a dial stuck inside Tor (a circuit that never
+#: answers) is given up and tried once more on a new circuit, within the rest of
+#: ``connect_timeout``, instead of holding the caller for the whole of it
+FIRST_ATTEMPT_TIMEOUT = 20.0
 
 #: SOCKS5 replies that mean a circuit failed, not that the target is wrong:
 #: general failure (a circuit could not be built), introduction failed,
@@ -123,6 +128,7 @@ class TorTransport(Transport):
         allow_clearnet: bool = False,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         circuit_retry_delay: float = CIRCUIT_RETRY_DELAY,
+        first_attempt_timeout: float = FIRST_ATTEMPT_TIMEOUT,
     ) -> None:
         host, port = socks_address
         try:
@@ -136,6 +142,7 @@ class TorTransport(Transport):
         self.allow_clearnet = allow_clearnet
         self.connect_timeout = connect_timeout
         self.circuit_retry_delay = circuit_retry_delay
+        self.first_attempt_timeout = first_attempt_timeout
         self._isolation_secret = secrets.token_hex(16)
 
     def socks_credentials(self, isolation_key: str) -> tuple[str, str]:
@@ -161,12 +168,27 @@ class TorTransport(Transport):
                 "transport is onion-only (allow_clearnet=False)"
             )
         remote = format_host_port(host, port)
-        username, password = self.socks_credentials(isolation_key or peer or remote)
+        key = isolation_key or peer or remote
+        username, password = self.socks_credentials(key)
+        stage = ["connecting to Tor's SOCKS port"]
+        deadline = trio.current_time() + self.connect_timeout
+        first_deadline = trio.current_time() + min(self.first_attempt_timeout, self.connect_timeout)
         try:
-            with trio.fail_after(self.connect_timeout):
+            with trio.fail_at(deadline):
                 try:
+                    with trio.fail_at(first_deadline):
+                        stream, pending = await open_socks5_stream(
+                            self.socks_address, host, port, username=username, password=password, progress=stage
+                        )
+                except trio.TooSlowError:
+                    # Stuck inside Tor: once more, on a new circuit (another isolation key).
+                    log.warning(
+                        "dial %s through Tor: no progress within %g s (%s); trying once more on a new circuit",
+                        remote, self.first_attempt_timeout, stage[0],
+                    )
+                    username, password = self.socks_credentials(f"{key}#retry")
                     stream, pending = await open_socks5_stream(
-                        self.socks_address, host, port, username=username, password=password
+                        self.socks_address, host, port, username=username, password=password, progress=stage
                     )
                 except SocksError as exc:
                     if exc.code not in TRANSIENT_SOCKS_REPLIES:
@@ -174,11 +196,13 @@ class TorTransport(Transport):
                     log.info("%s; asking Tor once more in %g s", exc, self.circuit_retry_delay)
                     await trio.sleep(self.circuit_retry_delay)
                     stream, pending = await open_socks5_stream(
-                        self.socks_address, host, port, username=username, password=password
+                        self.socks_address, host, port, username=username, password=password, progress=stage
                     )
         except trio.TooSlowError:
             what = "onion service not reachable" if is_onion_host(host) else "Tor could not connect"
-            raise SocksError(f"{what}: {remote}: no answer through Tor within {self.connect_timeout:g} s") from None
+            raise SocksError(
+                f"{what}: {remote}: no answer through Tor within {self.connect_timeout:g} s (two attempts; stuck at: {stage[0]})"
+            ) from None
         return TorConnection.from_stream(stream, remote, pending=pending)
 
     async def listen(self, target: str) -> TcpListener:
@@ -209,6 +233,7 @@ async def open_socks5_stream(
     *,
     username: str | None = None,
     password: str | None = None,
+    progress: list[str] | None = None,
 ) -> tuple[trio.SocketStream, bytes]:
     """Connect to ``host:port`` through the SOCKS5 proxy at ``proxy``.
 
@@ -218,7 +243,10 @@ async def open_socks5_stream(
 
     Raises :class:`SocksError` (the proxy answered with a failure, or broke
     the protocol) or :class:`TorError` (the proxy could not be reached).
+    ``progress[0]``, if given, says where the attempt is (for a timeout's message).
     """
+    progress = progress if progress is not None else [""]
+    progress[:] = ["connecting to Tor's SOCKS port"]
     handshake = Socks5Handshake(host, port, username, password)
     proxy_host, proxy_port = proxy
     try:
@@ -231,6 +259,7 @@ async def open_socks5_stream(
         stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
         await stream.send_all(handshake.start())
         while not handshake.done:
+            progress[:] = [f"SOCKS: {handshake.stage}" + (f" (Tor is building a circuit to {host}:{port})" if "CONNECT" in handshake.stage else "")]
             data = await stream.receive_some(max(1, handshake.bytes_wanted))
             if not data:
                 raise SocksError(
