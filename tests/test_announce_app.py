@@ -5,7 +5,10 @@ and has no channel. After 6 confirmations Alice and Bob exchange
 announcement_signatures and hand their gossip to their gossip apps; Carol
 learns the channel, both policies and both nodes through gossip only, and
 her routing graph (fed by her gossip app) routes over them. A new fee
-policy and a lost peer re-announce the channel_update.
+policy and a lost peer re-announce the channel_update. A restart keeps the
+announcement and the policy; a close takes the channel out. A private
+channel's updates go to the peer only. An onion-only node announces its
+onion address and no clearnet one.
 
 Real clock, waits for states (see tests/test_channels_app.py for why).
 """
@@ -36,7 +39,7 @@ from lnpmsg.payments.pathfind import find_route
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.app import ChainApp
-from lnpmsg.wire import CHAIN_HASHES
+from lnpmsg.wire import CHAIN_HASHES, TorV3Addr, decode_addresses
 
 from tests.test_channels_app import FUNDING_SAT, chain, only_channel, settled, wait_until
 
@@ -52,8 +55,10 @@ def announce(node: Node) -> AnnounceApp:
 
 
 def make_node(name: str, tmp: Path, source: Any, network: MemoryNetwork, *, channels: bool, policy: FeePolicy | None = None,
-              key: NodeKey | None = None) -> Node:  # fmt: skip
-    node = Node(key or NodeKey.generate(), NodeConfig(listen=["mem://"], network="regtest"), transports={"mem": network.transport()})
+              key: NodeKey | None = None, onion_only: bool = False, extra_addresses: tuple[str, ...] = ()) -> Node:  # fmt: skip
+    config = NodeConfig(listen=[] if onion_only else ["mem://"], network="regtest", onion_only=onion_only)
+    # an onion-only node dials through Tor only: none here (its peers dial it)
+    node = Node(key or NodeKey.generate(), config, transports={} if onion_only else {"mem": network.transport()})
     chain_app = node.mount(ChainApp(tmp / name / "wallet", source=source))
     if channels:
         node.mount(ChannelsApp(tmp / name / "channels", config=ChannelConfig(minimum_depth=2)))
@@ -62,7 +67,7 @@ def make_node(name: str, tmp: Path, source: Any, network: MemoryNetwork, *, chan
     config = GossipConfig(flush_interval=0.05, verify_threads=0, prune_interval=0)
     node.mount(GossipApp(store, config=config, funding_check=_chain_app_funding_check(chain_app)))
     if channels:
-        config_a = AnnounceConfig(alias=name, policy=policy or FeePolicy(), min_interval=0.0, disable_delay=0.0)
+        config_a = AnnounceConfig(alias=name, policy=policy or FeePolicy(), min_interval=0.0, disable_delay=0.0, extra_addresses=extra_addresses)
         node.mount(AnnounceApp(config_a))
     return node
 
@@ -236,3 +241,34 @@ async def test_private_channel_updates_go_to_the_peer_only(tmp_path: Path) -> No
             await gossip(bob).drain()
             assert not gossip(alice).graph.has_channel(scid) and not gossip(bob).graph.has_channel(scid)
             assert gossip(bob).routing_graph.channel(scid, 0) is None
+
+
+ONION = "vww6ybal4bd7szmgncyruucpgfkqahzddi37ktceo3ah7ngmcopnpyyd.onion"
+
+
+@pytest.mark.trio
+async def test_onion_only_node_announces_its_onion_and_no_clearnet_address(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        # Alice is onion-only: reachable through the listener behind her onion service (as NodeTor
+        # serves it), and asked to announce a clearnet address too, which she must not.
+        alice = make_node("alice", tmp_path, source, network, channels=True, onion_only=True, extra_addresses=("8.8.8.8:9735",))
+        bob = make_node("bob", tmp_path, source, network, channels=True)
+        async with running(alice, bob):
+            listener = await network.transport().listen("")
+            alice.add_listener(listener, reachable=f"{ONION}:9735")
+            chain_app = alice.apps["chain"]
+            await source.faucet(chain_app.wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
+            await source.mine(1)
+            await chain_app.wallet.sync()  # type: ignore[attr-defined]
+            await bob.connect(f"mem://{alice.node_id.hex()}@{listener.local_address}")
+            await alice.apps["channels"].fundchannel(bob.node_id.hex(), FUNDING_SAT, announce=True)  # type: ignore[attr-defined]
+            await source.mine(6)
+            await wait_until(lambda: (n := gossip(bob).graph.nodes.get(alice.node_id)) is not None and n.timestamp > 0, "Alice's node_announcement")
+            await gossip(bob).drain()
+            raw = gossip(bob).store.node_announcement(alice.node_id)
+            assert raw is not None
+            announced = NodeAnnouncement.decode(raw)
+            assert check_node_announcement(announced, raw) is None
+            assert decode_addresses(announced.addresses) == (TorV3Addr.from_host(ONION, 9735),)
+            assert (await gossip(bob).get_node(alice.node_id))["addresses"] == [f"{ONION}:9735"]  # type: ignore[index]
