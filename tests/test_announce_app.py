@@ -8,7 +8,7 @@ her routing graph (fed by her gossip app) routes over them. A new fee
 policy and a lost peer re-announce the channel_update. A restart keeps the
 announcement and the policy; a close takes the channel out. A private
 channel's updates go to the peer only. An onion-only node announces its
-onion address and no clearnet one.
+onion address and no clearnet one. Bad announcement_signatures get a warning.
 
 Real clock, waits for states (see tests/test_channels_app.py for why).
 """
@@ -29,19 +29,21 @@ from lnpmsg.channels.params import ChannelConfig
 from lnpmsg.gossip.announce import FeePolicy
 from lnpmsg.gossip.app import GossipApp, GossipConfig
 from lnpmsg.gossip.commands import _chain_app_funding_check, _print_channel, _print_listchannels
-from lnpmsg.gossip.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
+from lnpmsg.gossip.messages import AnnouncementSignatures, ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
+from lnpmsg.gossip.sign import sign_digest
 from lnpmsg.gossip.store import GossipStore
 from lnpmsg.gossip.verify import check_channel_announcement, check_channel_update, check_node_announcement
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.payments.graph import OverlayGraph, local_channel
 from lnpmsg.payments.pathfind import find_route
-from lnpmsg.testing import MemoryNetwork
+from lnpmsg.node.events import PeerWarningReceived
+from lnpmsg.testing import MemoryNetwork, record_events
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.app import ChainApp
-from lnpmsg.wire import CHAIN_HASHES, TorV3Addr, decode_addresses
+from lnpmsg.wire import CHAIN_HASHES, ShortChannelId, TorV3Addr, decode_addresses
 
-from tests.test_channels_app import FUNDING_SAT, chain, only_channel, settled, wait_until
+from tests.test_channels_app import FUNDING_SAT, TIMEOUT, chain, only_channel, settled, wait_until
 
 ALICE_POLICY = FeePolicy(fee_base_msat=1000, fee_proportional_millionths=100, cltv_expiry_delta=40)
 
@@ -55,7 +57,8 @@ def announce(node: Node) -> AnnounceApp:
 
 
 def make_node(name: str, tmp: Path, source: Any, network: MemoryNetwork, *, channels: bool, policy: FeePolicy | None = None,
-              key: NodeKey | None = None, onion_only: bool = False, extra_addresses: tuple[str, ...] = ()) -> Node:  # fmt: skip
+              key: NodeKey | None = None, onion_only: bool = False, extra_addresses: tuple[str, ...] = (),
+              public: bool = True) -> Node:  # fmt: skip
     config = NodeConfig(listen=[] if onion_only else ["mem://"], network="regtest", onion_only=onion_only)
     # an onion-only node dials through Tor only: none here (its peers dial it)
     node = Node(key or NodeKey.generate(), config, transports={} if onion_only else {"mem": network.transport()})
@@ -66,7 +69,7 @@ def make_node(name: str, tmp: Path, source: Any, network: MemoryNetwork, *, chan
     store = GossipStore(tmp / name / "gossip.sqlite3", CHAIN_HASHES["regtest"])
     config = GossipConfig(flush_interval=0.05, verify_threads=0, prune_interval=0)
     node.mount(GossipApp(store, config=config, funding_check=_chain_app_funding_check(chain_app)))
-    if channels:
+    if channels and public:
         config_a = AnnounceConfig(alias=name, policy=policy or FeePolicy(), min_interval=0.0, disable_delay=0.0, extra_addresses=extra_addresses)
         node.mount(AnnounceApp(config_a))
     return node
@@ -272,3 +275,27 @@ async def test_onion_only_node_announces_its_onion_and_no_clearnet_address(tmp_p
             assert check_node_announcement(announced, raw) is None
             assert decode_addresses(announced.addresses) == (TorV3Addr.from_host(ONION, 9735),)
             assert (await gossip(bob).get_node(alice.node_id))["addresses"] == [f"{ONION}:9735"]  # type: ignore[index]
+
+
+@pytest.mark.trio
+async def test_bad_announcement_signatures_get_a_warning_and_announce_nothing(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = make_node("alice", tmp_path, source, network, channels=True)
+        bob = make_node("bob", tmp_path, source, network, channels=True, public=False)  # sends no signatures of his own
+        async with running(alice, bob):
+            scid = await open_public(source, alice, bob)
+            channel_id = only_channel(alice).channel_id
+            forged = AnnouncementSignatures(
+                channel_id=channel_id, short_channel_id=ShortChannelId.from_int(scid),
+                node_signature=sign_digest(b"\x05" * 32, b"\x01" * 32), bitcoin_signature=sign_digest(b"\x06" * 32, b"\x01" * 32),
+            )  # fmt: skip
+            with record_events(bob) as events:
+                # Alice's own signatures reach Bob (who has no announce app to answer)
+                await wait_until(lambda: scid in announce(alice)._sent, "Alice's signatures sent")
+                await bob.peers[alice.node_id].send(forged.encode())
+                warning = await events.wait_for(lambda e: isinstance(e, PeerWarningReceived), timeout=TIMEOUT)
+            assert "bad node_signature" in warning.text and warning.channel_id == channel_id
+            await gossip(alice).drain()
+            assert not gossip(alice).graph.has_channel(scid)
+            assert alice.peers.get(bob.node_id) is not None  # a warning, not a disconnection
