@@ -24,8 +24,15 @@ a channel in shutdown is announced disabled.
 
 BOLT 7's retransmission: until the announcement is built, our signatures go
 out again on each reconnection; after, we answer the peer's
-``announcement_signatures`` with ours once per connection. The policies are
-kept in ``policies.json`` next to the channel store.
+``announcement_signatures`` with ours once per connection. Bad signatures
+from the peer get a ``warning`` (the connection stays). An announcement the
+gossip graph did not take is built again after :data:`RESUBMIT_AFTER`.
+
+A private channel's channel_update goes to its peer only (once per
+connection, again on a new policy); the peer's, which the gossip graph
+ignores (unknown channel), is checked and kept in :attr:`AnnounceApp.peer_updates`
+(for invoices' route hints). The policies are kept in ``policies.json``
+next to the channel store; ``announce.listpolicies`` lists them.
 """
 
 from __future__ import annotations
@@ -225,7 +232,12 @@ class AnnounceApp(App):
             nursery.start_soon(self._follow_chain)
             while True:
                 self._wake = trio.Event()
-                next_at = await self.tick()
+                try:
+                    next_at = await self.tick()
+                except (AppError, OSError) as exc:
+                    # an app it needs stopped, a send or the store failed: the node goes on, we look again
+                    log.warning("announce: %s", exc)
+                    next_at = None
                 deadline = min(next_at, self.clock() + RECHECK_INTERVAL) if next_at is not None else self.clock() + RECHECK_INTERVAL
                 with trio.move_on_after(max(0.0, deadline - self.clock())):
                     await self._wake.wait()
