@@ -88,7 +88,7 @@ from .inputs import (
     Reconnected,
     WeAreBehind,
 )
-from .manager import ChannelManager, ManagedChannel, describe, format_scid
+from .manager import ChannelManager, ChannelsStopped, ManagedChannel, describe, format_scid
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
 
@@ -400,6 +400,8 @@ class ChannelsApp(App):
             return
         try:
             await self._manager().submit(channel, FundingTransaction(funded.tx.raw))
+        except ChannelsStopped:
+            return  # the node stops (maybe mid-job): the channel stays as stored; a restart goes on from there
         except LocalMisuse as exc:
             self.chain.wallet.release(funded.tx.txid)
             await self._abandon(channel, f"cannot fund the channel: {exc}")
