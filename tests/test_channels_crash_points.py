@@ -36,6 +36,7 @@ import trio
 from test_channels_app import FUNDING_SAT, PUSH_MSAT, Pair, chain, channels, wait_until
 
 from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.manager import CRASH_STAGES, ManagedChannel, _parse_crash_at
 from lnpmsg.channels.state import Phase
 from lnpmsg.node.node import Node
@@ -65,6 +66,13 @@ def _is_crash(exc: BaseException) -> bool:
 
 def _crash() -> None:
     raise SimulatedCrash
+
+
+def _open_or_closed(channel: ManagedChannel | None) -> bool:
+    """Established, or closed cooperatively (not the end of an open a crash cut short)."""
+    if channel is None:
+        return False
+    return channel.phase in _LIVE or (channel.phase is Phase.CLOSED and channel.core.state.closing_tx is not None)
 
 
 class Script:
@@ -124,7 +132,7 @@ class Script:
     async def run(self) -> None:
         """Run the script from where the channel stands (the whole of it at first)."""
         alice, bob = self.nodes["alice"], self.nodes["bob"]
-        if any(c is None or c.phase not in (*_LIVE, Phase.CLOSED) for c in (self.channel("alice"), self.channel("bob"))):
+        if not all(_open_or_closed(self.channel(n)) for n in ("alice", "bob")):
             await self.open()  # the crash came before both sides held the channel: open another
         channel = self.channel("alice")
         assert channel is not None
@@ -147,7 +155,19 @@ class Script:
                 await wait_until(lambda: self.ready() and self.feerate() == NEW_FEERATE, "the fee changed")
             result = await channels(alice).closechannel(cid)
             self.closing_txid = result.get("closing_txid")
-        await wait_until(lambda: all(self.channel(n).phase is Phase.CLOSED for n in ("alice", "bob")), "both closed")  # type: ignore[union-attr]
+        await wait_until(self.closed, "both closed")
+
+    def closed(self) -> bool:
+        """Both sides closed; or one closed (its closing transaction broadcast) and the other still
+        negotiating: a side that crashed between storing the last closing_signed and sending it has
+        the close complete, and the peer learns of it from the chain only (the on-chain monitor)."""
+        phases = {n: self.channel(n).phase for n in ("alice", "bob")}  # type: ignore[union-attr]
+        if all(p is Phase.CLOSED for p in phases.values()):
+            return True
+        return sorted(p.value for p in phases.values()) == ["closed", "negotiating"] and self.closing_broadcast
+
+    #: set by the test once the closing transaction of the side that closed is in the mempool
+    closing_broadcast = False
 
     async def open(self) -> None:
         alice, bob = self.nodes["alice"], self.nodes["bob"]
@@ -250,7 +270,10 @@ async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: st
                 await wait_until(lambda: victim_id not in script.nodes[survivor].peers, "the survivor sees the crash")
                 await nursery.start(run_node, victim)  # the same key, the same directories
                 await script.nodes["bob"].connect(script.nodes["alice"].addresses[0])
-                await script.run()
+                async with trio.open_nursery() as watch:
+                    watch.start_soon(_watch_closing, script, source)
+                    await script.run()
+                    watch.cancel_scope.cancel()
             for name in ("alice", "bob"):
                 manager = channels(script.nodes[name]).manager
                 assert manager is not None
@@ -270,15 +293,29 @@ async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: st
             assert len(mempool) == 1, mempool
             if script.closing_txid is not None:
                 assert mempool == [script.closing_txid]
+            closers = [c for c in (a, b) if c.phase is Phase.CLOSED]
+            assert closers and all(Tx.parse(c.core.state.closing_tx).txid_hex == mempool[0] for c in closers)  # type: ignore[arg-type]
             for name in ("alice", "bob"):
                 manager = channels(script.nodes[name]).manager
                 assert manager is not None
                 for channel in manager.channels.values():
                     if channel.core.state.funding_outpoint == a.core.state.funding_outpoint:
-                        assert channel.phase is Phase.CLOSED, (name, channel.phase, channel.core.state.failure)
+                        assert channel.phase in (Phase.CLOSED, Phase.NEGOTIATING), (name, channel.phase, channel.core.state.failure)
+                        assert not channel.core.state.failure
             for node in script.nodes.values():
                 node.stop()
         return counts
+
+
+async def _watch_closing(script: Script, source: Any) -> None:
+    """Note when a closed side's closing transaction is in the mempool."""
+    while True:
+        mempool = {t[::-1].hex() for t in await trio.to_thread.run_sync(source.core.mempool_txids)}
+        for name in ("alice", "bob"):
+            channel = script.channel(name)
+            if channel is not None and channel.core.state.closing_tx and Tx.parse(channel.core.state.closing_tx).txid_hex in mempool:
+                script.closing_broadcast = True
+        await trio.sleep(0.1)
 
 
 @pytest.mark.trio

@@ -202,6 +202,8 @@ class ChannelsApp(App):
                 for channel in manager.channels.values():
                     if channel.phase is Phase.AWAIT_READY and channel.core.state.funder and channel.core.state.funding_tx:
                         nursery.start_soon(self._broadcast, channel.core.state.funding_tx, "funding")
+                    if channel.phase is Phase.CLOSED and channel.core.state.closing_tx:
+                        nursery.start_soon(self._rebroadcast_closing, channel)
                 await super().run(task_status=task_status)
         finally:
             self.manager = None
@@ -387,6 +389,18 @@ class ChannelsApp(App):
         except ChainError as exc:
             log.warning("channels: the chain refused the %s transaction: %s", what, exc)
 
+    async def _rebroadcast_closing(self, channel: ManagedChannel) -> None:
+        """A close both signed whose funding is still unspent (a crash came before the broadcast): again."""
+        s = channel.core.state
+        if s.funding_outpoint is None or s.closing_tx is None:
+            return
+        try:
+            unspent = await self.chain.source.get_txout(s.funding_outpoint)
+        except ChainError:
+            return
+        if unspent is not None:
+            await self._broadcast(s.closing_tx, "closing")
+
     async def _fund(self, channel: ManagedChannel, needed: FundingNeeded) -> None:
         """The wallet builds the funding transaction (its coins stay reserved); the core signs on.
 
@@ -409,7 +423,10 @@ class ChannelsApp(App):
     async def _abandon(self, channel: ManagedChannel, reason: str) -> None:
         log.warning("channels: abandoning the open of %s: %s", channel.channel_id.hex(), reason)
         self._funding_errors[channel.key] = reason
-        await self._send(channel.peer_id, Error(channel_id=channel.core.state.temporary_channel_id, data=reason.encode()))
+        try:
+            await self._send(channel.peer_id, Error(channel_id=channel.core.state.temporary_channel_id, data=reason.encode()))
+        except AppError:  # the peer is gone: it forgets the unsigned channel on its own
+            pass
         self._manager().forget(channel)
 
     async def _close_script(self, destination: str | None = None) -> bytes:
