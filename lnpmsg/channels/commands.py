@@ -71,7 +71,9 @@ def _print_channel(c: dict[str, Any]) -> None:
           f"{c['channel_type']}, funding {c['funding_outpoint'] or '-'}{'' if c['connected'] else ', peer offline'}")  # fmt: skip
     for h in c["htlcs"]:
         print(f"    htlc {h['direction']:<3} #{h['id']} {h['amount_msat']} msat hash {h['payment_hash']} expiry {h['cltv_expiry']}")
-    if c.get("failure"):
+    if c.get("behind"):
+        print("    we lost channel state (the peer proved it): not broadcasting ours, waiting for the peer's commitment")
+    elif c.get("failure"):
         print(f"    failed: {c['failure']}")
 
 

@@ -399,7 +399,8 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
     return {
         "channel_id": channel.channel_id.hex(),
         "peer_id": channel.peer_id.hex(),
-        "state": s.phase.value,
+        # the peer proved we lost state: we never broadcast ours (Core Lightning's AWAITING_UNILATERAL)
+        "state": "awaiting_unilateral" if s.behind else s.phase.value,
         "opener": "local" if s.funder else "remote",
         "capacity_sat": s.funding_sat,
         "to_local_msat": to_local,
@@ -411,4 +412,5 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
         "feerate_per_kw": commit.spec.feerate_per_kw if commit is not None else None,
         "connected": s.connected and not s.awaiting_reestablish,
         "failure": s.failure,
+        "behind": s.behind,
     }
