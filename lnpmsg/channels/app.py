@@ -128,6 +128,24 @@ class ChannelEvent:
     reason: str = ""
 
 
+#: the names ``fundchannel`` takes for a channel type (lnd's and the BOLTs' spellings)
+CHANNEL_TYPES = {"static_remotekey": False, "tweakless": False, "anchors": True, "anchors_zero_fee_htlc_tx": True}
+_ANCHORS_BITS = (22, 23)
+
+
+def _with_channel_type(local: int, remote: Features, channel_type: str | None) -> int:
+    """Our init features as the open sees them: without the anchors bits for a static_remotekey channel."""
+    if channel_type is None:
+        return local
+    if channel_type not in CHANNEL_TYPES:
+        raise ParamsError(f"channel_type is one of {', '.join(CHANNEL_TYPES)}, got {channel_type!r}")
+    if not CHANNEL_TYPES[channel_type]:
+        return local & ~sum(1 << b for b in _ANCHORS_BITS)
+    if not any(remote.has(b) for b in _ANCHORS_BITS):
+        raise ParamsError("the peer does not offer option_anchors_zero_fee_htlc_tx (bits 22/23)")
+    return local
+
+
 class ChannelsApp(App):
     """BOLT-2 channels (see the module docs).
 
@@ -446,9 +464,10 @@ class ChannelsApp(App):
             raise ParamsError(f"no channel {channel!r} (give a channel id, short channel id or key)") from None
 
     async def fundchannel(self, node_id: str, amount_sat: int, push_msat: int = 0, feerate: int | None = None,
-                          announce: bool = False) -> dict[str, Any]:  # fmt: skip
+                          announce: bool = False, channel_type: str | None = None) -> dict[str, Any]:  # fmt: skip
         """Open a channel of AMOUNT_SAT to the connected peer NODE_ID, funded by the wallet; returns once
-        the peer signed our first commitment and the funding is broadcast (then confirmations follow)."""
+        the peer signed our first commitment and the funding is broadcast (then confirmations follow).
+        CHANNEL_TYPE: ``static_remotekey`` or ``anchors`` (default: anchors when the peer offers it)."""
         try:
             peer = self.peer(node_id)
         except AppError as exc:
@@ -457,6 +476,7 @@ class ChannelsApp(App):
             raise ParamsError(f"amount_sat must be a positive integer, got {amount_sat!r}")
         local, remote = self._features(peer)
         remote_features = Features(remote)
+        local = _with_channel_type(local, remote_features, channel_type)
         send_type = any(remote_features.has(b) for b in _CHANNEL_TYPE_BITS)
         try:
             commit_feerate = await self.chain.source.estimate_feerate()
