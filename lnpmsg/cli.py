@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
     node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
     node.add_argument("--config", type=Path, metavar="FILE", help="read options from this TOML file instead of DATA_DIR/lnpmsg.toml (see below)")
+    from lnpmsg.channels.options import add_node_options as add_channel_options
+
+    add_channel_options(node)
     _add_demo_command(commands)
 
     from lnpmsg.rpc.commands import add_commands
@@ -201,6 +204,8 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
     from lnpmsg.node.identity import IdentityError, key_from_hex
     from lnpmsg.tor_app import settings_from_args as tor_settings_from_args
     from lnpmsg.transports.address import split_host_port
+
+    from lnpmsg.channels.options import options_from_args as channel_options_from_args
 
     key = None
     if args.node_key:
@@ -244,6 +249,7 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         gossip=not args.no_gossip,
         gossip_import=list(args.gossip_import),
         apps=list(args.app),
+        channel_options=channel_options_from_args(args),
     )
 
 
