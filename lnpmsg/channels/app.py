@@ -89,6 +89,7 @@ from .inputs import (
     WeAreBehind,
 )
 from .manager import ChannelManager, ChannelsStopped, ManagedChannel, describe, format_scid
+from .options import with_channel_type
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
 
@@ -126,24 +127,6 @@ class ChannelEvent:
     payment_hash: bytes = b""
     preimage: bytes = b""
     reason: str = ""
-
-
-#: the names ``fundchannel`` takes for a channel type (lnd's and the BOLTs' spellings)
-CHANNEL_TYPES = {"static_remotekey": False, "tweakless": False, "anchors": True, "anchors_zero_fee_htlc_tx": True}
-_ANCHORS_BITS = (22, 23)
-
-
-def _with_channel_type(local: int, remote: Features, channel_type: str | None) -> int:
-    """Our init features as the open sees them: without the anchors bits for a static_remotekey channel."""
-    if channel_type is None:
-        return local
-    if channel_type not in CHANNEL_TYPES:
-        raise ParamsError(f"channel_type is one of {', '.join(CHANNEL_TYPES)}, got {channel_type!r}")
-    if not CHANNEL_TYPES[channel_type]:
-        return local & ~sum(1 << b for b in _ANCHORS_BITS)
-    if not any(remote.has(b) for b in _ANCHORS_BITS):
-        raise ParamsError("the peer does not offer option_anchors_zero_fee_htlc_tx (bits 22/23)")
-    return local
 
 
 class ChannelsApp(App):
@@ -476,7 +459,7 @@ class ChannelsApp(App):
             raise ParamsError(f"amount_sat must be a positive integer, got {amount_sat!r}")
         local, remote = self._features(peer)
         remote_features = Features(remote)
-        local = _with_channel_type(local, remote_features, channel_type)
+        local = with_channel_type(local, remote_features, channel_type)
         send_type = any(remote_features.has(b) for b in _CHANNEL_TYPE_BITS)
         try:
             commit_feerate = await self.chain.source.estimate_feerate()

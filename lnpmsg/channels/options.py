@@ -15,11 +15,13 @@ from typing import Any
 
 from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.errors import ChainError
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.wire import Features
 
 from .errors import RemoteFault
 from .params import ChannelConfig, OpeningPolicy, check_shutdown_script
 
-__all__ = ["HRPS", "OPTIONS", "add_node_options", "channel_settings", "options_from_args"]
+__all__ = ["CHANNEL_TYPES", "HRPS", "OPTIONS", "add_node_options", "channel_settings", "options_from_args", "with_channel_type"]
 
 #: the address prefix of each network (for --channel-upfront-shutdown-address)
 HRPS = {"bitcoin": "bc", "testnet": "tb", "signet": "tb", "regtest": "bcrt"}
@@ -100,3 +102,21 @@ def channel_settings(options: dict[str, Any], hrp: str) -> tuple[ChannelConfig, 
     if config.minimum_depth > policy.max_minimum_depth or config.minimum_depth < 1:
         raise ValueError(f"--channel-min-depth: between 1 and --channel-max-peer-min-depth ({policy.max_minimum_depth})")
     return config, policy
+
+
+#: the names ``fundchannel`` takes for a channel type (lnd's and the BOLTs' spellings)
+CHANNEL_TYPES = {"static_remotekey": False, "tweakless": False, "anchors": True, "anchors_zero_fee_htlc_tx": True}
+_ANCHORS_BITS = (22, 23)
+
+
+def with_channel_type(local: int, remote: Features, channel_type: str | None) -> int:
+    """Our init features as the open sees them: without the anchors bits for a static_remotekey channel."""
+    if channel_type is None:
+        return local
+    if channel_type not in CHANNEL_TYPES:
+        raise ParamsError(f"channel_type is one of {', '.join(CHANNEL_TYPES)}, got {channel_type!r}")
+    if not CHANNEL_TYPES[channel_type]:
+        return local & ~sum(1 << b for b in _ANCHORS_BITS)
+    if not any(remote.has(b) for b in _ANCHORS_BITS):
+        raise ParamsError("the peer does not offer option_anchors_zero_fee_htlc_tx (bits 22/23)")
+    return local
