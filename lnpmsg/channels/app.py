@@ -371,6 +371,9 @@ class ChannelsApp(App):
                 log.info("channels: %s closed by %s (fee %d sat)", channel.channel_id.hex(), txid, event.fee_sat)
             elif isinstance(event, ChannelFailed):
                 log.warning("channels: %s failed: %s", channel.channel_id.hex(), event.reason)
+                s = channel.core.state
+                if s.funder and s.funding_tx and s.local_commit is None:  # never signed, never broadcast
+                    self._release_funding(s.funding_tx)
                 txid = ""
                 if event.commitment_tx is not None:
                     txid = Tx.parse(event.commitment_tx).txid_hex
@@ -401,6 +404,15 @@ class ChannelsApp(App):
             return
         if unspent is not None:
             await self._broadcast(s.closing_tx, "closing")
+
+    def _release_funding(self, raw_tx: bytes) -> None:
+        """Free the wallet's coins held for a funding that will never be broadcast."""
+        try:
+            freed = self.chain.wallet.release(Tx.parse(raw_tx).txid)
+        except (AttributeError, WalletError) as exc:  # no wallet (yet): a later releasecoins frees them
+            log.warning("channels: cannot release the coins of an abandoned funding: %s", exc)
+            return
+        log.info("channels: released %d coin(s) of a funding never broadcast", freed)
 
     async def _fund(self, channel: ManagedChannel, needed: FundingNeeded) -> None:
         """The wallet builds the funding transaction (its coins stay reserved); the core signs on.
