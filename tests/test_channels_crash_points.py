@@ -236,7 +236,6 @@ async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: st
             await nursery.start(run_node, "alice")
             await nursery.start(run_node, "bob")
             await pair.fund_wallet(script.nodes["alice"], 3_000_000)
-            await pair.fund_wallet(script.nodes["alice"], 3_000_000)  # a second coin: an open lost to a crash may hold the first
             if victim is not None:
                 manager = channels(script.nodes[victim]).manager
                 assert manager is not None
