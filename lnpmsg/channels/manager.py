@@ -17,6 +17,11 @@ Steps 2-5 run shielded: stopping the node never cuts a job between the
 record and its messages. At start every stored channel is replayed from its
 log (snapshot, then records) and fed ``Disconnected``, as the core asks.
 
+Crash tests (developer only): ``crash_at = (N, stage)`` calls ``crash`` (SIGKILL
+by default) at the N-th persistence point of the process, once its records
+are durable (``persisted``) or once its messages were handed to the peer
+(``sent``); ``LNPMSG_DEV_CRASH_AT_PERSIST=N[:stage]`` sets it for a process.
+
 A channel's key (its store name) is ``<peer node id>-<16 hex digits>``:
 the peer is known from the key alone, and the channel's secrets are derived
 from the node's channel seed and the key, so the log never holds a secret.
