@@ -325,6 +325,7 @@ async def test_the_script_counts_its_points(tmp_path: Path) -> None:
 
 
 @pytest.mark.trio
+@pytest.mark.slow  # 176 cases of about a second each
 @pytest.mark.parametrize(
     ("victim", "point", "stage"),
     [(victim, point, stage) for victim in ("alice", "bob") for stage in CRASH_STAGES for point in range(1, POINTS[victim] + 1)],
