@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--gossip-prune-after", type=float, metavar="DAYS", help="a channel with no update for this long is stale and pruned (default: 14, BOLT 7's two weeks)")
     node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
     node.add_argument("--config", type=Path, metavar="FILE", help="read options from this TOML file instead of DATA_DIR/lnpmsg.toml (see below)")
+    from lnpmsg.channels.options import add_node_options as add_channel_options
+
+    add_channel_options(node)
     _add_demo_command(commands)
 
     from lnpmsg.rpc.commands import add_commands
@@ -209,6 +212,8 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
     from lnpmsg.node.identity import IdentityError, key_from_hex
     from lnpmsg.tor_app import settings_from_args as tor_settings_from_args
     from lnpmsg.transports.address import split_host_port
+
+    from lnpmsg.channels.options import options_from_args as channel_options_from_args
 
     key = None
     if args.node_key:
@@ -257,6 +262,7 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         gossip_prune_interval=args.gossip_prune_interval,
         gossip_prune_after=args.gossip_prune_after,
         apps=list(args.app),
+        channel_options=channel_options_from_args(args),
     )
 
 

@@ -1,8 +1,10 @@
 """Channels with Electrum 4.3.4 (Debian's, a separate process on Debian's Python):
 Electrum opens a channel to an ``lnpmsg node`` and closes it cooperatively;
 then lnpmsg opens one to Electrum (which listens: ``lightning_listen``) and
-closes it; reestablish after Electrum restarts and after lnpmsg is killed
-(SIGKILL) mid-update, once with an HTLC Electrum fails (a real onion, built
+closes it; reestablish after Electrum restarts, after lnpmsg restarts (also
+with the channel Electrum opened) and after lnpmsg is killed
+(SIGKILL) mid-update; lnpmsg restored from an old copy of its channel store
+(Electrum force-closes, lnpmsg broadcasts nothing); once with an HTLC Electrum fails (a real onion, built
 by lnpmsg.payments, for a payment hash Electrum does not know) and once with
 an update_fee. Electrum syncs from the node's own Electrum server
 (``--electrum-listen``) on the node's embedded regtest chain.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -217,3 +220,87 @@ async def test_reestablish_with_electrum_after_restarts_and_a_sigkill_mid_update
             await trio.to_thread.run_sync(wallet.stop)
         if node.returncode is None:
             await stop(node, node_dir)
+
+
+async def test_a_channel_electrum_opened_survives_our_restart_and_an_old_store_of_ours_never_broadcasts(tmp_path: Path) -> None:
+    """Electrum opens (pushing us 200k sat); lnpmsg restarts normally and dials Electrum back: both
+    reestablish. After an update (an HTLC Electrum fails), lnpmsg comes back from a copy of its
+    channel store taken before it. Electrum 4.3.4, seeing from our channel_reestablish that it is
+    ahead, force-closes at once with its own commitment without sending its channel_reestablish
+    (so lnpmsg gets no proof to show: the lnpmsg-to-lnpmsg case is test_channels_dataloss.py);
+    lnpmsg never broadcasts its stale commitment: Electrum's is the only spend of the funding."""
+    node_dir = tmp_path / "node"
+    node, info = await start_node(node_dir)
+    d = ("--data-dir", node_dir)
+    wallet: ElectrumWallet | None = None
+    try:
+        await cli("mine", 101, *d)
+        listen_port = free_port()
+        wallet = ElectrumWallet(tmp_path / "electrum", info["electrum"],
+                                config={"use_gossip": True, "lightning_listen": f"127.0.0.1:{listen_port}"})  # fmt: skip
+        await trio.to_thread.run_sync(wallet.create)
+        await trio.to_thread.run_sync(wallet.start)
+        await trio.to_thread.run_sync(wallet.wait_synced, 101)
+        await cli("faucet", 3_000_000, "--address", await wallet.acall("getunusedaddress"), *d)
+        await trio.to_thread.run_sync(wallet.wait_synced, 102)
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: wallet.call("getbalance").get("confirmed") == "0.03", "coins")
+        electrum_id = (await wallet.acall("nodeid")).split("@")[0]
+        electrum_address = f"{electrum_id}@127.0.0.1:{listen_port}"
+
+        await wallet.acall("open_channel", connection_string=info["addresses"][0], amount="0.01", push_amount="0.002")
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPENING") or electrum_channel(wallet, "FUNDED"), "opening")
+        await cli("mine", 3, *d)
+        ours = await wait_channel(node_dir, "ready", lambda c: c["state"] == "normal")
+        cid = ours["channel_id"]
+        assert ours["opener"] == "remote" and ours["to_local_msat"] == 200_000_000
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
+
+        # lnpmsg restarts (a plain stop): we dial Electrum, both reestablish. The store is copied meanwhile.
+        await stop(node, node_dir)
+        backup = tmp_path / "channels-backup"
+        shutil.copytree(node_dir / "channels", backup)
+        electrum_server = info["electrum"]
+        node, info = await start_node(node_dir, electrum=electrum_server)
+        await cli("connect", electrum_address, *d)
+        before = await connected(node_dir, cid)
+        assert (before["to_local_msat"], before["to_remote_msat"]) == (ours["to_local_msat"], ours["to_remote_msat"])
+
+        # An update after the copy: an HTLC to Electrum it cannot route (it fails it).
+        tip = (await cli("getchaininfo", *d))["height"]
+        payment_hash = os.urandom(32)
+        final = HopPayload.final(20_000_000, tip + 144, payment_secret=os.urandom(32))
+        onion = construct_onion(os.urandom(32), [bytes.fromhex(electrum_id)], [final.encode()], payment_hash).packet
+        params = {"channel": cid, "amount_msat": 20_000_000, "payment_hash": payment_hash.hex(), "cltv_expiry": tip + 144, "onion": onion.hex()}
+        await cli("call", "channels.dev_addhtlc", json.dumps(params), *d)
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: "Sending UPDATE_FAIL_HTLC" in wallet.log(50_000), "Electrum fails the HTLC", WAIT)
+        after = await connected(node_dir, cid)
+        assert after["to_local_msat"] == before["to_local_msat"]
+
+        # lnpmsg comes back from the old copy of its channel store.
+        await stop(node, node_dir)
+        shutil.rmtree(node_dir / "channels")
+        shutil.copytree(backup, node_dir / "channels")
+        node, info = await start_node(node_dir, electrum=electrum_server)
+        await cli("connect", electrum_address, *d)
+        await trio.to_thread.run_sync(
+            wallet.wait_for, lambda: electrum_channel(wallet, "FORCE_CLOSING") or electrum_channel(wallet, "CLOSED"), "Electrum force-closes", WAIT
+        )
+        assert "we are ahead of remote" in wallet.log(50_000)
+        with trio.fail_after(WAIT):
+            while (await cli("getchaininfo", *d))["mempool"] != 1:  # Electrum's commitment
+                await trio.sleep(0.2)
+        await cli("mine", 1, *d)
+        await trio.sleep(1.0)  # room for a (wrong) broadcast of ours after the block
+        assert (await cli("getchaininfo", *d))["mempool"] == 0
+        assert "commitment transaction" not in Path(f"{node_dir}.log").read_text()  # we never tried to broadcast ours
+        assert (await channel_state(node_dir, cid)) != "failed"
+    finally:
+        if wallet is not None:
+            await trio.to_thread.run_sync(wallet.stop)
+        if node.returncode is None:
+            await stop(node, node_dir)
+
+
+async def channel_state(data_dir: Path, channel_id: str) -> str:
+    (c,) = [c for c in (await cli("listchannels", "--data-dir", data_dir))["channels"] if c["channel_id"] == channel_id]
+    return str(c["state"])

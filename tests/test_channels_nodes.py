@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import trio
 
-from lnpmsg.channels.manager import CRASH_ENV
+from lnpmsg.channels.manager import CRASH_AT_ENV, CRASH_ENV
 from lnpmsg.cli import main
 from lnpmsg.testing.processes import lnpmsg_argv
 
@@ -236,6 +236,57 @@ async def test_sigkill_after_storing_an_update_then_restart_reestablish_and_clos
         assert closed["state"] == "closed"
         await wait_channel(b_dir, "closed", lambda c: c["state"] == "closed")
         assert (await cli("getchaininfo", "--data-dir", a_dir))["mempool"] == 1  # the closing transaction only
+    finally:
+        for process, data_dir in reversed(processes):
+            if process.returncode is None:
+                await stop(process, data_dir)
+
+
+async def test_sigkill_of_the_fundee_between_storing_funding_created_and_sending_funding_signed(tmp_path: Path) -> None:
+    """B (the fundee) is killed at its 2nd persistence point (LNPMSG_DEV_CRASH_AT_PERSIST=2): the
+    funding_created it signed is on disk, its funding_signed never left. A's fundchannel fails
+    cleanly and A never broadcasts the funding; B, restarted, holds the channel it signed and
+    broadcasts nothing; a new open between the two then works."""
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    processes: list[tuple[trio.Process, Path]] = []
+    try:
+        a, a_info = await start(a_dir, "127.0.0.1:0", *owner_argv("127.0.0.1:0"))
+        processes.append((a, a_dir))
+        url, cookie = a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])
+        b_options = user_argv(url, cookie)
+        b, b_info = await start(b_dir, "127.0.0.1:0", *b_options, env={CRASH_AT_ENV: "2:persisted"})
+        processes.append((b, b_dir))
+        await cli("faucet", 3_000_000, "--data-dir", a_dir)
+        await cli("connect", a_info["addresses"][0], "--data-dir", b_dir)
+        args = ["fundchannel", b_info["node_id"], str(FUNDING_SAT), "--data-dir", str(a_dir), "--json"]
+        code, out = await trio.to_thread.run_sync(_run_main, args)
+        with trio.fail_after(WAIT):
+            await b.wait()
+        assert b.returncode == -9
+        processes.remove((b, b_dir))
+        assert code != 0, out  # no funding_signed: the open failed
+        (lost,) = (await cli("listchannels", "--data-dir", a_dir))["channels"]
+        assert lost["state"] in ("closed", "failed")
+        assert (await cli("getchaininfo", "--data-dir", a_dir))["mempool"] == 0  # the funding was never broadcast
+
+        b, b_info = await start(b_dir, "127.0.0.1:0", *b_options)
+        processes.append((b, b_dir))
+        (signed,) = (await cli("listchannels", "--data-dir", b_dir))["channels"]
+        assert signed["state"] == "await_ready" and signed["opener"] == "remote"  # kept: B signed A's commitment
+        await cli("connect", a_info["addresses"][0], "--data-dir", b_dir)
+        opened = await cli("fundchannel", b_info["node_id"], FUNDING_SAT, "--push-msat", PUSH_MSAT, "--data-dir", a_dir)
+        await cli("mine", 3, "--data-dir", a_dir)
+        with trio.fail_after(WAIT):
+            while True:
+                listed = (await cli("listchannels", "--data-dir", b_dir))["channels"]
+                new = [c for c in listed if c["channel_id"] == opened["channel_id"]]
+                if new and new[0]["state"] == "normal":
+                    break
+                await trio.sleep(0.2)
+        assert new[0]["to_local_msat"] == PUSH_MSAT
+        stale = [c for c in listed if c["channel_id"] == signed["channel_id"]]
+        assert stale and stale[0]["state"] == "await_ready"  # its funding never comes (BOLT 2: forgotten after 2016 blocks)
+        assert (await cli("getchaininfo", "--data-dir", a_dir))["mempool"] == 0  # only the new funding, now mined
     finally:
         for process, data_dir in reversed(processes):
             if process.returncode is None:

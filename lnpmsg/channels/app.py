@@ -88,7 +88,8 @@ from .inputs import (
     Reconnected,
     WeAreBehind,
 )
-from .manager import ChannelManager, ManagedChannel, describe, format_scid
+from .manager import ChannelManager, ChannelsStopped, ManagedChannel, describe, format_scid
+from .options import with_channel_type
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
 
@@ -202,6 +203,8 @@ class ChannelsApp(App):
                 for channel in manager.channels.values():
                     if channel.phase is Phase.AWAIT_READY and channel.core.state.funder and channel.core.state.funding_tx:
                         nursery.start_soon(self._broadcast, channel.core.state.funding_tx, "funding")
+                    if channel.phase is Phase.CLOSED and channel.core.state.closing_tx:
+                        nursery.start_soon(self._rebroadcast_closing, channel)
                 await super().run(task_status=task_status)
         finally:
             self.manager = None
@@ -368,6 +371,9 @@ class ChannelsApp(App):
                 log.info("channels: %s closed by %s (fee %d sat)", channel.channel_id.hex(), txid, event.fee_sat)
             elif isinstance(event, ChannelFailed):
                 log.warning("channels: %s failed: %s", channel.channel_id.hex(), event.reason)
+                s = channel.core.state
+                if s.funder and s.funding_tx and s.local_commit is None:  # never signed, never broadcast
+                    self._release_funding(s.funding_tx)
                 txid = ""
                 if event.commitment_tx is not None:
                     txid = Tx.parse(event.commitment_tx).txid_hex
@@ -387,6 +393,27 @@ class ChannelsApp(App):
         except ChainError as exc:
             log.warning("channels: the chain refused the %s transaction: %s", what, exc)
 
+    async def _rebroadcast_closing(self, channel: ManagedChannel) -> None:
+        """A close both signed whose funding is still unspent (a crash came before the broadcast): again."""
+        s = channel.core.state
+        if s.funding_outpoint is None or s.closing_tx is None:
+            return
+        try:
+            unspent = await self.chain.source.get_txout(s.funding_outpoint)
+        except ChainError:
+            return
+        if unspent is not None:
+            await self._broadcast(s.closing_tx, "closing")
+
+    def _release_funding(self, raw_tx: bytes) -> None:
+        """Free the wallet's coins held for a funding that will never be broadcast."""
+        try:
+            freed = self.chain.wallet.release(Tx.parse(raw_tx).txid)
+        except (AttributeError, WalletError) as exc:  # no wallet (yet): a later releasecoins frees them
+            log.warning("channels: cannot release the coins of an abandoned funding: %s", exc)
+            return
+        log.info("channels: released %d coin(s) of a funding never broadcast", freed)
+
     async def _fund(self, channel: ManagedChannel, needed: FundingNeeded) -> None:
         """The wallet builds the funding transaction (its coins stay reserved); the core signs on.
 
@@ -400,6 +427,8 @@ class ChannelsApp(App):
             return
         try:
             await self._manager().submit(channel, FundingTransaction(funded.tx.raw))
+        except ChannelsStopped:
+            return  # the node stops (maybe mid-job): the channel stays as stored; a restart goes on from there
         except LocalMisuse as exc:
             self.chain.wallet.release(funded.tx.txid)
             await self._abandon(channel, f"cannot fund the channel: {exc}")
@@ -407,7 +436,10 @@ class ChannelsApp(App):
     async def _abandon(self, channel: ManagedChannel, reason: str) -> None:
         log.warning("channels: abandoning the open of %s: %s", channel.channel_id.hex(), reason)
         self._funding_errors[channel.key] = reason
-        await self._send(channel.peer_id, Error(channel_id=channel.core.state.temporary_channel_id, data=reason.encode()))
+        try:
+            await self._send(channel.peer_id, Error(channel_id=channel.core.state.temporary_channel_id, data=reason.encode()))
+        except AppError:  # the peer is gone: it forgets the unsigned channel on its own
+            pass
         self._manager().forget(channel)
 
     async def _close_script(self, destination: str | None = None) -> bytes:
@@ -427,9 +459,10 @@ class ChannelsApp(App):
             raise ParamsError(f"no channel {channel!r} (give a channel id, short channel id or key)") from None
 
     async def fundchannel(self, node_id: str, amount_sat: int, push_msat: int = 0, feerate: int | None = None,
-                          announce: bool = False) -> dict[str, Any]:  # fmt: skip
+                          announce: bool = False, channel_type: str | None = None) -> dict[str, Any]:  # fmt: skip
         """Open a channel of AMOUNT_SAT to the connected peer NODE_ID, funded by the wallet; returns once
-        the peer signed our first commitment and the funding is broadcast (then confirmations follow)."""
+        the peer signed our first commitment and the funding is broadcast (then confirmations follow).
+        CHANNEL_TYPE: ``static_remotekey`` or ``anchors`` (default: anchors when the peer offers it)."""
         try:
             peer = self.peer(node_id)
         except AppError as exc:
@@ -438,6 +471,7 @@ class ChannelsApp(App):
             raise ParamsError(f"amount_sat must be a positive integer, got {amount_sat!r}")
         local, remote = self._features(peer)
         remote_features = Features(remote)
+        local = with_channel_type(local, remote_features, channel_type)
         send_type = any(remote_features.has(b) for b in _CHANNEL_TYPE_BITS)
         try:
             commit_feerate = await self.chain.source.estimate_feerate()

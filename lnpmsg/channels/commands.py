@@ -51,6 +51,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--push-msat", type=int, default=0, metavar="N", help="give the peer N millisatoshis at the start (default: 0)")
     p.add_argument("--feerate", type=_positive, metavar="PER_KW", help="the funding transaction's fee rate in sat per 1000 weight (default: the chain's estimate)")
     p.add_argument("--announce", action="store_true", help="ask for a public channel (channel_flags bit 0)")
+    p.add_argument("--channel-type", choices=["static_remotekey", "anchors"], help="the commitment format (default: anchors_zero_fee_htlc_tx when the peer offers it, else static_remotekey)")
     p.epilog = "Returns once the peer signed our first commitment and the funding is broadcast; the channel is ready after its confirmations (the peer's minimum_depth)."
     p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")
     p.add_argument("--peer", metavar="NODEID", help="only the channels with this peer")
@@ -71,7 +72,9 @@ def _print_channel(c: dict[str, Any]) -> None:
           f"{c['channel_type']}, funding {c['funding_outpoint'] or '-'}{'' if c['connected'] else ', peer offline'}")  # fmt: skip
     for h in c["htlcs"]:
         print(f"    htlc {h['direction']:<3} #{h['id']} {h['amount_msat']} msat hash {h['payment_hash']} expiry {h['cltv_expiry']}")
-    if c.get("failure"):
+    if c.get("behind"):
+        print("    we lost channel state (the peer proved it): not broadcasting ours, waiting for the peer's commitment")
+    elif c.get("failure"):
         print(f"    failed: {c['failure']}")
 
 
@@ -88,6 +91,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         params: dict[str, Any] = {"node_id": args.node_id, "amount_sat": args.amount_sat, "push_msat": args.push_msat, "announce": args.announce}
         if args.feerate is not None:
             params["feerate"] = args.feerate
+        if getattr(args, "channel_type", None):
+            params["channel_type"] = args.channel_type
         return "channels.fundchannel", params, lambda r: print(
             f"channel {r['channel_id']} funded by {r['funding_txid']}, waiting for confirmations ({r['state']})"
         )

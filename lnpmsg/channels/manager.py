@@ -17,6 +17,11 @@ Steps 2-5 run shielded: stopping the node never cuts a job between the
 record and its messages. At start every stored channel is replayed from its
 log (snapshot, then records) and fed ``Disconnected``, as the core asks.
 
+Crash tests (developer only): ``crash_at = (N, stage)`` calls ``crash`` (SIGKILL
+by default) at the N-th persistence point of the process, once its records
+are durable (``persisted``) or once its messages were handed to the peer
+(``sent``); ``LNPMSG_DEV_CRASH_AT_PERSIST=N[:stage]`` sets it for a process.
+
 A channel's key (its store name) is ``<peer node id>-<16 hex digits>``:
 the peer is known from the key alone, and the channel's secrets are derived
 from the node's channel seed and the key, so the log never holds a secret.
@@ -47,7 +52,7 @@ from .params import ChannelSecrets
 from .state import ChannelCore, Phase
 from .store import ChannelLog, ChannelStore
 
-__all__ = ["SNAPSHOT_EVERY", "ChannelManager", "ChannelsStopped", "ManagedChannel", "channel_secrets"]
+__all__ = ["CRASH_AT_ENV", "SNAPSHOT_EVERY", "ChannelManager", "ChannelsStopped", "ManagedChannel", "channel_secrets"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,12 @@ SEND_TIMEOUT = 30.0
 #: DEVELOPER fault injection for crash tests: the process kills itself (SIGKILL) right after
 #: the record of a received message of this name is on disk, before anything is sent
 CRASH_ENV = "LNPMSG_DEV_CRASH_AFTER_RECEIVING"
+#: DEVELOPER fault injection for crash tests: ``N`` (or ``N:persisted``) kills the process right
+#: after its N-th durable append of channel records (counted from the start of the process),
+#: before that output's messages leave; ``N:sent`` right after they were handed to the peer
+CRASH_AT_ENV = "LNPMSG_DEV_CRASH_AT_PERSIST"
+#: the two moments of a persistence point where a crash may be injected
+CRASH_STAGES = ("persisted", "sent")
 _SEED_FILE = "channel_seed"
 _ROLES = ("funding", "revocation", "payment", "delayed_payment", "htlc", "shachain")
 _SIGNING_PHASES = {Phase.NORMAL, Phase.SHUTDOWN}
@@ -141,6 +152,15 @@ class ChannelManager:
         self._crash_after = os.environ.get(CRASH_ENV) or None
         if self._crash_after:
             log.warning("channels: DEVELOPER fault injection: SIGKILL after receiving %s", self._crash_after)
+        #: durable appends of channel records so far (the persistence points of this process)
+        self.persists = 0
+        #: DEVELOPER fault injection: ``(N, stage)``: :attr:`crash` is called at the N-th persistence
+        #: point, when its records are on disk (``persisted``) or its messages were sent (``sent``)
+        self.crash_at: tuple[int, str] | None = _parse_crash_at(os.environ.get(CRASH_AT_ENV))
+        #: what a crash does: SIGKILL of this process (an in-process test raises instead)
+        self.crash: Callable[[], None] = _sigkill
+        if self.crash_at is not None:
+            log.warning("channels: DEVELOPER fault injection: SIGKILL at persistence point %d (%s)", *self.crash_at)
 
     # ------------------------------------------------------------ lookup
 
@@ -274,21 +294,34 @@ class ChannelManager:
                 log.exception("channels: %s on %s failed", type(job.item).__name__, channel.key)
                 job.error = exc
             finally:
+                if job.output is None and job.error is None:  # cut by a crash: the submitter hears of it
+                    job.error = ChannelsStopped("the channels stopped during the job")
                 job.done.set()
                 channel.changed.set()
                 channel.changed = trio.Event()
 
     async def _apply(self, channel: ManagedChannel, item: Input) -> Output:
         out = channel.core.receive(item, self._now())
+        point = None
         if out.records:
             await self._persist(channel, out.records)
+            self.persists += 1
+            point = self.persists
             if self._crash_after and isinstance(item, Received) and type(item.message).__name__ == self._crash_after:
-                os.kill(os.getpid(), signal.SIGKILL)
+                _sigkill()
+            self._maybe_crash(point, "persisted")
         for message in out.messages:
             await self._deliver(channel.peer_id, message)
+        if point is not None:
+            self._maybe_crash(point, "sent")
         if out.events:
             await self._on_events(channel, out.events)
         return out
+
+    def _maybe_crash(self, point: int, stage: str) -> None:
+        if self.crash_at == (point, stage):
+            log.warning("channels: DEVELOPER fault injection: crashing at persistence point %d (%s)", point, stage)
+            self.crash()
 
     async def _persist(self, channel: ManagedChannel, records: Sequence[Record]) -> None:
         await trio.to_thread.run_sync(channel.log.append, records)
@@ -313,6 +346,21 @@ class ChannelManager:
             await self._apply(channel, SignCommitment())
         except LocalMisuse as exc:
             log.debug("channels: not signing %s yet: %s", channel.key, exc)
+
+
+def _sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _parse_crash_at(text: str | None) -> tuple[int, str] | None:
+    """``N`` or ``N:persisted`` or ``N:sent`` (see :data:`CRASH_AT_ENV`)."""
+    if not text:
+        return None
+    number, _, stage = text.partition(":")
+    stage = stage or "persisted"
+    if not number.isdigit() or int(number) < 1 or stage not in CRASH_STAGES:
+        raise ValueError(f"{CRASH_AT_ENV}={text!r}: expected N, N:persisted or N:sent (N >= 1)")
+    return int(number), stage
 
 
 def format_scid(scid: int) -> str:
@@ -356,7 +404,8 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
     return {
         "channel_id": channel.channel_id.hex(),
         "peer_id": channel.peer_id.hex(),
-        "state": s.phase.value,
+        # the peer proved we lost state: we never broadcast ours (Core Lightning's AWAITING_UNILATERAL)
+        "state": "awaiting_unilateral" if s.behind else s.phase.value,
         "opener": "local" if s.funder else "remote",
         "capacity_sat": s.funding_sat,
         "to_local_msat": to_local,
@@ -368,4 +417,5 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
         "feerate_per_kw": commit.spec.feerate_per_kw if commit is not None else None,
         "connected": s.connected and not s.awaiting_reestablish,
         "failure": s.failure,
+        "behind": s.behind,
     }

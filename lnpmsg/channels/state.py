@@ -34,6 +34,7 @@ from .inputs import (
     AcceptCommand,
     BlockHeight,
     BroadcastFunding,
+    ChannelClosed,
     ChannelFailed,
     ChannelOpened,
     ChannelReadyEvent,
@@ -161,6 +162,8 @@ class ChannelState:
     remote_shutdown_script: bytes | None = None
     #: the cooperative close (a close.ClosingState), once a shutdown was sent or received
     closing: object = None
+    #: the cooperative close both signed (kept so that a restart can broadcast it again)
+    closing_tx: bytes | None = None
     failure: str | None = None
 
 
@@ -247,6 +250,9 @@ class ChannelCore:
                 self.state.temporary_channel_id = item.open_channel.temporary_channel_id
             out = _Out()
             self._fail(str(fault), out, warning=fault.warning)
+        for event in out.events:
+            if isinstance(event, ChannelClosed):
+                self.state.closing_tx = event.raw_tx
         if self.state == before:
             return Output((), tuple(out.messages), tuple(out.events))
         if any(type(m).__name__ in _COMMIT_POINTS for m in out.messages):

@@ -358,8 +358,13 @@ def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseExcepti
     if "chain" not in node.apps:
         return []
     from lnpmsg.channels.app import ChannelsApp
+    from lnpmsg.channels.options import HRPS, channel_settings
 
-    node.mount(ChannelsApp(settings.data_dir / "channels"))
+    try:
+        config, policy = channel_settings(settings.channel_options, HRPS.get(node.config.network, "bcrt"))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    node.mount(ChannelsApp(settings.data_dir / "channels", config=config, policy=policy))
     return []
 
 

@@ -124,3 +124,5 @@ class NodeSettings:
     peer_pubsub: bool = True
     #: user apps, mounted after the built-in ones (see :data:`AppSpec`)
     apps: list[AppSpec] = field(default_factory=list)
+    #: ``lnpmsg node``'s channel options (:mod:`lnpmsg.channels.options`: option name -> value)
+    channel_options: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,122 @@
+"""``lnpmsg node``'s channel options: what we announce to peers and what we accept from them.
+
+The defaults are :class:`~.params.ChannelConfig`'s and :class:`~.params.OpeningPolicy`'s
+(close to Core Lightning's: 3 confirmations, a 144-block to_self_delay, 30 HTLCs
+each way, a 1% reserve, a 546 sat dust limit; peers' to_self_delay up to 2016
+blocks, feerates 253..100000 sat per 1000 weight). In a config file each option
+is its name without ``--`` (``channel-min-depth = 6``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+from lnpmsg.chain.address import script_for_address
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.wire import Features
+
+from .errors import RemoteFault
+from .params import ChannelConfig, OpeningPolicy, check_shutdown_script
+
+__all__ = ["CHANNEL_TYPES", "HRPS", "OPTIONS", "add_node_options", "channel_settings", "options_from_args", "with_channel_type"]
+
+#: the address prefix of each network (for --channel-upfront-shutdown-address)
+HRPS = {"bitcoin": "bc", "testnet": "tb", "signet": "tb", "regtest": "bcrt"}
+
+#: option -> (ChannelConfig or OpeningPolicy field, help); every value is a non-negative integer
+OPTIONS: dict[str, tuple[str, str]] = {
+    "channel-min-depth": ("config.minimum_depth", "confirmations we ask of a funding before channel_ready (minimum_depth)"),
+    "channel-to-self-delay": ("config.to_self_delay", "blocks the peer must wait to spend its own funds after a unilateral close"),
+    "channel-max-accepted-htlcs": ("config.max_accepted_htlcs", "HTLCs the peer may offer us at once (at most 483)"),
+    "channel-max-htlc-in-flight-msat": ("config.max_htlc_value_in_flight_msat", "the most the peer's HTLCs to us may hold at once"),
+    "channel-htlc-minimum-msat": ("config.htlc_minimum_msat", "the smallest HTLC we accept"),
+    "channel-dust-limit-sat": ("config.dust_limit_sat", "outputs of our commitment below this are left out (at least 354)"),
+    "channel-reserve-sat": ("config.channel_reserve_sat", "the reserve the peer must keep (default: 1%% of the channel)"),
+    "channel-max-peer-to-self-delay": ("policy.max_to_self_delay", "refuse a peer that makes us wait longer than this"),
+    "channel-max-peer-min-depth": ("policy.max_minimum_depth", "refuse a peer that asks more confirmations than this"),
+    "channel-min-feerate": ("policy.min_feerate_per_kw", "the lowest commitment feerate (sat per 1000 weight) we accept"),
+    "channel-max-feerate": ("policy.max_feerate_per_kw", "the highest commitment feerate we accept"),
+    "channel-min-funding-sat": ("policy.min_funding_sat", "refuse smaller channels"),
+}
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
+def add_node_options(parser: argparse.ArgumentParser) -> None:
+    """The ``Channels`` option group of ``lnpmsg node``."""
+    group = parser.add_argument_group("Channels", "What the node announces in open/accept_channel and what it accepts from peers (with --chain or --bitcoind-rpc).")
+    config, policy = ChannelConfig(), OpeningPolicy()
+    for option, (target, text) in OPTIONS.items():
+        owner, name = target.split(".")
+        default = getattr(config if owner == "config" else policy, name)
+        shown = "" if default is None or default >= 2**63 else f" (default: {default})"
+        group.add_argument(f"--{option}", type=_non_negative, metavar="N", help=text + shown)
+    group.add_argument("--channel-upfront-shutdown-address", metavar="ADDRESS",
+                       help="commit every new channel to close to this address (upfront_shutdown_script)")  # fmt: skip
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The channel options given on the command line or in the config file (name -> value)."""
+    chosen: dict[str, Any] = {}
+    for option in (*OPTIONS, "channel-upfront-shutdown-address"):
+        value = getattr(args, option.replace("-", "_"), None)
+        if value is not None:
+            chosen[option] = value
+    return chosen
+
+
+def channel_settings(options: dict[str, Any], hrp: str) -> tuple[ChannelConfig, OpeningPolicy]:
+    """The channel app's config and policy from :func:`options_from_args`'s dict; ValueError names a bad option."""
+    config_changes: dict[str, Any] = {}
+    policy_changes: dict[str, Any] = {}
+    for option, value in options.items():
+        if option == "channel-upfront-shutdown-address":
+            try:
+                script = script_for_address(value, hrp)
+            except ChainError as exc:
+                raise ValueError(f"--channel-upfront-shutdown-address: {exc.reason}") from None
+            try:
+                check_shutdown_script(script, anysegwit=True, simple_close=False)
+            except RemoteFault:
+                raise ValueError(f"--channel-upfront-shutdown-address: {value} is not a form a shutdown may pay") from None
+            config_changes["upfront_shutdown_script"] = script
+            continue
+        owner, name = OPTIONS[option][0].split(".")
+        (config_changes if owner == "config" else policy_changes)[name] = value
+    config = replace(ChannelConfig(), **config_changes)
+    policy = replace(OpeningPolicy(), **policy_changes)
+    if not 1 <= config.max_accepted_htlcs <= 483:
+        raise ValueError("--channel-max-accepted-htlcs: between 1 and 483 (BOLT 2)")
+    if config.dust_limit_sat < 354:
+        raise ValueError("--channel-dust-limit-sat: at least 354 (BOLT 2)")
+    if policy.min_feerate_per_kw > policy.max_feerate_per_kw:
+        raise ValueError("--channel-min-feerate is above --channel-max-feerate")
+    if config.minimum_depth > policy.max_minimum_depth or config.minimum_depth < 1:
+        raise ValueError(f"--channel-min-depth: between 1 and --channel-max-peer-min-depth ({policy.max_minimum_depth})")
+    return config, policy
+
+
+#: the names ``fundchannel`` takes for a channel type (lnd's and the BOLTs' spellings)
+CHANNEL_TYPES = {"static_remotekey": False, "tweakless": False, "anchors": True, "anchors_zero_fee_htlc_tx": True}
+_ANCHORS_BITS = (22, 23)
+
+
+def with_channel_type(local: int, remote: Features, channel_type: str | None) -> int:
+    """Our init features as the open sees them: without the anchors bits for a static_remotekey channel."""
+    if channel_type is None:
+        return local
+    if channel_type not in CHANNEL_TYPES:
+        raise ParamsError(f"channel_type is one of {', '.join(CHANNEL_TYPES)}, got {channel_type!r}")
+    if not CHANNEL_TYPES[channel_type]:
+        return local & ~sum(1 << b for b in _ANCHORS_BITS)
+    if not any(remote.has(b) for b in _ANCHORS_BITS):
+        raise ParamsError("the peer does not offer option_anchors_zero_fee_htlc_tx (bits 22/23)")
+    return local

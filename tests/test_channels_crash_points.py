@@ -1,0 +1,343 @@
+"""A node crashes at every persistence point of a scripted channel life, restarts
+from its store on disk and reestablishes; the script then finishes.
+
+Two nodes in one process (the channel app on each, the in-memory transport, one
+embedded regtest chain, the channel store on disk with fsync). The script:
+open (Alice funds, pushes to Bob), HTLCs both ways (a trimmed one too), each
+fulfilled, an ``update_fee``, a cooperative close. One side (the victim) is
+crashed at its N-th persistence point, i.e. the N-th time its channel manager
+made channel records durable (funding_created/funding_signed, channel_ready,
+each commitment_signed and revoke_and_ack, update_fee, shutdown,
+closing_signed, ...), either right after the records reached the disk and
+before that output's messages left (``persisted``) or right after they were
+handed to the peer (``sent``). The crash is an exception out of the manager's
+actor that takes the whole node down with it (nothing more is written or
+sent); the node restarts from the same directories, reconnects and the script
+resumes where the channel stands.
+
+Afterwards: the balances are exactly the script's (no payment lost or made
+twice), both sides agree, no HTLC is left, and the only transaction that ever
+spent the funding output is the closing transaction both signed (nothing
+revoked, nor any commitment, reached the mempool or the chain).
+
+The same injection is available to a whole process as the environment
+variable ``LNPMSG_DEV_CRASH_AT_PERSIST=N[:persisted|:sent]`` (SIGKILL);
+``test_channels_nodes.py`` uses it with real processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from test_channels_app import FUNDING_SAT, PUSH_MSAT, Pair, chain, channels, wait_until
+
+from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.channels.manager import CRASH_STAGES, ManagedChannel, _parse_crash_at
+from lnpmsg.channels.state import Phase
+from lnpmsg.node.node import Node
+from lnpmsg.testing import MemoryNetwork
+
+#: (sender, amount_msat) of the script's payments, in order; the last is under both dust limits
+PAYMENTS = [("alice", 40_000_000), ("bob", 15_000_000), ("alice", 3_000_000), ("bob", 200_000)]
+NEW_FEERATE = 3000
+#: persistence points of each side in the script without a crash (test_the_script_counts_its_points checks)
+POINTS = {"alice": 45, "bob": 43}
+_LIVE = (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING)
+
+
+class SimulatedCrash(BaseException):
+    """The victim's process dies here (a BaseException: no handler of the node catches it)."""
+
+
+def _is_crash(exc: BaseException) -> bool:
+    if isinstance(exc, SimulatedCrash):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_crash(e) for e in exc.exceptions) and all(
+            _is_crash(e) or isinstance(e, trio.Cancelled) for e in exc.exceptions
+        )
+    return False
+
+
+def _crash() -> None:
+    raise SimulatedCrash
+
+
+def _open_or_closed(channel: ManagedChannel | None) -> bool:
+    """Established, or closed cooperatively (not the end of an open a crash cut short)."""
+    if channel is None:
+        return False
+    return channel.phase in _LIVE or (channel.phase is Phase.CLOSED and channel.core.state.closing_tx is not None)
+
+
+class Script:
+    """The scripted channel life, resumable from wherever a crash left the channel."""
+
+    def __init__(self, pair: Pair) -> None:
+        self.pair = pair
+        self.nodes: dict[str, Node] = {}
+        self.preimages = {sha256(p): p for p in (os.urandom(32) for _ in PAYMENTS)}
+        self.hashes = list(self.preimages)
+        self.channel_key: str | None = None
+        self.closing_txid: str | None = None
+
+    def channel(self, name: str) -> ManagedChannel | None:
+        """The script's channel on ``name`` (None before both sides hold it)."""
+        manager = channels(self.nodes[name]).manager
+        if manager is None or self.channel_key is None:
+            return None
+        funding = self.funding_outpoint
+        for channel in manager.channels.values():
+            if channel.core.state.funding_outpoint == funding and funding is not None:
+                return channel
+        return None
+
+    @property
+    def funding_outpoint(self) -> Any:
+        manager = channels(self.nodes["alice"]).manager
+        assert manager is not None
+        channel = manager.channels.get(self.channel_key or "")
+        return channel.core.state.funding_outpoint if channel is not None else None
+
+    def quiet(self) -> bool:
+        """Both sides connected, reestablished, nothing pending."""
+        for name in ("alice", "bob"):
+            channel = self.channel(name)
+            if channel is None:
+                return False
+            s = channel.core.state
+            if channel.phase in (Phase.CLOSED, Phase.FAILED):
+                continue
+            if not s.connected or s.awaiting_reestablish or s.local_changes.all() or s.remote_changes.all():
+                return False
+            if s.remote_next_commit is not None:
+                return False
+        return True
+
+    def ready(self) -> bool:
+        return self.quiet() and all(self.channel(n).phase is Phase.NORMAL for n in ("alice", "bob"))  # type: ignore[union-attr]
+
+    def alice_msat(self, done: int) -> int:
+        """Alice's balance after the first ``done`` payments."""
+        msat = FUNDING_SAT * 1000 - PUSH_MSAT
+        for sender, amount in PAYMENTS[:done]:
+            msat += -amount if sender == "alice" else amount
+        return msat
+
+    async def run(self) -> None:
+        """Run the script from where the channel stands (the whole of it at first)."""
+        alice, bob = self.nodes["alice"], self.nodes["bob"]
+        if not all(_open_or_closed(self.channel(n)) for n in ("alice", "bob")):
+            await self.open()  # the crash came before both sides held the channel: open another
+        channel = self.channel("alice")
+        assert channel is not None
+        if channel.phase is Phase.AWAIT_READY:
+            await self.pair.source.mine(2)
+        if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL):
+            await wait_until(self.ready, "the channel ready and quiet")
+            await self.settle_in_flight()
+            done = self.payments_done()
+            cid = channel.channel_id.hex()
+            for index in range(done, len(PAYMENTS)):
+                sender_name, amount = PAYMENTS[index]
+                sender, receiver = (alice, bob) if sender_name == "alice" else (bob, alice)
+                payment_hash = self.hashes[index]
+                await channels(sender).dev_addhtlc(cid, amount, payment_hash.hex())
+                await wait_until(lambda: self.ready() and len(self.htlcs("alice")) == 1, "the HTLC committed")
+                await self.settle_in_flight()
+            if self.feerate() != NEW_FEERATE:
+                await channels(alice).dev_updatefee(cid, NEW_FEERATE)
+                await wait_until(lambda: self.ready() and self.feerate() == NEW_FEERATE, "the fee changed")
+            result = await channels(alice).closechannel(cid)
+            self.closing_txid = result.get("closing_txid")
+        await wait_until(self.closed, "both closed")
+
+    def closed(self) -> bool:
+        """Both sides closed; or one closed (its closing transaction broadcast) and the other still
+        negotiating: a side that crashed between storing the last closing_signed and sending it has
+        the close complete, and the peer learns of it from the chain only (the on-chain monitor)."""
+        phases = {n: self.channel(n).phase for n in ("alice", "bob")}  # type: ignore[union-attr]
+        if all(p is Phase.CLOSED for p in phases.values()):
+            return True
+        return sorted(p.value for p in phases.values()) == ["closed", "negotiating"] and self.closing_broadcast
+
+    #: set by the test once the closing transaction of the side that closed is in the mempool
+    closing_broadcast = False
+
+    async def open(self) -> None:
+        alice, bob = self.nodes["alice"], self.nodes["bob"]
+        manager = channels(alice).manager
+        assert manager is not None
+        before = set(manager.channels)
+        try:
+            await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, push_msat=PUSH_MSAT)
+        finally:
+            new = [k for k in manager.channels if k not in before]
+            if new:
+                self.channel_key = new[-1]
+        await wait_until(lambda: self.channel("bob") is not None, "bob holds the channel")
+
+    def htlcs(self, name: str) -> list[Any]:
+        channel = self.channel(name)
+        assert channel is not None and channel.core.state.local_commit is not None
+        return list(channel.core.state.local_commit.spec.htlcs)
+
+    def feerate(self) -> int:
+        channel = self.channel("alice")
+        assert channel is not None and channel.core.state.local_commit is not None
+        return channel.core.state.local_commit.spec.feerate_per_kw
+
+    async def settle_in_flight(self) -> None:
+        """The receiver of each committed HTLC fulfills it with the script's preimage."""
+        for name in ("alice", "bob"):
+            channel = self.channel(name)
+            assert channel is not None
+            for htlc in self.htlcs(name):
+                if htlc.incoming:
+                    preimage = self.preimages[htlc.add.payment_hash]
+                    await channels(self.nodes[name]).dev_fulfill(channel.channel_id.hex(), htlc.add.id, preimage.hex())
+        await wait_until(lambda: self.ready() and not self.htlcs("alice") and not self.htlcs("bob"), "HTLCs settled")
+
+    def payments_done(self) -> int:
+        """How many of the script's payments are settled: the one prefix Alice's balance matches."""
+        channel = self.channel("alice")
+        assert channel is not None and channel.core.state.local_commit is not None
+        msat = channel.core.state.local_commit.spec.to_local_msat
+        matches = [done for done in range(len(PAYMENTS) + 1) if self.alice_msat(done) == msat]
+        assert len(matches) == 1, (msat, matches)
+        return matches[0]
+
+
+async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: str) -> dict[str, int]:
+    """Run the script, crashing ``victim`` at ``point`` (``stage``); the persistence points each side made."""
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        pair = Pair(source, tmp_path, network)
+        script = Script(pair)
+        crashed = trio.Event()
+        counts: dict[str, int] = {}
+
+        async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            node = pair.node(name, name == "alice")
+            script.nodes[name] = node
+            try:
+                await node.run(task_status=task_status)
+            except BaseException as exc:
+                if not _is_crash(exc):
+                    raise
+                crashed.set()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_node, "alice")
+            await nursery.start(run_node, "bob")
+            await pair.fund_wallet(script.nodes["alice"], 3_000_000)
+            if victim is not None:
+                manager = channels(script.nodes[victim]).manager
+                assert manager is not None
+                manager.crash_at, manager.crash = (point, stage), _crash
+            await script.nodes["bob"].connect(script.nodes["alice"].addresses[0])
+            await wait_until(lambda: script.nodes["bob"].node_id in script.nodes["alice"].peers, "connected")
+
+            async def first_run() -> None:
+                try:
+                    await script.run()
+                except Exception:
+                    with trio.move_on_after(30):  # the crash reaches the command first, then the node
+                        await crashed.wait()
+                    if not crashed.is_set():
+                        raise
+                    await trio.sleep_forever()  # the crash cut a command: the resumed script does it
+                done.cancel()
+
+            async with trio.open_nursery() as inner:
+                done = inner.cancel_scope
+                inner.start_soon(first_run)
+                if victim is not None:
+                    await crashed.wait()
+                    inner.cancel_scope.cancel()
+            if victim is not None:
+                with trio.move_on_after(30):  # the script may end on the victim's last point first
+                    await crashed.wait()
+                assert crashed.is_set(), f"{victim} never reached persistence point {point}"
+                survivor = "bob" if victim == "alice" else "alice"
+                victim_id = script.nodes[victim].node_id
+                await wait_until(lambda: victim_id not in script.nodes[survivor].peers, "the survivor sees the crash")
+                await nursery.start(run_node, victim)  # the same key, the same directories
+                await script.nodes["bob"].connect(script.nodes["alice"].addresses[0])
+                async with trio.open_nursery() as watch:
+                    watch.start_soon(_watch_closing, script, source)
+                    await script.run()
+                    watch.cancel_scope.cancel()
+            for name in ("alice", "bob"):
+                manager = channels(script.nodes[name]).manager
+                assert manager is not None
+                counts[name] = manager.persists
+
+            # Balances exact: every payment made once, nothing in flight, both sides agree.
+            a, b = script.channel("alice"), script.channel("bob")
+            assert a is not None and b is not None
+            a_spec, b_spec = a.core.state.local_commit.spec, b.core.state.local_commit.spec  # type: ignore[union-attr]
+            final = script.alice_msat(len(PAYMENTS))
+            assert (a_spec.to_local_msat, a_spec.to_remote_msat, a_spec.htlcs) == (final, FUNDING_SAT * 1000 - final, ())
+            assert (b_spec.to_local_msat, b_spec.to_remote_msat, b_spec.htlcs) == (FUNDING_SAT * 1000 - final, final, ())
+            assert a_spec.feerate_per_kw == b_spec.feerate_per_kw == NEW_FEERATE
+
+            # The closing transaction is the only spend of the funding: nothing revoked, no commitment.
+            mempool = [txid[::-1].hex() for txid in await trio.to_thread.run_sync(source.core.mempool_txids)]
+            assert len(mempool) == 1, mempool
+            if script.closing_txid is not None:
+                assert mempool == [script.closing_txid]
+            closers = [c for c in (a, b) if c.phase is Phase.CLOSED]
+            assert closers and all(Tx.parse(c.core.state.closing_tx).txid_hex == mempool[0] for c in closers)  # type: ignore[arg-type]
+            for name in ("alice", "bob"):
+                manager = channels(script.nodes[name]).manager
+                assert manager is not None
+                for channel in manager.channels.values():
+                    if channel.core.state.funding_outpoint == a.core.state.funding_outpoint:
+                        assert channel.phase in (Phase.CLOSED, Phase.NEGOTIATING), (name, channel.phase, channel.core.state.failure)
+                        assert not channel.core.state.failure
+            for node in script.nodes.values():
+                node.stop()
+        return counts
+
+
+async def _watch_closing(script: Script, source: Any) -> None:
+    """Note when a closed side's closing transaction is in the mempool."""
+    while True:
+        mempool = {t[::-1].hex() for t in await trio.to_thread.run_sync(source.core.mempool_txids)}
+        for name in ("alice", "bob"):
+            channel = script.channel(name)
+            if channel is not None and channel.core.state.closing_tx and Tx.parse(channel.core.state.closing_tx).txid_hex in mempool:
+                script.closing_broadcast = True
+        await trio.sleep(0.1)
+
+
+@pytest.mark.trio
+async def test_the_script_counts_its_points(tmp_path: Path) -> None:
+    """Without a crash the script runs through and makes the number of points the crash tests cover."""
+    counts = await _live_script(tmp_path, None, 0, "persisted")
+    assert counts == POINTS
+
+
+@pytest.mark.trio
+@pytest.mark.slow  # 176 cases of about a second each
+@pytest.mark.parametrize(
+    ("victim", "point", "stage"),
+    [(victim, point, stage) for victim in ("alice", "bob") for stage in CRASH_STAGES for point in range(1, POINTS[victim] + 1)],
+)
+async def test_crash_at_every_persistence_point(tmp_path: Path, victim: str, point: int, stage: str) -> None:
+    await _live_script(tmp_path, victim, point, stage)
+
+
+def test_the_crash_variable_is_parsed_strictly() -> None:
+    assert _parse_crash_at(None) is None and _parse_crash_at("") is None
+    assert _parse_crash_at("7") == (7, "persisted")
+    assert _parse_crash_at("7:sent") == (7, "sent")
+    for bad in ("0", "x", "3:later", "-1"):
+        with pytest.raises(ValueError, match="LNPMSG_DEV_CRASH_AT_PERSIST"):
+            _parse_crash_at(bad)

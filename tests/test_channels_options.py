@@ -1,0 +1,126 @@
+"""``lnpmsg node``'s channel options reach the channel app, and peers feel them.
+
+The options are parsed as ``lnpmsg node`` parses them (argparse, then
+:func:`lnpmsg.cli.settings_from_args`); the resulting config and policy run
+in the channel app of one of two nodes (in memory, one embedded regtest chain):
+its minimum_depth holds channel_ready back, its upfront shutdown address is
+where a cooperative close pays it, its feerate bounds refuse an open.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from test_channels_app import FUNDING_SAT, Pair, chain, channels, only_channel, settled, wait_until
+
+from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.channels.app import ChannelsApp
+from lnpmsg.channels.options import channel_settings
+from lnpmsg.channels.params import ChannelConfig, OpeningPolicy
+from lnpmsg.channels.state import Phase
+from lnpmsg.chain.address import address_for_script, script_for_address
+from lnpmsg.cli import build_parser, settings_from_args
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.testing import MemoryNetwork
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.app import ChainApp
+from lnpmsg.wallet.calls import ChainAppError
+
+#: a regtest P2WPKH address (any 20 bytes: the close only pays it)
+UPFRONT = address_for_script(b"\x00\x14" + bytes(range(20)), "bcrt")
+
+
+def _options(*argv: str) -> tuple[ChannelConfig, OpeningPolicy]:
+    args = build_parser().parse_args(["node", *argv])
+    return channel_settings(settings_from_args(args).channel_options, "bcrt")
+
+
+def test_without_options_the_defaults_are_the_apps() -> None:
+    assert _options() == (ChannelConfig(), OpeningPolicy())
+
+
+def test_each_option_sets_its_field() -> None:
+    config, policy = _options(
+        "--channel-min-depth", "6", "--channel-to-self-delay", "200", "--channel-max-accepted-htlcs", "12",
+        "--channel-max-htlc-in-flight-msat", "5000000", "--channel-htlc-minimum-msat", "1000",
+        "--channel-dust-limit-sat", "600", "--channel-reserve-sat", "15000", "--channel-max-peer-to-self-delay", "1000",
+        "--channel-max-peer-min-depth", "10", "--channel-min-feerate", "300", "--channel-max-feerate", "9000",
+        "--channel-min-funding-sat", "50000", "--channel-upfront-shutdown-address", UPFRONT,
+    )  # fmt: skip
+    assert (config.minimum_depth, config.to_self_delay, config.max_accepted_htlcs) == (6, 200, 12)
+    assert (config.max_htlc_value_in_flight_msat, config.htlc_minimum_msat, config.dust_limit_sat) == (5_000_000, 1000, 600)
+    assert config.channel_reserve_sat == 15000 and config.upfront_shutdown_script == script_for_address(UPFRONT, "bcrt")
+    assert (policy.max_to_self_delay, policy.max_minimum_depth, policy.min_feerate_per_kw) == (1000, 10, 300)
+    assert (policy.max_feerate_per_kw, policy.min_funding_sat) == (9000, 50000)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--channel-max-accepted-htlcs", "484"], "between 1 and 483"),
+        (["--channel-dust-limit-sat", "353"], "at least 354"),
+        (["--channel-min-feerate", "5000", "--channel-max-feerate", "4000"], "above --channel-max-feerate"),
+        (["--channel-min-depth", "0"], "channel-min-depth"),
+        (["--channel-upfront-shutdown-address", address_for_script(b"\x00\x14" + bytes(20), "bc")], "upfront-shutdown-address"),
+    ],
+)
+def test_bad_options_name_themselves(argv: list[str], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        _options(*argv)
+
+
+def test_a_negative_value_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["node", "--channel-min-depth", "-1"])
+
+
+def _bob(pair: Pair, tmp: Path, *argv: str) -> Node:
+    config, policy = _options(*argv)
+    bob = Node(pair.keys["bob"], NodeConfig(listen=[], network="regtest"), transports={"mem": pair.network.transport()})
+    bob.mount(ChainApp(tmp / "bob" / "wallet", source=pair.source))
+    bob.mount(ChannelsApp(tmp / "bob" / "channels", config=config, policy=policy))
+    return bob
+
+
+@pytest.mark.trio
+async def test_min_depth_and_upfront_shutdown_address_hold_end_to_end(tmp_path: Path) -> None:
+    async with chain(tmp_path) as source:
+        pair = Pair(source, tmp_path, MemoryNetwork())
+        alice = pair.node("alice", True)
+        bob = _bob(pair, tmp_path, "--channel-min-depth", "5", "--channel-upfront-shutdown-address", UPFRONT)
+        async with running(alice, bob):
+            await pair.fund_wallet(alice, 3_000_000)
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: bob.node_id in alice.peers, "connected")
+            await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, push_msat=100_000_000)
+            remote = only_channel(alice).core.state.remote
+            assert remote is not None and remote.upfront_shutdown_script == script_for_address(UPFRONT, "bcrt")
+            assert only_channel(alice).core.state.minimum_depth == only_channel(bob).core.state.minimum_depth == 5
+            await source.mine(4)
+            await trio.sleep(1.0)  # room to (wrongly) act on 4 confirmations; under load this can only miss a bug
+            for node in (alice, bob):  # 4 confirmations: not yet
+                assert only_channel(node).phase is Phase.AWAIT_READY and not only_channel(node).core.state.ready_sent
+            await source.mine(1)
+            await wait_until(lambda: settled(alice) and settled(bob), "ready at Bob's depth")
+            result = await channels(alice).closechannel(only_channel(alice).channel_id.hex())
+            assert result["state"] == "closed"
+            closing = Tx.parse(only_channel(alice).core.state.closing_tx)  # type: ignore[arg-type]
+            paid = {o.script_pubkey: o.amount_sat for o in closing.outputs}
+            assert paid[script_for_address(UPFRONT, "bcrt")] == 100_000  # Bob's side, to the address he committed to
+
+
+@pytest.mark.trio
+async def test_a_feerate_outside_the_peers_bounds_is_refused(tmp_path: Path) -> None:
+    async with chain(tmp_path) as source:
+        pair = Pair(source, tmp_path, MemoryNetwork())
+        alice = pair.node("alice", True)
+        bob = _bob(pair, tmp_path, "--channel-min-feerate", "90000")
+        async with running(alice, bob):
+            await pair.fund_wallet(alice, 3_000_000)
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: bob.node_id in alice.peers, "connected")
+            with pytest.raises(ChainAppError, match="feerate"):
+                await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+            assert only_channel(bob).phase is Phase.FAILED
