@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--gossip-prune-after", type=float, metavar="DAYS", help="a channel with no update for this long is stale and pruned (default: 14, BOLT 7's two weeks)")
     node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
     node.add_argument("--config", type=Path, metavar="FILE", help="read options from this TOML file instead of DATA_DIR/lnpmsg.toml (see below)")
+    from lnpmsg import dev_options
+
+    dev_options.add_options(node)
     _add_demo_command(commands)
 
     from lnpmsg.rpc.commands import add_commands
@@ -226,6 +229,15 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         tor = tor_settings_from_args(args, tor_socks)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    from lnpmsg import dev_options
+
+    try:
+        # the apps read settings.dev: the channel app its secrets and funding depth, the wallet its keys
+        dev = dev_options.from_args(args)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    if dev.active:
+        log.warning("developer options in use (test set-ups only, never with real funds)")
     return NodeSettings(
         data_dir=args.data_dir,
         key=key,
@@ -257,6 +269,7 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         gossip_prune_interval=args.gossip_prune_interval,
         gossip_prune_after=args.gossip_prune_after,
         apps=list(args.app),
+        dev=dev,
     )
 
 

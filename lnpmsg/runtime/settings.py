@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from lnpmsg.channels.dev import DevOptions
+
 if TYPE_CHECKING:
     from lnpmsg.chain.source import ChainSource
     from lnpmsg.node.identity import NodeKey
@@ -124,3 +126,6 @@ class NodeSettings:
     peer_pubsub: bool = True
     #: user apps, mounted after the built-in ones (see :data:`AppSpec`)
     apps: list[AppSpec] = field(default_factory=list)
+    #: the ``--dev-*`` options (conformance suites): forced channel secrets, funding
+    #: depth, imported wallet keys, fast gossip (see :mod:`lnpmsg.channels.dev`)
+    dev: DevOptions = field(default_factory=DevOptions)
