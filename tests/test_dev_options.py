@@ -112,6 +112,7 @@ async def test_raw_chain_calls_and_an_imported_key(tmp_path) -> None:
         answer = await calls["submitblock"](block.hex())
         assert answer["result"] is None and answer["height"] == 1 and answer["tip"] == block_hash[::-1].hex()
         assert (await calls["submitblock"](block.hex()))["result"] == "duplicate"
+        assert await calls["getblockhash"](1) == {"hash": answer["tip"]}
         with pytest.raises(ParamsError, match="Block decode failed"):
             await calls["submitblock"]("00ff")
         assert await calls["invalidateblock"](answer["tip"]) == {"height": 0, "tip": (await app.source.tip()).hash_hex}

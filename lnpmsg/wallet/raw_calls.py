@@ -12,6 +12,7 @@ call                                         result
                                              {txid: Core's entry}}``)
 ``chain.invalidateblock`` [block_hash]       the block and its descendants leave the active
                                              chain; the new height and tip
+``chain.getblockhash`` [height]              ``{"hash": ...}``: the active chain's block there
 ===========================================  ====================================================
 
 They are Bitcoin Core's RPC methods of the same names, run by the very code
@@ -57,6 +58,7 @@ class RawChainCalls:
             "sendrawtransaction": self.sendrawtransaction,
             "getrawmempool": self.getrawmempool,
             "invalidateblock": self.invalidateblock,
+            "getblockhash": self.getblockhash,
         }
         for name, fn in calls.items():
             self.app.add_control_method(name, fn)
@@ -105,3 +107,7 @@ class RawChainCalls:
         """Take a block (hash, hex) and its descendants off the active chain; the new tip."""
         await self._run("invalidateblock", block_hash)
         return await self._tip()
+
+    async def getblockhash(self, height: int) -> dict[str, Any]:
+        """The hash of the active chain's block at ``height``."""
+        return {"hash": await self._run("getblockhash", height)}
