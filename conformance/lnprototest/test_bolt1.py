@@ -66,8 +66,8 @@ def test_an_unknown_even_message_fails_the_connection(runner: Any) -> None:
             PLAIN_INIT,
             # an unknown even type: MUST close the connection
             RawMsg(bytes.fromhex("2710")),
-            # lnpmsg says why in an error (all channels) first
-            ExpectError(),
+            # lnpmsg says why in an error (all channels) first: the runner takes
+            # error-then-close as the disconnection ExpectDisconnect waits for
             ExpectDisconnect(),
         ]
     )

@@ -44,7 +44,7 @@ from typing import Any
 
 import lnprototest  # type: ignore[import-not-found]
 import pyln.proto.wire  # type: ignore[import-not-found]
-from lnprototest import Conn, Event, EventError, KeySet, MustNotMsg  # type: ignore[import-not-found]
+from lnprototest import Conn, Event, EventError, ExpectDisconnect, KeySet, MustNotMsg  # type: ignore[import-not-found]
 
 __all__ = [
     "BLOCK_ONE",
@@ -86,6 +86,8 @@ BLOCK_ONE = (
 )
 #: the height every run starts at (block 1 above, then 100 mined)
 START_HEIGHT = 101
+#: BOLT 1's error (17) and warning (1): the reason a node may send as it fails a connection
+_REASONS = frozenset({1, 17})
 #: BOLT 9 feature bits by lnprototest's option names (``has_option``)
 _OPTION_BITS = {
     "option_data_loss_protect": 0,
@@ -317,6 +319,15 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
     def check_error(self, event: Event, conn: Conn) -> str | None:
         super().check_error(event, conn)
         msg = self.get_output_message(conn, event)
+        if msg is not None and isinstance(event, ExpectDisconnect) and int.from_bytes(msg[:2], "big") in _REASONS:
+            # lnpmsg fails a connection by saying why (an error or warning, BOLT 1) and then
+            # closing it; lnprototest's ExpectDisconnect wants the close alone: the close
+            # right after the reason is the disconnection it waits for
+            after = self.get_output_message(conn, event)
+            if after is None:
+                log.info("the node failed the connection with %s", msg.hex())
+                return None
+            return after.hex()
         return None if msg is None else msg.hex()
 
     def check_final_error(self, event: Event, conn: Conn, expected: bool, must_not_events: list[MustNotMsg]) -> None:
