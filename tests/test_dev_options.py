@@ -145,3 +145,31 @@ async def test_raw_calls_need_the_embedded_chain(tmp_path) -> None:
         app._source = object()  # type: ignore[assignment]  # stands for a BitcoindSource
         with pytest.raises(ChainAppError, match="embedded chain"):
             await app.control_methods["getrawmempool"]()
+
+
+def test_the_channel_app_takes_the_forced_secrets_and_funding_depth(tmp_path) -> None:
+    from lnpmsg.channels.app import ChannelsApp
+    from lnpmsg.channels.manager import ChannelManager
+
+    forced = parse_channel_secrets(CLN_SECRETS)
+    dev = DevOptions(channel_secrets=forced, funding_confirms=3)
+    assert ChannelsApp(tmp_path / "a", dev=dev).config.minimum_depth == 3
+    assert ChannelsApp(tmp_path / "b").config.minimum_depth == ChannelConfig().minimum_depth
+
+    def ignore(*args: object) -> None:
+        return None
+
+    peer = coincurve.PrivateKey((0x02).to_bytes(32, "big")).public_key.format()
+    managed = ChannelManager(tmp_path / "forced", send=ignore, on_events=ignore, dev=dev)  # type: ignore[arg-type]
+    own = ChannelManager(tmp_path / "own", send=ignore, on_events=ignore)  # type: ignore[arg-type]
+    try:
+        # every channel gets the forced secrets (a suite scripts the peer knowing them) ...
+        assert managed.new_channel(peer).core.secrets == forced
+        assert managed.new_channel(peer).core.secrets == forced
+        # ... and without the option each channel has its own
+        first, second = own.new_channel(peer).core.secrets, own.new_channel(peer).core.secrets
+        assert first != forced and first != second
+    finally:
+        for manager in (managed, own):
+            for channel in manager.channels.values():
+                channel.log.close()

@@ -359,7 +359,7 @@ def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseExcepti
         return []
     from lnpmsg.channels.app import ChannelsApp
 
-    node.mount(ChannelsApp(settings.data_dir / "channels"))
+    node.mount(ChannelsApp(settings.data_dir / "channels", dev=settings.dev))
     return []
 
 
