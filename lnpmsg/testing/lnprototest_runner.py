@@ -21,11 +21,15 @@ at the start of every run), the channel secrets forced to
 ``get_keyset()``'s, the wallet holding lnprototest's five funding keys,
 funding depth 3 and fast gossip.
 
-BOLT 1 and BOLT 7 tests need no more. The BOLT 2 calls (``fundchannel``,
-``addhtlc``, ``invoice``, ``close_channel``, ``init_rbf``...) raise
-:class:`NeedsChannelApp` until the node has a channel app (``getinfo``
-lists a ``channels`` app); ``has_option`` reports the features the node
-announces in its ``init``.
+BOLT 1 and BOLT 7 tests need no more. Of the BOLT 2 calls, ``fundchannel``
+(``channels.fundchannel`` in the background, while the script plays the
+peer) and ``close_channel`` go to the node's channel app; ``addhtlc``,
+``invoice``, ``init_rbf`` and ``accept_add_fund`` raise
+``NotImplementedError``, and every one of them raises
+:class:`NeedsChannelApp` when the node runs no channel app (no chain).
+lnpmsg opens static_remotekey channels and newer only: lnprototest 0.0.7
+scripts whose peer announces no such feature get a refusal. ``has_option``
+reports the features the node announces in its ``init``.
 """
 
 from __future__ import annotations
@@ -165,6 +169,7 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
         self.features = 0
         self.apps: list[str] = []
         self.executor = futures.ThreadPoolExecutor(max_workers=4)
+        self.fundchannel_future: futures.Future[Any] | None = None
         try:
             extra = config.getoption("runner_args")
         except (ValueError, AttributeError):
@@ -419,22 +424,43 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
     def _channels(self, call: str) -> None:
         if "channels" not in self.apps:
             raise NeedsChannelApp(call)
-        raise NotImplementedError(f"{call}: the node runs a channel app, but this runner does not drive it yet")
+
+    def _not_driven(self, call: str) -> None:
+        self._channels(call)
+        raise NotImplementedError(f"{call}: the node runs a channel app, but this runner does not drive {call} yet")
 
     def fundchannel(self, event: Event, conn: Conn, amount: int, feerate: int = 0, expect_fail: bool = False) -> None:
+        """``channels.fundchannel`` to the scripted peer, in the background (the script
+        plays the peer's side of the opening meanwhile)."""
         self._channels("fundchannel")
+        if self.fundchannel_future is not None and not self.fundchannel_future.done():
+            raise RuntimeError(f"{event}: fundchannel while another one is still running")
+        params: dict[str, Any] = {"node_id": conn.pubkey.format().hex(), "amount_sat": amount}
+        if feerate:
+            params["feerate"] = feerate
 
-    def init_rbf(self, event: Event, conn: Conn, channel_id: str, amount: int, utxo_txid: str, utxo_outnum: int, feerate: int) -> None:
-        self._channels("init_rbf")
+        def run() -> Any:
+            try:
+                return self.call("channels.fundchannel", params)
+            except RuntimeError as exc:
+                # the script decides what went wrong; the node's answer is for the log
+                (log.info if expect_fail else log.error)("fundchannel: %s", exc)
+                return None
 
-    def invoice(self, event: Event, amount: int, preimage: str) -> None:
-        self._channels("invoice")
-
-    def accept_add_fund(self, event: Event) -> None:
-        self._channels("accept_add_fund")
-
-    def addhtlc(self, event: Event, conn: Conn, amount: int, preimage: str) -> None:
-        self._channels("addhtlc")
+        self.fundchannel_future = self.executor.submit(run)
 
     def close_channel(self, channel_id: str) -> None:
         self._channels("close_channel")
+        self.call("channels.closechannel", {"channel": channel_id})
+
+    def init_rbf(self, event: Event, conn: Conn, channel_id: str, amount: int, utxo_txid: str, utxo_outnum: int, feerate: int) -> None:
+        self._not_driven("init_rbf")
+
+    def invoice(self, event: Event, amount: int, preimage: str) -> None:
+        self._not_driven("invoice")
+
+    def accept_add_fund(self, event: Event) -> None:
+        self._not_driven("accept_add_fund")
+
+    def addhtlc(self, event: Event, conn: Conn, amount: int, preimage: str) -> None:
+        self._not_driven("addhtlc")
