@@ -170,6 +170,7 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
         self.apps: list[str] = []
         self.executor = futures.ThreadPoolExecutor(max_workers=4)
         self.fundchannel_future: futures.Future[Any] | None = None
+        self._calls: set[subprocess.Popen[bytes]] = set()
         try:
             extra = config.getoption("runner_args")
         except (ValueError, AttributeError):
@@ -249,8 +250,14 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
             self.proc.wait()
 
     def stop(self, print_logs: bool = False) -> None:
+        self.running = False
         for conn in list(self.conns.values()):
             self._close(conn)
+        for process in list(self._calls):
+            process.kill()
+        if self.fundchannel_future is not None:
+            futures.wait([self.fundchannel_future], timeout=TIMEOUT)
+            self.fundchannel_future = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -259,7 +266,6 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
                 self._kill()
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
-        self.running = False
         if print_logs:
             self.logger.info("---------- lnpmsg node log ----------\n%s", self._log_tail(1 << 20))
 
@@ -278,12 +284,20 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
         argv = [*lnpmsg_command(), "call", "--data-dir", str(self.node_dir), "--json", "--timeout", str(TIMEOUT), method]
         if params is not None:
             argv.append(json.dumps(params))
-        done = subprocess.run(argv, capture_output=True, timeout=TIMEOUT + 30, check=False)
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._calls.add(process)  # stop() ends calls still waiting (a background fundchannel)
         try:
-            answer = json.loads(done.stdout)
+            stdout, stderr = process.communicate(timeout=TIMEOUT + 30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        finally:
+            self._calls.discard(process)
+        try:
+            answer = json.loads(stdout)
         except ValueError:
-            raise RuntimeError(f"lnpmsg call {method} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}") from None
-        if done.returncode != 0 or (isinstance(answer, dict) and "error" in answer and len(answer) == 1):
+            raise RuntimeError(f"lnpmsg call {method} failed ({process.returncode}): {stderr.decode(errors='replace')[-2000:]}") from None
+        if process.returncode != 0 or (isinstance(answer, dict) and "error" in answer and len(answer) == 1):
             raise RuntimeError(f"lnpmsg call {method} failed: {answer}")
         return answer
 
@@ -444,7 +458,8 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
                 return self.call("channels.fundchannel", params)
             except RuntimeError as exc:
                 # the script decides what went wrong; the node's answer is for the log
-                (log.info if expect_fail else log.error)("fundchannel: %s", exc)
+                quiet = expect_fail or not self.running  # ended by stop()
+                (log.info if quiet else log.error)("fundchannel: %s", exc)
                 return None
 
         self.fundchannel_future = self.executor.submit(run)
