@@ -90,6 +90,8 @@ BLOCK_ONE = (
 )
 #: the height every run starts at (block 1 above, then 100 mined)
 START_HEIGHT = 101
+#: the features (init) of the node each set of extra node options gave: has_option's answers
+_FEATURES_SEEN: dict[tuple[str, ...], int] = {}
 #: BOLT 1's error (17) and warning (1): the reason a node may send as it fails a connection
 _REASONS = frozenset({1, 17})
 #: BOLT 9 feature bits by lnprototest's option names (``has_option``)
@@ -216,6 +218,7 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
         self.port = int(port)
         info = self.call("getinfo")
         self.features = int(info.get("features") or "0", 16)
+        _FEATURES_SEEN[tuple(self.startup_flags)] = self.features
         self.apps = list(info.get("apps") or [])
         self.call("chain.submitblock", [BLOCK_ONE])
         self.call("chain.mine", {"blocks": START_HEIGHT - 1})
@@ -420,10 +423,21 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
         return CHANNEL_SECRETS.split("/")[0]
 
     def has_option(self, optname: str) -> str | None:
-        """None if the node does not announce ``optname``; 'even' (required) or 'odd' (optional)."""
+        """None if the node does not announce ``optname``; 'even' (required) or 'odd' (optional).
+
+        Tests ask before the node runs (to build their scripts), so the first
+        question starts a node once to read its features; the answer is kept
+        for every runner with the same node options.
+        """
         bit = _OPTION_BITS.get(optname)
         if bit is None:
             return None
+        if not self.running:
+            key = tuple(self.startup_flags)
+            if key not in _FEATURES_SEEN:
+                self.start()
+                self.stop()
+            self.features = _FEATURES_SEEN[key]
         if self.features >> bit & 1:
             return "even"
         if self.features >> (bit + 1) & 1:
