@@ -117,6 +117,8 @@ _OPTION_BITS = {
     "option_payment_metadata": 48,
     "option_zeroconf": 50,
 }
+# lnprototest's tests also ask with an ``option_`` prefix where BOLT 9 has none
+_OPTION_BITS.update({f"option_{name}": bit for name, bit in list(_OPTION_BITS.items()) if not name.startswith("option_")})
 
 
 class NeedsChannelApp(NotImplementedError):
