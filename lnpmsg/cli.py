@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lnpmsg.channels.options import add_node_options as add_channel_options
 
     add_channel_options(node)
+    from lnpmsg import dev_options
+
+    dev_options.add_options(node)
     _add_demo_command(commands)
 
     from lnpmsg.rpc.commands import add_commands
@@ -231,6 +234,15 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         tor = tor_settings_from_args(args, tor_socks)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    from lnpmsg import dev_options
+
+    try:
+        # the apps read settings.dev: the channel app its secrets and funding depth, the wallet its keys
+        dev = dev_options.from_args(args)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    if dev.active:
+        log.warning("developer options in use (test set-ups only, never with real funds)")
     return NodeSettings(
         data_dir=args.data_dir,
         key=key,
@@ -263,6 +275,7 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         gossip_prune_after=args.gossip_prune_after,
         apps=list(args.app),
         channel_options=channel_options_from_args(args),
+        dev=dev,
     )
 
 

@@ -213,7 +213,9 @@ ALLOWED: dict[str, set[str]] = {
     # the composition root: it knows every app it mounts, and nothing below it imports it
     "runtime": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "channels"},
     "demo": {"app", "wire", "chain", "wallet", "runtime"},
-    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "io", "runtime", "demo", "channels"},
+    # the --dev-* options of lnpmsg node, parsed into channels.dev.DevOptions
+    "dev_options": {"channels"},
+    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "io", "runtime", "demo", "dev_options", "channels"},
 }
 HELPERS = {"_lazy"}
 

@@ -88,6 +88,7 @@ from .inputs import (
     Reconnected,
     WeAreBehind,
 )
+from .dev import DevOptions
 from .manager import ChannelManager, ChannelsStopped, ManagedChannel, describe, format_scid
 from .options import with_channel_type
 from .params import ChannelConfig, OpeningPolicy
@@ -138,6 +139,8 @@ class ChannelsApp(App):
         config: the limits we announce (minimum_depth, to_self_delay, ...).
         policy: what we accept from peers.
         now: the cores' clock (default: wall time).
+        dev: the ``--dev-*`` options: forced channel secrets, ``minimum_depth``
+            from ``--dev-funding-confirms`` (conformance suites).
     """
 
     def __init__(
@@ -148,11 +151,13 @@ class ChannelsApp(App):
         config: ChannelConfig | None = None,
         policy: OpeningPolicy | None = None,
         now: Any = None,
+        dev: DevOptions | None = None,
     ) -> None:
         super().__init__("channels", protocol=True, handler_timeout=None, features=Features.from_bits(CHANNEL_FEATURE_BITS))
         self.directory = Path(directory)
         self.chain_app_name = chain_app
-        self.config = config or ChannelConfig()
+        self.dev = dev or DevOptions()
+        self.config = self.dev.channel_config(config or ChannelConfig())
         self.policy = policy or OpeningPolicy()
         self._now = now
         self.manager: ChannelManager | None = None
@@ -190,7 +195,7 @@ class ChannelsApp(App):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load the channels, run the manager's actor and follow the chain."""
         kwargs = {} if self._now is None else {"now": self._now}
-        manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, **kwargs)
+        manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, dev=self.dev, **kwargs)
         self.manager = manager
         self.chain  # noqa: B018 - fail at start when the chain app is missing
         loaded = await manager.load()

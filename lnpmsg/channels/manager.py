@@ -48,6 +48,7 @@ from lnpmsg.wire import Message
 
 from .errors import LocalMisuse
 from .inputs import Disconnected, Event, Input, Output, Received, Record, SignCommitment
+from .dev import DevOptions
 from .params import ChannelSecrets
 from .state import ChannelCore, Phase
 from .store import ChannelLog, ChannelStore
@@ -137,8 +138,18 @@ class ChannelManager:
             so that records stay meaningful across restarts).
     """
 
-    def __init__(self, directory: str | Path, *, send: Sender, on_events: EventHandler, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        send: Sender,
+        on_events: EventHandler,
+        now: Callable[[], float] = time.time,
+        dev: DevOptions | None = None,
+    ) -> None:
         self.store = ChannelStore(directory)
+        #: --dev-force-channel-secrets: the same secrets for every channel (conformance suites)
+        self.dev = dev or DevOptions()
         self.seed = _load_or_create_seed(self.store.directory / _SEED_FILE)
         self._send = send
         self._on_events = on_events
@@ -162,12 +173,16 @@ class ChannelManager:
         if self.crash_at is not None:
             log.warning("channels: DEVELOPER fault injection: SIGKILL at persistence point %d (%s)", *self.crash_at)
 
+    def _secrets(self, key: str) -> ChannelSecrets:
+        """The channel's secrets: derived from the seed, unless the developer options force them."""
+        return self.dev.channel_secrets_or(channel_secrets(self.seed, key))
+
     # ------------------------------------------------------------ lookup
 
     def new_channel(self, peer_id: bytes) -> ManagedChannel:
         """A fresh channel with ``peer_id`` (its first input opens or accepts it)."""
         key = f"{peer_id.hex()}-{random_secrets.token_hex(8)}"
-        channel = ManagedChannel(key, peer_id, ChannelCore(channel_secrets(self.seed, key)), self.store.open(key))
+        channel = ManagedChannel(key, peer_id, ChannelCore(self._secrets(key)), self.store.open(key))
         self.channels[key] = channel
         return channel
 
@@ -216,7 +231,7 @@ class ChannelManager:
                 log.warning("channels: skipping %s in the store: not a channel key", key)
                 continue
             channel_log = await trio.to_thread.run_sync(self.store.open, key)
-            core = await trio.to_thread.run_sync(channel_log.restore, channel_secrets(self.seed, key))
+            core = await trio.to_thread.run_sync(channel_log.restore, self._secrets(key))
             if core.phase is Phase.NEW:
                 channel_log.close()
                 continue  # never got past its first input: nothing was promised to anyone

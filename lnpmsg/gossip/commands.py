@@ -52,10 +52,14 @@ if TYPE_CHECKING:
     from lnpmsg.gossip.app import FundingCheck, GossipApp
     from lnpmsg.node.node import Mountable
 
-__all__ = ["COMMANDS", "EVENT_TYPES", "add_commands", "node_gossip_app", "progress_bar", "run_command"]
+__all__ = ["COMMANDS", "EVENT_TYPES", "FAST_FLUSH_INTERVAL", "FAST_PRUNE_INTERVAL", "add_commands", "node_gossip_app", "progress_bar", "run_command"]
 
 #: the top-level subcommand of this module (its own subcommands are in ``args.gossip_command``)
 COMMANDS = frozenset({"gossip"})
+#: --dev-fast-gossip: seconds between relay flushes (BOLT 7's staggered broadcast is 60)
+FAST_FLUSH_INTERVAL = 1.0
+#: --dev-fast-gossip: seconds between prunes of stale channels (normally an hour)
+FAST_PRUNE_INTERVAL = 10.0
 #: the gossip event types ``subscribe --type`` takes (topics ``gossip.<type>``)
 EVENT_TYPES = ("channel_announcement", "node_announcement", "channel_update", "channel_removed", "rejected")
 #: seconds between ``gossip.progress`` calls of ``sync``
@@ -435,6 +439,7 @@ def node_gossip_app(
     chain_app: Mountable | None = None,
     prune_interval: float | None = None,
     prune_after_days: float | None = None,
+    fast: bool = False,
 ) -> GossipApp:
     """The gossip app ``lnpmsg node`` mounts: its store in ``data_dir``, for ``network``.
 
@@ -444,6 +449,9 @@ def node_gossip_app(
     every announced funding output; without one, channels are accepted on
     their four signatures alone. ``prune_interval`` (seconds, 0: never) and
     ``prune_after_days`` (the stale horizon) override :class:`GossipConfig`'s.
+    ``fast`` (``--dev-fast-gossip``): relay flushes every :data:`FAST_FLUSH_INTERVAL`
+    seconds and, unless ``prune_interval`` is given, prunes every
+    :data:`FAST_PRUNE_INTERVAL`, so that tests see gossip move in seconds.
     Raises :class:`~lnpmsg.gossip.errors.GossipError`
     (a file that is missing, a store that cannot be opened or is another chain's).
     """
@@ -467,6 +475,10 @@ def node_gossip_app(
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = GossipStore(data_dir / DB_FILE_NAME, CHAIN_HASHES[network])
     funding = _chain_app_funding_check(chain_app) if chain_app is not None else None
+    if fast:
+        config.flush_interval = FAST_FLUSH_INTERVAL
+        if prune_interval is None:
+            config.prune_interval = FAST_PRUNE_INTERVAL
     return GossipApp(store, config=config, funding_check=funding, import_at_start=[str(f) for f in import_files])
 
 

@@ -335,7 +335,7 @@ def _mount_chain(node: Node, settings: NodeSettings) -> list[type[BaseException]
             raise SettingsError("chain_source is the node's chain: no --chain or --bitcoind-rpc with it")
         from lnpmsg.wallet.app import ChainApp, ChainAppError
 
-        node.mount(ChainApp(settings.data_dir / "wallet", source=settings.chain_source))
+        node.mount(ChainApp(settings.data_dir / "wallet", source=settings.chain_source, import_privkeys=settings.dev.import_privkeys))
         errors.append(ChainAppError)
     else:
         from lnpmsg.wallet import node_setup
@@ -364,7 +364,7 @@ def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseExcepti
         config, policy = channel_settings(settings.channel_options, HRPS.get(node.config.network, "bcrt"))
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    node.mount(ChannelsApp(settings.data_dir / "channels", config=config, policy=policy))
+    node.mount(ChannelsApp(settings.data_dir / "channels", config=config, policy=policy, dev=settings.dev))
     return []
 
 
@@ -385,6 +385,7 @@ def _mount_gossip(node: Node, settings: NodeSettings, network: str) -> list[type
                 chain_app=node.apps.get("chain"),
                 prune_interval=settings.gossip_prune_interval,
                 prune_after_days=settings.gossip_prune_after,
+                fast=settings.dev.fast_gossip,
             )
         )
     except GossipError as exc:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from lnpmsg.channels.dev import DevOptions
+
 if TYPE_CHECKING:
     from lnpmsg.chain.source import ChainSource
     from lnpmsg.node.identity import NodeKey
@@ -126,3 +128,6 @@ class NodeSettings:
     apps: list[AppSpec] = field(default_factory=list)
     #: ``lnpmsg node``'s channel options (:mod:`lnpmsg.channels.options`: option name -> value)
     channel_options: dict[str, Any] = field(default_factory=dict)
+    #: the ``--dev-*`` options (conformance suites): forced channel secrets, funding
+    #: depth, imported wallet keys, fast gossip (see :mod:`lnpmsg.channels.dev`)
+    dev: DevOptions = field(default_factory=DevOptions)

@@ -38,6 +38,10 @@ call                                                      result
                                                           will never confirm
 ========================================================  ==========================================
 
+and, on the embedded chain, Bitcoin Core's raw ``submitblock``,
+``sendrawtransaction``, ``getrawmempool`` and ``invalidateblock`` for test
+drivers (:mod:`lnpmsg.wallet.raw_calls`).
+
 The wallet spends its own unconfirmed change at once (like Bitcoin Core's
 wallet): a second ``withdraw`` needs no block in between. Coins chosen for a
 transaction are reserved, and the transaction stored with them, before it
@@ -64,7 +68,7 @@ every new tip in the background and each tip is published as a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +87,7 @@ from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW, ChainSource
 from lnpmsg.wallet.calls import ChainAppError, balances_result, release_coins
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.errors import InsufficientFunds, WalletError
+from lnpmsg.wallet.raw_calls import RawChainCalls
 from lnpmsg.wallet.wallet import Wallet
 
 __all__ = [
@@ -149,6 +154,8 @@ class ChainApp(App):
         name: the app's name, the prefix of its control calls.
         reindex: rebuild the embedded chain's kernel state (blocks/, chainstate/)
             from its block log while opening (``lnpmsg node --reindex``).
+        import_privkeys: raw private keys whose P2WPKH coins the wallet also
+            watches and spends (``--dev-import-privkey``, for test set-ups).
     """
 
     def __init__(
@@ -159,6 +166,7 @@ class ChainApp(App):
         source: ChainSource | None = None,
         name: str = CHAIN_APP_NAME,
         reindex: bool = False,
+        import_privkeys: Sequence[bytes] = (),
     ) -> None:
         if (chain_dir is None) == (source is None):
             raise AppError("ChainApp takes a chain_dir (the embedded chain) or a source, not both")
@@ -167,6 +175,7 @@ class ChainApp(App):
         self.chain_dir = None if chain_dir is None else Path(chain_dir)
         self._source = source
         self.reindex = reindex
+        self.import_privkeys = tuple(import_privkeys)
         self._wallet: Wallet | None = None
         calls: dict[str, Callable[..., Any]] = {
             "getchaininfo": self.getchaininfo,
@@ -181,6 +190,7 @@ class ChainApp(App):
         }
         for call, fn in calls.items():
             self.add_control_method(call, fn)
+        RawChainCalls(self).register()
 
     @property
     def source(self) -> ChainSource:
@@ -207,7 +217,7 @@ class ChainApp(App):
                     self._source = await stack.enter_async_context(
                         EmbeddedChainSource.open(self.chain_dir, rebuild=self.reindex)
                     )
-                self._wallet = await Wallet.open(self.wallet_dir, self.source)
+                self._wallet = await Wallet.open(self.wallet_dir, self.source, imported=self.import_privkeys)
             except (ChainError, WalletError) as exc:
                 raise ChainAppError(f"cannot open the chain and wallet: {exc}") from exc
             tip = self._wallet.tip

@@ -93,7 +93,25 @@ class DerivedKey:
 
     @property
     def path(self) -> str:
+        if self.change == IMPORTED:
+            return f"imported/{self.index}"
         return f"{self.change}/{self.index}"
+
+
+#: the ``change`` of a key imported raw (``--dev-import-privkey``), outside the BIP84 tree
+IMPORTED = -1
+
+
+def imported_key(secret: bytes, position: int) -> DerivedKey:
+    """A raw secp256k1 key the wallet watches and spends (P2WPKH), ``position``-th of those imported."""
+    if len(secret) != 32:
+        raise WalletError("an imported private key must be 32 bytes", code="invalid")
+    try:
+        privkey = ec.PrivateKey(bytes(secret))
+    except Exception as exc:  # embit raises plain errors for out-of-range keys
+        raise WalletError(f"not a valid private key: {exc}", code="invalid") from None
+    pubkey = privkey.get_public_key().sec()
+    return DerivedKey(IMPORTED, position, privkey, pubkey, p2wpkh(pubkey))
 
 
 class Account:

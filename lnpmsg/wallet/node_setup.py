@@ -114,10 +114,14 @@ def mount(args: argparse.Namespace, node: Node) -> tuple[type[Exception], ...]:
     from lnpmsg.app import AppError
     from lnpmsg.wallet.app import ChainApp, ChainAppError
 
+    dev = getattr(args, "dev", None)
+    keys = dev.import_privkeys if dev is not None else ()
     if args.chain:
-        chain_app = node.mount(ChainApp(args.data_dir / "wallet", chain_dir=args.data_dir / "chain", reindex=args.reindex))
+        chain_app = node.mount(
+            ChainApp(args.data_dir / "wallet", chain_dir=args.data_dir / "chain", reindex=args.reindex, import_privkeys=keys)
+        )
     else:
-        chain_app = node.mount(ChainApp(args.data_dir / "wallet", source=_source(args, args.network)))
+        chain_app = node.mount(ChainApp(args.data_dir / "wallet", source=_source(args, args.network), import_privkeys=keys))
     if args.chain_rpc_listen:
         from lnpmsg.chain.rpc_server import ChainRpcServer
 

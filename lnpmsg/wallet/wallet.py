@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -53,7 +53,7 @@ from lnpmsg.chain.follow import ChainFollower
 from lnpmsg.chain.mining import COINBASE_MATURITY
 from lnpmsg.chain.source import ChainSource, catch_up
 from lnpmsg.wallet.errors import WalletError
-from lnpmsg.wallet.keys import SEED_FILE, Account, DerivedKey, load_or_create_seed
+from lnpmsg.wallet.keys import IMPORTED, SEED_FILE, Account, DerivedKey, imported_key, load_or_create_seed
 from lnpmsg.wallet.reservations import FINAL_REJECTIONS, Reservations
 from lnpmsg.wallet.spend import OwnCoin, build_spend, dust_limit
 
@@ -173,6 +173,7 @@ class Wallet:
         source: ChainSource,
         account: Account,
         state: dict[str, object],
+        imported: Sequence[bytes] = (),
     ) -> None:
         self.wallet_dir = wallet_dir
         self.source = source
@@ -195,6 +196,7 @@ class Wallet:
         self._spent: dict[OutPoint, OwnCoin] = {}
         self._follower: ChainFollower | None = None
         self._lock = trio.Lock()
+        self._imported = [imported_key(secret, i) for i, secret in enumerate(imported)]
 
     @classmethod
     async def open(
@@ -203,8 +205,16 @@ class Wallet:
         source: ChainSource,
         *,
         create: bool = True,
+        imported: Sequence[bytes] = (),
     ) -> Wallet:
-        """Open the wallet in ``wallet_dir`` (creating seed and state on first use) and sync it."""
+        """Open the wallet in ``wallet_dir`` (creating seed and state on first use) and sync it.
+
+        ``imported``: raw private keys (32 bytes each) whose P2WPKH outputs the
+        wallet also watches and spends, besides its BIP84 keys; not stored (give
+        them at every open). For test set-ups that fund from fixed keys
+        (``--dev-import-privkey``); coins they got before the wallet's birth
+        height are not seen.
+        """
         path = Path(wallet_dir)
         seed_existed = (path / SEED_FILE).exists()
         seed = load_or_create_seed(path, create=create)
@@ -238,7 +248,7 @@ class Wallet:
                 "reserved": {},
             }
         account = Account(seed, source.network)
-        wallet = cls(path, source, account, state)
+        wallet = cls(path, source, account, state, imported)
         wallet._save()
         await wallet._start()
         await wallet._resubmit()
@@ -256,6 +266,9 @@ class Wallet:
                 )
             base = BlockRef(self.birth_height - 1, prev_hash)
         self._follower = ChainFollower(base)
+        for key in self._imported:
+            self._scripts[key.script_pubkey] = key
+            self._follower.watch_script(key.script_pubkey)
         for chain in (0, 1):
             self._derive_up_to(chain, self._next[chain] + GAP_LIMIT)
         await self.sync()
@@ -316,7 +329,7 @@ class Wallet:
                 self._coins[event.outpoint] = OwnCoin(
                     event.outpoint, event.txout, key, event.height, event.tx.is_coinbase
                 )
-                if key.index >= self._next[key.change]:
+                if key.change != IMPORTED and key.index >= self._next[key.change]:
                     self._next[key.change] = key.index + 1
                     self._derive_up_to(key.change, key.index + 1 + GAP_LIMIT)
                     self._save()
