@@ -1,0 +1,89 @@
+"""The channel app's developer control calls (``channels.dev_*``): HTLCs and
+fee changes driven by hand, for tests of channels without the payments layer
+and for conformance suites. A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.wallet.app import ChainAppError
+
+from .errors import LocalMisuse
+from .inputs import AddHtlc, ChangeFee, FailHtlc, FulfillHtlc
+
+__all__ = ["DevCalls"]
+
+#: blocks from the tip to a hand-made HTLC's expiry when none is given
+_CLTV_DEFAULT = 144
+
+
+class DevCalls:
+    """``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``, ``dev_updatefee``; the app supplies
+    ``_channel`` (a channel by id, scid or key), ``_manager`` and ``chain``."""
+
+    _channel: Any
+    _manager: Any
+    chain: Any
+
+    async def dev_addhtlc(self, channel: str, amount_msat: int, payment_hash: str | None = None,
+                          cltv_expiry: int | None = None, onion: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """DEVELOPER: offer an HTLC and commit it; without PAYMENT_HASH a preimage is made and returned;
+        ONION: the 1366-byte onion packet as hex (default: zeros, which only lnpmsg accepts unread).
+        For tests of channels without the payments layer."""
+        target = self._channel(channel)
+        try:
+            packet = bytes(1366) if onion is None else bytes.fromhex(onion)
+        except ValueError:
+            raise ParamsError("onion is hex") from None
+        if len(packet) != 1366:
+            raise ParamsError(f"an onion packet is 1366 bytes, got {len(packet)}")
+        preimage = None
+        if payment_hash is None:
+            preimage = os.urandom(32)
+            hash_bytes = sha256(preimage)
+        else:
+            hash_bytes = bytes.fromhex(payment_hash)
+            if len(hash_bytes) != 32:
+                raise ParamsError("payment_hash is 32 bytes of hex")
+        if cltv_expiry is None:
+            cltv_expiry = (await self.chain.source.tip()).height + _CLTV_DEFAULT
+        htlc_id = target.core.state.local_next_htlc_id
+        try:
+            await self._manager().submit(target, AddHtlc(amount_msat, hash_bytes, cltv_expiry, packet))
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot add the HTLC: {exc}", {"error": "ChannelError"}) from exc
+        result: dict[str, Any] = {"htlc_id": htlc_id, "payment_hash": hash_bytes.hex()}
+        if preimage is not None:
+            result["preimage"] = preimage.hex()
+        return result
+
+    async def dev_fulfill(self, channel: str, htlc_id: int, preimage: str) -> dict[str, Any]:
+        """DEVELOPER: settle incoming HTLC HTLC_ID with PREIMAGE (hex) and commit."""
+        target = self._channel(channel)
+        try:
+            await self._manager().submit(target, FulfillHtlc(htlc_id, bytes.fromhex(preimage)))
+        except (LocalMisuse, ValueError) as exc:
+            raise ChainAppError(f"cannot fulfill: {exc}", {"error": "ChannelError"}) from exc
+        return {"htlc_id": htlc_id}
+
+    async def dev_fail(self, channel: str, htlc_id: int) -> dict[str, Any]:
+        """DEVELOPER: fail incoming HTLC HTLC_ID (an empty reason) and commit."""
+        target = self._channel(channel)
+        try:
+            await self._manager().submit(target, FailHtlc(htlc_id, b""))
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot fail: {exc}", {"error": "ChannelError"}) from exc
+        return {"htlc_id": htlc_id}
+
+    async def dev_updatefee(self, channel: str, feerate_per_kw: int) -> dict[str, Any]:
+        """DEVELOPER: as the funder, propose a new commitment feerate (update_fee) and commit it."""
+        target = self._channel(channel)
+        try:
+            await self._manager().submit(target, ChangeFee(feerate_per_kw))
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot change the fee: {exc}", {"error": "ChannelError"}) from exc
+        return {"feerate_per_kw": feerate_per_kw}
