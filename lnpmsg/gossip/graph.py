@@ -495,8 +495,11 @@ class Graph:
         seen = int(now) if first_seen is None else first_seen
         return Pending(msg, raw, channel_announcement_checks(msg, raw), source, capacity_sat, seen, shadow=shadow)
 
-    def _gate_node(self, msg: NodeAnnouncement, raw: bytes, now: float, source: bytes | None, pending: bool) -> tuple[Decision | None, bool, bool]:
-        """(a decision or None, whether only pending messages make it "not newer", relay)."""
+    def _gate_node(
+        self, msg: NodeAnnouncement, raw: bytes, now: float, source: bytes | None, pending: bool, stateless: bool = True
+    ) -> tuple[Decision | None, bool, bool]:
+        """(a decision or None, whether only pending messages make it "not newer", relay);
+        ``stateless=False`` skips the checks that depend on the message alone (passed before)."""
         node = self.nodes.get(msg.node_id)
         if (node is None or not node.channels) and not (pending and self._pending_node_refs.get(msg.node_id)):
             return self._decide(Outcome.IGNORED, msg, raw, "unknown node (no channel)", source), False, False
@@ -504,6 +507,8 @@ class Graph:
             return self._decide(Outcome.IGNORED, msg, raw, "not newer", source), False, False
         if pending and msg.timestamp <= self._pending_node_ts.get(msg.node_id, 0):
             return None, True, False
+        if not stateless:
+            return self._known_bad(msg, raw, source), False, False
         if msg.timestamp > now + self.max_future_skew:
             return self._decide(Outcome.REJECTED, msg, raw, "timestamp too far in the future", source), False, False
         addresses, problem = parse_addresses(msg.addresses)
@@ -530,7 +535,8 @@ class Graph:
             return self._gate_update(msg, raw, now, source, False)[0]  # type: ignore[arg-type]
         if kind is ChannelAnnouncement:
             return self._gate_announcement(msg, raw, source, False)[0]  # type: ignore[arg-type]
-        decision, _, relay = self._gate_node(msg, raw, now, source, False)  # type: ignore[arg-type]
+        # the address check (the costly one) ran at prepare unless this is a shadow
+        decision, _, relay = self._gate_node(msg, raw, now, source, False, pending.shadow)  # type: ignore[arg-type]
         if decision is None and pending.shadow:
             pending.relay = relay
         return decision
