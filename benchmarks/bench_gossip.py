@@ -317,6 +317,8 @@ def main() -> None:
     result["share_per_cpu_s"] = result["signatures_per_cpu_s"] / result["bare_verify_per_s_one_core"]
     if baseline is not None:
         baseline["share_of_capacity"] = baseline["signatures_per_s"] / result["bare_verify_capacity_per_s"]
+        baseline["signatures_per_cpu_s"] = baseline["signatures"] / baseline["receiver_cpu_s"] if baseline["receiver_cpu_s"] else 0.0
+        baseline["share_per_cpu_s"] = baseline["signatures_per_cpu_s"] / result["bare_verify_per_s_one_core"]
         result["threads_only"] = baseline
     result["nodes"] = net.nodes
     result["network_channels"] = net.channels
@@ -345,7 +347,8 @@ def main() -> None:
     if baseline is not None:
         print(
             f"  the same, verify threads only (no worker processes): {baseline['signatures_per_s']:,.0f} signatures/s"
-            f" = {100 * baseline['share_of_capacity']:.0f}% of the capacity; {baseline['receiver_cores_used']:.2f} cores busy"
+            f" = {100 * baseline['share_of_capacity']:.0f}% of the capacity; {baseline['signatures_per_cpu_s']:,.0f} per CPU-second"
+            f" = {100 * baseline['share_per_cpu_s']:.0f}% of one core's bare rate; {baseline['receiver_cores_used']:.2f} cores busy"
         )
     print(
         f"receiver CPU, with its {result['verify_processes']} signature worker processes: {result['receiver_cpu_s']:.1f} s"

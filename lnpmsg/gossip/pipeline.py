@@ -35,6 +35,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import trio
+from coincurve._libsecp256k1 import ffi, lib  # type: ignore[import-not-found]
+from coincurve.context import GLOBAL_CONTEXT
 
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
 
@@ -64,21 +66,25 @@ def pack_checks(checks: Sequence[SigCheck]) -> bytes:
 
 
 def verify_blob(verifier: SignatureVerifier, blob: bytes) -> bytes:
-    """The worker's job: the verdicts (one byte each) of a blob of packed checks."""
+    """The worker's job: the verdicts (one byte each) of a blob of packed checks.
+
+    The same libsecp256k1 calls as :meth:`SignatureVerifier.verify_many`, straight
+    from the records (no per-check objects: the worker's share of a core is spent
+    in the library)."""
     if len(blob) % RECORD_SIZE:
         raise ValueError(f"a blob of checks is {len(blob)} bytes, not a multiple of {RECORD_SIZE}")
-    view = memoryview(blob)
-    checks = [
-        SigCheck(
-            bytes(view[i + 1 : i + 33]),
-            bytes(view[i + 33 : i + 97]),
-            bytes(view[i + 97 : i + RECORD_SIZE]),
-            "",
-            view[i] == 1,
-        )
-        for i in range(0, len(blob), RECORD_SIZE)
-    ]
-    return bytes(verifier.verify_many(checks))
+    sig = ffi.new("secp256k1_ecdsa_signature *")
+    parse_sig = lib.secp256k1_ecdsa_signature_parse_compact
+    verify = lib.secp256k1_ecdsa_verify
+    public_key = verifier.public_key
+    ctx = GLOBAL_CONTEXT.ctx
+    out = bytearray(len(blob) // RECORD_SIZE)
+    for n, i in enumerate(range(0, len(blob), RECORD_SIZE)):
+        parsed = public_key(blob[i + 97 : i + RECORD_SIZE], blob[i] == 1)
+        if parsed is not None and parse_sig(ctx, sig, blob[i + 33 : i + 97]) == 1 and verify(ctx, sig, blob[i + 1 : i + 33], parsed) == 1:
+            out[n] = 1
+    verifier.checked += len(out)
+    return bytes(out)
 
 
 def unpack_verdicts(data: bytes, expected: int) -> list[bool]:
