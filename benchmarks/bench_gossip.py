@@ -17,7 +17,8 @@ What runs, all on this machine, in this one run:
    message is decided and written. Reported: messages/s, signatures/s, total
    time, the receiver's CPU time (its own and its signature worker
    processes': how many cores it got), its peak memory, the store's size on
-   disk. ``--compare`` first runs the same ingest with verify threads only
+   disk, and the event loop thread's own CPU time (the part that does not
+   run in parallel: its rate bounds the ingest). ``--compare`` first runs the same ingest with verify threads only
    (``--verify-processes 0``, the path before worker processes), so both
    are measured in one run.
 
@@ -240,6 +241,7 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, v
         workers = pool.pids if pool is not None else []
         rss_before = _rss_kb()
         cpu_before = _cpu_seconds() + _proc_cpu_seconds(workers)
+        loop_before = time.thread_time()
         started = time.perf_counter()
         go.set()
         decided = lambda: sum(app.graph.counters.by_kind.values())
@@ -247,6 +249,7 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, v
             await trio.sleep(0.05)
         await app.drain()
         elapsed = time.perf_counter() - started
+        loop_cpu = time.thread_time() - loop_before
         cpu = _cpu_seconds() + _proc_cpu_seconds(workers) - cpu_before
         stats = await app.gossip_stats()
         result = {
@@ -256,6 +259,8 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, v
             "signatures": app.graph.counters.signature_checks,
             "signatures_per_s": app.graph.counters.signature_checks / elapsed,
             "receiver_cpu_s": cpu,
+            "event_loop_cpu_s": loop_cpu,
+            "event_loop_bound_signatures_per_s": app.graph.counters.signature_checks / loop_cpu if loop_cpu else 0.0,
             "receiver_cores_used": cpu / elapsed,
             "verify_processes": len(workers),
             "rss_before_mb": rss_before / 1024,
@@ -354,6 +359,16 @@ def main() -> None:
         f"receiver CPU, with its {result['verify_processes']} signature worker processes: {result['receiver_cpu_s']:.1f} s"
         f" ({result['receiver_cores_used']:.2f} cores busy on average;"
         " the sender and anything else running share the machine)"
+    )
+    print(
+        f"event loop thread: {result['event_loop_cpu_s']:.1f} s CPU; were it the only limit:"
+        f" {result['event_loop_bound_signatures_per_s']:,.0f} signatures/s"
+        f" = {100 * result['event_loop_bound_signatures_per_s'] / result['bare_verify_capacity_per_s']:.0f}% of the capacity"
+        + (
+            f" (threads only: {baseline['event_loop_bound_signatures_per_s']:,.0f}/s, its GIL shared with the verify threads)"
+            if baseline is not None
+            else ""
+        )
     )
     print(f"accepted {result['accepted']:,} ({result['channels']:,} channels, {result['channel_updates']:,} updates, {result['node_announcements']:,} nodes)")
     print(f"receiver memory: {result['rss_before_mb']:.0f} MB before, peak {result['peak_rss_mb']:.0f} MB; store on disk: {result['store_mb']:.1f} MB")
