@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -96,6 +97,8 @@ def unpack_verdicts(data: bytes, expected: int) -> list[bool]:
 
 def _worker_main(conn: Connection) -> None:
     """A worker process: blobs in, verdicts out, until the pipe closes."""
+    # Ctrl-C is the parent's to handle: it closes the pipes when it stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     verifier = SignatureVerifier()
     try:
         while True:
@@ -192,7 +195,12 @@ class VerifyPool:
         """Start the workers now (else the first large batch does)."""
         async with self._starting:
             if not self._workers and self._broken is None:
-                self._workers = await trio.to_thread.run_sync(self._spawn)
+                try:
+                    self._workers = await trio.to_thread.run_sync(self._spawn)
+                except OSError as exc:
+                    self._broken = f"starting workers: {exc!r}"
+                    log.error("gossip: no signature worker processes (%s): checking signatures in this process", self._broken)
+                    return
                 log.info("gossip: %d signature worker processes started", len(self._workers))
 
     def _spawn(self) -> list[_Worker]:
@@ -212,6 +220,8 @@ class VerifyPool:
             return self.local.verify_many(checks)
         if not self._workers:
             await self.start()
+            if not self._workers:
+                return self.local.verify_many(checks)
         workers = self._workers
         size = -(-len(checks) // len(workers))
         parts = [checks[i : i + size] for i in range(0, len(checks), size)]
