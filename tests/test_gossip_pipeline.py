@@ -22,11 +22,12 @@ from lnpmsg.gossip.cln_store import load_gossip_store_file, read_gossip_store
 from lnpmsg.gossip.events import GossipEvent
 from lnpmsg.gossip.graph import Graph, Outcome
 from lnpmsg.gossip.messages import register_gossip_messages
-from lnpmsg.gossip.pipeline import RECORD_SIZE, VerifyPool, pack_checks, unpack_verdicts, verify_blob
+from lnpmsg.gossip.pipeline import VerifyPool, pack_checks, unpack_verdicts
 from lnpmsg.gossip.sign import sign_channel_update
 from lnpmsg.gossip.store import GossipStore
 from lnpmsg.gossip.testing import SyntheticNetwork
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier, double_sha256
+from lnpmsg.gossip.verify_worker import RECORD_SIZE, verify_blob
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.wire import CHAIN_HASH_MAINNET, DEFAULT_REGISTRY
@@ -173,6 +174,6 @@ async def test_a_dead_worker_falls_back_to_checking_here() -> None:
             assert pool.checked_remote == len(checks)
             worker = pool._workers[0].process
             worker.kill()
-            await trio.to_thread.run_sync(worker.join)
+            await trio.to_thread.run_sync(worker.wait)
             assert await pool.verify(checks) == expected
             assert pool.checked_remote == len(checks)

@@ -7,7 +7,10 @@ it for BOLT-8 decryption, decoding, the graph's decisions and the store:
 the threads queue for the GIL after each ~30 us call and ingest stays near
 one core. A worker process has its own interpreter and GIL.
 
-What crosses the process boundary is compact and copy-once, with no pickle:
+The workers are ``python -m lnpmsg.gossip.verify_worker`` processes (their
+own interpreters, so nothing of this process's main module runs again
+there), fed through their stdin and stdout in length-prefixed frames. What
+crosses is compact, with no pickle:
 
 - to a worker: one blob per batch, one fixed-size record per check
   (:data:`RECORD_SIZE` bytes: a cache flag, the 32-byte digest, the 64-byte
@@ -29,24 +32,19 @@ batch in this process instead: gossip never stalls on the pool.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Sequence
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 
 import trio
-from coincurve._libsecp256k1 import ffi, lib  # type: ignore[import-not-found]
-from coincurve.context import GLOBAL_CONTEXT
 
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
+from lnpmsg.gossip.verify_worker import RECORD_SIZE, read_frame, write_frame
 
-__all__ = ["RECORD_SIZE", "Verdicts", "VerifyPool", "pack_checks", "unpack_verdicts", "verify_blob"]
+__all__ = ["Verdicts", "VerifyPool", "pack_checks", "unpack_verdicts"]
 
 log = logging.getLogger(__name__)
 
-#: cache flag (1) + digest (32) + compact signature (64) + compressed key (33)
-RECORD_SIZE = 1 + 32 + 64 + 33
 _ZERO_KEY = bytes(33)
 #: seconds a worker gets to exit after its pipe closes, before it is terminated
 _STOP_GRACE = 2.0
@@ -66,49 +64,11 @@ def pack_checks(checks: Sequence[SigCheck]) -> bytes:
     return b"".join(parts)
 
 
-def verify_blob(verifier: SignatureVerifier, blob: bytes) -> bytes:
-    """The worker's job: the verdicts (one byte each) of a blob of packed checks.
-
-    The same libsecp256k1 calls as :meth:`SignatureVerifier.verify_many`, straight
-    from the records (no per-check objects: the worker's share of a core is spent
-    in the library)."""
-    if len(blob) % RECORD_SIZE:
-        raise ValueError(f"a blob of checks is {len(blob)} bytes, not a multiple of {RECORD_SIZE}")
-    sig = ffi.new("secp256k1_ecdsa_signature *")
-    parse_sig = lib.secp256k1_ecdsa_signature_parse_compact
-    verify = lib.secp256k1_ecdsa_verify
-    public_key = verifier.public_key
-    ctx = GLOBAL_CONTEXT.ctx
-    out = bytearray(len(blob) // RECORD_SIZE)
-    for n, i in enumerate(range(0, len(blob), RECORD_SIZE)):
-        parsed = public_key(blob[i + 97 : i + RECORD_SIZE], blob[i] == 1)
-        if parsed is not None and parse_sig(ctx, sig, blob[i + 33 : i + 97]) == 1 and verify(ctx, sig, blob[i + 1 : i + 33], parsed) == 1:
-            out[n] = 1
-    verifier.checked += len(out)
-    return bytes(out)
-
-
 def unpack_verdicts(data: bytes, expected: int) -> list[bool]:
     """A worker's answer as booleans; a short or long answer is an error, never a guess."""
     if len(data) != expected:
         raise ValueError(f"a verify worker answered {len(data)} verdicts for {expected} checks")
     return [b == 1 for b in data]
-
-
-def _worker_main(conn: Connection) -> None:
-    """A worker process: blobs in, verdicts out, until the pipe closes."""
-    # Ctrl-C is the parent's to handle: it closes the pipes when it stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    verifier = SignatureVerifier()
-    try:
-        while True:
-            try:
-                blob = conn.recv_bytes()
-            except EOFError:
-                return
-            conn.send_bytes(verify_blob(verifier, blob))
-    except KeyboardInterrupt:
-        return
 
 
 class Verdicts:
@@ -146,16 +106,20 @@ class Verdicts:
 
 
 class _Worker:
-    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], name: str) -> None:
         self.process = process
-        self.conn = conn
+        self.name = name
         #: one batch at a time per pipe
         self.lock = trio.Lock()
 
     def roundtrip(self, blob: bytes) -> bytes:
         """Blocking (in a trio worker thread, GIL released while it waits)."""
-        self.conn.send_bytes(blob)
-        return self.conn.recv_bytes()
+        assert self.process.stdin is not None and self.process.stdout is not None
+        write_frame(self.process.stdin, blob)
+        answer = read_frame(self.process.stdout)
+        if answer is None:
+            raise EOFError(f"worker exited (code {self.process.poll()})")
+        return answer
 
 
 class VerifyPool:
@@ -164,8 +128,8 @@ class VerifyPool:
     ``min_checks``: a batch with fewer checks is checked in this process (a
     trip to a worker costs a thread hop and two pipe writes). ``local``:
     the verifier used then, and when the pool is broken.
-    Use inside ``async with`` or call :meth:`close` (workers are daemons
-    either way, so they never outlive this process).
+    Use inside ``async with`` or call :meth:`close`; a worker whose parent
+    dies sees its stdin end and exits.
     """
 
     def __init__(self, processes: int, local: SignatureVerifier, *, min_checks: int = 64) -> None:
@@ -183,7 +147,7 @@ class VerifyPool:
     @property
     def pids(self) -> list[int]:
         """The workers' process ids (for CPU accounting)."""
-        return [w.process.pid for w in self._workers if w.process.pid is not None]
+        return [w.process.pid for w in self._workers]
 
     async def __aenter__(self) -> VerifyPool:
         return self
@@ -204,14 +168,19 @@ class VerifyPool:
                 log.info("gossip: %d signature worker processes started", len(self._workers))
 
     def _spawn(self) -> list[_Worker]:
-        ctx = multiprocessing.get_context("spawn")
         workers = []
-        for i in range(self.processes):
-            ours, theirs = ctx.Pipe()
-            process = ctx.Process(target=_worker_main, args=(theirs,), name=f"lnpmsg-gossip-verify-{i}", daemon=True)
-            process.start()
-            theirs.close()
-            workers.append(_Worker(process, ours))
+        try:
+            for i in range(self.processes):
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "lnpmsg.gossip.verify_worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    close_fds=True,
+                )
+                workers.append(_Worker(process, f"signature worker {i} (pid {process.pid})"))
+        except OSError:
+            _stop_all(workers)
+            raise
         return workers
 
     async def verify(self, checks: Sequence[SigCheck]) -> list[bool]:
@@ -246,7 +215,7 @@ class VerifyPool:
                     self.local.checked += len(checks)
                     return verdicts
                 except (OSError, EOFError, ValueError) as exc:
-                    self._broken = f"{worker.process.name}: {exc!r}"
+                    self._broken = f"{worker.name}: {exc!r}"
                     log.error("gossip: signature worker failed (%s): checking signatures in this process from now on", self._broken)
         return self.local.verify_many(checks)
 
@@ -255,15 +224,22 @@ class VerifyPool:
         workers, self._workers = self._workers, []
         if not workers:
             return
-        for w in workers:
-            w.conn.close()
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_join_all, workers)
+            await trio.to_thread.run_sync(_stop_all, workers)
 
 
-def _join_all(workers: list[_Worker]) -> None:
+def _stop_all(workers: list[_Worker]) -> None:
+    """Close each worker's stdin (it exits at the end of its input); terminate stragglers."""
     for w in workers:
-        w.process.join(_STOP_GRACE)
-        if w.process.is_alive():
-            w.process.terminate()
-            w.process.join(_STOP_GRACE)
+        for stream in (w.process.stdin, w.process.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+    for w in workers:
+        try:
+            w.process.wait(_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            w.process.kill()
+            w.process.wait()
