@@ -263,6 +263,8 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, v
             "event_loop_bound_signatures_per_s": app.graph.counters.signature_checks / loop_cpu if loop_cpu else 0.0,
             "receiver_cores_used": cpu / elapsed,
             "verify_processes": len(workers),
+            "batches": app.counters.batches,
+            "checked_in_workers": pool.checked_remote if pool is not None else 0,
             "rss_before_mb": rss_before / 1024,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "accepted": sum(n for (_, outcome), n in app.graph.counters.by_kind.items() if outcome == "accepted"),
@@ -348,7 +350,8 @@ def main() -> None:
         f"                                            {result['signatures_per_cpu_s']:10,.0f} signatures per receiver CPU-second"
         f"  = {100 * result['share_per_cpu_s']:.0f}% of one core's bare rate"
     )
-    print(f"                                            {result['messages_per_s']:10,.0f} messages/s, {result['seconds']:.1f} s in all")
+    print(f"                                            {result['messages_per_s']:10,.0f} messages/s, {result['seconds']:.1f} s in all,"
+          f" {result['batches']:,} batches, {result['checked_in_workers']:,} signatures checked in the workers")
     if baseline is not None:
         print(
             f"  the same, verify threads only (no worker processes): {baseline['signatures_per_s']:,.0f} signatures/s"
