@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--bitcoind-cookie", type=Path, metavar="FILE", help="the cookie file for --bitcoind-rpc (bitcoind's DATADIR/[network/].cookie, lnpmsg's DATA_DIR/chain/.cookie)")
     node.add_argument("--bitcoind-poll", type=float, default=1.0, metavar="SECONDS", help="how often --bitcoind-rpc is asked for a new tip (default: %(default)g)")
     node.add_argument("--no-gossip", action="store_true", help="run without the gossip app (by default the node syncs, verifies and serves Lightning gossip, BOLT 7, with its channel graph in DATA_DIR/gossip.sqlite3: 'lnpmsg gossip ...')")
+    node.add_argument("--alias", metavar="NAME", help="the alias our node_announcement carries once we have a public channel (at most 32 bytes; default: lnpmsg- and the node id's first bytes)")
+    node.add_argument("--rgb", metavar="RRGGBB", help="the color our node_announcement carries (6 hex digits; default: the node id's first bytes)")
+    node.add_argument("--announce-addr", action="append", default=[], metavar="HOST:PORT", help="announce this address too (e.g. a public IP behind NAT); repeatable; never used with --onion-only")
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
     node.add_argument("--gossip-prune-interval", type=float, metavar="SECONDS", help="how often channels without a recent update are pruned from the graph (default: 3600; 0: never)")
     node.add_argument("--gossip-prune-after", type=float, metavar="DAYS", help="a channel with no update for this long is stale and pruned (default: 14, BOLT 7's two weeks)")
@@ -195,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lnpmsg.channels import commands as channel_commands
 
     channel_commands.add_commands(commands, DEFAULT_DATA_DIR)
+    from lnpmsg.channels.public import commands as announce_commands
+
+    announce_commands.add_commands(commands, DEFAULT_DATA_DIR)
     return parser
 
 
@@ -245,6 +251,9 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         electrum_listen=args.electrum_listen,
         gossip=not args.no_gossip,
         gossip_import=list(args.gossip_import),
+        alias=args.alias,
+        rgb=args.rgb,
+        announce_addr=list(args.announce_addr),
         gossip_prune_interval=args.gossip_prune_interval,
         gossip_prune_after=args.gossip_prune_after,
         apps=list(args.app),
@@ -374,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in channel_commands.COMMANDS:
         return channel_commands.run_command(args)
+    from lnpmsg.channels.public import commands as announce_commands
+
+    if args.command in announce_commands.COMMANDS:
+        return announce_commands.run_command(args)
     with _logging_to_stderr(getattr(args, "log_level", "info")):
         if args.command == "node":
             try:

@@ -55,7 +55,7 @@ CORES = [
     "lnpmsg.node.session",
     "lnpmsg.node.admission",
     "lnpmsg.transports.udp_retry",
-    *_modules("gossip", only=("messages", "verify", "sign", "graph", "sync", "checksum", "events", "errors", "cln_store")),
+    *_modules("gossip", only=("messages", "verify", "sign", "graph", "sync", "checksum", "events", "errors", "cln_store", "announce", "routing")),
     *_modules("chain", only=("tx", "mining", "utxo", "mempool", "follow", "events", "errors")),
     *_modules("wallet", only=("coinselect", "errors")),
     *_modules("payments"),
@@ -193,7 +193,8 @@ ALLOWED: dict[str, set[str]] = {
     "bitcoin": set(),
     "io": set(),
     # the core: bitcoin and wire; the shells (manager, app, commands): an app on the chain and wallet
-    "channels": {"bitcoin", "wire", "app", "node", "chain", "wallet", "rpc"},
+    # ... and public channels (public/): our own gossip, built by the gossip cores
+    "channels": {"bitcoin", "wire", "app", "node", "chain", "wallet", "rpc", "gossip"},
     "transports": {"io"},
     "node": {"wire", "noise", "transports"},
     "app": {"node", "wire"},
@@ -201,7 +202,9 @@ ALLOWED: dict[str, set[str]] = {
     "rpc": {"app", "node", "pubsub", "io", "wire"},
     # the chain's servers (rpc_server, electrum/app) are apps on the contract
     "chain": {"bitcoin", "rpc", "app", "node", "transports", "wire"},
-    "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
+    # payments: the routing graph the gossip app keeps current (routing.py); transports: the one
+    # address syntax (announce.py reads the node's listen addresses)
+    "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc", "payments", "transports"},
     "wallet": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
     "payments": {"wire", "bitcoin"},
     # the kit may drive every layer it tests (fuzz_targets reaches each decoder a peer can reach)

@@ -83,6 +83,7 @@ from lnpmsg.gossip.messages import (
     ReplyChannelRange,
     ReplyShortChannelIdsEnd,
 )
+from lnpmsg.gossip.routing import RoutingFeed
 from lnpmsg.gossip.store import AsyncGossipStore, GossipStore
 from lnpmsg.gossip.sync import (
     MAX_U32,
@@ -99,6 +100,7 @@ from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
 from lnpmsg.node.events import Subscription
 from lnpmsg.node.node import Node
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
+from lnpmsg.payments.graph import RoutingGraph
 from lnpmsg.wire import (
     CHAIN_HASHES,
     ZERO_CHANNEL_ID,
@@ -272,6 +274,12 @@ class GossipApp(App):
             VerifyPool(config.verify_processes, self.verifier, min_checks=config.verify_process_min) if config.verify_processes > 0 else None
         )
         store.load_into(self.graph)
+        #: the graph with policies for pathfinding, kept current from accepted gossip
+        self.routing = RoutingFeed()
+        self.routing.load(store)
+        #: told of channel_updates from peers for channels the graph does not know (a private
+        #: channel's peer sends its update directly, BOLT 7): ``(peer node id, update)``
+        self.on_unknown_update: Callable[[bytes, ChannelUpdate], None] | None = None
         self.counters = _Counters()
         self._peers: dict[bytes, _PeerState] = {}
         #: every sync run, by peer (kept after the peer leaves, for progress reports)
@@ -531,6 +539,7 @@ class GossipApp(App):
             position += n
         accepted = [d for d in decisions if d.accepted]
         if accepted:
+            self.routing.apply(accepted)
             await self._writes_send.send(("write", accepted, ()))
         for decision in decisions:
             if decision.accepted:
@@ -539,6 +548,12 @@ class GossipApp(App):
                     self._relay(decision)
             elif decision.outcome is Outcome.REJECTED and decision.source is not None:
                 self._rejected(decision)
+            elif self.on_unknown_update is not None and decision.source is not None and type(decision.message) is ChannelUpdate and decision.reason == "unknown channel":
+                self.on_unknown_update(decision.source, decision.message)  # type: ignore[arg-type]
+            elif decision.source is None:
+                log.warning("our own %s %s was not taken: %s", decision.kind, _subject(decision.message), decision.reason)
+        if any(d.source is None and d.accepted for d in decisions) and self.config.relay:
+            self.flush_relay()  # our own gossip goes out now, not at the next staggered flush
 
     async def _verify(self, checks: list[SigCheck]) -> list[bool]:
         if self.verify_pool is not None:
@@ -627,6 +642,7 @@ class GossipApp(App):
         """Write channel removals (closed, pruned) to the store, after what is queued before them,
         and publish each (``gossip.channel_removed``)."""
         if removals:
+            self.routing.remove(removals)
             await self._writes_send.send(("write", [], list(removals)))
             events = self.node.events
             if events.has_subscribers:
@@ -646,6 +662,20 @@ class GossipApp(App):
         self._held.pop(scid, None)
         await self.apply_removals([change])
         return True
+
+    @property
+    def routing_graph(self) -> RoutingGraph:
+        """The public graph with every direction's policy, for pathfinding (kept current)."""
+        return self.routing.graph
+
+    async def add_own(self, messages: Sequence[Message]) -> None:
+        """Our own gossip (announcements, updates): checked and relayed like any other.
+
+        The messages join the inbox in order (after what peers sent before);
+        call :meth:`drain` to wait until they are decided and stored.
+        """
+        for message in messages:
+            await self._inbox_send.send(("gossip", None, message))
 
     # ------------------------------------------------------------ our sync
 
@@ -900,6 +930,8 @@ class GossipApp(App):
         for records, done in _record_chunks(read_gossip_store(data), len(data)):
             result = import_gossip_store(records, self.graph, self.clock())
             _merge_import(total, result)
+            self.routing.apply(result.accepted)
+            self.routing.remove(result.removals)
             await self._writes_send.send(("write", result.accepted, result.removals))
             for decision in result.accepted:
                 self._publish(decision)

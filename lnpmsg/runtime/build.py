@@ -17,7 +17,8 @@ What gets mounted, in this order (apps start in mount order, before the
 node listens): peer RPC and peer pub/sub, the chain and wallet app
 (``chain``) with the chain's servers (``chainrpc``, ``electrum``; see
 :mod:`lnpmsg.wallet.node_setup`), with a chain the channels (``channels``,
-after the chain app whose source and wallet it uses), gossip (``gossip``), the user apps of
+after the chain app whose source and wallet it uses), gossip (``gossip``), with both
+the public channels (``announce``: announcement_signatures and our own gossip), the user apps of
 ``settings.apps``, the control API (``control``, last among apps so it
 serves every app's calls from the start), the node's Tor (``tor``).
 """
@@ -199,6 +200,7 @@ def build_node(settings: NodeSettings) -> BuiltNode:
     start_errors += _mount_chain(node, settings)
     start_errors += _mount_channels(node, settings)
     start_errors += _mount_gossip(node, settings, network)
+    _mount_announce(node, settings)
     for spec in settings.apps:
         _mount_user_app(node, spec, settings)
     if settings.control:
@@ -383,6 +385,25 @@ def _mount_gossip(node: Node, settings: NodeSettings, network: str) -> list[type
     except GossipError as exc:
         raise StartError(str(exc)) from None
     return [GossipError]
+
+
+def _mount_announce(node: Node, settings: NodeSettings) -> None:
+    """Public channels (announcement_signatures, our gossip), when the node has channels and gossip."""
+    if "channels" not in node.apps or "gossip" not in node.apps:
+        return
+    from lnpmsg.channels.public.app import AnnounceApp, AnnounceConfig
+
+    if settings.alias is not None and len(settings.alias.encode("utf-8")) > 32:
+        raise SettingsError(f"--alias: at most 32 bytes, got {len(settings.alias.encode('utf-8'))}")
+    rgb = None
+    if settings.rgb is not None:
+        try:
+            rgb = bytes.fromhex(settings.rgb.removeprefix("#"))
+        except ValueError:
+            rgb = b""
+        if len(rgb) != 3:
+            raise SettingsError(f"--rgb: 6 hex digits (RRGGBB), got {settings.rgb!r}")
+    node.mount(AnnounceApp(AnnounceConfig(alias=settings.alias, rgb_color=rgb, extra_addresses=tuple(settings.announce_addr))))
 
 
 def _mount_user_app(node: Node, spec: Any, settings: NodeSettings) -> None:

@@ -110,6 +110,11 @@ class NodeSettings:
     gossip: bool = True
     #: Core Lightning gossip_store files to import while starting (the parts of one store, in order)
     gossip_import: list[str] = field(default_factory=list)
+    #: our node_announcement (public channels): alias (at most 32 bytes), color (6 hex digits),
+    #: addresses announced besides the listeners (host:port); None: derived from the node id
+    alias: str | None = None
+    rgb: str | None = None
+    announce_addr: list[str] = field(default_factory=list)
     #: seconds between prunes of stale channels (None: the gossip app's default, 0: never)
     gossip_prune_interval: float | None = None
     #: days without an update after which a channel is stale (None: BOLT 7's two weeks)

@@ -51,4 +51,8 @@ async def finish_process(process: trio.Process) -> tuple[int, str]:
         while chunk := await process.stderr.receive_some(1 << 16):
             stderr += chunk
         code = await process.wait()
+    # its pipes too: an exited process leaves them open otherwise
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            await pipe.aclose()
     return code, stderr.decode()
