@@ -32,9 +32,11 @@ batch in this process instead: gossip never stalls on the pool.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import trio
 
@@ -46,6 +48,8 @@ __all__ = ["Verdicts", "VerifyPool", "pack_checks", "unpack_verdicts"]
 log = logging.getLogger(__name__)
 
 _ZERO_KEY = bytes(33)
+#: the directory holding the ``lnpmsg`` package this module came from
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 #: seconds a worker gets to exit after its pipe closes, before it is terminated
 _STOP_GRACE = 2.0
 
@@ -168,6 +172,9 @@ class VerifyPool:
                 log.info("gossip: %d signature worker processes started", len(self._workers))
 
     def _spawn(self) -> list[_Worker]:
+        # The workers import the same lnpmsg as this process, however it was found.
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         workers = []
         try:
             for i in range(self.processes):
@@ -176,6 +183,7 @@ class VerifyPool:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     close_fds=True,
+                    env=env,
                 )
                 workers.append(_Worker(process, f"signature worker {i} (pid {process.pid})"))
         except OSError:
