@@ -15,8 +15,12 @@ What runs, all on this machine, in this one run:
    directory) and a sending Node in another process, over loopback TCP
    (BOLT-8); the clock runs from the sender's first message until every
    message is decided and written. Reported: messages/s, signatures/s, total
-   time, the receiver's CPU time (how many cores it got), its peak memory,
-   the store's size on disk.
+   time, the receiver's CPU time (its own and its signature worker
+   processes': how many cores it got), its peak memory, the store's size on
+   disk, and the event loop thread's own CPU time (the part that does not
+   run in parallel: its rate bounds the ingest). ``--compare`` first runs the same ingest with verify threads only
+   (``--verify-processes 0``, the path before worker processes), so both
+   are measured in one run.
 
 Ratios (each against the higher of the two bare measurements, so a busy
 moment during one of them does not flatter the ingest):
@@ -195,6 +199,20 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _proc_cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of other live processes: the gossip app's signature workers."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def _rss_kb() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -203,10 +221,10 @@ def _rss_kb() -> int:
     return 0
 
 
-async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int) -> dict[str, float]:
+async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, verify_processes: int) -> dict[str, float]:
     node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], network="regtest"))
     store = GossipStore(store_dir / DB_FILE_NAME, CHAIN_HASH_REGTEST)
-    config = GossipConfig(flush_interval=3600, prune_interval=0, verify_threads=verify_threads, relay=False)
+    config = GossipConfig(flush_interval=3600, prune_interval=0, verify_threads=verify_threads, verify_processes=verify_processes, relay=False)
     app = node.mount(GossipApp(store, config=config))
     ctx = multiprocessing.get_context("spawn")
     go, ready = ctx.Event(), ctx.Event()
@@ -217,8 +235,13 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int) -
         sender = ctx.Process(target=_sender, args=(str(path), target, go, ready), daemon=True)
         sender.start()
         await trio.to_thread.run_sync(ready.wait)
+        pool = app.verify_pool
+        if pool is not None:
+            await pool.start()  # workers spawned before the clock starts, as in a running node
+        workers = pool.pids if pool is not None else []
         rss_before = _rss_kb()
-        cpu_before = _cpu_seconds()
+        cpu_before = _cpu_seconds() + _proc_cpu_seconds(workers)
+        loop_before = time.thread_time()
         started = time.perf_counter()
         go.set()
         decided = lambda: sum(app.graph.counters.by_kind.values())
@@ -226,7 +249,8 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int) -
             await trio.sleep(0.05)
         await app.drain()
         elapsed = time.perf_counter() - started
-        cpu = _cpu_seconds() - cpu_before
+        loop_cpu = time.thread_time() - loop_before
+        cpu = _cpu_seconds() + _proc_cpu_seconds(workers) - cpu_before
         stats = await app.gossip_stats()
         result = {
             "messages": total,
@@ -235,7 +259,12 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int) -
             "signatures": app.graph.counters.signature_checks,
             "signatures_per_s": app.graph.counters.signature_checks / elapsed,
             "receiver_cpu_s": cpu,
+            "event_loop_cpu_s": loop_cpu,
+            "event_loop_bound_signatures_per_s": app.graph.counters.signature_checks / loop_cpu if loop_cpu else 0.0,
             "receiver_cores_used": cpu / elapsed,
+            "verify_processes": len(workers),
+            "batches": app.counters.batches,
+            "checked_in_workers": pool.checked_remote if pool is not None else 0,
             "rss_before_mb": rss_before / 1024,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "accepted": sum(n for (_, outcome), n in app.graph.counters.by_kind.items() if outcome == "accepted"),
@@ -258,8 +287,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="network size relative to 20k nodes / 60k channels")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "lnpmsg-bench-gossip")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="processes generating the network")
-    parser.add_argument("--verify-threads", type=int, default=2, help="GossipConfig.verify_threads")
+    parser.add_argument(
+        "--verify-processes", type=int, default=GossipConfig().verify_processes, help="GossipConfig.verify_processes (0: threads only)"
+    )
+    parser.add_argument("--verify-threads", type=int, default=2, help="GossipConfig.verify_threads (used with --verify-processes 0)")
     parser.add_argument("--cores", type=int, default=0, help="processes measuring the verify capacity (default: every CPU)")
+    parser.add_argument("--compare", action="store_true", help="first ingest once with verify threads only, for comparison")
     parser.add_argument("--quick", action="store_true", help="a check that it works: scale at most 0.02")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -273,8 +306,12 @@ def main() -> None:
     # the bare rates before and after the ingest run: the machine's load moves them
     one_core = [bare_capacity(path, sample, 1)]
     capacity = [bare_capacity(path, sample, cores)]
+    baseline = None
+    if args.compare:
+        with tempfile.TemporaryDirectory(prefix="lnpmsg-bench-store-") as store_dir:
+            baseline = trio.run(ingest, path, net.message_count, Path(store_dir), args.verify_threads, 0)
     with tempfile.TemporaryDirectory(prefix="lnpmsg-bench-store-") as store_dir:
-        result = trio.run(ingest, path, net.message_count, Path(store_dir), args.verify_threads)
+        result = trio.run(ingest, path, net.message_count, Path(store_dir), args.verify_threads, args.verify_processes)
     one_core.append(bare_capacity(path, sample, 1))
     capacity.append(bare_capacity(path, sample, cores))
     result["bare_verify_per_s_one_core"] = max(one_core)
@@ -285,6 +322,11 @@ def main() -> None:
     result["signatures_per_cpu_s"] = result["signatures"] / result["receiver_cpu_s"] if result["receiver_cpu_s"] else 0.0
     result["share_of_capacity"] = result["signatures_per_s"] / result["bare_verify_capacity_per_s"]
     result["share_per_cpu_s"] = result["signatures_per_cpu_s"] / result["bare_verify_per_s_one_core"]
+    if baseline is not None:
+        baseline["share_of_capacity"] = baseline["signatures_per_s"] / result["bare_verify_capacity_per_s"]
+        baseline["signatures_per_cpu_s"] = baseline["signatures"] / baseline["receiver_cpu_s"] if baseline["receiver_cpu_s"] else 0.0
+        baseline["share_per_cpu_s"] = baseline["signatures_per_cpu_s"] / result["bare_verify_per_s_one_core"]
+        result["threads_only"] = baseline
     result["nodes"] = net.nodes
     result["network_channels"] = net.channels
     if args.json:
@@ -308,10 +350,28 @@ def main() -> None:
         f"                                            {result['signatures_per_cpu_s']:10,.0f} signatures per receiver CPU-second"
         f"  = {100 * result['share_per_cpu_s']:.0f}% of one core's bare rate"
     )
-    print(f"                                            {result['messages_per_s']:10,.0f} messages/s, {result['seconds']:.1f} s in all")
+    print(f"                                            {result['messages_per_s']:10,.0f} messages/s, {result['seconds']:.1f} s in all,"
+          f" {result['batches']:,} batches, {result['checked_in_workers']:,} signatures checked in the workers")
+    if baseline is not None:
+        print(
+            f"  the same, verify threads only (no worker processes): {baseline['signatures_per_s']:,.0f} signatures/s"
+            f" = {100 * baseline['share_of_capacity']:.0f}% of the capacity; {baseline['signatures_per_cpu_s']:,.0f} per CPU-second"
+            f" = {100 * baseline['share_per_cpu_s']:.0f}% of one core's bare rate; {baseline['receiver_cores_used']:.2f} cores busy"
+        )
     print(
-        f"receiver CPU: {result['receiver_cpu_s']:.1f} s ({result['receiver_cores_used']:.2f} cores busy on average;"
+        f"receiver CPU, with its {result['verify_processes']} signature worker processes: {result['receiver_cpu_s']:.1f} s"
+        f" ({result['receiver_cores_used']:.2f} cores busy on average;"
         " the sender and anything else running share the machine)"
+    )
+    print(
+        f"event loop thread: {result['event_loop_cpu_s']:.1f} s CPU; were it the only limit:"
+        f" {result['event_loop_bound_signatures_per_s']:,.0f} signatures/s"
+        f" = {100 * result['event_loop_bound_signatures_per_s'] / result['bare_verify_capacity_per_s']:.0f}% of the capacity"
+        + (
+            f" (threads only: {baseline['event_loop_bound_signatures_per_s']:,.0f}/s, its GIL shared with the verify threads)"
+            if baseline is not None
+            else ""
+        )
     )
     print(f"accepted {result['accepted']:,} ({result['channels']:,} channels, {result['channel_updates']:,} updates, {result['node_announcements']:,} nodes)")
     print(f"receiver memory: {result['rss_before_mb']:.0f} MB before, peak {result['peak_rss_mb']:.0f} MB; store on disk: {result['store_mb']:.1f} MB")

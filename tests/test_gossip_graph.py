@@ -202,9 +202,32 @@ def test_two_phase_abandon_releases_pending_marks() -> None:
     ann = announcement()
     step = graph.prepare(ann, ann.encode(), NOW)
     assert isinstance(step, Pending)
-    assert graph.prepare(ann, ann.encode(), NOW).reason == "known channel"  # pending counts as known
+    # A copy prepared while the first is pending: decided at commit, by what is committed then.
+    copy = graph.prepare(ann, ann.encode(), NOW)
+    assert isinstance(copy, Pending) and copy.shadow
+    graph.abandon(copy)  # holds no marks: the first one's stay
+    assert graph._pending_channels
     graph.abandon(step)
+    assert not graph._pending_channels
     assert isinstance(graph.prepare(ann, ann.encode(), NOW), Pending)
+
+
+def test_a_copy_prepared_behind_a_failing_original_is_decided_as_if_it_came_after() -> None:
+    """One message at a time, a bad announcement is rejected and its good copy then accepted:
+    prepared together (a batch, or batches in flight), the decisions are the same."""
+    good = announcement()
+    raw = good.encode()
+    bad = raw[:-1] + bytes([raw[-1] ^ 1])
+    one_by_one = Graph(CHAIN)
+    expected = [one_by_one.process(ChannelAnnouncement.decode(r), r, NOW) for r in (bad, raw, raw)]
+    graph = Graph(CHAIN)
+    steps = [graph.prepare(ChannelAnnouncement.decode(r), r, NOW) for r in (bad, raw, raw)]
+    assert all(isinstance(s, Pending) for s in steps)
+    got = [graph.commit(s, graph.verifier.verify_many(s.checks), NOW) for s in steps]  # type: ignore[union-attr]
+    assert [(d.outcome, d.reason) for d in got] == [(d.outcome, d.reason) for d in expected]
+    assert [d.outcome for d in got] == [Outcome.REJECTED, Outcome.ACCEPTED, Outcome.IGNORED]
+    assert graph.counters.signature_checks == one_by_one.counters.signature_checks == 8
+    assert not graph._pending_channels and not graph._pending_node_refs
 
 
 def test_wanted_plans_queries() -> None:

@@ -10,6 +10,8 @@ Layers (the first ones sans-IO):
 - :mod:`~lnpmsg.gossip.cln_store`: Core Lightning ``gossip_store`` files;
 - :mod:`~lnpmsg.gossip.store`: the SQLite store (blocking core + trio wrapper);
 - :mod:`~lnpmsg.gossip.app`: :class:`GossipApp`, mounted on a node;
+- :mod:`~lnpmsg.gossip.pipeline`: the app's signature checks in worker processes
+  (:mod:`~lnpmsg.gossip.verify_worker`);
 - :mod:`~lnpmsg.gossip.events`: what the app publishes.
 
 Importing the package (or any core module) loads no trio and no sqlite3:

@@ -70,6 +70,7 @@ from lnpmsg.gossip.graph import (
     Outcome,
     Pending,
 )
+from lnpmsg.gossip.pipeline import Verdicts, VerifyPool
 from lnpmsg.gossip.messages import (
     GOSSIP_MESSAGES,
     QUERY_OPTION_CHECKSUMS,
@@ -162,7 +163,15 @@ class GossipConfig:
     stale_after: int = STALE_AFTER
     #: gossip messages handled per batch
     batch_size: int = 1024
-    #: threads checking signatures (0: on the event loop)
+    #: worker processes checking signatures, each with its own GIL (0: none, use
+    #: ``verify_threads``); started when the first large batch comes
+    verify_processes: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    #: a batch with fewer signature checks than this is checked on the event loop
+    #: instead of in the worker processes
+    verify_process_min: int = 64
+    #: batches prepared and being checked while an earlier one is committed
+    batches_in_flight: int = 3
+    #: threads checking signatures when there are no worker processes (0: on the event loop)
     verify_threads: int = 2
     #: a batch with fewer signature checks than this is checked on the event loop
     verify_thread_min: int = 32
@@ -261,6 +270,9 @@ class GossipApp(App):
         self.chain_hash = store.chain_hash
         self.verifier = SignatureVerifier()
         self.graph = Graph(self.chain_hash, verifier=self.verifier)
+        self.verify_pool = (
+            VerifyPool(config.verify_processes, self.verifier, min_checks=config.verify_process_min) if config.verify_processes > 0 else None
+        )
         store.load_into(self.graph)
         #: the graph with policies for pathfinding, kept current from accepted gossip
         self.routing = RoutingFeed()
@@ -312,6 +324,8 @@ class GossipApp(App):
                 task_status.started()
         finally:
             self._nursery = None
+            if self.verify_pool is not None:
+                await self.verify_pool.close()
 
     # ------------------------------------------------------------ peers
 
@@ -443,42 +457,63 @@ class GossipApp(App):
         await done.wait()
 
     async def _process_loop(self) -> None:
+        """Read the inbox in batches; prepare each run of gossip (the graph's cheap checks)
+        and start its signature checks, while the committer decides earlier runs in order.
+
+        Control messages and barriers go through the same bounded queue of stages, so
+        each is handled after the gossip that came before it, as received."""
         inbox = self._inbox
         limit = self.config.batch_size
-        while True:
-            batch = [await inbox.receive()]
-            while len(batch) < limit:
-                try:
-                    batch.append(inbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            run: list[tuple[bytes, Message]] = []
-            for item in batch:
-                if item[0] == "gossip":
-                    run.append((item[1], item[2]))
-                    continue
+        staged_send, staged = trio.open_memory_channel[tuple[Any, ...]](max(0, self.config.batches_in_flight - 1))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._commit_loop, staged)
+            while True:
+                batch = [await inbox.receive()]
+                while len(batch) < limit:
+                    try:
+                        batch.append(inbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                run: list[tuple[bytes, Message]] = []
+                for item in batch:
+                    if item[0] == "gossip":
+                        run.append((item[1], item[2]))
+                        continue
+                    if run:
+                        await staged_send.send(("gossip", self._stage_gossip(run, nursery)))
+                        run = []
+                    await staged_send.send(item)
                 if run:
-                    await self._handle_gossip(run)
-                    run = []
-                if item[0] == _BARRIER:
-                    await self._writes_send.send(item)
-                else:
-                    self._handle_control(item[1], item[2])
-            if run:
-                await self._handle_gossip(run)
+                    await staged_send.send(("gossip", self._stage_gossip(run, nursery)))
 
-    async def _handle_gossip(self, items: Sequence[tuple[bytes, Message]]) -> None:
-        """Decide on a run of gossip messages (in arrival order)."""
+    async def _commit_loop(self, staged: trio.MemoryReceiveChannel[tuple[Any, ...]]) -> None:
+        async for item in staged:
+            if item[0] == "gossip":
+                await self._commit_gossip(*item[1])
+            elif item[0] == _BARRIER:
+                await self._writes_send.send(item)
+            else:
+                self._handle_control(item[1], item[2])
+
+    def _stage_gossip(self, items: Sequence[tuple[bytes, Message]], nursery: trio.Nursery) -> tuple[Any, ...]:
+        """Prepare a run of gossip messages (in arrival order) and start checking their signatures."""
         self.counters.batches += 1
         graph = self.graph
         now = self.clock()
-        steps: list[Pending | Decision] = []
-        for source, message in items:
-            steps.append(graph.prepare(message, message.encode(), now, source=source))
+        steps: list[Pending | Decision] = [graph.prepare(message, message.encode(), now, source=source) for source, message in items]
         pendings = [s for s in steps if isinstance(s, Pending)]
-        checks = [c for p in pendings for c in p.checks]
+        verdicts = Verdicts([c for p in pendings for c in p.checks])
+        if verdicts.checks:
+            nursery.start_soon(verdicts.fill, self._verify)
+        else:
+            verdicts.set([])
+        return steps, pendings, now, verdicts
+
+    async def _commit_gossip(self, steps: list[Pending | Decision], pendings: list[Pending], now: float, verdicts: Verdicts) -> None:
+        """Decide on a prepared run once its signatures are checked, then store, publish and relay."""
+        graph = self.graph
         try:
-            results = await self._verify(checks)
+            results = await verdicts.wait()
             funding = await self._check_funding(pendings, results) if self.funding_check is not None else {}
         except BaseException:
             for p in pendings:
@@ -521,6 +556,8 @@ class GossipApp(App):
             self.flush_relay()  # our own gossip goes out now, not at the next staggered flush
 
     async def _verify(self, checks: list[SigCheck]) -> list[bool]:
+        if self.verify_pool is not None:
+            return await self.verify_pool.verify(checks)
         threads = self.config.verify_threads
         if threads <= 0 or len(checks) < self.config.verify_thread_min:
             return self.verifier.verify_many(checks)

@@ -108,6 +108,8 @@ RELAY_BURST = 12
 RELAY_WINDOW = 24 * 3600.0
 #: channel ids seen in updates for channels we do not know, kept to ask for
 UNKNOWN_CHANNEL_MEMORY = 10_000
+#: the signer candidates of a channel_update decided before its channel is known
+_NO_IDS = (b"", b"")
 
 _ALL_FLAGS = QUERY_FLAG_ANNOUNCEMENT | QUERY_FLAG_UPDATE_1 | QUERY_FLAG_UPDATE_2 | QUERY_FLAG_NODE_1 | QUERY_FLAG_NODE_2
 _KNOWN_FEATURES = known_features()
@@ -182,6 +184,10 @@ class Pending:
     capacity_sat: int | None = None
     first_seen: int = 0
     relay: bool = True
+    #: decided at commit by what is committed then: a message that only the
+    #: pending (not yet committed) messages before it would have made a
+    #: duplicate or stale; it holds no pending marks of its own
+    shadow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,72 +433,113 @@ class Graph:
         self._bad.move_to_end(raw)
         return self._decide(Outcome.REJECTED, message, raw, f"{reason} (seen before)", source, close=type(message) is ChannelUpdate)
 
-    def _prepare_update(self, msg: ChannelUpdate, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
+    def _gate_update(
+        self, msg: ChannelUpdate, raw: bytes, now: float, source: bytes | None, pending: bool
+    ) -> tuple[Decision | None, tuple[bytes, bytes], bool]:
+        """The cheap checks of a channel_update, in BOLT 7's order: (a decision or None,
+        the signer candidates, whether only pending messages make it "not newer")."""
         if msg.chain_hash != self.chain_hash:
-            return self._decide(Outcome.IGNORED, msg, raw, "unknown chain", source)
+            return self._decide(Outcome.IGNORED, msg, raw, "unknown chain", source), _NO_IDS, False
         scid = msg.short_channel_id.to_int()
         direction = msg.channel_flags & 1
         channel = self.channels.get(scid)
         if channel is not None:
-            node_id_1, node_id_2 = channel.node_id_1, channel.node_id_2
+            ids = (channel.node_id_1, channel.node_id_2)
             latest = channel.update_ts[direction]
         else:
-            pending = self._pending_channels.get(scid)
-            if pending is None:
+            announcement = self._pending_channels.get(scid) if pending else None
+            if announcement is None:
                 self._unknown_channels[scid] = None
                 if len(self._unknown_channels) > UNKNOWN_CHANNEL_MEMORY:
                     self._unknown_channels.popitem(last=False)
-                return self._decide(Outcome.IGNORED, msg, raw, "unknown channel", source)
-            node_id_1, node_id_2 = pending.node_id_1, pending.node_id_2
+                return self._decide(Outcome.IGNORED, msg, raw, "unknown channel", source), _NO_IDS, False
+            ids = (announcement.node_id_1, announcement.node_id_2)
             latest = 0
-        key = (scid, direction)
-        latest = max(latest, self._pending_update_ts.get(key, 0))
         if msg.timestamp <= latest:
-            return self._decide(Outcome.IGNORED, msg, raw, "not newer", source)
+            return self._decide(Outcome.IGNORED, msg, raw, "not newer", source), ids, False
+        if pending and msg.timestamp <= self._pending_update_ts.get((scid, direction), 0):
+            return None, ids, True
         if msg.timestamp > now + self.max_future_skew:
-            return self._decide(Outcome.REJECTED, msg, raw, "timestamp too far in the future", source)
-        bad = self._known_bad(msg, raw, source)
-        if bad is not None:
-            return bad
-        self._pending_update_ts[key] = msg.timestamp
+            return self._decide(Outcome.REJECTED, msg, raw, "timestamp too far in the future", source), ids, False
+        return self._known_bad(msg, raw, source), ids, False
+
+    def _prepare_update(self, msg: ChannelUpdate, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
+        decision, (node_id_1, node_id_2), shadow = self._gate_update(msg, raw, now, source, True)
+        if decision is not None:
+            return decision
         relay = not msg.message_flags & 2
-        return Pending(msg, raw, channel_update_checks(msg, raw, node_id_1, node_id_2), source, relay=relay)
+        if not shadow:
+            self._pending_update_ts[(msg.short_channel_id.to_int(), msg.channel_flags & 1)] = msg.timestamp
+        return Pending(msg, raw, channel_update_checks(msg, raw, node_id_1, node_id_2), source, relay=relay, shadow=shadow)
+
+    def _gate_announcement(self, msg: ChannelAnnouncement, raw: bytes, source: bytes | None, pending: bool) -> tuple[Decision | None, bool]:
+        if msg.chain_hash != self.chain_hash:
+            return self._decide(Outcome.IGNORED, msg, raw, "unknown chain", source), False
+        scid = msg.short_channel_id.to_int()
+        if scid in self.channels:
+            return self._decide(Outcome.IGNORED, msg, raw, "known channel", source), False
+        if pending and scid in self._pending_channels:
+            return None, True
+        return self._known_bad(msg, raw, source), False
 
     def _prepare_announcement(
         self, msg: ChannelAnnouncement, raw: bytes, now: float, source: bytes | None, capacity_sat: int | None, first_seen: int | None
     ) -> Pending | Decision:
-        if msg.chain_hash != self.chain_hash:
-            return self._decide(Outcome.IGNORED, msg, raw, "unknown chain", source)
-        scid = msg.short_channel_id.to_int()
-        if scid in self.channels or scid in self._pending_channels:
-            return self._decide(Outcome.IGNORED, msg, raw, "known channel", source)
-        bad = self._known_bad(msg, raw, source)
-        if bad is not None:
-            return bad
-        self._pending_channels[scid] = msg
-        self._pending_node_refs[msg.node_id_1] += 1
-        self._pending_node_refs[msg.node_id_2] += 1
+        decision, shadow = self._gate_announcement(msg, raw, source, True)
+        if decision is not None:
+            return decision
+        if not shadow:
+            self._pending_channels[msg.short_channel_id.to_int()] = msg
+            self._pending_node_refs[msg.node_id_1] += 1
+            self._pending_node_refs[msg.node_id_2] += 1
         seen = int(now) if first_seen is None else first_seen
-        return Pending(msg, raw, channel_announcement_checks(msg, raw), source, capacity_sat, seen)
+        return Pending(msg, raw, channel_announcement_checks(msg, raw), source, capacity_sat, seen, shadow=shadow)
 
-    def _prepare_node(self, msg: NodeAnnouncement, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
+    def _gate_node(
+        self, msg: NodeAnnouncement, raw: bytes, now: float, source: bytes | None, pending: bool, stateless: bool = True
+    ) -> tuple[Decision | None, bool, bool]:
+        """(a decision or None, whether only pending messages make it "not newer", relay);
+        ``stateless=False`` skips the checks that depend on the message alone (passed before)."""
         node = self.nodes.get(msg.node_id)
-        if (node is None or not node.channels) and not self._pending_node_refs.get(msg.node_id):
-            return self._decide(Outcome.IGNORED, msg, raw, "unknown node (no channel)", source)
-        latest = max(node.timestamp if node is not None else 0, self._pending_node_ts.get(msg.node_id, 0))
-        if msg.timestamp <= latest:
-            return self._decide(Outcome.IGNORED, msg, raw, "not newer", source)
+        if (node is None or not node.channels) and not (pending and self._pending_node_refs.get(msg.node_id)):
+            return self._decide(Outcome.IGNORED, msg, raw, "unknown node (no channel)", source), False, False
+        if node is not None and msg.timestamp <= node.timestamp:
+            return self._decide(Outcome.IGNORED, msg, raw, "not newer", source), False, False
+        if pending and msg.timestamp <= self._pending_node_ts.get(msg.node_id, 0):
+            return None, True, False
+        if not stateless:
+            return self._known_bad(msg, raw, source), False, False
         if msg.timestamp > now + self.max_future_skew:
-            return self._decide(Outcome.REJECTED, msg, raw, "timestamp too far in the future", source)
+            return self._decide(Outcome.REJECTED, msg, raw, "timestamp too far in the future", source), False, False
         addresses, problem = parse_addresses(msg.addresses)
         if problem is not None:
-            return self._decide(Outcome.REJECTED, msg, raw, f"malformed addresses: {problem}", source, warn=True)
-        bad = self._known_bad(msg, raw, source)
-        if bad is not None:
-            return bad
-        self._pending_node_ts[msg.node_id] = msg.timestamp
+            return self._decide(Outcome.REJECTED, msg, raw, f"malformed addresses: {problem}", source, warn=True), False, False
         relay = sum(isinstance(a, DnsAddr) for a in addresses) <= 1
-        return Pending(msg, raw, node_announcement_checks(msg, raw), source, relay=relay)
+        return self._known_bad(msg, raw, source), False, relay
+
+    def _prepare_node(self, msg: NodeAnnouncement, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
+        decision, shadow, relay = self._gate_node(msg, raw, now, source, True)
+        if decision is not None:
+            return decision
+        if not shadow:
+            self._pending_node_ts[msg.node_id] = msg.timestamp
+        return Pending(msg, raw, node_announcement_checks(msg, raw), source, relay=relay, shadow=shadow)
+
+    def _recheck(self, pending: Pending, now: float) -> Decision | None:
+        """At commit, the cheap checks again, against what is committed now (the messages
+        before this one, decided): a message prepared while an earlier one was pending is
+        decided as if it had come after that one's decision, signatures unused."""
+        msg, raw, source = pending.message, pending.raw, pending.source
+        kind = type(msg)
+        if kind is ChannelUpdate:
+            return self._gate_update(msg, raw, now, source, False)[0]  # type: ignore[arg-type]
+        if kind is ChannelAnnouncement:
+            return self._gate_announcement(msg, raw, source, False)[0]  # type: ignore[arg-type]
+        # the address check (the costly one) ran at prepare unless this is a shadow
+        decision, _, relay = self._gate_node(msg, raw, now, source, False, pending.shadow)  # type: ignore[arg-type]
+        if decision is None and pending.shadow:
+            pending.relay = relay
+        return decision
 
     def commit(
         self,
@@ -509,10 +556,14 @@ class Graph:
         chain source) gives ``funding_error`` (the output is missing, spent
         or not the announced 2-of-2: ignored) or the ``capacity_sat``.
         """
-        self.counters.signature_checks += len(results)
         msg = pending.message
         kind = type(msg)
-        self._release(msg)
+        if not pending.shadow:
+            self._release(msg)
+        early = self._recheck(pending, now)
+        if early is not None:
+            return early
+        self.counters.signature_checks += len(results)
         if not all(results):
             reason = failure_reason(pending.checks, results) or "signature invalid"
             self._bad[pending.raw] = reason
@@ -591,7 +642,8 @@ class Graph:
 
     def abandon(self, pending: Pending) -> None:
         """Drop a prepared message without deciding (e.g. its batch was cancelled)."""
-        self._release(pending.message)
+        if not pending.shadow:
+            self._release(pending.message)
 
     def _relay_allowed(self, key: object, now: float) -> bool:
         bucket = self._relay_buckets.get(key)

@@ -1,0 +1,253 @@
+"""Gossip ingest on every core: signature checks in worker processes (the I/O shell).
+
+Why processes: coincurve releases the GIL inside each libsecp256k1 call, so
+verify threads do run next to the event loop, but every check has to take
+the GIL back (to loop, unpack, store its result) while the event loop holds
+it for BOLT-8 decryption, decoding, the graph's decisions and the store:
+the threads queue for the GIL after each ~30 us call and ingest stays near
+one core. A worker process has its own interpreter and GIL.
+
+The workers are ``python -m lnpmsg.gossip.verify_worker`` processes (their
+own interpreters, so nothing of this process's main module runs again
+there), fed through their stdin and stdout in length-prefixed frames. What
+crosses is compact, with no pickle:
+
+- to a worker: one blob per batch, one fixed-size record per check
+  (:data:`RECORD_SIZE` bytes: a cache flag, the 32-byte digest, the 64-byte
+  signature, the 33-byte key);
+- back: one byte per check (1: the signature holds).
+
+Parsing, deduplication and every accept/ignore/reject decision stay in the
+sans-IO :class:`~lnpmsg.gossip.graph.Graph` on the event loop: the workers
+only answer "does this signature hold", so the graph decides exactly as it
+does with in-process checks (``tests/test_gossip_pipeline.py`` compares
+both on the same input). Each worker keeps its own cache of parsed node
+keys (:class:`~lnpmsg.gossip.verify.SignatureVerifier`).
+
+:class:`VerifyPool` starts its workers lazily (the first batch big enough
+to be worth the trip) and, should a worker die, logs it and checks the
+batch in this process instead: gossip never stalls on the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import trio
+
+from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
+from lnpmsg.gossip.verify_worker import RECORD_SIZE, read_frame, write_frame
+
+__all__ = ["Verdicts", "VerifyPool", "pack_checks", "unpack_verdicts"]
+
+log = logging.getLogger(__name__)
+
+_ZERO_KEY = bytes(33)
+#: the directory holding the ``lnpmsg`` package this module came from
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+#: seconds a worker gets to exit after its pipe closes, before it is terminated
+_STOP_GRACE = 2.0
+
+
+def pack_checks(checks: Sequence[SigCheck]) -> bytes:
+    """One record per check. A field of the wrong size becomes zeros: such a check
+    fails in the worker (a zero key is not a point), as it does in process."""
+    parts = []
+    for digest, signature, key, _, cache in checks:
+        if len(digest) != 32 or len(signature) != 64 or len(key) != 33:
+            digest, signature, key = bytes(32), bytes(64), _ZERO_KEY
+        parts.append(b"\x01" if cache else b"\x00")
+        parts.append(digest)
+        parts.append(signature)
+        parts.append(key)
+    return b"".join(parts)
+
+
+def unpack_verdicts(data: bytes, expected: int) -> list[bool]:
+    """A worker's answer as booleans; a short or long answer is an error, never a guess."""
+    if len(data) != expected:
+        raise ValueError(f"a verify worker answered {len(data)} verdicts for {expected} checks")
+    return [b == 1 for b in data]
+
+
+class Verdicts:
+    """The signature checks of one prepared batch and, once known, their results.
+
+    The stage that prepares a batch creates it and starts :meth:`fill`; the
+    stage that commits batches (in order) waits for it with :meth:`wait`.
+    """
+
+    def __init__(self, checks: list[SigCheck]) -> None:
+        self.checks = checks
+        self._results: list[bool] | None = None
+        self._error: BaseException | None = None
+        self._done = trio.Event()
+
+    def set(self, results: list[bool]) -> None:
+        self._results = results
+        self._done.set()
+
+    async def fill(self, verify: Callable[[list[SigCheck]], Awaitable[list[bool]]]) -> None:
+        """Run ``verify`` on the checks; its error, if any, goes to the waiter."""
+        try:
+            self.set(await verify(self.checks))
+        except Exception as exc:  # noqa: BLE001 - handed to the committing stage, which raises it
+            self._error = exc
+            self._done.set()
+
+    async def wait(self) -> list[bool]:
+        """The results (one per check, in order), or the error checking them raised."""
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._results is not None
+        return self._results
+
+
+class _Worker:
+    def __init__(self, process: subprocess.Popen[bytes], name: str) -> None:
+        self.process = process
+        self.name = name
+        #: one batch at a time per pipe
+        self.lock = trio.Lock()
+
+    def roundtrip(self, blob: bytes) -> bytes:
+        """Blocking (in a trio worker thread, GIL released while it waits)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        write_frame(self.process.stdin, blob)
+        answer = read_frame(self.process.stdout)
+        if answer is None:
+            raise EOFError(f"worker exited (code {self.process.poll()})")
+        return answer
+
+
+class VerifyPool:
+    """``processes`` worker processes checking signatures for the event loop.
+
+    ``min_checks``: a batch with fewer checks is checked in this process (a
+    trip to a worker costs a thread hop and two pipe writes). ``local``:
+    the verifier used then, and when the pool is broken.
+    Use inside ``async with`` or call :meth:`close`; a worker whose parent
+    dies sees its stdin end and exits.
+    """
+
+    def __init__(self, processes: int, local: SignatureVerifier, *, min_checks: int = 64) -> None:
+        if processes < 1:
+            raise ValueError("a verify pool needs at least one process")
+        self.processes = processes
+        self.local = local
+        self.min_checks = min_checks
+        self._workers: list[_Worker] = []
+        self._starting = trio.Lock()
+        self._broken: str | None = None
+        #: checks answered by the workers
+        self.checked_remote = 0
+
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids (for CPU accounting)."""
+        return [w.process.pid for w in self._workers]
+
+    async def __aenter__(self) -> VerifyPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start the workers now (else the first large batch does)."""
+        async with self._starting:
+            if not self._workers and self._broken is None:
+                try:
+                    self._workers = await trio.to_thread.run_sync(self._spawn)
+                except OSError as exc:
+                    self._broken = f"starting workers: {exc!r}"
+                    log.error("gossip: no signature worker processes (%s): checking signatures in this process", self._broken)
+                    return
+                log.info("gossip: %d signature worker processes started", len(self._workers))
+
+    def _spawn(self) -> list[_Worker]:
+        # The workers import the same lnpmsg as this process, however it was found.
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        workers = []
+        try:
+            for i in range(self.processes):
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "lnpmsg.gossip.verify_worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    close_fds=True,
+                    env=env,
+                )
+                workers.append(_Worker(process, f"signature worker {i} (pid {process.pid})"))
+        except OSError:
+            _stop_all(workers)
+            raise
+        return workers
+
+    async def verify(self, checks: Sequence[SigCheck]) -> list[bool]:
+        """One result per check, in order: split over the workers, or here for a small batch."""
+        if len(checks) < self.min_checks or self._broken is not None:
+            return self.local.verify_many(checks)
+        if not self._workers:
+            await self.start()
+            if not self._workers:
+                return self.local.verify_many(checks)
+        workers = self._workers
+        size = -(-len(checks) // len(workers))
+        parts = [checks[i : i + size] for i in range(0, len(checks), size)]
+        results: list[list[bool]] = [[] for _ in parts]
+
+        async def run(i: int) -> None:
+            results[i] = await self._on_worker(workers[i], parts[i])
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(parts)):
+                nursery.start_soon(run, i)
+        return [ok for part in results for ok in part]
+
+    async def _on_worker(self, worker: _Worker, checks: Sequence[SigCheck]) -> list[bool]:
+        blob = pack_checks(checks)
+        async with worker.lock:
+            if self._broken is None:
+                try:
+                    answer = await trio.to_thread.run_sync(worker.roundtrip, blob)
+                    verdicts = unpack_verdicts(answer, len(checks))
+                    self.checked_remote += len(checks)
+                    self.local.checked += len(checks)
+                    return verdicts
+                except (OSError, EOFError, ValueError) as exc:
+                    self._broken = f"{worker.name}: {exc!r}"
+                    log.error("gossip: signature worker failed (%s): checking signatures in this process from now on", self._broken)
+        return self.local.verify_many(checks)
+
+    async def close(self) -> None:
+        """Stop the workers (closing their pipes ends them; stragglers are terminated)."""
+        workers, self._workers = self._workers, []
+        if not workers:
+            return
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_stop_all, workers)
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    """Close each worker's stdin (it exits at the end of its input); terminate stragglers."""
+    for w in workers:
+        for stream in (w.process.stdin, w.process.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+    for w in workers:
+        try:
+            w.process.wait(_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            w.process.kill()
+            w.process.wait()

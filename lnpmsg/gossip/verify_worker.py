@@ -1,0 +1,88 @@
+"""A signature worker process: packed checks in, verdicts out (``python -m lnpmsg.gossip.verify_worker``).
+
+The parent (:class:`lnpmsg.gossip.pipeline.VerifyPool`) writes frames to
+this process's stdin and reads the answers from its stdout, one frame at a
+time: a 4-byte big-endian length, then the body. A request body is a blob of
+:data:`RECORD_SIZE`-byte records (a cache flag, the 32-byte digest, the
+64-byte compact signature, the 33-byte key); the answer holds one byte per
+record (1: the signature holds). End of stdin ends the process.
+
+Started as its own interpreter (not ``multiprocessing``): nothing of the
+parent's main module runs again here, and it imports only the sans-IO
+signature code.
+"""
+
+from __future__ import annotations
+
+import signal
+import struct
+import sys
+from typing import BinaryIO
+
+from coincurve._libsecp256k1 import ffi, lib  # type: ignore[import-not-found]
+from coincurve.context import GLOBAL_CONTEXT
+
+from lnpmsg.gossip.verify import SignatureVerifier
+
+__all__ = ["MAX_FRAME", "RECORD_SIZE", "read_frame", "serve", "verify_blob", "write_frame"]
+
+#: cache flag (1) + digest (32) + compact signature (64) + compressed key (33)
+RECORD_SIZE = 1 + 32 + 64 + 33
+#: the largest frame either side accepts (a batch is far smaller)
+MAX_FRAME = 64 * 1024 * 1024
+_LENGTH = struct.Struct(">I")
+
+
+def verify_blob(verifier: SignatureVerifier, blob: bytes) -> bytes:
+    """The verdicts (one byte each) of a blob of packed checks.
+
+    The same libsecp256k1 calls as :meth:`SignatureVerifier.verify_many`, straight
+    from the records (no per-check objects)."""
+    if len(blob) % RECORD_SIZE:
+        raise ValueError(f"a blob of checks is {len(blob)} bytes, not a multiple of {RECORD_SIZE}")
+    sig = ffi.new("secp256k1_ecdsa_signature *")
+    parse_sig = lib.secp256k1_ecdsa_signature_parse_compact
+    verify = lib.secp256k1_ecdsa_verify
+    public_key = verifier.public_key
+    ctx = GLOBAL_CONTEXT.ctx
+    out = bytearray(len(blob) // RECORD_SIZE)
+    for n, i in enumerate(range(0, len(blob), RECORD_SIZE)):
+        parsed = public_key(blob[i + 97 : i + RECORD_SIZE], blob[i] == 1)
+        if parsed is not None and parse_sig(ctx, sig, blob[i + 33 : i + 97]) == 1 and verify(ctx, sig, blob[i + 1 : i + 33], parsed) == 1:
+            out[n] = 1
+    verifier.checked += len(out)
+    return bytes(out)
+
+
+def read_frame(stream: BinaryIO) -> bytes | None:
+    """One frame's body, or None at a clean end of stream; a torn frame raises EOFError."""
+    head = stream.read(_LENGTH.size)
+    if not head:
+        return None
+    if len(head) < _LENGTH.size:
+        raise EOFError("stream ended inside a frame header")
+    (size,) = _LENGTH.unpack(head)
+    if size > MAX_FRAME:
+        raise ValueError(f"a frame of {size} bytes (at most {MAX_FRAME})")
+    body = stream.read(size)
+    if len(body) < size:
+        raise EOFError(f"stream ended inside a frame ({len(body)} of {size} bytes)")
+    return body
+
+
+def write_frame(stream: BinaryIO, body: bytes) -> None:
+    stream.write(_LENGTH.pack(len(body)) + body)
+    stream.flush()
+
+
+def serve(requests: BinaryIO, answers: BinaryIO) -> None:
+    """Answer frames until ``requests`` ends."""
+    verifier = SignatureVerifier()
+    while (blob := read_frame(requests)) is not None:
+        write_frame(answers, verify_blob(verifier, blob))
+
+
+if __name__ == "__main__":
+    # Ctrl-C is the parent's to handle: it closes our stdin when it stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -1,0 +1,179 @@
+"""The parallel ingest pipeline decides exactly as the single-threaded path does.
+
+The same input (real mainnet gossip from ../shared/data/gossip, and the
+synthetic network of bench_gossip with forged, duplicated and out-of-order
+messages mixed in) goes (a) through :meth:`Graph.process`, one message at a
+time, signatures checked in this thread, and (b) through a running
+GossipApp whose signature checks run in worker processes, in small batches
+so that several are in flight while earlier ones commit. Both must reach
+the same accept/ignore/reject decisions (with reasons), accept in the same
+order (the events), and store the same messages.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import trio
+
+from lnpmsg.gossip.app import GossipApp, GossipConfig
+from lnpmsg.gossip.cln_store import load_gossip_store_file, read_gossip_store
+from lnpmsg.gossip.events import GossipEvent
+from lnpmsg.gossip.graph import Graph, Outcome
+from lnpmsg.gossip.messages import register_gossip_messages
+from lnpmsg.gossip.pipeline import VerifyPool, pack_checks, unpack_verdicts
+from lnpmsg.gossip.sign import sign_channel_update
+from lnpmsg.gossip.store import GossipStore
+from lnpmsg.gossip.testing import SyntheticNetwork
+from lnpmsg.gossip.verify import SigCheck, SignatureVerifier, double_sha256
+from lnpmsg.gossip.verify_worker import RECORD_SIZE, verify_blob
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.wire import CHAIN_HASH_MAINNET, DEFAULT_REGISTRY
+
+GOSSIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "gossip"
+PARTS = (str(GOSSIP / "gossip_store-part1.xz"), str(GOSSIP / "gossip_store-part2.xz"))
+REGISTRY = register_gossip_messages(DEFAULT_REGISTRY.copy())
+GOSSIP_TYPES = (b"\x01\x00", b"\x01\x01", b"\x01\x02")
+#: real messages taken from the sample store (enough for every kind, small enough for a test)
+REAL_MESSAGES = 2500
+NOW = 1_800_000_000.0
+PEER_A = b"\x02" + b"\xaa" * 32
+PEER_B = b"\x03" + b"\xbb" * 32
+
+
+def real_gossip(limit: int) -> list[bytes]:
+    data = load_gossip_store_file(*PARTS)
+    out = []
+    for record in read_gossip_store(data):
+        if record.msg[:2] in GOSSIP_TYPES and not record.deleted:
+            out.append(record.msg)
+            if len(out) == limit:
+                break
+    return out
+
+
+def synthetic_with_trouble() -> list[bytes]:
+    """bench_gossip's generator, with what a hostile or sloppy peer sends mixed in, shuffled."""
+    net = SyntheticNetwork(60, 150, CHAIN_HASH_MAINNET, updates_per_channel=2, base_timestamp=int(NOW) - 1000)
+    messages = list(net.messages())
+    rng = random.Random(19)
+    trouble = []
+    for raw in rng.sample(messages, 40):
+        # a flipped bit in the signed part: the signature no longer holds
+        bad = bytearray(raw)
+        bad[-1] ^= 1
+        trouble.append(bytes(bad))
+        trouble.append(raw)  # a duplicate
+    # a channel_update signed by the wrong key, and one from the future
+    scid = net.short_channel_id(3)
+    trouble.append(sign_channel_update(b"\x11" * 32, scid, CHAIN_HASH_MAINNET, int(NOW) - 10, direction=0).encode())
+    end_1, _ = net.ends(4)
+    trouble.append(
+        sign_channel_update(net.node_secret(end_1), net.short_channel_id(4), CHAIN_HASH_MAINNET, int(NOW) + 10**6, direction=0).encode()
+    )
+    out = messages + trouble
+    # keep most announcements ahead of their updates, but not all: a window shuffle
+    for i in range(0, len(out) - 8, 5):
+        window = out[i : i + 8]
+        rng.shuffle(window)
+        out[i : i + 8] = window
+    return out
+
+
+def reference(inputs: list[tuple[bytes, bytes]]) -> tuple[Graph, list[tuple[str, str, bytes]]]:
+    """The single-threaded path: one message at a time, checked here."""
+    graph = Graph(CHAIN_HASH_MAINNET, verifier=SignatureVerifier())
+    accepted = []
+    for source, raw in inputs:
+        decision = graph.process(REGISTRY.decode(raw), raw, NOW, source=source)
+        if decision.outcome is Outcome.ACCEPTED:
+            accepted.append((decision.kind, decision.outcome.value, raw))
+    return graph, accepted
+
+
+async def pipelined(inputs: list[tuple[bytes, bytes]]) -> tuple[GossipApp, list[bytes]]:
+    config = GossipConfig(
+        relay=False,
+        prune_interval=0,
+        flush_interval=3600,
+        verify_processes=2,
+        verify_process_min=1,
+        batch_size=16,
+        batches_in_flight=4,
+    )
+    node = Node(NodeKey.generate(), NodeConfig(network="bitcoin"))
+    app = node.mount(GossipApp(GossipStore(":memory:", CHAIN_HASH_MAINNET), config=config, clock=lambda: NOW))
+    events: list[bytes] = []
+    node.events.add_listener(lambda event: events.append(event.raw) if isinstance(event, GossipEvent) else None)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            for source, raw in inputs:
+                # what the node's message handler queues for each gossip message a peer sends
+                await app._inbox_send.send(("gossip", source, REGISTRY.decode(raw)))
+            await app.drain()
+            assert app.verify_pool is not None and app.verify_pool.checked_remote > 0
+            node.stop()
+            nursery.cancel_scope.cancel()
+    return app, events
+
+
+async def test_the_pipeline_decides_as_the_single_threaded_path_on_real_and_synthetic_gossip() -> None:
+    real = real_gossip(REAL_MESSAGES)
+    synthetic = synthetic_with_trouble()
+    rng = random.Random(7)
+    inputs = [(rng.choice((PEER_A, PEER_B)), raw) for raw in real + synthetic]
+    graph, accepted = reference(inputs)
+    app, events = await pipelined(inputs)
+    # the same decisions, reasons included
+    assert app.graph.counters.by_kind == graph.counters.by_kind
+    assert app.graph.counters.reasons == graph.counters.reasons
+    assert app.graph.counters.signature_checks == graph.counters.signature_checks
+    # every kind of outcome happened, so the comparison means something
+    outcomes = {outcome for (_, outcome) in graph.counters.by_kind}
+    assert outcomes == {"accepted", "ignored", "rejected"}
+    assert any("invalid" in reason for reason in graph.counters.reasons)
+    # the feed: accepted messages published in acceptance order
+    assert events == [raw for (_, _, raw) in accepted]
+    # the store holds what was accepted
+    assert set(app.graph.channels) == set(graph.channels)
+    for scid in graph.channels:
+        assert app.store.channel_announcement(scid) is not None
+
+
+def test_checks_cross_the_process_boundary_unchanged() -> None:
+    verifier = SignatureVerifier()
+    raws = synthetic_with_trouble()[:60]
+    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
+    checks: list[SigCheck] = []
+    for raw in raws:
+        step = graph.prepare(REGISTRY.decode(raw), raw, NOW)
+        checks.extend(getattr(step, "checks", ()))
+    digest = double_sha256(b"x")
+    checks.append(SigCheck(digest, b"\x01" * 63, checks[0].key, "short signature"))
+    checks.append(SigCheck(digest, checks[0].signature, b"\x02" * 5, "short key"))
+    blob = pack_checks(checks)
+    assert len(blob) == RECORD_SIZE * len(checks)
+    assert unpack_verdicts(verify_blob(SignatureVerifier(), blob), len(checks)) == verifier.verify_many(checks)
+    assert not all(verifier.verify_many(checks)) and any(verifier.verify_many(checks))
+
+
+async def test_a_dead_worker_falls_back_to_checking_here() -> None:
+    verifier = SignatureVerifier()
+    raws = synthetic_with_trouble()[:80]
+    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
+    checks: list[SigCheck] = []
+    for raw in raws:
+        checks.extend(getattr(graph.prepare(REGISTRY.decode(raw), raw, NOW), "checks", ()))
+    expected = verifier.verify_many(checks)
+    with trio.fail_after(60):
+        async with VerifyPool(1, SignatureVerifier(), min_checks=1) as pool:
+            assert await pool.verify(checks) == expected
+            assert pool.checked_remote == len(checks)
+            worker = pool._workers[0].process
+            worker.kill()
+            await trio.to_thread.run_sync(worker.wait)
+            assert await pool.verify(checks) == expected
+            assert pool.checked_remote == len(checks)
