@@ -41,7 +41,7 @@ from pathlib import Path
 import trio
 
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
-from lnpmsg.gossip.verify_worker import RECORD_SIZE, read_frame, write_frame
+from lnpmsg.gossip.verify_worker import read_frame, write_frame
 
 __all__ = ["Verdicts", "VerifyPool", "pack_checks", "unpack_verdicts"]
 
