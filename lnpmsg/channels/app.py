@@ -77,6 +77,7 @@ from .inputs import (
     Disconnected,
     Event,
     FailHtlc,
+    ForceClose,
     FulfillHtlc,
     FundingDepth,
     FundingNeeded,
@@ -89,6 +90,7 @@ from .inputs import (
     WeAreBehind,
 )
 from .manager import ChannelManager, ManagedChannel, describe, format_scid
+from .onchain import OnchainWatch
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
 
@@ -159,6 +161,7 @@ class ChannelsApp(App):
         self._funding_errors: dict[str, str] = {}
         self._closing_txids: dict[str, str] = {}
         self._watch_in: trio.MemorySendChannel[Any] | None = None
+        self.onchain: OnchainWatch | None = None
         for call, fn in {
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
@@ -189,7 +192,10 @@ class ChannelsApp(App):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load the channels, run the manager's actor and follow the chain."""
         kwargs = {} if self._now is None else {"now": self._now}
-        manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, **kwargs)
+        onchain = OnchainWatch(self.directory, self.chain, self.node.events.publish)
+        self.onchain = onchain
+        manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events,
+                                 on_persisted=onchain.persisted, **kwargs)  # fmt: skip
         self.manager = manager
         self.chain  # noqa: B018 - fail at start when the chain app is missing
         loaded = await manager.load()
@@ -210,12 +216,16 @@ class ChannelsApp(App):
         """Follow the chain: block heights and funding depths to the channels, funding spends."""
         source = self.chain.source
         self._watch_in, watch_out = trio.open_memory_channel[Any](1000)
-        async with source.subscribe() as sub:
+        onchain = self.onchain
+        assert onchain is not None
+        async with source.subscribe() as sub, source.subscribe(start_height=onchain.start_height()) as monitor_sub:
+            await onchain.resume()
             for channel in list(self._manager().channels.values()):
                 await self._watch(sub, channel)
             await self._check_depths()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._add_watches, sub, watch_out)
+                nursery.start_soon(onchain.follow, monitor_sub)
                 async for event in sub:
                     if isinstance(event, BlockConnected):
                         await self._on_block(event.height)
@@ -370,8 +380,10 @@ class ChannelsApp(App):
                 log.warning("channels: %s failed: %s", channel.channel_id.hex(), event.reason)
                 txid = ""
                 if event.commitment_tx is not None:
+                    # the monitor broadcasts our commitment (and its anchor child) and sweeps
                     txid = Tx.parse(event.commitment_tx).txid_hex
-                    await self._broadcast(event.commitment_tx, "commitment")
+                    if self.onchain is None or not await self.onchain.force_close(channel):
+                        await self._broadcast(event.commitment_tx, "commitment")
                 self._publish("channel.failed", channel, txid=txid, reason=event.reason)
             elif isinstance(event, WeAreBehind):
                 log.error("channels: the peer proved %s lost state: not broadcasting, waiting for theirs", channel.channel_id.hex())
@@ -473,14 +485,24 @@ class ChannelsApp(App):
 
     async def listchannels(self, peer_id: str | None = None) -> dict[str, Any]:
         """Every channel: state, capacity, balances, HTLCs, short channel id, funding outpoint."""
-        channels = [describe(c) for c in self._manager().channels.values() if c.phase is not Phase.NEW]
+        channels = [self._describe(c) for c in self._manager().channels.values() if c.phase is not Phase.NEW]
         if peer_id:
             channels = [c for c in channels if c["peer_id"] == peer_id.lower()]
         return {"channels": channels}
 
-    async def closechannel(self, channel: str, feerate: int | None = None, destination: str | None = None) -> dict[str, Any]:
-        """Close CHANNEL cooperatively (shutdown, then closing_signed); returns the closing txid once both signed."""
+    def _describe(self, channel: ManagedChannel) -> dict[str, Any]:
+        result = describe(channel)
+        if self.onchain is not None:
+            result["onchain"] = self.onchain.status(channel)
+        return result
+
+    async def closechannel(self, channel: str, feerate: int | None = None, destination: str | None = None,
+                           force: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Close CHANNEL cooperatively (shutdown, then closing_signed); returns the closing txid once both signed.
+        FORCE: go on chain with our latest commitment at once (the monitor sweeps after the delays)."""
         target = self._channel(channel)
+        if force:
+            return await self._force_close(target)
         if feerate is None:
             try:
                 feerate = max(await self.chain.source.estimate_feerate(), 253)
@@ -499,6 +521,17 @@ class ChannelsApp(App):
         result = describe(target)
         if target.key in self._closing_txids:
             result["closing_txid"] = self._closing_txids[target.key]
+        return result
+
+    async def _force_close(self, target: ManagedChannel) -> dict[str, Any]:
+        try:
+            await self._manager().submit(target, ForceClose())
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot force-close: {exc}", {"error": "ChannelError", "state": target.phase.value}) from exc
+        result = self._describe(target)
+        watched = self.onchain.watched.get(target.key) if self.onchain is not None else None
+        if watched is not None:
+            result["commitment_txid"] = watched.monitor.signed_local_commitment().txid_hex
         return result
 
     async def dev_addhtlc(self, channel: str, amount_msat: int, payment_hash: str | None = None,

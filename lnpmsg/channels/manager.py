@@ -126,11 +126,14 @@ class ChannelManager:
             so that records stay meaningful across restarts).
     """
 
-    def __init__(self, directory: str | Path, *, send: Sender, on_events: EventHandler, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, directory: str | Path, *, send: Sender, on_events: EventHandler, now: Callable[[], float] = time.time,
+                 on_persisted: Callable[[ManagedChannel], Awaitable[None]] | None = None) -> None:
         self.store = ChannelStore(directory)
         self.seed = _load_or_create_seed(self.store.directory / _SEED_FILE)
         self._send = send
         self._on_events = on_events
+        #: after a job's records are on disk, before its messages leave (the channel monitor's updates)
+        self._on_persisted = on_persisted
         self._now = now
         self.channels: dict[str, ManagedChannel] = {}
         # No buffer limit, yet bounded: each submitter waits for its job (a peer's reading task,
@@ -202,6 +205,8 @@ class ChannelManager:
                 continue  # never got past its first input: nothing was promised to anyone
             channel = ManagedChannel(key, peer_id, core, channel_log)
             self.channels[key] = channel
+            if self._on_persisted is not None:
+                await self._on_persisted(channel)
             await self._process(_Job(channel, Disconnected()))
             log.info("channels: loaded %s with %s (%s)", channel.channel_id.hex(), peer_hex[:16], core.phase.value)
         return len(self.channels)
@@ -282,6 +287,8 @@ class ChannelManager:
         out = channel.core.receive(item, self._now())
         if out.records:
             await self._persist(channel, out.records)
+            if self._on_persisted is not None:
+                await self._on_persisted(channel)
             if self._crash_after and isinstance(item, Received) and type(item.message).__name__ == self._crash_after:
                 os.kill(os.getpid(), signal.SIGKILL)
         for message in out.messages:

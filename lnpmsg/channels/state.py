@@ -41,6 +41,7 @@ from .inputs import (
     Event,
     FundingDepth,
     FundingNeeded,
+    ForceClose,
     FundingTransaction,
     Input,
     OpenCommand,
@@ -178,6 +179,7 @@ _LEGAL: dict[type, set[Phase]] = {
     BlockHeight: {_P.AWAIT_READY, _P.NORMAL, _P.SHUTDOWN, _P.NEGOTIATING},
     # A retransmission may come after channel_reestablish in any established phase (then ignored).
     ChannelReady: {_P.AWAIT_READY, _P.NORMAL, _P.SHUTDOWN, _P.NEGOTIATING},
+    ForceClose: _ESTABLISHED,
     **normal.legal_table(),
 }
 #: Messages whose sending commits to a state: their record must be durable first.
@@ -266,6 +268,8 @@ class ChannelCore:
     def _dispatch(self, item: Input, kind: type, out: _Out) -> None:
         state = self.state
         if state.phase in (_P.FAILED, _P.CLOSED):
+            if isinstance(item, ForceClose) and state.behind:
+                raise LocalMisuse("the peer proved we lost channel state: our commitment may be revoked, wait for theirs")
             if isinstance(item, Received | Disconnected | Reconnected | BlockHeight | FundingDepth):
                 return  # nothing more to say or do on a dead channel
             raise LocalMisuse(f"the channel is {state.phase.value}")
@@ -304,6 +308,18 @@ class ChannelCore:
         out.emit(ChannelFailed(reason, self.latest_commitment_tx(), by_peer=False))
         self.state.phase = _P.FAILED
         self.state.failure = reason
+
+    def _on_ForceClose(self, cmd: ForceClose, out: _Out) -> None:
+        """Stop here: no more updates; our latest commitment goes on chain (no error is sent:
+        the peer sees the commitment on chain, and does not race us with its own)."""
+        if self.state.behind:
+            raise LocalMisuse("the peer proved we lost channel state: our commitment may be revoked, wait for theirs")
+        commitment = self.latest_commitment_tx()
+        if commitment is None:
+            raise LocalMisuse("no signed commitment to broadcast")
+        self.state.phase = _P.FAILED
+        self.state.failure = cmd.reason
+        out.emit(ChannelFailed(cmd.reason, commitment, by_peer=False))
 
     def _fail_by_peer(self, error: Error, out: _Out) -> None:
         reason = error.data.decode("utf-8", "replace")

@@ -535,6 +535,19 @@ class Wallet:
         self._held.hold(tx, broadcast=broadcast)
         self._save()
 
+    def lend_coin(self, min_sat: int) -> tuple[OutPoint, int, bytes] | None:
+        """A confirmed coin of at least ``min_sat`` (the smallest such) and its private key, for a
+        transaction the wallet does not build (a channel claim's fee input); None if there is none.
+
+        The coin is not reserved: the claim spending it is broadcast at once, and the wallet
+        sees the spend in the mempool's next block like any other.
+        """
+        coins = [c for c in self._spendable() if c.height is not None and c.txout.amount_sat >= min_sat]
+        if not coins:
+            return None
+        coin = min(coins, key=lambda c: (c.txout.amount_sat, c.outpoint))
+        return coin.outpoint, coin.txout.amount_sat, coin.key.privkey.secret
+
     def spendable_total(self) -> int:
         """Satoshis the next spend can use (before its fee)."""
         return sum(c.txout.amount_sat for c in self._spendable())
