@@ -111,6 +111,7 @@ _MESSAGES: tuple[type[Message], ...] = (
 #: seconds ``fundchannel`` waits for the peer's funding_signed, ``closechannel`` for the closing transaction
 COMMAND_TIMEOUT = 50.0
 _CLTV_DEFAULT = 144
+_ANCHORS_EVEN_BIT = 22
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,7 @@ class ChannelsApp(App):
         for call, fn in {
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
-            "dev_updatefee": self.dev_updatefee,
+            "dev_updatefee": self.dev_updatefee, "dev_preimage": self.dev_preimage,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
@@ -439,9 +440,10 @@ class ChannelsApp(App):
             raise ParamsError(f"no channel {channel!r} (give a channel id, short channel id or key)") from None
 
     async def fundchannel(self, node_id: str, amount_sat: int, push_msat: int = 0, feerate: int | None = None,
-                          announce: bool = False) -> dict[str, Any]:  # fmt: skip
+                          announce: bool = False, channel_type: str | None = None) -> dict[str, Any]:  # fmt: skip
         """Open a channel of AMOUNT_SAT to the connected peer NODE_ID, funded by the wallet; returns once
-        the peer signed our first commitment and the funding is broadcast (then confirmations follow)."""
+        the peer signed our first commitment and the funding is broadcast (then confirmations follow).
+        CHANNEL_TYPE: ``static_remotekey`` or ``anchors`` (default: the best both sides support)."""
         try:
             peer = self.peer(node_id)
         except AppError as exc:
@@ -449,6 +451,10 @@ class ChannelsApp(App):
         if not isinstance(amount_sat, int) or amount_sat <= 0:
             raise ParamsError(f"amount_sat must be a positive integer, got {amount_sat!r}")
         local, remote = self._features(peer)
+        if channel_type not in (None, "static_remotekey", "anchors"):
+            raise ParamsError(f"channel_type is static_remotekey or anchors, got {channel_type!r}")
+        if channel_type == "static_remotekey":
+            local &= ~(3 << _ANCHORS_EVEN_BIT)  # the type is negotiated from our offer: offer no anchors
         remote_features = Features(remote)
         send_type = any(remote_features.has(b) for b in _CHANNEL_TYPE_BITS)
         try:
@@ -583,6 +589,20 @@ class ChannelsApp(App):
         except LocalMisuse as exc:
             raise ChainAppError(f"cannot fail: {exc}", {"error": "ChannelError"}) from exc
         return {"htlc_id": htlc_id}
+
+    async def dev_preimage(self, channel: str, preimage: str) -> dict[str, Any]:
+        """DEVELOPER: give CHANNEL's monitor a PREIMAGE (hex) it may claim an incoming HTLC with on chain
+        (as the payments layer does for an invoice it can settle); persisted before it returns."""
+        target = self._channel(channel)
+        try:
+            data = bytes.fromhex(preimage)
+        except ValueError:
+            raise ParamsError("preimage is 32 bytes of hex") from None
+        if len(data) != 32 or self.onchain is None:
+            raise ParamsError("preimage is 32 bytes of hex (and the channel needs its monitor)")
+        if not await self.onchain.learn_preimage(target, data):
+            raise ChainAppError("the channel has no monitor yet", {"error": "ChannelError"})
+        return {"payment_hash": sha256(data).hex()}
 
     async def dev_updatefee(self, channel: str, feerate_per_kw: int) -> dict[str, Any]:
         """DEVELOPER: as the funder, propose a new commitment feerate (update_fee) and commit it."""

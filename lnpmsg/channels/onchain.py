@@ -38,6 +38,7 @@ from typing import Any
 import trio
 
 from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.errors import ChainError
@@ -57,6 +58,7 @@ from .monitor import (
     MonitorUpdate,
     NeedFeeInput,
     OutputSwept,
+    PaymentPreimage,
     OutputToWallet,
     Reorged,
     decode_update,
@@ -154,7 +156,8 @@ class OnchainWatch:
         self._publish = publish
         self.watched: dict[str, WatchedChannel] = {}
         self._height: int | None = None
-        self._lock = trio.Lock()
+        #: the last block every monitor has processed and acted on (claims broadcast)
+        self.done_height: int | None = None
 
     # ------------------------------------------------------------ the channel side
 
@@ -202,6 +205,18 @@ class OnchainWatch:
         for update in updates:
             monitor.apply(update)
 
+    async def learn_preimage(self, channel: ManagedChannel, preimage: bytes) -> bool:
+        """Persist and apply a preimage the node knows (False: the channel has no monitor yet)."""
+        watched = self.watched.get(channel.key)
+        if watched is None:
+            return False
+        if watched.monitor.knows_preimage(sha256(preimage)):
+            return True
+        update = MonitorUpdate(watched.monitor.next_update_id, PaymentPreimage(preimage))
+        await trio.to_thread.run_sync(watched.log.append, [update])
+        watched.monitor.apply(update)
+        return True
+
     async def force_close(self, channel: ManagedChannel) -> list[str]:
         """The channel failed or was force-closed: the monitor broadcasts our latest commitment."""
         watched = self.watched.get(channel.key)
@@ -247,8 +262,10 @@ class OnchainWatch:
                 raw = await self.chain.source.block(event.block_hash)
                 block = Block.parse(raw)
                 await self._block(event.height, block.txs)
+                self.done_height = event.height
             elif isinstance(event, BlockDisconnected):
                 await self._unblock(event.height)
+                self.done_height = event.height - 1
 
     async def _block(self, height: int, txs: Any) -> None:
         self._height = height

@@ -1,0 +1,220 @@
+"""Channels on chain: two lnpmsg nodes in memory on one embedded regtest chain.
+
+Each node runs the chain app (wallet) and the channel app with its channel
+monitors. A channel carries HTLCs both ways (some whose preimage the payee
+knows, some that time out); one side force-closes (``closechannel
+--force``) or a cheater broadcasts a revoked commitment. Blocks are mined
+one at a time, each after both nodes' monitors processed the previous one
+(their claims are in the mempool), until every output is resolved: every
+transaction is mined and accepted by the consensus engine, and the funds
+end in the wallets.
+
+Real clock, as in test_channels_app.py: the chain and the stores work in
+worker threads; waits are for states, never for durations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.chain.embedded import EmbeddedChainSource
+from lnpmsg.channels.app import ChannelsApp
+from lnpmsg.channels.manager import ManagedChannel
+from lnpmsg.channels.onchain import OnchainEvent
+from lnpmsg.channels.params import ChannelConfig
+from lnpmsg.channels.state import Phase
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.testing import MemoryNetwork, record_events
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.app import ChainApp
+
+FUNDING_SAT = 1_000_000
+PUSH_MSAT = 300_000_000
+TO_SELF_DELAY = 6
+TIMEOUT = 90.0
+
+
+def channels(node: Node) -> ChannelsApp:
+    return node.apps["channels"]  # type: ignore[return-value]
+
+
+def only_channel(node: Node) -> ManagedChannel:
+    manager = channels(node).manager
+    assert manager is not None
+    (channel,) = [c for c in manager.channels.values() if c.phase is not Phase.NEW]
+    return channel
+
+
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        while not condition():
+            await trio.sleep(0.02)
+
+
+def settled(node: Node) -> bool:
+    s = only_channel(node).core.state
+    return (
+        s.phase is Phase.NORMAL and s.connected and not s.awaiting_reestablish and not s.local_changes.all()
+        and not s.remote_changes.all() and s.remote_next_commit is None
+    )  # fmt: skip
+
+
+class Pair:
+    def __init__(self, source: EmbeddedChainSource, tmp: Path, network: MemoryNetwork) -> None:
+        self.source = source
+        self.tmp = tmp
+        self.network = network
+        self.keys = {"alice": NodeKey.generate(), "bob": NodeKey.generate()}
+
+    def node(self, name: str, listen: bool) -> Node:
+        config = ChannelConfig(minimum_depth=1, to_self_delay=TO_SELF_DELAY)
+        node = Node(self.keys[name], NodeConfig(listen=["mem://"] if listen else [], network="regtest"),
+                    transports={"mem": self.network.transport()})  # fmt: skip
+        node.mount(ChainApp(self.tmp / name / "wallet", source=self.source))
+        node.mount(ChannelsApp(self.tmp / name / "channels", config=config))
+        return node
+
+    async def fund_wallet(self, node: Node, amount_sat: int) -> None:
+        chain = node.apps["chain"]
+        await self.source.faucet(chain.wallet.new_address(), amount_sat)  # type: ignore[attr-defined]
+        await self.mine(1, node)
+
+    async def mine(self, n: int, *nodes: Node) -> None:
+        """Mine ``n`` blocks one at a time, each after every node's monitors acted on the previous one."""
+        for _ in range(n):
+            await self.source.mine(1)
+            tip = (await self.source.tip()).height
+            for node in nodes:
+                onchain = channels(node).onchain
+                await wait_until(lambda o=onchain: o is not None and o.done_height == tip, "the monitors follow")
+        for node in nodes:
+            await node.apps["chain"].wallet.sync()  # type: ignore[attr-defined]
+
+    def wallet_sat(self, node: Node) -> int:
+        return node.apps["chain"].wallet.balances().total_sat  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def two_nodes(tmp: Path) -> AsyncIterator[tuple[Pair, Node, Node]]:
+    network = MemoryNetwork()
+    async with EmbeddedChainSource.open(tmp / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp, network)
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            yield pair, alice, bob
+
+
+async def open_channel(pair: Pair, alice: Node, bob: Node, channel_type: str) -> str:
+    await pair.fund_wallet(alice, 3_000_000)
+    await pair.fund_wallet(bob, 200_000)  # the anchor variant's HTLC transactions take a fee input
+    await bob.connect(alice.addresses[0])
+    result = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, push_msat=PUSH_MSAT,
+                                               channel_type=channel_type)  # fmt: skip
+    assert result["channel_type"] == ("anchors_zero_fee_htlc_tx" if channel_type == "anchors" else "static_remotekey")
+    await pair.mine(1, alice, bob)
+    await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+    return str(result["channel_id"])
+
+
+async def add_htlc(pair: Pair, payer: Node, payee: Node, channel_id: str, amount_msat: int, expiry: int) -> dict[str, Any]:
+    count = len(only_channel(payee).core.state.local_commit.spec.htlcs)  # type: ignore[union-attr]
+    added = await channels(payer).dev_addhtlc(channel_id, amount_msat, cltv_expiry=expiry)
+    await wait_until(
+        lambda: settled(payer) and settled(payee)
+        and len(only_channel(payee).core.state.local_commit.spec.htlcs) == count + 1,  # type: ignore[union-attr]
+        "HTLC committed",
+    )
+    return added
+
+
+def resolved(node: Node) -> bool:
+    """The node's monitor saw a commitment and has nothing left to claim."""
+    onchain = channels(node).onchain
+    assert onchain is not None
+    status = onchain.status(only_channel(node))
+    return status is not None and status["state"] != "open" and status["locked_sat"] == 0
+
+
+async def spent_everything(source: EmbeddedChainSource, commitment_txid: bytes) -> list[Tx]:
+    """Every transaction in the chain that spends the commitment or its descendants."""
+    tip = (await source.tip()).height
+    found: list[Tx] = []
+    interesting = {commitment_txid}
+    for height in range(tip - 80, tip + 1):
+        block = Block.parse(await source.block_at(height))
+        for tx in block.txs:
+            if any(i.prevout.txid in interesting for i in tx.inputs):
+                found.append(tx)
+                interesting.add(tx.txid)
+    return found
+
+
+async def force_close_scenario(tmp: Path, channel_type: str, closer: str) -> None:
+    async with two_nodes(tmp) as (pair, alice, bob):
+        channel_id = await open_channel(pair, alice, bob, channel_type)
+        height = (await pair.source.tip()).height
+        expiry = height + 20
+        # alice -> bob: one bob can claim with its preimage, one that times out back to alice
+        a_known = await add_htlc(pair, alice, bob, channel_id, 50_000_000, expiry)
+        a_timeout = await add_htlc(pair, alice, bob, channel_id, 60_000_000, expiry)
+        # bob -> alice: the same both ways
+        b_known = await add_htlc(pair, bob, alice, channel_id, 40_000_000, expiry + 2)
+        b_timeout = await add_htlc(pair, bob, alice, channel_id, 30_000_000, expiry + 2)
+        await channels(bob).dev_preimage(channel_id, a_known["preimage"])
+        await channels(alice).dev_preimage(channel_id, b_known["preimage"])
+        del a_timeout, b_timeout
+        before = {"alice": pair.wallet_sat(alice), "bob": pair.wallet_sat(bob)}
+        closing, other = (alice, bob) if closer == "alice" else (bob, alice)
+        with record_events(closing) as closer_events, record_events(other) as other_events:
+            result = await channels(closing).closechannel(channel_id, force=True)
+            assert result["state"] == "failed" and result["commitment_txid"]
+            commitment_txid = bytes.fromhex(result["commitment_txid"])[::-1]
+            for _ in range(60):
+                await pair.mine(1, alice, bob)
+                if resolved(alice) and resolved(bob):
+                    break
+            assert resolved(alice) and resolved(bob), (channels(alice).listchannels, channels(bob).onchain)
+            await pair.mine(2, alice, bob)
+        kinds = {e.detail["kind"] for e in closer_events.events if isinstance(e, OnchainEvent) and e.topic == "onchain.commitment"}
+        assert kinds == {"ours"}
+        kinds = {e.detail["kind"] for e in other_events.events if isinstance(e, OnchainEvent) and e.topic == "onchain.commitment"}
+        assert kinds == {"theirs_current"}
+        # every output of the commitment was spent on chain (anchors may stay: anyone can spend them later)
+        commitment = None
+        for height in range((await pair.source.tip()).height - 80, (await pair.source.tip()).height + 1):
+            for tx in Block.parse(await pair.source.block_at(height)).txs:
+                if tx.txid == commitment_txid:
+                    commitment = tx
+        assert commitment is not None, "the commitment was mined"
+        spends = await spent_everything(pair.source, commitment_txid)
+        spent = {i.prevout for tx in spends for i in tx.inputs}
+        for vout, out in enumerate(commitment.outputs):
+            if out.amount_sat == 330:
+                continue  # an anchor
+            assert any(op.txid == commitment_txid and op.vout == vout for op in spent), f"output {vout} unspent"
+        # the funds are in the wallets: alice had 700k - 110k offered + 40k claimed;
+        # bob 300k - 70k offered + 50k claimed; fees (commitment, claims) are small
+        gained = {"alice": pair.wallet_sat(alice) - before["alice"], "bob": pair.wallet_sat(bob) - before["bob"]}
+        expected = {"alice": 700_000 - 110_000 + 60_000 + 40_000, "bob": 300_000 - 70_000 + 30_000 + 50_000}
+        for name in ("alice", "bob"):
+            assert expected[name] - 40_000 < gained[name] <= expected[name], (name, gained, expected)
+        # nothing is locked any more and listchannels says how it went
+        listed = (await channels(other).listchannels())["channels"][0]["onchain"]
+        assert listed["locked_sat"] == 0 and all(o["state"] in ("swept", "in_wallet") for o in listed["outputs"])
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("channel_type", ["static_remotekey", "anchors"])
+@pytest.mark.parametrize("closer", ["alice", "bob"])
+async def test_force_close_with_htlcs_both_ways(tmp_path: Path, channel_type: str, closer: str) -> None:
+    await force_close_scenario(tmp_path, channel_type, closer)
