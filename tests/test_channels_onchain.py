@@ -218,3 +218,85 @@ async def force_close_scenario(tmp: Path, channel_type: str, closer: str) -> Non
 @pytest.mark.parametrize("closer", ["alice", "bob"])
 async def test_force_close_with_htlcs_both_ways(tmp_path: Path, channel_type: str, closer: str) -> None:
     await force_close_scenario(tmp_path, channel_type, closer)
+
+
+async def run_until_resolved(pair: Pair, *nodes: Node, max_blocks: int = 60) -> None:
+    for _ in range(max_blocks):
+        await pair.mine(1, *nodes)
+        if all(resolved(n) for n in nodes):
+            return
+    raise AssertionError("the monitors did not resolve the channel")
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("channel_type", ["static_remotekey", "anchors"])
+async def test_a_revoked_commitment_on_chain_loses_everything_to_the_penalty(tmp_path: Path, channel_type: str) -> None:
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        channel_id = await open_channel(pair, alice, bob, channel_type)
+        expiry = (await pair.source.tip()).height + 30
+        await add_htlc(pair, alice, bob, channel_id, 50_000_000, expiry)
+        await add_htlc(pair, bob, alice, channel_id, 40_000_000, expiry)
+        # the cheater (alice) keeps this commitment, as if read from her channel store now ...
+        old = only_channel(alice).core.latest_commitment_tx()
+        assert old is not None
+        # ... then pays bob more: her kept commitment is revoked
+        await add_htlc(pair, alice, bob, channel_id, 100_000_000, expiry)
+        before = {"alice": pair.wallet_sat(alice), "bob": pair.wallet_sat(bob)}
+        with record_events(bob) as bob_events:
+            await pair.source.broadcast(old)
+            await run_until_resolved(pair, bob)
+            await pair.mine(2, alice, bob)
+        (seen,) = [e for e in bob_events.events if isinstance(e, OnchainEvent) and e.topic == "onchain.commitment"]
+        assert seen.detail["kind"] == "revoked"
+        gained = {"alice": pair.wallet_sat(alice) - before["alice"], "bob": pair.wallet_sat(bob) - before["bob"]}
+        # bob takes the whole channel but the fees (the commitment's, the penalty's, the anchors' 660 sat)
+        assert FUNDING_SAT - 25_000 < gained["bob"] < FUNDING_SAT, gained
+        assert gained["alice"] <= 0, gained
+        listed = (await channels(bob).listchannels())["channels"][0]["onchain"]
+        assert listed["commitment"]["kind"] == "revoked" and listed["locked_sat"] == 0
+
+
+async def invalidate(source: EmbeddedChainSource, height: int) -> None:
+    block_hash = await source.block_hash(height)
+    assert block_hash is not None
+    await trio.to_thread.run_sync(source.core.invalidate_block, block_hash)
+
+
+@pytest.mark.trio
+async def test_reorgs_of_the_commitment_and_of_a_sweep_are_followed(tmp_path: Path) -> None:
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        channel_id = await open_channel(pair, alice, bob, "static_remotekey")
+        before = pair.wallet_sat(alice)
+        with record_events(alice) as events:
+            result = await channels(alice).closechannel(channel_id, force=True)
+            commitment_txid = result["commitment_txid"]
+            await pair.mine(1, alice, bob)
+            height = (await pair.source.tip()).height
+            assert only_status(alice)["commitment"]["height"] == height
+            # the block holding the commitment leaves the chain: the monitors forget it, the commitment
+            # goes back to the mempool (or is broadcast again) and confirms in the next block
+            await invalidate(pair.source, height)
+            await wait_until(lambda: channels(alice).onchain.done_height == height - 1, "the monitor follows the reorg")  # type: ignore[union-attr]
+            assert only_status(alice)["state"] == "open"
+            await pair.mine(1, alice, bob)
+            assert only_status(alice)["commitment"]["txid"] == commitment_txid
+            # to_local waits for its CSV, then is swept; that sweep's block is reorged out too
+            for _ in range(TO_SELF_DELAY + 3):
+                await pair.mine(1, alice, bob)
+                if any(o["what"] == "to_local" and o["state"] == "swept" for o in only_status(alice)["outputs"]):
+                    break
+            (sweep,) = [o for o in only_status(alice)["outputs"] if o["what"] == "to_local"]
+            assert sweep["state"] == "swept"
+            await invalidate(pair.source, sweep["height"])
+            await wait_until(lambda: channels(alice).onchain.done_height == sweep["height"] - 1, "the monitor follows")  # type: ignore[union-attr]
+            (pending,) = [o for o in only_status(alice)["outputs"] if o["what"] == "to_local"]
+            assert pending["state"] == "broadcast"
+            await run_until_resolved(pair, alice, bob)
+        assert any(isinstance(e, OnchainEvent) and e.topic == "onchain.reorged" for e in events.events)
+        assert pair.wallet_sat(alice) - before > 700_000 - 10_000
+
+
+def only_status(node: Node) -> dict[str, Any]:
+    status = channels(node).onchain.status(only_channel(node))  # type: ignore[union-attr]
+    assert status is not None
+    return status
