@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--feature", action="append", type=int, default=[], metavar="BIT", help="also advertise this feature bit in init, e.g. for an app attached over the control API (odd: optional); repeatable")
     node.add_argument("--chain", choices=["regtest"], help="run a chain, an on-chain wallet (the chain.* control calls, 'lnpmsg mine', 'withdraw'...) and Lightning channels ('lnpmsg fundchannel', 'listchannels', 'closechannel'): 'regtest' is the embedded regtest chain, validated by Bitcoin Core's consensus engine, in DATA_DIR/chain, with the wallet in DATA_DIR/wallet (default: no chain; 'lnpmsg demo' always runs one)")
     node.add_argument("--electrum-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain to Electrum wallets (Electrum protocol 1.4, plain TCP) on HOST:PORT, e.g. 127.0.0.1:50001 (port 0: a free port, shown in the start-up summary)")
+    node.add_argument("--to-self-delay", type=int, metavar="BLOCKS", help="channels: the delay a peer's own outputs wait after it force-closes (our time to punish a revoked commitment; default: 144)")
     node.add_argument("--reindex", action="store_true", help="with --chain regtest: rebuild the kernel's block files and chainstate (DATA_DIR/chain/blocks, chainstate) from the chain's own checksummed block log, as Bitcoin Core's -reindex; use it when the node refuses to start because they are damaged (progress is logged)")
     node.add_argument("--chain-rpc-listen", metavar="HOST:PORT", help="with --chain regtest: serve the chain over Bitcoin Core's JSON-RPC here (other nodes: --bitcoind-rpc), cookie in DATA_DIR/chain/.cookie (port 0: any free port)")
     node.add_argument("--chain-rpc-auth", metavar="USER:PASSWORD", help="also accept this user and password on --chain-rpc-listen (besides the cookie)")
@@ -241,6 +242,7 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         bitcoind_cookie=args.bitcoind_cookie,
         bitcoind_poll=args.bitcoind_poll,
         electrum_listen=args.electrum_listen,
+        channel_to_self_delay=args.to_self_delay,
         gossip=not args.no_gossip,
         gossip_import=list(args.gossip_import),
         apps=list(args.app),

@@ -356,8 +356,10 @@ def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseExcepti
     if "chain" not in node.apps:
         return []
     from lnpmsg.channels.app import ChannelsApp
+    from lnpmsg.channels.params import ChannelConfig
 
-    node.mount(ChannelsApp(settings.data_dir / "channels"))
+    config = ChannelConfig() if settings.channel_to_self_delay is None else ChannelConfig(to_self_delay=settings.channel_to_self_delay)
+    node.mount(ChannelsApp(settings.data_dir / "channels", config=config))
     return []
 
 

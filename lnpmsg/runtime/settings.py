@@ -106,6 +106,8 @@ class NodeSettings:
     bitcoind_poll: float = 1.0
     #: serve the embedded chain to Electrum wallets on ``host:port`` (port 0: a free one)
     electrum_listen: str | None = None
+    #: the CSV delay (blocks) we ask peers to wait on their own outputs when they force-close; None: 144
+    channel_to_self_delay: int | None = None
     #: run the gossip app (store in DATA_DIR/gossip.sqlite3)
     gossip: bool = True
     #: Core Lightning gossip_store files to import while starting (the parts of one store, in order)
