@@ -77,7 +77,6 @@ from .inputs import (
     Disconnected,
     Event,
     FailHtlc,
-    ForceClose,
     FulfillHtlc,
     FundingDepth,
     FundingNeeded,
@@ -496,6 +495,11 @@ class ChannelsApp(App):
             channels = [c for c in channels if c["peer_id"] == peer_id.lower()]
         return {"channels": channels}
 
+    def _onchain(self) -> OnchainWatch:
+        if self.onchain is None:
+            raise AppError("the channels app is not running")
+        return self.onchain
+
     def _describe(self, channel: ManagedChannel) -> dict[str, Any]:
         result = describe(channel)
         if self.onchain is not None:
@@ -508,7 +512,7 @@ class ChannelsApp(App):
         FORCE: go on chain with our latest commitment at once (the monitor sweeps after the delays)."""
         target = self._channel(channel)
         if force:
-            return await self._force_close(target)
+            return await self._onchain().force_close_command(self._manager(), target, self._describe(target))
         if feerate is None:
             try:
                 feerate = max(await self.chain.source.estimate_feerate(), 253)
@@ -527,17 +531,6 @@ class ChannelsApp(App):
         result = describe(target)
         if target.key in self._closing_txids:
             result["closing_txid"] = self._closing_txids[target.key]
-        return result
-
-    async def _force_close(self, target: ManagedChannel) -> dict[str, Any]:
-        try:
-            await self._manager().submit(target, ForceClose())
-        except LocalMisuse as exc:
-            raise ChainAppError(f"cannot force-close: {exc}", {"error": "ChannelError", "state": target.phase.value}) from exc
-        result = self._describe(target)
-        watched = self.onchain.watched.get(target.key) if self.onchain is not None else None
-        if watched is not None:
-            result["commitment_txid"] = watched.monitor.signed_local_commitment().txid_hex
         return result
 
     async def dev_addhtlc(self, channel: str, amount_msat: int, payment_hash: str | None = None,
@@ -593,16 +586,7 @@ class ChannelsApp(App):
     async def dev_preimage(self, channel: str, preimage: str) -> dict[str, Any]:
         """DEVELOPER: give CHANNEL's monitor a PREIMAGE (hex) it may claim an incoming HTLC with on chain
         (as the payments layer does for an invoice it can settle); persisted before it returns."""
-        target = self._channel(channel)
-        try:
-            data = bytes.fromhex(preimage)
-        except ValueError:
-            raise ParamsError("preimage is 32 bytes of hex") from None
-        if len(data) != 32 or self.onchain is None:
-            raise ParamsError("preimage is 32 bytes of hex (and the channel needs its monitor)")
-        if not await self.onchain.learn_preimage(target, data):
-            raise ChainAppError("the channel has no monitor yet", {"error": "ChannelError"})
-        return {"payment_hash": sha256(data).hex()}
+        return await self._onchain().dev_preimage(self._channel(channel), preimage)
 
     async def dev_updatefee(self, channel: str, feerate_per_kw: int) -> dict[str, Any]:
         """DEVELOPER: as the funder, propose a new commitment feerate (update_fee) and commit it."""

@@ -44,7 +44,11 @@ from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockConnected, BlockDisconnected
 
-from .errors import ChannelError
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.wallet.app import ChainAppError
+
+from .errors import ChannelError, LocalMisuse
+from .inputs import ForceClose
 from .manager import ManagedChannel
 from .monitor import (
     ChannelMonitor,
@@ -204,6 +208,31 @@ class OnchainWatch:
         await trio.to_thread.run_sync(watched.log.append, updates)
         for update in updates:
             monitor.apply(update)
+
+    async def force_close_command(self, manager: Any, channel: ManagedChannel, described: dict[str, Any]) -> dict[str, Any]:
+        """``closechannel --force``: the core stops the channel (``ForceClose``), the monitor broadcasts."""
+        try:
+            await manager.submit(channel, ForceClose())
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot force-close: {exc}", {"error": "ChannelError", "state": channel.phase.value}) from exc
+        result = described | {"state": channel.phase.value, "failure": channel.core.state.failure,
+                              "onchain": self.status(channel)}  # fmt: skip
+        watched = self.watched.get(channel.key)
+        if watched is not None:
+            result["commitment_txid"] = watched.monitor.signed_local_commitment().txid_hex
+        return result
+
+    async def dev_preimage(self, channel: ManagedChannel, preimage: str) -> dict[str, Any]:
+        """The ``dev_preimage`` control call (see the channel app)."""
+        try:
+            data = bytes.fromhex(preimage)
+        except ValueError:
+            raise ParamsError("preimage is 32 bytes of hex") from None
+        if len(data) != 32:
+            raise ParamsError("preimage is 32 bytes of hex")
+        if not await self.learn_preimage(channel, data):
+            raise ChainAppError("the channel has no monitor yet", {"error": "ChannelError"})
+        return {"payment_hash": sha256(data).hex()}
 
     async def learn_preimage(self, channel: ManagedChannel, preimage: bytes) -> bool:
         """Persist and apply a preimage the node knows (False: the channel has no monitor yet)."""
