@@ -15,6 +15,8 @@ worker threads; waits are for states, never for durations.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +29,7 @@ from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelsApp
+from lnpmsg.channels.commands import _print_list as print_channels
 from lnpmsg.channels.manager import ManagedChannel
 from lnpmsg.channels.onchain import OnchainEvent
 from lnpmsg.channels.params import ChannelConfig
@@ -35,6 +38,7 @@ from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.testing import MemoryNetwork, record_events
 from lnpmsg.testing.nodes import running
+from lnpmsg.wire import Error
 from lnpmsg.wallet.app import ChainApp
 
 FUNDING_SAT = 1_000_000
@@ -179,6 +183,17 @@ async def force_close_scenario(tmp: Path, channel_type: str, closer: str) -> Non
             result = await channels(closing).closechannel(channel_id, force=True)
             assert result["state"] == "failed" and result["commitment_txid"]
             commitment_txid = bytes.fromhex(result["commitment_txid"])[::-1]
+            await pair.mine(1, alice, bob)
+            # while the closer's to_local waits for its CSV: listfunds and listchannels say so
+            (locked,) = (await closing.apps["chain"].listfunds())["channels"]  # type: ignore[attr-defined]
+            assert locked["state"] == "resolving" and locked["locked_sat"] > 0
+            (to_local,) = [o for o in locked["outputs"] if o["what"] == "to_local"]
+            assert to_local["state"] == "awaiting_timelock" and to_local["spendable_at"] == (await pair.source.tip()).height + TO_SELF_DELAY
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                print_channels(await channels(closing).listchannels())
+            assert f"awaiting CSV until {to_local['spendable_at']}" in printed.getvalue()
+            assert "awaiting HTLC timeout until" in printed.getvalue()
             for _ in range(60):
                 await pair.mine(1, alice, bob)
                 if resolved(alice) and resolved(bob):
@@ -300,3 +315,17 @@ def only_status(node: Node) -> dict[str, Any]:
     status = channels(node).onchain.status(only_channel(node))  # type: ignore[union-attr]
     assert status is not None
     return status
+
+
+@pytest.mark.trio
+async def test_a_peer_error_takes_the_channel_on_chain(tmp_path: Path) -> None:
+    """BOLT 1/5: an ``error`` for the channel fails it; our latest commitment goes on chain and is swept."""
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        channel_id = await open_channel(pair, alice, bob, "anchors")
+        before = pair.wallet_sat(bob)
+        await channels(alice).send(bob.node_id, Error(channel_id=bytes.fromhex(channel_id), data=b"test: go away"))
+        await wait_until(lambda: only_channel(bob).phase is Phase.FAILED, "bob fails the channel")
+        assert only_channel(bob).core.state.failure == "peer: test: go away"
+        await run_until_resolved(pair, alice, bob)
+        assert only_status(bob)["commitment"]["kind"] == "ours" and only_status(alice)["commitment"]["kind"] == "theirs_current"
+        assert 300_000 - 10_000 < pair.wallet_sat(bob) - before < 300_000

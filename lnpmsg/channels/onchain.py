@@ -266,6 +266,22 @@ class OnchainWatch:
             return None
         return monitor_status(watched.monitor)
 
+    def locked_funds(self) -> list[dict[str, Any]]:
+        """For ``listfunds``: per channel, our balance while it is open, else what its outputs still lock."""
+        funds = []
+        for watched in self.watched.values():
+            channel = watched.channel
+            status = self.status(channel)
+            entry: dict[str, Any] = {"channel_id": channel.channel_id.hex(), "funding": str(watched.monitor.setup.funding_outpoint)}
+            if status is None or status["state"] == "open":
+                commit = channel.core.state.local_commit
+                entry |= {"state": "open", "our_amount_sat": commit.spec.to_local_msat // 1000 if commit else 0}
+            else:
+                entry |= {"state": status["state"], "locked_sat": status["locked_sat"],
+                          "outputs": [o for o in status["outputs"] if o["state"] in ("awaiting_timelock", "broadcast")]}  # fmt: skip
+            funds.append(entry)
+        return funds
+
     # ------------------------------------------------------------ the chain side
 
     def start_height(self) -> int | None:
