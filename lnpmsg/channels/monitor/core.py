@@ -477,6 +477,8 @@ class ChannelMonitor:
         if self._setup is None or self._height is None:
             return []
         facts = self._evaluate()
+        if self._irrevocable is not None:  # once buried, it stays (compared like any fact)
+            facts[("irrevocable",)] = self._irrevocable
         events: list[MonitorEvent] = []
         for key, old in self._facts.items():
             if facts.get(key) != old:
@@ -485,9 +487,6 @@ class ChannelMonitor:
             if self._facts.get(key) != new:
                 events.append(new)
         self._facts = facts
-        if self._irrevocable is not None and ("irrevocable",) not in self._facts:
-            self._facts[("irrevocable",)] = self._irrevocable
-            events.append(self._irrevocable)
         events.extend(self._rebid())
         for event in events:
             logger.info("channel monitor %s: %s", self.setup.funding_outpoint, event)
