@@ -31,6 +31,7 @@ from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelsApp
 from lnpmsg.channels.commands import _print_list as print_channels
 from lnpmsg.channels.manager import ManagedChannel
+from lnpmsg.channels.monitor import CLTV_CLAIM_BUFFER
 from lnpmsg.channels.onchain import OnchainEvent
 from lnpmsg.channels.params import ChannelConfig
 from lnpmsg.channels.state import Phase
@@ -329,3 +330,27 @@ async def test_a_peer_error_takes_the_channel_on_chain(tmp_path: Path) -> None:
         await run_until_resolved(pair, alice, bob)
         assert only_status(bob)["commitment"]["kind"] == "ours" and only_status(alice)["commitment"]["kind"] == "theirs_current"
         assert 300_000 - 10_000 < pair.wallet_sat(bob) - before < 300_000
+
+
+@pytest.mark.trio
+async def test_an_htlc_with_a_known_preimage_goes_on_chain_before_its_deadline(tmp_path: Path) -> None:
+    """The payee holds the preimage but the HTLC stays committed (the payer does not take the fulfill):
+    CLTV_CLAIM_BUFFER blocks before its expiry the payee's monitor takes the channel on chain and claims it."""
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        channel_id = await open_channel(pair, alice, bob, "static_remotekey")
+        expiry = (await pair.source.tip()).height + CLTV_CLAIM_BUFFER + 4
+        added = await add_htlc(pair, alice, bob, channel_id, 80_000_000, expiry)
+        await channels(bob).dev_preimage(channel_id, added["preimage"])
+        for _ in range(4):
+            await pair.mine(1, alice, bob)
+        await wait_until(lambda: only_channel(bob).phase is Phase.FAILED, "bob goes on chain")
+        assert "must be claimed on chain" in (only_channel(bob).core.state.failure or "")
+        await run_until_resolved(pair, alice, bob)
+        # bob's HTLC-success transaction confirmed before the expiry, its delayed output swept after the CSV
+        (claimed,) = [o for o in only_status(bob)["outputs"] if o["what"] == "htlc_success:0"]
+        assert claimed["by"] == "us" and claimed["height"] < expiry
+        (delayed,) = [o for o in only_status(bob)["outputs"] if o["what"] == "htlc_success:0:delayed"]
+        assert delayed["by"] == "us" and delayed["state"] == "swept"
+        # alice learned the preimage from the chain
+        learned = [o for o in only_status(alice)["outputs"] if o["what"].startswith("htlc")]
+        assert learned and learned[0]["by"] == "peer"

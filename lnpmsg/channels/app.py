@@ -196,6 +196,7 @@ class ChannelsApp(App):
         self.onchain = onchain
         manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events,
                                  on_persisted=onchain.persisted, **kwargs)  # fmt: skip
+        onchain.manager = manager
         self.manager = manager
         self.chain  # noqa: B018 - fail at start when the chain app is missing
         loaded = await manager.load()

@@ -162,6 +162,10 @@ class OnchainWatch:
         self._height: int | None = None
         #: the last block every monitor has processed and acted on (claims broadcast)
         self.done_height: int | None = None
+        # one writer of the monitor logs at a time: an update's id is the log's next one
+        self._write_lock = trio.Lock()
+        #: the channel manager (set by the channel app): HTLC deadlines submit ``ForceClose`` to it
+        self.manager: Any = None
 
     # ------------------------------------------------------------ the channel side
 
@@ -180,6 +184,10 @@ class OnchainWatch:
 
     async def persisted(self, channel: ManagedChannel) -> None:
         """The channel's records are on disk: make the monitor's updates durable too (before any message)."""
+        async with self._write_lock:
+            await self._persisted(channel)
+
+    async def _persisted(self, channel: ManagedChannel) -> None:
         watched = self.watched.get(channel.key) or await self._load(channel)
         if watched is None:
             if channel.core.state.local_commit is None or channel.core.state.funding_outpoint is None:
@@ -239,11 +247,12 @@ class OnchainWatch:
         watched = self.watched.get(channel.key)
         if watched is None:
             return False
-        if watched.monitor.knows_preimage(sha256(preimage)):
-            return True
-        update = MonitorUpdate(watched.monitor.next_update_id, PaymentPreimage(preimage))
-        await trio.to_thread.run_sync(watched.log.append, [update])
-        watched.monitor.apply(update)
+        async with self._write_lock:
+            if watched.monitor.knows_preimage(sha256(preimage)):
+                return True
+            update = MonitorUpdate(watched.monitor.next_update_id, PaymentPreimage(preimage))
+            await trio.to_thread.run_sync(watched.log.append, [update])
+            watched.monitor.apply(update)
         return True
 
     async def force_close(self, channel: ManagedChannel) -> list[str]:
@@ -332,7 +341,23 @@ class OnchainWatch:
                 log.error("onchain: %s at block %d: %s", watched.channel.channel_id.hex(), height, exc)
                 continue
             await self._act(watched, events)
+            await self._go_on_chain_if_needed(watched, height)
             await self._broadcast_all(watched)
+
+    async def _go_on_chain_if_needed(self, watched: WatchedChannel, height: int) -> None:
+        """An HTLC deadline (monitor/deadlines.py) takes an open channel on chain, also right
+        after a restart (the blocks replayed since the channel's start reach the deadline)."""
+        channel = watched.channel
+        if channel.phase in (Phase.FAILED, Phase.CLOSED) or self.manager is None:
+            return
+        reasons = watched.monitor.force_close_needed(height)
+        if not reasons:
+            return
+        log.warning("onchain: %s goes on chain: %s", channel.channel_id.hex(), "; ".join(reasons))
+        try:
+            await self.manager.submit(channel, ForceClose("; ".join(reasons)))
+        except LocalMisuse as exc:
+            log.warning("onchain: %s cannot go on chain: %s", channel.channel_id.hex(), exc)
 
     async def _unblock(self, height: int) -> None:
         self._height = height - 1
