@@ -17,7 +17,9 @@ from lnpmsg.channels.inputs import (
 )
 from lnpmsg.channels.monitor import (
     ChannelMonitor,
+    DataLossDetected,
     LocalCommitment,
+    MonitorError,
     MonitorUpdate,
     PaymentPreimage,
     RemoteCommitment,
@@ -72,6 +74,20 @@ def test_force_close_is_refused_after_the_peer_proved_we_lost_state() -> None:
     assert pair.bob.core.state.behind
     with pytest.raises(LocalMisuse, match="lost channel state"):
         pair.bob.core.receive(ForceClose(), pair.now)
+    # the monitor learns it: it never broadcasts our commitment, and knows the peer's latest point
+    monitor = ChannelMonitor(monitor_secrets(pair.bob.core.secrets))
+    setup = channel_setup(pair.bob.core, b"\x00\x14" + bytes(20))
+    assert setup is not None
+    monitor.apply(MonitorUpdate(0, setup))
+    records = updates_for(pair.bob.core, monitor)
+    (lost,) = [r for r in records if isinstance(r, DataLossDetected)]
+    alice = pair.alice.core.state.local_commit
+    assert alice is not None and lost.remote_commitment_number == alice.number
+    assert lost.remote_per_commitment_point == pair.alice.core.secrets.commitment_point(alice.number)
+    for record in records:
+        monitor.apply(MonitorUpdate(monitor.next_update_id, record))
+    with pytest.raises(MonitorError):
+        monitor.force_close()
 
 
 def test_the_feed_gives_the_monitor_every_commitment_revocation_and_preimage_once() -> None:

@@ -154,6 +154,10 @@ class ChannelState:
     awaiting_reestablish: bool = False
     #: the peer proved we lost state: never broadcast our (stale) commitment
     behind: bool = False
+    #: then, the peer's latest commitment number and point (its channel_reestablish): the monitor
+    #: recognises its commitment by them
+    remote_behind_number: int = 0
+    remote_behind_point: bytes | None = None
     #: our settles and fee changes a disconnection took back: proposed again after channel_reestablish
     resend_updates: tuple[object, ...] = ()
     #: a commitment_signed or revoke_and_ack we sent last, for retransmission order

@@ -11,6 +11,7 @@ the monitor's update, the next call (at start) yields the missing updates.
 - the peer's commitments we signed (current and next) -> :class:`~.updates.RemoteCommitment`
 - the peer's revocation secrets -> :class:`~.updates.RemoteRevocation`
 - every ``update_fulfill_htlc`` preimage in flight, ours or theirs -> :class:`~.updates.PaymentPreimage`
+- the peer proved we lost state -> :class:`~.updates.DataLossDetected` (its latest number and point)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .core import ChannelMonitor
 from .signer import MonitorSecrets
 from .updates import (
     ChannelSetup,
+    DataLossDetected,
     LocalCommitment,
     PaymentPreimage,
     RemoteCommitment,
@@ -102,4 +104,6 @@ def updates_for(core: object, monitor: ChannelMonitor) -> list[UpdateRecord]:
             if payment_hash not in seen and not monitor.knows_preimage(payment_hash):
                 seen.add(payment_hash)
                 out.append(PaymentPreimage(update.payment_preimage))
+    if s.behind and s.remote_behind_point is not None and not monitor.data_loss:
+        out.append(DataLossDetected(s.remote_behind_number, s.remote_behind_point))
     return out
