@@ -354,3 +354,41 @@ async def test_an_htlc_with_a_known_preimage_goes_on_chain_before_its_deadline(t
         # alice learned the preimage from the chain
         learned = [o for o in only_status(alice)["outputs"] if o["what"].startswith("htlc")]
         assert learned and learned[0]["by"] == "peer"
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("channel_type", ["static_remotekey", "anchors"])
+async def test_after_data_loss_we_never_broadcast_and_sweep_the_peers_commitment(tmp_path: Path, channel_type: str) -> None:
+    """Bob comes back from an old backup of his channel store: the peer proves it, Bob never broadcasts his
+    stale commitment; the peer goes on chain with its latest one and Bob's monitor sweeps his output."""
+    import shutil
+
+    network = MemoryNetwork()
+    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp_path, network)
+        alice = pair.node("alice", True)
+        async with running(alice):
+            bob = pair.node("bob", False)
+            async with running(bob):
+                channel_id = await open_channel(pair, alice, bob, channel_type)
+                expiry = (await source.tip()).height + 50
+                await add_htlc(pair, alice, bob, channel_id, 50_000_000, expiry)
+                shutil.copytree(tmp_path / "bob" / "channels", tmp_path / "backup")  # the backup, now
+                await add_htlc(pair, alice, bob, channel_id, 70_000_000, expiry)
+            shutil.rmtree(tmp_path / "bob" / "channels")
+            shutil.copytree(tmp_path / "backup", tmp_path / "bob" / "channels")
+            bob = pair.node("bob", False)
+            async with running(bob):
+                before = pair.wallet_sat(bob)
+                await bob.connect(alice.addresses[0])
+                await wait_until(lambda: only_channel(bob).core.state.behind, "bob learns he is behind")
+                await wait_until(lambda: only_channel(alice).phase is Phase.FAILED, "alice goes on chain")
+                await run_until_resolved(pair, bob)
+                await pair.mine(1, alice, bob)
+                status = only_status(bob)
+                assert status["commitment"]["kind"] in ("theirs_current", "theirs_unknown")
+                # Alice's latest commitment, not Bob's stale one
+                assert status["commitment"]["number"] == only_channel(alice).core.state.local_commit.number  # type: ignore[union-attr]
+                gained = pair.wallet_sat(bob) - before
+                assert PUSH_MSAT // 1000 - 10_000 < gained <= PUSH_MSAT // 1000, gained
