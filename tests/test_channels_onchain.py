@@ -121,7 +121,11 @@ async def two_nodes(tmp: Path) -> AsyncIterator[tuple[Pair, Node, Node]]:
 
 async def open_channel(pair: Pair, alice: Node, bob: Node, channel_type: str) -> str:
     await pair.fund_wallet(alice, 3_000_000)
-    await pair.fund_wallet(bob, 200_000)  # the anchor variant's HTLC transactions take a fee input
+    # anchor channels: the CPFP child and each batch of HTLC transactions take a wallet coin for their fee
+    for node in (alice, bob):
+        for _ in range(3):
+            await pair.source.faucet(node.apps["chain"].wallet.new_address(), 100_000)  # type: ignore[attr-defined]
+    await pair.mine(1, alice, bob)
     await bob.connect(alice.addresses[0])
     result = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, push_msat=PUSH_MSAT,
                                                channel_type=channel_type)  # fmt: skip

@@ -52,6 +52,7 @@ from .inputs import ForceClose
 from .manager import ManagedChannel
 from .monitor import (
     ChannelMonitor,
+    CommitmentKind,
     CommitmentSeen,
     FeeInput,
     FundingSpent,
@@ -162,6 +163,8 @@ class OnchainWatch:
         self._height: int | None = None
         #: the last block every monitor has processed and acted on (claims broadcast)
         self.done_height: int | None = None
+        # wallet coins lent to claims' fees (each pays one claim: two claims must not spend one coin)
+        self._lent: set[OutPoint] = set()
         # one writer of the monitor logs at a time: an update's id is the log's next one
         self._write_lock = trio.Lock()
         #: the channel manager (set by the channel app): HTLC deadlines submit ``ForceClose`` to it
@@ -255,18 +258,20 @@ class OnchainWatch:
             watched.monitor.apply(update)
         return True
 
-    async def force_close(self, channel: ManagedChannel) -> list[str]:
-        """The channel failed or was force-closed: the monitor broadcasts our latest commitment."""
+    async def force_close(self, channel: ManagedChannel) -> bool:
+        """The channel failed or was force-closed: the monitor broadcasts our latest commitment
+        (False: the channel has no monitor, the caller broadcasts)."""
         watched = self.watched.get(channel.key)
         if watched is None:
-            return []
+            return False
         try:
             events = watched.monitor.force_close()
         except MonitorError as exc:
             log.warning("onchain: %s: not broadcasting our commitment: %s", channel.channel_id.hex(), exc)
-            return []
+            return True
         await self._act(watched, events)
-        return await self._broadcast_all(watched)
+        await self._broadcast_all(watched)
+        return True
 
     def status(self, channel: ManagedChannel) -> dict[str, Any] | None:
         """The channel's on-chain state (``monitor/status.py``), or None before it has a monitor."""
@@ -313,9 +318,10 @@ class OnchainWatch:
         """Feed the monitors every block of ``sub`` (a chain subscription), act on what they ask."""
         async for event in sub:
             if isinstance(event, BlockConnected):
-                raw = await self.chain.source.block(event.block_hash)
-                block = Block.parse(raw)
-                await self._block(event.height, block.txs)
+                txs: list[Tx] = []
+                if self.watched:  # no monitor yet: nothing to read the block for
+                    txs = Block.parse(await self.chain.source.block(event.block_hash)).txs
+                await self._block(event.height, txs)
                 self.done_height = event.height
             elif isinstance(event, BlockDisconnected):
                 await self._unblock(event.height)
@@ -341,6 +347,9 @@ class OnchainWatch:
                 log.error("onchain: %s at block %d: %s", watched.channel.channel_id.hex(), height, exc)
                 continue
             await self._act(watched, events)
+            peer_closed = [e for e in events if isinstance(e, CommitmentSeen) and e.kind is not CommitmentKind.OURS]
+            if peer_closed:
+                await self._stop(watched, f"the peer's commitment {peer_closed[0].txid[::-1].hex()} is on chain")
             await self._go_on_chain_if_needed(watched, height)
             await self._broadcast_all(watched)
 
@@ -351,11 +360,17 @@ class OnchainWatch:
         if channel.phase in (Phase.FAILED, Phase.CLOSED) or self.manager is None:
             return
         reasons = watched.monitor.force_close_needed(height)
-        if not reasons:
+        if reasons:
+            log.warning("onchain: %s goes on chain: %s", channel.channel_id.hex(), "; ".join(reasons))
+            await self._stop(watched, "; ".join(reasons))
+
+    async def _stop(self, watched: WatchedChannel, reason: str) -> None:
+        """Stop an open channel (no more updates); our commitment is broadcast unless another is on chain."""
+        channel = watched.channel
+        if channel.phase in (Phase.FAILED, Phase.CLOSED) or self.manager is None:
             return
-        log.warning("onchain: %s goes on chain: %s", channel.channel_id.hex(), "; ".join(reasons))
         try:
-            await self.manager.submit(channel, ForceClose("; ".join(reasons)))
+            await self.manager.submit(channel, ForceClose(reason))
         except LocalMisuse as exc:
             log.warning("onchain: %s cannot go on chain: %s", channel.channel_id.hex(), exc)
 
@@ -382,12 +397,13 @@ class OnchainWatch:
     async def _lend(self, watched: WatchedChannel, need: NeedFeeInput) -> None:
         """A wallet coin pays a claim's fee (anchor CPFP, aggregated HTLC transactions)."""
         wallet = self.chain.wallet
-        coin = wallet.lend_coin(need.amount_sat)
+        coin = wallet.lend_coin(need.amount_sat, self._lent)
         if coin is None:
             log.warning("onchain: %s needs a wallet coin of %d sat for %s: none", watched.channel.channel_id.hex(),
                         need.amount_sat, need.group)  # fmt: skip
             return
         outpoint, amount, privkey = coin
+        self._lent.add(outpoint)
         events = watched.monitor.provide_fee_input(need.group, FeeInput(outpoint, amount, privkey))
         await self._act(watched, events)
 
@@ -400,7 +416,7 @@ class OnchainWatch:
         if coin.spendable.script_pubkey != event.script_pubkey:
             log.warning("onchain: %s: to_remote %s is not ours to sweep", watched.channel.channel_id.hex(), event.outpoint)
             return
-        rate = max(watched.monitor._feerate, 253)  # noqa: SLF001 - the monitor's current estimate
+        rate = max(watched.monitor.feerate, 253)
         try:
             plan = sweep_at_most([(event.outpoint, coin.spendable, "wallet")], watched.monitor.setup.destination_script,
                                  rate, label="to_remote")  # fmt: skip

@@ -323,6 +323,11 @@ class ChannelMonitor:
         """The last block seen."""
         return self._height
 
+    @property
+    def feerate(self) -> int:
+        """The current fee estimate (sat/kw) claims are bid from."""
+        return self._feerate
+
     def set_feerate(self, feerate_per_kw: int) -> None:
         """The current fee estimate (sat/kw), used from the next block on."""
         self._feerate = max(int(feerate_per_kw), FEERATE_FLOOR_PER_KW)
