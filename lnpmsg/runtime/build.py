@@ -358,7 +358,10 @@ def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseExcepti
     from lnpmsg.channels.app import ChannelsApp
     from lnpmsg.channels.params import ChannelConfig
 
-    config = ChannelConfig() if settings.channel_to_self_delay is None else ChannelConfig(to_self_delay=settings.channel_to_self_delay)
+    delay = settings.channel_to_self_delay
+    if delay is not None and not 1 <= delay <= 2016:
+        raise SettingsError(f"--to-self-delay {delay}: give 1 to 2016 blocks (peers refuse more than 2016)")
+    config = ChannelConfig() if delay is None else ChannelConfig(to_self_delay=delay)
     node.mount(ChannelsApp(settings.data_dir / "channels", config=config))
     return []
 
