@@ -7,7 +7,8 @@ processed in the order they were queued. For each job the actor
 
 1. feeds the input to the channel's :class:`~.state.ChannelCore`,
 2. appends the output's records to the channel's log (fsynced when one is
-   ``durable``, in a worker thread),
+   ``durable``, in a worker thread), then calls ``on_persisted`` (the
+   channel monitor makes its own updates durable: :mod:`.onchain`),
 3. only then sends the output's messages (a record always reaches the disk
    before a message that commits to it leaves),
 4. hands the output's events to the shell (:mod:`.app`), and
