@@ -396,3 +396,22 @@ async def test_after_data_loss_we_never_broadcast_and_sweep_the_peers_commitment
                 assert status["commitment"]["number"] == only_channel(alice).core.state.local_commit.number  # type: ignore[union-attr]
                 gained = pair.wallet_sat(bob) - before
                 assert PUSH_MSAT // 1000 - 10_000 < gained <= PUSH_MSAT // 1000, gained
+
+
+@pytest.mark.trio
+async def test_a_protocol_violation_takes_the_channel_on_chain(tmp_path: Path) -> None:
+    """The channel core's RemoteFault path: a commitment_signed with nothing to sign and a bad signature
+    fails the channel (an error to the peer); our latest commitment goes on chain and is swept."""
+    from lnpmsg.channels.messages import CommitmentSigned
+
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        channel_id = await open_channel(pair, alice, bob, "static_remotekey")
+        before = pair.wallet_sat(bob)
+        bogus = CommitmentSigned(channel_id=bytes.fromhex(channel_id), signature=bytes(63) + b"\x01")
+        await channels(alice).send(bob.node_id, bogus)
+        await wait_until(lambda: only_channel(bob).phase is Phase.FAILED, "bob fails the channel")
+        failure = only_channel(bob).core.state.failure
+        assert failure and not failure.startswith("peer:")  # our verdict on the peer, not the peer's error
+        await run_until_resolved(pair, alice, bob)
+        assert only_status(bob)["commitment"]["kind"] == "ours"
+        assert PUSH_MSAT // 1000 - 10_000 < pair.wallet_sat(bob) - before < PUSH_MSAT // 1000
