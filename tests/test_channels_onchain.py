@@ -3,7 +3,10 @@
 Each node runs the chain app (wallet) and the channel app with its channel
 monitors. A channel carries HTLCs both ways (some whose preimage the payee
 knows, some that time out); one side force-closes (``closechannel
---force``) or a cheater broadcasts a revoked commitment. Blocks are mined
+--force``), a cheater broadcasts a revoked commitment, a peer's ``error``
+or a protocol violation fails the channel, an HTLC deadline nears, a node
+comes back from an old backup (data loss), blocks holding a commitment or a
+sweep are reorged out. Blocks are mined
 one at a time, each after both nodes' monitors processed the previous one
 (their claims are in the mempool), until every output is resolved: every
 transaction is mined and accepted by the consensus engine, and the funds
