@@ -286,9 +286,10 @@ async def invalidate(source: EmbeddedChainSource, height: int) -> None:
 
 
 @pytest.mark.trio
-async def test_reorgs_of_the_commitment_and_of_a_sweep_are_followed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("channel_type", ["static_remotekey", "anchors"])
+async def test_reorgs_of_the_commitment_and_of_a_sweep_are_followed(tmp_path: Path, channel_type: str) -> None:
     async with two_nodes(tmp_path) as (pair, alice, bob):
-        channel_id = await open_channel(pair, alice, bob, "static_remotekey")
+        channel_id = await open_channel(pair, alice, bob, channel_type)
         before = pair.wallet_sat(alice)
         with record_events(alice) as events:
             result = await channels(alice).closechannel(channel_id, force=True)
