@@ -16,7 +16,8 @@ only indicative):
     preimages: 483 claim transactions;
 - the floor: raw ECDSA signatures/s of coincurve (libsecp256k1) alone.
 
-Usage: ``python benchmarks/bench_monitor.py [--quick] [--json]``
+Usage: ``python benchmarks/bench_monitor.py [--quick] [--json] [--e2e]`` (``--e2e``: also end to end between two
+nodes, from their commitment being mined to every claim broadcast: ``bench_onchain.py``)
 """
 
 from __future__ import annotations
@@ -101,18 +102,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 HTLCs instead of 483")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--e2e", action="store_true",
+                        help="also end to end between two nodes: the commitment mined -> every claim broadcast "
+                             "(benchmarks/bench_onchain.py)")  # fmt: skip
     args = parser.parse_args()
     count = 100 if args.quick else MAX_HTLCS
     rows = [run_case(name, count) for name in ("revoked", "ours", "theirs")]
     floor = raw_signs_per_second(0.3 if args.quick else 1.0)
+    e2e = _end_to_end(count) if args.e2e else None
     if args.json:
-        print(json.dumps({"cases": rows, "raw_ecdsa_signs_per_s": round(floor, 1)}, indent=2))
+        print(json.dumps({"cases": rows, "raw_ecdsa_signs_per_s": round(floor, 1), "end_to_end": e2e}, indent=2))
         return
     print(f"{'case':8} {'htlcs':>5} {'txs':>5} {'inputs':>6} {'seconds':>8} {'sweeps/s':>9}")
     for row in rows:
         print(f"{row['case']:8} {row['htlcs']:>5} {row['txs']:>5} {row['inputs_signed']:>6} "
               f"{row['seconds']:>8} {row['sweeps_per_s']:>9}")  # fmt: skip
     print(f"floor: coincurve raw ECDSA signs/s {floor:,.0f}")
+    if e2e is not None:
+        print(f"end to end, two nodes: {e2e['htlcs']} HTLCs, their commitment mined -> every claim broadcast "
+              f"{e2e['commitment_to_every_claim_s']} s ({e2e['claims_per_s']} claims/s)")  # fmt: skip
+
+
+def _end_to_end(count: int) -> dict[str, object]:
+    """bench_onchain.py's run (two nodes, the embedded chain, the channel app's monitors)."""
+    import tempfile
+    from pathlib import Path
+
+    import trio
+    from bench_onchain import run  # benchmarks/ is the script's directory
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return trio.run(run, Path(tmp), count)  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":

@@ -113,6 +113,14 @@ def _print_listfunds(r: dict[str, Any]) -> None:
     if not r["outputs"]:
         print("no funds")
     print(f"total: {r['total_sat']} sat, spendable: {r['spendable_sat']} sat")
+    for c in r.get("channels", []):
+        if c["state"] == "open":
+            print(f"channel {c['channel_id']}: {c['our_amount_sat']} sat ours in the open channel")
+            continue
+        print(f"channel {c['channel_id']} ({c['state']} on chain): {c['locked_sat']} sat still locked")
+        for o in c["outputs"]:
+            when = f"spendable at {o['spendable_at']}" if o.get("spendable_at") else "claim broadcast"
+            print(f"    {o['outpoint']}  {o['amount_sat']:>12} sat  {o['what']}, {when}")
 
 
 def _chain_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:

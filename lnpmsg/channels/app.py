@@ -86,6 +86,7 @@ from .inputs import (
 from .dev import DevOptions
 from .dev_calls import DevCalls
 from .manager import ChannelManager, ChannelsStopped, ManagedChannel, describe, format_scid
+from .onchain import OnchainWatch
 from .options import with_channel_type
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
@@ -160,10 +161,11 @@ class ChannelsApp(DevCalls, App):
         self._funding_errors: dict[str, str] = {}
         self._closing_txids: dict[str, str] = {}
         self._watch_in: trio.MemorySendChannel[Any] | None = None
+        self.onchain: OnchainWatch | None = None
         for call, fn in {
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
-            "dev_updatefee": self.dev_updatefee,
+            "dev_updatefee": self.dev_updatefee, "dev_preimage": self.dev_preimage,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
@@ -190,7 +192,11 @@ class ChannelsApp(DevCalls, App):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load the channels, run the manager's actor and follow the chain."""
         kwargs = {} if self._now is None else {"now": self._now}
-        manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, dev=self.dev, **kwargs)
+        onchain = OnchainWatch(self.directory, self.chain, self.node.events.publish)
+        self.onchain = onchain
+        manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, dev=self.dev,
+                                 on_persisted=onchain.persisted, **kwargs)  # fmt: skip
+        onchain.manager = manager
         self.manager = manager
         self.chain  # noqa: B018 - fail at start when the chain app is missing
         loaded = await manager.load()
@@ -213,12 +219,16 @@ class ChannelsApp(DevCalls, App):
         """Follow the chain: block heights and funding depths to the channels, funding spends."""
         source = self.chain.source
         self._watch_in, watch_out = trio.open_memory_channel[Any](1000)
-        async with source.subscribe() as sub:
+        onchain = self.onchain
+        assert onchain is not None
+        async with source.subscribe() as sub, source.subscribe(start_height=onchain.start_height()) as monitor_sub:
+            await onchain.resume()
             for channel in list(self._manager().channels.values()):
                 await self._watch(sub, channel)
             await self._check_depths()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._add_watches, sub, watch_out)
+                nursery.start_soon(onchain.follow, monitor_sub)
                 async for event in sub:
                     if isinstance(event, BlockConnected):
                         await self._on_block(event.height)
@@ -376,8 +386,10 @@ class ChannelsApp(DevCalls, App):
                     self._release_funding(s.funding_tx)
                 txid = ""
                 if event.commitment_tx is not None:
+                    # the monitor broadcasts our commitment (and its anchor child) and sweeps
                     txid = Tx.parse(event.commitment_tx).txid_hex
-                    await self._broadcast(event.commitment_tx, "commitment")
+                    if self.onchain is None or not await self.onchain.force_close(channel):
+                        await self._broadcast(event.commitment_tx, "commitment")
                 self._publish("channel.failed", channel, txid=txid, reason=event.reason)
             elif isinstance(event, WeAreBehind):
                 log.error("channels: the peer proved %s lost state: not broadcasting, waiting for theirs", channel.channel_id.hex())
@@ -507,14 +519,29 @@ class ChannelsApp(DevCalls, App):
 
     async def listchannels(self, peer_id: str | None = None) -> dict[str, Any]:
         """Every channel: state, capacity, balances, HTLCs, short channel id, funding outpoint."""
-        channels = [describe(c) for c in self._manager().channels.values() if c.phase is not Phase.NEW]
+        channels = [self._describe(c) for c in self._manager().channels.values() if c.phase is not Phase.NEW]
         if peer_id:
             channels = [c for c in channels if c["peer_id"] == peer_id.lower()]
         return {"channels": channels}
 
-    async def closechannel(self, channel: str, feerate: int | None = None, destination: str | None = None) -> dict[str, Any]:
-        """Close CHANNEL cooperatively (shutdown, then closing_signed); returns the closing txid once both signed."""
+    def _onchain(self) -> OnchainWatch:
+        if self.onchain is None:
+            raise AppError("the channels app is not running")
+        return self.onchain
+
+    def _describe(self, channel: ManagedChannel) -> dict[str, Any]:
+        result = describe(channel)
+        if self.onchain is not None:
+            result["onchain"] = self.onchain.status(channel)
+        return result
+
+    async def closechannel(self, channel: str, feerate: int | None = None, destination: str | None = None,
+                           force: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Close CHANNEL cooperatively (shutdown, then closing_signed); returns the closing txid once both signed.
+        FORCE: go on chain with our latest commitment at once (the monitor sweeps after the delays)."""
         target = self._channel(channel)
+        if force:
+            return await self._onchain().force_close_command(self._manager(), target, self._describe(target))
         if feerate is None:
             try:
                 feerate = max(await self.chain.source.estimate_feerate(), 253)

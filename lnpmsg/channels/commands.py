@@ -55,10 +55,13 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.epilog = "Returns once the peer signed our first commitment and the funding is broadcast; the channel is ready after its confirmations (the peer's minimum_depth)."
     p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")
     p.add_argument("--peer", metavar="NODEID", help="only the channels with this peer")
-    p = add("closechannel", "close a channel cooperatively (shutdown, then closing_signed)")
+    p = add("closechannel", "close a channel cooperatively (shutdown, then closing_signed), or --force it on chain")
     p.add_argument("channel", metavar="CHANNEL", help="a channel id (hex), short channel id (BLOCKxTXxOUT) or key")
     p.add_argument("--feerate", type=_positive, metavar="PER_KW", help="the closing fee rate we aim at (default: the chain's estimate)")
     p.add_argument("--destination", metavar="ADDRESS", help="pay our side here (default: a new address of the node's wallet)")
+    p.add_argument("--force", action="store_true",
+                   help="unilateral close: broadcast our latest commitment now; the node's channel monitor sweeps "
+                        "our outputs to the wallet after their delays (to_self_delay, HTLC expiries)")
 
 
 def _msat(value: int | None) -> str:
@@ -76,6 +79,22 @@ def _print_channel(c: dict[str, Any]) -> None:
         print("    we lost channel state (the peer proved it): not broadcasting ours, waiting for the peer's commitment")
     elif c.get("failure"):
         print(f"    failed: {c['failure']}")
+    onchain = c.get("onchain")
+    if onchain and onchain.get("state") != "open":
+        commitment = onchain.get("commitment")
+        what = f"{commitment['kind']} commitment {commitment['txid']} at {commitment['height']}" if commitment else (
+            f"closing transaction {onchain.get('closing_txid', '-')}")
+        print(f"    on chain: {onchain['state']}, {what}, {onchain['locked_sat']} sat still locked")
+        for o in onchain["outputs"]:
+            if o["state"] == "awaiting_timelock":
+                when = f"awaiting {'HTLC timeout' if 'htlc' in o['what'] else 'CSV'} until {o['spendable_at']}"
+            elif o["state"] == "swept":
+                when = f"swept by {o['by']} at {o['height']} ({o['txid']})"
+            elif o["state"] == "in_wallet":
+                when = f"to the wallet at {o['height']}"
+            else:
+                when = "claim broadcast"
+            print(f"      {o['what']:<16} {o['amount_sat']} sat {o['outpoint']}: {when}")
 
 
 def _print_list(r: dict[str, Any]) -> None:
@@ -104,8 +123,11 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             params["feerate"] = args.feerate
         if args.destination:
             params["destination"] = args.destination
+        if args.force:
+            params["force"] = True
         return "channels.closechannel", params, lambda r: print(
             f"channel {r['channel_id']} {r['state']}" + (f": closing transaction {r['closing_txid']}" if r.get("closing_txid") else "")
+            + (f": commitment {r['commitment_txid']} broadcast" if r.get("commitment_txid") else "")
         )
     raise ValueError(f"not a channel command: {args.command}")
 

@@ -22,11 +22,12 @@ _CLTV_DEFAULT = 144
 
 
 class DevCalls:
-    """``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``, ``dev_updatefee``; the app supplies
-    ``_channel`` (a channel by id, scid or key), ``_manager`` and ``chain``."""
+    """``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``, ``dev_updatefee``, ``dev_preimage``; the app
+    supplies ``_channel`` (a channel by id, scid or key), ``_manager``, ``_onchain`` and ``chain``."""
 
     _channel: Any
     _manager: Any
+    _onchain: Any
     chain: Any
 
     async def dev_addhtlc(self, channel: str, amount_msat: int, payment_hash: str | None = None,
@@ -87,3 +88,8 @@ class DevCalls:
         except LocalMisuse as exc:
             raise ChainAppError(f"cannot change the fee: {exc}", {"error": "ChannelError"}) from exc
         return {"feerate_per_kw": feerate_per_kw}
+
+    async def dev_preimage(self, channel: str, preimage: str) -> dict[str, Any]:
+        """DEVELOPER: give CHANNEL's monitor a PREIMAGE (hex) it may claim an incoming HTLC with on chain
+        (as the payments layer does for an invoice it can settle); persisted before it returns."""
+        return await self._onchain().dev_preimage(self._channel(channel), preimage)

@@ -30,6 +30,7 @@ __all__ = [
     "ChannelOpened",
     "ChannelReadyEvent",
     "CloseChannel",
+    "ForceClose",
     "Disconnected",
     "Event",
     "FailHtlc",
@@ -164,6 +165,18 @@ class CloseChannel:
 
 
 @dataclass(frozen=True, slots=True)
+class ForceClose:
+    """Stop the channel and go on chain with our latest commitment (BOLT 5 unilateral close).
+
+    No further update is accepted; the monitor broadcasts the commitment and
+    sweeps. Refused after the peer proved we lost state (our commitment may
+    be revoked: we wait for theirs).
+    """
+
+    reason: str = "force-closed by the local command"
+
+
+@dataclass(frozen=True, slots=True)
 class Received:
     """A message from the peer, for this channel."""
 
@@ -183,6 +196,7 @@ class Reconnected:
 Input = (
     OpenCommand | AcceptCommand | FundingTransaction | FundingDepth | BlockHeight | AddHtlc | FulfillHtlc | FailHtlc
     | FailMalformedHtlc | SignCommitment | ChangeFee | CloseChannel | Received | Disconnected | Reconnected
+    | ForceClose
 )  # fmt: skip
 
 

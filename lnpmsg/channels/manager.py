@@ -7,7 +7,8 @@ processed in the order they were queued. For each job the actor
 
 1. feeds the input to the channel's :class:`~.state.ChannelCore`,
 2. appends the output's records to the channel's log (fsynced when one is
-   ``durable``, in a worker thread),
+   ``durable``, in a worker thread), then calls ``on_persisted`` (the
+   channel monitor makes its own updates durable: :mod:`.onchain`),
 3. only then sends the output's messages (a record always reaches the disk
    before a message that commits to it leaves),
 4. hands the output's events to the shell (:mod:`.app`), and
@@ -146,6 +147,7 @@ class ChannelManager:
         on_events: EventHandler,
         now: Callable[[], float] = time.time,
         dev: DevOptions | None = None,
+        on_persisted: Callable[[ManagedChannel], Awaitable[None]] | None = None,
     ) -> None:
         self.store = ChannelStore(directory)
         #: --dev-force-channel-secrets: the same secrets for every channel (conformance suites)
@@ -153,6 +155,8 @@ class ChannelManager:
         self.seed = _load_or_create_seed(self.store.directory / _SEED_FILE)
         self._send = send
         self._on_events = on_events
+        #: after a job's records are on disk, before its messages leave (the channel monitor's updates)
+        self._on_persisted = on_persisted
         self._now = now
         self.channels: dict[str, ManagedChannel] = {}
         # No buffer limit, yet bounded: each submitter waits for its job (a peer's reading task,
@@ -237,6 +241,8 @@ class ChannelManager:
                 continue  # never got past its first input: nothing was promised to anyone
             channel = ManagedChannel(key, peer_id, core, channel_log)
             self.channels[key] = channel
+            if self._on_persisted is not None:
+                await self._on_persisted(channel)
             await self._process(_Job(channel, Disconnected()))
             log.info("channels: loaded %s with %s (%s)", channel.channel_id.hex(), peer_hex[:16], core.phase.value)
         return len(self.channels)
@@ -322,6 +328,8 @@ class ChannelManager:
             await self._persist(channel, out.records)
             self.persists += 1
             point = self.persists
+            if self._on_persisted is not None:
+                await self._on_persisted(channel)
             if self._crash_after and isinstance(item, Received) and type(item.message).__name__ == self._crash_after:
                 _sigkill()
             self._maybe_crash(point, "persisted")

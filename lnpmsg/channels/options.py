@@ -99,6 +99,9 @@ def channel_settings(options: dict[str, Any], hrp: str) -> tuple[ChannelConfig, 
         raise ValueError("--channel-dust-limit-sat: at least 354 (BOLT 2)")
     if policy.min_feerate_per_kw > policy.max_feerate_per_kw:
         raise ValueError("--channel-min-feerate is above --channel-max-feerate")
+    if not 1 <= config.to_self_delay <= 2016:
+        # 0 leaves no time to punish a revoked commitment; peers refuse more than 2016
+        raise ValueError(f"--channel-to-self-delay {config.to_self_delay}: give 1 to 2016 blocks")
     if config.minimum_depth > policy.max_minimum_depth or config.minimum_depth < 1:
         raise ValueError(f"--channel-min-depth: between 1 and --channel-max-peer-min-depth ({policy.max_minimum_depth})")
     return config, policy

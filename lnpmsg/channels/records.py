@@ -39,6 +39,7 @@ __all__ = [
 _INPUTS: list[type] = [
     I.OpenCommand, I.AcceptCommand, I.FundingTransaction, I.FundingDepth, I.BlockHeight, I.AddHtlc, I.FulfillHtlc, I.FailHtlc,
     I.FailMalformedHtlc, I.SignCommitment, I.ChangeFee, I.CloseChannel, I.Received, I.Disconnected, I.Reconnected,
+    I.ForceClose,  # appended: a record's input index never changes
 ]  # fmt: skip
 
 

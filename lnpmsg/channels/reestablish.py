@@ -137,11 +137,13 @@ def reestablish_message(core: ChannelCore) -> ChannelReestablish:
     )
 
 
-def _we_are_behind(core: ChannelCore, out: _Out) -> None:
+def _we_are_behind(core: ChannelCore, out: _Out, msg: ChannelReestablish) -> None:
     from .state import Phase
 
     s = core.state
     s.behind = True
+    s.remote_behind_number = max(msg.next_commitment_number - 1, 0)
+    s.remote_behind_point = msg.my_current_per_commitment_point
     s.phase = Phase.FAILED
     s.failure = "the peer proved we lost channel state"
     out.emit(WeAreBehind(s.channel_id))
@@ -166,7 +168,7 @@ def _on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> No
         proves = msg.your_last_per_commitment_secret == _ZERO_SECRET
     if msg.next_revocation_number > local_number:
         if proves:
-            _we_are_behind(core, out)
+            _we_are_behind(core, out, msg)
             return
         raise RemoteFault("next_revocation_number is ahead of us without proof")
     if not proves:

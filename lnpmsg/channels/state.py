@@ -42,6 +42,7 @@ from .inputs import (
     Event,
     FundingDepth,
     FundingNeeded,
+    ForceClose,
     FundingTransaction,
     Input,
     OpenCommand,
@@ -154,6 +155,10 @@ class ChannelState:
     awaiting_reestablish: bool = False
     #: the peer proved we lost state: never broadcast our (stale) commitment
     behind: bool = False
+    #: then, the peer's latest commitment number and point (its channel_reestablish): the monitor
+    #: recognises its commitment by them
+    remote_behind_number: int = 0
+    remote_behind_point: bytes | None = None
     #: our settles and fee changes a disconnection took back: proposed again after channel_reestablish
     resend_updates: tuple[object, ...] = ()
     #: a commitment_signed or revoke_and_ack we sent last, for retransmission order
@@ -181,6 +186,7 @@ _LEGAL: dict[type, set[Phase]] = {
     BlockHeight: {_P.AWAIT_READY, _P.NORMAL, _P.SHUTDOWN, _P.NEGOTIATING},
     # A retransmission may come after channel_reestablish in any established phase (then ignored).
     ChannelReady: {_P.AWAIT_READY, _P.NORMAL, _P.SHUTDOWN, _P.NEGOTIATING},
+    ForceClose: _ESTABLISHED,
     **normal.legal_table(),
 }
 #: Messages whose sending commits to a state: their record must be durable first.
@@ -272,6 +278,8 @@ class ChannelCore:
     def _dispatch(self, item: Input, kind: type, out: _Out) -> None:
         state = self.state
         if state.phase in (_P.FAILED, _P.CLOSED):
+            if isinstance(item, ForceClose) and state.behind:
+                raise LocalMisuse("the peer proved we lost channel state: our commitment may be revoked, wait for theirs")
             if isinstance(item, Received | Disconnected | Reconnected | BlockHeight | FundingDepth):
                 return  # nothing more to say or do on a dead channel
             raise LocalMisuse(f"the channel is {state.phase.value}")
@@ -310,6 +318,18 @@ class ChannelCore:
         out.emit(ChannelFailed(reason, self.latest_commitment_tx(), by_peer=False))
         self.state.phase = _P.FAILED
         self.state.failure = reason
+
+    def _on_ForceClose(self, cmd: ForceClose, out: _Out) -> None:
+        """Stop here: no more updates; our latest commitment goes on chain (no error is sent:
+        the peer sees the commitment on chain, and does not race us with its own)."""
+        if self.state.behind:
+            raise LocalMisuse("the peer proved we lost channel state: our commitment may be revoked, wait for theirs")
+        commitment = self.latest_commitment_tx()
+        if commitment is None:
+            raise LocalMisuse("no signed commitment to broadcast")
+        self.state.phase = _P.FAILED
+        self.state.failure = cmd.reason
+        out.emit(ChannelFailed(cmd.reason, commitment, by_peer=False))
 
     def _fail_by_peer(self, error: Error, out: _Out) -> None:
         reason = error.data.decode("utf-8", "replace")

@@ -382,11 +382,14 @@ class ChainApp(App):
             for u in utxos
         ]
         tip = wallet.tip
+        # what the channels still hold: open channels' balances, outputs on chain still locked
+        onchain = getattr(self.node.apps.get("channels"), "onchain", None)
         return {
             "outputs": outputs,
             "total_sat": balances.total_sat,
             "spendable_sat": balances.spendable_sat,
             "height": tip.height if tip is not None else None,
+            "channels": onchain.locked_funds() if onchain is not None else [],
         }
 
     async def withdraw(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -547,6 +547,22 @@ class Wallet:
     def _hold(self, tx: Tx, *, broadcast: bool) -> None:
         self._held.hold(tx, broadcast=broadcast)
         self._save()
+
+    def lend_coin(self, min_sat: int, exclude: Collection[OutPoint] = ()) -> tuple[OutPoint, int, bytes] | None:
+        """A confirmed coin of at least ``min_sat`` (the smallest such) and its private key, for a
+        transaction the wallet does not build (a channel claim's fee input); None if there is none.
+
+        The coin is not reserved: the claim spending it is broadcast at once, and the wallet
+        sees the spend in the next block like any other; ``exclude`` are coins lent already.
+        """
+        coins = [
+            c for c in self._spendable()
+            if c.height is not None and c.txout.amount_sat >= min_sat and c.outpoint not in exclude
+        ]  # fmt: skip
+        if not coins:
+            return None
+        coin = min(coins, key=lambda c: (c.txout.amount_sat, c.outpoint))
+        return coin.outpoint, coin.txout.amount_sat, coin.key.privkey.secret
 
     def spendable_total(self) -> int:
         """Satoshis the next spend can use (before its fee)."""

@@ -148,6 +148,7 @@ class ChannelMonitor:
         # preimages seen in spends on chain: they stay known across reorgs
         self._learned: dict[bytes, bytes] = {}
         self._data_loss: DataLossDetected | None = None
+        self._revoked_next = 0
         self._upstream: dict[int, int] = {}
         self._built: dict[tuple[str, int], Commitment] = {}
         self._height: int | None = None
@@ -215,6 +216,30 @@ class ChannelMonitor:
         except ShachainError as exc:
             raise MonitorUpdateError(str(exc)) from exc
         self._secrets_store = store
+        self._revoked_next = max(self._revoked_next, record.commitment_number + 1)
+
+    @property
+    def local_commitment_number(self) -> int | None:
+        """The number of the latest local commitment held (None: none yet)."""
+        return None if self._local is None else self._local.commitment_number
+
+    def has_remote_commitment(self, number: int) -> bool:
+        """Whether the peer's commitment ``number`` was given."""
+        return number in self._remote
+
+    @property
+    def revocations_through(self) -> int:
+        """One past the highest commitment number the peer revoked (0: none)."""
+        return self._revoked_next
+
+    def knows_preimage(self, payment_hash: bytes) -> bool:
+        """Whether the preimage of ``payment_hash`` was given (or seen on chain)."""
+        return payment_hash in self._preimages or payment_hash in self._learned
+
+    @property
+    def data_loss(self) -> bool:
+        """Whether :class:`DataLossDetected` was given."""
+        return self._data_loss is not None
 
     @property
     def next_update_id(self) -> int:
@@ -297,6 +322,11 @@ class ChannelMonitor:
     def height(self) -> int | None:
         """The last block seen."""
         return self._height
+
+    @property
+    def feerate(self) -> int:
+        """The current fee estimate (sat/kw) claims are bid from."""
+        return self._feerate
 
     def set_feerate(self, feerate_per_kw: int) -> None:
         """The current fee estimate (sat/kw), used from the next block on."""
@@ -452,6 +482,8 @@ class ChannelMonitor:
         if self._setup is None or self._height is None:
             return []
         facts = self._evaluate()
+        if self._irrevocable is not None:  # once buried, it stays (compared like any fact)
+            facts[("irrevocable",)] = self._irrevocable
         events: list[MonitorEvent] = []
         for key, old in self._facts.items():
             if facts.get(key) != old:
@@ -460,9 +492,6 @@ class ChannelMonitor:
             if self._facts.get(key) != new:
                 events.append(new)
         self._facts = facts
-        if self._irrevocable is not None and ("irrevocable",) not in self._facts:
-            self._facts[("irrevocable",)] = self._irrevocable
-            events.append(self._irrevocable)
         events.extend(self._rebid())
         for event in events:
             logger.info("channel monitor %s: %s", self.setup.funding_outpoint, event)

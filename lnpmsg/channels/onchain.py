@@ -1,0 +1,468 @@
+"""The channels on chain: one :class:`~.monitor.ChannelMonitor` per channel, in a trio shell.
+
+Fed only by what the channel app persists and by the chain:
+
+- after each channel job's records are on disk, and before the job's
+  messages leave, :meth:`OnchainWatch.persisted` turns the channel state into
+  monitor updates (:mod:`.monitor.feed`), appends them to the channel's
+  monitor log (fsynced) and applies them: a commitment the peer can hold us
+  to is always known to the monitor first;
+- blocks from the chain app's reliable subscription (connected and
+  disconnected, full blocks), never the lossy event bus.
+
+What the monitor asks is done through the chain app: its transactions are
+broadcast after every block, its :class:`~.monitor.NeedFeeInput` is answered
+with a wallet coin, and every sweep pays a wallet address (fixed in the
+channel's ``ChannelSetup``). A static_remotekey ``to_remote`` output
+(:class:`~.monitor.OutputToWallet`) is swept to the wallet with the payment
+basepoint key.
+
+After a restart each monitor is rebuilt from its log and fed the blocks
+from the height its log starts at (the tip when the channel got its first
+commitment, before the funding could confirm): it derives the same claims
+and offers at once those whose timelocks passed meanwhile.
+
+Monitor logs live in ``<channel dir>/monitors/<key>.mon``: the first frame
+holds the start height (u32), each later frame one encoded update.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.bitcoin.tx import OutPoint, Tx
+from lnpmsg.chain.address import script_for_address
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.chain.events import BlockConnected, BlockDisconnected
+
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.wallet.app import ChainAppError
+
+from .errors import ChannelError, LocalMisuse
+from .inputs import ForceClose
+from .manager import ManagedChannel
+from .monitor import (
+    ChannelMonitor,
+    CommitmentKind,
+    CommitmentSeen,
+    FeeInput,
+    FundingSpent,
+    HtlcResolved,
+    Irrevocable,
+    MonitorError,
+    MonitorEvent,
+    MonitorUpdate,
+    NeedFeeInput,
+    OutputSwept,
+    PaymentPreimage,
+    OutputToWallet,
+    Reorged,
+    decode_update,
+    encode_update,
+)
+from .monitor.bump import sweep_at_most
+from .monitor.feed import channel_setup, monitor_secrets, updates_for
+from .monitor.signer import sign_plan
+from .monitor.status import monitor_status
+from .records import frame, parse_frames
+from .state import Phase
+
+__all__ = ["OnchainEvent", "OnchainWatch", "WatchedChannel"]
+
+log = logging.getLogger(__name__)
+
+_START = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class OnchainEvent:
+    """An ``onchain.*`` event: ``topic`` is ``onchain.commitment``, ``onchain.swept``,
+    ``onchain.to_wallet``, ``onchain.htlc``, ``onchain.closed``, ``onchain.irrevocable``
+    or ``onchain.reorged``; ``detail`` is JSON-ready."""
+
+    topic: str
+    channel_id: bytes
+    detail: dict[str, Any]
+
+
+class MonitorLog:
+    """One channel's monitor updates on disk (append-only, fsynced, torn tail dropped)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        data = path.read_bytes() if path.exists() else b""
+        frames, good = parse_frames(data)
+        if good < len(data):
+            with path.open("r+b") as f:
+                f.truncate(good)
+                os.fsync(f.fileno())
+        self.start_height: int | None = None
+        self.updates: list[MonitorUpdate] = []
+        if frames:
+            self.start_height = _START.unpack(frames[0][1])[0]
+            self.updates = [decode_update(payload) for _, payload in frames[1:]]
+        self._seq = len(frames)
+
+    def begin(self, start_height: int) -> None:
+        """Write the start height (the log's first frame)."""
+        assert self._seq == 0
+        self._write([_START.pack(start_height)])
+        self.start_height = start_height
+
+    def append(self, updates: list[MonitorUpdate]) -> None:
+        """Append ``updates`` and fsync."""
+        self._write([encode_update(u) for u in updates])
+        self.updates.extend(updates)
+
+    def _write(self, payloads: list[bytes]) -> None:
+        data = b""
+        for payload in payloads:
+            data += frame(self._seq, payload)
+            self._seq += 1
+        with self.path.open("ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@dataclass(eq=False)
+class WatchedChannel:
+    """A channel's monitor, its log, and what the shell did for it."""
+
+    channel: ManagedChannel
+    monitor: ChannelMonitor
+    log: MonitorLog
+    start_height: int
+    wallet_swept: set[OutPoint]
+
+
+class OnchainWatch:
+    """Every channel's monitor (see the module docs); owned by the channel app.
+
+    Args:
+        directory: the channel store (monitor logs go in ``monitors/``).
+        chain: the chain app (``source`` and ``wallet``).
+        publish: how ``onchain.*`` events reach the node's event bus.
+    """
+
+    def __init__(self, directory: Path, chain: Any, publish: Any) -> None:
+        self.directory = Path(directory) / "monitors"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.chain = chain
+        self._publish = publish
+        self.watched: dict[str, WatchedChannel] = {}
+        self._height: int | None = None
+        #: the last block every monitor has processed and acted on (claims broadcast)
+        self.done_height: int | None = None
+        # wallet coins lent to claims' fees (each pays one claim: two claims must not spend one coin)
+        self._lent: set[OutPoint] = set()
+        # one writer of the monitor logs at a time: an update's id is the log's next one
+        self._write_lock = trio.Lock()
+        #: the channel manager (set by the channel app): HTLC deadlines submit ``ForceClose`` to it
+        self.manager: Any = None
+
+    # ------------------------------------------------------------ the channel side
+
+    async def _load(self, channel: ManagedChannel) -> WatchedChannel | None:
+        """Rebuild a stored channel's monitor from its log (None: it has none yet)."""
+        path = self.directory / f"{channel.key}.mon"
+        if not path.exists():
+            return None
+        mlog = await trio.to_thread.run_sync(MonitorLog, path)
+        if mlog.start_height is None or not mlog.updates:
+            return None
+        monitor = ChannelMonitor(monitor_secrets(channel.core.secrets), mlog.updates)
+        watched = WatchedChannel(channel, monitor, mlog, mlog.start_height, set())
+        self.watched[channel.key] = watched
+        return watched
+
+    async def persisted(self, channel: ManagedChannel) -> None:
+        """The channel's records are on disk: make the monitor's updates durable too (before any message)."""
+        async with self._write_lock:
+            await self._persisted(channel)
+
+    async def _persisted(self, channel: ManagedChannel) -> None:
+        watched = self.watched.get(channel.key) or await self._load(channel)
+        if watched is None:
+            if channel.core.state.local_commit is None or channel.core.state.funding_outpoint is None:
+                return
+            destination = script_for_address(self.chain.wallet.new_address(), self.chain.wallet.hrp)
+            setup = channel_setup(channel.core, destination)
+            if setup is None:
+                return
+            start = self._height if self._height is not None else (await self.chain.source.tip()).height
+            path = self.directory / f"{channel.key}.mon"
+            mlog = await trio.to_thread.run_sync(MonitorLog, path)
+            if mlog.start_height is None:
+                await trio.to_thread.run_sync(mlog.begin, start)
+            start = mlog.start_height or start
+            monitor = ChannelMonitor(monitor_secrets(channel.core.secrets))
+            watched = WatchedChannel(channel, monitor, mlog, start, set())
+            first = MonitorUpdate(0, setup)
+            await trio.to_thread.run_sync(mlog.append, [first])
+            monitor.apply(first)
+            self.watched[channel.key] = watched
+        monitor = watched.monitor
+        records = updates_for(channel.core, monitor)
+        if not records:
+            return
+        updates = [MonitorUpdate(monitor.next_update_id + i, r) for i, r in enumerate(records)]
+        await trio.to_thread.run_sync(watched.log.append, updates)
+        for update in updates:
+            monitor.apply(update)
+
+    async def force_close_command(self, manager: Any, channel: ManagedChannel, described: dict[str, Any]) -> dict[str, Any]:
+        """``closechannel --force``: the core stops the channel (``ForceClose``), the monitor broadcasts."""
+        try:
+            await manager.submit(channel, ForceClose())
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot force-close: {exc}", {"error": "ChannelError", "state": channel.phase.value}) from exc
+        result = described | {"state": channel.phase.value, "failure": channel.core.state.failure,
+                              "onchain": self.status(channel)}  # fmt: skip
+        watched = self.watched.get(channel.key)
+        if watched is not None:
+            result["commitment_txid"] = watched.monitor.signed_local_commitment().txid_hex
+        return result
+
+    async def dev_preimage(self, channel: ManagedChannel, preimage: str) -> dict[str, Any]:
+        """The ``dev_preimage`` control call (see the channel app)."""
+        try:
+            data = bytes.fromhex(preimage)
+        except ValueError:
+            raise ParamsError("preimage is 32 bytes of hex") from None
+        if len(data) != 32:
+            raise ParamsError("preimage is 32 bytes of hex")
+        if not await self.learn_preimage(channel, data):
+            raise ChainAppError("the channel has no monitor yet", {"error": "ChannelError"})
+        return {"payment_hash": sha256(data).hex()}
+
+    async def learn_preimage(self, channel: ManagedChannel, preimage: bytes) -> bool:
+        """Persist and apply a preimage the node knows (False: the channel has no monitor yet)."""
+        watched = self.watched.get(channel.key)
+        if watched is None:
+            return False
+        async with self._write_lock:
+            if watched.monitor.knows_preimage(sha256(preimage)):
+                return True
+            update = MonitorUpdate(watched.monitor.next_update_id, PaymentPreimage(preimage))
+            await trio.to_thread.run_sync(watched.log.append, [update])
+            watched.monitor.apply(update)
+        return True
+
+    async def force_close(self, channel: ManagedChannel) -> bool:
+        """The channel failed or was force-closed: the monitor broadcasts our latest commitment
+        (False: the channel has no monitor, the caller broadcasts)."""
+        watched = self.watched.get(channel.key)
+        if watched is None:
+            return False
+        try:
+            events = watched.monitor.force_close()
+        except MonitorError as exc:
+            log.warning("onchain: %s: not broadcasting our commitment: %s", channel.channel_id.hex(), exc)
+            return True
+        await self._act(watched, events)
+        await self._broadcast_all(watched)
+        return True
+
+    def status(self, channel: ManagedChannel) -> dict[str, Any] | None:
+        """The channel's on-chain state (``monitor/status.py``), or None before it has a monitor."""
+        watched = self.watched.get(channel.key)
+        if watched is None or watched.monitor.height is None:
+            return None
+        return monitor_status(watched.monitor)
+
+    def locked_funds(self) -> list[dict[str, Any]]:
+        """For ``listfunds``: per channel, our balance while it is open, else what its outputs still lock."""
+        funds = []
+        for watched in self.watched.values():
+            channel = watched.channel
+            status = self.status(channel)
+            entry: dict[str, Any] = {"channel_id": channel.channel_id.hex(), "funding": str(watched.monitor.setup.funding_outpoint)}
+            if status is None or status["state"] == "open":
+                commit = channel.core.state.local_commit
+                entry |= {"state": "open", "our_amount_sat": commit.spec.to_local_msat // 1000 if commit else 0}
+            else:
+                entry |= {"state": status["state"], "locked_sat": status["locked_sat"],
+                          "outputs": [o for o in status["outputs"] if o["state"] in ("awaiting_timelock", "broadcast")]}  # fmt: skip
+            funds.append(entry)
+        return funds
+
+    # ------------------------------------------------------------ the chain side
+
+    def start_height(self) -> int | None:
+        """The lowest block some monitor still needs (None: no monitor)."""
+        starts = [w.start_height if w.monitor.height is None else w.monitor.height + 1 for w in self.watched.values()]
+        return min(starts) if starts else None
+
+    async def resume(self) -> None:
+        """At start: keep broadcasting the commitments of failed channels not yet resolved."""
+        for watched in list(self.watched.values()):
+            state = watched.channel.core.state
+            if watched.channel.phase is Phase.FAILED and not state.behind:
+                try:
+                    events = watched.monitor.force_close()
+                except MonitorError:
+                    continue
+                await self._act(watched, events)
+
+    async def follow(self, sub: Any) -> None:
+        """Feed the monitors every block of ``sub`` (a chain subscription), act on what they ask."""
+        async for event in sub:
+            if isinstance(event, BlockConnected):
+                txs: list[Tx] = []
+                if self.watched:  # no monitor yet: nothing to read the block for
+                    txs = Block.parse(await self.chain.source.block(event.block_hash)).txs
+                await self._block(event.height, txs)
+                self.done_height = event.height
+            elif isinstance(event, BlockDisconnected):
+                await self._unblock(event.height)
+                self.done_height = event.height - 1
+
+    async def _block(self, height: int, txs: Any) -> None:
+        self._height = height
+        try:
+            feerate = await self.chain.source.estimate_feerate()
+        except ChainError:
+            feerate = None
+        for watched in list(self.watched.values()):
+            monitor = watched.monitor
+            if height < watched.start_height:
+                continue
+            if monitor.height is not None and monitor.height != height - 1:
+                continue  # not this monitor's next block (it started later)
+            if feerate is not None:
+                monitor.set_feerate(feerate)
+            try:
+                events = monitor.block_connected(height, txs)
+            except MonitorError as exc:
+                log.error("onchain: %s at block %d: %s", watched.channel.channel_id.hex(), height, exc)
+                continue
+            await self._act(watched, events)
+            peer_closed = [e for e in events if isinstance(e, CommitmentSeen) and e.kind is not CommitmentKind.OURS]
+            if peer_closed:
+                await self._stop(watched, f"the peer's commitment {peer_closed[0].txid[::-1].hex()} is on chain")
+            await self._go_on_chain_if_needed(watched, height)
+            await self._broadcast_all(watched)
+
+    async def _go_on_chain_if_needed(self, watched: WatchedChannel, height: int) -> None:
+        """An HTLC deadline (monitor/deadlines.py) takes an open channel on chain, also right
+        after a restart (the blocks replayed since the channel's start reach the deadline)."""
+        channel = watched.channel
+        if channel.phase in (Phase.FAILED, Phase.CLOSED) or self.manager is None:
+            return
+        reasons = watched.monitor.force_close_needed(height)
+        if reasons:
+            log.warning("onchain: %s goes on chain: %s", channel.channel_id.hex(), "; ".join(reasons))
+            await self._stop(watched, "; ".join(reasons))
+
+    async def _stop(self, watched: WatchedChannel, reason: str) -> None:
+        """Stop an open channel (no more updates); our commitment is broadcast unless another is on chain."""
+        channel = watched.channel
+        if channel.phase in (Phase.FAILED, Phase.CLOSED) or self.manager is None:
+            return
+        try:
+            await self.manager.submit(channel, ForceClose(reason))
+        except LocalMisuse as exc:
+            log.warning("onchain: %s cannot go on chain: %s", channel.channel_id.hex(), exc)
+
+    async def _unblock(self, height: int) -> None:
+        self._height = height - 1
+        for watched in list(self.watched.values()):
+            if watched.monitor.height == height:
+                events = watched.monitor.block_disconnected(height)
+                await self._act(watched, events)
+                await self._broadcast_all(watched)
+
+    # ------------------------------------------------------------ acting
+
+    async def _act(self, watched: WatchedChannel, events: list[MonitorEvent]) -> None:
+        channel_id = watched.channel.channel_id
+        for event in events:
+            if isinstance(event, NeedFeeInput):
+                await self._lend(watched, event)
+                continue
+            if isinstance(event, OutputToWallet):
+                await self._sweep_to_wallet(watched, event)
+            self._publish(OnchainEvent(_topic(event), channel_id, _detail(event)))
+
+    async def _lend(self, watched: WatchedChannel, need: NeedFeeInput) -> None:
+        """A wallet coin pays a claim's fee (anchor CPFP, aggregated HTLC transactions)."""
+        wallet = self.chain.wallet
+        coin = wallet.lend_coin(need.amount_sat, self._lent)
+        if coin is None:
+            log.warning("onchain: %s needs a wallet coin of %d sat for %s: none", watched.channel.channel_id.hex(),
+                        need.amount_sat, need.group)  # fmt: skip
+            return
+        outpoint, amount, privkey = coin
+        self._lent.add(outpoint)
+        events = watched.monitor.provide_fee_input(need.group, FeeInput(outpoint, amount, privkey))
+        await self._act(watched, events)
+
+    async def _sweep_to_wallet(self, watched: WatchedChannel, event: OutputToWallet) -> None:
+        """static_remotekey's to_remote pays our payment basepoint: move it to a wallet address."""
+        if event.outpoint in watched.wallet_swept:
+            return
+        secret = watched.channel.core.secrets.payment_basepoint_secret
+        coin = FeeInput(event.outpoint, event.amount_sat, secret)
+        if coin.spendable.script_pubkey != event.script_pubkey:
+            log.warning("onchain: %s: to_remote %s is not ours to sweep", watched.channel.channel_id.hex(), event.outpoint)
+            return
+        rate = max(watched.monitor.feerate, 253)
+        try:
+            plan = sweep_at_most([(event.outpoint, coin.spendable, "wallet")], watched.monitor.setup.destination_script,
+                                 rate, label="to_remote")  # fmt: skip
+        except ChannelError as exc:
+            log.warning("onchain: cannot sweep %s: %s", event.outpoint, exc)
+            return
+        tx = sign_plan(plan, {coin.pubkey: secret})
+        if await self._broadcast(tx, "to_remote sweep"):
+            watched.wallet_swept.add(event.outpoint)
+
+    async def _broadcast_all(self, watched: WatchedChannel) -> list[str]:
+        txids = []
+        for tx in watched.monitor.transactions_to_broadcast():
+            if await self._broadcast(tx, "claim"):
+                txids.append(tx.txid_hex)
+        return txids
+
+    async def _broadcast(self, tx: Tx, what: str) -> bool:
+        try:
+            await self.chain.source.broadcast(tx.raw)
+        except ChainError as exc:
+            log.debug("onchain: %s %s not accepted (yet): %s", what, tx.txid_hex, exc)
+            return False
+        log.info("onchain: broadcast %s %s", what, tx.txid_hex)
+        return True
+
+
+def _topic(event: MonitorEvent) -> str:
+    return {
+        CommitmentSeen: "onchain.commitment", FundingSpent: "onchain.closed", OutputSwept: "onchain.swept",
+        OutputToWallet: "onchain.to_wallet", HtlcResolved: "onchain.htlc", Irrevocable: "onchain.irrevocable",
+        Reorged: "onchain.reorged",
+    }.get(type(event), "onchain.event")  # fmt: skip
+
+
+def _detail(event: Any) -> dict[str, Any]:
+    if isinstance(event, Reorged):
+        return {"event": _topic(event.event), **_detail(event.event)}
+    out: dict[str, Any] = {}
+    for name in event.__slots__:
+        value = getattr(event, name)
+        if isinstance(value, bytes):
+            value = value[::-1].hex() if name == "txid" else value.hex()
+        elif isinstance(value, OutPoint):
+            value = str(value)
+        elif hasattr(value, "value"):
+            value = value.value
+        out[name] = value
+    return out
