@@ -499,7 +499,7 @@ def test_channels_package_is_sans_io() -> None:
     forbidden = {"trio", "socket", "time", "asyncio", "zmq", "stem", "os", "lnpmsg.chain", "pbk"}
     package = Path(lnpmsg.channels.__file__).parent
     for source in package.glob("*.py"):
-        if source.name in ("store.py", "manager.py", "app.py", "commands.py", "options.py", "dev_calls.py"):
+        if source.name in ("store.py", "manager.py", "app.py", "commands.py", "options.py", "dev_calls.py", "onchain.py"):
             continue
         for node in ast.walk(ast.parse(source.read_text())):
             names = []

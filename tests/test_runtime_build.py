@@ -50,7 +50,7 @@ def test_defaults_follow_the_cli(tmp_path: Path) -> None:
         ({"tor_socks": "10.1.2.3:9050"}, "cannot start: "),
         ({"key": NodeKey.generate(), "key_file": Path("/k")}, "a node key or a node key file, not both"),
         ({"apps": [App("rpc")]}, "cannot mount it: an app named 'rpc' is already mounted"),
-        ({"chain": "regtest", "channel_to_self_delay": 0}, "--channel-to-self-delay 0: give 1 to 2016 blocks"),
+        ({"chain": "regtest", "channel_options": {"channel-to-self-delay": 0}}, "--channel-to-self-delay 0: give 1 to 2016 blocks"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, fields: dict, message: str) -> None:

@@ -30,7 +30,7 @@ FORBIDDEN_IMPORTS = {"trio", "socket", "zmq", "stem", "time", "asyncio", "select
 FORBIDDEN_LOADED = {"trio", "zmq", "sqlite3", "stem", "socket", "asyncio", "aioquic"}
 
 #: modules of a core package that are its trio shells, by the layout docs/architecture.md describes
-SHELL_NAMES = {"app", "manager", "store", "commands", "dev_calls", "__main__"}
+SHELL_NAMES = {"app", "manager", "store", "commands", "dev_calls", "onchain", "__main__"}
 
 
 def _modules(package: str, *, only: tuple[str, ...] = ()) -> list[str]:
