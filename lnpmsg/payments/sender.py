@@ -1,0 +1,206 @@
+"""Sending a payment: onions per route, parts in flight, retries that learn from failures.
+
+:func:`build_part` makes the onion of one route (sans-IO). :class:`Payment`
+runs one ``pay``: it asks for routes for what is still missing, offers each
+part on its first channel, reads each failure onion (which hop failed and
+why), tells :class:`~lnpmsg.payments.scorer.MissionControl` and tries again
+over other routes, until a preimage comes back, a final failure arrives
+(from the payee), no route is left, or the attempts run out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from lnpmsg.payments.onion import FailureOnionError, HopPayload, construct_onion, decrypt_failure_onion
+from lnpmsg.payments.onion.failures import BADONION, PERM
+from lnpmsg.payments.route import NoRouteError, Route
+from lnpmsg.payments.scorer import MissionControl
+from lnpmsg.wire.primitives import ShortChannelId
+
+__all__ = ["OutgoingResult", "Part", "Payment", "PaymentFailed", "build_part", "format_scid"]
+
+#: how many routes one payment tries at most
+MAX_ATTEMPTS = 12
+
+
+def format_scid(scid: int) -> str:
+    return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One HTLC of a payment: its route, onion and the secrets to read a failure with."""
+
+    route: Route
+    onion: bytes
+    shared_secrets: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingResult:
+    """How an HTLC we offered ended: ``preimage``, or ``reason`` (a failure onion), or ``failure_code`` (malformed)."""
+
+    preimage: bytes | None = None
+    reason: bytes | None = None
+    failure_code: int | None = None
+    local_error: str | None = None
+
+
+class PaymentFailed(Exception):
+    """The payment failed; ``details`` say where and why (for ``pay``'s error data)."""
+
+    def __init__(self, message: str, details: dict[str, object]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def build_part(route: Route, payment_hash: bytes, payment_secret: bytes, total_msat: int,
+               payment_metadata: bytes | None = None) -> Part:  # fmt: skip
+    """The onion of one route: forwarding payloads for the hops, the final one with ``payment_data``."""
+    payloads = []
+    for i, hop in enumerate(route.hops):
+        if i + 1 < len(route.hops):
+            nxt = ShortChannelId.from_int(route.hops[i + 1].short_channel_id)
+            payloads.append(HopPayload.forward(hop.amt_to_forward, hop.outgoing_cltv_value, nxt).encode())
+        else:
+            payloads.append(HopPayload.final(hop.amt_to_forward, hop.outgoing_cltv_value, payment_secret=payment_secret,
+                                             total_msat=total_msat, payment_metadata=payment_metadata).encode())  # fmt: skip
+    built = construct_onion(os.urandom(32), [h.node_id for h in route.hops], payloads, payment_hash)
+    return Part(route, built.packet, tuple(built.shared_secrets))
+
+
+@dataclass
+class Attempt:
+    """What one part's failure taught (for ``listpayments`` and ``pay``'s error)."""
+
+    route: list[dict[str, object]]
+    amount_msat: int
+    status: str
+    failure: str = ""
+    erring_index: int | None = None
+    erring_node: str = ""
+    erring_channel: str = ""
+    code: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if v not in ("", None)}
+
+
+@dataclass
+class Payment:
+    """One payment in progress (the trio side: ``send`` offers an HTLC and returns its result when it ends).
+
+    ``find_routes(amount_msat, attempt)`` gives routes for that amount (NoRouteError if none).
+    """
+
+    payment_hash: bytes
+    payment_secret: bytes
+    total_msat: int
+    find_routes: Callable[[int], list[Route]]
+    send: Callable[[Part], Awaitable[OutgoingResult]]
+    scorer: MissionControl
+    now: Callable[[], float]
+    payment_metadata: bytes | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    succeeded: list[Route] = field(default_factory=list)
+    preimage: bytes | None = None
+    final_error: PaymentFailed | None = None
+    _inflight_msat: int = 0
+
+    async def run(self) -> bytes:
+        """Pay; returns the preimage or raises :class:`PaymentFailed`."""
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+            self._changed = trio.Event()
+            while True:
+                missing = self.total_msat - self._inflight_msat - sum(r.final_amount_msat for r in self.succeeded)
+                if self.preimage is not None and self._inflight_msat == 0:
+                    break
+                if self.final_error is not None:
+                    if self._inflight_msat == 0:
+                        break
+                elif missing > 0 and self.preimage is None:
+                    if len(self.attempts) >= MAX_ATTEMPTS:
+                        self.final_error = self._failed(f"gave up after {len(self.attempts)} attempts")
+                        continue
+                    try:
+                        routes = self.find_routes(missing)
+                    except NoRouteError as exc:
+                        if self._inflight_msat == 0:
+                            self.final_error = self._failed(f"no route: {exc}", no_route=True)
+                            continue
+                        routes = []
+                    for route in routes:
+                        self._inflight_msat += route.final_amount_msat
+                        nursery.start_soon(self._one, route)
+                await self._changed.wait()
+                self._changed = trio.Event()
+            done.set()
+        if self.preimage is not None:
+            return self.preimage
+        assert self.final_error is not None
+        raise self.final_error
+
+    def _failed(self, text: str, *, no_route: bool = False) -> PaymentFailed:
+        last = next((a for a in reversed(self.attempts) if a.failure), None)
+        details: dict[str, object] = {"error": "NoRoute" if no_route else "PaymentFailed",
+                                      "attempts": [a.to_dict() for a in self.attempts]}  # fmt: skip
+        if last is not None:
+            text = f"{text}; last failure: {last.failure}"
+            details.update(last.to_dict())
+        return PaymentFailed(text, details)
+
+    async def _one(self, route: Route) -> None:
+        part = build_part(route, self.payment_hash, self.payment_secret, self.total_msat, self.payment_metadata)
+        attempt = Attempt(route.to_dict(), route.final_amount_msat, "pending")
+        self.attempts.append(attempt)
+        try:
+            result = await self.send(part)
+        finally:
+            self._inflight_msat -= route.final_amount_msat
+        if result.preimage is not None:
+            attempt.status = "complete"
+            self.preimage = result.preimage
+            self.succeeded.append(route)
+            self.scorer.report_success(route, self.now())
+        else:
+            attempt.status = "failed"
+            self._learn(part, result, attempt)
+        self._changed.set()
+
+    def _learn(self, part: Part, result: OutgoingResult, attempt: Attempt) -> None:
+        route = part.route
+        if result.local_error is not None:
+            attempt.failure = f"our channel {format_scid(route.hops[0].short_channel_id)} refused the HTLC: {result.local_error}"
+            attempt.erring_index, attempt.erring_channel = -1, format_scid(route.hops[0].short_channel_id)
+            self.scorer.report_failure(route, 0, 0x1007, self.now()) if len(route.hops) > 1 else None
+            return
+        if result.failure_code is not None:
+            # the first hop could not read its onion: it is to blame
+            attempt.failure = f"hop 0 ({route.hops[0].node_id.hex()[:16]}...) could not read the onion (code {result.failure_code:#06x})"
+            attempt.code, attempt.erring_index, attempt.erring_node = result.failure_code, 0, route.hops[0].node_id.hex()
+            self.scorer.report_failure(route, 0, result.failure_code | BADONION, self.now())
+            return
+        try:
+            failed = decrypt_failure_onion(part.shared_secrets, result.reason or b"")
+        except FailureOnionError as exc:
+            attempt.failure = f"an unreadable failure onion: {exc}"
+            self.scorer.report_failure(route, 0, PERM | 0x2000 | 2, self.now())  # blame the first hop (it may have garbled it)
+            return
+        index = failed.hop_index
+        hop = route.hops[index]
+        code = failed.failure.code if failed.failure is not None else PERM | 0x2000 | 2
+        name = failed.failure.NAME if failed.failure is not None and hasattr(failed.failure, "NAME") else f"code {code:#06x}"
+        is_payee = index == len(route.hops) - 1
+        where = "the payee" if is_payee else f"hop {index}"
+        channel = format_scid(route.hops[index + 1].short_channel_id) if index + 1 < len(route.hops) else ""
+        attempt.failure = f"{where} ({hop.node_id.hex()[:16]}...) returned {name}" + (f" for channel {channel}" if channel else "")
+        attempt.code, attempt.erring_index, attempt.erring_node, attempt.erring_channel = code, index, hop.node_id.hex(), channel
+        self.scorer.report_failure(route, index, code, self.now())
+        if is_payee and code != 23:  # anything but mpp_timeout from the payee is final
+            self.final_error = self._failed(f"the payee refused the payment: {name}")
