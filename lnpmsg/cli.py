@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lnpmsg.channels import commands as channel_commands
 
     channel_commands.add_commands(commands, DEFAULT_DATA_DIR)
+    from lnpmsg.payments import commands as payment_commands
+
+    payment_commands.add_commands(commands, DEFAULT_DATA_DIR)
     return parser
 
 
@@ -370,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in channel_commands.COMMANDS:
         return channel_commands.run_command(args)
+    from lnpmsg.payments import commands as payment_commands
+
+    if args.command in payment_commands.COMMANDS:
+        return payment_commands.run_command(args)
     with _logging_to_stderr(getattr(args, "log_level", "info")):
         if args.command == "node":
             try:

@@ -352,12 +352,15 @@ def _mount_chain(node: Node, settings: NodeSettings) -> list[type[BaseException]
 
 
 def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseException]]:
-    """The channel app, when the node has a chain (funding, depth and closes need one)."""
+    """The channel and payments apps, when the node has a chain (funding, depth and closes need one)."""
     if "chain" not in node.apps:
         return []
     from lnpmsg.channels.app import ChannelsApp
 
+    from lnpmsg.payments.app import PaymentsApp
+
     node.mount(ChannelsApp(settings.data_dir / "channels"))
+    node.mount(PaymentsApp(settings.data_dir / "payments"))
     return []
 
 
