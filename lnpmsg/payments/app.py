@@ -67,6 +67,8 @@ DEFAULT_MIN_FINAL_CLTV = 18
 DEFAULT_EXPIRY = 3600
 #: seconds ``pay`` waits at most for the whole payment
 PAY_TIMEOUT = 120.0
+#: seconds a restarted node waits for its peers before deciding the HTLCs it holds
+REPLAY_GRACE = 30.0
 _HRP = {"regtest": "bcrt", "testnet": "tb", "signet": "tbs", "bitcoin": "bc", "mainnet": "bc"}
 #: invoice features: var_onion_optin, payment_secret (required), basic_mpp (optional)
 _INVOICE_FEATURES = Features.from_bits([8, 14, 17])
@@ -164,11 +166,23 @@ class PaymentsApp(App):
     async def serve(self) -> None:
         self.spawn(self._resolve_loop)
         self.spawn(self._mpp_timer)
-        # after a restart: decide every committed incoming HTLC again (forwards already offered are found by the store)
-        for htlc in self.htlcs.pending_incoming():
-            self._incoming_in.send_nowait(htlc)
+        self.spawn(self._replay)
         async for htlc in self._incoming:
             await self._on_incoming(htlc)
+
+    async def _replay(self) -> None:
+        """After a restart: decide every committed incoming HTLC again (forwards already offered are
+        found in the store). First give the peers a moment to reconnect, so a forward finds its
+        next channel up rather than failing back at once."""
+        pending = self.htlcs.pending_incoming()
+        if not pending:
+            return
+        log.info("payments: %d incoming HTLC(s) to decide after the restart", len(pending))
+        with trio.move_on_after(REPLAY_GRACE):
+            while not all(c.usable for c in self.htlcs.channels()):
+                await trio.sleep(0.2)
+        for htlc in self.htlcs.pending_incoming():
+            self._incoming_in.send_nowait(htlc)
 
     def _remember(self, row: dict[str, Any]) -> None:
         self._terms[row["payment_hash"]] = InvoiceTerms(
