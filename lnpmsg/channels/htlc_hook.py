@@ -163,12 +163,13 @@ class HtlcHook:
         s = channel.core.state
         if channel.phase is not Phase.NORMAL or not s.connected or s.awaiting_reestablish:
             raise HtlcRefused(f"the channel is {channel.phase.value}{'' if s.connected else ', peer offline'}")
-        htlc_id = s.local_next_htlc_id
         try:
-            await manager.submit(channel, AddHtlc(amount_msat, payment_hash, cltv_expiry, onion))  # type: ignore[union-attr]
+            out = await manager.submit(channel, AddHtlc(amount_msat, payment_hash, cltv_expiry, onion))  # type: ignore[union-attr]
         except LocalMisuse as exc:
             raise HtlcRefused(str(exc)) from exc
-        return channel.key, htlc_id
+        # the id is the one the core gave (other adds may have been queued before ours)
+        (add,) = [m for m in out.messages if isinstance(m, UpdateAddHtlc)]
+        return channel.key, add.id
 
     async def fulfill(self, channel_key: str, htlc_id: int, preimage: bytes) -> None:
         """Settle incoming HTLC ``htlc_id`` with its preimage."""
