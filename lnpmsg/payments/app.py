@@ -369,6 +369,22 @@ class PaymentsApp(App):
         self._waiting[(key, htlc_id)] = send
         return await receive.receive()
 
+    async def _run_payment(self, payment: Payment, payment_hash: bytes) -> None:
+        """Offer the payment's parts, feed back each result, until it is done."""
+        results_in, results = trio.open_memory_channel[tuple[Part, OutgoingResult]](math.inf)
+
+        async def offer(part: Part) -> None:
+            results_in.send_nowait((part, await self._send_part(part, payment_hash)))
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                for part in payment.next_parts():
+                    nursery.start_soon(offer, part)
+                if payment.done:
+                    break
+                part, result = await results.receive()
+                payment.on_result(part, result, self._now())
+
     def _route_finder(self, invoice: Invoice, height: int) -> Callable[[int], list[Route]]:
         def find(amount_msat: int) -> list[Route]:
             me = self.node.node_id
@@ -446,16 +462,11 @@ class PaymentsApp(App):
         assert total is not None and invoice.payee is not None
         store = self._store()
         payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total, int(self._now()))
-        payment = Payment(invoice.payment_hash, invoice.payment_secret, total, find, lambda part: self._send_part(part, invoice.payment_hash),
-                          self.scorer, self._now, invoice.payment_metadata)  # fmt: skip
-        error: PaymentFailed | None = None
-        preimage = None
-        with trio.move_on_after(timeout) as scope:
-            try:
-                preimage = await payment.run()
-            except PaymentFailed as exc:
-                error = exc
-        if scope.cancelled_caught and preimage is None:
+        payment = Payment(invoice.payment_hash, invoice.payment_secret, total, find, self.scorer, invoice.payment_metadata)
+        with trio.move_on_after(timeout):
+            await self._run_payment(payment, invoice.payment_hash)
+        preimage, error = payment.preimage, payment.final_error
+        if preimage is None and error is None:
             error = PaymentFailed(f"no result in {timeout:g} s (HTLCs may still be in flight)", {"error": "Timeout"})
         routes = [r.to_dict() for r in payment.succeeded]
         fee = sum(r.fee_msat for r in payment.succeeded)

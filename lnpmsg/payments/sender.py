@@ -1,7 +1,7 @@
-"""Sending a payment: onions per route, parts in flight, retries that learn from failures.
+"""Sending a payment (sans-IO): onions per route, parts in flight, retries that learn from failures.
 
-:func:`build_part` makes the onion of one route (sans-IO). :class:`Payment`
-runs one ``pay``: it asks for routes for what is still missing, offers each
+:func:`build_part` makes the onion of one route. :class:`Payment` is one
+``pay``'s state: it asks for routes for what is still missing, offers each
 part on its first channel, reads each failure onion (which hop failed and
 why), tells :class:`~lnpmsg.payments.scorer.MissionControl` and tries again
 over other routes, until a preimage comes back, a final failure arrives
@@ -11,13 +11,11 @@ over other routes, until a preimage comes back, a final failure arrives
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-
-import trio
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from lnpmsg.payments.onion import FailureOnionError, HopPayload, construct_onion, decrypt_failure_onion
-from lnpmsg.payments.onion.failures import BADONION, PERM
+from lnpmsg.payments.onion.failures import BADONION, NODE, PERM
 from lnpmsg.payments.route import NoRouteError, Route
 from lnpmsg.payments.scorer import MissionControl
 from lnpmsg.wire.primitives import ShortChannelId
@@ -26,6 +24,9 @@ __all__ = ["OutgoingResult", "Part", "Payment", "PaymentFailed", "build_part", "
 
 #: how many routes one payment tries at most
 MAX_ATTEMPTS = 12
+#: permanent_node_failure: what an unreadable or empty failure counts as
+_PERMANENT_NODE_FAILURE = PERM | NODE | 2
+_MPP_TIMEOUT = 23
 
 
 def format_scid(scid: int) -> str:
@@ -91,60 +92,75 @@ class Attempt:
         return {k: v for k, v in self.__dict__.items() if v not in ("", None)}
 
 
-@dataclass
 class Payment:
-    """One payment in progress (the trio side: ``send`` offers an HTLC and returns its result when it ends).
+    """One payment's state (sans-IO): what to send next, what each result teaches.
 
-    ``find_routes(amount_msat, attempt)`` gives routes for that amount (NoRouteError if none).
+    ``find_routes(amount_msat)`` gives routes for what is missing (NoRouteError if none).
+    The shell loops: :meth:`next_parts` -> offer each part -> :meth:`on_result` for each,
+    until :attr:`done`; then :attr:`preimage` or :attr:`final_error` says how it ended.
     """
 
-    payment_hash: bytes
-    payment_secret: bytes
-    total_msat: int
-    find_routes: Callable[[int], list[Route]]
-    send: Callable[[Part], Awaitable[OutgoingResult]]
-    scorer: MissionControl
-    now: Callable[[], float]
-    payment_metadata: bytes | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    succeeded: list[Route] = field(default_factory=list)
-    preimage: bytes | None = None
-    final_error: PaymentFailed | None = None
-    _inflight_msat: int = 0
+    def __init__(self, payment_hash: bytes, payment_secret: bytes, total_msat: int, find_routes: Callable[[int], list[Route]],
+                 scorer: MissionControl, payment_metadata: bytes | None = None, max_attempts: int = MAX_ATTEMPTS) -> None:  # fmt: skip
+        self.payment_hash = payment_hash
+        self.payment_secret = payment_secret
+        self.total_msat = total_msat
+        self.find_routes = find_routes
+        self.scorer = scorer
+        self.payment_metadata = payment_metadata
+        self.max_attempts = max_attempts
+        self.attempts: list[Attempt] = []
+        self.succeeded: list[Route] = []
+        self.preimage: bytes | None = None
+        self.final_error: PaymentFailed | None = None
+        self.inflight_msat = 0
+        self._attempt_of: dict[int, Attempt] = {}
 
-    async def run(self) -> bytes:
-        """Pay; returns the preimage or raises :class:`PaymentFailed`."""
-        async with trio.open_nursery() as nursery:
-            done = trio.Event()
-            self._changed = trio.Event()
-            while True:
-                missing = self.total_msat - self._inflight_msat - sum(r.final_amount_msat for r in self.succeeded)
-                if self.preimage is not None and self._inflight_msat == 0:
-                    break
-                if self.final_error is not None:
-                    if self._inflight_msat == 0:
-                        break
-                elif missing > 0 and self.preimage is None:
-                    if len(self.attempts) >= MAX_ATTEMPTS:
-                        self.final_error = self._failed(f"gave up after {len(self.attempts)} attempts")
-                        continue
-                    try:
-                        routes = self.find_routes(missing)
-                    except NoRouteError as exc:
-                        if self._inflight_msat == 0:
-                            self.final_error = self._failed(f"no route: {exc}", no_route=True)
-                            continue
-                        routes = []
-                    for route in routes:
-                        self._inflight_msat += route.final_amount_msat
-                        nursery.start_soon(self._one, route)
-                await self._changed.wait()
-                self._changed = trio.Event()
-            done.set()
-        if self.preimage is not None:
-            return self.preimage
-        assert self.final_error is not None
-        raise self.final_error
+    @property
+    def done(self) -> bool:
+        """Nothing in flight and either paid or failed for good."""
+        return self.inflight_msat == 0 and (self.preimage is not None or self.final_error is not None)
+
+    def next_parts(self) -> list[Part]:
+        """The parts to offer now (none while waiting, or once paid or failed)."""
+        if self.preimage is not None or self.final_error is not None:
+            return []
+        missing = self.total_msat - self.inflight_msat - sum(r.final_amount_msat for r in self.succeeded)
+        if missing <= 0:
+            return []
+        if len(self.attempts) >= self.max_attempts:
+            if self.inflight_msat == 0:
+                self.final_error = self._failed(f"gave up after {len(self.attempts)} attempts")
+            return []
+        try:
+            routes = self.find_routes(missing)
+        except NoRouteError as exc:
+            if self.inflight_msat == 0:
+                self.final_error = self._failed(f"no route: {exc}", no_route=True)
+            return []
+        parts = []
+        for route in routes:
+            part = build_part(route, self.payment_hash, self.payment_secret, self.total_msat, self.payment_metadata)
+            attempt = Attempt(route.to_dict(), route.final_amount_msat, "pending")
+            self.attempts.append(attempt)
+            self._attempt_of[id(part)] = attempt
+            self.inflight_msat += route.final_amount_msat
+            parts.append(part)
+        return parts
+
+    def on_result(self, part: Part, result: OutgoingResult, now: float) -> None:
+        """A part ended: keep the preimage, or learn from the failure."""
+        route = part.route
+        attempt = self._attempt_of.pop(id(part))
+        self.inflight_msat -= route.final_amount_msat
+        if result.preimage is not None:
+            attempt.status = "complete"
+            self.preimage = result.preimage
+            self.succeeded.append(route)
+            self.scorer.report_success(route, now)
+        else:
+            attempt.status = "failed"
+            self._learn(part, result, attempt, now)
 
     def _failed(self, text: str, *, no_route: bool = False) -> PaymentFailed:
         last = next((a for a in reversed(self.attempts) if a.failure), None)
@@ -155,52 +171,34 @@ class Payment:
             details.update(last.to_dict())
         return PaymentFailed(text, details)
 
-    async def _one(self, route: Route) -> None:
-        part = build_part(route, self.payment_hash, self.payment_secret, self.total_msat, self.payment_metadata)
-        attempt = Attempt(route.to_dict(), route.final_amount_msat, "pending")
-        self.attempts.append(attempt)
-        try:
-            result = await self.send(part)
-        finally:
-            self._inflight_msat -= route.final_amount_msat
-        if result.preimage is not None:
-            attempt.status = "complete"
-            self.preimage = result.preimage
-            self.succeeded.append(route)
-            self.scorer.report_success(route, self.now())
-        else:
-            attempt.status = "failed"
-            self._learn(part, result, attempt)
-        self._changed.set()
-
-    def _learn(self, part: Part, result: OutgoingResult, attempt: Attempt) -> None:
+    def _learn(self, part: Part, result: OutgoingResult, attempt: Attempt, now: float) -> None:
         route = part.route
+        first = format_scid(route.hops[0].short_channel_id)
         if result.local_error is not None:
-            attempt.failure = f"our channel {format_scid(route.hops[0].short_channel_id)} refused the HTLC: {result.local_error}"
-            attempt.erring_index, attempt.erring_channel = -1, format_scid(route.hops[0].short_channel_id)
-            self.scorer.report_failure(route, 0, 0x1007, self.now()) if len(route.hops) > 1 else None
+            attempt.failure = f"our channel {first} did not take the HTLC: {result.local_error}"
+            attempt.erring_index, attempt.erring_channel = -1, first
             return
         if result.failure_code is not None:
             # the first hop could not read its onion: it is to blame
             attempt.failure = f"hop 0 ({route.hops[0].node_id.hex()[:16]}...) could not read the onion (code {result.failure_code:#06x})"
             attempt.code, attempt.erring_index, attempt.erring_node = result.failure_code, 0, route.hops[0].node_id.hex()
-            self.scorer.report_failure(route, 0, result.failure_code | BADONION, self.now())
+            self.scorer.report_failure(route, 0, result.failure_code | BADONION, now)
             return
         try:
             failed = decrypt_failure_onion(part.shared_secrets, result.reason or b"")
         except FailureOnionError as exc:
             attempt.failure = f"an unreadable failure onion: {exc}"
-            self.scorer.report_failure(route, 0, PERM | 0x2000 | 2, self.now())  # blame the first hop (it may have garbled it)
+            self.scorer.report_failure(route, 0, _PERMANENT_NODE_FAILURE, now)  # blame the first hop (it may have garbled it)
             return
         index = failed.hop_index
         hop = route.hops[index]
-        code = failed.failure.code if failed.failure is not None else PERM | 0x2000 | 2
-        name = failed.failure.NAME if failed.failure is not None and hasattr(failed.failure, "NAME") else f"code {code:#06x}"
+        code = failed.failure.code if failed.failure is not None else _PERMANENT_NODE_FAILURE
+        name = getattr(failed.failure, "NAME", None) or f"code {code:#06x}"
         is_payee = index == len(route.hops) - 1
         where = "the payee" if is_payee else f"hop {index}"
         channel = format_scid(route.hops[index + 1].short_channel_id) if index + 1 < len(route.hops) else ""
         attempt.failure = f"{where} ({hop.node_id.hex()[:16]}...) returned {name}" + (f" for channel {channel}" if channel else "")
         attempt.code, attempt.erring_index, attempt.erring_node, attempt.erring_channel = code, index, hop.node_id.hex(), channel
-        self.scorer.report_failure(route, index, code, self.now())
-        if is_payee and code != 23:  # anything but mpp_timeout from the payee is final
+        self.scorer.report_failure(route, index, code, now)
+        if is_payee and code != _MPP_TIMEOUT:  # anything else from the payee is final
             self.final_error = self._failed(f"the payee refused the payment: {name}")
