@@ -181,7 +181,9 @@ async def test_payments_over_a_line_of_five_nodes_and_failures_attributed(tmp_pa
             (listed,) = [p for p in (await payments(a).listpayments())["payments"] if p["payment_hash"] == inv["payment_hash"]]
             assert listed["status"] == "complete" and listed["preimage"] == paid["preimage"] and listed["routes"] == paid["routes"]
             assert (await payments(e).listinvoices("far"))["invoices"][0]["status"] == "paid"
-            assert len((await payments(c).listforwards())["forwards"]) == 1
+            (fwd_row,) = (await payments(c).listforwards())["forwards"]
+            assert fwd_row["status"] == "settled" and fwd_row["in_cltv"] - fwd_row["out_cltv"] == POLICY.cltv_expiry_delta
+            assert fwd_row["payment_hash"] == inv["payment_hash"] and "shared_secret" not in fwd_row
 
             # unknown payment hash: an invoice E signed but never stored; the payee (hop 3) refuses it
             fake = bolt11.decode(inv["bolt11"])

@@ -13,7 +13,9 @@ plugs in here:
 - :meth:`channels` lists our usable channels (short channel id, peer,
   capacity, what we can send and receive now); :meth:`pending_incoming`
   lists the incoming HTLCs committed and not yet resolved (what a restarted
-  payments app must decide again: an HTLC is never left hanging).
+  payments app must decide again: an HTLC is never left hanging);
+  :meth:`upstream_deadline` names, for an HTLC we forwarded, the incoming
+  HTLC and the height by which it must be resolved.
 
 The handler's methods run inside the channel manager's actor: they must
 only queue work (never wait for another channel job).
@@ -81,6 +83,8 @@ class HtlcHandler(Protocol):
     def htlc_resolved(self, channel_key: str, htlc_id: int, preimage: bytes | None, reason: bytes | None,
                       failure_code: int | None) -> None: ...  # fmt: skip
 
+    def upstream_of(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None: ...
+
 
 class HtlcHook:
     """The HTLC interface of one :class:`~lnpmsg.channels.app.ChannelsApp` (its ``htlcs``)."""
@@ -108,6 +112,12 @@ class HtlcHook:
             handler.htlc_resolved(channel.key, event.htlc_id, None, None, None)
 
     # ------------------------------------------------------------ queries
+
+    def upstream_deadline(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None:
+        """For an HTLC we offered on behalf of an incoming one (a forward): that incoming HTLC as
+        (channel key, htlc id, cltv_expiry). On-chain handling of a stuck outgoing HTLC uses it: the
+        incoming side must be resolved before that height (never left hanging)."""
+        return self._handler.upstream_of(channel_key, htlc_id) if self._handler is not None else None
 
     def channels(self) -> list[ChannelInfo]:
         """Our channels with a short channel id (ready or closing), with their balances now."""

@@ -121,6 +121,8 @@ class PaymentsApp(App):
         #: forwards in flight: outgoing (key, id) -> (incoming key, id, shared secret, outgoing onion)
         self._forwards: dict[tuple[str, int], tuple[str, int, bytes, bytes]] = {}
         self._deciding: set[tuple[str, int]] = set()
+        #: outgoing (key, id) of a forward -> the incoming HTLC it answers and that HTLC's cltv_expiry
+        self._upstream: dict[tuple[str, int], tuple[str, int, int]] = {}
         for call, fn in {
             "invoice": self.invoice, "pay": self.pay, "decodepay": self.decodepay, "listinvoices": self.listinvoices,
             "listpayments": self.listpayments, "listforwards": self.listforwards,
@@ -206,10 +208,18 @@ class PaymentsApp(App):
         local = None if preimage or reason is not None or failure_code is not None else "dropped before it was committed"
         self._resolved_in.send_nowait((channel_key, htlc_id, OutgoingResult(preimage, reason, failure_code, local)))
 
+    def upstream_of(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None:
+        """For an HTLC we offered as a forward: the incoming HTLC (channel key, id, cltv_expiry) it answers.
+
+        The channel layer's deadline: the upstream HTLC must be settled (with a preimage learned on
+        chain) or failed before that expiry, whatever the downstream peer does."""
+        return self._upstream.get((channel_key, htlc_id))
+
     async def _resolve_loop(self) -> None:
         async for key, htlc_id, result in self._resolved:
             ref = (key, htlc_id)
             forward = self._forwards.pop(ref, None)
+            self._upstream.pop(ref, None)
             if forward is not None:
                 await self._forward_back(forward, result)
                 continue
@@ -261,7 +271,7 @@ class PaymentsApp(App):
             log.info("payments: HTLC %s/%d has a malformed onion: %s", ref[0][:16], ref[1], action.why)
             await self._call(self.htlcs.fail_malformed(ref[0], ref[1], action.sha256_of_onion, action.failure_code), ref)
         elif isinstance(action, Forward):
-            await self._forward(ref, add.amount_msat, add.payment_hash, action)
+            await self._forward(ref, add.amount_msat, add.payment_hash, add.cltv_expiry, action)
 
     async def _call(self, awaitable: Any, ref: tuple[str, int]) -> None:
         try:
@@ -294,9 +304,10 @@ class PaymentsApp(App):
 
     # ------------------------------------------------------------ forwarding
 
-    async def _forward(self, ref: tuple[str, int], in_msat: int, payment_hash: bytes, fwd: Forward) -> None:
+    async def _forward(self, ref: tuple[str, int], in_msat: int, payment_hash: bytes, in_cltv: int, fwd: Forward) -> None:
         store = self._store()
-        await trio.to_thread.run_sync(store.add_forward, ref[0], ref[1], in_msat, fwd.amount_msat, fwd.shared_secret, int(self._now()))
+        await trio.to_thread.run_sync(store.add_forward, ref[0], ref[1], in_msat, fwd.amount_msat, fwd.shared_secret, int(self._now()),
+                                     payment_hash, in_cltv, fwd.cltv_expiry)  # fmt: skip
         try:
             out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, payment_hash, fwd.cltv_expiry, fwd.onion)
         except HtlcRefused as exc:
@@ -305,6 +316,7 @@ class PaymentsApp(App):
             await self._fail(ref, create_failure_onion(fwd.shared_secret, TemporaryChannelFailure()), str(exc))
             return
         self._forwards[(out_key, out_id)] = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
+        self._upstream[(out_key, out_id)] = (ref[0], ref[1], in_cltv)
         await trio.to_thread.run_sync(store.forward_out, ref[0], ref[1], out_key, out_id)
         early = self._early.pop((out_key, out_id), None)
         if early is not None:
@@ -338,6 +350,7 @@ class PaymentsApp(App):
         if row["status"] == "offered" and row["out_htlc"] is not None and row["out_htlc"] in self.htlcs.outgoing_ids(row["out_channel"]):
             out = (row["out_channel"], row["out_htlc"])
             self._forwards[out] = (ref[0], ref[1], secret, b"")
+            self._upstream[out] = (ref[0], ref[1], htlc.add.cltv_expiry)
             early = self._early.pop(out, None)
             if early is not None:
                 self._forwards.pop(out)

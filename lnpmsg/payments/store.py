@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS payments (
 CREATE TABLE IF NOT EXISTS forwards (
     in_channel TEXT NOT NULL, in_htlc INTEGER NOT NULL, out_channel TEXT, out_htlc INTEGER,
     in_msat INTEGER NOT NULL, out_msat INTEGER NOT NULL, shared_secret BLOB NOT NULL,
-    status TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (in_channel, in_htlc)
+    status TEXT NOT NULL, created_at INTEGER NOT NULL, payment_hash BLOB NOT NULL DEFAULT x'',
+    in_cltv INTEGER NOT NULL DEFAULT 0, out_cltv INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (in_channel, in_htlc)
 );
 """
 
@@ -40,7 +41,8 @@ _INVOICE_FIELDS = ("payment_hash", "label", "bolt11", "preimage", "payment_secre
                    "created_at", "expires_at", "min_final_cltv", "status", "received_msat", "paid_at")  # fmt: skip
 _PAYMENT_FIELDS = ("id", "payment_hash", "bolt11", "payee", "amount_msat", "fee_msat", "status", "routes", "preimage",
                    "error", "attempts", "created_at", "completed_at")  # fmt: skip
-_FORWARD_FIELDS = ("in_channel", "in_htlc", "out_channel", "out_htlc", "in_msat", "out_msat", "shared_secret", "status", "created_at")
+_FORWARD_FIELDS = ("in_channel", "in_htlc", "out_channel", "out_htlc", "in_msat", "out_msat", "shared_secret", "status", "created_at",
+                   "payment_hash", "in_cltv", "out_cltv")  # fmt: skip
 
 
 class PaymentsStore:
@@ -110,11 +112,13 @@ class PaymentsStore:
 
     # ------------------------------------------------------------ forwards
 
-    def add_forward(self, in_channel: str, in_htlc: int, in_msat: int, out_msat: int, shared_secret: bytes, created_at: int) -> bool:
+    def add_forward(self, in_channel: str, in_htlc: int, in_msat: int, out_msat: int, shared_secret: bytes, created_at: int,
+                    payment_hash: bytes = b"", in_cltv: int = 0, out_cltv: int = 0) -> bool:  # fmt: skip
         """Record a forward before its outgoing HTLC is offered; False if it is known already."""
         try:
-            self._write("INSERT INTO forwards (in_channel, in_htlc, in_msat, out_msat, shared_secret, status, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, 'offering', ?)", (in_channel, in_htlc, in_msat, out_msat, shared_secret, created_at))  # fmt: skip
+            self._write("INSERT INTO forwards (in_channel, in_htlc, in_msat, out_msat, shared_secret, status, created_at, payment_hash, "
+                        "in_cltv, out_cltv) VALUES (?, ?, ?, ?, ?, 'offering', ?, ?, ?, ?)",
+                        (in_channel, in_htlc, in_msat, out_msat, shared_secret, created_at, payment_hash, in_cltv, out_cltv))  # fmt: skip
         except sqlite3.IntegrityError:
             return False
         return True
