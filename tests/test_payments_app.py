@@ -4,7 +4,9 @@ A line A-B-C-D-E of channels (each funded by its left node) carries
 payments over 1 to 4 hops; failures (unknown payment hash, too little
 liquidity, a CLTV delta below a hop's policy, no route, an expired invoice, a
 malformed onion) are attributed to the right hop and reported by ``pay``.
-A diamond A-{B,C}-D carries a multi-part payment no single path could.
+A diamond A-{B,C}-D carries a multi-part payment no single path could,
+then a payment whose first route fails (a hop's policy is not what the
+graph says) and whose retry takes the other path.
 
 The routing graph is filled by the test with what gossip would announce
 (the gossip-fed graph is the gossip app's business): the payer plans over
@@ -228,10 +230,10 @@ async def test_payments_over_a_line_of_five_nodes_and_failures_attributed(tmp_pa
             # a malformed onion (all zeros) gets update_fail_malformed_htlc back
             with record_events(a) as events:
                 await channels(a).dev_addhtlc(_scid(scids[("a", "b")]), 10_000)
+                await events.wait_for(lambda ev: getattr(ev, "topic", "") == "channel.htlc" and getattr(ev, "reason", "") == "failed")
                 await wait_until(lambda: quiet(a) and quiet(b), "the malformed HTLC failed back")
             failed = [p for p in (await payments(a).listpayments())["payments"] if p["status"] == "failed"]
             assert len(failed) == 4
-            assert any(getattr(ev, "topic", "") == "channel.htlc" and getattr(ev, "reason", "") == "failed" for ev in events.events)
 
             # bad input: a clear error
             with pytest.raises(ParamsError):
@@ -257,10 +259,26 @@ async def test_mpp_over_a_diamond_and_the_store_survives_a_restart(tmp_path: Pat
             assert {r[0]["node_id"] for r in paid["routes"]} == {b.node_id.hex(), c.node_id.hex()}
             assert sum(r[-1]["amt_to_forward"] for r in paid["routes"]) == 900_000_000
             await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
+
+            # the graph says B forwards to D for free (B asks 1000 msat + 100 ppm): the cheap route via B fails
+            # with fee_insufficient from hop 0; mission control learns it and the retry goes via C
+            scid_bd = next(ch.short_channel_id for ch in channels(b).htlcs.channels() if ch.peer_id == d.node_id)
+            n.graph.update(scid_bd, 0 if b.node_id < d.node_id else 1, fee_base_msat=0, fee_proportional_millionths=0,
+                           cltv_expiry_delta=40, htlc_minimum_msat=1, htlc_maximum_msat=10**9)  # fmt: skip
+            scid_cd = next(ch.short_channel_id for ch in channels(c).htlcs.channels() if ch.peer_id == d.node_id)
+            n.graph.update(scid_cd, 0 if c.node_id < d.node_id else 1, fee_base_msat=50_000, fee_proportional_millionths=100,
+                           cltv_expiry_delta=40, htlc_minimum_msat=1, htlc_maximum_msat=10**9)  # C looks dear  # fmt: skip
+            inv2 = await payments(d).invoice(1_000_000, "retry", "learns from a failure")
+            retried = await payments(a).pay(inv2["bolt11"])
+            assert retried["status"] == "complete" and retried["attempts"] == 2
+            assert [h["node_id"] for h in retried["routes"][0]] == [c.node_id.hex(), d.node_id.hex()] and retried["fee_msat"] == 50_100
+            (p2,) = [p for p in (await payments(a).listpayments())["payments"] if p["payment_hash"] == inv2["payment_hash"]]
+            assert p2["attempts"] == 2 and p2["status"] == "complete"
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
         # restart A and D from their stores: invoices and payments are still there
         a2, d2 = n.node("a"), n.node("d")
         async with running(a2, d2):
-            (row,) = (await payments(d2).listinvoices())["invoices"]
+            row, _ = (await payments(d2).listinvoices())["invoices"]
             assert row["status"] == "paid" and row["received_msat"] == 900_000_000
-            (p,) = (await payments(a2).listpayments())["payments"]
+            p, _ = (await payments(a2).listpayments())["payments"]
             assert p["status"] == "complete" and p["preimage"] == paid["preimage"] and len(p["routes"]) == paid["parts"]

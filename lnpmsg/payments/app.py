@@ -403,9 +403,13 @@ class PaymentsApp(App):
             me = self.node.node_id
             extra = [local_channel(c.short_channel_id, me, c.peer_id, c.spendable_msat, htlc_minimum_msat=c.htlc_minimum_msat)
                      for c in self.htlcs.channels() if c.usable]  # fmt: skip
+            graph = self.graph
+            known = getattr(graph, "channel", None)
             for hint in invoice.route_hints:
-                extra.extend(hint_channels(hint, invoice.payee))  # type: ignore[arg-type]
-            view = OverlayGraph(self.graph, extra)
+                # a channel the graph knows has its owner's signed policy: the payee's hint is only a guess
+                extra.extend(e for e in hint_channels(hint, invoice.payee)  # type: ignore[arg-type]
+                             if known is None or known(e.short_channel_id, e.direction) is None)
+            view = OverlayGraph(graph, extra)
             options: dict[str, Any] = dict(current_height=height, now=self._now(), scorer=self.scorer, final_cltv_delta=invoice.min_final_cltv)
             if invoice.features.supports("basic_mpp"):
                 return find_routes(view, me, invoice.payee, amount_msat, **options)  # type: ignore[arg-type]
