@@ -398,11 +398,11 @@ class PaymentsApp(App):
                 part, result = await results.receive()
                 payment.on_result(part, result, self._now())
 
-    def _route_finder(self, invoice: Invoice, height: int) -> Callable[[int], list[Route]]:
-        def find(amount_msat: int) -> list[Route]:
+    def _route_finder(self, invoice: Invoice, height: int) -> Callable[[int, frozenset[int]], list[Route]]:
+        def find(amount_msat: int, excluded: frozenset[int]) -> list[Route]:
             me = self.node.node_id
-            extra = [local_channel(c.short_channel_id, me, c.peer_id, c.spendable_msat, htlc_minimum_msat=c.htlc_minimum_msat)
-                     for c in self.htlcs.channels() if c.usable]  # fmt: skip
+            extra = [local_channel(c.short_channel_id, me, c.peer_id, c.spendable_msat if c.usable and c.short_channel_id not in excluded else 0,
+                                   htlc_minimum_msat=c.htlc_minimum_msat) for c in self.htlcs.channels()]  # fmt: skip
             graph = self.graph
             known = getattr(graph, "channel", None)
             for hint in invoice.route_hints:

@@ -95,12 +95,13 @@ class Attempt:
 class Payment:
     """One payment's state (sans-IO): what to send next, what each result teaches.
 
-    ``find_routes(amount_msat)`` gives routes for what is missing (NoRouteError if none).
+    ``find_routes(amount_msat, excluded)`` gives routes for what is missing, avoiding our channels
+    with those short channel ids (NoRouteError if none).
     The shell loops: :meth:`next_parts` -> offer each part -> :meth:`on_result` for each,
     until :attr:`done`; then :attr:`preimage` or :attr:`final_error` says how it ended.
     """
 
-    def __init__(self, payment_hash: bytes, payment_secret: bytes, total_msat: int, find_routes: Callable[[int], list[Route]],
+    def __init__(self, payment_hash: bytes, payment_secret: bytes, total_msat: int, find_routes: Callable[[int, frozenset[int]], list[Route]],
                  scorer: MissionControl, payment_metadata: bytes | None = None, max_attempts: int = MAX_ATTEMPTS) -> None:  # fmt: skip
         self.payment_hash = payment_hash
         self.payment_secret = payment_secret
@@ -115,6 +116,8 @@ class Payment:
         self.final_error: PaymentFailed | None = None
         self.inflight_msat = 0
         self._attempt_of: dict[int, Attempt] = {}
+        #: our channels that refused a part: routes for the rest avoid them
+        self.excluded: set[int] = set()
 
     @property
     def done(self) -> bool:
@@ -133,7 +136,7 @@ class Payment:
                 self.final_error = self._failed(f"gave up after {len(self.attempts)} attempts")
             return []
         try:
-            routes = self.find_routes(missing)
+            routes = self.find_routes(missing, frozenset(self.excluded))
         except NoRouteError as exc:
             if self.inflight_msat == 0:
                 self.final_error = self._failed(f"no route: {exc}", no_route=True)
@@ -177,6 +180,7 @@ class Payment:
         if result.local_error is not None:
             attempt.failure = f"our channel {first} did not take the HTLC: {result.local_error}"
             attempt.erring_index, attempt.erring_channel = -1, first
+            self.excluded.add(route.hops[0].short_channel_id)  # not again in this payment
             return
         if result.failure_code is not None:
             # the first hop could not read its onion: it is to blame
