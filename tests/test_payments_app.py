@@ -227,9 +227,9 @@ async def test_payments_over_a_line_of_five_nodes_and_failures_attributed(tmp_pa
             err = await pay_error(a, inv["bolt11"])
             assert err.details["code"] == "expired"
 
-            # a malformed onion (all zeros) gets update_fail_malformed_htlc back
+            # a malformed onion (version 1) gets update_fail_malformed_htlc back
             with record_events(a) as events:
-                await channels(a).dev_addhtlc(_scid(scids[("a", "b")]), 10_000)
+                await channels(a).dev_addhtlc(_scid(scids[("a", "b")]), 10_000, onion="01" + "00" * 1365)
                 await events.wait_for(lambda ev: getattr(ev, "topic", "") == "channel.htlc" and getattr(ev, "reason", "") == "failed")
                 await wait_until(lambda: quiet(a) and quiet(b), "the malformed HTLC failed back")
             failed = [p for p in (await payments(a).listpayments())["payments"] if p["status"] == "failed"]
