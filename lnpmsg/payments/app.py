@@ -75,6 +75,9 @@ _HRP = {"regtest": "bcrt", "testnet": "tb", "signet": "tbs", "bitcoin": "bc", "m
 DEV_HOLD_SECONDS = 600.0
 _DEV_ONION = bytes(1366)
 _INVALID_ONION_KEY = 0x8000 | 0x4000 | 6
+#: what we offer in init: var_onion_optin, payment_secret, basic_mpp (optional bits; BOLT 9 assumes the
+#: first two, and Electrum 4.3 sends a legacy hop payload to a node that does not set var_onion_optin)
+_NODE_FEATURES = Features.from_bits([9, 15, 17])
 #: invoice features: var_onion_optin, payment_secret (required), basic_mpp (optional)
 _INVOICE_FEATURES = Features.from_bits([8, 14, 17])
 
@@ -106,7 +109,7 @@ class PaymentsApp(App):
     def __init__(self, directory: str | Path, *, channels_app: str = "channels", chain_app: str = "chain",
                  policy: FeePolicy | None = None, graph: ChannelGraphView | None = None, mpp_timeout: float = 60.0,
                  now: Callable[[], float] = time.time) -> None:  # fmt: skip
-        super().__init__("payments", handler_timeout=None)
+        super().__init__("payments", handler_timeout=None, features=_NODE_FEATURES)
         self.directory = Path(directory)
         self.channels_app_name = channels_app
         self.chain_app_name = chain_app
