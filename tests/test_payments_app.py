@@ -167,6 +167,8 @@ async def test_payments_over_a_line_of_five_nodes_and_failures_attributed(tmp_pa
             assert paid["fee_msat"] == 0 and len(paid["routes"][0]) == 1 and got.amount_msat == 50_000_000
             (row,) = (await payments(b).listinvoices())["invoices"]
             assert row["status"] == "paid" and row["received_msat"] == 50_000_000
+            again = await pay_error(a, inv["bolt11"])  # never twice
+            assert again.details["error"] == "AlreadyPaid" and again.details["preimage"] == paid["preimage"]
 
             # four hops: A-B-C-D-E, each forwarder keeps its fee
             inv = await payments(e).invoice(100_000_000, "far", "four hops")

@@ -145,6 +145,15 @@ class HtlcHook:
                     out.append(IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, h.add))
         return out
 
+    def outgoing(self, channel_key: str) -> list[IncomingHtlc]:
+        """The HTLCs we offered on a channel that are still in a commitment (``IncomingHtlc`` shape: key + add)."""
+        manager = self._app.manager
+        channel = manager.channels.get(channel_key) if manager is not None else None
+        if channel is None or channel.core.state.local_commit is None:
+            return []
+        s = channel.core.state
+        return [IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, h.add) for h in s.local_commit.spec.htlcs if not h.incoming]
+
     def outgoing_ids(self, channel_key: str) -> set[int]:
         """The ids of the HTLCs we offered on a channel that are not yet removed from it."""
         manager = self._app.manager

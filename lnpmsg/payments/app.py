@@ -54,6 +54,7 @@ from lnpmsg.payments.route import NoRouteError, Route
 from lnpmsg.payments.scorer import MissionControl
 from lnpmsg.payments.sender import OutgoingResult, Part, Payment, PaymentFailed
 from lnpmsg.payments.store import PaymentsStore
+from lnpmsg.payments.views import forward_view, invoice_view, payment_view
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire import Features
@@ -129,6 +130,9 @@ class PaymentsApp(App):
         #: forwards in flight: outgoing (key, id) -> (incoming key, id, shared secret, outgoing onion)
         self._forwards: dict[tuple[str, int], tuple[str, int, bytes, bytes]] = {}
         self._deciding: set[tuple[str, int]] = set()
+        self._paying: set[bytes] = set()
+        #: payments a restart left pending, by hash -> payment id
+        self._orphans: dict[bytes, int] = {}
         #: outgoing (key, id) of a forward -> the incoming HTLC it answers and that HTLC's cltv_expiry
         self._upstream: dict[tuple[str, int], tuple[str, int, int]] = {}
         for call, fn in {
@@ -177,8 +181,30 @@ class PaymentsApp(App):
         self.spawn(self._resolve_loop)
         self.spawn(self._mpp_timer)
         self.spawn(self._replay)
+        await self._orphaned_payments()
         async for htlc in self._incoming:
             await self._on_incoming(htlc)
+
+    async def _orphaned_payments(self) -> None:
+        """Payments left pending by a restart: complete when a preimage still comes back for one of
+        their HTLCs; with no HTLC of theirs left in flight, ``interrupted`` (the outcome is unknown)."""
+        store = self._store()
+        pending = [p for p in await trio.to_thread.run_sync(store.payments) if p["status"] == "pending"]
+        if not pending:
+            return
+        in_flight = {h.add.payment_hash for c in self.htlcs.channels() for h in self.htlcs.outgoing(c.key)}
+        for p in pending:
+            if p["payment_hash"] in in_flight:
+                self._orphans[p["payment_hash"]] = p["id"]
+            else:
+                await trio.to_thread.run_sync(lambda p=p: store.update_payment(
+                    p["id"], status="interrupted", error="the node restarted during the payment and no HTLC of it is left"))  # fmt: skip
+
+    async def _finish_orphan(self, payment_hash: bytes, preimage: bytes) -> None:
+        payment_id = self._orphans.pop(payment_hash)
+        await trio.to_thread.run_sync(lambda: self._store().update_payment(payment_id, status="complete", preimage=preimage,
+                                                                           completed_at=int(self._now())))  # fmt: skip
+        self._publish("payment.sent", payment_hash, preimage=preimage)
 
     async def _replay(self) -> None:
         """After a restart: decide every committed incoming HTLC again (forwards already offered are
@@ -234,6 +260,8 @@ class PaymentsApp(App):
             waiter = self._waiting.pop(ref, None)
             if waiter is not None:
                 waiter.send_nowait(result)
+            elif result.preimage is not None and hashlib.sha256(result.preimage).digest() in self._orphans:
+                await self._finish_orphan(hashlib.sha256(result.preimage).digest(), result.preimage)
             else:
                 self._early[ref] = result
                 while len(self._early) > 1000:
@@ -489,14 +517,30 @@ class PaymentsApp(App):
     async def pay(self, bolt11: str, amount_msat: int | None = None, timeout: float = PAY_TIMEOUT) -> dict[str, Any]:
         """Pay a BOLT-11 invoice; returns once it is paid (preimage) or failed (the error says which hop and why)."""
         invoice = _decode(bolt11)
-        height = await self._height()
-        find = self._route_finder(invoice, height)
         try:
             _check(invoice, amount_msat, self.node.node_id, self._network(), self._now())
         except PaymentPlanError as exc:
             raise ChainAppError(f"cannot pay: {exc}", {"error": "InvoiceError", "code": exc.code}) from None
         total = amount_msat if amount_msat is not None else invoice.amount_msat
         assert total is not None and invoice.payee is not None
+        store = self._store()
+        earlier = await trio.to_thread.run_sync(store.payments, invoice.payment_hash)
+        if invoice.payment_hash in self._paying or any(p["status"] in ("pending", "complete") for p in earlier):
+            done = next((p for p in earlier if p["status"] == "complete"), None)
+            details = {"error": "AlreadyPaid" if done else "InProgress", "payment_hash": invoice.payment_hash.hex()}
+            if done is not None:
+                details["preimage"] = done["preimage"].hex()
+            raise ChainAppError("this invoice is already paid" if done else "a payment of this invoice is in progress", details)
+        self._paying.add(invoice.payment_hash)
+        try:
+            return await self._pay(invoice, bolt11, total, timeout)
+        finally:
+            self._paying.discard(invoice.payment_hash)
+
+    async def _pay(self, invoice: Invoice, bolt11: str, total: int, timeout: float) -> dict[str, Any]:
+        assert invoice.payee is not None
+        height = await self._height()
+        find = self._route_finder(invoice, height)
         store = self._store()
         payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total, int(self._now()))
         payment = Payment(invoice.payment_hash, invoice.payment_secret, total, find, self.scorer, invoice.payment_metadata)
@@ -522,29 +566,17 @@ class PaymentsApp(App):
     async def listinvoices(self, label: str | None = None) -> dict[str, Any]:
         """Our invoices (status unpaid, paid or expired)."""
         rows = await trio.to_thread.run_sync(self._store().invoices, label)
-        now = self._now()
-        out = []
-        for r in rows:
-            status = "expired" if r["status"] == "unpaid" and now > r["expires_at"] else r["status"]
-            out.append({"label": r["label"], "bolt11": r["bolt11"], "payment_hash": r["payment_hash"].hex(), "amount_msat": r["amount_msat"],
-                        "status": status, "description": r["description"], "expires_at": r["expires_at"],
-                        "received_msat": r["received_msat"], "paid_at": r["paid_at"],
-                        **({"preimage": r["preimage"].hex()} if r["status"] == "paid" else {})})  # fmt: skip
-        return {"invoices": out}
+        return {"invoices": [invoice_view(r, self._now()) for r in rows]}
 
     async def listpayments(self, payment_hash: str | None = None) -> dict[str, Any]:
         """Our payments: status, amount, fee, route(s), preimage."""
         rows = await trio.to_thread.run_sync(self._store().payments, bytes.fromhex(payment_hash) if payment_hash else None)
-        return {"payments": [{"id": r["id"], "payment_hash": r["payment_hash"].hex(), "bolt11": r["bolt11"], "destination": r["payee"].hex(),
-                              "amount_msat": r["amount_msat"], "fee_msat": r["fee_msat"], "status": r["status"], "routes": r["routes"],
-                              "preimage": r["preimage"].hex() if r["preimage"] else None, "error": r["error"], "attempts": r["attempts"],
-                              "created_at": r["created_at"], "completed_at": r["completed_at"]} for r in rows]}  # fmt: skip
+        return {"payments": [payment_view(r) for r in rows]}
 
     async def listforwards(self) -> dict[str, Any]:
-        """HTLCs we forwarded: in and out channels, amounts, status."""
+        """HTLCs we forwarded: in and out channels, amounts, expiries, status."""
         rows = await trio.to_thread.run_sync(self._store().forwards)
-        return {"forwards": [{k: (v.hex() if isinstance(v, bytes) and k != "shared_secret" else v) for k, v in r.items() if k != "shared_secret"}
-                             for r in rows]}  # fmt: skip
+        return {"forwards": [forward_view(r) for r in rows]}
 
     def _publish(self, topic: str, payment_hash: bytes, **fields: Any) -> None:
         self.node.events.publish(PaymentEvent(topic, payment_hash, **fields))
