@@ -6,7 +6,9 @@ liquidity, a CLTV delta below a hop's policy, no route, an expired invoice, a
 malformed onion) are attributed to the right hop and reported by ``pay``.
 A diamond A-{B,C}-D carries a multi-part payment no single path could,
 then a payment whose first route fails (a hop's policy is not what the
-graph says) and whose retry takes the other path.
+graph says) and whose retry takes the other path; then every node stops
+with a payment in flight and restarts from its stores: the payment
+completes, nothing is left pending.
 
 The routing graph is filled by the test with what gossip would announce
 (the gossip-fed graph is the gossip app's business): the payer plans over
@@ -277,10 +279,24 @@ async def test_mpp_over_a_diamond_and_the_store_survives_a_restart(tmp_path: Pat
             (p2,) = [p for p in (await payments(a).listpayments())["payments"] if p["payment_hash"] == inv2["payment_hash"]]
             assert p2["attempts"] == 2 and p2["status"] == "complete"
             await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
-        # restart A and D from their stores: invoices and payments are still there
-        a2, d2 = n.node("a"), n.node("d")
-        async with running(a2, d2):
-            row, _ = (await payments(d2).listinvoices())["invoices"]
+            # A stops with a payment's HTLC in flight; after its restart the preimage comes back and the payment completes
+            inv3 = await payments(d).invoice(2_000_000, "restart", "the payer restarts")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(payments(a).pay, inv3["bolt11"])
+                await wait_until(lambda: any(h.add.payment_hash.hex() == inv3["payment_hash"] for ch in channels(a).htlcs.channels()
+                                             for h in channels(a).htlcs.outgoing(ch.key)), "the HTLC left")  # fmt: skip
+                nursery.cancel_scope.cancel()
+        # every node restarts from its stores: invoices and payments are still there, the HTLC in flight completes
+        a2, b2, c2, d2 = (n.node(x) for x in "abcd")
+        async with running(a2, b2, c2, d2):
+            for x, y in ((a2, b2), (a2, c2), (d2, b2), (d2, c2)):
+                await x.connect(y.addresses[0])
+            with trio.fail_after(TIMEOUT):
+                while (pays := (await payments(a2).listpayments())["payments"])[-1]["status"] != "complete":
+                    await trio.sleep(0.05)
+            assert pays[-1]["preimage"] is not None and sha256(bytes.fromhex(pays[-1]["preimage"])).hex() == inv3["payment_hash"]
+            row = (await payments(d2).listinvoices())["invoices"][0]
             assert row["status"] == "paid" and row["received_msat"] == 900_000_000
-            p, _ = (await payments(a2).listpayments())["payments"]
+            p = pays[0]
             assert p["status"] == "complete" and p["preimage"] == paid["preimage"] and len(p["routes"]) == paid["parts"]
+            await wait_until(lambda: all(quiet(x) for x in (a2, b2, c2, d2)), "no HTLC left")

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -42,19 +41,18 @@ import trio
 
 from lnpmsg.app import App, AppError
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcRefused, IncomingHtlc
-from lnpmsg.payments import bolt11
-from lnpmsg.payments.bolt11 import Invoice, RouteHintHop
+from lnpmsg.payments.bolt11 import Invoice
 from lnpmsg.payments.graph import ChannelGraphView, OverlayGraph, RoutingGraph, hint_channels, local_channel
-from lnpmsg.payments.htlcs import FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
+from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
 from lnpmsg.payments.onion import create_failure_onion, malformed_failure, wrap_failure_onion
 from lnpmsg.payments.onion.failures import TemporaryChannelFailure
 from lnpmsg.payments.pathfind import find_route, find_routes
-from lnpmsg.payments.plan import PaymentPlanError, plan_payment
-from lnpmsg.payments.route import NoRouteError, Route
+from lnpmsg.payments.plan import PaymentPlanError
+from lnpmsg.payments.route import Route
 from lnpmsg.payments.scorer import MissionControl
 from lnpmsg.payments.sender import OutgoingResult, Part, Payment, PaymentFailed
 from lnpmsg.payments.store import PaymentsStore
-from lnpmsg.payments.views import forward_view, invoice_view, payment_view
+from lnpmsg.payments.views import check_invoice, decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire import Features
@@ -63,8 +61,7 @@ __all__ = ["PaymentEvent", "PaymentsApp"]
 
 log = logging.getLogger(__name__)
 
-#: BOLT 11's default, and what we ask of the last hop
-DEFAULT_MIN_FINAL_CLTV = 18
+#: seconds an invoice stays payable unless asked otherwise
 DEFAULT_EXPIRY = 3600
 #: seconds ``pay`` waits at most for the whole payment
 PAY_TIMEOUT = 120.0
@@ -79,8 +76,6 @@ _INVALID_ONION_KEY = 0x8000 | 0x4000 | 6
 #: what we offer in init: var_onion_optin, payment_secret, basic_mpp (optional bits; BOLT 9 assumes the
 #: first two, and Electrum 4.3 sends a legacy hop payload to a node that does not set var_onion_optin)
 _NODE_FEATURES = Features.from_bits([9, 15, 17])
-#: invoice features: var_onion_optin, payment_secret (required), basic_mpp (optional)
-_INVOICE_FEATURES = Features.from_bits([8, 14, 17])
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +126,11 @@ class PaymentsApp(App):
         self._forwards: dict[tuple[str, int], tuple[str, int, bytes, bytes]] = {}
         self._deciding: set[tuple[str, int]] = set()
         self._paying: set[bytes] = set()
+        #: incoming HTLCs that waited once for their next channel to come up
+        self._waited: set[tuple[str, int]] = set()
         #: payments a restart left pending, by hash -> payment id
         self._orphans: dict[bytes, int] = {}
+        self._orphan_refs: dict[tuple[str, int], bytes] = {}
         #: outgoing (key, id) of a forward -> the incoming HTLC it answers and that HTLC's cltv_expiry
         self._upstream: dict[tuple[str, int], tuple[str, int, int]] = {}
         for call, fn in {
@@ -192,19 +190,39 @@ class PaymentsApp(App):
         pending = [p for p in await trio.to_thread.run_sync(store.payments) if p["status"] == "pending"]
         if not pending:
             return
-        in_flight = {h.add.payment_hash for c in self.htlcs.channels() for h in self.htlcs.outgoing(c.key)}
+        in_flight: dict[bytes, set[tuple[str, int]]] = {}
+        for c in self.htlcs.channels():
+            for h in self.htlcs.outgoing(c.key):
+                in_flight.setdefault(h.add.payment_hash, set()).add((h.channel_key, h.add.id))
         for p in pending:
             if p["payment_hash"] in in_flight:
                 self._orphans[p["payment_hash"]] = p["id"]
+                for ref in in_flight[p["payment_hash"]]:
+                    self._orphan_refs[ref] = p["payment_hash"]
+                for ref in [r for r in in_flight[p["payment_hash"]] if r in self._early]:  # resolved before we looked
+                    await self._orphan_resolved(ref, self._early.pop(ref))
             else:
                 await trio.to_thread.run_sync(lambda p=p: store.update_payment(
                     p["id"], status="interrupted", error="the node restarted during the payment and no HTLC of it is left"))  # fmt: skip
 
-    async def _finish_orphan(self, payment_hash: bytes, preimage: bytes) -> None:
-        payment_id = self._orphans.pop(payment_hash)
-        await trio.to_thread.run_sync(lambda: self._store().update_payment(payment_id, status="complete", preimage=preimage,
-                                                                           completed_at=int(self._now())))  # fmt: skip
-        self._publish("payment.sent", payment_hash, preimage=preimage)
+    async def _orphan_resolved(self, ref: tuple[str, int], result: OutgoingResult) -> None:
+        """An HTLC of a payment a restart left pending ended: a preimage completes the payment;
+        when its last HTLC failed, the payment failed (the failure onion's secrets died with the process)."""
+        payment_hash = self._orphan_refs.pop(ref)
+        payment_id = self._orphans.get(payment_hash)
+        if payment_id is None:
+            return
+        store = self._store()
+        if result.preimage is not None:
+            del self._orphans[payment_hash]
+            await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="complete", preimage=result.preimage,
+                                                                       completed_at=int(self._now())))  # fmt: skip
+            self._publish("payment.sent", payment_hash, preimage=result.preimage)
+        elif payment_hash not in self._orphan_refs.values():
+            del self._orphans[payment_hash]
+            error = "failed after a restart of this node (the failure could not be read)"
+            await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="failed", error=error, completed_at=int(self._now())))
+            self._publish("payment.failed", payment_hash, reason=error)
 
     async def _replay(self) -> None:
         """After a restart: decide every committed incoming HTLC again (forwards already offered are
@@ -260,8 +278,8 @@ class PaymentsApp(App):
             waiter = self._waiting.pop(ref, None)
             if waiter is not None:
                 waiter.send_nowait(result)
-            elif result.preimage is not None and hashlib.sha256(result.preimage).digest() in self._orphans:
-                await self._finish_orphan(hashlib.sha256(result.preimage).digest(), result.preimage)
+            elif ref in self._orphan_refs:
+                await self._orphan_resolved(ref, result)
             else:
                 self._early[ref] = result
                 while len(self._early) > 1000:
@@ -296,7 +314,11 @@ class PaymentsApp(App):
             cltv_expiry=add.cltv_expiry, onion=add.onion_routing_packet, height=height, now=self._now(),
             invoice=self._terms.get, next_channel=next_channel, policy=self.policy,
         )  # fmt: skip
-        if isinstance(action, Settle):
+        if isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited:
+            # the next peer may be reconnecting (after a restart of either side): give it a moment
+            self._waited.add(ref)
+            self.spawn(self._decide_later, htlc)
+        elif isinstance(action, Settle):
             await self._settle([ref], add.payment_hash, action.preimage, action.amount_msat)
         elif isinstance(action, HoldPart):
             complete = self.mpp.add(ref, action, self._now())
@@ -313,6 +335,13 @@ class PaymentsApp(App):
             await self._call(self.htlcs.fail_malformed(ref[0], ref[1], action.sha256_of_onion, action.failure_code), ref)
         elif isinstance(action, Forward):
             await self._forward(ref, add.amount_msat, add.payment_hash, add.cltv_expiry, action)
+
+    async def _decide_later(self, htlc: IncomingHtlc) -> None:
+        with trio.move_on_after(REPLAY_GRACE):
+            while not all(c.usable for c in self.htlcs.channels()):
+                await trio.sleep(0.2)
+        self._deciding.discard((htlc.channel_key, htlc.add.id))
+        self._incoming_in.send_nowait(htlc)
 
     async def _expire_dev_htlc(self, ref: tuple[str, int], onion_hash: bytes) -> None:
         """A developer's HTLC nobody settled in time fails as malformed (invalid_onion_key): never held forever."""
@@ -476,21 +505,10 @@ class PaymentsApp(App):
             raise ParamsError("label must be a non-empty string")
         if not isinstance(expiry, int) or expiry <= 0:
             raise ParamsError(f"expiry must be a positive number of seconds, got {expiry!r}")
-        secret = os.urandom(32) if preimage is None else bytes.fromhex(preimage)
-        payment_hash = hashlib.sha256(secret).digest()
-        payment_secret = os.urandom(32)
         now = int(self._now())
-        hrp = _HRP.get(self._network(), "bcrt")
-        unsigned = Invoice(
-            currency=hrp, timestamp=now, payment_hash=payment_hash, payment_secret=payment_secret, amount_msat=amount_msat,
-            description=description, expiry=expiry, min_final_cltv_expiry_delta=DEFAULT_MIN_FINAL_CLTV,
-            route_hints=self._route_hints(), features=_INVOICE_FEATURES,
-        )  # fmt: skip
-        signed = bolt11.sign(unsigned, self.node.key.secret)
-        text = bolt11.encode(signed)
-        row = dict(payment_hash=payment_hash, label=label, bolt11=text, preimage=secret, payment_secret=payment_secret,
-                   amount_msat=amount_msat, description=description, created_at=now, expires_at=now + expiry,
-                   min_final_cltv=DEFAULT_MIN_FINAL_CLTV)  # fmt: skip
+        text, row = new_invoice(self.node.key.secret, _HRP.get(self._network(), "bcrt"), amount_msat, label, description, expiry, now,
+                                route_hints(self.htlcs.channels(), self.policy), preimage)  # fmt: skip
+        payment_hash, payment_secret = row["payment_hash"], row["payment_secret"]
         try:
             await trio.to_thread.run_sync(lambda: self._store().add_invoice(**row))
         except sqlite3.IntegrityError:
@@ -500,25 +518,15 @@ class PaymentsApp(App):
         return {"bolt11": text, "payment_hash": payment_hash.hex(), "payment_secret": payment_secret.hex(),
                 "expires_at": now + expiry, "label": label}  # fmt: skip
 
-    def _route_hints(self) -> tuple[tuple[RouteHintHop, ...], ...]:
-        """One hint per private channel a peer could pay us over (the peer's policy is assumed to be ours)."""
-        hints = []
-        for c in self.htlcs.channels():
-            if c.public or c.receivable_msat <= 0:
-                continue
-            hints.append((RouteHintHop(c.peer_id, c.short_channel_id, self.policy.fee_base_msat,
-                                       self.policy.fee_proportional_millionths, self.policy.cltv_expiry_delta),))  # fmt: skip
-        return tuple(hints[:8])
-
     async def decodepay(self, bolt11: str) -> dict[str, Any]:
         """Decode and verify a BOLT-11 invoice."""
-        return _decode(bolt11).to_dict()
+        return decode_invoice(bolt11).to_dict()
 
     async def pay(self, bolt11: str, amount_msat: int | None = None, timeout: float = PAY_TIMEOUT) -> dict[str, Any]:
         """Pay a BOLT-11 invoice; returns once it is paid (preimage) or failed (the error says which hop and why)."""
-        invoice = _decode(bolt11)
+        invoice = decode_invoice(bolt11)
         try:
-            _check(invoice, amount_msat, self.node.node_id, self._network(), self._now())
+            check_invoice(invoice, amount_msat, self.node.node_id, self._network(), self._now())
         except PaymentPlanError as exc:
             raise ChainAppError(f"cannot pay: {exc}", {"error": "InvoiceError", "code": exc.code}) from None
         total = amount_msat if amount_msat is not None else invoice.amount_msat
@@ -580,20 +588,3 @@ class PaymentsApp(App):
 
     def _publish(self, topic: str, payment_hash: bytes, **fields: Any) -> None:
         self.node.events.publish(PaymentEvent(topic, payment_hash, **fields))
-
-
-def _decode(text: str) -> Invoice:
-    if not isinstance(text, str):
-        raise ParamsError("bolt11 is the invoice's text")
-    try:
-        return bolt11.decode(text.strip())
-    except ValueError as exc:
-        raise ParamsError(f"not a valid BOLT-11 invoice: {exc}") from None
-
-
-def _check(invoice: Invoice, amount_msat: int | None, me: bytes, network: str, now: float) -> None:
-    """The payer's checks of BOLT 11 (what :func:`plan_payment` checks before it looks for routes)."""
-    try:
-        plan_payment(invoice, graph=RoutingGraph(), our_node_id=me, now=now, current_height=0, amount_msat=amount_msat, network=network)
-    except NoRouteError:
-        pass

@@ -46,6 +46,8 @@ __all__ = [
     "decide",
 ]
 
+#: why a forward failed when its next channel is down (the shell may wait for it and decide again)
+NEXT_CHANNEL_DOWN = "the next channel is not usable now"
 #: an outgoing HTLC must expire at least this many blocks ahead (room to go on chain)
 MIN_OUTGOING_CLTV_MARGIN = 6
 #: BOLT 4 / lnd: refuse expiries further than two weeks out
@@ -168,7 +170,7 @@ def decide(
         return _fail(secret, UnknownNextPeer(), f"no channel {scid}")
     usable, htlc_minimum = channel
     if not usable:
-        return _fail(secret, TemporaryChannelFailure(), "the next channel is not usable now")
+        return _fail(secret, TemporaryChannelFailure(), NEXT_CHANNEL_DOWN)
     fee = amount_msat - p.amt_to_forward
     if fee < policy.fee(p.amt_to_forward):
         return _fail(secret, FeeInsufficient(htlc_msat=amount_msat), f"fee {fee} msat, we ask {policy.fee(p.amt_to_forward)}")
