@@ -204,9 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     from lnpmsg.channels import commands as channel_commands
 
     channel_commands.add_commands(commands, DEFAULT_DATA_DIR)
-    from lnpmsg.channels.public import commands as announce_commands
+    from lnpmsg.gossip.public import commands as announce_commands
 
     announce_commands.add_commands(commands, DEFAULT_DATA_DIR)
+    from lnpmsg.payments import commands as payment_commands
+
+    payment_commands.add_commands(commands, DEFAULT_DATA_DIR)
     return parser
 
 
@@ -402,10 +405,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in channel_commands.COMMANDS:
         return channel_commands.run_command(args)
-    from lnpmsg.channels.public import commands as announce_commands
+    from lnpmsg.gossip.public import commands as announce_commands
 
     if args.command in announce_commands.COMMANDS:
         return announce_commands.run_command(args)
+    from lnpmsg.payments import commands as payment_commands
+
+    if args.command in payment_commands.COMMANDS:
+        return payment_commands.run_command(args)
     with _logging_to_stderr(getattr(args, "log_level", "info")):
         if args.command == "node":
             try:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import trio
 
-from lnpmsg.channels.public.app import AnnounceApp, AnnounceConfig
+from lnpmsg.gossip.public.app import AnnounceApp, AnnounceConfig
 from lnpmsg.channels.app import ChannelsApp
 from lnpmsg.channels.params import ChannelConfig
 from lnpmsg.gossip.announce import FeePolicy

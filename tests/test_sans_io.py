@@ -193,8 +193,7 @@ ALLOWED: dict[str, set[str]] = {
     "bitcoin": set(),
     "io": set(),
     # the core: bitcoin and wire; the shells (manager, app, commands): an app on the chain and wallet
-    # ... and public channels (public/): our own gossip, built by the gossip cores
-    "channels": {"bitcoin", "wire", "app", "node", "chain", "wallet", "rpc", "gossip"},
+    "channels": {"bitcoin", "wire", "app", "node", "chain", "wallet", "rpc"},
     "transports": {"io"},
     "node": {"wire", "noise", "transports"},
     "app": {"node", "wire"},
@@ -204,18 +203,19 @@ ALLOWED: dict[str, set[str]] = {
     "chain": {"bitcoin", "rpc", "app", "node", "transports", "wire"},
     # payments: the routing graph the gossip app keeps current (routing.py); transports: the one
     # address syntax (announce.py reads the node's listen addresses)
-    "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc", "payments", "transports"},
+    "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc", "payments", "transports", "channels"},
     "wallet": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
-    "payments": {"wire", "bitcoin"},
+    # the cores: wire and bitcoin; the shells (app, store, commands): an app on the channel app and the chain
+    "payments": {"wire", "bitcoin", "app", "node", "channels", "rpc", "wallet"},
     # the kit may drive every layer it tests (fuzz_targets reaches each decoder a peer can reach)
     "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io", "gossip", "pubsub", "rpc", "chain"},
     "tor_app": {"app", "node", "transports", "wire"},
     # the composition root: it knows every app it mounts, and nothing below it imports it
-    "runtime": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "channels"},
+    "runtime": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "channels", "payments"},
     "demo": {"app", "wire", "chain", "wallet", "runtime"},
     # the --dev-* options of lnpmsg node, parsed into channels.dev.DevOptions
     "dev_options": {"channels"},
-    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "io", "runtime", "demo", "dev_options", "channels"},
+    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "io", "runtime", "demo", "dev_options", "channels", "payments"},
 }
 HELPERS = {"_lazy"}
 

@@ -35,6 +35,8 @@ the payments layer, ``dev_addhtlc`` [channel, amount_msat, payment_hash?,
 cltv_expiry?, onion?], ``dev_fulfill`` [channel, htlc_id, preimage], ``dev_fail``
 [channel, htlc_id], ``dev_updatefee`` [channel, feerate_per_kw]. Events: ``channel.opened``, ``channel.ready``,
 ``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``.
+
+A payments app plugs in through ``htlcs`` (:class:`~.htlc_hook.HtlcHook`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ from .inputs import (
     FundingDepth,
     FundingNeeded,
     FundingTransaction,
+    HtlcDropped,
     HtlcIncoming,
     HtlcSettled,
     OpenCommand,
@@ -88,6 +91,7 @@ from .dev_calls import DevCalls
 from .manager import ChannelManager, ChannelsStopped, ManagedChannel, describe, format_scid
 from .onchain import OnchainWatch
 from .options import with_channel_type
+from .htlc_hook import HtlcHook
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
 
@@ -162,6 +166,8 @@ class ChannelsApp(DevCalls, App):
         self._closing_txids: dict[str, str] = {}
         self._watch_in: trio.MemorySendChannel[Any] | None = None
         self.onchain: OnchainWatch | None = None
+        #: the interface a payments app uses (add, settle, hear of HTLCs; our channels)
+        self.htlcs = HtlcHook(self)
         for call, fn in {
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
@@ -352,6 +358,8 @@ class ChannelsApp(DevCalls, App):
 
     async def _on_events(self, channel: ManagedChannel, events: Sequence[Event]) -> None:
         for event in events:
+            if isinstance(event, HtlcIncoming | HtlcSettled | HtlcDropped):
+                self.htlcs.dispatch(channel, event)
             if isinstance(event, FundingNeeded):
                 self.spawn(self._fund, channel, event)
             elif isinstance(event, BroadcastFunding):

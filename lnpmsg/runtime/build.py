@@ -354,7 +354,7 @@ def _mount_chain(node: Node, settings: NodeSettings) -> list[type[BaseException]
 
 
 def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseException]]:
-    """The channel app, when the node has a chain (funding, depth and closes need one)."""
+    """The channel and payments apps, when the node has a chain (funding, depth and closes need one)."""
     if "chain" not in node.apps:
         return []
     from lnpmsg.channels.app import ChannelsApp
@@ -365,6 +365,9 @@ def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseExcepti
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     node.mount(ChannelsApp(settings.data_dir / "channels", config=config, policy=policy, dev=settings.dev))
+    from lnpmsg.payments.app import PaymentsApp
+
+    node.mount(PaymentsApp(settings.data_dir / "payments"))
     return []
 
 
@@ -397,7 +400,7 @@ def _mount_announce(node: Node, settings: NodeSettings) -> None:
     """Public channels (announcement_signatures, our gossip), when the node has channels and gossip."""
     if "channels" not in node.apps or "gossip" not in node.apps:
         return
-    from lnpmsg.channels.public.app import AnnounceApp, AnnounceConfig
+    from lnpmsg.gossip.public.app import AnnounceApp, AnnounceConfig
 
     if settings.alias is not None and len(settings.alias.encode("utf-8")) > 32:
         raise SettingsError(f"--alias: at most 32 bytes, got {len(settings.alias.encode('utf-8'))}")

@@ -71,8 +71,8 @@ from lnpmsg.node.peer import Peer
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wire import Message, WarningMessage
 
-from ..manager import ManagedChannel, format_scid
-from ..state import Phase
+from lnpmsg.channels.manager import ManagedChannel, format_scid
+from lnpmsg.channels.state import Phase
 
 __all__ = ["POLICY_FILE", "AnnounceApp", "AnnounceConfig"]
 

@@ -1,0 +1,237 @@
+"""The channel app's interface for a payments layer (or any app that holds HTLCs).
+
+The channel app knows nothing of onions, invoices or routes; a payments app
+plugs in here:
+
+- :meth:`HtlcHook.set_handler`: one :class:`HtlcHandler` is told of every
+  incoming HTLC once it is irrevocably committed (in both commitments) and of
+  every resolution of an HTLC we offered (fulfilled with the preimage, failed
+  with the peer's reason or a malformed-onion code, or dropped unsigned);
+- :meth:`add_htlc` offers an HTLC with its onion on the channel with a short
+  channel id; :meth:`fulfill`, :meth:`fail`, :meth:`fail_malformed` resolve an
+  incoming one;
+- :meth:`channels` lists our usable channels (short channel id, peer,
+  capacity, what we can send and receive now); :meth:`pending_incoming`
+  lists the incoming HTLCs committed and not yet resolved (what a restarted
+  payments app must decide again: an HTLC is never left hanging);
+  :meth:`upstream_deadline` names, for an HTLC we forwarded, the incoming
+  HTLC and the height by which it must be resolved.
+
+The handler's methods run inside the channel manager's actor: they must
+only queue work (never wait for another channel job).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from .errors import LocalMisuse
+from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled
+from .messages import UpdateAddHtlc
+from .state import Phase
+
+if TYPE_CHECKING:
+    from .app import ChannelsApp
+    from .manager import ManagedChannel
+
+__all__ = ["ChannelInfo", "HtlcHandler", "HtlcHook", "HtlcRefused", "IncomingHtlc"]
+
+#: weight of a commitment without HTLC outputs, and of each HTLC output (BOLT 3), for the funder's fee reserve
+_COMMIT_WEIGHT = 1124
+_HTLC_WEIGHT = 172
+#: the funder keeps this many HTLCs' worth of fee (and twice the feerate: the fee spike buffer) aside
+_SPARE_HTLCS = 2
+
+
+class HtlcRefused(Exception):
+    """The channel cannot take (or settle) this HTLC now; the text says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingHtlc:
+    """An incoming HTLC, irrevocably committed: ``channel_key`` + ``add.id`` name it."""
+
+    channel_key: str
+    peer_id: bytes
+    short_channel_id: int
+    add: UpdateAddHtlc
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """One of our channels as a payments layer sees it."""
+
+    key: str
+    peer_id: bytes
+    short_channel_id: int
+    capacity_sat: int
+    #: what we could offer in a new HTLC now (balance minus reserve, fee and in-flight HTLCs)
+    spendable_msat: int
+    #: what the peer could send us now (likewise)
+    receivable_msat: int
+    htlc_minimum_msat: int
+    usable: bool
+    public: bool
+
+
+class HtlcHandler(Protocol):
+    """What the channel app tells a payments layer (called in the actor: queue, never wait)."""
+
+    def htlc_incoming(self, htlc: IncomingHtlc) -> None: ...
+
+    def htlc_resolved(self, channel_key: str, htlc_id: int, preimage: bytes | None, reason: bytes | None,
+                      failure_code: int | None) -> None: ...  # fmt: skip
+
+    def upstream_of(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None: ...
+
+
+class HtlcHook:
+    """The HTLC interface of one :class:`~lnpmsg.channels.app.ChannelsApp` (its ``htlcs``)."""
+
+    def __init__(self, app: ChannelsApp) -> None:
+        self._app = app
+        self._handler: HtlcHandler | None = None
+
+    def set_handler(self, handler: HtlcHandler | None) -> None:
+        """Route HTLC events to ``handler`` (None: back to nobody; ``dev_*`` calls still work)."""
+        self._handler = handler
+
+    # ------------------------------------------------------------ events (from the actor)
+
+    def dispatch(self, channel: ManagedChannel, event: object) -> None:
+        """The channel app hands each HTLC event here."""
+        handler = self._handler
+        if handler is None:
+            return
+        if isinstance(event, HtlcIncoming):
+            handler.htlc_incoming(IncomingHtlc(channel.key, channel.peer_id, channel.core.state.short_channel_id or 0, event.add))
+        elif isinstance(event, HtlcSettled):
+            handler.htlc_resolved(channel.key, event.htlc_id, event.preimage, event.reason, event.failure_code)
+        elif isinstance(event, HtlcDropped):
+            handler.htlc_resolved(channel.key, event.htlc_id, None, None, None)
+
+    # ------------------------------------------------------------ queries
+
+    def upstream_deadline(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None:
+        """For an HTLC we offered on behalf of an incoming one (a forward): that incoming HTLC as
+        (channel key, htlc id, cltv_expiry). On-chain handling of a stuck outgoing HTLC uses it: the
+        incoming side must be resolved before that height (never left hanging)."""
+        return self._handler.upstream_of(channel_key, htlc_id) if self._handler is not None else None
+
+    def channels(self) -> list[ChannelInfo]:
+        """Our channels with a short channel id (ready or closing), with their balances now."""
+        manager = self._app.manager
+        if manager is None:
+            return []
+        return [info for c in manager.channels.values() if (info := _info(c)) is not None]
+
+    def by_scid(self, short_channel_id: int) -> ChannelInfo | None:
+        """Our channel with this short channel id, if any."""
+        return next((c for c in self.channels() if c.short_channel_id == short_channel_id), None)
+
+    def pending_incoming(self) -> list[IncomingHtlc]:
+        """Incoming HTLCs in both commitments that nobody settles yet (to decide again after a restart)."""
+        manager = self._app.manager
+        out: list[IncomingHtlc] = []
+        for channel in manager.channels.values() if manager is not None else ():
+            s = channel.core.state
+            if channel.phase not in (Phase.NORMAL, Phase.SHUTDOWN) or s.local_commit is None or s.remote_commit is None:
+                continue
+            settling = {u.id for u in s.local_changes.all() if not isinstance(u, UpdateAddHtlc) and hasattr(u, "id")}
+            remote_spec = (s.remote_next_commit or s.remote_commit).spec
+            for h in s.local_commit.spec.htlcs:
+                if h.incoming and h.add.id not in settling and remote_spec.htlc(False, h.add.id) is not None:
+                    out.append(IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, h.add))
+        return out
+
+    def outgoing(self, channel_key: str) -> list[IncomingHtlc]:
+        """The HTLCs we offered on a channel that are still in a commitment (``IncomingHtlc`` shape: key + add)."""
+        manager = self._app.manager
+        channel = manager.channels.get(channel_key) if manager is not None else None
+        if channel is None or channel.core.state.local_commit is None:
+            return []
+        s = channel.core.state
+        return [IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, h.add) for h in s.local_commit.spec.htlcs if not h.incoming]
+
+    def outgoing_ids(self, channel_key: str) -> set[int]:
+        """The ids of the HTLCs we offered on a channel that are not yet removed from it."""
+        manager = self._app.manager
+        channel = manager.channels.get(channel_key) if manager is not None else None
+        if channel is None:
+            return set()
+        s = channel.core.state
+        ids = {u.id for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
+        for commit in (s.local_commit, s.remote_commit, s.remote_next_commit):
+            if commit is not None:
+                ids |= {h.add.id for h in commit.spec.htlcs if not h.incoming}
+        return ids
+
+    # ------------------------------------------------------------ commands
+
+    async def add_htlc(self, short_channel_id: int, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
+                       onion: bytes) -> tuple[str, int]:  # fmt: skip
+        """Offer an HTLC on our channel ``short_channel_id`` and commit it; returns (channel key, htlc id).
+
+        :class:`HtlcRefused` when there is no such usable channel or it cannot take the HTLC now.
+        """
+        manager = self._app.manager
+        channel = next((c for c in manager.channels.values() if c.core.state.short_channel_id == short_channel_id), None) if manager else None
+        if channel is None:
+            raise HtlcRefused("no channel with that short channel id")
+        s = channel.core.state
+        if channel.phase is not Phase.NORMAL or not s.connected or s.awaiting_reestablish:
+            raise HtlcRefused(f"the channel is {channel.phase.value}{'' if s.connected else ', peer offline'}")
+        try:
+            out = await manager.submit(channel, AddHtlc(amount_msat, payment_hash, cltv_expiry, onion))  # type: ignore[union-attr]
+        except LocalMisuse as exc:
+            raise HtlcRefused(str(exc)) from exc
+        # the id is the one the core gave (other adds may have been queued before ours)
+        (add,) = [m for m in out.messages if isinstance(m, UpdateAddHtlc)]
+        return channel.key, add.id
+
+    async def fulfill(self, channel_key: str, htlc_id: int, preimage: bytes) -> None:
+        """Settle incoming HTLC ``htlc_id`` with its preimage."""
+        await self._submit(channel_key, FulfillHtlc(htlc_id, preimage))
+
+    async def fail(self, channel_key: str, htlc_id: int, reason: bytes) -> None:
+        """Fail incoming HTLC ``htlc_id`` with a failure onion (``update_fail_htlc``)."""
+        await self._submit(channel_key, FailHtlc(htlc_id, reason))
+
+    async def fail_malformed(self, channel_key: str, htlc_id: int, sha256_of_onion: bytes, failure_code: int) -> None:
+        """Fail incoming HTLC ``htlc_id`` whose onion we could not read (``update_fail_malformed_htlc``)."""
+        await self._submit(channel_key, FailMalformedHtlc(htlc_id, sha256_of_onion, failure_code))
+
+    async def _submit(self, channel_key: str, item: object) -> None:
+        manager = self._app.manager
+        channel = manager.channels.get(channel_key) if manager is not None else None
+        if channel is None:
+            raise HtlcRefused(f"no channel {channel_key}")
+        try:
+            await manager.submit(channel, item)  # type: ignore[union-attr, arg-type]
+        except LocalMisuse as exc:
+            raise HtlcRefused(str(exc)) from exc
+
+
+def _info(channel: ManagedChannel) -> ChannelInfo | None:
+    s = channel.core.state
+    if not s.short_channel_id or s.local_commit is None or s.remote is None or channel.phase in (Phase.CLOSED, Phase.FAILED):
+        return None
+    spec = s.local_commit.spec
+    pending_out = sum(u.amount_msat for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc))
+    pending_in = sum(u.amount_msat for u in s.remote_changes.all() if isinstance(u, UpdateAddHtlc))
+    feerate = spec.feerate_per_kw
+    fee_msat = 2 * feerate * (_COMMIT_WEIGHT + _HTLC_WEIGHT * (len(spec.htlcs) + _SPARE_HTLCS))
+    anchors_msat = 660_000 if s.anchors else 0
+    spendable = spec.to_local_msat - pending_out - s.remote.channel_reserve_sat * 1000
+    receivable = spec.to_remote_msat - pending_in - s.local_reserve_ask_sat * 1000
+    if s.funder:
+        spendable -= fee_msat + anchors_msat
+    else:
+        receivable -= fee_msat + anchors_msat
+    usable = channel.phase is Phase.NORMAL and s.connected and not s.awaiting_reestablish
+    return ChannelInfo(
+        key=channel.key, peer_id=channel.peer_id, short_channel_id=s.short_channel_id, capacity_sat=s.funding_sat,
+        spendable_msat=max(0, spendable), receivable_msat=max(0, receivable),
+        htlc_minimum_msat=s.remote.htlc_minimum_msat, usable=usable, public=bool(getattr(s.open_channel, "channel_flags", 0) & 1),
+    )  # fmt: skip

@@ -1,0 +1,147 @@
+"""The ``lnpmsg`` subcommands of the payments app (:mod:`lnpmsg.payments.app`).
+
+``invoice``, ``pay``, ``listinvoices``, ``listpayments`` and ``listforwards``
+call the ``payments.*`` methods of a node started with a chain, like every
+control command (human output or ``--json``; exit 0, 1 on an error, 3 when no
+node runs). ``decodepay`` reads an invoice offline (no node needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lnpmsg.payments import bolt11
+from lnpmsg.rpc import commands as control_commands
+
+__all__ = ["COMMANDS", "add_commands", "run_command"]
+
+COMMANDS = frozenset({"invoice", "pay", "decodepay", "listinvoices", "listpayments", "listforwards"})
+
+
+def _msat(text: str) -> int | None:
+    if text == "any":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of millisatoshis (or 'any'), got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
+    """Add the payments subcommands to the ``lnpmsg`` parser."""
+
+    def add(name: str, help_text: str, *, node: bool = True) -> argparse.ArgumentParser:
+        needs = " Needs a node started with a chain ('lnpmsg node --chain regtest')." if node else ""
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}.{needs}")
+        parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
+        if node:
+            parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
+            parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the node (default: %(default)s)")
+            control_commands.add_wait_option(parser)
+        return parser
+
+    p = add("invoice", "make a BOLT-11 invoice to get paid (lnbcrt... on regtest), with route hints for private channels")
+    p.add_argument("amount_msat", type=_msat, metavar="AMOUNT_MSAT", help="millisatoshis, or 'any' to let the payer choose")
+    p.add_argument("label", metavar="LABEL", help="a unique name for the invoice (listinvoices shows it)")
+    p.add_argument("description", metavar="DESCRIPTION", help="what the payment is for (in the invoice)")
+    p.add_argument("--expiry", type=int, default=3600, metavar="S", help="seconds the invoice stays payable (default: %(default)s)")
+    p = add("pay", "pay a BOLT-11 invoice over our channels (multi-part when one path cannot carry it); waits for the result")
+    p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
+    p.add_argument("--amount-msat", type=_msat, metavar="N", help="the amount, for an invoice without one (or to pay up to twice its amount)")
+    p.epilog = "On failure the error names the hop that failed, its node and channel, and the BOLT-4 failure."
+    p = add("decodepay", "decode and verify a BOLT-11 invoice (offline)", node=False)
+    p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
+    p = add("listinvoices", "list our invoices: status (unpaid, paid, expired), amount, preimage when paid")
+    p.add_argument("--label", metavar="LABEL", help="only this invoice")
+    p = add("listpayments", "list our payments: status, amount, fee, routes, preimage")
+    p.add_argument("--payment-hash", metavar="HEX", help="only payments of this hash")
+    add("listforwards", "list the HTLCs we forwarded: channels in and out, amounts, status")
+
+
+def _print_invoice(r: dict[str, Any]) -> None:
+    print(r["bolt11"])
+
+
+def _print_pay(r: dict[str, Any]) -> None:
+    print(f"paid {r['amount_msat']} msat (fee {r['fee_msat']} msat) in {r['parts']} part(s), preimage {r['preimage']}")
+    for route in r["routes"]:
+        print("    via " + " -> ".join(f"{h['node_id'][:16]}... ({h['short_channel_id']})" for h in route))
+
+
+def _print_invoices(r: dict[str, Any]) -> None:
+    for i in r["invoices"]:
+        amount = "any amount" if i["amount_msat"] is None else f"{i['amount_msat']} msat"
+        print(f"{i['label']}: {i['status']}, {amount}, hash {i['payment_hash']}" + (f", preimage {i['preimage']}" if i.get("preimage") else ""))
+    if not r["invoices"]:
+        print("no invoices")
+
+
+def _print_payments(r: dict[str, Any]) -> None:
+    for p in r["payments"]:
+        extra = f"preimage {p['preimage']}" if p["preimage"] else (p["error"] or "")
+        print(f"#{p['id']} {p['status']}: {p['amount_msat']} msat to {p['destination'][:16]}..., fee {p['fee_msat']} msat, "
+              f"{len(p['routes'])} route(s); {extra}")  # fmt: skip
+    if not r["payments"]:
+        print("no payments")
+
+
+def _print_forwards(r: dict[str, Any]) -> None:
+    for f in r["forwards"]:
+        print(f"{f['in_channel'][:24]}.../{f['in_htlc']} -> {(f['out_channel'] or '-')[:24]}/{f['out_htlc']}: "
+              f"{f['in_msat']} -> {f['out_msat']} msat, {f['status']}")  # fmt: skip
+    if not r["forwards"]:
+        print("no forwards")
+
+
+def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
+    if args.command == "invoice":
+        return "payments.invoice", {"amount_msat": args.amount_msat, "label": args.label, "description": args.description,
+                                    "expiry": args.expiry}, _print_invoice  # fmt: skip
+    if args.command == "pay":
+        params: dict[str, Any] = {"bolt11": args.bolt11}
+        if args.amount_msat is not None:
+            params["amount_msat"] = args.amount_msat
+        return "payments.pay", params, _print_pay
+    if args.command == "listinvoices":
+        return "payments.listinvoices", {"label": args.label} if args.label else {}, _print_invoices
+    if args.command == "listpayments":
+        return "payments.listpayments", {"payment_hash": args.payment_hash} if args.payment_hash else {}, _print_payments
+    if args.command == "listforwards":
+        return "payments.listforwards", {}, _print_forwards
+    raise ValueError(f"not a payments command: {args.command}")
+
+
+def _decodepay(args: argparse.Namespace) -> int:
+    try:
+        decoded = bolt11.decode(args.bolt11.strip()).to_dict()
+    except ValueError as exc:
+        if args.json:
+            print(json.dumps({"error": f"not a valid BOLT-11 invoice: {exc}"}))
+        else:
+            print(f"error: not a valid BOLT-11 invoice: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(decoded, indent=2))
+    else:
+        for key, value in decoded.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a payments subcommand; returns the exit status."""
+    if args.command == "decodepay":
+        return _decodepay(args)
+    return control_commands.run_command(
+        args,
+        _request,
+        missing_method_hint=f"the node at {args.data_dir} runs without payments: start it with a chain ('lnpmsg node --chain regtest')",
+    )

@@ -1,0 +1,266 @@
+"""What to do with an incoming HTLC (sans-IO): settle, fail, hold for MPP, or forward.
+
+:func:`decide` peels the onion and applies BOLT 4's checks, for the final
+node (payment secret, amount, CLTV against the invoice) and for a
+forwarding hop (the next channel by ``short_channel_id``, our fee and
+``cltv_expiry_delta``, the expiry against the chain height). It returns one
+action; the shell carries it out. :class:`MppSets` gathers the parts of a
+multi-part payment until they reach ``total_msat`` (or time out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lnpmsg.payments.onion import (
+    Failure,
+    MalformedOnionError,
+    OnionPayloadError,
+    create_failure_onion,
+    process_onion,
+)
+from lnpmsg.payments.onion.failures import (
+    ExpiryTooFar,
+    ExpiryTooSoon,
+    FeeInsufficient,
+    FinalIncorrectCltvExpiry,
+    FinalIncorrectHtlcAmount,
+    IncorrectCltvExpiry,
+    IncorrectOrUnknownPaymentDetails,
+    MppTimeout,
+    TemporaryChannelFailure,
+    UnknownNextPeer,
+)
+
+__all__ = [
+    "FailMalformed",
+    "FailOnion",
+    "FeePolicy",
+    "Forward",
+    "HoldPart",
+    "InvoiceTerms",
+    "MppSets",
+    "Settle",
+    "decide",
+]
+
+#: why a forward failed when its next channel is down (the shell may wait for it and decide again)
+NEXT_CHANNEL_DOWN = "the next channel is not usable now"
+#: an outgoing HTLC must expire at least this many blocks ahead (room to go on chain)
+MIN_OUTGOING_CLTV_MARGIN = 6
+#: BOLT 4 / lnd: refuse expiries further than two weeks out
+MAX_CLTV_AHEAD = 2016
+
+
+@dataclass(frozen=True, slots=True)
+class FeePolicy:
+    """What we charge to forward, and the CLTV room we ask for (BOLT 7 ``channel_update``'s values)."""
+
+    fee_base_msat: int = 1000
+    fee_proportional_millionths: int = 1
+    cltv_expiry_delta: int = 40
+
+    def fee(self, amount_msat: int) -> int:
+        return self.fee_base_msat + amount_msat * self.fee_proportional_millionths // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceTerms:
+    """What the final node checks an HTLC against (from our invoice)."""
+
+    payment_hash: bytes
+    preimage: bytes
+    payment_secret: bytes
+    amount_msat: int | None
+    min_final_cltv: int
+    expires_at: int
+    paid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """Fulfil with ``preimage`` (a single-part payment to us, complete)."""
+
+    preimage: bytes
+    amount_msat: int
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPart:
+    """One part of a multi-part payment to us: hold it until the set is complete."""
+
+    payment_hash: bytes
+    total_msat: int
+    amount_msat: int
+    shared_secret: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FailOnion:
+    """``update_fail_htlc`` with this failure onion (``failure`` is what it says, for logs)."""
+
+    reason: bytes
+    failure: Failure
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailMalformed:
+    """``update_fail_malformed_htlc``: the onion could not be authenticated."""
+
+    sha256_of_onion: bytes
+    failure_code: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Offer ``amount_msat`` on our channel ``short_channel_id`` with ``onion``; keep ``shared_secret``."""
+
+    short_channel_id: int
+    amount_msat: int
+    cltv_expiry: int
+    onion: bytes
+    shared_secret: bytes
+    fee_msat: int
+
+
+Action = Settle | HoldPart | FailOnion | FailMalformed | Forward
+
+
+def _fail(secret: bytes, failure: Failure, why: str) -> FailOnion:
+    return FailOnion(create_failure_onion(secret, failure), failure, why)
+
+
+def decide(
+    *,
+    node_secret: bytes,
+    amount_msat: int,
+    payment_hash: bytes,
+    cltv_expiry: int,
+    onion: bytes,
+    height: int,
+    now: float,
+    invoice: Callable[[bytes], InvoiceTerms | None],
+    next_channel: Callable[[int], tuple[bool, int] | None],
+    policy: FeePolicy,
+) -> Action:
+    """The action for one irrevocably committed incoming HTLC.
+
+    ``invoice(payment_hash)`` finds our invoice; ``next_channel(scid)`` gives
+    (usable, htlc_minimum_msat) for our channel with that id, or None.
+    """
+    try:
+        received = process_onion(node_secret, onion, payment_hash)
+    except MalformedOnionError as exc:
+        return FailMalformed(exc.sha256_of_onion, exc.failure_code, str(exc))
+    except OnionPayloadError as exc:
+        return _fail(exc.shared_secret, exc.failure, str(exc))
+    p = received.payload
+    secret = received.shared_secret
+    assert p.amt_to_forward is not None and p.outgoing_cltv_value is not None  # checked by process_onion
+    if received.is_final:
+        return _final(secret, p.amt_to_forward, p.outgoing_cltv_value, p.payment_secret, p.total, amount_msat,
+                      payment_hash, cltv_expiry, height, now, invoice)  # fmt: skip
+    scid = p.short_channel_id.to_int() if p.short_channel_id is not None else 0
+    channel = next_channel(scid)
+    if channel is None:
+        return _fail(secret, UnknownNextPeer(), f"no channel {scid}")
+    usable, htlc_minimum = channel
+    if not usable:
+        return _fail(secret, TemporaryChannelFailure(), NEXT_CHANNEL_DOWN)
+    fee = amount_msat - p.amt_to_forward
+    if fee < policy.fee(p.amt_to_forward):
+        return _fail(secret, FeeInsufficient(htlc_msat=amount_msat), f"fee {fee} msat, we ask {policy.fee(p.amt_to_forward)}")
+    if cltv_expiry - p.outgoing_cltv_value < policy.cltv_expiry_delta:
+        return _fail(secret, IncorrectCltvExpiry(cltv_expiry=cltv_expiry),
+                     f"cltv delta {cltv_expiry - p.outgoing_cltv_value}, we ask {policy.cltv_expiry_delta}")  # fmt: skip
+    if p.outgoing_cltv_value < height + MIN_OUTGOING_CLTV_MARGIN:
+        return _fail(secret, ExpiryTooSoon(), f"outgoing expiry {p.outgoing_cltv_value} at height {height}")
+    if p.outgoing_cltv_value > height + MAX_CLTV_AHEAD:
+        return _fail(secret, ExpiryTooFar(), f"outgoing expiry {p.outgoing_cltv_value} at height {height}")
+    if p.amt_to_forward < htlc_minimum:
+        return _fail(secret, TemporaryChannelFailure(), f"below the next channel's htlc_minimum_msat {htlc_minimum}")
+    assert received.next_packet is not None
+    return Forward(scid, p.amt_to_forward, p.outgoing_cltv_value, received.next_packet, secret, fee)
+
+
+def _final(secret: bytes, amt: int, outgoing_cltv: int, payment_secret: bytes | None, total: int | None,
+           amount_msat: int, payment_hash: bytes, cltv_expiry: int, height: int, now: float,
+           invoice: Callable[[bytes], InvoiceTerms | None]) -> Action:  # fmt: skip
+    unknown = IncorrectOrUnknownPaymentDetails(htlc_msat=amount_msat, height=height)
+    if amount_msat < amt:
+        return _fail(secret, FinalIncorrectHtlcAmount(incoming_htlc_amt=amount_msat), f"HTLC {amount_msat} msat < onion's {amt}")
+    if cltv_expiry < outgoing_cltv:
+        return _fail(secret, FinalIncorrectCltvExpiry(cltv_expiry=cltv_expiry), f"HTLC expiry {cltv_expiry} < onion's {outgoing_cltv}")
+    terms = invoice(payment_hash)
+    if terms is None:
+        return _fail(secret, unknown, "unknown payment hash")
+    if payment_secret is None or payment_secret != terms.payment_secret:
+        return _fail(secret, unknown, "wrong or missing payment_secret")
+    if now > terms.expires_at and not terms.paid:
+        return _fail(secret, unknown, "the invoice expired")
+    total_msat = total if total is not None else amt
+    if terms.amount_msat is not None and not terms.amount_msat <= total_msat <= 2 * terms.amount_msat:
+        return _fail(secret, unknown, f"total {total_msat} msat for an invoice of {terms.amount_msat}")
+    if cltv_expiry < height + terms.min_final_cltv:
+        return _fail(secret, unknown, f"expiry {cltv_expiry} is closer than {terms.min_final_cltv} blocks to height {height}")
+    if total_msat > amount_msat:
+        return HoldPart(payment_hash, total_msat, amount_msat, secret)
+    return Settle(terms.preimage, amount_msat)
+
+
+@dataclass
+class _Set:
+    total_msat: int
+    started: float
+    parts: dict[tuple[str, int], HoldPart] = field(default_factory=dict)
+
+    @property
+    def received_msat(self) -> int:
+        return sum(p.amount_msat for p in self.parts.values())
+
+
+class MppSets:
+    """The parts of multi-part payments to us, by payment hash (sans-IO: ``now`` is passed in).
+
+    :meth:`add` returns every part of the set once they reach ``total_msat``
+    (settle them all); :meth:`expire` returns the parts of sets older than
+    ``timeout`` (fail them with ``mpp_timeout``).
+    """
+
+    def __init__(self, timeout: float = 60.0, max_parts: int = 64) -> None:
+        self.timeout = timeout
+        self.max_parts = max_parts
+        self._sets: dict[bytes, _Set] = {}
+
+    def add(self, htlc: tuple[str, int], part: HoldPart, now: float) -> list[tuple[str, int]] | FailOnion | None:
+        """Hold ``part``; the whole set's HTLCs when complete, a failure for a bad part, else None."""
+        entry = self._sets.setdefault(part.payment_hash, _Set(part.total_msat, now))
+        if part.total_msat != entry.total_msat or len(entry.parts) >= self.max_parts:
+            return _fail(part.shared_secret, IncorrectOrUnknownPaymentDetails(htlc_msat=part.amount_msat, height=0),
+                         "a part that does not match its set")  # fmt: skip
+        entry.parts[htlc] = part
+        if entry.received_msat >= entry.total_msat:
+            del self._sets[part.payment_hash]
+            return list(entry.parts)
+        return None
+
+    def expire(self, now: float) -> list[tuple[tuple[str, int], FailOnion]]:
+        """Parts of sets that waited past the timeout, with their ``mpp_timeout`` failures."""
+        out = []
+        for payment_hash, entry in list(self._sets.items()):
+            if now - entry.started >= self.timeout:
+                del self._sets[payment_hash]
+                out.extend((h, _fail(p.shared_secret, MppTimeout(), "mpp timeout")) for h, p in entry.parts.items())
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When the oldest set times out (None without sets)."""
+        return min((s.started + self.timeout for s in self._sets.values()), default=None)
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

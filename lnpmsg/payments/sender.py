@@ -1,0 +1,208 @@
+"""Sending a payment (sans-IO): onions per route, parts in flight, retries that learn from failures.
+
+:func:`build_part` makes the onion of one route. :class:`Payment` is one
+``pay``'s state: it asks for routes for what is still missing, offers each
+part on its first channel, reads each failure onion (which hop failed and
+why), tells :class:`~lnpmsg.payments.scorer.MissionControl` and tries again
+over other routes, until a preimage comes back, a final failure arrives
+(from the payee), no route is left, or the attempts run out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lnpmsg.payments.onion import FailureOnionError, HopPayload, construct_onion, decrypt_failure_onion
+from lnpmsg.payments.onion.failures import BADONION, NODE, PERM
+from lnpmsg.payments.route import NoRouteError, Route
+from lnpmsg.payments.scorer import MissionControl
+from lnpmsg.wire.primitives import ShortChannelId
+
+__all__ = ["OutgoingResult", "Part", "Payment", "PaymentFailed", "build_part", "format_scid"]
+
+#: how many routes one payment tries at most
+MAX_ATTEMPTS = 12
+#: permanent_node_failure: what an unreadable or empty failure counts as
+_PERMANENT_NODE_FAILURE = PERM | NODE | 2
+_MPP_TIMEOUT = 23
+
+
+def format_scid(scid: int) -> str:
+    return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One HTLC of a payment: its route, onion and the secrets to read a failure with."""
+
+    route: Route
+    onion: bytes
+    shared_secrets: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingResult:
+    """How an HTLC we offered ended: ``preimage``, or ``reason`` (a failure onion), or ``failure_code`` (malformed)."""
+
+    preimage: bytes | None = None
+    reason: bytes | None = None
+    failure_code: int | None = None
+    local_error: str | None = None
+
+
+class PaymentFailed(Exception):
+    """The payment failed; ``details`` say where and why (for ``pay``'s error data)."""
+
+    def __init__(self, message: str, details: dict[str, object]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def build_part(route: Route, payment_hash: bytes, payment_secret: bytes, total_msat: int,
+               payment_metadata: bytes | None = None) -> Part:  # fmt: skip
+    """The onion of one route: forwarding payloads for the hops, the final one with ``payment_data``."""
+    payloads = []
+    for i, hop in enumerate(route.hops):
+        if i + 1 < len(route.hops):
+            nxt = ShortChannelId.from_int(route.hops[i + 1].short_channel_id)
+            payloads.append(HopPayload.forward(hop.amt_to_forward, hop.outgoing_cltv_value, nxt).encode())
+        else:
+            payloads.append(HopPayload.final(hop.amt_to_forward, hop.outgoing_cltv_value, payment_secret=payment_secret,
+                                             total_msat=total_msat, payment_metadata=payment_metadata).encode())  # fmt: skip
+    built = construct_onion(os.urandom(32), [h.node_id for h in route.hops], payloads, payment_hash)
+    return Part(route, built.packet, tuple(built.shared_secrets))
+
+
+@dataclass
+class Attempt:
+    """What one part's failure taught (for ``listpayments`` and ``pay``'s error)."""
+
+    route: list[dict[str, object]]
+    amount_msat: int
+    status: str
+    failure: str = ""
+    erring_index: int | None = None
+    erring_node: str = ""
+    erring_channel: str = ""
+    code: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if v not in ("", None)}
+
+
+class Payment:
+    """One payment's state (sans-IO): what to send next, what each result teaches.
+
+    ``find_routes(amount_msat, excluded)`` gives routes for what is missing, avoiding our channels
+    with those short channel ids (NoRouteError if none).
+    The shell loops: :meth:`next_parts` -> offer each part -> :meth:`on_result` for each,
+    until :attr:`done`; then :attr:`preimage` or :attr:`final_error` says how it ended.
+    """
+
+    def __init__(self, payment_hash: bytes, payment_secret: bytes, total_msat: int, find_routes: Callable[[int, frozenset[int]], list[Route]],
+                 scorer: MissionControl, payment_metadata: bytes | None = None, max_attempts: int = MAX_ATTEMPTS) -> None:  # fmt: skip
+        self.payment_hash = payment_hash
+        self.payment_secret = payment_secret
+        self.total_msat = total_msat
+        self.find_routes = find_routes
+        self.scorer = scorer
+        self.payment_metadata = payment_metadata
+        self.max_attempts = max_attempts
+        self.attempts: list[Attempt] = []
+        self.succeeded: list[Route] = []
+        self.preimage: bytes | None = None
+        self.final_error: PaymentFailed | None = None
+        self.inflight_msat = 0
+        self._attempt_of: dict[int, Attempt] = {}
+        #: our channels that refused a part: routes for the rest avoid them
+        self.excluded: set[int] = set()
+
+    @property
+    def done(self) -> bool:
+        """Nothing in flight and either paid or failed for good."""
+        return self.inflight_msat == 0 and (self.preimage is not None or self.final_error is not None)
+
+    def next_parts(self) -> list[Part]:
+        """The parts to offer now (none while waiting, or once paid or failed)."""
+        if self.preimage is not None or self.final_error is not None:
+            return []
+        missing = self.total_msat - self.inflight_msat - sum(r.final_amount_msat for r in self.succeeded)
+        if missing <= 0:
+            return []
+        if len(self.attempts) >= self.max_attempts:
+            if self.inflight_msat == 0:
+                self.final_error = self._failed(f"gave up after {len(self.attempts)} attempts")
+            return []
+        try:
+            routes = self.find_routes(missing, frozenset(self.excluded))
+        except NoRouteError as exc:
+            if self.inflight_msat == 0:
+                self.final_error = self._failed(f"no route: {exc}", no_route=True)
+            return []
+        parts = []
+        for route in routes:
+            part = build_part(route, self.payment_hash, self.payment_secret, self.total_msat, self.payment_metadata)
+            attempt = Attempt(route.to_dict(), route.final_amount_msat, "pending")
+            self.attempts.append(attempt)
+            self._attempt_of[id(part)] = attempt
+            self.inflight_msat += route.final_amount_msat
+            parts.append(part)
+        return parts
+
+    def on_result(self, part: Part, result: OutgoingResult, now: float) -> None:
+        """A part ended: keep the preimage, or learn from the failure."""
+        route = part.route
+        attempt = self._attempt_of.pop(id(part))
+        self.inflight_msat -= route.final_amount_msat
+        if result.preimage is not None:
+            attempt.status = "complete"
+            self.preimage = result.preimage
+            self.succeeded.append(route)
+            self.scorer.report_success(route, now)
+        else:
+            attempt.status = "failed"
+            self._learn(part, result, attempt, now)
+
+    def _failed(self, text: str, *, no_route: bool = False) -> PaymentFailed:
+        last = next((a for a in reversed(self.attempts) if a.failure), None)
+        details: dict[str, object] = {"error": "NoRoute" if no_route else "PaymentFailed",
+                                      "attempts": [a.to_dict() for a in self.attempts]}  # fmt: skip
+        if last is not None:
+            text = f"{text}; last failure: {last.failure}"
+            details.update(last.to_dict())
+        return PaymentFailed(text, details)
+
+    def _learn(self, part: Part, result: OutgoingResult, attempt: Attempt, now: float) -> None:
+        route = part.route
+        first = format_scid(route.hops[0].short_channel_id)
+        if result.local_error is not None:
+            attempt.failure = f"our channel {first} did not take the HTLC: {result.local_error}"
+            attempt.erring_index, attempt.erring_channel = -1, first
+            self.excluded.add(route.hops[0].short_channel_id)  # not again in this payment
+            return
+        if result.failure_code is not None:
+            # the first hop could not read its onion: it is to blame
+            attempt.failure = f"hop 0 ({route.hops[0].node_id.hex()[:16]}...) could not read the onion (code {result.failure_code:#06x})"
+            attempt.code, attempt.erring_index, attempt.erring_node = result.failure_code, 0, route.hops[0].node_id.hex()
+            self.scorer.report_failure(route, 0, result.failure_code | BADONION, now)
+            return
+        try:
+            failed = decrypt_failure_onion(part.shared_secrets, result.reason or b"")
+        except FailureOnionError as exc:
+            attempt.failure = f"an unreadable failure onion: {exc}"
+            self.scorer.report_failure(route, 0, _PERMANENT_NODE_FAILURE, now)  # blame the first hop (it may have garbled it)
+            return
+        index = failed.hop_index
+        hop = route.hops[index]
+        code = failed.failure.code if failed.failure is not None else _PERMANENT_NODE_FAILURE
+        name = getattr(failed.failure, "NAME", None) or f"code {code:#06x}"
+        is_payee = index == len(route.hops) - 1
+        where = "the payee" if is_payee else f"hop {index}"
+        channel = format_scid(route.hops[index + 1].short_channel_id) if index + 1 < len(route.hops) else ""
+        attempt.failure = f"{where} ({hop.node_id.hex()[:16]}...) returned {name}" + (f" for channel {channel}" if channel else "")
+        attempt.code, attempt.erring_index, attempt.erring_node, attempt.erring_channel = code, index, hop.node_id.hex(), channel
+        self.scorer.report_failure(route, index, code, now)
+        if is_payee and code != _MPP_TIMEOUT:  # anything else from the payee is final
+            self.final_error = self._failed(f"the payee refused the payment: {name}")

@@ -1,0 +1,139 @@
+"""The payments store: invoices, payments and forwards in SQLite (WAL, ``synchronous=FULL``).
+
+Every write commits before the caller acts on it (a preimage is on disk
+before we settle with it; a forward is on disk before its outgoing HTLC is
+offered), so a restart finds every invoice, payment and HTLC in flight.
+Calls are blocking: the app runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PaymentsStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS invoices (
+    payment_hash BLOB PRIMARY KEY, label TEXT UNIQUE NOT NULL, bolt11 TEXT NOT NULL, preimage BLOB NOT NULL,
+    payment_secret BLOB NOT NULL, amount_msat INTEGER, description TEXT NOT NULL, created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL, min_final_cltv INTEGER NOT NULL, status TEXT NOT NULL,
+    received_msat INTEGER NOT NULL DEFAULT 0, paid_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS payments (
+    id INTEGER PRIMARY KEY, payment_hash BLOB NOT NULL, bolt11 TEXT NOT NULL, payee BLOB NOT NULL,
+    amount_msat INTEGER NOT NULL, fee_msat INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL,
+    routes TEXT NOT NULL DEFAULT '[]', preimage BLOB, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL, completed_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS forwards (
+    in_channel TEXT NOT NULL, in_htlc INTEGER NOT NULL, out_channel TEXT, out_htlc INTEGER,
+    in_msat INTEGER NOT NULL, out_msat INTEGER NOT NULL, shared_secret BLOB NOT NULL,
+    status TEXT NOT NULL, created_at INTEGER NOT NULL, payment_hash BLOB NOT NULL DEFAULT x'',
+    in_cltv INTEGER NOT NULL DEFAULT 0, out_cltv INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (in_channel, in_htlc)
+);
+"""
+
+_INVOICE_FIELDS = ("payment_hash", "label", "bolt11", "preimage", "payment_secret", "amount_msat", "description",
+                   "created_at", "expires_at", "min_final_cltv", "status", "received_msat", "paid_at")  # fmt: skip
+_PAYMENT_FIELDS = ("id", "payment_hash", "bolt11", "payee", "amount_msat", "fee_msat", "status", "routes", "preimage",
+                   "error", "attempts", "created_at", "completed_at")  # fmt: skip
+_FORWARD_FIELDS = ("in_channel", "in_htlc", "out_channel", "out_htlc", "in_msat", "out_msat", "shared_secret", "status", "created_at",
+                   "payment_hash", "in_cltv", "out_cltv")  # fmt: skip
+
+
+class PaymentsStore:
+    """One SQLite database (``payments.sqlite3`` in ``directory``)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path / "payments.sqlite3", check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        with self._lock:
+            cur = self._db.execute(sql, args)
+            return cur.lastrowid or 0
+
+    def _rows(self, sql: str, args: tuple[Any, ...], fields: tuple[str, ...]) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(zip(fields, row, strict=True)) for row in self._db.execute(sql, args).fetchall()]
+
+    # ------------------------------------------------------------ invoices
+
+    def add_invoice(self, **values: Any) -> None:
+        """A new invoice (``sqlite3.IntegrityError`` when the label or hash exists)."""
+        values.setdefault("status", "unpaid")
+        names = ", ".join(values)
+        self._write(f"INSERT INTO invoices ({names}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+
+    def invoice(self, payment_hash: bytes) -> dict[str, Any] | None:
+        rows = self._rows(f"SELECT {', '.join(_INVOICE_FIELDS)} FROM invoices WHERE payment_hash = ?", (payment_hash,), _INVOICE_FIELDS)
+        return rows[0] if rows else None
+
+    def invoices(self, label: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE label = ?", (label,)) if label else ("", ())
+        return self._rows(f"SELECT {', '.join(_INVOICE_FIELDS)} FROM invoices {where} ORDER BY created_at", args, _INVOICE_FIELDS)
+
+    def mark_paid(self, payment_hash: bytes, received_msat: int, paid_at: int) -> None:
+        self._write("UPDATE invoices SET status = 'paid', received_msat = ?, paid_at = ? WHERE payment_hash = ? AND status != 'paid'",
+                    (received_msat, paid_at, payment_hash))  # fmt: skip
+
+    # ------------------------------------------------------------ payments
+
+    def add_payment(self, payment_hash: bytes, bolt11: str, payee: bytes, amount_msat: int, created_at: int) -> int:
+        return self._write(
+            "INSERT INTO payments (payment_hash, bolt11, payee, amount_msat, status, created_at) VALUES (?, ?, ?, ?, 'pending', ?)",
+            (payment_hash, bolt11, payee, amount_msat, created_at),
+        )
+
+    def update_payment(self, payment_id: int, **values: Any) -> None:
+        if "routes" in values:
+            values["routes"] = json.dumps(values["routes"])
+        sets = ", ".join(f"{k} = ?" for k in values)
+        self._write(f"UPDATE payments SET {sets} WHERE id = ?", (*values.values(), payment_id))
+
+    def payments(self, payment_hash: bytes | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE payment_hash = ?", (payment_hash,)) if payment_hash else ("", ())
+        rows = self._rows(f"SELECT {', '.join(_PAYMENT_FIELDS)} FROM payments {where} ORDER BY id", args, _PAYMENT_FIELDS)
+        for row in rows:
+            row["routes"] = json.loads(row["routes"])
+        return rows
+
+    # ------------------------------------------------------------ forwards
+
+    def add_forward(self, in_channel: str, in_htlc: int, in_msat: int, out_msat: int, shared_secret: bytes, created_at: int,
+                    payment_hash: bytes = b"", in_cltv: int = 0, out_cltv: int = 0) -> bool:  # fmt: skip
+        """Record a forward before its outgoing HTLC is offered; False if it is known already."""
+        try:
+            self._write("INSERT INTO forwards (in_channel, in_htlc, in_msat, out_msat, shared_secret, status, created_at, payment_hash, "
+                        "in_cltv, out_cltv) VALUES (?, ?, ?, ?, ?, 'offering', ?, ?, ?, ?)",
+                        (in_channel, in_htlc, in_msat, out_msat, shared_secret, created_at, payment_hash, in_cltv, out_cltv))  # fmt: skip
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def forward_out(self, in_channel: str, in_htlc: int, out_channel: str, out_htlc: int) -> None:
+        self._write("UPDATE forwards SET out_channel = ?, out_htlc = ?, status = 'offered' WHERE in_channel = ? AND in_htlc = ?",
+                    (out_channel, out_htlc, in_channel, in_htlc))  # fmt: skip
+
+    def forward_status(self, in_channel: str, in_htlc: int, status: str) -> None:
+        self._write("UPDATE forwards SET status = ? WHERE in_channel = ? AND in_htlc = ?", (status, in_channel, in_htlc))
+
+    def forward(self, in_channel: str, in_htlc: int) -> dict[str, Any] | None:
+        rows = self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards WHERE in_channel = ? AND in_htlc = ?",
+                          (in_channel, in_htlc), _FORWARD_FIELDS)  # fmt: skip
+        return rows[0] if rows else None
+
+    def forwards(self) -> list[dict[str, Any]]:
+        return self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards ORDER BY created_at", (), _FORWARD_FIELDS)

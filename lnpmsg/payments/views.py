@@ -1,0 +1,102 @@
+"""The payments app's pure helpers: the JSON shapes of its listings (store rows in, dicts
+out), making an invoice, and the checks of an invoice before paying it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from lnpmsg.payments import bolt11
+from lnpmsg.payments.bolt11 import Invoice, RouteHintHop
+from lnpmsg.payments.htlcs import FeePolicy
+from lnpmsg.wire import Features
+from lnpmsg.payments.graph import RoutingGraph
+from lnpmsg.payments.plan import plan_payment
+from lnpmsg.payments.route import NoRouteError
+from lnpmsg.rpc.params import ParamsError
+
+if TYPE_CHECKING:
+    from lnpmsg.channels.htlc_hook import ChannelInfo
+
+__all__ = ["check_invoice", "decode_invoice", "forward_view", "invoice_view", "new_invoice", "payment_view", "route_hints"]
+
+
+def invoice_view(row: dict[str, Any], now: float) -> dict[str, Any]:
+    """An invoice for ``listinvoices``: an unpaid one past its expiry shows as ``expired``."""
+    status = "expired" if row["status"] == "unpaid" and now > row["expires_at"] else row["status"]
+    out = {
+        "label": row["label"], "bolt11": row["bolt11"], "payment_hash": row["payment_hash"].hex(), "amount_msat": row["amount_msat"],
+        "status": status, "description": row["description"], "expires_at": row["expires_at"],
+        "received_msat": row["received_msat"], "paid_at": row["paid_at"],
+    }  # fmt: skip
+    if row["status"] == "paid":
+        out["preimage"] = row["preimage"].hex()
+    return out
+
+
+def payment_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A payment for ``listpayments``."""
+    return {
+        "id": row["id"], "payment_hash": row["payment_hash"].hex(), "bolt11": row["bolt11"], "destination": row["payee"].hex(),
+        "amount_msat": row["amount_msat"], "fee_msat": row["fee_msat"], "status": row["status"], "routes": row["routes"],
+        "preimage": row["preimage"].hex() if row["preimage"] else None, "error": row["error"], "attempts": row["attempts"],
+        "created_at": row["created_at"], "completed_at": row["completed_at"],
+    }  # fmt: skip
+
+
+def forward_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A forward for ``listforwards`` (the onion's shared secret stays private)."""
+    return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in row.items() if k != "shared_secret"}
+
+
+def decode_invoice(text: str) -> Invoice:
+    """Decode and verify a BOLT-11 invoice; a clear ParamsError when it is not one."""
+    if not isinstance(text, str):
+        raise ParamsError("bolt11 is the invoice's text")
+    try:
+        return bolt11.decode(text.strip())
+    except ValueError as exc:
+        raise ParamsError(f"not a valid BOLT-11 invoice: {exc}") from None
+
+
+def check_invoice(invoice: Invoice, amount_msat: int | None, me: bytes, network: str, now: float) -> None:
+    """The payer's checks of BOLT 11 (what :func:`plan_payment` checks before it looks for routes)."""
+    try:
+        plan_payment(invoice, graph=RoutingGraph(), our_node_id=me, now=now, current_height=0, amount_msat=amount_msat, network=network)
+    except NoRouteError:
+        pass
+
+
+#: BOLT 11's default, and what we ask of the last hop
+DEFAULT_MIN_FINAL_CLTV = 18
+#: invoice features: var_onion_optin, payment_secret (required), basic_mpp (optional)
+INVOICE_FEATURES = Features.from_bits([8, 14, 17])
+#: route hints one invoice carries at most
+MAX_ROUTE_HINTS = 8
+
+
+def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy) -> tuple[tuple[RouteHintHop, ...], ...]:
+    """One hint per private channel a peer could pay us over (the peer's policy is assumed to be ours)."""
+    hints = [(RouteHintHop(c.peer_id, c.short_channel_id, policy.fee_base_msat, policy.fee_proportional_millionths,
+                           policy.cltv_expiry_delta),) for c in channels if not c.public and c.receivable_msat > 0]  # fmt: skip
+    return tuple(hints[:MAX_ROUTE_HINTS])
+
+
+def new_invoice(node_secret: bytes, hrp: str, amount_msat: int | None, label: str, description: str, expiry: int, now: int,
+                hints: tuple[tuple[RouteHintHop, ...], ...], preimage: str | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """A signed invoice's text and its store row (a fresh preimage and payment secret)."""
+    secret = os.urandom(32) if preimage is None else bytes.fromhex(preimage)
+    payment_hash = hashlib.sha256(secret).digest()
+    payment_secret = os.urandom(32)
+    unsigned = Invoice(
+        currency=hrp, timestamp=now, payment_hash=payment_hash, payment_secret=payment_secret, amount_msat=amount_msat,
+        description=description, expiry=expiry, min_final_cltv_expiry_delta=DEFAULT_MIN_FINAL_CLTV, route_hints=hints,
+        features=INVOICE_FEATURES,
+    )  # fmt: skip
+    text = bolt11.encode(bolt11.sign(unsigned, node_secret))
+    row = dict(payment_hash=payment_hash, label=label, bolt11=text, preimage=secret, payment_secret=payment_secret,
+               amount_msat=amount_msat, description=description, created_at=now, expires_at=now + expiry,
+               min_final_cltv=DEFAULT_MIN_FINAL_CLTV)  # fmt: skip
+    return text, row

@@ -1,0 +1,302 @@
+"""The payments app on nodes in memory, on one embedded regtest chain.
+
+A line A-B-C-D-E of channels (each funded by its left node) carries
+payments over 1 to 4 hops; failures (unknown payment hash, too little
+liquidity, a CLTV delta below a hop's policy, no route, an expired invoice, a
+malformed onion) are attributed to the right hop and reported by ``pay``.
+A diamond A-{B,C}-D carries a multi-part payment no single path could,
+then a payment whose first route fails (a hop's policy is not what the
+graph says) and whose retry takes the other path; then every node stops
+with a payment in flight and restarts from its stores: the payment
+completes, nothing is left pending.
+
+The routing graph is filled by the test with what gossip would announce
+(the gossip-fed graph is the gossip app's business): the payer plans over
+it plus its own channels and the invoice's route hints.
+
+Real clock (the chain and stores work in threads); waits are for states.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.chain.embedded import EmbeddedChainSource
+from lnpmsg.channels.app import ChannelsApp
+from lnpmsg.channels.params import ChannelConfig
+from lnpmsg.channels.state import Phase
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.payments import bolt11
+from lnpmsg.payments.app import PaymentEvent, PaymentsApp
+from lnpmsg.payments.graph import RoutingGraph
+from lnpmsg.payments.htlcs import FeePolicy
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.testing import MemoryNetwork, record_events
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.app import ChainApp
+from lnpmsg.wallet.calls import ChainAppError
+
+TIMEOUT = 90.0
+POLICY = FeePolicy(fee_base_msat=1000, fee_proportional_millionths=100, cltv_expiry_delta=40)
+
+
+def payments(node: Node) -> PaymentsApp:
+    return node.apps["payments"]  # type: ignore[return-value]
+
+
+def channels(node: Node) -> ChannelsApp:
+    return node.apps["channels"]  # type: ignore[return-value]
+
+
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        while not condition():
+            await trio.sleep(0.02)
+
+
+def quiet(node: Node) -> bool:
+    """Every channel of the node is normal, connected, with nothing pending and no HTLC."""
+    manager = channels(node).manager
+    assert manager is not None
+    for c in manager.channels.values():
+        s = c.core.state
+        if c.phase is Phase.NEW:
+            continue
+        if not (c.phase is Phase.NORMAL and s.connected and not s.awaiting_reestablish and not s.local_changes.all()
+                and not s.remote_changes.all() and s.remote_next_commit is None and s.local_commit is not None
+                and not s.local_commit.spec.htlcs):  # fmt: skip
+            return False
+    return True
+
+
+class Net:
+    """Nodes with a wallet, channels and payments on one chain and one in-memory network."""
+
+    def __init__(self, source: EmbeddedChainSource, tmp: Path) -> None:
+        self.source = source
+        self.tmp = tmp
+        self.network = MemoryNetwork()
+        self.graph = RoutingGraph()
+        self.nodes: dict[str, Node] = {}
+        self.keys: dict[str, NodeKey] = {}
+
+    def node(self, name: str) -> Node:
+        self.keys.setdefault(name, NodeKey.generate())
+        node = Node(self.keys[name], NodeConfig(listen=["mem://"], network="regtest"), transports={"mem": self.network.transport()})
+        node.mount(ChainApp(self.tmp / name / "wallet", source=self.source))
+        node.mount(ChannelsApp(self.tmp / name / "channels", config=ChannelConfig(minimum_depth=1)))
+        node.mount(PaymentsApp(self.tmp / name / "payments", policy=POLICY, graph=self.graph, mpp_timeout=20.0))
+        self.nodes[name] = node
+        return node
+
+    async def fund(self, *nodes: Node) -> None:
+        for node in nodes:
+            await self.source.faucet(node.apps["chain"].wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
+        await self.source.mine(1)
+        for node in nodes:
+            await node.apps["chain"].wallet.sync()  # type: ignore[attr-defined]
+
+    async def open(self, links: list[tuple[Node, Node, int, int | None]]) -> dict[tuple[str, str], int]:
+        """Open each (funder, peer, sat, graph capacity) channel, confirm, and announce it to the test graph."""
+        for funder, peer, sat, _ in links:
+            if peer.node_id not in funder.peers:
+                await funder.connect(peer.addresses[0])
+            await channels(funder).fundchannel(peer.node_id.hex(), sat, push_msat=10_000_000)
+            await self.source.mine(1)  # one at a time: each funding spends the wallet's change
+            await funder.apps["chain"].wallet.sync()  # type: ignore[attr-defined]
+        await self.source.mine(1)
+        await wait_until(lambda: all(quiet(n) for n in self.nodes.values()) and all(
+            c.core.state.short_channel_id for n in self.nodes.values() for c in channels(n).manager.channels.values()  # type: ignore[union-attr]
+            if c.phase is not Phase.NEW), "channels ready")  # fmt: skip
+        scids: dict[tuple[str, str], int] = {}
+        for funder, peer, _, capacity in links:
+            info = next(c for c in channels(funder).htlcs.channels() if c.peer_id == peer.node_id)
+            a, b = sorted([funder.node_id, peer.node_id])
+            self.graph.add_channel(info.short_channel_id, a, b, capacity)
+            for direction in (0, 1):
+                self.graph.update(info.short_channel_id, direction, fee_base_msat=POLICY.fee_base_msat,
+                                  fee_proportional_millionths=POLICY.fee_proportional_millionths,
+                                  cltv_expiry_delta=POLICY.cltv_expiry_delta, htlc_minimum_msat=1, htlc_maximum_msat=sat * 1000)  # fmt: skip
+            scids[(self.name(funder), self.name(peer))] = info.short_channel_id
+        return scids
+
+    def name(self, node: Node) -> str:
+        return next(k for k, v in self.nodes.items() if v is node)
+
+
+@asynccontextmanager
+async def net(tmp: Path) -> AsyncIterator[Net]:
+    async with EmbeddedChainSource.open(tmp / "chain") as source:
+        await source.mine(101)
+        yield Net(source, tmp)
+
+
+def spendable(node: Node, peer: Node) -> int:
+    return next(c.spendable_msat for c in channels(node).htlcs.channels() if c.peer_id == peer.node_id)
+
+
+async def pay_error(payer: Node, text: str, **kwargs: Any) -> ChainAppError:
+    with pytest.raises(ChainAppError) as info:
+        await payments(payer).pay(text, **kwargs)
+    return info.value
+
+
+@pytest.mark.trio
+async def test_payments_over_a_line_of_five_nodes_and_failures_attributed(tmp_path: Path) -> None:
+    async with net(tmp_path) as n:
+        a, b, c, d, e = (n.node(x) for x in "abcde")
+        async with running(a, b, c, d, e):
+            await n.fund(a, b, c, d)
+            scids = await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000),
+                                  (c, d, 300_000, None), (d, e, 1_000_000, 1_000_000)])  # fmt: skip
+
+            # direct: A pays B
+            inv = await payments(b).invoice(50_000_000, "direct", "coffee")
+            assert inv["bolt11"].startswith("lnbcrt500u")
+            with record_events(b) as events:
+                paid = await payments(a).pay(inv["bolt11"])
+                got = await events.wait_for(lambda ev: isinstance(ev, PaymentEvent) and ev.topic == "invoice.paid")
+            assert paid["status"] == "complete" and sha256(bytes.fromhex(paid["preimage"])).hex() == inv["payment_hash"]
+            assert paid["fee_msat"] == 0 and len(paid["routes"][0]) == 1 and got.amount_msat == 50_000_000
+            (row,) = (await payments(b).listinvoices())["invoices"]
+            assert row["status"] == "paid" and row["received_msat"] == 50_000_000
+            again = await pay_error(a, inv["bolt11"])  # never twice
+            assert again.details["error"] == "AlreadyPaid" and again.details["preimage"] == paid["preimage"]
+
+            # four hops: A-B-C-D-E, each forwarder keeps its fee
+            inv = await payments(e).invoice(100_000_000, "far", "four hops")
+            before = spendable(b, c)
+            with record_events(c) as events:
+                paid = await payments(a).pay(inv["bolt11"])
+                fwd = await events.wait_for(lambda ev: isinstance(ev, PaymentEvent) and ev.topic == "payment.forwarded")
+            hops = paid["routes"][0]
+            assert [h["node_id"] for h in hops] == [x.node_id.hex() for x in (b, c, d, e)]
+            assert paid["fee_msat"] == 3 * 1000 + sum(h["amt_to_forward"] * 100 // 1_000_000 for h in hops[:-1])
+            assert fwd.fee_msat == hops[1]["amount_msat"] - hops[1]["amt_to_forward"]
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c, d, e)), "settled")
+            assert spendable(b, c) < before - 100_000_000  # B forwarded the amount plus the later hops' fees
+            (listed,) = [p for p in (await payments(a).listpayments())["payments"] if p["payment_hash"] == inv["payment_hash"]]
+            assert listed["status"] == "complete" and listed["preimage"] == paid["preimage"] and listed["routes"] == paid["routes"]
+            assert (await payments(e).listinvoices("far"))["invoices"][0]["status"] == "paid"
+            (fwd_row,) = (await payments(c).listforwards())["forwards"]
+            assert fwd_row["status"] == "settled" and fwd_row["in_cltv"] - fwd_row["out_cltv"] == POLICY.cltv_expiry_delta
+            assert fwd_row["payment_hash"] == inv["payment_hash"] and "shared_secret" not in fwd_row
+
+            # unknown payment hash: an invoice E signed but never stored; the payee (hop 3) refuses it
+            fake = bolt11.decode(inv["bolt11"])
+            from dataclasses import replace
+            forged = bolt11.encode(bolt11.sign(replace(fake, payment_hash=os.urandom(32), signature=None, payee=None), n.keys["e"].secret))
+            err = await pay_error(a, forged)
+            assert err.details["code"] == 0x4000 | 15 and err.details["erring_index"] == 3
+            assert err.details["erring_node"] == e.node_id.hex() and "incorrect_or_unknown_payment_details" in str(err)
+
+            # too little liquidity: C-D holds 300k sat (the graph does not know): C fails, attributed to hop 1 on C-D
+            inv = await payments(e).invoice(400_000_000, "big", "too big for C-D")
+            err = await pay_error(a, inv["bolt11"])
+            assert err.details["erring_index"] == 1 and err.details["erring_node"] == c.node_id.hex()
+            assert err.details["code"] == 0x1000 | 7 and err.details["erring_channel"] == _scid(scids[("c", "d")])
+            assert "temporary_channel_failure" in str(err)
+
+            # a CLTV delta below B's policy: the graph says 10 blocks for B-C, B wants 40: incorrect_cltv_expiry from hop 0
+            scid_bc = scids[("b", "c")]
+            direction = 0 if b.node_id < c.node_id else 1
+            n.graph.update(scid_bc, direction, fee_base_msat=1000, fee_proportional_millionths=100, cltv_expiry_delta=10,
+                           htlc_minimum_msat=1, htlc_maximum_msat=10**9)  # fmt: skip
+            inv = await payments(e).invoice(1_000_000, "cltv", "cltv too close")
+            err = await pay_error(a, inv["bolt11"])
+            assert err.details["erring_index"] == 0 and err.details["code"] == 0x1000 | 13
+            assert "incorrect_cltv_expiry" in str(err)
+            n.graph.update(scid_bc, direction, **dict(fee_base_msat=1000, fee_proportional_millionths=100,
+                                                      cltv_expiry_delta=40, htlc_minimum_msat=1, htlc_maximum_msat=10**9))  # fmt: skip
+
+            # no route: a node with no channel
+            f = n.node("f")
+            async with running(f):
+                inv = await payments(f).invoice(1_000, "lonely", "no channels")
+                err = await pay_error(a, inv["bolt11"])
+            assert err.details["error"] == "NoRoute" and "no route" in str(err)
+
+            # an expired invoice is refused before anything is sent
+            inv = await payments(e).invoice(1_000, "short", "expires", expiry=1)
+            await trio.sleep(1.5)
+            err = await pay_error(a, inv["bolt11"])
+            assert err.details["code"] == "expired"
+
+            # a malformed onion (version 1) gets update_fail_malformed_htlc back
+            with record_events(a) as events:
+                await channels(a).dev_addhtlc(_scid(scids[("a", "b")]), 10_000, onion="01" + "00" * 1365)
+                await events.wait_for(lambda ev: getattr(ev, "topic", "") == "channel.htlc" and getattr(ev, "reason", "") == "failed")
+                await wait_until(lambda: quiet(a) and quiet(b), "the malformed HTLC failed back")
+            failed = [p for p in (await payments(a).listpayments())["payments"] if p["status"] == "failed"]
+            assert len(failed) == 4
+
+            # bad input: a clear error
+            with pytest.raises(ParamsError):
+                await payments(a).pay("lnbcrt1nonsense")
+            with pytest.raises(ParamsError):
+                await payments(e).invoice(1_000, "far", "label reused")
+
+
+def _scid(scid: int) -> str:
+    return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
+
+
+@pytest.mark.trio
+async def test_mpp_over_a_diamond_and_the_store_survives_a_restart(tmp_path: Path) -> None:
+    async with net(tmp_path) as n:
+        a, b, c, d = (n.node(x) for x in "abcd")
+        async with running(a, b, c, d):
+            await n.fund(a, b, c)
+            await n.open([(a, b, 600_000, 600_000), (a, c, 600_000, 600_000), (b, d, 1_000_000, 1_000_000), (c, d, 1_000_000, 1_000_000)])
+            inv = await payments(d).invoice(900_000_000, "mpp", "needs two paths")
+            paid = await payments(a).pay(inv["bolt11"])
+            assert paid["status"] == "complete" and paid["parts"] >= 2
+            assert {r[0]["node_id"] for r in paid["routes"]} == {b.node_id.hex(), c.node_id.hex()}
+            assert sum(r[-1]["amt_to_forward"] for r in paid["routes"]) == 900_000_000
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
+
+            # the graph says B forwards to D for free (B asks 1000 msat + 100 ppm): the cheap route via B fails
+            # with fee_insufficient from hop 0; mission control learns it and the retry goes via C
+            scid_bd = next(ch.short_channel_id for ch in channels(b).htlcs.channels() if ch.peer_id == d.node_id)
+            n.graph.update(scid_bd, 0 if b.node_id < d.node_id else 1, fee_base_msat=0, fee_proportional_millionths=0,
+                           cltv_expiry_delta=40, htlc_minimum_msat=1, htlc_maximum_msat=10**9)  # fmt: skip
+            scid_cd = next(ch.short_channel_id for ch in channels(c).htlcs.channels() if ch.peer_id == d.node_id)
+            n.graph.update(scid_cd, 0 if c.node_id < d.node_id else 1, fee_base_msat=50_000, fee_proportional_millionths=100,
+                           cltv_expiry_delta=40, htlc_minimum_msat=1, htlc_maximum_msat=10**9)  # C looks dear  # fmt: skip
+            inv2 = await payments(d).invoice(1_000_000, "retry", "learns from a failure")
+            retried = await payments(a).pay(inv2["bolt11"])
+            assert retried["status"] == "complete" and retried["attempts"] == 2
+            assert [h["node_id"] for h in retried["routes"][0]] == [c.node_id.hex(), d.node_id.hex()] and retried["fee_msat"] == 50_100
+            (p2,) = [p for p in (await payments(a).listpayments())["payments"] if p["payment_hash"] == inv2["payment_hash"]]
+            assert p2["attempts"] == 2 and p2["status"] == "complete"
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
+            # A stops with a payment's HTLC in flight; after its restart the preimage comes back and the payment completes
+            inv3 = await payments(d).invoice(2_000_000, "restart", "the payer restarts")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(payments(a).pay, inv3["bolt11"])
+                await wait_until(lambda: any(h.add.payment_hash.hex() == inv3["payment_hash"] for ch in channels(a).htlcs.channels()
+                                             for h in channels(a).htlcs.outgoing(ch.key)), "the HTLC left")  # fmt: skip
+                nursery.cancel_scope.cancel()
+        # every node restarts from its stores: invoices and payments are still there, the HTLC in flight completes
+        a2, b2, c2, d2 = (n.node(x) for x in "abcd")
+        async with running(a2, b2, c2, d2):
+            for x, y in ((a2, b2), (a2, c2), (d2, b2), (d2, c2)):
+                await x.connect(y.addresses[0])
+            with trio.fail_after(TIMEOUT):
+                while (pays := (await payments(a2).listpayments())["payments"])[-1]["status"] != "complete":
+                    await trio.sleep(0.05)
+            assert pays[-1]["preimage"] is not None and sha256(bytes.fromhex(pays[-1]["preimage"])).hex() == inv3["payment_hash"]
+            row = (await payments(d2).listinvoices())["invoices"][0]
+            assert row["status"] == "paid" and row["received_msat"] == 900_000_000
+            p = pays[0]
+            assert p["status"] == "complete" and p["preimage"] == paid["preimage"] and len(p["routes"]) == paid["parts"]
+            await wait_until(lambda: all(quiet(x) for x in (a2, b2, c2, d2)), "no HTLC left")

@@ -1,0 +1,55 @@
+"""The payments subcommands: what each asks the node, how results print, decodepay offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import coincurve
+import pytest
+
+from lnpmsg.cli import build_parser, main
+from lnpmsg.payments import bolt11, commands
+from lnpmsg.payments.bolt11 import Invoice
+from lnpmsg.wire import Features
+
+
+def request(*argv: str) -> tuple[str, dict[str, object]]:
+    args = build_parser().parse_args(list(argv))
+    method, params, _ = commands._request(args)
+    return method, params
+
+
+def test_each_command_calls_its_method() -> None:
+    assert request("invoice", "5000", "lbl", "desc", "--expiry", "60") == (
+        "payments.invoice", {"amount_msat": 5000, "label": "lbl", "description": "desc", "expiry": 60})
+    assert request("invoice", "any", "lbl", "desc")[1]["amount_msat"] is None
+    assert request("pay", "lnbcrt1x", "--amount-msat", "7") == ("payments.pay", {"bolt11": "lnbcrt1x", "amount_msat": 7})
+    assert request("listinvoices", "--label", "x") == ("payments.listinvoices", {"label": "x"})
+    assert request("listpayments") == ("payments.listpayments", {})
+    assert request("listforwards") == ("payments.listforwards", {})
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["invoice", "-5", "l", "d"])
+
+
+def test_printers(capsys: pytest.CaptureFixture[str]) -> None:
+    route = [{"node_id": "02" + "ab" * 32, "short_channel_id": "103x1x0"}]
+    commands._print_pay({"amount_msat": 1000, "fee_msat": 1, "parts": 1, "preimage": "00" * 32, "routes": [route]})
+    commands._print_invoices({"invoices": [{"label": "l", "status": "paid", "amount_msat": None, "payment_hash": "11" * 32, "preimage": "22" * 32}]})
+    commands._print_payments({"payments": []})
+    out = capsys.readouterr().out
+    assert "paid 1000 msat (fee 1 msat) in 1 part(s)" in out and "103x1x0" in out
+    assert "l: paid, any amount" in out and "no payments" in out
+
+
+def test_decodepay_runs_offline(capsys: pytest.CaptureFixture[str]) -> None:
+    key = os.urandom(32)
+    invoice = Invoice(currency="bcrt", timestamp=int(time.time()), payment_hash=os.urandom(32), payment_secret=os.urandom(32),
+                      amount_msat=2_000, description="tea", features=Features.from_bits([8, 14, 17]))  # fmt: skip
+    text = bolt11.encode(bolt11.sign(invoice, key))
+    assert main(["decodepay", text, "--json"]) == 0
+    decoded = json.loads(capsys.readouterr().out)
+    assert decoded["payee"] == coincurve.PrivateKey(key).public_key.format().hex() and decoded["amount_msat"] == 2_000
+    assert main(["decodepay", text[:-1] + ("q" if text[-1] != "q" else "p"), "--json"]) == 1
+    assert "not a valid BOLT-11 invoice" in json.loads(capsys.readouterr().out)["error"]

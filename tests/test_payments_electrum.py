@@ -1,0 +1,133 @@
+"""Payments with Electrum 4.3.4 (Debian's, a separate process on Debian's Python), over a
+direct channel lnpmsg opened to it: Electrum pays an lnpmsg invoice (``lnpay``), lnpmsg
+pays an invoice Electrum made (``add_request``), and each decodes the other's invoice
+(Electrum's ``decode_invoice``, ``lnpmsg decodepay``); and Electrum pays an lnpmsg
+node one private hop beyond the lnpmsg node it has a channel with. Electrum syncs from the node's own
+Electrum server on the node's embedded regtest chain.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lnpmsg.testing.electrum import ElectrumWallet
+from lnpmsg.testing.processes import lnpmsg_argv
+from test_channels_electrum import connected, electrum_channel, free_port, start_node
+from test_channels_nodes import LISTEN, WAIT, cli, owner_argv, start, stop, user_argv
+
+pytestmark = pytest.mark.slow
+
+
+async def test_electrum_pays_lnpmsg_and_lnpmsg_pays_electrum(tmp_path: Path) -> None:
+    node_dir = tmp_path / "node"
+    node, info = await start_node(node_dir)
+    d = ("--data-dir", node_dir)
+    wallet: ElectrumWallet | None = None
+    try:
+        await cli("mine", 101, *d)
+        listen_port = free_port()
+        wallet = ElectrumWallet(tmp_path / "electrum", info["electrum"],
+                                config={"use_gossip": True, "lightning_listen": f"127.0.0.1:{listen_port}"})  # fmt: skip
+        await trio.to_thread.run_sync(wallet.create)
+        await trio.to_thread.run_sync(wallet.start)
+        await trio.to_thread.run_sync(wallet.wait_synced, 101)
+        await cli("faucet", 3_000_000, *d)
+        electrum_id = (await wallet.acall("nodeid")).split("@")[0]
+        await cli("connect", f"{electrum_id}@127.0.0.1:{listen_port}", *d)
+        opened = await cli("fundchannel", electrum_id, 600_000, "--push-msat", 100_000_000, *d)
+        await cli("mine", 3, *d)
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
+        before = await connected(node_dir, opened["channel_id"])
+
+        # Electrum pays our invoice over the channel
+        invoice = await cli("invoice", 20_000_000, "from-electrum", "paid by Electrum", *d)
+        decoded = await wallet.acall("decode_invoice", invoice=invoice["bolt11"])
+        assert decoded["rhash"] == invoice["payment_hash"] and decoded["amount_msat"] == 20_000_000
+        result = await wallet.acall("lnpay", invoice=invoice["bolt11"], timeout=WAIT)
+        assert result["success"], result["log"]
+        (ours,) = (await cli("listinvoices", "--label", "from-electrum", *d))["invoices"]
+        assert ours["status"] == "paid" and ours["preimage"] == result["preimage"]
+
+        # we pay Electrum's invoice
+        request = await wallet.acall("add_request", amount="0.0001", memo="paid by lnpmsg")
+        text = request.get("lightning_invoice") or request["invoice"]
+        mine = await cli("decodepay", text)
+        assert mine["amount_msat"] == 10_000_000 and mine["payee"] == electrum_id
+        paid = await cli("pay", text, *d)
+        assert paid["status"] == "complete" and paid["fee_msat"] == 0
+        await trio.to_thread.run_sync(
+            wallet.wait_for, lambda: wallet.call("get_request", request_id=request["request_id"])["status"] == 3, "Electrum paid", WAIT
+        )
+        after = await connected(node_dir, opened["channel_id"])
+        assert after["to_local_msat"] == before["to_local_msat"] + 20_000_000 - 10_000_000
+    finally:
+        if wallet is not None:
+            await trio.to_thread.run_sync(wallet.stop)
+        await stop(node, node_dir)
+
+
+async def start_with_gossip(data_dir: Path, *options: str) -> tuple[trio.Process, dict[str, Any]]:
+    """A node process with its gossip app (Electrum wants gossip_queries from its peers)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(f"{data_dir}.log", "ab") as log:
+        process = await trio.lowlevel.open_process(
+            lnpmsg_argv("node", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--json", *options), stdout=subprocess.PIPE, stderr=log
+        )
+    assert process.stdout is not None
+    line = b""
+    with trio.fail_after(WAIT):
+        while not line.endswith(b"\n"):
+            chunk = await process.stdout.receive_some(1)
+            assert chunk, Path(f"{data_dir}.log").read_text()[-3000:]
+            line += chunk
+    return process, json.loads(line)
+
+
+async def test_electrum_pays_through_an_lnpmsg_node(tmp_path: Path) -> None:
+    """Electrum -> A -> B: Electrum opens a channel to A, A one to B (private); B's invoice
+    carries the route hint A -> B, and A forwards Electrum's HTLC."""
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a, a_info = await start_with_gossip(a_dir, *owner_argv("127.0.0.1:0"), "--electrum-listen", "127.0.0.1:0")
+    processes = [(a, a_dir)]
+    wallet: ElectrumWallet | None = None
+    try:
+        b, b_info = await start(b_dir, LISTEN["tcp"], *user_argv(a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])))
+        processes.append((b, b_dir))
+        await cli("mine", 101, "--data-dir", a_dir)
+        wallet = ElectrumWallet(tmp_path / "electrum", a_info["electrum"], config={"use_gossip": True})
+        await trio.to_thread.run_sync(wallet.create)
+        await trio.to_thread.run_sync(wallet.start)
+        await trio.to_thread.run_sync(wallet.wait_synced, 101)
+        address = await wallet.acall("getunusedaddress")
+        await cli("faucet", 3_000_000, "--address", address, "--data-dir", a_dir)
+        await cli("faucet", 3_000_000, "--data-dir", a_dir)
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: wallet.call("getbalance").get("confirmed") == "0.03", "coins")
+        await cli("connect", a_info["addresses"][0], "--data-dir", b_dir)
+        await cli("fundchannel", b_info["node_id"], 800_000, "--data-dir", a_dir)
+        await wallet.acall("open_channel", connection_string=a_info["addresses"][0], amount="0.01")
+        await cli("mine", 3, "--data-dir", a_dir)
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
+        with trio.fail_after(WAIT):
+            while not (len(chans := (await cli("listchannels", "--data-dir", a_dir))["channels"]) == 2
+                       and all(c["state"] == "normal" and c["connected"] for c in chans)):  # fmt: skip
+                await trio.sleep(0.2)
+
+        invoice = await cli("invoice", 15_000_000, "via-a", "Electrum through lnpmsg", "--data-dir", b_dir)
+        result = await wallet.acall("lnpay", invoice=invoice["bolt11"], timeout=WAIT)
+        assert result["success"], result["log"]
+        (ours,) = (await cli("listinvoices", "--data-dir", b_dir))["invoices"]
+        assert ours["status"] == "paid" and ours["preimage"] == result["preimage"]
+        (fwd,) = (await cli("listforwards", "--data-dir", a_dir))["forwards"]
+        assert fwd["status"] == "settled" and fwd["out_msat"] == 15_000_000 and fwd["in_msat"] > fwd["out_msat"]
+    finally:
+        if wallet is not None:
+            await trio.to_thread.run_sync(wallet.stop)
+        for process, data_dir in reversed(processes):
+            if process.returncode is None:
+                await stop(process, data_dir)

@@ -1,0 +1,113 @@
+"""The sans-IO decision for an incoming HTLC (:mod:`lnpmsg.payments.htlcs`): every BOLT-4 check
+of the final node and of a forwarding hop gives the right failure, readable by the sender
+with its shared secrets; MPP sets complete or time out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import coincurve
+import pytest
+
+from lnpmsg.payments.htlcs import FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
+from lnpmsg.payments.onion import HopPayload, construct_onion, decrypt_failure_onion
+from lnpmsg.payments.onion.failures import BADONION
+from lnpmsg.wire.primitives import ShortChannelId
+
+NODE = os.urandom(32)
+NODE_ID = coincurve.PrivateKey(NODE).public_key.format()
+NEXT = coincurve.PrivateKey().public_key.format()
+PREIMAGE = os.urandom(32)
+HASH = hashlib.sha256(PREIMAGE).digest()
+SECRET = os.urandom(32)
+HEIGHT = 500
+SCID = (400 << 40) | (1 << 16)
+TERMS = InvoiceTerms(HASH, PREIMAGE, SECRET, 100_000, 18, expires_at=10_000)
+POLICY = FeePolicy(1000, 100, 40)
+
+
+def final_onion(amount: int, cltv: int, secret: bytes | None = SECRET, total: int | None = None) -> tuple[bytes, tuple[bytes, ...]]:
+    payload = HopPayload.final(amount, cltv, payment_secret=secret, total_msat=total).encode()
+    built = construct_onion(os.urandom(32), [NODE_ID], [payload], HASH)
+    return built.packet, tuple(built.shared_secrets)
+
+
+def forward_onion(amount: int, cltv: int) -> tuple[bytes, tuple[bytes, ...]]:
+    payloads = [HopPayload.forward(amount, cltv, ShortChannelId.from_int(SCID)).encode(),
+                HopPayload.final(amount, cltv, payment_secret=SECRET).encode()]  # fmt: skip
+    built = construct_onion(os.urandom(32), [NODE_ID, NEXT], payloads, HASH)
+    return built.packet, tuple(built.shared_secrets)
+
+
+def run(onion: bytes, amount: int, cltv: int, *, now: float = 1000.0, channel: tuple[bool, int] | None = (True, 1)) -> object:
+    return decide(node_secret=NODE, amount_msat=amount, payment_hash=HASH, cltv_expiry=cltv, onion=onion, height=HEIGHT, now=now,
+                  invoice={HASH: TERMS}.get, next_channel=lambda scid: channel if scid == SCID else None, policy=POLICY)  # fmt: skip
+
+
+def failure_name(action: object, secrets: tuple[bytes, ...]) -> tuple[int, str]:
+    assert isinstance(action, FailOnion), action
+    got = decrypt_failure_onion(secrets, action.reason)
+    assert got.failure is not None
+    return got.hop_index, got.failure.NAME
+
+
+def test_final_node_settles_and_refuses_with_the_right_codes() -> None:
+    onion, secrets = final_onion(100_000, HEIGHT + 30)
+    assert run(onion, 100_000, HEIGHT + 30) == Settle(PREIMAGE, 100_000)
+    assert failure_name(run(onion, 99_999, HEIGHT + 30), secrets) == (0, "final_incorrect_htlc_amount")
+    assert failure_name(run(onion, 100_000, HEIGHT + 29), secrets) == (0, "final_incorrect_cltv_expiry")
+    assert failure_name(run(onion, 100_000, HEIGHT + 30, now=20_000), secrets) == (0, "incorrect_or_unknown_payment_details")
+    near, near_secrets = final_onion(100_000, HEIGHT + 5)
+    assert failure_name(run(near, 100_000, HEIGHT + 5), near_secrets) == (0, "incorrect_or_unknown_payment_details")
+    wrong, wrong_secrets = final_onion(100_000, HEIGHT + 30, secret=os.urandom(32))
+    assert failure_name(run(wrong, 100_000, HEIGHT + 30), wrong_secrets) == (0, "incorrect_or_unknown_payment_details")
+    low, low_secrets = final_onion(50_000, HEIGHT + 30)
+    assert failure_name(run(low, 50_000, HEIGHT + 30), low_secrets) == (0, "incorrect_or_unknown_payment_details")
+
+
+def test_malformed_onions_get_update_fail_malformed_htlc() -> None:
+    onion, _ = final_onion(100_000, HEIGHT + 30)
+    for bad in (bytes(1366), onion[:-1] + bytes([onion[-1] ^ 1]), b"\x01" + onion[1:]):
+        action = run(bad, 100_000, HEIGHT + 30)
+        assert isinstance(action, FailMalformed) and action.failure_code & BADONION
+        assert action.sha256_of_onion == hashlib.sha256(bad).digest()
+
+
+def test_forwarding_checks_fee_cltv_channel_and_expiry() -> None:
+    amount, out_cltv = 1_000_000, HEIGHT + 100
+    fee = POLICY.fee(amount)
+    onion, secrets = forward_onion(amount, out_cltv)
+    action = run(onion, amount + fee, out_cltv + 40)
+    assert isinstance(action, Forward) and (action.short_channel_id, action.amount_msat, action.cltv_expiry, action.fee_msat) == (SCID, amount, out_cltv, fee)
+    assert failure_name(run(onion, amount + fee - 1, out_cltv + 40), secrets) == (0, "fee_insufficient")
+    assert failure_name(run(onion, amount + fee, out_cltv + 39), secrets) == (0, "incorrect_cltv_expiry")
+    assert failure_name(run(onion, amount + fee, out_cltv + 40, channel=None), secrets) == (0, "unknown_next_peer")
+    assert failure_name(run(onion, amount + fee, out_cltv + 40, channel=(False, 1)), secrets) == (0, "temporary_channel_failure")
+    soon, soon_secrets = forward_onion(amount, HEIGHT + 2)
+    assert failure_name(run(soon, amount + fee, HEIGHT + 42), soon_secrets) == (0, "expiry_too_soon")
+    far, far_secrets = forward_onion(amount, HEIGHT + 5000)
+    assert failure_name(run(far, amount + fee, HEIGHT + 5040), far_secrets) == (0, "expiry_too_far")
+
+
+def test_mpp_parts_wait_for_the_total_then_settle_or_time_out() -> None:
+    onion, secrets = final_onion(60_000, HEIGHT + 30, total=100_000)
+    part = run(onion, 60_000, HEIGHT + 30)
+    assert isinstance(part, HoldPart) and part.total_msat == 100_000
+    sets = MppSets(timeout=60.0)
+    assert sets.add(("chan", 1), part, now=0.0) is None
+    assert sets.next_deadline() == 60.0
+    rest = HoldPart(HASH, 100_000, 40_000, part.shared_secret)
+    assert sets.add(("chan", 2), rest, now=10.0) == [("chan", 1), ("chan", 2)]
+    assert sets.expire(1000.0) == [] and sets.next_deadline() is None
+    # an incomplete set times out: each part fails with mpp_timeout
+    assert sets.add(("chan", 3), part, now=100.0) is None
+    assert sets.expire(159.0) == []
+    ((ref, failed),) = sets.expire(160.0)
+    assert ref == ("chan", 3) and failure_name(failed, secrets) == (0, "mpp_timeout")
+
+
+@pytest.mark.parametrize("total", [99_999, 200_001])
+def test_a_total_outside_the_invoice_amount_is_refused(total: int) -> None:
+    onion, secrets = final_onion(50_000, HEIGHT + 30, total=total)
+    assert failure_name(run(onion, 50_000, HEIGHT + 30), secrets) == (0, "incorrect_or_unknown_payment_details")
