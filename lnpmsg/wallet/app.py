@@ -383,7 +383,9 @@ class ChainApp(App):
         ]
         tip = wallet.tip
         # what the channels still hold: open channels' balances, outputs on chain still locked
-        onchain = getattr(self.node.apps.get("channels"), "onchain", None)
+        # (a chain app used on its own, unmounted, has no channels beside it)
+        channels = self._node.apps.get("channels") if self._node is not None else None
+        onchain = getattr(channels, "onchain", None)
         return {
             "outputs": outputs,
             "total_sat": balances.total_sat,
