@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from lnpmsg.channels import SHELL_MODULES
+
 ROOT = Path(__file__).resolve().parent.parent / "lnpmsg"
 
 #: modules named in a core's imports: I/O, event loops, the clock
@@ -30,7 +32,8 @@ FORBIDDEN_IMPORTS = {"trio", "socket", "zmq", "stem", "time", "asyncio", "select
 FORBIDDEN_LOADED = {"trio", "zmq", "sqlite3", "stem", "socket", "asyncio", "aioquic"}
 
 #: modules of a core package that are its trio shells, by the layout docs/architecture.md describes
-SHELL_NAMES = {"app", "manager", "store", "commands", "dev_calls", "onchain", "__main__"}
+#: shells by module name in every package, and the channel package's own list
+SHELL_NAMES = {"app", "manager", "store", "commands", "__main__"} | SHELL_MODULES
 
 
 def _modules(package: str, *, only: tuple[str, ...] = ()) -> list[str]:
