@@ -202,7 +202,12 @@ async def test_restart_keeps_the_announcement_and_policy_and_a_close_leaves_the_
             async with running(alice):
                 await bob.connect(alice.addresses[0])
                 await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
-                await wait_until(lambda: gossip(bob).graph.channels[scid].update_ts[alice_dir] > before, "a fresh update from Alice")
+                # (an update that still says "disabled" may come first, sent before Bob was back)
+                await wait_until(
+                    lambda: gossip(bob).graph.channels[scid].update_ts[alice_dir] > before
+                    and not bob_graph.channel(scid, alice_dir).disabled,  # type: ignore[union-attr]
+                    "a fresh, enabled update from Alice",
+                )
                 edge = bob_graph.channel(scid, alice_dir)
                 assert edge is not None and (edge.fee_base_msat, edge.cltv_expiry_delta, edge.disabled) == (3000, 60, False)
                 assert (await announce(alice).listpolicies())["channels"][0]["public"]

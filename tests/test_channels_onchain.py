@@ -33,7 +33,6 @@ from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelsApp
 from lnpmsg.channels.commands import _print_list as print_channels
-from lnpmsg.channels.manager import ManagedChannel
 from lnpmsg.channels.monitor import CLTV_CLAIM_BUFFER
 from lnpmsg.channels.onchain import OnchainEvent
 from lnpmsg.channels.params import ChannelConfig
@@ -44,6 +43,7 @@ from lnpmsg.testing import MemoryNetwork, record_events
 from lnpmsg.testing.nodes import running
 from lnpmsg.wire import Error
 from lnpmsg.wallet.app import ChainApp
+from test_channels_app import channels, only_channel, settled
 
 FUNDING_SAT = 1_000_000
 PUSH_MSAT = 300_000_000
@@ -51,29 +51,10 @@ TO_SELF_DELAY = 6
 TIMEOUT = 90.0
 
 
-def channels(node: Node) -> ChannelsApp:
-    return node.apps["channels"]  # type: ignore[return-value]
-
-
-def only_channel(node: Node) -> ManagedChannel:
-    manager = channels(node).manager
-    assert manager is not None
-    (channel,) = [c for c in manager.channels.values() if c.phase is not Phase.NEW]
-    return channel
-
-
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
     with trio.fail_after(TIMEOUT):
         while not condition():
             await trio.sleep(0.02)
-
-
-def settled(node: Node) -> bool:
-    s = only_channel(node).core.state
-    return (
-        s.phase is Phase.NORMAL and s.connected and not s.awaiting_reestablish and not s.local_changes.all()
-        and not s.remote_changes.all() and s.remote_next_commit is None
-    )  # fmt: skip
 
 
 class Pair:

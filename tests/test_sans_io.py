@@ -32,6 +32,7 @@ FORBIDDEN_IMPORTS = {"trio", "socket", "zmq", "stem", "time", "asyncio", "select
 FORBIDDEN_LOADED = {"trio", "zmq", "sqlite3", "stem", "socket", "asyncio", "aioquic"}
 
 #: modules of a core package that are its trio shells, by the layout docs/architecture.md describes
+#: shells by module name in every package, and the channel package's own list
 SHELL_NAMES = {"app", "manager", "store", "commands", "__main__"} | SHELL_MODULES
 
 
