@@ -203,6 +203,11 @@ def build_node(settings: NodeSettings) -> BuiltNode:
     _mount_announce(node, settings)
     for spec in settings.apps:
         _mount_user_app(node, spec, settings)
+    if "gossip" not in node.apps:
+        from lnpmsg.gossip.ignore import ignore_gossip
+
+        # peers' gossip (a private channel's channel_update above all) is dropped, not a reason to fail them
+        ignore_gossip(node)
     if settings.control:
         from lnpmsg.rpc.control import ControlError, ControlServer
 
