@@ -1,9 +1,11 @@
 """Payments with Electrum 4.3.4 (Debian's, a separate process on Debian's Python), over a
 direct channel lnpmsg opened to it: Electrum pays an lnpmsg invoice (``lnpay``), lnpmsg
 pays an invoice Electrum made (``add_request``), and each decodes the other's invoice
-(Electrum's ``decode_invoice``, ``lnpmsg decodepay``); and Electrum pays an lnpmsg
-node one private hop beyond the lnpmsg node it has a channel with. Electrum syncs from the node's own
-Electrum server on the node's embedded regtest chain.
+(Electrum's ``decode_invoice``, ``lnpmsg decodepay``: the fields each shows, Electrum's route
+hint and fallback address); and Electrum pays an lnpmsg node (B, without the gossip app) one
+private hop beyond the lnpmsg node it has a channel with (A, whose private channel_update to B
+must not cost their connection). Electrum syncs from the node's own Electrum server on the
+node's embedded regtest chain.
 """
 
 from __future__ import annotations
@@ -45,20 +47,28 @@ async def test_electrum_pays_lnpmsg_and_lnpmsg_pays_electrum(tmp_path: Path) -> 
         await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
         before = await connected(node_dir, opened["channel_id"])
 
-        # Electrum pays our invoice over the channel
-        invoice = await cli("invoice", 20_000_000, "from-electrum", "paid by Electrum", *d)
+        # Electrum reads our invoice (its decode_invoice) as we do, and pays it over the channel
+        invoice = await cli("invoice", 20_000_000, "from-electrum", "paid by Electrum", "--expiry", 1800, *d)
         decoded = await wallet.acall("decode_invoice", invoice=invoice["bolt11"])
-        assert decoded["rhash"] == invoice["payment_hash"] and decoded["amount_msat"] == 20_000_000
+        ours_decoded = await cli("decodepay", invoice["bolt11"])
+        assert (decoded["rhash"], decoded["amount_msat"], decoded["pubkey"]) == (invoice["payment_hash"], 20_000_000, info["node_id"])
+        assert (decoded["description"], decoded["exp"], decoded["time"]) == ("paid by Electrum", 1800, ours_decoded["timestamp"])
         result = await wallet.acall("lnpay", invoice=invoice["bolt11"], timeout=WAIT)
         assert result["success"], result["log"]
         (ours,) = (await cli("listinvoices", "--label", "from-electrum", *d))["invoices"]
         assert ours["status"] == "paid" and ours["preimage"] == result["preimage"]
 
-        # we pay Electrum's invoice
-        request = await wallet.acall("add_request", amount="0.0001", memo="paid by lnpmsg")
-        text = request.get("lightning_invoice") or request["invoice"]
+        # we read Electrum's invoice (`lnpmsg decodepay`) and pay it
+        request = await wallet.acall("add_request", amount="0.0001", memo="paid by lnpmsg", expiration=1800)
+        text = request["lightning_invoice"]
         mine = await cli("decodepay", text)
-        assert mine["amount_msat"] == 10_000_000 and mine["payee"] == electrum_id
+        assert (mine["network"], mine["amount_msat"], mine["payee"], mine["payment_hash"]) == ("regtest", 10_000_000, electrum_id, request["rhash"])
+        assert (mine["description"], mine["expiry"], mine["timestamp"]) == ("paid by lnpmsg", 1800, request["timestamp"])
+        assert mine["fallbacks"] == [request["address"]]
+        # Electrum 4.3.4's invoice features, its trampoline bit (151) among them
+        assert mine["features"] == ["var_onion_optin (optional)", "payment_secret (optional)", "basic_mpp (optional)", "bit 151 (unknown, optional)"]
+        # its route hint: the private channel from us (its policy is whatever Electrum knew then)
+        assert [[(h["node_id"], h["short_channel_id"]) for h in r] for r in mine["route_hints"]] == [[(info["node_id"], before["short_channel_id"])]]
         paid = await cli("pay", text, *d)
         assert paid["status"] == "complete" and paid["fee_msat"] == 0
         await trio.to_thread.run_sync(
@@ -89,6 +99,20 @@ async def start_with_gossip(data_dir: Path, *options: str) -> tuple[trio.Process
     return process, json.loads(line)
 
 
+async def normal_channels(data_dir: Path, count: int) -> list[dict[str, Any]]:
+    """The node's ``count`` channels once all are normal with their peers connected
+    (a failure shows the last listing)."""
+    channels: list[dict[str, Any]] = []
+    with trio.move_on_after(WAIT):
+        while True:
+            channels = (await cli("listchannels", "--data-dir", data_dir))["channels"]
+            if len(channels) == count and all(c["state"] == "normal" and c["connected"] for c in channels):
+                return channels
+            await trio.sleep(0.2)
+    seen = [(c["short_channel_id"], c["state"], "connected" if c["connected"] else "disconnected") for c in channels]
+    raise AssertionError(f"{data_dir}: not {count} normal channels with their peers connected after {WAIT} s: {seen}")
+
+
 async def test_electrum_pays_through_an_lnpmsg_node(tmp_path: Path) -> None:
     """Electrum -> A -> B: Electrum opens a channel to A, A one to B (private); B's invoice
     carries the route hint A -> B, and A forwards Electrum's HTLC."""
@@ -111,12 +135,10 @@ async def test_electrum_pays_through_an_lnpmsg_node(tmp_path: Path) -> None:
         await cli("connect", a_info["addresses"][0], "--data-dir", b_dir)
         await cli("fundchannel", b_info["node_id"], 800_000, "--data-dir", a_dir)
         await wallet.acall("open_channel", connection_string=a_info["addresses"][0], amount="0.01")
+        # both channels' acceptors are lnpmsg nodes: 3 confirmations is their minimum_depth
         await cli("mine", 3, "--data-dir", a_dir)
         await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
-        with trio.fail_after(WAIT):
-            while not (len(chans := (await cli("listchannels", "--data-dir", a_dir))["channels"]) == 2
-                       and all(c["state"] == "normal" and c["connected"] for c in chans)):  # fmt: skip
-                await trio.sleep(0.2)
+        await normal_channels(a_dir, 2)
 
         invoice = await cli("invoice", 15_000_000, "via-a", "Electrum through lnpmsg", "--data-dir", b_dir)
         result = await wallet.acall("lnpay", invoice=invoice["bolt11"], timeout=WAIT)
