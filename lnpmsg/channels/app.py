@@ -200,6 +200,7 @@ class ChannelsApp(DevCalls, App):
         kwargs = {} if self._now is None else {"now": self._now}
         onchain = OnchainWatch(self.directory, self.chain, self.node.events.publish)
         self.onchain = onchain
+        onchain.on_htlc_resolved = self.htlcs.dispatch_on_chain
         manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, dev=self.dev,
                                  on_persisted=onchain.persisted, **kwargs)  # fmt: skip
         onchain.manager = manager

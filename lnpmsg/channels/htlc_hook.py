@@ -14,6 +14,12 @@ plugs in here:
   capacity, what we can send and receive now); :meth:`pending_incoming`
   lists the incoming HTLCs committed and not yet resolved (what a restarted
   payments app must decide again: an HTLC is never left hanging);
+- an HTLC we offered on a channel that went on chain ends there: the
+  channel monitor tells the handler (:meth:`HtlcHandler.htlc_resolved_on_chain`)
+  when a spend reveals its preimage or its timeout is buried, so the
+  incoming HTLC of a forward is settled or failed while its channel is
+  still open; :meth:`fulfill` on a channel that is on chain gives the
+  preimage to its monitor, which claims the HTLC's output;
   :meth:`upstream_deadline` names, for an HTLC we forwarded, the incoming
   HTLC and the height by which it must be resolved.
 
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 from .errors import LocalMisuse
 from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled
 from .messages import UpdateAddHtlc
+from .monitor import HtlcResolved
 from .state import Phase
 
 if TYPE_CHECKING:
@@ -83,6 +90,8 @@ class HtlcHandler(Protocol):
     def htlc_resolved(self, channel_key: str, htlc_id: int, preimage: bytes | None, reason: bytes | None,
                       failure_code: int | None) -> None: ...  # fmt: skip
 
+    def htlc_resolved_on_chain(self, channel_key: str, htlc_id: int, preimage: bytes | None) -> None: ...
+
     def upstream_of(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None: ...
 
 
@@ -110,6 +119,15 @@ class HtlcHook:
             handler.htlc_resolved(channel.key, event.htlc_id, event.preimage, event.reason, event.failure_code)
         elif isinstance(event, HtlcDropped):
             handler.htlc_resolved(channel.key, event.htlc_id, None, None, None)
+
+    def dispatch_on_chain(self, channel: ManagedChannel, event: HtlcResolved) -> None:
+        """The channel's monitor resolved an HTLC on chain (a preimage at once, a timeout once deep).
+
+        Only HTLCs we offered concern a payments layer: an incoming one claimed or timed out on
+        chain has nothing upstream of us. The monitor reports again after a restart (it replays
+        the chain), so the handler must accept a resolution it has already acted on."""
+        if event.offered and self._handler is not None:
+            self._handler.htlc_resolved_on_chain(channel.key, event.htlc_id, event.preimage)
 
     # ------------------------------------------------------------ queries
 
@@ -191,7 +209,15 @@ class HtlcHook:
         return channel.key, add.id
 
     async def fulfill(self, channel_key: str, htlc_id: int, preimage: bytes) -> None:
-        """Settle incoming HTLC ``htlc_id`` with its preimage."""
+        """Settle incoming HTLC ``htlc_id`` with its preimage; on a channel that went on chain, the
+        monitor learns the preimage (durably) and claims the HTLC's output before the peer can time it out."""
+        manager = self._app.manager
+        channel = manager.channels.get(channel_key) if manager is not None else None
+        if channel is not None and channel.phase in (Phase.FAILED, Phase.CLOSED):
+            onchain = self._app.onchain
+            if onchain is None or not await onchain.learn_preimage(channel, preimage):
+                raise HtlcRefused(f"the channel is {channel.phase.value} and has no monitor to claim the HTLC on chain")
+            return
         await self._submit(channel_key, FulfillHtlc(htlc_id, preimage))
 
     async def fail(self, channel_key: str, htlc_id: int, reason: bytes) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,8 @@ class OnchainWatch:
         self._write_lock = trio.Lock()
         #: the channel manager (set by the channel app): HTLC deadlines submit ``ForceClose`` to it
         self.manager: Any = None
+        #: told of every HTLC the monitors resolve on chain (set by the channel app: its HTLC hook)
+        self.on_htlc_resolved: Callable[[ManagedChannel, HtlcResolved], None] | None = None
 
     # ------------------------------------------------------------ the channel side
 
@@ -392,6 +395,8 @@ class OnchainWatch:
                 continue
             if isinstance(event, OutputToWallet):
                 await self._sweep_to_wallet(watched, event)
+            elif isinstance(event, HtlcResolved) and self.on_htlc_resolved is not None:
+                self.on_htlc_resolved(watched.channel, event)
             self._publish(OnchainEvent(_topic(event), channel_id, _detail(event)))
 
     async def _lend(self, watched: WatchedChannel, need: NeedFeeInput) -> None:

@@ -45,7 +45,7 @@ from lnpmsg.payments.bolt11 import Invoice
 from lnpmsg.payments.graph import ChannelGraphView, OverlayGraph, RoutingGraph, hint_channels, local_channel
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
 from lnpmsg.payments.onion import create_failure_onion, malformed_failure, wrap_failure_onion
-from lnpmsg.payments.onion.failures import TemporaryChannelFailure
+from lnpmsg.payments.onion.failures import PermanentChannelFailure, TemporaryChannelFailure
 from lnpmsg.payments.pathfind import find_route, find_routes
 from lnpmsg.payments.plan import PaymentPlanError
 from lnpmsg.payments.route import Route
@@ -260,6 +260,12 @@ class PaymentsApp(App):
         local = None if preimage or reason is not None or failure_code is not None else "dropped before it was committed"
         self._resolved_in.send_nowait((channel_key, htlc_id, OutgoingResult(preimage, reason, failure_code, local)))
 
+    def htlc_resolved_on_chain(self, channel_key: str, htlc_id: int, preimage: bytes | None) -> None:
+        """An HTLC we offered ended on chain: a forward's incoming HTLC is settled with the revealed
+        preimage or failed (``permanent_channel_failure``) at once, long before its own expiry."""
+        result = OutgoingResult(preimage, local_error=None if preimage else "timed out there", on_chain=True)
+        self._resolved_in.send_nowait((channel_key, htlc_id, result))
+
     def upstream_of(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None:
         """For an HTLC we offered as a forward: the incoming HTLC (channel key, id, cltv_expiry) it answers.
 
@@ -416,6 +422,8 @@ class PaymentsApp(App):
             reason = wrap_failure_onion(secret, result.reason)
         elif result.failure_code is not None:
             reason = create_failure_onion(secret, malformed_failure(result.failure_code, hashlib.sha256(onion).digest()))
+        elif result.on_chain:
+            reason = create_failure_onion(secret, PermanentChannelFailure())  # the next channel is closed
         else:
             reason = create_failure_onion(secret, TemporaryChannelFailure())
         await self._fail(ref, reason, "the downstream HTLC failed")
