@@ -108,6 +108,9 @@ async def test_the_next_channel_times_out_on_chain_and_the_incoming_htlc_fails_b
                 await wait_until(lambda: holds_htlc(c, b) and holds_htlc(b, c), "the HTLC held by C")
                 (in_htlc,) = channel_with(b, a).core.state.local_commit.spec.htlcs
                 (out_htlc,) = channel_with(b, c).core.state.local_commit.spec.htlcs
+                # B's monitor of B-C knows which incoming expiry the outgoing HTLC answers
+                monitor = channels(b).onchain.watched[channel_with(b, c).key].monitor  # type: ignore[union-attr]
+                assert monitor.describe()["upstream"] == {out_htlc.add.id: in_htlc.add.cltv_expiry}
                 mined = await mine_until(n, (a, b, c), done, most=in_htlc.add.cltv_expiry - start)
             error = outcome["error"]
             assert error.details["erring_index"] == 0 and error.details["erring_node"] == b.node_id.hex()

@@ -8,7 +8,8 @@ plugs in here:
   every resolution of an HTLC we offered (fulfilled with the preimage, failed
   with the peer's reason or a malformed-onion code, or dropped unsigned);
 - :meth:`add_htlc` offers an HTLC with its onion on the channel with a short
-  channel id; :meth:`fulfill`, :meth:`fail`, :meth:`fail_malformed` resolve an
+  channel id (for a forward, with the incoming HTLC's expiry: the channel's
+  monitor goes on chain in time to fail that one back); :meth:`fulfill`, :meth:`fail`, :meth:`fail_malformed` resolve an
   incoming one;
 - :meth:`channels` lists our usable channels (short channel id, peer,
   capacity, what we can send and receive now); :meth:`pending_incoming`
@@ -19,9 +20,7 @@ plugs in here:
   when a spend reveals its preimage or its timeout is buried, so the
   incoming HTLC of a forward is settled or failed while its channel is
   still open; :meth:`fulfill` on a channel that is on chain gives the
-  preimage to its monitor, which claims the HTLC's output;
-  :meth:`upstream_deadline` names, for an HTLC we forwarded, the incoming
-  HTLC and the height by which it must be resolved.
+  preimage to its monitor, which claims the HTLC's output.
 
 The handler's methods run inside the channel manager's actor: they must
 only queue work (never wait for another channel job).
@@ -92,8 +91,6 @@ class HtlcHandler(Protocol):
 
     def htlc_resolved_on_chain(self, channel_key: str, htlc_id: int, preimage: bytes | None) -> None: ...
 
-    def upstream_of(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None: ...
-
 
 class HtlcHook:
     """The HTLC interface of one :class:`~lnpmsg.channels.app.ChannelsApp` (its ``htlcs``)."""
@@ -130,12 +127,6 @@ class HtlcHook:
             self._handler.htlc_resolved_on_chain(channel.key, event.htlc_id, event.preimage)
 
     # ------------------------------------------------------------ queries
-
-    def upstream_deadline(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None:
-        """For an HTLC we offered on behalf of an incoming one (a forward): that incoming HTLC as
-        (channel key, htlc id, cltv_expiry). On-chain handling of a stuck outgoing HTLC uses it: the
-        incoming side must be resolved before that height (never left hanging)."""
-        return self._handler.upstream_of(channel_key, htlc_id) if self._handler is not None else None
 
     def channels(self) -> list[ChannelInfo]:
         """Our channels with a short channel id (ready or closing), with their balances now."""
@@ -188,8 +179,11 @@ class HtlcHook:
     # ------------------------------------------------------------ commands
 
     async def add_htlc(self, short_channel_id: int, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
-                       onion: bytes) -> tuple[str, int]:  # fmt: skip
+                       onion: bytes, upstream_cltv_expiry: int | None = None) -> tuple[str, int]:  # fmt: skip
         """Offer an HTLC on our channel ``short_channel_id`` and commit it; returns (channel key, htlc id).
+
+        ``upstream_cltv_expiry``: the HTLC forwards an incoming one that expires then (recorded in the
+        channel's monitor, which then goes on chain early enough to fail the incoming HTLC back).
 
         :class:`HtlcRefused` when there is no such usable channel or it cannot take the HTLC now.
         """
@@ -206,6 +200,8 @@ class HtlcHook:
             raise HtlcRefused(str(exc)) from exc
         # the id is the one the core gave (other adds may have been queued before ours)
         (add,) = [m for m in out.messages if isinstance(m, UpdateAddHtlc)]
+        if upstream_cltv_expiry is not None and self._app.onchain is not None:
+            await self._app.onchain.note_upstream(channel, add.id, upstream_cltv_expiry)
         return channel.key, add.id
 
     async def fulfill(self, channel_key: str, htlc_id: int, preimage: bytes) -> None:

@@ -65,6 +65,7 @@ from .monitor import (
     NeedFeeInput,
     OutputSwept,
     PaymentPreimage,
+    UpstreamDeadline,
     OutputToWallet,
     Reorged,
     decode_update,
@@ -251,12 +252,21 @@ class OnchainWatch:
     async def learn_preimage(self, channel: ManagedChannel, preimage: bytes) -> bool:
         """Persist and apply a preimage the node knows (False: the channel has no monitor yet)."""
         watched = self.watched.get(channel.key)
+        if watched is not None and watched.monitor.knows_preimage(sha256(preimage)):
+            return True
+        return await self._record(channel, PaymentPreimage(preimage))
+
+    async def note_upstream(self, channel: ManagedChannel, htlc_id: int, incoming_cltv_expiry: int) -> bool:
+        """Our offered HTLC ``htlc_id`` forwards an incoming one expiring at ``incoming_cltv_expiry``:
+        the monitor goes on chain in time to fail that one back (False: no monitor yet)."""
+        return await self._record(channel, UpstreamDeadline(htlc_id, incoming_cltv_expiry))
+
+    async def _record(self, channel: ManagedChannel, record: PaymentPreimage | UpstreamDeadline) -> bool:
+        watched = self.watched.get(channel.key)
         if watched is None:
             return False
         async with self._write_lock:
-            if watched.monitor.knows_preimage(sha256(preimage)):
-                return True
-            update = MonitorUpdate(watched.monitor.next_update_id, PaymentPreimage(preimage))
+            update = MonitorUpdate(watched.monitor.next_update_id, record)
             await trio.to_thread.run_sync(watched.log.append, [update])
             watched.monitor.apply(update)
         return True

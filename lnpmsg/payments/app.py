@@ -132,7 +132,6 @@ class PaymentsApp(App):
         self._orphans: dict[bytes, int] = {}
         self._orphan_refs: dict[tuple[str, int], bytes] = {}
         #: outgoing (key, id) of a forward -> the incoming HTLC it answers and that HTLC's cltv_expiry
-        self._upstream: dict[tuple[str, int], tuple[str, int, int]] = {}
         for call, fn in {
             "invoice": self.invoice, "pay": self.pay, "decodepay": self.decodepay, "listinvoices": self.listinvoices,
             "listpayments": self.listpayments, "listforwards": self.listforwards,
@@ -266,18 +265,10 @@ class PaymentsApp(App):
         result = OutgoingResult(preimage, local_error=None if preimage else "timed out there", on_chain=True)
         self._resolved_in.send_nowait((channel_key, htlc_id, result))
 
-    def upstream_of(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None:
-        """For an HTLC we offered as a forward: the incoming HTLC (channel key, id, cltv_expiry) it answers.
-
-        The channel layer's deadline: the upstream HTLC must be settled (with a preimage learned on
-        chain) or failed before that expiry, whatever the downstream peer does."""
-        return self._upstream.get((channel_key, htlc_id))
-
     async def _resolve_loop(self) -> None:
         async for key, htlc_id, result in self._resolved:
             ref = (key, htlc_id)
             forward = self._forwards.pop(ref, None)
-            self._upstream.pop(ref, None)
             if forward is not None:
                 await self._forward_back(forward, result)
                 continue
@@ -392,14 +383,14 @@ class PaymentsApp(App):
         await trio.to_thread.run_sync(store.add_forward, ref[0], ref[1], in_msat, fwd.amount_msat, fwd.shared_secret, int(self._now()),
                                      payment_hash, in_cltv, fwd.cltv_expiry)  # fmt: skip
         try:
-            out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, payment_hash, fwd.cltv_expiry, fwd.onion)
+            out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, payment_hash, fwd.cltv_expiry, fwd.onion,
+                                                        upstream_cltv_expiry=in_cltv)
         except HtlcRefused as exc:
             log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
             await trio.to_thread.run_sync(store.forward_status, ref[0], ref[1], "failed")
             await self._fail(ref, create_failure_onion(fwd.shared_secret, TemporaryChannelFailure()), str(exc))
             return
         self._forwards[(out_key, out_id)] = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
-        self._upstream[(out_key, out_id)] = (ref[0], ref[1], in_cltv)
         await trio.to_thread.run_sync(store.forward_out, ref[0], ref[1], out_key, out_id)
         early = self._early.pop((out_key, out_id), None)
         if early is not None:
@@ -435,7 +426,6 @@ class PaymentsApp(App):
         if row["status"] == "offered" and row["out_htlc"] is not None and row["out_htlc"] in self.htlcs.outgoing_ids(row["out_channel"]):
             out = (row["out_channel"], row["out_htlc"])
             self._forwards[out] = (ref[0], ref[1], secret, b"")
-            self._upstream[out] = (ref[0], ref[1], htlc.add.cltv_expiry)
             early = self._early.pop(out, None)
             if early is not None:
                 self._forwards.pop(out)
