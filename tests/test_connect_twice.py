@@ -42,3 +42,18 @@ async def test_connect_twice_from_the_cli_keeps_the_session_unless_reconnect(dat
         with trio.fail_after(10):
             await first.closed.wait()
         assert a.peers[b.node_id] is not first and first.close_reason == "replaced by a new connection from the same node"
+
+
+async def test_two_concurrent_dials_of_one_peer_make_one_connection():
+    a, b = make_node(), make_node()
+    async with running(a, b):
+        got = []
+
+        async def dial() -> None:
+            got.append(await a.connect(address_of(b)))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(dial)
+        assert len(got) == 3 and got[0] is got[1] is got[2] is a.peers[b.node_id] and got[0].is_ready
+        assert len(b.peers) == 1 and b.peers[a.node_id].is_ready

@@ -14,7 +14,8 @@ feeds the manager:
 
 - ``peer_ready``: ``Reconnected`` for each channel with the peer (the core
   sends ``channel_reestablish``) before any message of the peer is handled;
-  ``peer_gone``: ``Disconnected``;
+  ``peer_gone``: ``Disconnected``, and a channel peer we dialed before is
+  dialed again with back-off, also at start (:mod:`.reconnect`);
 - each message, by channel id (``open_channel`` starts a channel);
   handlers are ``shield=True``: the record, then the messages, never cut;
 - a channel-scoped ``error`` (claimed with ``claim_channel``) fails the channel;
@@ -92,6 +93,7 @@ from .manager import ChannelManager, ChannelsStopped, ManagedChannel, describe, 
 from .onchain import OnchainWatch
 from .options import with_channel_type
 from .htlc_hook import HtlcHook
+from .reconnect import PeerAddressBook, Reconnector
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
 
@@ -141,6 +143,7 @@ class ChannelsApp(DevCalls, App):
         now: the cores' clock (default: wall time).
         dev: the ``--dev-*`` options: forced channel secrets, ``minimum_depth``
             from ``--dev-funding-confirms`` (conformance suites).
+        reconnect: keep channel peers connected (see :mod:`.reconnect`).
     """
 
     def __init__(
@@ -152,6 +155,7 @@ class ChannelsApp(DevCalls, App):
         policy: OpeningPolicy | None = None,
         now: Any = None,
         dev: DevOptions | None = None,
+        reconnect: bool = True,
     ) -> None:
         super().__init__("channels", protocol=True, handler_timeout=None, features=Features.from_bits(CHANNEL_FEATURE_BITS))
         self.directory = Path(directory)
@@ -168,6 +172,9 @@ class ChannelsApp(DevCalls, App):
         self.onchain: OnchainWatch | None = None
         #: the interface a payments app uses (add, settle, hear of HTLCs; our channels)
         self.htlcs = HtlcHook(self)
+        self._reconnect = reconnect
+        #: dials channel peers that are away (None with ``reconnect=False``)
+        self.reconnector: Reconnector | None = None
         for call, fn in {
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
@@ -200,6 +207,7 @@ class ChannelsApp(DevCalls, App):
         kwargs = {} if self._now is None else {"now": self._now}
         onchain = OnchainWatch(self.directory, self.chain, self.node.events.publish)
         self.onchain = onchain
+        onchain.on_htlc_resolved = self.htlcs.dispatch_on_chain
         manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, dev=self.dev,
                                  on_persisted=onchain.persisted, **kwargs)  # fmt: skip
         onchain.manager = manager
@@ -208,6 +216,9 @@ class ChannelsApp(DevCalls, App):
         loaded = await manager.load()
         for channel in manager.channels.values():
             self._claim(channel)
+        if self._reconnect:
+            book = await trio.to_thread.run_sync(PeerAddressBook, self.directory / "peers.json")
+            self.reconnector = Reconnector(self, book)
         log.info("channels: %d channel(s) in %s", loaded, self.directory)
         try:
             async with trio.open_nursery() as nursery:
@@ -227,6 +238,8 @@ class ChannelsApp(DevCalls, App):
         self._watch_in, watch_out = trio.open_memory_channel[Any](1000)
         onchain = self.onchain
         assert onchain is not None
+        if self.reconnector is not None:
+            self.reconnector.start()
         async with source.subscribe() as sub, source.subscribe(start_height=onchain.start_height()) as monitor_sub:
             await onchain.resume()
             for channel in list(self._manager().channels.values()):
@@ -291,12 +304,16 @@ class ChannelsApp(DevCalls, App):
     async def peer_ready(self, peer: Peer) -> None:
         for channel in self._manager().of_peer(peer.node_id):
             await self._submit(channel, Reconnected())
+        if self.reconnector is not None:
+            await self.reconnector.peer_ready(peer.node_id, peer.dialed)
         await super().peer_ready(peer)
 
     async def peer_gone(self, peer: Peer, reason: str) -> None:
         manager = self.manager
         for channel in manager.of_peer(peer.node_id) if manager is not None else ():
             manager.post(channel, Disconnected())  # type: ignore[union-attr]
+        if self.reconnector is not None:
+            self.reconnector.peer_gone(peer.node_id)
         await super().peer_gone(peer, reason)
 
     async def channel_error(self, peer: Peer, channel_id: bytes, text: str) -> None:
@@ -371,6 +388,8 @@ class ChannelsApp(DevCalls, App):
                     self._watch_in.send_nowait(channel)
                 self._publish("channel.opened", channel, txid=event.funding_outpoint.txid_hex)
                 self.spawn(self._check_depths)
+                if self.reconnector is not None:
+                    self.spawn(self.reconnector.channel_opened, channel.peer_id)
             elif isinstance(event, ChannelReadyEvent):
                 self._publish("channel.ready", channel, short_channel_id=format_scid(event.short_channel_id))
                 log.info("channels: %s is ready (%s)", channel.channel_id.hex(), format_scid(event.short_channel_id))

@@ -8,14 +8,19 @@ plugs in here:
   every resolution of an HTLC we offered (fulfilled with the preimage, failed
   with the peer's reason or a malformed-onion code, or dropped unsigned);
 - :meth:`add_htlc` offers an HTLC with its onion on the channel with a short
-  channel id; :meth:`fulfill`, :meth:`fail`, :meth:`fail_malformed` resolve an
+  channel id (for a forward, with the incoming HTLC's expiry: the channel's
+  monitor goes on chain in time to fail that one back); :meth:`fulfill`, :meth:`fail`, :meth:`fail_malformed` resolve an
   incoming one;
 - :meth:`channels` lists our usable channels (short channel id, peer,
   capacity, what we can send and receive now); :meth:`pending_incoming`
   lists the incoming HTLCs committed and not yet resolved (what a restarted
   payments app must decide again: an HTLC is never left hanging);
-  :meth:`upstream_deadline` names, for an HTLC we forwarded, the incoming
-  HTLC and the height by which it must be resolved.
+- an HTLC we offered on a channel that went on chain ends there: the
+  channel monitor tells the handler (:meth:`HtlcHandler.htlc_resolved_on_chain`)
+  when a spend reveals its preimage or its timeout is buried, so the
+  incoming HTLC of a forward is settled or failed while its channel is
+  still open; :meth:`fulfill` on a channel that is on chain gives the
+  preimage to its monitor, which claims the HTLC's output.
 
 The handler's methods run inside the channel manager's actor: they must
 only queue work (never wait for another channel job).
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 from .errors import LocalMisuse
 from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled
 from .messages import UpdateAddHtlc
+from .monitor import HtlcResolved
 from .state import Phase
 
 if TYPE_CHECKING:
@@ -83,7 +89,7 @@ class HtlcHandler(Protocol):
     def htlc_resolved(self, channel_key: str, htlc_id: int, preimage: bytes | None, reason: bytes | None,
                       failure_code: int | None) -> None: ...  # fmt: skip
 
-    def upstream_of(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None: ...
+    def htlc_resolved_on_chain(self, channel_key: str, htlc_id: int, preimage: bytes | None) -> None: ...
 
 
 class HtlcHook:
@@ -111,13 +117,16 @@ class HtlcHook:
         elif isinstance(event, HtlcDropped):
             handler.htlc_resolved(channel.key, event.htlc_id, None, None, None)
 
-    # ------------------------------------------------------------ queries
+    def dispatch_on_chain(self, channel: ManagedChannel, event: HtlcResolved) -> None:
+        """The channel's monitor resolved an HTLC on chain (a preimage at once, a timeout once deep).
 
-    def upstream_deadline(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None:
-        """For an HTLC we offered on behalf of an incoming one (a forward): that incoming HTLC as
-        (channel key, htlc id, cltv_expiry). On-chain handling of a stuck outgoing HTLC uses it: the
-        incoming side must be resolved before that height (never left hanging)."""
-        return self._handler.upstream_of(channel_key, htlc_id) if self._handler is not None else None
+        Only HTLCs we offered concern a payments layer: an incoming one claimed or timed out on
+        chain has nothing upstream of us. The monitor reports again after a restart (it replays
+        the chain), so the handler must accept a resolution it has already acted on."""
+        if event.offered and self._handler is not None:
+            self._handler.htlc_resolved_on_chain(channel.key, event.htlc_id, event.preimage)
+
+    # ------------------------------------------------------------ queries
 
     def channels(self) -> list[ChannelInfo]:
         """Our channels with a short channel id (ready or closing), with their balances now."""
@@ -170,8 +179,11 @@ class HtlcHook:
     # ------------------------------------------------------------ commands
 
     async def add_htlc(self, short_channel_id: int, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
-                       onion: bytes) -> tuple[str, int]:  # fmt: skip
+                       onion: bytes, upstream_cltv_expiry: int | None = None) -> tuple[str, int]:  # fmt: skip
         """Offer an HTLC on our channel ``short_channel_id`` and commit it; returns (channel key, htlc id).
+
+        ``upstream_cltv_expiry``: the HTLC forwards an incoming one that expires then (recorded in the
+        channel's monitor, which then goes on chain early enough to fail the incoming HTLC back).
 
         :class:`HtlcRefused` when there is no such usable channel or it cannot take the HTLC now.
         """
@@ -188,10 +200,20 @@ class HtlcHook:
             raise HtlcRefused(str(exc)) from exc
         # the id is the one the core gave (other adds may have been queued before ours)
         (add,) = [m for m in out.messages if isinstance(m, UpdateAddHtlc)]
+        if upstream_cltv_expiry is not None and self._app.onchain is not None:
+            await self._app.onchain.note_upstream(channel, add.id, upstream_cltv_expiry)
         return channel.key, add.id
 
     async def fulfill(self, channel_key: str, htlc_id: int, preimage: bytes) -> None:
-        """Settle incoming HTLC ``htlc_id`` with its preimage."""
+        """Settle incoming HTLC ``htlc_id`` with its preimage; on a channel that went on chain, the
+        monitor learns the preimage (durably) and claims the HTLC's output before the peer can time it out."""
+        manager = self._app.manager
+        channel = manager.channels.get(channel_key) if manager is not None else None
+        if channel is not None and channel.phase in (Phase.FAILED, Phase.CLOSED):
+            onchain = self._app.onchain
+            if onchain is None or not await onchain.learn_preimage(channel, preimage):
+                raise HtlcRefused(f"the channel is {channel.phase.value} and has no monitor to claim the HTLC on chain")
+            return
         await self._submit(channel_key, FulfillHtlc(htlc_id, preimage))
 
     async def fail(self, channel_key: str, htlc_id: int, reason: bytes) -> None:

@@ -20,17 +20,29 @@ basepoint key.
 After a restart each monitor is rebuilt from its log and fed the blocks
 from the height its log starts at (the tip when the channel got its first
 commitment, before the funding could confirm): it derives the same claims
-and offers at once those whose timelocks passed meanwhile.
+and offers at once those whose timelocks passed meanwhile. Two records keep
+that replay short on a node that runs for months:
+
+- while the funding output is unspent, a monitor notes every
+  :data:`CHECKPOINT_EVERY` blocks how far it has read (:data:`CHECKPOINT_LAG`
+  blocks behind the tip, so a shallow reorg while the node was down is
+  still replayed); a restart reads on from there;
+- once everything is resolved and buried (``Irrevocable``), the monitor is
+  archived: its final status is kept for ``listchannels`` and it reads no
+  more blocks.
 
 Monitor logs live in ``<channel dir>/monitors/<key>.mon``: the first frame
-holds the start height (u32), each later frame one encoded update.
+holds the start height (u32), each later frame one encoded update; the
+records above in ``<key>.seen`` (JSON, replaced atomically).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,12 +76,14 @@ from .monitor import (
     NeedFeeInput,
     OutputSwept,
     PaymentPreimage,
+    UpstreamDeadline,
     OutputToWallet,
     Reorged,
     decode_update,
     encode_update,
 )
 from .monitor.bump import sweep_at_most
+from .monitor.core import ANTI_REORG_DELAY
 from .monitor.feed import channel_setup, monitor_secrets, updates_for
 from .monitor.signer import sign_plan
 from .monitor.status import monitor_status
@@ -81,6 +95,11 @@ __all__ = ["OnchainEvent", "OnchainWatch", "WatchedChannel"]
 log = logging.getLogger(__name__)
 
 _START = struct.Struct(">I")
+
+#: how often (blocks) a monitor with its funding unspent records how far it read
+CHECKPOINT_EVERY = 144
+#: ... and how far behind the tip it says it is (a reorg this shallow, while down, is replayed)
+CHECKPOINT_LAG = ANTI_REORG_DELAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +153,37 @@ class MonitorLog:
             os.fsync(f.fileno())
 
 
+class MonitorProgress:
+    """``<key>.seen``: how far a monitor read with its funding unspent, or its final status once
+    irrevocable (a damaged file counts as absent: the replay starts at the log's start)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.checkpoint: int | None = None
+        self.final: dict[str, Any] | None = None
+        try:
+            data = json.loads(path.read_bytes())
+            self.checkpoint = int(data["checkpoint"]) if "checkpoint" in data else None
+            self.final = dict(data["final"]) if "final" in data else None
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+
+    def save(self, **record: Any) -> None:
+        """Replace the record (``checkpoint=H`` or ``final=STATUS``) atomically and durably."""
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(json.dumps(record).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.checkpoint, self.final = record.get("checkpoint"), record.get("final")
+
+
 @dataclass(eq=False)
 class WatchedChannel:
     """A channel's monitor, its log, and what the shell did for it."""
@@ -143,6 +193,7 @@ class WatchedChannel:
     log: MonitorLog
     start_height: int
     wallet_swept: set[OutPoint]
+    progress: MonitorProgress | None = None
 
 
 class OnchainWatch:
@@ -160,6 +211,8 @@ class OnchainWatch:
         self.chain = chain
         self._publish = publish
         self.watched: dict[str, WatchedChannel] = {}
+        #: the final on-chain status of each archived monitor (irrevocably resolved: no more blocks)
+        self.archived: dict[str, dict[str, Any]] = {}
         self._height: int | None = None
         #: the last block every monitor has processed and acted on (claims broadcast)
         self.done_height: int | None = None
@@ -169,6 +222,8 @@ class OnchainWatch:
         self._write_lock = trio.Lock()
         #: the channel manager (set by the channel app): HTLC deadlines submit ``ForceClose`` to it
         self.manager: Any = None
+        #: told of every HTLC the monitors resolve on chain (set by the channel app: its HTLC hook)
+        self.on_htlc_resolved: Callable[[ManagedChannel, HtlcResolved], None] | None = None
 
     # ------------------------------------------------------------ the channel side
 
@@ -177,11 +232,16 @@ class OnchainWatch:
         path = self.directory / f"{channel.key}.mon"
         if not path.exists():
             return None
+        progress = await trio.to_thread.run_sync(MonitorProgress, path.with_suffix(".seen"))
+        if progress.final is not None:
+            self.archived[channel.key] = progress.final
+            return None
         mlog = await trio.to_thread.run_sync(MonitorLog, path)
         if mlog.start_height is None or not mlog.updates:
             return None
         monitor = ChannelMonitor(monitor_secrets(channel.core.secrets), mlog.updates)
-        watched = WatchedChannel(channel, monitor, mlog, mlog.start_height, set())
+        start = max(mlog.start_height, progress.checkpoint + 1) if progress.checkpoint is not None else mlog.start_height
+        watched = WatchedChannel(channel, monitor, mlog, start, set(), progress)
         self.watched[channel.key] = watched
         return watched
 
@@ -191,7 +251,11 @@ class OnchainWatch:
             await self._persisted(channel)
 
     async def _persisted(self, channel: ManagedChannel) -> None:
+        if channel.key in self.archived:
+            return
         watched = self.watched.get(channel.key) or await self._load(channel)
+        if watched is None and channel.key in self.archived:
+            return
         if watched is None:
             if channel.core.state.local_commit is None or channel.core.state.funding_outpoint is None:
                 return
@@ -248,12 +312,21 @@ class OnchainWatch:
     async def learn_preimage(self, channel: ManagedChannel, preimage: bytes) -> bool:
         """Persist and apply a preimage the node knows (False: the channel has no monitor yet)."""
         watched = self.watched.get(channel.key)
+        if watched is not None and watched.monitor.knows_preimage(sha256(preimage)):
+            return True
+        return await self._record(channel, PaymentPreimage(preimage))
+
+    async def note_upstream(self, channel: ManagedChannel, htlc_id: int, incoming_cltv_expiry: int) -> bool:
+        """Our offered HTLC ``htlc_id`` forwards an incoming one expiring at ``incoming_cltv_expiry``:
+        the monitor goes on chain in time to fail that one back (False: no monitor yet)."""
+        return await self._record(channel, UpstreamDeadline(htlc_id, incoming_cltv_expiry))
+
+    async def _record(self, channel: ManagedChannel, record: PaymentPreimage | UpstreamDeadline) -> bool:
+        watched = self.watched.get(channel.key)
         if watched is None:
             return False
         async with self._write_lock:
-            if watched.monitor.knows_preimage(sha256(preimage)):
-                return True
-            update = MonitorUpdate(watched.monitor.next_update_id, PaymentPreimage(preimage))
+            update = MonitorUpdate(watched.monitor.next_update_id, record)
             await trio.to_thread.run_sync(watched.log.append, [update])
             watched.monitor.apply(update)
         return True
@@ -277,7 +350,7 @@ class OnchainWatch:
         """The channel's on-chain state (``monitor/status.py``), or None before it has a monitor."""
         watched = self.watched.get(channel.key)
         if watched is None or watched.monitor.height is None:
-            return None
+            return self.archived.get(channel.key)
         return monitor_status(watched.monitor)
 
     def locked_funds(self) -> list[dict[str, Any]]:
@@ -352,6 +425,28 @@ class OnchainWatch:
                 await self._stop(watched, f"the peer's commitment {peer_closed[0].txid[::-1].hex()} is on chain")
             await self._go_on_chain_if_needed(watched, height)
             await self._broadcast_all(watched)
+            await self._note_progress(watched, height)
+
+    async def _note_progress(self, watched: WatchedChannel, height: int) -> None:
+        """Shorten the next restart's replay (see the module docstring)."""
+        monitor, channel = watched.monitor, watched.channel
+        facts = monitor.facts()
+        if any(isinstance(f, Irrevocable) for f in facts):
+            final = monitor_status(monitor)
+            progress = watched.progress or MonitorProgress(watched.log.path.with_suffix(".seen"))
+            await trio.to_thread.run_sync(lambda: progress.save(final=final))
+            del self.watched[channel.key]
+            self.archived[channel.key] = final
+            log.info("onchain: %s is irrevocably resolved at block %d; its monitor is archived", channel.channel_id.hex(), height)
+            return
+        if facts:
+            return  # the funding was spent: every block from the spend on is needed after a restart
+        checkpoint = height - CHECKPOINT_LAG
+        last = watched.progress.checkpoint if watched.progress is not None and watched.progress.checkpoint is not None else watched.start_height
+        if checkpoint - last >= CHECKPOINT_EVERY:
+            progress = watched.progress or MonitorProgress(watched.log.path.with_suffix(".seen"))
+            await trio.to_thread.run_sync(lambda: progress.save(checkpoint=checkpoint))
+            watched.progress = progress
 
     async def _go_on_chain_if_needed(self, watched: WatchedChannel, height: int) -> None:
         """An HTLC deadline (monitor/deadlines.py) takes an open channel on chain, also right
@@ -392,6 +487,8 @@ class OnchainWatch:
                 continue
             if isinstance(event, OutputToWallet):
                 await self._sweep_to_wallet(watched, event)
+            elif isinstance(event, HtlcResolved) and self.on_htlc_resolved is not None:
+                self.on_htlc_resolved(watched.channel, event)
             self._publish(OnchainEvent(_topic(event), channel_id, _detail(event)))
 
     async def _lend(self, watched: WatchedChannel, need: NeedFeeInput) -> None:

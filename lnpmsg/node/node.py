@@ -172,6 +172,8 @@ class Node:
         self.registry = registry if registry is not None else DEFAULT_REGISTRY.copy()
         self.events = EventBus()
         self.peers: dict[bytes, Peer] = {}
+        #: dials under way, by node id (a second ``connect`` waits for the first)
+        self._dialing: dict[bytes, trio.Event] = {}
         self.listeners: list[Listener] = []
         #: where each listener is reachable, in the address syntax without the node id
         #: (``127.0.0.1:9735``, ``udp://127.0.0.1:9735``, ``zmq+tcp://127.0.0.1:9736``)
@@ -499,6 +501,8 @@ class Node:
         A peer already connected is returned as it is (its calls and
         subscriptions go on); ``reconnect=True`` dials anyway and the new
         connection replaces the old one (logged, and a ``peer.replaced`` event).
+        While a dial of the same peer is under way, a second ``connect`` waits
+        for it and returns its peer (two dials would only replace each other).
         """
         nursery = self._require_running()
         parsed = parse_peer_address(address) if isinstance(address, str) else address
@@ -511,10 +515,28 @@ class Node:
         if existing is not None and existing.is_ready and not reconnect:
             log.debug("connect %s: already connected (%s %s)", parsed, existing.transport_kind, existing.address)
             return existing
+        pending = self._dialing.get(parsed.node_id)
+        if pending is not None and not reconnect:
+            # one dial per peer at a time: a second would only replace the first connection
+            await pending.wait()
+            existing = self.peers.get(parsed.node_id)
+            if existing is not None and existing.is_ready:
+                return existing
         if existing is None:
             refusal = self.admission.admit_peer(peers=len(self.peers), outbound=True, protected=self.is_protected(parsed.node_id))
             if refusal is not None:
                 raise ConnectError(f"{parsed}: {refusal}")
+        mine = None
+        if parsed.node_id not in self._dialing:
+            mine = self._dialing[parsed.node_id] = trio.Event()
+        try:
+            return await self._dial(parsed, transport, nursery, timeout)
+        finally:
+            if mine is not None:
+                del self._dialing[parsed.node_id]
+                mine.set()
+
+    async def _dial(self, parsed: PeerAddress, transport: Transport, nursery: trio.Nursery, timeout: float | None) -> Peer:
         timeout = timeout if timeout is not None else self.config.handshake_timeout + self.config.init_timeout
         stage = f"dialing {parsed.target} over {transport.kind}"
         try:
@@ -531,6 +553,7 @@ class Node:
                     raise ConnectError(f"{parsed}: {exc}") from exc
                 stage = "waiting for the peer's init"
                 peer = self._make_peer(conn, cipher, parsed.node_id, outbound=True, leftover=leftover)
+                peer.dialed = str(parsed)
                 nursery.start_soon(self._run_peer, peer)
                 await _first_of(peer.ready.wait, peer.closed.wait)
         except trio.TooSlowError:

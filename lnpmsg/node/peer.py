@@ -195,6 +195,8 @@ class Peer:
         self.conn = conn
         self.node_id = node_id
         self.outbound = outbound
+        #: the address we dialed (outbound peers): where to reach the peer again
+        self.dialed: str | None = None
         self.session = session
         self.counters = PeerCounters()
         self.ping_rtt: float | None = None

@@ -45,7 +45,7 @@ from lnpmsg.payments.bolt11 import Invoice
 from lnpmsg.payments.graph import ChannelGraphView, OverlayGraph, RoutingGraph, hint_channels, local_channel
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
 from lnpmsg.payments.onion import create_failure_onion, malformed_failure, wrap_failure_onion
-from lnpmsg.payments.onion.failures import TemporaryChannelFailure
+from lnpmsg.payments.onion.failures import PermanentChannelFailure, TemporaryChannelFailure
 from lnpmsg.payments.pathfind import find_route, find_routes
 from lnpmsg.payments.plan import PaymentPlanError
 from lnpmsg.payments.route import Route
@@ -132,7 +132,6 @@ class PaymentsApp(App):
         self._orphans: dict[bytes, int] = {}
         self._orphan_refs: dict[tuple[str, int], bytes] = {}
         #: outgoing (key, id) of a forward -> the incoming HTLC it answers and that HTLC's cltv_expiry
-        self._upstream: dict[tuple[str, int], tuple[str, int, int]] = {}
         for call, fn in {
             "invoice": self.invoice, "pay": self.pay, "decodepay": self.decodepay, "listinvoices": self.listinvoices,
             "listpayments": self.listpayments, "listforwards": self.listforwards,
@@ -260,18 +259,16 @@ class PaymentsApp(App):
         local = None if preimage or reason is not None or failure_code is not None else "dropped before it was committed"
         self._resolved_in.send_nowait((channel_key, htlc_id, OutgoingResult(preimage, reason, failure_code, local)))
 
-    def upstream_of(self, channel_key: str, htlc_id: int) -> tuple[str, int, int] | None:
-        """For an HTLC we offered as a forward: the incoming HTLC (channel key, id, cltv_expiry) it answers.
-
-        The channel layer's deadline: the upstream HTLC must be settled (with a preimage learned on
-        chain) or failed before that expiry, whatever the downstream peer does."""
-        return self._upstream.get((channel_key, htlc_id))
+    def htlc_resolved_on_chain(self, channel_key: str, htlc_id: int, preimage: bytes | None) -> None:
+        """An HTLC we offered ended on chain: a forward's incoming HTLC is settled with the revealed
+        preimage or failed (``permanent_channel_failure``) at once, long before its own expiry."""
+        result = OutgoingResult(preimage, local_error=None if preimage else "timed out there", on_chain=True)
+        self._resolved_in.send_nowait((channel_key, htlc_id, result))
 
     async def _resolve_loop(self) -> None:
         async for key, htlc_id, result in self._resolved:
             ref = (key, htlc_id)
             forward = self._forwards.pop(ref, None)
-            self._upstream.pop(ref, None)
             if forward is not None:
                 await self._forward_back(forward, result)
                 continue
@@ -386,14 +383,14 @@ class PaymentsApp(App):
         await trio.to_thread.run_sync(store.add_forward, ref[0], ref[1], in_msat, fwd.amount_msat, fwd.shared_secret, int(self._now()),
                                      payment_hash, in_cltv, fwd.cltv_expiry)  # fmt: skip
         try:
-            out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, payment_hash, fwd.cltv_expiry, fwd.onion)
+            out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, payment_hash, fwd.cltv_expiry, fwd.onion,
+                                                        upstream_cltv_expiry=in_cltv)
         except HtlcRefused as exc:
             log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
             await trio.to_thread.run_sync(store.forward_status, ref[0], ref[1], "failed")
             await self._fail(ref, create_failure_onion(fwd.shared_secret, TemporaryChannelFailure()), str(exc))
             return
         self._forwards[(out_key, out_id)] = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
-        self._upstream[(out_key, out_id)] = (ref[0], ref[1], in_cltv)
         await trio.to_thread.run_sync(store.forward_out, ref[0], ref[1], out_key, out_id)
         early = self._early.pop((out_key, out_id), None)
         if early is not None:
@@ -416,6 +413,8 @@ class PaymentsApp(App):
             reason = wrap_failure_onion(secret, result.reason)
         elif result.failure_code is not None:
             reason = create_failure_onion(secret, malformed_failure(result.failure_code, hashlib.sha256(onion).digest()))
+        elif result.on_chain:
+            reason = create_failure_onion(secret, PermanentChannelFailure())  # the next channel is closed
         else:
             reason = create_failure_onion(secret, TemporaryChannelFailure())
         await self._fail(ref, reason, "the downstream HTLC failed")
@@ -427,7 +426,6 @@ class PaymentsApp(App):
         if row["status"] == "offered" and row["out_htlc"] is not None and row["out_htlc"] in self.htlcs.outgoing_ids(row["out_channel"]):
             out = (row["out_channel"], row["out_htlc"])
             self._forwards[out] = (ref[0], ref[1], secret, b"")
-            self._upstream[out] = (ref[0], ref[1], htlc.add.cltv_expiry)
             early = self._early.pop(out, None)
             if early is not None:
                 self._forwards.pop(out)

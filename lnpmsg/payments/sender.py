@@ -50,6 +50,8 @@ class OutgoingResult:
     reason: bytes | None = None
     failure_code: int | None = None
     local_error: str | None = None
+    #: the HTLC ended on chain (our channel was closed with it): a timeout there, or the preimage revealed
+    on_chain: bool = False
 
 
 class PaymentFailed(Exception):
@@ -178,7 +180,8 @@ class Payment:
         route = part.route
         first = format_scid(route.hops[0].short_channel_id)
         if result.local_error is not None:
-            attempt.failure = f"our channel {first} did not take the HTLC: {result.local_error}"
+            attempt.failure = (f"our channel {first} went on chain and the HTLC {result.local_error}" if result.on_chain
+                               else f"our channel {first} did not take the HTLC: {result.local_error}")  # fmt: skip
             attempt.erring_index, attempt.erring_channel = -1, first
             self.excluded.add(route.hops[0].short_channel_id)  # not again in this payment
             return

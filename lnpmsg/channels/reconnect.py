@@ -1,0 +1,140 @@
+"""Keep channel peers connected: dial them again after a drop and after a restart.
+
+A channel is only useful while its peer is connected: HTLCs cannot be added
+or settled, and an HTLC left unsettled ends on chain. So, as every mature
+node does, the channel app dials each peer it has an open channel with
+whenever that peer is gone: at start, and after each disconnection, with
+back-off (:data:`RECONNECT_MIN_DELAY` doubled up to :data:`RECONNECT_MAX_DELAY`,
+with jitter so two nodes that both dial do not collide forever).
+
+It dials the address this node last reached the peer at (a peer that only
+ever dialed us is waited for: we do not know where it listens). Those
+addresses live in ``<channel dir>/peers.json``, replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from .state import Phase
+
+if TYPE_CHECKING:
+    from .app import ChannelsApp
+
+__all__ = ["RECONNECT_MAX_DELAY", "RECONNECT_MIN_DELAY", "PeerAddressBook", "Reconnector"]
+
+log = logging.getLogger(__name__)
+
+#: the first wait before dialing a peer that left (a peer that restarts may dial us first)
+RECONNECT_MIN_DELAY = 1.0
+#: the longest wait between two dials of a peer that stays away
+RECONNECT_MAX_DELAY = 300.0
+#: the most peer addresses kept (one per channel peer; more means a bug or an attack)
+MAX_ADDRESSES = 10_000
+#: channel phases worth a connection (the funding exists, or the channel is still being closed)
+_LIVE = frozenset({Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING})
+
+
+class PeerAddressBook:
+    """Where this node last reached each channel peer (node id hex -> peer address), on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.addresses: dict[str, str] = {}
+        try:
+            data = json.loads(path.read_bytes())
+            self.addresses = {str(k): str(v) for k, v in dict(data).items()}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("channels: %s is unreadable (%s): peers will be waited for until we reach them again", path, exc)
+
+    def get(self, node_id: bytes) -> str | None:
+        return self.addresses.get(node_id.hex())
+
+    def remember(self, node_id: bytes, address: str) -> bool:
+        """Note ``address`` for the peer; True when that changed the book (the caller saves it)."""
+        if self.addresses.get(node_id.hex()) == address:
+            return False
+        self.addresses.pop(node_id.hex(), None)
+        self.addresses[node_id.hex()] = address
+        while len(self.addresses) > MAX_ADDRESSES:
+            self.addresses.pop(next(iter(self.addresses)))
+        return True
+
+    def save(self) -> None:
+        """Write the book atomically and durably."""
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(json.dumps(self.addresses, indent=1).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+class Reconnector:
+    """One dialing task per channel peer that is away; it ends when the peer is back or has no live channel."""
+
+    def __init__(self, app: ChannelsApp, book: PeerAddressBook, *, jitter: Callable[[], float] | None = None) -> None:
+        self._app = app
+        self.book = book
+        self._jitter = jitter or (lambda: random.uniform(0.5, 1.5))
+        self._away: set[bytes] = set()
+
+    def wants(self, node_id: bytes) -> bool:
+        """Whether we have a channel with the peer worth a connection."""
+        manager = self._app.manager
+        return manager is not None and any(c.phase in _LIVE for c in manager.of_peer(node_id))
+
+    async def peer_ready(self, node_id: bytes, dialed: str | None) -> None:
+        """A peer is connected: remember the address we dialed it at (for channel peers)."""
+        if dialed is not None and self.wants(node_id) and self.book.remember(node_id, dialed):
+            await trio.to_thread.run_sync(self.book.save)
+
+    async def channel_opened(self, node_id: bytes) -> None:
+        """A channel now exists with a connected peer we dialed: from now on it is kept connected."""
+        peer = self._app.node.peers.get(node_id)
+        if peer is not None:
+            await self.peer_ready(node_id, getattr(peer, "dialed", None))
+
+    def peer_gone(self, node_id: bytes) -> None:
+        """A connection ended: dial the peer again if it is a channel peer we know how to reach."""
+        if node_id in self._away or node_id in self._app.node.peers or not self.wants(node_id):
+            return
+        address = self.book.get(node_id)
+        if address is None:
+            return
+        self._away.add(node_id)
+        self._app.spawn(self._redial, node_id, address)
+
+    def start(self) -> None:
+        """At start: every channel peer we can reach is dialed."""
+        manager = self._app.manager
+        for node_id in {c.peer_id for c in manager.channels.values()} if manager is not None else ():
+            self.peer_gone(node_id)
+
+    async def _redial(self, node_id: bytes, address: str) -> None:
+        delay = RECONNECT_MIN_DELAY
+        try:
+            while True:
+                await trio.sleep(delay * self._jitter())
+                if node_id in self._app.node.peers or not self.wants(node_id):
+                    return
+                try:
+                    await self._app.node.connect(address)
+                    log.info("channels: reconnected to channel peer %s at %s", node_id.hex(), address)
+                    return
+                except Exception as exc:  # noqa: BLE001 - any failed dial is retried; it must not restart the channel app
+                    delay = min(delay * 2, RECONNECT_MAX_DELAY)
+                    log.info("channels: channel peer %s unreachable at %s (%s); next try in about %.0f s",
+                             node_id.hex(), address, exc, delay)  # fmt: skip
+        finally:
+            self._away.discard(node_id)

@@ -1,0 +1,99 @@
+"""A restart replays only the blocks a channel monitor still needs.
+
+While a channel's funding is unspent its monitor notes how far it has read;
+after a restart it reads on from there (not from the channel's opening),
+and still catches the peer's force close that follows. Once the close is
+irrevocably resolved the monitor is archived: after the next restart it
+reads no blocks at all, and ``listchannels`` still shows how the channel
+ended. A damaged record only costs the longer replay.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from lnpmsg.chain.embedded import EmbeddedChainSource
+from lnpmsg.channels import onchain as onchain_module
+from lnpmsg.channels.monitor.core import IRREVOCABLE_DEPTH
+from lnpmsg.channels.onchain import CHECKPOINT_LAG, OnchainWatch
+from lnpmsg.node.node import Node
+from lnpmsg.testing import MemoryNetwork
+from lnpmsg.testing.nodes import running
+from test_channels_app import channels, only_channel
+from test_channels_onchain import Pair, open_channel, resolved, wait_until
+
+EVERY = 5
+
+
+def watch(node: Node) -> OnchainWatch:
+    onchain = channels(node).onchain
+    assert onchain is not None
+    return onchain
+
+
+async def reconnect(bob: Node, alice: Node) -> None:
+    await bob.connect(alice.addresses[0])
+    await wait_until(lambda: only_channel(alice).core.state.connected and not only_channel(alice).core.state.awaiting_reestablish,
+                     "reestablished")  # fmt: skip
+
+
+@pytest.mark.trio
+async def test_a_restart_reads_on_from_the_checkpoint_and_an_archived_monitor_reads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onchain_module, "CHECKPOINT_EVERY", EVERY)
+    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp_path, MemoryNetwork())
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            channel_id = await open_channel(pair, alice, bob, "static_remotekey")
+            key = only_channel(alice).key
+            opened_from = watch(alice).watched[key].log.start_height
+            assert opened_from is not None
+            await pair.mine(3 * EVERY, alice, bob)
+            tip = (await source.tip()).height
+            progress = watch(alice).watched[key].progress
+            assert progress is not None and progress.checkpoint is not None
+            assert tip - CHECKPOINT_LAG - EVERY < progress.checkpoint <= tip - CHECKPOINT_LAG
+            checkpoint = progress.checkpoint
+
+        # restart: the monitor reads on from the checkpoint, not from the channel's opening
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            await reconnect(bob, alice)
+            watched = watch(alice).watched[key]
+            assert watched.start_height == checkpoint + 1 > opened_from
+            # ... and still sees the peer's force close and takes its funds
+            before = pair.wallet_sat(alice)
+            await channels(bob).closechannel(channel_id, force=True)
+            for _ in range(40):
+                await pair.mine(1, alice, bob)
+                if resolved(alice) and resolved(bob):
+                    break
+            assert resolved(alice) and pair.wallet_sat(alice) > before + 600_000
+            assert watch(alice).status(only_channel(alice))["state"] == "resolving"  # type: ignore[index]
+            with trio.fail_after(120):
+                while key in watch(alice).watched:
+                    await pair.mine(1, alice, bob)
+            final = watch(alice).archived[key]
+            assert final["state"] == "irrevocably_resolved" and final["locked_sat"] == 0
+            assert (await source.tip()).height - final["outputs"][-1]["height"] >= IRREVOCABLE_DEPTH - 1
+
+        # restart: an archived monitor reads no blocks and listchannels shows how the channel ended
+        alice = pair.node("alice", True)
+        async with running(alice):
+            assert not watch(alice).watched and watch(alice).start_height() is None
+            (listed,) = (await channels(alice).listchannels())["channels"]
+            assert listed["onchain"] == final
+
+        # a damaged record only costs the longer replay: the archived monitor is read again from its log
+        seen = tmp_path / "alice" / "channels" / "monitors" / f"{key}.seen"
+        seen.write_bytes(b'{"final": ')
+        alice = pair.node("alice", True)
+        async with running(alice):
+            await wait_until(lambda: key in watch(alice).watched, "the monitor loaded")
+            assert watch(alice).watched[key].start_height == opened_from
