@@ -1,21 +1,35 @@
-"""Peer RPC, control API and event stream throughput, in one run.
+"""Peer RPC, control API and event stream, each next to its anchor measured in the same run.
 
     python benchmarks/bench_rpc.py [--calls N] [--events N] [--quick]
 
 Rows:
 
-- ``peer RPC``: calls/s and latency percentiles between two nodes over
-  loopback TCP (BOLT-8 encrypted), the server node in a child process; one
-  call at a time (latency) and 64 in flight (throughput).
+- ``peer RPC``: latency between two nodes over loopback TCP (BOLT-8
+  encrypted), the server node in a child process, one call at a time, for
+  an ``async def`` method (run in a task) and a plain ``def`` method (served
+  inline). Anchors, sampled in the same rounds, round-robin with the calls
+  (one of each per round in a shuffled order, a 3 ms pause between samples because a node
+  allows 20 pings per 50 ms ping interval):
+
+  * the node's own BOLT-1 ping round trip over the same connection;
+  * a raw pyzmq DEALER (here) / ROUTER (a thread of the server child)
+    round trip carrying messages of the same sizes as the encrypted request
+    and response: what one request/response between these two Python
+    processes costs with no framework at all.
+
+  Reported: percentiles of each, and the median of the per-round
+  differences call - ping (the paired estimate of what RPC adds over the
+  node's own round trip). Then calls/s with 64 in flight.
 - ``control API``: ``getinfo`` calls/s over the ipc:// control socket of a
   node in a child process (one at a time, and 32 in flight).
-- ``events``: node events per second through the XPUB socket (the node's
-  event path: EventBus -> JSON -> ZeroMQ) to 1 and to 10 subscribers in a
-  child process, next to raw pyzmq PUB/SUB sending pre-encoded messages of
-  the same size over the same kind of socket in the same run. The
-  subscribers count every message (high-water marks off for both, so
-  nothing is dropped); the rate is per subscriber, first to last message,
-  best of 3 interleaved runs. Target: the event path at >= 50% of raw.
+- ``events``: node events through the XPUB socket (the node's event path:
+  EventBus -> JSON -> ZeroMQ) next to raw pyzmq PUB sending pre-encoded
+  messages of the same size, interleaved, best of 3. With 1 subscriber in a
+  child process: delivered events/s (first to last). With 1 and 10
+  subscribers: events per CPU-second of the *publishing* process (the node
+  side, libzmq's I/O thread included), which is what the event path costs
+  the node. (A delivered rate with 10 subscribers in one child measures that
+  child, which receives ten times as much: it is not reported.)
 """
 
 from __future__ import annotations
@@ -23,11 +37,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
+import statistics
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -44,10 +62,17 @@ from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.pubsub.bridge import EventPublisher
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.rpc.control_client import ControlClient
-from lnpmsg.rpc.peer import PeerRpc
+from lnpmsg.rpc.params import dumps
+from lnpmsg.rpc.peer import PeerRpc, RpcRequest, RpcResponse
 from lnpmsg.io.zmq_trio import TrioSocket
 
 TOPIC = b"message.received.32769"
+#: both nodes' ping interval in the RPC rows: a node allows 20 pings per
+#: interval, so 50 ms with a pause of PING_GAP between samples stays within it
+PING_INTERVAL = 0.05
+PING_GAP = 0.003
+#: BOLT-8 framing around a message: 2-byte length + MAC, then a MAC
+BOLT8_OVERHEAD = 2 + 16 + 16
 #: each event row is the best of this many interleaved runs
 ROUNDS = 3
 
@@ -66,16 +91,37 @@ async def _serve_until_eof(node: Node, ready: dict[str, str]) -> None:
         node.stop()
 
 
-def role_rpc_server() -> None:
-    node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], ping_interval=3600))
+def _raw_router(sock: zmq.Socket, reply: bytes) -> None:  # type: ignore[type-arg]
+    """Answer every request on a raw ROUTER with ``reply`` (a thread of the server child)."""
+    try:
+        while True:
+            routing_id, _request = sock.recv_multipart()
+            sock.send_multipart((routing_id, reply))
+    except zmq.ZMQError:
+        return  # the context was terminated
+
+
+def role_rpc_server(reply_size: int) -> None:
+    # a ping interval that lets the client ping every few ms without flooding
+    node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], ping_interval=PING_INTERVAL))
     rpc = node.mount(PeerRpc(max_inflight_per_peer=1024))
 
     @rpc.method()
     async def echo(peer, x: int) -> int:  # type: ignore[no-untyped-def]
         return x
 
+    @rpc.method()
+    def echo_inline(peer, x: int) -> int:  # type: ignore[no-untyped-def]
+        return x
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind("tcp://127.0.0.1:0")
+    threading.Thread(target=_raw_router, args=(router, bytes(reply_size)), daemon=True).start()
+
     async def main() -> None:
-        ready = {"address": ""}
+        ready = {"address": "", "raw": router.getsockopt_string(zmq.LAST_ENDPOINT)}
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             ready["address"] = f"{node.node_id.hex()}@{node.listen_addresses[0]}"
@@ -152,48 +198,92 @@ def row(name: str, value: float, unit: str, extra: str = "") -> None:
 # -------------------------------------------------------------- benchmarks
 
 
+def _frame_sizes() -> tuple[int, int]:
+    """Bytes on the wire of a typical echo request and its response (BOLT-8 framed)."""
+    request = RpcRequest(id=123456, timeout_ms=30000, method=b"echo", params=dumps({"x": 123456})).encode()
+    response = RpcResponse(id=123456, code=0, result=dumps(123456)).encode()
+    return len(request) + BOLT8_OVERHEAD, len(response) + BOLT8_OVERHEAD
+
+
 async def bench_peer_rpc(calls: int) -> None:
-    server = spawn("--role", "rpc-server")
+    request_size, response_size = _frame_sizes()
+    server = spawn("--role", "rpc-server", str(response_size))
     assert server.stdout is not None
-    address = json.loads(server.stdout.readline())["address"]
-    node = Node(NodeKey.generate(), NodeConfig(ping_interval=3600))
+    ready = json.loads(server.stdout.readline())
+    node = Node(NodeKey.generate(), NodeConfig(ping_interval=PING_INTERVAL))
     rpc = node.mount(PeerRpc())
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(ready["raw"])
+    request = bytes(request_size)
+
+    def raw_round_trip() -> None:
+        # blocking on purpose: nothing else runs in this process meanwhile
+        dealer.send(request)
+        dealer.recv()
+
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            peer = await node.connect(address)
-            for i in range(200):  # warm up
-                await rpc.call(peer, "echo", {"x": i})
-            samples = []
-            start = time.perf_counter()
-            for i in range(calls):
+            peer = await node.connect(ready["address"])
+            samples: dict[str, list[float]] = {"ping": [], "raw": [], "echo": [], "echo_inline": []}
+
+            async def sample(kind: str, i: int) -> None:
                 t = time.perf_counter()
-                await rpc.call(peer, "echo", {"x": i})
-                samples.append(time.perf_counter() - t)
-            elapsed = time.perf_counter() - start
-            row("peer RPC, 1 in flight", calls / elapsed, "calls/s", percentiles(samples))
+                if kind == "ping":
+                    await peer.ping()
+                elif kind == "raw":
+                    raw_round_trip()
+                else:
+                    await rpc.call(peer, kind, {"x": i})
+                samples[kind].append(time.perf_counter() - t)
+                await trio.sleep(PING_GAP)
+
+            kinds = list(samples)
+            for i in range(50):  # warm up every path
+                for kind in kinds:
+                    await sample(kind, i)
+            for values in samples.values():
+                values.clear()
+            shuffler = random.Random(1)
+            for i in range(calls):
+                # a new order each round, so no path always follows the same one
+                shuffler.shuffle(kinds)
+                for kind in kinds:
+                    await sample(kind, i)
+            row("raw DEALER/ROUTER round trip (same sizes)", 1 / statistics.median(samples["raw"]), "rt/s", percentiles(samples["raw"]))
+            row("node ping round trip", 1 / statistics.median(samples["ping"]), "rt/s", percentiles(samples["ping"]))
+            for kind, label in (("echo", "peer RPC async method, 1 in flight"), ("echo_inline", "peer RPC inline method, 1 in flight")):
+                over = statistics.median(c - p for c, p in zip(samples[kind], samples["ping"]))
+                over_raw = statistics.median(c - r for c, r in zip(samples[kind], samples["raw"]))
+                row(label, 1 / statistics.median(samples[kind]), "calls/s", percentiles(samples[kind]))
+                print(f"  {'':<44} {'':>11} {'':<10} over ping: {over * 1e6:+.0f} us, over raw zmq: {over_raw * 1e6:+.0f} us (median of paired rounds)")
 
             concurrency = 64
-            done = 0
-            samples = []
+            for method in ("echo", "echo_inline"):
+                done = 0
+                latencies: list[float] = []
 
-            async def worker(n: int) -> None:
-                nonlocal done
-                for i in range(n):
-                    t = time.perf_counter()
-                    await rpc.call(peer, "echo", [i])
-                    samples.append(time.perf_counter() - t)
-                    done += 1
+                async def worker(n: int) -> None:
+                    nonlocal done
+                    for i in range(n):
+                        t = time.perf_counter()
+                        await rpc.call(peer, method, [i])
+                        latencies.append(time.perf_counter() - t)
+                        done += 1
 
-            total = calls * 4
-            start = time.perf_counter()
-            async with trio.open_nursery() as workers:
-                for _ in range(concurrency):
-                    workers.start_soon(worker, total // concurrency)
-            elapsed = time.perf_counter() - start
-            row(f"peer RPC, {concurrency} in flight", done / elapsed, "calls/s", percentiles(samples))
+                total = calls * 4
+                start = time.perf_counter()
+                async with trio.open_nursery() as workers:
+                    for _ in range(concurrency):
+                        workers.start_soon(worker, total // concurrency)
+                elapsed = time.perf_counter() - start
+                row(f"peer RPC {method}, {concurrency} in flight", done / elapsed, "calls/s", percentiles(latencies))
             node.stop()
     finally:
+        dealer.close()
+        ctx.term()
         server.stdin.close()  # type: ignore[union-attr]
         server.wait()
 
@@ -256,21 +346,31 @@ def _result(proc: subprocess.Popen[str]) -> float:
     return float(seconds)
 
 
-def bench_raw_pubsub(endpoint: str, subscribers: int, count: int, body: bytes) -> float:
+@dataclass
+class Delivery:
+    """One event run: delivered events/s per subscriber, and events per CPU-second of the publisher."""
+
+    delivered: float
+    per_cpu_second: float
+
+
+def bench_raw_pubsub(endpoint: str, subscribers: int, count: int, body: bytes) -> Delivery:
     ctx = zmq.Context()
     pub = _xpub(ctx, endpoint)
     proc = _start_subscribers(endpoint, subscribers, count)
     for _ in range(subscribers):  # wait until every subscription is in
         pub.recv()
+    cpu = time.process_time()
     for _ in range(count):
         pub.send_multipart((TOPIC, body))
-    seconds = _result(proc)
+    seconds = _result(proc)  # blocks without CPU until the subscribers have everything
+    cpu = time.process_time() - cpu
     pub.close()
     ctx.term()
-    return count / seconds
+    return Delivery(count / seconds, count / cpu)
 
 
-async def bench_event_path(endpoint: str, subscribers: int, count: int) -> float:
+async def bench_event_path(endpoint: str, subscribers: int, count: int) -> Delivery:
     ctx = zmq.Context()
     sock = TrioSocket(_xpub(ctx, endpoint))
     bus = EventBus()
@@ -282,15 +382,17 @@ async def bench_event_path(endpoint: str, subscribers: int, count: int) -> float
         nursery.start_soon(publisher.run)
         while len(publisher._prefixes) == 0 or sum(publisher._prefixes.values()) < subscribers:
             await trio.sleep(0.001)
+        cpu = time.process_time()
         for i in range(count):
             bus.publish(CustomMessageReceived(node_id, 32769, payload))
             if i % 500 == 499:  # a node yields between reads; lets the sender task run
                 await trio.lowlevel.checkpoint()
         seconds = await trio.to_thread.run_sync(_result, proc)
+        cpu = time.process_time() - cpu
         nursery.cancel_scope.cancel()
     sock.close()
     ctx.term()
-    return count / seconds
+    return Delivery(count / seconds, count / cpu)
 
 
 async def bench_events(count: int) -> None:
@@ -301,13 +403,21 @@ async def bench_events(count: int) -> None:
     try:
         for subscribers in (1, 10):
             n = count if subscribers == 1 else count // 5
-            raw = ours = 0.0
+            raw: list[Delivery] = []
+            ours: list[Delivery] = []
             for attempt in range(ROUNDS):  # interleaved, best of each: the machine may be busy
-                raw = max(raw, bench_raw_pubsub(f"ipc://{tmp}/raw{subscribers}-{attempt}.sock", subscribers, n, body))
-                ours = max(ours, await bench_event_path(f"ipc://{tmp}/ev{subscribers}-{attempt}.sock", subscribers, n))
+                raw.append(bench_raw_pubsub(f"ipc://{tmp}/raw{subscribers}-{attempt}.sock", subscribers, n, body))
+                ours.append(await bench_event_path(f"ipc://{tmp}/ev{subscribers}-{attempt}.sock", subscribers, n))
             label = f"{subscribers} subscriber{'s' if subscribers > 1 else ''}"
-            row(f"raw pyzmq PUB/SUB, {label}", raw, "msgs/s", "(per subscriber)")
-            row(f"node events via XPUB, {label}", ours, "events/s", f"(per subscriber; {100 * ours / raw:.0f}% of raw)")
+            if subscribers == 1:
+                raw_rate = max(d.delivered for d in raw)
+                our_rate = max(d.delivered for d in ours)
+                row(f"raw pyzmq PUB/SUB, {label}, delivered", raw_rate, "msgs/s")
+                row(f"node events via XPUB, {label}, delivered", our_rate, "events/s", f"({100 * our_rate / raw_rate:.0f}% of raw)")
+            raw_cpu = max(d.per_cpu_second for d in raw)
+            our_cpu = max(d.per_cpu_second for d in ours)
+            row(f"raw pyzmq PUB, {label}, publisher CPU", raw_cpu, "msgs/CPU-s")
+            row(f"node event path, {label}, publisher CPU", our_cpu, "events/CPU-s", f"({100 * our_cpu / raw_cpu:.0f}% of raw)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -328,7 +438,7 @@ def main() -> None:
     parser.add_argument("role_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "rpc-server":
-        return role_rpc_server()
+        return role_rpc_server(int(args.role_args[0]))
     if args.role == "control-server":
         return role_control_server(args.role_args[0])
     if args.role == "subscriber":

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from lnpmsg.rpc.params import ParamsError, params_checker
 from lnpmsg.rpc.peer import (
+    MAX_IDLE_WORKERS,
     MAX_PAYLOAD,
     CallTimeout,
     ErrorCode,
@@ -25,6 +26,8 @@ from lnpmsg.rpc.peer import (
     RpcRequest,
     RpcResponse,
     RpcUnsupported,
+    request_bytes,
+    response_bytes,
 )
 from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
@@ -78,6 +81,27 @@ class Server:
         @rpc.method(timeout=0.2)
         async def hang_briefly(peer) -> None:
             await trio.sleep_forever()
+
+        # plain functions: served inline, without a task
+        @rpc.method()
+        def sum_inline(peer, values: list[int]) -> int:
+            return sum(values)
+
+        @rpc.method()
+        def refuse_inline(peer, why: str) -> None:
+            raise RpcFault(why, 419)
+
+        @rpc.method()
+        def boom_inline(peer) -> None:
+            raise ValueError("inline trouble")
+
+        @rpc.method()
+        def not_json_inline(peer) -> object:
+            return object()
+
+        @rpc.method()
+        def forgot_async(peer):  # returns a coroutine: a mistake, answered clearly
+            return add(peer, 1)
 
 
 async def connected(server: Server):
@@ -134,6 +158,89 @@ async def test_remote_errors_are_typed_and_the_connection_stays(method, params, 
         assert info.value.code == code and text in info.value.message and info.value.method == method
         assert await rpc.call(peer, "add", [1, 1]) == 2
         assert peer.is_ready
+
+
+async def test_plain_function_methods_are_served_inline_with_the_same_errors():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        tasked: list[str] = []
+        serve_in_task = server.rpc._serve
+
+        def watch(peer_, req_id, name, *rest):  # type: ignore[no-untyped-def]
+            tasked.append(name)
+            return serve_in_task(peer_, req_id, name, *rest)
+
+        server.rpc._serve = watch  # type: ignore[method-assign]
+        assert await rpc.call(peer, "sum_inline", {"values": [1, 2, 3]}) == 6
+        assert await rpc.call(peer, "sum_inline", [[]]) == 0
+        assert server.rpc.methods["sum_inline"].inline and not server.rpc.methods["add"].inline
+        for method, params, code, text in (
+            ("sum_inline", {"values": ["x"]}, ErrorCode.INVALID_PARAMS, "must be int"),
+            ("refuse_inline", {"why": "teapot"}, 419, "teapot"),
+            ("boom_inline", None, ErrorCode.FAILED, "ValueError: inline trouble"),
+            ("not_json_inline", None, ErrorCode.FAILED, "not JSON"),
+            ("forgot_async", None, ErrorCode.FAILED, "returned an awaitable"),
+        ):
+            with pytest.raises(RemoteError) as info:
+                await rpc.call(peer, method, params)
+            assert info.value.code == code and text in info.value.message
+        # many at once, all answered in order of ids
+        async with trio.open_nursery() as nursery:
+            results: dict[int, int] = {}
+
+            async def one(i: int) -> None:
+                results[i] = await rpc.call(peer, "sum_inline", [[i, i]])
+
+            for i in range(100):
+                nursery.start_soon(one, i)
+        assert results == {i: 2 * i for i in range(100)}
+        assert tasked == []  # no inline method ran as a task
+        assert await rpc.call(peer, "add", [1, 2]) == 3
+        assert tasked == ["add"]
+        assert peer.is_ready
+
+
+@given(
+    st.integers(min_value=0, max_value=2**64 - 1),
+    st.integers(min_value=0, max_value=2**32 - 1),
+    st.binary(min_size=1, max_size=255),
+    st.binary(max_size=300),
+    st.integers(min_value=0, max_value=0xFFFF),
+)
+def test_hot_path_encodings_are_the_messages_bytes(req_id, timeout_ms, method, body, code):
+    assert request_bytes(req_id, timeout_ms, method, body) == RpcRequest(
+        id=req_id, timeout_ms=timeout_ms, method=method, params=body
+    ).encode()
+    assert response_bytes(req_id, code, body) == RpcResponse(id=req_id, code=code, result=body).encode()
+
+
+async def test_async_methods_reuse_a_bounded_set_of_worker_tasks():
+    server = Server()
+    client, rpc = await connected(server)
+    started: list[int] = []
+    worker = server.rpc._worker
+
+    def counting_worker():  # type: ignore[no-untyped-def]
+        started.append(1)
+        return worker()
+
+    server.rpc._worker = counting_worker  # type: ignore[method-assign]
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        for i in range(20):  # one at a time: one worker serves them all
+            assert await rpc.call(peer, "add", [i, 1]) == i + 1
+        assert len(started) == 1
+        async with trio.open_nursery() as nursery:  # a burst: more workers, up to the requests
+            for i in range(40):
+                nursery.start_soon(rpc.call, peer, "echo", {"value": i, "delay": 0.05})
+        assert 1 < len(started) <= 41
+        await wait_for(lambda: server.rpc._serving_total == 0)
+        assert server.rpc._idle_workers == MAX_IDLE_WORKERS  # the rest ended
+        before = len(started)
+        assert await rpc.call(peer, "add", [2, 2]) == 4
+        assert len(started) == before
 
 
 async def test_many_concurrent_calls_get_their_own_answers():

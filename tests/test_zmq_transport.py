@@ -35,6 +35,7 @@ from lnpmsg.transports.zmq import (
     ZmqProtocolError,
     ZmqSettings,
     ZmqTransport,
+    coalesce,
     credit_message,
     decode_message,
 )
@@ -100,9 +101,15 @@ async def serving(
             await listener.aclose()
 
 
-async def read_frames(conn: Connection, count: int) -> list[bytes]:
-    """``count`` receives with room for any frame: each returns one whole frame."""
-    return [await conn.receive_some(1 << 20) for _ in range(count)]
+async def read_frames(conn: Connection, frames: list[bytes]) -> bytes:
+    """Receive as many bytes as ``frames`` hold (several may come in one receive)."""
+    size = sum(map(len, frames))
+    stream = bytearray()
+    while len(stream) < size:
+        data = await conn.receive_some(1 << 20)
+        assert data, f"end of stream after {len(stream)} of {size} bytes"
+        stream += data
+    return bytes(stream)
 
 
 def raw_dealer(
@@ -140,6 +147,61 @@ def test_decode_accepts_or_rejects_with_the_layer_error(parts: list[bytes]) -> N
 @given(st.integers(min_value=1, max_value=0xFFFFFFFF))
 def test_credit_round_trip(count: int) -> None:
     assert decode_message(credit_message(count)) == CreditMessage(count)
+
+
+def test_coalesce_joins_whole_frames_up_to_the_limit() -> None:
+    assert coalesce([]) == []
+    assert coalesce([b"a", b"", b"bc"]) == [b"abc"]  # empty frames carry nothing
+    assert coalesce([b"ab", b"cd", b"e"], limit=4) == [b"abcd", b"e"]
+    assert coalesce([b"abc", b"de", b"f"], limit=4) == [b"abc", b"def"]  # never split
+    biggest = b"x" * MAX_FRAME_SIZE
+    assert coalesce([b"a", biggest, b"b"]) == [b"a", biggest, b"b"]  # it travels alone
+    with pytest.raises(TransportError):
+        coalesce([b"a", biggest + b"x"])
+
+
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(min_value=40, max_value=100))
+def test_coalesce_keeps_bytes_order_and_bounds(frames: list[bytes], limit: int) -> None:
+    messages = coalesce(frames, limit)
+    assert b"".join(messages) == b"".join(frames)
+    assert all(0 < len(m) <= limit for m in messages)
+    # each message is a run of whole frames: its end is a frame boundary
+    boundaries = set()
+    position = 0
+    for frame in frames:
+        position += len(frame)
+        boundaries.add(position)
+    position = 0
+    for message in messages:
+        position += len(message)
+        assert position in boundaries
+
+
+async def test_a_batch_reaches_a_raw_peer_as_few_whole_messages(ctx: Ctx, endpoint: str) -> None:
+    """The wire form: frames of one send_frames call joined, a frame never split."""
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    peer = TrioSocket(router)
+    frames = [bytes([i % 251 + 1]) * 1058 for i in range(200)]  # 200 1 KiB messages, encrypted size
+    with trio.fail_after(HANG_GUARD):
+        conn = await ZmqTransport(ctx).dial(router.getsockopt_string(zmq.LAST_ENDPOINT))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.send_frames, frames)
+            messages: list[bytes] = []
+            while sum(map(len, messages)) < 200 * 1058:
+                routing_id, *parts = await peer.recv_multipart()
+                message = decode_message(parts)
+                if isinstance(message, DataMessage):
+                    messages.append(message.frame)
+                elif isinstance(message, CreditMessage):
+                    pass
+        assert b"".join(messages) == b"".join(frames)
+        assert all(len(m) % 1058 == 0 and len(m) <= MAX_FRAME_SIZE for m in messages)
+        assert len(messages) == 4  # 61 + 61 + 61 + 17 frames
+        await peer.send_multipart([routing_id, *CLOSE])
+        await conn.aclose()
+    peer.close()
 
 
 def test_wire_convention() -> None:
@@ -186,7 +248,7 @@ async def test_dial_listen_round_trip(transport: ZmqTransport, endpoint: str) ->
             await conn.send_frames(
                 [b"one", b"", b"two"]
             )  # empty frames carry nothing: skipped
-            assert await read_frames(conn, 2) == [b"echo:one", b"echo:two"]
+            assert await read_frames(conn, [b"echo:onetwo"]) == b"echo:onetwo"  # one message
             await conn.aclose()
             await conn.aclose()  # idempotent
             with pytest.raises(ConnectionClosed):
@@ -204,7 +266,7 @@ async def test_many_peers_on_one_router(transport: ZmqTransport, endpoint: str) 
     async def tag(conn: Connection) -> None:
         addresses.add(conn.remote_address)
         while data := await conn.receive_some(1 << 20):
-            await conn.send_frames([data + b"/ok"])
+            await conn.send_frames([data])
 
     with trio.fail_after(HANG_GUARD):
         async with serving(transport, endpoint, tag) as listener:
@@ -214,7 +276,7 @@ async def test_many_peers_on_one_router(transport: ZmqTransport, endpoint: str) 
                 mine = [b"peer%d-msg%d" % (n, i) for i in range(50)]
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.send_frames, mine)
-                    assert await read_frames(conn, 50) == [m + b"/ok" for m in mine]
+                    assert await read_frames(conn, mine) == b"".join(mine)
 
             async with trio.open_nursery() as nursery:
                 for n, conn in enumerate(conns):
@@ -249,7 +311,7 @@ async def test_thousand_random_frames_both_ways(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.send_frames, to_dialer)
             # max_bytes bigger than any frame: each receive is exactly one frame
-            got_by_listener.extend(await read_frames(conn, len(to_listener)))
+            got_by_listener.append(await read_frames(conn, to_listener))
         assert await conn.receive_some() == b""
 
     with trio.fail_after(HANG_GUARD * 2):
@@ -267,7 +329,7 @@ async def test_thousand_random_frames_both_ways(
                     stream += chunk
             await conn.aclose()
             await wait_until(lambda: listener.session_count == 0)
-    assert got_by_listener == to_listener
+    assert got_by_listener == [b"".join(to_listener)]
     assert bytes(stream) == expected
 
 
@@ -283,7 +345,7 @@ async def test_dialer_close_delivers_everything_then_eof(
     result: list[bytes | type[BaseException]] = []
 
     async def handler(conn: Connection) -> None:
-        received.extend(await read_frames(conn, len(frames)))
+        received.append(await read_frames(conn, frames))
         result.append(await conn.receive_some())
         try:
             await conn.send_frames([b"too late"])
@@ -297,7 +359,7 @@ async def test_dialer_close_delivers_everything_then_eof(
             await conn.send_frames(frames)
             await conn.aclose()  # right away: the ack, not linger, guarantees delivery
             await ended.wait()
-    assert received == frames
+    assert received == [b"".join(frames)]
     assert result == [b"", ConnectionClosed]
 
 
@@ -312,7 +374,8 @@ async def test_listener_close_reaches_the_dialer(
         async with serving(transport, endpoint, handler) as listener:
             conn = await transport.dial(listener.local_address)
             await conn.send_frames([b"hello"])
-            assert await read_frames(conn, 50) == [b"bye %d" % i for i in range(50)]
+            bye = [b"bye %d" % i for i in range(50)]
+            assert await read_frames(conn, bye) == b"".join(bye)
             assert await conn.receive_some() == b""
             assert await conn.receive_some() == b""
             with pytest.raises(ConnectionClosed):
@@ -685,7 +748,7 @@ async def test_garbage_from_many_peers_leaves_an_established_peer_alone(
         async with serving(transport, endpoint, handler) as listener:
             good = await transport.dial(listener.local_address)
             await good.send_frames(good_frames[:1])
-            assert await read_frames(good, 1) == good_frames[:1]
+            assert await read_frames(good, good_frames[:1]) == good_frames[0]
             vandals = [raw_dealer(ctx, listener.local_address) for _ in range(8)]
             for _ in range(300):
                 vandal = rng.choice(vandals)
@@ -696,7 +759,7 @@ async def test_garbage_from_many_peers_leaves_an_established_peer_alone(
                 vandal.send_multipart(parts)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(good.send_frames, good_frames[1:])
-                assert await read_frames(good, len(good_frames) - 1) == good_frames[1:]
+                assert await read_frames(good, good_frames[1:]) == b"".join(good_frames[1:])
             dropped = sum(listener.stats[k] for k in ("protocol", "oversize", "flood"))
             assert dropped > 0
             for vandal in vandals:
@@ -757,6 +820,39 @@ async def test_peer_that_stops_reading_holds_our_sender_back(transport: ZmqTrans
                     granted += message.count
             assert sent == total and granted == INITIAL_CREDIT
             peer.close()
+
+
+async def test_coalesced_batches_still_wait_for_credit(
+    transport: ZmqTransport, endpoint: str
+) -> None:
+    """Credit counts ZeroMQ messages: a batch bigger than the window waits for the reader."""
+    release = trio.Event()
+    stream = bytearray()
+    frames = [bytes([i % 250 + 1]) * 1058 for i in range(INITIAL_CREDIT * 61 + 500)]
+
+    async def slow_reader(conn: Connection) -> None:
+        await release.wait()
+        while data := await conn.receive_some(1 << 20):
+            stream.extend(data)
+
+    with trio.fail_after(HANG_GUARD):
+        async with serving(transport, endpoint, slow_reader) as listener:
+            conn = await transport.dial(listener.local_address)
+            done = trio.Event()
+
+            async def send_all() -> None:
+                await conn.send_frames(frames)
+                done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_all)
+                await trio.sleep(0.3)  # room to overrun the window, were it not enforced
+                assert not done.is_set()  # more than INITIAL_CREDIT messages' worth: it waits
+                release.set()
+                await done.wait()
+            await conn.aclose()
+            await wait_until(lambda: listener.session_count == 0)
+    assert bytes(stream) == b"".join(frames)
 
 
 async def test_sender_without_credit_waits(

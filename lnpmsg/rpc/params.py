@@ -214,9 +214,19 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+#: one encoder and decoder for every call: json.dumps/loads build or look one up each time
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False)
+_DECODER = json.JSONDecoder()
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON (UTF-8) of a result or params; bytes become hex. TypeError if not JSON-able."""
     try:
-        return json.dumps(value, separators=(",", ":"), default=_default, allow_nan=False).encode()
+        return _ENCODER.encode(value).encode()
     except ValueError as exc:  # NaN/inf, circular
         raise TypeError(str(exc)) from None
+
+
+def loads(data: bytes) -> Any:
+    """Parse params or a result: UTF-8 JSON. ValueError (UnicodeDecodeError, JSONDecodeError) if not."""
+    return _DECODER.decode(data.decode())

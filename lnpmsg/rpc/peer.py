@@ -35,6 +35,15 @@ the handler raised, 4 the handler timed out on the server, 5 busy (too many
 requests from this peer in flight), 6 bad request, 7 result too large, 8
 shutting down; 100 and up are the app's own (``raise RpcFault(text, code)``).
 
+Inline methods: a plain ``def`` method (not ``async def``) runs right where
+the request is read, with no task, cancel scope or deadline of its own: the
+fastest path, for methods that compute an answer at once (a lookup, an
+echo). It must not block; its reply is queued without waiting, and is lost
+(the caller times out) only if that peer's outbound queue is full, i.e. the
+peer does not read. Anything that waits or may take long is an ``async def``
+method: it runs in a worker task (workers are reused between requests), with
+its own cancel scope and deadline, bounded as below.
+
 Guarantees: many calls may be in flight to one peer (ids match responses);
 a handler that raises or hangs costs its caller an error, never the
 connection; every peer may have at most ``max_inflight_per_peer`` requests
@@ -46,9 +55,11 @@ told to stop) and :class:`PeerGone` as soon as the connection drops.
 from __future__ import annotations
 
 import enum
-import json
+import inspect
 import logging
 import math
+import struct
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +69,7 @@ import trio
 from lnpmsg.app import DONE, App, PeerNotConnected
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.node.session import printable
-from lnpmsg.rpc.params import ParamsError, describe_params, dumps, params_checker
+from lnpmsg.rpc.params import ParamsError, describe_params, dumps, loads, params_checker
 from lnpmsg.wire import MAX_MESSAGE_SIZE, Message, WireError, message
 from lnpmsg.wire.fields import u8_prefixed_bytes, u16, u16_prefixed_bytes, u32, u64
 
@@ -98,6 +109,9 @@ METHOD_TIMEOUT = 30.0
 MAX_PAYLOAD = MAX_MESSAGE_SIZE - 2 - 8 - 4 - 1 - 255 - 2
 #: error texts are cut here: they are for people, and must fit a message
 MAX_ERROR_TEXT = 1000
+#: worker tasks kept waiting for requests to async methods: a burst starts
+#: more (up to the in-flight bounds), and those beyond this end when idle
+MAX_IDLE_WORKERS = 16
 
 
 class ErrorCode(enum.IntEnum):
@@ -142,6 +156,25 @@ class RpcResponse(Message):
 class RpcCancel(Message):
     FIELDS = (("id", u64),)
     id: int
+
+
+# The hot path builds the two messages of every call straight into bytes
+# (the same bytes as RpcRequest(...).encode() and RpcResponse(...).encode(),
+# which tests check), skipping the per-field validation of values this
+# module has already bounded.
+_REQUEST_HEAD = struct.Struct(">HQIB")
+_RESPONSE_HEAD = struct.Struct(">HQHH")
+_U16 = struct.Struct(">H")
+
+
+def request_bytes(req_id: int, timeout_ms: int, method: bytes, params: bytes) -> bytes:
+    """The wire bytes of ``RpcRequest(req_id, timeout_ms, method, params)`` (all within bounds)."""
+    return b"".join((_REQUEST_HEAD.pack(RpcRequest.TYPE, req_id, timeout_ms, len(method)), method, _U16.pack(len(params)), params))
+
+
+def response_bytes(req_id: int, code: int, result: bytes) -> bytes:
+    """The wire bytes of ``RpcResponse(req_id, code, result)`` (all within bounds)."""
+    return _RESPONSE_HEAD.pack(RpcResponse.TYPE, req_id, code, len(result)) + result
 
 
 # -------------------------------------------------------------------- errors
@@ -199,7 +232,7 @@ class RpcFault(Exception):
 
 # ------------------------------------------------------------------- the app
 
-Method = Callable[..., Awaitable[Any]]
+Method = Callable[..., Any]
 
 
 @dataclass(slots=True)
@@ -207,6 +240,8 @@ class _MethodEntry:
     fn: Method
     check: Callable[[Any], dict[str, Any]]
     timeout: float
+    #: a plain function: run inline in the read loop (see the module docs)
+    inline: bool = False
 
 
 class _Call:
@@ -226,6 +261,12 @@ class _Serving:
     def __init__(self, scope: trio.CancelScope) -> None:
         self.scope = scope
         self.cancelled_by_peer = False
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` gives a coroutine (an ``async def``, also wrapped, partial or ``__call__``)."""
+    target = inspect.unwrap(fn)
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
 
 
 def _cut(text: str) -> bytes:
@@ -264,6 +305,11 @@ class PeerRpc(App):
         self._pending: dict[int, _Call] = {}
         self._serving: dict[Peer, dict[int, _Serving]] = {}
         self._serving_total = 0
+        # requests to async methods wait here for a worker task; reusing
+        # workers saves starting a task per request
+        self._jobs: deque[tuple[Peer, int, str, _MethodEntry, dict[str, Any], _Serving, float]] = deque()
+        self._job_lot = trio.lowlevel.ParkingLot()
+        self._idle_workers = 0
         self._next_id = 0
         #: requests answered ``busy`` (flood protection at work)
         self.busy_replies = 0
@@ -279,7 +325,10 @@ class PeerRpc(App):
     # ------------------------------------------------------------ methods
 
     def method(self, name: str | None = None, *, timeout: float | None = None) -> Callable[[Method], Method]:
-        """Decorator: serve ``async def fn(peer, **params)`` as ``name`` (default: its name)."""
+        """Decorator: serve ``async def fn(peer, **params)`` as ``name`` (default: its name).
+
+        A plain ``def fn(peer, **params)`` is served inline: it must return at once.
+        """
 
         def register(fn: Method) -> Method:
             self.add_method(name or fn.__name__, fn, timeout=timeout)
@@ -291,14 +340,18 @@ class PeerRpc(App):
         self, name: str, fn: Method, *, timeout: float | None = None, params_check: Callable[[Any], dict[str, Any]] | None = None
     ) -> None:
         """Serve ``fn(peer, **params)`` as ``name``; params are checked against its annotations
-        (or by ``params_check``, which turns the raw JSON params into keyword arguments)."""
+        (or by ``params_check``, which turns the raw JSON params into keyword arguments).
+
+        ``fn`` is an ``async def`` (run by a worker task, with ``timeout``) or a plain
+        function (run inline, no task: for answers computed at once)."""
         encoded = name.encode()
         if not name or len(encoded) > 255:
             raise ValueError(f"a method name is 1..255 bytes of UTF-8, got {name!r}")
         if name in self.methods:
             raise ValueError(f"method {name!r} is already declared")
         check = params_check if params_check is not None else params_checker(fn, skip=1)
-        self.methods[name] = _MethodEntry(fn, check, timeout or self.method_timeout)
+        inline = not _is_async(fn)
+        self.methods[name] = _MethodEntry(fn, check, timeout or self.method_timeout, inline)
 
     def remove_method(self, name: str) -> bool:
         """Stop serving ``name`` (requests already running finish); returns whether it was served."""
@@ -348,7 +401,7 @@ class PeerRpc(App):
         try:
             with trio.move_on_after(timeout):
                 try:
-                    await peer.send(RpcRequest(id=req_id, timeout_ms=timeout_ms, method=method_bytes, params=body))
+                    await peer.send(request_bytes(req_id, timeout_ms, method_bytes, body))
                 except PeerClosedError as exc:
                     raise PeerGone(str(exc)) from None
                 await call.done.wait()
@@ -368,7 +421,7 @@ class PeerRpc(App):
         if call is not None and call.peer is peer and not call.done.is_set():
             if msg.code == ErrorCode.OK:
                 try:
-                    call.result = json.loads(msg.result) if msg.result else None
+                    call.result = loads(msg.result) if msg.result else None
                 except ValueError as exc:
                     call.error = RpcError(f"malformed result from {peer.node_id.hex()}: {exc}")
             else:
@@ -399,7 +452,7 @@ class PeerRpc(App):
             self._reply_now(peer, msg.id, ErrorCode.METHOD_NOT_FOUND, f"no method {name[:100]!r}")
             return DONE
         try:
-            raw = json.loads(msg.params) if msg.params else None
+            raw = loads(msg.params) if msg.params else None
             kwargs = entry.check(raw)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, f"params are not JSON: {exc}")
@@ -407,14 +460,69 @@ class PeerRpc(App):
         except ParamsError as exc:
             self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, str(exc))
             return DONE
+        if entry.inline:
+            self._serve_inline(peer, msg.id, name, entry, kwargs)
+            return DONE
         limit = min(entry.timeout, msg.timeout_ms / 1000)
         if self._nursery is None:
             self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
             return DONE
         state = serving[msg.id] = _Serving(trio.CancelScope(deadline=trio.current_time() + limit))
         self._serving_total += 1
-        self._nursery.start_soon(self._serve, peer, msg.id, name, entry, kwargs, state, limit)
+        self._jobs.append((peer, msg.id, name, entry, kwargs, state, limit))
+        if self._idle_workers:
+            self._idle_workers -= 1  # counted here, so a burst wakes one worker per request
+            self._job_lot.unpark()
+        else:
+            self._nursery.start_soon(self._worker)
         return DONE
+
+    async def _worker(self) -> None:
+        """Serve queued requests to async methods; wait for more, or end if enough workers wait."""
+        jobs = self._jobs
+        while True:
+            while jobs:
+                await self._serve(*jobs.popleft())
+            if self._idle_workers >= MAX_IDLE_WORKERS:
+                return
+            self._idle_workers += 1
+            try:
+                await self._job_lot.park()  # whoever unparks us took us off the idle count
+            except BaseException:
+                self._idle_workers -= 1  # cancelled while waiting (the app stops)
+                raise
+
+    def _serve_inline(self, peer: Peer, req_id: int, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> None:
+        code, payload = self._run_inline(peer, name, entry, kwargs)
+        self._send_quietly(peer, response_bytes(req_id, code, payload))
+
+    def _run_inline(self, peer: Peer, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
+        try:
+            result = entry.fn(peer, **kwargs)
+        except RpcFault as exc:
+            return exc.code, _cut(exc.message)
+        except Exception as exc:
+            log.debug("method %s failed", name, exc_info=True)
+            self.report_error(f"method {name} raised {exc!r}", peer.node_id)
+            return ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
+        if hasattr(result, "__await__"):
+            # declared plain but returned a coroutine: a mistake, answered clearly
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            self.report_error(f"method {name} is not async but returned an awaitable", peer.node_id)
+            return ErrorCode.FAILED, _cut(f"method {name} returned an awaitable from a plain function")
+        return self._encode_result(name, result)
+
+    @staticmethod
+    def _encode_result(name: str, result: Any) -> tuple[int, bytes]:
+        try:
+            payload = dumps(result)
+        except TypeError as exc:
+            return ErrorCode.FAILED, _cut(f"method {name} returned a result that is not JSON: {exc}")
+        if len(payload) > MAX_PAYLOAD:
+            return ErrorCode.RESULT_TOO_LARGE, _cut(f"result of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        return ErrorCode.OK, payload
 
     async def _serve(self, peer: Peer, req_id: int, name: str, entry: _MethodEntry, kwargs: dict[str, Any], state: _Serving, limit: float) -> None:
         code: int = ErrorCode.OK
@@ -430,13 +538,7 @@ class PeerRpc(App):
                     self.report_error(f"method {name} raised {exc!r}", peer.node_id)
                     code, payload = ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
                 else:
-                    try:
-                        payload = dumps(result)
-                    except TypeError as exc:
-                        code, payload = ErrorCode.FAILED, _cut(f"method {name} returned a result that is not JSON: {exc}")
-                    else:
-                        if len(payload) > MAX_PAYLOAD:
-                            code, payload = ErrorCode.RESULT_TOO_LARGE, _cut(f"result of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+                    code, payload = self._encode_result(name, result)
         finally:
             self._serving.get(peer, {}).pop(req_id, None)
             self._serving_total -= 1
@@ -446,7 +548,7 @@ class PeerRpc(App):
             self.report_error(f"method {name} ran longer than {limit:g} s and was cancelled", peer.node_id)
             code, payload = ErrorCode.TIMEOUT, _cut(f"method {name} did not finish within {limit:g} s")
         try:
-            await peer.send(RpcResponse(id=req_id, code=code, result=payload))
+            await peer.send(response_bytes(req_id, code, payload))
         except (PeerClosedError, WireError) as exc:
             log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
 
@@ -458,16 +560,17 @@ class PeerRpc(App):
         return DONE
 
     def _reply_now(self, peer: Peer, req_id: int, code: int, text: str) -> None:
-        self._send_quietly(peer, RpcResponse(id=req_id, code=code, result=_cut(text)))
+        self._send_quietly(peer, response_bytes(req_id, code, _cut(text)))
 
     @staticmethod
-    def _send_quietly(peer: Peer, message: Message) -> None:
+    def _send_quietly(peer: Peer, message: Message | bytes) -> None:
         # Replies from the read loop never wait: a peer that floods us and
         # does not read loses them rather than stalling its own read loop.
         try:
             peer.send_nowait(message)
         except (PeerQueueFull, PeerClosedError) as exc:
-            log.debug("dropped %s to %s: %s", type(message).__name__, peer.node_id.hex(), exc)
+            kind = type(message).__name__ if isinstance(message, Message) else f"message type {int.from_bytes(message[:2], 'big')}"
+            log.debug("dropped %s to %s: %s", kind, peer.node_id.hex(), exc)
 
     # ---------------------------------------------------- connection ends
 

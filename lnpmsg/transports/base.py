@@ -48,9 +48,10 @@ class Connection(abc.ABC):
 
     #: short name of the transport kind: "tcp", "tor", "udp", "zmq", ...
     kind: str = "?"
-    #: True when each frame travels as a message of its own (ZeroMQ), so
-    #: ``send_frames`` must get one frame per item. Byte streams (the default)
-    #: may get a whole batch of frames joined into one buffer.
+    #: True when the transport needs the frames apart (ZeroMQ packs whole
+    #: frames into its messages and never splits one), so ``send_frames``
+    #: must get one frame per item. Byte streams (the default) may get a
+    #: whole batch of frames joined into one buffer.
     keeps_frame_boundaries: bool = False
     #: the remote IP when ``remote_address`` does not hold it (a ZeroMQ
     #: listener's sessions: libzmq tells the peer's IP apart from the endpoint)

@@ -6,29 +6,14 @@ one) or ``ipc:///path/to/socket``. Everything is driven from trio through
 
 Wire convention
 ---------------
-Each ZeroMQ message carries exactly one unit (ROUTER-side messages are
-prefixed, as always, by the routing-id part that libzmq adds and strips):
-
-=====================  ==================================================
-parts                  meaning
-=====================  ==================================================
-``[frame]``            data: one frame given to ``send_frames`` (a BOLT-8
-                       handshake act or one encrypted message), never empty
-``[b""]``              close: the sender's session is over
-``[b"", b"\\x01" + n]``  credit: the receiver may be sent ``n`` (u32 big
-                       endian, >= 1) more data messages
-``[b"", b"\\x02"]``     keepalive: proof of life, otherwise ignored
-``[b"", b"\\xNN..."]``  other control kinds: ignored (room to grow)
-anything else          protocol violation: the peer is dropped
-=====================  ==================================================
-
-No BOLT-8 frame is ever empty, so an empty first part can never be data.
-Frame contents stay end-to-end encrypted and authenticated by the Noise layer
-above, whatever ZeroMQ does with them; this module only moves them.
+Data, close, credit and keepalive messages, and how frames are coalesced
+into data messages: :mod:`lnpmsg.transports.zmq_wire` (the sans-IO part).
 
 Flow control and bounds
 -----------------------
-Each side may send :data:`INITIAL_CREDIT` data messages, then only as many as
+Credit counts data messages, not frames (so the bytes a peer can queue here
+stay bounded by ``recv_window`` times :data:`MAX_FRAME_SIZE`). Each side may
+send :data:`INITIAL_CREDIT` data messages, then only as many as
 the receiver grants with credit messages. The receiver grants credit as its
 application consumes messages, so its per-peer queue never holds more than
 its window (``recv_window``, at least :data:`INITIAL_CREDIT`); a peer that
@@ -108,6 +93,23 @@ from lnpmsg.transports.base import (
     TransportError,
 )
 from lnpmsg.io.zmq_trio import SocketClosedError, TrioSocket, YieldBudget
+from lnpmsg.transports.zmq_wire import (
+    CLOSE,
+    INITIAL_CREDIT,
+    KEEPALIVE,
+    MAX_FRAME_SIZE,
+    CloseMessage,
+    CreditMessage,
+    DataMessage,
+    KeepaliveMessage,
+    UnknownControl,
+    WireMessage,
+    ZmqProtocolError,
+    coalesce,
+    credit_message,
+    decode_message,
+    is_generated_routing_id,
+)
 
 __all__ = [
     "CLOSE",
@@ -127,6 +129,7 @@ __all__ = [
     "ZmqProtocolError",
     "ZmqSettings",
     "ZmqTransport",
+    "coalesce",
     "credit_message",
     "decode_message",
     "is_generated_routing_id",
@@ -134,14 +137,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: BOLT-8: 2-byte length + 16-byte MAC, then at most 65535 bytes + 16-byte MAC
-MAX_FRAME_SIZE: Final = 65535 + 34
 #: libzmq cuts a connection sending a bigger part (ZMQ_MAXMSGSIZE): above our
 #: own limit, so that our check (with its log line) sees moderate excesses,
 #: while nobody can make libzmq buffer a huge message
 ZMQ_MAX_MSG_SIZE: Final = 2 * MAX_FRAME_SIZE
-#: data messages either side may send before the first credit arrives
-INITIAL_CREDIT: Final = 64
 #: libzmq's per-pipe queue (messages); above the credit window, so that a
 #: well-behaved peer never fills it and control messages always fit
 ZMQ_HWM: Final = 4 * INITIAL_CREDIT
@@ -158,9 +157,6 @@ BACKOFF_MAX: Final = 0.05
 #: never relied on
 CLOSE_LINGER_MS: Final = 500
 
-_CONTROL_CREDIT: Final = 0x01
-_CONTROL_KEEPALIVE: Final = 0x02
-_CREDIT = struct.Struct(">BI")
 _MONITOR_HEAD = struct.Struct("=Hi")
 _SCHEMES: Final = ("tcp://", "ipc://")
 
@@ -181,95 +177,6 @@ _HANDSHAKE_FAILED: Final = frozenset(
         int(zmq.EVENT_HANDSHAKE_FAILED_AUTH),
     }
 )
-
-
-# --------------------------------------------------------------- the wire (sans-IO)
-
-
-class ZmqProtocolError(TransportError):
-    """A ZeroMQ message that breaks the wire convention (the peer is dropped)."""
-
-
-@dataclass(frozen=True, slots=True)
-class DataMessage:
-    """One transport frame."""
-
-    frame: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CloseMessage:
-    """The sender's session is over."""
-
-
-@dataclass(frozen=True, slots=True)
-class CreditMessage:
-    """The receiver may be sent ``count`` more data messages."""
-
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class KeepaliveMessage:
-    """Proof of life."""
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownControl:
-    """A control kind this version does not know (ignored)."""
-
-    kind: int
-
-
-WireMessage = DataMessage | CloseMessage | CreditMessage | KeepaliveMessage | UnknownControl
-
-#: the parts of a close message
-CLOSE: Final = (b"",)
-#: the parts of a keepalive message
-KEEPALIVE: Final = (b"", bytes([_CONTROL_KEEPALIVE]))
-
-
-def credit_message(count: int) -> tuple[bytes, bytes]:
-    """The parts of a credit message granting ``count`` (1 .. 2**32-1) data messages."""
-    if not 1 <= count <= 0xFFFFFFFF:
-        raise ValueError(f"credit {count} out of range")
-    return (b"", _CREDIT.pack(_CONTROL_CREDIT, count))
-
-
-def decode_message(parts: Sequence[bytes]) -> WireMessage:
-    """Classify one received ZeroMQ message (routing id already removed).
-
-    Raises :class:`ZmqProtocolError` for anything outside the convention,
-    including data over :data:`MAX_FRAME_SIZE`.
-    """
-    if len(parts) == 1:
-        frame = parts[0]
-        if not frame:
-            return CloseMessage()
-        if len(frame) > MAX_FRAME_SIZE:
-            raise ZmqProtocolError(f"message of {len(frame)} bytes exceeds {MAX_FRAME_SIZE}")
-        return DataMessage(frame)
-    if len(parts) == 2 and not parts[0]:
-        control = parts[1]
-        if not control:
-            raise ZmqProtocolError("empty control part")
-        kind = control[0]
-        if kind == _CONTROL_CREDIT:
-            if len(control) != _CREDIT.size:
-                raise ZmqProtocolError(f"credit message of {len(control)} bytes")
-            count = _CREDIT.unpack(control)[1]
-            if count == 0:
-                raise ZmqProtocolError("credit of zero")
-            return CreditMessage(count)
-        if kind == _CONTROL_KEEPALIVE:
-            return KeepaliveMessage()
-        return UnknownControl(kind)
-    raise ZmqProtocolError(f"message of {len(parts)} parts breaks the convention")
-
-
-def is_generated_routing_id(routing_id: bytes) -> bool:
-    """True for the shape of routing ids libzmq generates itself (0x00 + 4 bytes)."""
-    return len(routing_id) == 5 and routing_id[0] == 0
 
 
 def _check_endpoint(target: str) -> str:
@@ -586,7 +493,8 @@ class ZmqConnection(Connection):
     """One peer session over ZeroMQ (either side); see the module docs."""
 
     kind = "zmq"
-    #: one ZeroMQ message per frame: the credit window and size checks count frames
+    #: frames travel whole, several to a ZeroMQ message (see :func:`coalesce`):
+    #: the transport needs them apart to never split one across messages
     keeps_frame_boundaries = True
 
     def __init__(self, port: _Port, remote_address: str, routing_id: bytes | None, *, peer_ip: str | None = None) -> None:
@@ -630,6 +538,16 @@ class ZmqConnection(Connection):
         if self.ended is not None:
             return
         self._last_rx = trio.current_time()
+        if len(parts) == 1 and 0 < len(parts[0]) <= MAX_FRAME_SIZE:
+            # data, by far the usual case: what decode_message would say, without the object
+            self._allowance -= 1
+            if self._allowance < 0:
+                self._drop("flood", f"sent more than its {self._port.settings.recv_window}-message credit")
+                return
+            self._rx.append(parts[0])
+            if self._rx_lot:
+                self._rx_lot.unpark_all()
+            return
         try:
             message = decode_message(parts)
         except ZmqProtocolError as exc:
@@ -692,18 +610,14 @@ class ZmqConnection(Connection):
             raise ConnectionClosed(f"{self._remote}: {self.ended}")
 
     async def send_frames(self, frames: Sequence[bytes]) -> None:
-        for frame in frames:
-            if not frame:
-                continue  # carries no bytes, and an empty message means close
-            if len(frame) > MAX_FRAME_SIZE:
-                raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_SIZE}")
+        for data in coalesce(frames):
             self._check_can_send()
             while self._send_credit <= 0:
                 await self._credit_lot.park()
                 self._check_can_send()
             self._send_credit -= 1
             try:
-                await self._port.transmit(self, (frame,))
+                await self._port.transmit(self, (data,))
             except BaseException:
                 self._send_credit += 1  # not sent (all or nothing)
                 raise

@@ -1,0 +1,304 @@
+"""Many idle peers on one node: how many, memory per peer, idle CPU, and a new peer's wait.
+
+What runs, all on this machine, in this one run:
+
+- the node under test: a Node listening on loopback TCP, default settings
+  except the per-IP connection limit and ``--ping-interval`` (the node's
+  default, 60 s, unless told), in a child process of its own, so its memory
+  and CPU are its peers' alone;
+- a load generator in a second child: ``--peers`` connections, each with its
+  own node key, ``--concurrency`` handshakes in flight at a time; plain
+  sockets under ``selectors`` driving the sans-IO initiator and cipher, it
+  sends ``init`` and answers pings, nothing else (so the peers stay idle);
+- this process reads the node's RSS and CPU time from ``/proc``.
+
+Reported:
+
+- peers connected (the node's own count) and how long the ramp took;
+- memory per peer: the node's RSS growth from before the first connection
+  to after the last, divided by the peers;
+- idle CPU: the node's CPU time over ``--idle`` seconds with every peer
+  connected and silent but for the keepalive, as a share of one core. The
+  window is longer than the ping interval by default, so every peer's
+  ping/pong falls in it;
+- a new peer at full load: ``--samples`` fresh Nodes from this process
+  connect one after another (TCP, handshake, init both ways, until the
+  connection is ready), as percentiles.
+
+On a shared machine the CPU and latency figures move with the load: quote
+them with the machine and its load (printed first).
+
+Usage: ``python benchmarks/bench_idle_peers.py [--quick | --peers N] [--ping-interval S] [--idle S] [--json]``
+(the default: 10,000 peers, 60 s pings, 70 s idle; ``--quick``: 3,000 peers,
+5 s pings, 8 s idle.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import selectors
+import socket
+import statistics
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+import trio
+
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.node.session import PING_INTERVAL
+from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake
+from lnpmsg.noise.cipher import TransportCipher
+from lnpmsg.wire import Init, Pong
+
+#: BOLT-1 message types the generator reacts to
+INIT, PING = 16, 18
+#: how often the node child publishes its peer count
+REPORT_INTERVAL = 0.5
+#: file descriptors per peer on each side, and some to spare
+FD_MARGIN = 256
+
+Context = multiprocessing.context.SpawnContext
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+# ------------------------------------------------------------------ the node
+
+
+def _node_child(peers: int, ping_interval: float, address: Any, count: Any, ready: Any) -> None:
+    """The node under test: listen, publish the peer count, run until terminated."""
+    _raise_fd_limit(peers + FD_MARGIN)
+
+    async def main() -> None:
+        config = NodeConfig(listen=["127.0.0.1:0"], max_connections_per_ip=peers + 100, ping_interval=ping_interval)
+        node = Node(NodeKey.generate(), config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            address.value = f"{node.node_id.hex()}@{node.listen_addresses[0]}".encode()
+            ready.set()
+            while True:
+                count.value = len(node.peers)
+                await trio.sleep(REPORT_INTERVAL)
+
+    trio.run(main)
+
+
+# ------------------------------------------------------------------ the generator
+
+
+class _Conn:
+    __slots__ = ("buffer", "cipher", "handshake", "ready")
+
+    def __init__(self, handshake: InitiatorHandshake) -> None:
+        self.handshake: InitiatorHandshake | None = handshake
+        self.buffer = b""
+        self.cipher: TransportCipher | None = None
+        self.ready = False
+
+
+def _generator(address: str, peers: int, concurrency: int, connected: Any, failed: Any) -> None:
+    """Open ``peers`` idle connections; then keep answering pings until terminated."""
+    _raise_fd_limit(peers + FD_MARGIN)
+    node_id_hex, _, host_port = address.partition("@")
+    host, port = host_port.rsplit(":", 1)
+    node_id = bytes.fromhex(node_id_hex)
+    init = Init().encode()
+    selector = selectors.DefaultSelector()
+    started = in_flight = 0
+
+    def start_one() -> None:
+        nonlocal started, in_flight
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.connect((host, int(port)))  # loopback: completes at once
+        handshake = InitiatorHandshake(NodeKey.generate().secret, node_id)
+        sock.sendall(handshake.act_one())
+        selector.register(sock, selectors.EVENT_READ, _Conn(handshake))
+        started += 1
+        in_flight += 1
+
+    def drop(sock: socket.socket, conn: _Conn) -> None:
+        nonlocal in_flight
+        selector.unregister(sock)
+        sock.close()
+        failed.value += 1
+        if not conn.ready:
+            in_flight -= 1
+
+    while True:
+        while started < peers and in_flight < concurrency:
+            start_one()
+        for key, _events in selector.select(timeout=1.0):
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]
+            conn: _Conn = key.data
+            try:
+                data = sock.recv(65536)
+            except ConnectionError:
+                data = b""
+            if not data:
+                drop(sock, conn)
+                continue
+            if conn.handshake is not None:
+                conn.buffer += data
+                if len(conn.buffer) < ACT_TWO_SIZE:
+                    continue
+                act_three = conn.handshake.receive_act_two(conn.buffer[:ACT_TWO_SIZE])
+                data = conn.buffer[ACT_TWO_SIZE:]
+                conn.cipher = TransportCipher(conn.handshake.keys)
+                conn.handshake = None
+                conn.buffer = b""
+                sock.sendall(act_three + conn.cipher.encryptor.encrypt(init))
+                if not data:
+                    continue
+            assert conn.cipher is not None
+            for message in conn.cipher.decryptor.feed(data):
+                kind = int.from_bytes(message[:2], "big")
+                if kind == INIT and not conn.ready:
+                    conn.ready = True
+                    in_flight -= 1
+                    connected.value += 1
+                elif kind == PING:
+                    wanted = int.from_bytes(message[2:4], "big")
+                    sock.sendall(conn.cipher.encryptor.encrypt(Pong(ignored=bytes(wanted)).encode()))
+
+
+# ------------------------------------------------------------------ /proc
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    # utime and stime: fields 14 and 15 of stat, 12 and 13 after the name
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# ------------------------------------------------------------------ new peers
+
+
+async def _new_peer_times(address: str, samples: int) -> list[float]:
+    """Seconds from dial to a ready connection, for ``samples`` fresh nodes one after another."""
+    times: list[float] = []
+    for _ in range(samples):
+        node = Node(NodeKey.generate(), NodeConfig())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            started = time.perf_counter()
+            with trio.fail_after(60):
+                await node.connect(address)
+            times.append(time.perf_counter() - started)
+            node.stop()
+    return times
+
+
+# ------------------------------------------------------------------ main
+
+
+def run(peers: int, concurrency: int, ping_interval: float, idle: float, samples: int) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    address = ctx.Array("c", 256)
+    node_count = ctx.Value("i", 0)
+    connected = ctx.Value("i", 0)
+    failed = ctx.Value("i", 0)
+    ready = ctx.Event()
+    node = ctx.Process(target=_node_child, args=(peers, ping_interval, address, node_count, ready), daemon=True)
+    node.start()
+    generator = None
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the node did not start")
+        target = address.value.decode()
+        time.sleep(1.0)  # let the node settle after start-up
+        assert node.pid is not None
+        rss_before = _proc_rss_kb(node.pid)
+        generator = ctx.Process(target=_generator, args=(target, peers, concurrency, connected, failed), daemon=True)
+        ramp_started = time.perf_counter()
+        generator.start()
+        deadline = ramp_started + max(120.0, peers / 20)
+        while node_count.value < peers and time.perf_counter() < deadline:
+            if failed.value > peers // 100 + 10:
+                raise RuntimeError(f"{failed.value} connections failed")
+            time.sleep(0.1)
+        ramp = time.perf_counter() - ramp_started
+        time.sleep(2 * REPORT_INTERVAL + 1.0)  # settle: the last handshakes' garbage, the count
+        rss_after = _proc_rss_kb(node.pid)
+        count = node_count.value
+        cpu_before = _proc_cpu_seconds(node.pid)
+        idle_started = time.perf_counter()
+        time.sleep(idle)
+        idle_cpu = (_proc_cpu_seconds(node.pid) - cpu_before) / (time.perf_counter() - idle_started)
+        new_peer = trio.run(_new_peer_times, target, samples)
+        return {
+            "peers_wanted": peers,
+            "peers_connected": count,
+            "connections_failed": failed.value,
+            "ramp_seconds": ramp,
+            "rss_before_mb": rss_before / 1024,
+            "rss_after_mb": rss_after / 1024,
+            "kib_per_peer": (rss_after - rss_before) / max(1, count),
+            "idle_seconds": idle,
+            "ping_interval": ping_interval,
+            "idle_cpu_share_of_one_core": idle_cpu,
+            "new_peer_ms": {
+                "p50": statistics.median(new_peer) * 1e3,
+                "max": max(new_peer) * 1e3,
+                "min": min(new_peer) * 1e3,
+            },
+        }
+    finally:
+        for child in (generator, node):
+            if child is not None:
+                child.terminate()
+                child.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peers", type=int, default=10_000, help="idle peers to connect (default 10,000)")
+    parser.add_argument("--ping-interval", type=float, default=PING_INTERVAL, help=f"the node's ping interval (default {PING_INTERVAL:g} s)")
+    parser.add_argument("--idle", type=float, default=0.0, help="seconds of idle CPU measurement (default: ping interval + 10 s)")
+    parser.add_argument("--concurrency", type=int, default=64, help="handshakes in flight while connecting (default 64)")
+    parser.add_argument("--samples", type=int, default=20, help="new peers timed at full load (default 20)")
+    parser.add_argument("--quick", action="store_true", help="3,000 peers, 5 s pings, 8 s idle, 10 samples")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if args.quick:
+        args.peers, args.ping_interval, args.idle, args.samples = 3_000, 5.0, 8.0, 10
+    if not args.idle:
+        args.idle = args.ping_interval + 10
+    print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; {args.peers:,} peers, pings every {args.ping_interval:g} s, {args.idle:g} s idle", flush=True)
+    result = run(args.peers, args.concurrency, args.ping_interval, args.idle, args.samples)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"peers connected: {result['peers_connected']:,} of {result['peers_wanted']:,} in {result['ramp_seconds']:.1f} s ({result['connections_failed']} failed)")
+    print(
+        f"node memory: {result['rss_before_mb']:.0f} MB before, {result['rss_after_mb']:.0f} MB after: "
+        f"{result['kib_per_peer']:.1f} KiB per peer"
+    )
+    print(f"idle CPU: {100 * result['idle_cpu_share_of_one_core']:.2f}% of one core over {result['idle_seconds']:g} s")
+    times = result["new_peer_ms"]
+    print(f"a new peer at full load: p50 {times['p50']:.1f} ms, min {times['min']:.1f} ms, max {times['max']:.1f} ms (dial to ready)")
+
+
+if __name__ == "__main__":
+    main()
