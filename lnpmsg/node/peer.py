@@ -162,7 +162,7 @@ async def handshake_as_responder(
 EventsHandler = Callable[["Peer", list[SessionEvent]], Awaitable[None]]
 
 
-@dataclass
+@dataclass(slots=True)
 class PeerCounters:
     """Traffic counters of one connection (bytes are on the wire, after encryption)."""
 
@@ -179,6 +179,35 @@ class Peer:
     until it closes. Apps use :meth:`send`, :meth:`send_nowait`, :meth:`ping`
     and :meth:`close`.
     """
+
+    # A node holds thousands of idle peers: no per-instance dict, and the
+    # objects only some peers need (a parking lot for blocked senders, pong
+    # waiters) are made on first use.
+    __slots__ = (
+        "_cipher",
+        "_closing",
+        "_data_ready",
+        "_flush_scope",
+        "_leftover",
+        "_max_queued",
+        "_nursery",
+        "_on_events",
+        "_outbox",
+        "_pong_waiters",
+        "_queued_bytes",
+        "_receive_scope",
+        "_room",
+        "close_reason",
+        "closed",
+        "conn",
+        "connected_at",
+        "counters",
+        "node_id",
+        "outbound",
+        "ping_rtt",
+        "ready",
+        "session",
+    )
 
     def __init__(
         self,
@@ -209,8 +238,8 @@ class Peer:
         self._leftover = leftover
         self._max_queued = max_queued_bytes
         self._queued_bytes = 0
-        self._room = trio.lowlevel.ParkingLot()
-        self._pong_waiters: list[trio.Event] = []
+        self._room: trio.lowlevel.ParkingLot | None = None
+        self._pong_waiters: list[trio.Event] | None = None
         self._data_ready = trio.Event()
         #: the scope of the receive under way: its deadline is the session's next timer
         self._receive_scope: trio.CancelScope | None = None
@@ -247,6 +276,8 @@ class Peer:
         size = len(data)
         while self._queued_bytes and self._queued_bytes + size > self._max_queued:
             self._check_open()
+            if self._room is None:
+                self._room = trio.lowlevel.ParkingLot()
             await self._room.park()
         self._enqueue(data)
 
@@ -281,6 +312,8 @@ class Peer:
         """Ping the peer and return the round-trip time in seconds."""
         self._check_open()
         waiter = trio.Event()
+        if self._pong_waiters is None:
+            self._pong_waiters = []
         self._pong_waiters.append(waiter)
         self.session.ping(trio.current_time())
         self._data_ready.set()
@@ -306,10 +339,9 @@ class Peer:
         self.close_reason = reason
         if self._flush_scope is not None:
             self._flush_scope.deadline = min(self._flush_scope.deadline, trio.current_time() + CLOSE_FLUSH_TIMEOUT)
-        for waiter in self._pong_waiters:
-            waiter.set()
-        self._pong_waiters.clear()
-        self._room.unpark_all()
+        self._wake_waiters()
+        if self._room is not None:
+            self._room.unpark_all()
         self._data_ready.set()
 
     # ------------------------------------------------------------------ run
@@ -390,9 +422,7 @@ class Peer:
             self._begin_close(event.reason)
         elif isinstance(event, PongReceived):
             self.ping_rtt = event.rtt
-            for waiter in self._pong_waiters:
-                waiter.set()
-            self._pong_waiters.clear()
+            self._wake_waiters()
         elif isinstance(event, PeerReady):
             self.ready.set()
 
@@ -444,7 +474,14 @@ class Peer:
             counters.messages_out += len(batch)
             counters.bytes_out += sum(map(len, frames))
             self._queued_bytes = max(0, self._queued_bytes - size)
-            self._room.unpark_all()
+            if self._room is not None:
+                self._room.unpark_all()
+
+    def _wake_waiters(self) -> None:
+        if self._pong_waiters:
+            for waiter in self._pong_waiters:
+                waiter.set()
+            self._pong_waiters.clear()
 
     def _timer_deadline(self) -> float:
         deadline = self.session.get_timer()

@@ -159,7 +159,7 @@ def printable(data: bytes, limit: int = 300) -> str:
     return text + ("..." if len(data) > limit else "")
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionStats:
     messages_in: int = 0
     messages_out: int = 0
@@ -183,6 +183,29 @@ class PeerSession:
             many sessions encodes it once).
     """
 
+    # A node holds one session per peer, thousands of them: no per-instance dict.
+    __slots__ = (
+        "_expected_pong_len",
+        "_init_deadline",
+        "_next_ping_at",
+        "_ping_sent_at",
+        "_ping_window_start",
+        "_pings_in_window",
+        "chains",
+        "close_reason",
+        "known_features",
+        "local_features",
+        "local_init",
+        "outbox",
+        "ping_interval",
+        "pong_timeout",
+        "registry",
+        "remote_features",
+        "remote_init",
+        "state",
+        "stats",
+    )
+
     def __init__(
         self,
         local_init: Init,
@@ -201,7 +224,8 @@ class PeerSession:
         self.local_init = local_init
         self.local_features = local_init.all_features
         self.known_features = known_features if known_features is not None else self.local_features
-        self.chains = frozenset(chains)
+        # a node passes one shared frozenset to all its sessions
+        self.chains = chains if isinstance(chains, frozenset) else frozenset(chains)
         self.ping_interval = max(ping_interval, MIN_PING_INTERVAL)
         self.pong_timeout = pong_timeout
         self.remote_init: Init | None = None
