@@ -27,7 +27,6 @@ one ``SessionClosed`` event and refuses further input and output.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -232,8 +231,9 @@ class PeerSession:
         self.remote_features: Features | None = None
         self.close_reason: str | None = None
         self.stats = SessionStats()
-        #: plaintext messages waiting to be encrypted and sent, in order
-        self.outbox: deque[bytes] = deque([local_init_bytes if local_init_bytes is not None else local_init.encode()])
+        #: plaintext messages waiting to be encrypted and sent, in order. A list, not a
+        #: deque: an idle peer's empty list costs 56 bytes, a deque's first block 600+.
+        self.outbox: list[bytes] = list([local_init_bytes if local_init_bytes is not None else local_init.encode()])
         self._init_deadline: float | None = now + init_timeout
         self._next_ping_at = now + self.ping_interval
         self._ping_sent_at: float | None = None
