@@ -89,7 +89,8 @@ def _node_child(peers: int, ping_interval: float, address: Any, count: Any, read
         config = NodeConfig(
             listen=["127.0.0.1:0"],
             max_connections_per_ip=peers + 100,
-            max_peers=peers + 100,
+            max_peers=peers + 200,
+            reserved_peer_slots=100,  # the new peers sampled at full load come on top
             max_pending_per_ip=MAX_PENDING,
             max_pending_per_subnet=MAX_PENDING,
             max_pending_handshakes=MAX_PENDING,
