@@ -201,15 +201,17 @@ class Peer:
         "_queued_bytes",
         "_receive_scope",
         "_room",
+        "_closed_event",
+        "_is_closed",
+        "_is_ready",
+        "_ready_event",
         "close_reason",
-        "closed",
         "conn",
         "connected_at",
         "counters",
         "node_id",
         "outbound",
         "ping_rtt",
-        "ready",
         "session",
     )
 
@@ -233,9 +235,12 @@ class Peer:
         self.ping_rtt: float | None = None
         self.connected_at = trio.current_time()
         self.close_reason: str | None = None
-        self.closed = trio.Event()
-        #: set when the peer's init has been accepted
-        self.ready = trio.Event()
+        # The two events are made when somebody asks for them: an inbound peer
+        # nobody waits on costs two sets (and their events) less.
+        self._closed_event: trio.Event | None = None
+        self._is_closed = False
+        self._ready_event: trio.Event | None = None
+        self._is_ready = False
         self._cipher = cipher
         self._outbox = session.outbox
         self._on_events = on_events
@@ -252,6 +257,24 @@ class Peer:
         self._closing = False
 
     # ------------------------------------------------------------ properties
+
+    @property
+    def closed(self) -> trio.Event:
+        """Set once the peer's connection is closed and :meth:`run` is over."""
+        if self._closed_event is None:
+            self._closed_event = trio.Event()
+            if self._is_closed:
+                self._closed_event.set()
+        return self._closed_event
+
+    @property
+    def ready(self) -> trio.Event:
+        """Set when the peer's ``init`` has been accepted."""
+        if self._ready_event is None:
+            self._ready_event = trio.Event()
+            if self._is_ready:
+                self._ready_event.set()
+        return self._ready_event
 
     @property
     def address(self) -> str:
@@ -364,7 +387,9 @@ class Peer:
                 self._begin_close("cancelled")
             with trio.CancelScope(shield=True):
                 await self.conn.aclose()
-            self.closed.set()
+            self._is_closed = True
+            if self._closed_event is not None:
+                self._closed_event.set()
 
     async def _read_loop(self) -> None:
         decryptor = self._cipher.decryptor
@@ -428,7 +453,9 @@ class Peer:
             self.ping_rtt = event.rtt
             self._wake_waiters()
         elif isinstance(event, PeerReady):
-            self.ready.set()
+            self._is_ready = True
+            if self._ready_event is not None:
+                self._ready_event.set()
 
     async def _write_loop(self) -> None:
         # Once closing starts, the writer gets CLOSE_FLUSH_TIMEOUT more, whatever
