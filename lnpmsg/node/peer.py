@@ -73,6 +73,10 @@ MAX_BATCH_MESSAGES = 16384
 RECEIVE_CHUNK = 128 * 1024
 #: on close, pending messages (e.g. our ``error``) get this long to leave
 CLOSE_FLUSH_TIMEOUT = 2.0
+#: seconds a writer task with nothing to send waits for more before it ends
+#: (the next message starts another): an idle peer holds one task, not two,
+#: while a busy one keeps its writer
+WRITER_LINGER = 5.0
 
 
 def _encoded(message: Message | bytes) -> bytes:
@@ -199,6 +203,7 @@ class Peer:
         "_outbox",
         "_pong_waiters",
         "_queued_bytes",
+        "_writer_running",
         "_receive_scope",
         "_room",
         "_closed_event",
@@ -249,7 +254,9 @@ class Peer:
         self._queued_bytes = 0
         self._room: trio.lowlevel.ParkingLot | None = None
         self._pong_waiters: list[trio.Event] | None = None
-        self._data_ready = trio.Event()
+        #: set to wake a writer waiting for messages (None while none waits)
+        self._data_ready: trio.Event | None = None
+        self._writer_running = False
         #: the scope of the receive under way: its deadline is the session's next timer
         self._receive_scope: trio.CancelScope | None = None
         self._flush_scope: trio.CancelScope | None = None
@@ -327,7 +334,7 @@ class Peer:
         outbox = self._outbox
         # The writer waits only on an empty outbox, so only the first message wakes it.
         if not outbox:
-            self._data_ready.set()
+            self._wake_writer()
         outbox.append(data)
         self._queued_bytes += size
 
@@ -343,7 +350,7 @@ class Peer:
             self._pong_waiters = []
         self._pong_waiters.append(waiter)
         self.session.ping(trio.current_time())
-        self._data_ready.set()
+        self._wake_writer()
         self._rearm_timer()
         with trio.fail_after(timeout):
             await waiter.wait()
@@ -369,7 +376,8 @@ class Peer:
         self._wake_waiters()
         if self._room is not None:
             self._room.unpark_all()
-        self._data_ready.set()
+        if self._writer_running or self.session.outbox:
+            self._wake_writer()
 
     # ------------------------------------------------------------------ run
 
@@ -378,11 +386,12 @@ class Peer:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._write_loop)
+                self._wake_writer()  # our init is queued
                 # Reading and the session's timers run in this task: fewer tasks
                 # to start per connection.
                 await self._read_loop()
         finally:
+            self._nursery = None
             if not self._closing:
                 self._begin_close("cancelled")
             with trio.CancelScope(shield=True):
@@ -420,7 +429,7 @@ class Peer:
                     if self._closing:
                         return
                     if session.outbox:
-                        self._data_ready.set()
+                        self._wake_writer()
                 if failure is not None:
                     self._begin_close(f"bad encrypted frame from peer: {failure}")
                     return
@@ -457,21 +466,38 @@ class Peer:
             if self._ready_event is not None:
                 self._ready_event.set()
 
+    def _wake_writer(self) -> None:
+        """Wake the writer task, or start one if none runs (it ends when idle)."""
+        if self._writer_running:
+            if self._data_ready is not None:
+                self._data_ready.set()
+        elif self._nursery is not None:
+            self._writer_running = True
+            self._nursery.start_soon(self._write_loop)
+
     async def _write_loop(self) -> None:
         # Once closing starts, the writer gets CLOSE_FLUSH_TIMEOUT more, whatever
         # it is doing: a send stuck on a peer that does not read must not keep
         # the connection (and its pong timeout) from ending.
-        with trio.CancelScope() as scope:
-            self._flush_scope = scope
-            if self._closing:
-                scope.deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
-            await self._write_until_flushed()
-        self._flush_scope = None
+        idle = False
+        try:
+            with trio.CancelScope() as scope:
+                self._flush_scope = scope
+                if self._closing:
+                    scope.deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
+                idle = await self._write_until_flushed()
+            self._flush_scope = None
+        finally:
+            self._writer_running = False
+            self._data_ready = None
+        if idle:
+            return  # nothing to send for a while: the next message starts a writer again
         # Closing: everything that could be flushed is out; stop the other tasks.
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
-    async def _write_until_flushed(self) -> None:
+    async def _write_until_flushed(self) -> bool:
+        """Write until closing (False) or until nothing came for WRITER_LINGER (True)."""
         encryptor = self._cipher.encryptor
         keeps_frames = self.conn.keeps_frame_boundaries
         outbox = self.session.outbox
@@ -479,9 +505,13 @@ class Peer:
         while True:
             if not outbox:
                 if self._closing:
-                    return
-                await self._data_ready.wait()
-                self._data_ready = trio.Event()
+                    return False
+                self._data_ready = ready = trio.Event()
+                with trio.move_on_after(WRITER_LINGER):
+                    await ready.wait()
+                self._data_ready = None
+                if not outbox and not self._closing and not ready.is_set():
+                    return True
                 continue
             if self._queued_bytes <= MAX_BATCH_BYTES and len(outbox) <= MAX_BATCH_MESSAGES:
                 # Usual case: everything queued fits in one write.
@@ -502,7 +532,7 @@ class Peer:
                 await self.conn.send_frames(frames)
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}")
-                return
+                return False
             counters.messages_out += len(batch)
             counters.bytes_out += sum(map(len, frames))
             self._queued_bytes = max(0, self._queued_bytes - size)
@@ -530,4 +560,4 @@ class Peer:
         if events:
             await self._on_events(self, events)
         if self.session.outbox:
-            self._data_ready.set()
+            self._wake_writer()
