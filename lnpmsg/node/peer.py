@@ -76,7 +76,7 @@ CLOSE_FLUSH_TIMEOUT = 2.0
 #: seconds a writer task with nothing to send waits for more before it ends
 #: (the next message starts another): an idle peer holds one task, not two,
 #: while a busy one keeps its writer
-WRITER_LINGER = 5.0
+WRITER_LINGER = 1.0
 
 
 def _encoded(message: Message | bytes) -> bytes:
