@@ -305,8 +305,8 @@ async def tcp_handshakes(count: int, concurrency: int = 16) -> float:
     config = NodeConfig(
         listen=["127.0.0.1:0"],
         max_connections_per_ip=count + 10,
-        max_pending_per_ip=concurrency,
-        max_pending_per_subnet=concurrency,
+        max_pending_per_ip=2 * concurrency,
+        max_pending_per_subnet=2 * concurrency,
     )
     node = Node(NodeKey.generate(), config)
     key = NodeKey.generate()
@@ -394,12 +394,13 @@ async def tcp_handshakes_two_processes(count: int, concurrency: int = 16) -> tup
     import multiprocessing
 
     # Every dialer is 127.0.0.1: the per-source handshake limits must let
-    # ``concurrency`` of them be under way at once, or the node evicts them.
+    # ``concurrency`` of them be under way at once (twice that: a dialer starts
+    # its next before the node has seen the last act three), or the node evicts them.
     config = NodeConfig(
         listen=["127.0.0.1:0"],
         max_connections_per_ip=count + 10,
-        max_pending_per_ip=concurrency,
-        max_pending_per_subnet=concurrency,
+        max_pending_per_ip=2 * concurrency,
+        max_pending_per_subnet=2 * concurrency,
     )
     node = Node(NodeKey.generate(), config)
     ctx = multiprocessing.get_context("spawn")
