@@ -73,10 +73,6 @@ MAX_BATCH_MESSAGES = 16384
 RECEIVE_CHUNK = 128 * 1024
 #: on close, pending messages (e.g. our ``error``) get this long to leave
 CLOSE_FLUSH_TIMEOUT = 2.0
-#: seconds a writer task with nothing to send waits for more before it ends
-#: (the next message starts another): an idle peer holds one task, not two,
-#: while a busy one keeps its writer
-WRITER_LINGER = 1.0
 
 
 def _encoded(message: Message | bytes) -> bytes:
@@ -194,7 +190,6 @@ class Peer:
     __slots__ = (
         "_cipher",
         "_closing",
-        "_data_ready",
         "_flush_scope",
         "_leftover",
         "_max_queued",
@@ -254,8 +249,7 @@ class Peer:
         self._queued_bytes = 0
         self._room: trio.lowlevel.ParkingLot | None = None
         self._pong_waiters: list[trio.Event] | None = None
-        #: set to wake a writer waiting for messages (None while none waits)
-        self._data_ready: trio.Event | None = None
+        #: a writer task is under way (it ends when the outbox is empty)
         self._writer_running = False
         #: the scope of the receive under way: its deadline is the session's next timer
         self._receive_scope: trio.CancelScope | None = None
@@ -376,8 +370,8 @@ class Peer:
         self._wake_waiters()
         if self._room is not None:
             self._room.unpark_all()
-        if self._writer_running or self.session.outbox:
-            self._wake_writer()
+        # A writer flushes what is queued, then stops the reader (the nursery).
+        self._wake_writer()
 
     # ------------------------------------------------------------------ run
 
@@ -467,11 +461,13 @@ class Peer:
                 self._ready_event.set()
 
     def _wake_writer(self) -> None:
-        """Wake the writer task, or start one if none runs (it ends when idle)."""
-        if self._writer_running:
-            if self._data_ready is not None:
-                self._data_ready.set()
-        elif self._nursery is not None:
+        """Start a writer task unless one runs: it drains the outbox, then ends.
+
+        An idle peer thus holds one task (the reader), not two; a writer that
+        is under way sees what is queued meanwhile, since it re-checks the
+        outbox after every write.
+        """
+        if not self._writer_running and self._nursery is not None:
             self._writer_running = True
             self._nursery.start_soon(self._write_loop)
 
@@ -489,30 +485,21 @@ class Peer:
             self._flush_scope = None
         finally:
             self._writer_running = False
-            self._data_ready = None
         if idle:
-            return  # nothing to send for a while: the next message starts a writer again
+            return  # the outbox is empty: the next message starts a writer again
         # Closing: everything that could be flushed is out; stop the other tasks.
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
     async def _write_until_flushed(self) -> bool:
-        """Write until closing (False) or until nothing came for WRITER_LINGER (True)."""
+        """Write until the outbox is empty (True) or, when closing, until flushed (False)."""
         encryptor = self._cipher.encryptor
         keeps_frames = self.conn.keeps_frame_boundaries
         outbox = self.session.outbox
         counters = self.counters
         while True:
             if not outbox:
-                if self._closing:
-                    return False
-                self._data_ready = ready = trio.Event()
-                with trio.move_on_after(WRITER_LINGER):
-                    await ready.wait()
-                self._data_ready = None
-                if not outbox and not self._closing and not ready.is_set():
-                    return True
-                continue
+                return not self._closing
             if self._queued_bytes <= MAX_BATCH_BYTES and len(outbox) <= MAX_BATCH_MESSAGES:
                 # Usual case: everything queued fits in one write.
                 batch = list(outbox)
