@@ -1,5 +1,5 @@
 """The trio shell around one peer: handshake, then a reading task (which also runs
-the session's timers) and a writing task.
+the session's timers) and, while there is something to send, a writing task.
 
 All protocol decisions are made by the sans-IO cores (:mod:`lnpmsg.noise` and
 :class:`lnpmsg.node.session.PeerSession`); this module only moves bytes and
