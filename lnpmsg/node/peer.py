@@ -370,8 +370,10 @@ class Peer:
         self._wake_waiters()
         if self._room is not None:
             self._room.unpark_all()
-        # A writer flushes what is queued, then stops the reader (the nursery).
-        self._wake_writer()
+        if self._writer_running or self.session.outbox:
+            self._wake_writer()  # it flushes what is queued, then stops the reader
+        elif self._nursery is not None:
+            self._nursery.cancel_scope.cancel()  # nothing to flush: stop the reader now
 
     # ------------------------------------------------------------------ run
 
