@@ -302,7 +302,13 @@ def sans_io_handshakes(count: int) -> float:
 
 async def tcp_handshakes(count: int, concurrency: int = 16) -> float:
     """Dial + acts 1-3 against a listening node, ``concurrency`` dialers at a time."""
-    node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], max_connections_per_ip=count + 10))
+    config = NodeConfig(
+        listen=["127.0.0.1:0"],
+        max_connections_per_ip=count + 10,
+        max_pending_per_ip=2 * concurrency,
+        max_pending_per_subnet=2 * concurrency,
+    )
+    node = Node(NodeKey.generate(), config)
     key = NodeKey.generate()
     transport = TcpTransport()
 
@@ -387,7 +393,16 @@ async def tcp_handshakes_two_processes(count: int, concurrency: int = 16) -> tup
     """
     import multiprocessing
 
-    node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], max_connections_per_ip=count + 10))
+    # Every dialer is 127.0.0.1: the per-source handshake limits must let
+    # ``concurrency`` of them be under way at once (twice that: a dialer starts
+    # its next before the node has seen the last act three), or the node evicts them.
+    config = NodeConfig(
+        listen=["127.0.0.1:0"],
+        max_connections_per_ip=count + 10,
+        max_pending_per_ip=2 * concurrency,
+        max_pending_per_subnet=2 * concurrency,
+    )
+    node = Node(NodeKey.generate(), config)
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     async with trio.open_nursery() as nursery:

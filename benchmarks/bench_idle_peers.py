@@ -62,6 +62,8 @@ from lnpmsg.wire import Init, Pong
 INIT, PING = 16, 18
 #: how often the node child publishes its peer count
 REPORT_INTERVAL = 0.5
+#: handshakes the node lets one source have under way (above any --concurrency used)
+MAX_PENDING = 1024
 #: file descriptors per peer on each side, and some to spare
 FD_MARGIN = 256
 
@@ -82,7 +84,18 @@ def _node_child(peers: int, ping_interval: float, address: Any, count: Any, read
     _raise_fd_limit(peers + FD_MARGIN)
 
     async def main() -> None:
-        config = NodeConfig(listen=["127.0.0.1:0"], max_connections_per_ip=peers + 100, ping_interval=ping_interval)
+        # Every peer comes from 127.0.0.1: lift the per-source limits (and the peer cap)
+        # that would refuse a crowd from one address.
+        config = NodeConfig(
+            listen=["127.0.0.1:0"],
+            max_connections_per_ip=peers + 100,
+            max_peers=peers + 200,
+            reserved_peer_slots=100,  # the new peers sampled at full load come on top
+            max_pending_per_ip=MAX_PENDING,
+            max_pending_per_subnet=MAX_PENDING,
+            max_pending_handshakes=MAX_PENDING,
+            ping_interval=ping_interval,
+        )
         node = Node(NodeKey.generate(), config)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)

@@ -334,7 +334,7 @@ async def test_reader_that_stops_reading_blocks_the_sender() -> None:
             assert not sender_done.is_set(), "send_frames kept taking data nobody reads"
             # What the sender took is bounded by the peer's window plus our send buffer.
             assert 0 < taken <= window + send_limit + len(chunk)
-            assert len(server_conn[0]._inbox) <= window
+            assert server_conn[0].buffered_bytes <= window
             assert conn._core.unacked_bytes() <= send_limit + len(chunk)
             reading.set()
             with trio.fail_after(STEP):

@@ -31,6 +31,7 @@ Rules (the limits are :class:`AdmissionLimits`):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -73,6 +74,12 @@ RESERVED_PEER_SLOTS = 100
 REFUSAL_LOG_INTERVAL = 10.0
 
 
+#: source addresses whose subnet is remembered (parsing one costs about as much
+#: as a tenth of a handshake's ECDHs; a busy node sees the same few again and again)
+SUBNET_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=SUBNET_CACHE_SIZE)
 def subnet_of(ip: str) -> str:
     """The subnet a limit groups ``ip`` into: its /24 (IPv4) or /64 (IPv6); other strings as they are."""
     try:
@@ -105,7 +112,7 @@ class AdmissionLimits:
             raise ValueError("reserved_peer_slots must be at least 0 and below max_peers")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What to do with a new connection: admit it (after evicting ``evict``) or refuse it (``reason``)."""
 
@@ -114,7 +121,7 @@ class Decision:
     reason: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     ip: str
     subnet: str
@@ -163,11 +170,11 @@ class Admission:
             if self._pending_per_ip[ip] == 0:
                 return Decision(False, reason=f"per-IP limit ({held} connections from that IP already)")
         evict: list[Hashable] = []
+        subnet = subnet_of(ip) if ip is not None else ""
         if ip is None:
             if self._pending_tor >= limits.max_pending_tor:
                 evict.append(self._oldest(lambda p: p.tor))
         else:
-            subnet = subnet_of(ip)
             if self._connections_per_ip[ip] >= limits.max_connections_per_ip or self._pending_per_ip[ip] >= limits.max_pending_per_ip:
                 evict.append(self._oldest(lambda p: p.ip == ip))
             elif self._pending_per_subnet[subnet] >= limits.max_pending_per_subnet:
@@ -178,12 +185,12 @@ class Admission:
         for old in evict:
             self._forget_pending(old)
             self._release(old)
-        self._pending[key] = _Pending(ip or "", subnet_of(ip) if ip else "", ip is None, now)
+        self._pending[key] = _Pending(ip or "", subnet, ip is None, now)
         if ip is None:
             self._pending_tor += 1
         else:
             self._pending_per_ip[ip] += 1
-            self._pending_per_subnet[subnet_of(ip)] += 1
+            self._pending_per_subnet[subnet] += 1
             self._connections_per_ip[ip] += 1
         self._connection_ip[key] = ip
         return Decision(True, tuple(evict))

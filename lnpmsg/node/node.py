@@ -210,6 +210,8 @@ class Node:
         self._stopped = trio.Event()
         self.started = trio.Event()
         self._chain_hash = CHAIN_HASHES[self.config.network]
+        #: shared by every session (one set, not one per peer)
+        self._chains = frozenset((self._chain_hash,))
         self._init_cache: dict[Features, tuple[Init, bytes, Features]] = {}
 
     @property
@@ -575,7 +577,7 @@ class Node:
             trio.current_time(),
             known_features=understood,
             registry=self.registry,
-            chains=[self._chain_hash],
+            chains=self._chains,
             ping_interval=cfg.ping_interval,
             pong_timeout=cfg.pong_timeout,
             init_timeout=cfg.init_timeout,

@@ -27,7 +27,6 @@ one ``SessionClosed`` event and refuses further input and output.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -159,7 +158,7 @@ def printable(data: bytes, limit: int = 300) -> str:
     return text + ("..." if len(data) > limit else "")
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionStats:
     messages_in: int = 0
     messages_out: int = 0
@@ -183,6 +182,29 @@ class PeerSession:
             many sessions encodes it once).
     """
 
+    # A node holds one session per peer, thousands of them: no per-instance dict.
+    __slots__ = (
+        "_expected_pong_len",
+        "_init_deadline",
+        "_next_ping_at",
+        "_ping_sent_at",
+        "_ping_window_start",
+        "_pings_in_window",
+        "chains",
+        "close_reason",
+        "known_features",
+        "local_features",
+        "local_init",
+        "outbox",
+        "ping_interval",
+        "pong_timeout",
+        "registry",
+        "remote_features",
+        "remote_init",
+        "state",
+        "stats",
+    )
+
     def __init__(
         self,
         local_init: Init,
@@ -201,15 +223,17 @@ class PeerSession:
         self.local_init = local_init
         self.local_features = local_init.all_features
         self.known_features = known_features if known_features is not None else self.local_features
-        self.chains = frozenset(chains)
+        # a node passes one shared frozenset to all its sessions
+        self.chains = chains if isinstance(chains, frozenset) else frozenset(chains)
         self.ping_interval = max(ping_interval, MIN_PING_INTERVAL)
         self.pong_timeout = pong_timeout
         self.remote_init: Init | None = None
         self.remote_features: Features | None = None
         self.close_reason: str | None = None
         self.stats = SessionStats()
-        #: plaintext messages waiting to be encrypted and sent, in order
-        self.outbox: deque[bytes] = deque([local_init_bytes if local_init_bytes is not None else local_init.encode()])
+        #: plaintext messages waiting to be encrypted and sent, in order. A list, not a
+        #: deque: an idle peer's empty list costs 56 bytes, a deque's first block 600+.
+        self.outbox: list[bytes] = list([local_init_bytes if local_init_bytes is not None else local_init.encode()])
         self._init_deadline: float | None = now + init_timeout
         self._next_ping_at = now + self.ping_interval
         self._ping_sent_at: float | None = None

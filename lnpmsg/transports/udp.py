@@ -63,6 +63,7 @@ import ipaddress
 import logging
 import os
 import socket
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -207,7 +208,10 @@ class UdpConnection(Connection):
         self._endpoint = endpoint
         self._core = core
         self._fallback_address = fallback_address
-        self._inbox = bytearray()
+        # Stream data as the core handed it over: whole chunks, joined only when
+        # read, so a chunk is copied once (or not at all, when read alone).
+        self._inbox: deque[bytes] = deque()
+        self._inbox_size = 0
         self._peer_finished = False  # FIN arrived: b"" once the inbox is drained
         self._ended = False  # the QUIC connection is closing or gone
         self._end_reason = ""
@@ -259,8 +263,7 @@ class UdpConnection(Connection):
             if self._closed:
                 raise ConnectionClosed("connection closed")
             if self._inbox:
-                data = bytes(self._inbox[:max_bytes])
-                del self._inbox[:max_bytes]
+                data = self._take(max_bytes)
                 if self._core.consume(len(data)):
                     self._wake()
                 return data
@@ -272,6 +275,7 @@ class UdpConnection(Connection):
         if not self._closed:
             self._closed = True
             self._inbox.clear()
+            self._inbox_size = 0
             if not self._ended:
                 try:
                     self._core.send_stream_data(STREAM_ID, b"", end_stream=True)
@@ -281,6 +285,28 @@ class UdpConnection(Connection):
                 self._wake()
             self._changed.fire()
         await trio.lowlevel.cancel_shielded_checkpoint()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Stream bytes received and not read yet (at most the receive window)."""
+        return self._inbox_size
+
+    def _take(self, max_bytes: int) -> bytes:
+        inbox = self._inbox
+        first = inbox.popleft()
+        if len(first) > max_bytes:
+            inbox.appendleft(first[max_bytes:])
+            first = first[:max_bytes]
+        elif inbox and len(first) + len(inbox[0]) <= max_bytes:
+            parts = [first]
+            size = len(first)
+            while inbox and size + len(inbox[0]) <= max_bytes:
+                chunk = inbox.popleft()
+                parts.append(chunk)
+                size += len(chunk)
+            first = b"".join(parts)
+        self._inbox_size -= len(first)
+        return first
 
     # -- driven by the endpoint ------------------------------------------------------
 
@@ -297,8 +323,9 @@ class UdpConnection(Connection):
         if self._closed:
             # Nobody will read it; keep the peer's credit flowing so its own close can finish.
             self._core.consume(len(data))
-        else:
-            self._inbox += data
+        elif data:  # an empty chunk (a bare FIN) must not read as the end before it
+            self._inbox.append(data)
+            self._inbox_size += len(data)
         if end_stream:
             self._peer_finished = True
 
@@ -444,6 +471,15 @@ class _Endpoint:
 
     def _dispatch(self, data: bytes, addr: Address, now: float) -> None:
         self.stats["datagrams"] += 1
+        if data and not data[0] & 0x80:
+            # A short header (RFC 9000 17.3), what every datagram of an established
+            # connection carries: the destination id is the next bytes, of the length
+            # we issue. Routing it needs no parse; the core checks the rest.
+            conn = self._routes.get(data[1 : 1 + CONNECTION_ID_LENGTH])
+            if conn is not None:
+                conn._last_heard = now
+                self._feed(conn, data, addr, now)
+                return
         header = classify_datagram(data)
         if header is None:
             self._drop("garbage", "not a QUIC packet", addr, data)

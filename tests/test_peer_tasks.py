@@ -1,0 +1,137 @@
+"""A peer's tasks and events, in virtual time over the in-memory transport.
+
+An idle peer holds its reading task only: the writer runs while there is
+something to send and the next message starts another, in order. Closing
+flushes what is queued (a writer is started for it) or, with nothing queued,
+stops the peer at once. The ``closed`` and ``ready`` events are made when
+first asked for, so they must tell the truth however late that is."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from lnpmsg.node.events import PeerConnected, PeerDisconnected
+from lnpmsg.node.node import Node
+from lnpmsg.node.peer import Peer
+from lnpmsg.testing.memory import MemoryNetwork
+from lnpmsg.testing.nodes import running
+from lnpmsg.testing.rawpeer import RawPeer
+from lnpmsg.testing.virtual import memory_node, record_events
+from lnpmsg.wire import DEFAULT_REGISTRY, Error, Init, Ping, Pong
+
+CUSTOM = 32769
+PING_INTERVAL = 60.0
+PONG_TIMEOUT = 30.0
+
+
+def _custom(n: int) -> bytes:
+    return CUSTOM.to_bytes(2, "big") + n.to_bytes(4, "big")
+
+
+def _writer_tasks() -> int:
+    """Peer writer tasks running anywhere in this trio run."""
+    count = 0
+    tasks = [trio.lowlevel.current_root_task()]
+    while tasks:
+        task = tasks.pop()
+        if getattr(task.coro, "__qualname__", "") == "Peer._write_loop":
+            count += 1
+        for nursery in task.child_nurseries:
+            tasks.extend(nursery.child_tasks)
+    return count
+
+
+async def _connected(network: MemoryNetwork, node: Node) -> tuple[RawPeer, Peer]:
+    """A raw peer with init done both ways, and the node's Peer for it."""
+    with record_events(node) as events:
+        raw = await RawPeer.connect(network.names[0], node.node_id, transport=network.transport())
+        assert DEFAULT_REGISTRY.decode(await raw.exchange_init(Init())).TYPE == Init.TYPE
+        await events.wait_for(PeerConnected)
+    return raw, node.peers[raw.key.node_id]
+
+
+async def test_an_idle_peer_runs_no_writer_and_each_message_starts_one_in_order(autojump_clock: trio.testing.MockClock) -> None:
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    async with running(node):
+        raw, peer = await _connected(network, node)
+        await trio.testing.wait_all_tasks_blocked()
+        assert _writer_tasks() == 0  # init is out: the writer ended with an empty outbox
+
+        for n in range(3):
+            peer.send_nowait(_custom(n))
+        assert _writer_tasks() == 1  # one writer for the three, not one each
+        assert [await raw.receive() for _ in range(3)] == [_custom(n) for n in range(3)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert _writer_tasks() == 0
+
+        # after the writer ended, the next message starts another and nothing is lost
+        await peer.send(_custom(3))
+        assert await raw.receive() == _custom(3)
+
+        # the keepalive: each ping is written by a writer that then ends
+        pings = 0
+        with trio.move_on_after(5 * PING_INTERVAL + 1):
+            while True:
+                message = DEFAULT_REGISTRY.decode(await raw.receive())
+                assert isinstance(message, Ping)
+                pings += 1
+                await raw.send(Pong(ignored=bytes(message.num_pong_bytes)))
+        await trio.testing.wait_all_tasks_blocked()
+        assert pings == 5 and _writer_tasks() == 0
+        assert node.peers.get(raw.key.node_id) is peer and peer.ping_rtt is not None
+        await raw.aclose()
+
+
+async def test_closing_an_idle_peer_stops_it_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    async with running(node):
+        raw, peer = await _connected(network, node)
+        await trio.testing.wait_all_tasks_blocked()
+        began = trio.current_time()
+        peer.close("nothing to say")
+        assert _writer_tasks() == 0  # nothing queued: no writer is started to flush nothing
+        assert await raw.receive_until_closed() == []
+        await peer.closed.wait()
+        assert trio.current_time() == began and peer.close_reason == "nothing to say"
+
+
+async def test_closing_with_an_error_flushes_it_first(autojump_clock: trio.testing.MockClock) -> None:
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    async with running(node):
+        raw, peer = await _connected(network, node)
+        await trio.testing.wait_all_tasks_blocked()
+        peer.send_nowait(_custom(7))
+        peer.close("going away", send_error=True)
+        received = await raw.receive_until_closed()
+        assert received[0] == _custom(7)
+        (error,) = [DEFAULT_REGISTRY.decode(m) for m in received[1:]]
+        assert isinstance(error, Error) and b"going away" in error.data
+        await peer.closed.wait()
+
+
+async def test_the_events_asked_for_late_are_already_set(autojump_clock: trio.testing.MockClock) -> None:
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    async with running(node):
+        with record_events(node) as events:
+            raw, peer = await _connected(network, node)  # inbound: the node waits on neither event
+            await trio.sleep(10)
+            assert peer.ready.is_set() and peer.ready is peer.ready
+            closed = peer.closed
+            assert not closed.is_set()
+            await raw.aclose()
+            await events.wait_for(PeerDisconnected)
+        await trio.testing.wait_all_tasks_blocked()
+        assert closed.is_set() and peer.closed is closed
+
+        # a peer whose events nobody asked for until after it closed
+        with record_events(node) as events:
+            raw, peer = await _connected(network, node)
+            await raw.aclose()
+            await events.wait_for(PeerDisconnected)
+        await trio.testing.wait_all_tasks_blocked()
+        assert peer.closed.is_set() and peer.ready.is_set()
