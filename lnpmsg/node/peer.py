@@ -209,6 +209,7 @@ class Peer:
         "conn",
         "connected_at",
         "counters",
+        "dialed",
         "node_id",
         "outbound",
         "ping_rtt",
