@@ -15,7 +15,15 @@ plugs in here:
   lists the incoming HTLCs committed and not yet resolved (what a restarted
   payments app must decide again: an HTLC is never left hanging);
   :meth:`upstream_deadline` names, for an HTLC we forwarded, the incoming
-  HTLC and the height by which it must be resolved.
+  HTLC and the height by which it must be resolved; :meth:`offered` lists
+  every HTLC we offered that is not yet removed (with its onion, so a
+  restarted sender finds its parts), :meth:`fulfilled_offered` the
+  preimages the peers gave for ours and that the channel state still holds
+  (what a restarted payments app may have missed).
+
+Events that come while no handler is set (a payments app starting after the
+channels, or stopping before them) are kept, up to :data:`MAX_MISSED`, and
+handed to the next handler.
 
 The handler's methods run inside the channel manager's actor: they must
 only queue work (never wait for another channel job).
@@ -23,19 +31,23 @@ only queue work (never wait for another channel job).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import LocalMisuse
 from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled
-from .messages import UpdateAddHtlc
+from .messages import UpdateAddHtlc, UpdateFulfillHtlc
 from .state import Phase
 
 if TYPE_CHECKING:
     from .app import ChannelsApp
     from .manager import ManagedChannel
 
-__all__ = ["ChannelInfo", "HtlcHandler", "HtlcHook", "HtlcRefused", "IncomingHtlc"]
+__all__ = ["MAX_MISSED", "ChannelInfo", "HtlcHandler", "HtlcHook", "HtlcRefused", "IncomingHtlc"]
+
+#: HTLC events kept for a handler not set yet (beyond it the oldest go: a restart's replay finds those)
+MAX_MISSED = 10_000
 
 #: weight of a commitment without HTLC outputs, and of each HTLC output (BOLT 3), for the funder's fee reserve
 _COMMIT_WEIGHT = 1124
@@ -92,10 +104,15 @@ class HtlcHook:
     def __init__(self, app: ChannelsApp) -> None:
         self._app = app
         self._handler: HtlcHandler | None = None
+        self._missed: deque[tuple[ManagedChannel, object]] = deque(maxlen=MAX_MISSED)
 
     def set_handler(self, handler: HtlcHandler | None) -> None:
-        """Route HTLC events to ``handler`` (None: back to nobody; ``dev_*`` calls still work)."""
+        """Route HTLC events to ``handler`` (None: back to nobody; ``dev_*`` calls still work).
+
+        The events that came while there was no handler go to the new one first."""
         self._handler = handler
+        while handler is not None and self._missed:
+            self._deliver(handler, *self._missed.popleft())
 
     # ------------------------------------------------------------ events (from the actor)
 
@@ -103,7 +120,12 @@ class HtlcHook:
         """The channel app hands each HTLC event here."""
         handler = self._handler
         if handler is None:
+            self._missed.append((channel, event))
             return
+        self._deliver(handler, channel, event)
+
+    @staticmethod
+    def _deliver(handler: HtlcHandler, channel: ManagedChannel, event: object) -> None:
         if isinstance(event, HtlcIncoming):
             handler.htlc_incoming(IncomingHtlc(channel.key, channel.peer_id, channel.core.state.short_channel_id or 0, event.add))
         elif isinstance(event, HtlcSettled):
@@ -153,6 +175,27 @@ class HtlcHook:
             return []
         s = channel.core.state
         return [IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, h.add) for h in s.local_commit.spec.htlcs if not h.incoming]
+
+    def offered(self) -> list[IncomingHtlc]:
+        """Every HTLC we offered, on any channel, that is not yet removed from it (proposed,
+        in a commitment or being settled), once each (``IncomingHtlc`` shape: key + add)."""
+        manager = self._app.manager
+        out: list[IncomingHtlc] = []
+        for channel in manager.channels.values() if manager is not None else ():
+            s = channel.core.state
+            adds = {u.id: u for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
+            for commit in (s.local_commit, s.remote_commit, s.remote_next_commit):
+                if commit is not None:
+                    adds.update((h.add.id, h.add) for h in commit.spec.htlcs if not h.incoming)
+            out.extend(IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, add) for add in adds.values())
+        return out
+
+    def fulfilled_offered(self) -> list[tuple[str, int, bytes]]:
+        """(channel key, htlc id, preimage) of our HTLCs a peer fulfilled, while the channel state
+        still holds the fulfill (until it is out of both commitments)."""
+        manager = self._app.manager
+        return [(channel.key, u.id, u.payment_preimage) for channel in (manager.channels.values() if manager is not None else ())
+                for u in channel.core.state.remote_changes.all() if isinstance(u, UpdateFulfillHtlc)]  # fmt: skip
 
     def outgoing_ids(self, channel_key: str) -> set[int]:
         """The ids of the HTLCs we offered on a channel that are not yet removed from it."""
