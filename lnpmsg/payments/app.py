@@ -49,10 +49,9 @@ import trio
 from lnpmsg.app import App, AppError
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcRefused, IncomingHtlc
 from lnpmsg.payments.bolt11 import Invoice
+from lnpmsg.payments.forwarding import Forwarding
 from lnpmsg.payments.graph import ChannelGraphView, OverlayGraph, RoutingGraph, hint_channels, local_channel
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
-from lnpmsg.payments.onion import create_failure_onion, malformed_failure, wrap_failure_onion
-from lnpmsg.payments.onion.failures import TemporaryChannelFailure
 from lnpmsg.payments.orphans import Orphans, PaymentEnded
 from lnpmsg.payments.pathfind import find_route, find_routes
 from lnpmsg.payments.plan import PaymentPlanError
@@ -101,7 +100,7 @@ class PaymentEvent:
     reason: str = ""
 
 
-class PaymentsApp(App):
+class PaymentsApp(Forwarding, App):
     """Invoices, payments and forwarding (see the module docs).
 
     Args:
@@ -196,16 +195,6 @@ class PaymentsApp(App):
         self.spawn(self._replay)
         async for htlc in self._incoming:
             await self._on_incoming(htlc)
-
-    async def _adopt_forwards(self, offered: list[IncomingHtlc]) -> None:
-        """Forwards offered before a restart whose outgoing HTLC is still in a channel: wait for it again."""
-        rows = await trio.to_thread.run_sync(self._store().forwards, "offered")
-        present = {(h.channel_key, h.add.id) for h in offered}
-        for row in rows:
-            out = (row["out_channel"], row["out_htlc"])
-            if out in present:
-                self._forwards[out] = (row["in_channel"], row["in_htlc"], row["shared_secret"], b"")
-                self._upstream[out] = (row["in_channel"], row["in_htlc"], row["in_cltv"])
 
     async def _orphaned_payments(self, offered: list[IncomingHtlc]) -> None:
         """Payments left pending by a restart: adopted with their parts' HTLCs still in flight (see :mod:`.orphans`)."""
@@ -423,101 +412,6 @@ class PaymentsApp(App):
             await trio.sleep(1.0)
             for ref, failure in self.mpp.expire(self._now()):
                 await self._fail(ref, failure.reason, failure.why)
-
-    # ------------------------------------------------------------ forwarding
-
-    async def _forward(self, htlc: IncomingHtlc, fwd: Forward) -> None:
-        ref, add = (htlc.channel_key, htlc.add.id), htlc.add
-        store = self._store()
-        # recorded before the outgoing HTLC is offered (already there when this forward is decided again)
-        await trio.to_thread.run_sync(store.add_forward, ref[0], ref[1], add.amount_msat, fwd.amount_msat, fwd.shared_secret,
-                                     int(self._now()), add.payment_hash, add.cltv_expiry, fwd.cltv_expiry)  # fmt: skip
-        # offered already (a stop came before we recorded it): the same onion names it
-        offered = next(((h.channel_key, h.add.id) for h in self.htlcs.offered() if h.add.onion_routing_packet == fwd.onion), None)
-        try:
-            if offered is not None:
-                out_key, out_id = offered
-            else:
-                out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, add.payment_hash, fwd.cltv_expiry,
-                                                            fwd.onion)  # fmt: skip
-        except HtlcRefused as exc:
-            channel = self.htlcs.by_scid(fwd.short_channel_id)
-            if channel is not None and not channel.usable and ref not in self._waited:
-                # the next peer went away between the decision and the offer: it may be back soon
-                log.info("payments: forward %s/%d waits for its next channel: %s", ref[0][:16], ref[1], exc)
-                self._waited.add(ref)
-                self.spawn(self._decide_later, htlc)
-                return
-            log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
-            await trio.to_thread.run_sync(store.forward_status, ref[0], ref[1], "failed")
-            await self._fail(ref, create_failure_onion(fwd.shared_secret, TemporaryChannelFailure()), str(exc))
-            return
-        self._forwards[(out_key, out_id)] = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
-        self._upstream[(out_key, out_id)] = (ref[0], ref[1], add.cltv_expiry)
-        await trio.to_thread.run_sync(store.forward_out, ref[0], ref[1], out_key, out_id)
-        early = self._early.pop((out_key, out_id), None)
-        if early is not None:
-            self._forwards.pop((out_key, out_id))
-            await self._forward_back((ref[0], ref[1], fwd.shared_secret, fwd.onion), early)
-
-    async def _forward_back(self, forward: tuple[str, int, bytes, bytes], result: OutgoingResult) -> None:
-        in_key, in_id, secret, onion = forward
-        ref = (in_key, in_id)
-        store = self._store()
-        preimage = result.preimage
-        if preimage is not None:
-            # on disk before it goes upstream: a restart settles the incoming HTLC with it
-            await trio.to_thread.run_sync(store.forward_settled, in_key, in_id, preimage)
-            row = await trio.to_thread.run_sync(store.forward, in_key, in_id)
-            fee = (row["in_msat"] - row["out_msat"]) if row else 0
-            self._publish("payment.forwarded", hashlib.sha256(preimage).digest(), fee_msat=fee)
-            await self._call(lambda: self.htlcs.fulfill(in_key, in_id, preimage), ref)
-            return
-        await trio.to_thread.run_sync(store.forward_status, in_key, in_id, "failed")
-        if result.reason is not None:
-            reason = wrap_failure_onion(secret, result.reason)
-        elif result.failure_code is not None:
-            reason = create_failure_onion(secret, malformed_failure(result.failure_code, hashlib.sha256(onion).digest()))
-        else:
-            reason = create_failure_onion(secret, TemporaryChannelFailure())
-        await self._fail(ref, reason, "the downstream HTLC failed")
-
-    async def _resume_forward(self, htlc: IncomingHtlc, row: dict[str, Any]) -> None:
-        """An incoming HTLC decided again (after a restart) whose forward we recorded: settle it with
-        the preimage the forward learned, wait for its outgoing HTLC, or fail it back."""
-        ref = (htlc.channel_key, htlc.add.id)
-        secret = row["shared_secret"]
-        preimage = row["preimage"] or self._known_preimage(htlc.add.payment_hash)
-        if preimage is not None:
-            await self._call(lambda: self.htlcs.fulfill(ref[0], ref[1], preimage), ref)
-            return
-        out = (row["out_channel"], row["out_htlc"])
-        if row["status"] == "offered":
-            if out in self._forwards:  # adopted at start: its result goes upstream when it comes
-                return
-            early = self._early.pop(out, None)
-            if early is not None:
-                await self._forward_back((ref[0], ref[1], secret, b""), early)
-                return
-            if row["out_htlc"] is not None and row["out_htlc"] in self.htlcs.outgoing_ids(row["out_channel"]):
-                self._forwards[out] = (ref[0], ref[1], secret, b"")
-                self._upstream[out] = (ref[0], ref[1], htlc.add.cltv_expiry)
-                return
-        # failed, or resolved while we were down without a preimage we know: fail it back
-        await self._forward_back((ref[0], ref[1], secret, b""), OutgoingResult(local_error="lost downstream"))
-
-    async def _offer_again(self, forward: tuple[str, int, bytes, bytes]) -> bool:
-        """A forward's outgoing HTLC was dropped before any commitment held it (the next peer went
-        away): decide the incoming HTLC again once the next channel is back (once per HTLC)."""
-        ref = (forward[0], forward[1])
-        htlc = next((h for h in self.htlcs.pending_incoming() if (h.channel_key, h.add.id) == ref), None)
-        if htlc is None or ref in self._waited:
-            return False
-        log.info("payments: forward %s/%d was dropped with its next peer: offered again once it is back", ref[0][:16], ref[1])
-        await trio.to_thread.run_sync(self._store().forward_reset, *ref)
-        self._waited.add(ref)
-        self.spawn(self._decide_later, htlc)
-        return True
 
     def _known_preimage(self, payment_hash: bytes) -> bytes | None:
         terms = self._terms.get(payment_hash)
