@@ -57,7 +57,7 @@ from lnpmsg.payments.pathfind import find_route, find_routes
 from lnpmsg.payments.plan import PaymentPlanError
 from lnpmsg.payments.route import Route
 from lnpmsg.payments.scorer import MissionControl
-from lnpmsg.payments.sender import OutgoingResult, Part, Payment, PaymentFailed, onion_key
+from lnpmsg.payments.sender import OutgoingResult, Part, Payment, onion_key
 from lnpmsg.payments.store import PaymentsStore
 from lnpmsg.payments.views import check_invoice, decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
 from lnpmsg.rpc.params import ParamsError
@@ -432,8 +432,8 @@ class PaymentsApp(Forwarding, App):
         self._waiting[(key, htlc_id)] = send
         return await receive.receive()
 
-    async def _run_payment(self, payment: Payment, payment_id: int) -> None:
-        """Offer the payment's parts, feed back each result, until it is done.
+    async def _run_payment(self, payment: Payment, payment_id: int, deadline: float) -> None:
+        """Offer the payment's parts, feed back each result, until it is done (no new part after ``deadline``).
 
         Each part is stored (route, onion secrets) before its HTLC is offered, and the first preimage
         as soon as it comes: a restart still completes the payment or reads its failures."""
@@ -447,6 +447,8 @@ class PaymentsApp(Forwarding, App):
 
         async with trio.open_nursery() as nursery:
             while True:
+                if trio.current_time() >= deadline:
+                    payment.max_attempts = len(payment.attempts)  # what is in flight still ends; nothing new
                 for part in payment.next_parts():
                     nursery.start_soon(offer, part)
                 if payment.done:
@@ -505,7 +507,11 @@ class PaymentsApp(Forwarding, App):
         return decode_invoice(bolt11).to_dict()
 
     async def pay(self, bolt11: str, amount_msat: int | None = None, timeout: float = PAY_TIMEOUT) -> dict[str, Any]:
-        """Pay a BOLT-11 invoice; returns once it is paid (preimage) or failed (the error says which hop and why)."""
+        """Pay a BOLT-11 invoice; returns once it is paid (preimage) or failed (the error says which hop and why).
+
+        The payment is the app's, not the caller's: a caller that goes away (or TIMEOUT seconds
+        without an outcome, then no new route is tried) leaves its HTLCs in flight to end as they
+        will, and ``listpayments`` shows how it ended."""
         invoice = decode_invoice(bolt11)
         try:
             check_invoice(invoice, amount_msat, self.node.node_id, self._network(), self._now())
@@ -523,35 +529,52 @@ class PaymentsApp(Forwarding, App):
             raise ChainAppError("this invoice is already paid" if done else "a payment of this invoice is in progress", details)
         self._paying.add(invoice.payment_hash)
         try:
-            return await self._pay(invoice, bolt11, total, timeout)
-        finally:
+            height = await self._height()
+            payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total,
+                                                       int(self._now()))  # fmt: skip
+        except BaseException:
             self._paying.discard(invoice.payment_hash)
-
-    async def _pay(self, invoice: Invoice, bolt11: str, total: int, timeout: float) -> dict[str, Any]:
-        assert invoice.payee is not None
-        height = await self._height()
-        find = self._route_finder(invoice, height)
-        store = self._store()
-        payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total, int(self._now()))
-        payment = Payment(invoice.payment_hash, invoice.payment_secret, total, find, self.scorer, invoice.payment_metadata)
+            raise
+        payment = Payment(invoice.payment_hash, invoice.payment_secret, total, self._route_finder(invoice, height), self.scorer,
+                          invoice.payment_metadata)  # fmt: skip
+        outcome: list[dict[str, Any] | ChainAppError] = []
+        finished = trio.Event()
+        self.spawn(self._payment_task, payment, payment_id, timeout, outcome, finished)
         with trio.move_on_after(timeout):
-            await self._run_payment(payment, payment_id)
-        preimage, error = payment.preimage, payment.final_error
-        if preimage is None and error is None:
-            error = PaymentFailed(f"no result in {timeout:g} s (HTLCs may still be in flight)", {"error": "Timeout"})
+            await finished.wait()
+        if not outcome:
+            raise ChainAppError(f"no outcome in {timeout:g} s: its HTLCs are still in flight (listpayments shows how it ends)",
+                                {"error": "Timeout", "payment_hash": invoice.payment_hash.hex()})  # fmt: skip
+        if isinstance(outcome[0], ChainAppError):
+            raise outcome[0]
+        return outcome[0]
+
+    async def _payment_task(self, payment: Payment, payment_id: int, timeout: float,
+                            outcome: list[dict[str, Any] | ChainAppError], finished: trio.Event) -> None:  # fmt: skip
+        """Run one payment to its end (new routes only until ``timeout``), store and publish how it ended."""
+        try:
+            await self._run_payment(payment, payment_id, trio.current_time() + timeout)
+            outcome.append(await self._payment_done(payment, payment_id))
+        finally:
+            self._paying.discard(payment.payment_hash)
+            finished.set()
+
+    async def _payment_done(self, payment: Payment, payment_id: int) -> dict[str, Any] | ChainAppError:
+        store = self._store()
+        payment_hash, total, preimage, error = payment.payment_hash, payment.total_msat, payment.preimage, payment.final_error
         routes = [r.to_dict() for r in payment.succeeded]
         fee = sum(r.fee_msat for r in payment.succeeded)
         if preimage is not None:
             await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="complete", preimage=preimage, routes=routes,
                                                                        fee_msat=fee, attempts=len(payment.attempts), completed_at=int(self._now())))  # fmt: skip
-            self._publish("payment.sent", invoice.payment_hash, amount_msat=total, fee_msat=fee, preimage=preimage)
-            return {"status": "complete", "payment_hash": invoice.payment_hash.hex(), "preimage": preimage.hex(), "amount_msat": total,
+            self._publish("payment.sent", payment_hash, amount_msat=total, fee_msat=fee, preimage=preimage)
+            return {"status": "complete", "payment_hash": payment_hash.hex(), "preimage": preimage.hex(), "amount_msat": total,
                     "fee_msat": fee, "parts": len(routes), "routes": routes, "attempts": len(payment.attempts)}  # fmt: skip
         assert error is not None
         await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="failed", error=str(error), attempts=len(payment.attempts),
                                                                    completed_at=int(self._now())))  # fmt: skip
-        self._publish("payment.failed", invoice.payment_hash, amount_msat=total, reason=str(error))
-        raise ChainAppError(f"payment failed: {error}", {**error.details, "payment_hash": invoice.payment_hash.hex()})
+        self._publish("payment.failed", payment_hash, amount_msat=total, reason=str(error))
+        return ChainAppError(f"payment failed: {error}", {**error.details, "payment_hash": payment_hash.hex()})
 
     async def listinvoices(self, label: str | None = None) -> dict[str, Any]:
         """Our invoices (status unpaid, paid or expired)."""
