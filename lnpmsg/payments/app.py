@@ -282,7 +282,7 @@ class PaymentsApp(Forwarding, App):
             forward = self._forwards.pop(ref, None)
             self._upstream.pop(ref, None)
             if forward is not None:
-                if result.local_error is not None and await self._offer_again(forward):
+                if result.local_error is not None and await self._offer_again(forward, key):
                     continue
                 await self._forward_back(forward, result)
                 continue
@@ -317,7 +317,10 @@ class PaymentsApp(Forwarding, App):
         height = await self._height()
         channels = {c.short_channel_id: c for c in self.htlcs.channels()}
 
+        asked: list[int] = []
+
         def next_channel(scid: int) -> tuple[bool, int] | None:
+            asked.append(scid)
             c = channels.get(scid)
             return None if c is None else (c.usable, c.htlc_minimum_msat)
 
@@ -332,7 +335,7 @@ class PaymentsApp(Forwarding, App):
         if isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited:
             # the next peer may be reconnecting (after a restart of either side): give it a moment
             self._waited.add(ref)
-            self.spawn(self._decide_later, htlc)
+            self.spawn(self._decide_later, htlc, asked[-1] if asked else None)
         elif isinstance(action, Settle):
             await self._settle([ref], add.payment_hash, action.preimage, action.amount_msat)
         elif isinstance(action, HoldPart):
@@ -351,10 +354,18 @@ class PaymentsApp(Forwarding, App):
         elif isinstance(action, Forward):
             await self._forward(htlc, action)
 
-    async def _decide_later(self, htlc: IncomingHtlc) -> None:
+    async def _decide_later(self, htlc: IncomingHtlc, short_channel_id: int | None = None) -> None:
+        """Decide ``htlc`` again once the channel it waits for is usable (None: all), or after REPLAY_GRACE."""
+
+        def up() -> bool:
+            if short_channel_id is None:
+                return all(c.usable for c in self.htlcs.channels())
+            channel = self.htlcs.by_scid(short_channel_id)
+            return channel is None or channel.usable  # (gone: the decision says so)
+
         with trio.move_on_after(REPLAY_GRACE):
-            while not all(c.usable for c in self.htlcs.channels()):
-                await trio.sleep(0.2)
+            while not up():
+                await trio.sleep(_CHANNEL_POLL)
         self._deciding.discard((htlc.channel_key, htlc.add.id))
         self._incoming_in.send_nowait(htlc)
 

@@ -45,7 +45,7 @@ class Forwarding:
     _known_preimage: Callable[[bytes], bytes | None]
     _call: Callable[[Callable[[], Awaitable[None]], tuple[str, int]], Awaitable[None]]
     _fail: Callable[[tuple[str, int], bytes, str], Awaitable[None]]
-    _decide_later: Callable[[IncomingHtlc], Awaitable[None]]
+    _decide_later: Callable[[IncomingHtlc, int | None], Awaitable[None]]
     _publish: Callable[..., None]
     spawn: Callable[..., Any]
 
@@ -79,7 +79,7 @@ class Forwarding:
                 # the next peer went away between the decision and the offer: it may be back soon
                 log.info("payments: forward %s/%d waits for its next channel: %s", ref[0][:16], ref[1], exc)
                 self._waited.add(ref)
-                self.spawn(self._decide_later, htlc)
+                self.spawn(self._decide_later, htlc, fwd.short_channel_id)
                 return
             log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
             await trio.to_thread.run_sync(store.forward_status, ref[0], ref[1], "failed")
@@ -91,7 +91,10 @@ class Forwarding:
         early = self._early.pop((out_key, out_id), None)
         if early is not None:
             self._forwards.pop((out_key, out_id))
-            await self._forward_back((ref[0], ref[1], fwd.shared_secret, fwd.onion), early)
+            self._upstream.pop((out_key, out_id), None)
+            forward = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
+            if early.local_error is None or not await self._offer_again(forward, out_key):
+                await self._forward_back(forward, early)
 
     async def _forward_back(self, forward: tuple[str, int, bytes, bytes], result: OutgoingResult) -> None:
         in_key, in_id, secret, onion = forward
@@ -139,7 +142,7 @@ class Forwarding:
         # failed, or resolved while we were down without a preimage we know: fail it back
         await self._forward_back((ref[0], ref[1], secret, b""), OutgoingResult(local_error="lost downstream"))
 
-    async def _offer_again(self, forward: tuple[str, int, bytes, bytes]) -> bool:
+    async def _offer_again(self, forward: tuple[str, int, bytes, bytes], out_key: str) -> bool:
         """A forward's outgoing HTLC was dropped before any commitment held it (the next peer went
         away): decide the incoming HTLC again once the next channel is back (once per HTLC)."""
         ref = (forward[0], forward[1])
@@ -149,5 +152,6 @@ class Forwarding:
         log.info("payments: forward %s/%d was dropped with its next peer: offered again once it is back", ref[0][:16], ref[1])
         await trio.to_thread.run_sync(self._store().forward_reset, *ref)
         self._waited.add(ref)
-        self.spawn(self._decide_later, htlc)
+        scid = next((c.short_channel_id for c in self.htlcs.channels() if c.key == out_key), None)
+        self.spawn(self._decide_later, htlc, scid)
         return True
