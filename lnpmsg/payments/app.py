@@ -329,10 +329,10 @@ class PaymentsApp(Forwarding, App):
             cltv_expiry=add.cltv_expiry, onion=add.onion_routing_packet, height=height, now=self._now(),
             invoice=self._terms.get, next_channel=next_channel, policy=self.policy,
         )  # fmt: skip
-        if known is not None and not isinstance(action, Forward) and not (isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN
-                                                                          and ref not in self._waited):  # fmt: skip
+        wait = isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited
+        if known is not None and not isinstance(action, Forward) and not wait:  # a recorded forward decided otherwise now
             await trio.to_thread.run_sync(self._store().forward_status, ref[0], ref[1], "failed")
-        if isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited:
+        if wait:
             # the next peer may be reconnecting (after a restart of either side): give it a moment
             self._waited.add(ref)
             self.spawn(self._decide_later, htlc, asked[-1] if asked else None)
