@@ -52,11 +52,11 @@ class Forwarding:
     async def _adopt_forwards(self, offered: list[IncomingHtlc]) -> None:
         """Forwards offered before a restart whose outgoing HTLC is still in a channel: wait for it again."""
         rows = await trio.to_thread.run_sync(self._store().forwards, "offered")
-        present = {(h.channel_key, h.add.id) for h in offered}
+        onions = {(h.channel_key, h.add.id): h.add.onion_routing_packet for h in offered}
         for row in rows:
             out = (row["out_channel"], row["out_htlc"])
-            if out in present:
-                self._forwards[out] = (row["in_channel"], row["in_htlc"], row["shared_secret"], b"")
+            if out in onions:
+                self._forwards[out] = (row["in_channel"], row["in_htlc"], row["shared_secret"], onions[out])
                 self._upstream[out] = (row["in_channel"], row["in_htlc"], row["in_cltv"])
 
     async def _forward(self, htlc: IncomingHtlc, fwd: Forward) -> None:
@@ -135,8 +135,9 @@ class Forwarding:
             if early is not None:
                 await self._forward_back((ref[0], ref[1], secret, b""), early)
                 return
-            if row["out_htlc"] is not None and row["out_htlc"] in self.htlcs.outgoing_ids(row["out_channel"]):
-                self._forwards[out] = (ref[0], ref[1], secret, b"")
+            onion = next((h.add.onion_routing_packet for h in self.htlcs.offered() if (h.channel_key, h.add.id) == out), None)
+            if onion is not None:
+                self._forwards[out] = (ref[0], ref[1], secret, onion)
                 self._upstream[out] = (ref[0], ref[1], htlc.add.cltv_expiry)
                 return
         # failed, or resolved while we were down without a preimage we know: fail it back
