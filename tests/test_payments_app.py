@@ -20,6 +20,7 @@ Real clock (the chain and stores work in threads); waits are for states.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -350,8 +351,10 @@ async def test_what_comes_back_while_the_payer_or_a_forwarder_is_down_is_not_los
 
     1. C refuses (an unknown payment hash): B's failure waits for A; A restarts and reads it
        with the part's stored secrets: the payment failed, the payee refused it.
-    2. C settles: B keeps the preimage; B stops too while its fulfill waits for A; both restart:
-       B settles upstream with the stored preimage and A's payment completes.
+    2. C settles: B keeps the preimage; B stops too while its fulfill waits for A, and its payments
+       store loses the preimage (as if B had crashed after its channel took the fulfill and before
+       the store kept it); both restart: B settles upstream with the preimage its channel monitor
+       kept, and A's payment completes.
     """
     async with net(tmp_path) as n:
         a, b, c = (n.node(x) for x in "abc")
@@ -384,7 +387,11 @@ async def test_what_comes_back_while_the_payer_or_a_forwarder_is_down_is_not_los
                 await b.connect(c.addresses[0])
                 await wait_until(lambda: forward_status(b, inv["payment_hash"]) == "settled", "C settled, B has the preimage")
                 assert waits_at(b, inv["payment_hash"])  # A is down: B's fulfill waits
-            # B stops too; both restart from their stores
+            # B stops too; its payments store forgets the preimage: the channel monitor's copy must do
+            db = sqlite3.connect(tmp_path / "b" / "payments" / "payments.sqlite3")
+            with db:
+                db.execute("UPDATE forwards SET status = 'offered', preimage = NULL WHERE payment_hash = ?", (bytes.fromhex(inv["payment_hash"]),))
+            db.close()
             b2, a3 = n.node("b"), n.node("a")
             async with running(b2, a3):
                 await a3.connect(b2.addresses[0])

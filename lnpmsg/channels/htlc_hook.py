@@ -19,7 +19,8 @@ plugs in here:
   every HTLC we offered that is not yet removed (with its onion, so a
   restarted sender finds its parts), :meth:`fulfilled_offered` the
   preimages the peers gave for ours and that the channel state still holds
-  (what a restarted payments app may have missed).
+  (what a restarted payments app may have missed), :meth:`known_preimage`
+  any preimage a channel monitor keeps.
 
 Events that come while no handler is set (a payments app starting after the
 channels, or stopping before them) are kept, up to :data:`MAX_MISSED`, and
@@ -196,6 +197,12 @@ class HtlcHook:
         manager = self._app.manager
         return [(channel.key, u.id, u.payment_preimage) for channel in (manager.channels.values() if manager is not None else ())
                 for u in channel.core.state.remote_changes.all() if isinstance(u, UpdateFulfillHtlc)]  # fmt: skip
+
+    def known_preimage(self, payment_hash: bytes) -> bytes | None:
+        """The preimage of ``payment_hash`` if a channel learned it (a peer's ``update_fulfill_htlc`` or a
+        spend on chain): the channel monitors keep it on disk, also once the HTLC is gone from the channel."""
+        onchain = self._app.onchain
+        return onchain.known_preimage(payment_hash) if onchain is not None else None
 
     def outgoing_ids(self, channel_key: str) -> set[int]:
         """The ids of the HTLCs we offered on a channel that are not yet removed from it."""

@@ -202,6 +202,8 @@ class PaymentsApp(Forwarding, App):
         pending = [p for p in await trio.to_thread.run_sync(store.payments) if p["status"] == "pending"]
         by_onion = {onion_key(h.add.onion_routing_packet): (h.channel_key, h.add.id) for h in offered}
         for p in pending:
+            if not p["preimage"]:  # a preimage a channel monitor kept (a part fulfilled while we were down) is the proof
+                p["preimage"] = self.htlcs.known_preimage(p["payment_hash"])
             parts = await trio.to_thread.run_sync(store.parts, p["id"])
             ended = self._orphans.adopt(p, parts, by_onion)
             if ended is not None:

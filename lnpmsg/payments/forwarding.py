@@ -123,7 +123,9 @@ class Forwarding:
         the preimage the forward learned, wait for its outgoing HTLC, or fail it back."""
         ref = (htlc.channel_key, htlc.add.id)
         secret = row["shared_secret"]
-        preimage = row["preimage"] or self._known_preimage(htlc.add.payment_hash)
+        # stored by the forward, our own invoice's, or one a channel monitor kept (learned while we were down)
+        payment_hash = htlc.add.payment_hash
+        preimage = row["preimage"] or self._known_preimage(payment_hash) or self.htlcs.known_preimage(payment_hash)
         if preimage is not None:
             await self._call(lambda: self.htlcs.fulfill(ref[0], ref[1], preimage), ref)
             return
