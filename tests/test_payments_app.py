@@ -20,6 +20,7 @@ Real clock (the chain and stores work in threads); waits are for states.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -300,3 +301,102 @@ async def test_mpp_over_a_diamond_and_the_store_survives_a_restart(tmp_path: Pat
             p = pays[0]
             assert p["status"] == "complete" and p["preimage"] == paid["preimage"] and len(p["routes"]) == paid["parts"]
             await wait_until(lambda: all(quiet(x) for x in (a2, b2, c2, d2)), "no HTLC left")
+
+
+def waits_at(node: Node, payment_hash: str) -> bool:
+    """The node holds an incoming HTLC of this payment irrevocably committed (in its commitment and in
+    the peer's latest revoked-to one: its payments app was told), not yet resolved."""
+    manager = channels(node).manager
+    assert manager is not None
+    for channel in manager.channels.values():
+        s = channel.core.state
+        if s.local_commit is None or s.remote_commit is None:
+            continue
+        for h in s.local_commit.spec.htlcs:
+            if h.incoming and h.add.payment_hash.hex() == payment_hash and s.remote_commit.spec.htlc(False, h.add.id) is not None:
+                return True
+    return False
+
+
+def forward_status(node: Node, payment_hash: str) -> str | None:
+    store = payments(node).store
+    assert store is not None
+    return next((f["status"] for f in store.forwards() if f["payment_hash"].hex() == payment_hash), None)
+
+
+async def pay_until_it_waits_at(payer: Node, hop: Node, bolt11_text: str, payment_hash: str) -> None:
+    """Start paying, and leave the payment once its HTLC waits at ``hop`` (the payer then stops)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(payments(payer).pay, bolt11_text)
+        await wait_until(lambda: waits_at(hop, payment_hash), "the HTLC waits at the hop")
+        nursery.cancel_scope.cancel()
+
+
+async def link_down(x: Node, y: Node) -> None:
+    await x.disconnect(y.node_id)
+    await wait_until(lambda: not any(c.usable for c in channels(x).htlcs.channels() if c.peer_id == y.node_id), "the link is down")
+
+
+async def payment_ended(payer: Node, payment_hash: str) -> dict[str, Any]:
+    with trio.fail_after(TIMEOUT):
+        while (row := (await payments(payer).listpayments(payment_hash))["payments"][-1])["status"] == "pending":
+            await trio.sleep(0.05)
+    return row
+
+
+@pytest.mark.trio
+async def test_what_comes_back_while_the_payer_or_a_forwarder_is_down_is_not_lost(tmp_path: Path) -> None:
+    """A line A-B-C. B's link to C is down when A pays, so the HTLC waits at B for its next
+    channel; A stops with it in flight, then the link comes back and B forwards.
+
+    1. C refuses (an unknown payment hash): B's failure waits for A; A restarts and reads it
+       with the part's stored secrets: the payment failed, the payee refused it.
+    2. C settles: B keeps the preimage; B stops too while its fulfill waits for A, and its payments
+       store loses the preimage (as if B had crashed after its channel took the fulfill and before
+       the store kept it); both restart: B settles upstream with the preimage its channel monitor
+       kept, and A's payment completes.
+    """
+    async with net(tmp_path) as n:
+        a, b, c = (n.node(x) for x in "abc")
+        async with running(c):
+            async with running(b):
+                async with running(a):
+                    await n.fund(a, b)
+                    await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+                    template = bolt11.decode((await payments(c).invoice(1_000_000, "template", "signed by C"))["bolt11"])
+                    from dataclasses import replace
+
+                    unknown = os.urandom(32)
+                    forged = bolt11.encode(bolt11.sign(replace(template, payment_hash=unknown, signature=None, payee=None), n.keys["c"].secret))
+                    await link_down(b, c)
+                    await pay_until_it_waits_at(a, b, forged, unknown.hex())
+                # A is down; the link comes back: B forwards, C refuses, B's failure waits for A
+                await b.connect(c.addresses[0])
+                await wait_until(lambda: forward_status(b, unknown.hex()) == "failed", "C refused")
+                assert waits_at(b, unknown.hex())
+                a2 = n.node("a")
+                async with running(a2):
+                    await a2.connect(b.addresses[0])
+                    row = await payment_ended(a2, unknown.hex())
+                    assert row["status"] == "failed" and row["preimage"] is None
+                    assert "the payee" in row["error"] and "incorrect_or_unknown_payment_details" in row["error"], row["error"]
+
+                    inv = await payments(c).invoice(5_000_000, "while down", "the payer and a forwarder restart")
+                    await link_down(b, c)
+                    await pay_until_it_waits_at(a2, b, inv["bolt11"], inv["payment_hash"])
+                await b.connect(c.addresses[0])
+                await wait_until(lambda: forward_status(b, inv["payment_hash"]) == "settled", "C settled, B has the preimage")
+                assert waits_at(b, inv["payment_hash"])  # A is down: B's fulfill waits
+            # B stops too; its payments store forgets the preimage: the channel monitor's copy must do
+            db = sqlite3.connect(tmp_path / "b" / "payments" / "payments.sqlite3")
+            with db:
+                db.execute("UPDATE forwards SET status = 'offered', preimage = NULL WHERE payment_hash = ?", (bytes.fromhex(inv["payment_hash"]),))
+            db.close()
+            b2, a3 = n.node("b"), n.node("a")
+            async with running(b2, a3):
+                await a3.connect(b2.addresses[0])
+                await b2.connect(c.addresses[0])
+                row = await payment_ended(a3, inv["payment_hash"])
+                assert row["status"] == "complete" and sha256(bytes.fromhex(row["preimage"])).hex() == inv["payment_hash"]
+                assert (await payments(c).listinvoices("while down"))["invoices"][0]["status"] == "paid"
+                await wait_until(lambda: all(quiet(x) for x in (a3, b2, c)), "no HTLC left")

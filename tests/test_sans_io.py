@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from lnpmsg.channels import SHELL_MODULES
+from lnpmsg.payments import SHELL_MODULES as PAYMENTS_SHELL_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent / "lnpmsg"
 
@@ -32,8 +33,8 @@ FORBIDDEN_IMPORTS = {"trio", "socket", "zmq", "stem", "time", "asyncio", "select
 FORBIDDEN_LOADED = {"trio", "zmq", "sqlite3", "stem", "socket", "asyncio", "aioquic"}
 
 #: modules of a core package that are its trio shells, by the layout docs/architecture.md describes
-#: shells by module name in every package, and the channel package's own list
-SHELL_NAMES = {"app", "manager", "store", "commands", "__main__"} | SHELL_MODULES
+#: shells by module name in every package, and the channel and payments packages' own lists
+SHELL_NAMES = {"app", "manager", "store", "commands", "__main__"} | SHELL_MODULES | PAYMENTS_SHELL_MODULES
 
 
 def _modules(package: str, *, only: tuple[str, ...] = ()) -> list[str]:

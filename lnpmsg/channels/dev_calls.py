@@ -14,6 +14,7 @@ from lnpmsg.wallet.app import ChainAppError
 
 from .errors import LocalMisuse
 from .inputs import AddHtlc, ChangeFee, FailHtlc, FulfillHtlc
+from .messages import UpdateAddHtlc
 
 __all__ = ["DevCalls"]
 
@@ -52,12 +53,13 @@ class DevCalls:
                 raise ParamsError("payment_hash is 32 bytes of hex")
         if cltv_expiry is None:
             cltv_expiry = (await self.chain.source.tip()).height + _CLTV_DEFAULT
-        htlc_id = target.core.state.local_next_htlc_id
         try:
-            await self._manager().submit(target, AddHtlc(amount_msat, hash_bytes, cltv_expiry, packet))
+            out = await self._manager().submit(target, AddHtlc(amount_msat, hash_bytes, cltv_expiry, packet))
         except LocalMisuse as exc:
             raise ChainAppError(f"cannot add the HTLC: {exc}", {"error": "ChannelError"}) from exc
-        result: dict[str, Any] = {"htlc_id": htlc_id, "payment_hash": hash_bytes.hex()}
+        # the id the core gave this add (another add queued before ours would have taken the next one)
+        (add,) = [m for m in out.messages if isinstance(m, UpdateAddHtlc)]
+        result: dict[str, Any] = {"htlc_id": add.id, "payment_hash": hash_bytes.hex()}
         if preimage is not None:
             result["preimage"] = preimage.hex()
         return result

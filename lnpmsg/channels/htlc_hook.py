@@ -9,12 +9,17 @@ plugs in here:
   with the peer's reason or a malformed-onion code, or dropped unsigned);
 - :meth:`add_htlc` offers an HTLC with its onion on the channel with a short
   channel id (for a forward, with the incoming HTLC's expiry: the channel's
-  monitor goes on chain in time to fail that one back); :meth:`fulfill`, :meth:`fail`, :meth:`fail_malformed` resolve an
-  incoming one;
+  monitor goes on chain in time to fail that one back); :meth:`fulfill`,
+  :meth:`fail`, :meth:`fail_malformed` resolve an incoming one;
 - :meth:`channels` lists our usable channels (short channel id, peer,
   capacity, what we can send and receive now); :meth:`pending_incoming`
   lists the incoming HTLCs committed and not yet resolved (what a restarted
   payments app must decide again: an HTLC is never left hanging);
+  :meth:`offered` lists every HTLC we offered that is not yet removed (with
+  its onion, so a restarted sender finds its parts), :meth:`fulfilled_offered` the
+  preimages the peers gave for ours and that the channel state still holds
+  (what a restarted payments app may have missed), :meth:`known_preimage`
+  any preimage a channel monitor keeps;
 - an HTLC we offered on a channel that went on chain ends there: the
   channel monitor tells the handler (:meth:`HtlcHandler.htlc_resolved_on_chain`)
   when a spend reveals its preimage or its timeout is buried, so the
@@ -22,18 +27,23 @@ plugs in here:
   still open; :meth:`fulfill` on a channel that is on chain gives the
   preimage to its monitor, which claims the HTLC's output.
 
+Events that come while no handler is set (a payments app starting after the
+channels, or stopping before them) are kept, up to :data:`MAX_MISSED`, and
+handed to the next handler.
+
 The handler's methods run inside the channel manager's actor: they must
 only queue work (never wait for another channel job).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import LocalMisuse
 from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled
-from .messages import UpdateAddHtlc
+from .messages import UpdateAddHtlc, UpdateFulfillHtlc
 from .monitor import HtlcResolved
 from .state import Phase
 
@@ -41,7 +51,10 @@ if TYPE_CHECKING:
     from .app import ChannelsApp
     from .manager import ManagedChannel
 
-__all__ = ["ChannelInfo", "HtlcHandler", "HtlcHook", "HtlcRefused", "IncomingHtlc"]
+__all__ = ["MAX_MISSED", "ChannelInfo", "HtlcHandler", "HtlcHook", "HtlcRefused", "IncomingHtlc"]
+
+#: HTLC events kept for a handler not set yet (beyond it the oldest go: a restart's replay finds those)
+MAX_MISSED = 10_000
 
 #: weight of a commitment without HTLC outputs, and of each HTLC output (BOLT 3), for the funder's fee reserve
 _COMMIT_WEIGHT = 1124
@@ -98,10 +111,15 @@ class HtlcHook:
     def __init__(self, app: ChannelsApp) -> None:
         self._app = app
         self._handler: HtlcHandler | None = None
+        self._missed: deque[tuple[ManagedChannel, object]] = deque(maxlen=MAX_MISSED)
 
     def set_handler(self, handler: HtlcHandler | None) -> None:
-        """Route HTLC events to ``handler`` (None: back to nobody; ``dev_*`` calls still work)."""
+        """Route HTLC events to ``handler`` (None: back to nobody; ``dev_*`` calls still work).
+
+        The events that came while there was no handler go to the new one first."""
         self._handler = handler
+        while handler is not None and self._missed:
+            self._deliver(handler, *self._missed.popleft())
 
     # ------------------------------------------------------------ events (from the actor)
 
@@ -109,13 +127,20 @@ class HtlcHook:
         """The channel app hands each HTLC event here."""
         handler = self._handler
         if handler is None:
+            self._missed.append((channel, event))
             return
+        self._deliver(handler, channel, event)
+
+    @staticmethod
+    def _deliver(handler: HtlcHandler, channel: ManagedChannel, event: object) -> None:
         if isinstance(event, HtlcIncoming):
             handler.htlc_incoming(IncomingHtlc(channel.key, channel.peer_id, channel.core.state.short_channel_id or 0, event.add))
         elif isinstance(event, HtlcSettled):
             handler.htlc_resolved(channel.key, event.htlc_id, event.preimage, event.reason, event.failure_code)
         elif isinstance(event, HtlcDropped):
             handler.htlc_resolved(channel.key, event.htlc_id, None, None, None)
+        elif isinstance(event, HtlcResolved):
+            handler.htlc_resolved_on_chain(channel.key, event.htlc_id, event.preimage)
 
     def dispatch_on_chain(self, channel: ManagedChannel, event: HtlcResolved) -> None:
         """The channel's monitor resolved an HTLC on chain (a preimage at once, a timeout once deep).
@@ -123,8 +148,8 @@ class HtlcHook:
         Only HTLCs we offered concern a payments layer: an incoming one claimed or timed out on
         chain has nothing upstream of us. The monitor reports again after a restart (it replays
         the chain), so the handler must accept a resolution it has already acted on."""
-        if event.offered and self._handler is not None:
-            self._handler.htlc_resolved_on_chain(channel.key, event.htlc_id, event.preimage)
+        if event.offered:
+            self.dispatch(channel, event)
 
     # ------------------------------------------------------------ queries
 
@@ -162,6 +187,33 @@ class HtlcHook:
             return []
         s = channel.core.state
         return [IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, h.add) for h in s.local_commit.spec.htlcs if not h.incoming]
+
+    def offered(self) -> list[IncomingHtlc]:
+        """Every HTLC we offered, on any channel, that is not yet removed from it (proposed,
+        in a commitment or being settled), once each (``IncomingHtlc`` shape: key + add)."""
+        manager = self._app.manager
+        out: list[IncomingHtlc] = []
+        for channel in manager.channels.values() if manager is not None else ():
+            s = channel.core.state
+            adds = {u.id: u for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
+            for commit in (s.local_commit, s.remote_commit, s.remote_next_commit):
+                if commit is not None:
+                    adds.update((h.add.id, h.add) for h in commit.spec.htlcs if not h.incoming)
+            out.extend(IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, add) for add in adds.values())
+        return out
+
+    def fulfilled_offered(self) -> list[tuple[str, int, bytes]]:
+        """(channel key, htlc id, preimage) of our HTLCs a peer fulfilled, while the channel state
+        still holds the fulfill (until it is out of both commitments)."""
+        manager = self._app.manager
+        return [(channel.key, u.id, u.payment_preimage) for channel in (manager.channels.values() if manager is not None else ())
+                for u in channel.core.state.remote_changes.all() if isinstance(u, UpdateFulfillHtlc)]  # fmt: skip
+
+    def known_preimage(self, payment_hash: bytes) -> bytes | None:
+        """The preimage of ``payment_hash`` if a channel learned it (a peer's ``update_fulfill_htlc`` or a
+        spend on chain): the channel monitors keep it on disk, also once the HTLC is gone from the channel."""
+        onchain = self._app.onchain
+        return onchain.known_preimage(payment_hash) if onchain is not None else None
 
     def outgoing_ids(self, channel_key: str) -> set[int]:
         """The ids of the HTLCs we offered on a channel that are not yet removed from it."""

@@ -371,6 +371,10 @@ class OnchainWatch:
 
     # ------------------------------------------------------------ the chain side
 
+    def known_preimage(self, payment_hash: bytes) -> bytes | None:
+        """A preimage some channel's monitor holds (durable before any message went out after it came)."""
+        return next((p for w in self.watched.values() if (p := w.monitor.preimage(payment_hash)) is not None), None)
+
     def start_height(self) -> int | None:
         """The lowest block some monitor still needs (None: no monitor)."""
         starts = [w.start_height if w.monitor.height is None else w.monitor.height + 1 for w in self.watched.values()]

@@ -11,9 +11,16 @@ irrevocably committed, goes through :func:`~lnpmsg.payments.htlcs.decide`
 (peel the onion; settle, hold for MPP, fail, or forward by
 ``short_channel_id`` with our :class:`~lnpmsg.payments.htlcs.FeePolicy`);
 resolutions of the HTLCs we offered come back to the payment or the forward
-that made them. The store (:mod:`.store`) keeps invoices, payments and
-forwards across restarts; at start every incoming HTLC still committed is
-decided again, so none is left hanging.
+that made them. The store (:mod:`.store`) keeps invoices, payments (with
+each part's route and onion secrets) and forwards (with the preimage they
+learned) across restarts. At start the forwards still offered wait for
+their outgoing HTLCs again, the payments left pending are adopted with
+their parts in flight (:mod:`.orphans`: a preimage that comes back
+completes one, a failure is read and attributed), the preimages the
+channels hold for our HTLCs are read again, and every incoming HTLC still
+committed is decided again, so none is left hanging. A resolution whose
+channel is down (a preimage or a failure to send upstream, a forward whose
+next channel is reconnecting) waits for the channel rather than being lost.
 
 Routes come from :func:`~lnpmsg.payments.plan.plan_payment` over our
 channels, the invoice's route hints and the routing graph: ``graph`` if
@@ -32,7 +39,7 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,15 +49,15 @@ import trio
 from lnpmsg.app import App, AppError
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcRefused, IncomingHtlc
 from lnpmsg.payments.bolt11 import Invoice
+from lnpmsg.payments.forwarding import Forwarding
 from lnpmsg.payments.graph import ChannelGraphView, OverlayGraph, RoutingGraph, hint_channels, local_channel
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
-from lnpmsg.payments.onion import create_failure_onion, malformed_failure, wrap_failure_onion
-from lnpmsg.payments.onion.failures import PermanentChannelFailure, TemporaryChannelFailure
+from lnpmsg.payments.orphans import Orphans, PaymentEnded
 from lnpmsg.payments.pathfind import find_route, find_routes
 from lnpmsg.payments.plan import PaymentPlanError
 from lnpmsg.payments.route import Route
 from lnpmsg.payments.scorer import MissionControl
-from lnpmsg.payments.sender import OutgoingResult, Part, Payment, PaymentFailed
+from lnpmsg.payments.sender import OutgoingResult, Part, Payment, onion_key
 from lnpmsg.payments.store import PaymentsStore
 from lnpmsg.payments.views import check_invoice, decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
 from lnpmsg.rpc.params import ParamsError
@@ -67,6 +74,8 @@ DEFAULT_EXPIRY = 3600
 PAY_TIMEOUT = 120.0
 #: seconds a restarted node waits for its peers before deciding the HTLCs it holds
 REPLAY_GRACE = 30.0
+#: seconds between looks at a channel an HTLC's resolution waits for
+_CHANNEL_POLL = 0.2
 _HRP = {"regtest": "bcrt", "testnet": "tb", "signet": "tbs", "bitcoin": "bc", "mainnet": "bc"}
 #: the channel app's dev_addhtlc sends an all-zero onion: such an HTLC is left to dev_fulfill/dev_fail
 #: (tests of channels without payments) for this long, then fails as malformed
@@ -91,7 +100,7 @@ class PaymentEvent:
     reason: str = ""
 
 
-class PaymentsApp(App):
+class PaymentsApp(Forwarding, App):
     """Invoices, payments and forwarding (see the module docs).
 
     Args:
@@ -128,10 +137,8 @@ class PaymentsApp(App):
         self._paying: set[bytes] = set()
         #: incoming HTLCs that waited once for their next channel to come up
         self._waited: set[tuple[str, int]] = set()
-        #: payments a restart left pending, by hash -> payment id
-        self._orphans: dict[bytes, int] = {}
-        self._orphan_refs: dict[tuple[str, int], bytes] = {}
-        #: outgoing (key, id) of a forward -> the incoming HTLC it answers and that HTLC's cltv_expiry
+        #: payments a restart left pending, with their parts in flight
+        self._orphans = Orphans(self.scorer)
         for call, fn in {
             "invoice": self.invoice, "pay": self.pay, "decodepay": self.decodepay, "listinvoices": self.listinvoices,
             "listpayments": self.listpayments, "listforwards": self.listforwards,
@@ -175,53 +182,56 @@ class PaymentsApp(App):
             self.store = None
 
     async def serve(self) -> None:
+        # what a restart left in flight is known before the first result is read (results queue meanwhile)
+        offered = self.htlcs.offered()
+        await self._adopt_forwards(offered)
+        await self._orphaned_payments(offered)
+        for key, htlc_id, preimage in self.htlcs.fulfilled_offered():  # preimages we may have missed while down
+            self._resolved_in.send_nowait((key, htlc_id, OutgoingResult(preimage)))
         self.spawn(self._resolve_loop)
         self.spawn(self._mpp_timer)
         self.spawn(self._replay)
-        await self._orphaned_payments()
         async for htlc in self._incoming:
             await self._on_incoming(htlc)
 
-    async def _orphaned_payments(self) -> None:
-        """Payments left pending by a restart: complete when a preimage still comes back for one of
-        their HTLCs; with no HTLC of theirs left in flight, ``interrupted`` (the outcome is unknown)."""
+    async def _orphaned_payments(self, offered: list[IncomingHtlc]) -> None:
+        """Payments left pending by a restart: adopted with their parts' HTLCs still in flight (see :mod:`.orphans`)."""
         store = self._store()
         pending = [p for p in await trio.to_thread.run_sync(store.payments) if p["status"] == "pending"]
-        if not pending:
-            return
-        in_flight: dict[bytes, set[tuple[str, int]]] = {}
-        for c in self.htlcs.channels():
-            for h in self.htlcs.outgoing(c.key):
-                in_flight.setdefault(h.add.payment_hash, set()).add((h.channel_key, h.add.id))
+        by_onion = {onion_key(h.add.onion_routing_packet): (h.channel_key, h.add.id) for h in offered}
         for p in pending:
-            if p["payment_hash"] in in_flight:
-                self._orphans[p["payment_hash"]] = p["id"]
-                for ref in in_flight[p["payment_hash"]]:
-                    self._orphan_refs[ref] = p["payment_hash"]
-                for ref in [r for r in in_flight[p["payment_hash"]] if r in self._early]:  # resolved before we looked
-                    await self._orphan_resolved(ref, self._early.pop(ref))
-            else:
-                await trio.to_thread.run_sync(lambda p=p: store.update_payment(
-                    p["id"], status="interrupted", error="the node restarted during the payment and no HTLC of it is left"))  # fmt: skip
+            if not p["preimage"]:  # a preimage a channel monitor kept (a part fulfilled while we were down) is the proof
+                p["preimage"] = self.htlcs.known_preimage(p["payment_hash"])
+            parts = await trio.to_thread.run_sync(store.parts, p["id"])
+            ended = self._orphans.adopt(p, parts, by_onion)
+            if ended is not None:
+                await self._payment_ended(ended)
+        if len(self._orphans):
+            log.info("payments: %d payment(s) in flight across the restart", len(self._orphans))
 
     async def _orphan_resolved(self, ref: tuple[str, int], result: OutgoingResult) -> None:
-        """An HTLC of a payment a restart left pending ended: a preimage completes the payment;
-        when its last HTLC failed, the payment failed (the failure onion's secrets died with the process)."""
-        payment_hash = self._orphan_refs.pop(ref)
-        payment_id = self._orphans.get(payment_hash)
-        if payment_id is None:
-            return
+        """An HTLC of a payment a restart left pending ended."""
+        part, ended = self._orphans.result(ref, result, self._now())
+        await trio.to_thread.run_sync(self._store().part_status, part.onion_key, part.status, part.failure)
+        if ended is not None:
+            await self._payment_ended(ended)
+
+    async def _payment_ended(self, ended: PaymentEnded) -> None:
         store = self._store()
-        if result.preimage is not None:
-            del self._orphans[payment_hash]
-            await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="complete", preimage=result.preimage,
-                                                                       completed_at=int(self._now())))  # fmt: skip
-            self._publish("payment.sent", payment_hash, preimage=result.preimage)
-        elif payment_hash not in self._orphan_refs.values():
-            del self._orphans[payment_hash]
-            error = "failed after a restart of this node (the failure could not be read)"
-            await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="failed", error=error, completed_at=int(self._now())))
-            self._publish("payment.failed", payment_hash, reason=error)
+        values: dict[str, Any] = {"status": ended.status, "completed_at": int(self._now())}
+        if ended.preimage is not None:
+            values["preimage"] = ended.preimage
+        if ended.routes:
+            values.update(routes=[r.to_dict() for r in ended.routes], fee_msat=ended.fee_msat)
+        if ended.error is not None:
+            values["error"] = ended.error
+        await trio.to_thread.run_sync(lambda: store.update_payment(ended.payment_id, **values))
+        if ended.status == "complete":
+            log.info("payments: payment %s complete after a restart", ended.payment_hash.hex()[:16])
+            self._publish("payment.sent", ended.payment_hash, fee_msat=ended.fee_msat, preimage=ended.preimage)
+        else:
+            log.info("payments: payment %s %s after a restart: %s", ended.payment_hash.hex()[:16], ended.status, ended.error)
+            self._publish("payment.failed", ended.payment_hash, reason=ended.error or ended.status)
 
     async def _replay(self) -> None:
         """After a restart: decide every committed incoming HTLC again (forwards already offered are
@@ -270,12 +280,14 @@ class PaymentsApp(App):
             ref = (key, htlc_id)
             forward = self._forwards.pop(ref, None)
             if forward is not None:
+                if result.local_error is not None and not result.on_chain and await self._offer_again(forward, key):
+                    continue
                 await self._forward_back(forward, result)
                 continue
             waiter = self._waiting.pop(ref, None)
             if waiter is not None:
                 waiter.send_nowait(result)
-            elif ref in self._orphan_refs:
+            elif self._orphans.owns(ref):
                 await self._orphan_resolved(ref, result)
             else:
                 self._early[ref] = result
@@ -291,9 +303,10 @@ class PaymentsApp(App):
         self._deciding.add(ref)
         add = htlc.add
         known = await trio.to_thread.run_sync(self._store().forward, *ref)
-        if known is not None:
+        if known is not None and known["status"] != "offering":
             await self._resume_forward(htlc, known)
             return
+        # (a forward still "offering" never got its outgoing HTLC committed: decided again, the same onion)
         if add.onion_routing_packet == _DEV_ONION:
             log.warning("payments: HTLC %s/%d has an all-zero onion (lnpmsg's dev_addhtlc): left to dev_fulfill/dev_fail "
                         "for %g s", ref[0][:16], ref[1], DEV_HOLD_SECONDS)  # fmt: skip
@@ -302,7 +315,10 @@ class PaymentsApp(App):
         height = await self._height()
         channels = {c.short_channel_id: c for c in self.htlcs.channels()}
 
+        asked: list[int] = []
+
         def next_channel(scid: int) -> tuple[bool, int] | None:
+            asked.append(scid)
             c = channels.get(scid)
             return None if c is None else (c.usable, c.htlc_minimum_msat)
 
@@ -311,10 +327,13 @@ class PaymentsApp(App):
             cltv_expiry=add.cltv_expiry, onion=add.onion_routing_packet, height=height, now=self._now(),
             invoice=self._terms.get, next_channel=next_channel, policy=self.policy,
         )  # fmt: skip
-        if isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited:
+        wait = isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited
+        if known is not None and not isinstance(action, Forward) and not wait:  # a recorded forward decided otherwise now
+            await trio.to_thread.run_sync(self._store().forward_status, ref[0], ref[1], "failed")
+        if wait:
             # the next peer may be reconnecting (after a restart of either side): give it a moment
             self._waited.add(ref)
-            self.spawn(self._decide_later, htlc)
+            self.spawn(self._decide_later, htlc, asked[-1] if asked else None)
         elif isinstance(action, Settle):
             await self._settle([ref], add.payment_hash, action.preimage, action.amount_msat)
         elif isinstance(action, HoldPart):
@@ -329,14 +348,22 @@ class PaymentsApp(App):
             await self._fail(ref, action.reason, action.why)
         elif isinstance(action, FailMalformed):
             log.info("payments: HTLC %s/%d has a malformed onion: %s", ref[0][:16], ref[1], action.why)
-            await self._call(self.htlcs.fail_malformed(ref[0], ref[1], action.sha256_of_onion, action.failure_code), ref)
+            await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], action.sha256_of_onion, action.failure_code), ref)
         elif isinstance(action, Forward):
-            await self._forward(ref, add.amount_msat, add.payment_hash, add.cltv_expiry, action)
+            await self._forward(htlc, action)
 
-    async def _decide_later(self, htlc: IncomingHtlc) -> None:
+    async def _decide_later(self, htlc: IncomingHtlc, short_channel_id: int | None = None) -> None:
+        """Decide ``htlc`` again once the channel it waits for is usable (None: all), or after REPLAY_GRACE."""
+
+        def up() -> bool:
+            if short_channel_id is None:
+                return all(c.usable for c in self.htlcs.channels())
+            channel = self.htlcs.by_scid(short_channel_id)
+            return channel is None or channel.usable  # (gone: the decision says so)
+
         with trio.move_on_after(REPLAY_GRACE):
-            while not all(c.usable for c in self.htlcs.channels()):
-                await trio.sleep(0.2)
+            while not up():
+                await trio.sleep(_CHANNEL_POLL)
         self._deciding.discard((htlc.channel_key, htlc.add.id))
         self._incoming_in.send_nowait(htlc)
 
@@ -344,19 +371,38 @@ class PaymentsApp(App):
         """A developer's HTLC nobody settled in time fails as malformed (invalid_onion_key): never held forever."""
         await trio.sleep(DEV_HOLD_SECONDS)
         if any((h.channel_key, h.add.id) == ref for h in self.htlcs.pending_incoming()):
-            await self._call(self.htlcs.fail_malformed(ref[0], ref[1], onion_hash, _INVALID_ONION_KEY), ref)
+            await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], onion_hash, _INVALID_ONION_KEY), ref)
         self._deciding.discard(ref)
 
-    async def _call(self, awaitable: Any, ref: tuple[str, int]) -> None:
+    async def _call(self, make: Callable[[], Awaitable[None]], ref: tuple[str, int]) -> None:
+        """Resolve incoming HTLC ``ref`` with ``make()``; while its channel is down (the peer
+        reconnecting), again once it is back: a preimage or a failure is never dropped."""
         try:
-            await awaitable
+            await make()
         except HtlcRefused as exc:
+            channel = next((c for c in self.htlcs.channels() if c.key == ref[0]), None)
+            if channel is not None and not channel.usable and self._still_incoming(ref):
+                log.info("payments: HTLC %s/%d is resolved once its channel is back (%s)", ref[0][:16], ref[1], exc)
+                self.spawn(self._call_when_up, make, ref)
+                return  # still being decided: a replay leaves it alone
             log.warning("payments: cannot resolve HTLC %s/%d now: %s", ref[0][:16], ref[1], exc)
-        finally:
-            self._deciding.discard(ref)
+        self._deciding.discard(ref)
+
+    async def _call_when_up(self, make: Callable[[], Awaitable[None]], ref: tuple[str, int]) -> None:
+        while True:
+            await trio.sleep(_CHANNEL_POLL)
+            if not self._still_incoming(ref):  # settled some other way (on chain, a replay after a restart)
+                self._deciding.discard(ref)
+                return
+            if any(c.key == ref[0] and c.usable for c in self.htlcs.channels()):
+                break
+        await self._call(make, ref)
+
+    def _still_incoming(self, ref: tuple[str, int]) -> bool:
+        return any((h.channel_key, h.add.id) == ref for h in self.htlcs.pending_incoming())
 
     async def _fail(self, ref: tuple[str, int], reason: bytes, why: str) -> None:
-        await self._call(self.htlcs.fail(ref[0], ref[1], reason), ref)
+        await self._call(lambda: self.htlcs.fail(ref[0], ref[1], reason), ref)
 
     async def _settle(self, refs: list[tuple[str, int]], payment_hash: bytes, preimage: bytes, amount_msat: int) -> None:
         # the invoice is paid on disk before the preimage leaves
@@ -368,75 +414,13 @@ class PaymentsApp(App):
             self._publish("invoice.paid", payment_hash, amount_msat=amount_msat, label=self._labels.get(payment_hash, ""))
             log.info("payments: invoice %s paid (%d msat)", self._labels.get(payment_hash, ""), amount_msat)
         for ref in refs:
-            await self._call(self.htlcs.fulfill(ref[0], ref[1], preimage), ref)
+            await self._call(lambda ref=ref: self.htlcs.fulfill(ref[0], ref[1], preimage), ref)  # type: ignore[misc]
 
     async def _mpp_timer(self) -> None:
         while True:
             await trio.sleep(1.0)
             for ref, failure in self.mpp.expire(self._now()):
                 await self._fail(ref, failure.reason, failure.why)
-
-    # ------------------------------------------------------------ forwarding
-
-    async def _forward(self, ref: tuple[str, int], in_msat: int, payment_hash: bytes, in_cltv: int, fwd: Forward) -> None:
-        store = self._store()
-        await trio.to_thread.run_sync(store.add_forward, ref[0], ref[1], in_msat, fwd.amount_msat, fwd.shared_secret, int(self._now()),
-                                     payment_hash, in_cltv, fwd.cltv_expiry)  # fmt: skip
-        try:
-            out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, payment_hash, fwd.cltv_expiry, fwd.onion,
-                                                        upstream_cltv_expiry=in_cltv)
-        except HtlcRefused as exc:
-            log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
-            await trio.to_thread.run_sync(store.forward_status, ref[0], ref[1], "failed")
-            await self._fail(ref, create_failure_onion(fwd.shared_secret, TemporaryChannelFailure()), str(exc))
-            return
-        self._forwards[(out_key, out_id)] = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
-        await trio.to_thread.run_sync(store.forward_out, ref[0], ref[1], out_key, out_id)
-        early = self._early.pop((out_key, out_id), None)
-        if early is not None:
-            self._forwards.pop((out_key, out_id))
-            await self._forward_back((ref[0], ref[1], fwd.shared_secret, fwd.onion), early)
-
-    async def _forward_back(self, forward: tuple[str, int, bytes, bytes], result: OutgoingResult) -> None:
-        in_key, in_id, secret, onion = forward
-        ref = (in_key, in_id)
-        store = self._store()
-        if result.preimage is not None:
-            await trio.to_thread.run_sync(store.forward_status, in_key, in_id, "settled")
-            row = await trio.to_thread.run_sync(store.forward, in_key, in_id)
-            fee = (row["in_msat"] - row["out_msat"]) if row else 0
-            self._publish("payment.forwarded", hashlib.sha256(result.preimage).digest(), fee_msat=fee)
-            await self._call(self.htlcs.fulfill(in_key, in_id, result.preimage), ref)
-            return
-        await trio.to_thread.run_sync(store.forward_status, in_key, in_id, "failed")
-        if result.reason is not None:
-            reason = wrap_failure_onion(secret, result.reason)
-        elif result.failure_code is not None:
-            reason = create_failure_onion(secret, malformed_failure(result.failure_code, hashlib.sha256(onion).digest()))
-        elif result.on_chain:
-            reason = create_failure_onion(secret, PermanentChannelFailure())  # the next channel is closed
-        else:
-            reason = create_failure_onion(secret, TemporaryChannelFailure())
-        await self._fail(ref, reason, "the downstream HTLC failed")
-
-    async def _resume_forward(self, htlc: IncomingHtlc, row: dict[str, Any]) -> None:
-        """After a restart: a forward we recorded. Wait for its outgoing HTLC, or fail back if it never left."""
-        ref = (htlc.channel_key, htlc.add.id)
-        secret = row["shared_secret"]
-        if row["status"] == "offered" and row["out_htlc"] is not None and row["out_htlc"] in self.htlcs.outgoing_ids(row["out_channel"]):
-            out = (row["out_channel"], row["out_htlc"])
-            self._forwards[out] = (ref[0], ref[1], secret, b"")
-            early = self._early.pop(out, None)
-            if early is not None:
-                self._forwards.pop(out)
-                await self._forward_back((ref[0], ref[1], secret, b""), early)
-            return
-        preimage = await trio.to_thread.run_sync(self._known_preimage, htlc.add.payment_hash)
-        if preimage is not None:
-            await self._call(self.htlcs.fulfill(ref[0], ref[1], preimage), ref)
-            return
-        # never offered, or resolved while we were down without a preimage we know: fail it back
-        await self._forward_back((ref[0], ref[1], secret, b""), OutgoingResult(local_error="lost downstream"))
 
     def _known_preimage(self, payment_hash: bytes) -> bytes | None:
         terms = self._terms.get(payment_hash)
@@ -457,20 +441,31 @@ class PaymentsApp(App):
         self._waiting[(key, htlc_id)] = send
         return await receive.receive()
 
-    async def _run_payment(self, payment: Payment, payment_hash: bytes) -> None:
-        """Offer the payment's parts, feed back each result, until it is done."""
+    async def _run_payment(self, payment: Payment, payment_id: int, deadline: float) -> None:
+        """Offer the payment's parts, feed back each result, until it is done (no new part after ``deadline``).
+
+        Each part is stored (route, onion secrets) before its HTLC is offered, and the first preimage
+        as soon as it comes: a restart still completes the payment or reads its failures."""
         results_in, results = trio.open_memory_channel[tuple[Part, OutgoingResult]](math.inf)
+        store = self._store()
 
         async def offer(part: Part) -> None:
-            results_in.send_nowait((part, await self._send_part(part, payment_hash)))
+            await trio.to_thread.run_sync(lambda: store.add_part(payment_id, onion_key(part.onion), part.route.to_dict(), part.shared_secrets,
+                                                                 part.route.final_amount_msat, int(self._now())))  # fmt: skip
+            results_in.send_nowait((part, await self._send_part(part, payment.payment_hash)))
 
         async with trio.open_nursery() as nursery:
             while True:
+                if trio.current_time() >= deadline:
+                    payment.max_attempts = len(payment.attempts)  # what is in flight still ends; nothing new
                 for part in payment.next_parts():
                     nursery.start_soon(offer, part)
                 if payment.done:
                     break
                 part, result = await results.receive()
+                if result.preimage is not None and payment.preimage is None:
+                    preimage = result.preimage
+                    await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, preimage=preimage))
                 payment.on_result(part, result, self._now())
 
     def _route_finder(self, invoice: Invoice, height: int) -> Callable[[int, frozenset[int]], list[Route]]:
@@ -521,7 +516,11 @@ class PaymentsApp(App):
         return decode_invoice(bolt11).to_dict()
 
     async def pay(self, bolt11: str, amount_msat: int | None = None, timeout: float = PAY_TIMEOUT) -> dict[str, Any]:
-        """Pay a BOLT-11 invoice; returns once it is paid (preimage) or failed (the error says which hop and why)."""
+        """Pay a BOLT-11 invoice; returns once it is paid (preimage) or failed (the error says which hop and why).
+
+        The payment is the app's, not the caller's: a caller that goes away (or TIMEOUT seconds
+        without an outcome, then no new route is tried) leaves its HTLCs in flight to end as they
+        will, and ``listpayments`` shows how it ended."""
         invoice = decode_invoice(bolt11)
         try:
             check_invoice(invoice, amount_msat, self.node.node_id, self._network(), self._now())
@@ -539,35 +538,52 @@ class PaymentsApp(App):
             raise ChainAppError("this invoice is already paid" if done else "a payment of this invoice is in progress", details)
         self._paying.add(invoice.payment_hash)
         try:
-            return await self._pay(invoice, bolt11, total, timeout)
-        finally:
+            height = await self._height()
+            payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total,
+                                                       int(self._now()))  # fmt: skip
+        except BaseException:
             self._paying.discard(invoice.payment_hash)
-
-    async def _pay(self, invoice: Invoice, bolt11: str, total: int, timeout: float) -> dict[str, Any]:
-        assert invoice.payee is not None
-        height = await self._height()
-        find = self._route_finder(invoice, height)
-        store = self._store()
-        payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total, int(self._now()))
-        payment = Payment(invoice.payment_hash, invoice.payment_secret, total, find, self.scorer, invoice.payment_metadata)
+            raise
+        payment = Payment(invoice.payment_hash, invoice.payment_secret, total, self._route_finder(invoice, height), self.scorer,
+                          invoice.payment_metadata)  # fmt: skip
+        outcome: list[dict[str, Any] | ChainAppError] = []
+        finished = trio.Event()
+        self.spawn(self._payment_task, payment, payment_id, timeout, outcome, finished)
         with trio.move_on_after(timeout):
-            await self._run_payment(payment, invoice.payment_hash)
-        preimage, error = payment.preimage, payment.final_error
-        if preimage is None and error is None:
-            error = PaymentFailed(f"no result in {timeout:g} s (HTLCs may still be in flight)", {"error": "Timeout"})
+            await finished.wait()
+        if not outcome:
+            raise ChainAppError(f"no outcome in {timeout:g} s: its HTLCs are still in flight (listpayments shows how it ends)",
+                                {"error": "Timeout", "payment_hash": invoice.payment_hash.hex()})  # fmt: skip
+        if isinstance(outcome[0], ChainAppError):
+            raise outcome[0]
+        return outcome[0]
+
+    async def _payment_task(self, payment: Payment, payment_id: int, timeout: float,
+                            outcome: list[dict[str, Any] | ChainAppError], finished: trio.Event) -> None:  # fmt: skip
+        """Run one payment to its end (new routes only until ``timeout``), store and publish how it ended."""
+        try:
+            await self._run_payment(payment, payment_id, trio.current_time() + timeout)
+            outcome.append(await self._payment_done(payment, payment_id))
+        finally:
+            self._paying.discard(payment.payment_hash)
+            finished.set()
+
+    async def _payment_done(self, payment: Payment, payment_id: int) -> dict[str, Any] | ChainAppError:
+        store = self._store()
+        payment_hash, total, preimage, error = payment.payment_hash, payment.total_msat, payment.preimage, payment.final_error
         routes = [r.to_dict() for r in payment.succeeded]
         fee = sum(r.fee_msat for r in payment.succeeded)
         if preimage is not None:
             await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="complete", preimage=preimage, routes=routes,
                                                                        fee_msat=fee, attempts=len(payment.attempts), completed_at=int(self._now())))  # fmt: skip
-            self._publish("payment.sent", invoice.payment_hash, amount_msat=total, fee_msat=fee, preimage=preimage)
-            return {"status": "complete", "payment_hash": invoice.payment_hash.hex(), "preimage": preimage.hex(), "amount_msat": total,
+            self._publish("payment.sent", payment_hash, amount_msat=total, fee_msat=fee, preimage=preimage)
+            return {"status": "complete", "payment_hash": payment_hash.hex(), "preimage": preimage.hex(), "amount_msat": total,
                     "fee_msat": fee, "parts": len(routes), "routes": routes, "attempts": len(payment.attempts)}  # fmt: skip
         assert error is not None
         await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="failed", error=str(error), attempts=len(payment.attempts),
                                                                    completed_at=int(self._now())))  # fmt: skip
-        self._publish("payment.failed", invoice.payment_hash, amount_msat=total, reason=str(error))
-        raise ChainAppError(f"payment failed: {error}", {**error.details, "payment_hash": invoice.payment_hash.hex()})
+        self._publish("payment.failed", payment_hash, amount_msat=total, reason=str(error))
+        return ChainAppError(f"payment failed: {error}", {**error.details, "payment_hash": payment_hash.hex()})
 
     async def listinvoices(self, label: str | None = None) -> dict[str, Any]:
         """Our invoices (status unpaid, paid or expired)."""

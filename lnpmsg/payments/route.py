@@ -83,6 +83,16 @@ class Route:
     def short_channel_ids(self) -> list[int]:
         return [h.short_channel_id for h in self.hops]
 
+    @classmethod
+    def from_dict(cls, hops: list[dict[str, object]]) -> Route:
+        """The route :meth:`to_dict` printed (a stored part's, read back after a restart)."""
+        out = []
+        for h in hops:
+            block, tx, output = (int(x) for x in str(h["short_channel_id"]).split("x"))
+            out.append(RouteHop((block << 40) | (tx << 16) | output, int(h["direction"]), bytes.fromhex(str(h["node_id"])),  # type: ignore[call-overload]
+                                int(h["amount_msat"]), int(h["cltv_expiry"]), int(h["amt_to_forward"]), int(h["outgoing_cltv_value"])))  # type: ignore[call-overload]  # fmt: skip
+        return cls(tuple(out))
+
     def to_dict(self) -> list[dict[str, object]]:
         """JSON-ready hops (what ``pay`` and ``listpayments`` print)."""
         return [

@@ -20,7 +20,7 @@ from lnpmsg.payments.route import NoRouteError, Route
 from lnpmsg.payments.scorer import MissionControl
 from lnpmsg.wire.primitives import ShortChannelId
 
-__all__ = ["OutgoingResult", "Part", "Payment", "PaymentFailed", "build_part", "format_scid"]
+__all__ = ["Attempt", "OutgoingResult", "Part", "Payment", "PaymentFailed", "build_part", "format_scid", "onion_key", "read_failure"]
 
 #: how many routes one payment tries at most
 MAX_ATTEMPTS = 12
@@ -31,6 +31,12 @@ _MPP_TIMEOUT = 23
 
 def format_scid(scid: int) -> str:
     return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
+
+
+def onion_key(onion: bytes) -> bytes:
+    """An onion packet's first ephemeral public key (after the version byte): fresh for every part,
+    so it names the part its HTLC carries, also after a restart."""
+    return onion[1:34]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,35 +183,43 @@ class Payment:
         return PaymentFailed(text, details)
 
     def _learn(self, part: Part, result: OutgoingResult, attempt: Attempt, now: float) -> None:
-        route = part.route
-        first = format_scid(route.hops[0].short_channel_id)
         if result.local_error is not None:
-            attempt.failure = (f"our channel {first} went on chain and the HTLC {result.local_error}" if result.on_chain
-                               else f"our channel {first} did not take the HTLC: {result.local_error}")  # fmt: skip
-            attempt.erring_index, attempt.erring_channel = -1, first
-            self.excluded.add(route.hops[0].short_channel_id)  # not again in this payment
-            return
-        if result.failure_code is not None:
-            # the first hop could not read its onion: it is to blame
-            attempt.failure = f"hop 0 ({route.hops[0].node_id.hex()[:16]}...) could not read the onion (code {result.failure_code:#06x})"
-            attempt.code, attempt.erring_index, attempt.erring_node = result.failure_code, 0, route.hops[0].node_id.hex()
-            self.scorer.report_failure(route, 0, result.failure_code | BADONION, now)
-            return
-        try:
-            failed = decrypt_failure_onion(part.shared_secrets, result.reason or b"")
-        except FailureOnionError as exc:
-            attempt.failure = f"an unreadable failure onion: {exc}"
-            self.scorer.report_failure(route, 0, _PERMANENT_NODE_FAILURE, now)  # blame the first hop (it may have garbled it)
-            return
-        index = failed.hop_index
-        hop = route.hops[index]
-        code = failed.failure.code if failed.failure is not None else _PERMANENT_NODE_FAILURE
-        name = getattr(failed.failure, "NAME", None) or f"code {code:#06x}"
-        is_payee = index == len(route.hops) - 1
-        where = "the payee" if is_payee else f"hop {index}"
-        channel = format_scid(route.hops[index + 1].short_channel_id) if index + 1 < len(route.hops) else ""
-        attempt.failure = f"{where} ({hop.node_id.hex()[:16]}...) returned {name}" + (f" for channel {channel}" if channel else "")
-        attempt.code, attempt.erring_index, attempt.erring_node, attempt.erring_channel = code, index, hop.node_id.hex(), channel
-        self.scorer.report_failure(route, index, code, now)
-        if is_payee and code != _MPP_TIMEOUT:  # anything else from the payee is final
-            self.final_error = self._failed(f"the payee refused the payment: {name}")
+            self.excluded.add(part.route.hops[0].short_channel_id)  # not again in this payment
+        refusal = read_failure(part, result, attempt, self.scorer, now)
+        if refusal is not None:
+            self.final_error = self._failed(f"the payee refused the payment: {refusal}")
+
+
+def read_failure(part: Part, result: OutgoingResult, attempt: Attempt, scorer: MissionControl, now: float) -> str | None:
+    """Read a failed part's result into ``attempt`` (which hop, which channel, why) and tell the
+    scorer; when the payee itself refused (final, except ``mpp_timeout``): the failure's name."""
+    route = part.route
+    first = format_scid(route.hops[0].short_channel_id)
+    if result.local_error is not None:
+        attempt.failure = (f"our channel {first} went on chain and the HTLC {result.local_error}" if result.on_chain
+                           else f"our channel {first} did not take the HTLC: {result.local_error}")  # fmt: skip
+        attempt.erring_index, attempt.erring_channel = -1, first
+        return None
+    if result.failure_code is not None:
+        # the first hop could not read its onion: it is to blame
+        attempt.failure = f"hop 0 ({route.hops[0].node_id.hex()[:16]}...) could not read the onion (code {result.failure_code:#06x})"
+        attempt.code, attempt.erring_index, attempt.erring_node = result.failure_code, 0, route.hops[0].node_id.hex()
+        scorer.report_failure(route, 0, result.failure_code | BADONION, now)
+        return None
+    try:
+        failed = decrypt_failure_onion(part.shared_secrets, result.reason or b"")
+    except FailureOnionError as exc:
+        attempt.failure = f"an unreadable failure onion: {exc}"
+        scorer.report_failure(route, 0, _PERMANENT_NODE_FAILURE, now)  # blame the first hop (it may have garbled it)
+        return None
+    index = failed.hop_index
+    hop = route.hops[index]
+    code = failed.failure.code if failed.failure is not None else _PERMANENT_NODE_FAILURE
+    name = getattr(failed.failure, "NAME", None) or f"code {code:#06x}"
+    is_payee = index == len(route.hops) - 1
+    where = "the payee" if is_payee else f"hop {index}"
+    channel = format_scid(route.hops[index + 1].short_channel_id) if index + 1 < len(route.hops) else ""
+    attempt.failure = f"{where} ({hop.node_id.hex()[:16]}...) returned {name}" + (f" for channel {channel}" if channel else "")
+    attempt.code, attempt.erring_index, attempt.erring_node, attempt.erring_channel = code, index, hop.node_id.hex(), channel
+    scorer.report_failure(route, index, code, now)
+    return name if is_payee and code != _MPP_TIMEOUT else None

@@ -1,8 +1,11 @@
-"""The payments store: invoices, payments and forwards in SQLite (WAL, ``synchronous=FULL``).
+"""The payments store: invoices, payments (with their parts) and forwards in SQLite (WAL, ``synchronous=FULL``).
 
 Every write commits before the caller acts on it (a preimage is on disk
 before we settle with it; a forward is on disk before its outgoing HTLC is
-offered), so a restart finds every invoice, payment and HTLC in flight.
+offered, and so is the preimage it learned before it settles upstream; a
+payment's part, with its route and the onion's shared secrets, is on disk
+before its HTLC is offered), so a restart finds every invoice, payment and
+HTLC in flight, and can read what comes back for them.
 Calls are blocking: the app runs them in a worker thread.
 """
 
@@ -35,14 +38,24 @@ CREATE TABLE IF NOT EXISTS forwards (
     status TEXT NOT NULL, created_at INTEGER NOT NULL, payment_hash BLOB NOT NULL DEFAULT x'',
     in_cltv INTEGER NOT NULL DEFAULT 0, out_cltv INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (in_channel, in_htlc)
 );
+CREATE TABLE IF NOT EXISTS payment_parts (
+    onion_key BLOB PRIMARY KEY, payment_id INTEGER NOT NULL, route TEXT NOT NULL, shared_secrets BLOB NOT NULL,
+    amount_msat INTEGER NOT NULL, status TEXT NOT NULL, failure TEXT, created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payment_parts_by_payment ON payment_parts (payment_id);
 """
+#: columns added after a table's first version: (table, column, definition)
+_ADDED_COLUMNS = (("forwards", "preimage", "BLOB"),)
 
 _INVOICE_FIELDS = ("payment_hash", "label", "bolt11", "preimage", "payment_secret", "amount_msat", "description",
                    "created_at", "expires_at", "min_final_cltv", "status", "received_msat", "paid_at")  # fmt: skip
 _PAYMENT_FIELDS = ("id", "payment_hash", "bolt11", "payee", "amount_msat", "fee_msat", "status", "routes", "preimage",
                    "error", "attempts", "created_at", "completed_at")  # fmt: skip
 _FORWARD_FIELDS = ("in_channel", "in_htlc", "out_channel", "out_htlc", "in_msat", "out_msat", "shared_secret", "status", "created_at",
-                   "payment_hash", "in_cltv", "out_cltv")  # fmt: skip
+                   "payment_hash", "in_cltv", "out_cltv", "preimage")  # fmt: skip
+_PART_FIELDS = ("onion_key", "payment_id", "route", "shared_secrets", "amount_msat", "status", "failure", "created_at")
+#: a shared secret of one hop (the parts' secrets are stored end to end)
+_SECRET_SIZE = 32
 
 
 class PaymentsStore:
@@ -56,6 +69,9 @@ class PaymentsStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        for table, column, definition in _ADDED_COLUMNS:
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         self._db.close()
@@ -110,6 +126,27 @@ class PaymentsStore:
             row["routes"] = json.loads(row["routes"])
         return rows
 
+    def add_part(self, payment_id: int, onion_key: bytes, route: list[dict[str, Any]], shared_secrets: tuple[bytes, ...],
+                 amount_msat: int, created_at: int) -> None:  # fmt: skip
+        """A part of a payment, before its HTLC is offered: ``onion_key`` (the onion's first ephemeral
+        key, unique per part) finds it again from the HTLC; the secrets read its failure."""
+        self._write("INSERT INTO payment_parts (onion_key, payment_id, route, shared_secrets, amount_msat, status, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                    (onion_key, payment_id, json.dumps(route), b"".join(shared_secrets), amount_msat, created_at))  # fmt: skip
+
+    def part_status(self, onion_key: bytes, status: str, failure: str | None = None) -> None:
+        self._write("UPDATE payment_parts SET status = ?, failure = ? WHERE onion_key = ?", (status, failure, onion_key))
+
+    def parts(self, payment_id: int) -> list[dict[str, Any]]:
+        """A payment's parts, oldest first (``route`` as JSON hops, ``shared_secrets`` as a tuple)."""
+        rows = self._rows(f"SELECT {', '.join(_PART_FIELDS)} FROM payment_parts WHERE payment_id = ? ORDER BY rowid",
+                          (payment_id,), _PART_FIELDS)  # fmt: skip
+        for row in rows:
+            row["route"] = json.loads(row["route"])
+            blob = row["shared_secrets"]
+            row["shared_secrets"] = tuple(blob[i : i + _SECRET_SIZE] for i in range(0, len(blob), _SECRET_SIZE))
+        return rows
+
     # ------------------------------------------------------------ forwards
 
     def add_forward(self, in_channel: str, in_htlc: int, in_msat: int, out_msat: int, shared_secret: bytes, created_at: int,
@@ -130,10 +167,21 @@ class PaymentsStore:
     def forward_status(self, in_channel: str, in_htlc: int, status: str) -> None:
         self._write("UPDATE forwards SET status = ? WHERE in_channel = ? AND in_htlc = ?", (status, in_channel, in_htlc))
 
+    def forward_settled(self, in_channel: str, in_htlc: int, preimage: bytes) -> None:
+        """The forward's outgoing HTLC was fulfilled: the preimage is on disk before it goes upstream."""
+        self._write("UPDATE forwards SET status = 'settled', preimage = ? WHERE in_channel = ? AND in_htlc = ?",
+                    (preimage, in_channel, in_htlc))  # fmt: skip
+
+    def forward_reset(self, in_channel: str, in_htlc: int) -> None:
+        """The outgoing HTLC never got into a commitment (dropped with the connection): to offer again."""
+        self._write("UPDATE forwards SET status = 'offering', out_channel = NULL, out_htlc = NULL WHERE in_channel = ? AND in_htlc = ?",
+                    (in_channel, in_htlc))  # fmt: skip
+
     def forward(self, in_channel: str, in_htlc: int) -> dict[str, Any] | None:
         rows = self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards WHERE in_channel = ? AND in_htlc = ?",
                           (in_channel, in_htlc), _FORWARD_FIELDS)  # fmt: skip
         return rows[0] if rows else None
 
-    def forwards(self) -> list[dict[str, Any]]:
-        return self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards ORDER BY created_at", (), _FORWARD_FIELDS)
+    def forwards(self, status: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        return self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards {where} ORDER BY created_at", args, _FORWARD_FIELDS)

@@ -236,6 +236,10 @@ class ChannelMonitor:
         """Whether the preimage of ``payment_hash`` was given (or seen on chain)."""
         return payment_hash in self._preimages or payment_hash in self._learned
 
+    def preimage(self, payment_hash: bytes) -> bytes | None:
+        """The preimage of ``payment_hash`` if it was given (or seen on chain)."""
+        return self._preimages.get(payment_hash) or self._learned.get(payment_hash)
+
     @property
     def data_loss(self) -> bool:
         """Whether :class:`DataLossDetected` was given."""

@@ -1,0 +1,157 @@
+"""Forwarding, the payments app's part (a mixin of :class:`~lnpmsg.payments.app.PaymentsApp`).
+
+An incoming HTLC that :func:`~lnpmsg.payments.htlcs.decide` forwards is
+recorded in the store, then offered on the next channel; what comes back
+goes upstream (a preimage is stored first, a failure is wrapped with the
+hop's shared secret). Across a restart: forwards still offered wait for
+their outgoing HTLCs again (:meth:`Forwarding._adopt_forwards`), a replayed
+incoming HTLC settles with the stored preimage, or waits, or is decided
+again when its outgoing HTLC never got into a commitment (the same onion
+finds one already offered); a forward whose next peer went away waits once
+for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from lnpmsg.channels.htlc_hook import HtlcHook, HtlcRefused, IncomingHtlc
+from lnpmsg.payments.htlcs import Forward
+from lnpmsg.payments.onion import create_failure_onion, malformed_failure, wrap_failure_onion
+from lnpmsg.payments.onion.failures import PermanentChannelFailure, TemporaryChannelFailure
+from lnpmsg.payments.sender import OutgoingResult
+from lnpmsg.payments.store import PaymentsStore
+
+__all__ = ["Forwarding"]
+
+log = logging.getLogger("lnpmsg.payments.app")
+
+
+class Forwarding:
+    """Forwarding for the payments app, which supplies the state and helpers declared here."""
+
+    htlcs: HtlcHook
+    _forwards: dict[tuple[str, int], tuple[str, int, bytes, bytes]]
+    _early: dict[tuple[str, int], OutgoingResult]
+    _waited: set[tuple[str, int]]
+    _store: Callable[[], PaymentsStore]
+    _now: Callable[[], float]
+    _known_preimage: Callable[[bytes], bytes | None]
+    _call: Callable[[Callable[[], Awaitable[None]], tuple[str, int]], Awaitable[None]]
+    _fail: Callable[[tuple[str, int], bytes, str], Awaitable[None]]
+    _decide_later: Callable[[IncomingHtlc, int | None], Awaitable[None]]
+    _publish: Callable[..., None]
+    spawn: Callable[..., Any]
+
+    async def _adopt_forwards(self, offered: list[IncomingHtlc]) -> None:
+        """Forwards offered before a restart whose outgoing HTLC is still in a channel: wait for it again."""
+        rows = await trio.to_thread.run_sync(self._store().forwards, "offered")
+        onions = {(h.channel_key, h.add.id): h.add.onion_routing_packet for h in offered}
+        for row in rows:
+            out = (row["out_channel"], row["out_htlc"])
+            if out in onions:
+                self._forwards[out] = (row["in_channel"], row["in_htlc"], row["shared_secret"], onions[out])
+
+    async def _forward(self, htlc: IncomingHtlc, fwd: Forward) -> None:
+        ref, add = (htlc.channel_key, htlc.add.id), htlc.add
+        store = self._store()
+        # recorded before the outgoing HTLC is offered (already there when this forward is decided again)
+        await trio.to_thread.run_sync(store.add_forward, ref[0], ref[1], add.amount_msat, fwd.amount_msat, fwd.shared_secret,
+                                     int(self._now()), add.payment_hash, add.cltv_expiry, fwd.cltv_expiry)  # fmt: skip
+        # offered already (a stop came before we recorded it): the same onion names it
+        offered = next(((h.channel_key, h.add.id) for h in self.htlcs.offered() if h.add.onion_routing_packet == fwd.onion), None)
+        try:
+            if offered is not None:
+                out_key, out_id = offered
+            else:
+                out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, add.payment_hash, fwd.cltv_expiry,
+                                                            fwd.onion, upstream_cltv_expiry=add.cltv_expiry)  # fmt: skip
+        except HtlcRefused as exc:
+            channel = self.htlcs.by_scid(fwd.short_channel_id)
+            if channel is not None and not channel.usable and ref not in self._waited:
+                # the next peer went away between the decision and the offer: it may be back soon
+                log.info("payments: forward %s/%d waits for its next channel: %s", ref[0][:16], ref[1], exc)
+                self._waited.add(ref)
+                self.spawn(self._decide_later, htlc, fwd.short_channel_id)
+                return
+            log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
+            await trio.to_thread.run_sync(store.forward_status, ref[0], ref[1], "failed")
+            await self._fail(ref, create_failure_onion(fwd.shared_secret, TemporaryChannelFailure()), str(exc))
+            return
+        self._forwards[(out_key, out_id)] = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
+        await trio.to_thread.run_sync(store.forward_out, ref[0], ref[1], out_key, out_id)
+        early = self._early.pop((out_key, out_id), None)
+        if early is not None:
+            self._forwards.pop((out_key, out_id))
+            forward = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
+            if early.local_error is None or early.on_chain or not await self._offer_again(forward, out_key):
+                await self._forward_back(forward, early)
+
+    async def _forward_back(self, forward: tuple[str, int, bytes, bytes], result: OutgoingResult) -> None:
+        in_key, in_id, secret, onion = forward
+        ref = (in_key, in_id)
+        store = self._store()
+        preimage = result.preimage
+        if preimage is not None:
+            # on disk before it goes upstream: a restart settles the incoming HTLC with it
+            await trio.to_thread.run_sync(store.forward_settled, in_key, in_id, preimage)
+            row = await trio.to_thread.run_sync(store.forward, in_key, in_id)
+            fee = (row["in_msat"] - row["out_msat"]) if row else 0
+            self._publish("payment.forwarded", hashlib.sha256(preimage).digest(), fee_msat=fee)
+            await self._call(lambda: self.htlcs.fulfill(in_key, in_id, preimage), ref)
+            return
+        await trio.to_thread.run_sync(store.forward_status, in_key, in_id, "failed")
+        if result.reason is not None:
+            reason = wrap_failure_onion(secret, result.reason)
+        elif result.failure_code is not None:
+            reason = create_failure_onion(secret, malformed_failure(result.failure_code, hashlib.sha256(onion).digest()))
+        elif result.on_chain:
+            reason = create_failure_onion(secret, PermanentChannelFailure())  # the next channel is closed
+        else:
+            reason = create_failure_onion(secret, TemporaryChannelFailure())
+        await self._fail(ref, reason, "the downstream HTLC failed")
+
+    async def _resume_forward(self, htlc: IncomingHtlc, row: dict[str, Any]) -> None:
+        """An incoming HTLC decided again (after a restart) whose forward we recorded: settle it with
+        the preimage the forward learned, wait for its outgoing HTLC, or fail it back."""
+        ref = (htlc.channel_key, htlc.add.id)
+        secret = row["shared_secret"]
+        # stored by the forward, our own invoice's, or one a channel monitor kept (learned while we were down)
+        payment_hash = htlc.add.payment_hash
+        preimage = row["preimage"] or self._known_preimage(payment_hash) or self.htlcs.known_preimage(payment_hash)
+        if preimage is not None:
+            await self._call(lambda: self.htlcs.fulfill(ref[0], ref[1], preimage), ref)
+            return
+        out = (row["out_channel"], row["out_htlc"])
+        if row["status"] == "offered":
+            if out in self._forwards:  # adopted at start: its result goes upstream when it comes
+                return
+            early = self._early.pop(out, None)
+            if early is not None:
+                await self._forward_back((ref[0], ref[1], secret, b""), early)
+                return
+            onion = next((h.add.onion_routing_packet for h in self.htlcs.offered() if (h.channel_key, h.add.id) == out), None)
+            if onion is not None:
+                self._forwards[out] = (ref[0], ref[1], secret, onion)
+                return
+        # failed, or resolved while we were down without a preimage we know: fail it back
+        await self._forward_back((ref[0], ref[1], secret, b""), OutgoingResult(local_error="lost downstream"))
+
+    async def _offer_again(self, forward: tuple[str, int, bytes, bytes], out_key: str) -> bool:
+        """A forward's outgoing HTLC was dropped before any commitment held it (the next peer went
+        away): decide the incoming HTLC again once the next channel is back (once per HTLC)."""
+        ref = (forward[0], forward[1])
+        htlc = next((h for h in self.htlcs.pending_incoming() if (h.channel_key, h.add.id) == ref), None)
+        if htlc is None or ref in self._waited:
+            return False
+        log.info("payments: forward %s/%d was dropped with its next peer: offered again once it is back", ref[0][:16], ref[1])
+        await trio.to_thread.run_sync(self._store().forward_reset, *ref)
+        self._waited.add(ref)
+        scid = next((c.short_channel_id for c in self.htlcs.channels() if c.key == out_key), None)
+        self.spawn(self._decide_later, htlc, scid)
+        return True
