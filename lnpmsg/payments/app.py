@@ -387,6 +387,7 @@ class PaymentsApp(Forwarding, App):
                 return  # still being decided: a replay leaves it alone
             log.warning("payments: cannot resolve HTLC %s/%d now: %s", ref[0][:16], ref[1], exc)
         self._deciding.discard(ref)
+        self._waited.discard(ref)  # resolved: its id never comes again (keeps the set bounded)
 
     async def _call_when_up(self, make: Callable[[], Awaitable[None]], ref: tuple[str, int]) -> None:
         while True:
