@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from lnpmsg.app import App
-from lnpmsg.gossip.ignore import GOSSIP_BROADCASTS
+from lnpmsg.gossip.ignore import GOSSIP_BROADCASTS, GOSSIP_IGNORED
 from lnpmsg.gossip.messages import ChannelUpdate
 from lnpmsg.runtime import NodeSettings, build_node
 from lnpmsg.testing.nodes import make_node, running
@@ -36,6 +36,8 @@ async def test_a_node_without_gossip_drops_gossip_and_keeps_the_peer(tmp_path: P
     with trio.fail_after(30):
         async with built.running() as node, running(sender):
             peer = await sender.connect(node.addresses[0])
+            # ... and a public channel's announcement_signatures (type 259: channel id, scid, two signatures)
+            gossip.append((259).to_bytes(2, "big") + bytes(32 + 8 + 64 + 64))
             for data in gossip * 2:
                 await peer.send(data)
             while node.ignored_messages < 2 * len(gossip):
@@ -56,7 +58,7 @@ def test_an_app_that_handles_gossip_keeps_it(tmp_path: Path) -> None:
     built = build_node(settings(tmp_path, gossip=False, apps=[mine]))
     apphost = built.node.apphost
     assert apphost.owner_of(ChannelUpdate.TYPE) is mine
-    assert all(t in apphost.handlers and apphost.owner_of(t) is None for t in GOSSIP_BROADCASTS if t != ChannelUpdate.TYPE)
+    assert all(t in apphost.handlers and apphost.owner_of(t) is None for t in GOSSIP_IGNORED if t != ChannelUpdate.TYPE)
 
     with_gossip = build_node(settings(tmp_path / "g"))
     assert all(with_gossip.node.apphost.owner_of(t) is with_gossip.node.apps["gossip"] for t in GOSSIP_BROADCASTS)
