@@ -3,7 +3,7 @@
 A line A-B-C-D-E of channels (each funded by its left node) carries
 payments over 1 to 4 hops; failures (unknown payment hash, too little
 liquidity, a CLTV delta below a hop's policy, no route, an expired invoice, a
-malformed onion) are attributed to the right hop and reported by ``pay``.
+malformed onion, an invoice the payee deleted) are attributed to the right hop and reported by ``pay``.
 A diamond A-{B,C}-D carries a multi-part payment no single path could,
 then a payment whose first route fails (a hop's policy is not what the
 graph says) and whose retry takes the other path; then every node stops
@@ -238,6 +238,17 @@ async def test_payments_over_a_line_of_five_nodes_and_failures_attributed(tmp_pa
                 await wait_until(lambda: quiet(a) and quiet(b), "the malformed HTLC failed back")
             failed = [p for p in (await payments(a).listpayments())["payments"] if p["status"] == "failed"]
             assert len(failed) == 4
+
+            # an invoice the payee deleted: its hash is unknown to the payee (hop 3) from then on; a paid one is kept
+            inv = await payments(e).invoice(1_000, "gone", "deleted before it is paid")
+            deleted = await payments(e).delinvoice("gone")
+            assert deleted["deleted"]["payment_hash"] == inv["payment_hash"] and not (await payments(e).listinvoices("gone"))["invoices"]
+            err = await pay_error(a, inv["bolt11"])
+            assert err.details["erring_index"] == 3 and err.details["code"] == 0x4000 | 15
+            with pytest.raises(ChainAppError, match="is paid"):
+                await payments(e).delinvoice("far")
+            with pytest.raises(ChainAppError, match="no invoice"):
+                await payments(e).delinvoice("gone")
 
             # bad input: a clear error
             with pytest.raises(ParamsError):

@@ -20,8 +20,8 @@ channels, the invoice's route hints and the routing graph: ``graph`` if
 given, else the gossip app's ``routing_graph`` when it has one.
 
 Control calls (``payments.<call>``; the CLI's ``invoice``, ``pay``,
-``decodepay``, ``listinvoices``, ``listpayments``, ``listforwards``).
-Events: ``invoice.created``, ``invoice.paid``, ``payment.sent``,
+``decodepay``, ``listinvoices``, ``delinvoice``, ``listpayments``, ``listforwards``).
+Events: ``invoice.created``, ``invoice.paid``, ``invoice.deleted``, ``payment.sent``,
 ``payment.failed``, ``payment.forwarded``.
 """
 
@@ -135,7 +135,7 @@ class PaymentsApp(App):
         self._upstream: dict[tuple[str, int], tuple[str, int, int]] = {}
         for call, fn in {
             "invoice": self.invoice, "pay": self.pay, "decodepay": self.decodepay, "listinvoices": self.listinvoices,
-            "listpayments": self.listpayments, "listforwards": self.listforwards,
+            "listpayments": self.listpayments, "listforwards": self.listforwards, "delinvoice": self.delinvoice,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
@@ -575,6 +575,32 @@ class PaymentsApp(App):
         """Our invoices (status unpaid, paid or expired)."""
         rows = await trio.to_thread.run_sync(self._store().invoices, label)
         return {"invoices": [invoice_view(r, self._now()) for r in rows]}
+
+    async def delinvoice(self, label: str) -> dict[str, Any]:
+        """Delete our unpaid (or expired) invoice LABEL: a payment of it fails from then on (unknown payment hash).
+
+        A paid invoice is kept (it is the record of the payment), and so is one whose parts we hold.
+        """
+        if not isinstance(label, str) or not label:
+            raise ParamsError("label must be a non-empty string")
+        store = self._store()
+        rows = await trio.to_thread.run_sync(store.invoices, label)
+        if not rows:
+            raise ChainAppError(f"no invoice labelled {label!r}", {"error": "NoSuchInvoice", "label": label})
+        (row,) = rows
+        if row["status"] == "paid":
+            raise ChainAppError(f"the invoice {label!r} is paid: kept as the record of the payment", {"error": "InvoicePaid", "label": label})
+        if self.mpp.holds(row["payment_hash"]):
+            raise ChainAppError(f"parts of a payment of {label!r} are held: try again once they settle or time out",
+                                {"error": "InvoiceBusy", "label": label})  # fmt: skip
+        deleted = await trio.to_thread.run_sync(store.delete_invoice, label)
+        if deleted is None:  # paid in the meantime
+            raise ChainAppError(f"the invoice {label!r} is paid: kept as the record of the payment", {"error": "InvoicePaid", "label": label})
+        self._terms.pop(deleted["payment_hash"], None)
+        self._labels.pop(deleted["payment_hash"], None)
+        log.info("payments: invoice %s deleted", label)
+        self._publish("invoice.deleted", deleted["payment_hash"], amount_msat=deleted["amount_msat"] or 0, label=label)
+        return {"deleted": invoice_view(deleted, self._now())}
 
     async def listpayments(self, payment_hash: str | None = None) -> dict[str, Any]:
         """Our payments: status, amount, fee, route(s), preimage."""

@@ -248,6 +248,10 @@ class MppSets:
             return list(entry.parts)
         return None
 
+    def holds(self, payment_hash: bytes) -> bool:
+        """Parts of a payment of ``payment_hash`` are held."""
+        return payment_hash in self._sets
+
     def expire(self, now: float) -> list[tuple[tuple[str, int], FailOnion]]:
         """Parts of sets that waited past the timeout, with their ``mpp_timeout`` failures."""
         out = []
