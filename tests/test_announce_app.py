@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,14 @@ async def test_announced_channel_reaches_a_third_node_and_routes(tmp_path: Path)
             assert result["channels"][0]["fee_base_msat"] == 2500
             await wait_until(lambda: graph.channel(scid, alice_dir).fee_base_msat == 2500, "the new policy at Carol")  # type: ignore[union-attr]
             assert graph.channel(scid, alice_dir).fee_proportional_millionths == 7  # type: ignore[union-attr]
+            # forwards meet the new policy, or for BOLT 7's 10 minutes the one before it
+            announce = alice.apps["announce"]
+            assert announce.config.policy_grace == 600.0  # type: ignore[attr-defined]
+            current, before = announce.forwarding_policies(scid)  # type: ignore[attr-defined]
+            assert (current.fee_base_msat, current.fee_proportional_millionths) == (2500, 7) and before == ALICE_POLICY
+            announce.clock = lambda: time.time() + 601  # type: ignore[attr-defined]
+            assert announce.forwarding_policies(scid) == [current]  # type: ignore[attr-defined]
+            announce.clock = time.time  # type: ignore[attr-defined]
 
             # Bob goes away: Alice disables her direction (Carol hears it), and enables it when he is back.
             await bob.disconnect(alice.node_id, "test: gone")

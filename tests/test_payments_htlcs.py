@@ -90,6 +90,28 @@ def test_forwarding_checks_fee_cltv_channel_and_expiry() -> None:
     assert failure_name(run(far, amount + fee, HEIGHT + 5040), far_secrets) == (0, "expiry_too_far")
 
 
+def test_forwards_meet_the_outgoing_channels_policy_or_an_earlier_one_still_accepted() -> None:
+    """The policy comes per outgoing channel; within BOLT 7's grace the previous one passes too, and a
+    refusal names the current one."""
+    amount, out_cltv = 1_000_000, HEIGHT + 100
+    current, previous = FeePolicy(2000, 100, 144), FeePolicy(1000, 10, 40)
+    onion, secrets = forward_onion(amount, out_cltv)
+
+    def go(fee: int, delta: int, policies: list[FeePolicy]) -> object:
+        return decide(node_secret=NODE, amount_msat=amount + fee, payment_hash=HASH, cltv_expiry=out_cltv + delta, onion=onion,
+                      height=HEIGHT, now=1000.0, invoice={HASH: TERMS}.get, next_channel=lambda scid: (True, 1),
+                      policy=POLICY, policies=lambda scid: policies if scid == SCID else [])  # fmt: skip
+
+    assert isinstance(go(current.fee(amount), 144, [current]), Forward)
+    assert failure_name(go(previous.fee(amount), 40, [current]), secrets) == (0, "fee_insufficient")
+    assert failure_name(go(current.fee(amount), 40, [current]), secrets) == (0, "incorrect_cltv_expiry")
+    assert isinstance(go(previous.fee(amount), 40, [current, previous]), Forward)  # the old policy, in its grace
+    # each policy is met as a whole: the old fee with a larger delta meets the old one; a delta below both fails
+    assert isinstance(go(previous.fee(amount), 144, [current, previous]), Forward)
+    assert failure_name(go(previous.fee(amount), 39, [current, previous]), secrets) == (0, "fee_insufficient")
+    assert isinstance(go(POLICY.fee(amount), 40, []), Forward)  # no policy for the channel: ``policy``
+
+
 def test_mpp_parts_wait_for_the_total_then_settle_or_time_out() -> None:
     onion, secrets = final_onion(60_000, HEIGHT + 30, total=100_000)
     part = run(onion, 60_000, HEIGHT + 30)

@@ -96,19 +96,22 @@ class PaymentsApp(App):
 
     Args:
         directory: the payments store.
-        policy: our forwarding fee and ``cltv_expiry_delta`` (also what our route hints say).
+        policy: our forwarding fee and ``cltv_expiry_delta`` when no announce app (``announce_app``) is
+            mounted; with one, forwards meet the policy it announces for each channel
+            (``lnpmsg setchannelfee``), and route hints carry the peer's own channel_update.
         graph: the routing graph to plan over (default: the gossip app's, if any).
         mpp_timeout: seconds a multi-part payment to us may take to arrive whole.
         now: wall clock for invoices and the scorer.
     """
 
-    def __init__(self, directory: str | Path, *, channels_app: str = "channels", chain_app: str = "chain",
+    def __init__(self, directory: str | Path, *, channels_app: str = "channels", chain_app: str = "chain", announce_app: str = "announce",
                  policy: FeePolicy | None = None, graph: ChannelGraphView | None = None, mpp_timeout: float = 60.0,
                  now: Callable[[], float] = time.time) -> None:  # fmt: skip
         super().__init__("payments", handler_timeout=None, features=_NODE_FEATURES)
         self.directory = Path(directory)
         self.channels_app_name = channels_app
         self.chain_app_name = chain_app
+        self.announce_app_name = announce_app
         self.policy = policy or FeePolicy()
         self._graph = graph
         self._now = now
@@ -155,6 +158,33 @@ class PaymentsApp(App):
         gossip = self.node.apps.get("gossip")
         graph = getattr(gossip, "routing_graph", None)
         return graph if graph is not None else RoutingGraph()
+
+    @property
+    def _announce(self) -> Any:
+        """The app that announces our channels' policies (the announce app), if mounted."""
+        app = self.node.apps.get(self.announce_app_name)
+        return app if hasattr(app, "forwarding_policies") else None
+
+    def _forwarding_policies(self, scid: int) -> list[FeePolicy]:
+        """What a forward over our channel ``scid`` may meet: what we announced for it (and, for a
+        while after a change, the previous policy); ``policy`` when no app announces ours."""
+        announce = self._announce
+        if announce is None:
+            return [self.policy]
+        return [FeePolicy(p.fee_base_msat, p.fee_proportional_millionths, p.cltv_expiry_delta) for p in announce.forwarding_policies(scid)]
+
+    def _peer_policies(self) -> dict[int, FeePolicy]:
+        """Per private channel: the peer's policy towards us (its channel_update, else an lnpmsg peer's default)."""
+        announce = self._announce
+        if announce is None:
+            return {}
+        default = announce.config.policy
+        out = {}
+        for c in self.htlcs.channels():
+            update = announce.peer_updates.get(c.short_channel_id)
+            known = update if update is not None else default
+            out[c.short_channel_id] = FeePolicy(known.fee_base_msat, known.fee_proportional_millionths, known.cltv_expiry_delta)
+        return out
 
     async def _height(self) -> int:
         return (await self.node.apps[self.chain_app_name].source.tip()).height  # type: ignore[attr-defined, no-any-return]
@@ -312,7 +342,7 @@ class PaymentsApp(App):
         action = decide(
             node_secret=self.node.key.secret, amount_msat=add.amount_msat, payment_hash=add.payment_hash,
             cltv_expiry=add.cltv_expiry, onion=add.onion_routing_packet, height=height, now=self._now(),
-            invoice=self._terms.get, next_channel=next_channel, policy=self.policy,
+            invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self._forwarding_policies,
         )  # fmt: skip
         if isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited:
             # the next peer may be reconnecting (after a restart of either side): give it a moment
@@ -507,7 +537,7 @@ class PaymentsApp(App):
             raise ParamsError(f"expiry must be a positive number of seconds, got {expiry!r}")
         now = int(self._now())
         text, row = new_invoice(self.node.key.secret, _HRP.get(self._network(), "bcrt"), amount_msat, label, description, expiry, now,
-                                route_hints(self.htlcs.channels(), self.policy), preimage)  # fmt: skip
+                                route_hints(self.htlcs.channels(), self.policy, self._peer_policies()), preimage)  # fmt: skip
         payment_hash, payment_secret = row["payment_hash"], row["payment_secret"]
         try:
             await trio.to_thread.run_sync(lambda: self._store().add_invoice(**row))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lnpmsg.payments import bolt11
@@ -77,10 +77,16 @@ INVOICE_FEATURES = Features.from_bits([8, 14, 17])
 MAX_ROUTE_HINTS = 8
 
 
-def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy) -> tuple[tuple[RouteHintHop, ...], ...]:
-    """One hint per private channel a peer could pay us over (the peer's policy is assumed to be ours)."""
-    hints = [(RouteHintHop(c.peer_id, c.short_channel_id, policy.fee_base_msat, policy.fee_proportional_millionths,
-                           policy.cltv_expiry_delta),) for c in channels if not c.public and c.receivable_msat > 0]  # fmt: skip
+def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy,
+                peer_policies: Mapping[int, FeePolicy] | None = None) -> tuple[tuple[RouteHintHop, ...], ...]:  # fmt: skip
+    """One hint per private channel a peer could pay us over, with the peer's policy towards us
+    (``peer_policies`` by short channel id; when unknown, assumed to be ours: ``policy``)."""
+    hints = []
+    for c in channels:
+        if c.public or c.receivable_msat <= 0:
+            continue
+        p = (peer_policies or {}).get(c.short_channel_id, policy)
+        hints.append((RouteHintHop(c.peer_id, c.short_channel_id, p.fee_base_msat, p.fee_proportional_millionths, p.cltv_expiry_delta),))
     return tuple(hints[:MAX_ROUTE_HINTS])
 
 
