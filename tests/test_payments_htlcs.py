@@ -133,3 +133,32 @@ def test_mpp_parts_wait_for_the_total_then_settle_or_time_out() -> None:
 def test_a_total_outside_the_invoice_amount_is_refused(total: int) -> None:
     onion, secrets = final_onion(50_000, HEIGHT + 30, total=total)
     assert failure_name(run(onion, 50_000, HEIGHT + 30), secrets) == (0, "incorrect_or_unknown_payment_details")
+
+
+def test_channel_policies_come_from_the_announce_app_else_the_payments_default() -> None:
+    """Forwards meet what the announce app announces per channel; route hints carry the peer's own update."""
+    from types import SimpleNamespace
+
+    from lnpmsg.payments.policy import ChannelPolicies
+    from lnpmsg.payments.views import route_hints
+
+    def policy(base: int, ppm: int, delta: int) -> SimpleNamespace:
+        return SimpleNamespace(fee_base_msat=base, fee_proportional_millionths=ppm, cltv_expiry_delta=delta)
+
+    class FakeAnnounce:  # a stand-in with the announce app's attributes ChannelPolicies reads
+        config = SimpleNamespace(policy=policy(1000, 10, 40))
+        peer_updates = {7: policy(5, 6, 70)}
+
+        def forwarding_policies(self, scid: int) -> list[SimpleNamespace]:
+            return [policy(1, 2, 144), self.config.policy] if scid == 7 else [self.config.policy]
+
+    channels = [SimpleNamespace(short_channel_id=scid, peer_id=bytes([2]) * 33, public=False, receivable_msat=1) for scid in (7, 8)]
+    announced = ChannelPolicies(FakeAnnounce, POLICY)
+    assert announced.forwarding(7) == [FeePolicy(1, 2, 144), FeePolicy(1000, 10, 40)] and announced.forwarding(8) == [FeePolicy(1000, 10, 40)]
+    peers = announced.of_peers(channels)  # type: ignore[arg-type]
+    assert peers == {7: FeePolicy(5, 6, 70), 8: FeePolicy(1000, 10, 40)}
+    hints = route_hints(channels, POLICY, peers)  # type: ignore[arg-type]
+    assert [(h.short_channel_id, h.fee_base_msat, h.cltv_expiry_delta) for (h,) in hints] == [(7, 5, 70), (8, 1000, 40)]
+    alone = ChannelPolicies(lambda: None, POLICY)
+    assert alone.forwarding(7) == [POLICY] and alone.of_peers(channels) == {}  # type: ignore[arg-type]
+    assert [h.fee_proportional_millionths for (h,) in route_hints(channels, POLICY)] == [100, 100]  # type: ignore[arg-type]

@@ -48,6 +48,7 @@ from lnpmsg.payments.onion import create_failure_onion, malformed_failure, wrap_
 from lnpmsg.payments.onion.failures import TemporaryChannelFailure
 from lnpmsg.payments.pathfind import find_route, find_routes
 from lnpmsg.payments.plan import PaymentPlanError
+from lnpmsg.payments.policy import ChannelPolicies
 from lnpmsg.payments.route import Route
 from lnpmsg.payments.scorer import MissionControl
 from lnpmsg.payments.sender import OutgoingResult, Part, Payment, PaymentFailed
@@ -113,6 +114,7 @@ class PaymentsApp(App):
         self.chain_app_name = chain_app
         self.announce_app_name = announce_app
         self.policy = policy or FeePolicy()
+        self.policies = ChannelPolicies(self._announce, self.policy)
         self._graph = graph
         self._now = now
         self.scorer = MissionControl()
@@ -159,32 +161,10 @@ class PaymentsApp(App):
         graph = getattr(gossip, "routing_graph", None)
         return graph if graph is not None else RoutingGraph()
 
-    @property
     def _announce(self) -> Any:
         """The app that announces our channels' policies (the announce app), if mounted."""
         app = self.node.apps.get(self.announce_app_name)
         return app if hasattr(app, "forwarding_policies") else None
-
-    def _forwarding_policies(self, scid: int) -> list[FeePolicy]:
-        """What a forward over our channel ``scid`` may meet: what we announced for it (and, for a
-        while after a change, the previous policy); ``policy`` when no app announces ours."""
-        announce = self._announce
-        if announce is None:
-            return [self.policy]
-        return [FeePolicy(p.fee_base_msat, p.fee_proportional_millionths, p.cltv_expiry_delta) for p in announce.forwarding_policies(scid)]
-
-    def _peer_policies(self) -> dict[int, FeePolicy]:
-        """Per private channel: the peer's policy towards us (its channel_update, else an lnpmsg peer's default)."""
-        announce = self._announce
-        if announce is None:
-            return {}
-        default = announce.config.policy
-        out = {}
-        for c in self.htlcs.channels():
-            update = announce.peer_updates.get(c.short_channel_id)
-            known = update if update is not None else default
-            out[c.short_channel_id] = FeePolicy(known.fee_base_msat, known.fee_proportional_millionths, known.cltv_expiry_delta)
-        return out
 
     async def _height(self) -> int:
         return (await self.node.apps[self.chain_app_name].source.tip()).height  # type: ignore[attr-defined, no-any-return]
@@ -342,7 +322,7 @@ class PaymentsApp(App):
         action = decide(
             node_secret=self.node.key.secret, amount_msat=add.amount_msat, payment_hash=add.payment_hash,
             cltv_expiry=add.cltv_expiry, onion=add.onion_routing_packet, height=height, now=self._now(),
-            invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self._forwarding_policies,
+            invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self.policies.forwarding,
         )  # fmt: skip
         if isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited:
             # the next peer may be reconnecting (after a restart of either side): give it a moment
@@ -537,7 +517,7 @@ class PaymentsApp(App):
             raise ParamsError(f"expiry must be a positive number of seconds, got {expiry!r}")
         now = int(self._now())
         text, row = new_invoice(self.node.key.secret, _HRP.get(self._network(), "bcrt"), amount_msat, label, description, expiry, now,
-                                route_hints(self.htlcs.channels(), self.policy, self._peer_policies()), preimage)  # fmt: skip
+                                route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), preimage)  # fmt: skip
         payment_hash, payment_secret = row["payment_hash"], row["payment_secret"]
         try:
             await trio.to_thread.run_sync(lambda: self._store().add_invoice(**row))
