@@ -250,6 +250,20 @@ async def test_payments_over_a_line_of_five_nodes_and_failures_attributed(tmp_pa
             with pytest.raises(ChainAppError, match="no invoice"):
                 await payments(e).delinvoice("gone")
 
+            # a caller that stops waiting (the control server ends a call after a minute) does not stop the
+            # payment: it goes on as the app's task, ends paid, and is recorded so
+            inv = await payments(e).invoice(2_000_000, "patient", "paid after the caller left")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(payments(a).pay, inv["bolt11"])
+                await wait_until(lambda: any(h.add.payment_hash.hex() == inv["payment_hash"] for ch in channels(a).htlcs.channels()
+                                             for h in channels(a).htlcs.outgoing(ch.key)), "the HTLC left")  # fmt: skip
+                nursery.cancel_scope.cancel()
+            with trio.fail_after(TIMEOUT):
+                while (await payments(a).listpayments(inv["payment_hash"]))["payments"][0]["status"] != "complete":
+                    await trio.sleep(0.05)
+            assert (await payments(e).listinvoices("patient"))["invoices"][0]["status"] == "paid"
+            assert (await pay_error(a, inv["bolt11"])).details["error"] == "AlreadyPaid"
+
             # bad input: a clear error
             with pytest.raises(ParamsError):
                 await payments(a).pay("lnbcrt1nonsense")

@@ -51,7 +51,7 @@ from lnpmsg.payments.plan import PaymentPlanError
 from lnpmsg.payments.policy import ChannelPolicies
 from lnpmsg.payments.route import Route
 from lnpmsg.payments.scorer import MissionControl
-from lnpmsg.payments.sender import OutgoingResult, Part, Payment, PaymentFailed
+from lnpmsg.payments.sender import OutgoingResult, Part, Payment
 from lnpmsg.payments.store import PaymentsStore
 from lnpmsg.payments.views import check_invoice, decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
 from lnpmsg.rpc.params import ParamsError
@@ -64,8 +64,12 @@ log = logging.getLogger(__name__)
 
 #: seconds an invoice stays payable unless asked otherwise
 DEFAULT_EXPIRY = 3600
-#: seconds ``pay`` waits at most for the whole payment
-PAY_TIMEOUT = 120.0
+#: seconds a payment sends new parts (those in flight then are still waited for)
+PAY_TIMEOUT = 40.0
+#: seconds the ``pay`` call waits at most for the outcome (the control server ends calls at 60 s);
+#: and how much longer than the payment's timeout it waits for the parts in flight
+PAY_WAIT = 55.0
+PAY_WAIT_MARGIN = 10.0
 #: seconds a restarted node waits for its peers before deciding the HTLCs it holds
 REPLAY_GRACE = 30.0
 _HRP = {"regtest": "bcrt", "testnet": "tb", "signet": "tbs", "bitcoin": "bc", "mainnet": "bc"}
@@ -469,8 +473,9 @@ class PaymentsApp(App):
         self._waiting[(key, htlc_id)] = send
         return await receive.receive()
 
-    async def _run_payment(self, payment: Payment, payment_hash: bytes) -> None:
-        """Offer the payment's parts, feed back each result, until it is done."""
+    async def _run_payment(self, payment: Payment, payment_hash: bytes, deadline: float, timeout: float) -> None:
+        """Offer the payment's parts, feed back each result, until it is done. After ``deadline`` no
+        new part leaves, but the parts in flight are waited for: each ends, settled or failed."""
         results_in, results = trio.open_memory_channel[tuple[Part, OutgoingResult]](math.inf)
 
         async def offer(part: Part) -> None:
@@ -478,12 +483,15 @@ class PaymentsApp(App):
 
         async with trio.open_nursery() as nursery:
             while True:
+                if trio.current_time() >= deadline:
+                    payment.stop(f"no result in {timeout:g} s")
                 for part in payment.next_parts():
                     nursery.start_soon(offer, part)
                 if payment.done:
                     break
-                part, result = await results.receive()
-                payment.on_result(part, result, self._now())
+                with trio.move_on_at(deadline if not payment.stopped else math.inf):
+                    part, result = await results.receive()
+                    payment.on_result(part, result, self._now())
 
     def _route_finder(self, invoice: Invoice, height: int) -> Callable[[int, frozenset[int]], list[Route]]:
         def find(amount_msat: int, excluded: frozenset[int]) -> list[Route]:
@@ -549,11 +557,32 @@ class PaymentsApp(App):
             if done is not None:
                 details["preimage"] = done["preimage"].hex()
             raise ChainAppError("this invoice is already paid" if done else "a payment of this invoice is in progress", details)
+        # the payment is the app's task, not the caller's: a caller that stops waiting (the control
+        # server ends a call after a minute) leaves it running to its end, recorded in the store
         self._paying.add(invoice.payment_hash)
+        outcome: dict[str, Any] = {}
+        finished = trio.Event()
+        self.spawn(self._pay_task, invoice, bolt11, total, timeout, outcome, finished)
+        with trio.move_on_after(min(timeout + PAY_WAIT_MARGIN, PAY_WAIT)):
+            await finished.wait()
+        if not finished.is_set():
+            raise ChainAppError(f"the payment is still in flight after {min(timeout + PAY_WAIT_MARGIN, PAY_WAIT):g} s; "
+                                "'lnpmsg listpayments' shows how it ends",
+                                {"error": "InProgress", "payment_hash": invoice.payment_hash.hex()})  # fmt: skip
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]  # type: ignore[no-any-return]
+
+    async def _pay_task(self, invoice: Invoice, bolt11: str, total: int, timeout: float, outcome: dict[str, Any], finished: trio.Event) -> None:
         try:
-            return await self._pay(invoice, bolt11, total, timeout)
+            outcome["result"] = await self._pay(invoice, bolt11, total, timeout)
+        except Exception as exc:  # noqa: BLE001 - the caller gets it (as when it ran in the call); never the app's failure
+            if not isinstance(exc, ChainAppError):
+                log.warning("payments: paying %s failed: %s", invoice.payment_hash.hex()[:16], exc, exc_info=True)
+            outcome["error"] = exc
         finally:
             self._paying.discard(invoice.payment_hash)
+            finished.set()
 
     async def _pay(self, invoice: Invoice, bolt11: str, total: int, timeout: float) -> dict[str, Any]:
         assert invoice.payee is not None
@@ -562,11 +591,8 @@ class PaymentsApp(App):
         store = self._store()
         payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total, int(self._now()))
         payment = Payment(invoice.payment_hash, invoice.payment_secret, total, find, self.scorer, invoice.payment_metadata)
-        with trio.move_on_after(timeout):
-            await self._run_payment(payment, invoice.payment_hash)
+        await self._run_payment(payment, invoice.payment_hash, trio.current_time() + timeout, timeout)
         preimage, error = payment.preimage, payment.final_error
-        if preimage is None and error is None:
-            error = PaymentFailed(f"no result in {timeout:g} s (HTLCs may still be in flight)", {"error": "Timeout"})
         routes = [r.to_dict() for r in payment.succeeded]
         fee = sum(r.fee_msat for r in payment.succeeded)
         if preimage is not None:

@@ -56,7 +56,9 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p = add("pay", "pay a BOLT-11 invoice over our channels (multi-part when one path cannot carry it); waits for the result")
     p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
     p.add_argument("--amount-msat", type=_msat, metavar="N", help="the amount, for an invoice without one (or to pay up to twice its amount)")
-    p.epilog = "On failure the error names the hop that failed, its node and channel, and the BOLT-4 failure."
+    p.epilog = ("On failure the error names the hop that failed, its node and channel, and the BOLT-4 failure. "
+                "New parts leave for 40 s; a payment still in flight after 55 s goes on in the node "
+                "('lnpmsg listpayments' shows how it ends).")
     p = add("decodepay", "decode and verify a BOLT-11 invoice (offline)", node=False)
     p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
     p = add("listinvoices", "list our invoices: status (unpaid, paid, expired), amount, preimage when paid")
