@@ -61,7 +61,7 @@ CORES = [
     *_modules("gossip", only=("messages", "verify", "sign", "graph", "sync", "checksum", "events", "errors", "cln_store", "announce", "routing")),
     *_modules("chain", only=("tx", "mining", "utxo", "mempool", "follow", "events", "errors")),
     *_modules("wallet", only=("coinselect", "errors")),
-    *_modules("payments"),
+    *(m for m in _modules("payments") if m != "lnpmsg.payments.paying"),  # paying.py: the app's sending side, a shell
     "lnpmsg.payments.onion",
     *(f"lnpmsg.payments.onion.{p.stem}" for p in sorted((ROOT / "payments" / "onion").glob("*.py")) if p.stem != "__init__"),
     "lnpmsg.rpc.control_proto",
