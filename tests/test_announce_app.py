@@ -313,3 +313,12 @@ async def test_bad_announcement_signatures_get_a_warning_and_announce_nothing(tm
             await gossip(alice).drain()
             assert not gossip(alice).graph.has_channel(scid)
             assert alice.peers.get(bob.node_id) is not None  # a warning, not a disconnection
+
+
+def test_the_payments_default_policy_is_the_announced_default() -> None:
+    """A node without gossip hints (and forwards) with what an lnpmsg peer with gossip announces and charges."""
+    from lnpmsg.payments.htlcs import FeePolicy as ForwardingPolicy
+
+    announced, forwarding = FeePolicy(), ForwardingPolicy()
+    assert (forwarding.fee_base_msat, forwarding.fee_proportional_millionths, forwarding.cltv_expiry_delta) == (
+        announced.fee_base_msat, announced.fee_proportional_millionths, announced.cltv_expiry_delta)

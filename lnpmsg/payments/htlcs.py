@@ -56,10 +56,14 @@ MAX_CLTV_AHEAD = 2016
 
 @dataclass(frozen=True, slots=True)
 class FeePolicy:
-    """What we charge to forward, and the CLTV room we ask for (BOLT 7 ``channel_update``'s values)."""
+    """What we charge to forward, and the CLTV room we ask for (BOLT 7 ``channel_update``'s values).
+
+    The defaults are the announce app's (:class:`lnpmsg.gossip.announce.FeePolicy`): a node that
+    runs without gossip assumes in its route hints what an lnpmsg peer announces and charges.
+    """
 
     fee_base_msat: int = 1000
-    fee_proportional_millionths: int = 1
+    fee_proportional_millionths: int = 10
     cltv_expiry_delta: int = 40
 
     def fee(self, amount_msat: int) -> int:
