@@ -162,3 +162,19 @@ def test_channel_policies_come_from_the_announce_app_else_the_payments_default()
     alone = ChannelPolicies(lambda: None, POLICY)
     assert alone.forwarding(7) == [POLICY] and alone.of_peers(channels) == {}  # type: ignore[arg-type]
     assert [h.fee_proportional_millionths for (h,) in route_hints(channels, POLICY)] == [100, 100]  # type: ignore[arg-type]
+
+
+def test_our_invoices_leave_the_payee_room_before_its_monitor_claims_on_chain() -> None:
+    """The final HTLC arrives expiring ``min_final_cltv`` blocks ahead: the payee, holding the preimage,
+    must not be due to claim it on chain at once (it would close the channel for a payment in flight)."""
+    from lnpmsg.channels.bolt3 import Htlc
+    from lnpmsg.channels.monitor.deadlines import CLTV_CLAIM_BUFFER, force_close_reasons
+    from lnpmsg.payments import bolt11
+    from lnpmsg.payments.views import new_invoice
+
+    text, row = new_invoice(NODE, "bcrt", 1000, "l", "d", 60, 1_000, ())
+    delta = bolt11.decode(text).min_final_cltv
+    assert delta == row["min_final_cltv"] > CLTV_CLAIM_BUFFER
+    htlc = Htlc(htlc_id=0, offered=False, amount_msat=1000, payment_hash=row["payment_hash"], cltv_expiry=HEIGHT + delta)
+    assert force_close_reasons({(False, 0): htlc}, {row["payment_hash"]}, {}, HEIGHT) == []
+    assert force_close_reasons({(False, 0): htlc}, {row["payment_hash"]}, {}, HEIGHT + delta - CLTV_CLAIM_BUFFER)

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from lnpmsg.channels.monitor.deadlines import CLTV_CLAIM_BUFFER
 from lnpmsg.payments import bolt11
 from lnpmsg.payments.bolt11 import Invoice, RouteHintHop
 from lnpmsg.payments.htlcs import FeePolicy
@@ -69,8 +70,11 @@ def check_invoice(invoice: Invoice, amount_msat: int | None, me: bytes, network:
         pass
 
 
-#: BOLT 11's default, and what we ask of the last hop
-DEFAULT_MIN_FINAL_CLTV = 18
+#: what our invoices ask of the last hop (min_final_cltv_expiry_delta): more than the blocks before
+#: its expiry at which the channel monitor claims a received HTLC on chain (CLTV_CLAIM_BUFFER), so
+#: a payment settles off chain with room to spare (BOLT 11's default of 18 would equal that buffer,
+#: and the payee would go on chain the moment it held the HTLC); LDK asks 24 for the same reason
+DEFAULT_MIN_FINAL_CLTV = CLTV_CLAIM_BUFFER + 6
 #: invoice features: var_onion_optin, payment_secret (required), basic_mpp (optional)
 INVOICE_FEATURES = Features.from_bits([8, 14, 17])
 #: route hints one invoice carries at most
