@@ -429,6 +429,11 @@ class PaymentsApp(Paying, App):
         """After a restart: a forward we recorded. Wait for its outgoing HTLC, or fail back if it never left."""
         ref = (htlc.channel_key, htlc.add.id)
         secret = row["shared_secret"]
+        done = self._early.pop((row["out_channel"], row["out_htlc"]), None) if row["out_htlc"] is not None else None
+        if done is not None:
+            # the outgoing HTLC was resolved (after the restart) before we got here: its preimage or failure goes back
+            await self._forward_back((ref[0], ref[1], secret, b""), done)
+            return
         if row["status"] == "offered" and row["out_htlc"] is not None and row["out_htlc"] in self.htlcs.outgoing_ids(row["out_channel"]):
             out = (row["out_channel"], row["out_htlc"])
             self._forwards[out] = (ref[0], ref[1], secret, b"")
