@@ -5,6 +5,7 @@ which make the node drivable by conformance suites such as lnprototest:
 - ``--dev-import-privkey HEX`` (repeatable)
 - ``--dev-funding-confirms N``
 - ``--dev-fast-gossip``
+- ``--dev-policy-grace SECONDS``
 
 The CLI calls :func:`add_options` on the node parser and :func:`from_args`
 before it builds the node; the result (a
@@ -53,6 +54,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="flush gossip to peers every second and prune every 10 s (instead of 60 s and an hour)",
     )
+    dev.add_argument(
+        "--dev-policy-grace",
+        type=float,
+        metavar="SECONDS",
+        help="how long forwards may still meet a channel's previous fee policy after 'lnpmsg setchannelfee' "
+        "(default: 600, BOLT 7's 10 minutes; 0: the new policy holds at once)",
+    )
 
 
 def from_args(args: argparse.Namespace) -> DevOptions:
@@ -80,6 +88,7 @@ def from_args(args: argparse.Namespace) -> DevOptions:
             funding_confirms=args.dev_funding_confirms,
             fast_gossip=args.dev_fast_gossip,
             import_privkeys=tuple(keys),
+            policy_grace=args.dev_policy_grace,
         )
     except ChannelError as exc:
         raise ValueError(f"bad developer option: {exc}") from None

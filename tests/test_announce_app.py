@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,14 @@ async def test_announced_channel_reaches_a_third_node_and_routes(tmp_path: Path)
             assert result["channels"][0]["fee_base_msat"] == 2500
             await wait_until(lambda: graph.channel(scid, alice_dir).fee_base_msat == 2500, "the new policy at Carol")  # type: ignore[union-attr]
             assert graph.channel(scid, alice_dir).fee_proportional_millionths == 7  # type: ignore[union-attr]
+            # forwards meet the new policy, or for BOLT 7's 10 minutes the one before it
+            announce = alice.apps["announce"]
+            assert announce.config.policy_grace == 600.0  # type: ignore[attr-defined]
+            current, before = announce.forwarding_policies(scid)  # type: ignore[attr-defined]
+            assert (current.fee_base_msat, current.fee_proportional_millionths) == (2500, 7) and before == ALICE_POLICY
+            announce.clock = lambda: time.time() + 601  # type: ignore[attr-defined]
+            assert announce.forwarding_policies(scid) == [current]  # type: ignore[attr-defined]
+            announce.clock = time.time  # type: ignore[attr-defined]
 
             # Bob goes away: Alice disables her direction (Carol hears it), and enables it when he is back.
             await bob.disconnect(alice.node_id, "test: gone")
@@ -304,3 +313,12 @@ async def test_bad_announcement_signatures_get_a_warning_and_announce_nothing(tm
             await gossip(alice).drain()
             assert not gossip(alice).graph.has_channel(scid)
             assert alice.peers.get(bob.node_id) is not None  # a warning, not a disconnection
+
+
+def test_the_payments_default_policy_is_the_announced_default() -> None:
+    """A node without gossip hints (and forwards) with what an lnpmsg peer with gossip announces and charges."""
+    from lnpmsg.payments.htlcs import FeePolicy as ForwardingPolicy
+
+    announced, forwarding = FeePolicy(), ForwardingPolicy()
+    assert (forwarding.fee_base_msat, forwarding.fee_proportional_millionths, forwarding.cltv_expiry_delta) == (
+        announced.fee_base_msat, announced.fee_proportional_millionths, announced.cltv_expiry_delta)

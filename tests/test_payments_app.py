@@ -3,7 +3,7 @@
 A line A-B-C-D-E of channels (each funded by its left node) carries
 payments over 1 to 4 hops; failures (unknown payment hash, too little
 liquidity, a CLTV delta below a hop's policy, no route, an expired invoice, a
-malformed onion) are attributed to the right hop and reported by ``pay``.
+malformed onion, an invoice the payee deleted) are attributed to the right hop and reported by ``pay``.
 A diamond A-{B,C}-D carries a multi-part payment no single path could,
 then a payment whose first route fails (a hop's policy is not what the
 graph says) and whose retry takes the other path; then every node stops
@@ -239,6 +239,31 @@ async def test_payments_over_a_line_of_five_nodes_and_failures_attributed(tmp_pa
                 await wait_until(lambda: quiet(a) and quiet(b), "the malformed HTLC failed back")
             failed = [p for p in (await payments(a).listpayments())["payments"] if p["status"] == "failed"]
             assert len(failed) == 4
+
+            # an invoice the payee deleted: its hash is unknown to the payee (hop 3) from then on; a paid one is kept
+            inv = await payments(e).invoice(1_000, "gone", "deleted before it is paid")
+            deleted = await payments(e).delinvoice("gone")
+            assert deleted["deleted"]["payment_hash"] == inv["payment_hash"] and not (await payments(e).listinvoices("gone"))["invoices"]
+            err = await pay_error(a, inv["bolt11"])
+            assert err.details["erring_index"] == 3 and err.details["code"] == 0x4000 | 15
+            with pytest.raises(ChainAppError, match="is paid"):
+                await payments(e).delinvoice("far")
+            with pytest.raises(ChainAppError, match="no invoice"):
+                await payments(e).delinvoice("gone")
+
+            # a caller that stops waiting (the control server ends a call after a minute) does not stop the
+            # payment: it goes on as the app's task, ends paid, and is recorded so
+            inv = await payments(e).invoice(2_000_000, "patient", "paid after the caller left")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(payments(a).pay, inv["bolt11"])
+                await wait_until(lambda: any(h.add.payment_hash.hex() == inv["payment_hash"] for ch in channels(a).htlcs.channels()
+                                             for h in channels(a).htlcs.outgoing(ch.key)), "the HTLC left")  # fmt: skip
+                nursery.cancel_scope.cancel()
+            with trio.fail_after(TIMEOUT):
+                while (await payments(a).listpayments(inv["payment_hash"]))["payments"][0]["status"] != "complete":
+                    await trio.sleep(0.05)
+            assert (await payments(e).listinvoices("patient"))["invoices"][0]["status"] == "paid"
+            assert (await pay_error(a, inv["bolt11"])).details["error"] == "AlreadyPaid"
 
             # bad input: a clear error
             with pytest.raises(ParamsError):

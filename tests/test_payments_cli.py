@@ -29,6 +29,7 @@ def test_each_command_calls_its_method() -> None:
     assert request("listinvoices", "--label", "x") == ("payments.listinvoices", {"label": "x"})
     assert request("listpayments") == ("payments.listpayments", {})
     assert request("listforwards") == ("payments.listforwards", {})
+    assert request("delinvoice", "x") == ("payments.delinvoice", {"label": "x"})
     with pytest.raises(SystemExit):
         build_parser().parse_args(["invoice", "-5", "l", "d"])
 
@@ -38,9 +39,11 @@ def test_printers(capsys: pytest.CaptureFixture[str]) -> None:
     commands._print_pay({"amount_msat": 1000, "fee_msat": 1, "parts": 1, "preimage": "00" * 32, "routes": [route]})
     commands._print_invoices({"invoices": [{"label": "l", "status": "paid", "amount_msat": None, "payment_hash": "11" * 32, "preimage": "22" * 32}]})
     commands._print_payments({"payments": []})
+    commands._print_deleted({"deleted": {"label": "old", "status": "expired", "payment_hash": "33" * 32}})
     out = capsys.readouterr().out
     assert "paid 1000 msat (fee 1 msat) in 1 part(s)" in out and "103x1x0" in out
     assert "l: paid, any amount" in out and "no payments" in out
+    assert "deleted invoice old (expired" in out
 
 
 def test_decodepay_runs_offline(capsys: pytest.CaptureFixture[str]) -> None:

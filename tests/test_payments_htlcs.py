@@ -90,6 +90,28 @@ def test_forwarding_checks_fee_cltv_channel_and_expiry() -> None:
     assert failure_name(run(far, amount + fee, HEIGHT + 5040), far_secrets) == (0, "expiry_too_far")
 
 
+def test_forwards_meet_the_outgoing_channels_policy_or_an_earlier_one_still_accepted() -> None:
+    """The policy comes per outgoing channel; within BOLT 7's grace the previous one passes too, and a
+    refusal names the current one."""
+    amount, out_cltv = 1_000_000, HEIGHT + 100
+    current, previous = FeePolicy(2000, 100, 144), FeePolicy(1000, 10, 40)
+    onion, secrets = forward_onion(amount, out_cltv)
+
+    def go(fee: int, delta: int, policies: list[FeePolicy]) -> object:
+        return decide(node_secret=NODE, amount_msat=amount + fee, payment_hash=HASH, cltv_expiry=out_cltv + delta, onion=onion,
+                      height=HEIGHT, now=1000.0, invoice={HASH: TERMS}.get, next_channel=lambda scid: (True, 1),
+                      policy=POLICY, policies=lambda scid: policies if scid == SCID else [])  # fmt: skip
+
+    assert isinstance(go(current.fee(amount), 144, [current]), Forward)
+    assert failure_name(go(previous.fee(amount), 40, [current]), secrets) == (0, "fee_insufficient")
+    assert failure_name(go(current.fee(amount), 40, [current]), secrets) == (0, "incorrect_cltv_expiry")
+    assert isinstance(go(previous.fee(amount), 40, [current, previous]), Forward)  # the old policy, in its grace
+    # each policy is met as a whole: the old fee with a larger delta meets the old one; a delta below both fails
+    assert isinstance(go(previous.fee(amount), 144, [current, previous]), Forward)
+    assert failure_name(go(previous.fee(amount), 39, [current, previous]), secrets) == (0, "fee_insufficient")
+    assert isinstance(go(POLICY.fee(amount), 40, []), Forward)  # no policy for the channel: ``policy``
+
+
 def test_mpp_parts_wait_for_the_total_then_settle_or_time_out() -> None:
     onion, secrets = final_onion(60_000, HEIGHT + 30, total=100_000)
     part = run(onion, 60_000, HEIGHT + 30)
@@ -111,3 +133,48 @@ def test_mpp_parts_wait_for_the_total_then_settle_or_time_out() -> None:
 def test_a_total_outside_the_invoice_amount_is_refused(total: int) -> None:
     onion, secrets = final_onion(50_000, HEIGHT + 30, total=total)
     assert failure_name(run(onion, 50_000, HEIGHT + 30), secrets) == (0, "incorrect_or_unknown_payment_details")
+
+
+def test_channel_policies_come_from_the_announce_app_else_the_payments_default() -> None:
+    """Forwards meet what the announce app announces per channel; route hints carry the peer's own update."""
+    from types import SimpleNamespace
+
+    from lnpmsg.payments.policy import ChannelPolicies
+    from lnpmsg.payments.views import route_hints
+
+    def policy(base: int, ppm: int, delta: int) -> SimpleNamespace:
+        return SimpleNamespace(fee_base_msat=base, fee_proportional_millionths=ppm, cltv_expiry_delta=delta)
+
+    class FakeAnnounce:  # a stand-in with the announce app's attributes ChannelPolicies reads
+        config = SimpleNamespace(policy=policy(1000, 10, 40))
+        peer_updates = {7: policy(5, 6, 70)}
+
+        def forwarding_policies(self, scid: int) -> list[SimpleNamespace]:
+            return [policy(1, 2, 144), self.config.policy] if scid == 7 else [self.config.policy]
+
+    channels = [SimpleNamespace(short_channel_id=scid, peer_id=bytes([2]) * 33, public=False, receivable_msat=1) for scid in (7, 8)]
+    announced = ChannelPolicies(FakeAnnounce, POLICY)
+    assert announced.forwarding(7) == [FeePolicy(1, 2, 144), FeePolicy(1000, 10, 40)] and announced.forwarding(8) == [FeePolicy(1000, 10, 40)]
+    peers = announced.of_peers(channels)  # type: ignore[arg-type]
+    assert peers == {7: FeePolicy(5, 6, 70), 8: FeePolicy(1000, 10, 40)}
+    hints = route_hints(channels, POLICY, peers)  # type: ignore[arg-type]
+    assert [(h.short_channel_id, h.fee_base_msat, h.cltv_expiry_delta) for (h,) in hints] == [(7, 5, 70), (8, 1000, 40)]
+    alone = ChannelPolicies(lambda: None, POLICY)
+    assert alone.forwarding(7) == [POLICY] and alone.of_peers(channels) == {}  # type: ignore[arg-type]
+    assert [h.fee_proportional_millionths for (h,) in route_hints(channels, POLICY)] == [100, 100]  # type: ignore[arg-type]
+
+
+def test_our_invoices_leave_the_payee_room_before_its_monitor_claims_on_chain() -> None:
+    """The final HTLC arrives expiring ``min_final_cltv`` blocks ahead: the payee, holding the preimage,
+    must not be due to claim it on chain at once (it would close the channel for a payment in flight)."""
+    from lnpmsg.channels.bolt3 import Htlc
+    from lnpmsg.channels.monitor.deadlines import CLTV_CLAIM_BUFFER, force_close_reasons
+    from lnpmsg.payments import bolt11
+    from lnpmsg.payments.views import new_invoice
+
+    text, row = new_invoice(NODE, "bcrt", 1000, "l", "d", 60, 1_000, ())
+    delta = bolt11.decode(text).min_final_cltv
+    assert delta == row["min_final_cltv"] > CLTV_CLAIM_BUFFER
+    htlc = Htlc(htlc_id=0, offered=False, amount_msat=1000, payment_hash=row["payment_hash"], cltv_expiry=HEIGHT + delta)
+    assert force_close_reasons({(False, 0): htlc}, {row["payment_hash"]}, {}, HEIGHT) == []
+    assert force_close_reasons({(False, 0): htlc}, {row["payment_hash"]}, {}, HEIGHT + delta - CLTV_CLAIM_BUFFER)

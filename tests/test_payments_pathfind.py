@@ -14,6 +14,7 @@ from lnpmsg.payments.pathfind import find_path, find_route, find_routes
 from lnpmsg.payments.route import NoRouteError, build_route
 from lnpmsg.payments.onion.failures import (
     FeeInsufficient,
+    IncorrectCltvExpiry,
     IncorrectOrUnknownPaymentDetails,
     InvalidOnionHmac,
     PermanentChannelFailure,
@@ -300,6 +301,34 @@ def test_node_and_policy_failures_and_payee_refusals():
     assert find_route(g, S, T, 5_000_000, current_height=HEIGHT, now=NOW + 61, scorer=mc).short_channel_ids == [11, 21]
 
 
+def test_a_policy_ban_ends_when_the_graph_learns_the_stricter_policy():
+    """BOLT 4: a channel that refused our CLTV delta or fee is restored as its new channel_update arrives."""
+    g, mc = RoutingGraph(), MissionControl()
+    channel(g, 1, S, A)
+    channel(g, 2, A, T, cltv_expiry_delta=40, fee_base_msat=1000)
+    route = find_route(g, S, T, 10_000, current_height=HEIGHT, now=NOW, scorer=mc)
+    assert mc.report_failure(route, 0, IncorrectCltvExpiry.TYPE, NOW) is FailureKind.POLICY
+    with pytest.raises(NoRouteError):  # the graph still says 40: banned
+        find_route(g, S, T, 10_000, current_height=HEIGHT, now=NOW, scorer=mc)
+    channel(g, 2, A, T, cltv_expiry_delta=30, fee_base_msat=1000)  # an update asking less: still banned
+    with pytest.raises(NoRouteError):
+        find_route(g, S, T, 10_000, current_height=HEIGHT, now=NOW, scorer=mc)
+    channel(g, 2, A, T, cltv_expiry_delta=144, fee_base_msat=1000)  # the delta A asks now
+    again = find_route(g, S, T, 10_000, current_height=HEIGHT, now=NOW, scorer=mc)
+    assert again.hops[0].cltv_expiry - again.hops[0].outgoing_cltv_value == 144
+    # a fee refusal likewise: restored by a higher fee, not by the same one
+    assert mc.report_failure(again, 0, FeeInsufficient.TYPE, NOW) is FailureKind.POLICY
+    assert mc.banned(g.channel(2, 0 if A < T else 1), NOW)  # type: ignore[arg-type]
+    channel(g, 2, A, T, cltv_expiry_delta=144, fee_base_msat=2000)
+    assert find_route(g, S, T, 10_000, current_height=HEIGHT, now=NOW, scorer=mc).hops[0].amount_msat == 12_000
+    # a permanent channel failure is not lifted by an update
+    route = find_route(g, S, T, 10_000, current_height=HEIGHT, now=NOW, scorer=mc)
+    mc.report_failure(route, 0, PermanentChannelFailure.TYPE, NOW)
+    channel(g, 2, A, T, cltv_expiry_delta=200, fee_base_msat=5000)
+    with pytest.raises(NoRouteError):
+        find_route(g, S, T, 10_000, current_height=HEIGHT, now=NOW, scorer=mc)
+
+
 def test_bad_onion_blames_the_node_after_the_one_reporting_it():
     g, mc = RoutingGraph(), MissionControl()
     channel(g, 1, S, A)
@@ -316,13 +345,23 @@ def test_bad_onion_blames_the_node_after_the_one_reporting_it():
     assert find_route(g, S, T, 10_000, current_height=HEIGHT, now=NOW, scorer=mc).short_channel_ids == [4, 5]
 
 
-def test_success_raises_the_lower_bound():
+def test_a_success_spends_the_liquidity_it_used():
+    """What a payment moved is on the far side now: the channel is no surer to carry the same again
+    (it had at least that much, and has that much less), and cannot carry more than what is left."""
     g, mc = _three_paths(), MissionControl()
     route = find_route(g, S, T, 300_000_000, current_height=HEIGHT, now=NOW, scorer=mc)
     edge = g.channel(20, route.hops[1].direction)
-    assert mc.probability(edge, 300_000_000, NOW) < 1.0
+    assert edge is not None
+    before = mc.probability(edge, 300_000_000, NOW)
     mc.report_success(route, NOW, capacities={hop.key: 1_000_000_000 for hop in route.hops})
-    assert mc.probability(edge, 300_000_000, NOW) == 1.0
+    assert mc.liquidity_bounds(edge, NOW) == (0.0, 1_000_000_000 - route.hops[1].amount_msat)
+    assert mc.probability(edge, 300_000_000, NOW) < before
+    assert mc.probability(edge, 800_000_000, NOW) == 0.0
+    # a channel that failed downstream still forwarded: it had at least that much, and keeps it
+    failed = find_route(g, S, T, 100_000_000, current_height=HEIGHT, now=NOW, scorer=mc)
+    mc.report_failure(failed, 1, IncorrectOrUnknownPaymentDetails.TYPE, NOW)
+    first = g.channel(failed.hops[0].short_channel_id, failed.hops[0].direction)
+    assert first is not None and mc.probability(first, failed.hops[0].amount_msat, NOW) == 1.0
 
 
 # ------------------------------------------------------------ multi-part

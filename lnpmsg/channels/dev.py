@@ -97,23 +97,29 @@ class DevOptions:
         funding_confirms: the funding depth to ask of channel peers (None: the app's default).
         fast_gossip: flush and prune gossip on short intervals (seconds, not minutes).
         import_privkeys: raw secp256k1 keys whose P2WPKH outputs the wallet watches and spends.
+        policy_grace: seconds a channel's previous fee policy is still accepted after
+            ``setchannelfee`` (None: BOLT 7's 10 minutes; 0: the new one at once).
     """
 
     channel_secrets: ChannelSecrets | None = None
     funding_confirms: int | None = None
     fast_gossip: bool = False
     import_privkeys: tuple[bytes, ...] = ()
+    policy_grace: float | None = None
 
     def __post_init__(self) -> None:
         if self.funding_confirms is not None and not 1 <= self.funding_confirms <= MAX_FUNDING_CONFIRMS:
             raise ChannelError(f"funding confirms must be 1..{MAX_FUNDING_CONFIRMS}, got {self.funding_confirms}")
         for key in self.import_privkeys:
             pubkey_from_privkey(key)
+        if self.policy_grace is not None and not 0 <= self.policy_grace <= 86_400:
+            raise ChannelError(f"the policy grace must be 0..86400 seconds, got {self.policy_grace:g}")
 
     @property
     def active(self) -> bool:
         """Whether any developer option is set (the node logs a warning then)."""
-        return bool(self.channel_secrets or self.funding_confirms or self.fast_gossip or self.import_privkeys)
+        return bool(self.channel_secrets or self.funding_confirms or self.fast_gossip or self.import_privkeys
+                    or self.policy_grace is not None)  # fmt: skip
 
     def channel_secrets_or(self, derived: ChannelSecrets) -> ChannelSecrets:
         """The forced secrets if any, else ``derived`` (the app's own, per channel)."""

@@ -27,8 +27,8 @@ channels, the invoice's route hints and the routing graph: ``graph`` if
 given, else the gossip app's ``routing_graph`` when it has one.
 
 Control calls (``payments.<call>``; the CLI's ``invoice``, ``pay``,
-``decodepay``, ``listinvoices``, ``listpayments``, ``listforwards``).
-Events: ``invoice.created``, ``invoice.paid``, ``payment.sent``,
+``decodepay``, ``listinvoices``, ``delinvoice``, ``listpayments``, ``listforwards``).
+Events: ``invoice.created``, ``invoice.paid``, ``invoice.deleted``, ``payment.sent``,
 ``payment.failed``, ``payment.forwarded``.
 """
 
@@ -48,18 +48,16 @@ import trio
 
 from lnpmsg.app import App, AppError
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcRefused, IncomingHtlc
-from lnpmsg.payments.bolt11 import Invoice
 from lnpmsg.payments.forwarding import Forwarding
-from lnpmsg.payments.graph import ChannelGraphView, OverlayGraph, RoutingGraph, hint_channels, local_channel
+from lnpmsg.payments.graph import ChannelGraphView, RoutingGraph
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
 from lnpmsg.payments.orphans import Orphans, PaymentEnded
-from lnpmsg.payments.pathfind import find_route, find_routes
-from lnpmsg.payments.plan import PaymentPlanError
-from lnpmsg.payments.route import Route
+from lnpmsg.payments.paying import PAY_TIMEOUT, Paying
+from lnpmsg.payments.policy import ChannelPolicies
 from lnpmsg.payments.scorer import MissionControl
-from lnpmsg.payments.sender import OutgoingResult, Part, Payment, onion_key
+from lnpmsg.payments.sender import OutgoingResult, onion_key
 from lnpmsg.payments.store import PaymentsStore
-from lnpmsg.payments.views import check_invoice, decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
+from lnpmsg.payments.views import decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire import Features
@@ -70,8 +68,6 @@ log = logging.getLogger(__name__)
 
 #: seconds an invoice stays payable unless asked otherwise
 DEFAULT_EXPIRY = 3600
-#: seconds ``pay`` waits at most for the whole payment
-PAY_TIMEOUT = 120.0
 #: seconds a restarted node waits for its peers before deciding the HTLCs it holds
 REPLAY_GRACE = 30.0
 #: seconds between looks at a channel an HTLC's resolution waits for
@@ -100,25 +96,29 @@ class PaymentEvent:
     reason: str = ""
 
 
-class PaymentsApp(Forwarding, App):
+class PaymentsApp(Forwarding, Paying, App):
     """Invoices, payments and forwarding (see the module docs).
 
     Args:
         directory: the payments store.
-        policy: our forwarding fee and ``cltv_expiry_delta`` (also what our route hints say).
+        policy: our forwarding fee and ``cltv_expiry_delta`` when no announce app (``announce_app``) is
+            mounted; with one, forwards meet the policy it announces for each channel
+            (``lnpmsg setchannelfee``), and route hints carry the peer's own channel_update.
         graph: the routing graph to plan over (default: the gossip app's, if any).
         mpp_timeout: seconds a multi-part payment to us may take to arrive whole.
         now: wall clock for invoices and the scorer.
     """
 
-    def __init__(self, directory: str | Path, *, channels_app: str = "channels", chain_app: str = "chain",
+    def __init__(self, directory: str | Path, *, channels_app: str = "channels", chain_app: str = "chain", announce_app: str = "announce",
                  policy: FeePolicy | None = None, graph: ChannelGraphView | None = None, mpp_timeout: float = 60.0,
                  now: Callable[[], float] = time.time) -> None:  # fmt: skip
         super().__init__("payments", handler_timeout=None, features=_NODE_FEATURES)
         self.directory = Path(directory)
         self.channels_app_name = channels_app
         self.chain_app_name = chain_app
+        self.announce_app_name = announce_app
         self.policy = policy or FeePolicy()
+        self.policies = ChannelPolicies(self._announce, self.policy)
         self._graph = graph
         self._now = now
         self.scorer = MissionControl()
@@ -141,7 +141,7 @@ class PaymentsApp(Forwarding, App):
         self._orphans = Orphans(self.scorer)
         for call, fn in {
             "invoice": self.invoice, "pay": self.pay, "decodepay": self.decodepay, "listinvoices": self.listinvoices,
-            "listpayments": self.listpayments, "listforwards": self.listforwards,
+            "listpayments": self.listpayments, "listforwards": self.listforwards, "delinvoice": self.delinvoice,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
@@ -161,6 +161,11 @@ class PaymentsApp(Forwarding, App):
         gossip = self.node.apps.get("gossip")
         graph = getattr(gossip, "routing_graph", None)
         return graph if graph is not None else RoutingGraph()
+
+    def _announce(self) -> Any:
+        """The app that announces our channels' policies (the announce app), if mounted."""
+        app = self.node.apps.get(self.announce_app_name)
+        return app if hasattr(app, "forwarding_policies") else None
 
     async def _height(self) -> int:
         return (await self.node.apps[self.chain_app_name].source.tip()).height  # type: ignore[attr-defined, no-any-return]
@@ -325,7 +330,7 @@ class PaymentsApp(Forwarding, App):
         action = decide(
             node_secret=self.node.key.secret, amount_msat=add.amount_msat, payment_hash=add.payment_hash,
             cltv_expiry=add.cltv_expiry, onion=add.onion_routing_packet, height=height, now=self._now(),
-            invoice=self._terms.get, next_channel=next_channel, policy=self.policy,
+            invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self.policies.forwarding,
         )  # fmt: skip
         wait = isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited
         if known is not None and not isinstance(action, Forward) and not wait:  # a recorded forward decided otherwise now
@@ -427,67 +432,6 @@ class PaymentsApp(Forwarding, App):
         terms = self._terms.get(payment_hash)
         return terms.preimage if terms is not None else None
 
-    # ------------------------------------------------------------ sending
-
-    async def _send_part(self, part: Part, payment_hash: bytes) -> OutgoingResult:
-        first = part.route.hops[0]
-        try:
-            key, htlc_id = await self.htlcs.add_htlc(first.short_channel_id, first.amount_msat, payment_hash, first.cltv_expiry, part.onion)
-        except HtlcRefused as exc:
-            return OutgoingResult(local_error=str(exc))
-        send, receive = trio.open_memory_channel[OutgoingResult](1)
-        early = self._early.pop((key, htlc_id), None)
-        if early is not None:
-            return early
-        self._waiting[(key, htlc_id)] = send
-        return await receive.receive()
-
-    async def _run_payment(self, payment: Payment, payment_id: int, deadline: float) -> None:
-        """Offer the payment's parts, feed back each result, until it is done (no new part after ``deadline``).
-
-        Each part is stored (route, onion secrets) before its HTLC is offered, and the first preimage
-        as soon as it comes: a restart still completes the payment or reads its failures."""
-        results_in, results = trio.open_memory_channel[tuple[Part, OutgoingResult]](math.inf)
-        store = self._store()
-
-        async def offer(part: Part) -> None:
-            await trio.to_thread.run_sync(lambda: store.add_part(payment_id, onion_key(part.onion), part.route.to_dict(), part.shared_secrets,
-                                                                 part.route.final_amount_msat, int(self._now())))  # fmt: skip
-            results_in.send_nowait((part, await self._send_part(part, payment.payment_hash)))
-
-        async with trio.open_nursery() as nursery:
-            while True:
-                if trio.current_time() >= deadline:
-                    payment.max_attempts = len(payment.attempts)  # what is in flight still ends; nothing new
-                for part in payment.next_parts():
-                    nursery.start_soon(offer, part)
-                if payment.done:
-                    break
-                part, result = await results.receive()
-                if result.preimage is not None and payment.preimage is None:
-                    preimage = result.preimage
-                    await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, preimage=preimage))
-                payment.on_result(part, result, self._now())
-
-    def _route_finder(self, invoice: Invoice, height: int) -> Callable[[int, frozenset[int]], list[Route]]:
-        def find(amount_msat: int, excluded: frozenset[int]) -> list[Route]:
-            me = self.node.node_id
-            extra = [local_channel(c.short_channel_id, me, c.peer_id, c.spendable_msat if c.usable and c.short_channel_id not in excluded else 0,
-                                   htlc_minimum_msat=c.htlc_minimum_msat) for c in self.htlcs.channels()]  # fmt: skip
-            graph = self.graph
-            known = getattr(graph, "channel", None)
-            for hint in invoice.route_hints:
-                # a channel the graph knows has its owner's signed policy: the payee's hint is only a guess
-                extra.extend(e for e in hint_channels(hint, invoice.payee)  # type: ignore[arg-type]
-                             if known is None or known(e.short_channel_id, e.direction) is None)
-            view = OverlayGraph(graph, extra)
-            options: dict[str, Any] = dict(current_height=height, now=self._now(), scorer=self.scorer, final_cltv_delta=invoice.min_final_cltv)
-            if invoice.features.supports("basic_mpp"):
-                return find_routes(view, me, invoice.payee, amount_msat, **options)  # type: ignore[arg-type]
-            return [find_route(view, me, invoice.payee, amount_msat, **options)]  # type: ignore[arg-type]
-
-        return find
-
     # ------------------------------------------------------------ control calls
 
     async def invoice(self, amount_msat: int | None, label: str, description: str, expiry: int = DEFAULT_EXPIRY,
@@ -501,7 +445,7 @@ class PaymentsApp(Forwarding, App):
             raise ParamsError(f"expiry must be a positive number of seconds, got {expiry!r}")
         now = int(self._now())
         text, row = new_invoice(self.node.key.secret, _HRP.get(self._network(), "bcrt"), amount_msat, label, description, expiry, now,
-                                route_hints(self.htlcs.channels(), self.policy), preimage)  # fmt: skip
+                                route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), preimage)  # fmt: skip
         payment_hash, payment_secret = row["payment_hash"], row["payment_secret"]
         try:
             await trio.to_thread.run_sync(lambda: self._store().add_invoice(**row))
@@ -519,77 +463,41 @@ class PaymentsApp(Forwarding, App):
     async def pay(self, bolt11: str, amount_msat: int | None = None, timeout: float = PAY_TIMEOUT) -> dict[str, Any]:
         """Pay a BOLT-11 invoice; returns once it is paid (preimage) or failed (the error says which hop and why).
 
-        The payment is the app's, not the caller's: a caller that goes away (or TIMEOUT seconds
-        without an outcome, then no new route is tried) leaves its HTLCs in flight to end as they
-        will, and ``listpayments`` shows how it ended."""
-        invoice = decode_invoice(bolt11)
-        try:
-            check_invoice(invoice, amount_msat, self.node.node_id, self._network(), self._now())
-        except PaymentPlanError as exc:
-            raise ChainAppError(f"cannot pay: {exc}", {"error": "InvoiceError", "code": exc.code}) from None
-        total = amount_msat if amount_msat is not None else invoice.amount_msat
-        assert total is not None and invoice.payee is not None
-        store = self._store()
-        earlier = await trio.to_thread.run_sync(store.payments, invoice.payment_hash)
-        if invoice.payment_hash in self._paying or any(p["status"] in ("pending", "complete") for p in earlier):
-            done = next((p for p in earlier if p["status"] == "complete"), None)
-            details = {"error": "AlreadyPaid" if done else "InProgress", "payment_hash": invoice.payment_hash.hex()}
-            if done is not None:
-                details["preimage"] = done["preimage"].hex()
-            raise ChainAppError("this invoice is already paid" if done else "a payment of this invoice is in progress", details)
-        self._paying.add(invoice.payment_hash)
-        try:
-            height = await self._height()
-            payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total,
-                                                       int(self._now()))  # fmt: skip
-        except BaseException:
-            self._paying.discard(invoice.payment_hash)
-            raise
-        payment = Payment(invoice.payment_hash, invoice.payment_secret, total, self._route_finder(invoice, height), self.scorer,
-                          invoice.payment_metadata)  # fmt: skip
-        outcome: list[dict[str, Any] | ChainAppError] = []
-        finished = trio.Event()
-        self.spawn(self._payment_task, payment, payment_id, timeout, outcome, finished)
-        with trio.move_on_after(timeout):
-            await finished.wait()
-        if not outcome:
-            raise ChainAppError(f"no outcome in {timeout:g} s: its HTLCs are still in flight (listpayments shows how it ends)",
-                                {"error": "Timeout", "payment_hash": invoice.payment_hash.hex()})  # fmt: skip
-        if isinstance(outcome[0], ChainAppError):
-            raise outcome[0]
-        return outcome[0]
-
-    async def _payment_task(self, payment: Payment, payment_id: int, timeout: float,
-                            outcome: list[dict[str, Any] | ChainAppError], finished: trio.Event) -> None:  # fmt: skip
-        """Run one payment to its end (new routes only until ``timeout``), store and publish how it ended."""
-        try:
-            await self._run_payment(payment, payment_id, trio.current_time() + timeout)
-            outcome.append(await self._payment_done(payment, payment_id))
-        finally:
-            self._paying.discard(payment.payment_hash)
-            finished.set()
-
-    async def _payment_done(self, payment: Payment, payment_id: int) -> dict[str, Any] | ChainAppError:
-        store = self._store()
-        payment_hash, total, preimage, error = payment.payment_hash, payment.total_msat, payment.preimage, payment.final_error
-        routes = [r.to_dict() for r in payment.succeeded]
-        fee = sum(r.fee_msat for r in payment.succeeded)
-        if preimage is not None:
-            await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="complete", preimage=preimage, routes=routes,
-                                                                       fee_msat=fee, attempts=len(payment.attempts), completed_at=int(self._now())))  # fmt: skip
-            self._publish("payment.sent", payment_hash, amount_msat=total, fee_msat=fee, preimage=preimage)
-            return {"status": "complete", "payment_hash": payment_hash.hex(), "preimage": preimage.hex(), "amount_msat": total,
-                    "fee_msat": fee, "parts": len(routes), "routes": routes, "attempts": len(payment.attempts)}  # fmt: skip
-        assert error is not None
-        await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="failed", error=str(error), attempts=len(payment.attempts),
-                                                                   completed_at=int(self._now())))  # fmt: skip
-        self._publish("payment.failed", payment_hash, amount_msat=total, reason=str(error))
-        return ChainAppError(f"payment failed: {error}", {**error.details, "payment_hash": payment_hash.hex()})
+        New parts leave for ``timeout`` seconds; a payment still in flight when the call stops
+        waiting goes on, its HTLCs in flight end as they will (``listpayments`` shows how): the
+        payment is the app's, not the caller's."""
+        return await self._pay_invoice(bolt11, amount_msat, timeout)
 
     async def listinvoices(self, label: str | None = None) -> dict[str, Any]:
         """Our invoices (status unpaid, paid or expired)."""
         rows = await trio.to_thread.run_sync(self._store().invoices, label)
         return {"invoices": [invoice_view(r, self._now()) for r in rows]}
+
+    async def delinvoice(self, label: str) -> dict[str, Any]:
+        """Delete our unpaid (or expired) invoice LABEL: a payment of it fails from then on (unknown payment hash).
+
+        A paid invoice is kept (it is the record of the payment), and so is one whose parts we hold.
+        """
+        if not isinstance(label, str) or not label:
+            raise ParamsError("label must be a non-empty string")
+        store = self._store()
+        rows = await trio.to_thread.run_sync(store.invoices, label)
+        if not rows:
+            raise ChainAppError(f"no invoice labelled {label!r}", {"error": "NoSuchInvoice", "label": label})
+        (row,) = rows
+        if row["status"] == "paid":
+            raise ChainAppError(f"the invoice {label!r} is paid: kept as the record of the payment", {"error": "InvoicePaid", "label": label})
+        if self.mpp.holds(row["payment_hash"]):
+            raise ChainAppError(f"parts of a payment of {label!r} are held: try again once they settle or time out",
+                                {"error": "InvoiceBusy", "label": label})  # fmt: skip
+        deleted = await trio.to_thread.run_sync(store.delete_invoice, label)
+        if deleted is None:  # paid in the meantime
+            raise ChainAppError(f"the invoice {label!r} is paid: kept as the record of the payment", {"error": "InvoicePaid", "label": label})
+        self._terms.pop(deleted["payment_hash"], None)
+        self._labels.pop(deleted["payment_hash"], None)
+        log.info("payments: invoice %s deleted", label)
+        self._publish("invoice.deleted", deleted["payment_hash"], amount_msat=deleted["amount_msat"] or 0, label=label)
+        return {"deleted": invoice_view(deleted, self._now())}
 
     async def listpayments(self, payment_hash: str | None = None) -> dict[str, Any]:
         """Our payments: status, amount, fee, route(s), preimage."""

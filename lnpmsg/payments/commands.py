@@ -1,6 +1,6 @@
 """The ``lnpmsg`` subcommands of the payments app (:mod:`lnpmsg.payments.app`).
 
-``invoice``, ``pay``, ``listinvoices``, ``listpayments`` and ``listforwards``
+``invoice``, ``pay``, ``listinvoices``, ``delinvoice``, ``listpayments`` and ``listforwards``
 call the ``payments.*`` methods of a node started with a chain, like every
 control command (human output or ``--json``; exit 0, 1 on an error, 3 when no
 node runs). ``decodepay`` reads an invoice offline (no node needed).
@@ -20,7 +20,7 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"invoice", "pay", "decodepay", "listinvoices", "listpayments", "listforwards"})
+COMMANDS = frozenset({"invoice", "pay", "decodepay", "listinvoices", "delinvoice", "listpayments", "listforwards"})
 
 
 def _msat(text: str) -> int | None:
@@ -56,11 +56,16 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p = add("pay", "pay a BOLT-11 invoice over our channels (multi-part when one path cannot carry it); waits for the result")
     p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
     p.add_argument("--amount-msat", type=_msat, metavar="N", help="the amount, for an invoice without one (or to pay up to twice its amount)")
-    p.epilog = "On failure the error names the hop that failed, its node and channel, and the BOLT-4 failure."
+    p.epilog = ("On failure the error names the hop that failed, its node and channel, and the BOLT-4 failure. "
+                "New parts leave for 40 s; a payment still in flight after 55 s goes on in the node "
+                "('lnpmsg listpayments' shows how it ends).")
     p = add("decodepay", "decode and verify a BOLT-11 invoice (offline)", node=False)
     p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
     p = add("listinvoices", "list our invoices: status (unpaid, paid, expired), amount, preimage when paid")
     p.add_argument("--label", metavar="LABEL", help="only this invoice")
+    p = add("delinvoice", "delete an unpaid or expired invoice: paying it fails from then on (unknown payment hash)")
+    p.add_argument("label", metavar="LABEL", help="the invoice's label")
+    p.epilog = "A paid invoice is kept: it is the record of the payment."
     p = add("listpayments", "list our payments: status, amount, fee, routes, preimage")
     p.add_argument("--payment-hash", metavar="HEX", help="only payments of this hash")
     add("listforwards", "list the HTLCs we forwarded: channels in and out, amounts, status")
@@ -82,6 +87,10 @@ def _print_invoices(r: dict[str, Any]) -> None:
         print(f"{i['label']}: {i['status']}, {amount}, hash {i['payment_hash']}" + (f", preimage {i['preimage']}" if i.get("preimage") else ""))
     if not r["invoices"]:
         print("no invoices")
+
+
+def _print_deleted(r: dict[str, Any]) -> None:
+    print(f"deleted invoice {r['deleted']['label']} ({r['deleted']['status']}, hash {r['deleted']['payment_hash']})")
 
 
 def _print_payments(r: dict[str, Any]) -> None:
@@ -112,6 +121,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         return "payments.pay", params, _print_pay
     if args.command == "listinvoices":
         return "payments.listinvoices", {"label": args.label} if args.label else {}, _print_invoices
+    if args.command == "delinvoice":
+        return "payments.delinvoice", {"label": args.label}, _print_deleted
     if args.command == "listpayments":
         return "payments.listpayments", {"payment_hash": args.payment_hash} if args.payment_hash else {}, _print_payments
     if args.command == "listforwards":

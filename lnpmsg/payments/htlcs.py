@@ -11,7 +11,7 @@ multi-part payment until they reach ``total_msat`` (or time out).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from lnpmsg.payments.onion import (
@@ -56,10 +56,14 @@ MAX_CLTV_AHEAD = 2016
 
 @dataclass(frozen=True, slots=True)
 class FeePolicy:
-    """What we charge to forward, and the CLTV room we ask for (BOLT 7 ``channel_update``'s values)."""
+    """What we charge to forward, and the CLTV room we ask for (BOLT 7 ``channel_update``'s values).
+
+    The defaults are the announce app's (:class:`lnpmsg.gossip.announce.FeePolicy`): a node that
+    runs without gossip assumes in its route hints what an lnpmsg peer announces and charges.
+    """
 
     fee_base_msat: int = 1000
-    fee_proportional_millionths: int = 1
+    fee_proportional_millionths: int = 10
     cltv_expiry_delta: int = 40
 
     def fee(self, amount_msat: int) -> int:
@@ -146,11 +150,17 @@ def decide(
     invoice: Callable[[bytes], InvoiceTerms | None],
     next_channel: Callable[[int], tuple[bool, int] | None],
     policy: FeePolicy,
+    policies: Callable[[int], Sequence[FeePolicy]] | None = None,
 ) -> Action:
     """The action for one irrevocably committed incoming HTLC.
 
     ``invoice(payment_hash)`` finds our invoice; ``next_channel(scid)`` gives
     (usable, htlc_minimum_msat) for our channel with that id, or None.
+    ``policies(scid)``, when given, is what we accept on that outgoing channel:
+    its current policy first, then any earlier one still honoured (BOLT 7: the
+    previous parameters are accepted for a while after a change, as payers
+    learn of it); a forward meeting any of them passes, a failure names the
+    current one. Without it, ``policy`` holds for every channel.
     """
     try:
         received = process_onion(node_secret, onion, payment_hash)
@@ -171,12 +181,13 @@ def decide(
     usable, htlc_minimum = channel
     if not usable:
         return _fail(secret, TemporaryChannelFailure(), NEXT_CHANNEL_DOWN)
-    fee = amount_msat - p.amt_to_forward
-    if fee < policy.fee(p.amt_to_forward):
-        return _fail(secret, FeeInsufficient(htlc_msat=amount_msat), f"fee {fee} msat, we ask {policy.fee(p.amt_to_forward)}")
-    if cltv_expiry - p.outgoing_cltv_value < policy.cltv_expiry_delta:
-        return _fail(secret, IncorrectCltvExpiry(cltv_expiry=cltv_expiry),
-                     f"cltv delta {cltv_expiry - p.outgoing_cltv_value}, we ask {policy.cltv_expiry_delta}")  # fmt: skip
+    fee, delta = amount_msat - p.amt_to_forward, cltv_expiry - p.outgoing_cltv_value
+    accepted = (policy,) if policies is None else tuple(policies(scid)) or (policy,)
+    if not any(fee >= a.fee(p.amt_to_forward) and delta >= a.cltv_expiry_delta for a in accepted):
+        current = accepted[0]
+        if fee < current.fee(p.amt_to_forward):
+            return _fail(secret, FeeInsufficient(htlc_msat=amount_msat), f"fee {fee} msat, we ask {current.fee(p.amt_to_forward)}")
+        return _fail(secret, IncorrectCltvExpiry(cltv_expiry=cltv_expiry), f"cltv delta {delta}, we ask {current.cltv_expiry_delta}")
     if p.outgoing_cltv_value < height + MIN_OUTGOING_CLTV_MARGIN:
         return _fail(secret, ExpiryTooSoon(), f"outgoing expiry {p.outgoing_cltv_value} at height {height}")
     if p.outgoing_cltv_value > height + MAX_CLTV_AHEAD:
@@ -247,6 +258,10 @@ class MppSets:
             del self._sets[part.payment_hash]
             return list(entry.parts)
         return None
+
+    def holds(self, payment_hash: bytes) -> bool:
+        """Parts of a payment of ``payment_hash`` are held."""
+        return payment_hash in self._sets
 
     def expire(self, now: float) -> list[tuple[tuple[str, int], FailOnion]]:
         """Parts of sets that waited past the timeout, with their ``mpp_timeout`` failures."""

@@ -7,12 +7,15 @@ a lower and an upper bound, at first ``0`` and its capacity, so an HTLC of
 Attempts move the bounds:
 
 - the channels before the failing one forwarded their HTLCs: each has at
-  least that much (``lo`` rises); a success raises ``lo`` on every channel;
+  least that much (``lo`` rises); a success moves its amount to the far side
+  of every channel (both bounds drop by it: what was paid is spent);
 - a channel that failed for liquidity (``temporary_channel_failure``) has
   less than that HTLC (``hi`` drops below it);
 - a channel that failed for good (permanent failures, disabled) or whose
-  policy changed is banned for a while; a node that failed (NODE flag) is
-  banned as a whole.
+  policy changed is banned for a while (a policy ban ends early once the
+  graph holds a newer policy asking more than the refused HTLC gave: BOLT 4's
+  "restore the channels as new channel_updates arrive"); a node that failed
+  (NODE flag) is banned as a whole.
 
 Learned bounds decay toward the a-priori ones with a half life, and bans
 end, so nothing learned is permanent. Time is passed in (``now``, seconds).
@@ -106,13 +109,18 @@ class MissionControl:
         #: (scid, direction) -> [lower bound, upper bound, when learned] (msat, msat, seconds)
         self._bounds: dict[tuple[int, int], list[float]] = {}
         self._banned_channels: dict[tuple[int, int], float] = {}
+        #: channels banned for their policy: (fee paid, CLTV delta given, amount forwarded) when they refused
+        self._refused_policy: dict[tuple[int, int], tuple[int, int, int]] = {}
         self._banned_nodes: dict[bytes, float] = {}
 
     # ---- reading
     def banned(self, edge: DirectedChannel, now: float) -> bool:
         until = self._banned_channels.get(edge.key)
         if until is not None and now < until:
-            return True
+            refused = self._refused_policy.get(edge.key)
+            # BOLT 4: a channel that refused our fee or CLTV delta is restored once a newer channel_update
+            # says it asks more than we gave
+            return refused is None or not (edge.fee(refused[2]) > refused[0] or edge.cltv_expiry_delta > refused[1])
         until = self._banned_nodes.get(edge.source)
         return until is not None and now < until and not edge.local
 
@@ -232,8 +240,12 @@ class MissionControl:
         return float(self.params.unknown_capacity_msat if edge_capacity is None else edge_capacity)
 
     def report_success(self, route: Route, now: float, capacities: Mapping[tuple[int, int], int | None] | None = None) -> None:
-        """Every channel of ``route`` carried its HTLC."""
+        """Every channel of ``route`` carried its HTLC, and the HTLC's amount now sits on the far side:
+        each channel had at least that much and has that much less now (both bounds drop by it)."""
         self._forwarded(route, len(route.hops), now, capacities)
+        for hop in route.hops:
+            lo, hi, at = self._bounds[hop.key]
+            self._bounds[hop.key] = [max(0.0, lo - hop.amount_msat), max(0.0, hi - hop.amount_msat), at]
 
     def _forwarded(self, route: Route, count: int, now: float, capacities: Mapping[tuple[int, int], int | None] | None) -> None:
         for hop in route.hops[:count]:
@@ -278,8 +290,16 @@ class MissionControl:
         else:
             ban = self.params.channel_ban_seconds if kind is FailureKind.CHANNEL else self.params.policy_ban_seconds
             self._banned_channels[failed.key] = now + ban
+            if kind is FailureKind.POLICY:
+                hop = route.hops[erring_index]
+                self._refused_policy[failed.key] = (hop.amount_msat - hop.amt_to_forward, hop.cltv_expiry - hop.outgoing_cltv_value,
+                                                    hop.amt_to_forward)  # fmt: skip
+            else:
+                self._refused_policy.pop(failed.key, None)
             if len(self._banned_channels) > MAX_REMEMBERED:
                 self._shrink(self._banned_channels, float)
+                for key in [k for k in self._refused_policy if k not in self._banned_channels]:
+                    del self._refused_policy[key]
         return kind
 
     def forget_expired(self, now: float) -> None:
@@ -287,6 +307,8 @@ class MissionControl:
         for bans in (self._banned_channels, self._banned_nodes):
             for key in [k for k, until in bans.items() if until <= now]:
                 del bans[key]
+        for key in [k for k in self._refused_policy if k not in self._banned_channels]:
+            del self._refused_policy[key]
         horizon = 16 * self.params.liquidity_half_life
         for key in [k for k, v in self._bounds.items() if now - v[2] > horizon]:
             del self._bounds[key]

@@ -126,15 +126,26 @@ class Payment:
         self._attempt_of: dict[int, Attempt] = {}
         #: our channels that refused a part: routes for the rest avoid them
         self.excluded: set[int] = set()
+        #: why no new part may leave (:meth:`stop`)
+        self.stopped: str | None = None
 
     @property
     def done(self) -> bool:
         """Nothing in flight and either paid or failed for good."""
         return self.inflight_msat == 0 and (self.preimage is not None or self.final_error is not None)
 
+    def stop(self, why: str) -> None:
+        """Send no new part: once nothing is in flight, the payment has failed with ``why`` (unless paid)."""
+        self.stopped = self.stopped or why
+
     def next_parts(self) -> list[Part]:
-        """The parts to offer now (none while waiting, or once paid or failed)."""
+        """The parts to offer now (none while waiting, or once paid, failed or stopped)."""
         if self.preimage is not None or self.final_error is not None:
+            return []
+        if self.stopped is not None:
+            if self.inflight_msat == 0:
+                self.final_error = self._failed(self.stopped)
+                self.final_error.details["error"] = "Timeout"
             return []
         missing = self.total_msat - self.inflight_msat - sum(r.final_amount_msat for r in self.succeeded)
         if missing <= 0:

@@ -101,6 +101,16 @@ class PaymentsStore:
         where, args = ("WHERE label = ?", (label,)) if label else ("", ())
         return self._rows(f"SELECT {', '.join(_INVOICE_FIELDS)} FROM invoices {where} ORDER BY created_at", args, _INVOICE_FIELDS)
 
+    def delete_invoice(self, label: str) -> dict[str, Any] | None:
+        """Delete the unpaid (or expired) invoice ``label``; the row it was, or None if no such unpaid invoice."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_INVOICE_FIELDS)} FROM invoices WHERE label = ? AND status != 'paid'",
+                                    (label,)).fetchall()  # fmt: skip
+            if not rows:
+                return None
+            self._db.execute("DELETE FROM invoices WHERE label = ? AND status != 'paid'", (label,))
+            return dict(zip(_INVOICE_FIELDS, rows[0], strict=True))
+
     def mark_paid(self, payment_hash: bytes, received_msat: int, paid_at: int) -> None:
         self._write("UPDATE invoices SET status = 'paid', received_msat = ?, paid_at = ? WHERE payment_hash = ? AND status != 'paid'",
                     (received_msat, paid_at, payment_hash))  # fmt: skip

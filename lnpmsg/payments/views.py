@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from lnpmsg.channels.monitor.deadlines import CLTV_CLAIM_BUFFER
 from lnpmsg.payments import bolt11
 from lnpmsg.payments.bolt11 import Invoice, RouteHintHop
 from lnpmsg.payments.htlcs import FeePolicy
@@ -69,18 +70,27 @@ def check_invoice(invoice: Invoice, amount_msat: int | None, me: bytes, network:
         pass
 
 
-#: BOLT 11's default, and what we ask of the last hop
-DEFAULT_MIN_FINAL_CLTV = 18
+#: what our invoices ask of the last hop (min_final_cltv_expiry_delta): more than the blocks before
+#: its expiry at which the channel monitor claims a received HTLC on chain (CLTV_CLAIM_BUFFER), so
+#: a payment settles off chain with room to spare (BOLT 11's default of 18 would equal that buffer,
+#: and the payee would go on chain the moment it held the HTLC); LDK asks 24 for the same reason
+DEFAULT_MIN_FINAL_CLTV = CLTV_CLAIM_BUFFER + 6
 #: invoice features: var_onion_optin, payment_secret (required), basic_mpp (optional)
 INVOICE_FEATURES = Features.from_bits([8, 14, 17])
 #: route hints one invoice carries at most
 MAX_ROUTE_HINTS = 8
 
 
-def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy) -> tuple[tuple[RouteHintHop, ...], ...]:
-    """One hint per private channel a peer could pay us over (the peer's policy is assumed to be ours)."""
-    hints = [(RouteHintHop(c.peer_id, c.short_channel_id, policy.fee_base_msat, policy.fee_proportional_millionths,
-                           policy.cltv_expiry_delta),) for c in channels if not c.public and c.receivable_msat > 0]  # fmt: skip
+def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy,
+                peer_policies: Mapping[int, FeePolicy] | None = None) -> tuple[tuple[RouteHintHop, ...], ...]:  # fmt: skip
+    """One hint per private channel a peer could pay us over, with the peer's policy towards us
+    (``peer_policies`` by short channel id; when unknown, assumed to be ours: ``policy``)."""
+    hints = []
+    for c in channels:
+        if c.public or c.receivable_msat <= 0:
+            continue
+        p = (peer_policies or {}).get(c.short_channel_id, policy)
+        hints.append((RouteHintHop(c.peer_id, c.short_channel_id, p.fee_base_msat, p.fee_proportional_millionths, p.cltv_expiry_delta),))
     return tuple(hints[:MAX_ROUTE_HINTS])
 
 

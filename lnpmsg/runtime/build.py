@@ -30,7 +30,7 @@ import signal
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -417,7 +417,10 @@ def _mount_announce(node: Node, settings: NodeSettings) -> None:
             rgb = b""
         if len(rgb) != 3:
             raise SettingsError(f"--rgb: 6 hex digits (RRGGBB), got {settings.rgb!r}")
-    node.mount(AnnounceApp(AnnounceConfig(alias=settings.alias, rgb_color=rgb, extra_addresses=tuple(settings.announce_addr))))
+    config = AnnounceConfig(alias=settings.alias, rgb_color=rgb, extra_addresses=tuple(settings.announce_addr))
+    if settings.dev.policy_grace is not None:
+        config = replace(config, policy_grace=settings.dev.policy_grace)
+    node.mount(AnnounceApp(config))
 
 
 def _mount_user_app(node: Node, spec: Any, settings: NodeSettings) -> None:

@@ -16,7 +16,9 @@ gossip app checks them like any gossip (signatures, the funding output on
 the chain) and relays them at once.
 
 Our channel_update is signed again when the fee policy changes
-(``channels.setfee``, ``lnpmsg setchannelfee``), when the peer has been away
+(``channels.setfee``, ``lnpmsg setchannelfee``; the payments app forwards by
+:meth:`AnnounceApp.forwarding_policies`, which still accepts the previous
+policy for ``policy_grace`` seconds), when the peer has been away
 for ``disable_delay`` seconds (disabled bit) and when it is back; never
 more than once per ``min_interval`` seconds a channel (BOLT 7's rate
 limits), timestamps strictly increasing. Closed channels leave the graph;
@@ -87,6 +89,8 @@ REESTABLISH_POLL = 0.5
 #: seconds after which a channel_announcement the gossip graph did not take is built again
 RESUBMIT_AFTER = 30.0
 _OPEN_PHASES = (Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING)
+#: BOLT 7: keep accepting a channel's previous parameters for 10 minutes after changing them
+POLICY_GRACE = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,9 @@ class AnnounceConfig:
     #: seconds a peer may be away before its channels are announced disabled
     disable_delay: float = 60.0
     depth: int = ANNOUNCE_DEPTH
+    #: seconds a channel's previous policy is still accepted after a change, while payers learn
+    #: the new one (BOLT 7: 10 minutes)
+    policy_grace: float = POLICY_GRACE
 
 
 class AnnounceApp(App):
@@ -134,6 +141,8 @@ class AnnounceApp(App):
         self.planner = UpdatePlanner(self.config.min_interval, self.config.disable_delay)
         #: per short channel id: our policy when it is not the default
         self.policies: dict[int, FeePolicy] = {}
+        #: per short channel id: earlier policies still accepted, each until a time (config.policy_grace)
+        self._previous: dict[int, list[tuple[FeePolicy, float]]] = {}
         self._theirs: dict[int, AnnouncementSignatures] = {}
         #: channels whose signatures went to the peer on its current connection
         self._sent: set[int] = set()
@@ -313,6 +322,17 @@ class AnnounceApp(App):
 
     def policy_of(self, scid: int) -> FeePolicy:
         return self.policies.get(scid, self.config.policy)
+
+    def forwarding_policies(self, scid: int) -> list[FeePolicy]:
+        """What a forward over our channel ``scid`` may meet: the current policy, then earlier ones
+        still in their grace period (``config.policy_grace`` after the change)."""
+        now = self.clock()
+        earlier = [(p, until) for p, until in self._previous.get(scid, ()) if until > now]
+        if earlier:
+            self._previous[scid] = earlier
+        else:
+            self._previous.pop(scid, None)
+        return [self.policy_of(scid), *(p for p, _ in earlier)]
 
     async def tick(self) -> float | None:
         """Do what is due for every public channel; returns when to look again (None: at the next event)."""
@@ -528,6 +548,11 @@ class AnnounceApp(App):
                 new[scid] = replace(self.policy_of(scid), **changes)
             except ValueError as exc:
                 raise ParamsError(str(exc)) from None
+        until = self.clock() + self.config.policy_grace
+        for scid, policy in new.items():
+            old = self.policy_of(scid)
+            if old != policy and self.config.policy_grace > 0:
+                self._previous.setdefault(scid, []).append((old, until))
         self.policies.update(new)
         await trio.to_thread.run_sync(self._save_policies)
         for scid, policy in new.items():

@@ -1,0 +1,178 @@
+"""Paying an invoice: the payments app's sending side (a mixin of :class:`~lnpmsg.payments.app.PaymentsApp`).
+
+``payments.pay`` checks the invoice, then runs the payment as the app's own task
+(a caller that stops waiting, as the control server does after a minute,
+leaves it running to its end, recorded in the store) and waits for its
+outcome for a while. The payment (:class:`~lnpmsg.payments.sender.Payment`,
+sans-IO) asks for routes over our channels, the invoice's route hints and the
+routing graph, offers each part on its first channel, and learns from each
+failure; after :data:`PAY_TIMEOUT` no new part leaves and the parts in
+flight are waited for. Every part is stored (its route and the onion's
+shared secrets) before its HTLC leaves, so a restart of this node still
+completes the payment or reads its failures (:mod:`.orphans`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from lnpmsg.channels.htlc_hook import HtlcRefused
+from lnpmsg.payments.bolt11 import Invoice
+from lnpmsg.payments.graph import OverlayGraph, hint_channels, local_channel
+from lnpmsg.payments.pathfind import find_route, find_routes
+from lnpmsg.payments.plan import PaymentPlanError
+from lnpmsg.payments.route import Route
+from lnpmsg.payments.sender import OutgoingResult, Part, Payment, onion_key
+from lnpmsg.payments.views import check_invoice, decode_invoice
+from lnpmsg.wallet.calls import ChainAppError
+
+if TYPE_CHECKING:
+    from lnpmsg.payments.app import PaymentsApp
+
+__all__ = ["PAY_TIMEOUT", "PAY_WAIT", "Paying"]
+
+log = logging.getLogger(__name__)
+
+#: seconds a payment sends new parts (those in flight then are still waited for)
+PAY_TIMEOUT = 40.0
+#: seconds the ``pay`` call waits at most for the outcome (the control server ends calls at 60 s);
+#: and how much longer than the payment's timeout it waits for the parts in flight
+PAY_WAIT = 55.0
+PAY_WAIT_MARGIN = 10.0
+
+
+class Paying:
+    """``pay`` and what it runs (see the module docs); mixed into the payments app, whose state it uses."""
+
+    async def _pay_invoice(self: PaymentsApp, bolt11: str, amount_msat: int | None, timeout: float) -> dict[str, Any]:
+        """``payments.pay`` (see :meth:`PaymentsApp.pay`)."""
+        invoice = decode_invoice(bolt11)
+        try:
+            check_invoice(invoice, amount_msat, self.node.node_id, self._network(), self._now())
+        except PaymentPlanError as exc:
+            raise ChainAppError(f"cannot pay: {exc}", {"error": "InvoiceError", "code": exc.code}) from None
+        total = amount_msat if amount_msat is not None else invoice.amount_msat
+        assert total is not None and invoice.payee is not None
+        store = self._store()
+        earlier = await trio.to_thread.run_sync(store.payments, invoice.payment_hash)
+        if invoice.payment_hash in self._paying or any(p["status"] in ("pending", "complete") for p in earlier):
+            done = next((p for p in earlier if p["status"] == "complete"), None)
+            details = {"error": "AlreadyPaid" if done else "InProgress", "payment_hash": invoice.payment_hash.hex()}
+            if done is not None:
+                details["preimage"] = done["preimage"].hex()
+            raise ChainAppError("this invoice is already paid" if done else "a payment of this invoice is in progress", details)
+        # the payment is the app's task, not the caller's: a caller that stops waiting (the control
+        # server ends a call after a minute) leaves it running to its end, recorded in the store
+        self._paying.add(invoice.payment_hash)
+        outcome: dict[str, Any] = {}
+        finished = trio.Event()
+        self.spawn(self._pay_task, invoice, bolt11, total, timeout, outcome, finished)
+        with trio.move_on_after(min(timeout + PAY_WAIT_MARGIN, PAY_WAIT)):
+            await finished.wait()
+        if not finished.is_set():
+            raise ChainAppError(f"the payment is still in flight after {min(timeout + PAY_WAIT_MARGIN, PAY_WAIT):g} s; "
+                                "'lnpmsg listpayments' shows how it ends",
+                                {"error": "InProgress", "payment_hash": invoice.payment_hash.hex()})  # fmt: skip
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]  # type: ignore[no-any-return]
+
+    async def _pay_task(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float, outcome: dict[str, Any], finished: trio.Event) -> None:
+        try:
+            outcome["result"] = await self._pay(invoice, bolt11, total, timeout)
+        except Exception as exc:  # noqa: BLE001 - the caller gets it (as when it ran in the call); never the app's failure
+            if not isinstance(exc, ChainAppError):
+                log.warning("payments: paying %s failed: %s", invoice.payment_hash.hex()[:16], exc, exc_info=True)
+            outcome["error"] = exc
+        finally:
+            self._paying.discard(invoice.payment_hash)
+            finished.set()
+
+    async def _pay(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float) -> dict[str, Any]:
+        assert invoice.payee is not None
+        height = await self._height()
+        find = self._route_finder(invoice, height)
+        store = self._store()
+        payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total, int(self._now()))
+        payment = Payment(invoice.payment_hash, invoice.payment_secret, total, find, self.scorer, invoice.payment_metadata)
+        await self._run_payment(payment, payment_id, trio.current_time() + timeout, timeout)
+        preimage, error = payment.preimage, payment.final_error
+        routes = [r.to_dict() for r in payment.succeeded]
+        fee = sum(r.fee_msat for r in payment.succeeded)
+        if preimage is not None:
+            await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="complete", preimage=preimage, routes=routes,
+                                                                       fee_msat=fee, attempts=len(payment.attempts), completed_at=int(self._now())))  # fmt: skip
+            self._publish("payment.sent", invoice.payment_hash, amount_msat=total, fee_msat=fee, preimage=preimage)
+            return {"status": "complete", "payment_hash": invoice.payment_hash.hex(), "preimage": preimage.hex(), "amount_msat": total,
+                    "fee_msat": fee, "parts": len(routes), "routes": routes, "attempts": len(payment.attempts)}  # fmt: skip
+        assert error is not None
+        await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="failed", error=str(error), attempts=len(payment.attempts),
+                                                                   completed_at=int(self._now())))  # fmt: skip
+        self._publish("payment.failed", invoice.payment_hash, amount_msat=total, reason=str(error))
+        raise ChainAppError(f"payment failed: {error}", {**error.details, "payment_hash": invoice.payment_hash.hex()})
+
+    async def _send_part(self: PaymentsApp, part: Part, payment_hash: bytes) -> OutgoingResult:
+        first = part.route.hops[0]
+        try:
+            key, htlc_id = await self.htlcs.add_htlc(first.short_channel_id, first.amount_msat, payment_hash, first.cltv_expiry, part.onion)
+        except HtlcRefused as exc:
+            return OutgoingResult(local_error=str(exc))
+        send, receive = trio.open_memory_channel[OutgoingResult](1)
+        early = self._early.pop((key, htlc_id), None)
+        if early is not None:
+            return early
+        self._waiting[(key, htlc_id)] = send
+        return await receive.receive()
+
+    async def _run_payment(self: PaymentsApp, payment: Payment, payment_id: int, deadline: float, timeout: float) -> None:
+        """Offer the payment's parts, feed back each result, until it is done. After ``deadline`` no
+        new part leaves, but the parts in flight are waited for: each ends, settled or failed.
+
+        Each part is stored (route, onion secrets) before its HTLC is offered, and the first preimage
+        as soon as it comes: a restart still completes the payment or reads its failures."""
+        results_in, results = trio.open_memory_channel[tuple[Part, OutgoingResult]](math.inf)
+        store = self._store()
+
+        async def offer(part: Part) -> None:
+            await trio.to_thread.run_sync(lambda: store.add_part(payment_id, onion_key(part.onion), part.route.to_dict(), part.shared_secrets,
+                                                                 part.route.final_amount_msat, int(self._now())))  # fmt: skip
+            results_in.send_nowait((part, await self._send_part(part, payment.payment_hash)))
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                if trio.current_time() >= deadline:
+                    payment.stop(f"no result in {timeout:g} s")
+                for part in payment.next_parts():
+                    nursery.start_soon(offer, part)
+                if payment.done:
+                    break
+                with trio.move_on_at(deadline if not payment.stopped else math.inf):
+                    part, result = await results.receive()
+                    if result.preimage is not None and payment.preimage is None:
+                        preimage = result.preimage
+                        await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, preimage=preimage))
+                    payment.on_result(part, result, self._now())
+
+    def _route_finder(self: PaymentsApp, invoice: Invoice, height: int) -> Callable[[int, frozenset[int]], list[Route]]:
+        def find(amount_msat: int, excluded: frozenset[int]) -> list[Route]:
+            me = self.node.node_id
+            extra = [local_channel(c.short_channel_id, me, c.peer_id, c.spendable_msat if c.usable and c.short_channel_id not in excluded else 0,
+                                   htlc_minimum_msat=c.htlc_minimum_msat) for c in self.htlcs.channels()]  # fmt: skip
+            graph = self.graph
+            known = getattr(graph, "channel", None)
+            for hint in invoice.route_hints:
+                # a channel the graph knows has its owner's signed policy: the payee's hint is only a guess
+                extra.extend(e for e in hint_channels(hint, invoice.payee)  # type: ignore[arg-type]
+                             if known is None or known(e.short_channel_id, e.direction) is None)
+            view = OverlayGraph(graph, extra)
+            options: dict[str, Any] = dict(current_height=height, now=self._now(), scorer=self.scorer, final_cltv_delta=invoice.min_final_cltv)
+            if invoice.features.supports("basic_mpp"):
+                return find_routes(view, me, invoice.payee, amount_msat, **options)  # type: ignore[arg-type]
+            return [find_route(view, me, invoice.payee, amount_msat, **options)]  # type: ignore[arg-type]
+
+        return find
