@@ -10,6 +10,7 @@ onion services in front of loopback listeners: :class:`OnionPool` runs one
 from __future__ import annotations
 
 import itertools
+import shutil
 import subprocess
 import tempfile
 from dataclasses import replace
@@ -251,17 +252,22 @@ class TorMedium(Medium):
         return 2 * _tcp_buffers() + 2 * 1000 * 498 + RECEIVE_CHUNK
 
 
+#: how many times an onion pool starts its tor before it gives up (see :meth:`OnionPool.start`)
+START_ATTEMPTS = 2
+
+
 class OnionPool:
     """One ``tor`` process hosting ``size`` onion services, each in front of a free loopback port.
 
     ``torrc_lines`` join it to a network (e.g. a private test network's
     client lines). :meth:`start` returns once every service was dialed
-    successfully through the same Tor's SOCKS port; :meth:`medium` then
+    successfully through the same Tor's SOCKS port (starting tor once more,
+    with fresh client state, if the first start does not get there); :meth:`medium` then
     gives the :class:`TorMedium` for them. Synchronous, so a test session
     can share one pool (a Tor start and publication take seconds).
     """
 
-    def __init__(self, torrc_lines: list[str], directory: str | Path, size: int = 8, *, start_timeout: float = 120.0) -> None:
+    def __init__(self, torrc_lines: list[str], directory: str | Path, size: int = 8, *, start_timeout: float = 75.0) -> None:
         self.torrc_lines = list(torrc_lines)
         self.directory = Path(directory)
         self.size = size
@@ -291,16 +297,23 @@ class OnionPool:
         self.directory.mkdir(parents=True, exist_ok=True)
         torrc = self.directory / "torrc"
         torrc.write_text(join_torrc(lines))
-        with open(self.log_path, "wb") as log_file:
-            self._process = subprocess.Popen(base_command(find_tor(), torrc), stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            trio.run(self._wait_ready, ports)
-        except Exception as exc:
-            self.stop()
-            raise RuntimeError(f"onion pool did not come up: {exc}\n{tail_text(self.log_path)}") from exc
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, START_ATTEMPTS + 1):
+            with open(self.log_path, "ab") as log_file:
+                self._process = subprocess.Popen(base_command(find_tor(), torrc), stdout=log_file, stderr=subprocess.STDOUT)
+            try:
+                trio.run(self._wait_ready, ports)
+                return
+            except Exception as exc:
+                self.stop()
+                if attempt == START_ATTEMPTS:
+                    raise RuntimeError(f"onion pool did not come up: {exc}\n{tail_text(self.log_path)}") from exc
+                # A client tor that marked the network's only HSDir down, or asked it before the
+                # descriptors were there, does not ask again for many minutes: a fresh client
+                # state (same onion keys) asks at once.
+                shutil.rmtree(self.directory / "data", ignore_errors=True)
+            except BaseException:
+                self.stop()
+                raise
 
     async def _wait_ready(self, ports: list[int]) -> None:
         with trio.fail_after(self.start_timeout):
