@@ -10,16 +10,13 @@ listchannels`` on every node shows the channel with both policies, C's
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from lnpmsg.testing.processes import lnpmsg_argv
+from lnpmsg.testing.processes import start_logged_node
 
 from tests.test_channels_nodes import FUNDING_SAT, WAIT, cli, owner_argv, quiet, stop, user_argv, wait_channel
 
@@ -28,24 +25,7 @@ pytestmark = pytest.mark.slow
 
 async def start(data_dir: Path, *options: str) -> tuple[trio.Process, dict[str, Any]]:
     """A node with gossip on loopback TCP (its log in DATA_DIR.log) and its summary."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(f"{data_dir}.log", "ab")  # noqa: SIM115 (the process writes it while it runs)
-    try:
-        process = await trio.lowlevel.open_process(
-            lnpmsg_argv("node", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--json", *options),
-            stdout=subprocess.PIPE, stderr=log, env=dict(os.environ),
-        )  # fmt: skip
-    finally:
-        log.close()
-    assert process.stdout is not None
-    line = b""
-    with trio.fail_after(WAIT):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            if not chunk:
-                raise AssertionError(f"{data_dir} exited: {Path(f'{data_dir}.log').read_text()[-3000:]}")
-            line += chunk
-    return process, json.loads(line)
+    return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", *options, wait=WAIT)
 
 
 async def gossip_channel(data_dir: Path, check: Any) -> dict[str, Any]:

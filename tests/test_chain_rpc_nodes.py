@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import trio
 from lnpmsg.chain.bitcoind import BitcoindSource
 from lnpmsg.cli import main
 from lnpmsg.testing.electrum import ElectrumWallet
-from lnpmsg.testing.processes import lnpmsg_argv
+from lnpmsg.testing.processes import start_logged_node
 
 pytestmark = pytest.mark.slow
 
@@ -45,25 +44,7 @@ def user_argv(url: str, cookie: Path) -> list[str]:
 
 async def start(data_dir: Path, *options: str) -> tuple[trio.Process, dict[str, Any]]:
     """A node process (its log in DATA_DIR.log, so a full pipe never blocks it) and its summary."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(f"{data_dir}.log", "ab")  # noqa: SIM115 (the process writes it while it runs)
-    try:
-        process = await trio.lowlevel.open_process(
-            lnpmsg_argv("node", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--no-gossip", "--json", *options),
-            stdout=subprocess.PIPE,
-            stderr=log,
-        )
-    finally:
-        log.close()
-    assert process.stdout is not None
-    line = b""
-    with trio.fail_after(WAIT):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            if not chunk:
-                raise AssertionError(f"{data_dir} exited: {Path(f'{data_dir}.log').read_text()[-2000:]}")
-            line += chunk
-    return process, json.loads(line)
+    return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", "--no-gossip", *options, wait=WAIT)
 
 
 async def cli(*argv: object) -> Any:

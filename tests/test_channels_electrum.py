@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from lnpmsg.channels.manager import CRASH_ENV
 from lnpmsg.payments.onion.payloads import HopPayload
 from lnpmsg.payments.onion.sphinx import construct_onion
 from lnpmsg.testing.electrum import ElectrumWallet
-from lnpmsg.testing.processes import lnpmsg_argv
+from lnpmsg.testing.processes import start_logged_node
 from test_channels_nodes import WAIT, cli, stop, wait_channel
 
 pytestmark = pytest.mark.slow
@@ -44,24 +43,7 @@ def free_port() -> int:
 
 
 async def start_node(data_dir: Path, env: dict[str, str] | None = None, electrum: str = "127.0.0.1:0") -> tuple[trio.Process, dict[str, Any]]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(f"{data_dir}.log", "ab")  # noqa: SIM115 (the process writes it while it runs)
-    try:
-        process = await trio.lowlevel.open_process(
-            lnpmsg_argv("node", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--json", "--chain", "regtest",
-                        "--electrum-listen", electrum),
-            stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})},
-        )  # fmt: skip
-    finally:
-        log.close()
-    assert process.stdout is not None
-    line = b""
-    with trio.fail_after(WAIT):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            assert chunk, Path(f"{data_dir}.log").read_text()[-3000:]
-            line += chunk
-    return process, json.loads(line)
+    return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", "--chain", "regtest", "--electrum-listen", electrum, env=env, wait=WAIT)
 
 
 def electrum_channel(wallet: ElectrumWallet, state: str) -> dict[str, Any] | None:

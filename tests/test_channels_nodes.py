@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import trio
 
 from lnpmsg.channels.manager import CRASH_AT_ENV, CRASH_ENV
 from lnpmsg.cli import main
-from lnpmsg.testing.processes import lnpmsg_argv
+from lnpmsg.testing.processes import start_logged_node
 
 pytestmark = pytest.mark.slow
 
@@ -67,24 +65,7 @@ async def stop(process: trio.Process, data_dir: Path) -> None:
 
 async def start(data_dir: Path, listen: str, *options: str, env: dict[str, str] | None = None) -> tuple[trio.Process, dict[str, Any]]:
     """A node process listening on ``listen`` (its log in DATA_DIR.log) and its summary."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(f"{data_dir}.log", "ab")  # noqa: SIM115 (the process writes it while it runs)
-    try:
-        process = await trio.lowlevel.open_process(
-            lnpmsg_argv("node", "--data-dir", data_dir, "--listen", listen, "--no-gossip", "--json", *options),
-            stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})},
-        )  # fmt: skip
-    finally:
-        log.close()
-    assert process.stdout is not None
-    line = b""
-    with trio.fail_after(WAIT):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            if not chunk:
-                raise AssertionError(f"{data_dir} exited: {Path(f'{data_dir}.log').read_text()[-3000:]}")
-            line += chunk
-    return process, json.loads(line)
+    return await start_logged_node(data_dir, "--listen", listen, "--no-gossip", *options, env=env, wait=WAIT)
 
 
 async def channel(data_dir: Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from lnpmsg.testing.electrum import ElectrumWallet
+from lnpmsg.testing.processes import start_logged_node
 from test_channels_electrum import free_port
 from test_channels_nodes import WAIT, cli, stop
 
@@ -27,30 +28,8 @@ PUSH_MSAT = 100_000_000
 
 
 async def start_node(data_dir: Path) -> tuple[trio.Process, dict[str, Any]]:
-    import json
-    import os
-    import subprocess
-
-    from lnpmsg.testing.processes import lnpmsg_argv
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(f"{data_dir}.log", "ab")  # noqa: SIM115 (the process writes it while it runs)
-    try:
-        process = await trio.lowlevel.open_process(
-            lnpmsg_argv("node", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--json", "--chain", "regtest",
-                        "--electrum-listen", "127.0.0.1:0", "--channel-to-self-delay", str(DELAY)),
-            stdout=subprocess.PIPE, stderr=log, env=dict(os.environ),
-        )  # fmt: skip
-    finally:
-        log.close()
-    assert process.stdout is not None
-    line = b""
-    with trio.fail_after(WAIT):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            assert chunk, Path(f"{data_dir}.log").read_text()[-3000:]
-            line += chunk
-    return process, json.loads(line)
+    return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", "--chain", "regtest", "--electrum-listen", "127.0.0.1:0",
+                                   "--channel-to-self-delay", DELAY, wait=WAIT)
 
 
 def by_point(wallet: ElectrumWallet, point: str) -> dict[str, Any]:

@@ -10,8 +10,6 @@ node's embedded regtest chain.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import pytest
 import trio
 
 from lnpmsg.testing.electrum import ElectrumWallet
-from lnpmsg.testing.processes import lnpmsg_argv
+from lnpmsg.testing.processes import start_logged_node
 from test_channels_electrum import connected, electrum_channel, free_port, start_node
 from test_channels_nodes import LISTEN, WAIT, cli, owner_argv, start, stop, user_argv
 
@@ -84,19 +82,7 @@ async def test_electrum_pays_lnpmsg_and_lnpmsg_pays_electrum(tmp_path: Path) -> 
 
 async def start_with_gossip(data_dir: Path, *options: str) -> tuple[trio.Process, dict[str, Any]]:
     """A node process with its gossip app (Electrum wants gossip_queries from its peers)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(f"{data_dir}.log", "ab") as log:
-        process = await trio.lowlevel.open_process(
-            lnpmsg_argv("node", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--json", *options), stdout=subprocess.PIPE, stderr=log
-        )
-    assert process.stdout is not None
-    line = b""
-    with trio.fail_after(WAIT):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            assert chunk, Path(f"{data_dir}.log").read_text()[-3000:]
-            line += chunk
-    return process, json.loads(line)
+    return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", *options, wait=WAIT)
 
 
 async def normal_channels(data_dir: Path, count: int) -> list[dict[str, Any]]:

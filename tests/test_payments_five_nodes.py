@@ -27,15 +27,13 @@ after BOLT 7's 10 minutes).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from lnpmsg.testing.processes import lnpmsg_argv
+from lnpmsg.testing.processes import start_logged_node
 from lnpmsg.testing.tornet import PrivateTorNetwork
 
 from tests.test_channels_nodes import WAIT, _run_main, cli, owner_argv, stop, user_argv
@@ -59,24 +57,7 @@ INCORRECT_CLTV_EXPIRY = 0x100D
 
 async def start(data_dir: Path, *options: str, wait: float = WAIT) -> tuple[trio.Process, dict[str, Any]]:
     """A node with gossip (flushed every second) and its summary; its log in DATA_DIR.log."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(f"{data_dir}.log", "ab")  # noqa: SIM115 (the process writes it while it runs)
-    try:
-        process = await trio.lowlevel.open_process(
-            lnpmsg_argv("node", "--data-dir", data_dir, "--json", "--dev-fast-gossip", *options),
-            stdout=subprocess.PIPE, stderr=log, env=dict(os.environ),
-        )  # fmt: skip
-    finally:
-        log.close()
-    assert process.stdout is not None
-    line = b""
-    with trio.fail_after(wait):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            if not chunk:
-                raise AssertionError(f"{data_dir} exited: {Path(f'{data_dir}.log').read_text()[-3000:]}")
-            line += chunk
-    return process, json.loads(line)
+    return await start_logged_node(data_dir, "--dev-fast-gossip", *options, wait=wait)
 
 
 def address(info: dict[str, Any], kind: str) -> str:

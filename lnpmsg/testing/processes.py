@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import trio
 
-__all__ = ["PROCESS_WAIT", "finish_process", "lnpmsg_argv", "start_node_process"]
+__all__ = ["PROCESS_WAIT", "finish_process", "lnpmsg_argv", "start_logged_node", "start_node_process"]
 
 #: seconds a node process may take to start or to exit (also passed on as a CLI wait)
 PROCESS_WAIT = 20
@@ -41,6 +43,33 @@ async def start_node_process(data_dir: str | Path, *extra: object) -> tuple[trio
                 break
             line += chunk
     return process, (json.loads(line) if line else None)
+
+
+async def start_logged_node(data_dir: str | Path, *options: object, env: Mapping[str, str] | None = None,
+                            wait: float = 60.0) -> tuple[trio.Process, Any]:  # fmt: skip
+    """``lnpmsg node --data-dir DATA_DIR --json OPTIONS...``, its log appended to DATA_DIR.log (a
+    file, so a full pipe never blocks a long-running node); the process and its start-up summary.
+
+    ``env`` is added to this process's environment. AssertionError quoting the log's tail if the
+    node exits before printing its summary.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = Path(f"{data_dir}.log")
+    with log_path.open("ab") as log:  # the child keeps its own descriptor
+        process = await trio.lowlevel.open_process(
+            lnpmsg_argv("node", "--data-dir", data_dir, "--json", *options),
+            stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+    assert process.stdout is not None
+    line = b""
+    with trio.fail_after(wait):
+        while not line.endswith(b"\n"):
+            chunk = await process.stdout.receive_some(1)
+            if not chunk:
+                raise AssertionError(f"{data_dir} exited: {log_path.read_text()[-3000:]}")
+            line += chunk
+    return process, json.loads(line)
 
 
 async def finish_process(process: trio.Process) -> tuple[int, str]:
