@@ -53,6 +53,7 @@ from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_address
+from lnpmsg.chain.datadir import write_atomic
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockConnected, BlockDisconnected
 
@@ -170,17 +171,7 @@ class MonitorProgress:
 
     def save(self, **record: Any) -> None:
         """Replace the record (``checkpoint=H`` or ``final=STATUS``) atomically and durably."""
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.write(json.dumps(record).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(self.path, json.dumps(record).encode())
         self.checkpoint, self.final = record.get("checkpoint"), record.get("final")
 
 
@@ -193,7 +184,7 @@ class WatchedChannel:
     log: MonitorLog
     start_height: int
     wallet_swept: set[OutPoint]
-    progress: MonitorProgress | None = None
+    progress: MonitorProgress
 
 
 class OnchainWatch:
@@ -270,7 +261,8 @@ class OnchainWatch:
                 await trio.to_thread.run_sync(mlog.begin, start)
             start = mlog.start_height or start
             monitor = ChannelMonitor(monitor_secrets(channel.core.secrets))
-            watched = WatchedChannel(channel, monitor, mlog, start, set())
+            progress = await trio.to_thread.run_sync(MonitorProgress, path.with_suffix(".seen"))
+            watched = WatchedChannel(channel, monitor, mlog, start, set(), progress)
             first = MonitorUpdate(0, setup)
             await trio.to_thread.run_sync(mlog.append, [first])
             monitor.apply(first)
@@ -433,11 +425,10 @@ class OnchainWatch:
 
     async def _note_progress(self, watched: WatchedChannel, height: int) -> None:
         """Shorten the next restart's replay (see the module docstring)."""
-        monitor, channel = watched.monitor, watched.channel
+        monitor, channel, progress = watched.monitor, watched.channel, watched.progress
         facts = monitor.facts()
         if any(isinstance(f, Irrevocable) for f in facts):
             final = monitor_status(monitor)
-            progress = watched.progress or MonitorProgress(watched.log.path.with_suffix(".seen"))
             await trio.to_thread.run_sync(lambda: progress.save(final=final))
             del self.watched[channel.key]
             self.archived[channel.key] = final
@@ -446,11 +437,9 @@ class OnchainWatch:
         if facts:
             return  # the funding was spent: every block from the spend on is needed after a restart
         checkpoint = height - CHECKPOINT_LAG
-        last = watched.progress.checkpoint if watched.progress is not None and watched.progress.checkpoint is not None else watched.start_height
+        last = progress.checkpoint if progress.checkpoint is not None else watched.start_height
         if checkpoint - last >= CHECKPOINT_EVERY:
-            progress = watched.progress or MonitorProgress(watched.log.path.with_suffix(".seen"))
             await trio.to_thread.run_sync(lambda: progress.save(checkpoint=checkpoint))
-            watched.progress = progress
 
     async def _go_on_chain_if_needed(self, watched: WatchedChannel, height: int) -> None:
         """An HTLC deadline (monitor/deadlines.py) takes an open channel on chain, also right

@@ -4,8 +4,9 @@ A channel is only useful while its peer is connected: HTLCs cannot be added
 or settled, and an HTLC left unsettled ends on chain. So, as every mature
 node does, the channel app dials each peer it has an open channel with
 whenever that peer is gone: at start, and after each disconnection, with
-back-off (:data:`RECONNECT_MIN_DELAY` doubled up to :data:`RECONNECT_MAX_DELAY`,
-with jitter so two nodes that both dial do not collide forever).
+the node's back-off for configured peers (:data:`~lnpmsg.node.node.RECONNECT_MIN_DELAY`
+doubled up to :data:`~lnpmsg.node.node.RECONNECT_MAX_DELAY`), with jitter so two
+nodes that both dial do not collide forever.
 
 It dials the address this node last reached the peer at (a peer that only
 ever dialed us is waited for: we do not know where it listens). Those
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -24,19 +24,18 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from lnpmsg.chain.datadir import write_atomic
+from lnpmsg.node.node import RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY
+
 from .state import Phase
 
 if TYPE_CHECKING:
     from .app import ChannelsApp
 
-__all__ = ["RECONNECT_MAX_DELAY", "RECONNECT_MIN_DELAY", "PeerAddressBook", "Reconnector"]
+__all__ = ["PeerAddressBook", "Reconnector"]
 
 log = logging.getLogger(__name__)
 
-#: the first wait before dialing a peer that left (a peer that restarts may dial us first)
-RECONNECT_MIN_DELAY = 1.0
-#: the longest wait between two dials of a peer that stays away
-RECONNECT_MAX_DELAY = 300.0
 #: the most peer addresses kept (one per channel peer; more means a bug or an attack)
 MAX_ADDRESSES = 10_000
 #: channel phases worth a connection (the funding exists, or the channel is still being closed)
@@ -72,12 +71,7 @@ class PeerAddressBook:
 
     def save(self) -> None:
         """Write the book atomically and durably."""
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.write(json.dumps(self.addresses, indent=1).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.addresses, indent=1).encode())
 
 
 class Reconnector:
@@ -103,7 +97,7 @@ class Reconnector:
         """A channel now exists with a connected peer we dialed: from now on it is kept connected."""
         peer = self._app.node.peers.get(node_id)
         if peer is not None:
-            await self.peer_ready(node_id, getattr(peer, "dialed", None))
+            await self.peer_ready(node_id, peer.dialed)
 
     def peer_gone(self, node_id: bytes) -> None:
         """A connection ended: dial the peer again if it is a channel peer we know how to reach."""

@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -52,6 +51,7 @@ from typing import Any
 import trio
 
 from lnpmsg.app import App, AppError
+from lnpmsg.chain.datadir import write_atomic
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockConnected
 from lnpmsg.gossip.announce import (
@@ -206,14 +206,8 @@ class AnnounceApp(App):
                 log.error("announce: %s: channel %s: %s", path, key, exc)
 
     def _save_policies(self) -> None:
-        path = self._policy_path
-        tmp = path.with_suffix(".tmp")
         data = {"channels": {str(k): asdict(v) for k, v in sorted(self.policies.items())}}
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(self._policy_path, json.dumps(data, indent=1).encode())
 
     def kick(self) -> None:
         """Look at the channels now (a block, a peer, a message, a new policy)."""
