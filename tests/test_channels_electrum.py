@@ -42,6 +42,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def lightning_wallet(directory: Path, server: str, **config: Any) -> tuple[ElectrumWallet, int]:
+    """An Electrum wallet of its own server ``server`` with Lightning listening on a free loopback
+    port, created, started and synced to block 101 (the node mined 101); the wallet and its port.
+    It is stopped again if it does not get there."""
+    port = free_port()
+    wallet = ElectrumWallet(directory, server, config={"use_gossip": True, "lightning_listen": f"127.0.0.1:{port}", **config})
+    try:
+        await trio.to_thread.run_sync(wallet.create)
+        await trio.to_thread.run_sync(wallet.start)
+        await trio.to_thread.run_sync(wallet.wait_synced, 101)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(wallet.stop)
+        raise
+    return wallet, port
+
+
 async def start_node(data_dir: Path, env: dict[str, str] | None = None, electrum: str = "127.0.0.1:0") -> tuple[trio.Process, dict[str, Any]]:
     return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", "--chain", "regtest", "--electrum-listen", electrum, env=env, wait=WAIT)
 
@@ -60,12 +77,7 @@ async def test_electrum_opens_to_lnpmsg_and_lnpmsg_to_electrum_each_side_closes(
     wallet: ElectrumWallet | None = None
     try:
         await cli("mine", 101, *d)
-        listen_port = free_port()
-        wallet = ElectrumWallet(tmp_path / "electrum", info["electrum"],
-                                config={"use_gossip": True, "lightning_listen": f"127.0.0.1:{listen_port}"})  # fmt: skip
-        await trio.to_thread.run_sync(wallet.create)
-        await trio.to_thread.run_sync(wallet.start)
-        await trio.to_thread.run_sync(wallet.wait_synced, 101)
+        wallet, listen_port = await lightning_wallet(tmp_path / "electrum", info["electrum"])
         address = await wallet.acall("getunusedaddress")
         await cli("faucet", 3_000_000, "--address", address, *d)
         await cli("faucet", 3_000_000, *d)
@@ -127,12 +139,7 @@ async def test_reestablish_with_electrum_after_restarts_and_a_sigkill_mid_update
     wallet: ElectrumWallet | None = None
     try:
         await cli("mine", 101, *d)
-        listen_port = free_port()
-        wallet = ElectrumWallet(tmp_path / "electrum", info["electrum"],
-                                config={"use_gossip": True, "lightning_listen": f"127.0.0.1:{listen_port}"})  # fmt: skip
-        await trio.to_thread.run_sync(wallet.create)
-        await trio.to_thread.run_sync(wallet.start)
-        await trio.to_thread.run_sync(wallet.wait_synced, 101)
+        wallet, listen_port = await lightning_wallet(tmp_path / "electrum", info["electrum"])
         await cli("faucet", 3_000_000, *d)
         electrum_id = (await wallet.acall("nodeid")).split("@")[0]
         electrum_address = f"{electrum_id}@127.0.0.1:{listen_port}"
@@ -217,12 +224,7 @@ async def test_a_channel_electrum_opened_survives_our_restart_and_an_old_store_o
     wallet: ElectrumWallet | None = None
     try:
         await cli("mine", 101, *d)
-        listen_port = free_port()
-        wallet = ElectrumWallet(tmp_path / "electrum", info["electrum"],
-                                config={"use_gossip": True, "lightning_listen": f"127.0.0.1:{listen_port}"})  # fmt: skip
-        await trio.to_thread.run_sync(wallet.create)
-        await trio.to_thread.run_sync(wallet.start)
-        await trio.to_thread.run_sync(wallet.wait_synced, 101)
+        wallet, listen_port = await lightning_wallet(tmp_path / "electrum", info["electrum"])
         await cli("faucet", 3_000_000, "--address", await wallet.acall("getunusedaddress"), *d)
         await trio.to_thread.run_sync(wallet.wait_synced, 102)
         await trio.to_thread.run_sync(wallet.wait_for, lambda: wallet.call("getbalance").get("confirmed") == "0.03", "coins")

@@ -17,7 +17,7 @@ import trio
 
 from lnpmsg.testing.electrum import ElectrumWallet
 from lnpmsg.testing.processes import start_logged_node
-from test_channels_electrum import free_port
+from test_channels_electrum import lightning_wallet
 from test_channels_nodes import WAIT, cli, stop
 
 pytestmark = pytest.mark.slow
@@ -68,14 +68,8 @@ async def test_force_closes_both_ways_and_request_force_close_with_electrum(tmp_
     wallet: ElectrumWallet | None = None
     try:
         await cli("mine", 101, *d)
-        listen_port = free_port()
-        wallet = ElectrumWallet(tmp_path / "electrum", info["electrum"],
-                                config={"use_gossip": True, "lightning_listen": f"127.0.0.1:{listen_port}",
-                                        "lightning_to_self_delay": 10})  # fmt: skip
+        wallet, listen_port = await lightning_wallet(tmp_path / "electrum", info["electrum"], lightning_to_self_delay=10)
         w = wallet
-        await trio.to_thread.run_sync(wallet.create)
-        await trio.to_thread.run_sync(wallet.start)
-        await trio.to_thread.run_sync(wallet.wait_synced, 101)
         await cli("faucet", 5_000_000, *d)
         await cli("mine", 1, *d)
         electrum_id = (await wallet.acall("nodeid")).split("@")[0]

@@ -18,7 +18,7 @@ import trio
 
 from lnpmsg.testing.electrum import ElectrumWallet
 from lnpmsg.testing.processes import start_logged_node
-from test_channels_electrum import connected, electrum_channel, free_port, start_node
+from test_channels_electrum import connected, electrum_channel, lightning_wallet, start_node
 from test_channels_nodes import LISTEN, WAIT, cli, owner_argv, start, stop, user_argv
 
 pytestmark = pytest.mark.slow
@@ -31,12 +31,7 @@ async def test_electrum_pays_lnpmsg_and_lnpmsg_pays_electrum(tmp_path: Path) -> 
     wallet: ElectrumWallet | None = None
     try:
         await cli("mine", 101, *d)
-        listen_port = free_port()
-        wallet = ElectrumWallet(tmp_path / "electrum", info["electrum"],
-                                config={"use_gossip": True, "lightning_listen": f"127.0.0.1:{listen_port}"})  # fmt: skip
-        await trio.to_thread.run_sync(wallet.create)
-        await trio.to_thread.run_sync(wallet.start)
-        await trio.to_thread.run_sync(wallet.wait_synced, 101)
+        wallet, listen_port = await lightning_wallet(tmp_path / "electrum", info["electrum"])
         await cli("faucet", 3_000_000, *d)
         electrum_id = (await wallet.acall("nodeid")).split("@")[0]
         await cli("connect", f"{electrum_id}@127.0.0.1:{listen_port}", *d)
