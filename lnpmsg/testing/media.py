@@ -253,7 +253,7 @@ class TorMedium(Medium):
 
 
 #: how many times an onion pool starts its tor before it gives up (see :meth:`OnionPool.start`)
-START_ATTEMPTS = 2
+START_ATTEMPTS = 3
 
 
 class OnionPool:
@@ -261,7 +261,7 @@ class OnionPool:
 
     ``torrc_lines`` join it to a network (e.g. a private test network's
     client lines). :meth:`start` returns once every service was dialed
-    successfully through the same Tor's SOCKS port (starting tor once more,
+    successfully through the same Tor's SOCKS port (starting tor again,
     with fresh client state, if the first start does not get there); :meth:`medium` then
     gives the :class:`TorMedium` for them. Synchronous, so a test session
     can share one pool (a Tor start and publication take seconds).
@@ -332,17 +332,22 @@ class OnionPool:
         """Dial the service through Tor until it answers (its descriptor is published and fetched)."""
         listener = await TcpTransport().listen(f"127.0.0.1:{port}")
         transport = TorTransport(("127.0.0.1", self.socks_port), connect_timeout=15.0)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(listener.serve, _hang_up)
-            while True:
-                try:
-                    conn = await transport.dial(f"{self.onions[port]}:{ONION_VIRTUAL_PORT}")
-                except TransportError:
-                    await trio.sleep(0.5)  # not published yet, or Tor still bootstrapping
-                    continue
-                await conn.aclose()
-                break
-            await listener.aclose()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(listener.serve, _hang_up)
+                while True:
+                    try:
+                        conn = await transport.dial(f"{self.onions[port]}:{ONION_VIRTUAL_PORT}")
+                    except TransportError:
+                        await trio.sleep(0.5)  # not published yet, or Tor still bootstrapping
+                        continue
+                    await conn.aclose()
+                    break
+                nursery.cancel_scope.cancel()
+        finally:
+            # Also when the start times out: the next attempt listens on the same port.
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
 
     def medium(self) -> TorMedium:
         """The medium for this pool's services."""
