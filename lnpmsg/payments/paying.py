@@ -80,6 +80,10 @@ class Paying:
                                 {"error": "InProgress", "payment_hash": invoice.payment_hash.hex()})  # fmt: skip
         if "error" in outcome:
             raise outcome["error"]
+        if "result" not in outcome:  # the app stopped (the node shuts down) with the payment in flight
+            raise ChainAppError("the payments app stopped before the payment ended; after a restart "
+                                "'lnpmsg listpayments' shows how it ends",
+                                {"error": "Interrupted", "payment_hash": invoice.payment_hash.hex()})  # fmt: skip
         return outcome["result"]  # type: ignore[no-any-return]
 
     async def _pay_task(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float, outcome: dict[str, Any], finished: trio.Event) -> None:
