@@ -80,8 +80,9 @@ class Forwarding:
                 self.spawn(self._decide_later, htlc, fwd.short_channel_id)
                 return
             log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
-            await trio.to_thread.run_sync(store.forward_status, ref[0], ref[1], "failed")
-            await self._fail(ref, create_failure_onion(fwd.shared_secret, TemporaryChannelFailure()), str(exc))
+            reason = create_failure_onion(fwd.shared_secret, TemporaryChannelFailure())
+            await trio.to_thread.run_sync(store.forward_failed, ref[0], ref[1], reason)
+            await self._fail(ref, reason, str(exc))
             return
         self._forwards[(out_key, out_id)] = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
         await trio.to_thread.run_sync(store.forward_out, ref[0], ref[1], out_key, out_id)
@@ -105,7 +106,6 @@ class Forwarding:
             self._publish("payment.forwarded", hashlib.sha256(preimage).digest(), fee_msat=fee)
             await self._call(lambda: self.htlcs.fulfill(in_key, in_id, preimage), ref)
             return
-        await trio.to_thread.run_sync(store.forward_status, in_key, in_id, "failed")
         if result.reason is not None:
             reason = wrap_failure_onion(secret, result.reason)
         elif result.failure_code is not None:
@@ -114,6 +114,8 @@ class Forwarding:
             reason = create_failure_onion(secret, PermanentChannelFailure())  # the next channel is closed
         else:
             reason = create_failure_onion(secret, TemporaryChannelFailure())
+        # on disk before it goes upstream: a restart sends the same failure, not a guess
+        await trio.to_thread.run_sync(store.forward_failed, in_key, in_id, reason)
         await self._fail(ref, reason, "the downstream HTLC failed")
 
     async def _resume_forward(self, htlc: IncomingHtlc, row: dict[str, Any]) -> None:
@@ -139,7 +141,10 @@ class Forwarding:
             if onion is not None:
                 self._forwards[out] = (ref[0], ref[1], secret, onion)
                 return
-        # failed, or resolved while we were down without a preimage we know: fail it back
+        if row["status"] == "failed" and row["failure"]:
+            await self._fail(ref, row["failure"], "the downstream HTLC failed (before a restart)")
+            return
+        # resolved while we were down without a preimage we know: fail it back
         await self._forward_back((ref[0], ref[1], secret, b""), OutgoingResult(local_error="lost downstream"))
 
     async def _offer_again(self, forward: tuple[str, int, bytes, bytes], out_key: str) -> bool:

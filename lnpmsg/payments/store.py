@@ -45,14 +45,14 @@ CREATE TABLE IF NOT EXISTS payment_parts (
 CREATE INDEX IF NOT EXISTS payment_parts_by_payment ON payment_parts (payment_id);
 """
 #: columns added after a table's first version: (table, column, definition)
-_ADDED_COLUMNS = (("forwards", "preimage", "BLOB"),)
+_ADDED_COLUMNS = (("forwards", "preimage", "BLOB"), ("forwards", "failure", "BLOB"))
 
 _INVOICE_FIELDS = ("payment_hash", "label", "bolt11", "preimage", "payment_secret", "amount_msat", "description",
                    "created_at", "expires_at", "min_final_cltv", "status", "received_msat", "paid_at")  # fmt: skip
 _PAYMENT_FIELDS = ("id", "payment_hash", "bolt11", "payee", "amount_msat", "fee_msat", "status", "routes", "preimage",
                    "error", "attempts", "created_at", "completed_at")  # fmt: skip
 _FORWARD_FIELDS = ("in_channel", "in_htlc", "out_channel", "out_htlc", "in_msat", "out_msat", "shared_secret", "status", "created_at",
-                   "payment_hash", "in_cltv", "out_cltv", "preimage")  # fmt: skip
+                   "payment_hash", "in_cltv", "out_cltv", "preimage", "failure")  # fmt: skip
 _PART_FIELDS = ("onion_key", "payment_id", "route", "shared_secrets", "amount_msat", "status", "failure", "created_at")
 #: a shared secret of one hop (the parts' secrets are stored end to end)
 _SECRET_SIZE = 32
@@ -176,6 +176,11 @@ class PaymentsStore:
 
     def forward_status(self, in_channel: str, in_htlc: int, status: str) -> None:
         self._write("UPDATE forwards SET status = ? WHERE in_channel = ? AND in_htlc = ?", (status, in_channel, in_htlc))
+
+    def forward_failed(self, in_channel: str, in_htlc: int, failure: bytes) -> None:
+        """The forward failed: the failure onion for upstream is on disk before it goes (a restart sends the same)."""
+        self._write("UPDATE forwards SET status = 'failed', failure = ? WHERE in_channel = ? AND in_htlc = ?",
+                    (failure, in_channel, in_htlc))  # fmt: skip
 
     def forward_settled(self, in_channel: str, in_htlc: int, preimage: bytes) -> None:
         """The forward's outgoing HTLC was fulfilled: the preimage is on disk before it goes upstream."""

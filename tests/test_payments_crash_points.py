@@ -1,0 +1,211 @@
+"""A node crashes at every write of its payments store during a payment, restarts and finishes it.
+
+A line A-B-C (nodes in one process, the in-memory transport, one embedded
+regtest chain, every store on disk): A pays C's invoice through B. One of
+the three (the victim) crashes right after its N-th payments-store write
+reached the disk and before the code that made it acts on it: the payer's
+payment and each part before its HTLC leaves, the forwarder's forward before
+its outgoing HTLC is offered and its preimage before it settles upstream, the
+payee's invoice marked paid before it settles. The crash takes the whole node
+down (nothing more is written or sent); the victim restarts from the same
+directories and dials its peers again.
+
+Afterwards, whatever the point: the payment ended (complete or failed, never
+left pending), A's payment is complete exactly when C's invoice is paid, the
+money moved exactly once or not at all (A paid amount and fee, B kept the fee,
+C got the amount), no HTLC is left on any channel, and nothing went on chain.
+
+The channel store's own crash points are covered by
+``test_channels_crash_points.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from test_payments_app import Net, channels, net, payments, quiet, wait_until
+
+from lnpmsg.node.node import Node
+from lnpmsg.payments import bolt11
+from lnpmsg.payments.store import PaymentsStore
+from lnpmsg.wallet.calls import ChainAppError
+
+AMOUNT_MSAT = 5_000_000
+#: B's fee for AMOUNT_MSAT under the test policy (1000 msat + 100 ppm)
+FEE_MSAT = 1_500
+#: payments-store writes each node makes without a crash (the counting test checks), when C settles
+#: and when C refuses the payment (an invoice signed by C for a payment hash C does not know)
+POINTS = {"settles": {"a": 4, "b": 3, "c": 1}, "refused": {"a": 3, "b": 3, "c": 0}}
+NEIGHBOURS = {"a": ["b"], "b": ["a", "c"], "c": ["b"]}
+
+
+class SimulatedCrash(BaseException):
+    """The victim's process dies here (a BaseException: no handler of the node catches it)."""
+
+
+def _only_crash(exc: BaseException) -> bool:
+    """The exception is the simulated crash, alone or with the cancellations it caused."""
+    if isinstance(exc, SimulatedCrash | trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_crash(e) for e in exc.exceptions)
+    return False
+
+
+class CrashPlan:
+    """Count each watched node's payments-store writes; crash ``victim`` right after its ``point``-th."""
+
+    def __init__(self, victim: str | None, point: int) -> None:
+        self.victim = victim
+        self.point = point
+        self.writes: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self.fired = False
+        self.token = trio.lowlevel.current_trio_token()
+
+    def watch(self, name: str, store: PaymentsStore | None, scope: trio.CancelScope) -> None:
+        assert store is not None
+        self._names[id(store)] = name
+        self._scopes[name] = scope
+        self.writes[name] = 0
+
+    def after_write(self, store: PaymentsStore) -> None:
+        name = self._names.get(id(store))
+        if name is None or self.fired:
+            return
+        self.writes[name] += 1
+        if name != self.victim or self.writes[name] != self.point:
+            return
+        self.fired = True
+        scope = self._scopes[name]
+        try:
+            trio.from_thread.run_sync(scope.cancel, trio_token=self.token)
+        except RuntimeError:  # the write ran in the event loop's own thread
+            scope.cancel()
+        raise SimulatedCrash
+
+
+@pytest.fixture
+def crash_plans(monkeypatch: pytest.MonkeyPatch) -> list[CrashPlan]:
+    """Every payments store reports its committed writes to the plans in this list."""
+    plans: list[CrashPlan] = []
+    original = PaymentsStore._write
+
+    def write(store: PaymentsStore, sql: str, args: tuple[Any, ...]) -> int:
+        result = original(store, sql, args)
+        for plan in plans:
+            plan.after_write(store)
+        return result
+
+    monkeypatch.setattr(PaymentsStore, "_write", write)
+    return plans
+
+
+def balances(nodes: dict[str, Node]) -> dict[str, int]:
+    """Each node's own msat over its channels' latest commitments."""
+    totals = {}
+    for name, node in nodes.items():
+        manager = channels(node).manager
+        assert manager is not None
+        totals[name] = sum(c.core.state.local_commit.spec.to_local_msat for c in manager.channels.values()
+                           if c.core.state.local_commit is not None)  # fmt: skip
+    return totals
+
+
+async def _scenario(tmp_path: Path, plans: list[CrashPlan], outcome: str, victim: str | None, point: int) -> dict[str, int]:
+    """Pay A -> B -> C (C settles or refuses), crashing ``victim`` at its ``point``-th write; each node's writes until then."""
+    plan = CrashPlan(victim, point)
+    plans.append(plan)
+    async with net(tmp_path) as n, trio.open_nursery() as nursery:
+        scopes: dict[str, trio.CancelScope] = {}
+        live: dict[str, Node] = {}
+
+        async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            node = n.node(name)
+            live[name] = node
+            with trio.CancelScope() as scopes[name]:
+                try:
+                    await node.run(task_status=task_status)
+                except BaseException as exc:
+                    if not (plan.fired and name == victim and _only_crash(exc)):
+                        raise
+
+        for name in "abc":
+            await nursery.start(run_node, name)
+        a, b, c = live["a"], live["b"], live["c"]
+        await n.fund(a, b)
+        await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+        before = balances(live)
+        invoice = await payments(c).invoice(AMOUNT_MSAT, "crash", "a crash at every write")
+        if outcome == "refused":
+            unknown = bolt11.decode(invoice["bolt11"])
+            unknown = replace(unknown, payment_hash=os.urandom(32), signature=None, payee=None)
+            invoice = {"bolt11": bolt11.encode(bolt11.sign(unknown, n.keys["c"].secret)), "payment_hash": unknown.payment_hash.hex()}
+        for name, node in live.items():
+            plan.watch(name, payments(node).store, scopes[name])
+
+        async def pay() -> None:
+            try:
+                await payments(a).pay(invoice["bolt11"])
+            except ChainAppError as exc:
+                if outcome == "refused" and "incorrect_or_unknown_payment_details" in str(exc):
+                    return
+                if not (victim == "a" and plan.fired and exc.details.get("error") == "Interrupted"):
+                    raise  # only the crash may cut the call short
+
+        async with trio.open_nursery() as paying:
+            paying.start_soon(pay)
+            if victim is not None:
+                with trio.fail_after(60):
+                    while not plan.fired:
+                        await trio.sleep(0.01)
+                await wait_until(lambda: all(live[victim].node_id not in live[x].peers for x in NEIGHBOURS[victim]),
+                                 "the neighbours see the crash")  # fmt: skip
+                await nursery.start(run_node, victim)  # the same key, the same directories
+                for neighbour in NEIGHBOURS[victim]:
+                    await live[victim].connect(live[neighbour].addresses[0])
+
+        payer = live["a"]
+        with trio.fail_after(90):
+            while (row := (await payments(payer).listpayments(invoice["payment_hash"]))["payments"][-1])["status"] == "pending":
+                await trio.sleep(0.05)
+        await wait_until(lambda: all(quiet(x) for x in live.values()), "no HTLC left")
+        paid = (await payments(live["c"]).listinvoices("crash"))["invoices"][0]["status"] == "paid"
+        assert (row["status"] == "complete") == paid, (row, paid)
+        if outcome == "refused":
+            assert row["status"] != "complete" and not paid
+        moved = _moves(before, balances(live))
+        assert moved == ({"a": -AMOUNT_MSAT - FEE_MSAT, "b": FEE_MSAT, "c": AMOUNT_MSAT} if paid else {"a": 0, "b": 0, "c": 0}), moved
+        mempool = await trio.to_thread.run_sync(n.source.core.mempool_txids)
+        assert not mempool, "something went on chain"
+        for node in live.values():
+            node.stop()
+    return plan.writes
+
+
+def _moves(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {name: after[name] - before[name] for name in before}
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("outcome", list(POINTS))
+async def test_the_payment_counts_its_writes(tmp_path: Path, crash_plans: list[CrashPlan], outcome: str) -> None:
+    """Without a crash the payment ends and each node makes the writes the crash tests cover."""
+    assert await _scenario(tmp_path, crash_plans, outcome, None, 0) == POINTS[outcome]
+
+
+CASES = [(outcome, victim, point) for outcome, points in POINTS.items() for victim in "abc" for point in range(1, points[victim] + 1)]
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(("outcome", "victim", "point"), CASES)
+async def test_crash_at_every_payments_store_write(tmp_path: Path, crash_plans: list[CrashPlan], outcome: str, victim: str,
+                                                   point: int) -> None:  # fmt: skip
+    writes = await _scenario(tmp_path, crash_plans, outcome, victim, point)
+    assert writes[victim] == point
