@@ -76,7 +76,8 @@ class Connection(abc.ABC):
         :meth:`send_frames`). For byte streams only, and never while a
         ``send_frames`` is under way. The default takes nothing: a transport
         without such a path sends everything through ``send_frames``.
-        Raises ``ConnectionClosed`` when the connection is gone.
+        When the connection is gone it raises ``ConnectionClosed`` (or takes
+        nothing, and the ``send_frames`` that follows fails).
         """
         del data
         return 0
