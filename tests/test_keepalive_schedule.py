@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from lnpmsg.node.events import PeerConnected, PeerDisconnected
-from lnpmsg.node.keepalive import KEEPALIVE_TICK, KeepaliveSchedule, tick_for
+from lnpmsg.node.keepalive import KEEPALIVE_TICK, PASS_SLICE, KeepaliveSchedule, tick_for
 from lnpmsg.node.node import Node
 from lnpmsg.node.peer import Peer
 from lnpmsg.testing.memory import MemoryNetwork
@@ -119,6 +119,39 @@ async def test_a_tick_fires_every_timer_due_in_it_in_one_pass(autojump_clock: tr
         nursery.cancel_scope.cancel()
     assert schedule.passes == 1 and schedule.fired == 500
     assert {timer.fired[0] for timer in timers} == {start + 1.0}
+
+
+async def test_a_long_pass_lets_other_tasks_run(autojump_clock: trio.testing.MockClock) -> None:
+    """Thousands of peers due in one tick are fired in slices, with schedule points between."""
+    schedule = KeepaliveSchedule(1.0)
+    other_ran = False
+    seen: list[bool] = []
+
+    async def other() -> None:
+        nonlocal other_ran
+        other_ran = True
+
+    class Starter(_Timer):
+        def keepalive_due(self, now: float) -> float | None:
+            nursery.start_soon(other)
+            return super().keepalive_due(now)
+
+    class Observer(_Timer):
+        def keepalive_due(self, now: float) -> float | None:
+            seen.append(other_ran)
+            return super().keepalive_due(now)
+
+    assert PASS_SLICE < 1100
+    timers = [Starter(), *(_Timer() for _ in range(1100)), Observer()]
+    start = math.floor(trio.current_time()) + 10
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(schedule.run)
+        for timer in timers:
+            schedule.set(timer, start + 0.5)
+        await trio.sleep(start + 2 - trio.current_time())
+        nursery.cancel_scope.cancel()
+    assert all(timer.fired == [start + 1.0] for timer in timers)
+    assert seen == [True] and schedule.passes == 1
 
 
 def test_churn_does_not_grow_the_heap() -> None:

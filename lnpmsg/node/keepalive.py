@@ -33,7 +33,7 @@ from typing import Protocol
 
 import trio
 
-__all__ = ["KEEPALIVE_TICK", "KeepaliveSchedule", "Timed", "tick_for"]
+__all__ = ["KEEPALIVE_TICK", "PASS_SLICE", "KeepaliveSchedule", "Timed", "tick_for"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ KEEPALIVE_TICK = 0.25
 #: a schedule's tick is at most this share of its shortest timer, so short test
 #: intervals (a ping every 0.1 s) keep their rhythm
 _TICKS_PER_TIMER = 4
+#: peers fired between two schedule points of a pass: thousands of peers that
+#: connected together (a restart) share their ticks, and other tasks (a
+#: handshake, a payment) should not wait for all of their pings
+PASS_SLICE = 512
 
 
 def tick_for(*intervals: float) -> float:
@@ -154,9 +158,16 @@ class KeepaliveSchedule:
             for bucket in due:
                 for timed in bucket:
                     del tick_of[timed]
+            in_slice = 0
             for bucket in due:
                 self.fired += len(bucket)
                 for timed in bucket:
+                    if in_slice == PASS_SLICE:
+                        # Firing a peer again is harmless (its session acts only on what
+                        # is due), so a peer moved or closed meanwhile may still be fired.
+                        in_slice = 0
+                        await trio.lowlevel.checkpoint()
+                    in_slice += 1
                     try:
                         following = timed.keepalive_due(now)
                     except Exception:
