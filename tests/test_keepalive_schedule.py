@@ -22,7 +22,7 @@ from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.testing.virtual import memory_node, record_events
-from lnpmsg.wire import DEFAULT_REGISTRY, Init, Ping, Pong
+from lnpmsg.wire import DEFAULT_REGISTRY, Init, Ping, Pong, WarningMessage
 
 PING_INTERVAL = 60.0
 PONG_TIMEOUT = 30.0
@@ -275,3 +275,25 @@ async def test_many_peers_are_pinged_by_one_task_in_one_pass(autojump_clock: tri
         assert all(len(times) == 1 for times in pings) and len({times[0] for times in pings}) == 1
         assert _schedule_tasks() == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_that_sends_no_init_is_dropped_at_the_init_deadline(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT, init_timeout=20.0)
+    tick = node.keepalive.resolution
+    async with running(node):
+        with caplog.at_level("INFO", logger="lnpmsg.node"):
+            raw = await RawPeer.connect(network.names[0], node.node_id, transport=network.transport())
+            began = trio.current_time()
+            received = await raw.receive_until_closed(timeout=60)
+            assert began + 20.0 <= trio.current_time() <= began + 20.0 + 2 * tick
+            # our init, then the warning that says why
+            assert [DEFAULT_REGISTRY.decode(m).TYPE for m in received] == [Init.TYPE, WarningMessage.TYPE]
+            assert b"no init in time" in DEFAULT_REGISTRY.decode(received[1]).data
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(node.keepalive) == 0 and not node.peers
+        # the node was told (its log line for the session's close)
+        assert any("no init in time" in record.getMessage() for record in caplog.records)
+        await raw.aclose()
