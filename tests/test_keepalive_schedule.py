@@ -297,3 +297,24 @@ async def test_a_peer_that_sends_no_init_is_dropped_at_the_init_deadline(
         # the node was told (its log line for the session's close)
         assert any("no init in time" in record.getMessage() for record in caplog.records)
         await raw.aclose()
+
+
+async def test_a_ping_the_socket_takes_in_part_is_finished_by_a_writer(autojump_clock: trio.testing.MockClock) -> None:
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    async with running(node), trio.open_nursery() as nursery:
+        pings: list[float] = []
+        _, peer = await _answering_peer(network, node, pings, nursery)
+        original = peer.conn.send_nowait
+        offered: list[int] = []
+
+        def takes_half(data: bytes) -> int:
+            offered.append(len(data))
+            return original(data[: len(data) // 2])
+
+        peer.conn.send_nowait = takes_half  # type: ignore[method-assign]
+        await trio.sleep(3 * PING_INTERVAL + 1)
+        # each ping left half at once, half through a writer, and arrived whole: answered every time
+        assert len(offered) == 3 and len(pings) == 3 and peer.is_ready
+        assert peer.counters.bytes_out >= sum(offered)
+        nursery.cancel_scope.cancel()
