@@ -318,3 +318,25 @@ async def test_a_ping_the_socket_takes_in_part_is_finished_by_a_writer(autojump_
         assert len(offered) == 3 and len(pings) == 3 and peer.is_ready
         assert peer.counters.bytes_out >= sum(offered)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_reply_queued_behind_a_pong_leaves_after_it(autojump_clock: trio.testing.MockClock) -> None:
+    """The peer pings us and sends a message in the same write; the handler's reply follows our pong."""
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    custom = 32769
+
+    async def echo(peer: Peer, message: object) -> None:
+        await peer.send(custom.to_bytes(2, "big") + b"reply")
+
+    node.add_handler(custom, echo)
+    async with running(node):
+        with record_events(node) as events:
+            raw = await RawPeer.connect(network.names[0], node.node_id, transport=network.transport())
+            await raw.exchange_init(Init())
+            await events.wait_for(PeerConnected)
+        await raw.send_raw(raw.encrypt(Ping(num_pong_bytes=3).encode()) + raw.encrypt(custom.to_bytes(2, "big") + b"ask"))
+        pong, reply = DEFAULT_REGISTRY.decode(await raw.receive()), await raw.receive()
+        assert isinstance(pong, Pong) and pong.ignored == bytes(3)
+        assert reply == custom.to_bytes(2, "big") + b"reply"
+        await raw.aclose()

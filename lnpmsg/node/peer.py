@@ -477,13 +477,15 @@ class Peer:
     def _send_queued(self) -> None:
         """Send what the session queued (a ping, a pong) now, without a task, if we can.
 
-        With no writer under way, the outbox holds only what the session
-        itself just queued: a few small messages. They are encrypted and
-        handed to the transport at once when it takes them without waiting
+        When no writer is under way and no app message is queued
+        (``_queued_bytes`` counts those only), the outbox holds just the
+        session's own few small messages. They are encrypted and handed to
+        the transport at once when it takes them without waiting
         (``send_nowait``); what it does not take goes to a writer task, as
-        does everything while a writer runs or the peer is closing.
+        does everything else (app messages a handler queued behind a pong
+        leave in the writer's batches).
         """
-        if self._writer_running or self._closing or self._nursery is None or self.conn.keeps_frame_boundaries:
+        if self._writer_running or self._queued_bytes or self._closing or self._nursery is None or self.conn.keeps_frame_boundaries:
             self._wake_writer()
             return
         outbox = self._outbox
@@ -498,7 +500,6 @@ class Peer:
         counters = self.counters
         counters.messages_out += len(batch)
         counters.bytes_out += len(data)
-        self._queued_bytes = max(0, self._queued_bytes - sum(map(len, batch)))
         if sent < len(data):
             self._writer_running = True
             self._nursery.start_soon(self._write_loop, data[sent:])
