@@ -18,9 +18,12 @@ Reported:
 - memory per peer: the node's RSS growth from before the first connection
   to after the last, divided by the peers;
 - idle CPU: the node's CPU time over ``--idle`` seconds with every peer
-  connected and silent but for the keepalive, as a share of one core. The
-  window is longer than the ping interval by default, so every peer's
-  ping/pong falls in it;
+  connected and silent but for the keepalive, as a share of one core, and
+  its split into user and kernel time (the kernel's part: the loopback
+  sends and receives, epoll). The window is longer than the ping interval
+  by default, so every peer's ping/pong falls in it. ``--profile FILE``
+  runs cProfile in the node over the window and writes its stats there
+  (the profiler's own cost then inflates the CPU figures);
 - a new peer at full load: ``--samples`` fresh Nodes from this process
   connect one after another (TCP, handshake, init both ways, until the
   connection is ready), as percentiles.
@@ -28,7 +31,7 @@ Reported:
 On a shared machine the CPU and latency figures move with the load: quote
 them with the machine and its load (printed first).
 
-Usage: ``python benchmarks/bench_idle_peers.py [--quick | --peers N] [--ping-interval S] [--idle S] [--json]``
+Usage: ``python benchmarks/bench_idle_peers.py [--quick | --peers N] [--ping-interval S] [--idle S] [--profile FILE] [--json]``
 (the default: 10,000 peers, 60 s pings, 70 s idle; ``--quick``: 3,000 peers,
 5 s pings, 8 s idle.)
 """
@@ -36,6 +39,7 @@ Usage: ``python benchmarks/bench_idle_peers.py [--quick | --peers N] [--ping-int
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import multiprocessing
 import os
@@ -79,9 +83,14 @@ def _raise_fd_limit(needed: int) -> None:
 # ------------------------------------------------------------------ the node
 
 
-def _node_child(peers: int, ping_interval: float, address: Any, count: Any, ready: Any) -> None:
+#: the profile switch shared with the node child: off, on (asked), dump (asked), dumped
+PROFILE_OFF, PROFILE_ON, PROFILE_DUMP, PROFILE_DUMPED = 0, 1, 2, 3
+
+
+def _node_child(peers: int, ping_interval: float, address: Any, count: Any, ready: Any, profile: Any, profile_path: str) -> None:
     """The node under test: listen, publish the peer count, run until terminated."""
     _raise_fd_limit(peers + FD_MARGIN)
+    profiler = cProfile.Profile(time.process_time)  # CPU time: the machine may be shared
 
     async def main() -> None:
         # Every peer comes from 127.0.0.1: lift the per-source limits (and the peer cap)
@@ -103,6 +112,13 @@ def _node_child(peers: int, ping_interval: float, address: Any, count: Any, read
             ready.set()
             while True:
                 count.value = len(node.peers)
+                if profile.value == PROFILE_ON:
+                    profiler.enable()
+                    profile.value = PROFILE_OFF
+                elif profile.value == PROFILE_DUMP:
+                    profiler.disable()
+                    profiler.dump_stats(profile_path)
+                    profile.value = PROFILE_DUMPED
                 await trio.sleep(REPORT_INTERVAL)
 
     trio.run(main)
@@ -190,11 +206,13 @@ def _generator(address: str, peers: int, concurrency: int, connected: Any, faile
 # ------------------------------------------------------------------ /proc
 
 
-def _proc_cpu_seconds(pid: int) -> float:
+def _proc_cpu_seconds(pid: int) -> tuple[float, float]:
+    """A process's (user, kernel) CPU seconds so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
     # utime and stime: fields 14 and 15 of stat, 12 and 13 after the name
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _proc_rss_kb(pid: int) -> int:
@@ -226,14 +244,15 @@ async def _new_peer_times(address: str, samples: int) -> list[float]:
 # ------------------------------------------------------------------ main
 
 
-def run(peers: int, concurrency: int, ping_interval: float, idle: float, samples: int) -> dict[str, Any]:
+def run(peers: int, concurrency: int, ping_interval: float, idle: float, samples: int, profile_path: str = "") -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
+    profile = ctx.Value("i", PROFILE_OFF)
     address = ctx.Array("c", 256)
     node_count = ctx.Value("i", 0)
     connected = ctx.Value("i", 0)
     failed = ctx.Value("i", 0)
     ready = ctx.Event()
-    node = ctx.Process(target=_node_child, args=(peers, ping_interval, address, node_count, ready), daemon=True)
+    node = ctx.Process(target=_node_child, args=(peers, ping_interval, address, node_count, ready, profile, profile_path), daemon=True)
     node.start()
     generator = None
     try:
@@ -255,10 +274,18 @@ def run(peers: int, concurrency: int, ping_interval: float, idle: float, samples
         time.sleep(2 * REPORT_INTERVAL + 1.0)  # settle: the last handshakes' garbage, the count
         rss_after = _proc_rss_kb(node.pid)
         count = node_count.value
-        cpu_before = _proc_cpu_seconds(node.pid)
+        if profile_path:
+            profile.value = PROFILE_ON
+            time.sleep(2 * REPORT_INTERVAL)
+        user_before, kernel_before = _proc_cpu_seconds(node.pid)
         idle_started = time.perf_counter()
         time.sleep(idle)
-        idle_cpu = (_proc_cpu_seconds(node.pid) - cpu_before) / (time.perf_counter() - idle_started)
+        user_after, kernel_after = _proc_cpu_seconds(node.pid)
+        idle_wall = time.perf_counter() - idle_started
+        if profile_path:
+            profile.value = PROFILE_DUMP
+            while profile.value != PROFILE_DUMPED:
+                time.sleep(0.1)
         new_peer = trio.run(_new_peer_times, target, samples)
         return {
             "peers_wanted": peers,
@@ -270,7 +297,10 @@ def run(peers: int, concurrency: int, ping_interval: float, idle: float, samples
             "kib_per_peer": (rss_after - rss_before) / max(1, count),
             "idle_seconds": idle,
             "ping_interval": ping_interval,
-            "idle_cpu_share_of_one_core": idle_cpu,
+            "idle_cpu_share_of_one_core": (user_after - user_before + kernel_after - kernel_before) / idle_wall,
+            "idle_cpu_user_share": (user_after - user_before) / idle_wall,
+            "idle_cpu_kernel_share": (kernel_after - kernel_before) / idle_wall,
+            "profiled": bool(profile_path),
             "new_peer_ms": {
                 "p50": statistics.median(new_peer) * 1e3,
                 "max": max(new_peer) * 1e3,
@@ -292,6 +322,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="handshakes in flight while connecting (default 64)")
     parser.add_argument("--samples", type=int, default=20, help="new peers timed at full load (default 20)")
     parser.add_argument("--quick", action="store_true", help="3,000 peers, 5 s pings, 8 s idle, 10 samples")
+    parser.add_argument("--profile", metavar="FILE", default="", help="cProfile the node over the idle window into FILE (inflates the CPU figures)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if args.quick:
@@ -299,7 +330,7 @@ def main() -> None:
     if not args.idle:
         args.idle = args.ping_interval + 10
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; {args.peers:,} peers, pings every {args.ping_interval:g} s, {args.idle:g} s idle", flush=True)
-    result = run(args.peers, args.concurrency, args.ping_interval, args.idle, args.samples)
+    result = run(args.peers, args.concurrency, args.ping_interval, args.idle, args.samples, os.path.abspath(args.profile) if args.profile else "")
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -308,7 +339,11 @@ def main() -> None:
         f"node memory: {result['rss_before_mb']:.0f} MB before, {result['rss_after_mb']:.0f} MB after: "
         f"{result['kib_per_peer']:.1f} KiB per peer"
     )
-    print(f"idle CPU: {100 * result['idle_cpu_share_of_one_core']:.2f}% of one core over {result['idle_seconds']:g} s")
+    print(
+        f"idle CPU: {100 * result['idle_cpu_share_of_one_core']:.2f}% of one core over {result['idle_seconds']:g} s "
+        f"(user {100 * result['idle_cpu_user_share']:.2f}%, kernel {100 * result['idle_cpu_kernel_share']:.2f}%)"
+        + (", profiled" if result["profiled"] else "")
+    )
     times = result["new_peer_ms"]
     print(f"a new peer at full load: p50 {times['p50']:.1f} ms, min {times['min']:.1f} ms, max {times['max']:.1f} ms (dial to ready)")
 

@@ -41,6 +41,7 @@ from lnpmsg.node.events import (
     PeerWarningReceived,
 )
 from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.keepalive import KeepaliveSchedule, tick_for
 from lnpmsg.node.peer import (
     HANDSHAKE_TIMEOUT,
     MAX_QUEUED_BYTES,
@@ -213,6 +214,8 @@ class Node:
         #: shared by every session (one set, not one per peer)
         self._chains = frozenset((self._chain_hash,))
         self._init_cache: dict[Features, tuple[Init, bytes, Features]] = {}
+        #: every peer's pings and deadlines, run by one task (not one wake-up per peer)
+        self.keepalive = KeepaliveSchedule(tick_for(self.config.ping_interval, self.config.pong_timeout, self.config.init_timeout))
 
     @property
     def node_id(self) -> bytes:
@@ -315,6 +318,7 @@ class Node:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self.keepalive.run)
                 # Apps first: a peer may connect and speak to them as soon as we listen.
                 for app in list(self.apps.values()):
                     await nursery.start(self.apphost.run_app, app)
@@ -590,6 +594,7 @@ class Node:
             remote_id,
             outbound=outbound,
             on_events=self._on_peer_events,
+            keepalive=self.keepalive,
             leftover=leftover,
             max_queued_bytes=cfg.max_queued_bytes,
         )

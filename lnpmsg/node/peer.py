@@ -1,5 +1,8 @@
-"""The trio shell around one peer: handshake, then a reading task (which also runs
-the session's timers) and, while there is something to send, a writing task.
+"""The trio shell around one peer: handshake, then a reading task and, while
+there is something to send, a writing task. The session's timers (keepalive
+pings, the init and pong deadlines) are run by the node's keepalive schedule
+(:mod:`lnpmsg.node.keepalive`), so an idle peer's reading task only waits for
+bytes.
 
 All protocol decisions are made by the sans-IO cores (:mod:`lnpmsg.noise` and
 :class:`lnpmsg.node.session.PeerSession`); this module only moves bytes and
@@ -14,13 +17,13 @@ rather than letting a peer that does not read grow our memory.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
 from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.keepalive import KeepaliveSchedule
 from lnpmsg.node.session import (
     MessagesReceived,
     PeerReady,
@@ -191,6 +194,7 @@ class Peer:
         "_cipher",
         "_closing",
         "_flush_scope",
+        "_keepalive",
         "_leftover",
         "_max_queued",
         "_nursery",
@@ -199,7 +203,6 @@ class Peer:
         "_pong_waiters",
         "_queued_bytes",
         "_writer_running",
-        "_receive_scope",
         "_room",
         "_closed_event",
         "_is_closed",
@@ -225,6 +228,7 @@ class Peer:
         *,
         outbound: bool,
         on_events: EventsHandler,
+        keepalive: KeepaliveSchedule,
         leftover: bytes = b"",
         max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
@@ -254,8 +258,8 @@ class Peer:
         self._pong_waiters: list[trio.Event] | None = None
         #: a writer task is under way (it ends when the outbox is empty)
         self._writer_running = False
-        #: the scope of the receive under way: its deadline is the session's next timer
-        self._receive_scope: trio.CancelScope | None = None
+        #: the node's schedule that runs the session's timers (:meth:`keepalive_due`)
+        self._keepalive = keepalive
         self._flush_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._closing = False
@@ -348,7 +352,7 @@ class Peer:
         self._pong_waiters.append(waiter)
         self.session.ping(trio.current_time())
         self._wake_writer()
-        self._rearm_timer()
+        self._keepalive.set(self, self.session.get_timer())  # the pong deadline
         with trio.fail_after(timeout):
             await waiter.wait()
         self._check_open()
@@ -368,6 +372,7 @@ class Peer:
             return
         self._closing = True
         self.close_reason = reason
+        self._keepalive.set(self, None)
         if self._flush_scope is not None:
             self._flush_scope.deadline = min(self._flush_scope.deadline, trio.current_time() + CLOSE_FLUSH_TIMEOUT)
         self._wake_waiters()
@@ -386,11 +391,11 @@ class Peer:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._wake_writer()  # our init is queued
-                # Reading and the session's timers run in this task: fewer tasks
-                # to start per connection.
+                self._keepalive.set(self, self.session.get_timer())  # the init deadline
                 await self._read_loop()
         finally:
             self._nursery = None
+            self._keepalive.set(self, None)
             if not self._closing:
                 self._begin_close("cancelled")
             with trio.CancelScope(shield=True):
@@ -428,26 +433,17 @@ class Peer:
                     if self._closing:
                         return
                     if session.outbox:
-                        self._wake_writer()
+                        self._send_queued()  # e.g. a pong
                 if failure is not None:
                     self._begin_close(f"bad encrypted frame from peer: {failure}")
                     return
-            # A receive waits at most until the session's next timer is due
-            # (a ping to send, a deadline to check); cancelling one loses no data.
-            received: bytes | None = None
-            with trio.CancelScope(deadline=self._timer_deadline()) as self._receive_scope:
-                try:
-                    received = await self.conn.receive_some(RECEIVE_CHUNK)
-                except TransportError as exc:
-                    self._begin_close(f"connection lost: {exc}")
-                    return
-            self._receive_scope = None
-            if received is None:
-                await self._on_timer()
-                if self._closing:
-                    return
-                data = b""
-                continue
+            # No deadline here: the node's keepalive schedule runs the session's
+            # timers, so an idle peer's receive is never cancelled and re-armed.
+            try:
+                received = await self.conn.receive_some(RECEIVE_CHUNK)
+            except TransportError as exc:
+                self._begin_close(f"connection lost: {exc}")
+                return
             if not received:
                 self._begin_close("peer closed the connection")
                 return
@@ -460,10 +456,12 @@ class Peer:
         elif isinstance(event, PongReceived):
             self.ping_rtt = event.rtt
             self._wake_waiters()
+            self._keepalive.set(self, self.session.get_timer())  # the next ping
         elif isinstance(event, PeerReady):
             self._is_ready = True
             if self._ready_event is not None:
                 self._ready_event.set()
+            self._keepalive.set(self, self.session.get_timer())  # the first ping
 
     def _wake_writer(self) -> None:
         """Start a writer task unless one runs: it drains the outbox, then ends.
@@ -476,7 +474,55 @@ class Peer:
             self._writer_running = True
             self._nursery.start_soon(self._write_loop)
 
-    async def _write_loop(self) -> None:
+    def _send_queued(self) -> None:
+        """Send what the session queued (a ping, a pong) now, without a task, if we can.
+
+        When no writer is under way and no app message is queued
+        (``_queued_bytes`` counts those only), the outbox holds just the
+        session's own few small messages. They are encrypted and handed to
+        the transport at once when it takes them without waiting
+        (``send_nowait``); what it does not take goes to a writer task, as
+        does everything else (app messages a handler queued behind a pong
+        leave in the writer's batches).
+        """
+        if self._writer_running or self._queued_bytes or self._closing or self._nursery is None or self.conn.keeps_frame_boundaries:
+            self._wake_writer()
+            return
+        outbox = self._outbox
+        batch = list(outbox)
+        outbox.clear()
+        data = self._cipher.encryptor.encrypt_joined(batch)
+        try:
+            sent = self.conn.send_nowait(data)
+        except TransportError as exc:
+            self._begin_close(f"connection lost: {exc}")
+            return
+        counters = self.counters
+        counters.messages_out += len(batch)
+        counters.bytes_out += len(data)
+        if sent < len(data):
+            self._writer_running = True
+            self._nursery.start_soon(self._write_loop, data[sent:])
+
+    def keepalive_due(self, now: float) -> float | None:
+        """Run the session's due timers; the node's keepalive schedule calls this.
+
+        Returns the session's next deadline (None once closed). A ping goes
+        out from here (see :meth:`_send_queued`); a passed deadline closes
+        the peer, and a task of the peer's tells the node.
+        """
+        session = self.session
+        events = session.handle_timer(now)
+        if events:
+            if self._nursery is not None:
+                self._nursery.start_soon(self._on_events, self, events)
+            for event in events:
+                self._note(event)
+        if session.outbox:
+            self._send_queued()
+        return None if self._closing else session.get_timer()
+
+    async def _write_loop(self, unsent: bytes = b"") -> None:
         # Once closing starts, the writer gets CLOSE_FLUSH_TIMEOUT more, whatever
         # it is doing: a send stuck on a peer that does not read must not keep
         # the connection (and its pong timeout) from ending.
@@ -486,7 +532,7 @@ class Peer:
                 self._flush_scope = scope
                 if self._closing:
                     scope.deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
-                idle = await self._write_until_flushed()
+                idle = await self._write_until_flushed(unsent)
             self._flush_scope = None
         finally:
             self._writer_running = False
@@ -496,12 +542,19 @@ class Peer:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    async def _write_until_flushed(self) -> bool:
-        """Write until the outbox is empty (True) or, when closing, until flushed (False)."""
+    async def _write_until_flushed(self, unsent: bytes = b"") -> bool:
+        """Write ``unsent`` (encrypted bytes a send left over), then until the outbox
+        is empty (True) or, when closing, until flushed (False)."""
         encryptor = self._cipher.encryptor
         keeps_frames = self.conn.keeps_frame_boundaries
         outbox = self.session.outbox
         counters = self.counters
+        if unsent:
+            try:
+                await self.conn.send_frames([unsent])
+            except TransportError as exc:
+                self._begin_close(f"connection lost: {exc}")
+                return False
         while True:
             if not outbox:
                 return not self._closing
@@ -536,20 +589,3 @@ class Peer:
             for waiter in self._pong_waiters:
                 waiter.set()
             self._pong_waiters.clear()
-
-    def _timer_deadline(self) -> float:
-        deadline = self.session.get_timer()
-        return math.inf if deadline is None else deadline
-
-    def _rearm_timer(self) -> None:
-        if self._receive_scope is not None:
-            self._receive_scope.deadline = self._timer_deadline()
-
-    async def _on_timer(self) -> None:
-        events = self.session.handle_timer(trio.current_time())
-        for event in events:
-            self._note(event)
-        if events:
-            await self._on_events(self, events)
-        if self.session.outbox:
-            self._wake_writer()

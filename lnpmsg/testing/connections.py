@@ -262,6 +262,38 @@ async def check_cancelled_receive_loses_nothing(open_pair: PairOpener) -> None:
         _require(got == data, "data after a cancelled receive arrived changed")
 
 
+async def check_send_nowait_keeps_order(open_pair: PairOpener) -> None:
+    """``send_nowait`` takes a prefix (maybe none) at once; ``send_frames`` sends the rest, in order.
+
+    A full buffer (nobody reads yet) makes it take part or nothing; a closed
+    end refuses with a ``TransportError`` or takes nothing.
+    """
+    async with open_pair() as (a, b):
+        if a.keeps_frame_boundaries:
+            return  # frames kept apart: the peer never uses it on such a transport
+        sent = bytearray()
+        for seed, size in ((20, 40), (21, 4 * 1024 * 1024), (22, 40)):
+            data = _pattern(seed, size)
+            taken = a.send_nowait(data)
+            _require(isinstance(taken, int) and 0 <= taken <= len(data), f"send_nowait took {taken!r} of {len(data)} bytes")
+            sent += data
+            if taken < len(data):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(a.send_frames, [data[taken:]])
+                    got = await _receive_exactly(b, len(sent))
+                _require(got == sent, "bytes after a partial send_nowait arrived changed or out of order")
+                sent.clear()
+        if sent:
+            _require(await _receive_exactly(b, len(sent)) == sent, "bytes sent with send_nowait arrived changed")
+        await a.aclose()
+        try:
+            taken = a.send_nowait(b"late")
+        except TransportError:
+            return
+        # Taking nothing is as good: the caller's send_frames of the rest then fails.
+        _require(taken == 0, f"send_nowait on a closed connection took {taken} bytes")
+
+
 #: every connection check by name, each taking only the pair opener
 CONNECTION_CHECKS: dict[str, Callable[[PairOpener], Awaitable[None]]] = {
     "names": check_names,
@@ -272,6 +304,7 @@ CONNECTION_CHECKS: dict[str, Callable[[PairOpener], Awaitable[None]]] = {
     "closed_end_refuses": check_closed_end_refuses,
     "close_wakes_receiver": check_close_wakes_receiver,
     "cancelled_receive_loses_nothing": check_cancelled_receive_loses_nothing,
+    "send_nowait_keeps_order": check_send_nowait_keeps_order,
 }
 
 

@@ -160,6 +160,17 @@ class MemoryConnection(Connection):
         finally:
             self._sending = False
 
+    def send_nowait(self, data: bytes) -> int:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this connection")
+        pipe = self._out
+        self._check(pipe, writing=True)
+        taken = min(len(data), max(0, pipe.capacity - len(pipe.data)))
+        if taken:
+            pipe.data += memoryview(data)[:taken]
+            pipe.changed()
+        return taken
+
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")

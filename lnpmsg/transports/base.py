@@ -69,6 +69,19 @@ class Connection(abc.ABC):
         Blocks (back-pressure) while the transport cannot take more.
         """
 
+    def send_nowait(self, data: bytes) -> int:
+        """Send as much of ``data`` as the transport takes at once, without waiting.
+
+        Returns how many bytes it took (the caller sends the rest with
+        :meth:`send_frames`). For byte streams only, and never while a
+        ``send_frames`` is under way. The default takes nothing: a transport
+        without such a path sends everything through ``send_frames``.
+        When the connection is gone it raises ``ConnectionClosed`` (or takes
+        nothing, and the ``send_frames`` that follows fails).
+        """
+        del data
+        return 0
+
     @abc.abstractmethod
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         """Return the next bytes that arrived (at most ``max_bytes``), or ``b""`` at end of stream."""
