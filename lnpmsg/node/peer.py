@@ -93,8 +93,21 @@ class PeerQueueFull(Exception):
 
 
 async def _receive_exactly(conn: Connection, size: int, buffer: bytearray, what: str) -> bytes:
+    """The next ``size`` bytes; any bytes read past them stay in ``buffer``.
+
+    Asks for exactly what is missing, so on a byte stream an act usually
+    comes in one read and nothing is read past it (what the peer sends
+    next stays in the transport for the reader).
+    """
+    if not buffer:
+        chunk = await conn.receive_some(size)
+        if len(chunk) == size:
+            return chunk
+        if not chunk:
+            raise HandshakeFailed(f"connection closed during the handshake (waiting for {what})")
+        buffer += chunk
     while len(buffer) < size:
-        chunk = await conn.receive_some(RECEIVE_CHUNK)
+        chunk = await conn.receive_some(size - len(buffer))
         if not chunk:
             raise HandshakeFailed(f"connection closed during the handshake (waiting for {what})")
         buffer += chunk
@@ -129,21 +142,32 @@ async def handshake_as_initiator(
 
 
 async def handshake_as_responder(
-    conn: Connection, key: NodeKey, timeout: float = HANDSHAKE_TIMEOUT, *, act_one_timeout: float | None = None
+    conn: Connection,
+    key: NodeKey,
+    timeout: float = HANDSHAKE_TIMEOUT,
+    *,
+    act_one_timeout: float | None = None,
+    scope: trio.CancelScope | None = None,
 ) -> tuple[TransportCipher, bytes, bytes]:
     """Run acts 1-3 as responder. Returns the cipher, the initiator's node id and leftover bytes.
 
     ``act_one_timeout`` (shorter than ``timeout``) bounds the wait for act
     one: a socket that says nothing holds a handshake slot no longer.
+    ``scope`` (a new, not yet entered cancel scope) lets the caller abort the
+    handshake by cancelling it: then ``HandshakeFailed`` says it was cancelled.
     """
     buffer = bytearray()
-    deadline = trio.current_time() + timeout
-    act_one_deadline = deadline if act_one_timeout is None else min(deadline, trio.current_time() + act_one_timeout)
+    now = trio.current_time()
+    deadline = now + timeout
+    act_one_deadline = deadline if act_one_timeout is None else min(deadline, now + act_one_timeout)
     got_act_one = False
+    if scope is None:
+        scope = trio.CancelScope()
+    scope.deadline = act_one_deadline
     try:
         # One cancel scope whose deadline moves once act one is in: every accepted
         # connection passes here, and a scope costs as much as a dozen hashes.
-        with trio.CancelScope(deadline=act_one_deadline) as scope:
+        with scope:
             hs = ResponderHandshake(key.secret)
             act_one = await _receive_exactly(conn, ACT_ONE_SIZE, buffer, "act one")
             got_act_one = True
@@ -156,6 +180,8 @@ async def handshake_as_responder(
     except TransportError as exc:
         raise HandshakeFailed(f"connection failed during the handshake: {exc}") from exc
     if scope.cancelled_caught:
+        if trio.current_time() < scope.deadline:
+            raise HandshakeFailed("handshake cancelled")
         if not got_act_one and act_one_deadline < deadline:
             raise HandshakeFailed(f"no act one within {act_one_timeout:g} s")
         raise HandshakeFailed(f"handshake timed out after {timeout:g} s")
@@ -385,10 +411,19 @@ class Peer:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self._wake_writer()  # our init is queued
-                # Reading and the session's timers run in this task: fewer tasks
-                # to start per connection.
-                await self._read_loop()
+                # Our init is queued: it leaves from this task, before the first
+                # read (a fresh connection takes a small write at once), so
+                # a connection needs no second task until there is more to send.
+                # Until then the session's first timer (the init timeout) bounds the
+                # write, as it bounds a writer task's through the reader.
+                nursery.cancel_scope.deadline = self._timer_deadline()
+                written = await self._write_first()
+                nursery.cancel_scope.deadline = math.inf
+                if written:
+                    # Reading and the session's timers run in this task too.
+                    await self._read_loop()
+            if nursery.cancel_scope.cancelled_caught and not self._closing:
+                self._begin_close("our init could not be sent before the init timeout")
         finally:
             self._nursery = None
             if not self._closing:
@@ -464,6 +499,21 @@ class Peer:
             self._is_ready = True
             if self._ready_event is not None:
                 self._ready_event.set()
+
+    async def _write_first(self) -> bool:
+        """Write what is queued at the start (our ``init``) from the calling task; False if that failed."""
+        if not self.session.outbox or self._writer_running:
+            return True
+        self._writer_running = True
+        try:
+            idle = await self._write_until_flushed()
+        finally:
+            self._writer_running = False
+        if not idle:
+            return False
+        if self.session.outbox:
+            self._wake_writer()  # queued while the first write was under way
+        return True
 
     def _wake_writer(self) -> None:
         """Start a writer task unless one runs: it drains the outbox, then ends.
