@@ -145,6 +145,16 @@ class TcpConnection(Connection):
             await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        if self._closed:
+            return None  # receive_some says why
+        try:
+            return self._sock.recv(max_bytes)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            raise self._lost("receive from", exc) from exc
+
     async def aclose(self) -> None:
         if self._closed:
             return
