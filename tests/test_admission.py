@@ -93,6 +93,7 @@ async def test_silent_sockets_from_one_ip_evict_each_other(caplog):
         with trio.fail_after(5):
             assert await streams[0].receive_some(10) == b""  # the oldest made room
         assert node.stats["evicted"] == 1 and node.pending_handshakes == 2
+        assert node.stats["handshake_failed"] == 0  # an eviction is counted once, as such
         for stream in streams:
             await stream.aclose()
 

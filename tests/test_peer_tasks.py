@@ -18,6 +18,7 @@ from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.testing.virtual import memory_node, record_events
+from lnpmsg.transports.base import ConnectionClosed
 from lnpmsg.wire import DEFAULT_REGISTRY, Error, Init, Ping, Pong
 
 CUSTOM = 32769
@@ -135,3 +136,23 @@ async def test_the_events_asked_for_late_are_already_set(autojump_clock: trio.te
             await events.wait_for(PeerDisconnected)
         await trio.testing.wait_all_tasks_blocked()
         assert peer.closed.is_set() and peer.ready.is_set()
+
+
+async def test_an_init_the_peer_never_reads_is_given_up_at_the_init_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    # Pipes of 40 bytes: the acts pass in pieces, but our init (~80 bytes on the wire) only
+    # in part while the peer reads nothing, so the first write (from the peer's own task) waits.
+    network = MemoryNetwork(buffer_size=40)
+    node = memory_node(network, init_timeout=10.0)
+    async with running(node):
+        began = trio.current_time()
+        raw = await RawPeer.connect(network.names[0], node.node_id, transport=network.transport())
+        with trio.fail_after(60):
+            while True:  # nothing is read; an empty send now and then tells when the node hung up
+                try:
+                    await raw.conn.send_frames([b""])
+                except ConnectionClosed:
+                    break
+                await trio.sleep(0.5)
+        assert 10.0 <= trio.current_time() - began <= 11.0, trio.current_time() - began
+        assert node.peers == {}
+        await raw.aclose()

@@ -174,3 +174,31 @@ async def test_a_connection_can_take_over_a_trio_stream() -> None:
         assert await _receive_exactly(conn, 4) == b"ping"
         await conn.aclose()
     await listener.aclose()
+
+
+async def _nowait_arrival(conn: Connection, max_bytes: int) -> bytes:
+    """What ``receive_nowait`` returns once something arrived (loopback: within a few schedule points)."""
+    with trio.fail_after(10):
+        while True:
+            data = conn.receive_nowait(max_bytes)
+            if data is not None:
+                return data
+            await trio.sleep(0.001)
+
+
+async def test_receive_nowait_says_none_until_bytes_arrive_and_empty_at_end_of_stream() -> None:
+    async with _pair() as (dialed, accepted):
+        assert accepted.receive_nowait(50) is None
+        await dialed.send_frames([b"act one" * 10])
+        assert await _nowait_arrival(accepted, 50) == (b"act one" * 10)[:50]
+        assert await _receive_exactly(accepted, 20) == (b"act one" * 10)[50:]  # the rest stays for the next read
+        await dialed.aclose()
+        assert await _nowait_arrival(accepted, 50) == b""
+
+
+async def test_receive_nowait_on_a_closed_connection_leaves_the_reason_to_receive_some() -> None:
+    async with _pair() as (dialed, accepted):
+        await accepted.aclose()
+        assert accepted.receive_nowait(10) is None  # receive_some is the one that says why
+        with pytest.raises(ConnectionClosed):
+            await accepted.receive_some(10)

@@ -477,21 +477,22 @@ class Node:
                 pending[0].cancel()
                 self._refused(pending[1], "evicted: oldest pending handshake of a busy source", "evicted")
         try:
-            with trio.CancelScope() as scope:
-                self._handshakes[conn] = (scope, ip)
-                try:
-                    cipher, remote_id, leftover = await handshake_as_responder(
-                        conn, self.key, self.config.handshake_timeout, act_one_timeout=self.config.act_one_timeout
-                    )
-                except HandshakeFailed as exc:
-                    self.stats["handshake_failed"] += 1
-                    log.info("inbound %s from %s: %s", conn.kind, conn.remote_address, exc)
-                    return
-                finally:
-                    self._handshakes.pop(conn, None)
-                    self.admission.handshake_done(conn)
-            if scope.cancelled_caught:
+            # The handshake's own cancel scope: eviction cancels it (one scope per connection, not two).
+            scope = trio.CancelScope()
+            self._handshakes[conn] = (scope, ip)
+            try:
+                cipher, remote_id, leftover = await handshake_as_responder(
+                    conn, self.key, self.config.handshake_timeout, act_one_timeout=self.config.act_one_timeout, scope=scope
+                )
+            except HandshakeFailed as exc:
+                if conn not in self._handshakes:
+                    return  # evicted (counted and logged by the eviction)
+                self.stats["handshake_failed"] += 1
+                log.info("inbound %s from %s: %s", conn.kind, conn.remote_address, exc)
                 return
+            finally:
+                self._handshakes.pop(conn, None)
+                self.admission.handshake_done(conn)
             refusal = self.admission.admit_peer(peers=len(self.peers), outbound=False, protected=self.is_protected(remote_id))
             if refusal is not None:
                 self._refused(ip, refusal, "refused_peer_limit")

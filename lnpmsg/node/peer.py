@@ -1,6 +1,7 @@
-"""The trio shell around one peer: handshake, then a reading task and, while
-there is something to send, a writing task. The session's timers (keepalive
-pings, the init and pong deadlines) are run by the node's keepalive schedule
+"""The trio shell around one peer after its handshake (:mod:`lnpmsg.node.handshake`,
+re-exported here): a reading task and, while there is something to send, a
+writing task. The session's timers (keepalive pings, the init and pong
+deadlines) are run by the node's keepalive schedule
 (:mod:`lnpmsg.node.keepalive`), so an idle peer's reading task only waits for
 bytes.
 
@@ -17,12 +18,13 @@ rather than letting a peer that does not read grow our memory.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
-from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.handshake import HANDSHAKE_TIMEOUT, HandshakeFailed, handshake_as_initiator, handshake_as_responder
 from lnpmsg.node.keepalive import KeepaliveSchedule
 from lnpmsg.node.session import (
     MessagesReceived,
@@ -33,17 +35,7 @@ from lnpmsg.node.session import (
     SessionEvent,
     SessionState,
 )
-from lnpmsg.noise import (
-    ACT_ONE_SIZE,
-    ACT_THREE_SIZE,
-    ACT_TWO_SIZE,
-    MAX_MESSAGE_SIZE,
-    InitiatorHandshake,
-    MessageTooLarge,
-    NoiseError,
-    ResponderHandshake,
-    TransportCipher,
-)
+from lnpmsg.noise import MAX_MESSAGE_SIZE, MessageTooLarge, NoiseError, TransportCipher
 from lnpmsg.transports.base import Connection, TransportError
 from lnpmsg.wire import Message
 
@@ -60,8 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: the whole BOLT-8 handshake must finish within this (a silent peer costs us no more)
-HANDSHAKE_TIMEOUT = 15.0
 #: plaintext bytes queued for one peer before senders must wait
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
 #: about this many bytes go into one write: enough to spread a write's fixed cost over
@@ -83,86 +73,12 @@ def _encoded(message: Message | bytes) -> bytes:
     return message.encode() if isinstance(message, Message) else bytes(message)
 
 
-class HandshakeFailed(Exception):
-    """The BOLT-8 handshake did not complete (timeout, wrong key, bad act, closed)."""
-
-
 class PeerClosedError(Exception):
     """The peer is closed; nothing can be sent to it any more."""
 
 
 class PeerQueueFull(Exception):
     """``send_nowait`` found the peer's outbound queue full."""
-
-
-async def _receive_exactly(conn: Connection, size: int, buffer: bytearray, what: str) -> bytes:
-    while len(buffer) < size:
-        chunk = await conn.receive_some(RECEIVE_CHUNK)
-        if not chunk:
-            raise HandshakeFailed(f"connection closed during the handshake (waiting for {what})")
-        buffer += chunk
-    data = bytes(buffer[:size])
-    del buffer[:size]
-    return data
-
-
-async def handshake_as_initiator(
-    conn: Connection, key: NodeKey, remote_node_id: bytes, timeout: float = HANDSHAKE_TIMEOUT
-) -> tuple[TransportCipher, bytes]:
-    """Run acts 1-3 as initiator. Returns the cipher and any bytes read past act two."""
-    buffer = bytearray()
-    try:
-        with trio.fail_after(timeout):
-            hs = InitiatorHandshake(key.secret, remote_node_id)
-            await conn.send_frames([hs.act_one()])
-            try:
-                act_two = await _receive_exactly(conn, ACT_TWO_SIZE, buffer, "act two")
-            except HandshakeFailed as exc:
-                # A responder whose key differs cannot read act one and hangs up: say so.
-                raise HandshakeFailed(f"{exc}; is {remote_node_id.hex()} the right node id?") from None
-            act_three = hs.receive_act_two(act_two)
-            await conn.send_frames([act_three])
-    except trio.TooSlowError:
-        raise HandshakeFailed(f"handshake timed out after {timeout:g} s") from None
-    except NoiseError as exc:
-        raise HandshakeFailed(f"handshake failed: {exc} (is {remote_node_id.hex()} the right node id?)") from exc
-    except TransportError as exc:
-        raise HandshakeFailed(f"connection failed during the handshake: {exc}") from exc
-    return TransportCipher(hs.keys), bytes(buffer)
-
-
-async def handshake_as_responder(
-    conn: Connection, key: NodeKey, timeout: float = HANDSHAKE_TIMEOUT, *, act_one_timeout: float | None = None
-) -> tuple[TransportCipher, bytes, bytes]:
-    """Run acts 1-3 as responder. Returns the cipher, the initiator's node id and leftover bytes.
-
-    ``act_one_timeout`` (shorter than ``timeout``) bounds the wait for act
-    one: a socket that says nothing holds a handshake slot no longer.
-    """
-    buffer = bytearray()
-    deadline = trio.current_time() + timeout
-    act_one_deadline = deadline if act_one_timeout is None else min(deadline, trio.current_time() + act_one_timeout)
-    got_act_one = False
-    try:
-        # One cancel scope whose deadline moves once act one is in: every accepted
-        # connection passes here, and a scope costs as much as a dozen hashes.
-        with trio.CancelScope(deadline=act_one_deadline) as scope:
-            hs = ResponderHandshake(key.secret)
-            act_one = await _receive_exactly(conn, ACT_ONE_SIZE, buffer, "act one")
-            got_act_one = True
-            scope.deadline = deadline
-            await conn.send_frames([hs.receive_act_one(act_one)])
-            act_three = await _receive_exactly(conn, ACT_THREE_SIZE, buffer, "act three")
-            remote_node_id = hs.receive_act_three(act_three)
-    except NoiseError as exc:
-        raise HandshakeFailed(f"handshake failed: {exc}") from exc
-    except TransportError as exc:
-        raise HandshakeFailed(f"connection failed during the handshake: {exc}") from exc
-    if scope.cancelled_caught:
-        if not got_act_one and act_one_deadline < deadline:
-            raise HandshakeFailed(f"no act one within {act_one_timeout:g} s")
-        raise HandshakeFailed(f"handshake timed out after {timeout:g} s")
-    return TransportCipher(hs.keys), remote_node_id, bytes(buffer)
 
 
 #: the node's callback: every event of one read (or timer), in order
@@ -390,9 +306,20 @@ class Peer:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self._wake_writer()  # our init is queued
-                self._keepalive.set(self, self.session.get_timer())  # the init deadline
-                await self._read_loop()
+                init_deadline = self.session.get_timer()
+                self._keepalive.set(self, init_deadline)
+                # Our init is queued: it leaves from this task, before the first
+                # read (a fresh connection takes a small write at once), so
+                # a connection needs no second task until there is more to send.
+                # The init timeout bounds that write here: the keepalive schedule
+                # cannot stop a write under way.
+                nursery.cancel_scope.deadline = math.inf if init_deadline is None else init_deadline
+                written = await self._write_first()
+                nursery.cancel_scope.deadline = math.inf
+                if written:
+                    await self._read_loop()
+            if nursery.cancel_scope.cancelled_caught and not self._closing:
+                self._begin_close("our init could not be sent before the init timeout")
         finally:
             self._nursery = None
             self._keepalive.set(self, None)
@@ -462,6 +389,21 @@ class Peer:
             if self._ready_event is not None:
                 self._ready_event.set()
             self._keepalive.set(self, self.session.get_timer())  # the first ping
+
+    async def _write_first(self) -> bool:
+        """Write what is queued at the start (our ``init``) from the calling task; False if that failed."""
+        if not self.session.outbox or self._writer_running:
+            return True
+        self._writer_running = True
+        try:
+            idle = await self._write_until_flushed()
+        finally:
+            self._writer_running = False
+        if not idle:
+            return False
+        if self.session.outbox:
+            self._wake_writer()  # queued while the first write was under way
+        return True
 
     def _wake_writer(self) -> None:
         """Start a writer task unless one runs: it drains the outbox, then ends.
@@ -571,8 +513,12 @@ class Peer:
                 batch = outbox[:count]
                 del outbox[:count]
                 size = sum(map(len, batch))
-            # A byte stream takes the batch as one buffer, its frames joined.
-            frames = encryptor.encrypt_many(batch) if keeps_frames else [encryptor.encrypt_joined(batch)]
+            if len(batch) == 1:
+                # One message (an init, a ping, a reply): the batch path costs twice as much.
+                frames = [encryptor.encrypt(batch[0])]
+            else:
+                # A byte stream takes the batch as one buffer, its frames joined.
+                frames = encryptor.encrypt_many(batch) if keeps_frames else [encryptor.encrypt_joined(batch)]
             try:
                 await self.conn.send_frames(frames)
             except TransportError as exc:

@@ -90,6 +90,16 @@ class Connection(abc.ABC):
     async def aclose(self) -> None:
         """Close the connection (idempotent)."""
 
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """Bytes that already arrived (at most ``max_bytes``; ``b""`` at end of stream), or
+        None when nothing is there yet or the transport cannot tell without waiting.
+
+        Not a schedule point: for a short, bounded exchange (a handshake's
+        acts), whose next ``await`` comes soon anyway. Errors are those of
+        ``receive_some``. The default says None.
+        """
+        return None
+
 
 ConnectionHandler = Callable[[Connection], Awaitable[None]]
 

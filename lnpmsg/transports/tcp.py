@@ -79,12 +79,15 @@ class TcpConnection(Connection):
 
     kind = "tcp"
 
-    def __init__(self, sock: socket.socket, remote_address: str, kind: str = "tcp") -> None:
+    def __init__(self, sock: socket.socket, remote_address: str, kind: str = "tcp", *, peer_ip: str | None = None) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._remote = remote_address
         self.kind = kind
         self._closed = False
+        if peer_ip is not None:
+            # Known at accept: the node need not parse it back out of ``remote_address``.
+            self.peer_ip = peer_ip
 
     @classmethod
     def from_stream(cls, stream: trio.SocketStream, remote_address: str, **options: Any) -> Self:
@@ -151,6 +154,16 @@ class TcpConnection(Connection):
             await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        if self._closed:
+            return None  # receive_some says why
+        try:
+            return self._sock.recv(max_bytes)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            raise self._lost("receive from", exc) from exc
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -186,7 +199,7 @@ class TcpListener(Listener):
 
     async def serve(self, handler: ConnectionHandler) -> None:
         async def accepted(sock: socket.socket, peer: tuple) -> None:  # type: ignore[type-arg]
-            conn = TcpConnection(sock, format_host_port(peer[0], peer[1]), self._kind)
+            conn = TcpConnection(sock, format_host_port(peer[0], peer[1]), self._kind, peer_ip=peer[0])
             try:
                 await handler(conn)
             finally:
