@@ -318,6 +318,7 @@ class Peer:
                 nursery.cancel_scope.deadline = math.inf
                 if written:
                     await self._read_loop()
+            self._nursery = None  # closed: nothing may start in it any more
             if nursery.cancel_scope.cancelled_caught and not self._closing:
                 self._begin_close("our init could not be sent before the init timeout")
         finally:
