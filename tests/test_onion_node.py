@@ -26,7 +26,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-import lnpmsg.node.node as node_module
+import lnpmsg.node.dialing as dialing_module
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import ConnectError, Node, NodeConfig
 from lnpmsg.node.peer import Peer
@@ -217,7 +217,7 @@ async def wait_recovered(client: ControlClient, recoveries: int) -> dict[str, An
 async def test_two_onion_only_nodes_talk_and_survive_a_tor_crash(
     private_tor_network: PrivateTorNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(node_module, "RECONNECT_MAX_DELAY", 2.0)
+    monkeypatch.setattr(dialing_module, "RECONNECT_MAX_DELAY", 2.0)
     net = private_tor_network
     b, b_tor = onion_node(net, tmp_path / "b", onion_to_onion=True)
     b_payloads, b_done = collect(b)
@@ -292,7 +292,7 @@ async def test_two_onion_only_nodes_talk_and_survive_a_tor_crash(
 async def test_onion_only_process_keeps_to_loopback_restarts_and_recovers(
     private_tor_network: PrivateTorNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(node_module, "RECONNECT_MAX_DELAY", 2.0)
+    monkeypatch.setattr(dialing_module, "RECONNECT_MAX_DELAY", 2.0)
     net = private_tor_network
     b_dir = tmp_path / "b"
     process, info = await start_process(b_dir, net, "--onion-to-onion")

@@ -9,7 +9,6 @@ and every peer runs. Peers reach it over any transport; the node only sees
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,16 +39,11 @@ from lnpmsg.node.events import (
     PeerReplaced,
     PeerWarningReceived,
 )
+from lnpmsg.node.dialing import RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY, ConnectError, Dialing, onion_only_transports
 from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.inbound import Inbound
 from lnpmsg.node.keepalive import KeepaliveSchedule, tick_for
-from lnpmsg.node.peer import (
-    HANDSHAKE_TIMEOUT,
-    MAX_QUEUED_BYTES,
-    HandshakeFailed,
-    Peer,
-    handshake_as_initiator,
-    handshake_as_responder,
-)
+from lnpmsg.node.peer import HANDSHAKE_TIMEOUT, MAX_QUEUED_BYTES, Peer
 from lnpmsg.node.session import (
     INIT_TIMEOUT,
     PING_INTERVAL,
@@ -70,7 +64,6 @@ from lnpmsg.transports.address import (
 )
 from lnpmsg.transports.base import Connection, Listener, Transport, TransportError
 from lnpmsg.transports.registry import default_transports
-from lnpmsg.transports.address import split_host_port
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
     ZERO_CHANNEL_ID,
@@ -84,22 +77,25 @@ from lnpmsg.wire.bolt1 import CHAIN_HASHES, INIT_TLVS
 from lnpmsg.wire.features import known_features
 from lnpmsg.wire.message import CUSTOM_TYPE_MIN
 
-__all__ = ["MAX_CONNECTIONS_PER_IP", "MAX_PENDING_HANDSHAKES", "MountError", "Mountable", "Node", "NodeConfig", "ConnectError"]
+__all__ = [
+    "MAX_CONNECTIONS_PER_IP",
+    "MAX_PENDING_HANDSHAKES",
+    "RECONNECT_MAX_DELAY",
+    "RECONNECT_MIN_DELAY",
+    "ConnectError",
+    "MountError",
+    "Mountable",
+    "Node",
+    "NodeConfig",
+]
 
 log = logging.getLogger("lnpmsg.node")
 
-#: reconnect back-off for peers we keep connected (seconds, doubled up to the max)
-RECONNECT_MIN_DELAY = 1.0
-RECONNECT_MAX_DELAY = 300.0
 #: distinct ``init`` feature sets kept encoded (apps with per-peer features make more than one)
 MAX_CACHED_INITS = 64
 
 #: a message handler: ``handler(peer, message)``, a plain or an async function
 Handler = Callable[[Peer, Message], Awaitable[None] | None]
-
-
-class ConnectError(Exception):
-    """Connecting to a peer failed (with the reason)."""
 
 
 AppT = TypeVar("AppT", bound=Mountable)
@@ -140,7 +136,7 @@ class NodeConfig:
     onion_to_onion: bool = False
 
 
-class Node:
+class Node(Dialing, Inbound):
     """An lnpmsg node.
 
     Example::
@@ -164,7 +160,7 @@ class Node:
         if self.config.onion_to_onion and not self.config.onion_only:
             raise ValueError("onion_to_onion needs onion_only")
         if self.config.onion_only:
-            self.transports: dict[str, Transport] = dict(transports if transports is not None else _onion_only_transports(self.config))
+            self.transports: dict[str, Transport] = dict(transports if transports is not None else onion_only_transports(self.config))
             bypass = sorted(set(self.transports) - {"tor"})
             if bypass:
                 raise TransportError(f"onion-only mode: only the tor transport may be enabled, not {', '.join(bypass)}")
@@ -414,165 +410,7 @@ class Node:
         (``NODEID@127.0.0.1:9735``, ``udp://NODEID@127.0.0.1:9735``, ...)."""
         return [format_peer_address(replace(parse_listen_address(a), node_id=self.node_id)) for a in self.listen_addresses]
 
-    def _transport_for(self, address: PeerAddress) -> Transport:
-        if self.config.onion_only:
-            # host:port peers go through Tor too (or are refused by it): never around it
-            if address.kind not in ("tor", "tcp"):
-                raise ConnectError(f"onion-only mode: refusing to dial {address}: {address.kind} cannot be carried by Tor")
-            if "tor" not in self.transports:
-                raise ConnectError("onion-only mode: no Tor to dial through (mount a NodeTor, or set tor_socks)")
-            return self.transports["tor"]
-        try:
-            return self.transports[address.kind]
-        except KeyError:
-            enabled = ", ".join(sorted(self.transports)) or "none"
-            raise ConnectError(f"no {address.kind} transport is enabled (enabled: {enabled})") from None
-
     # --------------------------------------------------------- connections
-
-    @staticmethod
-    def _remote_ip(conn: Connection) -> str:
-        """The source a connection counts against: its IP, whatever the transport.
-
-        A ZeroMQ session's ``remote_address`` names our endpoint and its routing
-        id (new for every connection), so its ``peer_ip`` is used; one whose IP
-        libzmq cannot tell (ipc) counts against its endpoint, all such together.
-        """
-        if conn.peer_ip:
-            return conn.peer_ip
-        address = conn.remote_address
-        if conn.kind == "zmq":
-            return address.split("#", 1)[0]
-        try:
-            return split_host_port(address)[0]
-        except ValueError:
-            return address
-
-    def _refused(self, ip: str, reason: str, stat: str) -> None:
-        """Count a refused or evicted connection; the log gets one summary per interval."""
-        self.stats[stat] += 1
-        line = self._refusals.record(ip, reason, trio.current_time())
-        if line is not None:
-            log.warning("%s", line)
-
-    async def _summarise_refusals(self) -> None:
-        while True:
-            await trio.sleep(self._refusals.interval)
-            line = self._refusals.flush(trio.current_time())
-            if line is not None:
-                log.warning("%s", line)
-
-    async def _accept(self, conn: Connection) -> None:
-        """Run an inbound connection: admission, handshake, then the peer."""
-        ip = self._remote_ip(conn)
-        # Every onion peer arrives from Tor on 127.0.0.1: it has a budget of its own.
-        source = None if conn.kind == "tor" else ip
-        decision = self.admission.admit(conn, source, trio.current_time())
-        if not decision.admitted:
-            self._refused(ip, decision.reason, "refused_ip_limit")
-            return
-        for old in decision.evict:
-            pending = self._handshakes.pop(old, None)  # type: ignore[call-overload]
-            if pending is not None:
-                pending[0].cancel()
-                self._refused(pending[1], "evicted: oldest pending handshake of a busy source", "evicted")
-        try:
-            # The handshake's own cancel scope: eviction cancels it (one scope per connection, not two).
-            scope = trio.CancelScope()
-            self._handshakes[conn] = (scope, ip)
-            try:
-                cipher, remote_id, leftover = await handshake_as_responder(
-                    conn, self.key, self.config.handshake_timeout, act_one_timeout=self.config.act_one_timeout, scope=scope
-                )
-            except HandshakeFailed as exc:
-                if conn not in self._handshakes:
-                    return  # evicted (counted and logged by the eviction)
-                self.stats["handshake_failed"] += 1
-                log.info("inbound %s from %s: %s", conn.kind, conn.remote_address, exc)
-                return
-            finally:
-                self._handshakes.pop(conn, None)
-                self.admission.handshake_done(conn)
-            refusal = self.admission.admit_peer(peers=len(self.peers), outbound=False, protected=self.is_protected(remote_id))
-            if refusal is not None:
-                self._refused(ip, refusal, "refused_peer_limit")
-                return
-            peer = self._make_peer(conn, cipher, remote_id, outbound=False, leftover=leftover)
-            await self._run_peer(peer)
-        finally:
-            self.admission.closed(conn)
-
-    async def connect(self, address: str | PeerAddress, *, timeout: float | None = None, reconnect: bool = False) -> Peer:
-        """Dial a peer, run the handshake and wait for its ``init``; the peer then runs under the node.
-
-        A peer already connected is returned as it is (its calls and
-        subscriptions go on); ``reconnect=True`` dials anyway and the new
-        connection replaces the old one (logged, and a ``peer.replaced`` event).
-        While a dial of the same peer is under way, a second ``connect`` waits
-        for it and returns its peer (two dials would only replace each other).
-        """
-        nursery = self._require_running()
-        parsed = parse_peer_address(address) if isinstance(address, str) else address
-        if parsed.node_id is None:
-            raise ConnectError(f"cannot dial {address}: the node id is needed (NODEID@host:port)")
-        if parsed.node_id == self.node_id:
-            raise ConnectError("refusing to connect to ourselves")
-        transport = self._transport_for(parsed)  # a target we may not dial is refused either way
-        existing = self.peers.get(parsed.node_id)
-        if existing is not None and existing.is_ready and not reconnect:
-            log.debug("connect %s: already connected (%s %s)", parsed, existing.transport_kind, existing.address)
-            return existing
-        pending = self._dialing.get(parsed.node_id)
-        if pending is not None and not reconnect:
-            # one dial per peer at a time: a second would only replace the first connection
-            await pending.wait()
-            existing = self.peers.get(parsed.node_id)
-            if existing is not None and existing.is_ready:
-                return existing
-        if existing is None:
-            refusal = self.admission.admit_peer(peers=len(self.peers), outbound=True, protected=self.is_protected(parsed.node_id))
-            if refusal is not None:
-                raise ConnectError(f"{parsed}: {refusal}")
-        mine = None
-        if parsed.node_id not in self._dialing:
-            mine = self._dialing[parsed.node_id] = trio.Event()
-        try:
-            return await self._dial(parsed, transport, nursery, timeout)
-        finally:
-            if mine is not None:
-                del self._dialing[parsed.node_id]
-                mine.set()
-
-    async def _dial(self, parsed: PeerAddress, transport: Transport, nursery: trio.Nursery, timeout: float | None) -> Peer:
-        timeout = timeout if timeout is not None else self.config.handshake_timeout + self.config.init_timeout
-        stage = f"dialing {parsed.target} over {transport.kind}"
-        try:
-            with trio.fail_after(timeout):
-                try:
-                    conn = await transport.dial(parsed.target)
-                except TransportError as exc:
-                    raise ConnectError(str(exc)) from exc
-                stage = "BOLT-8 handshake"
-                try:
-                    cipher, leftover = await handshake_as_initiator(conn, self.key, parsed.node_id, self.config.handshake_timeout)
-                except HandshakeFailed as exc:
-                    await conn.aclose()
-                    raise ConnectError(f"{parsed}: {exc}") from exc
-                stage = "waiting for the peer's init"
-                peer = self._make_peer(conn, cipher, parsed.node_id, outbound=True, leftover=leftover)
-                peer.dialed = str(parsed)
-                nursery.start_soon(self._run_peer, peer)
-                await _first_of(peer.ready.wait, peer.closed.wait)
-        except trio.TooSlowError:
-            error = ConnectError(f"{parsed}: no answer within {timeout:g} s (stuck at: {stage})")
-            log.warning("connect to %s failed: %s", parsed, error)
-            raise error from None
-        except ConnectError as exc:
-            log.warning("connect to %s failed: %s", parsed, exc)
-            raise
-        if not peer.ready.is_set():
-            raise ConnectError(f"{parsed}: peer closed the connection: {peer.close_reason}")
-        return peer
 
     def _make_peer(self, conn: Connection, cipher, remote_id: bytes, *, outbound: bool, leftover: bytes) -> Peer:  # type: ignore[no-untyped-def]
         cfg = self.config
@@ -611,36 +449,6 @@ class Node:
                 self.events.publish(PeerDisconnected(peer.node_id, peer.address, reason))
             # Shielded inside: runs even while the node is being cancelled.
             await self.apphost.peer_gone(peer, reason)
-
-    async def disconnect(self, node_id: bytes, reason: str = "disconnect requested") -> bool:
-        """Close the connection to a peer; returns whether it was connected."""
-        peer = self.peers.get(node_id)
-        if peer is None:
-            return False
-        peer.close(reason)
-        await peer.closed.wait()
-        return True
-
-    async def _keep_connected(self, address: PeerAddress) -> None:
-        """Connect to a configured peer and reconnect with back-off whenever it drops."""
-        delay = RECONNECT_MIN_DELAY
-        assert address.node_id is not None
-        while True:
-            existing = self.peers.get(address.node_id)
-            if existing is not None:
-                await existing.closed.wait()
-                delay = RECONNECT_MIN_DELAY
-            else:
-                try:
-                    peer = await self.connect(address)
-                except ConnectError as exc:
-                    log.info("connect to %s failed (%s); retrying in %.0f s", address, exc, delay)
-                    await trio.sleep(delay * random.uniform(0.8, 1.2))
-                    delay = min(delay * 2, RECONNECT_MAX_DELAY)
-                    continue
-                await peer.closed.wait()
-                delay = RECONNECT_MIN_DELAY
-            await trio.sleep(delay)
 
     # ------------------------------------------------------------- events
 
@@ -748,25 +556,3 @@ class Node:
             except Exception as exc:
                 log.warning("broadcast to %s skipped: %s", peer.node_id.hex(), exc)
         return sent
-
-
-def _onion_only_transports(config: NodeConfig) -> dict[str, Transport]:
-    """Tor alone, when its SOCKS port is configured (else none: a mounted NodeTor adds its own)."""
-    if config.tor_socks is None:
-        return {}
-    from lnpmsg.transports.tor.transport import TorTransport
-
-    return {"tor": TorTransport(config.tor_socks, allow_clearnet=not config.onion_to_onion)}
-
-
-async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
-    """Return as soon as any of the awaitables finishes."""
-    async with trio.open_nursery() as nursery:
-        for wait in waits:
-
-            async def run(wait: Callable[[], Awaitable[object]] = wait) -> None:
-                await wait()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(run)
-
