@@ -54,11 +54,9 @@ told to stop) and :class:`PeerGone` as soon as the connection drops.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import logging
 import math
-import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -69,9 +67,23 @@ import trio
 from lnpmsg.app import DONE, App, PeerNotConnected
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.node.session import printable
+from lnpmsg.rpc.deadlines import Deadlines
 from lnpmsg.rpc.params import ParamsError, describe_params, dumps, loads, params_checker
-from lnpmsg.wire import MAX_MESSAGE_SIZE, Message, WireError, message
-from lnpmsg.wire.fields import u8_prefixed_bytes, u16, u16_prefixed_bytes, u32, u64
+from lnpmsg.rpc.peer_messages import (
+    CallTimeout,
+    ErrorCode,
+    PeerGone,
+    RemoteError,
+    RpcCancel,
+    RpcError,
+    RpcFault,
+    RpcRequest,
+    RpcResponse,
+    RpcUnsupported,
+    request_bytes,
+    response_bytes,
+)
+from lnpmsg.wire import MAX_MESSAGE_SIZE, Message, WireError
 
 __all__ = [
     "CALL_TIMEOUT",
@@ -114,122 +126,6 @@ MAX_ERROR_TEXT = 1000
 MAX_IDLE_WORKERS = 16
 
 
-class ErrorCode(enum.IntEnum):
-    """``rpc_response.code`` values; 100 and up belong to apps."""
-
-    OK = 0
-    METHOD_NOT_FOUND = 1
-    INVALID_PARAMS = 2
-    FAILED = 3
-    TIMEOUT = 4
-    BUSY = 5
-    BAD_REQUEST = 6
-    RESULT_TOO_LARGE = 7
-    SHUTTING_DOWN = 8
-    APP = 100
-
-
-# ------------------------------------------------------------------ messages
-
-
-@message(type=32801)
-@dataclass(frozen=True, slots=True)
-class RpcRequest(Message):
-    FIELDS = (("id", u64), ("timeout_ms", u32), ("method", u8_prefixed_bytes), ("params", u16_prefixed_bytes))
-    id: int
-    timeout_ms: int
-    method: bytes
-    params: bytes = b""
-
-
-@message(type=32803)
-@dataclass(frozen=True, slots=True)
-class RpcResponse(Message):
-    FIELDS = (("id", u64), ("code", u16), ("result", u16_prefixed_bytes))
-    id: int
-    code: int
-    result: bytes = b""
-
-
-@message(type=32805)
-@dataclass(frozen=True, slots=True)
-class RpcCancel(Message):
-    FIELDS = (("id", u64),)
-    id: int
-
-
-# The hot path builds the two messages of every call straight into bytes
-# (the same bytes as RpcRequest(...).encode() and RpcResponse(...).encode(),
-# which tests check), skipping the per-field validation of values this
-# module has already bounded.
-_REQUEST_HEAD = struct.Struct(">HQIB")
-_RESPONSE_HEAD = struct.Struct(">HQHH")
-_U16 = struct.Struct(">H")
-
-
-def request_bytes(req_id: int, timeout_ms: int, method: bytes, params: bytes) -> bytes:
-    """The wire bytes of ``RpcRequest(req_id, timeout_ms, method, params)`` (all within bounds)."""
-    return b"".join((_REQUEST_HEAD.pack(RpcRequest.TYPE, req_id, timeout_ms, len(method)), method, _U16.pack(len(params)), params))
-
-
-def response_bytes(req_id: int, code: int, result: bytes) -> bytes:
-    """The wire bytes of ``RpcResponse(req_id, code, result)`` (all within bounds)."""
-    return _RESPONSE_HEAD.pack(RpcResponse.TYPE, req_id, code, len(result)) + result
-
-
-# -------------------------------------------------------------------- errors
-
-
-class RpcError(Exception):
-    """Base of every error :meth:`PeerRpc.call` raises."""
-
-
-class RemoteError(RpcError):
-    """The peer answered with an error: ``code`` (:class:`ErrorCode` or the app's) and its text."""
-
-    def __init__(self, code: int, message: str, method: str = "") -> None:
-        self.code = code
-        self.message = message
-        self.method = method
-        try:
-            label = ErrorCode(code).name.lower()
-        except ValueError:
-            label = f"app error {code}"
-        super().__init__(f"{method}: {label}: {message}" if method else f"{label}: {message}")
-
-    @property
-    def busy(self) -> bool:
-        return self.code == ErrorCode.BUSY
-
-    @property
-    def details(self) -> dict[str, Any]:
-        """For JSON error replies (the control API)."""
-        return {"remote_code": self.code}
-
-
-class CallTimeout(RpcError):
-    """No response came within the caller's timeout (the peer was told to stop)."""
-
-
-class PeerGone(RpcError):
-    """The peer is not connected, or disconnected before it answered."""
-
-
-class RpcUnsupported(RpcError):
-    """The peer does not advertise peer RPC (its feature bit)."""
-
-
-class RpcFault(Exception):
-    """Raise in a method to answer with a chosen error code (>= 100 for app codes) and text."""
-
-    def __init__(self, message: str, code: int = ErrorCode.FAILED) -> None:
-        if not 0 < code <= 0xFFFF:
-            raise ValueError(f"an error code is 1..65535, got {code}")
-        self.code = code
-        self.message = message
-        super().__init__(message)
-
-
 # ------------------------------------------------------------------- the app
 
 Method = Callable[..., Any]
@@ -245,7 +141,7 @@ class _MethodEntry:
 
 
 class _Call:
-    __slots__ = ("done", "error", "method", "peer", "result")
+    __slots__ = ("done", "error", "method", "peer", "result", "timed_out")
 
     def __init__(self, peer: Peer, method: str) -> None:
         self.peer = peer
@@ -253,6 +149,13 @@ class _Call:
         self.done = trio.Event()
         self.result: Any = None
         self.error: RpcError | None = None
+        self.timed_out = False
+
+    def time_out(self) -> None:
+        """The caller's deadline passed before the response came."""
+        if not self.done.is_set():
+            self.timed_out = True
+            self.done.set()
 
 
 class _Serving:
@@ -311,6 +214,8 @@ class PeerRpc(App):
         self._job_lot = trio.lowlevel.ParkingLot()
         self._idle_workers = 0
         self._next_id = 0
+        #: the callers' timeouts (served by the app's task while the node runs)
+        self._deadlines = Deadlines()
         #: requests answered ``busy`` (flood protection at work)
         self.busy_replies = 0
         for cls in (RpcRequest, RpcResponse, RpcCancel):
@@ -364,6 +269,10 @@ class PeerRpc(App):
             for name, entry in sorted(self.methods.items())
         ]
 
+    async def serve(self) -> None:
+        """The app's task: time out calls whose response is late."""
+        await self._deadlines.run()
+
     # ------------------------------------------------------------- calling
 
     async def call(self, peer: Peer | bytes | str, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
@@ -395,17 +304,37 @@ class PeerRpc(App):
         self._next_id += 1
         req_id = self._next_id
         timeout_ms = min(max(math.ceil(timeout * 1000), 1), 0xFFFFFFFF)
+        request = request_bytes(req_id, timeout_ms, method_bytes, body)
         call = _Call(peer, method)
         self._pending[req_id] = call
         answered = False
         try:
-            with trio.move_on_after(timeout):
+            queued = False
+            if self._deadlines.running:
+                # The usual case: the request fits the peer's queue, so nothing waits
+                # but the response, and its timeout is an entry in the app's deadline
+                # heap rather than a cancel scope per call (see lnpmsg.rpc.deadlines).
                 try:
-                    await peer.send(request_bytes(req_id, timeout_ms, method_bytes, body))
+                    peer.send_nowait(request)
+                    queued = True
+                except PeerQueueFull:
+                    pass  # wait for room below, under the timeout
                 except PeerClosedError as exc:
                     raise PeerGone(str(exc)) from None
-                await call.done.wait()
-            answered = call.done.is_set()
+            if queued:
+                timer = self._deadlines.add(trio.current_time() + timeout, call.time_out)
+                try:
+                    await call.done.wait()
+                finally:
+                    self._deadlines.cancel(timer)
+            else:
+                with trio.move_on_after(timeout):
+                    try:
+                        await peer.send(request)
+                    except PeerClosedError as exc:
+                        raise PeerGone(str(exc)) from None
+                    await call.done.wait()
+            answered = call.done.is_set() and not call.timed_out
         finally:
             del self._pending[req_id]
             if not answered and peer.is_ready:
