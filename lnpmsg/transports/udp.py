@@ -61,6 +61,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
+import math
 import os
 import socket
 from collections import deque
@@ -225,6 +226,8 @@ class UdpConnection(Connection):
         self._last_ping = now
         self._changed = _Signal()
         self._wakeup = trio.Event()
+        #: when the driver wakes up next unless woken (set before it waits)
+        self._armed_at = -math.inf
         self._cids: set[bytes] = set()
 
     # -- Connection API --------------------------------------------------------------
@@ -249,7 +252,7 @@ class UdpConnection(Connection):
                 self._core.send_stream_data(STREAM_ID, bytes(data))
             except (ValueError, RuntimeError) as exc:  # stream reset or finished under us
                 raise ConnectionClosed(f"UDP send to {self.remote_address} failed: {exc}") from exc
-            self._wake()
+            self._endpoint.transmit_now(self)
         limit = self._endpoint.settings.send_buffer_limit
         while self._core.unacked_bytes() > limit:
             await self._changed.wait()
@@ -265,7 +268,7 @@ class UdpConnection(Connection):
             if self._inbox:
                 data = self._take(max_bytes)
                 if self._core.consume(len(data)):
-                    self._wake()
+                    self._endpoint.transmit_now(self)  # the credit the peer may be waiting for
                 return data
             if self._peer_finished or self._ended:
                 return b""
@@ -380,6 +383,8 @@ class _Endpoint:
         self.retry_tokens = RetryTokens() if server_config is not None else None
         self._nursery: trio.Nursery | None = None
         self._send_lock = trio.Lock()
+        #: datagrams a writer or reader could not send at once (full socket); the driver sends them first
+        self._backlog: deque[tuple[bytes, Address]] = deque()
         self._closed = False
 
     # -- lifetime -------------------------------------------------------------------
@@ -601,8 +606,10 @@ class _Endpoint:
                 finally:
                     conn._changed.fire()
                 if not conn._wakeup.is_set():
+                    conn._armed_at = deadline
                     with trio.move_on_at(deadline):
                         await conn._wakeup.wait()
+                    conn._armed_at = -math.inf
         finally:
             self._forget(conn)
 
@@ -661,7 +668,42 @@ class _Endpoint:
         else:
             self.on_accept(conn)
 
+    def transmit_now(self, conn: UdpConnection) -> None:
+        """Send what ``conn``'s core has to send from the calling task (a writer or reader).
+
+        Waking the connection's driver for it would cost a task switch per
+        write; the driver is woken only when it has work: its timer is now
+        due earlier than it sleeps, the socket is full (the driver waits for
+        room), a send of its own waits for room, events to hand over, or the
+        connection is closing.
+        """
+        core = conn._core
+        if self._closed or self._send_lock.locked() or conn._armed_at == -math.inf:
+            conn._wake()  # the driver is sending, running, or gone: it takes over
+            return
+        datagrams = core.datagrams_to_send(trio.current_time())
+        sock = self.sock
+        for index, (data, addr) in enumerate(datagrams):
+            try:
+                sock.sendto(data, addr)
+            except BlockingIOError:
+                self._backlog.extend(datagrams[index:])
+                conn._wake()
+                return
+            except OSError as exc:  # unreachable peer and the like: QUIC treats it as loss
+                log.debug("UDP send to %s failed: %s", addr, exc)
+        if core.has_events() or core.is_closing:
+            conn._wake()
+            return
+        timer = core.get_timer()
+        if timer is not None and timer < conn._armed_at:
+            conn._wake()
+
     async def _transmit(self, conn: UdpConnection) -> None:
+        backlog = self._backlog
+        while backlog:
+            data, addr = backlog.popleft()
+            await self._send(data, addr)
         for data, addr in conn._core.datagrams_to_send(trio.current_time()):
             await self._send(data, addr)
 
