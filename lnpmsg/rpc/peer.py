@@ -67,7 +67,7 @@ import trio
 from lnpmsg.app import DONE, App, PeerNotConnected
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.node.session import printable
-from lnpmsg.rpc.deadlines import Deadlines
+from lnpmsg.rpc.deadlines import Deadlines, Timeout
 from lnpmsg.rpc.params import ParamsError, describe_params, dumps, loads, params_checker
 from lnpmsg.rpc.peer_messages import (
     CallTimeout,
@@ -159,10 +159,12 @@ class _Call:
 
 
 class _Serving:
-    __slots__ = ("cancelled_by_peer", "scope")
+    __slots__ = ("cancelled_by_peer", "scope", "timer")
 
-    def __init__(self, scope: trio.CancelScope) -> None:
+    def __init__(self, scope: trio.CancelScope, timer: Timeout | None) -> None:
         self.scope = scope
+        #: the method's deadline in the app's heap (None: it is the scope's own)
+        self.timer = timer
         self.cancelled_by_peer = False
 
 
@@ -396,7 +398,14 @@ class PeerRpc(App):
         if self._nursery is None:
             self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
             return DONE
-        state = serving[msg.id] = _Serving(trio.CancelScope(deadline=trio.current_time() + limit))
+        deadline = trio.current_time() + limit
+        if self._deadlines.running:
+            # the deadline heap cancels the scope: cheaper than a scope with a deadline
+            scope = trio.CancelScope()
+            state = _Serving(scope, self._deadlines.add(deadline, scope.cancel))
+        else:
+            state = _Serving(trio.CancelScope(deadline=deadline), None)
+        serving[msg.id] = state
         self._serving_total += 1
         self._jobs.append((peer, msg.id, name, entry, kwargs, state, limit))
         if self._idle_workers:
@@ -469,6 +478,8 @@ class PeerRpc(App):
                 else:
                     code, payload = self._encode_result(name, result)
         finally:
+            if state.timer is not None:
+                self._deadlines.cancel(state.timer)
             self._serving.get(peer, {}).pop(req_id, None)
             self._serving_total -= 1
         if state.scope.cancelled_caught:
