@@ -159,13 +159,23 @@ class _Call:
 
 
 class _Serving:
-    __slots__ = ("cancelled_by_peer", "scope", "timer")
+    """One request to an async method, from arrival to reply."""
 
-    def __init__(self, scope: trio.CancelScope, timer: Timeout | None) -> None:
-        self.scope = scope
-        #: the method's deadline in the app's heap (None: it is the scope's own)
-        self.timer = timer
+    __slots__ = ("cancelled", "cancelled_by_peer", "scope", "timer")
+
+    def __init__(self) -> None:
+        #: the worker's cancel scope while the method runs (None while queued and after)
+        self.scope: trio.CancelScope | None = None
+        #: the method's deadline in the app's deadline heap
+        self.timer: Timeout | None = None
+        #: timed out or cancelled: a queued request is not started, a running one is cancelled
+        self.cancelled = False
         self.cancelled_by_peer = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -395,17 +405,11 @@ class PeerRpc(App):
             self._serve_inline(peer, msg.id, name, entry, kwargs)
             return DONE
         limit = min(entry.timeout, msg.timeout_ms / 1000)
-        if self._nursery is None:
+        if self._nursery is None or not self._deadlines.running:
             self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
             return DONE
-        deadline = trio.current_time() + limit
-        if self._deadlines.running:
-            # the deadline heap cancels the scope: cheaper than a scope with a deadline
-            scope = trio.CancelScope()
-            state = _Serving(scope, self._deadlines.add(deadline, scope.cancel))
-        else:
-            state = _Serving(trio.CancelScope(deadline=deadline), None)
-        serving[msg.id] = state
+        state = serving[msg.id] = _Serving()
+        state.timer = self._deadlines.add(trio.current_time() + limit, state.cancel)
         self._serving_total += 1
         self._jobs.append((peer, msg.id, name, entry, kwargs, state, limit))
         if self._idle_workers:
@@ -420,7 +424,7 @@ class PeerRpc(App):
         jobs = self._jobs
         while True:
             while jobs:
-                await self._serve(*jobs.popleft())
+                await self._serve_queue()
             if self._idle_workers >= MAX_IDLE_WORKERS:
                 return
             self._idle_workers += 1
@@ -462,31 +466,57 @@ class PeerRpc(App):
             return ErrorCode.RESULT_TOO_LARGE, _cut(f"result of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
         return ErrorCode.OK, payload
 
-    async def _serve(self, peer: Peer, req_id: int, name: str, entry: _MethodEntry, kwargs: dict[str, Any], state: _Serving, limit: float) -> None:
-        code: int = ErrorCode.OK
-        payload = b""
+    async def _serve_queue(self) -> None:
+        """Serve queued requests under one cancel scope, until the queue is empty or one is cancelled.
+
+        Cancelling a request (its time limit, the caller's ``rpc_cancel``, the
+        peer leaving) cancels this scope while its method runs; the scope is
+        then left, the request answered, and the next ones get a new scope.
+        A scope per request would cost as much as the rest of the request.
+        """
+        jobs = self._jobs
+        job = None
+        with trio.CancelScope() as scope:
+            while jobs:
+                job = jobs.popleft()
+                peer, req_id, name, entry, kwargs, state, limit = job
+                if state.cancelled:
+                    break  # expired or cancelled while queued: answered below, never started
+                state.scope = scope
+                code, payload = await self._run_method(peer, name, entry, kwargs)
+                state.scope = None
+                job = None
+                self._done_serving(peer, req_id, state)
+                await self._send_response(peer, req_id, code, payload)
+        if job is None:
+            return
+        peer, req_id, name, entry, kwargs, state, limit = job
+        state.scope = None
+        self._done_serving(peer, req_id, state)
+        if state.cancelled_by_peer:
+            return
+        self.report_error(f"method {name} ran longer than {limit:g} s and was cancelled", peer.node_id)
+        await self._send_response(peer, req_id, ErrorCode.TIMEOUT, _cut(f"method {name} did not finish within {limit:g} s"))
+
+    async def _run_method(self, peer: Peer, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
         try:
-            with state.scope:
-                try:
-                    result = await entry.fn(peer, **kwargs)
-                except RpcFault as exc:
-                    code, payload = exc.code, _cut(exc.message)
-                except Exception as exc:
-                    log.debug("method %s failed", name, exc_info=True)
-                    self.report_error(f"method {name} raised {exc!r}", peer.node_id)
-                    code, payload = ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
-                else:
-                    code, payload = self._encode_result(name, result)
-        finally:
-            if state.timer is not None:
-                self._deadlines.cancel(state.timer)
-            self._serving.get(peer, {}).pop(req_id, None)
-            self._serving_total -= 1
-        if state.scope.cancelled_caught:
-            if state.cancelled_by_peer:
-                return
-            self.report_error(f"method {name} ran longer than {limit:g} s and was cancelled", peer.node_id)
-            code, payload = ErrorCode.TIMEOUT, _cut(f"method {name} did not finish within {limit:g} s")
+            result = await entry.fn(peer, **kwargs)
+        except RpcFault as exc:
+            return exc.code, _cut(exc.message)
+        except Exception as exc:
+            log.debug("method %s failed", name, exc_info=True)
+            self.report_error(f"method {name} raised {exc!r}", peer.node_id)
+            return ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
+        return self._encode_result(name, result)
+
+    def _done_serving(self, peer: Peer, req_id: int, state: _Serving) -> None:
+        if state.timer is not None:
+            self._deadlines.cancel(state.timer)
+        self._serving.get(peer, {}).pop(req_id, None)
+        self._serving_total -= 1
+
+    @staticmethod
+    async def _send_response(peer: Peer, req_id: int, code: int, payload: bytes) -> None:
         try:
             await peer.send(response_bytes(req_id, code, payload))
         except (PeerClosedError, WireError) as exc:
@@ -496,7 +526,7 @@ class PeerRpc(App):
         state = self._serving.get(peer, {}).get(msg.id)
         if state is not None:
             state.cancelled_by_peer = True
-            state.scope.cancel()
+            state.cancel()
         return DONE
 
     def _reply_now(self, peer: Peer, req_id: int, code: int, text: str) -> None:
@@ -522,7 +552,7 @@ class PeerRpc(App):
                 call.done.set()
         for state in self._serving.pop(peer, {}).values():
             state.cancelled_by_peer = True  # nobody to answer
-            state.scope.cancel()
+            state.cancel()
         await super().peer_gone(peer, reason)
 
     # ---------------------------------------------------- control API
