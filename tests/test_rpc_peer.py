@@ -301,6 +301,24 @@ async def test_a_cancelled_request_leaves_the_others_on_its_worker_alone():
         assert await rpc.call(peer, "add", [5, 5]) == 10
 
 
+async def test_inline_methods_answer_while_async_requests_of_the_same_peer_run():
+    server = Server(max_inflight_per_peer=2)
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(lambda: rpc.call(peer, "hang", timeout=30))
+            await wait_for(lambda: server.running == 2)
+            # both async slots taken: an inline method still answers, an async one is busy
+            assert await rpc.call(peer, "sum_inline", [[2, 3]]) == 5
+            with pytest.raises(RemoteError) as info:
+                await rpc.call(peer, "add", [1])
+            assert info.value.busy
+            nursery.cancel_scope.cancel()
+        await wait_for(lambda: server.running == 0)
+
+
 async def test_caller_timeout_cancels_the_remote_handler():
     server = Server()
     client, rpc = await connected(server)

@@ -42,14 +42,17 @@ echo). It must not block; its reply is queued without waiting, and is lost
 (the caller times out) only if that peer's outbound queue is full, i.e. the
 peer does not read. Anything that waits or may take long is an ``async def``
 method: it runs in a worker task (workers are reused between requests), with
-its own cancel scope and deadline, bounded as below.
+its own deadline, and is cancelled alone when it passes, bounded as below.
 
 Guarantees: many calls may be in flight to one peer (ids match responses);
 a handler that raises or hangs costs its caller an error, never the
 connection; every peer may have at most ``max_inflight_per_peer`` requests
-running, so a flooding peer gets ``busy`` errors while the others are
-served; a caller gets :class:`CallTimeout` after its timeout (the server is
-told to stop) and :class:`PeerGone` as soon as the connection drops.
+to async methods running (inline ones are over before the next is read),
+so a flooding peer gets ``busy`` errors while the others are served; a
+caller gets :class:`CallTimeout` after its timeout (the server is told to
+stop) and :class:`PeerGone` as soon as the connection drops. Timeouts on
+both sides are entries in one deadline heap per app
+(:mod:`lnpmsg.rpc.deadlines`), not a cancel scope per call.
 """
 
 from __future__ import annotations
@@ -58,13 +61,13 @@ import inspect
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from lnpmsg.app import DONE, App, PeerNotConnected
+from lnpmsg.app import App, PeerNotConnected
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.node.session import printable
 from lnpmsg.rpc.deadlines import Deadlines, Timeout
@@ -357,7 +360,7 @@ class PeerRpc(App):
             raise call.error
         return call.result
 
-    def _on_response(self, peer: Peer, msg: RpcResponse) -> Awaitable[None]:
+    def _on_response(self, peer: Peer, msg: RpcResponse) -> None:
         call = self._pending.get(msg.id)
         if call is not None and call.peer is peer and not call.done.is_set():
             if msg.code == ErrorCode.OK:
@@ -368,46 +371,47 @@ class PeerRpc(App):
             else:
                 call.error = RemoteError(msg.code, printable(msg.result, MAX_ERROR_TEXT), call.method)
             call.done.set()
-        return DONE
 
     # ------------------------------------------------------------- serving
 
-    def _on_request(self, peer: Peer, msg: RpcRequest) -> Awaitable[None]:
+    def _on_request(self, peer: Peer, msg: RpcRequest) -> None:
+        # A plain handler (returns None): the node then awaits nothing per request.
+        try:
+            name = msg.method.decode()
+        except UnicodeDecodeError:
+            self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, "method name is not UTF-8")
+            return
+        entry = self.methods.get(name)
         serving = self._serving.get(peer)
+        if entry is not None and entry.inline:
+            # Answered before the next message is read: never in flight, so the
+            # in-flight bounds do not apply (its id must not clash with one that is).
+            if serving and msg.id in serving:
+                self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, f"request id {msg.id} is already in flight")
+                return
+            kwargs = self._checked_params(peer, msg, entry)
+            if kwargs is not None:
+                self._serve_inline(peer, msg.id, name, entry, kwargs)
+            return
         if serving is None:
             serving = self._serving[peer] = {}
         if len(serving) >= self.max_inflight_per_peer or self._serving_total >= self.max_inflight:
             self.busy_replies += 1
             self._reply_now(peer, msg.id, ErrorCode.BUSY, f"busy: {len(serving)} requests from you are running (limit {self.max_inflight_per_peer})")
-            return DONE
+            return
         if msg.id in serving:
             self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, f"request id {msg.id} is already in flight")
-            return DONE
-        try:
-            name = msg.method.decode()
-        except UnicodeDecodeError:
-            self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, "method name is not UTF-8")
-            return DONE
-        entry = self.methods.get(name)
+            return
         if entry is None:
             self._reply_now(peer, msg.id, ErrorCode.METHOD_NOT_FOUND, f"no method {name[:100]!r}")
-            return DONE
-        try:
-            raw = loads(msg.params) if msg.params else None
-            kwargs = entry.check(raw)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, f"params are not JSON: {exc}")
-            return DONE
-        except ParamsError as exc:
-            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, str(exc))
-            return DONE
-        if entry.inline:
-            self._serve_inline(peer, msg.id, name, entry, kwargs)
-            return DONE
+            return
+        kwargs = self._checked_params(peer, msg, entry)
+        if kwargs is None:
+            return
         limit = min(entry.timeout, msg.timeout_ms / 1000)
         if self._nursery is None or not self._deadlines.running:
             self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
-            return DONE
+            return
         state = serving[msg.id] = _Serving()
         state.timer = self._deadlines.add(trio.current_time() + limit, state.cancel)
         self._serving_total += 1
@@ -417,7 +421,16 @@ class PeerRpc(App):
             self._job_lot.unpark()
         else:
             self._nursery.start_soon(self._worker)
-        return DONE
+
+    def _checked_params(self, peer: Peer, msg: RpcRequest, entry: _MethodEntry) -> dict[str, Any] | None:
+        """The request's params as keyword arguments, or None once it was answered with an error."""
+        try:
+            return entry.check(loads(msg.params) if msg.params else None)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, f"params are not JSON: {exc}")
+        except ParamsError as exc:
+            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, str(exc))
+        return None
 
     async def _worker(self) -> None:
         """Serve queued requests to async methods; wait for more, or end if enough workers wait."""
@@ -522,12 +535,11 @@ class PeerRpc(App):
         except (PeerClosedError, WireError) as exc:
             log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
 
-    def _on_cancel(self, peer: Peer, msg: RpcCancel) -> Awaitable[None]:
+    def _on_cancel(self, peer: Peer, msg: RpcCancel) -> None:
         state = self._serving.get(peer, {}).get(msg.id)
         if state is not None:
             state.cancelled_by_peer = True
             state.cancel()
-        return DONE
 
     def _reply_now(self, peer: Peer, req_id: int, code: int, text: str) -> None:
         self._send_quietly(peer, response_bytes(req_id, code, _cut(text)))
