@@ -231,6 +231,7 @@ class PeerRpc(App):
         self._next_id = 0
         #: the callers' timeouts (served by the app's task while the node runs)
         self._deadlines = Deadlines()
+        self._deadlines_task = False
         #: requests answered ``busy`` (flood protection at work)
         self.busy_replies = 0
         for cls in (RpcRequest, RpcResponse, RpcCancel):
@@ -284,9 +285,20 @@ class PeerRpc(App):
             for name, entry in sorted(self.methods.items())
         ]
 
-    async def serve(self) -> None:
-        """The app's task: time out calls whose response is late."""
-        await self._deadlines.run()
+    def _timeouts(self) -> Deadlines | None:
+        """The deadline heap, its task started on first use; None while the app is not running."""
+        if not self._deadlines_task:
+            if self._nursery is None:
+                return None
+            self._deadlines_task = True
+            self._nursery.start_soon(self._serve_deadlines)
+        return self._deadlines
+
+    async def _serve_deadlines(self) -> None:
+        try:
+            await self._deadlines.run()
+        finally:
+            self._deadlines_task = False
 
     # ------------------------------------------------------------- calling
 
@@ -325,7 +337,8 @@ class PeerRpc(App):
         answered = False
         try:
             queued = False
-            if self._deadlines.running:
+            deadlines = self._timeouts()
+            if deadlines is not None:
                 # The usual case: the request fits the peer's queue, so nothing waits
                 # but the response, and its timeout is an entry in the app's deadline
                 # heap rather than a cancel scope per call (see lnpmsg.rpc.deadlines).
@@ -337,11 +350,12 @@ class PeerRpc(App):
                 except PeerClosedError as exc:
                     raise PeerGone(str(exc)) from None
             if queued:
-                timer = self._deadlines.add(trio.current_time() + timeout, call.time_out)
+                assert deadlines is not None
+                timer = deadlines.add(trio.current_time() + timeout, call.time_out)
                 try:
                     await call.done.wait()
                 finally:
-                    self._deadlines.cancel(timer)
+                    deadlines.cancel(timer)
             else:
                 with trio.move_on_after(timeout):
                     try:
@@ -409,11 +423,12 @@ class PeerRpc(App):
         if kwargs is None:
             return
         limit = min(entry.timeout, msg.timeout_ms / 1000)
-        if self._nursery is None or not self._deadlines.running:
+        deadlines = self._timeouts()
+        if self._nursery is None or deadlines is None:
             self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
             return
         state = serving[msg.id] = _Serving()
-        state.timer = self._deadlines.add(trio.current_time() + limit, state.cancel)
+        state.timer = deadlines.add(trio.current_time() + limit, state.cancel)
         self._serving_total += 1
         self._jobs.append((peer, msg.id, name, entry, kwargs, state, limit))
         if self._idle_workers:
