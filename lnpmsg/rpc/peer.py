@@ -515,7 +515,13 @@ class PeerRpc(App):
                 state.scope = None
                 job = None
                 self._done_serving(peer, req_id, state)
-                await self._send_response(peer, req_id, code, payload)
+                response = response_bytes(req_id, code, payload)
+                try:
+                    peer.send_nowait(response)  # the usual case: room in the queue, nothing to await
+                except PeerQueueFull:
+                    await self._send_response(peer, req_id, code, payload)
+                except (PeerClosedError, WireError) as exc:
+                    log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
         if job is None:
             return
         peer, req_id, name, entry, kwargs, state, limit = job
