@@ -18,6 +18,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -27,7 +28,7 @@ __all__ = ["Deadlines", "Timeout"]
 _SLACK = 64
 
 #: one entry: [deadline, sequence (ties), callback or None once cancelled or run]
-Timeout = list
+Timeout = list[Any]
 
 
 class Deadlines:
