@@ -1,6 +1,6 @@
 """Peer RPC, control API and event stream, each next to its anchor measured in the same run.
 
-    python benchmarks/bench_rpc.py [--calls N] [--events N] [--quick]
+    python benchmarks/bench_rpc.py [--calls N] [--events N] [--quick] [--steps]
 
 Rows:
 
@@ -20,6 +20,10 @@ Rows:
   Reported: percentiles of each, and the median of the per-round
   differences call - ping (the paired estimate of what RPC adds over the
   node's own round trip). Then calls/s with 64 in flight.
+- ``--steps`` (alone): trio task steps by task and I/O waits (scheduler
+  passes) per round trip, in the calling and the serving process, for a
+  ping, an inline call and an async call, counted by a trio ``Instrument``:
+  what a call does beyond a ping, step by step.
 - ``control API``: ``getinfo`` calls/s over the ipc:// control socket of a
   node in a child process (one at a time, and 32 in flight).
 - ``events``: node events through the XPUB socket (the node's event path:
@@ -80,6 +84,27 @@ ROUNDS = 3
 # ------------------------------------------------------------- child roles
 
 
+class StepCounter(trio.abc.Instrument):
+    """Counts trio task steps (by task name) and I/O waits, to compare what a ping and a call do."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, int] = {}
+        self.io_waits = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        name = task.name.rsplit(".", 1)[-1]
+        self.steps[name] = self.steps.get(name, 0) + 1
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.io_waits += 1
+
+    def take(self, per: int) -> dict[str, float]:
+        """Counts per round trip since the last take (and start afresh)."""
+        counts = {"I/O waits": self.io_waits / per, **{k: v / per for k, v in sorted(self.steps.items())}}
+        self.steps, self.io_waits = {}, 0
+        return counts
+
+
 async def _serve_until_eof(node: Node, ready: dict[str, str]) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
@@ -101,10 +126,15 @@ def _raw_router(sock: zmq.Socket, reply: bytes) -> None:  # type: ignore[type-ar
         return  # the context was terminated
 
 
-def role_rpc_server(reply_size: int) -> None:
+def role_rpc_server(reply_size: int, count_steps: bool = False) -> None:
     # a ping interval that lets the client ping every few ms without flooding
     node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], ping_interval=PING_INTERVAL))
     rpc = node.mount(PeerRpc(max_inflight_per_peer=1024))
+    counter = StepCounter()
+
+    @rpc.method()
+    def take_steps(peer, per: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+        return counter.take(per)
 
     @rpc.method()
     async def echo(peer, x: int) -> int:  # type: ignore[no-untyped-def]
@@ -122,6 +152,8 @@ def role_rpc_server(reply_size: int) -> None:
 
     async def main() -> None:
         ready = {"address": "", "raw": router.getsockopt_string(zmq.LAST_ENDPOINT)}
+        if count_steps:
+            trio.lowlevel.add_instrument(counter)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             ready["address"] = f"{node.node_id.hex()}@{node.listen_addresses[0]}"
@@ -288,6 +320,41 @@ async def bench_peer_rpc(calls: int) -> None:
         server.wait()
 
 
+async def bench_steps(calls: int) -> None:
+    """Task steps and I/O waits per round trip in both processes: ping, inline call, async call."""
+    _, response_size = _frame_sizes()
+    server = spawn("--role", "rpc-server", str(response_size), "steps")
+    assert server.stdout is not None
+    ready = json.loads(server.stdout.readline())
+    node = Node(NodeKey.generate(), NodeConfig(ping_interval=PING_INTERVAL))
+    rpc = node.mount(PeerRpc())
+    counter = StepCounter()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            peer = await node.connect(ready["address"])
+            trio.lowlevel.add_instrument(counter)
+            for kind in ("ping", "echo_inline", "echo"):
+                await rpc.call(peer, "take_steps", {"per": 1})
+                counter.take(1)
+                for i in range(calls):
+                    if kind == "ping":
+                        await peer.ping()
+                    else:
+                        await rpc.call(peer, kind, {"x": i})
+                    await trio.sleep(PING_GAP)
+                ours = counter.take(calls)
+                theirs = await rpc.call(peer, "take_steps", {"per": calls})
+                for side, counts in (("caller", ours), ("server", theirs)):
+                    text = ", ".join(f"{name} {value:.2f}" for name, value in counts.items() if value >= 0.01)
+                    print(f"  steps per round trip, {kind:<11} {side}: {text}", flush=True)
+            trio.lowlevel.remove_instrument(counter)
+            node.stop()
+    finally:
+        server.stdin.close()  # type: ignore[union-attr]
+        server.wait()
+
+
 async def bench_control(calls: int) -> None:
     data_dir = tempfile.mkdtemp(prefix="lnb", dir="/tmp")
     server = spawn("--role", "control-server", data_dir)
@@ -424,6 +491,9 @@ async def bench_events(count: int) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     print(f"lnpmsg RPC / control / events benchmark ({os.cpu_count()} CPUs, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()})")
+    if args.steps:
+        await bench_steps(min(args.calls, 500))
+        return
     await bench_peer_rpc(args.calls)
     await bench_control(args.calls)
     await bench_events(args.events)
@@ -434,11 +504,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument(
+        "--steps", action="store_true", help="only count trio task steps and I/O waits per round trip (ping vs calls, both processes)"
+    )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("role_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "rpc-server":
-        return role_rpc_server(int(args.role_args[0]))
+        return role_rpc_server(int(args.role_args[0]), count_steps=args.role_args[1:] == ["steps"])
     if args.role == "control-server":
         return role_control_server(args.role_args[0])
     if args.role == "subscriber":

@@ -3,12 +3,17 @@
 What lnpmsg's UDP transport adds to a QUIC connection is a trio shell, BOLT-8
 framing and encryption, and the node. So the fair limit for it is QUIC itself
 doing what the transport asks of it, with nothing of lnpmsg in the data path:
-aioquic's sans-IO ``QuicConnection`` driven by a plain ``select`` loop on a
-UDP socket, one bidirectional stream, the transport's loopback settings
+the transport's own QUIC core (:class:`~lnpmsg.transports.udp_quic.LnpQuicConnection`,
+aioquic's sans-IO ``QuicConnection`` with the transport's changes) driven by
+a plain ``select`` loop on a UDP socket, one bidirectional stream, the
+transport's loopback settings
 (:data:`~lnpmsg.transports.udp_quic.LOOPBACK_DATAGRAM_SIZE` per datagram, a
-:data:`~lnpmsg.transports.udp_quic.RECEIVE_WINDOW` stream window, at most
+:data:`~lnpmsg.transports.udp_quic.RECEIVE_WINDOW` stream window that moves
+as the receiver reads, as the transport's does, at most
 :data:`~lnpmsg.transports.udp.SEND_BUFFER_LIMIT` bytes unacknowledged on the
-sending side). Each datagram is encrypted (TLS 1.3 AEAD), acknowledged and
+sending side, the same congestion control). The stock ``QuicConnection``
+would double its stream window whenever half of it is used, so a floor
+built on it would run with a window the transport never grants. Each datagram is encrypted (TLS 1.3 AEAD), acknowledged and
 retransmitted if lost, under QUIC's congestion control: the costs any
 encrypted, reliable, congestion-controlled transport over UDP must pay, as
 aioquic pays them in pure Python.
@@ -24,40 +29,29 @@ from __future__ import annotations
 
 import select
 import socket
-import ssl
 import time
 from typing import Any
 
 from aioquic.buffer import Buffer
 from aioquic.quic import events
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import pull_quic_header
 
 from lnpmsg.transports.udp import SEND_BUFFER_LIMIT
-from lnpmsg.transports.udp_quic import LOOPBACK_DATAGRAM_SIZE, RECEIVE_WINDOW
+from lnpmsg.transports.udp_quic import (
+    LOOPBACK_DATAGRAM_SIZE,
+    RECEIVE_WINDOW,
+    STREAM_ID,
+    LnpQuicConnection,
+    client_configuration,
+    server_configuration,
+)
 
 __all__ = ["open_receiver", "receive", "send"]
 
-ALPN = "floor"
 CID_LENGTH = 8
 CHUNK = 64 * 1024
 SOCKET_BUFFER = 4 << 20
-
-
-def _config(is_client: bool, certificate: Any = None, private_key: Any = None) -> QuicConfiguration:
-    return QuicConfiguration(
-        is_client=is_client,
-        alpn_protocols=[ALPN],
-        verify_mode=ssl.CERT_NONE,
-        certificate=certificate,
-        private_key=private_key,
-        max_datagram_size=LOOPBACK_DATAGRAM_SIZE,
-        max_stream_data=RECEIVE_WINDOW,
-        max_data=2 * RECEIVE_WINDOW,
-        connection_id_length=CID_LENGTH,
-        idle_timeout=30.0,
-    )
+IDLE_TIMEOUT = 30.0
 
 
 def _socket() -> socket.socket:
@@ -68,7 +62,7 @@ def _socket() -> socket.socket:
     return sock
 
 
-def _flush(conn: QuicConnection, sock: socket.socket) -> None:
+def _flush(conn: LnpQuicConnection, sock: socket.socket) -> None:
     for data, addr in conn.datagrams_to_send(time.monotonic()):
         while True:
             try:
@@ -78,7 +72,7 @@ def _flush(conn: QuicConnection, sock: socket.socket) -> None:
                 select.select([], [sock], [], 1.0)
 
 
-def _wait_and_read(conn: QuicConnection, sock: socket.socket) -> None:
+def _wait_and_read(conn: LnpQuicConnection, sock: socket.socket) -> None:
     """Wait for datagrams or the connection's timer, and feed what came."""
     timer = conn.get_timer()
     timeout = 1.0 if timer is None else max(0.0, timer - time.monotonic())
@@ -98,21 +92,22 @@ def _wait_and_read(conn: QuicConnection, sock: socket.socket) -> None:
 def send(host: str, port: int, seconds: float) -> None:
     """The sending side (a child process): connect, write for ``seconds``, FIN, wait for the acks."""
     sock = _socket()
-    conn = QuicConnection(configuration=_config(True))
+    conn = LnpQuicConnection(
+        configuration=client_configuration(
+            idle_timeout=IDLE_TIMEOUT, receive_window=RECEIVE_WINDOW, max_datagram_size=LOOPBACK_DATAGRAM_SIZE
+        )
+    )
     conn.connect((host, port), time.monotonic())
-    stream_id = conn.get_next_available_stream_id()
+    stream_id = STREAM_ID
     chunk = bytes(CHUNK)
     established = finished = False
-    sender: Any = None
     end = 0.0
     while True:
         while (event := conn.next_event()) is not None:
             if isinstance(event, events.HandshakeCompleted):
                 established = True
                 end = time.perf_counter() + seconds
-                conn.send_stream_data(stream_id, b"")
-                # aioquic has no public "unacknowledged bytes"; the UDP transport reads the same
-                sender = conn._streams[stream_id].sender
+                conn.open_stream()
             elif isinstance(event, events.ConnectionTerminated):
                 return
         if established and not finished:
@@ -121,7 +116,7 @@ def send(host: str, port: int, seconds: float) -> None:
                 finished = True
             else:
                 # keep as much unacknowledged as the UDP transport allows itself
-                while sender._buffer_stop - sender._buffer_start < SEND_BUFFER_LIMIT:
+                while conn.unacked_bytes() < SEND_BUFFER_LIMIT:
                     conn.send_stream_data(stream_id, chunk)
         _flush(conn, sock)
         _wait_and_read(conn, sock)
@@ -137,8 +132,14 @@ def open_receiver() -> tuple[socket.socket, str, int]:
 
 def receive(sock: socket.socket, size: int, certificate: Any, private_key: Any, timeout: float = 60.0) -> float:
     """Accept one connection on ``sock``, read its stream to FIN; messages/s of ``size`` bytes."""
-    config = _config(False, certificate, private_key)
-    conn: QuicConnection | None = None
+    config = server_configuration(
+        certificate=certificate,
+        private_key=private_key,
+        idle_timeout=IDLE_TIMEOUT,
+        receive_window=RECEIVE_WINDOW,
+        max_datagram_size=LOOPBACK_DATAGRAM_SIZE,
+    )
+    conn: LnpQuicConnection | None = None
     total = 0
     first = last = 0.0
     give_up = time.monotonic() + timeout
@@ -147,7 +148,7 @@ def receive(sock: socket.socket, size: int, certificate: Any, private_key: Any, 
             raise TimeoutError("no QUIC Initial arrived")
         data, addr = sock.recvfrom(65535)
         header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
-        conn = QuicConnection(configuration=config, original_destination_connection_id=header.destination_cid)
+        conn = LnpQuicConnection(configuration=config, original_destination_connection_id=header.destination_cid)
         conn.receive_datagram(data, addr, time.monotonic())
     while time.monotonic() < give_up:
         while (event := conn.next_event()) is not None:
@@ -157,6 +158,7 @@ def receive(sock: socket.socket, size: int, certificate: Any, private_key: Any, 
                     if not total:
                         first = last
                     total += len(event.data)
+                    conn.consume(len(event.data))  # read at once: credit follows, as in the transport
                 if event.end_stream:
                     _flush(conn, sock)
                     return (total / size) / (last - first) if last > first else 0.0

@@ -166,13 +166,13 @@ async def test_plain_function_methods_are_served_inline_with_the_same_errors():
     async with running(server.node, client):
         peer = await client.connect(address_of(server.node))
         tasked: list[str] = []
-        serve_in_task = server.rpc._serve
+        run_in_task = server.rpc._run_method
 
-        def watch(peer_, req_id, name, *rest):  # type: ignore[no-untyped-def]
+        def watch(peer_, name, *rest):  # type: ignore[no-untyped-def]
             tasked.append(name)
-            return serve_in_task(peer_, req_id, name, *rest)
+            return run_in_task(peer_, name, *rest)
 
-        server.rpc._serve = watch  # type: ignore[method-assign]
+        server.rpc._run_method = watch  # type: ignore[method-assign]
         assert await rpc.call(peer, "sum_inline", {"values": [1, 2, 3]}) == 6
         assert await rpc.call(peer, "sum_inline", [[]]) == 0
         assert server.rpc.methods["sum_inline"].inline and not server.rpc.methods["add"].inline
@@ -268,6 +268,55 @@ async def test_server_side_timeout_answers_with_an_error():
             await rpc.call(peer, "hang_briefly", timeout=10)
         assert info.value.code == ErrorCode.TIMEOUT and "within 0.2 s" in info.value.message
         assert await rpc.call(peer, "add", [1]) == 1
+
+
+async def test_a_cancelled_request_leaves_the_others_on_its_worker_alone():
+    # Workers serve requests under one cancel scope until one is cancelled: the
+    # cancelled request alone must end, queued and later ones must still run.
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        outcomes: dict[str, object] = {}
+
+        async def call(key: str, method: str, params: object, timeout: float = 10) -> None:
+            try:
+                outcomes[key] = await rpc.call(peer, method, params, timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - the outcome is what is checked
+                outcomes[key] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(call, f"brief{i}", "hang_briefly", None)
+                nursery.start_soon(call, f"gave-up{i}", "hang", None, 0.3)
+                nursery.start_soon(call, f"add{i}", "add", [i, 1])
+        for i in range(3):
+            assert outcomes[f"add{i}"] == i + 1
+            brief = outcomes[f"brief{i}"]
+            assert isinstance(brief, RemoteError) and brief.code == ErrorCode.TIMEOUT
+            assert isinstance(outcomes[f"gave-up{i}"], CallTimeout)
+        await wait_for(lambda: server.cancelled == 3)
+        assert server.running == 0
+        assert server.rpc._serving_total == 0 and len(server.rpc._deadlines) == 0
+        assert await rpc.call(peer, "add", [5, 5]) == 10
+
+
+async def test_inline_methods_answer_while_async_requests_of_the_same_peer_run():
+    server = Server(max_inflight_per_peer=2)
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(lambda: rpc.call(peer, "hang", timeout=30))
+            await wait_for(lambda: server.running == 2)
+            # both async slots taken: an inline method still answers, an async one is busy
+            assert await rpc.call(peer, "sum_inline", [[2, 3]]) == 5
+            with pytest.raises(RemoteError) as info:
+                await rpc.call(peer, "add", [1])
+            assert info.value.busy
+            nursery.cancel_scope.cancel()
+        await wait_for(lambda: server.running == 0)
 
 
 async def test_caller_timeout_cancels_the_remote_handler():

@@ -218,10 +218,21 @@ def _default(value: Any) -> Any:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False)
 _DECODER = json.JSONDecoder()
 
+# The C halves of that encoder and decoder, called directly: JSONEncoder.encode
+# and JSONDecoder.decode wrap them in two Python frames and two regular
+# expressions each, which cost more than the JSON of a small call's params.
+# The output and the errors are the same (anything unusual takes the full path).
+_MAKE_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODER_ARGS = (_default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+_SCAN = _DECODER.scan_once
+
 
 def dumps(value: Any) -> bytes:
     """Compact JSON (UTF-8) of a result or params; bytes become hex. TypeError if not JSON-able."""
     try:
+        if _MAKE_C_ENCODER is not None:
+            # a fresh markers dict per call: it is how the encoder finds circular references
+            return "".join(_MAKE_C_ENCODER({}, *_C_ENCODER_ARGS)(value, 0)).encode()
         return _ENCODER.encode(value).encode()
     except ValueError as exc:  # NaN/inf, circular
         raise TypeError(str(exc)) from None
@@ -229,4 +240,11 @@ def dumps(value: Any) -> bytes:
 
 def loads(data: bytes) -> Any:
     """Parse params or a result: UTF-8 JSON. ValueError (UnicodeDecodeError, JSONDecodeError) if not."""
-    return _DECODER.decode(data.decode())
+    text = data.decode()
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        end = -1  # leading whitespace or not JSON: the full parser accepts it or says why
+    if end != len(text):
+        return _DECODER.decode(text)
+    return value

@@ -42,36 +42,51 @@ echo). It must not block; its reply is queued without waiting, and is lost
 (the caller times out) only if that peer's outbound queue is full, i.e. the
 peer does not read. Anything that waits or may take long is an ``async def``
 method: it runs in a worker task (workers are reused between requests), with
-its own cancel scope and deadline, bounded as below.
+its own deadline, and is cancelled alone when it passes, bounded as below.
 
 Guarantees: many calls may be in flight to one peer (ids match responses);
 a handler that raises or hangs costs its caller an error, never the
 connection; every peer may have at most ``max_inflight_per_peer`` requests
-running, so a flooding peer gets ``busy`` errors while the others are
-served; a caller gets :class:`CallTimeout` after its timeout (the server is
-told to stop) and :class:`PeerGone` as soon as the connection drops.
+to async methods running (inline ones are over before the next is read),
+so a flooding peer gets ``busy`` errors while the others are served; a
+caller gets :class:`CallTimeout` after its timeout (the server is told to
+stop) and :class:`PeerGone` as soon as the connection drops. Timeouts on
+both sides are entries in one deadline heap per app
+(:mod:`lnpmsg.rpc.deadlines`), not a cancel scope per call.
 """
 
 from __future__ import annotations
 
-import enum
 import inspect
 import logging
 import math
-import struct
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from lnpmsg.app import DONE, App, PeerNotConnected
+from lnpmsg.app import App, PeerNotConnected
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.node.session import printable
+from lnpmsg.rpc.deadlines import Deadlines, Timeout
 from lnpmsg.rpc.params import ParamsError, describe_params, dumps, loads, params_checker
-from lnpmsg.wire import MAX_MESSAGE_SIZE, Message, WireError, message
-from lnpmsg.wire.fields import u8_prefixed_bytes, u16, u16_prefixed_bytes, u32, u64
+from lnpmsg.rpc.peer_messages import (
+    CallTimeout,
+    ErrorCode,
+    PeerGone,
+    RemoteError,
+    RpcCancel,
+    RpcError,
+    RpcFault,
+    RpcRequest,
+    RpcResponse,
+    RpcUnsupported,
+    request_bytes,
+    response_bytes,
+)
+from lnpmsg.wire import MAX_MESSAGE_SIZE, Message, WireError
 
 __all__ = [
     "CALL_TIMEOUT",
@@ -114,122 +129,6 @@ MAX_ERROR_TEXT = 1000
 MAX_IDLE_WORKERS = 16
 
 
-class ErrorCode(enum.IntEnum):
-    """``rpc_response.code`` values; 100 and up belong to apps."""
-
-    OK = 0
-    METHOD_NOT_FOUND = 1
-    INVALID_PARAMS = 2
-    FAILED = 3
-    TIMEOUT = 4
-    BUSY = 5
-    BAD_REQUEST = 6
-    RESULT_TOO_LARGE = 7
-    SHUTTING_DOWN = 8
-    APP = 100
-
-
-# ------------------------------------------------------------------ messages
-
-
-@message(type=32801)
-@dataclass(frozen=True, slots=True)
-class RpcRequest(Message):
-    FIELDS = (("id", u64), ("timeout_ms", u32), ("method", u8_prefixed_bytes), ("params", u16_prefixed_bytes))
-    id: int
-    timeout_ms: int
-    method: bytes
-    params: bytes = b""
-
-
-@message(type=32803)
-@dataclass(frozen=True, slots=True)
-class RpcResponse(Message):
-    FIELDS = (("id", u64), ("code", u16), ("result", u16_prefixed_bytes))
-    id: int
-    code: int
-    result: bytes = b""
-
-
-@message(type=32805)
-@dataclass(frozen=True, slots=True)
-class RpcCancel(Message):
-    FIELDS = (("id", u64),)
-    id: int
-
-
-# The hot path builds the two messages of every call straight into bytes
-# (the same bytes as RpcRequest(...).encode() and RpcResponse(...).encode(),
-# which tests check), skipping the per-field validation of values this
-# module has already bounded.
-_REQUEST_HEAD = struct.Struct(">HQIB")
-_RESPONSE_HEAD = struct.Struct(">HQHH")
-_U16 = struct.Struct(">H")
-
-
-def request_bytes(req_id: int, timeout_ms: int, method: bytes, params: bytes) -> bytes:
-    """The wire bytes of ``RpcRequest(req_id, timeout_ms, method, params)`` (all within bounds)."""
-    return b"".join((_REQUEST_HEAD.pack(RpcRequest.TYPE, req_id, timeout_ms, len(method)), method, _U16.pack(len(params)), params))
-
-
-def response_bytes(req_id: int, code: int, result: bytes) -> bytes:
-    """The wire bytes of ``RpcResponse(req_id, code, result)`` (all within bounds)."""
-    return _RESPONSE_HEAD.pack(RpcResponse.TYPE, req_id, code, len(result)) + result
-
-
-# -------------------------------------------------------------------- errors
-
-
-class RpcError(Exception):
-    """Base of every error :meth:`PeerRpc.call` raises."""
-
-
-class RemoteError(RpcError):
-    """The peer answered with an error: ``code`` (:class:`ErrorCode` or the app's) and its text."""
-
-    def __init__(self, code: int, message: str, method: str = "") -> None:
-        self.code = code
-        self.message = message
-        self.method = method
-        try:
-            label = ErrorCode(code).name.lower()
-        except ValueError:
-            label = f"app error {code}"
-        super().__init__(f"{method}: {label}: {message}" if method else f"{label}: {message}")
-
-    @property
-    def busy(self) -> bool:
-        return self.code == ErrorCode.BUSY
-
-    @property
-    def details(self) -> dict[str, Any]:
-        """For JSON error replies (the control API)."""
-        return {"remote_code": self.code}
-
-
-class CallTimeout(RpcError):
-    """No response came within the caller's timeout (the peer was told to stop)."""
-
-
-class PeerGone(RpcError):
-    """The peer is not connected, or disconnected before it answered."""
-
-
-class RpcUnsupported(RpcError):
-    """The peer does not advertise peer RPC (its feature bit)."""
-
-
-class RpcFault(Exception):
-    """Raise in a method to answer with a chosen error code (>= 100 for app codes) and text."""
-
-    def __init__(self, message: str, code: int = ErrorCode.FAILED) -> None:
-        if not 0 < code <= 0xFFFF:
-            raise ValueError(f"an error code is 1..65535, got {code}")
-        self.code = code
-        self.message = message
-        super().__init__(message)
-
-
 # ------------------------------------------------------------------- the app
 
 Method = Callable[..., Any]
@@ -245,7 +144,7 @@ class _MethodEntry:
 
 
 class _Call:
-    __slots__ = ("done", "error", "method", "peer", "result")
+    __slots__ = ("done", "error", "method", "peer", "result", "timed_out")
 
     def __init__(self, peer: Peer, method: str) -> None:
         self.peer = peer
@@ -253,14 +152,33 @@ class _Call:
         self.done = trio.Event()
         self.result: Any = None
         self.error: RpcError | None = None
+        self.timed_out = False
+
+    def time_out(self) -> None:
+        """The caller's deadline passed before the response came."""
+        if not self.done.is_set():
+            self.timed_out = True
+            self.done.set()
 
 
 class _Serving:
-    __slots__ = ("cancelled_by_peer", "scope")
+    """One request to an async method, from arrival to reply."""
 
-    def __init__(self, scope: trio.CancelScope) -> None:
-        self.scope = scope
+    __slots__ = ("cancelled", "cancelled_by_peer", "scope", "timer")
+
+    def __init__(self) -> None:
+        #: the worker's cancel scope while the method runs (None while queued and after)
+        self.scope: trio.CancelScope | None = None
+        #: the method's deadline in the app's deadline heap
+        self.timer: Timeout | None = None
+        #: timed out or cancelled: a queued request is not started, a running one is cancelled
+        self.cancelled = False
         self.cancelled_by_peer = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -311,6 +229,9 @@ class PeerRpc(App):
         self._job_lot = trio.lowlevel.ParkingLot()
         self._idle_workers = 0
         self._next_id = 0
+        #: the callers' timeouts (served by the app's task while the node runs)
+        self._deadlines = Deadlines()
+        self._deadlines_task = False
         #: requests answered ``busy`` (flood protection at work)
         self.busy_replies = 0
         for cls in (RpcRequest, RpcResponse, RpcCancel):
@@ -364,6 +285,21 @@ class PeerRpc(App):
             for name, entry in sorted(self.methods.items())
         ]
 
+    def _timeouts(self) -> Deadlines | None:
+        """The deadline heap, its task started on first use; None while the app is not running."""
+        if not self._deadlines_task:
+            if self._nursery is None:
+                return None
+            self._deadlines_task = True
+            self._nursery.start_soon(self._serve_deadlines)
+        return self._deadlines
+
+    async def _serve_deadlines(self) -> None:
+        try:
+            await self._deadlines.run()
+        finally:
+            self._deadlines_task = False
+
     # ------------------------------------------------------------- calling
 
     async def call(self, peer: Peer | bytes | str, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
@@ -395,17 +331,39 @@ class PeerRpc(App):
         self._next_id += 1
         req_id = self._next_id
         timeout_ms = min(max(math.ceil(timeout * 1000), 1), 0xFFFFFFFF)
+        request = request_bytes(req_id, timeout_ms, method_bytes, body)
         call = _Call(peer, method)
         self._pending[req_id] = call
         answered = False
         try:
-            with trio.move_on_after(timeout):
+            queued = False
+            deadlines = self._timeouts()
+            if deadlines is not None:
+                # The usual case: the request fits the peer's queue, so nothing waits
+                # but the response, and its timeout is an entry in the app's deadline
+                # heap rather than a cancel scope per call (see lnpmsg.rpc.deadlines).
                 try:
-                    await peer.send(request_bytes(req_id, timeout_ms, method_bytes, body))
+                    peer.send_nowait(request)
+                    queued = True
+                except PeerQueueFull:
+                    pass  # wait for room below, under the timeout
                 except PeerClosedError as exc:
                     raise PeerGone(str(exc)) from None
-                await call.done.wait()
-            answered = call.done.is_set()
+            if queued:
+                assert deadlines is not None
+                timer = deadlines.add(trio.current_time() + timeout, call.time_out)
+                try:
+                    await call.done.wait()
+                finally:
+                    deadlines.cancel(timer)
+            else:
+                with trio.move_on_after(timeout):
+                    try:
+                        await peer.send(request)
+                    except PeerClosedError as exc:
+                        raise PeerGone(str(exc)) from None
+                    await call.done.wait()
+            answered = call.done.is_set() and not call.timed_out
         finally:
             del self._pending[req_id]
             if not answered and peer.is_ready:
@@ -416,7 +374,7 @@ class PeerRpc(App):
             raise call.error
         return call.result
 
-    def _on_response(self, peer: Peer, msg: RpcResponse) -> Awaitable[None]:
+    def _on_response(self, peer: Peer, msg: RpcResponse) -> None:
         call = self._pending.get(msg.id)
         if call is not None and call.peer is peer and not call.done.is_set():
             if msg.code == ErrorCode.OK:
@@ -427,47 +385,50 @@ class PeerRpc(App):
             else:
                 call.error = RemoteError(msg.code, printable(msg.result, MAX_ERROR_TEXT), call.method)
             call.done.set()
-        return DONE
 
     # ------------------------------------------------------------- serving
 
-    def _on_request(self, peer: Peer, msg: RpcRequest) -> Awaitable[None]:
+    def _on_request(self, peer: Peer, msg: RpcRequest) -> None:
+        # A plain handler (returns None): the node then awaits nothing per request.
+        try:
+            name = msg.method.decode()
+        except UnicodeDecodeError:
+            self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, "method name is not UTF-8")
+            return
+        entry = self.methods.get(name)
         serving = self._serving.get(peer)
+        if entry is not None and entry.inline:
+            # Answered before the next message is read: never in flight, so the
+            # in-flight bounds do not apply (its id must not clash with one that is).
+            if serving and msg.id in serving:
+                self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, f"request id {msg.id} is already in flight")
+                return
+            kwargs = self._checked_params(peer, msg, entry)
+            if kwargs is not None:
+                self._serve_inline(peer, msg.id, name, entry, kwargs)
+            return
         if serving is None:
             serving = self._serving[peer] = {}
         if len(serving) >= self.max_inflight_per_peer or self._serving_total >= self.max_inflight:
             self.busy_replies += 1
             self._reply_now(peer, msg.id, ErrorCode.BUSY, f"busy: {len(serving)} requests from you are running (limit {self.max_inflight_per_peer})")
-            return DONE
+            return
         if msg.id in serving:
             self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, f"request id {msg.id} is already in flight")
-            return DONE
-        try:
-            name = msg.method.decode()
-        except UnicodeDecodeError:
-            self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, "method name is not UTF-8")
-            return DONE
-        entry = self.methods.get(name)
+            return
         if entry is None:
             self._reply_now(peer, msg.id, ErrorCode.METHOD_NOT_FOUND, f"no method {name[:100]!r}")
-            return DONE
-        try:
-            raw = loads(msg.params) if msg.params else None
-            kwargs = entry.check(raw)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, f"params are not JSON: {exc}")
-            return DONE
-        except ParamsError as exc:
-            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, str(exc))
-            return DONE
-        if entry.inline:
-            self._serve_inline(peer, msg.id, name, entry, kwargs)
-            return DONE
+            return
+        kwargs = self._checked_params(peer, msg, entry)
+        if kwargs is None:
+            return
         limit = min(entry.timeout, msg.timeout_ms / 1000)
-        if self._nursery is None:
+        deadlines = self._timeouts()
+        if self._nursery is None or deadlines is None:
             self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
-            return DONE
-        state = serving[msg.id] = _Serving(trio.CancelScope(deadline=trio.current_time() + limit))
+            return
+        state = serving[msg.id] = _Serving()
+        state.timer = deadlines.add(trio.current_time() + limit, state.cancel)
         self._serving_total += 1
         self._jobs.append((peer, msg.id, name, entry, kwargs, state, limit))
         if self._idle_workers:
@@ -475,14 +436,23 @@ class PeerRpc(App):
             self._job_lot.unpark()
         else:
             self._nursery.start_soon(self._worker)
-        return DONE
+
+    def _checked_params(self, peer: Peer, msg: RpcRequest, entry: _MethodEntry) -> dict[str, Any] | None:
+        """The request's params as keyword arguments, or None once it was answered with an error."""
+        try:
+            return entry.check(loads(msg.params) if msg.params else None)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, f"params are not JSON: {exc}")
+        except ParamsError as exc:
+            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, str(exc))
+        return None
 
     async def _worker(self) -> None:
         """Serve queued requests to async methods; wait for more, or end if enough workers wait."""
         jobs = self._jobs
         while True:
             while jobs:
-                await self._serve(*jobs.popleft())
+                await self._serve_queue()
             if self._idle_workers >= MAX_IDLE_WORKERS:
                 return
             self._idle_workers += 1
@@ -524,40 +494,73 @@ class PeerRpc(App):
             return ErrorCode.RESULT_TOO_LARGE, _cut(f"result of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
         return ErrorCode.OK, payload
 
-    async def _serve(self, peer: Peer, req_id: int, name: str, entry: _MethodEntry, kwargs: dict[str, Any], state: _Serving, limit: float) -> None:
-        code: int = ErrorCode.OK
-        payload = b""
-        try:
-            with state.scope:
+    async def _serve_queue(self) -> None:
+        """Serve queued requests under one cancel scope, until the queue is empty or one is cancelled.
+
+        Cancelling a request (its time limit, the caller's ``rpc_cancel``, the
+        peer leaving) cancels this scope while its method runs; the scope is
+        then left, the request answered, and the next ones get a new scope.
+        A scope per request would cost as much as the rest of the request.
+        """
+        jobs = self._jobs
+        job = None
+        with trio.CancelScope() as scope:
+            while jobs:
+                job = jobs.popleft()
+                peer, req_id, name, entry, kwargs, state, limit = job
+                if state.cancelled:
+                    break  # expired or cancelled while queued: answered below, never started
+                state.scope = scope
+                code, payload = await self._run_method(peer, name, entry, kwargs)
+                state.scope = None
+                job = None
+                self._done_serving(peer, req_id, state)
+                response = response_bytes(req_id, code, payload)
                 try:
-                    result = await entry.fn(peer, **kwargs)
-                except RpcFault as exc:
-                    code, payload = exc.code, _cut(exc.message)
-                except Exception as exc:
-                    log.debug("method %s failed", name, exc_info=True)
-                    self.report_error(f"method {name} raised {exc!r}", peer.node_id)
-                    code, payload = ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
-                else:
-                    code, payload = self._encode_result(name, result)
-        finally:
-            self._serving.get(peer, {}).pop(req_id, None)
-            self._serving_total -= 1
-        if state.scope.cancelled_caught:
-            if state.cancelled_by_peer:
-                return
-            self.report_error(f"method {name} ran longer than {limit:g} s and was cancelled", peer.node_id)
-            code, payload = ErrorCode.TIMEOUT, _cut(f"method {name} did not finish within {limit:g} s")
+                    peer.send_nowait(response)  # the usual case: room in the queue, nothing to await
+                except PeerQueueFull:
+                    await self._send_response(peer, req_id, code, payload)
+                except (PeerClosedError, WireError) as exc:
+                    log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
+        if job is None:
+            return
+        peer, req_id, name, entry, kwargs, state, limit = job
+        state.scope = None
+        self._done_serving(peer, req_id, state)
+        if state.cancelled_by_peer:
+            return
+        self.report_error(f"method {name} ran longer than {limit:g} s and was cancelled", peer.node_id)
+        await self._send_response(peer, req_id, ErrorCode.TIMEOUT, _cut(f"method {name} did not finish within {limit:g} s"))
+
+    async def _run_method(self, peer: Peer, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
+        try:
+            result = await entry.fn(peer, **kwargs)
+        except RpcFault as exc:
+            return exc.code, _cut(exc.message)
+        except Exception as exc:
+            log.debug("method %s failed", name, exc_info=True)
+            self.report_error(f"method {name} raised {exc!r}", peer.node_id)
+            return ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
+        return self._encode_result(name, result)
+
+    def _done_serving(self, peer: Peer, req_id: int, state: _Serving) -> None:
+        if state.timer is not None:
+            self._deadlines.cancel(state.timer)
+        self._serving.get(peer, {}).pop(req_id, None)
+        self._serving_total -= 1
+
+    @staticmethod
+    async def _send_response(peer: Peer, req_id: int, code: int, payload: bytes) -> None:
         try:
             await peer.send(response_bytes(req_id, code, payload))
         except (PeerClosedError, WireError) as exc:
             log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
 
-    def _on_cancel(self, peer: Peer, msg: RpcCancel) -> Awaitable[None]:
+    def _on_cancel(self, peer: Peer, msg: RpcCancel) -> None:
         state = self._serving.get(peer, {}).get(msg.id)
         if state is not None:
             state.cancelled_by_peer = True
-            state.scope.cancel()
-        return DONE
+            state.cancel()
 
     def _reply_now(self, peer: Peer, req_id: int, code: int, text: str) -> None:
         self._send_quietly(peer, response_bytes(req_id, code, _cut(text)))
@@ -582,7 +585,7 @@ class PeerRpc(App):
                 call.done.set()
         for state in self._serving.pop(peer, {}).values():
             state.cancelled_by_peer = True  # nobody to answer
-            state.scope.cancel()
+            state.cancel()
         await super().peer_gone(peer, reason)
 
     # ---------------------------------------------------- control API

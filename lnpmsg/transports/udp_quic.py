@@ -264,6 +264,10 @@ class LnpQuicConnection(QuicConnection):
         """True once the connection is closing, draining or gone: no more stream data either way."""
         return self._state in END_STATES
 
+    def has_events(self) -> bool:
+        """True if :meth:`next_event` has something to hand over."""
+        return bool(self._events)
+
     def unacked_bytes(self) -> int:
         """Bytes written to the stream that the peer has not acknowledged yet (sent or not)."""
         stream = self._streams.get(STREAM_ID)
