@@ -330,8 +330,8 @@ class Peer:
             raise MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
         outbox = self._outbox
         # The writer waits only on an empty outbox, so only the first message wakes it.
-        if not outbox:
-            self._wake_writer()
+        if not outbox and not self._wake_writer():
+            raise PeerClosedError(f"peer {self.node_id.hex()} is closing: its tasks have ended")
         outbox.append(data)
         self._queued_bytes += size
 
@@ -347,7 +347,8 @@ class Peer:
             self._pong_waiters = []
         self._pong_waiters.append(waiter)
         self.session.ping(trio.current_time())
-        self._wake_writer()
+        if not self._wake_writer():
+            raise PeerClosedError(f"peer {self.node_id.hex()} is closing: its tasks have ended")
         self._rearm_timer()
         with trio.fail_after(timeout):
             await waiter.wait()
@@ -373,9 +374,9 @@ class Peer:
         self._wake_waiters()
         if self._room is not None:
             self._room.unpark_all()
-        if self._writer_running or self.session.outbox:
-            self._wake_writer()  # it flushes what is queued, then stops the reader
-        elif self._nursery is not None:
+        if (self._writer_running or self.session.outbox) and self._wake_writer():
+            return  # the writer flushes what is queued, then stops the reader
+        if self._nursery is not None:
             self._nursery.cancel_scope.cancel()  # nothing to flush: stop the reader now
 
     # ------------------------------------------------------------------ run
@@ -465,16 +466,23 @@ class Peer:
             if self._ready_event is not None:
                 self._ready_event.set()
 
-    def _wake_writer(self) -> None:
+    def _wake_writer(self) -> bool:
         """Start a writer task unless one runs: it drains the outbox, then ends.
 
         An idle peer thus holds one task (the reader), not two; a writer that
         is under way sees what is queued meanwhile, since it re-checks the
-        outbox after every write.
+        outbox after every write. False when no writer can start any more:
+        :meth:`run`'s tasks have all ended (e.g. cancelled by the node's stop)
+        and it has not resumed yet to close the peer, while another task of
+        the node (an app's) sends.
         """
         if not self._writer_running and self._nursery is not None:
+            try:
+                self._nursery.start_soon(self._write_loop)
+            except RuntimeError:  # "Nursery is closed to new arrivals"
+                return False
             self._writer_running = True
-            self._nursery.start_soon(self._write_loop)
+        return True
 
     async def _write_loop(self) -> None:
         # Once closing starts, the writer gets CLOSE_FLUSH_TIMEOUT more, whatever
