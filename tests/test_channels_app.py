@@ -184,7 +184,9 @@ async def test_open_htlcs_both_ways_reestablish_and_close_by_the_fundee(tmp_path
                 await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
                 await source.mine(1)
                 spent = await alice_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.spent")
-            closed = await alice_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.closed")
+                # inside the block: Alice publishes channel.closed once her own broadcast of the
+                # closing transaction returns, which on a loaded machine can be after it is mined
+                closed = await alice_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.closed")
             assert spent.txid == closed.txid
             bob_wallet = bob.apps["chain"].wallet  # type: ignore[attr-defined]
             await bob_wallet.sync()

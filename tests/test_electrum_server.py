@@ -82,8 +82,10 @@ async def start(nursery: trio.Nursery, source: EmbeddedChainSource, limits: Serv
 _OPEN: list[trio.SocketStream] = []
 
 
-@pytest.fixture(autouse=True)
-async def close_clients() -> AsyncIterator[None]:
+@pytest.fixture
+async def clients() -> AsyncIterator[None]:
+    """Closes the clients :func:`connect` opened. Named by every test that connects:
+    pytest-trio runs only the async fixtures a test names, never an autouse one."""
     yield
     while _OPEN:
         await _OPEN.pop().aclose()
@@ -96,7 +98,7 @@ async def connect(server: ElectrumServer) -> Client:
     return Client(stream)
 
 
-async def test_pipelined_requests_are_all_answered(chain: EmbeddedChainSource) -> None:
+async def test_pipelined_requests_are_all_answered(chain: EmbeddedChainSource, clients: None) -> None:
     async with trio.open_nursery() as nursery:
         server = await start(nursery, chain)
         client = await connect(server)
@@ -110,7 +112,7 @@ async def test_pipelined_requests_are_all_answered(chain: EmbeddedChainSource) -
         nursery.cancel_scope.cancel()
 
 
-async def test_notifications_follow_mempool_blocks_and_reorgs(chain: EmbeddedChainSource) -> None:
+async def test_notifications_follow_mempool_blocks_and_reorgs(chain: EmbeddedChainSource, clients: None) -> None:
     async with trio.open_nursery() as nursery:
         server = await start(nursery, chain)
         client = await connect(server)
@@ -150,7 +152,7 @@ async def test_notifications_follow_mempool_blocks_and_reorgs(chain: EmbeddedCha
         nursery.cancel_scope.cancel()
 
 
-async def test_transaction_get_and_broadcast_errors(chain: EmbeddedChainSource) -> None:
+async def test_transaction_get_and_broadcast_errors(chain: EmbeddedChainSource, clients: None) -> None:
     async with trio.open_nursery() as nursery:
         server = await start(nursery, chain)
         client = await connect(server)
@@ -166,7 +168,7 @@ async def test_transaction_get_and_broadcast_errors(chain: EmbeddedChainSource) 
         nursery.cancel_scope.cancel()
 
 
-async def test_clients_that_misbehave_are_dropped_and_others_go_on(chain: EmbeddedChainSource) -> None:
+async def test_clients_that_misbehave_are_dropped_and_others_go_on(chain: EmbeddedChainSource, clients: None) -> None:
     limits = ServerLimits(send_timeout=1.0, session=SessionLimits(max_line=10_000, max_outbox=2_000_000, pause_outbox=100_000))
     async with trio.open_nursery() as nursery:
         server = await start(nursery, chain, limits)
@@ -193,7 +195,7 @@ async def test_clients_that_misbehave_are_dropped_and_others_go_on(chain: Embedd
         nursery.cancel_scope.cancel()
 
 
-async def test_the_node_app_serves_the_chain_apps_chain(tmp_path: Path) -> None:
+async def test_the_node_app_serves_the_chain_apps_chain(tmp_path: Path, clients: None) -> None:
     node = Node(NodeKey.generate(), NodeConfig(listen=[]))
     chain_app = node.mount(ChainApp(tmp_path / "wallet", chain_dir=tmp_path / "chain"))
     electrum = node.mount(ElectrumApp(chain_app, "127.0.0.1:0"))
@@ -223,7 +225,7 @@ async def test_electrum_listen_needs_the_embedded_chain(tmp_path: Path, capfd: p
     assert "bad --electrum-listen" in capfd.readouterr().err
 
 
-async def test_an_idle_client_is_dropped(chain: EmbeddedChainSource) -> None:
+async def test_an_idle_client_is_dropped(chain: EmbeddedChainSource, clients: None) -> None:
     async with trio.open_nursery() as nursery:
         server = await start(nursery, chain, ServerLimits(idle_timeout=0.5))
         idle = await connect(server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from lnpmsg.gossip.app import FundingResult, GossipApp, GossipConfig
 from lnpmsg.gossip.events import (
@@ -377,6 +379,50 @@ async def test_timestamp_filter_backfill_sends_what_is_stored() -> None:
                 seen.add(msg.short_channel_id)
             elif isinstance(msg, ChannelUpdate):
                 assert msg.short_channel_id in seen
+
+
+class HeldStore(GossipStore):
+    """A real store whose writes wait while ``held`` is clear (a slow disk, on cue)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.held = threading.Event()
+        self.held.set()
+        self.writing = threading.Event()
+
+    def apply(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.writing.set()
+        self.held.wait(TEST_TIMEOUT)
+        return super().apply(*args, **kwargs)
+
+
+async def test_gossip_decided_before_the_peers_filter_reaches_it_while_the_store_is_behind() -> None:
+    """Gossip accepted after a peer connected but before its gossip_timestamp_filter came is not
+    relayed to it (no filter yet): the filter's backfill must send it, also when the store
+    has not written it yet (e.g. a restarted node's channel_update to the peer it reconnects to)."""
+    now = time.time()
+    net = SyntheticNetwork(4, 2, CHAIN_HASH_REGTEST, base_timestamp=int(now) - 100, updates_per_channel=1)
+    store = HeldStore(":memory:", CHAIN_HASH_REGTEST)
+    node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], network="regtest"))
+    app = node.mount(GossipApp(store, config=FAST))
+    first, second = (REGISTRY.decode(m) for m in net.channel_messages(0)), (REGISTRY.decode(m) for m in net.channel_messages(1))
+    async with running((node, app)), await raw_peer(node, CHAIN_HASH_REGTEST) as peer:
+        await until(lambda: len(app._peers) == 1)  # the peer is ready (it sends no filter yet)
+        store.held.clear()
+        await app.add_own(list(first))
+        await trio.to_thread.run_sync(store.writing.wait, TEST_TIMEOUT)  # the writer is busy with the first channel
+        await app.add_own(list(second))
+        second_scid = net.short_channel_id(1).to_int()
+        await until(lambda: app.graph.has_channel(second_scid) and any(app.graph.channels[second_scid].update_ts))  # decided, not stored
+        await peer.send(GossipTimestampFilter(chain_hash=CHAIN_HASH_REGTEST, first_timestamp=0, timestamp_range=0xFFFFFFFF))
+        await trio.testing.wait_all_tasks_blocked(0.01)  # the backfill waits for the store
+        store.held.set()
+        wanted = set(net.channel_messages(0)) | set(net.channel_messages(1))
+        got: set[bytes] = set()
+        with trio.move_on_after(TEST_TIMEOUT / 2):
+            while not wanted <= got:
+                got.add(await next_of(peer, 256, 258))
+        assert wanted <= got, "the second channel, decided before the filter, never reached the peer"
 
 
 # ------------------------------------------------------------ the control API and the event socket

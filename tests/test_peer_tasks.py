@@ -8,12 +8,13 @@ first asked for, so they must tell the truth however late that is."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
 from lnpmsg.node.events import PeerConnected, PeerDisconnected
 from lnpmsg.node.node import Node
-from lnpmsg.node.peer import Peer
+from lnpmsg.node.peer import Peer, PeerClosedError
 from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.testing.rawpeer import RawPeer
@@ -155,4 +156,29 @@ async def test_an_init_the_peer_never_reads_is_given_up_at_the_init_timeout(auto
                 await trio.sleep(0.5)
         assert 10.0 <= trio.current_time() - began <= 11.0, trio.current_time() - began
         assert node.peers == {}
+        await raw.aclose()
+
+
+async def test_a_send_when_the_peers_tasks_have_ended_is_refused(autojump_clock: trio.testing.MockClock) -> None:
+    """The node's stop cancels a peer's tasks; when the last one ends, its nursery is closed, and
+    other tasks (an app answering a query) may still send before the peer's run() resumes to
+    close it. They get PeerClosedError, as a moment later, not trio's RuntimeError."""
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    async with running(node):
+        raw, peer = await _connected(network, node)
+        await trio.testing.wait_all_tasks_blocked()
+        async with trio.open_nursery() as ended:
+            pass  # closed to new arrivals, like run()'s nursery at that moment
+        real, peer._nursery = peer._nursery, ended
+        try:
+            with pytest.raises(PeerClosedError, match="closing"):
+                await peer.send(_custom(1))
+            with pytest.raises(PeerClosedError, match="closing"):
+                peer.send_nowait(_custom(2))
+            assert peer.queued_bytes == 0  # nothing queued that nobody will write
+        finally:
+            peer._nursery = real
+        await peer.send(_custom(3))  # the peer's own nursery: sent as usual
+        assert await raw.receive() == _custom(3)
         await raw.aclose()

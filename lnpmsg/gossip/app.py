@@ -456,6 +456,12 @@ class GossipApp(App):
         await self._inbox_send.send((_BARRIER, done))
         await done.wait()
 
+    async def _stored(self) -> None:
+        """Wait until every decision made so far is written to the store."""
+        done = trio.Event()
+        await self._writes_send.send((_BARRIER, done))
+        await done.wait()
+
     async def _process_loop(self) -> None:
         """Read the inbox in batches; prepare each run of gossip (the graph's cheap checks)
         and start its signature checks, while the committer decides earlier runs in order.
@@ -826,6 +832,10 @@ class GossipApp(App):
         end = min(flt.first_timestamp + flt.timestamp_range, 1 << 62)
         with trio.CancelScope() as scope:
             state.backfill = scope
+            # Gossip decided before the filter came was not relayed to this peer (no filter yet)
+            # and may still wait for the writer: read the store once it holds all of it, or
+            # e.g. the channel_update a restarted peer's channel sends on reconnection is lost.
+            await self._stored()
             cursor: tuple[str, Any] | None = None
             while True:
                 page, cursor = await self.astore.run(self.store.time_range_page, flt.first_timestamp, end, cursor, _BACKFILL_PAGE)

@@ -250,8 +250,8 @@ class Peer:
             raise MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
         outbox = self._outbox
         # The writer waits only on an empty outbox, so only the first message wakes it.
-        if not outbox:
-            self._wake_writer()
+        if not outbox and not self._wake_writer():
+            raise PeerClosedError(f"peer {self.node_id.hex()} is closing: its tasks have ended")
         outbox.append(data)
         self._queued_bytes += size
 
@@ -267,7 +267,8 @@ class Peer:
             self._pong_waiters = []
         self._pong_waiters.append(waiter)
         self.session.ping(trio.current_time())
-        self._wake_writer()
+        if not self._wake_writer():
+            raise PeerClosedError(f"peer {self.node_id.hex()} is closing: its tasks have ended")
         self._keepalive.set(self, self.session.get_timer())  # the pong deadline
         with trio.fail_after(timeout):
             await waiter.wait()
@@ -294,9 +295,9 @@ class Peer:
         self._wake_waiters()
         if self._room is not None:
             self._room.unpark_all()
-        if self._writer_running or self.session.outbox:
-            self._wake_writer()  # it flushes what is queued, then stops the reader
-        elif self._nursery is not None:
+        if (self._writer_running or self.session.outbox) and self._wake_writer():
+            return  # the writer flushes what is queued, then stops the reader
+        if self._nursery is not None:
             self._nursery.cancel_scope.cancel()  # nothing to flush: stop the reader now
 
     # ------------------------------------------------------------------ run
@@ -406,16 +407,30 @@ class Peer:
             self._wake_writer()  # queued while the first write was under way
         return True
 
-    def _wake_writer(self) -> None:
+    def _wake_writer(self) -> bool:
         """Start a writer task unless one runs: it drains the outbox, then ends.
 
         An idle peer thus holds one task (the reader), not two; a writer that
         is under way sees what is queued meanwhile, since it re-checks the
-        outbox after every write.
+        outbox after every write. False when no writer can start any more:
+        :meth:`run`'s tasks have all ended (e.g. cancelled by the node's stop)
+        and it has not resumed yet to close the peer, while another task of
+        the node (an app's) sends.
         """
         if not self._writer_running and self._nursery is not None:
+            if not self._start_task(self._write_loop):
+                return False
             self._writer_running = True
-            self._nursery.start_soon(self._write_loop)
+        return True
+
+    def _start_task(self, fn: Callable[..., Awaitable[None]], *args: object) -> bool:
+        """Start a task of the peer's; False when its nursery is closed (its tasks ended, :meth:`run` not resumed yet)."""
+        assert self._nursery is not None
+        try:
+            self._nursery.start_soon(fn, *args)
+        except RuntimeError:  # "Nursery is closed to new arrivals"
+            return False
+        return True
 
     def _send_queued(self) -> None:
         """Send what the session queued (a ping, a pong) now, without a task, if we can.
@@ -443,9 +458,8 @@ class Peer:
         counters = self.counters
         counters.messages_out += len(batch)
         counters.bytes_out += len(data)
-        if sent < len(data):
+        if sent < len(data) and self._start_task(self._write_loop, data[sent:]):
             self._writer_running = True
-            self._nursery.start_soon(self._write_loop, data[sent:])
 
     def keepalive_due(self, now: float) -> float | None:
         """Run the session's due timers; the node's keepalive schedule calls this.
@@ -458,7 +472,7 @@ class Peer:
         events = session.handle_timer(now)
         if events:
             if self._nursery is not None:
-                self._nursery.start_soon(self._on_events, self, events)
+                self._start_task(self._on_events, self, events)
             for event in events:
                 self._note(event)
         if session.outbox:

@@ -254,6 +254,13 @@ class TorMedium(Medium):
 
 #: how many times an onion pool starts its tor before it gives up (see :meth:`OnionPool.start`)
 START_ATTEMPTS = 3
+#: what the pool's tor logs for a dial when it has no HSDir to ask for the service's descriptor
+NO_HSDIR_LOG = b"No more HSDir available to query"
+#: seconds tor may go on logging :data:`NO_HSDIR_LOG` after it bootstrapped before the start is
+#: given up as stuck (a good start gets over it in about 2 s, once it has the HSDir's descriptor)
+HSDIR_STUCK_AFTER = 20.0
+#: seconds between looks at the pool's tor log while its services are not reachable yet
+LOG_POLL = 0.5
 
 
 class OnionPool:
@@ -262,7 +269,9 @@ class OnionPool:
     ``torrc_lines`` join it to a network (e.g. a private test network's
     client lines). :meth:`start` returns once every service was dialed
     successfully through the same Tor's SOCKS port (starting tor again,
-    with fresh client state, if the first start does not get there); :meth:`medium` then
+    with fresh client state, if the first start does not get there within
+    ``start_timeout``, or sooner when tor's log says it is stuck without an
+    HSDir to ask: :data:`HSDIR_STUCK_AFTER`); :meth:`medium` then
     gives the :class:`TorMedium` for them. Synchronous, so a test session
     can share one pool (a Tor start and publication take seconds).
     """
@@ -299,23 +308,24 @@ class OnionPool:
         torrc.write_text(join_torrc(lines))
         for attempt in range(1, START_ATTEMPTS + 1):
             with open(self.log_path, "ab") as log_file:
+                log_start = log_file.tell()
                 self._process = subprocess.Popen(base_command(find_tor(), torrc), stdout=log_file, stderr=subprocess.STDOUT)
             try:
-                trio.run(self._wait_ready, ports)
+                trio.run(self._wait_ready, ports, log_start)
                 return
             except Exception as exc:
                 self.stop()
                 if attempt == START_ATTEMPTS:
                     raise RuntimeError(f"onion pool did not come up: {exc}\n{tail_text(self.log_path)}") from exc
-                # A client tor that marked the network's only HSDir down, or asked it before the
-                # descriptors were there, does not ask again for many minutes: a fresh client
-                # state (same onion keys) asks at once.
+                # A client tor that finds no HSDir to ask (it said so for 75 s in one CI run,
+                # where a good start gets over it within seconds) or that otherwise fails to
+                # reach the services: a fresh client state (same onion keys) starts over.
                 shutil.rmtree(self.directory / "data", ignore_errors=True)
             except BaseException:
                 self.stop()
                 raise
 
-    async def _wait_ready(self, ports: list[int]) -> None:
+    async def _wait_ready(self, ports: list[int], log_start: int = 0) -> None:
         with trio.fail_after(self.start_timeout):
             for port in ports:
                 hostname = self.directory / f"hs{port}" / "hostname"
@@ -324,9 +334,29 @@ class OnionPool:
                         raise RuntimeError(f"tor exited with code {self._process.returncode}")
                     await trio.sleep(0.1)
                 self.onions[port] = hostname.read_text().strip()
-            async with trio.open_nursery() as nursery:
-                for port in ports:
-                    nursery.start_soon(self._probe, port)
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._watch_log, log_start)
+                async with trio.open_nursery() as nursery:
+                    for port in ports:
+                        nursery.start_soon(self._probe, port)
+                outer.cancel_scope.cancel()
+
+    async def _watch_log(self, offset: int) -> None:
+        """While the probes run: give the start up at once (raise) when tor, bootstrapped, has
+        found no HSDir to ask for :data:`HSDIR_STUCK_AFTER` seconds, instead of waiting out
+        ``start_timeout``: the next start, with fresh client state, gets over it."""
+        bootstrapped = False
+        since: float | None = None
+        while True:
+            await trio.sleep(LOG_POLL)
+            new = await trio.to_thread.run_sync(_read_from, self.log_path, offset)
+            offset += len(new)
+            bootstrapped = bootstrapped or b"Bootstrapped 100%" in new
+            if bootstrapped and NO_HSDIR_LOG in new:
+                now = trio.current_time()
+                since = now if since is None else since
+                if now - since >= HSDIR_STUCK_AFTER:
+                    raise RuntimeError(f"tor found no HSDir to ask for the services' descriptors for {now - since:.0f} s after it bootstrapped")
 
     async def _probe(self, port: int) -> None:
         """Dial the service through Tor until it answers (its descriptor is published and fetched)."""
@@ -365,6 +395,12 @@ class OnionPool:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()
 
 
 async def _hang_up(conn: Connection) -> None:
