@@ -469,12 +469,8 @@ class PeerRpc(App):
     def _run_inline(self, peer: Peer, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
         try:
             result = entry.fn(peer, **kwargs)
-        except RpcFault as exc:
-            return exc.code, _cut(exc.message)
         except Exception as exc:
-            log.debug("method %s failed", name, exc_info=True)
-            self.report_error(f"method {name} raised {exc!r}", peer.node_id)
-            return ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
+            return self._method_failed(peer, name, exc)
         if hasattr(result, "__await__"):
             # declared plain but returned a coroutine: a mistake, answered clearly
             close = getattr(result, "close", None)
@@ -535,13 +531,17 @@ class PeerRpc(App):
     async def _run_method(self, peer: Peer, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
         try:
             result = await entry.fn(peer, **kwargs)
-        except RpcFault as exc:
-            return exc.code, _cut(exc.message)
         except Exception as exc:
-            log.debug("method %s failed", name, exc_info=True)
-            self.report_error(f"method {name} raised {exc!r}", peer.node_id)
-            return ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
+            return self._method_failed(peer, name, exc)
         return self._encode_result(name, result)
+
+    def _method_failed(self, peer: Peer, name: str, exc: Exception) -> tuple[int, bytes]:
+        """The reply to a method that raised: its own fault, or ``FAILED`` (reported as an error of the app)."""
+        if isinstance(exc, RpcFault):
+            return exc.code, _cut(exc.message)
+        log.debug("method %s failed", name, exc_info=(type(exc), exc, exc.__traceback__))
+        self.report_error(f"method {name} raised {exc!r}", peer.node_id)
+        return ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
 
     def _done_serving(self, peer: Peer, req_id: int, state: _Serving) -> None:
         if state.timer is not None:
