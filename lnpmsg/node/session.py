@@ -327,9 +327,10 @@ class PeerSession:
         msg_type = (first[0] << 8) | first[1]
         if not msg_type & 1 or self.registry.class_lookup()(msg_type) is not None:
             return None
-        if min(map(len, messages)) < 2 or list(map(type, messages)).count(bytes) != len(messages):
-            return None
+        # Every message starting with these two bytes is also at least two long.
         if list(map(_type_bytes, messages)).count(first[:2]) != len(messages):
+            return None
+        if list(map(type, messages)).count(bytes) != len(messages):
             return None
         return msg_type
 
