@@ -246,12 +246,13 @@ def test_runs_of_one_size_decode_whatever_the_chunking() -> None:
 
 
 def test_a_bad_frame_in_a_run_keeps_the_frames_before_it() -> None:
-    # Every byte of a run of equal frames, tampered in turn: the error names the
+    # Every byte of a run of equal frames, tampered in turn (from the frames the
+    # loop takes one by one into those decrypted as batches): the error names the
     # part that failed, and carries exactly the authentic messages before it.
-    messages = [bytes([n]) * 10 for n in range(12)]
+    messages = [bytes([n]) * 10 for n in range(64)]
     stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
     frame = 10 + FRAME_OVERHEAD
-    for where in range(len(stream)):
+    for where in range(28 * frame, len(stream)):
         bad = bytearray(stream)
         bad[where] ^= 0x80
         decryptor = MessageDecryptor(KEY, CHAINING_KEY)
