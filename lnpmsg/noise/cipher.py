@@ -55,13 +55,12 @@ _NONCES: Final = tuple(nonce_bytes(counter) for counter in range(KEY_ROTATION_IN
 _pack_length = struct.Struct(">H").pack
 # Frames in a row of one size (counted across chunks) before the next ones are decrypted
 # as a batch of that size, and where the count restarts after a batch stopped early: 256
-# frames pass before the next try. A chunk's first batch holds at most _FIRST_BATCH
-# frames, each next one four times more. A batch that stops early wastes the slices of
-# its frames, one or two header decrypts and an exception (~5 µs), so traffic of mixed
-# sizes pays well under 0.1 µs a frame for the batches it cannot use.
+# frames pass before the next try. A batch holds at most as many frames as the run had
+# so far, so one that stops early (wasting the slices of its frames, one or two header
+# decrypts and an exception) costs in proportion to the run it follows, and traffic of
+# mixed sizes pays well under 0.1 µs a frame for the batches it cannot use.
 _RUN_BEFORE_BATCH: Final = 32
 _BACK_OFF: Final = -224
-_FIRST_BATCH: Final = 16
 
 
 class _CipherState:
@@ -263,15 +262,14 @@ class MessageDecryptor(_CipherState):
         max_body = self._max_buffer - FRAME_OVERHEAD
         last_size = self._run_size
         same = self._run_length  # frames in a row of ``last_size`` (below zero: backing off)
-        most = _FIRST_BATCH
         try:
             with memoryview(source) as view:
                 while True:
                     if body_size < 0:
                         if same >= _RUN_BEFORE_BATCH:
-                            done, stopped = self._run_of_frames(source, view, position, nonce, last_size, messages, most)
-                            most *= 4
+                            done, stopped = self._run_of_frames(source, view, position, nonce, last_size, messages, same)
                             if done:
+                                same += done
                                 nonce += 2 * done
                                 position += done * (last_size + FRAME_OVERHEAD)
                                 if nonce == KEY_ROTATION_INTERVAL:
@@ -281,7 +279,6 @@ class MessageDecryptor(_CipherState):
                             if stopped:
                                 # A frame of another size (or a bad one) is next: back off.
                                 same = _BACK_OFF
-                                most = _FIRST_BATCH
                             elif done:
                                 continue  # the next batch of the run
                         end = position + LENGTH_HEADER_SIZE
