@@ -336,14 +336,15 @@ class MessageDecryptor(_CipherState):
         messages: list[bytes],
         most: int,
     ) -> tuple[int, bool]:
-        """Decrypt the frames from ``position`` that have ``body_size``; return how many, and whether a frame stopped it.
+        """Decrypt the frames from ``position`` that have ``body_size``.
 
-        Every whole frame that fits (up to the key's last nonce, and ``most``)
-        is assumed to have this size. Their headers are decrypted first: a header counts
-        only if it and every one before it authenticate and say this size,
-        since only then does it sit where it was assumed to. Then the bodies
-        of those frames. Raises ``_BadBody`` if one of them fails its MAC
-        (``messages`` then holds the bodies before it).
+        Returns how many, and whether a frame stopped the batch early. Every
+        whole frame that fits (up to the key's last nonce, and ``most``) is
+        assumed to have this size. Their headers are decrypted first: a
+        header counts only if it and every one before it authenticate and
+        say this size, since only then does it sit where it was assumed to.
+        Then the bodies of those frames. Raises ``_BadBody`` if one of them
+        fails its MAC (``messages`` then holds the bodies before it).
         """
         step = body_size + FRAME_OVERHEAD
         count = min((len(source) - position) // step, (KEY_ROTATION_INTERVAL - nonce) // 2, most)
@@ -353,7 +354,12 @@ class MessageDecryptor(_CipherState):
         decrypt = self._aead.decrypt
         headers: list[bytes] = []
         try:
-            headers += map(decrypt, _NONCES[nonce : nonce + 2 * count : 2], [source[p : p + LENGTH_HEADER_SIZE] for p in starts], repeat(None))
+            headers += map(
+                decrypt,
+                _NONCES[nonce : nonce + 2 * count : 2],
+                [source[p : p + LENGTH_HEADER_SIZE] for p in starts],
+                repeat(None),
+            )
         except InvalidTag:
             pass  # this frame has another size, or a bad MAC: the frame-by-frame loop tells which
         expected = _pack_length(body_size)
