@@ -239,20 +239,22 @@ def test_runs_of_one_size_decode_whatever_the_chunking() -> None:
     encryptor = MessageEncryptor(KEY, CHAINING_KEY)
     stream = encryptor.encrypt_joined(messages)
     assert MessageDecryptor(KEY, CHAINING_KEY).feed(stream) == messages
-    chunks = [rng.choice((rng.randint(1, 100), rng.randint(1, 20_000))) for _ in range(len(stream) // 5000)]
+    # small chunks go frame by frame, large ones (from 64 KiB) count runs and batch them
+    chunks = [rng.choice((rng.randint(1, 100), rng.randint(1, 20_000), rng.randint(65_536, 200_000))) for _ in range(60)]
     decryptor = MessageDecryptor(KEY, CHAINING_KEY)
     assert _feed_in_chunks(decryptor, stream, chunks) == messages
     assert decryptor.buffered == 0
 
 
 def test_a_bad_frame_in_a_run_keeps_the_frames_before_it() -> None:
-    # Every byte of a run of equal frames, tampered in turn (from the frames the
-    # loop takes one by one into those decrypted as batches): the error names the
-    # part that failed, and carries exactly the authentic messages before it.
-    messages = [bytes([n]) * 10 for n in range(64)]
+    # Each part of each frame of a run of equal frames, tampered in turn (from the
+    # frames the loop takes one by one into those decrypted as batches): the error
+    # names the part that failed, and carries exactly the authentic messages before it.
+    messages = [bytes([n]) * 1000 for n in range(100)]  # a chunk large enough for batches
     stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
-    frame = 10 + FRAME_OVERHEAD
-    for where in range(28 * frame, len(stream)):
+    frame = 1000 + FRAME_OVERHEAD
+    places = (0, LENGTH_HEADER_SIZE - 1, LENGTH_HEADER_SIZE, 600, frame - 1)
+    for where in [index * frame + offset for index in range(28, 100) for offset in places]:
         bad = bytearray(stream)
         bad[where] ^= 0x80
         decryptor = MessageDecryptor(KEY, CHAINING_KEY)

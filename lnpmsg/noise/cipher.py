@@ -61,6 +61,12 @@ _pack_length = struct.Struct(">H").pack
 # mixed sizes pays well under 0.1 µs a frame for the batches it cannot use.
 _RUN_BEFORE_BATCH: Final = 32
 _BACK_OFF: Final = -224
+# Fewer whole frames than this left in the chunk go frame by frame: a batch costs a few
+# µs to set up, more than it saves on a few frames.
+_MIN_BATCH: Final = 16
+# Only chunks of at least this many bytes count runs and try batches; smaller ones (a
+# QUIC stream's, reads of a slow peer) take the plain loop, which costs them nothing more.
+_BATCH_CHUNK: Final = 64 * 1024
 
 
 class _CipherState:
@@ -260,13 +266,15 @@ class MessageDecryptor(_CipherState):
         nonce = self._nonce
         decrypt = self._aead.decrypt
         max_body = self._max_buffer - FRAME_OVERHEAD
+        runs = size - position >= _BATCH_CHUNK
         last_size = self._run_size
-        same = self._run_length  # frames in a row of ``last_size`` (below zero: backing off)
+        # frames in a row of ``last_size`` (below zero: backing off); 0 keeps a small chunk unbatched
+        same = self._run_length if runs else 0
         try:
             with memoryview(source) as view:
                 while True:
                     if body_size < 0:
-                        if same >= _RUN_BEFORE_BATCH:
+                        if same >= _RUN_BEFORE_BATCH and size - position >= _MIN_BATCH * (last_size + FRAME_OVERHEAD):
                             done, stopped = self._run_of_frames(source, view, position, nonce, last_size, messages, same)
                             if done:
                                 same += done
@@ -298,11 +306,12 @@ class MessageDecryptor(_CipherState):
                         break
                     append(decrypt(_NONCES[nonce], view[position:end], None))
                     position = end
-                    if body_size == last_size or same < 0:
-                        same += 1  # while backing off, every frame counts whatever its size
-                    else:
-                        same = 1
-                    last_size = body_size
+                    if runs:
+                        if body_size == last_size or same < 0:
+                            same += 1  # while backing off, every frame counts whatever its size
+                        else:
+                            same = 1
+                        last_size = body_size
                     body_size = -1
                     nonce += 1
                     if nonce == KEY_ROTATION_INTERVAL:
@@ -323,8 +332,9 @@ class MessageDecryptor(_CipherState):
             # A header decrypted before an error still spent its nonce.
             self._nonce = nonce
             self._body_size = body_size
-            self._run_size = last_size
-            self._run_length = same
+            if runs:
+                self._run_size = last_size
+                self._run_length = same
 
     def _run_of_frames(
         self,
