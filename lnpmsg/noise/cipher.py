@@ -65,7 +65,8 @@ _BACK_OFF: Final = -224
 # µs to set up, more than it saves on a few frames.
 _MIN_BATCH: Final = 16
 # Only chunks of at least this many bytes count runs and try batches; smaller ones (a
-# QUIC stream's, reads of a slow peer) take the plain loop, which costs them nothing more.
+# QUIC stream's, reads of a slow peer) take the plain loop, which costs them nothing more
+# (the count of a run is kept from the last large chunk).
 _BATCH_CHUNK: Final = 64 * 1024
 
 
@@ -254,6 +255,59 @@ class MessageDecryptor(_CipherState):
     def _parse(self, source: bytes | bytearray, position: int, messages: list[bytes]) -> None:
         """Decrypt every whole frame of ``source`` from ``position``; keep the partial tail.
 
+        Frame by frame; a chunk of at least ``_BATCH_CHUNK`` bytes goes to
+        :meth:`_parse_runs` instead, which decrypts runs of frames of one size
+        in batches. Smaller chunks do not count runs at all, so they cost no
+        more than this loop.
+        """
+        size = len(source)
+        if size - position >= _BATCH_CHUNK:
+            return self._parse_runs(source, position, messages)
+        append = messages.append
+        body_size = self._body_size
+        nonce = self._nonce
+        decrypt = self._aead.decrypt
+        max_body = self._max_buffer - FRAME_OVERHEAD
+        try:
+            with memoryview(source) as view:
+                while True:
+                    if body_size < 0:
+                        end = position + LENGTH_HEADER_SIZE
+                        if end > size:
+                            break
+                        # a bytes slice of 18 bytes is cheaper to hand over than a memoryview
+                        header = decrypt(_NONCES[nonce], source[position:end], None)
+                        nonce += 1
+                        position = end
+                        body_size = (header[0] << 8) | header[1]
+                        if body_size > max_body:
+                            raise self._fail(
+                                DecryptError(f"frame of {body_size + FRAME_OVERHEAD} bytes exceeds {self._max_buffer}")
+                            )
+                    end = position + body_size + MAC_SIZE
+                    if end > size:
+                        break
+                    append(decrypt(_NONCES[nonce], view[position:end], None))
+                    position = end
+                    body_size = -1
+                    nonce += 1
+                    if nonce == KEY_ROTATION_INTERVAL:
+                        self._rotate()
+                        decrypt = self._aead.decrypt
+                        nonce = 0
+                if position < size:
+                    self._buffer += view[position:]
+        except InvalidTag:
+            what = "length" if body_size < 0 else "message"
+            raise self._fail(DecryptError(f"bad MAC on an encrypted {what}")) from None
+        finally:
+            # A header decrypted before an error still spent its nonce.
+            self._nonce = nonce
+            self._body_size = body_size
+
+    def _parse_runs(self, source: bytes | bytearray, position: int, messages: list[bytes]) -> None:
+        """:meth:`_parse` for a large chunk: runs of frames of one size go in batches.
+
         Frame by frame until enough frames in a row had the same size; then the
         frames that follow are assumed to have that size too and decrypted in
         a batch (:meth:`_run_of_frames`), whose per-frame work runs in C
@@ -266,10 +320,8 @@ class MessageDecryptor(_CipherState):
         nonce = self._nonce
         decrypt = self._aead.decrypt
         max_body = self._max_buffer - FRAME_OVERHEAD
-        runs = size - position >= _BATCH_CHUNK
         last_size = self._run_size
-        # frames in a row of ``last_size`` (below zero: backing off); 0 keeps a small chunk unbatched
-        same = self._run_length if runs else 0
+        same = self._run_length  # frames in a row of ``last_size`` (below zero: backing off)
         try:
             with memoryview(source) as view:
                 while True:
@@ -306,12 +358,11 @@ class MessageDecryptor(_CipherState):
                         break
                     append(decrypt(_NONCES[nonce], view[position:end], None))
                     position = end
-                    if runs:
-                        if body_size == last_size or same < 0:
-                            same += 1  # while backing off, every frame counts whatever its size
-                        else:
-                            same = 1
-                        last_size = body_size
+                    if body_size == last_size or same < 0:
+                        same += 1  # while backing off, every frame counts whatever its size
+                    else:
+                        same = 1
+                    last_size = body_size
                     body_size = -1
                     nonce += 1
                     if nonce == KEY_ROTATION_INTERVAL:
@@ -332,9 +383,8 @@ class MessageDecryptor(_CipherState):
             # A header decrypted before an error still spent its nonce.
             self._nonce = nonce
             self._body_size = body_size
-            if runs:
-                self._run_size = last_size
-                self._run_length = same
+            self._run_size = last_size
+            self._run_length = same
 
     def _run_of_frames(
         self,
