@@ -32,7 +32,7 @@ figures measured side by side): the tables give the median and the lowest
 round. Per CPU-second figures do not move with the load of a shared
 machine the way wall-clock rates do.
 
-Usage: ``python benchmarks/bench_bolt8.py [--quick] [--rounds N] [--json]``
+Usage: ``python benchmarks/bench_bolt8.py [--quick] [--rounds N] [--json] [--receiving-only]``
 """
 
 from __future__ import annotations
@@ -503,9 +503,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer messages and handshakes, 2 rounds (a smoke run)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds to run (default 5)")
+    parser.add_argument(
+        "--receiving-only",
+        action="store_true",
+        help="only the node receiving 1 KiB messages in a second process (to compare two versions of the receive path)",
+    )
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
     rounds = 2 if args.quick else args.rounds
+    if args.receiving_only:
+        _receiving_only(int(200_000 * scale), rounds, args.json)
+        return
     results: dict[str, float] = {}
     # Each round's own ratios (its two figures measured side by side); the table gives their median and lowest.
     round_ratios: dict[str, list[float]] = {"1KiB": [], "64KiB": [], "2proc_1KiB": [], "2proc_64KiB": [], "handshakes": []}
@@ -545,6 +553,23 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     _print_tables(results, rounds)
+
+
+def _receiving_only(count: int, rounds: int, as_json: bool) -> None:
+    """The node-receiving figure alone at 1 KiB, ``rounds`` times: each round's CPU µs per message and ratio."""
+    per_round = []
+    for _ in range(rounds):
+        _, per_cpu_second, limit = lnpmsg_throughput_two_processes(count, 1024)
+        per_round.append({"node_cpu_us_per_message": 1e6 / per_cpu_second, "limit_cpu_us_per_message": 1e6 / limit, "ratio": per_cpu_second / limit})
+    if as_json:
+        print(json.dumps(per_round, indent=2))
+        return
+    print("| round | node CPU µs per 1 KiB message | limit (two decrypts) µs | node / limit |")
+    print("| ---: | ---: | ---: | ---: |")
+    for index, figures in enumerate(per_round, 1):
+        print(f"| {index} | {figures['node_cpu_us_per_message']:.2f} | {figures['limit_cpu_us_per_message']:.2f} | {figures['ratio']:.0%} |")
+    ratios = [figures["ratio"] for figures in per_round]
+    print(f"\nnode / limit: median {statistics.median(ratios):.0%}, lowest {min(ratios):.0%}")
 
 
 def _print_tables(results: dict[str, float], rounds: int) -> None:

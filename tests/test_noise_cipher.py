@@ -226,3 +226,40 @@ def test_any_flipped_bit_is_detected(messages: list[bytes], data: st.DataObject)
     with pytest.raises(DecryptError):
         decryptor.feed(stream[:cut])
         decryptor.feed(stream[cut:])
+
+
+def test_runs_of_one_size_decode_whatever_the_chunking() -> None:
+    # Frames of one size in a row are decrypted as a batch: runs of every length,
+    # sizes changing between them, across rotations, whole and in random chunks.
+    rng = random.Random(19)
+    messages: list[bytes] = []
+    while len(messages) < 3 * KEY_ROTATION_INTERVAL // 2:
+        size = rng.choice((0, 1, 7, 1022, rng.randint(0, 3000)))
+        messages += [rng.randbytes(size) for _ in range(rng.choice((1, 2, 3, 5, 40, 400)))]
+    encryptor = MessageEncryptor(KEY, CHAINING_KEY)
+    stream = encryptor.encrypt_joined(messages)
+    assert MessageDecryptor(KEY, CHAINING_KEY).feed(stream) == messages
+    # small chunks go frame by frame, large ones (from 64 KiB) count runs and batch them
+    chunks = [rng.choice((rng.randint(1, 100), rng.randint(1, 20_000), rng.randint(65_536, 200_000))) for _ in range(60)]
+    decryptor = MessageDecryptor(KEY, CHAINING_KEY)
+    assert _feed_in_chunks(decryptor, stream, chunks) == messages
+    assert decryptor.buffered == 0
+
+
+def test_a_bad_frame_in_a_run_keeps_the_frames_before_it() -> None:
+    # Each part of each frame of a run of equal frames, tampered in turn (from the
+    # frames the loop takes one by one into those decrypted as batches): the error
+    # names the part that failed, and carries exactly the authentic messages before it.
+    messages = [bytes([n]) * 1000 for n in range(100)]  # a chunk large enough for batches
+    stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
+    frame = 1000 + FRAME_OVERHEAD
+    places = (0, LENGTH_HEADER_SIZE - 1, LENGTH_HEADER_SIZE, 600, frame - 1)
+    for where in [index * frame + offset for index in range(28, 100) for offset in places]:
+        bad = bytearray(stream)
+        bad[where] ^= 0x80
+        decryptor = MessageDecryptor(KEY, CHAINING_KEY)
+        part = "length" if where % frame < LENGTH_HEADER_SIZE else "message"
+        with pytest.raises(DecryptError, match=part) as caught:
+            decryptor.feed(bytes(bad))
+        assert caught.value.decoded == messages[: where // frame]  # type: ignore[attr-defined]
+        assert decryptor.failed

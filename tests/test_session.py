@@ -250,6 +250,40 @@ def test_a_batch_of_app_messages_is_one_event_split_around_housekeeping():
     assert session.stats.messages_in == 1 + len(batch)  # init included
 
 
+@pytest.mark.parametrize(
+    "odd_one",
+    [None, b"\x80\x03b", b"\x80\x02b", b"\x80", bytearray(b"\x80\x01b"), Ping(num_pong_bytes=1).encode(), b"\x81\x01b"],
+    ids=["all-alike", "another-odd-type", "even-type", "short", "bytearray", "ping", "same-low-byte"],
+)
+def test_a_batch_of_one_type_gives_what_message_by_message_gives(odd_one):
+    # A batch of one unknown odd type is built at once; anything else in it goes
+    # message by message: events, stats, replies and state must be the same.
+    batch = [b"\x80\x01" + bytes([n]) * n for n in range(6)]
+    if odd_one is not None:
+        batch.insert(4, odd_one)
+    together, one_by_one = ready_session(), ready_session()
+    events = together.receive_messages(list(batch), 1)
+    expected = []
+    joins = False  # app messages in a row share one event; housekeeping splits them
+    for data in batch:
+        caused = one_by_one.receive_message(bytes(data), 1)
+        if joins and [type(e) for e in caused] == [MessagesReceived]:
+            expected[-1] = MessagesReceived(expected[-1].messages + caused[0].messages)
+        else:
+            expected += caused
+        joins = [type(e) for e in caused] == [MessagesReceived]
+        if one_by_one.is_closed:
+            break
+    assert events == expected
+    assert together.stats == one_by_one.stats
+    assert together.outbox == one_by_one.outbox and together.state is one_by_one.state
+    # a payload never aliases the caller's buffer (a bytearray would compare equal)
+    assert all(type(m.payload) is bytes for e in events if type(e) is MessagesReceived for m in e.messages)
+    if odd_one is None:
+        (event,) = events
+        assert event.messages[5] == UnknownMessage(type=0x8001, payload=bytes([5]) * 5)
+
+
 def test_local_close_sends_error_when_asked():
     session = ready_session()
     closed_with(session.close("shutting down", send_error=True), "shutting down")

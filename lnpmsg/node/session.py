@@ -27,6 +27,7 @@ one ``SessionClosed`` event and refuses further input and output.
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ from lnpmsg.wire import (
     WarningMessage,
     WireError,
     unknown_message,
+    unknown_messages,
 )
 from lnpmsg.wire.features import check_dependencies, describe, unknown_required
 
@@ -78,6 +80,7 @@ MAX_PINGS_PER_INTERVAL = 20
 #: hundred; a larger field only costs memory and log space (1 KiB = 8192 bits here)
 MAX_FEATURE_BITS = 8192
 
+_type_bytes = operator.itemgetter(slice(0, 2))
 _BOLT1_TYPES = frozenset({Init.TYPE, Error.TYPE, WarningMessage.TYPE, Ping.TYPE, Pong.TYPE})
 
 
@@ -254,6 +257,12 @@ class PeerSession:
         cost low on the hot path: consecutive app messages become one
         :class:`MessagesReceived`. Processing stops at the first failure.
         """
+        if type(messages) is list and len(messages) > 1 and self.state is SessionState.ACTIVE:
+            msg_type = self._one_unknown_odd_type(messages)
+            if msg_type is not None:
+                # What the loop below makes of them, built for the batch at once.
+                self.stats.messages_in += len(messages)
+                return [MessagesReceived(tuple(unknown_messages(msg_type, messages)))]
         events: list[SessionEvent] = []
         run: list[Message] = []  # app messages since the last other event
         keep = run.append
@@ -303,6 +312,27 @@ class PeerSession:
         _flush(run, events)
         self.stats.messages_in += count
         return events
+
+    def _one_unknown_odd_type(self, messages: list[bytes]) -> int | None:
+        """The type of a batch whose messages are all bytes of one odd type nobody decodes.
+
+        Such a batch (a stream of custom messages) gives one ``UnknownMessage``
+        each and nothing else; None when any message is otherwise (then the
+        loop takes the batch message by message). The checks run in C
+        iterators over the batch.
+        """
+        first = messages[0]
+        if type(first) is not bytes or len(first) < 2:
+            return None
+        msg_type = (first[0] << 8) | first[1]
+        if not msg_type & 1 or self.registry.class_lookup()(msg_type) is not None:
+            return None
+        # Every message starting with these two bytes is also at least two long.
+        if list(map(_type_bytes, messages)).count(first[:2]) != len(messages):
+            return None
+        if list(map(type, messages)).count(bytes) != len(messages):
+            return None
+        return msg_type
 
     def _first_message(self, data: bytes, now: float) -> list[SessionEvent]:
         self.stats.messages_in += 1

@@ -62,6 +62,7 @@ from lnpmsg.wire.message import (
     MessageRegistry,
     UnknownMessage,
     unknown_message,
+    unknown_messages,
     message,
 )
 from lnpmsg.wire.primitives import (
@@ -98,6 +99,7 @@ __all__ = [
     "MessageRegistry",
     "UnknownMessage",
     "unknown_message",
+    "unknown_messages",
     "DEFAULT_REGISTRY",
     # BOLT 1
     "Init",

@@ -42,8 +42,11 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import operator
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
 from typing import Any, ClassVar, Self, TypeVar, dataclass_transform, overload
 
 from lnpmsg.wire.errors import WireError
@@ -60,6 +63,7 @@ __all__ = [
     "UnknownMessage",
     "message",
     "unknown_message",
+    "unknown_messages",
 ]
 
 #: The largest message (type included): BOLT 8 frames carry a 2-byte length.
@@ -174,6 +178,24 @@ def unknown_message(msg_type: int, payload: bytes) -> UnknownMessage:
     _set_unknown_type(unknown, msg_type)
     _set_unknown_payload(unknown, payload)
     return unknown
+
+
+_payload_of = operator.itemgetter(slice(2, None))
+
+
+def unknown_messages(msg_type: int, messages: list[bytes]) -> list[UnknownMessage]:
+    """One :class:`UnknownMessage` per whole message (type included), all of ``msg_type``.
+
+    For decoders on the receive path, like :func:`unknown_message`: the
+    messages are bytes, at least 2 long, and each starts with ``msg_type``
+    (unchecked). Each step runs over the whole batch in C iterators, so a
+    message costs no Python call of its own.
+    """
+    payloads = list(map(_payload_of, messages))
+    made = list(map(_new_object, repeat(UnknownMessage, len(payloads))))
+    deque(map(_set_unknown_type, made, repeat(msg_type)), 0)
+    deque(map(_set_unknown_payload, made, payloads), 0)
+    return made
 
 
 # ---------------------------------------------------------------- the compiler

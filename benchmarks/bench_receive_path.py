@@ -1,0 +1,94 @@
+"""The receive path without sockets: CPU µs per 1 KiB message, next to its two bare decrypts.
+
+A prepared stream of BOLT-8 frames (an ``init``, then 20,000 custom
+messages of 1 KiB, as one sender would write them), cut in 128 KiB chunks
+as the node reads them, goes through ``MessageDecryptor.feed`` and then
+``PeerSession.receive_messages``; the limit is the same ChaCha20-Poly1305
+decrypts alone (two calls per message, the frames already cut apart).
+Everything is CPU time in this process, so it holds still on a loaded
+machine far better than the two-process figures of ``bench_bolt8.py``; the
+rounds interleave the three measurements and the table gives their median
+and lowest round.
+
+Usage: ``python benchmarks/bench_receive_path.py [--rounds N] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import struct
+import time
+
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from lnpmsg.node.session import PeerSession
+from lnpmsg.noise import MessageDecryptor, MessageEncryptor
+from lnpmsg.wire import Init
+
+COUNT = 20_000
+SIZE = 1024
+CHUNK = 128 * 1024
+CUSTOM = 32769
+
+
+def two_decrypts(key: bytes) -> float:
+    """CPU µs per message of the two bare decrypts (header, then body) of one frame."""
+    aead = ChaCha20Poly1305(key)
+    nonces = [struct.pack("<4xQ", i) for i in range(1000)]
+    headers = [aead.encrypt(nonces[2 * i], struct.pack(">H", SIZE), None) for i in range(500)]
+    bodies = [aead.encrypt(nonces[2 * i + 1], bytes(SIZE), None) for i in range(500)]
+    decrypt = aead.decrypt
+    start = time.process_time()
+    for i in range(COUNT):
+        j = i % 500
+        decrypt(nonces[2 * j], headers[j], None)
+        decrypt(nonces[2 * j + 1], bodies[j], None)
+    return (time.process_time() - start) / COUNT * 1e6
+
+
+def receive(key: bytes, chaining_key: bytes, chunks: list[bytes], with_session: bool) -> float:
+    """CPU µs per message of ``feed`` (and the session, if asked) over the prepared chunks."""
+    decryptor = MessageDecryptor(key, chaining_key)
+    session = PeerSession(Init(), 0.0)
+    received = 0
+    start = time.process_time()
+    for chunk in chunks:
+        messages = decryptor.feed(chunk)
+        if with_session:
+            session.receive_messages(messages, 1.0)
+        received += len(messages)
+    elapsed = time.process_time() - start
+    assert received == COUNT + 1
+    return elapsed / COUNT * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    key, chaining_key = os.urandom(32), os.urandom(32)
+    message = CUSTOM.to_bytes(2, "big") + bytes(SIZE - 2)
+    stream = MessageEncryptor(key, chaining_key).encrypt_joined([Init().encode()] + [message] * COUNT)
+    chunks = [stream[i : i + CHUNK] for i in range(0, len(stream), CHUNK)]
+    rounds: dict[str, list[float]] = {"two decrypts (limit)": [], "feed": [], "feed + session": []}
+    for _ in range(args.rounds):
+        rounds["two decrypts (limit)"].append(two_decrypts(key))
+        rounds["feed"].append(receive(key, chaining_key, chunks, with_session=False))
+        rounds["feed + session"].append(receive(key, chaining_key, chunks, with_session=True))
+    results = {name: {"median": statistics.median(values), "lowest": min(values)} for name, values in rounds.items()}
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"{args.rounds} interleaved rounds, CPU µs per 1 KiB message\n")
+    print("| path | median | lowest round |")
+    print("| --- | ---: | ---: |")
+    for name, figures in results.items():
+        print(f"| {name} | {figures['median']:.2f} | {figures['lowest']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
