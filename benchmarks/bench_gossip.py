@@ -52,8 +52,10 @@ from pathlib import Path
 
 import trio
 
+from lnpmsg.gossip import pipeline
 from lnpmsg.gossip.app import GossipApp, GossipConfig
 from lnpmsg.gossip.store import DB_FILE_NAME, GossipStore
+from lnpmsg.gossip.verify import SigCheck
 from lnpmsg.gossip.testing import SyntheticNetwork
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
@@ -221,9 +223,32 @@ def _rss_kb() -> int:
     return 0
 
 
+class ThreadCpu:
+    """CPU seconds spent inside a function by whichever thread runs it (``time.thread_time`` around each call)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, fn):  # type: ignore[no-untyped-def]
+        def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+            started = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.thread_time() - started
+
+        return timed
+
+
 async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, verify_processes: int) -> dict[str, float]:
     node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], network="regtest"))
     store = GossipStore(store_dir / DB_FILE_NAME, CHAIN_HASH_REGTEST)
+    # Per-component CPU: the SQLite writes (in trio's worker threads) and the
+    # pipe round trips to the signature workers (likewise), timed by thread CPU.
+    store_cpu, pipe_cpu = ThreadCpu(), ThreadCpu()
+    store.apply = store_cpu.wrap(store.apply)  # type: ignore[method-assign]
+    original_roundtrip = pipeline._Worker.roundtrip
+    pipeline._Worker.roundtrip = pipe_cpu.wrap(original_roundtrip)  # type: ignore[method-assign]
     config = GossipConfig(flush_interval=3600, prune_interval=0, verify_threads=verify_threads, verify_processes=verify_processes, relay=False)
     app = node.mount(GossipApp(store, config=config))
     ctx = multiprocessing.get_context("spawn")
@@ -238,9 +263,15 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, v
         pool = app.verify_pool
         if pool is not None:
             await pool.start()  # workers spawned before the clock starts, as in a running node
+            # one batch of (failing) checks: each worker has imported its modules before its CPU is counted
+            warm = [SigCheck(bytes(32), bytes(64), bytes(33), "warm-up", False)] * (pool.min_checks * pool.processes)
+            await pool.verify(warm)
+            pool.checked_remote = 0
         workers = pool.pids if pool is not None else []
         rss_before = _rss_kb()
         cpu_before = _cpu_seconds() + _proc_cpu_seconds(workers)
+        workers_before = _proc_cpu_seconds(workers)
+        sender_before = _proc_cpu_seconds([sender.pid])
         loop_before = time.thread_time()
         started = time.perf_counter()
         go.set()
@@ -250,7 +281,12 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, v
         await app.drain()
         elapsed = time.perf_counter() - started
         loop_cpu = time.thread_time() - loop_before
+        workers_cpu = _proc_cpu_seconds(workers) - workers_before
         cpu = _cpu_seconds() + _proc_cpu_seconds(workers) - cpu_before
+        sender_cpu = _proc_cpu_seconds([sender.pid]) - sender_before
+        sigs = app.graph.counters.signature_checks
+        per_sig = lambda seconds: 1e6 * seconds / sigs if sigs else 0.0  # noqa: E731
+        other_cpu = cpu - workers_cpu - loop_cpu - store_cpu.seconds - pipe_cpu.seconds
         stats = await app.gossip_stats()
         result = {
             "messages": total,
@@ -262,6 +298,16 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, v
             "event_loop_cpu_s": loop_cpu,
             "event_loop_bound_signatures_per_s": app.graph.counters.signature_checks / loop_cpu if loop_cpu else 0.0,
             "receiver_cores_used": cpu / elapsed,
+            "sender_cpu_s": sender_cpu,
+            "us_per_signature": {
+                "verify_workers": per_sig(workers_cpu),
+                "event_loop": per_sig(loop_cpu),
+                "sqlite_writer": per_sig(store_cpu.seconds),
+                "pipe_threads": per_sig(pipe_cpu.seconds),
+                "other_receiver_threads": per_sig(other_cpu),
+                "sender": per_sig(sender_cpu),
+                "all": per_sig(cpu + sender_cpu),
+            },
             "verify_processes": len(workers),
             "batches": app.counters.batches,
             "checked_in_workers": pool.checked_remote if pool is not None else 0,
@@ -276,10 +322,44 @@ async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, v
         sender.join()
         node.stop()
         nursery.cancel_scope.cancel()
+    pipeline._Worker.roundtrip = original_roundtrip  # type: ignore[method-assign]
     store.checkpoint()
     result["store_mb"] = store.size_on_disk() / 1e6
     store.close()
     return result
+
+
+def ceiling(run: dict, cores: int, bare: dict | None = None) -> None:  # type: ignore[type-arg]
+    """The CPU budget per signature against bare verification, and the highest rate ``cores`` could carry.
+
+    Bare verification costs ``1e6 / one core's rate`` µs a signature; every
+    other µs (the workers' overhead, the event loop, SQLite, the pipes, the
+    sender) comes out of the same ``cores``. Were the ingest CPU-bound with no
+    idle moment, it would reach ``cores / (CPU per signature)`` signatures/s:
+    that over the verify capacity is the ceiling on this machine.
+    """
+    bare = bare or run
+    us = run["us_per_signature"]
+    us["bare_verify"] = 1e6 / bare["bare_verify_per_s_one_core"]
+    us["worker_overhead"] = us["verify_workers"] - us["bare_verify"]
+    run["ceiling_signatures_per_s"] = cores * 1e6 / us["all"] if us["all"] else 0.0
+    run["ceiling_share_of_capacity"] = run["ceiling_signatures_per_s"] / bare["bare_verify_capacity_per_s"]
+    run["ceiling_share_without_sender"] = cores * 1e6 / (us["all"] - us["sender"]) / bare["bare_verify_capacity_per_s"]
+
+
+def print_budget(run: dict, cores: int, title: str) -> None:  # type: ignore[type-arg]
+    us = run["us_per_signature"]
+    print(f"CPU per signature, {title} (µs; bare coincurve verify {us['bare_verify']:.1f}):")
+    print(
+        f"  verify workers {us['verify_workers']:.1f} (overhead {us['worker_overhead']:+.1f}), event loop {us['event_loop']:.1f},"
+        f" SQLite writer {us['sqlite_writer']:.1f}, pipe threads {us['pipe_threads']:.1f},"
+        f" other receiver threads {us['other_receiver_threads']:.1f}, sender {us['sender']:.1f}: all {us['all']:.1f}"
+    )
+    print(
+        f"  ceiling on {cores} cores: {run['ceiling_signatures_per_s']:,.0f} signatures/s"
+        f" = {100 * run['ceiling_share_of_capacity']:.0f}% of the verify capacity"
+        f" ({100 * run['ceiling_share_without_sender']:.0f}% were the sender elsewhere)"
+    )
 
 
 def main() -> None:
@@ -322,7 +402,9 @@ def main() -> None:
     result["signatures_per_cpu_s"] = result["signatures"] / result["receiver_cpu_s"] if result["receiver_cpu_s"] else 0.0
     result["share_of_capacity"] = result["signatures_per_s"] / result["bare_verify_capacity_per_s"]
     result["share_per_cpu_s"] = result["signatures_per_cpu_s"] / result["bare_verify_per_s_one_core"]
+    ceiling(result, cores)
     if baseline is not None:
+        ceiling(baseline, cores, result)
         baseline["share_of_capacity"] = baseline["signatures_per_s"] / result["bare_verify_capacity_per_s"]
         baseline["signatures_per_cpu_s"] = baseline["signatures"] / baseline["receiver_cpu_s"] if baseline["receiver_cpu_s"] else 0.0
         baseline["share_per_cpu_s"] = baseline["signatures_per_cpu_s"] / result["bare_verify_per_s_one_core"]
@@ -373,6 +455,9 @@ def main() -> None:
             else ""
         )
     )
+    print_budget(result, cores, "worker processes")
+    if baseline is not None:
+        print_budget(baseline, cores, "verify threads only")
     print(f"accepted {result['accepted']:,} ({result['channels']:,} channels, {result['channel_updates']:,} updates, {result['node_announcements']:,} nodes)")
     print(f"receiver memory: {result['rss_before_mb']:.0f} MB before, peak {result['peak_rss_mb']:.0f} MB; store on disk: {result['store_mb']:.1f} MB")
 
