@@ -246,7 +246,11 @@ class ShortChannelId:
     output: int
 
     def __post_init__(self) -> None:
-        for name, value, limit in (("block", self.block, _MAX_BLOCK), ("tx", self.tx, _MAX_TX), ("output", self.output, _MAX_OUTPUT)):
+        block, tx, output = self.block, self.tx, self.output
+        # The common case in one expression (every decoded gossip message makes one); the loop names the bad field.
+        if type(block) is int and type(tx) is int and type(output) is int and 0 <= block <= _MAX_BLOCK and 0 <= tx <= _MAX_TX and 0 <= output <= _MAX_OUTPUT:
+            return
+        for name, value, limit in (("block", block, _MAX_BLOCK), ("tx", tx, _MAX_TX), ("output", output, _MAX_OUTPUT)):
             if type(value) is not int or not 0 <= value <= limit:
                 raise WireError(f"short_channel_id {name} must be an int in 0..{limit}, got {value!r}")
 
