@@ -22,6 +22,15 @@ What runs, all on this machine, in this one run:
    (``--verify-processes 0``, the path before worker processes), so both
    are measured in one run.
 
+The CPU budget: CPU seconds per signature of each part, by CPU time
+(``/proc`` for the worker processes and the sender, ``time.thread_time``
+for the event loop and around the SQLite writes and the pipe round trips
+in trio's worker threads): the verify workers (and their overhead over bare
+verification), the event loop, the SQLite writer, the pipe threads, the
+rest of the receiver, the sender. From it the ceiling: ``cores / (all CPU
+per signature)``, over the cores' verify capacity ``cores / (bare CPU per
+signature)``; CPU times, so it hardly moves with the machine's load.
+
 Ratios (each against the higher of the two bare measurements, so a busy
 moment during one of them does not flatter the ingest):
 
@@ -335,16 +344,21 @@ def ceiling(run: dict, cores: int, bare: dict | None = None) -> None:  # type: i
     Bare verification costs ``1e6 / one core's rate`` µs a signature; every
     other µs (the workers' overhead, the event loop, SQLite, the pipes, the
     sender) comes out of the same ``cores``. Were the ingest CPU-bound with no
-    idle moment, it would reach ``cores / (CPU per signature)`` signatures/s:
-    that over the verify capacity is the ceiling on this machine.
+    idle moment, it would reach ``cores / (CPU per signature)`` signatures/s,
+    and ``cores / bare µs`` is the cores' verify capacity: the ceiling's share
+    of it is ``bare µs / all µs``. Both are CPU time, so the share hardly moves
+    with the machine's load (the wall-clock capacity measured with all cores
+    at once does).
     """
     bare = bare or run
     us = run["us_per_signature"]
     us["bare_verify"] = 1e6 / bare["bare_verify_per_s_one_core"]
     us["worker_overhead"] = us["verify_workers"] - us["bare_verify"]
     run["ceiling_signatures_per_s"] = cores * 1e6 / us["all"] if us["all"] else 0.0
-    run["ceiling_share_of_capacity"] = run["ceiling_signatures_per_s"] / bare["bare_verify_capacity_per_s"]
-    run["ceiling_share_without_sender"] = cores * 1e6 / (us["all"] - us["sender"]) / bare["bare_verify_capacity_per_s"]
+    run["ceiling_share_of_capacity"] = us["bare_verify"] / us["all"] if us["all"] else 0.0
+    run["ceiling_share_without_sender"] = us["bare_verify"] / (us["all"] - us["sender"]) if us["all"] else 0.0
+    #: CPU per signature an ingest at 80% of the capacity may spend, all parts together
+    run["budget_us_at_80_percent"] = us["bare_verify"] / 0.8
 
 
 def print_budget(run: dict, cores: int, title: str) -> None:  # type: ignore[type-arg]
@@ -357,8 +371,9 @@ def print_budget(run: dict, cores: int, title: str) -> None:  # type: ignore[typ
     )
     print(
         f"  ceiling on {cores} cores: {run['ceiling_signatures_per_s']:,.0f} signatures/s"
-        f" = {100 * run['ceiling_share_of_capacity']:.0f}% of the verify capacity"
-        f" ({100 * run['ceiling_share_without_sender']:.0f}% were the sender elsewhere)"
+        f" = {100 * run['ceiling_share_of_capacity']:.0f}% of {cores} cores' verify capacity"
+        f" ({100 * run['ceiling_share_without_sender']:.0f}% were the sender elsewhere);"
+        f" 80% would need at most {run['budget_us_at_80_percent']:.1f} µs per signature in all"
     )
 
 
