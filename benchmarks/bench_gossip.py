@@ -365,7 +365,12 @@ def print_budget(run: dict, cores: int, title: str) -> None:  # type: ignore[typ
     us = run["us_per_signature"]
     print(f"CPU per signature, {title} (µs; bare coincurve verify {us['bare_verify']:.1f}):")
     print(
-        f"  verify workers {us['verify_workers']:.1f} (overhead {us['worker_overhead']:+.1f}), event loop {us['event_loop']:.1f},"
+        (
+            f"  verify workers {us['verify_workers']:.1f} (overhead {us['worker_overhead']:+.1f}),"
+            if us["verify_workers"]
+            else "  verify threads (counted in the other receiver threads),"
+        )
+        + f" event loop {us['event_loop']:.1f},"
         f" SQLite writer {us['sqlite_writer']:.1f}, pipe threads {us['pipe_threads']:.1f},"
         f" other receiver threads {us['other_receiver_threads']:.1f}, sender {us['sender']:.1f}: all {us['all']:.1f}"
     )
