@@ -214,6 +214,12 @@ class LnpQuicConnection(QuicConnection):
     - The probe timeout stops doubling after :data:`MAX_PTO_BACKOFF`
       expiries in a row (see there), so a lossy path cannot stall the
       connection for longer than a bounded number of PTOs.
+    - Received packets are acknowledged by the next datagrams the shell
+      sends (its driver runs once per batch of datagrams read), not 1 ms
+      (aioquic's ack delay) later: on a fast path a sender holding its
+      send buffer's worth of unacknowledged data otherwise waits for that
+      timer, and under load for the timer's late wake-up, before it may
+      write again. ACK-only packets elicit nothing, so no ACK ping-pong.
     - Stream credit follows what the application has *read*
       (:meth:`consume`), not what arrived: stock aioquic doubles a window as
       soon as half of it is used, whether anybody reads or not, which lets a
@@ -222,7 +228,7 @@ class LnpQuicConnection(QuicConnection):
       reading stops the sender (back-pressure through QUIC flow control).
 
     The few aioquic internals these need (stream limits, stream objects,
-    connection state, the PTO count) are read only here.
+    connection state, the PTO count, the ack delay) are read only here.
     """
 
     def __init__(
@@ -240,6 +246,8 @@ class LnpQuicConnection(QuicConnection):
         # the configuration's stream window is the initial credit and the step
         self._lnp_window = configuration.max_stream_data
         self._lnp_consumed = 0
+        # Acknowledge at the next send instead of 1 ms later (see the class docstring).
+        self._ack_delay = 0.0
         peer_bidi_streams = 0 if configuration.is_client else 1
         for limit, value in ((self._local_max_streams_bidi, peer_bidi_streams), (self._local_max_streams_uni, 0)):
             limit.value = limit.sent = value
@@ -343,6 +351,8 @@ def _check_aioquic_internals() -> None:
     )
     if not isinstance(getattr(recovery, "_pto_count", None), int):
         missing.append("QuicPacketRecovery._pto_count")
+    if not isinstance(getattr(QuicConnection(configuration=QuicConfiguration(is_client=True)), "_ack_delay", None), float):
+        missing.append("QuicConnection._ack_delay")
     if missing:
         raise ImportError(f"aioquic lacks {', '.join(missing)}: lnpmsg's UDP transport needs aioquic 1.x")
 
