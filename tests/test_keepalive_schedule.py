@@ -19,7 +19,7 @@ from lnpmsg.node.keepalive import KEEPALIVE_TICK, PASS_SLICE, KeepaliveSchedule,
 from lnpmsg.node.node import Node
 from lnpmsg.node.peer import Peer
 from lnpmsg.testing.memory import MemoryNetwork
-from lnpmsg.testing.nodes import running
+from lnpmsg.testing.nodes import running, running_tasks
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.testing.virtual import memory_node, record_events
 from lnpmsg.wire import DEFAULT_REGISTRY, Init, Ping, Pong, WarningMessage
@@ -38,19 +38,6 @@ class _Timer:
     def keepalive_due(self, now: float) -> float | None:
         self.fired.append(now)
         return self._following.pop(0) if self._following else None
-
-
-def _schedule_tasks() -> int:
-    """Tasks running a KeepaliveSchedule anywhere in this trio run."""
-    count = 0
-    tasks = [trio.lowlevel.current_root_task()]
-    while tasks:
-        task = tasks.pop()
-        if getattr(task.coro, "__qualname__", "") == "KeepaliveSchedule.run":
-            count += 1
-        for nursery in task.child_nurseries:
-            tasks.extend(nursery.child_tasks)
-    return count
 
 
 async def _answering_peer(network: MemoryNetwork, node: Node, pings: list[float], nursery: trio.Nursery) -> tuple[RawPeer, Peer]:
@@ -178,7 +165,7 @@ async def test_each_peer_is_pinged_on_its_own_schedule(autojump_clock: trio.test
             ready.append(trio.current_time())
             await trio.sleep(17.3)  # each peer's minute starts elsewhere
         await trio.sleep(4 * PING_INTERVAL - trio.current_time() + ready[0])
-        assert _schedule_tasks() == 1  # one task for every peer's timers
+        assert running_tasks("KeepaliveSchedule.run") == 1  # one task for every peer's timers
         nursery.cancel_scope.cancel()
     for began, times in zip(ready, pings, strict=True):
         assert len(times) >= 3
@@ -273,7 +260,7 @@ async def test_many_peers_are_pinged_by_one_task_in_one_pass(autojump_clock: tri
         await trio.sleep(PING_INTERVAL + 1)
         assert node.keepalive.passes - passes == 1 and node.keepalive.fired - fired == count
         assert all(len(times) == 1 for times in pings) and len({times[0] for times in pings}) == 1
-        assert _schedule_tasks() == 1
+        assert running_tasks("KeepaliveSchedule.run") == 1
         nursery.cancel_scope.cancel()
 
 

@@ -16,7 +16,7 @@ from lnpmsg.node.events import PeerConnected, PeerDisconnected
 from lnpmsg.node.node import Node
 from lnpmsg.node.peer import Peer, PeerClosedError
 from lnpmsg.testing.memory import MemoryNetwork
-from lnpmsg.testing.nodes import running
+from lnpmsg.testing.nodes import running, running_tasks
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.testing.virtual import memory_node, record_events
 from lnpmsg.transports.base import ConnectionClosed
@@ -29,19 +29,6 @@ PONG_TIMEOUT = 30.0
 
 def _custom(n: int) -> bytes:
     return CUSTOM.to_bytes(2, "big") + n.to_bytes(4, "big")
-
-
-def _writer_tasks() -> int:
-    """Peer writer tasks running anywhere in this trio run."""
-    count = 0
-    tasks = [trio.lowlevel.current_root_task()]
-    while tasks:
-        task = tasks.pop()
-        if getattr(task.coro, "__qualname__", "") == "Peer._write_loop":
-            count += 1
-        for nursery in task.child_nurseries:
-            tasks.extend(nursery.child_tasks)
-    return count
 
 
 async def _connected(network: MemoryNetwork, node: Node) -> tuple[RawPeer, Peer]:
@@ -59,14 +46,14 @@ async def test_an_idle_peer_runs_no_writer_and_each_message_starts_one_in_order(
     async with running(node):
         raw, peer = await _connected(network, node)
         await trio.testing.wait_all_tasks_blocked()
-        assert _writer_tasks() == 0  # init is out: the writer ended with an empty outbox
+        assert running_tasks("Peer._write_loop") == 0  # init is out: the writer ended with an empty outbox
 
         for n in range(3):
             peer.send_nowait(_custom(n))
-        assert _writer_tasks() == 1  # one writer for the three, not one each
+        assert running_tasks("Peer._write_loop") == 1  # one writer for the three, not one each
         assert [await raw.receive() for _ in range(3)] == [_custom(n) for n in range(3)]
         await trio.testing.wait_all_tasks_blocked()
-        assert _writer_tasks() == 0
+        assert running_tasks("Peer._write_loop") == 0
 
         # after the writer ended, the next message starts another and nothing is lost
         await peer.send(_custom(3))
@@ -81,7 +68,7 @@ async def test_an_idle_peer_runs_no_writer_and_each_message_starts_one_in_order(
                 pings += 1
                 await raw.send(Pong(ignored=bytes(message.num_pong_bytes)))
         await trio.testing.wait_all_tasks_blocked()
-        assert pings == 5 and _writer_tasks() == 0
+        assert pings == 5 and running_tasks("Peer._write_loop") == 0
         assert node.peers.get(raw.key.node_id) is peer and peer.ping_rtt is not None
         await raw.aclose()
 
@@ -94,7 +81,7 @@ async def test_closing_an_idle_peer_stops_it_at_once(autojump_clock: trio.testin
         await trio.testing.wait_all_tasks_blocked()
         began = trio.current_time()
         peer.close("nothing to say")
-        assert _writer_tasks() == 0  # nothing queued: no writer is started to flush nothing
+        assert running_tasks("Peer._write_loop") == 0  # nothing queued: no writer is started to flush nothing
         assert await raw.receive_until_closed() == []
         await peer.closed.wait()
         assert trio.current_time() == began and peer.close_reason == "nothing to say"

@@ -15,7 +15,7 @@ import trio
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 
-__all__ = ["address_of", "make_node", "running"]
+__all__ = ["address_of", "make_node", "running", "running_tasks"]
 
 
 def make_node(listen: bool | list[str] = True, **config: Any) -> Node:
@@ -43,3 +43,16 @@ async def running(*nodes: Node) -> AsyncIterator[trio.Nursery]:
 def address_of(node: Node) -> str:
     """The address to dial a running node's first listener at (``NODEID@host:port`` for TCP)."""
     return node.addresses[0]
+
+
+def running_tasks(qualname: str) -> int:
+    """How many tasks of this trio run execute the coroutine ``qualname`` (e.g. ``"Peer._write_loop"``)."""
+    count = 0
+    tasks = [trio.lowlevel.current_root_task()]
+    while tasks:
+        task = tasks.pop()
+        if getattr(task.coro, "__qualname__", "") == qualname:
+            count += 1
+        for nursery in task.child_nurseries:
+            tasks.extend(nursery.child_tasks)
+    return count
