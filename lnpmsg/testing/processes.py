@@ -34,14 +34,7 @@ async def start_node_process(data_dir: str | Path, *extra: object) -> tuple[trio
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert process.stdout is not None
-    line = b""
-    with trio.fail_after(PROCESS_WAIT):
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            if not chunk:
-                break
-            line += chunk
+    line = await _first_line(process, PROCESS_WAIT)
     return process, (json.loads(line) if line else None)
 
 
@@ -61,15 +54,24 @@ async def start_logged_node(data_dir: str | Path, *options: object, env: Mapping
             lnpmsg_argv("node", "--data-dir", data_dir, "--json", *options),
             stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})},
         )  # fmt: skip
+    line = await _first_line(process, wait)
+    if not line.endswith(b"\n"):
+        raise AssertionError(f"{data_dir} exited: {log_path.read_text()[-3000:]}")
+    return process, json.loads(line)
+
+
+async def _first_line(process: trio.Process, wait: float) -> bytes:
+    """The first line a process prints on stdout, read a byte at a time so that nothing after
+    it is taken from the pipe; what it printed before exiting (maybe b"") if it exits first."""
     assert process.stdout is not None
     line = b""
     with trio.fail_after(wait):
         while not line.endswith(b"\n"):
             chunk = await process.stdout.receive_some(1)
             if not chunk:
-                raise AssertionError(f"{data_dir} exited: {log_path.read_text()[-3000:]}")
+                break
             line += chunk
-    return process, json.loads(line)
+    return line
 
 
 async def finish_process(process: trio.Process) -> tuple[int, str]:
