@@ -333,8 +333,14 @@ class PaymentsApp(Forwarding, Paying, App):
             invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self.policies.forwarding,
         )  # fmt: skip
         wait = isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited
-        if known is not None and not isinstance(action, Forward) and not wait:  # a recorded forward decided otherwise now
-            await trio.to_thread.run_sync(self._store().forward_status, ref[0], ref[1], "failed")
+        if known is not None and not isinstance(action, Forward) and not wait:
+            # a recorded forward decided otherwise now: its failure is on disk before it goes upstream
+            # (a restart sends the same one, not a guess); an onion we cannot read has no failure onion
+            failure = action.reason if isinstance(action, FailOnion) else None
+            if failure is not None:
+                await trio.to_thread.run_sync(self._store().forward_failed, ref[0], ref[1], failure)
+            else:
+                await trio.to_thread.run_sync(self._store().forward_status, ref[0], ref[1], "failed")
         if wait:
             # the next peer may be reconnecting (after a restart of either side): give it a moment
             self._waited.add(ref)
