@@ -211,6 +211,8 @@ class HtlcHook:
         chain has nothing upstream of us. The monitor reports again after a restart (it replays
         the chain), so the handler must accept a resolution it has already acted on."""
         if event.offered:
+            if self._failures is not None:  # a failure not yet irrevocable when the channel went on chain is moot
+                self._failures.remove((channel.key, event.htlc_id))
             self.dispatch(channel, event)
 
     # ------------------------------------------------------------ queries
