@@ -1,11 +1,15 @@
 """The channel app's HTLC interface keeps the events that come while no payments layer listens
 (one starting after the channels, or stopping before them) and hands them to the next handler,
-in order and bounded: a preimage learned then is not lost."""
+in order and bounded: a preimage learned then is not lost. A peer's failure of our HTLC is kept on
+disk until the handler has it: a failure that came then is not lost either, not even with the process."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from lnpmsg.channels.htlc_hook import MAX_MISSED, HtlcHook, IncomingHtlc
 from lnpmsg.channels.inputs import HtlcDropped, HtlcIncoming, HtlcSettled
@@ -57,3 +61,42 @@ def test_the_kept_events_are_bounded() -> None:
     recorder = Recorder()
     hook.set_handler(recorder)
     assert len(recorder.seen) == MAX_MISSED and recorder.seen[0] == ("resolved", (5, None))
+
+
+def channel_with(key: str, offered: list[UpdateAddHtlc], remote_changes: tuple[object, ...]) -> Any:
+    """A channel whose commitments hold our HTLCs ``offered`` and whose peer's updates are ``remote_changes``."""
+    from lnpmsg.channels.updates import Changes, CommitSpec, DirectedHtlc
+
+    local = CommitSpec(tuple(DirectedHtlc(False, a) for a in offered), 253, 0, 0)
+    remote = CommitSpec(tuple(DirectedHtlc(True, a) for a in offered), 253, 0, 0)
+    state = SimpleNamespace(short_channel_id=42, local_changes=Changes(), remote_changes=Changes(proposed=remote_changes),
+                            local_commit=SimpleNamespace(spec=local), remote_commit=SimpleNamespace(spec=remote), remote_next_commit=None)  # fmt: skip
+    return SimpleNamespace(key=key, peer_id=b"\x02" * 33, core=SimpleNamespace(state=state))
+
+
+@pytest.mark.trio
+async def test_a_peers_failure_is_kept_on_disk_until_the_handler_has_it(tmp_path: Path) -> None:
+    """Kept in the job that received it (before any message); listed once the HTLC left the channel,
+    also by a new hook after a restart; forgotten when the handler says so, or when a fulfill came after all."""
+    from lnpmsg.channels.messages import UpdateFailHtlc, UpdateFailMalformedHtlc
+
+    manager = SimpleNamespace(channels={})
+    hook = HtlcHook(SimpleNamespace(manager=manager, onchain=None))  # type: ignore[arg-type]
+    hook.open_failures(tmp_path)
+    fails = (UpdateFailHtlc(channel_id=bytes(32), id=1, reason=b"onion"),
+             UpdateFailMalformedHtlc(channel_id=bytes(32), id=2, sha256_of_onion=bytes(32), failure_code=0xC005))  # fmt: skip
+    channel = manager.channels["chan"] = channel_with("chan", [add(1), add(2), add(3)], fails)
+    await hook.persisted(channel)
+    assert hook.failed_offered() == []  # not irrevocable yet: the HTLCs are still in the channel
+    manager.channels["chan"] = channel_with("chan", [add(3)], ())  # both left the commitments
+    assert [(f.ref, f.reason, f.failure_code) for f in hook.failed_offered()] == [(("chan", 1), b"onion", None), (("chan", 2), None, 0xC005)]
+
+    again = HtlcHook(SimpleNamespace(manager=manager, onchain=None))  # type: ignore[arg-type]
+    again.open_failures(tmp_path)  # a restart
+    assert [f.add for f in again.failed_offered()] == [add(1), add(2)]
+    await again.failure_handled("chan", 1)
+    again.dispatch(CHANNEL, HtlcSettled(2, preimage=b"\x07" * 32))  # (CHANNEL's key is "chan")
+    assert again.failed_offered() == []
+    third = HtlcHook(SimpleNamespace(manager=manager, onchain=None))  # type: ignore[arg-type]
+    third.open_failures(tmp_path)
+    assert third.failed_offered() == []

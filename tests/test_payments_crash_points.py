@@ -15,6 +15,9 @@ left pending), A's payment is complete exactly when C's invoice is paid, the
 money moved exactly once or not at all (A paid amount and fee, B kept the fee,
 C got the amount), no HTLC is left on any channel, and nothing went on chain.
 
+A forward recorded before a crash and refused after the restart keeps the
+failure it was refused with across one more crash (the last test).
+
 The channel store's own crash points are covered by
 ``test_channels_crash_points.py``.
 """
@@ -28,10 +31,11 @@ from typing import Any
 
 import pytest
 import trio
-from test_payments_app import Net, channels, net, payments, quiet, wait_until
+from test_payments_app import POLICY, Net, channels, net, payments, quiet, wait_until
 
 from lnpmsg.node.node import Node
 from lnpmsg.payments import bolt11
+from lnpmsg.payments.htlcs import FeePolicy
 from lnpmsg.payments.store import PaymentsStore
 from lnpmsg.wallet.calls import ChainAppError
 
@@ -209,3 +213,108 @@ async def test_crash_at_every_payments_store_write(tmp_path: Path, crash_plans: 
                                                    point: int) -> None:  # fmt: skip
     writes = await _scenario(tmp_path, crash_plans, outcome, victim, point)
     assert writes[victim] == point
+
+
+class WriteCrash:
+    """Crash the node whose payments store is under ``directory`` right after its store commits a
+    write whose SQL starts with ``sql`` (once); ``scope`` is the node's, set when it starts."""
+
+    def __init__(self, directory: Path, sql: str) -> None:
+        self.directory = directory
+        self.sql = sql
+        self.scope: trio.CancelScope | None = None
+        self.fired = False
+        self.token = trio.lowlevel.current_trio_token()
+
+
+@pytest.fixture
+def write_crashes(monkeypatch: pytest.MonkeyPatch) -> list[WriteCrash]:
+    """Every payments store checks its committed writes against the crashes in this list."""
+    crashes: list[WriteCrash] = []
+    directories: dict[int, tuple[PaymentsStore, Path]] = {}
+    original_init, original_write = PaymentsStore.__init__, PaymentsStore._write
+
+    def init(store: PaymentsStore, directory: str | Path) -> None:
+        original_init(store, directory)
+        directories[id(store)] = (store, Path(directory))  # (the store kept: its id stays its own)
+
+    def write(store: PaymentsStore, sql: str, args: tuple[Any, ...]) -> int:
+        result = original_write(store, sql, args)
+        for crash in crashes:
+            if crash.fired or directories[id(store)][1] != crash.directory or not sql.startswith(crash.sql):
+                continue
+            crash.fired = True
+            assert crash.scope is not None
+            try:
+                trio.from_thread.run_sync(crash.scope.cancel, trio_token=crash.token)
+            except RuntimeError:  # the write ran in the event loop's own thread
+                crash.scope.cancel()
+            raise SimulatedCrash
+        return result
+
+    monkeypatch.setattr(PaymentsStore, "__init__", init)
+    monkeypatch.setattr(PaymentsStore, "_write", write)
+    return crashes
+
+
+@pytest.mark.trio
+async def test_a_forward_refused_after_a_restart_keeps_its_failure_across_another(tmp_path: Path, write_crashes: list[WriteCrash]) -> None:
+    """A pays C through B. B records the forward and crashes before offering it; B comes back asking a
+    longer cltv_expiry_delta, so the recorded forward is refused now (incorrect_cltv_expiry), and B
+    crashes right after recording that. Restarted once more, B sends upstream the failure it recorded:
+    A reads incorrect_cltv_expiry from B, not the temporary_channel_failure of a forward lost downstream."""
+    strict = replace(POLICY, cltv_expiry_delta=POLICY.cltv_expiry_delta + 50)
+    async with net(tmp_path) as n, trio.open_nursery() as nursery:
+        live: dict[str, Node] = {}
+
+        async def run_node(name: str, crash: WriteCrash | None = None, policy: FeePolicy = POLICY, *,
+                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:  # fmt: skip
+            node = live[name] = n.node(name, policy)
+            with trio.CancelScope() as scope:
+                if crash is not None:
+                    crash.scope = scope
+                    write_crashes.append(crash)
+                try:
+                    await node.run(task_status=task_status)
+                except BaseException as exc:
+                    if not (crash is not None and crash.fired and _only_crash(exc)):
+                        raise
+
+        async def crashed_and_back(crash: WriteCrash, policy: FeePolicy | None, next_crash: WriteCrash | None) -> None:
+            """Wait for B's crash, then start B again (``policy``) and dial its neighbours."""
+            with trio.fail_after(60):
+                while not crash.fired:
+                    await trio.sleep(0.01)
+            b_id = live["b"].node_id
+            await wait_until(lambda: b_id not in live["a"].peers and b_id not in live["c"].peers, "the neighbours see B's crash")
+            await nursery.start(run_node, "b", next_crash, policy)
+            for neighbour in "ac":
+                await live["b"].connect(live[neighbour].addresses[0])
+
+        recorded = WriteCrash(tmp_path / "b" / "payments", "INSERT INTO forwards")
+        for name in "abc":
+            await nursery.start(run_node, name, recorded if name == "b" else None)
+        a, b, c = live["a"], live["b"], live["c"]
+        await n.fund(a, b)
+        await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+        invoice = await payments(c).invoice(AMOUNT_MSAT, "refused later", "a forward decided again")
+
+        async def pay() -> None:
+            with pytest.raises(ChainAppError):
+                await payments(a).pay(invoice["bolt11"])
+
+        nursery.start_soon(pay)
+        refused = WriteCrash(tmp_path / "b" / "payments", "UPDATE forwards SET status")
+        await crashed_and_back(recorded, strict, refused)
+        await crashed_and_back(refused, strict, None)
+        with trio.fail_after(90):
+            while (row := (await payments(a).listpayments(invoice["payment_hash"]))["payments"][-1])["status"] == "pending":
+                await trio.sleep(0.05)
+        assert row["status"] == "failed", row
+        assert "hop 0" in row["error"] and "incorrect_cltv_expiry" in row["error"], row["error"]
+        forward = next(f for f in payments(live["b"]).store.forwards() if f["payment_hash"].hex() == invoice["payment_hash"])  # type: ignore[union-attr]
+        assert forward["status"] == "failed" and forward["failure"], forward
+        await wait_until(lambda: all(quiet(x) for x in live.values()), "no HTLC left")
+        assert (await payments(c).listinvoices("refused later"))["invoices"][0]["status"] == "unpaid"
+        for node in live.values():
+            node.stop()

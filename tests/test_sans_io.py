@@ -197,9 +197,9 @@ ALLOWED: dict[str, set[str]] = {
     "bitcoin": set(),
     "io": set(),
     # the core: bitcoin and wire; the shells (manager, app, commands): an app on the chain and wallet
-    "channels": {"bitcoin", "wire", "app", "node", "chain", "wallet", "rpc"},
+    "channels": {"bitcoin", "wire", "app", "node", "chain", "wallet", "rpc", "io"},
     "transports": {"io"},
-    "node": {"wire", "noise", "transports"},
+    "node": {"wire", "noise", "transports", "io"},
     "app": {"node", "wire"},
     "pubsub": {"app", "node", "io", "wire"},
     "rpc": {"app", "node", "pubsub", "io", "wire"},

@@ -78,7 +78,7 @@ from .sweeps import (
 #: the modules of this package that are trio, file or CLI shells; every other
 #: module is sans-IO and never imports one of these (tests/test_sans_io.py,
 #: tests/test_channels_sans_io.py and tests/test_channels_extensions.py hold them to it)
-SHELL_MODULES = frozenset({"store", "manager", "app", "commands", "options", "dev_calls", "onchain", "htlc_hook", "reconnect"})
+SHELL_MODULES = frozenset({"store", "manager", "app", "commands", "options", "dev_calls", "onchain", "htlc_hook", "failures", "reconnect"})
 
 __all__ = [
     "SHELL_MODULES",

@@ -208,8 +208,9 @@ class ChannelsApp(DevCalls, App):
         onchain = OnchainWatch(self.directory, self.chain, self.node.events.publish)
         self.onchain = onchain
         onchain.on_htlc_resolved = self.htlcs.dispatch_on_chain
+        await trio.to_thread.run_sync(self.htlcs.open_failures, self.directory / "failures")
         manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, dev=self.dev,
-                                 on_persisted=onchain.persisted, **kwargs)  # fmt: skip
+                                 on_persisted=self._persisted, **kwargs)  # fmt: skip
         onchain.manager = manager
         self.manager = manager
         self.chain  # noqa: B018 - fail at start when the chain app is missing
@@ -231,6 +232,12 @@ class ChannelsApp(DevCalls, App):
                 await super().run(task_status=task_status)
         finally:
             self.manager = None
+
+    async def _persisted(self, channel: ManagedChannel) -> None:
+        """A job's records are on disk: the monitor's updates and the peer's failures of our HTLCs too, before any message."""
+        assert self.onchain is not None
+        await self.onchain.persisted(channel)
+        await self.htlcs.persisted(channel)
 
     async def serve(self) -> None:
         """Follow the chain: block heights and funding depths to the channels, funding spends."""

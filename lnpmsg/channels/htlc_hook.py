@@ -31,6 +31,14 @@ Events that come while no handler is set (a payments app starting after the
 channels, or stopping before them) are kept, up to :data:`MAX_MISSED`, and
 handed to the next handler.
 
+A peer's failure of an HTLC we offered is on disk (:mod:`.failures`) before
+anything is sent after it came, as a preimage is in the channel monitor: in
+the job that received it the hook keeps it (:meth:`HtlcHook.persisted`), and
+:meth:`HtlcHook.failed_offered` lists the kept ones whose HTLC has left the
+channel, for a handler that was not listening when they came or whose
+process died before it wrote what they meant. The handler says when it has
+its own record of one (:meth:`HtlcHook.failure_handled`).
+
 The handler's methods run inside the channel manager's actor: they must
 only queue work (never wait for another channel job).
 """
@@ -39,11 +47,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import trio
+
 from .errors import LocalMisuse
+from .failures import FailureStore, OfferedFailure
 from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled
-from .messages import UpdateAddHtlc, UpdateFulfillHtlc
+from .messages import UpdateAddHtlc, UpdateFailHtlc, UpdateFailMalformedHtlc, UpdateFulfillHtlc
 from .monitor import HtlcResolved
 from .state import Phase
 
@@ -51,7 +63,7 @@ if TYPE_CHECKING:
     from .app import ChannelsApp
     from .manager import ManagedChannel
 
-__all__ = ["MAX_MISSED", "ChannelInfo", "HtlcHandler", "HtlcHook", "HtlcRefused", "IncomingHtlc"]
+__all__ = ["MAX_MISSED", "ChannelInfo", "HtlcHandler", "HtlcHook", "HtlcRefused", "IncomingHtlc", "OfferedFailure"]
 
 #: HTLC events kept for a handler not set yet (beyond it the oldest go: a restart's replay finds those)
 MAX_MISSED = 10_000
@@ -112,6 +124,11 @@ class HtlcHook:
         self._app = app
         self._handler: HtlcHandler | None = None
         self._missed: deque[tuple[ManagedChannel, object]] = deque(maxlen=MAX_MISSED)
+        self._failures: FailureStore | None = None
+
+    def open_failures(self, directory: str | Path) -> None:
+        """Keep the peers' failures of our HTLCs in ``directory`` (blocking: before the channels load)."""
+        self._failures = FailureStore(directory)
 
     def set_handler(self, handler: HtlcHandler | None) -> None:
         """Route HTLC events to ``handler`` (None: back to nobody; ``dev_*`` calls still work).
@@ -125,11 +142,56 @@ class HtlcHook:
 
     def dispatch(self, channel: ManagedChannel, event: object) -> None:
         """The channel app hands each HTLC event here."""
+        if isinstance(event, HtlcSettled) and event.preimage is not None and self._failures is not None:
+            # fulfilled after all (a failure not yet committed is forgotten on a reconnection)
+            self._failures.remove((channel.key, event.htlc_id))
         handler = self._handler
         if handler is None:
             self._missed.append((channel, event))
             return
         self._deliver(handler, channel, event)
+
+    async def persisted(self, channel: ManagedChannel) -> None:
+        """The channel's records are on disk (a job's, or the replay at start): keep every failure
+        of our HTLCs its state holds that is not kept yet, before any message leaves."""
+        store = self._failures
+        s = channel.core.state
+        if store is None or not s.remote_changes.all():
+            return
+        for update in s.remote_changes.all():
+            if not isinstance(update, UpdateFailHtlc | UpdateFailMalformedHtlc) or (channel.key, update.id) in store.kept:
+                continue
+            # the peer's commitment holds our HTLC until the failure is irrevocable (the core checked)
+            add = s.remote_commit.spec.htlc(True, update.id) if s.remote_commit is not None else None
+            if add is None:
+                continue
+            if isinstance(update, UpdateFailHtlc):
+                failure = OfferedFailure(channel.key, add, update.reason, None)
+            else:
+                failure = OfferedFailure(channel.key, add, None, update.failure_code)
+            await trio.to_thread.run_sync(store.add, failure)
+
+    def failed_offered(self) -> list[OfferedFailure]:
+        """The kept failures of our HTLCs that have left their channel (irrevocably failed) and that
+        no handler has recorded yet (:meth:`failure_handled`), oldest first: what a restarted
+        payments app must still read."""
+        store = self._failures
+        if store is None:
+            return []
+        out, still = [], {}
+        for failure in list(store.kept.values()):
+            key = failure.channel_key
+            if key not in still:
+                still[key] = self.outgoing_ids(key)
+            if failure.add.id not in still[key]:
+                out.append(failure)
+        return out
+
+    async def failure_handled(self, channel_key: str, htlc_id: int) -> None:
+        """The handler has its own durable record of what the failure of our HTLC meant: forget it."""
+        store = self._failures
+        if store is not None and (channel_key, htlc_id) in store.kept:
+            await trio.to_thread.run_sync(store.remove, (channel_key, htlc_id))
 
     @staticmethod
     def _deliver(handler: HtlcHandler, channel: ManagedChannel, event: object) -> None:
@@ -149,6 +211,8 @@ class HtlcHook:
         chain has nothing upstream of us. The monitor reports again after a restart (it replays
         the chain), so the handler must accept a resolution it has already acted on."""
         if event.offered:
+            if self._failures is not None:  # a failure not yet irrevocable when the channel went on chain is moot
+                self._failures.remove((channel.key, event.htlc_id))
             self.dispatch(channel, event)
 
     # ------------------------------------------------------------ queries

@@ -4,9 +4,10 @@ A channel is only useful while its peer is connected: HTLCs cannot be added
 or settled, and an HTLC left unsettled ends on chain. So, as every mature
 node does, the channel app dials each peer it has an open channel with
 whenever that peer is gone: at start, and after each disconnection, with
-the node's back-off for configured peers (:data:`~lnpmsg.node.node.RECONNECT_MIN_DELAY`
-doubled up to :data:`~lnpmsg.node.node.RECONNECT_MAX_DELAY`), with jitter so two
-nodes that both dial do not collide forever.
+the back-off the node uses for its configured peers (:mod:`lnpmsg.io.redial`:
+:data:`~lnpmsg.io.redial.RECONNECT_MIN_DELAY` doubled up to
+:data:`~lnpmsg.io.redial.RECONNECT_MAX_DELAY`, with jitter so two nodes that
+both dial do not collide forever), through the node's public ``connect``.
 
 It dials the address this node last reached the peer at (a peer that only
 ever dialed us is waited for: we do not know where it listens). Those
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from lnpmsg.chain.datadir import write_atomic
-from lnpmsg.node.node import RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY
+from lnpmsg.io.redial import Backoff, redial
 
 from .state import Phase
 
@@ -80,7 +80,8 @@ class Reconnector:
     def __init__(self, app: ChannelsApp, book: PeerAddressBook, *, jitter: Callable[[], float] | None = None) -> None:
         self._app = app
         self.book = book
-        self._jitter = jitter or (lambda: random.uniform(0.5, 1.5))
+        #: scales each wait (default: the back-off's own jitter)
+        self._jitter = jitter
         self._away: set[bytes] = set()
 
     def wants(self, node_id: bytes) -> bool:
@@ -116,19 +117,13 @@ class Reconnector:
             self.peer_gone(node_id)
 
     async def _redial(self, node_id: bytes, address: str) -> None:
-        delay = RECONNECT_MIN_DELAY
+        node = self._app.node
         try:
-            while True:
-                await trio.sleep(delay * self._jitter())
-                if node_id in self._app.node.peers or not self.wants(node_id):
-                    return
-                try:
-                    await self._app.node.connect(address)
-                    log.info("channels: reconnected to channel peer %s at %s", node_id.hex(), address)
-                    return
-                except Exception as exc:  # noqa: BLE001 - any failed dial is retried; it must not restart the channel app
-                    delay = min(delay * 2, RECONNECT_MAX_DELAY)
-                    log.info("channels: channel peer %s unreachable at %s (%s); next try in about %.0f s",
-                             node_id.hex(), address, exc, delay)  # fmt: skip
+            # any failed dial is retried: it must not restart the channel app
+            peer = await redial(lambda: node.connect(address), Backoff(jitter=self._jitter),
+                                wanted=lambda: node_id not in node.peers and self.wants(node_id), errors=(Exception,),
+                                what=f"channels: channel peer {node_id.hex()} at {address}", logger=log)  # fmt: skip
+            if peer is not None:
+                log.info("channels: reconnected to channel peer %s at %s", node_id.hex(), address)
         finally:
             self._away.discard(node_id)

@@ -6,6 +6,9 @@ the control plane, the commands and programs built on lnpmsg.
   the control API, its client and the event bridge.
 - :mod:`lnpmsg.io.interrupt`: Ctrl-C as a quiet exit (status 130) under
   trio, whose nurseries wrap ``KeyboardInterrupt`` in exception groups.
+- :mod:`lnpmsg.io.redial`: dialing again with back-off and jitter until a
+  dial succeeds or is no longer wanted (the node's configured peers, the
+  channel app's channel peers).
 
 Nothing here knows about peers, apps or the node: these modules import trio
 and the library they adapt, and nothing else of lnpmsg.

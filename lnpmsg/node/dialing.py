@@ -6,12 +6,12 @@ peers connected with back-off. A part of :class:`~lnpmsg.node.node.Node`.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
 
+from lnpmsg.io.redial import RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY, Backoff, redial
 from lnpmsg.node.peer import HandshakeFailed, Peer, handshake_as_initiator
 from lnpmsg.transports.address import PeerAddress, parse_peer_address
 from lnpmsg.transports.base import Transport, TransportError
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["RECONNECT_MAX_DELAY", "RECONNECT_MIN_DELAY", "ConnectError", "Dialing"]
 
 log = logging.getLogger("lnpmsg.node")
-
-#: reconnect back-off for peers we keep connected (seconds, doubled up to the max)
-RECONNECT_MIN_DELAY = 1.0
-RECONNECT_MAX_DELAY = 300.0
 
 
 class ConnectError(Exception):
@@ -145,25 +141,21 @@ class Dialing:
         return True
 
     async def _keep_connected(self, address: PeerAddress) -> None:
-        """Connect to a configured peer and reconnect with back-off whenever it drops."""
-        delay = RECONNECT_MIN_DELAY
-        assert address.node_id is not None
+        """Connect to a configured peer at once, and again with back-off whenever it drops (a
+        connection it or someone else made meanwhile is waited on instead)."""
+        node_id = address.node_id
+        assert node_id is not None
+        backoff = Backoff(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY)
+        first = True
         while True:
-            existing = self.peers.get(address.node_id)
-            if existing is not None:
-                await existing.closed.wait()
-                delay = RECONNECT_MIN_DELAY
-            else:
-                try:
-                    peer = await self.connect(address)
-                except ConnectError as exc:
-                    log.info("connect to %s failed (%s); retrying in %.0f s", address, exc, delay)
-                    await trio.sleep(delay * random.uniform(0.8, 1.2))
-                    delay = min(delay * 2, RECONNECT_MAX_DELAY)
-                    continue
+            peer = self.peers.get(node_id)
+            if peer is None:
+                peer = await redial(lambda: self.connect(address), backoff, wanted=lambda: node_id not in self.peers,
+                                    errors=(ConnectError,), what=f"configured peer {address}", logger=log, wait_first=not first)  # fmt: skip
+            first = False
+            if peer is not None:
                 await peer.closed.wait()
-                delay = RECONNECT_MIN_DELAY
-            await trio.sleep(delay)
+                backoff.reset()
 
 
 def onion_only_transports(config: NodeConfig) -> dict[str, Transport]:

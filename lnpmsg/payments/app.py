@@ -17,7 +17,10 @@ learned) across restarts. At start the forwards still offered wait for
 their outgoing HTLCs again, the payments left pending are adopted with
 their parts in flight (:mod:`.orphans`: a preimage that comes back
 completes one, a failure is read and attributed), the preimages the
-channels hold for our HTLCs are read again, and every incoming HTLC still
+channels hold for our HTLCs are read again, and so are the failures the
+channel app kept for HTLCs of ours that left their channels while we were
+not listening or before we recorded what they meant (the channel app
+forgets each once our store has it), and every incoming HTLC still
 committed is decided again, so none is left hanging. A resolution whose
 channel is down (a preimage or a failure to send upstream, a forward whose
 next channel is reconnecting) waits for the channel rather than being lost.
@@ -187,12 +190,20 @@ class PaymentsApp(Forwarding, Paying, App):
             self.store = None
 
     async def serve(self) -> None:
-        # what a restart left in flight is known before the first result is read (results queue meanwhile)
-        offered = self.htlcs.offered()
+        # what a restart left in flight is known before the first result is read (results queue meanwhile);
+        # an HTLC a peer failed while we were not listening (or before we recorded what it meant) is
+        # among them, with its failure
+        failed = self.htlcs.failed_offered()
+        offered = self.htlcs.offered() + [IncomingHtlc(f.channel_key, b"", 0, f.add) for f in failed]
         await self._adopt_forwards(offered)
         await self._orphaned_payments(offered)
         for key, htlc_id, preimage in self.htlcs.fulfilled_offered():  # preimages we may have missed while down
             self._resolved_in.send_nowait((key, htlc_id, OutgoingResult(preimage)))
+        for f in failed:
+            if f.ref in self._forwards or self._orphans.owns(f.ref):
+                self._resolved_in.send_nowait((f.channel_key, f.add.id, OutgoingResult(None, f.reason, f.failure_code)))
+            else:  # what it meant was recorded before the restart (or nothing of ours waits for it)
+                await self.htlcs.failure_handled(*f.ref)
         self.spawn(self._resolve_loop)
         self.spawn(self._mpp_timer)
         self.spawn(self._replay)
@@ -218,8 +229,14 @@ class PaymentsApp(Forwarding, Paying, App):
         """An HTLC of a payment a restart left pending ended."""
         part, ended = self._orphans.result(ref, result, self._now())
         await trio.to_thread.run_sync(self._store().part_status, part.onion_key, part.status, part.failure)
+        await self._failure_recorded(ref, result)
         if ended is not None:
             await self._payment_ended(ended)
+
+    async def _failure_recorded(self, ref: tuple[str, int], result: OutgoingResult) -> None:
+        """Our store holds what the peer's failure of our HTLC ``ref`` meant: the channel app may forget it."""
+        if result.reason is not None or result.failure_code is not None:
+            await self.htlcs.failure_handled(*ref)
 
     async def _payment_ended(self, ended: PaymentEnded) -> None:
         store = self._store()
@@ -285,9 +302,10 @@ class PaymentsApp(Forwarding, Paying, App):
             ref = (key, htlc_id)
             forward = self._forwards.pop(ref, None)
             if forward is not None:
+                self._deciding.add((forward[0], forward[1]))  # resolved here: a replay of the incoming HTLC waits
                 if result.local_error is not None and not result.on_chain and await self._offer_again(forward, key):
                     continue
-                await self._forward_back(forward, result)
+                await self._forward_back(forward, result, ref)
                 continue
             waiter = self._waiting.pop(ref, None)
             if waiter is not None:
@@ -333,8 +351,14 @@ class PaymentsApp(Forwarding, Paying, App):
             invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self.policies.forwarding,
         )  # fmt: skip
         wait = isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited
-        if known is not None and not isinstance(action, Forward) and not wait:  # a recorded forward decided otherwise now
-            await trio.to_thread.run_sync(self._store().forward_status, ref[0], ref[1], "failed")
+        if known is not None and not isinstance(action, Forward) and not wait:
+            # a recorded forward decided otherwise now: its failure is on disk before it goes upstream
+            # (a restart sends the same one, not a guess); an onion we cannot read has no failure onion
+            failure = action.reason if isinstance(action, FailOnion) else None
+            if failure is not None:
+                await trio.to_thread.run_sync(self._store().forward_failed, ref[0], ref[1], failure)
+            else:
+                await trio.to_thread.run_sync(self._store().forward_status, ref[0], ref[1], "failed")
         if wait:
             # the next peer may be reconnecting (after a restart of either side): give it a moment
             self._waited.add(ref)

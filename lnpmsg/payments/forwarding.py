@@ -44,6 +44,7 @@ class Forwarding:
     _known_preimage: Callable[[bytes], bytes | None]
     _call: Callable[[Callable[[], Awaitable[None]], tuple[str, int]], Awaitable[None]]
     _fail: Callable[[tuple[str, int], bytes, str], Awaitable[None]]
+    _failure_recorded: Callable[[tuple[str, int], OutgoingResult], Awaitable[None]]
     _decide_later: Callable[[IncomingHtlc, int | None], Awaitable[None]]
     _publish: Callable[..., None]
     spawn: Callable[..., Any]
@@ -91,9 +92,10 @@ class Forwarding:
             self._forwards.pop((out_key, out_id))
             forward = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
             if early.local_error is None or early.on_chain or not await self._offer_again(forward, out_key):
-                await self._forward_back(forward, early)
+                await self._forward_back(forward, early, (out_key, out_id))
 
-    async def _forward_back(self, forward: tuple[str, int, bytes, bytes], result: OutgoingResult) -> None:
+    async def _forward_back(self, forward: tuple[str, int, bytes, bytes], result: OutgoingResult, out: tuple[str, int]) -> None:
+        """The forward's outgoing HTLC ``out`` ended with ``result``: settle or fail the incoming one, stored first."""
         in_key, in_id, secret, onion = forward
         ref = (in_key, in_id)
         store = self._store()
@@ -116,6 +118,7 @@ class Forwarding:
             reason = create_failure_onion(secret, TemporaryChannelFailure())
         # on disk before it goes upstream: a restart sends the same failure, not a guess
         await trio.to_thread.run_sync(store.forward_failed, in_key, in_id, reason)
+        await self._failure_recorded(out, result)
         await self._fail(ref, reason, "the downstream HTLC failed")
 
     async def _resume_forward(self, htlc: IncomingHtlc, row: dict[str, Any]) -> None:
@@ -135,7 +138,7 @@ class Forwarding:
                 return
             early = self._early.pop(out, None)
             if early is not None:
-                await self._forward_back((ref[0], ref[1], secret, b""), early)
+                await self._forward_back((ref[0], ref[1], secret, b""), early, out)
                 return
             onion = next((h.add.onion_routing_packet for h in self.htlcs.offered() if (h.channel_key, h.add.id) == out), None)
             if onion is not None:
@@ -144,8 +147,12 @@ class Forwarding:
         if row["status"] == "failed" and row["failure"]:
             await self._fail(ref, row["failure"], "the downstream HTLC failed (before a restart)")
             return
-        # resolved while we were down without a preimage we know: fail it back
-        await self._forward_back((ref[0], ref[1], secret, b""), OutgoingResult(local_error="lost downstream"))
+        kept = next((f for f in self.htlcs.failed_offered() if f.ref == out), None)
+        if kept is not None:  # failed downstream, and the channel app kept the failure for us
+            await self._forward_back((ref[0], ref[1], secret, b""), OutgoingResult(None, kept.reason, kept.failure_code), out)
+            return
+        # resolved while we were down without a preimage or failure we know: fail it back
+        await self._forward_back((ref[0], ref[1], secret, b""), OutgoingResult(local_error="lost downstream"), out)
 
     async def _offer_again(self, forward: tuple[str, int, bytes, bytes], out_key: str) -> bool:
         """A forward's outgoing HTLC was dropped before any commitment held it (the next peer went

@@ -104,7 +104,25 @@ class Paying:
         store = self._store()
         payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total, int(self._now()))
         payment = Payment(invoice.payment_hash, invoice.payment_secret, total, find, self.scorer, invoice.payment_metadata)
-        await self._run_payment(payment, payment_id, trio.current_time() + timeout, timeout)
+        failed: list[tuple[tuple[str, int], OutgoingResult]] = []
+        await self._run_payment(payment, payment_id, trio.current_time() + timeout, timeout, failed)
+        try:
+            done = await self._payment_done(invoice, payment, payment_id, total)
+        except ChainAppError:  # failed, and stored so
+            await self._parts_recorded(failed)
+            raise
+        await self._parts_recorded(failed)
+        return done
+
+    async def _parts_recorded(self: PaymentsApp, failed: list[tuple[tuple[str, int], OutgoingResult]]) -> None:
+        """The payment's outcome is stored: the channel app may forget the failures of its parts (a
+        restart before this reads them again, and attributes them to the payment)."""
+        for ref, result in failed:
+            await self._failure_recorded(ref, result)
+
+    async def _payment_done(self: PaymentsApp, invoice: Invoice, payment: Payment, payment_id: int, total: int) -> dict[str, Any]:
+        """Store how the payment ended; its result for ``pay``."""
+        store = self._store()
         preimage, error = payment.preimage, payment.final_error
         routes = [r.to_dict() for r in payment.succeeded]
         fee = sum(r.fee_msat for r in payment.succeeded)
@@ -120,22 +138,25 @@ class Paying:
         self._publish("payment.failed", invoice.payment_hash, amount_msat=total, reason=str(error))
         raise ChainAppError(f"payment failed: {error}", {**error.details, "payment_hash": invoice.payment_hash.hex()})
 
-    async def _send_part(self: PaymentsApp, part: Part, payment_hash: bytes) -> OutgoingResult:
+    async def _send_part(self: PaymentsApp, part: Part, payment_hash: bytes) -> tuple[tuple[str, int] | None, OutgoingResult]:
+        """Offer the part's HTLC and wait for its result: (its channel key and id, or None if not offered; the result)."""
         first = part.route.hops[0]
         try:
             key, htlc_id = await self.htlcs.add_htlc(first.short_channel_id, first.amount_msat, payment_hash, first.cltv_expiry, part.onion)
         except HtlcRefused as exc:
-            return OutgoingResult(local_error=str(exc))
+            return None, OutgoingResult(local_error=str(exc))
         send, receive = trio.open_memory_channel[OutgoingResult](1)
         early = self._early.pop((key, htlc_id), None)
         if early is not None:
-            return early
+            return (key, htlc_id), early
         self._waiting[(key, htlc_id)] = send
-        return await receive.receive()
+        return (key, htlc_id), await receive.receive()
 
-    async def _run_payment(self: PaymentsApp, payment: Payment, payment_id: int, deadline: float, timeout: float) -> None:
+    async def _run_payment(self: PaymentsApp, payment: Payment, payment_id: int, deadline: float, timeout: float,
+                           failed: list[tuple[tuple[str, int], OutgoingResult]]) -> None:  # fmt: skip
         """Offer the payment's parts, feed back each result, until it is done. After ``deadline`` no
-        new part leaves, but the parts in flight are waited for: each ends, settled or failed.
+        new part leaves, but the parts in flight are waited for: each ends, settled or failed (those
+        go to ``failed`` with their HTLCs).
 
         Each part is stored (route, onion secrets) before its HTLC is offered, and the first preimage
         as soon as it comes: a restart still completes the payment or reads its failures."""
@@ -145,7 +166,10 @@ class Paying:
         async def offer(part: Part) -> None:
             await trio.to_thread.run_sync(lambda: store.add_part(payment_id, onion_key(part.onion), part.route.to_dict(), part.shared_secrets,
                                                                  part.route.final_amount_msat, int(self._now())))  # fmt: skip
-            results_in.send_nowait((part, await self._send_part(part, payment.payment_hash)))
+            ref, result = await self._send_part(part, payment.payment_hash)
+            if ref is not None and result.preimage is None:
+                failed.append((ref, result))
+            results_in.send_nowait((part, result))
 
         async with trio.open_nursery() as nursery:
             while True:
