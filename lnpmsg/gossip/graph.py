@@ -52,6 +52,7 @@ import enum
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lnpmsg.gossip.messages import (
     QUERY_FLAG_ANNOUNCEMENT,
@@ -143,9 +144,10 @@ def routable(features: bytes) -> bool:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What happened to one gossip message."""
+class Decision(NamedTuple):
+    """What happened to one gossip message (immutable; a named tuple: one is made per
+    message on the ingest path, and a tuple is built several times faster than a
+    frozen dataclass)."""
 
     outcome: Outcome
     message: Message
