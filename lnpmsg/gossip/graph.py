@@ -190,6 +190,8 @@ class Pending:
     #: pending (not yet committed) messages before it would have made a
     #: duplicate or stale; it holds no pending marks of its own
     shadow: bool = False
+    #: a channel message's packed short channel id (read once, at prepare)
+    scid: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,13 +438,13 @@ class Graph:
         return self._decide(Outcome.REJECTED, message, raw, f"{reason} (seen before)", source, close=type(message) is ChannelUpdate)
 
     def _gate_update(
-        self, msg: ChannelUpdate, raw: bytes, now: float, source: bytes | None, pending: bool
+        self, msg: ChannelUpdate, raw: bytes, now: float, source: bytes | None, pending: bool, scid: int
     ) -> tuple[Decision | None, tuple[bytes, bytes], bool]:
-        """The cheap checks of a channel_update, in BOLT 7's order: (a decision or None,
-        the signer candidates, whether only pending messages make it "not newer")."""
+        """The cheap checks of a channel_update (``scid``: its packed short channel id), in
+        BOLT 7's order: (a decision or None, the signer candidates, whether only pending
+        messages make it "not newer")."""
         if msg.chain_hash != self.chain_hash:
             return self._decide(Outcome.IGNORED, msg, raw, "unknown chain", source), _NO_IDS, False
-        scid = msg.short_channel_id.to_int()
         direction = msg.channel_flags & 1
         channel = self.channels.get(scid)
         if channel is not None:
@@ -466,18 +468,20 @@ class Graph:
         return self._known_bad(msg, raw, source), ids, False
 
     def _prepare_update(self, msg: ChannelUpdate, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
-        decision, (node_id_1, node_id_2), shadow = self._gate_update(msg, raw, now, source, True)
+        scid = msg.short_channel_id.to_int()
+        decision, (node_id_1, node_id_2), shadow = self._gate_update(msg, raw, now, source, True, scid)
         if decision is not None:
             return decision
         relay = not msg.message_flags & 2
         if not shadow:
-            self._pending_update_ts[(msg.short_channel_id.to_int(), msg.channel_flags & 1)] = msg.timestamp
-        return Pending(msg, raw, channel_update_checks(msg, raw, node_id_1, node_id_2), source, relay=relay, shadow=shadow)
+            self._pending_update_ts[(scid, msg.channel_flags & 1)] = msg.timestamp
+        return Pending(msg, raw, channel_update_checks(msg, raw, node_id_1, node_id_2), source, relay=relay, shadow=shadow, scid=scid)
 
-    def _gate_announcement(self, msg: ChannelAnnouncement, raw: bytes, source: bytes | None, pending: bool) -> tuple[Decision | None, bool]:
+    def _gate_announcement(
+        self, msg: ChannelAnnouncement, raw: bytes, source: bytes | None, pending: bool, scid: int
+    ) -> tuple[Decision | None, bool]:
         if msg.chain_hash != self.chain_hash:
             return self._decide(Outcome.IGNORED, msg, raw, "unknown chain", source), False
-        scid = msg.short_channel_id.to_int()
         if scid in self.channels:
             return self._decide(Outcome.IGNORED, msg, raw, "known channel", source), False
         if pending and scid in self._pending_channels:
@@ -487,15 +491,16 @@ class Graph:
     def _prepare_announcement(
         self, msg: ChannelAnnouncement, raw: bytes, now: float, source: bytes | None, capacity_sat: int | None, first_seen: int | None
     ) -> Pending | Decision:
-        decision, shadow = self._gate_announcement(msg, raw, source, True)
+        scid = msg.short_channel_id.to_int()
+        decision, shadow = self._gate_announcement(msg, raw, source, True, scid)
         if decision is not None:
             return decision
         if not shadow:
-            self._pending_channels[msg.short_channel_id.to_int()] = msg
+            self._pending_channels[scid] = msg
             self._pending_node_refs[msg.node_id_1] += 1
             self._pending_node_refs[msg.node_id_2] += 1
         seen = int(now) if first_seen is None else first_seen
-        return Pending(msg, raw, channel_announcement_checks(msg, raw), source, capacity_sat, seen, shadow=shadow)
+        return Pending(msg, raw, channel_announcement_checks(msg, raw), source, capacity_sat, seen, shadow=shadow, scid=scid)
 
     def _gate_node(
         self, msg: NodeAnnouncement, raw: bytes, now: float, source: bytes | None, pending: bool, stateless: bool = True
@@ -534,9 +539,9 @@ class Graph:
         msg, raw, source = pending.message, pending.raw, pending.source
         kind = type(msg)
         if kind is ChannelUpdate:
-            return self._gate_update(msg, raw, now, source, False)[0]  # type: ignore[arg-type]
+            return self._gate_update(msg, raw, now, source, False, pending.scid)[0]  # type: ignore[arg-type]
         if kind is ChannelAnnouncement:
-            return self._gate_announcement(msg, raw, source, False)[0]  # type: ignore[arg-type]
+            return self._gate_announcement(msg, raw, source, False, pending.scid)[0]  # type: ignore[arg-type]
         # the address check (the costly one) ran at prepare unless this is a shadow
         decision, _, relay = self._gate_node(msg, raw, now, source, False, pending.shadow)  # type: ignore[arg-type]
         if decision is None and pending.shadow:
@@ -561,7 +566,7 @@ class Graph:
         msg = pending.message
         kind = type(msg)
         if not pending.shadow:
-            self._release(msg)
+            self._release(pending)
         early = self._recheck(pending, now)
         if early is not None:
             return early
@@ -583,14 +588,15 @@ class Graph:
             return self._commit_announcement(pending, msg)  # type: ignore[arg-type]
         return self._commit_node(pending, msg, now)  # type: ignore[arg-type]
 
-    def _release(self, msg: Message) -> None:
+    def _release(self, pending: Pending) -> None:
         """Forget the pending marks of a message being committed."""
+        msg = pending.message
         if type(msg) is ChannelUpdate:
-            key = (msg.short_channel_id.to_int(), msg.channel_flags & 1)
+            key = (pending.scid, msg.channel_flags & 1)
             if self._pending_update_ts.get(key) == msg.timestamp:
                 del self._pending_update_ts[key]
         elif type(msg) is ChannelAnnouncement:
-            scid = msg.short_channel_id.to_int()
+            scid = pending.scid
             if self._pending_channels.get(scid) is msg:
                 del self._pending_channels[scid]
                 for node_id in (msg.node_id_1, msg.node_id_2):
@@ -614,7 +620,7 @@ class Graph:
         )
 
     def _commit_update(self, pending: Pending, msg: ChannelUpdate, now: float) -> Decision:
-        scid = msg.short_channel_id.to_int()
+        scid = pending.scid
         channel = self.channels.get(scid)
         if channel is None:
             return self._decide(Outcome.IGNORED, msg, pending.raw, "unknown channel", pending.source)
@@ -626,7 +632,7 @@ class Graph:
         return self._accept(pending, relay)
 
     def _commit_announcement(self, pending: Pending, msg: ChannelAnnouncement) -> Decision:
-        scid = msg.short_channel_id.to_int()
+        scid = pending.scid
         if scid in self.channels:
             return self._decide(Outcome.IGNORED, msg, pending.raw, "known channel", pending.source)
         self.load_channel(scid, msg.node_id_1, msg.node_id_2, msg.features, pending.capacity_sat, pending.first_seen)
@@ -645,7 +651,7 @@ class Graph:
     def abandon(self, pending: Pending) -> None:
         """Drop a prepared message without deciding (e.g. its batch was cancelled)."""
         if not pending.shadow:
-            self._release(pending.message)
+            self._release(pending)
 
     def _relay_allowed(self, key: object, now: float) -> bool:
         bucket = self._relay_buckets.get(key)
