@@ -230,12 +230,6 @@ class NodeState:
         self.channels = 0
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
-
-
 @dataclass
 class GraphCounters:
     """Decision counts: ``by_kind[("channel_update", "accepted")]``, ``reasons["channel_update: not newer"]``."""
@@ -263,7 +257,10 @@ class Graph:
         self.counters = GraphCounters()
         self._sorted: list[int] | None = None
         self._bad: OrderedDict[bytes, str] = OrderedDict()
-        self._relay_buckets: dict[object, _Bucket] = {}
+        #: relay token buckets, ``key -> (tokens, at)``: a tuple of two floats per channel
+        #: direction or node, which the garbage collector stops tracking (an object it would
+        #: walk at every full collection, one per key)
+        self._relay_buckets: dict[object, tuple[float, float]] = {}
         self._unknown_channels: OrderedDict[int, None] = OrderedDict()
         # What the current batch has prepared but not committed:
         self._pending_channels: dict[int, ChannelAnnouncement] = {}
@@ -654,17 +651,19 @@ class Graph:
             self._release(pending)
 
     def _relay_allowed(self, key: object, now: float) -> bool:
-        bucket = self._relay_buckets.get(key)
+        buckets = self._relay_buckets
+        bucket = buckets.get(key)
         if bucket is None:
-            if len(self._relay_buckets) > 4 * (len(self.channels) + 1024):
-                self._relay_buckets.clear()
-            self._relay_buckets[key] = _Bucket(RELAY_BURST - 1, now)
+            if len(buckets) > 4 * (len(self.channels) + 1024):
+                buckets.clear()
+            buckets[key] = (RELAY_BURST - 1, now)
             return True
-        bucket.tokens = min(RELAY_BURST, bucket.tokens + (now - bucket.at) * RELAY_BURST / RELAY_WINDOW)
-        bucket.at = now
-        if bucket.tokens < 1:
+        tokens, at = bucket
+        tokens = min(RELAY_BURST, tokens + (now - at) * RELAY_BURST / RELAY_WINDOW)
+        if tokens < 1:
+            buckets[key] = (tokens, now)
             return False
-        bucket.tokens -= 1
+        buckets[key] = (tokens - 1, now)
         return True
 
     # ------------------------------------------------------------ removing
