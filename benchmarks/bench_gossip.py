@@ -18,7 +18,8 @@ What runs, all on this machine, in this one run:
    time, the receiver's CPU time (its own and its signature worker
    processes': how many cores it got), its peak memory, the store's size on
    disk, and the event loop thread's own CPU time (the part that does not
-   run in parallel: its rate bounds the ingest). ``--compare`` first runs the same ingest with verify threads only
+   run in parallel: its rate bounds the ingest). The receiver's garbage
+   collector runs at the pace ``lnpmsg node`` sets (:mod:`lnpmsg.runtime.gc_policy`). ``--compare`` first runs the same ingest with verify threads only
    (``--verify-processes 0``, the path before worker processes), so both
    are measured in one run.
 
@@ -68,6 +69,7 @@ from lnpmsg.gossip.verify import SigCheck
 from lnpmsg.gossip.testing import SyntheticNetwork
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.runtime.gc_policy import node_gc
 from lnpmsg.wire import CHAIN_HASH_REGTEST
 
 FULL_NODES = 20_000
@@ -250,6 +252,12 @@ class ThreadCpu:
 
 
 async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, verify_processes: int) -> dict[str, float]:
+    # the garbage collector's pace of a node run by lnpmsg.runtime.run_node (`lnpmsg node`)
+    with node_gc():
+        return await _ingest(path, total, store_dir, verify_threads, verify_processes)
+
+
+async def _ingest(path: Path, total: int, store_dir: Path, verify_threads: int, verify_processes: int) -> dict[str, float]:
     node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], network="regtest"))
     store = GossipStore(store_dir / DB_FILE_NAME, CHAIN_HASH_REGTEST)
     # Per-component CPU: the SQLite writes (in trio's worker threads) and the

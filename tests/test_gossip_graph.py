@@ -144,6 +144,14 @@ def test_dont_forward_updates_are_stored_not_relayed() -> None:
     assert d.accepted and not d.relay
 
 
+def test_a_decision_cannot_be_changed_after_the_graph_gave_it() -> None:
+    graph, ann = graph_with_channel()
+    d = graph.process(update(ann, NOW, 0), now=NOW)
+    with pytest.raises(AttributeError):
+        d.outcome = Outcome.REJECTED  # type: ignore[misc]
+    assert d.accepted and d.kind == "channel_update" and d.reason == "" and d.relay
+
+
 def test_relay_is_rate_limited_per_direction() -> None:
     graph, ann = graph_with_channel()
     relays = [graph.process(update(ann, NOW - 1000 + i, 0), now=NOW).relay for i in range(RELAY_BURST + 3)]

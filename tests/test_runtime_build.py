@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import trio
 from lnpmsg.app import App
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.runtime import NodeSettings, SettingsError, StartError, build_node, run_node
+from lnpmsg.runtime.gc_policy import NODE_GC_THRESHOLDS
 from lnpmsg.testing.nodes import make_node, running
 
 
@@ -73,10 +75,13 @@ async def test_a_busy_port_is_a_start_error(tmp_path: Path) -> None:
 
 async def test_run_node_serves_until_stopped(tmp_path: Path) -> None:
     seen: list[dict] = []
+    thresholds = []
+    before = gc.get_threshold()
     built = build_node(settings(tmp_path, gossip=False))
 
     async def started(b) -> None:
         seen.append(await b.summary())
+        thresholds.append(gc.get_threshold())
         peer = make_node(listen=False)
         async with running(peer):
             assert (await peer.connect(b.node.addresses[0])).node_id == b.node.node_id
@@ -87,6 +92,8 @@ async def test_run_node_serves_until_stopped(tmp_path: Path) -> None:
     (summary,) = seen
     assert summary["node_id"] == built.node.node_id.hex() and summary["control"].startswith("ipc://")
     assert summary["apps"] == ["control", "pubsub", "rpc"]
+    # the collector ran at a node's pace while it served, and is as it was after
+    assert thresholds == [NODE_GC_THRESHOLDS] != [before] and gc.get_threshold() == before
 
 
 class FailsToStart(App):

@@ -136,6 +136,18 @@ def test_scid_int_round_trip(n: int) -> None:
 
 
 @settings(deadline=None)
+@given(st.integers(min_value=0, max_value=MAX_U64))
+def test_scid_from_u64_is_from_int(n: int) -> None:
+    """The decoder's unchecked constructor makes the same value: equal, same hash, order and text, still frozen."""
+    fast, checked = ShortChannelId.from_u64(n), ShortChannelId.from_int(n)
+    assert fast == checked and hash(fast) == hash(checked) and str(fast) == str(checked)
+    assert (fast.block, fast.tx, fast.output) == (checked.block, checked.tx, checked.output) and fast.to_int() == n
+    assert not fast < checked and not checked < fast
+    with pytest.raises(AttributeError):
+        fast.block = 1  # type: ignore[misc]
+
+
+@settings(deadline=None)
 @given(
     st.integers(min_value=0, max_value=MAX_U64),
     st.integers(min_value=0, max_value=MAX_U64),

@@ -543,12 +543,13 @@ class GossipApp(App):
                 )
             )
             position += n
-        accepted = [d for d in decisions if d.accepted]
+        accepted_outcome = Outcome.ACCEPTED
+        accepted = [d for d in decisions if d.outcome is accepted_outcome]
         if accepted:
             self.routing.apply(accepted)
             await self._writes_send.send(("write", accepted, ()))
         for decision in decisions:
-            if decision.accepted:
+            if decision.outcome is accepted_outcome:
                 self._publish(decision)
                 if decision.relay and self.config.relay:
                     self._relay(decision)

@@ -172,10 +172,14 @@ def node_announcement_checks(msg: NodeAnnouncement, raw: bytes) -> list[SigCheck
     return [SigCheck(signed_digest(raw), msg.signature, msg.node_id, "signature")]
 
 
+_UPDATE_LABELS = ("signature (by node_id_1)", "signature (by node_id_2)")
+
+
 def channel_update_checks(msg: ChannelUpdate, raw: bytes, node_id_1: bytes, node_id_2: bytes) -> list[SigCheck]:
     """The check of a channel_update, given the node ids of its channel's announcement."""
-    signer = node_id_2 if msg.channel_flags & 1 else node_id_1
-    return [SigCheck(signed_digest(raw), msg.signature, signer, f"signature (by node_id_{(msg.channel_flags & 1) + 1})")]
+    if msg.channel_flags & 1:
+        return [SigCheck(signed_digest(raw), msg.signature, node_id_2, _UPDATE_LABELS[1])]
+    return [SigCheck(signed_digest(raw), msg.signature, node_id_1, _UPDATE_LABELS[0])]
 
 
 def failure_reason(checks: Sequence[SigCheck], results: Sequence[bool]) -> str | None:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from lnpmsg.runtime.gc_policy import node_gc
 from lnpmsg.runtime.settings import DEFAULT_LISTEN, NodeSettings, SettingsError, StartError
 from lnpmsg.runtime.user_apps import resolve_app
 
@@ -250,7 +251,8 @@ async def run_node(
     SIGINT and SIGTERM stop it (``handle_signals``; in the main thread
     only), as does :meth:`Node.stop` (the control API's ``stop``). A signal
     while the node is still starting (e.g. Tor bootstrapping) gives the
-    start up. ``on_started`` is called once the node listens. Raises
+    start up. ``on_started`` is called once the node listens. The garbage
+    collector runs at a node's pace meanwhile (:mod:`lnpmsg.runtime.gc_policy`). Raises
     :class:`SettingsError` or :class:`StartError` when the node cannot be
     built or started; returns once it stopped.
     """
@@ -262,7 +264,7 @@ async def run_node(
     node = built.node
     failure: StartError | None = None
     signals = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) if handle_signals else _NoSignals()
-    with signals as received:
+    with signals as received, node_gc():
         async with trio.open_nursery() as outer:
             outer.start_soon(_stop_on_signal, received, node, outer.cancel_scope)
             async with trio.open_nursery() as nursery:

@@ -277,7 +277,7 @@ class ShortChannelIdField(_StructField):
 
     def __init__(self) -> None:
         super().__init__("short_channel_id", "Q")
-        self.post = ShortChannelId.from_int
+        self.post = ShortChannelId.from_u64  # the unpacked "Q" is a u64
         self.pre = ShortChannelId.to_int
 
     def validate(self, value: Any) -> ShortChannelId:

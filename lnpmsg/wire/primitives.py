@@ -266,6 +266,18 @@ class ShortChannelId:
         return (self.block << 40) | (self.tx << 16) | self.output
 
     @classmethod
+    def from_u64(cls, n: int) -> ShortChannelId:
+        """From a packed form the caller read as an unsigned 64-bit integer (a decoder):
+        every such value holds fields in range, so nothing is checked, and the slots are
+        set directly (a frozen dataclass's ``__init__`` is several times slower, and
+        every decoded gossip message makes one)."""
+        scid = _new_object(cls)
+        _set_block(scid, n >> 40)
+        _set_tx(scid, (n >> 16) & 0xFFFFFF)
+        _set_output(scid, n & 0xFFFF)
+        return scid
+
+    @classmethod
     def from_bytes(cls, data: bytes) -> ShortChannelId:
         """From the 8 wire bytes."""
         if len(data) != 8:
@@ -286,3 +298,10 @@ class ShortChannelId:
 
     def __str__(self) -> str:
         return f"{self.block}x{self.tx}x{self.output}"
+
+
+_new_object = object.__new__
+# the slot descriptors of ShortChannelId's fields: setting through them skips the frozen __setattr__
+_set_block = ShortChannelId.__dict__["block"].__set__
+_set_tx = ShortChannelId.__dict__["tx"].__set__
+_set_output = ShortChannelId.__dict__["output"].__set__
