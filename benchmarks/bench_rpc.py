@@ -1,6 +1,6 @@
 """Peer RPC, control API and event stream, each next to its anchor measured in the same run.
 
-    python benchmarks/bench_rpc.py [--calls N] [--events N] [--quick] [--steps]
+    python benchmarks/bench_rpc.py [--calls N] [--events N] [--quick] [--steps] [--peer-rpc]
 
 Rows:
 
@@ -495,6 +495,8 @@ async def run(args: argparse.Namespace) -> None:
         await bench_steps(min(args.calls, 500))
         return
     await bench_peer_rpc(args.calls)
+    if args.peer_rpc:
+        return
     await bench_control(args.calls)
     await bench_events(args.events)
 
@@ -507,6 +509,7 @@ def main() -> None:
     parser.add_argument(
         "--steps", action="store_true", help="only count trio task steps and I/O waits per round trip (ping vs calls, both processes)"
     )
+    parser.add_argument("--peer-rpc", action="store_true", help="only the peer RPC rows (short runs to compare two versions)")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("role_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
