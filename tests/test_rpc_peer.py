@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import deque
 from typing import Any, Literal
 
 import pytest
@@ -81,6 +82,42 @@ class Server:
         @rpc.method(timeout=0.2)
         async def hang_briefly(peer) -> None:
             await trio.sleep_forever()
+
+        self.stages: list[str] = []
+
+        @rpc.method(timeout=0.2)
+        async def work_then_hang(peer) -> None:
+            await trio.sleep(0)  # a first suspension, then more work, then too long
+            self.stages.append("started")
+            try:
+                await trio.sleep(30)
+            finally:
+                self.stages.append("cancelled")
+
+        @rpc.method()
+        async def boom_later(peer, after: float) -> None:
+            await trio.sleep(after)
+            raise KeyError("late trouble")
+
+        @rpc.method(timeout=0.2)
+        async def swallow_cancel(peer) -> str:
+            try:
+                await trio.sleep(30)
+            except trio.Cancelled:  # a method that must not do this; its worker still goes on
+                return "swallowed"
+            return "slept"
+
+        self.concurrent = self.most_concurrent = 0
+
+        @rpc.method()
+        async def gauge(peer, delay: float) -> int:
+            self.concurrent += 1
+            self.most_concurrent = max(self.most_concurrent, self.concurrent)
+            try:
+                await trio.sleep(delay)
+            finally:
+                self.concurrent -= 1
+            return self.most_concurrent
 
         # plain functions: served inline, without a task
         @rpc.method()
@@ -166,13 +203,13 @@ async def test_plain_function_methods_are_served_inline_with_the_same_errors():
     async with running(server.node, client):
         peer = await client.connect(address_of(server.node))
         tasked: list[str] = []
-        run_in_task = server.rpc._run_method
 
-        def watch(peer_, name, *rest):  # type: ignore[no-untyped-def]
-            tasked.append(name)
-            return run_in_task(peer_, name, *rest)
+        class WatchedJobs(deque):  # type: ignore[type-arg]
+            def append(self, job):  # type: ignore[no-untyped-def]
+                tasked.append(job.name)  # queued for a worker task
+                super().append(job)
 
-        server.rpc._run_method = watch  # type: ignore[method-assign]
+        server.rpc._jobs = WatchedJobs()
         assert await rpc.call(peer, "sum_inline", {"values": [1, 2, 3]}) == 6
         assert await rpc.call(peer, "sum_inline", [[]]) == 0
         assert server.rpc.methods["sum_inline"].inline and not server.rpc.methods["add"].inline
@@ -237,7 +274,7 @@ async def test_async_methods_reuse_a_bounded_set_of_worker_tasks():
                 nursery.start_soon(rpc.call, peer, "echo", {"value": i, "delay": 0.05})
         assert 1 < len(started) <= 41
         await wait_for(lambda: server.rpc._serving_total == 0)
-        assert server.rpc._idle_workers == MAX_IDLE_WORKERS  # the rest ended
+        assert len(server.rpc._idle_workers) == MAX_IDLE_WORKERS  # the rest ended
         before = len(started)
         assert await rpc.call(peer, "add", [2, 2]) == 4
         assert len(started) == before
@@ -268,6 +305,73 @@ async def test_server_side_timeout_answers_with_an_error():
             await rpc.call(peer, "hang_briefly", timeout=10)
         assert info.value.code == ErrorCode.TIMEOUT and "within 0.2 s" in info.value.message
         assert await rpc.call(peer, "add", [1]) == 1
+
+
+async def test_an_async_method_cancelled_by_its_time_limit_after_it_suspended():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        for _ in range(2):  # the worker that served the cancelled one serves the next alike
+            with pytest.raises(RemoteError) as info:
+                await rpc.call(peer, "work_then_hang", timeout=10)
+            assert info.value.code == ErrorCode.TIMEOUT and "within 0.2 s" in info.value.message
+            assert await rpc.call(peer, "echo", {"value": 1, "delay": 0.01}) == {"value": 1, "caller": client.node_id.hex()}
+        assert server.stages == ["started", "cancelled"] * 2
+        assert server.rpc._serving_total == 0 and len(server.rpc._deadlines) == 0
+
+
+async def test_a_method_raising_after_its_first_await_gets_one_error_reply():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        for after in (0, 0.05):
+            with pytest.raises(RemoteError) as info:
+                await rpc.call(peer, "boom_later", {"after": after})
+            assert info.value.code == ErrorCode.FAILED and "KeyError: 'late trouble'" in info.value.message
+        assert await rpc.call(peer, "add", [1, 2]) == 3
+        assert server.rpc._serving_total == 0 and server.rpc._serving[server.node.peers[client.node_id]] == {}
+
+
+async def test_a_method_that_swallows_its_cancellation_does_not_cancel_the_next():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        assert await rpc.call(peer, "swallow_cancel") == "swallowed"  # its answer, late
+        # the next requests on that worker run to their end (a fresh cancel scope)
+        assert await rpc.call(peer, "echo", {"value": 2, "delay": 0.05}) == {"value": 2, "caller": client.node_id.hex()}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rpc.call, peer, "swallow_cancel")
+            for i in range(3):
+                nursery.start_soon(rpc.call, peer, "echo", {"value": i, "delay": 0.3})
+        assert server.rpc._serving_total == 0
+
+
+async def test_many_concurrent_calls_stay_within_the_bounds():
+    server = Server(max_inflight_per_peer=16)
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        served: list[int] = []
+        busy: list[int] = []
+
+        async def one() -> None:
+            try:
+                served.append(await rpc.call(peer, "gauge", {"delay": 0.5}))
+            except RemoteError as exc:
+                assert exc.busy
+                busy.append(exc.code)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(100):  # sent at once: the first 16 run, the others find no room
+                nursery.start_soon(one)
+        assert len(served) + len(busy) == 100 and len(served) >= 16 and busy
+        assert server.most_concurrent == 16  # the bound, reached and never passed
+        await wait_for(lambda: server.rpc._serving_total == 0)
+        assert len(server.rpc._idle_workers) <= MAX_IDLE_WORKERS
+        assert await rpc.call(peer, "gauge", {"delay": 0}) == 16
 
 
 async def test_a_cancelled_request_leaves_the_others_on_its_worker_alone():
