@@ -176,7 +176,7 @@ class Peer:
         #: a writer task is under way (it ends when the outbox is empty)
         self._writer_running = False
         #: a lone message may go to the socket at once, from the sending task
-        #: (once per read: see :meth:`_enqueue`)
+        #: (once after a read of one message: see :meth:`_enqueue`)
         self._direct_write = False
         #: the node's schedule that runs the session's timers (:meth:`keepalive_due`)
         self._keepalive = keepalive
@@ -258,9 +258,9 @@ class Peer:
                 # Nothing queued and nothing being written: the message leaves from
                 # here, as a pong does, instead of waking a writer task for it (a
                 # task start and two more scheduler passes per reply or request).
-                # Once per read, so a burst of sends (a handler answering every
-                # request of a read, callers woken by its responses) still
-                # coalesces in the writer's batches.
+                # Only after a read of one message, and once, so a burst of sends
+                # (a handler answering every request of a read, callers woken by
+                # its responses) still coalesces in the writer's batches.
                 self._direct_write = False
                 self._write_now(data)
                 return
@@ -386,6 +386,11 @@ class Peer:
                     # but the authentic frames before the bad one are handled first.
                     failure = exc
                     messages = getattr(exc, "decoded", [])
+                # A read of one message (a request, a response: one call at a time) lets
+                # one message out directly; a read of several (calls pipelined) leaves
+                # the replies and next requests to the writer, in one batch, as the
+                # peer sent them, rather than one alone and then the rest.
+                self._direct_write = len(messages) == 1
                 if messages:
                     counters.messages_in += len(messages)
                     events = session.receive_messages(messages, trio.current_time())
@@ -412,7 +417,6 @@ class Peer:
                 self._begin_close("peer closed the connection")
                 return
             data = received
-            self._direct_write = True
 
     def _note(self, event: SessionEvent) -> None:
         """Update the peer's own state from a session event (before the node sees it)."""
