@@ -47,7 +47,16 @@ class Server:
 
         @rpc.method()
         async def add(peer, a: int, b: int = 0) -> int:
+            await trio.lowlevel.checkpoint()  # it may wait: a worker task runs it
             return a + b
+
+        @rpc.method()
+        async def add_at_once(peer, a: int, b: int = 0) -> int:
+            return a + b  # no await: it cannot wait, so it is served inline
+
+        @rpc.method()
+        async def boom_at_once(peer) -> None:
+            raise KeyError("inline trouble")
 
         @rpc.method()
         async def echo(peer, value: Any, delay: float = 0.0) -> dict[str, Any]:
@@ -213,12 +222,15 @@ async def test_plain_function_methods_are_served_inline_with_the_same_errors():
         assert await rpc.call(peer, "sum_inline", {"values": [1, 2, 3]}) == 6
         assert await rpc.call(peer, "sum_inline", [[]]) == 0
         assert server.rpc.methods["sum_inline"].inline and not server.rpc.methods["add"].inline
+        assert server.rpc.methods["add_at_once"].inline and await rpc.call(peer, "add_at_once", [2, 5]) == 7
         for method, params, code, text in (
             ("sum_inline", {"values": ["x"]}, ErrorCode.INVALID_PARAMS, "must be int"),
             ("refuse_inline", {"why": "teapot"}, 419, "teapot"),
             ("boom_inline", None, ErrorCode.FAILED, "ValueError: inline trouble"),
             ("not_json_inline", None, ErrorCode.FAILED, "not JSON"),
             ("forgot_async", None, ErrorCode.FAILED, "returned an awaitable"),
+            ("add_at_once", {"a": "x"}, ErrorCode.INVALID_PARAMS, "must be int"),
+            ("boom_at_once", None, ErrorCode.FAILED, "KeyError: 'inline trouble'"),
         ):
             with pytest.raises(RemoteError) as info:
                 await rpc.call(peer, method, params)
@@ -551,3 +563,44 @@ def test_params_checker_takes_any_json_and_raises_only_params_error(value):
         return
     assert type(kwargs["a"]) is int
     json.dumps({k: v for k, v in kwargs.items() if k != "d"})
+
+
+def test_only_an_async_def_that_cannot_wait_counts_as_never_suspending():
+    import functools
+
+    from lnpmsg.rpc.peer_records import never_suspends
+
+    async def plain(peer, x):  # type: ignore[no-untyped-def]
+        def helper() -> int:
+            return x
+
+        async def later() -> None:  # defined, never awaited here
+            await trio.sleep(1)
+
+        del later
+        return [helper() for _ in range(2)]
+
+    async def awaits(peer):  # type: ignore[no-untyped-def]
+        await trio.sleep(0)
+
+    async def with_lock(peer, lock):  # type: ignore[no-untyped-def]
+        async with lock:
+            return 1
+
+    async def loops(peer, stream):  # type: ignore[no-untyped-def]
+        async for item in stream:
+            return item
+
+    async def comprehends(peer, stream):  # type: ignore[no-untyped-def]
+        return [item async for item in stream]
+
+    @functools.wraps(plain)
+    async def wrapper(*args):  # type: ignore[no-untyped-def]
+        return await plain(*args)
+
+    def sync(peer):  # type: ignore[no-untyped-def]
+        return 1
+
+    assert never_suspends(plain)
+    for fn in (awaits, with_lock, loops, comprehends, wrapper, functools.partial(plain, x=1), sync, lambda peer: plain(peer, 1)):
+        assert not never_suspends(fn), fn

@@ -40,9 +40,12 @@ the request is read, with no task, cancel scope or deadline of its own: the
 fastest path, for methods that compute an answer at once (a lookup, an
 echo). It must not block; its reply is queued without waiting, and is lost
 (the caller times out) only if that peer's outbound queue is full, i.e. the
-peer does not read. Anything that waits or may take long is an ``async def``
-method: it runs in a worker task (workers are reused between requests), with
-its own deadline, and is cancelled alone when it passes, bounded as below.
+peer does not read. An ``async def`` method with no ``await``, ``async
+with`` or ``async for`` in its body is served the same way: it can never
+wait, so a task would only cost time (and no deadline could stop it
+earlier). Any other ``async def`` method runs in a worker task (workers are
+reused between requests), with its own deadline, and is cancelled alone
+when it passes, bounded as below.
 
 Guarantees: many calls may be in flight to one peer (ids match responses);
 a handler that raises or hangs costs its caller an error, never the
@@ -84,7 +87,7 @@ from lnpmsg.rpc.peer_messages import (
     request_bytes,
     response_bytes,
 )
-from lnpmsg.rpc.peer_records import Method, MethodEntry, PendingCall, ServedRequest, is_async
+from lnpmsg.rpc.peer_records import Method, MethodEntry, PendingCall, ServedRequest, is_async, never_suspends
 from lnpmsg.wire import MAX_MESSAGE_SIZE, Message, WireError
 
 __all__ = [
@@ -192,6 +195,7 @@ class PeerRpc(App):
         """Decorator: serve ``async def fn(peer, **params)`` as ``name`` (default: its name).
 
         A plain ``def fn(peer, **params)`` is served inline: it must return at once.
+        So is an ``async def`` that has no ``await`` (nor ``async with``/``for``).
         """
 
         def register(fn: Method) -> Method:
@@ -207,15 +211,17 @@ class PeerRpc(App):
         (or by ``params_check``, which turns the raw JSON params into keyword arguments).
 
         ``fn`` is an ``async def`` (run by a worker task, with ``timeout``) or a plain
-        function (run inline, no task: for answers computed at once)."""
+        function (run inline, no task: for answers computed at once); an ``async def``
+        that never awaits is run inline too, as it can never wait."""
         encoded = name.encode()
         if not name or len(encoded) > 255:
             raise ValueError(f"a method name is 1..255 bytes of UTF-8, got {name!r}")
         if name in self.methods:
             raise ValueError(f"method {name!r} is already declared")
         check = params_check if params_check is not None else params_checker(fn, skip=1)
-        inline = not is_async(fn)
-        self.methods[name] = MethodEntry(fn, check, timeout or self.method_timeout, inline)
+        coroutine = is_async(fn)
+        inline = not coroutine or never_suspends(fn)
+        self.methods[name] = MethodEntry(fn, check, timeout or self.method_timeout, inline, coroutine)
 
     def remove_method(self, name: str) -> bool:
         """Stop serving ``name`` (requests already running finish); returns whether it was served."""
@@ -397,9 +403,18 @@ class PeerRpc(App):
     def _run_inline(self, peer: Peer, name: str, entry: MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
         try:
             result = entry.fn(peer, **kwargs)
+            if entry.coroutine:
+                # an async def that never suspends: its coroutine ends in this one step
+                try:
+                    result.send(None)
+                except StopIteration as done:
+                    result = done.value
+                else:  # not reached: it has no await to stop at
+                    result.close()
+                    return ErrorCode.FAILED, _cut(f"method {name} suspended, which it cannot")
         except Exception as exc:
             return self._method_failed(peer, name, exc)
-        if hasattr(result, "__await__"):
+        if not entry.coroutine and hasattr(result, "__await__"):
             # declared plain but returned a coroutine: a mistake, answered clearly
             close = getattr(result, "close", None)
             if close is not None:

@@ -3,7 +3,9 @@ and per request to an async method being served (see :mod:`lnpmsg.rpc.peer`)."""
 
 from __future__ import annotations
 
+import dis
 import inspect
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +16,7 @@ from lnpmsg.node.peer import Peer
 from lnpmsg.rpc.deadlines import Timeout
 from lnpmsg.rpc.peer_messages import RpcError
 
-__all__ = ["Method", "MethodEntry", "PendingCall", "ServedRequest", "is_async"]
+__all__ = ["Method", "MethodEntry", "PendingCall", "ServedRequest", "is_async", "never_suspends"]
 
 Method = Callable[..., Any]
 
@@ -26,8 +28,11 @@ class MethodEntry:
     fn: Method
     check: Callable[[Any], dict[str, Any]]
     timeout: float
-    #: a plain function: run inline in the read loop (see the module docs)
+    #: run inline in the read loop (see the module docs): a plain function, or
+    #: a coroutine function that never suspends (:func:`never_suspends`)
     inline: bool = False
+    #: an ``async def``: calling it gives a coroutine to run
+    coroutine: bool = False
 
 
 class PendingCall:
@@ -82,3 +87,22 @@ def is_async(fn: Callable[..., Any]) -> bool:
     """Whether calling ``fn`` gives a coroutine (an ``async def``, also wrapped, partial or ``__call__``)."""
     target = inspect.unwrap(fn)
     return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
+
+
+#: the opcodes through which a coroutine can suspend: ``await`` (also inside
+#: ``async with`` and ``async for``) and ``yield`` in all their forms
+_SUSPENDING_OPCODES = frozenset(
+    {"GET_AWAITABLE", "SEND", "YIELD_VALUE", "YIELD_FROM", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH", "END_ASYNC_FOR"}
+)
+
+
+def never_suspends(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is an ``async def`` whose body has no ``await``, ``async with`` or ``async for``.
+
+    Its coroutine then runs to its end in one step and can never wait, so it
+    needs no task of its own. Only plain functions are read (a wrapper,
+    partial or object says False: it may await what it wraps).
+    """
+    if type(fn) is not types.FunctionType or not inspect.iscoroutinefunction(fn):
+        return False
+    return not any(instruction.opname in _SUSPENDING_OPCODES for instruction in dis.get_instructions(fn.__code__))
