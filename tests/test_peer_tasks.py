@@ -1,7 +1,8 @@
 """A peer's tasks and events, in virtual time over the in-memory transport.
 
 An idle peer holds its reading task only: the writer runs while there is
-something to send and the next message starts another, in order. Closing
+something to send and the next message starts another, in order; one
+message sent after a read of one message leaves from the sending task. Closing
 flushes what is queued (a writer is started for it) or, with nothing queued,
 stops the peer at once. The ``closed`` and ``ready`` events are made when
 first asked for, so they must tell the truth however late that is."""
