@@ -601,6 +601,13 @@ def test_only_an_async_def_that_cannot_wait_counts_as_never_suspending():
     def sync(peer):  # type: ignore[no-untyped-def]
         return 1
 
-    assert never_suspends(plain)
+    class Service:
+        async def at_once(self, peer):  # type: ignore[no-untyped-def]
+            return 1
+
+        async def waits(self, peer):  # type: ignore[no-untyped-def]
+            await trio.sleep(0)
+
+    assert never_suspends(plain) and never_suspends(Service().at_once) and not never_suspends(Service().waits)
     for fn in (awaits, with_lock, loops, comprehends, wrapper, functools.partial(plain, x=1), sync, lambda peer: plain(peer, 1)):
         assert not never_suspends(fn), fn

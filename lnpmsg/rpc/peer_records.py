@@ -100,9 +100,10 @@ def never_suspends(fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` is an ``async def`` whose body has no ``await``, ``async with`` or ``async for``.
 
     Its coroutine then runs to its end in one step and can never wait, so it
-    needs no task of its own. Only plain functions are read (a wrapper,
-    partial or object says False: it may await what it wraps).
+    needs no task of its own. Only functions and bound methods are read (a
+    wrapper, partial or object says False: it may await what it wraps).
     """
-    if type(fn) is not types.FunctionType or not inspect.iscoroutinefunction(fn):
+    target = fn.__func__ if type(fn) is types.MethodType else fn
+    if type(target) is not types.FunctionType or not inspect.iscoroutinefunction(target):
         return False
-    return not any(instruction.opname in _SUSPENDING_OPCODES for instruction in dis.get_instructions(fn.__code__))
+    return not any(instruction.opname in _SUSPENDING_OPCODES for instruction in dis.get_instructions(target.__code__))
