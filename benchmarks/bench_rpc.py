@@ -1,12 +1,15 @@
 """Peer RPC, control API and event stream, each next to its anchor measured in the same run.
 
-    python benchmarks/bench_rpc.py [--calls N] [--events N] [--quick] [--steps]
+    python benchmarks/bench_rpc.py [--calls N] [--events N] [--quick] [--steps] [--peer-rpc]
 
 Rows:
 
 - ``peer RPC``: latency between two nodes over loopback TCP (BOLT-8
   encrypted), the server node in a child process, one call at a time, for
-  an ``async def`` method (run in a task) and a plain ``def`` method (served
+  an ``async def`` method without ``await`` (``echo``: served inline where
+  the code does that, else in a worker task), one that awaits once
+  (``echo_task``: always a worker task, plus the scheduler pass of its
+  checkpoint) and a plain ``def`` method (``echo_inline``: served
   inline). Anchors, sampled in the same rounds, round-robin with the calls
   (one of each per round in a shuffled order, a 3 ms pause between samples because a node
   allows 20 pings per 50 ms ping interval):
@@ -17,12 +20,13 @@ Rows:
     and response: what one request/response between these two Python
     processes costs with no framework at all.
 
-  Reported: percentiles of each, and the median of the per-round
-  differences call - ping (the paired estimate of what RPC adds over the
-  node's own round trip). Then calls/s with 64 in flight.
+  Reported: the lowest sample and percentiles of each, the median of the
+  per-round differences call - ping (the paired estimate of what RPC adds
+  over the node's own round trip) and the lowest call minus the lowest
+  ping (the two on their best rounds). Then calls/s with 64 in flight.
 - ``--steps`` (alone): trio task steps by task and I/O waits (scheduler
   passes) per round trip, in the calling and the serving process, for a
-  ping, an inline call and an async call, counted by a trio ``Instrument``:
+  ping and each kind of call, counted by a trio ``Instrument``:
   what a call does beyond a ping, step by step.
 - ``control API``: ``getinfo`` calls/s over the ipc:// control socket of a
   node in a child process (one at a time, and 32 in flight).
@@ -138,6 +142,11 @@ def role_rpc_server(reply_size: int, count_steps: bool = False) -> None:
 
     @rpc.method()
     async def echo(peer, x: int) -> int:  # type: ignore[no-untyped-def]
+        return x  # no await: served inline where that is done for such methods
+
+    @rpc.method()
+    async def echo_task(peer, x: int) -> int:  # type: ignore[no-untyped-def]
+        await trio.lowlevel.checkpoint()  # it may wait: always a worker task
         return x
 
     @rpc.method()
@@ -220,7 +229,7 @@ def percentiles(samples: list[float]) -> str:
     def at(p: float) -> float:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1e6
 
-    return f"p50 {at(0.50):7.0f} us  p90 {at(0.90):7.0f} us  p99 {at(0.99):7.0f} us"
+    return f"min {ordered[0] * 1e6:5.0f} us  p50 {at(0.50):5.0f} us  p90 {at(0.90):5.0f} us  p99 {at(0.99):6.0f} us"
 
 
 def row(name: str, value: float, unit: str, extra: str = "") -> None:
@@ -259,7 +268,7 @@ async def bench_peer_rpc(calls: int) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             peer = await node.connect(ready["address"])
-            samples: dict[str, list[float]] = {"ping": [], "raw": [], "echo": [], "echo_inline": []}
+            samples: dict[str, list[float]] = {"ping": [], "raw": [], "echo": [], "echo_task": [], "echo_inline": []}
 
             async def sample(kind: str, i: int) -> None:
                 t = time.perf_counter()
@@ -286,14 +295,22 @@ async def bench_peer_rpc(calls: int) -> None:
                     await sample(kind, i)
             row("raw DEALER/ROUTER round trip (same sizes)", 1 / statistics.median(samples["raw"]), "rt/s", percentiles(samples["raw"]))
             row("node ping round trip", 1 / statistics.median(samples["ping"]), "rt/s", percentiles(samples["ping"]))
-            for kind, label in (("echo", "peer RPC async method, 1 in flight"), ("echo_inline", "peer RPC inline method, 1 in flight")):
+            for kind, label in (
+                ("echo", "peer RPC async method, no await, 1 in flight"),
+                ("echo_task", "peer RPC async method awaiting, 1 in flight"),
+                ("echo_inline", "peer RPC inline method, 1 in flight"),
+            ):
                 over = statistics.median(c - p for c, p in zip(samples[kind], samples["ping"]))
                 over_raw = statistics.median(c - r for c, r in zip(samples[kind], samples["raw"]))
                 row(label, 1 / statistics.median(samples[kind]), "calls/s", percentiles(samples[kind]))
-                print(f"  {'':<44} {'':>11} {'':<10} over ping: {over * 1e6:+.0f} us, over raw zmq: {over_raw * 1e6:+.0f} us (median of paired rounds)")
+                lowest = min(samples[kind]) - min(samples["ping"])
+                print(
+                    f"  {'':<44} {'':>11} {'':<10} over ping: {over * 1e6:+.0f} us (median of paired rounds),"
+                    f" {lowest * 1e6:+.0f} us (lowest call - lowest ping); over raw zmq: {over_raw * 1e6:+.0f} us"
+                )
 
             concurrency = 64
-            for method in ("echo", "echo_inline"):
+            for method in ("echo", "echo_task", "echo_inline"):
                 done = 0
                 latencies: list[float] = []
 
@@ -334,7 +351,7 @@ async def bench_steps(calls: int) -> None:
             await nursery.start(node.run)
             peer = await node.connect(ready["address"])
             trio.lowlevel.add_instrument(counter)
-            for kind in ("ping", "echo_inline", "echo"):
+            for kind in ("ping", "echo_inline", "echo", "echo_task"):
                 await rpc.call(peer, "take_steps", {"per": 1})
                 counter.take(1)
                 for i in range(calls):
@@ -495,6 +512,8 @@ async def run(args: argparse.Namespace) -> None:
         await bench_steps(min(args.calls, 500))
         return
     await bench_peer_rpc(args.calls)
+    if args.peer_rpc:
+        return
     await bench_control(args.calls)
     await bench_events(args.events)
 
@@ -507,6 +526,7 @@ def main() -> None:
     parser.add_argument(
         "--steps", action="store_true", help="only count trio task steps and I/O waits per round trip (ping vs calls, both processes)"
     )
+    parser.add_argument("--peer-rpc", action="store_true", help="only the peer RPC rows (short runs to compare two versions)")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("role_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()

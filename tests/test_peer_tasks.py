@@ -1,7 +1,8 @@
 """A peer's tasks and events, in virtual time over the in-memory transport.
 
 An idle peer holds its reading task only: the writer runs while there is
-something to send and the next message starts another, in order. Closing
+something to send and the next message starts another, in order; one
+message sent after a read of one message leaves from the sending task. Closing
 flushes what is queued (a writer is started for it) or, with nothing queued,
 stops the peer at once. The ``closed`` and ``ready`` events are made when
 first asked for, so they must tell the truth however late that is."""
@@ -70,6 +71,40 @@ async def test_an_idle_peer_runs_no_writer_and_each_message_starts_one_in_order(
         await trio.testing.wait_all_tasks_blocked()
         assert pings == 5 and running_tasks("Peer._write_loop") == 0
         assert node.peers.get(raw.key.node_id) is peer and peer.ping_rtt is not None
+        await raw.aclose()
+
+
+async def test_a_reply_to_a_read_leaves_without_a_writer_and_a_burst_still_coalesces(autojump_clock: trio.testing.MockClock) -> None:
+    """One message per read goes to the connection from the sending task (as a pong does);
+    more before the next read go to one writer task, in order after it."""
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    writers_seen: list[int] = []
+
+    def answer(peer: Peer, message: object) -> None:
+        count = 1 if not writers_seen else 3
+        for n in range(count):
+            peer.send_nowait(_custom(100 + n))
+            writers_seen.append(running_tasks("Peer._write_loop"))
+
+    node.add_handler(CUSTOM, answer)
+    async with running(node):
+        raw, peer = await _connected(network, node)
+        await trio.testing.wait_all_tasks_blocked()
+        await raw.send(_custom(1))
+        assert await raw.receive() == _custom(100)
+        assert writers_seen == [0]  # written at once: no writer task for one reply
+        await trio.testing.wait_all_tasks_blocked()
+
+        await raw.send(_custom(2))  # this time three replies: the first at once, the others to a writer
+        assert [await raw.receive() for _ in range(3)] == [_custom(100 + n) for n in range(3)]
+        assert writers_seen == [0, 0, 1, 1]
+        await trio.testing.wait_all_tasks_blocked()
+        assert running_tasks("Peer._write_loop") == 0
+        sent = peer.counters.messages_out
+        peer.send_nowait(_custom(7))  # no read since the last direct write: the writer's path
+        assert running_tasks("Peer._write_loop") == 1
+        assert await raw.receive() == _custom(7) and peer.counters.messages_out == sent + 1
         await raw.aclose()
 
 
@@ -158,6 +193,7 @@ async def test_a_send_when_the_peers_tasks_have_ended_is_refused(autojump_clock:
         async with trio.open_nursery() as ended:
             pass  # closed to new arrivals, like run()'s nursery at that moment
         real, peer._nursery = peer._nursery, ended
+        peer._direct_write = False  # as when its read loop has ended: no send leaves directly
         try:
             with pytest.raises(PeerClosedError, match="closing"):
                 await peer.send(_custom(1))

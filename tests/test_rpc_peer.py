@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import deque
 from typing import Any, Literal
 
 import pytest
@@ -46,7 +47,16 @@ class Server:
 
         @rpc.method()
         async def add(peer, a: int, b: int = 0) -> int:
+            await trio.lowlevel.checkpoint()  # it may wait: a worker task runs it
             return a + b
+
+        @rpc.method()
+        async def add_at_once(peer, a: int, b: int = 0) -> int:
+            return a + b  # no await: it cannot wait, so it is served inline
+
+        @rpc.method()
+        async def boom_at_once(peer) -> None:
+            raise KeyError("inline trouble")
 
         @rpc.method()
         async def echo(peer, value: Any, delay: float = 0.0) -> dict[str, Any]:
@@ -81,6 +91,42 @@ class Server:
         @rpc.method(timeout=0.2)
         async def hang_briefly(peer) -> None:
             await trio.sleep_forever()
+
+        self.stages: list[str] = []
+
+        @rpc.method(timeout=0.2)
+        async def work_then_hang(peer) -> None:
+            await trio.sleep(0)  # a first suspension, then more work, then too long
+            self.stages.append("started")
+            try:
+                await trio.sleep(30)
+            finally:
+                self.stages.append("cancelled")
+
+        @rpc.method()
+        async def boom_later(peer, after: float) -> None:
+            await trio.sleep(after)
+            raise KeyError("late trouble")
+
+        @rpc.method(timeout=0.2)
+        async def swallow_cancel(peer) -> str:
+            try:
+                await trio.sleep(30)
+            except trio.Cancelled:  # a method that must not do this; its worker still goes on
+                return "swallowed"
+            return "slept"
+
+        self.concurrent = self.most_concurrent = 0
+
+        @rpc.method()
+        async def gauge(peer, delay: float) -> int:
+            self.concurrent += 1
+            self.most_concurrent = max(self.most_concurrent, self.concurrent)
+            try:
+                await trio.sleep(delay)
+            finally:
+                self.concurrent -= 1
+            return self.most_concurrent
 
         # plain functions: served inline, without a task
         @rpc.method()
@@ -166,22 +212,25 @@ async def test_plain_function_methods_are_served_inline_with_the_same_errors():
     async with running(server.node, client):
         peer = await client.connect(address_of(server.node))
         tasked: list[str] = []
-        run_in_task = server.rpc._run_method
 
-        def watch(peer_, name, *rest):  # type: ignore[no-untyped-def]
-            tasked.append(name)
-            return run_in_task(peer_, name, *rest)
+        class WatchedJobs(deque):  # type: ignore[type-arg]
+            def append(self, job):  # type: ignore[no-untyped-def]
+                tasked.append(job.name)  # queued for a worker task
+                super().append(job)
 
-        server.rpc._run_method = watch  # type: ignore[method-assign]
+        server.rpc._jobs = WatchedJobs()
         assert await rpc.call(peer, "sum_inline", {"values": [1, 2, 3]}) == 6
         assert await rpc.call(peer, "sum_inline", [[]]) == 0
         assert server.rpc.methods["sum_inline"].inline and not server.rpc.methods["add"].inline
+        assert server.rpc.methods["add_at_once"].inline and await rpc.call(peer, "add_at_once", [2, 5]) == 7
         for method, params, code, text in (
             ("sum_inline", {"values": ["x"]}, ErrorCode.INVALID_PARAMS, "must be int"),
             ("refuse_inline", {"why": "teapot"}, 419, "teapot"),
             ("boom_inline", None, ErrorCode.FAILED, "ValueError: inline trouble"),
             ("not_json_inline", None, ErrorCode.FAILED, "not JSON"),
             ("forgot_async", None, ErrorCode.FAILED, "returned an awaitable"),
+            ("add_at_once", {"a": "x"}, ErrorCode.INVALID_PARAMS, "must be int"),
+            ("boom_at_once", None, ErrorCode.FAILED, "KeyError: 'inline trouble'"),
         ):
             with pytest.raises(RemoteError) as info:
                 await rpc.call(peer, method, params)
@@ -237,7 +286,7 @@ async def test_async_methods_reuse_a_bounded_set_of_worker_tasks():
                 nursery.start_soon(rpc.call, peer, "echo", {"value": i, "delay": 0.05})
         assert 1 < len(started) <= 41
         await wait_for(lambda: server.rpc._serving_total == 0)
-        assert server.rpc._idle_workers == MAX_IDLE_WORKERS  # the rest ended
+        assert len(server.rpc._idle_workers) == MAX_IDLE_WORKERS  # the rest ended
         before = len(started)
         assert await rpc.call(peer, "add", [2, 2]) == 4
         assert len(started) == before
@@ -268,6 +317,73 @@ async def test_server_side_timeout_answers_with_an_error():
             await rpc.call(peer, "hang_briefly", timeout=10)
         assert info.value.code == ErrorCode.TIMEOUT and "within 0.2 s" in info.value.message
         assert await rpc.call(peer, "add", [1]) == 1
+
+
+async def test_an_async_method_cancelled_by_its_time_limit_after_it_suspended():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        for _ in range(2):  # the worker that served the cancelled one serves the next alike
+            with pytest.raises(RemoteError) as info:
+                await rpc.call(peer, "work_then_hang", timeout=10)
+            assert info.value.code == ErrorCode.TIMEOUT and "within 0.2 s" in info.value.message
+            assert await rpc.call(peer, "echo", {"value": 1, "delay": 0.01}) == {"value": 1, "caller": client.node_id.hex()}
+        assert server.stages == ["started", "cancelled"] * 2
+        assert server.rpc._serving_total == 0 and len(server.rpc._deadlines) == 0
+
+
+async def test_a_method_raising_after_its_first_await_gets_one_error_reply():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        for after in (0, 0.05):
+            with pytest.raises(RemoteError) as info:
+                await rpc.call(peer, "boom_later", {"after": after})
+            assert info.value.code == ErrorCode.FAILED and "KeyError: 'late trouble'" in info.value.message
+        assert await rpc.call(peer, "add", [1, 2]) == 3
+        assert server.rpc._serving_total == 0 and server.rpc._serving[server.node.peers[client.node_id]] == {}
+
+
+async def test_a_method_that_swallows_its_cancellation_does_not_cancel_the_next():
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        assert await rpc.call(peer, "swallow_cancel") == "swallowed"  # its answer, late
+        # the next requests on that worker run to their end (a fresh cancel scope)
+        assert await rpc.call(peer, "echo", {"value": 2, "delay": 0.05}) == {"value": 2, "caller": client.node_id.hex()}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rpc.call, peer, "swallow_cancel")
+            for i in range(3):
+                nursery.start_soon(rpc.call, peer, "echo", {"value": i, "delay": 0.3})
+        assert server.rpc._serving_total == 0
+
+
+async def test_many_concurrent_calls_stay_within_the_bounds():
+    server = Server(max_inflight_per_peer=16)
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        served: list[int] = []
+        busy: list[int] = []
+
+        async def one() -> None:
+            try:
+                served.append(await rpc.call(peer, "gauge", {"delay": 0.5}))
+            except RemoteError as exc:
+                assert exc.busy
+                busy.append(exc.code)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(100):  # sent at once: the first 16 run, the others find no room
+                nursery.start_soon(one)
+        assert len(served) + len(busy) == 100 and len(served) >= 16 and busy
+        assert server.most_concurrent == 16  # the bound, reached and never passed
+        await wait_for(lambda: server.rpc._serving_total == 0)
+        assert len(server.rpc._idle_workers) <= MAX_IDLE_WORKERS
+        assert await rpc.call(peer, "gauge", {"delay": 0}) == 16
 
 
 async def test_a_cancelled_request_leaves_the_others_on_its_worker_alone():
@@ -447,3 +563,51 @@ def test_params_checker_takes_any_json_and_raises_only_params_error(value):
         return
     assert type(kwargs["a"]) is int
     json.dumps({k: v for k, v in kwargs.items() if k != "d"})
+
+
+def test_only_an_async_def_that_cannot_wait_counts_as_never_suspending():
+    import functools
+
+    from lnpmsg.rpc.peer_records import never_suspends
+
+    async def plain(peer, x):  # type: ignore[no-untyped-def]
+        def helper() -> int:
+            return x
+
+        async def later() -> None:  # defined, never awaited here
+            await trio.sleep(1)
+
+        del later
+        return [helper() for _ in range(2)]
+
+    async def awaits(peer):  # type: ignore[no-untyped-def]
+        await trio.sleep(0)
+
+    async def with_lock(peer, lock):  # type: ignore[no-untyped-def]
+        async with lock:
+            return 1
+
+    async def loops(peer, stream):  # type: ignore[no-untyped-def]
+        async for item in stream:
+            return item
+
+    async def comprehends(peer, stream):  # type: ignore[no-untyped-def]
+        return [item async for item in stream]
+
+    @functools.wraps(plain)
+    async def wrapper(*args):  # type: ignore[no-untyped-def]
+        return await plain(*args)
+
+    def sync(peer):  # type: ignore[no-untyped-def]
+        return 1
+
+    class Service:
+        async def at_once(self, peer):  # type: ignore[no-untyped-def]
+            return 1
+
+        async def waits(self, peer):  # type: ignore[no-untyped-def]
+            await trio.sleep(0)
+
+    assert never_suspends(plain) and never_suspends(Service().at_once) and not never_suspends(Service().waits)
+    for fn in (awaits, with_lock, loops, comprehends, wrapper, functools.partial(plain, x=1), sync, lambda peer: plain(peer, 1)):
+        assert not never_suspends(fn), fn

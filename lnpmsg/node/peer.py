@@ -109,6 +109,7 @@ class Peer:
     __slots__ = (
         "_cipher",
         "_closing",
+        "_direct_write",
         "_flush_scope",
         "_keepalive",
         "_leftover",
@@ -174,6 +175,9 @@ class Peer:
         self._pong_waiters: list[trio.Event] | None = None
         #: a writer task is under way (it ends when the outbox is empty)
         self._writer_running = False
+        #: a lone message may go to the socket at once, from the sending task
+        #: (once after a read of one message: see :meth:`_enqueue`)
+        self._direct_write = False
         #: the node's schedule that runs the session's timers (:meth:`keepalive_due`)
         self._keepalive = keepalive
         self._flush_scope: trio.CancelScope | None = None
@@ -249,11 +253,36 @@ class Peer:
         if size > MAX_MESSAGE_SIZE:
             raise MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
         outbox = self._outbox
-        # The writer waits only on an empty outbox, so only the first message wakes it.
-        if not outbox and not self._wake_writer():
-            raise PeerClosedError(f"peer {self.node_id.hex()} is closing: its tasks have ended")
+        if not outbox:
+            if self._direct_write and not self._writer_running and self._nursery is not None and not self.conn.keeps_frame_boundaries:
+                # Nothing queued and nothing being written: the message leaves from
+                # here, as a pong does, instead of waking a writer task for it (a
+                # task start and two more scheduler passes per reply or request).
+                # Only after a read of one message, and once, so a burst of sends
+                # (a handler answering every request of a read, callers woken by
+                # its responses) still coalesces in the writer's batches.
+                self._direct_write = False
+                self._write_now(data)
+                return
+            # The writer waits only on an empty outbox, so only the first message wakes it.
+            if not self._wake_writer():
+                raise PeerClosedError(f"peer {self.node_id.hex()} is closing: its tasks have ended")
         outbox.append(data)
         self._queued_bytes += size
+
+    def _write_now(self, data: bytes) -> None:
+        """Encrypt one message and hand it to the transport without waiting; a writer task takes what it left."""
+        frame = self._cipher.encryptor.encrypt(data)
+        try:
+            sent = self.conn.send_nowait(frame)
+        except TransportError as exc:
+            self._begin_close(f"connection lost: {exc}")
+            return
+        counters = self.counters
+        counters.messages_out += 1
+        counters.bytes_out += len(frame)
+        if sent < len(frame) and self._start_task(self._write_loop, frame[sent:]):
+            self._writer_running = True
 
     def _check_open(self) -> None:
         if self._closing:
@@ -267,7 +296,8 @@ class Peer:
             self._pong_waiters = []
         self._pong_waiters.append(waiter)
         self.session.ping(trio.current_time())
-        if not self._wake_writer():
+        # The ping leaves as the keepalive's do: straight to the socket when nothing else is being written.
+        if not self._send_queued():
             raise PeerClosedError(f"peer {self.node_id.hex()} is closing: its tasks have ended")
         self._keepalive.set(self, self.session.get_timer())  # the pong deadline
         with trio.fail_after(timeout):
@@ -318,7 +348,12 @@ class Peer:
                 written = await self._write_first()
                 nursery.cancel_scope.deadline = math.inf
                 if written:
-                    await self._read_loop()
+                    try:
+                        await self._read_loop()
+                    finally:
+                        # From here a send may find the nursery closed: it must take the
+                        # writer's path, which says so (PeerClosedError), not write directly.
+                        self._direct_write = False
             self._nursery = None  # closed: nothing may start in it any more
             if nursery.cancel_scope.cancelled_caught and not self._closing:
                 self._begin_close("our init could not be sent before the init timeout")
@@ -351,6 +386,11 @@ class Peer:
                     # but the authentic frames before the bad one are handled first.
                     failure = exc
                     messages = getattr(exc, "decoded", [])
+                # A read of one message (a request, a response: one call at a time) lets
+                # one message out directly; a read of several (calls pipelined) leaves
+                # the replies and next requests to the writer, in one batch, as the
+                # peer sent them, rather than one alone and then the rest.
+                self._direct_write = len(messages) == 1
                 if messages:
                     counters.messages_in += len(messages)
                     events = session.receive_messages(messages, trio.current_time())
@@ -432,7 +472,7 @@ class Peer:
             return False
         return True
 
-    def _send_queued(self) -> None:
+    def _send_queued(self) -> bool:
         """Send what the session queued (a ping, a pong) now, without a task, if we can.
 
         When no writer is under way and no app message is queued
@@ -441,11 +481,11 @@ class Peer:
         the transport at once when it takes them without waiting
         (``send_nowait``); what it does not take goes to a writer task, as
         does everything else (app messages a handler queued behind a pong
-        leave in the writer's batches).
+        leave in the writer's batches). False when no writer can start any more
+        (see :meth:`_wake_writer`).
         """
         if self._writer_running or self._queued_bytes or self._closing or self._nursery is None or self.conn.keeps_frame_boundaries:
-            self._wake_writer()
-            return
+            return self._wake_writer()
         outbox = self._outbox
         batch = list(outbox)
         outbox.clear()
@@ -454,12 +494,13 @@ class Peer:
             sent = self.conn.send_nowait(data)
         except TransportError as exc:
             self._begin_close(f"connection lost: {exc}")
-            return
+            return True
         counters = self.counters
         counters.messages_out += len(batch)
         counters.bytes_out += len(data)
         if sent < len(data) and self._start_task(self._write_loop, data[sent:]):
             self._writer_running = True
+        return True
 
     def keepalive_due(self, now: float) -> float | None:
         """Run the session's due timers; the node's keepalive schedule calls this.

@@ -40,9 +40,12 @@ the request is read, with no task, cancel scope or deadline of its own: the
 fastest path, for methods that compute an answer at once (a lookup, an
 echo). It must not block; its reply is queued without waiting, and is lost
 (the caller times out) only if that peer's outbound queue is full, i.e. the
-peer does not read. Anything that waits or may take long is an ``async def``
-method: it runs in a worker task (workers are reused between requests), with
-its own deadline, and is cancelled alone when it passes, bounded as below.
+peer does not read. An ``async def`` method with no ``await``, ``async
+with`` or ``async for`` in its body is served the same way: it can never
+wait, so a task would only cost time (and no deadline could stop it
+earlier). Any other ``async def`` method runs in a worker task (workers are
+reused between requests), with its own deadline, and is cancelled alone
+when it passes, bounded as below.
 
 Guarantees: many calls may be in flight to one peer (ids match responses);
 a handler that raises or hangs costs its caller an error, never the
@@ -57,12 +60,10 @@ both sides are entries in one deadline heap per app
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -70,7 +71,7 @@ import trio
 from lnpmsg.app import App, PeerNotConnected
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.node.session import printable
-from lnpmsg.rpc.deadlines import Deadlines, Timeout
+from lnpmsg.rpc.deadlines import Deadlines
 from lnpmsg.rpc.params import ParamsError, describe_params, dumps, loads, params_checker
 from lnpmsg.rpc.peer_messages import (
     CallTimeout,
@@ -86,6 +87,7 @@ from lnpmsg.rpc.peer_messages import (
     request_bytes,
     response_bytes,
 )
+from lnpmsg.rpc.peer_records import Method, MethodEntry, PendingCall, ServedRequest, is_async, never_suspends
 from lnpmsg.wire import MAX_MESSAGE_SIZE, Message, WireError
 
 __all__ = [
@@ -131,62 +133,6 @@ MAX_IDLE_WORKERS = 16
 
 # ------------------------------------------------------------------- the app
 
-Method = Callable[..., Any]
-
-
-@dataclass(slots=True)
-class _MethodEntry:
-    fn: Method
-    check: Callable[[Any], dict[str, Any]]
-    timeout: float
-    #: a plain function: run inline in the read loop (see the module docs)
-    inline: bool = False
-
-
-class _Call:
-    __slots__ = ("done", "error", "method", "peer", "result", "timed_out")
-
-    def __init__(self, peer: Peer, method: str) -> None:
-        self.peer = peer
-        self.method = method
-        self.done = trio.Event()
-        self.result: Any = None
-        self.error: RpcError | None = None
-        self.timed_out = False
-
-    def time_out(self) -> None:
-        """The caller's deadline passed before the response came."""
-        if not self.done.is_set():
-            self.timed_out = True
-            self.done.set()
-
-
-class _Serving:
-    """One request to an async method, from arrival to reply."""
-
-    __slots__ = ("cancelled", "cancelled_by_peer", "scope", "timer")
-
-    def __init__(self) -> None:
-        #: the worker's cancel scope while the method runs (None while queued and after)
-        self.scope: trio.CancelScope | None = None
-        #: the method's deadline in the app's deadline heap
-        self.timer: Timeout | None = None
-        #: timed out or cancelled: a queued request is not started, a running one is cancelled
-        self.cancelled = False
-        self.cancelled_by_peer = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        if self.scope is not None:
-            self.scope.cancel()
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    """Whether calling ``fn`` gives a coroutine (an ``async def``, also wrapped, partial or ``__call__``)."""
-    target = inspect.unwrap(fn)
-    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
-
-
 def _cut(text: str) -> bytes:
     data = text.encode("utf-8", errors="replace")
     return data if len(data) <= MAX_ERROR_TEXT else data[: MAX_ERROR_TEXT - 3] + b"..."
@@ -219,15 +165,15 @@ class PeerRpc(App):
         self.max_inflight = max_inflight
         self.method_timeout = method_timeout
         self.call_timeout = call_timeout
-        self.methods: dict[str, _MethodEntry] = {}
-        self._pending: dict[int, _Call] = {}
-        self._serving: dict[Peer, dict[int, _Serving]] = {}
+        self.methods: dict[str, MethodEntry] = {}
+        self._pending: dict[int, PendingCall] = {}
+        self._serving: dict[Peer, dict[int, ServedRequest]] = {}
         self._serving_total = 0
         # requests to async methods wait here for a worker task; reusing
         # workers saves starting a task per request
-        self._jobs: deque[tuple[Peer, int, str, _MethodEntry, dict[str, Any], _Serving, float]] = deque()
-        self._job_lot = trio.lowlevel.ParkingLot()
-        self._idle_workers = 0
+        self._jobs: deque[ServedRequest] = deque()
+        #: worker tasks waiting for a request (the last one to wait is woken first)
+        self._idle_workers: list[trio.lowlevel.Task] = []
         self._next_id = 0
         #: the callers' timeouts (served by the app's task while the node runs)
         self._deadlines = Deadlines()
@@ -249,6 +195,7 @@ class PeerRpc(App):
         """Decorator: serve ``async def fn(peer, **params)`` as ``name`` (default: its name).
 
         A plain ``def fn(peer, **params)`` is served inline: it must return at once.
+        So is an ``async def`` that has no ``await`` (nor ``async with``/``for``).
         """
 
         def register(fn: Method) -> Method:
@@ -264,15 +211,17 @@ class PeerRpc(App):
         (or by ``params_check``, which turns the raw JSON params into keyword arguments).
 
         ``fn`` is an ``async def`` (run by a worker task, with ``timeout``) or a plain
-        function (run inline, no task: for answers computed at once)."""
+        function (run inline, no task: for answers computed at once); an ``async def``
+        that never awaits is run inline too, as it can never wait."""
         encoded = name.encode()
         if not name or len(encoded) > 255:
             raise ValueError(f"a method name is 1..255 bytes of UTF-8, got {name!r}")
         if name in self.methods:
             raise ValueError(f"method {name!r} is already declared")
         check = params_check if params_check is not None else params_checker(fn, skip=1)
-        inline = not _is_async(fn)
-        self.methods[name] = _MethodEntry(fn, check, timeout or self.method_timeout, inline)
+        coroutine = is_async(fn)
+        inline = not coroutine or never_suspends(fn)
+        self.methods[name] = MethodEntry(fn, check, timeout or self.method_timeout, inline, coroutine)
 
     def remove_method(self, name: str) -> bool:
         """Stop serving ``name`` (requests already running finish); returns whether it was served."""
@@ -332,7 +281,7 @@ class PeerRpc(App):
         req_id = self._next_id
         timeout_ms = min(max(math.ceil(timeout * 1000), 1), 0xFFFFFFFF)
         request = request_bytes(req_id, timeout_ms, method_bytes, body)
-        call = _Call(peer, method)
+        call = PendingCall(peer, method)
         self._pending[req_id] = call
         answered = False
         try:
@@ -427,17 +376,17 @@ class PeerRpc(App):
         if self._nursery is None or deadlines is None:
             self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
             return
-        state = serving[msg.id] = _Serving()
+        state = serving[msg.id] = ServedRequest(peer, msg.id, name, entry, kwargs, limit)
         state.timer = deadlines.add(trio.current_time() + limit, state.cancel)
         self._serving_total += 1
-        self._jobs.append((peer, msg.id, name, entry, kwargs, state, limit))
+        self._jobs.append(state)
         if self._idle_workers:
-            self._idle_workers -= 1  # counted here, so a burst wakes one worker per request
-            self._job_lot.unpark()
+            # taken off the idle list here, so a burst wakes one worker per request
+            trio.lowlevel.reschedule(self._idle_workers.pop())
         else:
             self._nursery.start_soon(self._worker)
 
-    def _checked_params(self, peer: Peer, msg: RpcRequest, entry: _MethodEntry) -> dict[str, Any] | None:
+    def _checked_params(self, peer: Peer, msg: RpcRequest, entry: MethodEntry) -> dict[str, Any] | None:
         """The request's params as keyword arguments, or None once it was answered with an error."""
         try:
             return entry.check(loads(msg.params) if msg.params else None)
@@ -447,31 +396,25 @@ class PeerRpc(App):
             self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, str(exc))
         return None
 
-    async def _worker(self) -> None:
-        """Serve queued requests to async methods; wait for more, or end if enough workers wait."""
-        jobs = self._jobs
-        while True:
-            while jobs:
-                await self._serve_queue()
-            if self._idle_workers >= MAX_IDLE_WORKERS:
-                return
-            self._idle_workers += 1
-            try:
-                await self._job_lot.park()  # whoever unparks us took us off the idle count
-            except BaseException:
-                self._idle_workers -= 1  # cancelled while waiting (the app stops)
-                raise
-
-    def _serve_inline(self, peer: Peer, req_id: int, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> None:
+    def _serve_inline(self, peer: Peer, req_id: int, name: str, entry: MethodEntry, kwargs: dict[str, Any]) -> None:
         code, payload = self._run_inline(peer, name, entry, kwargs)
         self._send_quietly(peer, response_bytes(req_id, code, payload))
 
-    def _run_inline(self, peer: Peer, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
+    def _run_inline(self, peer: Peer, name: str, entry: MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
         try:
             result = entry.fn(peer, **kwargs)
+            if entry.coroutine:
+                # an async def that never suspends: its coroutine ends in this one step
+                try:
+                    result.send(None)
+                except StopIteration as done:
+                    result = done.value
+                else:  # not reached: it has no await to stop at
+                    result.close()
+                    return ErrorCode.FAILED, _cut(f"method {name} suspended, which it cannot")
         except Exception as exc:
             return self._method_failed(peer, name, exc)
-        if hasattr(result, "__await__"):
+        if not entry.coroutine and hasattr(result, "__await__"):
             # declared plain but returned a coroutine: a mistake, answered clearly
             close = getattr(result, "close", None)
             if close is not None:
@@ -490,50 +433,66 @@ class PeerRpc(App):
             return ErrorCode.RESULT_TOO_LARGE, _cut(f"result of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
         return ErrorCode.OK, payload
 
-    async def _serve_queue(self) -> None:
-        """Serve queued requests under one cancel scope, until the queue is empty or one is cancelled.
+    async def _worker(self) -> None:
+        """Serve queued requests to async methods; wait for more, or end if enough workers wait.
 
+        The worker runs methods, and waits between them, under one cancel scope.
         Cancelling a request (its time limit, the caller's ``rpc_cancel``, the
-        peer leaving) cancels this scope while its method runs; the scope is
-        then left, the request answered, and the next ones get a new scope.
-        A scope per request would cost as much as the rest of the request.
+        peer leaving) cancels that scope while its method runs; the scope is
+        then left, the request answered, and the worker goes on under a new
+        one. A scope per request would cost as much as the rest of it.
         """
         jobs = self._jobs
-        job = None
-        with trio.CancelScope() as scope:
-            while jobs:
-                job = jobs.popleft()
-                peer, req_id, name, entry, kwargs, state, limit = job
-                if state.cancelled:
-                    break  # expired or cancelled while queued: answered below, never started
-                state.scope = scope
-                code, payload = await self._run_method(peer, name, entry, kwargs)
-                state.scope = None
-                job = None
-                self._done_serving(peer, req_id, state)
-                response = response_bytes(req_id, code, payload)
-                try:
-                    peer.send_nowait(response)  # the usual case: room in the queue, nothing to await
-                except PeerQueueFull:
-                    await self._send_response(peer, req_id, code, payload)
-                except (PeerClosedError, WireError) as exc:
-                    log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
-        if job is None:
-            return
-        peer, req_id, name, entry, kwargs, state, limit = job
-        state.scope = None
-        self._done_serving(peer, req_id, state)
-        if state.cancelled_by_peer:
-            return
-        self.report_error(f"method {name} ran longer than {limit:g} s and was cancelled", peer.node_id)
-        await self._send_response(peer, req_id, ErrorCode.TIMEOUT, _cut(f"method {name} did not finish within {limit:g} s"))
+        while True:
+            job: ServedRequest | None = None
+            with trio.CancelScope() as scope:
+                while not scope.cancel_called:  # a method that swallowed its cancellation: a new scope
+                    if not jobs:
+                        if len(self._idle_workers) >= MAX_IDLE_WORKERS:
+                            return
+                        await self._wait_for_job()
+                        continue
+                    job = jobs.popleft()
+                    if job.cancelled:
+                        break  # expired or cancelled while queued: answered below, never started
+                    job.scope = scope
+                    try:
+                        result = await job.entry.fn(job.peer, **job.kwargs)
+                    except Exception as exc:
+                        code, payload = self._method_failed(job.peer, job.name, exc)
+                    else:
+                        code, payload = self._encode_result(job.name, result)
+                    job.scope = None
+                    self._done_serving(job)
+                    peer, req_id, job = job.peer, job.req_id, None
+                    try:
+                        peer.send_nowait(response_bytes(req_id, code, payload))  # the usual case: nothing to await
+                    except PeerQueueFull:
+                        await self._send_response(peer, req_id, code, payload)
+                    except (PeerClosedError, WireError) as exc:
+                        log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
+            if job is not None:
+                await self._answer_cancelled(job)
 
-    async def _run_method(self, peer: Peer, name: str, entry: _MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
-        try:
-            result = await entry.fn(peer, **kwargs)
-        except Exception as exc:
-            return self._method_failed(peer, name, exc)
-        return self._encode_result(name, result)
+    async def _wait_for_job(self) -> None:
+        """Wait on the idle list until :meth:`_on_request` wakes this worker (it takes it off the list)."""
+        task = trio.lowlevel.current_task()
+        idle = self._idle_workers
+        idle.append(task)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            idle.remove(task)  # cancelled while waiting (the app stops)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def _answer_cancelled(self, job: ServedRequest) -> None:
+        """A request whose method was cancelled, or that was cancelled before it started."""
+        self._done_serving(job)
+        if job.cancelled_by_peer:
+            return
+        self.report_error(f"method {job.name} ran longer than {job.limit:g} s and was cancelled", job.peer.node_id)
+        await self._send_response(job.peer, job.req_id, ErrorCode.TIMEOUT, _cut(f"method {job.name} did not finish within {job.limit:g} s"))
 
     def _method_failed(self, peer: Peer, name: str, exc: Exception) -> tuple[int, bytes]:
         """The reply to a method that raised: its own fault, or ``FAILED`` (reported as an error of the app)."""
@@ -543,10 +502,12 @@ class PeerRpc(App):
         self.report_error(f"method {name} raised {exc!r}", peer.node_id)
         return ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
 
-    def _done_serving(self, peer: Peer, req_id: int, state: _Serving) -> None:
+    def _done_serving(self, state: ServedRequest) -> None:
         if state.timer is not None:
             self._deadlines.cancel(state.timer)
-        self._serving.get(peer, {}).pop(req_id, None)
+        serving = self._serving.get(state.peer)
+        if serving is not None:
+            serving.pop(state.req_id, None)
         self._serving_total -= 1
 
     @staticmethod
