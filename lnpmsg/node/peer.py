@@ -310,13 +310,17 @@ class Peer:
                 init_deadline = self.session.get_timer()
                 self._keepalive.set(self, init_deadline)
                 # Our init is queued: it leaves from this task, before the first
-                # read (a fresh connection takes a small write at once), so
-                # a connection needs no second task until there is more to send.
-                # The init timeout bounds that write here: the keepalive schedule
-                # cannot stop a write under way.
-                nursery.cancel_scope.deadline = math.inf if init_deadline is None else init_deadline
-                written = await self._write_first()
-                nursery.cancel_scope.deadline = math.inf
+                # read (a fresh connection takes a small write at once, without
+                # waiting), so a connection needs no second task until there is
+                # more to send.
+                unsent = self._send_first_nowait()
+                written = unsent is not None
+                if unsent or (written and self.session.outbox):
+                    # The transport did not take it at once: the init timeout bounds
+                    # that write here (the keepalive schedule cannot stop a write under way).
+                    nursery.cancel_scope.deadline = math.inf if init_deadline is None else init_deadline
+                    written = await self._write_first(unsent)
+                    nursery.cancel_scope.deadline = math.inf
                 if written:
                     await self._read_loop()
             self._nursery = None  # closed: nothing may start in it any more
@@ -327,8 +331,9 @@ class Peer:
             self._keepalive.set(self, None)
             if not self._closing:
                 self._begin_close("cancelled")
-            with trio.CancelScope(shield=True):
-                await self.conn.aclose()
+            if not self.conn.close_nowait():
+                with trio.CancelScope(shield=True):
+                    await self.conn.aclose()
             self._is_closed = True
             if self._closed_event is not None:
                 self._closed_event.set()
@@ -392,13 +397,36 @@ class Peer:
                 self._ready_event.set()
             self._keepalive.set(self, self.session.get_timer())  # the first ping
 
-    async def _write_first(self) -> bool:
-        """Write what is queued at the start (our ``init``) from the calling task; False if that failed."""
-        if not self.session.outbox or self._writer_running:
+    def _send_first_nowait(self) -> bytes | None:
+        """Send what is queued at the start (our ``init``) if the transport takes it without
+        waiting. Returns the encrypted bytes it did not take (``b""``: all sent, or
+        nothing tried: a transport that keeps frame boundaries leaves the outbox as it
+        is), None if the connection failed."""
+        outbox = self._outbox
+        if not outbox or self.conn.keeps_frame_boundaries:
+            return b""
+        batch = list(outbox)
+        outbox.clear()
+        encryptor = self._cipher.encryptor
+        data = encryptor.encrypt(batch[0]) if len(batch) == 1 else encryptor.encrypt_joined(batch)
+        try:
+            sent = self.conn.send_nowait(data)
+        except TransportError as exc:
+            self._begin_close(f"connection lost: {exc}")
+            return None
+        counters = self.counters
+        counters.messages_out += len(batch)
+        counters.bytes_out += len(data)
+        return data[sent:]
+
+    async def _write_first(self, unsent: bytes = b"") -> bool:
+        """Write ``unsent`` and what is queued at the start (our ``init``) from the calling
+        task; False if that failed."""
+        if not (unsent or self.session.outbox) or self._writer_running:
             return True
         self._writer_running = True
         try:
-            idle = await self._write_until_flushed()
+            idle = await self._write_until_flushed(unsent)
         finally:
             self._writer_running = False
         if not idle:

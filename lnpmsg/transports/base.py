@@ -90,6 +90,15 @@ class Connection(abc.ABC):
     async def aclose(self) -> None:
         """Close the connection (idempotent)."""
 
+    def close_nowait(self) -> bool:
+        """Close the connection at once, without a schedule point, if the transport can.
+
+        True when it is closed (as by :meth:`aclose`: pending operations of other
+        tasks fail with ``ConnectionClosed``); False when closing needs to wait
+        (a ZeroMQ or QUIC goodbye): then call :meth:`aclose`. The default says False.
+        """
+        return False
+
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """Bytes that already arrived (at most ``max_bytes``; ``b""`` at end of stream), or
         None when nothing is there yet or the transport cannot tell without waiting.

@@ -85,6 +85,8 @@ class TcpConnection(Connection):
         self._remote = remote_address
         self.kind = kind
         self._closed = False
+        #: tasks waiting on the socket now (only they need trio's notify_closing at close)
+        self._waits = 0
         if peer_ip is not None:
             # Known at accept: the node need not parse it back out of ``remote_address``.
             self.peer_ip = peer_ip
@@ -117,7 +119,11 @@ class TcpConnection(Connection):
                     except BlockingIOError:
                         # The send buffer is full: waiting is this call's schedule point.
                         waited = True
-                        await trio.lowlevel.wait_writable(sock)
+                        self._waits += 1
+                        try:
+                            await trio.lowlevel.wait_writable(sock)
+                        finally:
+                            self._waits -= 1
                         continue
                     if sent >= len(view):
                         break
@@ -147,7 +153,11 @@ class TcpConnection(Connection):
                 except BlockingIOError:
                     # Nothing there yet: waiting is this call's schedule point.
                     waited = True
-                    await trio.lowlevel.wait_readable(sock)
+                    self._waits += 1
+                    try:
+                        await trio.lowlevel.wait_readable(sock)
+                    finally:
+                        self._waits -= 1
         except (OSError, trio.ClosedResourceError) as exc:
             raise self._lost("receive from", exc) from exc
         if not waited:
@@ -165,13 +175,19 @@ class TcpConnection(Connection):
             raise self._lost("receive from", exc) from exc
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        # Wakes a task blocked in a send or receive on this socket (with ClosedResourceError).
-        trio.lowlevel.notify_closing(self._sock)
-        self._sock.close()
+        self.close_nowait()
         await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def close_nowait(self) -> bool:
+        if not self._closed:
+            self._closed = True
+            if self._waits:
+                # Wakes a task blocked in a send or receive on this socket (with
+                # ClosedResourceError). Without one waiting it is skipped: it costs an
+                # epoll_ctl that fails, as a socket nobody waits on is not registered.
+                trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
+        return True
 
 
 #: connections accepted in a row before the accept loop lets other tasks run
