@@ -1,11 +1,13 @@
 """The trio shell of the BOLT-8 handshake: acts 1-3 over a connection, either role.
 
 The protocol is the sans-IO :mod:`lnpmsg.noise.handshake`; this module only
-reads and writes the acts and bounds the time they may take. Every accepted
-connection passes here, so it costs as few trio operations as it can: one
-cancel scope per handshake (whose deadline moves once act one is in), acts
-read with exact-size receives, act one taken without a schedule point when
-it has already arrived.
+reads and writes the acts and bounds the time they may take: one cancel
+scope per handshake (whose deadline moves once act one is in), acts read
+with exact-size receives (:func:`receive_exactly`), an act taken without a
+schedule point when it has already arrived. The node's own inbound
+handshakes take a cheaper path (:mod:`lnpmsg.node.inbound`: the first half
+in the listener's accept loop, deadlines in the keepalive schedule);
+:func:`handshake_as_responder` serves a responder on its own.
 """
 
 from __future__ import annotations

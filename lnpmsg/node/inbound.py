@@ -10,9 +10,10 @@ one when it has already arrived (the initiator sends it right after
 connecting), act two with a non-blocking send. Then ONE task takes act
 three and lives on as the peer's task. No cancel scope of its own: the
 handshake's deadlines (act one's, then the whole handshake's) sit in the
-node's keepalive schedule, which closes the connection of a handshake
-that is late (and an eviction closes the evicted one's): its task's next
-receive or send fails, and the :class:`PendingHandshake` says why.
+node's keepalive schedule, which stops a handshake that is late (counted
+and logged there) by closing its connection, as an eviction does: its
+task's next receive or send fails, and it finds its
+:class:`PendingHandshake` stopped.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class Inbound:
         pending.stopped = True
         self.keepalive.set(pending, None)
         conn = pending.conn
+        self.admission.handshake_done(conn)  # its slot is free now, whenever its task runs
         if not conn.close_nowait() and self._nursery is not None:
             self._nursery.start_soon(conn.aclose)
 
