@@ -207,6 +207,11 @@ class TcpListener(Listener):
 
     def __init__(self, listeners: list[trio.SocketListener], kind: str = "tcp") -> None:
         self._sockets = [_stdlib_socket(listener.socket) for listener in listeners]
+        for listening in self._sockets:
+            # Accepted sockets inherit it on Linux: then accepting needs no setsockopt of its own.
+            listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        #: whether an accepted socket comes with TCP_NODELAY already (found out at the first)
+        self._nodelay_inherited: bool | None = None
         self._kind = kind
         sockname = self._sockets[0].getsockname()
         self._local = format_host_port(sockname[0], sockname[1])
@@ -262,7 +267,11 @@ class TcpListener(Listener):
                     if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                         continue  # that client gave up before we accepted it
                     raise
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if not self._nodelay_inherited:
+                    if self._nodelay_inherited is None:
+                        self._nodelay_inherited = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                    if not self._nodelay_inherited:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn = TcpConnection(sock, format_host_port(peer[0], peer[1]), kind, peer_ip=peer[0])
                 try:
                     keep = accept_now(conn)
