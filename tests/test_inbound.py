@@ -10,10 +10,12 @@ import socket
 import trio
 import trio.testing
 
-from lnpmsg.node.node import Node
 from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node
 from lnpmsg.noise import ACT_ONE_SIZE, ACT_TWO_SIZE, InitiatorHandshake
+from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.nodes import make_node, running, running_tasks
+from lnpmsg.testing.virtual import memory_node
 from lnpmsg.transports.base import Connection
 from lnpmsg.transports.tcp import TcpTransport
 
@@ -181,3 +183,27 @@ async def test_the_tcp_listener_asks_accept_now_in_its_accept_loop_and_a_refusal
         await refused.aclose()
         await listener.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_handshake_deadlines_stop_a_memory_connection_in_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
+    """A transport whose listener runs the whole handshake in the connection's task (mem://)
+    keeps the same deadlines, from the same schedule: a silent initiator is closed at act
+    one's, one that stops after act two at the handshake's."""
+    network = MemoryNetwork()
+    node = memory_node(network, act_one_timeout=4.0, handshake_timeout=15.0)
+    async with running(node):
+        silent = await network.transport().dial(network.names[0])
+        answered = await network.transport().dial(network.names[0])
+        handshake = InitiatorHandshake(NodeKey.generate().secret, node.node_id)
+        await answered.send_frames([handshake.act_one()])
+        started = trio.current_time()
+        assert len(await answered.receive_some(ACT_TWO_SIZE)) == ACT_TWO_SIZE
+        assert await silent.receive_some(10) == b""
+        assert 4.0 <= trio.current_time() - started <= 4.5  # act one's deadline, within a tick
+        assert await answered.receive_some(10) == b""
+        assert 15.0 <= trio.current_time() - started <= 15.5  # the whole handshake's
+        assert node.stats["handshake_failed"] == 2 and node.pending_handshakes == 0
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(node.keepalive) == 0
+        await silent.aclose()
+        await answered.aclose()

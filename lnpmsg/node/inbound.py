@@ -127,7 +127,16 @@ class Inbound:
         conn = pending.conn
         self.admission.handshake_done(conn)  # its slot is free now, whenever its task runs
         if not conn.close_nowait() and self._nursery is not None:
-            self._nursery.start_soon(conn.aclose)
+            self._nursery.start_soon(self._close_quietly, conn)
+
+    @staticmethod
+    async def _close_quietly(conn: Connection) -> None:
+        """A stopped handshake's close that must wait (a ZeroMQ or QUIC goodbye), in the node's
+        nursery: its failure is the connection's, never the node's."""
+        try:
+            await conn.aclose()
+        except Exception as exc:
+            log.info("closing a stopped handshake's %s connection from %s failed: %s", conn.kind, conn.remote_address, exc)
 
     def _handshake_late(self, pending: PendingHandshake) -> None:
         """A pending handshake's deadline passed."""
