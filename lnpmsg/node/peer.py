@@ -284,7 +284,10 @@ class Peer:
             self.session.close(reason, send_error=send_error)
         self._begin_close(reason)
 
-    def _begin_close(self, reason: str) -> None:
+    def _begin_close(self, reason: str, *, reader_ends: bool = False) -> None:
+        """Start closing. ``reader_ends``: the reading task calls this and returns next, so
+        with no other task of the peer's under way, nothing needs cancelling (a
+        cancelled nursery costs its exit ~5 µs more: every accepted connection ends here)."""
         if self._closing:
             return
         self._closing = True
@@ -297,7 +300,7 @@ class Peer:
             self._room.unpark_all()
         if (self._writer_running or self.session.outbox) and self._wake_writer():
             return  # the writer flushes what is queued, then stops the reader
-        if self._nursery is not None:
+        if self._nursery is not None and not (reader_ends and not self._nursery.child_tasks):
             self._nursery.cancel_scope.cancel()  # nothing to flush: stop the reader now
 
     # ------------------------------------------------------------------ run
@@ -369,17 +372,17 @@ class Peer:
                     if session.outbox:
                         self._send_queued()  # e.g. a pong
                 if failure is not None:
-                    self._begin_close(f"bad encrypted frame from peer: {failure}")
+                    self._begin_close(f"bad encrypted frame from peer: {failure}", reader_ends=True)
                     return
             # No deadline here: the node's keepalive schedule runs the session's
             # timers, so an idle peer's receive is never cancelled and re-armed.
             try:
                 received = await self.conn.receive_some(RECEIVE_CHUNK)
             except TransportError as exc:
-                self._begin_close(f"connection lost: {exc}")
+                self._begin_close(f"connection lost: {exc}", reader_ends=True)
                 return
             if not received:
-                self._begin_close("peer closed the connection")
+                self._begin_close("peer closed the connection", reader_ends=True)
                 return
             data = received
 
@@ -412,7 +415,7 @@ class Peer:
         try:
             sent = self.conn.send_nowait(data)
         except TransportError as exc:
-            self._begin_close(f"connection lost: {exc}")
+            self._begin_close(f"connection lost: {exc}", reader_ends=True)
             return None
         counters = self.counters
         counters.messages_out += len(batch)
