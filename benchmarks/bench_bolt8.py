@@ -32,7 +32,7 @@ figures measured side by side): the tables give the median and the lowest
 round. Per CPU-second figures do not move with the load of a shared
 machine the way wall-clock rates do.
 
-Usage: ``python benchmarks/bench_bolt8.py [--quick] [--rounds N] [--json] [--receiving-only]``
+Usage: ``python benchmarks/bench_bolt8.py [--quick] [--rounds N] [--json] [--receiving-only | --handshakes-only]``
 """
 
 from __future__ import annotations
@@ -508,11 +508,21 @@ def main() -> None:
         action="store_true",
         help="only the node receiving 1 KiB messages in a second process (to compare two versions of the receive path)",
     )
+    parser.add_argument(
+        "--handshakes-only",
+        action="store_true",
+        help="only the node accepting handshakes from a second process, against the responder crypto limit "
+        "measured just before and after (to compare two versions of the accepting path)",
+    )
+    parser.add_argument("--handshakes", type=int, default=4000, help="handshakes per round with --handshakes-only (default 4000)")
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
     rounds = 2 if args.quick else args.rounds
     if args.receiving_only:
         _receiving_only(int(200_000 * scale), rounds, args.json)
+        return
+    if args.handshakes_only:
+        _handshakes_only(int(args.handshakes * scale), rounds, args.json)
         return
     results: dict[str, float] = {}
     # Each round's own ratios (its two figures measured side by side); the table gives their median and lowest.
@@ -568,6 +578,36 @@ def _receiving_only(count: int, rounds: int, as_json: bool) -> None:
     print("| ---: | ---: | ---: | ---: |")
     for index, figures in enumerate(per_round, 1):
         print(f"| {index} | {figures['node_cpu_us_per_message']:.2f} | {figures['limit_cpu_us_per_message']:.2f} | {figures['ratio']:.0%} |")
+    ratios = [figures["ratio"] for figures in per_round]
+    print(f"\nnode / limit: median {statistics.median(ratios):.0%}, lowest {min(ratios):.0%}")
+
+
+def _handshakes_only(count: int, rounds: int, as_json: bool) -> None:
+    """The accepting node's figure alone, ``rounds`` times: each round's CPU µs per accepted
+    handshake, the limit's µs measured just before and after it, and their ratio."""
+    per_round = []
+    for _ in range(rounds):
+        before = raw_responder_crypto(max(count // 3, 200))
+        rate, per_cpu_second = trio.run(tcp_handshakes_two_processes, count)
+        limit = (before + raw_responder_crypto(max(count // 3, 200))) / 2
+        per_round.append(
+            {
+                "node_cpu_us_per_handshake": 1e6 / per_cpu_second,
+                "limit_cpu_us_per_handshake": 1e6 / limit,
+                "handshakes_per_second": rate,
+                "ratio": per_cpu_second / limit,
+            }
+        )
+    if as_json:
+        print(json.dumps(per_round, indent=2))
+        return
+    print("| round | node CPU µs per accepted handshake | limit (responder crypto) µs | node / limit | accepted/s (wall clock) |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for index, figures in enumerate(per_round, 1):
+        print(
+            f"| {index} | {figures['node_cpu_us_per_handshake']:.0f} | {figures['limit_cpu_us_per_handshake']:.0f}"
+            f" | {figures['ratio']:.0%} | {figures['handshakes_per_second']:,.0f} |"
+        )
     ratios = [figures["ratio"] for figures in per_round]
     print(f"\nnode / limit: median {statistics.median(ratios):.0%}, lowest {min(ratios):.0%}")
 

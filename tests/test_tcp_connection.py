@@ -8,6 +8,7 @@ partial sends, closing from another task, cancellation, accept bursts.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -202,3 +203,26 @@ async def test_receive_nowait_on_a_closed_connection_leaves_the_reason_to_receiv
         assert accepted.receive_nowait(10) is None  # receive_some is the one that says why
         with pytest.raises(ConnectionClosed):
             await accepted.receive_some(10)
+
+
+async def test_accepted_connections_have_nagle_off() -> None:
+    """Small frames (acts, pings) leave at once on accepted connections too, whether the
+    accepted socket inherited TCP_NODELAY from the listener or got it on its own."""
+    listener = await TcpTransport().listen("127.0.0.1:0")
+    accepted: list[TcpConnection] = []
+
+    async def handler(conn) -> None:  # type: ignore[no-untyped-def]
+        accepted.append(conn)
+        await conn.receive_some(10)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.serve, handler)
+        clients = [await TcpTransport().dial(listener.local_address) for _ in range(2)]
+        with trio.fail_after(10):
+            while len(accepted) < 2:
+                await trio.sleep(0.01)
+        assert [conn._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0 for conn in accepted] == [True, True]
+        for client in clients:
+            await client.aclose()
+        await listener.aclose()
+        nursery.cancel_scope.cancel()

@@ -121,6 +121,10 @@ class Decision:
     reason: str = ""
 
 
+#: the usual decision (nothing to evict), made once: every accepted connection asks
+_ADMITTED = Decision(True)
+
+
 @dataclass(slots=True)
 class _Pending:
     ip: str
@@ -193,7 +197,7 @@ class Admission:
             self._pending_per_subnet[subnet] += 1
             self._connections_per_ip[ip] += 1
         self._connection_ip[key] = ip
-        return Decision(True, tuple(evict))
+        return Decision(True, tuple(evict)) if evict else _ADMITTED
 
     def handshake_done(self, key: Hashable) -> None:
         """Its handshake ended (completed or failed): the slot is free."""

@@ -1,11 +1,13 @@
 """The trio shell of the BOLT-8 handshake: acts 1-3 over a connection, either role.
 
 The protocol is the sans-IO :mod:`lnpmsg.noise.handshake`; this module only
-reads and writes the acts and bounds the time they may take. Every accepted
-connection passes here, so it costs as few trio operations as it can: one
-cancel scope per handshake (whose deadline moves once act one is in), acts
-read with exact-size receives, act one taken without a schedule point when
-it has already arrived.
+reads and writes the acts and bounds the time they may take: one cancel
+scope per handshake (whose deadline moves once act one is in), acts read
+with exact-size receives (:func:`receive_exactly`), an act taken without a
+schedule point when it has already arrived. The node's own inbound
+handshakes take a cheaper path (:mod:`lnpmsg.node.inbound`: the first half
+in the listener's accept loop, deadlines in the keepalive schedule);
+:func:`handshake_as_responder` serves a responder on its own.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from lnpmsg.noise import (
 )
 from lnpmsg.transports.base import Connection, TransportError
 
-__all__ = ["HANDSHAKE_TIMEOUT", "HandshakeFailed", "handshake_as_initiator", "handshake_as_responder"]
+__all__ = ["HANDSHAKE_TIMEOUT", "HandshakeFailed", "handshake_as_initiator", "handshake_as_responder", "receive_exactly"]
 
 #: the whole BOLT-8 handshake must finish within this (a silent peer costs us no more)
 HANDSHAKE_TIMEOUT = 15.0
@@ -35,7 +37,7 @@ class HandshakeFailed(Exception):
 
 
 
-async def _receive_exactly(conn: Connection, size: int, buffer: bytearray, what: str) -> bytes:
+async def receive_exactly(conn: Connection, size: int, buffer: bytearray, what: str) -> bytes:
     """The next ``size`` bytes; any bytes read past them stay in ``buffer``.
 
     Asks for exactly what is missing, so on a byte stream an act usually
@@ -73,7 +75,7 @@ async def handshake_as_initiator(
             hs = InitiatorHandshake(key.secret, remote_node_id)
             await conn.send_frames([hs.act_one()])
             try:
-                act_two = await _receive_exactly(conn, ACT_TWO_SIZE, buffer, "act two")
+                act_two = await receive_exactly(conn, ACT_TWO_SIZE, buffer, "act two")
             except HandshakeFailed as exc:
                 # A responder whose key differs cannot read act one and hangs up: say so.
                 raise HandshakeFailed(f"{exc}; is {remote_node_id.hex()} the right node id?") from None
@@ -116,14 +118,14 @@ async def handshake_as_responder(
         # connection passes here, and a scope costs as much as a dozen hashes.
         with scope:
             hs = ResponderHandshake(key.secret)
-            act_one = await _receive_exactly(conn, ACT_ONE_SIZE, buffer, "act one")
+            act_one = await receive_exactly(conn, ACT_ONE_SIZE, buffer, "act one")
             got_act_one = True
             scope.deadline = deadline
             # A schedule point after act two (not send_nowait): by the time this
             # task runs again, act three has usually arrived and is read at once
             # (measured: reading straight away found it missing and cost a wait).
             await conn.send_frames([hs.receive_act_one(act_one)])
-            act_three = await _receive_exactly(conn, ACT_THREE_SIZE, buffer, "act three")
+            act_three = await receive_exactly(conn, ACT_THREE_SIZE, buffer, "act three")
             remote_node_id = hs.receive_act_three(act_three)
     except NoiseError as exc:
         raise HandshakeFailed(f"handshake failed: {exc}") from exc

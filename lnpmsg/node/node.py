@@ -41,7 +41,7 @@ from lnpmsg.node.events import (
 )
 from lnpmsg.node.dialing import RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY, ConnectError, Dialing, onion_only_transports
 from lnpmsg.node.identity import NodeKey
-from lnpmsg.node.inbound import Inbound
+from lnpmsg.node.inbound import Inbound, PendingHandshake
 from lnpmsg.node.keepalive import KeepaliveSchedule, tick_for
 from lnpmsg.node.peer import HANDSHAKE_TIMEOUT, MAX_QUEUED_BYTES, Peer
 from lnpmsg.node.session import (
@@ -199,8 +199,8 @@ class Node(Dialing, Inbound):
             )
         )
         self._refusals = RefusalLog()
-        #: each pending inbound handshake's cancel scope (an eviction cancels it)
-        self._handshakes: dict[Connection, tuple[trio.CancelScope, str]] = {}
+        #: each pending inbound handshake (its deadline and an eviction close its connection)
+        self._handshakes: dict[Connection, PendingHandshake] = {}
         #: peers kept above the inbound limit (an app has channels with them: :meth:`protect_peer`)
         self._protected: Counter[bytes] = Counter()
         self._nursery: trio.Nursery | None = None
@@ -211,7 +211,10 @@ class Node(Dialing, Inbound):
         self._chains = frozenset((self._chain_hash,))
         self._init_cache: dict[Features, tuple[Init, bytes, Features]] = {}
         #: every peer's pings and deadlines, run by one task (not one wake-up per peer)
-        self.keepalive = KeepaliveSchedule(tick_for(self.config.ping_interval, self.config.pong_timeout, self.config.init_timeout))
+        #: and the pending inbound handshakes' deadlines
+        self.keepalive = KeepaliveSchedule(
+            tick_for(cfg.ping_interval, cfg.pong_timeout, cfg.init_timeout, cfg.act_one_timeout, cfg.handshake_timeout)
+        )
 
     @property
     def node_id(self) -> bytes:
@@ -368,7 +371,7 @@ class Node(Dialing, Inbound):
         reachable = format_peer_address(PeerAddress(parsed.kind, listener.local_address))
         self.listeners.append(listener)
         self.listen_addresses.append(reachable)
-        nursery.start_soon(listener.serve, self._accept)
+        nursery.start_soon(listener.serve_accepting, self._accept_now, self._accept)
         log.info("listening on %s", reachable)
         return reachable
 
@@ -383,7 +386,7 @@ class Node(Dialing, Inbound):
         self.listeners.append(listener)
         if reachable is not None:
             self.listen_addresses.append(reachable)
-        nursery.start_soon(listener.serve, self._accept)
+        nursery.start_soon(listener.serve_accepting, self._accept_now, self._accept)
 
     @property
     def pending_handshakes(self) -> int:

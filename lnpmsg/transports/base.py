@@ -19,6 +19,7 @@ import abc
 from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = [
+    "AcceptNow",
     "Connection",
     "ConnectionClosed",
     "Listener",
@@ -90,6 +91,15 @@ class Connection(abc.ABC):
     async def aclose(self) -> None:
         """Close the connection (idempotent)."""
 
+    def close_nowait(self) -> bool:
+        """Close the connection at once, without a schedule point, if the transport can.
+
+        True when it is closed (as by :meth:`aclose`: pending operations of other
+        tasks fail with ``ConnectionClosed``); False when closing needs to wait
+        (a ZeroMQ or QUIC goodbye): then call :meth:`aclose`. The default says False.
+        """
+        return False
+
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """Bytes that already arrived (at most ``max_bytes``; ``b""`` at end of stream), or
         None when nothing is there yet or the transport cannot tell without waiting.
@@ -102,6 +112,8 @@ class Connection(abc.ABC):
 
 
 ConnectionHandler = Callable[[Connection], Awaitable[None]]
+#: the first, synchronous look at a new connection (see :meth:`Listener.serve_accepting`)
+AcceptNow = Callable[[Connection], bool]
 
 
 class Listener(abc.ABC):
@@ -118,6 +130,24 @@ class Listener(abc.ABC):
 
         The handler owns the connection and must close it.
         """
+
+    async def serve_accepting(self, accept_now: AcceptNow, handler: ConnectionHandler) -> None:
+        """As :meth:`serve`, with ``accept_now(conn)`` called first for each connection.
+
+        ``accept_now`` must not wait (no ``await``) and must not raise: it
+        decides at once (True: run ``handler(conn)`` in a task; False: the
+        connection is closed, no task). A listener with an accept loop of its
+        own (TCP) calls it right there, before any task exists, so a refused
+        connection costs no task, and what a connection has already sent is
+        answered before its task starts; the default calls it first thing in
+        the connection's task.
+        """
+
+        async def accept_then_handle(conn: Connection) -> None:
+            if accept_now(conn):
+                await handler(conn)
+
+        await self.serve(accept_then_handle)
 
     @abc.abstractmethod
     async def aclose(self) -> None:

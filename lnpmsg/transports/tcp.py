@@ -18,6 +18,7 @@ import trio
 
 from lnpmsg.transports.address import format_host_port, split_host_port
 from lnpmsg.transports.base import (
+    AcceptNow,
     Connection,
     ConnectionClosed,
     ConnectionHandler,
@@ -85,6 +86,8 @@ class TcpConnection(Connection):
         self._remote = remote_address
         self.kind = kind
         self._closed = False
+        #: tasks waiting on the socket now (only they need trio's notify_closing at close)
+        self._waits = 0
         if peer_ip is not None:
             # Known at accept: the node need not parse it back out of ``remote_address``.
             self.peer_ip = peer_ip
@@ -117,7 +120,11 @@ class TcpConnection(Connection):
                     except BlockingIOError:
                         # The send buffer is full: waiting is this call's schedule point.
                         waited = True
-                        await trio.lowlevel.wait_writable(sock)
+                        self._waits += 1
+                        try:
+                            await trio.lowlevel.wait_writable(sock)
+                        finally:
+                            self._waits -= 1
                         continue
                     if sent >= len(view):
                         break
@@ -147,7 +154,11 @@ class TcpConnection(Connection):
                 except BlockingIOError:
                     # Nothing there yet: waiting is this call's schedule point.
                     waited = True
-                    await trio.lowlevel.wait_readable(sock)
+                    self._waits += 1
+                    try:
+                        await trio.lowlevel.wait_readable(sock)
+                    finally:
+                        self._waits -= 1
         except (OSError, trio.ClosedResourceError) as exc:
             raise self._lost("receive from", exc) from exc
         if not waited:
@@ -165,17 +176,30 @@ class TcpConnection(Connection):
             raise self._lost("receive from", exc) from exc
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        # Wakes a task blocked in a send or receive on this socket (with ClosedResourceError).
-        trio.lowlevel.notify_closing(self._sock)
-        self._sock.close()
+        self.close_nowait()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    def close_nowait(self) -> bool:
+        if not self._closed:
+            self._closed = True
+            if self._waits:
+                # Wakes a task blocked in a send or receive on this socket (with
+                # ClosedResourceError). Without one waiting it is skipped: it costs an
+                # epoll_ctl that fails, as a socket nobody waits on is not registered.
+                trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
+        return True
 
-#: connections accepted in a row before the accept loop lets other tasks run
-_ACCEPT_BURST = 64
+
+def _accept_all(conn: Connection) -> bool:
+    del conn
+    return True
+
+
+#: connections accepted in a row before the accept loop lets other tasks run: each may
+#: cost its ``accept_now`` (a node answers act one there, ~0.1 ms of ECDHs), and the
+#: tasks of those accepted take their handshakes off the pending count
+_ACCEPT_BURST = 8
 
 
 class TcpListener(Listener):
@@ -183,6 +207,11 @@ class TcpListener(Listener):
 
     def __init__(self, listeners: list[trio.SocketListener], kind: str = "tcp") -> None:
         self._sockets = [_stdlib_socket(listener.socket) for listener in listeners]
+        for listening in self._sockets:
+            # Accepted sockets inherit it on Linux: then accepting needs no setsockopt of its own.
+            listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        #: whether an accepted socket comes with TCP_NODELAY already (found out at the first)
+        self._nodelay_inherited: bool | None = None
         self._kind = kind
         sockname = self._sockets[0].getsockname()
         self._local = format_host_port(sockname[0], sockname[1])
@@ -198,19 +227,23 @@ class TcpListener(Listener):
         return int(self._sockets[0].getsockname()[1])
 
     async def serve(self, handler: ConnectionHandler) -> None:
-        async def accepted(sock: socket.socket, peer: tuple) -> None:  # type: ignore[type-arg]
-            conn = TcpConnection(sock, format_host_port(peer[0], peer[1]), self._kind, peer_ip=peer[0])
+        await self.serve_accepting(_accept_all, handler)
+
+    async def serve_accepting(self, accept_now: AcceptNow, handler: ConnectionHandler) -> None:
+        """As ``serve``; ``accept_now(conn)`` runs in the accept loop, before the connection's task."""
+
+        async def accepted(conn: TcpConnection) -> None:
             try:
                 await handler(conn)
             finally:
-                await conn.aclose()
+                conn.close_nowait()
 
         async with trio.open_nursery() as nursery:
             for listening in self._sockets:
-                nursery.start_soon(self._accept_loop, listening, accepted)
+                nursery.start_soon(self._accept_loop, listening, accept_now, accepted)
 
-    @staticmethod
-    async def _accept_loop(listening: socket.socket, handle) -> None:  # type: ignore[no-untyped-def]
+    async def _accept_loop(self, listening: socket.socket, accept_now: AcceptNow, handle) -> None:  # type: ignore[no-untyped-def]
+        kind = self._kind
         async with trio.open_nursery() as nursery:
             burst = 0
             while True:
@@ -234,8 +267,22 @@ class TcpListener(Listener):
                     if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                         continue  # that client gave up before we accepted it
                     raise
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                nursery.start_soon(handle, sock, peer)
+                if not self._nodelay_inherited:
+                    if self._nodelay_inherited is None:
+                        self._nodelay_inherited = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                    if not self._nodelay_inherited:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn = TcpConnection(sock, format_host_port(peer[0], peer[1]), kind, peer_ip=peer[0])
+                try:
+                    keep = accept_now(conn)
+                except Exception:
+                    # A bug there must not stop the listener: this connection is dropped.
+                    log.exception("accepting a connection from %s failed", conn.remote_address)
+                    keep = False
+                if keep:
+                    nursery.start_soon(handle, conn)
+                else:
+                    conn.close_nowait()
                 burst += 1
                 if burst == _ACCEPT_BURST:
                     burst = 0

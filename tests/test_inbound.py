@@ -1,0 +1,209 @@
+"""Inbound connections over loopback TCP: the first half of the handshake in the
+listener's accept loop, one task per connection, and the handshake's deadlines
+kept by the node's keepalive schedule (no cancel scope per handshake)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import trio
+import trio.testing
+
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node
+from lnpmsg.noise import ACT_ONE_SIZE, ACT_TWO_SIZE, InitiatorHandshake
+from lnpmsg.testing.memory import MemoryNetwork
+from lnpmsg.testing.nodes import make_node, running, running_tasks
+from lnpmsg.testing.virtual import memory_node
+from lnpmsg.transports.base import Connection
+from lnpmsg.transports.tcp import TcpTransport
+
+CONNECTION_TASK = "TcpListener.serve_accepting.<locals>.accepted"
+
+
+def _dial_now(node: Node, act_one: bytes | None = None) -> tuple[socket.socket, InitiatorHandshake]:
+    """Connect and send act one (or ``act_one``'s bytes) without a schedule point: they are
+    there before the node's accept loop runs (a loopback connect completes at once)."""
+    host, port = node.listen_addresses[0].rsplit(":", 1)
+    handshake = InitiatorHandshake(NodeKey.generate().secret, node.node_id)
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(handshake.act_one() if act_one is None else act_one)
+    sock.setblocking(False)
+    return sock, handshake
+
+
+async def _receive(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        await trio.lowlevel.wait_readable(sock)
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return data
+        data += chunk
+    return data
+
+
+async def _closed(sock: socket.socket) -> bool:
+    """True once the node closed the connection (EOF or reset)."""
+    await trio.lowlevel.wait_readable(sock)
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_act_one_already_there_is_answered_in_the_accept_loop_and_one_task_runs_the_connection() -> None:
+    node = make_node()
+    seen: list[tuple[str, bool, bytes]] = []
+    accept_now = node._accept_now
+
+    def watched(conn: Connection) -> bool:
+        accepted = accept_now(conn)
+        pending = node._handshakes[conn]
+        seen.append((trio.lowlevel.current_task().coro.__qualname__, pending.act_one_done, pending.unsent))
+        return accepted
+
+    node._accept_now = watched  # type: ignore[method-assign]
+    async with running(node):
+        sock, handshake = _dial_now(node)
+        with trio.fail_after(10):
+            act_two = await _receive(sock, ACT_TWO_SIZE)
+        # act one was read and act two sent from the accept loop, before any task of the connection
+        assert seen == [("TcpListener._accept_loop", True, b"")]
+        await trio.testing.wait_all_tasks_blocked()
+        assert running_tasks(CONNECTION_TASK) == 1 and node.pending_handshakes == 1
+        sock.sendall(handshake.receive_act_two(act_two))
+        with trio.fail_after(10):
+            while node.pending_handshakes:  # act three taken: a peer (waiting for our init's answer)
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        # the same task took act three and runs the peer: no other task for it
+        assert running_tasks(CONNECTION_TASK) == 1 and running_tasks("Peer._write_loop") == 0
+        assert node.pending_handshakes == 0 and len(node.keepalive) == 1  # the peer's init deadline only
+        sock.close()
+
+
+async def test_act_one_in_pieces_is_completed_by_the_connection_task() -> None:
+    node = make_node()
+    async with running(node):
+        handshake = InitiatorHandshake(NodeKey.generate().secret, node.node_id)
+        act_one = handshake.act_one()
+        sock, _ = _dial_now(node, act_one[:20])
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.pending_handshakes == 1 and not list(node._handshakes.values())[0].act_one_done
+        sock.sendall(act_one[20:])
+        with trio.fail_after(10):
+            act_two = await _receive(sock, ACT_TWO_SIZE)
+        sock.sendall(handshake.receive_act_two(act_two))
+        with trio.fail_after(10):
+            while node.pending_handshakes:  # act three taken: a peer (waiting for our init's answer)
+                await trio.sleep(0.01)
+        sock.close()
+
+
+async def test_a_partial_act_one_times_out_at_the_act_one_deadline(caplog) -> None:
+    caplog.set_level(logging.INFO, "lnpmsg.node")
+    node = make_node(act_one_timeout=0.3, handshake_timeout=30)
+    async with running(node):
+        sock, _ = _dial_now(node, bytes(ACT_ONE_SIZE - 1))
+        with trio.fail_after(10):
+            assert await _closed(sock)
+        assert node.stats["handshake_failed"] == 1 and node.pending_handshakes == 0
+        await trio.testing.wait_all_tasks_blocked()
+        assert running_tasks(CONNECTION_TASK) == 0 and len(node.keepalive) == 0
+        sock.close()
+    assert "no act one within 0.3 s" in caplog.text
+
+
+async def test_a_missing_act_three_times_out_at_the_handshake_deadline(caplog) -> None:
+    caplog.set_level(logging.INFO, "lnpmsg.node")
+    node = make_node(act_one_timeout=0.2, handshake_timeout=0.5)
+    async with running(node):
+        sock, _ = _dial_now(node)
+        with trio.fail_after(10):
+            assert len(await _receive(sock, ACT_TWO_SIZE)) == ACT_TWO_SIZE
+            started = trio.current_time()
+            assert await _closed(sock)
+        # act one came in time: the whole handshake's deadline closed it, not act one's
+        assert trio.current_time() - started > 0.2
+        assert node.stats["handshake_failed"] == 1 and node.pending_handshakes == 0
+        await trio.testing.wait_all_tasks_blocked()
+        assert running_tasks(CONNECTION_TASK) == 0 and len(node.keepalive) == 0
+        sock.close()
+    assert caplog.text.count("handshake timed out after 0.5 s") == 1
+
+
+async def test_an_answered_handshake_is_evicted_once_and_its_task_ends() -> None:
+    node = make_node(max_pending_per_ip=1, handshake_timeout=30)
+    async with running(node):
+        first, _ = _dial_now(node)
+        with trio.fail_after(10):
+            assert len(await _receive(first, ACT_TWO_SIZE)) == ACT_TWO_SIZE
+        second, handshake = _dial_now(node)
+        with trio.fail_after(10):
+            assert await _closed(first)  # the oldest made room
+            act_two = await _receive(second, ACT_TWO_SIZE)
+        second.sendall(handshake.receive_act_two(act_two))
+        with trio.fail_after(10):
+            while node.pending_handshakes:  # act three taken: a peer (waiting for our init's answer)
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.stats["evicted"] == 1 and node.stats["handshake_failed"] == 0
+        assert running_tasks(CONNECTION_TASK) == 1  # the peer's; the evicted one's task ended
+        first.close()
+        second.close()
+
+
+async def test_the_tcp_listener_asks_accept_now_in_its_accept_loop_and_a_refusal_starts_no_task() -> None:
+    listener = await TcpTransport().listen("127.0.0.1:0")
+    asked: list[str] = []
+    handled: list[Connection] = []
+
+    def accept_now(conn: Connection) -> bool:
+        asked.append(trio.lowlevel.current_task().coro.__qualname__)
+        return len(asked) > 1  # refuse the first
+
+    async def handler(conn: Connection) -> None:
+        handled.append(conn)
+        await conn.receive_some(10)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.serve_accepting, accept_now, handler)
+        refused = await TcpTransport().dial(listener.local_address)
+        with trio.fail_after(10):
+            assert await refused.receive_some(10) == b""  # closed at once
+        assert asked == ["TcpListener._accept_loop"] and handled == []
+        kept = await TcpTransport().dial(listener.local_address)
+        with trio.fail_after(10):
+            while not handled:
+                await trio.sleep(0.01)
+        assert running_tasks(CONNECTION_TASK) == 1
+        await kept.aclose()
+        await refused.aclose()
+        await listener.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_handshake_deadlines_stop_a_memory_connection_in_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
+    """A transport whose listener runs the whole handshake in the connection's task (mem://)
+    keeps the same deadlines, from the same schedule: a silent initiator is closed at act
+    one's, one that stops after act two at the handshake's."""
+    network = MemoryNetwork()
+    node = memory_node(network, act_one_timeout=4.0, handshake_timeout=15.0)
+    async with running(node):
+        silent = await network.transport().dial(network.names[0])
+        answered = await network.transport().dial(network.names[0])
+        handshake = InitiatorHandshake(NodeKey.generate().secret, node.node_id)
+        await answered.send_frames([handshake.act_one()])
+        started = trio.current_time()
+        assert len(await answered.receive_some(ACT_TWO_SIZE)) == ACT_TWO_SIZE
+        assert await silent.receive_some(10) == b""
+        assert 4.0 <= trio.current_time() - started <= 4.5  # act one's deadline, within a tick
+        assert await answered.receive_some(10) == b""
+        assert 15.0 <= trio.current_time() - started <= 15.5  # the whole handshake's
+        assert node.stats["handshake_failed"] == 2 and node.pending_handshakes == 0
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(node.keepalive) == 0
+        await silent.aclose()
+        await answered.aclose()
