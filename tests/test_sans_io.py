@@ -70,7 +70,7 @@ CORES = [
     # the transport interface and the one address syntax (the CLI parses addresses without the I/O)
     "lnpmsg.transports.base",
     "lnpmsg.transports.address",
-    # the ZeroMQ transport's wire convention (its sockets are in transports.zmq)
+    # the ZeroMQ transport's wire convention (its sockets are in transports.zmq and its zmq_* modules)
     "lnpmsg.transports.zmq_wire",
 ]
 
