@@ -2,6 +2,8 @@
 
 - :mod:`.control`: :class:`LaunchedTor` (own a ``tor`` process) and
   :class:`AttachedTor` (use a running one), both with an async stem wrapper.
+- :mod:`.controller`: that wrapper, :class:`TorController` (stem from trio,
+  control-port authentication, bootstrap status).
 - :mod:`.onion`: :class:`OnionService` and v3 onion address validation.
 - :mod:`.transport`: :class:`TorTransport` (dial through SOCKS5, listen on loopback).
 - :mod:`.socks`: the SOCKS5 client handshake (sans-IO) and its trio shell.
@@ -14,11 +16,10 @@ from lnpmsg.transports.tor.address import (
 )
 from lnpmsg.transports.tor.control import (
     AttachedTor,
-    BootstrapStatus,
     LaunchedTor,
-    TorController,
     TorHandle,
 )
+from lnpmsg.transports.tor.controller import BootstrapStatus, TorController
 from lnpmsg.transports.tor.errors import (
     ClearnetRefused,
     OnionAddressError,

@@ -40,7 +40,7 @@ from lnpmsg.transports.tor.address import (
     is_onion_host,
     parse_onion_address,
 )
-from lnpmsg.transports.tor.control import TorController, TorEvent
+from lnpmsg.transports.tor.controller import TorController, TorEvent
 from lnpmsg.transports.tor.errors import (
     OnionAddressError,
     OnionServiceError,
