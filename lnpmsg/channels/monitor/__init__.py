@@ -6,6 +6,7 @@
 - :mod:`.bump`: fee schedule, re-bids, anchor CPFP, HTLC transaction aggregation
 - :mod:`.deadlines`: when the channel must go on chain for its HTLCs
 - :mod:`.core`: :class:`ChannelMonitor`, blocks in, transactions and events out
+- :mod:`.bids`: its claims' fee bids: batching, re-bids, the anchor's CPFP child
 - :mod:`.events`: what it reports
 - :mod:`.status`: its on-chain state as JSON-ready data
 """

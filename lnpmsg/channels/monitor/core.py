@@ -29,31 +29,25 @@ After a restart: rebuild the monitor from its persisted updates and feed it
 the blocks from the funding transaction's on (the chain follower's rescan):
 it derives the same claims, and offers at once those whose timelocks have
 passed meanwhile. Fee bids start again from the schedule.
+
+The claims' fee bids (batching, re-bids, anchor CPFP) are in :mod:`.bids`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 
-from ..bolt3 import LOCAL_ANCHOR, Htlc
+from ..bolt3 import Htlc
 from ..commitment import Commitment
 from ..errors import ChannelError, ShachainError
 from ..keys import per_commitment_point
 from ..shachain import FIRST_INDEX, ShachainStore
-from .bump import (
-    FEERATE_FLOOR_PER_KW,
-    FeeInput,
-    aggregate_htlc_txs,
-    anchor_child,
-    rebid_feerate,
-    sweep_at_most,
-    target_feerate,
-)
+from .bids import Bid, ClaimBids
+from .bump import FEERATE_FLOOR_PER_KW, FeeInput
 from .deadlines import CLTV_CLAIM_BUFFER, OUTGOING_GRACE_BLOCKS, force_close_reasons
 from .events import (
     CommitmentKind,
@@ -62,14 +56,11 @@ from .events import (
     HtlcResolved,
     Irrevocable,
     MonitorEvent,
-    NeedFeeInput,
     OutputSwept,
     OutputToWallet,
     Reorged,
 )
 from .resolve import (
-    OFFERED_TIMEOUT_GRACE,
-    PENALTY_GROUP,
     Claim,
     Resolution,
     commitment_number_of,
@@ -108,25 +99,13 @@ IRREVOCABLE_DEPTH = 100
 #: An HTLC that timed out is failed upstream only this deep (LDK's ANTI_REORG_DELAY): a reorg
 #: could otherwise bring back a spend with the preimage after the incoming side was failed.
 ANTI_REORG_DELAY = 6
-#: BOLT 5 (anchors): this close to a penalty's deadline each revoked output is claimed on its own.
-PENALTY_SECURITY_DELAY = 18
-_SWEEP_DUST_LIMIT = 546
-_NO_REBID = 1 << 62
 
 
 class MonitorError(ChannelError):
     """The monitor was used wrongly (a block out of order, a forbidden broadcast)."""
 
 
-@dataclass
-class _Bid:
-    inputs: tuple[OutPoint, ...]
-    feerate: int
-    txs: tuple[Tx, ...]
-    fee_input: FeeInput | None = None
-
-
-class ChannelMonitor:
+class ChannelMonitor(ClaimBids):
     """Watches one channel's funding output and claims everything that is ours."""
 
     def __init__(
@@ -156,7 +135,7 @@ class ChannelMonitor:
         self._relevant: set[bytes] = set()
         self._feerate = feerate_per_kw
         self._force_close = False
-        self._bids: dict[str, _Bid] = {}
+        self._bids: dict[str, Bid] = {}
         self._fee_inputs: dict[str, FeeInput] = {}
         self._requested: set[str] = set()
         self._facts: dict[tuple[object, ...], MonitorEvent] = {}
@@ -500,116 +479,6 @@ class ChannelMonitor:
         for event in events:
             logger.info("channel monitor %s: %s", self.setup.funding_outpoint, event)
         return events
-
-    # -- claims and bids ---------------------------------------------------------
-
-    def _rebid(self) -> list[MonitorEvent]:
-        assert self._height is not None
-        next_block = self._height + 1
-        groups: dict[str, list[Claim]] = {}
-        for claim in self._pending:
-            if claim.earliest <= next_block:
-                groups.setdefault(self._group_of(claim, next_block), []).append(claim)
-        for stale in set(self._bids) - set(groups) - {"anchor"}:
-            del self._bids[stale]
-        requests: list[MonitorEvent] = []
-        for group, claims in groups.items():
-            claims.sort(key=lambda c: (c.outpoint.txid, c.outpoint.vout))
-            deadlines = [c.deadline for c in claims if c.deadline is not None]
-            target = target_feerate(self._feerate, min(deadlines) - next_block if deadlines else None)
-            inputs = tuple(c.outpoint for c in claims)
-            bid = self._bids.get(group)
-            if bid is not None and bid.inputs == inputs:
-                rate = rebid_feerate(bid.feerate, target)
-                if rate is None:
-                    continue
-            else:
-                rate = target if bid is None else max(target, bid.feerate)
-            try:
-                built = self._build(group, claims, rate, requests)
-            except ChannelError as exc:  # e.g. an output worth less than its fee: nothing to gain
-                logger.warning("channel monitor %s: cannot claim %s: %s", self.setup.funding_outpoint, group, exc)
-                continue
-            self._bids[group] = built
-        requests.extend(self._anchor_bid())
-        return requests
-
-    def _group_of(self, claim: Claim, next_block: int) -> str:
-        """Claims batch by group, except (BOLT 5, anchors) penalties close to their deadline:
-        each alone, so that a pinned HTLC-transaction output cannot hold back the rest."""
-        if (
-            claim.group == PENALTY_GROUP
-            and self.setup.anchors
-            and claim.deadline is not None
-            and claim.deadline - next_block <= PENALTY_SECURITY_DELAY
-        ):
-            return f"{PENALTY_GROUP}:{claim.outpoint}"
-        return claim.group
-
-    def _build(self, group: str, claims: list[Claim], rate: int, requests: list[MonitorEvent]) -> _Bid:
-        inputs = tuple(c.outpoint for c in claims)
-        keys: dict[bytes, bytes] = {}
-        for claim in claims:
-            keys.update(claim.keys)
-        plans = [c.presigned for c in claims if c.presigned is not None]
-        if plans:
-            fee_input = self._fee_inputs.get(group)
-            if self.setup.anchors and fee_input is not None:
-                # zero-fee HTLC transactions sharing a locktime, merged and paid by one wallet input
-                plan = aggregate_htlc_txs(plans, fee_input, self.setup.destination_script, feerate_per_kw=rate)
-                keys[fee_input.pubkey] = fee_input.privkey
-                values = [dict(c.values) for c in claims] + [{}]
-                return _Bid(inputs, rate, (sign_plan(plan, keys, values),), fee_input)
-            if self.setup.anchors and group not in self._requested:
-                self._requested.add(group)
-                weight = sum(p.expected_weight() for p in plans) + 300
-                requests.append(NeedFeeInput(group, rate * weight // 1000 + _SWEEP_DUST_LIMIT, rate))
-            # as signed: the peer's signature fixes their fee (zero with anchors: package relay or a fee input)
-            txs = tuple(sign_plan(c.presigned, c.keys, c.values) for c in claims if c.presigned is not None)
-            return _Bid(inputs, _NO_REBID, txs)
-        spends = [(c.outpoint, c.spendable, c.path) for c in claims]
-        plan = sweep_at_most(spends, self.setup.destination_script, rate, label=group)
-        return _Bid(inputs, rate, (sign_plan(plan, keys, [dict(c.values) for c in claims]),))
-
-    def _anchor_bid(self) -> list[MonitorEvent]:
-        if not self._force_close or self._funding_spend is not None or self._local is None:
-            self._bids.pop("anchor", None)
-            return []
-        if not self.setup.anchors:
-            return []
-        # the commitment must confirm in time for its HTLCs to be resolved: their deadlines drive the bid
-        assert self._height is not None
-        known = self._preimages.keys() | self._learned.keys()
-        deadlines = [
-            self._upstream.get(h.htlc_id, h.cltv_expiry + OFFERED_TIMEOUT_GRACE) if h.offered else h.cltv_expiry
-            for h in self._local.htlcs
-            if h.offered or h.payment_hash in known
-        ]
-        target = target_feerate(self._feerate, min(deadlines) - self._height - 1 if deadlines else None)
-        if self._local.feerate_per_kw >= target:
-            return []
-        commitment = self._commitment(True, self._local.commitment_number)
-        fee_input = self._fee_inputs.get("anchor")
-        if fee_input is None:
-            if "anchor" in self._requested:
-                return []
-            self._requested.add("anchor")
-            amount = target * (commitment.expected_weight + 800) // 1000 + _SWEEP_DUST_LIMIT
-            return [NeedFeeInput("anchor", amount, target)]
-        bid = self._bids.get("anchor")
-        rate = rebid_feerate(bid.feerate if bid is not None else None, target)
-        if rate is None:
-            return []
-        anchor = commitment.output(LOCAL_ANCHOR)
-        signed = self.signed_local_commitment()
-        child = anchor_child(
-            (anchor.outpoint, anchor.spendable), fee_input, self.setup.destination_script,
-            parent_weight=signed.weight, parent_fee_sat=commitment.fee_sat, package_feerate_per_kw=rate,
-        )  # fmt: skip
-        keys = self.secrets.keys_for_local(commitment.context.keys.per_commitment_point)
-        keys[fee_input.pubkey] = fee_input.privkey
-        self._bids["anchor"] = _Bid((anchor.outpoint,), rate, (sign_plan(child, keys),), fee_input)
-        return []
 
     def transactions_to_broadcast(self) -> list[Tx]:
         """Every transaction to (re)broadcast now, parents first: valid for the next block."""
