@@ -291,3 +291,21 @@ def test_runs_of_many_sizes_in_one_large_chunk(monkeypatch: pytest.MonkeyPatch) 
     stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
     assert MessageDecryptor(KEY, CHAINING_KEY).feed(stream) == messages
     assert 0 < len(cipher._cutters) <= 3
+
+
+def test_hkdf_pair_is_rfc5869_hkdf_sha256() -> None:
+    # RFC 5869, test case 3 (empty salt and info): the first 42 bytes of the output.
+    from lnpmsg.noise._primitives import hkdf_pair
+
+    first, second = hkdf_pair(b"", bytes([0x0B]) * 22)
+    assert (first + second)[:42].hex() == (
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+    )
+    # and HMAC's key handling for every key length (hashed past the 64-byte block)
+    import hmac
+
+    for salt_size in (0, 31, 32, 64, 65, 200):
+        salt, ikm = os.urandom(salt_size), os.urandom(32)
+        prk = hmac.digest(salt, ikm, "sha256")
+        expected_first = hmac.digest(prk, b"\x01", "sha256")
+        assert hkdf_pair(salt, ikm) == (expected_first, hmac.digest(prk, expected_first + b"\x02", "sha256"))
