@@ -145,39 +145,57 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _receiving_node(count: int, size: int, queue) -> None:  # type: ignore[no-untyped-def]
+def _receiving_node(count: int, size: int, per_message: bool, queue) -> None:  # type: ignore[no-untyped-def]
     """Child process: a node that receives ``count`` messages.
 
+    The receiving app takes the messages' type in runs (a batch handler, as
+    an app taking a stream of small messages would), or with
+    ``per_message`` one call per decoded message (a node-level handler).
     Reports its messages per CPU-second and per second (from the first
-    message to the last) and the decrypt limit measured in this process just
-    before and just after (their mean), so the node and its limit share the
-    same stretch of a shared machine.
+    call to the last, over the messages after the first call's) and the
+    decrypt limit measured in this process just before and just after
+    (their mean), so the node and its limit share the same stretch of a
+    shared machine.
     """
+    from lnpmsg.app import App
 
     async def run() -> None:
         node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"]))
         received = 0
-        marks: list[tuple[float, float]] = []
+        marks: list[tuple[int, float, float]] = []
         done = trio.Event()
 
-        def on_message(peer, message) -> None:  # type: ignore[no-untyped-def]
-            # A plain function: the figure is the stack's, not an app's.
+        def arrived(n: int) -> None:
             nonlocal received
-            received += 1
-            if received == 1 or received == count:
-                marks.append((_cpu_seconds(), time.perf_counter()))
-                if received == count:
-                    done.set()
+            if not marks:
+                marks.append((received + n, _cpu_seconds(), time.perf_counter()))
+            received += n
+            if received == count:
+                marks.append((received, _cpu_seconds(), time.perf_counter()))
+                done.set()
 
-        node.add_handler(CUSTOM, on_message)
+        def on_message(peer, message) -> None:  # type: ignore[no-untyped-def]
+            arrived(1)
+
+        def on_messages(peer, messages: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+            arrived(len(messages))
+
+        if per_message:
+            # A plain function: the figure is the stack's, not an app's.
+            node.add_handler(CUSTOM, on_message)
+        else:
+            receiver = App("receiver")
+            # Never blocks: no timeout scope per call (``guard=False``, as documented).
+            receiver.add_batch_handler(CUSTOM, on_messages, guard=False)
+            node.mount(receiver)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             before = raw_decrypt(max(count // 4, 1000), size)
             queue.put((node.node_id.hex(), node.listen_addresses[0]))
             await done.wait()
             after = raw_decrypt(max(count // 4, 1000), size)
-            (cpu0, wall0), (cpu1, wall1) = marks
-            queue.put(((count - 1) / (cpu1 - cpu0), (count - 1) / (wall1 - wall0), (before + after) / 2))
+            (first, cpu0, wall0), (last, cpu1, wall1) = marks
+            queue.put(((last - first) / (cpu1 - cpu0), (last - first) / (wall1 - wall0), (before + after) / 2))
             node.stop()
 
     trio.run(run)
@@ -217,17 +235,18 @@ def _lean_sender(address: str, node_id: bytes, count: int, size: int) -> None:
             pass
 
 
-def lnpmsg_throughput_two_processes(count: int, size: int) -> tuple[float, float, float]:
+def lnpmsg_throughput_two_processes(count: int, size: int, per_message: bool = False) -> tuple[float, float, float]:
     """The receiving node in a second process, fed by a lean sender here (each on its own core).
 
     Returns (the node's messages/s, its messages per CPU-second, the decrypt
-    limit per CPU-second measured in the node's process).
+    limit per CPU-second measured in the node's process). The receiving app
+    takes the messages in runs, or one call each with ``per_message``.
     """
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     to_child, from_child = ctx.Queue(), ctx.Queue()
-    child = ctx.Process(target=_receiving_node, args=(count, size, _Duplex(from_child, to_child)))
+    child = ctx.Process(target=_receiving_node, args=(count, size, per_message, _Duplex(from_child, to_child)))
     child.start()
     node_id, address = from_child.get()
     sender = threading.Thread(target=_lean_sender, args=(address, bytes.fromhex(node_id), count, size))
@@ -508,11 +527,18 @@ def main() -> None:
         action="store_true",
         help="only the node receiving 1 KiB messages in a second process (to compare two versions of the receive path)",
     )
+    parser.add_argument(
+        "--handler",
+        choices=("batch", "message", "both"),
+        default="batch",
+        help="with --receiving-only: the receiving app takes the messages in runs (batch, the default), "
+        "one handler call per message (message), or both in turn each round",
+    )
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
     rounds = 2 if args.quick else args.rounds
     if args.receiving_only:
-        _receiving_only(int(200_000 * scale), rounds, args.json)
+        _receiving_only(int(200_000 * scale), rounds, args.json, args.handler)
         return
     results: dict[str, float] = {}
     # Each round's own ratios (its two figures measured side by side); the table gives their median and lowest.
@@ -555,21 +581,38 @@ def main() -> None:
     _print_tables(results, rounds)
 
 
-def _receiving_only(count: int, rounds: int, as_json: bool) -> None:
-    """The node-receiving figure alone at 1 KiB, ``rounds`` times: each round's CPU µs per message and ratio."""
+def _receiving_only(count: int, rounds: int, as_json: bool, handler: str = "batch") -> None:
+    """The node-receiving figure alone at 1 KiB, ``rounds`` times: each round's CPU µs per message and ratio.
+
+    ``handler``: the receiving app's batch handler, a handler per message, or both in turn.
+    """
+    kinds = ["batch", "message"] if handler == "both" else [handler]
     per_round = []
-    for _ in range(rounds):
-        _, per_cpu_second, limit = lnpmsg_throughput_two_processes(count, 1024)
-        per_round.append({"node_cpu_us_per_message": 1e6 / per_cpu_second, "limit_cpu_us_per_message": 1e6 / limit, "ratio": per_cpu_second / limit})
+    for index in range(rounds):
+        for kind in kinds:
+            _, per_cpu_second, limit = lnpmsg_throughput_two_processes(count, 1024, per_message=kind == "message")
+            per_round.append(
+                {
+                    "round": index + 1,
+                    "handler": kind,
+                    "node_cpu_us_per_message": 1e6 / per_cpu_second,
+                    "limit_cpu_us_per_message": 1e6 / limit,
+                    "ratio": per_cpu_second / limit,
+                }
+            )
     if as_json:
         print(json.dumps(per_round, indent=2))
         return
-    print("| round | node CPU µs per 1 KiB message | limit (two decrypts) µs | node / limit |")
-    print("| ---: | ---: | ---: | ---: |")
-    for index, figures in enumerate(per_round, 1):
-        print(f"| {index} | {figures['node_cpu_us_per_message']:.2f} | {figures['limit_cpu_us_per_message']:.2f} | {figures['ratio']:.0%} |")
-    ratios = [figures["ratio"] for figures in per_round]
-    print(f"\nnode / limit: median {statistics.median(ratios):.0%}, lowest {min(ratios):.0%}")
+    print("| round | handler | node CPU µs per 1 KiB message | limit (two decrypts) µs | node / limit |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for figures in per_round:
+        print(
+            f"| {figures['round']} | {figures['handler']} | {figures['node_cpu_us_per_message']:.2f} "
+            f"| {figures['limit_cpu_us_per_message']:.2f} | {figures['ratio']:.0%} |"
+        )
+    for kind in kinds:
+        ratios = [figures["ratio"] for figures in per_round if figures["handler"] == kind]
+        print(f"\n{kind}: node / limit: median {statistics.median(ratios):.0%}, lowest {min(ratios):.0%}")
 
 
 def _print_tables(results: dict[str, float], rounds: int) -> None:
