@@ -145,6 +145,12 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _context_switches() -> tuple[int, int]:
+    """This process's voluntary (it waited, e.g. for data) and involuntary (another process took the core) switches."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw, usage.ru_nivcsw
+
+
 def _receiving_node(count: int, size: int, per_message: bool, queue) -> None:  # type: ignore[no-untyped-def]
     """Child process: a node that receives ``count`` messages.
 
@@ -152,26 +158,28 @@ def _receiving_node(count: int, size: int, per_message: bool, queue) -> None:  #
     an app taking a stream of small messages would), or with
     ``per_message`` one call per decoded message (a node-level handler).
     Reports its messages per CPU-second and per second (from the first
-    call to the last, over the messages after the first call's) and the
+    call to the last, over the messages after the first call's), the
     decrypt limit measured in this process just before and just after
     (their mean), so the node and its limit share the same stretch of a
-    shared machine.
+    shared machine, and its context switches meanwhile: voluntary ones mean
+    it waited for data (the sender fell behind, and smaller reads cost more
+    per message), involuntary ones that other processes took its core.
     """
     from lnpmsg.app import App
 
     async def run() -> None:
         node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"]))
         received = 0
-        marks: list[tuple[int, float, float]] = []
+        marks: list[tuple[int, float, float, tuple[int, int]]] = []
         done = trio.Event()
 
         def arrived(n: int) -> None:
             nonlocal received
             if not marks:
-                marks.append((received + n, _cpu_seconds(), time.perf_counter()))
+                marks.append((received + n, _cpu_seconds(), time.perf_counter(), _context_switches()))
             received += n
             if received == count:
-                marks.append((received, _cpu_seconds(), time.perf_counter()))
+                marks.append((received, _cpu_seconds(), time.perf_counter(), _context_switches()))
                 done.set()
 
         def on_message(peer, message) -> None:  # type: ignore[no-untyped-def]
@@ -194,8 +202,9 @@ def _receiving_node(count: int, size: int, per_message: bool, queue) -> None:  #
             queue.put((node.node_id.hex(), node.listen_addresses[0]))
             await done.wait()
             after = raw_decrypt(max(count // 4, 1000), size)
-            (first, cpu0, wall0), (last, cpu1, wall1) = marks
-            queue.put(((last - first) / (cpu1 - cpu0), (last - first) / (wall1 - wall0), (before + after) / 2))
+            (first, cpu0, wall0, switches0), (last, cpu1, wall1, switches1) = marks
+            switches = (switches1[0] - switches0[0], switches1[1] - switches0[1])
+            queue.put(((last - first) / (cpu1 - cpu0), (last - first) / (wall1 - wall0), (before + after) / 2, switches))
             node.stop()
 
     trio.run(run)
@@ -235,12 +244,13 @@ def _lean_sender(address: str, node_id: bytes, count: int, size: int) -> None:
             pass
 
 
-def lnpmsg_throughput_two_processes(count: int, size: int, per_message: bool = False) -> tuple[float, float, float]:
+def lnpmsg_throughput_two_processes(count: int, size: int, per_message: bool = False) -> tuple[float, float, float, tuple[int, int]]:
     """The receiving node in a second process, fed by a lean sender here (each on its own core).
 
     Returns (the node's messages/s, its messages per CPU-second, the decrypt
-    limit per CPU-second measured in the node's process). The receiving app
-    takes the messages in runs, or one call each with ``per_message``.
+    limit per CPU-second measured in the node's process, its voluntary and
+    involuntary context switches while receiving). The receiving app takes
+    the messages in runs, or one call each with ``per_message``.
     """
     import multiprocessing
 
@@ -251,10 +261,10 @@ def lnpmsg_throughput_two_processes(count: int, size: int, per_message: bool = F
     node_id, address = from_child.get()
     sender = threading.Thread(target=_lean_sender, args=(address, bytes.fromhex(node_id), count, size))
     sender.start()
-    per_cpu_second, per_second, limit = from_child.get()
+    per_cpu_second, per_second, limit, switches = from_child.get()
     sender.join()
     child.join()
-    return per_second, per_cpu_second, limit
+    return per_second, per_cpu_second, limit, switches
 
 
 class _Duplex:
@@ -557,7 +567,7 @@ def main() -> None:
             keep_best(f"lnpmsg_{label}", ours)
             round_ratios[label].append(ours / limit)
             keep_best(f"pyln_{label}", pyln_throughput(max(count // 4, 100), size))
-            wall, per_cpu_second, decrypt_limit = lnpmsg_throughput_two_processes(count, size)
+            wall, per_cpu_second, decrypt_limit, _ = lnpmsg_throughput_two_processes(count, size)
             keep_best(f"lnpmsg_2proc_{label}", wall)
             keep_best(f"lnpmsg_2proc_per_cpu_second_{label}", per_cpu_second)
             keep_best(f"raw_decrypt_{label}", decrypt_limit)
@@ -590,7 +600,7 @@ def _receiving_only(count: int, rounds: int, as_json: bool, handler: str = "batc
     per_round = []
     for index in range(rounds):
         for kind in kinds:
-            _, per_cpu_second, limit = lnpmsg_throughput_two_processes(count, 1024, per_message=kind == "message")
+            _, per_cpu_second, limit, (waited, preempted) = lnpmsg_throughput_two_processes(count, 1024, per_message=kind == "message")
             per_round.append(
                 {
                     "round": index + 1,
@@ -598,17 +608,20 @@ def _receiving_only(count: int, rounds: int, as_json: bool, handler: str = "batc
                     "node_cpu_us_per_message": 1e6 / per_cpu_second,
                     "limit_cpu_us_per_message": 1e6 / limit,
                     "ratio": per_cpu_second / limit,
+                    "voluntary_switches": waited,
+                    "involuntary_switches": preempted,
                 }
             )
     if as_json:
         print(json.dumps(per_round, indent=2))
         return
-    print("| round | handler | node CPU µs per 1 KiB message | limit (two decrypts) µs | node / limit |")
-    print("| ---: | --- | ---: | ---: | ---: |")
+    print("| round | handler | node CPU µs per 1 KiB message | limit (two decrypts) µs | node / limit | node waited / preempted |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
     for figures in per_round:
         print(
             f"| {figures['round']} | {figures['handler']} | {figures['node_cpu_us_per_message']:.2f} "
-            f"| {figures['limit_cpu_us_per_message']:.2f} | {figures['ratio']:.0%} |"
+            f"| {figures['limit_cpu_us_per_message']:.2f} | {figures['ratio']:.0%} "
+            f"| {figures['voluntary_switches']} / {figures['involuntary_switches']} |"
         )
     for kind in kinds:
         ratios = [figures["ratio"] for figures in per_round if figures["handler"] == kind]
