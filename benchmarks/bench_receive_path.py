@@ -3,7 +3,9 @@
 A prepared stream of BOLT-8 frames (an ``init``, then 20,000 custom
 messages of 1 KiB, as one sender would write them), cut in 128 KiB chunks
 as the node reads them, goes through ``MessageDecryptor.feed`` and then
-``PeerSession.receive_messages``; the limit is the same ChaCha20-Poly1305
+``PeerSession.receive_messages`` (the custom type as an unknown odd type:
+an ``UnknownMessage`` each; or as a batch type an app takes in runs: one
+``RunReceived`` per read); the limit is the same ChaCha20-Poly1305
 decrypts alone (two calls per message, the frames already cut apart).
 Everything is CPU time in this process, so it holds still on a loaded
 machine far better than the two-process figures of ``bench_bolt8.py``; the
@@ -38,10 +40,10 @@ def two_decrypts() -> float:
     return 1e6 / raw_decrypt(COUNT, SIZE)
 
 
-def receive(key: bytes, chaining_key: bytes, chunks: list[bytes], with_session: bool) -> float:
-    """CPU µs per message of ``feed`` (and the session, if asked) over the prepared chunks."""
+def receive(key: bytes, chaining_key: bytes, chunks: list[bytes], with_session: bool, batch_type: bool = False) -> float:
+    """CPU µs per message of ``feed`` (and the session, if asked, with the custom type as a batch type or not) over the prepared chunks."""
     decryptor = MessageDecryptor(key, chaining_key)
-    session = PeerSession(Init(), 0.0)
+    session = PeerSession(Init(), 0.0, batch_types={CUSTOM} if batch_type else frozenset())
     received = 0
     start = time.process_time()
     for chunk in chunks:
@@ -63,11 +65,12 @@ def main() -> None:
     message = CUSTOM.to_bytes(2, "big") + bytes(SIZE - 2)
     stream = MessageEncryptor(key, chaining_key).encrypt_joined([Init().encode()] + [message] * COUNT)
     chunks = [stream[i : i + CHUNK] for i in range(0, len(stream), CHUNK)]
-    rounds: dict[str, list[float]] = {"two decrypts (limit)": [], "feed": [], "feed + session": []}
+    rounds: dict[str, list[float]] = {"two decrypts (limit)": [], "feed": [], "feed + session": [], "feed + session, a batch type": []}
     for _ in range(args.rounds):
         rounds["two decrypts (limit)"].append(two_decrypts())
         rounds["feed"].append(receive(key, chaining_key, chunks, with_session=False))
         rounds["feed + session"].append(receive(key, chaining_key, chunks, with_session=True))
+        rounds["feed + session, a batch type"].append(receive(key, chaining_key, chunks, with_session=True, batch_type=True))
     results = {name: {"median": statistics.median(values), "lowest": min(values)} for name, values in rounds.items()}
     if args.json:
         print(json.dumps(results, indent=2))

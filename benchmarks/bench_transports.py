@@ -39,6 +39,7 @@ import datetime
 import json
 import multiprocessing
 import os
+import resource
 import socket
 import statistics
 import sys
@@ -289,6 +290,29 @@ def _certificate() -> tuple[object, object]:
 # ------------------------------------------------------------------ report
 
 
+def _usage() -> tuple[float, int, float, int, float]:
+    """CPU seconds and involuntary context switches of this (receiving) process, then of its
+    ended children (the sender, once joined), and the wall clock."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (
+        own.ru_utime + own.ru_stime,
+        own.ru_nivcsw,
+        children.ru_utime + children.ru_stime,
+        children.ru_nivcsw,
+        time.perf_counter(),
+    )
+
+
+def _share(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    """Each side's share of a core and its preemptions over one measurement (start-ups included)."""
+    cpu, preempted, sender_cpu, sender_preempted, wall = (a - b for a, b in zip(after, before))
+    return (
+        f"receiver {cpu / wall:.0%} of a core, preempted {preempted:.0f}x, "
+        f"sender {sender_cpu / wall:.0%}, preempted {sender_preempted:.0f}x"
+    )
+
+
 @dataclass
 class Figure:
     """One (transport, size): every round's node and raw rate (msg/s)."""
@@ -379,18 +403,26 @@ def main() -> None:
                 for round_no in range(args.rounds):
                     # alternate which goes first, so a drift in load favours neither
                     order = ("raw", "node") if round_no % 2 == 0 else ("node", "raw")
+                    # How much of a core the receiving process had in each measurement: a
+                    # round whose node measurement lost the core more often than its
+                    # limit's is the machine's, not the code's.
+                    shares = {}
                     for which in order:
+                        before = _usage()
                         if which == "raw":
                             fig.raw.append(_raw_run(ctx, medium, size, args.seconds, directory))
+                            shares[which] = _share(before, _usage())
                             if plain is not None:
                                 fig.plain.append(_raw_run(ctx, plain, size, args.seconds, directory))
                         else:
                             result, _ = trio.run(_node_run, ctx, listen, size, args.seconds, 0)
                             fig.node.append(result.rate)
+                            shares[which] = _share(before, _usage())
                     print(
                         f"  {name:8} {label:6} round {round_no + 1}: {fig.node[-1]:>10,.0f} msg/s   "
                         f"limit {medium}: {fig.raw[-1]:>12,.0f} msg/s   ratio {fig.ratios[-1]:.0%}"
-                        + (f"   (plain {plain}: {fig.plain[-1]:,.0f} msg/s)" if plain is not None else ""),
+                        + (f"   (plain {plain}: {fig.plain[-1]:,.0f} msg/s)" if plain is not None else "")
+                        + f"\n           node: {shares['node']}; limit: {shares['raw']}",
                         flush=True,
                     )
                 figures[label] = fig.summary()

@@ -32,7 +32,8 @@ What the contract says (docs/apps.md is the guide):
   own custom types (>= 32768); protocol apps (gossip, channels) say
   ``App(..., protocol=True)`` to own BOLT types too. A message whose type
   nobody owns fails the peer when it is even (BOLT 1, as if unknown) and is
-  ignored when odd.
+  ignored when odd. A type nobody declares may be taken in runs
+  (:meth:`App.on_batch`): one call per run of its messages, as bytes.
 - **Features** come from the app (``feature_bit``/``features``, or
   :meth:`App.init_features` per peer); the node's ``init`` is its config's
   features or'ed with its running apps', and logs and ``listpeers`` name
@@ -82,6 +83,7 @@ from lnpmsg.node.apphost import (
     RESTART_WINDOW,
     AppError,
     AppState,
+    BatchHandler,
     MountError,
     raw_message_class,
 )
@@ -100,6 +102,7 @@ __all__ = [
     "App",
     "AppError",
     "AppState",
+    "BatchHandler",
     "ControlMethod",
     "MessageHandler",
     "MountError",
@@ -173,6 +176,8 @@ class App:
         self.control_methods: dict[str, ControlMethod] = {}
         #: the types this app owns and their (policy-wrapped) handlers
         self.handlers: dict[int, MessageHandler] = {}
+        #: the types this app owns and takes in runs, and their (policy-wrapped) batch handlers
+        self.batch_handlers: dict[int, BatchHandler] = {}
         #: where the app is in its life (the node sets it; see :class:`AppState`)
         self.state = AppState.NEW
         #: why the app stopped, when it did
@@ -196,6 +201,8 @@ class App:
         if not (isinstance(cls, type) and issubclass(cls, Message)) or type_number is None:
             raise AppError(f"{cls!r} is not a declared message (use @message(type=...))")
         self._check_range(type_number, cls.__name__)
+        if type_number in self.batch_handlers:
+            raise AppError(f"{cls.__name__}: type {type_number} has a batch handler in app {self.name!r}, which takes it undecoded")
         existing = self.messages.get(type_number)
         if existing is not None and existing is not cls:
             raise AppError(f"{cls.__name__}: type {type_number} is already {existing.__name__} in app {self.name!r}")
@@ -232,12 +239,48 @@ class App:
         """
         type_number = message_type if isinstance(message_type, int) else message_type.TYPE
         self._check_range(type_number, f"handler {_name(handler)}")
-        if type_number in self.handlers:
+        if type_number in self.handlers or type_number in self.batch_handlers:
             raise MountError(f"app {self.name!r} already handles type {type_number}")
         wrapped = self._guarded(type_number, handler, shield) if (guard or shield) else handler
         if self._node is not None:
             self._node.apphost.own(self, type_number, wrapped)
         self.handlers[type_number] = wrapped
+
+    def on_batch(self, type_number: int, *, shield: bool = False) -> Callable[[BatchHandler], BatchHandler]:
+        """Decorator: own this type and take its messages in runs (see :meth:`add_batch_handler`)."""
+
+        def register(handler: BatchHandler) -> BatchHandler:
+            self.add_batch_handler(type_number, handler, shield=shield)
+            return handler
+
+        return register
+
+    def add_batch_handler(self, type_number: int, handler: BatchHandler, *, guard: bool = True, shield: bool = False) -> None:
+        """Own ``type_number`` and take its messages in runs: ``handler(peer, messages)``.
+
+        For a stream of many small messages of one type, where a call and a
+        message object per message would cost more than the app's own work.
+        ``messages`` is a list (the handler's to keep) of consecutive
+        messages of this type from ``peer``, in arrival order, each as its
+        wire bytes: the two type bytes, then the payload (``m[2:]``). A run
+        holds what one read of the connection brought, up to the first
+        message of another type; every message comes exactly once, in
+        order with the peer's other messages. The type is never decoded:
+        it must not be declared (by this app or on the node), an even one
+        too. Timeout, ``shield`` and ``guard`` apply per call, as for
+        :meth:`add_handler`.
+        """
+        if type(type_number) is not int:
+            raise AppError(f"a batch handler takes a type number (its messages stay undecoded), got {type_number!r}")
+        self._check_range(type_number, f"batch handler {_name(handler)}")
+        if type_number in self.handlers or type_number in self.batch_handlers:
+            raise MountError(f"app {self.name!r} already handles type {type_number}")
+        if type_number in self.messages:
+            raise AppError(f"app {self.name!r} declares type {type_number} as {self.messages[type_number].__name__}: a batch handler takes it undecoded")
+        wrapped = self._guarded(type_number, handler, shield) if (guard or shield) else handler
+        if self._node is not None:
+            self._node.apphost.own_batch(self, type_number, wrapped)
+        self.batch_handlers[type_number] = wrapped
 
     def control(self, name: str | None = None) -> Callable[[ControlMethod], ControlMethod]:
         """Decorator: expose ``async def fn(**params) -> result`` on the node's
@@ -391,12 +434,18 @@ class App:
             existing = node.registry.get(type_number)
             if existing is not None and existing is not cls:
                 raise MountError(f"app {self.name!r}: type {type_number} is already {existing.__name__} on this node")
-        node.apphost.check_owns(self, self.handlers)
+            if type_number in node.apphost.batch_types:
+                raise MountError(f"app {self.name!r}: type {type_number} is taken undecoded by a batch handler on this node")
+        for type_number in self.batch_handlers:
+            node.apphost.check_batch_type(type_number)
+        node.apphost.check_owns(self, [*self.handlers, *self.batch_handlers])
         for cls in self.messages.values():
             node.registry.register(cls)
         self._node = node
 
     def _register(self, cls: type[Message]) -> None:
+        if cls.TYPE in self.node.apphost.batch_types:
+            raise MountError(f"app {self.name!r}: type {cls.TYPE} is taken undecoded by a batch handler on this node")
         try:
             self.node.registry.register(cls)
         except ValueError as exc:
@@ -439,11 +488,11 @@ class App:
         if self._node is not None:
             self._node.events.publish(ErrorReported(f"app.{self.name}", text, node_id))
 
-    def _guarded(self, type_number: int, handler: MessageHandler, shield: bool) -> MessageHandler:
+    def _guarded(self, type_number: int, handler: Callable[[Peer, Any], Awaitable[None] | None], shield: bool) -> MessageHandler:
         timeout = self.handler_timeout
         what = f"handler {_name(handler)} for type {type_number}"
 
-        async def guarded(peer: Peer, message: Message) -> None:
+        async def guarded(peer: Peer, message: Any) -> None:
             if shield:
                 # Never cut in the middle: neither the timeout nor a cancelled peer stops it.
                 started = trio.current_time()
@@ -513,7 +562,7 @@ class App:
         return f"<{type(self).__name__} {self.name} owns={sorted(self.handlers)} state={self.state.value}>"
 
 
-async def _call(handler: MessageHandler, peer: Peer, message: Message, app: App, what: str) -> None:
+async def _call(handler: MessageHandler, peer: Peer, message: Any, app: App, what: str) -> None:
     try:
         pending = handler(peer, message)
         if pending is not None:

@@ -38,8 +38,10 @@ async def test_example_runs(index, capsys):
     if index == 0:
         assert out.endswith(": hi alice\n")
     if index == 1:
+        assert out == "in order: True, fewer calls than messages: True\n"
+    if index == 2:
         assert out == "['starting', 'gone: bye for now', 'stopping with 0 peer(s)']\n"
-    if index == 3:
+    if index == 4:
         assert "refused: gossip" in out and "ended: peer" in out and "disconnected" in out
-    if index == 5:
+    if index == 6:
         assert out == "ConnectionError: the upstream API is down (restart='never')\n"

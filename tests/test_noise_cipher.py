@@ -263,3 +263,49 @@ def test_a_bad_frame_in_a_run_keeps_the_frames_before_it() -> None:
             decryptor.feed(bytes(bad))
         assert caught.value.decoded == messages[: where // frame]  # type: ignore[attr-defined]
         assert decryptor.failed
+
+
+def test_cut_frames_gives_every_header_and_body_for_any_count() -> None:
+    # A run's frames are cut by struct unpacks of at most 64 frames each (64, then
+    # 48, 32 or 16, then the rest): every count gives the same parts as slicing.
+    from lnpmsg.noise.cipher import _cut_frames
+
+    for body_size in (0, 5, 1024):
+        step = body_size + FRAME_OVERHEAD
+        source = os.urandom(3 + 200 * step)
+        for count in (*range(1, 70), 127, 128, 130, 200):
+            expected: list[bytes] = []
+            for start in range(3, 3 + count * step, step):
+                expected += [source[start : start + LENGTH_HEADER_SIZE], source[start + LENGTH_HEADER_SIZE : start + step]]
+            assert _cut_frames(bytearray(source), 3, body_size, count) == expected
+
+
+def test_runs_of_many_sizes_in_one_large_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # More run sizes than the cache of compiled cutting formats holds (made small
+    # here; it starts again when full): every run is still decrypted, in order.
+    from lnpmsg.noise import cipher
+
+    monkeypatch.setattr(cipher, "_CUT_CACHE_SIZE", 3)
+    monkeypatch.setattr(cipher, "_cutters", {})
+    messages = [bytes([size % 251]) * size for size in range(100, 120) for _ in range(150)]
+    stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
+    assert MessageDecryptor(KEY, CHAINING_KEY).feed(stream) == messages
+    assert 0 < len(cipher._cutters) <= 3
+
+
+def test_hkdf_pair_is_rfc5869_hkdf_sha256() -> None:
+    # RFC 5869, test case 3 (empty salt and info): the first 42 bytes of the output.
+    from lnpmsg.noise._primitives import hkdf_pair
+
+    first, second = hkdf_pair(b"", bytes([0x0B]) * 22)
+    assert (first + second)[:42].hex() == (
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+    )
+    # and HMAC's key handling for every key length (hashed past the 64-byte block)
+    import hmac
+
+    for salt_size in (0, 31, 32, 64, 65, 200):
+        salt, ikm = os.urandom(salt_size), os.urandom(32)
+        prk = hmac.digest(salt, ikm, "sha256")
+        expected_first = hmac.digest(prk, b"\x01", "sha256")
+        assert hkdf_pair(salt, ikm) == (expected_first, hmac.digest(prk, expected_first + b"\x02", "sha256"))

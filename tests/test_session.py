@@ -12,6 +12,7 @@ from lnpmsg.node.session import (
     PongReceived,
     RemoteError,
     RemoteWarning,
+    RunReceived,
     SessionClosed,
     SessionState,
 )
@@ -282,6 +283,82 @@ def test_a_batch_of_one_type_gives_what_message_by_message_gives(odd_one):
     if odd_one is None:
         (event,) = events
         assert event.messages[5] == UnknownMessage(type=0x8001, payload=bytes([5]) * 5)
+
+
+# ---------------------------------------------------------------- batch types
+
+ODD_RUN, EVEN_RUN = 0x8101, 0x8102  # types an app takes in runs (the node's batch_types)
+
+
+def run_of(type_number, *payloads):
+    return [type_number.to_bytes(2, "big") + payload for payload in payloads]
+
+
+def test_a_batch_of_one_batch_type_is_one_run_of_its_bytes():
+    for type_number in (ODD_RUN, EVEN_RUN):  # an even batch type is owned: it does not fail
+        session = ready_session(batch_types={ODD_RUN, EVEN_RUN})
+        batch = run_of(type_number, b"", b"a", b"bc" * 600)
+        (event,) = session.receive_messages(batch, 1)
+        assert event == RunReceived(type_number, batch)
+        assert all(type(m) is bytes for m in event.messages)
+        # the same from the message-by-message loop (a tuple skips the list's fast path)
+        assert session.receive_messages(tuple(batch), 2) == [event]
+        assert session.stats.messages_in == 1 + 2 * len(batch) and session.state is SessionState.ACTIVE
+
+
+def test_runs_end_where_another_type_comes_and_keep_the_order():
+    registry = DEFAULT_REGISTRY.copy()
+    registry.register(Counter)
+    session = ready_session(registry=registry, batch_types={ODD_RUN, EVEN_RUN})
+    batch = [
+        *run_of(ODD_RUN, b"1", b"2"),
+        b"\x80\x01odd",  # an unknown odd type: an UnknownMessage
+        *run_of(ODD_RUN, b"3"),
+        *run_of(EVEN_RUN, b"4", b"5"),
+        Counter(value=9).encode(),  # a decoded app message
+        *run_of(EVEN_RUN, b"6"),
+        Ping(num_pong_bytes=2).encode(),  # housekeeping: answered, no event
+        *run_of(EVEN_RUN, b"7"),
+        bytearray(run_of(EVEN_RUN, b"8")[0]),  # copied into bytes, still the same run
+    ]
+    events = session.receive_messages(batch, 1)
+    assert events == [
+        RunReceived(ODD_RUN, run_of(ODD_RUN, b"1", b"2")),
+        MessagesReceived((UnknownMessage(type=0x8001, payload=b"odd"),)),
+        RunReceived(ODD_RUN, run_of(ODD_RUN, b"3")),
+        RunReceived(EVEN_RUN, run_of(EVEN_RUN, b"4", b"5")),
+        MessagesReceived((Counter(value=9),)),
+        RunReceived(EVEN_RUN, run_of(EVEN_RUN, b"6")),
+        RunReceived(EVEN_RUN, run_of(EVEN_RUN, b"7", b"8")),
+    ]
+    assert all(type(m) is bytes for e in events if type(e) is RunReceived for m in e.messages)
+    assert isinstance(sent(session)[0], Pong)
+    assert session.stats.messages_in == 1 + len(batch)
+
+
+def test_a_run_before_a_failure_is_delivered_and_nothing_after_it():
+    session = ready_session(batch_types={ODD_RUN})
+    batch = [*run_of(ODD_RUN, b"1", b"2"), b"\x80\x02unknown even", *run_of(ODD_RUN, b"3")]
+    events = session.receive_messages(batch, 1)
+    assert events[0] == RunReceived(ODD_RUN, run_of(ODD_RUN, b"1", b"2"))
+    closed_with(events[1:], "unknown even message type 32770")
+    assert session.receive_messages(run_of(ODD_RUN, b"4", b"5"), 2) == []
+
+
+def test_batch_types_follow_the_shared_set_and_never_a_decoded_type():
+    # The node changes the one set its sessions read (an app mounted or unmounted).
+    batch_types: set[int] = set()
+    registry = DEFAULT_REGISTRY.copy()
+    registry.register(Counter)
+    session = ready_session(registry=registry, batch_types=batch_types)
+    batch = run_of(ODD_RUN, b"a", b"b")
+    assert session.receive_messages(list(batch), 1) == [MessagesReceived(tuple(UnknownMessage(type=ODD_RUN, payload=m[2:]) for m in batch))]
+    batch_types.add(ODD_RUN)
+    assert session.receive_messages(list(batch), 2) == [RunReceived(ODD_RUN, batch)]
+    # a type the registry decodes is decoded, whatever the set says
+    batch_types.add(Counter.TYPE)
+    (event,) = session.receive_messages([Counter(value=1).encode(), Counter(value=2).encode()], 3)
+    assert event == MessagesReceived((Counter(value=1), Counter(value=2)))
 
 
 def test_local_close_sends_error_when_asked():

@@ -15,7 +15,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -38,6 +38,7 @@ __all__ = [
     "AppError",
     "AppHost",
     "AppState",
+    "BatchHandler",
     "MountError",
     "Mountable",
 ]
@@ -60,6 +61,8 @@ MAX_NAMED_UNKNOWN_BITS = 16
 
 #: a message handler: ``handler(peer, message)``, a plain or an async function
 Handler = Callable[[Peer, Any], Awaitable[None] | None]
+#: a batch handler: ``handler(peer, messages)``, a run of one type's messages as their wire bytes
+BatchHandler = Callable[[Peer, list[bytes]], Awaitable[None] | None]
 
 
 class AppError(Exception):
@@ -89,6 +92,7 @@ class Mountable(Protocol):
     stop_reason: str | None
     failures: int
     handlers: dict[int, Handler]
+    batch_handlers: dict[int, BatchHandler]
     protocol: bool
     handler_timeout: float | None
     restart: str
@@ -132,6 +136,10 @@ class AppHost:
         self.apps: dict[str, Mountable] = {}
         #: the dispatch table: type -> the owner's handler (running owners only)
         self.handlers: dict[int, Handler] = {}
+        #: the dispatch table of runs: type -> the owner's batch handler (running owners only)
+        self.batch_handlers: dict[int, BatchHandler] = {}
+        #: the types mounted apps take in runs, undecoded (every session reads this one set)
+        self.batch_types: set[int] = set()
         #: type -> its owner (None: a handler added with ``node.add_handler``)
         self.owners: dict[int, Mountable | None] = {}
         #: channel id -> the app that claimed it
@@ -148,7 +156,7 @@ class AppHost:
         owner = self.owners[type_number]
         return "the node (add_handler)" if owner is None else f"app {owner.name!r}"
 
-    def check_owns(self, app: Mountable | None, types: dict[int, Handler] | list[int]) -> None:
+    def check_owns(self, app: Mountable | None, types: Iterable[int]) -> None:
         """Raise :class:`MountError` if ``app`` may not own every one of ``types``."""
         for type_number in types:
             if type_number in self.owners and self.owners[type_number] is not app:
@@ -163,6 +171,24 @@ class AppHost:
         self.owners[type_number] = app
         if app.state in _ACTIVE:
             self.handlers[type_number] = handler
+
+    def own_batch(self, app: Mountable, type_number: int, handler: BatchHandler) -> None:
+        """``app`` (mounted) takes ``type_number`` in runs after its mount (see :meth:`check_batch_type`)."""
+        self.check_owns(app, [type_number])
+        self.check_batch_type(type_number)
+        self.owners[type_number] = app
+        self.batch_types.add(type_number)
+        if app.state in _ACTIVE:
+            self.batch_handlers[type_number] = handler
+
+    def check_batch_type(self, type_number: int) -> None:
+        """Raise :class:`MountError` if the node decodes ``type_number``: a batch type stays undecoded."""
+        declared = self.node.registry.get(type_number)
+        if declared is not None:
+            raise MountError(
+                f"message type {type_number} is declared as {declared.__name__} on this node: "
+                "a batch handler takes a type nobody decodes (its messages' bytes)"
+            )
 
     def add_raw_handler(self, type_number: int, handler: Handler) -> None:
         """The node's own ``add_handler``: the node owns the type (one owner per type still).
@@ -201,6 +227,9 @@ class AppHost:
         self._told[app.name] = set()
         for type_number in app.handlers:
             self.owners[type_number] = app
+        for type_number in app.batch_handlers:
+            self.owners[type_number] = app
+            self.batch_types.add(type_number)
         self.node._features_changed()
 
     def unmount(self, name: str) -> Mountable | None:
@@ -211,6 +240,7 @@ class AppHost:
         self._deactivate(app, "unmounted")
         for type_number in [t for t, owner in self.owners.items() if owner is app]:
             del self.owners[type_number]
+            self.batch_types.discard(type_number)
         for channel_id in [c for c, owner in self.channels.items() if owner is app]:
             del self.channels[channel_id]
         self._told.pop(name, None)
@@ -223,11 +253,15 @@ class AppHost:
         for type_number, handler in app.handlers.items():
             if self.owners.get(type_number) is app:
                 self.handlers[type_number] = handler
+        for type_number, batch_handler in app.batch_handlers.items():
+            if self.owners.get(type_number) is app:
+                self.batch_handlers[type_number] = batch_handler
 
     def _deactivate(self, app: Mountable, reason: str) -> None:
         for type_number, owner in self.owners.items():
             if owner is app:
                 self.handlers.pop(type_number, None)
+                self.batch_handlers.pop(type_number, None)
         if app.state is not AppState.STOPPED:
             app.state = AppState.STOPPED
             app.stop_reason = reason

@@ -53,6 +53,7 @@ from lnpmsg.node.session import (
     PeerSession,
     RemoteError,
     RemoteWarning,
+    RunReceived,
     SessionClosed,
     SessionEvent,
 )
@@ -72,6 +73,7 @@ from lnpmsg.wire import (
     Message,
     MessageRegistry,
     UnknownMessage,
+    unknown_messages,
 )
 from lnpmsg.wire.bolt1 import CHAIN_HASHES, INIT_TLVS
 from lnpmsg.wire.features import known_features
@@ -182,6 +184,8 @@ class Node(Dialing, Inbound):
         self.apphost = AppHost(self)
         #: the dispatch table, type -> its owner's handler (one owner per type)
         self._handlers = self.apphost.handlers
+        #: the dispatch table of runs, type -> its owner's batch handler
+        self._batch_handlers = self.apphost.batch_handlers
         #: mounted apps by name, in mount order (see :meth:`mount`)
         self.apps = self.apphost.apps
         #: messages that reached no handler and no subscriber (unknown odd types)
@@ -428,6 +432,7 @@ class Node(Dialing, Inbound):
             pong_timeout=cfg.pong_timeout,
             init_timeout=cfg.init_timeout,
             local_init_bytes=local_init_bytes,
+            batch_types=self.apphost.batch_types,
         )
         return Peer(
             conn,
@@ -457,7 +462,9 @@ class Node(Dialing, Inbound):
 
     async def _on_peer_events(self, peer: Peer, events: list[SessionEvent]) -> None:
         for event in events:
-            if type(event) is MessagesReceived:
+            if type(event) is RunReceived:
+                await self._dispatch_run(peer, event.type, event.messages)
+            elif type(event) is MessagesReceived:
                 await self._dispatch(peer, event.messages)
             elif isinstance(event, PeerReady):
                 await self._on_ready(peer)
@@ -531,6 +538,31 @@ class Node(Dialing, Inbound):
             if subscribed:
                 payload = message.payload if type(message) is UnknownMessage else message.encode()[2:]
                 self.events.publish(CustomMessageReceived(peer.node_id, type_number, payload))
+
+    async def _dispatch_run(self, peer: Peer, type_number: int, messages: list[bytes]) -> None:
+        """Hand a run of one batch type to its owner's batch handler in one call.
+
+        With no batch handler now (its app stopped, or not yet taking
+        messages) the run goes message by message through :meth:`_dispatch`,
+        as messages nobody handles do: odd ones are ignored, even ones fail
+        the peer.
+        """
+        handler = self._batch_handlers.get(type_number)
+        if handler is None:
+            await self._dispatch(peer, unknown_messages(type_number, messages))
+            return
+        try:
+            pending = handler(peer, messages)
+            if pending is not None:
+                await pending
+        except Exception as exc:
+            log.exception("batch handler %r failed on message type %d from %s", handler, type_number, peer.node_id.hex())
+            self.apphost.report(self.apphost.owner_of(type_number), f"batch handler for type {type_number} raised {exc!r}", peer)
+        if self.events.has_subscribers:
+            publish = self.events.publish
+            node_id = peer.node_id
+            for data in messages:
+                publish(CustomMessageReceived(node_id, type_number, data[2:]))
 
     def _unowned_even(self, peer: Peer, type_number: int) -> bool:
         """An even message nobody handles: BOLT 1 fails the connection, as for an unknown type.

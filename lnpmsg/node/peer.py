@@ -31,6 +31,7 @@ from lnpmsg.node.session import (
     PeerReady,
     PeerSession,
     PongReceived,
+    RunReceived,
     SessionClosed,
     SessionEvent,
     SessionState,
@@ -403,7 +404,7 @@ class Peer:
                     counters.messages_in += len(messages)
                     events = session.receive_messages(messages, trio.current_time())
                     for event in events:
-                        if type(event) is not MessagesReceived:
+                        if type(event) is not RunReceived and type(event) is not MessagesReceived:
                             self._note(event)
                     # One call per read, however many messages it carried.
                     await on_events(self, events)

@@ -18,7 +18,10 @@ What it does, per BOLT 1:
   reported and the connection stays;
 - "it's OK to be odd": an unknown odd message is passed up as an
   ``UnknownMessage`` for the node to ignore (or hand to a raw-message
-  listener), an unknown even one fails the connection.
+  listener), an unknown even one fails the connection;
+- the types the node takes in runs (``batch_types``: an app's batch
+  handler) are passed up undecoded, each run of one such type as one
+  ``RunReceived`` with the messages' bytes: no object per message.
 
 After a failure the session is CLOSED for good (a sticky state): it reports
 one ``SessionClosed`` event and refuses further input and output.
@@ -55,6 +58,7 @@ __all__ = [
     "PONG_TIMEOUT",
     "MessagesReceived",
     "PeerReady",
+    "RunReceived",
     "PongReceived",
     "RemoteError",
     "RemoteWarning",
@@ -114,6 +118,20 @@ class MessagesReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class RunReceived:
+    """Messages in a row of one type the node takes in runs (see ``batch_types``), undecoded.
+
+    ``messages`` are their wire bytes, in arrival order, each the two type
+    bytes then the payload. Only types nobody decodes can be batch types,
+    so a run's messages need no checks beyond their type; a run ends where
+    a message of another type comes (or the batch does).
+    """
+
+    type: int
+    messages: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class PongReceived:
     """A pong answered our ping after ``rtt`` seconds."""
 
@@ -144,14 +162,18 @@ class SessionClosed:
     by_peer: bool = False
 
 
-SessionEvent = PeerReady | MessagesReceived | PongReceived | RemoteWarning | RemoteError | SessionClosed
+SessionEvent = PeerReady | MessagesReceived | RunReceived | PongReceived | RemoteWarning | RemoteError | SessionClosed
 
 
-def _flush(run: list[Message], events: list[SessionEvent]) -> None:
-    """Close a run of app messages into one event (and empty the run)."""
+def _flush(run: list[Message], raw: list[bytes], events: list[SessionEvent]) -> None:
+    """Close the open run into one event: decoded app messages or a batch type's bytes (one is empty)."""
     if run:
         events.append(MessagesReceived(tuple(run)))
         run.clear()
+    elif raw:
+        first = raw[0]
+        events.append(RunReceived((first[0] << 8) | first[1], raw[:]))
+        raw.clear()
 
 
 def printable(data: bytes, limit: int = 300) -> str:
@@ -183,6 +205,9 @@ class PeerSession:
             settings (seconds).
         local_init_bytes: ``local_init`` already encoded (a node that opens
             many sessions encodes it once).
+        batch_types: types passed up undecoded, in runs (:class:`RunReceived`),
+            also when even; none of them may be in ``registry``. A node passes
+            one set to all its sessions and keeps it current.
     """
 
     # A node holds one session per peer, thousands of them: no per-instance dict.
@@ -193,6 +218,7 @@ class PeerSession:
         "_ping_sent_at",
         "_ping_window_start",
         "_pings_in_window",
+        "batch_types",
         "chains",
         "close_reason",
         "known_features",
@@ -220,8 +246,10 @@ class PeerSession:
         pong_timeout: float = PONG_TIMEOUT,
         init_timeout: float = INIT_TIMEOUT,
         local_init_bytes: bytes | None = None,
+        batch_types: set[int] | frozenset[int] = frozenset(),
     ) -> None:
         self.state = SessionState.AWAITING_INIT
+        self.batch_types = batch_types
         self.registry = registry
         self.local_init = local_init
         self.local_features = local_init.all_features
@@ -255,18 +283,26 @@ class PeerSession:
 
         Taking a batch (everything one read decrypted) keeps the per-message
         cost low on the hot path: consecutive app messages become one
-        :class:`MessagesReceived`. Processing stops at the first failure.
+        :class:`MessagesReceived`, consecutive messages of one batch type one
+        :class:`RunReceived`. Processing stops at the first failure. A list
+        passed in may become a ``RunReceived``'s ``messages`` as it is: the
+        caller leaves it alone afterwards.
         """
         if type(messages) is list and len(messages) > 1 and self.state is SessionState.ACTIVE:
-            msg_type = self._one_unknown_odd_type(messages)
+            msg_type = self._one_undecoded_type(messages)
             if msg_type is not None:
                 # What the loop below makes of them, built for the batch at once.
                 self.stats.messages_in += len(messages)
+                if msg_type in self.batch_types:
+                    return [RunReceived(msg_type, messages)]
                 return [MessagesReceived(tuple(unknown_messages(msg_type, messages)))]
         events: list[SessionEvent] = []
         run: list[Message] = []  # app messages since the last other event
         keep = run.append
+        raw: list[bytes] = []  # or messages of one batch type (``raw_type``) since then
+        raw_type = -1
         class_of = self.registry.class_lookup()
+        batch_types = self.batch_types
         bolt1_types = _BOLT1_TYPES
         # Only the slow branches below change the state, so it is read again only after them.
         active = self.state is SessionState.ACTIVE
@@ -284,48 +320,59 @@ class PeerSession:
             try:
                 msg_type = (data[0] << 8) | data[1]
             except IndexError:
-                _flush(run, events)
+                _flush(run, raw, events)
                 events.extend(self._fail("message shorter than its 2-byte type", now))
                 break
             cls = class_of(msg_type)
             if cls is None:
                 # The usual custom message: a type nobody here decodes.
+                if msg_type in batch_types:
+                    # Taken in runs, undecoded (even ones too: an app owns the type).
+                    if raw_type != msg_type or run:
+                        _flush(run, raw, events)
+                        raw_type = msg_type
+                    raw.append(data)
+                    continue
                 if not msg_type & 1:
-                    _flush(run, events)
+                    _flush(run, raw, events)
                     events.extend(self._fail(f"unknown even message type {msg_type}", now))
                     break
                 # Unknown odd messages still go up: the node ignores them unless an
                 # app asked for raw messages (e.g. the control API's custom message events).
+                if raw:
+                    _flush(run, raw, events)
                 keep(unknown_message(msg_type, data[2:]))
                 continue
             if msg_type in bolt1_types:
-                _flush(run, events)
+                _flush(run, raw, events)
                 events.extend(self._on_bolt1(msg_type, data, now))
                 active = self.state is SessionState.ACTIVE
                 continue
+            if raw:
+                _flush(run, raw, events)
             try:
                 keep(cls._unpack(data, 2, len(data)))
             except WireError as exc:
-                _flush(run, events)
+                _flush(run, raw, events)
                 events.extend(self._fail(f"malformed message of type {msg_type}: {exc}", now))
                 break
-        _flush(run, events)
+        _flush(run, raw, events)
         self.stats.messages_in += count
         return events
 
-    def _one_unknown_odd_type(self, messages: list[bytes]) -> int | None:
-        """The type of a batch whose messages are all bytes of one odd type nobody decodes.
+    def _one_undecoded_type(self, messages: list[bytes]) -> int | None:
+        """The type of a batch whose messages are all bytes of one type nobody decodes, odd or a batch type.
 
-        Such a batch (a stream of custom messages) gives one ``UnknownMessage``
-        each and nothing else; None when any message is otherwise (then the
-        loop takes the batch message by message). The checks run in C
-        iterators over the batch.
+        Such a batch (a stream of custom messages) gives one ``RunReceived``
+        (a batch type) or one ``UnknownMessage`` each, and nothing else;
+        None when any message is otherwise (then the loop takes the batch
+        message by message). The checks run in C iterators over the batch.
         """
         first = messages[0]
         if type(first) is not bytes or len(first) < 2:
             return None
         msg_type = (first[0] << 8) | first[1]
-        if not msg_type & 1 or self.registry.class_lookup()(msg_type) is not None:
+        if not (msg_type & 1 or msg_type in self.batch_types) or self.registry.class_lookup()(msg_type) is not None:
             return None
         # Every message starting with these two bytes is also at least two long.
         if list(map(_type_bytes, messages)).count(first[:2]) != len(messages):

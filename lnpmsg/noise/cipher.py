@@ -327,7 +327,7 @@ class MessageDecryptor(_CipherState):
                 while True:
                     if body_size < 0:
                         if same >= _RUN_BEFORE_BATCH and size - position >= _MIN_BATCH * (last_size + FRAME_OVERHEAD):
-                            done, stopped = self._run_of_frames(source, view, position, nonce, last_size, messages, same)
+                            done, stopped = self._run_of_frames(source, position, nonce, last_size, messages, same)
                             if done:
                                 same += done
                                 nonce += 2 * done
@@ -389,7 +389,6 @@ class MessageDecryptor(_CipherState):
     def _run_of_frames(
         self,
         source: bytes | bytearray,
-        view: memoryview,
         position: int,
         nonce: int,
         body_size: int,
@@ -400,26 +399,23 @@ class MessageDecryptor(_CipherState):
 
         Returns how many, and whether a frame stopped the batch early. Every
         whole frame that fits (up to the key's last nonce, and ``most``) is
-        assumed to have this size. Their headers are decrypted first: a
-        header counts only if it and every one before it authenticate and
-        say this size, since only then does it sit where it was assumed to.
-        Then the bodies of those frames. Raises ``_BadBody`` if one of them
-        fails its MAC (``messages`` then holds the bodies before it).
+        assumed to have this size, and cut out of ``source`` with a few
+        ``struct`` unpacks (:func:`_cut_frames`). Their headers are decrypted
+        first: a header counts only if it and every one before it
+        authenticate and say this size, since only then does it sit where it
+        was assumed to. Then the bodies of those frames. Raises ``_BadBody``
+        if one of them fails its MAC (``messages`` then holds the bodies
+        before it).
         """
         step = body_size + FRAME_OVERHEAD
         count = min((len(source) - position) // step, (KEY_ROTATION_INTERVAL - nonce) // 2, most)
         if count <= 0:
             return 0, False
-        starts = range(position, position + count * step, step)
+        parts = _cut_frames(source, position, body_size, count)
         decrypt = self._aead.decrypt
         headers: list[bytes] = []
         try:
-            headers += map(
-                decrypt,
-                _NONCES[nonce : nonce + 2 * count : 2],
-                [source[p : p + LENGTH_HEADER_SIZE] for p in starts],
-                repeat(None),
-            )
+            headers += map(decrypt, _NONCES[nonce : nonce + 2 * count : 2], parts[0::2], repeat(None))
         except InvalidTag:
             pass  # this frame has another size, or a bad MAC: the frame-by-frame loop tells which
         expected = _pack_length(body_size)
@@ -429,15 +425,44 @@ class MessageDecryptor(_CipherState):
         if done:
             before = len(messages)
             try:
-                messages += map(
-                    decrypt,
-                    _NONCES[nonce + 1 : nonce + 2 * done : 2],
-                    [view[p + LENGTH_HEADER_SIZE : p + step] for p in starts[:done]],
-                    repeat(None),
-                )
+                messages += map(decrypt, _NONCES[nonce + 1 : nonce + 2 * done : 2], parts[1 : 2 * done : 2], repeat(None))
             except InvalidTag:
                 raise _BadBody(len(messages) - before) from None
         return done, done < count
+
+
+# Frames cut by one ``struct`` unpack, at most: a larger run takes several, so the
+# formats stay small (~65 bytes of the compiled format per frame).
+_CUT_MOST: Final = 64
+# Compiled formats kept, by (body size, frames): one size needs at most 19 (64, 48, 32,
+# 16 and 1-15 frames); past this many (traffic of many sizes) the cache starts again.
+_CUT_CACHE_SIZE: Final = 64
+_cutters: dict[tuple[int, int], struct.Struct] = {}
+
+
+def _cut_frames(source: bytes | bytearray, position: int, body_size: int, count: int) -> list[bytes]:
+    """The encrypted headers and bodies of ``count`` frames of ``body_size`` from ``position``, alternating.
+
+    Cut by ``struct`` unpacks of ``header body header body ...`` formats: each
+    gives every part of up to 64 frames as bytes in one C call, about four
+    times cheaper than a slice per part (bytes for the headers, memoryviews
+    for the bodies), and the AEAD takes the bodies faster as bytes than as
+    memoryviews.
+    """
+    parts: list[bytes] = []
+    step = body_size + FRAME_OVERHEAD
+    while count:
+        # 64 frames a piece, then 48, 32 or 16, then the rest: few formats per size.
+        piece = _CUT_MOST if count >= _CUT_MOST else (count & ~15 or count)
+        cutter = _cutters.get((body_size, piece))
+        if cutter is None:
+            if len(_cutters) >= _CUT_CACHE_SIZE:
+                _cutters.clear()
+            cutter = _cutters[body_size, piece] = struct.Struct(f"<{f'{LENGTH_HEADER_SIZE}s{body_size + MAC_SIZE}s' * piece}")
+        parts += cutter.unpack_from(source, position)
+        position += piece * step
+        count -= piece
+    return parts
 
 
 class _BadBody(Exception):
