@@ -24,6 +24,13 @@ them, the node's peers and the store:
   staggered broadcast, newer updates replacing queued older ones), never
   back to the peer it came from; a full queue drops gossip, never replies.
 
+Each part is a mixin of :class:`GossipApp`, in its own module:
+:mod:`~lnpmsg.gossip.peers` (the peers, our sync with them, warnings),
+:mod:`~lnpmsg.gossip.ingest` (the inbox, batches, decisions, the store
+writer), :mod:`~lnpmsg.gossip.serving` (answers, timestamp-filter backfill,
+relay) and :mod:`~lnpmsg.gossip.lookups` (the control API and the read
+methods); this module wires them together, prunes and imports.
+
 Usage::
 
     store = GossipStore(data_dir / DB_FILE_NAME, CHAIN_HASHES[config.network])
@@ -47,12 +54,13 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
+from lnpmsg.app import App
 from lnpmsg.gossip.cln_store import (
     TYPE_CHANNEL_AMOUNT,
     ImportResult,
@@ -61,9 +69,9 @@ from lnpmsg.gossip.cln_store import (
     load_gossip_store_file,
     read_gossip_store,
 )
-from lnpmsg.gossip.events import gossip_filter
 from lnpmsg.gossip.graph import STALE_AFTER, ChannelRemoved, Decision, Graph
-from lnpmsg.gossip.pipeline import VerifyPool
+from lnpmsg.gossip.ingest import FundingCheck, FundingResult, GossipIngest
+from lnpmsg.gossip.lookups import GossipLookups
 from lnpmsg.gossip.messages import (
     GOSSIP_MESSAGES,
     ChannelAnnouncement,
@@ -75,18 +83,16 @@ from lnpmsg.gossip.messages import (
     ReplyChannelRange,
     ReplyShortChannelIdsEnd,
 )
-from lnpmsg.gossip.routing import RoutingFeed
 from lnpmsg.gossip.peers import GossipPeers, PeerState
-from lnpmsg.gossip.ingest import FundingCheck, FundingResult, GossipIngest
+from lnpmsg.gossip.pipeline import VerifyPool
+from lnpmsg.gossip.routing import RoutingFeed
 from lnpmsg.gossip.serving import GossipServing
 from lnpmsg.gossip.store import AsyncGossipStore, GossipStore
 from lnpmsg.gossip.sync import REPLY_TIMEOUT, PeerSync
-from lnpmsg.app import App
 from lnpmsg.gossip.verify import SignatureVerifier
-from lnpmsg.node.events import Subscription
 from lnpmsg.node.node import Node
 from lnpmsg.payments.graph import RoutingGraph
-from lnpmsg.wire import CHAIN_HASHES, Features, ShortChannelId, WireError
+from lnpmsg.wire import CHAIN_HASHES, Features
 
 #: chain hash -> network name, to name the chain of foreign gossip
 _NETWORK_OF: dict[bytes, str] = {}
@@ -151,8 +157,6 @@ class GossipConfig:
     offer_queries: bool = True
 
 
-@dataclass(eq=False)
-
 @dataclass
 class GossipAppCounters:
     """What the app received, relayed, answered and sent (``gossip.stats``)."""
@@ -170,7 +174,7 @@ class GossipAppCounters:
 _GOSSIP_TYPES = (ChannelAnnouncement, NodeAnnouncement, ChannelUpdate)
 
 
-class GossipApp(GossipPeers, GossipIngest, GossipServing, App):
+class GossipApp(GossipPeers, GossipIngest, GossipServing, GossipLookups, App):
     """BOLT-7 gossip on a node: verify, store, sync, answer, relay and publish.
 
     A protocol app: it owns the BOLT-7 message types, offers
@@ -360,90 +364,6 @@ class GossipApp(GossipPeers, GossipIngest, GossipServing, App):
                 stale, len(self.graph), days, when,
             )
 
-    # ------------------------------------------------------------ control API
-
-    def control_api(self) -> dict[str, Callable[..., Awaitable[Any]]]:
-        """The calls the node's control server exposes as ``gossip.<name>`` (JSON in, JSON out)."""
-
-        async def listchannels(node_id: str | None = None, after: str | None = None, limit: int = 1000) -> dict[str, Any]:
-            """Channels with both directions' policies, by id (page with ``after``), optionally of one node."""
-            return {"channels": await self.list_channels(node_id, after=after, limit=limit)}
-
-        async def listnodes(after: str | None = None, limit: int = 1000) -> dict[str, Any]:
-            """Nodes with a channel (announced or not), by id (page with ``after``)."""
-            return {"nodes": await self.list_nodes(after=after, limit=limit)}
-
-        async def getnode(node_id: str) -> dict[str, Any]:
-            """One node: its announcement and its channels' ids (``null`` if unknown)."""
-            return {"node": await self.get_node(node_id)}
-
-        async def getchannel(short_channel_id: str) -> dict[str, Any]:
-            """One channel (``BLOCKxTXxOUT``) with its policies (``null`` if unknown)."""
-            return {"channel": await self.get_channel(short_channel_id)}
-
-        async def stats() -> dict[str, Any]:
-            """Counts: graph, store, decisions and their reasons, relay, sync."""
-            return await self.gossip_stats()
-
-        async def progress() -> dict[str, Any]:
-            """The initial sync's progress (percent overall and per peer)."""
-            return self.progress()
-
-        return {
-            "listchannels": listchannels,
-            "listnodes": listnodes,
-            "getnode": getnode,
-            "getchannel": getchannel,
-            "stats": stats,
-            "progress": progress,
-        }
-
-
-    def subscribe(self, types: Sequence[str] = (), node_ids: Sequence[str] = (), short_channel_ids: Sequence[str] = ()) -> Subscription:
-        """A stream of accepted gossip events (see :func:`~lnpmsg.gossip.events.gossip_filter`)."""
-        return self.node.events.subscribe(gossip_filter(types, node_ids, short_channel_ids), label="gossip subscriber")
-
-    async def list_channels(self, node_id: str | bytes | None = None, *, after: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """Channels with their policies, ascending id (page with ``after``)."""
-        node = _node_id(node_id) if node_id is not None else None
-        start = _scid_int(after) if after is not None else None
-        return await self.astore.run(self.store.list_channels, node, after=start, limit=_limit(limit))
-
-    async def list_nodes(self, *, after: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        start = _node_id(after) if after is not None else None
-        return await self.astore.run(self.store.list_nodes, after=start, limit=_limit(limit))
-
-    async def get_node(self, node_id: str | bytes) -> dict[str, Any] | None:
-        return await self.astore.run(self.store.get_node, _node_id(node_id))
-
-    async def get_channel(self, short_channel_id: str | int) -> dict[str, Any] | None:
-        return await self.astore.run(self.store.get_channel, _scid_int(short_channel_id))
-
-    async def gossip_stats(self) -> dict[str, Any]:
-        """Counts of the graph, the store, decisions, relay and sync (JSON-able)."""
-        counts = await self.astore.run(self.store.counts)
-        graph = self.graph
-        c = self.counters
-        return {
-            "channels": len(graph),
-            "nodes": len(graph.nodes),
-            "node_announcements": graph.announced_node_count,
-            "channel_updates": graph.update_count,
-            "store": counts,
-            "received": dict(c.received),
-            "decisions": {f"{k}: {o}": n for (k, o), n in graph.counters.by_kind.items()},
-            "reasons": dict(graph.counters.reasons),
-            "signature_checks": graph.counters.signature_checks,
-            "relayed": c.relayed,
-            "relay_dropped": c.relay_dropped,
-            "relay_queued": sum(len(s.queue) for s in self._peers.values()),
-            "warnings_sent": c.warnings_sent,
-            "peers_disconnected": c.disconnected,
-            "queries_answered": c.queries_answered,
-            "replies_sent": c.replies_sent,
-            "sync": self.progress(),
-        }
-
 
 def _record_chunks(records: Iterable[StoreRecord], size: int) -> Iterator[tuple[list[StoreRecord], int]]:
     """The records in chunks of about :data:`IMPORT_CHUNK`, each with the bytes read so far.
@@ -468,29 +388,3 @@ def _merge_import(total: ImportResult, part: ImportResult) -> None:
     total.decisions.extend(part.decisions)
     total.removals.extend(part.removals)
     total.malformed.extend(part.malformed)
-
-
-def _node_id(value: str | bytes) -> bytes:
-    if isinstance(value, bytes):
-        data = value
-    else:
-        try:
-            data = bytes.fromhex(value)
-        except ValueError:
-            raise ValueError(f"not a node id (66 hex characters): {value!r}") from None
-    if len(data) != 33:
-        raise ValueError(f"a node id is 33 bytes, got {len(data)}")
-    return data
-
-
-def _scid_int(value: str | int) -> int:
-    if isinstance(value, int):
-        return value
-    try:
-        return ShortChannelId.parse(value).to_int()
-    except WireError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _limit(limit: int) -> int:
-    return max(1, min(int(limit), 100_000))
