@@ -59,7 +59,7 @@ CORES = [
     "lnpmsg.node.session",
     "lnpmsg.node.admission",
     "lnpmsg.transports.udp_retry",
-    *_modules("gossip", only=("messages", "verify", "sign", "graph", "sync", "checksum", "events", "errors", "cln_store", "announce", "routing")),
+    *_modules("gossip", only=("messages", "verify", "sign", "graph", "graph_state", "decision", "sync", "checksum", "events", "errors", "cln_store", "announce", "routing")),
     *_modules("chain", only=("tx", "mining", "utxo", "mempool", "follow", "events", "errors")),
     *_modules("wallet", only=("coinselect", "errors")),
     *_modules("payments"),
@@ -127,7 +127,7 @@ def test_core_module_names_no_io(module: str) -> None:
 
 def test_the_core_list_covers_every_channels_and_gossip_core() -> None:
     assert {"lnpmsg.channels.bolt3", "lnpmsg.channels.shachain", "lnpmsg.channels.keys"} <= set(CORES)
-    assert {"lnpmsg.gossip.messages", "lnpmsg.gossip.verify", "lnpmsg.gossip.graph", "lnpmsg.gossip.sync"} <= set(CORES)
+    assert {"lnpmsg.gossip.messages", "lnpmsg.gossip.verify", "lnpmsg.gossip.graph", "lnpmsg.gossip.graph_state", "lnpmsg.gossip.decision", "lnpmsg.gossip.sync"} <= set(CORES)
     assert all(_path_of(module).exists() for module in CORES)
 
 

@@ -24,6 +24,13 @@ them, the node's peers and the store:
   staggered broadcast, newer updates replacing queued older ones), never
   back to the peer it came from; a full queue drops gossip, never replies.
 
+Each part is a mixin of :class:`GossipApp`, in its own module:
+:mod:`~lnpmsg.gossip.peers` (the peers, our sync with them, warnings),
+:mod:`~lnpmsg.gossip.ingest` (the inbox, batches, decisions, the store
+writer), :mod:`~lnpmsg.gossip.serving` (answers, timestamp-filter backfill,
+relay) and :mod:`~lnpmsg.gossip.lookups` (the control API and the read
+methods); this module wires them together, prunes and imports.
+
 Usage::
 
     store = GossipStore(data_dir / DB_FILE_NAME, CHAIN_HASHES[config.network])
@@ -47,12 +54,13 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
+from lnpmsg.app import App
 from lnpmsg.gossip.cln_store import (
     TYPE_CHANNEL_AMOUNT,
     ImportResult,
@@ -61,19 +69,11 @@ from lnpmsg.gossip.cln_store import (
     load_gossip_store_file,
     read_gossip_store,
 )
-from lnpmsg.gossip.events import ChannelRemovedEvent, GossipRejectedEvent, GossipSyncEvent, event_for, gossip_filter
-from lnpmsg.gossip.graph import (
-    STALE_AFTER,
-    ChannelRemoved,
-    Decision,
-    Graph,
-    Outcome,
-    Pending,
-)
-from lnpmsg.gossip.pipeline import Verdicts, VerifyPool
+from lnpmsg.gossip.graph import STALE_AFTER, ChannelRemoved, Decision, Graph
+from lnpmsg.gossip.ingest import FundingCheck, FundingResult, GossipIngest
+from lnpmsg.gossip.lookups import GossipLookups
 from lnpmsg.gossip.messages import (
     GOSSIP_MESSAGES,
-    QUERY_OPTION_CHECKSUMS,
     ChannelAnnouncement,
     ChannelUpdate,
     GossipTimestampFilter,
@@ -83,34 +83,16 @@ from lnpmsg.gossip.messages import (
     ReplyChannelRange,
     ReplyShortChannelIdsEnd,
 )
+from lnpmsg.gossip.peers import GossipPeers, PeerState
+from lnpmsg.gossip.pipeline import VerifyPool
 from lnpmsg.gossip.routing import RoutingFeed
+from lnpmsg.gossip.serving import GossipServing
 from lnpmsg.gossip.store import AsyncGossipStore, GossipStore
-from lnpmsg.gossip.sync import (
-    MAX_U32,
-    REPLY_TIMEOUT,
-    PeerSync,
-    SyncState,
-    SyncStep,
-    build_range_replies,
-    channel_range_ids,
-    plan_scid_reply,
-)
-from lnpmsg.app import App
-from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
-from lnpmsg.node.events import Subscription
+from lnpmsg.gossip.sync import REPLY_TIMEOUT, PeerSync
+from lnpmsg.gossip.verify import SignatureVerifier
 from lnpmsg.node.node import Node
-from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.payments.graph import RoutingGraph
-from lnpmsg.wire import (
-    CHAIN_HASHES,
-    ZERO_CHANNEL_ID,
-    Features,
-    Message,
-    ShortChannelId,
-    WarningMessage,
-    WireError,
-)
-from lnpmsg.wire.features import INITIAL_ROUTING_SYNC
+from lnpmsg.wire import CHAIN_HASHES, Features
 
 #: chain hash -> network name, to name the chain of foreign gossip
 _NETWORK_OF: dict[bytes, str] = {}
@@ -121,29 +103,11 @@ __all__ = ["FundingCheck", "FundingResult", "GossipApp", "GossipConfig"]
 
 log = logging.getLogger("lnpmsg.gossip")
 
-#: most warnings sent to one peer per minute (a bad peer cannot make us spam)
-MAX_WARNINGS_PER_MINUTE = 10
-#: channel_announcements kept until their first channel_update (BOLT 7 relays them together)
-MAX_HELD_ANNOUNCEMENTS = 20_000
-#: messages answering one timestamp filter read from the store at a time
-_BACKFILL_PAGE = 500
 #: gossip_store records imported between checkpoints (each costs up to ~4
 #: signature checks on the event loop: about 0.1 s of work a chunk)
 IMPORT_CHUNK = 1000
 #: seconds between progress lines of an import in the log
 IMPORT_LOG_INTERVAL = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class FundingResult:
-    """A chain lookup of a channel's funding output: ``error`` is why it does not hold (None: it does)."""
-
-    error: str | None = None
-    capacity_sat: int | None = None
-
-
-#: ``await check(announcement)``: look the funding output up on chain
-FundingCheck = Callable[[ChannelAnnouncement], Awaitable[FundingResult]]
 
 
 @dataclass
@@ -193,29 +157,10 @@ class GossipConfig:
     offer_queries: bool = True
 
 
-@dataclass(eq=False)
-class _PeerState:
-    peer: Peer
-    queries: bool
-    extended: bool
-    sync: PeerSync | None = None
-    #: the peer's gossip_timestamp_filter (None: relay nothing to it)
-    their_filter: GossipTimestampFilter | None = None
-    queue: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
-    invalid: int = 0
-    warnings: list[float] = field(default_factory=list)
-    backfill: trio.CancelScope | None = None
-    synced: bool = False
-    #: a query of the peer is being answered
-    answering: bool = False
-
-    @property
-    def node_id(self) -> bytes:
-        return self.peer.node_id
-
-
 @dataclass
-class _Counters:
+class GossipAppCounters:
+    """What the app received, relayed, answered and sent (``gossip.stats``)."""
+
     received: Counter[str] = field(default_factory=Counter)
     relayed: int = 0
     relay_dropped: int = 0
@@ -227,10 +172,9 @@ class _Counters:
 
 
 _GOSSIP_TYPES = (ChannelAnnouncement, NodeAnnouncement, ChannelUpdate)
-_BARRIER = "barrier"
 
 
-class GossipApp(App):
+class GossipApp(GossipPeers, GossipIngest, GossipServing, GossipLookups, App):
     """BOLT-7 gossip on a node: verify, store, sync, answer, relay and publish.
 
     A protocol app: it owns the BOLT-7 message types, offers
@@ -280,8 +224,8 @@ class GossipApp(App):
         #: told of channel_updates from peers for channels the graph does not know (a private
         #: channel's peer sends its update directly, BOLT 7): ``(peer node id, update)``
         self.on_unknown_update: Callable[[bytes, ChannelUpdate], None] | None = None
-        self.counters = _Counters()
-        self._peers: dict[bytes, _PeerState] = {}
+        self.counters = GossipAppCounters()
+        self._peers: dict[bytes, PeerState] = {}
         #: every sync run, by peer (kept after the peer leaves, for progress reports)
         self._syncs: dict[bytes, PeerSync] = {}
         self._held: OrderedDict[int, Decision] = OrderedDict()
@@ -327,583 +271,10 @@ class GossipApp(App):
             if self.verify_pool is not None:
                 await self.verify_pool.close()
 
-    # ------------------------------------------------------------ peers
-
-    async def peer_ready(self, peer: Peer) -> None:
-        """The node's hook: a peer is ready (before any of its gossip reaches us)."""
-        self._peer_ready(peer)
-
-    async def peer_gone(self, peer: Peer, reason: str) -> None:
-        """The node's hook: a peer left; its sync and backfill end."""
-        state = self._peers.get(peer.node_id)
-        if state is not None and state.peer is peer:
-            self._peer_gone(peer.node_id)
-
-    def _peer_ready(self, peer: Peer) -> None:
-        old = self._peers.get(peer.node_id)
-        if old is not None:
-            if old.peer is peer:
-                return
-            if old.backfill is not None:
-                old.backfill.cancel()
-        features = peer.session.remote_features or Features()
-        state = _PeerState(peer, features.supports("gossip_queries"), features.supports("gossip_queries_ex"))
-        self._peers[peer.node_id] = state
-        if state.queries:
-            first = max(0, int(self.clock()) - self.config.live_backlog)
-            self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=first, timestamp_range=MAX_U32 - first))
-            self._maybe_start_sync()
-        else:
-            # BOLT 7: a peer not offering gossip_queries is not worth gossip from.
-            self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=MAX_U32, timestamp_range=0))
-            if features.has(INITIAL_ROUTING_SYNC) and self.config.answer_queries and self._nursery is not None:
-                # It asks for a full dump (initial_routing_sync, from before gossip queries):
-                # everything we hold, then the live gossip, as if it had sent a filter for all time.
-                everything = GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=0, timestamp_range=MAX_U32)
-                state.their_filter = everything
-                log.info("gossip: %s asked for a full dump (initial_routing_sync): sending what we hold", peer.node_id.hex())
-                self._nursery.start_soon(self._backfill, state, everything)
-
-    def _state(self, peer: Peer) -> _PeerState | None:
-        """The peer's state (the peer_ready hook made it before any of its messages came)."""
-        state = self._peers.get(peer.node_id)
-        return state if state is not None and state.peer is peer else None
-
-    def _peer_gone(self, node_id: bytes) -> None:
-        state = self._peers.pop(node_id, None)
-        if state is None:
-            return
-        if state.backfill is not None:
-            state.backfill.cancel()
-        if state.sync is not None and state.sync.active:
-            state.sync.state = SyncState.FAILED
-            state.sync.reason = "peer disconnected"
-        self._maybe_start_sync()
-
-    def _maybe_start_sync(self) -> None:
-        active = sum(1 for s in self._peers.values() if s.sync is not None and s.sync.active)
-        for state in self._peers.values():
-            if active >= self.config.sync_peers:
-                return
-            if state.queries and state.sync is None and state.peer.is_ready:
-                state.sync = PeerSync(
-                    self.chain_hash,
-                    extended=state.extended,
-                    reply_timeout=self.config.reply_timeout,
-                    max_query_ids=self.config.max_query_ids,
-                )
-                self._syncs[state.node_id] = state.sync
-                log.info("gossip sync with %s: asking for its channels", state.node_id.hex())
-                self._apply_step(state, state.sync.start(trio.current_time()))
-                active += 1
-
-    def _send_soon(self, peer: Peer, message: Message | bytes) -> None:
-        """Queue a direct message (a reply, a query): now if there is room, else as soon as there is."""
-        try:
-            peer.send_nowait(message)
-        except PeerQueueFull:
-            if self._nursery is not None:
-                self._nursery.start_soon(self._send_later, peer, message)
-        except PeerClosedError:
-            pass
-
-    @staticmethod
-    async def _send_later(peer: Peer, message: Message | bytes) -> None:
-        try:
-            await peer.send(message)
-        except PeerClosedError:
-            pass
-
-    def _warn(self, state: _PeerState, text: str, *, always: bool = False) -> None:
-        """Send the peer a ``warning`` (at most ``MAX_WARNINGS_PER_MINUTE``, unless ``always``:
-        the one before a close)."""
-        now = trio.current_time()
-        state.warnings = [t for t in state.warnings if now - t < 60.0]
-        if len(state.warnings) >= MAX_WARNINGS_PER_MINUTE and not always:
-            return
-        state.warnings.append(now)
-        self.counters.warnings_sent += 1
-        log.info("warning to %s: %s", state.node_id.hex(), text)
-        try:
-            state.peer.send_nowait(WarningMessage(channel_id=ZERO_CHANNEL_ID, data=text.encode()))
-        except (PeerQueueFull, PeerClosedError):
-            pass
-
-    # ------------------------------------------------------------ inbound gossip
-
-    def _on_gossip(self, peer: Peer, message: Message) -> Awaitable[None] | None:
-        """The hot path: a plain function (the node awaits only what it returns), queueing
-        the message without a checkpoint while the inbox has room, waiting when it is full."""
-        if peer.node_id not in self._peers:
-            self._state(peer)
-        self.counters.received[type(message).__name__] += 1
-        item = ("gossip", peer.node_id, message)
-        try:
-            self._inbox_send.send_nowait(item)
-        except trio.WouldBlock:
-            return self._inbox_send.send(item)
-        return None
-
-    async def _on_ordered(self, peer: Peer, message: Message) -> None:
-        """Replies to our queries go through the inbox too, after the gossip before them."""
-        self._state(peer)
-        self.counters.received[type(message).__name__] += 1
-        await self._inbox_send.send(("control", peer.node_id, message))
-
-    async def drain(self) -> None:
-        """Wait until everything received so far is decided and written to the store."""
-        done = trio.Event()
-        await self._inbox_send.send((_BARRIER, done))
-        await done.wait()
-
-    async def _stored(self) -> None:
-        """Wait until every decision made so far is written to the store."""
-        done = trio.Event()
-        await self._writes_send.send((_BARRIER, done))
-        await done.wait()
-
-    async def _process_loop(self) -> None:
-        """Read the inbox in batches; prepare each run of gossip (the graph's cheap checks)
-        and start its signature checks, while the committer decides earlier runs in order.
-
-        Control messages and barriers go through the same bounded queue of stages, so
-        each is handled after the gossip that came before it, as received."""
-        inbox = self._inbox
-        limit = self.config.batch_size
-        staged_send, staged = trio.open_memory_channel[tuple[Any, ...]](max(0, self.config.batches_in_flight - 1))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._commit_loop, staged)
-            while True:
-                batch = [await inbox.receive()]
-                while len(batch) < limit:
-                    try:
-                        batch.append(inbox.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                run: list[tuple[bytes, Message]] = []
-                for item in batch:
-                    if item[0] == "gossip":
-                        run.append((item[1], item[2]))
-                        continue
-                    if run:
-                        await staged_send.send(("gossip", self._stage_gossip(run, nursery)))
-                        run = []
-                    await staged_send.send(item)
-                if run:
-                    await staged_send.send(("gossip", self._stage_gossip(run, nursery)))
-
-    async def _commit_loop(self, staged: trio.MemoryReceiveChannel[tuple[Any, ...]]) -> None:
-        async for item in staged:
-            if item[0] == "gossip":
-                await self._commit_gossip(*item[1])
-            elif item[0] == _BARRIER:
-                await self._writes_send.send(item)
-            else:
-                self._handle_control(item[1], item[2])
-
-    def _stage_gossip(self, items: Sequence[tuple[bytes, Message]], nursery: trio.Nursery) -> tuple[Any, ...]:
-        """Prepare a run of gossip messages (in arrival order) and start checking their signatures."""
-        self.counters.batches += 1
-        graph = self.graph
-        now = self.clock()
-        steps: list[Pending | Decision] = [graph.prepare(message, message.encode(), now, source=source) for source, message in items]
-        pendings = [s for s in steps if isinstance(s, Pending)]
-        verdicts = Verdicts([c for p in pendings for c in p.checks])
-        if verdicts.checks:
-            nursery.start_soon(verdicts.fill, self._verify)
-        else:
-            verdicts.set([])
-        return steps, pendings, now, verdicts
-
-    async def _commit_gossip(self, steps: list[Pending | Decision], pendings: list[Pending], now: float, verdicts: Verdicts) -> None:
-        """Decide on a prepared run once its signatures are checked, then store, publish and relay."""
-        graph = self.graph
-        try:
-            results = await verdicts.wait()
-            funding = await self._check_funding(pendings, results) if self.funding_check is not None else {}
-        except BaseException:
-            for p in pendings:
-                graph.abandon(p)
-            raise
-        decisions: list[Decision] = []
-        position = 0
-        for step in steps:
-            if isinstance(step, Decision):
-                decisions.append(step)
-                continue
-            n = len(step.checks)
-            found = funding.get(id(step))
-            decisions.append(
-                graph.commit(
-                    step,
-                    results[position : position + n],
-                    now,
-                    funding_error=found.error if found is not None else None,
-                    capacity_sat=found.capacity_sat if found is not None else None,
-                )
-            )
-            position += n
-        accepted_outcome = Outcome.ACCEPTED
-        accepted = [d for d in decisions if d.outcome is accepted_outcome]
-        if accepted:
-            self.routing.apply(accepted)
-            await self._writes_send.send(("write", accepted, ()))
-        for decision in decisions:
-            if decision.outcome is accepted_outcome:
-                self._publish(decision)
-                if decision.relay and self.config.relay:
-                    self._relay(decision)
-            elif decision.outcome is Outcome.REJECTED and decision.source is not None:
-                self._rejected(decision)
-            elif self.on_unknown_update is not None and decision.source is not None and type(decision.message) is ChannelUpdate and decision.reason == "unknown channel":
-                self.on_unknown_update(decision.source, decision.message)  # type: ignore[arg-type]
-            elif decision.source is None:
-                log.warning("our own %s %s was not taken: %s", decision.kind, _subject(decision.message), decision.reason)
-        if any(d.source is None and d.accepted for d in decisions) and self.config.relay:
-            self.flush_relay()  # our own gossip goes out now, not at the next staggered flush
-
-    async def _verify(self, checks: list[SigCheck]) -> list[bool]:
-        if self.verify_pool is not None:
-            return await self.verify_pool.verify(checks)
-        threads = self.config.verify_threads
-        if threads <= 0 or len(checks) < self.config.verify_thread_min:
-            return self.verifier.verify_many(checks)
-        size = -(-len(checks) // threads)
-        parts = [checks[i : i + size] for i in range(0, len(checks), size)]
-        results: list[list[bool]] = [[] for _ in parts]
-
-        async def run(i: int) -> None:
-            results[i] = await trio.to_thread.run_sync(self.verifier.verify_many, parts[i])
-
-        async with trio.open_nursery() as nursery:
-            for i in range(len(parts)):
-                nursery.start_soon(run, i)
-        return [ok for part in results for ok in part]
-
-    async def _check_funding(self, pendings: list[Pending], results: list[bool]) -> dict[int, FundingResult]:
-        """Chain lookups of the announcements whose signatures hold, concurrently."""
-        assert self.funding_check is not None
-        check = self.funding_check
-        out: dict[int, FundingResult] = {}
-        position = 0
-        todo = []
-        for p in pendings:
-            n = len(p.checks)
-            if type(p.message) is ChannelAnnouncement and all(results[position : position + n]):
-                todo.append(p)
-            position += n
-
-        async def one(p: Pending) -> None:
-            try:
-                out[id(p)] = await check(p.message)  # type: ignore[arg-type]
-            except Exception as exc:  # noqa: BLE001 - a failing lookup must not stop gossip
-                out[id(p)] = FundingResult(error=f"funding lookup failed: {exc}")
-
-        async with trio.open_nursery() as nursery:
-            for p in todo:
-                nursery.start_soon(one, p)
-        return out
-
-    def _rejected(self, decision: Decision) -> None:
-        assert decision.source is not None
-        state = self._peers.get(decision.source)
-        if state is None:
-            return
-        state.invalid += 1
-        if self.node.events.has_subscribers:
-            self.node.events.publish(GossipRejectedEvent(decision.kind, _subject(decision.message), decision.source, decision.reason))
-        if decision.warn or decision.close:
-            self._warn(state, f"{decision.kind} {_subject(decision.message)}: {decision.reason}", always=decision.close)
-        if decision.close and state.peer.is_ready:
-            self.counters.disconnected += 1
-            log.warning("closing %s: %s %s: %s (BOLT 7)", state.node_id.hex(), decision.kind, _subject(decision.message), decision.reason)
-            state.peer.close(f"{decision.kind} {_subject(decision.message)}: {decision.reason}")
-        elif state.invalid > self.config.max_invalid and state.peer.is_ready:
-            self.counters.disconnected += 1
-            log.warning("closing %s: %d invalid gossip messages", state.node_id.hex(), state.invalid)
-            state.peer.close(f"too many invalid gossip messages ({state.invalid})")
-
-    def _publish(self, decision: Decision) -> None:
-        events = self.node.events
-        if not events.has_subscribers:
-            return
-        node_ids = None
-        if type(decision.message) is ChannelUpdate:
-            channel = self.graph.channels.get(decision.message.short_channel_id.to_int())
-            if channel is not None:
-                node_ids = (channel.node_id_1, channel.node_id_2)
-        events.publish(event_for(decision, node_ids))
-
-    async def _writer_loop(self) -> None:
-        async for item in self._writes:
-            if item[0] == _BARRIER:
-                item[1].set()
-                continue
-            _, decisions, removals = item
-            try:
-                await self.astore.apply(decisions, removals)
-            except Exception:
-                log.exception("gossip store write failed (%d decisions)", len(decisions))
-
-    async def apply_removals(self, removals: Sequence[ChannelRemoved]) -> None:
-        """Write channel removals (closed, pruned) to the store, after what is queued before them,
-        and publish each (``gossip.channel_removed``)."""
-        if removals:
-            self.routing.remove(removals)
-            await self._writes_send.send(("write", [], list(removals)))
-            events = self.node.events
-            if events.has_subscribers:
-                for change in removals:
-                    events.publish(
-                        ChannelRemovedEvent(
-                            str(ShortChannelId.from_int(change.short_channel_id)), change.node_ids, change.orphaned_nodes, change.reason
-                        )
-                    )
-
-    async def close_channel(self, short_channel_id: ShortChannelId | int, reason: str = "closed") -> bool:
-        """Forget a channel whose funding output was spent (e.g. told by a chain watcher)."""
-        scid = short_channel_id if isinstance(short_channel_id, int) else short_channel_id.to_int()
-        change = self.graph.remove_channel(scid, reason)
-        if change is None:
-            return False
-        self._held.pop(scid, None)
-        await self.apply_removals([change])
-        return True
-
     @property
     def routing_graph(self) -> RoutingGraph:
         """The public graph with every direction's policy, for pathfinding (kept current)."""
         return self.routing.graph
-
-    async def add_own(self, messages: Sequence[Message]) -> None:
-        """Our own gossip (announcements, updates): checked and relayed like any other.
-
-        The messages join the inbox in order (after what peers sent before);
-        call :meth:`drain` to wait until they are decided and stored.
-        """
-        for message in messages:
-            await self._inbox_send.send(("gossip", None, message))
-
-    # ------------------------------------------------------------ our sync
-
-    def _handle_control(self, node_id: bytes, message: Message) -> None:
-        state = self._peers.get(node_id)
-        if state is None:
-            return
-        now = trio.current_time()
-        sync = state.sync
-        if type(message) is ReplyChannelRange:
-            if sync is None:
-                self._warn(state, "reply_channel_range without a query_channel_range")
-                return
-            self._apply_step(state, sync.on_reply_channel_range(message, self.graph, now))  # type: ignore[arg-type]
-        elif type(message) is ReplyShortChannelIdsEnd:
-            if sync is None:
-                self._warn(state, "reply_short_channel_ids_end without a query_short_channel_ids")
-                return
-            self._apply_step(state, sync.on_reply_end(message, now))  # type: ignore[arg-type]
-
-    def _apply_step(self, state: _PeerState, step: SyncStep) -> None:
-        if step.warning is not None:
-            self._warn(state, step.warning)
-        for message in step.send:
-            self._send_soon(state.peer, message)
-        sync = state.sync
-        if sync is None:
-            return
-        if step.send or step.finished:
-            self._report(state)
-        if step.finished:
-            state.synced = sync.state is SyncState.DONE
-            if sync.state is SyncState.DONE:
-                log.info(
-                    "gossip sync with %s done: %d channels offered, %d asked for (graph: %d channels)",
-                    state.node_id.hex(),
-                    sync.offered,
-                    sync.wanted,
-                    len(self.graph),
-                )
-            else:
-                log.warning("gossip sync with %s failed: %s", state.node_id.hex(), sync.reason)
-            self._maybe_start_sync()
-
-    def _report(self, state: _PeerState) -> None:
-        sync = state.sync
-        assert sync is not None
-        if sync.state is SyncState.IDS or sync.state is SyncState.DONE:
-            log.info("gossip sync with %s: %.0f%% (%d/%d channels)", state.node_id.hex(), sync.percent, sync.answered, sync.wanted)
-        if self.node.events.has_subscribers:
-            self.node.events.publish(
-                GossipSyncEvent(state.node_id.hex(), sync.state.value, round(sync.percent, 1), sync.wanted, sync.answered)
-            )
-
-    async def _timer_loop(self) -> None:
-        while True:
-            await trio.sleep(min(1.0, self.config.reply_timeout / 4))
-            now = trio.current_time()
-            for state in list(self._peers.values()):
-                if state.sync is not None:
-                    deadline = state.sync.get_timer()
-                    if deadline is not None and now >= deadline:
-                        self._apply_step(state, state.sync.handle_timer(now))
-
-    def progress(self) -> dict[str, Any]:
-        """The initial sync: overall percent and per peer (JSON-able)."""
-        syncs = {node_id.hex(): sync.progress() for node_id, sync in self._syncs.items()}
-        active = [p["percent"] for p in syncs.values() if p["state"] in ("range", "ids")]
-        done = any(p["state"] == "done" for p in syncs.values())
-        if active:
-            percent = min(active)
-        else:
-            percent = 100.0 if done else 0.0
-        return {
-            "syncing": bool(active),
-            "synced": done and not active,
-            "percent": percent,
-            "peers": syncs,
-            "channels": len(self.graph),
-        }
-
-    # ------------------------------------------------------------ answering
-
-    async def _on_query_channel_range(self, peer: Peer, query: Message) -> None:
-        self._start_answer(peer, query, self._answer_channel_range)
-
-    async def _on_query_short_channel_ids(self, peer: Peer, query: Message) -> None:
-        self._start_answer(peer, query, self._answer_short_channel_ids)
-
-    def _start_answer(self, peer: Peer, query: Message, answer: Callable[[_PeerState, Any], Awaitable[None]]) -> None:
-        """Answer a query in its own task: a large answer waits for the peer to read it, and
-        that must not stop our reading from the same peer (two nodes answering each other's
-        big queries would otherwise each wait for the other to read: a deadlock).
-        One query at a time per peer, as BOLT 7 asks of the sender."""
-        state = self._state(peer)
-        if not self.config.answer_queries or state is None or self._nursery is None:
-            return
-        if state.answering:
-            self._warn(state, f"{type(query).__name__} before our answer to the previous query ended: ignored")
-            return
-        state.answering = True
-
-        async def run() -> None:
-            try:
-                await answer(state, query)
-            finally:
-                state.answering = False
-
-        self._nursery.start_soon(run)
-
-    async def _answer_channel_range(self, state: _PeerState, query: QueryChannelRange) -> None:
-        ids = channel_range_ids(query, self.graph)
-        checksums = None
-        if query.query_option & QUERY_OPTION_CHECKSUMS and ids:
-            checksums = await self.astore.run(self.store.update_checksums, ids)
-        replies = build_range_replies(query, ids, self.graph, checksums)
-        self.counters.queries_answered += 1
-        for reply in replies:
-            await _send(state.peer, reply)
-        self.counters.replies_sent += len(replies)
-
-    async def _answer_short_channel_ids(self, state: _PeerState, query: QueryShortChannelIds) -> None:
-        wanted, warning = plan_scid_reply(query, self.graph)
-        if warning is not None:
-            self._warn(state, warning)
-        messages = await self.astore.query_reply(wanted) if wanted else []
-        self.counters.queries_answered += 1
-        for raw in messages:
-            await _send(state.peer, raw)
-        full = 1 if query.chain_hash == self.chain_hash and warning is None else 0
-        await _send(state.peer, ReplyShortChannelIdsEnd(chain_hash=query.chain_hash, full_information=full))
-        self.counters.replies_sent += len(messages) + 1
-
-    async def _on_timestamp_filter(self, peer: Peer, message: Message) -> None:
-        assert isinstance(message, GossipTimestampFilter)
-        state = self._state(peer)
-        if state is None or message.chain_hash != self.chain_hash:
-            return
-        state.their_filter = message
-        if state.backfill is not None:
-            state.backfill.cancel()
-        state.queue.clear()
-        if self.config.answer_queries and message.timestamp_range and self._nursery is not None:
-            self._nursery.start_soon(self._backfill, state, message)
-
-    async def _backfill(self, state: _PeerState, flt: GossipTimestampFilter) -> None:
-        """Send the stored gossip a timestamp filter asks for, page by page, at the peer's pace."""
-        end = min(flt.first_timestamp + flt.timestamp_range, 1 << 62)
-        with trio.CancelScope() as scope:
-            state.backfill = scope
-            # Gossip decided before the filter came was not relayed to this peer (no filter yet)
-            # and may still wait for the writer: read the store once it holds all of it, or
-            # e.g. the channel_update a restarted peer's channel sends on reconnection is lost.
-            await self._stored()
-            cursor: tuple[str, Any] | None = None
-            while True:
-                page, cursor = await self.astore.run(self.store.time_range_page, flt.first_timestamp, end, cursor, _BACKFILL_PAGE)
-                for raw in page:
-                    await _send(state.peer, raw)
-                if cursor is None or not state.peer.is_ready:
-                    break
-        if state.backfill is scope:
-            state.backfill = None
-
-    # ------------------------------------------------------------ relay
-
-    def _relay(self, decision: Decision) -> None:
-        msg = decision.message
-        if type(msg) is ChannelAnnouncement:
-            # BOLT 7: an announcement goes out with its first update, timestamped by it.
-            scid = msg.short_channel_id.to_int()
-            self._held[scid] = decision
-            if len(self._held) > MAX_HELD_ANNOUNCEMENTS:
-                self._held.popitem(last=False)
-            return
-        if type(msg) is ChannelUpdate:
-            scid = msg.short_channel_id.to_int()
-            held = self._held.pop(scid, None)
-            items: list[tuple[tuple[Any, ...], bytes, bytes | None]] = []
-            if held is not None:
-                items.append((("c", scid), held.raw, held.source))
-            items.append((("u", scid, msg.channel_flags & 1), decision.raw, decision.source))
-            timestamp = msg.timestamp
-        else:
-            assert type(msg) is NodeAnnouncement
-            items = [(("n", msg.node_id), decision.raw, decision.source)]
-            timestamp = msg.timestamp
-        limit = self.config.max_gossip_queue
-        for state in self._peers.values():
-            flt = state.their_filter
-            if flt is None or not flt.matches(timestamp):
-                continue
-            for key, raw, source in items:
-                if source == state.node_id:
-                    continue  # never echo gossip to the peer it came from
-                if key not in state.queue and len(state.queue) >= limit:
-                    self.counters.relay_dropped += 1
-                    continue
-                state.queue[key] = raw
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await trio.sleep(self.config.flush_interval)
-            self.flush_relay()
-
-    def flush_relay(self) -> None:
-        """Move queued gossip into the peers' outboxes, as far as each has room below the high-water mark."""
-        high = self.config.gossip_high_water
-        for state in list(self._peers.values()):
-            peer = state.peer
-            queue = state.queue
-            while queue and peer.is_ready and peer.queued_bytes < high:
-                _, raw = queue.popitem(last=False)
-                try:
-                    peer.send_nowait(raw)
-                    self.counters.relayed += 1
-                except PeerQueueFull:
-                    self.counters.relay_dropped += 1
-                    break
-                except PeerClosedError:
-                    break
 
     # ------------------------------------------------------------ pruning
 
@@ -993,90 +364,6 @@ class GossipApp(App):
                 stale, len(self.graph), days, when,
             )
 
-    # ------------------------------------------------------------ control API
-
-    def control_api(self) -> dict[str, Callable[..., Awaitable[Any]]]:
-        """The calls the node's control server exposes as ``gossip.<name>`` (JSON in, JSON out)."""
-
-        async def listchannels(node_id: str | None = None, after: str | None = None, limit: int = 1000) -> dict[str, Any]:
-            """Channels with both directions' policies, by id (page with ``after``), optionally of one node."""
-            return {"channels": await self.list_channels(node_id, after=after, limit=limit)}
-
-        async def listnodes(after: str | None = None, limit: int = 1000) -> dict[str, Any]:
-            """Nodes with a channel (announced or not), by id (page with ``after``)."""
-            return {"nodes": await self.list_nodes(after=after, limit=limit)}
-
-        async def getnode(node_id: str) -> dict[str, Any]:
-            """One node: its announcement and its channels' ids (``null`` if unknown)."""
-            return {"node": await self.get_node(node_id)}
-
-        async def getchannel(short_channel_id: str) -> dict[str, Any]:
-            """One channel (``BLOCKxTXxOUT``) with its policies (``null`` if unknown)."""
-            return {"channel": await self.get_channel(short_channel_id)}
-
-        async def stats() -> dict[str, Any]:
-            """Counts: graph, store, decisions and their reasons, relay, sync."""
-            return await self.gossip_stats()
-
-        async def progress() -> dict[str, Any]:
-            """The initial sync's progress (percent overall and per peer)."""
-            return self.progress()
-
-        return {
-            "listchannels": listchannels,
-            "listnodes": listnodes,
-            "getnode": getnode,
-            "getchannel": getchannel,
-            "stats": stats,
-            "progress": progress,
-        }
-
-
-    def subscribe(self, types: Sequence[str] = (), node_ids: Sequence[str] = (), short_channel_ids: Sequence[str] = ()) -> Subscription:
-        """A stream of accepted gossip events (see :func:`~lnpmsg.gossip.events.gossip_filter`)."""
-        return self.node.events.subscribe(gossip_filter(types, node_ids, short_channel_ids), label="gossip subscriber")
-
-    async def list_channels(self, node_id: str | bytes | None = None, *, after: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """Channels with their policies, ascending id (page with ``after``)."""
-        node = _node_id(node_id) if node_id is not None else None
-        start = _scid_int(after) if after is not None else None
-        return await self.astore.run(self.store.list_channels, node, after=start, limit=_limit(limit))
-
-    async def list_nodes(self, *, after: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        start = _node_id(after) if after is not None else None
-        return await self.astore.run(self.store.list_nodes, after=start, limit=_limit(limit))
-
-    async def get_node(self, node_id: str | bytes) -> dict[str, Any] | None:
-        return await self.astore.run(self.store.get_node, _node_id(node_id))
-
-    async def get_channel(self, short_channel_id: str | int) -> dict[str, Any] | None:
-        return await self.astore.run(self.store.get_channel, _scid_int(short_channel_id))
-
-    async def gossip_stats(self) -> dict[str, Any]:
-        """Counts of the graph, the store, decisions, relay and sync (JSON-able)."""
-        counts = await self.astore.run(self.store.counts)
-        graph = self.graph
-        c = self.counters
-        return {
-            "channels": len(graph),
-            "nodes": len(graph.nodes),
-            "node_announcements": graph.announced_node_count,
-            "channel_updates": graph.update_count,
-            "store": counts,
-            "received": dict(c.received),
-            "decisions": {f"{k}: {o}": n for (k, o), n in graph.counters.by_kind.items()},
-            "reasons": dict(graph.counters.reasons),
-            "signature_checks": graph.counters.signature_checks,
-            "relayed": c.relayed,
-            "relay_dropped": c.relay_dropped,
-            "relay_queued": sum(len(s.queue) for s in self._peers.values()),
-            "warnings_sent": c.warnings_sent,
-            "peers_disconnected": c.disconnected,
-            "queries_answered": c.queries_answered,
-            "replies_sent": c.replies_sent,
-            "sync": self.progress(),
-        }
-
 
 def _record_chunks(records: Iterable[StoreRecord], size: int) -> Iterator[tuple[list[StoreRecord], int]]:
     """The records in chunks of about :data:`IMPORT_CHUNK`, each with the bytes read so far.
@@ -1101,42 +388,3 @@ def _merge_import(total: ImportResult, part: ImportResult) -> None:
     total.decisions.extend(part.decisions)
     total.removals.extend(part.removals)
     total.malformed.extend(part.malformed)
-
-
-async def _send(peer: Peer, message: Message | bytes) -> None:
-    try:
-        await peer.send(message)
-    except PeerClosedError:
-        pass
-
-
-def _subject(message: Message) -> str:
-    if type(message) is NodeAnnouncement:
-        return message.node_id.hex()
-    return str(message.short_channel_id)  # type: ignore[attr-defined]
-
-
-def _node_id(value: str | bytes) -> bytes:
-    if isinstance(value, bytes):
-        data = value
-    else:
-        try:
-            data = bytes.fromhex(value)
-        except ValueError:
-            raise ValueError(f"not a node id (66 hex characters): {value!r}") from None
-    if len(data) != 33:
-        raise ValueError(f"a node id is 33 bytes, got {len(data)}")
-    return data
-
-
-def _scid_int(value: str | int) -> int:
-    if isinstance(value, int):
-        return value
-    try:
-        return ShortChannelId.parse(value).to_int()
-    except WireError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _limit(limit: int) -> int:
-    return max(1, min(int(limit), 100_000))

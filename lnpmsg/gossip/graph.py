@@ -43,38 +43,34 @@ Rules (BOLT 7), with the policy chosen where BOLT 7 leaves a choice:
 - a channel whose oldest latest-update (or, for a direction never updated,
   the time we learned the channel) is older than :data:`STALE_AFTER` is
   stale and :meth:`Graph.prune` removes it, with nodes left with no channel.
+
+The values given out are in :mod:`lnpmsg.gossip.decision`; what the graph
+holds, its lookups, loading and pruning in :mod:`lnpmsg.gossip.graph_state`
+(:class:`Graph` is a :class:`~lnpmsg.gossip.graph_state.GraphState`).
 """
 
 from __future__ import annotations
 
-import bisect
-import enum
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
+from lnpmsg.gossip.decision import KIND_NAMES, ChannelRemoved, Decision, Outcome, Pending, message_kind, routable
+from lnpmsg.gossip.graph_state import STALE_AFTER, ChannelState, GraphState, NodeState
 from lnpmsg.gossip.messages import (
-    QUERY_FLAG_ANNOUNCEMENT,
-    QUERY_FLAG_NODE_1,
-    QUERY_FLAG_NODE_2,
-    QUERY_FLAG_UPDATE_1,
-    QUERY_FLAG_UPDATE_2,
     ChannelAnnouncement,
     ChannelUpdate,
     NodeAnnouncement,
     parse_addresses,
 )
 from lnpmsg.gossip.verify import (
-    SigCheck,
     SignatureVerifier,
     channel_announcement_checks,
     channel_update_checks,
     failure_reason,
     node_announcement_checks,
 )
-from lnpmsg.wire import DnsAddr, Features, Message, WireError
-from lnpmsg.wire.features import known_features, unknown_required
+from lnpmsg.wire import DnsAddr, Message
 
 __all__ = [
     "BAD_MESSAGE_MEMORY",
@@ -97,9 +93,6 @@ __all__ = [
 #: drift by seconds, not days, and a far-future update would shadow every
 #: genuine one until then. (BOLT 7: "unreasonably far in the future".)
 MAX_FUTURE_SKEW = 24 * 3600
-#: BOLT 7: a channel whose latest update in either direction is older than
-#: two weeks may be pruned.
-STALE_AFTER = 1_209_600
 #: Messages whose signatures failed are remembered (by their bytes) so that
 #: the same bad message again costs a lookup, not another signature check.
 BAD_MESSAGE_MEMORY = 4096
@@ -112,123 +105,6 @@ UNKNOWN_CHANNEL_MEMORY = 10_000
 #: the signer candidates of a channel_update decided before its channel is known
 _NO_IDS = (b"", b"")
 
-_ALL_FLAGS = QUERY_FLAG_ANNOUNCEMENT | QUERY_FLAG_UPDATE_1 | QUERY_FLAG_UPDATE_2 | QUERY_FLAG_NODE_1 | QUERY_FLAG_NODE_2
-_KNOWN_FEATURES = known_features()
-
-
-class Outcome(enum.Enum):
-    ACCEPTED = "accepted"
-    #: not for us, not new, or not yet placeable: dropped quietly (BOLT 7 "ignore")
-    IGNORED = "ignored"
-    #: invalid: bad signature, malformed, far future
-    REJECTED = "rejected"
-
-
-_KINDS = {
-    ChannelAnnouncement: "channel_announcement",
-    NodeAnnouncement: "node_announcement",
-    ChannelUpdate: "channel_update",
-}
-
-
-def message_kind(message: Message) -> str:
-    """``channel_announcement``, ``node_announcement`` or ``channel_update``."""
-    return _KINDS[type(message)]
-
-
-def routable(features: bytes) -> bool:
-    """BOLT 7: a channel or node with unknown even (required) feature bits must not be routed through."""
-    try:
-        return not unknown_required(Features.from_bytes(features), _KNOWN_FEATURES)
-    except WireError:
-        return False
-
-
-class Decision(NamedTuple):
-    """What happened to one gossip message (immutable; a named tuple: one is made per
-    message on the ingest path, and a tuple is built several times faster than a
-    frozen dataclass)."""
-
-    outcome: Outcome
-    message: Message
-    raw: bytes
-    reason: str = ""
-    #: BOLT 7 says to send the peer a ``warning`` (bad signature, malformed)
-    warn: bool = False
-    #: BOLT 7 says to close the connection too (a channel_update whose signature fails)
-    close: bool = False
-    #: accepted and fit to pass on to other peers
-    relay: bool = False
-    #: the peer it came from (None: imported or our own)
-    source: bytes | None = None
-    #: channel_announcement: the funding amount, when known
-    capacity_sat: int | None = None
-    #: channel_announcement: when we learned it (unix seconds)
-    first_seen: int = 0
-
-    @property
-    def accepted(self) -> bool:
-        return self.outcome is Outcome.ACCEPTED
-
-    @property
-    def kind(self) -> str:
-        return message_kind(self.message)
-
-
-@dataclass(slots=True, eq=False)
-class Pending:
-    """A message waiting for its signature checks (see :meth:`Graph.commit`)."""
-
-    message: Message
-    raw: bytes
-    checks: list[SigCheck]
-    source: bytes | None = None
-    capacity_sat: int | None = None
-    first_seen: int = 0
-    relay: bool = True
-    #: decided at commit by what is committed then: a message that only the
-    #: pending (not yet committed) messages before it would have made a
-    #: duplicate or stale; it holds no pending marks of its own
-    shadow: bool = False
-    #: a channel message's packed short channel id (read once, at prepare)
-    scid: int = -1
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelRemoved:
-    """A channel left the graph (pruned or closed), with the nodes that had no other channel."""
-
-    short_channel_id: int
-    orphaned_nodes: tuple[bytes, ...]
-    reason: str
-    #: the channel's two ends
-    node_ids: tuple[bytes, ...] = ()
-
-
-class ChannelState:
-    """What the graph keeps of a channel (the store has the rest)."""
-
-    __slots__ = ("capacity_sat", "features", "first_seen", "node_id_1", "node_id_2", "update_ts")
-
-    def __init__(self, node_id_1: bytes, node_id_2: bytes, features: bytes, capacity_sat: int | None, first_seen: int) -> None:
-        self.node_id_1 = node_id_1
-        self.node_id_2 = node_id_2
-        self.features = features
-        self.capacity_sat = capacity_sat
-        self.first_seen = first_seen
-        #: timestamp of the latest channel_update per direction (0: none yet)
-        self.update_ts = [0, 0]
-
-
-class NodeState:
-    """A node: its latest announcement timestamp (0: none yet) and channel count."""
-
-    __slots__ = ("channels", "timestamp")
-
-    def __init__(self) -> None:
-        self.timestamp = 0
-        self.channels = 0
-
 
 @dataclass
 class GraphCounters:
@@ -239,7 +115,7 @@ class GraphCounters:
     signature_checks: int = 0
 
 
-class Graph:
+class Graph(GraphState):
     """The gossip graph of one chain (sans-IO: ``now`` is passed in, in unix seconds)."""
 
     def __init__(
@@ -249,123 +125,21 @@ class Graph:
         verifier: SignatureVerifier | None = None,
         max_future_skew: int = MAX_FUTURE_SKEW,
     ) -> None:
+        super().__init__()
         self.chain_hash = chain_hash
         self.verifier = verifier if verifier is not None else SignatureVerifier()
         self.max_future_skew = max_future_skew
-        self.channels: dict[int, ChannelState] = {}
-        self.nodes: dict[bytes, NodeState] = {}
         self.counters = GraphCounters()
-        self._sorted: list[int] | None = None
         self._bad: OrderedDict[bytes, str] = OrderedDict()
         #: relay token buckets, ``key -> (tokens, at)``: a tuple of two floats per channel
         #: direction or node, which the garbage collector stops tracking (an object it would
         #: walk at every full collection, one per key)
         self._relay_buckets: dict[object, tuple[float, float]] = {}
-        self._unknown_channels: OrderedDict[int, None] = OrderedDict()
         # What the current batch has prepared but not committed:
         self._pending_channels: dict[int, ChannelAnnouncement] = {}
         self._pending_node_refs: Counter[bytes] = Counter()
         self._pending_update_ts: dict[tuple[int, int], int] = {}
         self._pending_node_ts: dict[bytes, int] = {}
-
-    # ------------------------------------------------------------ reading
-
-    def __len__(self) -> int:
-        return len(self.channels)
-
-    @property
-    def update_count(self) -> int:
-        """How many channel directions have an update."""
-        return sum((c.update_ts[0] > 0) + (c.update_ts[1] > 0) for c in self.channels.values())
-
-    @property
-    def announced_node_count(self) -> int:
-        """Nodes with a node_announcement."""
-        return sum(1 for n in self.nodes.values() if n.timestamp)
-
-    def has_channel(self, scid: int) -> bool:
-        return scid in self.channels
-
-    def sorted_channels(self) -> list[int]:
-        """Every channel id, ascending (cached until the graph changes)."""
-        if self._sorted is None:
-            self._sorted = sorted(self.channels)
-        return self._sorted
-
-    def channels_in_blocks(self, first_block: int, end_block: int) -> list[int]:
-        """Channel ids of blocks ``first_block <= height < end_block``, ascending."""
-        ids = self.sorted_channels()
-        lo = bisect.bisect_left(ids, first_block << 40)
-        hi = bisect.bisect_left(ids, min(end_block, 1 << 24) << 40)
-        return ids[lo:hi]
-
-    def wanted(self, offered: Iterable[tuple[int, int, int]]) -> list[tuple[int, int]]:
-        """Given ``(scid, timestamp_1, timestamp_2)`` a peer has (timestamps 0 when it did
-        not say), what to ask it for: ``(scid, query_flags)``, ascending.
-
-        An unknown channel: everything; a known one: the directions whose
-        update the peer has newer than ours (and then the announcements of
-        its nodes we lack).
-        """
-        out = []
-        channels = self.channels
-        for scid, ts1, ts2 in offered:
-            channel = channels.get(scid)
-            if channel is None:
-                out.append((scid, _ALL_FLAGS))
-                continue
-            flags = 0
-            if ts1 > channel.update_ts[0]:
-                flags |= QUERY_FLAG_UPDATE_1
-            if ts2 > channel.update_ts[1]:
-                flags |= QUERY_FLAG_UPDATE_2
-            if flags:
-                # Ask for the announcements of nodes we have none of, while at it.
-                if not self._node_announced(channel.node_id_1):
-                    flags |= QUERY_FLAG_NODE_1
-                if not self._node_announced(channel.node_id_2):
-                    flags |= QUERY_FLAG_NODE_2
-            if flags:
-                out.append((scid, flags))
-        out.sort()
-        return out
-
-    def _node_announced(self, node_id: bytes) -> bool:
-        node = self.nodes.get(node_id)
-        return node is not None and node.timestamp > 0
-
-    def take_unknown_channels(self, limit: int) -> list[int]:
-        """Channel ids seen in updates for channels we did not know (and still do not), oldest first."""
-        out: list[int] = []
-        while self._unknown_channels and len(out) < limit:
-            scid, _ = self._unknown_channels.popitem(last=False)
-            if scid not in self.channels:
-                out.append(scid)
-        return out
-
-    # ------------------------------------------------------------ loading (from the store)
-
-    def load_channel(self, scid: int, node_id_1: bytes, node_id_2: bytes, features: bytes, capacity_sat: int | None, first_seen: int) -> None:
-        """Add a channel the store already holds (no checks)."""
-        if scid in self.channels:
-            return
-        self.channels[scid] = ChannelState(node_id_1, node_id_2, features, capacity_sat, first_seen)
-        for node_id in (node_id_1, node_id_2):
-            node = self.nodes.get(node_id)
-            if node is None:
-                node = self.nodes[node_id] = NodeState()
-            node.channels += 1
-        self._sorted = None
-
-    def load_update(self, scid: int, direction: int, timestamp: int) -> None:
-        channel = self.channels.get(scid)
-        if channel is not None and timestamp > channel.update_ts[direction]:
-            channel.update_ts[direction] = timestamp
-
-    def load_node(self, node_id: bytes, timestamp: int) -> None:
-        node = self.nodes.get(node_id)
-        if node is not None and timestamp > node.timestamp:
-            node.timestamp = timestamp
 
     # ------------------------------------------------------------ deciding
 
@@ -422,7 +196,7 @@ class Graph:
     def _decide(
         self, outcome: Outcome, message: Message, raw: bytes, reason: str, source: bytes | None, *, warn: bool = False, close: bool = False
     ) -> Decision:
-        kind = _KINDS[type(message)]
+        kind = KIND_NAMES[type(message)]
         self.counters.by_kind[(kind, outcome.value)] += 1
         self.counters.reasons[f"{kind}: {reason}"] += 1
         return Decision(outcome, message, raw, reason, warn=warn, close=close, source=source)
@@ -604,7 +378,7 @@ class Graph:
             del self._pending_node_ts[msg.node_id]
 
     def _accept(self, pending: Pending, relay: bool, *, capacity_sat: int | None = None, first_seen: int = 0) -> Decision:
-        kind = _KINDS[type(pending.message)]
+        kind = KIND_NAMES[type(pending.message)]
         self.counters.by_kind[(kind, "accepted")] += 1
         return Decision(
             Outcome.ACCEPTED,
@@ -665,42 +439,3 @@ class Graph:
             return False
         buckets[key] = (tokens - 1, now)
         return True
-
-    # ------------------------------------------------------------ removing
-
-    def remove_channel(self, scid: int, reason: str = "closed") -> ChannelRemoved | None:
-        """Take a channel out (closed or pruned); nodes left without channels go too."""
-        channel = self.channels.pop(scid, None)
-        if channel is None:
-            return None
-        self._sorted = None
-        orphans = []
-        for node_id in (channel.node_id_1, channel.node_id_2):
-            node = self.nodes.get(node_id)
-            if node is not None:
-                node.channels -= 1
-                if node.channels <= 0:
-                    del self.nodes[node_id]
-                    orphans.append(node_id)
-        return ChannelRemoved(scid, tuple(orphans), reason, (channel.node_id_1, channel.node_id_2))
-
-    def stale_channels(self, now: float, stale_after: int = STALE_AFTER) -> list[int]:
-        """Channels whose oldest latest-update (or first sight, for a direction never updated) is too old."""
-        limit = now - stale_after
-        out = []
-        for scid, channel in self.channels.items():
-            ts1, ts2 = channel.update_ts
-            oldest = min(ts1 or channel.first_seen, ts2 or channel.first_seen)
-            if oldest < limit:
-                out.append(scid)
-        return out
-
-    def prune(self, now: float, stale_after: int = STALE_AFTER) -> list[ChannelRemoved]:
-        """Remove every stale channel (BOLT 7's two weeks by default)."""
-        removed = []
-        horizon = f"{stale_after / 86400:g} days" if stale_after % 86400 == 0 else f"{stale_after:g} s"
-        for scid in self.stale_channels(now, stale_after):
-            change = self.remove_channel(scid, f"stale: no update for {horizon}")
-            if change is not None:
-                removed.append(change)
-        return removed

@@ -1,0 +1,256 @@
+"""The gossip app's peers: their state, the node's peer hooks, the initial
+sync by queries with up to ``sync_peers`` of them at a time (the trio shell
+of :class:`~lnpmsg.gossip.sync.PeerSync`, its progress in the logs and
+:meth:`GossipPeers.progress`), direct sends and rate-limited warnings.
+
+A part of :class:`~lnpmsg.gossip.app.GossipApp` (mixed into it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from lnpmsg.gossip.events import GossipSyncEvent
+from lnpmsg.gossip.messages import GossipTimestampFilter, ReplyChannelRange, ReplyShortChannelIdsEnd
+from lnpmsg.gossip.sync import MAX_U32, PeerSync, SyncState, SyncStep
+from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
+from lnpmsg.wire import ZERO_CHANNEL_ID, Features, Message, WarningMessage
+from lnpmsg.wire.features import INITIAL_ROUTING_SYNC
+
+if TYPE_CHECKING:
+    from lnpmsg.gossip.app import GossipAppCounters, GossipConfig
+    from lnpmsg.gossip.graph import Graph
+    from lnpmsg.node.node import Node
+
+__all__ = ["MAX_WARNINGS_PER_MINUTE", "GossipPeers", "PeerState"]
+
+log = logging.getLogger("lnpmsg.gossip")
+
+#: most warnings sent to one peer per minute (a bad peer cannot make us spam)
+MAX_WARNINGS_PER_MINUTE = 10
+
+
+@dataclass(eq=False)
+class PeerState:
+    """What the gossip app keeps of one ready peer."""
+
+    peer: Peer
+    queries: bool
+    extended: bool
+    sync: PeerSync | None = None
+    #: the peer's gossip_timestamp_filter (None: relay nothing to it)
+    their_filter: GossipTimestampFilter | None = None
+    queue: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
+    invalid: int = 0
+    warnings: list[float] = field(default_factory=list)
+    backfill: trio.CancelScope | None = None
+    synced: bool = False
+    #: a query of the peer is being answered
+    answering: bool = False
+
+    @property
+    def node_id(self) -> bytes:
+        return self.peer.node_id
+
+
+class GossipPeers:
+    """The peers and our sync with them, of the :class:`~lnpmsg.gossip.app.GossipApp` (mixed into it)."""
+
+    config: GossipConfig
+    clock: Callable[[], float]
+    chain_hash: bytes
+    graph: Graph
+    counters: GossipAppCounters
+    node: Node
+    _peers: dict[bytes, PeerState]
+    _syncs: dict[bytes, PeerSync]
+    _nursery: trio.Nursery | None
+    _backfill: Callable[[PeerState, GossipTimestampFilter], Awaitable[None]]
+
+    # ------------------------------------------------------------ peers
+
+    async def peer_ready(self, peer: Peer) -> None:
+        """The node's hook: a peer is ready (before any of its gossip reaches us)."""
+        self._peer_ready(peer)
+
+    async def peer_gone(self, peer: Peer, reason: str) -> None:
+        """The node's hook: a peer left; its sync and backfill end."""
+        state = self._peers.get(peer.node_id)
+        if state is not None and state.peer is peer:
+            self._peer_gone(peer.node_id)
+
+    def _peer_ready(self, peer: Peer) -> None:
+        old = self._peers.get(peer.node_id)
+        if old is not None:
+            if old.peer is peer:
+                return
+            if old.backfill is not None:
+                old.backfill.cancel()
+        features = peer.session.remote_features or Features()
+        state = PeerState(peer, features.supports("gossip_queries"), features.supports("gossip_queries_ex"))
+        self._peers[peer.node_id] = state
+        if state.queries:
+            first = max(0, int(self.clock()) - self.config.live_backlog)
+            self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=first, timestamp_range=MAX_U32 - first))
+            self._maybe_start_sync()
+        else:
+            # BOLT 7: a peer not offering gossip_queries is not worth gossip from.
+            self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=MAX_U32, timestamp_range=0))
+            if features.has(INITIAL_ROUTING_SYNC) and self.config.answer_queries and self._nursery is not None:
+                # It asks for a full dump (initial_routing_sync, from before gossip queries):
+                # everything we hold, then the live gossip, as if it had sent a filter for all time.
+                everything = GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=0, timestamp_range=MAX_U32)
+                state.their_filter = everything
+                log.info("gossip: %s asked for a full dump (initial_routing_sync): sending what we hold", peer.node_id.hex())
+                self._nursery.start_soon(self._backfill, state, everything)
+
+    def _state(self, peer: Peer) -> PeerState | None:
+        """The peer's state (the peer_ready hook made it before any of its messages came)."""
+        state = self._peers.get(peer.node_id)
+        return state if state is not None and state.peer is peer else None
+
+    def _peer_gone(self, node_id: bytes) -> None:
+        state = self._peers.pop(node_id, None)
+        if state is None:
+            return
+        if state.backfill is not None:
+            state.backfill.cancel()
+        if state.sync is not None and state.sync.active:
+            state.sync.state = SyncState.FAILED
+            state.sync.reason = "peer disconnected"
+        self._maybe_start_sync()
+
+    def _maybe_start_sync(self) -> None:
+        active = sum(1 for s in self._peers.values() if s.sync is not None and s.sync.active)
+        for state in self._peers.values():
+            if active >= self.config.sync_peers:
+                return
+            if state.queries and state.sync is None and state.peer.is_ready:
+                state.sync = PeerSync(
+                    self.chain_hash,
+                    extended=state.extended,
+                    reply_timeout=self.config.reply_timeout,
+                    max_query_ids=self.config.max_query_ids,
+                )
+                self._syncs[state.node_id] = state.sync
+                log.info("gossip sync with %s: asking for its channels", state.node_id.hex())
+                self._apply_step(state, state.sync.start(trio.current_time()))
+                active += 1
+
+    def _send_soon(self, peer: Peer, message: Message | bytes) -> None:
+        """Queue a direct message (a reply, a query): now if there is room, else as soon as there is."""
+        try:
+            peer.send_nowait(message)
+        except PeerQueueFull:
+            if self._nursery is not None:
+                self._nursery.start_soon(self._send_later, peer, message)
+        except PeerClosedError:
+            pass
+
+    @staticmethod
+    async def _send_later(peer: Peer, message: Message | bytes) -> None:
+        try:
+            await peer.send(message)
+        except PeerClosedError:
+            pass
+
+    def _warn(self, state: PeerState, text: str, *, always: bool = False) -> None:
+        """Send the peer a ``warning`` (at most ``MAX_WARNINGS_PER_MINUTE``, unless ``always``:
+        the one before a close)."""
+        now = trio.current_time()
+        state.warnings = [t for t in state.warnings if now - t < 60.0]
+        if len(state.warnings) >= MAX_WARNINGS_PER_MINUTE and not always:
+            return
+        state.warnings.append(now)
+        self.counters.warnings_sent += 1
+        log.info("warning to %s: %s", state.node_id.hex(), text)
+        try:
+            state.peer.send_nowait(WarningMessage(channel_id=ZERO_CHANNEL_ID, data=text.encode()))
+        except (PeerQueueFull, PeerClosedError):
+            pass
+
+    # ------------------------------------------------------------ our sync
+
+    def _handle_control(self, node_id: bytes, message: Message) -> None:
+        state = self._peers.get(node_id)
+        if state is None:
+            return
+        now = trio.current_time()
+        sync = state.sync
+        if type(message) is ReplyChannelRange:
+            if sync is None:
+                self._warn(state, "reply_channel_range without a query_channel_range")
+                return
+            self._apply_step(state, sync.on_reply_channel_range(message, self.graph, now))  # type: ignore[arg-type]
+        elif type(message) is ReplyShortChannelIdsEnd:
+            if sync is None:
+                self._warn(state, "reply_short_channel_ids_end without a query_short_channel_ids")
+                return
+            self._apply_step(state, sync.on_reply_end(message, now))  # type: ignore[arg-type]
+
+    def _apply_step(self, state: PeerState, step: SyncStep) -> None:
+        if step.warning is not None:
+            self._warn(state, step.warning)
+        for message in step.send:
+            self._send_soon(state.peer, message)
+        sync = state.sync
+        if sync is None:
+            return
+        if step.send or step.finished:
+            self._report(state)
+        if step.finished:
+            state.synced = sync.state is SyncState.DONE
+            if sync.state is SyncState.DONE:
+                log.info(
+                    "gossip sync with %s done: %d channels offered, %d asked for (graph: %d channels)",
+                    state.node_id.hex(),
+                    sync.offered,
+                    sync.wanted,
+                    len(self.graph),
+                )
+            else:
+                log.warning("gossip sync with %s failed: %s", state.node_id.hex(), sync.reason)
+            self._maybe_start_sync()
+
+    def _report(self, state: PeerState) -> None:
+        sync = state.sync
+        assert sync is not None
+        if sync.state is SyncState.IDS or sync.state is SyncState.DONE:
+            log.info("gossip sync with %s: %.0f%% (%d/%d channels)", state.node_id.hex(), sync.percent, sync.answered, sync.wanted)
+        if self.node.events.has_subscribers:
+            self.node.events.publish(
+                GossipSyncEvent(state.node_id.hex(), sync.state.value, round(sync.percent, 1), sync.wanted, sync.answered)
+            )
+
+    async def _timer_loop(self) -> None:
+        while True:
+            await trio.sleep(min(1.0, self.config.reply_timeout / 4))
+            now = trio.current_time()
+            for state in list(self._peers.values()):
+                if state.sync is not None:
+                    deadline = state.sync.get_timer()
+                    if deadline is not None and now >= deadline:
+                        self._apply_step(state, state.sync.handle_timer(now))
+
+    def progress(self) -> dict[str, Any]:
+        """The initial sync: overall percent and per peer (JSON-able)."""
+        syncs = {node_id.hex(): sync.progress() for node_id, sync in self._syncs.items()}
+        active = [p["percent"] for p in syncs.values() if p["state"] in ("range", "ids")]
+        done = any(p["state"] == "done" for p in syncs.values())
+        if active:
+            percent = min(active)
+        else:
+            percent = 100.0 if done else 0.0
+        return {
+            "syncing": bool(active),
+            "synced": done and not active,
+            "percent": percent,
+            "peers": syncs,
+            "channels": len(self.graph),
+        }
