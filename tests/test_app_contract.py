@@ -223,6 +223,8 @@ async def test_peer_gone_with_the_reason_and_starting_stopping_hooks():
         await a.disconnect(b.node_id, "enough for today")
         await wait_for(lambda: len(seen) == 3)
         assert seen[1:] == [("ready", b.node_id), ("gone", b.node_id, "enough for today")]
+        # b learns of the close when it next reads: until then its connect finds the old session
+        await wait_for(lambda: a.node_id not in b.peers)
         await b.connect(address_of(a))
         await wait_for(lambda: len(seen) == 4)
     # stopping ran while the peer was still there; then the peer left
