@@ -79,7 +79,7 @@ async def test_act_one_already_there_is_answered_in_the_accept_loop_and_one_task
                 await trio.sleep(0.01)
         await trio.testing.wait_all_tasks_blocked()
         # the same task took act three and runs the peer: no other task for it
-        assert running_tasks(CONNECTION_TASK) == 1 and running_tasks("Peer._write_loop") == 0
+        assert running_tasks(CONNECTION_TASK) == 1 and running_tasks("PeerWriting._write_loop") == 0
         assert node.pending_handshakes == 0 and len(node.keepalive) == 1  # the peer's init deadline only
         sock.close()
 

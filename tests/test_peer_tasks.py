@@ -47,14 +47,14 @@ async def test_an_idle_peer_runs_no_writer_and_each_message_starts_one_in_order(
     async with running(node):
         raw, peer = await _connected(network, node)
         await trio.testing.wait_all_tasks_blocked()
-        assert running_tasks("Peer._write_loop") == 0  # init is out: the writer ended with an empty outbox
+        assert running_tasks("PeerWriting._write_loop") == 0  # init is out: the writer ended with an empty outbox
 
         for n in range(3):
             peer.send_nowait(_custom(n))
-        assert running_tasks("Peer._write_loop") == 1  # one writer for the three, not one each
+        assert running_tasks("PeerWriting._write_loop") == 1  # one writer for the three, not one each
         assert [await raw.receive() for _ in range(3)] == [_custom(n) for n in range(3)]
         await trio.testing.wait_all_tasks_blocked()
-        assert running_tasks("Peer._write_loop") == 0
+        assert running_tasks("PeerWriting._write_loop") == 0
 
         # after the writer ended, the next message starts another and nothing is lost
         await peer.send(_custom(3))
@@ -69,7 +69,7 @@ async def test_an_idle_peer_runs_no_writer_and_each_message_starts_one_in_order(
                 pings += 1
                 await raw.send(Pong(ignored=bytes(message.num_pong_bytes)))
         await trio.testing.wait_all_tasks_blocked()
-        assert pings == 5 and running_tasks("Peer._write_loop") == 0
+        assert pings == 5 and running_tasks("PeerWriting._write_loop") == 0
         assert node.peers.get(raw.key.node_id) is peer and peer.ping_rtt is not None
         await raw.aclose()
 
@@ -85,7 +85,7 @@ async def test_a_reply_to_a_read_leaves_without_a_writer_and_a_burst_still_coale
         count = 1 if not writers_seen else 3
         for n in range(count):
             peer.send_nowait(_custom(100 + n))
-            writers_seen.append(running_tasks("Peer._write_loop"))
+            writers_seen.append(running_tasks("PeerWriting._write_loop"))
 
     node.add_handler(CUSTOM, answer)
     async with running(node):
@@ -100,10 +100,10 @@ async def test_a_reply_to_a_read_leaves_without_a_writer_and_a_burst_still_coale
         assert [await raw.receive() for _ in range(3)] == [_custom(100 + n) for n in range(3)]
         assert writers_seen == [0, 0, 1, 1]
         await trio.testing.wait_all_tasks_blocked()
-        assert running_tasks("Peer._write_loop") == 0
+        assert running_tasks("PeerWriting._write_loop") == 0
         sent = peer.counters.messages_out
         peer.send_nowait(_custom(7))  # no read since the last direct write: the writer's path
-        assert running_tasks("Peer._write_loop") == 1
+        assert running_tasks("PeerWriting._write_loop") == 1
         assert await raw.receive() == _custom(7) and peer.counters.messages_out == sent + 1
         await raw.aclose()
 
@@ -116,7 +116,7 @@ async def test_closing_an_idle_peer_stops_it_at_once(autojump_clock: trio.testin
         await trio.testing.wait_all_tasks_blocked()
         began = trio.current_time()
         peer.close("nothing to say")
-        assert running_tasks("Peer._write_loop") == 0  # nothing queued: no writer is started to flush nothing
+        assert running_tasks("PeerWriting._write_loop") == 0  # nothing queued: no writer is started to flush nothing
         assert await raw.receive_until_closed() == []
         await peer.closed.wait()
         assert trio.current_time() == began and peer.close_reason == "nothing to say"

@@ -9,7 +9,7 @@ All protocol decisions are made by the sans-IO cores (:mod:`lnpmsg.noise` and
 :class:`lnpmsg.node.session.PeerSession`); this module only moves bytes and
 time between them and a :class:`~lnpmsg.transports.base.Connection`.
 
-Writes are coalesced: while one batch is on its way, new messages pile up in
+Writes are coalesced (:mod:`lnpmsg.node.peer_writing`): while one batch is on its way, new messages pile up in
 the session's outbox and leave together in the next write. The bytes queued
 for a peer are bounded (``MAX_QUEUED_BYTES``): a sender waits (back-pressure)
 rather than letting a peer that does not read grow our memory.
@@ -26,6 +26,7 @@ import trio
 
 from lnpmsg.node.handshake import HANDSHAKE_TIMEOUT, HandshakeFailed, handshake_as_initiator, handshake_as_responder
 from lnpmsg.node.keepalive import KeepaliveSchedule
+from lnpmsg.node.peer_writing import CLOSE_FLUSH_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, PeerWriting
 from lnpmsg.node.session import (
     MessagesReceived,
     PeerReady,
@@ -41,7 +42,10 @@ from lnpmsg.transports.base import Connection, TransportError
 from lnpmsg.wire import Message
 
 __all__ = [
+    "CLOSE_FLUSH_TIMEOUT",
     "HANDSHAKE_TIMEOUT",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_MESSAGES",
     "MAX_QUEUED_BYTES",
     "HandshakeFailed",
     "Peer",
@@ -55,18 +59,8 @@ log = logging.getLogger(__name__)
 
 #: plaintext bytes queued for one peer before senders must wait
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
-#: about this many bytes go into one write: enough to spread a write's fixed cost over
-#: ~125 1-KiB messages, small enough that a batch's frames stay in the CPU cache
-#: (measured with benchmarks/bench_bolt8.py: 1 MiB batches were no faster). A batch
-#: is sized by the queue's average message, so mixed sizes can make it larger, never
-#: larger than the queue (``MAX_QUEUED_BYTES``).
-MAX_BATCH_BYTES = 128 * 1024
-#: at most this many messages go into one write (bounds a batch of tiny messages the same way)
-MAX_BATCH_MESSAGES = 16384
 #: bytes asked of the transport per read; a large read decodes many small frames at once
 RECEIVE_CHUNK = 128 * 1024
-#: on close, pending messages (e.g. our ``error``) get this long to leave
-CLOSE_FLUSH_TIMEOUT = 2.0
 
 
 def _encoded(message: Message | bytes) -> bytes:
@@ -96,7 +90,7 @@ class PeerCounters:
     messages_out: int = 0
 
 
-class Peer:
+class Peer(PeerWriting):
     """One connected, authenticated peer.
 
     Created by the node after a successful handshake; :meth:`run` drives it
@@ -271,20 +265,6 @@ class Peer:
         outbox.append(data)
         self._queued_bytes += size
 
-    def _write_now(self, data: bytes) -> None:
-        """Encrypt one message and hand it to the transport without waiting; a writer task takes what it left."""
-        frame = self._cipher.encryptor.encrypt(data)
-        try:
-            sent = self.conn.send_nowait(frame)
-        except TransportError as exc:
-            self._begin_close(f"connection lost: {exc}")
-            return
-        counters = self.counters
-        counters.messages_out += 1
-        counters.bytes_out += len(frame)
-        if sent < len(frame) and self._start_task(self._write_loop, frame[sent:]):
-            self._writer_running = True
-
     def _check_open(self) -> None:
         if self._closing:
             raise PeerClosedError(f"peer {self.node_id.hex()} is closed: {self.close_reason}")
@@ -441,99 +421,6 @@ class Peer:
                 self._ready_event.set()
             self._keepalive.set(self, self.session.get_timer())  # the first ping
 
-    def _send_first_nowait(self) -> bytes | None:
-        """Send what is queued at the start (our ``init``) if the transport takes it without
-        waiting. Returns the encrypted bytes it did not take (``b""``: all sent, or
-        nothing tried: a transport that keeps frame boundaries leaves the outbox as it
-        is), None if the connection failed."""
-        outbox = self._outbox
-        if not outbox or self.conn.keeps_frame_boundaries:
-            return b""
-        batch = list(outbox)
-        outbox.clear()
-        encryptor = self._cipher.encryptor
-        data = encryptor.encrypt(batch[0]) if len(batch) == 1 else encryptor.encrypt_joined(batch)
-        try:
-            sent = self.conn.send_nowait(data)
-        except TransportError as exc:
-            self._begin_close(f"connection lost: {exc}", reader_ends=True)
-            return None
-        counters = self.counters
-        counters.messages_out += len(batch)
-        counters.bytes_out += len(data)
-        return data[sent:]
-
-    async def _write_first(self, unsent: bytes = b"") -> bool:
-        """Write ``unsent`` and what is queued at the start (our ``init``) from the calling
-        task; False if that failed."""
-        if not (unsent or self.session.outbox) or self._writer_running:
-            return True
-        self._writer_running = True
-        try:
-            idle = await self._write_until_flushed(unsent)
-        finally:
-            self._writer_running = False
-        if not idle:
-            return False
-        if self.session.outbox:
-            self._wake_writer()  # queued while the first write was under way
-        return True
-
-    def _wake_writer(self) -> bool:
-        """Start a writer task unless one runs: it drains the outbox, then ends.
-
-        An idle peer thus holds one task (the reader), not two; a writer that
-        is under way sees what is queued meanwhile, since it re-checks the
-        outbox after every write. False when no writer can start any more:
-        :meth:`run`'s tasks have all ended (e.g. cancelled by the node's stop)
-        and it has not resumed yet to close the peer, while another task of
-        the node (an app's) sends.
-        """
-        if not self._writer_running and self._nursery is not None:
-            if not self._start_task(self._write_loop):
-                return False
-            self._writer_running = True
-        return True
-
-    def _start_task(self, fn: Callable[..., Awaitable[None]], *args: object) -> bool:
-        """Start a task of the peer's; False when its nursery is closed (its tasks ended, :meth:`run` not resumed yet)."""
-        assert self._nursery is not None
-        try:
-            self._nursery.start_soon(fn, *args)
-        except RuntimeError:  # "Nursery is closed to new arrivals"
-            return False
-        return True
-
-    def _send_queued(self) -> bool:
-        """Send what the session queued (a ping, a pong) now, without a task, if we can.
-
-        When no writer is under way and no app message is queued
-        (``_queued_bytes`` counts those only), the outbox holds just the
-        session's own few small messages. They are encrypted and handed to
-        the transport at once when it takes them without waiting
-        (``send_nowait``); what it does not take goes to a writer task, as
-        does everything else (app messages a handler queued behind a pong
-        leave in the writer's batches). False when no writer can start any more
-        (see :meth:`_wake_writer`).
-        """
-        if self._writer_running or self._queued_bytes or self._closing or self._nursery is None or self.conn.keeps_frame_boundaries:
-            return self._wake_writer()
-        outbox = self._outbox
-        batch = list(outbox)
-        outbox.clear()
-        data = self._cipher.encryptor.encrypt_joined(batch)
-        try:
-            sent = self.conn.send_nowait(data)
-        except TransportError as exc:
-            self._begin_close(f"connection lost: {exc}")
-            return True
-        counters = self.counters
-        counters.messages_out += len(batch)
-        counters.bytes_out += len(data)
-        if sent < len(data) and self._start_task(self._write_loop, data[sent:]):
-            self._writer_running = True
-        return True
-
     def keepalive_due(self, now: float) -> float | None:
         """Run the session's due timers; the node's keepalive schedule calls this.
 
@@ -551,72 +438,6 @@ class Peer:
         if session.outbox:
             self._send_queued()
         return None if self._closing else session.get_timer()
-
-    async def _write_loop(self, unsent: bytes = b"") -> None:
-        # Once closing starts, the writer gets CLOSE_FLUSH_TIMEOUT more, whatever
-        # it is doing: a send stuck on a peer that does not read must not keep
-        # the connection (and its pong timeout) from ending.
-        idle = False
-        try:
-            with trio.CancelScope() as scope:
-                self._flush_scope = scope
-                if self._closing:
-                    scope.deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
-                idle = await self._write_until_flushed(unsent)
-            self._flush_scope = None
-        finally:
-            self._writer_running = False
-        if idle:
-            return  # the outbox is empty: the next message starts a writer again
-        # Closing: everything that could be flushed is out; stop the other tasks.
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
-
-    async def _write_until_flushed(self, unsent: bytes = b"") -> bool:
-        """Write ``unsent`` (encrypted bytes a send left over), then until the outbox
-        is empty (True) or, when closing, until flushed (False)."""
-        encryptor = self._cipher.encryptor
-        keeps_frames = self.conn.keeps_frame_boundaries
-        outbox = self.session.outbox
-        counters = self.counters
-        if unsent:
-            try:
-                await self.conn.send_frames([unsent])
-            except TransportError as exc:
-                self._begin_close(f"connection lost: {exc}")
-                return False
-        while True:
-            if not outbox:
-                return not self._closing
-            if self._queued_bytes <= MAX_BATCH_BYTES and len(outbox) <= MAX_BATCH_MESSAGES:
-                # Usual case: everything queued fits in one write.
-                batch = list(outbox)
-                outbox.clear()
-                size = sum(map(len, batch))
-            else:
-                # About MAX_BATCH_BYTES at the queue's average message size, cut by two C
-                # slice operations. A sender ahead of the writer makes this the usual case;
-                # finding the exact cut took a length, a running sum and a test per message.
-                count = min(len(outbox), MAX_BATCH_MESSAGES, max(1, MAX_BATCH_BYTES * len(outbox) // self._queued_bytes))
-                batch = outbox[:count]
-                del outbox[:count]
-                size = sum(map(len, batch))
-            if len(batch) == 1:
-                # One message (an init, a ping, a reply): the batch path costs twice as much.
-                frames = [encryptor.encrypt(batch[0])]
-            else:
-                # A byte stream takes the batch as one buffer, its frames joined.
-                frames = encryptor.encrypt_many(batch) if keeps_frames else [encryptor.encrypt_joined(batch)]
-            try:
-                await self.conn.send_frames(frames)
-            except TransportError as exc:
-                self._begin_close(f"connection lost: {exc}")
-                return False
-            counters.messages_out += len(batch)
-            counters.bytes_out += sum(map(len, frames))
-            self._queued_bytes = max(0, self._queued_bytes - size)
-            if self._room is not None:
-                self._room.unpark_all()
 
     def _wake_waiters(self) -> None:
         if self._pong_waiters:

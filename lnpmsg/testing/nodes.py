@@ -46,7 +46,7 @@ def address_of(node: Node) -> str:
 
 
 def running_tasks(qualname: str) -> int:
-    """How many tasks of this trio run execute the coroutine ``qualname`` (e.g. ``"Peer._write_loop"``)."""
+    """How many tasks of this trio run execute the coroutine ``qualname`` (e.g. ``"PeerWriting._write_loop"``)."""
     count = 0
     tasks = [trio.lowlevel.current_root_task()]
     while tasks:
