@@ -52,10 +52,17 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
-from lnpmsg.node.peer import handshake_as_initiator
-from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake, ResponderHandshake
+from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake
 from lnpmsg.testing.pyln import WholeReads
-from lnpmsg.transports.tcp import TcpTransport
+
+from bolt8_handshakes import (  # noqa: E402  (benchmarks/ is the script's directory, not a package)
+    cpu_seconds as _cpu_seconds,
+    pyln_handshakes,
+    raw_responder_crypto,
+    sans_io_handshakes,
+    tcp_handshakes,
+    tcp_handshakes_two_processes,
+)
 
 CUSTOM = 32769
 
@@ -138,11 +145,6 @@ def raw_decrypt(count: int, size: int) -> float:
         decrypt(nonces[2 * j], headers[j], None)
         decrypt(nonces[2 * j + 1], bodies[j], None)
     return count / (time.process_time() - start)
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _context_switches() -> tuple[int, int]:
@@ -310,235 +312,6 @@ def pyln_throughput(count: int, size: int) -> float:
     sender.join()
     client.connection.close()
     receiver.connection.close()
-    server.close()
-    return count / elapsed
-
-
-def raw_responder_crypto(count: int) -> float:
-    """Handshakes per CPU-second of a responder's cryptography alone: the limit for accepting on one core.
-
-    Per handshake, the least BOLT 8 makes a responder compute, straight on the
-    libraries (coincurve, cryptography, hashlib), no lnpmsg code:
-    parse the initiator's ephemeral key and ECDH it with the static key (act
-    one), draw an ephemeral secret and derive its public key (one scalar
-    multiplication: ``coincurve.PrivateKey()`` would also derive an x-only
-    key nobody needs), ECDH it with the initiator's key (act two), ECDH it
-    with the initiator's static key (act three); three HKDFs (two
-    HMAC-SHA256 each, over ``hashlib`` with the padded key states shared by the
-    expand steps, as the node does) and the final split; the SHA-256 mixes of the
-    transcript; one ChaCha20-Poly1305 key set-up per handshake key and the
-    four AEAD operations (empty payloads and the 33-byte static key;
-    encryptions stand in for decryptions of the same size, which cost the
-    same). The hash of the responder's static key into the transcript is
-    the same for every handshake, so it is not counted. Measured in CPU
-    time, like the node's figure it is compared with.
-    """
-    import hashlib
-
-    import coincurve
-    from coincurve.utils import get_valid_secret
-
-    static = coincurve.PrivateKey()
-    keys = [coincurve.PrivateKey().public_key.format() for _ in range(64)]
-    nonce = bytes(12)
-    ck = os.urandom(32)
-    h0 = hashlib.sha256(ck).digest()
-    from_valid_secret = coincurve.PublicKey.from_valid_secret
-    sha256 = hashlib.sha256
-
-    inner_pad = bytes(byte ^ 0x36 for byte in range(256))
-    outer_pad = bytes(byte ^ 0x5C for byte in range(256))
-
-    def hkdf(salt: bytes, ikm: bytes) -> bytes:
-        # HMAC-SHA256 (RFC 2104) with each key's padded SHA-256 states made once and copied for
-        # the second expand step: the cheapest form measured here (about half of three
-        # ``hmac.digest`` calls), the same work the node's handshake does, so the limit stays
-        # the least a responder must compute. Keys here are 32 bytes, so no key hashing.
-        salt = salt.ljust(64, b"\0")
-        inner, outer = sha256(salt.translate(inner_pad)), sha256(salt.translate(outer_pad))
-        inner.update(ikm)
-        outer.update(inner.digest())
-        prk = outer.digest().ljust(64, b"\0")
-        inner, outer = sha256(prk.translate(inner_pad)), sha256(prk.translate(outer_pad))
-        first_inner, first_outer = inner.copy(), outer.copy()
-        first_inner.update(b"\x01")
-        first_outer.update(first_inner.digest())
-        inner.update(first_outer.digest() + b"\x02")
-        outer.update(inner.digest())
-        return outer.digest()
-
-    start = time.process_time()
-    for i in range(count):
-        initiator_ephemeral = keys[i % 64]
-        initiator_static = keys[(i + 1) % 64]
-        # act one: mix re, ECDH(s, re), HKDF, check the tag
-        h = sha256(h0 + initiator_ephemeral).digest()
-        key = hkdf(ck, static.ecdh(initiator_ephemeral))
-        tag = ChaCha20Poly1305(key).encrypt(nonce, b"", h)
-        h = sha256(h + tag).digest()
-        # act two: a fresh ephemeral key, ECDH(e, re), HKDF, a tag
-        ephemeral = coincurve.PrivateKey.__new__(coincurve.PrivateKey)
-        ephemeral.secret, ephemeral.context = get_valid_secret(), static.context
-        h = sha256(h + from_valid_secret(ephemeral.secret).format()).digest()
-        aead = ChaCha20Poly1305(hkdf(ck, ephemeral.ecdh(initiator_ephemeral)))
-        tag = aead.encrypt(nonce, b"", h)
-        h = sha256(h + tag).digest()
-        # act three: decrypt rs (same key), ECDH(e, rs), HKDF, check the tag, split
-        sealed = aead.encrypt(nonce, initiator_static, h)
-        h = sha256(h + sealed).digest()
-        key = hkdf(ck, ephemeral.ecdh(initiator_static))
-        ChaCha20Poly1305(key).encrypt(nonce, b"", h)
-        hkdf(ck, b"")
-    return count / (time.process_time() - start)
-
-
-def sans_io_handshakes(count: int) -> float:
-    initiator_key, responder_key = NodeKey.generate(), NodeKey.generate()
-    start = time.perf_counter()
-    for _ in range(count):
-        initiator = InitiatorHandshake(initiator_key.secret, responder_key.node_id)
-        responder = ResponderHandshake(responder_key.secret)
-        act_two = responder.receive_act_one(initiator.act_one())
-        responder.receive_act_three(initiator.receive_act_two(act_two))
-    return count / (time.perf_counter() - start)
-
-
-async def tcp_handshakes(count: int, concurrency: int = 16) -> float:
-    """Dial + acts 1-3 against a listening node, ``concurrency`` dialers at a time."""
-    config = NodeConfig(
-        listen=["127.0.0.1:0"],
-        max_connections_per_ip=count + 10,
-        max_pending_per_ip=2 * concurrency,
-        max_pending_per_subnet=2 * concurrency,
-    )
-    node = Node(NodeKey.generate(), config)
-    key = NodeKey.generate()
-    transport = TcpTransport()
-
-    async def dialer(n: int) -> None:
-        for _ in range(n):
-            conn = await transport.dial(target)
-            await handshake_as_initiator(conn, key, node.node_id)
-            await conn.aclose()
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run)
-        target = node.listen_addresses[0]
-        start = time.perf_counter()
-        async with trio.open_nursery() as dialers:
-            for _ in range(concurrency):
-                dialers.start_soon(dialer, count // concurrency)
-        elapsed = time.perf_counter() - start
-        node.stop()
-    return (count // concurrency) * concurrency / elapsed
-
-
-def _dial_many(host: str, port: int, node_id_hex: str, count: int, concurrency: int, queue) -> None:  # type: ignore[no-untyped-def]
-    """Child process: a lean load generator, ``concurrency`` handshakes in flight at a time.
-
-    Plain non-blocking sockets under ``selectors`` driving the sans-IO
-    initiator (as wrk drives an HTTP server): it needs about a third of the
-    CPU the node under test does per handshake, so the node, not the load
-    generator, sets the pace. Reports handshakes/s as seen here.
-    """
-    import selectors
-    import socket
-
-    key = NodeKey.generate()
-    node_id = bytes.fromhex(node_id_hex)
-    selector = selectors.DefaultSelector()
-    started = finished = 0
-
-    def start_one() -> None:
-        nonlocal started
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.connect((host, port))  # loopback: completes at once
-        handshake = InitiatorHandshake(key.secret, node_id)
-        sock.sendall(handshake.act_one())
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ, [handshake, b""])
-        started += 1
-
-    begin = time.perf_counter()
-    for _ in range(min(concurrency, count)):
-        start_one()
-    while finished < count:
-        for selected, _events in selector.select():
-            sock = selected.fileobj
-            state = selected.data
-            chunk = sock.recv(ACT_TWO_SIZE - len(state[1]))  # type: ignore[union-attr]
-            if not chunk:
-                raise RuntimeError("the node closed a connection during the handshake")
-            state[1] += chunk
-            if len(state[1]) < ACT_TWO_SIZE:
-                continue
-            selector.unregister(sock)
-            sock.setblocking(True)  # type: ignore[union-attr]
-            sock.sendall(state[0].receive_act_two(state[1]))  # type: ignore[union-attr]
-            sock.close()  # type: ignore[union-attr]
-            finished += 1
-            if started < count:
-                start_one()
-    queue.put(count / (time.perf_counter() - begin))
-
-
-async def tcp_handshakes_two_processes(count: int, concurrency: int = 16) -> tuple[float, float]:
-    """The listening node in this process (one core), the load generator in another.
-
-    Returns (handshakes/s, handshakes per second of this process's CPU time):
-    the second is what one core can accept when the node has it to itself.
-    """
-    import multiprocessing
-
-    # Every dialer is 127.0.0.1: the per-source handshake limits must let
-    # ``concurrency`` of them be under way at once (twice that: a dialer starts
-    # its next before the node has seen the last act three), or the node evicts them.
-    config = NodeConfig(
-        listen=["127.0.0.1:0"],
-        max_connections_per_ip=count + 10,
-        max_pending_per_ip=2 * concurrency,
-        max_pending_per_subnet=2 * concurrency,
-    )
-    node = Node(NodeKey.generate(), config)
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run)
-        host, port = node.listen_addresses[0].rsplit(":", 1)
-        child = ctx.Process(target=_dial_many, args=(host, int(port), node.node_id.hex(), count, concurrency, queue))
-        child.start()
-        cpu_before = _cpu_seconds()
-        rate = await trio.to_thread.run_sync(queue.get)
-        cpu = _cpu_seconds() - cpu_before
-        await trio.to_thread.run_sync(child.join)
-        node.stop()
-    return float(rate), count / cpu
-
-
-def pyln_handshakes(count: int) -> float:
-    from pyln.proto import wire
-
-    server_key = wire.PrivateKey(os.urandom(32))
-    client_key = wire.PrivateKey(os.urandom(32))
-    server = wire.LightningServerSocket(server_key)
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    port = server.getsockname()[1]
-
-    def accept_loop() -> None:
-        for _ in range(count):
-            conn, _ = server.accept()
-            conn.connection.close()
-
-    acceptor = threading.Thread(target=accept_loop)
-    acceptor.start()
-    start = time.perf_counter()
-    for _ in range(count):
-        conn = wire.connect(client_key, server_key.public_key(), "127.0.0.1", port)
-        conn.connection.close()
-    acceptor.join()
-    elapsed = time.perf_counter() - start
     server.close()
     return count / elapsed
 
