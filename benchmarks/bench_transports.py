@@ -4,7 +4,9 @@ For each transport (TCP, UDP/QUIC, ZeroMQ over tcp:// and ipc://):
 
 - messages/s of 1 KiB and of 64 KiB (65,535 bytes, the BOLT-8 maximum)
   between two Nodes: a sending node in a child process, the receiving node
-  here; a message counts when the receiving node's handler has it;
+  here; a message counts when the receiving node's app has it (by default
+  a batch handler, which takes what each read brings of the stream's type in
+  one call; ``--handler message``: one handler call per message);
 - ping round-trip time (``peer.ping``, BOLT-1 ping/pong through both nodes)
   as percentiles.
 
@@ -29,7 +31,7 @@ rates and for the ratio. Each measurement sends for ``--seconds`` (the
 sender's clock) and is timed here from the first to the last message
 received, so process start-up does not count.
 
-Usage: ``python benchmarks/bench_transports.py [--quick] [--rounds N] [--seconds S] [--pings N] [--only T] [--json]``
+Usage: ``python benchmarks/bench_transports.py [--quick] [--rounds N] [--seconds S] [--pings N] [--only T] [--handler batch|message] [--json]``
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 import trio
 import zmq
 
+from lnpmsg.app import App
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.transports.registry import default_transports
@@ -119,23 +122,34 @@ def _child_node(address: str, size: int, seconds: float) -> None:
 class NodeResult:
     rate: float = 0.0
     messages: int = 0
+    first_batch: int = 0
 
 
-async def _node_run(ctx: Context, listen: str, size: int, seconds: float, pings: int) -> tuple[NodeResult, list[float]]:
+async def _node_run(
+    ctx: Context, listen: str, size: int, seconds: float, pings: int, per_message: bool = False
+) -> tuple[NodeResult, list[float]]:
     config = NodeConfig(listen=[listen]) if size else NodeConfig(listen=[listen], ping_interval=PING_RUN_INTERVAL)
     node = Node(NodeKey.generate(), config, transports=default_transports())
     result = NodeResult()
     first = last = 0.0
     done = trio.Event()
 
-    def on_data(peer: object, message: object) -> None:
+    def arrived(count: int) -> None:
         nonlocal first, last
         last = time.perf_counter()
         if not result.messages:
             first = last
-        result.messages += 1
+            result.first_batch = count  # arrived by ``first``: the rate counts those after it
+        result.messages += count
 
-    node.add_handler(DATA, on_data)
+    if per_message:
+        node.add_handler(DATA, lambda peer, message: arrived(1))
+    else:
+        # A stream of one type is what a batch handler is for: an app takes the runs each read
+        # brings (as their bytes) in one call. Never blocks, so no timeout scope per call.
+        receiver = App("receiver")
+        receiver.add_batch_handler(DATA, lambda peer, messages: arrived(len(messages)), guard=False)
+        node.mount(receiver)
     node.add_handler(END, lambda peer, message: done.set())
     rtts: list[float] = []
     async with trio.open_nursery() as nursery:
@@ -157,8 +171,8 @@ async def _node_run(ctx: Context, listen: str, size: int, seconds: float, pings:
             child.terminate()
             child.join()
             node.stop()
-    if result.messages > 1:
-        result.rate = (result.messages - 1) / (last - first)
+    if result.messages > result.first_batch:
+        result.rate = (result.messages - result.first_batch) / (last - first)
     return result, rtts
 
 
@@ -380,6 +394,13 @@ def main() -> None:
     parser.add_argument("--pings", type=int, default=500, help="pings per transport (default 500)")
     parser.add_argument("--quick", action="store_true", help="a check that it works: 1 round of 0.5 s, 50 pings")
     parser.add_argument("--only", action="append", choices=list(TRANSPORTS), help="measure only these transports")
+    parser.add_argument(
+        "--handler",
+        choices=("batch", "message"),
+        default="batch",
+        help="the receiving node's app takes the stream in runs (batch, the default: a batch handler, as an app "
+        "taking a stream of one type would) or one handler call per message (message)",
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args()
     if args.quick:
@@ -415,7 +436,7 @@ def main() -> None:
                             if plain is not None:
                                 fig.plain.append(_raw_run(ctx, plain, size, args.seconds, directory))
                         else:
-                            result, _ = trio.run(_node_run, ctx, listen, size, args.seconds, 0)
+                            result, _ = trio.run(_node_run, ctx, listen, size, args.seconds, 0, args.handler == "message")
                             fig.node.append(result.rate)
                             shares[which] = _share(before, _usage())
                     print(
