@@ -117,15 +117,25 @@ def sans_io_handshakes(count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-async def tcp_handshakes(count: int, concurrency: int = 16) -> float:
-    """Dial + acts 1-3 against a listening node, ``concurrency`` dialers at a time."""
+def _accepting_node(count: int, concurrency: int) -> Node:
+    """A node on a free loopback port for ``count`` connections from ``concurrency`` dialers.
+
+    Every dialer is 127.0.0.1: the per-source handshake limits must let
+    ``concurrency`` of them be under way at once (twice that: a dialer starts its
+    next before the node has seen the last act three), or the node evicts them.
+    """
     config = NodeConfig(
         listen=["127.0.0.1:0"],
         max_connections_per_ip=count + 10,
         max_pending_per_ip=2 * concurrency,
         max_pending_per_subnet=2 * concurrency,
     )
-    node = Node(NodeKey.generate(), config)
+    return Node(NodeKey.generate(), config)
+
+
+async def tcp_handshakes(count: int, concurrency: int = 16) -> float:
+    """Dial + acts 1-3 against a listening node, ``concurrency`` dialers at a time."""
+    node = _accepting_node(count, concurrency)
     key = NodeKey.generate()
     transport = TcpTransport()
 
@@ -205,16 +215,7 @@ async def tcp_handshakes_two_processes(count: int, concurrency: int = 16) -> tup
     """
     import multiprocessing
 
-    # Every dialer is 127.0.0.1: the per-source handshake limits must let
-    # ``concurrency`` of them be under way at once (twice that: a dialer starts
-    # its next before the node has seen the last act three), or the node evicts them.
-    config = NodeConfig(
-        listen=["127.0.0.1:0"],
-        max_connections_per_ip=count + 10,
-        max_pending_per_ip=2 * concurrency,
-        max_pending_per_subnet=2 * concurrency,
-    )
-    node = Node(NodeKey.generate(), config)
+    node = _accepting_node(count, concurrency)
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     async with trio.open_nursery() as nursery:

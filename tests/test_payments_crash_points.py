@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_payments_app import POLICY, Net, channels, net, payments, quiet, wait_until
+from test_payments_app import POLICY, channels, net, payments, quiet, wait_until
 
 from lnpmsg.node.node import Node
 from lnpmsg.payments import bolt11
