@@ -260,10 +260,10 @@ def lnpmsg_throughput_two_processes(count: int, size: int, per_message: bool = F
     to_child, from_child = ctx.Queue(), ctx.Queue()
     child = ctx.Process(target=_receiving_node, args=(count, size, per_message, _Duplex(from_child, to_child)))
     child.start()
-    node_id, address = from_child.get()
+    node_id, address = _from_child(from_child, child)
     sender = threading.Thread(target=_lean_sender, args=(address, bytes.fromhex(node_id), count, size))
     sender.start()
-    per_cpu_second, per_second, limit, switches = from_child.get()
+    per_cpu_second, per_second, limit, switches = _from_child(from_child, child)
     sender.join()
     child.join()
     return per_second, per_cpu_second, limit, switches
@@ -277,6 +277,17 @@ class _Duplex:
         self.get = incoming.get
 
 
+def _from_child(queue, child):  # type: ignore[no-untyped-def]
+    """The child's next report; RuntimeError if the child exits without one (its traceback is
+    on stderr above), instead of waiting for ever."""
+    import queue as queues
+
+    while True:
+        try:
+            return queue.get(timeout=1.0)
+        except queues.Empty:
+            if not child.is_alive():
+                raise RuntimeError(f"the receiving node's process exited (code {child.exitcode}) before it reported") from None
 
 
 def pyln_throughput(count: int, size: int) -> float:
