@@ -22,12 +22,12 @@ a worker thread from async code.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from lnpmsg.chain.datadir import write_atomic
 from lnpmsg.wire import WireError
 
 from .messages import UpdateAddHtlc
@@ -120,18 +120,7 @@ class FailureStore:
 
     def add(self, failure: OfferedFailure) -> None:
         """Keep ``failure`` (durably, before this returns); the oldest goes beyond :attr:`max_kept`."""
-        path = self._path(failure.ref)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.write(encode(failure))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(self._path(failure.ref), encode(failure))
         self.kept.pop(failure.ref, None)
         self.kept[failure.ref] = failure
         while len(self.kept) > self.max_kept:
