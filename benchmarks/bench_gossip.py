@@ -264,8 +264,9 @@ async def _ingest(path: Path, total: int, store_dir: Path, verify_threads: int, 
     # pipe round trips to the signature workers (likewise), timed by thread CPU.
     store_cpu, pipe_cpu = ThreadCpu(), ThreadCpu()
     store.apply = store_cpu.wrap(store.apply)  # type: ignore[method-assign]
-    original_roundtrip = pipeline._Worker.roundtrip
-    pipeline._Worker.roundtrip = pipe_cpu.wrap(original_roundtrip)  # type: ignore[method-assign]
+    original_send, original_receive = pipeline._Worker.send, pipeline._Worker.receive
+    pipeline._Worker.send = pipe_cpu.wrap(original_send)  # type: ignore[method-assign]
+    pipeline._Worker.receive = pipe_cpu.wrap(original_receive)  # type: ignore[method-assign]
     config = GossipConfig(flush_interval=3600, prune_interval=0, verify_threads=verify_threads, verify_processes=verify_processes, relay=False)
     app = node.mount(GossipApp(store, config=config))
     ctx = multiprocessing.get_context("spawn")
@@ -339,7 +340,7 @@ async def _ingest(path: Path, total: int, store_dir: Path, verify_threads: int, 
         sender.join()
         node.stop()
         nursery.cancel_scope.cancel()
-    pipeline._Worker.roundtrip = original_roundtrip  # type: ignore[method-assign]
+    pipeline._Worker.send, pipeline._Worker.receive = original_send, original_receive  # type: ignore[method-assign]
     store.checkpoint()
     result["store_mb"] = store.size_on_disk() / 1e6
     store.close()

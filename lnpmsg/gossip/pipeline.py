@@ -110,27 +110,53 @@ class Verdicts:
 
 
 class _Worker:
+    """One worker process and the order of the batches on its pipes.
+
+    Batches are written while earlier ones are being checked (the next one
+    waits in the pipe, so the worker starts it the moment it answers the
+    last: it never waits for the event loop to hand it more), and the
+    answers are read in the order the batches were written.
+    """
+
     def __init__(self, process: subprocess.Popen[bytes], name: str) -> None:
         self.process = process
         self.name = name
-        #: one batch at a time per pipe
-        self.lock = trio.Lock()
+        #: one writer at a time; the holder takes the next ticket
+        self.send_lock = trio.Lock()
+        #: tickets handed out (batches written or being written)
+        self.sent = 0
+        #: the ticket whose answer is read next
+        self.answered = 0
+        self._turn = trio.Event()
 
-    def roundtrip(self, blob: bytes) -> bytes:
-        """Blocking (in a trio worker thread, GIL released while it waits)."""
-        assert self.process.stdin is not None and self.process.stdout is not None
+    def send(self, blob: bytes) -> None:
+        """Blocking (in a trio worker thread): waits while the pipe is full."""
+        assert self.process.stdin is not None
         write_frame(self.process.stdin, blob)
+
+    def receive(self) -> bytes:
+        """Blocking (in a trio worker thread, GIL released while it waits)."""
+        assert self.process.stdout is not None
         answer = read_frame(self.process.stdout)
         if answer is None:
             raise EOFError(f"worker exited (code {self.process.poll()})")
         return answer
+
+    async def wait_turn(self, ticket: int) -> None:
+        while self.answered != ticket:
+            await self._turn.wait()
+
+    def next_turn(self) -> None:
+        self.answered += 1
+        self._turn.set()
+        self._turn = trio.Event()
 
 
 class VerifyPool:
     """``processes`` worker processes checking signatures for the event loop.
 
     ``min_checks``: a batch with fewer checks is checked in this process (a
-    trip to a worker costs a thread hop and two pipe writes). ``local``:
+    trip to a worker costs two thread hops and two pipe writes). ``local``:
     the verifier used then, and when the pool is broken.
     Use inside ``async with`` or call :meth:`close`; a worker whose parent
     dies sees its stdin end and exits.
@@ -214,18 +240,41 @@ class VerifyPool:
 
     async def _on_worker(self, worker: _Worker, checks: Sequence[SigCheck]) -> list[bool]:
         blob = pack_checks(checks)
-        async with worker.lock:
-            if self._broken is None:
-                try:
-                    answer = await trio.to_thread.run_sync(worker.roundtrip, blob)
+        async with worker.send_lock:
+            if self._broken is not None:
+                return self.local.verify_many(checks)
+            ticket = worker.sent
+            worker.sent += 1
+            sent = False
+            try:
+                await trio.to_thread.run_sync(worker.send, blob)
+                sent = True
+            except OSError as exc:
+                self._fail(worker, exc)
+            finally:
+                if not sent:
+                    worker.sent -= 1  # nothing of it went out: the next batch takes its ticket
+        # Written: its answer must be read (in ticket order) whatever happens to this
+        # task, or the next batch on this pipe would read it.
+        with trio.CancelScope(shield=True):
+            try:
+                await worker.wait_turn(ticket)
+                if self._broken is None:
+                    answer = await trio.to_thread.run_sync(worker.receive)
                     verdicts = unpack_verdicts(answer, len(checks))
                     self.checked_remote += len(checks)
                     self.local.checked += len(checks)
                     return verdicts
-                except (OSError, EOFError, ValueError) as exc:
-                    self._broken = f"{worker.name}: {exc!r}"
-                    log.error("gossip: signature worker failed (%s): checking signatures in this process from now on", self._broken)
+            except (OSError, EOFError, ValueError) as exc:
+                self._fail(worker, exc)
+            finally:
+                worker.next_turn()
         return self.local.verify_many(checks)
+
+    def _fail(self, worker: _Worker, exc: BaseException) -> None:
+        if self._broken is None:
+            self._broken = f"{worker.name}: {exc!r}"
+            log.error("gossip: signature worker failed (%s): checking signatures in this process from now on", self._broken)
 
     async def close(self) -> None:
         """Stop the workers (closing their pipes ends them; stragglers are terminated)."""
