@@ -23,6 +23,7 @@ from lnpmsg.gossip.messages import (
     QueryShortChannelIds,
     ReplyChannelRange,
     ReplyShortChannelIdsEnd,
+    check_addresses,
     parse_addresses,
     register_gossip_messages,
 )
@@ -237,6 +238,26 @@ def test_lenient_address_parsing() -> None:
     bad_onion = b"\x04" + bytes(35) + b"\x23\x29"
     addresses, problem = parse_addresses(good + bad_onion)
     assert len(addresses) == 1 and problem is not None
+
+
+def _descriptors() -> st.SearchStrategy[bytes]:
+    """Address lists mixing valid, malformed, truncated and unknown descriptors."""
+    one = st.one_of(
+        st.binary(min_size=6, max_size=6).map(lambda b: b"\x01" + b),
+        st.binary(min_size=18, max_size=18).map(lambda b: b"\x02" + b),
+        st.just(TorV3Addr(bytes(range(32)), 9735).encode()),
+        st.binary(min_size=37, max_size=37).map(lambda b: b"\x04" + b),
+        st.sampled_from([DnsAddr("example.com", 9735).encode(), DnsAddr("a.b", 1).encode(), b"\x05\x03a b\x00\x01"]),
+        st.binary(max_size=8),
+    )
+    return st.lists(one, max_size=5).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_descriptors())
+def test_the_address_check_says_what_parsing_says(data: bytes) -> None:
+    addresses, problem = parse_addresses(data)
+    assert check_addresses(data) == (problem, sum(isinstance(a, DnsAddr) for a in addresses))
 
 
 def test_registration_and_builders() -> None:

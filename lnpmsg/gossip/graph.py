@@ -61,7 +61,7 @@ from lnpmsg.gossip.messages import (
     ChannelAnnouncement,
     ChannelUpdate,
     NodeAnnouncement,
-    parse_addresses,
+    check_addresses,
 )
 from lnpmsg.gossip.verify import (
     SignatureVerifier,
@@ -70,7 +70,7 @@ from lnpmsg.gossip.verify import (
     failure_reason,
     node_announcement_checks,
 )
-from lnpmsg.wire import DnsAddr, Message
+from lnpmsg.wire import Message
 
 __all__ = [
     "BAD_MESSAGE_MEMORY",
@@ -289,10 +289,10 @@ class Graph(GraphState):
             return self._known_bad(msg, raw, source), False, False
         if msg.timestamp > now + self.max_future_skew:
             return self._decide(Outcome.REJECTED, msg, raw, "timestamp too far in the future", source), False, False
-        addresses, problem = parse_addresses(msg.addresses)
+        problem, dns_names = check_addresses(msg.addresses)
         if problem is not None:
             return self._decide(Outcome.REJECTED, msg, raw, f"malformed addresses: {problem}", source, warn=True), False, False
-        relay = sum(isinstance(a, DnsAddr) for a in addresses) <= 1
+        relay = dns_names <= 1
         return self._known_bad(msg, raw, source), False, relay
 
     def _prepare_node(self, msg: NodeAnnouncement, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:

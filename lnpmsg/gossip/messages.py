@@ -83,6 +83,7 @@ __all__ = [
     "ReplyShortChannelIdsEnd",
     "channel_update_checksums",
     "channel_update_timestamps",
+    "check_addresses",
     "parse_addresses",
     "register_gossip_messages",
 ]
@@ -214,6 +215,39 @@ def _features_names(data: bytes) -> list[str]:
 
 #: data length after the type byte of the fixed-size address types
 _ADDRESS_LENGTH = {1: 6, 2: 18, 3: 12, 4: 37}
+
+
+#: descriptor types whose every value of the right length is valid (IPv4, IPv6:
+#: any address bytes, a 2-byte port): checked by their length alone
+_ALWAYS_VALID = frozenset((1, 2))
+
+
+def check_addresses(data: bytes) -> tuple[str | None, int]:
+    """What the gossip graph needs of node_announcement addresses, without building them:
+    why reading stopped early, as :func:`parse_addresses` says (None: it did not), and
+    how many DNS names were read before that."""
+    pos, end = 0, len(data)
+    dns = 0
+    while pos < end:
+        kind = data[pos]
+        if kind in _ADDRESS_LENGTH:
+            stop = pos + 1 + _ADDRESS_LENGTH[kind]
+        elif kind == 5:
+            if pos + 1 >= end:
+                return "dns address descriptor truncated", dns
+            stop = pos + 2 + data[pos + 1] + 2
+        else:
+            return parse_addresses(data[pos:])[1], dns
+        if stop > end:
+            return f"address descriptor of type {kind} truncated", dns
+        if kind not in _ALWAYS_VALID:
+            try:
+                decode_address(data[pos:stop])
+            except WireError as exc:
+                return str(exc), dns
+            dns += kind == 5
+        pos = stop
+    return None, dns
 
 
 def parse_addresses(data: bytes) -> tuple[tuple[Address, ...], str | None]:
