@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from lnpmsg.gossip.graph import ChannelRemoved, Decision
+from lnpmsg.gossip.graph import ChannelRemoved, Decision, Outcome
 from lnpmsg.gossip.messages import ChannelAnnouncement, ChannelUpdate
 from lnpmsg.payments.graph import NO_HTLC_MAXIMUM, RoutingGraph
 
@@ -59,8 +59,9 @@ class RoutingFeed:
     def apply(self, decisions: Iterable[Decision]) -> None:
         """Apply the accepted decisions, in order (others are skipped)."""
         graph = self.graph
+        accepted = Outcome.ACCEPTED
         for decision in decisions:
-            if not decision.accepted:
+            if decision.outcome is not accepted:
                 continue
             message = decision.message
             kind = type(message)

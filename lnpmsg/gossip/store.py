@@ -29,7 +29,7 @@ import trio
 
 from lnpmsg.gossip.checksum import channel_update_checksum
 from lnpmsg.gossip.errors import GossipError
-from lnpmsg.gossip.graph import ChannelRemoved, Decision, Graph, routable
+from lnpmsg.gossip.graph import ChannelRemoved, Decision, Graph, Outcome, routable
 from lnpmsg.gossip.messages import (
     QUERY_FLAG_ANNOUNCEMENT,
     QUERY_FLAG_NODE_1,
@@ -186,8 +186,9 @@ class GossipStore:
         Returns how many rows were written or deleted.
         """
         channels, updates, nodes = [], [], []
+        accepted = Outcome.ACCEPTED
         for d in decisions:
-            if not d.accepted:
+            if d.outcome is not accepted:
                 continue
             m = d.message
             if type(m) is ChannelUpdate:

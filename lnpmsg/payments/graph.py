@@ -192,19 +192,22 @@ class RoutingGraph:
         return True
 
     def apply_update(self, update: _ChannelUpdateLike) -> bool:
-        """Apply an accepted channel_update (read by its BOLT-7 field names)."""
+        """Apply an accepted channel_update (read by its BOLT-7 field names); False: unknown channel.
+
+        The fields are set here rather than through :meth:`update`: this runs once per
+        accepted update on the gossip ingest path."""
+        pair = self._channels.get(_scid_int(update.short_channel_id))
+        if pair is None:
+            return False
         flags = update.channel_flags
-        has_max = update.message_flags & 1
-        return self.update(
-            _scid_int(update.short_channel_id),
-            flags & 1,
-            fee_base_msat=update.fee_base_msat,
-            fee_proportional_millionths=update.fee_proportional_millionths,
-            cltv_expiry_delta=update.cltv_expiry_delta,
-            htlc_minimum_msat=update.htlc_minimum_msat,
-            htlc_maximum_msat=update.htlc_maximum_msat if has_max else NO_HTLC_MAXIMUM,
-            disabled=bool(flags & 2),
-        )
+        edge = pair[flags & 1]
+        edge.fee_base_msat = update.fee_base_msat
+        edge.fee_proportional_millionths = update.fee_proportional_millionths
+        edge.cltv_expiry_delta = update.cltv_expiry_delta
+        edge.htlc_minimum_msat = update.htlc_minimum_msat
+        edge.htlc_maximum_msat = update.htlc_maximum_msat if update.message_flags & 1 else NO_HTLC_MAXIMUM
+        edge.disabled = bool(flags & 2)
+        return True
 
     def remove_channel(self, short_channel_id: int) -> None:
         pair = self._channels.pop(short_channel_id, None)
