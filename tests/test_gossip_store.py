@@ -199,3 +199,43 @@ async def test_async_store_runs_off_the_event_loop() -> None:
             nursery.start_soon(read)
     assert len(results) == 4 and all(len(r) == 5 for r in results)
     assert await astore.query_reply([]) == []
+
+
+async def test_queued_writes_share_a_transaction_and_keep_their_order() -> None:
+    """The app's writer puts writes that queued up into one transaction, but never past a
+    removal (a transaction inserts before it deletes) or a barrier."""
+    from lnpmsg.gossip.app import GossipApp
+
+    graph = Graph(CHAIN)
+    messages = list(NET.messages())
+    decisions = graph.process_many([(REGISTRY.decode(m), m) for m in messages], NOW)
+    announcements = [d for d in decisions if d.kind == "channel_announcement"]
+    first, second, rest = announcements[0], announcements[1], announcements[2:]
+    removed = graph.remove_channel(first.message.short_channel_id.to_int(), "closed")
+    assert removed is not None
+    store = GossipStore(":memory:", CHAIN)
+    app = GossipApp(store)
+    calls: list[tuple[int, int]] = []
+    apply = store.apply
+
+    def spy(decisions, removals=()):  # type: ignore[no-untyped-def]
+        calls.append((len(decisions), len(removals)))
+        return apply(decisions, removals)
+
+    store.apply = spy  # type: ignore[method-assign]
+    done = trio.Event()
+    for item in (
+        ("write", [first], ()),
+        ("write", [second], [removed]),  # first is deleted after both are inserted
+        ("write", [first], ()),  # ... and written again after the delete
+        ("write", rest, ()),
+        ("barrier", done),
+        ("write", [second], ()),
+    ):
+        app._writes_send.send_nowait(item)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app._writer_loop)
+        await done.wait()
+        assert calls == [(2, 1), (1 + len(rest), 0)]
+        nursery.cancel_scope.cancel()
+    assert store.counts()["channels"] == len(announcements)

@@ -55,6 +55,8 @@ class FundingResult:
 FundingCheck = Callable[[ChannelAnnouncement], Awaitable[FundingResult]]
 #: an inbox or writer item: wake whoever waits once everything before it is handled
 _BARRIER = "barrier"
+#: decisions a coalesced store transaction takes at most
+_MAX_WRITE = 8192
 
 
 class GossipIngest:
@@ -289,11 +291,34 @@ class GossipIngest:
         events.publish(event_for(decision, node_ids))
 
     async def _writer_loop(self) -> None:
-        async for item in self._writes:
+        """Write queued decisions and removals in order. Writes that queued up while the
+        last transaction ran go into one transaction (fewer commits, each index page
+        written once for all of them), up to the first barrier or removal: the store
+        applies a transaction's inserts before its deletes."""
+        writes = self._writes
+        held: tuple[Any, ...] | None = None
+        while True:
+            if held is None:
+                try:
+                    item = await writes.receive()
+                except trio.EndOfChannel:
+                    return
+            else:
+                item, held = held, None
             if item[0] == _BARRIER:
                 item[1].set()
                 continue
             _, decisions, removals = item
+            while not removals and len(decisions) < _MAX_WRITE:
+                try:
+                    held = writes.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if held[0] == _BARRIER:
+                    break
+                decisions = [*decisions, *held[1]]
+                removals = held[2]
+                held = None
             try:
                 await self.astore.apply(decisions, removals)
             except Exception:
