@@ -251,13 +251,13 @@ class ThreadCpu:
         return timed
 
 
-async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, verify_processes: int) -> dict[str, float]:
+async def ingest(path: Path, total: int, store_dir: Path, verify_threads: int, verify_processes: int, batch_size: int) -> dict[str, float]:
     # the garbage collector's pace of a node run by lnpmsg.runtime.run_node (`lnpmsg node`)
     with node_gc():
-        return await _ingest(path, total, store_dir, verify_threads, verify_processes)
+        return await _ingest(path, total, store_dir, verify_threads, verify_processes, batch_size)
 
 
-async def _ingest(path: Path, total: int, store_dir: Path, verify_threads: int, verify_processes: int) -> dict[str, float]:
+async def _ingest(path: Path, total: int, store_dir: Path, verify_threads: int, verify_processes: int, batch_size: int) -> dict[str, float]:
     node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"], network="regtest"))
     store = GossipStore(store_dir / DB_FILE_NAME, CHAIN_HASH_REGTEST)
     # Per-component CPU: the SQLite writes (in trio's worker threads) and the
@@ -267,7 +267,9 @@ async def _ingest(path: Path, total: int, store_dir: Path, verify_threads: int, 
     original_send, original_receive = pipeline._Worker.send, pipeline._Worker.receive
     pipeline._Worker.send = pipe_cpu.wrap(original_send)  # type: ignore[method-assign]
     pipeline._Worker.receive = pipe_cpu.wrap(original_receive)  # type: ignore[method-assign]
-    config = GossipConfig(flush_interval=3600, prune_interval=0, verify_threads=verify_threads, verify_processes=verify_processes, relay=False)
+    config = GossipConfig(
+        flush_interval=3600, prune_interval=0, verify_threads=verify_threads, verify_processes=verify_processes, relay=False, batch_size=batch_size
+    )
     app = node.mount(GossipApp(store, config=config))
     ctx = multiprocessing.get_context("spawn")
     go, ready = ctx.Event(), ctx.Event()
@@ -400,6 +402,7 @@ def main() -> None:
         "--verify-processes", type=int, default=GossipConfig().verify_processes, help="GossipConfig.verify_processes (0: threads only)"
     )
     parser.add_argument("--verify-threads", type=int, default=2, help="GossipConfig.verify_threads (used with --verify-processes 0)")
+    parser.add_argument("--batch-size", type=int, default=GossipConfig().batch_size, help="GossipConfig.batch_size (messages per batch)")
     parser.add_argument("--cores", type=int, default=0, help="processes measuring the verify capacity (default: every CPU)")
     parser.add_argument("--compare", action="store_true", help="first ingest once with verify threads only, for comparison")
     parser.add_argument("--quick", action="store_true", help="a check that it works: scale at most 0.02")
@@ -418,9 +421,9 @@ def main() -> None:
     baseline = None
     if args.compare:
         with tempfile.TemporaryDirectory(prefix="lnpmsg-bench-store-") as store_dir:
-            baseline = trio.run(ingest, path, net.message_count, Path(store_dir), args.verify_threads, 0)
+            baseline = trio.run(ingest, path, net.message_count, Path(store_dir), args.verify_threads, 0, args.batch_size)
     with tempfile.TemporaryDirectory(prefix="lnpmsg-bench-store-") as store_dir:
-        result = trio.run(ingest, path, net.message_count, Path(store_dir), args.verify_threads, args.verify_processes)
+        result = trio.run(ingest, path, net.message_count, Path(store_dir), args.verify_threads, args.verify_processes, args.batch_size)
     one_core.append(bare_capacity(path, sample, 1))
     capacity.append(bare_capacity(path, sample, cores))
     result["bare_verify_per_s_one_core"] = max(one_core)
