@@ -51,6 +51,10 @@ DB_FILE_NAME = "gossip.sqlite3"
 _IN_CHUNK = 500
 _SHIFT = 1 << 63
 _SCHEMA_VERSION = 1
+#: SQLite's page cache for the store (KiB)
+CACHE_KIB = 16 * 1024
+#: WAL pages written between automatic checkpoints (SQLite's default: 1000)
+WAL_CHECKPOINT_PAGES = 4000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
@@ -151,6 +155,15 @@ class GossipStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a crash may lose the last transactions, never corrupt the file.
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Neither changes what is durable, only the work per write. A full graph's
+            # store is tens of MB, its indexes keyed by node id and channel: with
+            # SQLite's default 2 MB of cache most inserts read index pages back from the OS.
+            # Checkpoints every 16 MB of WAL instead of 4 copy a page that several
+            # transactions rewrote once. On a full-size ingest (bench_gossip --scale 1)
+            # the two took the writer's CPU per message ~17% lower, final checkpoint
+            # included.
+            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._db.executescript(_SCHEMA)
             self._check_meta()
         except sqlite3.Error as exc:
