@@ -177,3 +177,31 @@ async def test_a_dead_worker_falls_back_to_checking_here() -> None:
             await trio.to_thread.run_sync(worker.wait)
             assert await pool.verify(checks) == expected
             assert pool.checked_remote == len(checks)
+
+
+async def test_batches_queued_on_one_worker_get_their_own_answers() -> None:
+    """Several batches written to one worker before its first answer is read: each
+    caller gets the verdicts of its own checks, in order."""
+    verifier = SignatureVerifier()
+    raws = synthetic_with_trouble()[:80]
+    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
+    checks: list[SigCheck] = []
+    for raw in raws:
+        checks.extend(getattr(graph.prepare(REGISTRY.decode(raw), raw, NOW), "checks", ()))
+    rng = random.Random(7)
+    batches = [rng.sample(checks, rng.randrange(5, len(checks))) for _ in range(8)]
+    expected = [verifier.verify_many(b) for b in batches]
+    assert len({tuple(e) for e in expected}) > 1
+    answers: list[list[bool]] = [[] for _ in batches]
+    with trio.fail_after(60):
+        async with VerifyPool(1, SignatureVerifier(), min_checks=1) as pool:
+
+            async def one(i: int) -> None:
+                answers[i] = await pool.verify(batches[i])
+
+            async with trio.open_nursery() as nursery:
+                for i in range(len(batches)):
+                    nursery.start_soon(one, i)
+            assert pool._workers[0].sent == pool._workers[0].answered == len(batches)
+            assert pool.checked_remote == sum(len(b) for b in batches)
+    assert answers == expected
