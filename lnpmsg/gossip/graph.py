@@ -137,7 +137,9 @@ class Graph(GraphState):
         self._relay_buckets: dict[object, tuple[float, float]] = {}
         # What the current batch has prepared but not committed:
         self._pending_channels: dict[int, ChannelAnnouncement] = {}
-        self._pending_node_refs: Counter[bytes] = Counter()
+        #: node id -> pending channel_announcements naming it (a plain dict: Counter's
+        #: ``del`` is a Python method, one call per commit)
+        self._pending_node_refs: dict[bytes, int] = {}
         self._pending_update_ts: dict[tuple[int, int], int] = {}
         self._pending_node_ts: dict[bytes, int] = {}
 
@@ -268,8 +270,9 @@ class Graph(GraphState):
             return decision
         if not shadow:
             self._pending_channels[scid] = msg
-            self._pending_node_refs[msg.node_id_1] += 1
-            self._pending_node_refs[msg.node_id_2] += 1
+            refs = self._pending_node_refs
+            refs[msg.node_id_1] = refs.get(msg.node_id_1, 0) + 1
+            refs[msg.node_id_2] = refs.get(msg.node_id_2, 0) + 1
         seen = int(now) if first_seen is None else first_seen
         return Pending(msg, raw, channel_announcement_checks(msg, raw), source, capacity_sat, seen, shadow=shadow, scid=scid)
 
@@ -370,10 +373,13 @@ class Graph(GraphState):
             scid = pending.scid
             if self._pending_channels.get(scid) is msg:
                 del self._pending_channels[scid]
+                refs = self._pending_node_refs
                 for node_id in (msg.node_id_1, msg.node_id_2):
-                    self._pending_node_refs[node_id] -= 1
-                    if self._pending_node_refs[node_id] <= 0:
-                        del self._pending_node_refs[node_id]
+                    left = refs[node_id] - 1
+                    if left <= 0:
+                        del refs[node_id]
+                    else:
+                        refs[node_id] = left
         elif type(msg) is NodeAnnouncement and self._pending_node_ts.get(msg.node_id) == msg.timestamp:
             del self._pending_node_ts[msg.node_id]
 
