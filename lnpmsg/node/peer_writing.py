@@ -189,9 +189,9 @@ class PeerWriting:
     async def _write_until_flushed(self, unsent: bytes = b"") -> bool:
         """Write ``unsent`` (encrypted bytes a send left over), then until the outbox
         is empty (True) or, when closing, until flushed (False)."""
+        max_batch = self.conn.preferred_write_size or MAX_BATCH_BYTES
         encryptor = self._cipher.encryptor
         keeps_frames = self.conn.keeps_frame_boundaries
-        max_batch = self.conn.preferred_write_size or MAX_BATCH_BYTES
         outbox = self.session.outbox
         counters = self.counters
         if unsent:

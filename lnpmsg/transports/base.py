@@ -54,15 +54,15 @@ class Connection(abc.ABC):
     #: must get one frame per item. Byte streams (the default) may get a
     #: whole batch of frames joined into one buffer.
     keeps_frame_boundaries: bool = False
+    #: the remote IP when ``remote_address`` does not hold it (a ZeroMQ
+    #: listener's sessions: libzmq tells the peer's IP apart from the endpoint)
+    peer_ip: str | None = None
     #: bytes a writer should hand to one ``send_frames`` call when it has that
     #: much queued; None: the writer's own default (the node's is
     #: ``lnpmsg.node.peer_writing.MAX_BATCH_BYTES``). A transport whose every
     #: write has a large fixed cost on both ends (UDP: a QUIC burst, a wake-up
     #: and an acknowledgement) asks for larger writes.
     preferred_write_size: int | None = None
-    #: the remote IP when ``remote_address`` does not hold it (a ZeroMQ
-    #: listener's sessions: libzmq tells the peer's IP apart from the endpoint)
-    peer_ip: str | None = None
 
     @property
     @abc.abstractmethod
