@@ -31,6 +31,16 @@ rates and for the ratio. Each measurement sends for ``--seconds`` (the
 sender's clock) and is timed here from the first to the last message
 received, so process start-up does not count.
 
+CPU per message: where both sides can say it (every node run, and the QUIC
+floor), each round also gives the CPU time each process spent per message
+while the messages flowed (the sender's from its first to its last send,
+the receiver's from its first to its last message, start-ups excluded), and
+the ratio of the two totals: the node's messages per CPU-second against the
+limit's. Time a process waits for a core that another process of the machine
+holds is no CPU time, so this ratio does not fall with a round that lost the
+core, as the wall-clock ratio does; it is what one core shared by both
+processes would carry.
+
 Usage: ``python benchmarks/bench_transports.py [--quick] [--rounds N] [--seconds S] [--pings N] [--only T] [--handler batch|message] [--json]``
 """
 
@@ -48,6 +58,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
@@ -97,8 +108,10 @@ Context = multiprocessing.context.SpawnContext
 # ------------------------------------------------------------------ nodes
 
 
-def _child_node(address: str, size: int, seconds: float) -> None:
-    """A sending node: connect, send ``size``-byte messages for ``seconds``, then END, then wait."""
+def _child_node(address: str, size: int, seconds: float, report: Any = None) -> None:
+    """A sending node: connect, send ``size``-byte messages for ``seconds``, then END, then wait.
+
+    ``report`` (a pipe's end) gets (CPU seconds, messages) of the sending loop."""
 
     async def main() -> None:
         config = NodeConfig() if size else NodeConfig(ping_interval=PING_RUN_INTERVAL)
@@ -109,9 +122,14 @@ def _child_node(address: str, size: int, seconds: float) -> None:
             if size:
                 message = DATA.to_bytes(2, "big") + bytes(size - 2)
                 deadline = time.perf_counter() + seconds
+                cpu = time.process_time()
+                sent = 0
                 while time.perf_counter() < deadline:
                     for _ in range(64):
                         await peer.send(message)
+                    sent += 64
+                if report is not None:
+                    report.send((time.process_time() - cpu, sent))
                 await peer.send(END.to_bytes(2, "big"))
             await trio.sleep_forever()  # the parent terminates us
 
@@ -123,6 +141,9 @@ class NodeResult:
     rate: float = 0.0
     messages: int = 0
     first_batch: int = 0
+    #: CPU seconds per message: the sender's, the receiver's (0: not measured)
+    sender_cpu: float = 0.0
+    receiver_cpu: float = 0.0
 
 
 async def _node_run(
@@ -132,13 +153,16 @@ async def _node_run(
     node = Node(NodeKey.generate(), config, transports=default_transports())
     result = NodeResult()
     first = last = 0.0
+    cpu_first = cpu_last = 0.0
     done = trio.Event()
 
     def arrived(count: int) -> None:
-        nonlocal first, last
+        nonlocal first, last, cpu_first, cpu_last
         last = time.perf_counter()
+        cpu_last = time.process_time()
         if not result.messages:
             first = last
+            cpu_first = cpu_last
             result.first_batch = count  # arrived by ``first``: the rate counts those after it
         result.messages += count
 
@@ -154,8 +178,10 @@ async def _node_run(
     rtts: list[float] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
-        child = ctx.Process(target=_child_node, args=(node.addresses[0], size, seconds), daemon=True)
+        report, child_report = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_child_node, args=(node.addresses[0], size, seconds, child_report), daemon=True)
         child.start()
+        child_report.close()
         try:
             with trio.fail_after(seconds + 60):
                 if size:
@@ -168,21 +194,26 @@ async def _node_run(
                         rtts.append(await peer.ping())
                         await trio.sleep(PING_GAP)
         finally:
+            if size and report.poll(5):  # sent before END, so it is there by now
+                cpu, sent = report.recv()
+                result.sender_cpu = cpu / sent
+            report.close()
             child.terminate()
             child.join()
             node.stop()
     if result.messages > result.first_batch:
         result.rate = (result.messages - result.first_batch) / (last - first)
+        result.receiver_cpu = (cpu_last - cpu_first) / (result.messages - result.first_batch)
     return result, rtts
 
 
 # ------------------------------------------------------------------ raw media
 
 
-def _child_raw(medium: str, endpoint: str, size: int, seconds: float) -> None:
+def _child_raw(medium: str, endpoint: str, size: int, seconds: float, report: Any = None) -> None:
     if medium == "quic":
         host, port = endpoint.rsplit(":", 1)
-        quic_floor.send(host, int(port), seconds)
+        quic_floor.send(host, int(port), seconds, report)
         return
     payload = bytes(size)
     deadline = time.perf_counter() + seconds
@@ -215,15 +246,27 @@ def _child_raw(medium: str, endpoint: str, size: int, seconds: float) -> None:
     time.sleep(60)  # linger is no delivery guarantee over ipc://: the parent terminates us
 
 
-def _raw_run(ctx: Context, medium: str, size: int, seconds: float, directory: str) -> float:
-    """Messages/s the raw medium delivers from a child process to this one."""
+def _raw_run(
+    ctx: Context, medium: str, size: int, seconds: float, directory: str, cost: list[float] | None = None
+) -> float:
+    """Messages/s the raw medium delivers from a child process to this one.
+
+    For the QUIC floor, ``cost`` gets the sender's and the receiver's CPU seconds per message."""
     if medium == "quic":
         sock, host, port = quic_floor.open_receiver()
-        child = ctx.Process(target=_child_raw, args=(medium, f"{host}:{port}", size, seconds), daemon=True)
+        report, child_report = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_child_raw, args=(medium, f"{host}:{port}", size, seconds, child_report), daemon=True)
         child.start()
+        child_report.close()
         try:
-            return quic_floor.receive(sock, size, *_certificate())
+            receiver: dict[str, float] = {}
+            rate = quic_floor.receive(sock, size, *_certificate(), cost=receiver)
+            if cost is not None and receiver and report.poll(5):
+                cpu, sent = report.recv()
+                cost[:] = [cpu / (sent / size), receiver["cpu"] / (receiver["bytes"] / size)]
+            return rate
         finally:
+            report.close()
             child.terminate()
             child.join()
             sock.close()
@@ -335,10 +378,18 @@ class Figure:
     raw: list[float]
     #: the second, lower-level medium, where there is one
     plain: list[float] = field(default_factory=list)
+    #: CPU seconds per message of both processes, each round's (where the limit gives it)
+    node_cpu: list[float] = field(default_factory=list)
+    raw_cpu: list[float] = field(default_factory=list)
 
     @property
     def ratios(self) -> list[float]:
         return [n / r if r else 0.0 for n, r in zip(self.node, self.raw)]
+
+    @property
+    def cpu_ratios(self) -> list[float]:
+        """The node's messages per CPU-second (both processes) over the limit's, per round."""
+        return [r / n if n else 0.0 for n, r in zip(self.node_cpu, self.raw_cpu)]
 
     def summary(self) -> dict[str, float]:
         return {
@@ -350,6 +401,8 @@ class Figure:
             "ratio_lowest": min(self.ratios),
             **({"plain_median": statistics.median(self.plain), "ratio_to_plain_median": statistics.median(
                 n / p if p else 0.0 for n, p in zip(self.node, self.plain))} if self.plain else {}),
+            **({"cpu_ratio_median": statistics.median(self.cpu_ratios), "cpu_ratio_lowest": min(self.cpu_ratios)}
+               if self.raw_cpu else {}),
         }
 
 
@@ -369,14 +422,15 @@ def _percentiles(rtts: list[float]) -> dict[str, float]:
 
 def _table(rows: list[Row]) -> str:
     lines = [
-        "| transport | size | msg/s (median round) | lowest round | limit msg/s (median) | ratio, median round | ratio, lowest round | plain medium msg/s (ratio) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| transport | size | msg/s (median round) | lowest round | limit msg/s (median) | ratio, median round | ratio, lowest round | per CPU-second: ratio, median (lowest) | plain medium msg/s (ratio) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         for label, fig in row.figures.items():
             lines.append(
                 f"| {row.transport} | {label} | {fig['node_median']:,.0f} | {fig['node_lowest']:,.0f} "
                 f"| {fig['raw_median']:,.0f} | {fig['ratio_median']:.0%} | {fig['ratio_lowest']:.0%} "
+                + (f"| {fig['cpu_ratio_median']:.0%} ({fig['cpu_ratio_lowest']:.0%}) " if "cpu_ratio_median" in fig else "| — ")
                 + (f"| {fig['plain_median']:,.0f} ({fig['ratio_to_plain_median']:.0%}) |" if "plain_median" in fig else "| — |")
             )
     lines += ["", "| transport | ping p50 µs | p90 µs | p99 µs |", "|---|---:|---:|---:|"]
@@ -428,10 +482,12 @@ def main() -> None:
                     # round whose node measurement lost the core more often than its
                     # limit's is the machine's, not the code's.
                     shares = {}
+                    node_cpu = 0.0
+                    raw_cost: list[float] = []
                     for which in order:
                         before = _usage()
                         if which == "raw":
-                            fig.raw.append(_raw_run(ctx, medium, size, args.seconds, directory))
+                            fig.raw.append(_raw_run(ctx, medium, size, args.seconds, directory, raw_cost))
                             shares[which] = _share(before, _usage())
                             if plain is not None:
                                 fig.plain.append(_raw_run(ctx, plain, size, args.seconds, directory))
@@ -439,11 +495,23 @@ def main() -> None:
                             result, _ = trio.run(_node_run, ctx, listen, size, args.seconds, 0, args.handler == "message")
                             fig.node.append(result.rate)
                             shares[which] = _share(before, _usage())
+                            node_cpu = result.sender_cpu + result.receiver_cpu
+                            node_parts = (result.sender_cpu, result.receiver_cpu)
+                    cpu_line = ""
+                    if raw_cost and node_cpu and result.sender_cpu:
+                        fig.node_cpu.append(node_cpu)
+                        fig.raw_cpu.append(sum(raw_cost))
+                        cpu_line = (
+                            f"\n           CPU µs per message (sender + receiver): node {node_parts[0] * 1e6:.2f} + "
+                            f"{node_parts[1] * 1e6:.2f}, limit {raw_cost[0] * 1e6:.2f} + {raw_cost[1] * 1e6:.2f}; "
+                            f"ratio per CPU-second {fig.cpu_ratios[-1]:.0%}"
+                        )
                     print(
                         f"  {name:8} {label:6} round {round_no + 1}: {fig.node[-1]:>10,.0f} msg/s   "
                         f"limit {medium}: {fig.raw[-1]:>12,.0f} msg/s   ratio {fig.ratios[-1]:.0%}"
                         + (f"   (plain {plain}: {fig.plain[-1]:,.0f} msg/s)" if plain is not None else "")
-                        + f"\n           node: {shares['node']}; limit: {shares['raw']}",
+                        + f"\n           node: {shares['node']}; limit: {shares['raw']}"
+                        + cpu_line,
                         flush=True,
                     )
                 figures[label] = fig.summary()

@@ -89,8 +89,10 @@ def _wait_and_read(conn: LnpQuicConnection, sock: socket.socket) -> None:
         conn.handle_timer(time.monotonic())
 
 
-def send(host: str, port: int, seconds: float) -> None:
-    """The sending side (a child process): connect, write for ``seconds``, FIN, wait for the acks."""
+def send(host: str, port: int, seconds: float, report: Any = None) -> None:
+    """The sending side (a child process): connect, write for ``seconds``, FIN, wait for the acks.
+
+    ``report`` (a pipe's end) gets (CPU seconds, bytes written) of the writing time."""
     sock = _socket()
     conn = LnpQuicConnection(
         configuration=client_configuration(
@@ -101,12 +103,14 @@ def send(host: str, port: int, seconds: float) -> None:
     stream_id = STREAM_ID
     chunk = bytes(CHUNK)
     established = finished = False
-    end = 0.0
+    end = cpu = 0.0
+    written = 0
     while True:
         while (event := conn.next_event()) is not None:
             if isinstance(event, events.HandshakeCompleted):
                 established = True
                 end = time.perf_counter() + seconds
+                cpu = time.process_time()
                 conn.open_stream()
             elif isinstance(event, events.ConnectionTerminated):
                 return
@@ -114,10 +118,13 @@ def send(host: str, port: int, seconds: float) -> None:
             if time.perf_counter() >= end:
                 conn.send_stream_data(stream_id, b"", end_stream=True)
                 finished = True
+                if report is not None:
+                    report.send((time.process_time() - cpu, written))
             else:
                 # keep as much unacknowledged as the UDP transport allows itself
                 while conn.unacked_bytes() < SEND_BUFFER_LIMIT:
                     conn.send_stream_data(stream_id, chunk)
+                    written += len(chunk)
         _flush(conn, sock)
         _wait_and_read(conn, sock)
 
@@ -130,8 +137,18 @@ def open_receiver() -> tuple[socket.socket, str, int]:
     return sock, host, port
 
 
-def receive(sock: socket.socket, size: int, certificate: Any, private_key: Any, timeout: float = 60.0) -> float:
-    """Accept one connection on ``sock``, read its stream to FIN; messages/s of ``size`` bytes."""
+def receive(
+    sock: socket.socket,
+    size: int,
+    certificate: Any,
+    private_key: Any,
+    timeout: float = 60.0,
+    cost: dict[str, float] | None = None,
+) -> float:
+    """Accept one connection on ``sock``, read its stream to FIN; messages/s of ``size`` bytes.
+
+    ``cost`` gets ``cpu``, this process's CPU seconds from the first stream byte to the
+    last, and ``bytes``, the stream bytes after the first chunk (what those seconds read)."""
     config = server_configuration(
         certificate=certificate,
         private_key=private_key,
@@ -140,8 +157,8 @@ def receive(sock: socket.socket, size: int, certificate: Any, private_key: Any, 
         max_datagram_size=LOOPBACK_DATAGRAM_SIZE,
     )
     conn: LnpQuicConnection | None = None
-    total = 0
-    first = last = 0.0
+    total = first_chunk = 0
+    first = last = cpu_first = cpu_last = 0.0
     give_up = time.monotonic() + timeout
     while conn is None:
         if not select.select([sock], [], [], max(0.0, give_up - time.monotonic()))[0]:
@@ -155,12 +172,17 @@ def receive(sock: socket.socket, size: int, certificate: Any, private_key: Any, 
             if isinstance(event, events.StreamDataReceived):
                 if event.data:
                     last = time.perf_counter()
+                    cpu_last = time.process_time()
                     if not total:
                         first = last
+                        cpu_first = cpu_last
+                        first_chunk = len(event.data)
                     total += len(event.data)
                     conn.consume(len(event.data))  # read at once: credit follows, as in the transport
                 if event.end_stream:
                     _flush(conn, sock)
+                    if cost is not None and total > first_chunk:
+                        cost.update(cpu=cpu_last - cpu_first, bytes=total - first_chunk)
                     return (total / size) / (last - first) if last > first else 0.0
         _flush(conn, sock)
         _wait_and_read(conn, sock)

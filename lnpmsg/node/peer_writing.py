@@ -6,7 +6,8 @@ because the reading side and the peer's lifecycle are a concern of their own.
 A message leaves from the task that queued it when the transport takes it
 without waiting and nothing else is queued or being written (a pong, a reply,
 our ``init``); everything else goes to one writer task, which coalesces what
-piles up meanwhile into writes of about ``MAX_BATCH_BYTES``.
+piles up meanwhile into writes of about ``MAX_BATCH_BYTES`` (or the size the
+transport prefers, ``Connection.preferred_write_size``).
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class PeerWriting:
     async def _write_until_flushed(self, unsent: bytes = b"") -> bool:
         """Write ``unsent`` (encrypted bytes a send left over), then until the outbox
         is empty (True) or, when closing, until flushed (False)."""
+        max_batch = self.conn.preferred_write_size or MAX_BATCH_BYTES
         encryptor = self._cipher.encryptor
         keeps_frames = self.conn.keeps_frame_boundaries
         outbox = self.session.outbox
@@ -201,16 +203,16 @@ class PeerWriting:
         while True:
             if not outbox:
                 return not self._closing
-            if self._queued_bytes <= MAX_BATCH_BYTES and len(outbox) <= MAX_BATCH_MESSAGES:
+            if self._queued_bytes <= max_batch and len(outbox) <= MAX_BATCH_MESSAGES:
                 # Usual case: everything queued fits in one write.
                 batch = list(outbox)
                 outbox.clear()
                 size = sum(map(len, batch))
             else:
-                # About MAX_BATCH_BYTES at the queue's average message size, cut by two C
+                # About max_batch bytes at the queue's average message size, cut by two C
                 # slice operations. A sender ahead of the writer makes this the usual case;
                 # finding the exact cut took a length, a running sum and a test per message.
-                count = min(len(outbox), MAX_BATCH_MESSAGES, max(1, MAX_BATCH_BYTES * len(outbox) // self._queued_bytes))
+                count = min(len(outbox), MAX_BATCH_MESSAGES, max(1, max_batch * len(outbox) // self._queued_bytes))
                 batch = outbox[:count]
                 del outbox[:count]
                 size = sum(map(len, batch))

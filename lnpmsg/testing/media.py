@@ -35,6 +35,7 @@ from lnpmsg.transports.tor.process import (
 )
 from lnpmsg.transports.tor.transport import TorTransport
 from lnpmsg.transports.udp import SEND_BUFFER_LIMIT
+from lnpmsg.transports.udp_connection import WRITE_SHARE
 from lnpmsg.transports.udp_quic import RECEIVE_WINDOW
 from lnpmsg.transports.zmq import MAX_FRAME_SIZE as ZMQ_MAX_FRAME_SIZE
 from lnpmsg.transports.zmq import ZmqSettings
@@ -170,7 +171,7 @@ class UdpMedium(Medium):
     def in_flight_bound(self) -> int:
         # send_frames takes a whole batch before it waits for acknowledgements;
         # the receiver holds at most its window unread.
-        return MAX_BATCH_BYTES + SEND_BUFFER_LIMIT + RECEIVE_WINDOW + RECEIVE_CHUNK
+        return max(MAX_BATCH_BYTES, SEND_BUFFER_LIMIT // WRITE_SHARE) + SEND_BUFFER_LIMIT + RECEIVE_WINDOW + RECEIVE_CHUNK
 
 
 class ZmqMedium(Medium):

@@ -57,6 +57,12 @@ class Connection(abc.ABC):
     #: the remote IP when ``remote_address`` does not hold it (a ZeroMQ
     #: listener's sessions: libzmq tells the peer's IP apart from the endpoint)
     peer_ip: str | None = None
+    #: bytes a writer should hand to one ``send_frames`` call when it has that
+    #: much queued; None: the writer's own default (the node's is
+    #: ``lnpmsg.node.peer_writing.MAX_BATCH_BYTES``). A transport whose every
+    #: write has a large fixed cost on both ends (UDP: a QUIC burst, a wake-up
+    #: and an acknowledgement) asks for larger writes.
+    preferred_write_size: int | None = None
 
     @property
     @abc.abstractmethod

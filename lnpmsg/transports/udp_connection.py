@@ -24,13 +24,22 @@ from lnpmsg.transports.udp_quic import LOOPBACK_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE
 if TYPE_CHECKING:
     from lnpmsg.transports.udp_endpoint import _Endpoint
 
-__all__ = ["LINGER_TIMEOUT", "Address", "UdpConnection"]
+__all__ = ["LINGER_TIMEOUT", "WRITE_SHARE", "Address", "UdpConnection"]
 
 log = logging.getLogger("lnpmsg.transports.udp")
 
 #: seconds ``aclose`` lets unacknowledged data (and the FIN) reach the peer
 #: before the connection is closed regardless
 LINGER_TIMEOUT = 10.0
+
+#: a writer's preferred write is this share of the send buffer limit (1 MiB by
+#: default: 256 KiB writes). Each write leaves as one QUIC burst, which wakes
+#: the receiver once and is acknowledged about once, so the per-write costs on
+#: both ends (wake-ups, ACKs, ``datagrams_to_send`` calls, reads) shrink with
+#: larger writes: at 1 KiB messages 256 KiB writes took 10-15 % less CPU per
+#: message on each side than 128 KiB ones. A quarter keeps several writes in
+#: flight: a write as large as the limit waits for every ACK before the next.
+WRITE_SHARE = 4
 
 Address = tuple[str, int]
 
@@ -112,6 +121,11 @@ class UdpConnection(Connection):
         """The peer's current address; it follows the peer when it migrates."""
         addr = self._core.get_peer_address() or self._fallback_address
         return format_host_port(addr[0], addr[1])
+
+    @property
+    def preferred_write_size(self) -> int:  # type: ignore[override]
+        """Bytes per ``send_frames`` call that keep the path busy at the least cost (see :data:`WRITE_SHARE`)."""
+        return max(MAX_DATAGRAM_SIZE, self._endpoint.settings.send_buffer_limit // WRITE_SHARE)
 
     @property
     def is_closed(self) -> bool:

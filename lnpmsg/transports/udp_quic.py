@@ -17,8 +17,11 @@ from dataclasses import dataclass
 
 from aioquic.buffer import Buffer
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+from aioquic.quic.congestion.base import register_congestion_control
+from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.connection import (
     END_STATES,
+    NetworkAddress,
     MAX_STREAM_DATA_FRAME_CAPACITY,
     QuicConnection,
     QuicConnectionState,
@@ -29,7 +32,8 @@ from aioquic.quic.packet import (
     QuicProtocolVersion,
     pull_quic_header,
 )
-from aioquic.quic.recovery import QuicPacketRecovery
+from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.quic.recovery import QuicPacketPacer, QuicPacketRecovery
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -37,6 +41,7 @@ from cryptography.x509.oid import NameOID
 
 __all__ = [
     "ALPN",
+    "CONGESTION_CONTROL",
     "CONNECTION_ID_LENGTH",
     "LOOPBACK_DATAGRAM_SIZE",
     "MAX_DATAGRAM_SIZE",
@@ -45,6 +50,7 @@ __all__ = [
     "STREAM_ID",
     "DatagramHeader",
     "LnpQuicConnection",
+    "UsedWindowReno",
     "classify_datagram",
     "client_configuration",
     "self_signed_certificate",
@@ -94,6 +100,9 @@ LOOPBACK_DATAGRAM_SIZE = 16384
 #: section 7.6, persistent congestion).
 MAX_PTO_BACKOFF = 4
 
+#: the name the congestion controller below is registered under with aioquic
+CONGESTION_CONTROL = "lnp-reno"
+
 #: validity of the throw-away TLS certificate; peers never check it (node keys
 #: authenticate them), but TLS wants a date range
 _CERTIFICATE_LIFETIME = datetime.timedelta(days=3650)
@@ -138,6 +147,7 @@ def client_configuration(
         max_stream_data=receive_window,
         max_datagram_size=max_datagram_size,
         connection_id_length=CONNECTION_ID_LENGTH,
+        congestion_control_algorithm=CONGESTION_CONTROL,
     )
 
 
@@ -160,7 +170,73 @@ def server_configuration(
         max_stream_data=receive_window,
         max_datagram_size=max_datagram_size,
         connection_id_length=CONNECTION_ID_LENGTH,
+        congestion_control_algorithm=CONGESTION_CONTROL,
     )
+
+
+class UsedWindowReno(RenoCongestionControl):
+    """aioquic's NewReno, except that the window grows only while the sender uses it.
+
+    RFC 9002 section 7.8: a congestion window the sender does not fill
+    (it is limited by the application or by flow control, not by pacing)
+    should not grow. aioquic grows it on every acknowledgement regardless,
+    and on a path without loss (loopback, a LAN) slow start never ends: a
+    connection whose flight the send buffer and the peer's stream window
+    hold at about 1 MiB ended 1.5 s runs with windows of 10-270 MB. Besides
+    promising bursts the path never carried, such a window broke aioquic's
+    pacer (see :class:`BurstPacer`).
+
+    Here the window grows only while the largest demand seen so far (bytes
+    in flight, plus the stream data pacing held back, which
+    :class:`LnpQuicConnection` reports with :meth:`note_demand`) fills at
+    least half of it: it ends at most about twice what the sender really
+    had to send (as Linux TCP allows in slow start), and a loss halves a
+    window the path has seen.
+    """
+
+    def __init__(self, *, max_datagram_size: int) -> None:
+        super().__init__(max_datagram_size=max_datagram_size)
+        #: the most bytes the sender had in flight, or ready to send, at once
+        self.largest_demand = 0
+
+    def note_demand(self, size: int) -> None:
+        """Record that the sender had ``size`` bytes in flight or ready to send."""
+        if size > self.largest_demand:
+            self.largest_demand = size
+
+    def on_packet_sent(self, *, packet: QuicSentPacket) -> None:
+        super().on_packet_sent(packet=packet)
+        if self.bytes_in_flight > self.largest_demand:
+            self.largest_demand = self.bytes_in_flight
+
+    def on_packet_acked(self, *, now: float, packet: QuicSentPacket) -> None:
+        if 2 * self.largest_demand < self.congestion_window:
+            self.bytes_in_flight -= packet.sent_bytes  # the window is not in use: it stays
+            return
+        super().on_packet_acked(now=now, packet=packet)
+
+
+register_congestion_control(CONGESTION_CONTROL, UsedWindowReno)
+
+
+class BurstPacer(QuicPacketPacer):
+    """aioquic's pacer with its burst counted in datagrams even at high rates.
+
+    aioquic spaces datagrams ``max_datagram_size / rate`` apart but never
+    less than 1 µs, and lets a burst of up to 16 datagrams (a quarter of the
+    window at most) leave at once, with the burst's time computed from the
+    unclamped rate. Above ~16 GB/s (a 16 MB window over a 1 ms RTT) the
+    clamped spacing and the unclamped burst disagree: the burst holds fewer
+    than two datagrams, every further datagram waits for a pacing timer, and
+    a sender that is slower than the pace anyway is woken once per datagram.
+    Here the burst is that many datagrams at the spacing actually used.
+    """
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        super().update_rate(congestion_window=congestion_window, smoothed_rtt=smoothed_rtt)
+        assert self.packet_time is not None
+        burst = max(2 * self._max_datagram_size, min(congestion_window // 4, 16 * self._max_datagram_size))
+        self.bucket_max = max(self.bucket_max, burst / self._max_datagram_size * self.packet_time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +296,10 @@ class LnpQuicConnection(QuicConnection):
       send buffer's worth of unacknowledged data otherwise waits for that
       timer, and under load for the timer's late wake-up, before it may
       write again. ACK-only packets elicit nothing, so no ACK ping-pong.
+    - Congestion control is :class:`UsedWindowReno` (its window grows only
+      while used) when the configuration names :data:`CONGESTION_CONTROL`,
+      and the pacer is :class:`BurstPacer` (bursts stay bursts at high
+      rates).
     - Stream credit follows what the application has *read*
       (:meth:`consume`), not what arrived: stock aioquic doubles a window as
       soon as half of it is used, whether anybody reads or not, which lets a
@@ -228,7 +308,8 @@ class LnpQuicConnection(QuicConnection):
       reading stops the sender (back-pressure through QUIC flow control).
 
     The few aioquic internals these need (stream limits, stream objects,
-    connection state, the PTO count, the ack delay) are read only here.
+    connection state, the PTO count, the ack delay, the pacer, the pacing
+    time) are read only here.
     """
 
     def __init__(
@@ -248,6 +329,7 @@ class LnpQuicConnection(QuicConnection):
         self._lnp_consumed = 0
         # Acknowledge at the next send instead of 1 ms later (see the class docstring).
         self._ack_delay = 0.0
+        self._loss._pacer = BurstPacer(max_datagram_size=self._max_datagram_size)
         peer_bidi_streams = 0 if configuration.is_client else 1
         for limit, value in ((self._local_max_streams_bidi, peer_bidi_streams), (self._local_max_streams_uni, 0)):
             limit.value = limit.sent = value
@@ -305,6 +387,19 @@ class LnpQuicConnection(QuicConnection):
             return False
         return self._lnp_credit_due(stream.max_stream_data_local)
 
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        """aioquic's ``datagrams_to_send``; tells the congestion controller what pacing held back."""
+        datagrams = super().datagrams_to_send(now)
+        if self._pacing_at is not None:
+            # Data that waits for the pacer, not for the application, uses the window too.
+            cc = self._loss._cc
+            stream = self._streams.get(STREAM_ID)
+            if stream is not None and isinstance(cc, UsedWindowReno):
+                sender = stream.sender
+                unsent = min(sender._buffer_stop, stream.max_stream_data_remote) - sender.highest_offset
+                cc.note_demand(cc.bytes_in_flight + max(0, unsent))
+        return datagrams
+
     def handle_timer(self, now: float) -> None:
         """Run aioquic's timer handling, then cap the PTO backoff (see :data:`MAX_PTO_BACKOFF`)."""
         super().handle_timer(now)
@@ -351,6 +446,8 @@ def _check_aioquic_internals() -> None:
     )
     if not isinstance(getattr(recovery, "_pto_count", None), int):
         missing.append("QuicPacketRecovery._pto_count")
+    if not isinstance(getattr(recovery, "_pacer", None), QuicPacketPacer):
+        missing.append("QuicPacketRecovery._pacer")
     if not isinstance(getattr(QuicConnection(configuration=QuicConfiguration(is_client=True)), "_ack_delay", None), float):
         missing.append("QuicConnection._ack_delay")
     if missing:
