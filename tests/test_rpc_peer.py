@@ -128,6 +128,32 @@ class Server:
                 self.concurrent -= 1
             return self.most_concurrent
 
+        # methods that wait for a later request of the same peer: the reading task must go on
+        self.signal = trio.Event()
+        self.spinning = False
+
+        @rpc.method()
+        async def wait_for_signal(peer) -> str:
+            await self.signal.wait()
+            return "signalled"
+
+        @rpc.method()
+        def give_signal(peer) -> None:
+            self.signal.set()
+
+        @rpc.method()
+        async def spin(peer) -> int:
+            self.spinning = True
+            turns = 0
+            while self.spinning:  # checkpoints only, until a later request says stop
+                turns += 1
+                await trio.lowlevel.checkpoint()
+            return turns
+
+        @rpc.method()
+        def stop_spinning(peer) -> None:
+            self.spinning = False
+
         # plain functions: served inline, without a task
         @rpc.method()
         def sum_inline(peer, values: list[int]) -> int:
@@ -433,6 +459,34 @@ async def test_inline_methods_answer_while_async_requests_of_the_same_peer_run()
             assert info.value.busy
             nursery.cancel_scope.cancel()
         await wait_for(lambda: server.running == 0)
+
+
+@pytest.mark.parametrize(("method", "started", "release"), [
+    ("wait_for_signal", lambda server: True, "give_signal"),
+    ("spin", lambda server: server.spinning, "stop_spinning"),
+])
+async def test_a_method_alone_in_flight_that_waits_lets_the_peer_s_next_request_in(method, started, release):
+    # A request read alone has the reading task wait for its method's first steps
+    # (its reply then leaves first); a method that waits longer must let it read on,
+    # or the request it waits for would never be read.
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        for _ in range(2):
+            server.signal = trio.Event()
+            results: list[object] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_append_call, results, rpc, peer, method)
+                await wait_for(lambda: server.rpc._serving_total == 1 and started(server))
+                await rpc.call(peer, release, timeout=5)
+            assert results and (results[0] == "signalled" or results[0] > 1)
+        assert server.rpc._serving_total == 0
+        assert await rpc.call(peer, "add", [2, 3]) == 5
+
+
+async def _append_call(results: list[object], rpc: PeerRpc, peer: object, method: str) -> None:
+    results.append(await rpc.call(peer, method, timeout=5))
 
 
 async def test_caller_timeout_cancels_the_remote_handler():

@@ -106,6 +106,8 @@ class Peer(PeerWriting):
         "_closing",
         "_direct_write",
         "_flush_scope",
+        "_held_reader",
+        "_hold_reading",
         "_keepalive",
         "_leftover",
         "_max_queued",
@@ -173,6 +175,10 @@ class Peer(PeerWriting):
         #: a lone message may go to the socket at once, from the sending task
         #: (once after a read of one message: see :meth:`_enqueue`)
         self._direct_write = False
+        #: a handler of the current read asked the reading task to wait before its next read
+        #: (:meth:`hold_reading`); the reading task while it waits so
+        self._hold_reading = False
+        self._held_reader: trio.lowlevel.Task | None = None
         #: the node's schedule that runs the session's timers (:meth:`keepalive_due`)
         self._keepalive = keepalive
         self._flush_scope: trio.CancelScope | None = None
@@ -264,6 +270,42 @@ class Peer(PeerWriting):
                 raise PeerClosedError(f"peer {self.node_id.hex()} is closing: its tasks have ended")
         outbox.append(data)
         self._queued_bytes += size
+
+    def hold_reading(self) -> bool:
+        """From a handler of a read of one message: the reading task waits for
+        :meth:`resume_reading` before its next read. Returns whether it will.
+
+        For an app that hands the message to a task of its own: that task's
+        first steps then run before the reading task re-arms its socket wait
+        (a receive that finds nothing and an epoll registration, about 20 µs
+        on the reply's path). The app must call :meth:`resume_reading` soon
+        (within a scheduler pass or two, and in every path, errors and
+        cancellation included): meanwhile nothing more is read from this
+        peer. A read of several messages (pipelined traffic) is never held.
+        """
+        if not self._direct_write or self._closing:
+            return False
+        self._hold_reading = True
+        return True
+
+    def resume_reading(self) -> None:
+        """End a :meth:`hold_reading` (nothing happens if there is none)."""
+        self._hold_reading = False
+        task = self._held_reader
+        if task is not None:
+            self._held_reader = None
+            trio.lowlevel.reschedule(task)
+
+    async def _wait_until_resumed(self) -> None:
+        task = trio.lowlevel.current_task()
+        self._held_reader = task
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._held_reader = None
+            self._hold_reading = False
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def _check_open(self) -> None:
         if self._closing:
@@ -395,6 +437,8 @@ class Peer(PeerWriting):
                 if failure is not None:
                     self._begin_close(f"bad encrypted frame from peer: {failure}", reader_ends=True)
                     return
+                if self._hold_reading:
+                    await self._wait_until_resumed()  # a handler's task goes first (see hold_reading)
             # No deadline here: the node's keepalive schedule runs the session's
             # timers, so an idle peer's receive is never cancelled and re-armed.
             try:

@@ -72,6 +72,7 @@ from lnpmsg.app import App, PeerNotConnected
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.node.session import printable
 from lnpmsg.rpc.deadlines import Deadlines
+from lnpmsg.rpc.handover import run_until_waiting
 from lnpmsg.rpc.params import ParamsError, describe_params, dumps, loads, params_checker
 from lnpmsg.rpc.peer_messages import (
     CallTimeout,
@@ -380,6 +381,9 @@ class PeerRpc(App):
         state.timer = deadlines.add(trio.current_time() + limit, state.cancel)
         self._serving_total += 1
         self._jobs.append(state)
+        # One request read alone (a call at a time): the reader's next receive waits for
+        # the worker's first steps, so the reply does not wait for it (see rpc.handover).
+        state.holds_reader = peer.hold_reading()
         if self._idle_workers:
             # taken off the idle list here, so a burst wakes one worker per request
             trio.lowlevel.reschedule(self._idle_workers.pop())
@@ -443,36 +447,46 @@ class PeerRpc(App):
         one. A scope per request would cost as much as the rest of it.
         """
         jobs = self._jobs
-        while True:
-            job: ServedRequest | None = None
-            with trio.CancelScope() as scope:
-                while not scope.cancel_called:  # a method that swallowed its cancellation: a new scope
-                    if not jobs:
-                        if len(self._idle_workers) >= MAX_IDLE_WORKERS:
-                            return
-                        await self._wait_for_job()
-                        continue
-                    job = jobs.popleft()
-                    if job.cancelled:
-                        break  # expired or cancelled while queued: answered below, never started
-                    job.scope = scope
-                    try:
-                        result = await job.entry.fn(job.peer, **job.kwargs)
-                    except Exception as exc:
-                        code, payload = self._method_failed(job.peer, job.name, exc)
-                    else:
-                        code, payload = self._encode_result(job.name, result)
-                    job.scope = None
-                    self._done_serving(job)
-                    peer, req_id, job = job.peer, job.req_id, None
-                    try:
-                        peer.send_nowait(response_bytes(req_id, code, payload))  # the usual case: nothing to await
-                    except PeerQueueFull:
-                        await self._send_response(peer, req_id, code, payload)
-                    except (PeerClosedError, WireError) as exc:
-                        log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
+        job: ServedRequest | None = None
+        try:
+            while True:
+                job = None
+                with trio.CancelScope() as scope:
+                    while not scope.cancel_called:  # a method that swallowed its cancellation: a new scope
+                        if not jobs:
+                            if len(self._idle_workers) >= MAX_IDLE_WORKERS:
+                                return
+                            await self._wait_for_job()
+                            continue
+                        job = jobs.popleft()
+                        if job.cancelled:
+                            break  # expired or cancelled while queued: answered below, never started
+                        job.scope = scope
+                        try:
+                            coro = job.entry.fn(job.peer, **job.kwargs)
+                            # The peer's reader waits for this request: it goes on once the method waits (or below).
+                            result = await (run_until_waiting(coro, job.release_reader) if job.holds_reader else coro)
+                        except Exception as exc:
+                            code, payload = self._method_failed(job.peer, job.name, exc)
+                        else:
+                            code, payload = self._encode_result(job.name, result)
+                        job.scope = None
+                        self._done_serving(job)
+                        peer, req_id = job.peer, job.req_id
+                        try:
+                            peer.send_nowait(response_bytes(req_id, code, payload))  # the usual case: nothing to await
+                        except PeerQueueFull:
+                            job.release_reader()
+                            await self._send_response(peer, req_id, code, payload)
+                        except (PeerClosedError, WireError) as exc:
+                            log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
+                        job.release_reader()  # the reply has left: the reader reads on
+                        job = None
+                if job is not None:
+                    await self._answer_cancelled(job)
+        finally:
             if job is not None:
-                await self._answer_cancelled(job)
+                job.release_reader()  # the worker ends under way (the app stops): the reader must not wait for it
 
     async def _wait_for_job(self) -> None:
         """Wait on the idle list until :meth:`_on_request` wakes this worker (it takes it off the list)."""
@@ -488,6 +502,7 @@ class PeerRpc(App):
 
     async def _answer_cancelled(self, job: ServedRequest) -> None:
         """A request whose method was cancelled, or that was cancelled before it started."""
+        job.release_reader()
         self._done_serving(job)
         if job.cancelled_by_peer:
             return

@@ -58,7 +58,7 @@ class PendingCall:
 class ServedRequest:
     """One request to an async method, from arrival to reply (queued for a worker as it is)."""
 
-    __slots__ = ("cancelled", "cancelled_by_peer", "entry", "kwargs", "limit", "name", "peer", "req_id", "scope", "timer")
+    __slots__ = ("cancelled", "cancelled_by_peer", "entry", "holds_reader", "kwargs", "limit", "name", "peer", "req_id", "scope", "timer")
 
     def __init__(self, peer: Peer, req_id: int, name: str, entry: MethodEntry, kwargs: dict[str, Any], limit: float) -> None:
         self.peer = peer
@@ -75,6 +75,15 @@ class ServedRequest:
         #: timed out or cancelled: a queued request is not started, a running one is cancelled
         self.cancelled = False
         self.cancelled_by_peer = False
+        #: the peer's reading task waits until this request is answered or its method waits
+        #: (:meth:`lnpmsg.node.peer.Peer.hold_reading`)
+        self.holds_reader = False
+
+    def release_reader(self) -> None:
+        """Let the peer's reading task go on (once; nothing happens if it does not wait for this request)."""
+        if self.holds_reader:
+            self.holds_reader = False
+            self.peer.resume_reading()
 
     def cancel(self) -> None:
         """Its time is up, or the caller or the peer is gone: not started if queued, cancelled if running."""
