@@ -273,7 +273,7 @@ async def test_plain_function_methods_are_served_inline_with_the_same_errors():
         assert results == {i: 2 * i for i in range(100)}
         assert tasked == []  # no inline method ran as a task
         assert await rpc.call(peer, "add", [1, 2]) == 3
-        assert tasked == ["add"]
+        assert tasked == []  # an async one read alone: served in the reading task, no worker either
         assert peer.is_ready
 
 
@@ -304,9 +304,9 @@ async def test_async_methods_reuse_a_bounded_set_of_worker_tasks():
     server.rpc._worker = counting_worker  # type: ignore[method-assign]
     async with running(server.node, client):
         peer = await client.connect(address_of(server.node))
-        for i in range(20):  # one at a time: one worker serves them all
+        for i in range(20):  # one at a time: each read alone, served in the reading task
             assert await rpc.call(peer, "add", [i, 1]) == i + 1
-        assert len(started) == 1
+        assert len(started) == 0
         async with trio.open_nursery() as nursery:  # a burst: more workers, up to the requests
             for i in range(40):
                 nursery.start_soon(rpc.call, peer, "echo", {"value": i, "delay": 0.05})
@@ -514,9 +514,29 @@ async def test_peer_gone_fails_pending_calls_at_once():
             nursery.start_soon(drop)
             with pytest.raises(PeerGone, match="disconnected"):
                 await rpc.call(peer, "hang", timeout=30)
-        await wait_for(lambda: server.running == 0)  # the server stopped the orphaned handler
+        await wait_for(lambda: server.running == 0 and server.rpc._serving_total == 0)  # the server stopped the orphaned handler
         with pytest.raises(PeerGone, match="not connected"):
             await rpc.call(server.node.node_id, "add", [1])
+
+
+async def test_an_unmounted_app_stops_the_methods_it_serves_in_reading_tasks():
+    # A request read alone runs in the peer's reading task, outside the app's
+    # nursery: the app's end must stop it as it stops its workers.
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        async with trio.open_nursery() as nursery:
+
+            async def unmount() -> None:
+                await wait_for(lambda: server.running == 1)
+                server.node.unmount("rpc")
+
+            nursery.start_soon(unmount)
+            with pytest.raises(CallTimeout):
+                await rpc.call(peer, "hang", timeout=1)
+        await wait_for(lambda: server.running == 0)
+        assert server.cancelled == 1 and peer.is_ready
 
 
 async def test_peer_without_rpc_is_refused_locally():

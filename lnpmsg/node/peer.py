@@ -106,8 +106,8 @@ class Peer(PeerWriting):
         "_closing",
         "_direct_write",
         "_flush_scope",
-        "_held_reader",
         "_hold_reading",
+        "_reading_turn",
         "_keepalive",
         "_leftover",
         "_max_queued",
@@ -175,10 +175,11 @@ class Peer(PeerWriting):
         #: a lone message may go to the socket at once, from the sending task
         #: (once after a read of one message: see :meth:`_enqueue`)
         self._direct_write = False
-        #: a handler of the current read asked the reading task to wait before its next read
-        #: (:meth:`hold_reading`); the reading task while it waits so
+        #: a handler of the current read keeps the reading task (:meth:`hold_reading`)
         self._hold_reading = False
-        self._held_reader: trio.lowlevel.Task | None = None
+        #: counts hand-offs of the reading to another task: a reading task whose turn
+        #: is over leaves the read loop once its handlers return
+        self._reading_turn = 0
         #: the node's schedule that runs the session's timers (:meth:`keepalive_due`)
         self._keepalive = keepalive
         self._flush_scope: trio.CancelScope | None = None
@@ -272,40 +273,33 @@ class Peer(PeerWriting):
         self._queued_bytes += size
 
     def hold_reading(self) -> bool:
-        """From a handler of a read of one message: the reading task waits for
-        :meth:`resume_reading` before its next read. Returns whether it will.
+        """From a handler of a read of one message that is about to await its work in
+        the reading task: may the reading go on in another task if that work waits?
 
-        For an app that hands the message to a task of its own: that task's
-        first steps then run before the reading task re-arms its socket wait
-        (a receive that finds nothing and an epoll registration, about 20 µs
-        on the reply's path). The app must call :meth:`resume_reading` soon
-        (within a scheduler pass or two, and in every path, errors and
-        cancellation included): meanwhile nothing more is read from this
-        peer. A read of several messages (pipelined traffic) is never held.
+        True: the handler may await here; it must call :meth:`resume_reading` as soon
+        as its work may wait for longer than a scheduler pass or two, and another
+        task then reads on (this one leaves the read loop when its handlers return).
+        If the handler returns first, this task reads on itself. Work that ends
+        within a pass or two so runs without handing it to another task (a task
+        hop and a scheduler pass less on the way to its reply). False (a read of
+        several messages, pipelined traffic, or the peer is closing): do not
+        await long here (hand the work to a task of your own).
+
+        The events of a read whose reading was handed on may reach event
+        subscribers after those of later reads.
         """
-        if not self._direct_write or self._closing:
+        if not self._direct_write or self._closing or self._nursery is None:
             return False
         self._hold_reading = True
         return True
 
     def resume_reading(self) -> None:
-        """End a :meth:`hold_reading` (nothing happens if there is none)."""
+        """End a :meth:`hold_reading`: another task reads on from now (nothing happens without a hold)."""
+        if not self._hold_reading:
+            return
         self._hold_reading = False
-        task = self._held_reader
-        if task is not None:
-            self._held_reader = None
-            trio.lowlevel.reschedule(task)
-
-    async def _wait_until_resumed(self) -> None:
-        task = trio.lowlevel.current_task()
-        self._held_reader = task
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._held_reader = None
-            self._hold_reading = False
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        if self._nursery is not None and self._start_task(self._read_loop):
+            self._reading_turn += 1
 
     def _check_open(self) -> None:
         if self._closing:
@@ -378,12 +372,7 @@ class Peer(PeerWriting):
                     written = await self._write_first(unsent)
                     nursery.cancel_scope.deadline = math.inf
                 if written:
-                    try:
-                        await self._read_loop()
-                    finally:
-                        # From here a send may find the nursery closed: it must take the
-                        # writer's path, which says so (PeerClosedError), not write directly.
-                        self._direct_write = False
+                    await self._read_loop()
             self._nursery = None  # closed: nothing may start in it any more
             if nursery.cancel_scope.cancelled_caught and not self._closing:
                 self._begin_close("our init could not be sent before the init timeout")
@@ -400,6 +389,18 @@ class Peer(PeerWriting):
                 self._closed_event.set()
 
     async def _read_loop(self) -> None:
+        """Read and dispatch until the peer closes, or until a handler hands the reading to
+        another task (:meth:`resume_reading`), which then runs this loop."""
+        turn = self._reading_turn
+        try:
+            await self._read_messages(turn)
+        finally:
+            if self._reading_turn == turn:
+                # From here a send may find the nursery closed: it must take the
+                # writer's path, which says so (PeerClosedError), not write directly.
+                self._direct_write = False
+
+    async def _read_messages(self, turn: int) -> None:
         decryptor = self._cipher.decryptor
         session = self.session
         counters = self.counters
@@ -430,6 +431,9 @@ class Peer(PeerWriting):
                             self._note(event)
                     # One call per read, however many messages it carried.
                     await on_events(self, events)
+                    if self._reading_turn != turn:
+                        return  # a handler waited and another task reads on (resume_reading)
+                    self._hold_reading = False
                     if self._closing:
                         return
                     if session.outbox:
@@ -437,8 +441,6 @@ class Peer(PeerWriting):
                 if failure is not None:
                     self._begin_close(f"bad encrypted frame from peer: {failure}", reader_ends=True)
                     return
-                if self._hold_reading:
-                    await self._wait_until_resumed()  # a handler's task goes first (see hold_reading)
             # No deadline here: the node's keepalive schedule runs the session's
             # timers, so an idle peer's receive is never cancelled and re-armed.
             try:

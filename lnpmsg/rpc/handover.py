@@ -1,19 +1,19 @@
-"""Run a method's coroutine in a worker task and say when it first really waits.
+"""Run a method's coroutine and say when it first really waits.
 
-A request handed from a peer's reading task to a worker is answered sooner if
-the reading task waits (:meth:`lnpmsg.node.peer.Peer.hold_reading`) until the
-worker has replied: otherwise the reader's next receive and socket wait
-(about 20 µs) run first, on the reply's path. But the reader must not wait
-long. :func:`run_until_waiting` runs the coroutine as ``await`` would, and
-calls ``release`` as soon as the method may wait for longer than one
-scheduler pass: when it waits on anything but a bare checkpoint (``await
-trio.sleep(0)``, a lock taken at once, ...), or when it reaches a second
-suspension of any kind. The caller releases after the reply (the method
-ended, or raised) and when it was cancelled.
+A request read alone is served in the peer's reading task
+(:meth:`lnpmsg.node.peer.Peer.hold_reading`): a method that ends within its
+first checkpoint (``await trio.sleep(0)``, a lock taken at once) is then
+answered without a hop to another task (a scheduler pass, a task step, and
+the reader's next receive and socket wait, all on the reply's path). But the
+peer's reading must not wait long for a method: :func:`run_until_waiting`
+runs the coroutine as ``await`` would, and calls ``release`` (which hands
+the reading to another task) as soon as the method may wait for longer than
+one scheduler pass: when it waits on anything but a bare checkpoint, or
+when it reaches a second suspension of any kind.
 
 The coroutine is driven by hand (send, throw and close passed through as
-``await`` does), so this is used only for the request whose reply the reader
-waits for; others are awaited directly.
+``await`` does), and stays in the task that started it, so trio's cancel
+scopes and wake-ups inside it are that task's, as they must be.
 """
 
 from __future__ import annotations

@@ -43,9 +43,13 @@ echo). It must not block; its reply is queued without waiting, and is lost
 peer does not read. An ``async def`` method with no ``await``, ``async
 with`` or ``async for`` in its body is served the same way: it can never
 wait, so a task would only cost time (and no deadline could stop it
-earlier). Any other ``async def`` method runs in a worker task (workers are
-reused between requests), with its own deadline, and is cancelled alone
-when it passes, bounded as below.
+earlier). Any other ``async def`` method runs with its own deadline, and
+is cancelled alone when it passes, bounded as below: a request read alone
+(one call at a time) in the peer's reading task, which hands the reading on
+to another task as soon as the method waits for more than a checkpoint
+(:meth:`Peer.hold_reading`, :mod:`lnpmsg.rpc.handover`), so a short method
+costs no task hop; requests read together (pipelined calls) in worker tasks,
+reused between requests.
 
 Guarantees: many calls may be in flight to one peer (ids match responses);
 a handler that raises or hangs costs its caller an error, never the
@@ -63,7 +67,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -235,6 +239,17 @@ class PeerRpc(App):
             for name, entry in sorted(self.methods.items())
         ]
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The app's task (see :meth:`App.run`); when it ends, requests still served in
+        peers' reading tasks (outside the app's nursery) are cancelled, as its workers are."""
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            for serving in self._serving.values():
+                for state in serving.values():
+                    state.cancelled_by_peer = True  # nobody answers: the app is gone
+                    state.cancel()
+
     def _timeouts(self) -> Deadlines | None:
         """The deadline heap, its task started on first use; None while the app is not running."""
         if not self._deadlines_task:
@@ -338,8 +353,9 @@ class PeerRpc(App):
 
     # ------------------------------------------------------------- serving
 
-    def _on_request(self, peer: Peer, msg: RpcRequest) -> None:
-        # A plain handler (returns None): the node then awaits nothing per request.
+    def _on_request(self, peer: Peer, msg: RpcRequest) -> Awaitable[None] | None:
+        # A plain handler (returns None): the node then awaits nothing per request,
+        # but a request it may serve in the reading task (see _serve_held).
         try:
             name = msg.method.decode()
         except UnicodeDecodeError:
@@ -380,10 +396,12 @@ class PeerRpc(App):
         state = serving[msg.id] = ServedRequest(peer, msg.id, name, entry, kwargs, limit)
         state.timer = deadlines.add(trio.current_time() + limit, state.cancel)
         self._serving_total += 1
+        if peer.hold_reading():
+            # A request read alone (a call at a time): served here, in the reading task,
+            # which hands the reading on only if the method waits (see rpc.handover).
+            state.holds_reader = True
+            return self._serve_held(state)
         self._jobs.append(state)
-        # One request read alone (a call at a time): the reader's next receive waits for
-        # the worker's first steps, so the reply does not wait for it (see rpc.handover).
-        state.holds_reader = peer.hold_reading()
         if self._idle_workers:
             # taken off the idle list here, so a burst wakes one worker per request
             trio.lowlevel.reschedule(self._idle_workers.pop())
@@ -447,46 +465,82 @@ class PeerRpc(App):
         one. A scope per request would cost as much as the rest of it.
         """
         jobs = self._jobs
-        job: ServedRequest | None = None
-        try:
-            while True:
-                job = None
-                with trio.CancelScope() as scope:
-                    while not scope.cancel_called:  # a method that swallowed its cancellation: a new scope
-                        if not jobs:
-                            if len(self._idle_workers) >= MAX_IDLE_WORKERS:
-                                return
-                            await self._wait_for_job()
-                            continue
-                        job = jobs.popleft()
-                        if job.cancelled:
-                            break  # expired or cancelled while queued: answered below, never started
-                        job.scope = scope
-                        try:
-                            coro = job.entry.fn(job.peer, **job.kwargs)
-                            # The peer's reader waits for this request: it goes on once the method waits (or below).
-                            result = await (run_until_waiting(coro, job.release_reader) if job.holds_reader else coro)
-                        except Exception as exc:
-                            code, payload = self._method_failed(job.peer, job.name, exc)
-                        else:
-                            code, payload = self._encode_result(job.name, result)
-                        job.scope = None
-                        self._done_serving(job)
-                        peer, req_id = job.peer, job.req_id
-                        try:
-                            peer.send_nowait(response_bytes(req_id, code, payload))  # the usual case: nothing to await
-                        except PeerQueueFull:
-                            job.release_reader()
-                            await self._send_response(peer, req_id, code, payload)
-                        except (PeerClosedError, WireError) as exc:
-                            log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
-                        job.release_reader()  # the reply has left: the reader reads on
-                        job = None
-                if job is not None:
-                    await self._answer_cancelled(job)
-        finally:
+        while True:
+            job: ServedRequest | None = None
+            with trio.CancelScope() as scope:
+                while not scope.cancel_called:  # a method that swallowed its cancellation: a new scope
+                    if not jobs:
+                        if len(self._idle_workers) >= MAX_IDLE_WORKERS:
+                            return
+                        await self._wait_for_job()
+                        continue
+                    job = jobs.popleft()
+                    if job.cancelled:
+                        break  # expired or cancelled while queued: answered below, never started
+                    job.scope = scope
+                    try:
+                        result = await job.entry.fn(job.peer, **job.kwargs)
+                    except Exception as exc:
+                        code, payload = self._method_failed(job.peer, job.name, exc)
+                    else:
+                        code, payload = self._encode_result(job.name, result)
+                    job.scope = None
+                    self._done_serving(job)
+                    peer, req_id, job = job.peer, job.req_id, None
+                    try:
+                        peer.send_nowait(response_bytes(req_id, code, payload))  # the usual case: nothing to await
+                    except PeerQueueFull:
+                        await self._send_response(peer, req_id, code, payload)
+                    except (PeerClosedError, WireError) as exc:
+                        log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
             if job is not None:
-                job.release_reader()  # the worker ends under way (the app stops): the reader must not wait for it
+                await self._answer_cancelled(job)
+
+    async def _serve_held(self, job: ServedRequest) -> None:
+        """Serve a request read alone, in the peer's reading task (:meth:`Peer.hold_reading`).
+
+        A method that ends within its first checkpoint (the usual short one:
+        ``await trio.sleep(0)``, a lock taken at once) is answered with no task
+        hop and no wait for the reading task's next receive; one that waits
+        longer has the reading handed to another task as it starts to wait
+        (:func:`lnpmsg.rpc.handover.run_until_waiting`), and goes on here. Time
+        limits, the caller's cancel and the peer's end cancel it as in a worker.
+        """
+        peer = job.peer
+        finished = False
+        try:
+            with trio.CancelScope() as scope:
+                job.scope = scope
+                try:
+                    result = await run_until_waiting(job.entry.fn(peer, **job.kwargs), job.release_reader)
+                except Exception as exc:
+                    code, payload = self._method_failed(peer, job.name, exc)
+                else:
+                    code, payload = self._encode_result(job.name, result)
+                finished = True
+            job.scope = None
+            self._done_serving(job)
+            if not finished:
+                if not job.cancelled_by_peer:
+                    self.report_error(f"method {job.name} ran longer than {job.limit:g} s and was cancelled", peer.node_id)
+                    code, payload = ErrorCode.TIMEOUT, _cut(f"method {job.name} did not finish within {job.limit:g} s")
+                    await self._reply_held(job, code, payload)
+                return
+            await self._reply_held(job, code, payload)
+        finally:
+            if job.scope is not None:  # cancelled from outside (the peer closes, the node stops)
+                job.scope = None
+                self._done_serving(job)
+            job.holds_reader = False  # ended here: this task reads on itself, if it still reads
+
+    async def _reply_held(self, job: ServedRequest, code: int, payload: bytes) -> None:
+        try:
+            job.peer.send_nowait(response_bytes(job.req_id, code, payload))  # the usual case: nothing to await
+        except PeerQueueFull:
+            job.release_reader()  # the reply waits for room: the reading goes on meanwhile
+            await self._send_response(job.peer, job.req_id, code, payload)
+        except (PeerClosedError, WireError) as exc:
+            log.debug("response %d to %s not sent: %s", job.req_id, job.peer.node_id.hex(), exc)
 
     async def _wait_for_job(self) -> None:
         """Wait on the idle list until :meth:`_on_request` wakes this worker (it takes it off the list)."""
@@ -502,7 +556,6 @@ class PeerRpc(App):
 
     async def _answer_cancelled(self, job: ServedRequest) -> None:
         """A request whose method was cancelled, or that was cancelled before it started."""
-        job.release_reader()
         self._done_serving(job)
         if job.cancelled_by_peer:
             return

@@ -56,7 +56,7 @@ class PendingCall:
 
 
 class ServedRequest:
-    """One request to an async method, from arrival to reply (queued for a worker as it is)."""
+    """One request to an async method, from arrival to reply (queued for a worker as it is, or served where it was read)."""
 
     __slots__ = ("cancelled", "cancelled_by_peer", "entry", "holds_reader", "kwargs", "limit", "name", "peer", "req_id", "scope", "timer")
 
@@ -75,12 +75,12 @@ class ServedRequest:
         #: timed out or cancelled: a queued request is not started, a running one is cancelled
         self.cancelled = False
         self.cancelled_by_peer = False
-        #: the peer's reading task waits until this request is answered or its method waits
-        #: (:meth:`lnpmsg.node.peer.Peer.hold_reading`)
+        #: served in the peer's reading task, which reads nothing more until this request
+        #: ends or hands the reading on (:meth:`lnpmsg.node.peer.Peer.hold_reading`)
         self.holds_reader = False
 
     def release_reader(self) -> None:
-        """Let the peer's reading task go on (once; nothing happens if it does not wait for this request)."""
+        """Hand the peer's reading on to another task (once; nothing happens if this request does not hold it)."""
         if self.holds_reader:
             self.holds_reader = False
             self.peer.resume_reading()
