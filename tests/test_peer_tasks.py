@@ -215,12 +215,21 @@ async def test_a_handler_may_keep_the_reading_task_and_hand_the_reading_on(autoj
     node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
     seen: list[object] = []
     gate = trio.Event()
+    scopes: list[trio.CancelScope] = []
 
     async def handler(peer: Peer, message) -> None:  # type: ignore[no-untyped-def]
         n = int.from_bytes(message.payload, "big")
-        held = peer.hold_reading()
+        scope = peer.hold_reading()
+        held = scope is not None
         seen.append((n, held))
-        if n in (0, 2) and held:
+        if n == 6 and scope is not None:
+            scopes.append(scope)
+            try:
+                await trio.sleep(10)
+            except trio.Cancelled:
+                seen.append("6 cancelled")
+                raise
+        elif n in (0, 2) and held:
             await trio.sleep(1)  # kept: the next message waits in the socket
             seen.append(f"{n} slept")
             if n == 0:
@@ -256,4 +265,14 @@ async def test_a_handler_may_keep_the_reading_task_and_hand_the_reading_on(autoj
         await raw.send_raw(raw.encrypt(_custom(4)) + raw.encrypt(_custom(5)))
         await trio.testing.wait_all_tasks_blocked()
         assert seen == [(4, False), (5, False)]
+        # the scope it gets cancels the handler alone: the task reads on, nothing lost
+        seen.clear()
+        await raw.send(_custom(6))
+        await trio.sleep(1)
+        scopes[0].cancel()
+        await trio.sleep(0.1)
+        await raw.send(_custom(7))
+        await trio.sleep(0.1)
+        assert seen == [(6, True), "6 cancelled", (7, True)]
+        assert running_tasks("Peer._read_loop") == 1
         assert peer.is_ready

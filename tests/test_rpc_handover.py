@@ -12,7 +12,7 @@ from lnpmsg.rpc.handover import run_until_waiting
 
 async def _drive(coro):  # type: ignore[no-untyped-def]
     released: list[int] = []
-    result = await run_until_waiting(coro, lambda: released.append(1))
+    result = await run_until_waiting(coro, lambda _: released.append(1), None)
     return result, len(released)
 
 
@@ -36,11 +36,11 @@ async def test_a_real_wait_releases_at_once_and_only_once(autojump_clock: trio.t
         await trio.sleep(1)
         return "done"
 
-    def release() -> None:
+    def release(_: None) -> None:
         released.append(trio.current_time())
 
     start = trio.current_time()
-    assert await run_until_waiting(waits(), release) == "done"
+    assert await run_until_waiting(waits(), release, None) == "done"
     assert released == [start]  # before the first sleep, not after
 
 
@@ -52,10 +52,10 @@ async def test_a_second_checkpoint_releases():
             steps.append(f"step {i}")
             await trio.lowlevel.checkpoint()
 
-    def release() -> None:
+    def release(_: None) -> None:
         steps.append("released")
 
-    await run_until_waiting(spins(), release)
+    await run_until_waiting(spins(), release, None)
     assert steps == ["step 0", "step 1", "released", "step 2", "step 3", "step 4"]
 
 
@@ -99,7 +99,7 @@ async def test_closing_the_driver_closes_the_coroutine():
         finally:
             cleaned.append("closed")
 
-    driver = run_until_waiting(waits(), lambda: None)
+    driver = run_until_waiting(waits(), lambda _: None, None)
     driver.send(None)  # to its first wait, outside trio's scheduler
     driver.close()
     assert cleaned == ["closed"]

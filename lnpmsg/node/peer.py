@@ -107,6 +107,7 @@ class Peer(PeerWriting):
         "_direct_write",
         "_flush_scope",
         "_hold_reading",
+        "_read_scope",
         "_reading_turn",
         "_keepalive",
         "_leftover",
@@ -180,6 +181,8 @@ class Peer(PeerWriting):
         #: counts hand-offs of the reading to another task: a reading task whose turn
         #: is over leaves the read loop once its handlers return
         self._reading_turn = 0
+        #: the cancel scope of the reading task's handlers (see :meth:`hold_reading`)
+        self._read_scope: trio.CancelScope | None = None
         #: the node's schedule that runs the session's timers (:meth:`keepalive_due`)
         self._keepalive = keepalive
         self._flush_scope: trio.CancelScope | None = None
@@ -272,26 +275,34 @@ class Peer(PeerWriting):
         outbox.append(data)
         self._queued_bytes += size
 
-    def hold_reading(self) -> bool:
+    def hold_reading(self) -> trio.CancelScope | None:
         """From a handler of a read of one message that is about to await its work in
         the reading task: may the reading go on in another task if that work waits?
 
-        True: the handler may await here; it must call :meth:`resume_reading` as soon
-        as its work may wait for longer than a scheduler pass or two, and another
-        task then reads on (this one leaves the read loop when its handlers return).
-        If the handler returns first, this task reads on itself. Work that ends
-        within a pass or two so runs without handing it to another task (a task
-        hop and a scheduler pass less on the way to its reply). False (a read of
-        several messages, pipelined traffic, or the peer is closing): do not
-        await long here (hand the work to a task of your own).
+        A scope (yes): the handler may await here; it must call :meth:`resume_reading`
+        as soon as its work may wait for longer than a scheduler pass or two, and
+        another task then reads on (this one leaves the read loop when its
+        handlers return). If the handler returns first, this task reads on
+        itself. Work that ends within a pass or two so runs without handing it
+        to another task (a task hop and a scheduler pass less on the way to its
+        reply). None (a read of several messages, pipelined traffic, or the peer
+        is closing): do not await long here (hand the work to a task of your own).
+
+        The scope is the reading task's own, entered once for many reads (a scope
+        per handler costs more than the rest of a short one): cancelling it
+        cancels the handler, whose ``Cancelled`` the task takes; if it still
+        reads, it reads on, having lost nothing (its read held this one message).
+        Cancel it only while the handler runs; a cancel after the handler's
+        ``await`` ended (it can only happen before the task's next checkpoint)
+        interrupts nothing but the task's next receive, which starts again.
 
         The events of a read whose reading was handed on may reach event
         subscribers after those of later reads.
         """
         if not self._direct_write or self._closing or self._nursery is None:
-            return False
+            return None
         self._hold_reading = True
-        return True
+        return self._read_scope
 
     def resume_reading(self) -> None:
         """End a :meth:`hold_reading`: another task reads on from now (nothing happens without a hold)."""
@@ -393,7 +404,15 @@ class Peer(PeerWriting):
         another task (:meth:`resume_reading`), which then runs this loop."""
         turn = self._reading_turn
         try:
-            await self._read_messages(turn)
+            while True:
+                with trio.CancelScope() as scope:
+                    self._read_scope = scope
+                    await self._read_messages(turn)
+                    return
+                # A held handler was cancelled through this scope (see hold_reading).
+                if self._reading_turn != turn or self._closing:
+                    return
+                self._hold_reading = False
         finally:
             if self._reading_turn == turn:
                 # From here a send may find the nursery closed: it must take the

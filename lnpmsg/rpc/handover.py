@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 __all__ = ["run_until_waiting"]
+
+T = TypeVar("T")
 
 
 def _checkpoint_trap() -> object:
@@ -42,8 +44,8 @@ _CHECKPOINT = _checkpoint_trap()
 
 
 @types.coroutine
-def run_until_waiting(coro: Coroutine[Any, Any, Any], release: Callable[[], None]) -> Generator[Any, Any, Any]:
-    """``await run_until_waiting(coro, release)`` is ``await coro``, calling ``release()``
+def run_until_waiting(coro: Coroutine[Any, Any, Any], release: Callable[[T], None], arg: T) -> Generator[Any, Any, Any]:
+    """``await run_until_waiting(coro, release, arg)`` is ``await coro``, calling ``release(arg)``
     once ``coro`` waits for more than one checkpoint (see the module docs).
 
     ``release`` is not called if ``coro`` ends (returns or raises) first.
@@ -62,7 +64,7 @@ def run_until_waiting(coro: Coroutine[Any, Any, Any], release: Callable[[], None
             suspensions += 1
             if trap is not _CHECKPOINT or suspensions > 1:
                 released = True
-                release()
+                release(arg)
         try:
             value = yield trap
         except GeneratorExit:

@@ -389,18 +389,19 @@ class PeerRpc(App):
         if kwargs is None:
             return
         limit = min(entry.timeout, msg.timeout_ms / 1000)
-        deadlines = self._timeouts()
-        if self._nursery is None or deadlines is None:
+        if self._nursery is None:
             self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
             return
+        scope = peer.hold_reading()
+        if scope is not None:
+            # A request read alone (a call at a time): served here, in the reading task,
+            # which hands the reading on only if the method waits (see rpc.handover).
+            return self._serve_held(ServedRequest(peer, msg.id, name, entry, kwargs, limit), scope)
+        deadlines = self._timeouts()
+        assert deadlines is not None  # the app runs
         state = serving[msg.id] = ServedRequest(peer, msg.id, name, entry, kwargs, limit)
         state.timer = deadlines.add(trio.current_time() + limit, state.cancel)
         self._serving_total += 1
-        if peer.hold_reading():
-            # A request read alone (a call at a time): served here, in the reading task,
-            # which hands the reading on only if the method waits (see rpc.handover).
-            state.holds_reader = True
-            return self._serve_held(state)
         self._jobs.append(state)
         if self._idle_workers:
             # taken off the idle list here, so a burst wakes one worker per request
@@ -496,51 +497,65 @@ class PeerRpc(App):
             if job is not None:
                 await self._answer_cancelled(job)
 
-    async def _serve_held(self, job: ServedRequest) -> None:
+    async def _serve_held(self, job: ServedRequest, scope: trio.CancelScope) -> None:
         """Serve a request read alone, in the peer's reading task (:meth:`Peer.hold_reading`).
 
         A method that ends within its first checkpoint (the usual short one:
         ``await trio.sleep(0)``, a lock taken at once) is answered with no task
-        hop and no wait for the reading task's next receive; one that waits
-        longer has the reading handed to another task as it starts to wait
-        (:func:`lnpmsg.rpc.handover.run_until_waiting`), and goes on here. Time
-        limits, the caller's cancel and the peer's end cancel it as in a worker.
+        hop, no entry in the in-flight table or the deadline heap, and no wait
+        for the reading task's next receive: while it runs, nothing more is
+        read from its peer, so nothing can cancel it or count it. One that
+        waits longer is entered there, with its time limit, as it starts to
+        wait (:meth:`_held_request_waits`), and goes on here while another task
+        reads on. Its time limit, the caller's cancel and the app's end cancel
+        it through the reading task's scope (a scope of its own would cost more
+        than the rest); the peer's end cancels that task anyway.
         """
         peer = job.peer
-        finished = False
+        job.scope = scope
         try:
-            with trio.CancelScope() as scope:
-                job.scope = scope
-                try:
-                    result = await run_until_waiting(job.entry.fn(peer, **job.kwargs), job.release_reader)
-                except Exception as exc:
-                    code, payload = self._method_failed(peer, job.name, exc)
-                else:
-                    code, payload = self._encode_result(job.name, result)
-                finished = True
+            result = await run_until_waiting(job.entry.fn(peer, **job.kwargs), self._held_request_waits, job)
+        except Exception as exc:
             job.scope = None
-            self._done_serving(job)
-            if not finished:
-                if not job.cancelled_by_peer:
-                    self.report_error(f"method {job.name} ran longer than {job.limit:g} s and was cancelled", peer.node_id)
-                    code, payload = ErrorCode.TIMEOUT, _cut(f"method {job.name} did not finish within {job.limit:g} s")
-                    await self._reply_held(job, code, payload)
-                return
-            await self._reply_held(job, code, payload)
-        finally:
-            if job.scope is not None:  # cancelled from outside (the peer closes, the node stops)
-                job.scope = None
+            code, payload = self._method_failed(peer, job.name, exc)
+        except BaseException:
+            # Cancelled: by the request's own cancel (its time limit, the caller, the
+            # app's end: job.cancelled), or with the peer's tasks. The reading task
+            # takes the Cancelled (see Peer.hold_reading).
+            job.scope = None
+            if job.entered:
+                job.entered = False
                 self._done_serving(job)
-            job.holds_reader = False  # ended here: this task reads on itself, if it still reads
-
-    async def _reply_held(self, job: ServedRequest, code: int, payload: bytes) -> None:
+                if job.cancelled and not job.cancelled_by_peer:
+                    self.report_error(f"method {job.name} ran longer than {job.limit:g} s and was cancelled", peer.node_id)
+                    self._reply_now(peer, job.req_id, ErrorCode.TIMEOUT, f"method {job.name} did not finish within {job.limit:g} s")
+            raise
+        else:
+            job.scope = None
+            code, payload = self._encode_result(job.name, result)
+        if job.entered:  # by _held_request_waits
+            job.entered = False
+            self._done_serving(job)
         try:
-            job.peer.send_nowait(response_bytes(job.req_id, code, payload))  # the usual case: nothing to await
+            peer.send_nowait(response_bytes(job.req_id, code, payload))  # the usual case: nothing to await
         except PeerQueueFull:
-            job.release_reader()  # the reply waits for room: the reading goes on meanwhile
-            await self._send_response(job.peer, job.req_id, code, payload)
+            peer.resume_reading()  # the reply waits for room: the reading goes on meanwhile
+            await self._send_response(peer, job.req_id, code, payload)
         except (PeerClosedError, WireError) as exc:
-            log.debug("response %d to %s not sent: %s", job.req_id, job.peer.node_id.hex(), exc)
+            log.debug("response %d to %s not sent: %s", job.req_id, peer.node_id.hex(), exc)
+
+    def _held_request_waits(self, job: ServedRequest) -> None:
+        """A request served in the reading task starts to wait: it is entered in the
+        in-flight table with its time limit, and another task reads on."""
+        serving = self._serving.get(job.peer)
+        deadlines = self._timeouts()
+        if serving is not None and deadlines is not None and job.req_id not in serving:
+            serving[job.req_id] = job
+            self._serving_total += 1
+            job.timer = deadlines.add(trio.current_time() + job.limit, job.cancel)
+            job.entered = True
+        # else: the peer or the app is gone, and its tasks with it
+        job.peer.resume_reading()
 
     async def _wait_for_job(self) -> None:
         """Wait on the idle list until :meth:`_on_request` wakes this worker (it takes it off the list)."""

@@ -58,7 +58,7 @@ class PendingCall:
 class ServedRequest:
     """One request to an async method, from arrival to reply (queued for a worker as it is, or served where it was read)."""
 
-    __slots__ = ("cancelled", "cancelled_by_peer", "entry", "holds_reader", "kwargs", "limit", "name", "peer", "req_id", "scope", "timer")
+    __slots__ = ("cancelled", "cancelled_by_peer", "entered", "entry", "kwargs", "limit", "name", "peer", "req_id", "scope", "timer")
 
     def __init__(self, peer: Peer, req_id: int, name: str, entry: MethodEntry, kwargs: dict[str, Any], limit: float) -> None:
         self.peer = peer
@@ -68,22 +68,17 @@ class ServedRequest:
         self.kwargs = kwargs
         #: seconds the method may run (its own limit or the caller's, the shorter)
         self.limit = limit
-        #: the worker's cancel scope while the method runs (None while queued and after)
+        #: the cancel scope of the task running the method, while it runs (None while queued and after)
         self.scope: trio.CancelScope | None = None
         #: the method's deadline in the app's deadline heap
         self.timer: Timeout | None = None
         #: timed out or cancelled: a queued request is not started, a running one is cancelled
         self.cancelled = False
         self.cancelled_by_peer = False
-        #: served in the peer's reading task, which reads nothing more until this request
-        #: ends or hands the reading on (:meth:`lnpmsg.node.peer.Peer.hold_reading`)
-        self.holds_reader = False
-
-    def release_reader(self) -> None:
-        """Hand the peer's reading on to another task (once; nothing happens if this request does not hold it)."""
-        if self.holds_reader:
-            self.holds_reader = False
-            self.peer.resume_reading()
+        #: served in the peer's reading task and entered in the in-flight table and the
+        #: deadline heap, as its method waits (see PeerRpc._serve_held; a worker's request
+        #: is entered on arrival)
+        self.entered = False
 
     def cancel(self) -> None:
         """Its time is up, or the caller or the peer is gone: not started if queued, cancelled if running."""
