@@ -242,6 +242,10 @@ async def test_a_handler_may_keep_the_reading_task_and_hand_the_reading_on(autoj
     node.add_handler(CUSTOM, handler)
     async with running(node):
         raw, peer = await _connected(network, node)
+        await raw.send(_custom(9))  # the first ask: no, but the reading task enters its scope
+        await trio.sleep(0.1)
+        assert seen == [(9, False)]
+        seen.clear()
         await raw.send(_custom(0))
         await trio.sleep(0.1)
         await raw.send(_custom(1))  # read only once 0 hands the reading on

@@ -273,7 +273,9 @@ async def test_plain_function_methods_are_served_inline_with_the_same_errors():
         assert results == {i: 2 * i for i in range(100)}
         assert tasked == []  # no inline method ran as a task
         assert await rpc.call(peer, "add", [1, 2]) == 3
-        assert tasked == []  # an async one read alone: served in the reading task, no worker either
+        assert tasked == ["add"]  # the connection's first async request: a worker
+        assert await rpc.call(peer, "add", [2, 2]) == 4
+        assert tasked == ["add"]  # the next ones read alone: served in the reading task
         assert peer.is_ready
 
 
@@ -306,7 +308,7 @@ async def test_async_methods_reuse_a_bounded_set_of_worker_tasks():
         peer = await client.connect(address_of(server.node))
         for i in range(20):  # one at a time: each read alone, served in the reading task
             assert await rpc.call(peer, "add", [i, 1]) == i + 1
-        assert len(started) == 0
+        assert len(started) == 1  # but the first, in a worker (see Peer.hold_reading)
         async with trio.open_nursery() as nursery:  # a burst: more workers, up to the requests
             for i in range(40):
                 nursery.start_soon(rpc.call, peer, "echo", {"value": i, "delay": 0.05})

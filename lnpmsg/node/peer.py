@@ -287,6 +287,9 @@ class Peer(PeerWriting):
         to another task (a task hop and a scheduler pass less on the way to its
         reply). None (a read of several messages, pipelined traffic, or the peer
         is closing): do not await long here (hand the work to a task of your own).
+        None also the first time on a connection: its reading task then enters
+        the scope below after this read, so a peer that never needs it costs
+        nothing more.
 
         The scope is the reading task's own, entered once for many reads (a scope
         per handler costs more than the rest of a short one): cancelling it
@@ -301,7 +304,7 @@ class Peer(PeerWriting):
         """
         if not self._direct_write or self._closing or self._nursery is None:
             return None
-        self._hold_reading = True
+        self._hold_reading = True  # without a scope yet: the read loop enters one after this read
         return self._read_scope
 
     def resume_reading(self) -> None:
@@ -404,6 +407,11 @@ class Peer(PeerWriting):
         another task (:meth:`resume_reading`), which then runs this loop."""
         turn = self._reading_turn
         try:
+            # A peer reads without a scope of its own until a handler first asks to hold
+            # the reading (an idle peer, or one that never gets such messages, saves
+            # the scope's few µs and its objects); from then on under one.
+            if self._read_scope is None and turn == 0 and not await self._read_messages(turn):
+                return
             while True:
                 with trio.CancelScope() as scope:
                     self._read_scope = scope
@@ -419,7 +427,8 @@ class Peer(PeerWriting):
                 # writer's path, which says so (PeerClosedError), not write directly.
                 self._direct_write = False
 
-    async def _read_messages(self, turn: int) -> None:
+    async def _read_messages(self, turn: int) -> bool:
+        """The read loop's body; True when it stopped to go on under a cancel scope (see :meth:`hold_reading`)."""
         decryptor = self._cipher.decryptor
         session = self.session
         counters = self.counters
@@ -430,6 +439,7 @@ class Peer(PeerWriting):
             if data:
                 counters.bytes_in += len(data)
                 failure: NoiseError | None = None
+                wants_scope = False
                 try:
                     messages = decryptor.feed(data)
                 except NoiseError as exc:
@@ -451,25 +461,31 @@ class Peer(PeerWriting):
                     # One call per read, however many messages it carried.
                     await on_events(self, events)
                     if self._reading_turn != turn:
-                        return  # a handler waited and another task reads on (resume_reading)
-                    self._hold_reading = False
+                        return False  # a handler waited and another task reads on (resume_reading)
+                    if self._hold_reading:
+                        self._hold_reading = False
+                        # asked for by a handler while this task reads without a scope:
+                        # it goes on under one after this read (see _read_loop)
+                        wants_scope = self._read_scope is None
                     if self._closing:
-                        return
+                        return False
                     if session.outbox:
                         self._send_queued()  # e.g. a pong
                 if failure is not None:
                     self._begin_close(f"bad encrypted frame from peer: {failure}", reader_ends=True)
-                    return
+                    return False
+                if wants_scope:
+                    return True
             # No deadline here: the node's keepalive schedule runs the session's
             # timers, so an idle peer's receive is never cancelled and re-armed.
             try:
                 received = await self.conn.receive_some(RECEIVE_CHUNK)
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)
-                return
+                return False
             if not received:
                 self._begin_close("peer closed the connection", reader_ends=True)
-                return
+                return False
             data = received
 
     def _note(self, event: SessionEvent) -> None:
