@@ -533,13 +533,15 @@ class PeerRpc(App):
         else:
             job.scope = None
             code, payload = self._encode_result(job.name, result)
-        if job.entered:  # by _held_request_waits
+        entered = job.entered  # by _held_request_waits: it waited, and another task reads on
+        if entered:
             job.entered = False
             self._done_serving(job)
         try:
             peer.send_nowait(response_bytes(job.req_id, code, payload))  # the usual case: nothing to await
         except PeerQueueFull:
-            peer.resume_reading()  # the reply waits for room: the reading goes on meanwhile
+            if not entered:
+                peer.resume_reading()  # the reply waits for room: the reading goes on meanwhile
             await self._send_response(peer, job.req_id, code, payload)
         except (PeerClosedError, WireError) as exc:
             log.debug("response %d to %s not sent: %s", job.req_id, peer.node_id.hex(), exc)
