@@ -8,7 +8,8 @@ Rows:
   encrypted), the server node in a child process, one call at a time, for
   an ``async def`` method without ``await`` (``echo``: served inline where
   the code does that, else in a worker task), one that awaits once
-  (``echo_task``: always a worker task, plus the scheduler pass of its
+  (``echo_task``: a task of its own or, read alone, the peer's reading
+  task where the code does that, plus the scheduler pass of its
   checkpoint) and a plain ``def`` method (``echo_inline``: served
   inline). Anchors, sampled in the same rounds, round-robin with the calls
   (one of each per round in a shuffled order, a 3 ms pause between samples because a node
@@ -146,7 +147,7 @@ def role_rpc_server(reply_size: int, count_steps: bool = False) -> None:
 
     @rpc.method()
     async def echo_task(peer, x: int) -> int:  # type: ignore[no-untyped-def]
-        await trio.lowlevel.checkpoint()  # it may wait: always a worker task
+        await trio.lowlevel.checkpoint()  # it may wait: never served inline
         return x
 
     @rpc.method()

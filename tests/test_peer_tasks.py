@@ -205,3 +205,78 @@ async def test_a_send_when_the_peers_tasks_have_ended_is_refused(autojump_clock:
         await peer.send(_custom(3))  # the peer's own nursery: sent as usual
         assert await raw.receive() == _custom(3)
         await raw.aclose()
+
+
+async def test_a_handler_may_keep_the_reading_task_and_hand_the_reading_on(autojump_clock: trio.testing.MockClock) -> None:
+    # Peer.hold_reading: a handler of a read of one message may await in the reading
+    # task; nothing more is read until it ends or calls resume_reading, after which
+    # another task reads on while it goes on waiting. A read of several is never held.
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    seen: list[object] = []
+    gate = trio.Event()
+    scopes: list[trio.CancelScope] = []
+
+    async def handler(peer: Peer, message) -> None:  # type: ignore[no-untyped-def]
+        n = int.from_bytes(message.payload, "big")
+        scope = peer.hold_reading()
+        held = scope is not None
+        seen.append((n, held))
+        if n == 6 and scope is not None:
+            scopes.append(scope)
+            try:
+                await trio.sleep(10)
+            except trio.Cancelled:
+                seen.append("6 cancelled")
+                raise
+        elif n in (0, 2) and held:
+            await trio.sleep(1)  # kept: the next message waits in the socket
+            seen.append(f"{n} slept")
+            if n == 0:
+                peer.resume_reading()  # from here another task reads on
+                await gate.wait()
+                seen.append("0 through the gate")
+        elif n == 1:
+            gate.set()
+
+    node.add_handler(CUSTOM, handler)
+    async with running(node):
+        raw, peer = await _connected(network, node)
+        await raw.send(_custom(9))  # the first ask: no, but the reading task enters its scope
+        await trio.sleep(0.1)
+        assert seen == [(9, False)]
+        seen.clear()
+        await raw.send(_custom(0))
+        await trio.sleep(0.1)
+        await raw.send(_custom(1))  # read only once 0 hands the reading on
+        await trio.sleep(0.5)
+        assert seen == [(0, True)]
+        await trio.sleep(1)
+        assert seen == [(0, True), "0 slept", (1, True), "0 through the gate"]
+        assert running_tasks("Peer._read_loop") == 1  # the reading went on in a task of its own
+        # a handler that ends while it keeps the reading task: that task reads on
+        seen.clear()
+        await raw.send(_custom(2))
+        await trio.sleep(0.1)
+        await raw.send(_custom(3))
+        await trio.sleep(0.5)
+        assert seen == [(2, True)]
+        await trio.sleep(1)
+        assert seen == [(2, True), "2 slept", (3, True)]
+        assert running_tasks("Peer._read_loop") == 1
+        # a read of several messages: none is held
+        seen.clear()
+        await raw.send_raw(raw.encrypt(_custom(4)) + raw.encrypt(_custom(5)))
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen == [(4, False), (5, False)]
+        # the scope it gets cancels the handler alone: the task reads on, nothing lost
+        seen.clear()
+        await raw.send(_custom(6))
+        await trio.sleep(1)
+        scopes[0].cancel()
+        await trio.sleep(0.1)
+        await raw.send(_custom(7))
+        await trio.sleep(0.1)
+        assert seen == [(6, True), "6 cancelled", (7, True)]
+        assert running_tasks("Peer._read_loop") == 1
+        assert peer.is_ready

@@ -128,6 +128,32 @@ class Server:
                 self.concurrent -= 1
             return self.most_concurrent
 
+        # methods that wait for a later request of the same peer: the reading task must go on
+        self.signal = trio.Event()
+        self.spinning = False
+
+        @rpc.method()
+        async def wait_for_signal(peer) -> str:
+            await self.signal.wait()
+            return "signalled"
+
+        @rpc.method()
+        def give_signal(peer) -> None:
+            self.signal.set()
+
+        @rpc.method()
+        async def spin(peer) -> int:
+            self.spinning = True
+            turns = 0
+            while self.spinning:  # checkpoints only, until a later request says stop
+                turns += 1
+                await trio.lowlevel.checkpoint()
+            return turns
+
+        @rpc.method()
+        def stop_spinning(peer) -> None:
+            self.spinning = False
+
         # plain functions: served inline, without a task
         @rpc.method()
         def sum_inline(peer, values: list[int]) -> int:
@@ -247,7 +273,9 @@ async def test_plain_function_methods_are_served_inline_with_the_same_errors():
         assert results == {i: 2 * i for i in range(100)}
         assert tasked == []  # no inline method ran as a task
         assert await rpc.call(peer, "add", [1, 2]) == 3
-        assert tasked == ["add"]
+        assert tasked == ["add"]  # the connection's first async request: a worker
+        assert await rpc.call(peer, "add", [2, 2]) == 4
+        assert tasked == ["add"]  # the next ones read alone: served in the reading task
         assert peer.is_ready
 
 
@@ -278,9 +306,9 @@ async def test_async_methods_reuse_a_bounded_set_of_worker_tasks():
     server.rpc._worker = counting_worker  # type: ignore[method-assign]
     async with running(server.node, client):
         peer = await client.connect(address_of(server.node))
-        for i in range(20):  # one at a time: one worker serves them all
+        for i in range(20):  # one at a time: each read alone, served in the reading task
             assert await rpc.call(peer, "add", [i, 1]) == i + 1
-        assert len(started) == 1
+        assert len(started) == 1  # but the first, in a worker (see Peer.hold_reading)
         async with trio.open_nursery() as nursery:  # a burst: more workers, up to the requests
             for i in range(40):
                 nursery.start_soon(rpc.call, peer, "echo", {"value": i, "delay": 0.05})
@@ -435,6 +463,34 @@ async def test_inline_methods_answer_while_async_requests_of_the_same_peer_run()
         await wait_for(lambda: server.running == 0)
 
 
+@pytest.mark.parametrize(("method", "started", "release"), [
+    ("wait_for_signal", lambda server: True, "give_signal"),
+    ("spin", lambda server: server.spinning, "stop_spinning"),
+])
+async def test_a_method_alone_in_flight_that_waits_lets_the_peer_s_next_request_in(method, started, release):
+    # A request read alone has the reading task wait for its method's first steps
+    # (its reply then leaves first); a method that waits longer must let it read on,
+    # or the request it waits for would never be read.
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        for _ in range(2):
+            server.signal = trio.Event()
+            results: list[object] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_append_call, results, rpc, peer, method)
+                await wait_for(lambda: server.rpc._serving_total == 1 and started(server))
+                await rpc.call(peer, release, timeout=5)
+            assert results and (results[0] == "signalled" or results[0] > 1)
+        assert server.rpc._serving_total == 0
+        assert await rpc.call(peer, "add", [2, 3]) == 5
+
+
+async def _append_call(results: list[object], rpc: PeerRpc, peer: object, method: str) -> None:
+    results.append(await rpc.call(peer, method, timeout=5))
+
+
 async def test_caller_timeout_cancels_the_remote_handler():
     server = Server()
     client, rpc = await connected(server)
@@ -460,9 +516,29 @@ async def test_peer_gone_fails_pending_calls_at_once():
             nursery.start_soon(drop)
             with pytest.raises(PeerGone, match="disconnected"):
                 await rpc.call(peer, "hang", timeout=30)
-        await wait_for(lambda: server.running == 0)  # the server stopped the orphaned handler
+        await wait_for(lambda: server.running == 0 and server.rpc._serving_total == 0)  # the server stopped the orphaned handler
         with pytest.raises(PeerGone, match="not connected"):
             await rpc.call(server.node.node_id, "add", [1])
+
+
+async def test_an_unmounted_app_stops_the_methods_it_serves_in_reading_tasks():
+    # A request read alone runs in the peer's reading task, outside the app's
+    # nursery: the app's end must stop it as it stops its workers.
+    server = Server()
+    client, rpc = await connected(server)
+    async with running(server.node, client):
+        peer = await client.connect(address_of(server.node))
+        async with trio.open_nursery() as nursery:
+
+            async def unmount() -> None:
+                await wait_for(lambda: server.running == 1)
+                server.node.unmount("rpc")
+
+            nursery.start_soon(unmount)
+            with pytest.raises(CallTimeout):
+                await rpc.call(peer, "hang", timeout=1)
+        await wait_for(lambda: server.running == 0)
+        assert server.cancelled == 1 and peer.is_ready
 
 
 async def test_peer_without_rpc_is_refused_locally():

@@ -106,6 +106,9 @@ class Peer(PeerWriting):
         "_closing",
         "_direct_write",
         "_flush_scope",
+        "_hold_reading",
+        "_read_scope",
+        "_reading_turn",
         "_keepalive",
         "_leftover",
         "_max_queued",
@@ -173,6 +176,13 @@ class Peer(PeerWriting):
         #: a lone message may go to the socket at once, from the sending task
         #: (once after a read of one message: see :meth:`_enqueue`)
         self._direct_write = False
+        #: a handler of the current read keeps the reading task (:meth:`hold_reading`)
+        self._hold_reading = False
+        #: counts hand-offs of the reading to another task: a reading task whose turn
+        #: is over leaves the read loop once its handlers return
+        self._reading_turn = 0
+        #: the cancel scope of the reading task's handlers (see :meth:`hold_reading`)
+        self._read_scope: trio.CancelScope | None = None
         #: the node's schedule that runs the session's timers (:meth:`keepalive_due`)
         self._keepalive = keepalive
         self._flush_scope: trio.CancelScope | None = None
@@ -265,6 +275,46 @@ class Peer(PeerWriting):
         outbox.append(data)
         self._queued_bytes += size
 
+    def hold_reading(self) -> trio.CancelScope | None:
+        """From a handler of a read of one message that is about to await its work in
+        the reading task: may the reading go on in another task if that work waits?
+
+        A scope (yes): the handler may await here; it must call :meth:`resume_reading`
+        as soon as its work may wait for longer than a scheduler pass or two, and
+        another task then reads on (this one leaves the read loop when its
+        handlers return). If the handler returns first, this task reads on
+        itself. Work that ends within a pass or two so runs without handing it
+        to another task (a task hop and a scheduler pass less on the way to its
+        reply). None (a read of several messages, pipelined traffic, or the peer
+        is closing): do not await long here (hand the work to a task of your own).
+        None also the first time on a connection: its reading task then enters
+        the scope below after this read, so a peer that never needs it costs
+        nothing more.
+
+        The scope is the reading task's own, entered once for many reads (a scope
+        per handler costs more than the rest of a short one): cancelling it
+        cancels the handler, whose ``Cancelled`` the task takes; if it still
+        reads, it reads on, having lost nothing (its read held this one message).
+        Cancel it only while the handler runs; a cancel after the handler's
+        ``await`` ended (it can only happen before the task's next checkpoint)
+        interrupts nothing but the task's next receive, which starts again.
+
+        The events of a read whose reading was handed on may reach event
+        subscribers after those of later reads.
+        """
+        if not self._direct_write or self._closing or self._nursery is None:
+            return None
+        self._hold_reading = True  # without a scope yet: the read loop enters one after this read
+        return self._read_scope
+
+    def resume_reading(self) -> None:
+        """End a :meth:`hold_reading`: another task reads on from now (nothing happens without a hold)."""
+        if not self._hold_reading:
+            return
+        self._hold_reading = False
+        if self._nursery is not None and self._start_task(self._read_loop):
+            self._reading_turn += 1
+
     def _check_open(self) -> None:
         if self._closing:
             raise PeerClosedError(f"peer {self.node_id.hex()} is closed: {self.close_reason}")
@@ -336,12 +386,7 @@ class Peer(PeerWriting):
                     written = await self._write_first(unsent)
                     nursery.cancel_scope.deadline = math.inf
                 if written:
-                    try:
-                        await self._read_loop()
-                    finally:
-                        # From here a send may find the nursery closed: it must take the
-                        # writer's path, which says so (PeerClosedError), not write directly.
-                        self._direct_write = False
+                    await self._read_loop()
             self._nursery = None  # closed: nothing may start in it any more
             if nursery.cancel_scope.cancelled_caught and not self._closing:
                 self._begin_close("our init could not be sent before the init timeout")
@@ -358,6 +403,32 @@ class Peer(PeerWriting):
                 self._closed_event.set()
 
     async def _read_loop(self) -> None:
+        """Read and dispatch until the peer closes, or until a handler hands the reading to
+        another task (:meth:`resume_reading`), which then runs this loop."""
+        turn = self._reading_turn
+        try:
+            # A peer reads without a scope of its own until a handler first asks to hold
+            # the reading (an idle peer, or one that never gets such messages, saves
+            # the scope's few µs and its objects); from then on under one.
+            if self._read_scope is None and turn == 0 and not await self._read_messages(turn):
+                return
+            while True:
+                with trio.CancelScope() as scope:
+                    self._read_scope = scope
+                    await self._read_messages(turn)
+                    return
+                # A held handler was cancelled through this scope (see hold_reading).
+                if self._reading_turn != turn or self._closing:
+                    return
+                self._hold_reading = False
+        finally:
+            if self._reading_turn == turn:
+                # From here a send may find the nursery closed: it must take the
+                # writer's path, which says so (PeerClosedError), not write directly.
+                self._direct_write = False
+
+    async def _read_messages(self, turn: int) -> bool:
+        """The read loop's body; True when it stopped to go on under a cancel scope (see :meth:`hold_reading`)."""
         decryptor = self._cipher.decryptor
         session = self.session
         counters = self.counters
@@ -368,6 +439,7 @@ class Peer(PeerWriting):
             if data:
                 counters.bytes_in += len(data)
                 failure: NoiseError | None = None
+                wants_scope = False
                 try:
                     messages = decryptor.feed(data)
                 except NoiseError as exc:
@@ -388,23 +460,32 @@ class Peer(PeerWriting):
                             self._note(event)
                     # One call per read, however many messages it carried.
                     await on_events(self, events)
+                    if self._reading_turn != turn:
+                        return False  # a handler waited and another task reads on (resume_reading)
+                    if self._hold_reading:
+                        self._hold_reading = False
+                        # asked for by a handler while this task reads without a scope:
+                        # it goes on under one after this read (see _read_loop)
+                        wants_scope = self._read_scope is None
                     if self._closing:
-                        return
+                        return False
                     if session.outbox:
                         self._send_queued()  # e.g. a pong
                 if failure is not None:
                     self._begin_close(f"bad encrypted frame from peer: {failure}", reader_ends=True)
-                    return
+                    return False
+                if wants_scope:
+                    return True
             # No deadline here: the node's keepalive schedule runs the session's
             # timers, so an idle peer's receive is never cancelled and re-armed.
             try:
                 received = await self.conn.receive_some(RECEIVE_CHUNK)
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)
-                return
+                return False
             if not received:
                 self._begin_close("peer closed the connection", reader_ends=True)
-                return
+                return False
             data = received
 
     def _note(self, event: SessionEvent) -> None:

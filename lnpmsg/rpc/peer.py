@@ -43,9 +43,13 @@ echo). It must not block; its reply is queued without waiting, and is lost
 peer does not read. An ``async def`` method with no ``await``, ``async
 with`` or ``async for`` in its body is served the same way: it can never
 wait, so a task would only cost time (and no deadline could stop it
-earlier). Any other ``async def`` method runs in a worker task (workers are
-reused between requests), with its own deadline, and is cancelled alone
-when it passes, bounded as below.
+earlier). Any other ``async def`` method runs with its own deadline, and
+is cancelled alone when it passes, bounded as below: a request read alone
+(one call at a time) in the peer's reading task, which hands the reading on
+to another task as soon as the method waits for more than a checkpoint
+(:meth:`Peer.hold_reading`, :mod:`lnpmsg.rpc.handover`), so a short method
+costs no task hop; requests read together (pipelined calls) in worker tasks,
+reused between requests.
 
 Guarantees: many calls may be in flight to one peer (ids match responses);
 a handler that raises or hangs costs its caller an error, never the
@@ -60,7 +64,6 @@ both sides are entries in one deadline heap per app
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
 from collections.abc import Callable
@@ -72,7 +75,7 @@ from lnpmsg.app import App, PeerNotConnected
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.node.session import printable
 from lnpmsg.rpc.deadlines import Deadlines
-from lnpmsg.rpc.params import ParamsError, describe_params, dumps, loads, params_checker
+from lnpmsg.rpc.params import describe_params, dumps, loads, params_checker
 from lnpmsg.rpc.peer_messages import (
     CallTimeout,
     ErrorCode,
@@ -88,10 +91,11 @@ from lnpmsg.rpc.peer_messages import (
     response_bytes,
 )
 from lnpmsg.rpc.peer_records import Method, MethodEntry, PendingCall, ServedRequest, is_async, never_suspends
-from lnpmsg.wire import MAX_MESSAGE_SIZE, Message, WireError
+from lnpmsg.rpc.peer_serving import MAX_ERROR_TEXT, MAX_IDLE_WORKERS, MAX_PAYLOAD, PeerRpcServing
 
 __all__ = [
     "CALL_TIMEOUT",
+    "MAX_IDLE_WORKERS",
     "MAX_INFLIGHT_PER_PEER",
     "MAX_INFLIGHT_TOTAL",
     "MAX_PAYLOAD",
@@ -108,9 +112,9 @@ __all__ = [
     "RpcRequest",
     "RpcResponse",
     "RpcUnsupported",
+    "request_bytes",
+    "response_bytes",
 ]
-
-log = logging.getLogger(__name__)
 
 #: optional feature bit of peer RPC (its pair 326/327; above the BOLT-9 table)
 RPC_FEATURE_BIT = 327
@@ -122,23 +126,11 @@ MAX_INFLIGHT_TOTAL = 4096
 CALL_TIMEOUT = 30.0
 #: default seconds a method may run on the server (a caller's shorter timeout wins)
 METHOD_TIMEOUT = 30.0
-#: the JSON params or result of one message: a message minus type, id, code/timeout and prefixes
-MAX_PAYLOAD = MAX_MESSAGE_SIZE - 2 - 8 - 4 - 1 - 255 - 2
-#: error texts are cut here: they are for people, and must fit a message
-MAX_ERROR_TEXT = 1000
-#: worker tasks kept waiting for requests to async methods: a burst starts
-#: more (up to the in-flight bounds), and those beyond this end when idle
-MAX_IDLE_WORKERS = 16
 
 
 # ------------------------------------------------------------------- the app
 
-def _cut(text: str) -> bytes:
-    data = text.encode("utf-8", errors="replace")
-    return data if len(data) <= MAX_ERROR_TEXT else data[: MAX_ERROR_TEXT - 3] + b"..."
-
-
-class PeerRpc(App):
+class PeerRpc(PeerRpcServing, App):
     """The peer RPC app: declare methods, call methods of peers.
 
     Args:
@@ -233,6 +225,17 @@ class PeerRpc(App):
             {"method": name, "params": describe_params(entry.fn), "timeout": entry.timeout, "doc": (entry.fn.__doc__ or "").strip()}
             for name, entry in sorted(self.methods.items())
         ]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The app's task (see :meth:`App.run`); when it ends, requests still served in
+        peers' reading tasks (outside the app's nursery) are cancelled, as its workers are."""
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            for serving in self._serving.values():
+                for state in serving.values():
+                    state.cancelled_by_peer = True  # nobody answers: the app is gone
+                    state.cancel()
 
     def _timeouts(self) -> Deadlines | None:
         """The deadline heap, its task started on first use; None while the app is not running."""
@@ -334,207 +337,6 @@ class PeerRpc(App):
             else:
                 call.error = RemoteError(msg.code, printable(msg.result, MAX_ERROR_TEXT), call.method)
             call.done.set()
-
-    # ------------------------------------------------------------- serving
-
-    def _on_request(self, peer: Peer, msg: RpcRequest) -> None:
-        # A plain handler (returns None): the node then awaits nothing per request.
-        try:
-            name = msg.method.decode()
-        except UnicodeDecodeError:
-            self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, "method name is not UTF-8")
-            return
-        entry = self.methods.get(name)
-        serving = self._serving.get(peer)
-        if entry is not None and entry.inline:
-            # Answered before the next message is read: never in flight, so the
-            # in-flight bounds do not apply (its id must not clash with one that is).
-            if serving and msg.id in serving:
-                self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, f"request id {msg.id} is already in flight")
-                return
-            kwargs = self._checked_params(peer, msg, entry)
-            if kwargs is not None:
-                self._serve_inline(peer, msg.id, name, entry, kwargs)
-            return
-        if serving is None:
-            serving = self._serving[peer] = {}
-        if len(serving) >= self.max_inflight_per_peer or self._serving_total >= self.max_inflight:
-            self.busy_replies += 1
-            self._reply_now(peer, msg.id, ErrorCode.BUSY, f"busy: {len(serving)} requests from you are running (limit {self.max_inflight_per_peer})")
-            return
-        if msg.id in serving:
-            self._reply_now(peer, msg.id, ErrorCode.BAD_REQUEST, f"request id {msg.id} is already in flight")
-            return
-        if entry is None:
-            self._reply_now(peer, msg.id, ErrorCode.METHOD_NOT_FOUND, f"no method {name[:100]!r}")
-            return
-        kwargs = self._checked_params(peer, msg, entry)
-        if kwargs is None:
-            return
-        limit = min(entry.timeout, msg.timeout_ms / 1000)
-        deadlines = self._timeouts()
-        if self._nursery is None or deadlines is None:
-            self._reply_now(peer, msg.id, ErrorCode.SHUTTING_DOWN, "the RPC app is not running")
-            return
-        state = serving[msg.id] = ServedRequest(peer, msg.id, name, entry, kwargs, limit)
-        state.timer = deadlines.add(trio.current_time() + limit, state.cancel)
-        self._serving_total += 1
-        self._jobs.append(state)
-        if self._idle_workers:
-            # taken off the idle list here, so a burst wakes one worker per request
-            trio.lowlevel.reschedule(self._idle_workers.pop())
-        else:
-            self._nursery.start_soon(self._worker)
-
-    def _checked_params(self, peer: Peer, msg: RpcRequest, entry: MethodEntry) -> dict[str, Any] | None:
-        """The request's params as keyword arguments, or None once it was answered with an error."""
-        try:
-            return entry.check(loads(msg.params) if msg.params else None)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, f"params are not JSON: {exc}")
-        except ParamsError as exc:
-            self._reply_now(peer, msg.id, ErrorCode.INVALID_PARAMS, str(exc))
-        return None
-
-    def _serve_inline(self, peer: Peer, req_id: int, name: str, entry: MethodEntry, kwargs: dict[str, Any]) -> None:
-        code, payload = self._run_inline(peer, name, entry, kwargs)
-        self._send_quietly(peer, response_bytes(req_id, code, payload))
-
-    def _run_inline(self, peer: Peer, name: str, entry: MethodEntry, kwargs: dict[str, Any]) -> tuple[int, bytes]:
-        try:
-            result = entry.fn(peer, **kwargs)
-            if entry.coroutine:
-                # an async def that never suspends: its coroutine ends in this one step
-                try:
-                    result.send(None)
-                except StopIteration as done:
-                    result = done.value
-                else:  # not reached: it has no await to stop at
-                    result.close()
-                    return ErrorCode.FAILED, _cut(f"method {name} suspended, which it cannot")
-        except Exception as exc:
-            return self._method_failed(peer, name, exc)
-        if not entry.coroutine and hasattr(result, "__await__"):
-            # declared plain but returned a coroutine: a mistake, answered clearly
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-            self.report_error(f"method {name} is not async but returned an awaitable", peer.node_id)
-            return ErrorCode.FAILED, _cut(f"method {name} returned an awaitable from a plain function")
-        return self._encode_result(name, result)
-
-    @staticmethod
-    def _encode_result(name: str, result: Any) -> tuple[int, bytes]:
-        try:
-            payload = dumps(result)
-        except TypeError as exc:
-            return ErrorCode.FAILED, _cut(f"method {name} returned a result that is not JSON: {exc}")
-        if len(payload) > MAX_PAYLOAD:
-            return ErrorCode.RESULT_TOO_LARGE, _cut(f"result of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-        return ErrorCode.OK, payload
-
-    async def _worker(self) -> None:
-        """Serve queued requests to async methods; wait for more, or end if enough workers wait.
-
-        The worker runs methods, and waits between them, under one cancel scope.
-        Cancelling a request (its time limit, the caller's ``rpc_cancel``, the
-        peer leaving) cancels that scope while its method runs; the scope is
-        then left, the request answered, and the worker goes on under a new
-        one. A scope per request would cost as much as the rest of it.
-        """
-        jobs = self._jobs
-        while True:
-            job: ServedRequest | None = None
-            with trio.CancelScope() as scope:
-                while not scope.cancel_called:  # a method that swallowed its cancellation: a new scope
-                    if not jobs:
-                        if len(self._idle_workers) >= MAX_IDLE_WORKERS:
-                            return
-                        await self._wait_for_job()
-                        continue
-                    job = jobs.popleft()
-                    if job.cancelled:
-                        break  # expired or cancelled while queued: answered below, never started
-                    job.scope = scope
-                    try:
-                        result = await job.entry.fn(job.peer, **job.kwargs)
-                    except Exception as exc:
-                        code, payload = self._method_failed(job.peer, job.name, exc)
-                    else:
-                        code, payload = self._encode_result(job.name, result)
-                    job.scope = None
-                    self._done_serving(job)
-                    peer, req_id, job = job.peer, job.req_id, None
-                    try:
-                        peer.send_nowait(response_bytes(req_id, code, payload))  # the usual case: nothing to await
-                    except PeerQueueFull:
-                        await self._send_response(peer, req_id, code, payload)
-                    except (PeerClosedError, WireError) as exc:
-                        log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
-            if job is not None:
-                await self._answer_cancelled(job)
-
-    async def _wait_for_job(self) -> None:
-        """Wait on the idle list until :meth:`_on_request` wakes this worker (it takes it off the list)."""
-        task = trio.lowlevel.current_task()
-        idle = self._idle_workers
-        idle.append(task)
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            idle.remove(task)  # cancelled while waiting (the app stops)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    async def _answer_cancelled(self, job: ServedRequest) -> None:
-        """A request whose method was cancelled, or that was cancelled before it started."""
-        self._done_serving(job)
-        if job.cancelled_by_peer:
-            return
-        self.report_error(f"method {job.name} ran longer than {job.limit:g} s and was cancelled", job.peer.node_id)
-        await self._send_response(job.peer, job.req_id, ErrorCode.TIMEOUT, _cut(f"method {job.name} did not finish within {job.limit:g} s"))
-
-    def _method_failed(self, peer: Peer, name: str, exc: Exception) -> tuple[int, bytes]:
-        """The reply to a method that raised: its own fault, or ``FAILED`` (reported as an error of the app)."""
-        if isinstance(exc, RpcFault):
-            return exc.code, _cut(exc.message)
-        log.debug("method %s failed", name, exc_info=(type(exc), exc, exc.__traceback__))
-        self.report_error(f"method {name} raised {exc!r}", peer.node_id)
-        return ErrorCode.FAILED, _cut(f"{type(exc).__name__}: {exc}")
-
-    def _done_serving(self, state: ServedRequest) -> None:
-        if state.timer is not None:
-            self._deadlines.cancel(state.timer)
-        serving = self._serving.get(state.peer)
-        if serving is not None:
-            serving.pop(state.req_id, None)
-        self._serving_total -= 1
-
-    @staticmethod
-    async def _send_response(peer: Peer, req_id: int, code: int, payload: bytes) -> None:
-        try:
-            await peer.send(response_bytes(req_id, code, payload))
-        except (PeerClosedError, WireError) as exc:
-            log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
-
-    def _on_cancel(self, peer: Peer, msg: RpcCancel) -> None:
-        state = self._serving.get(peer, {}).get(msg.id)
-        if state is not None:
-            state.cancelled_by_peer = True
-            state.cancel()
-
-    def _reply_now(self, peer: Peer, req_id: int, code: int, text: str) -> None:
-        self._send_quietly(peer, response_bytes(req_id, code, _cut(text)))
-
-    @staticmethod
-    def _send_quietly(peer: Peer, message: Message | bytes) -> None:
-        # Replies from the read loop never wait: a peer that floods us and
-        # does not read loses them rather than stalling its own read loop.
-        try:
-            peer.send_nowait(message)
-        except (PeerQueueFull, PeerClosedError) as exc:
-            kind = type(message).__name__ if isinstance(message, Message) else f"message type {int.from_bytes(message[:2], 'big')}"
-            log.debug("dropped %s to %s: %s", kind, peer.node_id.hex(), exc)
 
     # ---------------------------------------------------- connection ends
 

@@ -56,9 +56,9 @@ class PendingCall:
 
 
 class ServedRequest:
-    """One request to an async method, from arrival to reply (queued for a worker as it is)."""
+    """One request to an async method, from arrival to reply (queued for a worker as it is, or served where it was read)."""
 
-    __slots__ = ("cancelled", "cancelled_by_peer", "entry", "kwargs", "limit", "name", "peer", "req_id", "scope", "timer")
+    __slots__ = ("cancelled", "cancelled_by_peer", "entered", "entry", "kwargs", "limit", "name", "peer", "req_id", "scope", "timer")
 
     def __init__(self, peer: Peer, req_id: int, name: str, entry: MethodEntry, kwargs: dict[str, Any], limit: float) -> None:
         self.peer = peer
@@ -68,13 +68,17 @@ class ServedRequest:
         self.kwargs = kwargs
         #: seconds the method may run (its own limit or the caller's, the shorter)
         self.limit = limit
-        #: the worker's cancel scope while the method runs (None while queued and after)
+        #: the cancel scope of the task running the method, while it runs (None while queued and after)
         self.scope: trio.CancelScope | None = None
         #: the method's deadline in the app's deadline heap
         self.timer: Timeout | None = None
         #: timed out or cancelled: a queued request is not started, a running one is cancelled
         self.cancelled = False
         self.cancelled_by_peer = False
+        #: served in the peer's reading task and entered in the in-flight table and the
+        #: deadline heap, as its method waits (see PeerRpc._serve_held; a worker's request
+        #: is entered on arrival)
+        self.entered = False
 
     def cancel(self) -> None:
         """Its time is up, or the caller or the peer is gone: not started if queued, cancelled if running."""
