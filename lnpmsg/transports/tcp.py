@@ -7,6 +7,7 @@ what lets many small messages through per second.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import ipaddress
 import logging
@@ -82,8 +83,9 @@ class TcpConnection(Connection):
 
     def __init__(self, sock: socket.socket, remote_address: str, kind: str = "tcp", *, peer_ip: str | None = None) -> None:
         sock.setblocking(False)
-        self._sock = sock
-        self._remote = remote_address
+        self._sock: socket.socket | _socket.socket = sock
+        self._remote: str | None = remote_address
+        self._port = 0
         self.kind = kind
         self._closed = False
         #: tasks waiting on the socket now (only they need trio's notify_closing at close)
@@ -93,18 +95,36 @@ class TcpConnection(Connection):
             self.peer_ip = peer_ip
 
     @classmethod
+    def _accepted(cls, sock: _socket.socket, ip: str, port: int, kind: str) -> Self:
+        """An accepted socket, as the accept loop has it: ``remote_address`` is formatted
+        when first asked for (most inbound connections never are: only logs and peers use it)."""
+        conn = cls.__new__(cls)
+        sock.setblocking(False)
+        conn._sock = sock
+        conn._remote = None
+        conn._port = port
+        conn.kind = kind
+        conn._closed = False
+        conn._waits = 0
+        conn.peer_ip = ip
+        return conn
+
+    @classmethod
     def from_stream(cls, stream: trio.SocketStream, remote_address: str, **options: Any) -> Self:
         """Take over the socket of a connected trio stream (the stream is unusable afterwards)."""
         return cls(_stdlib_socket(stream.socket), remote_address, **options)
 
     @property
     def remote_address(self) -> str:
+        if self._remote is None:
+            assert self.peer_ip is not None
+            self._remote = format_host_port(self.peer_ip, self._port)
         return self._remote
 
     def _lost(self, action: str, exc: BaseException) -> ConnectionClosed:
         if self._closed:
-            return ConnectionClosed(f"{action} {self._remote} failed: connection closed")
-        return ConnectionClosed(f"{action} {self._remote} failed: {exc or type(exc).__name__}")
+            return ConnectionClosed(f"{action} {self.remote_address} failed: connection closed")
+        return ConnectionClosed(f"{action} {self.remote_address} failed: {exc or type(exc).__name__}")
 
     async def send_frames(self, frames: Sequence[bytes]) -> None:
         data = frames[0] if len(frames) == 1 else b"".join(frames)
@@ -244,11 +264,15 @@ class TcpListener(Listener):
 
     async def _accept_loop(self, listening: socket.socket, accept_now: AcceptNow, handle) -> None:  # type: ignore[no-untyped-def]
         kind = self._kind
+        family = listening.family
         async with trio.open_nursery() as nursery:
             burst = 0
             while True:
                 try:
-                    sock, peer = listening.accept()
+                    # The OS socket alone: ``socket.accept`` would wrap it in ``socket.socket``
+                    # (a Python ``__init__``, enum lookups of the family and type), a few µs of
+                    # every accepted connection that the connection never uses.
+                    fd, peer = listening._accept()
                 except BlockingIOError:
                     burst = 0
                     try:
@@ -267,12 +291,13 @@ class TcpListener(Listener):
                     if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                         continue  # that client gave up before we accepted it
                     raise
+                sock = _socket.socket(family, _socket.SOCK_STREAM, 0, fd)
                 if not self._nodelay_inherited:
                     if self._nodelay_inherited is None:
                         self._nodelay_inherited = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
                     if not self._nodelay_inherited:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn = TcpConnection(sock, format_host_port(peer[0], peer[1]), kind, peer_ip=peer[0])
+                conn = TcpConnection._accepted(sock, peer[0], peer[1], kind)
                 try:
                     keep = accept_now(conn)
                 except Exception:
