@@ -95,17 +95,27 @@ class _Secret:
     curve work of a handshake from about seven multiplications to four.
     """
 
-    __slots__ = ("_public", "secret")
+    __slots__ = ("_initial_hash", "_public", "secret")
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
         self._public: bytes | None = None
+        self._initial_hash: bytes | None = None
 
     @property
     def public(self) -> bytes:
         if self._public is None:
             self._public = coincurve.PublicKey.from_valid_secret(self.secret).format(compressed=True)
         return self._public
+
+    @property
+    def initial_hash(self) -> bytes:
+        """The handshake hash every handshake starts from when this is the responder's
+        static key (the prologue's hash mixed with it): the same for all of them, so a
+        static key, which is cached, computes it once."""
+        if self._initial_hash is None:
+            self._initial_hash = hashlib.sha256(_INITIAL_H + self.public).digest()
+        return self._initial_hash
 
     def ecdh(self, public_key: bytes, what: str = "public key") -> bytes:
         """SHA256 of the compressed shared point (libsecp256k1's default ECDH hash, as BOLT 8 wants).
@@ -184,30 +194,41 @@ def _check_act(data: bytes, size: int, act: str) -> bytes:
 class _SymmetricState:
     """Noise's chaining key ``ck``, handshake hash ``h`` and current temporary key."""
 
-    __slots__ = ("ck", "h", "temp_k")
+    __slots__ = ("_aead", "ck", "h", "temp_k")
 
-    def __init__(self, responder_static: bytes) -> None:
+    def __init__(self, initial_hash: bytes) -> None:
+        """``initial_hash``: SHA256 of the prologue's hash and the responder's static key."""
         self.ck = _INITIAL_CK
-        self.h = hashlib.sha256(_INITIAL_H + responder_static).digest()
+        self.h = initial_hash
         self.temp_k = b""
+        #: the cipher of ``temp_k``, made at its first use: act two's key also seals
+        #: act three's static key, and a key set-up is worth saving once per handshake
+        self._aead: ChaCha20Poly1305 | None = None
 
     def mix_hash(self, data: bytes) -> None:
         self.h = hashlib.sha256(self.h + data).digest()
 
     def mix_key(self, shared_secret: bytes) -> None:
         self.ck, self.temp_k = hkdf_pair(self.ck, shared_secret)
+        self._aead = None
+
+    def _cipher(self) -> ChaCha20Poly1305:
+        aead = self._aead
+        if aead is None:
+            aead = self._aead = ChaCha20Poly1305(self.temp_k)
+        return aead
 
     def encrypt_and_hash(self, nonce: bytes, plaintext: bytes) -> bytes:
-        ciphertext = ChaCha20Poly1305(self.temp_k).encrypt(nonce, plaintext, self.h)
-        self.mix_hash(ciphertext)
+        ciphertext = self._cipher().encrypt(nonce, plaintext, self.h)
+        self.h = hashlib.sha256(self.h + ciphertext).digest()
         return ciphertext
 
     def decrypt_and_hash(self, nonce: bytes, ciphertext: bytes, failure: str) -> bytes:
         try:
-            plaintext = ChaCha20Poly1305(self.temp_k).decrypt(nonce, ciphertext, self.h)
+            plaintext = self._cipher().decrypt(nonce, ciphertext, self.h)
         except InvalidTag:
             raise HandshakeError(failure) from None
-        self.mix_hash(ciphertext)
+        self.h = hashlib.sha256(self.h + ciphertext).digest()
         return plaintext
 
     def split(self) -> tuple[bytes, bytes]:
@@ -230,8 +251,11 @@ class _Handshake:
         self._static = _static_key(local_private_key, "local static key")
         self._ephemeral = _Secret(coincurve.utils.get_valid_secret()) if ephemeral_private_key is None else _private_key(ephemeral_private_key, "ephemeral key")
         # Both sides start by hashing the responder's static key (XK: the initiator knows it).
-        responder_static = self._static_public() if remote_static is None else remote_static
-        self._symmetric = _SymmetricState(responder_static)
+        if remote_static is None:
+            initial_hash = self._static.initial_hash
+        else:
+            initial_hash = hashlib.sha256(_INITIAL_H + remote_static).digest()
+        self._symmetric = _SymmetricState(initial_hash)
         self._state = first_state
         self._failure: HandshakeError | None = None
         self._keys: TransportKeys | None = None
@@ -253,7 +277,7 @@ class _Handshake:
         if self._failure is not None:
             raise HandshakeError(f"handshake failed earlier: {self._failure}")
 
-    def _step(self, expected: str, next_state: str, action: Callable[[], bytes]) -> bytes:
+    def _step(self, expected: str, next_state: str, action: Callable[..., bytes], *args: bytes) -> bytes:
         """Run one act if it is the expected one; any error fails the handshake for good."""
         self._check_alive()
         if self._state != expected:
@@ -262,7 +286,7 @@ class _Handshake:
             self._failure = error
             raise error
         try:
-            result = action()
+            result = action(*args)
         except HandshakeError as exc:
             self._failure = exc
             raise
@@ -307,7 +331,7 @@ class InitiatorHandshake(_Handshake):
 
         After this the handshake is complete and ``keys`` is available.
         """
-        return self._step("receive_act_two", _DONE, lambda: self._on_act_two(data))
+        return self._step("receive_act_two", _DONE, self._on_act_two, data)
 
     def _make_act_one(self) -> bytes:
         sym = self._symmetric
@@ -348,14 +372,14 @@ class ResponderHandshake(_Handshake):
 
     def receive_act_one(self, data: bytes) -> bytes:
         """Check the initiator's act one and return act two (50 bytes) to send."""
-        return self._step("receive_act_one", "receive_act_three", lambda: self._on_act_one(data))
+        return self._step("receive_act_one", "receive_act_three", self._on_act_one, data)
 
     def receive_act_three(self, data: bytes) -> bytes:
         """Check act three and return the initiator's 33-byte static public key.
 
         After this the handshake is complete and ``keys`` is available.
         """
-        return self._step("receive_act_three", _DONE, lambda: self._on_act_three(data))
+        return self._step("receive_act_three", _DONE, self._on_act_three, data)
 
     def _on_act_one(self, data: bytes) -> bytes:
         act = _check_act(data, ACT_ONE_SIZE, "one")
