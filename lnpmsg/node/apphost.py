@@ -82,6 +82,8 @@ class AppState(enum.Enum):
 
 
 _ACTIVE = (AppState.RUNNING, AppState.RESTARTING)
+#: what apps add to an ``init`` when none adds anything (features are immutable: one for all)
+_NO_FEATURES = Features()
 
 
 class Mountable(Protocol):
@@ -272,7 +274,7 @@ class AppHost:
 
     def init_features(self, node_id: bytes) -> Features:
         """What the apps add to the ``init`` sent to ``node_id`` (stopped apps add nothing)."""
-        features = Features()
+        features = _NO_FEATURES
         for app in self.apps.values():
             if app.state is not AppState.STOPPED:
                 features = features | app.init_features(node_id)

@@ -285,7 +285,9 @@ class Node(Dialing, Inbound):
     def local_features(self, node_id: bytes = b"") -> Features:
         """The features in the ``init`` sent to ``node_id``: the config's, or'ed with every
         mounted (not stopped) app's (:meth:`lnpmsg.app.App.init_features`)."""
-        return self.config.features | self.apphost.init_features(node_id)
+        extra = self.apphost.init_features(node_id)
+        # No app adds any (the usual case): the config's own object, not a new one per connection.
+        return self.config.features | extra if extra.value else self.config.features
 
     def local_init(self, node_id: bytes = b"") -> Init:
         """The ``init`` this node sends (to ``node_id``: apps may offer per-peer features)."""
@@ -295,8 +297,9 @@ class Node(Dialing, Inbound):
         """An app came, went or stopped: the next connections build their ``init`` again."""
         self._init_cache.clear()
 
-    def _session_setup(self, node_id: bytes) -> tuple[Init, bytes, Features]:
-        """Our ``init`` (also encoded) and the features we understand, cached per feature set.
+    def _session_setup(self, node_id: bytes) -> tuple[Init, bytes, Features, Features]:
+        """Our ``init`` (also encoded), the features we understand and those our ``init``
+        offers, cached per feature set.
 
         Every connection needs both, and encoding them costs more than the rest
         of a session's setup: an accepting node would spend it on every handshake.
@@ -311,7 +314,7 @@ class Node(Dialing, Inbound):
             )
             if len(self._init_cache) >= MAX_CACHED_INITS:
                 self._init_cache.clear()
-            cached = self._init_cache[features] = (init, init.encode(), features | known_features())
+            cached = self._init_cache[features] = (init, init.encode(), features | known_features(), init.all_features)
         return cached
 
     # --------------------------------------------------------------- run
@@ -421,7 +424,7 @@ class Node(Dialing, Inbound):
 
     def _make_peer(self, conn: Connection, cipher, remote_id: bytes, *, outbound: bool, leftover: bytes) -> Peer:  # type: ignore[no-untyped-def]
         cfg = self.config
-        local_init, local_init_bytes, understood = self._session_setup(remote_id)
+        local_init, local_init_bytes, understood, offered = self._session_setup(remote_id)
         session = PeerSession(
             local_init,
             trio.current_time(),
@@ -432,6 +435,7 @@ class Node(Dialing, Inbound):
             pong_timeout=cfg.pong_timeout,
             init_timeout=cfg.init_timeout,
             local_init_bytes=local_init_bytes,
+            local_features=offered,
             batch_types=self.apphost.batch_types,
         )
         return Peer(

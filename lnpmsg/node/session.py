@@ -208,6 +208,8 @@ class PeerSession:
         batch_types: types passed up undecoded, in runs (:class:`RunReceived`),
             also when even; none of them may be in ``registry``. A node passes
             one set to all its sessions and keeps it current.
+        local_features: ``local_init``'s features (``all_features``), if the
+            caller has them already (a node keeps them with its encoded init).
     """
 
     # A node holds one session per peer, thousands of them: no per-instance dict.
@@ -247,12 +249,13 @@ class PeerSession:
         init_timeout: float = INIT_TIMEOUT,
         local_init_bytes: bytes | None = None,
         batch_types: set[int] | frozenset[int] = frozenset(),
+        local_features: Features | None = None,
     ) -> None:
         self.state = SessionState.AWAITING_INIT
         self.batch_types = batch_types
         self.registry = registry
         self.local_init = local_init
-        self.local_features = local_init.all_features
+        self.local_features = local_init.all_features if local_features is None else local_features
         self.known_features = known_features if known_features is not None else self.local_features
         # a node passes one shared frozenset to all its sessions
         self.chains = chains if isinstance(chains, frozenset) else frozenset(chains)
