@@ -190,6 +190,7 @@ class PeerWriting:
         is empty (True) or, when closing, until flushed (False)."""
         encryptor = self._cipher.encryptor
         keeps_frames = self.conn.keeps_frame_boundaries
+        joined_limit = self.conn.max_joined_frames if keeps_frames else None
         outbox = self.session.outbox
         counters = self.counters
         if unsent:
@@ -217,9 +218,15 @@ class PeerWriting:
             if len(batch) == 1:
                 # One message (an init, a ping, a reply): the batch path costs twice as much.
                 frames = [encryptor.encrypt(batch[0])]
-            else:
+            elif not keeps_frames:
                 # A byte stream takes the batch as one buffer, its frames joined.
-                frames = encryptor.encrypt_many(batch) if keeps_frames else [encryptor.encrypt_joined(batch)]
+                frames = [encryptor.encrypt_joined(batch)]
+            elif joined_limit:
+                # Whole frames joined as the transport will carry them (a ZeroMQ
+                # message each): one copy per frame, none of a frame on its own.
+                frames = encryptor.encrypt_grouped(batch, joined_limit)
+            else:
+                frames = encryptor.encrypt_many(batch)
             try:
                 await self.conn.send_frames(frames)
             except TransportError as exc:
