@@ -269,8 +269,8 @@ def test_runs_of_one_size_decode_whatever_the_chunking() -> None:
     encryptor = MessageEncryptor(KEY, CHAINING_KEY)
     stream = encryptor.encrypt_joined(messages)
     assert MessageDecryptor(KEY, CHAINING_KEY).feed(stream) == messages
-    # small chunks go frame by frame, large ones (from 64 KiB) count runs and batch them
-    chunks = [rng.choice((rng.randint(1, 100), rng.randint(1, 20_000), rng.randint(65_536, 200_000))) for _ in range(60)]
+    # small chunks go frame by frame, large ones (from 32 KiB) count runs and batch them
+    chunks = [rng.choice((rng.randint(1, 100), rng.randint(1, 20_000), rng.randint(32_768, 200_000))) for _ in range(60)]
     decryptor = MessageDecryptor(KEY, CHAINING_KEY)
     assert _feed_in_chunks(decryptor, stream, chunks) == messages
     assert decryptor.buffered == 0

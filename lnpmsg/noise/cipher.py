@@ -67,8 +67,10 @@ _BACK_OFF: Final = -224
 _MIN_BATCH: Final = 16
 # Only chunks of at least this many bytes count runs and try batches; smaller ones (a
 # QUIC stream's, reads of a slow peer) take the plain loop, which costs them nothing more
-# (the count of a run is kept from the last large chunk).
-_BATCH_CHUNK: Final = 64 * 1024
+# (the count of a run is kept from the last large chunk). Below 64 KiB so that a ZeroMQ
+# data message (whole frames joined up to 65,569 bytes: 61 frames of 1 KiB messages
+# make 64,538) is a large chunk: its frames cost ~0.3 µs less each in batches.
+_BATCH_CHUNK: Final = 32 * 1024
 
 
 class _CipherState:
