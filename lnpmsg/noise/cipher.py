@@ -198,9 +198,12 @@ class MessageEncryptor(_CipherState):
             raise self._failed_again()
         batch = messages if isinstance(messages, (list, tuple)) else list(messages)
         sizes = list(map(len, batch))
-        if sizes and max(sizes) > MAX_MESSAGE_SIZE:
+        largest = max(sizes) if sizes else 0
+        if largest > MAX_MESSAGE_SIZE:
             size = next(n for n in sizes if n > MAX_MESSAGE_SIZE)
             raise self._fail(MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}"))
+        # A batch of like messages (a stream of one type) shares one packed length.
+        same_length = _pack_length(largest) if sizes and min(sizes) == largest else None
         headers: list[bytes] = []
         bodies: list[bytes] = []
         done = 0
@@ -220,7 +223,8 @@ class MessageEncryptor(_CipherState):
                     self._rotate()
                 else:
                     self._nonce = nonce
-            headers += map(encrypt, _NONCES[nonce - 2 * (stop - done) : nonce : 2], map(_pack_length, sizes[done:stop]), repeat(None))
+            lengths = repeat(same_length, stop - done) if same_length is not None else map(_pack_length, sizes[done:stop])
+            headers += map(encrypt, _NONCES[nonce - 2 * (stop - done) : nonce : 2], lengths, repeat(None))
             done = stop
         return headers, bodies
 
