@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from lnpmsg.noise import FRAME_OVERHEAD
 from lnpmsg.transports.base import TransportError
 
 if TYPE_CHECKING:
@@ -211,7 +212,17 @@ class PeerWriting:
                 # About MAX_BATCH_BYTES at the queue's average message size, cut by two C
                 # slice operations. A sender ahead of the writer makes this the usual case;
                 # finding the exact cut took a length, a running sum and a test per message.
-                count = min(len(outbox), MAX_BATCH_MESSAGES, max(1, MAX_BATCH_BYTES * len(outbox) // self._queued_bytes))
+                if joined_limit:
+                    # As many messages as fill whole items of the transport (at the
+                    # queue's average frame), as many items as make about MAX_BATCH_BYTES:
+                    # a batch cut at MAX_BATCH_BYTES would end in a small item, a ZeroMQ
+                    # message of its own for a few frames.
+                    frame = self._queued_bytes // len(outbox) + FRAME_OVERHEAD
+                    items = max(1, (MAX_BATCH_BYTES + joined_limit // 2) // joined_limit)
+                    count = max(1, joined_limit // frame) * items
+                else:
+                    count = max(1, MAX_BATCH_BYTES * len(outbox) // self._queued_bytes)
+                count = min(len(outbox), MAX_BATCH_MESSAGES, count)
                 batch = outbox[:count]
                 del outbox[:count]
                 size = sum(map(len, batch))
