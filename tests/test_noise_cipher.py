@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
@@ -105,6 +106,35 @@ def test_encrypt_joined_is_the_frames_of_encrypt_many_back_to_back() -> None:
     # Both keep the same nonce and key afterwards.
     assert joined.encrypt_joined([b"next"]) == many.encrypt(b"next")
     assert joined.encrypt_joined([]) == b""
+
+
+def test_encrypt_grouped_joins_whole_frames_up_to_the_limit() -> None:
+    # Mixed sizes across two key rotations: the items are the frames of
+    # encrypt_many in order, cut only between frames, each as many frames as
+    # fit in the limit, or one frame alone when it exceeds the limit.
+    messages = [os.urandom(n) for n in (0, 1, 1024, 5, MAX_MESSAGE_SIZE, 3000)] * 200
+    frames = _pair()[0].encrypt_many(messages)
+    grouped, decryptor = _pair()
+    limit = 5000
+    items = grouped.encrypt_grouped(iter(messages), limit)
+    assert b"".join(items) == b"".join(frames)
+    starts = list(itertools.accumulate(map(len, frames), initial=0))
+    frame_at = {start: len(frame) for start, frame in zip(starts, frames)}
+    position = 0
+    for item in items:
+        assert position in frame_at  # an item starts (and so the one before ends) where a frame does
+        if len(item) > limit:
+            assert len(item) == frame_at[position] == MAX_MESSAGE_SIZE + FRAME_OVERHEAD
+        position += len(item)
+        if position in frame_at:
+            assert len(item) + frame_at[position] > limit  # the next frame did not fit
+    assert position == starts[-1]
+    assert decryptor.feed(b"".join(items)) == messages
+    # The nonces and keys go on as after encrypt_many.
+    reference = _pair()[0]
+    reference.encrypt_many(messages)
+    assert grouped.encrypt_grouped([b"next"], limit) == [reference.encrypt(b"next")]
+    assert grouped.encrypt_grouped([], limit) == []
 
 
 def test_oversize_message_is_refused_and_sticky() -> None:
@@ -239,8 +269,8 @@ def test_runs_of_one_size_decode_whatever_the_chunking() -> None:
     encryptor = MessageEncryptor(KEY, CHAINING_KEY)
     stream = encryptor.encrypt_joined(messages)
     assert MessageDecryptor(KEY, CHAINING_KEY).feed(stream) == messages
-    # small chunks go frame by frame, large ones (from 64 KiB) count runs and batch them
-    chunks = [rng.choice((rng.randint(1, 100), rng.randint(1, 20_000), rng.randint(65_536, 200_000))) for _ in range(60)]
+    # small chunks go frame by frame, large ones (from 32 KiB) count runs and batch them
+    chunks = [rng.choice((rng.randint(1, 100), rng.randint(1, 20_000), rng.randint(32_768, 200_000))) for _ in range(60)]
     decryptor = MessageDecryptor(KEY, CHAINING_KEY)
     assert _feed_in_chunks(decryptor, stream, chunks) == messages
     assert decryptor.buffered == 0

@@ -40,6 +40,7 @@ from lnpmsg.transports.zmq import (
     decode_message,
 )
 from lnpmsg.io.zmq_trio import TrioSocket
+from lnpmsg.noise import MessageDecryptor, MessageEncryptor
 
 Ctx: TypeAlias = "zmq.Context[zmq.Socket[bytes]]"
 
@@ -199,6 +200,36 @@ async def test_a_batch_reaches_a_raw_peer_as_few_whole_messages(ctx: Ctx, endpoi
         assert b"".join(messages) == b"".join(frames)
         assert all(len(m) % 1058 == 0 and len(m) <= MAX_FRAME_SIZE for m in messages)
         assert len(messages) == 4  # 61 + 61 + 61 + 17 frames
+        await peer.send_multipart([routing_id, *CLOSE])
+        await conn.aclose()
+    peer.close()
+
+
+async def test_frames_joined_by_the_sender_travel_as_they_are(ctx: Ctx, endpoint: str) -> None:
+    """Items of whole frames joined up to ``max_joined_frames`` (what the node's writer
+    gives, from ``encrypt_grouped``) are data messages as they are, and decode whole."""
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    peer = TrioSocket(router)
+    key, chaining_key = os.urandom(32), os.urandom(32)
+    plaintexts = [bytes([i % 251]) * 1024 for i in range(200)] + [b"\x00\x12", b"x" * 65535, b"y" * 300]
+    with trio.fail_after(HANG_GUARD):
+        conn = await ZmqTransport(ctx).dial(router.getsockopt_string(zmq.LAST_ENDPOINT))
+        assert conn.keeps_frame_boundaries and conn.max_joined_frames == MAX_FRAME_SIZE
+        items = MessageEncryptor(key, chaining_key).encrypt_grouped(plaintexts, conn.max_joined_frames)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.send_frames, items)
+            messages: list[bytes] = []
+            while len(messages) < len(items):
+                routing_id, *parts = await peer.recv_multipart()
+                message = decode_message(parts)
+                if isinstance(message, DataMessage):
+                    messages.append(message.frame)
+        assert messages == items
+        assert len(messages) == 6  # 61 + 61 + 61 + 18 frames, the 64 KiB one alone, the last one
+        decryptor = MessageDecryptor(key, chaining_key)
+        assert [m for message in messages for m in decryptor.feed(message)] == plaintexts
         await peer.send_multipart([routing_id, *CLOSE])
         await conn.aclose()
     peer.close()

@@ -234,6 +234,14 @@ class Peer(PeerWriting):
         """Queue a message, waiting while this peer's outbound queue is full."""
         data = message if type(message) is bytes else _encoded(message)
         size = len(data)
+        queued = self._queued_bytes
+        outbox = self._outbox
+        if outbox and queued + size <= self._max_queued and size <= MAX_MESSAGE_SIZE and not self._closing:
+            # A stream of sends: the writer was woken by the first message queued (it
+            # waits only on an empty outbox), so this one only joins the queue.
+            outbox.append(data)
+            self._queued_bytes = queued + size
+            return
         while self._queued_bytes and self._queued_bytes + size > self._max_queued:
             self._check_open()
             if self._room is None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from lnpmsg.noise import FRAME_OVERHEAD
 from lnpmsg.transports.base import TransportError
 
 if TYPE_CHECKING:
@@ -192,6 +193,7 @@ class PeerWriting:
         max_batch = self.conn.preferred_write_size or MAX_BATCH_BYTES
         encryptor = self._cipher.encryptor
         keeps_frames = self.conn.keeps_frame_boundaries
+        joined_limit = self.conn.max_joined_frames if keeps_frames else None
         outbox = self.session.outbox
         counters = self.counters
         if unsent:
@@ -212,16 +214,32 @@ class PeerWriting:
                 # About max_batch bytes at the queue's average message size, cut by two C
                 # slice operations. A sender ahead of the writer makes this the usual case;
                 # finding the exact cut took a length, a running sum and a test per message.
-                count = min(len(outbox), MAX_BATCH_MESSAGES, max(1, max_batch * len(outbox) // self._queued_bytes))
+                if joined_limit:
+                    # As many messages as fill whole items of the transport (at the
+                    # queue's average frame), as many items as make about MAX_BATCH_BYTES:
+                    # a batch cut at MAX_BATCH_BYTES would end in a small item, a ZeroMQ
+                    # message of its own for a few frames.
+                    frame = self._queued_bytes // len(outbox) + FRAME_OVERHEAD
+                    items = max(1, (MAX_BATCH_BYTES + joined_limit // 2) // joined_limit)
+                    count = max(1, joined_limit // frame) * items
+                else:
+                    count = max(1, max_batch * len(outbox) // self._queued_bytes)
+                count = min(len(outbox), MAX_BATCH_MESSAGES, count)
                 batch = outbox[:count]
                 del outbox[:count]
                 size = sum(map(len, batch))
             if len(batch) == 1:
                 # One message (an init, a ping, a reply): the batch path costs twice as much.
                 frames = [encryptor.encrypt(batch[0])]
-            else:
+            elif not keeps_frames:
                 # A byte stream takes the batch as one buffer, its frames joined.
-                frames = encryptor.encrypt_many(batch) if keeps_frames else [encryptor.encrypt_joined(batch)]
+                frames = [encryptor.encrypt_joined(batch)]
+            elif joined_limit:
+                # Whole frames joined as the transport will carry them (a ZeroMQ
+                # message each): one copy per frame, none of a frame on its own.
+                frames = encryptor.encrypt_grouped(batch, joined_limit)
+            else:
+                frames = encryptor.encrypt_many(batch)
             try:
                 await self.conn.send_frames(frames)
             except TransportError as exc:

@@ -17,8 +17,9 @@ loop turn per frame.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections.abc import Iterable
-from itertools import repeat
+from itertools import accumulate, repeat
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -66,8 +67,10 @@ _BACK_OFF: Final = -224
 _MIN_BATCH: Final = 16
 # Only chunks of at least this many bytes count runs and try batches; smaller ones (a
 # QUIC stream's, reads of a slow peer) take the plain loop, which costs them nothing more
-# (the count of a run is kept from the last large chunk).
-_BATCH_CHUNK: Final = 64 * 1024
+# (the count of a run is kept from the last large chunk). Below 64 KiB so that a ZeroMQ
+# data message (whole frames joined up to 65,569 bytes: 61 frames of 1 KiB messages
+# make 64,538) is a large chunk: its frames cost ~0.3 µs less each in batches.
+_BATCH_CHUNK: Final = 32 * 1024
 
 
 class _CipherState:
@@ -151,6 +154,38 @@ class MessageEncryptor(_CipherState):
         parts[1::2] = bodies
         return b"".join(parts)
 
+    def encrypt_grouped(self, messages: Iterable[bytes], limit: int) -> list[bytes]:
+        """Return the frames of :meth:`encrypt_many` joined in runs of up to ``limit`` bytes.
+
+        For transports that move whole frames, several to one message of at
+        most ``limit`` bytes (ZeroMQ): each item is consecutive whole frames
+        back to back, as many as fit, so no frame is ever split; a frame over
+        ``limit`` on its own is an item by itself. The parts are joined once
+        per item, so no frame is concatenated on its own and no Python loop
+        turn is spent per frame.
+        """
+        batch = messages if isinstance(messages, (list, tuple)) else list(messages)
+        headers, bodies = self._encrypt_batch(batch)
+        count = len(bodies)
+        parts: list[bytes] = [b""] * (2 * count)
+        parts[0::2] = headers
+        parts[1::2] = bodies
+        # where each frame ends in the joined stream: each item's cut found by a C bisect
+        ends = list(accumulate(map(FRAME_OVERHEAD.__add__, map(len, batch))))
+        if not count or ends[-1] <= limit:
+            return [b"".join(parts)] if count else []
+        items: list[bytes] = []
+        start = 0
+        base = 0
+        while start < count:
+            stop = bisect_right(ends, base + limit, start)
+            if stop == start:  # a frame over the limit: alone
+                stop = start + 1
+            items.append(b"".join(parts[2 * start : 2 * stop]))
+            base = ends[stop - 1]
+            start = stop
+        return items
+
     def _encrypt_batch(self, messages: Iterable[bytes]) -> tuple[list[bytes], list[bytes]]:
         """Encrypt every message; return the encrypted length headers and the encrypted bodies.
 
@@ -163,9 +198,12 @@ class MessageEncryptor(_CipherState):
             raise self._failed_again()
         batch = messages if isinstance(messages, (list, tuple)) else list(messages)
         sizes = list(map(len, batch))
-        if sizes and max(sizes) > MAX_MESSAGE_SIZE:
+        largest = max(sizes) if sizes else 0
+        if largest > MAX_MESSAGE_SIZE:
             size = next(n for n in sizes if n > MAX_MESSAGE_SIZE)
             raise self._fail(MessageTooLarge(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}"))
+        # A batch of like messages (a stream of one type) shares one packed length.
+        same_length = _pack_length(largest) if sizes and min(sizes) == largest else None
         headers: list[bytes] = []
         bodies: list[bytes] = []
         done = 0
@@ -185,7 +223,8 @@ class MessageEncryptor(_CipherState):
                     self._rotate()
                 else:
                     self._nonce = nonce
-            headers += map(encrypt, _NONCES[nonce - 2 * (stop - done) : nonce : 2], map(_pack_length, sizes[done:stop]), repeat(None))
+            lengths = repeat(same_length, stop - done) if same_length is not None else map(_pack_length, sizes[done:stop])
+            headers += map(encrypt, _NONCES[nonce - 2 * (stop - done) : nonce : 2], lengths, repeat(None))
             done = stop
         return headers, bodies
 

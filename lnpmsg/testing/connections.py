@@ -141,6 +141,11 @@ async def check_names(open_pair: PairOpener) -> None:
             _require(isinstance(conn.kind, str) and conn.kind not in ("", "?"), f"{conn!r} has no kind")
             _require(isinstance(conn.remote_address, str) and conn.remote_address, f"{conn!r} has no remote address")
             _require(isinstance(conn.keeps_frame_boundaries, bool), "keeps_frame_boundaries is not a bool")
+            joined = conn.max_joined_frames
+            _require(
+                joined is None or (conn.keeps_frame_boundaries and type(joined) is int and joined > 0),
+                f"max_joined_frames {joined!r}: a positive int, and only where frames are kept apart",
+            )
         _require(a.kind == b.kind, f"the ends disagree on the kind: {a.kind} and {b.kind}")
 
 

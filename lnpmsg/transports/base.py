@@ -54,6 +54,11 @@ class Connection(abc.ABC):
     #: must get one frame per item. Byte streams (the default) may get a
     #: whole batch of frames joined into one buffer.
     keeps_frame_boundaries: bool = False
+    #: on a transport that keeps frame boundaries: when set, an item given to
+    #: ``send_frames`` may also be several whole frames back to back, of at most
+    #: this many bytes in all; the transport moves each item whole, as it moves
+    #: a frame (so a sender that joins frames itself saves a copy of each)
+    max_joined_frames: int | None = None
     #: the remote IP when ``remote_address`` does not hold it (a ZeroMQ
     #: listener's sessions: libzmq tells the peer's IP apart from the endpoint)
     peer_ip: str | None = None

@@ -36,6 +36,8 @@ class ZmqConnection(Connection):
     #: frames travel whole, several to a ZeroMQ message (see :func:`coalesce`):
     #: the transport needs them apart to never split one across messages
     keeps_frame_boundaries = True
+    #: whole frames already joined up to a data message's size travel as they are
+    max_joined_frames = MAX_FRAME_SIZE
 
     def __init__(self, port: Port, remote_address: str, routing_id: bytes | None, *, peer_ip: str | None = None) -> None:
         self._port = port

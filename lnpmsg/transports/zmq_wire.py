@@ -31,9 +31,12 @@ Coalescing: ``send_frames`` packs consecutive frames into one data message
 while they fit in :data:`MAX_FRAME_SIZE` (a frame is never split, and a
 frame of the maximum size travels alone), because each ZeroMQ message costs
 a round of libzmq and Python work whatever its size: a batch of 1 KiB
-messages then costs one ZeroMQ message per ~60 of them. Message boundaries
-stay frame boundaries; the receiver hands a message's bytes on as they are
-(BOLT-8 frames carry their own lengths). A receiver of the older one frame
+messages then costs one ZeroMQ message per ~60 of them. A node's writer
+joins its frames that way itself as it encrypts them (the connection's
+``max_joined_frames``, :meth:`~lnpmsg.noise.MessageEncryptor.encrypt_grouped`),
+so a batch's frames are copied once, and ``coalesce`` finds them whole.
+Message boundaries stay frame boundaries; the receiver hands a message's
+bytes on as they are (BOLT-8 frames carry their own lengths). A receiver of the older one frame
 per message convention reads these messages unchanged: a data message was
 always "bytes of at most :data:`MAX_FRAME_SIZE`", so nothing is versioned.
 """
