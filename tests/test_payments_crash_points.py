@@ -16,7 +16,12 @@ money moved exactly once or not at all (A paid amount and fee, B kept the fee,
 C got the amount), no HTLC is left on any channel, and nothing went on chain.
 
 A forward recorded before a crash and refused after the restart keeps the
-failure it was refused with across one more crash (the last test).
+failure it was refused with across one more crash.
+
+The channel app's write of a peer's failure of our HTLC (the failure store)
+is a persistence point too: the payer or the forwarder crashes right before
+it (the channel's records are on disk) or right after it, and the payer
+still reads the payee's own failure (the last test).
 
 The channel store's own crash points are covered by
 ``test_channels_crash_points.py``.
@@ -33,6 +38,7 @@ import pytest
 import trio
 from test_payments_app import POLICY, channels, net, payments, quiet, wait_until
 
+from lnpmsg.channels.failures import FailureStore, OfferedFailure
 from lnpmsg.node.node import Node
 from lnpmsg.payments import bolt11
 from lnpmsg.payments.htlcs import FeePolicy
@@ -316,5 +322,113 @@ async def test_a_forward_refused_after_a_restart_keeps_its_failure_across_anothe
         assert forward["status"] == "failed" and forward["failure"], forward
         await wait_until(lambda: all(quiet(x) for x in live.values()), "no HTLC left")
         assert (await payments(c).listinvoices("refused later"))["invoices"][0]["status"] == "unpaid"
+        for node in live.values():
+            node.stop()
+
+
+class FailureWriteCrash:
+    """Crash the node whose channel app keeps its failures in ``directory`` at its first write of a
+    peer's failure of our HTLC: ``before`` it (the channel's records are on disk, the failure is not)
+    or right ``after`` it; ``scope`` is the node's, set when it starts."""
+
+    def __init__(self, directory: Path, when: str) -> None:
+        self.directory = directory
+        self.when = when
+        self.scope: trio.CancelScope | None = None
+        self.fired = False
+        self.token = trio.lowlevel.current_trio_token()
+
+    def fire(self) -> None:
+        self.fired = True
+        assert self.scope is not None
+        try:
+            trio.from_thread.run_sync(self.scope.cancel, trio_token=self.token)
+        except RuntimeError:  # the write ran in the event loop's own thread
+            self.scope.cancel()
+        raise SimulatedCrash
+
+
+@pytest.fixture
+def failure_crashes(monkeypatch: pytest.MonkeyPatch) -> list[FailureWriteCrash]:
+    """Every failure store checks its writes against the crashes in this list."""
+    crashes: list[FailureWriteCrash] = []
+    original = FailureStore.add
+
+    def add(store: FailureStore, failure: OfferedFailure) -> None:
+        crash = next((c for c in crashes if not c.fired and store.directory == c.directory), None)
+        if crash is not None and crash.when == "before":
+            crash.fire()
+        original(store, failure)
+        if crash is not None:
+            crash.fire()
+
+    monkeypatch.setattr(FailureStore, "add", add)
+    return crashes
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("victim", ["a", "b"])
+async def test_a_crash_around_the_write_of_a_peers_failure_loses_nothing(tmp_path: Path, failure_crashes: list[FailureWriteCrash],
+                                                                       victim: str, when: str) -> None:  # fmt: skip
+    """A pays C through B an invoice C signed for a payment hash C does not know: C refuses. The
+    victim (B, the forwarder; or A, the payer) crashes when its channel app writes the failure it
+    got from downstream: after the channel's records and before the failure's write, or right after
+    that write. Restarted, B sends upstream the payee's own failure and A attributes it to the payee
+    (not a local ``temporary_channel_failure`` nor ``interrupted``); nothing moved, no HTLC is left,
+    nothing went on chain, and no channel app keeps a failure once the payments apps recorded it."""
+    crash = FailureWriteCrash(tmp_path / victim / "channels" / "failures", when)
+    async with net(tmp_path) as n, trio.open_nursery() as nursery:
+        live: dict[str, Node] = {}
+
+        async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            node = live[name] = n.node(name)
+            with trio.CancelScope() as scope:
+                if name == victim:
+                    crash.scope = scope
+                try:
+                    await node.run(task_status=task_status)
+                except BaseException as exc:
+                    if not (name == victim and crash.fired and _only_crash(exc)):
+                        raise
+
+        for name in "abc":
+            await nursery.start(run_node, name)
+        a, b, c = live["a"], live["b"], live["c"]
+        await n.fund(a, b)
+        await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+        before = balances(live)
+        template = bolt11.decode((await payments(c).invoice(AMOUNT_MSAT, "template", "signed by C"))["bolt11"])
+        unknown = replace(template, payment_hash=os.urandom(32), signature=None, payee=None)
+        text, payment_hash = bolt11.encode(bolt11.sign(unknown, n.keys["c"].secret)), unknown.payment_hash.hex()
+        failure_crashes.append(crash)
+
+        async def pay() -> None:
+            try:
+                await payments(a).pay(text)
+            except ChainAppError as exc:
+                if not ("incorrect_or_unknown_payment_details" in str(exc) or (victim == "a" and exc.details.get("error") == "Interrupted")):
+                    raise
+
+        nursery.start_soon(pay)
+        with trio.fail_after(60):
+            while not crash.fired:
+                await trio.sleep(0.01)
+        await wait_until(lambda: all(live[victim].node_id not in live[x].peers for x in NEIGHBOURS[victim]), "the neighbours see the crash")
+        await nursery.start(run_node, victim)  # the same key, the same directories
+        for neighbour in NEIGHBOURS[victim]:
+            await live[victim].connect(live[neighbour].addresses[0])
+
+        with trio.fail_after(90):
+            while (row := (await payments(live["a"]).listpayments(payment_hash))["payments"][-1])["status"] == "pending":
+                await trio.sleep(0.05)
+        assert row["status"] == "failed", row
+        assert "the payee" in row["error"] and "incorrect_or_unknown_payment_details" in row["error"], row["error"]
+        await wait_until(lambda: all(quiet(x) for x in live.values()), "no HTLC left")
+        assert _moves(before, balances(live)) == {"a": 0, "b": 0, "c": 0}
+        assert not await trio.to_thread.run_sync(n.source.core.mempool_txids), "something went on chain"
+        for name in "ab":
+            await wait_until(lambda name=name: not channels(live[name]).htlcs.failed_offered(), f"{name} keeps no failure")  # type: ignore[misc]
+            assert not any((tmp_path / name / "channels" / "failures").iterdir())
         for node in live.values():
             node.stop()
