@@ -100,3 +100,25 @@ async def test_a_peers_failure_is_kept_on_disk_until_the_handler_has_it(tmp_path
     third = HtlcHook(SimpleNamespace(manager=manager, onchain=None))  # type: ignore[arg-type]
     third.open_failures(tmp_path)
     assert third.failed_offered() == []
+
+
+@pytest.mark.trio
+async def test_a_failure_the_peer_replaced_after_a_reconnection_replaces_the_kept_one(tmp_path: Path) -> None:
+    """The peer's first failure was not committed when the connection dropped (both sides forget it);
+    it then fails the HTLC with another reason (or a malformed code): the kept failure is the new one,
+    also for a restart that lists it once the HTLC left the channel."""
+    from lnpmsg.channels.messages import UpdateFailHtlc, UpdateFailMalformedHtlc
+
+    manager = SimpleNamespace(channels={})
+    hook = HtlcHook(SimpleNamespace(manager=manager, onchain=None))  # type: ignore[arg-type]
+    hook.open_failures(tmp_path)
+    first = (UpdateFailHtlc(channel_id=bytes(32), id=1, reason=b"first"), UpdateFailHtlc(channel_id=bytes(32), id=2, reason=b"first"))
+    await hook.persisted(manager.channels.setdefault("chan", channel_with("chan", [add(1), add(2)], first)))
+    after = (UpdateFailHtlc(channel_id=bytes(32), id=1, reason=b"second"),
+             UpdateFailMalformedHtlc(channel_id=bytes(32), id=2, sha256_of_onion=bytes(32), failure_code=0xC005))  # fmt: skip
+    await hook.persisted(channel_with("chan", [add(1), add(2)], after))
+    manager.channels["chan"] = channel_with("chan", [], ())  # both failures irrevocable
+    again = HtlcHook(SimpleNamespace(manager=manager, onchain=None))  # type: ignore[arg-type]
+    again.open_failures(tmp_path)  # a restart
+    for kept in (hook.failed_offered(), again.failed_offered()):
+        assert [(f.ref, f.reason, f.failure_code) for f in kept] == [(("chan", 1), b"second", None), (("chan", 2), None, 0xC005)]

@@ -153,23 +153,25 @@ class HtlcHook:
 
     async def persisted(self, channel: ManagedChannel) -> None:
         """The channel's records are on disk (a job's, or the replay at start): keep every failure
-        of our HTLCs its state holds that is not kept yet, before any message leaves."""
+        of our HTLCs its state holds that is not kept yet (or kept as another failure), before any message leaves."""
         store = self._failures
         s = channel.core.state
         if store is None or not s.remote_changes.all():
             return
         for update in s.remote_changes.all():
-            if not isinstance(update, UpdateFailHtlc | UpdateFailMalformedHtlc) or (channel.key, update.id) in store.kept:
+            if not isinstance(update, UpdateFailHtlc | UpdateFailMalformedHtlc):
+                continue
+            reason, code = (update.reason, None) if isinstance(update, UpdateFailHtlc) else (None, update.failure_code)
+            # kept with another failure: the first was not committed when the connection dropped
+            # (both sides forgot it), and the peer then failed the HTLC otherwise: this one counts
+            kept = store.kept.get((channel.key, update.id))
+            if kept is not None and (kept.reason, kept.failure_code) == (reason, code):
                 continue
             # the peer's commitment holds our HTLC until the failure is irrevocable (the core checked)
             add = s.remote_commit.spec.htlc(True, update.id) if s.remote_commit is not None else None
             if add is None:
                 continue
-            if isinstance(update, UpdateFailHtlc):
-                failure = OfferedFailure(channel.key, add, update.reason, None)
-            else:
-                failure = OfferedFailure(channel.key, add, None, update.failure_code)
-            await trio.to_thread.run_sync(store.add, failure)
+            await trio.to_thread.run_sync(store.add, OfferedFailure(channel.key, add, reason, code))
 
     def failed_offered(self) -> list[OfferedFailure]:
         """The kept failures of our HTLCs that have left their channel (irrevocably failed) and that
