@@ -376,7 +376,11 @@ async def test_a_crash_around_the_write_of_a_peers_failure_loses_nothing(tmp_pat
     got from downstream: after the channel's records and before the failure's write, or right after
     that write. Restarted, B sends upstream the payee's own failure and A attributes it to the payee
     (not a local ``temporary_channel_failure`` nor ``interrupted``); nothing moved, no HTLC is left,
-    nothing went on chain, and no channel app keeps a failure once the payments apps recorded it."""
+    nothing went on chain, and no channel app keeps a failure once the payments apps recorded it.
+
+    (The first write of a failure comes in the job that received it, so the update is not yet
+    committed there: a crash before the write leaves it to the peer to fail the HTLC again after
+    the reconnection, and one after it leaves a kept failure of an HTLC still in the channel.)"""
     crash = FailureWriteCrash(tmp_path / victim / "channels" / "failures", when)
     async with net(tmp_path) as n, trio.open_nursery() as nursery:
         live: dict[str, Node] = {}
