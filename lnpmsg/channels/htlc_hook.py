@@ -37,7 +37,9 @@ the job that received it the hook keeps it (:meth:`HtlcHook.persisted`), and
 :meth:`HtlcHook.failed_offered` lists the kept ones whose HTLC has left the
 channel, for a handler that was not listening when they came or whose
 process died before it wrote what they meant. The handler says when it has
-its own record of one (:meth:`HtlcHook.failure_handled`).
+its own record of one (:meth:`HtlcHook.failure_handled`). The failure of an HTLC
+whose channel went on chain before the failure was irrevocable is released
+then: that HTLC ends on chain, and the chain's outcome is the one that counts.
 
 The handler's methods run inside the channel manager's actor: they must
 only queue work (never wait for another channel job).
@@ -156,7 +158,10 @@ class HtlcHook:
         of our HTLCs its state holds that is not kept yet (or kept as another failure), before any message leaves."""
         store = self._failures
         s = channel.core.state
-        if store is None or not s.remote_changes.all():
+        if store is None:
+            return
+        if channel.phase in (Phase.FAILED, Phase.CLOSED):
+            await self._release_cut_short(store, channel)
             return
         for update in s.remote_changes.all():
             if not isinstance(update, UpdateFailHtlc | UpdateFailMalformedHtlc):
@@ -172,6 +177,19 @@ class HtlcHook:
             if add is None:
                 continue
             await trio.to_thread.run_sync(store.add, OfferedFailure(channel.key, add, reason, code))
+
+    @staticmethod
+    async def _release_cut_short(store: FailureStore, channel: ManagedChannel) -> None:
+        """The channel went on chain, and its state never changes again: a failure of an HTLC still
+        in it was cut short. That HTLC ends on chain, and what the chain does with it is what counts
+        (:meth:`HtlcHandler.htlc_resolved_on_chain`, also after a restart: the monitor replays the
+        chain, and a restarted handler adopts the HTLC from :meth:`offered`), so its failure is
+        never listed (:meth:`failed_offered`) and is released now. The replay at start releases
+        any such failure left on disk too (its HTLC resolved on chain before, or the monitor
+        archived since)."""
+        still = _offered_ids(channel)
+        for ref in [ref for ref in store.kept if ref[0] == channel.key and ref[1] in still]:
+            await trio.to_thread.run_sync(store.remove, ref)
 
     def failed_offered(self) -> list[OfferedFailure]:
         """The kept failures of our HTLCs that have left their channel (irrevocably failed) and that
@@ -285,14 +303,7 @@ class HtlcHook:
         """The ids of the HTLCs we offered on a channel that are not yet removed from it."""
         manager = self._app.manager
         channel = manager.channels.get(channel_key) if manager is not None else None
-        if channel is None:
-            return set()
-        s = channel.core.state
-        ids = {u.id for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
-        for commit in (s.local_commit, s.remote_commit, s.remote_next_commit):
-            if commit is not None:
-                ids |= {h.add.id for h in commit.spec.htlcs if not h.incoming}
-        return ids
+        return set() if channel is None else _offered_ids(channel)
 
     # ------------------------------------------------------------ commands
 
@@ -351,6 +362,16 @@ class HtlcHook:
             await manager.submit(channel, item)  # type: ignore[union-attr, arg-type]
         except LocalMisuse as exc:
             raise HtlcRefused(str(exc)) from exc
+
+
+def _offered_ids(channel: ManagedChannel) -> set[int]:
+    """The ids of the HTLCs we offered on ``channel`` that are not yet removed from it."""
+    s = channel.core.state
+    ids = {u.id for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
+    for commit in (s.local_commit, s.remote_commit, s.remote_next_commit):
+        if commit is not None:
+            ids |= {h.add.id for h in commit.spec.htlcs if not h.incoming}
+    return ids
 
 
 def _info(channel: ManagedChannel) -> ChannelInfo | None:
