@@ -154,3 +154,29 @@ async def test_a_failure_cut_short_by_the_chain_is_released_and_not_kept_again(t
     assert [f.ref for f in again.failed_offered()] == [("chan", 2)]
     assert list(again._failures.kept) == [("chan", 2)]  # type: ignore[union-attr]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chan-2.fail"]
+
+
+@pytest.mark.trio
+async def test_an_htlc_only_in_the_peers_commitment_is_still_in_the_channel(tmp_path: Path) -> None:
+    """The peer failed our HTLC and signed our commitment without it, but its own commitment (not
+    revoked yet) still holds it, as an HTLC incoming to the peer: the failure is not irrevocable. It is
+    not listed (a forward would fail upstream while the peer can still claim the HTLC on chain with
+    that commitment), and the HTLC is among the offered ones; listed once the peer revoked that commitment."""
+    from lnpmsg.channels.messages import UpdateFailHtlc
+    from lnpmsg.channels.updates import Changes, CommitSpec, DirectedHtlc
+
+    def channel(in_theirs: bool) -> Any:
+        remote = CommitSpec((DirectedHtlc(True, add(1)),) if in_theirs else (), 253, 0, 0)
+        changes = Changes(signed=(UpdateFailHtlc(channel_id=bytes(32), id=1, reason=b"onion"),)) if in_theirs else Changes()
+        state = SimpleNamespace(short_channel_id=42, local_changes=Changes(), remote_changes=changes, remote_next_commit=None,
+                                local_commit=SimpleNamespace(spec=CommitSpec((), 253, 0, 0)), remote_commit=SimpleNamespace(spec=remote))  # fmt: skip
+        return SimpleNamespace(key="chan", peer_id=b"\x02" * 33, core=SimpleNamespace(state=state), phase=Phase.NORMAL)
+
+    manager = SimpleNamespace(channels={"chan": channel(True)})
+    hook = HtlcHook(SimpleNamespace(manager=manager, onchain=None))  # type: ignore[arg-type]
+    hook.open_failures(tmp_path)
+    await hook.persisted(manager.channels["chan"])
+    assert hook.failed_offered() == []
+    assert [h.add for h in hook.offered()] == [add(1)] and hook.outgoing_ids("chan") == {1}
+    manager.channels["chan"] = channel(False)  # the peer revoked it
+    assert [f.ref for f in hook.failed_offered()] == [("chan", 1)] and hook.offered() == []

@@ -280,9 +280,9 @@ class HtlcHook:
         for channel in manager.channels.values() if manager is not None else ():
             s = channel.core.state
             adds = {u.id: u for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
-            for commit in (s.local_commit, s.remote_commit, s.remote_next_commit):
-                if commit is not None:
-                    adds.update((h.add.id, h.add) for h in commit.spec.htlcs if not h.incoming)
+            for commit, ours in ((s.local_commit, True), (s.remote_commit, False), (s.remote_next_commit, False)):
+                if commit is not None:  # (in the peer's commitments our HTLCs are the incoming ones)
+                    adds.update((h.add.id, h.add) for h in commit.spec.htlcs if h.incoming is not ours)
             out.extend(IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, add) for add in adds.values())
         return out
 
@@ -368,9 +368,9 @@ def _offered_ids(channel: ManagedChannel) -> set[int]:
     """The ids of the HTLCs we offered on ``channel`` that are not yet removed from it."""
     s = channel.core.state
     ids = {u.id for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
-    for commit in (s.local_commit, s.remote_commit, s.remote_next_commit):
-        if commit is not None:
-            ids |= {h.add.id for h in commit.spec.htlcs if not h.incoming}
+    for commit, ours in ((s.local_commit, True), (s.remote_commit, False), (s.remote_next_commit, False)):
+        if commit is not None:  # (in the peer's commitments our HTLCs are the incoming ones)
+            ids |= {h.add.id for h in commit.spec.htlcs if h.incoming is not ours}
     return ids
 
 
