@@ -16,7 +16,14 @@ money moved exactly once or not at all (A paid amount and fee, B kept the fee,
 C got the amount), no HTLC is left on any channel, and nothing went on chain.
 
 A forward recorded before a crash and refused after the restart keeps the
-failure it was refused with across one more crash (the last test).
+failure it was refused with across one more crash.
+
+A payment C refuses (an invoice C signed for a payment hash it does not
+know): the payer or the forwarder crashes right before or right after its
+channel app writes C's failure (the failure store), or at each of its
+channel persistence points during the payment; the payer still reads the
+payee's own failure (or, when the crash came before the HTLC left the
+victim, that hop's), nothing is lost and no failure stays kept.
 
 The channel store's own crash points are covered by
 ``test_channels_crash_points.py``.
@@ -27,12 +34,15 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
 from test_payments_app import POLICY, channels, net, payments, quiet, wait_until
 
+from lnpmsg.channels.failures import FailureStore, OfferedFailure
+from lnpmsg.channels.manager import CRASH_STAGES
 from lnpmsg.node.node import Node
 from lnpmsg.payments import bolt11
 from lnpmsg.payments.htlcs import FeePolicy
@@ -318,3 +328,177 @@ async def test_a_forward_refused_after_a_restart_keeps_its_failure_across_anothe
         assert (await payments(c).listinvoices("refused later"))["invoices"][0]["status"] == "unpaid"
         for node in live.values():
             node.stop()
+
+
+class FailureWriteCrash:
+    """Crash the node whose channel app keeps its failures in ``directory`` at its first write of a
+    peer's failure of our HTLC: ``before`` it (the channel's records are on disk, the failure is not)
+    or right ``after`` it; ``scope`` is the node's, set when it starts."""
+
+    def __init__(self, directory: Path, when: str) -> None:
+        self.directory = directory
+        self.when = when
+        self.scope: trio.CancelScope | None = None
+        self.fired = False
+        self.token = trio.lowlevel.current_trio_token()
+
+    def fire(self) -> None:
+        self.fired = True
+        assert self.scope is not None
+        try:
+            trio.from_thread.run_sync(self.scope.cancel, trio_token=self.token)
+        except RuntimeError:  # the write ran in the event loop's own thread
+            self.scope.cancel()
+        raise SimulatedCrash
+
+
+@pytest.fixture
+def failure_crashes(monkeypatch: pytest.MonkeyPatch) -> list[FailureWriteCrash]:
+    """Every failure store checks its writes against the crashes in this list."""
+    crashes: list[FailureWriteCrash] = []
+    original = FailureStore.add
+
+    def add(store: FailureStore, failure: OfferedFailure) -> None:
+        crash = next((c for c in crashes if not c.fired and store.directory == c.directory), None)
+        if crash is not None and crash.when == "before":
+            crash.fire()
+        original(store, failure)
+        if crash is not None:
+            crash.fire()
+
+    monkeypatch.setattr(FailureStore, "add", add)
+    return crashes
+
+
+#: channel persistence points the payer and the forwarder make during a refused payment (the counting test checks)
+REFUSAL_POINTS = {"a": 8, "b": 16}
+#: what the payer may read: the payee's own failure; when the crash came before the HTLC left the
+#: victim (the payer's add, or the forwarder's offer to C), a well-defined failure of that hop
+PAYEE_FAILURE = ("the payee", "incorrect_or_unknown_payment_details")
+HOP_FAILURES = (("hop 0", "temporary_channel_failure"), ("our channel", "did not take the HTLC"))
+
+
+async def _refused_payment(tmp_path: Path, victim: str | None, arm: Callable[[dict[str, Node], dict[str, trio.CancelScope]], Callable[[], bool]],
+                           allowed: tuple[tuple[str, str], ...]) -> dict[str, int]:  # fmt: skip
+    """A pays C through B an invoice C signed for a payment hash C does not know: C refuses. Once the
+    channels are open, ``arm`` readies the victim's crash (given the nodes and their cancel scopes)
+    and returns whether it fired. The victim restarts and dials its neighbours. Afterwards the payment
+    failed with one of the ``allowed`` (words, words) errors, nothing moved, no HTLC is left, nothing
+    went on chain, and no channel app keeps a failure (the payments apps recorded them). Returns the
+    channel persistence points each node made during the payment (the victim's: since its restart)."""
+    async with net(tmp_path) as n, trio.open_nursery() as nursery:
+        live: dict[str, Node] = {}
+        scopes: dict[str, trio.CancelScope] = {}
+        fired: Callable[[], bool] = lambda: False  # noqa: E731
+
+        async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            node = live[name] = n.node(name)
+            with trio.CancelScope() as scopes[name]:
+                try:
+                    await node.run(task_status=task_status)
+                except BaseException as exc:
+                    if not (name == victim and fired() and _only_crash(exc)):
+                        raise
+
+        for name in "abc":
+            await nursery.start(run_node, name)
+        a, b, c = live["a"], live["b"], live["c"]
+        await n.fund(a, b)
+        await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+        before = balances(live)
+        template = bolt11.decode((await payments(c).invoice(AMOUNT_MSAT, "template", "signed by C"))["bolt11"])
+        unknown = replace(template, payment_hash=os.urandom(32), signature=None, payee=None)
+        text, payment_hash = bolt11.encode(bolt11.sign(unknown, n.keys["c"].secret)), unknown.payment_hash.hex()
+        base = {x: channels(live[x]).manager.persists for x in "abc"}  # type: ignore[union-attr]
+        fired = arm(live, scopes)
+
+        async def pay() -> None:
+            try:
+                await payments(a).pay(text)
+            except ChainAppError:
+                pass  # the outcome is read from the store (a crash of the payer cuts the call short)
+
+        nursery.start_soon(pay)
+        if victim is not None:
+            with trio.fail_after(60):
+                while not fired():
+                    await trio.sleep(0.01)
+            await wait_until(lambda: all(live[victim].node_id not in live[x].peers for x in NEIGHBOURS[victim]), "the neighbours see the crash")
+            base[victim] = 0
+            await nursery.start(run_node, victim)  # the same key, the same directories
+            for neighbour in NEIGHBOURS[victim]:
+                await live[victim].connect(live[neighbour].addresses[0])
+
+        with trio.fail_after(90):
+            while not (rows := (await payments(live["a"]).listpayments(payment_hash))["payments"]) or rows[-1]["status"] == "pending":
+                await trio.sleep(0.05)
+        assert rows[-1]["status"] == "failed", rows[-1]
+        assert any(all(w in rows[-1]["error"] for w in words) for words in allowed), rows[-1]["error"]
+        await wait_until(lambda: all(quiet(x) for x in live.values()), "no HTLC left")
+        assert _moves(before, balances(live)) == {"a": 0, "b": 0, "c": 0}
+        assert not await trio.to_thread.run_sync(n.source.core.mempool_txids), "something went on chain"
+        for name in "ab":
+            await wait_until(lambda name=name: not channels(live[name]).htlcs.failed_offered(), f"{name} keeps no failure")  # type: ignore[misc]
+            assert not any((tmp_path / name / "channels" / "failures").iterdir())
+        points = {x: channels(live[x]).manager.persists - base[x] for x in "abc"}  # type: ignore[union-attr]
+        for node in live.values():
+            node.stop()
+    return points
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("victim", ["a", "b"])
+async def test_a_crash_around_the_write_of_a_peers_failure_loses_nothing(tmp_path: Path, failure_crashes: list[FailureWriteCrash],
+                                                                       victim: str, when: str) -> None:  # fmt: skip
+    """The victim (B, the forwarder; or A, the payer) crashes when its channel app writes the failure
+    it got from downstream: after the channel's records and before the failure's write, or right
+    after that write. Restarted, B sends upstream the payee's own failure and A attributes it to the
+    payee (not a local ``temporary_channel_failure`` nor ``interrupted``); nothing is lost.
+
+    (The first write of a failure comes in the job that received it, so the update is not yet
+    committed there: a crash before the write leaves it to the peer to fail the HTLC again after
+    the reconnection, and one after it leaves a kept failure of an HTLC still in the channel.)"""
+
+    def arm(live: dict[str, Node], scopes: dict[str, trio.CancelScope]) -> Callable[[], bool]:
+        crash = FailureWriteCrash(tmp_path / victim / "channels" / "failures", when)
+        crash.scope = scopes[victim]
+        failure_crashes.append(crash)
+        return lambda: crash.fired
+
+    await _refused_payment(tmp_path, victim, arm, (PAYEE_FAILURE,))
+
+
+def _no_crash(live: dict[str, Node], scopes: dict[str, trio.CancelScope]) -> Callable[[], bool]:
+    return lambda: False
+
+
+@pytest.mark.trio
+async def test_a_refused_payment_counts_its_points(tmp_path: Path) -> None:
+    """Without a crash the payer reads the payee's failure, and A and B make the points the next test covers."""
+    points = await _refused_payment(tmp_path, None, _no_crash, (PAYEE_FAILURE,))
+    assert {x: points[x] for x in REFUSAL_POINTS} == REFUSAL_POINTS
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(("victim", "point", "stage"),
+                         [(v, p, s) for v, n in REFUSAL_POINTS.items() for s in CRASH_STAGES for p in range(1, n + 1)])  # fmt: skip
+async def test_a_refused_payment_loses_nothing_at_any_channel_persistence_point(tmp_path: Path, victim: str, point: int, stage: str) -> None:
+    """The payer or the forwarder crashes at each of its channel persistence points during the refused
+    payment (``persisted``: its records are on disk, the failure store written, nothing sent; ``sent``:
+    the messages left). The payer reads the payee's failure, or, when the crash came before the HTLC
+    left the victim, that hop's own failure; nothing is lost and no failure stays kept."""
+    fired = False
+
+    def crash() -> None:
+        nonlocal fired
+        fired = True
+        raise SimulatedCrash
+
+    def arm(live: dict[str, Node], scopes: dict[str, trio.CancelScope]) -> Callable[[], bool]:
+        manager = channels(live[victim]).manager
+        assert manager is not None
+        manager.crash_at, manager.crash = (manager.persists + point, stage), crash
+        return lambda: fired
+
+    await _refused_payment(tmp_path, victim, arm, (PAYEE_FAILURE, *HOP_FAILURES))

@@ -37,7 +37,9 @@ the job that received it the hook keeps it (:meth:`HtlcHook.persisted`), and
 :meth:`HtlcHook.failed_offered` lists the kept ones whose HTLC has left the
 channel, for a handler that was not listening when they came or whose
 process died before it wrote what they meant. The handler says when it has
-its own record of one (:meth:`HtlcHook.failure_handled`).
+its own record of one (:meth:`HtlcHook.failure_handled`). The failure of an HTLC
+whose channel went on chain before the failure was irrevocable is released
+then: that HTLC ends on chain, and the chain's outcome is the one that counts.
 
 The handler's methods run inside the channel manager's actor: they must
 only queue work (never wait for another channel job).
@@ -153,23 +155,41 @@ class HtlcHook:
 
     async def persisted(self, channel: ManagedChannel) -> None:
         """The channel's records are on disk (a job's, or the replay at start): keep every failure
-        of our HTLCs its state holds that is not kept yet, before any message leaves."""
+        of our HTLCs its state holds that is not kept yet (or kept as another failure), before any message leaves."""
         store = self._failures
         s = channel.core.state
-        if store is None or not s.remote_changes.all():
+        if store is None:
+            return
+        if channel.phase in (Phase.FAILED, Phase.CLOSED):
+            await self._release_cut_short(store, channel)
             return
         for update in s.remote_changes.all():
-            if not isinstance(update, UpdateFailHtlc | UpdateFailMalformedHtlc) or (channel.key, update.id) in store.kept:
+            if not isinstance(update, UpdateFailHtlc | UpdateFailMalformedHtlc):
+                continue
+            reason, code = (update.reason, None) if isinstance(update, UpdateFailHtlc) else (None, update.failure_code)
+            # kept with another failure: the first was not committed when the connection dropped
+            # (both sides forgot it), and the peer then failed the HTLC otherwise: this one counts
+            kept = store.kept.get((channel.key, update.id))
+            if kept is not None and (kept.reason, kept.failure_code) == (reason, code):
                 continue
             # the peer's commitment holds our HTLC until the failure is irrevocable (the core checked)
             add = s.remote_commit.spec.htlc(True, update.id) if s.remote_commit is not None else None
             if add is None:
                 continue
-            if isinstance(update, UpdateFailHtlc):
-                failure = OfferedFailure(channel.key, add, update.reason, None)
-            else:
-                failure = OfferedFailure(channel.key, add, None, update.failure_code)
-            await trio.to_thread.run_sync(store.add, failure)
+            await trio.to_thread.run_sync(store.add, OfferedFailure(channel.key, add, reason, code))
+
+    @staticmethod
+    async def _release_cut_short(store: FailureStore, channel: ManagedChannel) -> None:
+        """The channel went on chain, and its state never changes again: a failure of an HTLC still
+        in it was cut short. That HTLC ends on chain, and what the chain does with it is what counts
+        (:meth:`HtlcHandler.htlc_resolved_on_chain`, also after a restart: the monitor replays the
+        chain, and a restarted handler adopts the HTLC from :meth:`offered`), so its failure is
+        never listed (:meth:`failed_offered`) and is released now. The replay at start releases
+        any such failure left on disk too (its HTLC resolved on chain before, or the monitor
+        archived since)."""
+        still = _offered_ids(channel)
+        for ref in [ref for ref in store.kept if ref[0] == channel.key and ref[1] in still]:
+            await trio.to_thread.run_sync(store.remove, ref)
 
     def failed_offered(self) -> list[OfferedFailure]:
         """The kept failures of our HTLCs that have left their channel (irrevocably failed) and that
@@ -260,9 +280,9 @@ class HtlcHook:
         for channel in manager.channels.values() if manager is not None else ():
             s = channel.core.state
             adds = {u.id: u for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
-            for commit in (s.local_commit, s.remote_commit, s.remote_next_commit):
-                if commit is not None:
-                    adds.update((h.add.id, h.add) for h in commit.spec.htlcs if not h.incoming)
+            for commit, ours in ((s.local_commit, True), (s.remote_commit, False), (s.remote_next_commit, False)):
+                if commit is not None:  # (in the peer's commitments our HTLCs are the incoming ones)
+                    adds.update((h.add.id, h.add) for h in commit.spec.htlcs if h.incoming is not ours)
             out.extend(IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, add) for add in adds.values())
         return out
 
@@ -283,14 +303,7 @@ class HtlcHook:
         """The ids of the HTLCs we offered on a channel that are not yet removed from it."""
         manager = self._app.manager
         channel = manager.channels.get(channel_key) if manager is not None else None
-        if channel is None:
-            return set()
-        s = channel.core.state
-        ids = {u.id for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
-        for commit in (s.local_commit, s.remote_commit, s.remote_next_commit):
-            if commit is not None:
-                ids |= {h.add.id for h in commit.spec.htlcs if not h.incoming}
-        return ids
+        return set() if channel is None else _offered_ids(channel)
 
     # ------------------------------------------------------------ commands
 
@@ -349,6 +362,16 @@ class HtlcHook:
             await manager.submit(channel, item)  # type: ignore[union-attr, arg-type]
         except LocalMisuse as exc:
             raise HtlcRefused(str(exc)) from exc
+
+
+def _offered_ids(channel: ManagedChannel) -> set[int]:
+    """The ids of the HTLCs we offered on ``channel`` that are not yet removed from it."""
+    s = channel.core.state
+    ids = {u.id for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
+    for commit, ours in ((s.local_commit, True), (s.remote_commit, False), (s.remote_next_commit, False)):
+        if commit is not None:  # (in the peer's commitments our HTLCs are the incoming ones)
+            ids |= {h.add.id for h in commit.spec.htlcs if h.incoming is not ours}
+    return ids
 
 
 def _info(channel: ManagedChannel) -> ChannelInfo | None:

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from lnpmsg.chain.datadir import write_atomic
+
 from .codec import CodecError
 from .inputs import Record
 from .params import ChannelSecrets
@@ -32,14 +34,6 @@ from .records import encode_snapshot, frame, parse_frames, restore
 __all__ = ["ChannelLog", "ChannelStore"]
 
 _KEY_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ChannelLog:
@@ -98,18 +92,12 @@ class ChannelLog:
 
     def write_snapshot(self, core: Any) -> None:
         """Replace the snapshot with ``core``'s state and empty the log (bounds replay)."""
-        data = frame(core.records_emitted, encode_snapshot(core))
-        tmp = self.snap_path.with_suffix(".snap.tmp")
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.snap_path)
-        _fsync_dir(self.snap_path.parent)
+        snapshot = encode_snapshot(core)
+        write_atomic(self.snap_path, frame(core.records_emitted, snapshot))  # (via <key>.snap.tmp)
         self._file.truncate(0)
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._snapshot = (core.records_emitted, encode_snapshot(core))
+        self._snapshot = (core.records_emitted, snapshot)
         self._records = []
 
     def close(self) -> None:
