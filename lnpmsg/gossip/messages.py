@@ -222,6 +222,23 @@ _ADDRESS_LENGTH = {1: 6, 2: 18, 3: 12, 4: 37}
 _ALWAYS_VALID = frozenset((1, 2))
 
 
+def _descriptor_end(data: bytes, pos: int, end: int) -> tuple[int, str | None]:
+    """Where the address descriptor at ``pos`` ends: ``(stop, None)``; ``(-1, why)`` if it is
+    truncated; ``(-1, None)`` for an unknown type (it takes the rest of the list)."""
+    kind = data[pos]
+    if kind in _ADDRESS_LENGTH:
+        stop = pos + 1 + _ADDRESS_LENGTH[kind]
+    elif kind == 5:
+        if pos + 1 >= end:
+            return -1, "dns address descriptor truncated"
+        stop = pos + 2 + data[pos + 1] + 2
+    else:
+        return -1, None
+    if stop > end:
+        return -1, f"address descriptor of type {kind} truncated"
+    return stop, None
+
+
 def check_addresses(data: bytes) -> tuple[str | None, int]:
     """What the gossip graph needs of node_announcement addresses, without building them:
     why reading stopped early, as :func:`parse_addresses` says (None: it did not), and
@@ -230,16 +247,9 @@ def check_addresses(data: bytes) -> tuple[str | None, int]:
     dns = 0
     while pos < end:
         kind = data[pos]
-        if kind in _ADDRESS_LENGTH:
-            stop = pos + 1 + _ADDRESS_LENGTH[kind]
-        elif kind == 5:
-            if pos + 1 >= end:
-                return "dns address descriptor truncated", dns
-            stop = pos + 2 + data[pos + 1] + 2
-        else:
-            return parse_addresses(data[pos:])[1], dns
-        if stop > end:
-            return f"address descriptor of type {kind} truncated", dns
+        stop, problem = _descriptor_end(data, pos, end)
+        if stop < 0:
+            return (parse_addresses(data[pos:])[1] if problem is None else problem), dns
         if kind not in _ALWAYS_VALID:
             try:
                 decode_address(data[pos:stop])
@@ -261,20 +271,15 @@ def parse_addresses(data: bytes) -> tuple[tuple[Address, ...], str | None]:
     pos, end = 0, len(data)
     while pos < end:
         kind = data[pos]
-        if kind in _ADDRESS_LENGTH:
-            stop = pos + 1 + _ADDRESS_LENGTH[kind]
-        elif kind == 5:
-            if pos + 1 >= end:
-                return tuple(out), "dns address descriptor truncated"
-            stop = pos + 2 + data[pos + 1] + 2
-        else:
+        stop, problem = _descriptor_end(data, pos, end)
+        if problem is not None:
+            return tuple(out), problem
+        if stop < 0:
             try:
                 out.append(UnknownAddr(kind, data[pos + 1 :]))
             except WireError as exc:
                 return tuple(out), str(exc)
             return tuple(out), None
-        if stop > end:
-            return tuple(out), f"address descriptor of type {kind} truncated"
         try:
             out.append(decode_address(data[pos:stop]))
         except WireError as exc:
