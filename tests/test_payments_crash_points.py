@@ -13,7 +13,8 @@ directories and dials its peers again.
 Afterwards, whatever the point: the payment ended (complete or failed, never
 left pending), A's payment is complete exactly when C's invoice is paid, the
 money moved exactly once or not at all (A paid amount and fee, B kept the fee,
-C got the amount), no HTLC is left on any channel, and nothing went on chain.
+C got the amount), no HTLC is left on any channel, nothing went on chain,
+and no result of B's outgoing HTLCs is left waiting for a forward.
 
 A forward recorded before a crash and refused after the restart keeps the
 failure it was refused with across one more crash.
@@ -191,6 +192,7 @@ async def _scenario(tmp_path: Path, plans: list[CrashPlan], outcome: str, victim
             while (row := (await payments(payer).listpayments(invoice["payment_hash"]))["payments"][-1])["status"] == "pending":
                 await trio.sleep(0.05)
         await wait_until(lambda: all(quiet(x) for x in live.values()), "no HTLC left")
+        assert not payments(live["b"])._early, "a result of the forwarder's outgoing HTLC found no forward"
         paid = (await payments(live["c"]).listinvoices("crash"))["invoices"][0]["status"] == "paid"
         assert (row["status"] == "complete") == paid, (row, paid)
         if outcome == "refused":

@@ -40,6 +40,7 @@ class Forwarding:
     htlcs: HtlcHook
     _forwards: dict[tuple[str, int], tuple[str, int, bytes, bytes]]
     _early: dict[tuple[str, int], OutgoingResult]
+    _finished: set[tuple[str, int]]
     _waited: set[tuple[str, int]]
     _store: Callable[[], PaymentsStore]
     _now: Callable[[], float]
@@ -55,7 +56,8 @@ class Forwarding:
         """At start, the forwards whose outgoing HTLC is still in a channel (or its failure kept): wait
         for it again. One still "offering" whose HTLC did leave (a stop came before its id was recorded)
         is found by its onion and recorded as offered now, before anything comes back for it: its
-        result goes upstream, and a replay of its incoming HTLC finds it rather than offering it again."""
+        result goes upstream, and a replay of its incoming HTLC finds it rather than offering it again.
+        A forward decided already (failed or settled) only has its outgoing HTLC's result released."""
         store = self._store()
         onions = {(h.channel_key, h.add.id): h.add.onion_routing_packet for h in offered}
         by_key = {onion_key(onion): out for out, onion in onions.items()}
@@ -71,6 +73,10 @@ class Forwarding:
                      row["in_channel"][:16], row["in_htlc"], found[0][:16], found[1])  # fmt: skip
             await trio.to_thread.run_sync(store.forward_out, row["in_channel"], row["in_htlc"], *found)
             self._forwards[found] = (row["in_channel"], row["in_htlc"], row["shared_secret"], onions[found])
+        for out in onions.keys() - self._forwards.keys():
+            row = await trio.to_thread.run_sync(store.forward_by_out, *out)
+            if row is not None and row["status"] in ("failed", "settled"):
+                self._finished.add(out)
 
     async def _forward(self, htlc: IncomingHtlc, fwd: Forward) -> None:
         ref, add = (htlc.channel_key, htlc.add.id), htlc.add

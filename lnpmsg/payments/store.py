@@ -72,6 +72,7 @@ class PaymentsStore:
         for table, column, definition in _ADDED_COLUMNS:
             if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS forwards_by_out ON forwards (out_channel, out_htlc)")
 
     def close(self) -> None:
         self._db.close()
@@ -199,6 +200,12 @@ class PaymentsStore:
     def forward(self, in_channel: str, in_htlc: int) -> dict[str, Any] | None:
         rows = self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards WHERE in_channel = ? AND in_htlc = ?",
                           (in_channel, in_htlc), _FORWARD_FIELDS)  # fmt: skip
+        return rows[0] if rows else None
+
+    def forward_by_out(self, out_channel: str, out_htlc: int) -> dict[str, Any] | None:
+        """The forward whose outgoing HTLC is ``out_htlc`` on ``out_channel``, if any."""
+        rows = self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards WHERE out_channel = ? AND out_htlc = ?",
+                          (out_channel, out_htlc), _FORWARD_FIELDS)  # fmt: skip
         return rows[0] if rows else None
 
     def forwards(self, status: str | None = None) -> list[dict[str, Any]]:
