@@ -337,7 +337,8 @@ class PaymentsApp(Forwarding, Paying, App):
         if known is not None and known["status"] != "offering":
             await self._resume_forward(htlc, known)
             return
-        # (a forward still "offering" never got its outgoing HTLC committed: decided again, the same onion)
+        # (a forward still "offering" has no outgoing HTLC in a channel: one offered before a restart was found
+        # by its onion at start and is "offered"; this one is decided again)
         if add.onion_routing_packet == _DEV_ONION:
             log.warning("payments: HTLC %s/%d has an all-zero onion (lnpmsg's dev_addhtlc): left to dev_fulfill/dev_fail "
                         "for %g s", ref[0][:16], ref[1], DEV_HOLD_SECONDS)  # fmt: skip
