@@ -134,6 +134,8 @@ class PaymentsApp(Forwarding, Paying, App):
         #: our HTLCs in flight: (channel key, htlc id) -> where the result goes
         self._waiting: dict[tuple[str, int], trio.MemorySendChannel[OutgoingResult]] = {}
         self._early: dict[tuple[str, int], OutgoingResult] = {}
+        #: outgoing HTLCs a restart found of forwards already failed or settled: their results are only released
+        self._finished: set[tuple[str, int]] = set()
         #: forwards in flight: outgoing (key, id) -> (incoming key, id, shared secret, outgoing onion)
         self._forwards: dict[tuple[str, int], tuple[str, int, bytes, bytes]] = {}
         self._deciding: set[tuple[str, int]] = set()
@@ -203,6 +205,7 @@ class PaymentsApp(Forwarding, Paying, App):
             if f.ref in self._forwards or self._orphans.owns(f.ref):
                 self._resolved_in.send_nowait((f.channel_key, f.add.id, OutgoingResult(None, f.reason, f.failure_code)))
             else:  # what it meant was recorded before the restart (or nothing of ours waits for it)
+                self._finished.discard(f.ref)
                 await self.htlcs.failure_handled(*f.ref)
         self.spawn(self._resolve_loop)
         self.spawn(self._mpp_timer)
@@ -312,6 +315,11 @@ class PaymentsApp(Forwarding, Paying, App):
                 waiter.send_nowait(result)
             elif self._orphans.owns(ref):
                 await self._orphan_resolved(ref, result)
+            elif ref in self._finished:
+                # its forward failed or settled before the restart: nothing waits for it, and what it meant is on disk
+                # (a preimage too: the forward's row, or a channel monitor, has it)
+                self._finished.discard(ref)
+                await self._failure_recorded(ref, result)
             else:
                 self._early[ref] = result
                 while len(self._early) > 1000:
@@ -329,7 +337,8 @@ class PaymentsApp(Forwarding, Paying, App):
         if known is not None and known["status"] != "offering":
             await self._resume_forward(htlc, known)
             return
-        # (a forward still "offering" never got its outgoing HTLC committed: decided again, the same onion)
+        # (a forward still "offering" has no outgoing HTLC in a channel: one offered before a restart was found
+        # by its onion at start and is "offered"; this one is decided again)
         if add.onion_routing_packet == _DEV_ONION:
             log.warning("payments: HTLC %s/%d has an all-zero onion (lnpmsg's dev_addhtlc): left to dev_fulfill/dev_fail "
                         "for %g s", ref[0][:16], ref[1], DEV_HOLD_SECONDS)  # fmt: skip

@@ -4,10 +4,12 @@ An incoming HTLC that :func:`~lnpmsg.payments.htlcs.decide` forwards is
 recorded in the store, then offered on the next channel; what comes back
 goes upstream (a preimage is stored first, a failure is wrapped with the
 hop's shared secret). Across a restart: forwards still offered wait for
-their outgoing HTLCs again (:meth:`Forwarding._adopt_forwards`), a replayed
-incoming HTLC settles with the stored preimage, or waits, or is decided
-again when its outgoing HTLC never got into a commitment (the same onion
-finds one already offered); a forward whose next peer went away waits once
+their outgoing HTLCs again (:meth:`Forwarding._adopt_forwards`), also one
+whose outgoing HTLC left before its id was recorded (the outgoing onion's
+key, recorded with the forward, finds it), so at most one outgoing HTLC is
+ever offered per incoming HTLC; a replayed incoming HTLC settles with the
+stored preimage, or waits, or is decided again when its outgoing HTLC never
+got into a commitment; a forward whose next peer went away waits once
 for it.
 """
 
@@ -24,7 +26,7 @@ from lnpmsg.channels.htlc_hook import HtlcHook, HtlcRefused, IncomingHtlc
 from lnpmsg.payments.htlcs import Forward
 from lnpmsg.payments.onion import create_failure_onion, malformed_failure, wrap_failure_onion
 from lnpmsg.payments.onion.failures import PermanentChannelFailure, TemporaryChannelFailure
-from lnpmsg.payments.sender import OutgoingResult
+from lnpmsg.payments.sender import OutgoingResult, onion_key
 from lnpmsg.payments.store import PaymentsStore
 
 __all__ = ["Forwarding"]
@@ -38,6 +40,7 @@ class Forwarding:
     htlcs: HtlcHook
     _forwards: dict[tuple[str, int], tuple[str, int, bytes, bytes]]
     _early: dict[tuple[str, int], OutgoingResult]
+    _finished: set[tuple[str, int]]
     _waited: set[tuple[str, int]]
     _store: Callable[[], PaymentsStore]
     _now: Callable[[], float]
@@ -50,20 +53,39 @@ class Forwarding:
     spawn: Callable[..., Any]
 
     async def _adopt_forwards(self, offered: list[IncomingHtlc]) -> None:
-        """Forwards offered before a restart whose outgoing HTLC is still in a channel: wait for it again."""
-        rows = await trio.to_thread.run_sync(self._store().forwards, "offered")
+        """At start, the forwards whose outgoing HTLC is still in a channel (or its failure kept): wait
+        for it again. One still "offering" whose HTLC did leave (a stop came before its id was recorded)
+        is found by its onion and recorded as offered now, before anything comes back for it: its
+        result goes upstream, and a replay of its incoming HTLC finds it rather than offering it again.
+        A forward decided already (failed or settled) only has its outgoing HTLC's result released."""
+        store = self._store()
         onions = {(h.channel_key, h.add.id): h.add.onion_routing_packet for h in offered}
-        for row in rows:
+        by_key = {onion_key(onion): out for out, onion in onions.items()}
+        for row in await trio.to_thread.run_sync(store.forwards, "offered"):
             out = (row["out_channel"], row["out_htlc"])
             if out in onions:
                 self._forwards[out] = (row["in_channel"], row["in_htlc"], row["shared_secret"], onions[out])
+        for row in await trio.to_thread.run_sync(store.forwards, "offering"):
+            found = by_key.get(row["out_onion_key"]) if row["out_onion_key"] else None
+            if found is None or found in self._forwards:
+                continue
+            log.info("payments: forward %s/%d was offered as %s/%d before the restart",
+                     row["in_channel"][:16], row["in_htlc"], found[0][:16], found[1])  # fmt: skip
+            await trio.to_thread.run_sync(store.forward_out, row["in_channel"], row["in_htlc"], *found)
+            self._forwards[found] = (row["in_channel"], row["in_htlc"], row["shared_secret"], onions[found])
+        for out in onions.keys() - self._forwards.keys():
+            row = await trio.to_thread.run_sync(store.forward_by_out, *out)
+            if row is not None and row["status"] in ("failed", "settled"):
+                self._finished.add(out)
 
     async def _forward(self, htlc: IncomingHtlc, fwd: Forward) -> None:
         ref, add = (htlc.channel_key, htlc.add.id), htlc.add
         store = self._store()
         # recorded before the outgoing HTLC is offered (already there when this forward is decided again)
+        # with the outgoing onion's key: a restart finds the outgoing HTLC even if a stop comes before its id is recorded
         await trio.to_thread.run_sync(store.add_forward, ref[0], ref[1], add.amount_msat, fwd.amount_msat, fwd.shared_secret,
-                                     int(self._now()), add.payment_hash, add.cltv_expiry, fwd.cltv_expiry)  # fmt: skip
+                                     int(self._now()), add.payment_hash, add.cltv_expiry, fwd.cltv_expiry,
+                                     onion_key(fwd.onion))  # fmt: skip
         # offered already (a stop came before we recorded it): the same onion names it
         offered = next(((h.channel_key, h.add.id) for h in self.htlcs.offered() if h.add.onion_routing_packet == fwd.onion), None)
         try:

@@ -45,14 +45,14 @@ CREATE TABLE IF NOT EXISTS payment_parts (
 CREATE INDEX IF NOT EXISTS payment_parts_by_payment ON payment_parts (payment_id);
 """
 #: columns added after a table's first version: (table, column, definition)
-_ADDED_COLUMNS = (("forwards", "preimage", "BLOB"), ("forwards", "failure", "BLOB"))
+_ADDED_COLUMNS = (("forwards", "preimage", "BLOB"), ("forwards", "failure", "BLOB"), ("forwards", "out_onion_key", "BLOB"))
 
 _INVOICE_FIELDS = ("payment_hash", "label", "bolt11", "preimage", "payment_secret", "amount_msat", "description",
                    "created_at", "expires_at", "min_final_cltv", "status", "received_msat", "paid_at")  # fmt: skip
 _PAYMENT_FIELDS = ("id", "payment_hash", "bolt11", "payee", "amount_msat", "fee_msat", "status", "routes", "preimage",
                    "error", "attempts", "created_at", "completed_at")  # fmt: skip
 _FORWARD_FIELDS = ("in_channel", "in_htlc", "out_channel", "out_htlc", "in_msat", "out_msat", "shared_secret", "status", "created_at",
-                   "payment_hash", "in_cltv", "out_cltv", "preimage", "failure")  # fmt: skip
+                   "payment_hash", "in_cltv", "out_cltv", "preimage", "failure", "out_onion_key")  # fmt: skip
 _PART_FIELDS = ("onion_key", "payment_id", "route", "shared_secrets", "amount_msat", "status", "failure", "created_at")
 #: a shared secret of one hop (the parts' secrets are stored end to end)
 _SECRET_SIZE = 32
@@ -72,6 +72,7 @@ class PaymentsStore:
         for table, column, definition in _ADDED_COLUMNS:
             if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS forwards_by_out ON forwards (out_channel, out_htlc)")
 
     def close(self) -> None:
         self._db.close()
@@ -160,12 +161,16 @@ class PaymentsStore:
     # ------------------------------------------------------------ forwards
 
     def add_forward(self, in_channel: str, in_htlc: int, in_msat: int, out_msat: int, shared_secret: bytes, created_at: int,
-                    payment_hash: bytes = b"", in_cltv: int = 0, out_cltv: int = 0) -> bool:  # fmt: skip
-        """Record a forward before its outgoing HTLC is offered; False if it is known already."""
+                    payment_hash: bytes = b"", in_cltv: int = 0, out_cltv: int = 0, out_onion_key: bytes | None = None) -> bool:  # fmt: skip
+        """Record a forward before its outgoing HTLC is offered; False if it is known already.
+
+        ``out_onion_key`` (the outgoing onion's ephemeral key) names the outgoing HTLC once offered,
+        also when a stop came before :meth:`forward_out` recorded its id."""
         try:
             self._write("INSERT INTO forwards (in_channel, in_htlc, in_msat, out_msat, shared_secret, status, created_at, payment_hash, "
-                        "in_cltv, out_cltv) VALUES (?, ?, ?, ?, ?, 'offering', ?, ?, ?, ?)",
-                        (in_channel, in_htlc, in_msat, out_msat, shared_secret, created_at, payment_hash, in_cltv, out_cltv))  # fmt: skip
+                        "in_cltv, out_cltv, out_onion_key) VALUES (?, ?, ?, ?, ?, 'offering', ?, ?, ?, ?, ?)",
+                        (in_channel, in_htlc, in_msat, out_msat, shared_secret, created_at, payment_hash, in_cltv, out_cltv,
+                         out_onion_key))  # fmt: skip
         except sqlite3.IntegrityError:
             return False
         return True
@@ -195,6 +200,12 @@ class PaymentsStore:
     def forward(self, in_channel: str, in_htlc: int) -> dict[str, Any] | None:
         rows = self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards WHERE in_channel = ? AND in_htlc = ?",
                           (in_channel, in_htlc), _FORWARD_FIELDS)  # fmt: skip
+        return rows[0] if rows else None
+
+    def forward_by_out(self, out_channel: str, out_htlc: int) -> dict[str, Any] | None:
+        """The forward whose outgoing HTLC is ``out_htlc`` on ``out_channel``, if any."""
+        rows = self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards WHERE out_channel = ? AND out_htlc = ?",
+                          (out_channel, out_htlc), _FORWARD_FIELDS)  # fmt: skip
         return rows[0] if rows else None
 
     def forwards(self, status: str | None = None) -> list[dict[str, Any]]:

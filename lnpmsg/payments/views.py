@@ -48,8 +48,8 @@ def payment_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def forward_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A forward for ``listforwards`` (the onion's shared secret stays private)."""
-    return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in row.items() if k != "shared_secret"}
+    """A forward for ``listforwards`` (the onion's shared secret and the outgoing onion's key stay private)."""
+    return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in row.items() if k not in ("shared_secret", "out_onion_key")}
 
 
 def decode_invoice(text: str) -> Invoice:
