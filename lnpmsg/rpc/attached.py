@@ -51,7 +51,7 @@ import trio
 
 from lnpmsg.app import DONE, App, AppError
 from lnpmsg.node.peer import Peer
-from lnpmsg.rpc.params import ParamsError
+from lnpmsg.rpc.params import ParamsError, node_id_param
 from lnpmsg.node.apphost import raw_message_class
 from lnpmsg.wire import Features, Message, UnknownMessage
 from lnpmsg.wire.message import MAX_MESSAGE_TYPE
@@ -235,16 +235,6 @@ class AttachedApp(App):
         return True
 
 
-def _node_id(text: str) -> bytes:
-    try:
-        node_id = bytes.fromhex(text)
-    except ValueError:
-        raise ParamsError(f"node_id is not hex: {text[:80]!r}") from None
-    if len(node_id) != 33:
-        raise ParamsError(f"node_id is 33 bytes (66 hex characters), got {len(node_id)}")
-    return node_id
-
-
 class AttachedApps:
     """The ``app.*`` control calls of a :class:`~lnpmsg.rpc.control.ControlServer`."""
 
@@ -326,7 +316,7 @@ class AttachedApps:
             data = bytes.fromhex(payload)
         except ValueError:
             raise ParamsError("payload is not hex") from None
-        peer = app.peer(_node_id(node_id))
+        peer = app.peer(node_id_param(node_id))
         await peer.send(UnknownMessage(type, data))
         return {"sent": True, "type": type, "bytes": len(data) + 2}
 
@@ -357,12 +347,12 @@ class AttachedApps:
 
         app = self._app(name)
         pubsub = self._app_of_node("pubsub", PeerPubSub)
-        await app.subscribe(pubsub, _node_id(node_id), topic)
+        await app.subscribe(pubsub, node_id_param(node_id), topic)
         return {"subscribed": True, "node_id": node_id, "topic": topic}
 
     async def unsubscribe(self, name: str, node_id: str, topic: str) -> dict[str, Any]:
         """End a subscription (a subscription_ended event follows)."""
-        return {"unsubscribed": self._app(name).unsubscribe(_node_id(node_id), topic)}
+        return {"unsubscribed": self._app(name).unsubscribe(node_id_param(node_id), topic)}
 
     async def claim_channel(self, name: str, channel_id: str) -> dict[str, Any]:
         """Route BOLT-1 errors and warnings about this channel (hex id) to the app."""

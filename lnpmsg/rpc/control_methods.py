@@ -16,7 +16,7 @@ import trio
 
 from lnpmsg import __version__
 from lnpmsg.node.peer import Peer
-from lnpmsg.rpc.params import ParamsError, describe_params
+from lnpmsg.rpc.params import ParamsError, describe_params, node_id_param
 from lnpmsg.wire import UnknownMessage, WireError
 from lnpmsg.wire.message import CUSTOM_TYPE_MIN, MAX_MESSAGE_TYPE
 
@@ -31,16 +31,6 @@ __all__ = ["CUSTOM_TYPE_MAX", "STOP_GRACE", "ControlBuiltins", "PeerNotConnected
 STOP_GRACE = 0.2
 #: custom message types sendcustommsg accepts (BOLT 1's custom range)
 CUSTOM_TYPE_MAX = MAX_MESSAGE_TYPE
-
-
-def _node_id(text: str) -> bytes:
-    try:
-        node_id = bytes.fromhex(text)
-    except ValueError:
-        raise ParamsError(f"node_id is not hex: {text[:80]!r}") from None
-    if len(node_id) != 33:
-        raise ParamsError(f"node_id is 33 bytes (66 hex characters), got {len(node_id)}")
-    return node_id
 
 
 def peer_info(node: Node, peer: Peer, now: float) -> dict[str, Any]:
@@ -115,12 +105,12 @@ class ControlBuiltins:
 
     async def disconnect(self, node_id: str) -> dict[str, Any]:
         """Close the connection to a peer."""
-        return {"disconnected": await self.node.disconnect(_node_id(node_id), "disconnect requested over the control API")}
+        return {"disconnected": await self.node.disconnect(node_id_param(node_id), "disconnect requested over the control API")}
 
     async def listpeers(self, node_id: str | None = None) -> dict[str, Any]:
         """Connected peers: features, transport, traffic, ping round trip."""
         now = trio.current_time()
-        wanted = None if node_id is None else _node_id(node_id)
+        wanted = None if node_id is None else node_id_param(node_id)
         peers = [p for p in self.node.peers.values() if p.is_ready and (wanted is None or p.node_id == wanted)]
         return {"peers": [peer_info(self.node, p, now) for p in peers]}
 
@@ -179,7 +169,7 @@ class ControlBuiltins:
 
 
     def _peer(self, node_id: str) -> Peer:
-        peer = self.node.peers.get(_node_id(node_id))
+        peer = self.node.peers.get(node_id_param(node_id))
         if peer is None or not peer.is_ready:
             raise PeerNotConnectedError(f"peer {node_id} is not connected")
         return peer

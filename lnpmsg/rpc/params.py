@@ -21,13 +21,24 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ParamsError", "describe_params", "dumps", "params_checker"]
+__all__ = ["ParamsError", "describe_params", "dumps", "node_id_param", "params_checker"]
 
 Check = Callable[[Any, str], Any]
 
 
 class ParamsError(Exception):
     """The params do not fit the method's signature (the message says how)."""
+
+
+def node_id_param(text: str) -> bytes:
+    """A node id given as a parameter (66 hex characters), as bytes; :class:`ParamsError` otherwise."""
+    try:
+        node_id = bytes.fromhex(text)
+    except ValueError:
+        raise ParamsError(f"node_id is not hex: {text[:80]!r}") from None
+    if len(node_id) != 33:
+        raise ParamsError(f"node_id is 33 bytes (66 hex characters), got {len(node_id)}")
+    return node_id
 
 
 def _type_name(value: Any) -> str:
