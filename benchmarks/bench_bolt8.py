@@ -58,6 +58,7 @@ from lnpmsg.testing.pyln import WholeReads
 from bolt8_handshakes import (  # noqa: E402  (benchmarks/ is the script's directory, not a package)
     cpu_seconds as _cpu_seconds,
     pyln_handshakes,
+    pyln_server,
     raw_responder_crypto,
     sans_io_handshakes,
     tcp_handshakes,
@@ -293,12 +294,7 @@ def _from_child(queue, child):  # type: ignore[no-untyped-def]
 def pyln_throughput(count: int, size: int) -> float:
     from pyln.proto import wire
 
-    server_key = wire.PrivateKey(os.urandom(32))
-    client_key = wire.PrivateKey(os.urandom(32))
-    server = wire.LightningServerSocket(server_key)
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
+    server, server_key, client_key, port = pyln_server(1)
     accepted: list = []
     acceptor = threading.Thread(target=lambda: accepted.append(server.accept()[0]))
     acceptor.start()

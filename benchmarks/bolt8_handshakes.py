@@ -11,6 +11,7 @@ import os
 import resource
 import threading
 import time
+from typing import Any
 
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -231,15 +232,22 @@ async def tcp_handshakes_two_processes(count: int, concurrency: int = 16) -> tup
     return float(rate), count / cpu
 
 
-def pyln_handshakes(count: int) -> float:
+def pyln_server(backlog: int) -> tuple[Any, Any, Any, int]:
+    """A listening pyln-proto server on loopback: (server socket, its key, a client key, its port)."""
     from pyln.proto import wire
 
     server_key = wire.PrivateKey(os.urandom(32))
     client_key = wire.PrivateKey(os.urandom(32))
     server = wire.LightningServerSocket(server_key)
     server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    port = server.getsockname()[1]
+    server.listen(backlog)
+    return server, server_key, client_key, server.getsockname()[1]
+
+
+def pyln_handshakes(count: int) -> float:
+    from pyln.proto import wire
+
+    server, server_key, client_key, port = pyln_server(64)
 
     def accept_loop() -> None:
         for _ in range(count):
