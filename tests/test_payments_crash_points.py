@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_payments_app import POLICY, channels, net, payments, quiet, wait_until
+from test_payments_app import POLICY, Net, channels, net, payments, quiet, wait_until
 
 from lnpmsg.channels.failures import FailureStore, OfferedFailure
 from lnpmsg.channels.manager import CRASH_STAGES
@@ -134,6 +134,20 @@ def balances(nodes: dict[str, Node]) -> dict[str, int]:
     return totals
 
 
+async def _open_line(n: Net, live: dict[str, Node]) -> tuple[Node, Node, Node]:
+    """Fund A and open the channels A-B and B-C; the three nodes."""
+    a, b, c = live["a"], live["b"], live["c"]
+    await n.fund(a, b)
+    await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+    return a, b, c
+
+
+def _for_an_unknown_hash(n: Net, text: str) -> tuple[str, str]:
+    """C's invoice ``text`` for a payment hash C does not know, signed by C: (bolt11, payment hash hex)."""
+    unknown = replace(bolt11.decode(text), payment_hash=os.urandom(32), signature=None, payee=None)
+    return bolt11.encode(bolt11.sign(unknown, n.keys["c"].secret)), unknown.payment_hash.hex()
+
+
 async def _scenario(tmp_path: Path, plans: list[CrashPlan], outcome: str, victim: str | None, point: int) -> dict[str, int]:
     """Pay A -> B -> C (C settles or refuses), crashing ``victim`` at its ``point``-th write; each node's writes until then."""
     plan = CrashPlan(victim, point)
@@ -154,15 +168,12 @@ async def _scenario(tmp_path: Path, plans: list[CrashPlan], outcome: str, victim
 
         for name in "abc":
             await nursery.start(run_node, name)
-        a, b, c = live["a"], live["b"], live["c"]
-        await n.fund(a, b)
-        await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+        a, b, c = await _open_line(n, live)
         before = balances(live)
         invoice = await payments(c).invoice(AMOUNT_MSAT, "crash", "a crash at every write")
         if outcome == "refused":
-            unknown = bolt11.decode(invoice["bolt11"])
-            unknown = replace(unknown, payment_hash=os.urandom(32), signature=None, payee=None)
-            invoice = {"bolt11": bolt11.encode(bolt11.sign(unknown, n.keys["c"].secret)), "payment_hash": unknown.payment_hash.hex()}
+            text, payment_hash = _for_an_unknown_hash(n, invoice["bolt11"])
+            invoice = {"bolt11": text, "payment_hash": payment_hash}
         for name, node in live.items():
             plan.watch(name, payments(node).store, scopes[name])
 
@@ -313,9 +324,7 @@ async def test_a_forward_refused_after_a_restart_keeps_its_failure_across_anothe
         recorded = WriteCrash(tmp_path / "b" / "payments", "INSERT INTO forwards")
         for name in "abc":
             await nursery.start(run_node, name, recorded if name == "b" else None)
-        a, b, c = live["a"], live["b"], live["c"]
-        await n.fund(a, b)
-        await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+        a, b, c = await _open_line(n, live)
         invoice = await payments(c).invoice(AMOUNT_MSAT, "refused later", "a forward decided again")
 
         async def pay() -> None:
@@ -411,13 +420,9 @@ async def _refused_payment(tmp_path: Path, victim: str | None, arm: Callable[[di
 
         for name in "abc":
             await nursery.start(run_node, name)
-        a, b, c = live["a"], live["b"], live["c"]
-        await n.fund(a, b)
-        await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+        a, b, c = await _open_line(n, live)
         before = balances(live)
-        template = bolt11.decode((await payments(c).invoice(AMOUNT_MSAT, "template", "signed by C"))["bolt11"])
-        unknown = replace(template, payment_hash=os.urandom(32), signature=None, payee=None)
-        text, payment_hash = bolt11.encode(bolt11.sign(unknown, n.keys["c"].secret)), unknown.payment_hash.hex()
+        text, payment_hash = _for_an_unknown_hash(n, (await payments(c).invoice(AMOUNT_MSAT, "template", "signed by C"))["bolt11"])
         base = {x: channels(live[x]).manager.persists for x in "abc"}  # type: ignore[union-attr]
         fired = arm(live, scopes)
 
