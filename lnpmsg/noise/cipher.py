@@ -148,11 +148,7 @@ class MessageEncryptor(_CipherState):
         For byte-stream transports: the parts of the frames are joined once,
         so no frame is concatenated on its own.
         """
-        headers, bodies = self._encrypt_batch(messages)
-        parts: list[bytes] = [b""] * (2 * len(bodies))
-        parts[0::2] = headers
-        parts[1::2] = bodies
-        return b"".join(parts)
+        return b"".join(self._encrypt_parts(messages))
 
     def encrypt_grouped(self, messages: Iterable[bytes], limit: int) -> list[bytes]:
         """Return the frames of :meth:`encrypt_many` joined in runs of up to ``limit`` bytes.
@@ -165,11 +161,8 @@ class MessageEncryptor(_CipherState):
         turn is spent per frame.
         """
         batch = messages if isinstance(messages, (list, tuple)) else list(messages)
-        headers, bodies = self._encrypt_batch(batch)
-        count = len(bodies)
-        parts: list[bytes] = [b""] * (2 * count)
-        parts[0::2] = headers
-        parts[1::2] = bodies
+        parts = self._encrypt_parts(batch)
+        count = len(batch)
         # where each frame ends in the joined stream: each item's cut found by a C bisect
         ends = list(accumulate(map(FRAME_OVERHEAD.__add__, map(len, batch))))
         if not count or ends[-1] <= limit:
@@ -185,6 +178,14 @@ class MessageEncryptor(_CipherState):
             base = ends[stop - 1]
             start = stop
         return items
+
+    def _encrypt_parts(self, messages: Iterable[bytes]) -> list[bytes]:
+        """Encrypt every message; return the frames' parts in stream order (header, body, header, ...)."""
+        headers, bodies = self._encrypt_batch(messages)
+        parts: list[bytes] = [b""] * (2 * len(bodies))
+        parts[0::2] = headers
+        parts[1::2] = bodies
+        return parts
 
     def _encrypt_batch(self, messages: Iterable[bytes]) -> tuple[list[bytes], list[bytes]]:
         """Encrypt every message; return the encrypted length headers and the encrypted bodies.
