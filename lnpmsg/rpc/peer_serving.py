@@ -199,12 +199,8 @@ class PeerRpcServing:
                     job.scope = None
                     self._done_serving(job)
                     peer, req_id, job = job.peer, job.req_id, None
-                    try:
-                        peer.send_nowait(response_bytes(req_id, code, payload))  # the usual case: nothing to await
-                    except PeerQueueFull:
+                    if not self._reply_nowait(peer, req_id, code, payload):
                         await self._send_response(peer, req_id, code, payload)
-                    except (PeerClosedError, WireError) as exc:
-                        log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
             if job is not None:
                 await self._answer_cancelled(job)
 
@@ -238,8 +234,7 @@ class PeerRpcServing:
                 job.entered = False
                 self._done_serving(job)
                 if job.cancelled and not job.cancelled_by_peer:
-                    self.report_error(f"method {job.name} ran longer than {job.limit:g} s and was cancelled", peer.node_id)
-                    self._reply_now(peer, job.req_id, ErrorCode.TIMEOUT, f"method {job.name} did not finish within {job.limit:g} s")
+                    self._send_quietly(peer, response_bytes(job.req_id, ErrorCode.TIMEOUT, self._timed_out(job)))
             raise
         else:
             job.scope = None
@@ -248,14 +243,10 @@ class PeerRpcServing:
         if entered:
             job.entered = False
             self._done_serving(job)
-        try:
-            peer.send_nowait(response_bytes(job.req_id, code, payload))  # the usual case: nothing to await
-        except PeerQueueFull:
+        if not self._reply_nowait(peer, job.req_id, code, payload):
             if not entered:
                 peer.resume_reading()  # the reply waits for room: the reading goes on meanwhile
             await self._send_response(peer, job.req_id, code, payload)
-        except (PeerClosedError, WireError) as exc:
-            log.debug("response %d to %s not sent: %s", job.req_id, peer.node_id.hex(), exc)
 
     def _held_request_waits(self, job: ServedRequest) -> None:
         """A request served in the reading task starts to wait: it is entered in the
@@ -287,8 +278,12 @@ class PeerRpcServing:
         self._done_serving(job)
         if job.cancelled_by_peer:
             return
+        await self._send_response(job.peer, job.req_id, ErrorCode.TIMEOUT, self._timed_out(job))
+
+    def _timed_out(self, job: ServedRequest) -> bytes:
+        """Report a method cancelled at its time limit; the payload of its ``TIMEOUT`` reply."""
         self.report_error(f"method {job.name} ran longer than {job.limit:g} s and was cancelled", job.peer.node_id)
-        await self._send_response(job.peer, job.req_id, ErrorCode.TIMEOUT, _cut(f"method {job.name} did not finish within {job.limit:g} s"))
+        return _cut(f"method {job.name} did not finish within {job.limit:g} s")
 
     def _method_failed(self, peer: Peer, name: str, exc: Exception) -> tuple[int, bytes]:
         """The reply to a method that raised: its own fault, or ``FAILED`` (reported as an error of the app)."""
@@ -305,6 +300,18 @@ class PeerRpcServing:
         if serving is not None:
             serving.pop(state.req_id, None)
         self._serving_total -= 1
+
+    @staticmethod
+    def _reply_nowait(peer: Peer, req_id: int, code: int, payload: bytes) -> bool:
+        """Send a method's reply without waiting (the usual case); False: the peer's queue is
+        full, and the caller awaits :meth:`_send_response` instead."""
+        try:
+            peer.send_nowait(response_bytes(req_id, code, payload))
+        except PeerQueueFull:
+            return False
+        except (PeerClosedError, WireError) as exc:
+            log.debug("response %d to %s not sent: %s", req_id, peer.node_id.hex(), exc)
+        return True
 
     @staticmethod
     async def _send_response(peer: Peer, req_id: int, code: int, payload: bytes) -> None:
