@@ -73,10 +73,11 @@ class Forwarding:
                      row["in_channel"][:16], row["in_htlc"], found[0][:16], found[1])  # fmt: skip
             await trio.to_thread.run_sync(store.forward_out, row["in_channel"], row["in_htlc"], *found)
             self._forwards[found] = (row["in_channel"], row["in_htlc"], row["shared_secret"], onions[found])
-        for out in onions.keys() - self._forwards.keys():
-            row = await trio.to_thread.run_sync(store.forward_by_out, *out)
-            if row is not None and row["status"] in ("failed", "settled"):
-                self._finished.add(out)
+        # every other HTLC we offered (our own payments' too) in one look-up: a forward's already decided?
+        unclaimed = onions.keys() - self._forwards.keys()
+        if unclaimed:
+            rows = await trio.to_thread.run_sync(store.forwards_by_out, unclaimed)
+            self._finished.update(out for out, row in rows.items() if row["status"] in ("failed", "settled"))
 
     async def _forward(self, htlc: IncomingHtlc, fwd: Forward) -> None:
         ref, add = (htlc.channel_key, htlc.add.id), htlc.add

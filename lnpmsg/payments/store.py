@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ _PAYMENT_FIELDS = ("id", "payment_hash", "bolt11", "payee", "amount_msat", "fee_
 _FORWARD_FIELDS = ("in_channel", "in_htlc", "out_channel", "out_htlc", "in_msat", "out_msat", "shared_secret", "status", "created_at",
                    "payment_hash", "in_cltv", "out_cltv", "preimage", "failure", "out_onion_key")  # fmt: skip
 _PART_FIELDS = ("onion_key", "payment_id", "route", "shared_secrets", "amount_msat", "status", "failure", "created_at")
+#: (channel, htlc id) pairs in one query: two parameters each, under SQLite's default bound of 999 per statement
+_PAIRS_PER_QUERY = 400
 #: a shared secret of one hop (the parts' secrets are stored end to end)
 _SECRET_SIZE = 32
 
@@ -202,11 +205,21 @@ class PaymentsStore:
                           (in_channel, in_htlc), _FORWARD_FIELDS)  # fmt: skip
         return rows[0] if rows else None
 
-    def forward_by_out(self, out_channel: str, out_htlc: int) -> dict[str, Any] | None:
-        """The forward whose outgoing HTLC is ``out_htlc`` on ``out_channel``, if any."""
-        rows = self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards WHERE out_channel = ? AND out_htlc = ?",
-                          (out_channel, out_htlc), _FORWARD_FIELDS)  # fmt: skip
-        return rows[0] if rows else None
+    def forwards_by_out(self, outs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """The forwards whose outgoing HTLCs are among ``outs`` ((out_channel, out_htlc) pairs), by
+        outgoing HTLC; one call for them all (a restart asks about every HTLC we offered)."""
+        outs = list(outs)
+        rows: list[dict[str, Any]] = []
+        fields = ", ".join(f"f.{name}" for name in _FORWARD_FIELDS)
+        # a chunk stays under SQLite's bound on a statement's parameters; the join looks each pair up in
+        # the forwards_by_out index (an IN over row values would scan every forward ever made)
+        for start in range(0, len(outs), _PAIRS_PER_QUERY):
+            chunk = outs[start : start + _PAIRS_PER_QUERY]
+            pairs = ", ".join("(?, ?)" for _ in chunk)
+            rows += self._rows(f"SELECT {fields} FROM (VALUES {pairs}) AS wanted JOIN forwards AS f "
+                               "ON f.out_channel = wanted.column1 AND f.out_htlc = wanted.column2",
+                               tuple(v for pair in chunk for v in pair), _FORWARD_FIELDS)  # fmt: skip
+        return {(row["out_channel"], row["out_htlc"]): row for row in rows}
 
     def forwards(self, status: str | None = None) -> list[dict[str, Any]]:
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
