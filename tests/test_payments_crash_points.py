@@ -33,6 +33,7 @@ The channel store's own crash points are covered by
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from collections.abc import Callable
@@ -518,16 +519,32 @@ async def test_a_refused_payment_loses_nothing_at_any_channel_persistence_point(
     await _refused_payment(tmp_path, victim, arm, (PAYEE_FAILURE, *HOP_FAILURES))
 
 
+def _as_an_old_database(directory: Path) -> None:
+    """The store in ``directory`` as one written before forwards kept their outgoing onion's key."""
+    db = sqlite3.connect(directory / "payments.sqlite3")
+    try:
+        db.execute("ALTER TABLE forwards DROP COLUMN out_onion_key")
+        db.commit()
+    finally:
+        db.close()
+
+
 @pytest.mark.trio
+@pytest.mark.parametrize("store_kind", ["current", "legacy"])
 async def test_a_forward_offered_right_before_a_crash_is_found_after_the_restart(tmp_path: Path, write_crashes: list[WriteCrash],
-                                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+                                                                               monkeypatch: pytest.MonkeyPatch, store_kind: str) -> None:  # fmt: skip
     """B offers the forward to C and crashes before it records the outgoing HTLC's id. Restarted, B
     decides the incoming HTLC again only once C has refused that HTLC (the worst order for B): the
     forward is found by its outgoing onion, C's failure goes upstream, and C is never offered the
-    payment a second time (a second offer C fulfilled would have B pay twice)."""
+    payment a second time (a second offer C fulfilled would have B pay twice).
+
+    ``legacy``: B restarts on its store as an older version left it, whose forwards lack the
+    outgoing onion's key; B derives the key from the incoming onion and finds the forward all the same."""
+    b_store = tmp_path / "b" / "payments"
+    aged: list[Path] = []
 
     def arm(live: dict[str, Node], scopes: dict[str, trio.CancelScope]) -> Callable[[], bool]:
-        crash = WriteCrash(tmp_path / "b" / "payments", "UPDATE forwards SET out_channel", before=True)
+        crash = WriteCrash(b_store, "UPDATE forwards SET out_channel", before=True)
         crash.scope = scopes["b"]
         write_crashes.append(crash)
         replay = PaymentsApp._replay
@@ -537,12 +554,24 @@ async def test_a_forward_offered_right_before_a_crash_is_found_after_the_restart
             await replay(app)
 
         monkeypatch.setattr(PaymentsApp, "_replay", late_replay)
+        if store_kind == "legacy":
+            init = PaymentsStore.__init__
+
+            def reopened_as_old(store: PaymentsStore, directory: str | Path) -> None:  # (only the restarted B opens one after this)
+                if Path(directory) == b_store and not aged:
+                    aged.append(Path(directory))
+                    _as_an_old_database(b_store)
+                init(store, directory)
+
+            monkeypatch.setattr(PaymentsStore, "__init__", reopened_as_old)
         return lambda: crash.fired
 
     await _refused_payment(tmp_path, "b", arm, (PAYEE_FAILURE,))
-    store = PaymentsStore(tmp_path / "b" / "payments")
+    store = PaymentsStore(b_store)
     try:
         (forward,) = store.forwards()
     finally:
         store.close()
     assert (forward["status"], forward["out_htlc"]) == ("failed", 0), forward
+    assert aged == ([b_store] if store_kind == "legacy" else [])
+    assert forward["out_onion_key"], "the derived key is recorded"

@@ -197,7 +197,7 @@ class PaymentsApp(Forwarding, Paying, App):
         # among them, with its failure
         failed = self.htlcs.failed_offered()
         offered = self.htlcs.offered() + [IncomingHtlc(f.channel_key, b"", 0, f.add) for f in failed]
-        await self._adopt_forwards(offered)
+        await self._adopt_forwards(offered, self.htlcs.pending_incoming())
         await self._orphaned_payments(offered)
         for key, htlc_id, preimage in self.htlcs.fulfilled_offered():  # preimages we may have missed while down
             self._resolved_in.send_nowait((key, htlc_id, OutgoingResult(preimage)))

@@ -6,8 +6,9 @@ goes upstream (a preimage is stored first, a failure is wrapped with the
 hop's shared secret). Across a restart: forwards still offered wait for
 their outgoing HTLCs again (:meth:`Forwarding._adopt_forwards`), also one
 whose outgoing HTLC left before its id was recorded (the outgoing onion's
-key, recorded with the forward, finds it), so at most one outgoing HTLC is
-ever offered per incoming HTLC; a replayed incoming HTLC settles with the
+key, recorded with the forward, finds it; a forward an older version
+recorded without that key has it derived from its incoming onion), so at
+most one outgoing HTLC is ever offered per incoming HTLC; a replayed incoming HTLC settles with the
 stored preimage, or waits, or is decided again when its outgoing HTLC never
 got into a commitment; a forward whose next peer went away waits once
 for it.
@@ -24,7 +25,7 @@ import trio
 
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcRefused, IncomingHtlc
 from lnpmsg.payments.htlcs import Forward
-from lnpmsg.payments.onion import create_failure_onion, malformed_failure, wrap_failure_onion
+from lnpmsg.payments.onion import create_failure_onion, malformed_failure, next_ephemeral_key, wrap_failure_onion
 from lnpmsg.payments.onion.failures import PermanentChannelFailure, TemporaryChannelFailure
 from lnpmsg.payments.sender import OutgoingResult, onion_key
 from lnpmsg.payments.store import PaymentsStore
@@ -32,6 +33,26 @@ from lnpmsg.payments.store import PaymentsStore
 __all__ = ["Forwarding"]
 
 log = logging.getLogger("lnpmsg.payments.app")
+
+
+def _legacy_onion_keys(offering: list[dict[str, Any]], incoming: list[IncomingHtlc]) -> dict[tuple[str, int], bytes]:
+    """The outgoing onion's key of each forward still "offering" that was recorded without it (before
+    the store kept it), by incoming HTLC. The onion a hop passes on carries its incoming onion's key
+    blinded with the hop's shared secret (BOLT 4), and the row keeps that secret, so the key is exact
+    while the incoming HTLC is still committed; one whose incoming HTLC is gone is never decided again
+    (nothing would offer it twice) and is left without."""
+    onions = {(h.channel_key, h.add.id): h.add.onion_routing_packet for h in incoming}
+    keys: dict[tuple[str, int], bytes] = {}
+    for row in offering:
+        ref = (row["in_channel"], row["in_htlc"])
+        onion = onions.get(ref)
+        if row["out_onion_key"] or onion is None:
+            continue
+        try:
+            keys[ref] = next_ephemeral_key(onion_key(onion), row["shared_secret"])
+        except ValueError:  # not a key on the curve: an onion we never peeled, so never forwarded
+            continue
+    return keys
 
 
 class Forwarding:
@@ -52,12 +73,14 @@ class Forwarding:
     _publish: Callable[..., None]
     spawn: Callable[..., Any]
 
-    async def _adopt_forwards(self, offered: list[IncomingHtlc]) -> None:
+    async def _adopt_forwards(self, offered: list[IncomingHtlc], incoming: list[IncomingHtlc]) -> None:
         """At start, the forwards whose outgoing HTLC is still in a channel (or its failure kept): wait
         for it again. One still "offering" whose HTLC did leave (a stop came before its id was recorded)
         is found by its onion and recorded as offered now, before anything comes back for it: its
         result goes upstream, and a replay of its incoming HTLC finds it rather than offering it again.
-        A forward decided already (failed or settled) only has its outgoing HTLC's result released."""
+        A forward decided already (failed or settled) only has its outgoing HTLC's result released.
+        ``incoming`` (the incoming HTLCs still committed) gives the outgoing onion's key of a forward
+        recorded before that key was kept (:func:`_legacy_onion_keys`)."""
         store = self._store()
         onions = {(h.channel_key, h.add.id): h.add.onion_routing_packet for h in offered}
         by_key = {onion_key(onion): out for out, onion in onions.items()}
@@ -65,8 +88,14 @@ class Forwarding:
             out = (row["out_channel"], row["out_htlc"])
             if out in onions:
                 self._forwards[out] = (row["in_channel"], row["in_htlc"], row["shared_secret"], onions[out])
-        for row in await trio.to_thread.run_sync(store.forwards, "offering"):
-            found = by_key.get(row["out_onion_key"]) if row["out_onion_key"] else None
+        offering = await trio.to_thread.run_sync(store.forwards, "offering")
+        derived = _legacy_onion_keys(offering, incoming)
+        if derived:
+            log.info("payments: %d forward(s) recorded without their outgoing onion's key: derived from their incoming onions", len(derived))
+            await trio.to_thread.run_sync(store.fill_out_onion_keys, derived)
+        for row in offering:
+            key = row["out_onion_key"] or derived.get((row["in_channel"], row["in_htlc"]))
+            found = by_key.get(key) if key else None
             if found is None or found in self._forwards:
                 continue
             log.info("payments: forward %s/%d was offered as %s/%d before the restart",

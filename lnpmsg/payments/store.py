@@ -221,6 +221,19 @@ class PaymentsStore:
                                tuple(v for pair in chunk for v in pair), _FORWARD_FIELDS)  # fmt: skip
         return {(row["out_channel"], row["out_htlc"]): row for row in rows}
 
+    def fill_out_onion_keys(self, keys: dict[tuple[str, int], bytes]) -> None:
+        """Record the outgoing onion's key of forwards written before it was kept ((in_channel, in_htlc)
+        -> key), in one transaction; a key a forward has already is left as it is."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("UPDATE forwards SET out_onion_key = ? WHERE in_channel = ? AND in_htlc = ? AND out_onion_key IS NULL",
+                                     [(key, ref[0], ref[1]) for ref, key in keys.items()])  # fmt: skip
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def forwards(self, status: str | None = None) -> list[dict[str, Any]]:
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
         return self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards {where} ORDER BY created_at", args, _FORWARD_FIELDS)

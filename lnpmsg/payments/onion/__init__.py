@@ -52,6 +52,7 @@ from lnpmsg.payments.onion.sphinx import (
     BuiltOnion,
     PeeledOnion,
     construct_onion,
+    next_ephemeral_key,
     peel_onion,
 )
 
@@ -91,6 +92,7 @@ __all__ = [
     "fail_with_attribution",
     "forward_with_attribution",
     "malformed_failure",
+    "next_ephemeral_key",
     "peel_onion",
     "process_onion",
     "verify_attribution",

@@ -57,6 +57,7 @@ __all__ = [
     "PeeledOnion",
     "construct_onion",
     "hop_payload_size",
+    "next_ephemeral_key",
     "peel_onion",
 ]
 
@@ -252,10 +253,16 @@ def peel_onion(
     next_hmac = unwrapped[end : end + HMAC_SIZE]
     if next_hmac == _ZERO_HMAC:
         return PeeledOnion(payload=payload, shared_secret=secret, next_packet=None)
-    next_pubkey = coincurve.PublicKey(public_key).multiply(blinding_factor(public_key, secret)).format()
+    next_pubkey = next_ephemeral_key(public_key, secret)
     rest = unwrapped[end + HMAC_SIZE : end + HMAC_SIZE + ROUTING_INFO_SIZE]
     next_packet = bytes([ONION_VERSION]) + next_pubkey + rest + next_hmac
     return PeeledOnion(payload=payload, shared_secret=secret, next_packet=next_packet)
+
+
+def next_ephemeral_key(public_key: bytes, shared_secret: bytes) -> bytes:
+    """The ephemeral key of the onion a hop passes on, from its own onion's ``public_key`` and the
+    hop's ``shared_secret`` (BOLT 4: the key times SHA256(key || shared secret)); compressed."""
+    return coincurve.PublicKey(public_key).multiply(blinding_factor(public_key, shared_secret)).format()
 
 
 def _framing_error(secret: bytes, reason: str) -> OnionPayloadError:
