@@ -116,14 +116,12 @@ class Forwarding:
         await trio.to_thread.run_sync(store.add_forward, ref[0], ref[1], add.amount_msat, fwd.amount_msat, fwd.shared_secret,
                                      int(self._now()), add.payment_hash, add.cltv_expiry, fwd.cltv_expiry,
                                      onion_key(fwd.onion))  # fmt: skip
-        # offered already (a stop came before we recorded it): the same onion names it
-        offered = next(((h.channel_key, h.add.id) for h in self.htlcs.offered() if h.add.onion_routing_packet == fwd.onion), None)
+        # no outgoing HTLC of this forward is in a channel now: one offered before a restart was found at
+        # start by the onion's key (derived for a forward recorded without it, whose incoming HTLC is
+        # committed, as this one is) and the forward is "offered", so it never comes here
         try:
-            if offered is not None:
-                out_key, out_id = offered
-            else:
-                out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, add.payment_hash, fwd.cltv_expiry,
-                                                            fwd.onion, upstream_cltv_expiry=add.cltv_expiry)  # fmt: skip
+            out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, add.payment_hash, fwd.cltv_expiry,
+                                                        fwd.onion, upstream_cltv_expiry=add.cltv_expiry)  # fmt: skip
         except HtlcRefused as exc:
             channel = self.htlcs.by_scid(fwd.short_channel_id)
             if channel is not None and not channel.usable and ref not in self._waited:
