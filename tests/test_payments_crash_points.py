@@ -44,6 +44,7 @@ import trio
 from test_payments_app import POLICY, Net, channels, net, payments, quiet, wait_until
 
 from lnpmsg.channels.failures import FailureStore, OfferedFailure
+from lnpmsg.channels.htlc_hook import IncomingHtlc
 from lnpmsg.channels.manager import CRASH_STAGES
 from lnpmsg.node.node import Node
 from lnpmsg.payments import bolt11
@@ -529,14 +530,25 @@ def _as_an_old_database(directory: Path) -> None:
         db.close()
 
 
+def _forward_status(node: Node) -> str | None:
+    """The status of the one forward the node's payments store holds (None: none, or not running)."""
+    store = payments(node).store
+    rows = store.forwards() if store is not None else []
+    return rows[0]["status"] if rows else None
+
+
 @pytest.mark.trio
 @pytest.mark.parametrize("store_kind", ["current", "legacy"])
+@pytest.mark.parametrize("order", ["c_refuses_first", "b_decides_first"])
 async def test_a_forward_offered_right_before_a_crash_is_found_after_the_restart(tmp_path: Path, write_crashes: list[WriteCrash],
-                                                                               monkeypatch: pytest.MonkeyPatch, store_kind: str) -> None:  # fmt: skip
+                                                                               monkeypatch: pytest.MonkeyPatch, store_kind: str,
+                                                                               order: str) -> None:  # fmt: skip
     """B offers the forward to C and crashes before it records the outgoing HTLC's id. Restarted, B
-    decides the incoming HTLC again only once C has refused that HTLC (the worst order for B): the
-    forward is found by its outgoing onion, C's failure goes upstream, and C is never offered the
-    payment a second time (a second offer C fulfilled would have B pay twice).
+    finds the forward by its outgoing onion, C's failure goes upstream, and C is never offered the
+    payment a second time (a second offer C fulfilled would have B pay twice). ``c_refuses_first``:
+    B decides the incoming HTLC again only once C has refused that HTLC (the worst order for B);
+    ``b_decides_first``: C holds its decision until B has decided the forward again, so the HTLC
+    is still in the channel when B does.
 
     ``legacy``: B restarts on its store as an older version left it, whose forwards lack the
     outgoing onion's key; B derives the key from the incoming onion and finds the forward all the same."""
@@ -547,13 +559,22 @@ async def test_a_forward_offered_right_before_a_crash_is_found_after_the_restart
         crash = WriteCrash(b_store, "UPDATE forwards SET out_channel", before=True)
         crash.scope = scopes["b"]
         write_crashes.append(crash)
-        replay = PaymentsApp._replay
+        if order == "c_refuses_first":
+            replay = PaymentsApp._replay
 
-        async def late_replay(app: PaymentsApp) -> None:  # (only the restarted B starts after this)
-            await wait_until(lambda: not app.htlcs.offered(), "C refused the HTLC B offered before the crash")
-            await replay(app)
+            async def late_replay(app: PaymentsApp) -> None:  # (only the restarted B starts after this)
+                await wait_until(lambda: not app.htlcs.offered(), "C refused the HTLC B offered before the crash")
+                await replay(app)
 
-        monkeypatch.setattr(PaymentsApp, "_replay", late_replay)
+            monkeypatch.setattr(PaymentsApp, "_replay", late_replay)
+        else:
+            decide = payments(live["c"])._on_incoming
+
+            async def after_b_decided(htlc: IncomingHtlc) -> None:
+                await wait_until(lambda: _forward_status(live["b"]) not in (None, "offering"), "B decided the forward after its restart")
+                await decide(htlc)
+
+            monkeypatch.setattr(payments(live["c"]), "_on_incoming", after_b_decided)
         if store_kind == "legacy":
             init = PaymentsStore.__init__
 
