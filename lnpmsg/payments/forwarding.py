@@ -8,10 +8,10 @@ their outgoing HTLCs again (:meth:`Forwarding._adopt_forwards`), also one
 whose outgoing HTLC left before its id was recorded (the outgoing onion's
 key, recorded with the forward, finds it; a forward an older version
 recorded without that key has it derived from its incoming onion), so at
-most one outgoing HTLC is ever offered per incoming HTLC; a replayed incoming HTLC settles with the
-stored preimage, or waits, or is decided again when its outgoing HTLC never
-got into a commitment; a forward whose next peer went away waits once
-for it.
+most one outgoing HTLC is ever offered per incoming HTLC; a replayed
+incoming HTLC settles with the stored preimage, or waits, or is decided
+again when its outgoing HTLC never got into a commitment; a forward whose
+next peer went away waits once for it.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ _PAYMENT_FIELDS = ("id", "payment_hash", "bolt11", "payee", "amount_msat", "fee_
 _FORWARD_FIELDS = ("in_channel", "in_htlc", "out_channel", "out_htlc", "in_msat", "out_msat", "shared_secret", "status", "created_at",
                    "payment_hash", "in_cltv", "out_cltv", "preimage", "failure", "out_onion_key")  # fmt: skip
 _PART_FIELDS = ("onion_key", "payment_id", "route", "shared_secrets", "amount_msat", "status", "failure", "created_at")
-#: (channel, htlc id) pairs in one query: two parameters each, under SQLite's default bound of 999 per statement
+#: (channel, htlc id) pairs in one statement: two parameters each, under the 999 a statement may have in older SQLite builds
 _PAIRS_PER_QUERY = 400
 #: a shared secret of one hop (the parts' secrets are stored end to end)
 _SECRET_SIZE = 32
