@@ -22,7 +22,9 @@ revoked, nor any commitment, reached the mempool or the chain).
 
 The same injection is available to a whole process as the environment
 variable ``LNPMSG_DEV_CRASH_AT_PERSIST=N[:persisted|:sent]`` (SIGKILL);
-``test_channels_nodes.py`` uses it with real processes.
+``test_channels_nodes.py`` uses it with real processes. An HTLC its receiver
+fails, with a crash at each point of that on either side, is in
+``test_channels_crash_failures.py`` (on :class:`CrashHarness`).
 """
 
 from __future__ import annotations
