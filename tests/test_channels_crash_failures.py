@@ -92,6 +92,10 @@ class AdderRecord:
         self.resolutions.append((htlc_id, "failed", (reason, failure_code)))
         self._unreported.append((channel_key, htlc_id))
 
+    def outcomes(self) -> list[str]:
+        """How each HTLC ended, in order."""
+        return [how for _, how, _ in self.resolutions]
+
     def failures(self) -> list[tuple[int, str, Any]]:
         return [r for r in self.resolutions if r[1] == "failed"]
 
@@ -129,7 +133,8 @@ class FailureStage:
                     await self.fail(htlc)
                 await wait_until(lambda: script.ready() and self.no_htlc(), "the HTLC failed")
                 continue
-            await wait_until(lambda: len(self.record.resolutions) == self.attempts, "the adder heard how each of its HTLCs ended")
+            # (at least: a resolution heard twice is for the checks after the stage to name)
+            await wait_until(lambda: len(self.record.resolutions) >= self.attempts, "the adder heard how each of its HTLCs ended")
             if self.record.failures():
                 break
             self.attempts += 1  # first, or again: both sides forgot the add before it was committed
@@ -177,9 +182,8 @@ async def _failure_stage(tmp_path: Path, kind: str, adder: str, victim: str | No
         made = {name: channels(node).manager.persists - points[name] for name, node in harness.nodes.items()}  # type: ignore[union-attr]
 
         # The adder heard of the failure once, with what the failer gave; every other HTLC it offered was dropped.
-        expected = (REASON, None) if kind == "fail" else (None, MALFORMED_CODE)
-        assert [r[2] for r in record.failures()] == [expected], record.resolutions
-        assert [r[1] for r in record.resolutions] == ["dropped"] * (failure_stage.attempts - 1) + ["failed"], record.resolutions
+        assert record.outcomes() == ["dropped"] * (failure_stage.attempts - 1) + ["failed"], record.outcomes()
+        assert [detail for _, _, detail in record.failures()] == [(REASON, None) if kind == "fail" else (None, MALFORMED_CODE)]
         assert channels(harness.nodes[adder]).htlcs.failed_offered() == []
         assert not any((tmp_path / adder / "channels" / "failures").iterdir()), "a failure is still kept"
         # The failed HTLC moved nothing and left nothing in any commitment.
@@ -190,7 +194,7 @@ async def _failure_stage(tmp_path: Path, kind: str, adder: str, victim: str | No
 
         # The channel still works, and nothing ever went on chain.
         await pay(harness.nodes[adder], harness.nodes[failer], LATER_MSAT)
-        assert [r[1] for r in record.resolutions] == ["dropped"] * (failure_stage.attempts - 1) + ["failed", "fulfilled"], record.resolutions
+        assert record.outcomes() == ["dropped"] * (failure_stage.attempts - 1) + ["failed", "fulfilled"], record.outcomes()
         to_local, to_remote, _ = before[adder]
         assert _spec(script, adder) == (to_local - LATER_MSAT, to_remote + LATER_MSAT, ())
         assert not await trio.to_thread.run_sync(source.core.mempool_txids), "something went on chain"
