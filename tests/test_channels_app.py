@@ -56,9 +56,12 @@ def only_channel(node: Node) -> ManagedChannel:
 
 
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    with trio.fail_after(TIMEOUT):
+    """Poll ``condition`` until it holds; a timeout fails the test naming ``what`` it waited for."""
+    with trio.move_on_after(TIMEOUT):
         while not condition():
             await trio.sleep(0.02)
+        return
+    raise AssertionError(f"timed out after {TIMEOUT:g} s waiting for {what}")
 
 
 def settled(node: Node) -> bool:

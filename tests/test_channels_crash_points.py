@@ -22,12 +22,15 @@ revoked, nor any commitment, reached the mempool or the chain).
 
 The same injection is available to a whole process as the environment
 variable ``LNPMSG_DEV_CRASH_AT_PERSIST=N[:persisted|:sent]`` (SIGKILL);
-``test_channels_nodes.py`` uses it with real processes.
+``test_channels_nodes.py`` uses it with real processes. An HTLC its receiver
+fails, with a crash at each point of that on either side, is in
+``test_channels_crash_failures.py`` (on :class:`CrashHarness`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +81,10 @@ def _open_or_closed(channel: ManagedChannel | None) -> bool:
 class Script:
     """The scripted channel life, resumable from wherever a crash left the channel."""
 
-    def __init__(self, pair: Pair) -> None:
+    def __init__(self, pair: Pair, nodes: dict[str, Node]) -> None:
         self.pair = pair
-        self.nodes: dict[str, Node] = {}
+        #: the running nodes by name (shared with the harness that restarts them)
+        self.nodes = nodes
         self.preimages = {sha256(p): p for p in (os.urandom(32) for _ in PAYMENTS)}
         self.hashes = list(self.preimages)
         self.channel_key: str | None = None
@@ -213,96 +217,132 @@ class Script:
         return matches[0]
 
 
+class CrashHarness:
+    """Alice (listening) and Bob run in ``nursery``; one of them, the victim, may be armed to crash
+    once at a persistence point (:meth:`arm`), and then starts again from the same directories."""
+
+    def __init__(self, pair: Pair, nursery: trio.Nursery) -> None:
+        self.pair = pair
+        self.nursery = nursery
+        #: the running nodes by name (the victim's entry is its new node once it restarted)
+        self.nodes: dict[str, Node] = {}
+        self.crashed = trio.Event()
+        self.victim: str | None = None
+        self.crash_at: tuple[int, str] | None = None
+        #: called with a node's name each time it has started (a handler it needs from its start)
+        self.on_start: Callable[[str], None] = lambda name: None
+
+    async def start(self, name: str) -> None:
+        """Start ``name`` from its directories (the same key every time)."""
+        await self.nursery.start(self._run_node, name)
+        self.on_start(name)
+
+    async def _run_node(self, name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        node = self.pair.node(name, name == "alice")
+        self.nodes[name] = node
+        try:
+            await node.run(task_status=task_status)
+        except BaseException as exc:
+            if not _is_crash(exc):
+                raise
+            self.crashed.set()
+
+    async def connect(self) -> None:
+        """Bob dials Alice."""
+        alice, bob = self.nodes["alice"], self.nodes["bob"]
+        await bob.connect(alice.addresses[0])
+        await wait_until(lambda: bob.node_id in alice.peers, "connected")
+
+    def arm(self, victim: str, point: int, stage: str) -> None:
+        """Crash ``victim`` at its ``point``-th persistence point from now, at ``stage`` (see CRASH_STAGES)."""
+        manager = channels(self.nodes[victim]).manager
+        assert manager is not None
+        self.victim, self.crash_at = victim, (manager.persists + point, stage)
+        manager.crash_at, manager.crash = self.crash_at, _crash
+
+    async def crash_during(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step``; when armed, the victim crashes during it (``step`` is cut there), the survivor
+        sees it go, and the victim starts again and reconnects: resuming ``step`` is the caller's."""
+
+        async def first_run() -> None:
+            try:
+                await step()
+            except Exception:
+                with trio.move_on_after(30):  # the crash reaches the command first, then the node
+                    await self.crashed.wait()
+                if not self.crashed.is_set():
+                    raise
+                await trio.sleep_forever()  # the crash cut a command: the resumed step does it
+            done.cancel()
+
+        async with trio.open_nursery() as inner:
+            done = inner.cancel_scope
+            inner.start_soon(first_run)
+            if self.victim is not None:
+                await self.crashed.wait()
+                inner.cancel_scope.cancel()
+        victim = self.victim
+        if victim is None:
+            return
+        with trio.move_on_after(30):  # the step may end on the victim's last point first
+            await self.crashed.wait()
+        assert self.crashed.is_set(), f"{victim} never reached persistence point {self.crash_at}"
+        survivor = "bob" if victim == "alice" else "alice"
+        victim_id = self.nodes[victim].node_id
+        await wait_until(lambda: victim_id not in self.nodes[survivor].peers, "the survivor sees the crash")
+        await self.start(victim)
+        await self.nodes["bob"].connect(self.nodes["alice"].addresses[0])
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+
 async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: str) -> dict[str, int]:
     """Run the script, crashing ``victim`` at ``point`` (``stage``); the persistence points each side made."""
     network = MemoryNetwork()
-    async with chain(tmp_path) as source:
+    async with chain(tmp_path) as source, trio.open_nursery() as nursery:
         pair = Pair(source, tmp_path, network)
-        script = Script(pair)
-        crashed = trio.Event()
-        counts: dict[str, int] = {}
+        harness = CrashHarness(pair, nursery)
+        script = Script(pair, harness.nodes)
+        await harness.start("alice")
+        await harness.start("bob")
+        await pair.fund_wallet(script.nodes["alice"], 3_000_000)
+        if victim is not None:
+            harness.arm(victim, point, stage)
+        await harness.connect()
+        await harness.crash_during(script.run)
+        if victim is not None:
+            async with trio.open_nursery() as watch:
+                watch.start_soon(_watch_closing, script, source)
+                await script.run()
+                watch.cancel_scope.cancel()
+        counts = {name: channels(node).manager.persists for name, node in script.nodes.items()}  # type: ignore[union-attr]
 
-        async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            node = pair.node(name, name == "alice")
-            script.nodes[name] = node
-            try:
-                await node.run(task_status=task_status)
-            except BaseException as exc:
-                if not _is_crash(exc):
-                    raise
-                crashed.set()
+        # Balances exact: every payment made once, nothing in flight, both sides agree.
+        a, b = script.channel("alice"), script.channel("bob")
+        assert a is not None and b is not None
+        a_spec, b_spec = a.core.state.local_commit.spec, b.core.state.local_commit.spec  # type: ignore[union-attr]
+        final = script.alice_msat(len(PAYMENTS))
+        assert (a_spec.to_local_msat, a_spec.to_remote_msat, a_spec.htlcs) == (final, FUNDING_SAT * 1000 - final, ())
+        assert (b_spec.to_local_msat, b_spec.to_remote_msat, b_spec.htlcs) == (FUNDING_SAT * 1000 - final, final, ())
+        assert a_spec.feerate_per_kw == b_spec.feerate_per_kw == NEW_FEERATE
 
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_node, "alice")
-            await nursery.start(run_node, "bob")
-            await pair.fund_wallet(script.nodes["alice"], 3_000_000)
-            if victim is not None:
-                manager = channels(script.nodes[victim]).manager
-                assert manager is not None
-                manager.crash_at, manager.crash = (point, stage), _crash
-            await script.nodes["bob"].connect(script.nodes["alice"].addresses[0])
-            await wait_until(lambda: script.nodes["bob"].node_id in script.nodes["alice"].peers, "connected")
-
-            async def first_run() -> None:
-                try:
-                    await script.run()
-                except Exception:
-                    with trio.move_on_after(30):  # the crash reaches the command first, then the node
-                        await crashed.wait()
-                    if not crashed.is_set():
-                        raise
-                    await trio.sleep_forever()  # the crash cut a command: the resumed script does it
-                done.cancel()
-
-            async with trio.open_nursery() as inner:
-                done = inner.cancel_scope
-                inner.start_soon(first_run)
-                if victim is not None:
-                    await crashed.wait()
-                    inner.cancel_scope.cancel()
-            if victim is not None:
-                with trio.move_on_after(30):  # the script may end on the victim's last point first
-                    await crashed.wait()
-                assert crashed.is_set(), f"{victim} never reached persistence point {point}"
-                survivor = "bob" if victim == "alice" else "alice"
-                victim_id = script.nodes[victim].node_id
-                await wait_until(lambda: victim_id not in script.nodes[survivor].peers, "the survivor sees the crash")
-                await nursery.start(run_node, victim)  # the same key, the same directories
-                await script.nodes["bob"].connect(script.nodes["alice"].addresses[0])
-                async with trio.open_nursery() as watch:
-                    watch.start_soon(_watch_closing, script, source)
-                    await script.run()
-                    watch.cancel_scope.cancel()
-            for name in ("alice", "bob"):
-                manager = channels(script.nodes[name]).manager
-                assert manager is not None
-                counts[name] = manager.persists
-
-            # Balances exact: every payment made once, nothing in flight, both sides agree.
-            a, b = script.channel("alice"), script.channel("bob")
-            assert a is not None and b is not None
-            a_spec, b_spec = a.core.state.local_commit.spec, b.core.state.local_commit.spec  # type: ignore[union-attr]
-            final = script.alice_msat(len(PAYMENTS))
-            assert (a_spec.to_local_msat, a_spec.to_remote_msat, a_spec.htlcs) == (final, FUNDING_SAT * 1000 - final, ())
-            assert (b_spec.to_local_msat, b_spec.to_remote_msat, b_spec.htlcs) == (FUNDING_SAT * 1000 - final, final, ())
-            assert a_spec.feerate_per_kw == b_spec.feerate_per_kw == NEW_FEERATE
-
-            # The closing transaction is the only spend of the funding: nothing revoked, no commitment.
-            mempool = [txid[::-1].hex() for txid in await trio.to_thread.run_sync(source.core.mempool_txids)]
-            assert len(mempool) == 1, mempool
-            if script.closing_txid is not None:
-                assert mempool == [script.closing_txid]
-            closers = [c for c in (a, b) if c.phase is Phase.CLOSED]
-            assert closers and all(Tx.parse(c.core.state.closing_tx).txid_hex == mempool[0] for c in closers)  # type: ignore[arg-type]
-            for name in ("alice", "bob"):
-                manager = channels(script.nodes[name]).manager
-                assert manager is not None
-                for channel in manager.channels.values():
-                    if channel.core.state.funding_outpoint == a.core.state.funding_outpoint:
-                        assert channel.phase in (Phase.CLOSED, Phase.NEGOTIATING), (name, channel.phase, channel.core.state.failure)
-                        assert not channel.core.state.failure
-            for node in script.nodes.values():
-                node.stop()
+        # The closing transaction is the only spend of the funding: nothing revoked, no commitment.
+        mempool = [txid[::-1].hex() for txid in await trio.to_thread.run_sync(source.core.mempool_txids)]
+        assert len(mempool) == 1, mempool
+        if script.closing_txid is not None:
+            assert mempool == [script.closing_txid]
+        closers = [c for c in (a, b) if c.phase is Phase.CLOSED]
+        assert closers and all(Tx.parse(c.core.state.closing_tx).txid_hex == mempool[0] for c in closers)  # type: ignore[arg-type]
+        for name in ("alice", "bob"):
+            manager = channels(script.nodes[name]).manager
+            assert manager is not None
+            for channel in manager.channels.values():
+                if channel.core.state.funding_outpoint == a.core.state.funding_outpoint:
+                    assert channel.phase in (Phase.CLOSED, Phase.NEGOTIATING), (name, channel.phase, channel.core.state.failure)
+                    assert not channel.core.state.failure
+        harness.stop()
         return counts
 
 
