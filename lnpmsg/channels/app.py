@@ -51,7 +51,7 @@ from typing import Any
 
 import trio
 
-from lnpmsg.app import App, AppError, PeerNotConnected
+from lnpmsg.app import App, AppError
 from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.address import script_for_address
@@ -210,7 +210,7 @@ class ChannelsApp(DevCalls, App):
         onchain.on_htlc_resolved = self.htlcs.dispatch_on_chain
         await trio.to_thread.run_sync(self.htlcs.open_failures, self.directory / "failures")
         manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, dev=self.dev,
-                                 on_persisted=self._persisted, disconnect=self._disconnect, **kwargs)  # fmt: skip
+                                 on_persisted=self._persisted, disconnect=self.disconnect_peer, **kwargs)  # fmt: skip
         onchain.manager = manager
         self.manager = manager
         self.chain  # noqa: B018 - fail at start when the chain app is missing
@@ -232,13 +232,6 @@ class ChannelsApp(DevCalls, App):
                 await super().run(task_status=task_status)
         finally:
             self.manager = None
-
-    def _disconnect(self, peer_id: bytes, reason: str) -> None:
-        """Close a channel peer's connection (if it has one) without waiting for it to end."""
-        try:
-            self.peer(peer_id).close(reason)
-        except PeerNotConnected:
-            pass
 
     async def _persisted(self, channel: ManagedChannel) -> None:
         """A job's records are on disk: the monitor's updates and the peer's failures of our HTLCs too, before any message."""
@@ -371,11 +364,9 @@ class ChannelsApp(DevCalls, App):
     async def _submit(self, channel: ManagedChannel, item: Any) -> Any:
         try:
             return await self._manager().submit(channel, item)
-        except LocalMisuse as exc:
+        except (LocalMisuse, StoreWriteFailed) as exc:  # (the manager logged a failed write as an error)
             log.debug("channels: %s refused %s: %s", channel.channel_id.hex(), type(item).__name__, exc)
             return None
-        except StoreWriteFailed:
-            return None  # logged by the manager, which took the channel back to its disk and dropped the peer
 
     def _claim(self, channel: ManagedChannel) -> None:
         """Route ``error``/``warning`` for the channel (its temporary id before the funding) to us."""

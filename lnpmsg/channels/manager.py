@@ -348,11 +348,11 @@ class ChannelManager:
                 raise StoreWriteFailed(
                     f"channel {channel.channel_id.hex()}: its change ({type(item).__name__}) could not be written: {exc}"
                 ) from exc
-        if isinstance(item, Disconnected):
-            channel.owes_disconnected = False
             if self._crash_after and isinstance(item, Received) and type(item.message).__name__ == self._crash_after:
                 _sigkill()
             self._maybe_crash(point, "persisted")
+        if isinstance(item, Disconnected):
+            channel.owes_disconnected = False
         for message in out.messages:
             await self._deliver(channel.peer_id, message)
         if point is not None:
