@@ -538,6 +538,12 @@ class App:
             raise PeerNotConnected(f"peer {node_id.hex()} is not connected")
         return peer
 
+    def disconnect_peer(self, node_id: bytes, reason: str) -> None:
+        """Close the connection to a peer (if it has one), without waiting for it to end."""
+        peer = self.node.peers.get(node_id)
+        if peer is not None:
+            peer.close(reason)
+
     async def send(self, to: Peer | bytes | str, message: Message) -> None:
         """Send to one peer (a Peer or its node id), waiting while its queue is full."""
         peer = to if isinstance(to, Peer) else self.peer(to)

@@ -89,11 +89,11 @@ class Pair:
         self.network = network
         self.keys = {"alice": NodeKey.generate(), "bob": NodeKey.generate()}
 
-    def node(self, name: str, listen: bool) -> Node:
+    def node(self, name: str, listen: bool, channels_dir: Path | None = None) -> Node:
         config = ChannelConfig(minimum_depth=2)
         apps: list[Any] = [
             ChainApp(self.tmp / name / "wallet", source=self.source),
-            ChannelsApp(self.tmp / name / "channels", config=config),
+            ChannelsApp(channels_dir or self.tmp / name / "channels", config=config),
         ]
         node = Node(self.keys[name], NodeConfig(listen=["mem://"] if listen else [], network="regtest"),
                     transports={"mem": self.network.transport()})  # fmt: skip

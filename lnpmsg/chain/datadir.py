@@ -17,7 +17,7 @@ from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.errors import ChainError
 
-__all__ = ["DirLock", "MempoolFile", "fsync_dir", "prepare_datadir", "write_atomic"]
+__all__ = ["DirLock", "MempoolFile", "append_whole", "fsync_dir", "prepare_datadir", "write_atomic"]
 
 MARKER_FILE = "lnpmsg-chain.json"
 LOCK_FILE = "lnpmsg-chain.lock"
@@ -31,17 +31,47 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` in one step (a reader sees old or new, never half).
 
     ``durable``: the data and the rename survive a power loss too (temp file
-    fsynced before the rename, the directory after it).
+    fsynced before the rename, the directory after it). When a write fails (a
+    full disk), ``path`` is as it was and the temp file is gone: a half file
+    would only take more of the space that is missing.
     """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        if durable:
-            os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     if durable:
         fsync_dir(path.parent)
+
+
+def append_whole(fd: int, data: bytes, *, durable: bool = True) -> None:
+    """Append ``data`` to the file open at ``fd`` (opened with ``O_APPEND``), all or nothing.
+
+    An append log's reader drops a torn last frame, but only a LAST one: a
+    write cut short by a full disk and then followed by a successful append
+    would put good frames after the torn one, and the reader would drop
+    them too. So when any part of the write (or its fsync) fails, the file
+    is cut back to its length before the call, and the error is raised.
+    """
+    size = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+    except OSError:
+        try:
+            os.ftruncate(fd, size)  # frees space: it works on a full disk too
+        except OSError:
+            pass  # the reader's torn-tail cut is left to do it
+        raise
 
 
 def fsync_dir(directory: Path) -> None:

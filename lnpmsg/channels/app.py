@@ -64,7 +64,7 @@ from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wire import CHAIN_HASHES, Error, Features, Message
 
 from . import messages as M
-from .errors import LocalMisuse
+from .errors import LocalMisuse, StoreWriteFailed
 from .inputs import (
     AcceptCommand,
     BlockHeight,
@@ -210,7 +210,7 @@ class ChannelsApp(DevCalls, App):
         onchain.on_htlc_resolved = self.htlcs.dispatch_on_chain
         await trio.to_thread.run_sync(self.htlcs.open_failures, self.directory / "failures")
         manager = ChannelManager(self.directory, send=self._send, on_events=self._on_events, dev=self.dev,
-                                 on_persisted=self._persisted, **kwargs)  # fmt: skip
+                                 on_persisted=self._persisted, disconnect=self.disconnect_peer, **kwargs)  # fmt: skip
         onchain.manager = manager
         self.manager = manager
         self.chain  # noqa: B018 - fail at start when the chain app is missing
@@ -364,7 +364,7 @@ class ChannelsApp(DevCalls, App):
     async def _submit(self, channel: ManagedChannel, item: Any) -> Any:
         try:
             return await self._manager().submit(channel, item)
-        except LocalMisuse as exc:
+        except (LocalMisuse, StoreWriteFailed) as exc:  # (the manager logged a failed write as an error)
             log.debug("channels: %s refused %s: %s", channel.channel_id.hex(), type(item).__name__, exc)
             return None
 

@@ -12,7 +12,7 @@ from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.app import ChainAppError
 
-from .errors import LocalMisuse
+from .errors import LocalMisuse, StoreWriteFailed
 from .inputs import AddHtlc, ChangeFee, FailHtlc, FulfillHtlc
 from .messages import UpdateAddHtlc
 
@@ -55,8 +55,8 @@ class DevCalls:
             cltv_expiry = (await self.chain.source.tip()).height + _CLTV_DEFAULT
         try:
             out = await self._manager().submit(target, AddHtlc(amount_msat, hash_bytes, cltv_expiry, packet))
-        except LocalMisuse as exc:
-            raise ChainAppError(f"cannot add the HTLC: {exc}", {"error": "ChannelError"}) from exc
+        except (LocalMisuse, StoreWriteFailed) as exc:
+            raise ChainAppError(f"cannot add the HTLC: {exc}", {"error": type(exc).__name__}) from exc
         # the id the core gave this add (another add queued before ours would have taken the next one)
         (add,) = [m for m in out.messages if isinstance(m, UpdateAddHtlc)]
         result: dict[str, Any] = {"htlc_id": add.id, "payment_hash": hash_bytes.hex()}
@@ -69,8 +69,9 @@ class DevCalls:
         target = self._channel(channel)
         try:
             await self._manager().submit(target, FulfillHtlc(htlc_id, bytes.fromhex(preimage)))
-        except (LocalMisuse, ValueError) as exc:
-            raise ChainAppError(f"cannot fulfill: {exc}", {"error": "ChannelError"}) from exc
+        except (LocalMisuse, StoreWriteFailed, ValueError) as exc:
+            error = "StoreWriteFailed" if isinstance(exc, StoreWriteFailed) else "ChannelError"
+            raise ChainAppError(f"cannot fulfill: {exc}", {"error": error}) from exc
         return {"htlc_id": htlc_id}
 
     async def dev_fail(self, channel: str, htlc_id: int) -> dict[str, Any]:

@@ -34,3 +34,12 @@ class RemoteFault(ChannelError):
 
 class LocalMisuse(ChannelError):
     """The caller asked the channel for something it cannot do now (nothing is changed)."""
+
+
+class StoreWriteFailed(Exception):
+    """A channel's change could not be written to its store (a full disk, a failing disk).
+
+    Nothing the change would have sent was sent; the channel is back to its
+    state on disk, and its peer is disconnected so that both sides pick up
+    from there when it reconnects (``channel_reestablish``).
+    """

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from .errors import LocalMisuse
+from .errors import LocalMisuse, StoreWriteFailed
 from .failures import FailureStore, OfferedFailure
 from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled
 from .messages import UpdateAddHtlc, UpdateFailHtlc, UpdateFailMalformedHtlc, UpdateFulfillHtlc
@@ -325,7 +325,7 @@ class HtlcHook:
             raise HtlcRefused(f"the channel is {channel.phase.value}{'' if s.connected else ', peer offline'}")
         try:
             out = await manager.submit(channel, AddHtlc(amount_msat, payment_hash, cltv_expiry, onion))  # type: ignore[union-attr]
-        except LocalMisuse as exc:
+        except (LocalMisuse, StoreWriteFailed) as exc:  # not added (a failed write leaves the channel as on disk)
             raise HtlcRefused(str(exc)) from exc
         # the id is the one the core gave (other adds may have been queued before ours)
         (add,) = [m for m in out.messages if isinstance(m, UpdateAddHtlc)]

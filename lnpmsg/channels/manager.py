@@ -15,7 +15,11 @@ processed in the order they were queued. For each job the actor
 5. signs what is left to sign (the node commits every change at once).
 
 Steps 2-5 run shielded: stopping the node never cuts a job between the
-record and its messages. At start every stored channel is replayed from its
+record and its messages. When step 2 fails (a full disk), no message of the
+job leaves: the channel goes back to its state on disk, its peer is
+disconnected (both sides resume from what they hold, via
+``channel_reestablish``), and the ``Disconnected`` it owes is written before
+its next input (:class:`~.errors.StoreWriteFailed` to the submitter). At start every stored channel is replayed from its
 log (snapshot, then records) and fed ``Disconnected``, as the core asks.
 
 Crash tests (developer only): ``crash_at = (N, stage)`` calls ``crash`` (SIGKILL
@@ -47,7 +51,7 @@ import trio
 
 from lnpmsg.wire import Message
 
-from .errors import LocalMisuse
+from .errors import LocalMisuse, StoreWriteFailed
 from .inputs import Disconnected, Event, Input, Output, Received, Record, SignCommitment
 from .dev import DevOptions
 from .params import ChannelSecrets
@@ -99,6 +103,9 @@ class ManagedChannel:
     log: ChannelLog
     #: set (and replaced) after every job that touched the channel
     changed: trio.Event = field(default_factory=trio.Event)
+    #: a write failed and the core went back to the disk's state, which may still count the
+    #: peer as connected: a ``Disconnected`` is written before the channel's next input
+    owes_disconnected: bool = False
 
     @property
     def channel_id(self) -> bytes:
@@ -148,6 +155,7 @@ class ChannelManager:
         now: Callable[[], float] = time.time,
         dev: DevOptions | None = None,
         on_persisted: Callable[[ManagedChannel], Awaitable[None]] | None = None,
+        disconnect: Callable[[bytes, str], None] | None = None,
     ) -> None:
         self.store = ChannelStore(directory)
         #: --dev-force-channel-secrets: the same secrets for every channel (conformance suites)
@@ -157,6 +165,8 @@ class ChannelManager:
         self._on_events = on_events
         #: after a job's records are on disk, before its messages leave (the channel monitor's updates)
         self._on_persisted = on_persisted
+        #: ``disconnect(peer_id, reason)``: close a peer's connection, without waiting
+        self._disconnect = disconnect
         self._now = now
         self.channels: dict[str, ManagedChannel] = {}
         # No buffer limit, yet bounded: each submitter waits for its job (a peer's reading task,
@@ -309,7 +319,7 @@ class ChannelManager:
             try:
                 job.output = await self._apply(channel, job.item)
                 await self._sign_if_needed(channel)
-            except LocalMisuse as exc:
+            except (LocalMisuse, StoreWriteFailed) as exc:
                 job.error = exc
             except Exception as exc:  # a bug must not kill every channel: report it to the submitter
                 log.exception("channels: %s on %s failed", type(job.item).__name__, channel.key)
@@ -322,17 +332,27 @@ class ChannelManager:
                 channel.changed = trio.Event()
 
     async def _apply(self, channel: ManagedChannel, item: Input) -> Output:
+        if channel.owes_disconnected and not isinstance(item, Disconnected):
+            await self._apply(channel, Disconnected())
         out = channel.core.receive(item, self._now())
         point = None
         if out.records:
-            await self._persist(channel, out.records)
-            self.persists += 1
-            point = self.persists
-            if self._on_persisted is not None:
-                await self._on_persisted(channel)
+            try:
+                await self._persist(channel, out.records)
+                self.persists += 1
+                point = self.persists
+                if self._on_persisted is not None:
+                    await self._on_persisted(channel)
+            except OSError as exc:
+                await self._back_to_disk(channel, item, exc)
+                raise StoreWriteFailed(
+                    f"channel {channel.channel_id.hex()}: its change ({type(item).__name__}) could not be written: {exc}"
+                ) from exc
             if self._crash_after and isinstance(item, Received) and type(item.message).__name__ == self._crash_after:
                 _sigkill()
             self._maybe_crash(point, "persisted")
+        if isinstance(item, Disconnected):
+            channel.owes_disconnected = False
         for message in out.messages:
             await self._deliver(channel.peer_id, message)
         if point is not None:
@@ -349,7 +369,25 @@ class ChannelManager:
     async def _persist(self, channel: ManagedChannel, records: Sequence[Record]) -> None:
         await trio.to_thread.run_sync(channel.log.append, records)
         if len(channel.log.records()) >= SNAPSHOT_EVERY:
-            await trio.to_thread.run_sync(channel.log.write_snapshot, channel.core)
+            try:
+                await trio.to_thread.run_sync(channel.log.write_snapshot, channel.core)
+            except OSError as exc:  # the records are in the log: the snapshot only bounds the replay
+                log.warning("channels: %s: snapshot not written (%s); the log keeps every record, the next job tries again", channel.key, exc)
+
+    async def _back_to_disk(self, channel: ManagedChannel, item: Input, exc: OSError) -> None:
+        """A job's write failed: its messages stay unsent, and the core in memory, which has
+        moved past the disk, is replaced by the one on disk (the log dropped the failed append).
+        The peer is disconnected: it may have sent what that core never took (a
+        ``commitment_signed``), and ``channel_reestablish`` sorts that out from both sides' disks."""
+        log.error(
+            "channels: %s on %s could not be written (%s): nothing of it was sent; the channel goes back to "
+            "its state on disk and reconnects with %s to resume from there (free some space)",
+            type(item).__name__, channel.channel_id.hex(), exc, channel.peer_id.hex(),
+        )  # fmt: skip
+        channel.core = await trio.to_thread.run_sync(channel.log.restore, self._secrets(channel.key))
+        channel.owes_disconnected = True
+        if self._disconnect is not None:
+            self._disconnect(channel.peer_id, f"channel {channel.channel_id.hex()[:16]}: a write to disk failed")
 
     async def _deliver(self, peer_id: bytes, message: Message) -> None:
         with trio.move_on_after(SEND_TIMEOUT):

@@ -53,7 +53,7 @@ from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_address
-from lnpmsg.chain.datadir import write_atomic
+from lnpmsg.chain.datadir import append_whole, write_atomic
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockConnected, BlockDisconnected
 
@@ -144,14 +144,14 @@ class MonitorLog:
         self.updates.extend(updates)
 
     def _write(self, payloads: list[bytes]) -> None:
-        data = b""
-        for payload in payloads:
-            data += frame(self._seq, payload)
-            self._seq += 1
-        with self.path.open("ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        """Append and fsync, whole or not at all (an ``OSError`` leaves the log as it was)."""
+        data = b"".join(frame(self._seq + i, payload) for i, payload in enumerate(payloads))
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            append_whole(fd, data)
+        finally:
+            os.close(fd)
+        self._seq += len(payloads)
 
 
 class MonitorProgress:

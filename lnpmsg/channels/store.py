@@ -6,10 +6,11 @@ stable for the channel's life)::
     <key>.log    frames of records (length, seq, CRC-32, payload: see records.frame)
     <key>.snap   the latest snapshot, as one frame (seq = the records it covers)
 
-Appends are written in one ``write``; a batch holding a ``durable`` record
-is fsynced before :meth:`ChannelLog.append` returns, so the caller sends its
-messages only after that (the rule "no message commits to a state that is
-not on disk"). On open, a torn tail (a frame cut short or failing its CRC:
+Appends are written whole or not at all (``append_whole``: a write cut
+short by a full disk is cut back off the file, and the error raised); a
+batch holding a ``durable`` record is fsynced before :meth:`ChannelLog.append`
+returns, so the caller sends its messages only after that (the rule "no
+message commits to a state that is not on disk"). On open, a torn tail (a frame cut short or failing its CRC:
 a crash mid-write) is cut off. A snapshot is written to a temporary file,
 fsynced and renamed over the old one (with the directory fsynced); then the
 log is emptied. Records whose seq the snapshot already covers (a crash
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from lnpmsg.chain.datadir import write_atomic
+from lnpmsg.chain.datadir import append_whole, write_atomic
 
 from .codec import CodecError
 from .inputs import Record
@@ -46,7 +47,9 @@ class ChannelLog:
         self.snap_path = directory / f"{key}.snap"
         self.dropped_bytes = 0
         self._snapshot, self._records = self._read()
-        self._file = self.log_path.open("ab")
+        # Unbuffered: a failed append must leave nothing behind in a buffer that a later
+        # flush (or the close) would still write after the records that follow.
+        self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def _read(self) -> tuple[tuple[int, bytes] | None, list[tuple[int, bytes]]]:
         snapshot = None
@@ -81,28 +84,33 @@ class ChannelLog:
         return restore(secrets, self.records(), self.snapshot)
 
     def append(self, records: Sequence[Record]) -> None:
-        """Append ``records`` (one write); fsync when one of them is ``durable``."""
+        """Append ``records`` (one write); fsync when one of them is ``durable``.
+
+        On an ``OSError`` (a full disk) nothing of them is in the log, on disk or here.
+        """
         if not records:
             return
-        self._file.write(b"".join(frame(r.seq, r.data) for r in records))
-        self._file.flush()
-        if any(r.durable for r in records):
-            os.fsync(self._file.fileno())
+        append_whole(self._fd, b"".join(frame(r.seq, r.data) for r in records), durable=any(r.durable for r in records))
         self._records.extend((r.seq, r.data) for r in records)
 
     def write_snapshot(self, core: Any) -> None:
-        """Replace the snapshot with ``core``'s state and empty the log (bounds replay)."""
+        """Replace the snapshot with ``core``'s state and empty the log (bounds replay).
+
+        On an ``OSError`` the old snapshot and the log are as they were (the log
+        is emptied only once the new snapshot is on disk).
+        """
         snapshot = encode_snapshot(core)
         write_atomic(self.snap_path, frame(core.records_emitted, snapshot))  # (via <key>.snap.tmp)
-        self._file.truncate(0)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        os.ftruncate(self._fd, 0)
+        os.fsync(self._fd)
         self._snapshot = (core.records_emitted, snapshot)
         self._records = []
 
     def close(self) -> None:
         """Close the log file."""
-        self._file.close()
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def __enter__(self) -> Self:
         return self
