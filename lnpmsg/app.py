@@ -42,10 +42,11 @@ What the contract says (docs/apps.md is the guide):
   policy: :meth:`App.starting` and :meth:`App.stopping` (the node starts or
   stops), :meth:`App.peer_ready` (every app in mount order, before any
   message of that peer reaches any handler; it runs in the peer's reading
-  task, so it must not wait for that peer's answers), :meth:`App.peer_gone` (with
-  the reason; shielded), :meth:`App.channel_error` and
+  task, so it must not wait for that peer's answers), :meth:`App.peer_gone`
+  (with the reason; shielded), :meth:`App.channel_error` and
   :meth:`App.channel_warning` (a BOLT-1 ``error``/``warning`` for a channel
-  the app claimed with :meth:`App.claim_channel`).
+  the app claimed with :meth:`App.claim_channel`). :meth:`App.disconnect_peer`
+  drops a peer (then ``peer_gone`` runs).
 - **Execution policy.** Handlers of one peer run one at a time, in order.
   ``handler_timeout`` (seconds, None for none) bounds each handler and
   hook; ``shield=True`` marks a handler that must never be cut in the middle
@@ -64,8 +65,7 @@ What the contract says (docs/apps.md is the guide):
   (before :meth:`App.run` reports started) is the node's: ``node.run``
   raises it.
 
-Handlers run in the peer's read loop: work that takes long belongs in
-:meth:`App.spawn`.
+Handlers run in the peer's read loop: long work belongs in :meth:`App.spawn`.
 """
 
 from __future__ import annotations
@@ -540,8 +540,7 @@ class App:
 
     def disconnect_peer(self, node_id: bytes, reason: str) -> None:
         """Close the connection to a peer (if it has one), without waiting for it to end."""
-        peer = self.node.peers.get(node_id)
-        if peer is not None:
+        if (peer := self.node.peers.get(node_id)) is not None:
             peer.close(reason)
 
     async def send(self, to: Peer | bytes | str, message: Message) -> None:
