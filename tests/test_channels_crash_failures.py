@@ -168,7 +168,10 @@ async def _failure_stage(tmp_path: Path, kind: str, adder: str, victim: str | No
         await harness.connect()
         await script.open()
         await source.mine(2)
-        await wait_until(script.ready, "the channel ready")
+        tip = (await source.tip()).height
+        # each block is a record of every channel: one told of late would count as a point of the stage
+        await wait_until(lambda: script.ready() and all(channels(node).block_height == tip for node in harness.nodes.values()),
+                         "the channel ready, both sides at the tip")  # fmt: skip
         before = {name: _spec(script, name) for name in ("alice", "bob")}
         points = {name: channels(node).manager.persists for name, node in harness.nodes.items()}  # type: ignore[union-attr]
         victim_name = {"adder": adder, "failer": failer}.get(victim or "")

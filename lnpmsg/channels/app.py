@@ -31,11 +31,11 @@ fails, our latest commitment are broadcast too.
 Control calls (``channels.<call>``; the CLI's ``fundchannel``,
 ``listchannels``, ``closechannel``): ``fundchannel`` [node_id, amount_sat,
 push_msat?, feerate?, announce?], ``listchannels`` [peer_id?],
-``closechannel`` [channel, feerate?, destination?], and, for tests without
-the payments layer, ``dev_addhtlc`` [channel, amount_msat, payment_hash?,
-cltv_expiry?, onion?], ``dev_fulfill`` [channel, htlc_id, preimage], ``dev_fail``
-[channel, htlc_id], ``dev_updatefee`` [channel, feerate_per_kw]. Events: ``channel.opened``, ``channel.ready``,
-``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``.
+``closechannel`` [channel, feerate?, destination?], and, for tests without the
+payments layer, ``dev_addhtlc`` [channel, amount_msat, payment_hash?, cltv_expiry?,
+onion?], ``dev_fulfill`` [channel, htlc_id, preimage], ``dev_fail`` [channel,
+htlc_id], ``dev_updatefee`` [channel, feerate_per_kw]. Events: ``channel.opened``,
+``channel.ready``, ``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``.
 
 A payments app plugs in through ``htlcs`` (:class:`~.htlc_hook.HtlcHook`).
 """
@@ -175,6 +175,7 @@ class ChannelsApp(DevCalls, App):
         self._reconnect = reconnect
         #: dials channel peers that are away (None with ``reconnect=False``)
         self.reconnector: Reconnector | None = None
+        self.block_height: int | None = None  # the last block height every channel was told of
         for call, fn in {
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
@@ -275,6 +276,7 @@ class ChannelsApp(DevCalls, App):
         for channel in list(manager.channels.values()):
             if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING):
                 await self._submit(channel, BlockHeight(height))
+        self.block_height = height
         await self._check_depths()
 
     async def _check_depths(self) -> None:
