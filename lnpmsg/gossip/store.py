@@ -28,7 +28,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 import trio
 
 from lnpmsg.gossip.checksum import channel_update_checksum
-from lnpmsg.gossip.errors import GossipError
+from lnpmsg.gossip.errors import GossipError, GossipStoreWriteError
 from lnpmsg.gossip.graph import ChannelRemoved, Decision, Graph, Outcome, routable
 from lnpmsg.gossip.messages import (
     QUERY_FLAG_ANNOUNCEMENT,
@@ -196,7 +196,9 @@ class GossipStore:
     def apply(self, decisions: Iterable[Decision], removals: Iterable[ChannelRemoved] = ()) -> int:
         """Write the accepted messages among ``decisions`` and the ``removals``, in one transaction.
 
-        Returns how many rows were written or deleted.
+        Returns how many rows were written or deleted. A write the store does not
+        take (a full disk) raises :class:`GossipStoreWriteError` and leaves the store
+        as it was: all of the transaction or none of it.
         """
         channels, updates, nodes = [], [], []
         accepted = Outcome.ACCEPTED
@@ -257,10 +259,14 @@ class GossipStore:
                         db.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite rolls a transaction back itself on some errors (a full disk:
+                # SQLITE_FULL): a ROLLBACK then fails and would hide the real error.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise GossipError(f"gossip store write failed: {exc}") from exc
+            full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            raise GossipStoreWriteError(f"gossip store {self.path}: write failed: {exc}", disk_full=full) from exc
         return len(channels) + len(updates) + len(nodes) + len(removed)
 
     # ------------------------------------------------------------ loading
