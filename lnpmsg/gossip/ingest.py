@@ -405,6 +405,9 @@ class GossipIngest:
             except GossipStoreWriteError as exc:
                 self._store_failed(exc)
                 return
+            except Exception:
+                # Not the disk: a write that can never go in must not hold up the rest.
+                log.exception("gossip store write failed (%d decisions)", len(decisions))
             backlog.written()
         since, dropped = backlog.recovered()
         log.info(
