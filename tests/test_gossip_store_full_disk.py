@@ -14,9 +14,10 @@ import pytest
 import trio
 
 from lnpmsg.gossip.app import GossipApp, GossipConfig
-from lnpmsg.gossip.errors import GossipStoreWriteError
+from lnpmsg.gossip.errors import GossipError, GossipStoreWriteError
 from lnpmsg.gossip.graph import Graph
 from lnpmsg.gossip.store import GossipStore
+from lnpmsg.gossip.store_backlog import StoreBacklog
 from lnpmsg.gossip.testing import SyntheticNetwork
 from lnpmsg.rpc.peer import PeerRpc
 from lnpmsg.testing.disk import DiskFiller, small_disk
@@ -58,6 +59,37 @@ def test_a_write_on_a_full_disk_raises_the_disk_error_and_changes_nothing(tmp_pa
         assert store.counts()["channels"] == 200 and store.counts()["updates"] == 400
         store.close()
         assert integrity(disk / "gossip.sqlite3") == "ok"
+
+
+def test_opening_a_store_on_a_full_disk_says_the_disk_is_full(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", size_kib=512) as disk:
+        GossipStore(disk / "gossip.sqlite3", CHAIN_HASH_REGTEST).close()
+        filler = DiskFiller(disk)
+        filler.fill()
+        # WAL mode needs room for its -shm file even to read: SQLite says only "disk I/O error".
+        with pytest.raises(GossipError, match="bytes free: free some space"):
+            GossipStore(disk / "gossip.sqlite3", CHAIN_HASH_REGTEST)
+        filler.free()
+        GossipStore(disk / "gossip.sqlite3", CHAIN_HASH_REGTEST).close()
+
+
+def test_the_backlog_keeps_writes_in_order_and_drops_only_decisions_past_its_bound() -> None:
+    graph = Graph(CHAIN_HASH_REGTEST)
+    net = SyntheticNetwork(4, 6, CHAIN_HASH_REGTEST)
+    decisions = graph.process_many([(REGISTRY.decode(m), m) for m in net.messages()], 1_700_100_000)
+    removed = graph.remove_channel(net.short_channel_id(0).to_int())
+    assert removed is not None
+    backlog = StoreBacklog(limit=10, batch_limit=4)
+    backlog.hold(decisions[:3], [])
+    backlog.hold(decisions[3:4], [removed])  # joins the first write: its removal comes after both
+    backlog.hold(decisions[4:6], [])  # after a removal: a write of its own
+    assert [(len(d), len(r)) for d, r in backlog.writes] == [(4, 1), (2, 0)]
+    assert backlog.hold(decisions[6:], [removed]) == len(decisions) - 10  # past the bound: dropped, the removal kept
+    assert backlog.messages == 10 and backlog.dropped == len(decisions) - 10
+    assert [(len(d), len(r)) for d, r in backlog.writes] == [(4, 1), (2, 0), (4, 1)]  # 2 + 4 > batch_limit: no join
+    while backlog:
+        backlog.written()
+    assert backlog.messages == 0
 
 
 async def test_a_node_syncing_onto_a_full_disk_goes_on_and_its_store_catches_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

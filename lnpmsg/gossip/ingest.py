@@ -120,7 +120,9 @@ class GossipIngest:
         await done.wait()
 
     async def _stored(self) -> None:
-        """Wait until every decision made so far is written to the store."""
+        """Wait until every decision made so far is written to the store (or, while it
+        cannot write, waits in :attr:`store_backlog`: a backfill then lacks it, and the
+        peer gets it from the relay or its next sync)."""
         done = trio.Event()
         await self._writes_send.send((_BARRIER, done))
         await done.wait()

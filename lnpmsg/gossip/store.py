@@ -20,6 +20,7 @@ are stored shifted by 2**63 (an order-keeping map).
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -167,7 +168,7 @@ class GossipStore:
             self._db.executescript(_SCHEMA)
             self._check_meta()
         except sqlite3.Error as exc:
-            raise GossipError(f"cannot open the gossip store {self.path}: {exc}") from exc
+            raise GossipError(f"cannot open the gossip store {self.path}: {exc}{_full_disk_hint(self.path)}") from exc
 
     def _check_meta(self) -> None:
         rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -539,6 +540,24 @@ class GossipStore:
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (e.g. before measuring or copying it)."""
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+#: free bytes below which a store that cannot open is said to be on a full disk (WAL mode
+#: needs room for its -wal and -shm files even to read)
+_FULL_DISK_BYTES = 1 << 20
+
+
+def _full_disk_hint(path: str) -> str:
+    """Why opening may have failed, when the disk is (nearly) full: SQLite says only "disk I/O error"."""
+    if path == ":memory:":
+        return ""
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        return ""
+    if free >= _FULL_DISK_BYTES:
+        return ""
+    return f" (the disk holding it has {free} bytes free: free some space)"
 
 
 def _feature_names(features: bytes) -> list[str]:
