@@ -122,7 +122,7 @@ class GossipIngest:
     async def _stored(self) -> None:
         """Wait until every decision made so far is written to the store (or, while it
         cannot write, waits in :attr:`store_backlog`: a backfill then lacks it, and the
-        peer gets it from the relay or its next sync)."""
+        peer gets it at its next sync, or from its other peers)."""
         done = trio.Event()
         await self._writes_send.send((_BARRIER, done))
         await done.wait()
