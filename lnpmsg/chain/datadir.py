@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from lnpmsg.bitcoin.errors import BitcoinError
@@ -18,6 +20,8 @@ from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.errors import ChainError
 
 __all__ = ["DirLock", "MempoolFile", "append_whole", "fsync_dir", "prepare_datadir", "write_atomic"]
+
+logger = logging.getLogger(__name__)
 
 MARKER_FILE = "lnpmsg-chain.json"
 LOCK_FILE = "lnpmsg-chain.lock"
@@ -152,14 +156,25 @@ def prepare_datadir(d: Path, create: bool, required: tuple[str, ...]) -> None:
 class MempoolFile:
     """Transactions waiting for a block, kept across restarts and crashes.
 
-    ``append`` adds one record per broadcast and fsyncs it; ``rewrite``
+    ``record`` adds one record per broadcast and fsyncs it; ``save``
     replaces the file after blocks change the mempool (temp file, fsync,
     rename, fsync of the dir). A transaction the chain accepted is on disk
     before the broadcast returns. Format: MAGIC (length:u32le tx)*.
+
+    A disk that refuses a write (full) fails neither call: the mempool in
+    memory is the truth and the file its copy for a restart (Bitcoin Core
+    writes its mempool.dat only at shutdown, and logs a failure to). A
+    failed append is cut back off the file (:func:`append_whole`), so no
+    later record ever follows a torn one; the error is logged once, and the
+    next change writes the whole file again (``behind``) once it fits. A
+    crash meanwhile loses those transactions from the mempool only: the
+    wallets and channel monitors that sent them broadcast them again.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: a write failed: the file lacks changes of the mempool (the next one rewrites it whole)
+        self.behind = False
 
     def load(self) -> list[Tx]:
         """The stored transactions; a record torn by a crash at the end is dropped.
@@ -202,15 +217,46 @@ class MempoolFile:
             fsync_dir(self.path.parent)
             return [], aside
 
-    def append(self, tx: Tx) -> None:
-        if not self.path.exists():
-            self.rewrite([tx])
+    def record(self, tx: Tx, waiting: Callable[[], list[Tx]]) -> None:
+        """Add ``tx`` (just accepted); ``waiting``: the whole mempool, written instead while the file is behind."""
+        if self.behind or not self.path.exists():
+            self.save(waiting())
             return
-        with open(self.path, "ab") as f:
-            f.write(struct.pack("<I", len(tx.raw)) + tx.raw)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            self.append(tx)
+        except OSError as exc:
+            self._failed(exc)
+
+    def save(self, txs: list[Tx]) -> None:
+        """Replace the file with ``txs`` (the mempool after a change)."""
+        try:
+            self.rewrite(txs)
+        except OSError as exc:
+            self._failed(exc)
+            return
+        if self.behind:
+            self.behind = False
+            logger.info("%s is written again (%d transactions)", self.path, len(txs))
+
+    def _failed(self, exc: OSError) -> None:
+        if not self.behind:
+            logger.error(
+                "cannot write %s (%s): the mempool goes on in memory and the file is written whole at its next "
+                "change once it fits; a crash meanwhile forgets the transactions since (their senders broadcast them again)",
+                self.path,
+                exc.strerror or exc,
+            )
+        self.behind = True
+
+    def append(self, tx: Tx) -> None:
+        """Append one record, fsynced, all or nothing (raises ``OSError``, the file as it was)."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            append_whole(fd, struct.pack("<I", len(tx.raw)) + tx.raw)
+        finally:
+            os.close(fd)
 
     def rewrite(self, txs: list[Tx]) -> None:
+        """Replace the file with ``txs`` in one step (raises ``OSError``, the file as it was)."""
         data = _MEMPOOL_MAGIC + b"".join(struct.pack("<I", len(tx.raw)) + tx.raw for tx in txs)
         write_atomic(self.path, data)

@@ -586,7 +586,10 @@ class RegtestChain:
     # -- mempool persistence --------------------------------------------------
 
     def _journal_mempool(self, tx: Tx) -> None:
-        self._mempool_file.append(tx)
+        self._mempool_file.record(tx, self._waiting_txs)
 
     def _save_mempool(self) -> None:
-        self._mempool_file.rewrite([e.tx for e in self.mempool.entries()])
+        self._mempool_file.save(self._waiting_txs())
+
+    def _waiting_txs(self) -> list[Tx]:
+        return [e.tx for e in self.mempool.entries()]

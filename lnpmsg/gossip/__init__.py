@@ -27,7 +27,7 @@ from lnpmsg.gossip.cln_store import (
     load_gossip_store_file,
     read_gossip_store,
 )
-from lnpmsg.gossip.errors import GossipError
+from lnpmsg.gossip.errors import GossipError, GossipStoreWriteError
 from lnpmsg.gossip.events import (
     GOSSIP_TOPICS,
     ChannelAnnouncementEvent,
@@ -84,6 +84,7 @@ __all__ = [
     "GossipError",
     "GossipEvent",
     "GossipStore",
+    "GossipStoreWriteError",
     "GossipSyncEvent",
     "GossipTimestampFilter",
     "Graph",

@@ -70,7 +70,7 @@ from lnpmsg.gossip.cln_store import (
     read_gossip_store,
 )
 from lnpmsg.gossip.graph import STALE_AFTER, ChannelRemoved, Decision, Graph
-from lnpmsg.gossip.ingest import FundingCheck, FundingResult, GossipIngest
+from lnpmsg.gossip.ingest import MAX_WRITE, FundingCheck, FundingResult, GossipIngest
 from lnpmsg.gossip.lookups import GossipLookups
 from lnpmsg.gossip.messages import (
     GOSSIP_MESSAGES,
@@ -88,6 +88,7 @@ from lnpmsg.gossip.pipeline import VerifyPool
 from lnpmsg.gossip.routing import RoutingFeed
 from lnpmsg.gossip.serving import GossipServing
 from lnpmsg.gossip.store import AsyncGossipStore, GossipStore
+from lnpmsg.gossip.store_backlog import StoreBacklog
 from lnpmsg.gossip.sync import REPLY_TIMEOUT, PeerSync
 from lnpmsg.gossip.verify import SignatureVerifier
 from lnpmsg.node.node import Node
@@ -155,6 +156,10 @@ class GossipConfig:
     answer_queries: bool = True
     #: offer gossip_queries (and _ex) in our init, so that peers sync from us
     offer_queries: bool = True
+    #: seconds between tries of the writes a failing store (a full disk) refused
+    store_retry_interval: float = 10.0
+    #: accepted messages kept in memory for a failing store at most (see :mod:`~lnpmsg.gossip.store_backlog`)
+    store_backlog: int = 50_000
 
 
 @dataclass
@@ -231,6 +236,9 @@ class GossipApp(GossipPeers, GossipIngest, GossipServing, GossipLookups, App):
         self._held: OrderedDict[int, Decision] = OrderedDict()
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](self.config.inbox_size)
         self._writes_send, self._writes = trio.open_memory_channel[tuple[Any, ...]](16)
+        #: writes the store refused (a full disk), written again once it takes them
+        self.store_backlog = StoreBacklog(config.store_backlog, MAX_WRITE)
+        self._store_reminder_at = 0.0
         #: the control API's calls (``gossip.listchannels``, ...): see :meth:`control_api`
         self.control_methods.update(self.control_api())
         for cls in GOSSIP_MESSAGES:

@@ -228,6 +228,9 @@ def _print_stats(r: dict[str, Any]) -> None:
     print(f"channel updates:    {r['channel_updates']}")
     print(f"nodes:              {r['nodes']} ({r['node_announcements']} announced)")
     print(f"store:              {store['channels']} channels, {store['updates']} updates, {store['node_announcements']} node announcements, {store['size_bytes']} bytes")
+    backlog = r.get("store_backlog") or {}
+    if backlog.get("error"):
+        print(f"store NOT WRITING:  {backlog['error']}: {backlog['waiting']} message(s) waiting, {backlog['not_kept']} not kept")
     for decision, n in sorted(r["decisions"].items()):
         print(f"  {decision}: {n}")
     for reason, n in sorted(r["reasons"].items(), key=lambda kv: -kv[1]):

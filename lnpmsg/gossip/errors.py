@@ -9,8 +9,19 @@ argument to a query.
 
 from __future__ import annotations
 
-__all__ = ["GossipError"]
+__all__ = ["GossipError", "GossipStoreWriteError"]
 
 
 class GossipError(Exception):
     """A gossip store, import or query failed (with the reason)."""
+
+
+class GossipStoreWriteError(GossipError):
+    """The gossip store did not take a write (a full disk, an I/O error); nothing of it was written.
+
+    ``disk_full``: SQLite said the database or the disk is full.
+    """
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from lnpmsg.gossip.decision import ChannelRemoved, Decision, Outcome, Pending
+from lnpmsg.gossip.errors import GossipStoreWriteError
 from lnpmsg.gossip.events import ChannelRemovedEvent, GossipRejectedEvent, event_for
 from lnpmsg.gossip.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
 from lnpmsg.gossip.pipeline import Verdicts
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from lnpmsg.gossip.pipeline import VerifyPool
     from lnpmsg.gossip.routing import RoutingFeed
     from lnpmsg.gossip.store import AsyncGossipStore
+    from lnpmsg.gossip.store_backlog import StoreBacklog
     from lnpmsg.gossip.verify import SignatureVerifier
     from lnpmsg.node.node import Node
     from lnpmsg.node.peer import Peer
@@ -56,7 +58,9 @@ FundingCheck = Callable[[ChannelAnnouncement], Awaitable[FundingResult]]
 #: an inbox or writer item: wake whoever waits once everything before it is handled
 _BARRIER = "barrier"
 #: decisions a coalesced store transaction takes at most
-_MAX_WRITE = 8192
+MAX_WRITE = 8192
+#: seconds between the reminders in the log that the store still cannot write
+STORE_REMINDER = 600.0
 
 
 class GossipIngest:
@@ -70,6 +74,8 @@ class GossipIngest:
     funding_check: FundingCheck | None
     routing: RoutingFeed
     astore: AsyncGossipStore
+    store_backlog: StoreBacklog
+    _store_reminder_at: float
     on_unknown_update: Callable[[bytes, ChannelUpdate], None] | None
     counters: GossipAppCounters
     node: Node
@@ -107,13 +113,16 @@ class GossipIngest:
         await self._inbox_send.send(("control", peer.node_id, message))
 
     async def drain(self) -> None:
-        """Wait until everything received so far is decided and written to the store."""
+        """Wait until everything received so far is decided and written to the store
+        (or, while the store cannot write, waiting in :attr:`store_backlog`)."""
         done = trio.Event()
         await self._inbox_send.send((_BARRIER, done))
         await done.wait()
 
     async def _stored(self) -> None:
-        """Wait until every decision made so far is written to the store."""
+        """Wait until every decision made so far is written to the store (or, while it
+        cannot write, waits in :attr:`store_backlog`: a backfill then lacks it, and the
+        peer gets it at its next sync, or from its other peers)."""
         done = trio.Event()
         await self._writes_send.send((_BARRIER, done))
         await done.wait()
@@ -294,35 +303,120 @@ class GossipIngest:
         """Write queued decisions and removals in order. Writes that queued up while the
         last transaction ran go into one transaction (fewer commits, each index page
         written once for all of them), up to the first barrier or removal: the store
-        applies a transaction's inserts before its deletes."""
+        applies a transaction's inserts before its deletes.
+
+        A write the store refuses (a full disk) waits in :attr:`store_backlog`, and so
+        does every write after it, until a retry gets them in: the writer never stops
+        taking writes, so a failing disk never holds up the inbox, and so the peers.
+        A barrier is passed once what is before it is written or waiting there."""
         writes = self._writes
+        backlog = self.store_backlog
         held: tuple[Any, ...] | None = None
-        while True:
-            if held is None:
+        try:
+            while True:
+                if held is None:
+                    try:
+                        if backlog:
+                            item = None
+                            with trio.move_on_at(backlog.retry_at):
+                                item = await writes.receive()
+                            if item is None:
+                                await self._retry_store_backlog()
+                                continue
+                        else:
+                            item = await writes.receive()
+                    except trio.EndOfChannel:
+                        return
+                else:
+                    item, held = held, None
+                if item[0] == _BARRIER:
+                    item[1].set()
+                    continue
+                _, decisions, removals = item
+                while not removals and len(decisions) < MAX_WRITE:
+                    try:
+                        held = writes.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    if held[0] == _BARRIER:
+                        break
+                    decisions = [*decisions, *held[1]]
+                    removals = held[2]
+                    held = None
+                if backlog:
+                    self._hold_for_store(decisions, removals)
+                    continue
                 try:
-                    item = await writes.receive()
-                except trio.EndOfChannel:
-                    return
-            else:
-                item, held = held, None
-            if item[0] == _BARRIER:
-                item[1].set()
-                continue
-            _, decisions, removals = item
-            while not removals and len(decisions) < _MAX_WRITE:
-                try:
-                    held = writes.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                if held[0] == _BARRIER:
-                    break
-                decisions = [*decisions, *held[1]]
-                removals = held[2]
-                held = None
+                    await self.astore.apply(decisions, removals)
+                except GossipStoreWriteError as exc:
+                    self._store_failed(exc)
+                    self._hold_for_store(decisions, removals)
+                except Exception:
+                    log.exception("gossip store write failed (%d decisions)", len(decisions))
+        finally:
+            if backlog.messages or backlog.dropped or backlog:
+                log.warning(
+                    "gossip store: %d accepted gossip message(s) were never written (%s): peers send them again after the restart",
+                    backlog.messages + backlog.dropped,
+                    backlog.error,
+                )
+
+    def _store_failed(self, exc: GossipStoreWriteError) -> None:
+        """Say once that the store stopped taking writes (and again every :data:`STORE_REMINDER` s)."""
+        backlog = self.store_backlog
+        now = trio.current_time()
+        if backlog.fail(str(exc), now, self.config.store_retry_interval):
+            self._store_reminder_at = now + STORE_REMINDER
+            hint = ": the disk is full, free some space" if exc.disk_full else ""
+            log.error(
+                "%s%s; accepted gossip waits in memory (up to %d messages) and is written once the store takes writes "
+                "again (tried every %g s); the node and its peers go on",
+                exc,
+                hint,
+                backlog.limit,
+                self.config.store_retry_interval,
+            )
+        elif now >= self._store_reminder_at:
+            self._store_reminder_at = now + STORE_REMINDER
+            log.warning(
+                "gossip store still cannot write for %.0f s (%s): %d message(s) waiting, %d not kept",
+                now - (backlog.failing_since or now),
+                exc,
+                backlog.messages,
+                backlog.dropped,
+            )
+
+    def _hold_for_store(self, decisions: list[Decision], removals: Sequence[ChannelRemoved]) -> None:
+        backlog = self.store_backlog
+        before = backlog.dropped
+        backlog.hold(decisions, removals)
+        if before == 0 and backlog.dropped:
+            log.warning(
+                "gossip store backlog full (%d messages): newer gossip is not kept for the store while it cannot write "
+                "(the graph has it; a restart syncs it from peers again)",
+                backlog.limit,
+            )
+
+    async def _retry_store_backlog(self) -> None:
+        """Write the held writes, oldest first, until the store refuses one again."""
+        backlog = self.store_backlog
+        while backlog:
+            decisions, removals = backlog.first()
             try:
                 await self.astore.apply(decisions, removals)
+            except GossipStoreWriteError as exc:
+                self._store_failed(exc)
+                return
             except Exception:
+                # Not the disk: a write that can never go in must not hold up the rest.
                 log.exception("gossip store write failed (%d decisions)", len(decisions))
+            backlog.written()
+        since, dropped = backlog.recovered()
+        log.info(
+            "gossip store writes again after %.0f s: the gossip that waited is written%s",
+            trio.current_time() - since,
+            f"; {dropped} message(s) were not kept (a restart syncs them from peers again)" if dropped else "",
+        )
 
     async def apply_removals(self, removals: Sequence[ChannelRemoved]) -> None:
         """Write channel removals (closed, pruned) to the store, after what is queued before them,

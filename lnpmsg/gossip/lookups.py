@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from lnpmsg.gossip.graph import Graph
     from lnpmsg.gossip.peers import PeerState
     from lnpmsg.gossip.store import AsyncGossipStore, GossipStore
+    from lnpmsg.gossip.store_backlog import StoreBacklog
     from lnpmsg.node.events import Subscription
     from lnpmsg.node.node import Node
 
@@ -29,6 +30,7 @@ class GossipLookups:
 
     store: GossipStore
     astore: AsyncGossipStore
+    store_backlog: StoreBacklog
     graph: Graph
     counters: GossipAppCounters
     node: Node
@@ -105,6 +107,11 @@ class GossipLookups:
             "node_announcements": graph.announced_node_count,
             "channel_updates": graph.update_count,
             "store": counts,
+            "store_backlog": {
+                "waiting": self.store_backlog.messages,
+                "not_kept": self.store_backlog.dropped,
+                "error": self.store_backlog.error,
+            },
             "received": dict(c.received),
             "decisions": {f"{k}: {o}": n for (k, o), n in graph.counters.by_kind.items()},
             "reasons": dict(graph.counters.reasons),

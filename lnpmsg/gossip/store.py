@@ -20,6 +20,7 @@ are stored shifted by 2**63 (an order-keeping map).
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 import trio
 
 from lnpmsg.gossip.checksum import channel_update_checksum
-from lnpmsg.gossip.errors import GossipError
+from lnpmsg.gossip.errors import GossipError, GossipStoreWriteError
 from lnpmsg.gossip.graph import ChannelRemoved, Decision, Graph, Outcome, routable
 from lnpmsg.gossip.messages import (
     QUERY_FLAG_ANNOUNCEMENT,
@@ -167,7 +168,7 @@ class GossipStore:
             self._db.executescript(_SCHEMA)
             self._check_meta()
         except sqlite3.Error as exc:
-            raise GossipError(f"cannot open the gossip store {self.path}: {exc}") from exc
+            raise GossipError(f"cannot open the gossip store {self.path}: {exc}{_full_disk_hint(self.path)}") from exc
 
     def _check_meta(self) -> None:
         rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -196,7 +197,9 @@ class GossipStore:
     def apply(self, decisions: Iterable[Decision], removals: Iterable[ChannelRemoved] = ()) -> int:
         """Write the accepted messages among ``decisions`` and the ``removals``, in one transaction.
 
-        Returns how many rows were written or deleted.
+        Returns how many rows were written or deleted. A write the store does not
+        take (a full disk) raises :class:`GossipStoreWriteError` and leaves the store
+        as it was: all of the transaction or none of it.
         """
         channels, updates, nodes = [], [], []
         accepted = Outcome.ACCEPTED
@@ -257,10 +260,14 @@ class GossipStore:
                         db.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite rolls a transaction back itself on some errors (a full disk:
+                # SQLITE_FULL): a ROLLBACK then fails and would hide the real error.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise GossipError(f"gossip store write failed: {exc}") from exc
+            full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            raise GossipStoreWriteError(f"gossip store {self.path}: write failed: {exc}", disk_full=full) from exc
         return len(channels) + len(updates) + len(nodes) + len(removed)
 
     # ------------------------------------------------------------ loading
@@ -533,6 +540,24 @@ class GossipStore:
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (e.g. before measuring or copying it)."""
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+#: free bytes below which a store that cannot open is said to be on a full disk (WAL mode
+#: needs room for its -wal and -shm files even to read)
+_FULL_DISK_BYTES = 1 << 20
+
+
+def _full_disk_hint(path: str) -> str:
+    """Why opening may have failed, when the disk is (nearly) full: SQLite says only "disk I/O error"."""
+    if path == ":memory:":
+        return ""
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        return ""
+    if free >= _FULL_DISK_BYTES:
+        return ""
+    return f" (the disk holding it has {free} bytes free: free some space)"
 
 
 def _feature_names(features: bytes) -> list[str]:

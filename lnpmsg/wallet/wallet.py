@@ -24,14 +24,16 @@ unconfirmed transactions that pay it (change) are spendable at once.
 Data dir (``wallet_dir``): ``seed`` (32 bytes, mode 0600, created on first
 use) and ``wallet.json`` (network, birth height, next indexes, reservations
 and their transactions), replaced atomically and fsynced at each change.
+On a full disk nothing is handed out that the file does not hold, and no
+coin the chain brings is dropped: see ``lnpmsg.wallet.state_file``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,7 +42,6 @@ import trio
 
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import address_for_script, script_for_address
-from lnpmsg.chain.datadir import write_atomic
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import (
     BlockRef,
@@ -56,6 +57,7 @@ from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wallet.keys import IMPORTED, SEED_FILE, Account, DerivedKey, imported_key, load_or_create_seed
 from lnpmsg.wallet.reservations import FINAL_REJECTIONS, Reservations
 from lnpmsg.wallet.spend import OwnCoin, build_spend, dust_limit
+from lnpmsg.wallet.state_file import DAMAGED_STATE_ADVICE, WALLET_FILE, StateFile
 
 __all__ = [
     "GAP_LIMIT",
@@ -69,13 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WALLET_FILE = "wallet.json"
-#: what to do about a damaged wallet.json: the seed holds the keys, the chain the coins
-_DAMAGED_STATE_ADVICE = (
-    "The keys are in the seed file, not there: move wallet.json aside and start again; "
-    "the wallet rescans the chain from its start and finds every coin (unconfirmed "
-    "transactions it held are forgotten: listfunds shows what is left)"
-)
 #: unused addresses watched past the last used one on each chain (BIP44's gap limit)
 GAP_LIMIT = 20
 #: coins from others are spent once confirmed this deep (the wallet's own
@@ -176,6 +171,7 @@ class Wallet:
         imported: Sequence[bytes] = (),
     ) -> None:
         self.wallet_dir = wallet_dir
+        self.state_file = StateFile(wallet_dir)
         self.source = source
         self.account = account
         self.hrp = account.hrp
@@ -187,7 +183,7 @@ class Wallet:
             self._held = Reservations.from_state(state.get("reserved", {}), state.get("held", {}))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise WalletError(
-                f"wallet state {wallet_dir / WALLET_FILE} is damaged: {exc}. {_DAMAGED_STATE_ADVICE}",
+                f"wallet state {wallet_dir / WALLET_FILE} is damaged: {exc}. {DAMAGED_STATE_ADVICE}",
                 code="corrupt",
             ) from exc
         self._scripts: dict[bytes, DerivedKey] = {}
@@ -218,20 +214,10 @@ class Wallet:
         path = Path(wallet_dir)
         seed_existed = (path / SEED_FILE).exists()
         seed = load_or_create_seed(path, create=create)
-        state_path = path / WALLET_FILE
-        if state_path.exists():
-            try:
-                state = json.loads(state_path.read_text())
-                if (
-                    not isinstance(state, dict)
-                    or not {"network", "birth_height", "next_index"} <= state.keys()
-                ):
-                    raise ValueError("missing keys")
-            except (ValueError, OSError) as exc:
-                raise WalletError(
-                    f"wallet state {state_path} is damaged: {exc}. {_DAMAGED_STATE_ADVICE}",
-                    code="corrupt",
-                ) from exc
+        state_file = StateFile(path)
+        existed = state_file.exists()
+        if existed:
+            state = state_file.read()
             if state["network"] != source.network:
                 raise WalletError(
                     f"wallet {path} belongs to network {state['network']!r}, the chain is {source.network!r}",
@@ -249,7 +235,10 @@ class Wallet:
             }
         account = Account(seed, source.network)
         wallet = cls(path, source, account, state, imported)
-        wallet._save()
+        if existed:
+            wallet._save_chain_change()  # the same state again: a full disk must not stop an open
+        else:
+            wallet._save()  # a new wallet's birth height is on disk before its first address
         await wallet._start()
         await wallet._resubmit()
         return wallet
@@ -281,18 +270,38 @@ class Wallet:
             self._follower.watch_script(key.script_pubkey)
             self._derived[chain] += 1
 
-    def _save(self) -> None:
-        state = {
+    def _state(self) -> dict[str, object]:
+        return {
             "network": self.hrp,
             "birth_height": self.birth_height,
             "next_index": self._next,
             **self._held.state(),
         }
-        path = self.wallet_dir / WALLET_FILE
+
+    def _save(self) -> None:
+        """Write the state; ``WalletError`` (``io``) if the disk refuses it (see :mod:`~lnpmsg.wallet.state_file`)."""
+        self.state_file.write(self._state())
+
+    def _save_chain_change(self) -> None:
+        """Write a change the chain told us of; a refused write is logged and retried at the next sync."""
+        self.state_file.write_or_retry_later(self._state())
+
+    @contextmanager
+    def _handing_out(self) -> Iterator[None]:
+        """A change the caller gets something of (an address index, reserved or released coins):
+        saved before it is handed out; if the write fails (a full disk), the change is undone
+        in memory and the ``WalletError`` raised, so the file and the wallet still agree."""
+        next_index = list(self._next)
+        held = self._held.state()
+        yield
+        if self._next == next_index and self._held.state() == held:
+            return  # nothing changed: nothing to write
         try:
-            write_atomic(path, json.dumps(state).encode())
-        except OSError as exc:
-            raise WalletError(f"cannot write {path}: {exc}", code="io") from exc
+            self._save()
+        except WalletError:
+            self._next = next_index
+            self._held = Reservations.from_state(held["reserved"], held["held"])
+            raise
 
     # -- following the chain ----------------------------------------------------
 
@@ -315,6 +324,8 @@ class Wallet:
                 if not events:
                     break
                 self._apply(events)
+            if self.state_file.behind:
+                self._save_chain_change()  # a write the disk refused earlier: try it again
         except ChainError as exc:
             raise WalletError(
                 f"cannot follow the chain: {exc.reason}", code="chain"
@@ -332,13 +343,13 @@ class Wallet:
                 if key.change != IMPORTED and key.index >= self._next[key.change]:
                     self._next[key.change] = key.index + 1
                     self._derive_up_to(key.change, key.index + 1 + GAP_LIMIT)
-                    self._save()
+                    self._save_chain_change()
             elif isinstance(event, OutputSpent):
                 coin = self._coins.pop(event.outpoint, None)
                 if coin is not None:
                     self._spent[event.outpoint] = coin
                 if self._held.spent(event.outpoint):
-                    self._save()
+                    self._save_chain_change()
             elif isinstance(event, ReorgedOut):
                 undone = event.event
                 if isinstance(undone, OutputConfirmed):
@@ -350,23 +361,23 @@ class Wallet:
                         # our spend left the chain (back in the mempool, or to be
                         # broadcast at the next open): hold its coins again
                         self._held.hold(undone.spending_tx, broadcast=True)
-                        self._save()
+                        self._save_chain_change()
 
     # -- addresses and funds ------------------------------------------------------
 
     def new_address(self) -> str:
         """A fresh receive address (bech32 P2WPKH: ``bcrt1q...`` on regtest)."""
         index = self._next[0]
-        self._next[0] += 1
+        with self._handing_out():
+            self._next[0] += 1
         self._derive_up_to(0, self._next[0] + GAP_LIMIT)
-        self._save()
         return address_for_script(self.account.derive(0, index).script_pubkey, self.hrp)
 
     def _new_change_script(self) -> bytes:
         index = self._next[1]
-        self._next[1] += 1
+        with self._handing_out():
+            self._next[1] += 1
         self._derive_up_to(1, self._next[1] + GAP_LIMIT)
-        self._save()
         return self.account.derive(1, index).script_pubkey
 
     def _own_coins(self) -> list[OwnCoin]:
@@ -448,7 +459,7 @@ class Wallet:
             try:
                 await self.source.broadcast(tx.raw)
             except ChainError as exc:
-                self.release(tx.txid)
+                self._release_rejected(tx.txid)
                 raise WalletError(
                     f"the chain rejected the withdrawal: {exc.reason}", code="rejected"
                 ) from exc
@@ -477,17 +488,23 @@ class Wallet:
         Only for a transaction that will never confirm: coins whose spend is
         still waiting in the mempool are refused by the chain when spent again.
         """
-        freed = self._held.release(txid)
-        if freed:
-            self._save()
+        with self._handing_out():
+            freed = self._held.release(txid)
         return len(freed)
 
     def release_outpoint(self, outpoint: OutPoint) -> bytes | None:
         """Unreserve one coin; the txid that held it (None: it was not reserved)."""
-        txid = self._held.release_outpoint(outpoint)
-        if txid is not None:
-            self._save()
+        with self._handing_out():
+            txid = self._held.release_outpoint(outpoint)
         return txid
+
+    def _release_rejected(self, txid: bytes) -> int:
+        """Free the coins of a transaction the chain rejected, in memory whatever the disk says:
+        if the file keeps them reserved, the next open's resubmission is rejected and frees them."""
+        freed = self._held.release(txid)
+        if freed:
+            self._save_chain_change()
+        return len(freed)
 
     def reserved(self) -> dict[OutPoint, bytes]:
         """Every reserved coin and the txid of the transaction holding it."""
@@ -504,7 +521,7 @@ class Wallet:
                     await self.source.broadcast(held.tx.raw)
                 except ChainError as exc:
                     if any(word in f"{exc.code} {exc.reason}" for word in FINAL_REJECTIONS):
-                        freed = self.release(held.tx.txid)
+                        freed = self._release_rejected(held.tx.txid)
                         log.warning(
                             "wallet: transaction %s can never confirm (%s): released its %d coin(s)",
                             held.tx.txid_hex, exc.reason, freed,
@@ -545,8 +562,8 @@ class Wallet:
         return build_spend(self._spendable(), script, amount, feerate, self._new_change_script, max(tip_height, 0))
 
     def _hold(self, tx: Tx, *, broadcast: bool) -> None:
-        self._held.hold(tx, broadcast=broadcast)
-        self._save()
+        with self._handing_out():
+            self._held.hold(tx, broadcast=broadcast)
 
     def lend_coin(self, min_sat: int, exclude: Collection[OutPoint] = ()) -> tuple[OutPoint, int, bytes] | None:
         """A confirmed coin of at least ``min_sat`` (the smallest such) and its private key, for a
