@@ -14,8 +14,11 @@ says ``database or disk is full``).
 - The payer's disk is full when it pays: ``pay`` fails with a clear error,
   nothing moves and no HTLC stays in a channel; once the space is back the
   same invoice is paid, once.
-- A forwarder's disk fills mid-forward: nothing is lost either way; once the
-  space is back the payment completes (or fails clearly) and no HTLC is left.
+- A forwarder's disk fills mid-forward (before the HTLC reaches it, once it
+  recorded the forward, once it offered the outgoing HTLC): once the space is
+  back the payment completes, once, and the forwarder restarted agrees.
+- A settlement the payee's channel could not write (injected: a full disk
+  cannot be placed on so small a write) is made again once the channel is back.
 
 Nodes in one process, the in-memory transport, one embedded regtest chain
 (as ``test_payments_app.py``, whose helpers these are).
@@ -23,6 +26,7 @@ Nodes in one process, the in-memory transport, one embedded regtest chain
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +40,7 @@ from test_payments_app import channels, net, payments, quiet, wait_until
 from test_payments_crash_points import balances
 
 from lnpmsg.channels.messages import UpdateFulfillHtlc
+from lnpmsg.channels.store import ChannelLog
 from lnpmsg.node.node import Node
 from lnpmsg.payments.store import PaymentsStore
 from lnpmsg.testing.disk import DiskFiller, small_disk
@@ -281,3 +286,44 @@ async def test_a_forwarder_whose_disk_fills_mid_forward_loses_nothing_and_comple
                     assert balances(nodes) == after
                     (forward,) = (await payments(b).listforwards())["forwards"]
                     assert forward["status"] == "settled", forward
+
+
+@pytest.mark.trio
+async def test_a_settlement_the_payees_channel_could_not_write_is_made_again_once_the_channel_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk cannot be placed on a settle's write (it is small enough to fit the free end of
+    the log's last page: see ``test_channels_disk_full.py``), so here it is INJECTED: the payee's
+    channel log refuses its first two appends of its fulfill with ``ENOSPC``, as a full disk
+    would (nothing of them written). The payments app is told (``HtlcNotWritten``), settles again once
+    the channel has reconnected, and the payment completes once."""
+    refusals = {"left": 2}
+    original = ChannelLog.append
+
+    def append(log: ChannelLog, records: Any) -> None:
+        # (a record holds its input as JSON: the payee's fulfill is the one that carries the preimage)
+        if refusals["left"] and log.log_path.is_relative_to(tmp_path / "b") and any(b'"@":"FulfillHtlc"' in r.data for r in records):
+            refusals["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        original(log, records)
+
+    monkeypatch.setattr(ChannelLog, "append", append)
+    async with net(tmp_path) as n:
+        a, b = n.node("a"), n.node("b")
+        async with running(a, b):
+            await n.fund(a)
+            await n.open([(a, b, 1_000_000, 1_000_000)])
+            invoice = await payments(b).invoice(AMOUNT_MSAT, "settle", "a settlement not written at first")
+            before = balances({"a": a, "b": b})
+            caplog.set_level(logging.INFO)
+            async with trio.open_nursery() as nursery:
+                outcome = await _pay_in_background(nursery, a, invoice["bolt11"])
+                await wait_until(lambda: not refusals["left"], "both refusals")
+                await _connected(b, a)
+            assert outcome.get("result", {}).get("status") == "complete", outcome
+            assert "could not be written" in caplog.text and "injected" in caplog.text
+            await wait_until(lambda: quiet(a) and quiet(b), "settled")
+            assert balances({"a": a, "b": b}) == {"a": before["a"] - AMOUNT_MSAT, "b": before["b"] + AMOUNT_MSAT}
+            row = (await payments(b).listinvoices("settle"))["invoices"][0]
+            assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
+            assert payments(b).failures == 0, "the payments app failed"
