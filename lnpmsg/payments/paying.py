@@ -105,7 +105,8 @@ class Paying:
         find = self._route_finder(invoice, height)
         store = self._store()
         try:
-            payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total, int(self._now()))
+            payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total,
+                                                       int(self._now()))  # fmt: skip
         except PaymentsStoreWriteFailed as exc:  # nothing has left: the caller hears why
             log.error("payments: not paying %s: %s (free some space)", invoice.payment_hash.hex()[:16], exc)
             raise ChainAppError(f"cannot pay: {exc}", {"error": "StoreWriteFailed", "payment_hash": invoice.payment_hash.hex()}) from None
@@ -134,14 +135,14 @@ class Paying:
         fee = sum(r.fee_msat for r in payment.succeeded)
         completed_at = int(self._now())
         if preimage is not None:
-            await self._record_end(invoice, lambda: store.update_payment(payment_id, status="complete", preimage=preimage, routes=routes, fee_msat=fee,
-                                                          attempts=len(payment.attempts), completed_at=completed_at))  # fmt: skip
+            await self._record_end(invoice, lambda: store.update_payment(payment_id, status="complete", preimage=preimage, routes=routes,
+                                                                         fee_msat=fee, attempts=len(payment.attempts), completed_at=completed_at))  # fmt: skip
             self._publish("payment.sent", invoice.payment_hash, amount_msat=total, fee_msat=fee, preimage=preimage)
             return {"status": "complete", "payment_hash": invoice.payment_hash.hex(), "preimage": preimage.hex(), "amount_msat": total,
                     "fee_msat": fee, "parts": len(routes), "routes": routes, "attempts": len(payment.attempts)}  # fmt: skip
         assert error is not None
-        await self._record_end(invoice, lambda: store.update_payment(payment_id, status="failed", error=str(error), attempts=len(payment.attempts),
-                                                      completed_at=completed_at))  # fmt: skip
+        await self._record_end(invoice, lambda: store.update_payment(payment_id, status="failed", error=str(error),
+                                                                     attempts=len(payment.attempts), completed_at=completed_at))  # fmt: skip
         self._publish("payment.failed", invoice.payment_hash, amount_msat=total, reason=str(error))
         raise ChainAppError(f"payment failed: {error}", {**error.details, "payment_hash": invoice.payment_hash.hex()})
 
