@@ -10,7 +10,10 @@ plugs in here:
 - :meth:`add_htlc` offers an HTLC with its onion on the channel with a short
   channel id (for a forward, with the incoming HTLC's expiry: the channel's
   monitor goes on chain in time to fail that one back); :meth:`fulfill`,
-  :meth:`fail`, :meth:`fail_malformed` resolve an incoming one;
+  :meth:`fail`, :meth:`fail_malformed` resolve an incoming one; a change
+  the channel could not write (a full disk) is refused with
+  :class:`HtlcNotWritten` (nothing of it was sent: make it again once the
+  channel has reconnected);
 - :meth:`channels` lists our usable channels (short channel id, peer,
   capacity, what we can send and receive now); :meth:`pending_incoming`
   lists the incoming HTLCs committed and not yet resolved (what a restarted
@@ -65,7 +68,7 @@ if TYPE_CHECKING:
     from .app import ChannelsApp
     from .manager import ManagedChannel
 
-__all__ = ["MAX_MISSED", "ChannelInfo", "HtlcHandler", "HtlcHook", "HtlcRefused", "IncomingHtlc", "OfferedFailure"]
+__all__ = ["MAX_MISSED", "ChannelInfo", "HtlcHandler", "HtlcHook", "HtlcNotWritten", "HtlcRefused", "IncomingHtlc", "OfferedFailure"]
 
 #: HTLC events kept for a handler not set yet (beyond it the oldest go: a restart's replay finds those)
 MAX_MISSED = 10_000
@@ -79,6 +82,12 @@ _SPARE_HTLCS = 2
 
 class HtlcRefused(Exception):
     """The channel cannot take (or settle) this HTLC now; the text says why."""
+
+
+class HtlcNotWritten(HtlcRefused):
+    """The channel could not write the change (a full disk): nothing of it was sent, the channel is
+    back to its state on disk and reconnects to its peer. Try again once it is usable again (the
+    channel may still read as usable until the disconnection is processed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +323,8 @@ class HtlcHook:
         ``upstream_cltv_expiry``: the HTLC forwards an incoming one that expires then (recorded in the
         channel's monitor, which then goes on chain early enough to fail the incoming HTLC back).
 
-        :class:`HtlcRefused` when there is no such usable channel or it cannot take the HTLC now.
+        :class:`HtlcRefused` when there is no such usable channel or it cannot take the HTLC now
+        (:class:`HtlcNotWritten` when the channel could not write it).
         """
         manager = self._app.manager
         channel = next((c for c in manager.channels.values() if c.core.state.short_channel_id == short_channel_id), None) if manager else None
@@ -325,7 +335,9 @@ class HtlcHook:
             raise HtlcRefused(f"the channel is {channel.phase.value}{'' if s.connected else ', peer offline'}")
         try:
             out = await manager.submit(channel, AddHtlc(amount_msat, payment_hash, cltv_expiry, onion))  # type: ignore[union-attr]
-        except (LocalMisuse, StoreWriteFailed) as exc:  # not added (a failed write leaves the channel as on disk)
+        except StoreWriteFailed as exc:  # not added (a failed write leaves the channel as on disk)
+            raise HtlcNotWritten(str(exc)) from exc
+        except LocalMisuse as exc:
             raise HtlcRefused(str(exc)) from exc
         # the id is the one the core gave (other adds may have been queued before ours)
         (add,) = [m for m in out.messages if isinstance(m, UpdateAddHtlc)]
@@ -360,6 +372,8 @@ class HtlcHook:
             raise HtlcRefused(f"no channel {channel_key}")
         try:
             await manager.submit(channel, item)  # type: ignore[union-attr, arg-type]
+        except StoreWriteFailed as exc:  # nothing sent: the settlement is to be made again once the channel is back
+            raise HtlcNotWritten(str(exc)) from exc
         except LocalMisuse as exc:
             raise HtlcRefused(str(exc)) from exc
 

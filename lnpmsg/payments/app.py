@@ -24,6 +24,9 @@ forgets each once our store has it), and every incoming HTLC still
 committed is decided again, so none is left hanging. A resolution whose
 channel is down (a preimage or a failure to send upstream, a forward whose
 next channel is reconnecting) waits for the channel rather than being lost.
+On a full disk nothing is sent that the store could not record: the write
+is tried again until it lands (:mod:`.recording`), and a settlement or an
+offer the channel could not write is made again once the channel is back.
 
 Routes come from :func:`~lnpmsg.payments.plan.plan_payment` over our
 channels, the invoice's route hints and the routing graph: ``graph`` if
@@ -50,7 +53,7 @@ from typing import Any
 import trio
 
 from lnpmsg.app import App, AppError
-from lnpmsg.channels.htlc_hook import HtlcHook, HtlcRefused, IncomingHtlc
+from lnpmsg.channels.htlc_hook import HtlcHook, HtlcNotWritten, HtlcRefused, IncomingHtlc
 from lnpmsg.payments.forwarding import Forwarding
 from lnpmsg.payments.graph import ChannelGraphView, RoutingGraph
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
@@ -59,7 +62,8 @@ from lnpmsg.payments.paying import PAY_TIMEOUT, Paying
 from lnpmsg.payments.policy import ChannelPolicies
 from lnpmsg.payments.scorer import MissionControl
 from lnpmsg.payments.sender import OutgoingResult, onion_key
-from lnpmsg.payments.store import PaymentsStore
+from lnpmsg.payments.recording import RETRY_MAX_DELAY, RETRY_MIN_DELAY, record
+from lnpmsg.payments.store import PaymentsStore, PaymentsStoreWriteFailed
 from lnpmsg.payments.views import decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.calls import ChainAppError
@@ -231,7 +235,8 @@ class PaymentsApp(Forwarding, Paying, App):
     async def _orphan_resolved(self, ref: tuple[str, int], result: OutgoingResult) -> None:
         """An HTLC of a payment a restart left pending ended."""
         part, ended = self._orphans.result(ref, result, self._now())
-        await trio.to_thread.run_sync(self._store().part_status, part.onion_key, part.status, part.failure)
+        store = self._store()
+        await record(lambda: store.part_status(part.onion_key, part.status, part.failure), "the end of a payment's part")
         await self._failure_recorded(ref, result)
         if ended is not None:
             await self._payment_ended(ended)
@@ -250,7 +255,7 @@ class PaymentsApp(Forwarding, Paying, App):
             values.update(routes=[r.to_dict() for r in ended.routes], fee_msat=ended.fee_msat)
         if ended.error is not None:
             values["error"] = ended.error
-        await trio.to_thread.run_sync(lambda: store.update_payment(ended.payment_id, **values))
+        await record(lambda: store.update_payment(ended.payment_id, **values), "the end of a payment")
         if ended.status == "complete":
             log.info("payments: payment %s complete after a restart", ended.payment_hash.hex()[:16])
             self._publish("payment.sent", ended.payment_hash, fee_msat=ended.fee_msat, preimage=ended.preimage)
@@ -364,10 +369,11 @@ class PaymentsApp(Forwarding, Paying, App):
             # a recorded forward decided otherwise now: its failure is on disk before it goes upstream
             # (a restart sends the same one, not a guess); an onion we cannot read has no failure onion
             failure = action.reason if isinstance(action, FailOnion) else None
+            store = self._store()
             if failure is not None:
-                await trio.to_thread.run_sync(self._store().forward_failed, ref[0], ref[1], failure)
+                await record(lambda: store.forward_failed(ref[0], ref[1], failure), "a forward's failure")
             else:
-                await trio.to_thread.run_sync(self._store().forward_status, ref[0], ref[1], "failed")
+                await record(lambda: store.forward_status(ref[0], ref[1], "failed"), "a forward's failure")
         if wait:
             # the next peer may be reconnecting (after a restart of either side): give it a moment
             self._waited.add(ref)
@@ -390,8 +396,9 @@ class PaymentsApp(Forwarding, Paying, App):
         elif isinstance(action, Forward):
             await self._forward(htlc, action)
 
-    async def _decide_later(self, htlc: IncomingHtlc, short_channel_id: int | None = None) -> None:
-        """Decide ``htlc`` again once the channel it waits for is usable (None: all), or after REPLAY_GRACE."""
+    async def _decide_later(self, htlc: IncomingHtlc, short_channel_id: int | None = None, after: float = 0.0) -> None:
+        """Decide ``htlc`` again once the channel it waits for is usable (None: all), looking first
+        ``after`` seconds from now, or after REPLAY_GRACE."""
 
         def up() -> bool:
             if short_channel_id is None:
@@ -399,6 +406,7 @@ class PaymentsApp(Forwarding, Paying, App):
             channel = self.htlcs.by_scid(short_channel_id)
             return channel is None or channel.usable  # (gone: the decision says so)
 
+        await trio.sleep(after)
         with trio.move_on_after(REPLAY_GRACE):
             while not up():
                 await trio.sleep(_CHANNEL_POLL)
@@ -412,22 +420,29 @@ class PaymentsApp(Forwarding, Paying, App):
             await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], onion_hash, _INVALID_ONION_KEY), ref)
         self._deciding.discard(ref)
 
-    async def _call(self, make: Callable[[], Awaitable[None]], ref: tuple[str, int]) -> None:
+    async def _call(self, make: Callable[[], Awaitable[None]], ref: tuple[str, int], delay: float = RETRY_MIN_DELAY) -> None:
         """Resolve incoming HTLC ``ref`` with ``make()``; while its channel is down (the peer
-        reconnecting), again once it is back: a preimage or a failure is never dropped."""
+        reconnecting), again once it is back: a preimage or a failure is never dropped. A change
+        the channel could not write (a full disk) is made again, after ``delay`` (doubled each time),
+        once the channel is back: it reconnects to resume from its disk, and may still read as
+        usable until its disconnection is processed."""
         try:
             await make()
         except HtlcRefused as exc:
+            not_written = isinstance(exc, HtlcNotWritten)
             channel = next((c for c in self.htlcs.channels() if c.key == ref[0]), None)
-            if channel is not None and not channel.usable and self._still_incoming(ref):
+            if channel is not None and (not_written or not channel.usable) and self._still_incoming(ref):
                 log.info("payments: HTLC %s/%d is resolved once its channel is back (%s)", ref[0][:16], ref[1], exc)
-                self.spawn(self._call_when_up, make, ref)
+                self.spawn(self._call_when_up, make, ref, delay if not_written else 0.0)
                 return  # still being decided: a replay leaves it alone
             log.warning("payments: cannot resolve HTLC %s/%d now: %s", ref[0][:16], ref[1], exc)
         self._deciding.discard(ref)
         self._waited.discard(ref)  # resolved: its id never comes again (keeps the set bounded)
 
-    async def _call_when_up(self, make: Callable[[], Awaitable[None]], ref: tuple[str, int]) -> None:
+    async def _call_when_up(self, make: Callable[[], Awaitable[None]], ref: tuple[str, int], delay: float = 0.0) -> None:
+        """``make()`` for ``ref`` again once its channel is usable, ``delay`` seconds from now at the
+        earliest (a write that failed is not tried again at once: the disk may still be full)."""
+        await trio.sleep(delay)
         while True:
             await trio.sleep(_CHANNEL_POLL)
             if not self._still_incoming(ref):  # settled some other way (on chain, a replay after a restart)
@@ -435,7 +450,7 @@ class PaymentsApp(Forwarding, Paying, App):
                 return
             if any(c.key == ref[0] and c.usable for c in self.htlcs.channels()):
                 break
-        await self._call(make, ref)
+        await self._call(make, ref, min(max(delay, RETRY_MIN_DELAY) * 2, RETRY_MAX_DELAY))
 
     def _still_incoming(self, ref: tuple[str, int]) -> bool:
         return any((h.channel_key, h.add.id) == ref for h in self.htlcs.pending_incoming())
@@ -444,8 +459,9 @@ class PaymentsApp(Forwarding, Paying, App):
         await self._call(lambda: self.htlcs.fail(ref[0], ref[1], reason), ref)
 
     async def _settle(self, refs: list[tuple[str, int]], payment_hash: bytes, preimage: bytes, amount_msat: int) -> None:
-        # the invoice is paid on disk before the preimage leaves
-        await trio.to_thread.run_sync(self._store().mark_paid, payment_hash, amount_msat, int(self._now()))
+        # the invoice is paid on disk before the preimage leaves (on a full disk the HTLCs are held until it is)
+        store, paid_at = self._store(), int(self._now())
+        await record(lambda: store.mark_paid(payment_hash, amount_msat, paid_at), f"the invoice {self._labels.get(payment_hash, '')!r} paid")
         terms = self._terms.get(payment_hash)
         if terms is not None and not terms.paid:
             self._terms[payment_hash] = InvoiceTerms(terms.payment_hash, terms.preimage, terms.payment_secret, terms.amount_msat,
@@ -484,6 +500,9 @@ class PaymentsApp(Forwarding, Paying, App):
             await trio.to_thread.run_sync(lambda: self._store().add_invoice(**row))
         except sqlite3.IntegrityError:
             raise ParamsError(f"an invoice labelled {label!r} (or with this preimage) exists already") from None
+        except PaymentsStoreWriteFailed as exc:
+            log.error("payments: invoice %r not made: %s (free some space)", label, exc)
+            raise ChainAppError(f"cannot make the invoice: {exc}", {"error": "StoreWriteFailed", "label": label}) from None
         self._remember({**row, "status": "unpaid"})
         self._publish("invoice.created", payment_hash, amount_msat=amount_msat or 0, label=label)
         return {"bolt11": text, "payment_hash": payment_hash.hex(), "payment_secret": payment_secret.hex(),
@@ -523,7 +542,10 @@ class PaymentsApp(Forwarding, Paying, App):
         if self.mpp.holds(row["payment_hash"]):
             raise ChainAppError(f"parts of a payment of {label!r} are held: try again once they settle or time out",
                                 {"error": "InvoiceBusy", "label": label})  # fmt: skip
-        deleted = await trio.to_thread.run_sync(store.delete_invoice, label)
+        try:
+            deleted = await trio.to_thread.run_sync(store.delete_invoice, label)
+        except PaymentsStoreWriteFailed as exc:
+            raise ChainAppError(f"cannot delete the invoice {label!r}: {exc}", {"error": "StoreWriteFailed", "label": label}) from None
         if deleted is None:  # paid in the meantime
             raise ChainAppError(f"the invoice {label!r} is paid: kept as the record of the payment", {"error": "InvoicePaid", "label": label})
         self._terms.pop(deleted["payment_hash"], None)

@@ -19,18 +19,24 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 
-from lnpmsg.channels.htlc_hook import HtlcHook, HtlcRefused, IncomingHtlc
+from lnpmsg.channels.htlc_hook import HtlcHook, HtlcNotWritten, HtlcRefused, IncomingHtlc
 from lnpmsg.payments.htlcs import Forward
 from lnpmsg.payments.onion import create_failure_onion, malformed_failure, next_ephemeral_key, wrap_failure_onion
 from lnpmsg.payments.onion.failures import PermanentChannelFailure, TemporaryChannelFailure
 from lnpmsg.payments.sender import OutgoingResult, onion_key
+from lnpmsg.payments.recording import record
 from lnpmsg.payments.store import PaymentsStore
 
-__all__ = ["Forwarding"]
+__all__ = ["AFTER_WRITE_FAILURE", "Forwarding"]
+
+#: seconds a forward whose next channel could not write the offer waits before looking at that channel
+#: again: the channel drops its peer to resume from its disk, and reads as usable until that is processed
+AFTER_WRITE_FAILURE = 1.0
 
 log = logging.getLogger("lnpmsg.payments.app")
 
@@ -69,7 +75,7 @@ class Forwarding:
     _call: Callable[[Callable[[], Awaitable[None]], tuple[str, int]], Awaitable[None]]
     _fail: Callable[[tuple[str, int], bytes, str], Awaitable[None]]
     _failure_recorded: Callable[[tuple[str, int], OutgoingResult], Awaitable[None]]
-    _decide_later: Callable[[IncomingHtlc, int | None], Awaitable[None]]
+    _decide_later: Callable[[IncomingHtlc, int | None, float], Awaitable[None]]
     _publish: Callable[..., None]
     spawn: Callable[..., Any]
 
@@ -92,7 +98,7 @@ class Forwarding:
         derived = _legacy_onion_keys(offering, incoming)
         if derived:
             log.info("payments: %d forward(s) recorded without their outgoing onion's key: derived from their incoming onions", len(derived))
-            await trio.to_thread.run_sync(store.fill_out_onion_keys, derived)
+            await record(lambda: store.fill_out_onion_keys(derived), "the outgoing onions' keys of older forwards")
         for row in offering:
             key = row["out_onion_key"] or derived.get((row["in_channel"], row["in_htlc"]))
             found = by_key.get(key) if key else None
@@ -100,7 +106,7 @@ class Forwarding:
                 continue
             log.info("payments: forward %s/%d was offered as %s/%d before the restart",
                      row["in_channel"][:16], row["in_htlc"], found[0][:16], found[1])  # fmt: skip
-            await trio.to_thread.run_sync(store.forward_out, row["in_channel"], row["in_htlc"], *found)
+            await record(partial(store.forward_out, row["in_channel"], row["in_htlc"], *found), "a forward's outgoing HTLC")
             self._forwards[found] = (row["in_channel"], row["in_htlc"], row["shared_secret"], onions[found])
         # every other HTLC we offered (our own payments' too) in one look-up: a forward's already decided?
         unclaimed = onions.keys() - self._forwards.keys()
@@ -113,9 +119,11 @@ class Forwarding:
         store = self._store()
         # recorded before the outgoing HTLC is offered (already there when this forward is decided again)
         # with the outgoing onion's key: a restart finds the outgoing HTLC even if a stop comes before its id is recorded
-        await trio.to_thread.run_sync(store.add_forward, ref[0], ref[1], add.amount_msat, fwd.amount_msat, fwd.shared_secret,
-                                     int(self._now()), add.payment_hash, add.cltv_expiry, fwd.cltv_expiry,
-                                     onion_key(fwd.onion))  # fmt: skip
+        # (on a full disk the incoming HTLC is held until it is: nothing is offered before)
+        created_at = int(self._now())
+        await record(lambda: store.add_forward(ref[0], ref[1], add.amount_msat, fwd.amount_msat, fwd.shared_secret, created_at,
+                                               add.payment_hash, add.cltv_expiry, fwd.cltv_expiry, onion_key(fwd.onion)),
+                     "a forward")  # fmt: skip
         # no outgoing HTLC of this forward is in a channel now: one offered before a restart was found at
         # start by the onion's key (derived for a forward recorded without it, whose incoming HTLC is
         # committed, as this one is) and the forward is "offered", so it never comes here
@@ -124,19 +132,20 @@ class Forwarding:
                                                         fwd.onion, upstream_cltv_expiry=add.cltv_expiry)  # fmt: skip
         except HtlcRefused as exc:
             channel = self.htlcs.by_scid(fwd.short_channel_id)
-            if channel is not None and not channel.usable and ref not in self._waited:
+            # a next channel that could not write the offer (a full disk) reconnects too, and may read as usable until then
+            if channel is not None and (isinstance(exc, HtlcNotWritten) or not channel.usable) and ref not in self._waited:
                 # the next peer went away between the decision and the offer: it may be back soon
                 log.info("payments: forward %s/%d waits for its next channel: %s", ref[0][:16], ref[1], exc)
                 self._waited.add(ref)
-                self.spawn(self._decide_later, htlc, fwd.short_channel_id)
+                self.spawn(self._decide_later, htlc, fwd.short_channel_id, AFTER_WRITE_FAILURE if isinstance(exc, HtlcNotWritten) else 0.0)
                 return
             log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
             reason = create_failure_onion(fwd.shared_secret, TemporaryChannelFailure())
-            await trio.to_thread.run_sync(store.forward_failed, ref[0], ref[1], reason)
+            await record(lambda: store.forward_failed(ref[0], ref[1], reason), "a forward's failure")
             await self._fail(ref, reason, str(exc))
             return
         self._forwards[(out_key, out_id)] = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
-        await trio.to_thread.run_sync(store.forward_out, ref[0], ref[1], out_key, out_id)
+        await record(lambda: store.forward_out(ref[0], ref[1], out_key, out_id), "a forward's outgoing HTLC")
         early = self._early.pop((out_key, out_id), None)
         if early is not None:
             self._forwards.pop((out_key, out_id))
@@ -152,7 +161,8 @@ class Forwarding:
         preimage = result.preimage
         if preimage is not None:
             # on disk before it goes upstream: a restart settles the incoming HTLC with it
-            await trio.to_thread.run_sync(store.forward_settled, in_key, in_id, preimage)
+            # (on a full disk the incoming HTLC is held until it is: the channel monitor keeps the preimage meanwhile)
+            await record(lambda: store.forward_settled(in_key, in_id, preimage), "the preimage a forward learned")
             row = await trio.to_thread.run_sync(store.forward, in_key, in_id)
             fee = (row["in_msat"] - row["out_msat"]) if row else 0
             self._publish("payment.forwarded", hashlib.sha256(preimage).digest(), fee_msat=fee)
@@ -167,7 +177,7 @@ class Forwarding:
         else:
             reason = create_failure_onion(secret, TemporaryChannelFailure())
         # on disk before it goes upstream: a restart sends the same failure, not a guess
-        await trio.to_thread.run_sync(store.forward_failed, in_key, in_id, reason)
+        await record(lambda: store.forward_failed(in_key, in_id, reason), "a forward's failure")
         await self._failure_recorded(out, result)
         await self._fail(ref, reason, "the downstream HTLC failed")
 
@@ -212,7 +222,8 @@ class Forwarding:
         if htlc is None or ref in self._waited:
             return False
         log.info("payments: forward %s/%d was dropped with its next peer: offered again once it is back", ref[0][:16], ref[1])
-        await trio.to_thread.run_sync(self._store().forward_reset, *ref)
+        store = self._store()
+        await record(lambda: store.forward_reset(*ref), "a forward to offer again")
         self._waited.add(ref)
         scid = next((c.short_channel_id for c in self.htlcs.channels() if c.key == out_key), None)
         self.spawn(self._decide_later, htlc, scid)

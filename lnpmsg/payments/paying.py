@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from lnpmsg.channels.htlc_hook import HtlcRefused
+from lnpmsg.channels.htlc_hook import HtlcNotWritten, HtlcRefused
 from lnpmsg.payments.bolt11 import Invoice
 from lnpmsg.payments.graph import OverlayGraph, hint_channels, local_channel
 from lnpmsg.payments.pathfind import find_route, find_routes
 from lnpmsg.payments.plan import PaymentPlanError
 from lnpmsg.payments.route import Route
+from lnpmsg.payments.recording import record
 from lnpmsg.payments.sender import OutgoingResult, Part, Payment, onion_key
+from lnpmsg.payments.store import PaymentsStoreWriteFailed
 from lnpmsg.payments.views import check_invoice, decode_invoice
 from lnpmsg.wallet.calls import ChainAppError
 
@@ -102,7 +104,12 @@ class Paying:
         height = await self._height()
         find = self._route_finder(invoice, height)
         store = self._store()
-        payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total, int(self._now()))
+        try:
+            payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total,
+                                                       int(self._now()))  # fmt: skip
+        except PaymentsStoreWriteFailed as exc:  # nothing has left: the caller hears why
+            log.error("payments: not paying %s: %s (free some space)", invoice.payment_hash.hex()[:16], exc)
+            raise ChainAppError(f"cannot pay: {exc}", {"error": "StoreWriteFailed", "payment_hash": invoice.payment_hash.hex()}) from None
         payment = Payment(invoice.payment_hash, invoice.payment_secret, total, find, self.scorer, invoice.payment_metadata)
         failed: list[tuple[tuple[str, int], OutgoingResult]] = []
         await self._run_payment(payment, payment_id, trio.current_time() + timeout, timeout, failed)
@@ -126,23 +133,37 @@ class Paying:
         preimage, error = payment.preimage, payment.final_error
         routes = [r.to_dict() for r in payment.succeeded]
         fee = sum(r.fee_msat for r in payment.succeeded)
+        completed_at = int(self._now())
         if preimage is not None:
-            await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="complete", preimage=preimage, routes=routes,
-                                                                       fee_msat=fee, attempts=len(payment.attempts), completed_at=int(self._now())))  # fmt: skip
+            await self._record_end(invoice, lambda: store.update_payment(payment_id, status="complete", preimage=preimage, routes=routes,
+                                                                         fee_msat=fee, attempts=len(payment.attempts), completed_at=completed_at))  # fmt: skip
             self._publish("payment.sent", invoice.payment_hash, amount_msat=total, fee_msat=fee, preimage=preimage)
             return {"status": "complete", "payment_hash": invoice.payment_hash.hex(), "preimage": preimage.hex(), "amount_msat": total,
                     "fee_msat": fee, "parts": len(routes), "routes": routes, "attempts": len(payment.attempts)}  # fmt: skip
         assert error is not None
-        await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, status="failed", error=str(error), attempts=len(payment.attempts),
-                                                                   completed_at=int(self._now())))  # fmt: skip
+        await self._record_end(invoice, lambda: store.update_payment(payment_id, status="failed", error=str(error),
+                                                                     attempts=len(payment.attempts), completed_at=completed_at))  # fmt: skip
         self._publish("payment.failed", invoice.payment_hash, amount_msat=total, reason=str(error))
         raise ChainAppError(f"payment failed: {error}", {**error.details, "payment_hash": invoice.payment_hash.hex()})
+
+    async def _record_end(self: PaymentsApp, invoice: Invoice, write: Callable[[], None]) -> None:
+        """Write how the payment ended. It has ended (a preimage came, or no part is in flight and none
+        may leave), so the caller hears it even when the disk is full; the write is then tried again in
+        the background until it lands. Until then the store shows the payment pending, so a new ``pay``
+        of the invoice is refused as in progress: never a second payment of one that may be paid."""
+        try:
+            await trio.to_thread.run_sync(write)
+        except PaymentsStoreWriteFailed as exc:
+            log.error("payments: the end of the payment %s could not be written yet: %s", invoice.payment_hash.hex()[:16], exc)
+            self.spawn(record, write, f"the end of the payment {invoice.payment_hash.hex()[:16]}")
 
     async def _send_part(self: PaymentsApp, part: Part, payment_hash: bytes) -> tuple[tuple[str, int] | None, OutgoingResult]:
         """Offer the part's HTLC and wait for its result: (its channel key and id, or None if not offered; the result)."""
         first = part.route.hops[0]
         try:
             key, htlc_id = await self.htlcs.add_htlc(first.short_channel_id, first.amount_msat, payment_hash, first.cltv_expiry, part.onion)
+        except HtlcNotWritten:
+            raise  # (the payment stops: see _run_payment)
         except HtlcRefused as exc:
             return None, OutgoingResult(local_error=str(exc))
         send, receive = trio.open_memory_channel[OutgoingResult](1)
@@ -163,10 +184,24 @@ class Paying:
         results_in, results = trio.open_memory_channel[tuple[Part, OutgoingResult]](math.inf)
         store = self._store()
 
+        def not_written(part: Part, why: str) -> None:
+            """The part is not offered, and no other part leaves: the disk they would be written to is full."""
+            log.error("payments: a part of the payment %s is not offered: %s (free some space)", payment.payment_hash.hex()[:16], why)
+            payment.stop(f"{why}; free some space and pay again", error="StoreWriteFailed")
+            results_in.send_nowait((part, OutgoingResult(local_error=f"not offered: {why}")))
+
         async def offer(part: Part) -> None:
-            await trio.to_thread.run_sync(lambda: store.add_part(payment_id, onion_key(part.onion), part.route.to_dict(), part.shared_secrets,
-                                                                 part.route.final_amount_msat, int(self._now())))  # fmt: skip
-            ref, result = await self._send_part(part, payment.payment_hash)
+            try:
+                # a part the store does not hold would be lost to a restart: never offered
+                await trio.to_thread.run_sync(lambda: store.add_part(payment_id, onion_key(part.onion), part.route.to_dict(), part.shared_secrets,
+                                                                     part.route.final_amount_msat, int(self._now())))  # fmt: skip
+                ref, result = await self._send_part(part, payment.payment_hash)
+            except PaymentsStoreWriteFailed as exc:
+                not_written(part, str(exc))
+                return
+            except HtlcNotWritten as exc:  # the channel could not write the HTLC: nothing of it left
+                not_written(part, f"our channel could not write the HTLC: {exc}")
+                return
             if ref is not None and result.preimage is None:
                 failed.append((ref, result))
             results_in.send_nowait((part, result))
@@ -183,7 +218,10 @@ class Paying:
                     part, result = await results.receive()
                     if result.preimage is not None and payment.preimage is None:
                         preimage = result.preimage
-                        await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, preimage=preimage))
+                        try:
+                            await trio.to_thread.run_sync(lambda: store.update_payment(payment_id, preimage=preimage))
+                        except PaymentsStoreWriteFailed as exc:  # the payment's end records it; a channel monitor keeps it meanwhile
+                            log.warning("payments: the preimage of %s is not written yet: %s", payment.payment_hash.hex()[:16], exc)
                     payment.on_result(part, result, self._now())
 
     def _route_finder(self: PaymentsApp, invoice: Invoice, height: int) -> Callable[[int, frozenset[int]], list[Route]]:

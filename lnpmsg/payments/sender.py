@@ -126,17 +126,20 @@ class Payment:
         self._attempt_of: dict[int, Attempt] = {}
         #: our channels that refused a part: routes for the rest avoid them
         self.excluded: set[int] = set()
-        #: why no new part may leave (:meth:`stop`)
+        #: why no new part may leave (:meth:`stop`), and the name of the failure it makes
         self.stopped: str | None = None
+        self._stop_error = "Timeout"
 
     @property
     def done(self) -> bool:
         """Nothing in flight and either paid or failed for good."""
         return self.inflight_msat == 0 and (self.preimage is not None or self.final_error is not None)
 
-    def stop(self, why: str) -> None:
-        """Send no new part: once nothing is in flight, the payment has failed with ``why`` (unless paid)."""
-        self.stopped = self.stopped or why
+    def stop(self, why: str, error: str = "Timeout") -> None:
+        """Send no new part: once nothing is in flight, the payment has failed with ``why`` (unless
+        paid); ``error`` names the failure in its details (the first stop's)."""
+        if self.stopped is None:
+            self.stopped, self._stop_error = why, error
 
     def next_parts(self) -> list[Part]:
         """The parts to offer now (none while waiting, or once paid, failed or stopped)."""
@@ -145,7 +148,7 @@ class Payment:
         if self.stopped is not None:
             if self.inflight_msat == 0:
                 self.final_error = self._failed(self.stopped)
-                self.final_error.details["error"] = "Timeout"
+                self.final_error.details["error"] = self._stop_error
             return []
         missing = self.total_msat - self.inflight_msat - sum(r.final_amount_msat for r in self.succeeded)
         if missing <= 0:

@@ -7,6 +7,11 @@ payment's part, with its route and the onion's shared secrets, is on disk
 before its HTLC is offered), so a restart finds every invoice, payment and
 HTLC in flight, and can read what comes back for them.
 Calls are blocking: the app runs them in a worker thread.
+
+A write that fails (a full disk: SQLite's ``database or disk is full``, a
+failing disk) raises :class:`PaymentsStoreWriteFailed` and changes nothing
+(SQLite rolls the statement back): the caller acts on nothing it could not
+record, and tries again or refuses.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PaymentsStore"]
+__all__ = ["PaymentsStore", "PaymentsStoreWriteFailed"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS invoices (
@@ -61,6 +67,10 @@ _PAIRS_PER_QUERY = 400
 _SECRET_SIZE = 32
 
 
+class PaymentsStoreWriteFailed(Exception):
+    """A write to the payments store failed (a full disk, a failing disk): nothing of it was recorded."""
+
+
 class PaymentsStore:
     """One SQLite database (``payments.sqlite3`` in ``directory``)."""
 
@@ -81,7 +91,7 @@ class PaymentsStore:
         self._db.close()
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
-        with self._lock:
+        with self._lock, _refused_writes():
             cur = self._db.execute(sql, args)
             return cur.lastrowid or 0
 
@@ -107,7 +117,7 @@ class PaymentsStore:
 
     def delete_invoice(self, label: str) -> dict[str, Any] | None:
         """Delete the unpaid (or expired) invoice ``label``; the row it was, or None if no such unpaid invoice."""
-        with self._lock:
+        with self._lock, _refused_writes():
             rows = self._db.execute(f"SELECT {', '.join(_INVOICE_FIELDS)} FROM invoices WHERE label = ? AND status != 'paid'",
                                     (label,)).fetchall()  # fmt: skip
             if not rows:
@@ -224,16 +234,27 @@ class PaymentsStore:
     def fill_out_onion_keys(self, keys: dict[tuple[str, int], bytes]) -> None:
         """Record the outgoing onion's key of forwards written before it was kept ((in_channel, in_htlc)
         -> key), in one transaction; a key a forward has already is left as it is."""
-        with self._lock:
+        with self._lock, _refused_writes():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("UPDATE forwards SET out_onion_key = ? WHERE in_channel = ? AND in_htlc = ? AND out_onion_key IS NULL",
                                      [(key, ref[0], ref[1]) for ref, key in keys.items()])  # fmt: skip
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # (a COMMIT that failed on a full disk may have rolled back already)
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def forwards(self, status: str | None = None) -> list[dict[str, Any]]:
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
         return self._rows(f"SELECT {', '.join(_FORWARD_FIELDS)} FROM forwards {where} ORDER BY created_at", args, _FORWARD_FIELDS)
+
+
+@contextmanager
+def _refused_writes() -> Iterator[None]:
+    """SQLite's failure to write (``OperationalError``: the disk is full, or failing, or the file is
+    locked) as :class:`PaymentsStoreWriteFailed`; SQLite has rolled the statement back."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise PaymentsStoreWriteFailed(f"the payments store could not be written ({exc})") from exc
