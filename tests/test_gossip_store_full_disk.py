@@ -29,6 +29,16 @@ SAMPLE_MESSAGES = 87 + 4
 RETRYING = GossipConfig(flush_interval=0.05, reply_timeout=10.0, store_retry_interval=0.05)
 
 
+async def _synced(a_node: Any, a: Any, b_node: Any, b: Any, filler: DiskFiller | None = None) -> None:
+    """A holds the real sample; B (its disk filled first, with ``filler``) syncs it from A and decides it all."""
+    await a.import_cln_store(*PARTS)
+    if filler is not None:
+        filler.fill()
+    await b_node.connect(address(a_node))
+    await until(lambda: b.progress()["synced"])
+    await b.drain()
+
+
 def integrity(path: Path) -> str:
     db = sqlite3.connect(path)
     try:
@@ -107,11 +117,7 @@ async def test_a_node_syncing_onto_a_full_disk_goes_on_and_its_store_catches_up(
 
         filler = DiskFiller(disk)
         async with running((a_node, a), (b_node, b)):
-            await a.import_cln_store(*PARTS)
-            filler.fill()
-            await b_node.connect(address(a_node))
-            await until(lambda: b.progress()["synced"])
-            await b.drain()
+            await _synced(a_node, a, b_node, b, filler)
             # The graph took the sample; the store took none of it and holds it for later.
             assert len(b.graph) == 87 and b.graph.update_count == 4
             assert b.store.counts()["channels"] == 0
@@ -150,11 +156,7 @@ async def test_gossip_not_kept_for_a_full_store_is_synced_again_after_a_restart(
         b_node, b = make("bitcoin", path, listen=False, config=small)
         filler = DiskFiller(disk)
         async with running((a_node, a), (b_node, b)):
-            await a.import_cln_store(*PARTS)
-            filler.fill()
-            await b_node.connect(address(a_node))
-            await until(lambda: b.progress()["synced"])
-            await b.drain()
+            await _synced(a_node, a, b_node, b, filler)
             assert b.store_backlog.messages == 30 and b.store_backlog.dropped == SAMPLE_MESSAGES - 30
             assert sum("backlog full" in r.getMessage() for r in caplog.records) == 1
             filler.free()
@@ -167,10 +169,7 @@ async def test_gossip_not_kept_for_a_full_store_is_synced_again_after_a_restart(
         assert len(b.graph) < 87
         a_node, a = make("bitcoin")
         async with running((a_node, a), (b_node, b)):
-            await a.import_cln_store(*PARTS)
-            await b_node.connect(address(a_node))
-            await until(lambda: b.progress()["synced"])
-            await b.drain()
+            await _synced(a_node, a, b_node, b)
             assert stored_raw(b.store) == stored_raw(a.store)
         b.store.close()
         assert integrity(path) == "ok"

@@ -100,6 +100,14 @@ async def _pay_in_background(nursery: trio.Nursery, payer: Node, bolt11: str) ->
 PAYEE_DISKS = {"data_dir": ".", "payments_store": "payments"}
 
 
+async def _invoice_over_a_channel(n: Any, a: Node, b: Node, label: str, description: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A's wallet funded and a channel A -> B open: B's invoice for ``AMOUNT_MSAT``, and both balances before paying it."""
+    await n.fund(a)
+    await n.open([(a, b, 1_000_000, 1_000_000)])
+    invoice = await payments(b).invoice(AMOUNT_MSAT, label, description)
+    return invoice, balances({"a": a, "b": b})
+
+
 @pytest.mark.trio
 @pytest.mark.parametrize("disk", list(PAYEE_DISKS))
 async def test_a_payee_on_a_full_disk_settles_nothing_unwritten_and_completes_once_space_is_back(
@@ -110,10 +118,7 @@ async def test_a_payee_on_a_full_disk_settles_nothing_unwritten_and_completes_on
             a, b = n.node("a"), n.node("b")
             async with running(a):
                 async with running(b):
-                    await n.fund(a)
-                    await n.open([(a, b, 1_000_000, 1_000_000)])
-                    invoice = await payments(b).invoice(AMOUNT_MSAT, "full", "paid to a full disk")
-                    before = balances({"a": a, "b": b})
+                    invoice, before = await _invoice_over_a_channel(n, a, b, "full", "paid to a full disk")
                     caplog.set_level(logging.INFO)
 
                     assert filler.fill() > 0
@@ -175,10 +180,7 @@ async def test_a_payer_on_a_full_disk_gets_a_clear_error_moves_nothing_and_pays_
         with full_disk_under(tmp_path / "a" / under) as filler:
             a, b = n.node("a"), n.node("b")
             async with running(a, b):
-                await n.fund(a)
-                await n.open([(a, b, 1_000_000, 1_000_000)])
-                invoice = await payments(b).invoice(AMOUNT_MSAT, "full", "paid from a full disk")
-                before = balances({"a": a, "b": b})
+                invoice, before = await _invoice_over_a_channel(n, a, b, "full", "paid from a full disk")
                 caplog.set_level(logging.INFO)
 
                 fill_after.update(write=write, filler=filler)
@@ -311,10 +313,7 @@ async def test_a_settlement_the_payees_channel_could_not_write_is_made_again_onc
     async with net(tmp_path) as n:
         a, b = n.node("a"), n.node("b")
         async with running(a, b):
-            await n.fund(a)
-            await n.open([(a, b, 1_000_000, 1_000_000)])
-            invoice = await payments(b).invoice(AMOUNT_MSAT, "settle", "a settlement not written at first")
-            before = balances({"a": a, "b": b})
+            invoice, before = await _invoice_over_a_channel(n, a, b, "settle", "a settlement not written at first")
             caplog.set_level(logging.INFO)
             async with trio.open_nursery() as nursery:
                 outcome = await _pay_in_background(nursery, a, invoice["bolt11"])
