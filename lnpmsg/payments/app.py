@@ -146,6 +146,8 @@ class PaymentsApp(Forwarding, Paying, App):
         self._paying: set[bytes] = set()
         #: incoming HTLCs that waited once for their next channel to come up
         self._waited: set[tuple[str, int]] = set()
+        #: forwards whose next channel could not write the offer (a full disk): the next wait's delay
+        self._not_written: dict[tuple[str, int], float] = {}
         #: payments a restart left pending, with their parts in flight
         self._orphans = Orphans(self.scorer)
         for call, fn in {
@@ -364,7 +366,7 @@ class PaymentsApp(Forwarding, Paying, App):
             cltv_expiry=add.cltv_expiry, onion=add.onion_routing_packet, height=height, now=self._now(),
             invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self.policies.forwarding,
         )  # fmt: skip
-        wait = isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and ref not in self._waited
+        wait = isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and (ref not in self._waited or ref in self._not_written)
         if known is not None and not isinstance(action, Forward) and not wait:
             # a recorded forward decided otherwise now: its failure is on disk before it goes upstream
             # (a restart sends the same one, not a guess); an onion we cannot read has no failure onion
@@ -438,6 +440,7 @@ class PaymentsApp(Forwarding, Paying, App):
             log.warning("payments: cannot resolve HTLC %s/%d now: %s", ref[0][:16], ref[1], exc)
         self._deciding.discard(ref)
         self._waited.discard(ref)  # resolved: its id never comes again (keeps the set bounded)
+        self._not_written.pop(ref, None)
 
     async def _call_when_up(self, make: Callable[[], Awaitable[None]], ref: tuple[str, int], delay: float = 0.0) -> None:
         """``make()`` for ``ref`` again once its channel is usable, ``delay`` seconds from now at the

@@ -29,7 +29,7 @@ from lnpmsg.payments.htlcs import Forward
 from lnpmsg.payments.onion import create_failure_onion, malformed_failure, next_ephemeral_key, wrap_failure_onion
 from lnpmsg.payments.onion.failures import PermanentChannelFailure, TemporaryChannelFailure
 from lnpmsg.payments.sender import OutgoingResult, onion_key
-from lnpmsg.payments.recording import record
+from lnpmsg.payments.recording import RETRY_MAX_DELAY, record
 from lnpmsg.payments.store import PaymentsStore
 
 __all__ = ["AFTER_WRITE_FAILURE", "Forwarding"]
@@ -69,6 +69,7 @@ class Forwarding:
     _early: dict[tuple[str, int], OutgoingResult]
     _finished: set[tuple[str, int]]
     _waited: set[tuple[str, int]]
+    _not_written: dict[tuple[str, int], float]
     _store: Callable[[], PaymentsStore]
     _now: Callable[[], float]
     _known_preimage: Callable[[bytes], bytes | None]
@@ -132,18 +133,26 @@ class Forwarding:
                                                         fwd.onion, upstream_cltv_expiry=add.cltv_expiry)  # fmt: skip
         except HtlcRefused as exc:
             channel = self.htlcs.by_scid(fwd.short_channel_id)
-            # a next channel that could not write the offer (a full disk) reconnects too, and may read as usable until then
-            if channel is not None and (isinstance(exc, HtlcNotWritten) or not channel.usable) and ref not in self._waited:
-                # the next peer went away between the decision and the offer: it may be back soon
+            # A next channel that could not write the offer (a full disk: ours, not the peer's fault) reconnects
+            # to resume from its disk, and refuses (offline, reestablishing) or fails to write again until
+            # there is space: the forward looks again, less often each time, for as long as the incoming
+            # HTLC's deadline allows (each decision checks it), instead of failing upstream.
+            not_written = isinstance(exc, HtlcNotWritten) or ref in self._not_written
+            if channel is not None and (not_written or (not channel.usable and ref not in self._waited)):
+                delay = 0.0
+                if not_written:
+                    delay = self._not_written[ref] = min(2 * self._not_written.get(ref, AFTER_WRITE_FAILURE / 2), RETRY_MAX_DELAY)
+                else:  # the next peer went away between the decision and the offer: it may be back soon
+                    self._waited.add(ref)
                 log.info("payments: forward %s/%d waits for its next channel: %s", ref[0][:16], ref[1], exc)
-                self._waited.add(ref)
-                self.spawn(self._decide_later, htlc, fwd.short_channel_id, AFTER_WRITE_FAILURE if isinstance(exc, HtlcNotWritten) else 0.0)
+                self.spawn(self._decide_later, htlc, fwd.short_channel_id, delay)
                 return
             log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
             reason = create_failure_onion(fwd.shared_secret, TemporaryChannelFailure())
             await record(lambda: store.forward_failed(ref[0], ref[1], reason), "a forward's failure")
             await self._fail(ref, reason, str(exc))
             return
+        self._not_written.pop(ref, None)
         self._forwards[(out_key, out_id)] = (ref[0], ref[1], fwd.shared_secret, fwd.onion)
         await record(lambda: store.forward_out(ref[0], ref[1], out_key, out_id), "a forward's outgoing HTLC")
         early = self._early.pop((out_key, out_id), None)
