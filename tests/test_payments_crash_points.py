@@ -37,7 +37,7 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import trio
@@ -64,6 +64,16 @@ NEIGHBOURS = {"a": ["b"], "b": ["a", "c"], "c": ["b"]}
 
 class SimulatedCrash(BaseException):
     """The victim's process dies here (a BaseException: no handler of the node catches it)."""
+
+
+def _crash_node(scope: trio.CancelScope, token: trio.lowlevel.TrioToken) -> NoReturn:
+    """The node that runs in ``scope`` dies in the middle of a store write: its scope is cancelled
+    (from the worker thread the write ran in, or the event loop's own) and the write raises."""
+    try:
+        trio.from_thread.run_sync(scope.cancel, trio_token=token)
+    except RuntimeError:  # the write ran in the event loop's own thread
+        scope.cancel()
+    raise SimulatedCrash
 
 
 def _only_crash(exc: BaseException) -> bool:
@@ -101,12 +111,7 @@ class CrashPlan:
         if name != self.victim or self.writes[name] != self.point:
             return
         self.fired = True
-        scope = self._scopes[name]
-        try:
-            trio.from_thread.run_sync(scope.cancel, trio_token=self.token)
-        except RuntimeError:  # the write ran in the event loop's own thread
-            scope.cancel()
-        raise SimulatedCrash
+        _crash_node(self._scopes[name], self.token)
 
 
 @pytest.fixture
@@ -272,11 +277,7 @@ def write_crashes(monkeypatch: pytest.MonkeyPatch) -> list[WriteCrash]:
                 continue
             crash.fired = True
             assert crash.scope is not None
-            try:
-                trio.from_thread.run_sync(crash.scope.cancel, trio_token=crash.token)
-            except RuntimeError:  # the write ran in the event loop's own thread
-                crash.scope.cancel()
-            raise SimulatedCrash
+            _crash_node(crash.scope, crash.token)
 
     def write(store: PaymentsStore, sql: str, args: tuple[Any, ...]) -> int:
         check(store, sql, True)
@@ -365,11 +366,7 @@ class FailureWriteCrash:
     def fire(self) -> None:
         self.fired = True
         assert self.scope is not None
-        try:
-            trio.from_thread.run_sync(self.scope.cancel, trio_token=self.token)
-        except RuntimeError:  # the write ran in the event loop's own thread
-            self.scope.cancel()
-        raise SimulatedCrash
+        _crash_node(self.scope, self.token)
 
 
 @pytest.fixture
