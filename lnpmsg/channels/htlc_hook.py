@@ -59,14 +59,14 @@ import trio
 
 from .errors import LocalMisuse, StoreWriteFailed
 from .failures import FailureStore, OfferedFailure
-from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled
+from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled, Input, Output
 from .messages import UpdateAddHtlc, UpdateFailHtlc, UpdateFailMalformedHtlc, UpdateFulfillHtlc
 from .monitor import HtlcResolved
 from .state import Phase
 
 if TYPE_CHECKING:
     from .app import ChannelsApp
-    from .manager import ManagedChannel
+    from .manager import ChannelManager, ManagedChannel
 
 __all__ = ["MAX_MISSED", "ChannelInfo", "HtlcHandler", "HtlcHook", "HtlcNotWritten", "HtlcRefused", "IncomingHtlc", "OfferedFailure"]
 
@@ -333,12 +333,7 @@ class HtlcHook:
         s = channel.core.state
         if channel.phase is not Phase.NORMAL or not s.connected or s.awaiting_reestablish:
             raise HtlcRefused(f"the channel is {channel.phase.value}{'' if s.connected else ', peer offline'}")
-        try:
-            out = await manager.submit(channel, AddHtlc(amount_msat, payment_hash, cltv_expiry, onion))  # type: ignore[union-attr]
-        except StoreWriteFailed as exc:  # not added (a failed write leaves the channel as on disk)
-            raise HtlcNotWritten(str(exc)) from exc
-        except LocalMisuse as exc:
-            raise HtlcRefused(str(exc)) from exc
+        out = await _submitted(manager, channel, AddHtlc(amount_msat, payment_hash, cltv_expiry, onion))  # type: ignore[arg-type]
         # the id is the one the core gave (other adds may have been queued before ours)
         (add,) = [m for m in out.messages if isinstance(m, UpdateAddHtlc)]
         if upstream_cltv_expiry is not None and self._app.onchain is not None:
@@ -370,12 +365,18 @@ class HtlcHook:
         channel = manager.channels.get(channel_key) if manager is not None else None
         if channel is None:
             raise HtlcRefused(f"no channel {channel_key}")
-        try:
-            await manager.submit(channel, item)  # type: ignore[union-attr, arg-type]
-        except StoreWriteFailed as exc:  # nothing sent: the settlement is to be made again once the channel is back
-            raise HtlcNotWritten(str(exc)) from exc
-        except LocalMisuse as exc:
-            raise HtlcRefused(str(exc)) from exc
+        await _submitted(manager, channel, item)  # type: ignore[arg-type]
+
+
+async def _submitted(manager: ChannelManager, channel: ManagedChannel, item: Input) -> Output:
+    """Run ``item`` on ``channel``; the manager's refusals as :class:`HtlcRefused`, a change it could not
+    write as :class:`HtlcNotWritten` (nothing of it was sent: the channel is as on its disk)."""
+    try:
+        return await manager.submit(channel, item)
+    except StoreWriteFailed as exc:
+        raise HtlcNotWritten(str(exc)) from exc
+    except LocalMisuse as exc:
+        raise HtlcRefused(str(exc)) from exc
 
 
 def _offered_ids(channel: ManagedChannel) -> set[int]:
