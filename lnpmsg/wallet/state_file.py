@@ -57,11 +57,12 @@ class StateFile:
             if not isinstance(state, dict) or not {"network", "birth_height", "next_index"} <= state.keys():
                 raise ValueError("missing keys")
         except (ValueError, OSError) as exc:
-            raise WalletError(
-                f"wallet state {self.path} is damaged: {exc}. {DAMAGED_STATE_ADVICE}",
-                code="corrupt",
-            ) from exc
+            raise self.damaged(exc) from exc
         return state
+
+    def damaged(self, why: object) -> WalletError:
+        """The error for a state the file holds that cannot be used (``corrupt``), with what to do about it."""
+        return WalletError(f"wallet state {self.path} is damaged: {why}. {DAMAGED_STATE_ADVICE}", code="corrupt")
 
     def write(self, state: dict[str, Any]) -> None:
         """Replace the file with ``state``, fsynced; ``WalletError`` (``io``) if the disk refuses it."""

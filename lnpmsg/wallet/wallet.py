@@ -57,7 +57,7 @@ from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wallet.keys import IMPORTED, SEED_FILE, Account, DerivedKey, imported_key, load_or_create_seed
 from lnpmsg.wallet.reservations import FINAL_REJECTIONS, Reservations
 from lnpmsg.wallet.spend import OwnCoin, build_spend, dust_limit
-from lnpmsg.wallet.state_file import DAMAGED_STATE_ADVICE, WALLET_FILE, StateFile
+from lnpmsg.wallet.state_file import StateFile
 
 __all__ = [
     "GAP_LIMIT",
@@ -182,10 +182,7 @@ class Wallet:
         try:
             self._held = Reservations.from_state(state.get("reserved", {}), state.get("held", {}))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise WalletError(
-                f"wallet state {wallet_dir / WALLET_FILE} is damaged: {exc}. {DAMAGED_STATE_ADVICE}",
-                code="corrupt",
-            ) from exc
+            raise self.state_file.damaged(exc) from exc
         self._scripts: dict[bytes, DerivedKey] = {}
         self._derived = [0, 0]
         self._coins: dict[OutPoint, OwnCoin] = {}
