@@ -354,7 +354,7 @@ class GossipIngest:
                 except Exception:
                     log.exception("gossip store write failed (%d decisions)", len(decisions))
         finally:
-            if backlog.messages or backlog.dropped or backlog:
+            if backlog or backlog.dropped:  # (messages held means writes held)
                 log.warning(
                     "gossip store: %d accepted gossip message(s) were never written (%s): peers send them again after the restart",
                     backlog.messages + backlog.dropped,
