@@ -89,10 +89,13 @@ async def test_coins_the_chain_brings_while_the_disk_is_full_are_kept_and_writte
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and "No space left on device" in errors[0].getMessage()
         assert stored(wallet)["next_index"] == [1, 0]
-        # An open on the full disk works too (it writes the same state again, later).
-        again = await Wallet.open(disk / "w", source)
-        assert again.balance() == 120_000
-        assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 2  # one per wallet object
+        # An open is a start: on the full disk it is refused, naming the file and what to do, and changes nothing.
+        written = stored(wallet)
+        with pytest.raises(WalletError) as refused:
+            await Wallet.open(disk / "w", source)
+        assert refused.value.code == "io" and str(disk / "w" / "wallet.json") in refused.value.reason
+        assert "No space left on device" in refused.value.reason and "free some space" in refused.value.reason
+        assert stored(wallet) == written and not list((disk / "w").glob("*.tmp"))
 
         filler.free()
         await wallet.sync()  # no new block: the write the disk refused is made now

@@ -35,8 +35,14 @@ import pbk.capi.bindings as _k  # type: ignore[import-untyped]
 
 from lnpmsg.bitcoin.tx import Tx, TxOut
 from lnpmsg.chain.errors import ChainError
+from lnpmsg.node.full_disk import free_bytes, full_disk_cure
 
-__all__ = ["KernelChain", "KernelResult", "kernel_verify_scripts"]
+__all__ = ["KERNEL_FREE_BYTES", "KernelChain", "KernelResult", "kernel_verify_scripts"]
+
+#: free bytes below which the kernel cannot write a block, so neither open a new chain (its
+#: genesis block) nor replay one: Bitcoin Core's 50 MiB minimum beyond the 16 MiB chunk it
+#: allocates for a block file (``CheckDiskSpace``)
+KERNEL_FREE_BYTES = (50 + 16) << 20
 
 #: serializes block processing across every chain in the process, so the
 #: process-wide kernel log can be attributed to one block
@@ -167,6 +173,15 @@ class KernelChain:
                 detail = "; ".join(line for line in _captured if "rror" in line) or str(
                     exc
                 )
+                free = free_bytes(datadir)
+                if "No space left on device" in detail or (free is not None and free < KERNEL_FREE_BYTES):
+                    # not damage: --reindex would need the same room
+                    raise ChainError(
+                        f"the kernel cannot open the chain state in {datadir}: {full_disk_cure(datadir)} "
+                        f"(the consensus engine writes blocks only with {KERNEL_FREE_BYTES >> 20} MiB free); "
+                        f"nothing is damaged [{detail}]",
+                        code="io",
+                    ) from exc
                 raise ChainError(
                     f"the kernel cannot open the chain state in {datadir}: {detail}",
                     code="corrupt",

@@ -56,6 +56,7 @@ from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW
 from lnpmsg.chain.template import ancestry, claimable_fees, next_block_time
 from lnpmsg.chain.tx import SerializedTx, as_tx, malformed
 from lnpmsg.chain.utxo import UtxoIndex
+from lnpmsg.node.full_disk import cannot
 
 __all__ = [
     "DEFAULT_FEERATE_PER_KW",
@@ -145,11 +146,9 @@ class RegtestChain:
         self._invalidated: Invalidated | None = None
         try:
             self._open(create, rebuild)
-        except OSError as exc:
+        except OSError as exc:  # a full disk, a directory we may not write
             self.close()
-            raise ChainError(
-                f"cannot use chain data dir {self.datadir}: {exc}", code="io"
-            ) from exc
+            raise ChainError(cannot("use", exc.filename or self.datadir, exc), code="io") from exc
         except BaseException:
             self.close()
             raise
@@ -186,6 +185,8 @@ class RegtestChain:
         try:
             self._kernel = KernelChain(d)
         except ChainError as exc:
+            if exc.code != "corrupt":  # a full disk: nothing is damaged
+                raise
             raise ChainError(
                 f"{exc.reason}. The kernel state is damaged: start with 'lnpmsg node --chain regtest "
                 f"--reindex' (RegtestChain(..., rebuild=True)) to rebuild it from {BLOCK_LOG_FILE}",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from lnpmsg.bitcoin.errors import BitcoinError
 
-__all__ = ["ChannelError", "LocalMisuse", "RemoteFault", "ShachainError"]
+__all__ = ["ChannelError", "ChannelStoreError", "LocalMisuse", "RemoteFault", "ShachainError", "StoreWriteFailed"]
 
 
 class ChannelError(BitcoinError):
@@ -43,3 +43,8 @@ class StoreWriteFailed(Exception):
     state on disk, and its peer is disconnected so that both sides pick up
     from there when it reconnects (``channel_reestablish``).
     """
+
+
+class ChannelStoreError(Exception):
+    """The channel store could not be opened or written while the node starts (a full disk, a
+    damaged seed): the message says which file, why and what to do; no channel was changed."""

@@ -34,6 +34,7 @@ from the node's channel seed and the key, so the log never holds a secret.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import logging
@@ -49,9 +50,10 @@ from typing import Any
 
 import trio
 
+from lnpmsg.node.full_disk import cannot
 from lnpmsg.wire import Message
 
-from .errors import LocalMisuse, StoreWriteFailed
+from .errors import ChannelStoreError, LocalMisuse, StoreWriteFailed
 from .inputs import Disconnected, Event, Input, Output, Received, Record, SignCommitment
 from .dev import DevOptions
 from .params import ChannelSecrets
@@ -174,6 +176,7 @@ class ChannelManager:
         # Disconnected per channel of a peer that left.
         self._jobs_in, self._jobs = trio.open_memory_channel[_Job](math.inf)
         self._running = False
+        self._loading = False
         self._crash_after = os.environ.get(CRASH_ENV) or None
         if self._crash_after:
             log.warning("channels: DEVELOPER fault injection: SIGKILL after receiving %s", self._crash_after)
@@ -236,7 +239,20 @@ class ChannelManager:
     # ------------------------------------------------------------ start
 
     async def load(self) -> int:
-        """Replay every stored channel; feed each ``Disconnected`` (call before :meth:`run`)."""
+        """Replay every stored channel; feed each ``Disconnected`` (call before :meth:`run`).
+
+        :class:`ChannelStoreError` when a log cannot be opened or written (a full disk): the
+        node does not start, and what the logs hold stays as it was.
+        """
+        self._loading = True
+        try:
+            return await self._load()
+        except OSError as exc:  # a log or a monitor that cannot be opened or written
+            raise ChannelStoreError(cannot("open the channel store at", exc.filename or self.store.directory, exc)) from exc
+        finally:
+            self._loading = False
+
+    async def _load(self) -> int:
         for key in self.store.keys():
             peer_hex = key.split("-", 1)[0]
             try:
@@ -253,7 +269,10 @@ class ChannelManager:
             self.channels[key] = channel
             if self._on_persisted is not None:
                 await self._on_persisted(channel)
-            await self._process(_Job(channel, Disconnected()))
+            job = _Job(channel, Disconnected())
+            await self._process(job)
+            if isinstance(job.error, StoreWriteFailed) and isinstance(job.error.__cause__, OSError):
+                raise ChannelStoreError(cannot("write", channel.log.log_path, job.error.__cause__)) from job.error
             log.info("channels: loaded %s with %s (%s)", channel.channel_id.hex(), peer_hex[:16], core.phase.value)
         return len(self.channels)
 
@@ -378,12 +397,14 @@ class ChannelManager:
         """A job's write failed: its messages stay unsent, and the core in memory, which has
         moved past the disk, is replaced by the one on disk (the log dropped the failed append).
         The peer is disconnected: it may have sent what that core never took (a
-        ``commitment_signed``), and ``channel_reestablish`` sorts that out from both sides' disks."""
-        log.error(
-            "channels: %s on %s could not be written (%s): nothing of it was sent; the channel goes back to "
-            "its state on disk and reconnects with %s to resume from there (free some space)",
-            type(item).__name__, channel.channel_id.hex(), exc, channel.peer_id.hex(),
-        )  # fmt: skip
+        ``commitment_signed``), and ``channel_reestablish`` sorts that out from both sides' disks.
+        While loading no peer is there: :meth:`load` raises instead."""
+        if not self._loading:
+            log.error(
+                "channels: %s on %s could not be written (%s): nothing of it was sent; the channel goes back to "
+                "its state on disk and reconnects with %s to resume from there (free some space)",
+                type(item).__name__, channel.channel_id.hex(), exc, channel.peer_id.hex(),
+            )  # fmt: skip
         channel.core = await trio.to_thread.run_sync(channel.log.restore, self._secrets(channel.key))
         channel.owes_disconnected = True
         if self._disconnect is not None:
@@ -434,17 +455,22 @@ def _load_or_create_seed(path: Path) -> bytes:
     if path.exists():
         seed = path.read_bytes()
         if len(seed) != 32:
-            raise ValueError(f"{path}: a channel seed is 32 bytes, found {len(seed)}")
+            raise ChannelStoreError(f"the channel seed {path} is damaged: a channel seed is 32 bytes, found {len(seed)}")
         return seed
     seed = os.urandom(32)
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, seed)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if os.write(fd, seed) != len(seed):  # the disk took only part of it
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ChannelStoreError(cannot("create the channel seed", path, exc)) from exc
     return seed
 
 

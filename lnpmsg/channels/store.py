@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, Self
 
 from lnpmsg.chain.datadir import append_whole, write_atomic
+from lnpmsg.node.full_disk import cannot
 
 from .codec import CodecError
+from .errors import ChannelStoreError
 from .inputs import Record
 from .params import ChannelSecrets
 from .records import encode_snapshot, frame, parse_frames, restore
@@ -124,7 +126,10 @@ class ChannelStore:
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a full disk has no room for the directory
+            raise ChannelStoreError(cannot("create the channel store", self.directory, exc)) from exc
 
     def keys(self) -> list[str]:
         """The stored channels' keys."""

@@ -20,7 +20,6 @@ are stored shifted by 2**63 (an order-keeping map).
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -42,6 +41,7 @@ from lnpmsg.gossip.messages import (
     NodeAnnouncement,
     parse_addresses,
 )
+from lnpmsg.node.full_disk import cannot
 from lnpmsg.wire import Features, ShortChannelId, WireError
 
 __all__ = ["DB_FILE_NAME", "AsyncGossipStore", "GossipStore", "scid_text"]
@@ -153,6 +153,9 @@ class GossipStore:
         self.chain_hash = chain_hash
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise GossipError(cannot("open the gossip store", self.path, exc)) from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a crash may lose the last transactions, never corrupt the file.
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -168,7 +171,10 @@ class GossipStore:
             self._db.executescript(_SCHEMA)
             self._check_meta()
         except sqlite3.Error as exc:
-            raise GossipError(f"cannot open the gossip store {self.path}: {exc}{_full_disk_hint(self.path)}") from exc
+            # WAL mode needs room for its -shm file even to read: on a full disk SQLite may say only
+            # "disk I/O error"; cannot() says what the disk says
+            self._db.close()
+            raise GossipError(cannot("open the gossip store", self.path, exc)) from exc
 
     def _check_meta(self) -> None:
         rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -540,24 +546,6 @@ class GossipStore:
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (e.g. before measuring or copying it)."""
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-#: free bytes below which a store that cannot open is said to be on a full disk (WAL mode
-#: needs room for its -wal and -shm files even to read)
-_FULL_DISK_BYTES = 1 << 20
-
-
-def _full_disk_hint(path: str) -> str:
-    """Why opening may have failed, when the disk is (nearly) full: SQLite says only "disk I/O error"."""
-    if path == ":memory:":
-        return ""
-    try:
-        free = shutil.disk_usage(Path(path).parent).free
-    except OSError:
-        return ""
-    if free >= _FULL_DISK_BYTES:
-        return ""
-    return f" (the disk holding it has {free} bytes free: free some space)"
 
 
 def _feature_names(features: bytes) -> list[str]:

@@ -8,6 +8,7 @@ and an existing file readable by group or others is refused, like ssh does.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -16,15 +17,21 @@ from pathlib import Path
 
 import coincurve
 
+from lnpmsg.node.full_disk import cannot
+
 log = logging.getLogger(__name__)
 
-__all__ = ["NodeKey", "IdentityError", "KEY_FILE_NAME", "load_or_create_key", "load_key_file", "key_from_hex", "secure_data_dir"]
+__all__ = ["NodeKey", "IdentityError", "KeyNotWritten", "KEY_FILE_NAME", "load_or_create_key", "load_key_file", "key_from_hex", "secure_data_dir"]
 
 KEY_FILE_NAME = "node_key"
 
 
 class IdentityError(Exception):
     """The node key could not be read, parsed or created."""
+
+
+class KeyNotWritten(IdentityError):
+    """A new node key could not be written (a full disk, a read-only data dir): nothing was left behind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,22 +126,24 @@ def load_or_create_key(data_dir: Path) -> tuple[NodeKey, bool]:
     if path.exists():
         return load_key_file(path), False
     key = NodeKey.generate()
+    tmp = path.with_name(f".{KEY_FILE_NAME}.{os.getpid()}.tmp")
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{KEY_FILE_NAME}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, key.secret.hex().encode() + b"\n")
+            data = key.secret.hex().encode() + b"\n"
+            if os.write(fd, data) != len(data):  # the disk took only part of it
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             os.fsync(fd)
         finally:
             os.close(fd)
         # link() fails if another process created the key meanwhile: never overwrite a key.
-        try:
-            os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
+        os.link(tmp, path)
     except FileExistsError:
         return load_key_file(path), False
     except OSError as exc:
-        raise IdentityError(f"cannot create node key in {data_dir}: {exc.strerror or exc}") from exc
+        raise KeyNotWritten(cannot("create the node key", path, exc)) from exc
+    finally:
+        # the key is at its name, or nowhere: a write the disk cut short leaves no file
+        tmp.unlink(missing_ok=True)
     return key, True

@@ -11,7 +11,9 @@ Calls are blocking: the app runs them in a worker thread.
 A write that fails (a full disk: SQLite's ``database or disk is full``, a
 failing disk) raises :class:`PaymentsStoreWriteFailed` and changes nothing
 (SQLite rolls the statement back): the caller acts on nothing it could not
-record, and tries again or refuses.
+record, and tries again or refuses. A store that cannot open (a full disk:
+SQLite's WAL needs room for its ``-shm`` file even to read) raises
+:class:`PaymentsStoreError`, which names the file, why and what to do.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PaymentsStore", "PaymentsStoreWriteFailed"]
+from lnpmsg.node.full_disk import cannot
+
+__all__ = ["PaymentsStore", "PaymentsStoreError", "PaymentsStoreWriteFailed"]
+
+#: the database's file name in the store's directory
+STORE_FILE = "payments.sqlite3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS invoices (
@@ -71,14 +78,30 @@ class PaymentsStoreWriteFailed(Exception):
     """A write to the payments store failed (a full disk, a failing disk): nothing of it was recorded."""
 
 
+class PaymentsStoreError(Exception):
+    """The payments store could not be opened (a full disk, a damaged file): the message says which
+    file, why and what to do; nothing in it was changed."""
+
+
 class PaymentsStore:
     """One SQLite database (``payments.sqlite3`` in ``directory``)."""
 
     def __init__(self, directory: str | Path) -> None:
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path / "payments.sqlite3", check_same_thread=False, isolation_level=None)
+        self.path = Path(directory) / STORE_FILE
         self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise PaymentsStoreError(cannot("open the payments store", self.path, exc)) from exc
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise PaymentsStoreError(cannot("open the payments store", self.path, exc)) from exc
+
+    def _open(self) -> None:
+        """WAL, FULL and the schema (``IF NOT EXISTS``: what a failed open did not make, the next one makes)."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)

@@ -80,6 +80,7 @@ import zmq
 
 from lnpmsg.app import App
 from lnpmsg.io.zmq_trio import TrioSocket
+from lnpmsg.node.full_disk import cannot
 from lnpmsg.pubsub.bridge import EVENTS_HWM, EventPublisher
 from lnpmsg.rpc.attached import AttachedApps
 from lnpmsg.rpc.control_files import LockHeld, make_data_dir, take_lock, unlink_quietly, write_info
@@ -309,6 +310,13 @@ class ControlServer(ControlBuiltins, ControlRequests, App):
             self._reserved_lock = self._take_lock()
             unlink_quietly(self.data_dir / CONTROL_INFO_FILE)  # left by a node that was killed: we hold the lock
 
+    def release(self) -> None:
+        """Give back the lock :meth:`reserve` took, when the node failed to start before this
+        server ran (the data dir is free for the next start; idempotent)."""
+        if self._reserved_lock is not None:
+            fd, self._reserved_lock = self._reserved_lock, None
+            os.close(fd)
+
     def _make_data_dir(self) -> None:
         try:
             make_data_dir(self.data_dir)
@@ -346,6 +354,9 @@ class ControlServer(ControlBuiltins, ControlRequests, App):
     def _write_info(self, path: Path) -> None:
         info = {"control": self.endpoint, "events": self.events_endpoint, "curve": self.curve,
                 "pid": os.getpid(), "node_id": self.node.node_id.hex()}
-        write_info(path, info)
+        try:
+            write_info(path, info)
+        except OSError as exc:  # a full disk: clients could not find the node
+            raise ControlError(cannot("write", path, exc)) from exc
 
     # ------------------------------------------------------------- serving

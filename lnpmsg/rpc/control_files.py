@@ -91,10 +91,14 @@ def lock_held(data_dir: Path) -> bool:
 def write_info(path: Path, info: dict[str, Any]) -> None:
     """Write ``control.json`` (0600) in one step: a temporary file, then a rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(info, f)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: no half file left behind
+        raise
 
 
 def unlink_quietly(path: Path) -> None:

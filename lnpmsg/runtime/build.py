@@ -74,18 +74,38 @@ class BuiltNode:
         """Run the node in ``nursery`` and return once it listens; :class:`StartError` if it cannot start."""
         try:
             await nursery.start(self.node.run)
-        except (Exception, BaseExceptionGroup) as exc:
+        except BaseException as exc:
+            control = self.app("control")
+            if control is not None and hasattr(control, "release"):
+                control.release()  # the data dir's lock, taken while building: free for the next start
+            if not isinstance(exc, Exception | BaseExceptionGroup):
+                raise
             # Start-up failures come out of the node's nursery wrapped in groups.
             cause = _first_leaf(exc)
+            failed = self._failed_app(cause)
+            full_disk = self._full_disk(cause)
+            if full_disk is not None:  # a raw error a store let through: what it means and what to do
+                raise StartError(f"app {failed!r} failed to start: {full_disk}" if failed else full_disk) from exc
             if isinstance(cause, self.start_errors):
                 raise StartError(str(cause)) from exc
-            failed = self._failed_app(cause)
             if failed is not None:
                 # An app that raised before it started (a user app's missing database...): one line, the
                 # traceback at debug level for whoever debugs the app.
                 log.debug("app %s failed to start", failed, exc_info=cause)
                 raise StartError(f"app {failed!r} failed to start: {_describe(cause)}") from exc
             raise
+
+    def _full_disk(self, cause: BaseException) -> str | None:
+        """What to tell of an ``OSError`` or SQLite error that a full disk raised, or None.
+
+        The stores say it themselves, naming their file (:mod:`lnpmsg.node.full_disk`); this
+        covers a write none of them wraps (a user app's, a new file's)."""
+        from lnpmsg.node.full_disk import cannot, is_full_disk
+
+        if not isinstance(cause, OSError) and not getattr(cause, "sqlite_errorname", None):
+            return None
+        where = getattr(cause, "filename", None) or self.settings.data_dir
+        return cannot("write", where, cause) if is_full_disk(cause, where) else None
 
     def _failed_app(self, cause: BaseException) -> str | None:
         """The app whose start raised ``cause`` (it is stopped, with the reason), if one did."""
@@ -289,7 +309,7 @@ async def run_node(
 
 
 def _load_key(settings: NodeSettings) -> tuple[NodeKey, bool]:
-    from lnpmsg.node.identity import IdentityError, load_key_file, load_or_create_key
+    from lnpmsg.node.identity import IdentityError, KeyNotWritten, load_key_file, load_or_create_key
 
     if settings.key is not None and settings.key_file is not None:
         raise SettingsError("give a node key or a node key file, not both")
@@ -299,6 +319,8 @@ def _load_key(settings: NodeSettings) -> tuple[NodeKey, bool]:
         if settings.key_file is not None:
             return load_key_file(settings.key_file), False
         key, created = load_or_create_key(settings.data_dir)
+    except KeyNotWritten as exc:  # a full disk: the node cannot start, the settings are fine
+        raise StartError(str(exc)) from None
     except IdentityError as exc:
         raise SettingsError(str(exc)) from None
     if created:
@@ -375,7 +397,10 @@ def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseExcepti
     from lnpmsg.payments.app import PaymentsApp
 
     node.mount(PaymentsApp(settings.data_dir / "payments"))
-    return []
+    from lnpmsg.channels.errors import ChannelStoreError
+    from lnpmsg.payments.store import PaymentsStoreError
+
+    return [ChannelStoreError, PaymentsStoreError]
 
 
 def _mount_gossip(node: Node, settings: NodeSettings, network: str) -> list[type[BaseException]]:

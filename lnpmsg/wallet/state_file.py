@@ -13,6 +13,11 @@ A full disk meets two kinds of change, and each fails its own way:
   wallet from following the chain: it is logged once and tried again at the
   next sync or change (:meth:`StateFile.write_or_retry_later`).
 
+An open is neither: the wallet writes its state once before it serves
+anything, and a write that fails fails the open (``WalletError``, ``io``,
+naming the file and what to do), so a node does not start on a disk that
+cannot hold its wallet.
+
 :func:`~lnpmsg.chain.datadir.write_atomic` leaves the old file whole, and no
 temp file, when a write fails.
 """
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lnpmsg.chain.datadir import write_atomic
+from lnpmsg.node.full_disk import cannot
 from lnpmsg.wallet.errors import WalletError
 
 __all__ = ["DAMAGED_STATE_ADVICE", "WALLET_FILE", "StateFile"]
@@ -69,7 +75,7 @@ class StateFile:
         try:
             write_atomic(self.path, json.dumps(state).encode())
         except OSError as exc:
-            raise WalletError(f"cannot write {self.path}: {exc.strerror or exc}", code="io") from exc
+            raise WalletError(cannot("write", self.path, exc), code="io") from exc
         if self.behind:
             self.behind = False
             log.info("wallet: %s is written again", self.path)

@@ -206,7 +206,8 @@ class Wallet:
         wallet also watches and spends, besides its BIP84 keys; not stored (give
         them at every open). For test set-ups that fund from fixed keys
         (``--dev-import-privkey``); coins they got before the wallet's birth
-        height are not seen.
+        height are not seen. ``WalletError`` (``io``) when the seed or the state
+        cannot be written (a full disk): nothing is changed.
         """
         path = Path(wallet_dir)
         seed_existed = (path / SEED_FILE).exists()
@@ -232,10 +233,9 @@ class Wallet:
             }
         account = Account(seed, source.network)
         wallet = cls(path, source, account, state, imported)
-        if existed:
-            wallet._save_chain_change()  # the same state again: a full disk must not stop an open
-        else:
-            wallet._save()  # a new wallet's birth height is on disk before its first address
+        # A new wallet's birth height is on disk before its first address; an existing state is
+        # written again: a disk that cannot hold it (a full disk) refuses the open, not a later call.
+        wallet._save()
         await wallet._start()
         await wallet._resubmit()
         return wallet

@@ -1,0 +1,89 @@
+"""A data dir on a full disk: telling a full disk from other failures, and saying so.
+
+Every store a node keeps (the node key, the wallet's seed and state, the
+channel logs, the payments and gossip databases, the embedded chain's files,
+the control files) may find no room when the node starts. A store that
+cannot open or write then refuses the start with one error that names the
+file, the cause (``No space left on device``) and the cure (free some
+space), and changes nothing it held: the node starts whole once there is
+room, or not at all, as lnd and Core Lightning do.
+
+SQLite in WAL mode needs room even to open a database (its ``-shm`` and
+``-wal`` files), and on a full disk it often says only ``disk I/O error``:
+the free space of the disk tells a full disk from a failing one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["LOW_SPACE_BYTES", "cannot", "free_bytes", "full_disk_cure", "is_full_disk"]
+
+#: free bytes below which a store's I/O error is put down to a full disk (SQLite says only
+#: "disk I/O error" when it cannot grow its shared-memory file)
+LOW_SPACE_BYTES = 1 << 20
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_IO_ERRORS = ("SQLITE_IOERR", "SQLITE_CANTOPEN")
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int | None:
+    """Free bytes on the disk holding ``path`` (or its nearest existing parent); None if unknown."""
+    candidate = Path(path)
+    for where in (candidate, *candidate.parents):
+        try:
+            return shutil.disk_usage(where).free
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    return None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it (``raise ... from``), outermost first."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__
+    return seen
+
+
+def is_full_disk(exc: BaseException, path: str | os.PathLike[str]) -> bool:
+    """Did ``exc`` (or its cause) come from a full disk under ``path``?
+
+    ``ENOSPC`` (and a full quota) and SQLite's ``SQLITE_FULL`` say so; an
+    SQLite I/O error says so when the disk has less than
+    :data:`LOW_SPACE_BYTES` free.
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS:
+            return True
+        name = getattr(cause, "sqlite_errorname", None)
+        if name == "SQLITE_FULL":
+            return True
+        if isinstance(name, str) and name.startswith(_SQLITE_IO_ERRORS):
+            free = free_bytes(path)
+            if free is not None and free < LOW_SPACE_BYTES:
+                return True
+    return False
+
+
+def full_disk_cure(path: str | os.PathLike[str]) -> str:
+    """``No space left on device (the disk holding it has N bytes free): free some space on that disk``."""
+    free = free_bytes(path)
+    room = f" (the disk holding it has {free} bytes free)" if free is not None else ""
+    return f"No space left on device{room}: free some space on that disk"
+
+
+def cannot(what: str, path: str | os.PathLike[str], exc: BaseException) -> str:
+    """``cannot WHAT PATH: CAUSE``; for a full disk the cause is :func:`full_disk_cure`'s text
+    (with SQLite's own words after it: it may say only ``disk I/O error``)."""
+    if is_full_disk(exc, path):
+        said = f" (SQLite said: {exc})" if getattr(exc, "sqlite_errorname", None) else ""
+        return f"cannot {what} {path}: {full_disk_cure(path)}{said}"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"cannot {what} {path}: {reason}"
