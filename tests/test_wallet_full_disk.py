@@ -104,3 +104,18 @@ async def test_coins_the_chain_brings_while_the_disk_is_full_are_kept_and_writte
         assert wallet.new_address() == receive_address(wallet, 7)
         reopened = await Wallet.open(disk / "w", source)
         assert reopened.balance() == 120_000
+
+
+async def test_a_new_wallet_on_a_full_disk_leaves_no_seed_behind_and_opens_once_there_is_room(source: EmbeddedChainSource, tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", size_kib=256) as disk:
+        filler = DiskFiller(disk)
+        filler.fill()
+        with pytest.raises(WalletError) as refused:
+            await Wallet.open(disk / "w", source)
+        assert refused.value.code == "io" and str(disk / "w" / "seed") in refused.value.reason
+        assert "No space left on device" in refused.value.reason and "free some space" in refused.value.reason
+        # no seed file at all: an empty one would be "damaged" at the next open
+        assert [p.name for p in (disk / "w").iterdir()] == []
+        filler.free()
+        wallet = await Wallet.open(disk / "w", source)
+        assert len((disk / "w" / "seed").read_bytes()) == 32 and wallet.new_address() == receive_address(wallet, 0)
