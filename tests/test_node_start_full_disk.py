@@ -37,7 +37,9 @@ import pytest
 import trio
 from test_chain_durability import cli_json, stop
 
+from lnpmsg.app import App
 from lnpmsg.chain.embedded import EmbeddedChainSource
+from lnpmsg.node.full_disk import LOW_SPACE_BYTES, cannot, is_full_disk
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node
 from lnpmsg.runtime import NodeSettings, build_node
@@ -131,6 +133,54 @@ async def test_a_fresh_node_on_a_full_disk_fails_with_one_clear_error_and_starts
         filler.free()
         async with build_node(node_settings).running() as node:
             assert node.started.is_set() and (data_dir / named).stat().st_size > 0
+
+
+class JournalApp(App):
+    """A user app that writes a journal in the data dir when it starts (a store no part of the node wraps)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("journal")
+        self.path = path
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self.path.open("ab") as f:
+            f.write(b"started\n" * 1024)
+            f.flush()
+        await super().run(task_status=task_status)
+
+
+async def test_a_write_no_store_wraps_is_still_said_clearly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data_dir = tmp_path / "node"
+    node_settings = settings(data_dir, None, key="given", gossip=False, control=False, apps=[JournalApp(data_dir / "journal")])
+    with small_disk(data_dir, size_kib=1024) as disk:
+        filler = DiskFiller(disk)
+        assert filler.fill() > 0
+        caplog.set_level(logging.INFO)
+        text = await refused_start(node_settings)
+        assert text.startswith(f"app 'journal' failed to start: cannot write in {data_dir}: "), text  # its write named no file
+        assert_one_clear_error(text, data_dir, caplog)
+        filler.free()
+        node_settings.apps = [JournalApp(data_dir / "journal")]
+        async with build_node(node_settings).running() as node:
+            assert node.started.is_set()
+
+
+def test_an_sqlite_io_error_is_a_full_disk_only_when_the_disk_has_no_room(tmp_path: Path) -> None:
+    import sqlite3
+
+    io_error = sqlite3.OperationalError("disk I/O error")
+    io_error.sqlite_errorname = "SQLITE_IOERR_SHMSIZE"  # type: ignore[attr-defined]
+    assert not is_full_disk(io_error, tmp_path)  # the ordinary disk has room: a failing disk, not a full one
+    assert cannot("open", tmp_path / "x.sqlite3", io_error) == f"cannot open {tmp_path / 'x.sqlite3'}: disk I/O error"
+    with small_disk(tmp_path / "disk", size_kib=LOW_SPACE_BYTES // 1024 * 2) as disk:
+        filler = DiskFiller(disk)
+        filler.fill()
+        filler.give_back(LOW_SPACE_BYTES // 2)
+        assert is_full_disk(io_error, disk / "x.sqlite3")
+        said = cannot("open", disk / "x.sqlite3", io_error)
+        assert "No space left on device (the disk holding it has" in said and said.endswith("(SQLite said: disk I/O error)")
+    refused = PermissionError(13, "Permission denied")
+    assert cannot("write", tmp_path / "y", refused) == f"cannot write {tmp_path / 'y'}: Permission denied"
 
 
 # ------------------------------------------------------------------ a data dir with state

@@ -321,7 +321,7 @@ class ControlServer(ControlBuiltins, ControlRequests, App):
         try:
             make_data_dir(self.data_dir)
         except OSError as exc:
-            raise ControlError(f"cannot create the data dir {self.data_dir}: {exc.strerror or exc}") from exc
+            raise ControlError(cannot("create the data dir", self.data_dir, exc)) from exc
 
     def _publish_app_event(self, topic: str, fields: dict[str, Any]) -> None:
         if self.publisher is not None:
@@ -333,7 +333,7 @@ class ControlServer(ControlBuiltins, ControlRequests, App):
         except LockHeld as exc:
             raise ControlError(str(exc)) from None
         except OSError as exc:
-            raise ControlError(f"cannot lock {self.data_dir / CONTROL_LOCK_FILE}: {exc.strerror or exc}") from exc
+            raise ControlError(cannot("lock", self.data_dir / CONTROL_LOCK_FILE, exc)) from exc
 
     @staticmethod
     def _bind(sock: TrioSocket, endpoint: str) -> str:

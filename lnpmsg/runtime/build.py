@@ -104,8 +104,9 @@ class BuiltNode:
 
         if not isinstance(cause, OSError) and not getattr(cause, "sqlite_errorname", None):
             return None
-        where = getattr(cause, "filename", None) or self.settings.data_dir
-        return cannot("write", where, cause) if is_full_disk(cause, where) else None
+        filename = getattr(cause, "filename", None)  # a write's OSError names no file: its data dir then
+        what, where = ("write", filename) if filename else ("write in", self.settings.data_dir)
+        return cannot(what, where, cause) if is_full_disk(cause, where) else None
 
     def _failed_app(self, cause: BaseException) -> str | None:
         """The app whose start raised ``cause`` (it is stopped, with the reason), if one did."""
