@@ -3,8 +3,9 @@
 Checks the shell's rules: every record of an output is in the channel's log
 before any of its messages is handed out; the node signs what is left to sign
 by itself; a restarted manager replays its store to the same state and feeds
-``Disconnected``; a stopped manager refuses jobs instead of leaving a waiter
-hanging.
+``Disconnected``, and one that cannot write it (a full disk) fails its load
+with one clear error and changes nothing; a stopped manager refuses jobs
+instead of leaving a waiter hanging.
 """
 
 from __future__ import annotations
@@ -127,3 +128,51 @@ async def test_managers_persist_before_sending_sign_by_themselves_and_replay(tmp
     assert restored.local_commit == bob_state.local_commit and restored.remote_commit == bob_state.remote_commit
     assert restored.channel_id == bob_state.channel_id and not restored.connected
     again.manager.close()
+
+
+@pytest.mark.trio
+async def test_a_restart_that_cannot_write_its_disconnected_fails_the_load_clearly_and_changes_nothing(
+    tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import logging
+
+    from lnpmsg.channels.errors import ChannelStoreError
+    from lnpmsg.channels.store import ChannelLog
+    from lnpmsg.testing.disk import DiskFiller, small_disk
+
+    with small_disk(tmp_path / "bob", size_kib=512) as bob_dir:
+        alice, bob = Side(tmp_path / "alice", ALICE), Side(bob_dir, BOB)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(alice.manager.run)
+            await nursery.start(bob.manager.run)
+            channel = alice.manager.new_channel(BOB)
+            await alice.manager.submit(channel, OpenCommand(bytes(32), CHAIN_HASH_REGTEST, 1_000_000, 0, 2500, FEATURES, FEATURES))
+            await pump(alice, bob)
+            nursery.cancel_scope.cancel()  # a crash: Bob's channel is stored connected, no Disconnected written
+        bob.manager.close()
+        (log_path,) = bob_dir.glob("*.log")
+        stored = log_path.read_bytes()
+        DiskFiller(bob_dir).fill()
+
+        # The Disconnected a restart owes is a few bytes: on a real disk they land in the log's last
+        # page, which has room; the append a full disk refuses is injected.
+        def full(self: ChannelLog, records: Any) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(ChannelLog, "append", full)
+        caplog.set_level(logging.INFO)
+        again = Side(bob_dir, BOB)
+        with pytest.raises(ChannelStoreError) as refused:
+            await again.manager.load()
+        text = str(refused.value)
+        assert str(log_path) in text and "No space left on device" in text and "free some space" in text, text
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # the error is the one word
+        assert log_path.read_bytes() == stored
+        again.manager.close()
+        monkeypatch.undo()
+        DiskFiller(bob_dir).free()
+        restarted = Side(bob_dir, BOB)
+        assert await restarted.manager.load() == 1
+        assert log_path.read_bytes().startswith(stored) and len(log_path.read_bytes()) > len(stored)  # the Disconnected, now
+        restarted.manager.close()
