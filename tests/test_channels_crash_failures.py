@@ -168,10 +168,9 @@ async def _failure_stage(tmp_path: Path, kind: str, adder: str, victim: str | No
         await harness.connect()
         await script.open()
         await source.mine(2)
-        tip = (await source.tip()).height
-        # each block is a record of every channel: one told of late would count as a point of the stage
-        await wait_until(lambda: script.ready() and all(channels(node).block_height == tip for node in harness.nodes.values()),
-                         "the channel ready, both sides at the tip")  # fmt: skip
+        # The side that receives the last channel_ready is ready in memory before that record is on
+        # disk: its point would count as the stage's first (and a crash armed at 1 would hit it).
+        await wait_until(lambda: script.ready() and harness.idle(), "the channel ready, both channel managers idle")
         before = {name: _spec(script, name) for name in ("alice", "bob")}
         points = {name: channels(node).manager.persists for name, node in harness.nodes.items()}  # type: ignore[union-attr]
         victim_name = {"adder": adder, "failer": failer}.get(victim or "")
@@ -182,6 +181,7 @@ async def _failure_stage(tmp_path: Path, kind: str, adder: str, victim: str | No
         if victim_name is not None:
             await failure_stage.run()
             points[victim_name] = 0  # counted again from its restart
+        await wait_until(harness.idle, "both channel managers idle")
         made = {name: channels(node).manager.persists - points[name] for name, node in harness.nodes.items()}  # type: ignore[union-attr]
 
         # The adder heard of the failure once, with what the failer gave; every other HTLC it offered was dropped.

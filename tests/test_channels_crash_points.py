@@ -293,6 +293,15 @@ class CrashHarness:
         await self.start(victim)
         await self.nodes["bob"].connect(self.nodes["alice"].addresses[0])
 
+    def idle(self) -> bool:
+        """Every job each node's channel manager took is done: its persistence point counted.
+
+        A core's state changes in memory before its records reach the disk, so a channel can look
+        settled while the job that settled it is still writing; a count read then misses that
+        point, or a count started then takes it for one of what follows."""
+        managers = [channels(node).manager for node in self.nodes.values()]
+        return all(manager is not None and manager.idle for manager in managers)
+
     def stop(self) -> None:
         for node in self.nodes.values():
             node.stop()
@@ -317,6 +326,7 @@ async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: st
                 watch.start_soon(_watch_closing, script, source)
                 await script.run()
                 watch.cancel_scope.cancel()
+        await wait_until(harness.idle, "both channel managers idle")
         counts = {name: channels(node).manager.persists for name, node in script.nodes.items()}  # type: ignore[union-attr]
 
         # Balances exact: every payment made once, nothing in flight, both sides agree.

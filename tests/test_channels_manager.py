@@ -5,7 +5,9 @@ before any of its messages is handed out; the node signs what is left to sign
 by itself; a restarted manager replays its store to the same state and feeds
 ``Disconnected``, and one that cannot write it (a full disk) fails its load
 with one clear error and changes nothing; a stopped manager refuses jobs
-instead of leaving a waiter hanging.
+instead of leaving a waiter hanging; the manager is ``idle`` only once every
+job it took is done, its records on disk (a core's state in memory runs
+ahead of its disk).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.script import OP_RETURN, script
@@ -23,6 +26,7 @@ from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.channels.inputs import (
     AcceptCommand,
     AddHtlc,
+    Disconnected,
     Event,
     FulfillHtlc,
     FundingDepth,
@@ -176,3 +180,52 @@ async def test_a_restart_that_cannot_write_its_disconnected_fails_the_load_clear
         assert await restarted.manager.load() == 1
         assert log_path.read_bytes().startswith(stored) and len(log_path.read_bytes()) > len(stored)  # the Disconnected, now
         restarted.manager.close()
+
+
+@pytest.mark.trio
+async def test_the_manager_is_idle_only_once_every_job_is_on_disk(tmp_path: Path, autojump_clock: Any) -> None:
+    alice = Side(tmp_path / "alice", ALICE)
+    manager = alice.manager
+    disk = trio.Event()  # the disk answers once this is set
+    persist = manager._persist
+
+    async def slow_disk(channel: ManagedChannel, records: Any) -> None:
+        await disk.wait()
+        await persist(channel, records)
+
+    manager._persist = slow_disk  # type: ignore[method-assign]
+    open_channel = OpenCommand(bytes(32), CHAIN_HASH_REGTEST, 1_000_000, 0, 2500, FEATURES, FEATURES)
+    opened = trio.Event()
+
+    async def open_it() -> None:
+        await manager.submit(channel, open_channel)
+        opened.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(manager.run)
+        assert manager.idle
+        channel = manager.new_channel(BOB)
+        with trio.CancelScope() as cancelled:  # a submit cancelled before its job was queued leaves nothing behind
+            cancelled.cancel()
+            await manager.submit(channel, open_channel)
+        assert manager.idle and channel.phase is Phase.NEW
+
+        nursery.start_soon(open_it)
+        await trio.testing.wait_all_tasks_blocked()
+        # The core moved on in memory, its record is not on disk yet: the manager is busy.
+        assert channel.phase is Phase.WAIT_ACCEPT and channel.core.records_emitted == 1 and not channel.log.records()
+        assert not manager.idle and manager.persists == 0 and not alice.wire
+        disk.set()
+        await opened.wait()
+        assert manager.idle and manager.persists == 1 and len(channel.log.records()) == 1 and len(alice.wire) == 1
+
+        # A job on its way to the disk and one queued behind it when the actor stops: the first is
+        # finished (shielded), the second answered; neither is left unfinished.
+        disk = trio.Event()
+        manager.post(channel, Disconnected())
+        manager.post(channel, Disconnected())
+        await trio.testing.wait_all_tasks_blocked()
+        assert not manager.idle and manager.persists == 1
+        nursery.cancel_scope.cancel()
+        disk.set()
+    assert manager.idle and manager.persists == 2

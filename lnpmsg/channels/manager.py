@@ -175,6 +175,8 @@ class ChannelManager:
         # a command, the chain follower: one job each at most), and post() queues one
         # Disconnected per channel of a peer that left.
         self._jobs_in, self._jobs = trio.open_memory_channel[_Job](math.inf)
+        #: jobs queued and not yet finished (the one running included): see :attr:`idle`
+        self._unfinished = 0
         self._running = False
         self._loading = False
         self._crash_after = os.environ.get(CRASH_ENV) or None
@@ -282,7 +284,10 @@ class ChannelManager:
         task_status.started()
         try:
             async for job in self._jobs:
-                await self._process(job)
+                try:
+                    await self._process(job)
+                finally:
+                    self._unfinished -= 1
         finally:
             # Nobody may wait forever on a job that will never run (a shielded handler would
             # hold the node's shutdown): refuse new jobs, answer the queued ones.
@@ -293,9 +298,17 @@ class ChannelManager:
                     job = self._jobs.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+                self._unfinished -= 1
                 job.error = ChannelsStopped("the channels are stopping")
                 job.done.set()
             self.close()
+
+    @property
+    def idle(self) -> bool:
+        """No job queued or running: every input so far is processed, its records on disk and its
+        messages handed on. (A core's state changes before its records reach the disk: a channel
+        that looks settled may still have a job writing; waiting for ``idle`` covers that.)"""
+        return self._unfinished == 0
 
     def close(self) -> None:
         """Close every channel's log (``run`` does it when it ends; for a manager never run)."""
@@ -310,10 +323,15 @@ class ChannelManager:
         Raises :class:`~.errors.LocalMisuse` when the core refuses a command.
         """
         job = _Job(channel, item)
+        self._unfinished += 1  # before the send: the actor may take the job before the send returns
         try:
             await self._jobs_in.send(job)
         except trio.ClosedResourceError:
+            self._unfinished -= 1
             raise ChannelsStopped("the channels are stopping") from None
+        except BaseException:  # cancelled: a trio send that raises sent nothing
+            self._unfinished -= 1
+            raise
         await job.done.wait()
         if job.error is not None:
             raise job.error
@@ -330,7 +348,8 @@ class ChannelManager:
         try:
             self._jobs_in.send_nowait(_Job(channel, item))
         except trio.ClosedResourceError:
-            pass
+            return
+        self._unfinished += 1
 
     async def _process(self, job: _Job) -> None:
         channel = job.channel
