@@ -175,7 +175,6 @@ class ChannelsApp(DevCalls, App):
         self._reconnect = reconnect
         #: dials channel peers that are away (None with ``reconnect=False``)
         self.reconnector: Reconnector | None = None
-        self.block_height: int | None = None  # the last block height every channel was told of
         for call, fn in {
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
@@ -276,7 +275,6 @@ class ChannelsApp(DevCalls, App):
         for channel in list(manager.channels.values()):
             if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING):
                 await self._submit(channel, BlockHeight(height))
-        self.block_height = height
         await self._check_depths()
 
     async def _check_depths(self) -> None:
