@@ -34,7 +34,6 @@ from the node's channel seed and the key, so the log never holds a secret.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
 import logging
@@ -51,6 +50,7 @@ from typing import Any
 import trio
 
 from lnpmsg.node.full_disk import cannot
+from lnpmsg.node.secret_file import create_secret_file
 from lnpmsg.wire import Message
 
 from .errors import ChannelStoreError, LocalMisuse, StoreWriteFailed
@@ -477,18 +477,11 @@ def _load_or_create_seed(path: Path) -> bytes:
             raise ChannelStoreError(f"the channel seed {path} is damaged: a channel seed is 32 bytes, found {len(seed)}")
         return seed
     seed = os.urandom(32)
-    tmp = path.with_suffix(".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            if os.write(fd, seed) != len(seed):  # the disk took only part of it
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        create_secret_file(path, seed)
+    except FileExistsError:  # another process made it meanwhile: that one is the seed
+        return _load_or_create_seed(path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ChannelStoreError(cannot("create the channel seed", path, exc)) from exc
     return seed
 

@@ -8,7 +8,6 @@ and an existing file readable by group or others is refused, like ssh does.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import stat
@@ -18,6 +17,7 @@ from pathlib import Path
 import coincurve
 
 from lnpmsg.node.full_disk import cannot
+from lnpmsg.node.secret_file import create_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -126,24 +126,11 @@ def load_or_create_key(data_dir: Path) -> tuple[NodeKey, bool]:
     if path.exists():
         return load_key_file(path), False
     key = NodeKey.generate()
-    tmp = path.with_name(f".{KEY_FILE_NAME}.{os.getpid()}.tmp")
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            data = key.secret.hex().encode() + b"\n"
-            if os.write(fd, data) != len(data):  # the disk took only part of it
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # link() fails if another process created the key meanwhile: never overwrite a key.
-        os.link(tmp, path)
-    except FileExistsError:
+        create_secret_file(path, key.secret.hex().encode() + b"\n")
+    except FileExistsError:  # another process created the key meanwhile: never overwrite a key
         return load_key_file(path), False
     except OSError as exc:
         raise KeyNotWritten(cannot("create the node key", path, exc)) from exc
-    finally:
-        # the key is at its name, or nowhere: a write the disk cut short leaves no file
-        tmp.unlink(missing_ok=True)
     return key, True

@@ -10,7 +10,6 @@ one package; wallycore would do too, but its Python bindings cannot call the
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from embit.networks import NETWORKS  # type: ignore[import-untyped]
 
 from lnpmsg.bitcoin.script import p2wpkh
 from lnpmsg.node.full_disk import cannot
+from lnpmsg.node.secret_file import create_secret_file
 from lnpmsg.wallet.errors import WalletError
 
 __all__ = [
@@ -59,7 +59,8 @@ def _load_or_create_seed(wallet_dir: Path, create: bool) -> bytes:
             raise WalletError(f"no wallet seed at {path}", code="missing")
         seed = os.urandom(SEED_BYTES)
         try:
-            _write_new(path, seed)
+            wallet_dir.mkdir(parents=True, exist_ok=True)
+            create_secret_file(path, seed)
         except FileExistsError:
             return _load_or_create_seed(wallet_dir, create=False)
         except OSError as exc:
@@ -78,25 +79,6 @@ def _load_or_create_seed(wallet_dir: Path, create: bool) -> bytes:
             code="corrupt",
         )
     return seed
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (mode 0600) holding ``data``, whole or not at all: written to a temporary file,
-    fsynced, then linked to its name (``FileExistsError`` if another process made it meanwhile).
-    A write the disk cuts short (a full disk) leaves no file: never a seed file that is empty."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SEED_MODE)
-        try:
-            if os.write(fd, data) != len(data):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
