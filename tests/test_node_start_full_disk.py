@@ -285,13 +285,7 @@ async def test_a_fresh_embedded_chain_without_the_room_it_needs_says_so_and_star
         filler = DiskFiller(disk)
         filler.fill()
         filler.give_back(256 * 1024)  # room for the node key and the gossip store, not for the chain's first block
-        process, info = await start_node_process(data_dir, "--chain", "regtest")
-        code, stderr = await finish_process(process)
-        assert info is None and code == 1, stderr
-        (error,) = [line for line in stderr.splitlines() if "[ERR]" in line]
-        assert str(data_dir / "chain") in error and "No space left on device" in error and "free some space" in error
-        assert "--reindex" not in stderr, stderr
-        assert "state is damaged" not in stderr and "Traceback" not in stderr, stderr
+        await _start_refused(data_dir, "chain")
 
         filler.free()
         process, info = await start_node_process(data_dir, "--chain", "regtest")
@@ -322,13 +316,7 @@ async def test_an_embedded_chain_with_coins_on_a_full_disk_says_so_and_keeps_the
         # The first store that cannot open: the gossip store (WAL needs room for its -shm file);
         # without gossip, the chain (the kernel's block index cannot be written).
         for options, named in (((), "gossip.sqlite3"), (("--no-gossip",), "chain")):
-            process, info = await start_node_process(data_dir, "--chain", "regtest", *options)
-            code, stderr = await finish_process(process)
-            assert info is None and code == 1, stderr
-            (error,) = [line for line in stderr.splitlines() if "[ERR]" in line]
-            assert str(data_dir / named) in error and "No space left on device" in error and "free some space" in error
-            assert "--reindex" not in stderr, stderr
-            assert "state is damaged" not in stderr and "Traceback" not in stderr, stderr
+            await _start_refused(data_dir, named, *options)
 
         filler.free()
         process, info = await start_node_process(data_dir, "--chain", "regtest")
@@ -338,3 +326,15 @@ async def test_an_embedded_chain_with_coins_on_a_full_disk_says_so_and_keeps_the
             assert (await cli_json(capsys, "listfunds", *d))[1] == funds
         finally:
             await stop(process)
+
+
+async def _start_refused(data_dir: Path, named: str, *options: str) -> None:
+    """``lnpmsg node`` on the full disk exits 1 with one error naming ``data_dir / named``, the cause
+    and the cure, without a traceback and without calling the chain damaged."""
+    process, info = await start_node_process(data_dir, "--chain", "regtest", *options)
+    code, stderr = await finish_process(process)
+    assert info is None and code == 1, stderr
+    (error,) = [line for line in stderr.splitlines() if "[ERR]" in line]
+    assert str(data_dir / named) in error and "No space left on device" in error and "free some space" in error
+    assert "--reindex" not in stderr, stderr
+    assert "state is damaged" not in stderr and "Traceback" not in stderr, stderr
