@@ -82,6 +82,16 @@ async def pump(a: Side, b: Side) -> None:
                 await receiver.manager.submit(channel, Received(msg))
 
 
+async def open_between(nursery: trio.Nursery, alice: Side, bob: Side) -> ManagedChannel:
+    """Run both managers in ``nursery`` and let Alice open a channel to Bob (up to its funding)."""
+    await nursery.start(alice.manager.run)
+    await nursery.start(bob.manager.run)
+    channel = alice.manager.new_channel(BOB)
+    await alice.manager.submit(channel, OpenCommand(bytes(32), CHAIN_HASH_REGTEST, 1_000_000, 0, 2500, FEATURES, FEATURES))
+    await pump(alice, bob)
+    return channel
+
+
 def only(side: Side) -> ManagedChannel:
     (channel,) = side.manager.channels.values()
     return channel
@@ -91,11 +101,7 @@ def only(side: Side) -> ManagedChannel:
 async def test_managers_persist_before_sending_sign_by_themselves_and_replay(tmp_path: Path, autojump_clock: Any) -> None:
     alice, bob = Side(tmp_path / "alice", ALICE), Side(tmp_path / "bob", BOB)
     async with trio.open_nursery() as nursery:
-        await nursery.start(alice.manager.run)
-        await nursery.start(bob.manager.run)
-        channel = alice.manager.new_channel(BOB)
-        await alice.manager.submit(channel, OpenCommand(bytes(32), CHAIN_HASH_REGTEST, 1_000_000, 0, 2500, FEATURES, FEATURES))
-        await pump(alice, bob)
+        channel = await open_between(nursery, alice, bob)
         (needed,) = [e for e in alice.events if isinstance(e, FundingNeeded)]
         # a funding transaction that no chain will see: the cores only read its outputs
         funding = Tx(2, (TxIn(OutPoint(b"\x11" * 32, 0)),), (TxOut(0, script(OP_RETURN, b"x")), TxOut(needed.amount_sat, needed.script_pubkey)))
@@ -148,11 +154,7 @@ async def test_a_restart_that_cannot_write_its_disconnected_fails_the_load_clear
     with small_disk(tmp_path / "bob", size_kib=512) as bob_dir:
         alice, bob = Side(tmp_path / "alice", ALICE), Side(bob_dir, BOB)
         async with trio.open_nursery() as nursery:
-            await nursery.start(alice.manager.run)
-            await nursery.start(bob.manager.run)
-            channel = alice.manager.new_channel(BOB)
-            await alice.manager.submit(channel, OpenCommand(bytes(32), CHAIN_HASH_REGTEST, 1_000_000, 0, 2500, FEATURES, FEATURES))
-            await pump(alice, bob)
+            await open_between(nursery, alice, bob)
             nursery.cancel_scope.cancel()  # a crash: Bob's channel is stored connected, no Disconnected written
         bob.manager.close()
         (log_path,) = bob_dir.glob("*.log")
