@@ -1,0 +1,202 @@
+"""A multi-part payment to a payee on a full disk: no part is settled before the payee has
+recorded the invoice paid, the parts are held while the disk is full and their deadline allows,
+and the payment either completes exactly once (space came back) or every part fails back
+together (it did not) — never some parts settled and others failed.
+
+The payer A reaches the payee B over two paths, A-B and A-C-B, neither big enough for the
+whole amount, so the payment goes in two parts (one per path). B's data directory (the whole
+of it, or only its payments store) sits on a real 4 MiB tmpfs (:mod:`lnpmsg.testing.disk`),
+filled before the parts arrive or right after B holds the first one.
+
+Nodes in one process, the in-memory transport, one embedded regtest chain (the helpers of
+``test_payments_app.py`` and ``test_payments_disk_full.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from test_channels_disk_full import _connected
+from test_payments_app import Net, channels, net, payments, quiet, wait_until
+from test_payments_crash_points import balances
+from test_payments_disk_full import _fulfills, _htlcs, _pay_in_background, full_disk_under
+
+from lnpmsg.node.node import Node
+from lnpmsg.payments.htlcs import MppSets
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.calls import ChainAppError
+
+#: more than either path carries (600 000 sat channels): two parts
+AMOUNT_MSAT = 900_000_000
+
+#: where B's tmpfs is mounted: its whole data directory (its channel store fills too: a part that
+#: has not reached B when the disk fills cannot be committed), or only its payments store (the
+#: parts are committed and held; the invoice cannot be marked paid)
+DISKS = {"data_dir": ".", "payments_store": "payments"}
+
+
+@pytest.fixture
+def fill_after_first_part(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """``plan["filler"]`` fills its disk right after the payee holds the first part of a set (once)."""
+    plan: dict[str, Any] = {"filler": None, "fired": False}
+    original = MppSets.add
+
+    def add(sets: MppSets, htlc: tuple[str, int], part: Any, now: float) -> Any:
+        result = original(sets, htlc, part, now)
+        if result is None and plan["filler"] is not None and not plan["fired"]:
+            plan["fired"] = True
+            plan["filler"].fill()
+        return result
+
+    monkeypatch.setattr(MppSets, "add", add)
+    return plan
+
+
+async def _two_paths(n: Net, a: Node, b: Node, c: Node) -> tuple[dict[str, Any], dict[str, int]]:
+    """Channels A-B, A-C and C-B; B's invoice for ``AMOUNT_MSAT`` and the balances before paying it."""
+    await n.fund(a, c)
+    await n.open([(a, b, 600_000, 600_000), (a, c, 600_000, 600_000), (c, b, 1_000_000, 1_000_000)])
+    invoice = await payments(b).invoice(AMOUNT_MSAT, "mpp", "two parts to a full disk")
+    return invoice, balances({"a": a, "b": b, "c": c})
+
+
+def _incoming_parts(b: Node, payment_hash: str) -> int:
+    """The payee's incoming HTLCs of this payment its channels hold committed."""
+    return sum(h.add.payment_hash.hex() == payment_hash for h in channels(b).htlcs.pending_incoming())
+
+
+async def _invoice_row(b: Node) -> dict[str, Any]:
+    return (await payments(b).listinvoices("mpp"))["invoices"][0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("disk", list(DISKS))
+@pytest.mark.parametrize("when", ["before_the_parts", "after_the_first_part"])
+async def test_an_mpp_to_a_full_disk_is_held_and_completes_exactly_once_when_space_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fill_after_first_part: dict[str, Any], disk: str, when: str
+) -> None:
+    """B's disk is full when the two parts arrive, or fills once B holds the first: B settles no
+    part (the preimage leaves only once the invoice is paid on disk), fails none, and its payments
+    app keeps running; once the space is back (well within the MPP timeout) the payment completes
+    once: the invoice paid once with the whole amount, both parts settled, no HTLC left, the money
+    moved once; and B restarted from its disk agrees."""
+    async with net(tmp_path) as n:
+        with full_disk_under(tmp_path / "b" / DISKS[disk]) as filler:
+            a, b, c = n.node("a"), n.node("b"), n.node("c")
+            nodes = {"a": a, "b": b, "c": c}
+            async with running(a, c):
+                async with running(b):
+                    payments(b).mpp.timeout = 120.0  # the space comes back long before: the parts are held, never failed
+                    invoice, before = await _two_paths(n, a, b, c)
+                    caplog.set_level(logging.INFO)
+
+                    if when == "before_the_parts":
+                        assert filler.fill() > 0
+                    else:
+                        fill_after_first_part["filler"] = filler
+                    async with trio.open_nursery() as nursery:
+                        outcome = await _pay_in_background(nursery, a, invoice["bolt11"])
+                        await wait_until(lambda: "could not be written" in caplog.text, "the payee's write error")
+                        await trio.sleep(1.5)  # time enough to settle or fail a part, were it wrong to
+                        assert not outcome, outcome
+                        assert not _fulfills(b), "a part settled before the invoice was paid on disk"
+                        assert "failing HTLC" not in caplog.text, "a part failed while the disk was full"
+                        assert (await _invoice_row(b))["status"] == "unpaid"
+                        assert balances({"b": b}) == {"b": before["b"]}
+                        assert payments(b).running and payments(b).failures == 0, "the payments app failed"
+
+                        filler.free()
+                        await _connected(b, a)
+                        await _connected(b, c)
+                    result = outcome.get("result", {})
+                    assert result.get("status") == "complete" and result.get("parts") == 2, outcome
+                    await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "settled")
+                    after = balances(nodes)
+                    fee = after["c"] - before["c"]
+                    assert fee > 0 and result["fee_msat"] == fee
+                    assert after == {"a": before["a"] - AMOUNT_MSAT - fee, "b": before["b"] + AMOUNT_MSAT, "c": before["c"] + fee}
+                    row = await _invoice_row(b)
+                    assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
+                    assert caplog.text.count("invoice mpp paid") == 1
+                    assert "failing HTLC" not in caplog.text
+                    with pytest.raises(ChainAppError) as again:
+                        await payments(a).pay(invoice["bolt11"])
+                    assert again.value.details["error"] == "AlreadyPaid"
+                    assert not _htlcs(a) and not _htlcs(b) and not _htlcs(c)
+                    assert payments(b).failures == 0
+                # the payee from its disk alone agrees
+                await wait_until(lambda: b.node_id not in a.peers and b.node_id not in c.peers, "the peers see B stop")
+                b = nodes["b"] = n.node("b")
+                async with running(b):
+                    await _connected(b, a)
+                    await _connected(b, c)
+                    await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "reestablished after the restart")
+                    assert balances(nodes) == after
+                    row = await _invoice_row(b)
+                    assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
+
+
+@pytest.mark.trio
+async def test_an_mpp_whose_payee_disk_stays_full_past_the_mpp_timeout_fails_every_part_together(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """B's payments store is full when both parts arrive and stays full past B's MPP timeout:
+    B holds the complete set, cannot mark the invoice paid, and when the timeout comes fails
+    BOTH parts back (``temporary_node_failure``: the payee's own trouble, not a set that never
+    arrived), settles none: the payer's ``pay`` fails saying why, no HTLC is left, nothing moved.
+    Once the space is back the same invoice is paid, once; B restarted from its disk agrees."""
+    async with net(tmp_path) as n:
+        with full_disk_under(tmp_path / "b" / "payments") as filler:
+            a, b, c = n.node("a"), n.node("b"), n.node("c")
+            nodes = {"a": a, "b": b, "c": c}
+            async with running(a, c):
+                async with running(b):
+                    payments(b).mpp.timeout = 8.0
+                    invoice, before = await _two_paths(n, a, b, c)
+                    caplog.set_level(logging.INFO)
+
+                    assert filler.fill() > 0
+                    async with trio.open_nursery() as nursery:
+                        outcome = await _pay_in_background(nursery, a, invoice["bolt11"])
+                        await wait_until(lambda: _incoming_parts(b, invoice["payment_hash"]) == 2, "both parts held")
+                        await wait_until(lambda: "could not be written" in caplog.text, "the payee's write error")
+                        with trio.fail_after(90):
+                            while not outcome:
+                                assert not _fulfills(b), "a part settled before the invoice was paid on disk"
+                                await trio.sleep(0.05)
+                    assert "error" in outcome, outcome
+                    assert "temporary_node_failure" in str(outcome["error"]), outcome["error"]
+                    await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "every part failed back")
+                    assert balances(nodes) == before
+                    assert (await _invoice_row(b))["status"] == "unpaid"
+                    assert "invoice mpp paid" not in caplog.text
+                    assert payments(b).running and payments(b).failures == 0, "the payments app failed"
+
+                    filler.free()
+                    with trio.fail_after(60):  # how the failed payment ended reaches the payer's disk
+                        while any(r["status"] == "pending" for r in (await payments(a).listpayments(invoice["payment_hash"]))["payments"]):
+                            await trio.sleep(0.05)
+                    paid = await payments(a).pay(invoice["bolt11"])
+                    assert paid["status"] == "complete" and paid["parts"] >= 2, paid
+                    await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "settled")
+                    after = balances(nodes)
+                    fee = after["c"] - before["c"]
+                    assert after == {"a": before["a"] - AMOUNT_MSAT - fee, "b": before["b"] + AMOUNT_MSAT, "c": before["c"] + fee}
+                    row = await _invoice_row(b)
+                    assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
+                    assert caplog.text.count("invoice mpp paid") == 1
+                # the payee from its disk alone agrees
+                await wait_until(lambda: b.node_id not in a.peers and b.node_id not in c.peers, "the peers see B stop")
+                b = nodes["b"] = n.node("b")
+                async with running(b):
+                    await _connected(b, a)
+                    await _connected(b, c)
+                    await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "reestablished after the restart")
+                    assert balances(nodes) == after
+                    row = await _invoice_row(b)
+                    assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
+
