@@ -27,6 +27,7 @@ from test_payments_disk_full import _fulfills, _htlcs, _pay_in_background, full_
 
 from lnpmsg.node.node import Node
 from lnpmsg.payments.htlcs import MppSets
+from lnpmsg.payments.store import PaymentsStore
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
 
@@ -101,6 +102,7 @@ async def test_an_mpp_to_a_full_disk_is_held_and_completes_exactly_once_when_spa
                     async with trio.open_nursery() as nursery:
                         outcome = await _pay_in_background(nursery, a, invoice["bolt11"])
                         await wait_until(lambda: "could not be written" in caplog.text, "the payee's write error")
+                        assert when == "before_the_parts" or fill_after_first_part["fired"]
                         await trio.sleep(1.5)  # time enough to settle or fail a part, were it wrong to
                         assert not outcome, outcome
                         assert not _fulfills(b), "a part settled before the invoice was paid on disk"
@@ -140,22 +142,31 @@ async def test_an_mpp_to_a_full_disk_is_held_and_completes_exactly_once_when_spa
                     assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
 
 
+#: the deadline that passes while the payee's disk stays full: its MPP timeout (counted from the
+#: first part), or the chain coming within SETTLE_MARGIN_BLOCKS of the parts' expiry (blocks mined
+#: while the MPP timeout is far off)
+DEADLINES = {"mpp_timeout": (8.0, "MPP timeout"), "cltv": (600.0, "expires at height")}
+
+
 @pytest.mark.trio
-async def test_an_mpp_whose_payee_disk_stays_full_past_the_mpp_timeout_fails_every_part_together(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("deadline", list(DEADLINES))
+async def test_an_mpp_whose_payee_disk_stays_full_past_its_deadline_fails_every_part_together(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, deadline: str
 ) -> None:
-    """B's payments store is full when both parts arrive and stays full past B's MPP timeout:
-    B holds the complete set, cannot mark the invoice paid, and when the timeout comes fails
-    BOTH parts back (``temporary_node_failure``: the payee's own trouble, not a set that never
-    arrived), settles none: the payer's ``pay`` fails saying why, no HTLC is left, nothing moved.
-    Once the space is back the same invoice is paid, once; B restarted from its disk agrees."""
+    """B's payments store is full when both parts arrive and stays full past their deadline (B's
+    MPP timeout, or the chain nearing the parts' expiry): B holds the complete set, cannot mark
+    the invoice paid, and at the deadline fails BOTH parts back (``temporary_node_failure``: the
+    payee's own trouble, not a set that never arrived), settles none: the payer's ``pay`` fails
+    saying why, no HTLC is left, nothing moved, no channel went on chain. Once the space is back
+    the same invoice is paid, once; B restarted from its disk agrees."""
+    timeout, why = DEADLINES[deadline]
     async with net(tmp_path) as n:
         with full_disk_under(tmp_path / "b" / "payments") as filler:
             a, b, c = n.node("a"), n.node("b"), n.node("c")
             nodes = {"a": a, "b": b, "c": c}
             async with running(a, c):
                 async with running(b):
-                    payments(b).mpp.timeout = 8.0
+                    payments(b).mpp.timeout = timeout
                     invoice, before = await _two_paths(n, a, b, c)
                     caplog.set_level(logging.INFO)
 
@@ -165,9 +176,14 @@ async def test_an_mpp_whose_payee_disk_stays_full_past_the_mpp_timeout_fails_eve
                         await wait_until(lambda: _incoming_parts(b, invoice["payment_hash"]) == 2, "both parts held")
                         await wait_until(lambda: "could not be written" in caplog.text, "the payee's write error")
                         with trio.fail_after(90):
-                            while not outcome:
+                            for _ in range(400):
+                                if outcome:
+                                    break
                                 assert not _fulfills(b), "a part settled before the invoice was paid on disk"
-                                await trio.sleep(0.05)
+                                if deadline == "cltv" and _incoming_parts(b, invoice["payment_hash"]) == 2:
+                                    await n.source.mine(1)
+                                await trio.sleep(0.2)
+                    assert "invoice mpp not paid, " in caplog.text and why in caplog.text
                     assert "error" in outcome, outcome
                     assert "temporary_node_failure" in str(outcome["error"]), outcome["error"]
                     await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "every part failed back")
@@ -200,3 +216,59 @@ async def test_an_mpp_whose_payee_disk_stays_full_past_the_mpp_timeout_fails_eve
                     row = await _invoice_row(b)
                     assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
 
+
+
+@pytest.mark.trio
+async def test_an_mpp_payee_stopped_while_holding_the_parts_on_a_full_disk_completes_once_after_its_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """B holds both parts on a full disk (its payments store cannot mark the invoice paid) and
+    stops; the space comes back and B restarts from its disk: it decides the two committed parts
+    again and settles them, once: the payer's ``pay`` completes, the invoice is paid once with the
+    whole amount, the money moved once, no HTLC is left."""
+    async with net(tmp_path) as n:
+        with full_disk_under(tmp_path / "b" / "payments") as filler:
+            a, b, c = n.node("a"), n.node("b"), n.node("c")
+            nodes = {"a": a, "b": b, "c": c}
+            async with running(a, c):
+                async with trio.open_nursery() as nursery:
+                    async with running(b):
+                        payments(b).mpp.timeout = 120.0
+                        invoice, before = await _two_paths(n, a, b, c)
+                        caplog.set_level(logging.INFO)
+                        assert filler.fill() > 0
+                        outcome = await _pay_in_background(nursery, a, invoice["bolt11"])
+                        await wait_until(lambda: _incoming_parts(b, invoice["payment_hash"]) == 2, "both parts held")
+                        await wait_until(lambda: "could not be written" in caplog.text, "the payee's write error")
+                        assert not _fulfills(b) and not outcome
+                    await wait_until(lambda: b.node_id not in a.peers and b.node_id not in c.peers, "the peers see B stop")
+                    assert _stored_invoice(tmp_path)["status"] == "unpaid"
+                    filler.free()
+                    b = nodes["b"] = n.node("b")
+                    async with running(b):
+                        payments(b).mpp.timeout = 120.0
+                        await _connected(b, a)
+                        await _connected(b, c)
+                        with trio.fail_after(90):
+                            while not outcome:
+                                await trio.sleep(0.05)
+                        result = outcome.get("result", {})
+                        assert result.get("status") == "complete" and result.get("parts") == 2, outcome
+                        await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "settled")
+                        after = balances(nodes)
+                        fee = after["c"] - before["c"]
+                        assert after == {"a": before["a"] - AMOUNT_MSAT - fee, "b": before["b"] + AMOUNT_MSAT, "c": before["c"] + fee}
+                        row = await _invoice_row(b)
+                        assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
+                        assert caplog.text.count("invoice mpp paid") == 1
+                        assert "failing HTLC" not in caplog.text and "not paid, " not in caplog.text
+                        assert payments(b).failures == 0
+
+
+def _stored_invoice(tmp_path: Path) -> dict[str, Any]:
+    """B's invoice as its payments store holds it while B is stopped."""
+    store = PaymentsStore(tmp_path / "b" / "payments")
+    try:
+        return store.invoices("mpp")[0]  # type: ignore[no-any-return]
+    finally:
+        store.close()

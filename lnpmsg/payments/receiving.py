@@ -6,8 +6,8 @@ the preimage never leaves before. On a full disk that write is tried again
 (:mod:`.recording`) and the HTLCs are held meanwhile, not failed, as long as
 their deadline allows: the MPP timeout counted from the first part's arrival
 (what a payer waits for a set), or the chain coming within
-:data:`SETTLE_MARGIN_BLOCKS` of the earliest part's ``cltv_expiry`` (after
-that a fulfil would send the channel on chain). Past it every part fails
+:data:`SETTLE_MARGIN_BLOCKS` of the earliest part's ``cltv_expiry`` (a
+fulfil after that would send the channel on chain). Past it every part fails
 back together with ``temporary_node_failure`` (the payee's own trouble: the
 set did arrive whole, so not ``mpp_timeout``): never some parts settled and
 others failed. An invoice already paid on disk is never given up on (its
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from lnpmsg.channels.deadlines import FULFILL_DEADLINE_BLOCKS
+from lnpmsg.channels.monitor import CLTV_CLAIM_BUFFER
 from lnpmsg.payments.htlcs import InvoiceTerms
 from lnpmsg.payments.onion import create_failure_onion
 from lnpmsg.payments.onion.failures import TemporaryNodeFailure
@@ -35,9 +35,10 @@ __all__ = ["SETTLE_MARGIN_BLOCKS", "Receiving"]
 
 log = logging.getLogger("lnpmsg.payments.app")
 
-#: an unpaid invoice's HTLCs fail back once the chain is this close to the earliest one's expiry
-#: (a fulfil closer than FULFILL_DEADLINE_BLOCKS would send the channel on chain at once)
-SETTLE_MARGIN_BLOCKS = FULFILL_DEADLINE_BLOCKS + 3
+#: an unpaid invoice's HTLCs fail back once the chain is this close to the earliest one's expiry:
+#: a fulfil within CLTV_CLAIM_BUFFER blocks of it would send the channel on chain at once (the
+#: channel monitor claims such an HTLC there), and the failure needs a block or two to settle
+SETTLE_MARGIN_BLOCKS = CLTV_CLAIM_BUFFER + 2
 
 
 class Receiving:
