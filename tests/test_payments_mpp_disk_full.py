@@ -274,3 +274,48 @@ def _stored_invoice(tmp_path: Path) -> dict[str, Any]:
         return store.invoices("mpp")[0]  # type: ignore[no-any-return]
     finally:
         store.close()
+
+
+@pytest.mark.trio
+async def test_an_mpp_whose_payee_channel_store_stays_full_past_the_mpp_timeout_after_the_first_part_completes_once_space_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fill_after_first_part: dict[str, Any]
+) -> None:
+    """B's whole data directory fills once B holds the first part, and stays full past B's MPP
+    timeout: the second part cannot reach B (its channel store cannot write it), so the set never
+    completes and B settles nothing; the held part times out (``mpp_timeout``: the payer sends
+    it again, and B's channel cannot take that either). Once the space is back (while the payer
+    still pays) the parts waiting in the channels reach B and the payment completes once: the
+    invoice paid once with the whole amount, the money moved once, no HTLC left, no channel on
+    chain."""
+    async with net(tmp_path) as n:
+        with full_disk_under(tmp_path / "b") as filler:
+            a, b, c = n.node("a"), n.node("b"), n.node("c")
+            nodes = {"a": a, "b": b, "c": c}
+            async with running(a, b, c):
+                payments(b).mpp.timeout = 6.0
+                invoice, before = await _two_paths(n, a, b, c)
+                caplog.set_level(logging.INFO)
+                fill_after_first_part["filler"] = filler
+                async with trio.open_nursery() as nursery:
+                    outcome = await _pay_in_background(nursery, a, invoice["bolt11"])
+                    await wait_until(lambda: fill_after_first_part["fired"], "the first part held")
+                    await wait_until(lambda: "(mpp_timeout)" in caplog.text, "the held part timed out")
+                    await trio.sleep(2.0)
+                    assert not _fulfills(b), "a part settled though the set never arrived whole"
+                    assert (await _invoice_row(b))["status"] == "unpaid"
+                    filler.free()
+                    await _connected(b, a)
+                    await _connected(b, c)
+                result = outcome.get("result", {})
+                assert result.get("status") == "complete", outcome
+                await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "no HTLC left")
+                after = balances(nodes)
+                fee = after["c"] - before["c"]
+                assert result["fee_msat"] == fee
+                assert after == {"a": before["a"] - AMOUNT_MSAT - fee, "b": before["b"] + AMOUNT_MSAT, "c": before["c"] + fee}
+                row = await _invoice_row(b)
+                assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
+                assert caplog.text.count("invoice mpp paid") == 1
+                rows = (await payments(a).listpayments(invoice["payment_hash"]))["payments"]
+                assert [r["status"] for r in rows] == ["complete"], rows
+                assert not _htlcs(a) and not _htlcs(b) and not _htlcs(c)

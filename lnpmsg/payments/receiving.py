@@ -87,4 +87,6 @@ class Receiving:
         while True:
             await trio.sleep(1.0)
             for ref, failure in self.mpp.expire(self._now()):
+                log.info("payments: failing HTLC %s/%d: its multi-part payment did not arrive whole within %g s (mpp_timeout)",
+                         ref[0][:16], ref[1], self.mpp.timeout)  # fmt: skip
                 await self._fail(ref, failure.reason, failure.why)
