@@ -35,10 +35,10 @@ from lnpmsg.payments.onion.failures import (
 )
 
 __all__ = [
+    "CompleteSet",
     "FailMalformed",
     "FailOnion",
     "FeePolicy",
-    "CompleteSet",
     "Forward",
     "HoldPart",
     "InvoiceTerms",
