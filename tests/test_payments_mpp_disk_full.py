@@ -15,17 +15,20 @@ Nodes in one process, the in-memory transport, one embedded regtest chain (the h
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from test_channels_disk_full import _connected
-from test_payments_app import Net, channels, net, payments, quiet, wait_until
+from test_payments_app import Net, channels, net, pay_error, payments, quiet, wait_until
 from test_payments_crash_points import balances
 from test_payments_disk_full import _fulfills, _htlcs, _pay_in_background, full_disk_under
 
 from lnpmsg.node.node import Node
+from lnpmsg.payments import bolt11
 from lnpmsg.payments.htlcs import MppSets
 from lnpmsg.payments.store import PaymentsStore
 from lnpmsg.testing.nodes import running
@@ -63,6 +66,13 @@ async def _two_paths(n: Net, a: Node, b: Node, c: Node) -> tuple[dict[str, Any],
     await n.open([(a, b, 600_000, 600_000), (a, c, 600_000, 600_000), (c, b, 1_000_000, 1_000_000)])
     invoice = await payments(b).invoice(AMOUNT_MSAT, "mpp", "two parts to a full disk")
     return invoice, balances({"a": a, "b": b, "c": c})
+
+
+def _forged_invoice(n: Net, bolt11_text: str) -> str:
+    """An invoice B signed for a small amount and a payment hash it never stored (B refuses its payment)."""
+    real = bolt11.decode(bolt11_text)
+    forged = replace(real, payment_hash=os.urandom(32), amount_msat=10_000, amount_text=None, signature=None, payee=None)
+    return bolt11.encode(bolt11.sign(forged, n.keys["b"].secret))
 
 
 def _incoming_parts(b: Node, payment_hash: str) -> int:
@@ -177,6 +187,10 @@ async def test_an_mpp_whose_payee_disk_stays_full_past_its_deadline_fails_every_
                         outcome = await _pay_in_background(nursery, a, invoice["bolt11"])
                         await wait_until(lambda: _incoming_parts(b, invoice["payment_hash"]) == 2, "both parts held")
                         await wait_until(lambda: "could not be written" in caplog.text, "the payee's write error")
+                        if deadline == "cltv":  # (before any block: the parts wait on) B answers another payment meanwhile
+                            refused = await pay_error(a, _forged_invoice(n, invoice["bolt11"]))
+                            assert "incorrect_or_unknown_payment_details" in str(refused) and refused.details["erring_node"] == b.node_id.hex()
+                            assert not outcome and _incoming_parts(b, invoice["payment_hash"]) == 2, "the set was not held meanwhile"
                         mined = 0
                         with trio.fail_after(90):
                             while not outcome:
@@ -277,16 +291,18 @@ def _stored_invoice(tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.trio
-async def test_an_mpp_whose_payee_channel_store_stays_full_past_the_mpp_timeout_after_the_first_part_completes_once_space_is_back(
+async def test_an_mpp_whose_payee_data_dir_stays_full_past_the_mpp_timeout_after_the_first_part_never_ends_half_paid(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, fill_after_first_part: dict[str, Any]
 ) -> None:
     """B's whole data directory fills once B holds the first part, and stays full past B's MPP
-    timeout: the second part cannot reach B (its channel store cannot write it), so the set never
-    completes and B settles nothing; the held part times out (``mpp_timeout``: the payer sends
-    it again, and B's channel cannot take that either). Once the space is back (while the payer
-    still pays) the parts waiting in the channels reach B and the payment completes once: the
-    invoice paid once with the whole amount, the money moved once, no HTLC left, no channel on
-    chain."""
+    timeout. B settles nothing meanwhile. Either the second part cannot reach B (its channel
+    store cannot write it: the set never completes, the held part times out with
+    ``mpp_timeout`` and the payer sends it again, which B's channel cannot take either), or it
+    was committed before the disk filled (the set completes, the invoice cannot be marked paid,
+    and both parts fail back together with ``temporary_node_failure``): which one is a race of
+    the two paths. Once the space is back the payment ends one way only: paid once with every
+    part settled and the money moved once, or failed with nothing moved. No HTLC is left, no
+    channel went on chain."""
     async with net(tmp_path) as n:
         with full_disk_under(tmp_path / "b") as filler:
             a, b, c = n.node("a"), n.node("b"), n.node("c")
@@ -299,23 +315,29 @@ async def test_an_mpp_whose_payee_channel_store_stays_full_past_the_mpp_timeout_
                 async with trio.open_nursery() as nursery:
                     outcome = await _pay_in_background(nursery, a, invoice["bolt11"])
                     await wait_until(lambda: fill_after_first_part["fired"], "the first part held")
-                    await wait_until(lambda: "(mpp_timeout)" in caplog.text, "the held part timed out")
+                    await wait_until(lambda: "(mpp_timeout)" in caplog.text or "invoice mpp not paid, " in caplog.text, "a deadline")
                     await trio.sleep(2.0)
-                    assert not _fulfills(b), "a part settled though the set never arrived whole"
+                    assert not _fulfills(b), "a part settled though the invoice was not paid on disk"
                     assert (await _invoice_row(b))["status"] == "unpaid"
                     filler.free()
                     await _connected(b, a)
                     await _connected(b, c)
-                result = outcome.get("result", {})
-                assert result.get("status") == "complete", outcome
+                with trio.fail_after(120):  # how the payment ended reaches the payer's disk too
+                    while any(r["status"] == "pending" for r in (await payments(a).listpayments(invoice["payment_hash"]))["payments"]):
+                        await trio.sleep(0.1)
                 await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "no HTLC left")
-                after = balances(nodes)
-                fee = after["c"] - before["c"]
-                assert result["fee_msat"] == fee
-                assert after == {"a": before["a"] - AMOUNT_MSAT - fee, "b": before["b"] + AMOUNT_MSAT, "c": before["c"] + fee}
-                row = await _invoice_row(b)
-                assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
-                assert caplog.text.count("invoice mpp paid") == 1
-                rows = (await payments(a).listpayments(invoice["payment_hash"]))["payments"]
-                assert [r["status"] for r in rows] == ["complete"], rows
                 assert not _htlcs(a) and not _htlcs(b) and not _htlcs(c)
+                after = balances(nodes)
+                row = await _invoice_row(b)
+                statuses = [r["status"] for r in (await payments(a).listpayments(invoice["payment_hash"]))["payments"]]
+                if "result" in outcome:
+                    assert outcome["result"]["status"] == "complete" and statuses == ["complete"], (outcome, statuses)
+                    fee = after["c"] - before["c"]
+                    assert outcome["result"]["fee_msat"] == fee
+                    assert after == {"a": before["a"] - AMOUNT_MSAT - fee, "b": before["b"] + AMOUNT_MSAT, "c": before["c"] + fee}
+                    assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
+                    assert caplog.text.count("invoice mpp paid") == 1
+                else:
+                    assert "temporary_node_failure" in str(outcome["error"]), outcome
+                    assert statuses == ["failed"] and after == before and row["status"] == "unpaid", (statuses, row)
+                    assert "invoice mpp paid" not in caplog.text

@@ -384,14 +384,15 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
             self._waited.add(ref)
             self.spawn(self._decide_later, htlc, asked[-1] if asked else None)
         elif isinstance(action, Settle):
-            await self._settle({ref: action.shared_secret}, add.payment_hash, action.preimage, action.amount_msat, self._now())
+            # (a task: HTLCs waiting for their invoice to be marked paid on a full disk hold up no other HTLC)
+            self.spawn(self._settle, {ref: action.shared_secret}, add.payment_hash, action.preimage, action.amount_msat, self._now())
         elif isinstance(action, HoldPart):
             complete = self.mpp.add(ref, action, self._now())
             if isinstance(complete, FailOnion):
                 await self._fail(ref, complete.reason, complete.why)
             elif complete is not None:
                 secrets = {r: p.shared_secret for r, p in complete.parts.items()}
-                await self._settle(secrets, add.payment_hash, self._terms[add.payment_hash].preimage, action.total_msat, complete.started)
+                self.spawn(self._settle, secrets, add.payment_hash, self._terms[add.payment_hash].preimage, action.total_msat, complete.started)
         elif isinstance(action, FailOnion):
             log.info("payments: failing HTLC %s/%d: %s", ref[0][:16], ref[1], action.why)
             await self._fail(ref, action.reason, action.why)
