@@ -8,6 +8,13 @@ whole amount, so the payment goes in two parts (one per path). B's data director
 of it, or only its payments store) sits on a real 4 MiB tmpfs (:mod:`lnpmsg.testing.disk`),
 filled before the parts arrive or right after B holds the first one.
 
+- Space comes back within the deadline: the payment completes once (also when B stopped
+  while holding the parts and restarts), and B restarted from its disk agrees.
+- It does not (the MPP timeout passes, or blocks bring the parts near their expiry): both
+  parts fail back together (``temporary_node_failure``), nothing moves, B answers other
+  payments meanwhile, and the invoice is paid once later.
+- B's whole data directory stays full after the first part: the payment ends one way only.
+
 Nodes in one process, the in-memory transport, one embedded regtest chain (the helpers of
 ``test_payments_app.py`` and ``test_payments_disk_full.py``).
 """
