@@ -10,7 +10,7 @@ import os
 import coincurve
 import pytest
 
-from lnpmsg.payments.htlcs import FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
+from lnpmsg.payments.htlcs import CompleteSet, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
 from lnpmsg.payments.onion import HopPayload, construct_onion, decrypt_failure_onion
 from lnpmsg.payments.onion.failures import BADONION
 from lnpmsg.wire.primitives import ShortChannelId
@@ -120,7 +120,9 @@ def test_mpp_parts_wait_for_the_total_then_settle_or_time_out() -> None:
     assert sets.add(("chan", 1), part, now=0.0) is None
     assert sets.next_deadline() == 60.0
     rest = HoldPart(HASH, 100_000, 40_000, part.shared_secret)
-    assert sets.add(("chan", 2), rest, now=10.0) == [("chan", 1), ("chan", 2)]
+    complete = sets.add(("chan", 2), rest, now=10.0)
+    assert isinstance(complete, CompleteSet) and complete.htlcs == [("chan", 1), ("chan", 2)] and complete.started == 0.0
+    assert complete.parts[("chan", 1)].shared_secret == part.shared_secret
     assert sets.expire(1000.0) == [] and sets.next_deadline() is None
     # an incomplete set times out: each part fails with mpp_timeout
     assert sets.add(("chan", 3), part, now=100.0) is None

@@ -26,7 +26,9 @@ channel is down (a preimage or a failure to send upstream, a forward whose
 next channel is reconnecting) waits for the channel rather than being lost.
 On a full disk nothing is sent that the store could not record: the write
 is tried again until it lands (:mod:`.recording`), and a settlement or an
-offer the channel could not write is made again once the channel is back.
+offer the channel could not write is made again once the channel is back;
+the HTLCs paying an invoice that cannot be marked paid are held until their
+deadline, then all fail back together (:mod:`.receiving`).
 
 Routes come from :func:`~lnpmsg.payments.plan.plan_payment` over our
 channels, the invoice's route hints and the routing graph: ``graph`` if
@@ -62,6 +64,7 @@ from lnpmsg.payments.paying import PAY_TIMEOUT, Paying
 from lnpmsg.payments.policy import ChannelPolicies
 from lnpmsg.payments.scorer import MissionControl
 from lnpmsg.payments.sender import OutgoingResult, onion_key
+from lnpmsg.payments.receiving import Receiving
 from lnpmsg.payments.recording import RETRY_MAX_DELAY, RETRY_MIN_DELAY, record
 from lnpmsg.payments.store import PaymentsStore, PaymentsStoreWriteFailed
 from lnpmsg.payments.views import decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
@@ -103,7 +106,7 @@ class PaymentEvent:
     reason: str = ""
 
 
-class PaymentsApp(Forwarding, Paying, App):
+class PaymentsApp(Forwarding, Paying, Receiving, App):
     """Invoices, payments and forwarding (see the module docs).
 
     Args:
@@ -381,14 +384,15 @@ class PaymentsApp(Forwarding, Paying, App):
             self._waited.add(ref)
             self.spawn(self._decide_later, htlc, asked[-1] if asked else None)
         elif isinstance(action, Settle):
-            await self._settle([ref], add.payment_hash, action.preimage, action.amount_msat)
+            # (a task: HTLCs waiting for their invoice to be marked paid on a full disk hold up no other HTLC)
+            self.spawn(self._settle, {ref: action.shared_secret}, add.payment_hash, action.preimage, action.amount_msat, self._now())
         elif isinstance(action, HoldPart):
             complete = self.mpp.add(ref, action, self._now())
             if isinstance(complete, FailOnion):
                 await self._fail(ref, complete.reason, complete.why)
             elif complete is not None:
-                total = action.total_msat
-                await self._settle(complete, add.payment_hash, self._terms[add.payment_hash].preimage, total)
+                secrets = {r: p.shared_secret for r, p in complete.parts.items()}
+                self.spawn(self._settle, secrets, add.payment_hash, self._terms[add.payment_hash].preimage, action.total_msat, complete.started)
         elif isinstance(action, FailOnion):
             log.info("payments: failing HTLC %s/%d: %s", ref[0][:16], ref[1], action.why)
             await self._fail(ref, action.reason, action.why)
@@ -460,25 +464,6 @@ class PaymentsApp(Forwarding, Paying, App):
 
     async def _fail(self, ref: tuple[str, int], reason: bytes, why: str) -> None:
         await self._call(lambda: self.htlcs.fail(ref[0], ref[1], reason), ref)
-
-    async def _settle(self, refs: list[tuple[str, int]], payment_hash: bytes, preimage: bytes, amount_msat: int) -> None:
-        # the invoice is paid on disk before the preimage leaves (on a full disk the HTLCs are held until it is)
-        store, paid_at = self._store(), int(self._now())
-        await record(lambda: store.mark_paid(payment_hash, amount_msat, paid_at), f"the invoice {self._labels.get(payment_hash, '')!r} paid")
-        terms = self._terms.get(payment_hash)
-        if terms is not None and not terms.paid:
-            self._terms[payment_hash] = InvoiceTerms(terms.payment_hash, terms.preimage, terms.payment_secret, terms.amount_msat,
-                                                     terms.min_final_cltv, terms.expires_at, paid=True)  # fmt: skip
-            self._publish("invoice.paid", payment_hash, amount_msat=amount_msat, label=self._labels.get(payment_hash, ""))
-            log.info("payments: invoice %s paid (%d msat)", self._labels.get(payment_hash, ""), amount_msat)
-        for ref in refs:
-            await self._call(lambda ref=ref: self.htlcs.fulfill(ref[0], ref[1], preimage), ref)  # type: ignore[misc]
-
-    async def _mpp_timer(self) -> None:
-        while True:
-            await trio.sleep(1.0)
-            for ref, failure in self.mpp.expire(self._now()):
-                await self._fail(ref, failure.reason, failure.why)
 
     def _known_preimage(self, payment_hash: bytes) -> bytes | None:
         terms = self._terms.get(payment_hash)

@@ -35,6 +35,7 @@ from lnpmsg.payments.onion.failures import (
 )
 
 __all__ = [
+    "CompleteSet",
     "FailMalformed",
     "FailOnion",
     "FeePolicy",
@@ -85,10 +86,12 @@ class InvoiceTerms:
 
 @dataclass(frozen=True, slots=True)
 class Settle:
-    """Fulfil with ``preimage`` (a single-part payment to us, complete)."""
+    """Fulfil with ``preimage`` (a single-part payment to us, complete); ``shared_secret`` fails it instead
+    should that be needed (its invoice could not be marked paid in time)."""
 
     preimage: bytes
     amount_msat: int
+    shared_secret: bytes = field(default=b"", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +223,19 @@ def _final(secret: bytes, amt: int, outgoing_cltv: int, payment_secret: bytes | 
         return _fail(secret, unknown, f"expiry {cltv_expiry} is closer than {terms.min_final_cltv} blocks to height {height}")
     if total_msat > amount_msat:
         return HoldPart(payment_hash, total_msat, amount_msat, secret)
-    return Settle(terms.preimage, amount_msat)
+    return Settle(terms.preimage, amount_msat, secret)
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteSet:
+    """Every part of a multi-part payment to us, and when the first arrived: settle them all (or fail them all)."""
+
+    parts: dict[tuple[str, int], HoldPart]
+    started: float
+
+    @property
+    def htlcs(self) -> list[tuple[str, int]]:
+        return list(self.parts)
 
 
 @dataclass
@@ -237,7 +252,7 @@ class _Set:
 class MppSets:
     """The parts of multi-part payments to us, by payment hash (sans-IO: ``now`` is passed in).
 
-    :meth:`add` returns every part of the set once they reach ``total_msat``
+    :meth:`add` returns the set (:class:`CompleteSet`) once its parts reach ``total_msat``
     (settle them all); :meth:`expire` returns the parts of sets older than
     ``timeout`` (fail them with ``mpp_timeout``).
     """
@@ -247,8 +262,8 @@ class MppSets:
         self.max_parts = max_parts
         self._sets: dict[bytes, _Set] = {}
 
-    def add(self, htlc: tuple[str, int], part: HoldPart, now: float) -> list[tuple[str, int]] | FailOnion | None:
-        """Hold ``part``; the whole set's HTLCs when complete, a failure for a bad part, else None."""
+    def add(self, htlc: tuple[str, int], part: HoldPart, now: float) -> CompleteSet | FailOnion | None:
+        """Hold ``part``; the whole set when complete, a failure for a bad part, else None."""
         entry = self._sets.setdefault(part.payment_hash, _Set(part.total_msat, now))
         if part.total_msat != entry.total_msat or len(entry.parts) >= self.max_parts:
             return _fail(part.shared_secret, IncorrectOrUnknownPaymentDetails(htlc_msat=part.amount_msat, height=0),
@@ -256,7 +271,7 @@ class MppSets:
         entry.parts[htlc] = part
         if entry.received_msat >= entry.total_msat:
             del self._sets[part.payment_hash]
-            return list(entry.parts)
+            return CompleteSet(entry.parts, entry.started)
         return None
 
     def holds(self, payment_hash: bytes) -> bool:
