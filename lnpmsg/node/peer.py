@@ -588,7 +588,13 @@ class Peer(PeerWriting):
             # No deadline here: the node's keepalive schedule runs the session's
             # timers, so an idle peer's receive is never cancelled and re-armed.
             try:
-                received = await self.conn.receive_some(RECEIVE_CHUNK)
+                # The peer's first read takes what is there without a schedule point (the
+                # initiator's init usually came with act three, or its close did): it
+                # extends the handshake's turn by one bounded read, and saves a pass of
+                # the scheduler on every connection.
+                received = self.conn.receive_nowait(RECEIVE_CHUNK) if not counters.bytes_in else None
+                if received is None:
+                    received = await self.conn.receive_some(RECEIVE_CHUNK)
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)
                 return False
