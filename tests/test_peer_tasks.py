@@ -280,3 +280,57 @@ async def test_a_handler_may_keep_the_reading_task_and_hand_the_reading_on(autoj
         assert seen == [(6, True), "6 cancelled", (7, True)]
         assert running_tasks("Peer._read_loop") == 1
         assert peer.is_ready
+
+
+async def test_a_peer_ends_only_after_its_other_tasks(autojump_clock: trio.testing.MockClock) -> None:
+    """The peer's tasks besides its reading one run in the node's nursery, yet belong to the
+    peer: its end cancels them, and run() (so ``closed``) ends only once they have ended."""
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    async with running(node):
+        raw, peer = await _connected(network, node)
+        release = trio.Event()
+        steps: list[str] = []
+
+        async def task() -> None:
+            try:
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                steps.append("cancelled")
+                raise
+            finally:
+                with trio.CancelScope(shield=True):
+                    await release.wait()
+                steps.append("ended")
+
+        assert peer._start_task(task)
+        await raw.aclose()  # the peer's reading ends it
+        await trio.sleep(10)
+        assert steps == ["cancelled"] and not peer.closed.is_set()
+        release.set()
+        await peer.closed.wait()
+        assert steps == ["cancelled", "ended"]
+        assert not peer._start_task(task)  # nothing starts once the peer is over
+
+
+async def test_a_peers_task_that_fails_ends_the_peer_and_its_run_raises_it(autojump_clock: trio.testing.MockClock) -> None:
+    """A bug in a task of the peer's is not lost in the node's nursery: as with a nursery of
+    the peer's own, the peer stops and its run() raises the error (here out of the node)."""
+    network = MemoryNetwork()
+    node = memory_node(network, ping_interval=PING_INTERVAL, pong_timeout=PONG_TIMEOUT)
+    closed: list[bool] = []
+    with pytest.raises(BaseExceptionGroup) as raised:
+        async with running(node):
+            raw, peer = await _connected(network, node)
+
+            async def failing() -> None:
+                raise RuntimeError("a bug in a peer's task")
+
+            assert peer._start_task(failing)
+            try:
+                await trio.sleep_forever()
+            finally:
+                closed.append(peer.closed.is_set())
+    matched, _rest = raised.value.split(RuntimeError)
+    assert matched is not None and "a bug in a peer's task" in repr(matched)
+    assert closed == [True]

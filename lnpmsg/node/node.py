@@ -448,6 +448,7 @@ class Node(Dialing, Inbound):
             keepalive=self.keepalive,
             leftover=leftover,
             max_queued_bytes=cfg.max_queued_bytes,
+            tasks=self._nursery,
         )
 
     async def _run_peer(self, peer: Peer) -> None:

@@ -102,6 +102,10 @@ class Peer(PeerWriting):
     # objects only some peers need (a parking lot for blocked senders, pong
     # waiters) are made on first use.
     __slots__ = (
+        "_body_done",
+        "_child_error",
+        "_children",
+        "_children_done",
         "_cipher",
         "_closing",
         "_direct_write",
@@ -119,6 +123,9 @@ class Peer(PeerWriting):
         "_queued_bytes",
         "_writer_running",
         "_room",
+        "_scope",
+        "_tasks",
+        "_tasks_cancelled",
         "_closed_event",
         "_is_closed",
         "_is_ready",
@@ -146,6 +153,7 @@ class Peer(PeerWriting):
         keepalive: KeepaliveSchedule,
         leftover: bytes = b"",
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        tasks: trio.Nursery | None = None,
     ) -> None:
         self.conn = conn
         self.node_id = node_id
@@ -186,7 +194,20 @@ class Peer(PeerWriting):
         #: the node's schedule that runs the session's timers (:meth:`keepalive_due`)
         self._keepalive = keepalive
         self._flush_scope: trio.CancelScope | None = None
+        #: where the peer's tasks besides the one in :meth:`run` start (the node's
+        #: nursery; None: run opens one of its own); see :meth:`run`
+        self._tasks = tasks
+        #: the nursery tasks start in while the peer runs; None before and after
         self._nursery: trio.Nursery | None = None
+        #: run's cancel scope, the scope of each task of the peer's under way (made at
+        #: the first), whether they were cancelled, and what run waits on for them
+        self._scope: trio.CancelScope | None = None
+        self._children: set[trio.CancelScope] | None = None
+        self._tasks_cancelled = False
+        self._body_done = False
+        self._children_done: trio.Event | None = None
+        #: the first exception a task of the peer's raised: run raises it
+        self._child_error: Exception | None = None
         self._closing = False
 
     # ------------------------------------------------------------ properties
@@ -369,16 +390,35 @@ class Peer(PeerWriting):
             self._room.unpark_all()
         if (self._writer_running or self.session.outbox) and self._wake_writer():
             return  # the writer flushes what is queued, then stops the reader
-        if self._nursery is not None and not (reader_ends and not self._nursery.child_tasks):
-            self._nursery.cancel_scope.cancel()  # nothing to flush: stop the reader now
+        if self._nursery is not None and not (reader_ends and not self._children):
+            self._cancel_tasks()  # nothing to flush: stop the reader now
 
     # ------------------------------------------------------------------ run
 
     async def run(self) -> None:
-        """Drive the peer until it closes. Always closes the connection."""
-        try:
+        """Drive the peer until it closes. Always closes the connection.
+
+        The reading runs in the calling task. The peer's other tasks (a writer
+        while there is more to send than leaves at once, a handler of timer
+        events, the reading handed on) start in the nursery given as ``tasks``
+        (the node's), each under a cancel scope of the peer's, and this call
+        returns only once they have all ended, as a nursery of its own would
+        make it: every connection passes here, and a nursery costs as much as
+        the rest of a peer's setup (most peers of an accepting node never need
+        a second task). Without ``tasks`` it opens a nursery for them itself.
+        """
+        nursery = self._tasks
+        if nursery is None:
             async with trio.open_nursery() as nursery:
+                self._tasks = nursery
+                await self.run()
+            return
+        try:
+            with trio.CancelScope() as scope:
+                self._scope = scope
                 self._nursery = nursery
+                if self._tasks_cancelled:
+                    scope.cancel()
                 init_deadline = self.session.get_timer()
                 self._keepalive.set(self, init_deadline)
                 # Our init is queued: it leaves from this task, before the first
@@ -390,16 +430,25 @@ class Peer(PeerWriting):
                 if unsent or (written and self.session.outbox):
                     # The transport did not take it at once: the init timeout bounds
                     # that write here (the keepalive schedule cannot stop a write under way).
-                    nursery.cancel_scope.deadline = math.inf if init_deadline is None else init_deadline
+                    scope.deadline = math.inf if init_deadline is None else init_deadline
                     written = await self._write_first(unsent)
-                    nursery.cancel_scope.deadline = math.inf
+                    scope.deadline = math.inf
                 if written:
                     await self._read_loop()
-            self._nursery = None  # closed: nothing may start in it any more
-            if nursery.cancel_scope.cancelled_caught and not self._closing:
+            self._body_done = True
+            if self._children:
+                # As a nursery's end: the tasks the peer started end first.
+                self._children_done = trio.Event()
+                await self._children_done.wait()
+            self._nursery = None  # closed: nothing may start any more
+            if self._child_error is not None:
+                raise self._child_error
+            if scope.cancelled_caught and not self._closing:
                 self._begin_close("our init could not be sent before the init timeout")
         finally:
             self._nursery = None
+            if self._children:
+                self._cancel_tasks()  # run itself was cancelled: its tasks end with it
             self._keepalive.set(self, None)
             if not self._closing:
                 self._begin_close("cancelled")
@@ -409,6 +458,58 @@ class Peer(PeerWriting):
             self._is_closed = True
             if self._closed_event is not None:
                 self._closed_event.set()
+
+    def _start_task(self, fn: Callable[..., Awaitable[None]], *args: object) -> bool:
+        """Start a task of the peer's; False when no task may start any more (its tasks
+        ended, :meth:`run` not resumed yet to close it)."""
+        nursery = self._nursery
+        if nursery is None:
+            return False
+        scope = trio.CancelScope()
+        if self._tasks_cancelled:
+            scope.cancel()
+        children = self._children
+        if children is None:
+            children = self._children = set()
+        children.add(scope)
+        try:
+            nursery.start_soon(self._child_task, scope, fn, args, name=fn)  # named for what it runs
+        except RuntimeError:  # "Nursery is closed to new arrivals"
+            self._child_ended(scope)
+            return False
+        return True
+
+    async def _child_task(self, scope: trio.CancelScope, fn: Callable[..., Awaitable[None]], args: tuple[object, ...]) -> None:
+        try:
+            with scope:
+                await fn(*args)
+        except Exception as exc:
+            # As in a nursery of the peer's own: the peer stops, and run raises it.
+            if self._child_error is None:
+                self._child_error = exc
+            self._cancel_tasks()
+        finally:
+            self._child_ended(scope)
+
+    def _child_ended(self, scope: trio.CancelScope) -> None:
+        children = self._children
+        assert children is not None
+        children.discard(scope)
+        if not children:
+            self._children = None  # an idle peer keeps no empty set
+            if self._body_done:
+                self._nursery = None  # the last task ended: none may start any more
+                if self._children_done is not None:
+                    self._children_done.set()
+
+    def _cancel_tasks(self) -> None:
+        """Cancel every task of the peer's: the reading in :meth:`run`, and the others."""
+        self._tasks_cancelled = True
+        if self._scope is not None:
+            self._scope.cancel()
+        if self._children:
+            for scope in self._children:
+                scope.cancel()
 
     async def _read_loop(self) -> None:
         """Read and dispatch until the peer closes, or until a handler hands the reading to
@@ -487,7 +588,13 @@ class Peer(PeerWriting):
             # No deadline here: the node's keepalive schedule runs the session's
             # timers, so an idle peer's receive is never cancelled and re-armed.
             try:
-                received = await self.conn.receive_some(RECEIVE_CHUNK)
+                # The peer's first read takes what is there without a schedule point (the
+                # initiator's init usually came with act three, or its close did): it
+                # extends the handshake's turn by one bounded read, and saves a pass of
+                # the scheduler on every connection.
+                received = self.conn.receive_nowait(RECEIVE_CHUNK) if not counters.bytes_in else None
+                if received is None:
+                    received = await self.conn.receive_some(RECEIVE_CHUNK)
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)
                 return False

@@ -60,6 +60,10 @@ class PeerWriting:
 
         def _begin_close(self, reason: str, *, reader_ends: bool = False) -> None: ...
 
+        def _start_task(self, fn: Callable[..., Awaitable[None]], *args: object) -> bool: ...
+
+        def _cancel_tasks(self) -> None: ...
+
     def _write_now(self, data: bytes) -> None:
         """Encrypt one message and hand it to the transport without waiting; a writer task takes what it left."""
         frame = self._cipher.encryptor.encrypt(data)
@@ -128,15 +132,6 @@ class PeerWriting:
             self._writer_running = True
         return True
 
-    def _start_task(self, fn: Callable[..., Awaitable[None]], *args: object) -> bool:
-        """Start a task of the peer's; False when its nursery is closed (its tasks ended, :meth:`run` not resumed yet)."""
-        assert self._nursery is not None
-        try:
-            self._nursery.start_soon(fn, *args)
-        except RuntimeError:  # "Nursery is closed to new arrivals"
-            return False
-        return True
-
     def _send_queued(self) -> bool:
         """Send what the session queued (a ping, a pong) now, without a task, if we can.
 
@@ -185,7 +180,7 @@ class PeerWriting:
             return  # the outbox is empty: the next message starts a writer again
         # Closing: everything that could be flushed is out; stop the other tasks.
         if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+            self._cancel_tasks()
 
     async def _write_until_flushed(self, unsent: bytes = b"") -> bool:
         """Write ``unsent`` (encrypted bytes a send left over), then until the outbox

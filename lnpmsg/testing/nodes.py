@@ -46,12 +46,13 @@ def address_of(node: Node) -> str:
 
 
 def running_tasks(qualname: str) -> int:
-    """How many tasks of this trio run execute the coroutine ``qualname`` (e.g. ``"PeerWriting._write_loop"``)."""
+    """How many tasks of this trio run execute the coroutine ``qualname`` (e.g. ``"PeerWriting._write_loop"``),
+    directly or as a peer's task (named for the function it runs)."""
     count = 0
     tasks = [trio.lowlevel.current_root_task()]
     while tasks:
         task = tasks.pop()
-        if getattr(task.coro, "__qualname__", "") == qualname:
+        if getattr(task.coro, "__qualname__", "") == qualname or task.name.endswith("." + qualname):
             count += 1
         for nursery in task.child_nurseries:
             tasks.extend(nursery.child_tasks)
