@@ -22,6 +22,9 @@ here), nothing but the medium itself:
   one ZeroMQ message, so its 1 KiB figure can exceed this limit: the limit
   says what one message per ZeroMQ message would cost.
 
+Every process (the nodes' and the limits') runs with the C allocator's
+thresholds ``lnpmsg node`` sets (:mod:`lnpmsg.runtime.malloc_policy`).
+
 Rounds: on a shared machine a raw limit measured once moved 2x between
 runs, so each (transport, size) runs ``--rounds`` rounds (default 3), each
 a raw measurement then a node measurement back to back (the order alternates
@@ -68,6 +71,7 @@ import zmq
 from lnpmsg.app import App
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.runtime.malloc_policy import tune_malloc
 from lnpmsg.transports.registry import default_transports
 from lnpmsg.transports.udp_quic import self_signed_certificate
 
@@ -112,6 +116,7 @@ def _child_node(address: str, size: int, seconds: float, report: Any = None) -> 
     """A sending node: connect, send ``size``-byte messages for ``seconds``, then END, then wait.
 
     ``report`` (a pipe's end) gets (CPU seconds, messages) of the sending loop."""
+    tune_malloc()
 
     async def main() -> None:
         config = NodeConfig() if size else NodeConfig(ping_interval=PING_RUN_INTERVAL)
@@ -211,6 +216,7 @@ async def _node_run(
 
 
 def _child_raw(medium: str, endpoint: str, size: int, seconds: float, report: Any = None) -> None:
+    tune_malloc()
     if medium == "quic":
         host, port = endpoint.rsplit(":", 1)
         quic_floor.send(host, int(port), seconds, report)
@@ -462,6 +468,7 @@ def main() -> None:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     ctx = multiprocessing.get_context("spawn")
+    tune_malloc()  # as `lnpmsg node` does; the limits' processes too, so both sides run alike
     load = os.getloadavg()[0]
     print(
         f"{os.cpu_count()} CPUs, load {load:.1f}; {args.rounds} round(s) of {args.seconds:g} s per figure, {args.pings} pings",
