@@ -27,10 +27,12 @@ from typing import Final
 
 __all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "tune_malloc"]
 
-#: free memory at the top of a heap kept for the next allocations (bytes)
-TRIM_THRESHOLD: Final = 32 * 1024 * 1024
 #: blocks below this come from the heap, not from a mapping of their own (bytes)
 MMAP_THRESHOLD: Final = 4 * 1024 * 1024
+#: free memory at the top of a heap kept for the next allocations (bytes): twice
+#: the mmap threshold, the ratio glibc keeps when it raises both itself (which it
+#: does, up to 32 and 64 MiB, only after it has mapped and freed such a block)
+TRIM_THRESHOLD: Final = 2 * MMAP_THRESHOLD
 
 # mallopt's parameter numbers (glibc's malloc.h)
 _M_TRIM_THRESHOLD: Final = -1
