@@ -22,6 +22,12 @@ here), nothing but the medium itself:
   one ZeroMQ message, so its 1 KiB figure can exceed this limit: the limit
   says what one message per ZeroMQ message would cost.
 
+Every process (the nodes' and the limits') runs with the C allocator's
+thresholds ``lnpmsg node`` sets (:mod:`lnpmsg.runtime.malloc_policy`): they
+make raw pyzmq at 1 KiB about a quarter cheaper per message too (measured:
+1.75 + 1.54 -> 1.31 + 1.18 µs), so a limit measured without them was weaker
+than the medium under the node's own settings.
+
 Rounds: on a shared machine a raw limit measured once moved 2x between
 runs, so each (transport, size) runs ``--rounds`` rounds (default 3), each
 a raw measurement then a node measurement back to back (the order alternates
@@ -31,9 +37,9 @@ rates and for the ratio. Each measurement sends for ``--seconds`` (the
 sender's clock) and is timed here from the first to the last message
 received, so process start-up does not count.
 
-CPU per message: where both sides can say it (every node run, and the QUIC
-floor), each round also gives the CPU time each process spent per message
-while the messages flowed (the sender's from its first to its last send,
+CPU per message: where both sides can say it (every node run, the QUIC
+floor and raw ZeroMQ), each round also gives the CPU time each process
+spent per message while the messages flowed (the sender's from its first to its last send,
 the receiver's from its first to its last message, start-ups excluded), and
 the ratio of the two totals: the node's messages per CPU-second against the
 limit's. Time a process waits for a core that another process of the machine
@@ -41,7 +47,7 @@ holds is no CPU time, so this ratio does not fall with a round that lost the
 core, as the wall-clock ratio does; it is what one core shared by both
 processes would carry.
 
-Usage: ``python benchmarks/bench_transports.py [--quick] [--rounds N] [--seconds S] [--pings N] [--only T] [--handler batch|message] [--json]``
+Usage: ``python benchmarks/bench_transports.py [--quick] [--rounds N] [--seconds S] [--pings N] [--only T] [--size "1 KiB"] [--handler batch|message] [--json]``
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ import zmq
 from lnpmsg.app import App
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.runtime.malloc_policy import tune_malloc
 from lnpmsg.transports.registry import default_transports
 from lnpmsg.transports.udp_quic import self_signed_certificate
 
@@ -112,6 +119,7 @@ def _child_node(address: str, size: int, seconds: float, report: Any = None) -> 
     """A sending node: connect, send ``size``-byte messages for ``seconds``, then END, then wait.
 
     ``report`` (a pipe's end) gets (CPU seconds, messages) of the sending loop."""
+    tune_malloc()
 
     async def main() -> None:
         config = NodeConfig() if size else NodeConfig(ping_interval=PING_RUN_INTERVAL)
@@ -211,6 +219,7 @@ async def _node_run(
 
 
 def _child_raw(medium: str, endpoint: str, size: int, seconds: float, report: Any = None) -> None:
+    tune_malloc()
     if medium == "quic":
         host, port = endpoint.rsplit(":", 1)
         quic_floor.send(host, int(port), seconds, report)
@@ -239,9 +248,14 @@ def _child_raw(medium: str, endpoint: str, size: int, seconds: float, report: An
     push = context.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 10_000)
     push.connect(endpoint)
+    cpu = time.process_time()
+    sent = 0
     while time.perf_counter() < deadline:
         for _ in range(64):
             push.send(payload)
+        sent += 64
+    if report is not None:
+        report.send((time.process_time() - cpu, sent))
     push.send(b"")  # the end marker: an empty message
     time.sleep(60)  # linger is no delivery guarantee over ipc://: the parent terminates us
 
@@ -251,7 +265,7 @@ def _raw_run(
 ) -> float:
     """Messages/s the raw medium delivers from a child process to this one.
 
-    For the QUIC floor, ``cost`` gets the sender's and the receiver's CPU seconds per message."""
+    For the QUIC floor and ZeroMQ, ``cost`` gets the sender's and the receiver's CPU seconds per message."""
     if medium == "quic":
         sock, host, port = quic_floor.open_receiver()
         report, child_report = ctx.Pipe(duplex=False)
@@ -286,8 +300,10 @@ def _raw_run(
         pull.setsockopt(zmq.RCVHWM, 10_000)
         pull.bind("tcp://127.0.0.1:0" if medium == "zmq+tcp" else f"ipc://{directory}/raw.sock")
         endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
-    child = ctx.Process(target=_child_raw, args=(medium, endpoint, size, seconds), daemon=True)
+    report, child_report = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_raw, args=(medium, endpoint, size, seconds, child_report), daemon=True)
     child.start()
+    child_report.close()
     try:
         if medium == "tcp":
             conn, _ = server.accept()
@@ -321,13 +337,19 @@ def _raw_run(
         else:
             pull.recv()
             first = time.perf_counter()
+            cpu_first = time.process_time()
             messages = 1
             while pull.recv():
                 messages += 1
             last = time.perf_counter()
+            cpu_last = time.process_time()
             pull.close(linger=0)
             context.term()
+            if cost is not None and messages > 1 and report.poll(5):  # sent before the end marker
+                cpu, sent = report.recv()
+                cost[:] = [cpu / sent, (cpu_last - cpu_first) / (messages - 1)]
     finally:
+        report.close()
         child.terminate()
         child.join()
         if medium in ("tcp", "udp"):
@@ -448,6 +470,7 @@ def main() -> None:
     parser.add_argument("--pings", type=int, default=500, help="pings per transport (default 500)")
     parser.add_argument("--quick", action="store_true", help="a check that it works: 1 round of 0.5 s, 50 pings")
     parser.add_argument("--only", action="append", choices=list(TRANSPORTS), help="measure only these transports")
+    parser.add_argument("--size", action="append", choices=list(SIZES), help="measure only these message sizes")
     parser.add_argument(
         "--handler",
         choices=("batch", "message"),
@@ -462,6 +485,7 @@ def main() -> None:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     ctx = multiprocessing.get_context("spawn")
+    tune_malloc()  # as `lnpmsg node` does; the limits' processes too, so both sides run alike
     load = os.getloadavg()[0]
     print(
         f"{os.cpu_count()} CPUs, load {load:.1f}; {args.rounds} round(s) of {args.seconds:g} s per figure, {args.pings} pings",
@@ -474,6 +498,8 @@ def main() -> None:
             listen = listen.format(dir=directory)
             figures: dict[str, dict[str, float]] = {}
             for label, size in SIZES.items():
+                if args.size and label not in args.size:
+                    continue
                 fig = Figure([], [])
                 for round_no in range(args.rounds):
                     # alternate which goes first, so a drift in load favours neither

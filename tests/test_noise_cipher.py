@@ -16,7 +16,9 @@ from lnpmsg.noise import (
     LENGTH_HEADER_SIZE,
     MAX_FRAME_SIZE,
     MAX_MESSAGE_SIZE,
+    SCRATCH_MOST_FRAMES,
     DecryptError,
+    FrameScratch,
     InitiatorHandshake,
     MessageDecryptor,
     MessageEncryptor,
@@ -135,6 +137,40 @@ def test_encrypt_grouped_joins_whole_frames_up_to_the_limit() -> None:
     reference.encrypt_many(messages)
     assert grouped.encrypt_grouped([b"next"], limit) == [reference.encrypt(b"next")]
     assert grouped.encrypt_grouped([], limit) == []
+
+
+def test_encrypt_grouped_into_encrypts_a_batch_of_like_messages_in_place() -> None:
+    # Batches of one size, through key rotations (122 messages a batch: not a divisor of
+    # 500), give the items and nonces encrypt_grouped gives, as views of the scratch; a
+    # smaller batch reuses the same buffer, a larger one or another size gets a new one.
+    limit = 64 * 1024 + 34
+    reference, _ = _pair()
+    into, decryptor = _pair()
+    scratch = FrameScratch()
+    received: list[bytes] = []
+    sent: list[bytes] = []
+    buffers = set()
+    for count, size in [(122, 1024)] * 9 + [(50, 1024), (122, 1024), (200, 300), (2, 65000)]:
+        batch = [os.urandom(size) for _ in range(count)]
+        expected = reference.encrypt_grouped(batch, limit)
+        items = into.encrypt_grouped_into(batch, limit, scratch)
+        assert all(type(item) is memoryview and item.obj is scratch.view.obj for item in items)
+        assert [bytes(item) for item in items] == expected
+        buffers.add(id(scratch.view.obj))
+        received += decryptor.feed(b"".join(items))  # before the next batch overwrites them
+        sent += batch
+    assert received == sent
+    assert len(buffers) == 3  # 1024-byte frames (50 reuse the 122's), then 300, then 65000
+    # Mixed sizes, one message, or more than SCRATCH_MOST_FRAMES: encrypt_grouped's bytes.
+    for batch in ([b"a", b"bc"], [b"x"], [b"y"] * (SCRATCH_MOST_FRAMES + 1), []):
+        items = into.encrypt_grouped_into(batch, limit, scratch)
+        assert items == reference.encrypt_grouped(batch, limit)
+        assert all(type(item) is bytes for item in items)
+    # Too large a message fails as encrypt_grouped does, and sticks.
+    with pytest.raises(MessageTooLarge):
+        into.encrypt_grouped_into([bytes(MAX_MESSAGE_SIZE + 1)] * 2, limit, scratch)
+    with pytest.raises(MessageTooLarge):
+        into.encrypt_grouped_into([b"a", b"a"], limit, scratch)
 
 
 def test_oversize_message_is_refused_and_sticky() -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from lnpmsg.noise import FRAME_OVERHEAD
+from lnpmsg.noise import FRAME_OVERHEAD, FrameScratch
 from lnpmsg.transports.base import TransportError
 
 if TYPE_CHECKING:
@@ -191,6 +191,10 @@ class PeerWriting:
         joined_limit = self.conn.max_joined_frames if keeps_frames else None
         outbox = self.session.outbox
         counters = self.counters
+        # Where a batch of like messages is encrypted for a transport that joins frames
+        # (ZeroMQ copies each item as it sends it, so the next batch may reuse it): lives
+        # as long as this writer, so an idle peer holds none.
+        scratch = FrameScratch() if joined_limit else None
         if unsent:
             try:
                 await self.conn.send_frames([unsent])
@@ -229,10 +233,11 @@ class PeerWriting:
             elif not keeps_frames:
                 # A byte stream takes the batch as one buffer, its frames joined.
                 frames = [encryptor.encrypt_joined(batch)]
-            elif joined_limit:
+            elif scratch is not None:
                 # Whole frames joined as the transport will carry them (a ZeroMQ
-                # message each): one copy per frame, none of a frame on its own.
-                frames = encryptor.encrypt_grouped(batch, joined_limit)
+                # message each), encrypted in place (or one copy per frame for
+                # mixed sizes), none of a frame allocated on its own.
+                frames = encryptor.encrypt_grouped_into(batch, joined_limit, scratch)
             else:
                 frames = encryptor.encrypt_many(batch)
             try:

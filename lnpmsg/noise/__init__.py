@@ -7,10 +7,12 @@ into messages. The shells in ``lnpmsg.node`` move the bytes.
 
 from .cipher import (
     FRAME_OVERHEAD,
+    SCRATCH_MOST_FRAMES,
     KEY_ROTATION_INTERVAL,
     LENGTH_HEADER_SIZE,
     MAX_FRAME_SIZE,
     MAX_MESSAGE_SIZE,
+    FrameScratch,
     MessageDecryptor,
     MessageEncryptor,
     TransportCipher,
@@ -39,7 +41,9 @@ __all__ = [
     "MAX_FRAME_SIZE",
     "MAX_MESSAGE_SIZE",
     "PUBLIC_KEY_SIZE",
+    "SCRATCH_MOST_FRAMES",
     "DecryptError",
+    "FrameScratch",
     "HandshakeError",
     "InitiatorHandshake",
     "MessageDecryptor",

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from lnpmsg.runtime.gc_policy import node_gc
+from lnpmsg.runtime.malloc_policy import tune_malloc
 from lnpmsg.runtime.settings import DEFAULT_LISTEN, NodeSettings, SettingsError, StartError
 from lnpmsg.runtime.user_apps import resolve_app
 
@@ -273,7 +274,8 @@ async def run_node(
     only), as does :meth:`Node.stop` (the control API's ``stop``). A signal
     while the node is still starting (e.g. Tor bootstrapping) gives the
     start up. ``on_started`` is called once the node listens. The garbage
-    collector runs at a node's pace meanwhile (:mod:`lnpmsg.runtime.gc_policy`). Raises
+    collector runs at a node's pace meanwhile (:mod:`lnpmsg.runtime.gc_policy`), and the C
+    allocator keeps the pages of a node's buffers (:mod:`lnpmsg.runtime.malloc_policy`). Raises
     :class:`SettingsError` or :class:`StartError` when the node cannot be
     built or started; returns once it stopped.
     """
@@ -283,6 +285,7 @@ async def run_node(
         await check_settings(settings)
         built = build_node(settings)
     node = built.node
+    tune_malloc()
     failure: StartError | None = None
     signals = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) if handle_signals else _NoSignals()
     with signals as received, node_gc():

@@ -33,8 +33,10 @@ frame of the maximum size travels alone), because each ZeroMQ message costs
 a round of libzmq and Python work whatever its size: a batch of 1 KiB
 messages then costs one ZeroMQ message per ~60 of them. A node's writer
 joins its frames that way itself as it encrypts them (the connection's
-``max_joined_frames``, :meth:`~lnpmsg.noise.MessageEncryptor.encrypt_grouped`),
-so a batch's frames are copied once, and ``coalesce`` finds them whole.
+``max_joined_frames``, :meth:`~lnpmsg.noise.MessageEncryptor.encrypt_grouped_into`:
+a batch of like messages is encrypted in place into a buffer the writer
+reuses, since the send copies each item into its ZeroMQ message; other
+batches are copied once), and ``coalesce`` finds them whole.
 Message boundaries stay frame boundaries; the receiver hands a message's
 bytes on as they are (BOLT-8 frames carry their own lengths). A receiver of the older one frame
 per message convention reads these messages unchanged: a data message was
