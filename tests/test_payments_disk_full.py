@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -279,13 +279,7 @@ async def test_a_forwarder_whose_disk_fills_mid_forward_loses_nothing_and_comple
                     assert forward["status"] == "settled", forward
                     assert payments(b).failures == 0 and not payments(b)._early
                 # the forwarder from its disk alone agrees
-                await wait_until(lambda: b.node_id not in a.peers and b.node_id not in c.peers, "the neighbours see B stop")
-                b = nodes["b"] = n.node("b")
-                async with running(b):
-                    await _connected(b, a)
-                    await _connected(b, c)
-                    await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "reestablished after the restart")
-                    assert balances(nodes) == after
+                async with restarted_between(n, nodes, after) as b:
                     (forward,) = (await payments(b).listforwards())["forwards"]
                     assert forward["status"] == "settled", forward
 
@@ -326,3 +320,18 @@ async def test_a_settlement_the_payees_channel_could_not_write_is_made_again_onc
             row = (await payments(b).listinvoices("settle"))["invoices"][0]
             assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
             assert payments(b).failures == 0, "the payments app failed"
+
+
+@asynccontextmanager
+async def restarted_between(n: Any, nodes: dict[str, Node], after: dict[str, int]) -> AsyncIterator[Node]:
+    """B (stopped, between A and C) restarted from its disk alone: reconnected to both, quiet, and
+    with the balances ``after``."""
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    await wait_until(lambda: b.node_id not in a.peers and b.node_id not in c.peers, "the neighbours see B stop")
+    b = nodes["b"] = n.node("b")
+    async with running(b):
+        await _connected(b, a)
+        await _connected(b, c)
+        await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "reestablished after the restart")
+        assert balances(nodes) == after
+        yield b

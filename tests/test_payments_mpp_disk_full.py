@@ -32,7 +32,7 @@ import trio
 from test_channels_disk_full import _connected
 from test_payments_app import Net, channels, net, pay_error, payments, quiet, wait_until
 from test_payments_crash_points import balances
-from test_payments_disk_full import _fulfills, _htlcs, _pay_in_background, full_disk_under
+from test_payments_disk_full import _fulfills, _htlcs, _pay_in_background, full_disk_under, restarted_between
 
 from lnpmsg.node.node import Node
 from lnpmsg.payments import bolt11
@@ -148,13 +148,7 @@ async def test_an_mpp_to_a_full_disk_is_held_and_completes_exactly_once_when_spa
                     assert not _htlcs(a) and not _htlcs(b) and not _htlcs(c)
                     assert payments(b).failures == 0
                 # the payee from its disk alone agrees
-                await wait_until(lambda: b.node_id not in a.peers and b.node_id not in c.peers, "the peers see B stop")
-                b = nodes["b"] = n.node("b")
-                async with running(b):
-                    await _connected(b, a)
-                    await _connected(b, c)
-                    await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "reestablished after the restart")
-                    assert balances(nodes) == after
+                async with restarted_between(n, nodes, after) as b:
                     row = await _invoice_row(b)
                     assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
 
@@ -229,13 +223,7 @@ async def test_an_mpp_whose_payee_disk_stays_full_past_its_deadline_fails_every_
                     assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
                     assert caplog.text.count("invoice mpp paid") == 1
                 # the payee from its disk alone agrees
-                await wait_until(lambda: b.node_id not in a.peers and b.node_id not in c.peers, "the peers see B stop")
-                b = nodes["b"] = n.node("b")
-                async with running(b):
-                    await _connected(b, a)
-                    await _connected(b, c)
-                    await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "reestablished after the restart")
-                    assert balances(nodes) == after
+                async with restarted_between(n, nodes, after) as b:
                     row = await _invoice_row(b)
                     assert row["status"] == "paid" and row["received_msat"] == AMOUNT_MSAT, row
 
