@@ -208,7 +208,8 @@ ALLOWED: dict[str, set[str]] = {
     # payments: the routing graph the gossip app keeps current (routing.py); transports: the one
     # address syntax (announce.py reads the node's listen addresses)
     "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc", "payments", "transports", "channels"},
-    "wallet": {"app", "node", "wire", "bitcoin", "chain", "rpc"},
+    # io: its seed file is made as every secret file is (io.secret_file)
+    "wallet": {"app", "node", "wire", "bitcoin", "chain", "rpc", "io"},
     # the cores: wire and bitcoin; the shells (app, store, commands): an app on the channel app and the chain
     "payments": {"wire", "bitcoin", "app", "node", "channels", "rpc", "wallet"},
     # the kit may drive every layer it tests (fuzz_targets reaches each decoder a peer can reach)

@@ -252,6 +252,29 @@ def test_onion_key_file_errors(tmp_path: Path) -> None:
         load_onion_key(key_file)
 
 
+def test_an_onion_key_that_does_not_fit_on_the_disk_is_refused_clearly_and_leaves_nothing(tmp_path: Path) -> None:
+    """On a full disk the new key is not written: a clear error naming the file, no empty or
+    temporary file left (the next start would take an empty key file for a corrupt one), and
+    the key is written whole once there is room."""
+    from lnpmsg.testing.disk import DiskFiller, small_disk
+
+    blob = "A" * 86 + "=="
+    with small_disk(tmp_path / "disk", size_kib=256) as disk:
+        key_file = disk / "node" / "onion_key"
+        filler = DiskFiller(disk)
+        filler.fill()
+        with pytest.raises(OnionServiceError, match=f"cannot write the onion key {key_file}: No space left on device"):
+            save_onion_key(key_file, blob)
+        assert not [p.name for p in (disk / "node").iterdir()]
+        assert load_onion_key(key_file) is None
+        filler.free()
+        save_onion_key(key_file, blob)
+        assert load_onion_key(key_file) == blob
+        with pytest.raises(OnionServiceError, match="cannot write the onion key .*: File exists"):
+            save_onion_key(key_file, "B" * 86 + "==")  # a key is made once, never replaced
+        assert load_onion_key(key_file) == blob
+
+
 def test_onion_service_must_point_at_loopback() -> None:
     with pytest.raises(OnionServiceError, match="loopback"):
         OnionService(None, "k", 9735, target_host="0.0.0.0")  # type: ignore[arg-type]

@@ -50,7 +50,7 @@ from typing import Any
 import trio
 
 from lnpmsg.node.full_disk import cannot
-from lnpmsg.node.secret_file import create_secret_file
+from lnpmsg.io.secret_file import create_secret_file
 from lnpmsg.wire import Message
 
 from .errors import ChannelStoreError, LocalMisuse, StoreWriteFailed

@@ -9,6 +9,9 @@ the control plane, the commands and programs built on lnpmsg.
 - :mod:`lnpmsg.io.redial`: dialing again with back-off and jitter until a
   dial succeeds or is no longer wanted (the node's configured peers, the
   channel app's channel peers).
+- :mod:`lnpmsg.io.secret_file`: a key or seed file made once, 0600, whole
+  or not at all (the node key, the onion key, the wallet's and the
+  channels' seeds).
 
 Nothing here knows about peers, apps or the node: these modules import trio
 and the library they adapt, and nothing else of lnpmsg.

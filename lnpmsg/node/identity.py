@@ -17,7 +17,7 @@ from pathlib import Path
 import coincurve
 
 from lnpmsg.node.full_disk import cannot
-from lnpmsg.node.secret_file import create_secret_file
+from lnpmsg.io.secret_file import create_secret_file
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from embit.networks import NETWORKS  # type: ignore[import-untyped]
 
 from lnpmsg.bitcoin.script import p2wpkh
 from lnpmsg.node.full_disk import cannot
-from lnpmsg.node.secret_file import create_secret_file
+from lnpmsg.io.secret_file import create_secret_file
 from lnpmsg.wallet.errors import WalletError
 
 __all__ = [

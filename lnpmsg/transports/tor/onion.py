@@ -35,6 +35,7 @@ from typing import Self
 import stem  # type: ignore[import-untyped]
 import trio
 
+from lnpmsg.io.secret_file import create_secret_file
 from lnpmsg.transports.tor.address import (
     OnionAddress,
     is_onion_host,
@@ -109,22 +110,19 @@ def load_onion_key(path: str | os.PathLike[str]) -> str | None:
 
 
 def save_onion_key(path: str | os.PathLike[str], blob: str) -> None:
-    """Store an ED25519-V3 key blob in ``path`` with mode 0600, atomically.
+    """Store a new ED25519-V3 key blob in ``path``: mode 0600, whole or not at all.
 
-    Written to a temporary file (created 0600, never wider) and renamed, so a
-    crash never leaves a truncated key behind.
+    A crash or a full disk never leaves a truncated key behind (nor a
+    temporary file), and an existing key is never replaced. Raises
+    :class:`OnionServiceError` naming the file when it cannot be written.
     """
     key_path = Path(path)
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = key_path.with_name(key_path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, f"{KEY_TYPE}:{blob}\n".encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, key_path)
+        key_path.parent.mkdir(parents=True, exist_ok=True)
+        create_secret_file(key_path, f"{KEY_TYPE}:{blob}\n".encode("ascii"))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OnionServiceError(f"cannot write the onion key {key_path}: {reason}") from exc
 
 
 @dataclass(slots=True)
