@@ -4,6 +4,7 @@ kept by the node's keepalive schedule (no cancel scope per handshake)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 
@@ -12,7 +13,7 @@ import trio.testing
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node
-from lnpmsg.noise import ACT_ONE_SIZE, ACT_TWO_SIZE, InitiatorHandshake
+from lnpmsg.noise import ACT_ONE_SIZE, ACT_TWO_SIZE, InitiatorHandshake, ResponderHandshake
 from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.nodes import make_node, running, running_tasks
 from lnpmsg.testing.virtual import memory_node
@@ -99,6 +100,28 @@ async def test_act_one_in_pieces_is_completed_by_the_connection_task() -> None:
         with trio.fail_after(10):
             while node.pending_handshakes:  # act three taken: a peer (waiting for our init's answer)
                 await trio.sleep(0.01)
+        sock.close()
+
+
+async def test_a_running_inbound_peer_keeps_nothing_of_its_handshake() -> None:
+    # The connection's task runs the peer for as long as it lives: the handshake's
+    # state (with its last ChaCha20-Poly1305, ~2.3 KiB of OpenSSL state) must not
+    # stay with it, or every idle peer pays for it.
+    node = make_node()
+    async with running(node):
+        sock, handshake = _dial_now(node)
+        with trio.fail_after(10):
+            act_two = await _receive(sock, ACT_TWO_SIZE)
+        gc.collect()
+        assert sum(isinstance(o, ResponderHandshake) for o in gc.get_objects()) == 1  # this connection's
+        sock.sendall(handshake.receive_act_two(act_two))
+        with trio.fail_after(10):
+            while node.pending_handshakes:  # act three taken: a peer (waiting for our init's answer)
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        assert running_tasks(CONNECTION_TASK) == 1  # the peer runs in the connection's task
+        assert sum(isinstance(o, ResponderHandshake) for o in gc.get_objects()) == 0
         sock.close()
 
 

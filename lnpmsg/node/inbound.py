@@ -254,6 +254,9 @@ class Inbound:
                 self._refused(pending.ip, refusal, "refused_peer_limit")
                 return
             peer = self._make_peer(conn, TransportCipher(hs.keys), remote_id, outbound=False, leftover=bytes(pending.buffer))
+            # This frame lives as long as the peer: let the handshake's state (its
+            # buffer, keys and ciphers) go before the peer runs, not after.
+            del hs, pending
             await self._run_peer(peer)
         finally:
             self.admission.closed(conn)
