@@ -47,7 +47,8 @@ What the contract says (docs/apps.md is the guide):
   :meth:`App.channel_warning` (a BOLT-1 ``error``/``warning`` for a channel
   the app claimed with :meth:`App.claim_channel`). :meth:`App.disconnect_peer`
   drops a peer (then ``peer_gone`` runs).
-- **Execution policy.** Handlers of one peer run one at a time, in order.
+- **Execution policy.** Handlers of one peer run one at a time, in order,
+  in its read loop (long work belongs in :meth:`App.spawn`).
   ``handler_timeout`` (seconds, None for none) bounds each handler and
   hook; ``shield=True`` marks a handler that must never be cut in the middle
   (persist, then send): it is neither cancelled by the timeout nor by the
@@ -64,8 +65,6 @@ What the contract says (docs/apps.md is the guide):
   other apps and its peers carry on. A failure while the app first starts
   (before :meth:`App.run` reports started) is the node's: ``node.run``
   raises it.
-
-Handlers run in the peer's read loop: long work belongs in :meth:`App.spawn`.
 """
 
 from __future__ import annotations

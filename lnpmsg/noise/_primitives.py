@@ -6,12 +6,14 @@ import hashlib
 import struct
 from typing import Any
 
-__all__ = ["KEY_SIZE", "MAC_SIZE", "hkdf_pair", "nonce_bytes"]
+__all__ = ["KEY_SIZE", "LENGTH_HEADER_SIZE", "MAC_SIZE", "hkdf_pair", "nonce_bytes"]
 
 #: ChaCha20-Poly1305 key and HKDF output half, in bytes.
 KEY_SIZE = 32
 #: Poly1305 tag appended to every ciphertext, in bytes.
 MAC_SIZE = 16
+#: A BOLT-8 frame's encrypted big-endian u16 length and its MAC, in bytes.
+LENGTH_HEADER_SIZE = 2 + MAC_SIZE
 
 # BOLT 8 follows Noise: 32 zero bits, then the 64-bit counter little-endian.
 _NONCE = struct.Struct("<4xQ")

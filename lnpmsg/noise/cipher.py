@@ -25,8 +25,9 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from ._primitives import KEY_SIZE, MAC_SIZE, hkdf_pair, nonce_bytes
+from ._primitives import KEY_SIZE, LENGTH_HEADER_SIZE, MAC_SIZE, hkdf_pair, nonce_bytes
 from .errors import DecryptError, MessageTooLarge, NoiseError
+from .frame_scratch import SCRATCH_MOST_FRAMES, FrameScratch
 from .handshake import TransportKeys
 
 __all__ = [
@@ -44,8 +45,6 @@ __all__ = [
 
 #: The length prefix is a u16, so no message can be longer.
 MAX_MESSAGE_SIZE: Final = 65535
-#: Encrypted big-endian u16 length and its MAC.
-LENGTH_HEADER_SIZE: Final = 2 + MAC_SIZE
 #: Bytes a frame adds to its message: the length header and the body's MAC.
 FRAME_OVERHEAD: Final = LENGTH_HEADER_SIZE + MAC_SIZE
 #: The largest frame a peer may legally send (65569 bytes).
@@ -73,10 +72,6 @@ _MIN_BATCH: Final = 16
 # data message (whole frames joined up to 65,569 bytes: 61 frames of 1 KiB messages
 # make 64,538) is a large chunk: its frames cost ~0.3 µs less each in batches.
 _BATCH_CHUNK: Final = 32 * 1024
-#: a batch of more frames than this is encrypted as separate frames, not into a
-#: FrameScratch: its views (two per frame, ~200 bytes each) would outweigh the
-#: allocations they save (a writer's batch of 1 KiB messages is 122 frames)
-SCRATCH_MOST_FRAMES: Final = 256
 # ``encrypt_into`` is recent in cryptography: without it every batch takes encrypt_grouped
 _ENCRYPT_INTO: Final = hasattr(ChaCha20Poly1305, "encrypt_into")
 
@@ -281,36 +276,6 @@ class MessageEncryptor(_CipherState):
             headers += map(encrypt, _NONCES[nonce - 2 * (stop - done) : nonce : 2], lengths, repeat(None))
             done = stop
         return headers, bodies
-
-
-class FrameScratch:
-    """A buffer that batches of frames of one size are encrypted into, kept from batch to batch.
-
-    :meth:`MessageEncryptor.encrypt_grouped_into` writes each header and body
-    through a view of its place here; the views are made once per frame size
-    (and when a batch has more frames than the last one), not per batch. A
-    larger batch gets a new buffer, never a resized one: views of the old one
-    may still be alive.
-    """
-
-    __slots__ = ("_bodies", "_frame", "_heads", "view")
-
-    def __init__(self) -> None:
-        #: the whole buffer (the items are slices of it)
-        self.view = memoryview(b"")
-        self._frame = 0
-        self._heads: list[memoryview] = []
-        self._bodies: list[memoryview] = []
-
-    def layout(self, frame: int, count: int) -> tuple[list[memoryview], list[memoryview]]:
-        """The views of the headers and of the bodies of (at least) ``count`` frames of ``frame`` bytes."""
-        if frame != self._frame or count > len(self._heads):
-            view = self.view = memoryview(bytearray(frame * count))
-            starts = range(0, frame * count, frame)
-            self._heads = [view[start : start + LENGTH_HEADER_SIZE] for start in starts]
-            self._bodies = [view[start + LENGTH_HEADER_SIZE : start + frame] for start in starts]
-            self._frame = frame
-        return self._heads, self._bodies
 
 
 class MessageDecryptor(_CipherState):
