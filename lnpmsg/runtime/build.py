@@ -76,8 +76,10 @@ class BuiltNode:
         try:
             await nursery.start(self.node.run)
         except BaseException as exc:
+            from lnpmsg.rpc.control import ControlServer
+
             control = self.app("control")
-            if control is not None and hasattr(control, "release"):
+            if isinstance(control, ControlServer):
                 control.release()  # the data dir's lock, taken while building: free for the next start
             if not isinstance(exc, Exception | BaseExceptionGroup):
                 raise
