@@ -203,12 +203,15 @@ ALLOWED: dict[str, set[str]] = {
     "app": {"node", "wire"},
     "pubsub": {"app", "node", "io", "wire"},
     "rpc": {"app", "node", "pubsub", "io", "wire"},
-    # the chain's servers (rpc_server, electrum/app) are apps on the contract
-    "chain": {"bitcoin", "rpc", "app", "node", "transports", "wire"},
+    # the chain's servers (rpc_server, electrum/app) are apps on the contract; io: its files are
+    # replaced as every store's are (io.atomic_file)
+    "chain": {"bitcoin", "rpc", "app", "node", "transports", "wire", "io"},
     # payments: the routing graph the gossip app keeps current (routing.py); transports: the one
-    # address syntax (announce.py reads the node's listen addresses)
-    "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc", "payments", "transports", "channels"},
-    # io: its seed file is made as every secret file is (io.secret_file)
+    # address syntax (announce.py reads the node's listen addresses); io: the announce app's
+    # policy file (io.atomic_file)
+    "gossip": {"app", "node", "wire", "bitcoin", "chain", "rpc", "payments", "transports", "channels", "io"},
+    # io: its seed file is made as every secret file is (io.secret_file), its state replaced as
+    # every store's file is (io.atomic_file)
     "wallet": {"app", "node", "wire", "bitcoin", "chain", "rpc", "io"},
     # the cores: wire and bitcoin; the shells (app, store, commands): an app on the channel app and the chain
     "payments": {"wire", "bitcoin", "app", "node", "channels", "rpc", "wallet"},

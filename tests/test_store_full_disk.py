@@ -1,6 +1,6 @@
-"""The append logs and atomic files on a real full disk (a small tmpfs, :mod:`lnpmsg.testing.disk`):
-a write that fails leaves the file as it was, so what a later write adds is never dropped
-by a reader that cuts a torn tail."""
+"""The append logs on a real full disk (a small tmpfs, :mod:`lnpmsg.testing.disk`): a write that
+fails leaves the file as it was, so what a later write adds is never dropped by a reader that
+cuts a torn tail. (Files replaced whole: tests/test_atomic_file.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lnpmsg.chain.datadir import append_whole, write_atomic
+from lnpmsg.chain.datadir import append_whole
 from lnpmsg.channels.records import frame, parse_frames
 from lnpmsg.testing.disk import DiskFiller, small_disk
 
@@ -36,18 +36,3 @@ def test_an_append_that_does_not_fit_leaves_the_file_whole_and_the_next_one_land
         frames, good = parse_frames(log.read_bytes())
         assert frames == [(0, b"first"), (1, b"second")] and good == log.stat().st_size
 
-
-def test_an_atomic_write_on_a_full_disk_keeps_the_old_file_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    with small_disk(tmp_path / "disk", size_kib=256) as disk:
-        path = disk / "state.json"
-        write_atomic(path, b"old")
-        filler = DiskFiller(disk)
-        filler.fill()
-        with pytest.raises(OSError) as failed:
-            write_atomic(path, os.urandom(20000))
-        assert failed.value.errno == errno.ENOSPC
-        assert path.read_bytes() == b"old"
-        assert not path.with_suffix(".json.tmp").exists()
-        filler.free()
-        write_atomic(path, b"new")
-        assert path.read_bytes() == b"new"

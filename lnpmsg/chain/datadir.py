@@ -18,8 +18,9 @@ from pathlib import Path
 from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.errors import ChainError
+from lnpmsg.io.atomic_file import fsync_dir, write_atomic
 
-__all__ = ["DirLock", "MempoolFile", "append_whole", "fsync_dir", "prepare_datadir", "write_atomic"]
+__all__ = ["DirLock", "MempoolFile", "append_whole", "prepare_datadir"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,29 +30,6 @@ FORMAT_VERSION = 1
 _MEMPOOL_MAGIC = b"LNPMSG-MEMPOOL01"
 #: a mempool record longer than this is damage, not a transaction (a block's size)
 MAX_TX_RECORD = 4_000_000
-
-
-def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` in one step (a reader sees old or new, never half).
-
-    ``durable``: the data and the rename survive a power loss too (temp file
-    fsynced before the rename, the directory after it). When a write fails (a
-    full disk), ``path`` is as it was and the temp file is gone: a half file
-    would only take more of the space that is missing.
-    """
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    if durable:
-        fsync_dir(path.parent)
 
 
 def append_whole(fd: int, data: bytes, *, durable: bool = True) -> None:
@@ -76,15 +54,6 @@ def append_whole(fd: int, data: bytes, *, durable: bool = True) -> None:
         except OSError:
             pass  # the reader's torn-tail cut is left to do it
         raise
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make the directory's entries (a rename, a new file) durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DirLock:

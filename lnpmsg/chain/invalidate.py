@@ -15,8 +15,8 @@ from pathlib import Path
 
 from lnpmsg.bitcoin.hashes import hash_from_hex, hash_to_hex
 from lnpmsg.chain.blocklog import BlockLog
-from lnpmsg.chain.datadir import write_atomic
 from lnpmsg.chain.errors import ChainError
+from lnpmsg.io.atomic_file import write_atomic
 
 __all__ = ["INVALIDATED_FILE", "Invalidated"]
 

@@ -24,7 +24,6 @@ import binascii
 import hmac
 import ipaddress
 import logging
-import os
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.chain.rpc_calls import ChainRpcCalls
 from lnpmsg.chain.rpc_http import HttpError, Request, RequestParser, response
 from lnpmsg.chain.rpc_methods import Table, handle_body
+from lnpmsg.io.atomic_file import write_atomic
 
 if TYPE_CHECKING:
     from lnpmsg.wallet.app import ChainApp
@@ -178,11 +178,8 @@ class ChainRpcServer(App):
     def _write_cookie(self) -> None:
         secret = secrets.token_hex(32)
         text = f"{COOKIE_USER}:{secret}"
-        tmp = self.cookie_path.with_name(COOKIE_FILE + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.cookie_path)
+        # Not fsynced: a new cookie is written at every start, so one a power loss took is never missed.
+        write_atomic(self.cookie_path, text.encode(), durable=False, mode=0o600)
         self._credentials.append(text.encode())
 
     def _remove_cookie(self) -> None:

@@ -27,7 +27,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from lnpmsg.chain.datadir import write_atomic
+from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.wire import WireError
 
 from .messages import UpdateAddHtlc

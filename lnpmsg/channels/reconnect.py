@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from lnpmsg.chain.datadir import write_atomic
+from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.io.redial import Backoff, redial
 
 from .state import Phase

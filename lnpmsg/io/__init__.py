@@ -12,7 +12,11 @@ the control plane, the commands and programs built on lnpmsg.
 - :mod:`lnpmsg.io.secret_file`: a key or seed file made once, 0600, whole
   or not at all (the node key, the onion key, the wallet's and the
   channels' seeds).
+- :mod:`lnpmsg.io.atomic_file`: a file replaced whole or not at all (a
+  temporary file, then a rename; fsynced when durable), for every store
+  that replaces a file and for the control files.
 
 Nothing here knows about peers, apps or the node: these modules import trio
-and the library they adapt, and nothing else of lnpmsg.
+and the library they adapt (or only the standard library), and nothing of
+lnpmsg outside this package.
 """

@@ -8,9 +8,10 @@ next start would take for a damaged one.
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
+
+from lnpmsg.io.atomic_file import fsync_dir, write_temp
 
 __all__ = ["create_secret_file"]
 
@@ -24,20 +25,11 @@ def create_secret_file(path: Path, data: bytes) -> None:
     already exists (it is left as it is), ``OSError`` when a write fails
     (nothing is left behind).
     """
+    # A temp file of this process's own: another one making the same secret writes its own.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write_temp(tmp, data, mode=0o600, durable=True)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            if os.write(fd, data) != len(data):  # the disk took only part of it
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.link(tmp, path)  # unlike a rename, never replaces a secret another process made
     finally:
         tmp.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_dir(path.parent)

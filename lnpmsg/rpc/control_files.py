@@ -27,6 +27,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.rpc.control_proto import CONTROL_LOCK_FILE
 
 __all__ = ["LockHeld", "lock_held", "make_data_dir", "take_lock", "unlink_quietly", "write_info"]
@@ -89,16 +90,14 @@ def lock_held(data_dir: Path) -> bool:
 
 
 def write_info(path: Path, info: dict[str, Any]) -> None:
-    """Write ``control.json`` (0600) in one step: a temporary file, then a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk: no half file left behind
-        raise
+    """Write ``control.json`` (0600) in one step: a temporary file, then a rename.
+
+    Raises ``OSError`` (a full disk: the old file as it was, no temp file left).
+    Not fsynced: the file lives only while the node runs (removed at its stop,
+    and by the next node to take the lock), so after a power loss it would be
+    stale anyway; a start need not wait for the disk.
+    """
+    write_atomic(path, json.dumps(info).encode(), durable=False, mode=0o600)
 
 
 def unlink_quietly(path: Path) -> None:

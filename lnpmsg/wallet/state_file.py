@@ -18,7 +18,7 @@ anything, and a write that fails fails the open (``WalletError``, ``io``,
 naming the file and what to do), so a node does not start on a disk that
 cannot hold its wallet.
 
-:func:`~lnpmsg.chain.datadir.write_atomic` leaves the old file whole, and no
+:func:`~lnpmsg.io.atomic_file.write_atomic` leaves the old file whole, and no
 temp file, when a write fails.
 """
 
@@ -29,7 +29,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lnpmsg.chain.datadir import write_atomic
+from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.node.full_disk import cannot
 from lnpmsg.wallet.errors import WalletError
 

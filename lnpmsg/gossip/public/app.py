@@ -51,7 +51,6 @@ from typing import Any
 import trio
 
 from lnpmsg.app import App, AppError
-from lnpmsg.chain.datadir import write_atomic
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockConnected
 from lnpmsg.gossip.announce import (
@@ -69,6 +68,7 @@ from lnpmsg.gossip.announce import (
 )
 from lnpmsg.gossip.messages import AnnouncementSignatures, ChannelUpdate
 from lnpmsg.gossip.verify import check_channel_update
+from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.node.peer import Peer
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wire import Message, WarningMessage

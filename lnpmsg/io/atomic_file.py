@@ -1,0 +1,92 @@
+"""Writing a file whole or not at all: a temporary file beside it, then a rename.
+
+A reader sees the old file or the new one, never half of one. Every store
+that keeps a file it replaces (the wallet's state, a channel's snapshot,
+the chain's marker and mempool, a monitor's progress, the control files)
+writes it with :func:`write_atomic`; a secret that must never be replaced
+(:mod:`lnpmsg.io.secret_file`) is written the same way and then linked
+instead (:func:`write_temp`).
+
+A write the disk cuts short (a full disk) leaves the old file as it was and
+no temporary file: a half one would only take more of the space that is
+missing. The error is the system's ``OSError`` (``errno.ENOSPC`` for a full
+disk), so a caller maps it to its own store's error
+(:func:`lnpmsg.node.full_disk.cannot`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+__all__ = ["fsync_dir", "temp_path", "write_atomic", "write_temp"]
+
+
+def temp_path(path: Path) -> Path:
+    """Where :func:`write_atomic` writes ``path``'s next version (``<name>.tmp`` beside it).
+
+    One name per file: a temp file a crash left behind is replaced by the
+    next write, not kept beside a new one. Its writers take turns (each
+    store's files have one owner).
+    """
+    return path.with_name(path.name + ".tmp")
+
+
+def write_temp(tmp: Path, data: bytes, *, mode: int = 0o666, durable: bool) -> None:
+    """Create ``tmp`` afresh (permissions ``mode`` less the umask) holding all of ``data``.
+
+    ``durable``: fsynced before this returns. A file of that name left by a
+    crash is removed first (so ``mode`` holds: an old file would keep its
+    own). On an ``OSError`` (a write the disk cuts short, a failed fsync)
+    ``tmp`` is removed and the error raised.
+    """
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                if written == 0:  # no room and no error: say what the disk would
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+                view = view[written:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o666) -> None:
+    """Replace ``path`` with ``data`` in one step: a reader sees the old file or the new one, never half.
+
+    The data goes to :func:`temp_path` (permissions ``mode`` less the umask;
+    0o600 for a file only its owner may read), which is then renamed over
+    ``path``. ``durable``: the data and the rename survive a power loss too
+    (the temp file is fsynced before the rename, the directory after it);
+    without it a crash of the machine may leave the old file.
+
+    Raises ``OSError`` as the system says it (``errno.ENOSPC`` on a full
+    disk); then ``path`` is as it was and the temp file is gone.
+    """
+    tmp = temp_path(path)
+    write_temp(tmp, data, mode=mode, durable=durable)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the directory's entries (a rename, a new file, a link) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
