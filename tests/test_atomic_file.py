@@ -1,8 +1,10 @@
-"""The one writer of files replaced whole (:mod:`lnpmsg.io.atomic_file`) and the secret files built on it.
+"""The one writer of files replaced whole and of appends (:mod:`lnpmsg.io.atomic_file`), and the
+secret files built on it.
 
 The full disk is real: a small tmpfs (:mod:`lnpmsg.testing.disk`), where the
 kernel writes what fits of a write and then fails it, so a failure comes
-half-way through the data.
+half-way through the data. An append that fails is cut back off, so what
+a later append adds is never dropped by a reader that cuts a torn tail.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lnpmsg.io.atomic_file import temp_path, write_atomic, write_temp
+from lnpmsg.channels.records import frame, parse_frames
+from lnpmsg.io.atomic_file import append_whole, temp_path, write_atomic, write_temp
 from lnpmsg.io.secret_file import create_secret_file
 from lnpmsg.node.full_disk import cannot
 from lnpmsg.testing.disk import DiskFiller, small_disk
@@ -105,6 +108,28 @@ def test_a_secret_file_the_disk_cannot_hold_is_not_made_at_all(tmp_path: Path) -
             create_secret_file(disk / "seed", os.urandom(64 * 1024))
         assert failed.value.errno == errno.ENOSPC
         assert not (disk / "seed").exists() and not leftovers(disk)
+
+
+def test_an_append_that_does_not_fit_leaves_the_file_whole_and_the_next_one_lands(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", size_kib=256) as disk:
+        log = disk / "a.log"
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            append_whole(fd, frame(0, b"first"))
+            filler = DiskFiller(disk)
+            filler.fill()
+            size = log.stat().st_size
+            big = frame(1, os.urandom(8000))  # more than the free end of the file's last page: part of it fits
+            with pytest.raises(OSError) as failed:
+                append_whole(fd, big)
+            assert failed.value.errno == errno.ENOSPC
+            assert log.stat().st_size == size  # the part that fitted was cut back off
+            filler.free()
+            append_whole(fd, frame(1, b"second"))
+        finally:
+            os.close(fd)
+        frames, good = parse_frames(log.read_bytes())
+        assert frames == [(0, b"first"), (1, b"second")] and good == log.stat().st_size
 
 
 def _umask() -> int:

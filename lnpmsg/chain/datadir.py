@@ -18,9 +18,9 @@ from pathlib import Path
 from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.errors import ChainError
-from lnpmsg.io.atomic_file import fsync_dir, write_atomic
+from lnpmsg.io.atomic_file import append_whole, fsync_dir, write_atomic
 
-__all__ = ["DirLock", "MempoolFile", "append_whole", "prepare_datadir"]
+__all__ = ["DirLock", "MempoolFile", "prepare_datadir"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,30 +30,6 @@ FORMAT_VERSION = 1
 _MEMPOOL_MAGIC = b"LNPMSG-MEMPOOL01"
 #: a mempool record longer than this is damage, not a transaction (a block's size)
 MAX_TX_RECORD = 4_000_000
-
-
-def append_whole(fd: int, data: bytes, *, durable: bool = True) -> None:
-    """Append ``data`` to the file open at ``fd`` (opened with ``O_APPEND``), all or nothing.
-
-    An append log's reader drops a torn last frame, but only a LAST one: a
-    write cut short by a full disk and then followed by a successful append
-    would put good frames after the torn one, and the reader would drop
-    them too. So when any part of the write (or its fsync) fails, the file
-    is cut back to its length before the call, and the error is raised.
-    """
-    size = os.fstat(fd).st_size
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    except OSError:
-        try:
-            os.ftruncate(fd, size)  # frees space: it works on a full disk too
-        except OSError:
-            pass  # the reader's torn-tail cut is left to do it
-        raise
 
 
 class DirLock:

@@ -53,10 +53,9 @@ from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_address
-from lnpmsg.chain.datadir import append_whole
-from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockConnected, BlockDisconnected
+from lnpmsg.io.atomic_file import append_whole, write_atomic
 
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.app import ChainAppError

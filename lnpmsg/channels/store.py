@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from lnpmsg.chain.datadir import append_whole
-from lnpmsg.io.atomic_file import write_atomic
+from lnpmsg.io.atomic_file import append_whole, write_atomic
 from lnpmsg.node.full_disk import cannot
 
 from .codec import CodecError

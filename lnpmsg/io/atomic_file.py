@@ -1,17 +1,19 @@
-"""Writing a file whole or not at all: a temporary file beside it, then a rename.
+"""Writing a file whole or not at all: a temporary file beside it, then a rename; an append, or none of it.
 
 A reader sees the old file or the new one, never half of one. Every store
 that keeps a file it replaces (the wallet's state, a channel's snapshot,
 the chain's marker and mempool, a monitor's progress, the control files)
 writes it with :func:`write_atomic`; a secret that must never be replaced
 (:mod:`lnpmsg.io.secret_file`) is written the same way and then linked
-instead (:func:`write_temp`).
+instead (:func:`write_temp`). The append logs (a channel's records, its
+monitor's updates, the chain's mempool) add their frames with
+:func:`append_whole`, which cuts a failed append back off.
 
 A write the disk cuts short (a full disk) leaves the old file as it was and
-no temporary file: a half one would only take more of the space that is
-missing. The error is the system's ``OSError`` (``errno.ENOSPC`` for a full
-disk), so a caller maps it to its own store's error
-(:func:`lnpmsg.node.full_disk.cannot`).
+no temporary file (a half one would only take more of the space that is
+missing), and an append log as long as it was. The error is the system's
+``OSError`` (``errno.ENOSPC`` for a full disk), so a caller maps it to its
+own store's error (:func:`lnpmsg.node.full_disk.cannot`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import errno
 import os
 from pathlib import Path
 
-__all__ = ["fsync_dir", "temp_path", "write_atomic", "write_temp"]
+__all__ = ["append_whole", "fsync_dir", "temp_path", "write_atomic", "write_temp"]
 
 
 def temp_path(path: Path) -> Path:
@@ -45,12 +47,7 @@ def write_temp(tmp: Path, data: bytes, *, mode: int = 0o666, durable: bool) -> N
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                if written == 0:  # no room and no error: say what the disk would
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
-                view = view[written:]
+            _write_all(fd, data)
             if durable:
                 os.fsync(fd)
         finally:
@@ -83,6 +80,28 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0
         fsync_dir(path.parent)
 
 
+def append_whole(fd: int, data: bytes, *, durable: bool = True) -> None:
+    """Append ``data`` to the file open at ``fd`` (opened with ``O_APPEND``), all or nothing.
+
+    An append log's reader drops a torn last frame, but only a LAST one: a
+    write cut short by a full disk and then followed by a successful append
+    would put good frames after the torn one, and the reader would drop
+    them too. So when any part of the write (or its fsync) fails, the file
+    is cut back to its length before the call, and the error is raised.
+    """
+    size = os.fstat(fd).st_size
+    try:
+        _write_all(fd, data)
+        if durable:
+            os.fsync(fd)
+    except OSError:
+        try:
+            os.ftruncate(fd, size)  # frees space: it works on a full disk too
+        except OSError:
+            pass  # the reader's torn-tail cut is left to do it
+        raise
+
+
 def fsync_dir(directory: Path) -> None:
     """Make the directory's entries (a rename, a new file, a link) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -90,3 +109,14 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` at ``fd``'s position: a short write goes on with the rest, whose write then
+    fails as the disk says (``ENOSPC`` when full)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:  # no room and no error: say what the disk would
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
