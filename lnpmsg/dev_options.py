@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from lnpmsg._hex import parse_hex
 from lnpmsg.channels.dev import MAX_FUNDING_CONFIRMS, DevOptions, parse_channel_secrets
 from lnpmsg.channels.errors import ChannelError
 
@@ -74,12 +75,9 @@ def from_args(args: argparse.Namespace) -> DevOptions:
     keys: list[bytes] = []
     for text in args.dev_import_privkey:
         try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            raise ValueError(f"bad --dev-import-privkey {text[:16]!r}...: not hex") from None
-        if len(key) != 32:
-            raise ValueError(f"bad --dev-import-privkey: a key is 32 bytes (64 hex chars), got {len(key)}")
-        keys.append(key)
+            keys.append(parse_hex(text, "a key", 32, quote=False))
+        except ValueError as exc:
+            raise ValueError(f"bad --dev-import-privkey: {exc}") from None
     if keys and not (args.chain or args.bitcoind_rpc):
         raise ValueError("--dev-import-privkey gives keys to the wallet: add --chain regtest (or --bitcoind-rpc)")
     try:

@@ -19,6 +19,7 @@ Real clock (the chain and stores work in threads); waits are for states.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -271,6 +272,12 @@ async def test_payments_over_a_line_of_five_nodes_and_failures_attributed(tmp_pa
                 await payments(a).pay("lnbcrt1nonsense")
             with pytest.raises(ParamsError):
                 await payments(e).invoice(1_000, "far", "label reused")
+            chosen = await payments(e).invoice(1_000, "chosen", "a preimage given", preimage="22" * 32)
+            assert chosen["payment_hash"] == hashlib.sha256(bytes.fromhex("22" * 32)).hexdigest()
+            with pytest.raises(ParamsError, match="preimage must be 32 bytes"):
+                await payments(e).invoice(1_000, "short", "a preimage of 31 bytes", preimage="22" * 31)
+            with pytest.raises(ParamsError, match="payment_hash is not hex"):
+                await payments(a).listpayments("zz" * 32)
 
 
 def _scid(scid: int) -> str:

@@ -190,7 +190,7 @@ def test_package_names_stay_public_through_lazy_exports() -> None:
 # ---------------------------------------------------- the package graph
 
 #: what each package (or top-level module) may import, as docs/architecture.md
-#: draws it; ``_lazy`` is a helper every package may use
+#: draws it; ``_lazy`` and ``_hex`` are helpers every package may use
 ALLOWED: dict[str, set[str]] = {
     "wire": set(),
     "noise": set(),
@@ -225,7 +225,7 @@ ALLOWED: dict[str, set[str]] = {
     "dev_options": {"channels"},
     "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "io", "runtime", "demo", "dev_options", "channels", "payments"},
 }
-HELPERS = {"_lazy"}
+HELPERS = {"_hex", "_lazy"}
 
 
 def _package_of(module: str) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from lnpmsg._hex import parse_hex
 from lnpmsg.bitcoin.errors import BitcoinError
 
 __all__ = [
@@ -44,12 +45,9 @@ def sha256d(data: bytes) -> bytes:
 def hash_from_hex(text: str) -> bytes:
     """A hash in display order (reversed hex, as Bitcoin Core prints it) to internal order."""
     try:
-        raw = bytes.fromhex(text)
-    except (ValueError, TypeError) as exc:
-        raise BitcoinError(f"not a hex hash: {text!r}") from exc
-    if len(raw) != _HASH_SIZE:
-        raise BitcoinError(f"a hash has {_HASH_SIZE} bytes, got {len(raw)}")
-    return raw[::-1]
+        return parse_hex(text, "a hash", _HASH_SIZE)[::-1]
+    except ValueError as exc:
+        raise BitcoinError(str(exc)) from None
 
 
 def hash_to_hex(h: bytes) -> str:

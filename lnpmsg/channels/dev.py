@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from lnpmsg._hex import parse_hex
+
 from .errors import ChannelError
 from .keys import pubkey_from_privkey
 from .params import ChannelConfig, ChannelSecrets
@@ -59,11 +61,9 @@ def parse_channel_secrets(text: str) -> ChannelSecrets:
     values: list[bytes] = []
     for name, part in zip(_SECRET_NAMES, parts):
         try:
-            value = bytes.fromhex(part)
-        except ValueError:
-            raise ChannelError(f"the {name} is not hex: {part[:16]!r}") from None
-        if len(value) != 32:
-            raise ChannelError(f"the {name} must be 32 bytes (64 hex chars), got {len(value)}")
+            value = parse_hex(part, f"the {name}", 32, quote=False)
+        except ValueError as exc:
+            raise ChannelError(str(exc)) from None
         if name != "shachain seed":
             try:
                 pubkey_from_privkey(value)

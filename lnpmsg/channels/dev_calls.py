@@ -9,12 +9,12 @@ import os
 from typing import Any
 
 from lnpmsg.bitcoin.hashes import sha256
-from lnpmsg.rpc.params import ParamsError
+from lnpmsg.rpc.params import hex_param
 from lnpmsg.wallet.app import ChainAppError
 
 from .errors import LocalMisuse, StoreWriteFailed
 from .inputs import AddHtlc, ChangeFee, FailHtlc, FulfillHtlc
-from .messages import UpdateAddHtlc
+from .messages import ONION_PACKET_SIZE, UpdateAddHtlc
 
 __all__ = ["DevCalls"]
 
@@ -37,20 +37,13 @@ class DevCalls:
         ONION: the 1366-byte onion packet as hex (default: zeros, which only lnpmsg accepts unread).
         For tests of channels without the payments layer."""
         target = self._channel(channel)
-        try:
-            packet = bytes(1366) if onion is None else bytes.fromhex(onion)
-        except ValueError:
-            raise ParamsError("onion is hex") from None
-        if len(packet) != 1366:
-            raise ParamsError(f"an onion packet is 1366 bytes, got {len(packet)}")
+        packet = bytes(ONION_PACKET_SIZE) if onion is None else hex_param(onion, "onion", ONION_PACKET_SIZE)
         preimage = None
         if payment_hash is None:
             preimage = os.urandom(32)
             hash_bytes = sha256(preimage)
         else:
-            hash_bytes = bytes.fromhex(payment_hash)
-            if len(hash_bytes) != 32:
-                raise ParamsError("payment_hash is 32 bytes of hex")
+            hash_bytes = hex_param(payment_hash, "payment_hash", 32)
         if cltv_expiry is None:
             cltv_expiry = (await self.chain.source.tip()).height + _CLTV_DEFAULT
         try:
@@ -67,8 +60,9 @@ class DevCalls:
     async def dev_fulfill(self, channel: str, htlc_id: int, preimage: str) -> dict[str, Any]:
         """DEVELOPER: settle incoming HTLC HTLC_ID with PREIMAGE (hex) and commit."""
         target = self._channel(channel)
+        data = hex_param(preimage, "preimage", 32)
         try:
-            await self._manager().submit(target, FulfillHtlc(htlc_id, bytes.fromhex(preimage)))
+            await self._manager().submit(target, FulfillHtlc(htlc_id, data))
         except (LocalMisuse, StoreWriteFailed, ValueError) as exc:
             error = "StoreWriteFailed" if isinstance(exc, StoreWriteFailed) else "ChannelError"
             raise ChainAppError(f"cannot fulfill: {exc}", {"error": error}) from exc

@@ -57,7 +57,7 @@ from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockConnected, BlockDisconnected
 from lnpmsg.io.atomic_file import append_whole, write_atomic
 
-from lnpmsg.rpc.params import ParamsError
+from lnpmsg.rpc.params import hex_param
 from lnpmsg.wallet.app import ChainAppError
 
 from .errors import ChannelError, LocalMisuse
@@ -291,12 +291,7 @@ class OnchainWatch:
 
     async def dev_preimage(self, channel: ManagedChannel, preimage: str) -> dict[str, Any]:
         """The ``dev_preimage`` control call (see the channel app)."""
-        try:
-            data = bytes.fromhex(preimage)
-        except ValueError:
-            raise ParamsError("preimage is 32 bytes of hex") from None
-        if len(data) != 32:
-            raise ParamsError("preimage is 32 bytes of hex")
+        data = hex_param(preimage, "preimage", 32)
         if not await self.learn_preimage(channel, data):
             raise ChainAppError("the channel has no monitor yet", {"error": "ChannelError"})
         return {"payment_hash": sha256(data).hex()}

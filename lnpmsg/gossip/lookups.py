@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from lnpmsg._hex import parse_hex
 from lnpmsg.gossip.events import gossip_filter
 from lnpmsg.wire import ShortChannelId, WireError
 
@@ -128,16 +129,11 @@ class GossipLookups:
 
 
 def _node_id(value: str | bytes) -> bytes:
-    if isinstance(value, bytes):
-        data = value
-    else:
-        try:
-            data = bytes.fromhex(value)
-        except ValueError:
-            raise ValueError(f"not a node id (66 hex characters): {value!r}") from None
-    if len(data) != 33:
-        raise ValueError(f"a node id is 33 bytes, got {len(data)}")
-    return data
+    if not isinstance(value, bytes):
+        return parse_hex(value, "a node id", 33)
+    if len(value) != 33:
+        raise ValueError(f"a node id is 33 bytes, got {len(value)}")
+    return value
 
 
 def _scid_int(value: str | int) -> int:

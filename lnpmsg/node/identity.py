@@ -16,6 +16,7 @@ from pathlib import Path
 
 import coincurve
 
+from lnpmsg._hex import parse_hex
 from lnpmsg.node.full_disk import cannot
 from lnpmsg.io.secret_file import create_secret_file
 
@@ -68,12 +69,10 @@ def key_from_hex(text: str) -> NodeKey:
     cleaned = text.strip().lower()
     if cleaned.startswith("0x"):
         cleaned = cleaned[2:]
-    if len(cleaned) != 64:
-        raise IdentityError(f"a node key is 64 hex characters, got {len(cleaned)}")
     try:
-        secret = bytes.fromhex(cleaned)
+        secret = parse_hex(cleaned, "a node key", 32, quote=False)
     except ValueError as exc:
-        raise IdentityError("node key is not valid hex") from exc
+        raise IdentityError(str(exc)) from None
     return NodeKey.from_secret(secret)
 
 

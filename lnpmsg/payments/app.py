@@ -68,7 +68,7 @@ from lnpmsg.payments.receiving import Receiving
 from lnpmsg.payments.recording import RETRY_MAX_DELAY, RETRY_MIN_DELAY, record
 from lnpmsg.payments.store import PaymentsStore, PaymentsStoreWriteFailed
 from lnpmsg.payments.views import decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
-from lnpmsg.rpc.params import ParamsError
+from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire import Features
 
@@ -480,9 +480,10 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
             raise ParamsError("label must be a non-empty string")
         if not isinstance(expiry, int) or expiry <= 0:
             raise ParamsError(f"expiry must be a positive number of seconds, got {expiry!r}")
+        chosen = None if preimage is None else hex_param(preimage, "preimage", 32)
         now = int(self._now())
         text, row = new_invoice(self.node.key.secret, _HRP.get(self._network(), "bcrt"), amount_msat, label, description, expiry, now,
-                                route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), preimage)  # fmt: skip
+                                route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), chosen)  # fmt: skip
         payment_hash, payment_secret = row["payment_hash"], row["payment_secret"]
         try:
             await trio.to_thread.run_sync(lambda: self._store().add_invoice(**row))
@@ -544,7 +545,8 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
 
     async def listpayments(self, payment_hash: str | None = None) -> dict[str, Any]:
         """Our payments: status, amount, fee, route(s), preimage."""
-        rows = await trio.to_thread.run_sync(self._store().payments, bytes.fromhex(payment_hash) if payment_hash else None)
+        wanted = hex_param(payment_hash, "payment_hash", 32) if payment_hash else None
+        rows = await trio.to_thread.run_sync(self._store().payments, wanted)
         return {"payments": [payment_view(r) for r in rows]}
 
     async def listforwards(self) -> dict[str, Any]:

@@ -95,9 +95,9 @@ def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy,
 
 
 def new_invoice(node_secret: bytes, hrp: str, amount_msat: int | None, label: str, description: str, expiry: int, now: int,
-                hints: tuple[tuple[RouteHintHop, ...], ...], preimage: str | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
-    """A signed invoice's text and its store row (a fresh preimage and payment secret)."""
-    secret = os.urandom(32) if preimage is None else bytes.fromhex(preimage)
+                hints: tuple[tuple[RouteHintHop, ...], ...], preimage: bytes | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """A signed invoice's text and its store row (a fresh payment secret; a fresh preimage unless given)."""
+    secret = os.urandom(32) if preimage is None else preimage
     payment_hash = hashlib.sha256(secret).digest()
     payment_secret = os.urandom(32)
     unsigned = Invoice(

@@ -51,7 +51,7 @@ import trio
 
 from lnpmsg.app import DONE, App, AppError
 from lnpmsg.node.peer import Peer
-from lnpmsg.rpc.params import ParamsError, node_id_param
+from lnpmsg.rpc.params import ParamsError, hex_param, node_id_param
 from lnpmsg.node.apphost import raw_message_class
 from lnpmsg.wire import Features, Message, UnknownMessage
 from lnpmsg.wire.message import MAX_MESSAGE_TYPE
@@ -312,10 +312,7 @@ class AttachedApps:
         app = self._app(name)
         if type not in app.handlers:
             raise ParamsError(f"app {name} does not own type {type} (attach with it in types)")
-        try:
-            data = bytes.fromhex(payload)
-        except ValueError:
-            raise ParamsError("payload is not hex") from None
+        data = hex_param(payload, "payload")
         peer = app.peer(node_id_param(node_id))
         await peer.send(UnknownMessage(type, data))
         return {"sent": True, "type": type, "bytes": len(data) + 2}
@@ -357,11 +354,5 @@ class AttachedApps:
     async def claim_channel(self, name: str, channel_id: str) -> dict[str, Any]:
         """Route BOLT-1 errors and warnings about this channel (hex id) to the app."""
         app = self._app(name)
-        try:
-            cid = bytes.fromhex(channel_id)
-        except ValueError:
-            raise ParamsError("channel_id is not hex") from None
-        if len(cid) != 32:
-            raise ParamsError("channel_id is 32 bytes")
-        app.claim_channel(cid)
+        app.claim_channel(hex_param(channel_id, "channel_id", 32))
         return {"claimed": channel_id}

@@ -16,7 +16,7 @@ import trio
 
 from lnpmsg import __version__
 from lnpmsg.node.peer import Peer
-from lnpmsg.rpc.params import ParamsError, describe_params, node_id_param
+from lnpmsg.rpc.params import ParamsError, describe_params, hex_param, node_id_param
 from lnpmsg.wire import UnknownMessage, WireError
 from lnpmsg.wire.message import CUSTOM_TYPE_MIN, MAX_MESSAGE_TYPE
 
@@ -118,10 +118,7 @@ class ControlBuiltins:
         """Send a custom message (type 32768-65535, payload in hex) to a connected peer."""
         if not CUSTOM_TYPE_MIN <= type <= CUSTOM_TYPE_MAX:
             raise ParamsError(f"type must be in the custom range {CUSTOM_TYPE_MIN}..{CUSTOM_TYPE_MAX}, got {type}")
-        try:
-            data = bytes.fromhex(payload)
-        except ValueError:
-            raise ParamsError("payload is not hex") from None
+        data = hex_param(payload, "payload")
         try:
             message = UnknownMessage(type, data)
         except WireError as exc:

@@ -21,7 +21,9 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ParamsError", "describe_params", "dumps", "node_id_param", "params_checker"]
+from lnpmsg._hex import parse_hex
+
+__all__ = ["ParamsError", "describe_params", "dumps", "hex_param", "node_id_param", "params_checker"]
 
 Check = Callable[[Any, str], Any]
 
@@ -30,15 +32,18 @@ class ParamsError(Exception):
     """The params do not fit the method's signature (the message says how)."""
 
 
+def hex_param(value: object, name: str, size: int | None = None) -> bytes:
+    """A parameter given as hex (of ``size`` bytes, when given), as bytes; :class:`ParamsError`
+    naming ``name`` and what is wrong otherwise (:func:`lnpmsg._hex.parse_hex`)."""
+    try:
+        return parse_hex(value, name, size)
+    except ValueError as exc:
+        raise ParamsError(str(exc)) from None
+
+
 def node_id_param(text: str) -> bytes:
     """A node id given as a parameter (66 hex characters), as bytes; :class:`ParamsError` otherwise."""
-    try:
-        node_id = bytes.fromhex(text)
-    except ValueError:
-        raise ParamsError(f"node_id is not hex: {text[:80]!r}") from None
-    if len(node_id) != 33:
-        raise ParamsError(f"node_id is 33 bytes (66 hex characters), got {len(node_id)}")
-    return node_id
+    return hex_param(text, "node_id", 33)
 
 
 def _type_name(value: Any) -> str:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from lnpmsg._hex import parse_hex
 from lnpmsg.runtime.gc_policy import node_gc
 from lnpmsg.runtime.malloc_policy import tune_malloc
 from lnpmsg.runtime.settings import DEFAULT_LISTEN, NodeSettings, SettingsError, StartError
@@ -445,11 +446,9 @@ def _mount_announce(node: Node, settings: NodeSettings) -> None:
     rgb = None
     if settings.rgb is not None:
         try:
-            rgb = bytes.fromhex(settings.rgb.removeprefix("#"))
-        except ValueError:
-            rgb = b""
-        if len(rgb) != 3:
-            raise SettingsError(f"--rgb: 6 hex digits (RRGGBB), got {settings.rgb!r}")
+            rgb = parse_hex(settings.rgb.removeprefix("#"), "--rgb (RRGGBB)", 3, quote=False)
+        except ValueError as exc:
+            raise SettingsError(f"{exc}: {settings.rgb!r}") from None
     config = AnnounceConfig(alias=settings.alias, rgb_color=rgb, extra_addresses=tuple(settings.announce_addr))
     if settings.dev.policy_grace is not None:
         config = replace(config, policy_grace=settings.dev.policy_grace)

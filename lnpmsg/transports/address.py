@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lnpmsg._hex import parse_hex
+
 __all__ = [
     "DEFAULT_PORT",
     "AddressError",
@@ -113,12 +115,10 @@ class PeerAddress:
 
 
 def _parse_node_id(text: str, original: str) -> bytes:
-    if len(text) != 66:
-        raise AddressError(f"bad peer address {original!r}: node id must be 66 hex characters, got {len(text)}")
     try:
-        node_id = bytes.fromhex(text)
-    except ValueError:
-        raise AddressError(f"bad peer address {original!r}: node id is not hex") from None
+        node_id = parse_hex(text, "node id", 33, quote=False)
+    except ValueError as exc:
+        raise AddressError(f"bad peer address {original!r}: {exc}") from None
     if node_id[0] not in (2, 3):
         raise AddressError(f"bad peer address {original!r}: node id must start with 02 or 03")
     return node_id

@@ -85,7 +85,7 @@ from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.remote_regtest import RemoteRegtest
 from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW, ChainSource
 from lnpmsg.wallet.calls import ChainAppError, balances_result, release_coins
-from lnpmsg.rpc.params import ParamsError
+from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.errors import InsufficientFunds, WalletError
 from lnpmsg.wallet.raw_calls import RawChainCalls
 from lnpmsg.wallet.wallet import Wallet
@@ -344,10 +344,7 @@ class ChainApp(App):
 
     async def broadcast_tx(self, tx_hex: str) -> dict[str, Any]:
         """Send a raw transaction (hex) to the chain; its txid, or the chain's reject reason."""
-        try:
-            raw = bytes.fromhex(tx_hex)
-        except ValueError:
-            raise ParamsError("tx_hex is not hex") from None
+        raw = hex_param(tx_hex, "tx_hex")
         with _translated():
             txid = await self.source.broadcast(raw)
         return {"txid": hash_to_hex(txid)}

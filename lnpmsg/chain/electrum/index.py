@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from lnpmsg._hex import parse_hex
 from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.hashes import hash_to_hex, sha256, sha256d
 from lnpmsg.bitcoin.tx import Tx
@@ -55,9 +56,7 @@ def scripthash_to_hex(sh: bytes) -> str:
 
 def scripthash_from_hex(text: str) -> bytes:
     """Parse a protocol script hash (64 hex digits); ValueError if it is not one."""
-    if not isinstance(text, str) or len(text) != 64:
-        raise ValueError("a script hash is 64 hex digits")
-    return bytes.fromhex(text)[::-1]
+    return parse_hex(text, "a script hash", 32)[::-1]
 
 
 def merkle_branch(hashes: Sequence[bytes], index: int) -> tuple[list[bytes], bytes]:
