@@ -63,6 +63,7 @@ def test_a_write_that_fails_half_way_keeps_the_old_file_and_leaves_no_temp_file(
         with pytest.raises(OSError) as failed:
             write_atomic(path, os.urandom(64 * 1024))
         assert failed.value.errno == errno.ENOSPC
+        assert failed.value.filename == str(path)  # the file written, not the temp file (a write alone names none)
         assert path.read_bytes() == b"old" and not leftovers(disk)
         assert os.statvfs(disk).f_bfree == free  # what the temp file took is given back
         # the callers' error mapping sees a full disk
@@ -76,8 +77,9 @@ def test_a_rename_that_fails_keeps_the_old_file_and_leaves_no_temp_file(tmp_path
     path = tmp_path / "taken"
     path.mkdir()
     (path / "inside").write_bytes(b"old")  # a directory with entries: no file can be renamed over it
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as failed:
         write_atomic(path, b"new")
+    assert failed.value.filename == str(path)
     assert (path / "inside").read_bytes() == b"old" and not leftovers(tmp_path)
 
 

@@ -49,12 +49,12 @@ FEATURES = 1 << (STATIC_REMOTEKEY_BIT + 1)
 class Side:
     """One manager, what it sent (checked against its log at the moment of sending) and its events."""
 
-    def __init__(self, directory: Path, me: bytes) -> None:
+    def __init__(self, directory: Path, me: bytes, **options: Any) -> None:
         self.me = me
         self.wire: list[tuple[bytes, Message]] = []
         self.events: list[Event] = []
         self.unpersisted_sends = 0
-        self.manager = ChannelManager(directory, send=self.send, on_events=self.on_events, now=trio.current_time)
+        self.manager = ChannelManager(directory, send=self.send, on_events=self.on_events, now=trio.current_time, **options)
 
     async def send(self, peer_id: bytes, msg: Message) -> None:
         for channel in self.manager.of_peer(peer_id):
@@ -182,6 +182,38 @@ async def test_a_restart_that_cannot_write_its_disconnected_fails_the_load_clear
         assert await restarted.manager.load() == 1
         assert log_path.read_bytes().startswith(stored) and len(log_path.read_bytes()) > len(stored)  # the Disconnected, now
         restarted.manager.close()
+
+
+@pytest.mark.trio
+async def test_a_restart_whose_monitor_file_cannot_be_written_names_that_file(tmp_path: Path, autojump_clock: Any) -> None:
+    from lnpmsg.channels.errors import ChannelStoreError
+    from lnpmsg.channels.onchain import MonitorLog
+    from lnpmsg.testing.disk import DiskFiller, small_disk
+
+    with small_disk(tmp_path / "bob", size_kib=512) as bob_dir:
+        alice, bob = Side(tmp_path / "alice", ALICE), Side(bob_dir, BOB)
+        async with trio.open_nursery() as nursery:
+            await open_between(nursery, alice, bob)
+            nursery.cancel_scope.cancel()
+        bob.manager.close()
+        (log_path,) = bob_dir.glob("*.log")
+        stored = log_path.read_bytes()
+        monitors = bob_dir / "monitors"
+        monitors.mkdir()
+        DiskFiller(bob_dir).fill()
+
+        async def begin_monitor(channel: ManagedChannel) -> None:
+            """What the channel app's monitors do at the load for a channel that has none yet."""
+            MonitorLog(monitors / f"{channel.key}.mon").begin(0)
+
+        again = Side(bob_dir, BOB, on_persisted=begin_monitor)
+        with pytest.raises(ChannelStoreError) as refused:
+            await again.manager.load()
+        text = str(refused.value)
+        (channel_key,) = [p.stem for p in bob_dir.glob("*.log")]
+        assert str(monitors / f"{channel_key}.mon") in text and "No space left on device" in text and "free some space" in text, text
+        assert log_path.read_bytes() == stored and not (monitors / f"{channel_key}.mon").read_bytes()
+        again.manager.close()
 
 
 @pytest.mark.trio

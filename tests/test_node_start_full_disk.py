@@ -10,6 +10,8 @@ data dir, or on one store's directory, filled before the node starts.
   nothing is logged at ERROR besides, nothing half written is left behind
   (an empty wallet seed made the next start fail), and once there is room
   the node starts.
+- The channel app's monitors' and failures' directories, on a disk with no
+  room for them: the channel store's own error names the directory.
 - A data dir holding a channel, a payment, invoices, coins and gossip (the
   whole dir full, or only the wallet's or the payments store's): the same
   error, no file of the stores changed, and after freeing space the node
@@ -133,6 +135,35 @@ async def test_a_fresh_node_on_a_full_disk_fails_with_one_clear_error_and_starts
         filler.free()
         async with build_node(node_settings).running() as node:
             assert node.started.is_set() and (data_dir / named).stat().st_size > 0
+
+
+#: the channel app's directories, made before its first file, and those made before each
+CHANNEL_DIRS = {"monitors": (), "failures": ("monitors",)}
+
+
+@pytest.mark.parametrize("named", list(CHANNEL_DIRS))
+async def test_a_channel_directory_the_disk_has_no_room_for_is_named_by_the_channel_store(
+    tmp_path: Path, source: EmbeddedChainSource, caplog: pytest.LogCaptureFixture, named: str
+) -> None:
+    # A tmpfs makes a directory without a data page: the disk is out of inodes, as full for a
+    # directory as a disk whose directories take a block.
+    data_dir = tmp_path / "node"
+    channels = data_dir / "channels"
+    node_settings = settings(data_dir, source)
+    with small_disk(channels, size_kib=1024, inodes=64) as disk:
+        for made in CHANNEL_DIRS[named]:
+            (disk / made).mkdir()
+        filler = DiskFiller(disk)
+        assert filler.fill_inodes() > 0
+        caplog.set_level(logging.INFO)
+        text = await refused_start(node_settings)
+        assert_one_clear_error(text, channels / named, caplog)
+        assert text.startswith("cannot "), text  # the channel store's own error, not the start's catch-all
+        assert "no inode left" in text, text  # not "N bytes free: free some space", which would puzzle
+
+        filler.free()
+        async with build_node(node_settings).running() as node:
+            assert node.started.is_set() and (channels / named).is_dir()
 
 
 class JournalApp(App):

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lnpmsg.io.atomic_file import write_atomic
+from lnpmsg.node.full_disk import cannot
 from lnpmsg.wire import WireError
 
+from .errors import ChannelStoreError
 from .messages import UpdateAddHtlc
 
 __all__ = ["MAX_KEPT", "FailureStore", "OfferedFailure"]
@@ -89,14 +91,24 @@ def decode(channel_key: str, data: bytes) -> OfferedFailure:
 
 
 class FailureStore:
-    """The failures kept in ``directory`` (created if missing), loaded at open."""
+    """The failures kept in ``directory`` (created if missing), loaded at open.
+
+    :class:`~.errors.ChannelStoreError` naming the directory or file when it cannot be opened
+    (a full disk); :meth:`add` raises the ``OSError`` (naming the file) for the channel
+    manager to handle as any write of a job's."""
 
     def __init__(self, directory: str | Path, max_kept: int = MAX_KEPT) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.max_kept = max_kept
         #: (channel key, htlc id) -> failure, oldest first
         self.kept: dict[tuple[str, int], OfferedFailure] = {}
+        try:
+            self._load()
+        except OSError as exc:
+            raise ChannelStoreError(cannot("open the failure store at", exc.filename or self.directory, exc)) from exc
+
+    def _load(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
         files = []
         for path in self.directory.iterdir():
             if path.suffix == ".tmp":  # a write a crash cut short: its failure is still in the channel state

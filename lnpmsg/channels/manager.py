@@ -249,8 +249,9 @@ class ChannelManager:
         self._loading = True
         try:
             return await self._load()
-        except OSError as exc:  # a log or a monitor that cannot be opened or written
-            raise ChannelStoreError(cannot("open the channel store at", exc.filename or self.store.directory, exc)) from exc
+        except OSError as exc:  # a log, a monitor or a failure file that cannot be opened or written (each names its file)
+            what, where = ("open or write", exc.filename) if exc.filename else ("open the channel store at", self.store.directory)
+            raise ChannelStoreError(cannot(what, where, exc)) from exc
         finally:
             self._loading = False
 
@@ -273,8 +274,9 @@ class ChannelManager:
                 await self._on_persisted(channel)
             job = _Job(channel, Disconnected())
             await self._process(job)
-            if isinstance(job.error, StoreWriteFailed) and isinstance(job.error.__cause__, OSError):
-                raise ChannelStoreError(cannot("write", channel.log.log_path, job.error.__cause__)) from job.error
+            if isinstance(job.error, StoreWriteFailed) and isinstance(cause := job.error.__cause__, OSError):
+                # the channel's log, or the monitor's or a failure's file written after it (they name theirs)
+                raise ChannelStoreError(cannot("write", cause.filename or channel.log.log_path, cause)) from job.error
             log.info("channels: loaded %s with %s (%s)", channel.channel_id.hex(), peer_hex[:16], core.phase.value)
         return len(self.channels)
 

@@ -55,12 +55,13 @@ from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockConnected, BlockDisconnected
-from lnpmsg.io.atomic_file import append_whole, write_atomic
+from lnpmsg.io.atomic_file import append_whole, naming, write_atomic
+from lnpmsg.node.full_disk import cannot
 
 from lnpmsg.rpc.params import hex_param
 from lnpmsg.wallet.app import ChainAppError
 
-from .errors import ChannelError, LocalMisuse
+from .errors import ChannelError, ChannelStoreError, LocalMisuse
 from .inputs import ForceClose
 from .manager import ManagedChannel
 from .monitor import (
@@ -115,14 +116,16 @@ class OnchainEvent:
 
 
 class MonitorLog:
-    """One channel's monitor updates on disk (append-only, fsynced, torn tail dropped)."""
+    """One channel's monitor updates on disk (append-only, fsynced, torn tail dropped).
+
+    An ``OSError`` (a full disk) names the log's file and leaves the log as it was."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         data = path.read_bytes() if path.exists() else b""
         frames, good = parse_frames(data)
         if good < len(data):
-            with path.open("r+b") as f:
+            with naming(path), path.open("r+b") as f:
                 f.truncate(good)
                 os.fsync(f.fileno())
         self.start_height: int | None = None
@@ -146,11 +149,12 @@ class MonitorLog:
     def _write(self, payloads: list[bytes]) -> None:
         """Append and fsync, whole or not at all (an ``OSError`` leaves the log as it was)."""
         data = b"".join(frame(self._seq + i, payload) for i, payload in enumerate(payloads))
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            append_whole(fd, data)
-        finally:
-            os.close(fd)
+        with naming(self.path):
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                append_whole(fd, data)
+            finally:
+                os.close(fd)
         self._seq += len(payloads)
 
 
@@ -198,7 +202,10 @@ class OnchainWatch:
 
     def __init__(self, directory: Path, chain: Any, publish: Any) -> None:
         self.directory = Path(directory) / "monitors"
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a full disk has no room for the directory
+            raise ChannelStoreError(cannot("create the channel monitors' directory", self.directory, exc)) from exc
         self.chain = chain
         self._publish = publish
         self.watched: dict[str, WatchedChannel] = {}

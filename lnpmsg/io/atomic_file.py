@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["append_whole", "fsync_dir", "temp_path", "write_atomic", "write_temp"]
+__all__ = ["append_whole", "fsync_dir", "naming", "temp_path", "write_atomic", "write_temp"]
 
 
 def temp_path(path: Path) -> Path:
@@ -67,17 +69,22 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0
     without it a crash of the machine may leave the old file.
 
     Raises ``OSError`` as the system says it (``errno.ENOSPC`` on a full
-    disk); then ``path`` is as it was and the temp file is gone.
+    disk), naming ``path`` (its ``filename``; a failed write alone names no
+    file); then ``path`` is as it was and the temp file is gone.
     """
     tmp = temp_path(path)
-    write_temp(tmp, data, mode=mode, durable=durable)
     try:
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+        write_temp(tmp, data, mode=mode, durable=durable)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        if durable:
+            fsync_dir(path.parent)
+    except OSError as exc:
+        exc.filename, exc.filename2 = str(path), None  # the file the caller writes, not the temp file (gone)
         raise
-    if durable:
-        fsync_dir(path.parent)
 
 
 def append_whole(fd: int, data: bytes, *, durable: bool = True) -> None:
@@ -99,6 +106,18 @@ def append_whole(fd: int, data: bytes, *, durable: bool = True) -> None:
             os.ftruncate(fd, size)  # frees space: it works on a full disk too
         except OSError:
             pass  # the reader's torn-tail cut is left to do it
+        raise
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An ``OSError`` raised in the block that names no file (a write's, an fsync's) names ``path``,
+    so that the error a store reports says which file (:func:`lnpmsg.node.full_disk.cannot`)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
         raise
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from pathlib import Path
 
 __all__ = ["LOW_SPACE_BYTES", "cannot", "free_bytes", "full_disk_cure", "is_full_disk"]
@@ -29,17 +28,23 @@ _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SQLITE_IO_ERRORS = ("SQLITE_IOERR", "SQLITE_CANTOPEN")
 
 
-def free_bytes(path: str | os.PathLike[str]) -> int | None:
-    """Free bytes on the disk holding ``path`` (or its nearest existing parent); None if unknown."""
+def _disk_of(path: str | os.PathLike[str]) -> os.statvfs_result | None:
+    """The figures of the disk holding ``path`` (or its nearest existing parent); None if unknown."""
     candidate = Path(path)
     for where in (candidate, *candidate.parents):
         try:
-            return shutil.disk_usage(where).free
+            return os.statvfs(where)
         except FileNotFoundError:
             continue
         except OSError:
             return None
     return None
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int | None:
+    """Free bytes on the disk holding ``path`` (or its nearest existing parent); None if unknown."""
+    disk = _disk_of(path)
+    return disk.f_bavail * disk.f_frsize if disk is not None else None
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -73,9 +78,15 @@ def is_full_disk(exc: BaseException, path: str | os.PathLike[str]) -> bool:
 
 
 def full_disk_cure(path: str | os.PathLike[str]) -> str:
-    """``No space left on device (the disk holding it has N bytes free): free some space on that disk``."""
-    free = free_bytes(path)
-    room = f" (the disk holding it has {free} bytes free)" if free is not None else ""
+    """``No space left on device (the disk holding it has N bytes free): free some space on that disk``
+    (or ``... (the disk holding it has no inode left for another file) ...``: bytes free, files not)."""
+    disk = _disk_of(path)
+    if disk is None:
+        room = ""
+    elif disk.f_files and not disk.f_favail:  # (a disk that counts no inodes has no such limit)
+        room = " (the disk holding it has no inode left for another file or directory)"
+    else:
+        room = f" (the disk holding it has {disk.f_bavail * disk.f_frsize} bytes free)"
     return f"No space left on device{room}: free some space on that disk"
 
 

@@ -22,11 +22,18 @@ __all__ = ["DiskFiller", "small_disk"]
 
 
 @contextmanager
-def small_disk(path: Path, size_kib: int = 4096) -> Iterator[Path]:
-    """Mount a tmpfs of ``size_kib`` KiB on ``path`` (created) for the block; unmounted after."""
+def small_disk(path: Path, size_kib: int = 4096, inodes: int | None = None) -> Iterator[Path]:
+    """Mount a tmpfs of ``size_kib`` KiB on ``path`` (created) for the block; unmounted after.
+
+    ``inodes``: at most that many files and directories, its root included. A
+    directory takes no data page on tmpfs, so a disk whose pages are all taken
+    still makes one; a disk out of inodes refuses it with ``ENOSPC``, as a
+    full disk does where a directory takes a block.
+    """
     path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_kib}k,mode=0700" + (f",nr_inodes={inodes}" if inodes is not None else "")
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(path)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -43,10 +50,11 @@ def small_disk(path: Path, size_kib: int = 4096) -> Iterator[Path]:
 
 
 class DiskFiller:
-    """Takes every free byte of the file system holding ``directory``, and gives it back."""
+    """Takes every free byte (or inode) of the file system holding ``directory``, and gives it back."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "filler"
+        self._inodes: list[Path] = []
 
     def fill(self) -> int:
         """Write until the disk is full; returns the bytes taken."""
@@ -70,6 +78,21 @@ class DiskFiller:
         if size:
             os.truncate(self.path, max(0, self.path.stat().st_size - size))
 
+    def fill_inodes(self) -> int:
+        """Make empty files (``filler-N``) until the disk can hold no more; returns how many."""
+        while True:
+            path = self.path.with_name(f"{self.path.name}-{len(self._inodes)}")
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                return len(self._inodes)
+            self._inodes.append(path)
+
     def free(self) -> None:
-        """Give the space back."""
+        """Give the space (and the inodes) back."""
         self.path.unlink(missing_ok=True)
+        for path in self._inodes:
+            path.unlink(missing_ok=True)
+        self._inodes.clear()
