@@ -79,7 +79,8 @@ def is_full_disk(exc: BaseException, path: str | os.PathLike[str]) -> bool:
 
 def full_disk_cure(path: str | os.PathLike[str]) -> str:
     """``No space left on device (the disk holding it has N bytes free): free some space on that disk``
-    (or ``... (the disk holding it has no inode left for another file) ...``: bytes free, files not)."""
+    (or ``... (the disk holding it has no inode left for another file or directory) ...``: bytes
+    free, but no room for one more file)."""
     disk = _disk_of(path)
     if disk is None:
         room = ""
