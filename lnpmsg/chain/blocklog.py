@@ -26,6 +26,7 @@ from pathlib import Path
 from lnpmsg.bitcoin.block import HEADER_BYTES, BlockHeader
 from lnpmsg.bitcoin.encoding import MAX_BLOCK_BYTES
 from lnpmsg.chain.errors import ChainError
+from lnpmsg.io.atomic_file import append_whole
 
 __all__ = ["BLOCK_LOG_MAGIC", "BlockLog"]
 
@@ -101,15 +102,13 @@ class BlockLog:
         """Add a block (idempotent); ``sync`` makes it durable."""
         if block_hash in self._offsets:
             return
-        f = self._file
-        pos = f.seek(0, os.SEEK_END)
+        pos = self._file.seek(0, os.SEEK_END)
+        crc = zlib.crc32(raw)
         try:
-            crc = zlib.crc32(raw)
-            f.write(_RECORD_HEADER.pack(len(raw), crc) + raw)
-            f.flush()
+            # Past the file's buffer: a record the disk took only part of is cut back off, and
+            # no unwritten rest stays buffered to land later, after the records that follow.
+            append_whole(self._file.fileno(), _RECORD_HEADER.pack(len(raw), crc) + raw, durable=False)
         except OSError as exc:
-            # leave no partial record behind: the next open would call it torn anyway
-            f.truncate(pos)
             raise ChainError(f"cannot write {self.path}: {exc}", code="io") from exc
         self._offsets[block_hash] = (pos + _RECORD_HEADER.size, len(raw), crc)
         self.order.append(block_hash)

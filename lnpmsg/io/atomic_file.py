@@ -6,7 +6,7 @@ the chain's marker and mempool, a monitor's progress, the control files)
 writes it with :func:`write_atomic`; a secret that must never be replaced
 (:mod:`lnpmsg.io.secret_file`) is written the same way and then linked
 instead (:func:`write_temp`). The append logs (a channel's records, its
-monitor's updates, the chain's mempool) add their frames with
+monitor's updates, the chain's mempool and block log) add their frames with
 :func:`append_whole`, which cuts a failed append back off.
 
 A write the disk cuts short (a full disk) leaves the old file as it was and
