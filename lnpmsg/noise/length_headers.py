@@ -43,7 +43,7 @@ try:
     from nacl._sodium import ffi as _ffi
     from nacl._sodium import lib as _lib
 
-    if _lib.sodium_init() < 0:  # picks the CPU's fastest code; 1 = already done
+    if _lib.sodium_init() < 0:  # picks the CPU's fastest Poly1305 (0, or 1 if done before)
         raise ImportError("sodium_init failed")
     _seal: Any = _lib.crypto_aead_chacha20poly1305_ietf_encrypt
     _open: Any = _lib.crypto_aead_chacha20poly1305_ietf_decrypt
@@ -75,7 +75,11 @@ class HeaderTargets:
 
 
 def seal_headers(key: bytes, nonces: Sequence[bytes], length: bytes, targets: HeaderTargets, start: int) -> None:
-    """Encrypt ``length`` (2 bytes) once per nonce into the headers from ``targets.pointers[start]``."""
+    """Encrypt ``length`` (exactly 2 bytes) once per nonce into the headers from ``targets.pointers[start]``.
+
+    There must be a target for every nonce (``start + len(nonces)`` at most
+    the layout's count): the writes go where the pointers say.
+    """
     pointers = targets.pointers[start : start + len(nonces)]
     # libsodium's encryption fails only for messages over 2**38 bytes: the codes are all 0
     _discard(map(_seal, pointers, repeat(_NULL), repeat(length), repeat(_PLAIN_SIZE), repeat(_NULL), repeat(0), repeat(_NULL), nonces, repeat(key)))
@@ -103,9 +107,11 @@ _outputs = _Outputs() if AVAILABLE else None
 def open_headers(key: bytes, nonces: Sequence[bytes], headers: Sequence[bytes], expected: bytes) -> int:
     """How many of ``headers`` in a row, from the first, authenticate and say ``expected``.
 
-    ``headers`` are 18-byte encrypted length headers, one per nonce; every one
-    is opened (a failure does not stop the batch), and the count ends at the
-    first that fails or says another length.
+    ``headers`` are encrypted length headers, one per nonce; every one is
+    opened (a failure does not stop the batch), and the count ends at the
+    first that fails or says another length. Each must be exactly
+    ``LENGTH_HEADER_SIZE`` bytes: libsodium reads that many, unchecked here
+    (the cipher's cut of a run's frames makes them so).
     """
     outputs = _outputs
     assert outputs is not None
