@@ -46,6 +46,5 @@ class FrameScratch:
             self._heads = [view[start : start + LENGTH_HEADER_SIZE] for start in starts]
             self._bodies = [view[start + LENGTH_HEADER_SIZE : start + frame] for start in starts]
             self._frame = frame
-            if length_headers.AVAILABLE:
-                self.head_targets = length_headers.HeaderTargets(buffer, frame, count)
+            self.head_targets = length_headers.HeaderTargets(buffer, frame, count) if length_headers.AVAILABLE else None
         return self._heads, self._bodies
