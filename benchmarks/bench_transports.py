@@ -369,9 +369,10 @@ def _certificate() -> tuple[object, object]:
 # ------------------------------------------------------------------ report
 
 
-def _usage() -> tuple[float, int, float, int, float]:
+def _usage() -> tuple[float, int, float, int, float, float]:
     """CPU seconds and involuntary context switches of this (receiving) process, then of its
-    ended children (the sender, once joined), and the wall clock."""
+    ended children (the sender, once joined), the wall clock, and the CPU seconds the whole
+    machine was busy (Linux's /proc/stat; 0 elsewhere)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (
@@ -380,15 +381,29 @@ def _usage() -> tuple[float, int, float, int, float]:
         children.ru_utime + children.ru_stime,
         children.ru_nivcsw,
         time.perf_counter(),
+        _machine_busy(),
     )
 
 
+def _machine_busy() -> float:
+    """CPU seconds all cores spent busy since boot (not idle, not waiting for I/O), or 0."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(field) for field in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def _share(before: tuple[float, ...], after: tuple[float, ...]) -> str:
-    """Each side's share of a core and its preemptions over one measurement (start-ups included)."""
-    cpu, preempted, sender_cpu, sender_preempted, wall = (a - b for a, b in zip(after, before))
+    """Each side's share of a core and its preemptions over one measurement (start-ups
+    included), and the cores the rest of the machine kept busy meanwhile: on a shared
+    machine a low round is usually one that other processes took cores from."""
+    cpu, preempted, sender_cpu, sender_preempted, wall, busy = (a - b for a, b in zip(after, before))
+    others = f", others {max(0.0, busy - cpu - sender_cpu) / wall:.2f} cores" if busy else ""
     return (
         f"receiver {cpu / wall:.0%} of a core, preempted {preempted:.0f}x, "
-        f"sender {sender_cpu / wall:.0%}, preempted {sender_preempted:.0f}x"
+        f"sender {sender_cpu / wall:.0%}, preempted {sender_preempted:.0f}x{others}"
     )
 
 

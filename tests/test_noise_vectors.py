@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lnpmsg.noise import (
+    FrameScratch,
     HandshakeError,
     InitiatorHandshake,
     MessageDecryptor,
@@ -18,6 +19,7 @@ from lnpmsg.noise import (
     ResponderHandshake,
     public_key_of,
 )
+from lnpmsg.noise import length_headers
 from lnpmsg.noise._primitives import hkdf_pair
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "bolts" / "08-transport.md"
@@ -203,6 +205,27 @@ def test_rotation_vectors_encrypt() -> None:
     # encrypt_many keeps the same nonce and rotation schedule.
     batch = MessageEncryptor(_hex(ROTATION["sk"]), _hex(ROTATION["ck"])).encrypt_many([b"hello"] * 1002)
     assert batch == frames
+
+
+@pytest.mark.parametrize("sodium", [True, False], ids=["libsodium headers", "cryptography headers"])
+def test_rotation_vectors_through_the_batch_paths(sodium: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A writer's batches of like messages (encrypted into a FrameScratch, the headers
+    # sealed by libsodium when it is there) and a reader's large chunk (runs opened in
+    # batches) give and take exactly the spec's frames, across both rotations.
+    monkeypatch.setattr(length_headers, "AVAILABLE", sodium and length_headers.AVAILABLE)
+    encryptor = MessageEncryptor(_hex(ROTATION["sk"]), _hex(ROTATION["ck"]))
+    scratch = FrameScratch()
+    stream = b""
+    for start in range(0, 1002, 122):
+        count = min(122, 1002 - start)
+        stream += b"".join(map(bytes, encryptor.encrypt_grouped_into([b"hello"] * count, 65569, scratch)))
+    assert (scratch.head_targets is not None) == length_headers.AVAILABLE
+    frame = len(b"hello") + 34
+    for index, expected in ROTATION_OUTPUTS.items():
+        assert stream[index * frame : (index + 1) * frame] == expected, index
+    assert len(stream) >= 32 * 1024  # a chunk that the reader cuts into runs
+    decryptor = MessageDecryptor(_hex(ROTATION["sk"]), _hex(ROTATION["ck"]))
+    assert decryptor.feed(stream) == [b"hello"] * 1002
 
 
 def test_rotation_vectors_decrypt_in_random_chunks() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from . import length_headers
 from ._primitives import LENGTH_HEADER_SIZE
 
 __all__ = ["SCRATCH_MOST_FRAMES", "FrameScratch"]
@@ -25,7 +26,7 @@ class FrameScratch:
     may still be alive.
     """
 
-    __slots__ = ("_bodies", "_frame", "_heads", "view")
+    __slots__ = ("_bodies", "_frame", "_heads", "head_targets", "view")
 
     def __init__(self) -> None:
         #: the whole buffer (the items are slices of it)
@@ -33,13 +34,17 @@ class FrameScratch:
         self._frame = 0
         self._heads: list[memoryview] = []
         self._bodies: list[memoryview] = []
+        #: where libsodium seals the headers (None without it, see :mod:`.length_headers`)
+        self.head_targets: length_headers.HeaderTargets | None = None
 
     def layout(self, frame: int, count: int) -> tuple[list[memoryview], list[memoryview]]:
         """The views of the headers and of the bodies of (at least) ``count`` frames of ``frame`` bytes."""
         if frame != self._frame or count > len(self._heads):
-            view = self.view = memoryview(bytearray(frame * count))
+            buffer = bytearray(frame * count)
+            view = self.view = memoryview(buffer)
             starts = range(0, frame * count, frame)
             self._heads = [view[start : start + LENGTH_HEADER_SIZE] for start in starts]
             self._bodies = [view[start + LENGTH_HEADER_SIZE : start + frame] for start in starts]
             self._frame = frame
+            self.head_targets = length_headers.HeaderTargets(buffer, frame, count) if length_headers.AVAILABLE else None
         return self._heads, self._bodies
