@@ -27,7 +27,10 @@ Reported:
   connected and silent but for the keepalive, as a share of one core, and
   its split into user and kernel time (the kernel's part: the loopback
   sends and receives, epoll). The window is longer than the ping interval
-  by default, so every peer's ping/pong falls in it. ``--profile FILE``
+  by default, so every peer's ping/pong falls in it (once: the pings of a
+  fast ramp are bunched in a few seconds of each interval). The pings the
+  peers answered in the window are counted: the node's CPU per ping round
+  trip is the figure that does not depend on how many fell in it. ``--profile FILE``
   runs cProfile in the node over the window and writes its stats there
   (the profiler's own cost then inflates the CPU figures);
 - a new peer at full load: ``--samples`` fresh Nodes from this process
@@ -230,7 +233,7 @@ class _Conn:
         self.ready = False
 
 
-def _generator(address: str, peers: int, concurrency: int, connected: Any, failed: Any) -> None:
+def _generator(address: str, peers: int, concurrency: int, connected: Any, failed: Any, pings: Any) -> None:
     """Open ``peers`` idle connections; then keep answering pings until terminated."""
     _raise_fd_limit(peers + FD_MARGIN)
     node_id_hex, _, host_port = address.partition("@")
@@ -292,6 +295,7 @@ def _generator(address: str, peers: int, concurrency: int, connected: Any, faile
                     in_flight -= 1
                     connected.value += 1
                 elif kind == PING:
+                    pings.value += 1
                     wanted = int.from_bytes(message[2:4], "big")
                     sock.sendall(conn.cipher.encryptor.encrypt(Pong(ignored=bytes(wanted)).encode()))
 
@@ -357,6 +361,7 @@ def run(
     node_count = ctx.Value("i", 0)
     connected = ctx.Value("i", 0)
     failed = ctx.Value("i", 0)
+    pings = ctx.Value("i", 0)
     ready = ctx.Event()
     data_dir = tempfile.mkdtemp(prefix="bench-idle-")
     diagnose_path = os.path.join(data_dir, "diagnosis.json") if diagnose else ""
@@ -374,7 +379,7 @@ def run(
         time.sleep(1.0)  # let the node settle after start-up
         assert node.pid is not None
         rss_before = _proc_rss_kb(node.pid)
-        generator = ctx.Process(target=_generator, args=(target, peers, concurrency, connected, failed), daemon=True)
+        generator = ctx.Process(target=_generator, args=(target, peers, concurrency, connected, failed, pings), daemon=True)
         ramp_started = time.perf_counter()
         generator.start()
         deadline = ramp_started + max(120.0, peers / 20) * (10 if diagnose else 1)
@@ -389,10 +394,12 @@ def run(
         _ask(phase, RAMPED)
         _ask(phase, IDLE_START)
         user_before, kernel_before = _proc_cpu_seconds(node.pid)
+        pings_before = pings.value
         idle_started = time.perf_counter()
         time.sleep(idle)
         user_after, kernel_after = _proc_cpu_seconds(node.pid)
         idle_wall = time.perf_counter() - idle_started
+        idle_pings = pings.value - pings_before
         _ask(phase, IDLE_END)
         new_peer = trio.run(_new_peer_times, target, samples, "regtest" if apps == "chain" else "bitcoin")
         result = {
@@ -409,6 +416,8 @@ def run(
             "idle_cpu_share_of_one_core": (user_after - user_before + kernel_after - kernel_before) / idle_wall,
             "idle_cpu_user_share": (user_after - user_before) / idle_wall,
             "idle_cpu_kernel_share": (kernel_after - kernel_before) / idle_wall,
+            "idle_pings": idle_pings,
+            "idle_cpu_us_per_ping": (user_after - user_before + kernel_after - kernel_before) / max(1, idle_pings) * 1e6,
             "profiled": bool(profile_path),
             "diagnosed": diagnose,
             "new_peer_ms": {
@@ -494,6 +503,7 @@ def main() -> None:
         + (", profiled" if result["profiled"] else "")
         + (", diagnosed" if result["diagnosed"] else "")
     )
+    print(f"  {result['idle_pings']:,} pings answered in the window: {result['idle_cpu_us_per_ping']:.1f} µs of node CPU per ping round trip")
     times = result["new_peer_ms"]
     print(f"a new peer at full load: p50 {times['p50']:.1f} ms, min {times['min']:.1f} ms, max {times['max']:.1f} ms (dial to ready)")
     if args.diagnose:
