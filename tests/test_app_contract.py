@@ -245,6 +245,36 @@ async def test_an_app_mounted_on_a_running_node_hears_of_the_peers_already_there
         assert late.state is AppState.RUNNING
 
 
+async def test_the_peers_told_to_each_app_are_one_mask_per_peer_forgotten_when_it_leaves():
+    a, b = make_node(), make_node(listen=False)
+    heard: list[tuple[str, str]] = []
+
+    def watcher(name: str) -> App:
+        app = App(name)
+        app.on_peer_ready(lambda peer: heard.append((name, "ready")))
+        app.on_peer_gone(lambda peer, reason: heard.append((name, "gone")))
+        return app
+
+    a.mount(watcher("one"))
+    a.mount(watcher("two"))
+    async with running(a, b):
+        await b.connect(address_of(a))
+        await wait_for(lambda: len(heard) == 2)
+        peer = a.peers[b.node_id]
+        assert a.apphost.told("one") == a.apphost.told("two") == [peer]
+        a.unmount("one")
+        assert a.apphost.told("one") == [] and a.apphost.told("two") == [peer]
+        # The next app takes the freed bit: it hears of the peer itself, as a new app does.
+        a.mount(watcher("three"))
+        await wait_for(lambda: ("three", "ready") in heard)
+        assert a.apphost.told("three") == [peer]
+        await a.disconnect(b.node_id, "bye")
+        await wait_for(lambda: len(heard) == 5)
+        assert heard[3:] == [("three", "gone"), ("two", "gone")]
+        assert a.apphost.told("two") == a.apphost.told("three") == []
+        assert not a.apphost._told  # nothing is kept for a peer that left
+
+
 async def test_channel_errors_and_warnings_go_to_the_app_that_claimed_the_channel():
     node = make_node()
     owned, other = bytes(range(32)), bytes([7]) * 32

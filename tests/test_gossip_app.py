@@ -223,6 +223,31 @@ async def raw_peer(node: Node, chain: bytes, *, queries: bool = True) -> RawPeer
     return peer
 
 
+async def test_syncs_run_with_sync_peers_at_a_time_and_the_next_starts_when_one_ends() -> None:
+    node, app = make("regtest", config=GossipConfig(flush_interval=0.05, reply_timeout=60.0, sync_peers=2))
+    async with running((node, app)):
+        first, second, third = [await raw_peer(node, CHAIN_HASH_REGTEST) for _ in range(3)]
+        for peer in (first, second):  # the two first asked, in arrival order; nobody answers
+            await next_of(peer, QueryChannelRange.TYPE)
+        await until(lambda: third.key.node_id in app._peers)
+        assert list(app._syncing) == [first.key.node_id, second.key.node_id]
+        assert list(app._unsynced) == [third.key.node_id]
+        await first.aclose()  # a sync that ends makes room for the next peer's, now
+        await next_of(third, QueryChannelRange.TYPE)
+        assert app._syncs[first.key.node_id].reason == "peer disconnected"
+        # The second comes back on a new connection: the old one's sync ends, the new one syncs anew.
+        again = await RawPeer.connect(node.listen_addresses[0], node.node_id, second.key)
+        await again.exchange_init(Init(features=Features.from_names(optional=["gossip_queries"]).to_bytes(), tlvs=INIT_TLVS.stream(networks=[CHAIN_HASH_REGTEST])))
+        await next_of(again, QueryChannelRange.TYPE)
+        assert app._peers[second.key.node_id].sync is app._syncs[second.key.node_id]
+        assert list(app._syncing) == [third.key.node_id, second.key.node_id] and not app._unsynced
+        assert app.progress()["syncing"]
+        for peer in (second, third, again):
+            await peer.aclose()
+        await until(lambda: not app._peers)
+        assert not app._syncing and not app._unsynced
+
+
 async def until_closed(peer: RawPeer) -> list[bytes]:
     """Every message until the node hangs up (closed or reset)."""
     messages = []
@@ -537,6 +562,8 @@ async def test_relay_queue_is_bounded_and_drops_gossip_not_replies() -> None:
         to_hub = await c_node.connect(address(hub_node))
         await until(lambda: b.progress()["synced"] and c.progress()["synced"])
         await until(lambda: all(s.their_filter is not None for s in hub._peers.values()))
+        # Peers that have been sent no gossip keep no queue and no warning times (nor an instance dict).
+        assert all(s.queue is None and s.warnings is None and not hasattr(s, "__dict__") for s in hub._peers.values())
         ts = int(time.time())
         for i in range(5):
             ann = REGISTRY.decode(net.channel_messages(i)[0])
@@ -547,11 +574,12 @@ async def test_relay_queue_is_bounded_and_drops_gossip_not_replies() -> None:
         # B's queue holds 2, the other 3 are dropped; C, the source, gets nothing queued.
         assert hub.counters.relay_dropped == 3
         assert [len(s.queue) for s in hub._peers.values() if s.node_id == b_node.node_id] == [2]
-        assert [len(s.queue) for s in hub._peers.values() if s.node_id == c_node.node_id] == [0]
+        assert [s.queue for s in hub._peers.values() if s.node_id == c_node.node_id] == [None]
         with b.subscribe(types=["channel_update"]) as updates:
             hub.flush_relay()
             got = [await updates.__anext__(), await updates.__anext__()]
         assert all(e.decoded["fee_base_msat"] == 9 for e in got)
+        assert all(s.queue is None for s in hub._peers.values())  # a queue flushed empty is let go
         # Direct replies are never dropped: a query is still answered in full.
         async with await raw_peer(hub_node, CHAIN_HASH_REGTEST, queries=False) as peer:
             await peer.send(QueryChannelRange(chain_hash=CHAIN_HASH_REGTEST, first_blocknum=0, number_of_blocks=MAX_U32))

@@ -96,6 +96,7 @@ def test_sync_fetches_everything_missing(extended: bool) -> None:
     assert client.update_count == server.update_count == 46
     assert client.announced_node_count == 8
     assert sync.progress()["channels_wanted"] == 23 and sync.answered == 23
+    assert sync._wanted == [] and sync._offered == []  # a done sync keeps its counters, not the ids
 
 
 def test_second_sync_asks_only_for_newer_updates() -> None:
@@ -146,6 +147,22 @@ def test_timeout_fails_the_sync() -> None:
     step = sync.handle_timer(110.0)
     assert step.finished and sync.state is SyncState.FAILED and "no reply" in sync.reason
     assert sync.get_timer() is None
+
+
+def test_a_sync_that_fails_mid_range_lets_the_offered_ids_go() -> None:
+    net = SyntheticNetwork(8, 23, CHAIN)
+    server, _ = serving(net)
+    sync = PeerSync(CHAIN, extended=False, reply_timeout=10.0)
+    query = sync.start(0.0).send[0]
+    first = build_range_replies(query, channel_range_ids(query, server), server)[0]
+    partial = ReplyChannelRange(
+        chain_hash=CHAIN, first_blocknum=first.first_blocknum, number_of_blocks=1, sync_complete=0,
+        short_channel_ids=first.short_channel_ids[:5],
+    )  # fmt: skip
+    sync.on_reply_channel_range(partial, Graph(CHAIN), 1.0)
+    assert len(sync._offered) == 5  # the range phase collects what the peer offers
+    assert sync.handle_timer(20.0).finished and sync.state is SyncState.FAILED
+    assert sync._offered == [] and sync.progress()["state"] == "failed"
 
 
 def test_a_query_for_a_billion_blocks_is_bounded_and_split_to_fit() -> None:

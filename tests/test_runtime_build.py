@@ -39,6 +39,13 @@ def test_defaults_follow_the_cli(tmp_path: Path) -> None:
     assert not (tmp_path / "node_key").exists()  # a given key is not written
 
 
+def test_node_config_sets_the_limits_and_timers_no_option_names(tmp_path: Path) -> None:
+    built = build_node(settings(tmp_path, gossip=False, node_config={"max_peers": 20_000, "ping_interval": 30.0}))
+    assert built.node.config.max_peers == 20_000 and built.node.config.ping_interval == 30.0
+    assert built.node.admission.limits.max_peers == 20_000  # the node was built with them
+    assert built.node.config.listen == ["127.0.0.1:0"]
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -53,6 +60,8 @@ def test_defaults_follow_the_cli(tmp_path: Path) -> None:
         ({"key": NodeKey.generate(), "key_file": Path("/k")}, "a node key or a node key file, not both"),
         ({"apps": [App("rpc")]}, "cannot mount it: an app named 'rpc' is already mounted"),
         ({"chain": "regtest", "channel_options": {"channel-to-self-delay": 0}}, "--channel-to-self-delay 0: give 1 to 2016 blocks"),
+        ({"node_config": {"max_peers": 5, "listen": []}}, "node_config: listen cannot be set there"),
+        ({"node_config": {"max_pears": 5}}, "node_config: max_pears cannot be set there"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, fields: dict, message: str) -> None:

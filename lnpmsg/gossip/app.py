@@ -233,6 +233,8 @@ class GossipApp(GossipPeers, GossipIngest, GossipServing, GossipLookups, App):
         self._peers: dict[bytes, PeerState] = {}
         #: every sync run, by peer (kept after the peer leaves, for progress reports)
         self._syncs: dict[bytes, PeerSync] = {}
+        self._syncing: dict[bytes, PeerState] = {}
+        self._unsynced: dict[bytes, PeerState] = {}
         self._held: OrderedDict[int, Decision] = OrderedDict()
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](self.config.inbox_size)
         self._writes_send, self._writes = trio.open_memory_channel[tuple[Any, ...]](16)

@@ -119,7 +119,7 @@ class GossipLookups:
             "signature_checks": graph.counters.signature_checks,
             "relayed": c.relayed,
             "relay_dropped": c.relay_dropped,
-            "relay_queued": sum(len(s.queue) for s in self._peers.values()),
+            "relay_queued": sum(len(s.queue) for s in self._peers.values() if s.queue is not None),
             "warnings_sent": c.warnings_sent,
             "peers_disconnected": c.disconnected,
             "queries_answered": c.queries_answered,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -36,9 +36,13 @@ log = logging.getLogger("lnpmsg.gossip")
 MAX_WARNINGS_PER_MINUTE = 10
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PeerState:
-    """What the gossip app keeps of one ready peer."""
+    """What the gossip app keeps of one ready peer.
+
+    A node may hold thousands of idle peers: no instance dict, and the relay
+    queue and the warnings' times are made on first use (an idle peer has neither).
+    """
 
     peer: Peer
     queries: bool
@@ -46,9 +50,11 @@ class PeerState:
     sync: PeerSync | None = None
     #: the peer's gossip_timestamp_filter (None: relay nothing to it)
     their_filter: GossipTimestampFilter | None = None
-    queue: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
+    #: gossip to relay to it, by what it is (None: nothing queued since the last flush)
+    queue: OrderedDict[tuple[Any, ...], bytes] | None = None
     invalid: int = 0
-    warnings: list[float] = field(default_factory=list)
+    #: when the warnings of the last minute were sent (None: none yet)
+    warnings: list[float] | None = None
     backfill: trio.CancelScope | None = None
     synced: bool = False
     #: a query of the peer is being answered
@@ -70,6 +76,11 @@ class GossipPeers:
     node: Node
     _peers: dict[bytes, PeerState]
     _syncs: dict[bytes, PeerSync]
+    #: the peers whose sync runs (at most ``sync_peers``): the timers are theirs alone
+    _syncing: dict[bytes, PeerState]
+    #: the peers offering gossip queries we have not synced with yet, in arrival order
+    #: (finding the next one looks at these, not at every peer)
+    _unsynced: dict[bytes, PeerState]
     _nursery: trio.Nursery | None
     _backfill: Callable[[PeerState, GossipTimestampFilter], Awaitable[None]]
 
@@ -90,12 +101,12 @@ class GossipPeers:
         if old is not None:
             if old.peer is peer:
                 return
-            if old.backfill is not None:
-                old.backfill.cancel()
+            self._end(old, "peer reconnected")
         features = peer.session.remote_features or Features()
         state = PeerState(peer, features.supports("gossip_queries"), features.supports("gossip_queries_ex"))
         self._peers[peer.node_id] = state
         if state.queries:
+            self._unsynced[peer.node_id] = state
             first = max(0, int(self.clock()) - self.config.live_backlog)
             self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=first, timestamp_range=MAX_U32 - first))
             self._maybe_start_sync()
@@ -119,29 +130,37 @@ class GossipPeers:
         state = self._peers.pop(node_id, None)
         if state is None:
             return
-        if state.backfill is not None:
-            state.backfill.cancel()
-        if state.sync is not None and state.sync.active:
-            state.sync.state = SyncState.FAILED
-            state.sync.reason = "peer disconnected"
+        self._end(state, "peer disconnected")
+        self._unsynced.pop(node_id, None)
         self._maybe_start_sync()
 
+    def _end(self, state: PeerState, reason: str) -> None:
+        """A peer's connection ended (left, or replaced by a new one): its backfill and sync stop."""
+        if state.backfill is not None:
+            state.backfill.cancel()
+        if self._syncing.get(state.node_id) is state:
+            del self._syncing[state.node_id]
+        if state.sync is not None and state.sync.active:
+            state.sync.state = SyncState.FAILED
+            state.sync.reason = reason
+
     def _maybe_start_sync(self) -> None:
-        active = sum(1 for s in self._peers.values() if s.sync is not None and s.sync.active)
-        for state in self._peers.values():
-            if active >= self.config.sync_peers:
-                return
-            if state.queries and state.sync is None and state.peer.is_ready:
-                state.sync = PeerSync(
-                    self.chain_hash,
-                    extended=state.extended,
-                    reply_timeout=self.config.reply_timeout,
-                    max_query_ids=self.config.max_query_ids,
-                )
-                self._syncs[state.node_id] = state.sync
-                log.info("gossip sync with %s: asking for its channels", state.node_id.hex())
-                self._apply_step(state, state.sync.start(trio.current_time()))
-                active += 1
+        unsynced = self._unsynced
+        while len(self._syncing) < self.config.sync_peers and unsynced:
+            node_id = next(iter(unsynced))
+            state = unsynced.pop(node_id)
+            if not state.peer.is_ready:
+                continue  # closing: its peer_gone follows
+            state.sync = PeerSync(
+                self.chain_hash,
+                extended=state.extended,
+                reply_timeout=self.config.reply_timeout,
+                max_query_ids=self.config.max_query_ids,
+            )
+            self._syncs[node_id] = state.sync
+            self._syncing[node_id] = state
+            log.info("gossip sync with %s: asking for its channels", node_id.hex())
+            self._apply_step(state, state.sync.start(trio.current_time()))
 
     def _send_soon(self, peer: Peer, message: Message | bytes) -> None:
         """Queue a direct message (a reply, a query): now if there is room, else as soon as there is."""
@@ -164,10 +183,10 @@ class GossipPeers:
         """Send the peer a ``warning`` (at most ``MAX_WARNINGS_PER_MINUTE``, unless ``always``:
         the one before a close)."""
         now = trio.current_time()
-        state.warnings = [t for t in state.warnings if now - t < 60.0]
-        if len(state.warnings) >= MAX_WARNINGS_PER_MINUTE and not always:
+        warnings = state.warnings = [t for t in state.warnings or () if now - t < 60.0]
+        if len(warnings) >= MAX_WARNINGS_PER_MINUTE and not always:
             return
-        state.warnings.append(now)
+        warnings.append(now)
         self.counters.warnings_sent += 1
         log.info("warning to %s: %s", state.node_id.hex(), text)
         try:
@@ -205,6 +224,8 @@ class GossipPeers:
         if step.send or step.finished:
             self._report(state)
         if step.finished:
+            if self._syncing.get(state.node_id) is state:
+                del self._syncing[state.node_id]
             state.synced = sync.state is SyncState.DONE
             if sync.state is SyncState.DONE:
                 log.info(
@@ -232,7 +253,7 @@ class GossipPeers:
         while True:
             await trio.sleep(min(1.0, self.config.reply_timeout / 4))
             now = trio.current_time()
-            for state in list(self._peers.values()):
+            for state in list(self._syncing.values()):  # the syncs under way, not every peer
                 if state.sync is not None:
                     deadline = state.sync.get_timer()
                     if deadline is not None and now >= deadline:

@@ -121,7 +121,7 @@ class GossipServing:
         state.their_filter = message
         if state.backfill is not None:
             state.backfill.cancel()
-        state.queue.clear()
+        state.queue = None
         if self.config.answer_queries and message.timestamp_range and self._nursery is not None:
             self._nursery.start_soon(self._backfill, state, message)
 
@@ -175,10 +175,13 @@ class GossipServing:
             for key, raw, source in items:
                 if source == state.node_id:
                     continue  # never echo gossip to the peer it came from
-                if key not in state.queue and len(state.queue) >= limit:
+                queue = state.queue
+                if queue is None:
+                    queue = state.queue = OrderedDict()
+                elif key not in queue and len(queue) >= limit:
                     self.counters.relay_dropped += 1
                     continue
-                state.queue[key] = raw
+                queue[key] = raw
 
     async def _flush_loop(self) -> None:
         while True:
@@ -191,6 +194,8 @@ class GossipServing:
         for state in list(self._peers.values()):
             peer = state.peer
             queue = state.queue
+            if queue is None:
+                continue
             while queue and peer.is_ready and peer.queued_bytes < high:
                 _, raw = queue.popitem(last=False)
                 try:
@@ -201,6 +206,8 @@ class GossipServing:
                     break
                 except PeerClosedError:
                     break
+            if not queue:
+                state.queue = None  # an emptied OrderedDict keeps its table: let it go
 
 
 async def _send(peer: Peer, message: Message | bytes) -> None:

@@ -161,7 +161,14 @@ class PeerSync:
         self.state = SyncState.FAILED
         self.reason = reason
         self._deadline = None
+        self._release()
         return SyncStep(warning=warning, finished=True)
+
+    def _release(self) -> None:
+        """An ended sync keeps its counters only: the app keeps every peer's for progress reports,
+        and a first sync's wanted ids are the whole network's channels."""
+        self._offered = []
+        self._wanted = []
 
     def on_reply_channel_range(self, reply: ReplyChannelRange, graph: Graph, now: float) -> SyncStep:
         """A reply_channel_range arrived; checks it, and at the last one plans the id queries."""
@@ -209,6 +216,7 @@ class PeerSync:
         if self._next >= len(self._wanted):
             self.state = SyncState.DONE
             self._deadline = None
+            self._release()
             return SyncStep(finished=True)
         chunk = self._wanted[self._next : self._next + self.max_query_ids]
         self._next += len(chunk)

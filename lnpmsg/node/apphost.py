@@ -122,6 +122,14 @@ def raw_message_class(type_number: int) -> type[Message]:
     return message(type=type_number)(dataclass(frozen=True, slots=True)(cls))
 
 
+def _lowest_free_bit(taken: Iterable[int]) -> int:
+    """The lowest bit none of ``taken`` has (mask values stay small ints: cached, no object per peer)."""
+    used = 0
+    for bit in taken:
+        used |= bit
+    return (used + 1) & ~used
+
+
 def describe_exception(exc: BaseException) -> str:
     """One line for an exception, looking through single-member exception groups."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -146,8 +154,11 @@ class AppHost:
         self.owners: dict[int, Mountable | None] = {}
         #: channel id -> the app that claimed it
         self.channels: dict[bytes, Mountable] = {}
-        #: peers each app was told about with peer_ready (and not yet peer_gone)
-        self._told: dict[str, set[Peer]] = {}
+        #: the apps each peer was told about with peer_ready (and not yet peer_gone), as a
+        #: mask of their bits: one entry per peer, not one set entry per app and peer
+        self._told: dict[Peer, int] = {}
+        #: each mounted app's bit in those masks
+        self._bits: dict[str, int] = {}
         self._scopes: dict[str, trio.CancelScope] = {}
         #: apps telling the peers already connected before taking messages (a late mount)
         self.activating: set[str] = set()
@@ -226,7 +237,7 @@ class AppHost:
             raise MountError(f"an app named {app.name!r} is already mounted")
         app.attach(self.node)  # checks the declarations; raises before anything changes here
         self.apps[app.name] = app
-        self._told[app.name] = set()
+        self._bits[app.name] = _lowest_free_bit(self._bits.values())
         for type_number in app.handlers:
             self.owners[type_number] = app
         for type_number in app.batch_handlers:
@@ -245,7 +256,10 @@ class AppHost:
             self.batch_types.discard(type_number)
         for channel_id in [c for c, owner in self.channels.items() if owner is app]:
             del self.channels[channel_id]
-        self._told.pop(name, None)
+        bit = self._bits.pop(name, 0)
+        for peer, mask in list(self._told.items()):  # the bit is free for the next app mounted
+            if mask & bit:
+                self._set_told(peer, mask & ~bit)
         scope = self._scopes.pop(name, None)
         if scope is not None:
             scope.cancel()
@@ -338,19 +352,32 @@ class AppHost:
             await self._tell_ready(app, peer)
 
     async def _tell_ready(self, app: Mountable, peer: Peer) -> None:
-        told = self._told.get(app.name)
-        if told is None or peer in told or app.state not in _ACTIVE or not peer.is_ready:
+        bit = self._bits.get(app.name, 0)
+        told = self._told.get(peer, 0)
+        if not bit or told & bit or app.state not in _ACTIVE or not peer.is_ready:
             return
-        told.add(peer)
+        self._told[peer] = told | bit
         await self.call(app, "peer_ready", app.peer_ready, peer, peer=peer)
 
     async def peer_gone(self, peer: Peer, reason: str) -> None:
         """Tell every app that was told ``peer`` was ready that it is gone (reverse mount order)."""
         for app in reversed(list(self.apps.values())):
-            told = self._told.get(app.name)
-            if told is not None and peer in told:
-                told.discard(peer)
+            bit = self._bits.get(app.name, 0)
+            told = self._told.get(peer, 0)
+            if told & bit:
+                self._set_told(peer, told & ~bit)
                 await self.call(app, "peer_gone", app.peer_gone, peer, reason, peer=peer, shield=True)
+
+    def told(self, app_name: str) -> list[Peer]:
+        """The peers the app was told about with ``peer_ready`` and not yet with ``peer_gone``."""
+        bit = self._bits.get(app_name, 0)
+        return [peer for peer, mask in self._told.items() if mask & bit]
+
+    def _set_told(self, peer: Peer, mask: int) -> None:
+        if mask:
+            self._told[peer] = mask
+        else:
+            del self._told[peer]  # a peer no app knows of is not kept
 
     async def channel_message(self, peer: Peer, channel_id: bytes, text: str, *, error: bool) -> bool:
         """Route a channel's ``error``/``warning`` to the app that claimed the channel; False if none."""

@@ -43,7 +43,7 @@ from lnpmsg.runtime.user_apps import resolve_app
 
 if TYPE_CHECKING:
     from lnpmsg.node.identity import NodeKey
-    from lnpmsg.node.node import Node
+    from lnpmsg.node.node import Node, NodeConfig
 
 __all__ = ["BuiltNode", "build_node", "check_settings", "run_node"]
 
@@ -203,6 +203,7 @@ def build_node(settings: NodeSettings) -> BuiltNode:
         onion_only=onion_only,
         onion_to_onion=settings.onion_to_onion,
     )
+    config = _config_overrides(config, settings.node_config)
     if settings.features:
         from lnpmsg.wire import Features, WireError
 
@@ -345,6 +346,23 @@ def _network(settings: NodeSettings) -> str:
     if settings.bitcoind_rpc and settings.network is None:
         raise SettingsError("bitcoind_rpc needs the network it serves (lnpmsg node asks the server when --network is not given)")
     return settings.network or settings.chain or "bitcoin"
+
+
+def _config_overrides(config: NodeConfig, overrides: dict[str, Any]) -> NodeConfig:
+    """``config`` with ``settings.node_config`` applied: only fields no other setting sets."""
+    from dataclasses import fields
+
+    from lnpmsg.node.node import NodeConfig
+
+    settable = {f.name for f in fields(NodeConfig)} - _CONFIG_FROM_SETTINGS
+    wrong = sorted(set(overrides) - settable)
+    if wrong:
+        raise SettingsError(f"node_config: {', '.join(wrong)} cannot be set there (it takes {', '.join(sorted(settable))})")
+    return replace(config, **overrides)
+
+
+#: the NodeConfig fields build_node fills from NodeSettings' own fields
+_CONFIG_FROM_SETTINGS = frozenset({"listen", "connect", "network", "features", "tor_socks", "onion_only", "onion_to_onion"})
 
 
 def _tor_socks(text: str | None) -> tuple[str, int] | None:

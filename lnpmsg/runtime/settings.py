@@ -131,3 +131,6 @@ class NodeSettings:
     #: the ``--dev-*`` options (conformance suites): forced channel secrets, funding
     #: depth, imported wallet keys, fast gossip (see :mod:`lnpmsg.channels.dev`)
     dev: DevOptions = field(default_factory=DevOptions)
+    #: :class:`~lnpmsg.node.node.NodeConfig` fields the options above do not set, by name
+    #: (limits, keepalive timers: ``{"max_peers": 20_000, "ping_interval": 30.0}``)
+    node_config: dict[str, Any] = field(default_factory=dict)
