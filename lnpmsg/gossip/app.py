@@ -231,8 +231,13 @@ class GossipApp(GossipPeers, GossipIngest, GossipServing, GossipLookups, App):
         self.on_unknown_update: Callable[[bytes, ChannelUpdate], None] | None = None
         self.counters = GossipAppCounters()
         self._peers: dict[bytes, PeerState] = {}
-        #: every sync run, by peer (kept after the peer leaves, for progress reports)
+        #: the syncs run, by peer, for progress reports: those of the peers connected and of
+        #: the last ``MAX_GONE_SYNCS`` peers that left
         self._syncs: dict[bytes, PeerSync] = {}
+        #: the peers gone whose sync is still in ``_syncs``, the first gone first
+        self._gone_syncs: OrderedDict[bytes, None] = OrderedDict()
+        #: a done sync's record was dropped (the node has synced, though no record says so)
+        self._done_dropped = False
         self._syncing: dict[bytes, PeerState] = {}
         self._unsynced: dict[bytes, PeerState] = {}
         self._held: OrderedDict[int, Decision] = OrderedDict()
