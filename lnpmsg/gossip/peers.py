@@ -1,5 +1,6 @@
 """The gossip app's peers: their state, the node's peer hooks, the initial
-sync by queries with up to ``sync_peers`` of them at a time (the trio shell
+sync by queries with up to ``sync_peers`` of them at a time, until
+``full_syncs`` are done if set (the trio shell
 of :class:`~lnpmsg.gossip.sync.PeerSync`, its progress in the logs and
 :meth:`GossipPeers.progress`), direct sends and rate-limited warnings.
 
@@ -81,6 +82,7 @@ class GossipPeers:
     _syncs: dict[bytes, PeerSync]
     _gone_syncs: OrderedDict[bytes, None]
     _done_dropped: bool
+    _full_syncs: int
     #: the peers whose sync runs (at most ``sync_peers``): the timers are theirs alone
     _syncing: dict[bytes, PeerState]
     #: the peers offering gossip queries we have not synced with yet, in arrival order
@@ -112,10 +114,11 @@ class GossipPeers:
         self._peers[peer.node_id] = state
         self._gone_syncs.pop(peer.node_id, None)  # back: its last sync is a connected peer's again
         if state.queries:
-            self._unsynced[peer.node_id] = state
             first = max(0, int(self.clock()) - self.config.live_backlog)
             self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=first, timestamp_range=MAX_U32 - first))
-            self._maybe_start_sync()
+            if not self._fully_synced():
+                self._unsynced[peer.node_id] = state
+                self._maybe_start_sync()
         else:
             # BOLT 7: a peer not offering gossip_queries is not worth gossip from.
             self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=MAX_U32, timestamp_range=0))
@@ -166,7 +169,10 @@ class GossipPeers:
 
     def _maybe_start_sync(self) -> None:
         unsynced = self._unsynced
+        full = self.config.full_syncs
         while len(self._syncing) < self.config.sync_peers and unsynced:
+            if full and self._full_syncs + len(self._syncing) >= full:
+                break  # the syncs under way may be enough: the next waits for one to fail
             node_id = next(iter(unsynced))
             state = unsynced.pop(node_id)
             if not state.peer.is_ready:
@@ -255,9 +261,23 @@ class GossipPeers:
                     sync.wanted,
                     len(self.graph),
                 )
+                # A peer that offered no channel (a new node) does not count as a full sync.
+                if sync.offered:
+                    self._full_syncs += 1
+                if self._fully_synced() and self._unsynced:
+                    log.info(
+                        "gossip: synced with %d peers offering channels; %d more send only new gossip",
+                        self._full_syncs,
+                        len(self._unsynced),
+                    )
+                    self._unsynced.clear()
             else:
                 log.warning("gossip sync with %s failed: %s", state.node_id.hex(), sync.reason)
             self._maybe_start_sync()
+
+    def _fully_synced(self) -> bool:
+        """Enough syncs are done (``full_syncs``): later peers are not synced with."""
+        return 0 < self.config.full_syncs <= self._full_syncs
 
     def _report(self, state: PeerState) -> None:
         sync = state.sync
