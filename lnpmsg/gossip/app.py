@@ -121,6 +121,10 @@ class GossipConfig:
     flush_interval: float = 60.0
     #: peers to run the initial query sync with at the same time
     sync_peers: int = 2
+    #: once this many syncs are done with peers that offered channels, the peers that
+    #: come later are not synced with: their timestamp filter brings their new gossip
+    #: (0: sync with every peer offering gossip queries)
+    full_syncs: int = 0
     #: the timestamp filter we send asks for gossip from this many seconds ago on
     live_backlog: int = 0
     #: seconds between prunes of stale channels (0: never)
@@ -231,8 +235,15 @@ class GossipApp(GossipPeers, GossipIngest, GossipServing, GossipLookups, App):
         self.on_unknown_update: Callable[[bytes, ChannelUpdate], None] | None = None
         self.counters = GossipAppCounters()
         self._peers: dict[bytes, PeerState] = {}
-        #: every sync run, by peer (kept after the peer leaves, for progress reports)
+        #: the syncs run, by peer, for progress reports: those of the peers connected and of
+        #: the last ``MAX_GONE_SYNCS`` peers that left
         self._syncs: dict[bytes, PeerSync] = {}
+        #: the peers gone whose sync is still in ``_syncs``, the first gone first
+        self._gone_syncs: OrderedDict[bytes, None] = OrderedDict()
+        #: a done sync's record was dropped (the node has synced, though no record says so)
+        self._done_dropped = False
+        #: syncs done with peers that offered channels (see ``GossipConfig.full_syncs``)
+        self._full_syncs = 0
         self._syncing: dict[bytes, PeerState] = {}
         self._unsynced: dict[bytes, PeerState] = {}
         self._held: OrderedDict[int, Decision] = OrderedDict()

@@ -1,5 +1,6 @@
 """The gossip app's peers: their state, the node's peer hooks, the initial
-sync by queries with up to ``sync_peers`` of them at a time (the trio shell
+sync by queries with up to ``sync_peers`` of them at a time, until
+``full_syncs`` are done if set (the trio shell
 of :class:`~lnpmsg.gossip.sync.PeerSync`, its progress in the logs and
 :meth:`GossipPeers.progress`), direct sends and rate-limited warnings.
 
@@ -28,12 +29,15 @@ if TYPE_CHECKING:
     from lnpmsg.gossip.graph import Graph
     from lnpmsg.node.node import Node
 
-__all__ = ["MAX_WARNINGS_PER_MINUTE", "GossipPeers", "PeerState"]
+__all__ = ["MAX_GONE_SYNCS", "MAX_WARNINGS_PER_MINUTE", "GossipPeers", "PeerState"]
 
 log = logging.getLogger("lnpmsg.gossip")
 
 #: most warnings sent to one peer per minute (a bad peer cannot make us spam)
 MAX_WARNINGS_PER_MINUTE = 10
+#: most syncs of peers that have left kept for progress reports (the last ones to leave;
+#: the syncs of the peers connected are all kept)
+MAX_GONE_SYNCS = 64
 
 
 @dataclass(eq=False, slots=True)
@@ -76,6 +80,9 @@ class GossipPeers:
     node: Node
     _peers: dict[bytes, PeerState]
     _syncs: dict[bytes, PeerSync]
+    _gone_syncs: OrderedDict[bytes, None]
+    _done_dropped: bool
+    _full_syncs: int
     #: the peers whose sync runs (at most ``sync_peers``): the timers are theirs alone
     _syncing: dict[bytes, PeerState]
     #: the peers offering gossip queries we have not synced with yet, in arrival order
@@ -105,11 +112,13 @@ class GossipPeers:
         features = peer.session.remote_features or Features()
         state = PeerState(peer, features.supports("gossip_queries"), features.supports("gossip_queries_ex"))
         self._peers[peer.node_id] = state
+        self._gone_syncs.pop(peer.node_id, None)  # back: its last sync is a connected peer's again
         if state.queries:
-            self._unsynced[peer.node_id] = state
             first = max(0, int(self.clock()) - self.config.live_backlog)
             self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=first, timestamp_range=MAX_U32 - first))
-            self._maybe_start_sync()
+            if not self._fully_synced():
+                self._unsynced[peer.node_id] = state
+                self._maybe_start_sync()
         else:
             # BOLT 7: a peer not offering gossip_queries is not worth gossip from.
             self._send_soon(peer, GossipTimestampFilter(chain_hash=self.chain_hash, first_timestamp=MAX_U32, timestamp_range=0))
@@ -132,7 +141,21 @@ class GossipPeers:
             return
         self._end(state, "peer disconnected")
         self._unsynced.pop(node_id, None)
+        if node_id in self._syncs:
+            self._keep_gone_sync(node_id)
         self._maybe_start_sync()
+
+    def _keep_gone_sync(self, node_id: bytes) -> None:
+        """The peer left: its (ended) sync stays for progress reports among the last
+        ``MAX_GONE_SYNCS`` peers to leave; the one that left first beyond those goes."""
+        gone = self._gone_syncs
+        gone[node_id] = None
+        gone.move_to_end(node_id)
+        while len(gone) > MAX_GONE_SYNCS:
+            oldest, _ = gone.popitem(last=False)
+            sync = self._syncs.pop(oldest)
+            if sync.state is SyncState.DONE:
+                self._done_dropped = True
 
     def _end(self, state: PeerState, reason: str) -> None:
         """A peer's connection ended (left, or replaced by a new one): its backfill and sync stop."""
@@ -146,7 +169,10 @@ class GossipPeers:
 
     def _maybe_start_sync(self) -> None:
         unsynced = self._unsynced
+        full = self.config.full_syncs
         while len(self._syncing) < self.config.sync_peers and unsynced:
+            if full and self._full_syncs + len(self._syncing) >= full:
+                break  # the syncs under way may be enough: the next waits for one to fail
             node_id = next(iter(unsynced))
             state = unsynced.pop(node_id)
             if not state.peer.is_ready:
@@ -235,9 +261,23 @@ class GossipPeers:
                     sync.wanted,
                     len(self.graph),
                 )
+                # A peer that offered no channel (a new node) does not count as a full sync.
+                if sync.offered:
+                    self._full_syncs += 1
+                if self._fully_synced() and self._unsynced:
+                    log.info(
+                        "gossip: synced with %d peers offering channels; %d more send only new gossip",
+                        self._full_syncs,
+                        len(self._unsynced),
+                    )
+                    self._unsynced.clear()
             else:
                 log.warning("gossip sync with %s failed: %s", state.node_id.hex(), sync.reason)
             self._maybe_start_sync()
+
+    def _fully_synced(self) -> bool:
+        """Enough syncs are done (``full_syncs``): later peers are not synced with."""
+        return 0 < self.config.full_syncs <= self._full_syncs
 
     def _report(self, state: PeerState) -> None:
         sync = state.sync
@@ -260,10 +300,11 @@ class GossipPeers:
                         self._apply_step(state, state.sync.handle_timer(now))
 
     def progress(self) -> dict[str, Any]:
-        """The initial sync: overall percent and per peer (JSON-able)."""
+        """The initial sync: overall percent and per peer (JSON-able): the peers connected
+        and the last ``MAX_GONE_SYNCS`` that left."""
         syncs = {node_id.hex(): sync.progress() for node_id, sync in self._syncs.items()}
         active = [p["percent"] for p in syncs.values() if p["state"] in ("range", "ids")]
-        done = any(p["state"] == "done" for p in syncs.values())
+        done = self._done_dropped or any(p["state"] == "done" for p in syncs.values())
         if active:
             percent = min(active)
         else:
