@@ -9,6 +9,9 @@ All protocol decisions are made by the sans-IO cores (:mod:`lnpmsg.noise` and
 :class:`lnpmsg.node.session.PeerSession`); this module only moves bytes and
 time between them and a :class:`~lnpmsg.transports.base.Connection`.
 
+The peer's tasks besides the one running it (a writer, a timer's handler, the
+reading handed on) form its task group (:mod:`lnpmsg.node.peer_tasks`).
+
 Writes are coalesced (:mod:`lnpmsg.node.peer_writing`): while one batch is on its way, new messages pile up in
 the session's outbox and leave together in the next write. The bytes queued
 for a peer are bounded (``MAX_QUEUED_BYTES``): a sender waits (back-pressure)
@@ -26,6 +29,7 @@ import trio
 
 from lnpmsg.node.handshake import HANDSHAKE_TIMEOUT, HandshakeFailed, handshake_as_initiator, handshake_as_responder
 from lnpmsg.node.keepalive import KeepaliveSchedule
+from lnpmsg.node.peer_tasks import PeerTasks
 from lnpmsg.node.peer_writing import CLOSE_FLUSH_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, PeerWriting
 from lnpmsg.node.session import (
     MessagesReceived,
@@ -90,7 +94,7 @@ class PeerCounters:
     messages_out: int = 0
 
 
-class Peer(PeerWriting):
+class Peer(PeerWriting, PeerTasks):
     """One connected, authenticated peer.
 
     Created by the node after a successful handshake; :meth:`run` drives it
@@ -415,10 +419,7 @@ class Peer(PeerWriting):
             return
         try:
             with trio.CancelScope() as scope:
-                self._scope = scope
-                self._nursery = nursery
-                if self._tasks_cancelled:
-                    scope.cancel()
+                self._open_tasks(nursery, scope)
                 init_deadline = self.session.get_timer()
                 self._keepalive.set(self, init_deadline)
                 # Our init is queued: it leaves from this task, before the first
@@ -435,20 +436,11 @@ class Peer(PeerWriting):
                     scope.deadline = math.inf
                 if written:
                     await self._read_loop()
-            self._body_done = True
-            if self._children:
-                # As a nursery's end: the tasks the peer started end first.
-                self._children_done = trio.Event()
-                await self._children_done.wait()
-            self._nursery = None  # closed: nothing may start any more
-            if self._child_error is not None:
-                raise self._child_error
+            await self._join_tasks()  # as a nursery's end: the tasks the peer started end first
             if scope.cancelled_caught and not self._closing:
                 self._begin_close("our init could not be sent before the init timeout")
         finally:
-            self._nursery = None
-            if self._children:
-                self._cancel_tasks()  # run itself was cancelled: its tasks end with it
+            self._close_tasks()
             self._keepalive.set(self, None)
             if not self._closing:
                 self._begin_close("cancelled")
@@ -458,58 +450,6 @@ class Peer(PeerWriting):
             self._is_closed = True
             if self._closed_event is not None:
                 self._closed_event.set()
-
-    def _start_task(self, fn: Callable[..., Awaitable[None]], *args: object) -> bool:
-        """Start a task of the peer's; False when no task may start any more (its tasks
-        ended, :meth:`run` not resumed yet to close it)."""
-        nursery = self._nursery
-        if nursery is None:
-            return False
-        scope = trio.CancelScope()
-        if self._tasks_cancelled:
-            scope.cancel()
-        children = self._children
-        if children is None:
-            children = self._children = set()
-        children.add(scope)
-        try:
-            nursery.start_soon(self._child_task, scope, fn, args, name=fn)  # named for what it runs
-        except RuntimeError:  # "Nursery is closed to new arrivals"
-            self._child_ended(scope)
-            return False
-        return True
-
-    async def _child_task(self, scope: trio.CancelScope, fn: Callable[..., Awaitable[None]], args: tuple[object, ...]) -> None:
-        try:
-            with scope:
-                await fn(*args)
-        except Exception as exc:
-            # As in a nursery of the peer's own: the peer stops, and run raises it.
-            if self._child_error is None:
-                self._child_error = exc
-            self._cancel_tasks()
-        finally:
-            self._child_ended(scope)
-
-    def _child_ended(self, scope: trio.CancelScope) -> None:
-        children = self._children
-        assert children is not None
-        children.discard(scope)
-        if not children:
-            self._children = None  # an idle peer keeps no empty set
-            if self._body_done:
-                self._nursery = None  # the last task ended: none may start any more
-                if self._children_done is not None:
-                    self._children_done.set()
-
-    def _cancel_tasks(self) -> None:
-        """Cancel every task of the peer's: the reading in :meth:`run`, and the others."""
-        self._tasks_cancelled = True
-        if self._scope is not None:
-            self._scope.cancel()
-        if self._children:
-            for scope in self._children:
-                scope.cancel()
 
     async def _read_loop(self) -> None:
         """Read and dispatch until the peer closes, or until a handler hands the reading to
