@@ -119,6 +119,7 @@ class Peer(PeerWriting, PeerTasks):
         "_reading_turn",
         "_keepalive",
         "_leftover",
+        "_unsent_init",
         "_max_queued",
         "_nursery",
         "_on_events",
@@ -179,6 +180,8 @@ class Peer(PeerWriting, PeerTasks):
         self._outbox = session.outbox
         self._on_events = on_events
         self._leftover = leftover
+        #: None until :meth:`start_now` sent our init; then what the transport left of it
+        self._unsent_init: bytes | None = None
         self._max_queued = max_queued_bytes
         self._queued_bytes = 0
         self._room: trio.lowlevel.ParkingLot | None = None
@@ -399,6 +402,41 @@ class Peer(PeerWriting, PeerTasks):
 
     # ------------------------------------------------------------------ run
 
+    def start_now(self) -> bool:
+        """Begin what :meth:`run` begins, without waiting and without a task: our ``init``
+        leaves if the transport takes it at once, then what the peer has sent already
+        is read.
+
+        False: that ended the peer (it had hung up already, or the connection
+        failed) and its connection is closed: it needs no :meth:`run`. True:
+        :meth:`run` goes on from here, in a task (the peer sent something to
+        handle, or nothing yet, or the transport did not take all of our init).
+        A listener's accept loop calls this (through the node) so that a
+        connection that hangs up right after its handshake (a probe, a scan, a
+        flood of handshakes) costs no task; no app heard of such a peer, as
+        it never sent its ``init``.
+        """
+        unsent = self._send_first_nowait()
+        if unsent is not None:
+            self._unsent_init = unsent
+            if unsent:
+                return True  # the rest of our init leaves from run
+            try:
+                received = self.conn.receive_nowait(RECEIVE_CHUNK)
+            except TransportError as exc:
+                self._begin_close(f"connection lost: {exc}", reader_ends=True)
+            else:
+                if received is None:
+                    return True  # nothing yet: run waits for it
+                if received:
+                    self._leftover = self._leftover + received if self._leftover else received
+                    return True  # run's first read is this
+                self._begin_close("peer closed the connection", reader_ends=True)
+        if not self.conn.close_nowait():
+            return True  # a transport whose close must wait: run closes it
+        self._is_closed = True
+        return False
+
     async def run(self) -> None:
         """Drive the peer until it closes. Always closes the connection.
 
@@ -425,9 +463,9 @@ class Peer(PeerWriting, PeerTasks):
                 # Our init is queued: it leaves from this task, before the first
                 # read (a fresh connection takes a small write at once, without
                 # waiting), so a connection needs no second task until there is
-                # more to send.
-                unsent = self._send_first_nowait()
-                written = unsent is not None
+                # more to send. Unless start_now sent it already (or ended the peer).
+                unsent = self._send_first_nowait() if self._unsent_init is None else self._unsent_init
+                written = unsent is not None and not self._closing
                 if unsent or (written and self.session.outbox):
                     # The transport did not take it at once: the init timeout bounds
                     # that write here (the keepalive schedule cannot stop a write under way).
