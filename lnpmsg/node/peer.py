@@ -465,6 +465,7 @@ class Peer(PeerWriting, PeerTasks):
                 # waiting), so a connection needs no second task until there is
                 # more to send. Unless start_now sent it already (or ended the peer).
                 unsent = self._send_first_nowait() if self._unsent_init is None else self._unsent_init
+                self._unsent_init = None
                 written = unsent is not None and not self._closing
                 if unsent or (written and self.session.outbox):
                     # The transport did not take it at once: the init timeout bounds
