@@ -1,6 +1,7 @@
-"""Inbound connections over loopback TCP: the first half of the handshake in the
-listener's accept loop, one task per connection, and the handshake's deadlines
-kept by the node's keepalive schedule (no cancel scope per handshake)."""
+"""Inbound connections over loopback TCP: the handshake in the listener's accept
+loop as far as it goes without waiting, a task for a connection only once it must
+wait (then one), and the handshake's deadlines kept by the node's keepalive
+schedule (no cancel scope per handshake)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import trio.testing
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node
-from lnpmsg.noise import ACT_ONE_SIZE, ACT_TWO_SIZE, InitiatorHandshake, ResponderHandshake
+from lnpmsg.noise import ACT_ONE_SIZE, ACT_TWO_SIZE, FRAME_OVERHEAD, InitiatorHandshake, ResponderHandshake, TransportCipher
 from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.nodes import make_node, running, running_tasks
 from lnpmsg.testing.virtual import memory_node
 from lnpmsg.transports.base import Connection
 from lnpmsg.transports.tcp import TcpTransport
+from lnpmsg.wire import DEFAULT_REGISTRY, Init
 
 CONNECTION_TASK = "TcpListener.serve_accepting.<locals>.accepted"
 
@@ -82,6 +84,88 @@ async def test_act_one_already_there_is_answered_in_the_accept_loop_and_one_task
         # the same task took act three and runs the peer: no other task for it
         assert running_tasks(CONNECTION_TASK) == 1 and running_tasks("PeerWriting._write_loop") == 0
         assert node.pending_handshakes == 0 and len(node.keepalive) == 1  # the peer's init deadline only
+        sock.close()
+
+
+def _watch_tasks(node: Node) -> list[Connection]:
+    """The connections the node's listener gave a task (recorded as each task starts)."""
+    tasks: list[Connection] = []
+    accept = node._accept
+
+    async def watched(conn: Connection) -> None:
+        tasks.append(conn)
+        await accept(conn)
+
+    node._accept = watched  # type: ignore[method-assign]
+    return tasks
+
+
+class _Initiator:
+    """A dialer that answers act two from inside the node's accept loop, right after act
+    two left (act three, maybe its init, maybe a half-close): all of it is there when the
+    loop continues the connection, as when a busy node accepts late. Made before the node
+    runs (its listener takes ``accept_now`` when it starts)."""
+
+    def __init__(self, node: Node, *, with_init: bool, hang_up: bool) -> None:
+        self.handshake = InitiatorHandshake(NodeKey.generate().secret, node.node_id)
+        self.sock: socket.socket | None = None
+        self.node = node
+        accept_now = node._accept_now
+
+        def answering(conn: Connection) -> bool:
+            kept = accept_now(conn)
+            assert self.sock is not None
+            act_two = self.sock.recv(ACT_TWO_SIZE)  # loopback: there as soon as it was sent
+            act_three = self.handshake.receive_act_two(act_two)
+            init = TransportCipher(self.handshake.keys).encryptor.encrypt(Init().encode()) if with_init else b""
+            self.sock.sendall(act_three + init)
+            if hang_up:
+                self.sock.shutdown(socket.SHUT_WR)
+            return kept
+
+        node._accept_now = answering  # type: ignore[method-assign]
+
+    def dial(self) -> socket.socket:
+        host, port = self.node.listen_addresses[0].rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.sendall(self.handshake.act_one())
+        return self.sock
+
+
+async def test_a_connection_that_hangs_up_after_act_three_gets_our_init_and_no_task() -> None:
+    node = make_node()
+    tasks = _watch_tasks(node)
+    initiator = _Initiator(node, with_init=False, hang_up=True)  # a probe's, or a flood's
+    async with running(node):
+        sock = initiator.dial()
+        sock.setblocking(False)
+        with trio.fail_after(10):
+            init_frame = await _receive(sock, FRAME_OVERHEAD + len(node.local_init().encode()))
+            assert await _closed(sock)
+        decrypted = TransportCipher(initiator.handshake.keys).decryptor.feed(init_frame)
+        assert [DEFAULT_REGISTRY.decode(m).TYPE for m in decrypted] == [Init.TYPE]  # BOLT 1: our init first
+        with trio.fail_after(10):
+            while node.admission.connections_from("127.0.0.1"):
+                await trio.sleep(0.01)
+        # the accept loop took act three, sent our init and read the close: no task for it
+        assert tasks == [] and node.pending_handshakes == 0 and len(node.keepalive) == 0
+        assert node.peers == {} and node.stats["handshake_failed"] == 0
+        sock.close()
+
+
+async def test_an_init_that_came_with_act_three_is_handled_in_the_connections_task() -> None:
+    node = make_node()
+    tasks = _watch_tasks(node)
+    initiator = _Initiator(node, with_init=True, hang_up=False)
+    async with running(node):
+        sock = initiator.dial()
+        with trio.fail_after(10):
+            while not node.peers:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        # the peer had something to say: one task took it, and reads on as the peer's
+        assert len(tasks) == 1 and running_tasks(CONNECTION_TASK) == 1
+        assert list(node.peers.values())[0].is_ready and node.pending_handshakes == 0
         sock.close()
 
 

@@ -266,6 +266,22 @@ def test_transport_cipher_after_a_real_handshake() -> None:
         left.decryptor.feed(left.encryptor.encrypt(b"echo"))
 
 
+def test_a_transport_ciphers_receiving_side_is_built_at_its_first_use_and_bounded_from_the_start() -> None:
+    initiator_key, responder_key = os.urandom(32), os.urandom(32)
+    initiator = InitiatorHandshake(initiator_key, public_key_of(responder_key))
+    responder = ResponderHandshake(responder_key)
+    responder.receive_act_three(initiator.receive_act_two(responder.receive_act_one(initiator.act_one())))
+    left, right = TransportCipher(initiator.keys), TransportCipher(responder.keys, max_buffer=FRAME_OVERHEAD + 10)
+    assert right._decryptor is None  # a connection that never receives never builds it
+    frames = [left.encryptor.encrypt(b"first"), left.encryptor.encrypt(b"second")]
+    assert right.decryptor.feed(b"".join(frames)) == [b"first", b"second"]
+    assert right.decryptor is right.decryptor and right._keys is None  # built once; the keys live on in it only
+    with pytest.raises(DecryptError, match="exceeds"):  # its max_buffer, given to the lazy build
+        right.decryptor.feed(left.encryptor.encrypt(bytes(11)))
+    with pytest.raises(ValueError):  # a bad bound is refused at once, not at the first receive
+        TransportCipher(responder.keys, max_buffer=FRAME_OVERHEAD - 1)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=200), max_size=8))
 def test_garbage_raises_only_decrypt_error(chunks: list[bytes]) -> None:

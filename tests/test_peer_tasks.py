@@ -253,7 +253,7 @@ async def test_a_handler_may_keep_the_reading_task_and_hand_the_reading_on(autoj
         assert seen == [(0, True)]
         await trio.sleep(1)
         assert seen == [(0, True), "0 slept", (1, True), "0 through the gate"]
-        assert running_tasks("Peer._read_loop") == 1  # the reading went on in a task of its own
+        assert running_tasks("PeerReading._read_loop") == 1  # the reading went on in a task of its own
         # a handler that ends while it keeps the reading task: that task reads on
         seen.clear()
         await raw.send(_custom(2))
@@ -263,7 +263,7 @@ async def test_a_handler_may_keep_the_reading_task_and_hand_the_reading_on(autoj
         assert seen == [(2, True)]
         await trio.sleep(1)
         assert seen == [(2, True), "2 slept", (3, True)]
-        assert running_tasks("Peer._read_loop") == 1
+        assert running_tasks("PeerReading._read_loop") == 1
         # a read of several messages: none is held
         seen.clear()
         await raw.send_raw(raw.encrypt(_custom(4)) + raw.encrypt(_custom(5)))
@@ -278,7 +278,7 @@ async def test_a_handler_may_keep_the_reading_task_and_hand_the_reading_on(autoj
         await raw.send(_custom(7))
         await trio.sleep(0.1)
         assert seen == [(6, True), "6 cancelled", (7, True)]
-        assert running_tasks("Peer._read_loop") == 1
+        assert running_tasks("PeerReading._read_loop") == 1
         assert peer.is_ready
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Hashable
 
@@ -123,6 +123,8 @@ class Decision:
 
 #: the usual decision (nothing to evict), made once: every accepted connection asks
 _ADMITTED = Decision(True)
+#: a key :meth:`Admission.closed` does not know (released already)
+_UNKNOWN = object()
 
 
 @dataclass(slots=True)
@@ -144,8 +146,8 @@ class Admission:
 
     def __init__(self, limits: AdmissionLimits | None = None) -> None:
         self.limits = limits or AdmissionLimits()
-        #: pending handshakes, oldest first
-        self._pending: OrderedDict[Hashable, _Pending] = OrderedDict()
+        #: pending handshakes, oldest first (a dict keeps its insertion order)
+        self._pending: dict[Hashable, _Pending] = {}
         self._pending_per_ip: Counter[str] = Counter()
         self._pending_per_subnet: Counter[str] = Counter()
         self._pending_tor = 0
@@ -205,7 +207,8 @@ class Admission:
 
     def closed(self, key: Hashable) -> None:
         """The connection is gone: it no longer counts for its IP."""
-        self._forget_pending(key)
+        if key in self._pending:  # usually its handshake_done came first
+            self._forget_pending(key)
         self._release(key)
 
     def admit_peer(self, *, peers: int, outbound: bool, protected: bool) -> str | None:
@@ -236,19 +239,30 @@ class Admission:
         if pending.tor:
             self._pending_tor -= 1
             return
-        for counter, name in ((self._pending_per_ip, pending.ip), (self._pending_per_subnet, pending.subnet)):
-            counter[name] -= 1
-            if not counter[name]:
-                del counter[name]
+        # Written out for the two counters: every inbound handshake ends here.
+        per_ip, ip = self._pending_per_ip, pending.ip
+        left = per_ip[ip] - 1
+        if left:
+            per_ip[ip] = left
+        else:
+            del per_ip[ip]
+        per_subnet, subnet = self._pending_per_subnet, pending.subnet
+        left = per_subnet[subnet] - 1
+        if left:
+            per_subnet[subnet] = left
+        else:
+            del per_subnet[subnet]
 
     def _release(self, key: Hashable) -> None:
-        if key not in self._connection_ip:
-            return
-        ip = self._connection_ip.pop(key)
-        if ip is not None:
-            self._connections_per_ip[ip] -= 1
-            if not self._connections_per_ip[ip]:
-                del self._connections_per_ip[ip]
+        ip = self._connection_ip.pop(key, _UNKNOWN)
+        if ip is _UNKNOWN or ip is None:
+            return  # released already, or over Tor (not counted per IP)
+        per_ip = self._connections_per_ip
+        left = per_ip[ip] - 1  # type: ignore[index]
+        if left:
+            per_ip[ip] = left  # type: ignore[index]
+        else:
+            del per_ip[ip]  # type: ignore[arg-type]
 
 
 @dataclass

@@ -3,17 +3,24 @@ handshake (evictable while pending), and the refusal log. A part of
 :class:`~lnpmsg.node.node.Node`.
 
 Every accepted connection passes here, so it costs as few trio operations
-as it can. Its first half runs without a task or a schedule point
-(:meth:`Inbound._accept_now`, called from a TCP listener's accept loop, or
-first thing in the connection's task by other listeners): admission, act
-one when it has already arrived (the initiator sends it right after
-connecting), act two with a non-blocking send. Then ONE task takes act
-three and lives on as the peer's task. No cancel scope of its own: the
-handshake's deadlines (act one's, then the whole handshake's) sit in the
-node's keepalive schedule, which stops a handshake that is late (counted
-and logged there) by closing its connection, as an eviction does: its
-task's next receive or send fails, and it finds its
-:class:`PendingHandshake` stopped.
+as it can. A TCP listener's accept loop runs it without a task for as long
+as nothing has to wait: :meth:`Inbound._accept_now` right after the accept
+(admission, act one when it has already arrived: the initiator sends it
+right after connecting; act two with a non-blocking send), then
+:meth:`Inbound._continue_now` after the loop's next schedule point (act
+three, which has nearly always arrived by then, and the peer's start: our
+``init`` sent, what the peer sent read). A connection gets a task
+(:meth:`Inbound._accept`) only when it must wait: for an act, for the
+transport, or for the node to handle what the peer said, and then lives on
+in it as the peer. Other listeners call both halves first thing in the
+connection's task.
+
+No cancel scope of its own: a handshake's deadlines (act one's, then the
+whole handshake's) go into the node's keepalive schedule when it starts to
+wait (a handshake finished in the accept loop never needs them). The
+schedule stops a handshake that is late (counted and logged there) by
+closing its connection, as an eviction does: its task's next receive or
+send fails, and it finds its :class:`PendingHandshake` stopped.
 """
 
 from __future__ import annotations
@@ -49,12 +56,17 @@ class PendingHandshake:
     (act one's, then the whole handshake's) passes, the node stops it.
     """
 
-    __slots__ = ("act_one_done", "buffer", "conn", "handshake", "ip", "on_late", "stopped", "unsent")
+    __slots__ = ("act_one_done", "buffer", "conn", "deadline", "handshake", "ip", "on_late", "stopped", "unsent")
 
-    def __init__(self, conn: Connection, ip: str, handshake: ResponderHandshake, on_late: Callable[[PendingHandshake], None]) -> None:
+    def __init__(
+        self, conn: Connection, ip: str, handshake: ResponderHandshake, deadline: float, on_late: Callable[[PendingHandshake], None]
+    ) -> None:
         self.conn = conn
         self.ip = ip
         self.handshake = handshake
+        #: when the whole handshake must be over: it goes into the keepalive schedule
+        #: only once the handshake waits for something
+        self.deadline = deadline
         #: act one is in, act two made (``unsent``: what the transport has not taken of it yet)
         self.act_one_done = False
         self.unsent = b""
@@ -83,6 +95,8 @@ class Inbound:
     _nursery: trio.Nursery | None
     _refusals: RefusalLog
     _handshakes: dict[Connection, PendingHandshake]
+    #: peers started by ``_continue_now`` whose connection's task is about to run them
+    _started: dict[Connection, Peer]
     is_protected: Callable[[bytes], bool]
     _make_peer: Callable[..., Peer]
     _run_peer: Callable[[Peer], Awaitable[None]]
@@ -168,8 +182,10 @@ class Inbound:
             if evicted is not None and not evicted.stopped:
                 self._stop_handshake(evicted)
                 self._refused(evicted.ip, "evicted: oldest pending handshake of a busy source", "evicted")
-        pending = self._handshakes[conn] = PendingHandshake(conn, ip, ResponderHandshake(self.key.secret), self._handshake_late)
         cfg = self.config
+        pending = self._handshakes[conn] = PendingHandshake(
+            conn, ip, ResponderHandshake(self.key.secret), now + cfg.handshake_timeout, self._handshake_late
+        )
         try:
             # Usually act one is there already (the initiator sends it at once, and a busy
             # node accepts late): then act two leaves at once too.
@@ -188,7 +204,8 @@ class Inbound:
             self._handshake_failed(pending, exc)
             self.admission.closed(conn)
             return False
-        self.keepalive.set(pending, now + cfg.handshake_timeout)
+        # No deadline yet: act three is taken without waiting (``_continue_now``, after
+        # one schedule point) or by the connection's task, which sets it before it waits.
         return True
 
     def _answer_act_one(self, pending: PendingHandshake, act_one: bytes) -> None:
@@ -217,46 +234,109 @@ class Inbound:
             reason = f"handshake failed: {exc}"
         log.info("inbound %s from %s: %s", pending.conn.kind, pending.conn.remote_address, reason)
 
+    def _continue_now(self, conn: Connection) -> bool:
+        """The second half of an inbound connection, without waiting, for a connection
+        :meth:`_accept_now` kept: act three if it has arrived, then the peer's start
+        (:meth:`Peer.start_now <lnpmsg.node.peer.Peer.start_now>`).
+
+        A listener calls this after a schedule point of its accept loop (by then the
+        initiator has usually answered act two). False: the connection is over (the
+        caller closes it and starts no task): its handshake failed or was stopped,
+        the peer was refused, or it hung up right after the handshake. True:
+        :meth:`_accept` continues it in a task (it waits for an act, for the
+        transport, or has something for the node to handle).
+        """
+        pending = self._handshakes[conn]
+        if pending.stopped:
+            self._handshake_ended(pending)  # counted and logged when it was stopped
+            self.admission.closed(conn)
+            return False
+        if not pending.act_one_done or pending.unsent or pending.buffer:
+            return True  # it waits for the peer or the transport: in its task
+        try:
+            act_three = conn.receive_nowait(ACT_THREE_SIZE)
+        except TransportError:
+            return True  # its task's receive fails the same way, and says why
+        if act_three is None or len(act_three) != ACT_THREE_SIZE:
+            if act_three:
+                pending.buffer += act_three
+            return True
+        peer = self._peer_after_act_three(pending, act_three)
+        del pending  # its handshake's state may go now
+        if peer is not None and peer.start_now():
+            self._started[conn] = peer  # its task runs it
+            return True
+        # Refused, or it ended before it said anything: never ready, so no app and no
+        # subscriber heard of it, and nothing but its admission is left to release.
+        self.admission.closed(conn)
+        return False
+
+    def _peer_after_act_three(self, pending: PendingHandshake, act_three: bytes) -> Peer | None:
+        """Finish the handshake with act three and make its peer; None if the handshake
+        failed or the peer is refused (counted and logged; the connection's admission
+        is the caller's to release)."""
+        hs = pending.handshake
+        try:
+            remote_id = hs.receive_act_three(act_three)
+            if pending.stopped:
+                raise HandshakeFailed("stopped")
+        except (HandshakeFailed, NoiseError) as exc:
+            self._handshake_failed(pending, exc)
+            return None
+        self._handshake_ended(pending)
+        refusal = self.admission.admit_peer(peers=len(self.peers), outbound=False, protected=self.is_protected(remote_id))
+        if refusal is not None:
+            self._refused(pending.ip, refusal, "refused_peer_limit")
+            return None
+        leftover = bytes(pending.buffer) if pending.buffer else b""
+        return self._make_peer(pending.conn, TransportCipher(hs.keys), remote_id, outbound=False, leftover=leftover)
+
+    async def _handshake_in_task(self, pending: PendingHandshake) -> Peer | None:
+        """The rest of the handshake, waiting where it must, and its peer (None: failed or refused)."""
+        conn = pending.conn
+        try:
+            if not pending.act_one_done:
+                act_one = await receive_exactly(conn, ACT_ONE_SIZE, pending.buffer, "act one")
+                self._answer_act_one(pending, act_one)
+                pending.deadline = trio.current_time() + self.config.handshake_timeout
+            self.keepalive.set(pending, pending.deadline)  # from here it may wait
+            if pending.unsent:
+                await conn.send_frames([pending.unsent])
+                pending.unsent = b""
+            act_three = await receive_exactly(conn, ACT_THREE_SIZE, pending.buffer, "act three")
+        except (HandshakeFailed, NoiseError, TransportError) as exc:
+            self._handshake_failed(pending, exc)
+            return None
+        except BaseException:
+            self._handshake_ended(pending)  # cancelled: the node is stopping
+            raise
+        return self._peer_after_act_three(pending, act_three)
+
     async def _accept(self, conn: Connection) -> None:
         """Run an inbound connection's task: the rest of the handshake, then the peer.
 
         A listener that does not call :meth:`_accept_now` in its accept loop
         gets it called here first.
         """
-        pending = self._handshakes.get(conn)
-        if pending is None:
-            if not self._accept_now(conn):
-                return
-            pending = self._handshakes[conn]
         try:
-            try:
-                hs = pending.handshake
-                if not pending.act_one_done:
-                    act_one = await receive_exactly(conn, ACT_ONE_SIZE, pending.buffer, "act one")
-                    self._answer_act_one(pending, act_one)
-                    self.keepalive.set(pending, trio.current_time() + self.config.handshake_timeout)
-                if pending.unsent:
-                    await conn.send_frames([pending.unsent])
-                    pending.unsent = b""
-                act_three = await receive_exactly(conn, ACT_THREE_SIZE, pending.buffer, "act three")
-                remote_id = hs.receive_act_three(act_three)
-                if pending.stopped:
-                    raise HandshakeFailed("stopped")
-            except (HandshakeFailed, NoiseError, TransportError) as exc:
-                self._handshake_failed(pending, exc)
-                return
-            except BaseException:
-                self._handshake_ended(pending)  # cancelled: the node is stopping
-                raise
-            self._handshake_ended(pending)
-            refusal = self.admission.admit_peer(peers=len(self.peers), outbound=False, protected=self.is_protected(remote_id))
-            if refusal is not None:
-                self._refused(pending.ip, refusal, "refused_peer_limit")
-                return
-            peer = self._make_peer(conn, TransportCipher(hs.keys), remote_id, outbound=False, leftover=bytes(pending.buffer))
-            # This frame lives as long as the peer: let the handshake's state (its
-            # buffer, keys and ciphers) go before the peer runs, not after.
-            del hs, pending
+            peer = self._started.pop(conn, None)
+            if peer is None:
+                pending = self._handshakes.get(conn)
+                if pending is None:
+                    if not self._accept_now(conn):
+                        return  # its admission is released already
+                    pending = self._handshakes[conn]
+                peer = await self._handshake_in_task(pending)
+                # This frame lives as long as the peer: let the handshake's state (its
+                # buffer, keys and ciphers) go before the peer runs, not after.
+                del pending
+                if peer is None:
+                    self.admission.closed(conn)
+                    return
+        except BaseException:
+            self.admission.closed(conn)
+            raise
+        try:
             await self._run_peer(peer)
         finally:
             self.admission.closed(conn)

@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TypeVar
 
 import trio
@@ -205,6 +206,7 @@ class Node(Dialing, Inbound):
         self._refusals = RefusalLog()
         #: each pending inbound handshake (its deadline and an eviction close its connection)
         self._handshakes: dict[Connection, PendingHandshake] = {}
+        self._started: dict[Connection, Peer] = {}
         #: peers kept above the inbound limit (an app has channels with them: :meth:`protect_peer`)
         self._protected: Counter[bytes] = Counter()
         self._nursery: trio.Nursery | None = None
@@ -378,7 +380,7 @@ class Node(Dialing, Inbound):
         reachable = format_peer_address(PeerAddress(parsed.kind, listener.local_address))
         self.listeners.append(listener)
         self.listen_addresses.append(reachable)
-        nursery.start_soon(listener.serve_accepting, self._accept_now, self._accept)
+        nursery.start_soon(partial(listener.serve_accepting, self._accept_now, self._accept, continue_now=self._continue_now))
         log.info("listening on %s", reachable)
         return reachable
 
@@ -393,7 +395,7 @@ class Node(Dialing, Inbound):
         self.listeners.append(listener)
         if reachable is not None:
             self.listen_addresses.append(reachable)
-        nursery.start_soon(listener.serve_accepting, self._accept_now, self._accept)
+        nursery.start_soon(partial(listener.serve_accepting, self._accept_now, self._accept, continue_now=self._continue_now))
 
     @property
     def pending_handshakes(self) -> int:

@@ -9,6 +9,11 @@ All protocol decisions are made by the sans-IO cores (:mod:`lnpmsg.noise` and
 :class:`lnpmsg.node.session.PeerSession`); this module only moves bytes and
 time between them and a :class:`~lnpmsg.transports.base.Connection`.
 
+The peer's tasks besides the one running it (a writer, a timer's handler, the
+reading handed on) form its task group (:mod:`lnpmsg.node.peer_tasks`); its
+reading side (the read loop, a handler's hold on the reading task) is
+:mod:`lnpmsg.node.peer_reading`.
+
 Writes are coalesced (:mod:`lnpmsg.node.peer_writing`): while one batch is on its way, new messages pile up in
 the session's outbox and leave together in the next write. The bytes queued
 for a peer are bounded (``MAX_QUEUED_BYTES``): a sender waits (back-pressure)
@@ -26,18 +31,18 @@ import trio
 
 from lnpmsg.node.handshake import HANDSHAKE_TIMEOUT, HandshakeFailed, handshake_as_initiator, handshake_as_responder
 from lnpmsg.node.keepalive import KeepaliveSchedule
+from lnpmsg.node.peer_reading import RECEIVE_CHUNK, PeerReading
+from lnpmsg.node.peer_tasks import PeerTasks
 from lnpmsg.node.peer_writing import CLOSE_FLUSH_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, PeerWriting
 from lnpmsg.node.session import (
-    MessagesReceived,
     PeerReady,
     PeerSession,
     PongReceived,
-    RunReceived,
     SessionClosed,
     SessionEvent,
     SessionState,
 )
-from lnpmsg.noise import MAX_MESSAGE_SIZE, MessageTooLarge, NoiseError, TransportCipher
+from lnpmsg.noise import MAX_MESSAGE_SIZE, MessageTooLarge, TransportCipher
 from lnpmsg.transports.base import Connection, TransportError
 from lnpmsg.wire import Message
 
@@ -51,6 +56,7 @@ __all__ = [
     "Peer",
     "PeerClosedError",
     "PeerQueueFull",
+    "RECEIVE_CHUNK",
     "handshake_as_initiator",
     "handshake_as_responder",
 ]
@@ -59,8 +65,6 @@ log = logging.getLogger(__name__)
 
 #: plaintext bytes queued for one peer before senders must wait
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
-#: bytes asked of the transport per read; a large read decodes many small frames at once
-RECEIVE_CHUNK = 128 * 1024
 
 
 def _encoded(message: Message | bytes) -> bytes:
@@ -90,7 +94,7 @@ class PeerCounters:
     messages_out: int = 0
 
 
-class Peer(PeerWriting):
+class Peer(PeerReading, PeerWriting, PeerTasks):
     """One connected, authenticated peer.
 
     Created by the node after a successful handshake; :meth:`run` drives it
@@ -115,6 +119,7 @@ class Peer(PeerWriting):
         "_reading_turn",
         "_keepalive",
         "_leftover",
+        "_unsent_init",
         "_max_queued",
         "_nursery",
         "_on_events",
@@ -175,6 +180,8 @@ class Peer(PeerWriting):
         self._outbox = session.outbox
         self._on_events = on_events
         self._leftover = leftover
+        #: None until :meth:`start_now` sent our init; then what the transport left of it
+        self._unsent_init: bytes | None = None
         self._max_queued = max_queued_bytes
         self._queued_bytes = 0
         self._room: trio.lowlevel.ParkingLot | None = None
@@ -304,46 +311,6 @@ class Peer(PeerWriting):
         outbox.append(data)
         self._queued_bytes += size
 
-    def hold_reading(self) -> trio.CancelScope | None:
-        """From a handler of a read of one message that is about to await its work in
-        the reading task: may the reading go on in another task if that work waits?
-
-        A scope (yes): the handler may await here; it must call :meth:`resume_reading`
-        as soon as its work may wait for longer than a scheduler pass or two, and
-        another task then reads on (this one leaves the read loop when its
-        handlers return). If the handler returns first, this task reads on
-        itself. Work that ends within a pass or two so runs without handing it
-        to another task (a task hop and a scheduler pass less on the way to its
-        reply). None (a read of several messages, pipelined traffic, or the peer
-        is closing): do not await long here (hand the work to a task of your own).
-        None also the first time on a connection: its reading task then enters
-        the scope below after this read, so a peer that never needs it costs
-        nothing more.
-
-        The scope is the reading task's own, entered once for many reads (a scope
-        per handler costs more than the rest of a short one): cancelling it
-        cancels the handler, whose ``Cancelled`` the task takes; if it still
-        reads, it reads on, having lost nothing (its read held this one message).
-        Cancel it only while the handler runs; a cancel after the handler's
-        ``await`` ended (it can only happen before the task's next checkpoint)
-        interrupts nothing but the task's next receive, which starts again.
-
-        The events of a read whose reading was handed on may reach event
-        subscribers after those of later reads.
-        """
-        if not self._direct_write or self._closing or self._nursery is None:
-            return None
-        self._hold_reading = True  # without a scope yet: the read loop enters one after this read
-        return self._read_scope
-
-    def resume_reading(self) -> None:
-        """End a :meth:`hold_reading`: another task reads on from now (nothing happens without a hold)."""
-        if not self._hold_reading:
-            return
-        self._hold_reading = False
-        if self._nursery is not None and self._start_task(self._read_loop):
-            self._reading_turn += 1
-
     def _check_open(self) -> None:
         if self._closing:
             raise PeerClosedError(f"peer {self.node_id.hex()} is closed: {self.close_reason}")
@@ -395,6 +362,41 @@ class Peer(PeerWriting):
 
     # ------------------------------------------------------------------ run
 
+    def start_now(self) -> bool:
+        """Begin what :meth:`run` begins, without waiting and without a task: our ``init``
+        leaves if the transport takes it at once, then what the peer has sent already
+        is read.
+
+        False: that ended the peer (it had hung up already, or the connection
+        failed) and its connection is closed: it needs no :meth:`run`. True:
+        :meth:`run` goes on from here, in a task (the peer sent something to
+        handle, or nothing yet, or the transport did not take all of our init).
+        A listener's accept loop calls this (through the node) so that a
+        connection that hangs up right after its handshake (a probe, a scan, a
+        flood of handshakes) costs no task; no app heard of such a peer, as
+        it never sent its ``init``.
+        """
+        unsent = self._send_first_nowait()
+        if unsent is not None:
+            self._unsent_init = unsent
+            if unsent:
+                return True  # the rest of our init leaves from run
+            try:
+                received = self.conn.receive_nowait(RECEIVE_CHUNK)
+            except TransportError as exc:
+                self._begin_close(f"connection lost: {exc}", reader_ends=True)
+            else:
+                if received is None:
+                    return True  # nothing yet: run waits for it
+                if received:
+                    self._leftover = self._leftover + received if self._leftover else received
+                    return True  # run's first read is this
+                self._begin_close("peer closed the connection", reader_ends=True)
+        if not self.conn.close_nowait():
+            return True  # a transport whose close must wait: run closes it
+        self._is_closed = True
+        return False
+
     async def run(self) -> None:
         """Drive the peer until it closes. Always closes the connection.
 
@@ -415,18 +417,16 @@ class Peer(PeerWriting):
             return
         try:
             with trio.CancelScope() as scope:
-                self._scope = scope
-                self._nursery = nursery
-                if self._tasks_cancelled:
-                    scope.cancel()
+                self._open_tasks(nursery, scope)
                 init_deadline = self.session.get_timer()
                 self._keepalive.set(self, init_deadline)
                 # Our init is queued: it leaves from this task, before the first
                 # read (a fresh connection takes a small write at once, without
                 # waiting), so a connection needs no second task until there is
-                # more to send.
-                unsent = self._send_first_nowait()
-                written = unsent is not None
+                # more to send. Unless start_now sent it already (or ended the peer).
+                unsent = self._send_first_nowait() if self._unsent_init is None else self._unsent_init
+                self._unsent_init = None
+                written = unsent is not None and not self._closing
                 if unsent or (written and self.session.outbox):
                     # The transport did not take it at once: the init timeout bounds
                     # that write here (the keepalive schedule cannot stop a write under way).
@@ -435,20 +435,11 @@ class Peer(PeerWriting):
                     scope.deadline = math.inf
                 if written:
                     await self._read_loop()
-            self._body_done = True
-            if self._children:
-                # As a nursery's end: the tasks the peer started end first.
-                self._children_done = trio.Event()
-                await self._children_done.wait()
-            self._nursery = None  # closed: nothing may start any more
-            if self._child_error is not None:
-                raise self._child_error
+            await self._join_tasks()  # as a nursery's end: the tasks the peer started end first
             if scope.cancelled_caught and not self._closing:
                 self._begin_close("our init could not be sent before the init timeout")
         finally:
-            self._nursery = None
-            if self._children:
-                self._cancel_tasks()  # run itself was cancelled: its tasks end with it
+            self._close_tasks()
             self._keepalive.set(self, None)
             if not self._closing:
                 self._begin_close("cancelled")
@@ -458,150 +449,6 @@ class Peer(PeerWriting):
             self._is_closed = True
             if self._closed_event is not None:
                 self._closed_event.set()
-
-    def _start_task(self, fn: Callable[..., Awaitable[None]], *args: object) -> bool:
-        """Start a task of the peer's; False when no task may start any more (its tasks
-        ended, :meth:`run` not resumed yet to close it)."""
-        nursery = self._nursery
-        if nursery is None:
-            return False
-        scope = trio.CancelScope()
-        if self._tasks_cancelled:
-            scope.cancel()
-        children = self._children
-        if children is None:
-            children = self._children = set()
-        children.add(scope)
-        try:
-            nursery.start_soon(self._child_task, scope, fn, args, name=fn)  # named for what it runs
-        except RuntimeError:  # "Nursery is closed to new arrivals"
-            self._child_ended(scope)
-            return False
-        return True
-
-    async def _child_task(self, scope: trio.CancelScope, fn: Callable[..., Awaitable[None]], args: tuple[object, ...]) -> None:
-        try:
-            with scope:
-                await fn(*args)
-        except Exception as exc:
-            # As in a nursery of the peer's own: the peer stops, and run raises it.
-            if self._child_error is None:
-                self._child_error = exc
-            self._cancel_tasks()
-        finally:
-            self._child_ended(scope)
-
-    def _child_ended(self, scope: trio.CancelScope) -> None:
-        children = self._children
-        assert children is not None
-        children.discard(scope)
-        if not children:
-            self._children = None  # an idle peer keeps no empty set
-            if self._body_done:
-                self._nursery = None  # the last task ended: none may start any more
-                if self._children_done is not None:
-                    self._children_done.set()
-
-    def _cancel_tasks(self) -> None:
-        """Cancel every task of the peer's: the reading in :meth:`run`, and the others."""
-        self._tasks_cancelled = True
-        if self._scope is not None:
-            self._scope.cancel()
-        if self._children:
-            for scope in self._children:
-                scope.cancel()
-
-    async def _read_loop(self) -> None:
-        """Read and dispatch until the peer closes, or until a handler hands the reading to
-        another task (:meth:`resume_reading`), which then runs this loop."""
-        turn = self._reading_turn
-        try:
-            # A peer reads without a scope of its own until a handler first asks to hold
-            # the reading (an idle peer, or one that never gets such messages, saves
-            # the scope's few µs and its objects); from then on under one.
-            if self._read_scope is None and turn == 0 and not await self._read_messages(turn):
-                return
-            while True:
-                with trio.CancelScope() as scope:
-                    self._read_scope = scope
-                    await self._read_messages(turn)
-                    return
-                # A held handler was cancelled through this scope (see hold_reading).
-                if self._reading_turn != turn or self._closing:
-                    return
-                self._hold_reading = False
-        finally:
-            if self._reading_turn == turn:
-                # From here a send may find the nursery closed: it must take the
-                # writer's path, which says so (PeerClosedError), not write directly.
-                self._direct_write = False
-
-    async def _read_messages(self, turn: int) -> bool:
-        """The read loop's body; True when it stopped to go on under a cancel scope (see :meth:`hold_reading`)."""
-        decryptor = self._cipher.decryptor
-        session = self.session
-        counters = self.counters
-        on_events = self._on_events
-        data = self._leftover
-        self._leftover = b""
-        while True:
-            if data:
-                counters.bytes_in += len(data)
-                failure: NoiseError | None = None
-                wants_scope = False
-                try:
-                    messages = decryptor.feed(data)
-                except NoiseError as exc:
-                    # The inbound stream is undecipherable from here on: BOLT 8 says terminate,
-                    # but the authentic frames before the bad one are handled first.
-                    failure = exc
-                    messages = getattr(exc, "decoded", [])
-                # A read of one message (a request, a response: one call at a time) lets
-                # one message out directly; a read of several (calls pipelined) leaves
-                # the replies and next requests to the writer, in one batch, as the
-                # peer sent them, rather than one alone and then the rest.
-                self._direct_write = len(messages) == 1
-                if messages:
-                    counters.messages_in += len(messages)
-                    events = session.receive_messages(messages, trio.current_time())
-                    for event in events:
-                        if type(event) is not RunReceived and type(event) is not MessagesReceived:
-                            self._note(event)
-                    # One call per read, however many messages it carried.
-                    await on_events(self, events)
-                    if self._reading_turn != turn:
-                        return False  # a handler waited and another task reads on (resume_reading)
-                    if self._hold_reading:
-                        self._hold_reading = False
-                        # asked for by a handler while this task reads without a scope:
-                        # it goes on under one after this read (see _read_loop)
-                        wants_scope = self._read_scope is None
-                    if self._closing:
-                        return False
-                    if session.outbox:
-                        self._send_queued()  # e.g. a pong
-                if failure is not None:
-                    self._begin_close(f"bad encrypted frame from peer: {failure}", reader_ends=True)
-                    return False
-                if wants_scope:
-                    return True
-            # No deadline here: the node's keepalive schedule runs the session's
-            # timers, so an idle peer's receive is never cancelled and re-armed.
-            try:
-                # The peer's first read takes what is there without a schedule point (the
-                # initiator's init usually came with act three, or its close did): it
-                # extends the handshake's turn by one bounded read, and saves a pass of
-                # the scheduler on every connection.
-                received = self.conn.receive_nowait(RECEIVE_CHUNK) if not counters.bytes_in else None
-                if received is None:
-                    received = await self.conn.receive_some(RECEIVE_CHUNK)
-            except TransportError as exc:
-                self._begin_close(f"connection lost: {exc}", reader_ends=True)
-                return False
-            if not received:
-                self._begin_close("peer closed the connection", reader_ends=True)
-                return False
-            data = received
 
     def _note(self, event: SessionEvent) -> None:
         """Update the peer's own state from a session event (before the node sees it)."""

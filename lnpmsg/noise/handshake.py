@@ -95,12 +95,17 @@ class _Secret:
     curve work of a handshake from about seven multiplications to four.
     """
 
-    __slots__ = ("_initial_hash", "_public", "secret")
+    __slots__ = ("_initial_hash", "_key", "_public", "secret")
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
         self._public: bytes | None = None
         self._initial_hash: bytes | None = None
+        # coincurve's key for the ECDHs, made without its constructor (see above), once
+        # for all of this secret's ECDHs (an ephemeral key's two, a static key's many).
+        key = self._key = object.__new__(coincurve.PrivateKey)
+        key.secret = secret
+        key.context = coincurve.context.GLOBAL_CONTEXT
 
     @property
     def public(self) -> bytes:
@@ -124,19 +129,9 @@ class _Secret:
         here (``HandshakeError`` naming ``what``) at no extra cost.
         """
         try:
-            return _ecdh(self.secret, public_key)
+            return self._key.ecdh(public_key)
         except ValueError as exc:
             raise HandshakeError(f"{what}: public key is not a point on secp256k1") from exc
-
-
-def _ecdh_with_coincurve(secret: bytes, public_key: bytes) -> bytes:
-    key = object.__new__(coincurve.PrivateKey)
-    key.secret = secret
-    key.context = coincurve.context.GLOBAL_CONTEXT
-    return key.ecdh(public_key)
-
-
-_ecdh = _ecdh_with_coincurve
 
 #: static keys seen lately, with their public keys (a node uses one key for every handshake)
 _STATIC_CACHE: dict[bytes, _Secret] = {}

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = [
     "AcceptNow",
+    "ContinueNow",
     "Connection",
     "ConnectionClosed",
     "Listener",
@@ -125,6 +126,8 @@ class Connection(abc.ABC):
 ConnectionHandler = Callable[[Connection], Awaitable[None]]
 #: the first, synchronous look at a new connection (see :meth:`Listener.serve_accepting`)
 AcceptNow = Callable[[Connection], bool]
+#: the second, after a schedule point of the accept loop (see :meth:`Listener.serve_accepting`)
+ContinueNow = Callable[[Connection], bool]
 
 
 class Listener(abc.ABC):
@@ -142,7 +145,9 @@ class Listener(abc.ABC):
         The handler owns the connection and must close it.
         """
 
-    async def serve_accepting(self, accept_now: AcceptNow, handler: ConnectionHandler) -> None:
+    async def serve_accepting(
+        self, accept_now: AcceptNow, handler: ConnectionHandler, *, continue_now: ContinueNow | None = None
+    ) -> None:
         """As :meth:`serve`, with ``accept_now(conn)`` called first for each connection.
 
         ``accept_now`` must not wait (no ``await``) and must not raise: it
@@ -152,6 +157,13 @@ class Listener(abc.ABC):
         connection costs no task, and what a connection has already sent is
         answered before its task starts; the default calls it first thing in
         the connection's task.
+
+        ``continue_now`` (the same rules) lets such a loop take a kept
+        connection one step further without a task: it is called once for
+        each, after the loop's next schedule point (the peer has had time to
+        answer), and only a True starts ``handler(conn)``; False: the connection
+        is over and closed. The default has no accept loop and ignores it: the
+        handler does that step in the connection's task.
         """
 
         async def accept_then_handle(conn: Connection) -> None:

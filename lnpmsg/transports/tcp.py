@@ -23,6 +23,7 @@ from lnpmsg.transports.base import (
     Connection,
     ConnectionClosed,
     ConnectionHandler,
+    ContinueNow,
     Listener,
     Transport,
     TransportError,
@@ -217,9 +218,26 @@ def _accept_all(conn: Connection) -> bool:
 
 
 #: connections accepted in a row before the accept loop lets other tasks run: each may
-#: cost its ``accept_now`` (a node answers act one there, ~0.1 ms of ECDHs), and the
-#: tasks of those accepted take their handshakes off the pending count
+#: cost its ``accept_now`` (a node answers act one there, ~0.1 ms of ECDHs), and after
+#: that schedule point the loop continues them (act three, another ~0.06 ms)
 _ACCEPT_BURST = 8
+
+
+def _continue_kept(kept: list[TcpConnection], continue_now: ContinueNow | None, nursery: trio.Nursery, handle: ConnectionHandler) -> None:
+    """``continue_now`` for each connection kept, in the order they came; a task for those it keeps."""
+    assert continue_now is not None  # connections are kept only for it
+    for conn in kept:
+        try:
+            more = continue_now(conn)
+        except Exception:
+            # A bug there must not stop the listener: this connection is dropped.
+            log.exception("continuing a connection from %s failed", conn.remote_address)
+            more = False
+        if more:
+            nursery.start_soon(handle, conn)
+        else:
+            conn.close_nowait()
+    kept.clear()
 
 
 class TcpListener(Listener):
@@ -249,8 +267,13 @@ class TcpListener(Listener):
     async def serve(self, handler: ConnectionHandler) -> None:
         await self.serve_accepting(_accept_all, handler)
 
-    async def serve_accepting(self, accept_now: AcceptNow, handler: ConnectionHandler) -> None:
-        """As ``serve``; ``accept_now(conn)`` runs in the accept loop, before the connection's task."""
+    async def serve_accepting(
+        self, accept_now: AcceptNow, handler: ConnectionHandler, *, continue_now: ContinueNow | None = None
+    ) -> None:
+        """As ``serve``; ``accept_now(conn)`` runs in the accept loop, before the connection's
+        task, and ``continue_now(conn)`` after the loop's next schedule point (see
+        :meth:`Listener.serve_accepting`): a connection whose peer has answered by then
+        may need no task at all."""
 
         async def accepted(conn: TcpConnection) -> None:
             try:
@@ -260,58 +283,79 @@ class TcpListener(Listener):
 
         async with trio.open_nursery() as nursery:
             for listening in self._sockets:
-                nursery.start_soon(self._accept_loop, listening, accept_now, accepted)
+                nursery.start_soon(self._accept_loop, listening, accept_now, continue_now, accepted)
 
-    async def _accept_loop(self, listening: socket.socket, accept_now: AcceptNow, handle) -> None:  # type: ignore[no-untyped-def]
+    async def _accept_loop(self, listening: socket.socket, accept_now: AcceptNow, continue_now: ContinueNow | None, handle) -> None:  # type: ignore[no-untyped-def]
         kind = self._kind
         family = listening.family
+        #: connections ``accept_now`` kept, to be continued after the loop's next
+        #: schedule point (at most ``_ACCEPT_BURST``)
+        kept: list[TcpConnection] = []
         async with trio.open_nursery() as nursery:
-            burst = 0
-            while True:
-                try:
-                    # The OS socket alone: ``socket.accept`` would wrap it in ``socket.socket``
-                    # (a Python ``__init__``, enum lookups of the family and type), a few µs of
-                    # every accepted connection that the connection never uses.
-                    fd, peer = listening._accept()
-                except BlockingIOError:
-                    burst = 0
+            try:
+                burst = 0
+                while True:
                     try:
-                        await trio.lowlevel.wait_readable(listening)
-                    except trio.ClosedResourceError:
-                        return
-                    continue
-                except OSError as exc:
-                    if listening.fileno() < 0:
-                        return  # closed by aclose
-                    # Out of file descriptors and similar: back off instead of spinning.
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.warning("accept failed (%s); pausing 100 ms", exc)
-                        await trio.sleep(0.1)
+                        # The OS socket alone: ``socket.accept`` would wrap it in ``socket.socket``
+                        # (a Python ``__init__``, enum lookups of the family and type), a few µs of
+                        # every accepted connection that the connection never uses.
+                        fd, peer = listening._accept()
+                    except BlockingIOError:
+                        burst = 0
+                        if kept:
+                            # Before waiting for the next connection: one schedule point, then
+                            # those kept are continued (their peers have usually answered by then).
+                            await trio.lowlevel.checkpoint()
+                            _continue_kept(kept, continue_now, nursery, handle)
+                            continue
+                        try:
+                            await trio.lowlevel.wait_readable(listening)
+                        except trio.ClosedResourceError:
+                            return
                         continue
-                    if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
-                        continue  # that client gave up before we accepted it
-                    raise
-                sock = _socket.socket(family, _socket.SOCK_STREAM, 0, fd)
-                if not self._nodelay_inherited:
-                    if self._nodelay_inherited is None:
-                        self._nodelay_inherited = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                    except OSError as exc:
+                        if listening.fileno() < 0:
+                            return  # closed by aclose
+                        # Out of file descriptors and similar: back off instead of spinning.
+                        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                            log.warning("accept failed (%s); pausing 100 ms", exc)
+                            await trio.sleep(0.1)
+                            if kept:
+                                _continue_kept(kept, continue_now, nursery, handle)
+                            continue
+                        if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                            continue  # that client gave up before we accepted it
+                        raise
+                    sock = _socket.socket(family, _socket.SOCK_STREAM, 0, fd)
                     if not self._nodelay_inherited:
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn = TcpConnection._accepted(sock, peer[0], peer[1], kind)
-                try:
-                    keep = accept_now(conn)
-                except Exception:
-                    # A bug there must not stop the listener: this connection is dropped.
-                    log.exception("accepting a connection from %s failed", conn.remote_address)
-                    keep = False
-                if keep:
+                        if self._nodelay_inherited is None:
+                            self._nodelay_inherited = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                        if not self._nodelay_inherited:
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    conn = TcpConnection._accepted(sock, peer[0], peer[1], kind)
+                    try:
+                        keep = accept_now(conn)
+                    except Exception:
+                        # A bug there must not stop the listener: this connection is dropped.
+                        log.exception("accepting a connection from %s failed", conn.remote_address)
+                        keep = False
+                    if not keep:
+                        conn.close_nowait()
+                    elif continue_now is None:
+                        nursery.start_soon(handle, conn)
+                    else:
+                        kept.append(conn)
+                    burst += 1
+                    if burst == _ACCEPT_BURST:
+                        burst = 0
+                        await trio.lowlevel.checkpoint()
+                        if kept:
+                            _continue_kept(kept, continue_now, nursery, handle)
+            finally:
+                # The loop stopped (cancelled, or the listener closed): connections not
+                # continued yet get their task, which ends them as it ends any other.
+                for conn in kept:
                     nursery.start_soon(handle, conn)
-                else:
-                    conn.close_nowait()
-                burst += 1
-                if burst == _ACCEPT_BURST:
-                    burst = 0
-                    await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
         if self._closed:

@@ -1,0 +1,190 @@
+"""A peer's reading side: the read loop that decrypts what arrives, feeds the session
+and hands each read's events to the node, and a handler's hold on the reading task
+(:meth:`PeerReading.hold_reading`) with the reading handed on to another task.
+
+A mixin of :class:`lnpmsg.node.peer.Peer`, which holds the state; kept apart as
+:mod:`lnpmsg.node.peer_writing` is for the sending side, because the peer's
+lifecycle (start, close, timers) is a concern of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from lnpmsg.node.session import MessagesReceived, RunReceived
+from lnpmsg.noise import NoiseError
+from lnpmsg.transports.base import TransportError
+
+if TYPE_CHECKING:
+    from lnpmsg.node.peer import PeerCounters
+    from lnpmsg.node.session import PeerSession, SessionEvent
+    from lnpmsg.noise import TransportCipher
+    from lnpmsg.transports.base import Connection
+
+__all__ = ["RECEIVE_CHUNK", "PeerReading"]
+
+#: bytes asked of the transport per read; a large read decodes many small frames at once
+RECEIVE_CHUNK = 128 * 1024
+
+
+class PeerReading:
+    """The reading half of :class:`~lnpmsg.node.peer.Peer` (state lives there)."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+        _cipher: TransportCipher
+        _closing: bool
+        _direct_write: bool
+        _hold_reading: bool
+        _leftover: bytes
+        _nursery: trio.Nursery | None
+        _on_events: Callable[..., Awaitable[None]]
+        _read_scope: trio.CancelScope | None
+        _reading_turn: int
+        conn: Connection
+        counters: PeerCounters
+        session: PeerSession
+
+        def _begin_close(self, reason: str, *, reader_ends: bool = False) -> None: ...
+
+        def _note(self, event: SessionEvent) -> None: ...
+
+        def _send_queued(self) -> bool: ...
+
+        def _start_task(self, fn: Callable[..., Awaitable[None]], *args: object) -> bool: ...
+
+    def hold_reading(self) -> trio.CancelScope | None:
+        """From a handler of a read of one message that is about to await its work in
+        the reading task: may the reading go on in another task if that work waits?
+
+        A scope (yes): the handler may await here; it must call :meth:`resume_reading`
+        as soon as its work may wait for longer than a scheduler pass or two, and
+        another task then reads on (this one leaves the read loop when its
+        handlers return). If the handler returns first, this task reads on
+        itself. Work that ends within a pass or two so runs without handing it
+        to another task (a task hop and a scheduler pass less on the way to its
+        reply). None (a read of several messages, pipelined traffic, or the peer
+        is closing): do not await long here (hand the work to a task of your own).
+        None also the first time on a connection: its reading task then enters
+        the scope below after this read, so a peer that never needs it costs
+        nothing more.
+
+        The scope is the reading task's own, entered once for many reads (a scope
+        per handler costs more than the rest of a short one): cancelling it
+        cancels the handler, whose ``Cancelled`` the task takes; if it still
+        reads, it reads on, having lost nothing (its read held this one message).
+        Cancel it only while the handler runs; a cancel after the handler's
+        ``await`` ended (it can only happen before the task's next checkpoint)
+        interrupts nothing but the task's next receive, which starts again.
+
+        The events of a read whose reading was handed on may reach event
+        subscribers after those of later reads.
+        """
+        if not self._direct_write or self._closing or self._nursery is None:
+            return None
+        self._hold_reading = True  # without a scope yet: the read loop enters one after this read
+        return self._read_scope
+
+    def resume_reading(self) -> None:
+        """End a :meth:`hold_reading`: another task reads on from now (nothing happens without a hold)."""
+        if not self._hold_reading:
+            return
+        self._hold_reading = False
+        if self._nursery is not None and self._start_task(self._read_loop):
+            self._reading_turn += 1
+
+    async def _read_loop(self) -> None:
+        """Read and dispatch until the peer closes, or until a handler hands the reading to
+        another task (:meth:`resume_reading`), which then runs this loop."""
+        turn = self._reading_turn
+        try:
+            # A peer reads without a scope of its own until a handler first asks to hold
+            # the reading (an idle peer, or one that never gets such messages, saves
+            # the scope's few µs and its objects); from then on under one.
+            if self._read_scope is None and turn == 0 and not await self._read_messages(turn):
+                return
+            while True:
+                with trio.CancelScope() as scope:
+                    self._read_scope = scope
+                    await self._read_messages(turn)
+                    return
+                # A held handler was cancelled through this scope (see hold_reading).
+                if self._reading_turn != turn or self._closing:
+                    return
+                self._hold_reading = False
+        finally:
+            if self._reading_turn == turn:
+                # From here a send may find the nursery closed: it must take the
+                # writer's path, which says so (PeerClosedError), not write directly.
+                self._direct_write = False
+
+    async def _read_messages(self, turn: int) -> bool:
+        """The read loop's body; True when it stopped to go on under a cancel scope (see :meth:`hold_reading`)."""
+        decryptor = self._cipher.decryptor
+        session = self.session
+        counters = self.counters
+        on_events = self._on_events
+        data = self._leftover
+        self._leftover = b""
+        while True:
+            if data:
+                counters.bytes_in += len(data)
+                failure: NoiseError | None = None
+                wants_scope = False
+                try:
+                    messages = decryptor.feed(data)
+                except NoiseError as exc:
+                    # The inbound stream is undecipherable from here on: BOLT 8 says terminate,
+                    # but the authentic frames before the bad one are handled first.
+                    failure = exc
+                    messages = getattr(exc, "decoded", [])
+                # A read of one message (a request, a response: one call at a time) lets
+                # one message out directly; a read of several (calls pipelined) leaves
+                # the replies and next requests to the writer, in one batch, as the
+                # peer sent them, rather than one alone and then the rest.
+                self._direct_write = len(messages) == 1
+                if messages:
+                    counters.messages_in += len(messages)
+                    events = session.receive_messages(messages, trio.current_time())
+                    for event in events:
+                        if type(event) is not RunReceived and type(event) is not MessagesReceived:
+                            self._note(event)
+                    # One call per read, however many messages it carried.
+                    await on_events(self, events)
+                    if self._reading_turn != turn:
+                        return False  # a handler waited and another task reads on (resume_reading)
+                    if self._hold_reading:
+                        self._hold_reading = False
+                        # asked for by a handler while this task reads without a scope:
+                        # it goes on under one after this read (see _read_loop)
+                        wants_scope = self._read_scope is None
+                    if self._closing:
+                        return False
+                    if session.outbox:
+                        self._send_queued()  # e.g. a pong
+                if failure is not None:
+                    self._begin_close(f"bad encrypted frame from peer: {failure}", reader_ends=True)
+                    return False
+                if wants_scope:
+                    return True
+            # No deadline here: the node's keepalive schedule runs the session's
+            # timers, so an idle peer's receive is never cancelled and re-armed.
+            try:
+                # The peer's first read takes what is there without a schedule point (the
+                # initiator's init usually came with act three, or its close did): it
+                # extends the handshake's turn by one bounded read, and saves a pass of
+                # the scheduler on every connection.
+                received = self.conn.receive_nowait(RECEIVE_CHUNK) if not counters.bytes_in else None
+                if received is None:
+                    received = await self.conn.receive_some(RECEIVE_CHUNK)
+            except TransportError as exc:
+                self._begin_close(f"connection lost: {exc}", reader_ends=True)
+                return False
+            if not received:
+                self._begin_close("peer closed the connection", reader_ends=True)
+                return False
+            data = received
