@@ -83,7 +83,7 @@ from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.node.session import PING_INTERVAL
 from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake
-from lnpmsg.noise.cipher import TransportCipher
+from lnpmsg.noise import TransportCipher
 from lnpmsg.wire import Init, Pong
 
 #: BOLT-1 message types the generator reacts to

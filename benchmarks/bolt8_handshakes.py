@@ -20,6 +20,7 @@ from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.node.peer import handshake_as_initiator
 from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake, ResponderHandshake
+from lnpmsg.noise.cipher import MessageEncryptor
 from lnpmsg.transports.tcp import TcpTransport
 
 
@@ -158,18 +159,25 @@ async def tcp_handshakes(count: int, concurrency: int = 16) -> float:
     return (count // concurrency) * concurrency / elapsed
 
 
-def _dial_many(host: str, port: int, node_id_hex: str, count: int, concurrency: int, queue) -> None:  # type: ignore[no-untyped-def]
+def _dial_many(host: str, port: int, node_id_hex: str, count: int, concurrency: int, queue, init: bytes | None = None) -> None:  # type: ignore[no-untyped-def]
     """Child process: a lean load generator, ``concurrency`` handshakes in flight at a time.
 
     Plain non-blocking sockets under ``selectors`` driving the sans-IO
     initiator (as wrk drives an HTTP server): it needs about a third of the
     CPU the node under test does per handshake, so the node, not the load
     generator, sets the pace. Reports handshakes/s as seen here.
+
+    Each connection hangs up right after act three, or, with ``init`` (an
+    encoded ``init`` message), sends it encrypted in the same write as act
+    three first, as a real peer does, and then hangs up.
     """
     import selectors
     import socket
 
     key = NodeKey.generate()
+    # With an init each connection becomes a live peer, so each dials as a node of its own (one
+    # key for all would have every connection replace the one before it); made before the clock.
+    secrets = [NodeKey.generate().secret for _ in range(count)] if init is not None else []
     node_id = bytes.fromhex(node_id_hex)
     selector = selectors.DefaultSelector()
     started = finished = 0
@@ -179,7 +187,8 @@ def _dial_many(host: str, port: int, node_id_hex: str, count: int, concurrency: 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.connect((host, port))  # loopback: completes at once
-        handshake = InitiatorHandshake(key.secret, node_id)
+        secret = secrets.pop() if secrets else key.secret
+        handshake = InitiatorHandshake(secret, node_id)
         sock.sendall(handshake.act_one())
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ, [handshake, b""])
@@ -200,7 +209,11 @@ def _dial_many(host: str, port: int, node_id_hex: str, count: int, concurrency: 
                 continue
             selector.unregister(sock)
             sock.setblocking(True)  # type: ignore[union-attr]
-            sock.sendall(state[0].receive_act_two(state[1]))  # type: ignore[union-attr]
+            act_three = state[0].receive_act_two(state[1])
+            if init is not None:
+                keys = state[0].keys
+                act_three += MessageEncryptor(keys.send_key, keys.chaining_key).encrypt(init)
+            sock.sendall(act_three)  # type: ignore[union-attr]
             sock.close()  # type: ignore[union-attr]
             finished += 1
             if started < count:
@@ -208,11 +221,13 @@ def _dial_many(host: str, port: int, node_id_hex: str, count: int, concurrency: 
     queue.put(count / (time.perf_counter() - begin))
 
 
-async def tcp_handshakes_two_processes(count: int, concurrency: int = 16) -> tuple[float, float]:
+async def tcp_handshakes_two_processes(count: int, concurrency: int = 16, with_init: bool = False) -> tuple[float, float]:
     """The listening node in this process (one core), the load generator in another.
 
     Returns (handshakes/s, handshakes per second of this process's CPU time):
     the second is what one core can accept when the node has it to itself.
+    ``with_init``: each dialer sends the node's own ``init`` (so it is
+    accepted) with act three, as a real peer does, before it hangs up.
     """
     import multiprocessing
 
@@ -222,7 +237,8 @@ async def tcp_handshakes_two_processes(count: int, concurrency: int = 16) -> tup
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
         host, port = node.listen_addresses[0].rsplit(":", 1)
-        child = ctx.Process(target=_dial_many, args=(host, int(port), node.node_id.hex(), count, concurrency, queue))
+        init = node.local_init().encode() if with_init else None  # the node's own init: features it accepts
+        child = ctx.Process(target=_dial_many, args=(host, int(port), node.node_id.hex(), count, concurrency, queue, init))
         child.start()
         cpu_before = cpu_seconds()
         rate = await trio.to_thread.run_sync(queue.get)

@@ -15,7 +15,6 @@ from .cipher import (
     FrameScratch,
     MessageDecryptor,
     MessageEncryptor,
-    TransportCipher,
 )
 from .errors import DecryptError, HandshakeError, MessageTooLarge, NoiseError
 from .handshake import (
@@ -29,6 +28,7 @@ from .handshake import (
     TransportKeys,
     public_key_of,
 )
+from .transport_cipher import TransportCipher
 
 __all__ = [
     "ACT_ONE_SIZE",

@@ -29,7 +29,6 @@ from . import length_headers
 from ._primitives import KEY_SIZE, LENGTH_HEADER_SIZE, MAC_SIZE, hkdf_pair, nonce_bytes
 from .errors import DecryptError, MessageTooLarge, NoiseError
 from .frame_scratch import SCRATCH_MOST_FRAMES, FrameScratch
-from .handshake import TransportKeys
 
 __all__ = [
     "FRAME_OVERHEAD",
@@ -41,7 +40,6 @@ __all__ = [
     "MessageDecryptor",
     "MessageEncryptor",
     "SCRATCH_MOST_FRAMES",
-    "TransportCipher",
 ]
 
 #: The length prefix is a u16, so no message can be longer.
@@ -568,35 +566,3 @@ class _BadBody(Exception):
     def __init__(self, done: int) -> None:
         super().__init__(done)
         self.done = done
-
-
-class TransportCipher:
-    """Both directions of an established connection, built from the handshake's keys.
-
-    The receiving direction is built when first asked for: a node sends its
-    ``init`` on every connection it accepts, but a connection that hangs up
-    right after the handshake (a probe, a flood of handshakes) never has
-    anything to decrypt, and its ChaCha20-Poly1305 set-up is ~1.6 µs of it.
-    """
-
-    __slots__ = ("_decryptor", "_keys", "_max_buffer", "encryptor")
-
-    def __init__(self, keys: TransportKeys, max_buffer: int = MAX_FRAME_SIZE) -> None:
-        if max_buffer < FRAME_OVERHEAD:
-            raise ValueError(f"max_buffer must be at least {FRAME_OVERHEAD} (an empty message's frame)")
-        self.encryptor = MessageEncryptor(keys.send_key, keys.chaining_key)
-        self._decryptor: MessageDecryptor | None = None
-        #: what the decryptor is built from, until it is
-        self._keys: TransportKeys | None = keys
-        self._max_buffer = max_buffer
-
-    @property
-    def decryptor(self) -> MessageDecryptor:
-        """The receiving direction (built at the first use)."""
-        decryptor = self._decryptor
-        if decryptor is None:
-            keys = self._keys
-            assert keys is not None
-            decryptor = self._decryptor = MessageDecryptor(keys.receive_key, keys.chaining_key, self._max_buffer)
-            self._keys = None  # the keys live on in the two directions only
-        return decryptor
