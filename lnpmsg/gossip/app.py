@@ -13,7 +13,9 @@ them, the node's peers and the store:
   queued for relay;
 - with each peer offering ``gossip_queries``: a ``gossip_timestamp_filter``
   for live gossip and, for up to ``sync_peers`` peers at a time, the
-  initial sync by queries; progress in the logs and :meth:`GossipApp.progress`;
+  initial sync by queries (until ``full_syncs`` are done, if set; then a
+  re-sync with one peer every ``resync_interval``); progress in the logs and
+  :meth:`GossipApp.progress`;
 - peers' queries are answered from the store, bounded and split to fit;
   their ``gossip_timestamp_filter`` sets what we relay to them (and sends
   what we hold in its range);
@@ -85,6 +87,7 @@ from lnpmsg.gossip.messages import (
 )
 from lnpmsg.gossip.peers import GossipPeers, PeerState
 from lnpmsg.gossip.pipeline import VerifyPool
+from lnpmsg.gossip.resync import RESYNC_INTERVAL, ResyncSchedule
 from lnpmsg.gossip.routing import RoutingFeed
 from lnpmsg.gossip.serving import GossipServing
 from lnpmsg.gossip.store import AsyncGossipStore, GossipStore
@@ -125,6 +128,9 @@ class GossipConfig:
     #: come later are not synced with: their timestamp filter brings their new gossip
     #: (0: sync with every peer offering gossip queries)
     full_syncs: int = 0
+    #: once ``full_syncs`` are done, seconds between re-syncs with one peer (a range sync,
+    #: as at first), so that what the first peers did not know comes in the end (0: never)
+    resync_interval: float = RESYNC_INTERVAL
     #: the timestamp filter we send asks for gossip from this many seconds ago on
     live_backlog: int = 0
     #: seconds between prunes of stale channels (0: never)
@@ -244,6 +250,7 @@ class GossipApp(GossipPeers, GossipIngest, GossipServing, GossipLookups, App):
         self._done_dropped = False
         #: syncs done with peers that offered channels (see ``GossipConfig.full_syncs``)
         self._full_syncs = 0
+        self._resync = ResyncSchedule(config.resync_interval)
         self._syncing: dict[bytes, PeerState] = {}
         self._unsynced: dict[bytes, PeerState] = {}
         self._held: OrderedDict[int, Decision] = OrderedDict()

@@ -1,6 +1,7 @@
 """The gossip app's peers: their state, the node's peer hooks, the initial
 sync by queries with up to ``sync_peers`` of them at a time, until
-``full_syncs`` are done if set (the trio shell
+``full_syncs`` are done if set, and from then on a re-sync with one peer
+every ``resync_interval`` (:mod:`~lnpmsg.gossip.resync`) (the trio shell
 of :class:`~lnpmsg.gossip.sync.PeerSync`, its progress in the logs and
 :meth:`GossipPeers.progress`), direct sends and rate-limited warnings.
 
@@ -19,6 +20,7 @@ import trio
 
 from lnpmsg.gossip.events import GossipSyncEvent
 from lnpmsg.gossip.messages import GossipTimestampFilter, ReplyChannelRange, ReplyShortChannelIdsEnd
+from lnpmsg.gossip.resync import ResyncSchedule
 from lnpmsg.gossip.sync import MAX_U32, PeerSync, SyncState, SyncStep
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.wire import ZERO_CHANNEL_ID, Features, Message, WarningMessage
@@ -88,6 +90,8 @@ class GossipPeers:
     #: the peers offering gossip queries we have not synced with yet, in arrival order
     #: (finding the next one looks at these, not at every peer)
     _unsynced: dict[bytes, PeerState]
+    #: when the next re-sync is due and with whom (once ``full_syncs`` stopped the first syncs)
+    _resync: ResyncSchedule
     _nursery: trio.Nursery | None
     _backfill: Callable[[PeerState, GossipTimestampFilter], Awaitable[None]]
 
@@ -163,6 +167,7 @@ class GossipPeers:
             state.backfill.cancel()
         if self._syncing.get(state.node_id) is state:
             del self._syncing[state.node_id]
+            self._resync.ended(state.node_id)
         if state.sync is not None and state.sync.active:
             state.sync.state = SyncState.FAILED
             state.sync.reason = reason
@@ -177,16 +182,41 @@ class GossipPeers:
             state = unsynced.pop(node_id)
             if not state.peer.is_ready:
                 continue  # closing: its peer_gone follows
-            state.sync = PeerSync(
-                self.chain_hash,
-                extended=state.extended,
-                reply_timeout=self.config.reply_timeout,
-                max_query_ids=self.config.max_query_ids,
-            )
-            self._syncs[node_id] = state.sync
-            self._syncing[node_id] = state
             log.info("gossip sync with %s: asking for its channels", node_id.hex())
-            self._apply_step(state, state.sync.start(trio.current_time()))
+            self._start_sync(state, trio.current_time())
+
+    def _start_sync(self, state: PeerState, now: float) -> None:
+        """A range sync with the peer starts (its first, or a re-sync): a new record for it."""
+        node_id = state.node_id
+        state.sync = PeerSync(
+            self.chain_hash,
+            extended=state.extended,
+            reply_timeout=self.config.reply_timeout,
+            max_query_ids=self.config.max_query_ids,
+        )
+        self._syncs[node_id] = state.sync
+        self._syncing[node_id] = state
+        self._resync.synced_with(node_id, now)
+        self._apply_step(state, state.sync.start(now))
+
+    def _maybe_resync(self, now: float) -> None:
+        """A re-sync is due: start it with one peer offering gossip queries, if there is room
+        among the ``sync_peers`` syncs (else the next tick tries again)."""
+        if len(self._syncing) >= self.config.sync_peers:
+            return
+        candidates = {
+            node_id: state
+            for node_id, state in self._peers.items()
+            if state.queries and node_id not in self._syncing and state.peer.is_ready
+        }
+        node_id = self._resync.choose(candidates)
+        if node_id is None:
+            self._resync.postpone(now)
+            log.info("gossip re-sync: no peer offering gossip queries; the next try in %g s", self._resync.interval)
+            return
+        self._resync.start(node_id, now)
+        log.info("gossip re-sync with %s (every %g s): asking for its channels", node_id.hex(), self._resync.interval)
+        self._start_sync(candidates[node_id], now)
 
     def _send_soon(self, peer: Peer, message: Message | bytes) -> None:
         """Queue a direct message (a reply, a query): now if there is room, else as soon as there is."""
@@ -250,12 +280,15 @@ class GossipPeers:
         if step.send or step.finished:
             self._report(state)
         if step.finished:
+            resync = self._resync.running == state.node_id
             if self._syncing.get(state.node_id) is state:
                 del self._syncing[state.node_id]
+                self._resync.ended(state.node_id)
             state.synced = sync.state is SyncState.DONE
             if sync.state is SyncState.DONE:
                 log.info(
-                    "gossip sync with %s done: %d channels offered, %d asked for (graph: %d channels)",
+                    "gossip %s with %s done: %d channels offered, %d asked for (graph: %d channels)",
+                    "re-sync" if resync else "sync",
                     state.node_id.hex(),
                     sync.offered,
                     sync.wanted,
@@ -271,8 +304,10 @@ class GossipPeers:
                         len(self._unsynced),
                     )
                     self._unsynced.clear()
+                if self._fully_synced():
+                    self._resync.arm(trio.current_time())
             else:
-                log.warning("gossip sync with %s failed: %s", state.node_id.hex(), sync.reason)
+                log.warning("gossip %s with %s failed: %s", "re-sync" if resync else "sync", state.node_id.hex(), sync.reason)
             self._maybe_start_sync()
 
     def _fully_synced(self) -> bool:
@@ -298,13 +333,19 @@ class GossipPeers:
                     deadline = state.sync.get_timer()
                     if deadline is not None and now >= deadline:
                         self._apply_step(state, state.sync.handle_timer(now))
+            if self._resync.due(now):
+                self._maybe_resync(now)
 
     def progress(self) -> dict[str, Any]:
         """The initial sync: overall percent and per peer (JSON-able): the peers connected
-        and the last ``MAX_GONE_SYNCS`` that left."""
+        and the last ``MAX_GONE_SYNCS`` that left; ``resync``: the re-syncs once ``full_syncs``
+        are done (see :meth:`ResyncSchedule.progress`), None when there are none.
+
+        A re-sync under way shows among the peers; it leaves the node ``synced``."""
         syncs = {node_id.hex(): sync.progress() for node_id, sync in self._syncs.items()}
-        active = [p["percent"] for p in syncs.values() if p["state"] in ("range", "ids")]
-        done = self._done_dropped or any(p["state"] == "done" for p in syncs.values())
+        running = self._resync.running.hex() if self._resync.running is not None else None
+        active = [p["percent"] for peer, p in syncs.items() if p["state"] in ("range", "ids") and peer != running]
+        done = self._done_dropped or self._full_syncs > 0 or any(p["state"] == "done" for p in syncs.values())
         if active:
             percent = min(active)
         else:
@@ -315,4 +356,5 @@ class GossipPeers:
             "percent": percent,
             "peers": syncs,
             "channels": len(self.graph),
+            "resync": self._resync.progress(trio.current_time()) if self.config.full_syncs and self._resync.enabled else None,
         }

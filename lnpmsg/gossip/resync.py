@@ -1,0 +1,118 @@
+"""When the gossip app syncs again, and with which peer (sans-IO: ``now`` is passed in).
+
+Once ``GossipConfig.full_syncs`` syncs are done, later peers are not
+synced with: they send only their new gossip (our timestamp filter). What
+the first peers did not know (channels they never heard of, updates they
+missed while we were away) would then never come. So every
+``resync_interval`` seconds the app runs one more range sync with one
+connected peer, as lnd's periodic "historical sync" does: a peer never
+synced with if there is one (at random), else the one synced with longest
+ago. With ``gossip_queries_ex`` the range replies carry timestamps, so a
+re-sync with a peer that knows what we know costs its range replies and no
+more.
+
+One re-sync runs at a time, and only while there is room among the
+``sync_peers`` syncs: a re-sync due meanwhile waits for both.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["MAX_SYNCED_KEPT", "RESYNC_INTERVAL", "ResyncSchedule"]
+
+#: seconds between re-syncs (lnd's historical sync interval: 20 minutes)
+RESYNC_INTERVAL = 20 * 60.0
+#: peers whose last sync time is kept to choose the next re-sync's peer (a
+#: peer forgotten counts as never synced with: it was the longest ago anyway)
+MAX_SYNCED_KEPT = 1024
+
+
+class ResyncSchedule:
+    """The re-syncs' timer and the choice of their peer.
+
+    ``interval``: seconds between re-syncs (0: none). Times are the app's
+    monotonic clock (trio's, in seconds). The schedule is armed once the
+    first syncs are enough (:meth:`arm`); from then on a re-sync is due
+    every ``interval`` seconds after the last one started.
+    """
+
+    def __init__(self, interval: float, *, rng: random.Random | None = None) -> None:
+        if interval < 0:
+            raise ValueError(f"resync interval: seconds, 0 or more (0: no re-sync), got {interval:g}")
+        self.interval = interval
+        self._rng = rng or random.Random()
+        #: when the next re-sync is due (None: not armed, or re-syncs are off)
+        self.next_at: float | None = None
+        #: the peer of the re-sync under way (None: none runs)
+        self.running: bytes | None = None
+        #: re-syncs started
+        self.started = 0
+        #: node id -> when our last sync with it started, the least recent first
+        self._synced: OrderedDict[bytes, float] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval > 0
+
+    def arm(self, now: float) -> None:
+        """The syncs done are enough: re-sync ``interval`` seconds from now (once; no-op when off)."""
+        if self.enabled and self.next_at is None:
+            self.next_at = now + self.interval
+
+    def due(self, now: float) -> bool:
+        """A re-sync should start now (none runs and its time has come)."""
+        return self.running is None and self.next_at is not None and now >= self.next_at
+
+    def synced_with(self, node_id: bytes, now: float) -> None:
+        """A sync with ``node_id`` started (a first sync or a re-sync)."""
+        synced = self._synced
+        synced[node_id] = now
+        synced.move_to_end(node_id)
+        while len(synced) > MAX_SYNCED_KEPT:
+            synced.popitem(last=False)
+
+    def choose(self, candidates: Iterable[bytes]) -> bytes | None:
+        """The peer to re-sync with among ``candidates`` (node ids): one never synced with, at
+        random, else the one synced with longest ago; None without candidates."""
+        never: list[bytes] = []
+        oldest: bytes | None = None
+        oldest_at = 0.0
+        for node_id in candidates:
+            at = self._synced.get(node_id)
+            if at is None:
+                never.append(node_id)
+            elif not never and (oldest is None or at < oldest_at):
+                oldest, oldest_at = node_id, at
+        if never:
+            return self._rng.choice(never)
+        return oldest
+
+    def start(self, node_id: bytes, now: float) -> None:
+        """A re-sync with ``node_id`` starts now; the next is due ``interval`` seconds later."""
+        self.running = node_id
+        self.started += 1
+        self.next_at = now + self.interval
+        self.synced_with(node_id, now)
+
+    def postpone(self, now: float) -> None:
+        """No peer to re-sync with: try again ``interval`` seconds from now."""
+        self.next_at = now + self.interval
+
+    def ended(self, node_id: bytes) -> None:
+        """The sync with ``node_id`` ended (done, failed or its peer gone)."""
+        if self.running == node_id:
+            self.running = None
+
+    def progress(self, now: float) -> dict[str, Any]:
+        """A JSON-able summary: the interval, seconds until the next re-sync (None: not armed),
+        the peer of the one under way (hex, None) and how many started."""
+        return {
+            "interval": self.interval,
+            "next_in": None if self.next_at is None else round(max(0.0, self.next_at - now), 1),
+            "peer": None if self.running is None else self.running.hex(),
+            "started": self.started,
+        }
