@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--gossip-import", action="append", default=[], metavar="FILE", help="import a Core Lightning gossip_store file (.xz too) while starting; repeat for the parts of one store, in order")
     node.add_argument("--gossip-prune-interval", type=float, metavar="SECONDS", help="how often channels without a recent update are pruned from the graph (default: 3600; 0: never)")
     node.add_argument("--gossip-prune-after", type=float, metavar="DAYS", help="a channel with no update for this long is stale and pruned (default: 14, BOLT 7's two weeks)")
+    node.add_argument("--gossip-full-syncs", type=int, metavar="N", help="sync the whole channel graph (query_channel_range, then the channels we lack) with the first N peers that offer channels only; later peers send just their new gossip, as lnd's passive syncers (default: 0, every peer offering gossip_queries; on mainnet each full sync is the whole network's channel ids)")
+    node.add_argument("--gossip-resync-interval", type=float, metavar="SECONDS", help="once --gossip-full-syncs are done, sync again with one peer this often (one never synced with, else the one synced longest ago), so that what the first peers did not know comes in the end (default: 1200, lnd's 20 minutes; 0: never); 'lnpmsg gossip stats' shows when the next is due")
     node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
     node.add_argument("--config", type=Path, metavar="FILE", help="read options from this TOML file instead of DATA_DIR/lnpmsg.toml (see below)")
     from lnpmsg.channels.options import add_node_options as add_channel_options
@@ -276,6 +278,8 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         announce_addr=list(args.announce_addr),
         gossip_prune_interval=args.gossip_prune_interval,
         gossip_prune_after=args.gossip_prune_after,
+        gossip_full_syncs=args.gossip_full_syncs,
+        gossip_resync_interval=args.gossip_resync_interval,
         apps=list(args.app),
         channel_options=channel_options_from_args(args),
         dev=dev,

@@ -9,12 +9,17 @@ import random
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
+from lnpmsg.cli import build_parser, settings_from_args
+from lnpmsg.gossip import commands as gossip_commands
 from lnpmsg.gossip.app import GossipApp, GossipConfig
+from lnpmsg.gossip.commands import node_gossip_app
+from lnpmsg.gossip.errors import GossipError
 from lnpmsg.gossip.messages import (
     QUERY_OPTION_TIMESTAMPS,
     QueryChannelRange,
@@ -26,6 +31,7 @@ from lnpmsg.gossip.resync import RESYNC_INTERVAL, ResyncSchedule
 from lnpmsg.gossip.store import GossipStore
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.runtime import build_node
 from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.testing.rawpeer import RawPeer
@@ -243,3 +249,39 @@ async def test_without_full_syncs_there_is_no_re_sync(autojump_clock: trio.testi
         await trio.sleep(3600.0)
         assert app.progress()["resync"] is None and app._resync.started == 0
         assert QueryChannelRange.TYPE not in peer.types_received()
+
+
+# ------------------------------------------------------------ settings and status
+
+
+def test_full_syncs_and_the_resync_interval_go_from_the_command_line_to_the_app(tmp_path: Path) -> None:
+    argv = ["node", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0", "--gossip-full-syncs", "5", "--gossip-resync-interval", "300"]
+    settings = settings_from_args(build_parser().parse_args(argv))
+    assert (settings.gossip_full_syncs, settings.gossip_resync_interval) == (5, 300.0)
+    app = build_node(settings).app("gossip")
+    assert (app.config.full_syncs, app.config.resync_interval, app._resync.interval) == (5, 300.0, 300.0)
+    app.store.close()
+    defaults = settings_from_args(build_parser().parse_args(["node", "--data-dir", str(tmp_path)]))
+    assert (defaults.gossip_full_syncs, defaults.gossip_resync_interval) == (None, None)  # the app's defaults
+    for option, value, text in (("full_syncs", -1, "--gossip-full-syncs: peers, 0 or more"), ("resync_interval", -5.0, "--gossip-resync-interval: seconds")):
+        with pytest.raises(GossipError, match=text):
+            node_gossip_app(tmp_path / "node", "bitcoin", **{option: value})
+
+
+def test_gossip_stats_says_when_the_next_re_sync_is_due(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = {"synced": True, "syncing": False, "percent": 100.0, "peers": {}, "channels": 12}
+    stats = {
+        "channels": 12, "channel_updates": 3, "nodes": 4, "node_announcements": 2, "decisions": {}, "reasons": {},
+        "store": {"channels": 12, "updates": 3, "node_announcements": 2, "size_bytes": 4096}, "signature_checks": 0,
+        "relayed": 0, "relay_queued": 0, "relay_dropped": 0, "queries_answered": 0, "replies_sent": 0,
+        "warnings_sent": 0, "peers_disconnected": 0,
+    }  # fmt: skip
+    for resync, line in (
+        (None, None),
+        ({"interval": 1200.0, "next_in": None, "peer": None, "started": 0}, "re-sync:            once the first full syncs are done (every 20 min, 0 so far)"),
+        ({"interval": 1200.0, "next_in": 754.2, "peer": None, "started": 2}, "re-sync:            next in 13 min (every 20 min, 2 so far)"),
+        ({"interval": 90.0, "next_in": 30.0, "peer": "02" + "ab" * 32, "started": 3}, f"re-sync:            now, with 02{'ab' * 32} (every 90 s, 3 so far)"),
+    ):
+        gossip_commands._print_stats({**stats, "sync": {**progress, "resync": resync}})
+        out = capsys.readouterr().out.splitlines()
+        assert out[-1] == line if line else out[-1].startswith("sync:   ")

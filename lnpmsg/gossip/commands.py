@@ -240,6 +240,22 @@ def _print_stats(r: dict[str, Any]) -> None:
     print(f"queries answered:   {r['queries_answered']} ({r['replies_sent']} replies)")
     print(f"warnings sent:      {r['warnings_sent']}, peers disconnected: {r['peers_disconnected']}")
     print(f"sync:               {_sync_summary(sync)}")
+    if sync.get("resync"):
+        print(f"re-sync:            {_resync_summary(sync['resync'])}")
+
+
+def _resync_summary(r: dict[str, Any]) -> str:
+    """``next in 12 min (every 20 min, 3 done)``: the re-syncs once the first full syncs are done."""
+    every = f"every {_duration(r['interval'])}, {r['started']} so far"
+    if r["peer"] is not None:
+        return f"now, with {r['peer']} ({every})"
+    if r["next_in"] is None:
+        return f"once the first full syncs are done ({every})"
+    return f"next in {_duration(r['next_in'])} ({every})"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _sync_summary(p: dict[str, Any]) -> str:
@@ -442,6 +458,8 @@ def node_gossip_app(
     chain_app: Mountable | None = None,
     prune_interval: float | None = None,
     prune_after_days: float | None = None,
+    full_syncs: int | None = None,
+    resync_interval: float | None = None,
     fast: bool = False,
 ) -> GossipApp:
     """The gossip app ``lnpmsg node`` mounts: its store in ``data_dir``, for ``network``.
@@ -451,7 +469,8 @@ def node_gossip_app(
     ``chain_app``: a :class:`~lnpmsg.wallet.app.ChainApp` whose chain checks
     every announced funding output; without one, channels are accepted on
     their four signatures alone. ``prune_interval`` (seconds, 0: never) and
-    ``prune_after_days`` (the stale horizon) override :class:`GossipConfig`'s.
+    ``prune_after_days`` (the stale horizon) override :class:`GossipConfig`'s,
+    as ``full_syncs`` (0: every peer) and ``resync_interval`` (seconds, 0: never) do.
     ``fast`` (``--dev-fast-gossip``): relay flushes every :data:`FAST_FLUSH_INTERVAL`
     seconds and, unless ``prune_interval`` is given, prunes every
     :data:`FAST_PRUNE_INTERVAL`, so that tests see gossip move in seconds.
@@ -475,6 +494,14 @@ def node_gossip_app(
         if prune_after_days <= 0:
             raise GossipError("--gossip-prune-after: days, more than 0")
         config.stale_after = int(prune_after_days * 86400)
+    if full_syncs is not None:
+        if full_syncs < 0:
+            raise GossipError("--gossip-full-syncs: peers, 0 or more (0: sync with every peer)")
+        config.full_syncs = full_syncs
+    if resync_interval is not None:
+        if resync_interval < 0:
+            raise GossipError("--gossip-resync-interval: seconds, 0 or more (0: never re-sync)")
+        config.resync_interval = resync_interval
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = GossipStore(data_dir / DB_FILE_NAME, CHAIN_HASHES[network])
     funding = _chain_app_funding_check(chain_app) if chain_app is not None else None

@@ -445,6 +445,8 @@ def _mount_gossip(node: Node, settings: NodeSettings, network: str) -> list[type
                 chain_app=node.apps.get("chain"),
                 prune_interval=settings.gossip_prune_interval,
                 prune_after_days=settings.gossip_prune_after,
+                full_syncs=settings.gossip_full_syncs,
+                resync_interval=settings.gossip_resync_interval,
                 fast=settings.dev.fast_gossip,
             )
         )

@@ -121,6 +121,11 @@ class NodeSettings:
     gossip_prune_interval: float | None = None
     #: days without an update after which a channel is stale (None: BOLT 7's two weeks)
     gossip_prune_after: float | None = None
+    #: stop syncing with new peers after this many syncs with peers offering channels
+    #: (None: the gossip app's default, 0: sync with every peer)
+    gossip_full_syncs: int | None = None
+    #: once those are done, seconds between re-syncs with one peer (None: the gossip app's default, 0: never)
+    gossip_resync_interval: float | None = None
     #: the peer RPC and peer pub/sub apps (``rpc.*`` and ``pubsub.*`` control calls)
     peer_rpc: bool = True
     peer_pubsub: bool = True
