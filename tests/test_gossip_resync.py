@@ -152,8 +152,8 @@ class GossipPeer:
             await self.send(ReplyShortChannelIdsEnd(chain_hash=CHAIN_HASH_REGTEST, full_information=1))
 
 
-#: the connect() of gossip_node: a new peer, ready on the node
-Connect = Callable[[], Awaitable[GossipPeer]]
+#: the connect() of gossip_node: a new peer (or one back with its key), ready on the node
+Connect = Callable[..., Awaitable[GossipPeer]]
 
 
 @asynccontextmanager
@@ -164,8 +164,8 @@ async def gossip_node(config: GossipConfig) -> AsyncIterator[tuple[GossipApp, Co
     node.mount(app)
     async with running(node), trio.open_nursery() as nursery:
 
-        async def connect() -> GossipPeer:
-            raw = await RawPeer.connect(network.names[0], node.node_id, transport=network.transport())
+        async def connect(key: NodeKey | None = None) -> GossipPeer:
+            raw = await RawPeer.connect(network.names[0], node.node_id, key, transport=network.transport())
             features = Features.from_names(optional=["gossip_queries", "gossip_queries_ex"])
             await raw.exchange_init(Init(features=features.to_bytes(), tlvs=INIT_TLVS.stream(networks=[CHAIN_HASH_REGTEST])))
             peer = GossipPeer(raw)
@@ -240,6 +240,27 @@ async def test_a_re_sync_peer_that_leaves_ends_the_re_sync_and_without_peers_the
         later = await connect()
         await later.next_of(QueryChannelRange.TYPE)
         assert 1200.0 <= trio.current_time() - started <= 1200.0 + 2.5
+
+
+async def test_a_peer_synced_with_again_after_a_reconnection_counts_once(autojump_clock: trio.testing.MockClock) -> None:
+    async with gossip_node(GossipConfig(full_syncs=2, resync_interval=600.0)) as (app, connect):
+        first = await connect()
+        await first.answer_range(channels=1)
+        while app._full_syncs < 1:
+            await trio.sleep(0.01)
+        await first.raw.aclose()
+        while app._peers:
+            await trio.sleep(0.01)
+        again = await connect(first.raw.key)  # not enough syncs yet: synced with again
+        await again.answer_range(channels=1)
+        while app._syncing:
+            await trio.sleep(0.01)
+        assert app._full_syncs == 1 and app.progress()["resync"]["next_in"] is None
+        second = await connect()
+        await second.answer_range(channels=1)
+        while app._full_syncs < 2:
+            await trio.sleep(0.01)
+        assert app.progress()["resync"]["next_in"] == pytest.approx(600.0, abs=0.5)
 
 
 async def test_without_full_syncs_there_is_no_re_sync(autojump_clock: trio.testing.MockClock) -> None:

@@ -87,7 +87,7 @@ from lnpmsg.gossip.messages import (
 )
 from lnpmsg.gossip.peers import GossipPeers, PeerState
 from lnpmsg.gossip.pipeline import VerifyPool
-from lnpmsg.gossip.resync import RESYNC_INTERVAL, ResyncSchedule
+from lnpmsg.gossip.resync import FULL_SYNCS, RESYNC_INTERVAL, ResyncSchedule
 from lnpmsg.gossip.routing import RoutingFeed
 from lnpmsg.gossip.serving import GossipServing
 from lnpmsg.gossip.store import AsyncGossipStore, GossipStore
@@ -124,10 +124,11 @@ class GossipConfig:
     flush_interval: float = 60.0
     #: peers to run the initial query sync with at the same time
     sync_peers: int = 2
-    #: once this many syncs are done with peers that offered channels, the peers that
-    #: come later are not synced with: their timestamp filter brings their new gossip
-    #: (0: sync with every peer offering gossip queries)
-    full_syncs: int = 0
+    #: once syncs are done with this many peers that offered channels, the peers that
+    #: come later are not synced with: their timestamp filter brings their new gossip,
+    #: and a re-sync every ``resync_interval`` what the first ones lacked (0: sync with
+    #: every peer offering gossip queries)
+    full_syncs: int = FULL_SYNCS
     #: once ``full_syncs`` are done, seconds between re-syncs with one peer (a range sync,
     #: as at first), so that what the first peers did not know comes in the end (0: never)
     resync_interval: float = RESYNC_INTERVAL
@@ -250,6 +251,9 @@ class GossipApp(GossipPeers, GossipIngest, GossipServing, GossipLookups, App):
         self._done_dropped = False
         #: syncs done with peers that offered channels (see ``GossipConfig.full_syncs``)
         self._full_syncs = 0
+        #: the peers of those syncs, while they are not enough (a peer synced with again
+        #: after a reconnection counts once)
+        self._full_synced: set[bytes] = set()
         self._resync = ResyncSchedule(config.resync_interval)
         self._syncing: dict[bytes, PeerState] = {}
         self._unsynced: dict[bytes, PeerState] = {}

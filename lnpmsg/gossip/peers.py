@@ -85,6 +85,7 @@ class GossipPeers:
     _gone_syncs: OrderedDict[bytes, None]
     _done_dropped: bool
     _full_syncs: int
+    _full_synced: set[bytes]
     #: the peers whose sync runs (at most ``sync_peers``): the timers are theirs alone
     _syncing: dict[bytes, PeerState]
     #: the peers offering gossip queries we have not synced with yet, in arrival order
@@ -294,9 +295,13 @@ class GossipPeers:
                     sync.wanted,
                     len(self.graph),
                 )
-                # A peer that offered no channel (a new node) does not count as a full sync.
-                if sync.offered:
+                # A peer that offered no channel (a new node) does not count as a full sync,
+                # nor does a peer's second (it knows what it knew).
+                if sync.offered and not self._fully_synced() and state.node_id not in self._full_synced:
+                    self._full_synced.add(state.node_id)
                     self._full_syncs += 1
+                    if self._fully_synced():
+                        self._full_synced.clear()
                 if self._fully_synced() and self._unsynced:
                     log.info(
                         "gossip: synced with %d peers offering channels; %d more send only new gossip",

@@ -22,8 +22,11 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["MAX_SYNCED_KEPT", "RESYNC_INTERVAL", "ResyncSchedule"]
+__all__ = ["FULL_SYNCS", "MAX_SYNCED_KEPT", "RESYNC_INTERVAL", "ResyncSchedule"]
 
+#: full syncs (with peers offering channels) after which new peers are not synced with (lnd
+#: keeps 3 active syncers): on mainnet each one is the whole network's channel ids
+FULL_SYNCS = 3
 #: seconds between re-syncs (lnd's historical sync interval: 20 minutes)
 RESYNC_INTERVAL = 20 * 60.0
 #: peers whose last sync time is kept to choose the next re-sync's peer (a
