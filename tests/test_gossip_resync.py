@@ -191,6 +191,7 @@ async def test_once_full_syncs_are_done_one_peer_is_re_synced_every_interval(
             await trio.sleep(0.01)
         progress = app.progress()
         assert progress["resync"] == {"interval": 1200.0, "next_in": pytest.approx(1200.0, abs=0.1), "peer": None, "started": 0}
+        assert "synced with 1 peers offering channels; 0 more waiting and the peers to come send only new gossip; a re-sync with one of them every 1200 s" in caplog.text
         # A later peer gets our timestamp filter only, until the re-sync picks it:
         # never synced with, it comes before the first peer.
         later = await connect()

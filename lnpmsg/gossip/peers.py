@@ -301,19 +301,24 @@ class GossipPeers:
                     self._full_synced.add(state.node_id)
                     self._full_syncs += 1
                     if self._fully_synced():
-                        self._full_synced.clear()
-                if self._fully_synced() and self._unsynced:
-                    log.info(
-                        "gossip: synced with %d peers offering channels; %d more send only new gossip",
-                        self._full_syncs,
-                        len(self._unsynced),
-                    )
-                    self._unsynced.clear()
-                if self._fully_synced():
-                    self._resync.arm(trio.current_time())
+                        self._enough_syncs()
             else:
                 log.warning("gossip %s with %s failed: %s", "re-sync" if resync else "sync", state.node_id.hex(), sync.reason)
             self._maybe_start_sync()
+
+    def _enough_syncs(self) -> None:
+        """The ``full_syncs`` are done: the peers waiting and those to come send only their
+        new gossip; the re-syncs begin."""
+        self._full_synced.clear()
+        resync = self._resync
+        log.info(
+            "gossip: synced with %d peers offering channels; %d more waiting and the peers to come send only new gossip; %s",
+            self._full_syncs,
+            len(self._unsynced),
+            f"a re-sync with one of them every {resync.interval:g} s" if resync.enabled else "no re-sync (interval 0)",
+        )
+        self._unsynced.clear()
+        resync.arm(trio.current_time())
 
     def _fully_synced(self) -> bool:
         """Enough syncs are done (``full_syncs``): later peers are not synced with."""
