@@ -159,6 +159,7 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         leftover: bytes = b"",
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         tasks: trio.Nursery | None = None,
+        now: float | None = None,
     ) -> None:
         self.conn = conn
         self.node_id = node_id
@@ -168,7 +169,8 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         self.session = session
         self.counters = PeerCounters()
         self.ping_rtt: float | None = None
-        self.connected_at = trio.current_time()
+        #: ``now``: the caller's clock reading, if it has one (a node has: the session's start)
+        self.connected_at = trio.current_time() if now is None else now
         self.close_reason: str | None = None
         # The two events are made when somebody asks for them: an inbound peer
         # nobody waits on costs two sets (and their events) less.
