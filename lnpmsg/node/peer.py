@@ -421,7 +421,12 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
             with trio.CancelScope() as scope:
                 self._open_tasks(nursery, scope)
                 init_deadline = self.session.get_timer()
-                self._keepalive.set(self, init_deadline)
+                if not self._leftover:
+                    self._keepalive.set(self, init_deadline)
+                # else the peer's first bytes are here (its init came with act three): the
+                # read loop takes them before this task can wait, and the session's next
+                # deadline goes into the schedule from there (the first ping, once the
+                # init is accepted; the init's still, if they held no whole message).
                 # Our init is queued: it leaves from this task, before the first
                 # read (a fresh connection takes a small write at once, without
                 # waiting), so a connection needs no second task until there is
