@@ -295,6 +295,10 @@ class PeerSession:
         passed in may become a ``RunReceived``'s ``messages`` as it is: the
         caller leaves it alone afterwards.
         """
+        if type(messages) is list and len(messages) == 1 and self.state is SessionState.AWAITING_INIT:
+            # The peer's init alone (a read of one message, as it mostly comes): what the
+            # loop below makes of it, without the loop's set-up.
+            return self._first_message(messages[0], now)
         if type(messages) is list and len(messages) > 1 and self.state is SessionState.ACTIVE:
             msg_type = self._one_undecoded_type(messages)
             if msg_type is not None:
