@@ -106,7 +106,7 @@ class _Initiator:
     loop continues the connection, as when a busy node accepts late. Made before the node
     runs (its listener takes ``accept_now`` when it starts)."""
 
-    def __init__(self, node: Node, *, with_init: bool, hang_up: bool) -> None:
+    def __init__(self, node: Node, *, with_init: bool, hang_up: bool, init_part: int | None = None) -> None:
         self.handshake = InitiatorHandshake(NodeKey.generate().secret, node.node_id)
         self.sock: socket.socket | None = None
         self.node = node
@@ -118,7 +118,7 @@ class _Initiator:
             act_two = self.sock.recv(ACT_TWO_SIZE)  # loopback: there as soon as it was sent
             act_three = self.handshake.receive_act_two(act_two)
             init = TransportCipher(self.handshake.keys).encryptor.encrypt(Init().encode()) if with_init else b""
-            self.sock.sendall(act_three + init)
+            self.sock.sendall(act_three + init[:init_part])
             if hang_up:
                 self.sock.shutdown(socket.SHUT_WR)
             return kept
@@ -166,6 +166,23 @@ async def test_an_init_that_came_with_act_three_is_handled_in_the_connections_ta
         # the peer had something to say: one task took it, and reads on as the peer's
         assert len(tasks) == 1 and running_tasks(CONNECTION_TASK) == 1
         assert list(node.peers.values())[0].is_ready and node.pending_handshakes == 0
+        sock.close()
+
+
+async def test_a_part_of_an_init_that_came_with_act_three_leaves_the_init_deadline_running(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="lnpmsg.node")
+    node = make_node(init_timeout=0.5)
+    initiator = _Initiator(node, with_init=True, hang_up=False, init_part=10)  # no whole frame
+    async with running(node):
+        sock = initiator.dial()
+        sock.setblocking(False)
+        with trio.fail_after(30):
+            # our init, then the node gives up on the peer's at its deadline (a warning, the close)
+            await _receive(sock, FRAME_OVERHEAD + len(node.local_init().encode()))
+            while not await _closed(sock):
+                pass
+        assert "peer sent no init in time" in caplog.text
+        assert node.peers == {} and len(node.keepalive) == 0
         sock.close()
 
 

@@ -367,3 +367,15 @@ def test_local_close_sends_error_when_asked():
     (error,) = sent(session)
     assert error.data == b"shutting down"
     assert session.get_timer() is None
+
+
+def test_a_read_of_the_init_alone_gives_what_the_batch_loop_gives():
+    for batch in ([Init().encode()], (Init().encode(),), [Init().encode(), Ping(num_pong_bytes=2).encode()]):
+        session = make_session()
+        events = session.receive_messages(batch, 1.0)
+        assert isinstance(events[0], PeerReady) and session.state is SessionState.ACTIVE
+        assert session.stats.messages_in == len(batch)
+    for batch in ([Ping(num_pong_bytes=2).encode()], [b"\x00"]):
+        session = make_session()
+        closed_with(session.receive_messages(batch, 1.0), "expected init")
+        assert session.stats.messages_in == 1 and session.state is SessionState.CLOSED

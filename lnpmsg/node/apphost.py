@@ -368,6 +368,10 @@ class AppHost:
                 self._set_told(peer, told & ~bit)
                 await self.call(app, "peer_gone", app.peer_gone, peer, reason, peer=peer, shield=True)
 
+    def was_told(self, peer: Peer) -> bool:
+        """Was any app told ``peer`` was ready and not yet that it is gone? (else :meth:`peer_gone` has nothing to do)"""
+        return peer in self._told
+
     def told(self, app_name: str) -> list[Peer]:
         """The peers the app was told about with ``peer_ready`` and not yet with ``peer_gone``."""
         bit = self._bits.get(app_name, 0)

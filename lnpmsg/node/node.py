@@ -51,13 +51,13 @@ from lnpmsg.node.session import (
     PONG_TIMEOUT,
     MessagesReceived,
     PeerReady,
-    PeerSession,
     RemoteError,
     RemoteWarning,
     RunReceived,
     SessionClosed,
     SessionEvent,
 )
+from lnpmsg.node.session_setup import SessionSetup, SetupForFeatures
 from lnpmsg.transports.address import (
     PeerAddress,
     format_peer_address,
@@ -70,14 +70,12 @@ from lnpmsg.wire import (
     DEFAULT_REGISTRY,
     ZERO_CHANNEL_ID,
     Features,
-    Init,
     Message,
     MessageRegistry,
     UnknownMessage,
     unknown_messages,
 )
-from lnpmsg.wire.bolt1 import CHAIN_HASHES, INIT_TLVS
-from lnpmsg.wire.features import known_features
+from lnpmsg.wire.bolt1 import CHAIN_HASHES
 from lnpmsg.wire.message import CUSTOM_TYPE_MIN
 
 __all__ = [
@@ -93,9 +91,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("lnpmsg.node")
-
-#: distinct ``init`` feature sets kept encoded (apps with per-peer features make more than one)
-MAX_CACHED_INITS = 64
 
 #: a message handler: ``handler(peer, message)``, a plain or an async function
 Handler = Callable[[Peer, Message], Awaitable[None] | None]
@@ -139,7 +134,7 @@ class NodeConfig:
     onion_to_onion: bool = False
 
 
-class Node(Dialing, Inbound):
+class Node(Dialing, Inbound, SessionSetup):
     """An lnpmsg node.
 
     Example::
@@ -215,7 +210,7 @@ class Node(Dialing, Inbound):
         self._chain_hash = CHAIN_HASHES[self.config.network]
         #: shared by every session (one set, not one per peer)
         self._chains = frozenset((self._chain_hash,))
-        self._init_cache: dict[Features, tuple[Init, bytes, Features]] = {}
+        self._init_cache: dict[Features, SetupForFeatures] = {}
         #: every peer's pings and deadlines, run by one task (not one wake-up per peer)
         #: and the pending inbound handshakes' deadlines
         self.keepalive = KeepaliveSchedule(
@@ -283,41 +278,6 @@ class Node(Dialing, Inbound):
     def stopping(self) -> bool:
         """True once :meth:`stop` was called."""
         return self._stopped.is_set()
-
-    def local_features(self, node_id: bytes = b"") -> Features:
-        """The features in the ``init`` sent to ``node_id``: the config's, or'ed with every
-        mounted (not stopped) app's (:meth:`lnpmsg.app.App.init_features`)."""
-        extra = self.apphost.init_features(node_id)
-        # No app adds any (the usual case): the config's own object, not a new one per connection.
-        return self.config.features | extra if extra.value else self.config.features
-
-    def local_init(self, node_id: bytes = b"") -> Init:
-        """The ``init`` this node sends (to ``node_id``: apps may offer per-peer features)."""
-        return self._session_setup(node_id)[0]
-
-    def _features_changed(self) -> None:
-        """An app came, went or stopped: the next connections build their ``init`` again."""
-        self._init_cache.clear()
-
-    def _session_setup(self, node_id: bytes) -> tuple[Init, bytes, Features, Features]:
-        """Our ``init`` (also encoded), the features we understand and those our ``init``
-        offers, cached per feature set.
-
-        Every connection needs both, and encoding them costs more than the rest
-        of a session's setup: an accepting node would spend it on every handshake.
-        """
-        features = self.local_features(node_id)
-        cached = self._init_cache.get(features)
-        if cached is None:
-            init = Init(
-                globalfeatures=b"",
-                features=features.to_bytes(),
-                tlvs=INIT_TLVS.stream(networks=[self._chain_hash]),
-            )
-            if len(self._init_cache) >= MAX_CACHED_INITS:
-                self._init_cache.clear()
-            cached = self._init_cache[features] = (init, init.encode(), features | known_features(), init.all_features)
-        return cached
 
     # --------------------------------------------------------------- run
 
@@ -424,35 +384,6 @@ class Node(Dialing, Inbound):
 
     # --------------------------------------------------------- connections
 
-    def _make_peer(self, conn: Connection, cipher, remote_id: bytes, *, outbound: bool, leftover: bytes) -> Peer:  # type: ignore[no-untyped-def]
-        cfg = self.config
-        local_init, local_init_bytes, understood, offered = self._session_setup(remote_id)
-        session = PeerSession(
-            local_init,
-            trio.current_time(),
-            known_features=understood,
-            registry=self.registry,
-            chains=self._chains,
-            ping_interval=cfg.ping_interval,
-            pong_timeout=cfg.pong_timeout,
-            init_timeout=cfg.init_timeout,
-            local_init_bytes=local_init_bytes,
-            local_features=offered,
-            batch_types=self.apphost.batch_types,
-        )
-        return Peer(
-            conn,
-            cipher,
-            session,
-            remote_id,
-            outbound=outbound,
-            on_events=self._on_peer_events,
-            keepalive=self.keepalive,
-            leftover=leftover,
-            max_queued_bytes=cfg.max_queued_bytes,
-            tasks=self._nursery,
-        )
-
     async def _run_peer(self, peer: Peer) -> None:
         try:
             await peer.run()
@@ -460,10 +391,14 @@ class Node(Dialing, Inbound):
             reason = peer.close_reason or "closed"
             if self.peers.get(peer.node_id) is peer:
                 del self.peers[peer.node_id]
-                log.info("peer %s disconnected: %s", peer.node_id.hex(), reason)
-                self.events.publish(PeerDisconnected(peer.node_id, peer.address, reason))
-            # Shielded inside: runs even while the node is being cancelled.
-            await self.apphost.peer_gone(peer, reason)
+                # The log's and the event's arguments are made only for a log or subscriber that takes them.
+                if log.isEnabledFor(logging.INFO):
+                    log.info("peer %s disconnected: %s", peer.node_id.hex(), reason)
+                if self.events.has_subscribers:
+                    self.events.publish(PeerDisconnected(peer.node_id, peer.address, reason))
+            if self.apphost.was_told(peer):
+                # Shielded inside: runs even while the node is being cancelled.
+                await self.apphost.peer_gone(peer, reason)
 
     # ------------------------------------------------------------- events
 
@@ -500,20 +435,28 @@ class Node(Dialing, Inbound):
             # Apps hear of the old one's end before the new one's start.
             await self.apphost.peer_gone(old, "replaced by a new connection from the same node")
         self.peers[peer.node_id] = peer
-        # Before any message of the peer is dispatched: the rest of this read waits for it.
-        await self.apphost.peer_ready(peer)
+        if self.apps:
+            # Before any message of the peer is dispatched: the rest of this read waits for it.
+            await self.apphost.peer_ready(peer)
         if not peer.is_ready:
             return
+        logging_it = log.isEnabledFor(logging.INFO)
+        publishing = self.events.has_subscribers
+        if not (logging_it or publishing):
+            return  # nobody takes the names of its features, its address or the event
         features = tuple(self.describe_features(peer.session.remote_features))
-        log.info(
-            "peer %s connected (%s, %s %s), features: %s",
-            peer.node_id.hex(),
-            "outbound" if peer.outbound else "inbound",
-            peer.transport_kind,
-            peer.address,
-            ", ".join(features) or "none",
-        )
-        self.events.publish(PeerConnected(peer.node_id, peer.address, peer.transport_kind, peer.outbound, features))
+        address = peer.address
+        if logging_it:
+            log.info(
+                "peer %s connected (%s, %s %s), features: %s",
+                peer.node_id.hex(),
+                "outbound" if peer.outbound else "inbound",
+                peer.transport_kind,
+                address,
+                ", ".join(features) or "none",
+            )
+        if publishing:
+            self.events.publish(PeerConnected(peer.node_id, address, peer.transport_kind, peer.outbound, features))
 
     async def _dispatch(self, peer: Peer, messages: Iterable[Message]) -> None:
         """Hand each message to its owner's handler, in order; one call per read, so the loop is inlined."""

@@ -159,6 +159,7 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         leftover: bytes = b"",
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         tasks: trio.Nursery | None = None,
+        now: float | None = None,
     ) -> None:
         self.conn = conn
         self.node_id = node_id
@@ -168,7 +169,8 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         self.session = session
         self.counters = PeerCounters()
         self.ping_rtt: float | None = None
-        self.connected_at = trio.current_time()
+        #: ``now``: the caller's clock reading, if it has one (a node has: the session's start)
+        self.connected_at = trio.current_time() if now is None else now
         self.close_reason: str | None = None
         # The two events are made when somebody asks for them: an inbound peer
         # nobody waits on costs two sets (and their events) less.
@@ -419,7 +421,12 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
             with trio.CancelScope() as scope:
                 self._open_tasks(nursery, scope)
                 init_deadline = self.session.get_timer()
-                self._keepalive.set(self, init_deadline)
+                if not self._leftover:
+                    self._keepalive.set(self, init_deadline)
+                # else the peer's first bytes are here (its init came with act three): the
+                # read loop takes them before this task can wait, and the session's next
+                # deadline goes into the schedule from there (the first ping, once the
+                # init is accepted; the init's still, if they held no whole message).
                 # Our init is queued: it leaves from this task, before the first
                 # read (a fresh connection takes a small write at once, without
                 # waiting), so a connection needs no second task until there is

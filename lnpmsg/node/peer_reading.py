@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from lnpmsg.node.session import MessagesReceived, RunReceived
+from lnpmsg.node.session import MessagesReceived, RunReceived, SessionState
 from lnpmsg.noise import NoiseError
 from lnpmsg.transports.base import TransportError
 
 if TYPE_CHECKING:
+    from lnpmsg.node.keepalive import KeepaliveSchedule
     from lnpmsg.node.peer import PeerCounters
     from lnpmsg.node.session import PeerSession, SessionEvent
     from lnpmsg.noise import TransportCipher
@@ -40,6 +41,7 @@ class PeerReading:
         _closing: bool
         _direct_write: bool
         _hold_reading: bool
+        _keepalive: KeepaliveSchedule
         _leftover: bytes
         _nursery: trio.Nursery | None
         _on_events: Callable[..., Awaitable[None]]
@@ -166,6 +168,10 @@ class PeerReading:
                         return False
                     if session.outbox:
                         self._send_queued()  # e.g. a pong
+                elif session.state is SessionState.AWAITING_INIT:
+                    # No whole message yet: the init deadline must be in the schedule before this
+                    # task waits (run leaves it out when the peer's first bytes came with the handshake).
+                    self._keepalive.set(self, session.get_timer())
                 if failure is not None:
                     self._begin_close(f"bad encrypted frame from peer: {failure}", reader_ends=True)
                     return False

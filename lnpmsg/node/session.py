@@ -50,10 +50,12 @@ from lnpmsg.wire import (
     unknown_message,
     unknown_messages,
 )
-from lnpmsg.wire.features import check_dependencies, describe, unknown_required
+from lnpmsg.node.init_check import MAX_FEATURE_BITS, InitVerdicts, judge_init
+from lnpmsg.wire.features import describe
 
 __all__ = [
     "INIT_TIMEOUT",
+    "MAX_FEATURE_BITS",
     "PING_INTERVAL",
     "PONG_TIMEOUT",
     "MessagesReceived",
@@ -79,11 +81,6 @@ PONG_TIMEOUT = 30.0
 MIN_PING_INTERVAL = 0.05
 #: a peer may send this many pings per ``PING_INTERVAL`` before it is flooding
 MAX_PINGS_PER_INTERVAL = 20
-#: an ``init`` whose features (or globalfeatures) reach this bit is refused. BOLT 1
-#: allows 65,535-byte fields, but assigned and experimental bits stay below a few
-#: hundred; a larger field only costs memory and log space (1 KiB = 8192 bits here)
-MAX_FEATURE_BITS = 8192
-
 _type_bytes = operator.itemgetter(slice(0, 2))
 _BOLT1_TYPES = frozenset({Init.TYPE, Error.TYPE, WarningMessage.TYPE, Ping.TYPE, Pong.TYPE})
 
@@ -210,6 +207,10 @@ class PeerSession:
             one set to all its sessions and keeps it current.
         local_features: ``local_init``'s features (``all_features``), if the
             caller has them already (a node keeps them with its encoded init).
+        init_verdicts: verdicts on peers' ``init`` payloads, shared by many
+            sessions (see :mod:`lnpmsg.node.init_check`); used only while it
+            was made for this session's very ``known_features`` and ``chains``
+            objects (otherwise every check runs here).
     """
 
     # A node holds one session per peer, thousands of them: no per-instance dict.
@@ -223,6 +224,7 @@ class PeerSession:
         "batch_types",
         "chains",
         "close_reason",
+        "init_verdicts",
         "known_features",
         "local_features",
         "local_init",
@@ -250,8 +252,10 @@ class PeerSession:
         local_init_bytes: bytes | None = None,
         batch_types: set[int] | frozenset[int] = frozenset(),
         local_features: Features | None = None,
+        init_verdicts: InitVerdicts | None = None,
     ) -> None:
         self.state = SessionState.AWAITING_INIT
+        self.init_verdicts = init_verdicts
         self.batch_types = batch_types
         self.registry = registry
         self.local_init = local_init
@@ -291,6 +295,10 @@ class PeerSession:
         passed in may become a ``RunReceived``'s ``messages`` as it is: the
         caller leaves it alone afterwards.
         """
+        if type(messages) is list and len(messages) == 1 and self.state is SessionState.AWAITING_INIT:
+            # The peer's init alone (a read of one message, as it mostly comes): what the
+            # loop below makes of it, without the loop's set-up.
+            return self._first_message(messages[0], now)
         if type(messages) is list and len(messages) > 1 and self.state is SessionState.ACTIVE:
             msg_type = self._one_undecoded_type(messages)
             if msg_type is not None:
@@ -392,24 +400,17 @@ class PeerSession:
         return self._on_init(data, now)
 
     def _on_init(self, data: bytes, now: float) -> list[SessionEvent]:
-        try:
-            init = Init.decode_payload(data[2:])
-        except WireError as exc:
-            return self._fail(f"malformed init: {exc}", now)
-        features = init.all_features
-        highest = features.value.bit_length() - 1
-        if highest >= MAX_FEATURE_BITS:
-            return self._fail(f"peer's init sets feature bit {highest}: we accept bits below {MAX_FEATURE_BITS} only", now)
-        problems = check_dependencies(features)
-        if problems:
-            return self._fail(f"peer features break dependencies: {'; '.join(problems)}", now)
-        unknown = unknown_required(features, self.known_features)
-        if unknown:
-            bits = ", ".join(str(b) for b in sorted(unknown))
-            return self._fail(f"peer requires features we do not support: bit(s) {bits}", now)
-        networks = init.networks
-        if self.chains and networks is not None and not (self.chains & set(networks)):
-            return self._fail("peer shares none of our chains (init networks)", now)
+        payload = data[2:]
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        verdicts = self.init_verdicts
+        if verdicts is not None and verdicts.known is self.known_features and verdicts.chains is self.chains:
+            verdict = verdicts.judge(payload)
+        else:
+            verdict = judge_init(payload, self.known_features, self.chains)
+        if type(verdict) is str:
+            return self._fail(verdict, now)
+        init, features = verdict
         self.remote_init = init
         self.remote_features = features
         self.state = SessionState.ACTIVE
