@@ -39,6 +39,7 @@ from lnpmsg.transports.base import ConnectionClosed
 from lnpmsg.wire import CHAIN_HASH_REGTEST, Features, Init, Message, Ping, Pong, ShortChannelId
 from lnpmsg.wire.bolt1 import INIT_TLVS
 from tests.test_gossip_app import REGISTRY
+from tests.test_gossip_sync_records import range_reply
 
 A, B, C = b"\x02" + b"a" * 32, b"\x02" + b"b" * 32, b"\x02" + b"c" * 32
 
@@ -138,15 +139,7 @@ class GossipPeer:
         complete), then their query (with nothing: the sync is done all the same)."""
         query = REGISTRY.decode(await self.next_of(QueryChannelRange.TYPE))
         ids = [ShortChannelId(100 + i, 0, 0) for i in range(channels)]
-        await self.send(
-            ReplyChannelRange(
-                chain_hash=CHAIN_HASH_REGTEST,
-                first_blocknum=query.first_blocknum,
-                number_of_blocks=query.number_of_blocks,
-                sync_complete=1,
-                short_channel_ids=ids,
-            )
-        )
+        await self.send(range_reply(query, ids))
         if channels:
             await self.next_of(QueryShortChannelIds.TYPE)
             await self.send(ReplyShortChannelIdsEnd(chain_hash=CHAIN_HASH_REGTEST, full_information=1))

@@ -29,14 +29,17 @@ async def answer_range(peer: RawPeer, query_raw: bytes | None = None, channels: 
     """Answer our query_channel_range (the next, or ``query_raw`` if already read) with
     ``channels`` (none by default), the range complete."""
     query = REGISTRY.decode(query_raw or await next_of(peer, QueryChannelRange.TYPE))
-    await peer.send(
-        ReplyChannelRange(
-            chain_hash=CHAIN_HASH_REGTEST,
-            first_blocknum=query.first_blocknum,
-            number_of_blocks=query.number_of_blocks,
-            sync_complete=1,
-            short_channel_ids=channels or [],
-        )
+    await peer.send(range_reply(query, channels or []))
+
+
+def range_reply(query: QueryChannelRange, channels: list[ShortChannelId]) -> ReplyChannelRange:
+    """The one reply that answers ``query`` whole, with ``channels``."""
+    return ReplyChannelRange(
+        chain_hash=CHAIN_HASH_REGTEST,
+        first_blocknum=query.first_blocknum,
+        number_of_blocks=query.number_of_blocks,
+        sync_complete=1,
+        short_channel_ids=channels,
     )
 
 
