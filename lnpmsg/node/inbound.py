@@ -12,8 +12,9 @@ three, which has nearly always arrived by then, and the peer's start: our
 ``init`` sent, what the peer sent read). A connection gets a task
 (:meth:`Inbound._accept`) only when it must wait: for an act, for the
 transport, or for the node to handle what the peer said, and then lives on
-in it as the peer. Other listeners call both halves first thing in the
-connection's task.
+in it as the peer. Other listeners run it all in the connection's task:
+:meth:`Inbound._accept_now` first thing, then the rest of the handshake,
+waiting where it must.
 
 No cancel scope of its own: a handshake's deadlines (act one's, then the
 whole handshake's) go into the node's keepalive schedule when it starts to
