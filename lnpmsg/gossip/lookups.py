@@ -1,6 +1,7 @@
 """The gossip app's read API: the control API's ``gossip.*`` calls and the
 Python methods behind them (channels, nodes, stats, event subscriptions),
-their arguments checked with a clear error.
+their arguments checked with a clear error; and ``gossip.resync``, the one
+call that acts (:meth:`~lnpmsg.gossip.peers.GossipPeers.resync_now`).
 
 A part of :class:`~lnpmsg.gossip.app.GossipApp` (mixed into it).
 """
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lnpmsg._hex import parse_hex
 from lnpmsg.gossip.events import gossip_filter
+from lnpmsg.rpc.params import hex_param
 from lnpmsg.wire import ShortChannelId, WireError
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ class GossipLookups:
     node: Node
     _peers: dict[bytes, PeerState]
     progress: Callable[[], dict[str, Any]]
+    resync_now: Callable[[bytes | None], dict[str, Any]]
 
     # ------------------------------------------------------------ control API
 
@@ -67,6 +70,10 @@ class GossipLookups:
             """The initial sync's progress (percent overall and per peer)."""
             return self.progress()
 
+        async def resync(peer: str | None = None) -> dict[str, Any]:
+            """Start a re-sync now with peer (hex node id) or, without one, the schedule's choice."""
+            return self.resync_now(None if peer is None else hex_param(peer, "peer", 33))
+
         return {
             "listchannels": listchannels,
             "listnodes": listnodes,
@@ -74,6 +81,7 @@ class GossipLookups:
             "getchannel": getchannel,
             "stats": stats,
             "progress": progress,
+            "resync": resync,
         }
 
 

@@ -1,8 +1,9 @@
 """The gossip app's peers: their state, the node's peer hooks, the initial
 sync by queries with up to ``sync_peers`` of them at a time, until
 ``full_syncs`` are done if set, and from then on a re-sync with one peer
-every ``resync_interval`` (:mod:`~lnpmsg.gossip.resync`) (the trio shell
-of :class:`~lnpmsg.gossip.sync.PeerSync`, its progress in the logs and
+every ``resync_interval`` (:mod:`~lnpmsg.gossip.resync`), or when asked
+(:meth:`GossipPeers.resync_now`) (the trio shell of
+:class:`~lnpmsg.gossip.sync.PeerSync`, its progress in the logs and
 :meth:`GossipPeers.progress`), direct sends and rate-limited warnings.
 
 A part of :class:`~lnpmsg.gossip.app.GossipApp` (mixed into it).
@@ -219,6 +220,32 @@ class GossipPeers:
         log.info("gossip re-sync with %s (every %g s): asking for its channels", node_id.hex(), self._resync.interval)
         self._start_sync(candidates[node_id], now)
 
+    def resync_now(self, node_id: bytes | None = None) -> dict[str, Any]:
+        """Start a re-sync now (``gossip.resync``) with ``node_id``, or with the peer the
+        timer would choose (None); the periodic re-syncs' timer is left alone (see
+        :mod:`~lnpmsg.gossip.resync`).
+
+        Returns ``peer`` (hex), ``chosen`` (``given`` or ``schedule``) and ``next_in``
+        (seconds until the next periodic re-sync; None: none is due). Raises
+        :class:`~lnpmsg.gossip.errors.ResyncRefused` (not connected, no gossip_queries,
+        a sync with it running, another re-sync running, ``sync_peers`` syncs running,
+        no peer to sync with).
+        """
+        now = trio.current_time()
+        peers = {peer_id: state.queries for peer_id, state in self._peers.items() if state.peer.is_ready}
+        chosen = self._resync.choose_asked(node_id, peers, self._syncing, self.config.sync_peers)
+        # Waiting for its first sync: this is it (the queue must not start a second one).
+        self._unsynced.pop(chosen, None)
+        self._resync.start(chosen, now, asked=True)
+        log.info("gossip re-sync with %s (asked for): asking for its channels", chosen.hex())
+        self._start_sync(self._peers[chosen], now)
+        resync = self._resync.progress(now, periodic=self._periodic_resyncs())
+        return {"peer": chosen.hex(), "chosen": "schedule" if node_id is None else "given", "next_in": resync["next_in"]}
+
+    def _periodic_resyncs(self) -> bool:
+        """The app re-syncs every ``resync_interval`` once ``full_syncs`` are done (both set)."""
+        return bool(self.config.full_syncs) and self._resync.enabled
+
     def _send_soon(self, peer: Peer, message: Message | bytes) -> None:
         """Queue a direct message (a reply, a query): now if there is room, else as soon as there is."""
         try:
@@ -349,10 +376,12 @@ class GossipPeers:
     def progress(self) -> dict[str, Any]:
         """The initial sync: overall percent and per peer (JSON-able): the peers connected
         and the last ``MAX_GONE_SYNCS`` that left; ``resync``: the re-syncs once ``full_syncs``
-        are done (see :meth:`ResyncSchedule.progress`), None when there are none.
+        are done and those asked for (see :meth:`ResyncSchedule.progress`), None while there
+        are no periodic re-syncs and none was asked for.
 
         A re-sync under way shows among the peers; it leaves the node ``synced``."""
         syncs = {node_id.hex(): sync.progress() for node_id, sync in self._syncs.items()}
+        periodic = self._periodic_resyncs()
         running = self._resync.running.hex() if self._resync.running is not None else None
         active = [p["percent"] for peer, p in syncs.items() if p["state"] in ("range", "ids") and peer != running]
         done = self._done_dropped or self._full_syncs > 0 or any(p["state"] == "done" for p in syncs.values())
@@ -366,5 +395,5 @@ class GossipPeers:
             "percent": percent,
             "peers": syncs,
             "channels": len(self.graph),
-            "resync": self._resync.progress(trio.current_time()) if self.config.full_syncs and self._resync.enabled else None,
+            "resync": self._resync.progress(trio.current_time(), periodic=periodic) if periodic or self._resync.manual else None,
         }

@@ -13,14 +13,25 @@ more.
 
 One re-sync runs at a time, and only while there is room among the
 ``sync_peers`` syncs: a re-sync due meanwhile waits for both.
+
+A re-sync can also be asked for (``gossip.resync``, ``lnpmsg gossip
+resync``: :meth:`ResyncSchedule.choose_asked`), with a given peer or the
+one the timer would pick, at any time (before the first syncs are done,
+with re-syncs off too). It goes the same way (one re-sync at a time,
+within ``sync_peers``) but leaves the timer alone, as lnd's manual syncs
+do: the next periodic re-sync stays due when it was, its count (``started``)
+counts only the timer's, and one coming due while the asked-for re-sync
+runs waits for its end. Refusals are :class:`~lnpmsg.gossip.errors.ResyncRefused`.
 """
 
 from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
+
+from lnpmsg.gossip.errors import ResyncRefused
 
 __all__ = ["FULL_SYNCS", "MAX_SYNCED_KEPT", "RESYNC_INTERVAL", "ResyncSchedule"]
 
@@ -52,8 +63,12 @@ class ResyncSchedule:
         self.next_at: float | None = None
         #: the peer of the re-sync under way (None: none runs)
         self.running: bytes | None = None
-        #: re-syncs started
+        #: re-syncs the timer started
         self.started = 0
+        #: re-syncs asked for (:meth:`choose_asked`) and started
+        self.manual = 0
+        #: the peer of the last re-sync started, the timer's or asked for (None: none yet)
+        self.last: bytes | None = None
         #: node id -> when our last sync with it started, the least recent first
         self._synced: OrderedDict[bytes, float] = OrderedDict()
 
@@ -94,11 +109,49 @@ class ResyncSchedule:
             return self._rng.choice(never)
         return oldest
 
-    def start(self, node_id: bytes, now: float) -> None:
-        """A re-sync with ``node_id`` starts now; the next is due ``interval`` seconds later."""
+    def choose_asked(self, wanted: bytes | None, peers: Mapping[bytes, bool], syncing: Collection[bytes], sync_peers: int) -> bytes:
+        """The peer of a re-sync asked for now: ``wanted``, or (None) the one :meth:`choose`
+        picks. ``peers``: the peers connected (node id -> offers ``gossip_queries``);
+        ``syncing``: the peers whose sync runs; ``sync_peers``: the most syncs at a time.
+
+        Raises :class:`ResyncRefused` when it cannot start now, its ``code`` one of
+        ``not-connected``, ``no-gossip-queries``, ``already-syncing`` (the peer given;
+        without one: every peer offering queries), ``resync-running`` (another re-sync
+        runs: one at a time), ``sync-peers-full`` and ``no-peer`` (no peer offers queries).
+        """
+        if wanted is not None:
+            offers = peers.get(wanted)
+            if offers is None:
+                raise ResyncRefused(f"peer {wanted.hex()} is not connected", "not-connected")
+            if not offers:
+                raise ResyncRefused(f"peer {wanted.hex()} does not offer gossip_queries: it cannot be synced with", "no-gossip-queries")
+            if wanted in syncing:
+                what = "a re-sync" if wanted == self.running else "a sync"
+                raise ResyncRefused(f"{what} with {wanted.hex()} is running already", "already-syncing")
+        if self.running is not None:
+            raise ResyncRefused(f"a re-sync with {self.running.hex()} is running: one at a time", "resync-running")
+        if len(syncing) >= sync_peers:
+            raise ResyncRefused(f"{len(syncing)} syncs are running, the sync_peers limit: try again once one ends", "sync-peers-full")
+        if wanted is not None:
+            return wanted
+        offering = [node_id for node_id, offers in peers.items() if offers]
+        if not offering:
+            raise ResyncRefused("no connected peer offers gossip_queries", "no-peer")
+        chosen = self.choose(node_id for node_id in offering if node_id not in syncing)
+        if chosen is None:
+            raise ResyncRefused("every connected peer offering gossip_queries is syncing already", "already-syncing")
+        return chosen
+
+    def start(self, node_id: bytes, now: float, *, asked: bool = False) -> None:
+        """A re-sync with ``node_id`` starts now; the next is due ``interval`` seconds later,
+        unless it was ``asked`` for (:meth:`choose_asked`): then the timer is left alone."""
         self.running = node_id
-        self.started += 1
-        self.next_at = now + self.interval
+        self.last = node_id
+        if asked:
+            self.manual += 1
+        else:
+            self.started += 1
+            self.next_at = now + self.interval
         self.synced_with(node_id, now)
 
     def postpone(self, now: float) -> None:
@@ -110,12 +163,17 @@ class ResyncSchedule:
         if self.running == node_id:
             self.running = None
 
-    def progress(self, now: float) -> dict[str, Any]:
-        """A JSON-able summary: the interval, seconds until the next re-sync (None: not armed),
-        the peer of the one under way (hex, None) and how many started."""
+    def progress(self, now: float, *, periodic: bool = True) -> dict[str, Any]:
+        """A JSON-able summary: ``interval``, ``next_in`` (seconds until the next periodic
+        re-sync; None: not armed), ``peer`` (hex, of the one under way; None), ``started``
+        (by the timer), ``manual`` (asked for) and ``last`` (hex, the peer of the last one
+        started; None). ``periodic=False`` (the app has no periodic re-syncs, only asked-for
+        ones): ``interval`` 0 and ``next_in`` None."""
         return {
-            "interval": self.interval,
-            "next_in": None if self.next_at is None else round(max(0.0, self.next_at - now), 1),
+            "interval": self.interval if periodic else 0.0,
+            "next_in": None if self.next_at is None or not periodic else round(max(0.0, self.next_at - now), 1),
             "peer": None if self.running is None else self.running.hex(),
             "started": self.started,
+            "manual": self.manual,
+            "last": None if self.last is None else self.last.hex(),
         }
