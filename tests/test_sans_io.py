@@ -59,7 +59,7 @@ CORES = [
     "lnpmsg.node.session",
     "lnpmsg.node.admission",
     "lnpmsg.transports.udp_retry",
-    *_modules("gossip", only=("messages", "addresses", "verify", "sign", "graph", "graph_state", "decision", "sync", "checksum", "events", "errors", "cln_store", "announce", "routing", "resync")),
+    *_modules("gossip", only=("messages", "addresses", "verify", "sign", "graph", "graph_state", "decision", "sync", "checksum", "events", "errors", "cln_store", "announce", "routing", "resync", "progress_text")),
     *_modules("chain", only=("tx", "mining", "utxo", "mempool", "follow", "events", "errors")),
     *_modules("wallet", only=("coinselect", "errors")),
     *_modules("payments"),

@@ -11,13 +11,18 @@ error, 3 when no node runs::
     lnpmsg gossip getnode ID
     lnpmsg gossip getchannel SCID
     lnpmsg gossip stats
-    lnpmsg gossip sync [--wait SECONDS]
+    lnpmsg gossip sync [--wait SECONDS] [--follow [--count N]]
+    lnpmsg gossip resync [--peer ID]
     lnpmsg gossip subscribe [--type T]... [--node ID]... [--scid S]... [--count N]
 
 ``getnode`` and ``getchannel`` fail (exit 1) for what the graph does not
 hold. ``sync`` polls ``gossip.progress`` until the initial sync is done: a
 progress bar on a terminal, a line per change otherwise, JSON lines with
-``--json``. ``subscribe`` prints the node's gossip events (``gossip.<type>``:
+``--json``; with ``--follow`` it carries on, telling each re-sync as it
+starts and ends (:class:`~lnpmsg.gossip.progress_text.ResyncFollow`).
+``resync`` starts a re-sync now (``gossip.resync``), with ``--peer`` or the
+peer the periodic re-sync would pick; it fails (exit 1) with the reason
+when it cannot start. ``subscribe`` prints the node's gossip events (``gossip.<type>``:
 ``raw`` hex, the decoded ``message``, ``source``, ``short_channel_id``,
 ``node_ids``) as JSON lines, keeping those that concern any ``--node`` or
 ``--scid`` given.
@@ -39,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from lnpmsg.gossip.progress_text import ResyncFollow, duration, progress_bar, resync_summary, sync_summary
 from lnpmsg.rpc import commands as control_commands
 from lnpmsg.rpc.control_client import (
     ControlCallError,
@@ -64,8 +70,6 @@ FAST_PRUNE_INTERVAL = 10.0
 EVENT_TYPES = ("channel_announcement", "node_announcement", "channel_update", "channel_removed", "rejected")
 #: seconds between ``gossip.progress`` calls of ``sync``
 SYNC_POLL = 0.5
-#: characters of the progress bar between its brackets
-BAR_WIDTH = 30
 
 _SCID = re.compile(r"^\d+x\d+x\d+$")
 _NODE_ID = re.compile(r"^(02|03)[0-9a-fA-F]{64}$")
@@ -137,12 +141,32 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     add("stats", "show counts: the graph, the store, decisions and their reasons, relay, sync")
     p = add(
         "sync",
-        "follow the initial gossip sync until it is done",
+        "follow the initial gossip sync until it is done (--follow: and the re-syncs after)",
         "Show the progress of the node's initial gossip sync with its peers (a bar on a terminal, "
-        "a line per change otherwise, JSON lines with --json) until it is done. Ctrl-C stops watching, "
-        "not the sync.",
+        "a line per change otherwise, JSON lines with --json) until it is done. With --follow, carry on "
+        "after it and tell each re-sync (the periodic ones, every --gossip-resync-interval, and those "
+        "'lnpmsg gossip resync' asks for) as it starts and ends: its peer, the channels it offered and "
+        "those we asked for, or why it failed (with --json: a progress line at each change). "
+        "Ctrl-C stops watching, not the sync.",
     )
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="give up (exit 1) after this long (default: wait until done)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="give up (exit 1) if not synced after this long (default: wait until done)")
+    p.add_argument("--follow", action="store_true", help="once synced, keep following: tell each re-sync as it starts and ends (until Ctrl-C or --count)")
+    p.add_argument("--count", type=_positive, metavar="N", help="with --follow: exit (0) once N re-syncs have ended")
+    p = add(
+        "resync",
+        "start a re-sync of the channel graph now, with a peer or the schedule's choice",
+        "Ask the node for one more range sync now (query_channel_range, then the channels it lacks; "
+        "with gossip_queries_ex only what is newer than ours comes), as the periodic re-sync every "
+        "--gossip-resync-interval does: with --peer, or with the peer the timer would pick (one never "
+        "synced with, at random, else the one synced with longest ago). It goes the timer's way: one "
+        "re-sync at a time, within the node's syncs at a time (sync_peers); it leaves the periodic "
+        "schedule alone (the next periodic re-sync stays due when it was; 'gossip stats' counts these "
+        "apart). Follow it with 'lnpmsg gossip sync --follow'. Fails (exit 1) saying why: no connected "
+        "peer offers gossip_queries, the peer is not connected or offers no gossip_queries, a sync with "
+        "it runs already, another re-sync runs, or the syncs at a time are all running "
+        '(with --json: {"error": {..., "data": {"code": ...}}}).',
+    )
+    p.add_argument("--peer", type=_node_id, metavar="ID", help="re-sync with this connected peer (default: the one the periodic re-sync would pick)")
     p = add(
         "subscribe",
         "stream the node's verified gossip as JSON lines",
@@ -239,43 +263,16 @@ def _print_stats(r: dict[str, Any]) -> None:
     print(f"relay:              {r['relayed']} sent, {r['relay_queued']} queued, {r['relay_dropped']} dropped")
     print(f"queries answered:   {r['queries_answered']} ({r['replies_sent']} replies)")
     print(f"warnings sent:      {r['warnings_sent']}, peers disconnected: {r['peers_disconnected']}")
-    print(f"sync:               {_sync_summary(sync)}")
+    print(f"sync:               {sync_summary(sync)}")
     if sync.get("resync"):
-        print(f"re-sync:            {_resync_summary(sync['resync'])}")
+        print(f"re-sync:            {resync_summary(sync['resync'])}")
 
 
-def _resync_summary(r: dict[str, Any]) -> str:
-    """``next in 12 min (every 20 min, 3 done)``: the re-syncs once the first full syncs are done."""
-    every = f"every {_duration(r['interval'])}, {r['started']} so far"
-    if r["peer"] is not None:
-        return f"now, with {r['peer']} ({every})"
-    if r["next_in"] is None:
-        return f"once the first full syncs are done ({every})"
-    return f"next in {_duration(r['next_in'])} ({every})"
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
-def _sync_summary(p: dict[str, Any]) -> str:
-    peers = p["peers"]
-    if p["synced"]:
-        state = "done"
-    elif p["syncing"]:
-        state = f"{sum(q['state'] in ('range', 'ids') for q in peers.values())} peer(s) syncing"
-    elif peers:
-        state = "no sync running"
-    else:
-        state = "no peer to sync with yet"
-    return f"{p['percent']:.0f}% ({state}; {p['channels']} channels)"
-
-
-def progress_bar(progress: dict[str, Any], width: int = BAR_WIDTH) -> str:
-    """One line for a terminal: ``[#####.....]  50% (1 peer(s) syncing; 123 channels)``."""
-    percent = max(0.0, min(100.0, float(progress["percent"])))
-    filled = round(width * percent / 100)
-    return f"[{'#' * filled}{'.' * (width - filled)}] {_sync_summary(progress)}"
+def _print_resync(r: dict[str, Any], data_dir: Path) -> None:
+    how = "the peer given" if r["chosen"] == "given" else "chosen as the periodic re-sync would: never synced with, else synced with longest ago"
+    print(f"re-sync with {r['peer']} started ({how})")
+    periodic = "no periodic re-sync" if r["next_in"] is None else f"the next periodic re-sync stays due in {duration(r['next_in'])}"
+    print(f"{periodic}; follow it: lnpmsg gossip sync --follow --data-dir {data_dir}")
 
 
 # ------------------------------------------------------------------ the calls
@@ -298,6 +295,8 @@ def _gossip_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Call
         return "gossip.listnodes", params, lambda r: _print_listnodes(r, args.limit)
     if command == "stats":
         return "gossip.stats", {}, _print_stats
+    if command == "resync":
+        return "gossip.resync", {"peer": args.peer} if args.peer else {}, lambda r: _print_resync(r, args.data_dir)
     raise ValueError(f"not a plain gossip command: {command}")
 
 
@@ -339,15 +338,30 @@ async def _sync(client: ControlClient, args: argparse.Namespace) -> None:
     last: tuple[Any, ...] | None = None
     told_waiting = False
     failures: set[str] = set()
+    follow = ResyncFollow() if args.follow else None
+    synced = False
+    said = ""  # the last progress line printed (not on a terminal)
 
     def note(text: str) -> None:
         # On a terminal the bar's line stays: the note goes below it.
         print(f"\n{text}" if tty else text, file=sys.stderr, flush=True)
 
+    def say(text: str) -> None:
+        # A line of the follow: on a terminal in the bar's place (the bar comes again below).
+        if tty:
+            sys.stdout.write(f"\r\x1b[K{text}\n")
+            sys.stdout.flush()
+        elif not args.json:
+            print(text, flush=True)
+
     try:
         while True:
             progress = await client.call("gossip.progress", timeout=args.timeout)
-            key = (round(progress["percent"]), progress["synced"], progress["syncing"], progress["channels"], len(progress["peers"]))
+            key: tuple[Any, ...] = (round(progress["percent"]), progress["synced"], progress["syncing"], progress["channels"], len(progress["peers"]))
+            resync = progress.get("resync")
+            if follow is not None and args.json and resync is not None:
+                # a JSON line at each re-sync's start and end too (people get ResyncFollow's lines)
+                key += (resync["peer"], resync["started"], resync.get("manual", 0))
             if args.json:
                 if key != last:
                     print(json.dumps(progress), flush=True)
@@ -355,24 +369,39 @@ async def _sync(client: ControlClient, args: argparse.Namespace) -> None:
                 sys.stdout.write("\r\x1b[K" + progress_bar(progress))
                 sys.stdout.flush()
             elif key != last:
-                print(f"gossip sync: {_sync_summary(progress)}", flush=True)
+                line = f"gossip sync: {sync_summary(progress)}"
+                if not (synced and line == said):  # following: a re-sync's record changes nothing here
+                    print(line, flush=True)
+                said = line
             last = key
+            if follow is not None and synced:
+                for line in follow.update(progress):
+                    say(line)
+                failures |= follow.failed
+                if args.count and follow.ended >= args.count:
+                    break
             for peer, state in progress["peers"].items():
                 if state["state"] == "failed" and peer not in failures:
                     failures.add(peer)
                     note(f"gossip sync with {peer} failed: {state['reason']}")
-            if progress["synced"]:
-                break
-            if not progress["peers"] and not told_waiting:
-                told_waiting = True
-                note(f"waiting for a peer offering gossip_queries (connect one: lnpmsg connect NODEID@HOST:PORT --data-dir {args.data_dir})")
-            if trio.current_time() >= deadline:
-                raise _Failed(f"gossip not synced after {args.wait:g} s ({_sync_summary(progress)})")
+            if progress["synced"] and not synced:
+                synced = True
+                if follow is None:
+                    break
+                say(f"gossip synced: {progress['channels']} channels")
+                note(follow.intro(progress))
+                follow.update(progress)  # the starting point
+            if not synced:
+                if not progress["peers"] and not told_waiting:
+                    told_waiting = True
+                    note(f"waiting for a peer offering gossip_queries (connect one: lnpmsg connect NODEID@HOST:PORT --data-dir {args.data_dir})")
+                if trio.current_time() >= deadline:
+                    raise _Failed(f"gossip not synced after {args.wait:g} s ({sync_summary(progress)})")
             await trio.sleep(SYNC_POLL)
     finally:
         if tty:
             print(flush=True)
-    if not args.json:
+    if not args.json and follow is None:
         print(f"gossip synced: {progress['channels']} channels", flush=True)
 
 
@@ -424,6 +453,9 @@ async def _session(args: argparse.Namespace) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """Run an ``lnpmsg gossip`` subcommand against the running node; returns the exit status."""
     hint = _NO_GOSSIP_HINT.format(args.data_dir)
+    if args.gossip_command == "sync" and args.count and not args.follow:
+        _fail(args, "--count counts the re-syncs --follow tells: add --follow")
+        return control_commands.EXIT_USAGE
     if args.gossip_command not in _SESSIONS:
         return control_commands.run_command(args, _gossip_request, missing_method_hint=hint)
     try:
