@@ -46,8 +46,8 @@ gossip from peers (an imported gossip_store is taken on its signatures).
 ``lnpmsg node`` mounts the app this way (:mod:`lnpmsg.gossip.commands`). With
 a :class:`~lnpmsg.rpc.control.ControlServer` mounted too, the control API
 has ``gossip.listchannels``, ``gossip.listnodes``, ``gossip.getnode``,
-``gossip.getchannel``, ``gossip.stats`` and ``gossip.progress``, and the
-event socket the ``gossip.*`` topics.
+``gossip.getchannel``, ``gossip.stats``, ``gossip.progress`` and
+``gossip.resync`` (a re-sync now), and the event socket the ``gossip.*`` topics.
 """
 
 from __future__ import annotations
