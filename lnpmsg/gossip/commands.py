@@ -389,7 +389,7 @@ async def _sync(client: ControlClient, args: argparse.Namespace) -> None:
                 if follow is None:
                     break
                 say(f"gossip synced: {progress['channels']} channels")
-                note(follow.intro(progress))
+                print(follow.intro(progress), file=sys.stderr, flush=True)  # (a terminal's line is fresh after say)
                 follow.update(progress)  # the starting point
             if not synced:
                 if not progress["peers"] and not told_waiting:
