@@ -467,6 +467,23 @@ async def test_a_peer_waiting_for_its_first_sync_can_be_asked_for_and_its_sync_c
         assert app.progress()["resync"]["manual"] == 1
 
 
+async def test_a_re_sync_asked_for_before_any_sync_was_done_is_the_nodes_sync(autojump_clock: trio.testing.MockClock) -> None:
+    async with gossip_node(GossipConfig(reply_timeout=60.0, full_syncs=1, resync_interval=1200.0)) as (app, connect):
+        first = await connect()
+        await first.next_of(QueryChannelRange.TYPE)  # never answered: its first sync fails
+        while app._syncing:
+            await trio.sleep(0.01)
+        assert not app.progress()["synced"] and not app.progress()["syncing"]
+        await app.control_methods["resync"]()
+        progress = app.progress()
+        assert progress["syncing"] and not progress["synced"] and progress["percent"] < 100.0  # not hidden as a re-sync
+        await first.answer_range(channels=2)
+        while app._full_syncs < 1:
+            await trio.sleep(0.01)
+        progress = app.progress()
+        assert progress["synced"] and progress["resync"]["next_in"] == pytest.approx(1200.0, abs=1.0)
+
+
 async def test_with_re_syncs_off_one_can_still_be_asked_for(autojump_clock: trio.testing.MockClock) -> None:
     async with gossip_node(GossipConfig(full_syncs=1, resync_interval=0.0)) as (app, connect):
         first, _ = await synced_node_peer(app, connect)

@@ -379,12 +379,13 @@ class GossipPeers:
         are done and those asked for (see :meth:`ResyncSchedule.progress`), None while there
         are no periodic re-syncs and none was asked for.
 
-        A re-sync under way shows among the peers; it leaves the node ``synced``."""
+        A re-sync under way shows among the peers; it leaves a node that has synced
+        ``synced`` (one asked for before any sync was done is the node's sync, as any other)."""
         syncs = {node_id.hex(): sync.progress() for node_id, sync in self._syncs.items()}
         periodic = self._periodic_resyncs()
-        running = self._resync.running.hex() if self._resync.running is not None else None
-        active = [p["percent"] for peer, p in syncs.items() if p["state"] in ("range", "ids") and peer != running]
         done = self._done_dropped or self._full_syncs > 0 or any(p["state"] == "done" for p in syncs.values())
+        running = self._resync.running.hex() if self._resync.running is not None and done else None
+        active = [p["percent"] for peer, p in syncs.items() if p["state"] in ("range", "ids") and peer != running]
         if active:
             percent = min(active)
         else:
