@@ -353,3 +353,18 @@ async def test_an_import_in_small_chunks_gives_the_same_graph_and_logs_progress(
     assert len(progress) > 10 and progress[-1].startswith("gossip import: 100%: 186 records, 92 accepted")
     percents = [float(m.split("%")[0].removeprefix("gossip import: ")) for m in progress[:-1]]
     assert percents == sorted(percents) and 0 < percents[0] < percents[-1] < 100
+
+
+async def test_without_a_node_the_advice_names_only_options_the_command_has(capsys, tmp_path):
+    for command in (["stats"], ["listchannels"], ["listnodes"], ["resync"]):
+        code, _, err = await cli(capsys, "gossip", *command, "--data-dir", tmp_path)
+        assert code == 3 and "or add --wait" in err, (command, err)
+        # and the command has it: with --wait it waits for a node (here none comes)
+        code, _, err = await cli(capsys, "gossip", *command, "--wait", "--timeout", "0.3", "--data-dir", tmp_path)
+        assert code == 3 and "no node is running" in err, (command, err)
+
+
+def test_the_sync_command_keeps_its_own_wait(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["gossip", "sync", "--wait", "--data-dir", str(tmp_path)])
+    assert exc.value.code == 2 and "expected one argument" in capsys.readouterr().err

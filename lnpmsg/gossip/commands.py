@@ -125,6 +125,10 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
         parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
         parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
         parser.add_argument("--timeout", type=float, default=65.0, help="seconds to wait for the node (default: %(default)s)")
+        if name not in _SESSIONS:
+            # one call through the shared runner, which can wait for a node to start
+            # ('sync' has a --wait of its own: how long to wait for the sync)
+            control_commands.add_wait_option(parser)
         return parser
 
     p = add("listchannels", "list channels with both directions' policies, by short channel id")
