@@ -291,11 +291,12 @@ class TorMedium(Medium):
         # 0.13 MB), but nothing bounds them lower. Plus one read of the
         # receiving node.
         #
-        # Tor itself is left out: it has no bound of its own (tor 0.4.9, read
-        # in its source and measured with its SIGUSR1 buffer dump). Congestion
-        # control (Vegas) is on by default, so a stream has no fixed window
-        # and the circuit's congestion window no configured cap (measured
-        # 400-1070 cells); the far end sends XOFF only once its edge outbuf
+        # Tor itself is left out: it has no bound of its own (tor 0.4.9
+        # measured, with its SIGUSR1 buffer dump and control-port events;
+        # tor's source read for why). Congestion control is on (the circuits
+        # report a congestion window, streams get XOFF), so a stream has no
+        # fixed window and the circuit's congestion window no configured cap
+        # (measured 400-1070 cells); the far end sends XOFF only once its edge outbuf
         # passes 500 cells, i.e. after the second leg above is full, and keeps
         # taking the cells still coming ("flow control always takes more
         # data"). Until that XOFF arrives, the client tor reads its SOCKS socket
