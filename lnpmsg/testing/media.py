@@ -9,8 +9,11 @@ onion services in front of loopback listeners: :class:`OnionPool` runs one
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
 from dataclasses import replace
@@ -101,9 +104,20 @@ class Medium:
 
         That is the transport's buffers in both endpoints plus one read of
         the receiving peer; the back-pressure check allows this much beyond
-        the sender's own queue.
+        the sender's own queue (unless the medium reports
+        :meth:`bytes_taken`) and has the sender try three times as much.
         """
         raise NotImplementedError
+
+    def bytes_taken(self, conn: Connection) -> int | None:
+        """Bytes the medium has taken from ``conn`` so far, or None.
+
+        Only media with something between the nodes that reads ahead
+        without a bound of its own (Tor) say this: there the back-pressure
+        check holds the sender to its queue beyond what the medium took,
+        instead of to :meth:`in_flight_bound`.
+        """
+        return None
 
     def node_config(self) -> dict[str, Any]:
         """NodeConfig settings this medium needs (none by default)."""
@@ -124,6 +138,26 @@ def _sysctl_max(path: str, default: int) -> int:
 def _tcp_buffers() -> int:
     """What one loopback TCP connection may hold: the kernel autotunes each end's buffers up to these maxima."""
     return _sysctl_max("/proc/sys/net/ipv4/tcp_wmem", 4 << 20) + _sysctl_max("/proc/sys/net/ipv4/tcp_rmem", 6 << 20)
+
+
+#: offset of ``tcpi_bytes_acked`` (a u64) in Linux's ``struct tcp_info`` (there since Linux 4.1)
+_TCPI_BYTES_ACKED = 120
+#: Linux's ioctl for the bytes in a socket's send queue (SIOCOUTQ)
+_SIOCOUTQ = 0x5411
+
+
+def _bytes_written(sock: Any) -> int | None:
+    """Bytes written into the TCP socket ``sock`` so far: what the peer's kernel acknowledged
+    plus what still sits in the send queue (Linux; None elsewhere)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0" * 4))[0]
+    except (AttributeError, OSError):
+        return None
+    if len(info) < _TCPI_BYTES_ACKED + 8:
+        return None
+    (acked,) = struct.unpack_from("=Q", info, _TCPI_BYTES_ACKED)
+    return int(acked) + queued
 
 
 class TcpMedium(Medium):
@@ -247,10 +281,43 @@ class TorMedium(Medium):
         return f"{node_id.hex()}@{self.onions[port]}:{ONION_VIRTUAL_PORT}"
 
     def in_flight_bound(self) -> int:
-        # Two loopback TCP legs (node -> Tor's SOCKS port, Tor -> the
-        # listener), each with kernel buffers on both ends, and Tor's own
-        # flow-control windows in between (1000 cells of 498 bytes a circuit).
-        return 2 * _tcp_buffers() + 2 * 1000 * 498 + RECEIVE_CHUNK
+        # What the kernel can hold: two loopback TCP legs (node -> tor's
+        # SOCKS port, tor -> the listening node), each with a send buffer
+        # autotuned up to tcp_wmem's maximum and a receive buffer up to
+        # tcp_rmem's. Tor reads its SOCKS socket in whole gulps, so that
+        # socket's receive buffer does grow to the maximum (measured: 33.2 MB
+        # queued of 33.5 MB); the others held less (the node's send queue
+        # 66 KB, tor's towards the stopped receiver 2.8 MB, the receiver's
+        # 0.13 MB), but nothing bounds them lower. Plus one read of the
+        # receiving node.
+        #
+        # Tor itself is left out: it has no bound of its own (tor 0.4.9
+        # measured, with its SIGUSR1 buffer dump and control-port events;
+        # tor's source read for why). Congestion control is on (the circuits
+        # report a congestion window, streams get XOFF), so a stream has no
+        # fixed window and the circuit's congestion window no configured cap
+        # (measured 400-1070 cells); the far end sends XOFF only once its edge outbuf
+        # passes 500 cells, i.e. after the second leg above is full, and keeps
+        # taking the cells still coming ("flow control always takes more
+        # data"). Until that XOFF arrives, the client tor reads its SOCKS socket
+        # whole whenever reading is on (the edge's read bucket is INT32_MAX),
+        # and reading also resumes without first packaging what was read
+        # (when a circuit's cell queue drains, or on XON). Measured here: up
+        # to 31.6 MB in the SOCKS stream's inbuf plus 0.4-0.8 MB in the
+        # service edge's outbuf; in the CI run that counted 86.3 MB against
+        # the old bound (which had room for 2 x 36 MiB of kernel buffers),
+        # about 49 MB if its kernel legs held what they hold here. That is the node's write rate times the XOFF's
+        # delay, not a buffer size, so :meth:`bytes_taken` reports what the
+        # path actually took and the check holds the node to its own queue
+        # beyond that. This bound still sizes what the sender tries (three
+        # times it: about 230 MB with these sysctls; the most measured is 69 MB).
+        return 2 * _tcp_buffers() + RECEIVE_CHUNK
+
+    def bytes_taken(self, conn: Connection) -> int | None:
+        # Counted by the kernel at the node's own socket, so a transport that
+        # buffered out of sight of the peer's queue would still be caught.
+        sock = getattr(conn, "_sock", None)
+        return None if sock is None else _bytes_written(sock)
 
 
 #: how many times an onion pool starts its tor before it gives up (see :meth:`OnionPool.start`)

@@ -46,17 +46,21 @@ What makes it fast: every tor of the network, and every client joining it
 scheduler every millisecond instead of tor's default 10 ms
 (:data:`KIST_RUN_INTERVAL_MS`). On loopback the wire costs nothing, so the
 scheduler's batching wait at each stop of an onion circuit is most of the
-round trip, and a stream moves at most one fixed window (500 cells,
-250 KB) per round trip: with 10 ms the tors used about 60 % of one core
+round trip, and a circuit moves at most one window per round trip (its
+congestion window: these tors run congestion control without being told,
+see below; 400-1070 cells, 0.2-0.5 MB, seen in the back-pressure check):
+with 10 ms the tors used about 60 % of one core
 between them, so waiting, not CPU, was the limit. Measured on 2
 shared cores with tor 0.4.9: the conformance suite's bulk check (10,000
 messages of up to 64 KiB each way at once, about 330 MB each way through
 two nodes) took 100-109 s with 10 ms, 63-85 s with 2 ms and 32-77 s
 (median 44 s) with 1 ms; one raw stream to an onion service carried
 2-5 MB/s with 10 ms and 5-21 MB/s with 1 ms. Tried and left out:
-``Schedulers Vanilla`` (1-2 MB/s for one stream), congestion control as
-on the public network (consensus ``cc_alg=2``: 48-63 s on the bulk check,
-no gain), and the interval as a consensus parameter
+``Schedulers Vanilla`` (1-2 MB/s for one stream), congestion control set
+in the consensus as on the public network (``cc_alg=2``: 48-63 s on the
+bulk check, no gain; tor 0.4.9 runs it without the parameter anyway: its
+circuits report a congestion window in CIRC_BW events and its streams
+get XOFF), and the interval as a consensus parameter
 (``KISTSchedRunInterval``), which these tors did not pick up.
 
 Use it as a context manager, or through the session fixture in
@@ -125,7 +129,7 @@ FIRST_VOTE_LEAD = 3
 #: network's consensus has asked for 2). KIST holds cells back until its next
 #: run to batch socket writes; at the eight stops of an onion circuit on
 #: loopback (six relays and a tor at each end) that wait is most of the
-#: round trip, which limits a stream to one 500-cell window per round trip.
+#: round trip, which limits a circuit to one congestion window per round trip.
 #: See the module's notes for the figures.
 KIST_RUN_INTERVAL_MS = 1
 
