@@ -4,7 +4,8 @@ Gossip (``channel_announcement``, ``node_announcement``, ``channel_update``)
 is signed over its exact bytes, including any fields a later version of the
 spec appends. So those three end with an ``extension`` field holding the
 bytes after the known fields: ``decode(raw).encode() == raw`` always, and a
-signature check may use either.
+signature check may use either. A decoded one keeps its bytes
+(:class:`SignedGossip`): ``encode`` gives them back without encoding again.
 
 ``node_announcement.addresses`` is kept as the raw descriptor bytes: a
 descriptor we cannot read (a bad Tor checksum, a new type) must not make the
