@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import lzma
+import pickle
 import struct
 import zlib
 from pathlib import Path
@@ -163,6 +165,29 @@ def test_node_announcement_addresses_all_types() -> None:
     decoded = rich.to_dict()
     assert {a["type"] for a in decoded["addresses"]} >= {"ipv4", "ipv6", "torv3", "dns"}
     assert all(alias.isprintable() for alias in by_alias)
+
+
+def test_decoded_gossip_gives_back_the_bytes_it_came_from() -> None:
+    """A decoded signed gossip message keeps its bytes: ``encode`` returns them, not a new encoding."""
+    for raw in store_messages("gossip_store.simple.xz"):
+        msg = REGISTRY.decode(raw)
+        assert msg.encode() is raw
+        assert type(msg).decode(raw).encode() is raw
+        assert dataclasses.replace(msg).encode() == raw  # the codec, from the fields: the same bytes
+
+
+def test_gossip_built_or_changed_is_encoded_from_its_fields() -> None:
+    raw = next(m for m in store_messages("gossip_store.simple.xz") if m[:2] == b"\x01\x02")
+    update = ChannelUpdate.decode(raw)
+    changed = dataclasses.replace(update, timestamp=update.timestamp + 1)
+    assert changed.encode() != raw and ChannelUpdate.decode(changed.encode()) == changed
+    copied = pickle.loads(pickle.dumps(update))
+    assert copied == update and copied.encode() == raw and copied.encode() is not raw
+    # Only whole messages of the class's own type, from immutable bytes, keep them.
+    assert ChannelUpdate.decode_payload(raw[2:]).encode() == raw
+    assert ChannelUpdate.decode(bytearray(raw)).encode() == raw
+    mislabelled = b"\x01\x00" + raw[2:]
+    assert ChannelUpdate._unpack(mislabelled, 2, len(mislabelled)).encode() == raw
 
 
 def test_trailing_fields_are_kept_for_signatures() -> None:

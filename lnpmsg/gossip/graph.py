@@ -104,6 +104,14 @@ RELAY_WINDOW = 24 * 3600.0
 UNKNOWN_CHANNEL_MEMORY = 10_000
 #: the signer candidates of a channel_update decided before its channel is known
 _NO_IDS = (b"", b"")
+_ACCEPTED = Outcome.ACCEPTED
+#: ``counters.by_kind`` keys of accepted messages, per class (built once, not per message)
+_ACCEPTED_KEYS = {cls: (kind, _ACCEPTED.value) for cls, kind in KIND_NAMES.items()}
+#: A :class:`Decision` is built from all of its fields in order, ``_new(Decision, (...))``:
+#: ~3x faster than the named tuple's keyword constructor (one per message on the ingest path).
+_new = tuple.__new__
+if Decision._fields != ("outcome", "message", "raw", "reason", "warn", "close", "relay", "source", "capacity_sat", "first_seen"):
+    raise ImportError("Decision's fields changed: update the positional builds in lnpmsg.gossip.graph")
 
 
 @dataclass
@@ -201,12 +209,12 @@ class Graph(GraphState):
         kind = KIND_NAMES[type(message)]
         self.counters.by_kind[(kind, outcome.value)] += 1
         self.counters.reasons[f"{kind}: {reason}"] += 1
-        return Decision(outcome, message, raw, reason, warn=warn, close=close, source=source)
+        return _new(Decision, (outcome, message, raw, reason, warn, close, False, source, None, 0))  # type: ignore[type-var]
 
-    def _known_bad(self, message: Message, raw: bytes, source: bytes | None) -> Decision | None:
-        reason = self._bad.get(raw)
-        if reason is None:
-            return None
+    def _known_bad(self, message: Message, raw: bytes, source: bytes | None) -> Decision:
+        """The rejection of a message whose signatures failed before (callers check
+        ``raw in self._bad`` first: a C-level lookup, so the common case makes no call)."""
+        reason = self._bad[raw]
         self._bad.move_to_end(raw)
         return self._decide(Outcome.REJECTED, message, raw, f"{reason} (seen before)", source, close=type(message) is ChannelUpdate)
 
@@ -238,7 +246,7 @@ class Graph(GraphState):
             return None, ids, True
         if msg.timestamp > now + self.max_future_skew:
             return self._decide(Outcome.REJECTED, msg, raw, "timestamp too far in the future", source), ids, False
-        return self._known_bad(msg, raw, source), ids, False
+        return (self._known_bad(msg, raw, source) if self._bad and raw in self._bad else None), ids, False
 
     def _prepare_update(self, msg: ChannelUpdate, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
         scid = msg.short_channel_id.to_int()
@@ -248,7 +256,8 @@ class Graph(GraphState):
         relay = not msg.message_flags & 2
         if not shadow:
             self._pending_update_ts[(scid, msg.channel_flags & 1)] = msg.timestamp
-        return Pending(msg, raw, channel_update_checks(msg, raw, node_id_1, node_id_2), source, relay=relay, shadow=shadow, scid=scid)
+        # (positional: a keyword call costs more, once per message)
+        return Pending(msg, raw, channel_update_checks(msg, raw, node_id_1, node_id_2), source, None, 0, relay, shadow, scid)
 
     def _gate_announcement(
         self, msg: ChannelAnnouncement, raw: bytes, source: bytes | None, pending: bool, scid: int
@@ -259,7 +268,7 @@ class Graph(GraphState):
             return self._decide(Outcome.IGNORED, msg, raw, "known channel", source), False
         if pending and scid in self._pending_channels:
             return None, True
-        return self._known_bad(msg, raw, source), False
+        return (self._known_bad(msg, raw, source) if self._bad and raw in self._bad else None), False
 
     def _prepare_announcement(
         self, msg: ChannelAnnouncement, raw: bytes, now: float, source: bytes | None, capacity_sat: int | None, first_seen: int | None
@@ -274,7 +283,7 @@ class Graph(GraphState):
             refs[msg.node_id_1] = refs.get(msg.node_id_1, 0) + 1
             refs[msg.node_id_2] = refs.get(msg.node_id_2, 0) + 1
         seen = int(now) if first_seen is None else first_seen
-        return Pending(msg, raw, channel_announcement_checks(msg, raw), source, capacity_sat, seen, shadow=shadow, scid=scid)
+        return Pending(msg, raw, channel_announcement_checks(msg, raw), source, capacity_sat, seen, True, shadow, scid)
 
     def _gate_node(
         self, msg: NodeAnnouncement, raw: bytes, now: float, source: bytes | None, pending: bool, stateless: bool = True
@@ -289,14 +298,14 @@ class Graph(GraphState):
         if pending and msg.timestamp <= self._pending_node_ts.get(msg.node_id, 0):
             return None, True, False
         if not stateless:
-            return self._known_bad(msg, raw, source), False, False
+            return (self._known_bad(msg, raw, source) if self._bad and raw in self._bad else None), False, False
         if msg.timestamp > now + self.max_future_skew:
             return self._decide(Outcome.REJECTED, msg, raw, "timestamp too far in the future", source), False, False
         problem, dns_names = check_addresses(msg.addresses)
         if problem is not None:
             return self._decide(Outcome.REJECTED, msg, raw, f"malformed addresses: {problem}", source, warn=True), False, False
         relay = dns_names <= 1
-        return self._known_bad(msg, raw, source), False, relay
+        return (self._known_bad(msg, raw, source) if self._bad and raw in self._bad else None), False, relay
 
     def _prepare_node(self, msg: NodeAnnouncement, raw: bytes, now: float, source: bytes | None) -> Pending | Decision:
         decision, shadow, relay = self._gate_node(msg, raw, now, source, True)
@@ -304,7 +313,7 @@ class Graph(GraphState):
             return decision
         if not shadow:
             self._pending_node_ts[msg.node_id] = msg.timestamp
-        return Pending(msg, raw, node_announcement_checks(msg, raw), source, relay=relay, shadow=shadow)
+        return Pending(msg, raw, node_announcement_checks(msg, raw), source, None, 0, relay, shadow)
 
     def _recheck(self, pending: Pending, now: float) -> Decision | None:
         """At commit, the cheap checks again, against what is committed now (the messages
@@ -384,44 +393,26 @@ class Graph(GraphState):
             del self._pending_node_ts[msg.node_id]
 
     def _accept(self, pending: Pending, relay: bool, *, capacity_sat: int | None = None, first_seen: int = 0) -> Decision:
-        kind = KIND_NAMES[type(pending.message)]
-        self.counters.by_kind[(kind, "accepted")] += 1
-        return Decision(
-            Outcome.ACCEPTED,
-            pending.message,
-            pending.raw,
-            relay=relay,
-            source=pending.source,
-            capacity_sat=capacity_sat,
-            first_seen=first_seen,
-        )
+        message = pending.message
+        self.counters.by_kind[_ACCEPTED_KEYS[type(message)]] += 1
+        return _new(Decision, (_ACCEPTED, message, pending.raw, "", False, False, relay, pending.source, capacity_sat, first_seen))  # type: ignore[type-var]
+
+    # The three below run right after :meth:`_recheck` passed, with nothing changed since:
+    # the channel (node) is known and the message newer, so they do not look again.
 
     def _commit_update(self, pending: Pending, msg: ChannelUpdate, now: float) -> Decision:
         scid = pending.scid
-        channel = self.channels.get(scid)
-        if channel is None:
-            return self._decide(Outcome.IGNORED, msg, pending.raw, "unknown channel", pending.source)
         direction = msg.channel_flags & 1
-        if msg.timestamp <= channel.update_ts[direction]:
-            return self._decide(Outcome.IGNORED, msg, pending.raw, "not newer", pending.source)
-        channel.update_ts[direction] = msg.timestamp
+        self.channels[scid].update_ts[direction] = msg.timestamp
         relay = pending.relay and self._relay_allowed((scid, direction), now)
         return self._accept(pending, relay)
 
     def _commit_announcement(self, pending: Pending, msg: ChannelAnnouncement) -> Decision:
-        scid = pending.scid
-        if scid in self.channels:
-            return self._decide(Outcome.IGNORED, msg, pending.raw, "known channel", pending.source)
-        self.load_channel(scid, msg.node_id_1, msg.node_id_2, msg.features, pending.capacity_sat, pending.first_seen)
+        self.load_channel(pending.scid, msg.node_id_1, msg.node_id_2, msg.features, pending.capacity_sat, pending.first_seen)
         return self._accept(pending, True, capacity_sat=pending.capacity_sat, first_seen=pending.first_seen)
 
     def _commit_node(self, pending: Pending, msg: NodeAnnouncement, now: float) -> Decision:
-        node = self.nodes.get(msg.node_id)
-        if node is None or not node.channels:
-            return self._decide(Outcome.IGNORED, msg, pending.raw, "unknown node (no channel)", pending.source)
-        if msg.timestamp <= node.timestamp:
-            return self._decide(Outcome.IGNORED, msg, pending.raw, "not newer", pending.source)
-        node.timestamp = msg.timestamp
+        self.nodes[msg.node_id].timestamp = msg.timestamp
         relay = pending.relay and self._relay_allowed(msg.node_id, now)
         return self._accept(pending, relay)
 

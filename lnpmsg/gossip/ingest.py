@@ -191,32 +191,33 @@ class GossipIngest:
                 graph.abandon(p)
             raise
         decisions: list[Decision] = []
+        keep = decisions.append
+        commit = graph.commit
         position = 0
         for step in steps:
-            if isinstance(step, Decision):
-                decisions.append(step)
+            if type(step) is Decision:
+                keep(step)
                 continue
             n = len(step.checks)
-            found = funding.get(id(step))
-            decisions.append(
-                graph.commit(
-                    step,
-                    results[position : position + n],
-                    now,
-                    funding_error=found.error if found is not None else None,
-                    capacity_sat=found.capacity_sat if found is not None else None,
-                )
-            )
+            found = funding.get(id(step)) if funding else None
+            if found is None:
+                keep(commit(step, results[position : position + n], now))
+            else:
+                keep(commit(step, results[position : position + n], now, funding_error=found.error, capacity_sat=found.capacity_sat))
             position += n
         accepted_outcome = Outcome.ACCEPTED
         accepted = [d for d in decisions if d.outcome is accepted_outcome]
         if accepted:
             self.routing.apply(accepted)
             await self._writes_send.send(("write", accepted, ()))
+        # Read once per run, not per message: nothing below awaits, so neither changes meanwhile.
+        publish = self.node.events.has_subscribers
+        relay = self.config.relay
         for decision in decisions:
             if decision.outcome is accepted_outcome:
-                self._publish(decision)
-                if decision.relay and self.config.relay:
+                if publish:
+                    self._publish(decision)
+                if relay and decision.relay:
                     self._relay(decision)
             elif decision.outcome is Outcome.REJECTED and decision.source is not None:
                 self._rejected(decision)

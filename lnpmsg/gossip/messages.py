@@ -4,7 +4,8 @@ Gossip (``channel_announcement``, ``node_announcement``, ``channel_update``)
 is signed over its exact bytes, including any fields a later version of the
 spec appends. So those three end with an ``extension`` field holding the
 bytes after the known fields: ``decode(raw).encode() == raw`` always, and a
-signature check may use either.
+signature check may use either. A decoded one keeps its bytes
+(:class:`SignedGossip`): ``encode`` gives them back without encoding again.
 
 ``node_announcement.addresses`` is kept as the raw descriptor bytes: a
 descriptor we cannot read (a bad Tor checksum, a new type) must not make the
@@ -23,7 +24,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lnpmsg.gossip.addresses import check_addresses, parse_addresses
 from lnpmsg.wire import (
@@ -81,6 +82,7 @@ __all__ = [
     "QueryShortChannelIds",
     "ReplyChannelRange",
     "ReplyShortChannelIdsEnd",
+    "SignedGossip",
     "channel_update_checksums",
     "channel_update_timestamps",
     "check_addresses",
@@ -107,6 +109,7 @@ QUERY_OPTION_TIMESTAMPS = 1
 QUERY_OPTION_CHECKSUMS = 2
 
 _U64 = struct.Struct(">Q")
+M = TypeVar("M", bound=Message)
 
 
 def _inflate(data: bytes, what: str) -> bytes:
@@ -227,9 +230,55 @@ def _alias_text(alias: bytes) -> str:
 # ----------------------------------------------------------------- gossip
 
 
+class SignedGossip(Message):
+    """A signed gossip message that keeps the bytes it was decoded from (see :func:`_keeps_its_bytes`)."""
+
+    # Not a dataclass field: invisible to ``==``, ``repr``, ``dataclasses.replace`` and
+    # pickling, so a message built or changed any other way has it unset.
+    __slots__ = ("_raw",)
+
+
+_set_raw = SignedGossip.__dict__["_raw"].__set__
+
+
+def _keeps_its_bytes(cls: type[M]) -> type[M]:
+    """A decoded message keeps its bytes, and :meth:`encode` gives them back.
+
+    Gossip is signed over its exact bytes, so the node needs them for every
+    message it takes (signature digests, the store, relays): decoding gives the
+    same fields, and the codec rebuilds the same bytes (``decode(raw).encode() ==
+    raw``), so keeping them saves encoding each message again. Only a whole
+    message decoded from ``bytes`` (immutable) of this type keeps them; a message
+    built any other way (``dataclasses.replace`` included) is encoded as before.
+    """
+    unpack = cls._unpack
+    encode = cls.encode
+    header = cls.TYPE.to_bytes(2, "big")
+
+    def _unpack(data: bytes, pos: int, end: int) -> M:
+        decoded = unpack(data, pos, end)
+        if pos == 2 and end == len(data) and type(data) is bytes and data.startswith(header):
+            _set_raw(decoded, data)
+        return decoded  # type: ignore[no-any-return]
+
+    def encode_kept(self: M) -> bytes:
+        try:
+            return self._raw  # type: ignore[attr-defined,no-any-return]
+        except AttributeError:
+            return encode(self)
+
+    _unpack.__qualname__ = f"{cls.__name__}._unpack"
+    encode_kept.__qualname__ = f"{cls.__name__}.encode"
+    encode_kept.__doc__ = encode.__doc__
+    cls._unpack = staticmethod(_unpack)  # type: ignore[assignment]
+    cls.encode = encode_kept  # type: ignore[method-assign]
+    return cls
+
+
+@_keeps_its_bytes
 @message(type=256)
 @dataclass(frozen=True, slots=True)
-class ChannelAnnouncement(Message):
+class ChannelAnnouncement(SignedGossip):
     """A channel between ``node_id_1`` < ``node_id_2``, funded by ``bitcoin_key_1`` + ``bitcoin_key_2``.
 
     Signed four times over the bytes after the signatures (double SHA-256).
@@ -282,9 +331,10 @@ class ChannelAnnouncement(Message):
         }
 
 
+@_keeps_its_bytes
 @message(type=257)
 @dataclass(frozen=True, slots=True)
-class NodeAnnouncement(Message):
+class NodeAnnouncement(SignedGossip):
     """A node's features, alias, colour and addresses, signed by ``node_id``."""
 
     FIELDS = (
@@ -335,9 +385,10 @@ class NodeAnnouncement(Message):
         return out
 
 
+@_keeps_its_bytes
 @message(type=258)
 @dataclass(frozen=True, slots=True)
-class ChannelUpdate(Message):
+class ChannelUpdate(SignedGossip):
     """One direction's forwarding policy of a channel, signed by that side's node."""
 
     FIELDS = (

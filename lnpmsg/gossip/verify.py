@@ -157,19 +157,27 @@ class SignatureVerifier:
 # ------------------------------------------------------------ per message
 
 
+# The checks below are built as tuples of all five fields, ``_check(SigCheck, (...))``: the
+# named tuple's constructor costs more, and a check is built per signature on the ingest path.
+_check = tuple.__new__
+if SigCheck._fields != ("digest", "signature", "key", "label", "cache"):
+    raise ImportError("SigCheck's fields changed: update the positional builds in lnpmsg.gossip.verify")
+
+
 def channel_announcement_checks(msg: ChannelAnnouncement, raw: bytes) -> list[SigCheck]:
     """The four checks of a channel_announcement (``raw``: its exact bytes, type included)."""
-    digest = channel_announcement_digest(raw)
+    digest = _sha256(_sha256(raw[CHANNEL_ANNOUNCEMENT_SIGNED_OFFSET:]).digest()).digest()
     return [
-        SigCheck(digest, msg.node_signature_1, msg.node_id_1, "node_signature_1"),
-        SigCheck(digest, msg.node_signature_2, msg.node_id_2, "node_signature_2"),
-        SigCheck(digest, msg.bitcoin_signature_1, msg.bitcoin_key_1, "bitcoin_signature_1", False),
-        SigCheck(digest, msg.bitcoin_signature_2, msg.bitcoin_key_2, "bitcoin_signature_2", False),
-    ]
+        _check(SigCheck, (digest, msg.node_signature_1, msg.node_id_1, "node_signature_1", True)),
+        _check(SigCheck, (digest, msg.node_signature_2, msg.node_id_2, "node_signature_2", True)),
+        _check(SigCheck, (digest, msg.bitcoin_signature_1, msg.bitcoin_key_1, "bitcoin_signature_1", False)),
+        _check(SigCheck, (digest, msg.bitcoin_signature_2, msg.bitcoin_key_2, "bitcoin_signature_2", False)),
+    ]  # type: ignore[list-item]
 
 
 def node_announcement_checks(msg: NodeAnnouncement, raw: bytes) -> list[SigCheck]:
-    return [SigCheck(signed_digest(raw), msg.signature, msg.node_id, "signature")]
+    digest = _sha256(_sha256(raw[SIGNED_OFFSET:]).digest()).digest()
+    return [_check(SigCheck, (digest, msg.signature, msg.node_id, "signature", True))]  # type: ignore[list-item]
 
 
 _UPDATE_LABELS = ("signature (by node_id_1)", "signature (by node_id_2)")
@@ -177,9 +185,10 @@ _UPDATE_LABELS = ("signature (by node_id_1)", "signature (by node_id_2)")
 
 def channel_update_checks(msg: ChannelUpdate, raw: bytes, node_id_1: bytes, node_id_2: bytes) -> list[SigCheck]:
     """The check of a channel_update, given the node ids of its channel's announcement."""
+    digest = _sha256(_sha256(raw[SIGNED_OFFSET:]).digest()).digest()
     if msg.channel_flags & 1:
-        return [SigCheck(signed_digest(raw), msg.signature, node_id_2, _UPDATE_LABELS[1])]
-    return [SigCheck(signed_digest(raw), msg.signature, node_id_1, _UPDATE_LABELS[0])]
+        return [_check(SigCheck, (digest, msg.signature, node_id_2, _UPDATE_LABELS[1], True))]  # type: ignore[list-item]
+    return [_check(SigCheck, (digest, msg.signature, node_id_1, _UPDATE_LABELS[0], True))]  # type: ignore[list-item]
 
 
 def failure_reason(checks: Sequence[SigCheck], results: Sequence[bool]) -> str | None:
