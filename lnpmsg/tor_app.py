@@ -32,6 +32,13 @@ What it does:
   address from the same key file. Dials made meanwhile wait for Tor (up to
   their connect timeout). Peers the node keeps connected reconnect by
   themselves.
+- **Full disk**: a launched tor that cannot write its files while starting
+  fails the start at once with a :class:`TorDiskFull` naming the path, the
+  disk's figures, the cure and tor's own warnings (they come through a pipe,
+  see :mod:`lnpmsg.transports.tor.output`); a recovery attempt fails the
+  same way, and is retried. A running tor's failed writes are logged as a
+  warning and shown by ``tor.status`` (``disk_full``); the onion key is the
+  node's file, only read once written, so the address survives.
 
 The control API gains ``tor.status``.
 """
@@ -312,7 +319,7 @@ class NodeTor(App):
         except TorDiskFull as exc:
             # The node's other stores say a full disk this way too: the path, the disk's figures, the cure.
             output = f"\ntor's last warnings:\n{exc.output}" if exc.output else ""
-            raise TorDiskFull(f"Tor cannot start: cannot write {exc.path}: {full_disk_cure(exc.path)}{output}", exc.path, exc.output) from exc
+            raise TorDiskFull(f"cannot write {exc.path} for tor: {full_disk_cure(exc.path)}{output}", exc.path, exc.output) from exc
         self.handle = handle
         try:
             self.transport.set_up(handle.transport(allow_clearnet=self.transport.allow_clearnet, connect_timeout=self.settings.connect_timeout))
