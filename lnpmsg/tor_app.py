@@ -385,9 +385,10 @@ class NodeTor(App):
         log.warning("Tor lost: %s; %s", reason, action)
         self.transport.set_down(f"Tor is being brought back ({reason})")
         self.node.events.publish(ErrorReported("tor", f"Tor lost: {reason}; {action}"))
-        if isinstance(self.handle, LaunchedTor):
-            log.info("last lines of the lost tor's log:\n%s", self.handle.log_tail(10))
+        lost = self.handle
         await self._close_tor()
+        if isinstance(lost, LaunchedTor):  # closed: its output is all read
+            log.info("last lines of the lost tor's log:\n%s", lost.log_tail(10))
         self.transport.set_down(f"Tor is being brought back ({reason})")
         delay = RESTART_MIN_DELAY
         while True:

@@ -290,9 +290,7 @@ class LaunchedTor(TorHandle):
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await self._stop()
-                if isinstance(exc, TorError):
-                    # tor's last words are in the pipe still: read them before quoting them
-                    await trio.to_thread.run_sync(self._output.join, OUTPUT_DRAIN_TIMEOUT)
+                await self._drained()  # tor's last words may be in the pipe still: read before quoted
             if isinstance(exc, TorError):
                 raise self._with_output(exc) from exc
             raise
@@ -358,13 +356,20 @@ class LaunchedTor(TorHandle):
         """Wait until the tor process ends (for whatever reason); return its exit code."""
         if self._process is None:
             raise TorError("Tor is not started")
-        return await self._process.wait()
+        code = await self._process.wait()
+        await self._drained()
+        return code
+
+    async def _drained(self) -> None:
+        """Wait until tor's output was all read (at once once tor exited: the pipe is at its end)."""
+        await trio.to_thread.run_sync(self._output.join, OUTPUT_DRAIN_TIMEOUT)
 
     async def aclose(self) -> None:
         """Close the control connection (so Tor exits), then make sure the process is gone."""
         self._closed = True
         with trio.CancelScope(shield=True):
             await self._stop()
+            await self._drained()
 
     async def _stop(self) -> None:
         owned = self._controller is not None
