@@ -32,6 +32,13 @@ What it does:
   address from the same key file. Dials made meanwhile wait for Tor (up to
   their connect timeout). Peers the node keeps connected reconnect by
   themselves.
+- **Full disk**: a launched tor that cannot write its files while starting
+  fails the start at once with a :class:`TorDiskFull` naming the path, the
+  disk's figures, the cure and tor's own warnings (they come through a pipe,
+  see :mod:`lnpmsg.transports.tor.output`); a recovery attempt fails the
+  same way, and is retried. A running tor's failed writes are logged as a
+  warning and shown by ``tor.status`` (``disk_full``); the onion key is the
+  node's file, only read once written, so the address survives.
 
 The control API gains ``tor.status``.
 """
@@ -49,6 +56,7 @@ import trio
 
 from lnpmsg.app import App
 from lnpmsg.node.events import ErrorReported
+from lnpmsg.node.full_disk import full_disk_cure
 from lnpmsg.transports.base import Transport
 from lnpmsg.transports.tcp import TcpListener, format_host_port, split_host_port
 from lnpmsg.transports.tor.address import OnionAddress, is_onion_host
@@ -59,7 +67,7 @@ from lnpmsg.transports.tor.control import (
     LaunchedTor,
     TorHandle,
 )
-from lnpmsg.transports.tor.errors import ClearnetRefused, TorError
+from lnpmsg.transports.tor.errors import ClearnetRefused, TorDiskFull, TorError
 from lnpmsg.transports.tor.onion import (
     DEFAULT_PUBLISH_TIMEOUT,
     DEFAULT_VIRTUAL_PORT,
@@ -306,7 +314,12 @@ class NodeTor(App):
         handle = self._make_handle()
         if isinstance(handle, AttachedTor):
             log.info("attaching to Tor's control port at %s:%d", handle.control_host, handle.control_port)
-        await handle.start()
+        try:
+            await handle.start()
+        except TorDiskFull as exc:
+            # The node's other stores say a full disk this way too: the path, the disk's figures, the cure.
+            output = f"\ntor's last warnings:\n{exc.output}" if exc.output else ""
+            raise TorDiskFull(f"cannot write {exc.path} for tor: {full_disk_cure(exc.path)}{output}", exc.path, exc.output) from exc
         self.handle = handle
         try:
             self.transport.set_up(handle.transport(allow_clearnet=self.transport.allow_clearnet, connect_timeout=self.settings.connect_timeout))
@@ -357,7 +370,9 @@ class NodeTor(App):
         controller = handle.controller
         while True:
             if isinstance(handle, LaunchedTor) and (code := handle.returncode) is not None:
-                return f"tor (pid {handle.pid}) exited with code {code}"
+                full = handle.disk_full
+                cause = "" if full is None else f" (it said it could not write {full}: {full_disk_cure(full)})"
+                return f"tor (pid {handle.pid}) exited with code {code}{cause}"
             if not controller.is_alive:
                 return f"lost the control connection to Tor at {controller.endpoint}"
             await trio.sleep(LIVENESS_INTERVAL)
@@ -370,16 +385,18 @@ class NodeTor(App):
         log.warning("Tor lost: %s; %s", reason, action)
         self.transport.set_down(f"Tor is being brought back ({reason})")
         self.node.events.publish(ErrorReported("tor", f"Tor lost: {reason}; {action}"))
-        if isinstance(self.handle, LaunchedTor):
-            log.info("last lines of the lost tor's log:\n%s", self.handle.log_tail(10))
+        lost = self.handle
         await self._close_tor()
+        if isinstance(lost, LaunchedTor):  # closed: its output is all read
+            log.info("last lines of the lost tor's log:\n%s", lost.log_tail(10))
         self.transport.set_down(f"Tor is being brought back ({reason})")
         delay = RESTART_MIN_DELAY
         while True:
             try:
                 await self._bring_up()
             except TorError as exc:
-                log.warning("bringing Tor back failed: %s; retrying in %.0f s", exc, delay)
+                # the retry first: the reason may end with tor's own lines
+                log.warning("bringing Tor back failed (retrying in %.0f s): %s", delay, exc)
                 self.node.events.publish(ErrorReported("tor", f"bringing Tor back failed: {exc}"))
                 self.transport.set_down(f"Tor is being brought back ({reason}); last attempt: {exc}")
                 await trio.sleep(delay)
@@ -420,6 +437,8 @@ class NodeTor(App):
             "socks": socks,
             "control": control,
             "pid": handle.pid if isinstance(handle, LaunchedTor) else None,
+            # a path tor could not write for lack of room (it runs on; a restart would fail there)
+            "disk_full": handle.disk_full if isinstance(handle, LaunchedTor) else None,
             "bootstrap": None if self.bootstrap is None else str(self.bootstrap),
             "recoveries": self.recoveries,
             "onion_only": node is not None and node.config.onion_only,

@@ -24,16 +24,19 @@ Both give :attr:`TorHandle.socks_address` and :attr:`TorHandle.controller`
 from __future__ import annotations
 
 import abc
+import errno
 import logging
 import os
 import re
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import trio
 
+from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.transports.tor.controller import (
     DEFAULT_BOOTSTRAP_TIMEOUT,
     BootstrapStatus,
@@ -46,14 +49,16 @@ from lnpmsg.transports.tor.controller import (
 from lnpmsg.transports.tor.errors import (
     TorBootstrapError,
     TorControlError,
+    TorDiskFull,
     TorError,
 )
+from lnpmsg.transports.tor.output import TorOutput
 from lnpmsg.transports.tor.process import (
+    LOG_TAIL_LINES,
     base_command,
     find_tor,
     indent,
     join_torrc,
-    tail_text,
 )
 
 if TYPE_CHECKING:
@@ -76,6 +81,15 @@ log = logging.getLogger(__name__)
 #: how long a launched tor may take to open its control port (it parses its
 #: config and binds its ports first; seconds even on a loaded machine)
 CONTROL_PORT_TIMEOUT = 30.0
+
+#: how often the same "tor cannot write X: no room" is logged again while tor runs on
+DISK_FULL_WARN_INTERVAL = 600.0
+
+#: tor's warnings quoted in a TorDiskFull (those of its failed writes, and why it stopped)
+DISK_FULL_WARNINGS = 8
+
+#: how long to wait for tor's last lines once it exited (they are in the pipe already)
+OUTPUT_DRAIN_TIMEOUT = 2.0
 
 #: how long a launched tor may take to exit after its owning control
 #: connection closed, before it is terminated (then killed)
@@ -143,13 +157,20 @@ class LaunchedTor(TorHandle):
     ``directory``: the node's directory; Tor's own files go in
     ``directory/tor`` (``data/`` is Tor's DataDirectory, plus ``torrc``,
     ``tor.log`` with Tor's stdout, the previous run's in ``tor.log.1``).
+    Tor's stdout reaches the log through a pipe of ours
+    (:class:`~lnpmsg.transports.tor.output.TorOutput`), so its last lines are
+    at hand even when the disk has no room for them.
     ``extra_torrc``: more torrc lines, e.g. those joining a private network.
     ``socks_port``/``control_port``: ``None`` lets Tor pick free ones.
     ``on_progress``: called with each new :class:`BootstrapStatus`.
     ``bootstrap_timeout=None``: :meth:`start` returns once the control
     connection is up, without waiting for bootstrap.
 
-    Errors raised by :meth:`start` end with the tail of Tor's log.
+    Errors raised by :meth:`start` end with the tail of Tor's log. A tor
+    that says, while starting, that a write of its found no room (its state,
+    its cookie, its control-port file, a directory: a full disk or no inode
+    left) is stopped at once with :class:`TorDiskFull` naming the path; a
+    running tor's such warnings are logged (:attr:`disk_full`).
     """
 
     def __init__(
@@ -178,6 +199,9 @@ class LaunchedTor(TorHandle):
         self._on_progress = on_progress
         self._process: trio.Process | None = None
         self._closed = False
+        self._output = TorOutput(self.log_path, self._on_disk_full)
+        self._warned: dict[str, float] = {}
+        self._up = False  # started: a write that finds no room is a warning now, not a failed start
 
     @property
     def control_address(self) -> tuple[str, int]:
@@ -195,7 +219,26 @@ class LaunchedTor(TorHandle):
         return None if self._process is None else self._process.poll()
 
     def log_tail(self, lines: int = 25) -> str:
-        return tail_text(self.log_path, lines)
+        """Tor's last lines (kept in memory: also those a full disk kept out of the log file)."""
+        return self._output.tail(lines)
+
+    @property
+    def disk_full(self) -> str | None:
+        """The first path tor said it could not write for lack of room (``None``: it never said so)."""
+        return self._output.disk_full
+
+    def _on_disk_full(self, path: str, line: str) -> None:
+        # Called from the output thread (logging is thread-safe). Tor retries such writes (its
+        # state every few minutes, its cached directory at each new consensus): one warning per
+        # path per DISK_FULL_WARN_INTERVAL says it without flooding the node's log.
+        now = time.monotonic()
+        if not self._up:
+            return  # while starting, the start fails and says it (TorDiskFull)
+        if now - self._warned.get(path, -DISK_FULL_WARN_INTERVAL) < DISK_FULL_WARN_INTERVAL:
+            return
+        self._warned[path] = now
+        log.warning("tor (pid %s) cannot write %s: no room on its disk; free some space there (tor said: %s)",
+                    self.pid, path, line.split("] ", 1)[-1])
 
     def torrc_lines(self) -> list[str]:
         """The full torrc this Tor runs with."""
@@ -221,15 +264,17 @@ class LaunchedTor(TorHandle):
             raise TorError("this LaunchedTor was already started")
         tor = find_tor(self._tor_path)
         await trio.to_thread.run_sync(self._prepare_files)
-        log_file = await trio.to_thread.run_sync(open, self.log_path, "wb")
-        with log_file:
+        write_end = self._output.open()
+        try:
             self._process = await trio.lowlevel.open_process(
                 base_command(tor, self.torrc_path),
                 stdin=subprocess.DEVNULL,
-                stdout=log_file,
+                stdout=write_end,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
             )
+        finally:
+            self._output.started()
         log.info("started tor (pid %d), log %s", self._process.pid, self.log_path)
         try:
             host, port = await self._wait_control_port()
@@ -239,30 +284,61 @@ class LaunchedTor(TorHandle):
             )
             self._socks = await _pick_socks(self._controller)
             if self.bootstrap_timeout is not None:
-                await self._controller.wait_bootstrapped(
-                    self.bootstrap_timeout, self._on_progress, lambda: self.returncode
-                )
+                await self._controller.wait_bootstrapped(self.bootstrap_timeout, self._on_progress, self._exited_or_full)
+            self._exited_or_full()
+            self._up = True
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await self._stop()
+                await self._drained()  # tor's last words may be in the pipe still: read before quoted
             if isinstance(exc, TorError):
-                raise _with_log(exc, self.log_path) from exc
+                raise self._with_output(exc) from exc
             raise
 
+    def _exited_or_full(self) -> int | None:
+        """The exit code (``None`` while tor runs); raises :class:`TorDiskFull` once tor said a write
+        of its found no room: a tor starting on a full disk is stopped at once, not waited for until a
+        timeout (it may never write its control-port file, or run on without its state)."""
+        if self._output.disk_full is not None:
+            raise TorDiskFull(f"tor cannot write {self._output.disk_full}: No space left on device", self._output.disk_full)
+        return self.returncode
+
+    def _with_output(self, exc: TorError) -> TorError:
+        """The same error, its message followed by tor's last lines; :class:`TorDiskFull` if tor said
+        a write found no room (whatever else went wrong after that, that is the cause)."""
+        path = exc.path if isinstance(exc, TorDiskFull) else self._output.disk_full
+        if path is not None:  # tor's warnings say what it could not write: the notices would bury them
+            tail = self._output.tail(DISK_FULL_WARNINGS, warnings=True)
+            return TorDiskFull(f"tor cannot write {path}: No space left on device\n{_quoted(self.log_path, tail)}", path, tail)
+        tail = self.log_tail(LOG_TAIL_LINES)
+        message = f"{exc}\n{_quoted(self.log_path, tail)}"
+        try:
+            return type(exc)(message)
+        except TypeError:
+            return TorError(message)
+
     def _prepare_files(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        # Tor refuses a DataDirectory others can read.
-        os.chmod(self.directory, 0o700)
-        os.chmod(self.data_dir, 0o700)
-        self._port_file.unlink(missing_ok=True)
-        if self.log_path.exists():
-            os.replace(self.log_path, self.log_path.with_name("tor.log.1"))
-        self.torrc_path.write_text(join_torrc(self.torrc_lines()))
+        """Tor's directories, its torrc, the previous log moved aside; a full disk is :class:`TorDiskFull`."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # Tor refuses a DataDirectory others can read.
+            os.chmod(self.directory, 0o700)
+            os.chmod(self.data_dir, 0o700)
+            self._port_file.unlink(missing_ok=True)
+            if self.log_path.exists():
+                os.replace(self.log_path, self.log_path.with_name("tor.log.1"))
+            # in one step: a disk with no room for the new torrc keeps the old one whole
+            write_atomic(self.torrc_path, join_torrc(self.torrc_lines()).encode(), durable=False)
+        except OSError as exc:
+            path = os.fspath(exc.filename or self.torrc_path)  # a write's error names no file: the torrc's
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise TorDiskFull(f"cannot write {path} for tor: No space left on device", path) from exc
+            raise TorError(f"cannot prepare tor's files: {path}: {exc.strerror or exc}") from exc
 
     async def _wait_control_port(self) -> tuple[str, int]:
         with trio.move_on_after(CONTROL_PORT_TIMEOUT):
             while True:
-                code = self.returncode
+                code = self._exited_or_full()
                 if code is not None:
                     raise TorBootstrapError(f"tor exited with code {code} before opening its control port")
                 try:
@@ -280,13 +356,20 @@ class LaunchedTor(TorHandle):
         """Wait until the tor process ends (for whatever reason); return its exit code."""
         if self._process is None:
             raise TorError("Tor is not started")
-        return await self._process.wait()
+        code = await self._process.wait()
+        await self._drained()
+        return code
+
+    async def _drained(self) -> None:
+        """Wait until tor's output was all read (at once once tor exited: the pipe is at its end)."""
+        await trio.to_thread.run_sync(self._output.join, OUTPUT_DRAIN_TIMEOUT)
 
     async def aclose(self) -> None:
         """Close the control connection (so Tor exits), then make sure the process is gone."""
         self._closed = True
         with trio.CancelScope(shield=True):
             await self._stop()
+            await self._drained()
 
     async def _stop(self) -> None:
         owned = self._controller is not None
@@ -361,10 +444,5 @@ class AttachedTor(TorHandle):
             self._controller = None
 
 
-def _with_log(exc: TorError, log_path: Path) -> TorError:
-    """The same error, its message followed by the tail of tor's log."""
-    message = f"{exc}\ntor's output ({log_path}):\n{indent(tail_text(log_path))}"
-    try:
-        return type(exc)(message)
-    except TypeError:
-        return TorError(message)
+def _quoted(log_path: Path, tail: str) -> str:
+    return f"tor's output ({log_path}):\n{indent(tail)}"

@@ -16,6 +16,7 @@ __all__ = [
     "TorAuthError",
     "TorBootstrapError",
     "TorControlError",
+    "TorDiskFull",
     "TorError",
     "TorNotFound",
 ]
@@ -39,6 +40,19 @@ class TorAuthError(TorControlError):
 
 class TorBootstrapError(TorError):
     """Tor did not finish bootstrapping in time, or exited while starting."""
+
+
+class TorDiskFull(TorBootstrapError):
+    """A launched tor could not write its files (its data dir, torrc, log) for lack of room.
+
+    ``path``: the file or directory tor (or we, preparing its files) could
+    not write; ``output``: tor's last lines, its own word on it.
+    """
+
+    def __init__(self, message: str, path: str, output: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.output = output
 
 
 class OnionAddressError(TorError, ValueError):
