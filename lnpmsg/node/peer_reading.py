@@ -132,13 +132,16 @@ class PeerReading:
         on_events = self._on_events
         data = self._leftover
         self._leftover = b""
+        # bytes the last read put in the decryptor's buffer for a run (see MessageDecryptor.read_buffer)
+        kept = 0
+        reads_into = self.conn.reads_into
         while True:
-            if data:
-                counters.bytes_in += len(data)
+            if data or kept:
+                counters.bytes_in += kept or len(data)
                 failure: NoiseError | None = None
                 wants_scope = False
                 try:
-                    messages = decryptor.feed(data)
+                    messages = decryptor.feed_read(kept) if kept else decryptor.feed(data)
                 except NoiseError as exc:
                     # The inbound stream is undecipherable from here on: BOLT 8 says terminate,
                     # but the authentic frames before the bad one are handled first.
@@ -186,11 +189,21 @@ class PeerReading:
                 # the scheduler on every connection.
                 received = self.conn.receive_nowait(RECEIVE_CHUNK) if not counters.bytes_in else None
                 if received is None:
-                    received = await self.conn.receive_some(RECEIVE_CHUNK)
+                    # In a run of frames of one size, the read goes where they are
+                    # decrypted in place; otherwise whole frames of the run end it.
+                    buffer = decryptor.read_buffer(RECEIVE_CHUNK) if reads_into else None
+                    if buffer is not None:
+                        kept = await self.conn.receive_into(buffer)
+                        received = b"" if not kept else None
+                    else:
+                        kept = 0
+                        received = await self.conn.receive_some(decryptor.read_size(RECEIVE_CHUNK))
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)
                 return False
-            if not received:
-                self._begin_close("peer closed the connection", reader_ends=True)
-                return False
-            data = received
+            if received is not None:
+                if not received:
+                    self._begin_close("peer closed the connection", reader_ends=True)
+                    return False
+                kept = 0
+            data = received or b""

@@ -99,6 +99,19 @@ class Connection(abc.ABC):
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         """Return the next bytes that arrived (at most ``max_bytes``), or ``b""`` at end of stream."""
 
+    #: whether :meth:`receive_into` reads straight into the caller's buffer (else it copies)
+    reads_into = False
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        """Put the next bytes that arrived at the start of ``buffer`` (at most its length); their count, 0 at end of stream.
+
+        The default copies what :meth:`receive_some` returns; a transport
+        that can read into the buffer itself says so in :attr:`reads_into`.
+        """
+        data = await self.receive_some(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the connection (idempotent)."""

@@ -32,7 +32,7 @@ import socket
 
 import trio
 
-from lnpmsg.transports.base import Transport
+from lnpmsg.transports.base import Connection, Transport
 from lnpmsg.transports.tcp import (
     TcpConnection,
     TcpListener,
@@ -87,6 +87,11 @@ class TorConnection(TcpConnection):
             data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
             return data
         return await super().receive_some(max_bytes)
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        if self._pending:
+            return await Connection.receive_into(self, buffer)  # through receive_some: the pending bytes first
+        return await super().receive_into(buffer)
 
 
 def split_tor_target(target: str) -> tuple[str | None, str, int]:
