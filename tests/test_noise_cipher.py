@@ -463,27 +463,29 @@ def test_reads_of_a_run_are_decrypted_in_the_kept_buffer() -> None:
     assert decryptor.buffered == 0
 
 
-def test_short_reads_into_the_kept_buffer_and_giving_it_up() -> None:
+def test_short_reads_into_the_kept_buffer_and_giving_it_back() -> None:
     # Reads that end anywhere (inside headers and bodies) still give every message in
-    # order; four short reads in a row give the buffer up, a full read keeps it.
+    # order. A reader that gives its buffer back before a wait holds none; the next
+    # reads (of this decryptor or another) take that spare rather than a new one.
     messages = [b"\x80\x01" + bytes([n % 256]) * 998 for n in range(3000)]
     stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
     for seed in range(3):
         assert _read_as_the_node_does(MessageDecryptor(KEY, CHAINING_KEY), stream, random.Random(seed)) == messages
-    decryptor = MessageDecryptor(KEY, CHAINING_KEY)
     step = 1000 + FRAME_OVERHEAD
-    position = 100 * step
-    decryptor.feed(stream[:position])
-    kept = []
-    for size in (100 * step, 20 * step, 20 * step, 20 * step, 20 * step, 20 * step):
-        buffer = decryptor.read_buffer(128 * 1024)
-        assert buffer is not None
-        kept.append(buffer.obj)
-        buffer[:size] = stream[position : position + size]
-        assert decryptor.feed_read(size) == messages[position // step : (position + size) // step]
-        position += size
-    # the first read was full (the run then had 100 frames), then four short ones
-    assert kept[0] is kept[1] is kept[2] is kept[3] is kept[4] and kept[5] is not kept[4]
+    first, second = MessageDecryptor(KEY, CHAINING_KEY), MessageDecryptor(KEY, CHAINING_KEY)
+    first.feed(stream[: 100 * step])
+    second.feed(stream[: 100 * step])
+    buffer = first.read_buffer(128 * 1024)
+    assert buffer is not None
+    kept = buffer.obj
+    first.release_read_buffer()
+    first.release_read_buffer()  # nothing held: nothing happens
+    buffer = second.read_buffer(128 * 1024)
+    assert buffer is not None and buffer.obj is kept  # the spare
+    other = first.read_buffer(128 * 1024)
+    assert other is not None and other.obj is not kept  # the spare is taken: a new one
+    other[: 50 * step] = stream[100 * step : 150 * step]
+    assert first.feed_read(50 * step) == messages[100:150]
 
 
 def test_frames_of_another_size_or_a_bad_frame_in_a_kept_read() -> None:

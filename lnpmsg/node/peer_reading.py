@@ -188,22 +188,27 @@ class PeerReading:
                 # extends the handshake's turn by one bounded read, and saves a pass of
                 # the scheduler on every connection.
                 received = self.conn.receive_nowait(RECEIVE_CHUNK) if not counters.bytes_in else None
+                kept = 0
                 if received is None:
-                    # In a run of frames of one size, the read goes where they are
-                    # decrypted in place; otherwise whole frames of the run end it.
+                    # In a run of frames of one size, bytes that are there go where they
+                    # are decrypted in place (after this read's schedule point, so a
+                    # cancel loses nothing); a wait holds no buffer, and its read ends
+                    # on a frame of the run when it can.
                     buffer = decryptor.read_buffer(RECEIVE_CHUNK) if reads_into else None
                     if buffer is not None:
-                        kept = await self.conn.receive_into(buffer)
-                        received = b"" if not kept else None
-                    else:
-                        kept = 0
+                        await trio.lowlevel.checkpoint()
+                        size = self.conn.receive_into_nowait(buffer)
+                        if size is None:
+                            decryptor.release_read_buffer()
+                        else:
+                            kept = size
+                            received = b"" if not size else None
+                    if buffer is None or size is None:
                         received = await self.conn.receive_some(decryptor.read_size(RECEIVE_CHUNK))
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)
                 return False
-            if received is not None:
-                if not received:
-                    self._begin_close("peer closed the connection", reader_ends=True)
-                    return False
-                kept = 0
+            if received is not None and not received:
+                self._begin_close("peer closed the connection", reader_ends=True)
+                return False
             data = received or b""

@@ -271,7 +271,7 @@ class MessageDecryptor(_CipherState, RunReading):
     bounds the memory a peer can make this connection hold.
     """
 
-    __slots__ = ("_body_size", "_buffer", "_max_buffer", "_offered", "_run_length", "_run_reads", "_run_size", "_short_reads")
+    __slots__ = ("_body_size", "_buffer", "_max_buffer", "_offered", "_run_length", "_run_reads", "_run_size")
 
     def __init__(self, key: bytes, chaining_key: bytes, max_buffer: int = MAX_FRAME_SIZE) -> None:
         super().__init__(key, chaining_key)
@@ -288,7 +288,6 @@ class MessageDecryptor(_CipherState, RunReading):
         # The buffer reads of a run land in (see read_buffer), and how much of it the last one offered.
         self._run_reads: RunReads | None = None
         self._offered = 0
-        self._short_reads = 0  # reads in a row that did not fill it
 
     @property
     def buffered(self) -> int:

@@ -15,6 +15,7 @@ read size that ends on a frame (:meth:`RunReading.read_size`).
 from __future__ import annotations
 
 import struct
+import threading
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Final
 
@@ -50,8 +51,8 @@ _MIN_BATCH: Final = 16
 # data message (whole frames joined up to 65,569 bytes: 61 frames of 1 KiB messages
 # make 64,538) is a large chunk: its frames cost ~0.3 µs less each in batches.
 _BATCH_CHUNK: Final = 32 * 1024
-# Reads in a row that do not fill a run's read buffer before it is given up (see feed_read).
-_SHORT_READS: Final = 4
+# Kept read buffers a thread holds for readers that wait (see RunReading.release_read_buffer).
+_SPARE_MOST: Final = 4
 
 
 class RunReads:
@@ -96,7 +97,6 @@ class RunReading:
         _run_length: int
         _run_reads: RunReads | None
         _run_size: int
-        _short_reads: int
 
         def _rotate(self) -> None: ...
 
@@ -133,8 +133,8 @@ class RunReading:
         many whole frames long as fit in ``most`` (at most as many as the
         run had so far). Read into it, then call :meth:`feed_read` with the
         count the read gave, before anything else here. Its whole frames are
-        decrypted where they lie. Four short reads in a row (the peer is not
-        streaming flat out, and may go idle) give the buffer up.
+        decrypted where they lie. A reader that finds nothing to read gives
+        the buffer back (:meth:`release_read_buffer`) before it waits.
         """
         if self._run_length < _RUN_BEFORE_BATCH or most < _BATCH_CHUNK or self._buffer or self._body_size >= 0 or not length_headers.AVAILABLE:
             return None
@@ -145,9 +145,23 @@ class RunReading:
             return None
         reads = self._run_reads
         if reads is None or reads.body_size != body_size or reads.count < count:
-            reads = self._run_reads = RunReads(body_size, most // step)
+            if reads is not None:
+                _spares.give(reads)
+            reads = self._run_reads = _spares.take(body_size, count) or RunReads(body_size, most // step)
         self._offered = count * step
         return reads.view[: self._offered]
+
+    def release_read_buffer(self) -> None:
+        """Give up the buffer :meth:`read_buffer` keeps, before a wait for the next bytes.
+
+        It goes to this thread's few spares, which the next reads of any
+        decryptor take: a peer waiting for data (an idle one) holds no
+        buffer, and one streaming again takes a spare instead of a new one.
+        """
+        reads = self._run_reads
+        if reads is not None:
+            self._run_reads = None
+            _spares.give(reads)
 
     def feed_read(self, size: int) -> list[bytes]:
         """:meth:`feed` for the ``size`` bytes a read put in :meth:`read_buffer`'s view.
@@ -161,14 +175,6 @@ class RunReading:
         assert reads is not None and size <= self._offered
         if self._failure is not None:
             raise self._failed_again()
-        if size < self._offered:
-            # Short reads in a row: the peer is not streaming flat out (and may go idle),
-            # so no buffer is kept for it; a stream's odd short read keeps it.
-            self._short_reads += 1
-            if self._short_reads >= _SHORT_READS:
-                self._run_reads = None
-        else:
-            self._short_reads = 0
         body_size = reads.body_size
         step = body_size + _FRAME_OVERHEAD
         whole = size // step
@@ -208,3 +214,30 @@ class RunReading:
                 exc.decoded = messages + exc.decoded  # type: ignore[attr-defined]
                 raise
         return messages
+
+
+class _Spares(threading.local):
+    """Each thread's kept read buffers that no reader holds (a few; the newest first)."""
+
+    def __init__(self) -> None:
+        self.kept: list[RunReads] = []
+
+    def take(self, body_size: int, count: int) -> RunReads | None:
+        """A spare for ``count`` frames of ``body_size``, if there is one."""
+        kept = self.kept
+        for index in range(len(kept) - 1, -1, -1):
+            reads = kept[index]
+            if reads.body_size == body_size and reads.count >= count:
+                del kept[index]
+                return reads
+        return None
+
+    def give(self, reads: RunReads) -> None:
+        """Keep ``reads`` for the next reader (dropping the oldest spare when full)."""
+        kept = self.kept
+        if len(kept) >= _SPARE_MOST:
+            del kept[0]
+        kept.append(reads)
+
+
+_spares = _Spares()

@@ -188,28 +188,15 @@ class TcpConnection(Connection):
 
     reads_into = True
 
-    async def receive_into(self, buffer: memoryview) -> int:
-        # receive_some's schedule points and errors, with recv_into.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        sock = self._sock
-        waited = False
+    def receive_into_nowait(self, buffer: memoryview) -> int | None:
+        if self._closed:
+            return None  # receive_some says why
         try:
-            while True:
-                try:
-                    size = sock.recv_into(buffer)
-                    break
-                except BlockingIOError:
-                    waited = True
-                    self._waits += 1
-                    try:
-                        await trio.lowlevel.wait_readable(sock)
-                    finally:
-                        self._waits -= 1
-        except (OSError, trio.ClosedResourceError) as exc:
+            return self._sock.recv_into(buffer)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
             raise self._lost("receive from", exc) from exc
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return size
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         if self._closed:

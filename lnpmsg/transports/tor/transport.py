@@ -32,7 +32,7 @@ import socket
 
 import trio
 
-from lnpmsg.transports.base import Connection, Transport
+from lnpmsg.transports.base import Transport
 from lnpmsg.transports.tcp import (
     TcpConnection,
     TcpListener,
@@ -88,10 +88,13 @@ class TorConnection(TcpConnection):
             return data
         return await super().receive_some(max_bytes)
 
-    async def receive_into(self, buffer: memoryview) -> int:
-        if self._pending:
-            return await Connection.receive_into(self, buffer)  # through receive_some: the pending bytes first
-        return await super().receive_into(buffer)
+    def receive_into_nowait(self, buffer: memoryview) -> int | None:
+        if self._pending:  # bytes that came with the SOCKS reply go first
+            size = min(len(buffer), len(self._pending))
+            buffer[:size] = self._pending[:size]
+            self._pending = self._pending[size:]
+            return size
+        return super().receive_into_nowait(buffer)
 
 
 def split_tor_target(target: str) -> tuple[str | None, str, int]:
