@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from itertools import repeat
 from dataclasses import dataclass
+from itertools import repeat
 
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,

@@ -11,7 +11,9 @@ decoder that parses straight out of the caller's chunk and only buffers
 the trailing partial frame (completed from the head of the next chunk,
 so no chunk is ever copied whole). Runs of frames of one size (a stream of
 like messages) are decrypted in batches over C iterators, without a Python
-loop turn per frame.
+loop turn per frame; a reader that can read into a buffer of its choice
+puts the reads of a run where their frames are decrypted in place (see
+:mod:`.run_reads`, the run tuning is there too).
 """
 
 from __future__ import annotations
@@ -31,7 +33,11 @@ from ._primitives import NONCES as _NONCES
 from .errors import DecryptError, MessageTooLarge, NoiseError
 from .frame_cut import cut_frames as _cut_frames
 from .frame_scratch import SCRATCH_MOST_FRAMES, FrameScratch
-from .run_reads import _BACK_OFF, _BATCH_CHUNK, _MIN_BATCH, _RUN_BEFORE_BATCH, RunReading, RunReads
+from .run_reads import BACK_OFF as _BACK_OFF
+from .run_reads import BATCH_CHUNK as _BATCH_CHUNK
+from .run_reads import MIN_BATCH as _MIN_BATCH
+from .run_reads import RUN_BEFORE_BATCH as _RUN_BEFORE_BATCH
+from .run_reads import RunReading, RunReads
 
 __all__ = [
     "FRAME_OVERHEAD",

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from .errors import NoiseError
 
-__all__ = ["RunReading", "RunReads"]
+__all__ = ["BACK_OFF", "BATCH_CHUNK", "MIN_BATCH", "RUN_BEFORE_BATCH", "RunReading", "RunReads"]
 
 _FRAME_OVERHEAD: Final = LENGTH_HEADER_SIZE + MAC_SIZE
 _pack_length = struct.Struct(">H").pack
@@ -40,17 +40,17 @@ _pack_length = struct.Struct(">H").pack
 # so far, so one that stops early (wasting the slices of its frames, one or two header
 # decrypts and an exception) costs in proportion to the run it follows, and traffic of
 # mixed sizes pays well under 0.1 µs a frame for the batches it cannot use.
-_RUN_BEFORE_BATCH: Final = 32
-_BACK_OFF: Final = -224
+RUN_BEFORE_BATCH: Final = 32
+BACK_OFF: Final = -224
 # Fewer whole frames than this left in the chunk go frame by frame: a batch costs a few
 # µs to set up, more than it saves on a few frames.
-_MIN_BATCH: Final = 16
+MIN_BATCH: Final = 16
 # Only chunks of at least this many bytes count runs and try batches; smaller ones (a
 # QUIC stream's, reads of a slow peer) take the plain loop, which costs them nothing more
 # (the count of a run is kept from the last large chunk). Below 64 KiB so that a ZeroMQ
 # data message (whole frames joined up to 65,569 bytes: 61 frames of 1 KiB messages
 # make 64,538) is a large chunk: its frames cost ~0.3 µs less each in batches.
-_BATCH_CHUNK: Final = 32 * 1024
+BATCH_CHUNK: Final = 32 * 1024
 # Kept read buffers a thread holds for readers that wait (see RunReading.release_read_buffer).
 _SPARE_MOST: Final = 4
 
@@ -117,7 +117,7 @@ class RunReading:
         ``most``. Never more than ``most``, so a read takes no longer.
         """
         run_size = self._run_size
-        if self._run_length < _RUN_BEFORE_BATCH or most < _BATCH_CHUNK:
+        if self._run_length < RUN_BEFORE_BATCH or most < BATCH_CHUNK:
             return most
         step = run_size + _FRAME_OVERHEAD
         body_size = self._body_size
@@ -136,12 +136,12 @@ class RunReading:
         decrypted where they lie. A reader that finds nothing to read gives
         the buffer back (:meth:`release_read_buffer`) before it waits.
         """
-        if self._run_length < _RUN_BEFORE_BATCH or most < _BATCH_CHUNK or self._buffer or self._body_size >= 0 or not length_headers.AVAILABLE:
+        if self._run_length < RUN_BEFORE_BATCH or most < BATCH_CHUNK or self._buffer or self._body_size >= 0 or not length_headers.AVAILABLE:
             return None
         body_size = self._run_size
         step = body_size + _FRAME_OVERHEAD
         count = min(most // step, self._run_length)
-        if count < _MIN_BATCH or self._failure is not None:
+        if count < MIN_BATCH or self._failure is not None:
             return None
         reads = self._run_reads
         if reads is None or reads.body_size != body_size or reads.count < count:
@@ -203,7 +203,7 @@ class RunReading:
                     self._nonce = nonce
                 done += good
             if good < count:
-                self._run_length = _BACK_OFF  # a frame of another size (or a bad one): as feed backs off
+                self._run_length = BACK_OFF  # a frame of another size (or a bad one): as feed backs off
                 break
         else:
             self._run_length += done
