@@ -347,10 +347,197 @@ def test_a_bad_frame_in_a_run_keeps_the_frames_before_it() -> None:
         assert decryptor.failed
 
 
+def _feed_by_read_size(decryptor: MessageDecryptor, stream: bytes, most: int) -> tuple[list[bytes], list[int]]:
+    """Feed ``stream`` in the reads ``read_size`` asks for; the messages, and what was buffered after each read."""
+    out: list[bytes] = []
+    held: list[int] = []
+    position = 0
+    while position < len(stream):
+        size = decryptor.read_size(most)
+        assert 0 < size <= most
+        out += decryptor.feed(stream[position : position + size])
+        position += size
+        held.append(decryptor.buffered)
+    return out, held
+
+
+def test_read_size_ends_reads_of_a_run_on_whole_frames() -> None:
+    # 128 KiB reads of a run of 1 KiB messages: each read after the run is known
+    # carries whole frames only (123 of them, 130,134 bytes), across key rotations,
+    # so nothing is left buffered between reads.
+    messages = [bytes([n % 256]) * 1024 for n in range(2000)]
+    stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
+    decryptor = MessageDecryptor(KEY, CHAINING_KEY)
+    most = 128 * 1024
+    step = 1024 + FRAME_OVERHEAD
+    assert decryptor.read_size(most) == most  # no run yet
+    out, held = _feed_by_read_size(decryptor, stream, most)
+    assert out == messages
+    # the first read ends mid-frame; the second completes that frame, then whole frames only
+    assert held[0] > 0 and held[1:] == [0] * (len(held) - 1)
+    assert decryptor.read_size(most) == most // step * step
+    assert decryptor.read_size(most - 1) < most - 1 and decryptor.read_size(20_000) == 20_000  # small reads: as asked
+
+
+def test_read_size_completes_a_frame_begun_in_the_last_read() -> None:
+    # After a read that ended inside a header or inside a body, the next read asks
+    # for the rest of that frame and then whole frames.
+    messages = [b"\x80\x01" + bytes(998)] * 300
+    stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
+    step = 1000 + FRAME_OVERHEAD
+    most = 64 * 1024
+    for cut in (100 * step + 5, 100 * step + LENGTH_HEADER_SIZE, 100 * step + LENGTH_HEADER_SIZE + 300):
+        decryptor = MessageDecryptor(KEY, CHAINING_KEY)
+        out = decryptor.feed(stream[:cut])
+        rest = cut - 100 * step  # held: a partial header, or (once its header is opened) the body's bytes
+        assert len(out) == 100 and decryptor.buffered == (rest if rest < LENGTH_HEADER_SIZE else rest - LENGTH_HEADER_SIZE)
+        size = decryptor.read_size(most)
+        assert (cut + size) % step == 0 and most - step < size <= most
+        out += decryptor.feed(stream[cut : cut + size])
+        assert decryptor.buffered == 0
+        assert out + decryptor.feed(stream[cut + size :]) == messages
+
+
+def test_reads_of_read_size_when_the_size_changes_or_a_frame_is_bad() -> None:
+    # read_size assumes the run goes on: when the frames change size the reads no
+    # longer end on frames, and every message still comes out in order; a bad frame
+    # in such a read still raises with exactly the authentic messages before it.
+    rng = random.Random(8)
+    messages: list[bytes] = []
+    while len(messages) < 1500:
+        size = rng.choice((0, 33, 1024, 1500))
+        messages += [rng.randbytes(size) for _ in range(rng.choice((3, 50, 200)))]
+    stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
+    for most in (32 * 1024, 100_000, 128 * 1024):
+        out, _ = _feed_by_read_size(MessageDecryptor(KEY, CHAINING_KEY), stream, most)
+        assert out == messages
+    # a body in the middle of a run, then a header, tampered
+    frames = [len(message) + FRAME_OVERHEAD for message in messages]
+    for index, offset in ((700, LENGTH_HEADER_SIZE + 2), (701, 3)):
+        where = sum(frames[:index]) + offset
+        bad = bytearray(stream)
+        bad[where] ^= 1
+        decryptor = MessageDecryptor(KEY, CHAINING_KEY)
+        got: list[bytes] = []
+        with pytest.raises(DecryptError) as caught:
+            position = 0
+            while True:
+                size = decryptor.read_size(128 * 1024)
+                got += decryptor.feed(bytes(bad[position : position + size]))
+                position += size
+        assert got + caught.value.decoded == messages[:index]  # type: ignore[attr-defined]
+        assert decryptor.failed
+
+
+def _read_as_the_node_does(decryptor: MessageDecryptor, stream: bytes, short: random.Random | None = None) -> list[bytes]:
+    """Read ``stream`` as the node's read loop does: into ``read_buffer`` when it offers one
+    (filled, or with ``short`` a random part of it), else ``read_size`` bytes to ``feed``."""
+    out: list[bytes] = []
+    position = 0
+    most = 128 * 1024
+    while position < len(stream):
+        buffer = decryptor.read_buffer(most)
+        if buffer is None:
+            size = decryptor.read_size(most)
+            out += decryptor.feed(stream[position : position + size])
+        else:
+            size = min(len(buffer), len(stream) - position, short.randint(1, len(buffer)) if short else len(buffer))
+            buffer[:size] = stream[position : position + size]
+            buffer[size:] = bytes(len(buffer) - size)  # what a read leaves there must not matter
+            out += decryptor.feed_read(size)
+        position += size
+    return out
+
+
+def test_reads_of_a_run_are_decrypted_in_the_kept_buffer() -> None:
+    # 1 KiB messages across four key rotations: once the run is known, reads go to the
+    # decryptor's kept buffer (whole frames, at most as many as the run had) and come out in order.
+    messages = [bytes([n % 256]) * 1024 for n in range(2000)]
+    stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
+    decryptor = MessageDecryptor(KEY, CHAINING_KEY)
+    assert decryptor.read_buffer(128 * 1024) is None  # no run yet
+    assert _read_as_the_node_does(decryptor, stream) == messages
+    buffer = decryptor.read_buffer(128 * 1024)
+    assert buffer is not None and len(buffer) == (128 * 1024) // 1058 * 1058
+    assert decryptor.read_buffer(20 * 1058) is None  # too few frames to be worth it
+    assert decryptor.buffered == 0
+
+
+def test_short_reads_into_the_kept_buffer_and_giving_it_back() -> None:
+    # Reads that end anywhere (inside headers and bodies) still give every message in
+    # order. A reader that gives its buffer back before a wait holds none; the next
+    # reads (of this decryptor or another) take that spare rather than a new one.
+    messages = [b"\x80\x01" + bytes([n % 256]) * 998 for n in range(3000)]
+    stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
+    for seed in range(3):
+        assert _read_as_the_node_does(MessageDecryptor(KEY, CHAINING_KEY), stream, random.Random(seed)) == messages
+    step = 1000 + FRAME_OVERHEAD
+    first, second = MessageDecryptor(KEY, CHAINING_KEY), MessageDecryptor(KEY, CHAINING_KEY)
+    first.feed(stream[: 100 * step])
+    second.feed(stream[: 100 * step])
+    buffer = first.read_buffer(128 * 1024)
+    assert buffer is not None
+    kept = buffer.obj
+    first.release_read_buffer()
+    first.release_read_buffer()  # nothing held: nothing happens
+    buffer = second.read_buffer(128 * 1024)
+    assert buffer is not None and buffer.obj is kept  # the spare
+    other = first.read_buffer(128 * 1024)
+    assert other is not None and other.obj is not kept  # the spare is taken: a new one
+    other[: 50 * step] = stream[100 * step : 150 * step]
+    assert first.feed_read(50 * step) == messages[100:150]
+
+
+def test_frames_of_another_size_or_a_bad_frame_in_a_kept_read() -> None:
+    # A read laid out for the run's size that holds frames of another size goes on
+    # through feed (in order, nothing lost); a bad body or header in such a read raises
+    # with exactly the authentic messages before it, and the decryptor stays failed.
+    messages = [bytes([1]) * 1024] * 300 + [bytes([2]) * 700] * 200 + [bytes([3]) * 1024] * 300
+    stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
+    assert _read_as_the_node_does(MessageDecryptor(KEY, CHAINING_KEY), stream) == messages
+    frames = [len(message) + FRAME_OVERHEAD for message in messages]
+    for index, offset in ((250, LENGTH_HEADER_SIZE + 5), (251, 1), (320, 0)):
+        bad = bytearray(stream)
+        bad[sum(frames[:index]) + offset] ^= 4
+        decryptor = MessageDecryptor(KEY, CHAINING_KEY)
+        got: list[bytes] = []
+        with pytest.raises(DecryptError, match="length" if offset < LENGTH_HEADER_SIZE else "message") as caught:
+            position = 0
+            while True:
+                buffer = decryptor.read_buffer(128 * 1024)
+                if buffer is None:
+                    size = decryptor.read_size(128 * 1024)
+                    got += decryptor.feed(bytes(bad[position : position + size]))
+                else:
+                    size = min(len(buffer), len(bad) - position)
+                    buffer[:size] = bad[position : position + size]
+                    got += decryptor.feed_read(size)
+                position += size
+        assert got + caught.value.decoded == messages[:index]  # type: ignore[attr-defined]
+        assert decryptor.failed and decryptor.read_buffer(128 * 1024) is None
+        with pytest.raises(DecryptError):
+            decryptor.feed(b"x")
+
+
+def test_no_kept_buffer_without_libsodium_or_with_a_frame_begun(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lnpmsg.noise import length_headers
+
+    messages = [bytes(1024)] * 200
+    stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
+    decryptor = MessageDecryptor(KEY, CHAINING_KEY)
+    decryptor.feed(stream[: 150 * 1058 + 7])  # a run, and a header begun
+    assert decryptor.read_buffer(128 * 1024) is None
+    assert decryptor.feed(stream[150 * 1058 + 7 : 160 * 1058]) == messages[150:160]
+    assert decryptor.read_buffer(128 * 1024) is not None
+    monkeypatch.setattr(length_headers, "AVAILABLE", False)
+    assert decryptor.read_buffer(128 * 1024) is None
+    assert _read_as_the_node_does(decryptor, stream[160 * 1058 :]) == messages[160:]
+
+
 def test_cut_frames_gives_every_header_and_body_for_any_count() -> None:
     # A run's frames are cut by struct unpacks of at most 64 frames each (64, then
     # 48, 32 or 16, then the rest): every count gives the same parts as slicing.
-    from lnpmsg.noise.cipher import _cut_frames
+    from lnpmsg.noise.frame_cut import cut_frames as _cut_frames
 
     for body_size in (0, 5, 1024):
         step = body_size + FRAME_OVERHEAD
@@ -365,14 +552,14 @@ def test_cut_frames_gives_every_header_and_body_for_any_count() -> None:
 def test_runs_of_many_sizes_in_one_large_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     # More run sizes than the cache of compiled cutting formats holds (made small
     # here; it starts again when full): every run is still decrypted, in order.
-    from lnpmsg.noise import cipher
+    from lnpmsg.noise import frame_cut
 
-    monkeypatch.setattr(cipher, "_CUT_CACHE_SIZE", 3)
-    monkeypatch.setattr(cipher, "_cutters", {})
+    monkeypatch.setattr(frame_cut, "_CUT_CACHE_SIZE", 3)
+    monkeypatch.setattr(frame_cut, "_cutters", {})
     messages = [bytes([size % 251]) * size for size in range(100, 120) for _ in range(150)]
     stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
     assert MessageDecryptor(KEY, CHAINING_KEY).feed(stream) == messages
-    assert 0 < len(cipher._cutters) <= 3
+    assert 0 < len(frame_cut._cutters) <= 3
 
 
 def test_hkdf_pair_is_rfc5869_hkdf_sha256() -> None:

@@ -253,8 +253,8 @@ def test_a_batch_of_app_messages_is_one_event_split_around_housekeeping():
 
 @pytest.mark.parametrize(
     "odd_one",
-    [None, b"\x80\x03b", b"\x80\x02b", b"\x80", bytearray(b"\x80\x01b"), Ping(num_pong_bytes=1).encode(), b"\x81\x01b"],
-    ids=["all-alike", "another-odd-type", "even-type", "short", "bytearray", "ping", "same-low-byte"],
+    [None, b"\x80\x03b", b"\x80\x02b", b"\x80", bytearray(b"\x80\x01b"), memoryview(b"\x80\x01b"), Ping(num_pong_bytes=1).encode(), b"\x81\x01b"],
+    ids=["all-alike", "another-odd-type", "even-type", "short", "bytearray", "memoryview", "ping", "same-low-byte"],
 )
 def test_a_batch_of_one_type_gives_what_message_by_message_gives(odd_one):
     # A batch of one unknown odd type is built at once; anything else in it goes

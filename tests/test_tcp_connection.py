@@ -226,3 +226,44 @@ async def test_accepted_connections_have_nagle_off() -> None:
             await client.aclose()
         await listener.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_receive_into_nowait_fills_the_buffer_or_says_none() -> None:
+    # A read into the caller's buffer: None while nothing is there, at most the
+    # buffer's length, 0 at the end of stream; on a closed connection None (receive_some says why).
+    async with _pair() as (dialed, accepted):
+        assert accepted.reads_into
+        buffer = bytearray(8)
+        assert accepted.receive_into_nowait(memoryview(buffer)) is None
+        await dialed.send_frames([b"0123456789"])
+        while (size := accepted.receive_into_nowait(memoryview(buffer))) is None:
+            await trio.sleep(0.001)
+        assert size == 8 and buffer == b"01234567"
+        assert accepted.receive_into_nowait(memoryview(buffer)[2:]) == 2 and buffer == b"0189" + b"4567"
+        await dialed.aclose()
+        while (size := accepted.receive_into_nowait(memoryview(buffer))) is None:
+            await trio.sleep(0.001)
+        assert size == 0
+        await accepted.aclose()
+        assert accepted.receive_into_nowait(memoryview(buffer)) is None
+        with pytest.raises(ConnectionClosed):
+            await accepted.receive_some()
+
+
+async def test_a_tor_connection_reads_its_pending_bytes_into_the_buffer_first() -> None:
+    # Bytes that came with the SOCKS reply are read before the socket's.
+    from lnpmsg.transports.tor.transport import TorConnection
+
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    conn = TorConnection(left, "peer.onion:9735", pending=b"abc")
+    try:
+        right.sendall(b"defgh")
+        buffer = bytearray(4)
+        assert conn.receive_into_nowait(memoryview(buffer)[:2]) == 2 and buffer[:2] == b"ab"
+        assert conn.receive_into_nowait(memoryview(buffer)) == 1 and buffer[:1] == b"c"
+        assert conn.receive_into_nowait(memoryview(buffer)) == 4 and buffer == b"defg"
+        assert await conn.receive_some(10) == b"h"
+    finally:
+        await conn.aclose()
+        right.close()

@@ -132,13 +132,16 @@ class PeerReading:
         on_events = self._on_events
         data = self._leftover
         self._leftover = b""
+        # bytes the last read put in the decryptor's buffer for a run (see MessageDecryptor.read_buffer)
+        kept = 0
+        reads_into = self.conn.reads_into
         while True:
-            if data:
-                counters.bytes_in += len(data)
+            if data or kept:
+                counters.bytes_in += kept or len(data)
                 failure: NoiseError | None = None
                 wants_scope = False
                 try:
-                    messages = decryptor.feed(data)
+                    messages = decryptor.feed_read(kept) if kept else decryptor.feed(data)
                 except NoiseError as exc:
                     # The inbound stream is undecipherable from here on: BOLT 8 says terminate,
                     # but the authentic frames before the bad one are handled first.
@@ -185,12 +188,27 @@ class PeerReading:
                 # extends the handshake's turn by one bounded read, and saves a pass of
                 # the scheduler on every connection.
                 received = self.conn.receive_nowait(RECEIVE_CHUNK) if not counters.bytes_in else None
+                kept = 0
                 if received is None:
-                    received = await self.conn.receive_some(RECEIVE_CHUNK)
+                    # In a run of frames of one size, bytes that are there go where they
+                    # are decrypted in place (after this read's schedule point, so a
+                    # cancel loses nothing); a wait holds no buffer, and its read ends
+                    # on a frame of the run when it can.
+                    buffer = decryptor.read_buffer(RECEIVE_CHUNK) if reads_into else None
+                    if buffer is not None:
+                        await trio.lowlevel.checkpoint()
+                        size = self.conn.receive_into_nowait(buffer)
+                        if size is None:
+                            decryptor.release_read_buffer()
+                        else:
+                            kept = size
+                            received = b"" if not size else None
+                    if buffer is None or size is None:
+                        received = await self.conn.receive_some(decryptor.read_size(RECEIVE_CHUNK))
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)
                 return False
-            if not received:
+            if received is not None and not received:
                 self._begin_close("peer closed the connection", reader_ends=True)
                 return False
-            data = received
+            data = received or b""

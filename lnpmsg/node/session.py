@@ -30,9 +30,9 @@ one ``SessionClosed`` event and refuses further input and output.
 from __future__ import annotations
 
 import enum
-import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
@@ -81,7 +81,6 @@ PONG_TIMEOUT = 30.0
 MIN_PING_INTERVAL = 0.05
 #: a peer may send this many pings per ``PING_INTERVAL`` before it is flooding
 MAX_PINGS_PER_INTERVAL = 20
-_type_bytes = operator.itemgetter(slice(0, 2))
 _BOLT1_TYPES = frozenset({Init.TYPE, Error.TYPE, WarningMessage.TYPE, Ping.TYPE, Pong.TYPE})
 
 
@@ -377,7 +376,10 @@ class PeerSession:
         Such a batch (a stream of custom messages) gives one ``RunReceived``
         (a batch type) or one ``UnknownMessage`` each, and nothing else;
         None when any message is otherwise (then the loop takes the batch
-        message by message). The checks run in C iterators over the batch.
+        message by message). The check is one C pass over the batch: the
+        unbound ``bytes.startswith`` takes only bytes (anything else raises
+        TypeError), and a message that starts with the two type bytes is at
+        least two long.
         """
         first = messages[0]
         if type(first) is not bytes or len(first) < 2:
@@ -385,10 +387,10 @@ class PeerSession:
         msg_type = (first[0] << 8) | first[1]
         if not (msg_type & 1 or msg_type in self.batch_types) or self.registry.class_lookup()(msg_type) is not None:
             return None
-        # Every message starting with these two bytes is also at least two long.
-        if list(map(_type_bytes, messages)).count(first[:2]) != len(messages):
-            return None
-        if list(map(type, messages)).count(bytes) != len(messages):
+        try:
+            if not all(map(bytes.startswith, messages, repeat(first[:2]))):
+                return None
+        except TypeError:  # a bytearray, memoryview or other buffer: the loop copies each to bytes
             return None
         return msg_type
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from hashlib import sha256
 
-__all__ = ["KEY_SIZE", "LENGTH_HEADER_SIZE", "MAC_SIZE", "hkdf_pair", "nonce_bytes"]
+__all__ = ["KEY_ROTATION_INTERVAL", "KEY_SIZE", "LENGTH_HEADER_SIZE", "MAC_SIZE", "NONCES", "hkdf_pair", "nonce_bytes"]
 
 #: ChaCha20-Poly1305 key and HKDF output half, in bytes.
 KEY_SIZE = 32
@@ -13,6 +13,8 @@ KEY_SIZE = 32
 MAC_SIZE = 16
 #: A BOLT-8 frame's encrypted big-endian u16 length and its MAC, in bytes.
 LENGTH_HEADER_SIZE = 2 + MAC_SIZE
+#: A key is replaced once its nonce reaches this value (BOLT 8: every 500 messages).
+KEY_ROTATION_INTERVAL = 1000
 
 # BOLT 8 follows Noise: 32 zero bits, then the 64-bit counter little-endian.
 _NONCE = struct.Struct("<4xQ")
@@ -57,3 +59,7 @@ def hkdf_pair(salt: bytes, ikm: bytes) -> tuple[bytes, bytes]:
 _INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
 _OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
 _SHA256_BLOCK = 64
+
+
+#: Every nonce a transport key can ever use, so the hot path indexes instead of packing.
+NONCES = tuple(nonce_bytes(counter) for counter in range(KEY_ROTATION_INTERVAL))

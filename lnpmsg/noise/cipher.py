@@ -11,7 +11,9 @@ decoder that parses straight out of the caller's chunk and only buffers
 the trailing partial frame (completed from the head of the next chunk,
 so no chunk is ever copied whole). Runs of frames of one size (a stream of
 like messages) are decrypted in batches over C iterators, without a Python
-loop turn per frame.
+loop turn per frame; a reader that can read into a buffer of its choice
+puts the reads of a run where their frames are decrypted in place (see
+:mod:`.run_reads`, the run tuning is there too).
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from . import length_headers
-from ._primitives import KEY_SIZE, LENGTH_HEADER_SIZE, MAC_SIZE, hkdf_pair, nonce_bytes
+from ._primitives import KEY_ROTATION_INTERVAL, KEY_SIZE, LENGTH_HEADER_SIZE, MAC_SIZE, hkdf_pair
+from ._primitives import NONCES as _NONCES
 from .errors import DecryptError, MessageTooLarge, NoiseError
+from .frame_cut import cut_frames as _cut_frames
 from .frame_scratch import SCRATCH_MOST_FRAMES, FrameScratch
+from .run_reads import BACK_OFF as _BACK_OFF
+from .run_reads import BATCH_CHUNK as _BATCH_CHUNK
+from .run_reads import MIN_BATCH as _MIN_BATCH
+from .run_reads import RUN_BEFORE_BATCH as _RUN_BEFORE_BATCH
+from .run_reads import RunReading, RunReads
 
 __all__ = [
     "FRAME_OVERHEAD",
@@ -48,29 +57,7 @@ MAX_MESSAGE_SIZE: Final = 65535
 FRAME_OVERHEAD: Final = LENGTH_HEADER_SIZE + MAC_SIZE
 #: The largest frame a peer may legally send (65569 bytes).
 MAX_FRAME_SIZE: Final = MAX_MESSAGE_SIZE + FRAME_OVERHEAD
-#: A key is replaced once its nonce reaches this value (BOLT 8: every 500 messages).
-KEY_ROTATION_INTERVAL: Final = 1000
-
-# Every nonce a key can ever use, so the hot path indexes instead of packing.
-_NONCES: Final = tuple(nonce_bytes(counter) for counter in range(KEY_ROTATION_INTERVAL))
 _pack_length = struct.Struct(">H").pack
-# Frames in a row of one size (counted across chunks) before the next ones are decrypted
-# as a batch of that size, and where the count restarts after a batch stopped early: 256
-# frames pass before the next try. A batch holds at most as many frames as the run had
-# so far, so one that stops early (wasting the slices of its frames, one or two header
-# decrypts and an exception) costs in proportion to the run it follows, and traffic of
-# mixed sizes pays well under 0.1 µs a frame for the batches it cannot use.
-_RUN_BEFORE_BATCH: Final = 32
-_BACK_OFF: Final = -224
-# Fewer whole frames than this left in the chunk go frame by frame: a batch costs a few
-# µs to set up, more than it saves on a few frames.
-_MIN_BATCH: Final = 16
-# Only chunks of at least this many bytes count runs and try batches; smaller ones (a
-# QUIC stream's, reads of a slow peer) take the plain loop, which costs them nothing more
-# (the count of a run is kept from the last large chunk). Below 64 KiB so that a ZeroMQ
-# data message (whole frames joined up to 65,569 bytes: 61 frames of 1 KiB messages
-# make 64,538) is a large chunk: its frames cost ~0.3 µs less each in batches.
-_BATCH_CHUNK: Final = 32 * 1024
 # ``encrypt_into`` is recent in cryptography: without it every batch takes encrypt_grouped
 _ENCRYPT_INTO: Final = hasattr(ChaCha20Poly1305, "encrypt_into")
 
@@ -282,7 +269,7 @@ class MessageEncryptor(_CipherState):
         return headers, bodies
 
 
-class MessageDecryptor(_CipherState):
+class MessageDecryptor(_CipherState, RunReading):
     """Turns the received byte stream back into messages, whatever the chunking.
 
     ``max_buffer`` is the largest frame accepted (and so the most bytes ever
@@ -290,7 +277,7 @@ class MessageDecryptor(_CipherState):
     bounds the memory a peer can make this connection hold.
     """
 
-    __slots__ = ("_body_size", "_buffer", "_max_buffer", "_run_length", "_run_size")
+    __slots__ = ("_body_size", "_buffer", "_max_buffer", "_offered", "_run_length", "_run_reads", "_run_size")
 
     def __init__(self, key: bytes, chaining_key: bytes, max_buffer: int = MAX_FRAME_SIZE) -> None:
         super().__init__(key, chaining_key)
@@ -304,6 +291,9 @@ class MessageDecryptor(_CipherState):
         # The size of the last frames and how many in a row had it (see _RUN_BEFORE_BATCH).
         self._run_size = -1
         self._run_length = 0
+        # The buffer reads of a run land in (see read_buffer), and how much of it the last one offered.
+        self._run_reads: RunReads | None = None
+        self._offered = 0
 
     @property
     def buffered(self) -> int:
@@ -524,40 +514,6 @@ class MessageDecryptor(_CipherState):
             except InvalidTag:
                 raise _BadBody(len(messages) - before) from None
         return done, done < count
-
-
-# Frames cut by one ``struct`` unpack, at most: a larger run takes several, so the
-# formats stay small (~65 bytes of the compiled format per frame).
-_CUT_MOST: Final = 64
-# Compiled formats kept, by (body size, frames): one size needs at most 19 (64, 48, 32,
-# 16 and 1-15 frames); past this many (traffic of many sizes) the cache starts again.
-_CUT_CACHE_SIZE: Final = 64
-_cutters: dict[tuple[int, int], struct.Struct] = {}
-
-
-def _cut_frames(source: bytes | bytearray, position: int, body_size: int, count: int) -> list[bytes]:
-    """The encrypted headers and bodies of ``count`` frames of ``body_size`` from ``position``, alternating.
-
-    Cut by ``struct`` unpacks of ``header body header body ...`` formats: each
-    gives every part of up to 64 frames as bytes in one C call, about four
-    times cheaper than a slice per part (bytes for the headers, memoryviews
-    for the bodies), and the AEAD takes the bodies faster as bytes than as
-    memoryviews.
-    """
-    parts: list[bytes] = []
-    step = body_size + FRAME_OVERHEAD
-    while count:
-        # 64 frames a piece, then 48, 32 or 16, then the rest: few formats per size.
-        piece = _CUT_MOST if count >= _CUT_MOST else (count & ~15 or count)
-        cutter = _cutters.get((body_size, piece))
-        if cutter is None:
-            if len(_cutters) >= _CUT_CACHE_SIZE:
-                _cutters.clear()
-            cutter = _cutters[body_size, piece] = struct.Struct(f"<{f'{LENGTH_HEADER_SIZE}s{body_size + MAC_SIZE}s' * piece}")
-        parts += cutter.unpack_from(source, position)
-        position += piece * step
-        count -= piece
-    return parts
 
 
 class _BadBody(Exception):

@@ -109,9 +109,10 @@ def open_headers(key: bytes, nonces: Sequence[bytes], headers: Sequence[bytes], 
 
     ``headers`` are encrypted length headers, one per nonce; every one is
     opened (a failure does not stop the batch), and the count ends at the
-    first that fails or says another length. Each must be exactly
-    ``LENGTH_HEADER_SIZE`` bytes: libsodium reads that many, unchecked here
-    (the cipher's cut of a run's frames makes them so).
+    first that fails or says another length. Each is ``LENGTH_HEADER_SIZE``
+    bytes, or a pointer to that many (a :class:`HeaderTargets` pointer into
+    a kept read buffer): libsodium reads that many, unchecked here (the
+    cipher's cut of a run's frames and its read layout make them so).
     """
     outputs = _outputs
     assert outputs is not None

@@ -99,6 +99,20 @@ class Connection(abc.ABC):
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         """Return the next bytes that arrived (at most ``max_bytes``), or ``b""`` at end of stream."""
 
+    #: whether :meth:`receive_into_nowait` can read (else it always says None)
+    reads_into = False
+
+    def receive_into_nowait(self, buffer: memoryview) -> int | None:
+        """Put bytes that already arrived at the start of ``buffer`` (at most its length): their
+        count (0 at end of stream), or None when nothing is there yet or the transport cannot.
+
+        Not a schedule point, like :meth:`receive_nowait`: the caller makes
+        one before (a reader that takes turns with other tasks). Errors are
+        those of ``receive_some``. The default says None.
+        """
+        del buffer
+        return None
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the connection (idempotent)."""

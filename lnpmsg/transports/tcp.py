@@ -186,6 +186,18 @@ class TcpConnection(Connection):
             await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
+    reads_into = True
+
+    def receive_into_nowait(self, buffer: memoryview) -> int | None:
+        if self._closed:
+            return None  # receive_some says why
+        try:
+            return self._sock.recv_into(buffer)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            raise self._lost("receive from", exc) from exc
+
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         if self._closed:
             return None  # receive_some says why

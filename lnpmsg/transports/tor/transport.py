@@ -88,6 +88,14 @@ class TorConnection(TcpConnection):
             return data
         return await super().receive_some(max_bytes)
 
+    def receive_into_nowait(self, buffer: memoryview) -> int | None:
+        if self._pending:  # bytes that came with the SOCKS reply go first
+            size = min(len(buffer), len(self._pending))
+            buffer[:size] = self._pending[:size]
+            self._pending = self._pending[size:]
+            return size
+        return super().receive_into_nowait(buffer)
+
 
 def split_tor_target(target: str) -> tuple[str | None, str, int]:
     """Split ``[peer@]host:port`` into ``(peer or None, host, port)``; onion hosts are validated and lower-cased.
