@@ -44,6 +44,8 @@ from lnpmsg.testing.disk import DiskFiller, small_disk
 from lnpmsg.testing.tornet import PrivateTorNetwork
 from lnpmsg.tor_app import NodeTor, TorSettings
 from lnpmsg.wire import UnknownMessage
+from lnpmsg.transports.tor import control as control_module
+from lnpmsg.transports.tor.control import DISK_FULL_WARN_INTERVAL, LaunchedTor
 from lnpmsg.transports.tor.output import disk_full_path
 
 pytestmark = pytest.mark.slow
@@ -76,6 +78,31 @@ def test_tor_log_lines_that_say_a_write_found_no_room() -> None:
         "Dec 06 [notice] Bootstrapped 100% (done): Done": None,
     }
     assert {line: disk_full_path(line) for line in said} == said
+
+
+def test_a_running_tors_failed_writes_are_one_warning_per_path_per_interval(tmp_path, monkeypatch, caplog) -> None:
+    tor = LaunchedTor(tmp_path)
+    clock = [1000.0]
+    monkeypatch.setattr(control_module.time, "monotonic", lambda: clock[0])
+    state = 'Dec 06 [warn] Error writing to "/d/tor/data/state": No space left on device'
+    cached = "Dec 06 [warn] Error writing to /d/tor/data/cached-microdesc-consensus: No space left on device"
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    with caplog.at_level(logging.WARNING):
+        tor._on_disk_full("/d/tor/data/state", state)
+        assert warnings() == []  # while starting, the failed start says it instead
+        tor._up = True
+        for path, line in [("/d/tor/data/state", state), ("/d/tor/data/cached-microdesc-consensus", cached)] * 3:
+            tor._on_disk_full(path, line)
+        assert len(warnings()) == 2 and "cannot write /d/tor/data/state: no room on its disk" in warnings()[0]
+        clock[0] += DISK_FULL_WARN_INTERVAL - 1
+        tor._on_disk_full("/d/tor/data/state", state)
+        assert len(warnings()) == 2
+        clock[0] += 1
+        tor._on_disk_full("/d/tor/data/state", state)
+        assert len(warnings()) == 3 and "tor said: Error writing to" in warnings()[2]
 
 
 # ------------------------------------------------------------ a full disk before the start (no Tor network)
