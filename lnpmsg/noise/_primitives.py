@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from hashlib import sha256
 
-__all__ = ["KEY_ROTATION_INTERVAL", "KEY_SIZE", "LENGTH_HEADER_SIZE", "MAC_SIZE", "NONCES", "hkdf_pair", "nonce_bytes"]
+__all__ = ["FRAME_OVERHEAD", "KEY_ROTATION_INTERVAL", "KEY_SIZE", "LENGTH_HEADER_SIZE", "MAC_SIZE", "NONCES", "hkdf_pair", "nonce_bytes"]
 
 #: ChaCha20-Poly1305 key and HKDF output half, in bytes.
 KEY_SIZE = 32
@@ -13,6 +13,8 @@ KEY_SIZE = 32
 MAC_SIZE = 16
 #: A BOLT-8 frame's encrypted big-endian u16 length and its MAC, in bytes.
 LENGTH_HEADER_SIZE = 2 + MAC_SIZE
+#: Bytes a frame adds to its message: the length header and the body's MAC.
+FRAME_OVERHEAD = LENGTH_HEADER_SIZE + MAC_SIZE
 #: A key is replaced once its nonce reaches this value (BOLT 8: every 500 messages).
 KEY_ROTATION_INTERVAL = 1000
 

@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from . import length_headers
-from ._primitives import KEY_ROTATION_INTERVAL, KEY_SIZE, LENGTH_HEADER_SIZE, MAC_SIZE, hkdf_pair
+from ._primitives import FRAME_OVERHEAD, KEY_ROTATION_INTERVAL, KEY_SIZE, LENGTH_HEADER_SIZE, MAC_SIZE, hkdf_pair
 from ._primitives import NONCES as _NONCES
 from .errors import DecryptError, MessageTooLarge, NoiseError
 from .frame_cut import cut_frames as _cut_frames
@@ -37,7 +37,7 @@ from .run_reads import BACK_OFF as _BACK_OFF
 from .run_reads import BATCH_CHUNK as _BATCH_CHUNK
 from .run_reads import MIN_BATCH as _MIN_BATCH
 from .run_reads import RUN_BEFORE_BATCH as _RUN_BEFORE_BATCH
-from .run_reads import RunReading, RunReads
+from .run_reads import BadBody, RunReading, RunReads, decrypt_run
 
 __all__ = [
     "FRAME_OVERHEAD",
@@ -53,8 +53,6 @@ __all__ = [
 
 #: The length prefix is a u16, so no message can be longer.
 MAX_MESSAGE_SIZE: Final = 65535
-#: Bytes a frame adds to its message: the length header and the body's MAC.
-FRAME_OVERHEAD: Final = LENGTH_HEADER_SIZE + MAC_SIZE
 #: The largest frame a peer may legally send (65569 bytes).
 MAX_FRAME_SIZE: Final = MAX_MESSAGE_SIZE + FRAME_OVERHEAD
 _pack_length = struct.Struct(">H").pack
@@ -453,7 +451,7 @@ class MessageDecryptor(_CipherState, RunReading):
                         nonce = 0
                 if position < size:
                     self._buffer += view[position:]
-        except _BadBody as bad:
+        except BadBody as bad:
             # A batch's body failed: its header (checked) spent a nonce, as in the loop.
             nonce += 2 * bad.done + 1
             body_size = last_size
@@ -481,44 +479,14 @@ class MessageDecryptor(_CipherState, RunReading):
 
         Returns how many, and whether a frame stopped the batch early. Every
         whole frame that fits (up to the key's last nonce, and ``most``) is
-        assumed to have this size, and cut out of ``source`` with a few
-        ``struct`` unpacks (:func:`_cut_frames`). Their headers are decrypted
-        first: a header counts only if it and every one before it
-        authenticate and say this size, since only then does it sit where it
-        was assumed to. Then the bodies of those frames. Raises ``_BadBody``
-        if one of them fails its MAC (``messages`` then holds the bodies
-        before it).
+        assumed to have this size, cut out of ``source`` with a few
+        ``struct`` unpacks (:func:`_cut_frames`) and decrypted by
+        :func:`~.run_reads.decrypt_run` (headers first; raises ``BadBody``).
         """
         step = body_size + FRAME_OVERHEAD
         count = min((len(source) - position) // step, (KEY_ROTATION_INTERVAL - nonce) // 2, most)
         if count <= 0:
             return 0, False
         parts = _cut_frames(source, position, body_size, count)
-        decrypt = self._aead.decrypt
-        expected = _pack_length(body_size)
-        if length_headers.AVAILABLE:  # libsodium: the same check, at less cost per call
-            done = length_headers.open_headers(self._key, _NONCES[nonce : nonce + 2 * count : 2], parts[0::2], expected)
-        else:
-            headers: list[bytes] = []
-            try:
-                headers += map(decrypt, _NONCES[nonce : nonce + 2 * count : 2], parts[0::2], repeat(None))
-            except InvalidTag:
-                pass  # this frame has another size, or a bad MAC: the frame-by-frame loop tells which
-            done = len(headers)
-            if headers.count(expected) != done:
-                done = next(i for i, header in enumerate(headers) if header != expected)
-        if done:
-            before = len(messages)
-            try:
-                messages += map(decrypt, _NONCES[nonce + 1 : nonce + 2 * done : 2], parts[1 : 2 * done : 2], repeat(None))
-            except InvalidTag:
-                raise _BadBody(len(messages) - before) from None
+        done = decrypt_run(self._aead, self._key, nonce, body_size, parts[0::2], parts[1::2], messages)
         return done, done < count
-
-
-class _BadBody(Exception):
-    """A body of a batch of frames failed its MAC after ``done`` good frames."""
-
-    def __init__(self, done: int) -> None:
-        super().__init__(done)
-        self.done = done

@@ -6,11 +6,10 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from ._primitives import LENGTH_HEADER_SIZE, MAC_SIZE
+from ._primitives import FRAME_OVERHEAD, LENGTH_HEADER_SIZE, MAC_SIZE
 
 __all__ = ["cut_frames"]
 
-_FRAME_OVERHEAD: Final = LENGTH_HEADER_SIZE + MAC_SIZE
 # Frames cut by one ``struct`` unpack, at most: a larger run takes several, so the
 # formats stay small (~65 bytes of the compiled format per frame).
 _CUT_MOST: Final = 64
@@ -30,7 +29,7 @@ def cut_frames(source: bytes | bytearray, position: int, body_size: int, count: 
     memoryviews.
     """
     parts: list[bytes] = []
-    step = body_size + _FRAME_OVERHEAD
+    step = body_size + FRAME_OVERHEAD
     while count:
         # 64 frames a piece, then 48, 32 or 16, then the rest: few formats per size.
         piece = _CUT_MOST if count >= _CUT_MOST else (count & ~15 or count)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 from cryptography.exceptions import InvalidTag
 
 from . import length_headers
-from ._primitives import KEY_ROTATION_INTERVAL, LENGTH_HEADER_SIZE, MAC_SIZE, NONCES
+from ._primitives import FRAME_OVERHEAD, KEY_ROTATION_INTERVAL, LENGTH_HEADER_SIZE, MAC_SIZE, NONCES
 from .errors import DecryptError
 
 if TYPE_CHECKING:
@@ -30,9 +30,8 @@ if TYPE_CHECKING:
 
     from .errors import NoiseError
 
-__all__ = ["BACK_OFF", "BATCH_CHUNK", "MIN_BATCH", "RUN_BEFORE_BATCH", "RunReading", "RunReads"]
+__all__ = ["BACK_OFF", "BATCH_CHUNK", "MIN_BATCH", "RUN_BEFORE_BATCH", "BadBody", "RunReading", "RunReads", "decrypt_run"]
 
-_FRAME_OVERHEAD: Final = LENGTH_HEADER_SIZE + MAC_SIZE
 _pack_length = struct.Struct(">H").pack
 # Frames in a row of one size (counted across chunks) before the next ones are decrypted
 # as a batch of that size, and where the count restarts after a batch stopped early: 256
@@ -66,7 +65,7 @@ class RunReads:
     __slots__ = ("_targets", "bodies", "body_size", "count", "heads", "view")
 
     def __init__(self, body_size: int, count: int) -> None:
-        step = body_size + LENGTH_HEADER_SIZE + MAC_SIZE
+        step = body_size + FRAME_OVERHEAD
         buffer = bytearray(step * count)
         #: the frames' bytes, as a read writes them
         self.view = memoryview(buffer)
@@ -119,7 +118,7 @@ class RunReading:
         run_size = self._run_size
         if self._run_length < RUN_BEFORE_BATCH or most < BATCH_CHUNK:
             return most
-        step = run_size + _FRAME_OVERHEAD
+        step = run_size + FRAME_OVERHEAD
         body_size = self._body_size
         # the bytes still missing from a frame begun in the last read
         pending = (body_size + MAC_SIZE if body_size >= 0 else step) - len(self._buffer) if self._buffer or body_size >= 0 else 0
@@ -139,7 +138,7 @@ class RunReading:
         if self._run_length < RUN_BEFORE_BATCH or most < BATCH_CHUNK or self._buffer or self._body_size >= 0 or not length_headers.AVAILABLE:
             return None
         body_size = self._run_size
-        step = body_size + _FRAME_OVERHEAD
+        step = body_size + FRAME_OVERHEAD
         count = min(most // step, self._run_length)
         if count < MIN_BATCH or self._failure is not None:
             return None
@@ -176,26 +175,23 @@ class RunReading:
         if self._failure is not None:
             raise self._failed_again()
         body_size = reads.body_size
-        step = body_size + _FRAME_OVERHEAD
+        step = body_size + FRAME_OVERHEAD
         whole = size // step
-        expected = _pack_length(body_size)
         messages: list[bytes] = []
         done = 0
         while done < whole:
             nonce = self._nonce
             count = min(whole - done, (KEY_ROTATION_INTERVAL - nonce) // 2)
-            good = length_headers.open_headers(self._key, NONCES[nonce : nonce + 2 * count : 2], reads.heads[done : done + count], expected)
+            try:
+                good = decrypt_run(self._aead, self._key, nonce, body_size, reads.heads[done : done + count], reads.bodies[done : done + count], messages)
+            except BadBody as bad:
+                # as in feed: the bad body's header spent its nonce
+                self._nonce = nonce + 2 * bad.done + 1
+                self._body_size = body_size
+                error = self._fail(DecryptError("bad MAC on an encrypted message"))
+                error.decoded = messages
+                raise error from None
             if good:
-                before = len(messages)
-                try:
-                    messages += map(self._aead.decrypt, NONCES[nonce + 1 : nonce + 2 * good : 2], reads.bodies[done : done + good], repeat(None))
-                except InvalidTag:
-                    # as in feed: the bad body's header spent its nonce
-                    self._nonce = nonce + 2 * (len(messages) - before) + 1
-                    self._body_size = body_size
-                    error = self._fail(DecryptError("bad MAC on an encrypted message"))
-                    error.decoded = messages
-                    raise error from None
                 nonce += 2 * good
                 if nonce == KEY_ROTATION_INTERVAL:
                     self._rotate()
@@ -214,6 +210,49 @@ class RunReading:
                 exc.decoded = messages + exc.decoded  # type: ignore[attr-defined]
                 raise
         return messages
+
+
+class BadBody(Exception):
+    """A body of a run of frames failed its MAC after ``done`` good frames."""
+
+    def __init__(self, done: int) -> None:
+        super().__init__(done)
+        self.done = done
+
+
+def decrypt_run(aead: ChaCha20Poly1305, key: bytes, nonce: int, body_size: int, heads: list[Any], bodies: list[Any], messages: list[bytes]) -> int:
+    """Decrypt frames assumed to have ``body_size``, their headers first: how many had it.
+
+    ``heads`` are the frames' encrypted length headers (bytes, or pointers
+    into a kept read buffer with libsodium), ``bodies`` their bodies, from
+    ``nonce`` of ``key`` on; ``len(heads)`` frames at most, within the key's
+    nonces. A header counts only if it and every one before it authenticate
+    and say this size, since only then does it sit where it was assumed to;
+    then the bodies of those frames are appended to ``messages``. Raises
+    :class:`BadBody` if one of them fails its MAC (``messages`` then holds
+    the bodies before it).
+    """
+    count = len(heads)
+    expected = _pack_length(body_size)
+    if length_headers.AVAILABLE:  # libsodium: the same check, at less cost per call
+        done = length_headers.open_headers(key, NONCES[nonce : nonce + 2 * count : 2], heads, expected)
+    else:
+        headers: list[bytes] = []
+        try:
+            headers += map(aead.decrypt, NONCES[nonce : nonce + 2 * count : 2], heads, repeat(None))
+        except InvalidTag:
+            pass  # this frame has another size, or a bad MAC: the frame-by-frame loop tells which
+        done = len(headers)
+        if headers.count(expected) != done:
+            done = next(i for i, header in enumerate(headers) if header != expected)
+    if done:
+        before = len(messages)
+        try:
+            # the nonces (``done`` of them) end the map: bodies past them are not touched
+            messages += map(aead.decrypt, NONCES[nonce + 1 : nonce + 2 * done : 2], bodies, repeat(None))
+        except InvalidTag:
+            raise BadBody(len(messages) - before) from None
+    return done
 
 
 class _Spares(threading.local):
