@@ -166,7 +166,7 @@ if SigCheck._fields != ("digest", "signature", "key", "label", "cache"):
 
 def channel_announcement_checks(msg: ChannelAnnouncement, raw: bytes) -> list[SigCheck]:
     """The four checks of a channel_announcement (``raw``: its exact bytes, type included)."""
-    digest = _sha256(_sha256(raw[CHANNEL_ANNOUNCEMENT_SIGNED_OFFSET:]).digest()).digest()
+    digest = channel_announcement_digest(raw)
     return [
         _check(SigCheck, (digest, msg.node_signature_1, msg.node_id_1, "node_signature_1", True)),
         _check(SigCheck, (digest, msg.node_signature_2, msg.node_id_2, "node_signature_2", True)),
@@ -176,8 +176,7 @@ def channel_announcement_checks(msg: ChannelAnnouncement, raw: bytes) -> list[Si
 
 
 def node_announcement_checks(msg: NodeAnnouncement, raw: bytes) -> list[SigCheck]:
-    digest = _sha256(_sha256(raw[SIGNED_OFFSET:]).digest()).digest()
-    return [_check(SigCheck, (digest, msg.signature, msg.node_id, "signature", True))]  # type: ignore[list-item]
+    return [_check(SigCheck, (signed_digest(raw), msg.signature, msg.node_id, "signature", True))]  # type: ignore[list-item]
 
 
 _UPDATE_LABELS = ("signature (by node_id_1)", "signature (by node_id_2)")
@@ -185,7 +184,7 @@ _UPDATE_LABELS = ("signature (by node_id_1)", "signature (by node_id_2)")
 
 def channel_update_checks(msg: ChannelUpdate, raw: bytes, node_id_1: bytes, node_id_2: bytes) -> list[SigCheck]:
     """The check of a channel_update, given the node ids of its channel's announcement."""
-    digest = _sha256(_sha256(raw[SIGNED_OFFSET:]).digest()).digest()
+    digest = signed_digest(raw)
     if msg.channel_flags & 1:
         return [_check(SigCheck, (digest, msg.signature, node_id_2, _UPDATE_LABELS[1], True))]  # type: ignore[list-item]
     return [_check(SigCheck, (digest, msg.signature, node_id_1, _UPDATE_LABELS[0], True))]  # type: ignore[list-item]
