@@ -407,9 +407,7 @@ def run_command(
     try:
         return trio.run(_run, args, request)
     except NoNodeRunning as exc:
-        # only a command that has --wait (a flag: 'gossip sync' has a --wait of its own) is told to add it
-        advice = " or add --wait" if isinstance(getattr(args, "wait", None), bool) else ""
-        _fail(args, f"{exc}; if it is starting, run the command again{advice}")
+        _fail(args, f"{exc}; if it is starting, run the command again or add --wait")
         return EXIT_NO_NODE
     except ControlCallError as exc:
         if missing_method_hint and exc.code == ErrorCode.METHOD_NOT_FOUND:
