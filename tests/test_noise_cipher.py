@@ -449,24 +449,30 @@ def _read_as_the_node_does(decryptor: MessageDecryptor, stream: bytes, short: ra
     return out
 
 
-def test_reads_of_a_run_are_decrypted_in_the_kept_buffer() -> None:
+def test_reads_of_a_run_are_decrypted_in_the_kept_buffer(libsodium: bool) -> None:
     # 1 KiB messages across four key rotations: once the run is known, reads go to the
-    # decryptor's kept buffer (whole frames, at most as many as the run had) and come out in order.
+    # decryptor's kept buffer (whole frames, at most as many as the run had) and come out
+    # in order. Without libsodium (whose pointers open the headers where they lie) there
+    # is no kept buffer: every read goes through feed, with the same messages.
     messages = [bytes([n % 256]) * 1024 for n in range(2000)]
     stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
     decryptor = MessageDecryptor(KEY, CHAINING_KEY)
     assert decryptor.read_buffer(128 * 1024) is None  # no run yet
     assert _read_as_the_node_does(decryptor, stream) == messages
     buffer = decryptor.read_buffer(128 * 1024)
-    assert buffer is not None and len(buffer) == (128 * 1024) // 1058 * 1058
+    if libsodium:
+        assert buffer is not None and len(buffer) == (128 * 1024) // 1058 * 1058
+    else:
+        assert buffer is None and decryptor.read_size(128 * 1024) == (128 * 1024) // 1058 * 1058  # the run is known
     assert decryptor.read_buffer(20 * 1058) is None  # too few frames to be worth it
     assert decryptor.buffered == 0
 
 
-def test_short_reads_into_the_kept_buffer_and_giving_it_back() -> None:
+def test_short_reads_into_the_kept_buffer_and_giving_it_back(libsodium: bool) -> None:
     # Reads that end anywhere (inside headers and bodies) still give every message in
     # order. A reader that gives its buffer back before a wait holds none; the next
     # reads (of this decryptor or another) take that spare rather than a new one.
+    # Without libsodium no buffer is offered, and giving none back does nothing.
     messages = [b"\x80\x01" + bytes([n % 256]) * 998 for n in range(3000)]
     stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
     for seed in range(3):
@@ -476,6 +482,12 @@ def test_short_reads_into_the_kept_buffer_and_giving_it_back() -> None:
     first.feed(stream[: 100 * step])
     second.feed(stream[: 100 * step])
     buffer = first.read_buffer(128 * 1024)
+    if not libsodium:
+        assert buffer is None
+        first.release_read_buffer()  # nothing held: nothing happens
+        assert second.read_buffer(128 * 1024) is None and first.read_buffer(128 * 1024) is None
+        assert first.feed(stream[100 * step : 150 * step]) == messages[100:150]
+        return
     assert buffer is not None
     kept = buffer.obj
     first.release_read_buffer()
@@ -488,10 +500,11 @@ def test_short_reads_into_the_kept_buffer_and_giving_it_back() -> None:
     assert first.feed_read(50 * step) == messages[100:150]
 
 
-def test_frames_of_another_size_or_a_bad_frame_in_a_kept_read() -> None:
+def test_frames_of_another_size_or_a_bad_frame_in_a_kept_read(libsodium: bool) -> None:
     # A read laid out for the run's size that holds frames of another size goes on
     # through feed (in order, nothing lost); a bad body or header in such a read raises
     # with exactly the authentic messages before it, and the decryptor stays failed.
+    # Without libsodium the same reads are fed, with the same messages and errors.
     messages = [bytes([1]) * 1024] * 300 + [bytes([2]) * 700] * 200 + [bytes([3]) * 1024] * 300
     stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
     assert _read_as_the_node_does(MessageDecryptor(KEY, CHAINING_KEY), stream) == messages
@@ -519,7 +532,9 @@ def test_frames_of_another_size_or_a_bad_frame_in_a_kept_read() -> None:
             decryptor.feed(b"x")
 
 
-def test_no_kept_buffer_without_libsodium_or_with_a_frame_begun(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_kept_buffer_with_a_frame_begun_or_without_libsodium(monkeypatch: pytest.MonkeyPatch) -> None:
+    from libsodium_modes import without_libsodium
+
     from lnpmsg.noise import length_headers
 
     messages = [bytes(1024)] * 200
@@ -528,8 +543,10 @@ def test_no_kept_buffer_without_libsodium_or_with_a_frame_begun(monkeypatch: pyt
     decryptor.feed(stream[: 150 * 1058 + 7])  # a run, and a header begun
     assert decryptor.read_buffer(128 * 1024) is None
     assert decryptor.feed(stream[150 * 1058 + 7 : 160 * 1058]) == messages[150:160]
-    assert decryptor.read_buffer(128 * 1024) is not None
-    monkeypatch.setattr(length_headers, "AVAILABLE", False)
+    # the frame is done: a buffer is offered, if libsodium is there to open its headers
+    assert (decryptor.read_buffer(128 * 1024) is not None) is length_headers.AVAILABLE
+    # libsodium gone mid-run (as in the fallback): none, and the reads go on through feed
+    without_libsodium(monkeypatch)
     assert decryptor.read_buffer(128 * 1024) is None
     assert _read_as_the_node_does(decryptor, stream[160 * 1058 :]) == messages[160:]
 
