@@ -11,6 +11,7 @@ from lnpmsg.node.events import CustomMessageReceived, PeerConnected, PeerDisconn
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import ConnectError
 from lnpmsg.node.peer import PeerClosedError
+from lnpmsg.noise import FRAME_OVERHEAD, LENGTH_HEADER_SIZE, MessageDecryptor
 from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wire import (
@@ -196,6 +197,45 @@ async def test_frames_before_a_bad_mac_in_the_same_write_are_handled_first():
         messages = [DEFAULT_REGISTRY.decode(m) for m in await raw.receive_until_closed(timeout=10)]
         assert Pong(ignored=bytes(7)) in messages
         await raw.aclose()
+
+
+@pytest.mark.parametrize("damage", ["header", "body"])
+async def test_a_run_of_like_messages_and_a_bad_frame_read_with_or_without_libsodium(libsodium, damage, monkeypatch):
+    """A stream of 1 KiB messages with a bad frame deep in it: with libsodium the node reads
+    the run into its kept buffer and opens the frames where they lie; without it (the
+    fallback) every read goes through the copying path. Either way the handler gets
+    exactly the messages before the bad frame, in order, and the same error ends the peer."""
+    in_place = []
+    feed_read = MessageDecryptor.feed_read
+
+    def counted(self, size):  # the real method, counted: which path the reads took
+        in_place.append(size)
+        return feed_read(self, size)
+
+    monkeypatch.setattr(MessageDecryptor, "feed_read", counted)
+    a = make_node()
+    received = []
+
+    async def on_custom(peer, message):
+        received.append(message.payload)
+
+    a.add_handler(CUSTOM, on_custom)
+    payloads = [bytes([n % 251]) * 1022 for n in range(1501)]
+    bad, step = 1500, 1024 + FRAME_OVERHEAD
+    async with running(a):
+        with a.events.subscribe(lambda event: isinstance(event, PeerDisconnected)) as events:
+            raw = await _raw(a)
+            stream = bytearray(b"".join(raw.encrypt(CUSTOM.to_bytes(2, "big") + payload) for payload in payloads))
+            stream[bad * step + (5 if damage == "header" else LENGTH_HEADER_SIZE + 5)] ^= 1
+            # the bad frame last: the node closes on it, and a send of more would find the connection reset
+            await raw.send_raw(bytes(stream[: (bad + 1) * step]))
+            with trio.fail_after(30):
+                event = await events.__anext__()
+            await raw.aclose()
+    what = "length" if damage == "header" else "message"
+    assert event.reason == f"bad encrypted frame from peer: bad MAC on an encrypted {what}"
+    assert received == payloads[:bad]
+    assert (sum(in_place) > 0) is libsodium
 
 
 def test_decrypt_error_carries_the_authentic_prefix():
