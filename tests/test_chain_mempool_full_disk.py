@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lnpmsg.chain.datadir import MempoolFile
 from lnpmsg.chain.regtest import FAUCET_SCRIPT, MEMPOOL_FILE, RegtestChain
-from lnpmsg.testing.disk import DiskFiller, small_disk
+from lnpmsg.testing.disk import DiskFiller, page_room, small_disk
 
 #: the kernel wants 50 MB free to open a chain (Bitcoin Core's minimum), its files take ~17 MB after 120 blocks
 DISK_KIB = 96 * 1024
@@ -25,9 +25,10 @@ def test_broadcasts_on_a_full_disk_are_kept_and_the_mempool_file_is_never_torn(t
             chain.faucet(FAUCET_SCRIPT, 10_000)
             filler = DiskFiller(disk)
             filler.fill()
-            # Records fit in the file's last page until one does not: that broadcast's append fails.
+            # Records fit in the file's last page until one does not: that broadcast's append fails
+            # (each record takes at least a byte of what the page has left, whatever its size).
             sent = []
-            for _ in range(40):
+            for _ in range(page_room(path / MEMPOOL_FILE) + 1):
                 sent.append(chain.faucet(FAUCET_SCRIPT, 10_000).txid)  # never raises: accepted in memory
                 if any(r.levelno >= logging.ERROR for r in caplog.records):
                     break

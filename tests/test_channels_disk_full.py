@@ -4,11 +4,13 @@ and goes on once there is space again.
 Bob's channel store sits on a real 4 MiB tmpfs (:mod:`lnpmsg.testing.disk`),
 filled with a file while the channel is open: his next writes fail with
 ``ENOSPC`` as on a full disk, the first of them maybe halfway through a frame
-(the kernel writes what fits). Alice offers an HTLC; Bob cannot write it, so
-he must not acknowledge it (no ``revoke_and_ack`` from a state he does not
-hold), must leave his log whole, and must say why. Once the space is back,
-the channels reestablish, the HTLC is committed and settled, and a Bob
-restarted from his disk holds exactly what the live one held.
+(the kernel writes what fits). It is filled once his log ends where his
+next record, which carries an onion, needs a new page. Alice offers an HTLC;
+Bob cannot write it, so he must not acknowledge it (no ``revoke_and_ack``
+from a state he does not hold), must leave his log whole, and must say why.
+Once the space is back, the channels reestablish, the HTLC is committed and
+settled, and a Bob restarted from his disk holds exactly what the live one
+held.
 
 Two nodes in one process, the in-memory transport, one embedded regtest chain
 (as ``test_channels_app.py``, whose helpers these are).
@@ -17,15 +19,19 @@ Two nodes in one process, the in-memory transport, one embedded regtest chain
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from test_channels_app import FUNDING_SAT, PUSH_MSAT, Pair, balances, chain, channels, only_channel, pay, settled, wait_until
 
+from lnpmsg.channels.manager import ManagedChannel
+from lnpmsg.channels.messages import ONION_PACKET_SIZE
 from lnpmsg.channels.records import parse_frames
+from lnpmsg.channels.state import Phase
 from lnpmsg.node.node import Node
 from lnpmsg.testing import MemoryNetwork
-from lnpmsg.testing.disk import DiskFiller, small_disk
+from lnpmsg.testing.disk import DiskFiller, page_room, small_disk
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
 
@@ -45,10 +51,39 @@ async def _connected(bob: Node, alice: Node) -> None:
             pass
 
 
+def _channel_with(node: Node, peer: Node) -> ManagedChannel:
+    manager = node.apps["channels"].manager  # type: ignore[attr-defined]
+    (channel,) = [c for c in manager.channels.values() if c.peer_id == peer.node_id and c.phase is not Phase.NEW]
+    return channel
+
+
+async def log_end_before_an_onion(node: Node, peer: Node, ready: Callable[[], bool]) -> None:
+    """Reconnect ``node`` (it dials) to ``peer`` until less than an onion's room is left in
+    the last page of ``node``'s log of their channel; ``ready``: the nodes are settled again.
+
+    Filled then, the disk refuses the channel's next record if it carries an onion
+    (whatever else the record holds): it needs a new page (see :func:`page_room`).
+    Where the log ends after a test's setup is chance (every record's size counts),
+    so it is moved: a reconnection appends a few records, fewer bytes than an onion
+    (checked), so the room left shrinks by less than an onion each time and cannot
+    step over the range wanted: a few rounds (~500 bytes each, a 4 KiB page).
+    """
+    log = _channel_with(node, peer).log.log_path
+    while page_room(log) >= ONION_PACKET_SIZE:
+        size = log.stat().st_size
+        await node.disconnect(peer.node_id, "test: the log's end moves")
+        await wait_until(lambda: not _channel_with(peer, node).core.state.connected, "the peer sees the link go")
+        await _connected(node, peer)
+        await wait_until(ready, "reestablished")
+        assert 0 < log.stat().st_size - size < ONION_PACKET_SIZE, "a reconnection's records must be fewer bytes than an onion"
+
+
 #: when Bob's disk fills: before Alice offers him an HTLC (he cannot write her
 #: ``update_add_htlc``), or before he offers one himself (his command cannot be written).
-#: Both writes carry an onion (1.4 kB), more than the free end of a file's last page; a
-#: settle's writes are small enough to fit there, so a full disk cannot be placed on them.
+#: Both writes carry an onion, and the disk fills when less than that is left in the last
+#: page of Bob's log (:func:`log_end_before_an_onion`). A settle's records are smaller than
+#: what a reconnection appends, so the log's end cannot be brought that way to where they
+#: would not fit: a full disk is not placed on them.
 STAGES = ["alice_offers", "bob_offers"]
 
 
@@ -75,6 +110,7 @@ async def test_a_full_disk_sends_nothing_unwritten_loses_nothing_and_recovers(
                     channel_id = only_channel(alice).channel_id.hex()
                     caplog.set_level(logging.ERROR, logger="lnpmsg.channels.manager")
                     payee, amount = (alice, -5_000_000) if stage == "bob_offers" else (bob, 9_000_000)
+                    await log_end_before_an_onion(bob, alice, lambda: settled(alice) and settled(bob))
                     before = balances(bob)
 
                     assert filler.fill() > 0

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["DiskFiller", "small_disk"]
+__all__ = ["DiskFiller", "page_room", "small_disk"]
 
 
 @contextmanager
@@ -47,6 +47,17 @@ def small_disk(path: Path, size_kib: int = 4096, inodes: int | None = None) -> I
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def page_room(path: Path) -> int:
+    """Bytes an append to ``path`` still writes once its disk is full: the free end of its last block.
+
+    tmpfs gives a file whole pages, so on a full disk an append that fits in
+    what is left of the file's last page lands, and only one that needs a new
+    page fails (after writing what fits). A test that needs a record refused
+    first makes this smaller than the record.
+    """
+    return -path.stat().st_size % os.statvfs(path).f_bsize
 
 
 class DiskFiller:
