@@ -20,6 +20,11 @@ says ``database or disk is full``).
 - A settlement the payee's channel could not write (injected: a full disk
   cannot be placed on so small a write) is made again once the channel is back.
 
+Where a channel's log is on the full disk and the refused write is an HTLC's record, the
+log's end is first moved to less than an onion before a page's end
+(``log_end_before_an_onion``): the record, which carries the onion, then needs a page
+the disk no longer has, whatever its size.
+
 Nodes in one process, the in-memory transport, one embedded regtest chain
 (as ``test_payments_app.py``, whose helpers these are).
 """
@@ -35,7 +40,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_channels_disk_full import _connected
+from test_channels_disk_full import _connected, log_end_before_an_onion
 from test_payments_app import channels, net, payments, quiet, wait_until
 from test_payments_crash_points import balances
 
@@ -120,6 +125,8 @@ async def test_a_payee_on_a_full_disk_settles_nothing_unwritten_and_completes_on
                 async with running(b):
                     invoice, before = await _invoice_over_a_channel(n, a, b, "full", "paid to a full disk")
                     caplog.set_level(logging.INFO)
+                    if disk == "data_dir":  # the HTLC's record needs a new page of the full disk
+                        await log_end_before_an_onion(b, a, lambda: quiet(a) and quiet(b))
 
                     assert filler.fill() > 0
                     async with trio.open_nursery() as nursery:
@@ -182,6 +189,8 @@ async def test_a_payer_on_a_full_disk_gets_a_clear_error_moves_nothing_and_pays_
             async with running(a, b):
                 invoice, before = await _invoice_over_a_channel(n, a, b, "full", "paid from a full disk")
                 caplog.set_level(logging.INFO)
+                if disk in ("channel_store", "part_recorded"):  # the HTLC's record needs a new page of the full disk
+                    await log_end_before_an_onion(a, b, lambda: quiet(a) and quiet(b))
 
                 fill_after.update(write=write, filler=filler)
                 if write is None:
@@ -253,6 +262,8 @@ async def test_a_forwarder_whose_disk_fills_mid_forward_loses_nothing_and_comple
                     await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
                     invoice = await payments(c).invoice(AMOUNT_MSAT, "full", "forwarded by a full disk")
                     nodes = {"a": a, "b": b, "c": c}
+                    for peer in (a, c):  # the incoming and the outgoing HTLC's records need a new page of the full disk
+                        await log_end_before_an_onion(b, peer, lambda: quiet(a) and quiet(b) and quiet(c))
                     before = balances(nodes)
                     caplog.set_level(logging.INFO)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_channels_disk_full import _connected
+from test_channels_disk_full import _connected, log_end_before_an_onion
 from test_payments_app import Net, channels, net, pay_error, payments, quiet, wait_until
 from test_payments_crash_points import balances
 from test_payments_disk_full import _fulfills, _htlcs, _pay_in_background, full_disk_under, restarted_between
@@ -111,6 +111,9 @@ async def test_an_mpp_to_a_full_disk_is_held_and_completes_exactly_once_when_spa
                     payments(b).mpp.timeout = 120.0  # the space comes back long before: the parts are held, never failed
                     invoice, before = await _two_paths(n, a, b, c)
                     caplog.set_level(logging.INFO)
+                    if disk == "data_dir":  # a part's record needs a new page of the full disk, on either path
+                        for peer in (a, c):
+                            await log_end_before_an_onion(b, peer, lambda: quiet(a) and quiet(b) and quiet(c))
 
                     if when == "before_the_parts":
                         assert filler.fill() > 0
