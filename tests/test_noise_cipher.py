@@ -512,13 +512,22 @@ def test_a_read_that_ends_mid_frame_leaves_the_next_read_in_place() -> None:
     buffer[: 10 * step + 40] = stream[position : position + 10 * step + 40]
     assert decryptor.feed_read(10 * step + 40) == messages[position // step : position // step + 10]
     position += 10 * step + 40
-    decryptor.release_read_buffer()  # a wait: the begun frame goes to feed's buffer, its header decrypted
-    assert decryptor.buffered == 40 - LENGTH_HEADER_SIZE
-    assert decryptor.read_buffer(128 * 1024) is None
-    assert decryptor.feed(stream[position:]) == messages[position // step :]
+    decryptor.release_read_buffer()  # a wait: no buffer held, the begun frame's 40 bytes kept apart
+    assert decryptor.buffered == 40
+    buffer = decryptor.read_buffer(128 * 1024)  # bytes are there again: it goes back in front
+    assert buffer is not None and (40 + len(buffer)) % step == 0
+    buffer[: 5 * step - 40] = stream[position : position + 5 * step - 40]
+    assert decryptor.feed_read(5 * step - 40) == messages[position // step : position // step + 5]
+    position += 5 * step - 40 + 100
+    buffer = decryptor.read_buffer(128 * 1024)
+    assert buffer is not None
+    buffer[:100] = stream[position - 100 : position]
+    assert decryptor.feed_read(100) == []
+    decryptor.release_read_buffer()
+    assert decryptor.feed(stream[position:]) == messages[position // step :]  # feed takes the begun frame first
     assert decryptor.buffered == 0
-    # A bad header in a begun frame fails the decryptor when the frame moves on (a wait),
-    # and its next call raises; nothing is lost before it.
+    # A bad header in a begun frame fails the decryptor when the frame moves on to
+    # feed; nothing is lost before it.
     bad = bytearray(stream)
     bad[150 * step + 3] ^= 1
     decryptor = MessageDecryptor(KEY, CHAINING_KEY)
@@ -528,9 +537,9 @@ def test_a_read_that_ends_mid_frame_leaves_the_next_read_in_place() -> None:
     buffer[: 50 * step + 30] = bad[100 * step : 150 * step + 30]
     assert decryptor.feed_read(50 * step + 30) == messages[100:150]
     decryptor.release_read_buffer()
-    assert decryptor.failed
     with pytest.raises(DecryptError, match="length"):
         decryptor.feed(bytes(bad[150 * step + 30 :]))
+    assert decryptor.failed and decryptor.read_buffer(128 * 1024) is None
 
 
 def test_frames_of_another_size_or_a_bad_frame_in_a_kept_read() -> None:

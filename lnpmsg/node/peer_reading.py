@@ -192,18 +192,22 @@ class PeerReading:
                 if received is None:
                     # In a run of frames of one size, bytes that are there go where they
                     # are decrypted in place (after this read's schedule point, so a
-                    # cancel loses nothing); a wait holds no buffer, and its read ends
-                    # on a frame of the run when it can.
+                    # cancel loses nothing). A wait holds no buffer: the reader waits
+                    # for bytes without one, then reads them into one all the same.
                     buffer = decryptor.read_buffer(RECEIVE_CHUNK) if reads_into else None
                     if buffer is not None:
                         await trio.lowlevel.checkpoint()
-                        size = self.conn.receive_into_nowait(buffer)
-                        if size is None:
+                        while (size := self.conn.receive_into_nowait(buffer)) is None:
                             decryptor.release_read_buffer()
+                            await self.conn.wait_receivable()  # the schedule point of this read
+                            buffer = decryptor.read_buffer(RECEIVE_CHUNK)
+                            if buffer is None:
+                                break
                         else:
                             kept = size
                             received = b"" if not size else None
-                    if buffer is None or size is None:
+                    if buffer is None:
+                        # not in a run: a read that ends on a frame of the run when it can
                         received = await self.conn.receive_some(decryptor.read_size(RECEIVE_CHUNK))
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)

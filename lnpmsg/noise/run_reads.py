@@ -88,6 +88,7 @@ class RunReading:
     if TYPE_CHECKING:
         _aead: ChaCha20Poly1305
         _begun: int
+        _begun_bytes: bytes
         _body_size: int
         _buffer: bytearray
         _failure: NoiseError | None
@@ -137,26 +138,34 @@ class RunReading:
         began there. Read into it, then call :meth:`feed_read` with the
         count the read gave, before anything else here. Its whole frames are
         decrypted where they lie. A reader that finds nothing to read gives
-        the buffer back (:meth:`release_read_buffer`) before it waits.
+        the buffer back (:meth:`release_read_buffer`) before it waits, and
+        asks for one again when bytes are there.
         """
+        view = self._read_view(most)
+        if view is None and self._begun:
+            self._move_begun()  # read_size then ends the next read on a frame
+        return view
+
+    def _read_view(self, most: int) -> memoryview | None:
         if self._run_length < RUN_BEFORE_BATCH or most < BATCH_CHUNK or self._buffer or self._body_size >= 0 or not length_headers.AVAILABLE:
             return None
         body_size = self._run_size
         step = body_size + FRAME_OVERHEAD
         count = min(most // step, self._run_length)
-        begun = self._begun
         if count < MIN_BATCH or self._failure is not None:
-            if begun:
-                self._move_begun()
             return None
+        begun = self._begun
         reads = self._run_reads
         if reads is None or reads.body_size != body_size or reads.count < count:
             if reads is not None:
                 if begun:
-                    self._move_begun()
-                    return None  # read_size then ends the next read on a frame, and a new buffer follows
+                    return None  # a new buffer after this frame
                 _spares.give(reads)
             reads = self._run_reads = _spares.take(body_size, count) or RunReads(body_size, most // step)
+            if begun:
+                # the frame begun before a wait (see release_read_buffer) goes back to the start
+                reads.view[:begun] = self._begun_bytes
+                self._begun_bytes = b""
         self._offered = count * step - begun
         return reads.view[begun : count * step]
 
@@ -166,20 +175,27 @@ class RunReading:
         It goes to this thread's few spares, which the next reads of any
         decryptor take: a peer waiting for data (an idle one) holds no
         buffer, and one streaming again takes a spare instead of a new one.
+        A frame the last read began there waits as a copy of its bytes (less
+        than a frame) and goes back to the start of the next buffer.
         """
         reads = self._run_reads
         if reads is not None:
             if self._begun:
-                self._move_begun()
+                self._begun_bytes = bytes(reads.view[: self._begun])
             self._run_reads = None
             _spares.give(reads)
 
     def _move_begun(self) -> None:
         """The frame the last read began in the kept buffer goes on as one begun in :meth:`feed`
         (its header decrypted if it is whole; a bad one fails this decryptor, whose next call raises)."""
-        reads = self._run_reads
-        assert reads is not None and not self._buffer and self._body_size < 0
-        begun = bytes(reads.view[: self._begun])
+        assert not self._buffer and self._body_size < 0
+        if self._begun_bytes:
+            begun = self._begun_bytes
+            self._begun_bytes = b""
+        else:
+            reads = self._run_reads
+            assert reads is not None
+            begun = bytes(reads.view[: self._begun])
         self._begun = 0
         try:
             self._parse(begun, 0, [])  # less than a frame: no message, at most a header
