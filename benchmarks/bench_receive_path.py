@@ -26,7 +26,7 @@ import random
 import statistics
 import time
 
-from bench_bolt8 import raw_decrypt  # benchmarks/ is the script's directory
+from bolt8_receiving import raw_decrypt  # benchmarks/ is the script's directory
 
 from lnpmsg.node.session import PeerSession
 from lnpmsg.noise import MessageDecryptor, MessageEncryptor
