@@ -14,11 +14,12 @@ Everything is measured in this one run, on this machine:
 - pyln-proto: Core Lightning's Python BOLT-8 implementation, same traffic
   (a sender thread and a reader thread, loopback TCP);
 - node receiving, in a second process, fed by a lean sender here (an
-  independent client: the handshake, an ``init``, then frames encrypted in
-  batches and written, less work per message than the node's): the node's
+  independent client: the handshake, an ``init``, then frames encrypted
+  before the first write and written in batches, far less work per message
+  than the node's, so the node takes a full stream): the node's
   messages per second of its own CPU time, against one core's AEAD decrypt
-  of the same frames (per CPU-second, measured in the node's process just
-  before and after);
+  of the same frames (per CPU-second, measured in the node's process in
+  slices between its reads: the same seconds of a shared host);
 - handshakes: sans-IO (both roles in memory); over loopback TCP (dial +
   acts 1-3 against a listening node), with the dialers in the same process
   and with a lean load generator in a second process (then also per second
@@ -42,13 +43,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import struct
 import sys
 import threading
 import time
-from collections import deque
 from itertools import repeat
 
 import trio
@@ -56,11 +55,15 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
-from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake, length_headers
 from lnpmsg.testing.pyln import WholeReads
 
-from bolt8_handshakes import (  # noqa: E402  (benchmarks/ is the script's directory, not a package)
-    cpu_seconds as _cpu_seconds,
+from bolt8_receiving import (  # noqa: E402  (benchmarks/ is the script's directory, not a package)
+    CUSTOM,
+    lnpmsg_throughput_two_processes,
+)
+from bolt8_receiving import drain as _drain  # noqa: E402
+from bolt8_receiving import open_headers as _open_headers  # noqa: E402
+from bolt8_handshakes import (  # noqa: E402
     pyln_handshakes,
     pyln_server,
     raw_responder_crypto,
@@ -69,7 +72,6 @@ from bolt8_handshakes import (  # noqa: E402  (benchmarks/ is the script's direc
     tcp_handshakes_two_processes,
 )
 
-CUSTOM = 32769
 
 
 def raw_aead(count: int, size: int) -> float:
@@ -96,21 +98,6 @@ def raw_aead(count: int, size: int) -> float:
         _drain(map(decrypt, body_nonces, bodies, repeat(None)))
         done += batch
     return count / (time.perf_counter() - start)
-
-
-#: runs an iterator to its end in C, keeping nothing
-_drain = deque(maxlen=0).extend
-
-
-def _open_headers(aead: ChaCha20Poly1305, key: bytes, nonces: list[bytes], headers: list[bytes], expected: bytes) -> None:
-    """Open a run of length headers the cheapest way the node has: libsodium's batch when it is
-    there (``lnpmsg.noise.length_headers``, which the node's reader uses), else one
-    ``cryptography`` call each."""
-    if length_headers.AVAILABLE:
-        if length_headers.open_headers(key, nonces, headers, expected) != len(headers):
-            raise AssertionError("a length header did not open")
-    else:
-        _drain(map(aead.decrypt, nonces, headers, repeat(None)))
 
 
 async def lnpmsg_and_limit(count: int, size: int, slices: int = 20) -> tuple[float, float]:
@@ -155,177 +142,6 @@ async def lnpmsg_and_limit(count: int, size: int, slices: int = 20) -> tuple[flo
         b.stop()
     total = per_slice * slices
     return total / stack_seconds, total / limit_seconds
-
-
-def raw_decrypt(count: int, size: int) -> float:
-    """Messages per CPU-second of one core's AEAD decrypt of BOLT-8 frames of ``size`` (the limit).
-
-    The same frames the node receives, already cut apart: per message, the
-    length header's and the body's ChaCha20-Poly1305 decrypt, nothing else
-    (no slicing, no parsing, no socket). Bodies straight on
-    ``cryptography``; headers in runs of 500 as the node's reader opens
-    them (:func:`_open_headers`: libsodium when it is there), so the limit
-    is never dearer than the node's own path.
-    """
-    key = os.urandom(32)
-    aead = ChaCha20Poly1305(key)
-    nonces = [struct.pack("<4xQ", i) for i in range(1000)]
-    header_nonces, body_nonces = nonces[0::2], nonces[1::2]
-    header = struct.pack(">H", size)
-    headers = [aead.encrypt(n, header, None) for n in header_nonces]
-    bodies = [aead.encrypt(n, bytes(size), None) for n in body_nonces]
-    decrypt = aead.decrypt
-    done = 0
-    start = time.process_time()
-    while done < count:
-        batch = min(500, count - done)
-        _open_headers(aead, key, header_nonces[:batch], headers[:batch], header)
-        _drain(map(decrypt, body_nonces[:batch], bodies, repeat(None)))  # a C loop, as the node's batches
-        done += batch
-    return count / (time.process_time() - start)
-
-
-def _context_switches() -> tuple[int, int]:
-    """This process's voluntary (it waited, e.g. for data) and involuntary (another process took the core) switches."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_nvcsw, usage.ru_nivcsw
-
-
-def _receiving_node(count: int, size: int, per_message: bool, queue) -> None:  # type: ignore[no-untyped-def]
-    """Child process: a node that receives ``count`` messages.
-
-    The receiving app takes the messages' type in runs (a batch handler, as
-    an app taking a stream of small messages would), or with
-    ``per_message`` one call per decoded message (a node-level handler).
-    Reports its messages per CPU-second and per second (from the first
-    call to the last, over the messages after the first call's), the
-    decrypt limit measured in this process just before and just after
-    (their mean), so the node and its limit share the same stretch of a
-    shared machine, and its context switches meanwhile: voluntary ones mean
-    it waited for data (the sender fell behind, and smaller reads cost more
-    per message), involuntary ones that other processes took its core.
-    """
-    from lnpmsg.app import App
-
-    async def run() -> None:
-        node = Node(NodeKey.generate(), NodeConfig(listen=["127.0.0.1:0"]))
-        received = 0
-        marks: list[tuple[int, float, float, tuple[int, int]]] = []
-        done = trio.Event()
-
-        def arrived(n: int) -> None:
-            nonlocal received
-            if not marks:
-                marks.append((received + n, _cpu_seconds(), time.perf_counter(), _context_switches()))
-            received += n
-            if received == count:
-                marks.append((received, _cpu_seconds(), time.perf_counter(), _context_switches()))
-                done.set()
-
-        def on_message(peer, message) -> None:  # type: ignore[no-untyped-def]
-            arrived(1)
-
-        def on_messages(peer, messages: list[bytes]) -> None:  # type: ignore[no-untyped-def]
-            arrived(len(messages))
-
-        if per_message:
-            # A plain function: the figure is the stack's, not an app's.
-            node.add_handler(CUSTOM, on_message)
-        else:
-            receiver = App("receiver")
-            # Never blocks: no timeout scope per call (``guard=False``, as documented).
-            receiver.add_batch_handler(CUSTOM, on_messages, guard=False)
-            node.mount(receiver)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.run)
-            before = raw_decrypt(max(count // 4, 1000), size)
-            queue.put((node.node_id.hex(), node.listen_addresses[0]))
-            await done.wait()
-            after = raw_decrypt(max(count // 4, 1000), size)
-            (first, cpu0, wall0, switches0), (last, cpu1, wall1, switches1) = marks
-            switches = (switches1[0] - switches0[0], switches1[1] - switches0[1])
-            queue.put(((last - first) / (cpu1 - cpu0), (last - first) / (wall1 - wall0), (before + after) / 2, switches))
-            node.stop()
-
-    trio.run(run)
-
-
-def _lean_sender(address: str, node_id: bytes, count: int, size: int) -> None:
-    """A load generator, not a node: handshake, an ``init``, then frames encrypted in batches and written.
-
-    Its work per message is the encryption and a share of one write, less
-    than the receiving node's, so the node is the one that sets the pace.
-    """
-    import socket
-
-    from lnpmsg.noise import TransportCipher
-    from lnpmsg.wire import Init
-
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as sock:
-        handshake = InitiatorHandshake(NodeKey.generate().secret, node_id)
-        sock.sendall(handshake.act_one())
-        act_two = b""
-        while len(act_two) < ACT_TWO_SIZE:
-            act_two += sock.recv(ACT_TWO_SIZE - len(act_two))
-        sock.sendall(handshake.receive_act_two(act_two))
-        encryptor = TransportCipher(handshake.keys).encryptor
-        sock.sendall(encryptor.encrypt_joined([Init().encode()]))
-        batch = [CUSTOM.to_bytes(2, "big") + bytes(size - 2)] * max(1, (128 * 1024) // size)
-        sent = 0
-        while sent < count:
-            part = batch if count - sent >= len(batch) else batch[: count - sent]
-            sock.sendall(encryptor.encrypt_joined(part))
-            sent += len(part)
-        # Closing with the node's init unread would reset the connection and drop
-        # what the node has not read yet: say we are done, then wait for its close.
-        sock.shutdown(socket.SHUT_WR)
-        while sock.recv(65536):
-            pass
-
-
-def lnpmsg_throughput_two_processes(count: int, size: int, per_message: bool = False) -> tuple[float, float, float, tuple[int, int]]:
-    """The receiving node in a second process, fed by a lean sender here (each on its own core).
-
-    Returns (the node's messages/s, its messages per CPU-second, the decrypt
-    limit per CPU-second measured in the node's process, its voluntary and
-    involuntary context switches while receiving). The receiving app takes
-    the messages in runs, or one call each with ``per_message``.
-    """
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    to_child, from_child = ctx.Queue(), ctx.Queue()
-    child = ctx.Process(target=_receiving_node, args=(count, size, per_message, _Duplex(from_child, to_child)))
-    child.start()
-    node_id, address = _from_child(from_child, child)
-    sender = threading.Thread(target=_lean_sender, args=(address, bytes.fromhex(node_id), count, size))
-    sender.start()
-    per_cpu_second, per_second, limit, switches = _from_child(from_child, child)
-    sender.join()
-    child.join()
-    return per_second, per_cpu_second, limit, switches
-
-
-class _Duplex:
-    """A pair of queues seen from the child: ``put`` goes to the parent, ``get`` comes from it."""
-
-    def __init__(self, outgoing, incoming) -> None:  # type: ignore[no-untyped-def]
-        self.put = outgoing.put
-        self.get = incoming.get
-
-
-def _from_child(queue, child):  # type: ignore[no-untyped-def]
-    """The child's next report; RuntimeError if the child exits without one (its traceback is
-    on stderr above), instead of waiting for ever."""
-    import queue as queues
-
-    while True:
-        try:
-            return queue.get(timeout=1.0)
-        except queues.Empty:
-            if not child.is_alive():
-                raise RuntimeError(f"the receiving node's process exited (code {child.exitcode}) before it reported") from None
 
 
 def pyln_throughput(count: int, size: int) -> float:
@@ -416,7 +232,7 @@ def main() -> None:
             keep_best(f"lnpmsg_{label}", ours)
             round_ratios[label].append(ours / limit)
             keep_best(f"pyln_{label}", pyln_throughput(max(count // 4, 100), size))
-            wall, per_cpu_second, decrypt_limit, _ = lnpmsg_throughput_two_processes(count, size)
+            wall, per_cpu_second, decrypt_limit, _, _ = lnpmsg_throughput_two_processes(count, size)
             keep_best(f"lnpmsg_2proc_{label}", wall)
             keep_best(f"lnpmsg_2proc_per_cpu_second_{label}", per_cpu_second)
             keep_best(f"raw_decrypt_{label}", decrypt_limit)
@@ -449,12 +265,16 @@ def _receiving_only(count: int, rounds: int, as_json: bool, handler: str = "batc
     per_round = []
     for index in range(rounds):
         for kind in kinds:
-            _, per_cpu_second, limit, (waited, preempted) = lnpmsg_throughput_two_processes(count, 1024, per_message=kind == "message")
+            _, per_cpu_second, limit, (waited, preempted), (user, system) = lnpmsg_throughput_two_processes(
+                count, 1024, per_message=kind == "message"
+            )
             per_round.append(
                 {
                     "round": index + 1,
                     "handler": kind,
                     "node_cpu_us_per_message": 1e6 / per_cpu_second,
+                    "node_user_us_per_message": 1e6 * user,
+                    "node_system_us_per_message": 1e6 * system,
                     "limit_cpu_us_per_message": 1e6 / limit,
                     "ratio": per_cpu_second / limit,
                     "voluntary_switches": waited,
@@ -464,11 +284,12 @@ def _receiving_only(count: int, rounds: int, as_json: bool, handler: str = "batc
     if as_json:
         print(json.dumps(per_round, indent=2))
         return
-    print("| round | handler | node CPU µs per 1 KiB message | limit (two decrypts) µs | node / limit | node waited / preempted |")
+    print("| round | handler | node CPU µs per 1 KiB message (user + system) | limit (two decrypts) µs | node / limit | node waited / preempted |")
     print("| ---: | --- | ---: | ---: | ---: | ---: |")
     for figures in per_round:
         print(
             f"| {figures['round']} | {figures['handler']} | {figures['node_cpu_us_per_message']:.2f} "
+            f"({figures['node_user_us_per_message']:.2f} + {figures['node_system_us_per_message']:.2f}) "
             f"| {figures['limit_cpu_us_per_message']:.2f} | {figures['ratio']:.0%} "
             f"| {figures['voluntary_switches']} / {figures['involuntary_switches']} |"
         )

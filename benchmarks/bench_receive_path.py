@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import time
 
-from bench_bolt8 import raw_decrypt  # benchmarks/ is the script's directory
+from bolt8_receiving import raw_decrypt  # benchmarks/ is the script's directory
 
 from lnpmsg.node.session import PeerSession
 from lnpmsg.noise import MessageDecryptor, MessageEncryptor
+from lnpmsg.noise.run_reads import BATCH_CHUNK
 from lnpmsg.wire import Init
 
 COUNT = 20_000
@@ -58,22 +60,27 @@ def receive(key: bytes, chaining_key: bytes, chunks: list[bytes], with_session: 
     return elapsed / COUNT * 1e6
 
 
-def receive_reads(key: bytes, chaining_key: bytes, stream: bytes, kept: bool) -> float:
+def receive_reads(key: bytes, chaining_key: bytes, stream: bytes, kept: bool, short: bool = False) -> float:
     """CPU µs per message of the decryptor and the session (the type taken in runs) over reads as the node makes them.
 
     Each read copies its bytes as the kernel does: into a fresh bytes (a
     ``recv``, fed to ``feed``), or with ``kept`` into the decryptor's kept
-    buffer when it offers one (a ``recv_into``, then ``feed_read``).
+    buffer when it offers one (a ``recv_into``, then ``feed_read``). With
+    ``short`` the reads into the kept buffer end anywhere, taking 25-100% of
+    it (the same sizes each time), as those of a reader that keeps up with
+    its peer do.
     """
     decryptor = MessageDecryptor(key, chaining_key)
     session = PeerSession(Init(), 0.0, batch_types={CUSTOM})
     view = memoryview(stream)
     received = position = 0
+    rng = random.Random(1)
+    parts = iter([rng.uniform(0.25, 1.0) for _ in range(len(stream) // BATCH_CHUNK + 1)])
     start = time.process_time()
     while position < len(stream):
         buffer = decryptor.read_buffer(CHUNK) if kept else None
         if buffer is not None:
-            size = min(len(buffer), len(stream) - position)
+            size = min(int(len(buffer) * next(parts)) if short else len(buffer), len(stream) - position)
             buffer[:size] = view[position : position + size]
             messages = decryptor.feed_read(size)
         else:
@@ -103,6 +110,7 @@ def main() -> None:
         "feed + session, a batch type": [],
         "reads copied to bytes, feed + session, a batch type": [],
         "reads into the kept buffer, feed_read + session, a batch type": [],
+        "reads into the kept buffer that end anywhere (25-100% of it), a batch type": [],
     }
     for _ in range(args.rounds):
         rounds["two decrypts (limit)"].append(two_decrypts())
@@ -111,6 +119,9 @@ def main() -> None:
         rounds["feed + session, a batch type"].append(receive(key, chaining_key, chunks, with_session=True, batch_type=True))
         rounds["reads copied to bytes, feed + session, a batch type"].append(receive_reads(key, chaining_key, stream, kept=False))
         rounds["reads into the kept buffer, feed_read + session, a batch type"].append(receive_reads(key, chaining_key, stream, kept=True))
+        rounds["reads into the kept buffer that end anywhere (25-100% of it), a batch type"].append(
+            receive_reads(key, chaining_key, stream, kept=True, short=True)
+        )
     results = {name: {"median": statistics.median(values), "lowest": min(values)} for name, values in rounds.items()}
     if args.json:
         print(json.dumps(results, indent=2))

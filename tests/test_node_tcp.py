@@ -338,3 +338,63 @@ async def test_configured_peers_are_connected_and_reconnected():
                 while a.node_id in b.peers and b.peers[a.node_id].is_ready is False or b.node_id not in a.peers:
                     await trio.sleep(0.05)
             assert b.peers[a.node_id].is_ready
+
+
+def _stream_to(node_id: bytes, address: str, messages: list[bytes]) -> None:
+    """A client in a thread: the handshake, an init, then all of ``messages`` encrypted
+    first and written at once (faster than any node decrypts), then its close."""
+    import socket
+
+    from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake, TransportCipher
+
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock:
+        handshake = InitiatorHandshake(NodeKey.generate().secret, node_id)
+        sock.sendall(handshake.act_one())
+        act_two = b""
+        while len(act_two) < ACT_TWO_SIZE:
+            act_two += sock.recv(ACT_TWO_SIZE - len(act_two))
+        sock.sendall(handshake.receive_act_two(act_two))
+        encryptor = TransportCipher(handshake.keys).encryptor
+        sock.sendall(encryptor.encrypt_joined([Init().encode(), *messages]))
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+
+
+async def test_a_peer_streaming_full_reads_lets_other_tasks_run_every_turn_bytes(libsodium):
+    # A stream that is always there is read into the run's kept buffer read after
+    # read, with a turn of the scheduler after at most TURN_BYTES (not before every
+    # read). Trio runs each task once per pass of its run loop, in either order, so
+    # between two turns of another task the reader has had at most two: the peer's
+    # bytes grow by at most 2 * TURN_BYTES, and at times by more than two reads.
+    # Without libsodium the reads go through receive_some, each its own turn.
+    from lnpmsg.node.peer_reading import RECEIVE_CHUNK, TURN_BYTES
+
+    messages = [CUSTOM.to_bytes(2, "big") + bytes([n % 256]) * 1022 for n in range(8000)]
+    received = []
+    all_in = trio.Event()
+
+    def on_message(peer, message):
+        received.append(message.payload)
+        if len(received) == len(messages):
+            all_in.set()
+
+    node = make_node()
+    node.add_handler(CUSTOM, on_message)
+    async with running(node) as nursery:
+        address = node.listen_addresses[0]
+        nursery.start_soon(trio.to_thread.run_sync, _stream_to, node.node_id, address, messages)
+        seen = []  # the peer's bytes read at each turn of this task
+        while not all_in.is_set():
+            peer = next(iter(node.peers.values()), None)
+            if peer is not None:
+                seen.append(peer.counters.bytes_in)
+            await trio.lowlevel.checkpoint()
+    assert received == [message[2:] for message in messages]
+    gaps = [after - before for before, after in zip(seen, seen[1:])]
+    if not libsodium:
+        assert max(gaps) <= 2 * RECEIVE_CHUNK
+        return
+    assert max(gaps) <= 2 * TURN_BYTES
+    assert any(gap > 2 * RECEIVE_CHUNK for gap in gaps)

@@ -500,6 +500,68 @@ def test_short_reads_into_the_kept_buffer_and_giving_it_back(libsodium: bool) ->
     assert first.feed_read(50 * step) == messages[100:150]
 
 
+def test_a_read_that_ends_mid_frame_leaves_the_next_read_in_place(libsodium: bool) -> None:
+    # A reader that keeps up with its peer gets reads that end anywhere: the frame a read
+    # ended in stays in the kept buffer (at its start) and the next read goes on after it,
+    # so it too is decrypted in place. Given back before a wait, that frame goes on
+    # through feed. Without libsodium no buffer is offered: the same cuts are fed.
+    messages = [bytes([n % 256]) * 1024 for n in range(400)]
+    stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
+    step = 1024 + FRAME_OVERHEAD
+    decryptor = MessageDecryptor(KEY, CHAINING_KEY)
+    assert decryptor.feed(stream[: 100 * step]) == messages[:100]
+    if not libsodium:
+        assert decryptor.read_buffer(128 * 1024) is None
+        position = 100 * step
+        for cut in (50 * step + 7, 30 * step + 100, step - 107):
+            assert decryptor.feed(stream[position : position + cut]) == messages[position // step : (position + cut) // step]
+            position += cut
+        assert decryptor.feed(stream[position:]) == messages[position // step :]
+        return
+    position = 100 * step
+    buffer = decryptor.read_buffer(128 * 1024)
+    assert buffer is not None
+    for cut in (50 * step + 7, 30 * step + 100, step - 107):  # inside a header, a body, then the rest of that frame
+        buffer[:cut] = stream[position : position + cut]
+        assert decryptor.feed_read(cut) == messages[position // step : (position + cut) // step]
+        position += cut
+        assert decryptor.buffered == position % step
+        buffer = decryptor.read_buffer(128 * 1024)
+        # the begun frame's bytes lie before the offered view: it ends on a frame's end
+        assert buffer is not None and (decryptor.buffered + len(buffer)) % step == 0
+    buffer[: 10 * step + 40] = stream[position : position + 10 * step + 40]
+    assert decryptor.feed_read(10 * step + 40) == messages[position // step : position // step + 10]
+    position += 10 * step + 40
+    decryptor.release_read_buffer()  # a wait: no buffer held, the begun frame's 40 bytes kept apart
+    assert decryptor.buffered == 40
+    buffer = decryptor.read_buffer(128 * 1024)  # bytes are there again: it goes back in front
+    assert buffer is not None and (40 + len(buffer)) % step == 0
+    buffer[: 5 * step - 40] = stream[position : position + 5 * step - 40]
+    assert decryptor.feed_read(5 * step - 40) == messages[position // step : position // step + 5]
+    position += 5 * step - 40 + 100
+    buffer = decryptor.read_buffer(128 * 1024)
+    assert buffer is not None
+    buffer[:100] = stream[position - 100 : position]
+    assert decryptor.feed_read(100) == []
+    decryptor.release_read_buffer()
+    assert decryptor.feed(stream[position:]) == messages[position // step :]  # feed takes the begun frame first
+    assert decryptor.buffered == 0
+    # A bad header in a begun frame fails the decryptor when the frame moves on to
+    # feed; nothing is lost before it.
+    bad = bytearray(stream)
+    bad[150 * step + 3] ^= 1
+    decryptor = MessageDecryptor(KEY, CHAINING_KEY)
+    assert decryptor.feed(bytes(bad[: 100 * step])) == messages[:100]
+    buffer = decryptor.read_buffer(128 * 1024)
+    assert buffer is not None
+    buffer[: 50 * step + 30] = bad[100 * step : 150 * step + 30]
+    assert decryptor.feed_read(50 * step + 30) == messages[100:150]
+    decryptor.release_read_buffer()
+    with pytest.raises(DecryptError, match="length"):
+        decryptor.feed(bytes(bad[150 * step + 30 :]))
+    assert decryptor.failed and decryptor.read_buffer(128 * 1024) is None
+
+
 def test_frames_of_another_size_or_a_bad_frame_in_a_kept_read(libsodium: bool) -> None:
     # A read laid out for the run's size that holds frames of another size goes on
     # through feed (in order, nothing lost); a bad body or header in such a read raises
@@ -508,6 +570,8 @@ def test_frames_of_another_size_or_a_bad_frame_in_a_kept_read(libsodium: bool) -
     messages = [bytes([1]) * 1024] * 300 + [bytes([2]) * 700] * 200 + [bytes([3]) * 1024] * 300
     stream = MessageEncryptor(KEY, CHAINING_KEY).encrypt_joined(messages)
     assert _read_as_the_node_does(MessageDecryptor(KEY, CHAINING_KEY), stream) == messages
+    for seed in range(3):  # reads that end anywhere, frames begun in the kept buffer among them
+        assert _read_as_the_node_does(MessageDecryptor(KEY, CHAINING_KEY), stream, random.Random(seed)) == messages
     frames = [len(message) + FRAME_OVERHEAD for message in messages]
     for index, offset in ((250, LENGTH_HEADER_SIZE + 5), (251, 1), (320, 0)):
         bad = bytearray(stream)

@@ -250,6 +250,41 @@ async def test_receive_into_nowait_fills_the_buffer_or_says_none() -> None:
             await accepted.receive_some()
 
 
+async def test_wait_receivable_returns_when_bytes_are_there_and_takes_none() -> None:
+    # The reader waits without a buffer, then reads into one: the wait ends when bytes
+    # arrive (leaving them all to the read), or raises ConnectionClosed when the
+    # connection is closed while it waits or was closed before.
+    async with _pair() as (dialed, accepted):
+        buffer = bytearray(16)
+        async with trio.open_nursery() as nursery:
+            woke = trio.Event()
+
+            async def wait() -> None:
+                await accepted.wait_receivable()
+                woke.set()
+
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            await dialed.send_frames([b"hello"])
+        assert accepted.receive_into_nowait(memoryview(buffer)) == 5 and buffer[:5] == b"hello"
+        failures: list[BaseException] = []
+
+        async def wait_failing() -> None:
+            try:
+                await accepted.wait_receivable()
+            except ConnectionClosed as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_failing)
+            await trio.testing.wait_all_tasks_blocked()
+            assert accepted.close_nowait()
+        assert len(failures) == 1
+        with pytest.raises(ConnectionClosed):
+            await accepted.wait_receivable()
+
+
 async def test_a_tor_connection_reads_its_pending_bytes_into_the_buffer_first() -> None:
     # Bytes that came with the SOCKS reply are read before the socket's.
     from lnpmsg.transports.tor.transport import TorConnection

@@ -25,10 +25,15 @@ if TYPE_CHECKING:
     from lnpmsg.noise import TransportCipher
     from lnpmsg.transports.base import Connection
 
-__all__ = ["RECEIVE_CHUNK", "PeerReading"]
+__all__ = ["RECEIVE_CHUNK", "TURN_BYTES", "PeerReading"]
 
 #: bytes asked of the transport per read; a large read decodes many small frames at once
 RECEIVE_CHUNK = 128 * 1024
+#: most bytes read into a run's kept buffer between two turns of the scheduler: a turn
+#: (a trio checkpoint, one pass of the run loop with its epoll_wait) costs 5-8 µs of a
+#: 128 KiB read's ~250 µs, so a peer streaming full reads takes one every other read and
+#: holds the thread for ~0.5 ms at most (a wait for data is a turn too)
+TURN_BYTES = 2 * RECEIVE_CHUNK
 
 
 class PeerReading:
@@ -134,6 +139,8 @@ class PeerReading:
         self._leftover = b""
         # bytes the last read put in the decryptor's buffer for a run (see MessageDecryptor.read_buffer)
         kept = 0
+        # bytes read in place since this task's last turn of the scheduler (see TURN_BYTES)
+        unturned = TURN_BYTES
         reads_into = self.conn.reads_into
         while True:
             if data or kept:
@@ -191,19 +198,27 @@ class PeerReading:
                 kept = 0
                 if received is None:
                     # In a run of frames of one size, bytes that are there go where they
-                    # are decrypted in place (after this read's schedule point, so a
-                    # cancel loses nothing); a wait holds no buffer, and its read ends
-                    # on a frame of the run when it can.
+                    # are decrypted in place (after a schedule point every TURN_BYTES, so
+                    # a cancel there loses nothing). A wait holds no buffer: the reader
+                    # waits for bytes without one, then reads them into one all the same.
                     buffer = decryptor.read_buffer(RECEIVE_CHUNK) if reads_into else None
                     if buffer is not None:
-                        await trio.lowlevel.checkpoint()
-                        size = self.conn.receive_into_nowait(buffer)
-                        if size is None:
+                        if unturned + len(buffer) > TURN_BYTES:
+                            await trio.lowlevel.checkpoint()
+                            unturned = 0
+                        while (size := self.conn.receive_into_nowait(buffer)) is None:
                             decryptor.release_read_buffer()
+                            await self.conn.wait_receivable()  # the schedule point of this read
+                            unturned = 0
+                            buffer = decryptor.read_buffer(RECEIVE_CHUNK)
+                            if buffer is None:
+                                break
                         else:
                             kept = size
+                            unturned += size
                             received = b"" if not size else None
-                    if buffer is None or size is None:
+                    if buffer is None:
+                        # not in a run: a read that ends on a frame of the run when it can
                         received = await self.conn.receive_some(decryptor.read_size(RECEIVE_CHUNK))
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)

@@ -275,7 +275,7 @@ class MessageDecryptor(_CipherState, RunReading):
     bounds the memory a peer can make this connection hold.
     """
 
-    __slots__ = ("_body_size", "_buffer", "_max_buffer", "_offered", "_run_length", "_run_reads", "_run_size")
+    __slots__ = ("_begun", "_begun_bytes", "_body_size", "_buffer", "_max_buffer", "_offered", "_run_length", "_run_reads", "_run_size")
 
     def __init__(self, key: bytes, chaining_key: bytes, max_buffer: int = MAX_FRAME_SIZE) -> None:
         super().__init__(key, chaining_key)
@@ -292,11 +292,15 @@ class MessageDecryptor(_CipherState, RunReading):
         # The buffer reads of a run land in (see read_buffer), and how much of it the last one offered.
         self._run_reads: RunReads | None = None
         self._offered = 0
+        # Bytes of the next frame that the last read left at the start of that buffer (see
+        # feed_read), and their copy while no buffer is held (see release_read_buffer).
+        self._begun = 0
+        self._begun_bytes = b""
 
     @property
     def buffered(self) -> int:
         """Received bytes not yet returned as a message (less than one frame)."""
-        return len(self._buffer)
+        return len(self._buffer) + self._begun
 
     def feed(self, data: bytes) -> list[bytes]:
         """Take the next received bytes; return every message they complete, in order.
@@ -304,6 +308,8 @@ class MessageDecryptor(_CipherState, RunReading):
         Raises ``DecryptError`` if a length or a message fails authentication,
         or a frame is larger than ``max_buffer``.
         """
+        if self._begun:
+            self._move_begun()  # a frame begun in the kept read buffer goes on here (a bad header fails)
         if self._failure is not None:
             raise self._failed_again()
         if type(data) is not bytes:

@@ -87,6 +87,8 @@ class RunReading:
 
     if TYPE_CHECKING:
         _aead: ChaCha20Poly1305
+        _begun: int
+        _begun_bytes: bytes
         _body_size: int
         _buffer: bytearray
         _failure: NoiseError | None
@@ -102,6 +104,8 @@ class RunReading:
         def _fail(self, error: NoiseError) -> NoiseError: ...
 
         def _failed_again(self) -> NoiseError: ...
+
+        def _parse(self, source: bytes, position: int, messages: list[bytes]) -> None: ...
 
         def feed(self, data: bytes) -> list[bytes]: ...
 
@@ -127,14 +131,22 @@ class RunReading:
     def read_buffer(self, most: int) -> memoryview | None:
         """Where the next read (at most ``most`` bytes) may go, in a run of frames of one size; else None.
 
-        In a run (as :meth:`read_size` finds one), with no frame begun and
-        libsodium there: a view of a buffer kept for reads of this run, as
-        many whole frames long as fit in ``most`` (at most as many as the
-        run had so far). Read into it, then call :meth:`feed_read` with the
+        In a run (as :meth:`read_size` finds one), with no frame begun
+        outside it and libsodium there: a view of a buffer kept for reads of
+        this run, as many whole frames long as fit in ``most`` (at most as
+        many as the run had so far), less the bytes of a frame the last read
+        began there. Read into it, then call :meth:`feed_read` with the
         count the read gave, before anything else here. Its whole frames are
         decrypted where they lie. A reader that finds nothing to read gives
-        the buffer back (:meth:`release_read_buffer`) before it waits.
+        the buffer back (:meth:`release_read_buffer`) before it waits, and
+        asks for one again when bytes are there.
         """
+        view = self._read_view(most)
+        if view is None and self._begun:
+            self._move_begun()  # read_size then ends the next read on a frame
+        return view
+
+    def _read_view(self, most: int) -> memoryview | None:
         if self._run_length < RUN_BEFORE_BATCH or most < BATCH_CHUNK or self._buffer or self._body_size >= 0 or not length_headers.AVAILABLE:
             return None
         body_size = self._run_size
@@ -142,13 +154,20 @@ class RunReading:
         count = min(most // step, self._run_length)
         if count < MIN_BATCH or self._failure is not None:
             return None
+        begun = self._begun
         reads = self._run_reads
         if reads is None or reads.body_size != body_size or reads.count < count:
             if reads is not None:
+                if begun:
+                    return None  # a new buffer after this frame
                 _spares.give(reads)
             reads = self._run_reads = _spares.take(body_size, count) or RunReads(body_size, most // step)
-        self._offered = count * step
-        return reads.view[: self._offered]
+            if begun:
+                # the frame begun before a wait (see release_read_buffer) goes back to the start
+                reads.view[:begun] = self._begun_bytes
+                self._begun_bytes = b""
+        self._offered = count * step - begun
+        return reads.view[begun : count * step]
 
     def release_read_buffer(self) -> None:
         """Give up the buffer :meth:`read_buffer` keeps, before a wait for the next bytes.
@@ -156,19 +175,43 @@ class RunReading:
         It goes to this thread's few spares, which the next reads of any
         decryptor take: a peer waiting for data (an idle one) holds no
         buffer, and one streaming again takes a spare instead of a new one.
+        A frame the last read began there waits as a copy of its bytes (less
+        than a frame) and goes back to the start of the next buffer.
         """
         reads = self._run_reads
         if reads is not None:
+            if self._begun:
+                self._begun_bytes = bytes(reads.view[: self._begun])
             self._run_reads = None
             _spares.give(reads)
+
+    def _move_begun(self) -> None:
+        """The frame the last read began in the kept buffer goes on as one begun in :meth:`feed`
+        (its header decrypted if it is whole; a bad one fails this decryptor, whose next call raises)."""
+        assert not self._buffer and self._body_size < 0
+        if self._begun_bytes:
+            begun = self._begun_bytes
+            self._begun_bytes = b""
+        else:
+            reads = self._run_reads
+            assert reads is not None
+            begun = bytes(reads.view[: self._begun])
+        self._begun = 0
+        try:
+            self._parse(begun, 0, [])  # less than a frame: no message, at most a header
+        except DecryptError:
+            pass  # sticky (self._failure): the next feed or feed_read raises
 
     def feed_read(self, size: int) -> list[bytes]:
         """:meth:`feed` for the ``size`` bytes a read put in :meth:`read_buffer`'s view.
 
         The run's frames are decrypted where they lie, as :meth:`feed`'s
-        batches do (headers first, then the bodies they vouch for); what is
-        left when a frame has another size or a bad header, or the read
-        ended mid-frame, goes through :meth:`feed` as a copy.
+        batches do (headers first, then the bodies they vouch for). A frame
+        the read ended in stays where it begun, moved to the buffer's start
+        (less than a frame's bytes), and the next read goes on after it; so
+        a reader that keeps up with its peer, whose reads end anywhere, reads
+        in place all the same. What is left when a frame has another size or
+        a bad header goes through :meth:`feed` as a copy.
         """
         reads = self._run_reads
         assert reads is not None and size <= self._offered
@@ -176,6 +219,8 @@ class RunReading:
             raise self._failed_again()
         body_size = reads.body_size
         step = body_size + FRAME_OVERHEAD
+        size += self._begun
+        self._begun = 0
         whole = size // step
         messages: list[bytes] = []
         done = 0
@@ -203,6 +248,11 @@ class RunReading:
                 break
         else:
             self._run_length += done
+            # a frame the read ended in stays in the buffer, moved to its start, for the next read
+            self._begun = size - done * step
+            if self._begun and done:
+                reads.view[: self._begun] = reads.view[done * step : size]
+            return messages
         if done * step < size:
             try:
                 messages += self.feed(bytes(reads.view[done * step : size]))

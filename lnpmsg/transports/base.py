@@ -113,6 +113,16 @@ class Connection(abc.ABC):
         del buffer
         return None
 
+    async def wait_receivable(self) -> None:
+        """Wait until bytes (or the end of stream, or an error) are there for
+        :meth:`receive_into_nowait`, taking none: a reader that waits with no
+        buffer of its own, and reads into one when there is something to read.
+
+        Only for transports that read into (:attr:`reads_into`); errors are
+        those of ``receive_some``.
+        """
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the connection (idempotent)."""

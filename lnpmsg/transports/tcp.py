@@ -198,6 +198,17 @@ class TcpConnection(Connection):
         except OSError as exc:
             raise self._lost("receive from", exc) from exc
 
+    async def wait_receivable(self) -> None:
+        if self._closed:
+            raise ConnectionClosed(f"receive from {self.remote_address} failed: connection closed")
+        self._waits += 1
+        try:
+            await trio.lowlevel.wait_readable(self._sock)
+        except (OSError, trio.ClosedResourceError) as exc:
+            raise self._lost("receive from", exc) from exc
+        finally:
+            self._waits -= 1
+
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         if self._closed:
             return None  # receive_some says why
