@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
-from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake, length_headers
+from lnpmsg.noise import length_headers
 
 #: the custom message type of the benchmarks' traffic
 CUSTOM = 32769
@@ -208,18 +208,12 @@ def _lean_sender(address: str, node_id: bytes, count: int, size: int) -> None:
     """
     import socket
 
-    from lnpmsg.noise import TransportCipher
+    from lnpmsg.testing.rawpeer import dial_blocking
     from lnpmsg.wire import Init
 
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as sock:
-        handshake = InitiatorHandshake(NodeKey.generate().secret, node_id)
-        sock.sendall(handshake.act_one())
-        act_two = b""
-        while len(act_two) < ACT_TWO_SIZE:
-            act_two += sock.recv(ACT_TWO_SIZE - len(act_two))
-        sock.sendall(handshake.receive_act_two(act_two))
-        encryptor = TransportCipher(handshake.keys).encryptor
+    sock, cipher = dial_blocking(address, node_id)
+    with sock:
+        encryptor = cipher.encryptor
         sock.sendall(encryptor.encrypt_joined([Init().encode()]))
         batch = [CUSTOM.to_bytes(2, "big") + bytes(size - 2)] * max(1, (128 * 1024) // size)
         # The frames are encrypted before the first is written (up to _PREPARED_MOST bytes of

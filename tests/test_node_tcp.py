@@ -13,7 +13,7 @@ from lnpmsg.node.node import ConnectError
 from lnpmsg.node.peer import PeerClosedError
 from lnpmsg.noise import FRAME_OVERHEAD, LENGTH_HEADER_SIZE, MessageDecryptor
 from lnpmsg.testing.nodes import address_of, make_node, running
-from lnpmsg.testing.rawpeer import RawPeer
+from lnpmsg.testing.rawpeer import RawPeer, dial_blocking
 from lnpmsg.wire import (
     DEFAULT_REGISTRY,
     WarningMessage,
@@ -345,17 +345,9 @@ def _stream_to(node_id: bytes, address: str, messages: list[bytes]) -> None:
     first and written at once (faster than any node decrypts), then its close."""
     import socket
 
-    from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake, TransportCipher
-
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as sock:
-        handshake = InitiatorHandshake(NodeKey.generate().secret, node_id)
-        sock.sendall(handshake.act_one())
-        act_two = b""
-        while len(act_two) < ACT_TWO_SIZE:
-            act_two += sock.recv(ACT_TWO_SIZE - len(act_two))
-        sock.sendall(handshake.receive_act_two(act_two))
-        encryptor = TransportCipher(handshake.keys).encryptor
+    sock, cipher = dial_blocking(address, node_id)
+    with sock:
+        encryptor = cipher.encryptor
         sock.sendall(encryptor.encrypt_joined([Init().encode(), *messages]))
         sock.shutdown(socket.SHUT_WR)
         while sock.recv(65536):

@@ -8,18 +8,44 @@ how their handlers and the node react to misbehaving peers.
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 
 import trio
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.peer import handshake_as_initiator
-from lnpmsg.noise import NoiseError, TransportCipher
+from lnpmsg.noise import ACT_TWO_SIZE, InitiatorHandshake, NoiseError, TransportCipher
 from lnpmsg.transports.base import Transport
 from lnpmsg.transports.tcp import TcpTransport
 from lnpmsg.wire import Init, Message
 
-__all__ = ["RawPeer"]
+__all__ = ["RawPeer", "dial_blocking"]
+
+
+def dial_blocking(address: str, node_id: bytes, key: NodeKey | None = None) -> tuple[socket.socket, TransportCipher]:
+    """Connect a plain blocking socket to ``host:port`` and run the BOLT-8 handshake as initiator.
+
+    For a client in a thread or another process that writes a stream its own
+    way (a load generator, a test's sender); it sends no ``init``. The socket
+    is the caller's to close.
+    """
+    host, port = address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    try:
+        handshake = InitiatorHandshake((key or NodeKey.generate()).secret, node_id)
+        sock.sendall(handshake.act_one())
+        act_two = b""
+        while len(act_two) < ACT_TWO_SIZE:
+            chunk = sock.recv(ACT_TWO_SIZE - len(act_two))
+            if not chunk:
+                raise NoiseError("the responder closed the connection before act two")
+            act_two += chunk
+        sock.sendall(handshake.receive_act_two(act_two))
+        return sock, TransportCipher(handshake.keys)
+    except BaseException:
+        sock.close()
+        raise
 
 
 class RawPeer:
