@@ -1,3 +1,8 @@
+import os
+import shutil
+import sys
+import tempfile
+
 from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["lnpmsg.testing.pytest_tor"]
@@ -6,3 +11,29 @@ pytest_plugins = ["lnpmsg.testing.pytest_tor"]
 # slow example or slow input generation says nothing about the code under test.
 settings.register_profile("lnpmsg", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("lnpmsg")
+
+
+def _share_bytecode() -> str | None:
+    """With PYTHONDONTWRITEBYTECODE set (as in many CI images), every Python process
+    the suite starts (hundreds of ``lnpmsg node``s, CLI calls, Electrum daemons)
+    compiles each module it imports from source again: about a third of a second per
+    node. Instead this run keeps its bytecode in a directory of its own
+    (PYTHONPYCACHEPREFIX), removed at the end, so that the source tree still gets
+    no ``__pycache__``: this process writes it as it imports, the children read it.
+    The directory, or None when there is nothing to do."""
+    if not sys.flags.dont_write_bytecode or os.environ.get("PYTHONPYCACHEPREFIX") or sys.pycache_prefix:
+        return None
+    directory = tempfile.mkdtemp(prefix="lnpmsg-pycache-")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = directory
+    sys.pycache_prefix = directory
+    sys.dont_write_bytecode = False
+    return directory
+
+
+_BYTECODE = _share_bytecode()
+
+
+def pytest_unconfigure(config: object) -> None:
+    if _BYTECODE is not None:
+        shutil.rmtree(_BYTECODE, ignore_errors=True)
