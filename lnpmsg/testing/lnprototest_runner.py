@@ -17,7 +17,8 @@ own process with lnpmsg's interpreter, ``$LNPMSG_PYTHON`` (default:
 The node is set up as lnprototest expects of a node under test (the same
 set-up as its Core Lightning runner): node key ``01``, regtest (the embedded
 chain, whose block 1 is lnprototest's fixed block and whose height is 101
-at the start of every run), the channel secrets forced to
+at the start of every run: each start copies the stopped data dir of a node
+that got there once), the channel secrets forced to
 ``get_keyset()``'s, the wallet holding lnprototest's five funding keys,
 funding depth 3 and fast gossip.
 
