@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from lnpmsg import __version__
 from lnpmsg.io.interrupt import run_interruptible
-from lnpmsg.rpc.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from lnpmsg.rpc.commands import COMMANDS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_command
 from lnpmsg.runtime.settings import (
     DEFAULT_DATA_DIR,
     DEFAULT_LISTEN,
@@ -87,7 +87,8 @@ def _logging_to_stderr(level: str) -> Iterator[None]:
             logging.getLogger(name).setLevel(chatty_level)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:  # type: ignore[type-arg]
+    """The ``lnpmsg`` parser without its commands, and the action commands are added to."""
     parser = argparse.ArgumentParser(
         prog="lnpmsg",
         description="A Tor-first P2P node and message framework speaking the Lightning wire protocol.",
@@ -103,6 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
         # Accepted without a command (then help is printed); main() moves them after the command name.
         parser.add_argument(option, **({"metavar": "VALUE"} if takes_value else {"action": "store_true"}), default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser, commands
+
+
+def _control_parser() -> argparse.ArgumentParser:
+    """``lnpmsg``'s parser with the control commands only (``call``, ``getinfo``, ``stop``...):
+    what ``main`` parses them with, so that they import the control client alone and not
+    every app's options (a few tenths of a second per command)."""
+    from lnpmsg.rpc.commands import add_commands
+
+    parser, commands = _command_parser()
+    add_commands(commands, DEFAULT_DATA_DIR)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser, commands = _command_parser()
 
     node = commands.add_parser(
         "node",
@@ -347,6 +364,17 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return {}
 
 
+def _command_index(argv: Sequence[str]) -> int:
+    """Where the command name is in ``argv``: after the :data:`GLOBAL_OPTIONS` (and their values) before it."""
+    i = 0
+    while i < len(argv):
+        name, eq, _ = argv[i].partition("=")
+        if name not in GLOBAL_OPTIONS:
+            break
+        i += 2 if GLOBAL_OPTIONS[name] and not eq else 1
+    return i
+
+
 def hoist_global_options(argv: Sequence[str], commands: Sequence[str]) -> list[str]:
     """``argv`` with the :data:`GLOBAL_OPTIONS` given before the command moved behind it.
 
@@ -355,15 +383,8 @@ def hoist_global_options(argv: Sequence[str], commands: Sequence[str]) -> list[s
     it has; one it does not have is argparse's usual error.
     """
     argv = list(argv)
-    head: list[str] = []
-    i = 0
-    while i < len(argv):
-        name, eq, _ = argv[i].partition("=")
-        if name not in GLOBAL_OPTIONS:
-            break
-        width = 2 if GLOBAL_OPTIONS[name] and not eq else 1
-        head += argv[i:i + width]
-        i += width
+    i = _command_index(argv)
+    head = argv[:i]
     if not head or i >= len(argv) or argv[i] not in commands:
         return argv
     rest = argv[i:]
@@ -388,15 +409,15 @@ def _apply_config_file(parser: argparse.ArgumentParser, command: argparse.Argume
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_index(argv)
+    parser = _control_parser() if command < len(argv) and argv[command] in COMMANDS else build_parser()
     subcommands = _subcommands(parser)
-    argv = hoist_global_options(sys.argv[1:] if argv is None else argv, list(subcommands))
+    argv = hoist_global_options(argv, list(subcommands))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from lnpmsg.rpc.commands import COMMANDS, run_command
-
     if args.command in COMMANDS:
         return run_command(args)
     from lnpmsg.chain import commands as chain_commands

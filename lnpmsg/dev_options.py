@@ -6,6 +6,7 @@ which make the node drivable by conformance suites such as lnprototest:
 - ``--dev-funding-confirms N``
 - ``--dev-fast-gossip``
 - ``--dev-policy-grace SECONDS``
+- ``--dev-update-interval SECONDS``
 
 The CLI calls :func:`add_options` on the node parser and :func:`from_args`
 before it builds the node; the result (a
@@ -62,6 +63,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="how long forwards may still meet a channel's previous fee policy after 'lnpmsg setchannelfee' "
         "(default: 600, BOLT 7's 10 minutes; 0: the new policy holds at once)",
     )
+    dev.add_argument(
+        "--dev-update-interval",
+        type=float,
+        metavar="SECONDS",
+        help="the least time between two of our channel_updates of one channel, e.g. a new fee policy "
+        "right after the first update (default: 10; 0: no limit)",
+    )
 
 
 def from_args(args: argparse.Namespace) -> DevOptions:
@@ -87,6 +95,7 @@ def from_args(args: argparse.Namespace) -> DevOptions:
             fast_gossip=args.dev_fast_gossip,
             import_privkeys=tuple(keys),
             policy_grace=args.dev_policy_grace,
+            update_interval=args.dev_update_interval,
         )
     except ChannelError as exc:
         raise ValueError(f"bad developer option: {exc}") from None

@@ -5,7 +5,9 @@ A opens an announced channel to B (``fundchannel --announce``); C, with no
 channel, is connected to both. After 6 confirmations ``lnpmsg gossip
 listchannels`` on every node shows the channel with both policies, C's
 ``listnodes`` both announced nodes (A's alias and color from
-``--alias``/``--rgb``); ``lnpmsg setchannelfee`` on A reaches C.
+``--alias``/``--rgb``); ``lnpmsg setchannelfee`` on A reaches C (A allows
+itself a channel_update a second, ``--dev-update-interval 1``: the new fee
+follows the first update at once instead of after the usual 10 s).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ async def test_announced_channel_in_every_nodes_gossip(tmp_path: Path) -> None:
     dirs = {name: tmp_path / name for name in "abc"}
     processes: list[tuple[trio.Process, Path]] = []
     try:
-        a, a_info = await start(dirs["a"], *owner_argv("127.0.0.1:0"), "--alias", "alpha", "--rgb", "112233")
+        a, a_info = await start(dirs["a"], *owner_argv("127.0.0.1:0"), "--alias", "alpha", "--rgb", "112233", "--dev-update-interval", "1")
         processes.append((a, dirs["a"]))
         rpc = user_argv(a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"]))
         b, b_info = await start(dirs["b"], *rpc)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,6 +47,17 @@ async def test_no_node_running(capsys, data_dir):
     assert code == 3 and out == "" and f"error: no node is running at {data_dir}" in err
     code, out, err = await cli(capsys, "listpeers", "--json", "--data-dir", data_dir)
     assert code == 3 and "no node is running" in json.loads(out)["error"]["message"]
+
+
+def test_a_control_command_loads_neither_the_node_nor_its_apps(data_dir):
+    # a shell runs 'lnpmsg call' in a loop: its start should be the control client's, not the node's
+    code = (
+        "import sys; from lnpmsg.cli import main; "
+        f"code = main(['--data-dir', {str(data_dir)!r}, 'call', 'getinfo']); "
+        "print(code, sorted(m for m in sys.modules if m.startswith(('lnpmsg.channels', 'lnpmsg.runtime.build', 'lnpmsg.gossip'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split(None, 1) == ["3", "[]\n"], done.stdout + done.stderr
 
 
 async def test_commands_against_a_running_node(capsys, data_dir):

@@ -18,9 +18,11 @@ from lnpmsg.channels.params import ChannelConfig
 from lnpmsg.cli import main
 from lnpmsg.gossip.app import GossipConfig
 from lnpmsg.gossip.commands import FAST_FLUSH_INTERVAL, node_gossip_app
+from lnpmsg.gossip.public.app import AnnounceConfig
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.rpc.params import ParamsError
+from lnpmsg.runtime import NodeSettings, build_node
 from lnpmsg.wallet.app import ChainApp, ChainAppError
 
 # what lnprototest's Core Lightning runner passes (secrets 0x10..0x14, seed 0xFF...)
@@ -60,7 +62,7 @@ def test_dev_options_as_the_channel_app_consumes_them() -> None:
     config = ChannelConfig(minimum_depth=6)
     assert DevOptions().channel_config(config) is config
     assert DevOptions(funding_confirms=1).channel_config(config).minimum_depth == 1
-    assert not DevOptions().active and DevOptions(fast_gossip=True).active
+    assert not DevOptions().active and DevOptions(fast_gossip=True).active and DevOptions(update_interval=0).active
     with pytest.raises(ChannelError, match="funding confirms"):
         DevOptions(funding_confirms=0)
 
@@ -72,6 +74,7 @@ def test_dev_options_as_the_channel_app_consumes_them() -> None:
         (["--dev-import-privkey", "11" * 32], "add --chain regtest"),
         (["--dev-import-privkey", "11" * 31, "--chain", "regtest"], "32 bytes"),
         (["--dev-funding-confirms", "0"], "funding confirms must be 1..1008"),
+        (["--dev-update-interval", "-1"], "update interval must be 0..86400"),
     ],
 )
 def test_bad_dev_options_stop_the_node_with_a_message(tmp_path, capsys, argv: list[str], error: str) -> None:
@@ -173,3 +176,10 @@ def test_the_channel_app_takes_the_forced_secrets_and_funding_depth(tmp_path) ->
         for manager in (managed, own):
             for channel in manager.channels.values():
                 channel.log.close()
+
+
+def test_the_update_interval_is_the_announce_apps_rate_limit(tmp_path) -> None:
+    for name, dev, limit in (("default", DevOptions(), AnnounceConfig().min_interval), ("dev", DevOptions(update_interval=1.0), 1.0)):
+        built = build_node(NodeSettings(data_dir=tmp_path / name, listen=["127.0.0.1:0"], chain="regtest", dev=dev))
+        assert built.app("announce").config.min_interval == limit
+    assert AnnounceConfig().min_interval > 1.0

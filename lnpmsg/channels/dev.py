@@ -99,6 +99,8 @@ class DevOptions:
         import_privkeys: raw secp256k1 keys whose P2WPKH outputs the wallet watches and spends.
         policy_grace: seconds a channel's previous fee policy is still accepted after
             ``setchannelfee`` (None: BOLT 7's 10 minutes; 0: the new one at once).
+        update_interval: the least seconds between two of our channel_updates of one
+            channel, and two node_announcements (None: the announce app's 10 s; 0: none).
     """
 
     channel_secrets: ChannelSecrets | None = None
@@ -106,6 +108,7 @@ class DevOptions:
     fast_gossip: bool = False
     import_privkeys: tuple[bytes, ...] = ()
     policy_grace: float | None = None
+    update_interval: float | None = None
 
     def __post_init__(self) -> None:
         if self.funding_confirms is not None and not 1 <= self.funding_confirms <= MAX_FUNDING_CONFIRMS:
@@ -114,12 +117,14 @@ class DevOptions:
             pubkey_from_privkey(key)
         if self.policy_grace is not None and not 0 <= self.policy_grace <= 86_400:
             raise ChannelError(f"the policy grace must be 0..86400 seconds, got {self.policy_grace:g}")
+        if self.update_interval is not None and not 0 <= self.update_interval <= 86_400:
+            raise ChannelError(f"the update interval must be 0..86400 seconds, got {self.update_interval:g}")
 
     @property
     def active(self) -> bool:
         """Whether any developer option is set (the node logs a warning then)."""
         return bool(self.channel_secrets or self.funding_confirms or self.fast_gossip or self.import_privkeys
-                    or self.policy_grace is not None)  # fmt: skip
+                    or self.policy_grace is not None or self.update_interval is not None)  # fmt: skip
 
     def channel_secrets_or(self, derived: ChannelSecrets) -> ChannelSecrets:
         """The forced secrets if any, else ``derived`` (the app's own, per channel)."""

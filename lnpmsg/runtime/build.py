@@ -472,6 +472,8 @@ def _mount_announce(node: Node, settings: NodeSettings) -> None:
     config = AnnounceConfig(alias=settings.alias, rgb_color=rgb, extra_addresses=tuple(settings.announce_addr))
     if settings.dev.policy_grace is not None:
         config = replace(config, policy_grace=settings.dev.policy_grace)
+    if settings.dev.update_interval is not None:
+        config = replace(config, min_interval=settings.dev.update_interval)
     node.mount(AnnounceApp(config))
 
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from lnpmsg.channels.dev import DevOptions
-
 if TYPE_CHECKING:
+    from lnpmsg.channels.dev import DevOptions
     from lnpmsg.chain.source import ChainSource
     from lnpmsg.node.identity import NodeKey
     from lnpmsg.node.node import Mountable
@@ -42,6 +41,14 @@ DEFAULT_LISTEN = "127.0.0.1:9735"
 #: arguments, or with the :class:`NodeSettings` when it takes one), or
 #: ``"MODULE:ATTR"`` / ``"path/to/file.py:ATTR"`` naming either
 AppSpec = Union["Mountable", Callable[..., Any], str]
+
+
+def _no_dev_options() -> DevOptions:
+    # imported here: the control commands (lnpmsg call, getinfo) read this module for
+    # DEFAULT_DATA_DIR and must not load the channel package with it
+    from lnpmsg.channels.dev import DevOptions
+
+    return DevOptions()
 
 
 class SettingsError(Exception):
@@ -135,7 +142,7 @@ class NodeSettings:
     channel_options: dict[str, Any] = field(default_factory=dict)
     #: the ``--dev-*`` options (conformance suites): forced channel secrets, funding
     #: depth, imported wallet keys, fast gossip (see :mod:`lnpmsg.channels.dev`)
-    dev: DevOptions = field(default_factory=DevOptions)
+    dev: DevOptions = field(default_factory=_no_dev_options)
     #: :class:`~lnpmsg.node.node.NodeConfig` fields the options above do not set, by name
     #: (limits, keepalive timers: ``{"max_peers": 20_000, "ping_interval": 30.0}``)
     node_config: dict[str, Any] = field(default_factory=dict)

@@ -17,7 +17,8 @@ own process with lnpmsg's interpreter, ``$LNPMSG_PYTHON`` (default:
 The node is set up as lnprototest expects of a node under test (the same
 set-up as its Core Lightning runner): node key ``01``, regtest (the embedded
 chain, whose block 1 is lnprototest's fixed block and whose height is 101
-at the start of every run), the channel secrets forced to
+at the start of every run: each start copies the stopped data dir of a node
+that got there once), the channel secrets forced to
 ``get_keyset()``'s, the wallet holding lnprototest's five funding keys,
 funding depth 3 and fast gossip.
 
@@ -34,6 +35,7 @@ reports the features the node announces in its ``init``.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -41,6 +43,7 @@ import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent import futures
 from pathlib import Path
@@ -90,6 +93,8 @@ BLOCK_ONE = (
 )
 #: the height every run starts at (block 1 above, then 100 mined)
 START_HEIGHT = 101
+#: the data dir of a node just started (chain at START_HEIGHT) by set of extra node options: Runner.start copies it
+_STARTED_DIRS: dict[tuple[str, ...], Path] = {}
 #: the features (init) of the node each set of extra node options gave: has_option's answers
 _FEATURES_SEEN: dict[tuple[str, ...], int] = {}
 #: BOLT 1's error (17) and warning (1): the reason a node may send as it fails a connection
@@ -187,10 +192,43 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
         return self.running
 
     def start(self) -> None:
-        """Start a fresh node (empty data dir) and bring its chain to :data:`START_HEIGHT`."""
+        """Start a fresh node with its chain at :data:`START_HEIGHT`: a copy of the data dir
+        of one started once for these node options (see :meth:`_started_dir`)."""
+        started = self._started_dir()
+        if self.node_dir.exists():
+            shutil.rmtree(self.node_dir)
+        shutil.copytree(started, self.node_dir, ignore=shutil.ignore_patterns("node.log"))
+        self._launch()
+
+    def _started_dir(self) -> Path:
+        """The data dir of a node started from an empty one, given lnprototest's block 1 and
+        mined to :data:`START_HEIGHT`, then stopped: every start copies it instead of
+        submitting and mining those blocks again through control calls (each one a
+        process: seconds per start). Made once per set of node options and kept until
+        the runner's process exits; what a test does never reaches it."""
+        key = tuple(self.startup_flags)
+        started = _STARTED_DIRS.get(key)
+        if started is not None:
+            return started
         if self.node_dir.exists():
             shutil.rmtree(self.node_dir)
         self.node_dir.mkdir(parents=True)
+        self._launch()
+        self.call("chain.submitblock", [BLOCK_ONE])
+        self.call("chain.mine", {"blocks": START_HEIGHT - 1})
+        height = self.getblockheight()
+        self.stop()
+        if height != START_HEIGHT:
+            raise RuntimeError(f"lnpmsg node's chain is at {height} after block 1 and {START_HEIGHT - 1} mined; its log: {self._log_tail()}")
+        keep = Path(tempfile.mkdtemp(prefix="lnpmsg-lnprototest-"))
+        atexit.register(shutil.rmtree, keep, ignore_errors=True)
+        started = keep / "lnpmsg"
+        shutil.copytree(self.node_dir, started, ignore=shutil.ignore_patterns("node.log"))
+        _STARTED_DIRS[key] = started
+        return started
+
+    def _launch(self) -> None:
+        """Run ``lnpmsg node`` on :attr:`node_dir` and wait for it to listen."""
         argv = [
             *lnpmsg_command(),
             "node",
@@ -222,9 +260,7 @@ class Runner(lnprototest.Runner):  # type: ignore[misc]
         self.features = int(info.get("features") or "0", 16)
         _FEATURES_SEEN[tuple(self.startup_flags)] = self.features
         self.apps = list(info.get("apps") or [])
-        self.call("chain.submitblock", [BLOCK_ONE])
-        self.call("chain.mine", {"blocks": START_HEIGHT - 1})
-        log.debug("lnpmsg node %s on %s:%d, chain at %d", self.node_id, self.host, self.port, self.getblockheight())
+        log.debug("lnpmsg node %s on %s:%d", self.node_id, self.host, self.port)
 
     def _read_summary(self) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
