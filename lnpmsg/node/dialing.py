@@ -6,7 +6,7 @@ peers connected with back-off. A part of :class:`~lnpmsg.node.node.Node`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING
 
 import trio
@@ -35,7 +35,7 @@ class Dialing:
 
     key: NodeKey
     config: NodeConfig
-    transports: dict[str, Transport]
+    transports: MutableMapping[str, Transport]
     peers: dict[bytes, Peer]
     admission: Admission
     _dialing: dict[bytes, trio.Event]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TypeVar
@@ -158,12 +158,13 @@ class Node(Dialing, Inbound, SessionSetup):
         if self.config.onion_to_onion and not self.config.onion_only:
             raise ValueError("onion_to_onion needs onion_only")
         if self.config.onion_only:
-            self.transports: dict[str, Transport] = dict(transports if transports is not None else onion_only_transports(self.config))
+            self.transports: MutableMapping[str, Transport] = dict(transports if transports is not None else onion_only_transports(self.config))
             bypass = sorted(set(self.transports) - {"tor"})
             if bypass:
                 raise TransportError(f"onion-only mode: only the tor transport may be enabled, not {', '.join(bypass)}")
         else:
-            self.transports = dict(transports or default_transports(tor_socks=self.config.tor_socks))
+            # the default kinds are made (their modules imported) when first listened or dialed on
+            self.transports = dict(transports) if transports else default_transports(tor_socks=self.config.tor_socks)
         self.registry = registry if registry is not None else DEFAULT_REGISTRY.copy()
         self.events = EventBus()
         self.peers: dict[bytes, Peer] = {}

@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+from collections.abc import MutableMapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
@@ -87,7 +88,7 @@ class Medium:
         """Seconds the check named ``check`` (a key of :data:`CHECKS`) may take here."""
         return self.bulk_deadline if check == "bulk_both_ways" else self.deadline
 
-    def transports(self) -> dict[str, Transport]:
+    def transports(self) -> MutableMapping[str, Transport]:
         """A fresh set of transports for one node."""
         return default_transports()
 
@@ -182,7 +183,7 @@ class MemoryMedium(Medium):
     def __init__(self, network: MemoryNetwork | None = None) -> None:
         self.network = network or MemoryNetwork()
 
-    def transports(self) -> dict[str, Transport]:
+    def transports(self) -> MutableMapping[str, Transport]:
         return {"mem": self.network.transport()}
 
     def listen_address(self) -> str:
@@ -270,7 +271,7 @@ class TorMedium(Medium):
         self.onions = dict(onions)
         self._ports = itertools.cycle(sorted(onions))
 
-    def transports(self) -> dict[str, Transport]:
+    def transports(self) -> MutableMapping[str, Transport]:
         return default_transports(tor_socks=self.socks_address)
 
     def listen_address(self) -> str:
