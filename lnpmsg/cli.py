@@ -234,10 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the options :func:`lnpmsg.tor_app.settings_from_args` reads besides --listen and --tor-socks
+#: (--tor-timeout only matters with one of them): unset, it gives no Tor and raises nothing
+_TOR_OPTIONS = ("tor", "tor_control", "tor_password", "tor_cookie", "tor_path", "tor_option", "no_onion_service", "onion_only", "onion_to_onion")
+
+
 def settings_from_args(args: argparse.Namespace) -> NodeSettings:
     """The :class:`NodeSettings` ``lnpmsg node``'s options (and config file) ask for; raises :class:`SettingsError`."""
     from lnpmsg.node.identity import IdentityError, key_from_hex
-    from lnpmsg.tor_app import settings_from_args as tor_settings_from_args
     from lnpmsg.transports.address import split_host_port
 
     from lnpmsg.channels.options import options_from_args as channel_options_from_args
@@ -254,10 +258,15 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
             tor_socks = split_host_port(args.tor_socks)
         except ValueError as exc:
             raise SettingsError(f"bad --tor-socks: {exc}") from None
-    try:
-        tor = tor_settings_from_args(args, tor_socks)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
+    tor = None
+    # With none of its options given the node has no Tor of its own: the Tor app (and stem) stay unloaded.
+    if any(getattr(args, name) for name in _TOR_OPTIONS):
+        from lnpmsg.tor_app import settings_from_args as tor_settings_from_args
+
+        try:
+            tor = tor_settings_from_args(args, tor_socks)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
     from lnpmsg import dev_options
 
     try:

@@ -13,8 +13,6 @@ import argparse
 from dataclasses import replace
 from typing import Any
 
-from lnpmsg.chain.address import script_for_address
-from lnpmsg.chain.errors import ChainError
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wire import Features
 
@@ -75,6 +73,10 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def channel_settings(options: dict[str, Any], hrp: str) -> tuple[ChannelConfig, OpeningPolicy]:
     """The channel app's config and policy from :func:`options_from_args`'s dict; ValueError names a bad option."""
+    # here, not at the top: ``lnpmsg node`` reads the options of this module without a chain
+    from lnpmsg.chain.address import script_for_address
+    from lnpmsg.chain.errors import ChainError
+
     config_changes: dict[str, Any] = {}
     policy_changes: dict[str, Any] = {}
     for option, value in options.items():

@@ -10,6 +10,7 @@ A failed check raises :class:`~lnpmsg.channels.errors.RemoteFault`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lnpmsg.bitcoin.script import OP_0, OP_RETURN, is_op_return
 from lnpmsg.wire import Features
@@ -21,8 +22,12 @@ from .keys import (
     per_commitment_point,
     pubkey_from_privkey,
 )
-from .messages import AcceptChannel, OpenChannel, channel_type_features
 from .shachain import FIRST_INDEX, per_commitment_secret
+
+if TYPE_CHECKING:
+    # the BOLT-2 messages (their codecs are compiled at import) only where they are checked:
+    # the node's options and secrets need these settings, not the messages
+    from .messages import AcceptChannel, OpenChannel
 
 __all__ = [
     "ANCHORS_BIT",
@@ -275,6 +280,8 @@ def check_accept(
         raise RemoteFault("the reserve asked of us is below our dust limit")
     if params.channel_reserve_sat < params.dust_limit_sat:
         raise RemoteFault("channel_reserve_satoshis is less than dust_limit_satoshis")
+    from .messages import channel_type_features
+
     answered = channel_type_features(msg.tlvs)
     if channel_type is not None and answered is not None and answered != channel_type:
         raise RemoteFault(f"accept_channel channel_type {answered!r} differs from ours {channel_type!r}")

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lnpmsg.payments import bolt11
 from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
@@ -131,6 +130,9 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
 
 
 def _decodepay(args: argparse.Namespace) -> int:
+    # here, not at the top: every 'lnpmsg node' builds the parser that imports this module
+    from lnpmsg.payments import bolt11
+
     try:
         decoded = bolt11.decode(args.bolt11.strip()).to_dict()
     except ValueError as exc:
