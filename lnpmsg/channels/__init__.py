@@ -24,56 +24,81 @@ The channel state machine (BOLT 2), sans-IO:
 
 Transactions, sighashes, signatures and generic scripts are
 :mod:`lnpmsg.bitcoin`'s, the one model the chain layer and the wallet use too.
+
+Importing the package loads none of these modules: each name is imported from its
+module on first access (``lnpmsg node`` without a chain reads the channel options
+and secrets, :mod:`.params`, and needs no commitment code).
 """
 
-from .bolt3 import (
-    LOCAL_ANCHOR,
-    REMOTE_ANCHOR,
-    TO_LOCAL,
-    TO_REMOTE,
-    AnchorsExtension,
-    BaseExtension,
-    Htlc,
-    HtlcExtension,
-    bolt3_extensions,
-    delayed_output,
-    funding_spendable,
-    htlc_tag,
-)
-from .commitment import Commitment, build_commitment
-from .errors import ChannelError, LocalMisuse, RemoteFault, ShachainError
-from .extensions import (
-    CommitmentContext,
-    CommitmentExtension,
-    CommitmentOutput,
-    OutputSpec,
-    TxFrame,
-)
-from .inputs import Output, Record
-from .keys import ChannelBasepoints, CommitmentKeys
-from .params import ChannelConfig, ChannelSecrets, OpeningPolicy
-from .shachain import ShachainStore, per_commitment_secret
-from .spend import (
-    InputPlan,
-    Sig,
-    Spendable,
-    SpendPath,
-    SpendPlan,
-    Value,
-    build_spend,
-    sweep,
-)
-from .state import ChannelCore, ChannelState, Phase
-from .sweeps import (
-    closing_tx,
-    htlc_claim,
-    legacy_closing_tx,
-    penalty_sweep,
-    second_stage_penalty,
-    second_stage_sweep,
-    to_local_sweep,
-    to_remote_sweep,
-)
+from typing import TYPE_CHECKING
+
+from lnpmsg._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .bolt3 import (
+        LOCAL_ANCHOR,
+        REMOTE_ANCHOR,
+        TO_LOCAL,
+        TO_REMOTE,
+        AnchorsExtension,
+        BaseExtension,
+        Htlc,
+        HtlcExtension,
+        bolt3_extensions,
+        delayed_output,
+        funding_spendable,
+        htlc_tag,
+    )
+    from .commitment import Commitment, build_commitment
+    from .errors import ChannelError, LocalMisuse, RemoteFault, ShachainError
+    from .extensions import (
+        CommitmentContext,
+        CommitmentExtension,
+        CommitmentOutput,
+        OutputSpec,
+        TxFrame,
+    )
+    from .inputs import Output, Record
+    from .keys import ChannelBasepoints, CommitmentKeys
+    from .params import ChannelConfig, ChannelSecrets, OpeningPolicy
+    from .shachain import ShachainStore, per_commitment_secret
+    from .spend import (
+        InputPlan,
+        Sig,
+        Spendable,
+        SpendPath,
+        SpendPlan,
+        Value,
+        build_spend,
+        sweep,
+    )
+    from .state import ChannelCore, ChannelState, Phase
+    from .sweeps import (
+        closing_tx,
+        htlc_claim,
+        legacy_closing_tx,
+        penalty_sweep,
+        second_stage_penalty,
+        second_stage_sweep,
+        to_local_sweep,
+        to_remote_sweep,
+    )
+
+#: each module's names, re-exported here on first access
+_EXPORTS = {
+    "bolt3": ("LOCAL_ANCHOR", "REMOTE_ANCHOR", "TO_LOCAL", "TO_REMOTE", "AnchorsExtension", "BaseExtension", "Htlc", "HtlcExtension", "bolt3_extensions", "delayed_output", "funding_spendable", "htlc_tag"),
+    "commitment": ("Commitment", "build_commitment"),
+    "errors": ("ChannelError", "LocalMisuse", "RemoteFault", "ShachainError"),
+    "extensions": ("CommitmentContext", "CommitmentExtension", "CommitmentOutput", "OutputSpec", "TxFrame"),
+    "inputs": ("Output", "Record"),
+    "keys": ("ChannelBasepoints", "CommitmentKeys"),
+    "params": ("ChannelConfig", "ChannelSecrets", "OpeningPolicy"),
+    "shachain": ("ShachainStore", "per_commitment_secret"),
+    "spend": ("InputPlan", "Sig", "Spendable", "SpendPath", "SpendPlan", "Value", "build_spend", "sweep"),
+    "state": ("ChannelCore", "ChannelState", "Phase"),
+    "sweeps": ("closing_tx", "htlc_claim", "legacy_closing_tx", "penalty_sweep", "second_stage_penalty", "second_stage_sweep", "to_local_sweep", "to_remote_sweep"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, globals(), {name: f"{__name__}.{module}" for module, names in _EXPORTS.items() for name in names})
 
 #: the modules of this package that are trio, file or CLI shells; every other
 #: module is sans-IO and never imports one of these (tests/test_sans_io.py,
