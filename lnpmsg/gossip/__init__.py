@@ -14,56 +14,70 @@ Layers (the first ones sans-IO):
   (:mod:`~lnpmsg.gossip.verify_worker`);
 - :mod:`~lnpmsg.gossip.events`: what the app publishes.
 
-Importing the package (or any core module) loads no trio and no sqlite3:
-the app's and the store's names are imported on first access.
+Importing the package loads none of these modules, and a core module no trio and
+no sqlite3: each name is imported from its module on first access.
 """
 
 from typing import TYPE_CHECKING
 
 from lnpmsg._lazy import lazy_exports
-from lnpmsg.gossip.cln_store import (
-    ImportResult,
-    import_gossip_store,
-    load_gossip_store_file,
-    read_gossip_store,
-)
-from lnpmsg.gossip.errors import GossipError, GossipStoreWriteError
-from lnpmsg.gossip.events import (
-    GOSSIP_TOPICS,
-    ChannelAnnouncementEvent,
-    ChannelUpdateEvent,
-    GossipEvent,
-    GossipSyncEvent,
-    NodeAnnouncementEvent,
-    gossip_filter,
-)
-from lnpmsg.gossip.graph import ChannelRemoved, Decision, Graph, Outcome
-from lnpmsg.gossip.messages import (
-    GOSSIP_MESSAGES,
-    AnnouncementSignatures,
-    ChannelAnnouncement,
-    ChannelUpdate,
-    GossipTimestampFilter,
-    NodeAnnouncement,
-    QueryChannelRange,
-    QueryShortChannelIds,
-    ReplyChannelRange,
-    ReplyShortChannelIdsEnd,
-    register_gossip_messages,
-)
-from lnpmsg.gossip.sync import PeerSync
-from lnpmsg.gossip.verify import SignatureVerifier
 
 if TYPE_CHECKING:
     from lnpmsg.gossip.app import FundingCheck, FundingResult, GossipApp, GossipConfig
+    from lnpmsg.gossip.cln_store import (
+        ImportResult,
+        import_gossip_store,
+        load_gossip_store_file,
+        read_gossip_store,
+    )
+    from lnpmsg.gossip.errors import GossipError, GossipStoreWriteError
+    from lnpmsg.gossip.events import (
+        GOSSIP_TOPICS,
+        ChannelAnnouncementEvent,
+        ChannelUpdateEvent,
+        GossipEvent,
+        GossipSyncEvent,
+        NodeAnnouncementEvent,
+        gossip_filter,
+    )
+    from lnpmsg.gossip.graph import ChannelRemoved, Decision, Graph, Outcome
+    from lnpmsg.gossip.messages import (
+        GOSSIP_MESSAGES,
+        AnnouncementSignatures,
+        ChannelAnnouncement,
+        ChannelUpdate,
+        GossipTimestampFilter,
+        NodeAnnouncement,
+        QueryChannelRange,
+        QueryShortChannelIds,
+        ReplyChannelRange,
+        ReplyShortChannelIdsEnd,
+        register_gossip_messages,
+    )
     from lnpmsg.gossip.store import DB_FILE_NAME, AsyncGossipStore, GossipStore
+    from lnpmsg.gossip.sync import PeerSync
+    from lnpmsg.gossip.verify import SignatureVerifier
+
+#: the sans-IO cores' names, imported when first used too (the CLI reads resync's defaults
+#: without loading the graph)
+_CORES = {
+    "cln_store": ("ImportResult", "import_gossip_store", "load_gossip_store_file", "read_gossip_store"),
+    "errors": ("GossipError", "GossipStoreWriteError"),
+    "events": ("GOSSIP_TOPICS", "ChannelAnnouncementEvent", "ChannelUpdateEvent", "GossipEvent", "GossipSyncEvent", "NodeAnnouncementEvent", "gossip_filter"),
+    "graph": ("ChannelRemoved", "Decision", "Graph", "Outcome"),
+    "messages": ("GOSSIP_MESSAGES", "AnnouncementSignatures", "ChannelAnnouncement", "ChannelUpdate", "GossipTimestampFilter", "NodeAnnouncement", "QueryChannelRange", "QueryShortChannelIds", "ReplyChannelRange", "ReplyShortChannelIdsEnd", "register_gossip_messages"),
+    "sync": ("PeerSync",),
+    "verify": ("SignatureVerifier",),
+}
 
 #: the trio shells (the app, the SQLite store), imported when first used
 _SHELLS = {
     **dict.fromkeys(("FundingCheck", "FundingResult", "GossipApp", "GossipConfig"), "lnpmsg.gossip.app"),
     **dict.fromkeys(("DB_FILE_NAME", "AsyncGossipStore", "GossipStore"), "lnpmsg.gossip.store"),
 }
-__getattr__, __dir__ = lazy_exports(__name__, globals(), _SHELLS)
+__getattr__, __dir__ = lazy_exports(
+    __name__, globals(), {**{name: f"{__name__}.{module}" for module, names in _CORES.items() for name in names}, **_SHELLS}
+)
 
 __all__ = [
     "DB_FILE_NAME",
