@@ -14,27 +14,26 @@ Bitcoin Core JSON-RPC source.
 
 Importing the package or one of its sans-IO cores (``tx``, ``mining``,
 ``utxo``, ``mempool``, ``follow``, ``events``) loads no trio: the names of
-``lnpmsg.chain.source`` are imported on first access.
+``lnpmsg.chain.source``, ``events`` and ``follow`` are imported on first access.
 """
 
 from typing import TYPE_CHECKING
 
 from lnpmsg._lazy import lazy_exports
-
 from lnpmsg.chain.errors import ChainError
-from lnpmsg.chain.events import (
-    BlockConnected,
-    BlockDisconnected,
-    BlockRef,
-    ChainEvent,
-    OutputConfirmed,
-    OutputSpent,
-    ReorgedOut,
-    TxOutInfo,
-)
-from lnpmsg.chain.follow import ChainFollower
 
 if TYPE_CHECKING:
+    from lnpmsg.chain.events import (
+        BlockConnected,
+        BlockDisconnected,
+        BlockRef,
+        ChainEvent,
+        OutputConfirmed,
+        OutputSpent,
+        ReorgedOut,
+        TxOutInfo,
+    )
+    from lnpmsg.chain.follow import ChainFollower
     from lnpmsg.chain.source import (
         FEERATE_FLOOR_PER_KW,
         ChainSource,
@@ -53,7 +52,17 @@ _SOURCE_NAMES = (
     "feerate_per_kw_from_btc_per_kvb",
     "feerate_per_kw_from_sat_per_vbyte",
 )
-__getattr__, __dir__ = lazy_exports(__name__, globals(), dict.fromkeys(_SOURCE_NAMES, "lnpmsg.chain.source"))
+#: the cores' names too, so that a node without a chain (which reads ``ChainError``) loads no event codec
+_EVENT_NAMES = ("BlockConnected", "BlockDisconnected", "BlockRef", "ChainEvent", "OutputConfirmed", "OutputSpent", "ReorgedOut", "TxOutInfo")
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        **dict.fromkeys(_SOURCE_NAMES, "lnpmsg.chain.source"),
+        **dict.fromkeys(_EVENT_NAMES, "lnpmsg.chain.events"),
+        "ChainFollower": "lnpmsg.chain.follow",
+    },
+)
 
 __all__ = [
     "FEERATE_FLOOR_PER_KW",

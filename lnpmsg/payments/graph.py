@@ -19,9 +19,11 @@ channel's size.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from lnpmsg.payments.bolt11 import RouteHintHop
+if TYPE_CHECKING:
+    # annotations only: the gossip app keeps this graph on nodes that never read an invoice
+    from lnpmsg.payments.bolt11 import RouteHintHop
 
 __all__ = [
     "NO_HTLC_MAXIMUM",

@@ -4,18 +4,18 @@ funding (see ``lnpmsg.wallet.wallet``); :mod:`lnpmsg.wallet.app` puts the chain
 and the wallet on the node's control API (``chain.*`` calls).
 
 Importing the package or its sans-IO coin selection loads no trio: the names
-of ``lnpmsg.wallet.wallet`` (which follows a chain source) are imported on
-first access.
+of ``lnpmsg.wallet.wallet`` (which follows a chain source), ``keys`` and
+``coinselect`` are imported on first access.
 """
 
 from typing import TYPE_CHECKING
 
 from lnpmsg._lazy import lazy_exports
-from lnpmsg.wallet.coinselect import Candidate, Selection, select_all, select_coins
 from lnpmsg.wallet.errors import InsufficientFunds, WalletError
-from lnpmsg.wallet.keys import Account, DerivedKey, load_or_create_seed
 
 if TYPE_CHECKING:
+    from lnpmsg.wallet.coinselect import Candidate, Selection, select_all, select_coins
+    from lnpmsg.wallet.keys import Account, DerivedKey, load_or_create_seed
     from lnpmsg.wallet.wallet import (
         GAP_LIMIT,
         Balances,
@@ -27,7 +27,17 @@ if TYPE_CHECKING:
     )
 
 _WALLET_NAMES = ("GAP_LIMIT", "Balances", "FundedTx", "Wallet", "WalletUtxo", "Withdrawal", "dust_limit")
-__getattr__, __dir__ = lazy_exports(__name__, globals(), dict.fromkeys(_WALLET_NAMES, "lnpmsg.wallet.wallet"))
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        **dict.fromkeys(_WALLET_NAMES, "lnpmsg.wallet.wallet"),
+        # the keys (BIP32 through embit) and coin selection too: a node without a chain
+        # passes through this package (node_setup) and uses neither
+        **dict.fromkeys(("Account", "DerivedKey", "load_or_create_seed"), "lnpmsg.wallet.keys"),
+        **dict.fromkeys(("Candidate", "Selection", "select_all", "select_coins"), "lnpmsg.wallet.coinselect"),
+    },
+)
 
 __all__ = [
     "GAP_LIMIT",
