@@ -34,7 +34,7 @@ loaded["after_udp"] = [m for m in watched if m in sys.modules]
 print(json.dumps(loaded))
 """
 
-_WATCHED = ("aioquic", "cryptography.x509", "stem", "lnpmsg.tor_app", "lnpmsg.transports.udp", "lnpmsg.channels.state", "lnpmsg.channels.messages", "embit.bech32")
+_WATCHED = ("aioquic", "cryptography.x509", "stem", "lnpmsg.tor_app", "lnpmsg.transports.udp", "lnpmsg.channels.state", "lnpmsg.channels.messages", "embit", "lnpmsg.payments.bolt11")
 
 
 def _loaded(tmp_path: Path, *node_args: str) -> dict[str, list[str]]:
