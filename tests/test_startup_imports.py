@@ -61,6 +61,11 @@ def test_tor_options_still_load_the_tor_app(tmp_path: Path) -> None:
     assert {"lnpmsg.tor_app", "stem"} <= set(loaded["built"])
 
 
+def test_a_node_dialing_through_a_socks_port_loads_no_stem(tmp_path: Path) -> None:
+    loaded = _loaded(tmp_path, "--tor-socks", "127.0.0.1:9050")
+    assert "stem" not in loaded["built"] and "lnpmsg.tor_app" not in loaded["built"]
+
+
 def test_transports_make_a_default_kind_on_first_lookup_only() -> None:
     transports = default_transports()
     assert isinstance(transports, Transports)

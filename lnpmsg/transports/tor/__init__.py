@@ -9,17 +9,14 @@
 - :mod:`.socks`: the SOCKS5 client handshake (sans-IO) and its trio shell.
 """
 
+from typing import TYPE_CHECKING
+
+from lnpmsg._lazy import lazy_exports
 from lnpmsg.transports.tor.address import (
     OnionAddress,
     is_onion_host,
     parse_onion_address,
 )
-from lnpmsg.transports.tor.control import (
-    AttachedTor,
-    LaunchedTor,
-    TorHandle,
-)
-from lnpmsg.transports.tor.controller import BootstrapStatus, TorController
 from lnpmsg.transports.tor.errors import (
     ClearnetRefused,
     OnionAddressError,
@@ -31,8 +28,29 @@ from lnpmsg.transports.tor.errors import (
     TorError,
     TorNotFound,
 )
-from lnpmsg.transports.tor.onion import DEFAULT_VIRTUAL_PORT, OnionService
-from lnpmsg.transports.tor.transport import TorConnection, TorTransport
+
+if TYPE_CHECKING:
+    from lnpmsg.transports.tor.control import (
+        AttachedTor,
+        LaunchedTor,
+        TorHandle,
+    )
+    from lnpmsg.transports.tor.controller import BootstrapStatus, TorController
+    from lnpmsg.transports.tor.onion import DEFAULT_VIRTUAL_PORT, OnionService
+    from lnpmsg.transports.tor.transport import TorConnection, TorTransport
+
+#: the stem side (control, onion service) and the SOCKS transport, imported when first used:
+#: a node dialing through a SOCKS port (``--tor-socks``) never loads stem
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        **dict.fromkeys(("AttachedTor", "LaunchedTor", "TorHandle"), "lnpmsg.transports.tor.control"),
+        **dict.fromkeys(("BootstrapStatus", "TorController"), "lnpmsg.transports.tor.controller"),
+        **dict.fromkeys(("DEFAULT_VIRTUAL_PORT", "OnionService"), "lnpmsg.transports.tor.onion"),
+        **dict.fromkeys(("TorConnection", "TorTransport"), "lnpmsg.transports.tor.transport"),
+    },
+)
 
 __all__ = [
     "DEFAULT_VIRTUAL_PORT",
