@@ -8,6 +8,7 @@ interpreter, where ``sys.modules`` shows what was loaded.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -98,3 +99,15 @@ def test_the_tor_options_list_matches_the_tor_settings(tmp_path: Path) -> None:
             settings_from_args(args)
     args = parser.parse_args(["node", "--data-dir", str(tmp_path), "--tor-socks", "127.0.0.1:9050"])
     assert settings_from_args(args).tor is None
+
+
+def test_every_option_of_the_tor_group_is_one_that_loads_the_tor_app() -> None:
+    """``lnpmsg node``'s Tor options and the CLI's list of those that load the Tor app are the
+    same (but --tor-timeout, which only matters with one of them): an option added to the
+    group and not to the list would be read by nobody."""
+    from lnpmsg.cli import _TOR_OPTIONS, build_parser
+
+    (subparsers,) = [action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    node = subparsers.choices["node"]
+    (group,) = [group for group in node._action_groups if group.title == "Tor"]
+    assert {action.dest for action in group._group_actions} - {"tor_timeout"} == set(_TOR_OPTIONS)
