@@ -187,6 +187,24 @@ def test_package_names_stay_public_through_lazy_exports() -> None:
         _ = lnpmsg.gossip.Nope  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("package", ["lnpmsg.channels", "lnpmsg.gossip", "lnpmsg.chain", "lnpmsg.wallet", "lnpmsg.transports.tor"])
+def test_every_public_name_of_a_lazy_package_resolves(package: str) -> None:
+    # A name in __all__ that its lazy table forgets (or sends to the wrong module) would
+    # fail only when some caller first touches it: each one is touched here, in a fresh
+    # process, and is the object its own module defines.
+    code = (
+        f"import importlib, {package} as p\n"
+        "for name in p.__all__:\n"
+        "    value = getattr(p, name)\n"
+        "    home = getattr(value, '__module__', None)\n"
+        "    if home and home.startswith(p.__name__ + '.'):\n"
+        "        assert getattr(importlib.import_module(home), name, value) is value, name\n"
+        "print(len(p.__all__))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert int(result.stdout) > 0
+
+
 # ---------------------------------------------------- the package graph
 
 #: what each package (or top-level module) may import, as docs/architecture.md
