@@ -67,8 +67,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--dev-update-interval",
         type=float,
         metavar="SECONDS",
-        help="the least time between two of our channel_updates of one channel, e.g. a new fee policy "
-        "right after the first update (default: 10; 0: no limit)",
+        help="the least time between two of our channel_updates of one channel (e.g. a new fee policy "
+        "right after the first update), and between two of our node_announcements (default: 10; 0: no limit)",
     )
 
 
