@@ -354,12 +354,54 @@ def _stream_to(node_id: bytes, address: str, messages: list[bytes]) -> None:
             pass
 
 
+async def test_a_peer_streaming_a_run_reads_a_whole_turn_at_a_time(libsodium, monkeypatch):
+    # In a run of like frames, the reads into the run's kept buffer take up to
+    # RUN_READ_BYTES (a turn's worth, more than a read returning new bytes asks for):
+    # half the reads, and half the window updates, of 128 KiB ones. Without
+    # libsodium every read goes through receive_some, at most RECEIVE_CHUNK.
+    from lnpmsg.node.peer_reading import RECEIVE_CHUNK, RUN_READ_BYTES, TURN_BYTES
+    from lnpmsg.transports.tcp import TcpConnection
+
+    sizes: list[int] = []
+    read_into = TcpConnection.receive_into_nowait
+
+    def recording(self, buffer):
+        size = read_into(self, buffer)
+        if size is not None:
+            sizes.append(size)
+        return size
+
+    monkeypatch.setattr(TcpConnection, "receive_into_nowait", recording)
+    messages = [CUSTOM.to_bytes(2, "big") + bytes([n % 256]) * 1022 for n in range(4000)]
+    received = []
+    all_in = trio.Event()
+
+    def on_message(peer, message):
+        received.append(message.payload)
+        if len(received) == len(messages):
+            all_in.set()
+
+    node = make_node()
+    node.add_handler(CUSTOM, on_message)
+    async with running(node) as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, _stream_to, node.node_id, node.listen_addresses[0], messages)
+        with trio.fail_after(30):
+            await all_in.wait()
+    assert received == [message[2:] for message in messages]
+    assert RUN_READ_BYTES == TURN_BYTES > RECEIVE_CHUNK
+    if not libsodium:
+        assert not sizes
+        return
+    assert RECEIVE_CHUNK < max(sizes) <= RUN_READ_BYTES
+
+
 async def test_a_peer_streaming_full_reads_lets_other_tasks_run_every_turn_bytes(libsodium):
     # A stream that is always there is read into the run's kept buffer read after
-    # read, with a turn of the scheduler after at most TURN_BYTES (not before every
-    # read). Trio runs each task once per pass of its run loop, in either order, so
-    # between two turns of another task the reader has had at most two: the peer's
-    # bytes grow by at most 2 * TURN_BYTES, and at times by more than two reads.
+    # read, with a turn of the scheduler after at most TURN_BYTES (one per full read
+    # of RUN_READ_BYTES; reads that end short share one). Trio runs each task once
+    # per pass of its run loop, in either order, so between two turns of another
+    # task the reader has had at most two: the peer's bytes grow by at most
+    # 2 * TURN_BYTES, and at times by more than two reads of RECEIVE_CHUNK.
     # Without libsodium the reads go through receive_some, each its own turn.
     from lnpmsg.node.peer_reading import RECEIVE_CHUNK, TURN_BYTES
 

@@ -25,15 +25,23 @@ if TYPE_CHECKING:
     from lnpmsg.noise import TransportCipher
     from lnpmsg.transports.base import Connection
 
-__all__ = ["RECEIVE_CHUNK", "TURN_BYTES", "PeerReading"]
+__all__ = ["RECEIVE_CHUNK", "RUN_READ_BYTES", "TURN_BYTES", "PeerReading"]
 
-#: bytes asked of the transport per read; a large read decodes many small frames at once
+#: bytes asked of the transport per read that returns them as new bytes; a large read
+#: decodes many small frames at once
 RECEIVE_CHUNK = 128 * 1024
 #: most bytes read into a run's kept buffer between two turns of the scheduler: a turn
 #: (a trio checkpoint, one pass of the run loop with its epoll_wait) costs 5-8 µs of a
-#: 128 KiB read's ~250 µs, so a peer streaming full reads takes one every other read and
-#: holds the thread for ~0.5 ms at most (a wait for data is a turn too)
-TURN_BYTES = 2 * RECEIVE_CHUNK
+#: full read's ~600 µs, and a peer streaming full reads holds the thread for ~0.6 ms at
+#: most (a wait for data is a turn too)
+TURN_BYTES = 256 * 1024
+#: most bytes of one read into a run's kept buffer (a TCP stream's run of like frames):
+#: a whole turn's worth, so a peer streaming full reads makes one read per turn. Half
+#: as many reads as 128 KiB ones for the same turns: fewer calls of the read loop, and
+#: fewer window updates from the kernel (each read that frees room in the socket sends
+#: one): ~0.06 µs less CPU per 1 KiB message (docs/benchmarks.md). The buffer and the
+#: messages it decrypts to (~0.5 MiB) stay within a core's L2 cache.
+RUN_READ_BYTES = TURN_BYTES
 
 
 class PeerReading:
@@ -201,7 +209,7 @@ class PeerReading:
                     # are decrypted in place (after a schedule point every TURN_BYTES, so
                     # a cancel there loses nothing). A wait holds no buffer: the reader
                     # waits for bytes without one, then reads them into one all the same.
-                    buffer = decryptor.read_buffer(RECEIVE_CHUNK) if reads_into else None
+                    buffer = decryptor.read_buffer(RUN_READ_BYTES) if reads_into else None
                     if buffer is not None:
                         if unturned + len(buffer) > TURN_BYTES:
                             await trio.lowlevel.checkpoint()
@@ -210,7 +218,7 @@ class PeerReading:
                             decryptor.release_read_buffer()
                             await self.conn.wait_receivable()  # the schedule point of this read
                             unturned = 0
-                            buffer = decryptor.read_buffer(RECEIVE_CHUNK)
+                            buffer = decryptor.read_buffer(RUN_READ_BYTES)
                             if buffer is None:
                                 break
                         else:

@@ -24,6 +24,7 @@ from typing import Any, Self
 import trio
 
 from lnpmsg.node.peer import MAX_BATCH_BYTES, RECEIVE_CHUNK
+from lnpmsg.node.peer_reading import RUN_READ_BYTES
 from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.transports.address import format_peer_address, parse_listen_address
 from lnpmsg.transports.base import Connection, Transport, TransportError
@@ -171,7 +172,8 @@ class TcpMedium(Medium):
         return "127.0.0.1:0"
 
     def in_flight_bound(self) -> int:
-        return _tcp_buffers() + RECEIVE_CHUNK
+        # the kernel's buffers, plus one read of the receiving peer (a run's read is the largest)
+        return _tcp_buffers() + RUN_READ_BYTES
 
 
 class MemoryMedium(Medium):
@@ -312,7 +314,7 @@ class TorMedium(Medium):
         # path actually took and the check holds the node to its own queue
         # beyond that. This bound still sizes what the sender tries (three
         # times it: about 230 MB with these sysctls; the most measured is 69 MB).
-        return 2 * _tcp_buffers() + RECEIVE_CHUNK
+        return 2 * _tcp_buffers() + RUN_READ_BYTES
 
     def bytes_taken(self, conn: Connection) -> int | None:
         # Counted by the kernel at the node's own socket, so a transport that
