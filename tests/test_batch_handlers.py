@@ -149,6 +149,29 @@ async def test_runs_carry_every_message_once_in_order_with_the_peers_other_messa
         await raw.aclose()
 
 
+async def test_the_reader_holds_nothing_of_a_run_once_its_handlers_returned():
+    # A handler may keep a run's list; the reader does not: once the handlers of a
+    # read returned, a peer that goes quiet holds none of its last read's messages
+    # (and a streaming one frees them before its next read fills new ones).
+    import sys
+
+    node = make_node()
+    runs: list[list[bytes]] = []
+    app = App("keeper")
+    app.add_batch_handler(STREAM, lambda peer, messages: runs.append(messages), guard=False)
+    node.mount(app)
+    sent = [wire(STREAM, n.to_bytes(2, "big") * 500) for n in range(200)]
+    async with running(node):
+        raw = await raw_peer(node)
+        await raw.send_raw(b"".join(raw.encrypt(m) for m in sent))
+        await wait_for(lambda: sum(map(len, runs)) == len(sent))
+        await trio.sleep(0.05)  # the reader waits for the peer's next bytes
+        assert [m for run in runs for m in run] == sent
+        # the only references: ``runs``, the name ``run`` and getrefcount's argument
+        assert [sys.getrefcount(run) for run in runs] == [3] * len(runs)
+        await raw.aclose()
+
+
 async def test_frames_split_across_reads_still_arrive_whole_and_in_order():
     node = make_node()
     log: list[bytes] = []
