@@ -354,6 +354,42 @@ def _stream_to(node_id: bytes, address: str, messages: list[bytes]) -> None:
             pass
 
 
+def test_reads_into_a_run_buffer_that_end_short_share_a_turn_within_turn_bytes():
+    # The reader's turn policy between reads into a run's kept buffer: full reads take
+    # a turn each; reads that end short (the peer's bytes come in pieces) share one,
+    # the next read filling at most the room left; never more than TURN_BYTES between
+    # two turns.
+    from lnpmsg.node.peer_reading import RUN_READ_BYTES, TURN_BYTES, room_before_turn
+
+    full = RUN_READ_BYTES // 1058 * 1058  # a buffer of whole 1 KiB messages' frames
+    assert room_before_turn(TURN_BYTES, full) == 0  # a task's first read: a turn first
+    assert room_before_turn(0, full) == full
+    assert room_before_turn(full, full) == 0  # after a full read
+    assert room_before_turn(100_000, full) == TURN_BYTES - 100_000  # a short read: the rest of the turn
+    assert room_before_turn(TURN_BYTES - full // 2, full) == full // 2
+    assert room_before_turn(TURN_BYTES - full // 2 + 1, full) == 0
+
+    def turns(available: list[int]) -> tuple[int, int]:
+        """Turns taken, and the most bytes read between two, for reads that find these sizes there."""
+        unturned, count, most, since = TURN_BYTES, 0, 0, 0
+        for there in available:
+            room = room_before_turn(unturned, full)
+            if not room:
+                count, unturned, since = count + 1, 0, 0
+                room = full
+            size = min(there, room)
+            unturned += size
+            since += size
+            most = max(most, since)
+        return count, most
+
+    assert turns([full] * 10) == (10, full)
+    short_turns, short_most = turns([60_000] * 40)
+    assert short_turns <= 40 // 3 + 1 and short_most <= TURN_BYTES  # three reads a turn, not one
+    for there in (1, 1058, 50_000, 127_000, 140_000, 200_000, full):
+        assert turns([there] * 50)[1] <= TURN_BYTES
+
+
 async def test_a_peer_streaming_a_run_reads_a_whole_turn_at_a_time(libsodium, monkeypatch):
     # In a run of like frames, the reads into the run's kept buffer take up to
     # RUN_READ_BYTES (a turn's worth, more than a read returning new bytes asks for):

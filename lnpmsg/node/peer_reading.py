@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from lnpmsg.noise import TransportCipher
     from lnpmsg.transports.base import Connection
 
-__all__ = ["RECEIVE_CHUNK", "RUN_READ_BYTES", "TURN_BYTES", "PeerReading"]
+__all__ = ["RECEIVE_CHUNK", "RUN_READ_BYTES", "TURN_BYTES", "PeerReading", "room_before_turn"]
 
 #: bytes asked of the transport per read that returns them as new bytes; a large read
 #: decodes many small frames at once
@@ -42,6 +42,22 @@ TURN_BYTES = 256 * 1024
 #: one): ~0.06 µs less CPU per 1 KiB message (docs/benchmarks.md). The buffer and the
 #: messages it decrypts to (~0.5 MiB) stay within a core's L2 cache.
 RUN_READ_BYTES = TURN_BYTES
+
+
+def room_before_turn(unturned: int, offered: int) -> int:
+    """How much of a read buffer of ``offered`` bytes the next read may fill before the
+    reader's next turn of the scheduler, ``unturned`` bytes having been read since its
+    last; 0: take a turn first (then the whole buffer).
+
+    Never more than keeps the bytes between two turns within :data:`TURN_BYTES`. A
+    read that leaves room for at least half a buffer is followed by one into that
+    room without a turn: reads that end short (a reader keeping up with its peer)
+    share a turn, as two 128 KiB reads did, rather than each taking one (5-8 µs).
+    """
+    room = TURN_BYTES - unturned
+    if room >= offered:
+        return offered
+    return room if 2 * room >= offered else 0
 
 
 class PeerReading:
@@ -216,9 +232,12 @@ class PeerReading:
                     # waits for bytes without one, then reads them into one all the same.
                     buffer = decryptor.read_buffer(RUN_READ_BYTES) if reads_into else None
                     if buffer is not None:
-                        if unturned + len(buffer) > TURN_BYTES:
+                        room = room_before_turn(unturned, len(buffer))
+                        if not room:
                             await trio.lowlevel.checkpoint()
                             unturned = 0
+                        elif room < len(buffer):
+                            buffer = buffer[:room]
                         while (size := self.conn.receive_into_nowait(buffer)) is None:
                             decryptor.release_read_buffer()
                             await self.conn.wait_receivable()  # the schedule point of this read
