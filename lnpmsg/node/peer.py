@@ -367,7 +367,8 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
     def start_now(self) -> bool:
         """Begin what :meth:`run` begins, without waiting and without a task: our ``init``
         leaves if the transport takes it at once, then what the peer has sent already
-        is read.
+        is read (unless some came with the handshake's last act: then it is the
+        first read of :meth:`run`).
 
         False: that ended the peer (it had hung up already, or the connection
         failed) and its connection is closed: it needs no :meth:`run`. True:
@@ -383,6 +384,8 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
             self._unsent_init = unsent
             if unsent:
                 return True  # the rest of our init leaves from run
+            if self._leftover:
+                return True  # the peer's first bytes came with the handshake: run reads them
             try:
                 received = self.conn.receive_nowait(RECEIVE_CHUNK)
             except TransportError as exc:
@@ -420,9 +423,8 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         try:
             with trio.CancelScope() as scope:
                 self._open_tasks(nursery, scope)
-                init_deadline = self.session.get_timer()
                 if not self._leftover:
-                    self._keepalive.set(self, init_deadline)
+                    self._keepalive.set(self, self.session.get_timer())  # the init deadline
                 # else the peer's first bytes are here (its init came with act three): the
                 # read loop takes them before this task can wait, and the session's next
                 # deadline goes into the schedule from there (the first ping, once the
@@ -437,6 +439,7 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
                 if unsent or (written and self.session.outbox):
                     # The transport did not take it at once: the init timeout bounds
                     # that write here (the keepalive schedule cannot stop a write under way).
+                    init_deadline = self.session.get_timer()
                     scope.deadline = math.inf if init_deadline is None else init_deadline
                     written = await self._write_first(unsent)
                     scope.deadline = math.inf
