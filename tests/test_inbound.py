@@ -183,6 +183,9 @@ class _Receives:
     def __init__(self, monkeypatch) -> None:  # type: ignore[no-untyped-def]
         self.calls = 0
         self.steps = 0
+        #: receives that found nothing there (None), and calls of ``receive_some``
+        self.empty = 0
+        self.waiting_calls = 0
         for name in ("receive_nowait", "receive_some", "receive_into_nowait"):
             monkeypatch.setattr(TcpConnection, name, self._counted(getattr(TcpConnection, name)))
         receives = self
@@ -195,9 +198,20 @@ class _Receives:
         self.instrument = Steps()
 
     def _counted(self, method):  # type: ignore[no-untyped-def]
+        if method.__name__ == "receive_some":
+
+            async def counted_waiting(conn, *args):  # type: ignore[no-untyped-def]
+                self.calls += 1
+                self.waiting_calls += 1
+                return await method(conn, *args)
+
+            return counted_waiting
+
         def counted(conn, *args):  # type: ignore[no-untyped-def]
             self.calls += 1
-            return method(conn, *args)
+            result = method(conn, *args)
+            self.empty += result is None
+            return result
 
         return counted
 
@@ -222,6 +236,28 @@ async def test_an_init_and_a_close_that_came_with_act_three_take_three_receives_
             trio.lowlevel.remove_instrument(receives.instrument)
         assert receives.calls == 3 and receives.steps == 1
         assert node.peers == {} and len(node.keepalive) == 0 and node.stats["handshake_failed"] == 0
+        sock.close()
+
+
+async def test_a_handshake_that_waits_for_act_three_waits_after_one_receive_that_found_nothing(monkeypatch) -> None:
+    # The accept loop finds no act three, nor does the connection's task when it starts:
+    # the task then waits without a receive of its own first (receive_some would try
+    # once more), and reads act three when it comes.
+    node = make_node()
+    receives = _Receives(monkeypatch)
+    async with running(node):
+        sock, handshake = _dial_now(node)
+        with trio.fail_after(10):
+            act_two = await _receive(sock, ACT_TWO_SIZE)
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.pending_handshakes == 1 and running_tasks(CONNECTION_TASK) == 1
+        assert receives.empty == 2 and receives.waiting_calls == 0  # the loop's, the task's first
+        sock.sendall(handshake.receive_act_two(act_two))
+        with trio.fail_after(10):
+            while node.pending_handshakes:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert receives.waiting_calls == 0 and node.pending_handshakes == 0
         sock.close()
 
 
