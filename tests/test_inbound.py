@@ -14,6 +14,7 @@ import trio.testing
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node
+from lnpmsg.node.peer import Peer
 from lnpmsg.noise import ACT_ONE_SIZE, ACT_TWO_SIZE, FRAME_OVERHEAD, InitiatorHandshake, ResponderHandshake, TransportCipher
 from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.nodes import make_node, running, running_tasks
@@ -258,6 +259,83 @@ async def test_a_handshake_that_waits_for_act_three_waits_after_one_receive_that
                 await trio.sleep(0.01)
         await trio.testing.wait_all_tasks_blocked()
         assert receives.waiting_calls == 0 and node.pending_handshakes == 0
+        sock.close()
+
+
+async def _late_act_three(node: Node, receives: _Receives) -> tuple[socket.socket, InitiatorHandshake]:
+    """Dial, take act two, and send act three only once the connection's task waits for it."""
+    sock, handshake = _dial_now(node)
+    with trio.fail_after(10):
+        act_two = await _receive(sock, ACT_TWO_SIZE)
+    await trio.testing.wait_all_tasks_blocked()
+    assert node.pending_handshakes == 1 and running_tasks(CONNECTION_TASK) == 1
+    sock.sendall(handshake.receive_act_two(act_two))
+    return sock, handshake
+
+
+async def test_a_connection_that_hangs_up_after_a_late_act_three_gets_our_init_and_no_peer_run(monkeypatch) -> None:
+    # The connection's task took the handshake; the peer it made ends in start_now, as in
+    # the accept loop: our init leaves, the close is read, and the peer never runs.
+    node = make_node()
+    receives = _Receives(monkeypatch)
+    runs: list[Peer] = []
+    run = Peer.run
+
+    async def counted_run(peer: Peer) -> None:
+        runs.append(peer)
+        await run(peer)
+
+    monkeypatch.setattr(Peer, "run", counted_run)
+    async with running(node):
+        sock, handshake = await _late_act_three(node, receives)
+        sock.shutdown(socket.SHUT_WR)
+        sock.setblocking(False)
+        with trio.fail_after(10):
+            init_frame = await _receive(sock, FRAME_OVERHEAD + len(node.local_init().encode()))
+            assert await _closed(sock)
+            while node.admission.connections_from("127.0.0.1"):
+                await trio.sleep(0.01)
+        decrypted = TransportCipher(handshake.keys).decryptor.feed(init_frame)
+        assert [DEFAULT_REGISTRY.decode(m).TYPE for m in decrypted] == [Init.TYPE]
+        assert runs == [] and node.peers == {} and len(node.keepalive) == 0 and node.pending_handshakes == 0
+        assert node.stats["handshake_failed"] == 0 and running_tasks(CONNECTION_TASK) == 0
+        sock.close()
+
+
+async def test_a_peer_whose_init_comes_after_a_late_act_three_waits_for_it_after_one_empty_receive(monkeypatch) -> None:
+    # A real peer's way: act three after a round trip, then its init. The task's start_now
+    # finds nothing to read; the peer's run then waits for the init without another receive
+    # first, takes it, and lives on (reads, keepalive, a close from our side).
+    node = make_node(ping_interval=30)
+    receives = _Receives(monkeypatch)
+    received: list[bytes] = []
+    node.add_handler(CUSTOM, lambda peer, message: received.append(message.payload))
+    async with running(node):
+        sock, handshake = await _late_act_three(node, receives)
+        with trio.fail_after(10):
+            while node.pending_handshakes:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        # the accept loop's and the task's first receive (act three not there), start_now's (no init yet)
+        assert receives.empty == 3 and receives.waiting_calls == 0
+        assert node.peers == {} and len(node.keepalive) == 1  # the peer's init deadline
+        encryptor = TransportCipher(handshake.keys).encryptor
+        sock.sendall(encryptor.encrypt_joined([Init().encode(), CUSTOM.to_bytes(2, "big") + b"first"]))
+        with trio.fail_after(10):
+            while not received:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        (peer,) = node.peers.values()
+        # the init came to the wait: no receive found nothing since (the next read waits as any other)
+        assert received == [b"first"] and peer.is_ready and receives.empty == 3
+        assert node.keepalive.deadline_of(peer) is not None  # the first ping
+        peer.close("stopped by the test")
+        sock.setblocking(False)
+        with trio.fail_after(10):
+            while not await _closed(sock):
+                pass
+            await peer.closed.wait()
+        assert node.peers == {} and len(node.keepalive) == 0
         sock.close()
 
 

@@ -342,7 +342,10 @@ class Inbound:
                 # This frame lives as long as the peer: let the handshake's state (its
                 # buffer, keys and ciphers) go before the peer runs, not after.
                 del pending
-                if peer is None:
+                # As in _continue_now: a peer that hung up right after the handshake (or
+                # whose connection failed) ends in start_now, before it ever runs (no
+                # cancel scope, no read loop); it never sent its init, so no app heard of it.
+                if peer is None or not peer.start_now(run_follows=True):
                     self.admission.closed(conn)
                     return
         except BaseException:

@@ -45,6 +45,7 @@ class PeerReading:
         _cipher: TransportCipher
         _closing: bool
         _direct_write: bool
+        _found_nothing: bool
         _hold_reading: bool
         _keepalive: KeepaliveSchedule
         _leftover: bytes
@@ -205,7 +206,11 @@ class PeerReading:
                 # extends the handshake's turn by one bounded read, and saves a pass of
                 # the scheduler on every connection.
                 first = not counters.bytes_in
-                received = self.conn.receive_nowait(RECEIVE_CHUNK) if first else None
+                if first and self._found_nothing:
+                    self._found_nothing = False  # start_now just found nothing: wait for it
+                    received = None
+                else:
+                    received = self.conn.receive_nowait(RECEIVE_CHUNK) if first else None
                 kept = 0
                 if received is None:
                     # In a run of frames of one size, bytes that are there go where they
