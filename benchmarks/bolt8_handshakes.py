@@ -149,10 +149,9 @@ class LimitSlices:
     accept loop, before it looks at the next connection) does :attr:`size`
     responders' cryptography (:class:`ResponderCrypto`) on the same core, in the
     same seconds, with the load generator on the other core, after one
-    untimed handshake that brings the limit's code and data back into the
-    caches (the node's work moved them out; the node's own code is warm
-    from its previous connection). All of a slice's CPU time is taken off
-    the node's.
+    untimed handshake (as the receive slices' untimed pass: the timed ones
+    do not pay for the first run of the limit's code after the node's).
+    All of a slice's CPU time is taken off the node's.
     """
 
     def __init__(self, stride: int = 128, size: int = 24) -> None:
