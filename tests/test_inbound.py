@@ -14,15 +14,18 @@ import trio.testing
 
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node
+from lnpmsg.node.peer import Peer
 from lnpmsg.noise import ACT_ONE_SIZE, ACT_TWO_SIZE, FRAME_OVERHEAD, InitiatorHandshake, ResponderHandshake, TransportCipher
 from lnpmsg.testing.memory import MemoryNetwork
 from lnpmsg.testing.nodes import make_node, running, running_tasks
 from lnpmsg.testing.virtual import memory_node
 from lnpmsg.transports.base import Connection
-from lnpmsg.transports.tcp import TcpTransport
+from lnpmsg.transports.tcp import TcpConnection, TcpTransport
 from lnpmsg.wire import DEFAULT_REGISTRY, Init
 
 CONNECTION_TASK = "TcpListener.serve_accepting.<locals>.accepted"
+#: an odd custom message type (the tests' traffic)
+CUSTOM = 32769
 
 
 def _dial_now(node: Node, act_one: bytes | None = None) -> tuple[socket.socket, InitiatorHandshake]:
@@ -106,10 +109,14 @@ class _Initiator:
     loop continues the connection, as when a busy node accepts late. Made before the node
     runs (its listener takes ``accept_now`` when it starts)."""
 
-    def __init__(self, node: Node, *, with_init: bool, hang_up: bool, init_part: int | None = None) -> None:
+    def __init__(
+        self, node: Node, *, with_init: bool, hang_up: bool, init_part: int | None = None, after_init: tuple[bytes, ...] = ()
+    ) -> None:
         self.handshake = InitiatorHandshake(NodeKey.generate().secret, node.node_id)
         self.sock: socket.socket | None = None
         self.node = node
+        #: the initiator's side of the transport (set once act three is made)
+        self.cipher: TransportCipher | None = None
         accept_now = node._accept_now
 
         def answering(conn: Connection) -> bool:
@@ -117,7 +124,8 @@ class _Initiator:
             assert self.sock is not None
             act_two = self.sock.recv(ACT_TWO_SIZE)  # loopback: there as soon as it was sent
             act_three = self.handshake.receive_act_two(act_two)
-            init = TransportCipher(self.handshake.keys).encryptor.encrypt(Init().encode()) if with_init else b""
+            self.cipher = TransportCipher(self.handshake.keys)
+            init = self.cipher.encryptor.encrypt_joined([Init().encode(), *after_init]) if with_init else b""
             self.sock.sendall(act_three + init[:init_part])
             if hang_up:
                 self.sock.shutdown(socket.SHUT_WR)
@@ -166,6 +174,202 @@ async def test_an_init_that_came_with_act_three_is_handled_in_the_connections_ta
         # the peer had something to say: one task took it, and reads on as the peer's
         assert len(tasks) == 1 and running_tasks(CONNECTION_TASK) == 1
         assert list(node.peers.values())[0].is_ready and node.pending_handshakes == 0
+        sock.close()
+
+
+class _Receives:
+    """Counts the receives (of any kind) on the node's TCP connections, and the steps of
+    connections' tasks (each a turn of the scheduler)."""
+
+    def __init__(self, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        self.calls = 0
+        self.steps = 0
+        #: receives that found nothing there (None), and calls of ``receive_some``
+        self.empty = 0
+        self.waiting_calls = 0
+        for name in ("receive_nowait", "receive_some", "receive_into_nowait"):
+            monkeypatch.setattr(TcpConnection, name, self._counted(getattr(TcpConnection, name)))
+        receives = self
+
+        class Steps(trio.abc.Instrument):
+            def before_task_step(self, task: trio.lowlevel.Task) -> None:
+                if getattr(task.coro, "__qualname__", "") == CONNECTION_TASK:
+                    receives.steps += 1
+
+        self.instrument = Steps()
+
+    def _counted(self, method):  # type: ignore[no-untyped-def]
+        if method.__name__ == "receive_some":
+
+            async def counted_waiting(conn, *args):  # type: ignore[no-untyped-def]
+                self.calls += 1
+                self.waiting_calls += 1
+                return await method(conn, *args)
+
+            return counted_waiting
+
+        def counted(conn, *args):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            result = method(conn, *args)
+            self.empty += result is None
+            return result
+
+        return counted
+
+
+async def test_an_init_and_a_close_that_came_with_act_three_take_three_receives_and_one_step_of_a_task(monkeypatch) -> None:
+    # Act one; act three with the init that came with it; the close, read by the peer's
+    # task without a scheduler pass of its own after it handled the init.
+    node = make_node()
+    receives = _Receives(monkeypatch)
+    initiator = _Initiator(node, with_init=True, hang_up=True)
+    async with running(node):
+        trio.lowlevel.add_instrument(receives.instrument)
+        try:
+            sock = initiator.dial()
+            sock.setblocking(False)
+            with trio.fail_after(10):
+                while not await _closed(sock):  # our init, then the close
+                    pass
+                while node.admission.connections_from("127.0.0.1"):
+                    await trio.sleep(0.01)
+        finally:
+            trio.lowlevel.remove_instrument(receives.instrument)
+        assert receives.calls == 3 and receives.steps == 1
+        assert node.peers == {} and len(node.keepalive) == 0 and node.stats["handshake_failed"] == 0
+        sock.close()
+
+
+async def test_a_handshake_that_waits_for_act_three_waits_after_one_receive_that_found_nothing(monkeypatch) -> None:
+    # The accept loop finds no act three, nor does the connection's task when it starts:
+    # the task then waits without a receive of its own first (receive_some would try
+    # once more), and reads act three when it comes.
+    node = make_node()
+    receives = _Receives(monkeypatch)
+    async with running(node):
+        sock, handshake = _dial_now(node)
+        with trio.fail_after(10):
+            act_two = await _receive(sock, ACT_TWO_SIZE)
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.pending_handshakes == 1 and running_tasks(CONNECTION_TASK) == 1
+        assert receives.empty == 2 and receives.waiting_calls == 0  # the loop's, the task's first
+        sock.sendall(handshake.receive_act_two(act_two))
+        with trio.fail_after(10):
+            while node.pending_handshakes:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert receives.waiting_calls == 0 and node.pending_handshakes == 0
+        sock.close()
+
+
+async def _late_act_three(node: Node, receives: _Receives) -> tuple[socket.socket, InitiatorHandshake]:
+    """Dial, take act two, and send act three only once the connection's task waits for it."""
+    sock, handshake = _dial_now(node)
+    with trio.fail_after(10):
+        act_two = await _receive(sock, ACT_TWO_SIZE)
+    await trio.testing.wait_all_tasks_blocked()
+    assert node.pending_handshakes == 1 and running_tasks(CONNECTION_TASK) == 1
+    sock.sendall(handshake.receive_act_two(act_two))
+    return sock, handshake
+
+
+async def test_a_connection_that_hangs_up_after_a_late_act_three_gets_our_init_and_no_peer_run(monkeypatch) -> None:
+    # The connection's task took the handshake; the peer it made ends in start_now, as in
+    # the accept loop: our init leaves, the close is read, and the peer never runs.
+    node = make_node()
+    receives = _Receives(monkeypatch)
+    runs: list[Peer] = []
+    run = Peer.run
+
+    async def counted_run(peer: Peer) -> None:
+        runs.append(peer)
+        await run(peer)
+
+    monkeypatch.setattr(Peer, "run", counted_run)
+    async with running(node):
+        sock, handshake = await _late_act_three(node, receives)
+        sock.shutdown(socket.SHUT_WR)
+        sock.setblocking(False)
+        with trio.fail_after(10):
+            init_frame = await _receive(sock, FRAME_OVERHEAD + len(node.local_init().encode()))
+            assert await _closed(sock)
+            while node.admission.connections_from("127.0.0.1"):
+                await trio.sleep(0.01)
+        decrypted = TransportCipher(handshake.keys).decryptor.feed(init_frame)
+        assert [DEFAULT_REGISTRY.decode(m).TYPE for m in decrypted] == [Init.TYPE]
+        assert runs == [] and node.peers == {} and len(node.keepalive) == 0 and node.pending_handshakes == 0
+        assert node.stats["handshake_failed"] == 0 and running_tasks(CONNECTION_TASK) == 0
+        sock.close()
+
+
+async def test_a_peer_whose_init_comes_after_a_late_act_three_waits_for_it_after_one_empty_receive(monkeypatch) -> None:
+    # A real peer's way: act three after a round trip, then its init. The task's start_now
+    # finds nothing to read; the peer's run then waits for the init without another receive
+    # first, takes it, and lives on (reads, keepalive, a close from our side).
+    node = make_node(ping_interval=30)
+    receives = _Receives(monkeypatch)
+    received: list[bytes] = []
+    node.add_handler(CUSTOM, lambda peer, message: received.append(message.payload))
+    async with running(node):
+        sock, handshake = await _late_act_three(node, receives)
+        with trio.fail_after(10):
+            while node.pending_handshakes:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        # the accept loop's and the task's first receive (act three not there), start_now's (no init yet)
+        assert receives.empty == 3 and receives.waiting_calls == 0
+        assert node.peers == {} and len(node.keepalive) == 1  # the peer's init deadline
+        encryptor = TransportCipher(handshake.keys).encryptor
+        sock.sendall(encryptor.encrypt_joined([Init().encode(), CUSTOM.to_bytes(2, "big") + b"first"]))
+        with trio.fail_after(10):
+            while not received:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        (peer,) = node.peers.values()
+        # the init came to the wait: no receive found nothing since (the next read waits as any other)
+        assert received == [b"first"] and peer.is_ready and receives.empty == 3
+        assert node.keepalive.deadline_of(peer) is not None  # the first ping
+        peer.close("stopped by the test")
+        sock.setblocking(False)
+        with trio.fail_after(10):
+            while not await _closed(sock):
+                pass
+            await peer.closed.wait()
+        assert node.peers == {} and len(node.keepalive) == 0
+        sock.close()
+
+
+async def test_a_peer_whose_init_came_with_act_three_is_read_kept_alive_and_stoppable() -> None:
+    # A real peer stays: what came past the accept loop's receive, what it sends later
+    # (once the reader waits), its keepalive, and a close from our side.
+    node = make_node(ping_interval=30)
+    received: list[bytes] = []
+    node.add_handler(CUSTOM, lambda peer, message: received.append(message.payload))
+    first = CUSTOM.to_bytes(2, "big") + bytes(range(256)) * 12  # past the bytes taken with act three
+    initiator = _Initiator(node, with_init=True, hang_up=False, after_init=(first,))
+    async with running(node):
+        sock = initiator.dial()
+        with trio.fail_after(10):
+            while not received:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        (peer,) = node.peers.values()
+        assert received == [first[2:]] and peer.is_ready
+        # the first ping is due (not the init deadline any more), and the reader waits for bytes
+        assert node.keepalive.deadline_of(peer) is not None and len(node.keepalive) == 1
+        assert initiator.cipher is not None
+        sock.sendall(initiator.cipher.encryptor.encrypt(CUSTOM.to_bytes(2, "big") + b"later"))
+        with trio.fail_after(10):
+            while len(received) < 2:
+                await trio.sleep(0.01)
+        assert received[1] == b"later"
+        peer.close("stopped by the test")
+        sock.setblocking(False)
+        with trio.fail_after(10):
+            while not await _closed(sock):
+                pass
+            await peer.closed.wait()
+        assert node.peers == {} and len(node.keepalive) == 0
         sock.close()
 
 

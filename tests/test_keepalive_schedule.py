@@ -149,6 +149,44 @@ def test_churn_does_not_grow_the_heap() -> None:
     assert len(schedule._ticks) <= 2 * len(schedule._buckets) + 65
 
 
+def test_a_bucket_emptied_by_churn_is_reused_with_its_heap_entry() -> None:
+    # A peer that comes and goes within a tick (an accepting node's churn): the next
+    # deadline in that tick takes the same bucket, and the heap gets no new entry.
+    schedule = KeepaliveSchedule(0.25)
+    timers = [_Timer() for _ in range(100)]
+    for timer in timers:
+        schedule.set(timer, 100.1)
+        schedule.set(timer, None)
+    assert len(schedule) == 0 and len(schedule._buckets) == 1 and schedule._ticks == [math.ceil(100.1 / 0.25)]
+
+
+def test_emptied_buckets_whose_ticks_do_not_pass_stay_bounded() -> None:
+    # No task pops their ticks: every new bucket looks for emptied ones past a bound.
+    schedule = KeepaliveSchedule(0.25)
+    timer, kept = _Timer(), _Timer()
+    schedule.set(kept, 5.0)
+    for n in range(10_000):
+        schedule.set(timer, 100.0 + n)  # a tick of its own each time: the last bucket empties
+    schedule.set(timer, None)
+    assert len(schedule._buckets) <= 2 * len(schedule) + 65
+    assert sorted(schedule._ticks) == sorted(schedule._buckets) and schedule.deadline_of(kept) == 5.0
+
+
+async def test_an_emptied_bucket_fires_nothing_and_goes_when_its_tick_passes(autojump_clock: trio.testing.MockClock) -> None:
+    schedule = KeepaliveSchedule(0.25)
+    start = trio.current_time()
+    gone, stays = _Timer(), _Timer()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(schedule.run)
+        schedule.set(gone, start + 1.0)
+        schedule.set(gone, None)
+        schedule.set(stays, start + 2.0)
+        await trio.sleep(3)
+        nursery.cancel_scope.cancel()
+    assert gone.fired == [] and len(stays.fired) == 1
+    assert schedule._buckets == {} and schedule._ticks == [] and schedule.passes == 1
+
+
 # ----------------------------------------------------------------- peers on a node
 
 

@@ -49,6 +49,10 @@ __all__ = ["Inbound", "PendingHandshake"]
 
 log = logging.getLogger("lnpmsg.node")
 
+#: bytes past act three taken with it in the accept loop: a peer's ``init`` (real
+#: ones are ~50-200 bytes encrypted) usually comes in the same segment or right after
+AFTER_ACT_THREE = 1024
+
 
 class PendingHandshake:
     """One inbound handshake under way: its sans-IO state and whether the node stopped it.
@@ -255,13 +259,20 @@ class Inbound:
         if not pending.act_one_done or pending.unsent or pending.buffer:
             return True  # it waits for the peer or the transport: in its task
         try:
-            act_three = conn.receive_nowait(ACT_THREE_SIZE)
+            # Act three and what came with it (a peer's init usually does): one receive
+            # for both, and the peer's start needs none of its own.
+            received = conn.receive_nowait(ACT_THREE_SIZE + AFTER_ACT_THREE)
         except TransportError:
             return True  # its task's receive fails the same way, and says why
-        if act_three is None or len(act_three) != ACT_THREE_SIZE:
-            if act_three:
-                pending.buffer += act_three
+        if received is None or len(received) < ACT_THREE_SIZE:
+            if received:
+                pending.buffer += received
             return True
+        if len(received) == ACT_THREE_SIZE:
+            act_three = received
+        else:
+            act_three = received[:ACT_THREE_SIZE]
+            pending.buffer += memoryview(received)[ACT_THREE_SIZE:]
         peer = self._peer_after_act_three(pending, act_three)
         del pending  # its handshake's state may go now
         if peer is not None and peer.start_now():
@@ -331,7 +342,10 @@ class Inbound:
                 # This frame lives as long as the peer: let the handshake's state (its
                 # buffer, keys and ciphers) go before the peer runs, not after.
                 del pending
-                if peer is None:
+                # As in _continue_now: a peer that hung up right after the handshake (or
+                # whose connection failed) ends in start_now, before it ever runs (no
+                # cancel scope, no read loop); it never sent its init, so no app heard of it.
+                if peer is None or not peer.start_now(run_follows=True):
                     self.admission.closed(conn)
                     return
         except BaseException:

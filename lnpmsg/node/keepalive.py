@@ -14,7 +14,8 @@ and every peer due within one tick costs the node one wake-up, not one
 each (10,000 peers pinged once a minute: 167 timers a second, 4 wake-ups a
 second at the default tick). Moving a peer between buckets (a pong came,
 an app pinged) is two dict operations; a heap holds the ticks that have a
-bucket.
+bucket. A bucket that empties stays until its tick passes, so peers that
+come and go within a tick (an accepting node's churn) reuse it.
 
 Keepalive pings go out on the timer whether or not the peer sent us
 anything lately. BOLT 1 does not require pings, so skipping them would be
@@ -76,9 +77,10 @@ class KeepaliveSchedule:
         self.resolution = resolution
         #: each scheduled peer's tick (its deadline rounded up to the tick's end)
         self._tick_of: dict[Timed, int] = {}
-        #: tick -> the peers due in it (a dict as an ordered set)
+        #: tick -> the peers due in it (a dict as an ordered set; an emptied one stays until
+        #: its tick passes, as every bucket's tick is in the heap)
         self._buckets: dict[int, dict[Timed, None]] = {}
-        #: a heap of ticks; a tick whose bucket emptied stays until it is popped
+        #: a heap of the buckets' ticks, one entry each (the task pops a tick with its bucket)
         self._ticks: list[int] = []
         #: the task's wait while it sleeps: an earlier deadline moves it
         self._sleep: trio.CancelScope | None = None
@@ -110,27 +112,34 @@ class KeepaliveSchedule:
             return
         buckets = self._buckets
         if old is not None:
-            bucket = buckets[old]
-            del bucket[timed]
-            if not bucket:
-                del buckets[old]
+            # A bucket that empties stays until its tick passes (the task drops it then):
+            # under churn (a peer that comes and goes within a tick, each one a bucket
+            # of its own) the next deadline in that tick reuses it and its heap entry.
+            del buckets[old][timed]
         if tick is None:
             del tick_of[timed]
             return
         tick_of[timed] = tick
         bucket = buckets.get(tick)
         if bucket is None:
-            bucket = buckets[tick] = {}
+            buckets[tick] = {timed: None}
             self._push(tick)
-        bucket[timed] = None
+        else:
+            bucket[timed] = None
 
     def _push(self, tick: int) -> None:
+        """A new bucket's tick into the heap (and the task's wait shortened if it is earlier)."""
         ticks = self._ticks
-        if len(ticks) > 2 * len(self._buckets) + 64:
-            # Ticks of buckets that emptied (peers moved or left) pile up only under churn: drop them.
-            ticks[:] = self._buckets
+        buckets = self._buckets
+        if len(buckets) > 2 * len(self._tick_of) + 64:
+            # Emptied buckets outnumber the live ones only while their ticks do not pass
+            # (the task is not running, or far-off deadlines come and go): drop them.
+            for empty in [t for t, bucket in buckets.items() if not bucket]:
+                del buckets[empty]
+            ticks[:] = buckets
             heapq.heapify(ticks)
-        heapq.heappush(ticks, tick)
+        else:
+            heapq.heappush(ticks, tick)
         sleep = self._sleep
         if sleep is not None and tick * self.resolution < sleep.deadline:
             sleep.deadline = tick * self.resolution

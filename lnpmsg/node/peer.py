@@ -114,6 +114,7 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         "_closing",
         "_direct_write",
         "_flush_scope",
+        "_found_nothing",
         "_hold_reading",
         "_read_scope",
         "_reading_turn",
@@ -184,6 +185,9 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         self._leftover = leftover
         #: None until :meth:`start_now` sent our init; then what the transport left of it
         self._unsent_init: bytes | None = None
+        #: :meth:`start_now` found nothing to read, and :meth:`run` follows at once: its
+        #: first read waits without trying again first
+        self._found_nothing = False
         self._max_queued = max_queued_bytes
         self._queued_bytes = 0
         self._room: trio.lowlevel.ParkingLot | None = None
@@ -364,10 +368,16 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
 
     # ------------------------------------------------------------------ run
 
-    def start_now(self) -> bool:
+    def start_now(self, *, run_follows: bool = False) -> bool:
         """Begin what :meth:`run` begins, without waiting and without a task: our ``init``
         leaves if the transport takes it at once, then what the peer has sent already
-        is read.
+        is read (unless some came with the handshake's last act: then it is the
+        first read of :meth:`run`).
+
+        ``run_follows``: the caller runs :meth:`run` right after a True, without a
+        schedule point in between (a connection's task that finished the handshake
+        itself): when nothing was there to read, run's first read then waits
+        without trying again first.
 
         False: that ended the peer (it had hung up already, or the connection
         failed) and its connection is closed: it needs no :meth:`run`. True:
@@ -383,12 +393,15 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
             self._unsent_init = unsent
             if unsent:
                 return True  # the rest of our init leaves from run
+            if self._leftover:
+                return True  # the peer's first bytes came with the handshake: run reads them
             try:
                 received = self.conn.receive_nowait(RECEIVE_CHUNK)
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)
             else:
                 if received is None:
+                    self._found_nothing = run_follows
                     return True  # nothing yet: run waits for it
                 if received:
                     self._leftover = self._leftover + received if self._leftover else received
@@ -420,9 +433,8 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         try:
             with trio.CancelScope() as scope:
                 self._open_tasks(nursery, scope)
-                init_deadline = self.session.get_timer()
                 if not self._leftover:
-                    self._keepalive.set(self, init_deadline)
+                    self._keepalive.set(self, self.session.get_timer())  # the init deadline
                 # else the peer's first bytes are here (its init came with act three): the
                 # read loop takes them before this task can wait, and the session's next
                 # deadline goes into the schedule from there (the first ping, once the
@@ -437,6 +449,7 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
                 if unsent or (written and self.session.outbox):
                     # The transport did not take it at once: the init timeout bounds
                     # that write here (the keepalive schedule cannot stop a write under way).
+                    init_deadline = self.session.get_timer()
                     scope.deadline = math.inf if init_deadline is None else init_deadline
                     written = await self._write_first(unsent)
                     scope.deadline = math.inf

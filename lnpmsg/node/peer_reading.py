@@ -69,6 +69,7 @@ class PeerReading:
         _cipher: TransportCipher
         _closing: bool
         _direct_write: bool
+        _found_nothing: bool
         _hold_reading: bool
         _keepalive: KeepaliveSchedule
         _leftover: bytes
@@ -136,13 +137,18 @@ class PeerReading:
             # A peer reads without a scope of its own until a handler first asks to hold
             # the reading (an idle peer, or one that never gets such messages, saves
             # the scope's few µs and its objects); from then on under one.
-            if self._read_scope is None and turn == 0 and not await self._read_messages(turn):
-                return
+            # This task has just had a turn (it started, or run awaited last).
+            fresh = True
+            if self._read_scope is None and turn == 0:
+                if not await self._read_messages(turn, fresh=True):
+                    return
+                fresh = False  # the first read under the scope follows a read's handlers
             while True:
                 with trio.CancelScope() as scope:
                     self._read_scope = scope
-                    await self._read_messages(turn)
+                    await self._read_messages(turn, fresh=fresh)
                     return
+                fresh = False
                 # A held handler was cancelled through this scope (see hold_reading).
                 if self._reading_turn != turn or self._closing:
                     return
@@ -153,8 +159,13 @@ class PeerReading:
                 # writer's path, which says so (PeerClosedError), not write directly.
                 self._direct_write = False
 
-    async def _read_messages(self, turn: int) -> bool:
-        """The read loop's body; True when it stopped to go on under a cancel scope (see :meth:`hold_reading`)."""
+    async def _read_messages(self, turn: int, *, fresh: bool = False) -> bool:
+        """The read loop's body; True when it stopped to go on under a cancel scope (see :meth:`hold_reading`).
+
+        ``fresh``: the task has just had a turn of the scheduler (it started, or
+        ``run`` awaited last) and has read nothing since but what the handshake
+        left: its first read outside a run then takes what is there without
+        another (see below)."""
         decryptor = self._cipher.decryptor
         session = self.session
         counters = self.counters
@@ -223,7 +234,12 @@ class PeerReading:
                 # initiator's init usually came with act three, or its close did): it
                 # extends the handshake's turn by one bounded read, and saves a pass of
                 # the scheduler on every connection.
-                received = self.conn.receive_nowait(RECEIVE_CHUNK) if not counters.bytes_in else None
+                first = not counters.bytes_in
+                if first and self._found_nothing:
+                    self._found_nothing = False  # start_now just found nothing: wait for it
+                    received = None
+                else:
+                    received = self.conn.receive_nowait(RECEIVE_CHUNK) if first else None
                 kept = 0
                 if received is None:
                     # In a run of frames of one size, bytes that are there go where they
@@ -251,7 +267,20 @@ class PeerReading:
                             received = b"" if not size else None
                     if buffer is None:
                         # not in a run: a read that ends on a frame of the run when it can
-                        received = await self.conn.receive_some(decryptor.read_size(RECEIVE_CHUNK))
+                        size = decryptor.read_size(RECEIVE_CHUNK)
+                        if fresh and reads_into:
+                            # One read per turn without a schedule point of its own (the
+                            # init that came with act three was handled in this turn, and
+                            # now the close, or the peer's next message, is often there):
+                            # a wait is the turn, with the same system calls as receive_some's.
+                            # (Nothing there at the first read just now: straight to the wait.)
+                            received = None if first else self.conn.receive_nowait(size)
+                            while received is None:
+                                await self.conn.wait_receivable()
+                                received = self.conn.receive_nowait(size)
+                        else:
+                            received = await self.conn.receive_some(size)
+                fresh = False
             except TransportError as exc:
                 self._begin_close(f"connection lost: {exc}", reader_ends=True)
                 return False
