@@ -59,6 +59,18 @@ async def _closed(sock: socket.socket) -> bool:
         return True
 
 
+async def _close_from_our_side(node, peer, sock: socket.socket) -> None:
+    """Close ``peer`` from the node's side; its socket sees the close and nothing of it stays."""
+    peer.close("stopped by the test")
+    sock.setblocking(False)
+    with trio.fail_after(10):
+        while not await _closed(sock):
+            pass
+        await peer.closed.wait()
+    assert node.peers == {} and len(node.keepalive) == 0
+    sock.close()
+
+
 async def test_act_one_already_there_is_answered_in_the_accept_loop_and_one_task_runs_the_connection() -> None:
     node = make_node()
     seen: list[tuple[str, bool, bytes]] = []
@@ -329,14 +341,7 @@ async def test_a_peer_whose_init_comes_after_a_late_act_three_waits_for_it_after
         # the init came to the wait: no receive found nothing since (the next read waits as any other)
         assert received == [b"first"] and peer.is_ready and receives.empty == 3
         assert node.keepalive.deadline_of(peer) is not None  # the first ping
-        peer.close("stopped by the test")
-        sock.setblocking(False)
-        with trio.fail_after(10):
-            while not await _closed(sock):
-                pass
-            await peer.closed.wait()
-        assert node.peers == {} and len(node.keepalive) == 0
-        sock.close()
+        await _close_from_our_side(node, peer, sock)
 
 
 async def test_a_peer_whose_init_came_with_act_three_is_read_kept_alive_and_stoppable() -> None:
@@ -363,14 +368,7 @@ async def test_a_peer_whose_init_came_with_act_three_is_read_kept_alive_and_stop
             while len(received) < 2:
                 await trio.sleep(0.01)
         assert received[1] == b"later"
-        peer.close("stopped by the test")
-        sock.setblocking(False)
-        with trio.fail_after(10):
-            while not await _closed(sock):
-                pass
-            await peer.closed.wait()
-        assert node.peers == {} and len(node.keepalive) == 0
-        sock.close()
+        await _close_from_our_side(node, peer, sock)
 
 
 async def test_a_part_of_an_init_that_came_with_act_three_leaves_the_init_deadline_running(caplog) -> None:
