@@ -197,9 +197,11 @@ class PeerReading:
                 if messages:
                     counters.messages_in += len(messages)
                     events = session.receive_messages(messages, trio.current_time())
-                    # (no name of this loop is left holding a run's messages: see below)
-                    for noted in [event for event in events if type(event) is not RunReceived and type(event) is not MessagesReceived]:
-                        self._note(noted)
+                    # Picked out first, so no name of the loop below is left holding a
+                    # run's messages once they are dropped (see below).
+                    noted = [e for e in events if type(e) is not RunReceived and type(e) is not MessagesReceived]
+                    for event in noted:
+                        self._note(event)
                     # One call per read, however many messages it carried.
                     await on_events(self, events)
                     # The read's messages go now, not when the next read's replace them:
