@@ -340,6 +340,21 @@ async def test_configured_peers_are_connected_and_reconnected():
             assert b.peers[a.node_id].is_ready
 
 
+def _node_taking(messages: list[bytes]):
+    """A node that keeps the payloads of CUSTOM messages, and an event set once it has as many as ``messages``."""
+    received: list[bytes] = []
+    all_in = trio.Event()
+
+    def on_message(peer, message):
+        received.append(message.payload)
+        if len(received) == len(messages):
+            all_in.set()
+
+    node = make_node()
+    node.add_handler(CUSTOM, on_message)
+    return node, received, all_in
+
+
 def _stream_to(node_id: bytes, address: str, messages: list[bytes]) -> None:
     """A client in a thread: the handshake, an init, then all of ``messages`` encrypted
     first and written at once (faster than any node decrypts), then its close."""
@@ -409,16 +424,7 @@ async def test_a_peer_streaming_a_run_reads_a_whole_turn_at_a_time(libsodium, mo
 
     monkeypatch.setattr(TcpConnection, "receive_into_nowait", recording)
     messages = [CUSTOM.to_bytes(2, "big") + bytes([n % 256]) * 1022 for n in range(4000)]
-    received = []
-    all_in = trio.Event()
-
-    def on_message(peer, message):
-        received.append(message.payload)
-        if len(received) == len(messages):
-            all_in.set()
-
-    node = make_node()
-    node.add_handler(CUSTOM, on_message)
+    node, received, all_in = _node_taking(messages)
     async with running(node) as nursery:
         nursery.start_soon(trio.to_thread.run_sync, _stream_to, node.node_id, node.listen_addresses[0], messages)
         with trio.fail_after(30):
@@ -442,16 +448,7 @@ async def test_a_peer_streaming_full_reads_lets_other_tasks_run_every_turn_bytes
     from lnpmsg.node.peer_reading import RECEIVE_CHUNK, TURN_BYTES
 
     messages = [CUSTOM.to_bytes(2, "big") + bytes([n % 256]) * 1022 for n in range(8000)]
-    received = []
-    all_in = trio.Event()
-
-    def on_message(peer, message):
-        received.append(message.payload)
-        if len(received) == len(messages):
-            all_in.set()
-
-    node = make_node()
-    node.add_handler(CUSTOM, on_message)
+    node, received, all_in = _node_taking(messages)
     async with running(node) as nursery:
         address = node.listen_addresses[0]
         nursery.start_soon(trio.to_thread.run_sync, _stream_to, node.node_id, address, messages)
