@@ -9,6 +9,7 @@ import gc
 import logging
 import socket
 
+import pytest
 import trio
 import trio.testing
 
@@ -129,6 +130,8 @@ class _Initiator:
         self.node = node
         #: the initiator's side of the transport (set once act three is made)
         self.cipher: TransportCipher | None = None
+        #: what ``init_part`` left unsent of the init (and of ``after_init``)
+        self.init_rest = b""
         accept_now = node._accept_now
 
         def answering(conn: Connection) -> bool:
@@ -139,6 +142,7 @@ class _Initiator:
             self.cipher = TransportCipher(self.handshake.keys)
             init = self.cipher.encryptor.encrypt_joined([Init().encode(), *after_init]) if with_init else b""
             self.sock.sendall(act_three + init[:init_part])
+            self.init_rest = init[init_part:] if init_part is not None else b""
             if hang_up:
                 self.sock.shutdown(socket.SHUT_WR)
             return kept
@@ -388,6 +392,54 @@ async def test_a_part_of_an_init_that_came_with_act_three_leaves_the_init_deadli
         sock.close()
 
 
+@pytest.mark.parametrize("init_part", [10, FRAME_OVERHEAD + 5])  # within the length header, within the body
+async def test_an_init_whose_first_part_came_with_act_three_is_completed_by_the_peers_reads(init_part: int) -> None:
+    # The accept loop's receive took act three and a part of the init (the peer's leftover):
+    # the rest comes once the reader waits, and joins it in order, with what follows it.
+    node = make_node(ping_interval=30)
+    received: list[bytes] = []
+    node.add_handler(CUSTOM, lambda peer, message: received.append(message.payload))
+    initiator = _Initiator(node, with_init=True, hang_up=False, init_part=init_part, after_init=(CUSTOM.to_bytes(2, "big") + b"after",))
+    async with running(node):
+        sock = initiator.dial()
+        with trio.fail_after(10):
+            while node.pending_handshakes or not len(node.keepalive):
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.peers == {} and len(node.keepalive) == 1  # the init deadline, while the reader waits
+        rest = initiator.init_rest
+        sock.sendall(rest[:7])  # and the rest in pieces too
+        await trio.testing.wait_all_tasks_blocked()
+        sock.sendall(rest[7:])
+        with trio.fail_after(10):
+            while not received:
+                await trio.sleep(0.01)
+        (peer,) = node.peers.values()
+        assert received == [b"after"] and peer.is_ready and len(node.keepalive) == 1
+        assert node.keepalive.deadline_of(peer) is not None
+        await _close_from_our_side(node, peer, sock)
+
+
+async def test_a_peer_that_hangs_up_after_a_part_of_its_init_ends_unheard() -> None:
+    # Act three and a part of the init in the accept loop's receive, then the close: the
+    # peer's task reads the close, and nothing of it stays (no peer, no deadline, no task).
+    node = make_node()
+    initiator = _Initiator(node, with_init=True, hang_up=True, init_part=FRAME_OVERHEAD + 5)
+    async with running(node):
+        sock = initiator.dial()
+        sock.setblocking(False)
+        with trio.fail_after(10):
+            await _receive(sock, FRAME_OVERHEAD + len(node.local_init().encode()))  # our init
+            while not await _closed(sock):
+                pass
+            while node.admission.connections_from("127.0.0.1"):
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.peers == {} and len(node.keepalive) == 0 and node.pending_handshakes == 0
+        assert running_tasks(CONNECTION_TASK) == 0
+        sock.close()
+
+
 async def test_act_one_in_pieces_is_completed_by_the_connection_task() -> None:
     node = make_node()
     async with running(node):
@@ -533,3 +585,33 @@ async def test_handshake_deadlines_stop_a_memory_connection_in_virtual_time(auto
         assert len(node.keepalive) == 0
         await silent.aclose()
         await answered.aclose()
+
+
+async def test_a_memory_connection_s_act_three_with_a_part_of_the_init_is_read_in_order(autojump_clock: trio.testing.MockClock) -> None:
+    """A transport whose handshake runs in the connection's task (mem://): act three sent with
+    a part of the init, the rest later with a message after it; nothing is lost or reordered,
+    and the init deadline runs until the init is whole."""
+    network = MemoryNetwork()
+    node = memory_node(network, init_timeout=30.0, ping_interval=60.0)
+    received: list[bytes] = []
+    node.add_handler(CUSTOM, lambda peer, message: received.append(message.payload))
+    async with running(node):
+        conn = await network.transport().dial(network.names[0])
+        handshake = InitiatorHandshake(NodeKey.generate().secret, node.node_id)
+        await conn.send_frames([handshake.act_one()])
+        act_three = handshake.receive_act_two(await conn.receive_some(ACT_TWO_SIZE))
+        cipher = TransportCipher(handshake.keys)
+        stream = cipher.encryptor.encrypt_joined([Init().encode(), CUSTOM.to_bytes(2, "big") + b"after"])
+        await conn.send_frames([act_three + stream[:FRAME_OVERHEAD + 3]])
+        await trio.sleep(10)
+        assert node.pending_handshakes == 0 and node.peers == {} and len(node.keepalive) == 1
+        await conn.send_frames([stream[FRAME_OVERHEAD + 3 :]])
+        await trio.sleep(1)
+        (peer,) = node.peers.values()
+        assert peer.is_ready and received == [b"after"]
+        # the peer's init leaves from its task, before anything else
+        ours = cipher.decryptor.feed(await conn.receive_some(1000))
+        assert DEFAULT_REGISTRY.decode(ours[0]).TYPE == Init.TYPE
+        await conn.aclose()
+        await trio.sleep(1)
+        assert node.peers == {} and len(node.keepalive) == 0

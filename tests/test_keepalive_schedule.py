@@ -187,6 +187,48 @@ async def test_an_emptied_bucket_fires_nothing_and_goes_when_its_tick_passes(aut
     assert schedule._buckets == {} and schedule._ticks == [] and schedule.passes == 1
 
 
+async def test_long_churn_without_the_task_stays_bounded_and_then_fires_every_live_deadline_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # An accepting node's churn while the task does not run (it is busy elsewhere): peers
+    # come with a deadline, some move it (an init, then the first ping) or leave. Emptied
+    # buckets stay bounded, every bucket's tick is in the heap once, and when the task
+    # runs it fires exactly the peers still there, each once, within a tick of its deadline.
+    import random
+
+    rng = random.Random(7)
+    HORIZON = 10_000.0  # deadlines in 40,000 ticks: far more than peers, so most buckets hold one
+    schedule = KeepaliveSchedule(0.25)
+    start = trio.current_time()
+    live: dict[_Timer, float] = {}
+
+    def set_checked(timer: _Timer, deadline: float) -> None:
+        before = len(schedule._buckets)
+        schedule.set(timer, deadline)
+        live[timer] = deadline
+        if len(schedule._buckets) > before:  # a new bucket: emptied ones past the bound went
+            assert len(schedule._buckets) <= 2 * len(schedule) + 64
+
+    for n in range(20_000):
+        timer = _Timer()
+        set_checked(timer, start + rng.uniform(1.0, HORIZON))
+        if rng.random() < 0.5:
+            set_checked(timer, start + rng.uniform(1.0, HORIZON))  # moved: its old bucket may empty
+        if rng.random() < 0.9:
+            gone = rng.choice(list(live)) if n % 100 == 0 else timer
+            schedule.set(gone, None)
+            del live[gone]
+    assert len(schedule) == len(live)
+    assert sorted(schedule._ticks) == sorted(schedule._buckets) and len(set(schedule._ticks)) == len(schedule._ticks)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(schedule.run)
+        await trio.sleep(HORIZON + 1)
+        nursery.cancel_scope.cancel()
+    for timer, deadline in live.items():
+        assert len(timer.fired) == 1 and deadline <= timer.fired[0] <= deadline + 0.25
+    assert schedule._buckets == {} and schedule._ticks == [] and len(schedule) == 0
+
+
 # ----------------------------------------------------------------- peers on a node
 
 

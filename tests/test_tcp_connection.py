@@ -302,3 +302,26 @@ async def test_a_tor_connection_reads_its_pending_bytes_into_the_buffer_first() 
     finally:
         await conn.aclose()
         right.close()
+
+
+async def test_a_tor_connection_s_pending_bytes_come_first_for_every_receive() -> None:
+    # The handshake and the reader's first reads use receive_nowait and wait_receivable:
+    # bytes that came with the SOCKS reply must be there for them too, before the socket's
+    # (receive_nowait), and without waiting for the socket (wait_receivable).
+    from lnpmsg.node.handshake import receive_exactly
+    from lnpmsg.transports.tor.transport import TorConnection
+
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    conn = TorConnection(left, "peer.onion:9735", pending=b"abc")
+    try:
+        with trio.fail_after(5):
+            await conn.wait_receivable()  # the pending bytes are there: no wait for the socket
+            assert await receive_exactly(conn, 2, bytearray(), "act") == b"ab"
+        right.sendall(b"def")
+        assert conn.receive_nowait(10) == b"c"
+        assert conn.receive_nowait(10) == b"def"
+        assert conn.receive_nowait(10) is None
+    finally:
+        await conn.aclose()
+        right.close()

@@ -99,7 +99,10 @@ class Connection(abc.ABC):
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         """Return the next bytes that arrived (at most ``max_bytes``), or ``b""`` at end of stream."""
 
-    #: whether :meth:`receive_into_nowait` can read (else it always says None)
+    #: whether :meth:`receive_into_nowait` can read (else it always says None); such a
+    #: transport also answers :meth:`receive_nowait` and :meth:`wait_receivable` for the
+    #: same bytes (a handshake's act and a reader's first reads wait with the one and
+    #: take with the other: a ``receive_nowait`` that always said None would spin there)
     reads_into = False
 
     def receive_into_nowait(self, buffer: memoryview) -> int | None:

@@ -96,6 +96,19 @@ class TorConnection(TcpConnection):
             return size
         return super().receive_into_nowait(buffer)
 
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        if self._pending:  # as receive_some: before the socket's (a handshake's act reads this way)
+            data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+            return data
+        return super().receive_nowait(max_bytes)
+
+    async def wait_receivable(self) -> None:
+        if self._pending:
+            # receive_into_nowait has them already: the socket may never get more
+            await trio.lowlevel.checkpoint()
+            return
+        await super().wait_receivable()
+
 
 def split_tor_target(target: str) -> tuple[str | None, str, int]:
     """Split ``[peer@]host:port`` into ``(peer or None, host, port)``; onion hosts are validated and lower-cased.
