@@ -96,6 +96,12 @@ async def _reply(raw: RawPeer) -> RpcResponse:
                 return msg
 
 
+def _counted_exactly(peer: Peer, sent: list[bytes]) -> None:
+    """Nothing read twice or lost: the peer counted exactly the messages and bytes sent."""
+    assert peer.counters.messages_in == len(sent)
+    assert peer.counters.bytes_in == sum(len(p) + FRAME_OVERHEAD for p in sent)
+
+
 def _wait_readable(peer: Peer) -> None:
     """Block (briefly) until the server's socket holds the bytes just sent on loopback:
     they are then there for the new reading task's first read, whatever the kernel's timing."""
@@ -164,10 +170,8 @@ async def test_bytes_waiting_at_the_hand_off_are_read_in_the_new_task_s_first_st
                 # the new task reads; the one that handed on to it (a task of its own from the
                 # second round on) runs the held method until it returns
                 assert server.held_running == 1 and running_tasks("PeerReading._read_loop") == 1 + round_
-                # nothing read twice or lost: the peer counted exactly what was sent
                 sent += [held, *notes]
-                assert peer.counters.messages_in == len(sent)
-                assert peer.counters.bytes_in == sum(len(p) + FRAME_OVERHEAD for p in sent)
+                _counted_exactly(peer, sent)
                 server.gate.set()
                 reply = await _reply(raw)
                 assert reply.id == round_ + 2 and reply.result == b'"released"'
@@ -222,8 +226,7 @@ async def test_a_hand_off_within_a_run_of_frames_of_one_size_loses_and_repeats_n
         late_tasks = {task for _, task, _ in server.notes[len(before):]}
         assert len(late_tasks) == 1 and server.held_task not in late_tasks
         sent += [*before, held, *after]
-        assert peer.counters.messages_in == len(sent)
-        assert peer.counters.bytes_in == sum(len(p) + FRAME_OVERHEAD for p in sent)
+        _counted_exactly(peer, sent)
         server.gate.set()
         assert (await _reply(raw)).id == 2
         assert server.rpc._serving_total == 0 and peer.is_ready
@@ -253,8 +256,7 @@ async def test_bytes_that_come_after_the_hand_off_are_read_once_the_new_task_wai
             # its first step found nothing and waited; the second read what came
             assert {steps for _, _, steps in server.notes} == {2}
             sent += [held, *notes]
-            assert peer.counters.messages_in == len(sent)
-            assert peer.counters.bytes_in == sum(len(p) + FRAME_OVERHEAD for p in sent)
+            _counted_exactly(peer, sent)
             server.gate.set()
             assert (await _reply(raw)).id == 2
             assert server.rpc._serving_total == 0 and peer.is_ready
