@@ -49,7 +49,7 @@ async def receive_exactly(conn: Connection, size: int, buffer: bytearray, what: 
         # without a schedule point; the handshake's next wait is one anyway.
         chunk = conn.receive_nowait(size)
         if chunk is None:
-            chunk = await _receive_after_wait(conn, size)
+            chunk = await conn.receive_after_nothing(size)
         if len(chunk) == size:
             return chunk
         if not chunk:
@@ -63,19 +63,6 @@ async def receive_exactly(conn: Connection, size: int, buffer: bytearray, what: 
     data = bytes(buffer[:size])
     del buffer[:size]
     return data
-
-
-async def _receive_after_wait(conn: Connection, size: int) -> bytes:
-    """Up to ``size`` bytes once they are there, when a receive just found none: a
-    transport that can wait without reading (:attr:`Connection.reads_into`) waits
-    first, so no second receive fails before the wait (``receive_some`` tries first)."""
-    if not conn.reads_into:
-        return await conn.receive_some(size)
-    while True:
-        await conn.wait_receivable()
-        chunk = conn.receive_nowait(size)
-        if chunk is not None:
-            return chunk
 
 
 async def handshake_as_initiator(

@@ -277,9 +277,8 @@ class PeerReading:
                             # a wait is the turn, with the same system calls as receive_some's.
                             # (Nothing there at the first read just now: straight to the wait.)
                             received = None if first else self.conn.receive_nowait(size)
-                            while received is None:
-                                await self.conn.wait_receivable()
-                                received = self.conn.receive_nowait(size)
+                            if received is None:
+                                received = await self.conn.receive_after_nothing(size)
                         else:
                             received = await self.conn.receive_some(size)
                 fresh = False

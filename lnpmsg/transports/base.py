@@ -101,8 +101,8 @@ class Connection(abc.ABC):
 
     #: whether :meth:`receive_into_nowait` can read (else it always says None); such a
     #: transport also answers :meth:`receive_nowait` and :meth:`wait_receivable` for the
-    #: same bytes (a handshake's act and a reader's first reads wait with the one and
-    #: take with the other: a ``receive_nowait`` that always said None would spin there)
+    #: same bytes (:meth:`receive_after_nothing` waits with the one and takes with the
+    #: other: a ``receive_nowait`` that always said None would spin there)
     reads_into = False
 
     def receive_into_nowait(self, buffer: memoryview) -> int | None:
@@ -125,6 +125,22 @@ class Connection(abc.ABC):
         those of ``receive_some``.
         """
         raise NotImplementedError
+
+    async def receive_after_nothing(self, max_bytes: int) -> bytes:
+        """The next bytes (at most ``max_bytes``; ``b""`` at end of stream), for a caller
+        whose receive just found nothing: a transport that reads into
+        (:attr:`reads_into`) waits first (:meth:`wait_receivable`), so no second
+        receive fails before the wait, as one would in ``receive_some`` (which tries
+        first); another receives with ``receive_some``. Errors are those of
+        ``receive_some``.
+        """
+        if not self.reads_into:
+            return await self.receive_some(max_bytes)
+        while True:
+            await self.wait_receivable()
+            received = self.receive_nowait(max_bytes)
+            if received is not None:
+                return received
 
     @abc.abstractmethod
     async def aclose(self) -> None:
