@@ -82,24 +82,27 @@ class TorConnection(TcpConnection):
         super().__init__(sock, remote_address, kind)
         self._pending = pending
 
+    def _take_pending(self, most: int) -> bytes:
+        """Up to ``most`` of the bytes that came with the SOCKS reply: every receive gives
+        them before the socket's."""
+        data, self._pending = self._pending[:most], self._pending[most:]
+        return data
+
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         if self._pending:
-            data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
-            return data
+            return self._take_pending(max_bytes)
         return await super().receive_some(max_bytes)
 
     def receive_into_nowait(self, buffer: memoryview) -> int | None:
-        if self._pending:  # bytes that came with the SOCKS reply go first
-            size = min(len(buffer), len(self._pending))
-            buffer[:size] = self._pending[:size]
-            self._pending = self._pending[size:]
-            return size
+        if self._pending:
+            data = self._take_pending(len(buffer))
+            buffer[: len(data)] = data
+            return len(data)
         return super().receive_into_nowait(buffer)
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
-        if self._pending:  # as receive_some: before the socket's (a handshake's act reads this way)
-            data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
-            return data
+        if self._pending:
+            return self._take_pending(max_bytes)
         return super().receive_nowait(max_bytes)
 
     async def wait_receivable(self) -> None:
