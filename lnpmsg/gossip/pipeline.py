@@ -41,7 +41,7 @@ from pathlib import Path
 import trio
 
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
-from lnpmsg.gossip.verify_worker import FRAME_HEADER, MAX_FRAME
+from lnpmsg.gossip.verify_worker import read_frame, write_frame
 
 __all__ = ["Verdicts", "VerifyPool", "pack_checks", "unpack_verdicts"]
 
@@ -116,24 +116,11 @@ class _Worker:
     waits in the pipe, so the worker starts it the moment it answers the
     last: it never waits for the event loop to hand it more), and the
     answers are read in the order the batches were written.
-
-    The pipes are read and written by the event loop itself, non-blocking
-    (``trio.lowlevel.FdStream``), not by blocking calls in trio's worker
-    threads: a thread hop costs tens of µs of CPU each way, four per frame,
-    and the frames of a small batch hold few checks.
     """
 
     def __init__(self, process: subprocess.Popen[bytes], name: str) -> None:
         self.process = process
         self.name = name
-        assert process.stdin is not None and process.stdout is not None
-        # The streams own their own copies of the pipes' ends; Popen's file objects
-        # are closed now, so closing the streams is what ends the worker's input.
-        self._requests = trio.lowlevel.FdStream(os.dup(process.stdin.fileno()))
-        self._answers = trio.lowlevel.FdStream(os.dup(process.stdout.fileno()))
-        process.stdin.close()
-        process.stdout.close()
-        self._pending = bytearray()
         #: one writer at a time; the holder takes the next ticket
         self.send_lock = trio.Lock()
         #: tickets handed out (batches written or being written)
@@ -142,36 +129,18 @@ class _Worker:
         self.answered = 0
         self._turn = trio.Event()
 
-    async def send(self, blob: bytes) -> None:
-        """Write one frame (waits while the pipe is full). Not to be cancelled halfway:
-        the caller shields it, or the next frame would follow a torn one."""
-        await self._requests.send_all(FRAME_HEADER.pack(len(blob)) + blob)
+    def send(self, blob: bytes) -> None:
+        """Blocking (in a trio worker thread): waits while the pipe is full."""
+        assert self.process.stdin is not None
+        write_frame(self.process.stdin, blob)
 
-    async def receive(self) -> bytes:
-        """Read one frame (the answer to the oldest batch not yet answered)."""
-        (size,) = FRAME_HEADER.unpack(await self._take(FRAME_HEADER.size))
-        if size > MAX_FRAME:
-            raise ValueError(f"a frame of {size} bytes (at most {MAX_FRAME})")
-        return await self._take(size)
-
-    async def _take(self, size: int) -> bytes:
-        pending = self._pending
-        while len(pending) < size:
-            chunk = await self._answers.receive_some(max(size - len(pending), 65536))
-            if not chunk:
-                raise EOFError(f"worker exited (code {self.process.poll()})")
-            pending += chunk
-        out = bytes(pending[:size])
-        del pending[:size]
-        return out
-
-    def close(self) -> None:
-        """Close both pipes: the worker sees the end of its input and exits."""
-        for stream in (self._requests, self._answers):
-            try:
-                stream.close()
-            except OSError:
-                pass
+    def receive(self) -> bytes:
+        """Blocking (in a trio worker thread, GIL released while it waits)."""
+        assert self.process.stdout is not None
+        answer = read_frame(self.process.stdout)
+        if answer is None:
+            raise EOFError(f"worker exited (code {self.process.poll()})")
+        return answer
 
     async def wait_turn(self, ticket: int) -> None:
         while self.answered != ticket:
@@ -187,7 +156,7 @@ class VerifyPool:
     """``processes`` worker processes checking signatures for the event loop.
 
     ``min_checks``: a batch with fewer checks is checked in this process (a
-    trip to a worker costs two frames through the pipes and two wake-ups). ``local``:
+    trip to a worker costs two thread hops and two pipe writes). ``local``:
     the verifier used then, and when the pool is broken.
     Use inside ``async with`` or call :meth:`close`; a worker whose parent
     dies sees its stdin end and exits.
@@ -221,22 +190,20 @@ class VerifyPool:
         async with self._starting:
             if not self._workers and self._broken is None:
                 try:
-                    processes = await trio.to_thread.run_sync(self._spawn)
-                    # made here, on the event loop: their pipes are its to read and write
-                    self._workers = [_Worker(p, f"signature worker {i} (pid {p.pid})") for i, p in enumerate(processes)]
+                    self._workers = await trio.to_thread.run_sync(self._spawn)
                 except OSError as exc:
                     self._broken = f"starting workers: {exc!r}"
                     log.error("gossip: no signature worker processes (%s): checking signatures in this process", self._broken)
                     return
                 log.info("gossip: %d signature worker processes started", len(self._workers))
 
-    def _spawn(self) -> list[subprocess.Popen[bytes]]:
+    def _spawn(self) -> list[_Worker]:
         # The workers import the same lnpmsg as this process, however it was found.
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
-        processes: list[subprocess.Popen[bytes]] = []
+        workers = []
         try:
-            for _ in range(self.processes):
+            for i in range(self.processes):
                 process = subprocess.Popen(
                     [sys.executable, "-m", "lnpmsg.gossip.verify_worker"],
                     stdin=subprocess.PIPE,
@@ -244,11 +211,11 @@ class VerifyPool:
                     close_fds=True,
                     env=env,
                 )
-                processes.append(process)
+                workers.append(_Worker(process, f"signature worker {i} (pid {process.pid})"))
         except OSError:
-            _stop_all(processes)
+            _stop_all(workers)
             raise
-        return processes
+        return workers
 
     async def verify(self, checks: Sequence[SigCheck]) -> list[bool]:
         """One result per check, in order: split over the workers, or here for a small batch."""
@@ -280,11 +247,9 @@ class VerifyPool:
             worker.sent += 1
             sent = False
             try:
-                # shielded, as the thread that wrote before could not be cancelled either
-                with trio.CancelScope(shield=True):
-                    await worker.send(blob)
+                await trio.to_thread.run_sync(worker.send, blob)
                 sent = True
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            except OSError as exc:
                 self._fail(worker, exc)
             finally:
                 if not sent:
@@ -295,12 +260,12 @@ class VerifyPool:
             try:
                 await worker.wait_turn(ticket)
                 if self._broken is None:
-                    answer = await worker.receive()
+                    answer = await trio.to_thread.run_sync(worker.receive)
                     verdicts = unpack_verdicts(answer, len(checks))
                     self.checked_remote += len(checks)
                     self.local.checked += len(checks)
                     return verdicts
-            except (OSError, EOFError, ValueError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            except (OSError, EOFError, ValueError) as exc:
                 self._fail(worker, exc)
             finally:
                 worker.next_turn()
@@ -316,24 +281,22 @@ class VerifyPool:
         workers, self._workers = self._workers, []
         if not workers:
             return
-        for w in workers:
-            w.close()
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_stop_all, [w.process for w in workers])
+            await trio.to_thread.run_sync(_stop_all, workers)
 
 
-def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
-    """Close what is left of each worker's pipes (it exits at the end of its input); terminate stragglers."""
-    for process in processes:
-        for stream in (process.stdin, process.stdout):
+def _stop_all(workers: list[_Worker]) -> None:
+    """Close each worker's stdin (it exits at the end of its input); terminate stragglers."""
+    for w in workers:
+        for stream in (w.process.stdin, w.process.stdout):
             if stream is not None:
                 try:
                     stream.close()
                 except OSError:
                     pass
-    for process in processes:
+    for w in workers:
         try:
-            process.wait(_STOP_GRACE)
+            w.process.wait(_STOP_GRACE)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            w.process.kill()
+            w.process.wait()

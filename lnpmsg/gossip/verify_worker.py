@@ -24,14 +24,13 @@ from coincurve.context import GLOBAL_CONTEXT
 
 from lnpmsg.gossip.verify import SignatureVerifier
 
-__all__ = ["FRAME_HEADER", "MAX_FRAME", "RECORD_SIZE", "read_frame", "serve", "verify_blob", "write_frame"]
+__all__ = ["MAX_FRAME", "RECORD_SIZE", "read_frame", "serve", "verify_blob", "write_frame"]
 
 #: cache flag (1) + digest (32) + compact signature (64) + compressed key (33)
 RECORD_SIZE = 1 + 32 + 64 + 33
 #: the largest frame either side accepts (a batch is far smaller)
 MAX_FRAME = 64 * 1024 * 1024
-#: the 4-byte big-endian length before each frame's body
-FRAME_HEADER = struct.Struct(">I")
+_LENGTH = struct.Struct(">I")
 _RECORD = struct.Struct("B32s64s33s")
 if _RECORD.size != RECORD_SIZE:
     raise ImportError("the record layout and RECORD_SIZE disagree")
@@ -74,12 +73,12 @@ def verify_blob(verifier: SignatureVerifier, blob: bytes) -> bytes:
 
 def read_frame(stream: BinaryIO) -> bytes | None:
     """One frame's body, or None at a clean end of stream; a torn frame raises EOFError."""
-    head = stream.read(FRAME_HEADER.size)
+    head = stream.read(_LENGTH.size)
     if not head:
         return None
-    if len(head) < FRAME_HEADER.size:
+    if len(head) < _LENGTH.size:
         raise EOFError("stream ended inside a frame header")
-    (size,) = FRAME_HEADER.unpack(head)
+    (size,) = _LENGTH.unpack(head)
     if size > MAX_FRAME:
         raise ValueError(f"a frame of {size} bytes (at most {MAX_FRAME})")
     body = stream.read(size)
@@ -89,7 +88,7 @@ def read_frame(stream: BinaryIO) -> bytes | None:
 
 
 def write_frame(stream: BinaryIO, body: bytes) -> None:
-    stream.write(FRAME_HEADER.pack(len(body)) + body)
+    stream.write(_LENGTH.pack(len(body)) + body)
     stream.flush()
 
 
