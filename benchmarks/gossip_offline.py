@@ -16,7 +16,10 @@ cache per worker, against bare libsecp256k1 verification of the same checks
 (keys and signatures parsed beforehand); and the same loops with the
 verification call swapped for a stub, so that what the workers spend beyond
 ``secp256k1_ecdsa_verify`` (key and signature parsing, the Python loop) is
-measured without the verification's own noise.
+measured without the verification's own noise. ``--pool-batches`` runs
+batches of 64 to 8,192 checks through a real ``VerifyPool`` of that many
+workers, one batch at a time, and prints this process's CPU per check (the
+packing, the pipes, the answers' unpacking): the trip's fixed cost per batch.
 
 Usage: ``python benchmarks/gossip_offline.py [--scale 0.2] [--rounds 3] [--profile FILE] [--verify-processes 2]``
 """
@@ -38,7 +41,7 @@ from lnpmsg.gossip import verify_worker  # noqa: E402
 from lnpmsg.gossip.decision import Decision, Outcome, Pending  # noqa: E402
 from lnpmsg.gossip.graph import Graph  # noqa: E402
 from lnpmsg.gossip.messages import GOSSIP_MESSAGES  # noqa: E402
-from lnpmsg.gossip.pipeline import pack_checks  # noqa: E402
+from lnpmsg.gossip.pipeline import VerifyPool, pack_checks  # noqa: E402
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier  # noqa: E402
 from lnpmsg.gossip.routing import RoutingFeed  # noqa: E402
 from lnpmsg.gossip.store import DB_FILE_NAME, GossipStore  # noqa: E402
@@ -160,6 +163,30 @@ def verify_costs(raws: list[bytes], batch: int, processes: int, rounds: int) -> 
     print(f"  with the verification stubbed: bare loop {us['bare, stub']:.2f}, verify_blob {us['workers, stub']:.2f}: overhead {us['workers, stub'] - us['bare, stub']:+.2f}")
 
 
+def pool_costs(raws: list[bytes], processes: int, rounds: int) -> None:
+    """This process's CPU per check for batches of several sizes through a real pool, one batch at a time."""
+    import trio
+
+    checks, _ = worker_frames(raws[:6000], 1024, processes)
+    # every key kept: after the first pass no worker parses a key, so only the trip's costs vary
+    checks = [c._replace(cache=True) for c in checks][:8192]
+
+    async def run() -> None:
+        async with VerifyPool(processes, SignatureVerifier(), min_checks=1) as pool:
+            await pool.verify(checks)
+            print(f"a pool of {processes} workers, {len(checks)} checks a pass; µs of this process's CPU per check (lowest of {rounds} passes):")
+            for size in (64, 256, 1024, 2048, 8192):
+                best = float("inf")
+                for _ in range(rounds):
+                    t0 = time.process_time()
+                    for i in range(0, len(checks), size):
+                        await pool.verify(checks[i : i + size])
+                    best = min(best, time.process_time() - t0)
+                print(f"  batches of {size:5} checks: {1e6 * best / len(checks):5.2f}")
+
+    trio.run(run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=0.2)
@@ -168,8 +195,11 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "lnpmsg-bench-gossip")
     parser.add_argument("--profile", type=Path, help="write a cProfile of one round to this file")
     parser.add_argument("--verify-processes", type=int, default=0, help="also time the signature workers' loop, split as for this many workers")
+    parser.add_argument("--pool-batches", type=int, default=0, help="also time batches through a real pool of this many workers")
     args = parser.parse_args()
     raws = bench_gossip.read_messages(bench_gossip.cached_messages(bench_gossip.network(args.scale), args.cache_dir, 2))
+    if args.pool_batches > 0:
+        pool_costs(raws, args.pool_batches, args.rounds)
     if args.verify_processes > 0:
         verify_costs(raws, args.batch_size, args.verify_processes, args.rounds)
     best: dict[str, float] = {}
