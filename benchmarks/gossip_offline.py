@@ -21,7 +21,7 @@ batches of 64 to 8,192 checks through a real ``VerifyPool`` of that many
 workers, one batch at a time, and prints this process's CPU per check (the
 packing, the pipes, the answers' unpacking): the trip's fixed cost per batch.
 
-Usage: ``python benchmarks/gossip_offline.py [--scale 0.2] [--rounds 3] [--profile FILE] [--verify-processes 2]``
+Usage: ``python benchmarks/gossip_offline.py [--scale 0.2] [--rounds 3] [--profile FILE] [--verify-processes 2] [--pool-batches 2]``
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def worker_frames(raws: list[bytes], batch: int, processes: int) -> tuple[list[S
     checks: list[SigCheck] = []
     frames: list[list[bytes]] = [[] for _ in range(processes)]
     for start in range(0, len(raws), batch):
-        steps = [graph.prepare(m, m.encode(), now, source=b"\x02" * 33) for m in (classes[(r[0] << 8) | r[1]]._unpack(r, 2, len(r)) for r in raws[start : start + batch])]
+        messages = [classes[(r[0] << 8) | r[1]]._unpack(r, 2, len(r)) for r in raws[start : start + batch]]
+        steps = [graph.prepare(m, m.encode(), now, source=b"\x02" * 33) for m in messages]
         here = [c for s in steps if isinstance(s, Pending) for c in s.checks]
         for s in steps:
             if isinstance(s, Pending):

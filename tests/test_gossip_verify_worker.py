@@ -72,8 +72,8 @@ def records(seed: int, count: int) -> tuple[list[SigCheck], list[bool]]:
             digest, signature, key = rng.choice(((digest[:31], signature, key), (digest, signature[:63], key), (digest, signature, key[:32])))
         checks.append(SigCheck(digest, signature, key, f"{i}: {kind}", rng.random() < 0.6))
         expected.append(kind == "valid")
-    # Keys recur in every role, so cache hits follow misses, bad keys come back, and a
-    # key not kept (a bitcoin key) is followed by another right after.
+    # Keys recur with and without the cache flag, so hits follow misses, a key not kept is
+    # parsed again next time, and the bad keys come back.
     assert {c.key for c in checks if c.cache} & {c.key for c in checks if not c.cache}
     return checks, expected
 

@@ -44,7 +44,7 @@ def verify_blob(verifier: SignatureVerifier, blob: bytes) -> bytes:
     if len(blob) % RECORD_SIZE:
         raise ValueError(f"a blob of checks is {len(blob)} bytes, not a multiple of {RECORD_SIZE}")
     # This loop is the workers' whole Python cost per signature (benchmarks/gossip_offline.py
-    # --workers times it): the record's fields come out of one C call (iter_unpack, not three
+    # --verify-processes times it): the record's fields come out of one C call (iter_unpack, not three
     # slices), a cached key is one dict lookup, and a key not to keep (a bitcoin key, seen
     # once) is parsed into one reused struct instead of a new one each time.
     sig = ffi.new("secp256k1_ecdsa_signature *")
