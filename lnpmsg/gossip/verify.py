@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from coincurve._libsecp256k1 import ffi, lib  # type: ignore[import-not-found]
@@ -97,6 +97,10 @@ class SignatureVerifier:
 
     def __init__(self, max_cached_keys: int = DEFAULT_KEY_CACHE_SIZE) -> None:
         self._keys: dict[bytes, Any] = {}
+        #: ``cached_key(key)``: the parsed key if the cache holds it (only valid keys are
+        #: kept), else None. The dict's own ``get`` (the cache is never replaced, only
+        #: trimmed), so a hit in a per-signature loop costs no Python call.
+        self.cached_key: Callable[[bytes], Any | None] = self._keys.get
         self._max = max_cached_keys
         self._lock = threading.Lock()
         #: signatures checked so far

@@ -31,6 +31,9 @@ RECORD_SIZE = 1 + 32 + 64 + 33
 #: the largest frame either side accepts (a batch is far smaller)
 MAX_FRAME = 64 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
+_RECORD = struct.Struct("B32s64s33s")
+if _RECORD.size != RECORD_SIZE:
+    raise ImportError("the record layout and RECORD_SIZE disagree")
 
 
 def verify_blob(verifier: SignatureVerifier, blob: bytes) -> bytes:
@@ -40,17 +43,31 @@ def verify_blob(verifier: SignatureVerifier, blob: bytes) -> bytes:
     from the records (no per-check objects)."""
     if len(blob) % RECORD_SIZE:
         raise ValueError(f"a blob of checks is {len(blob)} bytes, not a multiple of {RECORD_SIZE}")
+    # This loop is the workers' whole Python cost per signature (benchmarks/gossip_offline.py
+    # --verify-processes times it): the record's fields come out of one C call (iter_unpack, not three
+    # slices), a cached key is one dict lookup, and a key not to keep (a bitcoin key, seen
+    # once) is parsed into one reused struct instead of a new one each time.
     sig = ffi.new("secp256k1_ecdsa_signature *")
+    scratch = ffi.new("secp256k1_pubkey *")
     parse_sig = lib.secp256k1_ecdsa_signature_parse_compact
+    parse_key = lib.secp256k1_ec_pubkey_parse
     verify = lib.secp256k1_ecdsa_verify
+    cached = verifier.cached_key
     public_key = verifier.public_key
     ctx = GLOBAL_CONTEXT.ctx
     out = bytearray(len(blob) // RECORD_SIZE)
-    for n, i in enumerate(range(0, len(blob), RECORD_SIZE)):
-        parsed = public_key(blob[i + 97 : i + RECORD_SIZE], blob[i] == 1)
-        if parsed is not None and parse_sig(ctx, sig, blob[i + 33 : i + 97]) == 1 and verify(ctx, sig, blob[i + 1 : i + 33], parsed) == 1:
+    n = 0
+    for cache, digest, signature, key in _RECORD.iter_unpack(blob):
+        parsed = cached(key)
+        if parsed is None:
+            if cache == 1:
+                parsed = public_key(key)
+            elif parse_key(ctx, scratch, key, 33) == 1:
+                parsed = scratch
+        if parsed is not None and parse_sig(ctx, sig, signature) == 1 and verify(ctx, sig, digest, parsed) == 1:
             out[n] = 1
-    verifier.checked += len(out)
+        n += 1
+    verifier.checked += n
     return bytes(out)
 
 
