@@ -22,7 +22,7 @@ from lnpmsg.gossip.cln_store import load_gossip_store_file, read_gossip_store
 from lnpmsg.gossip.events import GossipEvent
 from lnpmsg.gossip.graph import Graph, Outcome
 from lnpmsg.gossip.messages import register_gossip_messages
-from lnpmsg.gossip.pipeline import VerifyPool, pack_checks, unpack_verdicts
+from lnpmsg.gossip.pipeline import SPLIT_MIN, VerifyPool, pack_checks, unpack_verdicts
 from lnpmsg.gossip.sign import sign_channel_update
 from lnpmsg.gossip.store import GossipStore
 from lnpmsg.gossip.testing import SyntheticNetwork
@@ -205,3 +205,38 @@ async def test_batches_queued_on_one_worker_get_their_own_answers() -> None:
             assert pool._workers[0].sent == pool._workers[0].answered == len(batches)
             assert pool.checked_remote == sum(len(b) for b in batches)
     assert answers == expected
+
+
+async def test_a_small_batch_goes_whole_to_the_least_busy_worker_and_a_large_one_is_split() -> None:
+    """Each part of a batch is a trip of its own: a batch under SPLIT_MIN checks per part
+    is one frame to one worker (small batches take turns, and batches in flight together
+    still reach every worker); a large one is split over them."""
+    verifier = SignatureVerifier()
+    raws = synthetic_with_trouble()[:80]
+    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
+    checks: list[SigCheck] = []
+    for raw in raws:
+        checks.extend(getattr(graph.prepare(REGISTRY.decode(raw), raw, NOW), "checks", ()))
+    small = checks[: SPLIT_MIN - 1]
+    large = (checks * (2 * SPLIT_MIN // len(checks) + 1))[: 2 * SPLIT_MIN]
+    assert len(small) >= 64
+    with trio.fail_after(60):
+        async with VerifyPool(2, SignatureVerifier(), min_checks=1) as pool:
+            assert await pool.verify(small) == verifier.verify_many(small)
+            assert sorted(w.sent for w in pool._workers) == [0, 1]
+            assert await pool.verify(small) == verifier.verify_many(small)
+            assert [w.sent for w in pool._workers] == [1, 1]  # the other one's turn
+            assert await pool.verify(large) == verifier.verify_many(large)
+            assert [w.sent for w in pool._workers] == [2, 2]
+            # Two small batches at once: one on each worker, each with its own answers.
+            answers: list[list[bool]] = [[], []]
+
+            async def one(i: int) -> None:
+                answers[i] = await pool.verify(small[i:])
+
+            async with trio.open_nursery() as nursery:
+                for i in range(2):
+                    nursery.start_soon(one, i)
+            assert [w.sent for w in pool._workers] == [3, 3]
+            assert answers == [verifier.verify_many(small[i:]) for i in range(2)]
+            assert pool.checked_remote == 2 * len(small) + len(large) + len(small) + len(small) - 1
