@@ -15,7 +15,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import trio
+import trio.testing
 
 from lnpmsg.gossip.app import GossipApp, GossipConfig
 from lnpmsg.gossip.cln_store import load_gossip_store_file, read_gossip_store
@@ -27,7 +29,7 @@ from lnpmsg.gossip.sign import sign_channel_update
 from lnpmsg.gossip.store import GossipStore
 from lnpmsg.gossip.testing import SyntheticNetwork
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier, double_sha256
-from lnpmsg.gossip.verify_worker import RECORD_SIZE, verify_blob
+from lnpmsg.gossip.verify_worker import MAX_FRAME, RECORD_SIZE, take_frame, verify_blob
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.wire import CHAIN_HASH_MAINNET, DEFAULT_REGISTRY
@@ -240,3 +242,56 @@ async def test_a_small_batch_goes_whole_to_the_least_busy_worker_and_a_large_one
             assert [w.sent for w in pool._workers] == [3, 3]
             assert answers == [verifier.verify_many(small[i:]) for i in range(2)]
             assert pool.checked_remote == 2 * len(small) + len(large) + len(small) + len(small) - 1
+
+
+def test_answers_are_taken_whole_from_what_a_non_blocking_read_brings() -> None:
+    frames = [b"", b"\x01" * 3, bytes(range(256)) * 9]
+    stream = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+    for step in (1, 3, 5, 700, len(stream)):
+        buffer, taken = bytearray(), []
+        for i in range(0, len(stream), step):
+            buffer += stream[i : i + step]
+            while (body := take_frame(buffer)) is not None:
+                taken.append(body)
+        assert taken == frames and not buffer
+    with pytest.raises(ValueError, match="at most"):
+        take_frame(bytearray((MAX_FRAME + 1).to_bytes(4, "big")))
+
+
+@pytest.mark.parametrize("size", [400, 3000])
+async def test_a_batch_on_its_way_when_the_pool_closes_is_checked_here(size: int, caplog) -> None:
+    """The pool closed while a batch waits for its answer on the event loop (400 checks:
+    written at once, ~15 ms to check) or is still being written or about to be read
+    (3,000): its verdicts come from this process, and no worker is said to have failed."""
+    verifier = SignatureVerifier()
+    raws = synthetic_with_trouble()[:80]
+    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
+    checks: list[SigCheck] = []
+    for raw in raws:
+        checks.extend(getattr(graph.prepare(REGISTRY.decode(raw), raw, NOW), "checks", ()))
+    batch = (checks * 20)[:size]
+    expected = verifier.verify_many(batch)
+    answer: list[bool] = []
+    with trio.fail_after(60):
+        pool = VerifyPool(1, SignatureVerifier(), min_checks=1)
+        await pool.start()
+        worker = pool._workers[0]
+        io = trio.lowlevel.current_statistics().io_statistics
+        waiting_before = io.tasks_waiting_read
+
+        async def check() -> None:
+            answer.extend(await pool.verify(batch))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(check)
+            while worker.sent == 0:
+                await trio.sleep(0)
+            if size == 400:
+                # its answer is awaited on the event loop
+                while trio.lowlevel.current_statistics().io_statistics.tasks_waiting_read == waiting_before:
+                    await trio.sleep(0.001)
+            await pool.close()
+    assert answer == expected
+    assert worker.process.poll() is not None
+    assert pool.checked_remote == 0
+    assert "signature worker failed" not in caplog.text

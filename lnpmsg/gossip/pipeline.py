@@ -41,7 +41,7 @@ from pathlib import Path
 import trio
 
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
-from lnpmsg.gossip.verify_worker import read_frame, write_frame
+from lnpmsg.gossip.verify_worker import take_frame, write_frame
 
 __all__ = ["SPLIT_MIN", "Verdicts", "VerifyPool", "pack_checks", "unpack_verdicts"]
 
@@ -52,6 +52,8 @@ _ZERO_KEY = bytes(33)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 #: seconds a worker gets to exit after its pipe closes, before it is terminated
 _STOP_GRACE = 2.0
+#: bytes asked of a worker's stdout per read (an answer to a full batch is ~1 KB)
+_READ_SIZE = 64 * 1024
 #: a batch is split over several workers only into parts of at least this many checks:
 #: each part is a trip of its own (two thread hops, a frame each way; ~0.4 ms of this
 #: process's CPU), which a smaller part's checks do not pay back. A smaller batch goes
@@ -137,6 +139,8 @@ class _Worker:
         #: the pool picks it, before any of them is written)
         self.queued = 0
         self.given = 0
+        #: bytes read from its stdout that do not make a whole answer yet
+        self._answers = bytearray()
 
     def load(self) -> tuple[int, int]:
         """How busy it is: parts not answered yet, then parts ever given (lower: picked less often)."""
@@ -151,12 +155,25 @@ class _Worker:
         assert self.process.stdin is not None
         write_frame(self.process.stdin, blob)
 
-    def receive(self) -> bytes:
-        """Blocking (in a trio worker thread, GIL released while it waits)."""
+    async def receive(self) -> bytes:
+        """The next answer, read on the event loop from the non-blocking pipe.
+
+        An answer is small (a byte per check), so one read usually takes it
+        whole, for less than a trip to a thread and back costs. The writes stay
+        in threads: a blocked write refills the pipe the moment the worker reads.
+        """
         assert self.process.stdout is not None
-        answer = read_frame(self.process.stdout)
-        if answer is None:
-            raise EOFError(f"worker exited (code {self.process.poll()})")
+        fd = self.process.stdout.fileno()
+        buffer = self._answers
+        while (answer := take_frame(buffer)) is None:
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            if not data:
+                raise EOFError(f"worker exited (code {self.process.poll()})")
+            buffer += data
         return answer
 
     async def wait_turn(self, ticket: int) -> None:
@@ -188,6 +205,7 @@ class VerifyPool:
         self._workers: list[_Worker] = []
         self._starting = trio.Lock()
         self._broken: str | None = None
+        self._closing = False
         #: checks answered by the workers
         self.checked_remote = 0
 
@@ -228,6 +246,8 @@ class VerifyPool:
                     close_fds=True,
                     env=env,
                 )
+                assert process.stdout is not None
+                os.set_blocking(process.stdout.fileno(), False)  # read on the event loop
                 workers.append(_Worker(process, f"signature worker {i} (pid {process.pid})"))
         except OSError:
             _stop_all(workers)
@@ -278,7 +298,7 @@ class VerifyPool:
                 try:
                     await trio.to_thread.run_sync(worker.send, blob)
                     sent = True
-                except OSError as exc:
+                except (OSError, ValueError) as exc:  # ValueError: its pipe closed by close()
                     self._fail(worker, exc)
                 finally:
                     if not sent:
@@ -289,12 +309,12 @@ class VerifyPool:
                 try:
                     await worker.wait_turn(ticket)
                     if self._broken is None:
-                        answer = await trio.to_thread.run_sync(worker.receive)
+                        answer = await worker.receive()
                         verdicts = unpack_verdicts(answer, len(checks))
                         self.checked_remote += len(checks)
                         self.local.checked += len(checks)
                         return verdicts
-                except (OSError, EOFError, ValueError) as exc:
+                except (OSError, EOFError, ValueError, trio.ClosedResourceError) as exc:
                     self._fail(worker, exc)
                 finally:
                     worker.next_turn()
@@ -305,13 +325,21 @@ class VerifyPool:
     def _fail(self, worker: _Worker, exc: BaseException) -> None:
         if self._broken is None:
             self._broken = f"{worker.name}: {exc!r}"
+            if self._closing:
+                return  # its pipes closed under it: no failure of the worker's
             log.error("gossip: signature worker failed (%s): checking signatures in this process from now on", self._broken)
 
     async def close(self) -> None:
-        """Stop the workers (closing their pipes ends them; stragglers are terminated)."""
+        """Stop the workers (closing their pipes ends them; stragglers are terminated).
+        A batch still on its way to or from a worker is checked in this process."""
+        self._closing = True
         workers, self._workers = self._workers, []
         if not workers:
             return
+        for w in workers:
+            if w.process.stdout is not None and not w.process.stdout.closed:
+                # A batch waiting for its answer on the event loop ends (and is checked here).
+                trio.lowlevel.notify_closing(w.process.stdout.fileno())
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_stop_all, workers)
 

@@ -24,7 +24,7 @@ from coincurve.context import GLOBAL_CONTEXT
 
 from lnpmsg.gossip.verify import SignatureVerifier
 
-__all__ = ["MAX_FRAME", "RECORD_SIZE", "read_frame", "serve", "verify_blob", "write_frame"]
+__all__ = ["MAX_FRAME", "RECORD_SIZE", "read_frame", "serve", "take_frame", "verify_blob", "write_frame"]
 
 #: cache flag (1) + digest (32) + compact signature (64) + compressed key (33)
 RECORD_SIZE = 1 + 32 + 64 + 33
@@ -84,6 +84,22 @@ def read_frame(stream: BinaryIO) -> bytes | None:
     body = stream.read(size)
     if len(body) < size:
         raise EOFError(f"stream ended inside a frame ({len(body)} of {size} bytes)")
+    return body
+
+
+def take_frame(buffer: bytearray) -> bytes | None:
+    """The body of the whole frame at the front of ``buffer``, taken off it, or None
+    while ``buffer`` holds no whole frame (for a reader of a non-blocking stream)."""
+    if len(buffer) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack_from(buffer)
+    if size > MAX_FRAME:
+        raise ValueError(f"a frame of {size} bytes (at most {MAX_FRAME})")
+    end = _LENGTH.size + size
+    if len(buffer) < end:
+        return None
+    body = bytes(buffer[_LENGTH.size : end])
+    del buffer[:end]
     return body
 
 
