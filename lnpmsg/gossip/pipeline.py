@@ -55,9 +55,10 @@ _STOP_GRACE = 2.0
 #: bytes asked of a worker's stdout per read (an answer to a full batch is ~1 KB)
 _READ_SIZE = 64 * 1024
 #: a batch is split over several workers only into parts of at least this many checks:
-#: each part is a trip of its own (two thread hops, a frame each way; ~0.4 ms of this
-#: process's CPU), which a smaller part's checks do not pay back. A smaller batch goes
-#: whole to the least busy worker, and batches in flight together still use every worker.
+#: each part is a trip of its own (a thread hop for its write, a frame each way, its
+#: answer's wake-up: ~0.25 ms of this process's CPU here), which a smaller part's checks
+#: do not pay back. A smaller batch goes whole to the least busy worker, and batches in
+#: flight together still use every worker.
 SPLIT_MIN = 512
 
 
@@ -190,7 +191,7 @@ class VerifyPool:
     """``processes`` worker processes checking signatures for the event loop.
 
     ``min_checks``: a batch with fewer checks is checked in this process (a
-    trip to a worker costs two thread hops and two pipe writes). ``local``:
+    trip to a worker costs a thread hop and a frame each way). ``local``:
     the verifier used then, and when the pool is broken.
     Use inside ``async with`` or call :meth:`close`; a worker whose parent
     dies sees its stdin end and exits.
