@@ -84,6 +84,17 @@ def synthetic_with_trouble() -> list[bytes]:
     return out
 
 
+def prepared_checks(count: int) -> tuple[SignatureVerifier, list[SigCheck]]:
+    """The signature checks of the first ``count`` messages of :func:`synthetic_with_trouble`
+    (valid and forged ones), as the graph prepares them, and the verifier it used."""
+    verifier = SignatureVerifier()
+    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
+    checks: list[SigCheck] = []
+    for raw in synthetic_with_trouble()[:count]:
+        checks.extend(getattr(graph.prepare(REGISTRY.decode(raw), raw, NOW), "checks", ()))
+    return verifier, checks
+
+
 def reference(inputs: list[tuple[bytes, bytes]]) -> tuple[Graph, list[tuple[str, str, bytes]]]:
     """The single-threaded path: one message at a time, checked here."""
     graph = Graph(CHAIN_HASH_MAINNET, verifier=SignatureVerifier())
@@ -146,13 +157,7 @@ async def test_the_pipeline_decides_as_the_single_threaded_path_on_real_and_synt
 
 
 def test_checks_cross_the_process_boundary_unchanged() -> None:
-    verifier = SignatureVerifier()
-    raws = synthetic_with_trouble()[:60]
-    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
-    checks: list[SigCheck] = []
-    for raw in raws:
-        step = graph.prepare(REGISTRY.decode(raw), raw, NOW)
-        checks.extend(getattr(step, "checks", ()))
+    verifier, checks = prepared_checks(60)
     digest = double_sha256(b"x")
     checks.append(SigCheck(digest, b"\x01" * 63, checks[0].key, "short signature"))
     checks.append(SigCheck(digest, checks[0].signature, b"\x02" * 5, "short key"))
@@ -163,12 +168,7 @@ def test_checks_cross_the_process_boundary_unchanged() -> None:
 
 
 async def test_a_dead_worker_falls_back_to_checking_here() -> None:
-    verifier = SignatureVerifier()
-    raws = synthetic_with_trouble()[:80]
-    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
-    checks: list[SigCheck] = []
-    for raw in raws:
-        checks.extend(getattr(graph.prepare(REGISTRY.decode(raw), raw, NOW), "checks", ()))
+    verifier, checks = prepared_checks(80)
     expected = verifier.verify_many(checks)
     with trio.fail_after(60):
         async with VerifyPool(1, SignatureVerifier(), min_checks=1) as pool:
@@ -184,12 +184,7 @@ async def test_a_dead_worker_falls_back_to_checking_here() -> None:
 async def test_batches_queued_on_one_worker_get_their_own_answers() -> None:
     """Several batches written to one worker before its first answer is read: each
     caller gets the verdicts of its own checks, in order."""
-    verifier = SignatureVerifier()
-    raws = synthetic_with_trouble()[:80]
-    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
-    checks: list[SigCheck] = []
-    for raw in raws:
-        checks.extend(getattr(graph.prepare(REGISTRY.decode(raw), raw, NOW), "checks", ()))
+    verifier, checks = prepared_checks(80)
     rng = random.Random(7)
     batches = [rng.sample(checks, rng.randrange(5, len(checks))) for _ in range(8)]
     expected = [verifier.verify_many(b) for b in batches]
@@ -213,12 +208,7 @@ async def test_a_small_batch_goes_whole_to_the_least_busy_worker_and_a_large_one
     """Each part of a batch is a trip of its own: a batch under SPLIT_MIN checks per part
     is one frame to one worker (small batches take turns, and batches in flight together
     still reach every worker); a large one is split over them."""
-    verifier = SignatureVerifier()
-    raws = synthetic_with_trouble()[:80]
-    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
-    checks: list[SigCheck] = []
-    for raw in raws:
-        checks.extend(getattr(graph.prepare(REGISTRY.decode(raw), raw, NOW), "checks", ()))
+    verifier, checks = prepared_checks(80)
     small = checks[: SPLIT_MIN - 1]
     large = (checks * (2 * SPLIT_MIN // len(checks) + 1))[: 2 * SPLIT_MIN]
     assert len(small) >= 64
@@ -263,12 +253,7 @@ async def test_a_batch_on_its_way_when_the_pool_closes_is_checked_here(size: int
     """The pool closed while a batch waits for its answer on the event loop (400 checks:
     written at once, ~15 ms to check) or is still being written or about to be read
     (3,000): its verdicts come from this process, and no worker is said to have failed."""
-    verifier = SignatureVerifier()
-    raws = synthetic_with_trouble()[:80]
-    graph = Graph(CHAIN_HASH_MAINNET, verifier=verifier)
-    checks: list[SigCheck] = []
-    for raw in raws:
-        checks.extend(getattr(graph.prepare(REGISTRY.decode(raw), raw, NOW), "checks", ()))
+    verifier, checks = prepared_checks(80)
     batch = (checks * 20)[:size]
     expected = verifier.verify_many(batch)
     answer: list[bool] = []
