@@ -252,6 +252,9 @@ class VerifyPool:
                 workers.append(_Worker(process, f"signature worker {i} (pid {process.pid})"))
         except OSError:
             _stop_all(workers)
+            for w in workers:
+                assert w.process.stdout is not None
+                w.process.stdout.close()  # nothing reads them yet
             raise
         return workers
 
@@ -331,29 +334,31 @@ class VerifyPool:
             log.error("gossip: signature worker failed (%s): checking signatures in this process from now on", self._broken)
 
     async def close(self) -> None:
-        """Stop the workers (closing their pipes ends them; stragglers are terminated).
-        A batch still on its way to or from a worker is checked in this process."""
+        """Stop the workers (closing their stdin ends them; stragglers are terminated).
+        A batch still on its way gets its worker's answer, or is checked in this process."""
         self._closing = True
         workers, self._workers = self._workers, []
         if not workers:
             return
-        for w in workers:
-            if w.process.stdout is not None and not w.process.stdout.closed:
-                # A batch waiting for its answer on the event loop ends (and is checked here).
-                trio.lowlevel.notify_closing(w.process.stdout.fileno())
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_stop_all, workers)
+        # Their stdout is read on the event loop: closed here, each with the notice that
+        # wakes a batch waiting on it (closed in a thread, the wait would never end).
+        for w in workers:
+            if w.process.stdout is not None and not w.process.stdout.closed:
+                trio.lowlevel.notify_closing(w.process.stdout.fileno())
+                w.process.stdout.close()
 
 
 def _stop_all(workers: list[_Worker]) -> None:
-    """Close each worker's stdin (it exits at the end of its input); terminate stragglers."""
+    """Close each worker's stdin (it answers what it read, then exits at the end of its
+    input); terminate stragglers. Their stdout stays open: whoever reads it closes it."""
     for w in workers:
-        for stream in (w.process.stdin, w.process.stdout):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        if w.process.stdin is not None:
+            try:
+                w.process.stdin.close()
+            except OSError:
+                pass  # a write to a worker that died: it is stopped all the same
     for w in workers:
         try:
             w.process.wait(_STOP_GRACE)
