@@ -14,6 +14,7 @@ signature code.
 
 from __future__ import annotations
 
+import os
 import signal
 import struct
 import sys
@@ -115,7 +116,21 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         write_frame(answers, verify_blob(verifier, blob))
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The worker's entry point: serve stdin, and end quietly when the parent has gone.
+
+    A parent that closes its end of our stdout (a pool closing with a batch on
+    its way) has no use for the answer: that is no error to print on the
+    node's stderr.
+    """
     # Ctrl-C is the parent's to handle: it closes our stdin when it stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:
+        # Python would flush stdout again at exit and print the same error there.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    main()
