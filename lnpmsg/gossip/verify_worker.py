@@ -72,6 +72,14 @@ def verify_blob(verifier: SignatureVerifier, blob: bytes) -> bytes:
     return bytes(out)
 
 
+def _body_size(header: bytes | bytearray) -> int:
+    """The body size a frame's header (its first bytes) gives; over MAX_FRAME raises ValueError."""
+    (size,) = _LENGTH.unpack_from(header)
+    if size > MAX_FRAME:
+        raise ValueError(f"a frame of {size} bytes (at most {MAX_FRAME})")
+    return size
+
+
 def read_frame(stream: BinaryIO) -> bytes | None:
     """One frame's body, or None at a clean end of stream; a torn frame raises EOFError."""
     head = stream.read(_LENGTH.size)
@@ -79,9 +87,7 @@ def read_frame(stream: BinaryIO) -> bytes | None:
         return None
     if len(head) < _LENGTH.size:
         raise EOFError("stream ended inside a frame header")
-    (size,) = _LENGTH.unpack(head)
-    if size > MAX_FRAME:
-        raise ValueError(f"a frame of {size} bytes (at most {MAX_FRAME})")
+    size = _body_size(head)
     body = stream.read(size)
     if len(body) < size:
         raise EOFError(f"stream ended inside a frame ({len(body)} of {size} bytes)")
@@ -93,10 +99,7 @@ def take_frame(buffer: bytearray) -> bytes | None:
     while ``buffer`` holds no whole frame (for a reader of a non-blocking stream)."""
     if len(buffer) < _LENGTH.size:
         return None
-    (size,) = _LENGTH.unpack_from(buffer)
-    if size > MAX_FRAME:
-        raise ValueError(f"a frame of {size} bytes (at most {MAX_FRAME})")
-    end = _LENGTH.size + size
+    end = _LENGTH.size + _body_size(buffer)
     if len(buffer) < end:
         return None
     body = bytes(buffer[_LENGTH.size : end])
