@@ -41,7 +41,7 @@ from lnpmsg.gossip import verify_worker  # noqa: E402
 from lnpmsg.gossip.decision import Decision, Outcome, Pending  # noqa: E402
 from lnpmsg.gossip.graph import Graph  # noqa: E402
 from lnpmsg.gossip.messages import GOSSIP_MESSAGES  # noqa: E402
-from lnpmsg.gossip.pipeline import VerifyPool, pack_checks  # noqa: E402
+from lnpmsg.gossip.pipeline import VerifyPool, pack_checks, split_checks  # noqa: E402
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier  # noqa: E402
 from lnpmsg.gossip.routing import RoutingFeed  # noqa: E402
 from lnpmsg.gossip.store import DB_FILE_NAME, GossipStore  # noqa: E402
@@ -100,9 +100,8 @@ def worker_frames(raws: list[bytes], batch: int, processes: int) -> tuple[list[S
         for s in steps:
             if isinstance(s, Pending):
                 graph.commit(s, [True] * len(s.checks), now)
-        size = -(-len(here) // processes)
-        for i in range(0, len(here), size):
-            frames[i // size].append(pack_checks(here[i : i + size]))
+        for i, part in enumerate(split_checks(here, processes)):
+            frames[i].append(pack_checks(part))
         checks += here
     return checks, frames
 

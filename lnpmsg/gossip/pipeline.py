@@ -43,7 +43,7 @@ import trio
 from lnpmsg.gossip.verify import SigCheck, SignatureVerifier
 from lnpmsg.gossip.verify_worker import take_frame, write_frame
 
-__all__ = ["SPLIT_MIN", "Verdicts", "VerifyPool", "pack_checks", "unpack_verdicts"]
+__all__ = ["SPLIT_MIN", "Verdicts", "VerifyPool", "pack_checks", "split_checks", "unpack_verdicts"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,13 @@ _READ_SIZE = 64 * 1024
 #: do not pay back. A smaller batch goes whole to the least busy worker, and batches in
 #: flight together still use every worker.
 SPLIT_MIN = 512
+
+
+def split_checks(checks: Sequence[SigCheck], workers: int) -> list[Sequence[SigCheck]]:
+    """A batch's parts for ``workers`` workers: as many as there are workers, but none
+    under :data:`SPLIT_MIN` checks (a batch under twice that is one part), in order."""
+    count = max(1, min(workers, len(checks) // SPLIT_MIN))
+    return [checks[len(checks) * i // count : len(checks) * (i + 1) // count] for i in range(count)]
 
 
 def pack_checks(checks: Sequence[SigCheck]) -> bytes:
@@ -271,14 +278,13 @@ class VerifyPool:
         # The least busy first (fewest parts not answered yet); on a tie, the one picked
         # less often, so small batches take turns. Taken before anything is awaited, so
         # a batch that comes meanwhile sees them busy.
-        count = max(1, min(len(self._workers), len(checks) // SPLIT_MIN))
-        workers = sorted(self._workers, key=_Worker.load)[:count]
+        # Exactly one part per worker taken (each gives its ``queued`` back).
+        parts = split_checks(checks, len(self._workers))
+        workers = sorted(self._workers, key=_Worker.load)[: len(parts)]
         for worker in workers:
             worker.take()
-        if count == 1:
+        if len(parts) == 1:
             return await self._on_worker(workers[0], checks)
-        # Exactly one part per worker taken (each gives its ``queued`` back).
-        parts = [checks[len(checks) * i // count : len(checks) * (i + 1) // count] for i in range(count)]
         results: list[list[bool]] = [[] for _ in parts]
 
         async def run(i: int) -> None:
