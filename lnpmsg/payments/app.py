@@ -201,9 +201,19 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
             self.store = None
 
     async def serve(self) -> None:
-        # what a restart left in flight is known before the first result is read (results queue meanwhile);
+        await self._start_up()
+        self.spawn(self._resolve_loop)
+        self.spawn(self._mpp_timer)
+        self.spawn(self._replay)
+        async for htlc in self._incoming:
+            await self._on_incoming(htlc)
+
+    async def _start_up(self) -> None:
+        """What a restart left in flight, known before the first result is read (results queue meanwhile,
+        from the moment the handler is set): the forwards and payments whose HTLCs are still offered,
+        the preimages and failures the channel app kept for them."""
         # an HTLC a peer failed while we were not listening (or before we recorded what it meant) is
-        # among them, with its failure
+        # among the offered ones, with its failure
         failed = self.htlcs.failed_offered()
         offered = self.htlcs.offered() + [IncomingHtlc(f.channel_key, b"", 0, f.add) for f in failed]
         await self._adopt_forwards(offered, self.htlcs.pending_incoming())
@@ -216,11 +226,6 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
             else:  # what it meant was recorded before the restart (or nothing of ours waits for it)
                 self._finished.discard(f.ref)
                 await self.htlcs.failure_handled(*f.ref)
-        self.spawn(self._resolve_loop)
-        self.spawn(self._mpp_timer)
-        self.spawn(self._replay)
-        async for htlc in self._incoming:
-            await self._on_incoming(htlc)
 
     async def _orphaned_payments(self, offered: list[IncomingHtlc]) -> None:
         """Payments left pending by a restart: adopted with their parts' HTLCs still in flight (see :mod:`.orphans`)."""
