@@ -14,8 +14,10 @@ resolutions of the HTLCs we offered come back to the payment or the forward
 that made them. The store (:mod:`.store`) keeps invoices, payments (with
 each part's route and onion secrets) and forwards (with the preimage they
 learned) across restarts. At start the forwards still offered wait for
-their outgoing HTLCs again, the payments left pending are adopted with
-their parts in flight (:mod:`.orphans`: a preimage that comes back
+their outgoing HTLCs again (one whose outgoing HTLC was fulfilled and left
+its channel before the app looked is settled with the preimage the channel
+monitor kept, never offered again), the payments left pending are adopted
+with their parts in flight (:mod:`.orphans`: a preimage that comes back
 completes one, a failure is read and attributed), the preimages the
 channels hold for our HTLCs are read again, and so are the failures the
 channel app kept for HTLCs of ours that left their channels while we were
@@ -143,6 +145,11 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
         self._early: dict[tuple[str, int], OutgoingResult] = {}
         #: outgoing HTLCs a restart found of forwards already failed or settled: their results are only released
         self._finished: set[tuple[str, int]] = set()
+        #: payment hashes of forwards a restart settled with a preimage a channel knew, their outgoing HTLC
+        #: gone before it looked (:meth:`_settle_if_known`): the result of that HTLC, queued before the
+        #: look (one of the first ``_queued_before_start``), is only released
+        self._settled_at_start: set[bytes] = set()
+        self._queued_before_start = 0
         #: forwards in flight: outgoing (key, id) -> (incoming key, id, shared secret, outgoing onion)
         self._forwards: dict[tuple[str, int], tuple[str, int, bytes, bytes]] = {}
         self._deciding: set[tuple[str, int]] = set()
@@ -214,6 +221,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
         the preimages and failures the channel app kept for them."""
         # an HTLC a peer failed while we were not listening (or before we recorded what it meant) is
         # among the offered ones, with its failure
+        self._queued_before_start = self._resolved_in.statistics().current_buffer_used
         failed = self.htlcs.failed_offered()
         offered = self.htlcs.offered() + [IncomingHtlc(f.channel_key, b"", 0, f.add) for f in failed]
         await self._adopt_forwards(offered, self.htlcs.pending_incoming())
@@ -318,6 +326,11 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
     async def _resolve_loop(self) -> None:
         async for key, htlc_id, result in self._resolved:
             ref = (key, htlc_id)
+            before_start = self._queued_before_start > 0  # came for an HTLC of before the start-up's look
+            if before_start:
+                self._queued_before_start -= 1
+            elif self._settled_at_start:
+                self._settled_at_start.clear()  # their results are read
             forward = self._forwards.pop(ref, None)
             if forward is not None:
                 self._deciding.add((forward[0], forward[1]))  # resolved here: a replay of the incoming HTLC waits
@@ -330,6 +343,10 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
                 waiter.send_nowait(result)
             elif self._orphans.owns(ref):
                 await self._orphan_resolved(ref, result)
+            elif before_start and result.preimage is not None and hashlib.sha256(result.preimage).digest() in self._settled_at_start:
+                # the outgoing HTLC of a forward the start-up settled with this preimage (its id never recorded); one
+                # offered since (the same payment hash) has its result come after the look: it may be early for its forward
+                pass
             elif ref in self._finished:
                 # its forward failed or settled before the restart: nothing waits for it, and what it meant is on disk
                 # (a preimage too: the forward's row, or a channel monitor, has it)
@@ -353,7 +370,8 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
             await self._resume_forward(htlc, known)
             return
         # (a forward still "offering" has no outgoing HTLC in a channel: one offered before a restart was found
-        # by its onion at start and is "offered"; this one is decided again)
+        # by its onion at start and is "offered", one fulfilled and gone before that look was settled then with
+        # the preimage a channel monitor kept and is "settled"; this one is decided again)
         if add.onion_routing_packet == _DEV_ONION:
             log.warning("payments: HTLC %s/%d has an all-zero onion (lnpmsg's dev_addhtlc): left to dev_fulfill/dev_fail "
                         "for %g s", ref[0][:16], ref[1], DEV_HOLD_SECONDS)  # fmt: skip

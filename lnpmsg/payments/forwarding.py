@@ -7,7 +7,9 @@ hop's shared secret). Across a restart: forwards still offered wait for
 their outgoing HTLCs again (:meth:`Forwarding._adopt_forwards`), also one
 whose outgoing HTLC left before its id was recorded (the outgoing onion's
 key, recorded with the forward, finds it; a forward an older version
-recorded without that key has it derived from its incoming onion), so at
+recorded without that key has it derived from its incoming onion; one
+whose outgoing HTLC was fulfilled and left its channel before the restart
+looked is settled with the preimage a channel monitor kept), so at
 most one outgoing HTLC is ever offered per incoming HTLC; a replayed
 incoming HTLC settles with the stored preimage, or waits, or is decided
 again when its outgoing HTLC never got into a commitment; a forward whose
@@ -68,6 +70,8 @@ class Forwarding:
     _forwards: dict[tuple[str, int], tuple[str, int, bytes, bytes]]
     _early: dict[tuple[str, int], OutgoingResult]
     _finished: set[tuple[str, int]]
+    _settled_at_start: set[bytes]
+    _deciding: set[tuple[str, int]]
     _waited: set[tuple[str, int]]
     _not_written: dict[tuple[str, int], float]
     _store: Callable[[], PaymentsStore]
@@ -85,7 +89,9 @@ class Forwarding:
         for it again. One still "offering" whose HTLC did leave (a stop came before its id was recorded)
         is found by its onion and recorded as offered now, before anything comes back for it: its
         result goes upstream, and a replay of its incoming HTLC finds it rather than offering it again.
-        A forward decided already (failed or settled) only has its outgoing HTLC's result released.
+        One whose HTLC is not found but whose preimage we know was fulfilled and has left its channel
+        before we looked: it is settled now (:meth:`_settle_if_known`). A forward decided already
+        (failed or settled) only has its outgoing HTLC's result released.
         ``incoming`` (the incoming HTLCs still committed) gives the outgoing onion's key of a forward
         recorded before that key was kept (:func:`_legacy_onion_keys`)."""
         store = self._store()
@@ -100,10 +106,14 @@ class Forwarding:
         if derived:
             log.info("payments: %d forward(s) recorded without their outgoing onion's key: derived from their incoming onions", len(derived))
             await record(lambda: store.fill_out_onion_keys(derived), "the outgoing onions' keys of older forwards")
+        hashes = {(h.channel_key, h.add.id): h.add.payment_hash for h in incoming}
         for row in offering:
             key = row["out_onion_key"] or derived.get((row["in_channel"], row["in_htlc"]))
             found = by_key.get(key) if key else None
-            if found is None or found in self._forwards:
+            if found is None:
+                await self._settle_if_known(row, hashes)
+                continue
+            if found in self._forwards:
                 continue
             log.info("payments: forward %s/%d was offered as %s/%d before the restart",
                      row["in_channel"][:16], row["in_htlc"], found[0][:16], found[1])  # fmt: skip
@@ -114,6 +124,32 @@ class Forwarding:
         if unclaimed:
             rows = await trio.to_thread.run_sync(store.forwards_by_out, unclaimed)
             self._finished.update(out for out, row in rows.items() if row["status"] in ("failed", "settled"))
+
+    async def _settle_if_known(self, row: dict[str, Any], incoming: dict[tuple[str, int], bytes]) -> None:
+        """A forward still "offering" whose outgoing HTLC no channel lists at start: if we know its
+        preimage, the HTLC was fulfilled and has left its channel before we looked (the channel
+        monitor keeps a preimage on disk before anything is sent after it came): the forward is
+        settled with it, recorded before the incoming HTLC is fulfilled, and never offered again
+        (a second offer the next hop fulfilled would have us pay twice). Settling an incoming HTLC
+        with its preimage is safe for us whatever became of the outgoing one. Without a preimage the
+        outgoing HTLC never got into a commitment: the incoming one is decided again when replayed.
+        ``incoming``: the payment hashes of the incoming HTLCs still committed (only those are
+        replayed, so only those could be offered again)."""
+        in_key, in_id = ref = (row["in_channel"], row["in_htlc"])
+        if ref not in incoming:
+            return
+        payment_hash = incoming[ref]
+        preimage = self._known_preimage(payment_hash) or self.htlcs.known_preimage(payment_hash)
+        if preimage is None:
+            return
+        log.info("payments: forward %s/%d was fulfilled downstream before the restart's look: settled with the known preimage",
+                 in_key[:16], in_id)  # fmt: skip
+        store = self._store()
+        await record(lambda: store.forward_settled(in_key, in_id, preimage), "the preimage a forward learned")
+        self._settled_at_start.add(payment_hash)
+        self._publish("payment.forwarded", payment_hash, fee_msat=row["in_msat"] - row["out_msat"])
+        self._deciding.add(ref)  # settled here: a replay of the incoming HTLC leaves it alone
+        self.spawn(self._call, partial(self.htlcs.fulfill, in_key, in_id, preimage), ref)
 
     async def _forward(self, htlc: IncomingHtlc, fwd: Forward) -> None:
         ref, add = (htlc.channel_key, htlc.add.id), htlc.add

@@ -1,0 +1,136 @@
+"""A forward fulfilled downstream and gone from its channel before the restarted forwarder looks.
+
+A line A-B-C (nodes in one process, the in-memory transport, one embedded
+regtest chain, every store on disk): A pays C's invoice through B. B offers
+the forward to C and crashes right before it records the outgoing HTLC's id,
+so its forward is still "offering". B restarts; before B's payments app takes
+its start-up look at the channels (:meth:`PaymentsApp._start_up`, held back
+here), C fulfils the HTLC and it leaves both commitments of the B-C channel:
+no channel lists it any more, so nothing matches it to the forward by its
+onion. B's channel monitor keeps the preimage (on disk before B answered C).
+
+B must settle A's HTLC with that preimage and never offer the payment to C a
+second time: a second offer C fulfilled (its invoice is paid: C settles) would
+have B pay C twice for one incoming HTLC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from test_payments_app import channels, net, payments, quiet, wait_until
+from test_payments_crash_points import AMOUNT_MSAT, FEE_MSAT, _crash_node, _moves, _only_crash, _open_line, balances
+
+from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.node.node import Node
+from lnpmsg.payments.app import PaymentsApp
+from lnpmsg.payments.store import PaymentsStore
+from lnpmsg.wallet.calls import ChainAppError
+
+
+def _gone_from_the_channel(app: PaymentsApp, invoice_paid: bool) -> bool:
+    """C has fulfilled, and B's channel with C holds neither the HTLC nor its fulfill."""
+    return invoice_paid and not app.htlcs.offered() and not app.htlcs.fulfilled_offered()
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("look", ["queued", "kept_by_the_monitor"])
+async def test_a_forward_fulfilled_and_removed_before_the_start_up_settles_upstream_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, look: str) -> None:  # fmt: skip
+    """``queued``: the fulfil came while B's payments app was starting, so it waits in the app's queue
+    (the channel app hands a starting handler what it missed). ``kept_by_the_monitor``: B stops once
+    more before its payments app looks, and starts again: the fulfil is gone with that process, and
+    only B's channel monitor knows the preimage."""
+    b_store = tmp_path / "b" / "payments"
+    async with net(tmp_path) as n, trio.open_nursery() as nursery:
+        live: dict[str, Node] = {}
+        scopes: dict[str, trio.CancelScope] = {}
+        crashed = stopped = False
+        token = trio.lowlevel.current_trio_token()
+        forward_out = PaymentsStore.forward_out
+
+        def crash_before_the_id(store: PaymentsStore, *args: object) -> None:
+            """B dies right before it records its outgoing HTLC's id (the HTLC is offered: the forward stays "offering")."""
+            nonlocal crashed
+            if store.path.parent == b_store and not crashed:
+                crashed = True
+                _crash_node(scopes["b"], token)
+            forward_out(store, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(PaymentsStore, "forward_out", crash_before_the_id)
+
+        async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            node = live[name] = n.node(name)
+            with trio.CancelScope() as scopes[name]:
+                try:
+                    await node.run(task_status=task_status)
+                except BaseException as exc:
+                    if not (name == "b" and (crashed or stopped) and _only_crash(exc)):
+                        raise
+
+        async def restart_b() -> None:
+            b_id = live["b"].node_id
+            await wait_until(lambda: all(b_id not in live[x].peers for x in "ac"), "the neighbours see B go")
+            await nursery.start(run_node, "b")  # the same key, the same directories
+            for neighbour in "ac":
+                await live["b"].connect(live[neighbour].addresses[0])
+
+        for name in "abc":
+            await nursery.start(run_node, name)
+        a, _, c = await _open_line(n, live)
+        before = balances(live)
+        invoice = await payments(c).invoice(AMOUNT_MSAT, "fulfilled", "fulfilled while B looked away")
+        c_store = payments(c).store
+
+        async def pay() -> None:
+            try:
+                await payments(a).pay(invoice["bolt11"])
+            except ChainAppError:
+                pass  # the outcome is read from the store
+
+        nursery.start_soon(pay)
+        with trio.fail_after(60):
+            while not crashed:
+                await trio.sleep(0.01)
+
+        # the restarted B (the only app that starts from here on) takes its start-up look only once C
+        # has fulfilled the HTLC and it left the channel
+        start_up = PaymentsApp._start_up
+        held = trio.Event()
+
+        async def after_the_fulfill(app: PaymentsApp) -> None:
+            def paid() -> bool:
+                return c_store is not None and c_store.invoices("fulfilled")[0]["status"] == "paid"
+
+            await wait_until(lambda: _gone_from_the_channel(app, paid()), "C fulfilled and the HTLC left B's channel")
+            if look == "kept_by_the_monitor":
+                held.set()
+                await trio.sleep_forever()  # B stops here
+            await start_up(app)
+
+        monkeypatch.setattr(PaymentsApp, "_start_up", after_the_fulfill)
+        await restart_b()
+        if look == "kept_by_the_monitor":
+            await held.wait()
+            stopped = True
+            scopes["b"].cancel()
+            monkeypatch.setattr(PaymentsApp, "_start_up", start_up)
+            await restart_b()
+
+        with trio.fail_after(90):
+            while (payment := (await payments(a).listpayments(invoice["payment_hash"]))["payments"][-1])["status"] == "pending":
+                await trio.sleep(0.05)
+        assert payment["status"] == "complete", payment
+        await wait_until(lambda: all(quiet(x) for x in live.values()), "no HTLC left")
+        (forward,) = payments(live["b"]).store.forwards()  # type: ignore[union-attr]
+        assert forward["status"] == "settled" and sha256(forward["preimage"]) == forward["payment_hash"], forward
+        # C was offered the payment once (B's HTLC ids on the B-C channel), and the money moved once
+        (bc,) = channels(c).manager.channels.values()  # type: ignore[union-attr]
+        assert bc.core.state.remote_next_htlc_id == 1, "C was offered the payment again"
+        assert _moves(before, balances(live)) == {"a": -AMOUNT_MSAT - FEE_MSAT, "b": FEE_MSAT, "c": AMOUNT_MSAT}
+        assert not await trio.to_thread.run_sync(n.source.core.mempool_txids), "something went on chain"
+        assert not payments(live["b"])._early, "the result of B's outgoing HTLC found no forward"
+        for node in live.values():
+            node.stop()
