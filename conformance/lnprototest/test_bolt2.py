@@ -17,6 +17,7 @@ from lnprototest import (
     CreateFunding,
     Disconnect,
     Event,
+    ExpectDisconnect,
     ExpectError,
     ExpectMsg,
     HTLC,
@@ -395,6 +396,8 @@ def test_a_shutdown_to_a_script_of_no_allowed_form_gets_a_warning(runner: Any) -
             MustNotMsg("shutdown"),
             MustNotMsg("error"),
             ExpectMsg("warning", channel_id=channel_id(), ignore=ExpectMsg.ignore_all_gossip),
+            # and closes the connection (BOLT 1: a warning MAY come with a close)
+            ExpectDisconnect(),
         ]
     )
 
