@@ -135,12 +135,20 @@ def test_a_bad_closing_signature_gets_a_warning() -> None:
     raise AssertionError("no closing_signed was sent")
 
 
-def test_an_invalid_shutdown_script_fails_the_channel() -> None:
+def test_an_invalid_shutdown_script_gets_a_warning_and_the_channel_stays() -> None:
+    # BOLT 2: "if the scriptpubkey is not in one of the above forms: SHOULD send a warning"
     pair = opened()
     bad = Shutdown(channel_id=pair.bob.core.state.channel_id, scriptpubkey=b"\x6a\x01\x00")  # not an allowed form
     out = pair.feed(pair.bob, Received(bad))
-    assert pair.bob.core.phase is Phase.FAILED
+    assert pair.bob.core.phase is Phase.NORMAL
+    assert [type(m) for m in out.messages] == [WarningMessage]  # no shutdown in answer, no error
     assert b"not an allowed form" in out.messages[0].data  # type: ignore[attr-defined]
+    assert not any(isinstance(e, ChannelFailed) for e in out.events)
+    # a good shutdown afterwards closes the channel as usual
+    pair.reconnect()
+    pair.feed(pair.alice, CloseChannel(b"", feerate_per_kw=1000))
+    pair.pump()
+    closed_tx(pair)
 
 
 def test_upfront_shutdown_script_is_enforced() -> None:
@@ -153,8 +161,10 @@ def test_upfront_shutdown_script_is_enforced() -> None:
     with pytest.raises(LocalMisuse):
         pair.feed(pair.alice, CloseChannel(BOB_SCRIPT, feerate_per_kw=1000))
     other = Shutdown(channel_id=pair.bob.core.state.channel_id, scriptpubkey=BOB_SCRIPT)
-    pair.feed(pair.bob, Received(other))
-    assert pair.bob.core.phase is Phase.FAILED  # Alice promised ALICE_SCRIPT
+    out = pair.feed(pair.bob, Received(other))
+    # Alice promised ALICE_SCRIPT. BOLT 2: "MAY send a warning", "MUST fail the connection"
+    assert [type(m) for m in out.messages] == [WarningMessage]
+    assert pair.bob.core.phase is Phase.NORMAL and not pair.bob.core.state.closing
 
 
 def test_reconnection_restarts_the_close() -> None:
@@ -250,7 +260,10 @@ def test_a_witness_v1_shutdown_script_needs_anysegwit(anysegwit: bool) -> None:
     if anysegwit:
         assert {o.script_pubkey for o in closed_tx(pair).outputs} == {taproot, BOB_SCRIPT}
     else:
-        assert pair.bob.core.phase is Phase.FAILED
+        # a warning (BOLT 2: "SHOULD send a warning"), no failed channel
+        assert "WarningMessage" in pair.sent_types(pair.bob)
+        assert pair.bob.core.phase is Phase.NORMAL
+        assert not any(isinstance(e, ChannelFailed) for e in pair.bob.events)
 
 
 def test_simple_close_starts_over_after_reconnection() -> None:

@@ -37,10 +37,10 @@ from lnpmsg.channels.inputs import (
     Received,
 )
 from lnpmsg.channels.manager import ChannelManager, ChannelsStopped, ManagedChannel
-from lnpmsg.channels.messages import OpenChannel
+from lnpmsg.channels.messages import OpenChannel, Shutdown
 from lnpmsg.channels.params import STATIC_REMOTEKEY_BIT
 from lnpmsg.channels.state import Phase
-from lnpmsg.wire import CHAIN_HASH_REGTEST, Message
+from lnpmsg.wire import CHAIN_HASH_REGTEST, Message, WarningMessage
 
 ALICE, BOB = b"\x02" + b"\xaa" * 32, b"\x03" + b"\xbb" * 32
 FEATURES = 1 << (STATIC_REMOTEKEY_BIT + 1)
@@ -263,3 +263,27 @@ async def test_the_manager_is_idle_only_once_every_job_is_on_disk(tmp_path: Path
         nursery.cancel_scope.cancel()
         disk.set()
     assert manager.idle and manager.persists == 2
+
+
+@pytest.mark.trio
+async def test_a_warning_fault_closes_the_connection_and_keeps_the_channel(tmp_path: Path, autojump_clock: Any) -> None:
+    # BOLT 2's "send a warning and close the connection": here a shutdown to a script of no allowed form
+    closed: list[tuple[bytes, str]] = []
+    alice = Side(tmp_path / "alice", ALICE)
+    bob = Side(tmp_path / "bob", BOB, disconnect=lambda peer_id, reason: closed.append((peer_id, reason)))
+    async with trio.open_nursery() as nursery:
+        channel = await open_between(nursery, alice, bob)
+        (needed,) = [e for e in alice.events if isinstance(e, FundingNeeded)]
+        funding = Tx(2, (TxIn(OutPoint(b"\x11" * 32, 0)),), (TxOut(needed.amount_sat, needed.script_pubkey),))
+        await alice.manager.submit(channel, FundingTransaction(funding.serialize()))
+        await pump(alice, bob)
+        for side in (alice, bob):
+            await side.manager.submit(only(side), FundingDepth(3, (101 << 40) | (1 << 16) | 1))
+        await pump(alice, bob)
+        assert closed == []
+        bad = Shutdown(channel_id=only(bob).channel_id, scriptpubkey=b"\x6a\x01\x00")
+        await bob.manager.submit(only(bob), Received(bad))
+        assert [type(m) for _, m in bob.wire] == [WarningMessage]
+        assert [peer_id for peer_id, _ in closed] == [ALICE]
+        assert only(bob).phase is Phase.NORMAL
+        nursery.cancel_scope.cancel()

@@ -1,6 +1,6 @@
 """lnprototest, Core Lightning's conformance suite, drives a real ``lnpmsg
 node`` process through :mod:`lnpmsg.testing.lnprototest_runner`: the
-scripted BOLT 1 / BOLT 7 / chain tests in ``conformance/lnprototest`` run
+scripted BOLT 1 / BOLT 2 / BOLT 7 / chain tests in ``conformance/lnprototest`` run
 with lnprototest's own events, in lnprototest's own venv (its pins clash
 with ours: :mod:`lnpmsg.testing.lnprototest_env`)."""
 
@@ -55,9 +55,9 @@ def test_the_lnprototest_venv_has_lnprototest_and_its_own_pins(lnprototest_pytho
 
 
 @pytest.mark.slow
-def test_lnprototest_drives_the_node_through_bolt1_bolt7_and_the_chain(lnprototest_python: Path) -> None:
+def test_lnprototest_drives_the_node_through_bolt1_bolt2_bolt7_and_the_chain(lnprototest_python: Path) -> None:
     expected = sum(len(re.findall(r"^def test_", path.read_text(), re.M)) for path in SUITE.glob("test_*.py"))
-    assert expected >= 13
+    assert expected >= 24
     done = _suite(lnprototest_python, "-q", str(SUITE))
     report = done.stdout[-6000:] + done.stderr[-3000:]
     assert done.returncode == 0, report

@@ -144,9 +144,15 @@ def _on_shutdown(core: ChannelCore, msg: Shutdown, out: _Out) -> None:
     s = core.state
     assert s.remote is not None
     anysegwit = bool(s.local_features & _ANYSEGWIT) and bool(s.remote_features & _ANYSEGWIT)
-    check_shutdown_script(msg.scriptpubkey, anysegwit=anysegwit, simple_close=simple_close.negotiated(core))
+    # BOLT 2 asks a warning, not a failed channel, of a script of no allowed form ("SHOULD send
+    # a warning") or not the upfront one ("MAY send a warning", "MUST fail the connection"):
+    # the channel stays open and the peer may send a good shutdown once reconnected
+    try:
+        check_shutdown_script(msg.scriptpubkey, anysegwit=anysegwit, simple_close=simple_close.negotiated(core))
+    except RemoteFault as fault:
+        raise RemoteFault(str(fault), warning=True) from None
     if s.remote.upfront_shutdown_script and msg.scriptpubkey != s.remote.upfront_shutdown_script:
-        raise RemoteFault("shutdown script differs from the peer's upfront_shutdown_script")
+        raise RemoteFault("shutdown script differs from the peer's upfront_shutdown_script", warning=True)
     if s.remote_changes.proposed:
         raise RemoteFault("shutdown with updates not yet signed")
     closing = _closing(core)

@@ -9,7 +9,8 @@ does it. Two error classes: :class:`~.errors.LocalMisuse` (a command that
 cannot be done now: raised, nothing changes) and
 :class:`~.errors.RemoteFault` (the peer broke BOLT 2: the channel fails,
 sticky, an ``error`` goes out and an event carries our latest commitment to
-broadcast; a ``warning`` fault only sends a warning).
+broadcast; a ``warning`` fault only sends a warning, and the manager then
+closes the connection).
 
 The state is one :class:`ChannelState` of immutable values. Each input that
 changes it is emitted as a record (the input and ``now``); replaying the
