@@ -210,24 +210,31 @@ def test_node_index_pending_and_settled(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_version_1_store_is_migrated(tmp_path: Path) -> None:
-    """A store of schema version 1 (channels indexed by node id) opens as version 2, its
-    channels found by node, and its two old indexes gone."""
+    """A store of schema version 1 (channels indexed by node id, nodes WITHOUT ROWID) opens as
+    version 2: its channels found by node, its nodes kept byte for byte, its old indexes gone."""
     path = tmp_path / "gossip.sqlite3"
-    store, _, _ = filled(path)
+    store, graph, _ = filled(path)
     truth = _node_index_truth(store)
+    announced = {n: store.node_announcement(n) for n in graph.nodes}
     store.close()
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(
         "DROP TABLE node_channels; DROP TABLE node_channels_new;"
         " CREATE INDEX channels_node_1 ON channels (node_id_1); CREATE INDEX channels_node_2 ON channels (node_id_2);"
+        " CREATE TABLE nodes_v1 (node_id BLOB PRIMARY KEY, timestamp INTEGER NOT NULL, features BLOB NOT NULL,"
+        " alias BLOB NOT NULL, rgb_color BLOB NOT NULL, addresses BLOB NOT NULL, raw BLOB NOT NULL) WITHOUT ROWID;"
+        " INSERT INTO nodes_v1 SELECT node_id, timestamp, features, alias, rgb_color, addresses, raw FROM nodes;"
+        " DROP TABLE nodes; ALTER TABLE nodes_v1 RENAME TO nodes; CREATE INDEX nodes_timestamp ON nodes (timestamp);"
         " UPDATE meta SET value = 1 WHERE key = 'schema_version';"
     )
     db.close()
     with GossipStore(path, CHAIN) as again:
         assert _node_index_truth(again) == truth
         _check_node_index(again)
-        names = {r[0] for r in again._db.execute("SELECT name FROM sqlite_schema")}
-        assert not names & {"channels_node_1", "channels_node_2"}
+        assert all(announced.values()) and {n: again.node_announcement(n) for n in announced} == announced
+        schema = dict(again._db.execute("SELECT name, sql FROM sqlite_schema"))
+        assert not schema.keys() & {"channels_node_1", "channels_node_2", "nodes_v1", "nodes_v2"}
+        assert {"nodes_node_id", "nodes_timestamp"} <= schema.keys() and "WITHOUT ROWID" not in schema["nodes"]
         assert again._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 2
         assert again._db.execute("SELECT COUNT(*) FROM node_channels").fetchone()[0] == 2 * again.counts()["channels"]
 

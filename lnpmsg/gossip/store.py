@@ -87,16 +87,6 @@ CREATE TABLE IF NOT EXISTS updates (
     PRIMARY KEY (scid, direction)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS updates_timestamp ON updates (timestamp);
-CREATE TABLE IF NOT EXISTS nodes (
-    node_id BLOB PRIMARY KEY,
-    timestamp INTEGER NOT NULL,
-    features BLOB NOT NULL,
-    alias BLOB NOT NULL,
-    rgb_color BLOB NOT NULL,
-    addresses BLOB NOT NULL,
-    raw BLOB NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS nodes_timestamp ON nodes (timestamp);
 """ + store_nodes.SCHEMA
 
 _INSERT_CHANNEL = (
@@ -190,7 +180,7 @@ class GossipStore:
         if rows.get("chain_hash") != self.chain_hash:
             raise GossipError(f"the gossip store {self.path} is for chain {bytes(rows.get('chain_hash') or b'').hex()}, not {self.chain_hash.hex()}")
         if rows.get("schema_version") == 1:
-            # version 1 indexed channels by node id itself; version 2 keeps store_nodes' tables
+            # version 1 indexed channels by node id itself and kept nodes in their id's order (store_nodes)
             self._db.execute("BEGIN")
             try:
                 for statement in store_nodes.MIGRATE_V1:

@@ -1,4 +1,4 @@
-"""The gossip store's index from node ids to their channels, written in batches.
+"""The gossip store's tables keyed by node id: the nodes, and the index from node ids to channels.
 
 Node ids are hashes: an index keyed by them takes each new channel's
 entries at random places, and SQLite writes every page a transaction
@@ -20,6 +20,12 @@ both: the settled index, and a scan of the pending channels (at most
 :data:`SETTLE_CHANNELS` rows of ~80 bytes: ~1 ms). Both tables change in
 the same transactions as ``channels``, so the index is exact at every
 commit, after a crash too.
+
+``nodes`` is a rowid table (rows appended) with a unique index on the node
+id, not a table clustered by node id: a new node then dirties a page of
+that index (~45 bytes an entry) instead of a page of whole rows (~270
+bytes each, ~1,420 pages at 20,000 nodes). Offline at full size, 0.92 →
+0.68 KB written per signature, the writer's CPU 0.3-0.5 µs lower.
 """
 
 from __future__ import annotations
@@ -31,7 +37,23 @@ __all__ = ["ADD", "MIGRATE_V1", "NODE_SCIDS", "NODE_IDS_AFTER", "SCHEMA", "SETTL
 #: pending channels that trigger a settle (each read scans at most this many)
 SETTLE_CHANNELS = 16384
 
-SCHEMA = """
+_NODES_COLUMNS = """(
+    node_id BLOB NOT NULL,
+    timestamp INTEGER NOT NULL,
+    features BLOB NOT NULL,
+    alias BLOB NOT NULL,
+    rgb_color BLOB NOT NULL,
+    addresses BLOB NOT NULL,
+    raw BLOB NOT NULL
+)"""
+_NODES_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_node_id ON nodes (node_id);
+CREATE INDEX IF NOT EXISTS nodes_timestamp ON nodes (timestamp);
+"""
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS nodes {_NODES_COLUMNS};
+{_NODES_INDEXES}
 CREATE TABLE IF NOT EXISTS node_channels (
     node_id BLOB NOT NULL,
     scid INTEGER NOT NULL,
@@ -44,13 +66,19 @@ CREATE TABLE IF NOT EXISTS node_channels_new (
 );
 """
 
-#: schema version 1 had two indexes on ``channels`` instead (run in a transaction)
+#: from schema version 1 (two indexes on ``channels``, ``nodes`` WITHOUT ROWID), in a transaction
 MIGRATE_V1 = (
     "DROP INDEX IF EXISTS channels_node_1",
     "DROP INDEX IF EXISTS channels_node_2",
     "DELETE FROM node_channels_new",
     "INSERT OR IGNORE INTO node_channels (node_id, scid)"
     " SELECT node_id_1, scid FROM channels UNION ALL SELECT node_id_2, scid FROM channels ORDER BY 1, 2",
+    f"CREATE TABLE nodes_v2 {_NODES_COLUMNS}",
+    "INSERT INTO nodes_v2 (node_id, timestamp, features, alias, rgb_color, addresses, raw)"
+    " SELECT node_id, timestamp, features, alias, rgb_color, addresses, raw FROM nodes",
+    "DROP TABLE nodes",
+    "ALTER TABLE nodes_v2 RENAME TO nodes",
+    *(statement for statement in _NODES_INDEXES.split(";") if statement.strip()),
 )
 
 #: the channels (store keys) of node ``:node``
