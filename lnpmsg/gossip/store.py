@@ -28,10 +28,10 @@ from typing import Any, ParamSpec, Self, TypeVar
 
 import trio
 
+from lnpmsg.gossip import store_nodes
 from lnpmsg.gossip.checksum import channel_update_checksum
 from lnpmsg.gossip.errors import GossipError, GossipStoreWriteError
 from lnpmsg.gossip.graph import ChannelRemoved, Decision, Graph, Outcome, routable
-from lnpmsg.gossip import store_nodes
 from lnpmsg.gossip.messages import (
     QUERY_FLAG_ANNOUNCEMENT,
     QUERY_FLAG_NODE_1,
@@ -149,14 +149,13 @@ class GossipStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a crash may lose the last transactions, never corrupt the file.
             self._db.execute("PRAGMA synchronous=NORMAL")
-            # Neither changes what is durable, only the work per write. A full graph's
-            # store is ~80 MB (bench_gossip --scale 1); with SQLite's default 2 MB of
-            # cache most inserts read index pages back from the OS (64 MB gained nothing
-            # over 16: the pages a write touches fit; see store_nodes for the rest).
-            # Checkpoints every 16 MB of WAL instead of 4 copy a page that several
-            # transactions rewrote once. On a full-size ingest (bench_gossip --scale 1)
-            # the two took the writer's CPU per message ~17% lower, final checkpoint
-            # included.
+            # Neither changes what is durable, only the work per write. Checkpoints
+            # every 16 MB of WAL instead of 4 copy a page that several transactions
+            # rewrote once. The 16 MB cache was sized for schema 1's node-id indexes
+            # (with the 2 MB default most inserts read their pages back from the OS;
+            # with the checkpoints, the writer's CPU on a full-size ingest ~17% lower); with
+            # store_nodes' batched index 2 to 64 MB write alike offline (full size:
+            # an ~80 MB store), and it stays for the reads that answer peers.
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._db.executescript(_SCHEMA)
