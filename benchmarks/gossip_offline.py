@@ -10,7 +10,10 @@ signature of each, the lowest of ``--rounds`` rounds (each a fresh graph
 and store), under the node's garbage collector policy, and the bytes the
 store wrote per signature (WAL and checkpoints, from ``/proc/self/io``):
 SQLite writes every page a transaction changed whole, so this shows how
-scattered a batch's writes are.
+scattered a batch's writes are. The synthetic network's timestamps rise
+with its channels; ``--shuffle-timestamps`` gives the store (only: the
+graph has decided already) each update's and node announcement's
+timestamp drawn over two weeks instead, as a real sync brings them.
 
 ``--verify-processes N`` also times the signature workers' side, in this
 process: the checks of each batch split as a pool of N workers splits them,
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import random
 import sys
 import tempfile
 import time
@@ -63,8 +67,9 @@ def written() -> int:
         return 0
 
 
-def one_round(raws: list[bytes], batch: int, store_dir: Path) -> tuple[dict[str, float], int, int]:
+def one_round(raws: list[bytes], batch: int, store_dir: Path, shuffle: bool = False) -> tuple[dict[str, float], int, int]:
     """CPU seconds per step over every message, the signatures checked, and the bytes the store wrote."""
+    rng = random.Random(1)
     classes = {cls.TYPE: cls for cls in GOSSIP_MESSAGES}
     graph = Graph(CHAIN_HASH_REGTEST)
     routing = RoutingFeed()
@@ -87,11 +92,16 @@ def one_round(raws: list[bytes], batch: int, store_dir: Path) -> tuple[dict[str,
         accepted = [d for d in decisions if d.outcome is Outcome.ACCEPTED]
         routing.apply(accepted)
         t5 = clock()
+        if shuffle:  # not timed
+            for d in accepted:
+                if hasattr(d.message, "timestamp"):
+                    object.__setattr__(d.message, "timestamp", 1_700_000_000 + rng.randrange(14 * 86_400))
+        t5_store = clock()
         w0 = written()
         store.apply(accepted)
         t6 = clock()
         store_bytes += written() - w0
-        for name, spent_here in zip(STEPS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
+        for name, spent_here in zip(STEPS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5_store), strict=True):
             spent[name] += spent_here
         assert all(not isinstance(s, Pending) or s.checks for s in steps)
     t0, w0 = clock(), written()
@@ -210,6 +220,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "lnpmsg-bench-gossip")
     parser.add_argument("--profile", type=Path, help="write a cProfile of one round to this file")
     parser.add_argument("--verify-processes", type=int, default=0, help="also time the signature workers' loop, split as for this many workers")
+    parser.add_argument("--shuffle-timestamps", action="store_true", help="the store gets timestamps in random order, as from a real sync")
     parser.add_argument("--pool-batches", type=int, default=0, help="also time batches through a real pool of this many workers")
     args = parser.parse_args()
     raws = bench_gossip.read_messages(bench_gossip.cached_messages(bench_gossip.network(args.scale), args.cache_dir, 2))
@@ -225,7 +236,7 @@ def main() -> None:
                 if args.profile is not None:
                     profiler = cProfile.Profile(time.process_time)
                     profiler.enable()
-                spent, sigs, store_bytes = one_round(raws, args.batch_size, Path(tmp))
+                spent, sigs, store_bytes = one_round(raws, args.batch_size, Path(tmp), args.shuffle_timestamps)
                 if args.profile is not None:
                     profiler.disable()
                     profiler.dump_stats(args.profile)

@@ -225,6 +225,7 @@ def test_version_1_store_is_migrated(tmp_path: Path) -> None:
         " alias BLOB NOT NULL, rgb_color BLOB NOT NULL, addresses BLOB NOT NULL, raw BLOB NOT NULL) WITHOUT ROWID;"
         " INSERT INTO nodes_v1 SELECT node_id, timestamp, features, alias, rgb_color, addresses, raw FROM nodes;"
         " DROP TABLE nodes; ALTER TABLE nodes_v1 RENAME TO nodes; CREATE INDEX nodes_timestamp ON nodes (timestamp);"
+        " CREATE INDEX updates_timestamp ON updates (timestamp);"
         " UPDATE meta SET value = 1 WHERE key = 'schema_version';"
     )
     db.close()
@@ -233,7 +234,7 @@ def test_version_1_store_is_migrated(tmp_path: Path) -> None:
         _check_node_index(again)
         assert all(announced.values()) and {n: again.node_announcement(n) for n in announced} == announced
         schema = dict(again._db.execute("SELECT name, sql FROM sqlite_schema"))
-        assert not schema.keys() & {"channels_node_1", "channels_node_2", "nodes_v1", "nodes_v2"}
+        assert not schema.keys() & {"channels_node_1", "channels_node_2", "updates_timestamp", "nodes_v1", "nodes_v2"}
         assert {"nodes_node_id", "nodes_timestamp"} <= schema.keys() and "WITHOUT ROWID" not in schema["nodes"]
         assert again._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 2
         assert again._db.execute("SELECT COUNT(*) FROM node_channels").fetchone()[0] == 2 * again.counts()["channels"]

@@ -86,7 +86,6 @@ CREATE TABLE IF NOT EXISTS updates (
     raw BLOB NOT NULL,
     PRIMARY KEY (scid, direction)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS updates_timestamp ON updates (timestamp);
 """ + store_nodes.SCHEMA
 
 _INSERT_CHANNEL = (
@@ -387,6 +386,9 @@ class GossipStore:
         updates in the range (an announcement counts as timestamped by its
         updates, and goes only with them); then node announcements in the range.
         """
+        # Channels are paged in key order, the timestamps checked row by row: with no
+        # statistics SQLite plans it so whatever indexes exist (there is none on
+        # updates (timestamp) since schema 2: it served no plan, and cost writes).
         db = self._db
         out: list[bytes] = []
         if cursor is None or cursor[0] == "c":
