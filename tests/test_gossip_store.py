@@ -151,6 +151,95 @@ def test_listing_and_lookup() -> None:
     assert len(nodes) == 6 and [n["node_id"] for n in nodes] == sorted(n["node_id"] for n in nodes)
 
 
+def _node_index_truth(store: GossipStore) -> dict[bytes, list[str]]:
+    """Each node's channels, read from the channels table itself (no index)."""
+    out: dict[bytes, list[str]] = {}
+    for c in store.list_channels(limit=1000):
+        for side in ("node_id_1", "node_id_2"):
+            out.setdefault(bytes.fromhex(c[side]), []).append(c["short_channel_id"])
+    return out
+
+
+def _check_node_index(store: GossipStore) -> None:
+    truth = _node_index_truth(store)
+    assert [n["node_id"] for n in store.list_nodes(limit=1000)] == sorted(n.hex() for n in truth)
+    after, paged = None, []
+    while page := store.list_nodes(after=after, limit=2):
+        paged += [n["node_id"] for n in page]
+        after = bytes.fromhex(page[-1]["node_id"])
+    assert paged == sorted(n.hex() for n in truth)
+    for node_id, scids in truth.items():
+        assert [c["short_channel_id"] for c in store.list_channels(node_id)] == scids
+        node = store.get_node(node_id)
+        assert node is not None and node["channels"] == scids
+        # pages through one node's channels, from just after the last one seen
+        got, after_scid = [], None
+        while page := store.list_channels(node_id, after=after_scid, limit=1):
+            got.append(page[0]["short_channel_id"])
+            after_scid = ShortChannelId.parse(got[-1]).to_int()
+        assert got == scids
+
+
+def test_node_index_pending_and_settled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channels by node are found whether their entries wait in node_channels_new or were
+    settled into node_channels, across restarts, and leave with their channel."""
+    from lnpmsg.gossip import store_nodes
+
+    monkeypatch.setattr(store_nodes, "SETTLE_CHANNELS", 5)
+    path = tmp_path / "gossip.sqlite3"
+    store = GossipStore(path, CHAIN)
+    graph = Graph(CHAIN)
+    decisions = graph.process_many([(REGISTRY.decode(m), m) for m in NET.messages()], NOW)
+    sizes = []
+    for i in range(0, len(decisions), 4):  # a channel's three messages, and sometimes a node's
+        store.apply(decisions[i : i + 4])
+        sizes.append(tuple(store._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("node_channels", "node_channels_new")))
+        _check_node_index(store)
+    assert any(settled and pending for settled, pending in sizes)  # both kinds at once, at some point
+    store.close()
+    with GossipStore(path, CHAIN) as again:
+        _check_node_index(again)
+        # removals take a channel out of the index, settled or pending
+        pending = [r[0] + (1 << 63) for r in again._db.execute("SELECT scid FROM node_channels_new ORDER BY scid")]
+        settled = [r[0] + (1 << 63) for r in again._db.execute("SELECT DISTINCT scid FROM node_channels ORDER BY scid")]
+        assert pending and settled
+        gone = [graph.remove_channel(scid, "closed") for scid in (pending[0], settled[0], settled[-1])]
+        again.apply([], [g for g in gone if g is not None])
+        assert len(_node_index_truth(again)) and sum(map(len, _node_index_truth(again).values())) == 2 * (12 - 3)
+        _check_node_index(again)
+
+
+def test_version_1_store_is_migrated(tmp_path: Path) -> None:
+    """A store of schema version 1 (channels indexed by node id, nodes WITHOUT ROWID) opens as
+    version 2: its channels found by node, its nodes kept byte for byte, its old indexes gone."""
+    path = tmp_path / "gossip.sqlite3"
+    store, graph, _ = filled(path)
+    truth = _node_index_truth(store)
+    announced = {n: store.node_announcement(n) for n in graph.nodes}
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "DROP TABLE node_channels; DROP TABLE node_channels_new;"
+        " CREATE INDEX channels_node_1 ON channels (node_id_1); CREATE INDEX channels_node_2 ON channels (node_id_2);"
+        " CREATE TABLE nodes_v1 (node_id BLOB PRIMARY KEY, timestamp INTEGER NOT NULL, features BLOB NOT NULL,"
+        " alias BLOB NOT NULL, rgb_color BLOB NOT NULL, addresses BLOB NOT NULL, raw BLOB NOT NULL) WITHOUT ROWID;"
+        " INSERT INTO nodes_v1 SELECT node_id, timestamp, features, alias, rgb_color, addresses, raw FROM nodes;"
+        " DROP TABLE nodes; ALTER TABLE nodes_v1 RENAME TO nodes; CREATE INDEX nodes_timestamp ON nodes (timestamp);"
+        " CREATE INDEX updates_timestamp ON updates (timestamp);"
+        " UPDATE meta SET value = 1 WHERE key = 'schema_version';"
+    )
+    db.close()
+    with GossipStore(path, CHAIN) as again:
+        assert _node_index_truth(again) == truth
+        _check_node_index(again)
+        assert all(announced.values()) and {n: again.node_announcement(n) for n in announced} == announced
+        schema = dict(again._db.execute("SELECT name, sql FROM sqlite_schema"))
+        assert not schema.keys() & {"channels_node_1", "channels_node_2", "updates_timestamp", "nodes_v1", "nodes_v2"}
+        assert {"nodes_node_id", "nodes_timestamp"} <= schema.keys() and "WITHOUT ROWID" not in schema["nodes"]
+        assert again._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 2
+        assert again._db.execute("SELECT COUNT(*) FROM node_channels").fetchone()[0] == 2 * again.counts()["channels"]
+
+
 def test_removals_delete_rows() -> None:
     store, graph, _ = filled(":memory:")
     removed = graph.prune(NOW + 10**8)

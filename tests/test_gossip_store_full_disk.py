@@ -47,14 +47,24 @@ def integrity(path: Path) -> str:
         db.close()
 
 
-def test_a_write_on_a_full_disk_raises_the_disk_error_and_changes_nothing(tmp_path: Path) -> None:
+def _node_index(store: GossipStore) -> tuple[int, int]:
+    """Rows in the settled node index and in its pending table."""
+    return tuple(store._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("node_channels", "node_channels_new"))  # type: ignore[return-value]
+
+
+def test_a_write_on_a_full_disk_raises_the_disk_error_and_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lnpmsg.gossip import store_nodes
+
+    # the failing write would settle the node index too: that part must be undone with the rest
+    monkeypatch.setattr(store_nodes, "SETTLE_CHANNELS", 50)
     net = SyntheticNetwork(40, 200, CHAIN_HASH_REGTEST)
     graph = Graph(CHAIN_HASH_REGTEST)
     decisions = graph.process_many([(REGISTRY.decode(m), m) for m in net.messages()], 1_700_100_000)
     with small_disk(tmp_path / "disk", size_kib=512) as disk:
         store = GossipStore(disk / "gossip.sqlite3", CHAIN_HASH_REGTEST)
         store.apply(decisions[:20])
-        before = store.counts()
+        before, index_before = store.counts(), _node_index(store)
+        assert index_before[0] == 0 and index_before[1] > 0
         filler = DiskFiller(disk)
         filler.fill()
         with pytest.raises(GossipStoreWriteError) as failed:
@@ -64,9 +74,11 @@ def test_a_write_on_a_full_disk_raises_the_disk_error_and_changes_nothing(tmp_pa
         assert {k: v for k, v in store.counts().items() if k != "size_bytes"} == {
             k: v for k, v in before.items() if k != "size_bytes"
         }
+        assert _node_index(store) == index_before
         filler.free()
         store.apply(decisions[20:])  # the next write, with room again, goes in whole
         assert store.counts()["channels"] == 200 and store.counts()["updates"] == 400
+        assert _node_index(store) == (400, 0)  # settled, with the entries the failed write had
         store.close()
         assert integrity(disk / "gossip.sqlite3") == "ok"
 

@@ -3,7 +3,8 @@
 Tables: ``channels`` (the announcement's ids and keys, capacity when known,
 when we learned it, the raw message), ``updates`` (the latest
 channel_update per channel direction, its fields and raw bytes), ``nodes``
-(the latest node_announcement per node), ``meta`` (the chain). Every
+(the latest node_announcement per node), ``meta`` (the chain), and the
+index from node ids to channels (:mod:`lnpmsg.gossip.store_nodes`). Every
 accepted message is kept byte for byte: replies to queries and relays send
 exactly what was signed.
 
@@ -27,6 +28,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 
 import trio
 
+from lnpmsg.gossip import store_nodes
 from lnpmsg.gossip.checksum import channel_update_checksum
 from lnpmsg.gossip.errors import GossipError, GossipStoreWriteError
 from lnpmsg.gossip.graph import ChannelRemoved, Decision, Graph, Outcome, routable
@@ -51,7 +53,7 @@ DB_FILE_NAME = "gossip.sqlite3"
 #: ids per ``IN (...)`` lookup (SQLite allows 32,766 parameters; smaller keeps each statement quick)
 _IN_CHUNK = 500
 _SHIFT = 1 << 63
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 #: SQLite's page cache for the store (KiB)
 CACHE_KIB = 16 * 1024
 #: WAL pages written between automatic checkpoints (SQLite's default: 1000)
@@ -70,8 +72,6 @@ CREATE TABLE IF NOT EXISTS channels (
     first_seen INTEGER NOT NULL,
     raw BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS channels_node_1 ON channels (node_id_1);
-CREATE INDEX IF NOT EXISTS channels_node_2 ON channels (node_id_2);
 CREATE TABLE IF NOT EXISTS updates (
     scid INTEGER NOT NULL,
     direction INTEGER NOT NULL,
@@ -86,18 +86,7 @@ CREATE TABLE IF NOT EXISTS updates (
     raw BLOB NOT NULL,
     PRIMARY KEY (scid, direction)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS updates_timestamp ON updates (timestamp);
-CREATE TABLE IF NOT EXISTS nodes (
-    node_id BLOB PRIMARY KEY,
-    timestamp INTEGER NOT NULL,
-    features BLOB NOT NULL,
-    alias BLOB NOT NULL,
-    rgb_color BLOB NOT NULL,
-    addresses BLOB NOT NULL,
-    raw BLOB NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS nodes_timestamp ON nodes (timestamp);
-"""
+""" + store_nodes.SCHEMA
 
 _INSERT_CHANNEL = (
     "INSERT OR IGNORE INTO channels (scid, node_id_1, node_id_2, bitcoin_key_1, bitcoin_key_2, features, capacity_sat, first_seen, raw)"
@@ -159,17 +148,19 @@ class GossipStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a crash may lose the last transactions, never corrupt the file.
             self._db.execute("PRAGMA synchronous=NORMAL")
-            # Neither changes what is durable, only the work per write. A full graph's
-            # store is tens of MB, its indexes keyed by node id and channel: with
-            # SQLite's default 2 MB of cache most inserts read index pages back from the OS.
-            # Checkpoints every 16 MB of WAL instead of 4 copy a page that several
-            # transactions rewrote once. On a full-size ingest (bench_gossip --scale 1)
-            # the two took the writer's CPU per message ~17% lower, final checkpoint
-            # included.
+            # Neither changes what is durable, only the work per write. Checkpoints
+            # every 16 MB of WAL instead of 4 copy a page that several transactions
+            # rewrote once. The 16 MB cache was sized for schema 1's node-id indexes
+            # (with the 2 MB default most inserts read their pages back from the OS;
+            # with the checkpoints, the writer's CPU on a full-size ingest ~17% lower); with
+            # store_nodes' batched index 2 to 64 MB write alike offline (full size:
+            # an ~80 MB store), and it stays for the reads that answer peers.
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._db.executescript(_SCHEMA)
             self._check_meta()
+            # channels whose node ids wait in node_channels_new (an upper bound: see apply)
+            self._pending = int(self._db.execute("SELECT COUNT(*) FROM node_channels_new").fetchone()[0])
         except sqlite3.Error as exc:
             # WAL mode needs room for its -shm file even to read: on a full disk SQLite may say only
             # "disk I/O error"; cannot() says what the disk says
@@ -186,6 +177,19 @@ class GossipStore:
             return
         if rows.get("chain_hash") != self.chain_hash:
             raise GossipError(f"the gossip store {self.path} is for chain {bytes(rows.get('chain_hash') or b'').hex()}, not {self.chain_hash.hex()}")
+        if rows.get("schema_version") == 1:
+            # version 1 indexed channels by node id itself and kept nodes in their id's order (store_nodes)
+            self._db.execute("BEGIN")
+            try:
+                for statement in store_nodes.MIGRATE_V1:
+                    self._db.execute(statement)
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (_SCHEMA_VERSION,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            return
         if rows.get("schema_version") != _SCHEMA_VERSION:
             raise GossipError(f"the gossip store {self.path} has schema version {rows.get('schema_version')}, want {_SCHEMA_VERSION}")
 
@@ -249,17 +253,24 @@ class GossipStore:
         if not (channels or updates or nodes or removed):
             return 0
         db = self._db
+        # a channel already stored may count again: the bound only brings a settle earlier
+        pending = self._pending + len(channels)
         try:
             db.execute("BEGIN")
             try:
                 if channels:
                     db.executemany(_INSERT_CHANNEL, channels)
+                    db.executemany(store_nodes.ADD, [c[:1] for c in channels])
+                    if pending >= store_nodes.SETTLE_CHANNELS:
+                        store_nodes.settle(db)
+                        pending = 0
                 if updates:
                     db.executemany(_UPSERT_UPDATE, updates)
                 if nodes:
                     db.executemany(_UPSERT_NODE, nodes)
                 for change in removed:
                     key = _db(change.short_channel_id)
+                    store_nodes.forget(db, key)
                     db.execute("DELETE FROM channels WHERE scid = ?", (key,))
                     db.execute("DELETE FROM updates WHERE scid = ?", (key,))
                     for node_id in change.orphaned_nodes:
@@ -274,6 +285,7 @@ class GossipStore:
         except sqlite3.Error as exc:
             full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
             raise GossipStoreWriteError(f"gossip store {self.path}: write failed: {exc}", disk_full=full) from exc
+        self._pending = pending
         return len(channels) + len(updates) + len(nodes) + len(removed)
 
     # ------------------------------------------------------------ loading
@@ -374,6 +386,9 @@ class GossipStore:
         updates in the range (an announcement counts as timestamped by its
         updates, and goes only with them); then node announcements in the range.
         """
+        # Channels are paged in key order, the timestamps checked row by row: with no
+        # statistics SQLite plans it so whatever indexes exist (there is none on
+        # updates (timestamp) since schema 2: it served no plan, and cost writes).
         db = self._db
         out: list[bytes] = []
         if cursor is None or cursor[0] == "c":
@@ -471,8 +486,8 @@ class GossipStore:
             ).fetchall()
         else:
             rows = self._db.execute(
-                f"SELECT {self._CHANNEL_COLUMNS} FROM channels WHERE (node_id_1 = ? OR node_id_2 = ?) AND scid >= ? ORDER BY scid LIMIT ?",
-                (node_id, node_id, start, limit),
+                f"SELECT {self._CHANNEL_COLUMNS} FROM channels WHERE scid IN ({store_nodes.NODE_SCIDS}) AND scid >= :start ORDER BY scid LIMIT :limit",
+                {"node": node_id, "start": start, "limit": limit},
             ).fetchall()
         return self._channel_dicts(rows)
 
@@ -503,9 +518,8 @@ class GossipStore:
         """Nodes with a channel (announced or not), ascending id, from just after ``after``."""
         rows = self._db.execute(
             "SELECT ids.node_id, n.timestamp, n.features, n.alias, n.rgb_color, n.addresses FROM"
-            " (SELECT node_id_1 AS node_id FROM channels UNION SELECT node_id_2 FROM channels) AS ids"
-            " LEFT JOIN nodes AS n ON n.node_id = ids.node_id WHERE ids.node_id > ? ORDER BY ids.node_id LIMIT ?",
-            (after or b"", limit),
+            f" ({store_nodes.NODE_IDS_AFTER}) AS ids LEFT JOIN nodes AS n ON n.node_id = ids.node_id ORDER BY ids.node_id",
+            {"after": after or b"", "limit": limit},
         ).fetchall()
         return [self._node_dict(r[0], r[1:] if r[1] is not None else None) for r in rows]
 
@@ -513,9 +527,7 @@ class GossipStore:
         """A node and its channels' ids (None when the node has no channel)."""
         scids = [
             scid_text(_scid(r[0]))
-            for r in self._db.execute(
-                "SELECT scid FROM channels WHERE node_id_1 = ? OR node_id_2 = ? ORDER BY scid", (node_id, node_id)
-            )
+            for r in self._db.execute(f"SELECT scid FROM ({store_nodes.NODE_SCIDS}) ORDER BY scid", {"node": node_id})
         ]
         if not scids:
             return None
