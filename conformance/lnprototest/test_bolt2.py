@@ -75,6 +75,32 @@ ZERO_ONION = "00" * 1366
 NODE_PRIVKEY = "01"
 
 
+def open_channel(temporary_channel_id: str, *, tlvs: str, push_msat: int = 0, channel_flags: int = 0) -> Any:
+    """The peer's open_channel of ``FUNDING_SAT`` with its forced keys (``PEER_KEYS``)."""
+    return Msg(
+        "open_channel",
+        chain_hash=BitcoinUtils.blockchain_hash(),
+        temporary_channel_id=temporary_channel_id,
+        funding_satoshis=FUNDING_SAT,
+        push_msat=push_msat,
+        dust_limit_satoshis=PEER_DUST_SAT,
+        max_htlc_value_in_flight_msat=FUNDING_SAT * 1000,
+        channel_reserve_satoshis=20_000,
+        htlc_minimum_msat=1,
+        feerate_per_kw=FEERATE,
+        to_self_delay=12,
+        max_accepted_htlcs=100,
+        funding_pubkey=pubkey_of(PEER_FUNDING_PRIVKEY),
+        revocation_basepoint=PEER_KEYS.revocation_basepoint(),
+        payment_basepoint=PEER_KEYS.payment_basepoint(),
+        delayed_payment_basepoint=PEER_KEYS.delayed_payment_basepoint(),
+        htlc_basepoint=PEER_KEYS.htlc_basepoint(),
+        first_per_commitment_point=PEER_KEYS.per_commit_point(0),
+        channel_flags=channel_flags,
+        tlvs=tlvs,
+    )
+
+
 def opened(push_msat: int = 0, announce: bool = False) -> list[Any]:
     """The peer opens a channel (pushing ``push_msat`` to the node; public if ``announce``),
     funds it, and both sides send channel_ready: the Commit stash then models both
@@ -84,28 +110,7 @@ def opened(push_msat: int = 0, announce: bool = False) -> list[Any]:
         Connect(connprivkey="02"),
         ExpectMsg("init"),
         Msg("init", globalfeatures="", features=PEER_FEATURES),
-        Msg(
-            "open_channel",
-            chain_hash=BitcoinUtils.blockchain_hash(),
-            temporary_channel_id="5a" * 32,
-            funding_satoshis=FUNDING_SAT,
-            push_msat=push_msat,
-            dust_limit_satoshis=PEER_DUST_SAT,
-            max_htlc_value_in_flight_msat=FUNDING_SAT * 1000,
-            channel_reserve_satoshis=20_000,
-            htlc_minimum_msat=1,
-            feerate_per_kw=FEERATE,
-            to_self_delay=12,
-            max_accepted_htlcs=100,
-            funding_pubkey=pubkey_of(PEER_FUNDING_PRIVKEY),
-            revocation_basepoint=PEER_KEYS.revocation_basepoint(),
-            payment_basepoint=PEER_KEYS.payment_basepoint(),
-            delayed_payment_basepoint=PEER_KEYS.delayed_payment_basepoint(),
-            htlc_basepoint=PEER_KEYS.htlc_basepoint(),
-            first_per_commitment_point=PEER_KEYS.per_commit_point(0),
-            channel_flags=int(announce),
-            tlvs=STATIC_REMOTEKEY_TYPE,
-        ),
+        open_channel("5a" * 32, push_msat=push_msat, channel_flags=int(announce), tlvs=STATIC_REMOTEKEY_TYPE),
         # BOLT 2: the accepter MUST set channel_type to the one from open_channel; its
         # keys are the ones the runner forced (lnprototest's get_keyset)
         ExpectMsg(
@@ -344,29 +349,8 @@ def test_an_unknown_channel_type_is_refused(runner: Any) -> None:
             Connect(connprivkey="02"),
             ExpectMsg("init"),
             Msg("init", globalfeatures="", features=PEER_FEATURES),
-            Msg(
-                "open_channel",
-                chain_hash=BitcoinUtils.blockchain_hash(),
-                temporary_channel_id="5b" * 32,
-                funding_satoshis=FUNDING_SAT,
-                push_msat=0,
-                dust_limit_satoshis=PEER_DUST_SAT,
-                max_htlc_value_in_flight_msat=FUNDING_SAT * 1000,
-                channel_reserve_satoshis=20_000,
-                htlc_minimum_msat=1,
-                feerate_per_kw=FEERATE,
-                to_self_delay=12,
-                max_accepted_htlcs=100,
-                funding_pubkey=pubkey_of(PEER_FUNDING_PRIVKEY),
-                revocation_basepoint=PEER_KEYS.revocation_basepoint(),
-                payment_basepoint=PEER_KEYS.payment_basepoint(),
-                delayed_payment_basepoint=PEER_KEYS.delayed_payment_basepoint(),
-                htlc_basepoint=PEER_KEYS.htlc_basepoint(),
-                first_per_commitment_point=PEER_KEYS.per_commit_point(0),
-                channel_flags=0,
-                # static_remotekey and bit 70, which no BOLT defines
-                tlvs="{channel_type={type=" + bitfield(12, 70) + "}}",
-            ),
+            # static_remotekey and bit 70, which no BOLT defines
+            open_channel("5b" * 32, tlvs="{channel_type={type=" + bitfield(12, 70) + "}}"),
             # BOLT 2: the receiver MUST fail the channel if the channel_type is not suitable
             MustNotMsg("accept_channel"),
             ExpectError(),
