@@ -101,6 +101,38 @@ def open_channel(temporary_channel_id: str, *, tlvs: str, push_msat: int = 0, ch
     )
 
 
+def node_revokes(number: int) -> Any:
+    """The node's revoke_and_ack of its commitment ``number`` (and its point for ``number + 2``)."""
+    return ExpectMsg(
+        "revoke_and_ack",
+        channel_id=channel_id(),
+        per_commitment_secret=remote_per_commitment_secret(number),
+        next_per_commitment_point=remote_per_commitment_point(number + 2),
+        ignore=ExpectMsg.ignore_all_gossip,
+    )
+
+
+def peer_revokes(number: int) -> Any:
+    """The peer's revoke_and_ack of its commitment ``number`` (and its point for ``number + 2``)."""
+    return Msg(
+        "revoke_and_ack",
+        channel_id=channel_id(),
+        per_commitment_secret=PEER_KEYS.per_commit_secret(number),
+        next_per_commitment_point=PEER_KEYS.per_commit_point(number + 2),
+    )
+
+
+def node_signs(*, with_htlcs: bool) -> Any:
+    """The node's commitment_signed of the peer's next commitment (with its HTLCs' signatures, or none)."""
+    return ExpectMsg(
+        "commitment_signed",
+        channel_id=channel_id(),
+        signature=commitsig_to_recv(),
+        htlc_signature=htlc_sigs_to_recv() if with_htlcs else "[]",
+        ignore=ExpectMsg.ignore_all_gossip,
+    )
+
+
 def opened(push_msat: int = 0, announce: bool = False) -> list[Any]:
     """The peer opens a channel (pushing ``push_msat`` to the node; public if ``announce``),
     funds it, and both sides send channel_ready: the Commit stash then models both
@@ -252,26 +284,9 @@ def test_an_htlc_from_the_peer_is_committed_both_ways(runner: Any) -> None:
             UpdateCommit(new_htlcs=[(htlc, 0)]),
             Msg("commitment_signed", channel_id=channel_id(), signature=commitsig_to_send(), htlc_signature=htlc_sigs_to_send()),
             # the node revokes its commitment 0, then signs the peer's commitment 1 (the HTLC in it)
-            ExpectMsg(
-                "revoke_and_ack",
-                channel_id=channel_id(),
-                per_commitment_secret=remote_per_commitment_secret(0),
-                next_per_commitment_point=remote_per_commitment_point(2),
-                ignore=ExpectMsg.ignore_all_gossip,
-            ),
-            ExpectMsg(
-                "commitment_signed",
-                channel_id=channel_id(),
-                signature=commitsig_to_recv(),
-                htlc_signature=htlc_sigs_to_recv(),
-                ignore=ExpectMsg.ignore_all_gossip,
-            ),
-            Msg(
-                "revoke_and_ack",
-                channel_id=channel_id(),
-                per_commitment_secret=PEER_KEYS.per_commit_secret(0),
-                next_per_commitment_point=PEER_KEYS.per_commit_point(2),
-            ),
+            node_revokes(0),
+            node_signs(with_htlcs=True),
+            peer_revokes(0),
         ]
     )
 
@@ -293,51 +308,17 @@ def test_the_node_offers_an_htlc_and_it_is_fulfilled(runner: Any) -> None:
                 ignore=ExpectMsg.ignore_all_gossip,
             ),
             CommitReceivedHtlc(preimage),
-            ExpectMsg(
-                "commitment_signed",
-                channel_id=channel_id(),
-                signature=commitsig_to_recv(),
-                htlc_signature=htlc_sigs_to_recv(),
-                ignore=ExpectMsg.ignore_all_gossip,
-            ),
-            Msg(
-                "revoke_and_ack",
-                channel_id=channel_id(),
-                per_commitment_secret=PEER_KEYS.per_commit_secret(0),
-                next_per_commitment_point=PEER_KEYS.per_commit_point(2),
-            ),
+            node_signs(with_htlcs=True),
+            peer_revokes(0),
             Msg("commitment_signed", channel_id=channel_id(), signature=commitsig_to_send(), htlc_signature=htlc_sigs_to_send()),
-            ExpectMsg(
-                "revoke_and_ack",
-                channel_id=channel_id(),
-                per_commitment_secret=remote_per_commitment_secret(0),
-                next_per_commitment_point=remote_per_commitment_point(2),
-                ignore=ExpectMsg.ignore_all_gossip,
-            ),
+            node_revokes(0),
             # the peer settles it: both commitments 2 pay the peer the HTLC's amount
             Msg("update_fulfill_htlc", channel_id=channel_id(), id=0, payment_preimage=preimage),
             CommitFulfilledHtlc(),
             Msg("commitment_signed", channel_id=channel_id(), signature=commitsig_to_send(), htlc_signature="[]"),
-            ExpectMsg(
-                "revoke_and_ack",
-                channel_id=channel_id(),
-                per_commitment_secret=remote_per_commitment_secret(1),
-                next_per_commitment_point=remote_per_commitment_point(3),
-                ignore=ExpectMsg.ignore_all_gossip,
-            ),
-            ExpectMsg(
-                "commitment_signed",
-                channel_id=channel_id(),
-                signature=commitsig_to_recv(),
-                htlc_signature="[]",
-                ignore=ExpectMsg.ignore_all_gossip,
-            ),
-            Msg(
-                "revoke_and_ack",
-                channel_id=channel_id(),
-                per_commitment_secret=PEER_KEYS.per_commit_secret(1),
-                next_per_commitment_point=PEER_KEYS.per_commit_point(3),
-            ),
+            node_revokes(1),
+            node_signs(with_htlcs=False),
+            peer_revokes(1),
         ]
     )
 
