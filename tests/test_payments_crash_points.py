@@ -36,7 +36,7 @@ import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import pytest
@@ -83,6 +83,25 @@ def _only_crash(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_only_crash(e) for e in exc.exceptions)
     return False
+
+
+def _node_runner(
+    n: Net, live: dict[str, Node], scopes: dict[str, trio.CancelScope], may_crash: Callable[[str], bool]
+) -> Callable[..., Awaitable[None]]:
+    """``run_node(name)`` for ``nursery.start``: runs ``n``'s node ``name`` (a fresh one each call: a
+    restart) in a cancel scope of its own, kept in ``live`` and ``scopes``; a node whose crash
+    ``may_crash(name)`` allows ends quietly when the simulated crash is all that ended it."""
+
+    async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        node = live[name] = n.node(name)
+        with trio.CancelScope() as scopes[name]:
+            try:
+                await node.run(task_status=task_status)
+            except BaseException as exc:
+                if not (may_crash(name) and _only_crash(exc)):
+                    raise
+
+    return run_node
 
 
 class CrashPlan:
@@ -163,15 +182,7 @@ async def _scenario(tmp_path: Path, plans: list[CrashPlan], outcome: str, victim
         scopes: dict[str, trio.CancelScope] = {}
         live: dict[str, Node] = {}
 
-        async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            node = n.node(name)
-            live[name] = node
-            with trio.CancelScope() as scopes[name]:
-                try:
-                    await node.run(task_status=task_status)
-                except BaseException as exc:
-                    if not (plan.fired and name == victim and _only_crash(exc)):
-                        raise
+        run_node = _node_runner(n, live, scopes, lambda name: plan.fired and name == victim)
 
         for name in "abc":
             await nursery.start(run_node, name)
@@ -408,14 +419,7 @@ async def _refused_payment(tmp_path: Path, victim: str | None, arm: Callable[[di
         scopes: dict[str, trio.CancelScope] = {}
         fired: Callable[[], bool] = lambda: False  # noqa: E731
 
-        async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            node = live[name] = n.node(name)
-            with trio.CancelScope() as scopes[name]:
-                try:
-                    await node.run(task_status=task_status)
-                except BaseException as exc:
-                    if not (name == victim and fired() and _only_crash(exc)):
-                        raise
+        run_node = _node_runner(n, live, scopes, lambda name: name == victim and fired())
 
         for name in "abc":
             await nursery.start(run_node, name)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import trio
 from test_payments_app import channels, net, payments, quiet, wait_until
-from test_payments_crash_points import AMOUNT_MSAT, FEE_MSAT, _crash_node, _moves, _only_crash, _open_line, balances
+from test_payments_crash_points import AMOUNT_MSAT, FEE_MSAT, _crash_node, _moves, _node_runner, _open_line, balances
 
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.node.node import Node
@@ -61,14 +61,7 @@ async def test_a_forward_fulfilled_and_removed_before_the_start_up_settles_upstr
 
         monkeypatch.setattr(PaymentsStore, "forward_out", crash_before_the_id)
 
-        async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            node = live[name] = n.node(name)
-            with trio.CancelScope() as scopes[name]:
-                try:
-                    await node.run(task_status=task_status)
-                except BaseException as exc:
-                    if not (name == "b" and (crashed or stopped) and _only_crash(exc)):
-                        raise
+        run_node = _node_runner(n, live, scopes, lambda name: name == "b" and (crashed or stopped))
 
         async def restart_b() -> None:
             b_id = live["b"].node_id
