@@ -68,7 +68,10 @@ OPEN_CASES: dict[str, tuple[dict[str, Any], str]] = {
     "both balances at the reserve": ({"channel_reserve_satoshis": 200_000, "push_msat": 0, "funding_satoshis": 200_000}, "reserve"),
     "key not on the curve": ({"htlc_basepoint": BAD_POINT}, "invalid key"),
     "unknown channel_type": ({"tlvs": OpenChannel.tlv_stream(channel_type=Features.from_bits([12, 50]).to_bytes())}, "channel_type"),
-    "bad upfront script": ({"tlvs": OpenChannel.tlv_stream(upfront_shutdown_script=b"\x51")}, "shutdown script"),
+    "bad upfront script": (
+        {"tlvs": OpenChannel.tlv_stream(upfront_shutdown_script=b"\x51", channel_type=Features.from_bits([12]).to_bytes())},
+        "shutdown script",
+    ),
     "reserve too large": ({"channel_reserve_satoshis": FUNDING_SAT // 2}, "reserve"),
 }
 
@@ -84,9 +87,11 @@ def test_open_channel_checks(case: str) -> None:
 
 
 def test_static_remotekey_is_required() -> None:
+    # a lenient fundee, left to the init features by an open_channel without channel_type
     bob = ChannelCore(make_secrets("bob"))
     no_type = dataclasses.replace(sent_open(), tlvs=OpenChannel.tlv_stream())
-    out = bob.receive(AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), 0), 1.0)
+    lenient = OpeningPolicy(require_channel_type=False)
+    out = bob.receive(AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), 0, policy=lenient), 1.0)
     assert_failed(bob, out.messages, "static_remotekey")
 
 
@@ -301,15 +306,34 @@ def test_failure_is_sticky(pair: ChannelPair) -> None:
 
 
 
-def test_channel_type_can_be_required() -> None:
+def test_open_channel_without_channel_type_is_refused_unless_lenient() -> None:
+    # BOLT 2 (option_channel_type ASSUMED): the receiving node MUST fail the channel if
+    # open_channel has no channel_type
     no_type = dataclasses.replace(sent_open(), tlvs=OpenChannel.tlv_stream())
-    strict = AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), features(False),
-                           policy=OpeningPolicy(require_channel_type=True))  # fmt: skip
     bob = ChannelCore(make_secrets("bob"))
-    assert_failed(bob, bob.receive(strict, 1.0).messages, "without channel_type")
-    lenient = ChannelCore(make_secrets("bob"))  # the default: Electrum 4.3 sends none
-    out = lenient.receive(AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), features(False)), 1.0)
+    out = bob.receive(AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), features(False)), 1.0)
+    assert_failed(bob, out.messages, "without channel_type")
+    assert not any(isinstance(m, AcceptChannel) for m in out.messages)
+    lenient = ChannelCore(make_secrets("bob"))  # for peers older than that: the init features decide
+    out = lenient.receive(AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), features(False),
+                                        policy=OpeningPolicy(require_channel_type=False)), 1.0)  # fmt: skip
     assert lenient.phase is Phase.WAIT_FUNDING_CREATED and "channel_type" not in out.messages[0].tlvs  # type: ignore[attr-defined]
+
+
+def test_accept_channel_without_channel_type_is_refused_unless_lenient() -> None:
+    # BOLT 2: the receiver of accept_channel MUST fail the channel if it has no channel_type
+    for policy, refused in ((OpeningPolicy(), True), (OpeningPolicy(require_channel_type=False), False)):
+        pair = ChannelPair(push_msat=100_000_000, policy=policy)
+        pair.feed(pair.alice, pair.open_command())
+        open_msg = pair.alice.outputs[0].messages[0]
+        pair.feed(pair.bob, AcceptCommand(open_msg, CHAIN_HASH_REGTEST, pair.features, pair.features, policy=policy))  # type: ignore[arg-type]
+        accept = pair.bob.outputs[0].messages[0]
+        assert isinstance(accept, AcceptChannel) and accept.tlvs["channel_type"] == open_msg.tlvs["channel_type"]  # type: ignore[attr-defined]
+        out = pair.feed(pair.alice, Received(dataclasses.replace(accept, tlvs=AcceptChannel.tlv_stream())))
+        if refused:
+            assert_failed(pair.alice.core, out.messages, "accept_channel without channel_type")
+        else:
+            assert pair.alice.core.phase is Phase.WAIT_FUNDING_TX
 
 
 def test_any_opening_tlv_comes_with_upfront_shutdown_script() -> None:

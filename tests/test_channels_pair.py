@@ -84,7 +84,7 @@ class ChannelPair:
 
     def __init__(self, *, anchors: bool = False, push_msat: int = 0, feerate: int = 2500,
                  alice_config: ChannelConfig | None = None, bob_config: ChannelConfig | None = None,
-                 policy: OpeningPolicy | None = None, send_channel_type: bool = True,
+                 policy: OpeningPolicy | None = None,
                  extra_features: int = 0) -> None:  # fmt: skip
         self.now = 1_000.0
         self.anchors = anchors
@@ -95,7 +95,6 @@ class ChannelPair:
         self.policy = policy or OpeningPolicy()
         self.push_msat = push_msat
         self.feerate = feerate
-        self.send_channel_type = send_channel_type
         self.features = features(anchors) | extra_features
         self.wire: deque[tuple[Side, Message]] = deque()
         self.funding_tx: Tx | None = None
@@ -134,7 +133,6 @@ class ChannelPair:
         return OpenCommand(
             bytes(range(32)), CHAIN_HASH_REGTEST, FUNDING_SAT, self.push_msat, self.feerate,
             self.features, self.features, self.alice_config, self.policy,
-            send_channel_type=self.send_channel_type,
         )  # fmt: skip
 
     def open(self) -> None:

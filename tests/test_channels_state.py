@@ -35,7 +35,7 @@ from lnpmsg.channels.messages import (
 )
 from lnpmsg.channels.state import Phase
 from lnpmsg.channels.updates import commit_fee_sat
-from lnpmsg.wire import Error
+from lnpmsg.wire import Error, Features
 
 
 @pytest.mark.parametrize("anchors", [False, True], ids=["static_remotekey", "anchors"])
@@ -56,13 +56,18 @@ def test_open_fund_and_ready(anchors: bool) -> None:
     verify_commitments(pair)
 
 
-def test_channel_type_is_sent_only_when_asked() -> None:
-    pair = ChannelPair(send_channel_type=False)
+@pytest.mark.parametrize("anchors", [False, True], ids=["static_remotekey", "anchors"])
+def test_channel_type_is_always_sent_and_echoed(anchors: bool) -> None:
+    # the pair's init features have no option_channel_type bit (44/45): BOLT 2 now has the
+    # opener set channel_type anyway, and the accepter echo it
+    pair = ChannelPair(anchors=anchors)
+    assert not pair.features & (3 << 44)
     pair.open()
     open_msg = pair.alice.outputs[0].messages[0]
-    assert isinstance(open_msg, OpenChannel) and "channel_type" not in open_msg.tlvs
+    expected = Features.from_bits([12, 22] if anchors else [12]).to_bytes()
+    assert isinstance(open_msg, OpenChannel) and open_msg.tlvs["channel_type"] == expected
     accept = pair.bob.outputs[0].messages[0]
-    assert isinstance(accept, AcceptChannel) and "channel_type" not in accept.tlvs
+    assert isinstance(accept, AcceptChannel) and accept.tlvs["channel_type"] == expected
 
 
 @pytest.mark.parametrize("anchors", [False, True], ids=["static_remotekey", "anchors"])

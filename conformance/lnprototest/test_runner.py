@@ -72,6 +72,21 @@ def test_fundchannel_opens_a_channel_to_the_scripted_peer(runner: Any) -> None:
     )
 
 
+def test_fundchannel_sends_channel_type_to_a_peer_that_does_not_announce_it(runner: Any) -> None:
+    runner.run(
+        [
+            Block(blockheight=102, txs=[tx_spendable]),
+            Connect(connprivkey="02"),
+            ExpectMsg("init"),
+            # option_static_remotekey only: no option_channel_type bit (BOLT 9 has it ASSUMED)
+            Msg("init", globalfeatures="", features=bitfield(13)),
+            FundChannel(amount=999_877),
+            # BOLT 2: the sending node MUST set channel_type (static_remotekey: the peer offers no anchors)
+            ExpectMsg("open_channel", funding_satoshis=999_877, tlvs="{channel_type={type=" + bitfield(12) + "}}"),
+        ]
+    )
+
+
 def test_invoice_and_the_bolt2_steps_the_runner_does_not_drive(runner: Any) -> None:
     runner.start()
     try:

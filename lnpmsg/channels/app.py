@@ -104,7 +104,6 @@ log = logging.getLogger(__name__)
 #: optional bits: data_loss_protect, upfront_shutdown_script, static_remotekey,
 #: anchors_zero_fee_htlc_tx, shutdown_anysegwit, channel_type
 CHANNEL_FEATURE_BITS = (1, 5, 13, 23, 27, 45)
-_CHANNEL_TYPE_BITS = (44, 45)
 #: the BOLT-2 messages the app owns (the node decodes them for it)
 _MESSAGES: tuple[type[Message], ...] = (
     M.OpenChannel, M.AcceptChannel, M.FundingCreated, M.FundingSigned, M.ChannelReady, M.Shutdown,
@@ -518,7 +517,6 @@ class ChannelsApp(DevCalls, App):
         local, remote = self._features(peer)
         remote_features = Features(remote)
         local = with_channel_type(local, remote_features, channel_type)
-        send_type = any(remote_features.has(b) for b in _CHANNEL_TYPE_BITS)
         try:
             commit_feerate = await self.chain.source.estimate_feerate()
         except ChainError:
@@ -530,7 +528,7 @@ class ChannelsApp(DevCalls, App):
         self._funding_feerate[channel.key] = feerate
         command = OpenCommand(
             os.urandom(32), CHAIN_HASHES[self.node.config.network], amount_sat, push_msat, commit_feerate,
-            local, remote, config, self.policy, channel_flags=1 if announce else 0, send_channel_type=send_type,
+            local, remote, config, self.policy, channel_flags=1 if announce else 0,
         )  # fmt: skip
         try:
             await manager.submit(channel, command)

@@ -70,7 +70,8 @@ class OpenCommand:
     config: ChannelConfig = field(default_factory=ChannelConfig)
     policy: OpeningPolicy = field(default_factory=OpeningPolicy)
     channel_flags: int = 0
-    #: send a channel_type TLV (leave False for peers without option_channel_type, e.g. Electrum 4.3)
+    #: ignored (open_channel always carries channel_type, which BOLT 2 now requires); kept so
+    #: records written when it chose whether to send one still decode
     send_channel_type: bool = True
 
 

@@ -130,9 +130,10 @@ class OpeningPolicy:
     max_dust_limit_sat: int = 20_000
     anysegwit: bool = True
     simple_close: bool = False
-    #: BOLT 2 now requires channel_type in open/accept_channel; Electrum 4.3 omits it unless the
-    #: peer sets feature bit 45, so by default a missing one falls back to the init features.
-    require_channel_type: bool = False
+    #: BOLT 2 (option_channel_type ASSUMED) fails an open_channel or accept_channel without
+    #: channel_type; False falls back to the init features for peers older than that (Electrum
+    #: 4.3 sends one whenever we announce bit 45, which we always do)
+    require_channel_type: bool = True
 
     def check_feerate(self, feerate_per_kw: int) -> None:
         """A proposed commitment feerate out of our bounds fails the channel."""

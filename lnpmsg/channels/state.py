@@ -387,8 +387,9 @@ class ChannelCore:
 
     def _open_message(self, cmd: OpenCommand) -> OpenChannel:
         bp = self.basepoints
-        channel_type = self.state.channel_type if cmd.send_channel_type else None
-        tlvs = _opening_tlvs(cmd.config.upfront_shutdown_script, channel_type)
+        # BOLT 2 (option_channel_type ASSUMED): the opener MUST set channel_type, whatever the
+        # peer's init says; type 1 is odd, so a peer that does not know it ignores it.
+        tlvs = _opening_tlvs(cmd.config.upfront_shutdown_script, self.state.channel_type)
         return OpenChannel(
             chain_hash=cmd.chain_hash, temporary_channel_id=cmd.temporary_channel_id,
             funding_satoshis=cmd.funding_sat, push_msat=cmd.push_msat,
@@ -429,6 +430,7 @@ class ChannelCore:
         s.local_features, s.remote_features = cmd.local_features, cmd.remote_features
         proposed = channel_type_features(msg.tlvs)
         if proposed is None and cmd.policy.require_channel_type:
+            # BOLT 2: the receiving node MUST fail the channel if open_channel has no channel_type
             raise RemoteFault("open_channel without channel_type")
         channel_type = negotiate_channel_type(proposed, Features(cmd.local_features), Features(cmd.remote_features))
         s.channel_type = channel_type.to_bytes() if proposed is not None else None
@@ -465,9 +467,10 @@ class ChannelCore:
         sent_type = channel_type_features(s.open_channel.tlvs)
         s.remote = check_accept(msg, s.open_channel, s.policy, sent_type)
         answered = channel_type_features(msg.tlvs)
-        if sent_type is None and answered is not None:
+        if sent_type is None and answered is not None:  # a state stored before open_channel always had one
             raise RemoteFault("accept_channel has a channel_type we did not propose")
         if sent_type is not None and answered is None and s.policy.require_channel_type:
+            # BOLT 2: the receiver of accept_channel MUST fail the channel without one
             raise RemoteFault("accept_channel without channel_type")
         s.minimum_depth = msg.minimum_depth
         local, _ = self._initial_specs()
