@@ -306,23 +306,24 @@ def test_failure_is_sticky(pair: ChannelPair) -> None:
 
 
 
-def test_open_channel_without_channel_type_is_refused_unless_lenient() -> None:
+def test_open_channel_without_channel_type_is_refused_when_required() -> None:
     # BOLT 2 (option_channel_type ASSUMED): the receiving node MUST fail the channel if
-    # open_channel has no channel_type
+    # open_channel has no channel_type (require_channel_type)
     no_type = dataclasses.replace(sent_open(), tlvs=OpenChannel.tlv_stream())
     bob = ChannelCore(make_secrets("bob"))
-    out = bob.receive(AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), features(False)), 1.0)
+    out = bob.receive(AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), features(False),
+                                    policy=OpeningPolicy(require_channel_type=True)), 1.0)  # fmt: skip
     assert_failed(bob, out.messages, "without channel_type")
     assert not any(isinstance(m, AcceptChannel) for m in out.messages)
-    lenient = ChannelCore(make_secrets("bob"))  # for peers older than that: the init features decide
-    out = lenient.receive(AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), features(False),
-                                        policy=OpeningPolicy(require_channel_type=False)), 1.0)  # fmt: skip
+    lenient = ChannelCore(make_secrets("bob"))  # the default, for peers older than that: the init features decide
+    out = lenient.receive(AcceptCommand(no_type, CHAIN_HASH_REGTEST, features(False), features(False)), 1.0)
     assert lenient.phase is Phase.WAIT_FUNDING_CREATED and "channel_type" not in out.messages[0].tlvs  # type: ignore[attr-defined]
 
 
-def test_accept_channel_without_channel_type_is_refused_unless_lenient() -> None:
+def test_accept_channel_without_channel_type_is_refused_when_required() -> None:
     # BOLT 2: the receiver of accept_channel MUST fail the channel if it has no channel_type
-    for policy, refused in ((OpeningPolicy(), True), (OpeningPolicy(require_channel_type=False), False)):
+    # (require_channel_type; by default the type we proposed stands)
+    for policy, refused in ((OpeningPolicy(require_channel_type=True), True), (OpeningPolicy(), False)):
         pair = ChannelPair(push_msat=100_000_000, policy=policy)
         pair.feed(pair.alice, pair.open_command())
         open_msg = pair.alice.outputs[0].messages[0]

@@ -130,10 +130,12 @@ class OpeningPolicy:
     max_dust_limit_sat: int = 20_000
     anysegwit: bool = True
     simple_close: bool = False
-    #: BOLT 2 (option_channel_type ASSUMED) fails an open_channel or accept_channel without
-    #: channel_type; False falls back to the init features for peers older than that (Electrum
-    #: 4.3 sends one whenever we announce bit 45, which we always do)
-    require_channel_type: bool = True
+    #: BOLT 2 (option_channel_type ASSUMED since 2025) fails an open_channel or accept_channel
+    #: without channel_type. We always send one, but by default take a missing one as the type
+    #: the init features imply (static_remotekey, or anchors when both offer them), as before
+    #: that rule: peers and conformance scripts written earlier (lnprototest 0.0.7's BOLT 2
+    #: peer) omit it, and the type is still unambiguous. True: the strict rule.
+    require_channel_type: bool = False
 
     def check_feerate(self, feerate_per_kw: int) -> None:
         """A proposed commitment feerate out of our bounds fails the channel."""
