@@ -11,7 +11,10 @@ onion. B's channel monitor keeps the preimage (on disk before B answered C).
 
 B must settle A's HTLC with that preimage and never offer the payment to C a
 second time: a second offer C fulfilled (its invoice is paid: C settles) would
-have B pay C twice for one incoming HTLC.
+have B pay C twice for one incoming HTLC. When A's channel with B went on
+chain meanwhile (A force-closed), A's HTLC is no longer committed in a live
+channel: B must give the preimage to its monitor of A-B, which claims the
+HTLC on chain before A could time it out (else B, having paid C, loses it).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from test_payments_app import channels, net, payments, quiet, wait_until
 from test_payments_crash_points import AMOUNT_MSAT, FEE_MSAT, _crash_node, _moves, _node_runner, _open_line, balances
 
 from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.channels.manager import ManagedChannel
+from lnpmsg.channels.state import Phase
 from lnpmsg.node.node import Node
 from lnpmsg.payments.app import PaymentsApp
 from lnpmsg.payments.store import PaymentsStore
@@ -125,5 +130,119 @@ async def test_a_forward_fulfilled_and_removed_before_the_start_up_settles_upstr
         assert _moves(before, balances(live)) == {"a": -AMOUNT_MSAT - FEE_MSAT, "b": FEE_MSAT, "c": AMOUNT_MSAT}
         assert not await trio.to_thread.run_sync(n.source.core.mempool_txids), "something went on chain"
         assert not payments(live["b"])._early, "the result of B's outgoing HTLC found no forward"
+        for node in live.values():
+            node.stop()
+
+
+def _channel_with(node: Node, peer: Node) -> ManagedChannel:
+    manager = channels(node).manager
+    assert manager is not None
+    return next(c for c in manager.channels.values() if c.peer_id == peer.node_id)
+
+
+def _claimed_by_us(node: Node, peer: Node) -> bool:
+    """``node``'s monitor of its channel with ``peer`` took an incoming HTLC's output with its preimage (confirmed)."""
+    status = channels(node).onchain.status(_channel_with(node, peer))  # type: ignore[union-attr]
+    return status is not None and any(o["what"].startswith("htlc_success") and o["state"] == "swept" and o["by"] == "us"
+                                      for o in status["outputs"])  # fmt: skip
+
+
+@pytest.mark.trio
+async def test_a_forward_fulfilled_and_removed_while_its_incoming_channel_went_on_chain_is_claimed_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """As above, and before B's payments app looks, A force-closes its channel with B: A's HTLC to B
+    is no longer committed in a live channel (never replayed), and only B's monitor of B-C knows the
+    preimage. B must give it to its monitor of A-B, which claims A's HTLC on chain before A could time
+    it out (B paid C: without the claim B would lose the amount), and never offer C the payment again."""
+    b_store = tmp_path / "b" / "payments"
+    async with net(tmp_path) as n, trio.open_nursery() as nursery:
+        live: dict[str, Node] = {}
+        scopes: dict[str, trio.CancelScope] = {}
+        crashed = False
+        token = trio.lowlevel.current_trio_token()
+        forward_out = PaymentsStore.forward_out
+
+        def crash_before_the_id(store: PaymentsStore, *args: object) -> None:
+            nonlocal crashed
+            if store.path.parent == b_store and not crashed:
+                crashed = True
+                _crash_node(scopes["b"], token)
+            forward_out(store, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(PaymentsStore, "forward_out", crash_before_the_id)
+        run_node = _node_runner(n, live, scopes, lambda name: name == "b" and crashed)
+        for name in "abc":
+            await nursery.start(run_node, name)
+        a, _, c = await _open_line(n, live)
+        invoice = await payments(c).invoice(AMOUNT_MSAT, "fulfilled", "fulfilled while A-B went on chain")
+        c_store = payments(c).store
+        assert c_store is not None
+
+        async def pay() -> None:
+            try:
+                await payments(a).pay(invoice["bolt11"])
+            except ChainAppError:
+                pass  # the outcome is read from the store
+
+        nursery.start_soon(pay)
+        with trio.fail_after(60):
+            while not crashed:
+                await trio.sleep(0.01)
+
+        # the restarted B's payments app takes its start-up look only when told
+        start_up = PaymentsApp._start_up
+        look = trio.Event()
+
+        async def when_told(app: PaymentsApp) -> None:
+            await look.wait()
+            await start_up(app)
+
+        monkeypatch.setattr(PaymentsApp, "_start_up", when_told)
+        b_id = live["b"].node_id
+        await wait_until(lambda: all(b_id not in live[x].peers for x in "ac"), "the neighbours see B go")
+        await nursery.start(run_node, "b")
+        b = live["b"]
+        for neighbour in "ac":
+            await b.connect(live[neighbour].addresses[0])
+        await wait_until(lambda: _gone_from_the_channel(payments(b), c_store.invoices("fulfilled")[0]["status"] == "paid"),
+                         "C fulfilled and the HTLC left B's channel")  # fmt: skip
+        (in_htlc,) = _channel_with(b, a).core.state.local_commit.spec.htlcs  # type: ignore[union-attr]
+
+        async def mine(blocks: int) -> None:
+            for _ in range(blocks):
+                await n.source.mine(1)
+                height = (await n.source.tip()).height
+                await wait_until(lambda: all(channels(x).onchain.done_height == height for x in live.values()),  # type: ignore[union-attr]
+                                 f"block {height} seen")  # fmt: skip
+
+        # A force-closes A-B; its commitment (with the HTLC to B) is mined before B's payments app looks
+        await channels(a).closechannel(_channel_with(a, b).key, force=True)
+        with trio.fail_after(60):
+            while not await trio.to_thread.run_sync(n.source.core.mempool_txids):
+                await trio.sleep(0.05)  # A's commitment not broadcast yet
+        await mine(1)
+        await wait_until(lambda: _channel_with(b, a).phase in (Phase.FAILED, Phase.CLOSED), "B sees A-B on chain")
+        assert not payments(b).htlcs.pending_incoming(), "A's HTLC is still committed in a live channel"
+        look.set()
+
+        # B claims A's HTLC with the preimage well before its expiry (from there on A could time it out)
+        start = (await n.source.tip()).height
+        with trio.fail_after(120):
+            while not _claimed_by_us(b, a):
+                assert (await n.source.tip()).height < in_htlc.add.cltv_expiry - 1, "B did not claim A's HTLC on chain"
+                await mine(1)
+                await trio.sleep(0.05)
+        assert (await n.source.tip()).height - start < in_htlc.add.cltv_expiry - start
+        (forward,) = payments(b).store.forwards()  # type: ignore[union-attr]
+        assert forward["status"] == "settled" and sha256(forward["preimage"]) == forward["payment_hash"], forward
+        # C was offered the payment once
+        (bc,) = channels(c).manager.channels.values()  # type: ignore[union-attr]
+        assert bc.core.state.remote_next_htlc_id == 1, "C was offered the payment again"
+        # A learned the preimage from B's claim: its payment is complete
+        with trio.fail_after(60):
+            while (payment := (await payments(a).listpayments(invoice["payment_hash"]))["payments"][-1])["status"] == "pending":
+                await trio.sleep(0.05)
+        assert payment["status"] == "complete", payment
+        assert not payments(b)._early, "the result of B's outgoing HTLC found no forward"
         for node in live.values():
             node.stop()

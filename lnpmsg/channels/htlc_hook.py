@@ -18,6 +18,7 @@ plugs in here:
   capacity, what we can send and receive now); :meth:`pending_incoming`
   lists the incoming HTLCs committed and not yet resolved (what a restarted
   payments app must decide again: an HTLC is never left hanging);
+  :meth:`incoming_on_chain` those of channels that went on chain;
   :meth:`offered` lists every HTLC we offered that is not yet removed (with
   its onion, so a restarted sender finds its parts), :meth:`fulfilled_offered` the
   preimages the peers gave for ours and that the channel state still holds
@@ -270,6 +271,23 @@ class HtlcHook:
             for h in s.local_commit.spec.htlcs:
                 if h.incoming and h.add.id not in settling and remote_spec.htlc(False, h.add.id) is not None:
                     out.append(IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, h.add))
+        return out
+
+    def incoming_on_chain(self) -> list[IncomingHtlc]:
+        """Incoming HTLCs of channels that went on chain (failed or closed), in any commitment that
+        may be the one mined: none of them is decided again (:meth:`pending_incoming`), and one we
+        learn the preimage of is claimed on chain once :meth:`fulfill` gives it to the monitor."""
+        manager = self._app.manager
+        out: list[IncomingHtlc] = []
+        for channel in manager.channels.values() if manager is not None else ():
+            if channel.phase not in (Phase.FAILED, Phase.CLOSED):
+                continue
+            s = channel.core.state
+            adds: dict[int, UpdateAddHtlc] = {}
+            for commit, ours in ((s.local_commit, True), (s.remote_commit, False), (s.remote_next_commit, False)):
+                if commit is not None:  # (in the peer's commitments our incoming HTLCs are the offered ones)
+                    adds.update((h.add.id, h.add) for h in commit.spec.htlcs if h.incoming is ours)
+            out.extend(IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, add) for add in adds.values())
         return out
 
     def outgoing(self, channel_key: str) -> list[IncomingHtlc]:

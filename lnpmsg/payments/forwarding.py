@@ -9,7 +9,9 @@ whose outgoing HTLC left before its id was recorded (the outgoing onion's
 key, recorded with the forward, finds it; a forward an older version
 recorded without that key has it derived from its incoming onion; one
 whose outgoing HTLC was fulfilled and left its channel before the restart
-looked is settled with the preimage a channel monitor kept), so at
+looked is settled with the preimage a channel monitor kept, also when its
+incoming channel went on chain meanwhile: the fulfil hands the preimage to
+that channel's monitor, which claims the HTLC on chain), so at
 most one outgoing HTLC is ever offered per incoming HTLC; a replayed
 incoming HTLC settles with the stored preimage, or waits, or is decided
 again when its outgoing HTLC never got into a commitment; a forward whose
@@ -90,8 +92,9 @@ class Forwarding:
         is found by its onion and recorded as offered now, before anything comes back for it: its
         result goes upstream, and a replay of its incoming HTLC finds it rather than offering it again.
         One whose HTLC is not found but whose preimage we know was fulfilled and has left its channel
-        before we looked: it is settled now (:meth:`_settle_if_known`). A forward decided already
-        (failed or settled) only has its outgoing HTLC's result released.
+        before we looked: it is settled now (:meth:`_settle_if_known`), also when its incoming
+        channel went on chain meanwhile (that channel's monitor claims the HTLC with the preimage).
+        A forward decided already (failed or settled) only has its outgoing HTLC's result released.
         ``incoming`` (the incoming HTLCs still committed) gives the outgoing onion's key of a forward
         recorded before that key was kept (:func:`_legacy_onion_keys`)."""
         store = self._store()
@@ -107,11 +110,15 @@ class Forwarding:
             log.info("payments: %d forward(s) recorded without their outgoing onion's key: derived from their incoming onions", len(derived))
             await record(lambda: store.fill_out_onion_keys(derived), "the outgoing onions' keys of older forwards")
         hashes = {(h.channel_key, h.add.id): h.add.payment_hash for h in incoming}
+        live = {h.channel_key for h in incoming}
+        on_chain: dict[tuple[str, int], bytes] | None = None
         for row in offering:
             key = row["out_onion_key"] or derived.get((row["in_channel"], row["in_htlc"]))
             found = by_key.get(key) if key else None
             if found is None:
-                await self._settle_if_known(row, hashes)
+                if on_chain is None and row["in_channel"] not in live:  # (a channel with HTLCs committed is not on chain)
+                    on_chain = {(h.channel_key, h.add.id): h.add.payment_hash for h in self.htlcs.incoming_on_chain()}
+                await self._settle_if_known(row, hashes, on_chain or {})
                 continue
             if found in self._forwards:
                 continue
@@ -125,7 +132,8 @@ class Forwarding:
             rows = await trio.to_thread.run_sync(store.forwards_by_out, unclaimed)
             self._finished.update(out for out, row in rows.items() if row["status"] in ("failed", "settled"))
 
-    async def _settle_if_known(self, row: dict[str, Any], incoming: dict[tuple[str, int], bytes]) -> None:
+    async def _settle_if_known(self, row: dict[str, Any], incoming: dict[tuple[str, int], bytes],
+                               on_chain: dict[tuple[str, int], bytes]) -> None:
         """A forward still "offering" whose outgoing HTLC no channel lists at start: if we know its
         preimage, the HTLC was fulfilled and has left its channel before we looked (the channel
         monitor keeps a preimage on disk before anything is sent after it came): the forward is
@@ -134,11 +142,15 @@ class Forwarding:
         with its preimage is safe for us whatever became of the outgoing one. Without a preimage the
         outgoing HTLC never got into a commitment: the incoming one is decided again when replayed.
         ``incoming``: the payment hashes of the incoming HTLCs still committed (only those are
-        replayed, so only those could be offered again)."""
+        replayed, so only those could be offered again). ``on_chain``: those of the incoming HTLCs
+        whose channel went on chain meanwhile: never replayed, so nothing else would give the
+        preimage to that channel's monitor, and the peer would time the HTLC out on chain after we
+        paid downstream; it is settled the same way, the fulfil handing the preimage to the monitor,
+        which claims the HTLC's output (as a forward's fulfil does for an incoming channel on chain)."""
         in_key, in_id = ref = (row["in_channel"], row["in_htlc"])
-        if ref not in incoming:
+        payment_hash = incoming.get(ref) or on_chain.get(ref)
+        if payment_hash is None:
             return
-        payment_hash = incoming[ref]
         preimage = self._known_preimage(payment_hash) or self.htlcs.known_preimage(payment_hash)
         if preimage is None:
             return
