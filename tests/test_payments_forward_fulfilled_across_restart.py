@@ -148,12 +148,14 @@ def _claimed_by_us(node: Node, peer: Node) -> bool:
 
 
 @pytest.mark.trio
+@pytest.mark.parametrize("look", ["queued", "kept_by_the_monitor"])
 async def test_a_forward_fulfilled_and_removed_while_its_incoming_channel_went_on_chain_is_claimed_there(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, look: str) -> None:  # fmt: skip
     """As above, and before B's payments app looks, A force-closes its channel with B: A's HTLC to B
     is no longer committed in a live channel (never replayed), and only B's monitor of B-C knows the
     preimage. B must give it to its monitor of A-B, which claims A's HTLC on chain before A could time
-    it out (B paid C: without the claim B would lose the amount), and never offer C the payment again."""
+    it out (B paid C: without the claim B would lose the amount), and never offer C the payment again.
+    ``look`` as above (``kept_by_the_monitor``: B stops once more once A-B is on chain, and starts again)."""
     b_store = tmp_path / "b" / "payments"
     async with net(tmp_path) as n, trio.open_nursery() as nursery:
         live: dict[str, Node] = {}
@@ -191,19 +193,22 @@ async def test_a_forward_fulfilled_and_removed_while_its_incoming_channel_went_o
 
         # the restarted B's payments app takes its start-up look only when told
         start_up = PaymentsApp._start_up
-        look = trio.Event()
+        told = trio.Event()
 
         async def when_told(app: PaymentsApp) -> None:
-            await look.wait()
+            await told.wait()
             await start_up(app)
 
+        async def restart_b() -> Node:
+            b_id = live["b"].node_id
+            await wait_until(lambda: all(b_id not in live[x].peers for x in "ac"), "the neighbours see B go")
+            await nursery.start(run_node, "b")  # the same key, the same directories
+            for neighbour in "ac":
+                await live["b"].connect(live[neighbour].addresses[0])
+            return live["b"]
+
         monkeypatch.setattr(PaymentsApp, "_start_up", when_told)
-        b_id = live["b"].node_id
-        await wait_until(lambda: all(b_id not in live[x].peers for x in "ac"), "the neighbours see B go")
-        await nursery.start(run_node, "b")
-        b = live["b"]
-        for neighbour in "ac":
-            await b.connect(live[neighbour].addresses[0])
+        b = await restart_b()
         await wait_until(lambda: _gone_from_the_channel(payments(b), c_store.invoices("fulfilled")[0]["status"] == "paid"),
                          "C fulfilled and the HTLC left B's channel")  # fmt: skip
         (in_htlc,) = _channel_with(b, a).core.state.local_commit.spec.htlcs  # type: ignore[union-attr]
@@ -223,7 +228,12 @@ async def test_a_forward_fulfilled_and_removed_while_its_incoming_channel_went_o
         await mine(1)
         await wait_until(lambda: _channel_with(b, a).phase in (Phase.FAILED, Phase.CLOSED), "B sees A-B on chain")
         assert not payments(b).htlcs.pending_incoming(), "A's HTLC is still committed in a live channel"
-        look.set()
+        if look == "kept_by_the_monitor":
+            scopes["b"].cancel()  # B stops before its payments app looked (the queued fulfil goes with it)
+            monkeypatch.setattr(PaymentsApp, "_start_up", start_up)
+            b = await restart_b()
+            assert _channel_with(b, a).phase in (Phase.FAILED, Phase.CLOSED)
+        told.set()
 
         # B claims A's HTLC with the preimage well before its expiry (from there on A could time it out)
         start = (await n.source.tip()).height
