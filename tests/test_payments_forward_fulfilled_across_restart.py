@@ -19,6 +19,7 @@ HTLC on chain before A could time it out (else B, having paid C, loses it).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,48 @@ def _gone_from_the_channel(app: PaymentsApp, invoice_paid: bool) -> bool:
     return invoice_paid and not app.htlcs.offered() and not app.htlcs.fulfilled_offered()
 
 
+class _CrashBeforeTheId:
+    """B dies right before it records its outgoing HTLC's id (the HTLC is offered: the forward stays "offering")."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, b_store: Path, scopes: dict[str, trio.CancelScope]) -> None:
+        self.crashed = False
+        token = trio.lowlevel.current_trio_token()
+        forward_out = PaymentsStore.forward_out
+
+        def crash_before_the_id(store: PaymentsStore, *args: object) -> None:
+            if store.path.parent == b_store and not self.crashed:
+                self.crashed = True
+                _crash_node(scopes["b"], token)
+            forward_out(store, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(PaymentsStore, "forward_out", crash_before_the_id)
+
+
+async def _pay_until_b_crashes(nursery: trio.Nursery, a: Node, bolt11: str, crash: _CrashBeforeTheId) -> None:
+    """A pays ``bolt11`` in the background (its outcome is read from its store); return once B crashed."""
+
+    async def pay() -> None:
+        try:
+            await payments(a).pay(bolt11)
+        except ChainAppError:
+            pass  # the outcome is read from the store
+
+    nursery.start_soon(pay)
+    with trio.fail_after(60):
+        while not crash.crashed:
+            await trio.sleep(0.01)
+
+
+async def _restart_b(nursery: trio.Nursery, run_node: Callable[..., Awaitable[None]], live: dict[str, Node]) -> Node:
+    """B starts again (the same key, the same directories) once A and C saw it go, and dials them."""
+    b_id = live["b"].node_id
+    await wait_until(lambda: all(b_id not in live[x].peers for x in "ac"), "the neighbours see B go")
+    await nursery.start(run_node, "b")
+    for neighbour in "ac":
+        await live["b"].connect(live[neighbour].addresses[0])
+    return live["b"]
+
+
 @pytest.mark.trio
 @pytest.mark.parametrize("look", ["queued", "kept_by_the_monitor"])
 async def test_a_forward_fulfilled_and_removed_before_the_start_up_settles_upstream_once(
@@ -52,46 +95,16 @@ async def test_a_forward_fulfilled_and_removed_before_the_start_up_settles_upstr
     async with net(tmp_path) as n, trio.open_nursery() as nursery:
         live: dict[str, Node] = {}
         scopes: dict[str, trio.CancelScope] = {}
-        crashed = stopped = False
-        token = trio.lowlevel.current_trio_token()
-        forward_out = PaymentsStore.forward_out
-
-        def crash_before_the_id(store: PaymentsStore, *args: object) -> None:
-            """B dies right before it records its outgoing HTLC's id (the HTLC is offered: the forward stays "offering")."""
-            nonlocal crashed
-            if store.path.parent == b_store and not crashed:
-                crashed = True
-                _crash_node(scopes["b"], token)
-            forward_out(store, *args)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(PaymentsStore, "forward_out", crash_before_the_id)
-
-        run_node = _node_runner(n, live, scopes, lambda name: name == "b" and (crashed or stopped))
-
-        async def restart_b() -> None:
-            b_id = live["b"].node_id
-            await wait_until(lambda: all(b_id not in live[x].peers for x in "ac"), "the neighbours see B go")
-            await nursery.start(run_node, "b")  # the same key, the same directories
-            for neighbour in "ac":
-                await live["b"].connect(live[neighbour].addresses[0])
-
+        stopped = False
+        crash = _CrashBeforeTheId(monkeypatch, b_store, scopes)
+        run_node = _node_runner(n, live, scopes, lambda name: name == "b" and (crash.crashed or stopped))
         for name in "abc":
             await nursery.start(run_node, name)
         a, _, c = await _open_line(n, live)
         before = balances(live)
         invoice = await payments(c).invoice(AMOUNT_MSAT, "fulfilled", "fulfilled while B looked away")
         c_store = payments(c).store
-
-        async def pay() -> None:
-            try:
-                await payments(a).pay(invoice["bolt11"])
-            except ChainAppError:
-                pass  # the outcome is read from the store
-
-        nursery.start_soon(pay)
-        with trio.fail_after(60):
-            while not crashed:
-                await trio.sleep(0.01)
+        await _pay_until_b_crashes(nursery, a, invoice["bolt11"], crash)
 
         # the restarted B (the only app that starts from here on) takes its start-up look only once C
         # has fulfilled the HTLC and it left the channel
@@ -109,13 +122,13 @@ async def test_a_forward_fulfilled_and_removed_before_the_start_up_settles_upstr
             await start_up(app)
 
         monkeypatch.setattr(PaymentsApp, "_start_up", after_the_fulfill)
-        await restart_b()
+        await _restart_b(nursery, run_node, live)
         if look == "kept_by_the_monitor":
             await held.wait()
             stopped = True
             scopes["b"].cancel()
             monkeypatch.setattr(PaymentsApp, "_start_up", start_up)
-            await restart_b()
+            await _restart_b(nursery, run_node, live)
 
         with trio.fail_after(90):
             while (payment := (await payments(a).listpayments(invoice["payment_hash"]))["payments"][-1])["status"] == "pending":
@@ -160,36 +173,15 @@ async def test_a_forward_fulfilled_and_removed_while_its_incoming_channel_went_o
     async with net(tmp_path) as n, trio.open_nursery() as nursery:
         live: dict[str, Node] = {}
         scopes: dict[str, trio.CancelScope] = {}
-        crashed = False
-        token = trio.lowlevel.current_trio_token()
-        forward_out = PaymentsStore.forward_out
-
-        def crash_before_the_id(store: PaymentsStore, *args: object) -> None:
-            nonlocal crashed
-            if store.path.parent == b_store and not crashed:
-                crashed = True
-                _crash_node(scopes["b"], token)
-            forward_out(store, *args)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(PaymentsStore, "forward_out", crash_before_the_id)
-        run_node = _node_runner(n, live, scopes, lambda name: name == "b" and crashed)
+        crash = _CrashBeforeTheId(monkeypatch, b_store, scopes)
+        run_node = _node_runner(n, live, scopes, lambda name: name == "b" and crash.crashed)
         for name in "abc":
             await nursery.start(run_node, name)
         a, _, c = await _open_line(n, live)
         invoice = await payments(c).invoice(AMOUNT_MSAT, "fulfilled", "fulfilled while A-B went on chain")
         c_store = payments(c).store
         assert c_store is not None
-
-        async def pay() -> None:
-            try:
-                await payments(a).pay(invoice["bolt11"])
-            except ChainAppError:
-                pass  # the outcome is read from the store
-
-        nursery.start_soon(pay)
-        with trio.fail_after(60):
-            while not crashed:
-                await trio.sleep(0.01)
+        await _pay_until_b_crashes(nursery, a, invoice["bolt11"], crash)
 
         # the restarted B's payments app takes its start-up look only when told
         start_up = PaymentsApp._start_up
@@ -199,16 +191,8 @@ async def test_a_forward_fulfilled_and_removed_while_its_incoming_channel_went_o
             await told.wait()
             await start_up(app)
 
-        async def restart_b() -> Node:
-            b_id = live["b"].node_id
-            await wait_until(lambda: all(b_id not in live[x].peers for x in "ac"), "the neighbours see B go")
-            await nursery.start(run_node, "b")  # the same key, the same directories
-            for neighbour in "ac":
-                await live["b"].connect(live[neighbour].addresses[0])
-            return live["b"]
-
         monkeypatch.setattr(PaymentsApp, "_start_up", when_told)
-        b = await restart_b()
+        b = await _restart_b(nursery, run_node, live)
         await wait_until(lambda: _gone_from_the_channel(payments(b), c_store.invoices("fulfilled")[0]["status"] == "paid"),
                          "C fulfilled and the HTLC left B's channel")  # fmt: skip
         (in_htlc,) = _channel_with(b, a).core.state.local_commit.spec.htlcs  # type: ignore[union-attr]
@@ -231,7 +215,7 @@ async def test_a_forward_fulfilled_and_removed_while_its_incoming_channel_went_o
         if look == "kept_by_the_monitor":
             scopes["b"].cancel()  # B stops before its payments app looked (the queued fulfil goes with it)
             monkeypatch.setattr(PaymentsApp, "_start_up", start_up)
-            b = await restart_b()
+            b = await _restart_b(nursery, run_node, live)
             assert _channel_with(b, a).phase in (Phase.FAILED, Phase.CLOSED)
         told.set()
 
