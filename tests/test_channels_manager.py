@@ -34,6 +34,7 @@ from lnpmsg.channels.inputs import (
     FundingTransaction,
     HtlcIncoming,
     OpenCommand,
+    Reconnected,
     Received,
 )
 from lnpmsg.channels.manager import ChannelManager, ChannelsStopped, ManagedChannel
@@ -286,4 +287,11 @@ async def test_a_warning_fault_closes_the_connection_and_keeps_the_channel(tmp_p
         assert [type(m) for _, m in bob.wire] == [WarningMessage]
         assert [peer_id for peer_id, _ in closed] == [ALICE]
         assert only(bob).phase is Phase.NORMAL
+        # a message before channel_reestablish gets a warning too, but keeps the connection
+        await bob.manager.submit(only(bob), Disconnected())
+        await bob.manager.submit(only(bob), Reconnected())
+        bob.wire.clear()
+        await bob.manager.submit(only(bob), Received(bad))
+        assert WarningMessage in [type(m) for _, m in bob.wire]
+        assert len(closed) == 1
         nursery.cancel_scope.cancel()

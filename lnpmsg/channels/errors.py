@@ -25,11 +25,15 @@ class ShachainError(ChannelError):
 
 class RemoteFault(ChannelError):
     """The peer broke BOLT 2: the channel fails (an ``error`` is sent), or with
-    ``warning=True`` only a ``warning`` is sent and the connection dropped."""
+    ``warning=True`` only a ``warning`` is sent and the connection dropped (BOLT 2's
+    "send a warning and close the connection"; the channel stays and is reestablished).
+    ``keep_connection``: a warning that leaves the connection up (a message out of order
+    around a reconnection, which closing the connection would only bring back)."""
 
-    def __init__(self, message: str, *, warning: bool = False) -> None:
+    def __init__(self, message: str, *, warning: bool = False, keep_connection: bool = False) -> None:
         super().__init__(message)
         self.warning = warning
+        self.keep_connection = keep_connection
 
 
 class LocalMisuse(ChannelError):

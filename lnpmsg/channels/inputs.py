@@ -312,3 +312,5 @@ class Output:
     records: tuple[Record, ...] = ()
     messages: tuple[Message, ...] = ()
     events: tuple[Event, ...] = ()
+    #: close the peer's connection once the messages are sent (a warning's BOLT 2 asks it of)
+    disconnect: bool = False

@@ -51,7 +51,7 @@ import trio
 
 from lnpmsg.node.full_disk import cannot
 from lnpmsg.io.secret_file import create_secret_file
-from lnpmsg.wire import Message, WarningMessage
+from lnpmsg.wire import Message
 
 from .errors import ChannelStoreError, LocalMisuse, StoreWriteFailed
 from .inputs import Disconnected, Event, Input, Output, Received, Record, SignCommitment
@@ -395,9 +395,9 @@ class ChannelManager:
             channel.owes_disconnected = False
         for message in out.messages:
             await self._deliver(channel.peer_id, message)
-        if self._disconnect is not None and any(isinstance(m, WarningMessage) for m in out.messages):
-            # the core warns only for a RemoteFault(warning=True): BOLT 2's "send a warning and
-            # close the connection" (the channel stays; channel_reestablish resumes it)
+        if self._disconnect is not None and out.disconnect:
+            # BOLT 2's "send a warning and close the connection" (the channel stays;
+            # channel_reestablish resumes it)
             self._disconnect(channel.peer_id, f"channel {channel.channel_id.hex()[:16]}: sent a warning")
         if point is not None:
             self._maybe_crash(point, "sent")

@@ -84,12 +84,12 @@ def dispatch(core: ChannelCore, item: Input, out: _Out) -> bool:
         return True
     if isinstance(item, Received) and isinstance(item.message, ChannelReestablish):
         if not s.awaiting_reestablish:
-            raise RemoteFault("channel_reestablish without a reconnection", warning=True)
+            raise RemoteFault("channel_reestablish without a reconnection", warning=True, keep_connection=True)
         _on_reestablish(core, item.message, out)
         return True
     if s.awaiting_reestablish or not s.connected:
         if isinstance(item, Received):
-            raise RemoteFault(f"{type(item.message).__name__} before channel_reestablish", warning=True)
+            raise RemoteFault(f"{type(item.message).__name__} before channel_reestablish", warning=True, keep_connection=True)
         if isinstance(item, _SENDING_COMMANDS):
             raise LocalMisuse("the peer is not connected (or not reestablished yet)")
     return False

@@ -201,6 +201,7 @@ class _Out:
         self.messages: list[Message] = []
         self.events: list[Event] = []
         self.durable = False
+        self.disconnect = False
 
     def send(self, msg: Message) -> None:
         self.messages.append(msg)
@@ -257,18 +258,19 @@ class ChannelCore:
                 self.state.temporary_channel_id = item.open_channel.temporary_channel_id
             out = _Out()
             self._fail(str(fault), out, warning=fault.warning)
+            out.disconnect = fault.warning and not fault.keep_connection
         for event in out.events:
             if isinstance(event, ChannelClosed):
                 self.state.closing_tx = event.raw_tx
         if self.state == before:
-            return Output((), tuple(out.messages), tuple(out.events))
+            return Output((), tuple(out.messages), tuple(out.events), out.disconnect)
         if any(type(m).__name__ in _COMMIT_POINTS for m in out.messages):
             out.durable = True
         if any(isinstance(e, BroadcastFunding) for e in out.events):
             out.durable = True
         record = Record(self.records_emitted, self.encode_record(item, now), out.durable)
         self.records_emitted += 1
-        return Output((record,), tuple(out.messages), tuple(out.events))
+        return Output((record,), tuple(out.messages), tuple(out.events), out.disconnect)
 
     def encode_record(self, item: Input, now: float) -> bytes:
         """The record of an input (the codec lives in :mod:`.records`)."""
