@@ -10,7 +10,7 @@ cannot be done now: raised, nothing changes) and
 :class:`~.errors.RemoteFault` (the peer broke BOLT 2: the channel fails,
 sticky, an ``error`` goes out and an event carries our latest commitment to
 broadcast; a ``warning`` fault only sends a warning, and the manager then
-closes the connection).
+closes the connection, unless the fault keeps it: ``Output.disconnect``).
 
 The state is one :class:`ChannelState` of immutable values. Each input that
 changes it is emitted as a record (the input and ``now``); replaying the
