@@ -142,6 +142,7 @@ class Script:
         assert channel is not None
         if channel.phase is Phase.AWAIT_READY:
             await self.pair.source.mine(2)
+            await self.mine_a_late_funding()
         if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL):
             await wait_until(self.ready, "the channel ready and quiet")
             await self.settle_in_flight()
@@ -172,6 +173,26 @@ class Script:
 
     #: set by the test once the closing transaction of the side that closed is in the mempool
     closing_broadcast = False
+
+    async def mine_a_late_funding(self) -> None:
+        """A funder that crashed before it broadcast the funding broadcasts it at its restart, maybe
+        only after the blocks the script just mined (a loaded machine): mine it then, once it is in
+        the mempool, until its depth makes the channel ready."""
+        source = self.pair.source
+        late = False
+        with trio.fail_after(60):
+            while not self.ready():
+                funding = self.funding_outpoint
+                if funding is not None and funding.txid in await trio.to_thread.run_sync(source.core.mempool_txids):
+                    late = True
+                    await source.mine(2)
+                elif late:
+                    # (it may have come between those two blocks: one more a second until deep enough)
+                    with trio.move_on_after(1):
+                        await wait_until(self.ready, "the channel ready and quiet")
+                        return
+                    await source.mine(1)
+                await trio.sleep(0.05)
 
     async def open(self) -> None:
         alice, bob = self.nodes["alice"], self.nodes["bob"]
