@@ -37,6 +37,12 @@ __all__ = ["ADD", "MIGRATE_V1", "NODE_SCIDS", "NODE_IDS_AFTER", "SCHEMA", "SETTL
 #: pending channels that trigger a settle (each read scans at most this many)
 SETTLE_CHANNELS = 16384
 
+#: both node ids of every channel of ``table`` into the settled index, sorted (each page written once)
+_INDEX_FROM = (
+    "INSERT OR IGNORE INTO node_channels (node_id, scid)"
+    " SELECT node_id_1, scid FROM {table} UNION ALL SELECT node_id_2, scid FROM {table} ORDER BY 1, 2"
+)
+
 _NODES_COLUMNS = """(
     node_id BLOB NOT NULL,
     timestamp INTEGER NOT NULL,
@@ -75,8 +81,7 @@ MIGRATE_V1 = (
     # order); the update's timestamps come in any order, so it took writes at random places too.
     "DROP INDEX IF EXISTS updates_timestamp",
     "DELETE FROM node_channels_new",
-    "INSERT OR IGNORE INTO node_channels (node_id, scid)"
-    " SELECT node_id_1, scid FROM channels UNION ALL SELECT node_id_2, scid FROM channels ORDER BY 1, 2",
+    _INDEX_FROM.format(table="channels"),
     f"CREATE TABLE nodes_v2 {_NODES_COLUMNS}",
     "INSERT INTO nodes_v2 (node_id, timestamp, features, alias, rgb_color, addresses, raw)"
     " SELECT node_id, timestamp, features, alias, rgb_color, addresses, raw FROM nodes",
@@ -102,10 +107,7 @@ NODE_IDS_AFTER = (
 #: a channel just written to ``channels`` (its row as stored: a channel stored before keeps its node ids)
 ADD = "INSERT OR IGNORE INTO node_channels_new (scid, node_id_1, node_id_2) SELECT scid, node_id_1, node_id_2 FROM channels WHERE scid = ?"
 
-_SETTLE = (
-    "INSERT OR IGNORE INTO node_channels (node_id, scid)"
-    " SELECT node_id_1, scid FROM node_channels_new UNION ALL SELECT node_id_2, scid FROM node_channels_new ORDER BY 1, 2"
-)
+_SETTLE = _INDEX_FROM.format(table="node_channels_new")
 
 
 def settle(db: sqlite3.Connection) -> None:
