@@ -43,7 +43,7 @@ from lnpmsg.gossip.messages import (
     NodeAnnouncement,
     parse_addresses,
 )
-from lnpmsg.node.full_disk import cannot
+from lnpmsg.node.full_disk import cannot, sqlite_transaction
 from lnpmsg.wire import Features, ShortChannelId, WireError
 
 __all__ = ["DB_FILE_NAME", "AsyncGossipStore", "GossipStore", "scid_text"]
@@ -179,16 +179,10 @@ class GossipStore:
             raise GossipError(f"the gossip store {self.path} is for chain {bytes(rows.get('chain_hash') or b'').hex()}, not {self.chain_hash.hex()}")
         if rows.get("schema_version") == 1:
             # version 1 indexed channels by node id itself and kept nodes in their id's order (store_nodes)
-            self._db.execute("BEGIN")
-            try:
+            with sqlite_transaction(self._db):
                 for statement in store_nodes.MIGRATE_V1:
                     self._db.execute(statement)
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (_SCHEMA_VERSION,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
             return
         if rows.get("schema_version") != _SCHEMA_VERSION:
             raise GossipError(f"the gossip store {self.path} has schema version {rows.get('schema_version')}, want {_SCHEMA_VERSION}")
@@ -256,8 +250,7 @@ class GossipStore:
         # a channel already stored may count again: the bound only brings a settle earlier
         pending = self._pending + len(channels)
         try:
-            db.execute("BEGIN")
-            try:
+            with sqlite_transaction(db):
                 if channels:
                     db.executemany(_INSERT_CHANNEL, channels)
                     db.executemany(store_nodes.ADD, [c[:1] for c in channels])
@@ -275,13 +268,6 @@ class GossipStore:
                     db.execute("DELETE FROM updates WHERE scid = ?", (key,))
                     for node_id in change.orphaned_nodes:
                         db.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
-                db.execute("COMMIT")
-            except BaseException:
-                # SQLite rolls a transaction back itself on some errors (a full disk:
-                # SQLITE_FULL): a ROLLBACK then fails and would hide the real error.
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
             raise GossipStoreWriteError(f"gossip store {self.path}: write failed: {exc}", disk_full=full) from exc

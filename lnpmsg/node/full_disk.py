@@ -17,9 +17,15 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["LOW_SPACE_BYTES", "cannot", "free_bytes", "full_disk_cure", "is_full_disk"]
+if TYPE_CHECKING:  # the stores that use it import sqlite3; importers of the rest need not
+    import sqlite3
+
+__all__ = ["LOW_SPACE_BYTES", "cannot", "free_bytes", "full_disk_cure", "is_full_disk", "sqlite_transaction"]
 
 #: free bytes below which a store's I/O error is put down to a full disk (SQLite says only
 #: "disk I/O error" when it cannot grow its shared-memory file)
@@ -99,3 +105,18 @@ def cannot(what: str, path: str | os.PathLike[str], exc: BaseException) -> str:
         return f"cannot {what} {path}: {full_disk_cure(path)}{said}"
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return f"cannot {what} {path}: {reason}"
+
+
+@contextmanager
+def sqlite_transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
+    """``begin`` ... COMMIT around the block; on any exception a ROLLBACK, unless SQLite rolled
+    the transaction back itself (it does on some errors, a full disk: SQLITE_FULL, a COMMIT that
+    failed there too), when a ROLLBACK would fail and hide the real error."""
+    db.execute(begin)
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lnpmsg.node.full_disk import cannot
+from lnpmsg.node.full_disk import cannot, sqlite_transaction
 
 __all__ = ["PaymentsStore", "PaymentsStoreError", "PaymentsStoreWriteFailed"]
 
@@ -258,15 +258,9 @@ class PaymentsStore:
         """Record the outgoing onion's key of forwards written before it was kept ((in_channel, in_htlc)
         -> key), in one transaction; a key a forward has already is left as it is."""
         with self._lock, _refused_writes():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with sqlite_transaction(self._db, "BEGIN IMMEDIATE"):
                 self._db.executemany("UPDATE forwards SET out_onion_key = ? WHERE in_channel = ? AND in_htlc = ? AND out_onion_key IS NULL",
                                      [(key, ref[0], ref[1]) for ref, key in keys.items()])  # fmt: skip
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # (a COMMIT that failed on a full disk may have rolled back already)
-                    self._db.execute("ROLLBACK")
-                raise
 
     def forwards(self, status: str | None = None) -> list[dict[str, Any]]:
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
