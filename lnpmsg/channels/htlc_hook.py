@@ -283,10 +283,7 @@ class HtlcHook:
             if channel.phase not in (Phase.FAILED, Phase.CLOSED):
                 continue
             s = channel.core.state
-            adds: dict[int, UpdateAddHtlc] = {}
-            for commit, ours in ((s.local_commit, True), (s.remote_commit, False), (s.remote_next_commit, False)):
-                if commit is not None:  # (in the peer's commitments our incoming HTLCs are the offered ones)
-                    adds.update((h.add.id, h.add) for h in commit.spec.htlcs if h.incoming is ours)
+            adds = _committed_adds(channel, offered=False)
             out.extend(IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, add) for add in adds.values())
         return out
 
@@ -307,9 +304,7 @@ class HtlcHook:
         for channel in manager.channels.values() if manager is not None else ():
             s = channel.core.state
             adds = {u.id: u for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
-            for commit, ours in ((s.local_commit, True), (s.remote_commit, False), (s.remote_next_commit, False)):
-                if commit is not None:  # (in the peer's commitments our HTLCs are the incoming ones)
-                    adds.update((h.add.id, h.add) for h in commit.spec.htlcs if h.incoming is not ours)
+            adds.update(_committed_adds(channel, offered=True))
             out.extend(IncomingHtlc(channel.key, channel.peer_id, s.short_channel_id or 0, add) for add in adds.values())
         return out
 
@@ -400,11 +395,18 @@ async def _submitted(manager: ChannelManager, channel: ManagedChannel, item: Inp
 def _offered_ids(channel: ManagedChannel) -> set[int]:
     """The ids of the HTLCs we offered on ``channel`` that are not yet removed from it."""
     s = channel.core.state
-    ids = {u.id for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)}
+    return {u.id for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc)} | _committed_adds(channel, offered=True).keys()
+
+
+def _committed_adds(channel: ManagedChannel, *, offered: bool) -> dict[int, UpdateAddHtlc]:
+    """By id, the HTLCs we offered (``offered``) or were offered on ``channel`` that are in any
+    commitment that may still be signed or mined: ours, the peer's, the peer's next."""
+    s = channel.core.state
+    adds: dict[int, UpdateAddHtlc] = {}
     for commit, ours in ((s.local_commit, True), (s.remote_commit, False), (s.remote_next_commit, False)):
-        if commit is not None:  # (in the peer's commitments our HTLCs are the incoming ones)
-            ids |= {h.add.id for h in commit.spec.htlcs if h.incoming is not ours}
-    return ids
+        if commit is not None:  # (in the peer's commitments our offered HTLCs are the incoming ones)
+            adds.update((h.add.id, h.add) for h in commit.spec.htlcs if h.incoming is (ours is not offered))
+    return adds
 
 
 def _info(channel: ManagedChannel) -> ChannelInfo | None:
