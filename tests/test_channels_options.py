@@ -4,22 +4,27 @@ The options are parsed as ``lnpmsg node`` parses them (argparse, then
 :func:`lnpmsg.cli.settings_from_args`); the resulting config and policy run
 in the channel app of one of two nodes (in memory, one embedded regtest chain):
 its minimum_depth holds channel_ready back, its upfront shutdown address is
-where a cooperative close pays it, its feerate bounds refuse an open.
+where a cooperative close pays it, its feerate bounds refuse an open, and
+--require-channel-type refuses an open_channel without channel_type (as
+peers written before BOLT 2 made it mandatory send it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import trio
 from test_channels_app import FUNDING_SAT, Pair, chain, channels, only_channel, settled, wait_until
+from test_config_file import parse_with
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.app import ChannelsApp
 from lnpmsg.channels.options import channel_settings
 from lnpmsg.channels.params import ChannelConfig, OpeningPolicy
-from lnpmsg.channels.state import Phase
+from lnpmsg.channels.messages import OpenChannel
+from lnpmsg.channels.state import ChannelCore, Phase
 from lnpmsg.chain.address import address_for_script, script_for_address
 from lnpmsg.cli import build_parser, settings_from_args
 from lnpmsg.node.node import Node, NodeConfig
@@ -69,6 +74,15 @@ def test_each_option_sets_its_field() -> None:
 def test_bad_options_name_themselves(argv: list[str], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         _options(*argv)
+
+
+def test_require_channel_type_is_off_unless_given(tmp_path: Path) -> None:
+    assert _options("--require-channel-type") == (ChannelConfig(), OpeningPolicy(require_channel_type=True))
+    assert _options()[1].require_channel_type is False
+    # in the config file, a switch like the others
+    for text, required in (("require-channel-type = true\n", True), ("require-channel-type = false\n", False)):
+        policy = channel_settings(settings_from_args(parse_with(tmp_path, text)).channel_options, "bcrt")[1]
+        assert policy.require_channel_type is required
 
 
 def test_a_negative_value_is_a_usage_error() -> None:
@@ -124,3 +138,37 @@ async def test_a_feerate_outside_the_peers_bounds_is_refused(tmp_path: Path) -> 
             with pytest.raises(ChainAppError, match="feerate"):
                 await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
             assert only_channel(bob).phase is Phase.FAILED
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("required", [True, False])
+async def test_require_channel_type_refuses_an_open_channel_without_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      required: bool) -> None:  # fmt: skip
+    """Alice opens as a peer written before BOLT 2 made channel_type mandatory does (lnprototest
+    0.0.7's): her open_channel has no TLV. Bob started with --require-channel-type fails the channel;
+    without it he takes the type both init features imply (anchors) and the channel opens."""
+    open_message = ChannelCore._open_message
+
+    def without_channel_type(core: ChannelCore, cmd: object) -> OpenChannel:
+        msg = open_message(core, cmd)  # type: ignore[arg-type]
+        assert "channel_type" in msg.tlvs  # (what lnpmsg sends)
+        return dataclasses.replace(msg, tlvs=OpenChannel.tlv_stream())
+
+    monkeypatch.setattr(ChannelCore, "_open_message", without_channel_type)
+    async with chain(tmp_path) as source:
+        pair = Pair(source, tmp_path, MemoryNetwork())
+        alice = pair.node("alice", True)
+        bob = _bob(pair, tmp_path, *(["--require-channel-type"] if required else []))
+        async with running(alice, bob):
+            await pair.fund_wallet(alice, 3_000_000)
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: bob.node_id in alice.peers, "connected")
+            if required:
+                with pytest.raises(ChainAppError, match="without channel_type"):
+                    await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+                assert only_channel(bob).phase is Phase.FAILED
+                return
+            await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+            state = only_channel(bob).core.state
+            assert state.channel_type is None and state.anchors  # the type the init features imply
+            assert only_channel(alice).core.state.anchors

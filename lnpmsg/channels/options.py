@@ -4,7 +4,8 @@ The defaults are :class:`~.params.ChannelConfig`'s and :class:`~.params.OpeningP
 (close to Core Lightning's: 3 confirmations, a 144-block to_self_delay, 30 HTLCs
 each way, a 1% reserve, a 546 sat dust limit; peers' to_self_delay up to 2016
 blocks, feerates 253..100000 sat per 1000 weight). In a config file each option
-is its name without ``--`` (``channel-min-depth = 6``).
+is its name without ``--`` (``channel-min-depth = 6``; a switch takes true or
+false: ``require-channel-type = true``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from lnpmsg.wire import Features
 from .errors import RemoteFault
 from .params import ChannelConfig, OpeningPolicy, check_shutdown_script
 
-__all__ = ["CHANNEL_TYPES", "HRPS", "OPTIONS", "add_node_options", "channel_settings", "options_from_args", "with_channel_type"]
+__all__ = ["CHANNEL_TYPES", "HRPS", "OPTIONS", "SWITCHES", "add_node_options", "channel_settings", "options_from_args", "with_channel_type"]
 
 #: the address prefix of each network (for --channel-upfront-shutdown-address)
 HRPS = {"bitcoin": "bc", "testnet": "tb", "signet": "tb", "regtest": "bcrt"}
@@ -38,6 +39,18 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "channel-min-feerate": ("policy.min_feerate_per_kw", "the lowest commitment feerate (sat per 1000 weight) we accept"),
     "channel-max-feerate": ("policy.max_feerate_per_kw", "the highest commitment feerate we accept"),
     "channel-min-funding-sat": ("policy.min_funding_sat", "refuse smaller channels"),
+}
+
+#: switch -> (OpeningPolicy field, help): off unless given (the field's default), on sets the field True
+SWITCHES: dict[str, tuple[str, str]] = {
+    "require-channel-type": (
+        "policy.require_channel_type",
+        "refuse a peer's open_channel or accept_channel that has no channel_type TLV (BOLT 2's strict rule; "
+        "lnpmsg always sends one). Off by default: a missing channel_type is taken as the type both nodes' init "
+        "features imply (for an accept_channel: the type we proposed), as before BOLT 2 made channel_type "
+        "mandatory, so that peers written before that rule, like lnprototest 0.0.7's BOLT 2 scripts, still open "
+        "channels; the type is unambiguous either way. Turn it on to hold peers to the current BOLTs",
+    ),
 }
 
 
@@ -59,12 +72,15 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{option}", type=_non_negative, metavar="N", help=text + shown)
     group.add_argument("--channel-upfront-shutdown-address", metavar="ADDRESS",
                        help="commit every new channel to close to this address (upfront_shutdown_script)")  # fmt: skip
+    for option, (_, text) in SWITCHES.items():
+        # default None, not False: only a switch that was given reaches the channel settings
+        group.add_argument(f"--{option}", action="store_true", default=None, help=text)
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The channel options given on the command line or in the config file (name -> value)."""
     chosen: dict[str, Any] = {}
-    for option in (*OPTIONS, "channel-upfront-shutdown-address"):
+    for option in (*OPTIONS, "channel-upfront-shutdown-address", *SWITCHES):
         value = getattr(args, option.replace("-", "_"), None)
         if value is not None:
             chosen[option] = value
@@ -91,7 +107,7 @@ def channel_settings(options: dict[str, Any], hrp: str) -> tuple[ChannelConfig, 
                 raise ValueError(f"--channel-upfront-shutdown-address: {value} is not a form a shutdown may pay") from None
             config_changes["upfront_shutdown_script"] = script
             continue
-        owner, name = OPTIONS[option][0].split(".")
+        owner, name = (OPTIONS.get(option) or SWITCHES[option])[0].split(".")
         (config_changes if owner == "config" else policy_changes)[name] = value
     config = replace(ChannelConfig(), **config_changes)
     policy = replace(OpeningPolicy(), **policy_changes)

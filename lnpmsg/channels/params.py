@@ -134,7 +134,8 @@ class OpeningPolicy:
     #: without channel_type. We always send one, but by default take a missing one as the type
     #: the init features imply (static_remotekey, or anchors when both offer them), as before
     #: that rule: peers and conformance scripts written earlier (lnprototest 0.0.7's BOLT 2
-    #: peer) omit it, and the type is still unambiguous. True: the strict rule.
+    #: peer) omit it, and the type is still unambiguous. True: the strict rule
+    #: (``lnpmsg node --require-channel-type``).
     require_channel_type: bool = False
 
     def check_feerate(self, feerate_per_kw: int) -> None:
