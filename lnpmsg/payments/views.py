@@ -24,16 +24,19 @@ if TYPE_CHECKING:
 __all__ = ["check_invoice", "decode_invoice", "forward_view", "invoice_view", "new_invoice", "payment_view", "route_hints"]
 
 
-def invoice_view(row: dict[str, Any], now: float) -> dict[str, Any]:
-    """An invoice for ``listinvoices``: an unpaid one past its expiry shows as ``expired``."""
+def invoice_view(row: dict[str, Any], now: float, held: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """An invoice for ``listinvoices``: an unpaid one past its expiry shows as ``expired``. A hold
+    invoice's payment held (status ``accepted``) shows ``held``: (HTLCs, their total msat, the earliest one's cltv_expiry)."""
     status = "expired" if row["status"] == "unpaid" and now > row["expires_at"] else row["status"]
     out = {
         "label": row["label"], "bolt11": row["bolt11"], "payment_hash": row["payment_hash"].hex(), "amount_msat": row["amount_msat"],
         "status": status, "description": row["description"], "expires_at": row["expires_at"],
-        "received_msat": row["received_msat"], "paid_at": row["paid_at"],
+        "received_msat": row["received_msat"], "paid_at": row["paid_at"], "hold": bool(row.get("hold")),
     }  # fmt: skip
     if row["status"] == "paid":
         out["preimage"] = row["preimage"].hex()
+    if row["status"] == "accepted" and held is not None:
+        out["held_htlcs"], out["held_msat"], out["held_cltv_expiry"] = held
     return out
 
 
@@ -95,10 +98,13 @@ def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy,
 
 
 def new_invoice(node_secret: bytes, hrp: str, amount_msat: int | None, label: str, description: str, expiry: int, now: int,
-                hints: tuple[tuple[RouteHintHop, ...], ...], preimage: bytes | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
-    """A signed invoice's text and its store row (a fresh payment secret; a fresh preimage unless given)."""
-    secret = os.urandom(32) if preimage is None else preimage
-    payment_hash = hashlib.sha256(secret).digest()
+                hints: tuple[tuple[RouteHintHop, ...], ...], preimage: bytes | None = None,
+                payment_hash: bytes | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """A signed invoice's text and its store row (a fresh payment secret; a fresh preimage unless given).
+
+    With ``payment_hash``, a hold invoice: the preimage is not ours to know (empty in the row until it is settled)."""
+    secret = b"" if payment_hash is not None else os.urandom(32) if preimage is None else preimage
+    payment_hash = payment_hash or hashlib.sha256(secret).digest()
     payment_secret = os.urandom(32)
     unsigned = Invoice(
         currency=hrp, timestamp=now, payment_hash=payment_hash, payment_secret=payment_secret, amount_msat=amount_msat,
@@ -108,5 +114,5 @@ def new_invoice(node_secret: bytes, hrp: str, amount_msat: int | None, label: st
     text = bolt11.encode(bolt11.sign(unsigned, node_secret))
     row = dict(payment_hash=payment_hash, label=label, bolt11=text, preimage=secret, payment_secret=payment_secret,
                amount_msat=amount_msat, description=description, created_at=now, expires_at=now + expiry,
-               min_final_cltv=DEFAULT_MIN_FINAL_CLTV)  # fmt: skip
+               min_final_cltv=DEFAULT_MIN_FINAL_CLTV, hold=int(not secret))  # fmt: skip
     return text, row
