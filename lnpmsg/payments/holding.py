@@ -165,8 +165,12 @@ class Holding:
         """Fail a held set back once the chain nears its earliest HTLC's expiry (the payee never answered)."""
         while True:
             await trio.sleep(HOLD_POLL)
+            if not self._held:
+                continue
+            height = await self._height()
             for payment_hash, held in list(self._held.items()):
-                why = await near_expiry(self, held.parts.keys())
+                # (a set far from its expiry needs no look at the channels: most are, most of the time)
+                why = await near_expiry(self, held.parts.keys()) if height + SETTLE_MARGIN_BLOCKS >= held.cltv_expiry else None
                 if why is None:
                     continue
                 async with self._hold_lock:
