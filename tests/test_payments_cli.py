@@ -32,7 +32,9 @@ def test_each_command_calls_its_method() -> None:
     assert request("delinvoice", "x") == ("payments.delinvoice", {"label": "x"})
     assert request("invoice", "5000", "h", "d", "--hold", "--payment-hash", "11" * 32) == (
         "payments.invoice", {"amount_msat": 5000, "label": "h", "description": "d", "expiry": 3600, "hold": True, "payment_hash": "11" * 32})
+    assert request("invoice", "5000", "h", "d", "--min-final-cltv", "144")[1]["min_final_cltv"] == 144
     assert request("settleinvoice", "22" * 32) == ("payments.settleinvoice", {"preimage": "22" * 32})
+    assert request("settleinvoice", "22" * 32, "--payment-hash", "11" * 32)[1] == {"preimage": "22" * 32, "payment_hash": "11" * 32}
     assert request("cancelinvoice", "11" * 32) == ("payments.cancelinvoice", {"payment_hash": "11" * 32})
     with pytest.raises(SystemExit):
         build_parser().parse_args(["invoice", "-5", "l", "d"])

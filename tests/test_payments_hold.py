@@ -35,9 +35,11 @@ import trio
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.channels.state import Phase
 from lnpmsg.node.node import Node
+from lnpmsg.payments import bolt11
 from lnpmsg.payments.app import PaymentEvent
 from lnpmsg.payments.holding import HOLD_POLL
 from lnpmsg.payments.receiving import SETTLE_MARGIN_BLOCKS
+from lnpmsg.payments.views import HOLD_MIN_FINAL_CLTV
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing import record_events
 from lnpmsg.testing.nodes import running
@@ -105,6 +107,8 @@ async def test_a_held_payment_is_settled_or_cancelled_by_the_payee_and_bad_calls
             await n.open([(a, b, 1_000_000, 1_000_000)])
             preimage, invoice = await hold_invoice(b, "held")
             assert (await listed(b, "held"))["status"] == "unpaid" and (await listed(b, "held"))["hold"] is True
+            # room to hold: a hold invoice asks for a final expiry well beyond the margin it fails back at
+            assert bolt11.decode(invoice["bolt11"]).min_final_cltv == HOLD_MIN_FINAL_CLTV > SETTLE_MARGIN_BLOCKS + 40
             with record_events(b) as events:
                 async with paying(a, invoice["bolt11"]) as outcome:
                     accepted = await events.wait_for(event("invoice.accepted"), timeout=TIMEOUT)
@@ -162,6 +166,10 @@ async def test_a_held_payment_is_settled_or_cancelled_by_the_payee_and_bad_calls
                 await payments(b).invoice(1000, "half", "hold without a hash", hold=True)
             with pytest.raises(ParamsError, match="without its preimage"):
                 await payments(b).invoice(1000, "both", "hold with a preimage", hold=True, payment_hash="11" * 32, preimage="22" * 32)
+            with pytest.raises(ParamsError, match="min_final_cltv must be"):
+                await payments(b).invoice(1000, "short", "too close", hold=True, payment_hash="11" * 32, min_final_cltv=SETTLE_MARGIN_BLOCKS)
+            chosen = await payments(b).invoice(1000, "long", "a day", hold=True, payment_hash="11" * 32, min_final_cltv=144)
+            assert bolt11.decode(chosen["bolt11"]).min_final_cltv == 144
             await wait_until(lambda: quiet(a) and quiet(b), "nothing left")
 
 

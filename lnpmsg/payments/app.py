@@ -63,7 +63,7 @@ from lnpmsg.app import App, AppError
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcNotWritten, HtlcRefused, IncomingHtlc
 from lnpmsg.payments.forwarding import Forwarding
 from lnpmsg.payments.graph import ChannelGraphView, RoutingGraph
-from lnpmsg.payments.holding import HeldSet, Holding, hold_params
+from lnpmsg.payments.holding import HeldSet, Holding
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
 from lnpmsg.payments.orphans import Orphans, PaymentEnded
 from lnpmsg.payments.paying import PAY_TIMEOUT, Paying
@@ -73,7 +73,7 @@ from lnpmsg.payments.sender import OutgoingResult, onion_key
 from lnpmsg.payments.receiving import Receiving
 from lnpmsg.payments.recording import RETRY_MAX_DELAY, RETRY_MIN_DELAY, record
 from lnpmsg.payments.store import PaymentsStore, PaymentsStoreWriteFailed
-from lnpmsg.payments.views import decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
+from lnpmsg.payments.views import decode_invoice, invoice_params, new_invoice, route_hints, forward_view, invoice_view, payment_view
 from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire import Features
@@ -504,7 +504,8 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, App):
     # ------------------------------------------------------------ control calls
 
     async def invoice(self, amount_msat: int | None, label: str, description: str, expiry: int = DEFAULT_EXPIRY,
-                      preimage: str | None = None, payment_hash: str | None = None, hold: bool = False) -> dict[str, Any]:  # fmt: skip
+                      preimage: str | None = None, payment_hash: str | None = None, hold: bool = False,
+                      min_final_cltv: int | None = None) -> dict[str, Any]:  # fmt: skip
         """Make an invoice for AMOUNT_MSAT (None: any amount) labelled LABEL, with route hints for our private channels;
         with ``hold`` and a PAYMENT_HASH, a hold invoice: its payment is held until settleinvoice or cancelinvoice."""
         if amount_msat is not None and (not isinstance(amount_msat, int) or amount_msat <= 0):
@@ -513,10 +514,10 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, App):
             raise ParamsError("label must be a non-empty string")
         if not isinstance(expiry, int) or expiry <= 0:
             raise ParamsError(f"expiry must be a positive number of seconds, got {expiry!r}")
-        chosen, hashed = hold_params(preimage, payment_hash, hold)
+        chosen, hashed, cltv = invoice_params(preimage, payment_hash, hold, min_final_cltv)
         now = int(self._now())
         text, row = new_invoice(self.node.key.secret, _HRP.get(self._network(), "bcrt"), amount_msat, label, description, expiry, now,
-                                route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), chosen, hashed)  # fmt: skip
+                                route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), chosen, hashed, cltv)  # fmt: skip
         payment_hash, payment_secret = row["payment_hash"], row["payment_secret"]
         try:
             await trio.to_thread.run_sync(lambda: self._store().add_invoice(**row))

@@ -57,6 +57,8 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--hold", action="store_true", help="a hold invoice for --payment-hash: its payment is held until settleinvoice or "
                    "cancelinvoice (or failed back near its expiry)")  # fmt: skip
     p.add_argument("--payment-hash", metavar="HEX", help="the hold invoice's payment hash (the preimage stays with you)")
+    p.add_argument("--min-final-cltv", type=int, metavar="BLOCKS", help="the final HTLC's expiry we ask for, in blocks from the "
+                   "payment (default 24, a hold invoice's 80: held until 20 blocks before it)")  # fmt: skip
     p = add("pay", "pay a BOLT-11 invoice over our channels (multi-part when one path cannot carry it); waits for the result")
     p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
     p.add_argument("--amount-msat", type=_msat, metavar="N", help="the amount, for an invoice without one (or to pay up to twice its amount)")
@@ -72,6 +74,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.epilog = "A paid invoice is kept: it is the record of the payment."
     p = add("settleinvoice", "settle our accepted hold invoice with its preimage: the held HTLCs are fulfilled")
     p.add_argument("preimage", metavar="PREIMAGE", help="the preimage (hex) of the hold invoice's payment hash")
+    p.add_argument("--payment-hash", metavar="HEX", help="the invoice's payment hash: refused unless the preimage is its own")
     p = add("cancelinvoice", "cancel our hold invoice: its held HTLCs fail back, and so does any later payment of it")
     p.add_argument("payment_hash", metavar="HASH", help="the hold invoice's payment hash (hex)")
     p = add("listpayments", "list our payments: status, amount, fee, routes, preimage")
@@ -129,10 +132,13 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         params: dict[str, Any] = {"amount_msat": args.amount_msat, "label": args.label, "description": args.description, "expiry": args.expiry}
         if args.hold or args.payment_hash:
             params.update(hold=args.hold, payment_hash=args.payment_hash)
+        if args.min_final_cltv is not None:
+            params["min_final_cltv"] = args.min_final_cltv
         return "payments.invoice", params, _print_invoice
-    if args.command in ("settleinvoice", "cancelinvoice"):
-        arg = "preimage" if args.command == "settleinvoice" else "payment_hash"
-        return f"payments.{args.command}", {arg: getattr(args, arg)}, _print_resolved
+    if args.command == "settleinvoice":
+        return "payments.settleinvoice", {"preimage": args.preimage, **({"payment_hash": args.payment_hash} if args.payment_hash else {})}, _print_resolved
+    if args.command == "cancelinvoice":
+        return "payments.cancelinvoice", {"payment_hash": args.payment_hash}, _print_resolved
     if args.command == "pay":
         params = {"bolt11": args.bolt11}
         if args.amount_msat is not None:

@@ -2,7 +2,9 @@
 
 A hold invoice is made for a payment hash whose preimage we do not know
 (``payments.invoice`` with ``payment_hash`` and ``hold``; lnd's
-``addholdinvoice``, Core Lightning's holdinvoice plugin). The HTLCs paying
+``addholdinvoice``, Core Lightning's holdinvoice plugin), asking by default
+for a final expiry of :data:`~lnpmsg.payments.views.HOLD_MIN_FINAL_CLTV`
+blocks (room to hold). The HTLCs paying
 it get every check of a plain invoice (:func:`~lnpmsg.payments.htlcs.decide`:
 payment secret, amount, expiry) and are gathered like the parts of a
 multi-part payment (a single-part payment too: a set of one); once they reach
@@ -47,13 +49,13 @@ from lnpmsg.payments.onion.failures import IncorrectOrUnknownPaymentDetails
 from lnpmsg.payments.receiving import SETTLE_MARGIN_BLOCKS, near_expiry
 from lnpmsg.payments.recording import record
 from lnpmsg.payments.store import PaymentsStoreWriteFailed
-from lnpmsg.rpc.params import ParamsError, hex_param
+from lnpmsg.rpc.params import hex_param
 from lnpmsg.wallet.calls import ChainAppError
 
 if TYPE_CHECKING:
     from lnpmsg.payments.app import PaymentsApp
 
-__all__ = ["HOLD_POLL", "HeldSet", "Holding", "hold_params"]
+__all__ = ["HOLD_POLL", "HeldSet", "Holding"]
 
 log = logging.getLogger("lnpmsg.payments.app")
 
@@ -78,18 +80,6 @@ class HeldSet:
     def summary(self) -> tuple[int, int, int]:
         """(HTLCs, their total msat, the earliest expiry): what ``listinvoices`` shows."""
         return len(self.parts), self.total_msat, self.cltv_expiry
-
-
-def hold_params(preimage: str | None, payment_hash: str | None, hold: bool) -> tuple[bytes | None, bytes | None]:
-    """``payments.invoice``'s (preimage, payment hash) as bytes: a hold invoice names its hash and no preimage."""
-    if not isinstance(hold, bool):
-        raise ParamsError(f"hold must be true or false, got {hold!r}")
-    if hold != (payment_hash is not None):
-        raise ParamsError("a hold invoice needs its payment_hash (and only a hold invoice takes one)")
-    if hold and preimage is not None:
-        raise ParamsError("a hold invoice is made without its preimage: settleinvoice gives it")
-    return (None if preimage is None else hex_param(preimage, "preimage", 32),
-            None if payment_hash is None else hex_param(payment_hash, "payment_hash", 32))  # fmt: skip
 
 
 def _error(message: str, kind: str, payment_hash: bytes, **details: Any) -> ChainAppError:
