@@ -101,10 +101,10 @@ async def two_nodes(n: Net) -> tuple[Node, Node]:
 @pytest.mark.trio
 async def test_a_held_payment_is_settled_or_cancelled_by_the_payee_and_bad_calls_are_refused(tmp_path: Path) -> None:
     async with net(tmp_path) as n:
-        a, b = n.node("a"), n.node("b")
-        async with running(a, b):
-            await n.fund(a)
-            await n.open([(a, b, 1_000_000, 1_000_000)])
+        a, b, c = n.node("a"), n.node("b"), n.node("c")
+        async with running(a, b, c):
+            await n.fund(a, c)
+            await n.open([(a, b, 1_000_000, 1_000_000), (c, b, 1_000_000, 1_000_000)])
             preimage, invoice = await hold_invoice(b, "held")
             assert (await listed(b, "held"))["status"] == "unpaid" and (await listed(b, "held"))["hold"] is True
             # room to hold: a hold invoice asks for a final expiry well beyond the margin it fails back at
@@ -117,6 +117,9 @@ async def test_a_held_payment_is_settled_or_cancelled_by_the_payee_and_bad_calls
                     (htlc,) = channel_with(b, a).core.state.local_commit.spec.htlcs
                     assert row["status"] == "accepted" and row["held_htlcs"] == 1 and row["held_msat"] == AMOUNT
                     assert row["held_cltv_expiry"] == htlc.add.cltv_expiry and "preimage" not in row
+                    # a second payment of it (C's) fails at once: the invoice's payment is held already
+                    err = await refused(payments(c).pay, invoice["bolt11"])
+                    assert err.details["code"] == UNKNOWN_PAYMENT_DETAILS and err.details["erring_node"] == b.node_id.hex()
                     await trio.sleep(2 * HOLD_POLL)  # held: neither settled nor failed by itself
                     assert not outcome and (await payments(a).listpayments(invoice["payment_hash"]))["payments"][0]["status"] == "pending"
                     # a wrong preimage: no hold invoice has its hash; with the hash named, the mismatch is told
@@ -138,7 +141,7 @@ async def test_a_held_payment_is_settled_or_cancelled_by_the_payee_and_bad_calls
             err = await refused(payments(b).settleinvoice, preimage.hex())
             assert err.details["error"] == "InvoiceNotAccepted" and "settled already" in str(err)
             assert (await refused(payments(b).cancelinvoice, invoice["payment_hash"])).details["error"] == "InvoicePaid"
-            await wait_until(lambda: quiet(a) and quiet(b), "settled")
+            await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "settled")
 
             # cancelled: A's payment fails as for a hash B does not know; so does paying it again; no settle after
             preimage, invoice = await hold_invoice(b, "cancelled")
@@ -170,7 +173,7 @@ async def test_a_held_payment_is_settled_or_cancelled_by_the_payee_and_bad_calls
                 await payments(b).invoice(1000, "short", "too close", hold=True, payment_hash="11" * 32, min_final_cltv=SETTLE_MARGIN_BLOCKS)
             chosen = await payments(b).invoice(1000, "long", "a day", hold=True, payment_hash="11" * 32, min_final_cltv=144)
             assert bolt11.decode(chosen["bolt11"]).min_final_cltv == 144
-            await wait_until(lambda: quiet(a) and quiet(b), "nothing left")
+            await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "nothing left")
 
 
 @pytest.mark.trio

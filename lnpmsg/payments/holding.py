@@ -4,13 +4,12 @@ A hold invoice is made for a payment hash whose preimage we do not know
 (``payments.invoice`` with ``payment_hash`` and ``hold``; lnd's
 ``addholdinvoice``, Core Lightning's holdinvoice plugin), asking by default
 for a final expiry of :data:`~lnpmsg.payments.views.HOLD_MIN_FINAL_CLTV`
-blocks (room to hold). The HTLCs paying
-it get every check of a plain invoice (:func:`~lnpmsg.payments.htlcs.decide`:
-payment secret, amount, expiry) and are gathered like the parts of a
-multi-part payment (a single-part payment too: a set of one); once they reach
-the total the set is *accepted*: recorded so (``listinvoices`` shows the held
-HTLCs, their total and the earliest expiry), ``invoice.accepted`` published,
-and held. Then:
+blocks (room to hold). The HTLCs paying it get every check of a plain
+invoice (:func:`~lnpmsg.payments.htlcs.decide`: payment secret, amount,
+expiry) and are gathered like the parts of a multi-part payment (a
+single-part payment too: a set of one); once they reach the total the set is
+*accepted*: recorded so (``listinvoices`` shows the held HTLCs, their total
+and the earliest expiry), ``invoice.accepted`` published, and held. Then:
 
 - ``payments.settleinvoice PREIMAGE``: the preimage and the invoice paid are
   on disk first, then every held HTLC is fulfilled (``invoice.paid``). One
