@@ -30,6 +30,12 @@ def test_each_command_calls_its_method() -> None:
     assert request("listpayments") == ("payments.listpayments", {})
     assert request("listforwards") == ("payments.listforwards", {})
     assert request("delinvoice", "x") == ("payments.delinvoice", {"label": "x"})
+    assert request("invoice", "5000", "h", "d", "--hold", "--payment-hash", "11" * 32) == (
+        "payments.invoice", {"amount_msat": 5000, "label": "h", "description": "d", "expiry": 3600, "hold": True, "payment_hash": "11" * 32})
+    assert request("invoice", "5000", "h", "d", "--min-final-cltv", "144")[1]["min_final_cltv"] == 144
+    assert request("settleinvoice", "22" * 32) == ("payments.settleinvoice", {"preimage": "22" * 32})
+    assert request("settleinvoice", "22" * 32, "--payment-hash", "11" * 32)[1] == {"preimage": "22" * 32, "payment_hash": "11" * 32}
+    assert request("cancelinvoice", "11" * 32) == ("payments.cancelinvoice", {"payment_hash": "11" * 32})
     with pytest.raises(SystemExit):
         build_parser().parse_args(["invoice", "-5", "l", "d"])
 
@@ -40,10 +46,15 @@ def test_printers(capsys: pytest.CaptureFixture[str]) -> None:
     commands._print_invoices({"invoices": [{"label": "l", "status": "paid", "amount_msat": None, "payment_hash": "11" * 32, "preimage": "22" * 32}]})
     commands._print_payments({"payments": []})
     commands._print_deleted({"deleted": {"label": "old", "status": "expired", "payment_hash": "33" * 32}})
+    commands._print_invoices({"invoices": [{"label": "h", "status": "accepted", "hold": True, "amount_msat": 5000, "payment_hash": "44" * 32,
+                                            "held_htlcs": 2, "held_msat": 5000, "held_cltv_expiry": 150}]})  # fmt: skip
+    commands._print_resolved({"label": "h", "status": "paid", "htlcs": 2, "payment_hash": "44" * 32})
     out = capsys.readouterr().out
     assert "paid 1000 msat (fee 1 msat) in 1 part(s)" in out and "103x1x0" in out
     assert "l: paid, any amount" in out and "no payments" in out
     assert "deleted invoice old (expired" in out
+    assert "h: accepted (hold), 5000 msat" in out and "5000 msat held in 2 HTLC(s), the first expiring at 150" in out
+    assert "invoice h paid: 2 HTLC(s)" in out
 
 
 def test_decodepay_runs_offline(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,16 +30,19 @@ On a full disk nothing is sent that the store could not record: the write
 is tried again until it lands (:mod:`.recording`), and a settlement or an
 offer the channel could not write is made again once the channel is back;
 the HTLCs paying an invoice that cannot be marked paid are held until their
-deadline, then all fail back together (:mod:`.receiving`).
+deadline, then all fail back together (:mod:`.receiving`). A hold invoice's
+payment is held until ``settleinvoice`` or ``cancelinvoice`` (or that same
+deadline), also across a restart (:mod:`.holding`).
 
 Routes come from :func:`~lnpmsg.payments.plan.plan_payment` over our
 channels, the invoice's route hints and the routing graph: ``graph`` if
 given, else the gossip app's ``routing_graph`` when it has one.
 
 Control calls (``payments.<call>``; the CLI's ``invoice``, ``pay``,
-``decodepay``, ``listinvoices``, ``delinvoice``, ``listpayments``, ``listforwards``).
-Events: ``invoice.created``, ``invoice.paid``, ``invoice.deleted``, ``payment.sent``,
-``payment.failed``, ``payment.forwarded``.
+``decodepay``, ``listinvoices``, ``delinvoice``, ``settleinvoice``, ``cancelinvoice``,
+``listpayments``, ``listforwards``).
+Events: ``invoice.created``, ``invoice.accepted``, ``invoice.paid``, ``invoice.cancelled``,
+``invoice.deleted``, ``payment.sent``, ``payment.failed``, ``payment.forwarded``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from lnpmsg.app import App, AppError
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcNotWritten, HtlcRefused, IncomingHtlc
 from lnpmsg.payments.forwarding import Forwarding
 from lnpmsg.payments.graph import ChannelGraphView, RoutingGraph
+from lnpmsg.payments.holding import HeldSet, Holding
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
 from lnpmsg.payments.orphans import Orphans, PaymentEnded
 from lnpmsg.payments.paying import PAY_TIMEOUT, Paying
@@ -69,7 +73,7 @@ from lnpmsg.payments.sender import OutgoingResult, onion_key
 from lnpmsg.payments.receiving import Receiving
 from lnpmsg.payments.recording import RETRY_MAX_DELAY, RETRY_MIN_DELAY, record
 from lnpmsg.payments.store import PaymentsStore, PaymentsStoreWriteFailed
-from lnpmsg.payments.views import decode_invoice, new_invoice, route_hints, forward_view, invoice_view, payment_view
+from lnpmsg.payments.views import decode_invoice, invoice_params, new_invoice, route_hints, forward_view, invoice_view, payment_view
 from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire import Features
@@ -108,7 +112,7 @@ class PaymentEvent:
     reason: str = ""
 
 
-class PaymentsApp(Forwarding, Paying, Receiving, App):
+class PaymentsApp(Forwarding, Paying, Receiving, Holding, App):
     """Invoices, payments and forwarding (see the module docs).
 
     Args:
@@ -160,9 +164,14 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
         self._not_written: dict[tuple[str, int], float] = {}
         #: payments a restart left pending, with their parts in flight
         self._orphans = Orphans(self.scorer)
+        #: accepted hold invoices' HTLCs, by payment hash (:mod:`.holding`); one lock settles or cancels them
+        self._held: dict[bytes, HeldSet] = {}
+        self._hold_lock = trio.Lock()
+        self._held_known = trio.Event()  # (set once a restart's held HTLCs are found)
         for call, fn in {
             "invoice": self.invoice, "pay": self.pay, "decodepay": self.decodepay, "listinvoices": self.listinvoices,
             "listpayments": self.listpayments, "listforwards": self.listforwards, "delinvoice": self.delinvoice,
+            "settleinvoice": self.settleinvoice, "cancelinvoice": self.cancelinvoice,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
@@ -196,6 +205,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.store = await trio.to_thread.run_sync(PaymentsStore, self.directory)
+        self._held_known = trio.Event()
         for row in await trio.to_thread.run_sync(self.store.invoices):
             self._remember(row)
         hook = self.htlcs
@@ -211,6 +221,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
         await self._start_up()
         self.spawn(self._resolve_loop)
         self.spawn(self._mpp_timer)
+        self.spawn(self._hold_timer)
         self.spawn(self._replay)
         async for htlc in self._incoming:
             await self._on_incoming(htlc)
@@ -226,6 +237,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
         offered = self.htlcs.offered() + [IncomingHtlc(f.channel_key, b"", 0, f.add) for f in failed]
         await self._adopt_forwards(offered, self.htlcs.pending_incoming())
         await self._orphaned_payments(offered)
+        await self._held_at_start()
         for key, htlc_id, preimage in self.htlcs.fulfilled_offered():  # preimages we may have missed while down
             self._resolved_in.send_nowait((key, htlc_id, OutgoingResult(preimage)))
         for f in failed:
@@ -296,9 +308,11 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
             self._incoming_in.send_nowait(htlc)
 
     def _remember(self, row: dict[str, Any]) -> None:
+        if row["status"] == "cancelled":  # (a payment of it fails as for an unknown hash)
+            return
         self._terms[row["payment_hash"]] = InvoiceTerms(
             row["payment_hash"], row["preimage"], row["payment_secret"], row["amount_msat"], row["min_final_cltv"],
-            row["expires_at"], paid=row["status"] == "paid",
+            row["expires_at"], paid=row["status"] == "paid", hold=bool(row["hold"]) and row["status"] != "paid",
         )  # fmt: skip
         self._labels[row["payment_hash"]] = row["label"]
 
@@ -410,12 +424,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
             # (a task: HTLCs waiting for their invoice to be marked paid on a full disk hold up no other HTLC)
             self.spawn(self._settle, {ref: action.shared_secret}, add.payment_hash, action.preimage, action.amount_msat, self._now())
         elif isinstance(action, HoldPart):
-            complete = self.mpp.add(ref, action, self._now())
-            if isinstance(complete, FailOnion):
-                await self._fail(ref, complete.reason, complete.why)
-            elif complete is not None:
-                secrets = {r: p.shared_secret for r, p in complete.parts.items()}
-                self.spawn(self._settle, secrets, add.payment_hash, self._terms[add.payment_hash].preimage, action.total_msat, complete.started)
+            await self._gather(ref, action)
         elif isinstance(action, FailOnion):
             log.info("payments: failing HTLC %s/%d: %s", ref[0][:16], ref[1], action.why)
             await self._fail(ref, action.reason, action.why)
@@ -490,28 +499,30 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
 
     def _known_preimage(self, payment_hash: bytes) -> bytes | None:
         terms = self._terms.get(payment_hash)
-        return terms.preimage if terms is not None else None
+        return terms.preimage or None if terms is not None else None  # (a hold invoice's is empty until settled)
 
     # ------------------------------------------------------------ control calls
 
     async def invoice(self, amount_msat: int | None, label: str, description: str, expiry: int = DEFAULT_EXPIRY,
-                      preimage: str | None = None) -> dict[str, Any]:  # fmt: skip
-        """Make an invoice for AMOUNT_MSAT (None: any amount) labelled LABEL, with route hints for our private channels."""
+                      preimage: str | None = None, payment_hash: str | None = None, hold: bool = False,
+                      min_final_cltv: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """Make an invoice for AMOUNT_MSAT (None: any amount) labelled LABEL, with route hints for our private channels;
+        with ``hold`` and a PAYMENT_HASH, a hold invoice: its payment is held until settleinvoice or cancelinvoice."""
         if amount_msat is not None and (not isinstance(amount_msat, int) or amount_msat <= 0):
             raise ParamsError(f"amount_msat must be a positive integer (or null for any amount), got {amount_msat!r}")
         if not isinstance(label, str) or not label:
             raise ParamsError("label must be a non-empty string")
         if not isinstance(expiry, int) or expiry <= 0:
             raise ParamsError(f"expiry must be a positive number of seconds, got {expiry!r}")
-        chosen = None if preimage is None else hex_param(preimage, "preimage", 32)
+        chosen, hashed, cltv = invoice_params(preimage, payment_hash, hold, min_final_cltv)
         now = int(self._now())
         text, row = new_invoice(self.node.key.secret, _HRP.get(self._network(), "bcrt"), amount_msat, label, description, expiry, now,
-                                route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), chosen)  # fmt: skip
+                                route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), chosen, hashed, cltv)  # fmt: skip
         payment_hash, payment_secret = row["payment_hash"], row["payment_secret"]
         try:
             await trio.to_thread.run_sync(lambda: self._store().add_invoice(**row))
         except sqlite3.IntegrityError:
-            raise ParamsError(f"an invoice labelled {label!r} (or with this preimage) exists already") from None
+            raise ParamsError(f"an invoice labelled {label!r} (or with this payment hash) exists already") from None
         except PaymentsStoreWriteFailed as exc:
             log.error("payments: invoice %r not made: %s (free some space)", label, exc)
             raise ChainAppError(f"cannot make the invoice: {exc}", {"error": "StoreWriteFailed", "label": label}) from None
@@ -533,9 +544,10 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
         return await self._pay_invoice(bolt11, amount_msat, timeout)
 
     async def listinvoices(self, label: str | None = None) -> dict[str, Any]:
-        """Our invoices (status unpaid, paid or expired)."""
+        """Our invoices (status unpaid, paid or expired; a hold invoice's also accepted, with its held HTLCs, or cancelled)."""
         rows = await trio.to_thread.run_sync(self._store().invoices, label)
-        return {"invoices": [invoice_view(r, self._now()) for r in rows]}
+        await self._held_known.wait()
+        return {"invoices": [invoice_view(r, self._now(), (h := self._held.get(r["payment_hash"])) and h.summary()) for r in rows]}
 
     async def delinvoice(self, label: str) -> dict[str, Any]:
         """Delete our unpaid (or expired) invoice LABEL: a payment of it fails from then on (unknown payment hash).
@@ -551,7 +563,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, App):
         (row,) = rows
         if row["status"] == "paid":
             raise ChainAppError(f"the invoice {label!r} is paid: kept as the record of the payment", {"error": "InvoicePaid", "label": label})
-        if self.mpp.holds(row["payment_hash"]):
+        if self.mpp.holds(row["payment_hash"]) or row["payment_hash"] in self._held:
             raise ChainAppError(f"parts of a payment of {label!r} are held: try again once they settle or time out",
                                 {"error": "InvoiceBusy", "label": label})  # fmt: skip
         try:

@@ -1,6 +1,7 @@
 """The ``lnpmsg`` subcommands of the payments app (:mod:`lnpmsg.payments.app`).
 
-``invoice``, ``pay``, ``listinvoices``, ``delinvoice``, ``listpayments`` and ``listforwards``
+``invoice``, ``pay``, ``listinvoices``, ``delinvoice``, ``settleinvoice``, ``cancelinvoice``,
+``listpayments`` and ``listforwards``
 call the ``payments.*`` methods of a node started with a chain, like every
 control command (human output or ``--json``; exit 0, 1 on an error, 3 when no
 node runs). ``decodepay`` reads an invoice offline (no node needed).
@@ -19,7 +20,8 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"invoice", "pay", "decodepay", "listinvoices", "delinvoice", "listpayments", "listforwards"})
+COMMANDS = frozenset({"invoice", "pay", "decodepay", "listinvoices", "delinvoice", "settleinvoice", "cancelinvoice", "listpayments",
+                      "listforwards"})  # fmt: skip
 
 
 def _msat(text: str) -> int | None:
@@ -52,6 +54,11 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("label", metavar="LABEL", help="a unique name for the invoice (listinvoices shows it)")
     p.add_argument("description", metavar="DESCRIPTION", help="what the payment is for (in the invoice)")
     p.add_argument("--expiry", type=int, default=3600, metavar="S", help="seconds the invoice stays payable (default: %(default)s)")
+    p.add_argument("--hold", action="store_true", help="a hold invoice for --payment-hash: its payment is held until settleinvoice or "
+                   "cancelinvoice (or failed back near its expiry)")  # fmt: skip
+    p.add_argument("--payment-hash", metavar="HEX", help="the hold invoice's payment hash (the preimage stays with you)")
+    p.add_argument("--min-final-cltv", type=int, metavar="BLOCKS", help="the final HTLC's expiry we ask for, in blocks from the "
+                   "payment (default 24, a hold invoice's 80: held until 20 blocks before it)")  # fmt: skip
     p = add("pay", "pay a BOLT-11 invoice over our channels (multi-part when one path cannot carry it); waits for the result")
     p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
     p.add_argument("--amount-msat", type=_msat, metavar="N", help="the amount, for an invoice without one (or to pay up to twice its amount)")
@@ -60,11 +67,16 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                 "('lnpmsg listpayments' shows how it ends).")
     p = add("decodepay", "decode and verify a BOLT-11 invoice (offline)", node=False)
     p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
-    p = add("listinvoices", "list our invoices: status (unpaid, paid, expired), amount, preimage when paid")
+    p = add("listinvoices", "list our invoices: status (unpaid, paid, expired; accepted, cancelled), amount, preimage when paid")
     p.add_argument("--label", metavar="LABEL", help="only this invoice")
     p = add("delinvoice", "delete an unpaid or expired invoice: paying it fails from then on (unknown payment hash)")
     p.add_argument("label", metavar="LABEL", help="the invoice's label")
     p.epilog = "A paid invoice is kept: it is the record of the payment."
+    p = add("settleinvoice", "settle our accepted hold invoice with its preimage: the held HTLCs are fulfilled")
+    p.add_argument("preimage", metavar="PREIMAGE", help="the preimage (hex) of the hold invoice's payment hash")
+    p.add_argument("--payment-hash", metavar="HEX", help="the invoice's payment hash: refused unless the preimage is its own")
+    p = add("cancelinvoice", "cancel our hold invoice: its held HTLCs fail back, and so does any later payment of it")
+    p.add_argument("payment_hash", metavar="HASH", help="the hold invoice's payment hash (hex)")
     p = add("listpayments", "list our payments: status, amount, fee, routes, preimage")
     p.add_argument("--payment-hash", metavar="HEX", help="only payments of this hash")
     add("listforwards", "list the HTLCs we forwarded: channels in and out, amounts, status")
@@ -83,13 +95,19 @@ def _print_pay(r: dict[str, Any]) -> None:
 def _print_invoices(r: dict[str, Any]) -> None:
     for i in r["invoices"]:
         amount = "any amount" if i["amount_msat"] is None else f"{i['amount_msat']} msat"
-        print(f"{i['label']}: {i['status']}, {amount}, hash {i['payment_hash']}" + (f", preimage {i['preimage']}" if i.get("preimage") else ""))
+        held = f", {i['held_msat']} msat held in {i['held_htlcs']} HTLC(s), the first expiring at {i['held_cltv_expiry']}" if "held_msat" in i else ""
+        print(f"{i['label']}: {i['status']}{' (hold)' if i.get('hold') else ''}, {amount}, hash {i['payment_hash']}{held}"
+              + (f", preimage {i['preimage']}" if i.get("preimage") else ""))  # fmt: skip
     if not r["invoices"]:
         print("no invoices")
 
 
 def _print_deleted(r: dict[str, Any]) -> None:
     print(f"deleted invoice {r['deleted']['label']} ({r['deleted']['status']}, hash {r['deleted']['payment_hash']})")
+
+
+def _print_resolved(r: dict[str, Any]) -> None:
+    print(f"invoice {r['label']} {r['status']}: {r['htlcs']} HTLC(s), hash {r['payment_hash']}")
 
 
 def _print_payments(r: dict[str, Any]) -> None:
@@ -111,10 +129,18 @@ def _print_forwards(r: dict[str, Any]) -> None:
 
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
     if args.command == "invoice":
-        return "payments.invoice", {"amount_msat": args.amount_msat, "label": args.label, "description": args.description,
-                                    "expiry": args.expiry}, _print_invoice  # fmt: skip
+        params: dict[str, Any] = {"amount_msat": args.amount_msat, "label": args.label, "description": args.description, "expiry": args.expiry}
+        if args.hold or args.payment_hash:
+            params.update(hold=args.hold, payment_hash=args.payment_hash)
+        if args.min_final_cltv is not None:
+            params["min_final_cltv"] = args.min_final_cltv
+        return "payments.invoice", params, _print_invoice
+    if args.command == "settleinvoice":
+        return "payments.settleinvoice", {"preimage": args.preimage, **({"payment_hash": args.payment_hash} if args.payment_hash else {})}, _print_resolved
+    if args.command == "cancelinvoice":
+        return "payments.cancelinvoice", {"payment_hash": args.payment_hash}, _print_resolved
     if args.command == "pay":
-        params: dict[str, Any] = {"bolt11": args.bolt11}
+        params = {"bolt11": args.bolt11}
         if args.amount_msat is not None:
             params["amount_msat"] = args.amount_msat
         return "payments.pay", params, _print_pay

@@ -5,7 +5,10 @@ node (payment secret, amount, CLTV against the invoice) and for a
 forwarding hop (the next channel by ``short_channel_id``, our fee and
 ``cltv_expiry_delta``, the expiry against the chain height). It returns one
 action; the shell carries it out. :class:`MppSets` gathers the parts of a
-multi-part payment until they reach ``total_msat`` (or time out).
+multi-part payment until they reach ``total_msat`` (or time out). A hold
+invoice (:attr:`InvoiceTerms.hold`: we do not know its preimage) has every
+HTLC paying it gathered so, also a single-part payment: the complete set is
+held, not settled (:mod:`.holding`).
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ class InvoiceTerms:
     min_final_cltv: int
     expires_at: int
     paid: bool = False
+    #: a hold invoice whose preimage we do not know (yet): its payment is gathered and held, never settled here
+    hold: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +101,13 @@ class Settle:
 
 @dataclass(frozen=True, slots=True)
 class HoldPart:
-    """One part of a multi-part payment to us: hold it until the set is complete."""
+    """One part of a multi-part payment to us (or any HTLC paying a hold invoice): hold it until the set is complete."""
 
     payment_hash: bytes
     total_msat: int
     amount_msat: int
     shared_secret: bytes
+    cltv_expiry: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +227,8 @@ def _final(secret: bytes, amt: int, outgoing_cltv: int, payment_secret: bytes | 
         return _fail(secret, unknown, f"total {total_msat} msat for an invoice of {terms.amount_msat}")
     if cltv_expiry < height + terms.min_final_cltv:
         return _fail(secret, unknown, f"expiry {cltv_expiry} is closer than {terms.min_final_cltv} blocks to height {height}")
-    if total_msat > amount_msat:
-        return HoldPart(payment_hash, total_msat, amount_msat, secret)
+    if total_msat > amount_msat or terms.hold:
+        return HoldPart(payment_hash, total_msat, amount_msat, secret, cltv_expiry)
     return Settle(terms.preimage, amount_msat, secret)
 
 

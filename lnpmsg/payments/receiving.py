@@ -11,19 +11,22 @@ fulfil after that would send the channel on chain). Past it every part fails
 back together with ``temporary_node_failure`` (the payee's own trouble: the
 set did arrive whole, so not ``mpp_timeout``): never some parts settled and
 others failed. An invoice already paid on disk is never given up on (its
-preimage may have left already): its HTLCs are only ever settled.
+preimage may have left already): its HTLCs are only ever settled. The same
+margin (:func:`near_expiry`) bounds how long a hold invoice's payment is
+held (:mod:`.holding`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from lnpmsg.channels.monitor import CLTV_CLAIM_BUFFER
-from lnpmsg.payments.htlcs import InvoiceTerms
 from lnpmsg.payments.onion import create_failure_onion
 from lnpmsg.payments.onion.failures import TemporaryNodeFailure
 from lnpmsg.payments.recording import RecordAbandoned, record
@@ -31,7 +34,7 @@ from lnpmsg.payments.recording import RecordAbandoned, record
 if TYPE_CHECKING:
     from lnpmsg.payments.app import PaymentsApp
 
-__all__ = ["SETTLE_MARGIN_BLOCKS", "Receiving"]
+__all__ = ["SETTLE_MARGIN_BLOCKS", "Receiving", "near_expiry"]
 
 log = logging.getLogger("lnpmsg.payments.app")
 
@@ -39,6 +42,18 @@ log = logging.getLogger("lnpmsg.payments.app")
 #: a fulfil within CLTV_CLAIM_BUFFER blocks of it would send the channel on chain at once (the
 #: channel monitor claims such an HTLC there), and the failure needs a block or two to settle
 SETTLE_MARGIN_BLOCKS = CLTV_CLAIM_BUFFER + 2
+
+
+async def near_expiry(app: PaymentsApp, refs: Collection[tuple[str, int]]) -> str | None:
+    """Why HTLCs ``refs`` may be held no longer (None: they may): the chain is within
+    :data:`SETTLE_MARGIN_BLOCKS` of the earliest one's expiry. Only HTLCs still committed in an open
+    channel count (one whose channel went on chain cannot be failed back: it ends there)."""
+    expiries = [h.add.cltv_expiry for h in app.htlcs.pending_incoming() if (h.channel_key, h.add.id) in refs]
+    if expiries:
+        height = await app._height()
+        if height + SETTLE_MARGIN_BLOCKS >= min(expiries):
+            return f"an HTLC of it expires at height {min(expiries)} (the chain is at {height})"
+    return None
 
 
 class Receiving:
@@ -61,8 +76,7 @@ class Receiving:
             return
         terms = self._terms.get(payment_hash)
         if terms is not None and not terms.paid:
-            self._terms[payment_hash] = InvoiceTerms(terms.payment_hash, terms.preimage, terms.payment_secret, terms.amount_msat,
-                                                     terms.min_final_cltv, terms.expires_at, paid=True)  # fmt: skip
+            self._terms[payment_hash] = replace(terms, paid=True)
             self._publish("invoice.paid", payment_hash, amount_msat=amount_msat, label=label)
             log.info("payments: invoice %s paid (%d msat)", label, amount_msat)
         for ref in parts:
@@ -75,12 +89,7 @@ class Receiving:
             return None
         if self._now() >= started + self.mpp.timeout:
             return f"not written within the MPP timeout ({self.mpp.timeout:g} s from the first part)"
-        expiries = [h.add.cltv_expiry for h in self.htlcs.pending_incoming() if (h.channel_key, h.add.id) in refs]
-        if expiries:
-            height = await self._height()
-            if height + SETTLE_MARGIN_BLOCKS >= min(expiries):
-                return f"an HTLC of it expires at height {min(expiries)} (the chain is at {height})"
-        return None
+        return await near_expiry(self, refs)
 
     async def _mpp_timer(self: PaymentsApp) -> None:
         """Fail the parts of sets that did not arrive whole in time (``mpp_timeout``)."""

@@ -59,10 +59,11 @@ CREATE TABLE IF NOT EXISTS payment_parts (
 CREATE INDEX IF NOT EXISTS payment_parts_by_payment ON payment_parts (payment_id);
 """
 #: columns added after a table's first version: (table, column, definition)
-_ADDED_COLUMNS = (("forwards", "preimage", "BLOB"), ("forwards", "failure", "BLOB"), ("forwards", "out_onion_key", "BLOB"))
+_ADDED_COLUMNS = (("forwards", "preimage", "BLOB"), ("forwards", "failure", "BLOB"), ("forwards", "out_onion_key", "BLOB"),
+                  ("invoices", "hold", "INTEGER NOT NULL DEFAULT 0"))  # fmt: skip
 
 _INVOICE_FIELDS = ("payment_hash", "label", "bolt11", "preimage", "payment_secret", "amount_msat", "description",
-                   "created_at", "expires_at", "min_final_cltv", "status", "received_msat", "paid_at")  # fmt: skip
+                   "created_at", "expires_at", "min_final_cltv", "status", "received_msat", "paid_at", "hold")  # fmt: skip
 _PAYMENT_FIELDS = ("id", "payment_hash", "bolt11", "payee", "amount_msat", "fee_msat", "status", "routes", "preimage",
                    "error", "attempts", "created_at", "completed_at")  # fmt: skip
 _FORWARD_FIELDS = ("in_channel", "in_htlc", "out_channel", "out_htlc", "in_msat", "out_msat", "shared_secret", "status", "created_at",
@@ -151,6 +152,22 @@ class PaymentsStore:
     def mark_paid(self, payment_hash: bytes, received_msat: int, paid_at: int) -> None:
         self._write("UPDATE invoices SET status = 'paid', received_msat = ?, paid_at = ? WHERE payment_hash = ? AND status != 'paid'",
                     (received_msat, paid_at, payment_hash))  # fmt: skip
+
+    # a hold invoice (``hold`` 1, ``preimage`` empty until settled): unpaid -> accepted -> paid, or -> cancelled
+
+    def mark_accepted(self, payment_hash: bytes, held_msat: int) -> None:
+        """A hold invoice's payment arrived whole and is held (``received_msat``: what the held HTLCs carry)."""
+        self._write("UPDATE invoices SET status = 'accepted', received_msat = ? WHERE payment_hash = ? AND status IN ('unpaid', 'accepted')",
+                    (held_msat, payment_hash))  # fmt: skip
+
+    def settle_held(self, payment_hash: bytes, preimage: bytes, received_msat: int, paid_at: int) -> None:
+        """The preimage of an accepted hold invoice, and the invoice paid: on disk before any HTLC is fulfilled."""
+        self._write("UPDATE invoices SET status = 'paid', preimage = ?, received_msat = ?, paid_at = ? WHERE payment_hash = ? "
+                    "AND status = 'accepted'", (preimage, received_msat, paid_at, payment_hash))  # fmt: skip
+
+    def mark_cancelled(self, payment_hash: bytes) -> None:
+        """A hold invoice given up (its HTLCs fail back): kept as a record, never paid."""
+        self._write("UPDATE invoices SET status = 'cancelled' WHERE payment_hash = ? AND status != 'paid'", (payment_hash,))
 
     # ------------------------------------------------------------ payments
 

@@ -16,24 +16,27 @@ from lnpmsg.wire import Features
 from lnpmsg.payments.graph import RoutingGraph
 from lnpmsg.payments.plan import plan_payment
 from lnpmsg.payments.route import NoRouteError
-from lnpmsg.rpc.params import ParamsError
+from lnpmsg.rpc.params import ParamsError, hex_param
 
 if TYPE_CHECKING:
     from lnpmsg.channels.htlc_hook import ChannelInfo
 
-__all__ = ["check_invoice", "decode_invoice", "forward_view", "invoice_view", "new_invoice", "payment_view", "route_hints"]
+__all__ = ["check_invoice", "decode_invoice", "forward_view", "invoice_params", "invoice_view", "new_invoice", "payment_view", "route_hints"]
 
 
-def invoice_view(row: dict[str, Any], now: float) -> dict[str, Any]:
-    """An invoice for ``listinvoices``: an unpaid one past its expiry shows as ``expired``."""
+def invoice_view(row: dict[str, Any], now: float, held: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """An invoice for ``listinvoices``: an unpaid one past its expiry shows as ``expired``. A hold
+    invoice's payment held (status ``accepted``) shows ``held``: (HTLCs, their total msat, the earliest one's cltv_expiry)."""
     status = "expired" if row["status"] == "unpaid" and now > row["expires_at"] else row["status"]
     out = {
         "label": row["label"], "bolt11": row["bolt11"], "payment_hash": row["payment_hash"].hex(), "amount_msat": row["amount_msat"],
         "status": status, "description": row["description"], "expires_at": row["expires_at"],
-        "received_msat": row["received_msat"], "paid_at": row["paid_at"],
+        "received_msat": row["received_msat"], "paid_at": row["paid_at"], "hold": bool(row.get("hold")),
     }  # fmt: skip
     if row["status"] == "paid":
         out["preimage"] = row["preimage"].hex()
+    if row["status"] == "accepted" and held is not None:
+        out["held_htlcs"], out["held_msat"], out["held_cltv_expiry"] = held
     return out
 
 
@@ -75,6 +78,12 @@ def check_invoice(invoice: Invoice, amount_msat: int | None, me: bytes, network:
 #: a payment settles off chain with room to spare (BOLT 11's default of 18 would equal that buffer,
 #: and the payee would go on chain the moment it held the HTLC); LDK asks 24 for the same reason
 DEFAULT_MIN_FINAL_CLTV = CLTV_CLAIM_BUFFER + 6
+#: what a hold invoice asks of the last hop unless told: its payment is held until 20 blocks before
+#: the HTLCs' expiry (:data:`lnpmsg.payments.receiving.SETTLE_MARGIN_BLOCKS`), so some 60 blocks
+#: (about ten hours) for the payee to settle or cancel; DEFAULT_MIN_FINAL_CLTV would leave 4
+HOLD_MIN_FINAL_CLTV = 80
+#: the most an invoice may ask (payers cap a route's whole CLTV delta at 2016 blocks, and the hops before us need room)
+MAX_MIN_FINAL_CLTV = 1008
 #: invoice features: var_onion_optin, payment_secret (required), basic_mpp (optional)
 INVOICE_FEATURES = Features.from_bits([8, 14, 17])
 #: route hints one invoice carries at most
@@ -94,19 +103,42 @@ def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy,
     return tuple(hints[:MAX_ROUTE_HINTS])
 
 
+def invoice_params(preimage: str | None, payment_hash: str | None, hold: bool,
+                   min_final_cltv: int | None) -> tuple[bytes | None, bytes | None, int]:  # fmt: skip
+    """``payments.invoice``'s (preimage, payment hash, min_final_cltv), checked: a hold invoice names its
+    payment hash and no preimage; ``min_final_cltv`` (default: DEFAULT_MIN_FINAL_CLTV, HOLD_MIN_FINAL_CLTV for a hold
+    invoice) is at least DEFAULT_MIN_FINAL_CLTV (room to settle off chain) and at most MAX_MIN_FINAL_CLTV."""
+    if not isinstance(hold, bool):
+        raise ParamsError(f"hold must be true or false, got {hold!r}")
+    if hold != (payment_hash is not None):
+        raise ParamsError("a hold invoice needs its payment_hash (and only a hold invoice takes one)")
+    if hold and preimage is not None:
+        raise ParamsError("a hold invoice is made without its preimage: settleinvoice gives it")
+    if min_final_cltv is None:
+        min_final_cltv = HOLD_MIN_FINAL_CLTV if hold else DEFAULT_MIN_FINAL_CLTV
+    if not isinstance(min_final_cltv, int) or not DEFAULT_MIN_FINAL_CLTV <= min_final_cltv <= MAX_MIN_FINAL_CLTV:
+        raise ParamsError(f"min_final_cltv must be a number of blocks from {DEFAULT_MIN_FINAL_CLTV} to {MAX_MIN_FINAL_CLTV}, "
+                          f"got {min_final_cltv!r}")  # fmt: skip
+    return (None if preimage is None else hex_param(preimage, "preimage", 32),
+            None if payment_hash is None else hex_param(payment_hash, "payment_hash", 32), min_final_cltv)  # fmt: skip
+
+
 def new_invoice(node_secret: bytes, hrp: str, amount_msat: int | None, label: str, description: str, expiry: int, now: int,
-                hints: tuple[tuple[RouteHintHop, ...], ...], preimage: bytes | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
-    """A signed invoice's text and its store row (a fresh payment secret; a fresh preimage unless given)."""
-    secret = os.urandom(32) if preimage is None else preimage
-    payment_hash = hashlib.sha256(secret).digest()
+                hints: tuple[tuple[RouteHintHop, ...], ...], preimage: bytes | None = None,
+                payment_hash: bytes | None = None, min_final_cltv: int = DEFAULT_MIN_FINAL_CLTV) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """A signed invoice's text and its store row (a fresh payment secret; a fresh preimage unless given).
+
+    With ``payment_hash``, a hold invoice: the preimage is not ours to know (empty in the row until it is settled)."""
+    secret = b"" if payment_hash is not None else os.urandom(32) if preimage is None else preimage
+    payment_hash = payment_hash or hashlib.sha256(secret).digest()
     payment_secret = os.urandom(32)
     unsigned = Invoice(
         currency=hrp, timestamp=now, payment_hash=payment_hash, payment_secret=payment_secret, amount_msat=amount_msat,
-        description=description, expiry=expiry, min_final_cltv_expiry_delta=DEFAULT_MIN_FINAL_CLTV, route_hints=hints,
+        description=description, expiry=expiry, min_final_cltv_expiry_delta=min_final_cltv, route_hints=hints,
         features=INVOICE_FEATURES,
     )  # fmt: skip
     text = bolt11.encode(bolt11.sign(unsigned, node_secret))
     row = dict(payment_hash=payment_hash, label=label, bolt11=text, preimage=secret, payment_secret=payment_secret,
                amount_msat=amount_msat, description=description, created_at=now, expires_at=now + expiry,
-               min_final_cltv=DEFAULT_MIN_FINAL_CLTV)  # fmt: skip
+               min_final_cltv=min_final_cltv, hold=int(not secret))  # fmt: skip
     return text, row
