@@ -12,7 +12,8 @@ penalty (justice) path against an implementation written elsewhere.
 2. lnpmsg cheats: its channel store is copied (node stopped) at an old state; a payment later
    the commitment that copy holds (the one a node restored from it would broadcast) is
    revoked, and is broadcast. Electrum's watcher takes our to_local with the revocation key:
-   its channel ends REDEEMED, its wallet holds the channel but the fees.
+   its channel ends REDEEMED, its wallet holds the channel but the fees. lnpmsg's monitor
+   knows the commitment as an old one of its own (``ours_revoked``), its to_local swept by the peer.
 """
 
 from __future__ import annotations
@@ -267,9 +268,22 @@ async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everyth
         # our chain broadcasts the old commitment
         await cli("call", "chain.broadcast", json.dumps({"tx_hex": old.raw.hex()}), *s.d)
         await cli("mine", 1, *s.d)
+        commitment_height = (await cli("getchaininfo", *s.d))["height"]
         # Electrum's watcher sees it and takes our to_local with the revocation key at once
         await wait_mempool(s.node_dir, 1, "Electrum's penalty")
         await cli("mine", 1, *s.d)
+        # our monitor knows the commitment as an old one of ours: its to_local, which would be ours
+        # after Electrum's delay, went to Electrum in the next block
+        with trio.fail_after(WAIT):
+            while (status := await onchain(s.node_dir, s.channel_id)) is None or status["height"] < commitment_height + 1:
+                await trio.sleep(0.2)
+        seen = status["commitment"]
+        assert (seen["kind"], seen["txid"], seen["height"]) == ("ours_revoked", old.txid_hex, commitment_height), status
+        (swept,) = status["outputs"]
+        assert (swept["what"], swept["state"], swept["by"], swept["amount_sat"]) == ("to_local", "swept", "peer", to_local.amount_sat)
+        assert swept["height"] == commitment_height + 1 and status["locked_sat"] == 0
+        (ours,) = [c for c in (await cli("listchannels", *s.d))["channels"] if c["channel_id"] == s.channel_id]
+        assert ours["state"] == "failed"  # stopped: no update on a channel whose funding is spent
         # Electrum's to_remote (its wallet's at once) and our to_local, but the fees
         got = await trio.to_thread.run_sync(
             s.wallet.wait_for, lambda: (sat := electrum_sat(s.wallet)) > CHANNEL_SAT - FEES_SAT and sat, "Electrum's penalty confirmed", WAIT
