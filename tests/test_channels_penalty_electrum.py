@@ -9,11 +9,16 @@ penalty (justice) path against an implementation written elsewhere.
    and claims every output of Electrum's (its to_local, the HTLC) with the revocation key in
    the next block, long before Electrum's to_self_delay: lnpmsg's wallet ends with the whole
    channel but the fees, Electrum's with nothing.
-2. lnpmsg cheats: its channel store is copied (node stopped) at an old state; a payment later
+2. lnpmsg cheats: its channel store is copied (node stopped) at an old state, once without
+   HTLCs and once holding the first part of a two-part payment to Electrum; payments later
    the commitment that copy holds (the one a node restored from it would broadcast) is
-   revoked, and is broadcast. Electrum's watcher takes our to_local with the revocation key:
-   its channel ends REDEEMED, its wallet holds the channel but the fees. lnpmsg's monitor
-   knows the commitment as an old one of its own (``ours_revoked``), its to_local swept by the peer.
+   revoked, and is broadcast. Electrum's watcher takes our to_local (and the HTLC) with the
+   revocation key: its channel ends REDEEMED, its wallet holds the channel but the fees.
+   lnpmsg's monitor knows the commitment as an old one of its own (``ours_revoked``), its
+   to_local swept by the peer.
+
+Electrum pays 180 sat/vB on regtest (hard-coded): an output of ours worth less than its sweep
+(an HTLC under about 37,000 sat) it leaves, so the HTLC it punishes is larger.
 """
 
 from __future__ import annotations
@@ -44,8 +49,11 @@ pytestmark = pytest.mark.slow
 DELAY = 20
 CHANNEL_SAT = 500_000
 PUSH_MSAT = 100_000_000
-#: the commitment's and the sweeps' fees at regtest's rates
+#: the commitment's fee and our sweeps' at regtest's rates
 FEES_SAT = 25_000
+#: Electrum's fee for one sweep of a revoked output: its regtest feerate is fixed at 180 sat/vB and it
+#: counts 121 vbytes for a to_local sweep, 200 for an HTLC's (an HTLC worth less is left: "dust")
+ELECTRUM_SWEEP_SAT = 36_000
 
 
 def btc(sat: int) -> str:
@@ -135,11 +143,12 @@ class Setup:
         (listed,) = [c for c in (await cli("listchannels", *self.d))["channels"] if c["channel_id"] == self.channel_id]
         self.point = listed["funding_outpoint"]
 
-    async def restart_node(self) -> None:
-        """Start the node again (its Electrum server on the same port) and dial Electrum."""
+    async def restart_node(self, htlcs: int = 0) -> None:
+        """Start the node again (its Electrum server on the same port), dial Electrum, wait for the
+        channel (with ``htlcs`` HTLCs) to be normal again."""
         self.node, self.info = await start_node(self.node_dir, DELAY, electrum=self.info["electrum"])
         await cli("connect", self.electrum_address, *self.d)
-        await connected(self.node_dir, self.channel_id)
+        await connected(self.node_dir, self.channel_id, htlcs)
 
     async def close(self) -> None:
         if hasattr(self, "wallet"):
@@ -246,31 +255,48 @@ def stored_commitment(channels_dir: Path) -> bytes:
     return bytes(raw)
 
 
-async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_htlc", [False, True], ids=["no_htlc", "htlc"])
+async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everything(tmp_path: Path, with_htlc: bool) -> None:
     s = Setup(tmp_path)
     try:
         await s.start()
         await pay_electrum(s.wallet, s.node_dir, 50_000)  # Electrum: 150k sat, lnpmsg 350k
         await connected(s.node_dir, s.channel_id)
+        htlc_sat = 100_000  # halves Electrum can sweep at its fee
+        if with_htlc:  # half of it offered, which Electrum holds for the rest
+            request_id, secret, expiry = await hold_first_part(s, htlc_sat)
+            await ctx_with(s.wallet, s.point, 3)
+            await connected(s.node_dir, s.channel_id, htlcs=1)
         # a copy of our channel store at this state (node stopped)
         await stop(s.node, s.node_dir)
         backup = tmp_path / "channels-old"
         shutil.copytree(s.node_dir / "channels", backup)
-        await s.restart_node()
-        # a payment later that state is revoked
+        await s.restart_node(htlcs=1 if with_htlc else 0)
+        # payments later that state is revoked
+        if with_htlc:
+            request = await s.wallet.acall("get_request", request_id=request_id)
+            await send_part(s, request["rhash"], secret, expiry, htlc_sat * 1000 // 2, htlc_sat * 1000)
+            await trio.to_thread.run_sync(
+                s.wallet.wait_for, lambda: s.wallet.call("get_request", request_id=request_id)["status"] == 3, "both parts taken", WAIT
+            )
         await pay_electrum(s.wallet, s.node_dir, 100_000)
         await connected(s.node_dir, s.channel_id)
         old = Tx.parse(stored_commitment(backup))
-        (to_local,) = [o for o in old.outputs if len(o.script_pubkey) == 34]  # ours, P2WSH (Electrum's: P2WPKH)
-        assert 349_000 < to_local.amount_sat < 350_000  # our balance then (now 250k), less the commitment's fee
+        # ours (and the HTLC) are P2WSH, Electrum's to_remote P2WPKH
+        revocable = [o for o in old.outputs if len(o.script_pubkey) == 34]
+        assert len(old.outputs) == len(revocable) + 1 == (3 if with_htlc else 2)
+        # our balance then (now 250k), less the commitment's fee
+        to_local = max(revocable, key=lambda o: o.amount_sat)
+        then = 350_000 - (htlc_sat // 2 if with_htlc else 0)
+        assert then - 1_000 < to_local.amount_sat < then
         assert await trio.to_thread.run_sync(electrum_sat, s.wallet) == 0
 
         # our chain broadcasts the old commitment
         await cli("call", "chain.broadcast", json.dumps({"tx_hex": old.raw.hex()}), *s.d)
         await cli("mine", 1, *s.d)
         commitment_height = (await cli("getchaininfo", *s.d))["height"]
-        # Electrum's watcher sees it and takes our to_local with the revocation key at once
-        await wait_mempool(s.node_dir, 1, "Electrum's penalty")
+        # Electrum's watcher sees it and takes our to_local (and the HTLC) with the revocation key at once
+        await wait_mempool(s.node_dir, len(revocable), "Electrum's penalties")
         await cli("mine", 1, *s.d)
         # our monitor knows the commitment as an old one of ours: its to_local, which would be ours
         # after Electrum's delay, went to Electrum in the next block
@@ -284,12 +310,14 @@ async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everyth
         assert swept["height"] == commitment_height + 1 and status["locked_sat"] == 0
         (ours,) = [c for c in (await cli("listchannels", *s.d))["channels"] if c["channel_id"] == s.channel_id]
         assert ours["state"] == "failed"  # stopped: no update on a channel whose funding is spent
-        # Electrum's to_remote (its wallet's at once) and our to_local, but the fees
+        # Electrum's to_remote (its wallet's at once), our to_local and the HTLC, but the fees
+        least = CHANNEL_SAT - 1_000 - len(revocable) * ELECTRUM_SWEEP_SAT
         got = await trio.to_thread.run_sync(
-            s.wallet.wait_for, lambda: (sat := electrum_sat(s.wallet)) > CHANNEL_SAT - FEES_SAT and sat, "Electrum's penalty confirmed", WAIT
+            s.wallet.wait_for, lambda: (sat := electrum_sat(s.wallet)) > least and sat, "Electrum's penalty confirmed", WAIT
         )
         assert got < CHANNEL_SAT
-        assert "to_local_for_revoked_ctx" in s.wallet.log(50_000)
+        log = s.wallet.log(50_000)
+        assert "to_local_for_revoked_ctx" in log and ("their_ctx_htlc_" in log) == with_htlc
         # the penalty buried deep enough, Electrum stops watching: REDEEMED
         await cli("mine", 101, *s.d)
         await trio.to_thread.run_sync(s.wallet.wait_for, lambda: by_point(s.wallet, s.point)["state"] == "REDEEMED", "REDEEMED", WAIT)
