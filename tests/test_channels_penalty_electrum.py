@@ -238,6 +238,8 @@ async def test_electrum_broadcasts_a_revoked_commitment_and_lnpmsg_takes_everyth
         listed = await onchain(s.node_dir, s.channel_id)
         assert listed is not None and listed["commitment"]["kind"] == "revoked" and listed["locked_sat"] == 0
         assert by_point(s.wallet, s.point)["state"] == "CLOSED"
+        (ours,) = [c for c in (await cli("listchannels", *s.d))["channels"] if c["channel_id"] == s.channel_id]
+        assert ours["state"] == "failed" and ours["failure"].startswith(f"the peer's commitment {old.txid_hex}"), ours
     finally:
         await s.close()
 
@@ -309,7 +311,8 @@ async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everyth
         assert (swept["what"], swept["state"], swept["by"], swept["amount_sat"]) == ("to_local", "swept", "peer", to_local.amount_sat)
         assert swept["height"] == commitment_height + 1 and status["locked_sat"] == 0
         (ours,) = [c for c in (await cli("listchannels", *s.d))["channels"] if c["channel_id"] == s.channel_id]
-        assert ours["state"] == "failed"  # stopped: no update on a channel whose funding is spent
+        # stopped: no update on a channel whose funding is spent
+        assert ours["state"] == "failed" and ours["failure"].startswith(f"an old commitment of ours {old.txid_hex}"), ours
         # Electrum's to_remote (its wallet's at once), our to_local and the HTLC, but the fees
         least = CHANNEL_SAT - 1_000 - len(revocable) * ELECTRUM_SWEEP_SAT
         got = await trio.to_thread.run_sync(
