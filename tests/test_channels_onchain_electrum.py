@@ -27,9 +27,11 @@ CHANNEL_SAT = 400_000
 PUSH_MSAT = 100_000_000
 
 
-async def start_node(data_dir: Path) -> tuple[trio.Process, dict[str, Any]]:
-    return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", "--chain", "regtest", "--electrum-listen", "127.0.0.1:0",
-                                   "--channel-to-self-delay", DELAY, wait=WAIT)
+async def start_node(data_dir: Path, delay: int = DELAY, electrum: str = "127.0.0.1:0") -> tuple[trio.Process, dict[str, Any]]:
+    """A node on its embedded regtest chain with its Electrum server (on ``electrum``: keep the
+    port across a restart), asking its peers for a ``delay``-block to_self_delay."""
+    return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", "--chain", "regtest", "--electrum-listen", electrum,
+                                   "--channel-to-self-delay", delay, wait=WAIT)
 
 
 def by_point(wallet: ElectrumWallet, point: str) -> dict[str, Any]:

@@ -325,6 +325,39 @@ async def test_revoked_commitment_penalty_takes_everything(onchain, anchors: boo
     assert total > revoked.output(TO_LOCAL).amount_sat
 
 
+@VARIANTS
+@pytest.mark.parametrize("punished", [False, True], ids=["unpunished", "punished"])
+async def test_an_old_commitment_of_ours_on_chain_is_ours_revoked(onchain, anchors: bool, punished: bool) -> None:
+    """Alice's state-1 commitment (revoked at state 2, e.g. broadcast by a node started from an old copy of
+    her store) is recognised as hers: its to_local is hers after her delay unless Bob takes it first with
+    the revocation key. Its HTLCs (state 1's, which she no longer keeps) are never given up."""
+    chain, _ = onchain
+    kit, base = await open_channel(onchain, anchors)
+    one, two = states(base)[1], states(base)[2]
+    alice = monitor_for(kit, ALICE, [kit.local_record(ALICE, 1, one), kit.remote_record(ALICE, 1, one),
+                                     kit.local_record(ALICE, 2, two), kit.remote_record(ALICE, 2, two)], chain)  # fmt: skip
+    bob = monitor_for(kit, BOB, [kit.local_record(BOB, 1, one), kit.remote_record(BOB, 1, one),
+                                 kit.local_record(BOB, 2, two), kit.remote_record(BOB, 2, two),
+                                 kit.revocation(BOB, 1)], chain)  # fmt: skip
+    old = kit.commitment(ALICE, 1, one)
+    confirmed = alice.step(kit.signed_commitment(ALICE, 1, one))
+    [seen] = alice.of(CommitmentSeen)
+    assert (seen.kind, seen.commitment_number, seen.height) == (CommitmentKind.OURS_REVOKED, 1, confirmed)
+    [claim] = alice.monitor.pending_claims()
+    assert (claim.outpoint, claim.earliest) == (old.output(TO_LOCAL).outpoint, confirmed + DELAY)
+    if punished:
+        bob.feed()
+        bob.step()  # Bob's penalty
+        alice.feed()
+    alice.run_to(confirmed + DELAY + 1)
+    [swept] = [e for e in alice.of(OutputSwept) if e.what == "to_local"]
+    assert swept.ours is not punished and swept.outpoint == old.output(TO_LOCAL).outpoint
+    assert chain.get_txout(old.output(TO_LOCAL).outpoint) is None
+    assert alice.monitor.pending_claims() == [] and alice.of(HtlcResolved) == []
+    mine = paid_to(chain, swept_txs(alice), ALICE.wallet_script())
+    assert (mine == 0) if punished else (0 < mine < old.output(TO_LOCAL).amount_sat)
+
+
 # --------------------------------------------------------------------------- reorgs
 
 

@@ -418,9 +418,10 @@ class OnchainWatch:
                 log.error("onchain: %s at block %d: %s", watched.channel.channel_id.hex(), height, exc)
                 continue
             await self._act(watched, events)
-            peer_closed = [e for e in events if isinstance(e, CommitmentSeen) and e.kind is not CommitmentKind.OURS]
-            if peer_closed:
-                await self._stop(watched, f"the peer's commitment {peer_closed[0].txid[::-1].hex()} is on chain")
+            other = [e for e in events if isinstance(e, CommitmentSeen) and e.kind is not CommitmentKind.OURS]
+            if other:
+                whose = "an old commitment of ours" if other[0].kind is CommitmentKind.OURS_REVOKED else "the peer's commitment"
+                await self._stop(watched, f"{whose} {other[0].txid[::-1].hex()} is on chain")
             await self._go_on_chain_if_needed(watched, height)
             await self._broadcast_all(watched)
             await self._note_progress(watched, height)

@@ -372,7 +372,9 @@ class ChannelMonitor(ClaimBids):
                 for outpoint, amount, script in resolution.to_wallet:
                     facts[("to_wallet", outpoint)] = OutputToWallet(outpoint, amount, script, height)
                 present = {(c.we_offered, c.htlc.htlc_id) for c in resolution.claims if c.htlc is not None}
-                known = {} if resolution.kind is CommitmentKind.THEIRS_UNKNOWN else self._committed_htlcs()
+                # a commitment whose HTLCs we cannot rebuild may still hold ones we know: none is given up
+                unknown_htlcs = resolution.kind in (CommitmentKind.THEIRS_UNKNOWN, CommitmentKind.OURS_REVOKED)
+                known = {} if unknown_htlcs else self._committed_htlcs()
                 for (we_offered, htlc_id), htlc in known.items():
                     if (we_offered, htlc_id) not in present:
                         # no output in this commitment (dust, or not in this version): nothing can
@@ -439,10 +441,14 @@ class ChannelMonitor(ClaimBids):
             secret = self._revealed(number)
             if secret is not None:
                 revealed[number] = secret
+        # we revoked every commitment of ours before the latest, and that one too once the peer proved it
+        revoked_below = 0
+        if self._local is not None:
+            revoked_below = self._local.commitment_number + (1 if self._data_loss is not None else 0)
         return resolve_commitment(
             tx, height, setup=self.setup, secrets=self.secrets, local=local, remote=remote,
             latest_remote=max(self._remote) if self._remote else None, revealed=revealed,
-            preimages=self._learned | self._preimages, upstream=self._upstream,
+            preimages=self._learned | self._preimages, upstream=self._upstream, revoked_below=revoked_below,
         )  # fmt: skip
 
     def _check_irrevocable(self, resolution: Resolution | None, tracked: dict[OutPoint, Claim],

@@ -37,6 +37,8 @@ class CommitmentKind(Enum):
     #: a commitment of theirs newer than anything we know (we lost data)
     THEIRS_UNKNOWN = "theirs_unknown"
     REVOKED = "revoked"
+    #: an older commitment of ours (revoked: e.g. a node started from an old copy of our store broadcast it)
+    OURS_REVOKED = "ours_revoked"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,9 @@ are tracked too (``claimable=False``) so that their spends teach us preimages.
 - their revoked commitment: every output with the revocation key, one
   ``penalty`` group, and the outputs of their HTLC transactions if they got
   there first;
+- an older commitment of ours (we revoked it): its ``to_local`` after our
+  delay, unless the peer takes it first with the revocation key (its HTLCs
+  are not rebuilt: we keep no older state of ours);
 - a commitment newer than we know (data loss): our ``to_remote`` only.
 """
 
@@ -276,6 +279,29 @@ def _unknown_theirs(setup: ChannelSetup, secrets: MonitorSecrets, tx: Tx, number
     return Resolution(CommitmentKind.THEIRS_UNKNOWN, number, tx.txid, height, claims, to_wallet)
 
 
+def _ours_revoked(setup: ChannelSetup, secrets: MonitorSecrets, tx: Tx, number: int, height: int) -> Resolution | None:
+    """Our revoked commitment ``number``, known by its outputs: our to_local (its script needs only our
+    point for ``number``) or the peer's to_remote. None if ``tx`` has neither."""
+    point = secrets.commitment_point(number)
+    ckeys = CommitmentKeys.derive(point, setup.local_basepoints, setup.remote_basepoints)
+    delay = setup.local_to_self_delay
+    witness = to_local_script(ckeys.revocation_pubkey, delay, ckeys.local_delayed_pubkey)
+    payment = setup.remote_basepoints.payment_basepoint
+    their_output = p2wsh(to_remote_anchor_script(payment)) if setup.anchors else p2wpkh(payment)
+    claims = []
+    for vout, out in enumerate(tx.outputs):
+        if out.script_pubkey == p2wsh(witness):
+            # the peer holds the revocation key and should take it at once; if it does not, it is ours
+            path = SpendPath("delayed", (Sig("local_delayed", ckeys.local_delayed_pubkey, signer="local"), b""),
+                             sequence=delay)  # fmt: skip
+            spendable = Spendable.p2wsh(out.amount_sat, witness, (path,))
+            claims.append(Claim("to_local", tx.outpoint(vout), spendable, "delayed", height + delay, None,
+                                "to_local", "to_local", secrets.keys_for_local(point)))  # fmt: skip
+    if not claims and all(out.script_pubkey != their_output for out in tx.outputs):
+        return None
+    return Resolution(CommitmentKind.OURS_REVOKED, number, tx.txid, height, claims, [])
+
+
 def resolve_commitment(
     tx: Tx,
     height: int,
@@ -288,9 +314,11 @@ def resolve_commitment(
     revealed: Mapping[int, bytes],
     preimages: Mapping[bytes, bytes],
     upstream: Mapping[int, int],
+    revoked_below: int = 0,
 ) -> Resolution | None:
     """Recognise ``tx`` (it spends the funding output) and list its claims; None for a
-    transaction that is no commitment (a cooperative close)."""
+    transaction that is no commitment (a cooperative close). Our commitments numbered below
+    ``revoked_below`` are revoked."""
     number = commitment_number_of(tx, setup)
     if number is None:
         return None
@@ -306,6 +334,10 @@ def resolve_commitment(
         else:
             kind = CommitmentKind.THEIRS_PREVIOUS
         return _theirs(setup, secrets, remote[number][1], kind, number, height, preimages, upstream, secret)
+    if number < revoked_below:
+        ours = _ours_revoked(setup, secrets, tx, number, height)
+        if ours is not None:
+            return ours
     return _unknown_theirs(setup, secrets, tx, number, height)
 
 
