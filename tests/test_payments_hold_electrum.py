@@ -17,6 +17,9 @@ reports the payment a success.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +81,10 @@ async def held(node_dir: Path, wallet: ElectrumWallet, label: str, nursery: trio
     return preimage
 
 
-async def settled_on_chain(node_dir: Path, wallet: ElectrumWallet, channel_id: str, point: str, preimage: bytes, label: str,
-                           outcome: dict[str, Any], htlc_claim: str) -> dict[str, Any]:  # fmt: skip
+async def settled_on_chain(h: HeldOnAChannel, label: str, htlc_claim: str) -> dict[str, Any]:
     """Settle once the commitment is on chain; mine until lnpmsg has swept everything and Electrum's payment
     succeeded; lnpmsg's on-chain view of the channel."""
+    node_dir, wallet, channel_id, point, preimage, outcome = h.node_dir, h.wallet, h.channel_id, h.point, h.preimage, h.outcome
     d = ("--data-dir", node_dir)
 
     async def commitment_mined() -> bool:
@@ -111,31 +114,51 @@ async def settled_on_chain(node_dir: Path, wallet: ElectrumWallet, channel_id: s
     return status
 
 
-async def test_lnpmsg_force_closes_with_a_held_htlc_then_settles_and_claims_it_on_chain(tmp_path: Path) -> None:
+@dataclass
+class HeldOnAChannel:
+    """A node with a channel to Electrum whose payment of a hold invoice it holds (Electrum's ``lnpay`` is
+    under way: its result comes into ``outcome``); ``before_sat``: our wallet's total then."""
+
+    node_dir: Path
+    wallet: ElectrumWallet
+    channel_id: str
+    point: str
+    preimage: bytes
+    outcome: dict[str, Any]
+    before_sat: int
+
+
+@asynccontextmanager
+async def held_on_a_channel(tmp_path: Path, label: str) -> AsyncIterator[HeldOnAChannel]:
+    """Start the node and Electrum, open the channel, hold Electrum's payment; stop both on the way out."""
     node_dir = tmp_path / "node"
     node, info = await start_node(node_dir)
-    d = ("--data-dir", node_dir)
     wallet: ElectrumWallet | None = None
     try:
         wallet, channel_id, point = await electrum_channel_to(node_dir, tmp_path, info)
         outcome: dict[str, Any] = {}
         async with trio.open_nursery() as nursery:
-            preimage = await held(node_dir, wallet, "ours", nursery, outcome)
-            before = (await cli("listfunds", *d))["total_sat"]
-            forced = await cli("closechannel", channel_id, "--force", *d)
-            assert forced["state"] == "failed" and forced["commitment_txid"]
-            status = await settled_on_chain(node_dir, wallet, channel_id, point, preimage, "ours", outcome, "htlc_success")
+            preimage = await held(node_dir, wallet, label, nursery, outcome)
+            before = (await cli("listfunds", "--data-dir", node_dir))["total_sat"]
+            yield HeldOnAChannel(node_dir, wallet, channel_id, point, preimage, outcome, before)
+    finally:
+        if wallet is not None:
+            await trio.to_thread.run_sync(wallet.stop)
+        await stop(node, node_dir)
+
+
+async def test_lnpmsg_force_closes_with_a_held_htlc_then_settles_and_claims_it_on_chain(tmp_path: Path) -> None:
+    async with held_on_a_channel(tmp_path, "ours") as h:
+        forced = await cli("closechannel", h.channel_id, "--force", "--data-dir", h.node_dir)
+        assert forced["state"] == "failed" and forced["commitment_txid"]
+        status = await settled_on_chain(h, "ours", "htlc_success")
         assert status["commitment"]["kind"] == "ours"
         # the HTLC's amount came to our wallet, less the fees of the claims (HTLC-success, then the sweep after the delay)
         swept = {o["what"]: o for o in status["outputs"]}
         assert swept.keys() == {"to_local", "htlc_success:0", "htlc_success:0:delayed"}, status["outputs"]
         assert swept["htlc_success:0"]["amount_sat"] == AMOUNT_MSAT // 1000
         assert all(o["state"] == "swept" and o["by"] == "us" for o in swept.values())
-        await wallet_got(node_dir, before, swept["htlc_success:0:delayed"]["txid"])
-    finally:
-        if wallet is not None:
-            await trio.to_thread.run_sync(wallet.stop)
-        await stop(node, node_dir)
+        await wallet_got(h.node_dir, h.before_sat, swept["htlc_success:0:delayed"]["txid"])
 
 
 async def wallet_got(node_dir: Path, before_sat: int, htlc_claim: str) -> None:
@@ -152,18 +175,9 @@ async def wallet_got(node_dir: Path, before_sat: int, htlc_claim: str) -> None:
 async def test_electrum_force_closes_with_a_held_htlc_then_lnpmsg_settles_and_claims_it_from_electrums_commitment(
     tmp_path: Path,
 ) -> None:
-    node_dir = tmp_path / "node"
-    node, info = await start_node(node_dir)
-    d = ("--data-dir", node_dir)
-    wallet: ElectrumWallet | None = None
-    try:
-        wallet, channel_id, point = await electrum_channel_to(node_dir, tmp_path, info)
-        outcome: dict[str, Any] = {}
-        async with trio.open_nursery() as nursery:
-            preimage = await held(node_dir, wallet, "theirs", nursery, outcome)
-            before = (await cli("listfunds", *d))["total_sat"]
-            await wallet.acall("close_channel", channel_point=point, force=True)
-            status = await settled_on_chain(node_dir, wallet, channel_id, point, preimage, "theirs", outcome, "htlc_success")
+    async with held_on_a_channel(tmp_path, "theirs") as h:
+        await h.wallet.acall("close_channel", channel_point=h.point, force=True)
+        status = await settled_on_chain(h, "theirs", "htlc_success")
         assert status["commitment"]["kind"] == "theirs_current"
         # the HTLC claimed from Electrum's commitment with the preimage, straight to our wallet; our balance is ours at once
         outputs = {o["what"]: o for o in status["outputs"]}
@@ -171,8 +185,4 @@ async def test_electrum_force_closes_with_a_held_htlc_then_lnpmsg_settles_and_cl
         assert outputs["to_remote"]["state"] == "in_wallet"
         claim = outputs["htlc_success:0"]
         assert claim["amount_sat"] == AMOUNT_MSAT // 1000 and claim["state"] == "swept" and claim["by"] == "us"
-        await wallet_got(node_dir, before, claim["txid"])
-    finally:
-        if wallet is not None:
-            await trio.to_thread.run_sync(wallet.stop)
-        await stop(node, node_dir)
+        await wallet_got(h.node_dir, h.before_sat, claim["txid"])
