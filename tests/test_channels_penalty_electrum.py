@@ -1,21 +1,23 @@
 """Revoked commitments on chain with Electrum 4.3.4 (Debian's, a separate process): the
 penalty (justice) path against an implementation written elsewhere.
 
+Each way the old state holds no HTLC, an HTLC lnpmsg offered (the first part of a two-part
+payment to Electrum, which Electrum holds until the second arrives) or an HTLC Electrum offered
+(Electrum pays a hold invoice of lnpmsg's, which lnpmsg holds, then settles in 1, cancels in 2).
+
 1. Electrum cheats: lnpmsg opens a channel to Electrum and pays it; Electrum's signed
    commitment of that state is taken (``get_channel_ctx --iknowwhatimdoing``: the one it would
-   force-close with), once without HTLCs and once holding an HTLC lnpmsg offered (the first
-   part of a two-part payment, which Electrum holds until the second arrives). Further
-   payments revoke it; then Electrum broadcasts it. lnpmsg's monitor recognises it as revoked
-   and claims every output of Electrum's (its to_local, the HTLC) with the revocation key in
-   the next block, long before Electrum's to_self_delay: lnpmsg's wallet ends with the whole
-   channel but the fees, Electrum's with nothing.
-2. lnpmsg cheats: its channel store is copied (node stopped) at an old state, once without
-   HTLCs and once holding the first part of a two-part payment to Electrum; payments later
+   force-close with). Further payments revoke it; then Electrum broadcasts it. lnpmsg's
+   monitor recognises it as revoked and claims every output of Electrum's (its to_local, the
+   HTLC) with the revocation key in the next block, long before Electrum's to_self_delay (and
+   before the HTLC's expiry; the preimage of the one Electrum offered is ours by then):
+   lnpmsg's wallet ends with the whole channel but the fees, Electrum's with nothing.
+2. lnpmsg cheats: its channel store is copied (node stopped) at an old state; payments later
    the commitment that copy holds (the one a node restored from it would broadcast) is
-   revoked, and is broadcast. Electrum's watcher takes our to_local (and the HTLC) with the
-   revocation key: its channel ends REDEEMED, its wallet holds the channel but the fees.
-   lnpmsg's monitor knows the commitment as an old one of its own (``ours_revoked``), its
-   to_local swept by the peer.
+   revoked, and is broadcast. Electrum's watcher takes our to_local (and the HTLC, offered or
+   received) with the revocation key: its channel ends REDEEMED, its wallet holds the channel
+   but the fees. lnpmsg's monitor knows the commitment as an old one of its own
+   (``ours_revoked``), its to_local swept by the peer.
 
 Electrum pays 180 sat/vB on regtest (hard-coded): an output of ours worth less than its sweep
 (an HTLC under about 37,000 sat) it leaves, so the HTLC it punishes is larger.
@@ -26,6 +28,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, nullcontext
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ from typing import Any
 import pytest
 import trio
 
+from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.manager import channel_secrets
 from lnpmsg.channels.store import ChannelStore
@@ -42,6 +47,7 @@ from lnpmsg.testing.electrum import ElectrumWallet
 from test_channels_electrum import connected, electrum_channel, lightning_wallet
 from test_channels_nodes import WAIT, cli, stop
 from test_channels_onchain_electrum import by_point, onchain, start_node
+from test_payments_hold_electrum import held
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +60,8 @@ FEES_SAT = 25_000
 #: Electrum's fee for one sweep of a revoked output: its regtest feerate is fixed at 180 sat/vB and it
 #: counts 121 vbytes for a to_local sweep, 200 for an HTLC's (an HTLC worth less is left: "dust")
 ELECTRUM_SWEEP_SAT = 36_000
+#: the HTLC the old state holds: none, one lnpmsg offered, one Electrum offered (lnpmsg holds it)
+WITH_HTLC = pytest.mark.parametrize("htlc", [None, "we_offered", "electrum_offered"], ids=["no_htlc", "htlc_we_offered", "htlc_electrum_offered"])
 
 
 def btc(sat: int) -> str:
@@ -150,6 +158,15 @@ class Setup:
         await cli("connect", self.electrum_address, *self.d)
         await connected(self.node_dir, self.channel_id, htlcs)
 
+    async def copy_channels(self, to: Path, htlcs: int) -> None:
+        """Copy our channel store to ``to`` once the channel is quiet with ``htlcs`` HTLCs (the node stopped, then
+        started again)."""
+        await ctx_with(self.wallet, self.point, 2 + htlcs)
+        await connected(self.node_dir, self.channel_id, htlcs)
+        await stop(self.node, self.node_dir)
+        shutil.copytree(self.node_dir / "channels", to)
+        await self.restart_node(htlcs)
+
     async def close(self) -> None:
         if hasattr(self, "wallet"):
             await trio.to_thread.run_sync(self.wallet.stop)
@@ -169,6 +186,44 @@ async def hold_first_part(s: Setup, total_sat: int) -> tuple[str, bytes, int]:
     return request["request_id"], secret, expiry
 
 
+@asynccontextmanager
+async def electrum_pays_held(s: Setup, sat: int, settle: bool) -> AsyncIterator[None]:
+    """Electrum pays a hold invoice of lnpmsg's for ``sat`` (``lnpay``, under way meanwhile): the block runs while
+    lnpmsg holds the HTLC (one Electrum offered); then lnpmsg settles it (or cancels it), and Electrum's payment
+    ends so."""
+    outcome: dict[str, Any] = {}
+    async with trio.open_nursery() as nursery:
+        preimage = await held(s.node_dir, s.wallet, "held", nursery, outcome, sat * 1000)
+        yield
+        if settle:
+            done = await cli("settleinvoice", preimage.hex(), *s.d)
+        else:
+            done = await cli("cancelinvoice", sha256(preimage).hex(), *s.d)
+        assert (done["status"], done["htlcs"]) == ("paid" if settle else "cancelled", 1), done
+    assert outcome["success"] is settle, outcome
+    await connected(s.node_dir, s.channel_id)
+
+
+async def revocation_spends(wallet: ElectrumWallet, txids: Iterable[str], commitment: Tx) -> dict[int, bool]:
+    """The outputs of ``commitment`` that transactions ``txids`` spend (Electrum fetches them), by index: whether
+    by the revocation path (BOLT 3 witnesses: a to_local's ``<sig> 1``, an HTLC's ``<sig> <revocationpubkey>``,
+    where a preimage would be 32 bytes)."""
+    spent = {}
+    for txid in set(txids):
+        tx = Tx.parse(bytes.fromhex(await wallet.acall("gettransaction", txid=txid)))
+        for txin in tx.inputs:
+            if txin.prevout.txid == commitment.txid:
+                w = txin.witness
+                spent[txin.prevout.vout] = len(w) == 3 and (w[1] == b"\x01" or len(w[1]) == 33)
+    return spent
+
+
+def revocable(commitment: Tx) -> dict[int, int]:
+    """The P2WSH outputs of a commitment (its holder's to_local and the HTLCs; the other side's to_remote is
+    P2WPKH: static_remotekey), amounts by index."""
+    return {vout: o.amount_sat for vout, o in enumerate(commitment.outputs) if len(o.script_pubkey) == 34}
+
+
 async def send_part(s: Setup, payment_hash: str, secret: bytes, expiry: int, msat: int, total_msat: int) -> None:
     final = HopPayload.final(msat, expiry, payment_secret=secret, total_msat=total_msat)
     onion = construct_onion(os.urandom(32), [bytes.fromhex(s.electrum_id)], [final.encode()], bytes.fromhex(payment_hash)).packet
@@ -176,15 +231,16 @@ async def send_part(s: Setup, payment_hash: str, secret: bytes, expiry: int, msa
     await cli("call", "channels.dev_addhtlc", json.dumps(params), *s.d)
 
 
-@pytest.mark.parametrize("with_htlc", [False, True], ids=["no_htlc", "htlc"])
-async def test_electrum_broadcasts_a_revoked_commitment_and_lnpmsg_takes_everything(tmp_path: Path, with_htlc: bool) -> None:
+@WITH_HTLC
+async def test_electrum_broadcasts_a_revoked_commitment_and_lnpmsg_takes_everything(tmp_path: Path, htlc: str | None) -> None:
     s = Setup(tmp_path)
     try:
         await s.start()
         await pay_electrum(s.wallet, s.node_dir, 50_000)  # Electrum: 150k sat, lnpmsg 350k
         await ctx_with(s.wallet, s.point, 2)
         htlc_sat = 40_000
-        if with_htlc:
+        back_sat = 120_000
+        if htlc == "we_offered":
             request_id, secret, expiry = await hold_first_part(s, htlc_sat)
             # Electrum's commitment holding the part: to_local, to_remote and the HTLC
             old = await ctx_with(s.wallet, s.point, 3)
@@ -195,10 +251,14 @@ async def test_electrum_broadcasts_a_revoked_commitment_and_lnpmsg_takes_everyth
                 s.wallet.wait_for, lambda: s.wallet.call("get_request", request_id=request_id)["status"] == 3, "both parts taken", WAIT
             )
             await connected(s.node_dir, s.channel_id)
+        elif htlc == "electrum_offered":  # Electrum's commitment with the HTLC held; then settled, ours
+            async with electrum_pays_held(s, htlc_sat, settle=True):
+                old = await ctx_with(s.wallet, s.point, 3)
+            back_sat -= htlc_sat
         else:
             old = await ctx_with(s.wallet, s.point, 2)
         # further payments revoke it: Electrum pays most of what it has back to lnpmsg
-        await electrum_pays(s.wallet, s.node_dir, 120_000_000, "back")
+        await electrum_pays(s.wallet, s.node_dir, back_sat * 1000, "back")
         await connected(s.node_dir, s.channel_id)
         assert old.txid != (await electrum_ctx(s.wallet, s.point)).txid
         start_sat = (await cli("listfunds", *s.d))["total_sat"]
@@ -216,15 +276,20 @@ async def test_electrum_broadcasts_a_revoked_commitment_and_lnpmsg_takes_everyth
         seen = status["commitment"]
         assert (seen["kind"], seen["txid"]) == ("revoked", old.txid_hex), status
         claims = [o for o in status["outputs"] if o["state"] == "broadcast"]
-        # Electrum's to_local and the HTLC (P2WSH), not our to_remote (static_remotekey: P2WPKH, the wallet's)
-        revocable = sorted(o.amount_sat for o in old.outputs if len(o.script_pubkey) == 34)
-        assert len(revocable) == (2 if with_htlc else 1) and sorted(o["amount_sat"] for o in claims) == revocable, status
+        # Electrum's to_local and the HTLC, not our to_remote (the wallet's)
+        outputs = revocable(old)
+        assert len(outputs) == (2 if htlc else 1) and sorted(o["amount_sat"] for o in claims) == sorted(outputs.values()), status
+        # on Electrum's commitment an HTLC we offered is one it received, and the other way round
+        tags = {"we_offered": "received", "electrum_offered": "offered"}
+        whats = sorted(o["what"].rsplit(":", 1)[0] if o["what"].startswith("penalty:htlc:") else o["what"] for o in claims)
+        assert whats == sorted(["penalty:to_local", *([f"penalty:htlc:{tags[htlc]}"] if htlc else [])]), status
         await cli("mine", 1, *s.d)
         status = await onchain(s.node_dir, s.channel_id)
         assert status is not None and status["locked_sat"] == 0, status
         swept = [o for o in status["outputs"] if o["state"] == "swept"]
-        # every output of Electrum's taken by our penalty in the block after the commitment
-        assert len(swept) == (2 if with_htlc else 1) and all(o["by"] == "us" and o["height"] == seen["height"] + 1 for o in swept), status
+        # every output of Electrum's taken by our penalty in the block after the commitment, with the revocation key
+        assert len(swept) == (2 if htlc else 1) and all(o["by"] == "us" and o["height"] == seen["height"] + 1 for o in swept), status
+        assert await revocation_spends(s.wallet, [o["txid"] for o in swept], old) == dict.fromkeys(outputs, True)
         (to_remote,) = [o for o in status["outputs"] if o["state"] == "in_wallet"]
         assert to_remote["height"] == seen["height"]
 
@@ -257,25 +322,22 @@ def stored_commitment(channels_dir: Path) -> bytes:
     return bytes(raw)
 
 
-@pytest.mark.parametrize("with_htlc", [False, True], ids=["no_htlc", "htlc"])
-async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everything(tmp_path: Path, with_htlc: bool) -> None:
+@WITH_HTLC
+async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everything(tmp_path: Path, htlc: str | None) -> None:
     s = Setup(tmp_path)
     try:
         await s.start()
         await pay_electrum(s.wallet, s.node_dir, 50_000)  # Electrum: 150k sat, lnpmsg 350k
         await connected(s.node_dir, s.channel_id)
-        htlc_sat = 100_000  # halves Electrum can sweep at its fee
-        if with_htlc:  # half of it offered, which Electrum holds for the rest
-            request_id, secret, expiry = await hold_first_part(s, htlc_sat)
-            await ctx_with(s.wallet, s.point, 3)
-            await connected(s.node_dir, s.channel_id, htlcs=1)
-        # a copy of our channel store at this state (node stopped)
-        await stop(s.node, s.node_dir)
+        htlc_sat = 100_000  # it, and halves of it, Electrum can sweep at its fee
         backup = tmp_path / "channels-old"
-        shutil.copytree(s.node_dir / "channels", backup)
-        await s.restart_node(htlcs=1 if with_htlc else 0)
+        if htlc == "we_offered":  # half of it offered, which Electrum holds for the rest
+            request_id, secret, expiry = await hold_first_part(s, htlc_sat)
+        # a copy of our channel store at this state (the HTLC Electrum offered held meanwhile, then failed back)
+        async with electrum_pays_held(s, htlc_sat, settle=False) if htlc == "electrum_offered" else nullcontext():
+            await s.copy_channels(backup, htlcs=1 if htlc else 0)
         # payments later that state is revoked
-        if with_htlc:
+        if htlc == "we_offered":
             request = await s.wallet.acall("get_request", request_id=request_id)
             await send_part(s, request["rhash"], secret, expiry, htlc_sat * 1000 // 2, htlc_sat * 1000)
             await trio.to_thread.run_sync(
@@ -284,13 +346,13 @@ async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everyth
         await pay_electrum(s.wallet, s.node_dir, 100_000)
         await connected(s.node_dir, s.channel_id)
         old = Tx.parse(stored_commitment(backup))
-        # ours (and the HTLC) are P2WSH, Electrum's to_remote P2WPKH
-        revocable = [o for o in old.outputs if len(o.script_pubkey) == 34]
-        assert len(old.outputs) == len(revocable) + 1 == (3 if with_htlc else 2)
+        # ours and the HTLC, and Electrum's to_remote
+        outputs = revocable(old)
+        assert len(old.outputs) == len(outputs) + 1 == (3 if htlc else 2)
         # our balance then (now 250k), less the commitment's fee
-        to_local = max(revocable, key=lambda o: o.amount_sat)
-        then = 350_000 - (htlc_sat // 2 if with_htlc else 0)
-        assert then - 1_000 < to_local.amount_sat < then
+        to_local = max(outputs.values())
+        then = 350_000 - (htlc_sat // 2 if htlc == "we_offered" else 0)
+        assert then - 1_000 < to_local < then
         assert await trio.to_thread.run_sync(electrum_sat, s.wallet) == 0
 
         # our chain broadcasts the old commitment
@@ -298,7 +360,8 @@ async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everyth
         await cli("mine", 1, *s.d)
         commitment_height = (await cli("getchaininfo", *s.d))["height"]
         # Electrum's watcher sees it and takes our to_local (and the HTLC) with the revocation key at once
-        await wait_mempool(s.node_dir, len(revocable), "Electrum's penalties")
+        await wait_mempool(s.node_dir, len(outputs), "Electrum's penalties")
+        penalties = (await cli("call", "chain.getrawmempool", *s.d))["txids"]
         await cli("mine", 1, *s.d)
         # our monitor knows the commitment as an old one of ours: its to_local, which would be ours
         # after Electrum's delay, went to Electrum in the next block
@@ -308,19 +371,20 @@ async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everyth
         seen = status["commitment"]
         assert (seen["kind"], seen["txid"], seen["height"]) == ("ours_revoked", old.txid_hex, commitment_height), status
         (swept,) = status["outputs"]
-        assert (swept["what"], swept["state"], swept["by"], swept["amount_sat"]) == ("to_local", "swept", "peer", to_local.amount_sat)
+        assert (swept["what"], swept["state"], swept["by"], swept["amount_sat"]) == ("to_local", "swept", "peer", to_local)
         assert swept["height"] == commitment_height + 1 and status["locked_sat"] == 0
         (ours,) = [c for c in (await cli("listchannels", *s.d))["channels"] if c["channel_id"] == s.channel_id]
         # stopped: no update on a channel whose funding is spent
         assert ours["state"] == "failed" and ours["failure"].startswith(f"an old commitment of ours {old.txid_hex}"), ours
         # Electrum's to_remote (its wallet's at once), our to_local and the HTLC, but the fees
-        least = CHANNEL_SAT - 1_000 - len(revocable) * ELECTRUM_SWEEP_SAT
+        least = CHANNEL_SAT - 1_000 - len(outputs) * ELECTRUM_SWEEP_SAT
         got = await trio.to_thread.run_sync(
             s.wallet.wait_for, lambda: (sat := electrum_sat(s.wallet)) > least and sat, "Electrum's penalty confirmed", WAIT
         )
         assert got < CHANNEL_SAT
         log = s.wallet.log(50_000)
-        assert "to_local_for_revoked_ctx" in log and ("their_ctx_htlc_" in log) == with_htlc
+        assert "to_local_for_revoked_ctx" in log and ("their_ctx_htlc_" in log) == bool(htlc)
+        assert await revocation_spends(s.wallet, penalties, old) == dict.fromkeys(outputs, True)
         # the penalty buried deep enough, Electrum stops watching: REDEEMED
         await cli("mine", 101, *s.d)
         await trio.to_thread.run_sync(s.wallet.wait_for, lambda: by_point(s.wallet, s.point)["state"] == "REDEEMED", "REDEEMED", WAIT)

@@ -64,11 +64,12 @@ async def electrum_channel_to(node_dir: Path, tmp_path: Path, info: dict[str, An
         raise
 
 
-async def held(node_dir: Path, wallet: ElectrumWallet, label: str, nursery: trio.Nursery, outcome: dict[str, Any]) -> bytes:
-    """A hold invoice Electrum pays (``lnpay`` in the background, its result in ``outcome``), once lnpmsg holds the HTLC; the preimage."""
+async def held(node_dir: Path, wallet: ElectrumWallet, label: str, nursery: trio.Nursery, outcome: dict[str, Any],
+               msat: int = AMOUNT_MSAT) -> bytes:  # fmt: skip
+    """A hold invoice for ``msat`` Electrum pays (``lnpay`` in the background, its result in ``outcome``), once lnpmsg
+    holds the HTLC; the preimage."""
     preimage = os.urandom(32)
-    invoice = await cli("invoice", AMOUNT_MSAT, label, "held, then settled on chain", "--hold", "--payment-hash", sha256(preimage).hex(),
-                        "--data-dir", node_dir)  # fmt: skip
+    invoice = await cli("invoice", msat, label, "held", "--hold", "--payment-hash", sha256(preimage).hex(), "--data-dir", node_dir)
 
     async def pay() -> None:
         outcome.update(await trio.to_thread.run_sync(lambda: wallet.call("lnpay", invoice=invoice["bolt11"], timeout=PAY_WAIT)))
@@ -77,7 +78,7 @@ async def held(node_dir: Path, wallet: ElectrumWallet, label: str, nursery: trio
     with trio.fail_after(WAIT):
         while (row := (await cli("listinvoices", "--label", label, "--data-dir", node_dir))["invoices"][0])["status"] != "accepted":
             await trio.sleep(0.3)
-    assert row["held_htlcs"] == 1 and row["held_msat"] == AMOUNT_MSAT
+    assert row["held_htlcs"] == 1 and row["held_msat"] == msat
     return preimage
 
 
