@@ -284,13 +284,21 @@ def _scid(scid: int) -> str:
     return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
 
 
+@asynccontextmanager
+async def diamond(n: Net) -> AsyncIterator[tuple[Node, Node, Node, Node]]:
+    """Nodes A, B, C and D running, with channels A-B, A-C (600,000 sat a side) and B-D, C-D (1,000,000):
+    two paths from A to D, neither able to carry 900,000 sat alone (a multi-part payment's)."""
+    a, b, c, d = (n.node(x) for x in "abcd")
+    async with running(a, b, c, d):
+        await n.fund(a, b, c)
+        await n.open([(a, b, 600_000, 600_000), (a, c, 600_000, 600_000), (b, d, 1_000_000, 1_000_000), (c, d, 1_000_000, 1_000_000)])
+        yield a, b, c, d
+
+
 @pytest.mark.trio
 async def test_mpp_over_a_diamond_and_the_store_survives_a_restart(tmp_path: Path) -> None:
     async with net(tmp_path) as n:
-        a, b, c, d = (n.node(x) for x in "abcd")
-        async with running(a, b, c, d):
-            await n.fund(a, b, c)
-            await n.open([(a, b, 600_000, 600_000), (a, c, 600_000, 600_000), (b, d, 1_000_000, 1_000_000), (c, d, 1_000_000, 1_000_000)])
+        async with diamond(n) as (a, b, c, d):
             inv = await payments(d).invoice(900_000_000, "mpp", "needs two paths")
             paid = await payments(a).pay(inv["bolt11"])
             assert paid["status"] == "complete" and paid["parts"] >= 2

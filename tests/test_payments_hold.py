@@ -44,7 +44,7 @@ from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing import record_events
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
-from test_payments_app import TIMEOUT, Net, channels, net, payment_ended, payments, quiet, wait_until
+from test_payments_app import TIMEOUT, Net, channels, diamond, net, payment_ended, payments, quiet, wait_until
 from test_payments_onchain import channel_with
 
 UNKNOWN_PAYMENT_DETAILS = 0x4000 | 15
@@ -179,10 +179,7 @@ async def test_a_held_payment_is_settled_or_cancelled_by_the_payee_and_bad_calls
 @pytest.mark.trio
 async def test_a_multi_part_payment_is_accepted_only_once_every_part_is_held(tmp_path: Path) -> None:
     async with net(tmp_path) as n:
-        a, b, c, d = (n.node(x) for x in "abcd")
-        async with running(a, b, c, d):
-            await n.fund(a, b, c)
-            await n.open([(a, b, 600_000, 600_000), (a, c, 600_000, 600_000), (b, d, 1_000_000, 1_000_000), (c, d, 1_000_000, 1_000_000)])
+        async with diamond(n) as (a, b, c, d):
             preimage, invoice = await hold_invoice(d, "mpp", 900_000_000)
             with record_events(d) as events:
                 async with paying(a, invoice["bolt11"]) as outcome:
