@@ -284,6 +284,11 @@ class MppSets:
         """Parts of a payment of ``payment_hash`` are held."""
         return payment_hash in self._sets
 
+    def take(self, payment_hash: bytes) -> dict[tuple[str, int], HoldPart]:
+        """Give up the set of ``payment_hash`` (its invoice is gone): its parts, to fail back (none if no set)."""
+        entry = self._sets.pop(payment_hash, None)
+        return entry.parts if entry is not None else {}
+
     def expire(self, now: float) -> list[tuple[tuple[str, int], FailOnion]]:
         """Parts of sets that waited past the timeout, with their ``mpp_timeout`` failures."""
         out = []
