@@ -41,8 +41,6 @@ import os
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from lnpmsg.payments.bolt11 import Invoice
 from lnpmsg.payments.htlcs import Spontaneous
 from lnpmsg.payments.onion import create_failure_onion
@@ -108,21 +106,20 @@ class Keysending:
         row = keysend_row(payment_hash, action.preimage, action, now)
         give_up = partial(self._keysend_deadline, ref, started)
         try:
-            added = await record(lambda: store.add_keysend(**row), f"the keysend {row['label']!r} received", give_up)
+            stored = await record(lambda: store.add_keysend(**row), f"the keysend {row['label']!r} received", give_up)
         except RecordAbandoned as exc:
             log.error("payments: keysend %s not recorded, %s: failing it back with temporary_node_failure", row["label"], exc.why)
             await self._fail(ref, create_failure_onion(action.shared_secret, TemporaryNodeFailure()), f"not recorded: {exc.why}")
             return
-        if not added:  # a row has this hash (a twin keysend recorded it meanwhile) or this label: settled only if it is that keysend
-            known = await trio.to_thread.run_sync(store.invoice, payment_hash)
-            if known is None or not known["keysend"] or known["preimage"] != action.preimage:
-                failure = IncorrectOrUnknownPaymentDetails(htlc_msat=action.amount_msat, height=await self._height())
-                await self._fail(ref, create_failure_onion(action.shared_secret, failure), "a keysend whose hash or label is taken")
-                return
-        else:
-            self._remember({**row, "status": "paid", "hold": 0, "keysend": 1})
-            log.info("payments: keysend %s received (%d msat)", row["label"], action.amount_msat)
-            self._publish("invoice.paid", payment_hash, amount_msat=action.amount_msat, label=row["label"])
+        # (a row of this hash may be there already: a twin keysend recorded it meanwhile, settled as this one)
+        if stored is None or not stored["keysend"] or stored["preimage"] != action.preimage:
+            failure = IncorrectOrUnknownPaymentDetails(htlc_msat=action.amount_msat, height=await self._height())
+            await self._fail(ref, create_failure_onion(action.shared_secret, failure), "a keysend whose hash or label is another invoice's")
+            return
+        if payment_hash not in self._terms:  # recorded now
+            self._remember(stored)
+            log.info("payments: keysend %s received (%d msat)", stored["label"], stored["received_msat"])
+            self._publish("invoice.paid", payment_hash, amount_msat=stored["received_msat"], label=stored["label"])
         await self._call(lambda: self.htlcs.fulfill(ref[0], ref[1], action.preimage), ref)
 
     async def _keysend_deadline(self: PaymentsApp, ref: tuple[str, int], started: float) -> str | None:

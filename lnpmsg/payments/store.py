@@ -131,14 +131,14 @@ class PaymentsStore:
         names = ", ".join(values)
         self._write(f"INSERT INTO invoices ({names}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
 
-    def add_keysend(self, **values: Any) -> bool:
+    def add_keysend(self, **values: Any) -> dict[str, Any] | None:
         """A keysend we received, as a paid invoice (``keysend`` 1, its preimage, no bolt11): on disk
-        before its HTLC is fulfilled. False when a row has its payment hash (or label) already."""
+        before its HTLC is fulfilled. The row now under its payment hash: a row that had the hash
+        already is left as it was (None: the label is another row's)."""
         values.update(status="paid", keysend=1)
         names = ", ".join(values)
-        with self._lock, _refused_writes():
-            cur = self._db.execute(f"INSERT OR IGNORE INTO invoices ({names}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
-            return cur.rowcount == 1
+        self._write(f"INSERT OR IGNORE INTO invoices ({names}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+        return self.invoice(values["payment_hash"])
 
     def invoice(self, payment_hash: bytes) -> dict[str, Any] | None:
         rows = self._rows(f"SELECT {', '.join(_INVOICE_FIELDS)} FROM invoices WHERE payment_hash = ?", (payment_hash,), _INVOICE_FIELDS)
