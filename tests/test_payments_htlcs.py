@@ -183,11 +183,12 @@ def test_our_invoices_leave_the_payee_room_before_its_monitor_claims_on_chain() 
 
 
 def keysend(preimage: bytes, payment_hash: bytes, amount: int, cltv: int, *, accept: int | None = 24, invoices: dict | None = None,  # type: ignore[type-arg]
-            secret: bytes | None = None, total: int | None = None) -> tuple[object, tuple[bytes, ...]]:
-    """Decide a keysend (bLIP 3) HTLC of ``payment_hash`` whose final payload carries ``preimage``."""
+            secret: bytes | None = None, total: int | None = None, htlc_msat: int | None = None) -> tuple[object, tuple[bytes, ...]]:
+    """Decide a keysend (bLIP 3) HTLC of ``payment_hash`` (``htlc_msat``, default ``amount``) whose final payload
+    carries ``preimage`` and ``amount``."""
     payload = HopPayload.final(amount, cltv, payment_secret=secret, total_msat=total, keysend_preimage=preimage).encode()
     built = construct_onion(os.urandom(32), [NODE_ID], [payload], payment_hash)
-    action = decide(node_secret=NODE, amount_msat=amount, payment_hash=payment_hash, cltv_expiry=cltv, onion=built.packet, height=HEIGHT,
+    action = decide(node_secret=NODE, amount_msat=htlc_msat or amount, payment_hash=payment_hash, cltv_expiry=cltv, onion=built.packet, height=HEIGHT,
                     now=1000.0, invoice=(invoices or {}).get, next_channel=lambda scid: None, policy=POLICY,
                     keysend_min_final_cltv=accept)  # fmt: skip
     return action, tuple(built.shared_secrets)
@@ -198,6 +199,9 @@ def test_a_keysend_is_taken_when_accepted_and_its_preimage_is_the_hash_s() -> No
     hashed = hashlib.sha256(preimage).digest()
     action, _ = keysend(preimage, hashed, 5000, HEIGHT + 40)
     assert action == Spontaneous(preimage, 5000, 5000)
+    # the HTLC may carry more than the onion says (kept: what we received), never less
+    assert keysend(preimage, hashed, 5000, HEIGHT + 40, htlc_msat=5100)[0] == Spontaneous(preimage, 5100, 5000)
+    assert failure_name(*keysend(preimage, hashed, 5000, HEIGHT + 40, htlc_msat=4999)) == (0, "final_incorrect_htlc_amount")
     # a payment_data whose total is the amount (a sender's random secret) is fine; a multi-part keysend is not
     assert keysend(preimage, hashed, 5000, HEIGHT + 40, secret=os.urandom(32))[0] == Spontaneous(preimage, 5000, 5000)
     refusals = [

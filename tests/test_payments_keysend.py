@@ -4,11 +4,11 @@ A line A-B-C; C accepts keysends, B does not. A keysends to C through B (B
 forwards it as any HTLC): C records it as a paid invoice-like row, then
 fulfils; A's payment completes with the preimage it chose, the balances moved.
 Then what is refused, with ``incorrect_or_unknown_payment_details``: a keysend
-to B (it accepts none), a forged one (its preimage is not the payment hash's),
+to B (it accepts none; as C before it is started with ``accept_keysend``), a forged one (its preimage is not the payment hash's),
 one for the hash of one of C's invoices without that invoice's secret (it goes
-by the invoice); a keysend over a fee limit finds no route. Last, C stops
-after recording a keysend but before its fulfil left, and settles it after a
-restart. Real clock; waits are for states.
+by the invoice), a multi-part one; a keysend over a fee limit finds no route.
+Last, C stops after recording a keysend but before its fulfil left (its
+channel app's fulfil made to hang), and settles it after a restart. Real clock; waits are for states.
 """
 
 from __future__ import annotations
@@ -129,15 +129,28 @@ async def test_a_keysend_through_a_forwarding_node_and_what_is_refused(tmp_path:
             await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "nothing left")
 
 
+async def reconnected(node: Node, peer: Node) -> None:
+    await node.connect(peer.addresses[0])
+    await wait_until(lambda: all(c.usable for c in channels(node).htlcs.channels()), "reconnected")
+
+
 @pytest.mark.trio
-async def test_a_keysend_recorded_before_a_restart_is_settled_after_it(tmp_path: Path) -> None:
+async def test_c_refuses_keysends_until_it_accepts_them_and_settles_one_recorded_before_a_restart(tmp_path: Path) -> None:
     async with net(tmp_path) as n:
         a, b = n.node("a"), n.node("b")
         async with running(a, b):
-            c = n.node("c", accept_keysend=True)
+            c = n.node("c")  # without accept_keysend (lnpmsg node's default)
             async with running(c):
                 await n.fund(a, b)
                 await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+                err = await keysend_error(a, c, AMOUNT)
+                assert err.details["code"] == UNKNOWN_PAYMENT_DETAILS and err.details["erring_node"] == c.node_id.hex()
+                assert err.details["erring_index"] == 1 and "the payee refused" in str(err)
+                assert not (await payments(c).listinvoices())["invoices"]
+                await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "failed back")
+            c = n.node("c", accept_keysend=True)
+            async with running(c):
+                await reconnected(c, b)
                 # C stops between the record and the fulfil: its fulfils never leave (the channel app's call hangs)
                 channels(c).htlcs.fulfill = lambda *args: trio.sleep_forever()  # type: ignore[method-assign]
                 async with trio.open_nursery() as nursery:
