@@ -30,10 +30,9 @@ On a full disk nothing is sent that the store could not record: the write
 is tried again until it lands (:mod:`.recording`), and a settlement or an
 offer the channel could not write is made again once the channel is back;
 the HTLCs paying an invoice that cannot be marked paid are held until their
-deadline, then all fail back together (:mod:`.receiving`). A hold invoice's
-payment is held until ``settleinvoice`` or ``cancelinvoice`` (or that same
-deadline), also across a restart (:mod:`.holding`). Keysends (bLIP 3) are sent,
-and received when ``accept_keysend`` (:mod:`.keysend`).
+deadline, then all fail back together (:mod:`.receiving`). A hold invoice's payment is held until
+``settleinvoice`` or ``cancelinvoice`` (or that same deadline), also across a restart
+(:mod:`.holding`). Keysends (bLIP 3) are sent, and received when ``accept_keysend`` (:mod:`.keysend`).
 
 Routes come from :func:`~lnpmsg.payments.plan.plan_payment` over our
 channels, the invoice's route hints and the routing graph: ``graph`` if
