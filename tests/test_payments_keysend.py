@@ -7,12 +7,14 @@ Then what is refused, with ``incorrect_or_unknown_payment_details``: a keysend
 to B (it accepts none; as C before it is started with ``accept_keysend``), a forged one (its preimage is not the payment hash's),
 one for the hash of one of C's invoices without that invoice's secret (it goes
 by the invoice), a multi-part one; a keysend over a fee limit finds no route.
-Last, C stops after recording a keysend but before its fulfil left (its
-channel app's fulfil made to hang), and settles it after a restart. Real clock; waits are for states.
+C stops after recording a keysend but before its fulfil left (its channel
+app's fulfil made to hang), and settles it after a restart; a keysend to C on
+a full disk is settled only once its row could be written. Real clock; waits are for states.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from lnpmsg.testing import record_events
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
 from test_payments_app import TIMEOUT, Net, channels, net, payment_ended, payments, quiet, wait_until
+from test_payments_disk_full import full_disk_under
 from test_payments_onchain import channel_with
 
 UNKNOWN_PAYMENT_DETAILS = 0x4000 | 15
@@ -168,3 +171,35 @@ async def test_c_refuses_keysends_until_it_accepts_them_and_settles_one_recorded
                 assert ended["status"] == "complete" and ended["preimage"] == row["preimage"]
                 await wait_until(lambda: quiet(a) and quiet(b) and quiet(c2), "settled")
                 assert (await payments(c2).listinvoices())["invoices"] == [row]  # counted once
+
+
+@pytest.mark.trio
+async def test_a_keysend_to_a_full_disk_is_settled_only_once_it_is_recorded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """C's payments store on a small tmpfs, filled: the keysend's row cannot be written, so nothing is
+    fulfilled (persist, then send); once there is space it is recorded, then settled, once."""
+    async with net(tmp_path) as n:
+        with full_disk_under(tmp_path / "c" / "payments") as filler:
+            a, b, c = n.node("a"), n.node("b"), n.node("c", accept_keysend=True)
+            async with running(a, b, c):
+                await n.fund(a, b)
+                await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+                c_before = to_local(c, b)
+                caplog.set_level(logging.INFO)
+                assert filler.fill() > 0
+                outcome: dict[str, Any] = {}
+
+                async def pay() -> None:
+                    outcome["paid"] = await payments(a).keysend(c.node_id.hex(), AMOUNT)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(pay)
+                    await wait_until(lambda: "could not be written" in caplog.text, "C's write error")
+                    await trio.sleep(1.0)  # time enough to settle, were it wrong to
+                    assert not outcome and channel_with(c, b).core.state.local_commit.spec.htlcs
+                    assert to_local(c, b) == c_before and payments(c).failures == 0
+                    filler.free()
+                assert outcome["paid"]["status"] == "complete"
+                await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "settled")
+                (row,) = (await payments(c).listinvoices())["invoices"]
+                assert row["keysend"] is True and row["preimage"] == outcome["paid"]["preimage"] and row["received_msat"] == AMOUNT
+                assert to_local(c, b) == c_before + AMOUNT
