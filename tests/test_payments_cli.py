@@ -95,6 +95,9 @@ def test_accept_keysend_goes_from_the_command_line_to_the_payments_app(tmp_path:
         return settings_from_args(build_parser().parse_args(["node", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0", *argv]))
 
     assert settings().accept_keysend is False  # off unless asked
+    from test_config_file import parse_with  # (the config file: a switch like the others)
+
+    assert settings_from_args(parse_with(tmp_path, "accept-keysend = true\n")).accept_keysend is True
     built = build_node(settings("--chain", "regtest", "--accept-keysend"))
     app = built.app("payments")
     assert app.accept_keysend is True and app.node_announcement_features.bits() == [55]
