@@ -9,7 +9,7 @@ Sending (``payments.keysend NODE_ID AMOUNT_MSAT``, Core Lightning's
 (:mod:`.paying`: the same route finding over our channels and the graph,
 retries, the store and a restart's adoption), to the node itself with what an
 invoice would have said filled in: a final expiry of
-:data:`KEYSEND_FINAL_CLTV` blocks (Core Lightning's and lnd's 40), no route
+:data:`KEYSEND_FINAL_CLTV` blocks (no invoice says what the payee wants), no route
 hints, a single part (no multi-part keysend), and no ``payment_data``: lnd
 and Core Lightning send none, and some receivers refuse one next to a keysend
 preimage. ``listpayments`` shows it (no bolt11); its preimage is ours from the
@@ -61,7 +61,8 @@ log = logging.getLogger("lnpmsg.payments.app")
 
 #: bLIP 3's feature bit (optional), in node_announcement only
 KEYSEND_FEATURE_BIT = 55
-#: the final expiry a keysend asks for, in blocks (Core Lightning's and lnd's default for keysend)
+#: the final expiry a keysend asks for, in blocks: the payee names none, so ample room above the
+#: 18-24 blocks invoices ask (lnpmsg's receiving side asks 24 of a keysend)
 KEYSEND_FINAL_CLTV = 40
 #: var_onion_optin: what the payment "invoice" of a keysend offers (no basic_mpp: one part)
 _KEYSEND_FEATURES = Features.from_bits([8])
