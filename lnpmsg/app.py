@@ -143,6 +143,9 @@ class App:
             window stop the app for good.
     """
 
+    #: bits for the node's node_announcement only (BOLT 9 context N, e.g. bLIP 3's keysend), never in ``init``
+    node_announcement_features: Features = Features()
+
     def __init__(
         self,
         name: str,

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import trio
 
+from lnpmsg.app import App
 from lnpmsg.gossip.public.app import AnnounceApp, AnnounceConfig
 from lnpmsg.channels.app import ChannelsApp
 from lnpmsg.channels.params import ChannelConfig
@@ -42,7 +43,7 @@ from lnpmsg.node.events import PeerWarningReceived
 from lnpmsg.testing import MemoryNetwork, record_events
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.app import ChainApp
-from lnpmsg.wire import CHAIN_HASHES, ShortChannelId, TorV3Addr, decode_addresses
+from lnpmsg.wire import CHAIN_HASHES, Features, ShortChannelId, TorV3Addr, decode_addresses
 
 from tests.test_channels_app import FUNDING_SAT, TIMEOUT, chain, only_channel, settled, wait_until
 
@@ -95,10 +96,17 @@ def has_both_updates(node: Node, scid: int) -> bool:
 
 
 @pytest.mark.trio
+class AnnouncedOnly(App):
+    """An app with a bit for node_announcement alone (as the payments app's keysend bit, bLIP 3)."""
+
+    node_announcement_features = Features.from_bits([55])
+
+
 async def test_announced_channel_reaches_a_third_node_and_routes(tmp_path: Path) -> None:
     network = MemoryNetwork()
     async with chain(tmp_path) as source:
         alice = make_node("alice", tmp_path, source, network, channels=True, policy=ALICE_POLICY)
+        alice.mount(AnnouncedOnly("announced_only"))
         bob = make_node("bob", tmp_path, source, network, channels=True)
         carol = make_node("carol", tmp_path, source, network, channels=False)
         async with running(alice, bob, carol):
@@ -140,6 +148,10 @@ async def test_announced_channel_reaches_a_third_node_and_routes(tmp_path: Path)
             node_ann = NodeAnnouncement.decode(raw_node)
             assert check_node_announcement(node_ann, raw_node) is None
             assert node_ann.alias.rstrip(b"\0") == b"alice"
+            # an app's node_announcement-only bit is announced, and stays out of init
+            assert 55 in Features.from_bytes(node_ann.features).bits() and 55 not in alice.local_features().bits()
+            raw_bob = store.node_announcement(bob.node_id)
+            assert raw_bob is not None and 55 not in Features.from_bytes(NodeAnnouncement.decode(raw_bob).features).bits()
 
             # Carol's routing graph has both policies and routes Carol -> Alice -> Bob.
             graph = gossip(carol).routing_graph

@@ -148,6 +148,8 @@ def test_node_features_keep_what_bolt9_allows_in_node_announcements() -> None:
     init = Features.from_names(optional=["var_onion_optin", "payment_secret", "basic_mpp", "gossip_queries", "option_anchors"])
     announced = Features.from_bytes(node_features(init.set(301)))  # an unknown (app) bit stays out
     assert set(announced.bits()) == {9, 15, 17, 23}
+    # an app's bit for node_announcement alone (bLIP 3's keysend) is added as it is
+    assert set(Features.from_bytes(node_features(init, Features.from_bits([55]))).bits()) == {9, 15, 17, 23, 55}
 
 
 def test_update_planner_rate_limits_and_delays_disabling() -> None:

@@ -91,13 +91,13 @@ class Net:
         self.nodes: dict[str, Node] = {}
         self.keys: dict[str, NodeKey] = {}
 
-    def node(self, name: str, policy: FeePolicy = POLICY) -> Node:
+    def node(self, name: str, policy: FeePolicy = POLICY, accept_keysend: bool = False) -> Node:
         """Node ``name`` (the same key and directories each time), forwarding under ``policy``."""
         self.keys.setdefault(name, NodeKey.generate())
         node = Node(self.keys[name], NodeConfig(listen=["mem://"], network="regtest"), transports={"mem": self.network.transport()})
         node.mount(ChainApp(self.tmp / name / "wallet", source=self.source))
         node.mount(ChannelsApp(self.tmp / name / "channels", config=ChannelConfig(minimum_depth=1)))
-        node.mount(PaymentsApp(self.tmp / name / "payments", policy=policy, graph=self.graph, mpp_timeout=20.0))
+        node.mount(PaymentsApp(self.tmp / name / "payments", policy=policy, graph=self.graph, mpp_timeout=20.0, accept_keysend=accept_keysend))
         self.nodes[name] = node
         return node
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
+from typing import Any
 
 import coincurve
 import pytest
@@ -67,3 +69,37 @@ def test_decodepay_runs_offline(capsys: pytest.CaptureFixture[str]) -> None:
     assert decoded["payee"] == coincurve.PrivateKey(key).public_key.format().hex() and decoded["amount_msat"] == 2_000
     assert main(["decodepay", text[:-1] + ("q" if text[-1] != "q" else "p"), "--json"]) == 1
     assert "not a valid BOLT-11 invoice" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_keysend_calls_its_method_and_prints_as_pay(capsys: pytest.CaptureFixture[str]) -> None:
+    node_id = "02" + "ab" * 32
+    assert request("keysend", node_id, "5000") == ("payments.keysend", {"node_id": node_id, "amount_msat": 5000})
+    assert request("keysend", node_id, "5000", "--max-fee-msat", "10")[1] == {"node_id": node_id, "amount_msat": 5000, "max_fee_msat": 10}
+    for amount in ("any", "0", "-3"):  # a keysend has no invoice to take an amount from
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["keysend", node_id, amount])
+    commands._print_invoices({"invoices": [{"label": "keysend-0011223344556677", "status": "paid", "keysend": True, "amount_msat": 5000,
+                                            "payment_hash": "00112233445566778899" + "aa" * 22, "preimage": "22" * 32}]})  # fmt: skip
+    commands._print_payments({"payments": [{"id": 3, "status": "complete", "keysend": True, "amount_msat": 5000, "destination": node_id,
+                                            "fee_msat": 1, "routes": [[]], "preimage": "22" * 32, "error": None}]})  # fmt: skip
+    out = capsys.readouterr().out
+    assert "keysend-0011223344556677: paid (keysend), 5000 msat" in out and "#3 complete (keysend): 5000 msat to 02ababababababab..." in out
+
+
+def test_accept_keysend_goes_from_the_command_line_to_the_payments_app(tmp_path: Path) -> None:
+    from lnpmsg.cli import settings_from_args
+    from lnpmsg.runtime import build_node
+    from lnpmsg.runtime.settings import SettingsError
+
+    def settings(*argv: str) -> Any:
+        return settings_from_args(build_parser().parse_args(["node", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0", *argv]))
+
+    assert settings().accept_keysend is False  # off unless asked
+    from test_config_file import parse_with  # (the config file: a switch like the others)
+
+    assert settings_from_args(parse_with(tmp_path, "accept-keysend = true\n")).accept_keysend is True
+    built = build_node(settings("--chain", "regtest", "--accept-keysend"))
+    app = built.app("payments")
+    assert app.accept_keysend is True and app.node_announcement_features.bits() == [55]
+    with pytest.raises(SettingsError, match="--accept-keysend needs"):
+        build_node(settings("--accept-keysend"))

@@ -9,6 +9,8 @@ payment stays in flight, and then:
 - ``cancelinvoice``: A's payment fails with the payee's ``incorrect_or_unknown_payment_details``,
   and so does a later payment of the invoice;
 - a multi-part payment is accepted only once every part is held (over a diamond A-{B,C}-D);
+  a cancel while its parts are still gathering fails them back at once (not at the MPP
+  timeout), and leaves another invoice's parts alone;
 - nobody answers: blocks bring the held HTLC within ``SETTLE_MARGIN_BLOCKS`` of its expiry and
   it fails back off chain, the invoice cancelled, the channel open;
 - B restarts while holding: the HTLC is held again (the replay neither fails nor settles it),
@@ -38,6 +40,9 @@ from lnpmsg.node.node import Node
 from lnpmsg.payments import bolt11
 from lnpmsg.payments.app import PaymentEvent
 from lnpmsg.payments.holding import HOLD_POLL
+from lnpmsg.payments.onion import decrypt_failure_onion
+from lnpmsg.payments.route import Route, RouteHop
+from lnpmsg.payments.sender import Part, build_part
 from lnpmsg.payments.receiving import SETTLE_MARGIN_BLOCKS
 from lnpmsg.payments.views import HOLD_MIN_FINAL_CLTV
 from lnpmsg.rpc.params import ParamsError
@@ -193,6 +198,52 @@ async def test_a_multi_part_payment_is_accepted_only_once_every_part_is_held(tmp
             paid = outcome["paid"]
             assert paid["status"] == "complete" and paid["parts"] == 2 and paid["preimage"] == preimage.hex()
             await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
+
+
+async def one_part(n: Net, payer: Node, payee: Node, bolt11_text: str, amount_msat: int) -> tuple[Part, tuple[str, int]]:
+    """The payer offers one part of ``amount_msat`` of the invoice's payment (its total: the invoice's amount) over its channel to the payee."""
+    decoded = bolt11.decode(bolt11_text)
+    assert decoded.amount_msat is not None
+    scid = next(c.short_channel_id for c in channels(payer).htlcs.channels() if c.peer_id == payee.node_id)
+    expiry = (await n.source.tip()).height + decoded.min_final_cltv + 10
+    route = Route((RouteHop(scid, 0, payee.node_id, amount_msat, expiry, amount_msat, expiry),))
+    part = build_part(route, decoded.payment_hash, decoded.payment_secret, decoded.amount_msat)
+    ref = await channels(payer).htlcs.add_htlc(scid, amount_msat, decoded.payment_hash, expiry, part.onion)
+    return part, ref
+
+
+@pytest.mark.trio
+async def test_a_cancel_fails_back_at_once_the_parts_of_a_payment_still_gathering(tmp_path: Path) -> None:
+    async with net(tmp_path) as n:
+        a, b = n.node("a"), n.node("b")
+        async with running(a, b):
+            await n.fund(a)
+            await n.open([(a, b, 1_000_000, 1_000_000)])
+            # never within this test: a part that fails back was failed by the cancel
+            payments(b).mpp.timeout = 3600.0
+            _, invoice = await hold_invoice(b, "gathering")
+            _, other = await hold_invoice(b, "other")
+            part, ref = await one_part(n, a, b, invoice["bolt11"], AMOUNT // 2)  # one of two parts
+            other_part, other_ref = await one_part(n, a, b, other["bolt11"], AMOUNT // 2)
+            hashes = [bytes.fromhex(i["payment_hash"]) for i in (invoice, other)]
+            await wait_until(lambda: all(payments(b).mpp.holds(h) for h in hashes), "both parts gathering")
+            assert (await listed(b, "gathering"))["status"] == "unpaid"
+            with record_events(b) as events:
+                cancelled = await payments(b).cancelinvoice(invoice["payment_hash"])
+                assert cancelled["status"] == "cancelled" and cancelled["htlcs"] == 0  # (none was held: accepted)
+                await events.wait_for(event("invoice.cancelled"), timeout=TIMEOUT)
+            await wait_until(lambda: ref in payments(a)._early, "the part failed back")
+            failed = decrypt_failure_onion(part.shared_secrets, payments(a)._early.pop(ref).reason or b"")
+            assert failed.hop_index == 0 and failed.failure is not None and failed.failure.code == UNKNOWN_PAYMENT_DETAILS
+            # the other invoice's part is still gathering, its HTLC still committed
+            assert payments(b).mpp.holds(hashes[1]) and not payments(b).mpp.holds(hashes[0])
+            assert [h.add.payment_hash for h in channels(b).htlcs.pending_incoming()] == [hashes[1]]
+            assert (await listed(b, "other"))["status"] == "unpaid" and (await listed(b, "gathering"))["status"] == "cancelled"
+            await payments(b).cancelinvoice(other["payment_hash"])
+            await wait_until(lambda: other_ref in payments(a)._early, "the other part failed back")
+            failed = decrypt_failure_onion(other_part.shared_secrets, payments(a)._early.pop(other_ref).reason or b"")
+            assert failed.failure is not None and failed.failure.code == UNKNOWN_PAYMENT_DETAILS
+            await wait_until(lambda: quiet(a) and quiet(b), "nothing left")
 
 
 @pytest.mark.trio

@@ -10,7 +10,7 @@ import os
 import coincurve
 import pytest
 
-from lnpmsg.payments.htlcs import CompleteSet, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
+from lnpmsg.payments.htlcs import CompleteSet, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, Spontaneous, decide
 from lnpmsg.payments.onion import HopPayload, construct_onion, decrypt_failure_onion
 from lnpmsg.payments.onion.failures import BADONION
 from lnpmsg.wire.primitives import ShortChannelId
@@ -180,3 +180,42 @@ def test_our_invoices_leave_the_payee_room_before_its_monitor_claims_on_chain() 
     htlc = Htlc(htlc_id=0, offered=False, amount_msat=1000, payment_hash=row["payment_hash"], cltv_expiry=HEIGHT + delta)
     assert force_close_reasons({(False, 0): htlc}, {row["payment_hash"]}, {}, HEIGHT) == []
     assert force_close_reasons({(False, 0): htlc}, {row["payment_hash"]}, {}, HEIGHT + delta - CLTV_CLAIM_BUFFER)
+
+
+def keysend(preimage: bytes, payment_hash: bytes, amount: int, cltv: int, *, accept: int | None = 24, invoices: dict | None = None,  # type: ignore[type-arg]
+            secret: bytes | None = None, total: int | None = None, htlc_msat: int | None = None) -> tuple[object, tuple[bytes, ...]]:
+    """Decide a keysend (bLIP 3) HTLC of ``payment_hash`` (``htlc_msat``, default ``amount``) whose final payload
+    carries ``preimage`` and ``amount``."""
+    payload = HopPayload.final(amount, cltv, payment_secret=secret, total_msat=total, keysend_preimage=preimage).encode()
+    built = construct_onion(os.urandom(32), [NODE_ID], [payload], payment_hash)
+    action = decide(node_secret=NODE, amount_msat=htlc_msat or amount, payment_hash=payment_hash, cltv_expiry=cltv, onion=built.packet, height=HEIGHT,
+                    now=1000.0, invoice=(invoices or {}).get, next_channel=lambda scid: None, policy=POLICY,
+                    keysend_min_final_cltv=accept)  # fmt: skip
+    return action, tuple(built.shared_secrets)
+
+
+def test_a_keysend_is_taken_when_accepted_and_its_preimage_is_the_hash_s() -> None:
+    preimage = os.urandom(32)
+    hashed = hashlib.sha256(preimage).digest()
+    action, _ = keysend(preimage, hashed, 5000, HEIGHT + 40)
+    assert action == Spontaneous(preimage, 5000, 5000)
+    # the HTLC may carry more than the onion says (kept: what we received), never less
+    assert keysend(preimage, hashed, 5000, HEIGHT + 40, htlc_msat=5100)[0] == Spontaneous(preimage, 5100, 5000)
+    assert failure_name(*keysend(preimage, hashed, 5000, HEIGHT + 40, htlc_msat=4999)) == (0, "final_incorrect_htlc_amount")
+    # a payment_data whose total is the amount (a sender's random secret) is fine; a multi-part keysend is not
+    assert keysend(preimage, hashed, 5000, HEIGHT + 40, secret=os.urandom(32))[0] == Spontaneous(preimage, 5000, 5000)
+    refusals = [
+        keysend(preimage, hashed, 5000, HEIGHT + 40, accept=None),  # we accept none
+        keysend(os.urandom(32), hashed, 5000, HEIGHT + 40),  # a forged preimage
+        keysend(preimage, hashed, 5000, HEIGHT + 23),  # closer than the 24 blocks we ask
+        keysend(preimage, hashed, 5000, HEIGHT + 40, secret=os.urandom(32), total=10_000),  # one part of more
+        # the hash of one of our invoices: it is the invoice's payment, and has not its secret
+        keysend(PREIMAGE, HASH, 100_000, HEIGHT + 40, invoices={HASH: TERMS}),
+    ]
+    for action, secrets in refusals:
+        assert failure_name(action, secrets) == (0, "incorrect_or_unknown_payment_details")
+    # a keysend we recorded (its row's terms): this HTLC again after a restart settles, without its preimage it fails
+    recorded = {hashed: InvoiceTerms(hashed, preimage, b"", 5000, 24, expires_at=0, paid=True, keysend=True)}
+    assert keysend(preimage, hashed, 5000, HEIGHT + 40, invoices=recorded)[0] == Settle(preimage, 5000)
+    assert keysend(preimage, hashed, 5000, HEIGHT + 40, invoices=recorded, accept=None)[0] == Settle(preimage, 5000)
+    assert failure_name(*keysend(os.urandom(32), hashed, 5000, HEIGHT + 40, invoices=recorded)) == (0, "incorrect_or_unknown_payment_details")

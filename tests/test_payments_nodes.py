@@ -2,7 +2,10 @@
 
 A (the chain owner) pays C through B; A-B runs over TCP, B-C over ZeroMQ
 in one test and over UDP in the other. C's channel is private: its invoice
-carries the route hint B -> C, A knows its own channel to B. In the second
+carries the route hint B -> C, A knows its own channel to B. C runs with
+``--accept-keysend``: B keysends to it with ``lnpmsg keysend``; A cannot (a
+keysend has no invoice, so no hint to C's private channel), nor to B, which
+takes none. In the second
 test B is killed with SIGKILL the moment A's HTLC is irrevocably committed
 on its disk (before B decides anything), then restarted: it decides the
 HTLC again, forwards it, and the payment completes; no HTLC is left and
@@ -11,6 +14,7 @@ no commitment reaches the chain.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ import pytest
 import trio
 
 from lnpmsg.channels.manager import CRASH_ENV
-from test_channels_nodes import LISTEN, WAIT, cli, owner_argv, start, stop, user_argv
+from test_channels_nodes import LISTEN, WAIT, _run_main, cli, owner_argv, start, stop, user_argv
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +43,9 @@ async def wait_quiet(data_dir: Path, count: int) -> list[dict[str, Any]]:
             await trio.sleep(0.2)
 
 
-async def line(tmp_path: Path, bc_kind: str, processes: list[tuple[trio.Process, Path]], b_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Start A, B and C, open A-B (TCP) and B-C (``bc_kind``), both funded by their left node."""
+async def line(tmp_path: Path, bc_kind: str, processes: list[tuple[trio.Process, Path]], b_env: dict[str, str] | None = None,
+               c_options: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """Start A, B and C (with ``c_options``), open A-B (TCP) and B-C (``bc_kind``), both funded by their left node."""
     dirs = {x: tmp_path / x for x in "abc"}
     a, a_info = await start(dirs["a"], LISTEN["tcp"], *owner_argv("127.0.0.1:0"))
     processes.append((a, dirs["a"]))
@@ -48,7 +53,7 @@ async def line(tmp_path: Path, bc_kind: str, processes: list[tuple[trio.Process,
     b_options = user_argv(url, cookie)
     b, b_info = await start(dirs["b"], LISTEN["tcp"], *b_options, env=b_env)
     processes.append((b, dirs["b"]))
-    c, c_info = await start(dirs["c"], LISTEN[bc_kind], *user_argv(url, cookie))
+    c, c_info = await start(dirs["c"], LISTEN[bc_kind], *user_argv(url, cookie), *c_options)
     processes.append((c, dirs["c"]))
     await cli("faucet", 3_000_000, "--data-dir", dirs["a"])
     b_address = (await cli("newaddr", "--data-dir", dirs["b"]))["address"]
@@ -90,13 +95,27 @@ async def check_paid(setup: dict[str, Any], paid: dict[str, Any], invoice: dict[
 async def test_pay_across_three_processes_over_tcp_and_zeromq(tmp_path: Path) -> None:
     processes: list[tuple[trio.Process, Path]] = []
     try:
-        setup = await line(tmp_path, "zmq", processes)
+        setup = await line(tmp_path, "zmq", processes, c_options=("--accept-keysend",))
         dirs = setup["dirs"]
         invoice = await cli("invoice", 25_000_000, "first", "across three processes", "--data-dir", dirs["c"])
         decoded = await cli("decodepay", invoice["bolt11"])
         assert decoded["payee"] == setup["c"]["node_id"] and decoded["route_hints"]  # the private B -> C channel
         paid = await cli("pay", invoice["bolt11"], "--data-dir", dirs["a"])
         await check_paid(setup, paid, invoice, 25_000_000)
+        # keysends: B pays C (started with --accept-keysend) over their channel; A cannot reach C, whose channel is
+        # private (no invoice, no route hint); B takes none (its refusal, as the payee's)
+        sent = await cli("keysend", setup["c"]["node_id"], 7_000_000, "--data-dir", dirs["b"])
+        assert sent["status"] == "complete" and [h["node_id"] for h in sent["routes"][0]] == [setup["c"]["node_id"]]
+        got = next(i for i in (await cli("listinvoices", "--data-dir", dirs["c"]))["invoices"] if i["keysend"])
+        assert got["status"] == "paid" and got["preimage"] == sent["preimage"] and got["received_msat"] == 7_000_000
+
+        async def refused(payer: str, payee: str) -> str:
+            code, out = await trio.to_thread.run_sync(_run_main, ["keysend", setup[payee]["node_id"], "1000000", "--data-dir", str(dirs[payer]), "--json"])
+            assert code == 1, out
+            return json.dumps(json.loads(out)["error"])
+
+        assert "no route" in await refused("a", "c")
+        assert "incorrect_or_unknown_payment_details" in await refused("a", "b")
     finally:
         for process, data_dir in reversed(processes):
             if process.returncode is None:

@@ -261,11 +261,12 @@ def announced_addresses(listen_addresses: Iterable[str], *, onion_only: bool, ex
     return out
 
 
-def node_features(init_features: Features) -> bytes:
+def node_features(init_features: Features, announced_only: Features | None = None) -> bytes:
     """The features a node_announcement carries: those of our ``init`` BOLT 9 allows there (N), and
-    the assumed ones (payment_secret, var_onion_optin...) that other implementations still look for."""
+    the assumed ones (payment_secret, var_onion_optin...) that other implementations still look for;
+    and ``announced_only``, the apps' bits for node_announcement alone (a bLIP's, such as keysend)."""
     bits = [b for b in init_features.bits() if (f := FEATURES_BY_BIT.get(b)) is not None and ("N" in f.contexts or f.assumed)]
-    return Features.from_bits(bits).to_bytes()
+    return (Features.from_bits(bits) | (announced_only or Features())).to_bytes()
 
 
 def default_alias(node_id: bytes) -> str:

@@ -30,9 +30,9 @@ On a full disk nothing is sent that the store could not record: the write
 is tried again until it lands (:mod:`.recording`), and a settlement or an
 offer the channel could not write is made again once the channel is back;
 the HTLCs paying an invoice that cannot be marked paid are held until their
-deadline, then all fail back together (:mod:`.receiving`). A hold invoice's
-payment is held until ``settleinvoice`` or ``cancelinvoice`` (or that same
-deadline), also across a restart (:mod:`.holding`).
+deadline, then all fail back together (:mod:`.receiving`). A hold invoice's payment is held until
+``settleinvoice`` or ``cancelinvoice`` (or that same deadline), also across a restart
+(:mod:`.holding`). Keysends (bLIP 3) are sent, and received when ``accept_keysend`` (:mod:`.keysend`).
 
 Routes come from :func:`~lnpmsg.payments.plan.plan_payment` over our
 channels, the invoice's route hints and the routing graph: ``graph`` if
@@ -40,7 +40,7 @@ given, else the gossip app's ``routing_graph`` when it has one.
 
 Control calls (``payments.<call>``; the CLI's ``invoice``, ``pay``,
 ``decodepay``, ``listinvoices``, ``delinvoice``, ``settleinvoice``, ``cancelinvoice``,
-``listpayments``, ``listforwards``).
+``keysend``, ``listpayments``, ``listforwards``).
 Events: ``invoice.created``, ``invoice.accepted``, ``invoice.paid``, ``invoice.cancelled``,
 ``invoice.deleted``, ``payment.sent``, ``payment.failed``, ``payment.forwarded``.
 """
@@ -64,7 +64,8 @@ from lnpmsg.channels.htlc_hook import HtlcHook, HtlcNotWritten, HtlcRefused, Inc
 from lnpmsg.payments.forwarding import Forwarding
 from lnpmsg.payments.graph import ChannelGraphView, RoutingGraph
 from lnpmsg.payments.holding import HeldSet, Holding
-from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, decide
+from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, Spontaneous, decide
+from lnpmsg.payments.keysend import KEYSEND_FEATURE_BIT, Keysending
 from lnpmsg.payments.orphans import Orphans, PaymentEnded
 from lnpmsg.payments.paying import PAY_TIMEOUT, Paying
 from lnpmsg.payments.policy import ChannelPolicies
@@ -73,7 +74,7 @@ from lnpmsg.payments.sender import OutgoingResult, onion_key
 from lnpmsg.payments.receiving import Receiving
 from lnpmsg.payments.recording import RETRY_MAX_DELAY, RETRY_MIN_DELAY, record
 from lnpmsg.payments.store import PaymentsStore, PaymentsStoreWriteFailed
-from lnpmsg.payments.views import decode_invoice, invoice_params, new_invoice, route_hints, forward_view, invoice_view, payment_view
+from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV, decode_invoice, invoice_params, new_invoice, route_hints, forward_view, invoice_view, payment_view
 from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire import Features
@@ -112,7 +113,7 @@ class PaymentEvent:
     reason: str = ""
 
 
-class PaymentsApp(Forwarding, Paying, Receiving, Holding, App):
+class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, App):
     """Invoices, payments and forwarding (see the module docs).
 
     Args:
@@ -122,13 +123,16 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, App):
             (``lnpmsg setchannelfee``), and route hints carry the peer's own channel_update.
         graph: the routing graph to plan over (default: the gossip app's, if any).
         mpp_timeout: seconds a multi-part payment to us may take to arrive whole.
+        accept_keysend: settle keysends to us (bLIP 3; announced in our node_announcement), else refuse them.
         now: wall clock for invoices and the scorer.
     """
 
     def __init__(self, directory: str | Path, *, channels_app: str = "channels", chain_app: str = "chain", announce_app: str = "announce",
                  policy: FeePolicy | None = None, graph: ChannelGraphView | None = None, mpp_timeout: float = 60.0,
-                 now: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 accept_keysend: bool = False, now: Callable[[], float] = time.time) -> None:  # fmt: skip
         super().__init__("payments", handler_timeout=None, features=_NODE_FEATURES)
+        self.accept_keysend = accept_keysend
+        self.node_announcement_features = Features.from_bits([KEYSEND_FEATURE_BIT]) if accept_keysend else Features()
         self.directory = Path(directory)
         self.channels_app_name = channels_app
         self.chain_app_name = chain_app
@@ -171,7 +175,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, App):
         for call, fn in {
             "invoice": self.invoice, "pay": self.pay, "decodepay": self.decodepay, "listinvoices": self.listinvoices,
             "listpayments": self.listpayments, "listforwards": self.listforwards, "delinvoice": self.delinvoice,
-            "settleinvoice": self.settleinvoice, "cancelinvoice": self.cancelinvoice,
+            "settleinvoice": self.settleinvoice, "cancelinvoice": self.cancelinvoice, "keysend": self.keysend,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
@@ -312,7 +316,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, App):
             return
         self._terms[row["payment_hash"]] = InvoiceTerms(
             row["payment_hash"], row["preimage"], row["payment_secret"], row["amount_msat"], row["min_final_cltv"],
-            row["expires_at"], paid=row["status"] == "paid", hold=bool(row["hold"]) and row["status"] != "paid",
+            row["expires_at"], paid=row["status"] == "paid", hold=bool(row["hold"]) and row["status"] != "paid", keysend=bool(row.get("keysend")),
         )  # fmt: skip
         self._labels[row["payment_hash"]] = row["label"]
 
@@ -405,6 +409,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, App):
             node_secret=self.node.key.secret, amount_msat=add.amount_msat, payment_hash=add.payment_hash,
             cltv_expiry=add.cltv_expiry, onion=add.onion_routing_packet, height=height, now=self._now(),
             invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self.policies.forwarding,
+            keysend_min_final_cltv=DEFAULT_MIN_FINAL_CLTV if self.accept_keysend else None,
         )  # fmt: skip
         wait = isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and (ref not in self._waited or ref in self._not_written)
         if known is not None and not isinstance(action, Forward) and not wait:
@@ -423,6 +428,8 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, App):
         elif isinstance(action, Settle):
             # (a task: HTLCs waiting for their invoice to be marked paid on a full disk hold up no other HTLC)
             self.spawn(self._settle, {ref: action.shared_secret}, add.payment_hash, action.preimage, action.amount_msat, self._now())
+        elif isinstance(action, Spontaneous):  # (a task, as Settle's)
+            self.spawn(self._keysend_received, ref, add.payment_hash, action)
         elif isinstance(action, HoldPart):
             await self._gather(ref, action)
         elif isinstance(action, FailOnion):

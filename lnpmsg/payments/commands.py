@@ -1,6 +1,6 @@
 """The ``lnpmsg`` subcommands of the payments app (:mod:`lnpmsg.payments.app`).
 
-``invoice``, ``pay``, ``listinvoices``, ``delinvoice``, ``settleinvoice``, ``cancelinvoice``,
+``invoice``, ``pay``, ``keysend``, ``listinvoices``, ``delinvoice``, ``settleinvoice``, ``cancelinvoice``,
 ``listpayments`` and ``listforwards``
 call the ``payments.*`` methods of a node started with a chain, like every
 control command (human output or ``--json``; exit 0, 1 on an error, 3 when no
@@ -20,8 +20,8 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"invoice", "pay", "decodepay", "listinvoices", "delinvoice", "settleinvoice", "cancelinvoice", "listpayments",
-                      "listforwards"})  # fmt: skip
+COMMANDS = frozenset({"invoice", "pay", "keysend", "decodepay", "listinvoices", "delinvoice", "settleinvoice", "cancelinvoice",
+                      "listpayments", "listforwards"})  # fmt: skip
 
 
 def _msat(text: str) -> int | None:
@@ -33,6 +33,13 @@ def _msat(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"a whole number of millisatoshis (or 'any'), got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _amount(text: str) -> int:
+    value = _msat(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("a keysend needs an amount: a whole number of millisatoshis")
     return value
 
 
@@ -65,9 +72,17 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.epilog = ("On failure the error names the hop that failed, its node and channel, and the BOLT-4 failure. "
                 "New parts leave for 40 s; a payment still in flight after 55 s goes on in the node "
                 "('lnpmsg listpayments' shows how it ends).")
+    p = add("keysend", "pay a node without an invoice (keysend, bLIP 3: our random preimage rides in the onion); waits for the result")
+    p.add_argument("node_id", metavar="NODEID", help="the payee's node id (hex)")
+    p.add_argument("amount_msat", type=_amount, metavar="AMOUNT_MSAT", help="millisatoshis the payee gets")
+    p.add_argument("--max-fee-msat", type=int, metavar="N", help="refuse routes whose fees are higher (default: no limit)")
+    p.epilog = ("The payee must accept keysends (lnpmsg: --accept-keysend; Core Lightning does by default, lnd with "
+                "--accept-keysend), else the payment fails with incorrect_or_unknown_payment_details. No invoice: "
+                "no proof of payment beyond the preimage we chose. Single part, final expiry 40 blocks.")
     p = add("decodepay", "decode and verify a BOLT-11 invoice (offline)", node=False)
     p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
-    p = add("listinvoices", "list our invoices: status (unpaid, paid, expired; accepted, cancelled), amount, preimage when paid")
+    p = add("listinvoices", "list our invoices: status (unpaid, paid, expired; accepted, cancelled), amount, preimage when paid; "
+            "keysends received (labelled keysend-...)")
     p.add_argument("--label", metavar="LABEL", help="only this invoice")
     p = add("delinvoice", "delete an unpaid or expired invoice: paying it fails from then on (unknown payment hash)")
     p.add_argument("label", metavar="LABEL", help="the invoice's label")
@@ -96,7 +111,8 @@ def _print_invoices(r: dict[str, Any]) -> None:
     for i in r["invoices"]:
         amount = "any amount" if i["amount_msat"] is None else f"{i['amount_msat']} msat"
         held = f", {i['held_msat']} msat held in {i['held_htlcs']} HTLC(s), the first expiring at {i['held_cltv_expiry']}" if "held_msat" in i else ""
-        print(f"{i['label']}: {i['status']}{' (hold)' if i.get('hold') else ''}, {amount}, hash {i['payment_hash']}{held}"
+        kind = " (hold)" if i.get("hold") else " (keysend)" if i.get("keysend") else ""
+        print(f"{i['label']}: {i['status']}{kind}, {amount}, hash {i['payment_hash']}{held}"
               + (f", preimage {i['preimage']}" if i.get("preimage") else ""))  # fmt: skip
     if not r["invoices"]:
         print("no invoices")
@@ -113,7 +129,7 @@ def _print_resolved(r: dict[str, Any]) -> None:
 def _print_payments(r: dict[str, Any]) -> None:
     for p in r["payments"]:
         extra = f"preimage {p['preimage']}" if p["preimage"] else (p["error"] or "")
-        print(f"#{p['id']} {p['status']}: {p['amount_msat']} msat to {p['destination'][:16]}..., fee {p['fee_msat']} msat, "
+        print(f"#{p['id']} {p['status']}{' (keysend)' if p.get('keysend') else ''}: {p['amount_msat']} msat to {p['destination'][:16]}..., fee {p['fee_msat']} msat, "
               f"{len(p['routes'])} route(s); {extra}")  # fmt: skip
     if not r["payments"]:
         print("no payments")
@@ -144,6 +160,11 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         if args.amount_msat is not None:
             params["amount_msat"] = args.amount_msat
         return "payments.pay", params, _print_pay
+    if args.command == "keysend":
+        params = {"node_id": args.node_id, "amount_msat": args.amount_msat}
+        if args.max_fee_msat is not None:
+            params["max_fee_msat"] = args.max_fee_msat
+        return "payments.keysend", params, _print_pay
     if args.command == "listinvoices":
         return "payments.listinvoices", {"label": args.label} if args.label else {}, _print_invoices
     if args.command == "delinvoice":

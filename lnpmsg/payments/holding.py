@@ -17,7 +17,9 @@ and the earliest expiry), ``invoice.accepted`` published, and held. Then:
   channel's monitor by the same fulfil, which claims the HTLC's output there.
 - ``payments.cancelinvoice HASH``: the held HTLCs fail back with
   ``incorrect_or_unknown_payment_details`` (what a node that does not know the
-  hash answers) and the invoice is ``cancelled``; an HTLC for it later fails at once.
+  hash answers), and so do the parts of a multi-part payment of it still
+  gathering (at once, not at the MPP timeout); the invoice is ``cancelled``; an
+  HTLC for it later fails at once.
 - No answer in time: once the chain comes within
   :data:`~lnpmsg.payments.receiving.SETTLE_MARGIN_BLOCKS` of the earliest held
   HTLC's expiry (the margin an unpaid invoice's HTLCs are held to on a full
@@ -138,12 +140,16 @@ class Holding:
 
     async def _cancel(self: PaymentsApp, payment_hash: bytes, why: str) -> HeldSet | None:
         """Give up a hold invoice (under the lock): later HTLCs for it fail at once (its terms are
-        forgotten), the held ones fail back, then it is recorded ``cancelled`` (a restart before
-        that finds none of its HTLCs and cancels it again)."""
+        forgotten), the held ones fail back and so do the parts of a payment of it still gathering,
+        then it is recorded ``cancelled`` (a restart before that finds none of its HTLCs and cancels it again)."""
         self._terms.pop(payment_hash, None)
         held = self._held.pop(payment_hash, None)
         if held is not None:
             await self._fail_held(held, why)
+        # parts of a payment still gathering: failed back now, not left to the MPP timeout
+        gathering = self.mpp.take(payment_hash)
+        if gathering:
+            await self._fail_held(HeldSet({ref: (p.shared_secret, p.amount_msat, p.cltv_expiry) for ref, p in gathering.items()}), why)
         store = self._store()
         await record(lambda: store.mark_cancelled(payment_hash), "a hold invoice cancelled")
         self._publish("invoice.cancelled", payment_hash, amount_msat=held.total_msat if held else 0,

@@ -8,7 +8,11 @@ action; the shell carries it out. :class:`MppSets` gathers the parts of a
 multi-part payment until they reach ``total_msat`` (or time out). A hold
 invoice (:attr:`InvoiceTerms.hold`: we do not know its preimage) has every
 HTLC paying it gathered so, also a single-part payment: the complete set is
-held, not settled (:mod:`.holding`).
+held, not settled (:mod:`.holding`). A keysend (bLIP 3: the payer's preimage
+in the final payload, no invoice) is :class:`Spontaneous` when we accept them
+and its preimage is the payment hash's (:mod:`.keysend` records it, then
+settles); an HTLC for the hash of one of our invoices is the invoice's,
+keysend record or not.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "InvoiceTerms",
     "MppSets",
     "Settle",
+    "Spontaneous",
     "decide",
 ]
 
@@ -87,6 +92,8 @@ class InvoiceTerms:
     paid: bool = False
     #: a hold invoice whose preimage we do not know (yet): its payment is gathered and held, never settled here
     hold: bool = False
+    #: a keysend we received (no invoice, no payment secret): its HTLCs are the ones whose onion carries its preimage
+    keysend: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,17 @@ class HoldPart:
     amount_msat: int
     shared_secret: bytes
     cltv_expiry: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Spontaneous:
+    """A keysend to us (bLIP 3): record it (a paid invoice-like row), then fulfil with ``preimage``;
+    ``amt_to_forward`` is what the payer's onion says we get, ``amount_msat`` the HTLC's."""
+
+    preimage: bytes
+    amount_msat: int
+    amt_to_forward: int
+    shared_secret: bytes = field(default=b"", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +158,7 @@ class Forward:
     fee_msat: int
 
 
-Action = Settle | HoldPart | FailOnion | FailMalformed | Forward
+Action = Settle | Spontaneous | HoldPart | FailOnion | FailMalformed | Forward
 
 
 def _fail(secret: bytes, failure: Failure, why: str) -> FailOnion:
@@ -160,6 +178,7 @@ def decide(
     next_channel: Callable[[int], tuple[bool, int] | None],
     policy: FeePolicy,
     policies: Callable[[int], Sequence[FeePolicy]] | None = None,
+    keysend_min_final_cltv: int | None = None,
 ) -> Action:
     """The action for one irrevocably committed incoming HTLC.
 
@@ -170,6 +189,8 @@ def decide(
     previous parameters are accepted for a while after a change, as payers
     learn of it); a forward meeting any of them passes, a failure names the
     current one. Without it, ``policy`` holds for every channel.
+    ``keysend_min_final_cltv``: we accept keysends (bLIP 3) expiring at least that many
+    blocks ahead (None: we refuse them, as a node that does not know the hash).
     """
     try:
         received = process_onion(node_secret, onion, payment_hash)
@@ -182,7 +203,7 @@ def decide(
     assert p.amt_to_forward is not None and p.outgoing_cltv_value is not None  # checked by process_onion
     if received.is_final:
         return _final(secret, p.amt_to_forward, p.outgoing_cltv_value, p.payment_secret, p.total, amount_msat,
-                      payment_hash, cltv_expiry, height, now, invoice)  # fmt: skip
+                      payment_hash, cltv_expiry, height, now, invoice, p.keysend_preimage, keysend_min_final_cltv)  # fmt: skip
     scid = p.short_channel_id.to_int() if p.short_channel_id is not None else 0
     channel = next_channel(scid)
     if channel is None:
@@ -209,15 +230,23 @@ def decide(
 
 def _final(secret: bytes, amt: int, outgoing_cltv: int, payment_secret: bytes | None, total: int | None,
            amount_msat: int, payment_hash: bytes, cltv_expiry: int, height: int, now: float,
-           invoice: Callable[[bytes], InvoiceTerms | None]) -> Action:  # fmt: skip
+           invoice: Callable[[bytes], InvoiceTerms | None], keysend_preimage: bytes | None = None,
+           keysend_min_final_cltv: int | None = None) -> Action:  # fmt: skip
     unknown = IncorrectOrUnknownPaymentDetails(htlc_msat=amount_msat, height=height)
     if amount_msat < amt:
         return _fail(secret, FinalIncorrectHtlcAmount(incoming_htlc_amt=amount_msat), f"HTLC {amount_msat} msat < onion's {amt}")
     if cltv_expiry < outgoing_cltv:
         return _fail(secret, FinalIncorrectCltvExpiry(cltv_expiry=cltv_expiry), f"HTLC expiry {cltv_expiry} < onion's {outgoing_cltv}")
     terms = invoice(payment_hash)
+    if terms is None and keysend_preimage is not None:
+        return _keysend(secret, unknown, keysend_preimage, amt, total, amount_msat, payment_hash, cltv_expiry, height,
+                        keysend_min_final_cltv)  # fmt: skip
     if terms is None:
         return _fail(secret, unknown, "unknown payment hash")
+    if terms.keysend:  # a keysend we recorded: this HTLC again (a restart before its fulfil), or its payer's twin
+        if keysend_preimage != terms.preimage:
+            return _fail(secret, unknown, "the hash of a keysend we received, without its preimage")
+        return Settle(terms.preimage, amount_msat, secret)
     if payment_secret is None or payment_secret != terms.payment_secret:
         return _fail(secret, unknown, "wrong or missing payment_secret")
     if now > terms.expires_at and not terms.paid:
@@ -230,6 +259,21 @@ def _final(secret: bytes, amt: int, outgoing_cltv: int, payment_secret: bytes | 
     if total_msat > amount_msat or terms.hold:
         return HoldPart(payment_hash, total_msat, amount_msat, secret, cltv_expiry)
     return Settle(terms.preimage, amount_msat, secret)
+
+
+def _keysend(secret: bytes, unknown: Failure, preimage: bytes, amt: int, total: int | None, amount_msat: int, payment_hash: bytes,
+             cltv_expiry: int, height: int, min_final_cltv: int | None) -> Action:  # fmt: skip
+    """A keysend (bLIP 3) for a hash no invoice of ours has: refused as an unknown payment unless we
+    accept keysends, its preimage is the hash's, it is whole (no multi-part keysend) and leaves us room to settle."""
+    if min_final_cltv is None:
+        return _fail(secret, unknown, "a keysend, and we accept none (--accept-keysend)")
+    if hashlib.sha256(preimage).digest() != payment_hash:
+        return _fail(secret, unknown, "a keysend whose preimage is not the payment hash's")
+    if total is not None and total != amt:
+        return _fail(secret, unknown, f"a keysend of {amt} msat in a payment of {total}: multi-part keysends are not accepted")
+    if cltv_expiry < height + min_final_cltv:
+        return _fail(secret, unknown, f"a keysend expiring at {cltv_expiry}, closer than {min_final_cltv} blocks to height {height}")
+    return Spontaneous(preimage, amount_msat, amt, secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +327,11 @@ class MppSets:
     def holds(self, payment_hash: bytes) -> bool:
         """Parts of a payment of ``payment_hash`` are held."""
         return payment_hash in self._sets
+
+    def take(self, payment_hash: bytes) -> dict[tuple[str, int], HoldPart]:
+        """Give up the set of ``payment_hash`` (its invoice is gone): its parts, to fail back (none if no set)."""
+        entry = self._sets.pop(payment_hash, None)
+        return entry.parts if entry is not None else {}
 
     def expire(self, now: float) -> list[tuple[tuple[str, int], FailOnion]]:
         """Parts of sets that waited past the timeout, with their ``mpp_timeout`` failures."""

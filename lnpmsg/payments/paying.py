@@ -68,12 +68,18 @@ class Paying:
             if done is not None:
                 details["preimage"] = done["preimage"].hex()
             raise ChainAppError("this invoice is already paid" if done else "a payment of this invoice is in progress", details)
+        return await self._start_payment(invoice, bolt11, total, timeout)
+
+    async def _start_payment(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float,
+                             keysend_preimage: bytes | None = None, max_fee_msat: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """Run the payment of ``total`` msat to ``invoice`` (a keysend's has no bolt11: see :mod:`.keysend`) as the
+        app's task; its result once it ends, or an error saying it goes on."""
         # the payment is the app's task, not the caller's: a caller that stops waiting (the control
         # server ends a call after a minute) leaves it running to its end, recorded in the store
         self._paying.add(invoice.payment_hash)
         outcome: dict[str, Any] = {}
         finished = trio.Event()
-        self.spawn(self._pay_task, invoice, bolt11, total, timeout, outcome, finished)
+        self.spawn(self._pay_task, invoice, bolt11, total, timeout, outcome, finished, keysend_preimage, max_fee_msat)
         with trio.move_on_after(min(timeout + PAY_WAIT_MARGIN, PAY_WAIT)):
             await finished.wait()
         if not finished.is_set():
@@ -88,9 +94,10 @@ class Paying:
                                 {"error": "Interrupted", "payment_hash": invoice.payment_hash.hex()})  # fmt: skip
         return outcome["result"]  # type: ignore[no-any-return]
 
-    async def _pay_task(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float, outcome: dict[str, Any], finished: trio.Event) -> None:
+    async def _pay_task(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float, outcome: dict[str, Any], finished: trio.Event,
+                        keysend_preimage: bytes | None = None, max_fee_msat: int | None = None) -> None:  # fmt: skip
         try:
-            outcome["result"] = await self._pay(invoice, bolt11, total, timeout)
+            outcome["result"] = await self._pay(invoice, bolt11, total, timeout, keysend_preimage, max_fee_msat)
         except Exception as exc:  # noqa: BLE001 - the caller gets it (as when it ran in the call); never the app's failure
             if not isinstance(exc, ChainAppError):
                 log.warning("payments: paying %s failed: %s", invoice.payment_hash.hex()[:16], exc, exc_info=True)
@@ -99,10 +106,11 @@ class Paying:
             self._paying.discard(invoice.payment_hash)
             finished.set()
 
-    async def _pay(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float) -> dict[str, Any]:
+    async def _pay(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float, keysend_preimage: bytes | None = None,
+                   max_fee_msat: int | None = None) -> dict[str, Any]:  # fmt: skip
         assert invoice.payee is not None
         height = await self._height()
-        find = self._route_finder(invoice, height)
+        find = self._route_finder(invoice, height, max_fee_msat)
         store = self._store()
         try:
             payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total,
@@ -110,7 +118,9 @@ class Paying:
         except PaymentsStoreWriteFailed as exc:  # nothing has left: the caller hears why
             log.error("payments: not paying %s: %s (free some space)", invoice.payment_hash.hex()[:16], exc)
             raise ChainAppError(f"cannot pay: {exc}", {"error": "StoreWriteFailed", "payment_hash": invoice.payment_hash.hex()}) from None
-        payment = Payment(invoice.payment_hash, invoice.payment_secret, total, find, self.scorer, invoice.payment_metadata)
+        # (a keysend sends no payment_data, as lnd and Core Lightning: some receivers refuse one with a keysend preimage)
+        secret = invoice.payment_secret if keysend_preimage is None else None
+        payment = Payment(invoice.payment_hash, secret, total, find, self.scorer, invoice.payment_metadata, keysend_preimage=keysend_preimage)
         failed: list[tuple[tuple[str, int], OutgoingResult]] = []
         await self._run_payment(payment, payment_id, trio.current_time() + timeout, timeout, failed)
         try:
@@ -224,7 +234,9 @@ class Paying:
                             log.warning("payments: the preimage of %s is not written yet: %s", payment.payment_hash.hex()[:16], exc)
                     payment.on_result(part, result, self._now())
 
-    def _route_finder(self: PaymentsApp, invoice: Invoice, height: int) -> Callable[[int, frozenset[int]], list[Route]]:
+    def _route_finder(self: PaymentsApp, invoice: Invoice, height: int,
+                      max_fee_msat: int | None = None) -> Callable[[int, frozenset[int]], list[Route]]:  # fmt: skip
+        """Routes for what is missing; ``max_fee_msat`` bounds a single route's fees (a keysend: no basic_mpp, so one route)."""
         def find(amount_msat: int, excluded: frozenset[int]) -> list[Route]:
             me = self.node.node_id
             extra = [local_channel(c.short_channel_id, me, c.peer_id, c.spendable_msat if c.usable and c.short_channel_id not in excluded else 0,
@@ -239,6 +251,6 @@ class Paying:
             options: dict[str, Any] = dict(current_height=height, now=self._now(), scorer=self.scorer, final_cltv_delta=invoice.min_final_cltv)
             if invoice.features.supports("basic_mpp"):
                 return find_routes(view, me, invoice.payee, amount_msat, **options)  # type: ignore[arg-type]
-            return [find_route(view, me, invoice.payee, amount_msat, **options)]  # type: ignore[arg-type]
+            return [find_route(view, me, invoice.payee, amount_msat, max_fee_msat=max_fee_msat, **options)]  # type: ignore[arg-type]
 
         return find

@@ -68,9 +68,10 @@ class PaymentFailed(Exception):
         self.details = details
 
 
-def build_part(route: Route, payment_hash: bytes, payment_secret: bytes, total_msat: int,
-               payment_metadata: bytes | None = None) -> Part:  # fmt: skip
-    """The onion of one route: forwarding payloads for the hops, the final one with ``payment_data``."""
+def build_part(route: Route, payment_hash: bytes, payment_secret: bytes | None, total_msat: int,
+               payment_metadata: bytes | None = None, keysend_preimage: bytes | None = None) -> Part:  # fmt: skip
+    """The onion of one route: forwarding payloads for the hops, the final one with ``payment_data``
+    (none without a ``payment_secret``: a keysend, whose final payload carries ``keysend_preimage``)."""
     payloads = []
     for i, hop in enumerate(route.hops):
         if i + 1 < len(route.hops):
@@ -78,7 +79,8 @@ def build_part(route: Route, payment_hash: bytes, payment_secret: bytes, total_m
             payloads.append(HopPayload.forward(hop.amt_to_forward, hop.outgoing_cltv_value, nxt).encode())
         else:
             payloads.append(HopPayload.final(hop.amt_to_forward, hop.outgoing_cltv_value, payment_secret=payment_secret,
-                                             total_msat=total_msat, payment_metadata=payment_metadata).encode())  # fmt: skip
+                                             total_msat=total_msat if payment_secret is not None else None,
+                                             payment_metadata=payment_metadata, keysend_preimage=keysend_preimage).encode())  # fmt: skip
     built = construct_onion(os.urandom(32), [h.node_id for h in route.hops], payloads, payment_hash)
     return Part(route, built.packet, tuple(built.shared_secrets))
 
@@ -107,11 +109,14 @@ class Payment:
     with those short channel ids (NoRouteError if none).
     The shell loops: :meth:`next_parts` -> offer each part -> :meth:`on_result` for each,
     until :attr:`done`; then :attr:`preimage` or :attr:`final_error` says how it ended.
+    A keysend has ``keysend_preimage`` and no ``payment_secret``.
     """
 
-    def __init__(self, payment_hash: bytes, payment_secret: bytes, total_msat: int, find_routes: Callable[[int, frozenset[int]], list[Route]],
-                 scorer: MissionControl, payment_metadata: bytes | None = None, max_attempts: int = MAX_ATTEMPTS) -> None:  # fmt: skip
+    def __init__(self, payment_hash: bytes, payment_secret: bytes | None, total_msat: int, find_routes: Callable[[int, frozenset[int]], list[Route]],
+                 scorer: MissionControl, payment_metadata: bytes | None = None, max_attempts: int = MAX_ATTEMPTS,
+                 keysend_preimage: bytes | None = None) -> None:  # fmt: skip
         self.payment_hash = payment_hash
+        self.keysend_preimage = keysend_preimage
         self.payment_secret = payment_secret
         self.total_msat = total_msat
         self.find_routes = find_routes
@@ -165,7 +170,7 @@ class Payment:
             return []
         parts = []
         for route in routes:
-            part = build_part(route, self.payment_hash, self.payment_secret, self.total_msat, self.payment_metadata)
+            part = build_part(route, self.payment_hash, self.payment_secret, self.total_msat, self.payment_metadata, self.keysend_preimage)
             attempt = Attempt(route.to_dict(), route.final_amount_msat, "pending")
             self.attempts.append(attempt)
             self._attempt_of[id(part)] = attempt

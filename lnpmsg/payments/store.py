@@ -60,10 +60,10 @@ CREATE INDEX IF NOT EXISTS payment_parts_by_payment ON payment_parts (payment_id
 """
 #: columns added after a table's first version: (table, column, definition)
 _ADDED_COLUMNS = (("forwards", "preimage", "BLOB"), ("forwards", "failure", "BLOB"), ("forwards", "out_onion_key", "BLOB"),
-                  ("invoices", "hold", "INTEGER NOT NULL DEFAULT 0"))  # fmt: skip
+                  ("invoices", "hold", "INTEGER NOT NULL DEFAULT 0"), ("invoices", "keysend", "INTEGER NOT NULL DEFAULT 0"))  # fmt: skip
 
 _INVOICE_FIELDS = ("payment_hash", "label", "bolt11", "preimage", "payment_secret", "amount_msat", "description",
-                   "created_at", "expires_at", "min_final_cltv", "status", "received_msat", "paid_at", "hold")  # fmt: skip
+                   "created_at", "expires_at", "min_final_cltv", "status", "received_msat", "paid_at", "hold", "keysend")  # fmt: skip
 _PAYMENT_FIELDS = ("id", "payment_hash", "bolt11", "payee", "amount_msat", "fee_msat", "status", "routes", "preimage",
                    "error", "attempts", "created_at", "completed_at")  # fmt: skip
 _FORWARD_FIELDS = ("in_channel", "in_htlc", "out_channel", "out_htlc", "in_msat", "out_msat", "shared_secret", "status", "created_at",
@@ -130,6 +130,15 @@ class PaymentsStore:
         values.setdefault("status", "unpaid")
         names = ", ".join(values)
         self._write(f"INSERT INTO invoices ({names}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+
+    def add_keysend(self, **values: Any) -> dict[str, Any] | None:
+        """A keysend we received, as a paid invoice (``keysend`` 1, its preimage, no bolt11): on disk
+        before its HTLC is fulfilled. The row now under its payment hash: a row that had the hash
+        already is left as it was (None: the label is another row's)."""
+        values.update(status="paid", keysend=1)
+        names = ", ".join(values)
+        self._write(f"INSERT OR IGNORE INTO invoices ({names}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+        return self.invoice(values["payment_hash"])
 
     def invoice(self, payment_hash: bytes) -> dict[str, Any] | None:
         rows = self._rows(f"SELECT {', '.join(_INVOICE_FIELDS)} FROM invoices WHERE payment_hash = ?", (payment_hash,), _INVOICE_FIELDS)

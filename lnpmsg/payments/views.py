@@ -26,12 +26,14 @@ __all__ = ["check_invoice", "decode_invoice", "forward_view", "invoice_params", 
 
 def invoice_view(row: dict[str, Any], now: float, held: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """An invoice for ``listinvoices``: an unpaid one past its expiry shows as ``expired``. A hold
-    invoice's payment held (status ``accepted``) shows ``held``: (HTLCs, their total msat, the earliest one's cltv_expiry)."""
+    invoice's payment held (status ``accepted``) shows ``held``: (HTLCs, their total msat, the earliest one's cltv_expiry).
+    A keysend we received (``keysend``) is a paid one without bolt11."""
     status = "expired" if row["status"] == "unpaid" and now > row["expires_at"] else row["status"]
     out = {
         "label": row["label"], "bolt11": row["bolt11"], "payment_hash": row["payment_hash"].hex(), "amount_msat": row["amount_msat"],
         "status": status, "description": row["description"], "expires_at": row["expires_at"],
         "received_msat": row["received_msat"], "paid_at": row["paid_at"], "hold": bool(row.get("hold")),
+        "keysend": bool(row.get("keysend")),
     }  # fmt: skip
     if row["status"] == "paid":
         out["preimage"] = row["preimage"].hex()
@@ -41,9 +43,10 @@ def invoice_view(row: dict[str, Any], now: float, held: tuple[int, int, int] | N
 
 
 def payment_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A payment for ``listpayments``."""
+    """A payment for ``listpayments`` (a keysend's has no bolt11)."""
     return {
-        "id": row["id"], "payment_hash": row["payment_hash"].hex(), "bolt11": row["bolt11"], "destination": row["payee"].hex(),
+        "id": row["id"], "payment_hash": row["payment_hash"].hex(), "bolt11": row["bolt11"] or None, "keysend": not row["bolt11"],
+        "destination": row["payee"].hex(),
         "amount_msat": row["amount_msat"], "fee_msat": row["fee_msat"], "status": row["status"], "routes": row["routes"],
         "preimage": row["preimage"].hex() if row["preimage"] else None, "error": row["error"], "attempts": row["attempts"],
         "created_at": row["created_at"], "completed_at": row["completed_at"],

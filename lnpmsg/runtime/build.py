@@ -410,6 +410,8 @@ def _mount_chain(node: Node, settings: NodeSettings) -> list[type[BaseException]
 def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseException]]:
     """The channel and payments apps, when the node has a chain (funding, depth and closes need one)."""
     if "chain" not in node.apps:
+        if settings.accept_keysend:
+            raise SettingsError("--accept-keysend needs payments, so a chain: --chain regtest or --bitcoind-rpc")
         return []
     from lnpmsg.channels.app import ChannelsApp
     from lnpmsg.channels.options import HRPS, channel_settings
@@ -421,7 +423,7 @@ def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseExcepti
     node.mount(ChannelsApp(settings.data_dir / "channels", config=config, policy=policy, dev=settings.dev))
     from lnpmsg.payments.app import PaymentsApp
 
-    node.mount(PaymentsApp(settings.data_dir / "payments"))
+    node.mount(PaymentsApp(settings.data_dir / "payments", accept_keysend=settings.accept_keysend))
     from lnpmsg.channels.errors import ChannelStoreError
     from lnpmsg.payments.store import PaymentsStoreError
 

@@ -140,6 +140,8 @@ class NodeSettings:
     apps: list[AppSpec] = field(default_factory=list)
     #: ``lnpmsg node``'s channel options (:mod:`lnpmsg.channels.options`: option name -> value)
     channel_options: dict[str, Any] = field(default_factory=dict)
+    #: receive keysends (bLIP 3) and announce it (``--accept-keysend``); off by default
+    accept_keysend: bool = False
     #: the ``--dev-*`` options (conformance suites): forced channel secrets, funding
     #: depth, imported wallet keys, fast gossip (see :mod:`lnpmsg.channels.dev`)
     dev: DevOptions = field(default_factory=_no_dev_options)

@@ -71,7 +71,7 @@ from lnpmsg.gossip.verify import check_channel_update
 from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.node.peer import Peer
 from lnpmsg.rpc.params import ParamsError
-from lnpmsg.wire import Message, WarningMessage
+from lnpmsg.wire import Features, Message, WarningMessage
 
 from lnpmsg.channels.manager import ManagedChannel, format_scid
 from lnpmsg.channels.state import Phase
@@ -481,7 +481,10 @@ class AnnounceApp(App):
         """Our node_announcement when what it says changed (at most once per ``min_interval``)."""
         config = self.config
         addresses = announced_addresses(self.node.listen_addresses, onion_only=self.node.config.onion_only, extra=config.extra_addresses)
-        content = (config.alias, config.rgb_color, tuple(addresses))
+        announced_only = Features()
+        for app in self.node.apps.values():
+            announced_only = announced_only | app.node_announcement_features
+        content = (config.alias, config.rgb_color, tuple(addresses), announced_only)
         if content == self._node_announced or now - self._node_announced_at < config.min_interval:
             return None
         known = self.gossip.graph.nodes.get(self.node.node_id)
@@ -489,7 +492,7 @@ class AnnounceApp(App):
         self._node_announced = content
         self._node_announced_at = now
         log.info("announce: node_announcement with %d address(es): %s", len(addresses), ", ".join(str(a) for a in addresses) or "none")
-        features = node_features(self.node.local_features())
+        features = node_features(self.node.local_features(), announced_only)
         return build_node_announcement(self.node.key.secret, timestamp, alias=config.alias, rgb_color=config.rgb_color,
                                        addresses=addresses, features=features)  # fmt: skip
 

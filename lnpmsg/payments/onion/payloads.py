@@ -29,10 +29,14 @@ from lnpmsg.wire.tlv import TlvSchema, TlvStream
 __all__ = [
     "ENCRYPTED_DATA_TLVS",
     "HOP_PAYLOAD_TLVS",
+    "KEYSEND_TLV_TYPE",
     "HopPayload",
     "PaymentData",
     "decode_hop_payload",
 ]
+
+#: bLIP 3 ``keysend_preimage``: a spontaneous payment's preimage, chosen by the payer
+KEYSEND_TLV_TYPE = 5482373484
 
 #: ``payment_data``: the invoice's secret and the total of a (multi-part) payment
 PaymentData = record("payment_data", ("payment_secret", fixed_bytes(32, "payment_secret")), ("total_msat", tu64))
@@ -48,6 +52,8 @@ HOP_PAYLOAD_TLVS = TlvSchema(
         12: ("current_path_key", point),
         16: ("payment_metadata", rest_bytes),
         18: ("total_amount_msat", tu64),
+        # bLIP 3 keysend: the payer's preimage, for the final node (an even type: a node that does not know it refuses the payload)
+        KEYSEND_TLV_TYPE: ("keysend_preimage", fixed_bytes(32, "keysend_preimage")),
     },
     name="payload",
 )
@@ -83,7 +89,8 @@ class HopPayload:
     ``short_channel_id``; the final one ``amt_to_forward``,
     ``outgoing_cltv_value`` and, when the invoice has a secret,
     ``payment_secret`` + ``total_msat`` (record ``payment_data``) and
-    ``payment_metadata``. Blinded hops use ``encrypted_recipient_data``,
+    ``payment_metadata``; a keysend (bLIP 3) one ``keysend_preimage`` instead of
+    an invoice's secret. Blinded hops use ``encrypted_recipient_data``,
     ``current_path_key`` and (final) ``total_amount_msat``. ``unknown`` keeps
     unknown odd records exactly as received.
     """
@@ -97,6 +104,7 @@ class HopPayload:
     encrypted_recipient_data: bytes | None = None
     current_path_key: bytes | None = None
     total_amount_msat: int | None = None
+    keysend_preimage: bytes | None = None
     unknown: Mapping[int, bytes] = field(default_factory=dict)
 
     @classmethod
@@ -113,6 +121,7 @@ class HopPayload:
         payment_secret: bytes | None = None,
         total_msat: int | None = None,
         payment_metadata: bytes | None = None,
+        keysend_preimage: bytes | None = None,
     ) -> HopPayload:
         """The final node's payload; ``total_msat`` defaults to ``amt_to_forward`` (a single-part payment)."""
         if payment_secret is not None and total_msat is None:
@@ -123,6 +132,7 @@ class HopPayload:
             payment_secret=payment_secret,
             total_msat=total_msat,
             payment_metadata=payment_metadata,
+            keysend_preimage=keysend_preimage,
         )
 
     def _records(self) -> dict[str, Any]:
@@ -134,6 +144,7 @@ class HopPayload:
             "current_path_key": self.current_path_key,
             "payment_metadata": self.payment_metadata,
             "total_amount_msat": self.total_amount_msat,
+            "keysend_preimage": self.keysend_preimage,
         }
         if self.payment_secret is not None or self.total_msat is not None:
             if self.payment_secret is None or self.total_msat is None:
@@ -249,5 +260,6 @@ def decode_hop_payload(data: bytes, shared_secret: bytes) -> HopPayload:
         encrypted_recipient_data=stream.get("encrypted_recipient_data"),
         current_path_key=stream.get("current_path_key"),
         total_amount_msat=stream.get("total_amount_msat"),
+        keysend_preimage=stream.get("keysend_preimage"),
         unknown=dict(stream.unknown),
     )

@@ -1,0 +1,130 @@
+"""Keysend (bLIP 3): spontaneous payments, the payments app's part (a mixin of :class:`~lnpmsg.payments.app.PaymentsApp`).
+
+A keysend needs no invoice: the payer picks a random preimage and puts it in
+the final hop's payload (TLV type 5482373484, ``keysend_preimage``); the
+HTLC's payment hash is its sha256.
+
+Sending (``payments.keysend NODE_ID AMOUNT_MSAT``, Core Lightning's
+``keysend``, lnd's ``sendpayment --keysend``): a payment like ``pay``'s
+(:mod:`.paying`: the same route finding over our channels and the graph,
+retries, the store and a restart's adoption), to the node itself with what an
+invoice would have said filled in: a final expiry of
+:data:`KEYSEND_FINAL_CLTV` blocks (no invoice says what the payee wants), no route
+hints, a single part (no multi-part keysend), and no ``payment_data``: lnd
+and Core Lightning send none, and some receivers refuse one next to a keysend
+preimage. ``listpayments`` shows it (no bolt11); its preimage is ours from the
+start, and recorded once the payee's fulfil brings it back (a payment row with
+a preimage is a completed one, also after a restart).
+
+Receiving, with ``accept_keysend`` (``lnpmsg node --accept-keysend``; off by
+default, as lnd: see the option's help): we announce feature bit
+:data:`KEYSEND_FEATURE_BIT` in our ``node_announcement`` (bLIP 2's table: 54/55,
+context N only, so not in ``init``), and a final-hop HTLC whose keysend
+preimage hashes to its payment hash, for a hash none of our invoices has,
+whole (``total_msat``, if given, its own amount), expiring at least
+:data:`~lnpmsg.payments.views.DEFAULT_MIN_FINAL_CLTV` blocks ahead
+(:func:`~lnpmsg.payments.htlcs.decide`) is recorded first, as a paid
+invoice-like row (label ``keysend-`` and the hash's first 16 hex digits,
+``keysend`` true: ``listinvoices`` shows it), then fulfilled (persist, then
+send); ``invoice.paid`` is published. A restart between the two settles it
+then: the replayed HTLC finds the row. Any other keysend fails with
+``incorrect_or_unknown_payment_details`` (what bLIP 3 asks for a keysend a
+node does not want, or whose preimage does not match); one for the hash of
+one of our invoices is that invoice's payment, and goes by its terms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from lnpmsg.payments.bolt11 import Invoice
+from lnpmsg.payments.htlcs import Spontaneous
+from lnpmsg.payments.onion import create_failure_onion
+from lnpmsg.payments.onion.failures import IncorrectOrUnknownPaymentDetails, TemporaryNodeFailure
+from lnpmsg.payments.paying import PAY_TIMEOUT
+from lnpmsg.payments.receiving import near_expiry
+from lnpmsg.payments.recording import RecordAbandoned, record
+from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV
+from lnpmsg.rpc.params import ParamsError, hex_param
+from lnpmsg.wire import Features
+
+if TYPE_CHECKING:
+    from lnpmsg.payments.app import PaymentsApp
+
+__all__ = ["KEYSEND_FEATURE_BIT", "KEYSEND_FINAL_CLTV", "Keysending", "keysend_row"]
+
+log = logging.getLogger("lnpmsg.payments.app")
+
+#: bLIP 3's feature bit (optional), in node_announcement only
+KEYSEND_FEATURE_BIT = 55
+#: the final expiry a keysend asks for, in blocks: the payee names none, so ample room above the
+#: 18-24 blocks invoices ask (lnpmsg's receiving side asks 24 of a keysend)
+KEYSEND_FINAL_CLTV = 40
+#: var_onion_optin: what the payment "invoice" of a keysend offers (no basic_mpp: one part)
+_KEYSEND_FEATURES = Features.from_bits([8])
+_HRP = {"regtest": "bcrt", "testnet": "tb", "signet": "tbs", "bitcoin": "bc"}
+
+
+def keysend_row(payment_hash: bytes, preimage: bytes, action: Spontaneous, now: int) -> dict[str, Any]:
+    """The store row of a keysend we received (a paid invoice without bolt11 or payment secret):
+    ``amount_msat`` what the payer's onion says, ``received_msat`` what the HTLC carries."""
+    return dict(payment_hash=payment_hash, label=f"keysend-{payment_hash.hex()[:16]}", bolt11="", preimage=preimage, payment_secret=b"",
+                amount_msat=action.amt_to_forward, description="keysend", created_at=now, expires_at=now,
+                min_final_cltv=DEFAULT_MIN_FINAL_CLTV, received_msat=action.amount_msat, paid_at=now)  # fmt: skip
+
+
+class Keysending:
+    """Keysend, sent and received (see the module docs); mixed into the payments app."""
+
+    async def keysend(self: PaymentsApp, node_id: str, amount_msat: int, max_fee_msat: int | None = None,
+                      timeout: float = PAY_TIMEOUT) -> dict[str, Any]:  # fmt: skip
+        """Pay AMOUNT_MSAT to NODE_ID without an invoice (bLIP 3 keysend: our random preimage rides in its onion);
+        ``max_fee_msat`` bounds the route's fees. Returns once paid (preimage) or failed, as ``pay``."""
+        payee = hex_param(node_id, "node_id", 33)
+        if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or amount_msat <= 0:
+            raise ParamsError(f"amount_msat must be a positive integer, got {amount_msat!r}")
+        if max_fee_msat is not None and (not isinstance(max_fee_msat, int) or isinstance(max_fee_msat, bool) or max_fee_msat < 0):
+            raise ParamsError(f"max_fee_msat must be a non-negative integer, got {max_fee_msat!r}")
+        if payee == self.node.node_id:
+            raise ParamsError("node_id is this node: a keysend goes to another node")
+        preimage = os.urandom(32)
+        payment_hash = hashlib.sha256(preimage).digest()
+        # what an invoice would have said, filled in for the payment (never signed nor shown: the payment's bolt11 is empty)
+        target = Invoice(currency=_HRP.get(self._network(), "bcrt"), timestamp=int(self._now()), payment_hash=payment_hash,
+                         payment_secret=bytes(32), amount_msat=amount_msat, description="keysend",
+                         min_final_cltv_expiry_delta=KEYSEND_FINAL_CLTV, features=_KEYSEND_FEATURES, payee=payee)  # fmt: skip
+        log.info("payments: keysend of %d msat to %s (payment hash %s)", amount_msat, payee.hex()[:16], payment_hash.hex()[:16])
+        return await self._start_payment(target, "", amount_msat, timeout, keysend_preimage=preimage, max_fee_msat=max_fee_msat)
+
+    async def _keysend_received(self: PaymentsApp, ref: tuple[str, int], payment_hash: bytes, action: Spontaneous) -> None:
+        """A keysend to us (:class:`Spontaneous`): recorded as a paid invoice, then fulfilled (persist, then send).
+        On a full disk it waits for the write as long as the HTLC may, then fails back (``temporary_node_failure``)."""
+        store, now, started = self._store(), int(self._now()), self._now()
+        row = keysend_row(payment_hash, action.preimage, action, now)
+        give_up = partial(self._keysend_deadline, ref, started)
+        try:
+            stored = await record(lambda: store.add_keysend(**row), f"the keysend {row['label']!r} received", give_up)
+        except RecordAbandoned as exc:
+            log.error("payments: keysend %s not recorded, %s: failing it back with temporary_node_failure", row["label"], exc.why)
+            await self._fail(ref, create_failure_onion(action.shared_secret, TemporaryNodeFailure()), f"not recorded: {exc.why}")
+            return
+        # (a row of this hash may be there already: a twin keysend recorded it meanwhile, settled as this one)
+        if stored is None or not stored["keysend"] or stored["preimage"] != action.preimage:
+            failure = IncorrectOrUnknownPaymentDetails(htlc_msat=action.amount_msat, height=await self._height())
+            await self._fail(ref, create_failure_onion(action.shared_secret, failure), "a keysend whose hash or label is another invoice's")
+            return
+        if payment_hash not in self._terms:  # recorded now
+            self._remember(stored)
+            log.info("payments: keysend %s received (%d msat)", stored["label"], stored["received_msat"])
+            self._publish("invoice.paid", payment_hash, amount_msat=stored["received_msat"], label=stored["label"])
+        await self._call(lambda: self.htlcs.fulfill(ref[0], ref[1], action.preimage), ref)
+
+    async def _keysend_deadline(self: PaymentsApp, ref: tuple[str, int], started: float) -> str | None:
+        """Why a keysend's HTLC may wait no longer for its row to be written (None: it may): as an invoice's."""
+        if self._now() >= started + self.mpp.timeout:
+            return f"not written within {self.mpp.timeout:g} s"
+        return await near_expiry(self, [ref])
