@@ -98,9 +98,14 @@ async def refused(call: Any, *args: Any, **kwargs: Any) -> ChainAppError:
     return info.value
 
 
-async def two_nodes(n: Net) -> tuple[Node, Node]:
+@asynccontextmanager
+async def a_channel(n: Net) -> AsyncIterator[tuple[Node, Node]]:
+    """Nodes A and B running, with a channel A-B of 1,000,000 sat that A funded."""
     a, b = n.node("a"), n.node("b")
-    return a, b
+    async with running(a, b):
+        await n.fund(a)
+        await n.open([(a, b, 1_000_000, 1_000_000)])
+        yield a, b
 
 
 @pytest.mark.trio
@@ -215,10 +220,7 @@ async def one_part(n: Net, payer: Node, payee: Node, bolt11_text: str, amount_ms
 @pytest.mark.trio
 async def test_a_cancel_fails_back_at_once_the_parts_of_a_payment_still_gathering(tmp_path: Path) -> None:
     async with net(tmp_path) as n:
-        a, b = n.node("a"), n.node("b")
-        async with running(a, b):
-            await n.fund(a)
-            await n.open([(a, b, 1_000_000, 1_000_000)])
+        async with a_channel(n) as (a, b):
             # never within this test: a part that fails back was failed by the cancel
             payments(b).mpp.timeout = 3600.0
             _, invoice = await hold_invoice(b, "gathering")
@@ -249,10 +251,7 @@ async def test_a_cancel_fails_back_at_once_the_parts_of_a_payment_still_gatherin
 @pytest.mark.trio
 async def test_a_held_payment_fails_back_off_chain_before_its_expiry(tmp_path: Path) -> None:
     async with net(tmp_path) as n:
-        a, b = n.node("a"), n.node("b")
-        async with running(a, b):
-            await n.fund(a)
-            await n.open([(a, b, 1_000_000, 1_000_000)])
+        async with a_channel(n) as (a, b):
             preimage, invoice = await hold_invoice(b, "late")
             with record_events(b) as events:
                 async with paying(a, invoice["bolt11"]) as outcome:
