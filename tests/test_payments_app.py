@@ -285,6 +285,26 @@ def _scid(scid: int) -> str:
 
 
 @asynccontextmanager
+async def paying(payer: Node, bolt11_text: str) -> AsyncIterator[dict[str, Any]]:
+    """Pay in the background; ``outcome`` gets ``paid`` or ``error`` (the block waits for it on the way out)."""
+    outcome: dict[str, Any] = {}
+    done = trio.Event()
+
+    async def pay() -> None:
+        try:
+            outcome["paid"] = await payments(payer).pay(bolt11_text)
+        except ChainAppError as exc:
+            outcome["error"] = exc
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pay)
+        yield outcome
+        with trio.fail_after(TIMEOUT):
+            await done.wait()
+
+
+@asynccontextmanager
 async def diamond(n: Net) -> AsyncIterator[tuple[Node, Node, Node, Node]]:
     """Nodes A, B, C and D running, with channels A-B, A-C (600,000 sat a side) and B-D, C-D (1,000,000):
     two paths from A to D, neither able to carry 900,000 sat alone (a multi-part payment's)."""

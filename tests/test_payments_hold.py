@@ -49,7 +49,7 @@ from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing import record_events
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
-from test_payments_app import TIMEOUT, Net, channels, diamond, net, payment_ended, payments, quiet, wait_until
+from test_payments_app import TIMEOUT, Net, channels, diamond, net, paying, payment_ended, payments, quiet, wait_until
 from test_payments_onchain import channel_with
 
 UNKNOWN_PAYMENT_DETAILS = 0x4000 | 15
@@ -65,26 +65,6 @@ async def hold_invoice(payee: Node, label: str, amount_msat: int = AMOUNT, expir
     preimage = os.urandom(32)
     invoice = await payments(payee).invoice(amount_msat, label, "held until settled", expiry, payment_hash=sha256(preimage).hex(), hold=True)
     return preimage, invoice
-
-
-@asynccontextmanager
-async def paying(payer: Node, bolt11_text: str) -> AsyncIterator[dict[str, Any]]:
-    """Pay in the background; ``outcome`` gets ``paid`` or ``error`` (the block waits for it on the way out)."""
-    outcome: dict[str, Any] = {}
-    done = trio.Event()
-
-    async def pay() -> None:
-        try:
-            outcome["paid"] = await payments(payer).pay(bolt11_text)
-        except ChainAppError as exc:
-            outcome["error"] = exc
-        done.set()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pay)
-        yield outcome
-        with trio.fail_after(TIMEOUT):
-            await done.wait()
 
 
 async def listed(node: Node, label: str) -> dict[str, Any]:

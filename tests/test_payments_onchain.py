@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -34,8 +35,7 @@ from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.payments import bolt11
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.app import ChainApp
-from lnpmsg.wallet.calls import ChainAppError
-from test_payments_app import Net, channels, net, payments, wait_until
+from test_payments_app import Net, channels, net, paying, payments, wait_until
 
 PERMANENT_CHANNEL_FAILURE = 0x4000 | 8
 
@@ -57,13 +57,14 @@ async def invoice_of(n: Net, issuer: Node, payee: str, payment_hash: bytes, amou
     return bolt11.encode(bolt11.sign(forged, n.keys[payee].secret))
 
 
-async def mine_until(n: Net, nodes: tuple[Node, ...], done: trio.Event, most: int) -> int:
-    """Mine one block at a time (each seen by every node's channel monitors) until ``done``; the blocks mined."""
+async def mine_until(n: Net, nodes: tuple[Node, ...], outcome: dict[str, Any], most: int) -> int:
+    """Mine one block at a time (each seen by every node's channel monitors) until the payment has its
+    ``outcome`` (:func:`~test_payments_app.paying`); the blocks mined."""
     for count in range(1, most + 1):
         await n.source.mine(1)
         height = (await n.source.tip()).height
         await wait_until(lambda: all(channels(x).onchain.done_height == height for x in nodes), f"block {height} seen")  # type: ignore[union-attr]
-        if done.is_set():
+        if outcome:
             return count
         await trio.sleep(0.05)
     raise AssertionError(f"not done after {most} blocks")
@@ -94,24 +95,14 @@ async def test_the_next_channel_times_out_on_chain_and_the_incoming_htlc_fails_b
             await n.open([(a, b, 600_000, 600_000), (b, c, 600_000, 600_000)])
             start = (await n.source.tip()).height
             text = await invoice_of(n, b, "c", sha256(os.urandom(32)), 20_000_000)
-            done, outcome = trio.Event(), {}
-
-            async def pay() -> None:
-                try:
-                    outcome["paid"] = await payments(a).pay(text)
-                except ChainAppError as exc:
-                    outcome["error"] = exc
-                done.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pay)
+            async with paying(a, text) as outcome:
                 await wait_until(lambda: holds_htlc(c, b) and holds_htlc(b, c), "the HTLC held by C")
                 (in_htlc,) = channel_with(b, a).core.state.local_commit.spec.htlcs
                 (out_htlc,) = channel_with(b, c).core.state.local_commit.spec.htlcs
                 # B's monitor of B-C knows which incoming expiry the outgoing HTLC answers
                 monitor = channels(b).onchain.watched[channel_with(b, c).key].monitor  # type: ignore[union-attr]
                 assert monitor.describe()["upstream"] == {out_htlc.add.id: in_htlc.add.cltv_expiry}
-                mined = await mine_until(n, (a, b, c), done, most=in_htlc.add.cltv_expiry - start)
+                mined = await mine_until(n, (a, b, c), outcome, most=in_htlc.add.cltv_expiry - start)
             error = outcome["error"]
             assert error.details["erring_index"] == 0 and error.details["erring_node"] == b.node_id.hex()
             assert error.details["code"] == PERMANENT_CHANNEL_FAILURE and "permanent_channel_failure" in str(error)
@@ -135,14 +126,7 @@ async def test_the_preimage_revealed_on_chain_settles_the_incoming_htlc(tmp_path
             await n.open([(a, b, 600_000, 600_000), (b, c, 600_000, 600_000)])
             preimage = os.urandom(32)
             text = await invoice_of(n, b, "c", sha256(preimage), 20_000_000)
-            done, outcome = trio.Event(), {}
-
-            async def pay() -> None:
-                outcome["paid"] = await payments(a).pay(text)
-                done.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pay)
+            async with paying(a, text) as outcome:
                 await wait_until(lambda: holds_htlc(c, b) and holds_htlc(b, c), "the HTLC held by C")
                 key = channel_with(c, b).key
                 # C knows the preimage only on chain: its monitor claims the HTLC with it
@@ -150,7 +134,8 @@ async def test_the_preimage_revealed_on_chain_settles_the_incoming_htlc(tmp_path
                 await channels(c).closechannel(key, force=True)
                 (in_htlc,) = channel_with(b, a).core.state.local_commit.spec.htlcs
                 start = (await n.source.tip()).height
-                mined = await mine_until(n, (a, b, c), done, most=in_htlc.add.cltv_expiry - start)
+                mined = await mine_until(n, (a, b, c), outcome, most=in_htlc.add.cltv_expiry - start)
+            assert "paid" in outcome, outcome
             paid = outcome["paid"]
             assert paid["status"] == "complete" and paid["preimage"] == preimage.hex()
             assert start + mined < in_htlc.add.cltv_expiry
