@@ -104,6 +104,19 @@ def _node_runner(
     return run_node
 
 
+async def _restart_once_crashed(nursery: trio.Nursery, run_node: Callable[..., Awaitable[None]], live: dict[str, Node], victim: str,
+                                fired: Callable[[], bool]) -> None:  # fmt: skip
+    """Wait for ``victim``'s crash (``fired``) and for its neighbours to see it; then start it again in
+    ``nursery`` (the same key, the same directories) and dial its neighbours."""
+    with trio.fail_after(60):
+        while not fired():
+            await trio.sleep(0.01)
+    await wait_until(lambda: all(live[victim].node_id not in live[x].peers for x in NEIGHBOURS[victim]), "the neighbours see the crash")
+    await nursery.start(run_node, victim)
+    for neighbour in NEIGHBOURS[victim]:
+        await live[victim].connect(live[neighbour].addresses[0])
+
+
 class CrashPlan:
     """Count each watched node's payments-store writes; crash ``victim`` right after its ``point``-th."""
 
@@ -207,14 +220,7 @@ async def _scenario(tmp_path: Path, plans: list[CrashPlan], outcome: str, victim
         async with trio.open_nursery() as paying:
             paying.start_soon(pay)
             if victim is not None:
-                with trio.fail_after(60):
-                    while not plan.fired:
-                        await trio.sleep(0.01)
-                await wait_until(lambda: all(live[victim].node_id not in live[x].peers for x in NEIGHBOURS[victim]),
-                                 "the neighbours see the crash")  # fmt: skip
-                await nursery.start(run_node, victim)  # the same key, the same directories
-                for neighbour in NEIGHBOURS[victim]:
-                    await live[victim].connect(live[neighbour].addresses[0])
+                await _restart_once_crashed(nursery, run_node, live, victim, lambda: plan.fired)
 
         payer = live["a"]
         with trio.fail_after(90):
@@ -437,14 +443,8 @@ async def _refused_payment(tmp_path: Path, victim: str | None, arm: Callable[[di
 
         nursery.start_soon(pay)
         if victim is not None:
-            with trio.fail_after(60):
-                while not fired():
-                    await trio.sleep(0.01)
-            await wait_until(lambda: all(live[victim].node_id not in live[x].peers for x in NEIGHBOURS[victim]), "the neighbours see the crash")
+            await _restart_once_crashed(nursery, run_node, live, victim, fired)
             base[victim] = 0
-            await nursery.start(run_node, victim)  # the same key, the same directories
-            for neighbour in NEIGHBOURS[victim]:
-                await live[victim].connect(live[neighbour].addresses[0])
 
         with trio.fail_after(90):
             while not (rows := (await payments(live["a"]).listpayments(payment_hash))["payments"]) or rows[-1]["status"] == "pending":
