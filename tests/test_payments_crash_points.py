@@ -1,20 +1,27 @@
 """A node crashes at every write of its payments store during a payment, restarts and finishes it.
 
 A line A-B-C (nodes in one process, the in-memory transport, one embedded
-regtest chain, every store on disk): A pays C's invoice through B. One of
-the three (the victim) crashes right after its N-th payments-store write
-reached the disk and before the code that made it acts on it: the payer's
-payment and each part before its HTLC leaves, the forwarder's forward before
-its outgoing HTLC is offered and its preimage before it settles upstream, the
-payee's invoice marked paid before it settles. The crash takes the whole node
+regtest chain, every store on disk): A pays C through B: C's invoice, one C
+refuses (signed for a hash C does not know), a hold invoice the test settles
+or cancels once C lists it accepted (after C's restart if C crashed first;
+again after C crashed in the call), or a keysend C accepts. One of the three
+(the victim) crashes right after its N-th payments-store write reached the
+disk and before the code that made it acts on it: the payer's payment and
+each part before its HTLC leaves, the forwarder's forward before its outgoing
+HTLC is offered and its preimage before it settles upstream, the payee's
+invoice marked paid (a hold invoice's accepted, settled or cancelled; a
+keysend's row) before it settles or fails. The crash takes the whole node
 down (nothing more is written or sent); the victim restarts from the same
 directories and dials its peers again.
 
-Afterwards, whatever the point: the payment ended (complete or failed, never
-left pending), A's payment is complete exactly when C's invoice is paid, the
-money moved exactly once or not at all (A paid amount and fee, B kept the fee,
-C got the amount), no HTLC is left on any channel, nothing went on chain,
-and no result of B's outgoing HTLCs is left waiting for a forward.
+Afterwards, whatever the point: the payment ended as its kind says (a paid
+or held-and-settled invoice and a keysend complete, C's invoice or keysend
+paid with A's preimage; a refused or cancelled one failed with C's
+``incorrect_or_unknown_payment_details``), or, when the payer crashed before
+any HTLC of it left, interrupted with nothing paid; the money moved exactly
+once or not at all (A paid amount and fee, B kept the fee, C got the amount),
+no HTLC is left on any channel, nothing went on chain, and no result of B's
+outgoing HTLCs is left waiting for a forward.
 
 A forward recorded before a crash and refused after the restart keeps the
 failure it was refused with across one more crash.
@@ -36,13 +43,14 @@ import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, NoReturn
 
 import pytest
 import trio
-from test_payments_app import POLICY, Net, channels, net, payments, quiet, wait_until
+from test_payments_app import POLICY, TIMEOUT, Net, channels, net, payment_ended, payments, quiet, wait_until
 
+from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.channels.failures import FailureStore, OfferedFailure
 from lnpmsg.channels.htlc_hook import IncomingHtlc
 from lnpmsg.channels.manager import CRASH_STAGES
@@ -56,9 +64,11 @@ from lnpmsg.wallet.calls import ChainAppError
 AMOUNT_MSAT = 5_000_000
 #: B's fee for AMOUNT_MSAT under the test policy (1000 msat + 100 ppm)
 FEE_MSAT = 1_500
-#: payments-store writes each node makes without a crash (the counting test checks), when C settles
-#: and when C refuses the payment (an invoice signed by C for a payment hash C does not know)
-POINTS = {"settles": {"a": 4, "b": 3, "c": 1}, "refused": {"a": 3, "b": 3, "c": 0}}
+#: payments-store writes each node makes without a crash (the counting test checks), when C settles,
+#: when C refuses the payment (an invoice signed by C for a payment hash C does not know), when C holds
+#: it (a hold invoice) until the test settles or cancels it, and for a keysend C accepts
+POINTS = {"settles": {"a": 4, "b": 3, "c": 1}, "refused": {"a": 3, "b": 3, "c": 0}, "hold_settled": {"a": 4, "b": 3, "c": 2},
+          "hold_cancelled": {"a": 3, "b": 3, "c": 2}, "keysend": {"a": 4, "b": 3, "c": 1}}  # fmt: skip
 NEIGHBOURS = {"a": ["b"], "b": ["a", "c"], "c": ["b"]}
 
 
@@ -86,14 +96,15 @@ def _only_crash(exc: BaseException) -> bool:
 
 
 def _node_runner(
-    n: Net, live: dict[str, Node], scopes: dict[str, trio.CancelScope], may_crash: Callable[[str], bool]
+    n: Net, live: dict[str, Node], scopes: dict[str, trio.CancelScope], may_crash: Callable[[str], bool], accept_keysend: Collection[str] = ()
 ) -> Callable[..., Awaitable[None]]:
     """``run_node(name)`` for ``nursery.start``: runs ``n``'s node ``name`` (a fresh one each call: a
-    restart) in a cancel scope of its own, kept in ``live`` and ``scopes``; a node whose crash
-    ``may_crash(name)`` allows ends quietly when the simulated crash is all that ended it."""
+    restart; accepting keysends if ``name`` is in ``accept_keysend``) in a cancel scope of its own, kept
+    in ``live`` and ``scopes``; a node whose crash ``may_crash(name)`` allows ends quietly when the
+    simulated crash is all that ended it."""
 
     async def run_node(name: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        node = live[name] = n.node(name)
+        node = live[name] = n.node(name, accept_keysend=name in accept_keysend)
         with trio.CancelScope() as scopes[name]:
             try:
                 await node.run(task_status=task_status)
@@ -124,19 +135,25 @@ class CrashPlan:
         self.victim = victim
         self.point = point
         self.writes: dict[str, int] = {}
-        self._names: dict[int, str] = {}
+        self._names: dict[int, tuple[str, PaymentsStore]] = {}
         self._scopes: dict[str, trio.CancelScope] = {}
         self.fired = False
         self.token = trio.lowlevel.current_trio_token()
 
     def watch(self, name: str, store: PaymentsStore | None, scope: trio.CancelScope) -> None:
         assert store is not None
-        self._names[id(store)] = name
+        self._names[id(store)] = (name, store)  # (the store kept: its id stays its own)
         self._scopes[name] = scope
         self.writes[name] = 0
 
+    def before_write(self, store: PaymentsStore) -> None:
+        """The crashed victim writes nothing more, not even for a call that reached it as it crashed
+        (the test's settleinvoice): that call ends as the crash ended the node's own tasks."""
+        if self.fired and self._names.get(id(store), ("",))[0] == self.victim:
+            raise SimulatedCrash
+
     def after_write(self, store: PaymentsStore) -> None:
-        name = self._names.get(id(store))
+        name = self._names.get(id(store), (None,))[0]
         if name is None or self.fired:
             return
         self.writes[name] += 1
@@ -153,6 +170,8 @@ def crash_plans(monkeypatch: pytest.MonkeyPatch) -> list[CrashPlan]:
     original = PaymentsStore._write
 
     def write(store: PaymentsStore, sql: str, args: tuple[Any, ...]) -> int:
+        for plan in plans:
+            plan.before_write(store)
         result = original(store, sql, args)
         for plan in plans:
             plan.after_write(store)
@@ -187,51 +206,110 @@ def _for_an_unknown_hash(n: Net, text: str) -> tuple[str, str]:
     return bolt11.encode(bolt11.sign(unknown, n.keys["c"].secret)), unknown.payment_hash.hex()
 
 
+#: the outcomes whose invoice C holds (a hold invoice): the call of C's that answers once C accepted the payment
+HOLD_ANSWERS = {"hold_settled": "settleinvoice", "hold_cancelled": "cancelinvoice"}
+#: how each outcome ends: (A's payment, C's invoice or keysend); a crash of the payer before any HTLC of
+#: its payment left ends it ("interrupted", "unpaid") instead
+ENDS = {"settles": ("complete", "paid"), "refused": ("failed", "unpaid"), "hold_settled": ("complete", "paid"),
+        "hold_cancelled": ("failed", "cancelled"), "keysend": ("complete", "paid")}  # fmt: skip
+
+
+async def _payees_invoice(n: Net, c: Node, outcome: str, preimage: bytes) -> dict[str, str]:
+    """What A pays: C's invoice "crash" (a hold invoice for ``preimage``'s hash; signed by C for a hash C does
+    not know when C refuses); none for a keysend."""
+    if outcome == "keysend":
+        return {}
+    hold = {"payment_hash": sha256(preimage).hex(), "hold": True} if outcome in HOLD_ANSWERS else {}
+    invoice = await payments(c).invoice(AMOUNT_MSAT, "crash", "a crash at every write", **hold)
+    if outcome != "refused":
+        return invoice  # type: ignore[no-any-return]
+    text, payment_hash = _for_an_unknown_hash(n, invoice["bolt11"])
+    return {"bolt11": text, "payment_hash": payment_hash}
+
+
+async def _answer_hold(live: dict[str, Node], up: Callable[[str], bool], outcome: str, preimage: bytes) -> None:
+    """C's owner: once C lists its hold invoice accepted (before or after C's restart), settle it with
+    ``preimage`` or cancel it, again when C crashed in the call; returns once C lists it paid or cancelled."""
+    with trio.fail_after(TIMEOUT):
+        while True:
+            app = payments(live["c"])
+            try:
+                if up("c"):
+                    status = (await app.listinvoices("crash"))["invoices"][0]["status"]
+                    if status in ("paid", "cancelled"):
+                        return
+                    if status == "accepted" and up("c"):
+                        if HOLD_ANSWERS[outcome] == "settleinvoice":
+                            await app.settleinvoice(preimage.hex())
+                        else:
+                            await app.cancelinvoice(sha256(preimage).hex())
+            except SimulatedCrash:
+                pass  # C crashed right after the write the call made (or the call reached C as it crashed)
+            except Exception:
+                if up("c"):
+                    raise  # only C's crash may cut a call short
+            await trio.sleep(0.05)
+
+
 async def _scenario(tmp_path: Path, plans: list[CrashPlan], outcome: str, victim: str | None, point: int) -> dict[str, int]:
-    """Pay A -> B -> C (C settles or refuses), crashing ``victim`` at its ``point``-th write; each node's writes until then."""
+    """A pays C through B (as ``outcome`` says: see ``ENDS``), crashing ``victim`` at its ``point``-th write;
+    each node's writes until then."""
     plan = CrashPlan(victim, point)
     plans.append(plan)
     async with net(tmp_path) as n, trio.open_nursery() as nursery:
         scopes: dict[str, trio.CancelScope] = {}
         live: dict[str, Node] = {}
 
-        run_node = _node_runner(n, live, scopes, lambda name: plan.fired and name == victim)
+        run_node = _node_runner(n, live, scopes, lambda name: plan.fired and name == victim,
+                               ("c",) if outcome == "keysend" else ())  # fmt: skip
 
         for name in "abc":
             await nursery.start(run_node, name)
         a, b, c = await _open_line(n, live)
         before = balances(live)
-        invoice = await payments(c).invoice(AMOUNT_MSAT, "crash", "a crash at every write")
-        if outcome == "refused":
-            text, payment_hash = _for_an_unknown_hash(n, invoice["bolt11"])
-            invoice = {"bolt11": text, "payment_hash": payment_hash}
+        preimage = os.urandom(32)  # a hold invoice's: the test's until it settles
+        invoice = await _payees_invoice(n, c, outcome, preimage)
         for name, node in live.items():
             plan.watch(name, payments(node).store, scopes[name])
 
         async def pay() -> None:
             try:
-                await payments(a).pay(invoice["bolt11"])
+                if outcome == "keysend":
+                    await payments(a).keysend(c.node_id.hex(), AMOUNT_MSAT)
+                else:
+                    await payments(a).pay(invoice["bolt11"])
             except ChainAppError as exc:
-                if outcome == "refused" and "incorrect_or_unknown_payment_details" in str(exc):
+                if ENDS[outcome][0] == "failed" and "incorrect_or_unknown_payment_details" in str(exc):
                     return
                 if not (victim == "a" and plan.fired and exc.details.get("error") == "Interrupted"):
                     raise  # only the crash may cut the call short
 
-        async with trio.open_nursery() as paying:
-            paying.start_soon(pay)
-            if victim is not None:
-                await _restart_once_crashed(nursery, run_node, live, victim, lambda: plan.fired)
+        def up(name: str) -> bool:
+            """The node runs: started, and not crashed since."""
+            return live[name].started.is_set() and not scopes[name].cancel_called
 
-        payer = live["a"]
-        with trio.fail_after(90):
-            while (row := (await payments(payer).listpayments(invoice["payment_hash"]))["payments"][-1])["status"] == "pending":
-                await trio.sleep(0.05)
+        async with trio.open_nursery() as answering:  # C's owner, for a hold invoice
+            if outcome in HOLD_ANSWERS:
+                answering.start_soon(_answer_hold, live, up, outcome, preimage)
+            async with trio.open_nursery() as paying:
+                paying.start_soon(pay)
+                if victim is not None:
+                    await _restart_once_crashed(nursery, run_node, live, victim, lambda: plan.fired)
+            row = await payment_ended(live["a"], invoice.get("payment_hash", ""))  # (a keysend's: A's one payment)
+            if row["status"] == "interrupted":
+                answering.cancel_scope.cancel()  # no HTLC of it reached C: nothing to answer
         await wait_until(lambda: all(quiet(x) for x in live.values()), "no HTLC left")
         assert not payments(live["b"])._early, "a result of the forwarder's outgoing HTLC found no forward"
-        paid = (await payments(live["c"]).listinvoices("crash"))["invoices"][0]["status"] == "paid"
-        assert (row["status"] == "complete") == paid, (row, paid)
-        if outcome == "refused":
-            assert row["status"] != "complete" and not paid
+        received = (await payments(live["c"]).listinvoices(None if outcome == "keysend" else "crash"))["invoices"]
+        assert len(received) <= 1 and all(r["keysend"] == (outcome == "keysend") for r in received), received  # a keysend counted once
+        ended = (row["status"], received[0]["status"] if received else "unpaid")
+        assert ended == (("interrupted", "unpaid") if victim == "a" and row["status"] == "interrupted" else ENDS[outcome]), (row, received)
+        paid = ended[1] == "paid"
+        if paid:  # A's proof of payment is the preimage C was paid with (a hold invoice's: the test's)
+            assert row["preimage"] == received[0]["preimage"], (row, received)
+            assert outcome not in HOLD_ANSWERS or row["preimage"] == preimage.hex(), row
+        if row["status"] == "failed":
+            assert "incorrect_or_unknown_payment_details" in row["error"], row["error"]
         moved = _moves(before, balances(live))
         assert moved == ({"a": -AMOUNT_MSAT - FEE_MSAT, "b": FEE_MSAT, "c": AMOUNT_MSAT} if paid else {"a": 0, "b": 0, "c": 0}), moved
         mempool = await trio.to_thread.run_sync(n.source.core.mempool_txids)
