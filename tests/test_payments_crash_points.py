@@ -115,17 +115,23 @@ def _node_runner(
     return run_node
 
 
-async def _restart_once_crashed(nursery: trio.Nursery, run_node: Callable[..., Awaitable[None]], live: dict[str, Node], victim: str,
-                                fired: Callable[[], bool]) -> None:  # fmt: skip
-    """Wait for ``victim``'s crash (``fired``) and for its neighbours to see it; then start it again in
-    ``nursery`` (the same key, the same directories) and dial its neighbours."""
-    with trio.fail_after(60):
-        while not fired():
-            await trio.sleep(0.01)
-    await wait_until(lambda: all(live[victim].node_id not in live[x].peers for x in NEIGHBOURS[victim]), "the neighbours see the crash")
+async def _restarted(nursery: trio.Nursery, run_node: Callable[..., Awaitable[None]], live: dict[str, Node], victim: str) -> Node:
+    """``victim`` starts again in ``nursery`` (the same key, the same directories) once its neighbours
+    saw it go, and dials them; the new node."""
+    await wait_until(lambda: all(live[victim].node_id not in live[x].peers for x in NEIGHBOURS[victim]), "the neighbours see the victim go")
     await nursery.start(run_node, victim)
     for neighbour in NEIGHBOURS[victim]:
         await live[victim].connect(live[neighbour].addresses[0])
+    return live[victim]
+
+
+async def _restart_once_crashed(nursery: trio.Nursery, run_node: Callable[..., Awaitable[None]], live: dict[str, Node], victim: str,
+                                fired: Callable[[], bool]) -> None:  # fmt: skip
+    """Wait for ``victim``'s crash (``fired``), then restart it (:func:`_restarted`)."""
+    with trio.fail_after(60):
+        while not fired():
+            await trio.sleep(0.01)
+    await _restarted(nursery, run_node, live, victim)
 
 
 class CrashPlan:

@@ -22,14 +22,13 @@ after its to_self_delay.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from test_payments_app import Net, channels, net, payments, quiet, wait_until
-from test_payments_crash_points import AMOUNT_MSAT, FEE_MSAT, _crash_node, _moves, _node_runner, _open_line, balances
+from test_payments_crash_points import AMOUNT_MSAT, FEE_MSAT, _crash_node, _moves, _node_runner, _open_line, _restarted, balances
 
 from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.hashes import sha256
@@ -79,16 +78,6 @@ async def _pay_until_b_crashes(nursery: trio.Nursery, a: Node, bolt11: str, cras
             await trio.sleep(0.01)
 
 
-async def _restart_b(nursery: trio.Nursery, run_node: Callable[..., Awaitable[None]], live: dict[str, Node]) -> Node:
-    """B starts again (the same key, the same directories) once A and C saw it go, and dials them."""
-    b_id = live["b"].node_id
-    await wait_until(lambda: all(b_id not in live[x].peers for x in "ac"), "the neighbours see B go")
-    await nursery.start(run_node, "b")
-    for neighbour in "ac":
-        await live["b"].connect(live[neighbour].addresses[0])
-    return live["b"]
-
-
 @pytest.mark.trio
 @pytest.mark.parametrize("look", ["queued", "kept_by_the_monitor"])
 async def test_a_forward_fulfilled_and_removed_before_the_start_up_settles_upstream_once(
@@ -128,13 +117,13 @@ async def test_a_forward_fulfilled_and_removed_before_the_start_up_settles_upstr
             await start_up(app)
 
         monkeypatch.setattr(PaymentsApp, "_start_up", after_the_fulfill)
-        await _restart_b(nursery, run_node, live)
+        await _restarted(nursery, run_node, live, "b")
         if look == "kept_by_the_monitor":
             await held.wait()
             stopped = True
             scopes["b"].cancel()
             monkeypatch.setattr(PaymentsApp, "_start_up", start_up)
-            await _restart_b(nursery, run_node, live)
+            await _restarted(nursery, run_node, live, "b")
 
         with trio.fail_after(90):
             while (payment := (await payments(a).listpayments(invoice["payment_hash"]))["payments"][-1])["status"] == "pending":
@@ -229,7 +218,7 @@ async def test_a_forward_fulfilled_and_removed_while_its_incoming_channel_went_o
             await start_up(app)
 
         monkeypatch.setattr(PaymentsApp, "_start_up", when_told)
-        b = await _restart_b(nursery, run_node, live)
+        b = await _restarted(nursery, run_node, live, "b")
         await wait_until(lambda: _gone_from_the_channel(payments(b), c_store.invoices("fulfilled")[0]["status"] == "paid"),
                          "C fulfilled and the HTLC left B's channel")  # fmt: skip
         (in_htlc,) = _channel_with(b, a).core.state.local_commit.spec.htlcs  # type: ignore[union-attr]
@@ -249,7 +238,7 @@ async def test_a_forward_fulfilled_and_removed_while_its_incoming_channel_went_o
         if look == "kept_by_the_monitor":
             scopes["b"].cancel()  # B stops before its payments app looked (the queued fulfil goes with it)
             monkeypatch.setattr(PaymentsApp, "_start_up", start_up)
-            b = await _restart_b(nursery, run_node, live)
+            b = await _restarted(nursery, run_node, live, "b")
             assert _channel_with(b, a).phase in (Phase.FAILED, Phase.CLOSED)
         told.set()
 
