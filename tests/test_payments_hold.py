@@ -13,6 +13,8 @@ payment stays in flight, and then:
   timeout), and leaves another invoice's parts alone;
 - nobody answers: blocks bring the held HTLC within ``SETTLE_MARGIN_BLOCKS`` of its expiry and
   it fails back off chain, the invoice cancelled, the channel open;
+- the caller of settleinvoice or cancelinvoice stops waiting as the HTLC's fulfil or fail is on its
+  way: the HTLC is resolved all the same (the app's task, not the caller's);
 - B restarts while holding: the HTLC is held again (the replay neither fails nor settles it),
   and a settle after the restart completes A's payment;
 - B's channel goes on chain while the HTLC is held: a settle hands the preimage to the channel
@@ -250,6 +252,42 @@ async def test_a_held_payment_fails_back_off_chain_before_its_expiry(tmp_path: P
             assert err.details["error"] == "InvoiceNotAccepted"
             await wait_until(lambda: quiet(a) and quiet(b), "failed back off chain")
             assert channel_with(a, b).phase is Phase.NORMAL and channel_with(b, a).phase is Phase.NORMAL
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("answer", ["settleinvoice", "cancelinvoice"])
+async def test_a_settle_or_cancel_whose_caller_gives_up_midway_still_resolves_the_held_htlc(tmp_path: Path, answer: str) -> None:
+    """The caller of settleinvoice (after the preimage is on disk) or cancelinvoice stops waiting (the
+    control server's time limit, a client gone) as the held HTLC's fulfil or fail is on its way: the
+    HTLC is resolved all the same, without a restart (never left in the channel, neither held nor
+    settled, until it times out on chain)."""
+    async with net(tmp_path) as n:
+        async with a_channel(n) as (a, b):
+            preimage, invoice = await hold_invoice(b, "given up")
+            with record_events(b) as events:
+                async with paying(a, invoice["bolt11"]) as outcome:
+                    await events.wait_for(event("invoice.accepted"), timeout=TIMEOUT)
+                    hook = channels(b).htlcs
+                    resolve = hook.fulfill if answer == "settleinvoice" else hook.fail
+                    with trio.CancelScope() as caller:
+
+                        async def given_up(*args: Any) -> None:
+                            caller.cancel()  # (in the caller's task, its next wait is cut short)
+                            await resolve(*args)
+
+                        setattr(hook, resolve.__name__, given_up)
+                        if answer == "settleinvoice":
+                            await payments(b).settleinvoice(preimage.hex())
+                        else:
+                            await payments(b).cancelinvoice(invoice["payment_hash"])
+                    assert caller.cancelled_caught
+            if answer == "settleinvoice":
+                assert outcome["paid"]["status"] == "complete" and outcome["paid"]["preimage"] == preimage.hex()
+                assert (await listed(b, "given up"))["status"] == "paid"
+            else:
+                assert outcome["error"].details["code"] == UNKNOWN_PAYMENT_DETAILS
+                assert (await listed(b, "given up"))["status"] == "cancelled"
+            await wait_until(lambda: quiet(a) and quiet(b), "resolved off chain")
 
 
 @pytest.mark.trio

@@ -33,12 +33,17 @@ Across a restart an accepted invoice's HTLCs, still committed or in a
 channel that went on chain, are held again at start (the replay of incoming
 HTLCs leaves them alone); an accepted invoice none of whose HTLCs is left is
 cancelled. Settling and cancelling take one lock: never both for one set.
+Once a settle or a cancel is decided, its fulfils or fail-backs run as a
+task of the app, which the call waits for: a call cut short (the control
+server's time limit, a caller that stops waiting) cannot leave a held HTLC
+in the channel, out of the held sets, until it times out on chain.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -141,20 +146,40 @@ class Holding:
     async def _cancel(self: PaymentsApp, payment_hash: bytes, why: str) -> HeldSet | None:
         """Give up a hold invoice (under the lock): later HTLCs for it fail at once (its terms are
         forgotten), the held ones fail back and so do the parts of a payment of it still gathering,
-        then it is recorded ``cancelled`` (a restart before that finds none of its HTLCs and cancels it again)."""
+        then it is recorded ``cancelled`` (a restart before that finds none of its HTLCs and cancels it again).
+        The HTLCs taken here are failed back by the app's own task, which the caller waits for: a caller
+        that stops waiting (the control server's time limit) cannot leave them unresolved in the channel."""
         self._terms.pop(payment_hash, None)
         held = self._held.pop(payment_hash, None)
-        if held is not None:
-            await self._fail_held(held, why)
         # parts of a payment still gathering: failed back now, not left to the MPP timeout
         gathering = self.mpp.take(payment_hash)
+        await self._as_the_apps(self._cancelled, payment_hash, held, gathering, why)
+        return held
+
+    async def _cancelled(self: PaymentsApp, payment_hash: bytes, held: HeldSet | None, gathering: dict[tuple[str, int], HoldPart],
+                         why: str) -> None:  # fmt: skip
+        if held is not None:
+            await self._fail_held(held, why)
         if gathering:
             await self._fail_held(HeldSet({ref: (p.shared_secret, p.amount_msat, p.cltv_expiry) for ref, p in gathering.items()}), why)
         store = self._store()
         await record(lambda: store.mark_cancelled(payment_hash), "a hold invoice cancelled")
         self._publish("invoice.cancelled", payment_hash, amount_msat=held.total_msat if held else 0,
                       label=self._labels.get(payment_hash, ""), reason=why)  # fmt: skip
-        return held
+
+    async def _as_the_apps(self: PaymentsApp, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of the app and wait for it: what a control call decided is carried
+        out to its end even when the call is cut short (it ends with the app: a restart takes it up)."""
+        done = trio.Event()
+
+        async def run() -> None:
+            try:
+                await fn(*args)
+            finally:
+                done.set()
+
+        self.spawn(run)
+        await done.wait()
 
     async def _hold_timer(self: PaymentsApp) -> None:
         """Fail a held set back once the chain nears its earliest HTLC's expiry (the payee never answered)."""
@@ -228,7 +253,10 @@ class Holding:
                 reason = {"unpaid": "no payment of it is held yet", "paid": "it is settled already", "cancelled": "it was cancelled"}
                 raise _error(f"cannot settle the invoice {row['label']!r}: {reason.get(row['status'], row['status'])}",
                              "InvoiceNotAccepted", hashed, status=row["status"], label=row["label"])  # fmt: skip
-            held = self._held[hashed]  # (an accepted invoice's HTLCs are held: since start-up at the latest)
+            held = self._held.get(hashed)  # (an accepted invoice's HTLCs are held: since start-up at the latest)
+            if held is None:  # a cancel decided it (its caller stopped waiting) and is recording it
+                raise _error(f"cannot settle the invoice {row['label']!r}: it was cancelled", "InvoiceNotAccepted", hashed,
+                             status="cancelled", label=row["label"])  # fmt: skip
             paid_at = int(self._now())
             try:  # persist, then send: the preimage and the invoice paid are on disk before any fulfil leaves
                 await trio.to_thread.run_sync(store.settle_held, hashed, secret, held.total_msat, paid_at)
@@ -238,12 +266,17 @@ class Holding:
             if terms is not None:
                 self._terms[hashed] = replace(terms, preimage=secret, paid=True, hold=False)
             self._held.pop(hashed, None)
-        log.info("payments: hold invoice %s settled: fulfilling its %d HTLC(s) (%d msat)", row["label"], len(held.parts), held.total_msat)
-        self._publish("invoice.paid", hashed, amount_msat=held.total_msat, label=row["label"])
-        for ref in held.parts:  # (one whose channel went on chain: the fulfil hands the preimage to its monitor)
-            await self._call(lambda ref=ref: self.htlcs.fulfill(ref[0], ref[1], secret), ref)  # type: ignore[misc]
+            log.info("payments: hold invoice %s settled: fulfilling its %d HTLC(s) (%d msat)", row["label"], len(held.parts), held.total_msat)
+            self._publish("invoice.paid", hashed, amount_msat=held.total_msat, label=row["label"])
+            # the preimage is on disk: the fulfils are the app's task from here, carried out even if this call
+            # is cut short (started before any wait: out of the held set, nothing else would ever settle them)
+            await self._as_the_apps(self._fulfil_held, held, secret)
         return {"label": row["label"], "payment_hash": hashed.hex(), "status": "paid", "received_msat": held.total_msat,
                 "htlcs": len(held.parts)}  # fmt: skip
+
+    async def _fulfil_held(self: PaymentsApp, held: HeldSet, preimage: bytes) -> None:
+        for ref in held.parts:  # (one whose channel went on chain: the fulfil hands the preimage to its monitor)
+            await self._call(lambda ref=ref: self.htlcs.fulfill(ref[0], ref[1], preimage), ref)  # type: ignore[misc]
 
     async def cancelinvoice(self: PaymentsApp, payment_hash: str) -> dict[str, Any]:
         """Cancel our hold invoice PAYMENT_HASH: its held HTLCs fail back, and so does any later payment of it."""
