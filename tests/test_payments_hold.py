@@ -30,6 +30,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,27 @@ async def a_channel(n: Net) -> AsyncIterator[tuple[Node, Node]]:
         await n.fund(a)
         await n.open([(a, b, 1_000_000, 1_000_000)])
         yield a, b
+
+
+@dataclass
+class Held:
+    """A's payment of B's hold invoice, accepted and held by B; ``outcome``: the payment's (``paid`` or ``error``) once it ended."""
+
+    preimage: bytes
+    invoice: dict[str, Any]
+    events: Any
+    outcome: dict[str, Any]
+
+
+@asynccontextmanager
+async def held_payment(a: Node, b: Node, label: str) -> AsyncIterator[Held]:
+    """A pays B's hold invoice ``label`` (a fresh preimage, the test's) in the background, and B accepted it;
+    the block ends once the payment did (B's events recorded meanwhile)."""
+    preimage, invoice = await hold_invoice(b, label)
+    with record_events(b) as events:
+        async with paying(a, invoice["bolt11"]) as outcome:
+            await events.wait_for(event("invoice.accepted"), timeout=TIMEOUT)
+            yield Held(preimage, invoice, events, outcome)
 
 
 @pytest.mark.trio
@@ -234,21 +256,18 @@ async def test_a_cancel_fails_back_at_once_the_parts_of_a_payment_still_gatherin
 async def test_a_held_payment_fails_back_off_chain_before_its_expiry(tmp_path: Path) -> None:
     async with net(tmp_path) as n:
         async with a_channel(n) as (a, b):
-            preimage, invoice = await hold_invoice(b, "late")
-            with record_events(b) as events:
-                async with paying(a, invoice["bolt11"]) as outcome:
-                    await events.wait_for(event("invoice.accepted"), timeout=TIMEOUT)
-                    expiry = (await listed(b, "late"))["held_cltv_expiry"]
-                    height = (await n.source.tip()).height
-                    await n.source.mine(expiry - SETTLE_MARGIN_BLOCKS - 1 - height)  # one block short of the margin
-                    await trio.sleep(3 * HOLD_POLL)
-                    assert (await listed(b, "late"))["status"] == "accepted" and not outcome
-                    await n.source.mine(1)
-                    cancelled = await events.wait_for(event("invoice.cancelled"), timeout=TIMEOUT)
+            async with held_payment(a, b, "late") as held:
+                expiry = (await listed(b, "late"))["held_cltv_expiry"]
+                height = (await n.source.tip()).height
+                await n.source.mine(expiry - SETTLE_MARGIN_BLOCKS - 1 - height)  # one block short of the margin
+                await trio.sleep(3 * HOLD_POLL)
+                assert (await listed(b, "late"))["status"] == "accepted" and not held.outcome
+                await n.source.mine(1)
+                cancelled = await held.events.wait_for(event("invoice.cancelled"), timeout=TIMEOUT)
             assert "held too long" in cancelled.reason and f"expires at height {expiry}" in cancelled.reason
-            assert outcome["error"].details["code"] == UNKNOWN_PAYMENT_DETAILS
+            assert held.outcome["error"].details["code"] == UNKNOWN_PAYMENT_DETAILS
             assert (await listed(b, "late"))["status"] == "cancelled"
-            err = await refused(payments(b).settleinvoice, preimage.hex())
+            err = await refused(payments(b).settleinvoice, held.preimage.hex())
             assert err.details["error"] == "InvoiceNotAccepted"
             await wait_until(lambda: quiet(a) and quiet(b), "failed back off chain")
             assert channel_with(a, b).phase is Phase.NORMAL and channel_with(b, a).phase is Phase.NORMAL
@@ -263,29 +282,26 @@ async def test_a_settle_or_cancel_whose_caller_gives_up_midway_still_resolves_th
     settled, until it times out on chain)."""
     async with net(tmp_path) as n:
         async with a_channel(n) as (a, b):
-            preimage, invoice = await hold_invoice(b, "given up")
-            with record_events(b) as events:
-                async with paying(a, invoice["bolt11"]) as outcome:
-                    await events.wait_for(event("invoice.accepted"), timeout=TIMEOUT)
-                    hook = channels(b).htlcs
-                    resolve = hook.fulfill if answer == "settleinvoice" else hook.fail
-                    with trio.CancelScope() as caller:
+            async with held_payment(a, b, "given up") as held:
+                hook = channels(b).htlcs
+                resolve = hook.fulfill if answer == "settleinvoice" else hook.fail
+                with trio.CancelScope() as caller:
 
-                        async def given_up(*args: Any) -> None:
-                            caller.cancel()  # (in the caller's task, its next wait is cut short)
-                            await resolve(*args)
+                    async def given_up(*args: Any) -> None:
+                        caller.cancel()  # (in the caller's task, its next wait is cut short)
+                        await resolve(*args)
 
-                        setattr(hook, resolve.__name__, given_up)
-                        if answer == "settleinvoice":
-                            await payments(b).settleinvoice(preimage.hex())
-                        else:
-                            await payments(b).cancelinvoice(invoice["payment_hash"])
-                    assert caller.cancelled_caught
+                    setattr(hook, resolve.__name__, given_up)
+                    if answer == "settleinvoice":
+                        await payments(b).settleinvoice(held.preimage.hex())
+                    else:
+                        await payments(b).cancelinvoice(held.invoice["payment_hash"])
+                assert caller.cancelled_caught
             if answer == "settleinvoice":
-                assert outcome["paid"]["status"] == "complete" and outcome["paid"]["preimage"] == preimage.hex()
+                assert held.outcome["paid"]["status"] == "complete" and held.outcome["paid"]["preimage"] == held.preimage.hex()
                 assert (await listed(b, "given up"))["status"] == "paid"
             else:
-                assert outcome["error"].details["code"] == UNKNOWN_PAYMENT_DETAILS
+                assert held.outcome["error"].details["code"] == UNKNOWN_PAYMENT_DETAILS
                 assert (await listed(b, "given up"))["status"] == "cancelled"
             await wait_until(lambda: quiet(a) and quiet(b), "resolved off chain")
 
