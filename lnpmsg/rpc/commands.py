@@ -1,7 +1,8 @@
 """The ``lnpmsg`` subcommands that talk to a running node over its control socket.
 
 ``getinfo``, ``connect``, ``disconnect``, ``listpeers``, ``sendmsg``, ``ping``,
-``subscribe``, ``stop`` and ``call`` (any method, e.g. an app's). Each finds
+``signmessage``, ``checkmessage``, ``subscribe``, ``stop`` and ``call`` (any method,
+e.g. an app's). ``checkmessage --pubkey`` needs no node: it checks the signature here. Each finds
 the node through ``--data-dir``, prints a human summary (or the JSON result
 with ``--json``) and exits 0; on failure it prints the error and exits 1
 (the call failed, or names a peer that is not connected), 2 (bad
@@ -120,6 +121,18 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--even", action="store_true", help="allow an even type (a peer without a handler for it closes the connection)")
     p = add("ping", "ping a peer and show the round trip")
     p.add_argument("node_id")
+    p = add("signmessage", "sign a message with the node key; prints the zbase signature (lnd and Core Lightning check it)")
+    p.add_argument("message")
+    p = add(
+        "checkmessage",
+        "check a message's zbase signature (from signmessage of lnpmsg, lnd or Core Lightning)",
+        "Check that ZBASE signs MESSAGE: by --pubkey if given (offline: no node needed), else by a node "
+        "the running node knows (itself, or a node in its gossip graph). Exit 1 when not verified; "
+        "the signer's key is printed either way.",
+    )
+    p.add_argument("message")
+    p.add_argument("zbase")
+    p.add_argument("--pubkey", metavar="NODEID", help="the node id the signature must be from (then checked offline)")
     p = add(
         "subscribe",
         "stream the node's events as JSON lines",
@@ -134,6 +147,10 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p = add("call", "call any control method (e.g. an app's: rpc.call, pubsub.publish)")
     p.add_argument("method")
     p.add_argument("params", nargs="?", default=None, help="params as a JSON object or array")
+
+
+def _print_checked(r: dict[str, Any]) -> None:
+    print(f"verified: signed by {r['pubkey']}")
 
 
 def _print_getinfo(r: dict[str, Any]) -> None:
@@ -186,6 +203,10 @@ def _request(args: argparse.Namespace) -> Request:
         )
     if command == "ping":
         return "ping", {"node_id": args.node_id}, lambda r: print(f"pong from {args.node_id} in {r['rtt_ms']:.3f} ms")
+    if command == "signmessage":
+        return "signmessage", {"message": args.message}, lambda r: print(r["zbase"])
+    if command == "checkmessage":
+        return "checkmessage", {"message": args.message, "zbase": args.zbase}, _print_checked
     if command == "stop":
         return "stop", None, lambda r: print("node stopped")
     if command == "subscribe":
@@ -207,6 +228,10 @@ class _UsageError(Exception):
 
 class _Failed(Exception):
     """The call went through but the answer is a failure for the user (e.g. no such peer): exit 1."""
+
+    def __init__(self, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.data = data
 
 
 def _message_type(args: argparse.Namespace) -> int:
@@ -253,6 +278,43 @@ def _check_result(args: argparse.Namespace, result: Any) -> None:
         raise _Failed(f"peer {args.node_id} is not connected")
     if args.command == "listpeers" and args.node_id and not result.get("peers"):
         raise _Failed(f"peer {args.node_id} is not connected")
+    if args.command == "checkmessage" and not result.get("verified"):
+        if args.pubkey:
+            raise _Failed(f"not verified: this is no signature of the message by {args.pubkey}", result)
+        raise _Failed(f"not verified: the signature is by {result.get('pubkey') or 'no key'}, not a node the node knows", result)
+
+
+def _checkmessage_offline(args: argparse.Namespace) -> int:
+    """``checkmessage --pubkey``: the check needs no node, so none is asked."""
+    from lnpmsg.node.signed_message import recover_signer  # (coincurve: only for this command)
+
+    try:
+        expected = bytes.fromhex(args.pubkey)
+        if len(expected) != 33:
+            raise ValueError(f"a node id is 33 bytes (66 hex digits), got {len(expected)}")
+    except ValueError as exc:
+        _fail(args, f"--pubkey is not a node id: {exc}")
+        return EXIT_USAGE
+    try:
+        signer = recover_signer(args.message, args.zbase)
+    except ValueError as exc:
+        _fail(args, f"zbase is not a signature: {exc}")
+        return EXIT_FAILED
+    return _show(args, {"pubkey": expected.hex(), "verified": signer == expected}, _print_checked)
+
+
+def _show(args: argparse.Namespace, result: Any, show: Callable[[Any], None]) -> int:
+    """Print a call's result (or, for an answer that is a failure to the user, the failure: exit 1)."""
+    try:
+        _check_result(args, result)
+    except _Failed as exc:
+        _fail(args, str(exc), data=exc.data)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        show(result)
+    return EXIT_OK
 
 
 def _fail(args: argparse.Namespace, message: str, code: int | None = None, data: dict[str, Any] | None = None) -> None:
@@ -289,16 +351,7 @@ async def _run(args: argparse.Namespace, request: Callable[[argparse.Namespace],
                 raise ControlClientError(f"the node at {args.data_dir} is still running after {wait:g} s")
         else:
             result = await client.call(method, params, timeout=args.timeout)
-    try:
-        _check_result(args, result)
-    except _Failed as exc:
-        _fail(args, str(exc))
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps(result), flush=True)
-    else:
-        show(result)
-    return EXIT_OK
+    return _show(args, result, show)
 
 
 def add_wait_option(parser: argparse.ArgumentParser) -> None:
@@ -404,6 +457,8 @@ def run_command(
     with commands of their own pass theirs); ``missing_method_hint`` replaces
     the node's "method not found" with advice (e.g. which option enables it).
     """
+    if args.command == "checkmessage" and args.pubkey is not None:
+        return _checkmessage_offline(args)
     try:
         return trio.run(_run, args, request)
     except NoNodeRunning as exc:
@@ -425,4 +480,4 @@ def run_command(
 
 
 #: the subcommands this module runs
-COMMANDS = frozenset({"getinfo", "connect", "disconnect", "listpeers", "sendmsg", "ping", "subscribe", "stop", "call"})
+COMMANDS = frozenset({"getinfo", "connect", "disconnect", "listpeers", "sendmsg", "ping", "signmessage", "checkmessage", "subscribe", "stop", "call"})

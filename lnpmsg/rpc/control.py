@@ -40,6 +40,11 @@ method                                              result
                                                     messages_out, ping_rtt_ms, connected_seconds}]}
 ``sendcustommsg`` [node_id, type, payload (hex)]    {"sent": true, "type": N, "bytes": n}
 ``ping`` [node_id, timeout?]                        {"rtt_ms": float}
+``signmessage`` [message]                           {"signature" (hex), "recid", "zbase"}: signed
+                                                    with the node key, as lnd and Core Lightning
+``checkmessage`` [message, zbase, pubkey?]          {"pubkey", "verified"}: signed by pubkey, or
+                                                    (none given) by us or a node in the gossip
+                                                    graph (pubkey: the key the signature recovers)
 ``stop``                                            {"stopping": true}; the node stops right after
 ``help``                                            every method with its params and doc
 ``eventsync`` [token]                               publishes ``control.sync.TOKEN`` (lets a
@@ -225,6 +230,8 @@ class ControlServer(ControlBuiltins, ControlRequests, App):
             ("listpeers", self.listpeers),
             ("sendcustommsg", self.sendcustommsg),
             ("ping", self.ping),
+            ("signmessage", self.signmessage),
+            ("checkmessage", self.checkmessage),
             ("stop", self.stop),
             ("help", self.help),
             ("eventsync", self.eventsync),

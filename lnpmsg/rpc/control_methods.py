@@ -1,6 +1,6 @@
 """The control API's built-in methods: ``getinfo``, ``connect``, ``disconnect``, ``listpeers``,
-``sendcustommsg``, ``ping``, ``stop``, ``help`` and ``eventsync`` (what each returns is in the
-table of :mod:`lnpmsg.rpc.control`).
+``sendcustommsg``, ``ping``, ``signmessage``, ``checkmessage``, ``stop``, ``help`` and ``eventsync``
+(what each returns is in the table of :mod:`lnpmsg.rpc.control`).
 
 A mixin of :class:`lnpmsg.rpc.control.ControlServer`, which holds the state; kept apart
 because the methods are a concern of their own, beside the server's sockets and lifecycle
@@ -16,6 +16,7 @@ import trio
 
 from lnpmsg import __version__
 from lnpmsg.node.peer import Peer
+from lnpmsg.node.signed_message import recover_signer, sign_message
 from lnpmsg.rpc.params import ParamsError, describe_params, hex_param, node_id_param
 from lnpmsg.wire import UnknownMessage, WireError
 from lnpmsg.wire.message import CUSTOM_TYPE_MIN, MAX_MESSAGE_TYPE
@@ -25,12 +26,14 @@ if TYPE_CHECKING:
     from lnpmsg.pubsub.bridge import EventPublisher
     from lnpmsg.rpc.control_requests import MethodEntry
 
-__all__ = ["CUSTOM_TYPE_MAX", "STOP_GRACE", "ControlBuiltins", "PeerNotConnectedError", "PingTimeout", "peer_info"]
+__all__ = ["CUSTOM_TYPE_MAX", "MAX_SIGNED_MESSAGE", "STOP_GRACE", "ControlBuiltins", "PeerNotConnectedError", "PingTimeout", "peer_info"]
 
 #: a ``stop`` reply gets this long to leave before the node shuts down
 STOP_GRACE = 0.2
 #: custom message types sendcustommsg accepts (BOLT 1's custom range)
 CUSTOM_TYPE_MAX = MAX_MESSAGE_TYPE
+#: the longest message signmessage signs, in characters (Core Lightning's limit)
+MAX_SIGNED_MESSAGE = 65535
 
 
 def peer_info(node: Node, peer: Peer, now: float) -> dict[str, Any]:
@@ -135,6 +138,30 @@ class ControlBuiltins:
         except trio.TooSlowError:
             raise PingTimeout(f"no pong from {node_id} within {timeout:g} s") from None
         return {"rtt_ms": round(rtt * 1000, 3)}
+
+    async def signmessage(self, message: str) -> dict[str, Any]:
+        """Sign a message with the node key (lnd/Core Lightning compatible): signature, recid, zbase."""
+        if len(message) > MAX_SIGNED_MESSAGE:
+            raise ParamsError(f"message is at most {MAX_SIGNED_MESSAGE} characters, got {len(message)}")
+        return sign_message(self.node.key.secret, message).to_dict()
+
+    async def checkmessage(self, message: str, zbase: str, pubkey: str | None = None) -> dict[str, Any]:
+        """Check a zbase signature of a message: by pubkey if given, else by a node we know (us, or in the gossip graph)."""
+        expected = None if pubkey is None else hex_param(pubkey, "pubkey", 33)
+        try:
+            signer = recover_signer(message, zbase)
+        except ValueError as exc:
+            raise ParamsError(f"zbase is not a signature: {exc}") from None
+        if expected is not None:
+            return {"pubkey": expected.hex(), "verified": signer == expected}
+        return {"pubkey": signer.hex() if signer else None, "verified": signer is not None and self._known_node(signer)}
+
+    def _known_node(self, node_id: bytes) -> bool:
+        """Is ``node_id`` this node, or a node in the gossip app's graph (if one is mounted)?"""
+        if node_id == self.node.node_id:
+            return True
+        graph = getattr(self.node.apps.get("gossip"), "graph", None)
+        return node_id in getattr(graph, "nodes", ())
 
     async def stop(self) -> dict[str, Any]:
         """Stop the node (after this reply has left)."""
