@@ -103,3 +103,19 @@ def test_accept_keysend_goes_from_the_command_line_to_the_payments_app(tmp_path:
     assert app.accept_keysend is True and app.node_announcement_features.bits() == [55]
     with pytest.raises(SettingsError, match="--accept-keysend needs"):
         build_node(settings("--accept-keysend"))
+
+
+def test_getroute_calls_its_method_and_prints_the_hops(capsys: pytest.CaptureFixture[str]) -> None:
+    node_id = "02" + "ab" * 32
+    assert request("getroute", node_id, "5000") == ("payments.getroute", {"node_id": node_id, "amount_msat": 5000})
+    assert request("getroute", node_id, "5000", "--max-fee-msat", "10", "--final-cltv", "144")[1] == {
+        "node_id": node_id, "amount_msat": 5000, "max_fee_msat": 10, "final_cltv": 144}
+    for amount in ("any", "0"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["getroute", node_id, amount])
+    commands._print_route({"amount_msat": 5001, "fee_msat": 1, "route": [
+        {"short_channel_id": "103x1x0", "node_id": "02" + "cd" * 32, "amount_msat": 5001, "cltv_expiry": 160, "delay": 64},
+        {"short_channel_id": "104x2x1", "node_id": node_id, "amount_msat": 5000, "cltv_expiry": 120, "delay": 24}]})  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.startswith("5001 msat to send, fee 1 msat, 2 hop(s):\n")
+    assert f"    104x2x1 -> {node_id}: 5000 msat, expiry 120 (in 24 blocks)\n" in out

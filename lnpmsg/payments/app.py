@@ -38,9 +38,8 @@ Routes come from :func:`~lnpmsg.payments.plan.plan_payment` over our
 channels, the invoice's route hints and the routing graph: ``graph`` if
 given, else the gossip app's ``routing_graph`` when it has one.
 
-Control calls (``payments.<call>``; the CLI's ``invoice``, ``pay``,
-``decodepay``, ``listinvoices``, ``delinvoice``, ``settleinvoice``, ``cancelinvoice``,
-``keysend``, ``listpayments``, ``listforwards``).
+Control calls (``payments.<call>``; the CLI's ``invoice``, ``pay``, ``decodepay``, ``listinvoices``, ``delinvoice``,
+``settleinvoice``, ``cancelinvoice``, ``keysend``, ``getroute`` (:mod:`.getroute`), ``listpayments``, ``listforwards``).
 Events: ``invoice.created``, ``invoice.accepted``, ``invoice.paid``, ``invoice.cancelled``,
 ``invoice.deleted``, ``payment.sent``, ``payment.failed``, ``payment.forwarded``.
 """
@@ -62,6 +61,7 @@ import trio
 from lnpmsg.app import App, AppError
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcNotWritten, HtlcRefused, IncomingHtlc
 from lnpmsg.payments.forwarding import Forwarding
+from lnpmsg.payments.getroute import RouteQueries
 from lnpmsg.payments.graph import ChannelGraphView, RoutingGraph
 from lnpmsg.payments.holding import HeldSet, Holding
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, Spontaneous, decide
@@ -113,7 +113,7 @@ class PaymentEvent:
     reason: str = ""
 
 
-class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, App):
+class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, RouteQueries, App):
     """Invoices, payments and forwarding (see the module docs).
 
     Args:
@@ -175,7 +175,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, App):
         for call, fn in {
             "invoice": self.invoice, "pay": self.pay, "decodepay": self.decodepay, "listinvoices": self.listinvoices,
             "listpayments": self.listpayments, "listforwards": self.listforwards, "delinvoice": self.delinvoice,
-            "settleinvoice": self.settleinvoice, "cancelinvoice": self.cancelinvoice, "keysend": self.keysend,
+            "settleinvoice": self.settleinvoice, "cancelinvoice": self.cancelinvoice, "keysend": self.keysend, "getroute": self.getroute,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 

@@ -1,6 +1,6 @@
 """The ``lnpmsg`` subcommands of the payments app (:mod:`lnpmsg.payments.app`).
 
-``invoice``, ``pay``, ``keysend``, ``listinvoices``, ``delinvoice``, ``settleinvoice``, ``cancelinvoice``,
+``invoice``, ``pay``, ``keysend``, ``getroute``, ``listinvoices``, ``delinvoice``, ``settleinvoice``, ``cancelinvoice``,
 ``listpayments`` and ``listforwards``
 call the ``payments.*`` methods of a node started with a chain, like every
 control command (human output or ``--json``; exit 0, 1 on an error, 3 when no
@@ -20,7 +20,7 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"invoice", "pay", "keysend", "decodepay", "listinvoices", "delinvoice", "settleinvoice", "cancelinvoice",
+COMMANDS = frozenset({"invoice", "pay", "keysend", "getroute", "decodepay", "listinvoices", "delinvoice", "settleinvoice", "cancelinvoice",
                       "listpayments", "listforwards"})  # fmt: skip
 
 
@@ -79,6 +79,15 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.epilog = ("The payee must accept keysends (lnpmsg: --accept-keysend; Core Lightning does by default, lnd with "
                 "--accept-keysend), else the payment fails with incorrect_or_unknown_payment_details. No invoice: "
                 "no proof of payment beyond the preimage we chose. Single part, final expiry 40 blocks.")
+    p = add("getroute", "show the route a payment to a node would take now, without paying: hops, amounts, expiries, fee")
+    p.add_argument("node_id", metavar="NODEID", help="the payee's node id (hex)")
+    p.add_argument("amount_msat", type=_amount, metavar="AMOUNT_MSAT", help="millisatoshis the payee gets")
+    p.add_argument("--max-fee-msat", type=int, metavar="N", help="refuse routes whose fees are higher (default: no limit)")
+    p.add_argument("--final-cltv", type=int, metavar="BLOCKS", help="the payee's final expiry delta (an invoice's "
+                   "min_final_cltv_expiry_delta; default 24, what lnpmsg invoices ask)")  # fmt: skip
+    p.epilog = ("The route pay or keysend would try first for this amount: over our channels (what each can send now) "
+                "and the gossip graph, avoiding what recent failures taught. Nothing is sent. "
+                "Each hop: the channel into its node, the HTLC's amount and expiry (delay: blocks from now).")
     p = add("decodepay", "decode and verify a BOLT-11 invoice (offline)", node=False)
     p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
     p = add("listinvoices", "list our invoices: status (unpaid, paid, expired; accepted, cancelled), amount, preimage when paid; "
@@ -105,6 +114,12 @@ def _print_pay(r: dict[str, Any]) -> None:
     print(f"paid {r['amount_msat']} msat (fee {r['fee_msat']} msat) in {r['parts']} part(s), preimage {r['preimage']}")
     for route in r["routes"]:
         print("    via " + " -> ".join(f"{h['node_id'][:16]}... ({h['short_channel_id']})" for h in route))
+
+
+def _print_route(r: dict[str, Any]) -> None:
+    print(f"{r['amount_msat']} msat to send, fee {r['fee_msat']} msat, {len(r['route'])} hop(s):")
+    for h in r["route"]:
+        print(f"    {h['short_channel_id']} -> {h['node_id']}: {h['amount_msat']} msat, expiry {h['cltv_expiry']} (in {h['delay']} blocks)")
 
 
 def _print_invoices(r: dict[str, Any]) -> None:
@@ -165,6 +180,13 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         if args.max_fee_msat is not None:
             params["max_fee_msat"] = args.max_fee_msat
         return "payments.keysend", params, _print_pay
+    if args.command == "getroute":
+        params = {"node_id": args.node_id, "amount_msat": args.amount_msat}
+        if args.max_fee_msat is not None:
+            params["max_fee_msat"] = args.max_fee_msat
+        if args.final_cltv is not None:
+            params["final_cltv"] = args.final_cltv
+        return "payments.getroute", params, _print_route
     if args.command == "listinvoices":
         return "payments.listinvoices", {"label": args.label} if args.label else {}, _print_invoices
     if args.command == "delinvoice":

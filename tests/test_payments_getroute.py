@@ -1,0 +1,74 @@
+"""getroute (:mod:`lnpmsg.payments.getroute`) between nodes in memory, on one embedded regtest chain.
+
+A line A-B-C: A's route to C goes through B, with B's fee and delta, and is the
+route A's ``pay`` of C's invoice then takes; no route to a node A cannot reach,
+nor under a fee limit lower than B's fee (the limit at the fee is met); bad
+parameters are refused. Nothing is sent: no payment is recorded, no HTLC offered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.calls import ChainAppError
+from test_payments_app import net, payments, quiet, wait_until
+
+AMOUNT = 30_000_000
+STRANGER = "02" + "11" * 32
+
+
+@pytest.mark.trio
+async def test_route_a_to_c_via_b_is_what_pay_takes_and_what_is_refused(tmp_path: Path) -> None:
+    async with net(tmp_path) as n:
+        a, b, c = n.node("a"), n.node("b"), n.node("c")
+        async with running(a, b, c):
+            await n.fund(a, b)
+            await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+            height = (await n.source.tip()).height
+            found = await payments(a).getroute(c.node_id.hex(), AMOUNT)
+            hops = found["route"]
+            assert [h["node_id"] for h in hops] == [b.node_id.hex(), c.node_id.hex()] and found["height"] == height
+            assert hops[1]["amount_msat"] == AMOUNT and hops[1]["cltv_expiry"] == height + DEFAULT_MIN_FINAL_CLTV
+            assert hops[0]["amount_msat"] == AMOUNT + found["fee_msat"] and found["fee_msat"] > 0 and found["amount_msat"] == hops[0]["amount_msat"]
+            assert hops[0]["cltv_expiry"] > hops[1]["cltv_expiry"] and [h["delay"] for h in hops] == [h["cltv_expiry"] - height for h in hops]
+            assert found["cltv_expiry"] == hops[0]["cltv_expiry"]
+            # nothing was sent nor recorded
+            assert not (await payments(a).listpayments())["payments"] and quiet(a)
+
+            # pay takes that very route (C's invoice asks the same final delta)
+            invoice = await payments(c).invoice(AMOUNT, "tea", "a cup of tea")
+            paid = await payments(a).pay(invoice["bolt11"])
+            (route,) = paid["routes"]
+            assert paid["fee_msat"] == found["fee_msat"] and route == [{k: v for k, v in h.items() if k != "delay"} for h in hops]
+            await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "settled")
+
+            # no route: a node A's graph does not know; fees above the limit
+            with pytest.raises(ChainAppError) as info:
+                await payments(a).getroute(STRANGER, AMOUNT)
+            assert info.value.details == {"error": "NoRoute", "node_id": STRANGER, "amount_msat": AMOUNT}
+            assert str(info.value).startswith(f"no route to {STRANGER} for {AMOUNT} msat: ")
+            fee = (await payments(a).getroute(c.node_id.hex(), AMOUNT))["fee_msat"]
+            with pytest.raises(ChainAppError) as info:
+                await payments(a).getroute(c.node_id.hex(), AMOUNT, max_fee_msat=fee - 1)
+            assert info.value.details["error"] == "NoRoute"
+            assert (await payments(a).getroute(c.node_id.hex(), AMOUNT, max_fee_msat=fee))["fee_msat"] == fee
+            # more than A's channel can send
+            with pytest.raises(ChainAppError, match="no route"):
+                await payments(a).getroute(c.node_id.hex(), 2_000_000_000)
+            # the payee's final delta is the caller's (an invoice's min_final_cltv_expiry_delta)
+            longer = await payments(a).getroute(c.node_id.hex(), AMOUNT, final_cltv=144)
+            assert longer["route"][1]["delay"] == 144
+            # a direct channel: one hop, no fee
+            direct = await payments(a).getroute(b.node_id.hex(), AMOUNT)
+            assert [h["node_id"] for h in direct["route"]] == [b.node_id.hex()] and direct["fee_msat"] == 0
+            for bad in ({"node_id": a.node_id.hex(), "amount_msat": AMOUNT}, {"node_id": "02", "amount_msat": AMOUNT},
+                        {"node_id": STRANGER, "amount_msat": 0}, {"node_id": STRANGER, "amount_msat": AMOUNT, "max_fee_msat": -1},
+                        {"node_id": STRANGER, "amount_msat": AMOUNT, "final_cltv": 0}):  # fmt: skip
+                with pytest.raises(ParamsError):
+                    await payments(a).getroute(**bad)
+            assert len((await payments(a).listpayments())["payments"]) == 1  # the pay only
