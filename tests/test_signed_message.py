@@ -123,8 +123,10 @@ async def test_cli_signs_with_the_node_key_and_checks(capsys: pytest.CaptureFixt
         assert code == 0 and out == f"verified: signed by {known.public_key.format().hex()}\n"
         code, out, err = await cli(capsys, "checkmessage", "hello world", "not-zbase", "--data-dir", data_dir)
         assert code == 1 and "zbase is not a signature" in err
-    # with --pubkey no node is needed (none runs now)
+    # with --pubkey no node is needed (none runs now); without, the node is
     node_id = node.node_id.hex()
+    code, out, err = await cli(capsys, "checkmessage", "hello world", signed["zbase"], "--data-dir", data_dir)
+    assert code == 3 and "give --pubkey to check the signature without a node" in err
     code, out, _ = await cli(capsys, "checkmessage", "hello world", signed["zbase"], "--pubkey", node_id, "--json", "--data-dir", data_dir)
     assert code == 0 and json.loads(out) == {"pubkey": node_id, "verified": True}
     code, out, err = await cli(capsys, "checkmessage", "hello world!", signed["zbase"], "--pubkey", node_id, "--data-dir", data_dir)

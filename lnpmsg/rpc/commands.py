@@ -122,16 +122,16 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p = add("ping", "ping a peer and show the round trip")
     p.add_argument("node_id")
     p = add("signmessage", "sign a message with the node key; prints the zbase signature (lnd and Core Lightning check it)")
-    p.add_argument("message")
+    p.add_argument("message", help="the text to sign (its UTF-8 bytes are signed)")
     p = add(
         "checkmessage",
         "check a message's zbase signature (from signmessage of lnpmsg, lnd or Core Lightning)",
         "Check that ZBASE signs MESSAGE: by --pubkey if given (offline: no node needed), else by a node "
-        "the running node knows (itself, or a node in its gossip graph). Exit 1 when not verified; "
-        "the signer's key is printed either way.",
+        "the running node knows (itself, or a node in its gossip graph). Exit 1 when not verified "
+        "(with --json the error's data holds the result: without --pubkey, the key that signed).",
     )
-    p.add_argument("message")
-    p.add_argument("zbase")
+    p.add_argument("message", help="the message, as signed (UTF-8)")
+    p.add_argument("zbase", help="the signature in zbase32 (signmessage's zbase)")
     p.add_argument("--pubkey", metavar="NODEID", help="the node id the signature must be from (then checked offline)")
     p = add(
         "subscribe",
@@ -462,7 +462,8 @@ def run_command(
     try:
         return trio.run(_run, args, request)
     except NoNodeRunning as exc:
-        _fail(args, f"{exc}; if it is starting, run the command again or add --wait")
+        offline = "; or give --pubkey to check the signature without a node" if args.command == "checkmessage" else ""
+        _fail(args, f"{exc}; if it is starting, run the command again or add --wait{offline}")
         return EXIT_NO_NODE
     except ControlCallError as exc:
         if missing_method_hint and exc.code == ErrorCode.METHOD_NOT_FOUND:
