@@ -2,6 +2,8 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 
 def _share_bytecode() -> str | None:
@@ -52,3 +54,12 @@ def libsodium(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     if not request.param:
         without_libsodium(monkeypatch)
     return bool(request.param)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A node's data directory with a short path (under /tmp: the control socket's and ipc:// paths
+    must fit a unix socket's ~107 bytes, which pytest's ``tmp_path`` can pass), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="lnd", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -5,10 +5,8 @@ lifecycle events, over the node's real control and event sockets (ZeroMQ)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,14 +24,6 @@ from lnpmsg.wire import UnknownMessage
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = 32902  # even
 BIT = 343
-
-
-@pytest.fixture
-def data_dir():
-    # ipc:// paths are limited to ~107 bytes; pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="lna", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def wait_for(predicate, timeout=10.0):

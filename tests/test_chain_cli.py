@@ -11,6 +11,7 @@ import subprocess
 import pytest
 import trio
 
+from cli_in_process import cli
 from lnpmsg.app import AppError
 from lnpmsg.bitcoin.tx import Tx, TxOut
 from lnpmsg.wallet.app import ChainApp, ChainTip
@@ -28,12 +29,6 @@ from lnpmsg.testing.processes import (
 
 
 #: seconds a node process may take to start or stop
-async def cli(capsys, *argv):
-    code = await trio.to_thread.run_sync(main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 async def cli_json(capsys, *argv):
     code, out, _ = await cli(capsys, *argv, "--json")
     return code, json.loads(out)

@@ -10,20 +10,14 @@ import subprocess
 import pytest
 import trio
 
+from cli_in_process import cli
 from lnpmsg.app import App
 from lnpmsg.wallet.app import ChainApp
-from lnpmsg.cli import main
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.rpc.control_client import NodeStarting, locate
 from lnpmsg.testing.processes import PROCESS_WAIT, finish_process, lnpmsg_argv, start_node_process
-
-
-async def cli(capsys, *argv):
-    code = await trio.to_thread.run_sync(main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 async def cli_json(capsys, *argv):

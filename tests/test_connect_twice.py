@@ -3,23 +3,12 @@ and subscriptions go on); ``--reconnect`` replaces it, with a log line and an ev
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 
-import pytest
 import trio
 
 from lnpmsg.cli import main
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.testing.nodes import address_of, make_node, running
-
-
-@pytest.fixture
-def data_dir():
-    path = Path(tempfile.mkdtemp(prefix="lnr", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_connect_twice_from_the_cli_keeps_the_session_unless_reconnect(data_dir, capsys):

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
-import tempfile
-from pathlib import Path
 
 import pytest
 import trio
@@ -38,14 +35,6 @@ from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.io.zmq_trio import TrioSocket
 
 CHAT = 32769
-
-
-@pytest.fixture
-def data_dir():
-    # ipc:// paths are limited to ~107 bytes; pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="lnc", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def controlled(data_dir, **options):

@@ -4,28 +4,18 @@ CLI runs in a worker thread, exactly as ``main(argv)`` runs from a shell)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-import pytest
 import trio
 
+from cli_in_process import cli
 from lnpmsg.app import DONE
-from lnpmsg.cli import main
 from lnpmsg.pubsub.peer import PeerPubSub
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.rpc.peer import PeerRpc
 from lnpmsg.testing.nodes import make_node, running
-
-
-@pytest.fixture
-def data_dir():
-    path = Path(tempfile.mkdtemp(prefix="lncli", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def controlled(data_dir):
@@ -34,12 +24,6 @@ def controlled(data_dir):
     node.mount(PeerPubSub())
     node.mount(ControlServer(data_dir))
     return node
-
-
-async def cli(capsys, *argv):
-    code = await trio.to_thread.run_sync(main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 async def test_no_node_running(capsys, data_dir):

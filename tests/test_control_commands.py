@@ -6,18 +6,16 @@ this process; the commands run as processes or through ``main(argv)``."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
 
+from cli_in_process import cli
 from lnpmsg.app import DONE, App
-from lnpmsg.cli import main
 from lnpmsg.rpc.commands import EVENT_TOPICS, MAX_PAYLOAD
 from lnpmsg.runtime import NodeSettings, build_node
 from lnpmsg.testing.nodes import make_node, running
@@ -40,19 +38,6 @@ class EvenBytes(Message):
 class OddBytes(Message):
     FIELDS = (("data", rest_bytes),)
     data: bytes
-
-
-@pytest.fixture
-def data_dir():
-    path = Path(tempfile.mkdtemp(prefix="lncmd", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-async def cli(capsys, *argv):
-    code = await trio.to_thread.run_sync(main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def controlled(data_dir: Path, *listen: str):

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
-import pytest
 import trio
 
 from lnpmsg.pubsub import bridge
@@ -14,13 +11,6 @@ from lnpmsg.rpc import control_client
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.rpc.control_client import ControlClient
 from lnpmsg.testing.nodes import make_node
-
-
-@pytest.fixture
-def data_dir():
-    path = Path(tempfile.mkdtemp(prefix="lnl", dir="/tmp"))  # ipc:// paths are short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _controlled(data_dir: Path):

@@ -13,15 +13,12 @@ import contextlib
 import json
 import os
 import signal
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,13 +91,6 @@ async def spawned() -> AsyncIterator[Callable[..., trio.Process]]:
             if proc.process.returncode is None:
                 proc.process.kill()
             await proc.process.wait()
-
-
-@pytest.fixture
-def data_dir():
-    path = Path(tempfile.mkdtemp(prefix="lnex", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_chat_between_nodes_and_from_a_process_attached_to_a_running_node(data_dir):

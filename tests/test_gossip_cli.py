@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from cli_in_process import cli
 from lnpmsg.cli import main
 from lnpmsg.gossip import (
     ChannelAnnouncement,
@@ -75,12 +76,6 @@ async def events_of(process) -> list[dict]:
             out += chunk
         assert await process.wait() == 0
     return [json.loads(line) for line in out.decode().splitlines()]
-
-
-async def cli(capsys, *argv):
-    code = await trio.to_thread.run_sync(main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 async def cli_json(capsys, *argv):

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trio
 
+from cli_in_process import cli
 from lnpmsg.cli import main
 from lnpmsg.gossip.app import GossipConfig
 from lnpmsg.gossip.messages import QueryChannelRange
@@ -23,20 +20,6 @@ from lnpmsg.node.identity import NodeKey
 from tests.test_gossip_app import REGISTRY
 from tests.test_gossip_resync import GossipPeer, gossip_node, resync_ended, synced_node_peer
 from tests.test_gossip_sync_records import range_reply
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    # short: the control socket's path must fit a unix socket's
-    path = Path(tempfile.mkdtemp(prefix="lnresync", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-async def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    code = await trio.to_thread.run_sync(main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 async def answer_ranges(peer: GossipPeer) -> None:

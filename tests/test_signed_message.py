@@ -5,15 +5,12 @@ with a node."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import coincurve
 import pytest
-import trio
 
-from lnpmsg.cli import main
+from cli_in_process import cli
 from lnpmsg.node.signed_message import SignedMessage, recover_signer, sign_message, zbase32_decode, zbase32_encode
 from lnpmsg.runtime import NodeSettings, build_node
 
@@ -84,19 +81,6 @@ def test_zbase32() -> None:
     assert zbase32_encode(b"\xf0\xbf\xc7") == "6n9hq"  # the zbase32 spec's example: 24 bits
     with pytest.raises(ValueError):
         zbase32_decode("6n9hb")  # non-zero padding bits (b: 00001)
-
-
-@pytest.fixture
-def data_dir():
-    path = Path(tempfile.mkdtemp(prefix="lnsig", dir="/tmp"))  # (an ipc:// path is short)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-async def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    code = await trio.to_thread.run_sync(main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 async def test_cli_signs_with_the_node_key_and_checks(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:

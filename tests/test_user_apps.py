@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from cli_in_process import cli
 from lnpmsg.app import App
-from lnpmsg.cli import main
 from lnpmsg.runtime import NodeSettings, SettingsError, build_node, load_app
 from lnpmsg.testing.processes import PROCESS_WAIT, finish_process, lnpmsg_argv
 
@@ -31,12 +31,6 @@ def tmp():
     path = Path(tempfile.mkdtemp(prefix="lnapp", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-async def cli(capsys, *argv):
-    code = await trio.to_thread.run_sync(main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 async def start_node(data_dir: Path, *args: str, cwd: Path) -> tuple[trio.Process, dict]:
