@@ -43,6 +43,13 @@ def _amount(text: str) -> int:
     return value
 
 
+def _to_a_node(p: argparse.ArgumentParser) -> None:
+    """The arguments of a payment to a node without an invoice (keysend, getroute): who, how much, the fee limit."""
+    p.add_argument("node_id", metavar="NODEID", help="the payee's node id (hex)")
+    p.add_argument("amount_msat", type=_amount, metavar="AMOUNT_MSAT", help="millisatoshis the payee gets")
+    p.add_argument("--max-fee-msat", type=int, metavar="N", help="refuse routes whose fees are higher (default: no limit)")
+
+
 def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
     """Add the payments subcommands to the ``lnpmsg`` parser."""
 
@@ -73,16 +80,12 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                 "New parts leave for 40 s; a payment still in flight after 55 s goes on in the node "
                 "('lnpmsg listpayments' shows how it ends).")
     p = add("keysend", "pay a node without an invoice (keysend, bLIP 3: our random preimage rides in the onion); waits for the result")
-    p.add_argument("node_id", metavar="NODEID", help="the payee's node id (hex)")
-    p.add_argument("amount_msat", type=_amount, metavar="AMOUNT_MSAT", help="millisatoshis the payee gets")
-    p.add_argument("--max-fee-msat", type=int, metavar="N", help="refuse routes whose fees are higher (default: no limit)")
+    _to_a_node(p)
     p.epilog = ("The payee must accept keysends (lnpmsg: --accept-keysend; Core Lightning does by default, lnd with "
                 "--accept-keysend), else the payment fails with incorrect_or_unknown_payment_details. No invoice: "
                 "no proof of payment beyond the preimage we chose. Single part, final expiry 40 blocks.")
     p = add("getroute", "show the route a payment to a node would take now, without paying: hops, amounts, expiries, fee")
-    p.add_argument("node_id", metavar="NODEID", help="the payee's node id (hex)")
-    p.add_argument("amount_msat", type=_amount, metavar="AMOUNT_MSAT", help="millisatoshis the payee gets")
-    p.add_argument("--max-fee-msat", type=int, metavar="N", help="refuse routes whose fees are higher (default: no limit)")
+    _to_a_node(p)
     p.add_argument("--final-cltv", type=int, metavar="BLOCKS", help="the payee's final expiry delta (an invoice's "
                    "min_final_cltv_expiry_delta; default 24, what lnpmsg invoices ask)")  # fmt: skip
     p.epilog = ("The route pay or keysend would try first for this amount: over our channels (what each can send now) "
