@@ -31,7 +31,8 @@ fails, our latest commitment are broadcast too.
 Control calls (``channels.<call>``; the CLI's ``fundchannel``,
 ``listchannels``, ``closechannel``): ``fundchannel`` [node_id, amount_sat,
 push_msat?, feerate?, announce?], ``listchannels`` [peer_id?],
-``closechannel`` [channel, feerate?, destination?], and, for tests without the
+``closechannel`` [channel, feerate?, destination?], ``exportchannelbackup``,
+``restorechannels`` [backup] (:mod:`.backup_calls`), and, for tests without the
 payments layer, ``dev_addhtlc`` [channel, amount_msat, payment_hash?, cltv_expiry?,
 onion?], ``dev_fulfill`` [channel, htlc_id, preimage], ``dev_fail`` [channel,
 htlc_id], ``dev_updatefee`` [channel, feerate_per_kw]. Events: ``channel.opened``,
@@ -88,6 +89,7 @@ from .inputs import (
     WeAreBehind,
 )
 from .dev import DevOptions
+from .backup_calls import BackupCalls
 from .dev_calls import DevCalls
 from .manager import ChannelManager, ChannelsStopped, ManagedChannel, describe, format_scid
 from .onchain import OnchainWatch
@@ -131,7 +133,7 @@ class ChannelEvent:
     reason: str = ""
 
 
-class ChannelsApp(DevCalls, App):
+class ChannelsApp(BackupCalls, DevCalls, App):
     """BOLT-2 channels (see the module docs).
 
     Args:
@@ -178,6 +180,7 @@ class ChannelsApp(DevCalls, App):
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
             "dev_updatefee": self.dev_updatefee, "dev_preimage": self.dev_preimage,
+            "exportchannelbackup": self.exportchannelbackup, "restorechannels": self.restorechannels,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
@@ -246,6 +249,7 @@ class ChannelsApp(DevCalls, App):
         assert onchain is not None
         if self.reconnector is not None:
             self.reconnector.start()
+        await self.write_backup()
         async with source.subscribe() as sub, source.subscribe(start_height=onchain.start_height()) as monitor_sub:
             await onchain.resume()
             for channel in list(self._manager().channels.values()):
@@ -312,6 +316,7 @@ class ChannelsApp(DevCalls, App):
             await self._submit(channel, Reconnected())
         if self.reconnector is not None:
             await self.reconnector.peer_ready(peer.node_id, peer.dialed)
+        await self.ask_to_close(peer.node_id)  # channels restored from a backup
         await super().peer_ready(peer)
 
     async def peer_gone(self, peer: Peer, reason: str) -> None:
@@ -396,6 +401,7 @@ class ChannelsApp(DevCalls, App):
                 self.spawn(self._check_depths)
                 if self.reconnector is not None:
                     self.spawn(self.reconnector.channel_opened, channel.peer_id)
+                self.spawn(self.write_backup)
             elif isinstance(event, ChannelReadyEvent):
                 self._publish("channel.ready", channel, short_channel_id=format_scid(event.short_channel_id))
                 log.info("channels: %s is ready (%s)", channel.channel_id.hex(), format_scid(event.short_channel_id))
@@ -411,6 +417,7 @@ class ChannelsApp(DevCalls, App):
                 self._closing_txids[channel.key] = txid
                 await self._broadcast(event.raw_tx, "closing")
                 self._publish("channel.closed", channel, txid=txid)
+                self.spawn(self.write_backup)
                 log.info("channels: %s closed by %s (fee %d sat)", channel.channel_id.hex(), txid, event.fee_sat)
             elif isinstance(event, ChannelFailed):
                 log.warning("channels: %s failed: %s", channel.channel_id.hex(), event.reason)

@@ -17,7 +17,7 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"fundchannel", "listchannels", "closechannel"})
+COMMANDS = frozenset({"fundchannel", "listchannels", "closechannel", "exportchannelbackup", "restorechannels"})
 
 
 def _positive(text: str) -> int:
@@ -62,6 +62,12 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--force", action="store_true",
                    help="unilateral close: broadcast our latest commitment now; the node's channel monitor sweeps "
                         "our outputs to the wallet after their delays (to_self_delay, HTLC expiries)")
+    p = add("exportchannelbackup", "write the node's static channel backup (encrypted) to FILE, or print where the node keeps it")
+    p.add_argument("file", nargs="?", type=Path, metavar="FILE", help="write the backup here (it is also kept, always current, as channels.backup in the channel store)")
+    p = add("restorechannels", "recover the channels of a static channel backup on a node with the same seed: each peer is asked to force-close, and our output of its commitment is swept to the wallet")
+    p.add_argument("file", type=Path, metavar="FILE", help="a channels.backup (or an exportchannelbackup FILE)")
+    p.epilog = ("Only for a node that lost its channel store: the restored channels are never used again and "
+                "nothing of ours is broadcast; a backup with a channel the node still has is refused.")
 
 
 def _msat(value: int | None) -> str:
@@ -75,7 +81,9 @@ def _print_channel(c: dict[str, Any]) -> None:
           f"{c['channel_type']}, funding {c['funding_outpoint'] or '-'}{'' if c['connected'] else ', peer offline'}")  # fmt: skip
     for h in c["htlcs"]:
         print(f"    htlc {h['direction']:<3} #{h['id']} {h['amount_msat']} msat hash {h['payment_hash']} expiry {h['cltv_expiry']}")
-    if c.get("behind"):
+    if c.get("restored"):
+        print("    restored from a channel backup: never used again; the peer is asked to close, then our output is swept")
+    elif c.get("behind"):
         print("    we lost channel state (the peer proved it): not broadcasting ours, waiting for the peer's commitment")
     elif c.get("failure"):
         print(f"    failed: {c['failure']}")
@@ -129,6 +137,16 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             f"channel {r['channel_id']} {r['state']}" + (f": closing transaction {r['closing_txid']}" if r.get("closing_txid") else "")
             + (f": commitment {r['commitment_txid']} broadcast" if r.get("commitment_txid") else "")
         )
+    if args.command == "exportchannelbackup":
+        params = {"file": str(args.file.resolve())} if args.file else {}
+        return "channels.exportchannelbackup", params, lambda r: print(
+            f"{r['channels']} channel(s) written to {r['file']}" if r.get("file")
+            else f"{r['channels']} channel(s); the node keeps the backup current in {r['path']}"
+        )
+    if args.command == "restorechannels":
+        return "channels.restorechannels", {"file": str(args.file.resolve())}, lambda r: [
+            print(f"channel {c['channel_id']} with {c['peer_id']} restored: asking the peer to close") for c in r["channels"]
+        ]
     raise ValueError(f"not a channel command: {args.command}")
 
 

@@ -215,6 +215,25 @@ class ChannelManager:
             path.unlink(missing_ok=True)
         channel.changed.set()
 
+    async def adopt(self, key: str, peer_id: bytes, state: Any) -> ManagedChannel:
+        """Store a channel made outside the core (a static backup's, :mod:`.backup`) as a snapshot of
+        ``state``; the monitor takes it up at once. ``LocalMisuse`` when the key is taken."""
+        if key in self.channels or key in self.store.keys():
+            raise LocalMisuse(f"channel {key} is in the store already")
+        channel_log = await trio.to_thread.run_sync(self.store.open, key)
+        core = ChannelCore(self._secrets(key))
+        core.state = state
+        try:
+            await trio.to_thread.run_sync(channel_log.write_snapshot, core)
+        except OSError:
+            channel_log.close()
+            raise
+        channel = ManagedChannel(key, peer_id, core, channel_log)
+        self.channels[key] = channel
+        if self._on_persisted is not None:
+            await self._on_persisted(channel)
+        return channel
+
     def of_peer(self, peer_id: bytes) -> list[ManagedChannel]:
         """The channels with ``peer_id``, oldest first."""
         return [c for c in self.channels.values() if c.peer_id == peer_id]
@@ -510,7 +529,8 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
         "channel_id": channel.channel_id.hex(),
         "peer_id": channel.peer_id.hex(),
         # the peer proved we lost state: we never broadcast ours (Core Lightning's AWAITING_UNILATERAL)
-        "state": "awaiting_unilateral" if s.behind else s.phase.value,
+        # (restored from a static backup: the same, knowing no commitment at all)
+        "state": "restored_awaiting_close" if s.restored else "awaiting_unilateral" if s.behind else s.phase.value,
         "opener": "local" if s.funder else "remote",
         "capacity_sat": s.funding_sat,
         "to_local_msat": to_local,
@@ -523,4 +543,5 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
         "connected": s.connected and not s.awaiting_reestablish,
         "failure": s.failure,
         "behind": s.behind,
+        "restored": s.restored,
     }

@@ -255,7 +255,8 @@ class OnchainWatch:
         if watched is None and channel.key in self.archived:
             return
         if watched is None:
-            if channel.core.state.local_commit is None or channel.core.state.funding_outpoint is None:
+            s = channel.core.state
+            if (s.local_commit is None and not s.restored) or s.funding_outpoint is None:
                 return
             destination = script_for_address(self.chain.wallet.new_address(), self.chain.wallet.hrp)
             setup = channel_setup(channel.core, destination)

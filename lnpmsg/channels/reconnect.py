@@ -87,7 +87,8 @@ class Reconnector:
     def wants(self, node_id: bytes) -> bool:
         """Whether we have a channel with the peer worth a connection."""
         manager = self._app.manager
-        return manager is not None and any(c.phase in _LIVE for c in manager.of_peer(node_id))
+        # (a channel restored from a backup: until the peer's commitment is on chain)
+        return manager is not None and any(c.phase in _LIVE or self._app.awaiting_close(c) for c in manager.of_peer(node_id))
 
     async def peer_ready(self, node_id: bytes, dialed: str | None) -> None:
         """A peer is connected: remember the address we dialed it at (for channel peers)."""

@@ -160,6 +160,9 @@ class ChannelState:
     #: recognises its commitment by them
     remote_behind_number: int = 0
     remote_behind_point: bytes | None = None
+    #: made from a static channel backup (:mod:`.backup`): no commitment of ours is known, the
+    #: peer is asked to close with its own
+    restored: bool = False
     #: our settles and fee changes a disconnection took back: proposed again after channel_reestablish
     resend_updates: tuple[object, ...] = ()
     #: a commitment_signed or revoke_and_ack we sent last, for retransmission order

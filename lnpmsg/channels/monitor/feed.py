@@ -52,8 +52,8 @@ def monitor_secrets(secrets: object) -> MonitorSecrets:
 def channel_setup(core: object, destination_script: bytes) -> ChannelSetup | None:
     """The monitor's first update, once the channel has a funding outpoint and a signed commitment."""
     s = core.state  # type: ignore[attr-defined]
-    if s.funding_outpoint is None or s.remote is None or s.local_commit is None:
-        return None
+    if s.funding_outpoint is None or s.remote is None or (s.local_commit is None and not s.restored):
+        return None  # (a channel restored from a backup knows no commitment: it waits for the peer's)
     keys = core.keys()  # type: ignore[attr-defined]
     return ChannelSetup(
         funding_outpoint=keys.funding_outpoint, funding_sat=keys.funding_sat, anchors=keys.anchors,

@@ -1,0 +1,177 @@
+"""Static channel backups in the channel app (the trio shell of :mod:`.backup`): a mixin of
+:class:`~lnpmsg.channels.app.ChannelsApp`.
+
+- ``<channels dir>/channels.backup`` is rewritten (atomically, owner-only) at start and whenever
+  the set of channels to recover changes: a channel's funding became known, a channel closed, a
+  backup was restored. Copy it somewhere safe together with the seed material (see the README).
+- ``channels.exportchannelbackup``: the current backup (hex) and where the node keeps it.
+- ``channels.restorechannels [backup]``: on a node with the same channel seed, each channel of the
+  backup becomes a restored channel (:func:`~.backup.restored_state`); refused as a whole when one
+  of them exists here. The peer is dialed (and kept dialed until its commitment is on chain) and,
+  once connected, asked to close (:func:`~.backup.close_request`); nothing of ours is broadcast.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from lnpmsg.io.atomic_file import write_atomic
+from lnpmsg.rpc.params import ParamsError, hex_param
+from lnpmsg.wallet.app import ChainAppError
+
+from .backup import BACKUP_FILE, BackupError, close_request, decode_backup, encode_backup, entry_of, restored_state
+from .manager import describe
+from .state import Phase
+
+__all__ = ["BackupCalls"]
+
+log = logging.getLogger(__name__)
+
+
+class BackupCalls:
+    """``exportchannelbackup``, ``restorechannels`` and the backup file; the app supplies
+    ``directory``, ``_manager``, ``onchain``, ``reconnector``, ``node``, ``spawn``, ``send`` and ``_claim``."""
+
+    directory: Path
+    _manager: Any
+    onchain: Any
+    reconnector: Any
+    node: Any
+    spawn: Any
+    send: Any
+    _claim: Any
+    _backup_lock: trio.Lock | None = None
+
+    @property
+    def backup_path(self) -> Path:
+        """Where the node keeps its current static channel backup."""
+        return self.directory / BACKUP_FILE
+
+    def _addresses(self, peer_id: bytes) -> tuple[str, ...]:
+        found = []
+        if self.reconnector is not None and (known := self.reconnector.book.get(peer_id)):
+            found.append(known)
+        peer = self.node.peers.get(peer_id)
+        if peer is not None and peer.dialed and peer.dialed not in found:
+            found.append(peer.dialed)
+        return tuple(found)
+
+    def backup_bytes(self) -> bytes:
+        """The encrypted backup of every channel with a funding that is not closed cooperatively."""
+        manager = self._manager()
+        entries = []
+        for channel in manager.channels.values():
+            if channel.phase is Phase.CLOSED:
+                continue
+            entry = entry_of(channel.key, channel.peer_id, channel.core.state, self._addresses(channel.peer_id))
+            if entry is not None:
+                entries.append(entry)
+        return encode_backup(entries, manager.seed)
+
+    async def write_backup(self) -> None:
+        """Rewrite the backup file (a failure is logged: the channels go on, the next change tries again)."""
+        if self._backup_lock is None:
+            self._backup_lock = trio.Lock()
+        async with self._backup_lock:
+            data = self.backup_bytes()
+            try:
+                await trio.to_thread.run_sync(lambda: write_atomic(self.backup_path, data, mode=0o600))
+            except OSError as exc:
+                log.error("channels: the channel backup %s could not be written: %s", self.backup_path, exc)
+
+    def awaiting_close(self, channel: Any) -> bool:
+        """A restored channel whose funding the monitor has not seen spent yet."""
+        if not channel.core.state.restored:
+            return False
+        status = self.onchain.status(channel) if self.onchain is not None else None
+        return status is None or status.get("state") == "open"
+
+    async def ask_to_close(self, peer_id: bytes) -> None:
+        """Ask a connected peer to close each restored channel with it (nothing when there is none)."""
+        for channel in self._manager().of_peer(peer_id):
+            if not self.awaiting_close(channel):
+                continue
+            point = channel.core.secrets.commitment_point(0)
+            for message in close_request(channel.channel_id, point):
+                try:
+                    await self.send(peer_id, message)
+                except Exception as exc:  # the peer left again: asked once more when it is back
+                    log.info("channels: cannot ask %s to close %s: %s", peer_id.hex()[:16], channel.channel_id.hex(), exc)
+                    return
+            log.info("channels: asked %s to close the restored channel %s", peer_id.hex()[:16], channel.channel_id.hex())
+
+    # ------------------------------------------------------------ control calls
+
+    async def exportchannelbackup(self, file: str | None = None) -> dict[str, Any]:
+        """The current static channel backup (hex, encrypted), the number of channels in it, and
+        the file the node keeps it in (rewritten whenever a channel opens or closes); FILE: also
+        write it there (an absolute path on the node's machine)."""
+        data = self.backup_bytes()
+        count = len(decode_backup(data, self._manager().seed))
+        result: dict[str, Any] = {"backup": data.hex(), "channels": count, "path": str(self.backup_path)}
+        if file is not None:
+            target = _absolute(file)
+            try:
+                await trio.to_thread.run_sync(lambda: write_atomic(target, data, mode=0o600))
+            except OSError as exc:
+                raise ChainAppError(f"cannot write {target}: {exc}", {"error": "OSError"}) from None
+            result["file"] = str(target)
+        return result
+
+    async def restorechannels(self, backup: str | None = None, file: str | None = None) -> dict[str, Any]:
+        """Restore the channels of a ``channels.backup`` made by a node with this node's channel
+        seed, given as BACKUP (hex) or FILE (an absolute path on the node's machine): each waits for
+        its peer's commitment; the peer is asked to close."""
+        if (backup is None) == (file is None):
+            raise ParamsError("give the backup (hex) or its file, one of the two")
+        if file is not None:
+            try:
+                data = await trio.to_thread.run_sync(_absolute(file).read_bytes)
+            except OSError as exc:
+                raise ChainAppError(f"cannot read the backup {file}: {exc.strerror or exc}", {"error": "OSError"}) from None
+        else:
+            data = hex_param(backup, "backup")
+        manager = self._manager()
+        try:
+            entries = decode_backup(data, manager.seed)
+        except BackupError as exc:
+            raise ChainAppError(str(exc), {"error": "BackupError"}) from None
+        if not entries:
+            raise ParamsError("the backup holds no channel")
+        stored = set(manager.store.keys())
+        existing = [e.channel_id.hex() for e in entries
+                    if e.key in stored or manager.find(None, e.channel_id) is not None]  # fmt: skip
+        if existing:
+            raise ChainAppError(
+                f"refused: {len(existing)} channel(s) of the backup exist on this node ({', '.join(existing)}); "
+                "nothing was restored (a backup is only for a node that lost them)",
+                {"error": "ChannelExists", "channels": existing},
+            )
+        restored = []
+        for entry in entries:
+            try:
+                channel = await manager.adopt(entry.key, entry.peer_id, restored_state(entry))
+            except (ValueError, OSError) as exc:
+                raise ChainAppError(f"cannot restore {entry.channel_id.hex()}: {exc}", {"error": "BackupError"}) from exc
+            self._claim(channel)
+            restored.append(channel)
+            if self.reconnector is not None and entry.addresses and self.reconnector.book.remember(entry.peer_id, entry.addresses[0]):
+                await trio.to_thread.run_sync(self.reconnector.book.save)
+            log.warning("channels: restored %s with %s from a backup: asking the peer to close", entry.channel_id.hex(), entry.peer_id.hex())
+        await self.write_backup()
+        for peer_id in {c.peer_id for c in restored}:
+            if peer_id in self.node.peers:
+                await self.ask_to_close(peer_id)
+            elif self.reconnector is not None:
+                self.reconnector.peer_gone(peer_id)  # dials it (its peer_ready asks)
+        return {"channels": [describe(c) for c in restored]}
+
+
+def _absolute(file: object) -> Path:
+    if not isinstance(file, str) or not Path(file).is_absolute():
+        raise ParamsError(f"file must be an absolute path, got {file!r}")
+    return Path(file)

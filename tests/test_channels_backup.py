@@ -1,0 +1,150 @@
+"""Static channel backups (``channels.backup``, ``exportchannelbackup``, ``restorechannels``).
+
+The format (sans-IO): encrypted with a key from the channel seed, a clear error for a damaged or
+foreign file. End to end (two nodes in one process, the in-memory transport, the embedded regtest
+chain): Bob loses his data dir but for the seed material, restores the backup on a fresh node,
+Alice is asked to force-close and Bob's monitor sweeps his balance to his wallet; nothing of Bob's
+is ever broadcast. A backup of channels the node still has is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from test_channels_app import pay
+from test_channels_onchain import Pair, open_channel, only_status, run_until_resolved, wait_until
+
+from lnpmsg.bitcoin.tx import OutPoint
+from lnpmsg.chain.embedded import EmbeddedChainSource
+from lnpmsg.channels.backup import BackupEntry, BackupError, close_request, decode_backup, encode_backup, restored_state
+from lnpmsg.channels.keys import ChannelBasepoints
+from lnpmsg.channels.manager import channel_secrets
+from lnpmsg.channels.state import Phase
+from lnpmsg.channels.monitor.feed import channel_setup
+from lnpmsg.channels.state import ChannelCore
+from lnpmsg.testing import MemoryNetwork
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.app import ChainAppError
+from test_channels_app import channels, only_channel
+
+
+def _entry(seed: bytes, key: str = "02" + "11" * 32 + "-00112233aabbccdd") -> BackupEntry:
+    theirs = channel_secrets(os.urandom(32), "peer").basepoints()
+    return BackupEntry(
+        key=key, peer_id=bytes.fromhex(key.split("-")[0]), addresses=("mem://7",), channel_id=os.urandom(32),
+        funding_outpoint=OutPoint(os.urandom(32), 1), funding_sat=1_000_000, anchors=True, funder=False,
+        remote_basepoints=theirs, remote_to_self_delay=144, local_to_self_delay=6, remote_dust_limit_sat=546,
+        local_dust_limit_sat=354, short_channel_id=(120 << 40) | (1 << 16) | 1,
+    )  # fmt: skip
+
+
+def test_the_backup_is_encrypted_with_the_seed_and_a_foreign_or_damaged_file_is_refused() -> None:
+    seed = os.urandom(32)
+    entry = _entry(seed)
+    data = encode_backup([entry], seed)
+    assert decode_backup(data, seed) == [entry]
+    # nothing of it in clear: not the peer, not the channel, not the funding
+    for secret in (entry.peer_id, entry.channel_id, entry.funding_outpoint.txid):
+        assert secret not in data and secret.hex().encode() not in data
+    with pytest.raises(BackupError, match="another seed, or it is damaged"):
+        decode_backup(data, os.urandom(32))  # another node's
+    damaged = bytearray(data)
+    damaged[-20] ^= 1
+    with pytest.raises(BackupError, match="another seed, or it is damaged"):
+        decode_backup(bytes(damaged), seed)
+    with pytest.raises(BackupError, match="not an lnpmsg channel backup"):
+        decode_backup(b"{\"channels\": []}", seed)
+    with pytest.raises(BackupError, match="not an lnpmsg channel backup"):
+        decode_backup(data[:20], seed)
+
+
+def test_a_restored_channel_is_set_up_for_the_monitor_and_never_has_a_commitment_to_broadcast() -> None:
+    seed = os.urandom(32)
+    entry = _entry(seed)
+    core = ChannelCore(channel_secrets(seed, entry.key))
+    core.state = restored_state(entry)
+    assert core.phase is Phase.FAILED and core.state.behind and core.state.restored
+    assert core.latest_commitment_tx() is None
+    setup = channel_setup(core, b"\x00\x14" + bytes(20))
+    assert setup is not None
+    assert setup.local_basepoints == channel_secrets(seed, entry.key).basepoints()
+    assert setup.remote_basepoints == entry.remote_basepoints and setup.anchors and not setup.local_is_funder
+    # the delay on our outputs is the peer's to_self_delay, the one on the peer's is ours
+    assert (setup.local_to_self_delay, setup.remote_to_self_delay) == (144, 6)
+    reestablish, error = close_request(entry.channel_id, core.secrets.commitment_point(0))
+    assert (reestablish.next_commitment_number, reestablish.next_revocation_number) == (0, 0)
+    assert reestablish.your_last_per_commitment_secret == bytes(32) and error.channel_id == entry.channel_id
+    assert isinstance(entry.remote_basepoints, ChannelBasepoints)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("channel_type", ["static_remotekey", "anchors"])
+async def test_a_node_that_lost_its_data_dir_gets_its_balance_back_from_the_backup(tmp_path: Path, channel_type: str) -> None:
+    network = MemoryNetwork()
+    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp_path, network)
+        alice = pair.node("alice", True)
+        bob_channels = tmp_path / "bob" / "channels"
+        exported = tmp_path / "safe" / "bob.backup"
+        exported.parent.mkdir()
+        async with running(alice):
+            bob = pair.node("bob", False)
+            async with running(bob):
+                await open_channel(pair, alice, bob, channel_type)
+                await wait_until(lambda: (bob_channels / "channels.backup").exists(), "the backup is written")
+                await pay(alice, bob, 30_000_000)
+                await pay(bob, alice, 5_000_000)
+                bob_msat = only_channel(bob).core.state.local_commit.spec.to_local_msat  # type: ignore[union-attr]
+                assert bob_msat == 325_000_000
+                result = await channels(bob).exportchannelbackup(str(exported))
+                assert result["channels"] == 1 and result["file"] == str(exported)
+                assert decode_backup(exported.read_bytes(), channels(bob).manager.seed)[0].addresses == (alice.addresses[0],)  # type: ignore[union-attr]
+                # the node still has the channel: a restore is refused, and changes nothing
+                with pytest.raises(ChainAppError, match="exist on this node"):
+                    await channels(bob).restorechannels(file=str(exported))
+                with pytest.raises(ChainAppError, match="another seed"):
+                    foreign = await channels(alice).exportchannelbackup()
+                    await channels(bob).restorechannels(backup=foreign["backup"])
+                assert only_channel(bob).phase is Phase.NORMAL
+            await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
+            # Bob loses his data dir but for the seed material (the node key, the wallet, the channel seed)
+            seed = (bob_channels / "channel_seed").read_bytes()
+            shutil.rmtree(bob_channels)
+            bob_channels.mkdir()
+            (bob_channels / "channel_seed").write_bytes(seed)
+            bob = pair.node("bob", False)
+            async with running(bob):
+                assert (await channels(bob).listchannels())["channels"] == []
+                before = pair.wallet_sat(bob)
+                restored = await channels(bob).restorechannels(file=str(exported))
+                (listed,) = restored["channels"]
+                assert listed["state"] == "restored_awaiting_close" and listed["restored"]
+                # Bob dials Alice (the backup knows where), asks her to close; she goes on chain
+                await wait_until(lambda: only_channel(alice).phase is Phase.FAILED, "alice goes on chain")
+                assert only_channel(bob).core.latest_commitment_tx() is None
+                with pytest.raises(ChainAppError):
+                    await channels(bob).closechannel(listed["channel_id"], force=True)
+                await run_until_resolved(pair, bob)
+                await pair.mine(1, alice, bob)  # (static_remotekey: the sweep of to_remote to a wallet address)
+                status = only_status(bob)
+                assert status["commitment"]["kind"] == "theirs_unknown"
+                # the commitment on chain is Alice's latest (nothing of Bob's was broadcast)
+                alice_status = channels(alice).onchain.status(only_channel(alice))  # type: ignore[union-attr]
+                assert alice_status is not None and alice_status["commitment"]["kind"] == "ours"
+                assert status["commitment"]["txid"] == alice_status["commitment"]["txid"]
+                gained = pair.wallet_sat(bob) - before
+                assert bob_msat // 1000 - 10_000 < gained <= bob_msat // 1000, gained
+                # the backup rewritten on the restore still holds the channel (and is refused again)
+                with pytest.raises(ChainAppError, match="exist on this node"):
+                    await channels(bob).restorechannels(file=str(bob_channels / "channels.backup"))
+            # restarted, Bob still knows the restored channel (from its snapshot) and that it is resolved
+            bob = pair.node("bob", False)
+            async with running(bob):
+                await pair.mine(1, bob)  # (the monitor's status comes with the first block it follows)
+                (listed,) = (await channels(bob).listchannels())["channels"]
+                assert listed["state"] == "restored_awaiting_close" and listed["onchain"]["commitment"]["kind"] == "theirs_unknown"
+                assert not channels(bob).awaiting_close(only_channel(bob))
