@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_channels_app import pay
+from test_channels_app import channels, only_channel, pay
 from test_channels_onchain import Pair, open_channel, only_status, run_until_resolved, wait_until
 
 from lnpmsg.bitcoin.tx import OutPoint
@@ -22,13 +22,11 @@ from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.backup import BackupEntry, BackupError, close_request, decode_backup, encode_backup, restored_state
 from lnpmsg.channels.keys import ChannelBasepoints
 from lnpmsg.channels.manager import channel_secrets
-from lnpmsg.channels.state import Phase
 from lnpmsg.channels.monitor.feed import channel_setup
-from lnpmsg.channels.state import ChannelCore
+from lnpmsg.channels.state import ChannelCore, Phase
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.app import ChainAppError
-from test_channels_app import channels, only_channel
 
 
 def _entry(seed: bytes, key: str = "02" + "11" * 32 + "-00112233aabbccdd") -> BackupEntry:
@@ -44,7 +42,7 @@ def _entry(seed: bytes, key: str = "02" + "11" * 32 + "-00112233aabbccdd") -> Ba
 def test_the_backup_is_encrypted_with_the_seed_and_a_foreign_or_damaged_file_is_refused() -> None:
     seed = os.urandom(32)
     entry = _entry(seed)
-    data = encode_backup([entry], seed)
+    data = encode_backup([entry], seed, os.urandom(12))
     assert decode_backup(data, seed) == [entry]
     # nothing of it in clear: not the peer, not the channel, not the funding
     for secret in (entry.peer_id, entry.channel_id, entry.funding_outpoint.txid):

@@ -28,14 +28,11 @@ reserved) and the app broadcasts the funding once the peer's
 ``funding_signed`` is on disk; closing transactions and, when a channel
 fails, our latest commitment are broadcast too.
 
-Control calls (``channels.<call>``; the CLI's ``fundchannel``,
-``listchannels``, ``closechannel``): ``fundchannel`` [node_id, amount_sat,
-push_msat?, feerate?, announce?], ``listchannels`` [peer_id?],
-``closechannel`` [channel, feerate?, destination?], ``exportchannelbackup``,
-``restorechannels`` [backup] (:mod:`.backup_calls`), and, for tests without the
-payments layer, ``dev_addhtlc`` [channel, amount_msat, payment_hash?, cltv_expiry?,
-onion?], ``dev_fulfill`` [channel, htlc_id, preimage], ``dev_fail`` [channel,
-htlc_id], ``dev_updatefee`` [channel, feerate_per_kw]. Events: ``channel.opened``,
+Control calls (``channels.<call>``): ``fundchannel`` [node_id, amount_sat, push_msat?, feerate?,
+announce?], ``listchannels`` [peer_id?], ``closechannel`` [channel, feerate?, destination?],
+``exportchannelbackup`` [file?], ``restorechannels`` [backup? | file?] (:mod:`.backup_calls`), and,
+for tests without the payments layer, ``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``,
+``dev_updatefee``, ``dev_preimage`` (:mod:`.dev_calls`). Events: ``channel.opened``,
 ``channel.ready``, ``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``.
 
 A payments app plugs in through ``htlcs`` (:class:`~.htlc_hook.HtlcHook`).

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,9 +127,10 @@ def _key(seed: bytes) -> bytes:
     return hmac.new(seed, _KEY_INFO, hashlib.sha256).digest()
 
 
-def encode_backup(entries: list[BackupEntry], seed: bytes, nonce: bytes | None = None) -> bytes:
-    """The encrypted backup file of ``entries`` (``nonce``: random unless given, for tests)."""
-    nonce = os.urandom(_NONCE) if nonce is None else nonce
+def encode_backup(entries: list[BackupEntry], seed: bytes, nonce: bytes) -> bytes:
+    """The encrypted backup file of ``entries``; ``nonce``: 12 random bytes, new for each file."""
+    if len(nonce) != _NONCE:
+        raise ValueError(f"the nonce has {_NONCE} bytes")
     plain = json.dumps({"version": 1, "channels": [e.to_json() for e in entries]}, separators=(",", ":")).encode()
     return MAGIC + nonce + ChaCha20Poly1305(_key(seed)).encrypt(nonce, plain, MAGIC)
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ class BackupCalls:
             entry = entry_of(channel.key, channel.peer_id, channel.core.state, self._addresses(channel.peer_id))
             if entry is not None:
                 entries.append(entry)
-        return encode_backup(entries, manager.seed)
+        return encode_backup(entries, manager.seed, os.urandom(12))
 
     async def write_backup(self) -> None:
         """Rewrite the backup file (a failure is logged: the channels go on, the next change tries again)."""
