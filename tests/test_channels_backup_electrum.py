@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from lnpmsg.testing.electrum import ElectrumWallet
-from test_channels_electrum import lightning_wallet
 from test_channels_nodes import WAIT, cli, stop
-from test_channels_onchain_electrum import by_point, mine_until, onchain, start_node
+from test_channels_onchain_electrum import by_point, electrum_peer, mine_until, onchain, start_node
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +22,10 @@ PUSH_MSAT = 100_000_000
 
 
 async def test_restored_channels_are_force_closed_by_electrum_and_swept(tmp_path: Path) -> None:
-    node_dir = tmp_path / "node"
-    node, info = await start_node(node_dir)
-    d = ("--data-dir", node_dir)
-    wallet: ElectrumWallet | None = None
-    try:
-        await cli("mine", 101, *d)
-        wallet, listen_port = await lightning_wallet(tmp_path / "electrum", info["electrum"], lightning_to_self_delay=10)
-        w = wallet
-        await cli("faucet", 5_000_000, *d)
-        await cli("mine", 1, *d)
-        electrum_id = (await wallet.acall("nodeid")).split("@")[0]
-        await cli("connect", f"{electrum_id}@127.0.0.1:{listen_port}", *d)
-        opened = await cli("fundchannel", electrum_id, CHANNEL_SAT, "--push-msat", PUSH_MSAT, *d)
+    async with electrum_peer(tmp_path) as peer:
+        node_dir, w = peer.node_dir, peer.wallet
+        d = ("--data-dir", node_dir)
+        opened = await cli("fundchannel", peer.electrum_id, CHANNEL_SAT, "--push-msat", PUSH_MSAT, *d)
         channel_id = opened["channel_id"]
         await cli("mine", 4, *d)
         await trio.to_thread.run_sync(
@@ -49,12 +38,12 @@ async def test_restored_channels_are_force_closed_by_electrum_and_swept(tmp_path
         assert exported["channels"] == 1
 
         # the node loses its channel store; its node key, wallet and channel seed are kept
-        await stop(node, node_dir)
+        await stop(peer.node, node_dir)
         seed = (node_dir / "channels" / "channel_seed").read_bytes()
         shutil.rmtree(node_dir / "channels")
         (node_dir / "channels").mkdir()
         (node_dir / "channels" / "channel_seed").write_bytes(seed)
-        node, info = await start_node(node_dir, electrum=info["electrum"])
+        peer.node, peer.info = await start_node(node_dir, electrum=peer.info["electrum"])
         assert (await cli("listchannels", *d))["channels"] == []
         start_sat = (await cli("listfunds", *d))["total_sat"]
         restored = await cli("restorechannels", tmp_path / "safe.backup", *d)
@@ -64,7 +53,7 @@ async def test_restored_channels_are_force_closed_by_electrum_and_swept(tmp_path
         async def swept() -> bool:
             status = await onchain(node_dir, channel_id)
             return bool(status) and status["state"] != "open" and status["locked_sat"] == 0
-        await mine_until(node_dir, wallet, swept, "our to_remote from Electrum's commitment", 60)
+        await mine_until(node_dir, w, swept, "our to_remote from Electrum's commitment", 60)
         status = await onchain(node_dir, channel_id)
         assert status is not None and status["commitment"]["kind"] == "theirs_unknown"
         await cli("mine", 1, *d)  # the sweep of to_remote to a wallet address
@@ -74,7 +63,3 @@ async def test_restored_channels_are_force_closed_by_electrum_and_swept(tmp_path
         gained = (await cli("listfunds", *d))["total_sat"] - start_sat
         assert ours_msat // 1000 - 10_000 < gained <= ours_msat // 1000
         assert by_point(w, point)["state"] in ("FORCE_CLOSING", "CLOSED", "REDEEMED")
-    finally:
-        if wallet is not None:
-            await trio.to_thread.run_sync(wallet.stop)
-        await stop(node, node_dir)

@@ -9,6 +9,9 @@ Electrum's watcher its own (its channels end REDEEMED).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +66,45 @@ async def mine_until(node_dir: Path, wallet: ElectrumWallet, check: Any, what: s
     raise AssertionError(f"{what}: not after {max_blocks} blocks\n{wallet.log(100)}")
 
 
-async def test_force_closes_both_ways_and_request_force_close_with_electrum(tmp_path: Path) -> None:
+@dataclass
+class ElectrumPeer:
+    """A node (restartable: replace ``node`` and ``info``) connected to an Electrum wallet."""
+
+    node_dir: Path
+    node: trio.Process
+    info: dict[str, Any]
+    wallet: ElectrumWallet
+    electrum_id: str
+    listen_port: int
+
+
+@asynccontextmanager
+async def electrum_peer(tmp_path: Path) -> AsyncIterator[ElectrumPeer]:
+    """A node with 5 BTC in its wallet, connected to an Electrum wallet that asks for a 10-block
+    to_self_delay; both stopped at the end."""
     node_dir = tmp_path / "node"
     node, info = await start_node(node_dir)
     d = ("--data-dir", node_dir)
-    wallet: ElectrumWallet | None = None
+    peer: ElectrumPeer | None = None
     try:
         await cli("mine", 101, *d)
         wallet, listen_port = await lightning_wallet(tmp_path / "electrum", info["electrum"], lightning_to_self_delay=10)
-        w = wallet
+        peer = ElectrumPeer(node_dir, node, info, wallet, (await wallet.acall("nodeid")).split("@")[0], listen_port)
         await cli("faucet", 5_000_000, *d)
         await cli("mine", 1, *d)
-        electrum_id = (await wallet.acall("nodeid")).split("@")[0]
-        await cli("connect", f"{electrum_id}@127.0.0.1:{listen_port}", *d)
+        await cli("connect", f"{peer.electrum_id}@127.0.0.1:{listen_port}", *d)
+        yield peer
+    finally:
+        if peer is not None:
+            node = peer.node
+            await trio.to_thread.run_sync(peer.wallet.stop)
+        await stop(node, node_dir)
+
+
+async def test_force_closes_both_ways_and_request_force_close_with_electrum(tmp_path: Path) -> None:
+    async with electrum_peer(tmp_path) as peer:
+        node_dir, wallet, w, electrum_id, listen_port = peer.node_dir, peer.wallet, peer.wallet, peer.electrum_id, peer.listen_port
+        d = ("--data-dir", node_dir)
         ids: list[str] = []
         for _ in range(3):
             opened = await cli("fundchannel", electrum_id, CHANNEL_SAT, "--push-msat", PUSH_MSAT, *d)
@@ -137,7 +166,3 @@ async def test_force_closes_both_ways_and_request_force_close_with_electrum(tmp_
         ours = (await cli("listfunds", *d))["total_sat"] - start_sat
         assert 3 * (CHANNEL_SAT - PUSH_MSAT // 1000) - 20_000 < ours <= 3 * (CHANNEL_SAT - PUSH_MSAT // 1000)
         assert all(c["state"] != "open" and c["locked_sat"] == 0 for c in (await cli("listfunds", *d))["channels"])
-    finally:
-        if wallet is not None:
-            await trio.to_thread.run_sync(wallet.stop)
-        await stop(node, node_dir)
