@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from lnpmsg.channels.monitor.feed import channel_setup
 from lnpmsg.channels.state import ChannelCore, Phase
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
+from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.app import ChainAppError
 
 
@@ -57,6 +59,12 @@ def test_the_backup_is_encrypted_with_the_seed_and_a_foreign_or_damaged_file_is_
         decode_backup(b"{\"channels\": []}", seed)
     with pytest.raises(BackupError, match="not an lnpmsg channel backup"):
         decode_backup(data[:20], seed)
+    with pytest.raises(BackupError, match="twice"):
+        decode_backup(encode_backup([entry, entry], seed, os.urandom(12)), seed)
+    # the store finds a channel's peer from its key: a key of another peer is refused
+    other_peer = replace(entry, key="02" + "22" * 32 + "-00112233aabbccdd")
+    with pytest.raises(BackupError, match="is not <peer id>"):
+        decode_backup(encode_backup([other_peer], seed, os.urandom(12)), seed)
 
 
 def test_a_restored_channel_is_set_up_for_the_monitor_and_never_has_a_commitment_to_broadcast() -> None:
@@ -107,6 +115,13 @@ async def test_a_node_that_lost_its_data_dir_gets_its_balance_back_from_the_back
                 with pytest.raises(ChainAppError, match="another seed"):
                     foreign = await channels(alice).exportchannelbackup()
                     await channels(bob).restorechannels(backup=foreign["backup"])
+                damaged = tmp_path / "damaged.backup"
+                good = exported.read_bytes()
+                damaged.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+                with pytest.raises(ChainAppError, match="or it is damaged"):
+                    await channels(bob).restorechannels(file=str(damaged))
+                with pytest.raises(ParamsError, match="absolute path"):
+                    await channels(bob).restorechannels(file="damaged.backup")
                 assert only_channel(bob).phase is Phase.NORMAL
             await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
             # Bob loses his data dir but for the seed material (the node key, the wallet, the channel seed)
@@ -114,9 +129,16 @@ async def test_a_node_that_lost_its_data_dir_gets_its_balance_back_from_the_back
             shutil.rmtree(bob_channels)
             bob_channels.mkdir()
             (bob_channels / "channel_seed").write_bytes(seed)
+            shutil.copy(exported, bob_channels / "channels.backup")  # the old backup put back in place
             bob = pair.node("bob", False)
             async with running(bob):
                 assert (await channels(bob).listchannels())["channels"] == []
+                # the fresh node does not overwrite the only copy of a backup with channels it lacks
+                await wait_until(lambda: any(bob_channels.glob("channels.backup.*.old")), "the old backup kept aside")
+                await wait_until(lambda: (bob_channels / "channels.backup").exists(), "the new backup written")
+                (aside,) = bob_channels.glob("channels.backup.*.old")
+                assert aside.read_bytes() == exported.read_bytes()
+                assert decode_backup((bob_channels / "channels.backup").read_bytes(), seed) == []
                 before = pair.wallet_sat(bob)
                 restored = await channels(bob).restorechannels(file=str(exported))
                 (listed,) = restored["channels"]

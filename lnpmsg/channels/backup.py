@@ -106,6 +106,10 @@ class BackupEntry:
         )  # fmt: skip
         if len(entry.peer_id) != 33 or len(entry.channel_id) != 32 or entry.funding_sat <= 0:
             raise ValueError("a peer id has 33 bytes, a channel id 32, and the funding is positive")
+        # the store knows a channel's peer from its key (<peer id>-<16 hex digits>)
+        peer_hex, _, suffix = entry.key.partition("-")
+        if peer_hex != entry.peer_id.hex() or len(suffix) != 16 or not set(suffix) <= set("0123456789abcdef"):
+            raise ValueError(f"channel key {entry.key!r} is not <peer id>-<16 hex digits>")
         return entry
 
 
@@ -152,7 +156,10 @@ def decode_backup(data: bytes, seed: bytes) -> list[BackupEntry]:
         raw = doc["channels"]
         if not isinstance(raw, list) or len(raw) > MAX_CHANNELS:
             raise ValueError("no list of channels")
-        return [BackupEntry.from_json(d) for d in raw]
+        entries = [BackupEntry.from_json(d) for d in raw]
+        if len({e.key for e in entries}) != len(entries) or len({e.channel_id for e in entries}) != len(entries):
+            raise ValueError("a channel is in it twice")
+        return entries
     except (ValueError, KeyError, TypeError, AttributeError, ChannelError, BitcoinError) as exc:
         raise BackupError(f"the backup decrypts but its contents are invalid: {exc}") from None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,14 @@ class BackupCalls:
         if self._backup_lock is None:
             self._backup_lock = trio.Lock()
         async with self._backup_lock:
+            manager = self._manager()
             data = self.backup_bytes()
+            known = set(manager.store.keys())
             try:
+                aside = await trio.to_thread.run_sync(_set_aside_unknown, self.backup_path, manager.seed, known)
+                if aside is not None:
+                    log.warning("channels: %s held channels this node does not have (or another node's): kept as %s; "
+                                "restore it with 'lnpmsg restorechannels'", self.backup_path, aside)  # fmt: skip
                 await trio.to_thread.run_sync(lambda: write_atomic(self.backup_path, data, mode=0o600))
             except OSError as exc:
                 log.error("channels: the channel backup %s could not be written: %s", self.backup_path, exc)
@@ -176,3 +183,22 @@ def _absolute(file: object) -> Path:
     if not isinstance(file, str) or not Path(file).is_absolute():
         raise ParamsError(f"file must be an absolute path, got {file!r}")
     return Path(file)
+
+
+def _set_aside_unknown(path: Path, seed: bytes, known: set[str]) -> Path | None:
+    """Rename the backup at ``path`` to ``<name>.<unix time>.old`` when it holds a channel the store
+    does not (a node started on a fresh store with the old backup put back in place must not
+    overwrite the only copy), or is not readable with ``seed``; the new name, or None."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        unknown = any(entry.key not in known for entry in decode_backup(data, seed))
+    except BackupError:
+        unknown = True
+    if not unknown:
+        return None
+    aside = path.with_name(f"{path.name}.{int(time.time())}.old")
+    os.replace(path, aside)
+    return aside
