@@ -4,6 +4,8 @@
 - ``<channels dir>/channels.backup`` is rewritten (atomically, owner-only) at start and whenever
   the set of channels to recover changes: a channel's funding became known, a channel closed, a
   backup was restored. Copy it somewhere safe together with the seed material (see the README).
+  A file there holding channels the store lacks (the old backup put back on a fresh node) is
+  renamed ``channels.backup.<unix time>.old`` first, never overwritten.
 - ``channels.exportchannelbackup``: the current backup (hex) and where the node keeps it.
 - ``channels.restorechannels [backup]``: on a node with the same channel seed, each channel of the
   backup becomes a restored channel (:func:`~.backup.restored_state`); refused as a whole when one
