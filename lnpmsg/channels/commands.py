@@ -112,6 +112,11 @@ def _print_list(r: dict[str, Any]) -> None:
         print("no channels")
 
 
+def _print_restored(r: dict[str, Any]) -> None:
+    for c in r["channels"]:
+        print(f"channel {c['channel_id']} with {c['peer_id']} restored: the peer is asked to force-close")
+
+
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
     """The channel app's control call for a command, and how to print its result."""
     if args.command == "fundchannel":
@@ -144,9 +149,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             else f"{r['channels']} channel(s); the node keeps the backup current in {r['path']}"
         )
     if args.command == "restorechannels":
-        return "channels.restorechannels", {"file": str(args.file.resolve())}, lambda r: [
-            print(f"channel {c['channel_id']} with {c['peer_id']} restored: asking the peer to close") for c in r["channels"]
-        ]
+        return "channels.restorechannels", {"file": str(args.file.resolve())}, _print_restored
     raise ValueError(f"not a channel command: {args.command}")
 
 
