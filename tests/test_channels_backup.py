@@ -101,7 +101,10 @@ async def test_a_node_that_lost_its_data_dir_gets_its_balance_back_from_the_back
             bob = pair.node("bob", False)
             async with running(bob):
                 await open_channel(pair, alice, bob, channel_type)
-                await wait_until(lambda: (bob_channels / "channels.backup").exists(), "the backup is written")
+                seed = (bob_channels / "channel_seed").read_bytes()
+                # rewritten once the funding is known (the fundee's side here)
+                await wait_until(lambda: len(decode_backup((bob_channels / "channels.backup").read_bytes(), seed)) == 1,
+                                 "the backup holds the channel")  # fmt: skip
                 await pay(alice, bob, 30_000_000)
                 await pay(bob, alice, 5_000_000)
                 bob_msat = only_channel(bob).core.state.local_commit.spec.to_local_msat  # type: ignore[union-attr]
@@ -125,7 +128,6 @@ async def test_a_node_that_lost_its_data_dir_gets_its_balance_back_from_the_back
                 assert only_channel(bob).phase is Phase.NORMAL
             await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
             # Bob loses his data dir but for the seed material (the node key, the wallet, the channel seed)
-            seed = (bob_channels / "channel_seed").read_bytes()
             shutil.rmtree(bob_channels)
             bob_channels.mkdir()
             (bob_channels / "channel_seed").write_bytes(seed)
