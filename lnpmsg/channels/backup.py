@@ -194,10 +194,11 @@ def close_request(channel_id: bytes, our_point: bytes) -> tuple[ChannelReestabli
 
     A ``channel_reestablish`` with ``next_commitment_number`` 0 (BOLT 2: not one more than the
     last ``commitment_signed`` the peer sent, so the peer "SHOULD send an error and fail the
-    channel"), ``next_revocation_number`` 0 and a zero secret (consistent with having revoked
-    nothing, so the peer cannot take it for a lie that it must ignore), as Electrum's
-    ``request_force_close`` does; then an ``error`` for the channel (BOLT 1: its receiver MUST
-    fail the channel) for a peer that took the first calmly.
+    channel"), ``next_revocation_number`` 0 and a zero secret (what BOLT 2 asks of a node that
+    received no revocation: the peer's data-loss check passes and it gets to the commitment
+    number), as Electrum's ``request_force_close`` does; then an ``error`` for the channel
+    (BOLT 1: its receiver MUST fail the channel) for a peer that did not take the first as a
+    reason to close (one that was not waiting for a ``channel_reestablish``).
     """
     reestablish = ChannelReestablish(
         channel_id=channel_id, next_commitment_number=0, next_revocation_number=0,
