@@ -31,6 +31,10 @@ that replay short on a node that runs for months:
   archived: its final status is kept for ``listchannels`` and it reads no
   more blocks.
 
+A restored channel whose funding is already spent reads the chain from the funding's
+confirmation height instead (:mod:`.rescan`: at start through the subscription's start, on a
+restore through a catch-up task that feeds that one monitor the blocks the live stream passed).
+
 Monitor logs live in ``<channel dir>/monitors/<key>.mon``: the first frame
 holds the start height (u32), each later frame one encoded update; the
 records above in ``<key>.seen`` (JSON, replaced atomically).
@@ -90,6 +94,7 @@ from .monitor.feed import channel_setup, monitor_secrets, updates_for
 from .monitor.signer import sign_plan
 from .monitor.status import monitor_status
 from .records import frame, parse_frames
+from .rescan import catch_up, restored_start
 from .state import Phase
 
 __all__ = ["OnchainEvent", "OnchainWatch", "WatchedChannel"]
@@ -189,6 +194,8 @@ class WatchedChannel:
     start_height: int
     wallet_swept: set[OutPoint]
     progress: MonitorProgress
+    #: blocks below the live stream are being fed to it (a restored channel's spent funding, :mod:`.rescan`)
+    catching_up: bool = False
 
 
 class OnchainWatch:
@@ -212,6 +219,9 @@ class OnchainWatch:
         #: the final on-chain status of each archived monitor (irrevocably resolved: no more blocks)
         self.archived: dict[str, dict[str, Any]] = {}
         self._height: int | None = None
+        #: the last block the live stream reached (set before it is fed: a catch-up feeds it too)
+        self.read_to: int | None = None
+        self._nursery: trio.Nursery | None = None
         #: the last block every monitor has processed and acted on (claims broadcast)
         self.done_height: int | None = None
         # wallet coins lent to claims' fees (each pays one claim: two claims must not spend one coin)
@@ -239,6 +249,8 @@ class OnchainWatch:
             return None
         monitor = ChannelMonitor(monitor_secrets(channel.core.secrets), mlog.updates)
         start = max(mlog.start_height, progress.checkpoint + 1) if progress.checkpoint is not None else mlog.start_height
+        # a restored channel whose funding is spent: the spend may be before the log's start (see .rescan)
+        start = min(start, await restored_start(self.chain.source, channel.core.state, start))
         watched = WatchedChannel(channel, monitor, mlog, start, set(), progress)
         self.watched[channel.key] = watched
         return watched
@@ -263,6 +275,7 @@ class OnchainWatch:
             if setup is None:
                 return
             start = self._height if self._height is not None else (await self.chain.source.tip()).height
+            start = await restored_start(self.chain.source, s, start)
             path = self.directory / f"{channel.key}.mon"
             mlog = await trio.to_thread.run_sync(MonitorLog, path)
             if mlog.start_height is None:
@@ -275,6 +288,9 @@ class OnchainWatch:
             await trio.to_thread.run_sync(mlog.append, [first])
             monitor.apply(first)
             self.watched[channel.key] = watched
+            if self._nursery is not None and self.read_to is not None and watched.start_height <= self.read_to:
+                watched.catching_up = True  # the live stream is past its start: feed it the blocks since
+                self._nursery.start_soon(catch_up, self, watched)
         monitor = watched.monitor
         records = updates_for(channel.core, monitor)
         if not records:
@@ -388,44 +404,56 @@ class OnchainWatch:
 
     async def follow(self, sub: Any) -> None:
         """Feed the monitors every block of ``sub`` (a chain subscription), act on what they ask."""
-        async for event in sub:
-            if isinstance(event, BlockConnected):
-                txs: list[Tx] = []
-                if self.watched:  # no monitor yet: nothing to read the block for
-                    txs = Block.parse(await self.chain.source.block(event.block_hash)).txs
-                await self._block(event.height, txs)
-                self.done_height = event.height
-            elif isinstance(event, BlockDisconnected):
-                await self._unblock(event.height)
-                self.done_height = event.height - 1
+        self.read_to = sub.tip.height if sub.tip is not None else None
+        async with trio.open_nursery() as nursery:  # the catch-ups of restored channels (.rescan)
+            self._nursery = nursery
+            try:
+                async for event in sub:
+                    if isinstance(event, BlockConnected):
+                        txs: list[Tx] = []
+                        if self.watched:  # no monitor yet: nothing to read the block for
+                            txs = Block.parse(await self.chain.source.block(event.block_hash)).txs
+                        await self._block(event.height, txs)
+                        self.done_height = event.height
+                    elif isinstance(event, BlockDisconnected):
+                        await self._unblock(event.height)
+                        self.done_height = event.height - 1
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()
 
     async def _block(self, height: int, txs: Any) -> None:
-        self._height = height
+        self._height = self.read_to = height
         try:
             feerate = await self.chain.source.estimate_feerate()
         except ChainError:
             feerate = None
         for watched in list(self.watched.values()):
-            monitor = watched.monitor
-            if height < watched.start_height:
-                continue
-            if monitor.height is not None and monitor.height != height - 1:
-                continue  # not this monitor's next block (it started later)
-            if feerate is not None:
-                monitor.set_feerate(feerate)
-            try:
-                events = monitor.block_connected(height, txs)
-            except MonitorError as exc:
-                log.error("onchain: %s at block %d: %s", watched.channel.channel_id.hex(), height, exc)
-                continue
-            await self._act(watched, events)
-            other = [e for e in events if isinstance(e, CommitmentSeen) and e.kind is not CommitmentKind.OURS]
-            if other:
-                whose = "an old commitment of ours" if other[0].kind is CommitmentKind.OURS_REVOKED else "the peer's commitment"
-                await self._stop(watched, f"{whose} {other[0].txid[::-1].hex()} is on chain")
-            await self._go_on_chain_if_needed(watched, height)
-            await self._broadcast_all(watched)
-            await self._note_progress(watched, height)
+            if not watched.catching_up:
+                await self.feed(watched, height, txs, feerate)
+
+    async def feed(self, watched: WatchedChannel, height: int, txs: Any, feerate: int | None) -> None:
+        """Feed one monitor the block at ``height`` when it is its next one, and act on what it asks."""
+        monitor = watched.monitor
+        if height < watched.start_height:
+            return
+        if monitor.height is not None and monitor.height != height - 1:
+            return  # not this monitor's next block (it started later)
+        if feerate is not None:
+            monitor.set_feerate(feerate)
+        try:
+            events = monitor.block_connected(height, txs)
+        except MonitorError as exc:
+            log.error("onchain: %s at block %d: %s", watched.channel.channel_id.hex(), height, exc)
+            return
+        await self._act(watched, events)
+        other = [e for e in events if isinstance(e, CommitmentSeen) and e.kind is not CommitmentKind.OURS]
+        if other:
+            whose = "an old commitment of ours" if other[0].kind is CommitmentKind.OURS_REVOKED else "the peer's commitment"
+            await self._stop(watched, f"{whose} {other[0].txid[::-1].hex()} is on chain")
+        await self._go_on_chain_if_needed(watched, height)
+        await self._broadcast_all(watched)
+        await self._note_progress(watched, height)
 
     async def _note_progress(self, watched: WatchedChannel, height: int) -> None:
         """Shorten the next restart's replay (see the module docstring)."""
@@ -467,7 +495,7 @@ class OnchainWatch:
             log.warning("onchain: %s cannot go on chain: %s", channel.channel_id.hex(), exc)
 
     async def _unblock(self, height: int) -> None:
-        self._height = height - 1
+        self._height = self.read_to = height - 1
         for watched in list(self.watched.values()):
             if watched.monitor.height == height:
                 events = watched.monitor.block_disconnected(height)
