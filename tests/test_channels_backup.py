@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +26,9 @@ from lnpmsg.channels.backup import BackupEntry, BackupError, close_request, deco
 from lnpmsg.channels.keys import ChannelBasepoints
 from lnpmsg.channels.manager import channel_secrets
 from lnpmsg.channels.monitor.feed import channel_setup
+from lnpmsg.channels.onchain import MonitorLog
 from lnpmsg.channels.state import ChannelCore, Phase
+from lnpmsg.node.node import Node
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.rpc.params import ParamsError
@@ -86,32 +90,51 @@ def test_a_restored_channel_is_set_up_for_the_monitor_and_never_has_a_commitment
     assert isinstance(entry.remote_basepoints, ChannelBasepoints)
 
 
+async def _open_pay_and_export(pair: Pair, alice: Node, bob: Node, channel_type: str, exported: Path) -> tuple[bytes, int]:
+    """A channel Alice funds, payments both ways, Bob's backup exported: Bob's channel seed and balance (msat)."""
+    bob_channels = pair.tmp / "bob" / "channels"
+    await open_channel(pair, alice, bob, channel_type)
+    seed = (bob_channels / "channel_seed").read_bytes()
+    # rewritten once the funding is known (the fundee's side here)
+    await wait_until(lambda: len(decode_backup((bob_channels / "channels.backup").read_bytes(), seed)) == 1,
+                     "the backup holds the channel")  # fmt: skip
+    await pay(alice, bob, 30_000_000)
+    await pay(bob, alice, 5_000_000)
+    bob_msat = only_channel(bob).core.state.local_commit.spec.to_local_msat  # type: ignore[union-attr]
+    assert bob_msat == 325_000_000
+    result = await channels(bob).exportchannelbackup(str(exported))
+    assert result["channels"] == 1 and result["file"] == str(exported)
+    assert decode_backup(exported.read_bytes(), channels(bob).manager.seed)[0].addresses == (alice.addresses[0],)  # type: ignore[union-attr]
+    return seed, bob_msat
+
+
+@asynccontextmanager
+async def _chain_and_alice(tmp: Path) -> AsyncIterator[tuple[EmbeddedChainSource, Pair, Node]]:
+    """A regtest chain with spendable coins, and Alice (who listens; not running yet)."""
+    async with EmbeddedChainSource.open(tmp / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp, MemoryNetwork())
+        yield source, pair, pair.node("alice", True)
+
+
+def _lose_channels(bob_channels: Path, seed: bytes) -> None:
+    """Bob loses his data dir but for the seed material (the node key, the wallet, the channel seed)."""
+    shutil.rmtree(bob_channels)
+    bob_channels.mkdir()
+    (bob_channels / "channel_seed").write_bytes(seed)
+
+
 @pytest.mark.trio
 @pytest.mark.parametrize("channel_type", ["static_remotekey", "anchors"])
 async def test_a_node_that_lost_its_data_dir_gets_its_balance_back_from_the_backup(tmp_path: Path, channel_type: str) -> None:
-    network = MemoryNetwork()
-    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
-        await source.mine(101)
-        pair = Pair(source, tmp_path, network)
-        alice = pair.node("alice", True)
+    async with _chain_and_alice(tmp_path) as (source, pair, alice):
         bob_channels = tmp_path / "bob" / "channels"
         exported = tmp_path / "safe" / "bob.backup"
         exported.parent.mkdir()
         async with running(alice):
             bob = pair.node("bob", False)
             async with running(bob):
-                await open_channel(pair, alice, bob, channel_type)
-                seed = (bob_channels / "channel_seed").read_bytes()
-                # rewritten once the funding is known (the fundee's side here)
-                await wait_until(lambda: len(decode_backup((bob_channels / "channels.backup").read_bytes(), seed)) == 1,
-                                 "the backup holds the channel")  # fmt: skip
-                await pay(alice, bob, 30_000_000)
-                await pay(bob, alice, 5_000_000)
-                bob_msat = only_channel(bob).core.state.local_commit.spec.to_local_msat  # type: ignore[union-attr]
-                assert bob_msat == 325_000_000
-                result = await channels(bob).exportchannelbackup(str(exported))
-                assert result["channels"] == 1 and result["file"] == str(exported)
-                assert decode_backup(exported.read_bytes(), channels(bob).manager.seed)[0].addresses == (alice.addresses[0],)  # type: ignore[union-attr]
+                seed, bob_msat = await _open_pay_and_export(pair, alice, bob, channel_type, exported)
                 # the node still has the channel: a restore is refused, and changes nothing
                 with pytest.raises(ChainAppError, match="exist on this node"):
                     await channels(bob).restorechannels(file=str(exported))
@@ -127,10 +150,7 @@ async def test_a_node_that_lost_its_data_dir_gets_its_balance_back_from_the_back
                     await channels(bob).restorechannels(file="damaged.backup")
                 assert only_channel(bob).phase is Phase.NORMAL
             await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
-            # Bob loses his data dir but for the seed material (the node key, the wallet, the channel seed)
-            shutil.rmtree(bob_channels)
-            bob_channels.mkdir()
-            (bob_channels / "channel_seed").write_bytes(seed)
+            _lose_channels(bob_channels, seed)
             shutil.copy(exported, bob_channels / "channels.backup")  # the old backup put back in place
             bob = pair.node("bob", False)
             async with running(bob):
@@ -170,3 +190,55 @@ async def test_a_node_that_lost_its_data_dir_gets_its_balance_back_from_the_back
                 (listed,) = (await channels(bob).listchannels())["channels"]
                 assert listed["state"] == "restored_awaiting_close" and listed["onchain"]["commitment"]["kind"] == "theirs_unknown"
                 assert not channels(bob).awaiting_close(only_channel(bob))
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(("channel_type", "restart"), [("static_remotekey", False), ("anchors", True)])
+async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(tmp_path: Path, channel_type: str, restart: bool) -> None:
+    """Bob goes silent, Alice force-closes and her commitment is buried before Bob restores: Bob's
+    monitor reads the chain from the funding, finds it, sweeps his balance and stops dialing Alice
+    (who never comes back); ``restart``: Bob stops right after the restore and reads it at start."""
+    async with _chain_and_alice(tmp_path) as (source, pair, alice):
+        bob_channels = tmp_path / "bob" / "channels"
+        exported = tmp_path / "bob.backup"
+        async with running(alice):
+            bob = pair.node("bob", False)
+            async with running(bob):
+                seed, bob_msat = await _open_pay_and_export(pair, alice, bob, channel_type, exported)
+            await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
+            await channels(alice).closechannel(only_channel(alice).channel_id.hex(), force=True)
+            await pair.mine(4, alice)  # her commitment, and more blocks on it
+            alice_status = channels(alice).onchain.status(only_channel(alice))  # type: ignore[union-attr]
+            assert alice_status is not None and alice_status["commitment"]["kind"] == "ours"
+        _lose_channels(bob_channels, seed)
+
+        async def found_and_swept(bob: Node) -> None:
+            await wait_until(lambda: (channels(bob).onchain.status(only_channel(bob)) or {}).get("state", "open") != "open",  # type: ignore[union-attr]
+                             "bob finds alice's commitment")  # fmt: skip
+            status = only_status(bob)
+            assert status["commitment"]["kind"] == "theirs_unknown"
+            assert status["commitment"]["txid"] == alice_status["commitment"]["txid"]
+            reconnector = channels(bob).reconnector
+            assert reconnector is not None and not reconnector.wants(alice.node_id)  # no more dialing Alice
+            await run_until_resolved(pair, bob)
+            await pair.mine(1, bob)  # (static_remotekey: the sweep of to_remote to a wallet address)
+            gained = pair.wallet_sat(bob) - before
+            assert bob_msat // 1000 - 10_000 < gained <= bob_msat // 1000, gained
+
+        bob = pair.node("bob", False)
+        async with running(bob):
+            before = pair.wallet_sat(bob)
+            await channels(bob).restorechannels(file=str(exported))
+            if not restart:
+                await found_and_swept(bob)
+        if restart:  # right after the restore (the scan may not have begun): the restarted node reads from the funding
+            (mon,) = (bob_channels / "monitors").glob("*.mon")
+            written = MonitorLog(mon)
+            assert written.start_height == decode_backup(exported.read_bytes(), seed)[0].short_channel_id >> 40 > 0
+            # even from a log that starts after the spend (a restore by a version that read from the restore on)
+            mon.unlink()
+            MonitorLog(mon).begin((await source.tip()).height)
+            MonitorLog(mon).append(written.updates)
+            bob = pair.node("bob", False)
+            async with running(bob):
+                await found_and_swept(bob)
