@@ -20,6 +20,7 @@ import pytest
 from test_channels_app import channels, only_channel, pay
 from test_channels_onchain import Pair, open_channel, only_status, run_until_resolved, wait_until
 
+from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.backup import BackupEntry, BackupError, close_request, decode_backup, encode_backup, restored_state
@@ -27,6 +28,7 @@ from lnpmsg.channels.keys import ChannelBasepoints
 from lnpmsg.channels.manager import channel_secrets
 from lnpmsg.channels.monitor.feed import channel_setup
 from lnpmsg.channels.onchain import MonitorLog
+from lnpmsg.channels.rescan import restored_start
 from lnpmsg.channels.state import ChannelCore, Phase
 from lnpmsg.node.node import Node
 from lnpmsg.testing import MemoryNetwork
@@ -122,6 +124,23 @@ def _lose_channels(bob_channels: Path, seed: bytes) -> None:
     shutil.rmtree(bob_channels)
     bob_channels.mkdir()
     (bob_channels / "channel_seed").write_bytes(seed)
+
+
+@pytest.mark.trio
+async def test_a_restored_channel_is_read_from_its_funding_only_when_the_funding_is_not_unspent(tmp_path: Path) -> None:
+    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
+        await source.mine(101)
+        entry = _entry(os.urandom(32))  # its funding (120) is not an unspent output of this chain
+        state = restored_state(entry)
+        assert await restored_start(source, state, 150) == 120
+        assert await restored_start(source, state, 100) == 100  # never after where it would read anyway
+        # a backup made before the funding confirmed: no height to read from
+        assert await restored_start(source, replace(state, short_channel_id=0), 150) == 150
+        assert await restored_start(source, replace(state, restored=False), 150) == 150
+        coinbase = Block.parse(await source.block_at(1)).txs[0]
+        unspent = replace(state, funding_outpoint=OutPoint(coinbase.txid, 0))
+        assert await source.get_txout(unspent.funding_outpoint) is not None
+        assert await restored_start(source, unspent, 150) == 150
 
 
 @pytest.mark.trio
