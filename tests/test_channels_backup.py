@@ -97,9 +97,10 @@ async def _open_pay_and_export(pair: Pair, alice: Node, bob: Node, channel_type:
     bob_channels = pair.tmp / "bob" / "channels"
     await open_channel(pair, alice, bob, channel_type)
     seed = (bob_channels / "channel_seed").read_bytes()
-    # rewritten once the funding is known (the fundee's side here)
-    await wait_until(lambda: len(decode_backup((bob_channels / "channels.backup").read_bytes(), seed)) == 1,
-                     "the backup holds the channel")  # fmt: skip
+    # rewritten once the funding is known (the fundee's side here), and once the channel is ready: its
+    # short channel id (the funding's height, where a restore reads the chain from) is in the file too
+    await wait_until(lambda: [e.short_channel_id for e in decode_backup((bob_channels / "channels.backup").read_bytes(), seed)]
+                     == [only_channel(bob).core.state.short_channel_id] != [0], "the backup holds the ready channel")  # fmt: skip
     await pay(alice, bob, 30_000_000)
     await pay(bob, alice, 5_000_000)
     bob_msat = only_channel(bob).core.state.local_commit.spec.to_local_msat  # type: ignore[union-attr]

@@ -402,6 +402,7 @@ class ChannelsApp(BackupCalls, DevCalls, App):
             elif isinstance(event, ChannelReadyEvent):
                 self._publish("channel.ready", channel, short_channel_id=format_scid(event.short_channel_id))
                 log.info("channels: %s is ready (%s)", channel.channel_id.hex(), format_scid(event.short_channel_id))
+                self.spawn(self.write_backup)  # (the short channel id: where a restore reads the chain from)
             elif isinstance(event, HtlcIncoming):
                 add = event.add
                 self._publish("channel.htlc", channel, htlc_id=add.id, amount_msat=add.amount_msat,
