@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.app import ChainAppError
 
-from .backup import BACKUP_FILE, BackupError, close_request, decode_backup, encode_backup, entry_of, restored_state
+from .backup import BACKUP_FILE, BackupEntry, BackupError, close_request, decode_backup, encode_backup, entry_of, restored_state
 from .manager import describe
 from .state import Phase
 
@@ -64,17 +65,20 @@ class BackupCalls:
             found.append(peer.dialed)
         return tuple(found)
 
-    def backup_bytes(self) -> bytes:
-        """The encrypted backup of every channel with a funding that is not closed cooperatively."""
-        manager = self._manager()
+    def _entries(self) -> list[BackupEntry]:
+        """The backup's entries: every channel with a funding that is not closed cooperatively."""
         entries = []
-        for channel in manager.channels.values():
+        for channel in self._manager().channels.values():
             if channel.phase is Phase.CLOSED:
                 continue
             entry = entry_of(channel.key, channel.peer_id, channel.core.state, self._addresses(channel.peer_id))
             if entry is not None:
                 entries.append(entry)
-        return encode_backup(entries, manager.seed, os.urandom(12))
+        return entries
+
+    def backup_bytes(self) -> bytes:
+        """The encrypted backup of every channel with a funding that is not closed cooperatively."""
+        return encode_backup(self._entries(), self._manager().seed, os.urandom(12))
 
     async def write_backup(self) -> None:
         """Rewrite the backup file (a failure is logged: the channels go on, the next change tries again)."""
@@ -82,14 +86,13 @@ class BackupCalls:
             self._backup_lock = trio.Lock()
         async with self._backup_lock:
             manager = self._manager()
-            data = self.backup_bytes()
+            entries = self._entries()
             known = set(manager.store.keys())
             try:
-                aside = await trio.to_thread.run_sync(_set_aside_unknown, self.backup_path, manager.seed, known)
+                aside = await trio.to_thread.run_sync(_write_backup, self.backup_path, manager.seed, known, entries)
                 if aside is not None:
                     log.warning("channels: %s held channels this node does not have (or another node's): kept as %s; "
                                 "restore it with 'lnpmsg restorechannels'", self.backup_path, aside)  # fmt: skip
-                await trio.to_thread.run_sync(lambda: write_atomic(self.backup_path, data, mode=0o600))
             except OSError as exc:
                 log.error("channels: the channel backup %s could not be written: %s", self.backup_path, exc)
 
@@ -187,20 +190,35 @@ def _absolute(file: object) -> Path:
     return Path(file)
 
 
-def _set_aside_unknown(path: Path, seed: bytes, known: set[str]) -> Path | None:
-    """Rename the backup at ``path`` to ``<name>.<unix time>.old`` when it holds a channel the store
-    does not (a node started on a fresh store with the old backup put back in place must not
-    overwrite the only copy), or is not readable with ``seed``; the new name, or None."""
+def _write_backup(path: Path, seed: bytes, known: set[str], entries: list[BackupEntry]) -> Path | None:
+    """Write the backup of ``entries`` at ``path`` (atomically, owner-only), unless the file there holds
+    just those (a start with the same channels writes nothing: a new nonce would be all the change).
+    A file holding a channel the store does not (a node started on a fresh store with the old backup
+    put back in place must not overwrite the only copy), or not readable with ``seed``, is first
+    renamed ``<name>.<unix time>.old``: its new name, else None."""
+    aside = None
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return None
-    try:
-        unknown = any(entry.key not in known for entry in decode_backup(data, seed))
-    except BackupError:
-        unknown = True
-    if not unknown:
-        return None
-    aside = path.with_name(f"{path.name}.{int(time.time())}.old")
-    os.replace(path, aside)
+        pass
+    else:
+        try:
+            found: list[BackupEntry] | None = decode_backup(data, seed)
+        except BackupError:
+            found = None
+        if found is not None:
+            # a peer's address learnt before stays known (at start no peer is connected yet)
+            before = {entry.key: entry.addresses for entry in found}
+            entries = [replace(e, addresses=e.addresses + tuple(a for a in before.get(e.key, ()) if a not in e.addresses))
+                       for e in entries]  # fmt: skip
+            if sorted(found, key=_by_key) == sorted(entries, key=_by_key):
+                return None
+        if found is None or any(entry.key not in known for entry in found):
+            aside = path.with_name(f"{path.name}.{int(time.time())}.old")
+            os.replace(path, aside)
+    write_atomic(path, encode_backup(entries, seed, os.urandom(12)), mode=0o600)
     return aside
+
+
+def _by_key(entry: BackupEntry) -> str:
+    return entry.key
