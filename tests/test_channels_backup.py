@@ -24,6 +24,7 @@ from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.backup import BackupEntry, BackupError, close_request, decode_backup, encode_backup, restored_state
+from lnpmsg.channels.backup_calls import _write_backup
 from lnpmsg.channels.keys import ChannelBasepoints
 from lnpmsg.channels.manager import channel_secrets
 from lnpmsg.channels.monitor.feed import channel_setup
@@ -109,6 +110,26 @@ async def _open_pay_and_export(pair: Pair, alice: Node, bob: Node, channel_type:
     assert result["channels"] == 1 and result["file"] == str(exported)
     assert decode_backup(exported.read_bytes(), channels(bob).manager.seed)[0].addresses == (alice.addresses[0],)  # type: ignore[union-attr]
     return seed, bob_msat
+
+
+def test_the_backup_file_is_rewritten_only_when_it_changes_and_keeps_the_addresses_learnt(tmp_path: Path) -> None:
+    """A start with the channels of the file writes nothing; a change (the short channel id) is
+    written, keeping the peer's address the file had though no peer is connected yet."""
+    seed = os.urandom(32)
+    path = tmp_path / "channels.backup"
+    dialed = replace(_entry(seed), addresses=("02" + "11" * 32 + "@127.0.0.1:9735",))
+    known = {dialed.key}
+    assert _write_backup(path, seed, known, [dialed]) is None
+    written = path.read_bytes()
+    assert _write_backup(path, seed, known, [replace(dialed, addresses=())]) is None
+    assert path.read_bytes() == written  # (a new nonce would have made every byte differ)
+    ready = replace(dialed, addresses=(), short_channel_id=110 << 40)
+    assert _write_backup(path, seed, known, [ready]) is None
+    assert decode_backup(path.read_bytes(), seed) == [replace(ready, addresses=dialed.addresses)]
+    # a file holding a channel the store lacks (the old backup put back on a fresh node) is kept aside
+    aside = _write_backup(path, seed, set(), [])
+    assert aside is not None and decode_backup(aside.read_bytes(), seed) == [replace(ready, addresses=dialed.addresses)]
+    assert decode_backup(path.read_bytes(), seed) == []
 
 
 @asynccontextmanager
