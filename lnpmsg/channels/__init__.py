@@ -103,7 +103,8 @@ __getattr__, __dir__ = lazy_exports(__name__, globals(), {name: f"{__name__}.{mo
 #: the modules of this package that are trio, file or CLI shells; every other
 #: module is sans-IO and never imports one of these (tests/test_sans_io.py,
 #: tests/test_channels_sans_io.py and tests/test_channels_extensions.py hold them to it)
-SHELL_MODULES = frozenset({"store", "manager", "app", "commands", "options", "dev_calls", "onchain", "htlc_hook", "failures", "reconnect", "backup_calls", "rescan"})
+SHELL_MODULES = frozenset({"store", "manager", "app", "commands", "options", "dev_calls", "onchain", "htlc_hook", "failures", "reconnect",
+                           "backup_calls", "rescan", "chain_side"})
 
 __all__ = [
     "SHELL_MODULES",

@@ -58,7 +58,6 @@ from lnpmsg.chain.events import BlockConnected, OutputSpent
 from lnpmsg.node.peer import Peer
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.app import ChainAppError
-from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wire import CHAIN_HASHES, Error, Features, Message
 
 from . import messages as M
@@ -76,7 +75,6 @@ from .inputs import (
     Event,
     FundingDepth,
     FundingNeeded,
-    FundingTransaction,
     HtlcDropped,
     HtlcIncoming,
     HtlcSettled,
@@ -87,8 +85,9 @@ from .inputs import (
 )
 from .dev import DevOptions
 from .backup_calls import BackupCalls
+from .chain_side import ChainSide
 from .dev_calls import DevCalls
-from .manager import ChannelManager, ChannelsStopped, ManagedChannel, describe, format_scid
+from .manager import ChannelManager, ManagedChannel, describe, format_scid
 from .onchain import OnchainWatch
 from .options import with_channel_type
 from .htlc_hook import HtlcHook
@@ -130,7 +129,7 @@ class ChannelEvent:
     reason: str = ""
 
 
-class ChannelsApp(BackupCalls, DevCalls, App):
+class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
     """BOLT-2 channels (see the module docs).
 
     Args:
@@ -435,62 +434,6 @@ class ChannelsApp(BackupCalls, DevCalls, App):
 
     def _publish(self, topic: str, channel: ManagedChannel, **fields: Any) -> None:
         self.node.events.publish(ChannelEvent(topic, channel.channel_id, channel.peer_id, channel.phase.value, **fields))
-
-    async def _broadcast(self, raw_tx: bytes, what: str) -> None:
-        try:
-            txid = await self.chain.source.broadcast(raw_tx)
-            log.info("channels: broadcast the %s transaction %s", what, txid[::-1].hex())
-        except ChainError as exc:
-            log.warning("channels: the chain refused the %s transaction: %s", what, exc)
-
-    async def _rebroadcast_closing(self, channel: ManagedChannel) -> None:
-        """A close both signed whose funding is still unspent (a crash came before the broadcast): again."""
-        s = channel.core.state
-        if s.funding_outpoint is None or s.closing_tx is None:
-            return
-        try:
-            unspent = await self.chain.source.get_txout(s.funding_outpoint)
-        except ChainError:
-            return
-        if unspent is not None:
-            await self._broadcast(s.closing_tx, "closing")
-
-    def _release_funding(self, raw_tx: bytes) -> None:
-        """Free the wallet's coins held for a funding that will never be broadcast."""
-        try:
-            freed = self.chain.wallet.release(Tx.parse(raw_tx).txid)
-        except (AttributeError, WalletError) as exc:  # no wallet (yet): a later releasecoins frees them
-            log.warning("channels: cannot release the coins of an abandoned funding: %s", exc)
-            return
-        log.info("channels: released %d coin(s) of a funding never broadcast", freed)
-
-    async def _fund(self, channel: ManagedChannel, needed: FundingNeeded) -> None:
-        """The wallet builds the funding transaction (its coins stay reserved); the core signs on.
-
-        Without the coins the open is abandoned: the peer gets an ``error`` for the temporary
-        channel id and the channel (nothing signed yet) is forgotten.
-        """
-        try:
-            funded = await self.chain.wallet.fund_output(needed.script_pubkey, needed.amount_sat, self._funding_feerate.get(channel.key))
-        except WalletError as exc:
-            await self._abandon(channel, f"cannot fund the channel: {exc}")
-            return
-        try:
-            await self._manager().submit(channel, FundingTransaction(funded.tx.raw))
-        except ChannelsStopped:
-            return  # the node stops (maybe mid-job): the channel stays as stored; a restart goes on from there
-        except LocalMisuse as exc:
-            self.chain.wallet.release(funded.tx.txid)
-            await self._abandon(channel, f"cannot fund the channel: {exc}")
-
-    async def _abandon(self, channel: ManagedChannel, reason: str) -> None:
-        log.warning("channels: abandoning the open of %s: %s", channel.channel_id.hex(), reason)
-        self._funding_errors[channel.key] = reason
-        try:
-            await self._send(channel.peer_id, Error(channel_id=channel.core.state.temporary_channel_id, data=reason.encode()))
-        except AppError:  # the peer is gone: it forgets the unsigned channel on its own
-            pass
-        self._manager().forget(channel)
 
     async def _close_script(self, destination: str | None = None) -> bytes:
         wallet = self.chain.wallet
