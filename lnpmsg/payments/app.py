@@ -60,6 +60,7 @@ import trio
 
 from lnpmsg.app import App, AppError
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcNotWritten, HtlcRefused, IncomingHtlc
+from lnpmsg.payments.bolt11_parts import prefix_for_network
 from lnpmsg.payments.forwarding import Forwarding
 from lnpmsg.payments.getroute import RouteQueries
 from lnpmsg.payments.graph import ChannelGraphView, RoutingGraph
@@ -89,7 +90,6 @@ DEFAULT_EXPIRY = 3600
 REPLAY_GRACE = 30.0
 #: seconds between looks at a channel an HTLC's resolution waits for
 _CHANNEL_POLL = 0.2
-_HRP = {"regtest": "bcrt", "testnet": "tb", "signet": "tbs", "bitcoin": "bc", "mainnet": "bc"}
 #: the channel app's dev_addhtlc sends an all-zero onion: such an HTLC is left to dev_fulfill/dev_fail
 #: (tests of channels without payments) for this long, then fails as malformed
 DEV_HOLD_SECONDS = 600.0
@@ -523,7 +523,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, RouteQueri
             raise ParamsError(f"expiry must be a positive number of seconds, got {expiry!r}")
         chosen, hashed, cltv = invoice_params(preimage, payment_hash, hold, min_final_cltv)
         now = int(self._now())
-        text, row = new_invoice(self.node.key.secret, _HRP.get(self._network(), "bcrt"), amount_msat, label, description, expiry, now,
+        text, row = new_invoice(self.node.key.secret, prefix_for_network(self._network()), amount_msat, label, description, expiry, now,
                                 route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), chosen, hashed, cltv)  # fmt: skip
         payment_hash, payment_secret = row["payment_hash"], row["payment_secret"]
         try:

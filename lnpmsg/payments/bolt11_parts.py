@@ -10,7 +10,7 @@ from embit import bech32 as segwit  # type: ignore[import-untyped]
 
 from lnpmsg.bitcoin.script import p2pkh_script
 
-__all__ = ["CURRENCIES", "HINT_HOP_SIZE", "Currency", "Fallback", "InvoiceError", "RouteHintHop", "currency_for", "fallback_problem"]
+__all__ = ["CURRENCIES", "HINT_HOP_SIZE", "Currency", "Fallback", "InvoiceError", "RouteHintHop", "currency_for", "fallback_problem", "prefix_for_network"]
 
 #: one route hint hop: node id, short_channel_id, fee base, fee rate, CLTV delta
 HINT_HOP_SIZE = 33 + 8 + 4 + 4 + 2
@@ -45,6 +45,12 @@ CURRENCIES: dict[str, Currency] = {
         Currency("bcrt", "regtest", "bcrt", 0x6F, 0xC4),
     )
 }
+
+
+def prefix_for_network(network: str) -> str:
+    """The currency prefix of invoices on ``network`` (the node's names: ``bitcoin`` is mainnet); regtest's for one not known."""
+    name = "mainnet" if network == "bitcoin" else network
+    return next((c.prefix for c in CURRENCIES.values() if c.network == name), "bcrt")
 
 
 def currency_for(prefix: str) -> Currency:

@@ -14,26 +14,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lnpmsg.payments.bolt11 import Invoice
+from lnpmsg.payments.keysend import check_count, payee_of, payment_target
 from lnpmsg.payments.route import NoRouteError
 from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV
-from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
-from lnpmsg.wire import Features
 
 if TYPE_CHECKING:
     from lnpmsg.payments.app import PaymentsApp
 
 __all__ = ["RouteQueries"]
-
-#: var_onion_optin only: no basic_mpp, so the finder returns a single route
-_ONE_PART = Features.from_bits([8])
-
-
-def _non_negative(value: Any, name: str, *, positive: bool = False) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < (1 if positive else 0):
-        raise ParamsError(f"{name} must be a {'positive' if positive else 'non-negative'} integer, got {value!r}")
-
 
 class RouteQueries:
     """``getroute`` (see the module docs); mixed into the payments app."""
@@ -42,18 +31,10 @@ class RouteQueries:
                        final_cltv: int = DEFAULT_MIN_FINAL_CLTV) -> dict[str, Any]:  # fmt: skip
         """The route a payment of AMOUNT_MSAT to NODE_ID would take now, without paying: hops (node_id,
         short_channel_id, amount_msat, cltv_expiry, delay), fee_msat; ``max_fee_msat`` bounds the fees."""
-        payee = hex_param(node_id, "node_id", 33)
-        _non_negative(amount_msat, "amount_msat", positive=True)
-        if max_fee_msat is not None:
-            _non_negative(max_fee_msat, "max_fee_msat")
-        _non_negative(final_cltv, "final_cltv", positive=True)
-        if payee == self.node.node_id:
-            raise ParamsError("node_id is this node: a route goes to another node")
+        payee = payee_of(self, node_id, amount_msat, max_fee_msat, "a route")
+        check_count(final_cltv, "final_cltv", positive=True)
         height = await self._height()
-        # what an invoice for the payment would say (never signed nor shown), as keysend fills it in
-        target = Invoice(currency="bcrt", timestamp=int(self._now()), payment_hash=bytes(32), payment_secret=bytes(32),
-                         amount_msat=amount_msat, description="getroute", min_final_cltv_expiry_delta=final_cltv,
-                         features=_ONE_PART, payee=payee)  # fmt: skip
+        target = payment_target(self, payee, bytes(32), amount_msat, final_cltv, "getroute")
         try:
             (route,) = self._route_finder(target, height, max_fee_msat)(amount_msat, frozenset())
         except NoRouteError as exc:

@@ -42,6 +42,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lnpmsg.payments.bolt11 import Invoice
+from lnpmsg.payments.bolt11_parts import prefix_for_network
 from lnpmsg.payments.htlcs import Spontaneous
 from lnpmsg.payments.onion import create_failure_onion
 from lnpmsg.payments.onion.failures import IncorrectOrUnknownPaymentDetails, TemporaryNodeFailure
@@ -55,7 +56,7 @@ from lnpmsg.wire import Features
 if TYPE_CHECKING:
     from lnpmsg.payments.app import PaymentsApp
 
-__all__ = ["KEYSEND_FEATURE_BIT", "KEYSEND_FINAL_CLTV", "Keysending", "keysend_row"]
+__all__ = ["KEYSEND_FEATURE_BIT", "KEYSEND_FINAL_CLTV", "Keysending", "check_count", "keysend_row", "payee_of", "payment_target"]
 
 log = logging.getLogger("lnpmsg.payments.app")
 
@@ -64,9 +65,8 @@ KEYSEND_FEATURE_BIT = 55
 #: the final expiry a keysend asks for, in blocks: the payee names none, so ample room above the
 #: 18-24 blocks invoices ask (lnpmsg's receiving side asks 24 of a keysend)
 KEYSEND_FINAL_CLTV = 40
-#: var_onion_optin: what the payment "invoice" of a keysend offers (no basic_mpp: one part)
-_KEYSEND_FEATURES = Features.from_bits([8])
-_HRP = {"regtest": "bcrt", "testnet": "tb", "signet": "tbs", "bitcoin": "bc"}
+#: var_onion_optin only: what the stand-in invoice of a payment to a node offers (no basic_mpp: one part)
+_ONE_PART = Features.from_bits([8])
 
 
 def keysend_row(payment_hash: bytes, preimage: bytes, action: Spontaneous, now: int) -> dict[str, Any]:
@@ -77,6 +77,31 @@ def keysend_row(payment_hash: bytes, preimage: bytes, action: Spontaneous, now: 
                 min_final_cltv=DEFAULT_MIN_FINAL_CLTV, received_msat=action.amount_msat, paid_at=now)  # fmt: skip
 
 
+def payee_of(app: PaymentsApp, node_id: str, amount_msat: Any, max_fee_msat: Any, what: str) -> bytes:
+    """The node id of a payment to a node without an invoice (keysend, getroute), its parameters checked."""
+    payee = hex_param(node_id, "node_id", 33)
+    check_count(amount_msat, "amount_msat", positive=True)
+    if max_fee_msat is not None:
+        check_count(max_fee_msat, "max_fee_msat")
+    if payee == app.node.node_id:
+        raise ParamsError(f"node_id is this node: {what} goes to another node")
+    return payee
+
+
+def check_count(value: Any, name: str, *, positive: bool = False) -> None:
+    """``value`` is an integer (not a bool), at least 1 if ``positive``, else at least 0; ParamsError if not."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < (1 if positive else 0):
+        raise ParamsError(f"{name} must be a {'positive' if positive else 'non-negative'} integer, got {value!r}")
+
+
+def payment_target(app: PaymentsApp, payee: bytes, payment_hash: bytes, amount_msat: int, final_cltv: int, description: str) -> Invoice:
+    """What an invoice for a payment to ``payee`` would say, for the route finder and the payment
+    (never signed nor shown): single-part, no route hints."""
+    return Invoice(currency=prefix_for_network(app._network()), timestamp=int(app._now()), payment_hash=payment_hash,
+                   payment_secret=bytes(32), amount_msat=amount_msat, description=description,
+                   min_final_cltv_expiry_delta=final_cltv, features=_ONE_PART, payee=payee)  # fmt: skip
+
+
 class Keysending:
     """Keysend, sent and received (see the module docs); mixed into the payments app."""
 
@@ -84,19 +109,10 @@ class Keysending:
                       timeout: float = PAY_TIMEOUT) -> dict[str, Any]:  # fmt: skip
         """Pay AMOUNT_MSAT to NODE_ID without an invoice (bLIP 3 keysend: our random preimage rides in its onion);
         ``max_fee_msat`` bounds the route's fees. Returns once paid (preimage) or failed, as ``pay``."""
-        payee = hex_param(node_id, "node_id", 33)
-        if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or amount_msat <= 0:
-            raise ParamsError(f"amount_msat must be a positive integer, got {amount_msat!r}")
-        if max_fee_msat is not None and (not isinstance(max_fee_msat, int) or isinstance(max_fee_msat, bool) or max_fee_msat < 0):
-            raise ParamsError(f"max_fee_msat must be a non-negative integer, got {max_fee_msat!r}")
-        if payee == self.node.node_id:
-            raise ParamsError("node_id is this node: a keysend goes to another node")
+        payee = payee_of(self, node_id, amount_msat, max_fee_msat, "a keysend")
         preimage = os.urandom(32)
         payment_hash = hashlib.sha256(preimage).digest()
-        # what an invoice would have said, filled in for the payment (never signed nor shown: the payment's bolt11 is empty)
-        target = Invoice(currency=_HRP.get(self._network(), "bcrt"), timestamp=int(self._now()), payment_hash=payment_hash,
-                         payment_secret=bytes(32), amount_msat=amount_msat, description="keysend",
-                         min_final_cltv_expiry_delta=KEYSEND_FINAL_CLTV, features=_KEYSEND_FEATURES, payee=payee)  # fmt: skip
+        target = payment_target(self, payee, payment_hash, amount_msat, KEYSEND_FINAL_CLTV, "keysend")
         log.info("payments: keysend of %d msat to %s (payment hash %s)", amount_msat, payee.hex()[:16], payment_hash.hex()[:16])
         return await self._start_payment(target, "", amount_msat, timeout, keysend_preimage=preimage, max_fee_msat=max_fee_msat)
 
