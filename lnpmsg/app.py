@@ -87,6 +87,7 @@ from lnpmsg.node.apphost import (
     raw_message_class,
 )
 from lnpmsg.node.events import ErrorReported
+from lnpmsg.node.handler_guard import DONE, MessageHandler, guard_handler, handler_name
 from lnpmsg.node.peer import Peer, PeerClosedError, PeerQueueFull
 from lnpmsg.wire import Features, Message
 from lnpmsg.wire.message import CUSTOM_TYPE_MIN
@@ -111,7 +112,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
-MessageHandler = Callable[[Peer, Any], Awaitable[None] | None]
 #: an app's control-API call: typed keyword params in, a JSON-able result out
 ControlMethod = Callable[..., Awaitable[Any]]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -240,10 +240,10 @@ class App:
         (it saves a cancel scope per message); exceptions are still contained.
         """
         type_number = message_type if isinstance(message_type, int) else message_type.TYPE
-        self._check_range(type_number, f"handler {_name(handler)}")
+        self._check_range(type_number, f"handler {handler_name(handler)}")
         if type_number in self.handlers or type_number in self.batch_handlers:
             raise MountError(f"app {self.name!r} already handles type {type_number}")
-        wrapped = self._guarded(type_number, handler, shield) if (guard or shield) else handler
+        wrapped = guard_handler(self, type_number, handler, shield) if (guard or shield) else handler
         if self._node is not None:
             self._node.apphost.own(self, type_number, wrapped)
         self.handlers[type_number] = wrapped
@@ -274,12 +274,12 @@ class App:
         """
         if type(type_number) is not int:
             raise AppError(f"a batch handler takes a type number (its messages stay undecoded), got {type_number!r}")
-        self._check_range(type_number, f"batch handler {_name(handler)}")
+        self._check_range(type_number, f"batch handler {handler_name(handler)}")
         if type_number in self.handlers or type_number in self.batch_handlers:
             raise MountError(f"app {self.name!r} already handles type {type_number}")
         if type_number in self.messages:
             raise AppError(f"app {self.name!r} declares type {type_number} as {self.messages[type_number].__name__}: a batch handler takes it undecoded")
-        wrapped = self._guarded(type_number, handler, shield) if (guard or shield) else handler
+        wrapped = guard_handler(self, type_number, handler, shield) if (guard or shield) else handler
         if self._node is not None:
             self._node.apphost.own_batch(self, type_number, wrapped)
         self.batch_handlers[type_number] = wrapped
@@ -490,31 +490,6 @@ class App:
         if self._node is not None:
             self._node.events.publish(ErrorReported(f"app.{self.name}", text, node_id))
 
-    def _guarded(self, type_number: int, handler: Callable[[Peer, Any], Awaitable[None] | None], shield: bool) -> MessageHandler:
-        timeout = self.handler_timeout
-        what = f"handler {_name(handler)} for type {type_number}"
-
-        async def guarded(peer: Peer, message: Any) -> None:
-            if shield:
-                # Never cut in the middle: neither the timeout nor a cancelled peer stops it.
-                started = trio.current_time()
-                with trio.CancelScope(shield=True):
-                    await _call(handler, peer, message, self, what)
-                took = trio.current_time() - started
-                if timeout is not None and took > timeout:
-                    self.report_error(f"{what} ran {took:.3g} s, over its {timeout:g} s (shielded: not cancelled)", peer.node_id)
-                return
-            if timeout is None:
-                await _call(handler, peer, message, self, what)
-                return
-            with trio.move_on_after(timeout) as scope:
-                await _call(handler, peer, message, self, what)
-            if scope.cancelled_caught:
-                self.report_error(f"{what} ran longer than {timeout:g} s and was cancelled", peer.node_id)
-
-        guarded.__qualname__ = f"{self.name}:{_name(handler)}"
-        return guarded
-
     # ---------------------------------------------------------------- peers
 
     def supports(self, peer: Peer) -> bool:
@@ -567,37 +542,3 @@ class App:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} owns={sorted(self.handlers)} state={self.state.value}>"
-
-
-async def _call(handler: MessageHandler, peer: Peer, message: Any, app: App, what: str) -> None:
-    try:
-        pending = handler(peer, message)
-        if pending is not None:
-            await pending
-    except Exception as exc:
-        log.debug("handler failure", exc_info=True)
-        app.report_error(f"{what} raised {exc!r}", peer.node_id)
-
-
-class _Done:
-    """An awaitable that is already finished.
-
-    Handlers that never block (dict lookups, ``send_nowait``) can be plain
-    functions returning :data:`DONE`: the node awaits what a handler returns,
-    and this skips building a coroutine per message on hot paths.
-    """
-
-    __slots__ = ()
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return iter(())
-
-
-DONE = _Done()
-
-
-def _name(fn: object) -> str:
-    return getattr(fn, "__qualname__", None) or repr(fn)
-
-
-
