@@ -139,7 +139,11 @@ def test_garbage_payloads_fail_cleanly_or_round_trip(cls: type, garbage: bytes) 
         decoded = cls.decode_payload(garbage)
     except WireError:
         return
-    assert decoded.encode()[2:] == garbage
+    if cls.TLVS is None:
+        # BOLT 1: a message without a TLV extension ignores what follows its fields
+        assert garbage.startswith(decoded.encode()[2:])
+    else:
+        assert decoded.encode()[2:] == garbage
 
 
 def test_onion_is_exactly_1366_bytes() -> None:
