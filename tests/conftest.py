@@ -39,6 +39,16 @@ settings.register_profile("lnpmsg", deadline=None, suppress_health_check=[Health
 settings.load_profile("lnpmsg")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Spread the suite over the CPUs (pytest-xdist, ``--dist loadgroup``) a module at a
+    time, so that a module's fixtures are set up once; every test on the private Tor
+    network goes to one worker, which then starts one network instead of one per worker."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = "private-tor-network" if "private_tor_network" in getattr(item, "fixturenames", ()) else item.nodeid.split("::", 1)[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_unconfigure(config: object) -> None:
     if _BYTECODE is not None:
         shutil.rmtree(_BYTECODE, ignore_errors=True)
