@@ -206,17 +206,19 @@ def decode_blinded_path(data: bytes, pos: int = 0) -> tuple[BlindedPath, int]:
 
 
 def padded_encrypted_data(streams: Sequence[TlvStream]) -> list[bytes]:
-    """Encode each hop's ``encrypted_data_tlv`` with a ``padding`` record (TLV 1) sized so all have
-    one length, as BOLT 4 advises: a sender cannot tell the final hop from the others by its size.
-
-    Every hop gets a padding record (maybe empty), so the records' framing is the same for all.
+    """Encode each hop's ``encrypted_data_tlv``, the shorter ones with a ``padding`` record (TLV 1)
+    sized so all have one length, as BOLT 4 advises: a sender cannot tell the final hop from
+    the others by its size. (Two awkward gaps of 255-256 bytes come out a little short.)
     """
     plain = [ENCRYPTED_DATA_TLVS.encode(s.replace(padding=None)) for s in streams]
-    target = max((len(p) for p in plain), default=0) + 2
+    target = max((len(p) for p in plain), default=0)
+    if any(target - len(p) == 1 for p in plain):
+        target += 2  # a record takes 2 bytes at least: every hop gets one, the longest an empty one
     out = []
     for stream, encoded in zip(streams, plain, strict=True):
-        pad = target - len(encoded) - 2
-        if pad >= 253:  # BigSize takes 3 bytes for 253 and more
-            pad -= 2
-        out.append(ENCRYPTED_DATA_TLVS.encode(stream.replace(padding=bytes(max(pad, 0)))))
+        need = target - len(encoded)
+        if need:
+            pad = need - 2 if need - 2 < 253 else need - 4  # BigSize takes 3 bytes for 253 and more
+            encoded = ENCRYPTED_DATA_TLVS.encode(stream.replace(padding=bytes(pad)))
+        out.append(encoded)
     return out
