@@ -1,0 +1,149 @@
+"""The onion-messages app on real nodes in this process (loopback TCP): features, relaying,
+delivery to handlers and as events, replies along a reply path, path_id checks, the flood
+bound, and malformed messages that are dropped without hurting the peer."""
+
+from __future__ import annotations
+
+import coincurve
+import pytest
+import trio
+
+from lnpmsg.app import AppError
+from lnpmsg.onion_messages import OnionMessagesApp, blinded_path_to, build_onion_message
+from lnpmsg.onion_messages.app import OnionMessage, OnionMessageReceived
+from lnpmsg.testing.nodes import address_of, make_node, running
+from lnpmsg.wire import Features
+
+
+async def wait_for(predicate, timeout=5.0):  # type: ignore[no-untyped-def]
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+def _trio_of_nodes(**options):  # type: ignore[no-untyped-def]
+    nodes = [make_node() for _ in range(3)]
+    apps = [n.mount(OnionMessagesApp(**options)) for n in nodes]
+    return nodes, apps
+
+
+async def _line(a, b, c):  # type: ignore[no-untyped-def]
+    """A - B - C: A and C are not connected."""
+    await a.connect(address_of(b))
+    await c.connect(address_of(b))
+    await wait_for(lambda: len(b.peers) == 2 and all(p.is_ready for p in b.peers.values()))
+
+
+async def test_a_message_through_b_reaches_cs_handler_and_the_reply_comes_back() -> None:
+    (a, b, c), (app_a, app_b, app_c) = _trio_of_nodes()
+    got_c, got_a = [], []
+    app_c.on_tlv(65)(got_c.append)
+
+    @app_a.on_tlv(67)
+    async def on_reply(received):  # type: ignore[no-untyped-def]
+        got_a.append(received)
+
+    async with running(a, b, c):
+        await _line(a, b, c)
+        peer_b = a.peers[b.node_id]
+        assert peer_b.session.remote_features.has(39) and app_a.features == Features.from_bits([39])
+        assert app_a.node_announcement_features.has(39)
+        sent = await app_a.send(c.node_id, {65: b"ping"}, reply_path=True, via=[b.node_id])
+        assert sent["first_hop"] == b.node_id.hex() and sent["size"] == 1366
+        await wait_for(lambda: got_c)
+        received = got_c[0]
+        assert received.records == {65: b"ping"} and received.reply_to is None and received.reply_path is not None
+        assert received.from_peer == b.node_id and app_b.counts["relayed"] == 1
+        # C answers along the reply path (B is its introduction node: C's peer)
+        await app_c.reply(received, {67: b"pong"})
+        await wait_for(lambda: got_a)
+        assert got_a[0].records == {67: b"pong"} and got_a[0].reply_to == sent["id"]
+        listed = await app_a.control_received()
+        assert listed["messages"][-1]["reply_to"] == sent["id"] and listed["messages"][-1]["records"] == {"67": b"pong".hex()}
+
+
+async def test_direct_peer_blinded_path_and_the_received_event() -> None:
+    (a, b, c), (app_a, app_b, app_c) = _trio_of_nodes()
+    seen: list[object] = []
+    c.events.add_listener(lambda e: seen.append(e) if isinstance(e, OnionMessageReceived) else None)
+    async with running(a, b, c):
+        await _line(a, b, c)
+        # a blinded path C made (B then C), used by A: A only knows B
+        path = blinded_path_to(bytes([5]) * 32, [b.node_id, c.node_id])
+        await app_a.send(path, {65: b"blinded"})
+        await wait_for(lambda: seen)
+        assert seen[0].records == {"65": b"blinded"} and seen[0].topic == "onion_message.received"  # type: ignore[attr-defined]
+        # direct: C's peer B
+        await app_c.send(b.node_id, {65: b"hi"})
+        await wait_for(lambda: app_b.counts["delivered"] == 1)
+        # no path: C is not A's peer and A has no gossip
+        with pytest.raises(AppError, match="not a connected peer"):
+            await app_a.send(c.node_id, {65: b"x"})
+        with pytest.raises(AppError, match="first hop"):
+            await app_a.send(c.node_id, {65: b"x"}, via=[c.node_id])
+
+
+async def test_a_reply_path_id_we_did_not_make_and_unknown_even_records_are_dropped() -> None:
+    (a, b, c), (app_a, app_b, app_c) = _trio_of_nodes()
+    got: list[object] = []
+    app_b.on_tlv(65)(got.append)
+    async with running(a, b, c):
+        await _line(a, b, c)
+        # a path to B whose path_id B never made
+        forged = blinded_path_to(bytes([6]) * 32, [b.node_id], path_id=bytes(24))
+        await app_a.send(forged, {65: b"probe"})
+        # an even record B has no handler for
+        await app_a.send(b.node_id, {66: b"?"})
+        await app_a.send(b.node_id, {65: b"fine"})
+        await wait_for(lambda: got)
+        assert [r.records for r in got] == [{65: b"fine"}]
+        assert app_b.drops.total["path_id not ours"] == 1 and app_b.drops.total["unknown even record"] == 1
+        assert a.peers[b.node_id].is_ready
+
+
+async def test_a_flood_is_dropped_over_the_rate_and_the_peer_stays() -> None:
+    a, b = make_node(), make_node()
+    a.mount(OnionMessagesApp())
+    app_b = b.mount(OnionMessagesApp(rate=1.0, burst=5))
+    got: list[object] = []
+    app_b.on_tlv(65)(got.append)
+    async with running(a, b):
+        await a.connect(address_of(b))
+        await wait_for(lambda: b.peers and all(p.is_ready for p in b.peers.values()))
+        peer = a.peers[b.node_id]
+        key = bytes([9]) * 32
+        for i in range(200):
+            out = build_onion_message(key, bytes([i + 1]) * 32, [], b.node_id, {65: i.to_bytes(2, "big")})
+            await peer.send(OnionMessage(path_key=out.path_key, onion_message_packet=out.packet))
+        await wait_for(lambda: sum(app_b.drops.total.values()) + len(got) == 200)
+        # the burst passes (one more may have refilled while the flood was read), the rest is dropped
+        assert 5 <= len(got) <= 8 and app_b.drops.total["rate limited (from the peer)"] == 200 - len(got)
+        assert b.peers[a.node_id].is_ready
+
+
+async def test_malformed_messages_are_dropped_without_a_disconnect() -> None:
+    a, b = make_node(), make_node()
+    a.mount(OnionMessagesApp())
+    app_b = b.mount(OnionMessagesApp())
+    got: list[object] = []
+    app_b.on_tlv(65)(got.append)
+    async with running(a, b):
+        await a.connect(address_of(b))
+        await wait_for(lambda: b.peers and all(p.is_ready for p in b.peers.values()))
+        peer = a.peers[b.node_id]
+        good = build_onion_message(bytes([1]) * 32, bytes([2]) * 32, [], b.node_id, {65: b"ok"})
+        other = coincurve.PrivateKey(bytes([3]) * 32).public_key.format()
+        bad = [
+            OnionMessage(path_key=good.path_key, onion_message_packet=good.packet[:-1] + b"\x00"),  # HMAC
+            OnionMessage(path_key=other, onion_message_packet=good.packet),  # wrong path key
+            OnionMessage(path_key=b"\x02" + bytes(32), onion_message_packet=good.packet),  # not a point
+            OnionMessage(path_key=good.path_key, onion_message_packet=bytes(40000)),  # oversize
+            OnionMessage(path_key=good.path_key, onion_message_packet=b""),
+        ]
+        for msg in bad:
+            await peer.send(msg)
+        await peer.send(OnionMessage(path_key=good.path_key, onion_message_packet=good.packet))
+        await wait_for(lambda: got)
+        assert app_b.drops.total["malformed"] == len(bad) and b.peers[a.node_id].is_ready
+        stats = await app_b.control_stats()
+        assert stats["delivered"] == 1 and stats["dropped"] == {"malformed": len(bad)}
