@@ -147,3 +147,63 @@ async def test_malformed_messages_are_dropped_without_a_disconnect() -> None:
         assert app_b.drops.total["malformed"] == len(bad) and b.peers[a.node_id].is_ready
         stats = await app_b.control_stats()
         assert stats["delivered"] == 1 and stats["dropped"] == {"malformed": len(bad)}
+
+
+# ---------------------------------------------------------------- a path from the gossip graph
+
+
+def _gossip(secrets: dict[str, bytes], channels: list[tuple[str, str]], announce_feature: set[str]) -> list[object]:
+    """Signed gossip: each channel announced with both directions' updates, then every node's
+    node_announcement (bit 39 for those in ``announce_feature``)."""
+    from lnpmsg.gossip.sign import sign_channel_announcement, sign_channel_update, sign_node_announcement
+    from lnpmsg.wire import CHAIN_HASH_REGTEST, ShortChannelId
+
+    now = int(__import__("time").time())
+    out: list[object] = []
+    for i, (x, y) in enumerate(channels):
+        scid = ShortChannelId(100 + i, 1, 0)
+        ann = sign_channel_announcement(secrets[x], secrets[y], bytes([200 + 2 * i]) * 32, bytes([201 + 2 * i]) * 32, scid, CHAIN_HASH_REGTEST)
+        out.append(ann)
+        by_id = {coincurve.PrivateKey(s).public_key.format(): s for s in (secrets[x], secrets[y])}
+        for direction, node in enumerate((ann.node_id_1, ann.node_id_2)):
+            out.append(sign_channel_update(by_id[node], scid, CHAIN_HASH_REGTEST, now - 10, direction=direction))
+    for name, secret in secrets.items():
+        features = Features.from_bits([39]).to_bytes() if name in announce_feature else b""
+        out.append(sign_node_announcement(secret, now - 5, alias=name, features=features))
+    return out
+
+
+async def test_without_hops_the_path_comes_from_the_gossip_graph_over_nodes_announcing_the_feature(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lnpmsg.gossip.app import GossipApp, GossipConfig
+    from lnpmsg.gossip.store import GossipStore
+    from lnpmsg.node.identity import NodeKey
+    from lnpmsg.node.node import Node, NodeConfig
+    from lnpmsg.wire import CHAIN_HASH_REGTEST
+
+    secrets = {name: bytes([i + 1]) * 32 for i, name in enumerate("abcde")}
+    nodes = {name: Node(NodeKey.from_secret(s), NodeConfig(listen=["127.0.0.1:0"], network="regtest")) for name, s in secrets.items()}
+    apps = {name: n.mount(OnionMessagesApp()) for name, n in nodes.items()}
+    gossip = nodes["a"].mount(GossipApp(GossipStore(":memory:", CHAIN_HASH_REGTEST), config=GossipConfig(flush_interval=0.05)))
+    # B - C - D announces onion messages; B - E - D is as short, but E does not read them
+    messages = _gossip(secrets, [("b", "c"), ("c", "d"), ("b", "e"), ("e", "d")], {"b", "c", "d"})
+    got: list[object] = []
+    apps["d"].on_tlv(65)(got.append)
+    answers: list[object] = []
+    apps["a"].on_tlv(67)(answers.append)
+    async with running(*nodes.values()):
+        await gossip.add_own(messages)  # type: ignore[arg-type]
+        await gossip.drain()
+        assert len(gossip.graph) == 4
+        for x, y in (("a", "b"), ("b", "c"), ("c", "d"), ("b", "e"), ("e", "d")):
+            await nodes[x].connect(address_of(nodes[y]))
+        await wait_for(lambda: all(p.is_ready for n in nodes.values() for p in n.peers.values()))
+        a, d = apps["a"], nodes["d"]
+        sent = await a.send(d.node_id, {65: b"over gossip"}, reply_path=True)
+        assert sent["first_hop"] == nodes["b"].node_id.hex() and sent["hops"] == 3
+        await wait_for(lambda: got)
+        assert apps["c"].counts["relayed"] == 1 and apps["e"].counts["relayed"] == 0
+        await apps["d"].reply(got[0], {67: b"back"})  # type: ignore[arg-type]
+        await wait_for(lambda: answers)
+        assert answers[0].reply_to == sent["id"]  # type: ignore[attr-defined]
+        with pytest.raises(AppError, match="does not announce onion messages"):
+            await a.send(nodes["e"].node_id, {65: b"x"})
