@@ -207,3 +207,33 @@ async def test_without_hops_the_path_comes_from_the_gossip_graph_over_nodes_anno
         assert answers[0].reply_to == sent["id"]  # type: ignore[attr-defined]
         with pytest.raises(AppError, match="does not announce onion messages"):
             await a.send(nodes["e"].node_id, {65: b"x"})
+
+
+async def test_undecodable_onion_messages_from_a_raw_peer_are_dropped_and_it_stays() -> None:
+    from lnpmsg.testing.rawpeer import RawPeer
+    from lnpmsg.wire.bolt1 import Init
+
+    b = make_node()
+    app_b = b.mount(OnionMessagesApp())
+    got: list[object] = []
+    app_b.on_tlv(65)(got.append)
+    async with running(b):
+        host_port = address_of(b).split("@", 1)[1]
+        async with await RawPeer.connect(host_port, b.node_id) as raw:
+            await raw.exchange_init(Init(globalfeatures=b"", features=Features.from_bits([39]).to_bytes()))
+            good = build_onion_message(bytes([1]) * 32, bytes([2]) * 32, [], b.node_id, {65: b"ok"})
+            kind = (513).to_bytes(2, "big")
+            frame = good.path_key + len(good.packet).to_bytes(2, "big") + good.packet
+            for bad in (
+                kind + b"\x05" + frame[1:],  # a path key that is not a compressed point
+                kind + frame[:500],  # the packet cut short of its length
+                kind + b"\x02",  # almost nothing
+            ):
+                await raw.send(bad)
+            await raw.send(kind + frame + b"extension")  # bytes after the packet are allowed
+            await wait_for(lambda: got)
+            assert app_b.drops.total["malformed"] == 3 and b.peers[raw_node_id(raw)].is_ready
+
+
+def raw_node_id(raw) -> bytes:  # type: ignore[no-untyped-def]
+    return raw.key.node_id  # type: ignore[no-any-return]

@@ -63,7 +63,7 @@ from lnpmsg.onion_messages.routing import NoPath, find_path
 from lnpmsg.payments.onion.blinding import BlindingError, decrypt_recipient_data
 from lnpmsg.rpc.params import ParamsError, hex_param, node_id_param
 from lnpmsg.wire import Features, Message, message
-from lnpmsg.wire.fields import point, u16_prefixed_bytes
+from lnpmsg.wire.fields import point, rest_bytes, u16_prefixed_bytes
 
 __all__ = ["RECENT", "OnionMessage", "OnionMessageReceived", "OnionMessagesApp", "ReceivedOnionMessage"]
 
@@ -87,11 +87,22 @@ TlvHandler = Callable[["ReceivedOnionMessage"], Awaitable[None] | None]
 @message(type=ONION_MESSAGE_TYPE)
 @dataclass(frozen=True, slots=True)
 class OnionMessage(Message):
-    """BOLT 4 ``onion_message``: the ``path_key`` and the ``onion_message_packet``."""
+    """BOLT 4 ``onion_message``: the ``path_key`` and the ``onion_message_packet`` (what we send)."""
 
     FIELDS = (("path_key", point), ("onion_message_packet", u16_prefixed_bytes))
     path_key: bytes
     onion_message_packet: bytes
+
+
+@message(type=ONION_MESSAGE_TYPE)
+@dataclass(frozen=True, slots=True)
+class _IncomingOnionMessage(Message):
+    """What the node decodes an ``onion_message`` into: its bytes, parsed by the handler. A bad point
+    or a short packet is then a message to ignore (BOLT 4), not a malformed message that would
+    fail the connection as the session fails those."""
+
+    FIELDS = (("payload", rest_bytes),)
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +165,8 @@ class OnionMessagesApp(App):
             self.add_control_method(name, fn)
 
     def setup(self) -> None:
-        self.message(OnionMessage)
-        self.add_handler(OnionMessage, self._on_message)
+        self.message(_IncomingOnionMessage)
+        self.add_handler(_IncomingOnionMessage, self._on_message)
         self.on_peer_gone(self._forget)
 
     # ------------------------------------------------------------ the public API
@@ -240,11 +251,16 @@ class OnionMessagesApp(App):
 
     # ------------------------------------------------------------ incoming
 
-    def _on_message(self, peer: Peer, msg: OnionMessage) -> None:
+    def _on_message(self, peer: Peer, msg: _IncomingOnionMessage) -> None:
         # Cheap checks first: a flood costs a dict lookup per message, not an ECDH.
         if not self.incoming.allow(peer.node_id, trio.current_time()):
             return self._drop("rate limited (from the peer)", peer.node_id)
-        self._peel(peer.node_id, msg.path_key, msg.onion_message_packet, 0)
+        data = msg.payload
+        length = int.from_bytes(data[33:35], "big")
+        if len(data) < 35 + length or data[0] not in (2, 3):
+            # bytes after the packet are allowed (BOLT 1: a later version may add fields)
+            return self._drop("malformed", peer.node_id, f"an onion_message of {len(data)} bytes: no path key and {length}-byte packet")
+        self._peel(peer.node_id, data[:33], data[35 : 35 + length], 0)
 
     def _peel(self, from_peer: bytes, path_key: bytes, packet: bytes, self_hops: int) -> None:
         try:
