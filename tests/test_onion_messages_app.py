@@ -9,10 +9,11 @@ import pytest
 import trio
 
 from lnpmsg.app import AppError
-from lnpmsg.onion_messages import OnionMessagesApp, blinded_path_to, build_onion_message
+from lnpmsg.onion_messages import BlindedPath, OnionMessagesApp, blinded_path_to, build_onion_message
 from lnpmsg.onion_messages.app import OnionMessage, OnionMessageReceived
 from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.wire import Features
+from lnpmsg.wire.primitives import ShortChannelId
 
 
 async def wait_for(predicate, timeout=5.0):  # type: ignore[no-untyped-def]
@@ -48,6 +49,10 @@ async def test_a_message_through_b_reaches_cs_handler_and_the_reply_comes_back()
         peer_b = a.peers[b.node_id]
         assert peer_b.session.remote_features.has(39) and app_a.features == Features.from_bits([39])
         assert app_a.node_announcement_features.has(39)
+        # what the announce app puts in our node_announcement (init's N-context bits, the apps' own)
+        from lnpmsg.gossip.announce import node_features
+
+        assert Features.from_bytes(node_features(a.local_features(), app_a.node_announcement_features)).has(39)
         sent = await app_a.send(c.node_id, {65: b"ping"}, reply_path=True, via=[b.node_id])
         assert sent["first_hop"] == b.node_id.hex() and sent["size"] == 1366
         await wait_for(lambda: got_c)
@@ -156,7 +161,7 @@ def _gossip(secrets: dict[str, bytes], channels: list[tuple[str, str]], announce
     """Signed gossip: each channel announced with both directions' updates, then every node's
     node_announcement (bit 39 for those in ``announce_feature``)."""
     from lnpmsg.gossip.sign import sign_channel_announcement, sign_channel_update, sign_node_announcement
-    from lnpmsg.wire import CHAIN_HASH_REGTEST, ShortChannelId
+    from lnpmsg.wire import CHAIN_HASH_REGTEST
 
     now = int(__import__("time").time())
     out: list[object] = []
@@ -207,6 +212,17 @@ async def test_without_hops_the_path_comes_from_the_gossip_graph_over_nodes_anno
         assert answers[0].reply_to == sent["id"]  # type: ignore[attr-defined]
         with pytest.raises(AppError, match="does not announce onion messages"):
             await a.send(nodes["e"].node_id, {65: b"x"})
+        # a blinded path whose introduction is given as a sciddir: C, as an end of channel B-C (100x1x0)
+        c_id = nodes["c"].node_id
+        direction = 0 if c_id < nodes["b"].node_id else 1
+        path = blinded_path_to(bytes([7]) * 32, [c_id, d.node_id])
+        sciddir = BlindedPath(bytes([direction]) + ShortChannelId(100, 1, 0).to_int().to_bytes(8, "big"), path.first_path_key, path.hops)
+        sent = await a.send(sciddir, {65: b"via sciddir"})
+        assert sent["first_hop"] == nodes["b"].node_id.hex()
+        await wait_for(lambda: len(got) == 2)
+        unknown = BlindedPath(bytes([0]) + ShortChannelId(999, 1, 0).to_int().to_bytes(8, "big"), path.first_path_key, path.hops)
+        with pytest.raises(AppError, match="which our gossip does not know"):
+            await a.send(unknown, {65: b"x"})
 
 
 async def test_undecodable_onion_messages_from_a_raw_peer_are_dropped_and_it_stays() -> None:
@@ -237,3 +253,24 @@ async def test_undecodable_onion_messages_from_a_raw_peer_are_dropped_and_it_sta
 
 def raw_node_id(raw) -> bytes:  # type: ignore[no-untyped-def]
     return raw.key.node_id  # type: ignore[no-any-return]
+
+
+async def test_relaying_is_bounded_towards_each_next_peer_too() -> None:
+    """Two peers each within their own limit still cannot push more than the limit to one next peer."""
+    (a, b, c), (app_a, app_b, app_c) = _trio_of_nodes(rate=0.01, burst=5)
+    d = make_node()
+    d.mount(OnionMessagesApp())
+    got: list[object] = []
+    app_c.on_tlv(65)(got.append)
+    async with running(a, b, c, d):
+        await _line(a, b, c)
+        await d.connect(address_of(b))
+        await wait_for(lambda: len(b.peers) == 3 and all(p.is_ready for p in b.peers.values()))
+        for sender in (a, d):
+            peer = sender.peers[b.node_id]
+            for i in range(5):
+                out = build_onion_message(bytes([9]) * 32, bytes([i + 1]) * 32, [b.node_id], c.node_id, {65: bytes([i])})
+                await peer.send(OnionMessage(path_key=out.path_key, onion_message_packet=out.packet))
+        await wait_for(lambda: app_b.counts["relayed"] + app_b.drops.total["rate limited (to the next peer)"] == 10)
+        assert app_b.counts["relayed"] == 5 and app_b.drops.total["rate limited (from the peer)"] == 0
+        await wait_for(lambda: len(got) == 5)

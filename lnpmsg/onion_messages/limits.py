@@ -38,7 +38,7 @@ class RateLimiter:
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
-        self._buckets[key] = (tokens, now)
+        self._buckets[key] = (tokens, max(now, last))
         while len(self._buckets) > self.max_tracked:
             self._buckets.popitem(last=False)
         return allowed
