@@ -9,6 +9,8 @@ from pathlib import Path
 
 import coincurve
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lnpmsg.onion_messages.packet import (
     ONION_MESSAGE_TYPE,
@@ -23,6 +25,7 @@ from lnpmsg.onion_messages.packet import (
     peel_onion_message,
 )
 from lnpmsg.payments.onion import construct_onion, create_blinded_path
+from lnpmsg.payments.onion.blinding import BlindingError, decode_blinded_path
 from lnpmsg.payments.onion.payloads import ENCRYPTED_DATA_TLVS
 from lnpmsg.wire.primitives import ShortChannelId
 
@@ -170,3 +173,34 @@ def test_broken_packets_are_ignored_not_raised_otherwise() -> None:
     packet = construct_onion(bytes([7]) * 32, [path.hops[0].blinded_node_id], [_tlv({64: b"x"})], b"", min_payload=0).packet
     with pytest.raises(OnionMessageIgnored, match="no encrypted_recipient_data"):
         peel_onion_message(KEYS[0], path.first_path_key, packet)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=33), st.binary(max_size=1500), st.integers(min_value=0, max_value=1400), st.binary(max_size=8))
+def test_peeling_anything_only_ever_ignores(path_key: bytes, noise: bytes, at: int, flip: bytes) -> None:
+    """Random bytes, and a valid message with bytes changed anywhere: a result or OnionMessageIgnored, nothing else."""
+    for key, packet in ((path_key, noise), _corrupted(at, flip)):
+        try:
+            peel_onion_message(KEYS[0], key, packet)
+        except OnionMessageIgnored:
+            pass
+
+
+_VALID = build_onion_message(bytes([7]) * 32, bytes([8]) * 32, [], IDS[0], {65: b"x"}, reply_path=blinded_path_to(bytes([9]) * 32, [IDS[1], IDS[0]]))
+
+
+def _corrupted(at: int, flip: bytes) -> tuple[bytes, bytes]:
+    packet = bytearray(_VALID.packet)
+    for i, b in enumerate(flip):
+        packet[(at + i) % len(packet)] ^= b
+    return _VALID.path_key, bytes(packet)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_blinded_path_parser_refuses_cleanly(data: bytes) -> None:
+    try:
+        path, end = decode_blinded_path(data)
+    except BlindingError:
+        return
+    assert end <= len(data) and path.encode() == data[:end]
