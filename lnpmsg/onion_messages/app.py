@@ -65,12 +65,16 @@ from lnpmsg.rpc.params import ParamsError, hex_param, node_id_param
 from lnpmsg.wire import Features, Message, message
 from lnpmsg.wire.fields import point, rest_bytes, u16_prefixed_bytes
 
-__all__ = ["RECENT", "OnionMessage", "OnionMessageReceived", "OnionMessagesApp", "ReceivedOnionMessage"]
+__all__ = ["BURST", "DELIVERY_QUEUE", "RATE", "RECENT", "OnionMessage", "OnionMessageReceived", "OnionMessagesApp", "ReceivedOnionMessage"]
 
 log = logging.getLogger(__name__)
 
 #: ``option_onion_messages``, optional
 FEATURE_BIT = 39
+#: onion messages a second each peer may send us, and we send each peer (on average), and the
+#: bursts allowed: ample for BOLT 12 invoice requests, far below what would load the node
+RATE = 10.0
+BURST = 50.0
 #: received messages kept for ``onion_messages.received`` (and to reply to by id)
 RECENT = 100
 #: messages for our handlers waiting to be handled; more are dropped
@@ -143,7 +147,7 @@ class OnionMessagesApp(App):
         random: the source of session keys and path ids (32 bytes at a time).
     """
 
-    def __init__(self, *, rate: float = 10.0, burst: float = 50.0, gossip_app: str = "gossip", channels_app: str = "channels",
+    def __init__(self, *, rate: float = RATE, burst: float = BURST, gossip_app: str = "gossip", channels_app: str = "channels",
                  random: Callable[[int], bytes] = os.urandom) -> None:  # fmt: skip
         super().__init__("onion_messages", feature_bit=FEATURE_BIT, protocol=True)
         self.node_announcement_features = Features.from_bits([FEATURE_BIT])
