@@ -44,4 +44,4 @@ async def test_the_documented_program_prints_what_the_text_says(capsys) -> None:
     exec(compile(section_code()[1], "program.py", "exec", dont_inherit=True), namespace)
     with trio.fail_after(60):
         await namespace["main"]()
-    assert capsys.readouterr().out == "True ['control', 'mine', 'pubsub', 'rpc']\npong\n"
+    assert capsys.readouterr().out == "True ['control', 'mine', 'onion_messages', 'pubsub', 'rpc']\npong\n"

@@ -11,7 +11,17 @@ import coincurve
 import pytest
 
 from lnpmsg.payments.onion import HopPayload, MalformedOnionError, OnionPayloadError, construct_onion, peel_onion, process_onion
-from lnpmsg.payments.onion.blinding import BlindingError, blinded_node_key, create_blinded_path, decrypt_recipient_data
+from lnpmsg.payments.onion.blinding import (
+    BlindedHop,
+    BlindedPath,
+    BlindingError,
+    blinded_node_key,
+    create_blinded_path,
+    decode_blinded_path,
+    decrypt_recipient_data,
+    encode_blinded_path,
+    padded_encrypted_data,
+)
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.payments.onion.payloads import ENCRYPTED_DATA_TLVS
 from lnpmsg.wire.primitives import ShortChannelId, decode_bigsize
@@ -147,3 +157,50 @@ def test_blinded_hop_errors() -> None:
         HopPayload(encrypted_recipient_data=b"x", amt_to_forward=1, outgoing_cltv_value=2).check(
             is_final=True, shared_secret=secret, path_key_in_htlc=True
         )
+
+
+def _vector_path() -> BlindedPath:
+    hops = tuple(BlindedHop(_h(h["blinded_node_id"]), _h(h["encrypted_data"])) for h in ROUTE["route"]["hops"])
+    return BlindedPath(first_node_id=_h(ROUTE["generate"]["hops"][0]["node_id"]), first_path_key=_h(ROUTE["route"]["first_path_key"]), hops=hops)
+
+
+def test_blinded_path_wire_form_round_trips() -> None:
+    path = _vector_path()
+    data = encode_blinded_path(path)
+    assert data[:33] == path.first_node_id and data[33:66] == path.first_path_key and data[66] == len(path.hops)
+    assert decode_blinded_path(data + b"tail") == (path, len(data))
+    # a sciddir introduction (direction byte + short channel id) is 9 bytes
+    sciddir = BlindedPath(first_node_id=bytes([1]) + bytes(8), first_path_key=path.first_path_key, hops=path.hops)
+    decoded, end = decode_blinded_path(sciddir.encode())
+    assert decoded == sciddir and not decoded.introduction_is_node_id and end == len(data) - 24
+
+
+@pytest.mark.parametrize(
+    ("mangle", "match"),
+    [
+        (lambda d: d[:50], "truncated in first_path_key"),
+        (lambda d: d[:-1], "truncated in encrypted_recipient_data"),
+        (lambda d: b"\x05" + d[1:], "starts with 5"),
+        (lambda d: d[:66] + b"\x00", "no hops"),
+        (lambda d: b"", "empty"),
+        (lambda d: d[:33] + b"\x04" + d[34:], "not a compressed point"),
+    ],
+)
+def test_bad_blinded_paths_are_refused(mangle, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(BlindingError, match=match):
+        decode_blinded_path(mangle(encode_blinded_path(_vector_path())))
+
+
+def test_padded_encrypted_data_has_one_length() -> None:
+    node = _h(ROUTE["generate"]["hops"][1]["node_id"])
+    streams = [
+        ENCRYPTED_DATA_TLVS.stream(next_node_id=node),
+        ENCRYPTED_DATA_TLVS.stream(short_channel_id=ShortChannelId(1, 2, 3)),
+        ENCRYPTED_DATA_TLVS.stream(path_id=bytes(300)),
+        ENCRYPTED_DATA_TLVS.stream(),
+    ]
+    encoded = padded_encrypted_data(streams)
+    assert len({len(e) for e in encoded}) == 1
+    for stream, data in zip(streams, encoded, strict=True):
+        decoded = ENCRYPTED_DATA_TLVS.decode_stream(data)
+        assert decoded.replace(padding=None) == stream and set(decoded.get("padding", b"")) <= {0}

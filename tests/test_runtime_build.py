@@ -23,9 +23,9 @@ def settings(tmp_path: Path, **fields) -> NodeSettings:
 
 def test_the_default_node_has_the_built_in_apps_in_order(tmp_path: Path) -> None:
     built = build_node(settings(tmp_path, apps=[App("mine")]))
-    assert list(built.node.apps) == ["rpc", "pubsub", "gossip", "mine", "control"]
+    assert list(built.node.apps) == ["rpc", "pubsub", "gossip", "onion_messages", "mine", "control"]
     assert built.key_created and (tmp_path / "node_key").exists()
-    again = build_node(settings(tmp_path, gossip=False, control=False, peer_rpc=False, peer_pubsub=False))
+    again = build_node(settings(tmp_path, gossip=False, control=False, peer_rpc=False, peer_pubsub=False, onion_messages=False))
     assert list(again.node.apps) == [] and not again.key_created
     assert again.node.node_id == built.node.node_id  # the same key from the data dir
     assert again.network == "bitcoin" and again.node.config.listen == ["127.0.0.1:0"]
@@ -100,7 +100,7 @@ async def test_run_node_serves_until_stopped(tmp_path: Path) -> None:
         await run_node(built, on_started=started, handle_signals=False)
     (summary,) = seen
     assert summary["node_id"] == built.node.node_id.hex() and summary["control"].startswith("ipc://")
-    assert summary["apps"] == ["control", "pubsub", "rpc"]
+    assert summary["apps"] == ["control", "onion_messages", "pubsub", "rpc"]
     # the collector ran at a node's pace while it served, and is as it was after
     assert thresholds == [NODE_GC_THRESHOLDS] != [before] and gc.get_threshold() == before
 

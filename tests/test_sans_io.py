@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from lnpmsg.channels import SHELL_MODULES
+from lnpmsg.onion_messages import SHELL_MODULES as ONION_MESSAGES_SHELL_MODULES
 from lnpmsg.payments import SHELL_MODULES as PAYMENTS_SHELL_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent / "lnpmsg"
@@ -34,7 +35,7 @@ FORBIDDEN_LOADED = {"trio", "zmq", "sqlite3", "stem", "socket", "asyncio", "aioq
 
 #: modules of a core package that are its trio shells, by the layout docs/architecture.md describes
 #: shells by module name in every package, and the channel and payments packages' own lists
-SHELL_NAMES = {"app", "manager", "store", "commands", "__main__"} | SHELL_MODULES | PAYMENTS_SHELL_MODULES
+SHELL_NAMES = {"app", "manager", "store", "commands", "__main__"} | SHELL_MODULES | PAYMENTS_SHELL_MODULES | ONION_MESSAGES_SHELL_MODULES
 
 
 def _modules(package: str, *, only: tuple[str, ...] = ()) -> list[str]:
@@ -64,6 +65,7 @@ CORES = [
     *_modules("wallet", only=("coinselect", "errors")),
     *_modules("payments"),
     "lnpmsg.payments.onion",
+    *_modules("onion_messages"),
     *(f"lnpmsg.payments.onion.{p.stem}" for p in sorted((ROOT / "payments" / "onion").glob("*.py")) if p.stem != "__init__"),
     "lnpmsg.rpc.control_proto",
     "lnpmsg.rpc.params",
@@ -233,15 +235,17 @@ ALLOWED: dict[str, set[str]] = {
     "wallet": {"app", "node", "wire", "bitcoin", "chain", "rpc", "io"},
     # the cores: wire and bitcoin; the shells (app, store, commands): an app on the channel app and the chain
     "payments": {"wire", "bitcoin", "app", "node", "channels", "rpc", "wallet"},
+    # the cores: the payments' onion (Sphinx, route blinding) and wire; the shells: an app, its control calls
+    "onion_messages": {"wire", "payments", "app", "node", "rpc"},
     # the kit may drive every layer it tests (fuzz_targets reaches each decoder a peer can reach)
-    "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io", "gossip", "pubsub", "rpc", "chain"},
+    "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io", "gossip", "pubsub", "rpc", "chain", "onion_messages"},
     "tor_app": {"app", "node", "transports", "wire"},
     # the composition root: it knows every app it mounts, and nothing below it imports it
-    "runtime": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "channels", "payments"},
+    "runtime": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "channels", "payments", "onion_messages"},
     "demo": {"app", "wire", "chain", "wallet", "runtime"},
     # the --dev-* options of lnpmsg node, parsed into channels.dev.DevOptions
     "dev_options": {"channels"},
-    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "io", "runtime", "demo", "dev_options", "channels", "payments"},
+    "cli": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "io", "runtime", "demo", "dev_options", "channels", "payments", "onion_messages"},
 }
 HELPERS = {"_hex", "_lazy"}
 

@@ -146,10 +146,10 @@ async def test_build_node_takes_app_objects_and_factories(tmp) -> None:
 
     settings = NodeSettings(data_dir=tmp, listen=["127.0.0.1:0"], gossip=False, control=False, apps=[App("plain"), factory, lambda: App("lazy")])
     built = build_node(settings)
-    assert seen == [settings] and {"plain", "made", "lazy", "rpc", "pubsub"} == set(built.node.apps)
+    assert seen == [settings] and {"plain", "made", "lazy", "rpc", "pubsub", "onion_messages"} == set(built.node.apps)
     async with built.running() as node:
         summary = await built.summary()
-        assert summary["addresses"] == node.addresses and summary["apps"] == ["lazy", "made", "plain", "pubsub", "rpc"]
+        assert summary["addresses"] == node.addresses and summary["apps"] == ["lazy", "made", "onion_messages", "plain", "pubsub", "rpc"]
     with pytest.raises(SettingsError, match="is not an app"):
         build_node(NodeSettings(data_dir=tmp, apps=[42]))  # type: ignore[list-item]
 

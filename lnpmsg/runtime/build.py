@@ -18,7 +18,8 @@ node listens): peer RPC and peer pub/sub, the chain and wallet app
 (``chain``) with the chain's servers (``chainrpc``, ``electrum``; see
 :mod:`lnpmsg.wallet.node_setup`), with a chain the channels (``channels``,
 after the chain app whose source and wallet it uses), gossip (``gossip``), with both
-the public channels (``announce``: announcement_signatures and our own gossip), the user apps of
+the public channels (``announce``: announcement_signatures and our own gossip), onion
+messages (``onion_messages``, unless ``onion_messages=False``), the user apps of
 ``settings.apps``, the control API (``control``, last among apps so it
 serves every app's calls from the start), the node's Tor (``tor``).
 """
@@ -228,6 +229,10 @@ def build_node(settings: NodeSettings) -> BuiltNode:
     start_errors += _mount_channels(node, settings)
     start_errors += _mount_gossip(node, settings, network)
     _mount_announce(node, settings)
+    if settings.onion_messages:
+        from lnpmsg.onion_messages.app import OnionMessagesApp
+
+        node.mount(OnionMessagesApp())
     for spec in settings.apps:
         _mount_user_app(node, spec, settings)
     if "gossip" not in node.apps:

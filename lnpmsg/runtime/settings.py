@@ -136,6 +136,8 @@ class NodeSettings:
     #: the peer RPC and peer pub/sub apps (``rpc.*`` and ``pubsub.*`` control calls)
     peer_rpc: bool = True
     peer_pubsub: bool = True
+    #: relay, receive and send BOLT 4 onion messages (feature 39; ``--no-onion-messages`` turns it off)
+    onion_messages: bool = True
     #: user apps, mounted after the built-in ones (see :data:`AppSpec`)
     apps: list[AppSpec] = field(default_factory=list)
     #: ``lnpmsg node``'s channel options (:mod:`lnpmsg.channels.options`: option name -> value)

@@ -119,6 +119,14 @@ def _quic_header(data: bytes) -> object:
     return classify_datagram(data)
 
 
+def _onion_message(data: bytes) -> object:
+    """An ``onion_message``'s fields (path key, packet) peeled as a node would; a blinded path's
+    reply_path and a corrupted valid message are reached through tests/test_onion_messages_packet.py."""
+    from lnpmsg.onion_messages.packet import peel_onion_message
+
+    return peel_onion_message(bytes([1]) * 32, data[:33], data[33:])
+
+
 def _retry_token(data: bytes) -> object:
     from lnpmsg.transports.udp_retry import RetryTokens
 
@@ -184,6 +192,7 @@ def _electrum_lines() -> st.SearchStrategy[list[bytes]]:
 
 
 def _targets() -> tuple[FuzzTarget, ...]:
+    from lnpmsg.onion_messages.packet import OnionMessageIgnored
     from lnpmsg.noise import NoiseError
     from lnpmsg.rpc.control_proto import ControlRequestError
     from lnpmsg.transports.tor.errors import SocksError
@@ -199,6 +208,7 @@ def _targets() -> tuple[FuzzTarget, ...]:
         FuzzTarget("noise.act_two", "the responder's answer when we dial", st.binary(min_size=50, max_size=50) | st.binary(max_size=80), _act_two, (NoiseError,)),
         FuzzTarget("noise.decrypt", "every encrypted byte after the handshake", st.lists(st.binary(max_size=200), max_size=5), _decryptor, (NoiseError,)),
         FuzzTarget("zmq.decode", "ZeroMQ messages from peers", st.lists(st.binary(max_size=40), max_size=4), _zmq, (ZmqProtocolError,)),
+        FuzzTarget("onion_message.peel", "every onion_message (path key, packet)", st.binary(max_size=1500), _onion_message, (OnionMessageIgnored,)),
         FuzzTarget("quic.header", "every UDP datagram", st.binary(max_size=1400), _quic_header),
         FuzzTarget("quic.retry_token", "the token of a QUIC Initial", st.binary(max_size=80), _retry_token, (ValueError,)),
         FuzzTarget("gossip.addresses", "node_announcement addresses", st.binary(max_size=300), _addresses),

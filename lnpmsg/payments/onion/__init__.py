@@ -27,7 +27,10 @@ from lnpmsg.payments.onion.blinding import (
     RecipientData,
     blinded_node_key,
     create_blinded_path,
+    decode_blinded_path,
     decrypt_recipient_data,
+    encode_blinded_path,
+    padded_encrypted_data,
 )
 from lnpmsg.payments.onion.errors import (
     FailureOnionError,
@@ -87,7 +90,10 @@ __all__ = [
     "create_failure_onion",
     "decode_failure",
     "decode_hop_payload",
+    "decode_blinded_path",
     "decrypt_recipient_data",
+    "encode_blinded_path",
+    "padded_encrypted_data",
     "decrypt_failure_onion",
     "fail_with_attribution",
     "forward_with_attribution",

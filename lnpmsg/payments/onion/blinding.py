@@ -34,11 +34,17 @@ __all__ = [
     "RecipientData",
     "blinded_node_key",
     "create_blinded_path",
+    "decode_blinded_path",
     "decrypt_recipient_data",
+    "encode_blinded_path",
+    "padded_encrypted_data",
 ]
 
 _BLINDED_NODE_ID = b"blinded_node_id"
 _ZERO_NONCE = bytes(12)
+_POINT = 33
+#: a ``sciddir_or_pubkey`` that names a channel's end: direction byte (0 or 1) + short channel id
+_SCIDDIR = 9
 
 
 class BlindingError(OnionError):
@@ -60,6 +66,16 @@ class BlindedPath:
     first_node_id: bytes
     first_path_key: bytes
     hops: tuple[BlindedHop, ...]
+
+    @property
+    def introduction_is_node_id(self) -> bool:
+        """True when ``first_node_id`` is a node id (33 bytes), False for a ``sciddir`` (9 bytes:
+        direction and short channel id, to resolve through the gossip graph)."""
+        return len(self.first_node_id) == _POINT
+
+    def encode(self) -> bytes:
+        """The ``blinded_path`` subtype's bytes (see :func:`encode_blinded_path`)."""
+        return encode_blinded_path(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +148,77 @@ def decrypt_recipient_data(node_key: bytes | coincurve.PrivateKey, path_key: byt
     else:
         next_path_key = coincurve.PublicKey(path_key).multiply(hashlib.sha256(path_key + secret).digest()).format()
     return RecipientData(data=data, next_path_key=next_path_key)
+
+
+def encode_blinded_path(path: BlindedPath) -> bytes:
+    """``blinded_path``: ``first_node_id`` (``sciddir_or_pubkey``), ``first_path_key``, ``num_hops``
+    (a byte) and each hop's ``blinded_node_id``, u16 length and ``encrypted_recipient_data``."""
+    if len(path.first_node_id) not in (_POINT, _SCIDDIR) or len(path.first_path_key) != _POINT:
+        raise BlindingError("a blinded path starts with a 33-byte node id or 9-byte sciddir and a 33-byte path key")
+    if not 1 <= len(path.hops) <= 255:
+        raise BlindingError(f"a blinded path has 1 to 255 hops, not {len(path.hops)}")
+    out = [path.first_node_id, path.first_path_key, bytes([len(path.hops)])]
+    for hop in path.hops:
+        if len(hop.blinded_node_id) != _POINT or len(hop.encrypted_recipient_data) > 0xFFFF:
+            raise BlindingError("a blinded hop has a 33-byte node id and at most 65535 bytes of data")
+        out += [hop.blinded_node_id, len(hop.encrypted_recipient_data).to_bytes(2, "big"), hop.encrypted_recipient_data]
+    return b"".join(out)
+
+
+def decode_blinded_path(data: bytes, pos: int = 0) -> tuple[BlindedPath, int]:
+    """Parse a ``blinded_path`` at ``data[pos:]``; returns it and where it ends.
+
+    ``BlindingError`` for a truncated path, a first node that is neither a
+    sciddir (first byte 0 or 1) nor a point (2 or 3), or no hops. Points are
+    checked for their prefix only: the onion's ECDH rejects a point off the curve.
+    """
+    data = bytes(data)
+
+    def take(n: int, what: str) -> bytes:
+        nonlocal pos
+        if pos + n > len(data):
+            raise BlindingError(f"blinded_path: truncated in {what}")
+        chunk = data[pos : pos + n]
+        pos += n
+        return chunk
+
+    if pos >= len(data):
+        raise BlindingError("blinded_path: empty")
+    kind = data[pos]
+    if kind in (0, 1):
+        first = take(_SCIDDIR, "first_node_id")
+    elif kind in (2, 3):
+        first = take(_POINT, "first_node_id")
+    else:
+        raise BlindingError(f"blinded_path: first_node_id starts with {kind}, not 0-3")
+    path_key = take(_POINT, "first_path_key")
+    count = take(1, "num_hops")[0]
+    if count == 0:
+        raise BlindingError("blinded_path: no hops")
+    hops = []
+    for _ in range(count):
+        node = take(_POINT, "blinded_node_id")
+        length = int.from_bytes(take(2, "enclen"), "big")
+        hops.append(BlindedHop(blinded_node_id=node, encrypted_recipient_data=take(length, "encrypted_recipient_data")))
+    if path_key[0] not in (2, 3) or any(h.blinded_node_id[0] not in (2, 3) for h in hops):
+        raise BlindingError("blinded_path: a key is not a compressed point")
+    return BlindedPath(first_node_id=first, first_path_key=path_key, hops=tuple(hops)), pos
+
+
+def padded_encrypted_data(streams: Sequence[TlvStream]) -> list[bytes]:
+    """Encode each hop's ``encrypted_data_tlv``, the shorter ones with a ``padding`` record (TLV 1)
+    sized so all have one length, as BOLT 4 advises: a sender cannot tell the final hop from
+    the others by its size. (Two awkward gaps of 255-256 bytes come out a little short.)
+    """
+    plain = [ENCRYPTED_DATA_TLVS.encode(s.replace(padding=None)) for s in streams]
+    target = max((len(p) for p in plain), default=0)
+    if any(target - len(p) == 1 for p in plain):
+        target += 2  # a record takes 2 bytes at least: every hop gets one, the longest an empty one
+    out = []
+    for stream, encoded in zip(streams, plain, strict=True):
+        need = target - len(encoded)
+        if need:
+            pad = need - 2 if need - 2 < 253 else need - 4  # BigSize takes 3 bytes for 253 and more
+            encoded = ENCRYPTED_DATA_TLVS.encode(stream.replace(padding=bytes(pad)))
+        out.append(encoded)
+    return out

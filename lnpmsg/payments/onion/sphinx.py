@@ -67,8 +67,10 @@ ONION_VERSION = 0
 ROUTING_INFO_SIZE = 1300
 HMAC_SIZE = 32
 _PUBKEY_SIZE = 33
+#: version + public key + HMAC: what a packet holds besides its hop payloads
+_HEADER_SIZE = 1 + _PUBKEY_SIZE + HMAC_SIZE
 #: version + public key + hop payloads + HMAC
-ONION_PACKET_SIZE = 1 + _PUBKEY_SIZE + ROUTING_INFO_SIZE + HMAC_SIZE
+ONION_PACKET_SIZE = _HEADER_SIZE + ROUTING_INFO_SIZE
 #: the longest route a sender may build: BOLT 4's maximum route length for TLV payloads (the
 #: rounds it asks the origin to decrypt a failure); the 1300 bytes usually bind first
 MAX_HOPS = 27
@@ -111,16 +113,16 @@ def hop_payload_size(payload: bytes) -> int:
     return len(encode_bigsize(len(payload))) + len(payload) + HMAC_SIZE
 
 
-def _generate_filler(shared_secrets: Sequence[bytes], sizes: Sequence[int]) -> bytes:
+def _generate_filler(shared_secrets: Sequence[bytes], sizes: Sequence[int], routing_info_size: int = ROUTING_INFO_SIZE) -> bytes:
     """The bytes every hop but the last appends (obfuscated zeros), as the last hop will see them.
 
-    Hop ``i`` XORs its stream over ``hop_payloads + 1300 zero bytes``; the part of
-    that stream past byte 1300 - (what earlier hops shifted in) becomes the tail.
+    Hop ``i`` XORs its stream over ``hop_payloads + 1300 zero bytes`` (onion messages: their own
+    size); the part of that stream past byte 1300 - (what earlier hops shifted in) becomes the tail.
     """
     filler = b""
-    start = ROUTING_INFO_SIZE
+    start = routing_info_size
     for secret, size in zip(shared_secrets[:-1], sizes[:-1], strict=False):
-        end = ROUTING_INFO_SIZE + size
+        end = routing_info_size + size
         stream = chacha20_stream(derive_key(KEY_RHO, secret), end)
         filler = _xor(filler + bytes(size), stream[start:end])
         start -= size
@@ -136,6 +138,9 @@ def construct_onion(
     hop_pubkeys: Sequence[bytes],
     payloads: Sequence[bytes],
     associated_data: bytes,
+    *,
+    routing_info_size: int = ROUTING_INFO_SIZE,
+    min_payload: int = _MIN_PAYLOAD,
 ) -> BuiltOnion:
     """Build a version-0 onion for ``hop_pubkeys[0] -> ... -> hop_pubkeys[-1]``.
 
@@ -143,19 +148,22 @@ def construct_onion(
     ``associated_data`` is what every hop's HMAC also covers (the payment
     hash for payments). ``session_key`` must be 32 fresh random bytes (the
     caller's CSPRNG): it is the first ephemeral key and seeds the padding.
+    ``routing_info_size`` and ``min_payload`` are the payment onion's (1300
+    bytes, payloads of 2 bytes or more); an onion message passes its own
+    (1300 or 32768, and 0: it has no legacy payload to tell apart).
     ``OnionConstructionError`` if the route is empty, too long, a key is
-    invalid or the payloads do not fit in 1300 bytes.
+    invalid or the payloads do not fit in ``routing_info_size`` bytes.
     """
     if len(hop_pubkeys) != len(payloads):
         raise OnionConstructionError(f"{len(hop_pubkeys)} hop keys but {len(payloads)} payloads")
     if not 1 <= len(hop_pubkeys) <= MAX_HOPS:
         raise OnionConstructionError(f"a route has 1 to {MAX_HOPS} hops, not {len(hop_pubkeys)}")
     for payload in payloads:
-        if len(payload) < _MIN_PAYLOAD:
-            raise OnionConstructionError(f"a hop payload has at least {_MIN_PAYLOAD} bytes, not {len(payload)}")
+        if len(payload) < min_payload:
+            raise OnionConstructionError(f"a hop payload has at least {min_payload} bytes, not {len(payload)}")
     sizes = [hop_payload_size(p) for p in payloads]
-    if sum(sizes) > ROUTING_INFO_SIZE:
-        raise OnionConstructionError(f"the payloads take {sum(sizes)} bytes, more than the onion's {ROUTING_INFO_SIZE}")
+    if sum(sizes) > routing_info_size:
+        raise OnionConstructionError(f"the payloads take {sum(sizes)} bytes, more than the onion's {routing_info_size}")
     try:
         ephemeral = coincurve.PrivateKey(session_key)
     except (ValueError, TypeError) as exc:
@@ -173,16 +181,16 @@ def construct_onion(
             factor = blinding_factor(ephemeral.public_key.format(), secret)
             ephemeral = ephemeral.multiply(factor)
 
-    filler = _generate_filler(shared_secrets, sizes)
-    mix = chacha20_stream(derive_key(KEY_PAD, session_key), ROUTING_INFO_SIZE)
+    filler = _generate_filler(shared_secrets, sizes, routing_info_size)
+    mix = chacha20_stream(derive_key(KEY_PAD, session_key), routing_info_size)
     next_hmac = _ZERO_HMAC
     for i in range(len(hop_pubkeys) - 1, -1, -1):
         secret = shared_secrets[i]
         payload = payloads[i]
         shifted = encode_bigsize(len(payload)) + payload + next_hmac + mix
-        mix = chacha20_xor(derive_key(KEY_RHO, secret), shifted[:ROUTING_INFO_SIZE])
+        mix = chacha20_xor(derive_key(KEY_RHO, secret), shifted[:routing_info_size])
         if i == len(hop_pubkeys) - 1 and filler:
-            mix = mix[: ROUTING_INFO_SIZE - len(filler)] + filler
+            mix = mix[: routing_info_size - len(filler)] + filler
         next_hmac = hmac.digest(derive_key(KEY_MU, secret), mix + associated_data, "sha256")
     packet = bytes([ONION_VERSION]) + first_pubkey + mix + next_hmac
     return BuiltOnion(packet=packet, shared_secrets=tuple(shared_secrets))
@@ -203,8 +211,13 @@ def peel_onion(
     associated_data: bytes,
     *,
     path_key: bytes | None = None,
+    routing_info_size: int | None = ROUTING_INFO_SIZE,
+    min_payload: int = _MIN_PAYLOAD,
 ) -> PeeledOnion:
     """Peel one layer of ``packet`` with this hop's node key (BOLT 4 "Onion Decryption").
+
+    A payment onion is 1366 bytes; an onion message passes ``routing_info_size=None``
+    (its payloads' size is the packet's length minus 66) and ``min_payload=0``.
 
     Checks, in the spec's order: the version (``invalid_onion_version``), the
     ephemeral key (``invalid_onion_key``), the HMAC over ``hop_payloads`` and
@@ -224,9 +237,10 @@ def peel_onion(
     public_key = packet[1 : 1 + _PUBKEY_SIZE]
     if len(public_key) != _PUBKEY_SIZE or public_key[0] not in (2, 3):
         raise MalformedOnionError(InvalidOnionKey.TYPE, onion_hash, "the ephemeral key is not a compressed point")
-    if len(packet) != ONION_PACKET_SIZE:
+    size = len(packet) - _HEADER_SIZE if routing_info_size is None else routing_info_size
+    if len(packet) != size + _HEADER_SIZE or size <= 0:
         raise MalformedOnionError(
-            InvalidOnionHmac.TYPE, onion_hash, f"a packet of {len(packet)} bytes, not {ONION_PACKET_SIZE}: no HMAC to check"
+            InvalidOnionHmac.TYPE, onion_hash, f"a packet of {len(packet)} bytes, not {size + _HEADER_SIZE}: no HMAC to check"
         )
     if path_key is not None:
         node_key = _blinded_node_key(node_key, path_key, onion_hash)
@@ -234,27 +248,27 @@ def peel_onion(
         secret = ecdh(node_key, public_key)
     except (ValueError, TypeError):
         raise MalformedOnionError(InvalidOnionKey.TYPE, onion_hash, "the ephemeral key is not on secp256k1") from None
-    hop_payloads = packet[1 + _PUBKEY_SIZE : 1 + _PUBKEY_SIZE + ROUTING_INFO_SIZE]
+    hop_payloads = packet[1 + _PUBKEY_SIZE : 1 + _PUBKEY_SIZE + size]
     expected = hmac.digest(derive_key(KEY_MU, secret), hop_payloads + associated_data, "sha256")
     if not hmac.compare_digest(expected, packet[-HMAC_SIZE:]):
         raise MalformedOnionError(InvalidOnionHmac.TYPE, onion_hash, "the HMAC does not match")
 
-    unwrapped = chacha20_xor(derive_key(KEY_RHO, secret), hop_payloads + _ZERO_PAD)
+    unwrapped = chacha20_xor(derive_key(KEY_RHO, secret), hop_payloads + (_ZERO_PAD if size == ROUTING_INFO_SIZE else bytes(size)))
     try:
         length, pos = bigsize_at(unwrapped, 0, len(unwrapped))
     except WireError as exc:
         raise _framing_error(secret, f"payload length: {exc}") from None
-    if length < _MIN_PAYLOAD:
+    if length < min_payload:
         raise _framing_error(secret, f"a payload length of {length} is reserved")
     end = pos + length
-    if end + HMAC_SIZE > ROUTING_INFO_SIZE:
+    if end + HMAC_SIZE > size:
         raise _framing_error(secret, f"a payload of {length} bytes overruns the onion")
     payload = unwrapped[pos:end]
     next_hmac = unwrapped[end : end + HMAC_SIZE]
     if next_hmac == _ZERO_HMAC:
         return PeeledOnion(payload=payload, shared_secret=secret, next_packet=None)
     next_pubkey = next_ephemeral_key(public_key, secret)
-    rest = unwrapped[end + HMAC_SIZE : end + HMAC_SIZE + ROUTING_INFO_SIZE]
+    rest = unwrapped[end + HMAC_SIZE : end + HMAC_SIZE + size]
     next_packet = bytes([ONION_VERSION]) + next_pubkey + rest + next_hmac
     return PeeledOnion(payload=payload, shared_secret=secret, next_packet=next_packet)
 
