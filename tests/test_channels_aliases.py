@@ -22,7 +22,7 @@ from test_channels_pair import CHAIN_HASH_REGTEST, ChannelPair
 from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import AcceptCommand, ChannelFailed, ChannelReadyEvent, FundingDepth, OpenCommand, Received
 from lnpmsg.channels.messages import AcceptChannel, ChannelReady, OpenChannel
-from lnpmsg.channels.options import CHANNEL_TYPE_CHOICES, channel_settings, type_variations
+from lnpmsg.channels.options import CHANNEL_TYPE_CHOICES, add_node_options, channel_settings, options_from_args, type_variations
 from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.ready import (
     ALIAS_MIN_BLOCK,
@@ -255,3 +255,11 @@ def test_zeroconf_peers_come_from_the_node_options() -> None:
     assert OpeningPolicy().zeroconf_peers == ()  # none by default: zero-conf is a trust decision
     with pytest.raises(ValueError, match="zeroconf-peer"):
         channel_settings({"zeroconf-peer": ["nothex"]}, "bcrt")
+    assert channel_settings({"zeroconf-peer": peer}, "bcrt")[1].zeroconf_peers == (bytes.fromhex(peer),)  # (a config file's one line)
+    parser = argparse.ArgumentParser()
+    add_node_options(parser)
+    args = parser.parse_args(["--zeroconf-peer", peer, "--zeroconf-peer", "03" + "cd" * 32])
+    assert options_from_args(args) == {"zeroconf-peer": [peer, "03" + "cd" * 32]}
+    assert "zeroconf-peer" not in options_from_args(parser.parse_args([]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--zeroconf-peer", "04" + "cd" * 32])
