@@ -261,7 +261,7 @@ async def test_private_channel_updates_go_to_the_peer_only(tmp_path: Path) -> No
             # each side holds the other's policy (what a route hint of an invoice needs) ...
             await wait_until(lambda: b_alias in announce(bob).peer_updates and a_alias in announce(alice).peer_updates, "both updates")
             from_alice = announce(bob).peer_updates[b_alias]
-            assert from_alice.short_channel_id.to_int() == b_alias
+            assert from_alice.short_channel_id.to_int() == b_alias and from_alice.message_flags & 2  # dont_forward
             assert (from_alice.fee_base_msat, from_alice.fee_proportional_millionths) == (1000, 100)
             assert announce(alice).peer_updates[a_alias].fee_proportional_millionths == 10
             assert announce(alice).peer_updates[a_alias].short_channel_id.to_int() == a_alias

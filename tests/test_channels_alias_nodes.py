@@ -13,6 +13,7 @@ Real clock (the chain and stores work in threads); waits are for states.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,12 @@ async def test_a_payment_through_an_alias_only_private_channel_by_its_route_hint
             assert not await forward_refused(n, a, b, c, bc.local_alias, inv2["bolt11"])
             await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
             assert (await payments(c).listinvoices("real"))["invoices"][0]["status"] == "paid"
+            # a plain private channel (A-B) still forwards by its real id too (C -> B -> A)
+            ab_real = the_channel(b, a).core.state.short_channel_id  # type: ignore[attr-defined]
+            inv_a = await payments(a).invoice(1_000_000, "back", "by the real id of a plain channel")
+            assert not await forward_refused(n, c, b, a, ab_real, inv_a["bolt11"])
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
+            assert (await payments(a).listinvoices("back"))["invoices"][0]["status"] == "paid"
             aliases = {x: (s.local_alias, s.remote_alias) for x, s in (("b", bc), ("c", cb))}
 
         # a restart keeps the aliases (they are in the channels' records), and routing by them still works
@@ -145,7 +152,8 @@ async def test_a_payment_through_an_alias_only_private_channel_by_its_route_hint
 
 
 @pytest.mark.trio
-async def test_a_zeroconf_channel_pays_before_its_funding_confirms_and_untrusted_peers_refuse_it(tmp_path: Path) -> None:
+async def test_a_zeroconf_channel_pays_before_its_funding_confirms_and_untrusted_peers_refuse_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     async with net(tmp_path) as base:
         n = AliasNet(base.source, tmp_path)
         a, b, c = n.node("a"), n.node("b", trusts=("a",)), n.node("c")
@@ -171,6 +179,12 @@ async def test_a_zeroconf_channel_pays_before_its_funding_confirms_and_untrusted
             assert paid["status"] == "complete"
             await wait_until(lambda: idle(a, b) and idle(b, a), "settled")
             assert ab.short_channel_id == 0  # still unconfirmed
+            # a funding that stays unconfirmed (double-spent?) is said loudly in the log after 6 blocks
+            with caplog.at_level(logging.WARNING, logger="lnpmsg.channels.app"):
+                for h in range(height, height + 7):
+                    channels(b)._warn_unconfirmed(the_channel(b, a), h)  # type: ignore[arg-type]
+            (warned,) = [r for r in caplog.records if "still unconfirmed after 6 blocks" in r.getMessage()]
+            assert ba.funding_outpoint.txid_hex in warned.getMessage()
 
             # the funding confirms: both learn the real id; the channel keeps its alias and keeps paying
             await n.source.mine(1)

@@ -263,3 +263,21 @@ def test_zeroconf_peers_come_from_the_node_options() -> None:
     assert "zeroconf-peer" not in options_from_args(parser.parse_args([]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--zeroconf-peer", "04" + "cd" * 32])
+
+
+def test_route_hints_name_the_peers_alias_and_skip_an_alias_only_channel_without_one() -> None:
+    from lnpmsg.channels.htlc_hook import ChannelInfo
+    from lnpmsg.payments.htlcs import FeePolicy
+    from lnpmsg.payments.views import route_hints
+
+    policy = FeePolicy(1000, 100, 40)
+    peer = bytes.fromhex("02" + "11" * 32)
+
+    def info(hint: int, scids: tuple[int, ...], public: bool = False) -> ChannelInfo:
+        return ChannelInfo(key="k", peer_id=peer, short_channel_id=ALICE_ALIAS, capacity_sat=100_000, spendable_msat=1,
+                           receivable_msat=1_000_000, htlc_minimum_msat=1, usable=True, public=public, scids=scids, hint_scid=hint)  # fmt: skip
+
+    ((hop,),) = route_hints([info(BOB_ALIAS, (ALICE_ALIAS, REAL_SCID))], policy)
+    assert hop.short_channel_id == BOB_ALIAS  # the alias the peer gave us, not ours nor the real one
+    assert route_hints([info(0, (ALICE_ALIAS,))], policy) == ()  # scid_alias, no peer alias yet: no hint at all
+    assert route_hints([info(BOB_ALIAS, (ALICE_ALIAS,), public=True)], policy) == ()  # public: the graph has it

@@ -447,7 +447,7 @@ class AnnounceApp(App):
         if not due and scid in self._sent:
             return again
         timestamp, _ = self.planner.take(scid, policy, now)
-        update = build_update(replace(self.facts(channel), short_channel_id=named), self.node.key.secret, policy, timestamp)
+        update = build_update(replace(self.facts(channel), short_channel_id=named), self.node.key.secret, policy, timestamp, dont_forward=True)
         try:
             await self.send(channel.peer_id, update)
             self._sent.add(scid)
