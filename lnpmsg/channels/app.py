@@ -229,8 +229,10 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
             async with trio.open_nursery() as nursery:
                 await nursery.start(manager.run)
                 for channel in manager.channels.values():
-                    s = channel.core.state  # (a zero-conf channel may be normal with its funding unconfirmed)
-                    if (channel.phase is Phase.AWAIT_READY or not s.short_channel_id) and s.funder and s.funding_tx:
+                    s = channel.core.state  # (a zero-conf channel may be in use with its funding unconfirmed; never
+                    # a failed one: its funding may never have been signed for, and its coins may fund another)
+                    unconfirmed = channel.phase in (Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING) and not s.short_channel_id
+                    if (channel.phase is Phase.AWAIT_READY or unconfirmed) and s.funder and s.funding_tx:
                         nursery.start_soon(self._broadcast, channel.core.state.funding_tx, "funding")
                     if channel.phase is Phase.CLOSED and channel.core.state.closing_tx:
                         nursery.start_soon(self._rebroadcast_closing, channel)
