@@ -255,16 +255,21 @@ async def test_private_channel_updates_go_to_the_peer_only(tmp_path: Path) -> No
             await source.mine(6)
             await wait_until(lambda: settled(alice) and settled(bob), "channel ready")
             scid = only_channel(alice).core.state.short_channel_id
+            # (BOLT 7: each side's update names the alias the other gave it; each keeps the peer's by its own alias)
+            a_alias, b_alias = only_channel(alice).core.state.local_alias, only_channel(bob).core.state.local_alias
+            assert a_alias and b_alias and a_alias != scid
             # each side holds the other's policy (what a route hint of an invoice needs) ...
-            await wait_until(lambda: scid in announce(bob).peer_updates and scid in announce(alice).peer_updates, "both updates")
-            from_alice = announce(bob).peer_updates[scid]
+            await wait_until(lambda: b_alias in announce(bob).peer_updates and a_alias in announce(alice).peer_updates, "both updates")
+            from_alice = announce(bob).peer_updates[b_alias]
+            assert from_alice.short_channel_id.to_int() == b_alias and from_alice.message_flags & 2  # dont_forward
             assert (from_alice.fee_base_msat, from_alice.fee_proportional_millionths) == (1000, 100)
-            assert announce(alice).peer_updates[scid].fee_proportional_millionths == 10
+            assert announce(alice).peer_updates[a_alias].fee_proportional_millionths == 10
+            assert announce(alice).peer_updates[a_alias].short_channel_id.to_int() == a_alias
             listed = (await announce(bob).listpolicies())["channels"][0]
             assert not listed["public"] and listed["peer_policy"]["fee_proportional_millionths"] == 100
             # ... a new policy reaches the peer too ...
             await alice.apps["channels"].control_methods["setfee"]("all", fee_ppm=333)
-            await wait_until(lambda: announce(bob).peer_updates[scid].fee_proportional_millionths == 333, "the new policy at Bob")
+            await wait_until(lambda: announce(bob).peer_updates[b_alias].fee_proportional_millionths == 333, "the new policy at Bob")
             # ... and the channel is in nobody's public graph
             await gossip(alice).drain()
             await gossip(bob).drain()

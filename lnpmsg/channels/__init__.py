@@ -19,6 +19,7 @@ The channel state machine (BOLT 2), sans-IO:
 - :mod:`.commitments`: building, signing and checking both commitments
 - :mod:`.normal`, :mod:`.reestablish`, :mod:`.close`, :mod:`.simple_close`,
   :mod:`.deadlines`: normal operation, reconnection, closing, HTLC deadlines
+- :mod:`.ready`: channel_ready, short channel id aliases (option_scid_alias), zero-conf channels
 - :mod:`.records` + :mod:`.codec`: persistence records, replay, snapshots;
   :mod:`.store` is the file shell (not imported here: it does I/O)
 

@@ -9,7 +9,8 @@ Mount it after the chain app (``lnpmsg node --chain regtest`` or
 It owns the BOLT-2 message types (a protocol app), offers the channel
 features in ``init`` (option_data_loss_protect, upfront_shutdown_script,
 option_static_remotekey, option_anchors_zero_fee_htlc_tx,
-option_shutdown_anysegwit, option_channel_type: all optional bits), and
+option_shutdown_anysegwit, option_channel_type, option_scid_alias,
+option_zeroconf: all optional bits), and
 feeds the manager:
 
 - ``peer_ready``: ``Reconnected`` for each channel with the peer (the core
@@ -89,10 +90,11 @@ from .chain_side import ChainSide
 from .dev_calls import DevCalls
 from .manager import ChannelManager, ManagedChannel, describe, format_scid
 from .onchain import OnchainWatch
-from .options import with_channel_type
+from .options import type_variations, with_channel_type
 from .htlc_hook import HtlcHook
 from .reconnect import PeerAddressBook, Reconnector
 from .params import ChannelConfig, OpeningPolicy
+from .ready import is_zeroconf
 from .state import Phase
 
 __all__ = ["CHANNEL_FEATURE_BITS", "ChannelEvent", "ChannelsApp"]
@@ -100,8 +102,10 @@ __all__ = ["CHANNEL_FEATURE_BITS", "ChannelEvent", "ChannelsApp"]
 log = logging.getLogger(__name__)
 
 #: optional bits: data_loss_protect, upfront_shutdown_script, static_remotekey,
-#: anchors_zero_fee_htlc_tx, shutdown_anysegwit, channel_type
-CHANNEL_FEATURE_BITS = (1, 5, 13, 23, 27, 45)
+#: anchors_zero_fee_htlc_tx, shutdown_anysegwit, channel_type, scid_alias, zeroconf (BOLT 9: needs scid_alias)
+CHANNEL_FEATURE_BITS = (1, 5, 13, 23, 27, 45, 47, 51)
+#: blocks a zero-conf channel's funding may stay unconfirmed before the log warns (then every day of blocks)
+ZEROCONF_WARN_BLOCKS = 6
 #: the BOLT-2 messages the app owns (the node decodes them for it)
 _MESSAGES: tuple[type[Message], ...] = (
     M.OpenChannel, M.AcceptChannel, M.FundingCreated, M.FundingSigned, M.ChannelReady, M.Shutdown,
@@ -165,6 +169,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
         self._funding_feerate: dict[str, int | None] = {}
         self._funding_errors: dict[str, str] = {}
         self._closing_txids: dict[str, str] = {}
+        #: zero-conf channels whose funding is not confirmed: the height we first saw them so
+        self._unconfirmed_since: dict[str, int] = {}
         self._watch_in: trio.MemorySendChannel[Any] | None = None
         self.onchain: OnchainWatch | None = None
         #: the interface a payments app uses (add, settle, hear of HTLCs; our channels)
@@ -223,7 +229,10 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
             async with trio.open_nursery() as nursery:
                 await nursery.start(manager.run)
                 for channel in manager.channels.values():
-                    if channel.phase is Phase.AWAIT_READY and channel.core.state.funder and channel.core.state.funding_tx:
+                    s = channel.core.state  # (a zero-conf channel may be in use with its funding unconfirmed; never
+                    # a failed one: its funding may never have been signed for, and its coins may fund another)
+                    unconfirmed = channel.phase in (Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING) and not s.short_channel_id
+                    if (channel.phase is Phase.AWAIT_READY or unconfirmed) and s.funder and s.funding_tx:
                         nursery.start_soon(self._broadcast, channel.core.state.funding_tx, "funding")
                     if channel.phase is Phase.CLOSED and channel.core.state.closing_tx:
                         nursery.start_soon(self._rebroadcast_closing, channel)
@@ -274,14 +283,31 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
         for channel in list(manager.channels.values()):
             if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING):
                 await self._submit(channel, BlockHeight(height))
+                self._warn_unconfirmed(channel, height)
         await self._check_depths()
+
+    def _warn_unconfirmed(self, channel: ManagedChannel, height: int) -> None:
+        """A zero-conf channel in use whose funding does not confirm: its balance is only as good as
+        the funder's word (a double-spent funding leaves nothing to claim). Said loudly in the log;
+        the channel stays (a force close or a cooperative one is the operator's decision)."""
+        s = channel.core.state
+        if not (is_zeroconf(s) and s.ready_sent and not s.short_channel_id):
+            return
+        since = self._unconfirmed_since.setdefault(channel.key, height)
+        waited = height - since
+        if waited == ZEROCONF_WARN_BLOCKS or (waited > 0 and waited % 144 == 0):
+            log.warning("channels: the funding %s of the zero-conf channel %s is still unconfirmed after %d blocks: if it was "
+                        "double-spent, what the channel holds is not real; stop using it (closechannel)",
+                        s.funding_outpoint.txid_hex if s.funding_outpoint else "-", channel.channel_id.hex(), waited)  # fmt: skip
 
     async def _check_depths(self) -> None:
         """Tell each channel waiting for its funding how deep it is (with its short channel id)."""
         source = self.chain.source
         for channel in list(self._manager().channels.values()):
             s = channel.core.state
-            if channel.phase is not Phase.AWAIT_READY or s.ready_sent or s.funding_outpoint is None:
+            # waiting for channel_ready's depth, or ready before its funding confirmed (zero-conf)
+            unconfirmed = s.ready_sent and not s.short_channel_id and channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN)
+            if not (channel.phase is Phase.AWAIT_READY and not s.ready_sent or unconfirmed) or s.funding_outpoint is None:
                 continue
             try:
                 info = await source.get_txout(s.funding_outpoint)
@@ -298,6 +324,10 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
                 continue  # the tip moved under us: the next block tells again
             scid = (height << 40) | (index << 16) | s.funding_outpoint.vout
             await self._submit(channel, FundingDepth(info.confirmations, scid))
+            if unconfirmed and channel.core.state.short_channel_id:
+                self._unconfirmed_since.pop(channel.key, None)
+                log.info("channels: the zero-conf channel %s confirmed at %s", channel.channel_id.hex(), format_scid(scid))
+                self.spawn(self.write_backup)  # (a restore reads the chain from the short channel id)
 
     def _on_funding_spent(self, event: OutputSpent) -> None:
         for channel in self._manager().channels.values():
@@ -351,7 +381,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
         local, remote = self._features(peer)
         config = replace(self.config, close_script=await self._close_script())
         chain_hash = CHAIN_HASHES[self.node.config.network]
-        await self._submit(channel, AcceptCommand(msg, chain_hash, local, remote, config, self.policy))
+        trusted = peer.node_id in self.policy.zeroconf_peers  # (--zeroconf-peer)
+        await self._submit(channel, AcceptCommand(msg, chain_hash, local, remote, config, self.policy, manager.new_alias(), trusted))
         self._claim(channel)
 
     def _features(self, peer: Peer) -> tuple[int, int]:
@@ -398,9 +429,10 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
                 if self.reconnector is not None:
                     self.spawn(self.reconnector.channel_opened, channel.peer_id)
                 self.spawn(self.write_backup)
-            elif isinstance(event, ChannelReadyEvent):
+            elif isinstance(event, ChannelReadyEvent):  # (its id: our alias when the funding is not confirmed yet)
                 self._publish("channel.ready", channel, short_channel_id=format_scid(event.short_channel_id))
-                log.info("channels: %s is ready (%s)", channel.channel_id.hex(), format_scid(event.short_channel_id))
+                log.info("channels: %s is ready (%s%s)", channel.channel_id.hex(), format_scid(event.short_channel_id),
+                         "" if channel.core.state.short_channel_id else ", zero-conf: the funding is not confirmed yet")  # fmt: skip
                 self.spawn(self.write_backup)  # (the short channel id: where a restore reads the chain from)
             elif isinstance(event, HtlcIncoming):
                 add = event.add
@@ -452,10 +484,12 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
             raise ParamsError(f"no channel {channel!r} (give a channel id, short channel id or key)") from None
 
     async def fundchannel(self, node_id: str, amount_sat: int, push_msat: int = 0, feerate: int | None = None,
-                          announce: bool = False, channel_type: str | None = None) -> dict[str, Any]:  # fmt: skip
+                          announce: bool = False, channel_type: str | None = None, zeroconf: bool = False) -> dict[str, Any]:  # fmt: skip
         """Open a channel of AMOUNT_SAT to the connected peer NODE_ID, funded by the wallet; returns once
         the peer signed our first commitment and the funding is broadcast (then confirmations follow).
-        CHANNEL_TYPE: ``static_remotekey`` or ``anchors`` (default: anchors when the peer offers it)."""
+        CHANNEL_TYPE: ``static_remotekey`` or ``anchors`` (default: anchors when the peer offers it), either
+        with ``+scid_alias`` (or ``scid_alias`` alone): a private channel known by its aliases only.
+        ZEROCONF: ask option_zeroconf: the channel is usable before the funding confirms, if the peer trusts us."""
         try:
             peer = self.peer(node_id)
         except AppError as exc:
@@ -464,6 +498,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
             raise ParamsError(f"amount_sat must be a positive integer, got {amount_sat!r}")
         local, remote = self._features(peer)
         remote_features = Features(remote)
+        channel_type, type_bits = type_variations(remote_features, channel_type, zeroconf=bool(zeroconf), announce=bool(announce))
         local = with_channel_type(local, remote_features, channel_type)
         try:
             commit_feerate = await self.chain.source.estimate_feerate()
@@ -477,6 +512,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
         command = OpenCommand(
             os.urandom(32), CHAIN_HASHES[self.node.config.network], amount_sat, push_msat, commit_feerate,
             local, remote, config, self.policy, channel_flags=1 if announce else 0,
+            type_bits=type_bits, local_alias=manager.new_alias(),
         )  # fmt: skip
         try:
             await manager.submit(channel, command)

@@ -51,7 +51,12 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--push-msat", type=int, default=0, metavar="N", help="give the peer N millisatoshis at the start (default: 0)")
     p.add_argument("--feerate", type=_positive, metavar="PER_KW", help="the funding transaction's fee rate in sat per 1000 weight (default: the chain's estimate)")
     p.add_argument("--announce", action="store_true", help="ask for a public channel (channel_flags bit 0)")
-    p.add_argument("--channel-type", choices=["static_remotekey", "anchors"], help="the commitment format (default: anchors_zero_fee_htlc_tx when the peer offers it, else static_remotekey)")
+    # (options.CHANNEL_TYPE_CHOICES: not imported here, the command line stays light)
+    p.add_argument("--channel-type", choices=("static_remotekey", "anchors", "scid_alias", "static_remotekey+scid_alias", "anchors+scid_alias"),
+                   help="the commitment format (default: anchors_zero_fee_htlc_tx when the peer offers it, else static_remotekey); "
+                        "+scid_alias (or scid_alias alone): a private channel known by its aliases only (option_scid_alias)")
+    p.add_argument("--zeroconf", action="store_true",
+                   help="ask a zero-conf channel (option_zeroconf): usable before the funding confirms, if the peer trusts us (lnpmsg: --zeroconf-peer)")
     p.epilog = "Returns once the peer signed our first commitment and the funding is broadcast; the channel is ready after its confirmations (the peer's minimum_depth)."
     p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")
     p.add_argument("--peer", metavar="NODEID", help="only the channels with this peer")
@@ -79,6 +84,9 @@ def _print_channel(c: dict[str, Any]) -> None:
     print(f"{c['channel_id']}  {c['state']:<14} {scid:<14} peer {c['peer_id'][:16]}...  {c['capacity_sat']} sat")
     print(f"    local {_msat(c['to_local_msat'])}, remote {_msat(c['to_remote_msat'])}, opener {c['opener']}, "
           f"{c['channel_type']}, funding {c['funding_outpoint'] or '-'}{'' if c['connected'] else ', peer offline'}")  # fmt: skip
+    if c.get("local_alias") or c.get("remote_alias"):
+        print(f"    aliases: ours {c.get('local_alias') or '-'}, the peer's {c.get('remote_alias') or '-'}"
+              f"{', scid_alias (real id never routed)' if c.get('scid_alias') else ''}{', zero-conf' if c.get('zeroconf') else ''}")  # fmt: skip
     for h in c["htlcs"]:
         print(f"    htlc {h['direction']:<3} #{h['id']} {h['amount_msat']} msat hash {h['payment_hash']} expiry {h['cltv_expiry']}")
     if c.get("restored"):
@@ -125,6 +133,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             params["feerate"] = args.feerate
         if getattr(args, "channel_type", None):
             params["channel_type"] = args.channel_type
+        if getattr(args, "zeroconf", False):
+            params["zeroconf"] = True
         return "channels.fundchannel", params, lambda r: print(
             f"channel {r['channel_id']} funded by {r['funding_txid']}, waiting for confirmations ({r['state']})"
         )

@@ -54,7 +54,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -63,6 +63,7 @@ from .failures import FailureStore, OfferedFailure
 from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled, Input, Output
 from .messages import UpdateAddHtlc, UpdateFailHtlc, UpdateFailMalformedHtlc, UpdateFulfillHtlc
 from .monitor import HtlcResolved
+from .ready import accepted_scids, hint_scid, routing_scid
 from .state import Phase
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class ChannelInfo:
 
     key: str
     peer_id: bytes
+    #: the id the node knows the channel by (:func:`~.ready.routing_scid`: a private channel's is our alias)
     short_channel_id: int
     capacity_sat: int
     #: what we could offer in a new HTLC now (balance minus reserve, fee and in-flight HTLCs)
@@ -116,6 +118,10 @@ class ChannelInfo:
     htlc_minimum_msat: int
     usable: bool
     public: bool
+    #: the ids an incoming HTLC may name to leave on this channel (:func:`~.ready.accepted_scids`)
+    scids: tuple[int, ...] = ()
+    #: the id a route hint to us over this channel names (the peer's alias; 0: none may be given)
+    hint_scid: int = 0
 
 
 class HtlcHandler(Protocol):
@@ -255,8 +261,8 @@ class HtlcHook:
         return [info for c in manager.channels.values() if (info := _info(c)) is not None]
 
     def by_scid(self, short_channel_id: int) -> ChannelInfo | None:
-        """Our channel with this short channel id, if any."""
-        return next((c for c in self.channels() if c.short_channel_id == short_channel_id), None)
+        """Our channel with this short channel id (or one of our aliases of it), if any."""
+        return next((c for c in self.channels() if c.short_channel_id == short_channel_id or short_channel_id in c.scids), None)
 
     def pending_incoming(self) -> list[IncomingHtlc]:
         """Incoming HTLCs in both commitments that nobody settles yet (to decide again after a restart)."""
@@ -340,7 +346,8 @@ class HtlcHook:
         (:class:`HtlcNotWritten` when the channel could not write it).
         """
         manager = self._app.manager
-        channel = next((c for c in manager.channels.values() if c.core.state.short_channel_id == short_channel_id), None) if manager else None
+        # (an scid_alias channel is never found by its real id: BOLT 2 refuses forwards over it)
+        channel = next((c for c in manager.channels.values() if short_channel_id in _scids(c.core.state)), None) if manager else None
         if channel is None:
             raise HtlcRefused("no channel with that short channel id")
         s = channel.core.state
@@ -409,9 +416,14 @@ def _committed_adds(channel: ManagedChannel, *, offered: bool) -> dict[int, Upda
     return adds
 
 
+def _scids(s: Any) -> tuple[int, ...]:
+    """The ids a channel answers to: its routing id and the ones forwards may name."""
+    return tuple(x for x in (routing_scid(s), *accepted_scids(s)) if x)
+
+
 def _info(channel: ManagedChannel) -> ChannelInfo | None:
     s = channel.core.state
-    if not s.short_channel_id or s.local_commit is None or s.remote is None or channel.phase in (Phase.CLOSED, Phase.FAILED):
+    if not routing_scid(s) or s.local_commit is None or s.remote is None or channel.phase in (Phase.CLOSED, Phase.FAILED):
         return None
     spec = s.local_commit.spec
     pending_out = sum(u.amount_msat for u in s.local_changes.all() if isinstance(u, UpdateAddHtlc))
@@ -427,7 +439,8 @@ def _info(channel: ManagedChannel) -> ChannelInfo | None:
         receivable -= fee_msat + anchors_msat
     usable = channel.phase is Phase.NORMAL and s.connected and not s.awaiting_reestablish
     return ChannelInfo(
-        key=channel.key, peer_id=channel.peer_id, short_channel_id=s.short_channel_id, capacity_sat=s.funding_sat,
+        key=channel.key, peer_id=channel.peer_id, short_channel_id=routing_scid(s), capacity_sat=s.funding_sat,
         spendable_msat=max(0, spendable), receivable_msat=max(0, receivable),
         htlc_minimum_msat=s.remote.htlc_minimum_msat, usable=usable, public=bool(getattr(s.open_channel, "channel_flags", 0) & 1),
+        scids=accepted_scids(s), hint_scid=hint_scid(s),
     )  # fmt: skip

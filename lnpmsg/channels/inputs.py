@@ -73,6 +73,10 @@ class OpenCommand:
     #: ignored (open_channel always carries channel_type, which BOLT 2 now requires); kept so
     #: records written when it chose whether to send one still decode
     send_channel_type: bool = True
+    #: channel_type variations to ask beyond the basic type: option_scid_alias (46), option_zeroconf (50)
+    type_bits: tuple[int, ...] = ()
+    #: our alias for the channel (:mod:`.ready`; chosen by the shell, 0: none, as in older records)
+    local_alias: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,10 @@ class AcceptCommand:
     remote_features: int
     config: ChannelConfig = field(default_factory=ChannelConfig)
     policy: OpeningPolicy = field(default_factory=OpeningPolicy)
+    #: our alias for the channel (:mod:`.ready`; chosen by the shell, 0: none, as in older records)
+    local_alias: int = 0
+    #: we trust this funder with an unconfirmed funding (``--zeroconf-peer``): a zero-conf type is accepted
+    zeroconf_trusted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

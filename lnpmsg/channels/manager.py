@@ -57,6 +57,7 @@ from .errors import ChannelStoreError, LocalMisuse, StoreWriteFailed
 from .inputs import Disconnected, Event, Input, Output, Received, Record, SignCommitment
 from .dev import DevOptions
 from .params import ChannelSecrets
+from .ready import accepted_scids, alias_from_bytes, alias_only, is_zeroconf
 from .state import ChannelCore, Phase
 from .store import ChannelLog, ChannelStore
 
@@ -234,6 +235,14 @@ class ChannelManager:
             await self._on_persisted(channel)
         return channel
 
+    def new_alias(self) -> int:
+        """A fresh random local alias no channel of the node has (BOLT 2: an alias is never sent for
+        two channels, nor equal to one of the node's short channel ids)."""
+        taken = {scid for c in self.channels.values() for scid in (c.core.state.local_alias, c.core.state.short_channel_id)}
+        while (alias := alias_from_bytes(os.urandom(8))) in taken:
+            pass
+        return alias
+
     def of_peer(self, peer_id: bytes) -> list[ManagedChannel]:
         """The channels with ``peer_id``, oldest first."""
         return [c for c in self.channels.values() if c.peer_id == peer_id]
@@ -249,11 +258,11 @@ class ChannelManager:
         return None
 
     def lookup(self, text: str) -> ManagedChannel:
-        """A channel by channel id (hex), short channel id (``BxTxO``) or key; KeyError if none."""
+        """A channel by channel id (hex), short channel id or our alias (``BxTxO``) or key; KeyError if none."""
         text = text.strip().lower()
         for channel in self.channels.values():
             s = channel.core.state
-            if text in (channel.key, channel.channel_id.hex()) or (s.short_channel_id and text == format_scid(s.short_channel_id)):
+            if text in (channel.key, channel.channel_id.hex()) or text in {format_scid(x) for x in (s.short_channel_id, s.local_alias) if x}:
                 return channel
         raise KeyError(text)
 
@@ -539,6 +548,13 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
         "short_channel_id": format_scid(s.short_channel_id) if s.short_channel_id else None,
         "funding_outpoint": f"{outpoint.txid[::-1].hex()}:{outpoint.vout}" if outpoint is not None else None,
         "channel_type": "anchors_zero_fee_htlc_tx" if s.anchors else "static_remotekey",
+        # BOLT 2 aliases: ours (the peer's route hints name it) and the peer's (our invoices' route hints name it)
+        "local_alias": format_scid(s.local_alias) if s.local_alias else None,
+        "remote_alias": format_scid(s.remote_alias) if s.remote_alias else None,
+        "scid_alias": alias_only(s),
+        "zeroconf": is_zeroconf(s),
+        # the ids a forward may name to leave on this channel (not the real one for an scid_alias channel)
+        "forwarding_scids": [format_scid(x) for x in accepted_scids(s)],
         "feerate_per_kw": commit.spec.feerate_per_kw if commit is not None else None,
         "connected": s.connected and not s.awaiting_reestablish,
         "failure": s.failure,

@@ -20,7 +20,7 @@ from lnpmsg.wire import Features
 from .errors import RemoteFault
 from .params import ChannelConfig, OpeningPolicy, check_shutdown_script
 
-__all__ = ["CHANNEL_TYPES", "HRPS", "OPTIONS", "SWITCHES", "add_node_options", "channel_settings", "options_from_args", "with_channel_type"]
+__all__ = ["CHANNEL_TYPES", "CHANNEL_TYPE_CHOICES", "HRPS", "OPTIONS", "SWITCHES", "add_node_options", "channel_settings", "options_from_args", "type_variations", "with_channel_type"]
 
 #: the address prefix of each network (for --channel-upfront-shutdown-address)
 HRPS = {"bitcoin": "bc", "testnet": "tb", "signet": "tb", "regtest": "bcrt"}
@@ -75,12 +75,26 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     for option, (_, text) in SWITCHES.items():
         # default None, not False: only a switch that was given reaches the channel settings
         group.add_argument(f"--{option}", action="store_true", default=None, help=text)
+    group.add_argument("--zeroconf-peer", action="append", metavar="NODEID", type=_node_id,
+                       help="accept zero-conf channels (option_zeroconf: usable before the funding confirms) from this "
+                            "peer; repeat for more. Trusting a peer's unconfirmed funding is a decision of yours: none by default")  # fmt: skip
+
+
+def _node_id(text: str) -> str:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 33 or raw[0] not in (2, 3):
+        raise argparse.ArgumentTypeError(f"expected a node id (66 hex digits), got {text!r}")
+    return raw.hex()
+
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The channel options given on the command line or in the config file (name -> value)."""
     chosen: dict[str, Any] = {}
-    for option in (*OPTIONS, "channel-upfront-shutdown-address", *SWITCHES):
+    for option in (*OPTIONS, "channel-upfront-shutdown-address", *SWITCHES, "zeroconf-peer"):
         value = getattr(args, option.replace("-", "_"), None)
         if value is not None:
             chosen[option] = value
@@ -107,6 +121,12 @@ def channel_settings(options: dict[str, Any], hrp: str) -> tuple[ChannelConfig, 
                 raise ValueError(f"--channel-upfront-shutdown-address: {value} is not a form a shutdown may pay") from None
             config_changes["upfront_shutdown_script"] = script
             continue
+        if option == "zeroconf-peer":  # (a config file gives one line or a list)
+            try:
+                policy_changes["zeroconf_peers"] = tuple(bytes.fromhex(_node_id(n)) for n in ([value] if isinstance(value, str) else value))
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"--zeroconf-peer: {exc}") from None
+            continue
         owner, name = (OPTIONS.get(option) or SWITCHES[option])[0].split(".")
         (config_changes if owner == "config" else policy_changes)[name] = value
     config = replace(ChannelConfig(), **config_changes)
@@ -125,9 +145,33 @@ def channel_settings(options: dict[str, Any], hrp: str) -> tuple[ChannelConfig, 
     return config, policy
 
 
-#: the names ``fundchannel`` takes for a channel type (lnd's and the BOLTs' spellings)
+#: the names ``fundchannel`` takes for a channel type (lnd's and the BOLTs' spellings); each may be
+#: followed by ``+scid_alias`` (a private channel known by its aliases only), or ``scid_alias`` alone
+#: (the default basic type with it)
 CHANNEL_TYPES = {"static_remotekey": False, "tweakless": False, "anchors": True, "anchors_zero_fee_htlc_tx": True}
+#: the ``--channel-type`` choices of ``lnpmsg fundchannel``
+CHANNEL_TYPE_CHOICES = ("static_remotekey", "anchors", "scid_alias", "static_remotekey+scid_alias", "anchors+scid_alias")
 _ANCHORS_BITS = (22, 23)
+_SCID_ALIAS_BITS, _ZEROCONF_BITS = (46, 47), (50, 51)
+
+
+def type_variations(remote: Features, channel_type: str | None, *, zeroconf: bool, announce: bool) -> tuple[str | None, tuple[int, ...]]:
+    """``fundchannel``'s channel type split into its basic type (None: the default) and the variation
+    bits to ask (option_scid_alias 46, option_zeroconf 50), checked against the peer's init features."""
+    bits: list[int] = []
+    if channel_type is not None and (channel_type == "scid_alias" or channel_type.endswith("+scid_alias")):
+        channel_type = None if channel_type == "scid_alias" else channel_type.removesuffix("+scid_alias")
+        if announce:
+            raise ParamsError("option_scid_alias is for private channels only (BOLT 2): not with announce")
+        if not any(remote.has(b) for b in _SCID_ALIAS_BITS):
+            raise ParamsError("the peer does not offer option_scid_alias (bits 46/47)")
+        bits.append(_SCID_ALIAS_BITS[0])
+    if zeroconf:
+        # BOLT 9: option_zeroconf depends on option_scid_alias (the channel is used by its alias until it confirms)
+        if not any(remote.has(b) for b in _ZEROCONF_BITS) or not any(remote.has(b) for b in _SCID_ALIAS_BITS):
+            raise ParamsError("the peer does not offer option_zeroconf (bits 50/51) with option_scid_alias (46/47)")
+        bits.append(_ZEROCONF_BITS[0])
+    return channel_type, tuple(bits)
 
 
 def with_channel_type(local: int, remote: Features, channel_type: str | None) -> int:
@@ -135,7 +179,7 @@ def with_channel_type(local: int, remote: Features, channel_type: str | None) ->
     if channel_type is None:
         return local
     if channel_type not in CHANNEL_TYPES:
-        raise ParamsError(f"channel_type is one of {', '.join(CHANNEL_TYPES)}, got {channel_type!r}")
+        raise ParamsError(f"channel_type is one of {', '.join(CHANNEL_TYPES)} (each optionally +scid_alias), got {channel_type!r}")
     if not CHANNEL_TYPES[channel_type]:
         return local & ~sum(1 << b for b in _ANCHORS_BITS)
     if not any(remote.has(b) for b in _ANCHORS_BITS):

@@ -51,6 +51,8 @@ MIN_DUST_LIMIT_SAT = 354
 #: option_static_remotekey (required bit); option_anchors (zero-fee HTLC transactions).
 STATIC_REMOTEKEY_BIT = 12
 ANCHORS_BIT = 22
+#: the variations a basic channel type may have (named in :mod:`.ready`, which imports this module)
+_SCID_ALIAS_BIT, _ZEROCONF_BIT = 46, 50
 #: The channel types this core builds commitments for: static_remotekey, and with anchors.
 _SUPPORTED_TYPES = (
     Features.from_bits([STATIC_REMOTEKEY_BIT]),
@@ -137,6 +139,9 @@ class OpeningPolicy:
     #: peer) omit it, and the type is still unambiguous. True: the strict rule
     #: (``lnpmsg node --require-channel-type``).
     require_channel_type: bool = False
+    #: peers whose zero-conf channels (channel_type option_zeroconf) we accept (``--zeroconf-peer``):
+    #: their funding is trusted before it confirms, so none by default
+    zeroconf_peers: tuple[bytes, ...] = ()
 
     def check_feerate(self, feerate_per_kw: int) -> None:
         """A proposed commitment feerate out of our bounds fails the channel."""
@@ -213,7 +218,8 @@ def negotiate_channel_type(
 ) -> Features:
     """The channel type: the one proposed if we build it, else the best both sides' init features allow."""
     if proposed is not None:
-        if proposed not in _SUPPORTED_TYPES:
+        # a basic type, optionally with option_scid_alias (46) and/or option_zeroconf (50) (BOLT 2)
+        if proposed.clear(_SCID_ALIAS_BIT).clear(_ZEROCONF_BIT) not in _SUPPORTED_TYPES:
             raise RemoteFault(f"channel_type {proposed!r} is not one we support")
         return proposed
     if not (local_features.supports(STATIC_REMOTEKEY_BIT) and remote_features.supports(STATIC_REMOTEKEY_BIT)):

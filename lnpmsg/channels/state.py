@@ -28,7 +28,7 @@ from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.wire import Error, Features, Message, WarningMessage, WireError
 
-from . import deadlines, normal
+from . import deadlines, normal, ready
 from .commitments import ChannelKeys, build, finalize_local, sign_remote, verify_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -38,7 +38,6 @@ from .inputs import (
     ChannelClosed,
     ChannelFailed,
     ChannelOpened,
-    ChannelReadyEvent,
     Disconnected,
     Event,
     FundingDepth,
@@ -149,6 +148,9 @@ class ChannelState:
     ready_sent: bool = False
     ready_received: bool = False
     short_channel_id: int = 0
+    #: our alias of the channel and the one the peer gave in its channel_ready (:mod:`.ready`; 0: none)
+    local_alias: int = 0
+    remote_alias: int = 0
     #: fundee: the first block height seen while waiting for the funding to confirm
     funding_wait_start: int | None = None
     connected: bool = True
@@ -418,7 +420,12 @@ class ChannelCore:
         s.config, s.policy = cmd.config, cmd.policy
         s.local_features, s.remote_features = cmd.local_features, cmd.remote_features
         channel_type = negotiate_channel_type(None, Features(cmd.local_features), Features(cmd.remote_features))
-        s.channel_type = channel_type.to_bytes()
+        channel_type = Features(channel_type.value | Features.from_bits(cmd.type_bits).value)
+        try:
+            ready.check_type_variations(channel_type, announce=bool(cmd.channel_flags & 1), zeroconf_trusted=None)
+        except RemoteFault as exc:
+            raise LocalMisuse(str(exc)) from None
+        s.channel_type, s.local_alias = channel_type.to_bytes(), cmd.local_alias
         s.anchors = channel_type.has(ANCHORS_BIT)
         s.funding_sat, s.push_msat = cmd.funding_sat, cmd.push_msat
         s.open_channel = self._open_message(cmd)
@@ -440,12 +447,14 @@ class ChannelCore:
         channel_type = negotiate_channel_type(proposed, Features(cmd.local_features), Features(cmd.remote_features))
         s.channel_type = channel_type.to_bytes() if proposed is not None else None
         s.anchors = channel_type.has(ANCHORS_BIT)
+        ready.check_type_variations(channel_type, announce=bool(msg.channel_flags & 1), zeroconf_trusted=cmd.zeroconf_trusted)
+        s.local_alias = cmd.local_alias
         s.funding_sat, s.push_msat = msg.funding_satoshis, msg.push_msat
         s.open_channel = msg
         spec = CommitSpec((), msg.feerate_per_kw, msg.funding_satoshis * 1000 - msg.push_msat, msg.push_msat)
         initial_fee = funder_charge_sat(spec, cmd.config.dust_limit_sat, anchors=s.anchors)
         s.remote = check_open(msg, cmd.policy, cmd.config, cmd.chain_hash, initial_fee_sat=initial_fee)
-        s.minimum_depth = cmd.config.minimum_depth
+        s.minimum_depth = 0 if ready.is_zeroconf(s) else cmd.config.minimum_depth  # BOLT 2: zeroconf MUST set 0
         s.local_reserve_ask_sat = cmd.config.reserve_for(msg.funding_satoshis, s.remote.dust_limit_sat)
         if s.local_reserve_ask_sat < s.remote.dust_limit_sat:
             raise RemoteFault("the reserve we ask would be below the funder's dust limit")
@@ -477,6 +486,8 @@ class ChannelCore:
         if sent_type is not None and answered is None and s.policy.require_channel_type:
             # BOLT 2: the receiver of accept_channel MUST fail the channel without one
             raise RemoteFault("accept_channel without channel_type")
+        if ready.is_zeroconf(s) and msg.minimum_depth != 0:
+            raise RemoteFault(f"a zero-conf channel_type with minimum_depth {msg.minimum_depth} (BOLT 2: 0)")
         s.minimum_depth = msg.minimum_depth
         local, _ = self._initial_specs()
         if local.to_local_msat // 1000 < funder_charge_sat(local, s.config.dust_limit_sat, anchors=s.anchors):
@@ -529,6 +540,7 @@ class ChannelCore:
         s.phase = _P.AWAIT_READY
         out.send(FundingSigned(channel_id=s.channel_id, signature=signature))
         out.emit(ChannelOpened(s.channel_id, s.funding_outpoint, s.minimum_depth))
+        ready.send_ready_if_zero_depth(self, out)
 
     def _on_FundingSigned(self, msg: FundingSigned, out: _Out) -> None:
         s = self.state
@@ -542,37 +554,20 @@ class ChannelCore:
         assert s.funding_tx is not None and s.funding_outpoint is not None
         out.emit(BroadcastFunding(s.funding_tx))
         out.emit(ChannelOpened(s.channel_id, s.funding_outpoint, s.minimum_depth))
+        ready.send_ready_if_zero_depth(self, out)
 
     def _on_FundingDepth(self, event: FundingDepth, out: _Out) -> None:
-        s = self.state
-        if event.depth < max(s.minimum_depth, 1) or s.ready_sent:
-            return
-        s.short_channel_id = event.short_channel_id
-        s.ready_sent = True
-        if s.connected and not s.awaiting_reestablish:
-            out.send(self.channel_ready_message())  # else channel_reestablish brings it
-        self._maybe_normal(out)
+        ready.on_funding_depth(self, event.depth, event.short_channel_id, out)
 
     def _on_BlockHeight(self, event: BlockHeight, out: _Out) -> None:
         deadlines.on_block_height(self, event, out)
 
     def channel_ready_message(self) -> ChannelReady:
         """Our channel_ready (also retransmitted on reestablish)."""
-        return ChannelReady(channel_id=self.state.channel_id, second_per_commitment_point=self.secrets.commitment_point(1))
+        return ready.channel_ready_message(self)
 
     def _on_ChannelReady(self, msg: ChannelReady, out: _Out) -> None:
-        s = self.state
-        if s.ready_received:
-            return  # a retransmission after channel_reestablish (its point is already in use)
-        s.ready_received = True
-        s.remote_next_point = msg.second_per_commitment_point
-        self._maybe_normal(out)
-
-    def _maybe_normal(self, out: _Out) -> None:
-        s = self.state
-        if s.ready_sent and s.ready_received and s.phase is _P.AWAIT_READY:
-            s.phase = _P.NORMAL
-            out.emit(ChannelReadyEvent(s.channel_id, s.short_channel_id))
+        ready.on_channel_ready(self, msg, out)
 
 
 def _opening_tlvs(upfront_shutdown_script: bytes, channel_type: bytes | None) -> dict[str, bytes]:

@@ -194,9 +194,11 @@ def signed_announcement(facts: ChannelFacts, ours: AnnouncementSignatures, their
 
 
 def build_update(
-    facts: ChannelFacts, node_secret: bytes, policy: FeePolicy, timestamp: int, *, disabled: bool = False
+    facts: ChannelFacts, node_secret: bytes, policy: FeePolicy, timestamp: int, *, disabled: bool = False,
+    dont_forward: bool = False,
 ) -> ChannelUpdate:
-    """Our direction's channel_update (HTLC maximum: the policy's, else the capacity)."""
+    """Our direction's channel_update (HTLC maximum: the policy's, else the capacity); ``dont_forward``
+    for a private channel's, sent to its peer only (BOLT 7)."""
     capacity_msat = facts.capacity_sat * 1000
     maximum = policy.htlc_maximum_msat if policy.htlc_maximum_msat is not None else capacity_msat
     return sign_channel_update(
@@ -211,6 +213,7 @@ def build_update(
         htlc_maximum_msat=min(maximum, capacity_msat),
         fee_base_msat=policy.fee_base_msat,
         fee_proportional_millionths=policy.fee_proportional_millionths,
+        dont_forward=dont_forward,
     )
 
 

@@ -396,7 +396,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, RouteQueri
             self.spawn(self._expire_dev_htlc, ref, hashlib.sha256(_DEV_ONION).digest())
             return
         height = await self._height()
-        channels = {c.short_channel_id: c for c in self.htlcs.channels()}
+        channels = {scid: c for c in self.htlcs.channels() for scid in (c.short_channel_id, *c.scids)}  # (aliases too: BOLT 2)
 
         asked: list[int] = []
 

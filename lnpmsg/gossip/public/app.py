@@ -31,9 +31,12 @@ from the peer get a ``warning`` (the connection stays). An announcement the
 gossip graph did not take is built again after :data:`RESUBMIT_AFTER`.
 
 A private channel's channel_update goes to its peer only (once per
-connection, again on a new policy); the peer's, which the gossip graph
-ignores (unknown channel), is checked and kept in :attr:`AnnounceApp.peer_updates`
-(for invoices' route hints). The policies are kept in ``policies.json``
+connection, again on a new policy), naming the alias the peer gave us (BOLT 7;
+the real short channel id without one, never for an ``option_scid_alias``
+channel); the peer's, which the gossip graph ignores (unknown channel), names
+our alias or the real id, is checked and kept in :attr:`AnnounceApp.peer_updates`
+(for invoices' route hints). Policies are kept by a channel's routing id
+(:func:`~lnpmsg.channels.ready.routing_scid`: a private channel's is our alias). The policies are kept in ``policies.json``
 next to the channel store; ``announce.listpolicies`` lists them.
 """
 
@@ -74,6 +77,7 @@ from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wire import Features, Message, WarningMessage
 
 from lnpmsg.channels.manager import ManagedChannel, format_scid
+from lnpmsg.channels.ready import accepted_scids, hint_scid, routing_scid
 from lnpmsg.channels.state import Phase
 
 __all__ = ["POLICY_FILE", "AnnounceApp", "AnnounceConfig"]
@@ -266,9 +270,9 @@ class AnnounceApp(App):
     def _forget_connection(self, peer_id: bytes) -> None:
         manager = self.channels.manager
         for channel in manager.of_peer(peer_id) if manager is not None else ():
-            scid = channel.core.state.short_channel_id
-            self._sent.discard(scid)
-            self._asked.discard(scid)
+            for scid in (channel.core.state.short_channel_id, routing_scid(channel.core.state)):
+                self._sent.discard(scid)
+                self._asked.discard(scid)
 
     async def _on_signatures(self, peer: Peer, msg: Message) -> None:
         assert isinstance(msg, AnnouncementSignatures)
@@ -318,8 +322,11 @@ class AnnounceApp(App):
         return self.policies.get(scid, self.config.policy)
 
     def forwarding_policies(self, scid: int) -> list[FeePolicy]:
-        """What a forward over our channel ``scid`` may meet: the current policy, then earlier ones
-        still in their grace period (``config.policy_grace`` after the change)."""
+        """What a forward over our channel ``scid`` (or one of our aliases of it) may meet: the current
+        policy, then earlier ones still in their grace period (``config.policy_grace`` after the change)."""
+        manager = self.channels.manager
+        found = next((c for c in manager.channels.values() if scid in accepted_scids(c.core.state)), None) if manager else None
+        scid = routing_scid(found.core.state) if found is not None else scid
         now = self.clock()
         earlier = [(p, until) for p, until in self._previous.get(scid, ()) if until > now]
         if earlier:
@@ -346,12 +353,12 @@ class AnnounceApp(App):
         for channel in list(manager.channels.values()):
             s = channel.core.state
             scid = s.short_channel_id
-            if not scid:
-                continue
             if not _wants_announce(channel):
-                again = await self._private_update(channel, now)
+                again = await self._private_update(channel, now) if routing_scid(s) else None
                 if again is not None:
                     next_at = again if next_at is None else min(next_at, again)
+                continue
+            if not scid:
                 continue
             if channel.phase not in _OPEN_PHASES:
                 if scid in self._announced:
@@ -432,15 +439,15 @@ class AnnounceApp(App):
         Sent once per connection and again when the policy changes; returns when to look again.
         """
         s = channel.core.state
-        scid = s.short_channel_id
-        if channel.phase is not Phase.NORMAL or s.awaiting_reestablish or not self._connected(channel.peer_id):
+        scid, named = routing_scid(s), hint_scid(s)  # (BOLT 7: the peer's alias, else the real id)
+        if channel.phase is not Phase.NORMAL or s.awaiting_reestablish or not self._connected(channel.peer_id) or not named:
             return None
         policy = self.policy_of(scid)
         due, again = self.planner.due(scid, policy, now)
         if not due and scid in self._sent:
             return again
         timestamp, _ = self.planner.take(scid, policy, now)
-        update = build_update(self.facts(channel), self.node.key.secret, policy, timestamp)
+        update = build_update(replace(self.facts(channel), short_channel_id=named), self.node.key.secret, policy, timestamp, dont_forward=True)
         try:
             await self.send(channel.peer_id, update)
             self._sent.add(scid)
@@ -459,7 +466,8 @@ class AnnounceApp(App):
         manager = self.channels.manager
         scid = update.short_channel_id.to_int()
         for channel in manager.of_peer(source) if manager is not None else ():
-            if channel.core.state.short_channel_id != scid or _wants_announce(channel):
+            # (it names our alias, or the real id: BOLT 7)
+            if scid not in (channel.core.state.short_channel_id, *accepted_scids(channel.core.state)) or _wants_announce(channel):
                 continue
             facts = self.facts(channel)
             if update.channel_flags & 1 != 1 - facts.direction:
@@ -468,6 +476,7 @@ class AnnounceApp(App):
             if check_channel_update(update, node_1, node_2) is not None:
                 log.info("announce: a bad private channel_update from %s for %s", source.hex()[:16], format_scid(scid))
                 return
+            scid = routing_scid(channel.core.state)  # (kept by the id the payments app knows the channel by)
             known = self.peer_updates.get(scid)
             if known is None or known.timestamp < update.timestamp:
                 self.peer_updates[scid] = update
@@ -515,7 +524,7 @@ class AnnounceApp(App):
         if manager is None:
             raise AppError("the channels app is not running")
         if channel == "all":
-            targets = [c for c in manager.channels.values() if c.phase in _OPEN_PHASES and c.core.state.short_channel_id]
+            targets = [c for c in manager.channels.values() if c.phase in _OPEN_PHASES and routing_scid(c.core.state)]
         else:
             try:
                 targets = [manager.lookup(channel)]
@@ -538,7 +547,7 @@ class AnnounceApp(App):
         out = []
         new: dict[int, FeePolicy] = {}
         for target in targets:
-            scid = target.core.state.short_channel_id
+            scid = routing_scid(target.core.state)
             if not scid:
                 raise ParamsError(f"channel {target.channel_id.hex()} has no short channel id yet (wait for its confirmations)")
             try:
@@ -562,7 +571,7 @@ class AnnounceApp(App):
         manager = self.channels.manager
         out = []
         for channel in manager.channels.values() if manager is not None else ():
-            scid = channel.core.state.short_channel_id
+            scid = routing_scid(channel.core.state)
             if not scid:
                 continue
             entry = {"short_channel_id": format_scid(scid), "public": scid in self._announced, **asdict(self.policy_of(scid))}
