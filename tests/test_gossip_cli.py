@@ -29,6 +29,7 @@ from lnpmsg.testing.processes import (
     PROCESS_WAIT,
     finish_process,
     lnpmsg_argv,
+    node_processes,
     start_node_process,
 )
 from lnpmsg.wire import CHAIN_HASH_MAINNET
@@ -95,12 +96,8 @@ async def test_import_query_subscribe_and_sync_between_node_processes(capsys, tm
     assert (len(live), len(updates)) == (87, 4)  # one channel closed by a delete_chan record
     a_dir, b_dir, c_dir = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     a_imports = [arg for part in PARTS for arg in ("--gossip-import", part)]
-    processes, infos = [], []
-    try:
-        for data_dir, extra in ((a_dir, a_imports), (b_dir, []), (c_dir, ["--no-gossip"])):
-            process, info = await start_node_process(data_dir, *extra)
-            processes.append(process)
-            infos.append(info)
+    async with node_processes() as running:
+        infos = [await running.start(data_dir, *extra) for data_dir, extra in ((a_dir, a_imports), (b_dir, []), (c_dir, ["--no-gossip"]))]
         a_info, b_info, c_info = infos
         assert a_info["gossip"] == f"87 channels in {a_dir / 'gossip.sqlite3'}"
         assert b_info["gossip"].startswith("0 channels in ") and "gossip" not in c_info
@@ -218,15 +215,7 @@ async def test_import_query_subscribe_and_sync_between_node_processes(capsys, tm
         for d in (A, B, C):
             code, out, _ = await cli(capsys, "stop", *d)
             assert code == 0
-    except BaseException:
-        for process in processes:
-            process.send_signal(signal.SIGINT)
-        raise
-    finally:
-        finished = [await finish_process(p) for p in processes]
-    for code, stderr in finished:
-        assert code == 0 and "Traceback" not in stderr, stderr
-    a_log = finished[0][1]
+    a_log = running.finished[0][1]
     assert "importing gossip_store " in a_log and "gossip import: 100%: 186 records, 92 accepted, 5 deleted skipped, 1 channel(s) closed" in a_log
 
     # a restart keeps the graph (nothing imported this time)
@@ -286,12 +275,8 @@ async def test_with_a_chain_announced_funding_outputs_are_looked_up(capsys, tmp_
     """``--chain regtest``: channels from peers must be funded on the node's chain. The
     regtest gossip of Core Lightning's test nodes names outputs this new chain lacks."""
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    processes, infos = [], []
-    try:
-        for data_dir, extra in ((a_dir, ["--network", "regtest", "--gossip-import", GOSSIP / "gossip_store.simple.xz"]), (b_dir, ["--chain", "regtest"])):
-            process, info = await start_node_process(data_dir, *extra)
-            processes.append(process)
-            infos.append(info)
+    async with node_processes() as running:
+        infos = [await running.start(data_dir, *extra) for data_dir, extra in ((a_dir, ["--network", "regtest", "--gossip-import", GOSSIP / "gossip_store.simple.xz"]), (b_dir, ["--chain", "regtest"]))]
         a_info, _ = infos
         assert a_info["gossip"].startswith("1 channels in ")
         B = ("--data-dir", b_dir)
@@ -306,14 +291,6 @@ async def test_with_a_chain_announced_funding_outputs_are_looked_up(capsys, tmp_
         for data_dir in (a_dir, b_dir):
             code, _, _ = await cli(capsys, "stop", "--data-dir", data_dir)
             assert code == 0
-    except BaseException:
-        for process in processes:
-            process.send_signal(signal.SIGINT)
-        raise
-    finally:
-        finished = [await finish_process(p) for p in processes]
-    for code, stderr in finished:
-        assert code == 0 and "Traceback" not in stderr, stderr
 
 
 async def test_an_import_in_small_chunks_gives_the_same_graph_and_logs_progress(monkeypatch, caplog):

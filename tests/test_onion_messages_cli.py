@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from cli_in_process import cli
-from lnpmsg.testing.processes import finish_process, start_node_process
+from lnpmsg.testing.processes import finish_process, node_processes, start_node_process
 
 
 async def cli_json(capsys, *argv):  # type: ignore[no-untyped-def]
@@ -19,12 +19,8 @@ async def cli_json(capsys, *argv):  # type: ignore[no-untyped-def]
 
 async def test_a_message_from_a_through_b_to_c_and_the_reply(capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
     dirs = [tmp_path / name for name in "abc"]
-    processes, infos = [], []
-    try:
-        for d in dirs:
-            process, info = await start_node_process(d)
-            processes.append(process)
-            infos.append(info)
+    async with node_processes() as running:
+        infos = [await running.start(d) for d in dirs]
         a, b, c = ([f"--data-dir={d}"] for d in dirs)
         a_id, b_id, c_id = (i["node_id"] for i in infos)
         b_address = f"{b_id}@{infos[1]['listen'][0]}"
@@ -53,14 +49,6 @@ async def test_a_message_from_a_through_b_to_c_and_the_reply(capsys, tmp_path) -
         assert code == 1 and "no received message 99" in err
         for d in (a, b, c):
             assert (await cli(capsys, "stop", *d))[0] == 0
-    except BaseException:
-        for process in processes:
-            process.send_signal(signal.SIGINT)
-        raise
-    finally:
-        finished = [await finish_process(p) for p in processes]
-    for code, stderr in finished:
-        assert code == 0 and "Traceback" not in stderr, stderr
 
 
 async def _wait_messages(capsys, data_dir, count):  # type: ignore[no-untyped-def]

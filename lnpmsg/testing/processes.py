@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
-__all__ = ["PROCESS_WAIT", "finish_process", "lnpmsg_argv", "start_logged_node", "start_node_process"]
+__all__ = ["PROCESS_WAIT", "NodeProcesses", "finish_process", "lnpmsg_argv", "node_processes", "start_logged_node", "start_node_process"]
 
 #: seconds a node process may take to start or to exit (also passed on as a CLI wait)
 PROCESS_WAIT = 20
@@ -87,3 +89,37 @@ async def finish_process(process: trio.Process) -> tuple[int, str]:
         if pipe is not None:
             await pipe.aclose()
     return code, stderr.decode()
+
+
+class NodeProcesses:
+    """The ``lnpmsg node`` processes a test started (:func:`node_processes`)."""
+
+    def __init__(self) -> None:
+        self.processes: list[trio.Process] = []
+        #: each process's exit status and stderr, in start order, once they ended
+        self.finished: list[tuple[int, str]] = []
+
+    async def start(self, data_dir: str | Path, *extra: object) -> Any:
+        """:func:`start_node_process`; its start-up summary."""
+        process, info = await start_node_process(data_dir, *extra)
+        self.processes.append(process)
+        return info
+
+
+@asynccontextmanager
+async def node_processes() -> AsyncIterator[NodeProcesses]:
+    """Node processes for a test to start, and to stop itself (``lnpmsg stop``).
+
+    If the test fails, each gets SIGINT; either way they are waited for. A test that
+    passes has them exit cleanly: status 0 and no traceback in their stderr."""
+    nodes = NodeProcesses()
+    try:
+        yield nodes
+    except BaseException:
+        for process in nodes.processes:
+            process.send_signal(signal.SIGINT)
+        raise
+    finally:
+        nodes.finished = [await finish_process(p) for p in nodes.processes]
+    for code, stderr in nodes.finished:
+        assert code == 0 and "Traceback" not in stderr, stderr
