@@ -235,10 +235,18 @@ async def test_a_node_that_lost_its_data_dir_gets_its_balance_back_from_the_back
 
 @pytest.mark.trio
 @pytest.mark.parametrize(("channel_type", "restart"), [("static_remotekey", False), ("anchors", True)])
-async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(tmp_path: Path, channel_type: str, restart: bool) -> None:
+async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(
+    tmp_path: Path, channel_type: str, restart: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     """Bob goes silent, Alice force-closes and her commitment is buried before Bob restores: Bob's
     monitor reads the chain from the funding, finds it, sweeps his balance and stops dialing Alice
-    (who never comes back); ``restart``: Bob stops right after the restore and reads it at start."""
+    (who never comes back); ``restart``: Bob stops right after the restore and reads it at start.
+    Only the restore's scan is logged as one (a new channel's monitor reads one block again, quietly)."""
+    caplog.set_level("INFO", logger="lnpmsg.channels.rescan")
+
+    def scans() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "its funding is spent" in r.getMessage()]
+
     async with _chain_and_alice(tmp_path) as (source, pair, alice):
         bob_channels = tmp_path / "bob" / "channels"
         exported = tmp_path / "bob.backup"
@@ -251,6 +259,7 @@ async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(tmp
             await pair.mine(4, alice)  # her commitment, and more blocks on it
             alice_status = channels(alice).onchain.status(only_channel(alice))  # type: ignore[union-attr]
             assert alice_status is not None and alice_status["commitment"]["kind"] == "ours"
+        assert scans() == []  # the new channel's funding was never spent before its monitor read the chain
         _lose_channels(bob_channels, seed)
 
         async def found_and_swept(bob: Node) -> None:
@@ -272,6 +281,7 @@ async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(tmp
             await channels(bob).restorechannels(file=str(exported))
             if not restart:
                 await found_and_swept(bob)
+                assert len(scans()) == 1, scans()
         if restart:  # right after the restore (the scan may not have begun): the restarted node reads from the funding
             (mon,) = (bob_channels / "monitors").glob("*.mon")
             written = MonitorLog(mon)

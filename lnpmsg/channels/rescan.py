@@ -71,9 +71,16 @@ async def catch_up(watch: OnchainWatch, watched: WatchedChannel) -> None:
     stream feed it (``watched.catching_up`` keeps the live stream off it meanwhile)."""
     channel_id = watched.channel.channel_id.hex()
     first = watched.start_height
+    # a new channel's monitor (and a restored one's whose funding is unspent) starts at the live
+    # stream's last block, read again here: only a scan from an earlier block (a restored channel
+    # whose funding is spent, see restored_start) is news
+    level = logging.INFO if watch.read_to is not None and first < watch.read_to else logging.DEBUG
     try:
         feerate = await _feerate(watch)
-        log.info("onchain: %s: its funding is spent: reading blocks %d to %s for the spend", channel_id, first, watch.read_to)
+        if level == logging.INFO:
+            log.info("onchain: %s: its funding is spent: reading blocks %d to %s for the spend", channel_id, first, watch.read_to)
+        else:
+            log.debug("onchain: %s: reading block %d again (the live stream's last)", channel_id, first)
         while watch.watched.get(watched.channel.key) is watched:
             monitor = watched.monitor
             height = watched.start_height if monitor.height is None else monitor.height + 1
@@ -93,7 +100,7 @@ async def catch_up(watch: OnchainWatch, watched: WatchedChannel) -> None:
                 log.info("onchain: %s: read up to block %d of %s", channel_id, height, watch.read_to)
     finally:
         watched.catching_up = False  # (no await since the last check: the live stream's next block is ours)
-    log.info("onchain: %s: read blocks %d to %s; following the chain", channel_id, first, watch.read_to)
+    log.log(level, "onchain: %s: read blocks %d to %s; following the chain", channel_id, first, watch.read_to)
 
 
 async def _feerate(watch: OnchainWatch) -> int | None:
