@@ -13,7 +13,9 @@ tests/test_channels_penalty_electrum.py.
    to_self_delay (once all of it but two blocks). B starts: its monitor reads the blocks it
    missed from C, finds the commitment and claims every output of Electrum's with the
    revocation key, mined before the delay runs out: B's wallet ends with the channel but the
-   fees, Electrum's with nothing.
+   fees, Electrum's with nothing. Once B kills itself (SIGKILL) the moment it has stored the
+   revoke_and_ack by which Electrum revokes the commitment, before answering: the secret
+   stored is enough.
 2. lnpmsg cheats while Electrum is down: our commitment from an old copy of our channel store
    is broadcast and mined with the Electrum daemon stopped; C mines half of our to_self_delay
    and Electrum starts again: its watcher punishes (our to_local and the HTLC), and our
@@ -22,6 +24,7 @@ tests/test_channels_penalty_electrum.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,8 @@ from typing import Any
 import pytest
 import trio
 
+from lnpmsg.channels.manager import CRASH_ENV
+from lnpmsg.testing.electrum import ElectrumError
 from lnpmsg.testing.processes import start_logged_node
 from test_channels_onchain_electrum import onchain
 from test_channels_nodes import WAIT, cli, owner_argv, start, stop, user_argv
@@ -36,11 +41,13 @@ from test_channels_penalty_electrum import (
     DELAY,
     Setup,
     WITH_HTLC,
+    ctx_with,
     electrum_revoked_state,
     electrum_takes_everything,
     lnpmsg_revoked_state,
     mempool,
     nothing_left_for_electrum,
+    pay_electrum,
     penalty_broadcast,
     penalty_mined,
     wait_mempool,
@@ -58,6 +65,8 @@ class ChainSetup(Setup):
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
         self.chain_dir = tmp_path / "chain"
+        #: added to our node's environment when it starts (fault injection)
+        self.env: dict[str, str] = {}
 
     async def start_node(self, again: bool = False) -> None:
         """Start C the first time, and our node on C's chain (with its gossip app: Electrum wants gossip_queries)."""
@@ -65,8 +74,9 @@ class ChainSetup(Setup):
             self.chain, self.chain_info = await start(self.chain_dir, "127.0.0.1:0", *owner_argv("127.0.0.1:0"), "--electrum-listen", "127.0.0.1:0")
         rpc = self.chain_info["chain_rpc"]
         self.node, self.info = await start_logged_node(
-            self.node_dir, "--listen", "127.0.0.1:0", *user_argv(rpc["url"], Path(rpc["cookie"])), "--channel-to-self-delay", DELAY, wait=WAIT
-        )
+            self.node_dir, "--listen", "127.0.0.1:0", *user_argv(rpc["url"], Path(rpc["cookie"])), "--channel-to-self-delay", DELAY,
+            env=self.env, wait=WAIT,
+        )  # fmt: skip
 
     @property
     def electrum_server(self) -> str:
@@ -123,6 +133,53 @@ async def test_electrum_broadcasts_a_revoked_commitment_while_lnpmsg_is_down_and
         # Electrum's to_local is spendable by it from block commitment_height + DELAY on
         assert {o["height"] for o in status["outputs"] if o["state"] == "swept"} == {commitment_height + missed}, status
 
+        await nothing_left_for_electrum(s, old, start_sat)
+    finally:
+        await s.close()
+
+
+async def lnpay_unanswered(s: ChainSetup, invoice: str) -> None:
+    """Electrum pays ``invoice`` (``lnpay``), which nobody settles: we stop waiting for its answer after 5 s."""
+    with contextlib.suppress(OSError, ElectrumError):  # (``timeout`` is the call's own, over HTTP)
+        await s.wallet.acall("lnpay", invoice=invoice, timeout=5)
+
+
+async def test_lnpmsg_killed_as_it_stores_the_revocation_then_electrum_broadcasts_the_commitment_it_revoked(tmp_path: Path) -> None:
+    """Our node kills itself (SIGKILL) right after storing the revoke_and_ack by which Electrum revokes its
+    commitment, before answering; while it is down Electrum broadcasts that commitment. The secret it
+    stored is enough: at start our monitor punishes."""
+    s = ChainSetup(tmp_path)
+    try:
+        await s.start()
+        await pay_electrum(s.wallet, s.node_dir, 50_000)  # Electrum: 150k sat, lnpmsg 350k
+        old = await ctx_with(s.wallet, s.point, 2)
+        s.env = {CRASH_ENV: "RevokeAndAck"}
+        await stop(s.node, s.node_dir)
+        await s.restart_node()
+        s.env = {}
+        start_sat = (await cli("listfunds", *s.d))["total_sat"]
+        # Electrum pays us: its HTLC, our revoke_and_ack and commitment_signed, then its revoke_and_ack
+        # of the commitment before (``old``): stored, and we die
+        invoice = await cli("invoice", 120_000_000, "back", "from electrum", *s.d)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lnpay_unanswered, s, invoice["bolt11"])
+            with trio.fail_after(WAIT):
+                await s.node.wait()
+        assert s.node.returncode == -9
+        latest = await ctx_with(s.wallet, s.point, 3)  # with Electrum's HTLC: ``old`` is revoked
+        assert latest.txid != old.txid
+
+        txid = await s.wallet.acall("broadcast", tx=old.raw.hex())
+        assert txid == old.txid_hex
+        await wait_mempool(s.chain_dir, 1, "the revoked commitment")
+        commitment_height = (await cli("mine", 1, "--data-dir", s.chain_dir))["height"]
+        await cli("mine", DELAY // 2 - 1, "--data-dir", s.chain_dir)
+
+        await s.start_node(again=True)
+        status = await penalty_broadcast(s, old, None)
+        assert status["commitment"]["height"] == commitment_height, status
+        status = await penalty_mined(s, old, None)
+        assert {o["height"] for o in status["outputs"] if o["state"] == "swept"} == {commitment_height + DELAY // 2}, status
         await nothing_left_for_electrum(s, old, start_sat)
     finally:
         await s.close()
