@@ -12,10 +12,11 @@ tip otherwise (any spend is then still to come, and the live blocks show it):
 
 - at start (and after a restart in the middle of a scan) the monitor chain subscription simply
   starts at that height (:meth:`~.onchain.OnchainWatch.start_height`);
-- on ``restorechannels`` the live stream is already past it: :func:`catch_up` fetches the blocks
-  from that height to the live stream's block by height (``block_hash`` then ``block``: what
-  every chain source offers) and feeds them to the one monitor, which resolves and sweeps as it
-  would have live, then hands it back to the live stream.
+- on ``restorechannels`` the live stream is already past it (also when the restore comes while
+  the node starts, after the live stream's subscription opened): :func:`catch_up` fetches the
+  blocks from that height to the live stream's block by height (``block_hash`` then ``block``:
+  what every chain source offers) and feeds them to the one monitor, which resolves and sweeps
+  as it would have live, then hands it back to the live stream.
 
 The work is bounded by the blocks from the funding to the tip, each parsed in a worker thread
 (the trio loop stays free), with progress logged every :data:`LOG_EVERY` blocks. A backup made
@@ -36,7 +37,7 @@ from lnpmsg.chain.errors import ChainError
 if TYPE_CHECKING:
     from .onchain import OnchainWatch, WatchedChannel
 
-__all__ = ["LOG_EVERY", "catch_up", "restored_start"]
+__all__ = ["LOG_EVERY", "catch_up", "restored_start", "start_catch_up"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,18 @@ async def restored_start(source: Any, state: Any, default: int) -> int:
                     "the spend is looked for from block %d on only", state.channel_id.hex(), default)  # fmt: skip
         return default
     return min(height, default)
+
+
+def start_catch_up(watch: OnchainWatch, watched: WatchedChannel, nursery: trio.Nursery | None) -> None:
+    """Start :func:`catch_up` in ``nursery`` (the live stream's, None before it runs) when the live
+    stream is past ``watched``'s next block: a new monitor's, or one added after the live stream's
+    subscription opened at start (a restore while the node starts), which it would never be fed."""
+    if nursery is None or watch.read_to is None or watched.catching_up:
+        return
+    monitor = watched.monitor
+    if (watched.start_height if monitor.height is None else monitor.height + 1) <= watch.read_to:
+        watched.catching_up = True  # the live stream keeps off it meanwhile
+        nursery.start_soon(catch_up, watch, watched)
 
 
 async def catch_up(watch: OnchainWatch, watched: WatchedChannel) -> None:
