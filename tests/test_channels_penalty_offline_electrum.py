@@ -109,8 +109,8 @@ async def down(s: ChainSetup, how: str) -> None:
 async def test_electrum_broadcasts_a_revoked_commitment_while_lnpmsg_is_down_and_lnpmsg_takes_everything_at_start(
     tmp_path: Path, htlc: str | None, how: str, missed: int
 ) -> None:
-    """Our node misses ``missed`` blocks from the commitment's on (``DELAY - 2``: its penalty is mined in the
-    last block before Electrum's to_local is Electrum's)."""
+    """Our node misses ``missed`` blocks from the commitment's on (``DELAY - 2``: its penalty is mined two
+    blocks before Electrum could spend its to_local)."""
     s = ChainSetup(tmp_path)
     try:
         await s.start()
