@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 from test_channels_app import channels, only_channel, pay
 from test_channels_onchain import Pair, open_channel, only_status, run_until_resolved, wait_until
 
@@ -28,7 +30,7 @@ from lnpmsg.channels.backup_calls import _write_backup
 from lnpmsg.channels.keys import ChannelBasepoints
 from lnpmsg.channels.manager import channel_secrets
 from lnpmsg.channels.monitor.feed import channel_setup
-from lnpmsg.channels.onchain import MonitorLog
+from lnpmsg.channels.onchain import MonitorLog, OnchainWatch
 from lnpmsg.channels.rescan import restored_start
 from lnpmsg.channels.state import ChannelCore, Phase
 from lnpmsg.node.node import Node
@@ -234,11 +236,25 @@ async def test_a_node_that_lost_its_data_dir_gets_its_balance_back_from_the_back
 
 
 @pytest.mark.trio
-@pytest.mark.parametrize(("channel_type", "restart"), [("static_remotekey", False), ("anchors", True)])
-async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(tmp_path: Path, channel_type: str, restart: bool) -> None:
+@pytest.mark.parametrize(
+    ("channel_type", "restart", "late"), [("static_remotekey", False, False), ("anchors", True, False), ("static_remotekey", False, True)],
+    ids=["static_remotekey", "anchors-restart", "static_remotekey-monitors_follow_late"],
+)
+async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(
+    tmp_path: Path, channel_type: str, restart: bool, late: bool, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bob goes silent, Alice force-closes and her commitment is buried before Bob restores: Bob's
     monitor reads the chain from the funding, finds it, sweeps his balance and stops dialing Alice
-    (who never comes back); ``restart``: Bob stops right after the restore and reads it at start."""
+    (who never comes back); ``restart``: Bob stops right after the restore and reads it at start;
+    ``late``: the restore comes before Bob's monitors follow the chain (a node just started, its
+    chain subscription opened at the tip: what happens on a loaded machine), yet the restored
+    monitor reads from the funding. Only the restore's scan is logged as one (a new channel's
+    monitor reads one block again, quietly)."""
+    caplog.set_level("INFO", logger="lnpmsg.channels.rescan")
+
+    def scans() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "its funding is spent" in r.getMessage()]
+
     async with _chain_and_alice(tmp_path) as (source, pair, alice):
         bob_channels = tmp_path / "bob" / "channels"
         exported = tmp_path / "bob.backup"
@@ -251,6 +267,7 @@ async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(tmp
             await pair.mine(4, alice)  # her commitment, and more blocks on it
             alice_status = channels(alice).onchain.status(only_channel(alice))  # type: ignore[union-attr]
             assert alice_status is not None and alice_status["commitment"]["kind"] == "ours"
+        assert scans() == []  # the new channel's funding was never spent before its monitor read the chain
         _lose_channels(bob_channels, seed)
 
         async def found_and_swept(bob: Node) -> None:
@@ -266,12 +283,24 @@ async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(tmp
             gained = pair.wallet_sat(bob) - before
             assert bob_msat // 1000 - 10_000 < gained <= bob_msat // 1000, gained
 
+        if late:
+            follow = OnchainWatch.follow
+
+            async def follow_late(watch: OnchainWatch, sub: Any) -> None:
+                await restored.wait()
+                await follow(watch, sub)
+
+            restored = trio.Event()
+            monkeypatch.setattr(OnchainWatch, "follow", follow_late)
         bob = pair.node("bob", False)
         async with running(bob):
             before = pair.wallet_sat(bob)
             await channels(bob).restorechannels(file=str(exported))
+            if late:
+                restored.set()
             if not restart:
                 await found_and_swept(bob)
+                assert len(scans()) == 1, scans()
         if restart:  # right after the restore (the scan may not have begun): the restarted node reads from the funding
             (mon,) = (bob_channels / "monitors").glob("*.mon")
             written = MonitorLog(mon)

@@ -133,11 +133,22 @@ class Setup:
         self.tmp_path = tmp_path
         self.node_dir = tmp_path / "node"
         self.d = ("--data-dir", self.node_dir)
+        #: the node whose chain this is (``mine``, the mempool): here our own
+        self.chain_dir = self.node_dir
+
+    async def start_node(self, again: bool = False) -> None:
+        """Start our node (``again``: its Electrum server on the same port as before)."""
+        self.node, self.info = await start_node(self.node_dir, DELAY, **({"electrum": self.info["electrum"]} if again else {}))
+
+    @property
+    def electrum_server(self) -> str:
+        """The Electrum server Electrum syncs from (``host:port``)."""
+        return str(self.info["electrum"])
 
     async def start(self) -> None:
-        self.node, self.info = await start_node(self.node_dir, DELAY)
+        await self.start_node()
         await cli("mine", 101, *self.d)
-        self.wallet, port = await lightning_wallet(self.tmp_path / "electrum", self.info["electrum"], lightning_to_self_delay=DELAY)
+        self.wallet, port = await lightning_wallet(self.tmp_path / "electrum", self.electrum_server, lightning_to_self_delay=DELAY)
         await cli("faucet", 3_000_000, *self.d)
         await cli("mine", 1, *self.d)
         self.electrum_id = (await self.wallet.acall("nodeid")).split("@")[0]
@@ -154,7 +165,7 @@ class Setup:
     async def restart_node(self, htlcs: int = 0) -> None:
         """Start the node again (its Electrum server on the same port), dial Electrum, wait for the
         channel (with ``htlcs`` HTLCs) to be normal again."""
-        self.node, self.info = await start_node(self.node_dir, DELAY, electrum=self.info["electrum"])
+        await self.start_node(again=True)
         await cli("connect", self.electrum_address, *self.d)
         await connected(self.node_dir, self.channel_id, htlcs)
 
@@ -231,80 +242,118 @@ async def send_part(s: Setup, payment_hash: str, secret: bytes, expiry: int, msa
     await cli("call", "channels.dev_addhtlc", json.dumps(params), *s.d)
 
 
+async def electrum_revoked_state(s: Setup, htlc: str | None) -> tuple[Tx, int]:
+    """Electrum's commitment of a state in its favour (holding ``htlc``: see WITH_HTLC), revoked by the
+    payments that follow (Electrum pays most of what it has back): the commitment, and our wallet's
+    satoshis after them."""
+    await pay_electrum(s.wallet, s.node_dir, 50_000)  # Electrum: 150k sat, lnpmsg 350k
+    await ctx_with(s.wallet, s.point, 2)
+    htlc_sat = 40_000
+    back_sat = 120_000
+    if htlc == "we_offered":
+        request_id, secret, expiry = await hold_first_part(s, htlc_sat)
+        # Electrum's commitment holding the part: to_local, to_remote and the HTLC
+        old = await ctx_with(s.wallet, s.point, 3)
+        request = await s.wallet.acall("get_request", request_id=request_id)
+        assert request["status"] != 3  # Electrum waits for the rest
+        await send_part(s, request["rhash"], secret, expiry, htlc_sat * 1000 // 2, htlc_sat * 1000)
+        await trio.to_thread.run_sync(
+            s.wallet.wait_for, lambda: s.wallet.call("get_request", request_id=request_id)["status"] == 3, "both parts taken", WAIT
+        )
+        await connected(s.node_dir, s.channel_id)
+    elif htlc == "electrum_offered":  # Electrum's commitment with the HTLC held; then settled, ours
+        async with electrum_pays_held(s, htlc_sat, settle=True):
+            old = await ctx_with(s.wallet, s.point, 3)
+        back_sat -= htlc_sat
+    else:
+        old = await ctx_with(s.wallet, s.point, 2)
+    # further payments revoke it: Electrum pays most of what it has back to lnpmsg
+    await electrum_pays(s.wallet, s.node_dir, back_sat * 1000, "back")
+    await connected(s.node_dir, s.channel_id)
+    assert old.txid != (await electrum_ctx(s.wallet, s.point)).txid
+    start_sat = (await cli("listfunds", *s.d))["total_sat"]
+    assert await trio.to_thread.run_sync(electrum_sat, s.wallet) == 0
+    return old, start_sat
+
+
+async def penalty_broadcast(s: Setup, old: Tx, htlc: str | None) -> dict[str, Any]:
+    """Once our monitor has seen Electrum's revoked commitment ``old`` on chain and its penalty waits in
+    the mempool: its status, the penalty checked to claim every output of Electrum's."""
+    with trio.fail_after(WAIT):
+        while not ((status := await onchain(s.node_dir, s.channel_id)) and status.get("commitment") and await penalty_waits(s, old)):
+            await trio.sleep(0.2)
+    seen = status["commitment"]
+    assert (seen["kind"], seen["txid"]) == ("revoked", old.txid_hex), status
+    claims = [o for o in status["outputs"] if o["state"] == "broadcast"]
+    # Electrum's to_local and the HTLC, not our to_remote (the wallet's)
+    outputs = revocable(old)
+    assert len(outputs) == (2 if htlc else 1) and sorted(o["amount_sat"] for o in claims) == sorted(outputs.values()), status
+    # on Electrum's commitment an HTLC we offered is one it received, and the other way round
+    tags = {"we_offered": "received", "electrum_offered": "offered"}
+    whats = sorted(o["what"].rsplit(":", 1)[0] if o["what"].startswith("penalty:htlc:") else o["what"] for o in claims)
+    assert whats == sorted(["penalty:to_local", *([f"penalty:htlc:{tags[htlc]}"] if htlc else [])]), status
+    return status
+
+
+async def penalty_waits(s: Setup, old: Tx) -> bool:
+    """Whether the mempool spends every output of Electrum's in ``old`` (the sweep of our to_remote to the
+    wallet may get there first)."""
+    txids = (await cli("call", "chain.getrawmempool", "--data-dir", s.chain_dir))["txids"]
+    return set(revocable(old)) <= set(await revocation_spends(s.wallet, txids, old))
+
+
+async def penalty_mined(s: Setup, old: Tx, htlc: str | None) -> dict[str, Any]:
+    """Mine the penalty's block: every output of Electrum's is then ours, taken with the revocation key in
+    that block; our monitor's status."""
+    height = (await cli("mine", 1, "--data-dir", s.chain_dir))["height"]
+    with trio.fail_after(WAIT):  # a node on another's chain reads the block when it next polls
+        while (status := await onchain(s.node_dir, s.channel_id)) is None or status["locked_sat"] != 0:
+            await trio.sleep(0.2)
+    swept = [o for o in status["outputs"] if o["state"] == "swept"]
+    outputs = revocable(old)
+    assert len(swept) == (2 if htlc else 1) and all(o["by"] == "us" and o["height"] == height for o in swept), status
+    assert await revocation_spends(s.wallet, [o["txid"] for o in swept], old) == dict.fromkeys(outputs, True)
+    (to_remote,) = [o for o in status["outputs"] if o["state"] == "in_wallet"]
+    assert to_remote["height"] == status["commitment"]["height"]
+    return status
+
+
+async def nothing_left_for_electrum(s: Setup, old: Tx, start_sat: int) -> None:
+    """Past Electrum's delay: our wallet holds the channel but the fees, Electrum's nothing of it, and our
+    channel is failed by Electrum's revoked commitment ``old``."""
+    await cli("mine", DELAY + 2, "--data-dir", s.chain_dir)
+    height = (await cli("getchaininfo", *s.d))["height"]
+    await trio.to_thread.run_sync(s.wallet.wait_synced, height)
+    gained = (await cli("listfunds", *s.d))["total_sat"] - start_sat
+    assert CHANNEL_SAT - FEES_SAT < gained < CHANNEL_SAT, gained
+    assert await trio.to_thread.run_sync(electrum_sat, s.wallet) == 0
+    listed = await onchain(s.node_dir, s.channel_id)
+    assert listed is not None and listed["commitment"]["kind"] == "revoked" and listed["locked_sat"] == 0
+    assert by_point(s.wallet, s.point)["state"] == "CLOSED"
+    (ours,) = [c for c in (await cli("listchannels", *s.d))["channels"] if c["channel_id"] == s.channel_id]
+    assert ours["state"] == "failed" and ours["failure"].startswith(f"the peer's commitment {old.txid_hex}"), ours
+
+
 @WITH_HTLC
 async def test_electrum_broadcasts_a_revoked_commitment_and_lnpmsg_takes_everything(tmp_path: Path, htlc: str | None) -> None:
     s = Setup(tmp_path)
     try:
         await s.start()
-        await pay_electrum(s.wallet, s.node_dir, 50_000)  # Electrum: 150k sat, lnpmsg 350k
-        await ctx_with(s.wallet, s.point, 2)
-        htlc_sat = 40_000
-        back_sat = 120_000
-        if htlc == "we_offered":
-            request_id, secret, expiry = await hold_first_part(s, htlc_sat)
-            # Electrum's commitment holding the part: to_local, to_remote and the HTLC
-            old = await ctx_with(s.wallet, s.point, 3)
-            request = await s.wallet.acall("get_request", request_id=request_id)
-            assert request["status"] != 3  # Electrum waits for the rest
-            await send_part(s, request["rhash"], secret, expiry, htlc_sat * 1000 // 2, htlc_sat * 1000)
-            await trio.to_thread.run_sync(
-                s.wallet.wait_for, lambda: s.wallet.call("get_request", request_id=request_id)["status"] == 3, "both parts taken", WAIT
-            )
-            await connected(s.node_dir, s.channel_id)
-        elif htlc == "electrum_offered":  # Electrum's commitment with the HTLC held; then settled, ours
-            async with electrum_pays_held(s, htlc_sat, settle=True):
-                old = await ctx_with(s.wallet, s.point, 3)
-            back_sat -= htlc_sat
-        else:
-            old = await ctx_with(s.wallet, s.point, 2)
-        # further payments revoke it: Electrum pays most of what it has back to lnpmsg
-        await electrum_pays(s.wallet, s.node_dir, back_sat * 1000, "back")
-        await connected(s.node_dir, s.channel_id)
-        assert old.txid != (await electrum_ctx(s.wallet, s.point)).txid
-        start_sat = (await cli("listfunds", *s.d))["total_sat"]
-        assert await trio.to_thread.run_sync(electrum_sat, s.wallet) == 0
+        old, start_sat = await electrum_revoked_state(s, htlc)
 
         # Electrum broadcasts its revoked commitment
         txid = await s.wallet.acall("broadcast", tx=old.raw.hex())
         assert txid == old.txid_hex
-        await wait_mempool(s.node_dir, 1, "the revoked commitment")
+        await wait_mempool(s.chain_dir, 1, "the revoked commitment")
         await cli("mine", 1, *s.d)
         # lnpmsg recognises it and broadcasts its penalty within that block's processing
-        with trio.fail_after(WAIT):
-            while not ((status := await onchain(s.node_dir, s.channel_id)) and status.get("commitment") and await mempool(s.node_dir)):
-                await trio.sleep(0.2)
-        seen = status["commitment"]
-        assert (seen["kind"], seen["txid"]) == ("revoked", old.txid_hex), status
-        claims = [o for o in status["outputs"] if o["state"] == "broadcast"]
-        # Electrum's to_local and the HTLC, not our to_remote (the wallet's)
-        outputs = revocable(old)
-        assert len(outputs) == (2 if htlc else 1) and sorted(o["amount_sat"] for o in claims) == sorted(outputs.values()), status
-        # on Electrum's commitment an HTLC we offered is one it received, and the other way round
-        tags = {"we_offered": "received", "electrum_offered": "offered"}
-        whats = sorted(o["what"].rsplit(":", 1)[0] if o["what"].startswith("penalty:htlc:") else o["what"] for o in claims)
-        assert whats == sorted(["penalty:to_local", *([f"penalty:htlc:{tags[htlc]}"] if htlc else [])]), status
-        await cli("mine", 1, *s.d)
-        status = await onchain(s.node_dir, s.channel_id)
-        assert status is not None and status["locked_sat"] == 0, status
-        swept = [o for o in status["outputs"] if o["state"] == "swept"]
+        seen = (await penalty_broadcast(s, old, htlc))["commitment"]
         # every output of Electrum's taken by our penalty in the block after the commitment, with the revocation key
-        assert len(swept) == (2 if htlc else 1) and all(o["by"] == "us" and o["height"] == seen["height"] + 1 for o in swept), status
-        assert await revocation_spends(s.wallet, [o["txid"] for o in swept], old) == dict.fromkeys(outputs, True)
-        (to_remote,) = [o for o in status["outputs"] if o["state"] == "in_wallet"]
-        assert to_remote["height"] == seen["height"]
+        status = await penalty_mined(s, old, htlc)
+        assert status["commitment"]["height"] == seen["height"] and {o["height"] for o in status["outputs"] if o["state"] == "swept"} == {seen["height"] + 1}
 
         # past Electrum's delay nothing is left for it
-        await cli("mine", DELAY + 2, *s.d)
-        height = (await cli("getchaininfo", *s.d))["height"]
-        await trio.to_thread.run_sync(s.wallet.wait_synced, height)
-        gained = (await cli("listfunds", *s.d))["total_sat"] - start_sat
-        assert CHANNEL_SAT - FEES_SAT < gained < CHANNEL_SAT, gained
-        assert await trio.to_thread.run_sync(electrum_sat, s.wallet) == 0
-        listed = await onchain(s.node_dir, s.channel_id)
-        assert listed is not None and listed["commitment"]["kind"] == "revoked" and listed["locked_sat"] == 0
-        assert by_point(s.wallet, s.point)["state"] == "CLOSED"
-        (ours,) = [c for c in (await cli("listchannels", *s.d))["channels"] if c["channel_id"] == s.channel_id]
-        assert ours["state"] == "failed" and ours["failure"].startswith(f"the peer's commitment {old.txid_hex}"), ours
+        await nothing_left_for_electrum(s, old, start_sat)
     finally:
         await s.close()
 
@@ -322,71 +371,89 @@ def stored_commitment(channels_dir: Path) -> bytes:
     return bytes(raw)
 
 
+async def lnpmsg_revoked_state(s: Setup, htlc: str | None) -> tuple[Tx, int]:
+    """Our commitment from a copy of our channel store at a state in our favour (holding ``htlc``: see
+    WITH_HTLC), revoked by the payments that follow (to Electrum): the commitment (what a node
+    restored from that copy would broadcast), and our to_local in it."""
+    await pay_electrum(s.wallet, s.node_dir, 50_000)  # Electrum: 150k sat, lnpmsg 350k
+    await connected(s.node_dir, s.channel_id)
+    htlc_sat = 100_000  # it, and halves of it, Electrum can sweep at its fee
+    backup = s.tmp_path / "channels-old"
+    if htlc == "we_offered":  # half of it offered, which Electrum holds for the rest
+        request_id, secret, expiry = await hold_first_part(s, htlc_sat)
+    # a copy of our channel store at this state (the HTLC Electrum offered held meanwhile, then failed back)
+    async with electrum_pays_held(s, htlc_sat, settle=False) if htlc == "electrum_offered" else nullcontext():
+        await s.copy_channels(backup, htlcs=1 if htlc else 0)
+    # payments later that state is revoked
+    if htlc == "we_offered":
+        request = await s.wallet.acall("get_request", request_id=request_id)
+        await send_part(s, request["rhash"], secret, expiry, htlc_sat * 1000 // 2, htlc_sat * 1000)
+        await trio.to_thread.run_sync(
+            s.wallet.wait_for, lambda: s.wallet.call("get_request", request_id=request_id)["status"] == 3, "both parts taken", WAIT
+        )
+    await pay_electrum(s.wallet, s.node_dir, 100_000)
+    await connected(s.node_dir, s.channel_id)
+    old = Tx.parse(stored_commitment(backup))
+    # ours and the HTLC, and Electrum's to_remote
+    outputs = revocable(old)
+    assert len(old.outputs) == len(outputs) + 1 == (3 if htlc else 2)
+    # our balance then (now 250k), less the commitment's fee
+    to_local = max(outputs.values())
+    then = 350_000 - (htlc_sat // 2 if htlc == "we_offered" else 0)
+    assert then - 1_000 < to_local < then
+    assert await trio.to_thread.run_sync(electrum_sat, s.wallet) == 0
+    return old, to_local
+
+
+async def electrum_takes_everything(s: Setup, old: Tx, to_local: int, htlc: str | None) -> None:
+    """Our revoked commitment ``old`` is mined: once Electrum's penalties (our to_local and the HTLC, with the
+    revocation key) wait in the mempool, mine them; our monitor knows ``old`` as an old commitment of ours whose
+    to_local the peer took, Electrum's wallet holds the channel but the fees, and its channel ends REDEEMED."""
+    outputs = revocable(old)
+    await wait_mempool(s.chain_dir, len(outputs), "Electrum's penalties")
+    penalties = (await cli("call", "chain.getrawmempool", "--data-dir", s.chain_dir))["txids"]
+    height = (await cli("mine", 1, "--data-dir", s.chain_dir))["height"]
+    # our monitor knows the commitment as an old one of ours: its to_local, which would be ours
+    # after Electrum's delay, went to Electrum in that block
+    with trio.fail_after(WAIT):
+        while (status := await onchain(s.node_dir, s.channel_id)) is None or status["height"] < height:
+            await trio.sleep(0.2)
+    seen = status["commitment"]
+    assert (seen["kind"], seen["txid"]) == ("ours_revoked", old.txid_hex), status
+    (swept,) = status["outputs"]
+    assert (swept["what"], swept["state"], swept["by"], swept["amount_sat"]) == ("to_local", "swept", "peer", to_local)
+    assert swept["height"] == height and status["locked_sat"] == 0
+    (ours,) = [c for c in (await cli("listchannels", *s.d))["channels"] if c["channel_id"] == s.channel_id]
+    # stopped: no update on a channel whose funding is spent
+    assert ours["state"] == "failed" and ours["failure"].startswith(f"an old commitment of ours {old.txid_hex}"), ours
+    # Electrum's to_remote (its wallet's at once), our to_local and the HTLC, but the fees
+    least = CHANNEL_SAT - 1_000 - len(outputs) * ELECTRUM_SWEEP_SAT
+    got = await trio.to_thread.run_sync(
+        s.wallet.wait_for, lambda: (sat := electrum_sat(s.wallet)) > least and sat, "Electrum's penalty confirmed", WAIT
+    )
+    assert got < CHANNEL_SAT
+    log = s.wallet.log(50_000)
+    assert "to_local_for_revoked_ctx" in log and ("their_ctx_htlc_" in log) == bool(htlc)
+    assert await revocation_spends(s.wallet, penalties, old) == dict.fromkeys(outputs, True)
+    # the penalty buried deep enough, Electrum stops watching: REDEEMED
+    await cli("mine", 101, "--data-dir", s.chain_dir)
+    await trio.to_thread.run_sync(s.wallet.wait_for, lambda: by_point(s.wallet, s.point)["state"] == "REDEEMED", "REDEEMED", WAIT)
+
+
 @WITH_HTLC
 async def test_lnpmsg_broadcasts_a_revoked_commitment_and_electrum_takes_everything(tmp_path: Path, htlc: str | None) -> None:
     s = Setup(tmp_path)
     try:
         await s.start()
-        await pay_electrum(s.wallet, s.node_dir, 50_000)  # Electrum: 150k sat, lnpmsg 350k
-        await connected(s.node_dir, s.channel_id)
-        htlc_sat = 100_000  # it, and halves of it, Electrum can sweep at its fee
-        backup = tmp_path / "channels-old"
-        if htlc == "we_offered":  # half of it offered, which Electrum holds for the rest
-            request_id, secret, expiry = await hold_first_part(s, htlc_sat)
-        # a copy of our channel store at this state (the HTLC Electrum offered held meanwhile, then failed back)
-        async with electrum_pays_held(s, htlc_sat, settle=False) if htlc == "electrum_offered" else nullcontext():
-            await s.copy_channels(backup, htlcs=1 if htlc else 0)
-        # payments later that state is revoked
-        if htlc == "we_offered":
-            request = await s.wallet.acall("get_request", request_id=request_id)
-            await send_part(s, request["rhash"], secret, expiry, htlc_sat * 1000 // 2, htlc_sat * 1000)
-            await trio.to_thread.run_sync(
-                s.wallet.wait_for, lambda: s.wallet.call("get_request", request_id=request_id)["status"] == 3, "both parts taken", WAIT
-            )
-        await pay_electrum(s.wallet, s.node_dir, 100_000)
-        await connected(s.node_dir, s.channel_id)
-        old = Tx.parse(stored_commitment(backup))
-        # ours and the HTLC, and Electrum's to_remote
-        outputs = revocable(old)
-        assert len(old.outputs) == len(outputs) + 1 == (3 if htlc else 2)
-        # our balance then (now 250k), less the commitment's fee
-        to_local = max(outputs.values())
-        then = 350_000 - (htlc_sat // 2 if htlc == "we_offered" else 0)
-        assert then - 1_000 < to_local < then
-        assert await trio.to_thread.run_sync(electrum_sat, s.wallet) == 0
+        old, to_local = await lnpmsg_revoked_state(s, htlc)
 
         # our chain broadcasts the old commitment
         await cli("call", "chain.broadcast", json.dumps({"tx_hex": old.raw.hex()}), *s.d)
-        await cli("mine", 1, *s.d)
-        commitment_height = (await cli("getchaininfo", *s.d))["height"]
+        commitment_height = (await cli("mine", 1, *s.d))["height"]
         # Electrum's watcher sees it and takes our to_local (and the HTLC) with the revocation key at once
-        await wait_mempool(s.node_dir, len(outputs), "Electrum's penalties")
-        penalties = (await cli("call", "chain.getrawmempool", *s.d))["txids"]
-        await cli("mine", 1, *s.d)
-        # our monitor knows the commitment as an old one of ours: its to_local, which would be ours
-        # after Electrum's delay, went to Electrum in the next block
-        with trio.fail_after(WAIT):
-            while (status := await onchain(s.node_dir, s.channel_id)) is None or status["height"] < commitment_height + 1:
-                await trio.sleep(0.2)
-        seen = status["commitment"]
-        assert (seen["kind"], seen["txid"], seen["height"]) == ("ours_revoked", old.txid_hex, commitment_height), status
-        (swept,) = status["outputs"]
-        assert (swept["what"], swept["state"], swept["by"], swept["amount_sat"]) == ("to_local", "swept", "peer", to_local)
-        assert swept["height"] == commitment_height + 1 and status["locked_sat"] == 0
-        (ours,) = [c for c in (await cli("listchannels", *s.d))["channels"] if c["channel_id"] == s.channel_id]
-        # stopped: no update on a channel whose funding is spent
-        assert ours["state"] == "failed" and ours["failure"].startswith(f"an old commitment of ours {old.txid_hex}"), ours
-        # Electrum's to_remote (its wallet's at once), our to_local and the HTLC, but the fees
-        least = CHANNEL_SAT - 1_000 - len(outputs) * ELECTRUM_SWEEP_SAT
-        got = await trio.to_thread.run_sync(
-            s.wallet.wait_for, lambda: (sat := electrum_sat(s.wallet)) > least and sat, "Electrum's penalty confirmed", WAIT
-        )
-        assert got < CHANNEL_SAT
-        log = s.wallet.log(50_000)
-        assert "to_local_for_revoked_ctx" in log and ("their_ctx_htlc_" in log) == bool(htlc)
-        assert await revocation_spends(s.wallet, penalties, old) == dict.fromkeys(outputs, True)
-        # the penalty buried deep enough, Electrum stops watching: REDEEMED
-        await cli("mine", 101, *s.d)
-        await trio.to_thread.run_sync(s.wallet.wait_for, lambda: by_point(s.wallet, s.point)["state"] == "REDEEMED", "REDEEMED", WAIT)
+        await electrum_takes_everything(s, old, to_local, htlc)
+        status = await onchain(s.node_dir, s.channel_id)
+        assert status is not None and status["commitment"]["height"] == commitment_height, status
+        assert status["outputs"][0]["height"] == commitment_height + 1, status
     finally:
         await s.close()

@@ -94,7 +94,7 @@ from .monitor.feed import channel_setup, monitor_secrets, updates_for
 from .monitor.signer import sign_plan
 from .monitor.status import monitor_status
 from .records import frame, parse_frames
-from .rescan import catch_up, restored_start
+from .rescan import restored_start, start_catch_up
 from .state import Phase
 
 __all__ = ["OnchainEvent", "OnchainWatch", "WatchedChannel"]
@@ -288,9 +288,7 @@ class OnchainWatch:
             await trio.to_thread.run_sync(mlog.append, [first])
             monitor.apply(first)
             self.watched[channel.key] = watched
-            if self._nursery is not None and self.read_to is not None and watched.start_height <= self.read_to:
-                watched.catching_up = True  # the live stream is past its start: feed it the blocks since
-                self._nursery.start_soon(catch_up, self, watched)
+            start_catch_up(self, watched, self._nursery)
         monitor = watched.monitor
         records = updates_for(channel.core, monitor)
         if not records:
@@ -407,6 +405,10 @@ class OnchainWatch:
         self.read_to = sub.tip.height if sub.tip is not None else None
         async with trio.open_nursery() as nursery:  # the catch-ups of restored channels (.rescan)
             self._nursery = nursery
+            # a monitor added after ``sub`` opened and before now (a restore while the node starts)
+            # may need blocks from before ``sub``'s first one: nobody would feed it those
+            for watched in list(self.watched.values()):
+                start_catch_up(self, watched, nursery)
             try:
                 async for event in sub:
                     if isinstance(event, BlockConnected):

@@ -12,10 +12,11 @@ tip otherwise (any spend is then still to come, and the live blocks show it):
 
 - at start (and after a restart in the middle of a scan) the monitor chain subscription simply
   starts at that height (:meth:`~.onchain.OnchainWatch.start_height`);
-- on ``restorechannels`` the live stream is already past it: :func:`catch_up` fetches the blocks
-  from that height to the live stream's block by height (``block_hash`` then ``block``: what
-  every chain source offers) and feeds them to the one monitor, which resolves and sweeps as it
-  would have live, then hands it back to the live stream.
+- on ``restorechannels`` the live stream is already past it (also when the restore comes while
+  the node starts, after the live stream's subscription opened): :func:`catch_up` fetches the
+  blocks from that height to the live stream's block by height (``block_hash`` then ``block``:
+  what every chain source offers) and feeds them to the one monitor, which resolves and sweeps
+  as it would have live, then hands it back to the live stream.
 
 The work is bounded by the blocks from the funding to the tip, each parsed in a worker thread
 (the trio loop stays free), with progress logged every :data:`LOG_EVERY` blocks. A backup made
@@ -36,7 +37,7 @@ from lnpmsg.chain.errors import ChainError
 if TYPE_CHECKING:
     from .onchain import OnchainWatch, WatchedChannel
 
-__all__ = ["LOG_EVERY", "catch_up", "restored_start"]
+__all__ = ["LOG_EVERY", "catch_up", "restored_start", "start_catch_up"]
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +67,33 @@ async def restored_start(source: Any, state: Any, default: int) -> int:
     return min(height, default)
 
 
+def start_catch_up(watch: OnchainWatch, watched: WatchedChannel, nursery: trio.Nursery | None) -> None:
+    """Start :func:`catch_up` in ``nursery`` (the live stream's, None before it runs) when the live
+    stream is past ``watched``'s next block: a new monitor's, or one added after the live stream's
+    subscription opened at start (a restore while the node starts), which it would never be fed."""
+    if nursery is None or watch.read_to is None or watched.catching_up:
+        return
+    monitor = watched.monitor
+    if (watched.start_height if monitor.height is None else monitor.height + 1) <= watch.read_to:
+        watched.catching_up = True  # the live stream keeps off it meanwhile
+        nursery.start_soon(catch_up, watch, watched)
+
+
 async def catch_up(watch: OnchainWatch, watched: WatchedChannel) -> None:
     """Feed ``watched``'s monitor the blocks from its start to the live stream's, then let the live
     stream feed it (``watched.catching_up`` keeps the live stream off it meanwhile)."""
     channel_id = watched.channel.channel_id.hex()
     first = watched.start_height
+    # a new channel's monitor (and a restored one's whose funding is unspent) starts at the live
+    # stream's last block, read again here: only a scan from an earlier block (a restored channel
+    # whose funding is spent, see restored_start) is news
+    level = logging.INFO if watch.read_to is not None and first < watch.read_to else logging.DEBUG
     try:
         feerate = await _feerate(watch)
-        log.info("onchain: %s: its funding is spent: reading blocks %d to %s for the spend", channel_id, first, watch.read_to)
+        if level == logging.INFO:
+            log.info("onchain: %s: its funding is spent: reading blocks %d to %s for the spend", channel_id, first, watch.read_to)
+        else:
+            log.debug("onchain: %s: reading block %d again (the live stream's last)", channel_id, first)
         while watch.watched.get(watched.channel.key) is watched:
             monitor = watched.monitor
             height = watched.start_height if monitor.height is None else monitor.height + 1
@@ -93,7 +113,7 @@ async def catch_up(watch: OnchainWatch, watched: WatchedChannel) -> None:
                 log.info("onchain: %s: read up to block %d of %s", channel_id, height, watch.read_to)
     finally:
         watched.catching_up = False  # (no await since the last check: the live stream's next block is ours)
-    log.info("onchain: %s: read blocks %d to %s; following the chain", channel_id, first, watch.read_to)
+    log.log(level, "onchain: %s: read blocks %d to %s; following the chain", channel_id, first, watch.read_to)
 
 
 async def _feerate(watch: OnchainWatch) -> int | None:
