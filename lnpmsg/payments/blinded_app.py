@@ -1,0 +1,119 @@
+"""Blinded payments, the payments app's part (a mixin of :class:`~lnpmsg.payments.app.PaymentsApp`).
+
+Receiving: ``payments.blindedpath LABEL`` makes a blinded path to us for our
+invoice LABEL, through one of our channels' peers (the introduction node; the
+one named by ``introduction``, else the usable channel that can bring us the
+most), with that peer's policy towards us as its ``payment_relay``,
+``payment_constraints`` (an expiry limit ``expiry_blocks`` ahead, the
+channel's HTLC minimum) and a ``path_id`` tying it to the invoice's payment hash
+(a MAC, no storage: :func:`~lnpmsg.payments.blinded.path_id_for`). It returns
+the path as hex in BOLT 12's ``blinded_path`` encoding (BOLT 11 cannot carry one)
+and its ``blinded_payinfo``. A payment through it settles like one of the
+invoice (:mod:`.blinded_htlcs` decides it; its preimage is the invoice's).
+
+Sending: ``payments.payblinded BLINDED_PATH AMOUNT_MSAT PAYMENT_HASH`` with the
+path's payinfo (what a BOLT 12 payer has from an invoice): routes to the
+introduction node as ``pay`` finds them (single part), continued through the
+path (:func:`~lnpmsg.payments.blinded.blinded_route_finder`). ``listpayments``
+shows it with ``blinded_path`` and the introduction node as destination; a
+refusal inside the path comes back as ``invalid_onion_blinding``, which ends
+the payment (the path is the recipient's, another route would meet it too).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from lnpmsg.payments.blinded import BlindedPayInfo, PathHop, PaymentRelay, create_payment_path, path_id_for
+from lnpmsg.payments.keysend import check_count, payment_target
+from lnpmsg.payments.onion import BlindingError, decode_blinded_path
+from lnpmsg.payments.paying import PAY_TIMEOUT
+from lnpmsg.rpc.params import ParamsError, hex_param
+from lnpmsg.wallet.calls import ChainAppError
+
+if TYPE_CHECKING:
+    from lnpmsg.payments.app import PaymentsApp
+
+__all__ = ["BLINDED_PREFIX", "DEFAULT_PATH_BLOCKS", "BlindedPayments"]
+
+log = logging.getLogger("lnpmsg.payments.app")
+
+#: blocks a blinded path we make stays usable by default (its max_cltv_expiry, past our final delta): a week
+DEFAULT_PATH_BLOCKS = 1008
+#: what a payment into a blinded path keeps in the store's ``bolt11`` column (it has no invoice text)
+BLINDED_PREFIX = "blinded:"
+
+
+class BlindedPayments:
+    """``blindedpath`` and ``payblinded`` (see the module docs); mixed into the payments app."""
+
+    async def blindedpath(self: PaymentsApp, label: str, introduction: str | None = None,
+                          expiry_blocks: int = DEFAULT_PATH_BLOCKS) -> dict[str, Any]:  # fmt: skip
+        """A blinded path to us for our invoice LABEL, through a peer (``introduction``: its node id) as the
+        introduction node; as hex in BOLT 12's ``blinded_path`` encoding, with its ``payinfo``."""
+        if not isinstance(label, str) or not label:
+            raise ParamsError("label must be a non-empty string")
+        check_count(expiry_blocks, "expiry_blocks", positive=True)
+        payment_hash = next((h for h, name in self._labels.items() if name == label), None)
+        terms = self._terms.get(payment_hash) if payment_hash is not None else None
+        if terms is None or terms.keysend:
+            raise ChainAppError(f"no invoice labelled {label!r}", {"error": "NoSuchInvoice", "label": label})
+        peer = hex_param(introduction, "introduction", 33) if introduction is not None else None
+        usable = [c for c in self.htlcs.channels() if c.usable and c.short_channel_id and (peer is None or c.peer_id == peer)]
+        if not usable:
+            raise ChainAppError("no usable channel to a peer" + (" with that node id" if peer else "") + " to introduce a blinded path",
+                                {"error": "NoChannel"})  # fmt: skip
+        channel = max(usable, key=lambda c: c.receivable_msat)
+        # the peer relays to us at its policy towards us (its channel_update), as a route hint says
+        fee = self.policies.of_peers([channel]).get(channel.short_channel_id, self.policy)
+        relay = PaymentRelay(fee.cltv_expiry_delta, fee.fee_proportional_millionths, fee.fee_base_msat)
+        height = await self._height()
+        path, payinfo = create_payment_path(
+            os.urandom(32), [PathHop(channel.peer_id, channel.short_channel_id, relay, channel.htlc_minimum_msat)], self.node.node_id,
+            path_id_for(self.node.key.secret, terms.payment_hash), height + terms.min_final_cltv + expiry_blocks, terms.min_final_cltv,
+        )  # fmt: skip
+        log.info("payments: blinded path for invoice %s through %s", label, channel.peer_id.hex()[:16])
+        return {"blinded_path": path.encode().hex(), "payinfo": payinfo.to_dict(), "payment_hash": terms.payment_hash.hex(),
+                "introduction_node_id": channel.peer_id.hex(), "amount_msat": terms.amount_msat}  # fmt: skip
+
+    async def payblinded(self: PaymentsApp, blinded_path: str, amount_msat: int, payment_hash: str, fee_base_msat: int,
+                         fee_proportional_millionths: int, cltv_expiry_delta: int, htlc_minimum_msat: int = 0,
+                         max_fee_msat: int | None = None, timeout: float = PAY_TIMEOUT) -> dict[str, Any]:  # fmt: skip
+        """Pay AMOUNT_MSAT for PAYMENT_HASH into BLINDED_PATH (hex, BOLT 12's encoding) whose payinfo says what it
+        adds (fees, ``cltv_expiry_delta``); returns once paid (preimage) or failed, as ``pay``."""
+        raw = hex_param(blinded_path, "blinded_path", None)
+        try:
+            path, end = decode_blinded_path(raw)
+        except BlindingError as exc:
+            raise ParamsError(f"blinded_path: {exc}") from None
+        if end != len(raw):
+            raise ParamsError(f"blinded_path: {len(raw) - end} bytes after the path")
+        if not path.introduction_is_node_id:
+            raise ParamsError("blinded_path: an introduction node named by a short channel id is not supported; give its node id")
+        if path.first_node_id == self.node.node_id:
+            raise ParamsError("blinded_path: this node is its introduction node; pay a path that starts at another node")
+        hashed = hex_param(payment_hash, "payment_hash", 32)
+        check_count(amount_msat, "amount_msat", positive=True)
+        for name, value in (("fee_base_msat", fee_base_msat), ("fee_proportional_millionths", fee_proportional_millionths),
+                            ("cltv_expiry_delta", cltv_expiry_delta), ("htlc_minimum_msat", htlc_minimum_msat)):  # fmt: skip
+            check_count(value, name)
+        if max_fee_msat is not None:
+            check_count(max_fee_msat, "max_fee_msat")
+        payinfo = BlindedPayInfo(fee_base_msat, fee_proportional_millionths, cltv_expiry_delta, htlc_minimum_msat)
+        earlier = await trio.to_thread.run_sync(self._store().payments, hashed)
+        if hashed in self._paying or any(p["status"] in ("pending", "complete") for p in earlier):
+            raise ChainAppError("a payment of this hash is in progress or done", {"error": "InProgress", "payment_hash": hashed.hex()})
+        # what routing to the introduction node needs: its id, the amount with the path's fee, the path's delta as its final one
+        target = payment_target(self, path.first_node_id, hashed, amount_msat + payinfo.fee(amount_msat), cltv_expiry_delta, "blinded path")
+        log.info("payments: paying %d msat into a blinded path introduced by %s", amount_msat, path.first_node_id.hex()[:16])
+        # (max_fee_msat bounds the whole fee: the route to the introduction node gets what the path leaves)
+        to_intro = None if max_fee_msat is None else max_fee_msat - payinfo.fee(amount_msat)
+        if to_intro is not None and to_intro < 0:
+            raise ChainAppError(f"the blinded path alone charges {payinfo.fee(amount_msat)} msat, over max_fee_msat",
+                                {"error": "NoRoute", "payment_hash": hashed.hex()})  # fmt: skip
+        return await self._start_payment(target, BLINDED_PREFIX + raw.hex(), amount_msat, timeout, max_fee_msat=to_intro,
+                                         blinded=(path, payinfo))  # fmt: skip

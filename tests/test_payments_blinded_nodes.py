@@ -1,0 +1,107 @@
+"""Blinded payments between nodes in memory, on one embedded regtest chain.
+
+A line A-B-C-D. D makes a blinded path for its invoice (``payments.blindedpath``):
+C introduces it, D ends it. A pays into it (``payments.payblinded``): B forwards
+as for any payment, C reads its encrypted data from the onion's path key and
+forwards with ``update_add_htlc``'s ``blinded_path`` TLV, D accepts the path_id
+and settles with the invoice's preimage. Then what breaks a path, each refused
+with ``invalid_onion_blinding`` that A reads as coming from C (the introduction
+node): a path whose ``payment_relay`` pays C less than it charges, one used after
+its ``max_cltv_expiry`` came too close, one paying another invoice's hash (D
+fails it malformed, C turns that into its own failure, nothing of D's leaks).
+A plain payment over the same channels still works.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lnpmsg.node.node import Node
+from lnpmsg.payments.blinded import PathHop, PaymentRelay, create_payment_path, path_id_for
+from lnpmsg.payments.onion import decode_blinded_path
+from lnpmsg.payments.onion.failures import InvalidOnionBlinding
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.calls import ChainAppError
+from test_payments_app import POLICY, channels, net, payments, quiet, wait_until
+
+AMOUNT = 20_000_000
+
+
+def channel_scid(node: Node, peer: Node) -> int:
+    return next(c.short_channel_id for c in channels(node).htlcs.channels() if c.peer_id == peer.node_id)
+
+
+async def pay_into(payer: Node, made: dict[str, Any], payment_hash: str, amount_msat: int = AMOUNT) -> dict[str, Any]:
+    info = made["payinfo"]
+    return await payments(payer).payblinded(made["blinded_path"], amount_msat, payment_hash, info["fee_base_msat"],
+                                            info["fee_proportional_millionths"], info["cltv_expiry_delta"], info["htlc_minimum_msat"])  # fmt: skip
+
+
+async def refused(payer: Node, made: dict[str, Any], payment_hash: str, intro: Node) -> ChainAppError:
+    """A's payment into the path fails with invalid_onion_blinding from the introduction node, at once (no retries)."""
+    with pytest.raises(ChainAppError) as info:
+        await pay_into(payer, made, payment_hash)
+    err = info.value
+    assert err.details["code"] == InvalidOnionBlinding.TYPE and err.details["erring_node"] == intro.node_id.hex()
+    assert "blinded path refused" in str(err) and len(err.details["attempts"]) == 1  # type: ignore[arg-type]
+    return err
+
+
+@pytest.mark.trio
+async def test_a_payment_into_a_blinded_path_and_what_breaks_one(tmp_path: Path) -> None:
+    async with net(tmp_path) as n:
+        a, b, c, d = (n.node(x) for x in "abcd")
+        async with running(a, b, c, d):
+            await n.fund(a, b, c)
+            await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000), (c, d, 1_000_000, 1_000_000)])
+            inv = await payments(d).invoice(AMOUNT, "blind", "a blinded payment")
+            made = await payments(d).blindedpath("blind")
+            path, _ = decode_blinded_path(bytes.fromhex(made["blinded_path"]))
+            # C introduces the path; D is only there blinded
+            assert made["introduction_node_id"] == c.node_id.hex() == path.first_node_id.hex() and len(path.hops) == 2
+            assert d.node_id not in (h.blinded_node_id for h in path.hops)
+            assert made["payinfo"]["fee_base_msat"] == POLICY.fee_base_msat and made["payinfo"]["cltv_expiry_delta"] > POLICY.cltv_expiry_delta
+
+            paid = await pay_into(a, made, inv["payment_hash"])
+            assert paid["status"] == "complete" and bytes.fromhex(paid["preimage"]).hex() and paid["payment_hash"] == inv["payment_hash"]
+            (route,) = paid["routes"]
+            assert [h["node_id"] for h in route] == [b.node_id.hex(), c.node_id.hex(), path.hops[1].blinded_node_id.hex()]
+            (row,) = (await payments(d).listinvoices("blind"))["invoices"]
+            assert row["status"] == "paid" and row["preimage"] == paid["preimage"] and row["received_msat"] >= AMOUNT
+            (fwd,) = (await payments(c).listforwards())["forwards"]
+            assert fwd["status"] == "settled" and fwd["in_msat"] - fwd["out_msat"] >= POLICY.fee(fwd["out_msat"])
+            (sent,) = (await payments(a).listpayments(inv["payment_hash"]))["payments"]
+            assert sent["status"] == "complete" and sent["blinded_path"] == made["blinded_path"] and sent["bolt11"] is None
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
+
+            # a path whose payment_relay pays C less than C charges
+            cheap = await payments(d).invoice(AMOUNT, "cheap", "too little fee")
+            height = (await n.source.tip()).height
+            relay = PaymentRelay(POLICY.cltv_expiry_delta, POLICY.fee_proportional_millionths, POLICY.fee_base_msat - 1)
+            own, info = create_payment_path(os.urandom(32), [PathHop(c.node_id, channel_scid(d, c), relay)], d.node_id,
+                                            path_id_for(d.key.secret, bytes.fromhex(cheap["payment_hash"])), height + 1000, 18)  # fmt: skip
+            await refused(a, {"blinded_path": own.encode().hex(), "payinfo": info.to_dict()}, cheap["payment_hash"], c)
+
+            # a path used once the chain came past its max_cltv_expiry (less the deltas)
+            late = await payments(d).invoice(AMOUNT, "late", "an expired path")
+            short = await payments(d).blindedpath("late", expiry_blocks=2)
+            await n.source.mine(5)
+            await refused(a, short, late["payment_hash"], c)
+
+            # a path made for another invoice: D refuses the path_id (malformed, to C), C fails it as its own
+            other = await payments(d).invoice(AMOUNT, "other", "not this path's")
+            await refused(a, made, other["payment_hash"], c)
+            # (C did forward that one, the two before it not: they broke C's own part of the path)
+            assert sorted(f["status"] for f in (await payments(c).listforwards())["forwards"]) == ["failed", "settled"]
+            for label in ("cheap", "late", "other"):
+                assert (await payments(d).listinvoices(label))["invoices"][0]["status"] == "unpaid"
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "failed back")
+
+            # an ordinary payment over the same channels is unchanged
+            plain = await payments(d).invoice(AMOUNT, "plain", "a plain payment")
+            done = await payments(a).pay(plain["bolt11"])
+            assert done["status"] == "complete"
