@@ -9,6 +9,9 @@ with ``invalid_onion_blinding`` that A reads as coming from C (the introduction
 node): a path whose ``payment_relay`` pays C less than it charges, one used after
 its ``max_cltv_expiry`` came too close, one paying another invoice's hash (D
 fails it malformed, C turns that into its own failure, nothing of D's leaks).
+A longer path made by hand, B-C-D: B (A's peer) introduces it, C relays with the
+path key it got in ``update_add_htlc``; when the path underpays C, C fails it
+malformed and B answers A with its own ``invalid_onion_blinding``.
 A plain payment over the same channels still works.
 """
 
@@ -24,6 +27,7 @@ from lnpmsg.node.node import Node
 from lnpmsg.payments.blinded import PathHop, PaymentRelay, create_payment_path, path_id_for
 from lnpmsg.payments.onion import decode_blinded_path
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
+from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
 from test_payments_app import POLICY, channels, net, payments, quiet, wait_until
@@ -47,7 +51,8 @@ async def refused(payer: Node, made: dict[str, Any], payment_hash: str, intro: N
         await pay_into(payer, made, payment_hash)
     err = info.value
     assert err.details["code"] == InvalidOnionBlinding.TYPE and err.details["erring_node"] == intro.node_id.hex()
-    assert "blinded path refused" in str(err) and len(err.details["attempts"]) == 1  # type: ignore[arg-type]
+    assert "returned invalid_onion_blinding (the blinded path refused" in str(err) and "0x0x0" not in str(err)
+    assert len(err.details["attempts"]) == 1  # type: ignore[arg-type]
     return err
 
 
@@ -83,7 +88,7 @@ async def test_a_payment_into_a_blinded_path_and_what_breaks_one(tmp_path: Path)
             height = (await n.source.tip()).height
             relay = PaymentRelay(POLICY.cltv_expiry_delta, POLICY.fee_proportional_millionths, POLICY.fee_base_msat - 1)
             own, info = create_payment_path(os.urandom(32), [PathHop(c.node_id, channel_scid(d, c), relay)], d.node_id,
-                                            path_id_for(d.key.secret, bytes.fromhex(cheap["payment_hash"])), height + 1000, 18)  # fmt: skip
+                                            path_id_for(d.key.secret, bytes.fromhex(cheap["payment_hash"])), height + 1000, DEFAULT_MIN_FINAL_CLTV)  # fmt: skip
             await refused(a, {"blinded_path": own.encode().hex(), "payinfo": info.to_dict()}, cheap["payment_hash"], c)
 
             # a path used once the chain came past its max_cltv_expiry (less the deltas)
@@ -100,6 +105,28 @@ async def test_a_payment_into_a_blinded_path_and_what_breaks_one(tmp_path: Path)
             for label in ("cheap", "late", "other"):
                 assert (await payments(d).listinvoices(label))["invoices"][0]["status"] == "unpaid"
             await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "failed back")
+
+            # a longer path, B-C-D, made by hand: B (A's own peer) introduces it, C relays with the path key
+            # from update_add_htlc; then one whose relay underpays C: C fails it malformed, B as its own
+            for label, c_fee in (("long", POLICY.fee_base_msat), ("long-cheap", POLICY.fee_base_msat - 1)):
+                inv = await payments(d).invoice(AMOUNT, label, "through two blinded relays")
+                height = (await n.source.tip()).height
+                hops = [PathHop(b.node_id, channel_scid(b, c), PaymentRelay(POLICY.cltv_expiry_delta, POLICY.fee_proportional_millionths,
+                                                                             POLICY.fee_base_msat)),
+                        PathHop(c.node_id, channel_scid(c, d), PaymentRelay(POLICY.cltv_expiry_delta, POLICY.fee_proportional_millionths, c_fee))]  # fmt: skip
+                own, info = create_payment_path(os.urandom(32), hops, d.node_id, path_id_for(d.key.secret, bytes.fromhex(inv["payment_hash"])),
+                                                height + 1000, DEFAULT_MIN_FINAL_CLTV)  # fmt: skip
+                long_path = {"blinded_path": own.encode().hex(), "payinfo": info.to_dict()}
+                c_forwards = len((await payments(c).listforwards())["forwards"])
+                if label == "long":
+                    paid = await pay_into(a, long_path, inv["payment_hash"])
+                    assert paid["status"] == "complete" and len(paid["routes"][0]) == 3  # B, then C and D blinded
+                    assert (await payments(d).listinvoices(label))["invoices"][0]["status"] == "paid"
+                    assert len((await payments(c).listforwards())["forwards"]) == c_forwards + 1
+                else:
+                    await refused(a, long_path, inv["payment_hash"], b)
+                    assert len((await payments(c).listforwards())["forwards"]) == c_forwards  # C refused, forwarded nothing
+                await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
 
             # an ordinary payment over the same channels is unchanged
             plain = await payments(d).invoice(AMOUNT, "plain", "a plain payment")

@@ -259,7 +259,8 @@ def read_failure(part: Part, result: OutgoingResult, attempt: Attempt, scorer: M
     name = getattr(failed.failure, "NAME", None) or f"code {code:#06x}"
     is_payee = index == len(route.hops) - 1
     where = "the payee" if is_payee else f"hop {index}"
-    channel = format_scid(route.hops[index + 1].short_channel_id) if index + 1 < len(route.hops) else ""
+    # (a blinded path's hops after its introduction node have no channel we know: short channel id 0)
+    channel = format_scid(route.hops[index + 1].short_channel_id) if index + 1 < len(route.hops) and route.hops[index + 1].short_channel_id else ""
     attempt.failure = f"{where} ({hop.node_id.hex()[:16]}...) returned {name}" + (f" for channel {channel}" if channel else "")
     attempt.code, attempt.erring_index, attempt.erring_node, attempt.erring_channel = code, index, hop.node_id.hex(), channel
     scorer.report_failure(route, index, code, now)
