@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.node.node import Node
 from lnpmsg.payments.blinded import PathHop, PaymentRelay, create_payment_path, path_id_for
 from lnpmsg.payments.onion import decode_blinded_path
@@ -132,3 +134,51 @@ async def test_a_payment_into_a_blinded_path_and_what_breaks_one(tmp_path: Path)
             plain = await payments(d).invoice(AMOUNT, "plain", "a plain payment")
             done = await payments(a).pay(plain["bolt11"])
             assert done["status"] == "complete"
+
+
+@pytest.mark.trio
+async def test_a_hold_invoice_paid_through_a_blinded_path(tmp_path: Path) -> None:
+    """D's hold invoices paid into a path C introduces: held, then settled with the preimage; another
+    cancelled: D fails its HTLC malformed (inside a path), C answers A with invalid_onion_blinding."""
+    async with net(tmp_path) as n:
+        a, b, c, d = (n.node(x) for x in "abcd")
+        async with running(a, b, c, d):
+            await n.fund(a, b, c)
+            await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000), (c, d, 1_000_000, 1_000_000)])
+            malformed: list[int] = []
+            hook = channels(d).htlcs
+            fail_malformed = hook.fail_malformed
+
+            async def noted(channel_key: str, htlc_id: int, sha256_of_onion: bytes, failure_code: int) -> None:
+                malformed.append(failure_code)
+                await fail_malformed(channel_key, htlc_id, sha256_of_onion, failure_code)
+
+            hook.fail_malformed = noted  # type: ignore[method-assign]
+            for label in ("settled", "cancelled"):
+                preimage = os.urandom(32)
+                payment_hash = sha256(preimage).hex()
+                await payments(d).invoice(AMOUNT, label, "held", payment_hash=payment_hash, hold=True)
+                made = await payments(d).blindedpath(label)
+                outcome: dict[str, Any] = {}
+                async with trio.open_nursery() as nursery:
+
+                    async def pay(made: dict[str, Any] = made, payment_hash: str = payment_hash) -> None:
+                        try:
+                            outcome["paid"] = await pay_into(a, made, payment_hash)
+                        except ChainAppError as exc:
+                            outcome["error"] = exc
+
+                    nursery.start_soon(pay)
+                    held = payments(d)._held
+                    await wait_until(lambda: bytes.fromhex(payment_hash) in held and bool(held[bytes.fromhex(payment_hash)].parts), "held")
+                    if label == "settled":
+                        await payments(d).settleinvoice(preimage.hex())
+                    else:
+                        await payments(d).cancelinvoice(payment_hash)
+                if label == "settled":
+                    assert outcome["paid"]["preimage"] == preimage.hex() and not malformed
+                else:
+                    err = outcome["error"]
+                    assert err.details["code"] == InvalidOnionBlinding.TYPE and err.details["erring_node"] == c.node_id.hex()
+                    assert malformed == [InvalidOnionBlinding.TYPE]  # D: update_fail_malformed_htlc, not a failure onion
+                await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "resolved")
