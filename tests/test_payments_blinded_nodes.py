@@ -18,6 +18,7 @@ A plain payment over the same channels still works.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from lnpmsg.payments.blinded import PathHop, PaymentRelay, create_payment_path, 
 from lnpmsg.payments.onion import decode_blinded_path
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV
+from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
 from test_payments_app import POLICY, channels, net, payments, quiet, wait_until
@@ -134,6 +136,20 @@ async def test_a_payment_into_a_blinded_path_and_what_breaks_one(tmp_path: Path)
             plain = await payments(d).invoice(AMOUNT, "plain", "a plain payment")
             done = await payments(a).pay(plain["bolt11"])
             assert done["status"] == "complete"
+
+            # what payblinded refuses before anything leaves
+            by_scid = replace(path, first_node_id=bytes([0]) + (1 << 40).to_bytes(8, "big")).encode().hex()
+            ours = replace(path, first_node_id=a.node_id).encode().hex()
+            for path_hex, match, delta in ((made["blinded_path"] + "00", "1 bytes after the path", 100), ("02", "truncated", 100),
+                                           (by_scid, "short channel id is not supported", 100), (ours, "this node is its introduction", 100),
+                                           (made["blinded_path"], "more than 2016 blocks", 2017)):  # fmt: skip
+                with pytest.raises(ParamsError, match=match):
+                    await payments(a).payblinded(path_hex, AMOUNT, plain["payment_hash"], 0, 0, delta)
+            # and blindedpath: an invoice D does not have, an introduction node that is not D's peer
+            for label, kwargs, error in (("nope", {}, "NoSuchInvoice"), ("plain", {"introduction": b.node_id.hex()}, "NoChannel")):
+                with pytest.raises(ChainAppError) as info:
+                    await payments(d).blindedpath(label, **kwargs)
+                assert info.value.details["error"] == error
 
 
 @pytest.mark.trio

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from lnpmsg.payments.blinded import BlindedPayInfo, PathHop, PaymentRelay, create_payment_path, path_id_for
+from lnpmsg.payments.htlcs import MAX_CLTV_AHEAD
 from lnpmsg.payments.keysend import check_count, payment_target
 from lnpmsg.payments.onion import BlindingError, decode_blinded_path
 from lnpmsg.payments.paying import PAY_TIMEOUT
@@ -103,6 +104,8 @@ class BlindedPayments:
             check_count(value, name)
         if max_fee_msat is not None:
             check_count(max_fee_msat, "max_fee_msat")
+        if cltv_expiry_delta > MAX_CLTV_AHEAD:  # a path asking more would lock our funds for longer than any hop accepts
+            raise ParamsError(f"cltv_expiry_delta {cltv_expiry_delta} is more than {MAX_CLTV_AHEAD} blocks")
         payinfo = BlindedPayInfo(fee_base_msat, fee_proportional_millionths, cltv_expiry_delta, htlc_minimum_msat)
         earlier = await trio.to_thread.run_sync(self._store().payments, hashed)
         if hashed in self._paying or any(p["status"] in ("pending", "complete") for p in earlier):
