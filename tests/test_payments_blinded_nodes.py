@@ -34,7 +34,7 @@ from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
-from test_payments_app import POLICY, channels, net, payments, quiet, wait_until
+from test_payments_app import POLICY, channels, net, payment_ended, payments, quiet, wait_until
 
 AMOUNT = 20_000_000
 
@@ -198,3 +198,38 @@ async def test_a_hold_invoice_paid_through_a_blinded_path(tmp_path: Path) -> Non
                     assert err.details["code"] == InvalidOnionBlinding.TYPE and err.details["erring_node"] == c.node_id.hex()
                     assert malformed == [InvalidOnionBlinding.TYPE]  # D: update_fail_malformed_htlc, not a failure onion
                 await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "resolved")
+
+
+@pytest.mark.trio
+async def test_the_introduction_node_restarts_with_a_blinded_forward_in_flight(tmp_path: Path) -> None:
+    """B introduces C's path; while C holds the payment B restarts. C cancels: B (restarted) finds its
+    forward again, reads from the incoming HTLC that it introduced a path, and fails A's HTLC with
+    invalid_onion_blinding (not C's failure, not a guess)."""
+    async with net(tmp_path) as n:
+        a, c = n.node("a"), n.node("c")
+        async with running(a, c):
+            b = n.node("b")
+            async with running(b):
+                await n.fund(a, b)
+                await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+                preimage = os.urandom(32)
+                payment_hash = sha256(preimage).hex()
+                await payments(c).invoice(AMOUNT, "held", "held", payment_hash=payment_hash, hold=True)
+                made = await payments(c).blindedpath("held")
+                assert made["introduction_node_id"] == b.node_id.hex()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(pay_into, a, made, payment_hash)
+                    held = payments(c)._held
+                    await wait_until(lambda: bytes.fromhex(payment_hash) in held and bool(held[bytes.fromhex(payment_hash)].parts), "held")
+                    nursery.cancel_scope.cancel()  # (the payment goes on in A)
+            b2 = n.node("b")
+            async with running(b2):
+                for peer in (a, c):
+                    await b2.connect(peer.addresses[0])
+                await wait_until(lambda: len([x for x in channels(b2).htlcs.channels() if x.usable]) == 2, "reconnected")
+                await payments(c).cancelinvoice(payment_hash)
+                row = await payment_ended(a, payment_hash)
+                assert row["status"] == "failed" and "invalid_onion_blinding" in row["error"] and b.node_id.hex()[:16] in row["error"]
+                (fwd,) = (await payments(b2).listforwards())["forwards"]
+                assert fwd["status"] == "failed"
+                await wait_until(lambda: quiet(a) and quiet(b2) and quiet(c), "failed back")

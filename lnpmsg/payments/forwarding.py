@@ -233,8 +233,7 @@ class Forwarding:
             return
         blinded = self._blinded_role_of(ref)
         if blinded is not None:  # inside a blinded path: what failed downstream is not passed on (BOLT 4)
-            await self._failure_recorded(out, result)
-            await self._fail_in_path(ref, blinded[0], secret, blinded[1], "the downstream HTLC failed")
+            await self._fail_in_path(ref, blinded[0], secret, blinded[1], "the downstream HTLC failed", (out, result))
             return
         if result.reason is not None:
             reason = wrap_failure_onion(secret, result.reason)
@@ -259,18 +258,24 @@ class Forwarding:
         role = blinded_role(self.node.key.secret, add.onion_routing_packet, add.payment_hash, add.tlvs.get("blinded_path"))
         return None if role is None else (role, add.onion_routing_packet)
 
-    async def _fail_in_path(self, ref: tuple[str, int], role: BlindedRole, secret: bytes, onion: bytes, why: str) -> None:
+    async def _fail_in_path(self, ref: tuple[str, int], role: BlindedRole, secret: bytes, onion: bytes, why: str,
+                            downstream: tuple[tuple[str, int], OutgoingResult] | None = None) -> None:  # fmt: skip
         """Fail incoming HTLC ``ref`` of a blinded forward with ``invalid_onion_blinding``: recorded first
-        (the introduction node's failure onion, to send the same after a restart), then sent."""
+        (the introduction node's failure onion, to send the same after a restart), then sent.
+        ``downstream``: the outgoing HTLC whose failure this is (the channel app may forget it once recorded)."""
         store = self._store()
         action = blinded_failure(role, secret, onion, why)
         log.info("payments: failing blinded forward %s/%d with invalid_onion_blinding: %s", ref[0][:16], ref[1], why)
         if isinstance(action, FailOnion):
             reason = action.reason
             await record(lambda: store.forward_failed(ref[0], ref[1], reason), "a forward's failure")
-            await self._fail(ref, reason, why)
+        else:
+            await record(lambda: store.forward_status(ref[0], ref[1], "failed"), "a forward's failure")
+        if downstream is not None:
+            await self._failure_recorded(*downstream)
+        if isinstance(action, FailOnion):
+            await self._fail(ref, action.reason, why)
             return
-        await record(lambda: store.forward_status(ref[0], ref[1], "failed"), "a forward's failure")
         await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], action.sha256_of_onion, action.failure_code), ref)
 
     async def _resume_forward(self, htlc: IncomingHtlc, row: dict[str, Any]) -> None:
