@@ -137,11 +137,21 @@ async def test_a_payment_into_a_blinded_path_and_what_breaks_one(tmp_path: Path)
             done = await payments(a).pay(plain["bolt11"])
             assert done["status"] == "complete"
 
+            # a path whose introduction node is given as a sciddir (BOLT 12's compact form): C's end of the C-D channel
+            compact = await payments(d).invoice(AMOUNT, "compact", "introduced by a channel")
+            made = await payments(d).blindedpath("compact")
+            path, _ = decode_blinded_path(bytes.fromhex(made["blinded_path"]))
+            direction = 0 if c.node_id < d.node_id else 1
+            by_channel = replace(path, first_node_id=bytes([direction]) + channel_scid(c, d).to_bytes(8, "big"))
+            assert not by_channel.introduction_is_node_id
+            done = await pay_into(a, {**made, "blinded_path": by_channel.encode().hex()}, compact["payment_hash"])
+            assert done["status"] == "complete" and done["routes"][0][-2]["node_id"] == c.node_id.hex()
+
             # what payblinded refuses before anything leaves
-            by_scid = replace(path, first_node_id=bytes([0]) + (1 << 40).to_bytes(8, "big")).encode().hex()
+            by_scid = replace(path, first_node_id=bytes([0]) + (1 << 40).to_bytes(8, "big")).encode().hex()  # a channel nobody knows
             ours = replace(path, first_node_id=a.node_id).encode().hex()
             for path_hex, match, delta in ((made["blinded_path"] + "00", "1 bytes after the path", 100), ("02", "truncated", 100),
-                                           (by_scid, "short channel id is not supported", 100), (ours, "this node is its introduction", 100),
+                                           (by_scid, "channel 1x0x0, which we do not know", 100), (ours, "this node is its introduction", 100),
                                            (made["blinded_path"], "more than 2016 blocks", 2017)):  # fmt: skip
                 with pytest.raises(ParamsError, match=match):
                     await payments(a).payblinded(path_hex, AMOUNT, plain["payment_hash"], 0, 0, delta)

@@ -14,7 +14,8 @@ invoice (:mod:`.blinded_htlcs` decides it; its preimage is the invoice's).
 Sending: ``payments.payblinded BLINDED_PATH AMOUNT_MSAT PAYMENT_HASH`` with the
 path's payinfo (what a BOLT 12 payer has from an invoice): routes to the
 introduction node as ``pay`` finds them (single part), continued through the
-path (:func:`~lnpmsg.payments.blinded.blinded_route_finder`). ``listpayments``
+path (:func:`~lnpmsg.payments.blinded.blinded_route_finder`); an introduction node
+named by ``sciddir`` is found in the gossip graph or among our channels. ``listpayments``
 shows it with ``blinded_path`` and the introduction node as destination; a
 refusal inside the path comes back as ``invalid_onion_blinding``, which ends
 the payment (the path is the recipient's, another route would meet it too).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -31,8 +33,9 @@ import trio
 from lnpmsg.payments.blinded import BlindedPayInfo, PathHop, PaymentRelay, create_payment_path, path_id_for
 from lnpmsg.payments.htlcs import MAX_CLTV_AHEAD
 from lnpmsg.payments.keysend import check_count, payment_target
-from lnpmsg.payments.onion import BlindingError, decode_blinded_path
+from lnpmsg.payments.onion import BlindedPath, BlindingError, decode_blinded_path
 from lnpmsg.payments.paying import PAY_TIMEOUT
+from lnpmsg.payments.sender import format_scid
 from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
 
@@ -81,6 +84,24 @@ class BlindedPayments:
         return {"blinded_path": path.encode().hex(), "payinfo": payinfo.to_dict(), "payment_hash": terms.payment_hash.hex(),
                 "introduction_node_id": channel.peer_id.hex(), "amount_msat": terms.amount_msat}  # fmt: skip
 
+    def _introduced_by_node(self: PaymentsApp, path: BlindedPath) -> BlindedPath:
+        """``path`` with its introduction node as a node id: a ``sciddir`` (BOLT 12's compact form: a
+        direction and a short channel id) is the channel's first (0) or second (1) node, as the gossip
+        graph or our own channels know it. ParamsError for a channel neither knows."""
+        if path.introduction_is_node_id:
+            return path
+        direction, scid = path.first_node_id[0], int.from_bytes(path.first_node_id[1:], "big")
+        lookup = getattr(self.graph, "channel", None)
+        edge = lookup(scid, 0) if lookup is not None else None
+        if edge is not None:  # direction 0 goes from node_id_1 to node_id_2
+            nodes = (edge.source, edge.target)
+        else:
+            ours = next((c for c in self.htlcs.channels() if c.short_channel_id == scid), None)
+            if ours is None:
+                raise ParamsError(f"blinded_path: its introduction node is named by channel {format_scid(scid)}, which we do not know")
+            nodes = tuple(sorted((self.node.node_id, ours.peer_id)))  # (node_id_1 is the lesser id, BOLT 7)
+        return replace(path, first_node_id=nodes[direction])
+
     async def payblinded(self: PaymentsApp, blinded_path: str, amount_msat: int, payment_hash: str, fee_base_msat: int,
                          fee_proportional_millionths: int, cltv_expiry_delta: int, htlc_minimum_msat: int = 0,
                          max_fee_msat: int | None = None, timeout: float = PAY_TIMEOUT) -> dict[str, Any]:  # fmt: skip
@@ -93,8 +114,7 @@ class BlindedPayments:
             raise ParamsError(f"blinded_path: {exc}") from None
         if end != len(raw):
             raise ParamsError(f"blinded_path: {len(raw) - end} bytes after the path")
-        if not path.introduction_is_node_id:
-            raise ParamsError("blinded_path: an introduction node named by a short channel id is not supported; give its node id")
+        path = self._introduced_by_node(path)
         if path.first_node_id == self.node.node_id:
             raise ParamsError("blinded_path: this node is its introduction node; pay a path that starts at another node")
         hashed = hex_param(payment_hash, "payment_hash", 32)
