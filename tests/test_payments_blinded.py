@@ -24,17 +24,19 @@ from lnpmsg.payments.blinded import (
     PathHop,
     PaymentRelay,
     aggregate_payinfo,
+    blinded_payloads,
     blinded_route_finder,
     create_payment_path,
     extend_route,
     forward_amount,
     forward_expiry,
+    onion_hop_keys,
     path_id_for,
     read_blinded_hop,
 )
 from lnpmsg.payments.blinded_htlcs import blinded_role
 from lnpmsg.payments.htlcs import FailMalformed, FailOnion, FeePolicy, Forward, InvoiceTerms, Settle, decide
-from lnpmsg.payments.onion import BlindedHop, BlindedPath, decode_blinded_path, decrypt_failure_onion, process_onion
+from lnpmsg.payments.onion import BlindedHop, BlindedPath, HopPayload, construct_onion, decode_blinded_path, decrypt_failure_onion, process_onion
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.payments.route import Route, RouteHop
 from lnpmsg.payments.sender import build_part
@@ -254,3 +256,19 @@ def test_a_path_to_us_is_refused_when_broken(what: str) -> None:
                  onion=fwd.onion, height=pay["height"], now=0.0, invoice={terms.payment_hash: terms}.get, next_channel=lambda scid: None,
                  policy=FeePolicy(), path_key=fwd.path_key)  # fmt: skip
     assert isinstance(got, FailMalformed) and got.failure_code == BLINDING
+
+
+def test_an_introduction_payload_with_records_it_may_not_have_is_refused_as_blinding() -> None:
+    """BOLT 4: a forwarding payload with ``current_path_key`` fails with invalid_onion_blinding whatever is
+    wrong, also an ``amt_to_forward`` the payer should not have put there (a plain hop: invalid_onion_payload)."""
+    payment_hash = os.urandom(32)
+    path, _ = create_payment_path(os.urandom(32), [PathHop(NODES[1].public_key.format(), 7, PaymentRelay(40, 10, 1000))],
+                                  NODES[2].public_key.format(), path_id_for(NODES[2].secret, payment_hash), 1_000, 18)  # fmt: skip
+    final = blinded_payloads(path, 5_000_000, 500, 5_000_000)[1]
+    intro = HopPayload(encrypted_recipient_data=path.hops[0].encrypted_recipient_data, current_path_key=path.first_path_key,
+                       amt_to_forward=5_000_000)  # fmt: skip
+    onion = construct_onion(os.urandom(32), onion_hop_keys(path), [intro.encode(), final], payment_hash).packet
+    action = decide(node_secret=NODES[1].secret, amount_msat=5_100_000, payment_hash=payment_hash, cltv_expiry=600, onion=onion, height=500,
+                    now=0.0, invoice=lambda h: None, next_channel=lambda scid: (True, 1), policy=FeePolicy())  # fmt: skip
+    assert isinstance(action, FailOnion) and isinstance(action.failure, InvalidOnionBlinding)
+    assert blinded_role(NODES[1].secret, onion, payment_hash, None) == "introduction"

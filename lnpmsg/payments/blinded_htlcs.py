@@ -36,10 +36,10 @@ from lnpmsg.payments.htlcs import (
     InvoiceTerms,
     Settle,
 )
-from lnpmsg.payments.onion import BlindingError, OnionError, ReceivedOnion, create_failure_onion, process_onion
+from lnpmsg.payments.onion import BlindingError, OnionError, ReceivedOnion, create_failure_onion, decode_hop_payload, peel_onion
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 
-__all__ = ["BlindedRole", "blinded_failure", "blinded_role", "decide_blinded"]
+__all__ = ["BlindedRole", "blinded_failure", "blinded_role", "decide_blinded", "introduces_path"]
 
 #: "introduction": the path key came in the onion (fail with update_fail_htlc); "inner": in update_add_htlc (update_fail_malformed_htlc)
 BlindedRole = Literal["introduction", "inner"]
@@ -62,11 +62,18 @@ def blinded_role(node_secret: bytes, onion: bytes, payment_hash: bytes, path_key
     """
     if path_key is not None:
         return "inner"
+    return "introduction" if introduces_path(node_secret, onion, payment_hash) else None
+
+
+def introduces_path(node_secret: bytes, onion: bytes, payment_hash: bytes) -> bool:
+    """Whether ``onion`` makes this node a blinded path's introduction node (a forwarding payload with
+    ``current_path_key``), whatever else is wrong with the payload: BOLT 4 has such a node answer any
+    failure with ``invalid_onion_blinding``, also one about its payload's records."""
     try:
-        received = process_onion(node_secret, onion, payment_hash)
+        peeled = peel_onion(node_secret, onion, payment_hash)
+        return not peeled.is_final and decode_hop_payload(peeled.payload, peeled.shared_secret).current_path_key is not None
     except OnionError:
-        return None
-    return "introduction" if received.payload.current_path_key is not None else None
+        return False
 
 
 def decide_blinded(

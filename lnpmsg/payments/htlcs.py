@@ -197,7 +197,7 @@ def decide(
     ``path_key``: ``update_add_htlc``'s ``blinded_path`` TLV (the HTLC is inside a blinded path):
     see :mod:`.blinded_htlcs`, which also decides a payload that is a blinded hop's.
     """
-    from lnpmsg.payments.blinded_htlcs import blinded_failure, decide_blinded  # (it builds on this module's actions)
+    from lnpmsg.payments.blinded_htlcs import blinded_failure, decide_blinded, introduces_path  # (it builds on this module's actions)
 
     try:
         received = process_onion(node_secret, onion, payment_hash, path_key=path_key)
@@ -208,6 +208,8 @@ def decide(
     except OnionPayloadError as exc:
         if path_key is not None:
             return blinded_failure("inner", exc.shared_secret, onion, str(exc))
+        if introduces_path(node_secret, onion, payment_hash):
+            return blinded_failure("introduction", exc.shared_secret, onion, str(exc))
         return _fail(exc.shared_secret, exc.failure, str(exc))
     p = received.payload
     secret = received.shared_secret
