@@ -425,7 +425,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, BlindedPay
             await self._gather(ref, action)
         elif isinstance(action, FailOnion):
             log.info("payments: failing HTLC %s/%d: %s", ref[0][:16], ref[1], action.why)
-            await self._fail(ref, action.reason, action.why)
+            await self._fail(ref, action.reason, action.why, delay=isinstance(action.failure, InvalidOnionBlinding))
         elif isinstance(action, FailMalformed):
             log.info("payments: HTLC %s/%d has a malformed onion: %s", ref[0][:16], ref[1], action.why)
             await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], action.sha256_of_onion, action.failure_code), ref)
@@ -492,13 +492,9 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, BlindedPay
     def _still_incoming(self, ref: tuple[str, int]) -> bool:
         return any((h.channel_key, h.add.id) == ref for h in self.htlcs.pending_incoming())
 
-    async def _fail(self, ref: tuple[str, int], reason: bytes, why: str) -> None:
-        add = next((h.add for h in self.htlcs.pending_incoming() if (h.channel_key, h.add.id) == ref), None)
-        if add is not None and add.tlvs.get("blinded_path") is not None:  # inside a blinded path, whatever the failure (BOLT 2):
-            onion_hash = hashlib.sha256(add.onion_routing_packet).digest()  # update_fail_malformed_htlc, invalid_onion_blinding
-            await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], onion_hash, InvalidOnionBlinding.TYPE), ref)
-            return
-        await self._call(lambda: self.htlcs.fail(ref[0], ref[1], reason), ref)
+    async def _fail(self, ref: tuple[str, int], reason: bytes, why: str, delay: bool = False) -> None:
+        if not await self._fail_blinded(ref, why, reason, delay):  # (one inside a blinded path fails its own way)
+            await self._call(lambda: self.htlcs.fail(ref[0], ref[1], reason), ref)
 
     def _known_preimage(self, payment_hash: bytes) -> bytes | None:
         terms = self._terms.get(payment_hash)

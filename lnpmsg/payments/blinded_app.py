@@ -19,21 +19,30 @@ named by ``sciddir`` is found in the gossip graph or among our channels. ``listp
 shows it with ``blinded_path`` and the introduction node as destination; a
 refusal inside the path comes back as ``invalid_onion_blinding``, which ends
 the payment (the path is the recipient's, another route would meet it too).
+
+Failing an HTLC inside a path (:meth:`BlindedPayments._fail_blinded`): a node after the
+introduction node always sends ``update_fail_malformed_htlc`` with ``invalid_onion_blinding``;
+the introduction node sends its failure after a random delay of up to
+:data:`~lnpmsg.payments.blinded_htlcs.BLINDED_FAILURE_DELAY` seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import random
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from lnpmsg.payments.blinded import BlindedPayInfo, PathHop, PaymentRelay, create_payment_path, path_id_for
+from lnpmsg.payments.blinded_htlcs import BLINDED_FAILURE_DELAY
 from lnpmsg.payments.htlcs import MAX_CLTV_AHEAD
 from lnpmsg.payments.keysend import check_count, payment_target
 from lnpmsg.payments.onion import BlindedPath, BlindingError, decode_blinded_path
+from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.payments.paying import PAY_TIMEOUT
 from lnpmsg.payments.sender import format_scid
 from lnpmsg.rpc.params import ParamsError, hex_param
@@ -54,6 +63,26 @@ BLINDED_PREFIX = "blinded:"
 
 class BlindedPayments:
     """``blindedpath`` and ``payblinded`` (see the module docs); mixed into the payments app."""
+
+    async def _fail_blinded(self: PaymentsApp, ref: tuple[str, int], why: str, reason: bytes, delay: bool) -> bool:
+        """Fail incoming HTLC ``ref`` as a hop inside a blinded path does, if it is one (False: it is not,
+        nothing done). With ``delay`` (an introduction node's ``invalid_onion_blinding``), later, by a
+        random delay: how soon a failure comes back would tell a prober how far into the path it was
+        refused (BOLT 4). With ``update_add_htlc``'s path key, whatever the failure (a cancelled hold
+        invoice's, an MPP timeout's): ``update_fail_malformed_htlc`` with ``invalid_onion_blinding`` (BOLT 2)."""
+        if delay:
+            async def later() -> None:
+                await trio.sleep(random.uniform(0.0, BLINDED_FAILURE_DELAY))
+                await self._fail(ref, reason, why)
+
+            self.spawn(later)
+            return True
+        add = next((h.add for h in self.htlcs.pending_incoming() if (h.channel_key, h.add.id) == ref), None)
+        if add is None or add.tlvs.get("blinded_path") is None:
+            return False
+        onion_hash = hashlib.sha256(add.onion_routing_packet).digest()
+        await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], onion_hash, InvalidOnionBlinding.TYPE), ref)
+        return True
 
     async def blindedpath(self: PaymentsApp, label: str, introduction: str | None = None,
                           expiry_blocks: int = DEFAULT_PATH_BLOCKS) -> dict[str, Any]:  # fmt: skip

@@ -39,8 +39,11 @@ from lnpmsg.payments.htlcs import (
 from lnpmsg.payments.onion import BlindingError, OnionError, ReceivedOnion, create_failure_onion, decode_hop_payload, peel_onion
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 
-__all__ = ["BlindedRole", "blinded_failure", "blinded_role", "decide_blinded", "introduces_path"]
+__all__ = ["BLINDED_FAILURE_DELAY", "BlindedRole", "blinded_failure", "blinded_role", "decide_blinded", "introduces_path"]
 
+#: seconds at most an introduction node waits, at random, before failing an HTLC: how soon a failure comes
+#: back would tell a prober how far into the path it was refused (BOLT 4 asks for a random delay)
+BLINDED_FAILURE_DELAY = 0.25
 #: "introduction": the path key came in the onion (fail with update_fail_htlc); "inner": in update_add_htlc (update_fail_malformed_htlc)
 BlindedRole = Literal["introduction", "inner"]
 

@@ -81,7 +81,7 @@ class Forwarding:
     _now: Callable[[], float]
     _known_preimage: Callable[[bytes], bytes | None]
     _call: Callable[[Callable[[], Awaitable[None]], tuple[str, int]], Awaitable[None]]
-    _fail: Callable[[tuple[str, int], bytes, str], Awaitable[None]]
+    _fail: Callable[..., Awaitable[None]]
     _failure_recorded: Callable[[tuple[str, int], OutgoingResult], Awaitable[None]]
     _decide_later: Callable[[IncomingHtlc, int | None, float], Awaitable[None]]
     _publish: Callable[..., None]
@@ -273,8 +273,8 @@ class Forwarding:
             await record(lambda: store.forward_status(ref[0], ref[1], "failed"), "a forward's failure")
         if downstream is not None:
             await self._failure_recorded(*downstream)
-        if isinstance(action, FailOnion):
-            await self._fail(ref, action.reason, why)
+        if isinstance(action, FailOnion):  # (an introduction node's: after a random delay)
+            await self._fail(ref, action.reason, why, True)
             return
         await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], action.sha256_of_onion, action.failure_code), ref)
 
