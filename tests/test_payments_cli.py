@@ -119,3 +119,21 @@ def test_getroute_calls_its_method_and_prints_the_hops(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert out.startswith("5001 msat to send, fee 1 msat, 2 hop(s):\n")
     assert f"    104x2x1 -> {node_id}: 5000 msat, expiry 120 (in 24 blocks)\n" in out
+
+
+def test_blinded_path_commands_call_their_methods(capsys: pytest.CaptureFixture[str]) -> None:
+    node_id = "02" + "ab" * 32
+    assert request("blindedpath", "lbl") == ("payments.blindedpath", {"label": "lbl"})
+    assert request("blindedpath", "lbl", "--introduction", node_id, "--expiry-blocks", "144")[1] == {
+        "label": "lbl", "introduction": node_id, "expiry_blocks": 144}  # fmt: skip
+    assert request("payblinded", "aa" * 40, "5000", "11" * 32, "--fee-base-msat", "1000", "--fee-proportional-millionths", "10",
+                   "--cltv-expiry-delta", "64", "--max-fee-msat", "2000") == ("payments.payblinded", {  # fmt: skip
+        "blinded_path": "aa" * 40, "amount_msat": 5000, "payment_hash": "11" * 32, "fee_base_msat": 1000, "fee_proportional_millionths": 10,
+        "cltv_expiry_delta": 64, "htlc_minimum_msat": 0, "max_fee_msat": 2000})  # fmt: skip
+    with pytest.raises(SystemExit):  # the payinfo is needed: the path alone does not say what it costs
+        build_parser().parse_args(["payblinded", "aa" * 40, "5000", "11" * 32])
+    commands._print_blinded_path({"blinded_path": "cafe", "introduction_node_id": node_id,
+                                  "payinfo": {"fee_base_msat": 1000, "fee_proportional_millionths": 10, "cltv_expiry_delta": 64,
+                                              "htlc_minimum_msat": 1}})  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.startswith("cafe\n") and "fee 1000 msat + 10 ppm, cltv_expiry_delta 64" in out

@@ -336,8 +336,9 @@ class HtlcHook:
     # ------------------------------------------------------------ commands
 
     async def add_htlc(self, short_channel_id: int, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
-                       onion: bytes, upstream_cltv_expiry: int | None = None) -> tuple[str, int]:  # fmt: skip
+                       onion: bytes, upstream_cltv_expiry: int | None = None, path_key: bytes | None = None) -> tuple[str, int]:  # fmt: skip
         """Offer an HTLC on our channel ``short_channel_id`` and commit it; returns (channel key, htlc id).
+        ``path_key``: a forward inside a blinded path, sent in ``update_add_htlc``'s ``blinded_path`` TLV.
 
         ``upstream_cltv_expiry``: the HTLC forwards an incoming one that expires then (recorded in the
         channel's monitor, which then goes on chain early enough to fail the incoming HTLC back).
@@ -353,7 +354,7 @@ class HtlcHook:
         s = channel.core.state
         if channel.phase is not Phase.NORMAL or not s.connected or s.awaiting_reestablish:
             raise HtlcRefused(f"the channel is {channel.phase.value}{'' if s.connected else ', peer offline'}")
-        out = await _submitted(manager, channel, AddHtlc(amount_msat, payment_hash, cltv_expiry, onion))  # type: ignore[arg-type]
+        out = await _submitted(manager, channel, AddHtlc(amount_msat, payment_hash, cltv_expiry, onion, path_key))  # type: ignore[arg-type]
         # the id is the one the core gave (other adds may have been queued before ours)
         (add,) = [m for m in out.messages if isinstance(m, UpdateAddHtlc)]
         if upstream_cltv_expiry is not None and self._app.onchain is not None:

@@ -119,12 +119,14 @@ class BlockHeight:
 
 @dataclass(frozen=True, slots=True)
 class AddHtlc:
-    """Offer an HTLC (the onion already built by the payment layer)."""
+    """Offer an HTLC (the onion already built by the payment layer); ``path_key``: a forward inside a
+    blinded path, the next node's path key (``update_add_htlc``'s ``blinded_path`` TLV)."""
 
     amount_msat: int
     payment_hash: bytes
     cltv_expiry: int
     onion: bytes
+    path_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.wire.tlv import EMPTY_TLV_STREAM, TlvStream
 
 from .commitments import build, sign_remote, verify_local
 from .errors import ChannelError, LocalMisuse, RemoteFault, ShachainError
@@ -126,6 +127,7 @@ def on_add(core: ChannelCore, cmd: AddHtlc, out: _Out) -> None:
     add = UpdateAddHtlc(
         channel_id=s.channel_id, id=s.local_next_htlc_id, amount_msat=cmd.amount_msat,
         payment_hash=cmd.payment_hash, cltv_expiry=cmd.cltv_expiry, onion_routing_packet=cmd.onion,
+        tlvs=TlvStream({"blinded_path": cmd.path_key}) if cmd.path_key is not None else EMPTY_TLV_STREAM,
     )  # fmt: skip
     try:
         # The peer's next commitment, from its view: our adds are incoming to it.

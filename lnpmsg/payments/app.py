@@ -32,14 +32,16 @@ offer the channel could not write is made again once the channel is back;
 the HTLCs paying an invoice that cannot be marked paid are held until their
 deadline, then all fail back together (:mod:`.receiving`). A hold invoice's payment is held until
 ``settleinvoice`` or ``cancelinvoice`` (or that same deadline), also across a restart
-(:mod:`.holding`). Keysends (bLIP 3) are sent, and received when ``accept_keysend`` (:mod:`.keysend`).
+(:mod:`.holding`). Keysends (bLIP 3) are sent, and received when ``accept_keysend`` (:mod:`.keysend`);
+payments into blinded paths, ours too (BOLT 4 route blinding, :mod:`.blinded_app`).
 
 Routes come from :func:`~lnpmsg.payments.plan.plan_payment` over our
 channels, the invoice's route hints and the routing graph: ``graph`` if
 given, else the gossip app's ``routing_graph`` when it has one.
 
 Control calls (``payments.<call>``; the CLI's ``invoice``, ``pay``, ``decodepay``, ``listinvoices``, ``delinvoice``,
-``settleinvoice``, ``cancelinvoice``, ``keysend``, ``getroute`` (:mod:`.getroute`), ``listpayments``, ``listforwards``).
+``settleinvoice``, ``cancelinvoice``, ``keysend``, ``getroute`` (:mod:`.getroute`), ``listpayments``, ``listforwards``,
+``blindedpath``, ``payblinded`` (:mod:`.blinded_app`)).
 Events: ``invoice.created``, ``invoice.accepted``, ``invoice.paid``, ``invoice.cancelled``,
 ``invoice.deleted``, ``payment.sent``, ``payment.failed``, ``payment.forwarded``.
 """
@@ -52,7 +54,6 @@ import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,16 @@ import trio
 
 from lnpmsg.app import App, AppError
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcNotWritten, HtlcRefused, IncomingHtlc
+from lnpmsg.payments.blinded_app import BlindedPayments
 from lnpmsg.payments.bolt11_parts import prefix_for_network
+from lnpmsg.payments.events import PaymentEvent
 from lnpmsg.payments.forwarding import Forwarding
 from lnpmsg.payments.getroute import RouteQueries
 from lnpmsg.payments.graph import ChannelGraphView, RoutingGraph
 from lnpmsg.payments.holding import HeldSet, Holding
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, Spontaneous, decide
 from lnpmsg.payments.keysend import KEYSEND_FEATURE_BIT, Keysending
+from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.payments.orphans import Orphans, PaymentEnded
 from lnpmsg.payments.paying import PAY_TIMEOUT, Paying
 from lnpmsg.payments.policy import ChannelPolicies
@@ -100,20 +104,7 @@ _INVALID_ONION_KEY = 0x8000 | 0x4000 | 6
 _NODE_FEATURES = Features.from_bits([9, 15, 17])
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentEvent:
-    """An ``invoice.*`` / ``payment.*`` event."""
-
-    topic: str
-    payment_hash: bytes
-    amount_msat: int = 0
-    fee_msat: int = 0
-    label: str = ""
-    preimage: bytes = b""
-    reason: str = ""
-
-
-class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, RouteQueries, App):
+class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, BlindedPayments, RouteQueries, App):
     """Invoices, payments and forwarding (see the module docs).
 
     Args:
@@ -174,8 +165,8 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, RouteQueri
         self._held_known = trio.Event()  # (set once a restart's held HTLCs are found)
         for call, fn in {
             "invoice": self.invoice, "pay": self.pay, "decodepay": self.decodepay, "listinvoices": self.listinvoices,
-            "listpayments": self.listpayments, "listforwards": self.listforwards, "delinvoice": self.delinvoice,
-            "settleinvoice": self.settleinvoice, "cancelinvoice": self.cancelinvoice, "keysend": self.keysend, "getroute": self.getroute,
+            "listpayments": self.listpayments, "listforwards": self.listforwards, "delinvoice": self.delinvoice, "blindedpath": self.blindedpath,
+            "settleinvoice": self.settleinvoice, "cancelinvoice": self.cancelinvoice, "keysend": self.keysend, "getroute": self.getroute, "payblinded": self.payblinded,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
@@ -409,7 +400,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, RouteQueri
             node_secret=self.node.key.secret, amount_msat=add.amount_msat, payment_hash=add.payment_hash,
             cltv_expiry=add.cltv_expiry, onion=add.onion_routing_packet, height=height, now=self._now(),
             invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self.policies.forwarding,
-            keysend_min_final_cltv=DEFAULT_MIN_FINAL_CLTV if self.accept_keysend else None,
+            keysend_min_final_cltv=DEFAULT_MIN_FINAL_CLTV if self.accept_keysend else None, path_key=add.tlvs.get("blinded_path"),
         )  # fmt: skip
         wait = isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and (ref not in self._waited or ref in self._not_written)
         if known is not None and not isinstance(action, Forward) and not wait:
@@ -434,7 +425,7 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, RouteQueri
             await self._gather(ref, action)
         elif isinstance(action, FailOnion):
             log.info("payments: failing HTLC %s/%d: %s", ref[0][:16], ref[1], action.why)
-            await self._fail(ref, action.reason, action.why)
+            await self._fail(ref, action.reason, action.why, delay=isinstance(action.failure, InvalidOnionBlinding))
         elif isinstance(action, FailMalformed):
             log.info("payments: HTLC %s/%d has a malformed onion: %s", ref[0][:16], ref[1], action.why)
             await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], action.sha256_of_onion, action.failure_code), ref)
@@ -501,8 +492,9 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, RouteQueri
     def _still_incoming(self, ref: tuple[str, int]) -> bool:
         return any((h.channel_key, h.add.id) == ref for h in self.htlcs.pending_incoming())
 
-    async def _fail(self, ref: tuple[str, int], reason: bytes, why: str) -> None:
-        await self._call(lambda: self.htlcs.fail(ref[0], ref[1], reason), ref)
+    async def _fail(self, ref: tuple[str, int], reason: bytes, why: str, delay: bool = False) -> None:
+        if not await self._fail_blinded(ref, why, reason, delay):  # (one inside a blinded path fails its own way)
+            await self._call(lambda: self.htlcs.fail(ref[0], ref[1], reason), ref)
 
     def _known_preimage(self, payment_hash: bytes) -> bytes | None:
         terms = self._terms.get(payment_hash)

@@ -1,7 +1,7 @@
 """The ``lnpmsg`` subcommands of the payments app (:mod:`lnpmsg.payments.app`).
 
 ``invoice``, ``pay``, ``keysend``, ``getroute``, ``listinvoices``, ``delinvoice``, ``settleinvoice``, ``cancelinvoice``,
-``listpayments`` and ``listforwards``
+``listpayments``, ``listforwards``, ``blindedpath`` and ``payblinded``
 call the ``payments.*`` methods of a node started with a chain, like every
 control command (human output or ``--json``; exit 0, 1 on an error, 3 when no
 node runs). ``decodepay`` reads an invoice offline (no node needed).
@@ -21,7 +21,7 @@ from lnpmsg.rpc import commands as control_commands
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
 COMMANDS = frozenset({"invoice", "pay", "keysend", "getroute", "decodepay", "listinvoices", "delinvoice", "settleinvoice", "cancelinvoice",
-                      "listpayments", "listforwards"})  # fmt: skip
+                      "listpayments", "listforwards", "blindedpath", "payblinded"})  # fmt: skip
 
 
 def _msat(text: str) -> int | None:
@@ -91,6 +91,20 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.epilog = ("The route pay or keysend would try first for this amount: over our channels (what each can send now) "
                 "and the gossip graph, avoiding what recent failures taught. Nothing is sent. "
                 "Each hop: the channel into its node, the HTLC's amount and expiry (delay: blocks from now).")
+    p = add("blindedpath", "make a blinded path to us for our invoice LABEL (BOLT 4 route blinding), introduced by a peer")
+    p.add_argument("label", metavar="LABEL", help="the invoice's label")
+    p.add_argument("--introduction", metavar="NODEID", help="the peer that introduces the path (default: the one that can bring us the most)")
+    p.add_argument("--expiry-blocks", type=int, metavar="N", help="blocks the path stays usable (default 1008)")
+    p.epilog = "Prints the path (hex, BOLT 12's blinded_path encoding) and its payinfo, for a payer's payblinded."
+    p = add("payblinded", "pay into a blinded path (as a BOLT 12 payer would with an invoice's path and payinfo); waits for the result")
+    p.add_argument("blinded_path", metavar="BLINDED_PATH", help="the path (hex, BOLT 12's blinded_path encoding)")
+    p.add_argument("amount_msat", type=_amount, metavar="AMOUNT_MSAT", help="millisatoshis the payee gets")
+    p.add_argument("payment_hash", metavar="HASH", help="the payment hash (hex)")
+    p.add_argument("--fee-base-msat", type=int, required=True, metavar="N", help="the path's payinfo: base fee")
+    p.add_argument("--fee-proportional-millionths", type=int, required=True, metavar="N", help="the path's payinfo: proportional fee")
+    p.add_argument("--cltv-expiry-delta", type=int, required=True, metavar="N", help="the path's payinfo: total CLTV delta")
+    p.add_argument("--htlc-minimum-msat", type=int, default=0, metavar="N", help="the path's payinfo: smallest amount")
+    p.add_argument("--max-fee-msat", type=int, metavar="N", help="refuse payments whose fees (the path's included) are higher")
     p = add("decodepay", "decode and verify a BOLT-11 invoice (offline)", node=False)
     p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
     p = add("listinvoices", "list our invoices: status (unpaid, paid, expired; accepted, cancelled), amount, preimage when paid; "
@@ -117,6 +131,13 @@ def _print_pay(r: dict[str, Any]) -> None:
     print(f"paid {r['amount_msat']} msat (fee {r['fee_msat']} msat) in {r['parts']} part(s), preimage {r['preimage']}")
     for route in r["routes"]:
         print("    via " + " -> ".join(f"{h['node_id'][:16]}... ({h['short_channel_id']})" for h in route))
+
+
+def _print_blinded_path(r: dict[str, Any]) -> None:
+    info = r["payinfo"]
+    print(r["blinded_path"])
+    print(f"introduced by {r['introduction_node_id']}; payinfo: fee {info['fee_base_msat']} msat + {info['fee_proportional_millionths']} ppm, "
+          f"cltv_expiry_delta {info['cltv_expiry_delta']}, htlc_minimum_msat {info['htlc_minimum_msat']}")  # fmt: skip
 
 
 def _print_route(r: dict[str, Any]) -> None:
@@ -190,6 +211,20 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         if args.final_cltv is not None:
             params["final_cltv"] = args.final_cltv
         return "payments.getroute", params, _print_route
+    if args.command == "blindedpath":
+        params = {"label": args.label}
+        if args.introduction is not None:
+            params["introduction"] = args.introduction
+        if args.expiry_blocks is not None:
+            params["expiry_blocks"] = args.expiry_blocks
+        return "payments.blindedpath", params, _print_blinded_path
+    if args.command == "payblinded":
+        params = {"blinded_path": args.blinded_path, "amount_msat": args.amount_msat, "payment_hash": args.payment_hash,
+                  "fee_base_msat": args.fee_base_msat, "fee_proportional_millionths": args.fee_proportional_millionths,
+                  "cltv_expiry_delta": args.cltv_expiry_delta, "htlc_minimum_msat": args.htlc_minimum_msat}  # fmt: skip
+        if args.max_fee_msat is not None:
+            params["max_fee_msat"] = args.max_fee_msat
+        return "payments.payblinded", params, _print_pay
     if args.command == "listinvoices":
         return "payments.listinvoices", {"label": args.label} if args.label else {}, _print_invoices
     if args.command == "delinvoice":

@@ -29,7 +29,8 @@ from typing import Any
 import trio
 
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcNotWritten, HtlcRefused, IncomingHtlc
-from lnpmsg.payments.htlcs import Forward
+from lnpmsg.payments.blinded_htlcs import BlindedRole, blinded_failure, blinded_role
+from lnpmsg.payments.htlcs import FailOnion, Forward
 from lnpmsg.payments.onion import create_failure_onion, malformed_failure, next_ephemeral_key, wrap_failure_onion
 from lnpmsg.payments.onion.failures import PermanentChannelFailure, TemporaryChannelFailure
 from lnpmsg.payments.sender import OutgoingResult, onion_key
@@ -80,11 +81,12 @@ class Forwarding:
     _now: Callable[[], float]
     _known_preimage: Callable[[bytes], bytes | None]
     _call: Callable[[Callable[[], Awaitable[None]], tuple[str, int]], Awaitable[None]]
-    _fail: Callable[[tuple[str, int], bytes, str], Awaitable[None]]
+    _fail: Callable[..., Awaitable[None]]
     _failure_recorded: Callable[[tuple[str, int], OutgoingResult], Awaitable[None]]
     _decide_later: Callable[[IncomingHtlc, int | None, float], Awaitable[None]]
     _publish: Callable[..., None]
     spawn: Callable[..., Any]
+    node: Any
 
     async def _adopt_forwards(self, offered: list[IncomingHtlc], incoming: list[IncomingHtlc]) -> None:
         """At start, the forwards whose outgoing HTLC is still in a channel (or its failure kept): wait
@@ -178,7 +180,7 @@ class Forwarding:
         # committed, as this one is) and the forward is "offered", so it never comes here
         try:
             out_key, out_id = await self.htlcs.add_htlc(fwd.short_channel_id, fwd.amount_msat, add.payment_hash, fwd.cltv_expiry,
-                                                        fwd.onion, upstream_cltv_expiry=add.cltv_expiry)  # fmt: skip
+                                                        fwd.onion, upstream_cltv_expiry=add.cltv_expiry, path_key=fwd.path_key)  # fmt: skip
         except HtlcRefused as exc:
             channel = self.htlcs.by_scid(fwd.short_channel_id)
             # A next channel that could not write the offer (a full disk: ours, not the peer's fault) reconnects
@@ -196,6 +198,10 @@ class Forwarding:
                 self.spawn(self._decide_later, htlc, fwd.short_channel_id, delay)
                 return
             log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
+            if fwd.path_key is not None:  # inside a blinded path: invalid_onion_blinding, whatever went wrong
+                role: BlindedRole = "inner" if add.tlvs.get("blinded_path") is not None else "introduction"
+                await self._fail_in_path(ref, role, fwd.shared_secret, add.onion_routing_packet, str(exc))
+                return
             reason = create_failure_onion(fwd.shared_secret, TemporaryChannelFailure())
             await record(lambda: store.forward_failed(ref[0], ref[1], reason), "a forward's failure")
             await self._fail(ref, reason, str(exc))
@@ -225,6 +231,10 @@ class Forwarding:
             self._publish("payment.forwarded", hashlib.sha256(preimage).digest(), fee_msat=fee)
             await self._call(lambda: self.htlcs.fulfill(in_key, in_id, preimage), ref)
             return
+        blinded = self._blinded_role_of(ref)
+        if blinded is not None:  # inside a blinded path: what failed downstream is not passed on (BOLT 4)
+            await self._fail_in_path(ref, blinded[0], secret, blinded[1], "the downstream HTLC failed", (out, result))
+            return
         if result.reason is not None:
             reason = wrap_failure_onion(secret, result.reason)
         elif result.failure_code is not None:
@@ -237,6 +247,36 @@ class Forwarding:
         await record(lambda: store.forward_failed(in_key, in_id, reason), "a forward's failure")
         await self._failure_recorded(out, result)
         await self._fail(ref, reason, "the downstream HTLC failed")
+
+    def _blinded_role_of(self, ref: tuple[str, int]) -> tuple[BlindedRole, bytes] | None:
+        """Whether incoming HTLC ``ref`` (still committed) is inside a blinded path: its role there and its
+        onion (None: it is not, or it is gone). Read from the HTLC itself, so also right after a restart."""
+        htlc = next((h for h in self.htlcs.pending_incoming() if (h.channel_key, h.add.id) == ref), None)
+        if htlc is None:
+            return None
+        add = htlc.add
+        role = blinded_role(self.node.key.secret, add.onion_routing_packet, add.payment_hash, add.tlvs.get("blinded_path"))
+        return None if role is None else (role, add.onion_routing_packet)
+
+    async def _fail_in_path(self, ref: tuple[str, int], role: BlindedRole, secret: bytes, onion: bytes, why: str,
+                            downstream: tuple[tuple[str, int], OutgoingResult] | None = None) -> None:  # fmt: skip
+        """Fail incoming HTLC ``ref`` of a blinded forward with ``invalid_onion_blinding``: recorded first
+        (the introduction node's failure onion, to send the same after a restart), then sent.
+        ``downstream``: the outgoing HTLC whose failure this is (the channel app may forget it once recorded)."""
+        store = self._store()
+        action = blinded_failure(role, secret, onion, why)
+        log.info("payments: failing blinded forward %s/%d with invalid_onion_blinding: %s", ref[0][:16], ref[1], why)
+        if isinstance(action, FailOnion):
+            reason = action.reason
+            await record(lambda: store.forward_failed(ref[0], ref[1], reason), "a forward's failure")
+        else:
+            await record(lambda: store.forward_status(ref[0], ref[1], "failed"), "a forward's failure")
+        if downstream is not None:
+            await self._failure_recorded(*downstream)
+        if isinstance(action, FailOnion):  # (an introduction node's: after a random delay)
+            await self._fail(ref, action.reason, why, True)
+            return
+        await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], action.sha256_of_onion, action.failure_code), ref)
 
     async def _resume_forward(self, htlc: IncomingHtlc, row: dict[str, Any]) -> None:
         """An incoming HTLC decided again (after a restart) whose forward we recorded: settle it with

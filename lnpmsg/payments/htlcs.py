@@ -148,7 +148,8 @@ class FailMalformed:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Offer ``amount_msat`` on our channel ``short_channel_id`` with ``onion``; keep ``shared_secret``."""
+    """Offer ``amount_msat`` on our channel ``short_channel_id`` with ``onion``; keep ``shared_secret``.
+    ``path_key``: a forward inside a blinded path, its next path key (``update_add_htlc``'s ``blinded_path`` TLV)."""
 
     short_channel_id: int
     amount_msat: int
@@ -156,6 +157,7 @@ class Forward:
     onion: bytes
     shared_secret: bytes
     fee_msat: int
+    path_key: bytes | None = None
 
 
 Action = Settle | Spontaneous | HoldPart | FailOnion | FailMalformed | Forward
@@ -179,6 +181,7 @@ def decide(
     policy: FeePolicy,
     policies: Callable[[int], Sequence[FeePolicy]] | None = None,
     keysend_min_final_cltv: int | None = None,
+    path_key: bytes | None = None,
 ) -> Action:
     """The action for one irrevocably committed incoming HTLC.
 
@@ -191,15 +194,29 @@ def decide(
     current one. Without it, ``policy`` holds for every channel.
     ``keysend_min_final_cltv``: we accept keysends (bLIP 3) expiring at least that many
     blocks ahead (None: we refuse them, as a node that does not know the hash).
+    ``path_key``: ``update_add_htlc``'s ``blinded_path`` TLV (the HTLC is inside a blinded path):
+    see :mod:`.blinded_htlcs`, which also decides a payload that is a blinded hop's.
     """
+    from lnpmsg.payments.blinded_htlcs import blinded_failure, decide_blinded, introduces_path  # (it builds on this module's actions)
+
     try:
-        received = process_onion(node_secret, onion, payment_hash)
+        received = process_onion(node_secret, onion, payment_hash, path_key=path_key)
     except MalformedOnionError as exc:
+        if path_key is not None:  # inside a blinded path every failure is invalid_onion_blinding (BOLT 4)
+            return blinded_failure("inner", b"", onion, str(exc))
         return FailMalformed(exc.sha256_of_onion, exc.failure_code, str(exc))
     except OnionPayloadError as exc:
+        if path_key is not None:
+            return blinded_failure("inner", exc.shared_secret, onion, str(exc))
+        if introduces_path(node_secret, onion, payment_hash):
+            return blinded_failure("introduction", exc.shared_secret, onion, str(exc))
         return _fail(exc.shared_secret, exc.failure, str(exc))
     p = received.payload
     secret = received.shared_secret
+    if p.is_blinded:
+        return decide_blinded(received, path_key=path_key, node_secret=node_secret, amount_msat=amount_msat, payment_hash=payment_hash,
+                              cltv_expiry=cltv_expiry, onion=onion, height=height, now=now, invoice=invoice, next_channel=next_channel,
+                              policy=policy, policies=policies)  # fmt: skip
     assert p.amt_to_forward is not None and p.outgoing_cltv_value is not None  # checked by process_onion
     if received.is_final:
         return _final(secret, p.amt_to_forward, p.outgoing_cltv_value, p.payment_secret, p.total, amount_msat,

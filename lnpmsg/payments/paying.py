@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from lnpmsg.channels.htlc_hook import HtlcNotWritten, HtlcRefused
+from lnpmsg.payments.blinded import BlindedPayInfo, blinded_route_finder
 from lnpmsg.payments.bolt11 import Invoice
+from lnpmsg.payments.onion import BlindedPath
 from lnpmsg.payments.graph import OverlayGraph, hint_channels, local_channel
 from lnpmsg.payments.pathfind import find_route, find_routes
 from lnpmsg.payments.plan import PaymentPlanError
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["PAY_TIMEOUT", "PAY_WAIT", "Paying"]
 
 log = logging.getLogger(__name__)
+
+#: a payment into a blinded path: the path and what it costs
+Blinded = tuple[BlindedPath, BlindedPayInfo]
 
 #: seconds a payment sends new parts (those in flight then are still waited for)
 PAY_TIMEOUT = 40.0
@@ -71,15 +76,17 @@ class Paying:
         return await self._start_payment(invoice, bolt11, total, timeout)
 
     async def _start_payment(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float,
-                             keysend_preimage: bytes | None = None, max_fee_msat: int | None = None) -> dict[str, Any]:  # fmt: skip
+                             keysend_preimage: bytes | None = None, max_fee_msat: int | None = None,
+                             blinded: Blinded | None = None) -> dict[str, Any]:  # fmt: skip
         """Run the payment of ``total`` msat to ``invoice`` (a keysend's has no bolt11: see :mod:`.keysend`) as the
-        app's task; its result once it ends, or an error saying it goes on."""
+        app's task; its result once it ends, or an error saying it goes on. ``blinded``: a payment into
+        that blinded path (``invoice`` then stands for its introduction node: see :mod:`.blinded_app`)."""
         # the payment is the app's task, not the caller's: a caller that stops waiting (the control
         # server ends a call after a minute) leaves it running to its end, recorded in the store
         self._paying.add(invoice.payment_hash)
         outcome: dict[str, Any] = {}
         finished = trio.Event()
-        self.spawn(self._pay_task, invoice, bolt11, total, timeout, outcome, finished, keysend_preimage, max_fee_msat)
+        self.spawn(self._pay_task, invoice, bolt11, total, timeout, outcome, finished, keysend_preimage, max_fee_msat, blinded)
         with trio.move_on_after(min(timeout + PAY_WAIT_MARGIN, PAY_WAIT)):
             await finished.wait()
         if not finished.is_set():
@@ -95,9 +102,9 @@ class Paying:
         return outcome["result"]  # type: ignore[no-any-return]
 
     async def _pay_task(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float, outcome: dict[str, Any], finished: trio.Event,
-                        keysend_preimage: bytes | None = None, max_fee_msat: int | None = None) -> None:  # fmt: skip
+                        keysend_preimage: bytes | None = None, max_fee_msat: int | None = None, blinded: Blinded | None = None) -> None:  # fmt: skip
         try:
-            outcome["result"] = await self._pay(invoice, bolt11, total, timeout, keysend_preimage, max_fee_msat)
+            outcome["result"] = await self._pay(invoice, bolt11, total, timeout, keysend_preimage, max_fee_msat, blinded)
         except Exception as exc:  # noqa: BLE001 - the caller gets it (as when it ran in the call); never the app's failure
             if not isinstance(exc, ChainAppError):
                 log.warning("payments: paying %s failed: %s", invoice.payment_hash.hex()[:16], exc, exc_info=True)
@@ -107,10 +114,12 @@ class Paying:
             finished.set()
 
     async def _pay(self: PaymentsApp, invoice: Invoice, bolt11: str, total: int, timeout: float, keysend_preimage: bytes | None = None,
-                   max_fee_msat: int | None = None) -> dict[str, Any]:  # fmt: skip
+                   max_fee_msat: int | None = None, blinded: Blinded | None = None) -> dict[str, Any]:  # fmt: skip
         assert invoice.payee is not None
         height = await self._height()
         find = self._route_finder(invoice, height, max_fee_msat)
+        if blinded is not None:  # routes to the introduction node, continued through the path
+            find = blinded_route_finder(find, blinded[0], blinded[1], height)
         store = self._store()
         try:
             payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total,
@@ -119,8 +128,10 @@ class Paying:
             log.error("payments: not paying %s: %s (free some space)", invoice.payment_hash.hex()[:16], exc)
             raise ChainAppError(f"cannot pay: {exc}", {"error": "StoreWriteFailed", "payment_hash": invoice.payment_hash.hex()}) from None
         # (a keysend sends no payment_data, as lnd and Core Lightning: some receivers refuse one with a keysend preimage)
-        secret = invoice.payment_secret if keysend_preimage is None else None
-        payment = Payment(invoice.payment_hash, secret, total, find, self.scorer, invoice.payment_metadata, keysend_preimage=keysend_preimage)
+        # (nor does a payment into a blinded path: its path_id stands for the secret)
+        secret = invoice.payment_secret if keysend_preimage is None and blinded is None else None
+        payment = Payment(invoice.payment_hash, secret, total, find, self.scorer, invoice.payment_metadata, keysend_preimage=keysend_preimage,
+                          blinded=blinded[0] if blinded is not None else None)  # fmt: skip
         failed: list[tuple[tuple[str, int], OutgoingResult]] = []
         await self._run_payment(payment, payment_id, trio.current_time() + timeout, timeout, failed)
         try:

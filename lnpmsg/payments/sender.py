@@ -14,7 +14,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lnpmsg.payments.onion import FailureOnionError, HopPayload, construct_onion, decrypt_failure_onion
+from lnpmsg.payments.blinded import blinded_payloads, onion_hop_keys
+from lnpmsg.payments.onion import BlindedPath, FailureOnionError, HopPayload, construct_onion, decrypt_failure_onion
 from lnpmsg.payments.onion.failures import BADONION, NODE, PERM
 from lnpmsg.payments.route import NoRouteError, Route
 from lnpmsg.payments.scorer import MissionControl
@@ -27,6 +28,7 @@ MAX_ATTEMPTS = 12
 #: permanent_node_failure: what an unreadable or empty failure counts as
 _PERMANENT_NODE_FAILURE = PERM | NODE | 2
 _MPP_TIMEOUT = 23
+_INVALID_ONION_BLINDING = BADONION | PERM | 24
 
 
 def format_scid(scid: int) -> str:
@@ -69,9 +71,25 @@ class PaymentFailed(Exception):
 
 
 def build_part(route: Route, payment_hash: bytes, payment_secret: bytes | None, total_msat: int,
-               payment_metadata: bytes | None = None, keysend_preimage: bytes | None = None) -> Part:  # fmt: skip
+               payment_metadata: bytes | None = None, keysend_preimage: bytes | None = None,
+               blinded: BlindedPath | None = None, session_key: bytes | None = None) -> Part:  # fmt: skip
     """The onion of one route: forwarding payloads for the hops, the final one with ``payment_data``
-    (none without a ``payment_secret``: a keysend, whose final payload carries ``keysend_preimage``)."""
+    (none without a ``payment_secret``: a keysend, whose final payload carries ``keysend_preimage``).
+
+    With ``blinded``, the route ends with that blinded path's hops (the introduction node's real id
+    first, see :func:`~lnpmsg.payments.blinded.extend_route`): their payloads are the path's
+    (:func:`~lnpmsg.payments.blinded.blinded_payloads`), the final one with ``total_msat``.
+    ``session_key``: the onion's (default: fresh random bytes; tests pass a vector's)."""
+    session_key = session_key if session_key is not None else os.urandom(32)
+    if blinded is not None:
+        plain = len(route.hops) - len(blinded.hops)
+        final = route.hops[-1]
+        tail = blinded_payloads(blinded, final.amt_to_forward, final.outgoing_cltv_value, total_msat)
+        head = [HopPayload.forward(hop.amt_to_forward, hop.outgoing_cltv_value, ShortChannelId.from_int(route.hops[i + 1].short_channel_id)).encode()
+                for i, hop in enumerate(route.hops[:plain])]  # fmt: skip
+        keys = [h.node_id for h in route.hops[:plain]] + onion_hop_keys(blinded)
+        built = construct_onion(session_key, keys, head + tail, payment_hash)
+        return Part(route, built.packet, tuple(built.shared_secrets))
     payloads = []
     for i, hop in enumerate(route.hops):
         if i + 1 < len(route.hops):
@@ -81,7 +99,7 @@ def build_part(route: Route, payment_hash: bytes, payment_secret: bytes | None, 
             payloads.append(HopPayload.final(hop.amt_to_forward, hop.outgoing_cltv_value, payment_secret=payment_secret,
                                              total_msat=total_msat if payment_secret is not None else None,
                                              payment_metadata=payment_metadata, keysend_preimage=keysend_preimage).encode())  # fmt: skip
-    built = construct_onion(os.urandom(32), [h.node_id for h in route.hops], payloads, payment_hash)
+    built = construct_onion(session_key, [h.node_id for h in route.hops], payloads, payment_hash)
     return Part(route, built.packet, tuple(built.shared_secrets))
 
 
@@ -109,13 +127,16 @@ class Payment:
     with those short channel ids (NoRouteError if none).
     The shell loops: :meth:`next_parts` -> offer each part -> :meth:`on_result` for each,
     until :attr:`done`; then :attr:`preimage` or :attr:`final_error` says how it ended.
-    A keysend has ``keysend_preimage`` and no ``payment_secret``.
+    A keysend has ``keysend_preimage`` and no ``payment_secret``; a payment into a blinded path
+    ``blinded`` (and neither).
     """
 
     def __init__(self, payment_hash: bytes, payment_secret: bytes | None, total_msat: int, find_routes: Callable[[int, frozenset[int]], list[Route]],
                  scorer: MissionControl, payment_metadata: bytes | None = None, max_attempts: int = MAX_ATTEMPTS,
-                 keysend_preimage: bytes | None = None) -> None:  # fmt: skip
+                 keysend_preimage: bytes | None = None, blinded: BlindedPath | None = None) -> None:  # fmt: skip
         self.payment_hash = payment_hash
+        #: a payment into a blinded path: the routes end with its hops (:func:`~lnpmsg.payments.blinded.extend_route`)
+        self.blinded = blinded
         self.keysend_preimage = keysend_preimage
         self.payment_secret = payment_secret
         self.total_msat = total_msat
@@ -170,7 +191,8 @@ class Payment:
             return []
         parts = []
         for route in routes:
-            part = build_part(route, self.payment_hash, self.payment_secret, self.total_msat, self.payment_metadata, self.keysend_preimage)
+            part = build_part(route, self.payment_hash, self.payment_secret, self.total_msat, self.payment_metadata, self.keysend_preimage,
+                              self.blinded)  # fmt: skip
             attempt = Attempt(route.to_dict(), route.final_amount_msat, "pending")
             self.attempts.append(attempt)
             self._attempt_of[id(part)] = attempt
@@ -237,8 +259,14 @@ def read_failure(part: Part, result: OutgoingResult, attempt: Attempt, scorer: M
     name = getattr(failed.failure, "NAME", None) or f"code {code:#06x}"
     is_payee = index == len(route.hops) - 1
     where = "the payee" if is_payee else f"hop {index}"
-    channel = format_scid(route.hops[index + 1].short_channel_id) if index + 1 < len(route.hops) else ""
+    # (a blinded path's hops after its introduction node have no channel we know: short channel id 0)
+    channel = format_scid(route.hops[index + 1].short_channel_id) if index + 1 < len(route.hops) and route.hops[index + 1].short_channel_id else ""
     attempt.failure = f"{where} ({hop.node_id.hex()[:16]}...) returned {name}" + (f" for channel {channel}" if channel else "")
     attempt.code, attempt.erring_index, attempt.erring_node, attempt.erring_channel = code, index, hop.node_id.hex(), channel
     scorer.report_failure(route, index, code, now)
+    if code == _INVALID_ONION_BLINDING:
+        # the blinded path refused it (fees, expiry, its recipient): the path is the payee's terms, so
+        # another route to it would be refused the same way
+        attempt.failure += " (the blinded path refused the payment)"
+        return name
     return name if is_payee and code != _MPP_TIMEOUT else None

@@ -43,9 +43,11 @@ def invoice_view(row: dict[str, Any], now: float, held: tuple[int, int, int] | N
 
 
 def payment_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A payment for ``listpayments`` (a keysend's has no bolt11)."""
+    """A payment for ``listpayments`` (a keysend's has no bolt11; one into a blinded path has its path, ``blinded:`` and hex, instead)."""
+    blinded = row["bolt11"].startswith("blinded:") if row["bolt11"] else False
     return {
-        "id": row["id"], "payment_hash": row["payment_hash"].hex(), "bolt11": row["bolt11"] or None, "keysend": not row["bolt11"],
+        "id": row["id"], "payment_hash": row["payment_hash"].hex(), "bolt11": (row["bolt11"] or None) if not blinded else None,
+        "keysend": not row["bolt11"], **({"blinded_path": row["bolt11"].removeprefix("blinded:")} if blinded else {}),
         "destination": row["payee"].hex(),
         "amount_msat": row["amount_msat"], "fee_msat": row["fee_msat"], "status": row["status"], "routes": row["routes"],
         "preimage": row["preimage"].hex() if row["preimage"] else None, "error": row["error"], "attempts": row["attempts"],

@@ -1,0 +1,171 @@
+"""Blinded payments, the payments app's part (a mixin of :class:`~lnpmsg.payments.app.PaymentsApp`).
+
+Receiving: ``payments.blindedpath LABEL`` makes a blinded path to us for our
+invoice LABEL, through one of our channels' peers (the introduction node; the
+one named by ``introduction``, else the usable channel that can bring us the
+most), with that peer's policy towards us as its ``payment_relay``,
+``payment_constraints`` (an expiry limit ``expiry_blocks`` ahead, the
+channel's HTLC minimum) and a ``path_id`` tying it to the invoice's payment hash
+(a MAC, no storage: :func:`~lnpmsg.payments.blinded.path_id_for`). It returns
+the path as hex in BOLT 12's ``blinded_path`` encoding (BOLT 11 cannot carry one)
+and its ``blinded_payinfo``. A payment through it settles like one of the
+invoice (:mod:`.blinded_htlcs` decides it; its preimage is the invoice's).
+
+Sending: ``payments.payblinded BLINDED_PATH AMOUNT_MSAT PAYMENT_HASH`` with the
+path's payinfo (what a BOLT 12 payer has from an invoice): routes to the
+introduction node as ``pay`` finds them (single part), continued through the
+path (:func:`~lnpmsg.payments.blinded.blinded_route_finder`); an introduction node
+named by ``sciddir`` is found in the gossip graph or among our channels. ``listpayments``
+shows it with ``blinded_path`` and the introduction node as destination; a
+refusal inside the path comes back as ``invalid_onion_blinding``, which ends
+the payment (the path is the recipient's, another route would meet it too).
+
+Failing an HTLC inside a path (:meth:`BlindedPayments._fail_blinded`): a node after the
+introduction node always sends ``update_fail_malformed_htlc`` with ``invalid_onion_blinding``;
+the introduction node sends its failure after a random delay of up to
+:data:`~lnpmsg.payments.blinded_htlcs.BLINDED_FAILURE_DELAY` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from lnpmsg.payments.blinded import BlindedPayInfo, PathHop, PaymentRelay, create_payment_path, path_id_for
+from lnpmsg.payments.blinded_htlcs import BLINDED_FAILURE_DELAY
+from lnpmsg.payments.htlcs import MAX_CLTV_AHEAD
+from lnpmsg.payments.keysend import check_count, payment_target
+from lnpmsg.payments.onion import BlindedPath, BlindingError, decode_blinded_path
+from lnpmsg.payments.onion.failures import InvalidOnionBlinding
+from lnpmsg.payments.paying import PAY_TIMEOUT
+from lnpmsg.payments.sender import format_scid
+from lnpmsg.rpc.params import ParamsError, hex_param
+from lnpmsg.wallet.calls import ChainAppError
+
+if TYPE_CHECKING:
+    from lnpmsg.payments.app import PaymentsApp
+
+__all__ = ["BLINDED_PREFIX", "DEFAULT_PATH_BLOCKS", "BlindedPayments"]
+
+log = logging.getLogger("lnpmsg.payments.app")
+
+#: blocks a blinded path we make stays usable by default (its max_cltv_expiry, past our final delta): a week
+DEFAULT_PATH_BLOCKS = 1008
+#: what a payment into a blinded path keeps in the store's ``bolt11`` column (it has no invoice text)
+BLINDED_PREFIX = "blinded:"
+
+
+class BlindedPayments:
+    """``blindedpath`` and ``payblinded`` (see the module docs); mixed into the payments app."""
+
+    async def _fail_blinded(self: PaymentsApp, ref: tuple[str, int], why: str, reason: bytes, delay: bool) -> bool:
+        """Fail incoming HTLC ``ref`` as a hop inside a blinded path does, if it is one (False: it is not,
+        nothing done). With ``delay`` (an introduction node's ``invalid_onion_blinding``), later, by a
+        random delay: how soon a failure comes back would tell a prober how far into the path it was
+        refused (BOLT 4). With ``update_add_htlc``'s path key, whatever the failure (a cancelled hold
+        invoice's, an MPP timeout's): ``update_fail_malformed_htlc`` with ``invalid_onion_blinding`` (BOLT 2)."""
+        if delay:
+            async def later() -> None:
+                await trio.sleep(random.uniform(0.0, BLINDED_FAILURE_DELAY))
+                await self._fail(ref, reason, why)
+
+            self.spawn(later)
+            return True
+        add = next((h.add for h in self.htlcs.pending_incoming() if (h.channel_key, h.add.id) == ref), None)
+        if add is None or add.tlvs.get("blinded_path") is None:
+            return False
+        onion_hash = hashlib.sha256(add.onion_routing_packet).digest()
+        await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], onion_hash, InvalidOnionBlinding.TYPE), ref)
+        return True
+
+    async def blindedpath(self: PaymentsApp, label: str, introduction: str | None = None,
+                          expiry_blocks: int = DEFAULT_PATH_BLOCKS) -> dict[str, Any]:  # fmt: skip
+        """A blinded path to us for our invoice LABEL, through a peer (``introduction``: its node id) as the
+        introduction node; as hex in BOLT 12's ``blinded_path`` encoding, with its ``payinfo``."""
+        if not isinstance(label, str) or not label:
+            raise ParamsError("label must be a non-empty string")
+        check_count(expiry_blocks, "expiry_blocks", positive=True)
+        payment_hash = next((h for h, name in self._labels.items() if name == label), None)
+        terms = self._terms.get(payment_hash) if payment_hash is not None else None
+        if terms is None or terms.keysend:
+            raise ChainAppError(f"no invoice labelled {label!r}", {"error": "NoSuchInvoice", "label": label})
+        peer = hex_param(introduction, "introduction", 33) if introduction is not None else None
+        usable = [c for c in self.htlcs.channels() if c.usable and c.short_channel_id and (peer is None or c.peer_id == peer)]
+        if not usable:
+            raise ChainAppError("no usable channel to a peer" + (" with that node id" if peer else "") + " to introduce a blinded path",
+                                {"error": "NoChannel"})  # fmt: skip
+        channel = max(usable, key=lambda c: c.receivable_msat)
+        # the peer relays to us at its policy towards us (its channel_update), as a route hint says
+        fee = self.policies.of_peers([channel]).get(channel.short_channel_id, self.policy)
+        relay = PaymentRelay(fee.cltv_expiry_delta, fee.fee_proportional_millionths, fee.fee_base_msat)
+        height = await self._height()
+        path, payinfo = create_payment_path(
+            os.urandom(32), [PathHop(channel.peer_id, channel.short_channel_id, relay, channel.htlc_minimum_msat)], self.node.node_id,
+            path_id_for(self.node.key.secret, terms.payment_hash), height + terms.min_final_cltv + expiry_blocks, terms.min_final_cltv,
+        )  # fmt: skip
+        log.info("payments: blinded path for invoice %s through %s", label, channel.peer_id.hex()[:16])
+        return {"blinded_path": path.encode().hex(), "payinfo": payinfo.to_dict(), "payment_hash": terms.payment_hash.hex(),
+                "introduction_node_id": channel.peer_id.hex(), "amount_msat": terms.amount_msat}  # fmt: skip
+
+    def _introduced_by_node(self: PaymentsApp, path: BlindedPath) -> BlindedPath:
+        """``path`` with its introduction node as a node id: a ``sciddir`` (BOLT 12's compact form: a
+        direction and a short channel id) is the channel's first (0) or second (1) node, as the gossip
+        graph or our own channels know it. ParamsError for a channel neither knows."""
+        if path.introduction_is_node_id:
+            return path
+        direction, scid = path.first_node_id[0], int.from_bytes(path.first_node_id[1:], "big")
+        lookup = getattr(self.graph, "channel", None)
+        edge = lookup(scid, 0) if lookup is not None else None
+        if edge is not None:  # direction 0 goes from node_id_1 to node_id_2
+            nodes = (edge.source, edge.target)
+        else:
+            ours = next((c for c in self.htlcs.channels() if c.short_channel_id == scid), None)
+            if ours is None:
+                raise ParamsError(f"blinded_path: its introduction node is named by channel {format_scid(scid)}, which we do not know")
+            nodes = tuple(sorted((self.node.node_id, ours.peer_id)))  # (node_id_1 is the lesser id, BOLT 7)
+        return replace(path, first_node_id=nodes[direction])
+
+    async def payblinded(self: PaymentsApp, blinded_path: str, amount_msat: int, payment_hash: str, fee_base_msat: int,
+                         fee_proportional_millionths: int, cltv_expiry_delta: int, htlc_minimum_msat: int = 0,
+                         max_fee_msat: int | None = None, timeout: float = PAY_TIMEOUT) -> dict[str, Any]:  # fmt: skip
+        """Pay AMOUNT_MSAT for PAYMENT_HASH into BLINDED_PATH (hex, BOLT 12's encoding) whose payinfo says what it
+        adds (fees, ``cltv_expiry_delta``); returns once paid (preimage) or failed, as ``pay``."""
+        raw = hex_param(blinded_path, "blinded_path", None)
+        try:
+            path, end = decode_blinded_path(raw)
+        except BlindingError as exc:
+            raise ParamsError(f"blinded_path: {exc}") from None
+        if end != len(raw):
+            raise ParamsError(f"blinded_path: {len(raw) - end} bytes after the path")
+        path = self._introduced_by_node(path)
+        if path.first_node_id == self.node.node_id:
+            raise ParamsError("blinded_path: this node is its introduction node; pay a path that starts at another node")
+        hashed = hex_param(payment_hash, "payment_hash", 32)
+        check_count(amount_msat, "amount_msat", positive=True)
+        for name, value in (("fee_base_msat", fee_base_msat), ("fee_proportional_millionths", fee_proportional_millionths),
+                            ("cltv_expiry_delta", cltv_expiry_delta), ("htlc_minimum_msat", htlc_minimum_msat)):  # fmt: skip
+            check_count(value, name)
+        if max_fee_msat is not None:
+            check_count(max_fee_msat, "max_fee_msat")
+        if cltv_expiry_delta > MAX_CLTV_AHEAD:  # a path asking more would lock our funds for longer than any hop accepts
+            raise ParamsError(f"cltv_expiry_delta {cltv_expiry_delta} is more than {MAX_CLTV_AHEAD} blocks")
+        payinfo = BlindedPayInfo(fee_base_msat, fee_proportional_millionths, cltv_expiry_delta, htlc_minimum_msat)
+        earlier = await trio.to_thread.run_sync(self._store().payments, hashed)
+        if hashed in self._paying or any(p["status"] in ("pending", "complete") for p in earlier):
+            raise ChainAppError("a payment of this hash is in progress or done", {"error": "InProgress", "payment_hash": hashed.hex()})
+        # what routing to the introduction node needs: its id, the amount with the path's fee, the path's delta as its final one
+        target = payment_target(self, path.first_node_id, hashed, amount_msat + payinfo.fee(amount_msat), cltv_expiry_delta, "blinded path")
+        log.info("payments: paying %d msat into a blinded path introduced by %s", amount_msat, path.first_node_id.hex()[:16])
+        # (max_fee_msat bounds the whole fee: the route to the introduction node gets what the path leaves)
+        to_intro = None if max_fee_msat is None else max_fee_msat - payinfo.fee(amount_msat)
+        if to_intro is not None and to_intro < 0:
+            raise ChainAppError(f"the blinded path alone charges {payinfo.fee(amount_msat)} msat, over max_fee_msat",
+                                {"error": "NoRoute", "payment_hash": hashed.hex()})  # fmt: skip
+        return await self._start_payment(target, BLINDED_PREFIX + raw.hex(), amount_msat, timeout, max_fee_msat=to_intro,
+                                         blinded=(path, payinfo))  # fmt: skip
