@@ -96,7 +96,9 @@ class BlindedPayments:
         if terms is None or terms.keysend:
             raise ChainAppError(f"no invoice labelled {label!r}", {"error": "NoSuchInvoice", "label": label})
         peer = hex_param(introduction, "introduction", 33) if introduction is not None else None
-        usable = [c for c in self.htlcs.channels() if c.usable and c.short_channel_id and (peer is None or c.peer_id == peer)]
+        # the path names the channel as the peer forwards over it: the alias it gave us if any, as a
+        # route hint does (a private channel's real id may be refused, and should not be shown)
+        usable = [c for c in self.htlcs.channels() if c.usable and c.hint_scid and (peer is None or c.peer_id == peer)]
         if not usable:
             raise ChainAppError("no usable channel to a peer" + (" with that node id" if peer else "") + " to introduce a blinded path",
                                 {"error": "NoChannel"})  # fmt: skip
@@ -106,7 +108,7 @@ class BlindedPayments:
         relay = PaymentRelay(fee.cltv_expiry_delta, fee.fee_proportional_millionths, fee.fee_base_msat)
         height = await self._height()
         path, payinfo = create_payment_path(
-            os.urandom(32), [PathHop(channel.peer_id, channel.short_channel_id, relay, channel.htlc_minimum_msat)], self.node.node_id,
+            os.urandom(32), [PathHop(channel.peer_id, channel.hint_scid, relay, channel.htlc_minimum_msat)], self.node.node_id,
             path_id_for(self.node.key.secret, terms.payment_hash), height + terms.min_final_cltv + expiry_blocks, terms.min_final_cltv,
         )  # fmt: skip
         log.info("payments: blinded path for invoice %s through %s", label, channel.peer_id.hex()[:16])
@@ -125,7 +127,7 @@ class BlindedPayments:
         if edge is not None:  # direction 0 goes from node_id_1 to node_id_2
             nodes = (edge.source, edge.target)
         else:
-            ours = next((c for c in self.htlcs.channels() if c.short_channel_id == scid), None)
+            ours = self.htlcs.by_scid(scid)
             if ours is None:
                 raise ParamsError(f"blinded_path: its introduction node is named by channel {format_scid(scid)}, which we do not know")
             nodes = tuple(sorted((self.node.node_id, ours.peer_id)))  # (node_id_1 is the lesser id, BOLT 7)
