@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from lnpmsg.channels.app import ChannelsApp
+from lnpmsg.channels.backup import decode_backup
 from lnpmsg.channels.params import ChannelConfig, OpeningPolicy
 from lnpmsg.channels.ready import is_alias
 from lnpmsg.channels.state import Phase
@@ -149,6 +150,10 @@ async def test_a_payment_through_an_alias_only_private_channel_by_its_route_hint
             inv3 = await payments(c2).invoice(1_000_000, "after", "after a restart")
             paid = await payments(a2).pay(inv3["bolt11"])
             assert paid["status"] == "complete"
+            await wait_until(lambda: all(quiet(x) for x in (a2, b2, c2)), "settled after the restart")
+            # and the real id is still refused (the type is in the records: BOLT 2)
+            inv4 = await payments(c2).invoice(1_000_000, "real2", "by the real id after a restart")
+            assert await forward_refused(n, a2, b2, c2, bc.short_channel_id, inv4["bolt11"])
 
 
 @pytest.mark.trio
@@ -173,6 +178,8 @@ async def test_a_zeroconf_channel_pays_before_its_funding_confirms_and_untrusted
             assert (await n.source.tip()).height == height  # not a block mined
             row = await listed(b, a)
             assert row["zeroconf"] is True and row["short_channel_id"] is None and row["local_alias"] == _text(ba.local_alias)
+            # a channel in use is in the static backup before its funding confirms (no short channel id yet)
+            await wait_until(lambda: backed_up_scid(b, ba.channel_id) == 0 and backed_up_scid(a, ab.channel_id) == 0, "backed up")
 
             inv = await payments(b).invoice(20_000_000, "zc", "zero-conf")
             paid = await payments(a).pay(inv["bolt11"])
@@ -191,9 +198,21 @@ async def test_a_zeroconf_channel_pays_before_its_funding_confirms_and_untrusted
             await wait_until(lambda: ab.short_channel_id and ba.short_channel_id, "the real id")
             assert ab.short_channel_id == ba.short_channel_id and not is_alias(ab.short_channel_id)
             assert (await listed(a, b))["short_channel_id"] == _text(ab.short_channel_id)
+            # both static backups are written again with it (a restore reads the chain from there)
+            for node, s in ((a, ab), (b, ba)):
+                await wait_until(lambda node=node, s=s: backed_up_scid(node, s.channel_id) == s.short_channel_id, "the backup")  # type: ignore[misc]
             inv2 = await payments(b).invoice(1_000_000, "zc2", "confirmed")
             assert (await payments(a).pay(inv2["bolt11"]))["status"] == "complete"
             await wait_until(lambda: idle(a, b) and idle(b, a), "settled")
+
+
+def backed_up_scid(node: Node, channel_id: bytes) -> int | None:
+    """The short channel id the node's static channel backup holds for the channel (None: not in it)."""
+    app = channels(node)
+    if not app.backup_path.exists():
+        return None
+    entries = decode_backup(app.backup_path.read_bytes(), app.manager.seed)  # type: ignore[union-attr]
+    return next((e.short_channel_id for e in entries if e.channel_id == channel_id), None)
 
 
 def _text(scid: int) -> str:

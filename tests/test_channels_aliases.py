@@ -23,7 +23,7 @@ from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import AcceptCommand, ChannelFailed, ChannelReadyEvent, FundingDepth, OpenCommand, Received
 from lnpmsg.channels.messages import AcceptChannel, ChannelReady, OpenChannel
 from lnpmsg.channels.options import CHANNEL_TYPE_CHOICES, add_node_options, channel_settings, options_from_args, type_variations
-from lnpmsg.channels.params import OpeningPolicy
+from lnpmsg.channels.params import ChannelConfig, OpeningPolicy
 from lnpmsg.channels.ready import (
     ALIAS_MIN_BLOCK,
     accepted_scids,
@@ -281,3 +281,76 @@ def test_route_hints_name_the_peers_alias_and_skip_an_alias_only_channel_without
     assert hop.short_channel_id == BOB_ALIAS  # the alias the peer gave us, not ours nor the real one
     assert route_hints([info(0, (ALICE_ALIAS,))], policy) == ()  # scid_alias, no peer alias yet: no hint at all
     assert route_hints([info(BOB_ALIAS, (ALICE_ALIAS,), public=True)], policy) == ()  # public: the graph has it
+
+
+# ---------------------------------------------------------------- review of the BOLT 2 rules
+
+
+def test_a_fundee_configured_with_no_depth_still_waits_for_a_confirmation_without_zeroconf() -> None:
+    """BOLT 2: only a zero-conf channel_type (from a trusted funder) lets the fundee be ready before the
+    funding confirms. A ``ChannelConfig(minimum_depth=0)`` (the command line refuses it, the API does
+    not) must not make every funder trusted: the fundee asks 1 and sends channel_ready at 1 only."""
+    pair = AliasPair(bob_config=ChannelConfig(minimum_depth=0))
+    pair.feed(pair.alice, pair.open_command())
+    pair.pump()
+    assert sent(pair.bob, AcceptChannel)[0].minimum_depth == 1  # type: ignore[attr-defined]
+    pair.open_rest()
+    assert not sent(pair.bob, ChannelReady) and pair.bob.core.phase is Phase.AWAIT_READY
+    pair.feed(pair.bob, FundingDepth(1, REAL_SCID))
+    assert len(sent(pair.bob, ChannelReady)) == 1 and pair.bob.core.state.short_channel_id == REAL_SCID
+
+
+def test_an_scid_alias_channel_restored_from_its_records_still_refuses_its_real_id() -> None:
+    """A restart replays the records: the type (bit 46) and both aliases come back, so a forward naming
+    the real id is still refused and hints still name the peer's alias (BOLT 2)."""
+    pair = AliasPair(type_bits=(46,))
+    pair.open()
+    for side, alias, peer_alias in ((pair.alice, ALICE_ALIAS, BOB_ALIAS), (pair.bob, BOB_ALIAS, ALICE_ALIAS)):
+        s = restore(side.core.secrets, side.records).state
+        assert s.short_channel_id == REAL_SCID and accepted_scids(s) == (alias,)
+        assert routing_scid(s) == alias and hint_scid(s) == peer_alias
+
+
+def test_a_zeroconf_reconnection_resends_channel_ready_with_the_alias_until_the_first_update() -> None:
+    """BOLT 2 channel_reestablish: next_commitment_number 1 on both sides: channel_ready again (with
+    the alias: the peer may not have kept it); after a commitment update it is not retransmitted."""
+    pair = AliasPair(type_bits=(46, 50), trusted=True)
+    pair.feed(pair.alice, pair.open_command())
+    pair.pump()
+    pair.open_rest()
+    sides = (pair.alice, pair.bob)
+    before = [len(sent(side, ChannelReady)) for side in sides]
+    pair.reconnect()  # the funding is still unconfirmed
+    for side, alias, count in zip(sides, (ALICE_ALIAS, BOB_ALIAS), before, strict=True):
+        again = sent(side, ChannelReady)
+        assert len(again) == count + 1 and again[-1].tlvs["short_channel_id"].to_int() == alias  # type: ignore[attr-defined]
+        assert side.core.phase is Phase.NORMAL and side.core.state.short_channel_id == 0
+    assert (pair.alice.core.state.remote_alias, pair.bob.core.state.remote_alias) == (BOB_ALIAS, ALICE_ALIAS)
+    htlc_id, preimage = pair.add(pair.alice, 2_000_000)
+    pair.commit(pair.alice)
+    pair.fulfill(pair.bob, htlc_id, preimage)
+    counts = [len(sent(side, ChannelReady)) for side in sides]
+    pair.reconnect()
+    assert [len(sent(side, ChannelReady)) for side in sides] == counts
+    # the funding confirms after all that: the real id is learned, no channel_ready again
+    for side, count in zip(sides, counts, strict=True):
+        pair.feed(side, FundingDepth(1, REAL_SCID))
+        assert side.core.state.short_channel_id == REAL_SCID and len(sent(side, ChannelReady)) == count
+
+
+def test_the_funder_keeps_an_early_channel_ready_and_is_ready_at_its_own_depth() -> None:
+    """The fundee's channel_ready before the depth it asked (a peer that trusts us): the funder keeps
+    its point and alias but sends its own, and uses the channel, only at minimum_depth (BOLT 2)."""
+    pair = AliasPair()
+    pair.feed(pair.alice, pair.open_command())
+    pair.pump()
+    pair.open_rest()
+    early = pair.bob.core.channel_ready_message()
+    pair.feed(pair.alice, Received(early))
+    alice = pair.alice.core
+    assert alice.phase is Phase.AWAIT_READY and alice.state.ready_received and alice.state.remote_alias == BOB_ALIAS
+    assert not sent(pair.alice, ChannelReady)
+    pair.feed(pair.alice, FundingDepth(2, REAL_SCID))
+    assert alice.phase is Phase.AWAIT_READY and not sent(pair.alice, ChannelReady)  # 3 asked
+    pair.feed(pair.alice, FundingDepth(3, REAL_SCID))
+    assert alice.phase is Phase.NORMAL and len(sent(pair.alice, ChannelReady)) == 1

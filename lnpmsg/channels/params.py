@@ -101,6 +101,7 @@ class ChannelConfig:
     htlc_minimum_msat: int = 1
     to_self_delay: int = 144
     max_accepted_htlcs: int = 30
+    #: confirmations asked of a funder's funding (1 at least: 0 only for a trusted zero-conf channel_type)
     minimum_depth: int = 3
     upfront_shutdown_script: bytes = b""
     #: where our funds go in a cooperative close when no upfront script was given (a wallet address)

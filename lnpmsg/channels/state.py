@@ -454,7 +454,9 @@ class ChannelCore:
         spec = CommitSpec((), msg.feerate_per_kw, msg.funding_satoshis * 1000 - msg.push_msat, msg.push_msat)
         initial_fee = funder_charge_sat(spec, cmd.config.dust_limit_sat, anchors=s.anchors)
         s.remote = check_open(msg, cmd.policy, cmd.config, cmd.chain_hash, initial_fee_sat=initial_fee)
-        s.minimum_depth = 0 if ready.is_zeroconf(s) else cmd.config.minimum_depth  # BOLT 2: zeroconf MUST set 0
+        # BOLT 2: a zero-conf type MUST ask 0; any other waits for a confirmation at least (channel_ready
+        # before it is for a funder we trust only: a config's 0 does not make every funder trusted)
+        s.minimum_depth = 0 if ready.is_zeroconf(s) else max(cmd.config.minimum_depth, 1)
         s.local_reserve_ask_sat = cmd.config.reserve_for(msg.funding_satoshis, s.remote.dust_limit_sat)
         if s.local_reserve_ask_sat < s.remote.dust_limit_sat:
             raise RemoteFault("the reserve we ask would be below the funder's dust limit")
