@@ -18,6 +18,7 @@ worker threads; waits are for states, never for durations.
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import io
 from collections.abc import AsyncIterator, Callable
@@ -234,7 +235,9 @@ async def run_until_resolved(pair: Pair, *nodes: Node, max_blocks: int = 60) -> 
 
 @pytest.mark.trio
 @pytest.mark.parametrize("channel_type", ["static_remotekey", "anchors"])
-async def test_a_revoked_commitment_on_chain_loses_everything_to_the_penalty(tmp_path: Path, channel_type: str) -> None:
+async def test_a_revoked_commitment_on_chain_loses_everything_to_the_penalty(tmp_path: Path, channel_type: str,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, "lnpmsg.channels.onchain")
     async with two_nodes(tmp_path) as (pair, alice, bob):
         channel_id = await open_channel(pair, alice, bob, channel_type)
         expiry = (await pair.source.tip()).height + 30
@@ -258,6 +261,9 @@ async def test_a_revoked_commitment_on_chain_loses_everything_to_the_penalty(tmp
         assert gained["alice"] <= 0, gained
         listed = (await channels(bob).listchannels())["channels"][0]["onchain"]
         assert listed["commitment"]["kind"] == "revoked" and listed["locked_sat"] == 0
+    # a claim is broadcast again each block until mined: the log tells of each once (then at debug)
+    claims = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and r.getMessage().startswith("onchain: broadcast claim")]
+    assert claims and len(claims) == len(set(claims)), claims
 
 
 async def invalidate(source: EmbeddedChainSource, height: int) -> None:

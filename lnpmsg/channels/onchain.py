@@ -47,7 +47,7 @@ import logging
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,8 @@ class WatchedChannel:
     progress: MonitorProgress
     #: blocks below the live stream are being fed to it (a restored channel's spent funding, :mod:`.rescan`)
     catching_up: bool = False
+    #: claims broadcast (and logged) already: each is broadcast again every block until mined
+    claims_sent: set[str] = field(default_factory=set)
 
 
 class OnchainWatch:
@@ -554,17 +556,18 @@ class OnchainWatch:
     async def _broadcast_all(self, watched: WatchedChannel) -> list[str]:
         txids = []
         for tx in watched.monitor.transactions_to_broadcast():
-            if await self._broadcast(tx, "claim"):
+            if await self._broadcast(tx, "claim", again=tx.txid_hex in watched.claims_sent):
+                watched.claims_sent.add(tx.txid_hex)
                 txids.append(tx.txid_hex)
         return txids
 
-    async def _broadcast(self, tx: Tx, what: str) -> bool:
+    async def _broadcast(self, tx: Tx, what: str, again: bool = False) -> bool:
         try:
             await self.chain.source.broadcast(tx.raw)
         except ChainError as exc:
             log.debug("onchain: %s %s not accepted (yet): %s", what, tx.txid_hex, exc)
             return False
-        log.info("onchain: broadcast %s %s", what, tx.txid_hex)
+        log.log(logging.DEBUG if again else logging.INFO, "onchain: broadcast %s %s%s", what, tx.txid_hex, " again" if again else "")
         return True
 
 
