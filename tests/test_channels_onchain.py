@@ -18,9 +18,9 @@ worker threads; waits are for states, never for durations.
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import io
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
