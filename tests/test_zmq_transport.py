@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -798,11 +799,14 @@ async def test_garbage_from_many_peers_leaves_an_established_peer_alone(
             await good.aclose()
 
 
-async def test_peer_that_stops_reading_holds_our_sender_back(transport: ZmqTransport, ctx: Ctx, endpoint: str) -> None:
+async def test_peer_that_stops_reading_holds_our_sender_back(ctx: Ctx, endpoint: str) -> None:
     # The peer grants plenty of credit but reads nothing: our sends stop at
     # libzmq's high-water mark (memory stays bounded) instead of piling up,
     # our credit grants wait for the flush task, and all of it flows once the
-    # peer reads again.
+    # peer reads again. A peer that reads nothing answers no heartbeat either
+    # (ours wait behind the data): FAST's 2 s would cut it on a loaded machine
+    # before it reads again, so here heartbeats allow as long as the test.
+    transport = ZmqTransport(ctx, dataclasses.replace(FAST, heartbeat_timeout=HANG_GUARD))
     total = 1500
     frame = b"z" * 32_000
     sent = 0
