@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -20,6 +21,7 @@ from test_channels_app import channels, only_channel, pay
 from test_channels_backup import _entry, _lose_channels
 from test_channels_onchain import TO_SELF_DELAY, Pair, open_channel, only_status, run_until_resolved, wait_until
 
+from lnpmsg.app import App
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelsApp
 from lnpmsg.channels.backup import PEER_BLOB_SIZE, decode_backup, encode_backup, encode_padded
@@ -27,12 +29,14 @@ from lnpmsg.channels.params import ChannelConfig
 from lnpmsg.channels.peer_storage import PeerStorageApp
 from lnpmsg.channels.peer_storage_store import BlobStore, StoredBlob, WriteSchedule, retention
 from lnpmsg.channels.state import Phase
+from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing import MemoryNetwork
-from lnpmsg.testing.nodes import running
+from lnpmsg.testing.nodes import make_node, running
+from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wallet.app import ChainApp
-from lnpmsg.wire import Features, PeerStorage, PeerStorageRetrieval
+from lnpmsg.wire import Features, Init, PeerStorage, PeerStorageRetrieval
 
 PEER_A = "02" + "11" * 32
 PEER_B = "03" + "22" * 32
@@ -195,3 +199,67 @@ async def test_a_peer_without_a_channel_is_not_stored_and_a_retrieval_follows_in
             await bob.connect(alice.addresses[0])
             await wait_until(lambda: alice.node_id in storage(bob)._retrieved, "alice's retrieval")
             assert storage(bob).kept == {} and bob.peers[alice.node_id].is_ready
+
+
+class _ChannelsStandIn(App):
+    """What the peer storage app reads of the channel app, with no channel app running: it sends nothing of ours."""
+
+    def __init__(self) -> None:
+        super().__init__("channels")
+        self.backup_watchers: list = []
+        self.manager = None
+
+
+async def _retrieval(raw: RawPeer) -> bytes:
+    """The blob of the first peer_storage_retrieval the raw peer gets."""
+    while True:
+        data = await raw.receive()
+        if data[:2] == (9).to_bytes(2, "big"):
+            return PeerStorageRetrieval.decode(data).blob
+
+
+@pytest.mark.trio
+async def test_the_provider_writes_a_peers_blob_once_a_minute_the_latest_wins_in_virtual_time(tmp_path: Path, mock_clock: Any) -> None:
+    """Virtual time over a real TCP connection (the clock jumps only when nothing moves for 50 ms);
+    which peers have a channel is the test's (no chain here)."""
+    mock_clock.autojump_threshold = 0.05
+    key = NodeKey.generate()
+
+    class Provider(PeerStorageApp):
+        def _with_channel(self) -> set[bytes]:
+            return {key.node_id}
+
+    alice = make_node(listen=True)
+    provider = alice.mount(Provider(tmp_path / "ps"))
+    alice.mount(_ChannelsStandIn())
+    path = tmp_path / "ps" / "theirs" / key.node_id.hex()
+    async with running(alice):
+        raw = await RawPeer.connect(alice.listen_addresses[0], alice.node_id, key)
+        await raw.exchange_init(Init(features=Features.from_bits([43]).to_bytes()))
+        t0 = trio.current_time()
+        await raw.send(PeerStorage(blob=b"first"))
+        await wait_until(lambda: path.exists(), "the first blob written at once")
+        assert BlobStore(path.parent).read(key.node_id) == b"first"
+        await raw.send(PeerStorage(blob=b"second"))
+        await raw.send(PeerStorage(blob=b"third"))
+        await trio.sleep(58 - (trio.current_time() - t0))
+        assert BlobStore(path.parent).read(key.node_id) == b"first" and provider.schedule.pending == {key.node_id: b"third"}
+        await trio.sleep(3)
+        assert BlobStore(path.parent).read(key.node_id) == b"third" and provider.schedule.pending == {}
+        await raw.aclose()
+        # the next connection gets the latest blob right after init
+        raw = await RawPeer.connect(alice.listen_addresses[0], alice.node_id, key)
+        await raw.exchange_init(Init(features=Features.from_bits([43]).to_bytes()))
+        with trio.fail_after(5):
+            assert await _retrieval(raw) == b"third"
+        await raw.aclose()
+    # and after a restart of the node
+    alice = Node(alice.key, alice.config)
+    alice.mount(Provider(tmp_path / "ps"))
+    alice.mount(_ChannelsStandIn())
+    async with running(alice):
+        raw = await RawPeer.connect(alice.listen_addresses[0], alice.node_id, key)
+        await raw.exchange_init(Init(features=Features().to_bytes()))
+        with trio.fail_after(5):
+            assert await _retrieval(raw) == b"third"
+        await raw.aclose()
