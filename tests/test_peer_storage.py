@@ -24,6 +24,8 @@ from test_channels_onchain import TO_SELF_DELAY, Pair, open_channel, only_status
 from lnpmsg.app import App
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelsApp
+from lnpmsg.channels.commands import _print_peer_storage
+from lnpmsg.channels.commands import _request as _channel_request
 from lnpmsg.channels.backup import PEER_BLOB_SIZE, decode_backup, encode_backup, encode_padded
 from lnpmsg.channels.params import ChannelConfig
 from lnpmsg.channels.peer_storage import PeerStorageApp
@@ -262,4 +264,44 @@ async def test_the_provider_writes_a_peers_blob_once_a_minute_the_latest_wins_in
         await raw.exchange_init(Init(features=Features().to_bytes()))
         with trio.fail_after(5):
             assert await _retrieval(raw) == b"third"
+        await raw.aclose()
+
+
+def test_the_commands_call_the_peer_storage_app_and_print_sizes_not_contents(capsys: pytest.CaptureFixture[str]) -> None:
+    from lnpmsg.cli import main
+
+    assert main(["--data-dir", "/nonexistent", "restorechannels"]) == 2
+    assert "give a FILE or --from-peers" in capsys.readouterr().err
+    parser_args = type("Args", (), {"command": "restorechannels", "from_peers": True, "file": None})()
+    method, params, _ = _channel_request(parser_args)  # type: ignore[arg-type]
+    assert (method, params) == ("peer_storage.restorechannels", {})
+    listed = {"provides": True,
+              "held_for_peers": [{"peer_id": PEER_A, "size": 65531, "received": 1700000000, "channel_open": False,
+                                  "closed_at_height": 812, "update_waiting": True}],
+              "held_by_peers": [{"peer_id": PEER_B, "size": 65531, "received": 1700000001, "channels": 2, "channels_lacking": 1}]}  # fmt: skip
+    _print_peer_storage(listed)
+    out = capsys.readouterr().out
+    assert f"for {PEER_A}: 65531 bytes" in out and "no channel since height 812" in out and "an update waiting" in out
+    assert f"by  {PEER_B}" in out and "1 this node lacks (lnpmsg restorechannels --from-peers)" in out
+
+
+@pytest.mark.trio
+async def test_a_malformed_peer_storage_closes_that_connection_only_and_an_oversize_blob_cannot_be_sent(tmp_path: Path) -> None:
+    """A ``peer_storage`` whose length runs past the message fails the connection (the node's rule for
+    any malformed message, logged with the reason); nothing is stored and the node goes on. A blob over
+    65531 bytes does not fit in a BOLT 8 message (65535 bytes, type and length included)."""
+    alice = make_node(listen=True)
+    alice.mount(PeerStorageApp(tmp_path / "ps"))
+    alice.mount(_ChannelsStandIn())
+    async with running(alice):
+        raw = await RawPeer.connect(alice.listen_addresses[0], alice.node_id)
+        await raw.exchange_init(Init(features=Features().to_bytes()))
+        await raw.send(b"\x00\x07\xff\xff\x00")
+        await raw.receive_until_closed()
+        await raw.aclose()
+        await wait_until(lambda: alice.peers == {}, "the peer gone")
+        assert storage(alice).held == {}
+        assert len(PeerStorage(blob=bytes(PEER_BLOB_SIZE)).encode()) == 65535
+        raw = await RawPeer.connect(alice.listen_addresses[0], alice.node_id)  # (the node still serves)
+        await raw.exchange_init(Init(features=Features().to_bytes()))
         await raw.aclose()
