@@ -21,7 +21,8 @@ channel backup (:func:`~.backup.encode_padded`: the same encrypted form, padded 
 that peer's channels first; when not all fit, the others are left out, logged) whenever the backup's
 channels change, and after a reconnection when its retrieval is not what we would send (or none
 came within ``check_after`` seconds). A node with no channel with the peer sends nothing, so a node
-that lost its data never overwrites what a peer holds for it. A retrieval that does not decrypt with
+that lost its data never overwrites what a peer holds for it; nor does it while the peer's last
+retrieval holds channels the node lacks (a new channel opened before the restore). A retrieval that does not decrypt with
 our channel seed is logged and ignored (BOLT 1 only allows a warning; the connection stays).
 Each peer's last retrieval that decrypts is kept in ``<directory>/ours``.
 
@@ -177,8 +178,12 @@ class PeerStorageApp(App):
         if blob is None and node_id in self.held:
             blob = await trio.to_thread.run_sync(self.theirs.read, node_id)
         if blob is not None:
-            await self.send(peer, PeerStorageRetrieval(blob=blob))
-            log.debug("peer storage: sent %s its blob (%d bytes)", node_id.hex()[:16], len(blob))
+            try:
+                await self.send(peer, PeerStorageRetrieval(blob=blob))
+            except Exception as exc:  # gone already: sent on its next connection
+                log.debug("peer storage: cannot send %s its blob: %s", node_id.hex()[:16], exc)
+            else:
+                log.debug("peer storage: sent %s its blob (%d bytes)", node_id.hex()[:16], len(blob))
         if _offers_storage(peer) and self._our_entries(node_id) is not None:
             self.spawn(self._check_later, peer)
         await super().peer_ready(peer)
@@ -246,6 +251,12 @@ class PeerStorageApp(App):
     async def _send_backup(self, peer_id: bytes, why: str) -> None:
         entries = self._our_entries(peer_id)
         if entries is None:
+            return
+        if peer_id in self.kept and (lost := self.channels.lacking(await self._kept_entries(peer_id))):
+            # (a node that lost its data and opened a new channel before restoring must not replace
+            # the only copy of its old channels)
+            log.warning("peer storage: %s holds %d channel(s) this node lacks: not replacing its copy until they are "
+                        "restored ('lnpmsg restorechannels --from-peers')", peer_id.hex()[:16], len(lost))  # fmt: skip
             return
         blob, count = encode_padded(entries, self._manager().seed, os.urandom(12))
         if count < len(entries):
