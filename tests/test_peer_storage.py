@@ -209,7 +209,7 @@ class _ChannelsStandIn(App):
     def __init__(self) -> None:
         super().__init__("channels")
         self.backup_watchers: list = []
-        self.manager = None
+        self.manager: object | None = None
 
 
 async def _retrieval(raw: RawPeer) -> bytes:
@@ -221,15 +221,17 @@ async def _retrieval(raw: RawPeer) -> bytes:
 
 
 @pytest.mark.trio
-async def test_the_provider_writes_a_peers_blob_once_a_minute_the_latest_wins_in_virtual_time(tmp_path: Path, mock_clock: Any) -> None:
+async def test_the_provider_writes_a_peers_blob_once_a_minute_the_latest_wins_and_keeps_it_2016_blocks(tmp_path: Path, mock_clock: Any) -> None:
     """Virtual time over a real TCP connection (the clock jumps only when nothing moves for 50 ms);
     which peers have a channel is the test's (no chain here)."""
     mock_clock.autojump_threshold = 0.05
     key = NodeKey.generate()
 
+    open_peers = {key.node_id}
+
     class Provider(PeerStorageApp):
         def _with_channel(self) -> set[bytes]:
-            return {key.node_id}
+            return set(open_peers)
 
     alice = make_node(listen=True)
     provider = alice.mount(Provider(tmp_path / "ps"))
@@ -255,16 +257,24 @@ async def test_the_provider_writes_a_peers_blob_once_a_minute_the_latest_wins_in
         with trio.fail_after(5):
             assert await _retrieval(raw) == b"third"
         await raw.aclose()
-    # and after a restart of the node
+    # and after a restart of the node; kept 2016 blocks after the last channel closed, then deleted
     alice = Node(alice.key, alice.config)
-    alice.mount(Provider(tmp_path / "ps"))
-    alice.mount(_ChannelsStandIn())
+    provider = alice.mount(Provider(tmp_path / "ps"))
+    stand_in = alice.mount(_ChannelsStandIn())
     async with running(alice):
         raw = await RawPeer.connect(alice.listen_addresses[0], alice.node_id, key)
         await raw.exchange_init(Init(features=Features().to_bytes()))
         with trio.fail_after(5):
             assert await _retrieval(raw) == b"third"
         await raw.aclose()
+        stand_in.manager = object()  # (the channel app is running; its channels are open_peers)
+        open_peers.clear()
+        await provider._retain(1000)
+        assert BlobStore(path.parent).load()[key.node_id].closed_at == 1000
+        await provider._retain(1000 + 2015)
+        assert path.exists() and provider.held[key.node_id].closed_at == 1000
+        await provider._retain(1000 + 2016)
+        assert not path.exists() and provider.held == {}
 
 
 def test_the_commands_call_the_peer_storage_app_and_print_sizes_not_contents(capsys: pytest.CaptureFixture[str]) -> None:
