@@ -242,8 +242,9 @@ class PeerStorageApp(App):
     def _our_entries(self, peer_id: bytes) -> list[BackupEntry] | None:
         """Our backup's entries in the order a blob for ``peer_id`` holds them (its channels
         first); None without a channel with that peer (then nothing is sent to it)."""
-        if self._manager() is None:
-            return None
+        manager = self._manager()
+        if manager is None or not manager.of_peer(peer_id):
+            return None  # (checked first: building the entries takes every channel)
         entries = self.channels.backup_entries()
         mine = [e for e in entries if e.peer_id == peer_id]
         return mine + [e for e in entries if e.peer_id != peer_id] if mine else None
