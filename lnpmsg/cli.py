@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--gossip-full-syncs", type=int, metavar="N", help=f"sync the whole channel graph (query_channel_range, then the channels we lack) with the first N peers that offer channels only; later peers send just their new gossip, as lnd's passive syncers, and --gossip-resync-interval brings what the first ones lacked (default: {FULL_SYNCS}; 0: sync with every peer offering gossip_queries, on mainnet the whole network's channel ids from each)")
     node.add_argument("--gossip-resync-interval", type=float, metavar="SECONDS", help=f"once --gossip-full-syncs are done, sync again with one peer this often (one never synced with, else the one synced longest ago), so that what the first peers did not know comes in the end (default: {RESYNC_INTERVAL:g}, lnd's 20 minutes; 0: never); 'lnpmsg gossip stats' shows when the next is due")
     node.add_argument("--accept-keysend", action="store_true", help="with a chain: accept keysends (bLIP 3 spontaneous payments: the payer's preimage in the onion, no invoice), each recorded as a paid invoice labelled keysend-HASHPREFIX, and announce feature bit 55 in our node_announcement (default: off, as lnd's; Core Lightning accepts them: anyone who knows the node id can then push funds without asking, with no invoice to tie them to a purpose, and the bit marks the node in the graph)")
+    node.add_argument("--no-peer-storage", action="store_true", help="with a chain: do not offer BOLT 1 peer storage (by default the node announces option_provide_storage, bit 43, and keeps the last blob, at most 65531 bytes, of each peer it has a channel with, written at most once a minute and given back after each reconnection; our own static channel backup still goes to peers that offer it)")
+    node.add_argument("--recover-from-peers", action="store_true", help="with a chain: restore the channels a peer's peer_storage_retrieval holds that this node lacks as soon as it arrives (a node that lost its data dir, started with its seed material; off by default: 'lnpmsg restorechannels --from-peers' does it on demand)")
     node.add_argument("--no-onion-messages", action="store_true", help="neither relay, receive nor send BOLT 4 onion messages (by default the node announces option_onion_messages, bit 39, relays them between peers within per-peer rate limits, and takes those for it: 'lnpmsg sendonionmessage', 'listonionmessages')")
     node.add_argument("--app", action="append", default=[], metavar="MODULE:ATTR", help="mount a user app: MODULE:ATTR or path/to/file.py:ATTR, an App or a callable returning one; repeatable")
     node.add_argument("--config", type=Path, metavar="FILE", help="read options from this TOML file instead of DATA_DIR/lnpmsg.toml (see below)")
@@ -316,6 +318,8 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         apps=list(args.app),
         channel_options=channel_options_from_args(args),
         accept_keysend=args.accept_keysend,
+        peer_storage=not args.no_peer_storage,
+        recover_from_peers=args.recover_from_peers,
         onion_messages=not args.no_onion_messages,
         dev=dev,
     )

@@ -162,3 +162,13 @@ def test_global_options_before_the_command_as_lightning_cli_users_type_them(tmp_
     assert result.returncode == 3 and "no node is running at" in json.loads(result.stdout)["error"]["message"]
     result = subprocess.run(lnpmsg_argv("--log-level", "debug", "getinfo"), capture_output=True, text=True, timeout=PROCESS_WAIT, check=False)
     assert result.returncode == 2 and "unrecognized arguments: --log-level debug" in result.stderr
+
+
+def test_peer_storage_options_from_the_file_reach_the_settings(tmp_path: Path) -> None:
+    from lnpmsg.cli import settings_from_args
+
+    args = parse_with(tmp_path, "no-peer-storage = true\nrecover-from-peers = true\n", "--chain", "regtest")
+    settings = settings_from_args(args)
+    assert settings.peer_storage is False and settings.recover_from_peers is True
+    default = settings_from_args(parse_with(tmp_path, "", "--chain", "regtest"))
+    assert default.peer_storage is True and default.recover_from_peers is False

@@ -31,6 +31,17 @@ def test_the_default_node_has_the_built_in_apps_in_order(tmp_path: Path) -> None
     assert again.network == "bitcoin" and again.node.config.listen == ["127.0.0.1:0"]
 
 
+def test_a_node_with_a_chain_offers_peer_storage_before_its_channels_unless_told_not_to(tmp_path: Path) -> None:
+    """BOLT 1 peer storage (bit 43) by default; mounted before the channel app, so that its
+    peer_storage_retrieval leaves before any channel_reestablish."""
+    built = build_node(settings(tmp_path / "a", chain="regtest", gossip=False, control=False))
+    apps = list(built.node.apps)
+    assert apps.index("chain") < apps.index("peer_storage") < apps.index("channels")
+    assert built.node.apps["peer_storage"].features.has(43)
+    off = build_node(settings(tmp_path / "b", chain="regtest", gossip=False, control=False, peer_storage=False, recover_from_peers=True))
+    assert not off.node.apps["peer_storage"].features.supports(43) and off.node.apps["peer_storage"].recover
+
+
 def test_defaults_follow_the_cli(tmp_path: Path) -> None:
     key = NodeKey.generate()
     built = build_node(NodeSettings(data_dir=tmp_path, key=key, gossip=False, control=False, features=[331], chain=None))

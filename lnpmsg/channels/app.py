@@ -176,6 +176,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
         #: the interface a payments app uses (add, settle, hear of HTLCs; our channels)
         self.htlcs = HtlcHook(self)
         self._reconnect = reconnect
+        self.backup_watchers = []
         #: dials channel peers that are away (None with ``reconnect=False``)
         self.reconnector: Reconnector | None = None
         for call, fn in {

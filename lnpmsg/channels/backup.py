@@ -41,14 +41,16 @@ from .keys import ChannelBasepoints
 from .messages import ChannelReestablish
 from .params import ANCHORS_BIT, STATIC_REMOTEKEY_BIT, ChannelConfig, PeerParams
 
-__all__ = ["BACKUP_FILE", "BackupEntry", "BackupError", "close_request", "decode_backup", "encode_backup",
-           "entry_of", "restored_state"]  # fmt: skip
+__all__ = ["BACKUP_FILE", "PEER_BLOB_SIZE", "BackupEntry", "BackupError", "close_request", "decode_backup", "encode_backup",
+           "encode_padded", "entry_of", "restored_state"]  # fmt: skip
 
 #: the backup the channel app keeps, in its directory (rewritten whenever the set of channels changes)
 BACKUP_FILE = "channels.backup"
 MAGIC = b"LNPMSG-SCB\x01"
 _NONCE = 12
 _KEY_INFO = b"lnpmsg channel backup v1"
+#: BOLT 1: a ``peer_storage`` blob has at most 65531 bytes, and SHOULD have exactly that many
+PEER_BLOB_SIZE = 65531
 #: the most channels one backup may hold (a bigger file is not one of ours)
 MAX_CHANNELS = 100_000
 _BASEPOINTS = ("funding_pubkey", "revocation_basepoint", "payment_basepoint", "delayed_payment_basepoint", "htlc_basepoint")
@@ -137,6 +139,31 @@ def encode_backup(entries: list[BackupEntry], seed: bytes, nonce: bytes) -> byte
         raise ValueError(f"the nonce has {_NONCE} bytes")
     plain = json.dumps({"version": 1, "channels": [e.to_json() for e in entries]}, separators=(",", ":")).encode()
     return MAGIC + nonce + ChaCha20Poly1305(_key(seed)).encrypt(nonce, plain, MAGIC)
+
+
+def encode_padded(entries: list[BackupEntry], seed: bytes, nonce: bytes, size: int = PEER_BLOB_SIZE) -> tuple[bytes, int]:
+    """The backup of as many of ``entries`` as fit (in their order: the caller puts first those it
+    needs most) in exactly ``size`` bytes, and how many went in.
+
+    The padding is JSON whitespace inside the encrypted text, so the blob's size tells nothing about
+    how many channels it holds, and :func:`decode_backup` reads it as any backup.
+    """
+    if len(nonce) != _NONCE:
+        raise ValueError(f"the nonce has {_NONCE} bytes")
+    room = size - len(MAGIC) - _NONCE - 16
+    parts = [json.dumps(e.to_json(), separators=(",", ":")).encode() for e in entries]
+    head, tail = b'{"version":1,"channels":[', b"]}"
+    count, used = 0, len(head) + len(tail)
+    for part in parts:
+        if used + len(part) + (1 if count else 0) > room:
+            break
+        used += len(part) + (1 if count else 0)
+        count += 1
+    if used > room:
+        raise ValueError(f"a backup does not fit in {size} bytes")
+    plain = head + b",".join(parts[:count]) + tail
+    plain += b" " * (room - len(plain))
+    return MAGIC + nonce + ChaCha20Poly1305(_key(seed)).encrypt(nonce, plain, MAGIC), count
 
 
 def decode_backup(data: bytes, seed: bytes) -> list[BackupEntry]:

@@ -7,6 +7,8 @@
   A file there holding channels the store lacks (the old backup put back on a fresh node) is
   renamed ``channels.backup.<unix time>.old`` first, never overwritten.
 - ``channels.exportchannelbackup``: the current backup (hex) and where the node keeps it.
+- ``backup_watchers``: functions called with the entries whenever they change (the peer storage
+  app sends the backup to the peers that keep it for us: :mod:`.peer_storage`).
 - ``channels.restorechannels [backup]``: on a node with the same channel seed, each channel of the
   backup becomes a restored channel (:func:`~.backup.restored_state`); refused as a whole when one
   of them exists here. The peer is dialed (and kept dialed until its commitment is on chain) and,
@@ -20,6 +22,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -50,6 +53,9 @@ class BackupCalls:
     send: Any
     _claim: Any
     _backup_lock: trio.Lock | None = None
+    #: called (in the app's task, must not block) with the backup's entries each time they change
+    backup_watchers: list[Callable[[list[BackupEntry]], None]]
+    _watched: list[BackupEntry] | None = None
 
     @property
     def backup_path(self) -> Path:
@@ -95,6 +101,16 @@ class BackupCalls:
                                 "restore it with 'lnpmsg restorechannels'", self.backup_path, aside)  # fmt: skip
             except OSError as exc:
                 log.error("channels: the channel backup %s could not be written: %s", self.backup_path, exc)
+            # (addresses aside: what a peer keeps for us changes with the channels only)
+            plain = sorted((replace(e, addresses=()) for e in entries), key=_by_key)
+            if plain != self._watched:
+                self._watched = plain
+                for watcher in self.backup_watchers:
+                    watcher(entries)
+
+    def backup_entries(self) -> list[BackupEntry]:
+        """The backup's entries now (what :meth:`backup_bytes` encrypts)."""
+        return self._entries()
 
     def awaiting_close(self, channel: Any) -> bool:
         """A restored channel whose funding the monitor has not seen spent yet."""
@@ -153,6 +169,17 @@ class BackupCalls:
             entries = decode_backup(data, manager.seed)
         except BackupError as exc:
             raise ChainAppError(str(exc), {"error": "BackupError"}) from None
+        return {"channels": [describe(c) for c in await self.restore_entries(entries)]}
+
+    def lacking(self, entries: list[BackupEntry]) -> list[BackupEntry]:
+        """The entries of channels this node does not have (a restore would add them)."""
+        manager = self._manager()
+        stored = set(manager.store.keys())
+        return [e for e in entries if e.key not in stored and manager.find(None, e.channel_id) is None]
+
+    async def restore_entries(self, entries: list[BackupEntry]) -> list[Any]:
+        """Restore ``entries`` (all or none: refused when one exists here); the restored channels."""
+        manager = self._manager()
         if not entries:
             raise ParamsError("the backup holds no channel")
         stored = set(manager.store.keys())
@@ -181,7 +208,7 @@ class BackupCalls:
                 await self.ask_to_close(peer_id)
             elif self.reconnector is not None:
                 self.reconnector.peer_gone(peer_id)  # dials it (its peer_ready asks)
-        return {"channels": [describe(c) for c in restored]}
+        return restored
 
 
 def _absolute(file: object) -> Path:

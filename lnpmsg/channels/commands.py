@@ -9,6 +9,7 @@ human output or ``--json``, exit 0, 1 on an error, 3 when no node runs.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"fundchannel", "listchannels", "closechannel", "exportchannelbackup", "restorechannels"})
+COMMANDS = frozenset({"fundchannel", "listchannels", "closechannel", "exportchannelbackup", "restorechannels", "listpeerstorage"})
 
 
 def _positive(text: str) -> int:
@@ -70,9 +71,12 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p = add("exportchannelbackup", "write the node's static channel backup (encrypted) to FILE, or print where the node keeps it")
     p.add_argument("file", nargs="?", type=Path, metavar="FILE", help="write the backup here (it is also kept, always current, as channels.backup in the channel store)")
     p = add("restorechannels", "recover the channels of a static channel backup on a node with the same seed: each peer is asked to force-close, and our output of its commitment is swept to the wallet")
-    p.add_argument("file", type=Path, metavar="FILE", help="a channels.backup (or an exportchannelbackup FILE)")
+    p.add_argument("file", type=Path, nargs="?", metavar="FILE", help="a channels.backup (or an exportchannelbackup FILE)")
+    p.add_argument("--from-peers", action="store_true",
+                   help="instead of a FILE: the backups our peers returned (BOLT 1 peer storage), the channels this node lacks")
     p.epilog = ("Only for a node that lost its channel store: the restored channels are never used again and "
                 "nothing of ours is broadcast; a backup with a channel the node still has is refused.")
+    add("listpeerstorage", "BOLT 1 peer storage: the blobs we keep for peers and the backups peers returned to us (sizes and times)")
 
 
 def _msat(value: int | None) -> str:
@@ -125,6 +129,20 @@ def _print_restored(r: dict[str, Any]) -> None:
         print(f"channel {c['channel_id']} with {c['peer_id']} restored: the peer is asked to force-close")
 
 
+def _print_peer_storage(r: dict[str, Any]) -> None:
+    print(f"we keep blobs for peers: {'yes' if r['provides'] else 'no (--no-peer-storage)'}")
+    for b in r["held_for_peers"]:
+        state = "channel open" if b["channel_open"] else f"no channel since height {b['closed_at_height'] or '-'}"
+        print(f"  for {b['peer_id']}: {b['size']} bytes, received {b['received']}, {state}"
+              + (", an update waiting" if b["update_waiting"] else ""))
+    for b in r["held_by_peers"]:
+        lacking = b.get("channels_lacking")
+        print(f"  by  {b['peer_id']}: {b['size']} bytes, returned {b['received']}, {b.get('channels', '?')} channel(s)"
+              + (f", {lacking} this node lacks (lnpmsg restorechannels --from-peers)" if lacking else ""))
+    if not r["held_for_peers"] and not r["held_by_peers"]:
+        print("  nothing kept either way")
+
+
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
     """The channel app's control call for a command, and how to print its result."""
     if args.command == "fundchannel":
@@ -159,12 +177,19 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             else f"{r['channels']} channel(s); the node keeps the backup current in {r['path']}"
         )
     if args.command == "restorechannels":
+        if args.from_peers:
+            return "peer_storage.restorechannels", {}, _print_restored
         return "channels.restorechannels", {"file": str(args.file.resolve())}, _print_restored
+    if args.command == "listpeerstorage":
+        return "peer_storage.listpeerstorage", {}, _print_peer_storage
     raise ValueError(f"not a channel command: {args.command}")
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Call the channel app of the running node; returns the exit status."""
+    if args.command == "restorechannels" and args.from_peers == (args.file is not None):
+        print("lnpmsg restorechannels: give a FILE or --from-peers (one of the two)", file=sys.stderr)
+        return 2
     return control_commands.run_command(
         args,
         _request,

@@ -16,7 +16,7 @@ or, as a daemon that stops on Ctrl-C / SIGTERM / the control API's ``stop``::
 What gets mounted, in this order (apps start in mount order, before the
 node listens): peer RPC and peer pub/sub, the chain and wallet app
 (``chain``) with the chain's servers (``chainrpc``, ``electrum``; see
-:mod:`lnpmsg.wallet.node_setup`), with a chain the channels (``channels``,
+:mod:`lnpmsg.wallet.node_setup`), with a chain peer storage (``peer_storage``) and the channels (``channels``,
 after the chain app whose source and wallet it uses), gossip (``gossip``), with both
 the public channels (``announce``: announcement_signatures and our own gossip), onion
 messages (``onion_messages``, unless ``onion_messages=False``), the user apps of
@@ -425,6 +425,10 @@ def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseExcepti
         config, policy = channel_settings(settings.channel_options, HRPS.get(node.config.network, "bcrt"))
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    from lnpmsg.channels.peer_storage import PeerStorageApp
+
+    # before the channel app: its peer_storage_retrieval leaves before any channel_reestablish (BOLT 1)
+    node.mount(PeerStorageApp(settings.data_dir / "peer_storage", provide=settings.peer_storage, recover=settings.recover_from_peers))
     node.mount(ChannelsApp(settings.data_dir / "channels", config=config, policy=policy, dev=settings.dev))
     from lnpmsg.payments.app import PaymentsApp
 

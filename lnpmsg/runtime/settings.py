@@ -144,6 +144,10 @@ class NodeSettings:
     channel_options: dict[str, Any] = field(default_factory=dict)
     #: receive keysends (bLIP 3) and announce it (``--accept-keysend``); off by default
     accept_keysend: bool = False
+    #: offer BOLT 1 peer storage (``--no-peer-storage`` turns it off); with a chain
+    peer_storage: bool = True
+    #: restore the channels a peer returns that the node lacks, as they arrive (``--recover-from-peers``)
+    recover_from_peers: bool = False
     #: the ``--dev-*`` options (conformance suites): forced channel secrets, funding
     #: depth, imported wallet keys, fast gossip (see :mod:`lnpmsg.channels.dev`)
     dev: DevOptions = field(default_factory=_no_dev_options)
