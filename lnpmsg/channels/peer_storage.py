@@ -154,8 +154,11 @@ class PeerStorageApp(App):
                     await self._retain(event.height)
 
     async def _retain(self, height: int) -> None:
-        if self._manager() is None:
-            return  # (the channel app is starting: the next block checks)
+        if self._manager() is None or not self.channels.running:
+            # The channel app is starting: its manager exists before its channels are loaded, and every
+            # peer would look channel-less (marked closed, on disk, by a start that may yet be refused).
+            # The next block checks.
+            return
         marks, deletes = retention(self.held, self._with_channel(), height, self.retention_blocks)
         for peer, closed_at in marks.items():
             await trio.to_thread.run_sync(self.theirs.mark_closed, peer, closed_at)
