@@ -20,6 +20,9 @@ The channel state machine (BOLT 2), sans-IO:
 - :mod:`.normal`, :mod:`.reestablish`, :mod:`.close`, :mod:`.simple_close`,
   :mod:`.deadlines`: normal operation, reconnection, closing, HTLC deadlines
 - :mod:`.ready`: channel_ready, short channel id aliases (option_scid_alias), zero-conf channels
+- :mod:`.messages_v2`: interactive-tx and v2 establishment messages (``register_dual_fund_messages``)
+- :mod:`.interactive_tx` + :mod:`.interactive_rules`: BOLT-2 interactive transaction construction,
+  one negotiation as a sans-IO session (tx_add_* .. tx_complete, tx_signatures, tx_abort)
 - :mod:`.records` + :mod:`.codec`: persistence records, replay, snapshots;
   :mod:`.store` is the file shell (not imported here: it does I/O)
 
