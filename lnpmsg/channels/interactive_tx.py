@@ -179,6 +179,8 @@ class InteractiveTx:
         self._their_witnesses: dict[int, tuple[bytes, ...]] | None = None
         self._our_witnesses: dict[int, tuple[bytes, ...]] | None = None
         self._pending: list[Message] = self._plan(inputs, outputs, entropy)
+        #: what :meth:`start` returned (kept by a caller that rebuilds the session)
+        self.start_messages: list[Message] = []
 
     # -- our side --------------------------------------------------------------
 
