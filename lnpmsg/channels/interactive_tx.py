@@ -387,9 +387,14 @@ class InteractiveTx:
         weight = COMMON_FIELDS_WEIGHT + sum(input_weight(i.script) for i in inputs) + sum(output_weight(o.script) for o in outputs)
         if weight > MAX_STANDARD_TX_WEIGHT:
             raise InteractiveTxAborted(f"estimated weight {weight} above {MAX_STANDARD_TX_WEIGHT}")
+        # the whole pays what both sides owe (each rounded down on its own, as each computes it)
+        our_fee = contribution_fee(
+            [i.script for i in inputs if not self._is_theirs(i.serial_id)],
+            [o.script for o in outputs if not self._is_theirs(o.serial_id)], self.feerate_per_kw, initiator=self.initiator,
+        )  # fmt: skip
         total_fee = sum(i.sats for i in inputs) - sum(o.sats for o in outputs)
-        if total_fee < fee_for_weight(weight, self.feerate_per_kw):
-            raise InteractiveTxAborted(f"the transaction pays {total_fee} sat, below its feerate")
+        if total_fee < our_fee + their_fee:
+            raise InteractiveTxAborted(f"the transaction pays {total_fee} sat, below {our_fee + their_fee} sat at its feerate")
         self._tx = Tx(
             version=self.version,
             inputs=tuple(TxIn(i.outpoint, sequence=i.sequence) for i in inputs),
