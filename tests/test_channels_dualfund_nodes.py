@@ -101,3 +101,99 @@ async def test_refused_v2_open_frees_the_coins_and_v1_stays_default(tmp_path: Pa
             assert result["state"] == "await_ready"
             (channel,) = [c for c in channels(alice).manager.channels.values() if c.peer_id == carol.node_id]  # type: ignore[union-attr]
             assert channel.core.state.dual is None  # v1
+
+
+# -- a hand-driven peer: each protocol violation ends the open with tx_abort and frees our coins ----
+
+def _registry() -> Any:
+    from lnpmsg.channels.messages import register_channel_messages
+    from lnpmsg.channels.messages_v2 import register_dual_fund_messages
+    from lnpmsg.wire import DEFAULT_REGISTRY
+
+    return register_dual_fund_messages(register_channel_messages(DEFAULT_REGISTRY.copy()))
+
+
+async def _next(peer: Any, kind: type) -> Any:
+    registry = _registry()
+    while True:
+        msg = registry.decode(await peer.receive())
+        if isinstance(msg, kind):
+            return msg
+
+
+def _violations(cid: bytes, their_input: Any) -> dict[str, tuple[list[Any], str]]:
+    from lnpmsg.bitcoin.script import p2wpkh
+    from lnpmsg.channels.messages_v2 import TxAbort, TxAddInput, TxAddOutput, TxComplete
+
+    prevtx = Tx.parse(their_input.prevtx)
+    return {
+        # our (the initiator's) parity is even; the peer must use odd serial ids
+        "parity": ([TxAddOutput(channel_id=cid, serial_id=2, sats=10_000, script=b"\x00\x14" + b"\x11" * 20)], "parity"),
+        # the peer re-adds the input we added
+        "duplicate input": ([TxAddInput(channel_id=cid, serial_id=1, prevtx=prevtx.raw, prevtx_vout=their_input.prevtx_vout,
+                                        sequence=0xFFFFFFFD)], "added twice"),  # fmt: skip
+        "dust output": ([TxAddOutput(channel_id=cid, serial_id=1, sats=100, script=b"\x00\x14" + b"\x11" * 20)], "dust"),
+        "bad prevtx": ([TxAddInput(channel_id=cid, serial_id=1, prevtx=b"\x00" * 10, prevtx_vout=0, sequence=0xFFFFFFFD)], "prevtx"),
+        "peer abort": ([TxAbort(channel_id=cid, data=b"changed my mind")], "peer aborted"),
+        # a peer that claims a contribution it does not pay (accept_channel2 says 0: the output is its own)
+        "output without inputs": ([TxAddOutput(channel_id=cid, serial_id=1, sats=50_000, script=b"\x00\x14" + b"\x11" * 20),
+                                   TxComplete(channel_id=cid)], "less than its outputs"),  # fmt: skip
+    }
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("case", ["parity", "duplicate input", "dust output", "bad prevtx", "peer abort", "output without inputs"])
+async def test_violations_from_a_hand_driven_peer_abort_and_free_the_coins(tmp_path: Path, case: str) -> None:
+    import trio
+
+    from lnpmsg.channels.dualfund import AcceptV2Command
+    from lnpmsg.channels.messages_v2 import OpenChannel2, TxAbort, TxAddInput
+    from lnpmsg.channels.params import ChannelSecrets
+    from lnpmsg.channels.state import ChannelCore
+    from lnpmsg.testing.rawpeer import RawPeer
+    from lnpmsg.wire import CHAIN_HASH_REGTEST, Features, Init
+
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
+        async with running(alice):
+            await fund(source, alice, 3_000_000)
+            features = Features.from_bits([13, 29]).value
+            async with await RawPeer.connect(network.names[0], alice.node_id, transport=network.transport()) as peer:
+                await peer.exchange_init(Init(features=Features(features).to_bytes()))
+                errors: list[Exception] = []
+
+                async def open_() -> None:
+                    try:
+                        await channels(alice).fundchannel(peer.key.node_id.hex(), FUNDING_SAT)
+                    except Exception as exc:  # noqa: BLE001 - the test reads it below
+                        errors.append(exc)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(open_)
+                    with trio.fail_after(10):
+                        open2 = await _next(peer, OpenChannel2)
+                    # the accept_channel2 of a real core (keys and checks right), sent by hand
+                    core = ChannelCore(ChannelSecrets(*[bytes([i + 1]) * 32 for i in range(6)]))
+                    out = core.receive(AcceptV2Command(open2, CHAIN_HASH_REGTEST, features, features, 0, (), (), b"e"), 1.0)
+                    await peer.send(out.messages[0])
+                    first = await _next(peer, TxAddInput)
+                    cid = core.state.channel_id
+                    msgs, why = _violations(cid, first)[case]
+                    await peer.send(msgs[0])
+                    if len(msgs) > 1:  # then tx_complete each turn until both completed (turn-based)
+                        registry = _registry()
+                        while not isinstance(reply := registry.decode(await peer.receive()), TxAbort):
+                            if type(reply).__name__.startswith("Tx"):
+                                await peer.send(msgs[1])
+                        abort = reply
+                    if len(msgs) == 1:
+                        abort = await _next(peer, TxAbort)
+                    # our reason, or the echo BOLT 2 asks for a peer's tx_abort
+                    assert (why.encode() if case != "peer abort" else b"echo") in abort.data, abort
+                    with trio.fail_after(10):
+                        while not errors:
+                            await trio.sleep(0.02)
+                assert why in str(errors[0]) or case == "peer abort", errors
+                assert reserved(alice) == 0  # the coins picked for the open are free again
+                assert not [c for c in channels(alice).manager.channels.values() if c.phase is not Phase.NEW]  # type: ignore[union-attr]
