@@ -122,7 +122,6 @@ async def _next(peer: Any, kind: type) -> Any:
 
 
 def _violations(cid: bytes, their_input: Any) -> dict[str, tuple[list[Any], str]]:
-    from lnpmsg.bitcoin.script import p2wpkh
     from lnpmsg.channels.messages_v2 import TxAbort, TxAddInput, TxAddOutput, TxComplete
 
     prevtx = Tx.parse(their_input.prevtx)
