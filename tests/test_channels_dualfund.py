@@ -251,3 +251,21 @@ def test_accepter_contribution_must_pay_and_v2_replay() -> None:
 
 def _msgs(side: Side) -> list[Message]:
     return [m for o in side.outputs for m in o.messages]
+
+
+def test_snapshot_and_restart_mid_negotiation() -> None:
+    pair = DualPair(bob_sat=250_000, sign=False)
+    pair.open_v2()
+    assert pair.bob.core.phase is Phase.DUAL_SIGNING
+    from lnpmsg.channels.records import encode_snapshot, restore_snapshot
+
+    for side in (pair.alice, pair.bob):
+        assert restore_snapshot(side.core.secrets, encode_snapshot(side.core)).state == side.core.state
+    # a restart: the records replayed, then Disconnected (as the manager feeds it): the open ends,
+    # and the event names our coins so the shell frees them
+    core = restore(pair.bob.core.secrets, pair.bob.records)
+    assert core.state == pair.bob.core.state
+    out = core.receive(Disconnected(), 9_999.0)
+    (aborted,) = [e for e in out.events if isinstance(e, InteractiveAborted)]
+    assert aborted.inputs == core.state.dual.inputs and len(aborted.inputs) == 1
+    assert core.phase is Phase.FAILED and out.records
