@@ -196,3 +196,41 @@ async def test_violations_from_a_hand_driven_peer_abort_and_free_the_coins(tmp_p
                 assert why in str(errors[0]) or case == "peer abort", errors
                 assert reserved(alice) == 0  # the coins picked for the open are free again
                 assert not [c for c in channels(alice).manager.channels.values() if c.phase is not Phase.NEW]  # type: ignore[union-attr]
+
+
+@pytest.mark.trio
+async def test_restart_mid_negotiation_ends_the_open_and_frees_the_coins(tmp_path: Path) -> None:
+    import trio
+
+    from lnpmsg.channels.dualfund import AcceptV2Command
+    from lnpmsg.channels.messages_v2 import OpenChannel2, TxAddInput
+    from lnpmsg.channels.params import ChannelSecrets
+    from lnpmsg.channels.state import ChannelCore
+    from lnpmsg.testing.rawpeer import RawPeer
+    from lnpmsg.wire import CHAIN_HASH_REGTEST, Features, Init
+
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
+        async with running(alice):
+            await fund(source, alice, 3_000_000)
+            features = Features.from_bits([13, 29]).value
+            async with await RawPeer.connect(network.names[0], alice.node_id, transport=network.transport()) as peer:
+                await peer.exchange_init(Init(features=Features(features).to_bytes()))
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(lambda: channels(alice).fundchannel(peer.key.node_id.hex(), FUNDING_SAT))
+                    with trio.fail_after(10):
+                        open2 = await _next(peer, OpenChannel2)
+                    core = ChannelCore(ChannelSecrets(*[bytes([i + 1]) * 32 for i in range(6)]))
+                    out = core.receive(AcceptV2Command(open2, CHAIN_HASH_REGTEST, features, features, 0, (), (), b"e"), 1.0)
+                    await peer.send(out.messages[0])
+                    await _next(peer, TxAddInput)
+                    assert reserved(alice) > 0  # the coins are held for the open
+                    nursery.cancel_scope.cancel()  # the node stops mid-negotiation (fundchannel with it)
+        # the same node again, from its data directory
+        again = Node(alice.key, NodeConfig(listen=["mem://"], network="regtest"), transports={"mem": network.transport()})
+        again.mount(ChainApp(tmp_path / "alice" / "wallet", source=source))
+        again.mount(ChannelsApp(tmp_path / "alice" / "channels", config=ChannelConfig(minimum_depth=2), policy=OpeningPolicy(dual_fund=True)))
+        async with running(again):
+            await wait_until(lambda: reserved(again) == 0, "the coins freed at start")
+            assert not channels(again).manager.channels  # type: ignore[union-attr]

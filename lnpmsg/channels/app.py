@@ -223,6 +223,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, App):
         self.manager = manager
         self.chain  # noqa: B018 - fail at start when the chain app is missing
         loaded = await manager.load()
+        self._free_orphan_reservations()
         for channel in manager.channels.values():
             self._claim(channel)
         if self._reconnect:

@@ -139,6 +139,27 @@ class DualFundSide:
         if inputs:
             log.info("channels: released %d coin(s) of an aborted dual-funded open", len(inputs))
 
+    def _free_orphan_reservations(self) -> None:
+        """At start: coins still held for v2 opens that ended while the wallet could not free them
+        (the node stopped or crashed first) are freed; those of opens that go on, or whose funding
+        we signed (it may confirm), stay held."""
+        from .state import Phase
+
+        try:
+            wallet = self.chain.wallet
+            held = wallet.held_transactions()
+        except (AttributeError, AppError):
+            return
+        kept: set[OutPoint] = set()
+        for channel in self._manager().channels.values():
+            d = channel.core.state.dual
+            if isinstance(d, DualFundSession) and (d.signatures_sent or channel.phase in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)):
+                kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in d.inputs}
+        for tx in held:  # the wallet's picks for v2 opens are the transactions paying the placeholder
+            if any(o.script_pubkey == _PLACEHOLDER for o in tx.outputs) and not any(i.prevout in kept for i in tx.inputs):
+                freed = wallet.release(tx.txid)
+                log.info("channels: freed %d coin(s) held for a dual-funded open that ended", freed)
+
     # ------------------------------------------------------------ opening
 
     async def _open_v2_command(self, peer: Peer, channel: ManagedChannel, v1: OpenCommand, feerate: int | None) -> OpenV2Command:
