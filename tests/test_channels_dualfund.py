@@ -55,10 +55,14 @@ def contribution(name: str, share: int, amount: int, *, opener: bool) -> tuple[t
 class DualPair(ChannelPair):
     """A ChannelPair whose channel is opened with v2: Alice opens, Bob contributes ``bob_sat``."""
 
-    def __init__(self, *, alice_sat: int = 600_000, bob_sat: int = 0, sign: bool = True, **kw) -> None:
+    def __init__(self, *, alice_sat: int = 600_000, bob_sat: int = 0, sign: bool = True, bob_coin: int = 900_000,
+                 node_ids: tuple[bytes, bytes] = (b"", b""), **kw) -> None:  # fmt: skip
         super().__init__(**kw)
         self.alice_sat, self.bob_sat, self.sign = alice_sat, bob_sat, sign
-        self.prevtxs: dict[str, Tx] = {}
+        self.coins = {"alice": 1_500_000, "bob": bob_coin}
+        self.node_ids = node_ids  # (Alice's, Bob's)
+        #: every message sent, in order, with its sender
+        self.sent: list[tuple[str, Message]] = []
 
     def pump(self) -> None:
         while self.wire:
@@ -77,14 +81,16 @@ class DualPair(ChannelPair):
     def deliver(self, target: Side, msg: Message) -> None:
         if True:
             if target is self.bob and isinstance(msg, OpenChannel2):
-                inputs, outputs = contribution("bob", self.bob_sat, 900_000, opener=False)
+                inputs, outputs = contribution("bob", self.bob_sat, self.coins["bob"], opener=False)
                 self.feed(target, AcceptV2Command(msg, CHAIN_HASH_REGTEST, self.features, self.features, self.bob_sat,
-                                                  inputs, outputs, b"bob entropy", self.bob_config, self.policy))  # fmt: skip
+                                                  inputs, outputs, b"bob entropy", self.bob_config, self.policy,
+                                                  local_node_id=self.node_ids[1], remote_node_id=self.node_ids[0]))  # fmt: skip
             else:
                 self.feed(target, Received(msg))
 
     def feed(self, side: Side, item) -> object:
         out = super().feed(side, item)
+        self.sent += [("alice" if side is self.alice else "bob", m) for m in out.messages]  # type: ignore[attr-defined]
         for event in out.events:  # type: ignore[attr-defined]
             if isinstance(event, FundingSignaturesNeeded) and self.sign:
                 self.feed(side, FundingWitnesses(self.witnesses(side, event)))
@@ -94,7 +100,7 @@ class DualPair(ChannelPair):
         name = "alice" if side is self.alice else "bob"
         key = WALLET[name]
         tx = Tx.parse(event.raw_tx)
-        _, prev = coin(name, 1_500_000 if name == "alice" else 900_000)
+        _, prev = coin(name, self.coins[name])
         amount = prev.outputs[0].amount_sat
         out = []
         for index in event.indices:
@@ -107,6 +113,7 @@ class DualPair(ChannelPair):
         self.feed(self.alice, OpenV2Command(
             CHAIN_HASH_REGTEST, self.alice_sat, FEERATE, self.feerate, 100, self.features, self.features,
             inputs, outputs, b"alice entropy", self.alice_config, self.policy,
+            local_node_id=self.node_ids[0], remote_node_id=self.node_ids[1],
         ))  # fmt: skip
         self.pump()
 
@@ -139,10 +146,7 @@ def test_dual_funded_open_then_payments(bob_sat: int) -> None:
     # balances: each side owns what it put in; the opener pays the commitment fee
     assert a.local_commit.spec.to_local_msat == 600_000_000 and a.local_commit.spec.to_remote_msat == bob_sat * 1000
     # BOLT 2 order: the side with less in signs first (Bob: 0 < Alice's, or 900k < 1.5M)
-    sent = [(side, m) for side in (pair.alice, pair.bob) for o in side.outputs for m in o.messages if isinstance(m, TxSignatures)]
-    assert len(sent) == 2
-    bob_sig_at = next(i for i, o in enumerate(pair.bob.outputs) if any(isinstance(m, TxSignatures) for m in o.messages))
-    assert not any(isinstance(m, TxSignatures) for m in pair.bob.outputs[bob_sig_at].messages[:0])
+    assert [who for who, m in pair.sent if isinstance(m, TxSignatures)] == ["bob", "alice"]
     # the records that send tx_signatures are durable ones
     for side in (pair.alice, pair.bob):
         for o in side.outputs:
@@ -269,3 +273,16 @@ def test_snapshot_and_restart_mid_negotiation() -> None:
     (aborted,) = [e for e in out.events if isinstance(e, InteractiveAborted)]
     assert aborted.inputs == core.state.dual.inputs and len(aborted.inputs) == 1
     assert core.phase is Phase.FAILED and out.records
+
+
+@pytest.mark.parametrize("alice_lower", [True, False])
+def test_equal_inputs_the_lower_node_id_signs_first(alice_lower: bool) -> None:
+    low, high = b"\x02" + b"\x01" * 32, b"\x03" + b"\x01" * 32
+    pair = DualPair(bob_sat=250_000, bob_coin=1_500_000, node_ids=(low, high) if alice_lower else (high, low))
+    pair.open_v2()
+    assert pair.alice.core.phase is Phase.AWAIT_READY and pair.bob.core.phase is Phase.AWAIT_READY
+    signers = [who for who, m in pair.sent if isinstance(m, TxSignatures)]
+    assert signers == (["alice", "bob"] if alice_lower else ["bob", "alice"])
+    tx = signed_funding(pair)
+    prevs = {coin(n, 1_500_000)[1].txid: coin(n, 1_500_000)[1] for n in ("alice", "bob")}
+    assert kernel_verify_scripts(tx, [prevs[i.prevout.txid].outputs[0] for i in tx.inputs]) is None

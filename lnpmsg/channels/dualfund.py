@@ -95,6 +95,9 @@ class OpenV2Command:
     channel_flags: int = 0
     type_bits: tuple[int, ...] = ()
     local_alias: int = 0
+    #: both node ids: BOLT 2 breaks a tie of input totals by them (who sends tx_signatures first)
+    local_node_id: bytes = b""
+    remote_node_id: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,8 @@ class AcceptV2Command:
     policy: OpeningPolicy = field(default_factory=OpeningPolicy)
     local_alias: int = 0
     zeroconf_trusted: bool = False
+    local_node_id: bytes = b""
+    remote_node_id: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,8 @@ class DualFundSession:
     received: tuple[Any, ...] = ()
     #: the opener's open_channel2 (its amounts and feerates)
     open2: OpenChannel2 | None = None
+    #: (ours, theirs): the tie-break of the tx_signatures order (empty: the funding keys stand in)
+    node_ids: tuple[bytes, bytes] = (b"", b"")
     our_witnesses: tuple[tuple[bytes, ...], ...] | None = None
     their_signatures: TxSignatures | None = None
     signatures_sent: bool = False
@@ -329,6 +336,7 @@ def _on_open(core: ChannelCore, cmd: OpenV2Command, out: _Out) -> None:
     s.dual = DualFundSession(
         True, cmd.funding_feerate_per_kw, cmd.locktime, FundingOutput(b"", cmd.funding_sat, 0),
         tuple(cmd.inputs), tuple(cmd.outputs), cmd.entropy, open2=open2,
+        node_ids=(cmd.local_node_id, cmd.remote_node_id),
     )  # fmt: skip
     s.phase = Phase.WAIT_ACCEPT2
     out.send(open2)
@@ -358,7 +366,8 @@ def _on_accept(core: ChannelCore, cmd: AcceptV2Command, out: _Out) -> None:
     bp = core.basepoints
     s.channel_id = v2_channel_id(bp.revocation_basepoint, s.remote.basepoints.revocation_basepoint)
     funding = FundingOutput(p2wsh(core._funding_script()), cmd.funding_sat, msg.funding_satoshis)
-    s.dual = DualFundSession(False, msg.funding_feerate_perkw, msg.locktime, funding, tuple(cmd.inputs), tuple(cmd.outputs), cmd.entropy)
+    s.dual = DualFundSession(False, msg.funding_feerate_perkw, msg.locktime, funding, tuple(cmd.inputs), tuple(cmd.outputs),
+                             cmd.entropy, node_ids=(cmd.local_node_id, cmd.remote_node_id))  # fmt: skip
     _session(core)  # our contribution must pay its way (LocalMisuse, nothing changes)
     tlvs = {"upfront_shutdown_script": cmd.config.upfront_shutdown_script, "channel_type": s.channel_type}
     s.phase = Phase.INTERACTIVE
@@ -507,7 +516,8 @@ def _maybe_sign(core: ChannelCore, out: _Out) -> None:
         return
     session = _session(core)
     if not d.signatures_sent:
-        first = session.we_sign_first(core.basepoints.funding_pubkey, s.remote.basepoints.funding_pubkey)  # type: ignore[union-attr]
+        ours, theirs = d.node_ids if all(d.node_ids) else (core.basepoints.funding_pubkey, s.remote.basepoints.funding_pubkey)  # type: ignore[union-attr]
+        first = session.we_sign_first(ours, theirs)
         if not first and d.their_signatures is None:
             return
         if s.connected and not s.awaiting_reestablish:

@@ -182,7 +182,7 @@ class DualFundSide:
             v1.chain_hash, v1.funding_sat, funding_feerate, v1.feerate_per_kw,
             tip.height if tip is not None else 0,  # locktime: the tip, against fee sniping (as the wallet does)
             v1.local_features, v1.remote_features, inputs, outputs, os.urandom(32), v1.config, v1.policy,
-            v1.channel_flags, v1.type_bits, v1.local_alias,
+            v1.channel_flags, v1.type_bits, v1.local_alias, self.node.node_id, peer.node_id,
         )  # fmt: skip
 
     # ------------------------------------------------------------ accepting
@@ -212,7 +212,7 @@ class DualFundSide:
         for attempt in (amount, 0) if amount else (0,):
             ins, outs = (inputs, outputs) if attempt else ((), ())
             command = AcceptV2Command(msg, chain_hash, local, remote, attempt, ins, outs, os.urandom(32), config,
-                                      self.policy, manager.new_alias(), trusted)  # fmt: skip
+                                      self.policy, manager.new_alias(), trusted, self.node.node_id, peer.node_id)  # fmt: skip
             try:
                 await manager.submit(channel, command)
                 break
