@@ -59,8 +59,8 @@ async def lightning_wallet(directory: Path, server: str, **config: Any) -> tuple
     return wallet, port
 
 
-async def start_node(data_dir: Path, env: dict[str, str] | None = None, electrum: str = "127.0.0.1:0") -> tuple[trio.Process, dict[str, Any]]:
-    return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", "--chain", "regtest", "--electrum-listen", electrum, env=env, wait=WAIT)
+async def start_node(data_dir: Path, env: dict[str, str] | None = None, electrum: str = "127.0.0.1:0", *extra: str) -> tuple[trio.Process, dict[str, Any]]:
+    return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", "--chain", "regtest", "--electrum-listen", electrum, *extra, env=env, wait=WAIT)
 
 
 def electrum_channel(wallet: ElectrumWallet, state: str) -> dict[str, Any] | None:
@@ -70,9 +70,11 @@ def electrum_channel(wallet: ElectrumWallet, state: str) -> dict[str, Any] | Non
     return None
 
 
-async def test_electrum_opens_to_lnpmsg_and_lnpmsg_to_electrum_each_side_closes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dual_fund", [False, True], ids=["default", "dual_fund"])
+async def test_electrum_opens_to_lnpmsg_and_lnpmsg_to_electrum_each_side_closes(tmp_path: Path, dual_fund: bool) -> None:
+    # with --dual-fund too: Electrum 4.3.4 does not offer option_dual_fund, so both ways stay v1
     node_dir = tmp_path / "node"
-    node, info = await start_node(node_dir)
+    node, info = await start_node(node_dir, None, "127.0.0.1:0", *(["--dual-fund"] if dual_fund else []))
     d = ("--data-dir", node_dir)
     wallet: ElectrumWallet | None = None
     try:

@@ -93,6 +93,8 @@ from .onchain import OnchainWatch
 from .options import type_variations, with_channel_type
 from .htlc_hook import HtlcHook
 from .reconnect import PeerAddressBook, Reconnector
+from .dualfund_side import DUAL_FUND_BITS, DualFundSide
+from .messages_v2 import DUAL_FUND_MESSAGES, OpenChannel2
 from .params import ChannelConfig, OpeningPolicy
 from .ready import is_zeroconf
 from .state import Phase
@@ -133,7 +135,7 @@ class ChannelEvent:
     reason: str = ""
 
 
-class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
+class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, App):
     """BOLT-2 channels (see the module docs).
 
     Args:
@@ -158,12 +160,14 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
         dev: DevOptions | None = None,
         reconnect: bool = True,
     ) -> None:
-        super().__init__("channels", protocol=True, handler_timeout=None, features=Features.from_bits(CHANNEL_FEATURE_BITS))
+        policy = policy or OpeningPolicy()
+        bits = CHANNEL_FEATURE_BITS + (DUAL_FUND_BITS[1:] if policy.dual_fund else ())
+        super().__init__("channels", protocol=True, handler_timeout=None, features=Features.from_bits(bits))
         self.directory = Path(directory)
         self.chain_app_name = chain_app
         self.dev = dev or DevOptions()
         self.config = self.dev.channel_config(config or ChannelConfig())
-        self.policy = policy or OpeningPolicy()
+        self.policy = policy
         self._now = now
         self.manager: ChannelManager | None = None
         self._funding_feerate: dict[str, int | None] = {}
@@ -188,7 +192,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
             self.add_control_method(call, fn)
 
     def setup(self) -> None:
-        for cls in _MESSAGES:
+        for cls in _MESSAGES + (DUAL_FUND_MESSAGES if self.policy.dual_fund else ()):
             self.message(cls)
             self.add_handler(cls, self._on_message, shield=True)
 
@@ -220,6 +224,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
         self.manager = manager
         self.chain  # noqa: B018 - fail at start when the chain app is missing
         loaded = await manager.load()
+        self._free_orphan_reservations()
         for channel in manager.channels.values():
             self._claim(channel)
         if self._reconnect:
@@ -233,7 +238,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
                     s = channel.core.state  # (a zero-conf channel may be in use with its funding unconfirmed; never
                     # a failed one: its funding may never have been signed for, and its coins may fund another)
                     unconfirmed = channel.phase in (Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING) and not s.short_channel_id
-                    if (channel.phase is Phase.AWAIT_READY or unconfirmed) and s.funder and s.funding_tx:
+                    if (channel.phase is Phase.AWAIT_READY or unconfirmed) and (s.funder or s.dual) and s.funding_tx:
                         nursery.start_soon(self._broadcast, channel.core.state.funding_tx, "funding")
                     if channel.phase is Phase.CLOSED and channel.core.state.closing_tx:
                         nursery.start_soon(self._rebroadcast_closing, channel)
@@ -362,8 +367,12 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
 
     async def _on_message(self, peer: Peer, msg: Message) -> None:
         manager = self._manager()
-        if isinstance(msg, M.OpenChannel):
-            await self._accept(peer, msg)
+        if isinstance(msg, M.OpenChannel | OpenChannel2):
+            if isinstance(msg, OpenChannel2) or self.dual_fund_negotiated(peer):  # (BOLT 2: then no open_channel)
+                await (self._accept_v2(peer, msg) if isinstance(msg, OpenChannel2) else self._send(
+                    peer.node_id, Error(channel_id=msg.temporary_channel_id, data=b"option_dual_fund: open_channel2 only")))
+            else:
+                await self._accept(peer, msg)
             return
         channel_id = getattr(msg, "channel_id", None) or getattr(msg, "temporary_channel_id")
         channel = manager.find(peer.node_id, channel_id)
@@ -414,6 +423,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
 
     async def _on_events(self, channel: ManagedChannel, events: Sequence[Event]) -> None:
         for event in events:
+            if self._dual_event(channel, event):
+                continue
             if isinstance(event, HtlcIncoming | HtlcSettled | HtlcDropped):
                 self.htlcs.dispatch(channel, event)
             if isinstance(event, FundingNeeded):
@@ -485,12 +496,14 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
             raise ParamsError(f"no channel {channel!r} (give a channel id, short channel id or key)") from None
 
     async def fundchannel(self, node_id: str, amount_sat: int, push_msat: int = 0, feerate: int | None = None,
-                          announce: bool = False, channel_type: str | None = None, zeroconf: bool = False) -> dict[str, Any]:  # fmt: skip
+                          announce: bool = False, channel_type: str | None = None, zeroconf: bool = False,
+                          v2: bool = False) -> dict[str, Any]:  # fmt: skip
         """Open a channel of AMOUNT_SAT to the connected peer NODE_ID, funded by the wallet; returns once
         the peer signed our first commitment and the funding is broadcast (then confirmations follow).
         CHANNEL_TYPE: ``static_remotekey`` or ``anchors`` (default: anchors when the peer offers it), either
         with ``+scid_alias`` (or ``scid_alias`` alone): a private channel known by its aliases only.
-        ZEROCONF: ask option_zeroconf: the channel is usable before the funding confirms, if the peer trusts us."""
+        ZEROCONF: ask option_zeroconf: the channel is usable before the funding confirms, if the peer trusts us.
+        V2: insist on channel establishment v2 (it is used whenever both nodes offer option_dual_fund)."""
         try:
             peer = self.peer(node_id)
         except AppError as exc:
@@ -510,14 +523,17 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, App):
         manager = self._manager()
         channel = manager.new_channel(peer.node_id)
         self._funding_feerate[channel.key] = feerate
-        command = OpenCommand(
+        command: Any = OpenCommand(
             os.urandom(32), CHAIN_HASHES[self.node.config.network], amount_sat, push_msat, commit_feerate,
             local, remote, config, self.policy, channel_flags=1 if announce else 0,
             type_bits=type_bits, local_alias=manager.new_alias(),
         )  # fmt: skip
+        if v2 or self.dual_fund_negotiated(peer):
+            command = await self._open_v2_command(peer, channel, command, feerate)
         try:
             await manager.submit(channel, command)
         except LocalMisuse as exc:
+            self._release_inputs(getattr(command, "inputs", ()))
             manager.forget(channel)
             raise ChainAppError(f"cannot open: {exc}", {"error": "ChannelError"}) from exc
         self._claim(channel)

@@ -58,6 +58,8 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                         "+scid_alias (or scid_alias alone): a private channel known by its aliases only (option_scid_alias)")
     p.add_argument("--zeroconf", action="store_true",
                    help="ask a zero-conf channel (option_zeroconf): usable before the funding confirms, if the peer trusts us (lnpmsg: --zeroconf-peer)")
+    p.add_argument("--v2", action="store_true",
+                   help="channel establishment v2 (option_dual_fund; used anyway when both nodes offer it, lnpmsg: --dual-fund)")
     p.epilog = "Returns once the peer signed our first commitment and the funding is broadcast; the channel is ready after its confirmations (the peer's minimum_depth)."
     p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")
     p.add_argument("--peer", metavar="NODEID", help="only the channels with this peer")
@@ -153,6 +155,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             params["channel_type"] = args.channel_type
         if getattr(args, "zeroconf", False):
             params["zeroconf"] = True
+        if getattr(args, "v2", False):
+            params["v2"] = True
         return "channels.fundchannel", params, lambda r: print(
             f"channel {r['channel_id']} funded by {r['funding_txid']}, waiting for confirmations ({r['state']})"
         )

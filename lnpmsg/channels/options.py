@@ -39,6 +39,10 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "channel-min-feerate": ("policy.min_feerate_per_kw", "the lowest commitment feerate (sat per 1000 weight) we accept"),
     "channel-max-feerate": ("policy.max_feerate_per_kw", "the highest commitment feerate we accept"),
     "channel-min-funding-sat": ("policy.min_funding_sat", "refuse smaller channels"),
+    "dual-fund-contribute": (
+        "policy.dual_fund_contribute_sat",
+        "with --dual-fund: satoshis our wallet puts into each dual-funded channel a peer opens to us",
+    ),
 }
 
 #: switch -> (OpeningPolicy field, help): off unless given (the field's default), on sets the field True
@@ -50,6 +54,12 @@ SWITCHES: dict[str, tuple[str, str]] = {
         "features imply (for an accept_channel: the type we proposed), as before BOLT 2 made channel_type "
         "mandatory, so that peers written before that rule, like lnprototest 0.0.7's BOLT 2 scripts, still open "
         "channels; the type is unambiguous either way. Turn it on to hold peers to the current BOLTs",
+    ),
+    "dual-fund": (
+        "policy.dual_fund",
+        "offer option_dual_fund (feature bit 29) and open channels with peers that offer it by channel "
+        "establishment v2 (BOLT 2: interactive funding, both sides may put in coins). Off by default: it is "
+        "tested between lnpmsg nodes only, and offering it makes Core Lightning peers open v2 channels to us",
     ),
 }
 

@@ -143,6 +143,10 @@ class OpeningPolicy:
     #: peers whose zero-conf channels (channel_type option_zeroconf) we accept (``--zeroconf-peer``):
     #: their funding is trusted before it confirms, so none by default
     zeroconf_peers: tuple[bytes, ...] = ()
+    #: option_dual_fund (``--dual-fund``): offer it, and open (and accept) v2 channels with peers that offer it
+    dual_fund: bool = False
+    #: what we put into a peer's dual-funded channel when our wallet can (``--dual-fund-contribute``)
+    dual_fund_contribute_sat: int = 0
 
     def check_feerate(self, feerate_per_kw: int) -> None:
         """A proposed commitment feerate out of our bounds fails the channel."""

@@ -18,8 +18,10 @@ from typing import Any
 
 from lnpmsg.bitcoin.tx import OutPoint
 
+from . import dualfund as DF
 from . import inputs as I
 from .codec import Codec, CodecError
+from .interactive_tx import FundingOutput, OwnInput, OwnOutput
 from .keys import ChannelBasepoints
 from .params import ChannelConfig, ChannelSecrets, OpeningPolicy, PeerParams
 from .updates import Changes, CommitSpec, DirectedHtlc
@@ -40,6 +42,7 @@ _INPUTS: list[type] = [
     I.OpenCommand, I.AcceptCommand, I.FundingTransaction, I.FundingDepth, I.BlockHeight, I.AddHtlc, I.FulfillHtlc, I.FailHtlc,
     I.FailMalformedHtlc, I.SignCommitment, I.ChangeFee, I.CloseChannel, I.Received, I.Disconnected, I.Reconnected,
     I.ForceClose,  # appended: a record's input index never changes
+    DF.OpenV2Command, DF.AcceptV2Command, DF.FundingWitnesses,
 ]  # fmt: skip
 
 
@@ -49,7 +52,8 @@ def _codec() -> Codec:
 
     return Codec(
         [*_INPUTS, ChannelConfig, OpeningPolicy, PeerParams, ChannelBasepoints, OutPoint, Changes, CommitSpec,
-         DirectedHtlc, ChannelState, LocalCommit, RemoteCommit, Phase, _Entry, *CLOSE_STATE_CLASSES]
+         DirectedHtlc, ChannelState, LocalCommit, RemoteCommit, Phase, _Entry, *CLOSE_STATE_CLASSES,
+         DF.DualFundSession, OwnInput, OwnOutput, FundingOutput]
     )  # fmt: skip
 
 

@@ -85,6 +85,9 @@ def dispatch(core: ChannelCore, item: Input, out: _Out) -> bool:
     if isinstance(item, Received) and isinstance(item.message, ChannelReestablish):
         if not s.awaiting_reestablish:
             raise RemoteFault("channel_reestablish without a reconnection", warning=True, keep_connection=True)
+        from .dualfund import resend_signatures
+
+        resend_signatures(core, item.message, out)  # a v2 peer still waiting for our tx_signatures
         _on_reestablish(core, item.message, out)
         return True
     if s.awaiting_reestablish or not s.connected:

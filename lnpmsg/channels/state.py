@@ -28,7 +28,7 @@ from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.wire import Error, Features, Message, WarningMessage, WireError
 
-from . import deadlines, normal, ready
+from . import deadlines, dualfund, normal, ready
 from .commitments import ChannelKeys, build, finalize_local, sign_remote, verify_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -83,6 +83,9 @@ class Phase(Enum):
     WAIT_FUNDING_TX = "wait_funding_tx"  # funder: the wallet builds the funding transaction
     WAIT_FUNDING_CREATED = "wait_funding_created"  # fundee: accept_channel sent
     WAIT_FUNDING_SIGNED = "wait_funding_signed"  # funder: funding_created sent
+    WAIT_ACCEPT2 = "wait_accept_channel2"  # v2 opener: open_channel2 sent (:mod:`.dualfund`)
+    INTERACTIVE = "interactive_tx"  # v2: the funding transaction is negotiated
+    DUAL_SIGNING = "wait_tx_signatures"  # v2: commitments and then the funding's signatures
     AWAIT_READY = "await_ready"  # both commitments signed; waiting for depth and channel_ready
     NORMAL = "normal"
     SHUTDOWN = "shutdown"  # shutdown sent or received; HTLCs drain
@@ -176,6 +179,8 @@ class ChannelState:
     #: the cooperative close both signed (kept so that a restart can broadcast it again)
     closing_tx: bytes | None = None
     failure: str | None = None
+    #: a v2 open (a dualfund.DualFundSession), kept once the channel is open: how it was funded
+    dual: object = None
 
 
 _P = Phase
@@ -196,7 +201,7 @@ _LEGAL: dict[type, set[Phase]] = {
     **normal.legal_table(),
 }
 #: Messages whose sending commits to a state: their record must be durable first.
-_COMMIT_POINTS = {"FundingSigned", "CommitmentSigned", "RevokeAndAck", "ClosingSigned", "ClosingComplete", "ClosingSig"}
+_COMMIT_POINTS = {"FundingSigned", "CommitmentSigned", "RevokeAndAck", "ClosingSigned", "ClosingComplete", "ClosingSig", "TxSignatures"}
 
 
 class _Out:
@@ -250,7 +255,7 @@ class ChannelCore:
                 raise
             except (BitcoinError, WireError) as exc:
                 # Bad data deep in a build or check: the peer's fault if it sent it, else the caller's.
-                if isinstance(item, Received | AcceptCommand):
+                if isinstance(item, Received | AcceptCommand | dualfund.AcceptV2Command):
                     raise RemoteFault(f"{kind.__name__}: {exc}") from exc
                 raise LocalMisuse(f"{kind.__name__}: {exc}") from exc
         except LocalMisuse:
@@ -258,9 +263,10 @@ class ChannelCore:
             raise
         except RemoteFault as fault:
             self.state = before
-            if isinstance(item, AcceptCommand) and not self.state.temporary_channel_id:
-                # A refused open_channel: the error names the channel it proposed.
-                self.state.temporary_channel_id = item.open_channel.temporary_channel_id
+            if isinstance(item, AcceptCommand | dualfund.AcceptV2Command) and not self.state.temporary_channel_id:
+                # A refused open_channel(2): the error names the channel it proposed.
+                opened = item.open_channel if isinstance(item, AcceptCommand) else item.open_channel2
+                self.state.temporary_channel_id = opened.temporary_channel_id
             out = _Out()
             self._fail(str(fault), out, warning=fault.warning)
             out.disconnect = fault.warning and not fault.keep_connection
@@ -291,6 +297,8 @@ class ChannelCore:
             if isinstance(item, Received | Disconnected | Reconnected | BlockHeight | FundingDepth):
                 return  # nothing more to say or do on a dead channel
             raise LocalMisuse(f"the channel is {state.phase.value}")
+        if dualfund.dispatch(self, item, out):
+            return
         if isinstance(item, Received) and isinstance(item.message, Error):
             self._fail_by_peer(item.message, out)
             return

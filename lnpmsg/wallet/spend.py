@@ -114,10 +114,15 @@ def sign(coins: list[OwnCoin], outputs: list[TxOut], locktime: int) -> Tx:
     unsigned = Tx(2, tuple(TxIn(c.outpoint, sequence=SEQUENCE_RBF) for c in coins), tuple(outputs), locktime)
     signed = unsigned
     for i, coin in enumerate(coins):
-        # BIP143: a P2WPKH input signs the P2PKH script of its key hash
-        script_code = p2pkh_script(hash160(coin.key.pubkey))
-        digest = segwit_v0_sighash(unsigned, i, script_code, coin.txout.amount_sat, SIGHASH_ALL)
-        # low R: signatures fit the 72 bytes P2WPKH_INPUT_WEIGHT counts
-        der = sign_digest(coin.key.privkey.secret, digest, low_r=True)
-        signed = signed.with_witness(i, (der + bytes([SIGHASH_ALL]), coin.key.pubkey))
+        signed = signed.with_witness(i, sign_input(unsigned, i, coin))
     return signed
+
+
+def sign_input(tx: Tx, index: int, coin: OwnCoin) -> tuple[bytes, bytes]:
+    """The P2WPKH witness of input ``index`` of ``tx``, spending ``coin`` (SIGHASH_ALL)."""
+    # BIP143: a P2WPKH input signs the P2PKH script of its key hash
+    script_code = p2pkh_script(hash160(coin.key.pubkey))
+    digest = segwit_v0_sighash(tx, index, script_code, coin.txout.amount_sat, SIGHASH_ALL)
+    # low R: signatures fit the 72 bytes P2WPKH_INPUT_WEIGHT counts
+    der = sign_digest(coin.key.privkey.secret, digest, low_r=True)
+    return der + bytes([SIGHASH_ALL]), coin.key.pubkey

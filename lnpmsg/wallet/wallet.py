@@ -56,7 +56,7 @@ from lnpmsg.chain.source import ChainSource, catch_up
 from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wallet.keys import IMPORTED, SEED_FILE, Account, DerivedKey, imported_key, load_or_create_seed
 from lnpmsg.wallet.reservations import FINAL_REJECTIONS, Reservations
-from lnpmsg.wallet.spend import OwnCoin, build_spend, dust_limit
+from lnpmsg.wallet.spend import OwnCoin, build_spend, dust_limit, sign_input
 from lnpmsg.wallet.state_file import StateFile
 
 __all__ = [
@@ -577,6 +577,18 @@ class Wallet:
             return None
         coin = min(coins, key=lambda c: (c.txout.amount_sat, c.outpoint))
         return coin.outpoint, coin.txout.amount_sat, coin.key.privkey.secret
+
+    def sign_inputs(self, tx: Tx, indices: Collection[int]) -> list[tuple[bytes, bytes]]:
+        """P2WPKH witnesses (SIGHASH_ALL) for the inputs ``indices`` of ``tx``, a transaction the wallet
+        did not build (a dual-funded channel's funding); each must spend a coin of the wallet."""
+        coins = {c.outpoint: c for c in self._own_coins()}
+        witnesses = []
+        for index in indices:
+            coin = coins.get(tx.inputs[index].prevout)
+            if coin is None:
+                raise WalletError(f"input {index} does not spend a coin of the wallet", code="invalid")
+            witnesses.append(sign_input(tx, index, coin))
+        return witnesses
 
     def spendable_total(self) -> int:
         """Satoshis the next spend can use (before its fee)."""

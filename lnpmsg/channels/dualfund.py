@@ -1,0 +1,581 @@
+"""Channel establishment v2 (BOLT 2, ``option_dual_fund``) in the channel core, sans-IO.
+
+``open_channel2`` / ``accept_channel2``, the funding built with the
+interactive protocol (:mod:`.interactive_tx`), ``commitment_signed`` both
+ways, then ``tx_signatures`` in BOLT 2's order; from there the channel is
+a v1 channel waiting for its funding depth (``channel_ready`` as before).
+
+The v2 messages carry the same limits as v1's, so the checks are v1's
+(:func:`~.params.check_open` / :func:`~.params.check_accept`, through the
+core's own handlers) applied to the equivalent v1 view: the channel's
+funding is both contributions, the accepter's contribution stands where
+``push_msat`` stood (the opener pays the commitment fee, as the v1
+funder does), and the reserve is BOLT 2's fixed 1% (at least the dust
+limits). That view is what ``state.open_channel`` holds, so everything
+after establishment reads a v2 channel as it reads a v1 one.
+
+The negotiation is kept as its inputs (our contributions, the entropy of
+our serial ids and the messages received): the session is rebuilt from
+them, so the channel state stays immutable values that snapshot and roll
+back like the rest. What is durable before what leaves: our
+``commitment_signed`` (with the negotiated transaction) and our
+``tx_signatures`` are commit points of the core.
+
+Not done: RBF of the funding (``tx_init_rbf`` is answered with
+``tx_abort``), shared inputs (splicing), ``require_confirmed_inputs``
+beyond refusing to contribute when it is asked. A disconnection before our
+``tx_signatures`` left ends the open (nothing of ours can be spent without
+them); after, ``channel_reestablish`` with ``next_funding`` resumes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.bitcoin.script import p2wsh
+from lnpmsg.wire import Error, Features
+
+from .commitments import build, sign_remote, verify_local
+from .errors import LocalMisuse, RemoteFault
+from .inputs import (
+    AcceptCommand,
+    BroadcastFunding,
+    ChannelOpened,
+    Disconnected,
+    OpenCommand,
+    Received,
+    Reconnected,
+)
+from .interactive_tx import FundingOutput, InteractiveTx, InteractiveTxAborted, OwnInput, OwnOutput, SessionState
+from .messages import AcceptChannel, ChannelReestablish, CommitmentSigned, OpenChannel, channel_type_features
+from .messages_v2 import AcceptChannel2, OpenChannel2, TxAbort, TxAckRbf, TxInitRbf, TxSignatures
+from .params import ChannelConfig, OpeningPolicy
+
+if TYPE_CHECKING:
+    from .state import ChannelCore, _Out
+
+__all__ = [
+    "AcceptV2Command",
+    "DualFundSession",
+    "FundingSignaturesNeeded",
+    "FundingWitnesses",
+    "InteractiveAborted",
+    "OpenV2Command",
+    "dispatch",
+    "resend_signatures",
+    "v2_channel_id",
+]
+
+_INTERACTIVE = (
+    "TxAddInput", "TxAddOutput", "TxRemoveInput", "TxRemoveOutput", "TxComplete",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------- inputs and events
+
+
+@dataclass(frozen=True, slots=True)
+class OpenV2Command:
+    """Open a dual-funded channel as its opener: our share and the wallet inputs that pay it."""
+
+    chain_hash: bytes
+    funding_sat: int
+    funding_feerate_per_kw: int
+    commitment_feerate_per_kw: int
+    locktime: int
+    local_features: int
+    remote_features: int
+    inputs: tuple[OwnInput, ...]
+    outputs: tuple[OwnOutput, ...]
+    entropy: bytes
+    config: ChannelConfig = field(default_factory=ChannelConfig)
+    policy: OpeningPolicy = field(default_factory=OpeningPolicy)
+    channel_flags: int = 0
+    type_bits: tuple[int, ...] = ()
+    local_alias: int = 0
+    #: both node ids: BOLT 2 breaks a tie of input totals by them (who sends tx_signatures first)
+    local_node_id: bytes = b""
+    remote_node_id: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptV2Command:
+    """Answer a peer's ``open_channel2``, contributing ``funding_sat`` (0: nothing) from ``inputs``."""
+
+    open_channel2: OpenChannel2
+    chain_hash: bytes
+    local_features: int
+    remote_features: int
+    funding_sat: int
+    inputs: tuple[OwnInput, ...]
+    outputs: tuple[OwnOutput, ...]
+    entropy: bytes
+    config: ChannelConfig = field(default_factory=ChannelConfig)
+    policy: OpeningPolicy = field(default_factory=OpeningPolicy)
+    local_alias: int = 0
+    zeroconf_trusted: bool = False
+    local_node_id: bytes = b""
+    remote_node_id: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class FundingWitnesses:
+    """The wallet's witnesses for our inputs of the negotiated funding transaction (their order)."""
+
+    witnesses: tuple[tuple[bytes, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FundingSignaturesNeeded:
+    """Event: the wallet must sign our inputs (``indices``) of the unsigned funding ``raw_tx``."""
+
+    raw_tx: bytes
+    indices: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InteractiveAborted:
+    """Event: the v2 open ended before our signatures left; our ``inputs`` may be spent elsewhere."""
+
+    reason: str
+    inputs: tuple[OwnInput, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DualFundSession:
+    """A v2 open in progress: what rebuilds the interactive session, and the signatures."""
+
+    initiator: bool
+    feerate_per_kw: int
+    locktime: int
+    funding: FundingOutput
+    inputs: tuple[OwnInput, ...]
+    outputs: tuple[OwnOutput, ...]
+    entropy: bytes
+    received: tuple[Any, ...] = ()
+    #: the opener's open_channel2 (its amounts and feerates)
+    open2: OpenChannel2 | None = None
+    #: (ours, theirs): the tie-break of the tx_signatures order (empty: the funding keys stand in)
+    node_ids: tuple[bytes, bytes] = (b"", b"")
+    our_witnesses: tuple[tuple[bytes, ...], ...] | None = None
+    their_signatures: TxSignatures | None = None
+    signatures_sent: bool = False
+
+
+def v2_channel_id(basepoint_a: bytes, basepoint_b: bytes) -> bytes:
+    """BOLT 2: SHA256 of the lesser then the greater revocation basepoint."""
+    low, high = sorted((basepoint_a, basepoint_b))
+    return sha256(low + high)
+
+
+def _reserve(total_sat: int, *dust_limits: int) -> int:
+    """BOLT 2 v2: 1% of the channel, rounded down, or the dust limit if greater (both sides' here)."""
+    return max(total_sat // 100, *dust_limits)
+
+
+def _session(core: ChannelCore) -> InteractiveTx:
+    """The interactive session, rebuilt from the state (deterministic: same inputs, same session)."""
+    d = core.state.dual
+    assert isinstance(d, DualFundSession)
+    tx = InteractiveTx(
+        channel_id=core.state.channel_id, initiator=d.initiator, feerate_per_kw=d.feerate_per_kw,
+        locktime=d.locktime, dust_limit_sat=core.state.config.dust_limit_sat, inputs=list(d.inputs),
+        outputs=list(d.outputs), funding=d.funding, entropy=d.entropy,
+    )  # fmt: skip
+    tx.start_messages = tx.start()
+    for msg in d.received:
+        tx.receive(msg)
+    if d.our_witnesses is not None:
+        tx.our_signatures(list(d.our_witnesses))
+    if d.their_signatures is not None:
+        tx.receive_signatures(d.their_signatures)
+    return tx
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
+    """The v2 inputs, and the v2 phases' handling of connection changes and errors: True when handled."""
+    from .state import Phase
+
+    s = core.state
+    if isinstance(item, OpenV2Command | AcceptV2Command):
+        if s.phase is not Phase.NEW:
+            raise LocalMisuse(f"cannot open in phase {s.phase.value}")
+        (_on_open if isinstance(item, OpenV2Command) else _on_accept)(core, item, out)
+        return True
+    msg = item.message if isinstance(item, Received) else None
+    if isinstance(msg, OpenChannel2 | AcceptChannel2 | TxAbort | TxInitRbf | TxAckRbf | TxSignatures) or (
+        type(msg).__name__ in _INTERACTIVE
+    ):
+        if s.phase not in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING):
+            if isinstance(msg, TxSignatures) and s.dual is not None:
+                return True  # BOLT 2: a retransmission after the channel is open is ignored
+            raise RemoteFault(f"unexpected {type(msg).__name__} in phase {s.phase.value}")
+    if s.phase not in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING):
+        return False
+    d = s.dual
+    assert isinstance(d, DualFundSession)
+    if isinstance(item, FundingWitnesses):
+        if s.phase is not Phase.DUAL_SIGNING or d.our_witnesses is not None:
+            raise LocalMisuse("no funding signatures are awaited")
+        session = _session(core)
+        session.our_signatures(list(item.witnesses))  # checks the count
+        s.dual = replace(d, our_witnesses=tuple(tuple(w) for w in item.witnesses))
+        _maybe_sign(core, out)
+    elif isinstance(item, Disconnected):
+        if d.signatures_sent:
+            s.connected = False  # the funding may confirm: resumed by channel_reestablish
+        else:
+            _abort(core, out, "disconnected while opening", send=False)
+    elif isinstance(item, Reconnected):
+        if s.connected:
+            raise LocalMisuse("already connected")
+        s.connected = True
+        s.awaiting_reestablish = True
+        out.send(_reestablish(core))
+    elif msg is None:
+        raise LocalMisuse(f"cannot {type(item).__name__} in phase {s.phase.value}")
+    elif isinstance(msg, Error):
+        if d.signatures_sent:
+            return False  # the funding may confirm: the channel fails as an established one
+        _abort(core, out, f"peer: {msg.data.decode('utf-8', 'replace')}", send=False)
+    elif isinstance(msg, ChannelReestablish):
+        _on_reestablish(core, msg, out)
+    elif s.awaiting_reestablish:
+        raise RemoteFault(f"{type(msg).__name__} before channel_reestablish", warning=True, keep_connection=True)
+    elif isinstance(msg, AcceptChannel2) and s.phase is Phase.WAIT_ACCEPT2:
+        _on_accept_channel2(core, msg, out)
+    elif isinstance(msg, TxAbort):
+        if d.signatures_sent:
+            return True  # BOLT 2: we keep the channel (its funding may confirm) and do not echo
+        _abort(core, out, f"peer aborted: {_printable(msg.data)}", send=True, echo=True)
+    elif isinstance(msg, TxInitRbf | TxAckRbf):
+        _abort(core, out, "RBF of the funding is not supported", send=True)
+    elif type(msg).__name__ in _INTERACTIVE and s.phase is Phase.INTERACTIVE:
+        _on_interactive(core, msg, out)
+    elif isinstance(msg, CommitmentSigned) and s.phase is Phase.DUAL_SIGNING and s.local_commit is None:
+        _on_commitment_signed(core, msg, out)
+    elif isinstance(msg, TxSignatures) and s.phase is Phase.DUAL_SIGNING and d.their_signatures is None:
+        _on_tx_signatures(core, msg, out)
+    elif d.signatures_sent:
+        raise RemoteFault(f"unexpected {type(msg).__name__} while waiting for tx_signatures")
+    else:
+        _abort(core, out, f"unexpected {type(msg).__name__} in phase {s.phase.value}", send=True)
+    return True
+
+
+def _printable(data: bytes) -> str:
+    # BOLT 2: data that is not printable ASCII is not printed verbatim
+    return data.decode() if all(32 <= b <= 126 for b in data) else data.hex()
+
+
+def _abort(core: ChannelCore, out: _Out, reason: str, *, send: bool, echo: bool = False) -> None:
+    """End the open before our signatures left: tx_abort (when connected), coins freed, channel done."""
+    from .state import Phase
+
+    s = core.state
+    d = s.dual
+    assert isinstance(d, DualFundSession) and not d.signatures_sent
+    if send and s.connected:
+        channel_id = s.channel_id or s.temporary_channel_id
+        out.send(TxAbort(channel_id=channel_id, data=b"echo" if echo else reason.encode()))
+    s.phase = Phase.FAILED
+    s.failure = reason
+    out.emit(InteractiveAborted(reason, d.inputs))
+
+
+# ---------------------------------------------------------------- opening
+
+
+def _v1_view(open2: OpenChannel2, total_sat: int, accepter_sat: int, reserve_sat: int) -> OpenChannel:
+    """The v1 open_channel equivalent to ``open2`` for a channel of ``total_sat`` (see the module doc)."""
+    return OpenChannel(
+        chain_hash=open2.chain_hash, temporary_channel_id=open2.temporary_channel_id,
+        funding_satoshis=total_sat, push_msat=accepter_sat * 1000, dust_limit_satoshis=open2.dust_limit_satoshis,
+        max_htlc_value_in_flight_msat=open2.max_htlc_value_in_flight_msat, channel_reserve_satoshis=reserve_sat,
+        htlc_minimum_msat=open2.htlc_minimum_msat, feerate_per_kw=open2.commitment_feerate_perkw,
+        to_self_delay=open2.to_self_delay, max_accepted_htlcs=open2.max_accepted_htlcs,
+        funding_pubkey=open2.funding_pubkey, revocation_basepoint=open2.revocation_basepoint,
+        payment_basepoint=open2.payment_basepoint, delayed_payment_basepoint=open2.delayed_payment_basepoint,
+        htlc_basepoint=open2.htlc_basepoint, first_per_commitment_point=open2.first_per_commitment_point,
+        channel_flags=open2.channel_flags,
+        tlvs=OpenChannel.tlv_stream({k: v for k, v in open2.tlvs.items() if k != "require_confirmed_inputs"}),
+    )  # fmt: skip
+
+
+def _on_open(core: ChannelCore, cmd: OpenV2Command, out: _Out) -> None:
+    from .state import Phase, _Out as Scratch
+
+    bp = core.basepoints
+    # BOLT 2: the temporary id is the v2 id with a zeroed basepoint for the peer's (not known yet)
+    temporary = v2_channel_id(bytes(33), bp.revocation_basepoint)
+    v1 = OpenCommand(
+        temporary, cmd.chain_hash, cmd.funding_sat, 0, cmd.commitment_feerate_per_kw, cmd.local_features,
+        cmd.remote_features, cmd.config, cmd.policy, cmd.channel_flags, type_bits=cmd.type_bits, local_alias=cmd.local_alias,
+    )  # fmt: skip
+    core._on_OpenCommand(v1, Scratch())  # the v1 checks and state; its open_channel is not sent
+    s = core.state
+    assert s.open_channel is not None and s.channel_type is not None
+    tlvs = {k: v for k, v in s.open_channel.tlvs.items()}
+    open2 = OpenChannel2(
+        chain_hash=cmd.chain_hash, temporary_channel_id=temporary, funding_feerate_perkw=cmd.funding_feerate_per_kw,
+        commitment_feerate_perkw=cmd.commitment_feerate_per_kw, funding_satoshis=cmd.funding_sat,
+        dust_limit_satoshis=cmd.config.dust_limit_sat, max_htlc_value_in_flight_msat=cmd.config.max_htlc_value_in_flight_msat,
+        htlc_minimum_msat=cmd.config.htlc_minimum_msat, to_self_delay=cmd.config.to_self_delay,
+        max_accepted_htlcs=cmd.config.max_accepted_htlcs, locktime=cmd.locktime, funding_pubkey=bp.funding_pubkey,
+        revocation_basepoint=bp.revocation_basepoint, payment_basepoint=bp.payment_basepoint,
+        delayed_payment_basepoint=bp.delayed_payment_basepoint, htlc_basepoint=bp.htlc_basepoint,
+        first_per_commitment_point=core.secrets.commitment_point(0),
+        second_per_commitment_point=core.secrets.commitment_point(1), channel_flags=cmd.channel_flags,
+        tlvs=OpenChannel2.tlv_stream(tlvs),
+    )  # fmt: skip
+    s.dual = DualFundSession(
+        True, cmd.funding_feerate_per_kw, cmd.locktime, FundingOutput(b"", cmd.funding_sat, 0),
+        tuple(cmd.inputs), tuple(cmd.outputs), cmd.entropy, open2=open2,
+        node_ids=(cmd.local_node_id, cmd.remote_node_id),
+    )  # fmt: skip
+    s.phase = Phase.WAIT_ACCEPT2
+    out.send(open2)
+
+
+def _on_accept(core: ChannelCore, cmd: AcceptV2Command, out: _Out) -> None:
+    from .state import Phase, _Out as Scratch
+
+    msg = cmd.open_channel2
+    s = core.state
+    if channel_type_features(msg.tlvs) is None:
+        s.temporary_channel_id = msg.temporary_channel_id
+        raise RemoteFault("open_channel2 without channel_type")
+    if "require_confirmed_inputs" in msg.tlvs and cmd.inputs:
+        raise LocalMisuse("the opener requires confirmed inputs: contribute none")
+    total = msg.funding_satoshis + cmd.funding_sat
+    reserve = _reserve(total, msg.dust_limit_satoshis, cmd.config.dust_limit_sat)
+    v1 = _v1_view(msg, total, cmd.funding_sat, reserve)
+    config = replace(cmd.config, channel_reserve_sat=reserve)
+    core._on_AcceptCommand(
+        AcceptCommand(v1, cmd.chain_hash, cmd.local_features, cmd.remote_features, config, cmd.policy,
+                      cmd.local_alias, cmd.zeroconf_trusted),
+        Scratch(),
+    )  # fmt: skip
+    assert s.remote is not None and s.channel_type is not None
+    s.config = cmd.config
+    bp = core.basepoints
+    s.channel_id = v2_channel_id(bp.revocation_basepoint, s.remote.basepoints.revocation_basepoint)
+    funding = FundingOutput(p2wsh(core._funding_script()), cmd.funding_sat, msg.funding_satoshis)
+    s.dual = DualFundSession(False, msg.funding_feerate_perkw, msg.locktime, funding, tuple(cmd.inputs), tuple(cmd.outputs),
+                             cmd.entropy, node_ids=(cmd.local_node_id, cmd.remote_node_id))  # fmt: skip
+    _session(core)  # our contribution must pay its way (LocalMisuse, nothing changes)
+    tlvs = {"upfront_shutdown_script": cmd.config.upfront_shutdown_script, "channel_type": s.channel_type}
+    s.phase = Phase.INTERACTIVE
+    out.send(
+        AcceptChannel2(
+            temporary_channel_id=msg.temporary_channel_id, funding_satoshis=cmd.funding_sat,
+            dust_limit_satoshis=cmd.config.dust_limit_sat, max_htlc_value_in_flight_msat=cmd.config.max_htlc_value_in_flight_msat,
+            htlc_minimum_msat=cmd.config.htlc_minimum_msat, minimum_depth=s.minimum_depth,
+            to_self_delay=cmd.config.to_self_delay, max_accepted_htlcs=cmd.config.max_accepted_htlcs,
+            funding_pubkey=bp.funding_pubkey, revocation_basepoint=bp.revocation_basepoint,
+            payment_basepoint=bp.payment_basepoint, delayed_payment_basepoint=bp.delayed_payment_basepoint,
+            htlc_basepoint=bp.htlc_basepoint, first_per_commitment_point=core.secrets.commitment_point(0),
+            second_per_commitment_point=core.secrets.commitment_point(1), tlvs=AcceptChannel2.tlv_stream(tlvs),
+        )
+    )  # fmt: skip
+
+
+def _on_accept_channel2(core: ChannelCore, msg: AcceptChannel2, out: _Out) -> None:
+    from .state import Phase, _Out as Scratch
+
+    s = core.state
+    d = s.dual
+    assert isinstance(d, DualFundSession) and s.open_channel is not None
+    open2 = d.open2
+    assert open2 is not None
+    if msg.temporary_channel_id != s.temporary_channel_id:
+        raise RemoteFault("accept_channel2 for another temporary_channel_id")
+    answered = channel_type_features(msg.tlvs)
+    if answered is None or answered != Features.from_bytes(s.channel_type or b""):
+        raise RemoteFault("accept_channel2 must repeat our channel_type")
+    total = open2.funding_satoshis + msg.funding_satoshis
+    reserve = _reserve(total, msg.dust_limit_satoshis, s.config.dust_limit_sat)
+    s.open_channel = _v1_view(open2, total, msg.funding_satoshis, reserve)
+    s.funding_sat, s.push_msat, s.local_reserve_ask_sat = total, msg.funding_satoshis * 1000, reserve
+    accept = AcceptChannel(
+        temporary_channel_id=msg.temporary_channel_id, dust_limit_satoshis=msg.dust_limit_satoshis,
+        max_htlc_value_in_flight_msat=msg.max_htlc_value_in_flight_msat, channel_reserve_satoshis=reserve,
+        htlc_minimum_msat=msg.htlc_minimum_msat, minimum_depth=msg.minimum_depth, to_self_delay=msg.to_self_delay,
+        max_accepted_htlcs=msg.max_accepted_htlcs, funding_pubkey=msg.funding_pubkey,
+        revocation_basepoint=msg.revocation_basepoint, payment_basepoint=msg.payment_basepoint,
+        delayed_payment_basepoint=msg.delayed_payment_basepoint, htlc_basepoint=msg.htlc_basepoint,
+        first_per_commitment_point=msg.first_per_commitment_point,
+        tlvs=AcceptChannel.tlv_stream({k: v for k, v in msg.tlvs.items() if k != "require_confirmed_inputs"}),
+    )  # fmt: skip
+    core._on_AcceptChannel(accept, Scratch())  # v1's checks; its funding request is not ours to make
+    assert s.remote is not None
+    if "require_confirmed_inputs" in msg.tlvs:
+        # our wallet may hand out its own unconfirmed change: rather than check each coin, decline
+        _abort(core, out, "confirmed inputs required: not supported", send=True)
+        return
+    s.channel_id = v2_channel_id(core.basepoints.revocation_basepoint, s.remote.basepoints.revocation_basepoint)
+    funding = FundingOutput(p2wsh(core._funding_script()), open2.funding_satoshis, msg.funding_satoshis)
+    s.dual = replace(d, funding=funding)
+    s.phase = Phase.INTERACTIVE
+    for m in _session(core).start_messages:
+        out.send(m)
+
+
+# ---------------------------------------------------------------- the funding transaction
+
+
+def _on_interactive(core: ChannelCore, msg: Any, out: _Out) -> None:
+    from .state import Phase
+
+    s = core.state
+    d = s.dual
+    assert isinstance(d, DualFundSession)
+    session = _session(core)
+    replies = session.receive(msg)
+    if session.state is SessionState.ABORTED:
+        _abort(core, out, session.abort_reason or "aborted", send=True)
+        return
+    s.dual = replace(d, received=(*d.received, msg))
+    for reply in replies:
+        out.send(reply)
+    if session.state is SessionState.COMPLETE:
+        _on_complete(core, session, out)
+        s.phase = Phase.DUAL_SIGNING
+
+
+def _on_complete(core: ChannelCore, session: InteractiveTx, out: _Out) -> None:
+    """The transaction is fixed: sign the peer's first commitment (durable with it), ask the wallet."""
+    from .state import RemoteCommit
+
+    s = core.state
+    d = s.dual
+    assert isinstance(d, DualFundSession) and s.remote is not None
+    s.funding_outpoint = session.funding_outpoint()
+    s.funding_tx = session.transaction.raw
+    _, remote_spec = core._initial_specs()
+    remote = build(core.keys(), remote_spec, 0, s.remote.first_per_commitment_point, local=False)
+    signature, _ = sign_remote(remote, core.secrets)
+    s.remote_commit = RemoteCommit(0, remote_spec, remote.tx.txid, s.remote.first_per_commitment_point)
+    out.send(CommitmentSigned(channel_id=s.channel_id, signature=signature, htlc_signature=[]))
+    mine = session.our_inputs()
+    if mine:
+        out.emit(FundingSignaturesNeeded(session.transaction.raw, tuple(i for i, _, _ in mine)))
+    else:
+        s.dual = replace(d, our_witnesses=())
+
+
+def _on_commitment_signed(core: ChannelCore, msg: CommitmentSigned, out: _Out) -> None:
+    from .state import LocalCommit
+
+    s = core.state
+    if msg.htlc_signature:
+        raise RemoteFault("the first commitment_signed of a v2 channel has HTLC signatures")
+    local_spec, _ = core._initial_specs()
+    local = build(core.keys(), local_spec, 0, core.secrets.commitment_point(0), local=True)
+    try:
+        verify_local(local, msg.signature, ())
+    except RemoteFault as exc:
+        _abort(core, out, str(exc), send=True)
+        return
+    s.local_commit = LocalCommit(0, local_spec, msg.signature, ())
+    _maybe_sign(core, out)
+
+
+def _on_tx_signatures(core: ChannelCore, msg: TxSignatures, out: _Out) -> None:
+    s = core.state
+    d = s.dual
+    assert isinstance(d, DualFundSession)
+    if s.local_commit is None:
+        _abort(core, out, "tx_signatures before commitment_signed", send=True)
+        return
+    try:
+        _session(core).receive_signatures(msg)
+    except InteractiveTxAborted as exc:
+        if d.signatures_sent:
+            raise RemoteFault(f"tx_signatures: {exc.reason}") from None
+        _abort(core, out, exc.reason, send=True)
+        return
+    s.dual = replace(d, their_signatures=msg)
+    _maybe_sign(core, out)
+
+
+def _maybe_sign(core: ChannelCore, out: _Out) -> None:
+    """Send our tx_signatures when BOLT 2's order allows; both in: the channel is opened."""
+    from . import ready
+    from .state import Phase
+
+    s = core.state
+    d = s.dual
+    assert isinstance(d, DualFundSession)
+    if s.local_commit is None or d.our_witnesses is None:
+        return
+    session = _session(core)
+    if not d.signatures_sent:
+        ours, theirs = d.node_ids if all(d.node_ids) else (core.basepoints.funding_pubkey, s.remote.basepoints.funding_pubkey)  # type: ignore[union-attr]
+        first = session.we_sign_first(ours, theirs)
+        if not first and d.their_signatures is None:
+            return
+        if s.connected and not s.awaiting_reestablish:
+            out.send(session.our_signatures(list(d.our_witnesses)))
+        d = replace(d, signatures_sent=True)
+        s.dual = d
+    if d.their_signatures is None:
+        return
+    signed = session.signed_transaction()
+    s.funding_tx = signed.raw
+    s.phase = Phase.AWAIT_READY
+    assert s.funding_outpoint is not None
+    out.emit(BroadcastFunding(signed.raw))
+    out.emit(ChannelOpened(s.channel_id, s.funding_outpoint, s.minimum_depth))
+    ready.send_ready_if_zero_depth(core, out)
+
+
+# ---------------------------------------------------------------- reconnection
+
+
+def _reestablish(core: ChannelCore) -> ChannelReestablish:
+    """channel_reestablish while the funding's signatures are exchanged: ``next_funding`` names it."""
+    s = core.state
+    assert s.funding_outpoint is not None
+    return ChannelReestablish(
+        channel_id=s.channel_id, next_commitment_number=1 if s.local_commit is not None else 0,
+        next_revocation_number=0, your_last_per_commitment_secret=bytes(32),
+        my_current_per_commitment_point=core.secrets.commitment_point(0),
+        tlvs=ChannelReestablish.tlv_stream(next_funding={"next_funding_txid": s.funding_outpoint.txid, "retransmit_flags": 0}),
+    )  # fmt: skip
+
+
+def _on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> None:
+    s = core.state
+    d = s.dual
+    assert isinstance(d, DualFundSession) and s.funding_outpoint is not None
+    if not s.awaiting_reestablish:
+        raise RemoteFault("channel_reestablish without a reconnection", warning=True, keep_connection=True)
+    s.awaiting_reestablish = False
+    asked = msg.tlvs.get("next_funding")
+    if asked is not None and asked.next_funding_txid != s.funding_outpoint.txid:
+        raise RemoteFault("channel_reestablish names another funding transaction")
+    if msg.next_commitment_number == 0:
+        # the peer lost our commitment_signed: sign again (the same signature: RFC 6979)
+        assert s.remote_commit is not None and s.remote is not None
+        _, remote_spec = core._initial_specs()
+        remote = build(core.keys(), remote_spec, 0, s.remote.first_per_commitment_point, local=False)
+        out.send(CommitmentSigned(channel_id=s.channel_id, signature=sign_remote(remote, core.secrets)[0], htlc_signature=[]))
+    if d.signatures_sent and asked is not None and d.our_witnesses is not None:
+        out.send(_session(core).our_signatures(list(d.our_witnesses)))
+
+
+def resend_signatures(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> None:
+    """An open channel whose peer names its funding in ``next_funding``: it lacks our tx_signatures."""
+    s = core.state
+    d = s.dual
+    asked = msg.tlvs.get("next_funding")
+    if not isinstance(d, DualFundSession) or asked is None or d.our_witnesses is None or s.funding_outpoint is None:
+        return
+    if asked.next_funding_txid == s.funding_outpoint.txid and d.signatures_sent:
+        out.send(_session(core).our_signatures(list(d.our_witnesses)))

@@ -1,0 +1,263 @@
+"""The channel app's side of channel establishment v2 (``option_dual_fund``, bits 28/29).
+
+Off unless the node runs with ``--dual-fund``: then the app offers bit 29,
+registers the v2 messages, opens v2 channels to peers that offer 28/29
+(BOLT 2: once negotiated, ``open_channel`` is not used, and a peer's is
+refused), and answers ``open_channel2``. The accepter contributes
+``--dual-fund-contribute`` satoshis (default 0, as Core Lightning without a
+funder policy) when its wallet has them.
+
+The wallet picks and reserves the coins as if it funded a transaction of its
+own (``fund_output`` to a placeholder script of the funding output's size;
+that transaction is never broadcast); their previous transactions come from
+the chain (the block of each coin) or the wallet's own unconfirmed
+transactions. The change is computed again for the interactive rules (each
+side pays for what it adds). An open that ends before our signatures left
+frees the coins (by outpoint). A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from typing import Any
+
+from lnpmsg.app import AppError
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.script import p2wsh
+from lnpmsg.bitcoin.tx import OutPoint, Tx
+from lnpmsg.chain.address import script_for_address
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.node.peer import Peer
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.wallet.app import ChainAppError
+from lnpmsg.wallet.errors import WalletError
+from lnpmsg.wallet.spend import dust_limit
+from lnpmsg.wire import CHAIN_HASHES, Error
+
+from .dualfund import (
+    AcceptV2Command,
+    DualFundSession,
+    FundingSignaturesNeeded,
+    FundingWitnesses,
+    InteractiveAborted,
+    OpenV2Command,
+)
+from .errors import LocalMisuse
+from .inputs import ChannelFailed, Event, OpenCommand
+from .interactive_tx import OwnInput, OwnOutput, contribution_fee
+from .manager import ChannelsStopped, ManagedChannel
+from .messages_v2 import OpenChannel2
+
+__all__ = ["DUAL_FUND_BITS", "DualFundSide"]
+
+log = logging.getLogger("lnpmsg.channels.app")
+
+#: option_dual_fund: we offer the optional bit
+DUAL_FUND_BITS = (28, 29)
+#: stands for the funding output while the wallet picks coins: a P2WSH, the size of the real one
+_PLACEHOLDER = p2wsh(b"lnpmsg: the funding output of a dual-funded channel")
+
+
+class DualFundSide:
+    """v2 opens for the app; it supplies ``chain``, ``node``, ``policy``, ``config``, ``_manager``,
+    ``_send``, ``_features``, ``_claim``, ``_close_script``, ``_publish``, ``spawn`` and ``_funding_errors``."""
+
+    chain: Any
+    node: Any
+    policy: Any
+    config: Any
+    _manager: Any
+    _send: Any
+    _features: Any
+    _claim: Any
+    _close_script: Any
+    _publish: Any
+    spawn: Any
+    _funding_errors: dict[str, str]
+
+    def dual_fund_negotiated(self, peer: Peer) -> bool:
+        """Whether we and ``peer`` both offer option_dual_fund (then a channel opens with v2)."""
+        remote = peer.session.remote_features
+        return bool(self.policy.dual_fund) and remote is not None and any(remote.has(b) for b in DUAL_FUND_BITS)
+
+    # ------------------------------------------------------------ the wallet's contribution
+
+    async def _prevtx(self, outpoint: OutPoint) -> Tx:
+        """The transaction a coin of the wallet comes from (the peer checks our inputs with it)."""
+        wallet = self.chain.wallet
+        for tx in wallet.held_transactions():
+            if tx.txid == outpoint.txid:
+                return tx
+        height = next((u.height for u in wallet.list_funds() if u.outpoint == outpoint), None)
+        if height is None:
+            raise WalletError(f"no confirmed coin {outpoint}", code="invalid")
+        try:
+            block = Block.parse(await self.chain.source.block_at(height))
+        except ChainError as exc:
+            raise WalletError(f"cannot read the block of {outpoint}: {exc.reason}", code="chain") from None
+        for tx in block.txs:
+            if tx.txid == outpoint.txid:
+                return tx
+        raise WalletError(f"coin {outpoint} is not in the block at {height}", code="chain")
+
+    async def _contribution(self, amount_sat: int, feerate: int, *, opener: bool) -> tuple[tuple[OwnInput, ...], tuple[OwnOutput, ...]]:
+        """Coins (reserved) paying ``amount_sat`` into the funding and our fee for what we add; WalletError if none."""
+        wallet = self.chain.wallet
+        funded = await wallet.fund_output(_PLACEHOLDER, amount_sat, feerate)
+        try:
+            inputs, total, scripts = [], 0, []
+            for txin in funded.tx.inputs:
+                prev = await self._prevtx(txin.prevout)
+                inputs.append(OwnInput(prev.raw, txin.prevout.vout))
+                total += prev.outputs[txin.prevout.vout].amount_sat
+                scripts.append(prev.outputs[txin.prevout.vout].script_pubkey)
+            change_script = next((o.script_pubkey for o in funded.tx.outputs if o.script_pubkey != _PLACEHOLDER), None)
+            if change_script is None:
+                change_script = script_for_address(wallet.new_address(), wallet.hrp)
+            ours = [_PLACEHOLDER] if opener else []  # the opener pays for the funding output's bytes
+            change = total - amount_sat - contribution_fee(scripts, [*ours, change_script], feerate, initiator=opener)
+            if change >= dust_limit(change_script):
+                return tuple(inputs), (OwnOutput(change, change_script),)
+            if total - amount_sat < contribution_fee(scripts, ours, feerate, initiator=opener):
+                raise WalletError(f"the coins cannot pay {amount_sat} sat and their fee", code="funds")
+            return tuple(inputs), ()  # a change below dust goes to the fee
+        except BaseException:
+            wallet.release(funded.tx.txid)
+            raise
+
+    def _release_inputs(self, inputs: tuple[OwnInput, ...]) -> None:
+        """Free the wallet's coins of an open that ended before our signatures left."""
+        try:
+            wallet = self.chain.wallet
+            for own in inputs:
+                wallet.release_outpoint(Tx.parse(own.prevtx).outpoint(own.vout))
+        except (AttributeError, AppError, WalletError) as exc:
+            log.warning("channels: cannot release the coins of an aborted open: %s", exc)
+            return
+        if inputs:
+            log.info("channels: released %d coin(s) of an aborted dual-funded open", len(inputs))
+
+    def _free_orphan_reservations(self) -> None:
+        """At start: coins still held for v2 opens that ended while the wallet could not free them
+        (the node stopped or crashed first) are freed; those of opens that go on, or whose funding
+        we signed (it may confirm), stay held."""
+        from .state import Phase
+
+        try:
+            wallet = self.chain.wallet
+            held = wallet.held_transactions()
+        except (AttributeError, AppError):
+            return
+        kept: set[OutPoint] = set()
+        for channel in self._manager().channels.values():
+            d = channel.core.state.dual
+            if isinstance(d, DualFundSession) and (d.signatures_sent or channel.phase in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)):
+                kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in d.inputs}
+        for tx in held:  # the wallet's picks for v2 opens are the transactions paying the placeholder
+            if any(o.script_pubkey == _PLACEHOLDER for o in tx.outputs) and not any(i.prevout in kept for i in tx.inputs):
+                freed = wallet.release(tx.txid)
+                log.info("channels: freed %d coin(s) held for a dual-funded open that ended", freed)
+
+    # ------------------------------------------------------------ opening
+
+    async def _open_v2_command(self, peer: Peer, channel: ManagedChannel, v1: OpenCommand, feerate: int | None) -> OpenV2Command:
+        """``fundchannel``'s open as v2: the same channel, our coins in (reserved); errors forget the channel."""
+        try:
+            if not self.dual_fund_negotiated(peer):
+                raise ParamsError("v2 needs option_dual_fund on both nodes (--dual-fund, and the peer offering bit 28/29)")
+            if v1.push_msat:
+                raise ParamsError("a dual-funded channel has no push_msat")
+            funding_feerate = feerate or v1.feerate_per_kw
+            try:
+                inputs, outputs = await self._contribution(v1.funding_sat, funding_feerate, opener=True)
+            except WalletError as exc:
+                raise ChainAppError(f"cannot fund the channel: {exc}", {"error": "ChannelError"}) from exc
+        except BaseException:
+            self._manager().forget(channel)
+            raise
+        tip = self.chain.wallet.tip
+        return OpenV2Command(
+            v1.chain_hash, v1.funding_sat, funding_feerate, v1.feerate_per_kw,
+            tip.height if tip is not None else 0,  # locktime: the tip, against fee sniping (as the wallet does)
+            v1.local_features, v1.remote_features, inputs, outputs, os.urandom(32), v1.config, v1.policy,
+            v1.channel_flags, v1.type_bits, v1.local_alias, self.node.node_id, peer.node_id,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------ accepting
+
+    async def _accept_v2(self, peer: Peer, msg: OpenChannel2) -> None:
+        """Answer ``open_channel2``, contributing what the node's option says when the wallet can."""
+        manager = self._manager()
+        if manager.find(peer.node_id, msg.temporary_channel_id) is not None:
+            await self._send(peer.node_id, Error(channel_id=msg.temporary_channel_id, data=b"temporary_channel_id in use"))
+            return
+        channel = manager.new_channel(peer.node_id)
+        local, remote = self._features(peer)
+        config = replace(self.config, close_script=await self._close_script())
+        chain_hash = CHAIN_HASHES[self.node.config.network]
+        amount = self.policy.dual_fund_contribute_sat
+        inputs: tuple[OwnInput, ...] = ()
+        outputs: tuple[OwnOutput, ...] = ()
+        if amount and "require_confirmed_inputs" not in msg.tlvs:
+            try:
+                inputs, outputs = await self._contribution(amount, msg.funding_feerate_perkw, opener=False)
+            except (WalletError, AppError) as exc:
+                log.info("channels: contributing nothing to %s's channel: %s", peer.node_id.hex()[:16], exc)
+                amount = 0
+        else:
+            amount = 0
+        trusted = peer.node_id in self.policy.zeroconf_peers
+        for attempt in (amount, 0) if amount else (0,):
+            ins, outs = (inputs, outputs) if attempt else ((), ())
+            command = AcceptV2Command(msg, chain_hash, local, remote, attempt, ins, outs, os.urandom(32), config,
+                                      self.policy, manager.new_alias(), trusted, self.node.node_id, peer.node_id)  # fmt: skip
+            try:
+                await manager.submit(channel, command)
+                break
+            except ChannelsStopped:
+                self._release_inputs(inputs)
+                return
+            except LocalMisuse as exc:  # our contribution cannot be made: accept without it
+                log.info("channels: contributing nothing to %s's channel: %s", peer.node_id.hex()[:16], exc)
+                self._release_inputs(inputs)
+                if not attempt:
+                    manager.forget(channel)
+                    await self._send(peer.node_id, Error(channel_id=msg.temporary_channel_id, data=str(exc).encode()))
+                    return
+        self._claim(channel)
+
+    # ------------------------------------------------------------ events (inside the actor)
+
+    def _dual_event(self, channel: ManagedChannel, event: Event) -> bool:
+        """The v2 events; True when handled (a failure is also left to the generic handling)."""
+        if isinstance(event, FundingSignaturesNeeded):
+            self.spawn(self._sign_funding, channel, event)
+            return True
+        if isinstance(event, InteractiveAborted):
+            log.warning("channels: the dual-funded open %s ended: %s", channel.channel_id.hex(), event.reason)
+            self._release_inputs(event.inputs)
+            self._funding_errors[channel.key] = event.reason
+            self._publish("channel.failed", channel, reason=event.reason)
+            s = channel.core.state
+            if s.local_commit is None and s.remote_commit is None:
+                self._manager().forget(channel)  # nothing signed: nothing to keep
+            return True
+        if isinstance(event, ChannelFailed):
+            d = channel.core.state.dual
+            if isinstance(d, DualFundSession) and not d.signatures_sent:
+                self._release_inputs(d.inputs)
+        return False
+
+    async def _sign_funding(self, channel: ManagedChannel, event: FundingSignaturesNeeded) -> None:
+        """The wallet signs our inputs of the negotiated funding; the core sends them in its turn."""
+        try:
+            witnesses = self.chain.wallet.sign_inputs(Tx.parse(event.raw_tx), event.indices)
+        except WalletError as exc:
+            log.warning("channels: cannot sign the funding of %s: %s", channel.channel_id.hex(), exc)
+            return  # the open stays unsigned; a disconnection or restart ends it and frees the coins
+        try:
+            await self._manager().submit(channel, FundingWitnesses(tuple(tuple(w) for w in witnesses)))
+        except (ChannelsStopped, LocalMisuse) as exc:
+            log.debug("channels: funding signatures of %s not taken: %s", channel.channel_id.hex(), exc)
