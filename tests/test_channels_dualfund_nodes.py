@@ -67,7 +67,8 @@ async def test_v2_open_pay_close(tmp_path: Path, contribute: int) -> None:
             await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
             assert source.core.find_transaction(funding.txid)[1] is not None  # type: ignore[index]
             assert balances(alice)[:2] == (FUNDING_SAT * 1000, contribute * 1000)
-            assert reserved(alice) == 0 and reserved(bob) == 0  # the coins were spent by the funding
+            # the coins were spent by the funding (each wallet sees it when it reads the block, maybe after channel_ready)
+            await wait_until(lambda: reserved(alice) == 0 and reserved(bob) == 0, "the funding's coins no longer reserved")
             await pay(alice, bob, 50_000_000)
             await pay(bob, alice, 20_000_000)
             assert balances(bob)[:2] == ((contribute + 30_000) * 1000, (FUNDING_SAT - 30_000) * 1000)
