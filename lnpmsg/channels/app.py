@@ -96,7 +96,6 @@ from .reconnect import PeerAddressBook, Reconnector
 from .dualfund_side import DUAL_FUND_BITS, DualFundSide
 from .messages_v2 import DUAL_FUND_MESSAGES, OpenChannel2
 from .params import ChannelConfig, OpeningPolicy
-from .ready import is_zeroconf
 from .state import Phase
 
 __all__ = ["CHANNEL_FEATURE_BITS", "ChannelEvent", "ChannelsApp"]
@@ -106,8 +105,6 @@ log = logging.getLogger(__name__)
 #: optional bits: data_loss_protect, upfront_shutdown_script, static_remotekey,
 #: anchors_zero_fee_htlc_tx, shutdown_anysegwit, channel_type, scid_alias, zeroconf (BOLT 9: needs scid_alias)
 CHANNEL_FEATURE_BITS = (1, 5, 13, 23, 27, 45, 47, 51)
-#: blocks a zero-conf channel's funding may stay unconfirmed before the log warns (then every day of blocks)
-ZEROCONF_WARN_BLOCKS = 6
 #: the BOLT-2 messages the app owns (the node decodes them for it)
 _MESSAGES: tuple[type[Message], ...] = (
     M.OpenChannel, M.AcceptChannel, M.FundingCreated, M.FundingSigned, M.ChannelReady, M.Shutdown,
@@ -292,20 +289,6 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, App):
                 self._warn_unconfirmed(channel, height)
         await self._check_depths()
 
-    def _warn_unconfirmed(self, channel: ManagedChannel, height: int) -> None:
-        """A zero-conf channel in use whose funding does not confirm: its balance is only as good as
-        the funder's word (a double-spent funding leaves nothing to claim). Said loudly in the log;
-        the channel stays (a force close or a cooperative one is the operator's decision)."""
-        s = channel.core.state
-        if not (is_zeroconf(s) and s.ready_sent and not s.short_channel_id):
-            return
-        since = self._unconfirmed_since.setdefault(channel.key, height)
-        waited = height - since
-        if waited == ZEROCONF_WARN_BLOCKS or (waited > 0 and waited % 144 == 0):
-            log.warning("channels: the funding %s of the zero-conf channel %s is still unconfirmed after %d blocks: if it was "
-                        "double-spent, what the channel holds is not real; stop using it (closechannel)",
-                        s.funding_outpoint.txid_hex if s.funding_outpoint else "-", channel.channel_id.hex(), waited)  # fmt: skip
-
     async def _check_depths(self) -> None:
         """Tell each channel waiting for its funding how deep it is (with its short channel id)."""
         source = self.chain.source
@@ -383,17 +366,23 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, App):
         await self._submit(channel, Received(msg))
 
     async def _accept(self, peer: Peer, msg: M.OpenChannel) -> None:
-        manager = self._manager()
-        if manager.find(peer.node_id, msg.temporary_channel_id) is not None:
-            await self._send(peer.node_id, Error(channel_id=msg.temporary_channel_id, data=b"temporary_channel_id in use"))
+        if (opening := await self._inbound_channel(peer, msg.temporary_channel_id)) is None:
             return
-        channel = manager.new_channel(peer.node_id)
-        local, remote = self._features(peer)
-        config = replace(self.config, close_script=await self._close_script())
+        channel, local, remote, config = opening
         chain_hash = CHAIN_HASHES[self.node.config.network]
         trusted = peer.node_id in self.policy.zeroconf_peers  # (--zeroconf-peer)
-        await self._submit(channel, AcceptCommand(msg, chain_hash, local, remote, config, self.policy, manager.new_alias(), trusted))
+        await self._submit(channel, AcceptCommand(msg, chain_hash, local, remote, config, self.policy, self._manager().new_alias(), trusted))
         self._claim(channel)
+
+    async def _inbound_channel(self, peer: Peer, temporary_channel_id: bytes) -> tuple[ManagedChannel, int, int, ChannelConfig] | None:
+        """A new channel for a peer's open (v1 or v2), with both sides' features and our config; None
+        (the peer told) when its temporary id is in use."""
+        manager = self._manager()
+        if manager.find(peer.node_id, temporary_channel_id) is not None:
+            await self._send(peer.node_id, Error(channel_id=temporary_channel_id, data=b"temporary_channel_id in use"))
+            return None
+        local, remote = self._features(peer)
+        return manager.new_channel(peer.node_id), local, remote, replace(self.config, close_script=await self._close_script())
 
     def _features(self, peer: Peer) -> tuple[int, int]:
         remote = peer.session.remote_features

@@ -1,6 +1,7 @@
 """The channel app's dealings with the chain and the wallet: funding the funder's channels from the
-wallet (an open it cannot fund is abandoned), freeing the coins of a funding never broadcast, and
-broadcasting (a close both signed, again after a crash before its broadcast). A mixin of
+wallet (an open it cannot fund is abandoned), freeing the coins of a funding never broadcast,
+broadcasting (a close both signed, again after a crash before its broadcast), and warning of a
+zero-conf channel's funding left unconfirmed. A mixin of
 :class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 
@@ -18,10 +19,14 @@ from lnpmsg.wire import Error
 from .errors import LocalMisuse
 from .inputs import FundingNeeded, FundingTransaction
 from .manager import ChannelsStopped, ManagedChannel
+from .ready import is_zeroconf
 
 __all__ = ["ChainSide"]
 
 log = logging.getLogger("lnpmsg.channels.app")
+
+#: blocks a zero-conf channel's funding may stay unconfirmed before the log warns (then every day of blocks)
+ZEROCONF_WARN_BLOCKS = 6
 
 
 class ChainSide:
@@ -33,6 +38,7 @@ class ChainSide:
     _send: Any
     _funding_feerate: dict[str, int | None]
     _funding_errors: dict[str, str]
+    _unconfirmed_since: dict[str, int]
 
     async def _broadcast(self, raw_tx: bytes, what: str) -> None:
         try:
@@ -89,3 +95,17 @@ class ChainSide:
         except AppError:  # the peer is gone: it forgets the unsigned channel on its own
             pass
         self._manager().forget(channel)
+
+    def _warn_unconfirmed(self, channel: ManagedChannel, height: int) -> None:
+        """A zero-conf channel in use whose funding does not confirm: its balance is only as good as
+        the funder's word (a double-spent funding leaves nothing to claim). Said loudly in the log;
+        the channel stays (a force close or a cooperative one is the operator's decision)."""
+        s = channel.core.state
+        if not (is_zeroconf(s) and s.ready_sent and not s.short_channel_id):
+            return
+        since = self._unconfirmed_since.setdefault(channel.key, height)
+        waited = height - since
+        if waited == ZEROCONF_WARN_BLOCKS or (waited > 0 and waited % 144 == 0):
+            log.warning("channels: the funding %s of the zero-conf channel %s is still unconfirmed after %d blocks: if it was "
+                        "double-spent, what the channel holds is not real; stop using it (closechannel)",
+                        s.funding_outpoint.txid_hex if s.funding_outpoint else "-", channel.channel_id.hex(), waited)  # fmt: skip

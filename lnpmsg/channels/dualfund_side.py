@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
 from typing import Any
 
 from lnpmsg.app import AppError
@@ -189,13 +188,10 @@ class DualFundSide:
 
     async def _accept_v2(self, peer: Peer, msg: OpenChannel2) -> None:
         """Answer ``open_channel2``, contributing what the node's option says when the wallet can."""
-        manager = self._manager()
-        if manager.find(peer.node_id, msg.temporary_channel_id) is not None:
-            await self._send(peer.node_id, Error(channel_id=msg.temporary_channel_id, data=b"temporary_channel_id in use"))
+        if (opening := await self._inbound_channel(peer, msg.temporary_channel_id)) is None:
             return
-        channel = manager.new_channel(peer.node_id)
-        local, remote = self._features(peer)
-        config = replace(self.config, close_script=await self._close_script())
+        channel, local, remote, config = opening
+        manager = self._manager()
         chain_hash = CHAIN_HASHES[self.node.config.network]
         amount = self.policy.dual_fund_contribute_sat
         inputs: tuple[OwnInput, ...] = ()
