@@ -6,23 +6,31 @@ option (the default) channels open with v1 and bit 29 is not offered."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.app import ChannelsApp
-from lnpmsg.channels.dualfund import DualFundSession
-from lnpmsg.channels.params import ChannelConfig, OpeningPolicy
-from lnpmsg.channels.state import Phase
+from lnpmsg.channels.dualfund import AcceptV2Command, DualFundSession
+from lnpmsg.channels.messages import register_channel_messages
+from lnpmsg.channels.messages_v2 import OpenChannel2, TxAbort, TxAddInput, TxAddOutput, TxComplete, register_dual_fund_messages
+from lnpmsg.channels.params import ChannelConfig, ChannelSecrets, OpeningPolicy
+from lnpmsg.channels.state import ChannelCore, Phase
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
+from lnpmsg.testing.rawpeer import RawPeer
 from lnpmsg.wallet.app import ChainApp
 from lnpmsg.wallet.calls import ChainAppError
+from lnpmsg.wire import CHAIN_HASH_REGTEST, DEFAULT_REGISTRY, Features, Init
 
 FUNDING_SAT = 1_000_000
 
@@ -107,10 +115,6 @@ async def test_refused_v2_open_frees_the_coins_and_v1_stays_default(tmp_path: Pa
 # -- a hand-driven peer: each protocol violation ends the open with tx_abort and frees our coins ----
 
 def _registry() -> Any:
-    from lnpmsg.channels.messages import register_channel_messages
-    from lnpmsg.channels.messages_v2 import register_dual_fund_messages
-    from lnpmsg.wire import DEFAULT_REGISTRY
-
     return register_dual_fund_messages(register_channel_messages(DEFAULT_REGISTRY.copy()))
 
 
@@ -123,8 +127,6 @@ async def _next(peer: Any, kind: type) -> Any:
 
 
 def _violations(cid: bytes, their_input: Any) -> dict[str, tuple[list[Any], str]]:
-    from lnpmsg.channels.messages_v2 import TxAbort, TxAddInput, TxAddOutput, TxComplete
-
     prevtx = Tx.parse(their_input.prevtx)
     return {
         # our (the initiator's) parity is even; the peer must use odd serial ids
@@ -141,95 +143,82 @@ def _violations(cid: bytes, their_input: Any) -> dict[str, tuple[list[Any], str]
     }
 
 
+@dataclass
+class HandDrivenOpen:
+    """Alice's v2 open to a raw peer that answered her ``open_channel2`` with a real core's
+    ``accept_channel2``; her first ``tx_add_input`` has arrived. ``errors``: what her
+    ``fundchannel`` raised; ``nursery`` runs it."""
+
+    alice: Node
+    peer: RawPeer
+    core: ChannelCore
+    first_input: TxAddInput
+    errors: list[Exception]
+    nursery: trio.Nursery
+
+
+@asynccontextmanager
+async def hand_driven_open(tmp_path: Path, network: MemoryNetwork, source: Any) -> AsyncIterator[HandDrivenOpen]:
+    alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
+    async with running(alice):
+        await fund(source, alice, 3_000_000)
+        features = Features.from_bits([13, 29]).value
+        async with await RawPeer.connect(network.names[0], alice.node_id, transport=network.transport()) as peer:
+            await peer.exchange_init(Init(features=Features(features).to_bytes()))
+            errors: list[Exception] = []
+
+            async def open_() -> None:
+                try:
+                    await channels(alice).fundchannel(peer.key.node_id.hex(), FUNDING_SAT)
+                except Exception as exc:  # noqa: BLE001 - the test reads it
+                    errors.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(open_)
+                with trio.fail_after(10):
+                    open2 = await _next(peer, OpenChannel2)
+                core = ChannelCore(ChannelSecrets(*[bytes([i + 1]) * 32 for i in range(6)]))
+                out = core.receive(AcceptV2Command(open2, CHAIN_HASH_REGTEST, features, features, 0, (), (), b"e"), 1.0)
+                await peer.send(out.messages[0])
+                first = await _next(peer, TxAddInput)
+                yield HandDrivenOpen(alice, peer, core, first, errors, nursery)
+
+
 @pytest.mark.trio
 @pytest.mark.parametrize("case", ["parity", "duplicate input", "dust output", "bad prevtx", "peer abort", "output without inputs"])
 async def test_violations_from_a_hand_driven_peer_abort_and_free_the_coins(tmp_path: Path, case: str) -> None:
-    import trio
-
-    from lnpmsg.channels.dualfund import AcceptV2Command
-    from lnpmsg.channels.messages_v2 import OpenChannel2, TxAbort, TxAddInput
-    from lnpmsg.channels.params import ChannelSecrets
-    from lnpmsg.channels.state import ChannelCore
-    from lnpmsg.testing.rawpeer import RawPeer
-    from lnpmsg.wire import CHAIN_HASH_REGTEST, Features, Init
-
     network = MemoryNetwork()
-    async with chain(tmp_path) as source:
-        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
-        async with running(alice):
-            await fund(source, alice, 3_000_000)
-            features = Features.from_bits([13, 29]).value
-            async with await RawPeer.connect(network.names[0], alice.node_id, transport=network.transport()) as peer:
-                await peer.exchange_init(Init(features=Features(features).to_bytes()))
-                errors: list[Exception] = []
-
-                async def open_() -> None:
-                    try:
-                        await channels(alice).fundchannel(peer.key.node_id.hex(), FUNDING_SAT)
-                    except Exception as exc:  # noqa: BLE001 - the test reads it below
-                        errors.append(exc)
-
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(open_)
-                    with trio.fail_after(10):
-                        open2 = await _next(peer, OpenChannel2)
-                    # the accept_channel2 of a real core (keys and checks right), sent by hand
-                    core = ChannelCore(ChannelSecrets(*[bytes([i + 1]) * 32 for i in range(6)]))
-                    out = core.receive(AcceptV2Command(open2, CHAIN_HASH_REGTEST, features, features, 0, (), (), b"e"), 1.0)
-                    await peer.send(out.messages[0])
-                    first = await _next(peer, TxAddInput)
-                    cid = core.state.channel_id
-                    msgs, why = _violations(cid, first)[case]
-                    await peer.send(msgs[0])
-                    if len(msgs) > 1:  # then tx_complete each turn until both completed (turn-based)
-                        registry = _registry()
-                        while not isinstance(reply := registry.decode(await peer.receive()), TxAbort):
-                            if type(reply).__name__.startswith("Tx"):
-                                await peer.send(msgs[1])
-                        abort = reply
-                    if len(msgs) == 1:
-                        abort = await _next(peer, TxAbort)
-                    # our reason, or the echo BOLT 2 asks for a peer's tx_abort
-                    assert (why.encode() if case != "peer abort" else b"echo") in abort.data, abort
-                    with trio.fail_after(10):
-                        while not errors:
-                            await trio.sleep(0.02)
-                assert why in str(errors[0]) or case == "peer abort", errors
-                assert reserved(alice) == 0  # the coins picked for the open are free again
-                assert not [c for c in channels(alice).manager.channels.values() if c.phase is not Phase.NEW]  # type: ignore[union-attr]
+    async with chain(tmp_path) as source, hand_driven_open(tmp_path, network, source) as opening:
+        peer = opening.peer
+        msgs, why = _violations(opening.core.state.channel_id, opening.first_input)[case]
+        await peer.send(msgs[0])
+        if len(msgs) > 1:  # then tx_complete each turn until both completed (turn-based)
+            registry = _registry()
+            while not isinstance(reply := registry.decode(await peer.receive()), TxAbort):
+                if type(reply).__name__.startswith("Tx"):
+                    await peer.send(msgs[1])
+            abort = reply
+        if len(msgs) == 1:
+            abort = await _next(peer, TxAbort)
+        # our reason, or the echo BOLT 2 asks for a peer's tx_abort
+        assert (why.encode() if case != "peer abort" else b"echo") in abort.data, abort
+        with trio.fail_after(10):
+            while not opening.errors:
+                await trio.sleep(0.02)
+        assert why in str(opening.errors[0]) or case == "peer abort", opening.errors
+        assert reserved(opening.alice) == 0  # the coins picked for the open are free again
+        assert not [c for c in channels(opening.alice).manager.channels.values() if c.phase is not Phase.NEW]  # type: ignore[union-attr]
 
 
 @pytest.mark.trio
 async def test_restart_mid_negotiation_ends_the_open_and_frees_the_coins(tmp_path: Path) -> None:
-    import trio
-
-    from lnpmsg.channels.dualfund import AcceptV2Command
-    from lnpmsg.channels.messages_v2 import OpenChannel2, TxAddInput
-    from lnpmsg.channels.params import ChannelSecrets
-    from lnpmsg.channels.state import ChannelCore
-    from lnpmsg.testing.rawpeer import RawPeer
-    from lnpmsg.wire import CHAIN_HASH_REGTEST, Features, Init
-
     network = MemoryNetwork()
     async with chain(tmp_path) as source:
-        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
-        async with running(alice):
-            await fund(source, alice, 3_000_000)
-            features = Features.from_bits([13, 29]).value
-            async with await RawPeer.connect(network.names[0], alice.node_id, transport=network.transport()) as peer:
-                await peer.exchange_init(Init(features=Features(features).to_bytes()))
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(lambda: channels(alice).fundchannel(peer.key.node_id.hex(), FUNDING_SAT))
-                    with trio.fail_after(10):
-                        open2 = await _next(peer, OpenChannel2)
-                    core = ChannelCore(ChannelSecrets(*[bytes([i + 1]) * 32 for i in range(6)]))
-                    out = core.receive(AcceptV2Command(open2, CHAIN_HASH_REGTEST, features, features, 0, (), (), b"e"), 1.0)
-                    await peer.send(out.messages[0])
-                    await _next(peer, TxAddInput)
-                    assert reserved(alice) > 0  # the coins are held for the open
-                    nursery.cancel_scope.cancel()  # the node stops mid-negotiation (fundchannel with it)
+        async with hand_driven_open(tmp_path, network, source) as opening:
+            assert reserved(opening.alice) > 0  # the coins are held for the open
+            opening.nursery.cancel_scope.cancel()  # the node stops mid-negotiation (fundchannel with it)
         # the same node again, from its data directory
-        again = Node(alice.key, NodeConfig(listen=["mem://"], network="regtest"), transports={"mem": network.transport()})
+        again = Node(opening.alice.key, NodeConfig(listen=["mem://"], network="regtest"), transports={"mem": network.transport()})
         again.mount(ChainApp(tmp_path / "alice" / "wallet", source=source))
         again.mount(ChannelsApp(tmp_path / "alice" / "channels", config=ChannelConfig(minimum_depth=2), policy=OpeningPolicy(dual_fund=True)))
         async with running(again):
