@@ -64,14 +64,6 @@ class DualPair(ChannelPair):
         #: every message sent, in order, with its sender
         self.sent: list[tuple[str, Message]] = []
 
-    def pump(self) -> None:
-        while self.wire:
-            target, msg = self.wire.popleft()
-            if self.hold:
-                self.held.append((target, msg))
-                continue
-            self.deliver(target, msg)
-
     def step(self) -> Message:
         """Deliver the first message on the wire only (what it causes stays on the wire)."""
         target, msg = self.wire.popleft()
@@ -79,14 +71,14 @@ class DualPair(ChannelPair):
         return msg
 
     def deliver(self, target: Side, msg: Message) -> None:
-        if True:
-            if target is self.bob and isinstance(msg, OpenChannel2):
-                inputs, outputs = contribution("bob", self.bob_sat, self.coins["bob"], opener=False)
-                self.feed(target, AcceptV2Command(msg, CHAIN_HASH_REGTEST, self.features, self.features, self.bob_sat,
-                                                  inputs, outputs, b"bob entropy", self.bob_config, self.policy,
-                                                  local_node_id=self.node_ids[1], remote_node_id=self.node_ids[0]))  # fmt: skip
-            else:
-                self.feed(target, Received(msg))
+        """Bob accepts an ``open_channel2`` with his contribution; every other message goes to its core."""
+        if target is self.bob and isinstance(msg, OpenChannel2):
+            inputs, outputs = contribution("bob", self.bob_sat, self.coins["bob"], opener=False)
+            self.feed(target, AcceptV2Command(msg, CHAIN_HASH_REGTEST, self.features, self.features, self.bob_sat,
+                                              inputs, outputs, b"bob entropy", self.bob_config, self.policy,
+                                              local_node_id=self.node_ids[1], remote_node_id=self.node_ids[0]))  # fmt: skip
+        else:
+            super().deliver(target, msg)
 
     def feed(self, side: Side, item) -> object:
         out = super().feed(side, item)

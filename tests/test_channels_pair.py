@@ -122,11 +122,15 @@ class ChannelPair:
             if self.hold:
                 self.held.append((target, msg))
                 continue
-            if target is self.bob and isinstance(msg, OpenChannel):
-                self.feed(target, AcceptCommand(msg, CHAIN_HASH_REGTEST, self.features, self.features,
-                                                self.bob_config, self.policy))  # fmt: skip
-            else:
-                self.feed(target, Received(msg))
+            self.deliver(target, msg)
+
+    def deliver(self, target: Side, msg: Message) -> None:
+        """One message to its side's core (Bob accepts an ``open_channel`` with his config and policy)."""
+        if target is self.bob and isinstance(msg, OpenChannel):
+            self.feed(target, AcceptCommand(msg, CHAIN_HASH_REGTEST, self.features, self.features,
+                                            self.bob_config, self.policy))  # fmt: skip
+        else:
+            self.feed(target, Received(msg))
 
     def open_command(self) -> OpenCommand:
         """Alice's command to open the channel."""
