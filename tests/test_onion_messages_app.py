@@ -4,6 +4,8 @@ bound, and malformed messages that are dropped without hurting the peer."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import coincurve
 import pytest
 import trio
@@ -33,6 +35,21 @@ async def _line(a, b, c):  # type: ignore[no-untyped-def]
     await a.connect(address_of(b))
     await c.connect(address_of(b))
     await wait_for(lambda: len(b.peers) == 2 and all(p.is_ready for p in b.peers.values()))
+
+
+@asynccontextmanager
+async def a_to_b(**options):  # type: ignore[no-untyped-def]
+    """A connected to B, whose app (``options``) hands the records of type 65 it gets to ``got``:
+    A, B, B's app, ``got`` and A's peer B."""
+    a, b = make_node(), make_node()
+    a.mount(OnionMessagesApp())
+    app_b = b.mount(OnionMessagesApp(**options))
+    got: list[object] = []
+    app_b.on_tlv(65)(got.append)
+    async with running(a, b):
+        await a.connect(address_of(b))
+        await wait_for(lambda: b.peers and all(p.is_ready for p in b.peers.values()))
+        yield a, b, app_b, got, a.peers[b.node_id]
 
 
 async def test_a_message_through_b_reaches_cs_handler_and_the_reply_comes_back() -> None:
@@ -107,15 +124,7 @@ async def test_a_reply_path_id_we_did_not_make_and_unknown_even_records_are_drop
 
 
 async def test_a_flood_is_dropped_over_the_rate_and_the_peer_stays() -> None:
-    a, b = make_node(), make_node()
-    a.mount(OnionMessagesApp())
-    app_b = b.mount(OnionMessagesApp(rate=1.0, burst=5))
-    got: list[object] = []
-    app_b.on_tlv(65)(got.append)
-    async with running(a, b):
-        await a.connect(address_of(b))
-        await wait_for(lambda: b.peers and all(p.is_ready for p in b.peers.values()))
-        peer = a.peers[b.node_id]
+    async with a_to_b(rate=1.0, burst=5) as (a, b, app_b, got, peer):
         key = bytes([9]) * 32
         for i in range(200):
             out = build_onion_message(key, bytes([i + 1]) * 32, [], b.node_id, {65: i.to_bytes(2, "big")})
@@ -127,15 +136,7 @@ async def test_a_flood_is_dropped_over_the_rate_and_the_peer_stays() -> None:
 
 
 async def test_malformed_messages_are_dropped_without_a_disconnect() -> None:
-    a, b = make_node(), make_node()
-    a.mount(OnionMessagesApp())
-    app_b = b.mount(OnionMessagesApp())
-    got: list[object] = []
-    app_b.on_tlv(65)(got.append)
-    async with running(a, b):
-        await a.connect(address_of(b))
-        await wait_for(lambda: b.peers and all(p.is_ready for p in b.peers.values()))
-        peer = a.peers[b.node_id]
+    async with a_to_b() as (a, b, app_b, got, peer):
         good = build_onion_message(bytes([1]) * 32, bytes([2]) * 32, [], b.node_id, {65: b"ok"})
         other = coincurve.PrivateKey(bytes([3]) * 32).public_key.format()
         bad = [
