@@ -191,13 +191,19 @@ def test_zeroconf_from_a_peer_we_do_not_trust_is_refused() -> None:
     assert any(isinstance(e, ChannelFailed) for e in pair.alice.events)
 
 
+def bobs_accept(pair: AliasPair, *, trusted: bool) -> AcceptChannel:
+    """Alice's open fed to Bob (who trusts her for zero-conf or not): his accept_channel, not delivered."""
+    pair.feed(pair.alice, pair.open_command())
+    (_, msg) = pair.wire.popleft()
+    pair.feed(pair.bob, AcceptCommand(msg, CHAIN_HASH_REGTEST, pair.features, pair.features, pair.bob_config,  # type: ignore[arg-type]
+                                      pair.policy, BOB_ALIAS, trusted))  # fmt: skip
+    (_, accept) = pair.wire.popleft()
+    return accept  # type: ignore[no-any-return]
+
+
 def test_a_zeroconf_accept_with_a_minimum_depth_fails_the_funder() -> None:
     pair = AliasPair(type_bits=(46, 50), trusted=True)
-    pair.feed(pair.alice, pair.open_command())
-    (target, msg) = pair.wire.popleft()
-    pair.feed(pair.bob, AcceptCommand(msg, CHAIN_HASH_REGTEST, pair.features, pair.features, pair.bob_config,  # type: ignore[arg-type]
-                                      pair.policy, BOB_ALIAS, True))  # fmt: skip
-    (_, accept) = pair.wire.popleft()
+    accept = bobs_accept(pair, trusted=True)
     pair.feed(pair.alice, Received(replace(accept, minimum_depth=3)))  # type: ignore[type-var]
     assert pair.alice.core.phase is Phase.FAILED and "minimum_depth" in (pair.alice.core.state.failure or "")
 
@@ -207,11 +213,7 @@ def test_a_fundee_that_asks_no_depth_lets_the_funder_be_ready_at_once() -> None:
     minimum_depth 0 (a peer that trusts us without a zero-conf type, as CLN's trusted peers) is
     followed by our channel_ready as soon as the first commitments are signed."""
     pair = AliasPair()
-    pair.feed(pair.alice, pair.open_command())
-    (target, msg) = pair.wire.popleft()
-    pair.feed(pair.bob, AcceptCommand(msg, CHAIN_HASH_REGTEST, pair.features, pair.features, pair.bob_config,  # type: ignore[arg-type]
-                                      pair.policy, BOB_ALIAS, False))  # fmt: skip
-    (_, accept) = pair.wire.popleft()
+    accept = bobs_accept(pair, trusted=False)
     pair.feed(pair.alice, Received(replace(accept, minimum_depth=0)))  # type: ignore[type-var]
     pair.open_rest()
     assert len(sent(pair.alice, ChannelReady)) == 1
