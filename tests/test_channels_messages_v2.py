@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_channels_messages import assert_csv_codec_agrees, assert_garbage_fails_cleanly_or_round_trips, same_field, same_schema
+from test_channels_messages import (
+    assert_csv_codec_agrees,
+    assert_fields_as_in_csv,
+    assert_garbage_fails_cleanly_or_round_trips,
+    same_schema,
+)
 from wire_spec_vectors import peer_wire
 from wire_strategies import messages
 
@@ -41,11 +46,7 @@ def test_every_v2_message_is_declared() -> None:
 @pytest.mark.parametrize("name", sorted(BY_NAME))
 def test_fields_match_the_csv(name: str) -> None:
     cls = BY_NAME[name]
-    msg_type, fields, schema = CSV.message_declaration(name)
-    assert cls.TYPE == msg_type
-    assert [n for n, _ in cls.FIELDS] == [n for n, _ in fields]
-    for (field_name, ours), (_, theirs) in zip(cls.FIELDS, fields, strict=True):
-        assert same_field(ours, theirs), f"{name}.{field_name}: {ours!r} vs csv {theirs!r}"
+    schema = assert_fields_as_in_csv(cls, name)
     if schema is None:
         assert cls.TLVS is None
     else:
@@ -53,7 +54,7 @@ def test_fields_match_the_csv(name: str) -> None:
         same_schema(cls.TLVS, schema)
         # and nothing beyond the csv (the markdown adds none to these streams)
         assert set(cls.TLVS.records) == set(schema.records)
-    assert REGISTRY.get(msg_type) is cls
+    assert REGISTRY.get(cls.TYPE) is cls
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))
