@@ -25,7 +25,7 @@ from lnpmsg.channels.dualfund import (
     v2_channel_id,
 )
 from lnpmsg.channels.errors import LocalMisuse
-from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, Received, Reconnected
+from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, Received
 from lnpmsg.channels.interactive_tx import OwnInput, OwnOutput, contribution_fee
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages_v2 import OpenChannel2, TxAbort, TxAddInput, TxSignatures
@@ -219,12 +219,7 @@ def test_resume_with_next_funding_after_both_sent() -> None:
     while pair.alice.core.phase is not Phase.AWAIT_READY:
         pair.step()
     assert pair.bob.core.phase is Phase.DUAL_SIGNING
-    pair.wire.clear()
-    pair.feed(pair.alice, Disconnected())
-    pair.feed(pair.bob, Disconnected())
-    pair.feed(pair.alice, Reconnected())
-    pair.feed(pair.bob, Reconnected())
-    pair.pump()
+    pair.reconnect()
     assert pair.bob.core.phase is Phase.AWAIT_READY  # Bob's next_funding asked, Alice sent her signatures again
     tx = signed_funding(pair)
     assert kernel_verify_scripts(tx, spent_outputs(tx)) is None

@@ -5,12 +5,12 @@ direct and blinded paths, sizes, and every message BOLT 4 says to ignore."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import coincurve
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wire_spec_vectors import BOLTS
 
 from lnpmsg.onion_messages.packet import (
     ONION_MESSAGE_TYPE,
@@ -29,7 +29,7 @@ from lnpmsg.payments.onion.blinding import BlindingError, decode_blinded_path
 from lnpmsg.payments.onion.payloads import ENCRYPTED_DATA_TLVS
 from lnpmsg.wire.primitives import ShortChannelId
 
-VECTOR = json.loads((Path(__file__).resolve().parent.parent.parent / "shared" / "specs" / "bolts" / "bolt04" / "blinded-onion-message-onion-test.json").read_text())
+VECTOR = json.loads((BOLTS / "bolt04" / "blinded-onion-message-onion-test.json").read_text())
 GEN = VECTOR["generate"]["hops"]
 
 

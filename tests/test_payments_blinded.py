@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import coincurve
 import pytest
+from wire_spec_vectors import BOLTS
 
 from lnpmsg.payments.blinded import (
     BlindedPayInfo,
@@ -42,7 +42,7 @@ from lnpmsg.payments.route import Route, RouteHop
 from lnpmsg.payments.sender import build_part
 from lnpmsg.wire.primitives import ShortChannelId, decode_bigsize
 
-BOLT04 = Path(__file__).resolve().parent.parent.parent / "shared" / "specs" / "bolts" / "bolt04"
+BOLT04 = BOLTS / "bolt04"
 VECTOR = json.loads((BOLT04 / "blinded-payment-onion-test.json").read_text())
 GENERATE = VECTOR["generate"]
 FULL = GENERATE["full_route"]["hops"]
