@@ -154,7 +154,7 @@ def test_channel_policies_come_from_the_announce_app_else_the_payments_default()
         def forwarding_policies(self, scid: int) -> list[SimpleNamespace]:
             return [policy(1, 2, 144), self.config.policy] if scid == 7 else [self.config.policy]
 
-    channels = [SimpleNamespace(short_channel_id=scid, peer_id=bytes([2]) * 33, public=False, receivable_msat=1) for scid in (7, 8)]
+    channels = [SimpleNamespace(short_channel_id=scid, hint_scid=scid, peer_id=bytes([2]) * 33, public=False, receivable_msat=1) for scid in (7, 8)]
     announced = ChannelPolicies(FakeAnnounce, POLICY)
     assert announced.forwarding(7) == [FeePolicy(1, 2, 144), FeePolicy(1000, 10, 40)] and announced.forwarding(8) == [FeePolicy(1000, 10, 40)]
     peers = announced.of_peers(channels)  # type: ignore[arg-type]

@@ -102,12 +102,10 @@ def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy,
     the alias the peer gave us (BOLT 2), the real id only without one (never for an scid_alias channel)."""
     hints = []
     for c in channels:
-        hint, scids = getattr(c, "hint_scid", 0), getattr(c, "scids", ())
-        scid = hint if hint or scids else c.short_channel_id  # (a channel described without its aliases: its id)
-        if c.public or c.receivable_msat <= 0 or not scid:
+        if c.public or c.receivable_msat <= 0 or not c.hint_scid:
             continue
         p = (peer_policies or {}).get(c.short_channel_id, policy)
-        hints.append((RouteHintHop(c.peer_id, scid, p.fee_base_msat, p.fee_proportional_millionths, p.cltv_expiry_delta),))
+        hints.append((RouteHintHop(c.peer_id, c.hint_scid, p.fee_base_msat, p.fee_proportional_millionths, p.cltv_expiry_delta),))
     return tuple(hints[:MAX_ROUTE_HINTS])
 
 
