@@ -75,6 +75,7 @@ def test_keysend_calls_its_method_and_prints_as_pay(capsys: pytest.CaptureFixtur
     node_id = "02" + "ab" * 32
     assert request("keysend", node_id, "5000") == ("payments.keysend", {"node_id": node_id, "amount_msat": 5000})
     assert request("keysend", node_id, "5000", "--max-fee-msat", "10")[1] == {"node_id": node_id, "amount_msat": 5000, "max_fee_msat": 10}
+    assert request("keysend", node_id, "5000", "--force")[1] == {"node_id": node_id, "amount_msat": 5000, "force": True}
     for amount in ("any", "0", "-3"):  # a keysend has no invoice to take an amount from
         with pytest.raises(SystemExit):
             build_parser().parse_args(["keysend", node_id, amount])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,22 @@ import pytest
 import trio
 
 from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.gossip.app import GossipApp
+from lnpmsg.gossip.graph import Graph
+from lnpmsg.gossip.sign import sign_channel_announcement, sign_node_announcement
+from lnpmsg.gossip.store import GossipStore
 from lnpmsg.node.node import Node
 from lnpmsg.payments.app import PaymentEvent
 from lnpmsg.payments.keysend import KEYSEND_FEATURE_BIT, KEYSEND_FINAL_CLTV
 from lnpmsg.payments.onion import decrypt_failure_onion
 from lnpmsg.payments.route import Route, RouteHop
 from lnpmsg.payments.sender import Part, build_part
+from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing import record_events
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
+from lnpmsg.wire import Features, ShortChannelId
+from lnpmsg.wire.bolt1 import CHAIN_HASHES
 from test_payments_app import TIMEOUT, Net, channels, net, payment_ended, payments, quiet, wait_until
 from test_payments_disk_full import full_disk_under
 from test_payments_onchain import channel_with
@@ -203,3 +211,50 @@ async def test_a_keysend_to_a_full_disk_is_settled_only_once_it_is_recorded(tmp_
                 (row,) = (await payments(c).listinvoices())["invoices"]
                 assert row["keysend"] is True and row["preimage"] == outcome["paid"]["preimage"] and row["received_msat"] == AMOUNT
                 assert to_local(c, b) == c_before + AMOUNT
+
+
+def announce_to(store: GossipStore, net_: Net, features: list[int], timestamp: int) -> None:
+    """``store`` (a gossip app's) learns the channel B-C and C's node_announcement setting ``features``,
+    as gossip would bring them (validly signed, through the gossip graph's checks)."""
+    graph = Graph(store.chain_hash)
+    store.load_into(graph)
+    b, c = net_.keys["b"], net_.keys["c"]
+    messages: list[Any] = [] if store.get_node(c.node_id) else [sign_channel_announcement(b.secret, c.secret, os.urandom(32), os.urandom(32),
+                                                                                          ShortChannelId(103, 1, 0), store.chain_hash)]  # fmt: skip
+    messages.append(sign_node_announcement(c.secret, timestamp, features=Features.from_bits(features).to_bytes()))
+    decisions = [graph.process(m, now=time.time()) for m in messages]
+    assert all(d.accepted for d in decisions), decisions
+    store.apply(decisions)
+
+
+@pytest.mark.trio
+async def test_a_keysend_to_a_node_whose_announcement_lacks_the_bit_is_refused_before_any_htlc_leaves(tmp_path: Path) -> None:
+    """Core Lightning's check: A's gossip graph holds C's node_announcement without bit 54/55, so A refuses
+    (KeysendNotSupported) and sends nothing, though C would take it (the announcement is stale); ``force``
+    sends it anyway; once C's newer announcement sets bit 55 it goes without. B, whose announcement A does
+    not know (a private peer), is tried (and refuses, as it takes none)."""
+    async with net(tmp_path) as n:
+        a, b, c = n.node("a"), n.node("b"), n.node("c", accept_keysend=True)
+        store = GossipStore(":memory:", CHAIN_HASHES["regtest"])
+        a.mount(GossipApp(store))
+        announce_to(store, n, [8, 14], int(time.time()) - 60)
+        async with running(a, b, c):
+            await n.fund(a, b)
+            await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+            a_before = to_local(a, b)
+            err = await keysend_error(a, c, AMOUNT)
+            assert err.details == {"error": "KeysendNotSupported", "node_id": c.node_id.hex(), "features": Features.from_bits([8, 14]).to_bytes().hex()}
+            assert f"feature bit {KEYSEND_FEATURE_BIT}" in str(err) and "force" in str(err)
+            assert not (await payments(a).listpayments())["payments"] and to_local(a, b) == a_before  # nothing left A
+            assert not channel_with(a, b).core.state.local_commit.spec.htlcs
+            forced = await payments(a).keysend(c.node_id.hex(), AMOUNT, force=True)
+            assert forced["status"] == "complete"
+            announce_to(store, n, [8, 14, KEYSEND_FEATURE_BIT], int(time.time()))
+            paid = await payments(a).keysend(c.node_id.hex(), AMOUNT)
+            assert paid["status"] == "complete"
+            assert {p["payment_hash"] for p in (await payments(c).listinvoices())["invoices"]} == {forced["payment_hash"], paid["payment_hash"]}
+            err = await keysend_error(a, b, 1_000_000)  # no announcement of B known: tried, and B refuses it
+            assert err.details["code"] == UNKNOWN_PAYMENT_DETAILS and err.details["erring_node"] == b.node_id.hex()
+            with pytest.raises(ParamsError):
+                await payments(a).keysend(c.node_id.hex(), AMOUNT, force="yes")  # type: ignore[arg-type]
+            await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "settled")

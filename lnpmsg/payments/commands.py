@@ -81,9 +81,12 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                 "('lnpmsg listpayments' shows how it ends).")
     p = add("keysend", "pay a node without an invoice (keysend, bLIP 3: our random preimage rides in the onion); waits for the result")
     _to_a_node(p)
+    p.add_argument("--force", action="store_true", help="send even when the payee's node_announcement lacks keysend's feature bit 55")
     p.epilog = ("The payee must accept keysends (lnpmsg: --accept-keysend; Core Lightning does by default, lnd with "
-                "--accept-keysend), else the payment fails with incorrect_or_unknown_payment_details. No invoice: "
-                "no proof of payment beyond the preimage we chose. Single part, final expiry 40 blocks.")
+                "--accept-keysend), else the payment fails with incorrect_or_unknown_payment_details. When the gossip "
+                "graph holds the payee's node_announcement and it sets neither bit 54 nor 55, nothing is sent: the error "
+                "is KeysendNotSupported (--force sends anyway). A payee with no announcement known (a private peer) is "
+                "tried. No invoice: no proof of payment beyond the preimage we chose. Single part, final expiry 40 blocks.")
     p = add("getroute", "show the route a payment to a node would take now, without paying: hops, amounts, expiries, fee")
     _to_a_node(p)
     p.add_argument("--final-cltv", type=int, metavar="BLOCKS", help="the payee's final expiry delta (an invoice's "
@@ -203,6 +206,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         params = {"node_id": args.node_id, "amount_msat": args.amount_msat}
         if args.max_fee_msat is not None:
             params["max_fee_msat"] = args.max_fee_msat
+        if args.force:
+            params["force"] = True
         return "payments.keysend", params, _print_pay
     if args.command == "getroute":
         params = {"node_id": args.node_id, "amount_msat": args.amount_msat}

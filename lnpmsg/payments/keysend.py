@@ -16,6 +16,13 @@ preimage. ``listpayments`` shows it (no bolt11); its preimage is ours from the
 start, and recorded once the payee's fulfil brings it back (a payment row with
 a preimage is a completed one, also after a restart).
 
+Before any HTLC leaves, the payee's ``node_announcement`` is looked up in the
+gossip app's store (as Core Lightning's ``keysend`` checks the destination's
+features): one that sets neither keysend bit (54/55) means the payee would
+refuse, so the call fails at once (``data.error`` ``KeysendNotSupported``)
+unless ``force``. A payee with no known announcement (a private peer, a node
+without a gossip app) is tried: nothing says it refuses.
+
 Receiving, with ``accept_keysend`` (``lnpmsg node --accept-keysend``; off by
 default, as lnd: see the option's help): we announce feature bit
 :data:`KEYSEND_FEATURE_BIT` in our ``node_announcement`` (bLIP 2's table: 54/55,
@@ -51,17 +58,21 @@ from lnpmsg.payments.receiving import near_expiry
 from lnpmsg.payments.recording import RecordAbandoned, record
 from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV
 from lnpmsg.rpc.params import ParamsError, hex_param
+from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire import Features
 
 if TYPE_CHECKING:
     from lnpmsg.payments.app import PaymentsApp
 
-__all__ = ["KEYSEND_FEATURE_BIT", "KEYSEND_FINAL_CLTV", "Keysending", "check_count", "keysend_row", "payee_of", "payment_target"]
+__all__ = ["KEYSEND_FEATURE_BIT", "KEYSEND_FINAL_CLTV", "Keysending", "check_count", "keysend_row", "payee_of", "payment_target",
+           "takes_keysend"]
 
 log = logging.getLogger("lnpmsg.payments.app")
 
 #: bLIP 3's feature bit (optional), in node_announcement only
 KEYSEND_FEATURE_BIT = 55
+#: bLIP 3's pair (54 compulsory, 55 optional): a payee setting either takes keysends
+_KEYSEND_BITS = (KEYSEND_FEATURE_BIT - 1, KEYSEND_FEATURE_BIT)
 #: the final expiry a keysend asks for, in blocks: the payee names none, so ample room above the
 #: 18-24 blocks invoices ask (lnpmsg's receiving side asks 24 of a keysend)
 KEYSEND_FINAL_CLTV = 40
@@ -75,6 +86,12 @@ def keysend_row(payment_hash: bytes, preimage: bytes, action: Spontaneous, now: 
     return dict(payment_hash=payment_hash, label=f"keysend-{payment_hash.hex()[:16]}", bolt11="", preimage=preimage, payment_secret=b"",
                 amount_msat=action.amt_to_forward, description="keysend", created_at=now, expires_at=now,
                 min_final_cltv=DEFAULT_MIN_FINAL_CLTV, received_msat=action.amount_msat, paid_at=now)  # fmt: skip
+
+
+def takes_keysend(announced: Features | None) -> bool:
+    """Whether a payee may take a keysend, by the features of its ``node_announcement`` (None: none known,
+    so nothing says it refuses; a private node announces nothing)."""
+    return announced is None or any(announced.has(bit) for bit in _KEYSEND_BITS)
 
 
 def payee_of(app: PaymentsApp, node_id: str, amount_msat: Any, max_fee_msat: Any, what: str) -> bytes:
@@ -106,15 +123,35 @@ class Keysending:
     """Keysend, sent and received (see the module docs); mixed into the payments app."""
 
     async def keysend(self: PaymentsApp, node_id: str, amount_msat: int, max_fee_msat: int | None = None,
-                      timeout: float = PAY_TIMEOUT) -> dict[str, Any]:  # fmt: skip
+                      timeout: float = PAY_TIMEOUT, force: bool = False) -> dict[str, Any]:  # fmt: skip
         """Pay AMOUNT_MSAT to NODE_ID without an invoice (bLIP 3 keysend: our random preimage rides in its onion);
-        ``max_fee_msat`` bounds the route's fees. Returns once paid (preimage) or failed, as ``pay``."""
+        ``max_fee_msat`` bounds the route's fees. Returns once paid (preimage) or failed, as ``pay``.
+        Refused before any HTLC leaves when the payee's known node_announcement lacks keysend's bit, unless ``force``."""
         payee = payee_of(self, node_id, amount_msat, max_fee_msat, "a keysend")
+        if not isinstance(force, bool):
+            raise ParamsError(f"force must be true or false, got {force!r}")
+        announced = await self._announced_features(payee)
+        if not force and not takes_keysend(announced):
+            assert announced is not None
+            raise ChainAppError(f"{payee.hex()} does not take keysends: its node_announcement lacks feature bit {KEYSEND_FEATURE_BIT} "
+                                "(it would fail the payment); force (lnpmsg keysend --force) sends it anyway",
+                                {"error": "KeysendNotSupported", "node_id": payee.hex(), "features": announced.to_bytes().hex()})  # fmt: skip
         preimage = os.urandom(32)
         payment_hash = hashlib.sha256(preimage).digest()
         target = payment_target(self, payee, payment_hash, amount_msat, KEYSEND_FINAL_CLTV, "keysend")
         log.info("payments: keysend of %d msat to %s (payment hash %s)", amount_msat, payee.hex()[:16], payment_hash.hex()[:16])
         return await self._start_payment(target, "", amount_msat, timeout, keysend_preimage=preimage, max_fee_msat=max_fee_msat)
+
+    async def _announced_features(self: PaymentsApp, node_id: bytes) -> Features | None:
+        """The features of ``node_id``'s node_announcement in the gossip app's store (None: no gossip app,
+        or no announcement of it known)."""
+        get_node = getattr(self.node.apps.get("gossip"), "get_node", None)
+        if get_node is None:
+            return None
+        node = await get_node(node_id)
+        if node is None or not node.get("announced"):
+            return None
+        return Features.from_bytes(bytes.fromhex(node["features"]))
 
     async def _keysend_received(self: PaymentsApp, ref: tuple[str, int], payment_hash: bytes, action: Spontaneous) -> None:
         """A keysend to us (:class:`Spontaneous`): recorded as a paid invoice, then fulfilled (persist, then send).
