@@ -4,6 +4,7 @@ bound, and malformed messages that are dropped without hurting the peer."""
 
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
 
 import coincurve
@@ -12,7 +13,8 @@ import trio
 
 from lnpmsg.app import AppError
 from lnpmsg.onion_messages import BlindedPath, OnionMessagesApp, blinded_path_to, build_onion_message
-from lnpmsg.onion_messages.app import OnionMessage, OnionMessageReceived
+from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.onion_messages.app import OnionMessage, OnionMessageReceived, ReceivedOnionMessage, reply_path_key
 from lnpmsg.testing.nodes import address_of, make_node, running
 from lnpmsg.wire import Features
 from lnpmsg.wire.primitives import ShortChannelId
@@ -275,3 +277,35 @@ async def test_relaying_is_bounded_towards_each_next_peer_too() -> None:
         await wait_for(lambda: app_b.counts["relayed"] + app_b.drops.total["rate limited (to the next peer)"] == 10)
         assert app_b.counts["relayed"] == 5 and app_b.drops.total["rate limited (from the peer)"] == 0
         await wait_for(lambda: len(got) == 5)
+
+
+async def test_a_reply_along_a_path_given_before_a_restart_is_taken_and_a_forged_one_is_not() -> None:
+    """A asks C for a reply (through B), then restarts (same key, a new app: nothing kept between runs);
+    C's reply along the path A gave before arrives as the reply to A's message. A path_id A never made,
+    or one of A's with its MAC changed, is dropped as not ours, also after the restart."""
+    (a, b, c), (app_a, app_b, app_c) = _trio_of_nodes()
+    got_c: list[ReceivedOnionMessage] = []
+    app_c.on_tlv(65)(got_c.append)
+    async with running(b, c):
+        async with running(a):
+            await _line(a, b, c)
+            sent = await app_a.send(c.node_id, {65: b"ping"}, reply_path=True, via=[b.node_id])
+            await wait_for(lambda: got_c)
+        a2 = Node(a.key, NodeConfig(listen=["127.0.0.1:0"]))
+        app_a2 = a2.mount(OnionMessagesApp())
+        got_a: list[ReceivedOnionMessage] = []
+        app_a2.on_tlv(67)(got_a.append)
+        async with running(a2):
+            await a2.connect(address_of(b))
+            await wait_for(lambda: a2.node_id in b.peers and b.peers[a2.node_id].is_ready)
+            await app_c.reply(got_c[0], {67: b"pong"})
+            await wait_for(lambda: got_a)
+            assert got_a[0].records == {67: b"pong"} and got_a[0].reply_to == sent["id"]
+            # forged: a path_id of the right shape under another node's key (B's), and A's own with one bit of its MAC flipped
+            own = app_a2._path_id(bytes(8))
+            for path_id in (app_b._path_id(bytes(8)), own[:-1] + bytes([own[-1] ^ 1])):
+                await app_b.send(blinded_path_to(os.urandom(32), [a2.node_id], path_id=path_id), {67: b"forged"})
+            await wait_for(lambda: app_a2.drops.total["path_id not ours"] == 2)
+            assert len(got_a) == 1
+    assert reply_path_key(a.key.secret) == app_a2._path_key != reply_path_key(b.key.secret)
+

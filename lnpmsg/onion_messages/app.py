@@ -22,7 +22,9 @@ announces ``option_onion_messages`` (bit 39, optional) in ``init`` and in its
   the shortest path over nodes announcing the feature: :mod:`.routing`) or
   to a blinded path; with ``reply_path=True`` the message carries a blinded
   path back to us whose ``path_id`` authenticates the reply (stateless: a MAC
-  of a random id under a key of this run). :meth:`OnionMessagesApp.reply`
+  of a random id under a key derived from the node's secret, :func:`reply_path_key`,
+  so a reply along a path given out before a restart is still ours, and only
+  this node can make one). :meth:`OnionMessagesApp.reply`
   answers a received message along its reply path.
 
 Control calls: ``onion_messages.send``, ``onion_messages.reply``,
@@ -65,7 +67,8 @@ from lnpmsg.rpc.params import ParamsError, hex_param, node_id_param
 from lnpmsg.wire import Features, Message, message
 from lnpmsg.wire.fields import point, rest_bytes, u16_prefixed_bytes
 
-__all__ = ["BURST", "DELIVERY_QUEUE", "RATE", "RECENT", "OnionMessage", "OnionMessageReceived", "OnionMessagesApp", "ReceivedOnionMessage"]
+__all__ = ["BURST", "DELIVERY_QUEUE", "RATE", "RECENT", "OnionMessage", "OnionMessageReceived", "OnionMessagesApp", "ReceivedOnionMessage",
+           "reply_path_key"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ SUMMARY_INTERVAL = 60.0
 #: times a message may come back to us inside one path (our own hops of a blinded path)
 _MAX_SELF_HOPS = 4
 _PATH_ID_NONCE = 8
+#: the domain label of :func:`reply_path_key` (a key of its own, apart from every other use of the node secret)
+_REPLY_PATH_KEY_LABEL = b"lnpmsg onion message reply path_id key v1"
 
 TlvHandler = Callable[["ReceivedOnionMessage"], Awaitable[None] | None]
 
@@ -160,7 +165,7 @@ class OnionMessagesApp(App):
         self.recent: deque[ReceivedOnionMessage] = deque(maxlen=RECENT)
         self._random = random
         self._key: coincurve.PrivateKey | None = None
-        self._path_key = random(32)  # path ids of this run: a reply to an earlier run's path is "not ours"
+        self._path_key: bytes | None = None  # reply_path_key(node secret), once mounted
         self._handlers: dict[int, list[TlvHandler]] = {}
         self._next_id = 0
         self._deliver_in, self._deliver_out = trio.open_memory_channel[tuple[TlvHandler, ReceivedOnionMessage]](DELIVERY_QUEUE)
@@ -412,6 +417,8 @@ class OnionMessagesApp(App):
         return BlindedPath(bytes.fromhex(node), path.first_path_key, path.hops)
 
     def _path_id(self, nonce: bytes) -> bytes:
+        if self._path_key is None:
+            self._path_key = reply_path_key(self.node.key.secret)
         return nonce + hmac.digest(self._path_key, b"onion message reply" + nonce, hashlib.sha256)[:16]
 
     def _check_path_id(self, path_id: bytes) -> str | None:
@@ -420,6 +427,14 @@ class OnionMessagesApp(App):
         if len(path_id) != _PATH_ID_NONCE + 16 or not hmac.compare_digest(self._path_id(nonce), path_id):
             return None
         return nonce.hex()
+
+
+def reply_path_key(node_secret: bytes) -> bytes:
+    """The key our reply paths' ``path_id`` MACs are made under: HMAC-SHA256 keyed by the node's secret
+    over :data:`_REPLY_PATH_KEY_LABEL` (HKDF-Extract's shape, with a label no other key of ours uses), so it
+    is the same in every run of this node (a reply after a restart is ours) and no one without the secret
+    can make a ``path_id`` we take; nor does it reveal the secret, or any other key made from it."""
+    return hmac.digest(node_secret, _REPLY_PATH_KEY_LABEL, hashlib.sha256)
 
 
 def _records(tlvs: dict[str, str] | None) -> dict[int, bytes]:
