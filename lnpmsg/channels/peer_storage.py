@@ -22,9 +22,16 @@ that peer's channels first; when not all fit, the others are left out, logged) w
 channels change, and after a reconnection when its retrieval is not what we would send (or none
 came within ``check_after`` seconds). A node with no channel with the peer sends nothing, so a node
 that lost its data never overwrites what a peer holds for it; nor does it while the peer's last
-retrieval holds channels the node lacks (a new channel opened before the restore). A retrieval that does not decrypt with
-our channel seed is logged and ignored (BOLT 1 only allows a warning; the connection stays).
+retrieval holds channels the node lacks (a new channel opened before the restore).
 Each peer's last retrieval that decrypts is kept in ``<directory>/ours``.
+
+What a peer returns is checked against the latest backup we sent it (a digest of its channels kept in
+``<directory>/sent``, so also after a restart): a retrieval that does not decrypt with our channel
+seed (foreign, truncated, garbage) or that holds other channels than the latest we sent (an older
+copy: the peer lost our update) gets the ``warning`` BOLT 1 allows (once per connection, with a
+zero channel id; logged at INFO) and the connection stays. Such a retrieval never replaces a better
+kept copy: a blob that does not decrypt is never kept, and an older one does not replace a kept copy
+that is the latest we sent (the one a restore should read).
 
 Recovery: a retrieval holding channels the node lacks is logged with what to do:
 ``peer_storage.restorechannels`` (``lnpmsg restorechannels --from-peers``) restores every channel
@@ -36,6 +43,7 @@ hold for us (sizes and times, never contents).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -47,7 +55,7 @@ import trio
 from lnpmsg.app import App, AppError
 from lnpmsg.node.peer import Peer
 from lnpmsg.rpc.params import ParamsError
-from lnpmsg.wire import PeerStorage, PeerStorageRetrieval
+from lnpmsg.wire import PeerStorage, PeerStorageRetrieval, WarningMessage
 
 from .backup import PEER_BLOB_SIZE, BackupEntry, BackupError, decode_backup, encode_padded
 from .manager import describe
@@ -97,12 +105,16 @@ class PeerStorageApp(App):
         self.check_after = check_after
         self.theirs = BlobStore(self.directory / "theirs")
         self.ours = BlobStore(self.directory / "ours")
+        #: per peer, the digest (:func:`_digest`) of the channels of the latest backup we sent it
+        self.sent = BlobStore(self.directory / "sent")
         self.schedule = WriteSchedule(write_interval)
         #: what the stores hold (sizes and headers; contents stay on disk)
         self.held: dict[bytes, StoredBlob] = {}
         self.kept: dict[bytes, StoredBlob] = {}
         #: the peers whose retrieval came on their current connection
         self._retrieved: set[bytes] = set()
+        #: the peers warned of their retrieval on their current connection (one warning each)
+        self._warned: set[bytes] = set()
         for call, fn in {"listpeerstorage": self.listpeerstorage, "restorechannels": self.restorechannels}.items():
             self.add_control_method(call, fn)
 
@@ -132,6 +144,7 @@ class PeerStorageApp(App):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.held = await trio.to_thread.run_sync(self.theirs.load)
         self.kept = await trio.to_thread.run_sync(self.ours.load)
+        await trio.to_thread.run_sync(self.sent.load)  # (makes its directory)
         self.channels.backup_watchers.append(self._backup_changed)
         log.info("peer storage: %s; holding %d peer blob(s), %d peer(s) hold ours", "offered" if self.provide else "not offered",
                  len(self.held), len(self.kept))  # fmt: skip
@@ -177,6 +190,7 @@ class PeerStorageApp(App):
         a peer that keeps our backup has the current one."""
         node_id = peer.node_id
         self._retrieved.discard(node_id)
+        self._warned.discard(node_id)
         blob = self.schedule.pending.get(node_id)
         if blob is None and node_id in self.held:
             blob = await trio.to_thread.run_sync(self.theirs.read, node_id)
@@ -193,6 +207,7 @@ class PeerStorageApp(App):
 
     async def peer_gone(self, peer: Peer, reason: str) -> None:
         self._retrieved.discard(peer.node_id)
+        self._warned.discard(peer.node_id)
         await super().peer_gone(peer, reason)
 
     async def _check_later(self, peer: Peer) -> None:
@@ -272,6 +287,10 @@ class PeerStorageApp(App):
             log.info("peer storage: cannot send our backup to %s: %s", peer_id.hex()[:16], exc)
             return
         log.info("peer storage: sent our backup (%d channel(s)) to %s: %s", count, peer_id.hex()[:16], why)
+        try:
+            await trio.to_thread.run_sync(self.sent.write, peer_id, _digest(entries[:count]), time.time())
+        except OSError as exc:  # (only the check of what the peer returns is lost)
+            log.error("peer storage: cannot note the backup sent to %s: %s", peer_id.hex(), exc)
 
     def _backup_changed(self, entries: list[BackupEntry]) -> None:
         if not self.running:
@@ -287,12 +306,21 @@ class PeerStorageApp(App):
         manager = self._manager()
         if manager is None:
             return
+        latest = await trio.to_thread.run_sync(self.sent.read, node_id)
         try:
             held = decode_backup(msg.blob, manager.seed)
         except BackupError as exc:
             log.info("peer storage: %s returned a blob (%d bytes) that is not our backup: ignored (%s)", node_id.hex()[:16], len(msg.blob), exc)
             held = None
-        if held is not None:
+            await self._warn(peer, "peer_storage_retrieval: the blob returned is not our backup (it does not decrypt with our key)")
+        keep = held is not None
+        if held is not None and latest is not None and _digest(held) != latest:
+            log.info("peer storage: %s returned an older copy of our backup than the latest we sent it", node_id.hex()[:16])
+            await self._warn(peer, "peer_storage_retrieval: the blob returned is older than the latest peer_storage we sent")
+            keep = _digest(await self._kept_entries(node_id)) != latest
+            if not keep:
+                log.info("peer storage: keeping the latest copy %s returned before, not this one", node_id.hex()[:16])
+        if keep:
             await self._keep(node_id, msg.blob)
         wanted = self._our_entries(node_id)
         if wanted is not None:
@@ -311,6 +339,18 @@ class PeerStorageApp(App):
             log.warning("peer storage: %s holds %d channel(s) this node lacks (it lost its data?): "
                         "'lnpmsg restorechannels --from-peers' asks their peers to close and sweeps our balance",
                         node_id.hex()[:16], len(lacking))  # fmt: skip
+
+    async def _warn(self, peer: Peer, text: str) -> None:
+        """BOLT 1's warning on an outdated or irrelevant retrieval: at most one per connection (the connection stays)."""
+        if peer.node_id in self._warned:
+            return
+        self._warned.add(peer.node_id)
+        try:
+            await self.send(peer, WarningMessage(channel_id=bytes(32), data=text.encode()))
+        except Exception as exc:  # noqa: BLE001 - the peer may be gone; the log has the reason already
+            log.debug("peer storage: warning to %s not sent: %s", peer.node_id.hex()[:16], exc)
+            return
+        log.info("peer storage: warned %s: %s", peer.node_id.hex()[:16], text)
 
     async def _keep(self, node_id: bytes, blob: bytes) -> None:
         """Keep the latest retrieval of our backup from each peer (what a restore from peers reads)."""
@@ -377,3 +417,9 @@ def _offers_storage(peer: Peer) -> bool:
 def _plain(entries: list[BackupEntry]) -> list[tuple[Any, ...]]:
     """Entries as compared (addresses aside: they change without the channels changing)."""
     return sorted((e.key, e.channel_id, e.short_channel_id, e.funding_outpoint) for e in entries)
+
+
+def _digest(entries: list[BackupEntry]) -> bytes:
+    """What a backup's channels are, in 32 bytes (as :func:`_plain` compares them; stable across runs)."""
+    text = "\n".join(f"{key} {cid.hex()} {scid} {outpoint.txid.hex()}:{outpoint.vout}" for key, cid, scid, outpoint in _plain(entries))
+    return hashlib.sha256(text.encode()).digest()
