@@ -120,6 +120,19 @@ def test_getroute_calls_its_method_and_prints_the_hops(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert out.startswith("5001 msat to send, fee 1 msat, 2 hop(s):\n")
     assert f"    104x2x1 -> {node_id}: 5000 msat, expiry 120 (in 24 blocks)\n" in out
+    # an invoice's route: its payee, amount and hints are the node's to read (an amount only for one without)
+    assert request("getroute", "--invoice", "lnbcrt1x") == ("payments.getroute", {"bolt11": "lnbcrt1x"})
+    assert request("getroute", "--invoice", "lnbcrt1x", "--amount-msat", "7000")[1] == {"bolt11": "lnbcrt1x", "amount_msat": 7000}
+    from lnpmsg.cli import main
+
+    for wrong in (["getroute"], ["getroute", node_id], ["getroute", node_id, "5000", "--invoice", "lnbcrt1x"],
+                  ["getroute", node_id, "--invoice", "lnbcrt1x"], ["getroute", node_id, "5000", "--amount-msat", "5"]):  # fmt: skip
+        assert main(["--data-dir", "/nonexistent", *wrong]) == 2
+        assert "lnpmsg getroute: " in capsys.readouterr().err
+    hop = {"short_channel_id": "103x1x0", "node_id": node_id, "amount_msat": 2500, "cltv_expiry": 120, "delay": 24}
+    commands._print_route({"amount_msat": 5000, "fee_msat": 0, "route": [hop], "routes": [[hop], [hop]]})
+    out = capsys.readouterr().out
+    assert out.startswith("5000 msat to send, fee 0 msat, in 2 parts:\n  part 1, 1 hop(s):\n") and "  part 2, 1 hop(s):\n" in out
 
 
 def test_blinded_path_commands_call_their_methods(capsys: pytest.CaptureFixture[str]) -> None:

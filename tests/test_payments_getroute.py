@@ -72,3 +72,46 @@ async def test_route_a_to_c_via_b_is_what_pay_takes_and_what_is_refused(tmp_path
                 with pytest.raises(ParamsError):
                     await payments(a).getroute(**bad)
             assert len((await payments(a).listpayments())["payments"]) == 1  # the pay only
+
+
+@pytest.mark.trio
+async def test_an_invoices_route_uses_its_hints_to_a_private_payee_and_is_what_pay_takes(tmp_path: Path) -> None:
+    """A-B-C with B-C private (not in A's graph): no route to C by node id alone; C's invoice hints B-C,
+    and getroute of the invoice is the route A's pay of it takes. The invoice is checked as pay checks it."""
+    async with net(tmp_path) as n:
+        a, b, c = n.node("a"), n.node("b"), n.node("c")
+        async with running(a, b, c):
+            await n.fund(a, b)
+            scids = await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+            n.graph.remove_channel(scids[("b", "c")])
+            with pytest.raises(ChainAppError) as info:
+                await payments(a).getroute(c.node_id.hex(), AMOUNT)
+            assert info.value.details["error"] == "NoRoute"
+            invoice = await payments(c).invoice(AMOUNT, "tea", "a cup of tea")
+            height = (await n.source.tip()).height
+            found = await payments(a).getroute(bolt11=invoice["bolt11"])
+            hops = found["route"]
+            assert [h["node_id"] for h in hops] == [b.node_id.hex(), c.node_id.hex()] and found["routes"] == [hops]
+            assert hops[1]["amount_msat"] == AMOUNT and hops[1]["delay"] == DEFAULT_MIN_FINAL_CLTV and found["height"] == height
+            assert found["destination"] == c.node_id.hex() and found["payment_hash"] == invoice["payment_hash"] and found["route_hints"] == 1
+            assert not (await payments(a).listpayments())["payments"] and quiet(a)  # nothing sent
+            paid = await payments(a).pay(invoice["bolt11"])
+            (route,) = paid["routes"]
+            assert paid["fee_msat"] == found["fee_msat"] and route == [{k: v for k, v in h.items() if k != "delay"} for h in hops]
+            await wait_until(lambda: quiet(a) and quiet(b) and quiet(c), "settled")
+
+            # an invoice without an amount takes one (as pay); pay's checks refuse what pay would
+            any_amount = await payments(c).invoice(None, "any", "whatever it is")
+            assert (await payments(a).getroute(bolt11=any_amount["bolt11"], amount_msat=5_000_000))["route"][1]["amount_msat"] == 5_000_000
+            with pytest.raises(ChainAppError) as info:
+                await payments(a).getroute(bolt11=any_amount["bolt11"])
+            assert info.value.details["error"] == "InvoiceError"
+            own = await payments(a).invoice(AMOUNT, "mine", "to myself")
+            with pytest.raises(ChainAppError) as info:
+                await payments(a).getroute(bolt11=own["bolt11"])
+            assert info.value.details["error"] == "InvoiceError"
+            for bad in ({"bolt11": "lnbcrt1nonsense"}, {"bolt11": invoice["bolt11"], "node_id": c.node_id.hex()},
+                        {"bolt11": invoice["bolt11"], "max_fee_msat": 10}, {"bolt11": invoice["bolt11"], "final_cltv": 144},
+                        {"bolt11": any_amount["bolt11"], "amount_msat": 0}, {}):  # fmt: skip
+                with pytest.raises(ParamsError):
+                    await payments(a).getroute(**bad)

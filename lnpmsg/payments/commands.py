@@ -87,13 +87,22 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                 "graph holds the payee's node_announcement and it sets neither bit 54 nor 55, nothing is sent: the error "
                 "is KeysendNotSupported (--force sends anyway). A payee with no announcement known (a private peer) is "
                 "tried. No invoice: no proof of payment beyond the preimage we chose. Single part, final expiry 40 blocks.")
-    p = add("getroute", "show the route a payment to a node would take now, without paying: hops, amounts, expiries, fee")
-    _to_a_node(p)
+    p = add("getroute", "show the route a payment to a node, or of an invoice, would take now, without paying: hops, amounts, "
+            "expiries, fee")
+    p.add_argument("node_id", nargs="?", metavar="NODEID", help="the payee's node id (hex); not with --invoice")
+    p.add_argument("amount_msat", nargs="?", type=_amount, metavar="AMOUNT_MSAT", help="millisatoshis the payee gets; not with --invoice")
+    p.add_argument("--invoice", metavar="BOLT11", help="route as pay would pay this invoice: its payee, amount, final expiry "
+                   "and route hints (a payee behind private channels), in parts if it allows them and no one route carries it")  # fmt: skip
+    p.add_argument("--amount-msat", dest="invoice_amount_msat", type=_amount, metavar="N", help="with --invoice: the amount, "
+                   "as pay's (for an invoice without one)")  # fmt: skip
+    p.add_argument("--max-fee-msat", type=int, metavar="N", help="refuse routes whose fees are higher (default: no limit; not with --invoice)")
     p.add_argument("--final-cltv", type=int, metavar="BLOCKS", help="the payee's final expiry delta (an invoice's "
-                   "min_final_cltv_expiry_delta; default 24, what lnpmsg invoices ask)")  # fmt: skip
+                   "min_final_cltv_expiry_delta; default 24, what lnpmsg invoices ask; not with --invoice)")  # fmt: skip
     p.epilog = ("The route pay or keysend would try first for this amount: over our channels (what each can send now) "
                 "and the gossip graph, avoiding what recent failures taught. Nothing is sent. "
-                "Each hop: the channel into its node, the HTLC's amount and expiry (delay: blocks from now).")
+                "Each hop: the channel into its node, the HTLC's amount and expiry (delay: blocks from now). "
+                "Without an invoice no route hints are known: a node reached only over private channels has no route; "
+                "give its invoice (lnpmsg getroute --invoice lnbcrt...).")
     p = add("blindedpath", "make a blinded path to us for our invoice LABEL (BOLT 4 route blinding), introduced by a peer")
     p.add_argument("label", metavar="LABEL", help="the invoice's label")
     p.add_argument("--introduction", metavar="NODEID", help="the peer that introduces the path (default: the one that can bring us the most)")
@@ -144,9 +153,16 @@ def _print_blinded_path(r: dict[str, Any]) -> None:
 
 
 def _print_route(r: dict[str, Any]) -> None:
-    print(f"{r['amount_msat']} msat to send, fee {r['fee_msat']} msat, {len(r['route'])} hop(s):")
-    for h in r["route"]:
-        print(f"    {h['short_channel_id']} -> {h['node_id']}: {h['amount_msat']} msat, expiry {h['cltv_expiry']} (in {h['delay']} blocks)")
+    routes = r.get("routes", [r["route"]])
+    if len(routes) == 1:
+        print(f"{r['amount_msat']} msat to send, fee {r['fee_msat']} msat, {len(r['route'])} hop(s):")
+    else:
+        print(f"{r['amount_msat']} msat to send, fee {r['fee_msat']} msat, in {len(routes)} parts:")
+    for i, route in enumerate(routes):
+        if len(routes) > 1:
+            print(f"  part {i + 1}, {len(route)} hop(s):")
+        for h in route:
+            print(f"    {h['short_channel_id']} -> {h['node_id']}: {h['amount_msat']} msat, expiry {h['cltv_expiry']} (in {h['delay']} blocks)")
 
 
 def _print_invoices(r: dict[str, Any]) -> None:
@@ -209,6 +225,11 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         if args.force:
             params["force"] = True
         return "payments.keysend", params, _print_pay
+    if args.command == "getroute" and args.invoice is not None:
+        params = {"bolt11": args.invoice}
+        if args.invoice_amount_msat is not None:
+            params["amount_msat"] = args.invoice_amount_msat
+        return "payments.getroute", params, _print_route
     if args.command == "getroute":
         params = {"node_id": args.node_id, "amount_msat": args.amount_msat}
         if args.max_fee_msat is not None:
@@ -265,6 +286,13 @@ def run_command(args: argparse.Namespace) -> int:
     """Run a payments subcommand; returns the exit status."""
     if args.command == "decodepay":
         return _decodepay(args)
+    positional = (args.node_id, args.amount_msat) if args.command == "getroute" else ()
+    if args.command == "getroute" and (None in positional if args.invoice is None else positional != (None, None)):
+        print("lnpmsg getroute: give NODEID AMOUNT_MSAT, or --invoice BOLT11 [--amount-msat N] (one of the two)", file=sys.stderr)
+        return 2
+    if args.command == "getroute" and args.invoice is None and args.invoice_amount_msat is not None:
+        print("lnpmsg getroute: --amount-msat goes with --invoice (give NODEID AMOUNT_MSAT otherwise)", file=sys.stderr)
+        return 2
     return control_commands.run_command(
         args,
         _request,

@@ -8,15 +8,26 @@ our channels with what each can send now, the routing graph, the scorer's view o
 invoice's ``min_final_cltv_expiry_delta`` to see its route). A ``pay`` or ``keysend`` of that
 amount made right then takes this route first (a multi-part ``pay`` asks for the whole amount
 first, too, and splits only when no one route carries it). Nothing is sent nor stored.
+
+``payments.getroute bolt11=INVOICE`` (``lnpmsg getroute --invoice``) routes as ``pay`` would
+route that invoice: its payee, its amount (or ``amount_msat`` for one without, as ``pay``), its final
+expiry delta, its features (parts when it offers ``basic_mpp`` and no one route carries it) and its
+route hints, so a destination behind private channels is reached as ``pay`` reaches it; the invoice
+is checked as ``pay`` checks it (expired, another network, our own). The result then also has
+``routes`` (every part; ``route`` is the first), ``destination``, ``payment_hash`` and
+``route_hints`` (how many the invoice has). No fee limit nor ``final_cltv`` with an invoice: ``pay`` takes none.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lnpmsg.payments.bolt11 import Invoice
 from lnpmsg.payments.keysend import check_count, payee_of, payment_target
-from lnpmsg.payments.route import NoRouteError
-from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV
+from lnpmsg.payments.plan import PaymentPlanError
+from lnpmsg.payments.route import NoRouteError, Route
+from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV, check_invoice, decode_invoice
+from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.calls import ChainAppError
 
 if TYPE_CHECKING:
@@ -24,24 +35,69 @@ if TYPE_CHECKING:
 
 __all__ = ["RouteQueries"]
 
+
 class RouteQueries:
     """``getroute`` (see the module docs); mixed into the payments app."""
 
-    async def getroute(self: PaymentsApp, node_id: str, amount_msat: int, max_fee_msat: int | None = None,
-                       final_cltv: int = DEFAULT_MIN_FINAL_CLTV) -> dict[str, Any]:  # fmt: skip
+    async def getroute(self: PaymentsApp, node_id: str | None = None, amount_msat: int | None = None, max_fee_msat: int | None = None,
+                       final_cltv: int = DEFAULT_MIN_FINAL_CLTV, bolt11: str | None = None) -> dict[str, Any]:  # fmt: skip
         """The route a payment of AMOUNT_MSAT to NODE_ID would take now, without paying: hops (node_id,
-        short_channel_id, amount_msat, cltv_expiry, delay), fee_msat; ``max_fee_msat`` bounds the fees."""
+        short_channel_id, amount_msat, cltv_expiry, delay), fee_msat; ``max_fee_msat`` bounds the fees.
+        With ``bolt11`` instead of NODE_ID: the route(s) ``pay`` would take for that invoice (its hints too)."""
+        if bolt11 is not None:
+            return await self._invoice_route(bolt11, amount_msat, node_id, max_fee_msat, final_cltv)
+        if node_id is None:
+            raise ParamsError("getroute needs node_id and amount_msat, or bolt11 (an invoice)")
         payee = payee_of(self, node_id, amount_msat, max_fee_msat, "a route")
+        assert amount_msat is not None
         check_count(final_cltv, "final_cltv", positive=True)
         height = await self._height()
         target = payment_target(self, payee, bytes(32), amount_msat, final_cltv, "getroute")
+        (route,) = self._routes(target, height, amount_msat, max_fee_msat)
+        return _result([route], height)
+
+    async def _invoice_route(self: PaymentsApp, bolt11: str, amount_msat: int | None, node_id: str | None, max_fee_msat: int | None,
+                             final_cltv: int) -> dict[str, Any]:  # fmt: skip
+        """``getroute`` of an invoice: as ``pay`` routes it (see the module docs)."""
+        if node_id is not None or max_fee_msat is not None or final_cltv != DEFAULT_MIN_FINAL_CLTV:
+            raise ParamsError("with bolt11, the invoice names the payee and its final expiry, and pay takes no fee limit: "
+                              "give no node_id, max_fee_msat nor final_cltv")  # fmt: skip
+        invoice = decode_invoice(bolt11)
+        if amount_msat is not None:
+            check_count(amount_msat, "amount_msat", positive=True)
         try:
-            (route,) = self._route_finder(target, height, max_fee_msat)(amount_msat, frozenset())
+            check_invoice(invoice, amount_msat, self.node.node_id, self._network(), self._now())
+        except PaymentPlanError as exc:
+            raise ChainAppError(f"cannot pay: {exc}", {"error": "InvoiceError", "code": exc.code}) from None
+        total = amount_msat if amount_msat is not None else invoice.amount_msat
+        assert total is not None and invoice.payee is not None
+        height = await self._height()
+        result = _result(self._routes(invoice, height, total, None), height)
+        result.setdefault("routes", [result["route"]])
+        result.update(destination=invoice.payee.hex(), payment_hash=invoice.payment_hash.hex(), route_hints=len(invoice.route_hints))
+        return result
+
+    def _routes(self: PaymentsApp, target: Invoice, height: int, amount_msat: int, max_fee_msat: int | None) -> list[Route]:
+        """What the route finder of a payment to ``target`` gives first for ``amount_msat`` (NoRoute: an error that says so)."""
+        try:
+            return self._route_finder(target, height, max_fee_msat)(amount_msat, frozenset())
         except NoRouteError as exc:
-            raise ChainAppError(f"no route to {node_id} for {amount_msat} msat: {exc}",
-                                {"error": "NoRoute", "node_id": payee.hex(), "amount_msat": amount_msat})  # fmt: skip
+            payee = target.payee.hex() if target.payee is not None else "?"
+            raise ChainAppError(f"no route to {payee} for {amount_msat} msat: {exc}",
+                                {"error": "NoRoute", "node_id": payee, "amount_msat": amount_msat})  # fmt: skip
+
+
+def _result(routes: list[Route], height: int) -> dict[str, Any]:
+    """getroute's answer: the first route's hops as ``route`` (each with ``delay``: blocks from now until its
+    HTLC expires, Core Lightning's field) and, for several parts, every part in ``routes``; totals over the parts."""
+    parts = []
+    for route in routes:
         hops = route.to_dict()
         for hop, h in zip(hops, route.hops, strict=True):
-            hop["delay"] = h.cltv_expiry - height  # Core Lightning's field: blocks from now until the HTLC expires
-        return {"route": hops, "amount_msat": route.amount_msat, "fee_msat": route.fee_msat, "cltv_expiry": route.cltv_expiry,
-                "height": height}  # fmt: skip
+            hop["delay"] = h.cltv_expiry - height
+        parts.append(hops)
+    result: dict[str, Any] = {"route": parts[0], "amount_msat": sum(r.amount_msat for r in routes), "fee_msat": sum(r.fee_msat for r in routes),
+                              "cltv_expiry": max(r.cltv_expiry for r in routes), "height": height}  # fmt: skip
+    if len(parts) > 1:
+        result["routes"] = parts
+    return result
