@@ -130,8 +130,8 @@ class Keysending:
         payee = payee_of(self, node_id, amount_msat, max_fee_msat, "a keysend")
         if not isinstance(force, bool):
             raise ParamsError(f"force must be true or false, got {force!r}")
-        announced = await self._announced_features(payee)
-        if not force and not takes_keysend(announced):
+        announced = None if force else await self._announced_features(payee)
+        if not takes_keysend(announced):
             assert announced is not None
             raise ChainAppError(f"{payee.hex()} does not take keysends: its node_announcement lacks feature bit {KEYSEND_FEATURE_BIT} "
                                 "(it would fail the payment); force (lnpmsg keysend --force) sends it anyway",
