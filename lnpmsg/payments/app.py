@@ -23,7 +23,7 @@ channels hold for our HTLCs are read again, and so are the failures the
 channel app kept for HTLCs of ours that left their channels while we were
 not listening or before we recorded what they meant (the channel app
 forgets each once our store has it), and every incoming HTLC still
-committed is decided again, so none is left hanging. A resolution whose
+committed is decided again, so none is left hanging (:mod:`.restart`). A resolution whose
 channel is down (a preimage or a failure to send upstream, a forward whose
 next channel is reconnecting) waits for the channel rather than being lost.
 On a full disk nothing is sent that the store could not record: the write
@@ -40,7 +40,8 @@ channels, the invoice's route hints and the routing graph: ``graph`` if
 given, else the gossip app's ``routing_graph`` when it has one.
 
 Control calls (``payments.<call>``; the CLI's ``invoice``, ``pay``, ``decodepay``, ``listinvoices``, ``delinvoice``,
-``settleinvoice``, ``cancelinvoice``, ``keysend``, ``getroute`` (:mod:`.getroute`), ``listpayments``, ``listforwards``,
+``listpayments``, ``listforwards`` (:mod:`.invoice_calls`),
+``settleinvoice``, ``cancelinvoice``, ``keysend``, ``getroute`` (:mod:`.getroute`),
 ``blindedpath``, ``payblinded`` (:mod:`.blinded_app`)).
 Events: ``invoice.created``, ``invoice.accepted``, ``invoice.paid``, ``invoice.cancelled``,
 ``invoice.deleted``, ``payment.sent``, ``payment.failed``, ``payment.forwarded``.
@@ -51,7 +52,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -62,36 +62,31 @@ import trio
 from lnpmsg.app import App, AppError
 from lnpmsg.channels.htlc_hook import HtlcHook, HtlcNotWritten, HtlcRefused, IncomingHtlc
 from lnpmsg.payments.blinded_app import BlindedPayments
-from lnpmsg.payments.bolt11_parts import prefix_for_network
 from lnpmsg.payments.events import PaymentEvent
 from lnpmsg.payments.forwarding import Forwarding
 from lnpmsg.payments.getroute import RouteQueries
 from lnpmsg.payments.graph import ChannelGraphView, RoutingGraph
 from lnpmsg.payments.holding import HeldSet, Holding
+from lnpmsg.payments.invoice_calls import InvoiceCalls
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, Spontaneous, decide
 from lnpmsg.payments.keysend import KEYSEND_FEATURE_BIT, Keysending
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
-from lnpmsg.payments.orphans import Orphans, PaymentEnded
-from lnpmsg.payments.paying import PAY_TIMEOUT, Paying
+from lnpmsg.payments.orphans import Orphans
+from lnpmsg.payments.paying import Paying
 from lnpmsg.payments.policy import ChannelPolicies
 from lnpmsg.payments.scorer import MissionControl
-from lnpmsg.payments.sender import OutgoingResult, onion_key
+from lnpmsg.payments.sender import OutgoingResult
 from lnpmsg.payments.receiving import Receiving
+from lnpmsg.payments.restart import REPLAY_GRACE, Restarting
 from lnpmsg.payments.recording import RETRY_MAX_DELAY, RETRY_MIN_DELAY, record
-from lnpmsg.payments.store import PaymentsStore, PaymentsStoreWriteFailed
-from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV, decode_invoice, invoice_params, new_invoice, route_hints, forward_view, invoice_view, payment_view
-from lnpmsg.rpc.params import ParamsError, hex_param
-from lnpmsg.wallet.calls import ChainAppError
+from lnpmsg.payments.store import PaymentsStore
+from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV
 from lnpmsg.wire import Features
 
 __all__ = ["PaymentEvent", "PaymentsApp"]
 
 log = logging.getLogger(__name__)
 
-#: seconds an invoice stays payable unless asked otherwise
-DEFAULT_EXPIRY = 3600
-#: seconds a restarted node waits for its peers before deciding the HTLCs it holds
-REPLAY_GRACE = 30.0
 #: seconds between looks at a channel an HTLC's resolution waits for
 _CHANNEL_POLL = 0.2
 #: the channel app's dev_addhtlc sends an all-zero onion: such an HTLC is left to dev_fulfill/dev_fail
@@ -104,7 +99,7 @@ _INVALID_ONION_KEY = 0x8000 | 0x4000 | 6
 _NODE_FEATURES = Features.from_bits([9, 15, 17])
 
 
-class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, BlindedPayments, RouteQueries, App):
+class PaymentsApp(Restarting, InvoiceCalls, Forwarding, Paying, Receiving, Holding, Keysending, BlindedPayments, RouteQueries, App):
     """Invoices, payments and forwarding (see the module docs).
 
     Args:
@@ -220,87 +215,6 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, BlindedPay
         self.spawn(self._replay)
         async for htlc in self._incoming:
             await self._on_incoming(htlc)
-
-    async def _start_up(self) -> None:
-        """What a restart left in flight, known before the first result is read (results queue meanwhile,
-        from the moment the handler is set): the forwards and payments whose HTLCs are still offered,
-        the preimages and failures the channel app kept for them."""
-        # an HTLC a peer failed while we were not listening (or before we recorded what it meant) is
-        # among the offered ones, with its failure
-        self._queued_before_start = self._resolved_in.statistics().current_buffer_used
-        failed = self.htlcs.failed_offered()
-        offered = self.htlcs.offered() + [IncomingHtlc(f.channel_key, b"", 0, f.add) for f in failed]
-        await self._adopt_forwards(offered, self.htlcs.pending_incoming())
-        await self._orphaned_payments(offered)
-        await self._held_at_start()
-        for key, htlc_id, preimage in self.htlcs.fulfilled_offered():  # preimages we may have missed while down
-            self._resolved_in.send_nowait((key, htlc_id, OutgoingResult(preimage)))
-        for f in failed:
-            if f.ref in self._forwards or self._orphans.owns(f.ref):
-                self._resolved_in.send_nowait((f.channel_key, f.add.id, OutgoingResult(None, f.reason, f.failure_code)))
-            else:  # what it meant was recorded before the restart (or nothing of ours waits for it)
-                self._finished.discard(f.ref)
-                await self.htlcs.failure_handled(*f.ref)
-
-    async def _orphaned_payments(self, offered: list[IncomingHtlc]) -> None:
-        """Payments left pending by a restart: adopted with their parts' HTLCs still in flight (see :mod:`.orphans`)."""
-        store = self._store()
-        pending = [p for p in await trio.to_thread.run_sync(store.payments) if p["status"] == "pending"]
-        by_onion = {onion_key(h.add.onion_routing_packet): (h.channel_key, h.add.id) for h in offered}
-        for p in pending:
-            if not p["preimage"]:  # a preimage a channel monitor kept (a part fulfilled while we were down) is the proof
-                p["preimage"] = self.htlcs.known_preimage(p["payment_hash"])
-            parts = await trio.to_thread.run_sync(store.parts, p["id"])
-            ended = self._orphans.adopt(p, parts, by_onion)
-            if ended is not None:
-                await self._payment_ended(ended)
-        if len(self._orphans):
-            log.info("payments: %d payment(s) in flight across the restart", len(self._orphans))
-
-    async def _orphan_resolved(self, ref: tuple[str, int], result: OutgoingResult) -> None:
-        """An HTLC of a payment a restart left pending ended."""
-        part, ended = self._orphans.result(ref, result, self._now())
-        store = self._store()
-        await record(lambda: store.part_status(part.onion_key, part.status, part.failure), "the end of a payment's part")
-        await self._failure_recorded(ref, result)
-        if ended is not None:
-            await self._payment_ended(ended)
-
-    async def _failure_recorded(self, ref: tuple[str, int], result: OutgoingResult) -> None:
-        """Our store holds what the peer's failure of our HTLC ``ref`` meant: the channel app may forget it."""
-        if result.reason is not None or result.failure_code is not None:
-            await self.htlcs.failure_handled(*ref)
-
-    async def _payment_ended(self, ended: PaymentEnded) -> None:
-        store = self._store()
-        values: dict[str, Any] = {"status": ended.status, "completed_at": int(self._now())}
-        if ended.preimage is not None:
-            values["preimage"] = ended.preimage
-        if ended.routes:
-            values.update(routes=[r.to_dict() for r in ended.routes], fee_msat=ended.fee_msat)
-        if ended.error is not None:
-            values["error"] = ended.error
-        await record(lambda: store.update_payment(ended.payment_id, **values), "the end of a payment")
-        if ended.status == "complete":
-            log.info("payments: payment %s complete after a restart", ended.payment_hash.hex()[:16])
-            self._publish("payment.sent", ended.payment_hash, fee_msat=ended.fee_msat, preimage=ended.preimage)
-        else:
-            log.info("payments: payment %s %s after a restart: %s", ended.payment_hash.hex()[:16], ended.status, ended.error)
-            self._publish("payment.failed", ended.payment_hash, reason=ended.error or ended.status)
-
-    async def _replay(self) -> None:
-        """After a restart: decide every committed incoming HTLC again (forwards already offered are
-        found in the store). First give the peers a moment to reconnect, so a forward finds its
-        next channel up rather than failing back at once."""
-        pending = self.htlcs.pending_incoming()
-        if not pending:
-            return
-        log.info("payments: %d incoming HTLC(s) to decide after the restart", len(pending))
-        with trio.move_on_after(REPLAY_GRACE):
-            while not all(c.usable for c in self.htlcs.channels()):
-                await trio.sleep(0.2)
-        for htlc in self.htlcs.pending_incoming():
-            self._incoming_in.send_nowait(htlc)
 
     def _remember(self, row: dict[str, Any]) -> None:
         if row["status"] == "cancelled":  # (a payment of it fails as for an unknown hash)
@@ -499,94 +413,6 @@ class PaymentsApp(Forwarding, Paying, Receiving, Holding, Keysending, BlindedPay
     def _known_preimage(self, payment_hash: bytes) -> bytes | None:
         terms = self._terms.get(payment_hash)
         return terms.preimage or None if terms is not None else None  # (a hold invoice's is empty until settled)
-
-    # ------------------------------------------------------------ control calls
-
-    async def invoice(self, amount_msat: int | None, label: str, description: str, expiry: int = DEFAULT_EXPIRY,
-                      preimage: str | None = None, payment_hash: str | None = None, hold: bool = False,
-                      min_final_cltv: int | None = None) -> dict[str, Any]:  # fmt: skip
-        """Make an invoice for AMOUNT_MSAT (None: any amount) labelled LABEL, with route hints for our private channels;
-        with ``hold`` and a PAYMENT_HASH, a hold invoice: its payment is held until settleinvoice or cancelinvoice."""
-        if amount_msat is not None and (not isinstance(amount_msat, int) or amount_msat <= 0):
-            raise ParamsError(f"amount_msat must be a positive integer (or null for any amount), got {amount_msat!r}")
-        if not isinstance(label, str) or not label:
-            raise ParamsError("label must be a non-empty string")
-        if not isinstance(expiry, int) or expiry <= 0:
-            raise ParamsError(f"expiry must be a positive number of seconds, got {expiry!r}")
-        chosen, hashed, cltv = invoice_params(preimage, payment_hash, hold, min_final_cltv)
-        now = int(self._now())
-        text, row = new_invoice(self.node.key.secret, prefix_for_network(self._network()), amount_msat, label, description, expiry, now,
-                                route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), chosen, hashed, cltv)  # fmt: skip
-        payment_hash, payment_secret = row["payment_hash"], row["payment_secret"]
-        try:
-            await trio.to_thread.run_sync(lambda: self._store().add_invoice(**row))
-        except sqlite3.IntegrityError:
-            raise ParamsError(f"an invoice labelled {label!r} (or with this payment hash) exists already") from None
-        except PaymentsStoreWriteFailed as exc:
-            log.error("payments: invoice %r not made: %s (free some space)", label, exc)
-            raise ChainAppError(f"cannot make the invoice: {exc}", {"error": "StoreWriteFailed", "label": label}) from None
-        self._remember({**row, "status": "unpaid"})
-        self._publish("invoice.created", payment_hash, amount_msat=amount_msat or 0, label=label)
-        return {"bolt11": text, "payment_hash": payment_hash.hex(), "payment_secret": payment_secret.hex(),
-                "expires_at": now + expiry, "label": label}  # fmt: skip
-
-    async def decodepay(self, bolt11: str) -> dict[str, Any]:
-        """Decode and verify a BOLT-11 invoice."""
-        return decode_invoice(bolt11).to_dict()
-
-    async def pay(self, bolt11: str, amount_msat: int | None = None, timeout: float = PAY_TIMEOUT) -> dict[str, Any]:
-        """Pay a BOLT-11 invoice; returns once it is paid (preimage) or failed (the error says which hop and why).
-
-        New parts leave for ``timeout`` seconds; a payment still in flight when the call stops
-        waiting goes on, its HTLCs in flight end as they will (``listpayments`` shows how): the
-        payment is the app's, not the caller's."""
-        return await self._pay_invoice(bolt11, amount_msat, timeout)
-
-    async def listinvoices(self, label: str | None = None) -> dict[str, Any]:
-        """Our invoices (status unpaid, paid or expired; a hold invoice's also accepted, with its held HTLCs, or cancelled)."""
-        rows = await trio.to_thread.run_sync(self._store().invoices, label)
-        await self._held_known.wait()
-        return {"invoices": [invoice_view(r, self._now(), (h := self._held.get(r["payment_hash"])) and h.summary()) for r in rows]}
-
-    async def delinvoice(self, label: str) -> dict[str, Any]:
-        """Delete our unpaid (or expired) invoice LABEL: a payment of it fails from then on (unknown payment hash).
-
-        A paid invoice is kept (it is the record of the payment), and so is one whose parts we hold.
-        """
-        if not isinstance(label, str) or not label:
-            raise ParamsError("label must be a non-empty string")
-        store = self._store()
-        rows = await trio.to_thread.run_sync(store.invoices, label)
-        if not rows:
-            raise ChainAppError(f"no invoice labelled {label!r}", {"error": "NoSuchInvoice", "label": label})
-        (row,) = rows
-        if row["status"] == "paid":
-            raise ChainAppError(f"the invoice {label!r} is paid: kept as the record of the payment", {"error": "InvoicePaid", "label": label})
-        if self.mpp.holds(row["payment_hash"]) or row["payment_hash"] in self._held:
-            raise ChainAppError(f"parts of a payment of {label!r} are held: try again once they settle or time out",
-                                {"error": "InvoiceBusy", "label": label})  # fmt: skip
-        try:
-            deleted = await trio.to_thread.run_sync(store.delete_invoice, label)
-        except PaymentsStoreWriteFailed as exc:
-            raise ChainAppError(f"cannot delete the invoice {label!r}: {exc}", {"error": "StoreWriteFailed", "label": label}) from None
-        if deleted is None:  # paid in the meantime
-            raise ChainAppError(f"the invoice {label!r} is paid: kept as the record of the payment", {"error": "InvoicePaid", "label": label})
-        self._terms.pop(deleted["payment_hash"], None)
-        self._labels.pop(deleted["payment_hash"], None)
-        log.info("payments: invoice %s deleted", label)
-        self._publish("invoice.deleted", deleted["payment_hash"], amount_msat=deleted["amount_msat"] or 0, label=label)
-        return {"deleted": invoice_view(deleted, self._now())}
-
-    async def listpayments(self, payment_hash: str | None = None) -> dict[str, Any]:
-        """Our payments: status, amount, fee, route(s), preimage."""
-        wanted = hex_param(payment_hash, "payment_hash", 32) if payment_hash else None
-        rows = await trio.to_thread.run_sync(self._store().payments, wanted)
-        return {"payments": [payment_view(r) for r in rows]}
-
-    async def listforwards(self) -> dict[str, Any]:
-        """HTLCs we forwarded: in and out channels, amounts, expiries, status."""
-        rows = await trio.to_thread.run_sync(self._store().forwards)
-        return {"forwards": [forward_view(r) for r in rows]}
 
     def _publish(self, topic: str, payment_hash: bytes, **fields: Any) -> None:
         self.node.events.publish(PaymentEvent(topic, payment_hash, **fields))
