@@ -37,18 +37,16 @@ channel); the peer's, which the gossip graph ignores (unknown channel), names
 our alias or the real id, is checked and kept in :attr:`AnnounceApp.peer_updates`
 (for invoices' route hints). Policies are kept by a channel's routing id
 (:func:`~lnpmsg.channels.ready.routing_scid`: a private channel's is our alias). The policies are kept in ``policies.json``
-next to the channel store; ``announce.listpolicies`` lists them.
+next to the channel store; ``announce.listpolicies`` lists them (:mod:`.policies`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -70,10 +68,9 @@ from lnpmsg.gossip.announce import (
     signed_announcement,
 )
 from lnpmsg.gossip.messages import AnnouncementSignatures, ChannelUpdate
+from lnpmsg.gossip.public.policies import OPEN_PHASES, POLICY_FILE, POLICY_GRACE, FeePolicies
 from lnpmsg.gossip.verify import check_channel_update
-from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.node.peer import Peer
-from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wire import Features, Message, WarningMessage
 
 from lnpmsg.channels.manager import ManagedChannel, format_scid
@@ -84,17 +81,12 @@ __all__ = ["POLICY_FILE", "AnnounceApp", "AnnounceConfig"]
 
 log = logging.getLogger(__name__)
 
-#: the fee policies, next to the channel store
-POLICY_FILE = "policies.json"
 #: seconds between checks of what to announce when nothing else wakes the app (addresses may change)
 RECHECK_INTERVAL = 60.0
 #: seconds between looks at a channel whose channel_reestablish is not done yet
 REESTABLISH_POLL = 0.5
 #: seconds after which a channel_announcement the gossip graph did not take is built again
 RESUBMIT_AFTER = 30.0
-_OPEN_PHASES = (Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING)
-#: BOLT 7: keep accepting a channel's previous parameters for 10 minutes after changing them
-POLICY_GRACE = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +112,7 @@ class AnnounceConfig:
     policy_grace: float = POLICY_GRACE
 
 
-class AnnounceApp(App):
+class AnnounceApp(FeePolicies, App):
     """Public channels and our channel_updates (see the module docs).
 
     Args:
@@ -189,29 +181,6 @@ class AnnounceApp(App):
         if app is None:
             raise AppError(f"the announce app needs the gossip app {self.gossip_app_name!r}")
         return app
-
-    @property
-    def _policy_path(self) -> Path:
-        return Path(self.channels.directory) / POLICY_FILE
-
-    def _load_policies(self) -> None:
-        path = self._policy_path
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.error("announce: cannot read %s (%s): default fee policies until it is fixed", path, exc)
-            return
-        for key, fields in data.get("channels", {}).items():
-            try:
-                self.policies[int(key)] = FeePolicy(**fields)
-            except (TypeError, ValueError) as exc:
-                log.error("announce: %s: channel %s: %s", path, key, exc)
-
-    def _save_policies(self) -> None:
-        data = {"channels": {str(k): asdict(v) for k, v in sorted(self.policies.items())}}
-        write_atomic(self._policy_path, json.dumps(data, indent=1).encode())
 
     def kick(self) -> None:
         """Look at the channels now (a block, a peer, a message, a new policy)."""
@@ -318,23 +287,6 @@ class AnnounceApp(App):
             capacity_sat=s.funding_sat,
         )
 
-    def policy_of(self, scid: int) -> FeePolicy:
-        return self.policies.get(scid, self.config.policy)
-
-    def forwarding_policies(self, scid: int) -> list[FeePolicy]:
-        """What a forward over our channel ``scid`` (or one of our aliases of it) may meet: the current
-        policy, then earlier ones still in their grace period (``config.policy_grace`` after the change)."""
-        manager = self.channels.manager
-        found = next((c for c in manager.channels.values() if scid in accepted_scids(c.core.state)), None) if manager else None
-        scid = routing_scid(found.core.state) if found is not None else scid
-        now = self.clock()
-        earlier = [(p, until) for p, until in self._previous.get(scid, ()) if until > now]
-        if earlier:
-            self._previous[scid] = earlier
-        else:
-            self._previous.pop(scid, None)
-        return [self.policy_of(scid), *(p for p, _ in earlier)]
-
     async def tick(self) -> float | None:
         """Do what is due for every public channel; returns when to look again (None: at the next event)."""
         manager = self.channels.manager
@@ -360,7 +312,7 @@ class AnnounceApp(App):
                 continue
             if not scid:
                 continue
-            if channel.phase not in _OPEN_PHASES:
+            if channel.phase not in OPEN_PHASES:
                 if scid in self._announced:
                     self._announced.discard(scid)
                     self.planner.forget(scid)
@@ -504,89 +456,6 @@ class AnnounceApp(App):
         features = node_features(self.node.local_features(), announced_only)
         return build_node_announcement(self.node.key.secret, timestamp, alias=config.alias, rgb_color=config.rgb_color,
                                        addresses=addresses, features=features)  # fmt: skip
-
-    # ------------------------------------------------------------ control calls
-
-    async def setchannelfee(
-        self,
-        channel: str = "all",
-        fee_base_msat: int | None = None,
-        fee_ppm: int | None = None,
-        cltv_expiry_delta: int | None = None,
-        htlc_minimum_msat: int | None = None,
-        htlc_maximum_msat: int | None = None,
-    ) -> dict[str, Any]:
-        """Set the forwarding policy of one channel (id, short channel id, key) or ``all``; re-announce.
-
-        Left-out fields keep their value. Returns each changed channel's policy.
-        """
-        manager = self.channels.manager
-        if manager is None:
-            raise AppError("the channels app is not running")
-        if channel == "all":
-            targets = [c for c in manager.channels.values() if c.phase in _OPEN_PHASES and routing_scid(c.core.state)]
-        else:
-            try:
-                targets = [manager.lookup(channel)]
-            except KeyError:
-                raise ParamsError(f"no channel {channel!r} (give a channel id, short channel id or key, or 'all')") from None
-        changes = {
-            k: v
-            for k, v in {
-                "fee_base_msat": fee_base_msat,
-                "fee_proportional_millionths": fee_ppm,
-                "cltv_expiry_delta": cltv_expiry_delta,
-                "htlc_minimum_msat": htlc_minimum_msat,
-                "htlc_maximum_msat": htlc_maximum_msat,
-            }.items()
-            if v is not None
-        }
-        for name, value in changes.items():
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ParamsError(f"{name} must be a whole number, got {value!r}")
-        out = []
-        new: dict[int, FeePolicy] = {}
-        for target in targets:
-            scid = routing_scid(target.core.state)
-            if not scid:
-                raise ParamsError(f"channel {target.channel_id.hex()} has no short channel id yet (wait for its confirmations)")
-            try:
-                new[scid] = replace(self.policy_of(scid), **changes)
-            except ValueError as exc:
-                raise ParamsError(str(exc)) from None
-        until = self.clock() + self.config.policy_grace
-        for scid, policy in new.items():
-            old = self.policy_of(scid)
-            if old != policy and self.config.policy_grace > 0:
-                self._previous.setdefault(scid, []).append((old, until))
-        self.policies.update(new)
-        await trio.to_thread.run_sync(self._save_policies)
-        for scid, policy in new.items():
-            out.append({"short_channel_id": format_scid(scid), **asdict(policy)})
-        self.kick()
-        return {"channels": out}
-
-    async def listpolicies(self) -> dict[str, Any]:
-        """Every channel's fee policy and whether it is public."""
-        manager = self.channels.manager
-        out = []
-        for channel in manager.channels.values() if manager is not None else ():
-            scid = routing_scid(channel.core.state)
-            if not scid:
-                continue
-            entry = {"short_channel_id": format_scid(scid), "public": scid in self._announced, **asdict(self.policy_of(scid))}
-            peer = self.peer_updates.get(scid)
-            if peer is not None:
-                entry["peer_policy"] = {
-                    "fee_base_msat": peer.fee_base_msat,
-                    "fee_proportional_millionths": peer.fee_proportional_millionths,
-                    "cltv_expiry_delta": peer.cltv_expiry_delta,
-                    "htlc_minimum_msat": peer.htlc_minimum_msat,
-                    "htlc_maximum_msat": peer.htlc_maximum_msat,
-                    "timestamp": peer.timestamp,
-                }
-            out.append(entry)
-        return {"default": asdict(self.config.policy), "channels": out}
 
 
 def _wants_announce(channel: ManagedChannel) -> bool:
