@@ -10,7 +10,9 @@ import pytest
 from test_channels_app import Pair, balances, chain, channels, only_channel, pay, settled, wait_until
 
 from lnpmsg.channels.messages import UpdateFulfillHtlc
+from lnpmsg.channels.messages_splice import SpliceInit
 from lnpmsg.channels.quiesce import is_quiescent, local_initiator
+from lnpmsg.channels.state import Phase
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
@@ -63,3 +65,29 @@ async def test_quiescence_with_htlcs_in_flight_then_the_timer_disconnects(tmp_pa
             assert balances(alice)[:2] == (alice_msat, 1_000_000_000 - alice_msat)
             await pay(alice, bob, 5_000_000)  # and updates flow again
 
+
+@pytest.mark.trio
+async def test_a_splice_init_after_quiescence_fails_the_connection_and_the_channel_goes_on(tmp_path: Path) -> None:
+    """Splicing is not implemented: a peer that sends splice_init anyway (type 80, even, not
+    registered) loses the connection; quiescence ends with it and the channel works again."""
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        pair = Pair(source, tmp_path, network)
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            await pair.fund_wallet(alice, 3_000_000)
+            await bob.connect(alice.addresses[0])
+            assert not alice.local_features(bob.node_id).has(63) and not alice.local_features(bob.node_id).has(62)
+            await pair.open(alice, bob)
+            a, b = only_channel(alice), only_channel(bob)
+            await channels(bob).dev_quiesce(a.channel_id.hex())
+            await wait_until(lambda: is_quiescent(a.core.state) and is_quiescent(b.core.state), "quiescence")
+            splice = SpliceInit(channel_id=a.channel_id, funding_contribution_satoshis=100_000, funding_feerate_perkw=253,
+                                locktime=0, funding_pubkey=bytes([2]) + bytes(range(32)))  # fmt: skip
+            await bob.peers[alice.node_id].send(splice.encode())  # Bob is the initiator: he may send it
+            await wait_until(lambda: not a.core.state.connected, "alice drops the connection")
+            if alice.peers.get(bob.node_id) is None:
+                await bob.connect(alice.addresses[0])
+            await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+            assert a.core.state.quiesce is None and a.core.phase is Phase.NORMAL
+            await pay(bob, alice, 1_000_000)
