@@ -31,7 +31,7 @@ async def test_quiescence_with_htlcs_in_flight_then_the_timer_disconnects(tmp_pa
             await pair.open(alice, bob)
             channel_id = only_channel(alice).channel_id.hex()
             for app in (channels(alice), channels(bob)):
-                app.quiescence_timeout = 2.0
+                app.quiescence_timeout = 4.0
             # HTLCs on their way both ways when Alice asks: her stfu waits for her add to settle,
             # Bob answers once his is in both commitments.
             to_bob = await channels(alice).dev_addhtlc(channel_id, 30_000_000)

@@ -3,11 +3,12 @@
 The app offers the optional bit 35. ``channels.dev_quiesce`` [channel] asks a
 channel to quiesce (the core sends ``stfu`` once our updates are settled);
 the core's :class:`~.quiesce.Quiescent` event is published as
-``channel.quiescent`` and starts a timer: a channel still quiescent, in the
-same connection, after :data:`~.quiesce.QUIESCENCE_TIMEOUT` seconds has its
-peer disconnected. BOLT 2 asks that when HTLCs are pending; as no protocol
-that ends quiescence otherwise (splicing) runs here yet, a quiescence that
-lasts that long is ended by disconnection whatever the HTLCs.
+``channel.quiescent``. Both start a timer: a channel still quiescing (or
+quiescent) on the same connection after :data:`~.quiesce.QUIESCENCE_TIMEOUT`
+seconds has its peer disconnected. BOLT 2 asks that of a quiescence with
+HTLCs pending; as no protocol that ends quiescence otherwise (splicing) runs
+here yet, one that lasts that long is ended by disconnection whatever the
+HTLCs, and so is a request the peer leaves unanswered.
 A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 
@@ -58,6 +59,7 @@ class QuiesceSide:
         except (LocalMisuse, StoreWriteFailed) as exc:
             raise ChainAppError(f"cannot quiesce: {exc}", {"error": type(exc).__name__}) from exc
         sent = any(type(m).__name__ == "Stfu" for m in out.messages)
+        self.spawn(self._end_quiescence_later, target, peer)
         return {"channel_id": target.channel_id.hex(), "stfu_sent": sent, "quiescent": is_quiescent(target.core.state)}
 
     def _quiesce_event(self, channel: ManagedChannel, event: Event | Quiescent) -> bool:
@@ -66,13 +68,13 @@ class QuiesceSide:
             return False
         log.info("channels: %s is quiescent (%s initiator)", channel.channel_id.hex(), "we are" if event.initiator else "the peer is")
         self._publish("channel.quiescent", channel, reason="initiator: local" if event.initiator else "initiator: remote")
-        self.spawn(self._end_quiescence_later, channel, channel.core.state.quiesce)
+        self.spawn(self._end_quiescence_later, channel, self.node.peers.get(channel.peer_id))
         return True
 
-    async def _end_quiescence_later(self, channel: ManagedChannel, session: object) -> None:
-        """Disconnect the peer if this quiescence (the same state object: the same connection) still holds."""
+    async def _end_quiescence_later(self, channel: ManagedChannel, peer: Any) -> None:
+        """Disconnect the peer if the channel still quiesces on the same connection (the same Peer)."""
         await trio.sleep(self.quiescence_timeout)
-        if channel.core.state.quiesce is session and is_quiescent(channel.core.state):
-            log.warning("channels: %s stayed quiescent for %.0f s: disconnecting %s", channel.channel_id.hex(),
+        if peer is not None and self.node.peers.get(channel.peer_id) is peer and channel.core.state.quiesce is not None:
+            log.warning("channels: %s still quiescing after %.0f s: disconnecting %s", channel.channel_id.hex(),
                         self.quiescence_timeout, channel.peer_id.hex())  # fmt: skip
             self.disconnect_peer(channel.peer_id, f"channel {channel.channel_id.hex()[:16]}: quiescent too long")
