@@ -91,3 +91,35 @@ async def test_a_splice_init_after_quiescence_fails_the_connection_and_the_chann
             await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
             assert a.core.state.quiesce is None and a.core.phase is Phase.NORMAL
             await pay(bob, alice, 1_000_000)
+
+
+@pytest.mark.trio
+async def test_a_restart_while_quiescent_ends_quiescence_and_keeps_a_waiting_fulfill(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        pair = Pair(source, tmp_path, network)
+        alice = pair.node("alice", True)
+        async with running(alice):
+            bob = pair.node("bob", False)
+            async with running(bob):
+                await pair.fund_wallet(alice, 3_000_000)
+                await bob.connect(alice.addresses[0])
+                await pair.open(alice, bob)
+                channel_id = only_channel(alice).channel_id.hex()
+                added = await channels(alice).dev_addhtlc(channel_id, 6_000_000)
+                await wait_until(lambda: settled(alice) and settled(bob) and balances(bob)[2] == 1, "HTLC committed")
+                await channels(alice).dev_quiesce(channel_id)
+                await wait_until(lambda: is_quiescent(only_channel(bob).core.state), "quiescence")
+                await channels(bob).dev_fulfill(channel_id, added["htlc_id"], added["preimage"])  # kept: quiescent
+                assert balances(bob)[2] == 1
+            # Bob stops while quiescent, with the fulfill not sent; a new Bob from the same store
+            await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
+            assert only_channel(alice).core.state.quiesce is None
+            bob = pair.node("bob", False)
+            async with running(bob):
+                assert only_channel(bob).core.state.quiesce is None
+                assert [type(u) for u in only_channel(bob).core.state.resend_updates] == [UpdateFulfillHtlc]
+                await bob.connect(alice.addresses[0])
+                await wait_until(lambda: settled(alice) and settled(bob) and balances(bob)[2] == 0, "the fulfill after restart")
+                assert balances(alice)[:2] == (1_000_000_000 - 200_000_000 - 6_000_000, 206_000_000)
+                await pay(alice, bob, 1_000_000)
