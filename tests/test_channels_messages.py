@@ -76,7 +76,7 @@ def test_every_bolt2_message_is_declared() -> None:
         "open_channel", "accept_channel", "funding_created", "funding_signed", "channel_ready",
         "shutdown", "closing_signed", "closing_complete", "closing_sig", "update_add_htlc",
         "update_fulfill_htlc", "update_fail_htlc", "update_fail_malformed_htlc",
-        "commitment_signed", "revoke_and_ack", "update_fee", "channel_reestablish",
+        "commitment_signed", "revoke_and_ack", "update_fee", "channel_reestablish", "stfu",
     }  # fmt: skip
     assert set(BY_NAME) == wanted
     assert len(CHANNEL_MESSAGES) == len(wanted)

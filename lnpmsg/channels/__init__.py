@@ -20,6 +20,7 @@ The channel state machine (BOLT 2), sans-IO:
 - :mod:`.normal`, :mod:`.reestablish`, :mod:`.close`, :mod:`.simple_close`,
   :mod:`.deadlines`: normal operation, reconnection, closing, HTLC deadlines
 - :mod:`.ready`: channel_ready, short channel id aliases (option_scid_alias), zero-conf channels
+- :mod:`.quiesce`: channel quiescence (``stfu``, option_quiesce)
 - :mod:`.messages_v2`: interactive-tx and v2 establishment messages (``register_dual_fund_messages``)
 - :mod:`.interactive_tx` + :mod:`.interactive_rules`: BOLT-2 interactive transaction construction,
   one negotiation as a sans-IO session (tx_add_* .. tx_complete, tx_signatures, tx_abort)
@@ -109,7 +110,7 @@ __getattr__, __dir__ = lazy_exports(__name__, globals(), {name: f"{__name__}.{mo
 #: tests/test_channels_sans_io.py and tests/test_channels_extensions.py hold them to it)
 SHELL_MODULES = frozenset({"store", "manager", "app", "commands", "options", "dev_calls", "onchain", "htlc_hook", "failures", "reconnect",
                            "backup_calls", "rescan", "chain_side", "peer_storage", "peer_storage_store",
-                           "dualfund_side"})
+                           "dualfund_side", "quiesce_side"})
 
 __all__ = [
     "SHELL_MODULES",

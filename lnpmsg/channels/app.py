@@ -9,7 +9,7 @@ Mount it after the chain app (``lnpmsg node --chain regtest`` or
 It owns the BOLT-2 message types (a protocol app), offers the channel
 features in ``init`` (option_data_loss_protect, upfront_shutdown_script,
 option_static_remotekey, option_anchors_zero_fee_htlc_tx,
-option_shutdown_anysegwit, option_channel_type, option_scid_alias,
+option_shutdown_anysegwit, option_quiesce, option_channel_type, option_scid_alias,
 option_zeroconf: all optional bits), and
 feeds the manager:
 
@@ -32,9 +32,9 @@ fails, our latest commitment are broadcast too.
 Control calls (``channels.<call>``): ``fundchannel`` [node_id, amount_sat, push_msat?, feerate?,
 announce?], ``listchannels`` [peer_id?], ``closechannel`` [channel, feerate?, destination?],
 ``exportchannelbackup`` [file?], ``restorechannels`` [backup? | file?] (:mod:`.backup_calls`), and,
-for tests without the payments layer, ``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``,
-``dev_updatefee``, ``dev_preimage`` (:mod:`.dev_calls`). Events: ``channel.opened``,
-``channel.ready``, ``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``.
+for tests without the payments layer, ``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``, ``dev_updatefee``,
+``dev_preimage`` (:mod:`.dev_calls`), ``dev_quiesce`` (:mod:`.quiesce_side`). Events: ``channel.opened``,
+``channel.ready``, ``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``, ``channel.quiescent``.
 
 A payments app plugs in through ``htlcs`` (:class:`~.htlc_hook.HtlcHook`).
 """
@@ -94,6 +94,7 @@ from .options import type_variations, with_channel_type
 from .htlc_hook import HtlcHook
 from .reconnect import PeerAddressBook, Reconnector
 from .dualfund_side import DUAL_FUND_BITS, DualFundSide
+from .quiesce_side import QUIESCE_BITS, QuiesceSide
 from .messages_v2 import DUAL_FUND_MESSAGES, OpenChannel2
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
@@ -102,14 +103,14 @@ __all__ = ["CHANNEL_FEATURE_BITS", "ChannelEvent", "ChannelsApp"]
 
 log = logging.getLogger(__name__)
 
-#: optional bits: data_loss_protect, upfront_shutdown_script, static_remotekey,
-#: anchors_zero_fee_htlc_tx, shutdown_anysegwit, channel_type, scid_alias, zeroconf (BOLT 9: needs scid_alias)
-CHANNEL_FEATURE_BITS = (1, 5, 13, 23, 27, 45, 47, 51)
+#: optional bits: data_loss_protect, upfront_shutdown_script, static_remotekey, anchors_zero_fee_htlc_tx,
+#: shutdown_anysegwit, quiesce, channel_type, scid_alias, zeroconf (BOLT 9: needs scid_alias)
+CHANNEL_FEATURE_BITS = (1, 5, 13, 23, 27, QUIESCE_BITS[1], 45, 47, 51)
 #: the BOLT-2 messages the app owns (the node decodes them for it)
 _MESSAGES: tuple[type[Message], ...] = (
     M.OpenChannel, M.AcceptChannel, M.FundingCreated, M.FundingSigned, M.ChannelReady, M.Shutdown,
     M.ClosingSigned, M.ClosingComplete, M.ClosingSig, M.UpdateAddHtlc, M.UpdateFulfillHtlc, M.UpdateFailHtlc,
-    M.UpdateFailMalformedHtlc, M.CommitmentSigned, M.RevokeAndAck, M.UpdateFee, M.ChannelReestablish,
+    M.UpdateFailMalformedHtlc, M.CommitmentSigned, M.RevokeAndAck, M.UpdateFee, M.ChannelReestablish, M.Stfu,
 )  # fmt: skip
 #: seconds ``fundchannel`` waits for the peer's funding_signed, ``closechannel`` for the closing transaction
 COMMAND_TIMEOUT = 50.0
@@ -132,7 +133,7 @@ class ChannelEvent:
     reason: str = ""
 
 
-class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, App):
+class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, App):
     """BOLT-2 channels (see the module docs).
 
     Args:
@@ -183,7 +184,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, App):
         for call, fn in {
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
-            "dev_updatefee": self.dev_updatefee, "dev_preimage": self.dev_preimage,
+            "dev_updatefee": self.dev_updatefee, "dev_preimage": self.dev_preimage, "dev_quiesce": self.dev_quiesce,
             "exportchannelbackup": self.exportchannelbackup, "restorechannels": self.restorechannels,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
@@ -412,7 +413,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, App):
 
     async def _on_events(self, channel: ManagedChannel, events: Sequence[Event]) -> None:
         for event in events:
-            if self._dual_event(channel, event):
+            if self._dual_event(channel, event) or self._quiesce_event(channel, event):
                 continue
             if isinstance(event, HtlcIncoming | HtlcSettled | HtlcDropped):
                 self.htlcs.dispatch(channel, event)

@@ -54,6 +54,7 @@ from lnpmsg.io.secret_file import create_secret_file
 from lnpmsg.wire import Message
 
 from .errors import ChannelStoreError, LocalMisuse, StoreWriteFailed
+from .quiesce import quiescence_status
 from .inputs import Disconnected, Event, Input, Output, Received, Record, SignCommitment
 from .dev import DevOptions
 from .params import ChannelSecrets
@@ -560,4 +561,5 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
         "failure": s.failure,
         "behind": s.behind,
         "restored": s.restored,
+        "quiescence": quiescence_status(s),  # BOLT 2 stfu on this connection (None: not quiescing)
     }

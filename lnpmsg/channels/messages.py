@@ -58,6 +58,7 @@ __all__ = [
     "OpenChannel",
     "RevokeAndAck",
     "Shutdown",
+    "Stfu",
     "UpdateAddHtlc",
     "UpdateFailHtlc",
     "UpdateFailMalformedHtlc",
@@ -414,6 +415,17 @@ class ChannelReestablish(Message):
     tlvs: TlvStream = EMPTY_TLV_STREAM
 
 
+@message(type=2)
+@dataclass(frozen=True, slots=True)
+class Stfu(Message):
+    """Quiescence ("SomeThing Fundamental is Underway"): the sender sends no more updates;
+    ``initiator`` is 1 unless it answers the peer's ``stfu``."""
+
+    FIELDS = (("channel_id", channel_id), ("initiator", byte))
+    channel_id: bytes
+    initiator: int
+
+
 CHANNEL_MESSAGES: tuple[type[Message], ...] = (
     OpenChannel,
     AcceptChannel,
@@ -432,6 +444,7 @@ CHANNEL_MESSAGES: tuple[type[Message], ...] = (
     RevokeAndAck,
     UpdateFee,
     ChannelReestablish,
+    Stfu,
 )
 
 

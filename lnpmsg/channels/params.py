@@ -27,6 +27,8 @@ from .shachain import FIRST_INDEX, per_commitment_secret
 if TYPE_CHECKING:
     # the BOLT-2 messages (their codecs are compiled at import) only where they are checked:
     # the node's options and secrets need these settings, not the messages
+    from lnpmsg.bitcoin.tx import OutPoint
+
     from .messages import AcceptChannel, OpenChannel
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "check_open",
     "check_shutdown_script",
     "negotiate_channel_type",
+    "opening_tlvs",
+    "v1_channel_id",
 ]
 
 #: BOLT 2: max_accepted_htlcs above 483 fails (the commitment must stay relayable).
@@ -301,3 +305,19 @@ def check_accept(
     if channel_type is not None and answered is not None and answered != channel_type:
         raise RemoteFault(f"accept_channel channel_type {answered!r} differs from ours {channel_type!r}")
     return params
+
+
+def opening_tlvs(upfront_shutdown_script: bytes, channel_type: bytes | None) -> dict[str, bytes]:
+    """open/accept_channel TLVs: with any TLV, BOLT 2 wants upfront_shutdown_script (empty: none)."""
+    if channel_type is None and not upfront_shutdown_script:
+        return {}
+    tlvs = {"upfront_shutdown_script": upfront_shutdown_script}
+    if channel_type is not None:
+        tlvs["channel_type"] = channel_type
+    return tlvs
+
+
+def v1_channel_id(outpoint: OutPoint) -> bytes:
+    """BOLT 2: the funding txid with the output index XORed into its last two bytes."""
+    tail = int.from_bytes(outpoint.txid[30:], "big") ^ outpoint.vout
+    return outpoint.txid[:30] + tail.to_bytes(2, "big")

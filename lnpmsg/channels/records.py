@@ -20,6 +20,7 @@ from lnpmsg.bitcoin.tx import OutPoint
 
 from . import dualfund as DF
 from . import inputs as I
+from . import quiesce as Q
 from .codec import Codec, CodecError
 from .interactive_tx import FundingOutput, OwnInput, OwnOutput
 from .keys import ChannelBasepoints
@@ -42,7 +43,7 @@ _INPUTS: list[type] = [
     I.OpenCommand, I.AcceptCommand, I.FundingTransaction, I.FundingDepth, I.BlockHeight, I.AddHtlc, I.FulfillHtlc, I.FailHtlc,
     I.FailMalformedHtlc, I.SignCommitment, I.ChangeFee, I.CloseChannel, I.Received, I.Disconnected, I.Reconnected,
     I.ForceClose,  # appended: a record's input index never changes
-    DF.OpenV2Command, DF.AcceptV2Command, DF.FundingWitnesses,
+    DF.OpenV2Command, DF.AcceptV2Command, DF.FundingWitnesses, Q.Quiesce,
 ]  # fmt: skip
 
 
@@ -53,7 +54,7 @@ def _codec() -> Codec:
     return Codec(
         [*_INPUTS, ChannelConfig, OpeningPolicy, PeerParams, ChannelBasepoints, OutPoint, Changes, CommitSpec,
          DirectedHtlc, ChannelState, LocalCommit, RemoteCommit, Phase, _Entry, *CLOSE_STATE_CLASSES,
-         DF.DualFundSession, OwnInput, OwnOutput, FundingOutput]
+         DF.DualFundSession, OwnInput, OwnOutput, FundingOutput, Q.QuiesceState]
     )  # fmt: skip
 
 

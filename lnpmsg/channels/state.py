@@ -28,7 +28,7 @@ from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.wire import Error, Features, Message, WarningMessage, WireError
 
-from . import deadlines, dualfund, normal, ready
+from . import deadlines, dualfund, normal, quiesce, ready
 from .commitments import ChannelKeys, build, finalize_local, sign_remote, verify_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -68,6 +68,8 @@ from .params import (
     check_accept,
     check_open,
     negotiate_channel_type,
+    opening_tlvs,
+    v1_channel_id,
 )
 from .script import funding_script
 from .updates import Changes, CommitSpec, funder_charge_sat
@@ -181,6 +183,8 @@ class ChannelState:
     failure: str | None = None
     #: a v2 open (a dualfund.DualFundSession), kept once the channel is open: how it was funded
     dual: object = None
+    #: quiescence on this connection (a quiesce.QuiesceState; None: not quiescing)
+    quiesce: object = None
 
 
 _P = Phase
@@ -251,6 +255,7 @@ class ChannelCore:
         try:
             try:
                 self._dispatch(item, kind, out)
+                quiesce.after(self, out)
             except (LocalMisuse, RemoteFault):
                 raise
             except (BitcoinError, WireError) as exc:
@@ -297,7 +302,7 @@ class ChannelCore:
             if isinstance(item, Received | Disconnected | Reconnected | BlockHeight | FundingDepth):
                 return  # nothing more to say or do on a dead channel
             raise LocalMisuse(f"the channel is {state.phase.value}")
-        if dualfund.dispatch(self, item, out):
+        if quiesce.dispatch(self, item, out) or dualfund.dispatch(self, item, out):
             return
         if isinstance(item, Received) and isinstance(item.message, Error):
             self._fail_by_peer(item.message, out)
@@ -404,7 +409,7 @@ class ChannelCore:
         bp = self.basepoints
         # BOLT 2 (option_channel_type ASSUMED): the opener MUST set channel_type, whatever the
         # peer's init says; type 1 is odd, so a peer that does not know it ignores it.
-        tlvs = _opening_tlvs(cmd.config.upfront_shutdown_script, self.state.channel_type)
+        tlvs = opening_tlvs(cmd.config.upfront_shutdown_script, self.state.channel_type)
         return OpenChannel(
             chain_hash=cmd.chain_hash, temporary_channel_id=cmd.temporary_channel_id,
             funding_satoshis=cmd.funding_sat, push_msat=cmd.push_msat,
@@ -469,7 +474,7 @@ class ChannelCore:
         if s.local_reserve_ask_sat < s.remote.dust_limit_sat:
             raise RemoteFault("the reserve we ask would be below the funder's dust limit")
         bp = self.basepoints
-        tlvs = _opening_tlvs(cmd.config.upfront_shutdown_script, s.channel_type)
+        tlvs = opening_tlvs(cmd.config.upfront_shutdown_script, s.channel_type)
         s.phase = _P.WAIT_FUNDING_CREATED
         out.send(
             AcceptChannel(
@@ -524,7 +529,7 @@ class ChannelCore:
         remote = build(self.keys(), remote_spec, 0, s.remote.first_per_commitment_point, local=False)
         signature, _ = sign_remote(remote, self.secrets)
         s.remote_commit = RemoteCommit(0, remote_spec, remote.tx.txid, s.remote.first_per_commitment_point)
-        s.channel_id = _channel_id(s.funding_outpoint)
+        s.channel_id = v1_channel_id(s.funding_outpoint)
         s.phase = _P.WAIT_FUNDING_SIGNED
         out.send(
             FundingCreated(
@@ -546,7 +551,7 @@ class ChannelCore:
         remote = build(self.keys(), remote_spec, 0, s.remote.first_per_commitment_point, local=False)
         signature, _ = sign_remote(remote, self.secrets)
         s.remote_commit = RemoteCommit(0, remote_spec, remote.tx.txid, s.remote.first_per_commitment_point)
-        s.channel_id = _channel_id(s.funding_outpoint)
+        s.channel_id = v1_channel_id(s.funding_outpoint)
         s.phase = _P.AWAIT_READY
         out.send(FundingSigned(channel_id=s.channel_id, signature=signature))
         out.emit(ChannelOpened(s.channel_id, s.funding_outpoint, s.minimum_depth))
@@ -579,18 +584,3 @@ class ChannelCore:
     def _on_ChannelReady(self, msg: ChannelReady, out: _Out) -> None:
         ready.on_channel_ready(self, msg, out)
 
-
-def _opening_tlvs(upfront_shutdown_script: bytes, channel_type: bytes | None) -> dict[str, bytes]:
-    """open/accept_channel TLVs: with any TLV, BOLT 2 wants upfront_shutdown_script (empty: none)."""
-    if channel_type is None and not upfront_shutdown_script:
-        return {}
-    tlvs = {"upfront_shutdown_script": upfront_shutdown_script}
-    if channel_type is not None:
-        tlvs["channel_type"] = channel_type
-    return tlvs
-
-
-def _channel_id(outpoint: OutPoint) -> bytes:
-    """BOLT 2: the funding txid with the output index XORed into its last two bytes."""
-    tail = int.from_bytes(outpoint.txid[30:], "big") ^ outpoint.vout
-    return outpoint.txid[:30] + tail.to_bytes(2, "big")
