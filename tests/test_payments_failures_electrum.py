@@ -20,7 +20,7 @@ Electrum -> lnpmsg A -> lnpmsg B (B's invoice hints the private channel A-B), A'
 
 - the amount is more than A can send B: ``TEMPORARY_CHANNEL_FAILURE``;
 - B is down (stopped): ``TEMPORARY_CHANNEL_FAILURE`` too (BOLT 4: the outgoing channel
-  cannot take the HTLC now);
+  cannot take the HTLC now), once A has waited 30 s for B to come back;
 - the A-B channel is closed (the invoice still names it): ``UNKNOWN_NEXT_PEER``.
 
 lnpmsg attaches no ``channel_update`` to these failures (``len`` 0, as BOLT 4 now
@@ -90,7 +90,7 @@ def failed_at(result: dict[str, Any], where: str, code: str) -> None:
     assert result["log"] and all(entry[1:] == [where, code] for entry in result["log"]), result["log"]
 
 
-def electrum_htlcs(wallet: ElectrumWallet) -> list[tuple[int, int]]:
+def electrum_balances(wallet: ElectrumWallet) -> list[tuple[int, int]]:
     """(local, remote) balance in sat of each of Electrum's open channels."""
     return [(c["local_balance"], c["remote_balance"]) for c in wallet.call("list_channels") if c["state"] == "OPEN"]
 
@@ -111,7 +111,7 @@ async def test_failure_onions_both_ways_over_a_direct_channel(tmp_path: Path) ->
         await cli("mine", 3, *d)
         await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
         before = await connected(node_dir, cid)
-        electrum_before = await trio.to_thread.run_sync(electrum_htlcs, wallet)
+        electrum_before = await trio.to_thread.run_sync(electrum_balances, wallet)
 
         # lnpmsg pays a request Electrum deleted: Electrum knows the hash no more
         deleted = await wallet.acall("add_request", amount="0.0001", memo="deleted", expiration=1800)
@@ -140,7 +140,7 @@ async def test_failure_onions_both_ways_over_a_direct_channel(tmp_path: Path) ->
         # nothing is left of those: same balances, no HTLC, and the real request is paid over the channel
         after = await connected(node_dir, cid)
         assert (after["to_local_msat"], after["to_remote_msat"]) == (before["to_local_msat"], before["to_remote_msat"])
-        assert await trio.to_thread.run_sync(electrum_htlcs, wallet) == electrum_before
+        assert await trio.to_thread.run_sync(electrum_balances, wallet) == electrum_before
         paid = await cli("pay", request["lightning_invoice"], *d)
         assert paid["status"] == "complete" and paid["amount_msat"] == 20_000_000
         await trio.to_thread.run_sync(
@@ -222,7 +222,7 @@ async def test_electrum_decodes_the_forwarders_failures(tmp_path: Path) -> None:
         await cli("mine", 3, "--data-dir", a_dir)
         await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
         channels = await normal_channels(a_dir, 2)
-        a_before, electrum_before = balances(channels), await trio.to_thread.run_sync(electrum_htlcs, wallet)
+        a_before, electrum_before = balances(channels), await trio.to_thread.run_sync(electrum_balances, wallet)
 
         # more than A can send B (its 200,000 sat channel): A's temporary_channel_failure for the channel A-B
         big = await cli("invoice", 300_000_000, "big", "more than A-B carries", "--data-dir", b_dir)
@@ -231,8 +231,11 @@ async def test_electrum_decodes_the_forwarders_failures(tmp_path: Path) -> None:
         ab_scid = hint["short_channel_id"]
         result = await wallet.acall("lnpay", invoice=big["bolt11"], timeout=WAIT)
         failed_at(result, ab_scid, "TEMPORARY_CHANNEL_FAILURE")
+        # (with no channel_update: Electrum blacklists the channel, and finds no other way)
+        log = await trio.to_thread.run_sync(wallet.log, 20_000)
+        assert "code=<OnionFailureCode.TEMPORARY_CHANNEL_FAILURE: 4103>. decoded_data={'len': 0, 'channel_update': b''}" in log
         assert balances(await quiet_channels(a_dir)) == a_before
-        assert await trio.to_thread.run_sync(electrum_htlcs, wallet) == electrum_before
+        assert await trio.to_thread.run_sync(electrum_balances, wallet) == electrum_before
         assert (await cli("listinvoices", "--label", "big", "--data-dir", b_dir))["invoices"][0]["status"] == "unpaid"
 
         # B is down: A cannot offer the HTLC on to it now (temporary_channel_failure again, once A has
@@ -247,7 +250,7 @@ async def test_electrum_decodes_the_forwarders_failures(tmp_path: Path) -> None:
         result = await wallet.acall("lnpay", invoice=small["bolt11"], timeout=WAIT)
         failed_at(result, ab_scid, "TEMPORARY_CHANNEL_FAILURE")
         assert balances(await quiet_channels(a_dir)) == a_before
-        assert await trio.to_thread.run_sync(electrum_htlcs, wallet) == electrum_before
+        assert await trio.to_thread.run_sync(electrum_balances, wallet) == electrum_before
 
         # the channel A-B is closed (B back, A closes it): A has no channel of that id, unknown_next_peer
         b, b_info = await start(b_dir, LISTEN["tcp"], *user_argv(a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])))
@@ -262,7 +265,7 @@ async def test_electrum_decodes_the_forwarders_failures(tmp_path: Path) -> None:
         failed_at(result, ab_scid, "UNKNOWN_NEXT_PEER")
         a_after = balances(await quiet_channels(a_dir))
         assert a_after == {k: v for k, v in a_before.items() if k != ab["channel_id"]}
-        assert await trio.to_thread.run_sync(electrum_htlcs, wallet) == electrum_before
+        assert await trio.to_thread.run_sync(electrum_balances, wallet) == electrum_before
         # A recorded one forward, failed without an outgoing HTLC (the channel to B refused it); the others it
         # refused before forwarding
         forwards = (await cli("listforwards", "--data-dir", a_dir))["forwards"]
