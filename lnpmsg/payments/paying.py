@@ -255,9 +255,11 @@ class Paying:
             graph = self.graph
             known = getattr(graph, "channel", None)
             for hint in invoice.route_hints:
-                # a channel the graph knows has its owner's signed policy: the payee's hint is only a guess
+                # a channel the graph knows has its owner's signed policy: the payee's hint is only a guess;
+                # a hop from us is our own channel, in `extra` above with what it can send now: the hint's
+                # copy, of unknown size, would let a part ask the channel for more than it holds (and never split)
                 extra.extend(e for e in hint_channels(hint, invoice.payee)  # type: ignore[arg-type]
-                             if known is None or known(e.short_channel_id, e.direction) is None)
+                             if e.source != me and (known is None or known(e.short_channel_id, e.direction) is None))
             view = OverlayGraph(graph, extra)
             options: dict[str, Any] = dict(current_height=height, now=self._now(), scorer=self.scorer, final_cltv_delta=invoice.min_final_cltv)
             if invoice.features.supports("basic_mpp"):
