@@ -28,6 +28,7 @@ from lnpmsg.app import App
 from lnpmsg.gossip.public.app import AnnounceApp, AnnounceConfig
 from lnpmsg.channels.app import ChannelsApp
 from lnpmsg.channels.params import ChannelConfig
+from lnpmsg.channels.state import Phase
 from lnpmsg.gossip.announce import FeePolicy
 from lnpmsg.gossip.app import GossipApp, GossipConfig
 from lnpmsg.gossip.commands import _chain_app_funding_check, _print_channel, _print_listchannels
@@ -37,6 +38,8 @@ from lnpmsg.gossip.store import GossipStore
 from lnpmsg.gossip.verify import check_channel_announcement, check_channel_update, check_node_announcement
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.payments import bolt11
+from lnpmsg.payments.app import PaymentsApp
 from lnpmsg.payments.graph import OverlayGraph, local_channel
 from lnpmsg.payments.pathfind import find_route
 from lnpmsg.node.events import PeerWarningReceived
@@ -275,6 +278,48 @@ async def test_private_channel_updates_go_to_the_peer_only(tmp_path: Path) -> No
             await gossip(bob).drain()
             assert not gossip(alice).graph.has_channel(scid) and not gossip(bob).graph.has_channel(scid)
             assert gossip(bob).routing_graph.channel(scid, 0) is None
+
+
+async def test_invoices_hint_a_public_channel_until_it_is_announced(tmp_path: Path) -> None:
+    """A channel opened to be public is found in the gossip only once announced: until then (below six
+    confirmations), and for good with a peer that never sends its announcement_signatures (as Electrum),
+    our invoices carry its route hint; an announced channel gets none."""
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = make_node("alice", tmp_path, source, network, channels=True)
+        bob = make_node("bob", tmp_path, source, network, channels=True)
+        carol = make_node("carol", tmp_path, source, network, channels=True, public=False)  # announces nothing
+        for node in (alice, carol):
+            node.mount(PaymentsApp(tmp_path / node.node_id.hex()[:8] / "payments"))
+
+        async def hinted(node: Node, peer: Node) -> list[tuple[bytes, int]]:
+            text = (await node.apps["payments"].invoice(1_000_000, f"hint-{len(hints_made)}", "hint?"))["bolt11"]  # type: ignore[attr-defined]
+            hints_made.append(text)
+            return [(h.node_id, h.short_channel_id) for hint in bolt11.decode(text).route_hints for h in hint]
+
+        hints_made: list[str] = []
+        async with running(alice, bob, carol):
+            for funder in (bob, carol):
+                chain_app = funder.apps["chain"]
+                await source.faucet(chain_app.wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
+            await source.mine(1)
+            for funder in (bob, carol):
+                await funder.apps["chain"].wallet.sync()  # type: ignore[attr-defined]
+                await funder.connect(alice.addresses[0])
+                await funder.apps["channels"].fundchannel(alice.node_id.hex(), FUNDING_SAT, push_msat=0, announce=True)  # type: ignore[attr-defined]
+            await source.mine(2)
+            ours = alice.apps["channels"].manager.channels.values  # type: ignore[attr-defined]
+            await wait_until(lambda: len(ours()) == 2 and all(c.phase is Phase.NORMAL for c in ours()) and settled(bob) and settled(carol),
+                             "channels ready")  # fmt: skip
+            ab, ac = (next(c for c in ours() if c.peer_id == peer.node_id) for peer in (bob, carol))
+            # both public by their flag, neither deep enough to announce: both hinted
+            assert {peer for peer, _ in await hinted(alice, bob)} == {bob.node_id, carol.node_id}
+
+            await source.mine(4)  # six confirmations: Alice-Bob is announced; Carol never signs hers
+            scid = ab.core.state.short_channel_id
+            await wait_until(lambda: gossip(alice).graph.has_channel(scid), "Alice-Bob announced")
+            assert announce(alice).is_announced(scid) and not announce(alice).is_announced(ac.core.state.short_channel_id)
+            assert [peer for peer, _ in await hinted(alice, bob)] == [carol.node_id]
 
 
 ONION = "vww6ybal4bd7szmgncyruucpgfkqahzddi37ktceo3ah7ngmcopnpyyd.onion"

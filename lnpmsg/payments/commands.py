@@ -63,7 +63,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
             control_commands.add_wait_option(parser)
         return parser
 
-    p = add("invoice", "make a BOLT-11 invoice to get paid (lnbcrt... on regtest), with route hints for private channels")
+    p = add("invoice", "make a BOLT-11 invoice to get paid (lnbcrt... on regtest), with route hints for channels payers cannot find in the gossip (private, or not announced yet)")
     p.add_argument("amount_msat", type=_msat, metavar="AMOUNT_MSAT", help="millisatoshis, or 'any' to let the payer choose")
     p.add_argument("label", metavar="LABEL", help="a unique name for the invoice (listinvoices shows it)")
     p.add_argument("description", metavar="DESCRIPTION", help="what the payment is for (in the invoice)")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from lnpmsg.payments.bolt11 import RouteHintHop
 from lnpmsg.payments.bolt11_parts import prefix_for_network
 from lnpmsg.payments.paying import PAY_TIMEOUT
 from lnpmsg.payments.store import PaymentsStoreWriteFailed
@@ -50,7 +51,7 @@ class InvoiceCalls:
         chosen, hashed, cltv = invoice_params(preimage, payment_hash, hold, min_final_cltv)
         now = int(self._now())
         text, row = new_invoice(self.node.key.secret, prefix_for_network(self._network()), amount_msat, label, description, expiry, now,
-                                route_hints(self.htlcs.channels(), self.policy, self.policies.of_peers(self.htlcs.channels())), chosen, hashed, cltv)  # fmt: skip
+                                self._route_hints(), chosen, hashed, cltv)  # fmt: skip
         payment_hash, payment_secret = row["payment_hash"], row["payment_secret"]
         try:
             await trio.to_thread.run_sync(lambda: self._store().add_invoice(**row))
@@ -63,6 +64,11 @@ class InvoiceCalls:
         self._publish("invoice.created", payment_hash, amount_msat=amount_msat or 0, label=label)
         return {"bolt11": text, "payment_hash": payment_hash.hex(), "payment_secret": payment_secret.hex(),
                 "expires_at": now + expiry, "label": label}  # fmt: skip
+
+    def _route_hints(self: PaymentsApp) -> tuple[tuple[RouteHintHop, ...], ...]:
+        """Our invoices' route hints: every channel payers cannot find in the gossip (views.route_hints)."""
+        channels = self.htlcs.channels()
+        return route_hints(channels, self.policy, self.policies.of_peers(channels), self.policies.announced)
 
     async def decodepay(self: PaymentsApp, bolt11: str) -> dict[str, Any]:
         """Decode and verify a BOLT-11 invoice."""

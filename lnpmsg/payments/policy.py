@@ -52,3 +52,9 @@ class ChannelPolicies:
             update = announce.peer_updates.get(c.short_channel_id)
             out[c.short_channel_id] = _fee_policy(update if update is not None else announce.config.policy)
         return out
+
+    def announced(self, scid: int) -> bool:
+        """Whether our channel ``scid`` is in the gossip graph, so payers find it without a route hint
+        (no announce app: no channel of ours is announced)."""
+        announce = self._announce()
+        return announce is not None and bool(announce.is_announced(scid))

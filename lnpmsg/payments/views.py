@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lnpmsg.channels.monitor.deadlines import CLTV_CLAIM_BUFFER
@@ -95,14 +95,16 @@ INVOICE_FEATURES = Features.from_bits([8, 14, 17])
 MAX_ROUTE_HINTS = 8
 
 
-def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy,
-                peer_policies: Mapping[int, FeePolicy] | None = None) -> tuple[tuple[RouteHintHop, ...], ...]:  # fmt: skip
-    """One hint per private channel a peer could pay us over, with the peer's policy towards us
-    (``peer_policies`` by short channel id; when unknown, assumed to be ours: ``policy``). A hint names
-    the alias the peer gave us (BOLT 2), the real id only without one (never for an scid_alias channel)."""
+def route_hints(channels: Iterable[ChannelInfo], policy: FeePolicy, peer_policies: Mapping[int, FeePolicy] | None = None,
+                announced: Callable[[int], bool] = lambda scid: False) -> tuple[tuple[RouteHintHop, ...], ...]:  # fmt: skip
+    """One hint per channel a peer could pay us over that payers cannot find in the gossip: private
+    channels, and public ones not ``announced`` yet (below the announcement's depth, or a peer that never
+    sends its announcement_signatures); with the peer's policy towards us (``peer_policies`` by short
+    channel id; when unknown, assumed to be ours: ``policy``). A hint names the alias the peer gave us
+    (BOLT 2), the real id only without one (never for an scid_alias channel)."""
     hints = []
     for c in channels:
-        if c.public or c.receivable_msat <= 0 or not c.hint_scid:
+        if (c.public and announced(c.short_channel_id)) or c.receivable_msat <= 0 or not c.hint_scid:
             continue
         p = (peer_policies or {}).get(c.short_channel_id, policy)
         hints.append((RouteHintHop(c.peer_id, c.hint_scid, p.fee_base_msat, p.fee_proportional_millionths, p.cltv_expiry_delta),))

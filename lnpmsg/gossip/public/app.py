@@ -236,6 +236,12 @@ class AnnounceApp(FeePolicies, App):
         self.kick()
         await super().peer_gone(peer, reason)
 
+    def is_announced(self, scid: int) -> bool:
+        """Whether our channel ``scid`` is in the gossip graph. Until it is (before its announcement's depth,
+        or while the peer never sends its announcement_signatures, as Electrum does), payers can learn of it
+        only from route hints, whatever its announce flag."""
+        return scid in self._announced and self.gossip.graph.has_channel(scid)
+
     def _forget_connection(self, peer_id: bytes) -> None:
         manager = self.channels.manager
         for channel in manager.of_peer(peer_id) if manager is not None else ():
