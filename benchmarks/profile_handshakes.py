@@ -8,9 +8,13 @@ prints per connection, for every function whose calls differ: calls and own
 time (``tottime``) both ways, sorted by the difference in calls (``--by time``:
 in own time). Times are inflated by the profiler; calls are exact, and are what
 to compare between versions. ``--only init`` or ``--only plain`` prints one
-run's heaviest functions instead.
+run's heaviest functions instead. ``--parts`` times alone (CPU time, no
+profiler) what a connection whose peer sends its ``init`` costs beyond one that
+hangs up after act three: the peer's task, its cancel scope, the receiving
+cipher's set-up, the ``init``'s frame, the session's ``init`` and the first
+ping's keepalive entry.
 
-Usage: ``python benchmarks/profile_handshakes.py [--count N] [--by calls|time] [--only init|plain] [--top N]``
+Usage: ``python benchmarks/profile_handshakes.py [--count N] [--by calls|time] [--only init|plain] [--top N] [--parts]``
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import statistics
+import time
 
 import trio
 
@@ -37,14 +43,96 @@ def profiled(count: int, with_init: bool) -> Profile:
     return {f"{path.rsplit('/', 1)[-1]}:{line}({name})": (calls, own) for (path, line, name), (_, calls, own, _, _) in stats.items()}
 
 
+async def _parts(count: int, rounds: int = 5) -> dict[str, list[float]]:
+    """CPU µs of each piece of a peer's start and end, timed alone, ``rounds`` times over ``count``."""
+    from lnpmsg.node.identity import NodeKey
+    from lnpmsg.node.keepalive import KeepaliveSchedule
+    from lnpmsg.node.node import Node, NodeConfig
+    from lnpmsg.node.session import PeerSession
+    from lnpmsg.noise import InitiatorHandshake, ResponderHandshake
+    from lnpmsg.noise.cipher import MessageEncryptor
+    from lnpmsg.noise.transport_cipher import TransportCipher
+
+    clock = time.thread_time
+    node = Node(NodeKey.generate(), NodeConfig())
+    setup = node._session_setup(b"")
+    initiator_key, responder_key = NodeKey.generate(), NodeKey.generate()
+    handshakes = []  # (the responder's keys, the initiator's init as its first frame)
+    for _ in range(64):
+        initiator = InitiatorHandshake(initiator_key.secret, responder_key.node_id)
+        responder = ResponderHandshake(responder_key.secret)
+        responder.receive_act_three(initiator.receive_act_two(responder.receive_act_one(initiator.act_one())))
+        keys = initiator.keys
+        handshakes.append((responder.keys, MessageEncryptor(keys.send_key, keys.chaining_key).encrypt(setup.init_bytes)))
+    times: dict[str, list[float]] = {}
+
+    def took(name: str, seconds: float) -> None:
+        times.setdefault(name, []).append(seconds / count * 1e6)
+
+    async def nothing() -> None:
+        pass
+
+    for _ in range(rounds):
+        async with trio.open_nursery() as nursery:
+            start = clock()
+            for _ in range(count // 8):  # the accept loop's bursts: up to 8 tasks before a schedule point
+                for _ in range(8):
+                    nursery.start_soon(nothing)
+                await trio.lowlevel.checkpoint()
+            took("a task: started, run once, ended (in bursts of 8)", clock() - start)
+        start = clock()
+        for _ in range(count):
+            with trio.CancelScope():
+                pass
+        took("a cancel scope: made, entered, left", clock() - start)
+        start = clock()
+        for index in range(count):
+            TransportCipher(handshakes[index % 64][0])
+        bare = clock() - start
+        start = clock()
+        for index in range(count):
+            TransportCipher(handshakes[index % 64][0]).decryptor
+        took("the receiving cipher's set-up (MessageDecryptor)", clock() - start - bare)
+        decryptors = [TransportCipher(handshakes[index % 64][0]).decryptor for index in range(count)]
+        start = clock()
+        for index, decryptor in enumerate(decryptors):
+            decryptor.feed(handshakes[index % 64][1])
+        took("the init's frame: MessageDecryptor.feed (two decrypts)", clock() - start)
+        sessions = [
+            PeerSession(
+                setup.init, 0.0, known_features=setup.understood, registry=node.registry, chains=node._chains,
+                local_init_bytes=setup.init_bytes, local_features=setup.offered, init_verdicts=setup.verdicts,
+            )
+            for _ in range(count)
+        ]
+        now = trio.current_time()
+        start = clock()
+        for session in sessions:
+            session.receive_messages([setup.init_bytes], now)
+        took("the session's init (its verdict kept)", clock() - start)
+        schedule, peers = KeepaliveSchedule(), [object() for _ in range(count)]
+        start = clock()
+        for peer in peers:
+            schedule.set(peer, now + 60.0)  # the first ping
+            schedule.set(peer, None)  # the close
+            schedule.set(peer, None)  # run's end
+        took("the first ping's keepalive entry, in and out", clock() - start)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=3000, help="connections per run (default 3000)")
     parser.add_argument("--by", choices=("calls", "time"), default="calls", help="sort the difference by calls or own time")
     parser.add_argument("--only", choices=("init", "plain"), help="profile one kind of connection only")
     parser.add_argument("--top", type=int, default=60, help="rows to print (default 60)")
+    parser.add_argument("--parts", action="store_true", help="time the pieces of a peer's start and end alone instead")
     args = parser.parse_args()
     n = args.count
+    if args.parts:
+        for name, values in trio.run(_parts, max(n, 8000)).items():
+            print(f"{statistics.median(values):6.2f} µs (lowest {min(values):.2f})  {name}")
+        return
     if args.only:
         profile = profiled(n, args.only == "init")
         calls = sum(c for c, _ in profile.values()) / n

@@ -268,12 +268,12 @@ class Inbound:
             if received:
                 pending.buffer += received
             return True
+        # The buffer is empty here (checked above): what came after act three is the
+        # peer's first bytes as they are, one copy, not through the buffer.
         if len(received) == ACT_THREE_SIZE:
-            act_three = received
+            peer = self._peer_after_act_three(pending, received)
         else:
-            act_three = received[:ACT_THREE_SIZE]
-            pending.buffer += memoryview(received)[ACT_THREE_SIZE:]
-        peer = self._peer_after_act_three(pending, act_three)
+            peer = self._peer_after_act_three(pending, received[:ACT_THREE_SIZE], received[ACT_THREE_SIZE:])
         del pending  # its handshake's state may go now
         if peer is not None and peer.start_now():
             self._started[conn] = peer  # its task runs it
@@ -283,10 +283,11 @@ class Inbound:
         self.admission.closed(conn)
         return False
 
-    def _peer_after_act_three(self, pending: PendingHandshake, act_three: bytes) -> Peer | None:
+    def _peer_after_act_three(self, pending: PendingHandshake, act_three: bytes, after: bytes = b"") -> Peer | None:
         """Finish the handshake with act three and make its peer; None if the handshake
         failed or the peer is refused (counted and logged; the connection's admission
-        is the caller's to release)."""
+        is the caller's to release). ``after``: bytes received after act three, when
+        the handshake's buffer holds none."""
         hs = pending.handshake
         try:
             remote_id = hs.receive_act_three(act_three)
@@ -300,7 +301,7 @@ class Inbound:
         if refusal is not None:
             self._refused(pending.ip, refusal, "refused_peer_limit")
             return None
-        leftover = bytes(pending.buffer) if pending.buffer else b""
+        leftover = bytes(pending.buffer) if pending.buffer else after
         return self._make_peer(pending.conn, TransportCipher(hs.keys), remote_id, outbound=False, leftover=leftover)
 
     async def _handshake_in_task(self, pending: PendingHandshake) -> Peer | None:

@@ -455,7 +455,10 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
                     scope.deadline = math.inf
                 if written:
                     await self._read_loop()
-            await self._join_tasks()  # as a nursery's end: the tasks the peer started end first
+            if self._children:
+                await self._join_tasks()  # as a nursery's end: the tasks the peer started end first
+            else:
+                self._end_tasks()  # none under way (most peers): the same without a coroutine
             if scope.cancelled_caught and not self._closing:
                 self._begin_close("our init could not be sent before the init timeout")
         finally:

@@ -55,10 +55,16 @@ class PeerTasks:
     async def _join_tasks(self) -> None:
         """``run``'s body is over: wait for the other tasks, as a nursery's end does, then
         close the group; raise what a task raised."""
-        self._body_done = True
         if self._children:
+            self._body_done = True
             self._children_done = trio.Event()
             await self._children_done.wait()
+        self._end_tasks()
+
+    def _end_tasks(self) -> None:
+        """``run``'s body is over and no other task of the peer's is under way: close the
+        group; raise what a task raised."""
+        self._body_done = True
         self._nursery = None  # closed: nothing may start any more
         if self._child_error is not None:
             raise self._child_error

@@ -246,8 +246,10 @@ def _accept_all(conn: Connection) -> bool:
 _ACCEPT_BURST = 8
 
 
-def _continue_kept(kept: list[TcpConnection], continue_now: ContinueNow | None, nursery: trio.Nursery, handle: ConnectionHandler) -> None:
-    """``continue_now`` for each connection kept, in the order they came; a task for those it keeps."""
+def _continue_kept(
+    kept: list[TcpConnection], continue_now: ContinueNow | None, nursery: trio.Nursery, handle: ConnectionHandler, name: str
+) -> None:
+    """``continue_now`` for each connection kept, in the order they came; a task (named ``name``) for those it keeps."""
     assert continue_now is not None  # connections are kept only for it
     for conn in kept:
         try:
@@ -257,7 +259,7 @@ def _continue_kept(kept: list[TcpConnection], continue_now: ContinueNow | None, 
             log.exception("continuing a connection from %s failed", conn.remote_address)
             more = False
         if more:
-            nursery.start_soon(handle, conn)
+            nursery.start_soon(handle, conn, name=name)
         else:
             conn.close_nowait()
     kept.clear()
@@ -311,6 +313,8 @@ class TcpListener(Listener):
     async def _accept_loop(self, listening: socket.socket, accept_now: AcceptNow, continue_now: ContinueNow | None, handle) -> None:  # type: ignore[no-untyped-def]
         kind = self._kind
         family = listening.family
+        # The connections' tasks' name, as trio would make it from ``handle`` for each (made once here).
+        name = f"{handle.__module__}.{handle.__qualname__}"
         #: connections ``accept_now`` kept, to be continued after the loop's next
         #: schedule point (at most ``_ACCEPT_BURST``)
         kept: list[TcpConnection] = []
@@ -329,7 +333,7 @@ class TcpListener(Listener):
                             # Before waiting for the next connection: one schedule point, then
                             # those kept are continued (their peers have usually answered by then).
                             await trio.lowlevel.checkpoint()
-                            _continue_kept(kept, continue_now, nursery, handle)
+                            _continue_kept(kept, continue_now, nursery, handle, name)
                             continue
                         try:
                             await trio.lowlevel.wait_readable(listening)
@@ -344,7 +348,7 @@ class TcpListener(Listener):
                             log.warning("accept failed (%s); pausing 100 ms", exc)
                             await trio.sleep(0.1)
                             if kept:
-                                _continue_kept(kept, continue_now, nursery, handle)
+                                _continue_kept(kept, continue_now, nursery, handle, name)
                             continue
                         if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                             continue  # that client gave up before we accepted it
@@ -365,7 +369,7 @@ class TcpListener(Listener):
                     if not keep:
                         conn.close_nowait()
                     elif continue_now is None:
-                        nursery.start_soon(handle, conn)
+                        nursery.start_soon(handle, conn, name=name)
                     else:
                         kept.append(conn)
                     burst += 1
@@ -373,12 +377,12 @@ class TcpListener(Listener):
                         burst = 0
                         await trio.lowlevel.checkpoint()
                         if kept:
-                            _continue_kept(kept, continue_now, nursery, handle)
+                            _continue_kept(kept, continue_now, nursery, handle, name)
             finally:
                 # The loop stopped (cancelled, or the listener closed): connections not
                 # continued yet get their task, which ends them as it ends any other.
                 for conn in kept:
-                    nursery.start_soon(handle, conn)
+                    nursery.start_soon(handle, conn, name=name)
 
     async def aclose(self) -> None:
         if self._closed:
