@@ -31,7 +31,11 @@ __all__ = ["FINAL_REJECTIONS", "HeldTx", "Reservations"]
 
 #: reject reasons (codes, or words in the reason) after which a held transaction
 #: can never confirm: its inputs are spent by another transaction or do not exist
-FINAL_REJECTIONS = ("missingorspent", "mempool-conflict", "missing-inputs", "Missing inputs", "already spent")
+FINAL_REJECTIONS = (
+    "missingorspent", "mempool-conflict", "missing-inputs", "Missing inputs", "already spent",
+    # a conflicting mempool transaction it cannot replace (BIP 125): as final as a plain conflict
+    "rejecting replacement",
+)
 
 
 @dataclass(frozen=True, slots=True)
