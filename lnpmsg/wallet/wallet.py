@@ -347,13 +347,7 @@ class Wallet(FeeBumping):
                 coin = self._coins.pop(event.outpoint, None)
                 if coin is not None:
                     self._spent[event.outpoint] = coin
-                holder = self._held.holder(event.outpoint)
-                if holder is not None and holder != event.spending_tx.txid:
-                    # another transaction (a replaced one, a double spend) took the coin: ours can never
-                    # confirm, so all its coins are free (a replacement's added ones too)
-                    self._held.release(holder)
-                    self._save_chain_change()
-                elif self._held.spent(event.outpoint):
+                if self._held.spent(event.outpoint, event.spending_tx.txid):
                     self._save_chain_change()
             elif isinstance(event, ReorgedOut):
                 undone = event.event
