@@ -11,6 +11,8 @@ import pytest
 from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.regtest import FAUCET_SCRIPT, FAUCET_WITNESS_SCRIPT, RegtestChain
+from lnpmsg.chain.rpc_calls import ChainRpcCalls
+from lnpmsg.chain.rpc_methods import RPC_VERIFY_REJECTED, RpcError
 from lnpmsg.chain.replacement import MAX_REPLACEMENT_CANDIDATES, Conflict, check_replacement, signals_rbf
 
 RBF = 0xFFFFFFFD
@@ -131,3 +133,19 @@ def test_the_rules_alone() -> None:
     # a descendant that does not signal does not matter: only direct conflicts must
     child = spend([old.outpoint(0)], [89_000], sequence=FINAL)
     check_replacement(new, 12_000 + new.vsize, [Conflict(old, 10_000, True), Conflict(child, 1_000, False)], lambda t: False)
+
+
+def test_replacement_over_the_json_rpc_methods(chain: RegtestChain) -> None:
+    """sendrawtransaction replaces as a broadcast does; a refusal is Core's -26 with its reason."""
+    rpc = ChainRpcCalls(chain)
+    a = coin(chain)
+    original = spend([a], [99_000])
+    assert rpc.sendrawtransaction(original.raw.hex()) == original.txid_hex
+    with pytest.raises(RpcError) as info:
+        rpc.sendrawtransaction(spend([a], [99_000 - 10]).raw.hex())
+    assert info.value.code == RPC_VERIFY_REJECTED and info.value.message.startswith("insufficient fee (rejecting replacement")
+    better = spend([a], [97_000])
+    assert rpc.testmempoolaccept([better.raw.hex()])[0]["allowed"] is True  # a dry run: nothing replaced yet
+    assert chain.mempool_txids() == [original.txid]
+    assert rpc.sendrawtransaction(better.raw.hex()) == better.txid_hex
+    assert rpc.getrawmempool() == [better.txid_hex]
