@@ -49,6 +49,12 @@ async def test_bumpfee_commands(capsys, tmp_path):
         code, funds = await cli_json(capsys, "listfunds", *d)
         assert second["txid"] not in {o["txid"] for o in funds["outputs"]}  # the replaced change counts no more
 
+        # a payment to us still waiting (the embedded chain shows it): CPFP from our side
+        code, paid = await cli_json(capsys, "faucet", 70_000, "--no-confirm", *d)
+        code, incoming = await cli_json(capsys, "bumpfee", paid["txid"], "--feerate", 20, *d)
+        assert code == 0 and incoming["parent_txid"] == paid["txid"] and incoming["package_feerate_sat_per_vb"] >= 20
+        assert incoming["parent_feerate_sat_per_vb"] < 20
+
         # refusals: errors with the wallet's code
         code, err = await cli_json(capsys, "bumpfee", second["txid"], "--feerate", 20, "--method", "rbf", *d)
         assert code == 1 and err["error"]["data"]["code"] == "unknown"  # replaced: not the wallet's any more
@@ -61,7 +67,7 @@ async def test_bumpfee_commands(capsys, tmp_path):
         assert code == 1 and "txid is 64 hex digits" in err
         code, balance = await cli_json(capsys, "getbalance", *d)
         assert balance["reserved_sat"] == 0 and balance["unconfirmed_sat"] == 0
-        assert balance["confirmed_sat"] == 500_000 - 150_000 - sent["fee_sat"] - bump["fee_sat"] - rbf_fee
+        assert balance["confirmed_sat"] == 500_000 - 150_000 - sent["fee_sat"] - bump["fee_sat"] - rbf_fee + 70_000 - incoming["fee_sat"]
     finally:
         await stop(process)
 

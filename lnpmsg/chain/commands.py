@@ -52,7 +52,8 @@ Two ways to raise the fee of a transaction stuck under a fee spike:
                   too small, back to a new address of ours, with a fee that brings
                   parent and child together to SAT_PER_VB. The stuck transaction
                   stays as it is: the method for a channel's funding transaction
-                  (the channel is built on its txid) and for a payment to us.
+                  (the channel is built on its txid), and for a payment to us
+                  that the chain's mempool shows (the embedded chain).
   rbf             Replace-By-Fee (BIP 125): a new version of one of the wallet's own
                   spends ('withdraw') with the same inputs, the same amounts to the
                   recipients and a smaller change (confirmed coins added if needed),

@@ -438,18 +438,20 @@ class ChainApp(App):
                 bump = await self.wallet.bump_rbf(target, feerate_sat_per_vb, channel_txids=fundings.keys())
             else:
                 raw = fundings.get(target)
-                parent = Tx.parse(raw) if raw else None
+                waiting = await self._mempool_entry(target)
+                parent = Tx.parse(raw) if raw else waiting[0] if waiting else None
                 bump = await self.wallet.bump_cpfp(
-                    target, feerate_sat_per_vb, parent=parent, parent_fee_sat=await self._mempool_fee(target)
+                    target, feerate_sat_per_vb, parent=parent, parent_fee_sat=waiting[1] if waiting else None
                 )
         log.info("chain: %s fee bump of %s: %s", method, txid, bump.tx.txid_hex)
         return bump.result()
 
-    async def _mempool_fee(self, txid: bytes) -> int | None:
-        """The fee of a transaction waiting in the embedded chain's mempool (None elsewhere): for a
-        parent the wallet cannot add up (a dual-funded channel's funding has the peer's inputs)."""
+    async def _mempool_entry(self, txid: bytes) -> tuple[Tx, int] | None:
+        """A transaction waiting in the embedded chain's mempool and its fee (None elsewhere): a CPFP
+        parent the wallet does not hold (a payment to us) or cannot add up (a dual-funded channel's
+        funding has the peer's inputs)."""
         source = self.source
         if not isinstance(source, EmbeddedChainSource):
             return None
         _, waiting = await trio.to_thread.run_sync(source.core.mempool_snapshot)
-        return next((fee for tx, fee in waiting if tx.txid == txid), None)
+        return next(((tx, fee) for tx, fee in waiting if tx.txid == txid), None)
