@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+import trio
 
-from lnpmsg.bitcoin.tx import OutPoint
+from lnpmsg.bitcoin.tx import SEQUENCE_RBF, OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.chain.errors import ChainError
+from lnpmsg.chain.regtest import FAUCET_SCRIPT, FAUCET_WITNESS_SCRIPT
 from lnpmsg.wallet import InsufficientFunds, Wallet, WalletError
 
 from test_wallet_wallet import funded_wallet
@@ -176,9 +178,12 @@ async def test_rbf_drops_a_change_gone_dust_or_adds_a_confirmed_coin(source: Emb
     assert len(bump.tx.inputs) == 2  # the 80 000 coin added
     assert sum(o.amount_sat for o in bump.tx.outputs if o.script_pubkey not in wallet._scripts) == 100_000
     assert bump.tx.txid in _waiting(source) and sent.txid not in _waiting(source)
+    again = await wallet.bump_rbf(bump.tx.txid, 40)  # a replacement is the wallet's spend: replaced in turn
+    assert {i.prevout for i in again.tx.inputs} == {i.prevout for i in bump.tx.inputs}
+    assert list(_waiting(source)) == [again.tx.txid] and again.result()["replaced_fee_sat"] == bump.fee_sat
     await source.mine(1)
     await wallet.sync()
-    assert wallet.balance() == 181_000 - 100_000 - bump.fee_sat
+    assert wallet.balance() == 181_000 - 100_000 - again.fee_sat
 
 
 async def test_rbf_refusals(source: EmbeddedChainSource, tmp_path: Path) -> None:
@@ -246,3 +251,28 @@ async def test_the_replaced_withdrawal_confirming_after_all(source: EmbeddedChai
     await wallet.sync()
     assert wallet.reserved() == {} and wallet.held_transactions() == []
     assert wallet.balance() == 181_000 - 100_000 - sent.fee_sat
+
+
+async def test_rbf_refuses_a_transaction_with_inputs_not_the_wallets(source: EmbeddedChainSource, tmp_path: Path) -> None:
+    """A spend of a wallet coin together with someone else's (as a channel's claim with a fee input
+    lent by the wallet) comes back held after a reorg: CPFP only, never replaced by the wallet."""
+    wallet = await funded_wallet(source, tmp_path / "w", 100_000)
+    (coin,) = wallet.list_funds()
+    theirs = await source.faucet(FAUCET_SCRIPT, 50_000)
+    await source.mine(1)
+    unsigned = Tx(
+        2,
+        (TxIn(coin.outpoint, b"", SEQUENCE_RBF), TxIn(theirs, b"", SEQUENCE_RBF, (FAUCET_WITNESS_SCRIPT,))),
+        (TxOut(149_000, FAUCET_SCRIPT),),
+    )
+    (witness,) = wallet.sign_inputs(unsigned, [0])
+    tx = unsigned.with_witness(0, witness)
+    await source.broadcast(tx.raw)
+    (mined,) = await source.mine(1)
+    await wallet.sync()
+    await trio.to_thread.run_sync(source.core.invalidate_block, mined)  # back to the mempool
+    await wallet.sync()
+    assert [t.txid for t in wallet.held_transactions()] == [tx.txid]  # our coin's spend, held again
+    with pytest.raises(WalletError) as info:
+        await wallet.bump_rbf(tx.txid, 20)
+    assert info.value.code == "not-ours" and "input 1" in info.value.reason
