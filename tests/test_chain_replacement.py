@@ -146,6 +146,9 @@ def test_replacement_over_the_json_rpc_methods(chain: RegtestChain) -> None:
     assert info.value.code == RPC_VERIFY_REJECTED and info.value.message.startswith("insufficient fee (rejecting replacement")
     better = spend([a], [97_000])
     assert rpc.testmempoolaccept([better.raw.hex()])[0]["allowed"] is True  # a dry run: nothing replaced yet
+    child = spend([better.outpoint(0)], [96_000])
+    package = rpc.testmempoolaccept([better.raw.hex(), child.raw.hex()])  # no replacement in a package, as Core
+    assert package[0]["allowed"] is False and package[0]["reject-reason"] == "bip125-replacement-disallowed"
     assert chain.mempool_txids() == [original.txid]
     assert rpc.sendrawtransaction(better.raw.hex()) == better.txid_hex
     assert rpc.getrawmempool() == [better.txid_hex]
