@@ -325,7 +325,7 @@ async def test_broadcast_maps_core_errors(
     chain.mine(1)
     spend = Tx(
         2,
-        (TxIn(outpoint, b"", 0xFFFFFFFD, (FAUCET_WITNESS_SCRIPT,)),),
+        (TxIn(outpoint, b"", 0xFFFFFFFE, (FAUCET_WITNESS_SCRIPT,)),),  # not replaceable (BIP 125)
         (TxOut(79_000, FAUCET_SCRIPT),),
     )
     conflict = Tx(2, spend.inputs, (TxOut(78_000, FAUCET_SCRIPT),))

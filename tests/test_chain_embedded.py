@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -139,7 +140,9 @@ async def test_broadcast_errors_carry_reasons(tmp_path: Path) -> None:
         await source.mine(1)
         found = source.core.find_transaction(outpoint.txid)
         assert found is not None
-        a = spend_faucet_output(found[0], 0)
+        signalling = spend_faucet_output(found[0], 0)
+        # a does not signal BIP 125 replaceability: b, paying more, is refused all the same
+        a = Tx(2, (replace(signalling.inputs[0], sequence=0xFFFFFFFE),), signalling.outputs)
         b = Tx(2, a.inputs, (TxOut(5_000, FAUCET_SCRIPT),))
         await source.broadcast(a.raw)
         with pytest.raises(ChainError) as info:

@@ -148,7 +148,8 @@ def test_signed_spend_accepted_by_kernel(funded) -> None:
 
 def test_double_spend_rejected_in_mempool_and_by_kernel(funded) -> None:
     chain, key, outpoint, amount = funded
-    first = spend(outpoint, key, amount, amount - 500)
+    # first does not signal BIP 125 replaceability: second, paying more, is refused all the same
+    first = spend(outpoint, key, amount, amount - 500, sequence=0xFFFFFFFE)
     second = spend(outpoint, key, amount, amount - 900)
     chain.broadcast(first)
     assert chain.broadcast(first) == first.txid  # idempotent

@@ -175,7 +175,8 @@ async def test_release_and_rejected_broadcast(
     )  # a mistaken release: the coin is spent in the mempool
     with pytest.raises(WalletError) as info:
         await wallet.withdraw(wallet.new_address(), 50_000, feerate_per_kw=1_000)
-    assert info.value.code == "rejected" and "txn-mempool-conflict" in info.value.reason
+    # the same coin spent at the same rate: no BIP 125 replacement of the mempool's transaction
+    assert info.value.code == "rejected" and "rejecting replacement" in info.value.reason
     assert (
         wallet.balance() == 200_000
     )  # the failed withdrawal released what it reserved
@@ -326,7 +327,8 @@ async def test_a_held_withdrawal_that_can_never_confirm_is_released_at_open(
     # waiting in the mempool: the held withdrawal conflicts with it
     reopened = await Wallet.open(tmp_path / "w", source)
     assert reopened.reserved() == {} and reopened.held_transactions() == []
-    assert any("can never confirm" in r.getMessage() and "txn-mempool-conflict" in r.getMessage() for r in caplog.records)
+    # (the twin's spend pays the same rate: the held one cannot replace it, BIP 125)
+    assert any("can never confirm" in r.getMessage() and "rejecting replacement" in r.getMessage() for r in caplog.records)
     await source.mine(1)
     await reopened.sync()
     assert reopened.balance() == 300_000 - 50_000 - spent_elsewhere.fee_sat

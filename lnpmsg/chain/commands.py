@@ -1,7 +1,7 @@
 """The ``lnpmsg`` subcommands of the chain and wallet app (:mod:`lnpmsg.wallet.app`).
 
 ``getchaininfo``, ``mine``, ``faucet``, ``newaddr``, ``listfunds``,
-``getbalance``, ``withdraw`` and ``releasecoins`` call the ``chain.*`` methods of a node started with ``--chain``;
+``getbalance``, ``withdraw``, ``releasecoins`` and ``bumpfee`` call the ``chain.*`` methods of a node started with ``--chain``;
 they run like every other control command (:mod:`lnpmsg.rpc.commands`):
 human output or ``--json``, exit 0, 1 on an error, 3 when no node runs.
 """
@@ -18,7 +18,7 @@ from lnpmsg.rpc import commands as control_commands
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
 #: control subcommands of the chain app (``lnpmsg.wallet.app``): they need a node started with ``--chain``
-COMMANDS = frozenset({"getchaininfo", "mine", "faucet", "newaddr", "listfunds", "getbalance", "withdraw", "releasecoins"})
+COMMANDS = frozenset({"getchaininfo", "mine", "faucet", "newaddr", "listfunds", "getbalance", "withdraw", "releasecoins", "bumpfee"})
 
 
 def _amount(text: str) -> int | str:
@@ -31,6 +31,42 @@ def _amount(text: str) -> int | str:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"an amount must be positive, got {value}")
     return value
+
+
+def _sat_per_vb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a fee rate is sat/vB (e.g. 12 or 2.5), got {text!r}") from None
+    if not value >= 1 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"a fee rate must be at least 1 sat/vB (the relay floor), got {text}")
+    return value
+
+
+_BUMPFEE_EPILOG = """\
+Two ways to raise the fee of a transaction stuck under a fee spike:
+
+  cpfp (default)  Child Pays For Parent: a new transaction (the child) spends an
+                  output of the stuck one that pays this wallet (its change, or a
+                  payment to our address), adding confirmed coins if that output is
+                  too small, back to a new address of ours, with a fee that brings
+                  parent and child together to SAT_PER_VB. The stuck transaction
+                  stays as it is: the method for a channel's funding transaction
+                  (the channel is built on its txid), and for a payment to us
+                  that the chain's mempool shows (the embedded chain).
+  rbf             Replace-By-Fee (BIP 125): a new version of one of the wallet's own
+                  spends ('withdraw') with the same inputs, the same amounts to the
+                  recipients and a smaller change (confirmed coins added if needed),
+                  replacing it in the mempool. Cheaper than CPFP (one transaction,
+                  not two) but the txid changes, so never for a channel's funding,
+                  which is refused. Refused too when another unconfirmed wallet
+                  transaction spends its change: bump that one.
+
+Either is refused when the transaction is confirmed already or SAT_PER_VB is not
+above its own rate. The coins the bump spends are reserved like any spend's and
+freed if the chain refuses it; the wallet stores the new transaction before
+broadcasting it. After an RBF the wallet counts the replacement's change, not the
+replaced one's. Mine a block (regtest) to confirm."""
 
 
 def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
@@ -74,6 +110,13 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("target", nargs="?", metavar="TXID|OUTPOINT", help="the transaction whose coins to free, or one coin as TXID:VOUT")
     what.add_argument("--all", action="store_true", help="free every reserved coin")
+    p = add("bumpfee", "raise the fee of an unconfirmed transaction of the node's wallet (CPFP, or RBF with --method rbf)")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = _BUMPFEE_EPILOG
+    p.add_argument("txid", metavar="TXID", help="the unconfirmed transaction (a withdrawal, a channel's funding...)")
+    p.add_argument("--feerate", type=_sat_per_vb, required=True, metavar="SAT_PER_VB",
+                   help="the fee rate to reach, in sat/vB (CPFP: parent and child together)")  # fmt: skip
+    p.add_argument("--method", choices=("cpfp", "rbf"), default="cpfp", help="how (default: %(default)s; see below)")
 
 
 def _print_chaininfo(r: dict[str, Any]) -> None:
@@ -98,6 +141,15 @@ def _print_released(r: dict[str, Any]) -> None:
         print(f"released {coin['outpoint']} (was reserved by {coin['reserved_by']})")
     if not r["released"]:
         print("no coins were reserved")
+
+
+def _print_bump(r: dict[str, Any]) -> None:
+    if r["method"] == "cpfp":
+        print(f"sent child {r['txid']} (fee {r['fee_sat']} sat) spending {r['parent_txid']}: together "
+              f"{r['package_feerate_sat_per_vb']} sat/vB (the parent alone {r['parent_feerate_sat_per_vb']})")  # fmt: skip
+    else:
+        print(f"sent {r['txid']} (fee {r['fee_sat']} sat, {r['feerate_sat_per_vb']} sat/vB) replacing {r['replaced_txid']} "
+              f"(fee {r['replaced_fee_sat']} sat)")  # fmt: skip
 
 
 def _print_listfunds(r: dict[str, Any]) -> None:
@@ -162,6 +214,9 @@ def _chain_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Calla
         return "chain.withdraw", params, lambda r: print(
             f"sent {r['amount_sat']} sat to {r['address']} (fee {r['fee_sat']} sat) in {r['txid']}; it confirms in the next block"
         )
+    if command == "bumpfee":
+        params = {"txid": args.txid, "feerate_sat_per_vb": args.feerate, "method": args.method}
+        return "chain.bumpfee", params, _print_bump
     raise ValueError(f"not a chain command: {command}")
 
 

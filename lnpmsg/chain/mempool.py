@@ -13,9 +13,10 @@ where Core has one:
 2. policy size: weight <= 400 000 (``tx-size``), non-witness size >= 65
    bytes (``tx-size-small``);
 3. inputs exist unspent in the chain or in the mempool
-   (``bad-txns-inputs-missingorspent``), no other mempool transaction spends
-   them (``txn-mempool-conflict``: no replacement), coinbase outputs are mature
-   (``bad-txns-premature-spend-of-coinbase``);
+   (``bad-txns-inputs-missingorspent``), coinbase outputs are mature
+   (``bad-txns-premature-spend-of-coinbase``); inputs another mempool
+   transaction spends: a BIP 125 replacement of it (see
+   :mod:`lnpmsg.chain.replacement`), else ``txn-mempool-conflict``;
 4. fee = inputs - outputs >= 0 (``bad-txns-in-belowout``);
 5. finality for the next block: nLockTime (``non-final``) and BIP68
    relative locks (``non-BIP68-final``);
@@ -42,6 +43,7 @@ from lnpmsg.bitcoin.tx import (
 )
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.mining import COINBASE_MATURITY
+from lnpmsg.chain.replacement import Conflict, check_replacement, descendants_of
 from lnpmsg.chain.utxo import Coin, UtxoIndex
 
 __all__ = [
@@ -110,14 +112,30 @@ class Mempool:
         self, tx: Tx, index: UtxoIndex, *, check_scripts: bool = True
     ) -> MempoolEntry:
         """Run the pre-checks for inclusion in the block after ``index``'s tip; add ``tx``."""
+        return self.accept_replacing(tx, index, check_scripts=check_scripts)[0]
+
+    def accept_replacing(
+        self, tx: Tx, index: UtxoIndex, *, check_scripts: bool = True, replace: bool = True
+    ) -> tuple[MempoolEntry, list[Tx]]:
+        """``accept``, and the transactions ``tx`` replaced (BIP 125), evicted from the mempool.
+
+        ``replace=False``: a conflict is refused (``txn-mempool-conflict``) whatever the fees.
+        """
         if tx.txid in self._entries:
-            return self._entries[tx.txid]
-        entry = self.check(tx, index, check_scripts=check_scripts)
+            return self._entries[tx.txid], []
+        entry = self.check(tx, index, check_scripts=check_scripts, replace=replace)
+        evicted = [self._entries[txid].tx for txid in self._conflicts_of(tx)]
+        self.remove(t.txid for t in evicted)
         self._entries[tx.txid] = entry
         for txin in tx.inputs:
             self._spent_by[txin.prevout] = tx.txid
         self._weight += tx.weight
-        return entry
+        return entry, evicted
+
+    def _conflicts_of(self, tx: Tx) -> list[bytes]:
+        """The mempool transactions spending ``tx``'s inputs, then all their descendants."""
+        direct = [txid for txin in tx.inputs if (txid := self._spent_by.get(txin.prevout)) is not None]
+        return descendants_of(direct, self._spent_by.get, lambda txid: len(self._entries[txid].tx.outputs))
 
     def check(
         self,
@@ -126,19 +144,24 @@ class Mempool:
         *,
         check_scripts: bool = True,
         package: Sequence[Tx] = (),
+        replace: bool = True,
     ) -> MempoolEntry:
         """Run the pre-checks ``accept`` runs, changing nothing: the entry ``tx`` would get.
 
         ``package``: transactions checked before it (``testmempoolaccept``'s
         list), counted as waiting here: ``tx`` may spend their outputs and
-        conflicts with what they spend.
+        conflicts with what they spend. A transaction spending what a mempool
+        transaction spends must replace it (BIP 125; never within a package,
+        nor with ``replace=False``): the entry is then what it would be once
+        the conflicts are evicted.
         """
         package_outputs = {p.txid: p for p in package}
         package_spent = {txin.prevout: p.txid for p in package for txin in p.inputs}
         _check_structure(tx)
         spent_coins = [self._coin_for(txin.prevout, index, package_outputs) for txin in tx.inputs]
+        replaces = replace and not package and any(txin.prevout in self._spent_by for txin in tx.inputs)
         for txin in tx.inputs:
-            other = self._spent_by.get(txin.prevout) or package_spent.get(txin.prevout)
+            other = package_spent.get(txin.prevout) or (None if replaces else self._spent_by.get(txin.prevout))
             if other is not None:
                 raise ChainError(
                     f"txn-mempool-conflict: input {txin.prevout} is already spent by mempool "
@@ -168,9 +191,21 @@ class Mempool:
                     f"mandatory-script-verify-flag-failed: {failure}",
                     code="mandatory-script-verify-flag-failed",
                 )
-        if self._weight + sum(p.weight for p in package) + tx.weight > MAX_MEMPOOL_WEIGHT:
+        fee = value_in - value_out
+        freed = 0
+        if replaces:
+            evicted = self._conflicts_of(tx)
+            direct = {self._spent_by[txin.prevout] for txin in tx.inputs if txin.prevout in self._spent_by}
+            check_replacement(
+                tx,
+                fee,
+                [Conflict(self._entries[t].tx, self._entries[t].fee_sat, t in direct) for t in evicted],
+                self.__contains__,
+            )
+            freed = sum(self._entries[t].tx.weight for t in evicted)
+        if self._weight - freed + sum(p.weight for p in package) + tx.weight > MAX_MEMPOOL_WEIGHT:
             raise ChainError("mempool full", code="mempool-full")
-        return MempoolEntry(tx, value_in - value_out)
+        return MempoolEntry(tx, fee)
 
     def _coin_for(self, outpoint: OutPoint, index: UtxoIndex, package: dict[bytes, Tx]) -> Coin:
         coin = index.coins.get(outpoint)
@@ -235,14 +270,15 @@ class Mempool:
             if tx.txid in index.txs:
                 continue
             try:
-                self.accept(tx, index)
+                self.accept_replacing(tx, index, replace=False)
             except ChainError as exc:
                 dropped.append((tx, exc))
         for entry in previous:
             if entry.tx.txid in index.txs:
                 continue  # confirmed
             try:
-                self.accept(entry.tx, index, check_scripts=False)
+                # what waited before does not replace a transaction a reorg brought back
+                self.accept_replacing(entry.tx, index, check_scripts=False, replace=False)
             except ChainError as exc:
                 dropped.append((entry.tx, exc))
         return dropped

@@ -359,15 +359,23 @@ class RegtestChain:
         """Admit a transaction to the mempool after the pre-checks; returns its txid.
 
         Already waiting or confirmed: returns the txid. Otherwise a failed
-        pre-check raises ``ChainError`` (see ``lnpmsg.chain.mempool``).
+        pre-check raises ``ChainError`` (see ``lnpmsg.chain.mempool``). A
+        transaction spending what waiting ones spend replaces them under
+        BIP 125's rules (``lnpmsg.chain.replacement``).
         """
         parsed = as_tx(tx)
         with self._lock:
             self._parts()
             if parsed.txid in self.index.txs:
                 return parsed.txid
-            self.mempool.accept(parsed, self.index)
-            self._journal_mempool(parsed)
+            _, replaced = self.mempool.accept_replacing(parsed, self.index)
+            if replaced:  # a BIP 125 replacement: the file loses what it evicted
+                logger.info(
+                    "mempool: %s replaced %s", parsed.txid_hex, ", ".join(t.txid_hex for t in replaced)
+                )
+                self._save_mempool()
+            else:
+                self._journal_mempool(parsed)
             self._notify_mempool()
             return parsed.txid
 

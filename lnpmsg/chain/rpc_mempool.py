@@ -101,6 +101,9 @@ class MempoolCalls:
                     result.update(allowed=False, **{"reject-reason": "txn-already-in-mempool"})
                 elif tx.txid in core.index.txs:
                     result.update(allowed=False, **{"reject-reason": "txn-already-known"})
+                elif len(txs) > 1 and any(core.mempool.spender_of(i.prevout) is not None for i in tx.inputs):
+                    # as Core: a lone transaction may replace (BIP 125), a package's may not
+                    result.update(allowed=False, **{"reject-reason": "bip125-replacement-disallowed"})
                 else:
                     try:
                         entry = core.mempool.check(tx, core.index, package=package)

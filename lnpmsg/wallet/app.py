@@ -36,6 +36,11 @@ call                                                      result
 ``releasecoins`` [txid? | outpoint? | all?=false]         released outpoints (and the txids that held
                                                           them): coins reserved for a transaction that
                                                           will never confirm
+``bumpfee`` [txid, feerate_sat_per_vb, method?="cpfp"]    the child's (CPFP) or the replacement's
+                                                          (RBF) txid, fee_sat, vsize, tx_hex; CPFP:
+                                                          parent and package fee and rate; RBF: the
+                                                          replaced txid and fee (see
+                                                          :mod:`lnpmsg.wallet.bump`)
 ========================================================  ==========================================
 
 and, on the embedded chain, Bitcoin Core's raw ``submitblock``,
@@ -77,14 +82,16 @@ from typing import Any, Literal
 import trio
 
 from lnpmsg.app import App, AppError
-from lnpmsg.bitcoin.hashes import hash_to_hex
+from lnpmsg.bitcoin.errors import BitcoinError
+from lnpmsg.bitcoin.hashes import hash_from_hex, hash_to_hex
+from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.bitcoind import BitcoindSource
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.remote_regtest import RemoteRegtest
 from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW, ChainSource
-from lnpmsg.wallet.calls import ChainAppError, balances_result, release_coins
+from lnpmsg.wallet.calls import ChainAppError, balances_result, channel_fundings, release_coins
 from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.errors import InsufficientFunds, WalletError
 from lnpmsg.wallet.raw_calls import RawChainCalls
@@ -187,6 +194,7 @@ class ChainApp(App):
             "withdraw": self.withdraw,
             "getbalance": self.getbalance,
             "releasecoins": self.releasecoins,
+            "bumpfee": self.bumpfee,
         }
         for call, fn in calls.items():
             self.add_control_method(call, fn)
@@ -410,3 +418,40 @@ class ChainApp(App):
             "fee_sat": withdrawal.fee_sat,
             "vsize": tx.vsize,
         }
+
+    async def bumpfee(self, txid: str, feerate_sat_per_vb: float, method: str = "cpfp") -> dict[str, Any]:
+        """Raise the fee of unconfirmed TXID to FEERATE_SAT_PER_VB: METHOD "cpfp" (default: a child spends an
+        output of ours; the one way for a channel's funding) or "rbf" (a replacement of the wallet's own spend)."""
+        try:
+            target = hash_from_hex(txid)
+        except BitcoinError:
+            raise ParamsError(f"txid is 64 hex digits, got {txid!r}") from None
+        if isinstance(feerate_sat_per_vb, bool) or not isinstance(feerate_sat_per_vb, (int, float)):
+            raise ParamsError(f"feerate_sat_per_vb must be a number, got {feerate_sat_per_vb!r}")
+        if feerate_sat_per_vb < 1:
+            raise ParamsError(f"feerate_sat_per_vb {feerate_sat_per_vb} is below the relay floor (1 sat/vB)")
+        if method not in ("cpfp", "rbf"):
+            raise ParamsError(f'method is "cpfp" or "rbf", got {method!r}')
+        fundings = channel_fundings(self._node.apps.get("channels") if self._node is not None else None)
+        with _translated():
+            if method == "rbf":
+                bump = await self.wallet.bump_rbf(target, feerate_sat_per_vb, channel_txids=fundings.keys())
+            else:
+                raw = fundings.get(target)
+                waiting = await self._mempool_entry(target)
+                parent = Tx.parse(raw) if raw else waiting[0] if waiting else None
+                bump = await self.wallet.bump_cpfp(
+                    target, feerate_sat_per_vb, parent=parent, parent_fee_sat=waiting[1] if waiting else None
+                )
+        log.info("chain: %s fee bump of %s: %s", method, txid, bump.tx.txid_hex)
+        return bump.result()
+
+    async def _mempool_entry(self, txid: bytes) -> tuple[Tx, int] | None:
+        """A transaction waiting in the embedded chain's mempool and its fee (None elsewhere): a CPFP
+        parent the wallet does not hold (a payment to us) or cannot add up (a dual-funded channel's
+        funding has the peer's inputs)."""
+        source = self.source
+        if not isinstance(source, EmbeddedChainSource):
+            return None
+        _, waiting = await trio.to_thread.run_sync(source.core.mempool_snapshot)
+        return next(((tx, fee) for tx, fee in waiting if tx.txid == txid), None)

@@ -11,7 +11,7 @@ from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.wallet import Balances, Wallet
 
-__all__ = ["ChainAppError", "balances_result", "release_coins"]
+__all__ = ["ChainAppError", "balances_result", "channel_fundings", "release_coins"]
 
 
 class ChainAppError(Exception):
@@ -24,6 +24,22 @@ class ChainAppError(Exception):
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.details = details or {}
+
+
+def channel_fundings(channels: Any) -> dict[bytes, bytes | None]:
+    """The funding transactions of the channels app's channels: txid -> the raw transaction if the
+    channel holds it (the funder's, a dual-funded one's), else None. A channel's funding txid is
+    fixed once the peer signed for it (its commitments spend it): never to be replaced.
+    ``channels``: the mounted channels app, or None (a chain app used without channels)."""
+    manager = getattr(channels, "manager", None)
+    if manager is None:
+        return {}
+    found: dict[bytes, bytes | None] = {}
+    for channel in manager.channels.values():
+        s = channel.core.state
+        if s.funding_outpoint is not None:
+            found[s.funding_outpoint.txid] = s.funding_tx
+    return found
 
 
 def balances_result(b: Balances) -> dict[str, int]:

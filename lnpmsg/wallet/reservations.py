@@ -15,8 +15,10 @@ holds and why:
   the chain or the caller, or the user (``lnpmsg releasecoins``), releases it.
 
 A held transaction leaves when none of its inputs is reserved any more
-(spent on the chain: confirmed or replaced; or released). Until then the
-outputs of a broadcast one that pay the wallet are *unconfirmed own coins*,
+(spent on the chain by it, or released), or at once when another
+transaction spends one of its inputs on the chain (it can never confirm:
+a replaced one, a double spend). Until then the outputs of a broadcast
+one that pay the wallet are *unconfirmed own coins*,
 trusted and spendable like Bitcoin Core's wallet spends its own change.
 """
 
@@ -31,7 +33,11 @@ __all__ = ["FINAL_REJECTIONS", "HeldTx", "Reservations"]
 
 #: reject reasons (codes, or words in the reason) after which a held transaction
 #: can never confirm: its inputs are spent by another transaction or do not exist
-FINAL_REJECTIONS = ("missingorspent", "mempool-conflict", "missing-inputs", "Missing inputs", "already spent")
+FINAL_REJECTIONS = (
+    "missingorspent", "mempool-conflict", "missing-inputs", "Missing inputs", "already spent",
+    # a conflicting mempool transaction it cannot replace (BIP 125): as final as a plain conflict
+    "rejecting replacement",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +102,21 @@ class Reservations:
             self._forget_if_empty(txid)
         return txid
 
-    def spent(self, outpoint: OutPoint) -> bool:
-        """A reserved coin was spent on the chain; True if anything changed."""
-        return self.release_outpoint(outpoint) is not None
+    def spent(self, outpoint: OutPoint, spender: bytes | None = None) -> bool:
+        """A reserved coin was spent on the chain (by transaction ``spender``); True if anything changed.
+
+        Spent by another transaction than the one holding it (a replaced one that a miner took
+        after all, a double spend), the holder can never confirm: all its coins are freed (the
+        coins a replacement added too), and it is forgotten.
+        """
+        holder = self.by_outpoint.get(outpoint)
+        if holder is None:
+            return False
+        if spender is not None and spender != holder:
+            self.release(holder)
+        else:
+            self.release_outpoint(outpoint)
+        return True
 
     def _forget_if_empty(self, txid: bytes) -> None:
         if txid not in self.by_outpoint.values():

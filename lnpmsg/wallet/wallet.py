@@ -53,6 +53,7 @@ from lnpmsg.chain.events import (
 from lnpmsg.chain.follow import ChainFollower
 from lnpmsg.chain.mining import COINBASE_MATURITY
 from lnpmsg.chain.source import ChainSource, catch_up
+from lnpmsg.wallet.bump import FeeBumping
 from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wallet.keys import IMPORTED, SEED_FILE, Account, DerivedKey, imported_key, load_or_create_seed
 from lnpmsg.wallet.reservations import FINAL_REJECTIONS, Reservations
@@ -159,8 +160,9 @@ class FundedTx:
         return self.tx.outpoint(self.output_index)
 
 
-class Wallet:
-    """A BIP84 wallet over a ``ChainSource``. Build it with ``await Wallet.open(...)``."""
+class Wallet(FeeBumping):
+    """A BIP84 wallet over a ``ChainSource``. Build it with ``await Wallet.open(...)``;
+    ``bump_cpfp`` and ``bump_rbf`` come from :mod:`lnpmsg.wallet.bump`."""
 
     def __init__(
         self,
@@ -345,7 +347,7 @@ class Wallet:
                 coin = self._coins.pop(event.outpoint, None)
                 if coin is not None:
                     self._spent[event.outpoint] = coin
-                if self._held.spent(event.outpoint):
+                if self._held.spent(event.outpoint, event.spending_tx.txid):
                     self._save_chain_change()
             elif isinstance(event, ReorgedOut):
                 undone = event.event
