@@ -240,6 +240,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
                         nursery.start_soon(self._broadcast, channel.core.state.funding_tx, "funding")
                     if channel.phase is Phase.CLOSED and channel.core.state.closing_tx:
                         nursery.start_soon(self._rebroadcast_closing, channel)
+                    self._fail_back_double_spent(channel)
                 await super().run(task_status=task_status)
         finally:
             self.manager = None
@@ -288,6 +289,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING):
                 await self._submit(channel, BlockHeight(height))
                 self._warn_unconfirmed(channel, height)
+        await self._check_double_spends(height)
         await self._check_depths()
 
     async def _check_depths(self) -> None:
