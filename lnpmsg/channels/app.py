@@ -34,7 +34,8 @@ announce?], ``listchannels`` [peer_id?], ``closechannel`` [channel, feerate?, de
 ``exportchannelbackup`` [file?], ``restorechannels`` [backup? | file?] (:mod:`.backup_calls`), and,
 for tests without the payments layer, ``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``, ``dev_updatefee``,
 ``dev_preimage`` (:mod:`.dev_calls`), ``dev_quiesce`` (:mod:`.quiesce_side`). Events: ``channel.opened``,
-``channel.ready``, ``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``, ``channel.quiescent``.
+``channel.ready``, ``channel.confirmed`` (a zero-conf channel's funding), ``channel.htlc``, ``channel.closed``,
+``channel.failed``, ``channel.spent``, ``channel.quiescent``.
 
 A payments app plugs in through ``htlcs`` (:class:`~.htlc_hook.HtlcHook`).
 """
@@ -319,6 +320,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             if unconfirmed and channel.core.state.short_channel_id:
                 self._unconfirmed_since.pop(channel.key, None)
                 log.info("channels: the zero-conf channel %s confirmed at %s", channel.channel_id.hex(), format_scid(scid))
+                self._publish("channel.confirmed", channel, short_channel_id=format_scid(scid))  # (a public one: announce it)
                 self.spawn(self.write_backup)  # (a restore reads the chain from the short channel id)
 
     def _on_funding_spent(self, event: OutputSpent) -> None:
