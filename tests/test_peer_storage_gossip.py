@@ -33,6 +33,7 @@ from lnpmsg.gossip.store import GossipStore
 from lnpmsg.io.redial import Backoff
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
+from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.app import ChainApp
@@ -81,7 +82,9 @@ def gossip(node: Node) -> GossipApp:
 
 
 @pytest.mark.trio
-async def test_a_recovering_node_finds_its_channel_peer_in_gossip_and_restores(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("recover", [True, False], ids=["automatic", "command"])
+async def test_a_recovering_node_finds_its_channel_peer_in_gossip_and_restores(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                               recover: bool) -> None:  # fmt: skip
     caplog.set_level(logging.INFO, logger="lnpmsg.channels.peer_finder")
     async with EmbeddedChainSource.open(tmp_path / "chain") as source:
         await source.mine(101)
@@ -107,12 +110,23 @@ async def test_a_recovering_node_finds_its_channel_peer_in_gossip_and_restores(t
             _lose_channels(bob_channels, seed)
             shutil.rmtree(tmp_path / "bob" / "peer_storage")
             shutil.rmtree(tmp_path / "bob" / "gossip")
-            bob = pair.node("bob", False, recover=True)
+            bob = pair.node("bob", False, recover=recover)
             async with running(bob):
                 assert (await channels(bob).listchannels())["channels"] == []
                 await bob.connect(carol.addresses[0])  # (Bob knows Carol, a gossip peer, not Alice)
+                if not recover:
+                    # 'lnpmsg restorechannels --from-peers' with no backup returned yet starts the search
+                    await wait_until(lambda: gossip(bob).graph.has_channel(scid), "bob has the gossip")
+                    await gossip(bob).drain()  # (in the store, which the search reads)
+                    with pytest.raises(ParamsError, match=r"looking for our channels' peers in gossip now \(1 found so far\)"):
+                        await storage(bob).restorechannels()
                 await wait_until(lambda: alice.node_id in bob.peers, "bob connects to alice by himself")
-                await wait_until(lambda: bool(channels(bob).manager.channels), "restored as the backup arrived")  # type: ignore[union-attr]
+                if recover:
+                    await wait_until(lambda: bool(channels(bob).manager.channels), "restored as the backup arrived")  # type: ignore[union-attr]
+                else:
+                    await wait_until(lambda: bool(storage(bob).kept), "alice returned bob's backup")
+                    (restored,) = (await storage(bob).restorechannels())["channels"]
+                    assert restored["state"] == "restored_awaiting_close"
                 assert only_channel(bob).core.state.short_channel_id == scid
                 await wait_until(lambda: only_channel(alice).phase is Phase.FAILED, "alice goes on chain")
                 assert only_channel(bob).core.latest_commitment_tx() is None
