@@ -5,7 +5,8 @@ double spend; the core fails the channel with no commitment to broadcast and an 
 End to end: C pays B's hold invoice over C-A (confirmed) and A-B (zero-conf: B trusts A); B holds
 it. A block then confirms a transaction spending the input of A's funding: A fails the channel
 (logged at WARNING, a ``channel.failed`` event and ``listchannels`` with the reason), broadcasts no
-commitment, and the HTLC it forwarded on it fails back to C at once.
+commitment, and the HTLC it forwarded on it fails back to C at once; after a restart the channel
+is still failed with its reason.
 """
 
 from __future__ import annotations
@@ -77,3 +78,10 @@ async def test_a_double_spent_zeroconf_funding_fails_the_channel_and_its_forward
             assert fwd["status"] == "failed"
             # B hears it from A's error (it cannot see the funding's inputs itself)
             await wait_until(lambda: the_channel(b, a).phase is Phase.FAILED, "B fails it too")  # type: ignore[attr-defined]
+        # a restart replays the records: the channel stays failed, with its reason
+        a = n.node("a")
+        async with running(a):
+            await wait_until(lambda: channels(a).manager is not None and channels(a).running, "A started")  # type: ignore[attr-defined]
+            row = await listed(a, b)
+            assert row["state"] == "failed" and str(row["failure"]).startswith(DOUBLE_SPENT)
+            assert (await payments(a).listforwards())["forwards"][0]["status"] == "failed"
