@@ -45,12 +45,15 @@ def test_the_plan_dials_a_few_peers_at_once_and_backs_off_a_failed_one() -> None
     a, b, c, d = (bytes([n]) * 33 for n in range(1, 5))
     assert plan.due([d, c, b, a], connected=[a], now=0.0) == [b, c]  # at most two at once; a is connected
     assert plan.due([a, b, c, d], connected=[], now=0.0) == []  # (both dials under way)
-    assert plan.done(b, ok=False, now=1.0) == 10.0
+    assert plan.done(b, now=1.0) == 10.0
     assert plan.due([a, b, c, d], connected=[a], now=2.0) == [d]  # b waits its back-off
-    assert plan.done(d, ok=True, now=2.0) is None and plan.done(c, ok=False, now=2.0) == 10.0
-    assert plan.due([a, b, c, d], connected=[a, d], now=11.0) == [b]
-    assert plan.done(b, ok=False, now=11.0) == 20.0  # twice as long after each failure
-    assert plan.due([b, c], connected=[], now=12.0) == [c] and plan.due([b], connected=[], now=31.0) == [b]
+    assert plan.done(d, now=2.0) == 10.0 and plan.done(c, now=2.0) == 10.0
+    assert plan.due([a, b, c, d], connected=[a, d], now=11.0) == [b]  # d is connected
+    assert plan.done(b, now=11.0) == 20.0  # twice as long after each dial
+    assert plan.due([b, c, d], connected=[], now=12.0) == [c, d]  # d dropped us: dialed again after its wait
+    assert plan.due([b], connected=[], now=31.0) == []  # (two dials under way)
+    plan.done(c, now=31.0)
+    assert plan.due([b, c], connected=[], now=31.0) == [b]
 
 
 class GossipPair(Pair):

@@ -70,13 +70,10 @@ class DialPlan:
         self.dialing.update(out)
         return out
 
-    def done(self, node_id: bytes, ok: bool, now: float) -> float | None:
-        """A dial ended; after a failure, the wait before that peer is dialed again."""
+    def done(self, node_id: bytes, now: float) -> float:
+        """A dial ended (connected or not): the wait before that peer is dialed again, if it is not
+        connected then (a peer that connects and drops us is not dialed every look either)."""
         self.dialing.discard(node_id)
-        if ok:
-            self.not_before.pop(node_id, None)
-            self.backoffs.pop(node_id, None)
-            return None
         wait = self.backoffs.setdefault(node_id, self.backoff()).wait()
         self.not_before[node_id] = now + wait
         return wait
@@ -131,8 +128,8 @@ async def search(
                 log.info("peer storage: recovering: connected to channel peer %s at %s", node_id.hex()[:16], address)
                 ok = True
                 break
-        wait = plan.done(node_id, ok, trio.current_time())
-        if wait is not None:
+        wait = plan.done(node_id, trio.current_time())
+        if not ok:
             log.info("peer storage: recovering: channel peer %s: next try in about %.0f s", node_id.hex()[:16], wait)
 
     async with trio.open_nursery() as nursery:
@@ -143,13 +140,16 @@ async def search(
                 nursery.cancel_scope.cancel()
                 return False
             try:
-                found = {n: a for n, a in (await channel_peers_in_gossip(gossip, node.node_id)).items() if a}
+                in_gossip = await channel_peers_in_gossip(gossip, node.node_id)
             except Exception as exc:  # noqa: BLE001 - the gossip app is starting (or stopping): look again later
                 log.debug("peer storage: recovering: the gossip cannot be read yet: %s", exc)
-                found = {}
-            if set(found) - known:
-                known |= set(found)
-                log.warning("peer storage: recovering: found %d channel peer(s) in gossip, connecting (%s)", len(known), PRIVATE_NOTE)
+                in_gossip = {}
+            found = {n: a for n, a in in_gossip.items() if a}
+            if set(in_gossip) - known:
+                known |= set(in_gossip)
+                log.warning("peer storage: recovering: found %d channel peer(s) in gossip, connecting%s (%s)", len(known),
+                             f"; {len(in_gossip) - len(found)} announce no address" if len(found) < len(in_gossip) else "",
+                             PRIVATE_NOTE)  # fmt: skip
             for node_id in plan.due(found, node.peers, trio.current_time()):
                 nursery.start_soon(attempt, node_id, found[node_id])
             await trio.sleep(poll_interval)
