@@ -52,13 +52,17 @@ async def test_a_double_spent_zeroconf_funding_fails_the_channel_and_its_forward
         n = AliasNet(base.source, tmp_path)
         a, b, c = n.node("a"), n.node("b", trusts=("a",)), n.node("c")
         async with running(a, b, c):
-            await n.fund(a, c)
+            await n.fund(c)
+            for _ in range(2):  # two coins for A: its funding spends both, the double spend only the first
+                await n.source.faucet(a.apps["chain"].wallet.new_address(), 300_000)  # type: ignore[attr-defined]
+            await n.source.mine(1)
+            await a.apps["chain"].wallet.sync()  # type: ignore[attr-defined]
             await n.open([(c, a, 1_000_000, 1_000_000)])
             await a.connect(b.addresses[0])
             await channels(a).fundchannel(b.node_id.hex(), 500_000, push_msat=10_000_000, zeroconf=True, channel_type="scid_alias")
             await wait_until(lambda: the_channel(a, b).phase is Phase.NORMAL and the_channel(b, a).phase is Phase.NORMAL, "zero-conf ready")  # type: ignore[attr-defined]
             ab = the_channel(a, b).core.state  # type: ignore[attr-defined]
-            assert ab.short_channel_id == 0 and ab.funding_tx
+            assert ab.short_channel_id == 0 and ab.funding_tx and len(Tx.parse(ab.funding_tx).inputs) == 2
             _, invoice = await hold_invoice(b, "held", 5_000_000)
             with record_events(b) as b_events, record_events(a) as a_events, caplog.at_level(logging.WARNING, logger="lnpmsg.channels.app"):
                 async with paying(c, invoice["bolt11"]) as outcome:
@@ -74,6 +78,8 @@ async def test_a_double_spent_zeroconf_funding_fails_the_channel_and_its_forward
             row = await listed(a, b)
             assert row["state"] == "failed" and str(row["failure"]).startswith(DOUBLE_SPENT)
             assert any("double-spent" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+            # the wallet holds no coin for the funding any more (it will never confirm): the second is A's to spend again
+            assert Tx.parse(ab.funding_tx).txid not in a.apps["chain"].wallet.reserved().values()  # type: ignore[attr-defined]
             (fwd,) = (await payments(a).listforwards())["forwards"]
             assert fwd["status"] == "failed"
             # B hears it from A's error (it cannot see the funding's inputs itself)

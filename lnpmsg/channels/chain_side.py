@@ -136,6 +136,8 @@ class ChainSide:
                         "commitment can be broadcast; the HTLCs we offered on it fail back)", funding.txid_hex,
                         channel.channel_id.hex(), conflict.txid_hex, height)  # fmt: skip
             await self._submit(channel, FundingDoubleSpent(conflict.txid, height))  # (refused if it failed meanwhile)
+            if double_spent(channel.core.state):
+                self._release_funding(funding.raw)  # its other coins (if any) are ours to spend again
             self._fail_back_double_spent(channel)
 
     def _fail_back_double_spent(self, channel: ManagedChannel) -> None:
