@@ -91,3 +91,25 @@ async def test_a_double_spent_zeroconf_funding_fails_the_channel_and_its_forward
             row = await listed(a, b)
             assert row["state"] == "failed" and str(row["failure"]).startswith(DOUBLE_SPENT)
             assert (await payments(a).listforwards())["forwards"][0]["status"] == "failed"
+
+
+@pytest.mark.trio
+async def test_a_double_spend_mined_while_the_funder_was_down_fails_the_channel_at_start(tmp_path: Path) -> None:
+    async with net(tmp_path) as base:
+        n = AliasNet(base.source, tmp_path)
+        a, b = n.node("a"), n.node("b", trusts=("a",))
+        async with running(b):
+            async with running(a):
+                await n.fund(a)
+                await a.connect(b.addresses[0])
+                await channels(a).fundchannel(b.node_id.hex(), 500_000, zeroconf=True, channel_type="scid_alias")
+                await wait_until(lambda: the_channel(a, b).phase is Phase.NORMAL and the_channel(b, a).phase is Phase.NORMAL, "zero-conf ready")  # type: ignore[attr-defined]
+                ab = the_channel(a, b).core.state  # type: ignore[attr-defined]
+                conflict = _conflict(a, Tx.parse(ab.funding_tx))
+            assert (await n.source.submit_transactions_in_block([conflict])).accepted
+            await n.source.mine(3)
+            a = n.node("a")
+            async with running(a):
+                await wait_until(lambda: channels(a).manager is not None and the_channel(a, b).phase is Phase.FAILED, "failed at start")  # type: ignore[attr-defined]
+                row = await listed(a, b)
+                assert str(row["failure"]).startswith(DOUBLE_SPENT) and conflict.txid_hex in str(row["failure"])

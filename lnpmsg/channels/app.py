@@ -266,6 +266,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             for channel in list(self._manager().channels.values()):
                 await self._watch(sub, channel)
             await self._check_depths()
+            await self._check_double_spends_at_start()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._add_watches, sub, watch_out)
                 nursery.start_soon(onchain.follow, monitor_sub)

@@ -32,6 +32,8 @@ log = logging.getLogger("lnpmsg.channels.app")
 
 #: blocks a zero-conf channel's funding may stay unconfirmed before the log warns (then every day of blocks)
 ZEROCONF_WARN_BLOCKS = 6
+#: at start, the last blocks looked at for a double spend of an unconfirmed funding (mined while the node was down)
+DOUBLE_SPEND_LOOKBACK = 144
 
 
 class ChainSide:
@@ -117,17 +119,17 @@ class ChainSide:
                         "double-spent, what the channel holds is not real; stop using it (closechannel)",
                         s.funding_outpoint.txid_hex if s.funding_outpoint else "-", channel.channel_id.hex(), waited)  # fmt: skip
 
-    async def _check_double_spends(self, height: int) -> None:
+    async def _check_double_spends(self, height: int) -> bool:
         """Fail each channel whose unconfirmed funding (that we have) an input of which the block at
         ``height`` spends in another transaction: the funding can never confirm."""
         waiting = [(c, f) for c in list(self._manager().channels.values()) if (f := unconfirmed_funding(c.core.state)) is not None]
         if not waiting:
-            return
+            return True
         try:
             block = Block.parse(await self.chain.source.block_at(height))
         except ChainError as exc:
             log.warning("channels: cannot read block %d for double-spent fundings: %s", height, exc)
-            return
+            return False
         for channel, funding in waiting:
             conflict = conflicting_spend(funding, block.txs)
             if conflict is None:
@@ -139,6 +141,21 @@ class ChainSide:
             if double_spent(channel.core.state):
                 self._release_funding(funding.raw)  # its other coins (if any) are ours to spend again
             self._fail_back_double_spent(channel)
+        return True
+
+    async def _check_double_spends_at_start(self) -> None:
+        """The blocks mined while the node was down, up to :data:`DOUBLE_SPEND_LOOKBACK` (only with an
+        unconfirmed funding that we have: each block is read)."""
+        if not any(unconfirmed_funding(c.core.state) for c in self._manager().channels.values()):
+            return
+        try:
+            tip = (await self.chain.source.tip()).height
+        except ChainError as exc:
+            log.warning("channels: cannot read the chain tip for double-spent fundings: %s", exc)
+            return
+        for height in range(max(1, tip - DOUBLE_SPEND_LOOKBACK + 1), tip + 1):
+            if not await self._check_double_spends(height):
+                return  # (a source that serves no blocks: once logged)
 
     def _fail_back_double_spent(self, channel: ManagedChannel) -> None:
         """The HTLCs we offered on a channel whose funding was double-spent end as if timed out on chain
