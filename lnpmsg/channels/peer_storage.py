@@ -428,8 +428,11 @@ class PeerStorageApp(App):
             looking = ""
             if not self.kept and self._start_search():
                 gossip = self.node.apps.get(self.gossip_app_name)
-                count = len(await channel_peers_in_gossip(gossip, self.node.node_id))
-                looking = (f"; looking for our channels' peers in gossip now ({count} found so far): try again when one "
+                try:
+                    found = f"{len(await channel_peers_in_gossip(gossip, self.node.node_id))} found so far"
+                except Exception as exc:  # noqa: BLE001 - the gossip app is starting: the search looks again
+                    found = f"the gossip cannot be read yet: {exc}"
+                looking = (f"; looking for our channels' peers in gossip now ({found}): try again when one "
                            f"returned the backup ({PRIVATE_NOTE})")  # fmt: skip
             raise ParamsError(f"no peer returned a channel this node lacks ({len(self.kept)} peer(s) returned our backup){looking}")
         restored = await self.channels.restore_entries(lacking)
