@@ -11,6 +11,10 @@ Only a node that has the funding transaction can see its inputs: the funder, and
 dual-funded channel. The fundee of a single-funded channel knows only the funding's txid; it
 learns of it from the funder's ``error`` (or not at all from a funder that lies: that is the
 trust zero-conf asks of it), and keeps logging that its funding is unconfirmed.
+
+A funding is never replaced by another version of itself here (RBF of a funding is refused, see
+:mod:`.dualfund`): any other transaction spending one of its inputs is a double spend. Were RBF
+done, each version negotiated would have to be taken as the funding.
 """
 
 from __future__ import annotations
