@@ -41,8 +41,8 @@ as each retrieval arrives. A node that lost its data dir does not know its peers
 gone): while recovering (``recover=True``, or ``restorechannels`` finding nothing yet) it looks for
 its public channels' peers in the gossip it syncs and connects to them (:mod:`.peer_finder`: a few
 at once, with back-off) until one returns the backup or ``search_time`` passed. Private channels'
-peers are not in gossip: they must be connected to by hand. ``peer_storage.listpeerstorage``: what we hold for peers and what peers
-hold for us (sizes and times, never contents).
+peers are not in gossip: they must be connected to by hand. ``peer_storage.listpeerstorage``: what
+we hold for peers and what peers hold for us (sizes and times, never contents).
 """
 
 from __future__ import annotations
@@ -429,15 +429,14 @@ class PeerStorageApp(App):
             if not self.kept and self._start_search():
                 gossip = self.node.apps.get(self.gossip_app_name)
                 try:
-                    found = f"{len(await channel_peers_in_gossip(gossip, self.node.node_id))} found so far"
+                    so_far = f"{len(await channel_peers_in_gossip(gossip, self.node.node_id))} found so far"
                 except Exception as exc:  # noqa: BLE001 - the gossip app is starting: the search looks again
-                    found = f"the gossip cannot be read yet: {exc}"
-                looking = (f"; looking for our channels' peers in gossip now ({found}): try again when one "
+                    so_far = f"the gossip cannot be read yet: {exc}"
+                looking = (f"; looking for our channels' peers in gossip now ({so_far}): try again when one "
                            f"returned the backup ({PRIVATE_NOTE})")  # fmt: skip
             raise ParamsError(f"no peer returned a channel this node lacks ({len(self.kept)} peer(s) returned our backup){looking}")
         restored = await self.channels.restore_entries(lacking)
         return {"channels": [describe(c) for c in restored]}
-
 
     def _start_search(self) -> bool:
         """Look for our channels' peers in gossip and connect to them (once at a time); False without a gossip app."""
