@@ -40,10 +40,10 @@ async def _line(a, b, c):  # type: ignore[no-untyped-def]
 
 
 @asynccontextmanager
-async def a_to_b(**options):  # type: ignore[no-untyped-def]
+async def a_to_b(node_config=None, **options):  # type: ignore[no-untyped-def]
     """A connected to B, whose app (``options``) hands the records of type 65 it gets to ``got``:
-    A, B, B's app, ``got`` and A's peer B."""
-    a, b = make_node(), make_node()
+    A, B, B's app, ``got`` and A's peer B (``node_config``: the nodes' NodeConfig fields)."""
+    a, b = make_node(**(node_config or {})), make_node(**(node_config or {}))
     a.mount(OnionMessagesApp())
     app_b = b.mount(OnionMessagesApp(**options))
     got: list[object] = []
@@ -309,3 +309,43 @@ async def test_a_reply_along_a_path_given_before_a_restart_is_taken_and_a_forged
             assert len(got_a) == 1
     assert reply_path_key(a.key.secret) == app_a2._path_key != reply_path_key(b.key.secret)
 
+
+
+async def test_drops_are_logged_as_one_summary_of_counts_a_minute(mock_clock, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Virtual time (the clock jumps when nothing moves for 50 ms; real TCP underneath): a flood gives one
+    debug line per reason, then one INFO line a minute with the counts; a quiet minute logs nothing."""
+    import logging
+
+    from lnpmsg.onion_messages.app import SUMMARY_INTERVAL
+
+    mock_clock.autojump_threshold = 0.05
+    caplog.set_level(logging.DEBUG, logger="lnpmsg.onion_messages.app")
+    # (a token every 1000 virtual seconds: the minutes the clock jumps give none back)
+    # (no keepalive pings: the clock's jumps would outrun their pongs over real TCP)
+    async with a_to_b(node_config={"ping_interval": 1e9}, rate=0.001, burst=5) as (a, b, app_b, got, peer):
+        started = trio.current_time()
+        good = build_onion_message(bytes([1]) * 32, bytes([2]) * 32, [], b.node_id, {65: b"ok"})
+        for _ in range(3):  # malformed (within the burst: they get past the rate limit)
+            await peer.send(OnionMessage(path_key=good.path_key, onion_message_packet=b""))
+        for _ in range(197):
+            await peer.send(OnionMessage(path_key=good.path_key, onion_message_packet=good.packet))
+        await wait_for(lambda: sum(app_b.drops.total.values()) + len(got) == 200, timeout=SUMMARY_INTERVAL / 2)
+        assert len(got) == 2 and trio.current_time() - started < SUMMARY_INTERVAL
+
+        def summaries() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "onion messages dropped" in r.getMessage()]
+
+        firsts = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG and "more such drops are counted" in r.getMessage()]
+        assert len(firsts) == 2 and any("malformed" in m for m in firsts) and any("rate limited (from the peer)" in m for m in firsts)
+        assert summaries() == []  # not before the minute is over
+        await trio.sleep(SUMMARY_INTERVAL)
+        assert summaries() == ["onion messages dropped in the last 60 s: 3 malformed, 195 rate limited (from the peer)"]
+        await trio.sleep(SUMMARY_INTERVAL)  # a minute without drops: no line
+        assert len(summaries()) == 1
+        await peer.send(OnionMessage(path_key=good.path_key, onion_message_packet=good.packet))
+        await wait_for(lambda: app_b.drops.total["rate limited (from the peer)"] == 196, timeout=SUMMARY_INTERVAL / 2)
+        await trio.sleep(SUMMARY_INTERVAL)
+        assert summaries()[1:] == ["onion messages dropped in the last 60 s: 1 rate limited (from the peer)"]
+        # the counts since start stay in the stats
+        assert (await app_b.control_stats())["dropped"] == {"malformed": 3, "rate limited (from the peer)": 196}
+        assert b.peers[a.node_id].is_ready

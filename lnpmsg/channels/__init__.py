@@ -109,7 +109,7 @@ __getattr__, __dir__ = lazy_exports(__name__, globals(), {name: f"{__name__}.{mo
 #: module is sans-IO and never imports one of these (tests/test_sans_io.py,
 #: tests/test_channels_sans_io.py and tests/test_channels_extensions.py hold them to it)
 SHELL_MODULES = frozenset({"store", "manager", "app", "commands", "options", "dev_calls", "onchain", "htlc_hook", "failures", "reconnect",
-                           "backup_calls", "rescan", "chain_side", "peer_storage", "peer_storage_store",
+                           "backup_calls", "rescan", "chain_side", "peer_storage", "peer_storage_store", "peer_finder",
                            "dualfund_side", "quiesce_side"})
 
 __all__ = [

@@ -34,7 +34,8 @@ announce?], ``listchannels`` [peer_id?], ``closechannel`` [channel, feerate?, de
 ``exportchannelbackup`` [file?], ``restorechannels`` [backup? | file?] (:mod:`.backup_calls`), and,
 for tests without the payments layer, ``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``, ``dev_updatefee``,
 ``dev_preimage`` (:mod:`.dev_calls`), ``dev_quiesce`` (:mod:`.quiesce_side`). Events: ``channel.opened``,
-``channel.ready``, ``channel.htlc``, ``channel.closed``, ``channel.failed``, ``channel.spent``, ``channel.quiescent``.
+``channel.ready``, ``channel.confirmed`` (a zero-conf channel's funding), ``channel.htlc``, ``channel.closed``,
+``channel.failed``, ``channel.spent``, ``channel.quiescent``.
 
 A payments app plugs in through ``htlcs`` (:class:`~.htlc_hook.HtlcHook`).
 """
@@ -240,6 +241,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
                         nursery.start_soon(self._broadcast, channel.core.state.funding_tx, "funding")
                     if channel.phase is Phase.CLOSED and channel.core.state.closing_tx:
                         nursery.start_soon(self._rebroadcast_closing, channel)
+                    self._fail_back_double_spent(channel)
                 await super().run(task_status=task_status)
         finally:
             self.manager = None
@@ -264,6 +266,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             for channel in list(self._manager().channels.values()):
                 await self._watch(sub, channel)
             await self._check_depths()
+            await self._check_double_spends_at_start()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._add_watches, sub, watch_out)
                 nursery.start_soon(onchain.follow, monitor_sub)
@@ -288,6 +291,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING):
                 await self._submit(channel, BlockHeight(height))
                 self._warn_unconfirmed(channel, height)
+        await self._check_double_spends(height)
         await self._check_depths()
 
     async def _check_depths(self) -> None:
@@ -317,6 +321,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             if unconfirmed and channel.core.state.short_channel_id:
                 self._unconfirmed_since.pop(channel.key, None)
                 log.info("channels: the zero-conf channel %s confirmed at %s", channel.channel_id.hex(), format_scid(scid))
+                self._publish("channel.confirmed", channel, short_channel_id=format_scid(scid))  # (a public one: announce it)
                 self.spawn(self.write_backup)  # (a restore reads the chain from the short channel id)
 
     def _on_funding_spent(self, event: OutputSpent) -> None:

@@ -1,7 +1,8 @@
 """The channel app's dealings with the chain and the wallet: funding the funder's channels from the
 wallet (an open it cannot fund is abandoned), freeing the coins of a funding never broadcast,
-broadcasting (a close both signed, again after a crash before its broadcast), and warning of a
-zero-conf channel's funding left unconfirmed. A mixin of
+broadcasting (a close both signed, again after a crash before its broadcast), warning of a
+zero-conf channel's funding left unconfirmed and failing a channel whose unconfirmed funding was
+double-spent (:mod:`.double_spend`; the HTLCs we offered on it fail back upstream). A mixin of
 :class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 
@@ -11,12 +12,16 @@ import logging
 from typing import Any
 
 from lnpmsg.app import AppError
+from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wire import Error
 
+from .double_spend import FundingDoubleSpent, conflicting_spend, double_spent, unconfirmed_funding
 from .errors import LocalMisuse
+from .htlc_hook import _committed_adds
+from .monitor.events import HtlcResolved
 from .inputs import FundingNeeded, FundingTransaction
 from .manager import ChannelsStopped, ManagedChannel
 from .ready import is_zeroconf
@@ -27,10 +32,12 @@ log = logging.getLogger("lnpmsg.channels.app")
 
 #: blocks a zero-conf channel's funding may stay unconfirmed before the log warns (then every day of blocks)
 ZEROCONF_WARN_BLOCKS = 6
+#: at start, the last blocks looked at for a double spend of an unconfirmed funding (mined while the node was down)
+DOUBLE_SPEND_LOOKBACK = 144
 
 
 class ChainSide:
-    """Funding, abandoned opens and broadcasts; the app supplies ``chain``, ``_manager``, ``_send``,
+    """Funding, abandoned opens and broadcasts; the app supplies ``chain``, ``_manager``, ``_send``, ``_submit``, ``htlcs``,
     ``_funding_feerate`` (key -> the feerate asked) and ``_funding_errors`` (key -> why an open was abandoned)."""
 
     chain: Any
@@ -39,6 +46,8 @@ class ChainSide:
     _funding_feerate: dict[str, int | None]
     _funding_errors: dict[str, str]
     _unconfirmed_since: dict[str, int]
+    _submit: Any
+    htlcs: Any
 
     async def _broadcast(self, raw_tx: bytes, what: str) -> None:
         try:
@@ -109,3 +118,50 @@ class ChainSide:
             log.warning("channels: the funding %s of the zero-conf channel %s is still unconfirmed after %d blocks: if it was "
                         "double-spent, what the channel holds is not real; stop using it (closechannel)",
                         s.funding_outpoint.txid_hex if s.funding_outpoint else "-", channel.channel_id.hex(), waited)  # fmt: skip
+
+    async def _check_double_spends(self, height: int) -> bool:
+        """Fail each channel whose unconfirmed funding (that we have) an input of which the block at
+        ``height`` spends in another transaction: the funding can never confirm."""
+        waiting = [(c, f) for c in list(self._manager().channels.values()) if (f := unconfirmed_funding(c.core.state)) is not None]
+        if not waiting:
+            return True
+        try:
+            block = Block.parse(await self.chain.source.block_at(height))
+        except ChainError as exc:
+            log.warning("channels: cannot read block %d for double-spent fundings: %s", height, exc)
+            return False
+        for channel, funding in waiting:
+            conflict = conflicting_spend(funding, block.txs)
+            if conflict is None:
+                continue
+            log.warning("channels: the funding %s of %s was double-spent by %s in block %d: failing the channel (no "
+                        "commitment can be broadcast; the HTLCs we offered on it fail back)", funding.txid_hex,
+                        channel.channel_id.hex(), conflict.txid_hex, height)  # fmt: skip
+            await self._submit(channel, FundingDoubleSpent(conflict.txid, height))  # (refused if it failed meanwhile)
+            if double_spent(channel.core.state):
+                self._release_funding(funding.raw)  # its other coins (if any) are ours to spend again
+            self._fail_back_double_spent(channel)
+        return True
+
+    async def _check_double_spends_at_start(self) -> None:
+        """The blocks mined while the node was down, up to :data:`DOUBLE_SPEND_LOOKBACK` (only with an
+        unconfirmed funding that we have: each block is read)."""
+        if not any(unconfirmed_funding(c.core.state) for c in self._manager().channels.values()):
+            return
+        try:
+            tip = (await self.chain.source.tip()).height
+        except ChainError as exc:
+            log.warning("channels: cannot read the chain tip for double-spent fundings: %s", exc)
+            return
+        for height in range(max(1, tip - DOUBLE_SPEND_LOOKBACK + 1), tip + 1):
+            if not await self._check_double_spends(height):
+                return  # (a source that serves no blocks: once logged)
+
+    def _fail_back_double_spent(self, channel: ManagedChannel) -> None:
+        """The HTLCs we offered on a channel whose funding was double-spent end as if timed out on chain
+        (nothing ever resolves them: no commitment can confirm): a forward's incoming HTLC fails back
+        at once. Also at start (the handler accepts a resolution it has already acted on)."""
+        if not double_spent(channel.core.state):
+            return
+        for htlc_id, add in sorted(_committed_adds(channel, offered=True).items()):
+            self.htlcs.dispatch_on_chain(channel, HtlcResolved(htlc_id, True, add.payment_hash, None, b"", 0))

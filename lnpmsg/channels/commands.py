@@ -75,7 +75,9 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p = add("restorechannels", "recover the channels of a static channel backup on a node with the same seed: each peer is asked to force-close, and our output of its commitment is swept to the wallet")
     p.add_argument("file", type=Path, nargs="?", metavar="FILE", help="a channels.backup (or an exportchannelbackup FILE)")
     p.add_argument("--from-peers", action="store_true",
-                   help="instead of a FILE: the backups our peers returned (BOLT 1 peer storage), the channels this node lacks")
+                   help="instead of a FILE: the backups our peers returned (BOLT 1 peer storage), the channels this node lacks; "
+                        "when none returned one yet, the node looks for its public channels' peers in gossip and connects "
+                        "to them (private channels' peers cannot be found so: connect to them with 'lnpmsg connect')")
     p.epilog = ("Only for a node that lost its channel store: the restored channels are never used again and "
                 "nothing of ours is broadcast; a backup with a channel the node still has is refused.")
     add("listpeerstorage", "BOLT 1 peer storage: the blobs we keep for peers and the backups peers returned to us (sizes and times)")

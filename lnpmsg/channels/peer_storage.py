@@ -37,8 +37,12 @@ Recovery: a retrieval holding channels the node lacks is logged with what to do:
 ``peer_storage.restorechannels`` (``lnpmsg restorechannels --from-peers``) restores every channel
 the kept retrievals hold that the node lacks, through the channel app's restore (the peer is asked
 to force-close, our balance is swept); with ``recover=True`` (``--recover-from-peers``) that happens
-as each retrieval arrives. ``peer_storage.listpeerstorage``: what we hold for peers and what peers
-hold for us (sizes and times, never contents).
+as each retrieval arrives. A node that lost its data dir does not know its peers (``peers.json`` is
+gone): while recovering (``recover=True``, or ``restorechannels`` finding nothing yet) it looks for
+its public channels' peers in the gossip it syncs and connects to them (:mod:`.peer_finder`: a few
+at once, with back-off) until one returns the backup or ``search_time`` passed. Private channels'
+peers are not in gossip: they must be connected to by hand. ``peer_storage.listpeerstorage``: what
+we hold for peers and what peers hold for us (sizes and times, never contents).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from lnpmsg.wire import PeerStorage, PeerStorageRetrieval, WarningMessage
 
 from .backup import PEER_BLOB_SIZE, BackupEntry, BackupError, decode_backup, encode_padded
 from .manager import describe
+from .peer_finder import POLL_INTERVAL, PRIVATE_NOTE, SEARCH_TIME, channel_peers_in_gossip, search
 from .peer_storage_store import RETENTION_BLOCKS, WRITE_INTERVAL, BlobStore, StoredBlob, WriteSchedule, retention
 from .state import Phase
 
@@ -80,7 +85,10 @@ class PeerStorageApp(App):
         channels_app / chain_app: the names of the channel app and the chain app.
         provide: offer ``option_provide_storage`` and keep channel peers' blobs.
         recover: restore the channels a peer's retrieval holds that the node lacks, as it arrives.
+        gossip_app: the gossip app where a recovering node looks for its channel peers.
         write_interval / retention_blocks / check_after: the limits above (tests shorten them).
+        search_time / search_poll: how long a recovering node looks for its channel peers in gossip,
+            and how often it looks at the gossip again.
     """
 
     def __init__(
@@ -89,16 +97,25 @@ class PeerStorageApp(App):
         *,
         channels_app: str = "channels",
         chain_app: str = "chain",
+        gossip_app: str = "gossip",
         provide: bool = True,
         recover: bool = False,
         write_interval: float = WRITE_INTERVAL,
         retention_blocks: int = RETENTION_BLOCKS,
         check_after: float = CHECK_AFTER,
+        search_time: float = SEARCH_TIME,
+        search_poll: float = POLL_INTERVAL,
     ) -> None:
         super().__init__("peer_storage", protocol=True, feature_bit=PROVIDE_STORAGE_BIT if provide else None)
         self.directory = Path(directory)
         self.channels_app_name = channels_app
         self.chain_app_name = chain_app
+        self.gossip_app_name = gossip_app
+        self.search_time = search_time
+        self.search_poll = search_poll
+        #: a peer returned our backup (decrypted) since the start: the search for channel peers stops
+        self.backup_returned = False
+        self._searching = False
         self.provide = provide
         self.recover = recover
         self.retention_blocks = retention_blocks
@@ -157,6 +174,8 @@ class PeerStorageApp(App):
         """Forget blobs ``retention_blocks`` after their peer's last channel closed (checked each block)."""
         from lnpmsg.chain.events import BlockConnected
 
+        if self.recover:
+            self._start_search()
         chain = self.node.apps.get(self.chain_app_name)
         if chain is None:
             return
@@ -313,6 +332,8 @@ class PeerStorageApp(App):
             log.info("peer storage: %s returned a blob (%d bytes) that is not our backup: ignored (%s)", node_id.hex()[:16], len(msg.blob), exc)
             held = None
             await self._warn(peer, "peer_storage_retrieval: the blob returned is not our backup (it does not decrypt with our key)")
+        else:
+            self.backup_returned = True
         keep = held is not None
         if held is not None and latest is not None and _digest(held) != latest:
             log.info("peer storage: %s returned an older copy of our backup than the latest we sent it", node_id.hex()[:16])
@@ -404,9 +425,37 @@ class PeerStorageApp(App):
                 found.setdefault(entry.channel_id, entry)
         lacking = self.channels.lacking(list(found.values()))
         if not lacking:
-            raise ParamsError(f"no peer returned a channel this node lacks ({len(self.kept)} peer(s) returned our backup)")
+            looking = ""
+            if not self.kept and self._start_search():
+                gossip = self.node.apps.get(self.gossip_app_name)
+                try:
+                    so_far = f"{len(await channel_peers_in_gossip(gossip, self.node.node_id))} found so far"
+                except Exception as exc:  # noqa: BLE001 - the gossip app is starting: the search looks again
+                    so_far = f"the gossip cannot be read yet: {exc}"
+                looking = (f"; looking for our channels' peers in gossip now ({so_far}): try again when one "
+                           f"returned the backup ({PRIVATE_NOTE})")  # fmt: skip
+            raise ParamsError(f"no peer returned a channel this node lacks ({len(self.kept)} peer(s) returned our backup){looking}")
         restored = await self.channels.restore_entries(lacking)
         return {"channels": [describe(c) for c in restored]}
+
+    def _start_search(self) -> bool:
+        """Look for our channels' peers in gossip and connect to them (once at a time); False without a gossip app."""
+        gossip = self.node.apps.get(self.gossip_app_name)
+        if gossip is None:
+            log.warning("peer storage: recovering: no gossip app: our channels' peers cannot be looked up; "
+                        "connect to them ('lnpmsg connect')")  # fmt: skip
+            return False
+        if not self._searching:
+            self._searching = True
+            self.spawn(self._search, gossip)
+        return True
+
+    async def _search(self, gossip: Any) -> None:
+        try:
+            await search(self.node, gossip, found_backup=lambda: self.backup_returned, search_time=self.search_time,
+                         poll_interval=self.search_poll)  # fmt: skip
+        finally:
+            self._searching = False
 
 
 def _offers_storage(peer: Peer) -> bool:

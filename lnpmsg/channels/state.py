@@ -28,7 +28,7 @@ from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.wire import Error, Features, Message, WarningMessage, WireError
 
-from . import deadlines, dualfund, normal, quiesce, ready
+from . import deadlines, double_spend, dualfund, normal, quiesce, ready
 from .commitments import ChannelKeys, build, finalize_local, sign_remote, verify_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -302,7 +302,7 @@ class ChannelCore:
             if isinstance(item, Received | Disconnected | Reconnected | BlockHeight | FundingDepth):
                 return  # nothing more to say or do on a dead channel
             raise LocalMisuse(f"the channel is {state.phase.value}")
-        if quiesce.dispatch(self, item, out) or dualfund.dispatch(self, item, out):
+        if quiesce.dispatch(self, item, out) or dualfund.dispatch(self, item, out) or double_spend.dispatch(self, item, out):
             return
         if isinstance(item, Received) and isinstance(item.message, Error):
             self._fail_by_peer(item.message, out)

@@ -199,8 +199,8 @@ class AnnounceApp(FeePolicies, App):
             self.gossip.on_unknown_update = None
 
     def _on_event(self, event: object) -> None:
-        # a channel became normal, closed or failed: what to announce changed
-        if getattr(event, "topic", "") in ("channel.ready", "channel.closed", "channel.failed"):
+        # a channel became normal, closed or failed, or a zero-conf one confirmed: what to announce changed
+        if getattr(event, "topic", "") in ("channel.ready", "channel.confirmed", "channel.closed", "channel.failed"):
             self.kick()
 
     async def _serve(self) -> None:
@@ -308,6 +308,9 @@ class AnnounceApp(FeePolicies, App):
         next_at: float | None = None
         own: list[Message] = []
         live: set[int] = set()
+        moved = [self._follow_real_id(c.core.state) for c in list(manager.channels.values())]  # (each channel)
+        if any(moved):  # a zero-conf channel's policy set under its alias follows its real id
+            await trio.to_thread.run_sync(self._save_policies)
         for channel in list(manager.channels.values()):
             s = channel.core.state
             scid = s.short_channel_id

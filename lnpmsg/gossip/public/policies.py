@@ -8,6 +8,12 @@ it is fixed. After a change the previous policy is still accepted for ``policy_g
 (BOLT 7: 10 minutes, :data:`POLICY_GRACE`) while payers learn the new one:
 :meth:`FeePolicies.forwarding_policies` is what the payments app forwards by. ``listpolicies``
 lists every channel's policy, and the peer's towards us for a private channel.
+
+A public channel's routing id is our alias until its funding confirms (a zero-conf channel is in
+use before that): a policy set then is kept under the alias, and follows the channel to its real
+short channel id once that is known (:meth:`FeePolicies._follow_real_id`, at the announce app's
+next look, saved; until then :meth:`FeePolicies.forwarding_policies` reads it under the alias), so
+the channel_update announcing the channel carries the policy the user set.
 """
 
 from __future__ import annotations
@@ -78,6 +84,9 @@ class FeePolicies:
         manager = self.channels.manager
         found = next((c for c in manager.channels.values() if scid in accepted_scids(c.core.state)), None) if manager else None
         scid = routing_scid(found.core.state) if found is not None else scid
+        alias = found.core.state.local_alias if found is not None else 0
+        if alias and scid not in self.policies and alias in self.policies:
+            scid = alias  # (set before the real id was known; the announce app's next look moves it)
         now = self.clock()
         earlier = [(p, until) for p, until in self._previous.get(scid, ()) if until > now]
         if earlier:
@@ -85,6 +94,22 @@ class FeePolicies:
         else:
             self._previous.pop(scid, None)
         return [self.policy_of(scid), *(p for p, _ in earlier)]
+
+    def _follow_real_id(self: AnnounceApp, state: Any) -> bool:
+        """Move the policy (and the earlier ones in their grace period) kept under the channel's alias
+        to its routing id once that is the real short channel id; True when something moved (to save)."""
+        alias, scid = state.local_alias, routing_scid(state)
+        if not alias or not scid or scid == alias or (alias not in self.policies and alias not in self._previous):
+            return False
+        if alias in self.policies:
+            policy = self.policies.pop(alias)
+            if scid not in self.policies:  # (one set under the real id meanwhile wins)
+                self.policies[scid] = policy
+                log.info("announce: the fee policy set for %s before its funding confirmed now follows its short channel id %s",
+                         format_scid(alias), format_scid(scid))  # fmt: skip
+        if alias in self._previous:
+            self._previous.setdefault(scid, []).extend(self._previous.pop(alias))
+        return True
 
     async def setchannelfee(
         self: AnnounceApp,

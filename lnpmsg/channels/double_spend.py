@@ -1,0 +1,88 @@
+"""A funding transaction double-spent before it confirmed (sans-IO).
+
+A zero-conf channel carries payments before its funding confirms. If a block confirms another
+transaction spending one of the funding's inputs, the funding can never confirm: no commitment
+can ever be broadcast, and what the channel holds is not real. The channel is failed at once
+(:class:`FundingDoubleSpent`, an input recorded like any other): the peer gets an ``error``, no
+commitment is broadcast (:class:`~.inputs.ChannelFailed` without one), and the shell fails the
+HTLCs we offered on it back upstream (nothing on chain will ever resolve them).
+
+Only a node that has the funding transaction can see its inputs: the funder, and both sides of a
+dual-funded channel. The fundee of a single-funded channel knows only the funding's txid; it
+learns of it from the funder's ``error`` (or not at all from a funder that lies: that is the
+trust zero-conf asks of it), and keeps logging that its funding is unconfirmed.
+
+A funding is never replaced by another version of itself here (RBF of a funding is refused, see
+:mod:`.dualfund`): any other transaction spending one of its inputs is a double spend. Were RBF
+done, each version negotiated would have to be taken as the funding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.wire import Error
+
+from .errors import LocalMisuse
+from .inputs import ChannelFailed
+
+if TYPE_CHECKING:
+    from .state import ChannelCore, ChannelState, _Out
+
+__all__ = ["DOUBLE_SPENT", "FundingDoubleSpent", "conflicting_spend", "dispatch", "double_spent", "unconfirmed_funding"]
+
+#: how a channel's ``failure`` starts when its funding was double-spent (read back after a restart)
+DOUBLE_SPENT = "funding double-spent"
+
+
+@dataclass(frozen=True, slots=True)
+class FundingDoubleSpent:
+    """A block confirmed ``txid`` (internal order), which spends an input of our unconfirmed funding."""
+
+    txid: bytes
+    height: int
+
+
+def unconfirmed_funding(state: ChannelState) -> Tx | None:
+    """The funding transaction of an established channel whose funding has not confirmed, if we have it."""
+    from .state import Phase
+
+    established = (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING)
+    if state.phase not in established or state.short_channel_id or not state.funding_tx:
+        return None
+    return Tx.parse(state.funding_tx)
+
+
+def conflicting_spend(funding: Tx, txs: Iterable[Tx]) -> Tx | None:
+    """The first of ``txs`` (a block's) that spends an input of ``funding`` and is not it."""
+    spent = {i.prevout for i in funding.inputs}
+    for tx in txs:
+        if tx.txid != funding.txid and any(i.prevout in spent for i in tx.inputs):
+            return tx
+    return None
+
+
+def double_spent(state: ChannelState) -> bool:
+    """The channel failed because its funding was double-spent."""
+    return bool(state.failure and state.failure.startswith(DOUBLE_SPENT))
+
+
+def dispatch(core: ChannelCore, item: object, out: _Out) -> bool:
+    """Fail the channel on :class:`FundingDoubleSpent` (True when handled here)."""
+    if not isinstance(item, FundingDoubleSpent):
+        return False
+    from .state import Phase
+
+    s = core.state
+    if s.short_channel_id:
+        raise LocalMisuse("the funding confirmed: it was not double-spent")
+    reason = (f"{DOUBLE_SPENT}: transaction {item.txid[::-1].hex()} (block {item.height}) spends an input of the funding "
+              f"{s.funding_outpoint.txid_hex if s.funding_outpoint else '-'}, which can never confirm")  # fmt: skip
+    out.send(Error(channel_id=s.channel_id or bytes(32), data=reason.encode()))
+    out.emit(ChannelFailed(reason, None, by_peer=False))  # no commitment: it spends an output that will never exist
+    s.phase = Phase.FAILED
+    s.failure = reason
+    return True

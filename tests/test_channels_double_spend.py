@@ -1,0 +1,115 @@
+"""A zero-conf channel whose funding is double-spent before it confirms (nodes in memory, the embedded regtest chain).
+
+Sans-IO: a block's transaction spending an input of the funding (and not the funding itself) is a
+double spend; the core fails the channel with no commitment to broadcast and an ``error``.
+End to end: C pays B's hold invoice over C-A (confirmed) and A-B (zero-conf: B trusts A); B holds
+it. A block then confirms a transaction spending the input of A's funding: A fails the channel
+(logged at WARNING, a ``channel.failed`` event and ``listchannels`` with the reason), broadcasts no
+commitment, and the HTLC it forwarded on it fails back to C at once; after a restart the channel
+is still failed with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from test_channels_alias_nodes import AliasNet, listed, the_channel
+from test_payments_app import TIMEOUT, channels, net, paying, payments, wait_until
+from test_payments_hold import event, hold_invoice
+
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from lnpmsg.channels.double_spend import DOUBLE_SPENT, conflicting_spend
+from lnpmsg.channels.app import ChannelEvent
+from lnpmsg.channels.state import Phase
+from lnpmsg.node.node import Node
+from lnpmsg.testing import record_events
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.spend import sign_input
+
+
+def test_a_double_spend_is_another_transaction_spending_an_input_of_the_funding() -> None:
+    a, b = OutPoint(b"\x01" * 32, 0), OutPoint(b"\x02" * 32, 1)
+    funding = Tx(2, (TxIn(a), TxIn(b)), (TxOut(1000, b"\x00\x20" + bytes(32)),))
+    other = Tx(2, (TxIn(OutPoint(b"\x03" * 32, 0)),), (TxOut(5, b""),))
+    conflict = Tx(2, (TxIn(b),), (TxOut(900, b""),))
+    assert conflicting_spend(funding, [other, funding]) is None  # the funding itself confirming is no double spend
+    assert conflicting_spend(funding, [other, conflict]) == conflict
+
+
+def _conflict(node: Node, funding: Tx) -> Tx:
+    """A transaction of ``node``'s wallet spending the first input of its funding elsewhere."""
+    wallet = node.apps["chain"].wallet  # type: ignore[attr-defined]
+    coin = wallet._coins[funding.inputs[0].prevout]
+    unsigned = Tx(2, (TxIn(coin.outpoint),), (TxOut(coin.txout.amount_sat - 2000, coin.txout.script_pubkey),))
+    return unsigned.with_witness(0, sign_input(unsigned, 0, coin))
+
+
+@pytest.mark.trio
+async def test_a_double_spent_zeroconf_funding_fails_the_channel_and_its_forwards_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with net(tmp_path) as base:
+        n = AliasNet(base.source, tmp_path)
+        a, b, c = n.node("a"), n.node("b", trusts=("a",)), n.node("c")
+        async with running(a, b, c):
+            await n.fund(c)
+            for _ in range(2):  # two coins for A: its funding spends both, the double spend only the first
+                await n.source.faucet(a.apps["chain"].wallet.new_address(), 300_000)  # type: ignore[attr-defined]
+            await n.source.mine(1)
+            await a.apps["chain"].wallet.sync()  # type: ignore[attr-defined]
+            await n.open([(c, a, 1_000_000, 1_000_000)])
+            await a.connect(b.addresses[0])
+            await channels(a).fundchannel(b.node_id.hex(), 500_000, push_msat=10_000_000, zeroconf=True, channel_type="scid_alias")
+            await wait_until(lambda: the_channel(a, b).phase is Phase.NORMAL and the_channel(b, a).phase is Phase.NORMAL, "zero-conf ready")  # type: ignore[attr-defined]
+            ab = the_channel(a, b).core.state  # type: ignore[attr-defined]
+            assert ab.short_channel_id == 0 and ab.funding_tx and len(Tx.parse(ab.funding_tx).inputs) == 2
+            _, invoice = await hold_invoice(b, "held", 5_000_000)
+            with record_events(b) as b_events, record_events(a) as a_events, caplog.at_level(logging.WARNING, logger="lnpmsg.channels.app"):
+                async with paying(c, invoice["bolt11"]) as outcome:
+                    await b_events.wait_for(event("invoice.accepted"), timeout=TIMEOUT)
+                    # A's funding input goes to another transaction, in a block
+                    conflict = _conflict(a, Tx.parse(ab.funding_tx))
+                    assert (await n.source.submit_transactions_in_block([conflict])).accepted
+                    await wait_until(lambda: the_channel(a, b).phase is Phase.FAILED, "A fails the channel")  # type: ignore[attr-defined]
+                failed = await a_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.failed", timeout=TIMEOUT)
+            assert "error" in outcome, outcome  # failed back upstream at once, not at the HTLC's expiry
+            assert failed.reason.startswith(DOUBLE_SPENT) and conflict.txid_hex in failed.reason
+            assert failed.txid == ""  # no commitment broadcast: it could never confirm
+            row = await listed(a, b)
+            assert row["state"] == "failed" and str(row["failure"]).startswith(DOUBLE_SPENT)
+            assert any("double-spent" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+            # the wallet holds no coin for the funding any more (it will never confirm): the second is A's to spend again
+            assert Tx.parse(ab.funding_tx).txid not in a.apps["chain"].wallet.reserved().values()  # type: ignore[attr-defined]
+            (fwd,) = (await payments(a).listforwards())["forwards"]
+            assert fwd["status"] == "failed"
+            # B hears it from A's error (it cannot see the funding's inputs itself)
+            await wait_until(lambda: the_channel(b, a).phase is Phase.FAILED, "B fails it too")  # type: ignore[attr-defined]
+        # a restart replays the records: the channel stays failed, with its reason
+        a = n.node("a")
+        async with running(a):
+            await wait_until(lambda: channels(a).manager is not None and channels(a).running, "A started")  # type: ignore[attr-defined]
+            row = await listed(a, b)
+            assert row["state"] == "failed" and str(row["failure"]).startswith(DOUBLE_SPENT)
+            assert (await payments(a).listforwards())["forwards"][0]["status"] == "failed"
+
+
+@pytest.mark.trio
+async def test_a_double_spend_mined_while_the_funder_was_down_fails_the_channel_at_start(tmp_path: Path) -> None:
+    async with net(tmp_path) as base:
+        n = AliasNet(base.source, tmp_path)
+        a, b = n.node("a"), n.node("b", trusts=("a",))
+        async with running(b):
+            async with running(a):
+                await n.fund(a)
+                await a.connect(b.addresses[0])
+                await channels(a).fundchannel(b.node_id.hex(), 500_000, zeroconf=True, channel_type="scid_alias")
+                await wait_until(lambda: the_channel(a, b).phase is Phase.NORMAL and the_channel(b, a).phase is Phase.NORMAL, "zero-conf ready")  # type: ignore[attr-defined]
+                ab = the_channel(a, b).core.state  # type: ignore[attr-defined]
+                conflict = _conflict(a, Tx.parse(ab.funding_tx))
+            assert (await n.source.submit_transactions_in_block([conflict])).accepted
+            await n.source.mine(3)
+            a = n.node("a")
+            async with running(a):
+                await wait_until(lambda: channels(a).manager is not None and the_channel(a, b).phase is Phase.FAILED, "failed at start")  # type: ignore[attr-defined]
+                row = await listed(a, b)
+                assert str(row["failure"]).startswith(DOUBLE_SPENT) and conflict.txid_hex in str(row["failure"])
