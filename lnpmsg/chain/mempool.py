@@ -26,6 +26,7 @@ where Core has one:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ __all__ = [
     "MempoolEntry",
     "ScriptVerifier",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Core policy: larger transactions are not relayed (they would crowd blocks)
 MAX_STANDARD_TX_WEIGHT = 400_000
@@ -130,6 +133,8 @@ class Mempool:
         for txin in tx.inputs:
             self._spent_by[txin.prevout] = tx.txid
         self._weight += tx.weight
+        if evicted:
+            log.info("mempool: %s replaced %s", tx.txid_hex, ", ".join(t.txid_hex for t in evicted))
         return entry, evicted
 
     def _conflicts_of(self, tx: Tx) -> list[bytes]:

@@ -368,12 +368,8 @@ class RegtestChain:
             self._parts()
             if parsed.txid in self.index.txs:
                 return parsed.txid
-            _, replaced = self.mempool.accept_replacing(parsed, self.index)
-            if replaced:  # a BIP 125 replacement: the file loses what it evicted
-                logger.info(
-                    "mempool: %s replaced %s", parsed.txid_hex, ", ".join(t.txid_hex for t in replaced)
-                )
-                self._save_mempool()
+            if self.mempool.accept_replacing(parsed, self.index)[1]:
+                self._save_mempool()  # a BIP 125 replacement: the file loses what it evicted
             else:
                 self._journal_mempool(parsed)
             self._notify_mempool()
