@@ -282,7 +282,9 @@ def test_route_hints_name_the_peers_alias_and_skip_an_alias_only_channel_without
     ((hop,),) = route_hints([info(BOB_ALIAS, (ALICE_ALIAS, REAL_SCID))], policy)
     assert hop.short_channel_id == BOB_ALIAS  # the alias the peer gave us, not ours nor the real one
     assert route_hints([info(0, (ALICE_ALIAS,))], policy) == ()  # scid_alias, no peer alias yet: no hint at all
-    assert route_hints([info(BOB_ALIAS, (ALICE_ALIAS,), public=True)], policy) == ()  # public: the graph has it
+    public = [info(BOB_ALIAS, (ALICE_ALIAS,), public=True)]
+    assert route_hints(public, policy, announced=lambda scid: True) == ()  # announced: the graph has it
+    assert [h.short_channel_id for (h,) in route_hints(public, policy)] == [BOB_ALIAS]  # public, not announced yet
 
 
 # ---------------------------------------------------------------- review of the BOLT 2 rules
