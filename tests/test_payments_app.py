@@ -492,3 +492,32 @@ async def test_a_forward_to_a_peer_that_is_not_connected_fails_back_at_once(tmp_
                 paid = await payments(a).pay(inv["bolt11"])
                 assert paid["status"] == "complete"
                 await wait_until(lambda: all(quiet(x) for x in (a, b, c2)), "settled")
+
+
+@pytest.mark.trio
+async def test_our_own_channel_is_named_as_listchannels_names_it(tmp_path: Path) -> None:
+    """A pays B and C over its own private channels: ``pay``, ``listpayments`` and ``getroute`` name
+    the first hop's channel by its real short channel id (listchannels' ``short_channel_id``), not by
+    our local alias; an ``option_scid_alias`` channel, whose real id is never to be named, by the alias."""
+    async with net(tmp_path) as n:
+        a, b, c = (n.node(x) for x in "abc")
+        async with running(a, b, c):
+            await n.fund(a)
+            await a.connect(c.addresses[0])
+            await channels(a).fundchannel(c.node_id.hex(), 500_000, push_msat=10_000_000, channel_type="scid_alias")
+            await n.source.mine(1)
+            await a.apps["chain"].wallet.sync()  # type: ignore[attr-defined]
+            await n.open([(a, b, 500_000, 500_000)])
+            listed = {ch["peer_id"]: ch for ch in (await channels(a).listchannels())["channels"]}
+            ab, ac = listed[b.node_id.hex()], listed[c.node_id.hex()]
+            assert ab["short_channel_id"] and ab["local_alias"] and ab["short_channel_id"] != ab["local_alias"] and not ab["scid_alias"]
+            assert ac["scid_alias"] and ac["short_channel_id"] and ac["local_alias"]
+
+            for payee, name in ((b, ab["short_channel_id"]), (c, ac["local_alias"])):
+                inv = await payments(payee).invoice(1_000_000, "direct", "over A's own channel")
+                paid = await payments(a).pay(inv["bolt11"])
+                assert [hop["short_channel_id"] for hop in paid["routes"][0]] == [name]
+                (row,) = (await payments(a).listpayments(inv["payment_hash"]))["payments"]
+                assert row["routes"] == paid["routes"]
+                assert [hop["short_channel_id"] for hop in (await payments(a).getroute(payee.node_id.hex(), 1_000))["route"]] == [name]
+                await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")

@@ -25,6 +25,7 @@ from lnpmsg.channels.htlc_hook import IncomingHtlc
 from lnpmsg.payments.orphans import PaymentEnded
 from lnpmsg.payments.recording import record
 from lnpmsg.payments.sender import OutgoingResult, onion_key
+from lnpmsg.payments.views import name_own_channels, own_channel_names
 
 if TYPE_CHECKING:
     from lnpmsg.payments.app import PaymentsApp
@@ -99,7 +100,8 @@ class Restarting:
         if ended.preimage is not None:
             values["preimage"] = ended.preimage
         if ended.routes:
-            values.update(routes=[r.to_dict() for r in ended.routes], fee_msat=ended.fee_msat)
+            values.update(routes=name_own_channels([r.to_dict() for r in ended.routes], own_channel_names(self.htlcs.channels())),
+                          fee_msat=ended.fee_msat)  # fmt: skip
         if ended.error is not None:
             values["error"] = ended.error
         await record(lambda: store.update_payment(ended.payment_id, **values), "the end of a payment")
