@@ -39,6 +39,7 @@ from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.payments import bolt11
 from lnpmsg.payments.app import PaymentEvent, PaymentsApp
+from lnpmsg.payments.forwarding import REESTABLISH_WAIT
 from lnpmsg.payments.graph import RoutingGraph
 from lnpmsg.payments.htlcs import FeePolicy
 from lnpmsg.rpc.params import ParamsError
@@ -472,6 +473,7 @@ async def test_a_forward_to_a_peer_that_is_not_connected_fails_back_at_once(tmp_
                 inv = await payments(c).invoice(5_000_000, "offline", "C is down at first")
                 await wait_until(lambda: not getattr(payments(b), "restarting", False), "B's start grace is over")
             await wait_until(lambda: not any(ch.usable for ch in channels(b).htlcs.channels() if ch.peer_id == c.node_id), "B sees C gone")
+            assert payments(b)._next_channel_wait(scids[("b", "c")]) == 0.0  # (not connected: not waited for)
             async with paying(a, inv["bolt11"]) as outcome:
                 # B decided: the payment ended, or B waits for its next channel (_waited: the old behaviour)
                 await wait_until(lambda: bool(outcome) or bool(payments(b)._waited), "B decided")
@@ -487,6 +489,8 @@ async def test_a_forward_to_a_peer_that_is_not_connected_fails_back_at_once(tmp_
             c2 = n.node("c")
             async with running(c2):
                 await b.connect(c2.addresses[0])
+                # (connected: a channel not usable yet is being reestablished, and is waited for a few seconds)
+                assert payments(b)._next_channel_wait(scids[("b", "c")]) == REESTABLISH_WAIT
                 await wait_until(lambda: all(ch.usable for ch in channels(b).htlcs.channels()), "B-C is back")
                 inv = await payments(c2).invoice(1_000_000, "back", "C is back")
                 paid = await payments(a).pay(inv["bolt11"])
