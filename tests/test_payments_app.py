@@ -39,6 +39,7 @@ from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.payments import bolt11
 from lnpmsg.payments.app import PaymentEvent, PaymentsApp
+from lnpmsg.payments.forwarding import REESTABLISH_WAIT
 from lnpmsg.payments.graph import RoutingGraph
 from lnpmsg.payments.htlcs import FeePolicy
 from lnpmsg.rpc.params import ParamsError
@@ -393,11 +394,6 @@ async def pay_until_it_waits_at(payer: Node, hop: Node, bolt11_text: str, paymen
         nursery.cancel_scope.cancel()
 
 
-async def link_down(x: Node, y: Node) -> None:
-    await x.disconnect(y.node_id)
-    await wait_until(lambda: not any(c.usable for c in channels(x).htlcs.channels() if c.peer_id == y.node_id), "the link is down")
-
-
 async def payment_ended(payer: Node, payment_hash: str) -> dict[str, Any]:
     with trio.fail_after(TIMEOUT):
         while (row := (await payments(payer).listpayments(payment_hash))["payments"][-1])["status"] == "pending":
@@ -407,11 +403,12 @@ async def payment_ended(payer: Node, payment_hash: str) -> dict[str, Any]:
 
 @pytest.mark.trio
 async def test_what_comes_back_while_the_payer_or_a_forwarder_is_down_is_not_lost(tmp_path: Path) -> None:
-    """A line A-B-C. B's link to C is down when A pays, so the HTLC waits at B for its next
-    channel; A stops with it in flight, then the link comes back and B forwards.
+    """A line A-B-C. A pays C's hold invoice through B and stops once C holds the HTLC (a forward
+    whose next peer is away would not wait at B: it fails back at once, see
+    ``test_a_forward_to_a_peer_that_is_not_connected_fails_back_at_once``).
 
-    1. C refuses (an unknown payment hash): B's failure waits for A; A restarts and reads it
-       with the part's stored secrets: the payment failed, the payee refused it.
+    1. C cancels the invoice: B's failure waits for A; A restarts and reads it with the part's
+       stored secrets: the payment failed, the payee refused it.
     2. C settles: B keeps the preimage; B stops too while its fulfill waits for A, and its payments
        store loses the preimage (as if B had crashed after its channel took the fulfill and before
        the store kept it); both restart: B settles upstream with the preimage its channel monitor
@@ -424,28 +421,25 @@ async def test_what_comes_back_while_the_payer_or_a_forwarder_is_down_is_not_los
                 async with running(a):
                     await n.fund(a, b)
                     await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
-                    template = bolt11.decode((await payments(c).invoice(1_000_000, "template", "signed by C"))["bolt11"])
-                    from dataclasses import replace
-
-                    unknown = os.urandom(32)
-                    forged = bolt11.encode(bolt11.sign(replace(template, payment_hash=unknown, signature=None, payee=None), n.keys["c"].secret))
-                    await link_down(b, c)
-                    await pay_until_it_waits_at(a, b, forged, unknown.hex())
-                # A is down; the link comes back: B forwards, C refuses, B's failure waits for A
-                await b.connect(c.addresses[0])
-                await wait_until(lambda: forward_status(b, unknown.hex()) == "failed", "C refused")
-                assert waits_at(b, unknown.hex())
+                    refused = sha256(os.urandom(32))
+                    inv = await payments(c).invoice(1_000_000, "refused", "held, then cancelled", payment_hash=refused.hex(), hold=True)
+                    await pay_until_it_waits_at(a, c, inv["bolt11"], refused.hex())
+                # A is down; C refuses: B's failure waits for A
+                await payments(c).cancelinvoice(refused.hex())
+                await wait_until(lambda: forward_status(b, refused.hex()) == "failed", "C refused")
+                assert waits_at(b, refused.hex())
                 a2 = n.node("a")
                 async with running(a2):
                     await a2.connect(b.addresses[0])
-                    row = await payment_ended(a2, unknown.hex())
+                    row = await payment_ended(a2, refused.hex())
                     assert row["status"] == "failed" and row["preimage"] is None
                     assert "the payee" in row["error"] and "incorrect_or_unknown_payment_details" in row["error"], row["error"]
 
-                    inv = await payments(c).invoice(5_000_000, "while down", "the payer and a forwarder restart")
-                    await link_down(b, c)
-                    await pay_until_it_waits_at(a2, b, inv["bolt11"], inv["payment_hash"])
-                await b.connect(c.addresses[0])
+                    preimage = os.urandom(32)
+                    inv = await payments(c).invoice(5_000_000, "while down", "the payer and a forwarder restart",
+                                                    payment_hash=sha256(preimage).hex(), hold=True)  # fmt: skip
+                    await pay_until_it_waits_at(a2, c, inv["bolt11"], inv["payment_hash"])
+                await payments(c).settleinvoice(preimage.hex())
                 await wait_until(lambda: forward_status(b, inv["payment_hash"]) == "settled", "C settled, B has the preimage")
                 assert waits_at(b, inv["payment_hash"])  # A is down: B's fulfill waits
             # B stops too; its payments store forgets the preimage: the channel monitor's copy must do
@@ -461,3 +455,73 @@ async def test_what_comes_back_while_the_payer_or_a_forwarder_is_down_is_not_los
                 assert row["status"] == "complete" and sha256(bytes.fromhex(row["preimage"])).hex() == inv["payment_hash"]
                 assert (await payments(c).listinvoices("while down"))["invoices"][0]["status"] == "paid"
                 await wait_until(lambda: all(quiet(x) for x in (a3, b2, c)), "no HTLC left")
+
+
+@pytest.mark.trio
+async def test_a_forward_to_a_peer_that_is_not_connected_fails_back_at_once(tmp_path: Path) -> None:
+    """A line A-B-C, past B's start grace (every channel of B was usable). C stops: B does not hold
+    A's HTLC for C (it may be gone for good) but fails it back at once with ``temporary_channel_failure``
+    for B-C (no channel_update: BOLT 4 no longer asks for one), so A's payment fails while C is still
+    down. (Event-based: the payment ends, or B waits for C, before C restarts. Before, B waited up
+    to 30 s for C.) Once C is back B forwards again."""
+    async with net(tmp_path) as n:
+        a, b, c = (n.node(x) for x in "abc")
+        async with running(a, b):
+            async with running(c):
+                await n.fund(a, b)
+                scids = await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+                inv = await payments(c).invoice(5_000_000, "offline", "C is down at first")
+                await wait_until(lambda: not getattr(payments(b), "restarting", False), "B's start grace is over")
+            await wait_until(lambda: not any(ch.usable for ch in channels(b).htlcs.channels() if ch.peer_id == c.node_id), "B sees C gone")
+            assert payments(b)._next_channel_wait(scids[("b", "c")]) == 0.0  # (not connected: not waited for)
+            async with paying(a, inv["bolt11"]) as outcome:
+                # B decided: the payment ended, or B waits for its next channel (_waited: the old behaviour)
+                await wait_until(lambda: bool(outcome) or bool(payments(b)._waited), "B decided")
+                assert "error" in outcome, "B held the forward for C, which is not connected"
+            err = outcome["error"]
+            assert err.details["erring_index"] == 0 and err.details["erring_node"] == b.node_id.hex()
+            assert err.details["code"] == 0x1000 | 7 and err.details["erring_channel"] == _scid(scids[("b", "c")])
+            await wait_until(lambda: quiet(a), "nothing left on A-B")  # (B-C is down: B is not quiet)
+            assert [f["status"] for f in (await payments(b).listforwards())["forwards"]] in ([], ["failed"])
+
+            # C is back: B forwards again (less than the failed amount: A's mission control took the failure
+            # as too little liquidity on B-C for a while)
+            c2 = n.node("c")
+            async with running(c2):
+                await b.connect(c2.addresses[0])
+                # (connected: a channel not usable yet is being reestablished, and is waited for a few seconds)
+                assert payments(b)._next_channel_wait(scids[("b", "c")]) == REESTABLISH_WAIT
+                await wait_until(lambda: all(ch.usable for ch in channels(b).htlcs.channels()), "B-C is back")
+                inv = await payments(c2).invoice(1_000_000, "back", "C is back")
+                paid = await payments(a).pay(inv["bolt11"])
+                assert paid["status"] == "complete"
+                await wait_until(lambda: all(quiet(x) for x in (a, b, c2)), "settled")
+
+
+@pytest.mark.trio
+async def test_our_own_channel_is_named_as_listchannels_names_it(tmp_path: Path) -> None:
+    """A pays B and C over its own private channels: ``pay``, ``listpayments`` and ``getroute`` name
+    the first hop's channel by its real short channel id (listchannels' ``short_channel_id``), not by
+    our local alias; an ``option_scid_alias`` channel, whose real id is never to be named, by the alias."""
+    async with net(tmp_path) as n:
+        a, b, c = (n.node(x) for x in "abc")
+        async with running(a, b, c):
+            await n.fund(a)
+            await a.connect(c.addresses[0])
+            await channels(a).fundchannel(c.node_id.hex(), 500_000, push_msat=10_000_000, channel_type="scid_alias")
+            await n.source.mine(1)
+            await a.apps["chain"].wallet.sync()  # type: ignore[attr-defined]
+            await n.open([(a, b, 500_000, 500_000)])
+            listed = {ch["peer_id"]: ch for ch in (await channels(a).listchannels())["channels"]}
+            ab, ac = listed[b.node_id.hex()], listed[c.node_id.hex()]
+            assert ab["short_channel_id"] and ab["local_alias"] and ab["short_channel_id"] != ab["local_alias"] and not ab["scid_alias"]
+            assert ac["scid_alias"] and ac["short_channel_id"] and ac["local_alias"]
+
+            for payee, name in ((b, ab["short_channel_id"]), (c, ac["local_alias"])):
+                inv = await payments(payee).invoice(1_000_000, "direct", "over A's own channel")
+                paid = await payments(a).pay(inv["bolt11"])
+                assert [hop["short_channel_id"] for hop in paid["routes"][0]] == [name]
+                (row,) = (await payments(a).listpayments(inv["payment_hash"]))["payments"]
+                assert row["routes"] == paid["routes"]
+                assert [hop["short_channel_id"] for hop in (await payments(a).getroute(payee.node_id.hex(), 1_000))["route"]] == [name]
+                await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")

@@ -20,7 +20,8 @@ Electrum -> lnpmsg A -> lnpmsg B (B's invoice hints the private channel A-B), A'
 
 - the amount is more than A can send B: ``TEMPORARY_CHANNEL_FAILURE``;
 - B is down (stopped): ``TEMPORARY_CHANNEL_FAILURE`` too (BOLT 4: the outgoing channel
-  cannot take the HTLC now), once A has waited 30 s for B to come back;
+  cannot take the HTLC now), at once: A, long past its start, does not wait for a peer that is
+  not connected (as lnd and Core Lightning);
 - the A-B channel is closed (the invoice still names it): ``UNKNOWN_NEXT_PEER``.
 
 lnpmsg attaches no ``channel_update`` to these failures (``len`` 0, as BOLT 4 now
@@ -238,8 +239,8 @@ async def test_electrum_decodes_the_forwarders_failures(tmp_path: Path) -> None:
         assert await trio.to_thread.run_sync(electrum_balances, wallet) == electrum_before
         assert (await cli("listinvoices", "--label", "big", "--data-dir", b_dir))["invoices"][0]["status"] == "unpaid"
 
-        # B is down: A cannot offer the HTLC on to it now (temporary_channel_failure again, once A has
-        # waited 30 s for B to come back: REPLAY_GRACE)
+        # B is down: A cannot offer the HTLC on to it now (temporary_channel_failure again, at once: A waits
+        # only in its own start's grace, REPLAY_GRACE, or for a connected peer reestablishing, REESTABLISH_WAIT)
         small = await cli("invoice", 10_000_000, "small", "B is down", "--data-dir", b_dir)
         later = await cli("invoice", 10_000_000, "later", "the channel is gone", "--data-dir", b_dir)
         await stop(b, b_dir)

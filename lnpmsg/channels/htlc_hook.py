@@ -63,7 +63,7 @@ from .failures import FailureStore, OfferedFailure
 from .inputs import AddHtlc, FailHtlc, FailMalformedHtlc, FulfillHtlc, HtlcDropped, HtlcIncoming, HtlcSettled, Input, Output
 from .messages import UpdateAddHtlc, UpdateFailHtlc, UpdateFailMalformedHtlc, UpdateFulfillHtlc
 from .monitor import HtlcResolved
-from .ready import accepted_scids, hint_scid, routing_scid
+from .ready import accepted_scids, alias_only, hint_scid, routing_scid
 from .state import Phase
 
 if TYPE_CHECKING:
@@ -122,6 +122,9 @@ class ChannelInfo:
     scids: tuple[int, ...] = ()
     #: the id a route hint to us over this channel names (the peer's alias; 0: none may be given)
     hint_scid: int = 0
+    #: the real short channel id, where the type lets it be named (listchannels' ``short_channel_id``;
+    #: 0: not confirmed yet, or option_scid_alias)
+    real_scid: int = 0
 
 
 class HtlcHandler(Protocol):
@@ -443,5 +446,5 @@ def _info(channel: ManagedChannel) -> ChannelInfo | None:
         key=channel.key, peer_id=channel.peer_id, short_channel_id=routing_scid(s), capacity_sat=s.funding_sat,
         spendable_msat=max(0, spendable), receivable_msat=max(0, receivable),
         htlc_minimum_msat=s.remote.htlc_minimum_msat, usable=usable, public=bool(getattr(s.open_channel, "channel_flags", 0) & 1),
-        scids=accepted_scids(s), hint_scid=hint_scid(s),
+        scids=accepted_scids(s), hint_scid=hint_scid(s), real_scid=0 if alias_only(s) else s.short_channel_id,
     )  # fmt: skip

@@ -24,8 +24,10 @@ channel app kept for HTLCs of ours that left their channels while we were
 not listening or before we recorded what they meant (the channel app
 forgets each once our store has it), and every incoming HTLC still
 committed is decided again, so none is left hanging (:mod:`.restart`). A resolution whose
-channel is down (a preimage or a failure to send upstream, a forward whose
-next channel is reconnecting) waits for the channel rather than being lost.
+channel is down (a preimage or a failure to send upstream) waits for the channel rather than
+being lost. A forward whose next channel is down waits for it in our start's grace or while
+its peer reestablishes it; a forward whose next peer is not connected otherwise fails back at
+once (``temporary_channel_failure``, :mod:`.forwarding`).
 On a full disk nothing is sent that the store could not record: the write
 is tried again until it lands (:mod:`.recording`), and a settlement or an
 offer the channel could not write is made again once the channel is back;
@@ -208,6 +210,7 @@ class PaymentsApp(Restarting, InvoiceCalls, Forwarding, Paying, Receiving, Holdi
             self.store = None
 
     async def serve(self) -> None:
+        self.restarting = True  # (our start's grace, until _replay ends it)
         await self._start_up()
         self.spawn(self._resolve_loop)
         self.spawn(self._mpp_timer)
@@ -316,7 +319,13 @@ class PaymentsApp(Restarting, InvoiceCalls, Forwarding, Paying, Receiving, Holdi
             invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self.policies.forwarding,
             keysend_min_final_cltv=DEFAULT_MIN_FINAL_CLTV if self.accept_keysend else None, path_key=add.tlvs.get("blinded_path"),
         )  # fmt: skip
-        wait = isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN and (ref not in self._waited or ref in self._not_written)
+        limit = 0.0  # how long to wait for the next channel, not usable now (0: decided as it is)
+        if isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN:
+            if ref in self._not_written:  # (our disk: the channel reconnects to resume from it, however long it takes)
+                limit = REPLAY_GRACE
+            elif ref not in self._waited:  # (after one wait it fails back: BOLT 4 temporary_channel_failure)
+                limit = self._next_channel_wait(asked[-1] if asked else 0)
+        wait = limit > 0
         if known is not None and not isinstance(action, Forward) and not wait:
             # a recorded forward decided otherwise now: its failure is on disk before it goes upstream
             # (a restart sends the same one, not a guess); an onion we cannot read has no failure onion
@@ -327,9 +336,9 @@ class PaymentsApp(Restarting, InvoiceCalls, Forwarding, Paying, Receiving, Holdi
             else:
                 await record(lambda: store.forward_status(ref[0], ref[1], "failed"), "a forward's failure")
         if wait:
-            # the next peer may be reconnecting (after a restart of either side): give it a moment
+            # the next peer may be reconnecting (after our restart, or reestablishing the channel): give it a moment
             self._waited.add(ref)
-            self.spawn(self._decide_later, htlc, asked[-1] if asked else None)
+            self.spawn(self._decide_later, htlc, asked[-1] if asked else None, 0.0, limit)
         elif isinstance(action, Settle):
             # (a task: HTLCs waiting for their invoice to be marked paid on a full disk hold up no other HTLC)
             self.spawn(self._settle, {ref: action.shared_secret}, add.payment_hash, action.preimage, action.amount_msat, self._now())
@@ -346,9 +355,10 @@ class PaymentsApp(Restarting, InvoiceCalls, Forwarding, Paying, Receiving, Holdi
         elif isinstance(action, Forward):
             await self._forward(htlc, action)
 
-    async def _decide_later(self, htlc: IncomingHtlc, short_channel_id: int | None = None, after: float = 0.0) -> None:
+    async def _decide_later(self, htlc: IncomingHtlc, short_channel_id: int | None = None, after: float = 0.0,
+                            limit: float = REPLAY_GRACE) -> None:  # fmt: skip
         """Decide ``htlc`` again once the channel it waits for is usable (None: all), looking first
-        ``after`` seconds from now, or after REPLAY_GRACE."""
+        ``after`` seconds from now, or after ``limit`` more seconds."""
 
         def up() -> bool:
             if short_channel_id is None:
@@ -357,7 +367,7 @@ class PaymentsApp(Restarting, InvoiceCalls, Forwarding, Paying, Receiving, Holdi
             return channel is None or channel.usable  # (gone: the decision says so)
 
         await trio.sleep(after)
-        with trio.move_on_after(REPLAY_GRACE):
+        with trio.move_on_after(limit):
             while not up():
                 await trio.sleep(_CHANNEL_POLL)
         self._deciding.discard((htlc.channel_key, htlc.add.id))

@@ -14,8 +14,17 @@ incoming channel went on chain meanwhile: the fulfil hands the preimage to
 that channel's monitor, which claims the HTLC on chain), so at
 most one outgoing HTLC is ever offered per incoming HTLC; a replayed
 incoming HTLC settles with the stored preimage, or waits, or is decided
-again when its outgoing HTLC never got into a commitment; a forward whose
-next peer went away waits once for it.
+again when its outgoing HTLC never got into a commitment.
+
+A forward whose next channel is not usable (:meth:`Forwarding._next_channel_wait`): in our
+start's grace (:mod:`.restart`: our peers are reconnecting) it waits for the channel as long as
+that grace lasts; later it fails back at once with ``temporary_channel_failure`` when the next
+peer is not connected (as lnd and Core Lightning do: the payer tries another route rather than
+wait for a peer that may be gone for good), and waits a few seconds when it is connected and the
+channel is being reestablished. It waits once: decided again, it forwards or fails back. So
+does one whose next peer went away between the decision and the offer, or before the offer was
+committed. A forward whose next channel could not write the offer (our full disk) waits as
+long as it takes (:data:`AFTER_WRITE_FAILURE`).
 """
 
 from __future__ import annotations
@@ -35,13 +44,19 @@ from lnpmsg.payments.onion import create_failure_onion, malformed_failure, next_
 from lnpmsg.payments.onion.failures import PermanentChannelFailure, TemporaryChannelFailure
 from lnpmsg.payments.sender import OutgoingResult, onion_key
 from lnpmsg.payments.recording import RETRY_MAX_DELAY, record
+from lnpmsg.payments.restart import REPLAY_GRACE
 from lnpmsg.payments.store import PaymentsStore
 
-__all__ = ["AFTER_WRITE_FAILURE", "Forwarding"]
+__all__ = ["AFTER_WRITE_FAILURE", "REESTABLISH_WAIT", "Forwarding"]
 
 #: seconds a forward whose next channel could not write the offer waits before looking at that channel
 #: again: the channel drops its peer to resume from its disk, and reads as usable until that is processed
 AFTER_WRITE_FAILURE = 1.0
+#: seconds a forward waits for its next channel when the peer is connected but the channel is not
+#: usable yet: channel_reestablish is one message each way (plus what it retransmits), well under a
+#: second on a direct link, a few seconds over Tor. Longer would hold the payer's HTLC (and its
+#: other parts' liquidity) for a channel that may stay down, where a failure lets it route elsewhere.
+REESTABLISH_WAIT = 5.0
 
 log = logging.getLogger("lnpmsg.payments.app")
 
@@ -83,8 +98,9 @@ class Forwarding:
     _call: Callable[[Callable[[], Awaitable[None]], tuple[str, int]], Awaitable[None]]
     _fail: Callable[..., Awaitable[None]]
     _failure_recorded: Callable[[tuple[str, int], OutgoingResult], Awaitable[None]]
-    _decide_later: Callable[[IncomingHtlc, int | None, float], Awaitable[None]]
+    _decide_later: Callable[[IncomingHtlc, int | None, float, float], Awaitable[None]]
     _publish: Callable[..., None]
+    restarting: bool
     spawn: Callable[..., Any]
     node: Any
 
@@ -188,14 +204,20 @@ class Forwarding:
             # there is space: the forward looks again, less often each time, for as long as the incoming
             # HTLC's deadline allows (each decision checks it), instead of failing upstream.
             not_written = isinstance(exc, HtlcNotWritten) or ref in self._not_written
-            if channel is not None and (not_written or (not channel.usable and ref not in self._waited)):
+            limit = 0.0
+            if channel is not None and not_written:
+                limit = REPLAY_GRACE
+            elif channel is not None and not channel.usable and ref not in self._waited:
+                # the next peer went away between the decision and the offer: back soon only if reconnecting
+                limit = self._next_channel_wait(fwd.short_channel_id)
+            if limit > 0:
                 delay = 0.0
                 if not_written:
                     delay = self._not_written[ref] = min(2 * self._not_written.get(ref, AFTER_WRITE_FAILURE / 2), RETRY_MAX_DELAY)
-                else:  # the next peer went away between the decision and the offer: it may be back soon
+                else:
                     self._waited.add(ref)
                 log.info("payments: forward %s/%d waits for its next channel: %s", ref[0][:16], ref[1], exc)
-                self.spawn(self._decide_later, htlc, fwd.short_channel_id, delay)
+                self.spawn(self._decide_later, htlc, fwd.short_channel_id, delay, limit)
                 return
             log.info("payments: cannot forward %s/%d: %s", ref[0][:16], ref[1], exc)
             if fwd.path_key is not None:  # inside a blinded path: invalid_onion_blinding, whatever went wrong
@@ -313,15 +335,34 @@ class Forwarding:
 
     async def _offer_again(self, forward: tuple[str, int, bytes, bytes], out_key: str) -> bool:
         """A forward's outgoing HTLC was dropped before any commitment held it (the next peer went
-        away): decide the incoming HTLC again once the next channel is back (once per HTLC)."""
+        away): decide the incoming HTLC again once the next channel is back (once per HTLC), if it
+        may be waited for (:meth:`_next_channel_wait`); False: fail it back now."""
         ref = (forward[0], forward[1])
         htlc = next((h for h in self.htlcs.pending_incoming() if (h.channel_key, h.add.id) == ref), None)
         if htlc is None or ref in self._waited:
+            return False
+        scid = next((c.short_channel_id for c in self.htlcs.channels() if c.key == out_key), None)
+        limit = self._next_channel_wait(scid) if scid is not None else 0.0
+        if limit <= 0:
             return False
         log.info("payments: forward %s/%d was dropped with its next peer: offered again once it is back", ref[0][:16], ref[1])
         store = self._store()
         await record(lambda: store.forward_reset(*ref), "a forward to offer again")
         self._waited.add(ref)
-        scid = next((c.short_channel_id for c in self.htlcs.channels() if c.key == out_key), None)
-        self.spawn(self._decide_later, htlc, scid)
+        self.spawn(self._decide_later, htlc, scid, 0.0, limit)
         return True
+
+    def _next_channel_wait(self, short_channel_id: int) -> float:
+        """Seconds a forward may wait for its next channel ``short_channel_id``, not usable now, to come
+        back before it is decided again (0: fail it back at once, ``temporary_channel_failure``).
+
+        In our start's grace (:attr:`~.restart.Restarting.restarting`) the peer is most likely
+        reconnecting to us: :data:`~.restart.REPLAY_GRACE`. Later, a connected peer whose channel
+        is not usable is reestablishing it (or closing it, or quiescent): :data:`REESTABLISH_WAIT`.
+        A peer that is not connected is not waited for: it may be gone for good, and the payer
+        should not find out only after our grace (lnd and Core Lightning fail such a forward at once)."""
+        if self.restarting:
+            return REPLAY_GRACE
+        channel = self.htlcs.by_scid(short_channel_id)
+        peer = self.node.peers.get(channel.peer_id) if channel is not None else None
+        return REESTABLISH_WAIT if peer is not None and peer.is_ready else 0.0

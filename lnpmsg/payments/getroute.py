@@ -20,13 +20,14 @@ is checked as ``pay`` checks it (expired, another network, our own). The result 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lnpmsg.payments.bolt11 import Invoice
 from lnpmsg.payments.keysend import check_count, payee_of, payment_target
 from lnpmsg.payments.plan import PaymentPlanError
 from lnpmsg.payments.route import NoRouteError, Route
-from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV, check_invoice, decode_invoice
+from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV, check_invoice, decode_invoice, name_own_channels, own_channel_names
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.calls import ChainAppError
 
@@ -54,7 +55,7 @@ class RouteQueries:
         height = await self._height()
         target = payment_target(self, payee, bytes(32), amount_msat, final_cltv, "getroute")
         (route,) = self._routes(target, height, amount_msat, max_fee_msat)
-        return _result([route], height)
+        return _result([route], height, own_channel_names(self.htlcs.channels()))
 
     async def _invoice_route(self: PaymentsApp, bolt11: str, amount_msat: int | None, node_id: str | None, max_fee_msat: int | None,
                              final_cltv: int) -> dict[str, Any]:  # fmt: skip
@@ -72,7 +73,7 @@ class RouteQueries:
         total = amount_msat if amount_msat is not None else invoice.amount_msat
         assert total is not None and invoice.payee is not None
         height = await self._height()
-        result = _result(self._routes(invoice, height, total, None), height)
+        result = _result(self._routes(invoice, height, total, None), height, own_channel_names(self.htlcs.channels()))
         result.setdefault("routes", [result["route"]])
         result.update(destination=invoice.payee.hex(), payment_hash=invoice.payment_hash.hex(), route_hints=len(invoice.route_hints))
         return result
@@ -87,12 +88,13 @@ class RouteQueries:
                                 {"error": "NoRoute", "node_id": payee, "amount_msat": amount_msat})  # fmt: skip
 
 
-def _result(routes: list[Route], height: int) -> dict[str, Any]:
+def _result(routes: list[Route], height: int, names: Mapping[str, str]) -> dict[str, Any]:
     """getroute's answer: the first route's hops as ``route`` (each with ``delay``: blocks from now until its
-    HTLC expires, Core Lightning's field) and, for several parts, every part in ``routes``; totals over the parts."""
+    HTLC expires, Core Lightning's field) and, for several parts, every part in ``routes``; totals over the parts.
+    Our channel is named as ``pay`` names it (``names``: :func:`~.views.own_channel_names`)."""
     parts = []
     for route in routes:
-        hops = route.to_dict()
+        (hops,) = name_own_channels([route.to_dict()], names) or [[]]
         for hop, h in zip(hops, route.hops, strict=True):
             hop["delay"] = h.cltv_expiry - height
         parts.append(hops)

@@ -19,7 +19,7 @@ from lnpmsg.payments.bolt11 import RouteHintHop
 from lnpmsg.payments.bolt11_parts import prefix_for_network
 from lnpmsg.payments.paying import PAY_TIMEOUT
 from lnpmsg.payments.store import PaymentsStoreWriteFailed
-from lnpmsg.payments.views import decode_invoice, forward_view, invoice_params, invoice_view, new_invoice, payment_view, route_hints
+from lnpmsg.payments.views import decode_invoice, forward_view, invoice_params, invoice_view, new_invoice, own_channel_names, payment_view, route_hints
 from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
 
@@ -121,7 +121,8 @@ class InvoiceCalls:
         """Our payments: status, amount, fee, route(s), preimage."""
         wanted = hex_param(payment_hash, "payment_hash", 32) if payment_hash else None
         rows = await trio.to_thread.run_sync(self._store().payments, wanted)
-        return {"payments": [payment_view(r) for r in rows]}
+        names = own_channel_names(self.htlcs.channels())
+        return {"payments": [payment_view(r, names) for r in rows]}
 
     async def listforwards(self: PaymentsApp) -> dict[str, Any]:
         """HTLCs we forwarded: in and out channels, amounts, expiries, status."""

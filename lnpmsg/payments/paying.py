@@ -32,7 +32,7 @@ from lnpmsg.payments.route import Route
 from lnpmsg.payments.recording import record
 from lnpmsg.payments.sender import OutgoingResult, Part, Payment, onion_key
 from lnpmsg.payments.store import PaymentsStoreWriteFailed
-from lnpmsg.payments.views import check_invoice, decode_invoice
+from lnpmsg.payments.views import check_invoice, decode_invoice, name_own_channels, own_channel_names
 from lnpmsg.wallet.calls import ChainAppError
 
 if TYPE_CHECKING:
@@ -152,7 +152,8 @@ class Paying:
         """Store how the payment ended; its result for ``pay``."""
         store = self._store()
         preimage, error = payment.preimage, payment.final_error
-        routes = [r.to_dict() for r in payment.succeeded]
+        # our channel as users know it (listchannels), not by our alias of a private one; kept so (it may close)
+        routes = name_own_channels([r.to_dict() for r in payment.succeeded], own_channel_names(self.htlcs.channels())) or []
         fee = sum(r.fee_msat for r in payment.succeeded)
         completed_at = int(self._now())
         if preimage is not None:

@@ -8,7 +8,10 @@ the end is recorded), the hold invoices' held HTLCs are found (:mod:`.holding`),
 channels hold for our HTLCs are read again, and so are the failures the channel app kept for HTLCs of
 ours that left their channels while we were not listening. Then every committed incoming HTLC is
 decided again (:meth:`Restarting._replay`), after up to :data:`REPLAY_GRACE` seconds for the
-peers to reconnect, so none is left hanging.
+peers to reconnect, so none is left hanging. Until then (every channel usable again, or the grace
+over) a forward whose next channel is down waits for it as long too (:attr:`Restarting.restarting`):
+its peer is most likely reconnecting to us; afterwards it fails back at once when that peer is not
+connected (:mod:`.forwarding`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from lnpmsg.channels.htlc_hook import IncomingHtlc
 from lnpmsg.payments.orphans import PaymentEnded
 from lnpmsg.payments.recording import record
 from lnpmsg.payments.sender import OutgoingResult, onion_key
+from lnpmsg.payments.views import name_own_channels, own_channel_names
 
 if TYPE_CHECKING:
     from lnpmsg.payments.app import PaymentsApp
@@ -36,6 +40,9 @@ REPLAY_GRACE = 30.0
 
 class Restarting:
     """Taking up what a restart left in flight (see the module docs); mixed into the payments app."""
+
+    #: our own start's grace is on: our peers are reconnecting (set at start, cleared by :meth:`_replay`)
+    restarting: bool = True
 
     async def _start_up(self: PaymentsApp) -> None:
         """What a restart left in flight, known before the first result is read (results queue meanwhile,
@@ -93,7 +100,8 @@ class Restarting:
         if ended.preimage is not None:
             values["preimage"] = ended.preimage
         if ended.routes:
-            values.update(routes=[r.to_dict() for r in ended.routes], fee_msat=ended.fee_msat)
+            values.update(routes=name_own_channels([r.to_dict() for r in ended.routes], own_channel_names(self.htlcs.channels())),
+                          fee_msat=ended.fee_msat)  # fmt: skip
         if ended.error is not None:
             values["error"] = ended.error
         await record(lambda: store.update_payment(ended.payment_id, **values), "the end of a payment")
@@ -107,13 +115,15 @@ class Restarting:
     async def _replay(self: PaymentsApp) -> None:
         """After a restart: decide every committed incoming HTLC again (forwards already offered are
         found in the store). First give the peers a moment to reconnect, so a forward finds its
-        next channel up rather than failing back at once."""
+        next channel up rather than failing back at once; that moment ends our start's grace
+        (:attr:`restarting`, set at start), with or without HTLCs to decide."""
         pending = self.htlcs.pending_incoming()
-        if not pending:
-            return
-        log.info("payments: %d incoming HTLC(s) to decide after the restart", len(pending))
+        if pending:
+            log.info("payments: %d incoming HTLC(s) to decide after the restart", len(pending))
         with trio.move_on_after(REPLAY_GRACE):
             while not all(c.usable for c in self.htlcs.channels()):
                 await trio.sleep(0.2)
-        for htlc in self.htlcs.pending_incoming():
-            self._incoming_in.send_nowait(htlc)
+        self.restarting = False
+        if pending:
+            for htlc in self.htlcs.pending_incoming():
+                self._incoming_in.send_nowait(htlc)

@@ -21,7 +21,8 @@ from lnpmsg.rpc.params import ParamsError, hex_param
 if TYPE_CHECKING:
     from lnpmsg.channels.htlc_hook import ChannelInfo
 
-__all__ = ["check_invoice", "decode_invoice", "forward_view", "invoice_params", "invoice_view", "new_invoice", "payment_view", "route_hints"]
+__all__ = ["check_invoice", "decode_invoice", "forward_view", "invoice_params", "invoice_view", "name_own_channels", "new_invoice",
+           "own_channel_names", "payment_view", "route_hints"]
 
 
 def invoice_view(row: dict[str, Any], now: float, held: tuple[int, int, int] | None = None) -> dict[str, Any]:
@@ -42,14 +43,37 @@ def invoice_view(row: dict[str, Any], now: float, held: tuple[int, int, int] | N
     return out
 
 
-def payment_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A payment for ``listpayments`` (a keysend's has no bolt11; one into a blinded path has its path, ``blinded:`` and hex, instead)."""
+def _scid_text(scid: int) -> str:
+    return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
+
+
+def own_channel_names(channels: Iterable[ChannelInfo]) -> dict[str, str]:
+    """Our channels' ids as our routes name them (:attr:`ChannelInfo.short_channel_id`: a private
+    channel's is our local alias) -> the id users know them by (listchannels' ``short_channel_id``):
+    the real id where there is one and the type allows it (not ``option_scid_alias``). Channels
+    routes already name so are left out."""
+    return {_scid_text(c.short_channel_id): _scid_text(c.real_scid) for c in channels if c.real_scid and c.real_scid != c.short_channel_id}
+
+
+def name_own_channels(routes: list[list[dict[str, Any]]] | None, names: Mapping[str, str]) -> list[list[dict[str, Any]]] | None:
+    """``routes`` (JSON hops, ours first) with the first hop's channel, ours, named as users know it
+    (``names``: :func:`own_channel_names`); the later hops name the channels the payer's onion did."""
+    if not routes or not names:
+        return routes
+    return [[{**r[0], "short_channel_id": names.get(r[0]["short_channel_id"], r[0]["short_channel_id"])}, *r[1:]] if r else r for r in routes]
+
+
+def payment_view(row: dict[str, Any], names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A payment for ``listpayments`` (a keysend's has no bolt11; one into a blinded path has its path, ``blinded:`` and hex, instead).
+    ``names``: our channels' names for the first hops (:func:`own_channel_names`; a payment stored before they
+    were named so shows our local alias of a private channel)."""
     blinded = row["bolt11"].startswith("blinded:") if row["bolt11"] else False
     return {
         "id": row["id"], "payment_hash": row["payment_hash"].hex(), "bolt11": (row["bolt11"] or None) if not blinded else None,
         "keysend": not row["bolt11"], **({"blinded_path": row["bolt11"].removeprefix("blinded:")} if blinded else {}),
         "destination": row["payee"].hex(),
-        "amount_msat": row["amount_msat"], "fee_msat": row["fee_msat"], "status": row["status"], "routes": row["routes"],
+        "amount_msat": row["amount_msat"], "fee_msat": row["fee_msat"], "status": row["status"],
+        "routes": name_own_channels(row["routes"], names or {}),
         "preimage": row["preimage"].hex() if row["preimage"] else None, "error": row["error"], "attempts": row["attempts"],
         "created_at": row["created_at"], "completed_at": row["completed_at"],
     }  # fmt: skip
