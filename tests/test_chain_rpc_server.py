@@ -104,6 +104,8 @@ async def test_bitcoind_source_against_the_served_chain(served):
         spend = faucet_spend(paid, 50_000)
         assert await remote.broadcast(spend.raw) == spend.txid
         assert await remote.broadcast(spend.raw) == spend.txid  # again: already waiting is fine
+        assert await remote.find_transaction(spend.txid) == spend.raw == await source.find_transaction(spend.txid)  # waiting
+        assert await remote.find_transaction(bytes(32)) is None
         async with remote.subscribe() as events:
             await events.watch_outpoint(OutPoint(spend.txid, 0))
             await source.mine(1)
@@ -111,6 +113,7 @@ async def test_bitcoind_source_against_the_served_chain(served):
         assert type(seen[0]).__name__ == "OutputConfirmed" and type(seen[-1]) is BlockConnected and seen[-1].height == 102
         info = await remote.get_txout(OutPoint(spend.txid, 0))
         assert info is not None and info.confirmations == 1 and info.txout.amount_sat == 49_000
+        assert await remote.find_transaction(spend.txid) == spend.raw  # in a block
         assert await remote.broadcast(spend.raw) == spend.txid  # confirmed: -27, success too
         with pytest.raises(ChainError) as double:
             await remote.broadcast(faucet_spend(paid, 50_000, fee=2_000).raw)

@@ -506,6 +506,16 @@ class BitcoindSource(ChainSource):
                 f"unexpected gettxout reply: {exc}", code="protocol"
             ) from exc
 
+    async def find_transaction(self, txid: bytes) -> bytes | None:
+        """``getrawtransaction``: bitcoind's mempool, or a block with ``-txindex`` (else None)."""
+        try:
+            result = await self.call("getrawtransaction", hash_to_hex(txid), 0)
+        except ChainError as exc:
+            if exc.code == RPC_INVALID_ADDRESS_OR_KEY:  # "No such mempool or blockchain transaction"
+                return None
+            raise
+        return _hex(result, "getrawtransaction")
+
     async def broadcast(self, raw_tx: bytes) -> bytes:
         tx = as_tx(raw_tx)
         try:

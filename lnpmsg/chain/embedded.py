@@ -90,6 +90,10 @@ class EmbeddedChainSource(ChainSource):
     async def get_txout(self, outpoint: OutPoint) -> TxOutInfo | None:
         return await self._call(self.core.get_txout, outpoint)
 
+    async def find_transaction(self, txid: bytes) -> bytes | None:
+        found = await self._call(self.core.find_transaction, txid)
+        return found[0].raw if found is not None else None
+
     async def broadcast(self, raw_tx: bytes) -> bytes:
         return await self._call(self.core.broadcast, raw_tx)
 

@@ -98,6 +98,11 @@ class ChainSource(abc.ABC):
     async def get_txout(self, outpoint: OutPoint) -> TxOutInfo | None:
         """The output if it is confirmed and unspent, else None (as ``gettxout``)."""
 
+    async def find_transaction(self, txid: bytes) -> bytes | None:
+        """The serialized transaction ``txid`` if the source sees it (waiting in its mempool or in a
+        block), else None; a source that cannot look transactions up answers None (the default)."""
+        return None
+
     @abc.abstractmethod
     async def broadcast(self, raw_tx: bytes) -> bytes:
         """Submit a transaction; returns its txid.
