@@ -113,3 +113,52 @@ async def test_a_double_spend_mined_while_the_funder_was_down_fails_the_channel_
                 await wait_until(lambda: channels(a).manager is not None and the_channel(a, b).phase is Phase.FAILED, "failed at start")  # type: ignore[attr-defined]
                 row = await listed(a, b)
                 assert str(row["failure"]).startswith(DOUBLE_SPENT) and conflict.txid_hex in str(row["failure"])
+
+
+@pytest.mark.trio
+async def test_the_fundee_finds_the_funding_and_fails_the_channel_itself_when_it_is_double_spent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with net(tmp_path) as base:
+        n = AliasNet(base.source, tmp_path)
+        a, b = n.node("a"), n.node("b", trusts=("a",))
+        async with running(a, b):
+            await n.fund(a)
+            await a.connect(b.addresses[0])
+            await channels(a).fundchannel(b.node_id.hex(), 500_000, zeroconf=True, channel_type="scid_alias")
+            # B (the fundee) is told only the funding's txid: it looks the transaction up at the chain source
+            await wait_until(lambda: the_channel(b, a).core.state.funding_tx is not None, "B has the funding")  # type: ignore[attr-defined]
+            ab = the_channel(a, b).core.state  # type: ignore[attr-defined]
+            assert the_channel(b, a).core.state.funding_tx == ab.funding_tx  # type: ignore[attr-defined]
+            with record_events(b) as b_events, caplog.at_level(logging.INFO, logger="lnpmsg.channels.app"):
+                conflict = _conflict(a, Tx.parse(ab.funding_tx))
+                assert (await n.source.submit_transactions_in_block([conflict])).accepted
+                failed = await b_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.failed", timeout=TIMEOUT)
+                await wait_until(lambda: the_channel(a, b).phase is Phase.FAILED, "A fails it too")  # type: ignore[attr-defined]
+            # B failed it itself (not "peer: ..."), even when A's error came before B read the block
+            assert failed.reason.startswith(DOUBLE_SPENT) and conflict.txid_hex in failed.reason
+            assert failed.txid == ""  # no commitment: it spends an output that will never exist
+            row = await listed(b, a)
+            assert row["state"] == "failed" and str(row["failure"]).startswith(DOUBLE_SPENT)
+            assert not [r for r in caplog.records if "the commitment transaction" in r.getMessage()]  # (broadcast, or refused)
+
+
+@pytest.mark.trio
+async def test_the_fundee_keeps_the_funding_it_found_and_sees_a_double_spend_mined_while_it_was_down(tmp_path: Path) -> None:
+    async with net(tmp_path) as base:
+        n = AliasNet(base.source, tmp_path)
+        a, b = n.node("a"), n.node("b", trusts=("a",))
+        async with running(a):
+            async with running(b):
+                await n.fund(a)
+                await a.connect(b.addresses[0])
+                await channels(a).fundchannel(b.node_id.hex(), 500_000, zeroconf=True, channel_type="scid_alias")
+                await wait_until(lambda: the_channel(b, a).core.state.funding_tx is not None, "B has the funding")  # type: ignore[attr-defined]
+            conflict = _conflict(a, Tx.parse(the_channel(a, b).core.state.funding_tx))  # type: ignore[attr-defined]
+            assert (await n.source.submit_transactions_in_block([conflict])).accepted  # (the funding leaves the mempool)
+            await wait_until(lambda: the_channel(a, b).phase is Phase.FAILED, "A fails it")  # type: ignore[attr-defined]
+        b = n.node("b", trusts=("a",))
+        async with running(b):  # the funding's inputs were kept with the channel's records
+            await wait_until(lambda: channels(b).manager is not None and the_channel(b, a).phase is Phase.FAILED, "failed at start")  # type: ignore[attr-defined]
+            row = await listed(b, a)
+            assert str(row["failure"]).startswith(DOUBLE_SPENT) and conflict.txid_hex in str(row["failure"])

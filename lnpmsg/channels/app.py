@@ -87,7 +87,8 @@ from .inputs import (
 )
 from .dev import DevOptions
 from .backup_calls import BackupCalls
-from .chain_side import ChainSide
+from .chain_side import FIND_FUNDING_DELAYS, ChainSide
+from .double_spend import funding_wanted
 from .dev_calls import DevCalls
 from .manager import ChannelManager, ManagedChannel, describe, format_scid
 from .onchain import OnchainWatch
@@ -174,6 +175,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
         self._closing_txids: dict[str, str] = {}
         #: zero-conf channels whose funding is not confirmed: the height we first saw them so
         self._unconfirmed_since: dict[str, int] = {}
+        self._funding_unseen: set[str] = set()
         self._watch_in: trio.MemorySendChannel[Any] | None = None
         self.onchain: OnchainWatch | None = None
         #: the interface a payments app uses (add, settle, hear of HTLCs; our channels)
@@ -351,6 +353,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
     async def channel_error(self, peer: Peer, channel_id: bytes, text: str) -> None:
         channel = self._manager().find(peer.node_id, channel_id)
         if channel is not None:
+            await self._before_peer_error(channel)
             await self._submit(channel, Received(Error(channel_id=channel_id, data=text.encode())))
         await super().channel_error(peer, channel_id, text)
 
@@ -441,6 +444,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
                 log.info("channels: %s is ready (%s%s)", channel.channel_id.hex(), format_scid(event.short_channel_id),
                          "" if channel.core.state.short_channel_id else ", zero-conf: the funding is not confirmed yet")  # fmt: skip
                 self.spawn(self.write_backup)  # (the short channel id: where a restore reads the chain from)
+                if funding_wanted(channel.core.state):  # (a zero-conf fundee: the funding's inputs show a double spend)
+                    self.spawn(self._find_funding, channel, FIND_FUNDING_DELAYS)
             elif isinstance(event, HtlcIncoming):
                 add = event.add
                 self._publish("channel.htlc", channel, htlc_id=add.id, amount_msat=add.amount_msat,

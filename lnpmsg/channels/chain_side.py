@@ -2,8 +2,12 @@
 wallet (an open it cannot fund is abandoned), freeing the coins of a funding never broadcast,
 broadcasting (a close both signed, again after a crash before its broadcast), warning of a
 zero-conf channel's funding left unconfirmed and failing a channel whose unconfirmed funding was
-double-spent (:mod:`.double_spend`; the HTLCs we offered on it fail back upstream). A mixin of
-:class:`~lnpmsg.channels.app.ChannelsApp`.
+double-spent (:mod:`.double_spend`; the HTLCs we offered on it fail back upstream). The fundee of a
+single-funded zero-conf channel looks its funding transaction up at the chain source (once the
+channel is ready, at start and at each block until found) to see its inputs too, and before it
+takes a peer's ``error`` on such a channel it reads the last blocks (the funder may have seen the
+double spend first: failed for it, the channel broadcasts no commitment that could never confirm).
+A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from lnpmsg.chain.errors import ChainError
 from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wire import Error
 
-from .double_spend import FundingDoubleSpent, conflicting_spend, double_spent, unconfirmed_funding
+import trio
+
+from .double_spend import FundingDoubleSpent, FundingFound, conflicting_spend, double_spent, funding_wanted, unconfirmed_funding
 from .errors import LocalMisuse
 from .htlc_hook import _committed_adds
 from .monitor.events import HtlcResolved
@@ -34,6 +40,11 @@ log = logging.getLogger("lnpmsg.channels.app")
 ZEROCONF_WARN_BLOCKS = 6
 #: at start, the last blocks looked at for a double spend of an unconfirmed funding (mined while the node was down)
 DOUBLE_SPEND_LOOKBACK = 144
+#: blocks read for a double spend before a peer's ``error`` on a channel whose funding is unconfirmed
+PEER_ERROR_LOOKBACK = 6
+#: seconds between the looks for a just-ready zero-conf channel's funding (the funder broadcasts it
+#: after sending channel_ready: it may not have reached the source yet)
+FIND_FUNDING_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)
 
 
 class ChainSide:
@@ -46,6 +57,8 @@ class ChainSide:
     _funding_feerate: dict[str, int | None]
     _funding_errors: dict[str, str]
     _unconfirmed_since: dict[str, int]
+    #: channels whose funding the source did not have (logged once)
+    _funding_unseen: set[str]
     _submit: Any
     htlcs: Any
 
@@ -119,9 +132,48 @@ class ChainSide:
                         "double-spent, what the channel holds is not real; stop using it (closechannel)",
                         s.funding_outpoint.txid_hex if s.funding_outpoint else "-", channel.channel_id.hex(), waited)  # fmt: skip
 
+    async def _find_funding(self, channel: ManagedChannel, delays: tuple[float, ...] = (0.0,)) -> None:
+        """Look up the funding transaction of a zero-conf channel we did not fund (its inputs show a double
+        spend), trying after each of ``delays``; not found, it is said once (the peer's ``error`` tells then)."""
+        for delay in delays:
+            if not funding_wanted(channel.core.state):
+                return
+            await trio.sleep(delay)
+            txid = channel.core.state.funding_outpoint.txid  # type: ignore[union-attr]
+            try:
+                raw = await self.chain.source.find_transaction(txid)
+            except ChainError as exc:
+                log.debug("channels: cannot look up the funding of %s: %s", channel.channel_id.hex(), exc)
+                raw = None
+            if raw is not None:
+                await self._submit(channel, FundingFound(raw))
+                self._funding_unseen.discard(channel.key)
+                log.info("channels: found the funding %s of the zero-conf channel %s: a double spend of its inputs "
+                         "fails the channel", txid[::-1].hex(), channel.channel_id.hex())  # fmt: skip
+                return
+        if channel.key not in self._funding_unseen:
+            self._funding_unseen.add(channel.key)
+            log.info("channels: the chain source does not have the funding %s of the zero-conf channel %s (yet): a double "
+                     "spend of it is known only from the peer", txid[::-1].hex(), channel.channel_id.hex())  # fmt: skip
+
+    async def _before_peer_error(self, channel: ManagedChannel) -> None:
+        """A peer's ``error`` on a channel whose funding is unconfirmed may come from a double spend we have
+        not read yet: the last blocks first (failed for it, no commitment is broadcast)."""
+        if unconfirmed_funding(channel.core.state) is None:
+            return
+        try:
+            tip = (await self.chain.source.tip()).height
+        except ChainError:
+            return
+        for height in range(max(1, tip - PEER_ERROR_LOOKBACK + 1), tip + 1):
+            if not await self._check_double_spends(height):
+                return
+
     async def _check_double_spends(self, height: int) -> bool:
         """Fail each channel whose unconfirmed funding (that we have) an input of which the block at
         ``height`` spends in another transaction: the funding can never confirm."""
+        for channel in [c for c in self._manager().channels.values() if funding_wanted(c.core.state)]:
+            await self._find_funding(channel)
         waiting = [(c, f) for c in list(self._manager().channels.values()) if (f := unconfirmed_funding(c.core.state)) is not None]
         if not waiting:
             return True
@@ -138,7 +190,8 @@ class ChainSide:
                         "commitment can be broadcast; the HTLCs we offered on it fail back)", funding.txid_hex,
                         channel.channel_id.hex(), conflict.txid_hex, height)  # fmt: skip
             await self._submit(channel, FundingDoubleSpent(conflict.txid, height))  # (refused if it failed meanwhile)
-            if double_spent(channel.core.state):
+            s = channel.core.state
+            if double_spent(s) and (s.funder or s.dual):
                 self._release_funding(funding.raw)  # its other coins (if any) are ours to spend again
             self._fail_back_double_spent(channel)
         return True
@@ -146,6 +199,8 @@ class ChainSide:
     async def _check_double_spends_at_start(self) -> None:
         """The blocks mined while the node was down, up to :data:`DOUBLE_SPEND_LOOKBACK` (only with an
         unconfirmed funding that we have: each block is read)."""
+        for channel in [c for c in self._manager().channels.values() if funding_wanted(c.core.state)]:
+            await self._find_funding(channel)
         if not any(unconfirmed_funding(c.core.state) for c in self._manager().channels.values()):
             return
         try:

@@ -8,8 +8,11 @@ commitment is broadcast (:class:`~.inputs.ChannelFailed` without one), and the s
 HTLCs we offered on it back upstream (nothing on chain will ever resolve them).
 
 Only a node that has the funding transaction can see its inputs: the funder, and both sides of a
-dual-funded channel. The fundee of a single-funded channel knows only the funding's txid; it
-learns of it from the funder's ``error`` (or not at all from a funder that lies: that is the
+dual-funded channel. The fundee of a single-funded zero-conf channel knows only the funding's
+txid: its shell looks the transaction up at the chain source (its mempool or blocks) and hands it
+to the core (:class:`FundingFound`, recorded: a restart keeps it), and from then on the fundee
+sees a double spend itself. When the source does not see the funding, the fundee learns of a
+double spend only from the funder's ``error`` (or not at all from a funder that lies: that is the
 trust zero-conf asks of it), and keeps logging that its funding is unconfirmed.
 
 A funding is never replaced by another version of itself here (RBF of a funding is refused, see
@@ -28,11 +31,15 @@ from lnpmsg.wire import Error
 
 from .errors import LocalMisuse
 from .inputs import ChannelFailed
+from .ready import is_zeroconf
 
 if TYPE_CHECKING:
     from .state import ChannelCore, ChannelState, _Out
 
-__all__ = ["DOUBLE_SPENT", "FundingDoubleSpent", "conflicting_spend", "dispatch", "double_spent", "unconfirmed_funding"]
+__all__ = [
+    "DOUBLE_SPENT", "FundingDoubleSpent", "FundingFound", "conflicting_spend", "dispatch", "double_spent", "funding_wanted",
+    "unconfirmed_funding",
+]  # fmt: skip
 
 #: how a channel's ``failure`` starts when its funding was double-spent (read back after a restart)
 DOUBLE_SPENT = "funding double-spent"
@@ -46,14 +53,31 @@ class FundingDoubleSpent:
     height: int
 
 
-def unconfirmed_funding(state: ChannelState) -> Tx | None:
-    """The funding transaction of an established channel whose funding has not confirmed, if we have it."""
+@dataclass(frozen=True, slots=True)
+class FundingFound:
+    """The fundee's shell found the funding transaction (``raw_tx``) of its unconfirmed funding at the chain source."""
+
+    raw_tx: bytes
+
+
+def _unconfirmed(state: ChannelState) -> bool:
     from .state import Phase
 
     established = (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING)
-    if state.phase not in established or state.short_channel_id or not state.funding_tx:
+    return state.phase in established and not state.short_channel_id and state.funding_outpoint is not None
+
+
+def unconfirmed_funding(state: ChannelState) -> Tx | None:
+    """The funding transaction of an established channel whose funding has not confirmed, if we have it."""
+    if not _unconfirmed(state) or not state.funding_tx:
         return None
     return Tx.parse(state.funding_tx)
+
+
+def funding_wanted(state: ChannelState) -> bool:
+    """A zero-conf channel's unconfirmed funding whose transaction we lack (the fundee of a single-funded one):
+    the shell looks for it (:class:`FundingFound`)."""
+    return _unconfirmed(state) and not state.funding_tx and is_zeroconf(state)
 
 
 def conflicting_spend(funding: Tx, txs: Iterable[Tx]) -> Tx | None:
@@ -71,12 +95,20 @@ def double_spent(state: ChannelState) -> bool:
 
 
 def dispatch(core: ChannelCore, item: object, out: _Out) -> bool:
-    """Fail the channel on :class:`FundingDoubleSpent` (True when handled here)."""
+    """Keep the funding on :class:`FundingFound`; fail the channel on :class:`FundingDoubleSpent` (True when handled here)."""
+    s = core.state
+    if isinstance(item, FundingFound):
+        if not funding_wanted(s):
+            raise LocalMisuse("no unconfirmed funding transaction is wanted")
+        assert s.funding_outpoint is not None
+        if Tx.parse(item.raw_tx).txid != s.funding_outpoint.txid:
+            raise LocalMisuse("not the funding transaction")
+        s.funding_tx = item.raw_tx
+        return True
     if not isinstance(item, FundingDoubleSpent):
         return False
     from .state import Phase
 
-    s = core.state
     if s.short_channel_id:
         raise LocalMisuse("the funding confirmed: it was not double-spent")
     reason = (f"{DOUBLE_SPENT}: transaction {item.txid[::-1].hex()} (block {item.height}) spends an input of the funding "

@@ -22,7 +22,7 @@ from . import dualfund as DF
 from . import inputs as I
 from . import quiesce as Q
 from .codec import Codec, CodecError
-from .double_spend import FundingDoubleSpent
+from .double_spend import FundingDoubleSpent, FundingFound
 from .interactive_tx import FundingOutput, OwnInput, OwnOutput
 from .keys import ChannelBasepoints
 from .params import ChannelConfig, ChannelSecrets, OpeningPolicy, PeerParams
@@ -45,6 +45,7 @@ _INPUTS: list[type] = [
     I.FailMalformedHtlc, I.SignCommitment, I.ChangeFee, I.CloseChannel, I.Received, I.Disconnected, I.Reconnected,
     I.ForceClose,  # appended: a record's input index never changes
     DF.OpenV2Command, DF.AcceptV2Command, DF.FundingWitnesses, Q.Quiesce, FundingDoubleSpent,
+    FundingFound,
 ]  # fmt: skip
 
 
