@@ -525,3 +525,26 @@ async def test_our_own_channel_is_named_as_listchannels_names_it(tmp_path: Path)
                 assert row["routes"] == paid["routes"]
                 assert [hop["short_channel_id"] for hop in (await payments(a).getroute(payee.node_id.hex(), 1_000))["route"]] == [name]
                 await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
+                # a failure's details name it so too: the last attempt's route and every attempt's
+                gone = await payments(payee).invoice(1_000_000, "gone", "deleted before it is paid")
+                await payments(payee).delinvoice("gone")
+                err = await pay_error(a, gone["bolt11"])
+                assert err.details["erring_index"] == 0 and err.details["code"] == 0x4000 | 15
+                assert [hop["short_channel_id"] for hop in err.details["route"]] == [name]  # type: ignore[attr-defined]
+                assert [[hop["short_channel_id"] for hop in t["route"]] for t in err.details["attempts"]] == [[name]]  # type: ignore[attr-defined]
+                await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
+
+
+def test_a_failure_names_our_channel_where_our_channel_refused_it() -> None:
+    from lnpmsg.payments.views import name_failure
+
+    hop = {"node_id": "02" * 33, "short_channel_id": "16760366x1x0", "amount_msat": 5}
+    ours = {"route": [hop], "amount_msat": 5, "status": "failed", "failure": "our channel 16760366x1x0 did not take the HTLC: x",
+            "erring_index": -1, "erring_channel": "16760366x1x0"}  # fmt: skip
+    text, details = name_failure("gave up; last failure: our channel 16760366x1x0 did not take the HTLC: x",
+                                 {"error": "PaymentFailed", "attempts": [ours], **ours}, {"16760366x1x0": "104x1x0"})  # fmt: skip
+    assert text == "gave up; last failure: our channel 104x1x0 did not take the HTLC: x"
+    assert details["erring_channel"] == "104x1x0" and details["route"][0]["short_channel_id"] == "104x1x0"
+    assert details["attempts"][0]["erring_channel"] == "104x1x0" and details["attempts"][0]["route"][0]["short_channel_id"] == "104x1x0"
+    assert details["failure"] == details["attempts"][0]["failure"] == "our channel 104x1x0 did not take the HTLC: x"
+    assert ours["erring_channel"] == "16760366x1x0" and hop["short_channel_id"] == "16760366x1x0"  # (the payment's own record is left as it is)

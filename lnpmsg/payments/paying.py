@@ -32,7 +32,7 @@ from lnpmsg.payments.route import Route
 from lnpmsg.payments.recording import record
 from lnpmsg.payments.sender import OutgoingResult, Part, Payment, onion_key
 from lnpmsg.payments.store import PaymentsStoreWriteFailed
-from lnpmsg.payments.views import check_invoice, decode_invoice, name_own_channels, own_channel_names
+from lnpmsg.payments.views import check_invoice, decode_invoice, name_failure, name_own_channels, own_channel_names
 from lnpmsg.wallet.calls import ChainAppError
 
 if TYPE_CHECKING:
@@ -153,7 +153,8 @@ class Paying:
         store = self._store()
         preimage, error = payment.preimage, payment.final_error
         # our channel as users know it (listchannels), not by our alias of a private one; kept so (it may close)
-        routes = name_own_channels([r.to_dict() for r in payment.succeeded], own_channel_names(self.htlcs.channels())) or []
+        names = own_channel_names(self.htlcs.channels())
+        routes = name_own_channels([r.to_dict() for r in payment.succeeded], names) or []
         fee = sum(r.fee_msat for r in payment.succeeded)
         completed_at = int(self._now())
         if preimage is not None:
@@ -163,10 +164,11 @@ class Paying:
             return {"status": "complete", "payment_hash": invoice.payment_hash.hex(), "preimage": preimage.hex(), "amount_msat": total,
                     "fee_msat": fee, "parts": len(routes), "routes": routes, "attempts": len(payment.attempts)}  # fmt: skip
         assert error is not None
-        await self._record_end(invoice, lambda: store.update_payment(payment_id, status="failed", error=str(error),
+        text, details = name_failure(str(error), error.details, names)  # (its attempts' routes: our channel as pay names it)
+        await self._record_end(invoice, lambda: store.update_payment(payment_id, status="failed", error=text,
                                                                      attempts=len(payment.attempts), completed_at=completed_at))  # fmt: skip
-        self._publish("payment.failed", invoice.payment_hash, amount_msat=total, reason=str(error))
-        raise ChainAppError(f"payment failed: {error}", {**error.details, "payment_hash": invoice.payment_hash.hex()})
+        self._publish("payment.failed", invoice.payment_hash, amount_msat=total, reason=text)
+        raise ChainAppError(f"payment failed: {text}", {**details, "payment_hash": invoice.payment_hash.hex()})
 
     async def _record_end(self: PaymentsApp, invoice: Invoice, write: Callable[[], None]) -> None:
         """Write how the payment ended. It has ended (a preimage came, or no part is in flight and none

@@ -25,7 +25,7 @@ from lnpmsg.channels.htlc_hook import IncomingHtlc
 from lnpmsg.payments.orphans import PaymentEnded
 from lnpmsg.payments.recording import record
 from lnpmsg.payments.sender import OutgoingResult, onion_key
-from lnpmsg.payments.views import name_own_channels, own_channel_names
+from lnpmsg.payments.views import name_failure, name_own_channels, own_channel_names
 
 if TYPE_CHECKING:
     from lnpmsg.payments.app import PaymentsApp
@@ -99,11 +99,11 @@ class Restarting:
         values: dict[str, Any] = {"status": ended.status, "completed_at": int(self._now())}
         if ended.preimage is not None:
             values["preimage"] = ended.preimage
+        names = own_channel_names(self.htlcs.channels())
         if ended.routes:
-            values.update(routes=name_own_channels([r.to_dict() for r in ended.routes], own_channel_names(self.htlcs.channels())),
-                          fee_msat=ended.fee_msat)  # fmt: skip
+            values.update(routes=name_own_channels([r.to_dict() for r in ended.routes], names), fee_msat=ended.fee_msat)
         if ended.error is not None:
-            values["error"] = ended.error
+            values["error"], _ = name_failure(ended.error, {}, names)
         await record(lambda: store.update_payment(ended.payment_id, **values), "the end of a payment")
         if ended.status == "complete":
             log.info("payments: payment %s complete after a restart", ended.payment_hash.hex()[:16])

@@ -21,7 +21,7 @@ from lnpmsg.rpc.params import ParamsError, hex_param
 if TYPE_CHECKING:
     from lnpmsg.channels.htlc_hook import ChannelInfo
 
-__all__ = ["check_invoice", "decode_invoice", "forward_view", "invoice_params", "invoice_view", "name_own_channels", "new_invoice",
+__all__ = ["check_invoice", "decode_invoice", "forward_view", "invoice_params", "invoice_view", "name_failure", "name_own_channels", "new_invoice",
            "own_channel_names", "payment_view", "route_hints"]
 
 
@@ -61,6 +61,32 @@ def name_own_channels(routes: list[list[dict[str, Any]]] | None, names: Mapping[
     if not routes or not names:
         return routes
     return [[{**r[0], "short_channel_id": names.get(r[0]["short_channel_id"], r[0]["short_channel_id"])}, *r[1:]] if r else r for r in routes]
+
+
+def name_failure(text: str, details: dict[str, Any], names: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """A failed payment's text and details (its last attempt's ``route`` and each of its ``attempts``'
+    routes) with our first-hop channel named as in :func:`name_own_channels`; where our channel itself
+    refused the HTLC (``erring_index`` -1), ``erring_channel`` and the text name it so too."""
+    if not names:
+        return text, details
+
+    def said(text: str) -> str:  # (the text of a refusal by our channel names it)
+        for alias, real in names.items():
+            text = text.replace(f"our channel {alias} ", f"our channel {real} ")
+        return text
+
+    def attempt(a: dict[str, Any]) -> dict[str, Any]:
+        a = dict(a)
+        if a.get("route"):
+            (a["route"],) = name_own_channels([a["route"]], names) or [a["route"]]
+        if a.get("erring_index") == -1 and a.get("erring_channel") in names:
+            a["erring_channel"], a["failure"] = names[a["erring_channel"]], said(str(a.get("failure", "")))
+        return a
+
+    named = attempt(details)
+    if isinstance(details.get("attempts"), list):
+        named["attempts"] = [attempt(a) for a in details["attempts"]]
+    return said(text), named
 
 
 def payment_view(row: dict[str, Any], names: Mapping[str, str] | None = None) -> dict[str, Any]:
