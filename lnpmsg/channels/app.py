@@ -52,7 +52,6 @@ from typing import Any
 import trio
 
 from lnpmsg.app import App, AppError
-from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.errors import ChainError
@@ -66,7 +65,6 @@ from . import messages as M
 from .errors import LocalMisuse, StoreWriteFailed
 from .inputs import (
     AcceptCommand,
-    BlockHeight,
     BroadcastFunding,
     ChannelClosed,
     ChannelFailed,
@@ -75,7 +73,6 @@ from .inputs import (
     CloseChannel,
     Disconnected,
     Event,
-    FundingDepth,
     FundingNeeded,
     HtlcDropped,
     HtlcIncoming,
@@ -277,60 +274,6 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
                         await self._on_block(event.height)
                     elif isinstance(event, OutputSpent):
                         self._on_funding_spent(event)
-
-    async def _add_watches(self, sub: Any, watch_out: trio.MemoryReceiveChannel[ManagedChannel]) -> None:
-        async for channel in watch_out:
-            await self._watch(sub, channel)
-
-    async def _watch(self, sub: Any, channel: ManagedChannel) -> None:
-        outpoint = channel.core.state.funding_outpoint
-        if outpoint is not None and channel.phase not in (Phase.CLOSED, Phase.FAILED):
-            await sub.watch_outpoint(outpoint)
-
-    async def _on_block(self, height: int) -> None:
-        manager = self._manager()
-        for channel in list(manager.channels.values()):
-            if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING):
-                await self._submit(channel, BlockHeight(height))
-                self._warn_unconfirmed(channel, height)
-        await self._check_double_spends(height)
-        await self._check_depths()
-
-    async def _check_depths(self) -> None:
-        """Tell each channel waiting for its funding how deep it is (with its short channel id)."""
-        source = self.chain.source
-        for channel in list(self._manager().channels.values()):
-            s = channel.core.state
-            # waiting for channel_ready's depth, or ready before its funding confirmed (zero-conf)
-            unconfirmed = s.ready_sent and not s.short_channel_id and channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN)
-            if not (channel.phase is Phase.AWAIT_READY and not s.ready_sent or unconfirmed) or s.funding_outpoint is None:
-                continue
-            try:
-                info = await source.get_txout(s.funding_outpoint)
-                if info is None or info.confirmations <= 0:
-                    continue
-                tip = await source.tip()
-                height = tip.height - info.confirmations + 1
-                block = Block.parse(await source.block_at(height))
-            except ChainError as exc:
-                log.warning("channels: cannot read the funding of %s: %s", channel.channel_id.hex(), exc)
-                continue
-            index = next((i for i, tx in enumerate(block.txs) if tx.txid == s.funding_outpoint.txid), None)
-            if index is None:
-                continue  # the tip moved under us: the next block tells again
-            scid = (height << 40) | (index << 16) | s.funding_outpoint.vout
-            await self._submit(channel, FundingDepth(info.confirmations, scid))
-            if unconfirmed and channel.core.state.short_channel_id:
-                self._unconfirmed_since.pop(channel.key, None)
-                log.info("channels: the zero-conf channel %s confirmed at %s", channel.channel_id.hex(), format_scid(scid))
-                self._publish("channel.confirmed", channel, short_channel_id=format_scid(scid))  # (a public one: announce it)
-                self.spawn(self.write_backup)  # (a restore reads the chain from the short channel id)
-
-    def _on_funding_spent(self, event: OutputSpent) -> None:
-        for channel in self._manager().channels.values():
-            if channel.core.state.funding_outpoint == event.outpoint:
-                self._publish("channel.spent", channel, txid=event.spending_tx.txid_hex)
-                log.info("channels: the funding of %s was spent by %s", channel.channel_id.hex(), event.spending_tx.txid_hex)
 
     # ------------------------------------------------------------ peers and messages
 

@@ -1,6 +1,8 @@
-"""The channel app's dealings with the chain and the wallet: funding the funder's channels from the
-wallet (an open it cannot fund is abandoned), freeing the coins of a funding never broadcast,
-broadcasting (a close both signed, again after a crash before its broadcast), warning of a
+"""The channel app's dealings with the chain and the wallet: following the chain (block heights and
+funding depths to the channels, then the short channel id; watches on funding outputs, their
+spends), funding the funder's channels from the wallet (an open it cannot fund is abandoned),
+freeing the coins of a funding never broadcast, broadcasting (a close both signed, again after a
+crash before its broadcast), warning of a
 zero-conf channel's funding left unconfirmed and failing a channel whose unconfirmed funding was
 double-spent (:mod:`.double_spend`; the HTLCs we offered on it fail back upstream). The fundee of a
 single-funded zero-conf channel looks its funding transaction up at the chain source (once the
@@ -15,22 +17,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import trio
+
 from lnpmsg.app import AppError
 from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.errors import ChainError
+from lnpmsg.chain.events import OutputSpent
 from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wire import Error
-
-import trio
 
 from .double_spend import FundingDoubleSpent, FundingFound, conflicting_spend, double_spent, funding_wanted, unconfirmed_funding
 from .errors import LocalMisuse
 from .htlc_hook import _committed_adds
 from .monitor.events import HtlcResolved
-from .inputs import FundingNeeded, FundingTransaction
-from .manager import ChannelsStopped, ManagedChannel
+from .inputs import BlockHeight, FundingDepth, FundingNeeded, FundingTransaction
+from .manager import ChannelsStopped, ManagedChannel, format_scid
 from .ready import is_zeroconf
+from .state import Phase
 
 __all__ = ["ChainSide"]
 
@@ -48,7 +52,8 @@ FIND_FUNDING_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)
 
 
 class ChainSide:
-    """Funding, abandoned opens and broadcasts; the app supplies ``chain``, ``_manager``, ``_send``, ``_submit``, ``htlcs``,
+    """The chain followed, funding, abandoned opens and broadcasts; the app supplies ``chain``, ``_manager``, ``_send``,
+    ``_submit``, ``_publish``, ``spawn``, ``write_backup``, ``htlcs``,
     ``_funding_feerate`` (key -> the feerate asked) and ``_funding_errors`` (key -> why an open was abandoned)."""
 
     chain: Any
@@ -60,6 +65,9 @@ class ChainSide:
     #: channels whose funding the source did not have (logged once)
     _funding_unseen: set[str]
     _submit: Any
+    _publish: Any
+    spawn: Any
+    write_backup: Any
     htlcs: Any
 
     async def _broadcast(self, raw_tx: bytes, what: str) -> None:
@@ -220,3 +228,59 @@ class ChainSide:
             return
         for htlc_id, add in sorted(_committed_adds(channel, offered=True).items()):
             self.htlcs.dispatch_on_chain(channel, HtlcResolved(htlc_id, True, add.payment_hash, None, b"", 0))
+
+    # ------------------------------------------------------------ following the chain (the app's serve)
+
+    async def _add_watches(self, sub: Any, watch_out: trio.MemoryReceiveChannel[ManagedChannel]) -> None:
+        async for channel in watch_out:
+            await self._watch(sub, channel)
+
+    async def _watch(self, sub: Any, channel: ManagedChannel) -> None:
+        outpoint = channel.core.state.funding_outpoint
+        if outpoint is not None and channel.phase not in (Phase.CLOSED, Phase.FAILED):
+            await sub.watch_outpoint(outpoint)
+
+    async def _on_block(self, height: int) -> None:
+        manager = self._manager()
+        for channel in list(manager.channels.values()):
+            if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING):
+                await self._submit(channel, BlockHeight(height))
+                self._warn_unconfirmed(channel, height)
+        await self._check_double_spends(height)
+        await self._check_depths()
+
+    async def _check_depths(self) -> None:
+        """Tell each channel waiting for its funding how deep it is (with its short channel id)."""
+        source = self.chain.source
+        for channel in list(self._manager().channels.values()):
+            s = channel.core.state
+            # waiting for channel_ready's depth, or ready before its funding confirmed (zero-conf)
+            unconfirmed = s.ready_sent and not s.short_channel_id and channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN)
+            if not (channel.phase is Phase.AWAIT_READY and not s.ready_sent or unconfirmed) or s.funding_outpoint is None:
+                continue
+            try:
+                info = await source.get_txout(s.funding_outpoint)
+                if info is None or info.confirmations <= 0:
+                    continue
+                tip = await source.tip()
+                height = tip.height - info.confirmations + 1
+                block = Block.parse(await source.block_at(height))
+            except ChainError as exc:
+                log.warning("channels: cannot read the funding of %s: %s", channel.channel_id.hex(), exc)
+                continue
+            index = next((i for i, tx in enumerate(block.txs) if tx.txid == s.funding_outpoint.txid), None)
+            if index is None:
+                continue  # the tip moved under us: the next block tells again
+            scid = (height << 40) | (index << 16) | s.funding_outpoint.vout
+            await self._submit(channel, FundingDepth(info.confirmations, scid))
+            if unconfirmed and channel.core.state.short_channel_id:
+                self._unconfirmed_since.pop(channel.key, None)
+                log.info("channels: the zero-conf channel %s confirmed at %s", channel.channel_id.hex(), format_scid(scid))
+                self._publish("channel.confirmed", channel, short_channel_id=format_scid(scid))  # (a public one: announce it)
+                self.spawn(self.write_backup)  # (a restore reads the chain from the short channel id)
+
+    def _on_funding_spent(self, event: OutputSpent) -> None:
+        for channel in self._manager().channels.values():
+            if channel.core.state.funding_outpoint == event.outpoint:
+                self._publish("channel.spent", channel, txid=event.spending_tx.txid_hex)
+                log.info("channels: the funding of %s was spent by %s", channel.channel_id.hex(), event.spending_tx.txid_hex)
