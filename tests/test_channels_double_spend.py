@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import trio
 from test_channels_alias_nodes import AliasNet, listed, the_channel
 from test_payments_app import TIMEOUT, channels, net, paying, payments, wait_until
 from test_payments_hold import event, hold_invoice
@@ -162,3 +163,32 @@ async def test_the_fundee_keeps_the_funding_it_found_and_sees_a_double_spend_min
             await wait_until(lambda: channels(b).manager is not None and the_channel(b, a).phase is Phase.FAILED, "failed at start")  # type: ignore[attr-defined]
             row = await listed(b, a)
             assert str(row["failure"]).startswith(DOUBLE_SPENT) and conflict.txid_hex in str(row["failure"])
+
+
+@pytest.mark.trio
+async def test_the_funders_error_before_the_fundee_read_the_block_broadcasts_no_commitment(tmp_path: Path) -> None:
+    """The funder's ``error`` may come before the fundee's own reading of the block: the fundee reads
+    the last blocks before it takes the error, and fails the channel for the double spend itself."""
+    async with net(tmp_path) as base:
+        n = AliasNet(base.source, tmp_path)
+        a, b = n.node("a"), n.node("b", trusts=("a",))
+        async with running(a, b):
+            await n.fund(a)
+            await a.connect(b.addresses[0])
+            await channels(a).fundchannel(b.node_id.hex(), 500_000, zeroconf=True, channel_type="scid_alias")
+            await wait_until(lambda: the_channel(b, a).core.state.funding_tx is not None, "B has the funding")  # type: ignore[attr-defined]
+            # B's chain follower is held back: only A sees the block at once
+            read_blocks, following = channels(b)._on_block, trio.Event()
+
+            async def late(height: int) -> None:
+                await following.wait()
+                await read_blocks(height)
+
+            channels(b)._on_block = late  # type: ignore[method-assign]
+            with record_events(b) as b_events:
+                conflict = _conflict(a, Tx.parse(the_channel(a, b).core.state.funding_tx))  # type: ignore[attr-defined]
+                assert (await n.source.submit_transactions_in_block([conflict])).accepted
+                failed = await b_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.failed", timeout=TIMEOUT)
+            following.set()
+            assert failed.reason.startswith(DOUBLE_SPENT) and conflict.txid_hex in failed.reason  # not "peer: ..."
+            assert failed.txid == ""  # no commitment broadcast
