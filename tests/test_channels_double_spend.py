@@ -17,11 +17,23 @@ from pathlib import Path
 import pytest
 import trio
 from test_channels_alias_nodes import AliasNet, listed, the_channel
+from test_channels_aliases import AliasPair
 from test_payments_app import TIMEOUT, channels, net, paying, payments, wait_until
 from test_payments_hold import event, hold_invoice
 
 from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
-from lnpmsg.channels.double_spend import DOUBLE_SPENT, conflicting_spend
+from lnpmsg.channels.double_spend import (
+    DOUBLE_SPENT,
+    FundingDoubleSpent,
+    FundingFound,
+    conflicting_spend,
+    double_spent,
+    funding_wanted,
+    unconfirmed_funding,
+)
+from lnpmsg.channels.errors import LocalMisuse
+from lnpmsg.channels.inputs import ChannelFailed
+from lnpmsg.channels.records import restore
 from lnpmsg.channels.app import ChannelEvent
 from lnpmsg.channels.state import Phase
 from lnpmsg.node.node import Node
@@ -37,6 +49,26 @@ def test_a_double_spend_is_another_transaction_spending_an_input_of_the_funding(
     conflict = Tx(2, (TxIn(b),), (TxOut(900, b""),))
     assert conflicting_spend(funding, [other, funding]) is None  # the funding itself confirming is no double spend
     assert conflicting_spend(funding, [other, conflict]) == conflict
+
+
+def test_the_fundee_keeps_the_funding_it_found_and_fails_on_its_double_spend_without_a_commitment() -> None:
+    pair = AliasPair(type_bits=(46, 50), trusted=True)  # (sans-IO: test_channels_aliases' zero-conf pair)
+    pair.feed(pair.alice, pair.open_command())
+    pair.pump()
+    pair.open_rest()  # (ready at 0 confirmations)
+    alice, bob = pair.alice.core, pair.bob.core
+    assert alice.state.funding_tx and not funding_wanted(alice.state)
+    assert bob.state.funding_tx is None and funding_wanted(bob.state)  # the fundee knows only the txid
+    funding = Tx.parse(alice.state.funding_tx)
+    with pytest.raises(LocalMisuse):  # another transaction is not taken for the funding
+        pair.feed(pair.bob, FundingFound(Tx(2, funding.inputs, (TxOut(1, b""),)).raw))
+    pair.feed(pair.bob, FundingFound(funding.raw))
+    assert unconfirmed_funding(bob.state) == funding and not funding_wanted(bob.state)
+    assert restore(bob.secrets, pair.bob.records).state == bob.state  # recorded: a restart keeps it
+    out = pair.feed(pair.bob, FundingDoubleSpent(b"\x07" * 32, 103))
+    (failed,) = [e for e in out.events if isinstance(e, ChannelFailed)]
+    assert failed.commitment_tx is None and bob.state.phase is Phase.FAILED and double_spent(bob.state)
+    assert [type(m).__name__ for m in out.messages] == ["Error"]
 
 
 def _conflict(node: Node, funding: Tx) -> Tx:
