@@ -10,6 +10,9 @@ node's embedded regtest chain.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,58 @@ async def test_electrum_pays_lnpmsg_and_lnpmsg_pays_electrum(tmp_path: Path) -> 
         await stop(node, node_dir)
 
 
+@dataclass
+class Line:
+    """Electrum's node A (the chain's owner, with its gossip app and an Electrum server) and a node B
+    on A's chain, 101 blocks mined; ``wallet``, once made, is Electrum's."""
+
+    tmp_path: Path
+    a_info: dict[str, Any]
+    processes: list[tuple[trio.Process, Path]]
+    b_info: dict[str, Any] = field(default_factory=dict)
+    wallet: ElectrumWallet | None = None
+
+    @property
+    def a_dir(self) -> Path:
+        return self.tmp_path / "a"
+
+    @property
+    def b_dir(self) -> Path:
+        return self.tmp_path / "b"
+
+    async def start_b(self) -> None:
+        """(Re)start B on A's chain."""
+        b, self.b_info = await start(self.b_dir, LISTEN["tcp"], *user_argv(self.a_info["chain_rpc"]["url"], Path(self.a_info["chain_rpc"]["cookie"])))
+        self.processes[1:] = [(b, self.b_dir)]
+
+    async def funded_electrum(self) -> ElectrumWallet:
+        """Electrum's wallet on A's server, synced, with 0.03 BTC confirmed from A's faucet."""
+        self.wallet = wallet = ElectrumWallet(self.tmp_path / "electrum", self.a_info["electrum"], config={"use_gossip": True})
+        await trio.to_thread.run_sync(wallet.create)
+        await trio.to_thread.run_sync(wallet.start)
+        await trio.to_thread.run_sync(wallet.wait_synced, 101)
+        await cli("faucet", 3_000_000, "--address", await wallet.acall("getunusedaddress"), "--data-dir", self.a_dir)
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: wallet.call("getbalance").get("confirmed") == "0.03", "coins")
+        return wallet
+
+
+@asynccontextmanager
+async def electrum_line(tmp_path: Path) -> AsyncIterator[Line]:
+    """A :class:`Line`; Electrum and the nodes are stopped at the end."""
+    a, a_info = await start_with_gossip(tmp_path / "a", *owner_argv("127.0.0.1:0"), "--electrum-listen", "127.0.0.1:0")
+    line = Line(tmp_path, a_info, [(a, tmp_path / "a")])
+    try:
+        await line.start_b()
+        await cli("mine", 101, "--data-dir", line.a_dir)
+        yield line
+    finally:
+        if line.wallet is not None:
+            await trio.to_thread.run_sync(line.wallet.stop)
+        for process, data_dir in reversed(line.processes):
+            if process.returncode is None:
+                await stop(process, data_dir)
+
+
 async def start_with_gossip(data_dir: Path, *options: str) -> tuple[trio.Process, dict[str, Any]]:
     """A node process with its gossip app (Electrum wants gossip_queries from its peers)."""
     return await start_logged_node(data_dir, "--listen", "127.0.0.1:0", *options, wait=WAIT)
@@ -97,24 +152,12 @@ async def normal_channels(data_dir: Path, count: int) -> list[dict[str, Any]]:
 async def test_electrum_pays_through_an_lnpmsg_node(tmp_path: Path) -> None:
     """Electrum -> A -> B: Electrum opens a channel to A, A one to B (private); B's invoice
     carries the route hint A -> B, and A forwards Electrum's HTLC."""
-    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    a, a_info = await start_with_gossip(a_dir, *owner_argv("127.0.0.1:0"), "--electrum-listen", "127.0.0.1:0")
-    processes = [(a, a_dir)]
-    wallet: ElectrumWallet | None = None
-    try:
-        b, b_info = await start(b_dir, LISTEN["tcp"], *user_argv(a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])))
-        processes.append((b, b_dir))
-        await cli("mine", 101, "--data-dir", a_dir)
-        wallet = ElectrumWallet(tmp_path / "electrum", a_info["electrum"], config={"use_gossip": True})
-        await trio.to_thread.run_sync(wallet.create)
-        await trio.to_thread.run_sync(wallet.start)
-        await trio.to_thread.run_sync(wallet.wait_synced, 101)
-        address = await wallet.acall("getunusedaddress")
-        await cli("faucet", 3_000_000, "--address", address, "--data-dir", a_dir)
+    async with electrum_line(tmp_path) as line:
+        a_dir, b_dir, a_info = line.a_dir, line.b_dir, line.a_info
+        wallet = await line.funded_electrum()
         await cli("faucet", 3_000_000, "--data-dir", a_dir)
-        await trio.to_thread.run_sync(wallet.wait_for, lambda: wallet.call("getbalance").get("confirmed") == "0.03", "coins")
         await cli("connect", a_info["addresses"][0], "--data-dir", b_dir)
-        await cli("fundchannel", b_info["node_id"], 800_000, "--data-dir", a_dir)
+        await cli("fundchannel", line.b_info["node_id"], 800_000, "--data-dir", a_dir)
         await wallet.acall("open_channel", connection_string=a_info["addresses"][0], amount="0.01")
         # both channels' acceptors are lnpmsg nodes: 3 confirmations is their minimum_depth
         await cli("mine", 3, "--data-dir", a_dir)
@@ -128,9 +171,3 @@ async def test_electrum_pays_through_an_lnpmsg_node(tmp_path: Path) -> None:
         assert ours["status"] == "paid" and ours["preimage"] == result["preimage"]
         (fwd,) = (await cli("listforwards", "--data-dir", a_dir))["forwards"]
         assert fwd["status"] == "settled" and fwd["out_msat"] == 15_000_000 and fwd["in_msat"] > fwd["out_msat"]
-    finally:
-        if wallet is not None:
-            await trio.to_thread.run_sync(wallet.stop)
-        for process, data_dir in reversed(processes):
-            if process.returncode is None:
-                await stop(process, data_dir)

@@ -47,8 +47,8 @@ from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.payments import bolt11
 from lnpmsg.testing.electrum import ELECTRUM_PYTHON, ElectrumWallet
 from test_channels_electrum import connected, electrum_channel, lightning_wallet, start_node
-from test_channels_nodes import LISTEN, WAIT, _run_main, cli, owner_argv, start, stop, user_argv
-from test_payments_electrum import normal_channels, start_with_gossip
+from test_channels_nodes import WAIT, _run_main, cli, stop
+from test_payments_electrum import electrum_line, normal_channels
 
 pytestmark = pytest.mark.slow
 
@@ -201,24 +201,12 @@ def balances(channels: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
 
 async def test_electrum_decodes_the_forwarders_failures(tmp_path: Path) -> None:
     """Electrum -> A -> B as in test_payments_electrum.py, the A-B channel private and small."""
-    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    a, a_info = await start_with_gossip(a_dir, *owner_argv("127.0.0.1:0"), "--electrum-listen", "127.0.0.1:0")
-    processes = [(a, a_dir)]
-    wallet: ElectrumWallet | None = None
-    try:
-        b, b_info = await start(b_dir, LISTEN["tcp"], *user_argv(a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])))
-        processes.append((b, b_dir))
-        await cli("mine", 101, "--data-dir", a_dir)
-        wallet = ElectrumWallet(tmp_path / "electrum", a_info["electrum"], config={"use_gossip": True})
-        await trio.to_thread.run_sync(wallet.create)
-        await trio.to_thread.run_sync(wallet.start)
-        await trio.to_thread.run_sync(wallet.wait_synced, 101)
-        address = await wallet.acall("getunusedaddress")
-        await cli("faucet", 3_000_000, "--address", address, "--data-dir", a_dir)
+    async with electrum_line(tmp_path) as line:
+        a_dir, b_dir, a_info = line.a_dir, line.b_dir, line.a_info
+        wallet = await line.funded_electrum()
         await cli("faucet", 3_000_000, "--data-dir", a_dir)
-        await trio.to_thread.run_sync(wallet.wait_for, lambda: wallet.call("getbalance").get("confirmed") == "0.03", "coins")
         await cli("connect", a_info["addresses"][0], "--data-dir", b_dir)
-        ab = await cli("fundchannel", b_info["node_id"], 200_000, "--data-dir", a_dir)
+        ab = await cli("fundchannel", line.b_info["node_id"], 200_000, "--data-dir", a_dir)
         await wallet.acall("open_channel", connection_string=a_info["addresses"][0], amount="0.01")
         await cli("mine", 3, "--data-dir", a_dir)
         await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
@@ -243,7 +231,7 @@ async def test_electrum_decodes_the_forwarders_failures(tmp_path: Path) -> None:
         # only in its own start's grace, REPLAY_GRACE, or for a connected peer reestablishing, REESTABLISH_WAIT)
         small = await cli("invoice", 10_000_000, "small", "B is down", "--data-dir", b_dir)
         later = await cli("invoice", 10_000_000, "later", "the channel is gone", "--data-dir", b_dir)
-        await stop(b, b_dir)
+        await stop(*line.processes[1])
         with trio.fail_after(WAIT):
             while any(c["connected"] for c in (await cli("listchannels", "--data-dir", a_dir))["channels"] if c["channel_id"] == ab["channel_id"]):
                 await trio.sleep(0.2)
@@ -254,8 +242,7 @@ async def test_electrum_decodes_the_forwarders_failures(tmp_path: Path) -> None:
         assert await trio.to_thread.run_sync(electrum_balances, wallet) == electrum_before
 
         # the channel A-B is closed (B back, A closes it): A has no channel of that id, unknown_next_peer
-        b, b_info = await start(b_dir, LISTEN["tcp"], *user_argv(a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])))
-        processes[1] = (b, b_dir)
+        await line.start_b()
         await cli("connect", a_info["addresses"][0], "--data-dir", b_dir)
         await normal_channels(a_dir, 2)
         closed = await cli("closechannel", ab["channel_id"], "--data-dir", a_dir)
@@ -271,9 +258,3 @@ async def test_electrum_decodes_the_forwarders_failures(tmp_path: Path) -> None:
         # refused before forwarding
         forwards = (await cli("listforwards", "--data-dir", a_dir))["forwards"]
         assert [(f["status"], f["out_msat"], f["out_htlc"]) for f in forwards] == [("failed", 300_000_000, None)], forwards
-    finally:
-        if wallet is not None:
-            await trio.to_thread.run_sync(wallet.stop)
-        for process, data_dir in reversed(processes):
-            if process.returncode is None:
-                await stop(process, data_dir)

@@ -26,9 +26,8 @@ import pytest
 import trio
 
 from lnpmsg.testing.electrum import ElectrumWallet
-from test_channels_electrum import start_node
-from test_channels_nodes import LISTEN, WAIT, cli, owner_argv, start, stop, user_argv
-from test_payments_electrum import normal_channels, start_with_gossip
+from test_channels_nodes import WAIT, cli
+from test_payments_electrum import Line, electrum_line, normal_channels
 
 pytestmark = pytest.mark.slow
 
@@ -46,23 +45,13 @@ def open_channels(wallet: ElectrumWallet) -> list[dict[str, Any]]:
     return [c for c in wallet.call("list_channels") if c["state"] == "OPEN"]
 
 
-async def electrum_with_two_channels(tmp_path: Path, a_dir: Path, a_info: dict[str, Any]) -> ElectrumWallet:
+async def electrum_with_two_channels(line: Line) -> ElectrumWallet:
     """Electrum (synced to A's chain, funded) once it has opened two channels to A, both open."""
-    wallet = ElectrumWallet(tmp_path / "electrum", a_info["electrum"], config={"use_gossip": True})
-    try:
-        await trio.to_thread.run_sync(wallet.create)
-        await trio.to_thread.run_sync(wallet.start)
-        await trio.to_thread.run_sync(wallet.wait_synced, 101)
-        await cli("faucet", 3_000_000, "--address", await wallet.acall("getunusedaddress"), "--data-dir", a_dir)
-        await trio.to_thread.run_sync(wallet.wait_for, lambda: wallet.call("getbalance").get("confirmed") == "0.03", "coins")
-        for _ in range(2):
-            await wallet.acall("open_channel", connection_string=a_info["addresses"][0], amount=CHANNEL_BTC)
-        await cli("mine", 3, "--data-dir", a_dir)
-        await trio.to_thread.run_sync(wallet.wait_for, lambda: len(open_channels(wallet)) == 2, "two channels open in Electrum", WAIT)
-    except BaseException:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(wallet.stop)
-        raise
+    wallet = await line.funded_electrum()
+    for _ in range(2):
+        await wallet.acall("open_channel", connection_string=line.a_info["addresses"][0], amount=CHANNEL_BTC)
+    await cli("mine", 3, "--data-dir", line.a_dir)
+    await trio.to_thread.run_sync(wallet.wait_for, lambda: len(open_channels(wallet)) == 2, "two channels open in Electrum", WAIT)
     return wallet
 
 
@@ -71,18 +60,12 @@ def by_peer(channels: list[dict[str, Any]], peer: str) -> dict[str, dict[str, An
 
 
 async def test_electrum_pays_in_parts_through_lnpmsg_and_lnpmsg_pays_electrum_in_parts(tmp_path: Path) -> None:
-    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    a, a_info = await start_with_gossip(a_dir, *owner_argv("127.0.0.1:0"), "--electrum-listen", "127.0.0.1:0")
-    processes = [(a, a_dir)]
-    wallet: ElectrumWallet | None = None
-    try:
-        b, b_info = await start(b_dir, LISTEN["tcp"], *user_argv(a_info["chain_rpc"]["url"], Path(a_info["chain_rpc"]["cookie"])))
-        processes.append((b, b_dir))
-        await cli("mine", 101, "--data-dir", a_dir)
+    async with electrum_line(tmp_path) as line:
+        a_dir, b_dir = line.a_dir, line.b_dir
         await cli("faucet", 3_000_000, "--data-dir", a_dir)
-        await cli("connect", a_info["addresses"][0], "--data-dir", b_dir)
-        await cli("fundchannel", b_info["node_id"], 1_000_000, "--data-dir", a_dir)
-        wallet = await electrum_with_two_channels(tmp_path, a_dir, a_info)
+        await cli("connect", line.a_info["addresses"][0], "--data-dir", b_dir)
+        await cli("fundchannel", line.b_info["node_id"], 1_000_000, "--data-dir", a_dir)
+        wallet = await electrum_with_two_channels(line)
         electrum_id = (await wallet.acall("nodeid")).split("@")[0]
         channels = await normal_channels(a_dir, 3)
         from_electrum = by_peer(channels, electrum_id)
@@ -122,22 +105,12 @@ async def test_electrum_pays_in_parts_through_lnpmsg_and_lnpmsg_pays_electrum_in
         sent = {cid: after[cid]["to_local_msat"] - final[cid]["to_local_msat"] for cid in after}
         assert all(s > 0 for s in sent.values()) and sum(sent.values()) == TO_ELECTRUM_MSAT, sent
         assert all(not c["htlcs"] for c in final.values())
-    finally:
-        if wallet is not None:
-            await trio.to_thread.run_sync(wallet.stop)
-        for process, data_dir in reversed(processes):
-            if process.returncode is None:
-                await stop(process, data_dir)
 
 
 async def test_electrum_sends_part_of_a_payment_to_lnpmsg_which_fails_it_with_mpp_timeout(tmp_path: Path) -> None:
-    node_dir = tmp_path / "node"
-    node, info = await start_node(node_dir)
-    d = ("--data-dir", node_dir)
-    wallet: ElectrumWallet | None = None
-    try:
-        await cli("mine", 101, *d)
-        wallet = await electrum_with_two_channels(tmp_path, node_dir, info)
+    async with electrum_line(tmp_path) as line:  # (A alone is the payee here)
+        node_dir, d = line.a_dir, ("--data-dir", line.a_dir)
+        wallet = await electrum_with_two_channels(line)
         before = {c["channel_id"]: c for c in await normal_channels(node_dir, 2)}
         electrum_before = sorted(c["local_balance"] for c in await trio.to_thread.run_sync(open_channels, wallet))
 
@@ -166,7 +139,3 @@ async def test_electrum_sends_part_of_a_payment_to_lnpmsg_which_fails_it_with_mp
         await trio.to_thread.run_sync(
             wallet.wait_for, lambda: sorted(c["local_balance"] for c in open_channels(wallet)) == electrum_before, "Electrum's balances back", WAIT
         )
-    finally:
-        if wallet is not None:
-            await trio.to_thread.run_sync(wallet.stop)
-        await stop(node, node_dir)

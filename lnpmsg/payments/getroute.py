@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from lnpmsg.payments.bolt11 import Invoice
 from lnpmsg.payments.keysend import check_count, payee_of, payment_target
-from lnpmsg.payments.plan import PaymentPlanError
 from lnpmsg.payments.route import NoRouteError, Route
-from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV, check_invoice, decode_invoice, name_own_channels, own_channel_names
+from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV, name_own_channels, own_channel_names
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.calls import ChainAppError
 
@@ -63,15 +62,9 @@ class RouteQueries:
         if node_id is not None or max_fee_msat is not None or final_cltv != DEFAULT_MIN_FINAL_CLTV:
             raise ParamsError("with bolt11, the invoice names the payee and its final expiry, and pay takes no fee limit: "
                               "give no node_id, max_fee_msat nor final_cltv")  # fmt: skip
-        invoice = decode_invoice(bolt11)
         if amount_msat is not None:
             check_count(amount_msat, "amount_msat", positive=True)
-        try:
-            check_invoice(invoice, amount_msat, self.node.node_id, self._network(), self._now())
-        except PaymentPlanError as exc:
-            raise ChainAppError(f"cannot pay: {exc}", {"error": "InvoiceError", "code": exc.code}) from None
-        total = amount_msat if amount_msat is not None else invoice.amount_msat
-        assert total is not None and invoice.payee is not None
+        invoice, total = self._payable(bolt11, amount_msat)
         height = await self._height()
         result = _result(self._routes(invoice, height, total, None), height, own_channel_names(self.htlcs.channels()))
         result.setdefault("routes", [result["route"]])

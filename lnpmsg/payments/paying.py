@@ -56,8 +56,9 @@ PAY_WAIT_MARGIN = 10.0
 class Paying:
     """``pay`` and what it runs (see the module docs); mixed into the payments app, whose state it uses."""
 
-    async def _pay_invoice(self: PaymentsApp, bolt11: str, amount_msat: int | None, timeout: float) -> dict[str, Any]:
-        """``payments.pay`` (see :meth:`PaymentsApp.pay`)."""
+    def _payable(self: PaymentsApp, bolt11: str, amount_msat: int | None) -> tuple[Invoice, int]:
+        """The invoice ``bolt11`` after the payer's checks (an ``InvoiceError`` that says which failed),
+        and the amount a payment of it sends."""
         invoice = decode_invoice(bolt11)
         try:
             check_invoice(invoice, amount_msat, self.node.node_id, self._network(), self._now())
@@ -65,6 +66,11 @@ class Paying:
             raise ChainAppError(f"cannot pay: {exc}", {"error": "InvoiceError", "code": exc.code}) from None
         total = amount_msat if amount_msat is not None else invoice.amount_msat
         assert total is not None and invoice.payee is not None
+        return invoice, total
+
+    async def _pay_invoice(self: PaymentsApp, bolt11: str, amount_msat: int | None, timeout: float) -> dict[str, Any]:
+        """``payments.pay`` (see :meth:`PaymentsApp.pay`)."""
+        invoice, total = self._payable(bolt11, amount_msat)
         store = self._store()
         earlier = await trio.to_thread.run_sync(store.payments, invoice.payment_hash)
         if invoice.payment_hash in self._paying or any(p["status"] in ("pending", "complete") for p in earlier):
