@@ -94,6 +94,7 @@ from .onchain import OnchainWatch
 from .options import type_variations, with_channel_type
 from .htlc_hook import HtlcHook
 from .reconnect import PeerAddressBook, Reconnector
+from .dualfund_rbf import candidate_outpoints
 from .dualfund_side import DUAL_FUND_BITS, DualFundSide
 from .quiesce_side import QUIESCE_BITS, QuiesceSide
 from .messages_v2 import DUAL_FUND_MESSAGES, OpenChannel2
@@ -186,7 +187,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
             "dev_updatefee": self.dev_updatefee, "dev_preimage": self.dev_preimage, "dev_quiesce": self.dev_quiesce,
-            "exportchannelbackup": self.exportchannelbackup, "restorechannels": self.restorechannels,
+            "exportchannelbackup": self.exportchannelbackup, "restorechannels": self.restorechannels, "bumpchannelopen": self.bumpchannelopen,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
@@ -281,9 +282,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             await self._watch(sub, channel)
 
     async def _watch(self, sub: Any, channel: ManagedChannel) -> None:
-        outpoint = channel.core.state.funding_outpoint
-        if outpoint is not None and channel.phase not in (Phase.CLOSED, Phase.FAILED):
-            await sub.watch_outpoint(outpoint)
+        for outpoint in candidate_outpoints(channel.core) if channel.phase not in (Phase.CLOSED, Phase.FAILED) else ():
+            await sub.watch_outpoint(outpoint)  # (every version of a bumped funding: any may confirm)
 
     async def _on_block(self, height: int) -> None:
         manager = self._manager()
@@ -291,11 +291,13 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING):
                 await self._submit(channel, BlockHeight(height))
                 self._warn_unconfirmed(channel, height)
+        await self._check_candidates()  # (before: a version of a bumped funding spends the others' inputs)
         await self._check_double_spends(height)
         await self._check_depths()
 
     async def _check_depths(self) -> None:
         """Tell each channel waiting for its funding how deep it is (with its short channel id)."""
+        await self._check_candidates()  # (a bumped funding: the version that confirmed first)
         source = self.chain.source
         for channel in list(self._manager().channels.values()):
             s = channel.core.state

@@ -1,0 +1,95 @@
+"""Fee bumping of a dual-funded channel's funding between two lnpmsg nodes in memory, on one
+embedded regtest chain: ``bumpchannelopen`` (tx_init_rbf) with only the opener's coins and with
+both sides', the bump replaces the first version in the mempool (BIP 125), is mined, and the
+channel opens on it, pays both ways and closes; when the *first* version is mined instead (a
+block with it), the channel opens on that one; refusals come back as errors, the channel intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until
+from test_channels_dualfund_nodes import FUNDING_SAT, fund, node, reserved
+
+from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.channels.state import Phase
+from lnpmsg.channels.params import OpeningPolicy
+from lnpmsg.testing import MemoryNetwork
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.calls import ChainAppError
+
+
+def _doubled(n) -> int:
+    """Twice the funding's feerate, in sat/vB (BIP 125 wants more absolute fee than 25/24 gives)."""
+    return -(-only_channel(n).core.state.dual.feerate_per_kw * 2 // 250)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(("contribute", "mined"), [(0, "bump"), (300_000, "bump"), (300_000, "first")],
+                         ids=["opener_only", "both", "first_mined"])  # fmt: skip
+async def test_bump_the_funding_then_open_on_the_mined_version(tmp_path: Path, contribute: int, mined: str) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
+        bob = node(tmp_path, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=contribute), False)
+        async with running(alice, bob):
+            await fund(source, alice, 3_000_000)
+            await fund(source, bob, 2_000_000)
+            await bob.connect(alice.addresses[0])
+            opened = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+            cid = opened["channel_id"]
+            first = Tx.parse(only_channel(alice).core.state.funding_tx)
+            # the accepter cannot bump; a feerate below 25/24 of the first is refused before anything is sent
+            with pytest.raises(ChainAppError, match="only the opener"):
+                await channels(bob).bumpchannelopen(cid)
+            with pytest.raises(ChainAppError, match="below 25/24"):
+                await channels(alice).bumpchannelopen(cid, feerate=1)
+            bumped = await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+            second = Tx.parse(only_channel(alice).core.state.funding_tx)
+            assert bumped["funding_txid"] == second.txid_hex != first.txid_hex
+            assert bumped["previous_funding_txids"] == [first.txid_hex]
+            assert only_channel(bob).core.state.funding_outpoint == only_channel(alice).core.state.funding_outpoint
+            assert {i.prevout for i in second.inputs} == {i.prevout for i in first.inputs}
+            assert len(second.inputs) == (2 if contribute else 1)
+            await wait_until(lambda: source.core.find_transaction(second.txid) is not None, "the bump in the mempool")
+            assert source.core.find_transaction(first.txid) is None  # BIP 125: replaced
+            if mined == "first":
+                result = await source.submit_transactions_in_block([first])  # a miner that saw only the first
+                assert result.accepted, result
+                await source.mine(1)
+                confirmed = first
+            else:
+                await source.mine(2)
+                confirmed = second
+            await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+            for n in (alice, bob):
+                s = only_channel(n).core.state
+                assert s.funding_outpoint.txid == confirmed.txid and s.dual.previous == (), n is alice
+                assert s.funding_tx == confirmed.raw
+            assert source.core.find_transaction(confirmed.txid)[1] is not None  # type: ignore[index]
+            # each channel monitor follows the version that confirmed (set up on the first)
+            await wait_until(lambda: all(channels(n).onchain.status(only_channel(n)) is not None and channels(n).onchain.status(
+                only_channel(n))["funding"].startswith(confirmed.txid_hex) for n in (alice, bob)), "the monitors follow the funding")
+            await wait_until(lambda: reserved(alice) == 0 and reserved(bob) == 0, "the funding's coins no longer reserved")
+            assert balances(alice)[:2] == (FUNDING_SAT * 1000, contribute * 1000)
+            await pay(alice, bob, 50_000_000)
+            await pay(bob, alice, 20_000_000)
+            closed = await channels(bob).closechannel(cid)
+            assert closed["state"] == "closed"
+            await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
+
+
+def test_the_command_line_asks_the_bump_in_sat_per_vbyte() -> None:
+    import argparse
+
+    from lnpmsg.channels.commands import COMMANDS, _request, add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"), default_data_dir=Path("."))
+    assert "bumpchannelopen" in COMMANDS
+    method, params, _ = _request(parser.parse_args(["bumpchannelopen", "ab" * 32, "--feerate", "20", "--json"]))
+    assert method == "channels.bumpchannelopen" and params == {"channel": "ab" * 32, "feerate": 20}
+    assert _request(parser.parse_args(["bumpchannelopen", "ab" * 32]))[1] == {"channel": "ab" * 32}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bumpchannelopen", "ab" * 32, "--feerate", "0"])
