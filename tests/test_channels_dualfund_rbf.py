@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from test_channels_dualfund import FEERATE, DualPair, spent_outputs
-from test_channels_pair import verify_commitments
+from test_channels_pair import ChannelPair, verify_commitments
 
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
@@ -21,11 +21,12 @@ from lnpmsg.channels.dualfund_rbf import (
     candidate_outpoints,
     min_feerate,
 )
+from lnpmsg.channels.dualfund import InteractiveAborted
 from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, Received
 from lnpmsg.channels.messages import CommitmentSigned
 from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxAddOutput, TxComplete, TxInitRbf
-from lnpmsg.channels.records import restore
+from lnpmsg.channels.records import encode_snapshot, restore, restore_snapshot
 from lnpmsg.channels.state import Phase
 
 BUMPED = min_feerate(FEERATE)
@@ -138,6 +139,8 @@ def test_refusals_leave_the_channel_as_it_was() -> None:
     pair.confirm()
     pair.wire.clear()
     assert b"normal" in _refused(pair, TxInitRbf(channel_id=cid, locktime=100, feerate=BUMPED, tlvs=contribution))
+    assert not pair.feed(pair.bob, Received(TxAbort(channel_id=cid, data=b"echo"))).messages
+    assert pair.bob.core.phase is Phase.NORMAL
     with pytest.raises(LocalMisuse):
         pair.alice.core.receive(BumpCommand(BUMPED, 100), pair.now)
 
@@ -187,5 +190,50 @@ def test_peer_abort_mid_attempt_restores_the_previous_version() -> None:
     pair.held.clear()
     pair.wire.clear()
     pair.funding_tx = fundings(pair.alice)[0]
+    pair.confirm()
+    verify_commitments(pair)
+
+
+def test_tx_init_rbf_during_the_first_negotiation_still_ends_it() -> None:
+    pair = DualPair(bob_sat=250_000, sign=False)  # stuck before tx_signatures
+    pair.open_v2()
+    assert pair.bob.core.phase is Phase.DUAL_SIGNING
+    cid = pair.bob.core.state.channel_id
+    out = pair.feed(pair.bob, Received(TxInitRbf(channel_id=cid, locktime=100, feerate=BUMPED)))
+    assert [type(m) for m in out.messages] == [TxAbort] and b"unexpected tx_init_rbf" in out.messages[0].data
+    assert any(isinstance(e, InteractiveAborted) for e in out.events) and pair.bob.core.phase is Phase.FAILED
+
+
+def test_a_v1_channel_refuses_a_bump() -> None:
+    pair = ChannelPair()
+    pair.open()
+    cid = pair.bob.core.state.channel_id
+    out = pair.feed(pair.bob, Received(TxInitRbf(channel_id=cid, locktime=100, feerate=BUMPED)))
+    assert [type(m) for m in out.messages] == [TxAbort] and b"not a dual-funded" in out.messages[0].data
+    # the peer's echo changes nothing either
+    assert not pair.feed(pair.bob, Received(TxAbort(channel_id=cid, data=b"echo"))).messages
+    assert pair.bob.core.phase is Phase.NORMAL and pair.bob.core.state.failure is None
+
+
+def test_disconnection_after_our_signatures_resumes_the_bump_with_next_funding() -> None:
+    pair = opened(250_000)
+    first = pair.alice.core.state.funding_outpoint
+    pair.feed(pair.alice, BumpCommand(BUMPED, 101))
+    # Bob (less in) sends his tx_signatures first; Alice's answer is lost
+    while pair.alice.core.phase is not Phase.AWAIT_READY:
+        pair.step()
+    pair.wire.clear()
+    assert pair.bob.core.phase is Phase.DUAL_SIGNING and pair.bob.core.state.dual.signatures_sent
+    pair.reconnect()  # channel_reestablish's next_funding names the bump: Alice sends her signatures again
+    assert pair.bob.core.phase is Phase.AWAIT_READY
+    a, b = pair.alice.core.state, pair.bob.core.state
+    assert a.funding_outpoint == b.funding_outpoint != first and len(b.dual.previous) == 1
+    second = fundings(pair.bob)[-1]
+    assert second.txid == b.funding_outpoint.txid and kernel_verify_scripts(second, spent_outputs(second)) is None
+    for side in (pair.alice, pair.bob):  # the candidates are in snapshots too
+        assert restore_snapshot(side.core.secrets, encode_snapshot(side.core)).state == side.core.state
+    pair.funding_tx = second
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, FundingCandidateConfirmed(second.txid))
     pair.confirm()
     verify_commitments(pair)

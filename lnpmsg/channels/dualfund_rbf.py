@@ -122,8 +122,8 @@ def handles(core: ChannelCore, item: Any) -> bool:
     msg = item.message if isinstance(item, Received) else None
     if isinstance(msg, TxInitRbf | TxAckRbf):
         return True
-    # the echo of a tx_abort we sent refusing a bump, once the attempt is over
-    return isinstance(msg, TxAbort) and core.state.dual is not None and core.state.phase is Phase.AWAIT_READY
+    # the echo of a tx_abort we sent refusing a bump (any channel: the refusal did not change it)
+    return isinstance(msg, TxAbort) and core.state.phase not in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)
 
 
 def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
@@ -141,16 +141,21 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
             return True  # (an echo, or an abort of an attempt already ended)
         if s.awaiting_reestablish or not s.connected:
             return True  # nothing is negotiated before channel_reestablish
-        if isinstance(msg, TxInitRbf):
+        opening = s.phase in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING) and not s.dual.signatures_sent  # type: ignore[union-attr]
+        if isinstance(msg, TxInitRbf) and opening:
+            from .dualfund import _abort
+
+            _abort(core, out, "unexpected tx_init_rbf", send=True)  # a negotiation is under way
+        elif isinstance(msg, TxInitRbf):
             _on_init_rbf(core, msg, out)
         elif s.phase is Phase.WAIT_ACCEPT2 and getattr(s.dual, "previous", ()):
             _on_ack_rbf(core, msg, out)
-        elif s.phase in (Phase.INTERACTIVE, Phase.DUAL_SIGNING) and not s.dual.signatures_sent:  # type: ignore[union-attr]
+        elif opening:
             from .dualfund import _abort
 
             _abort(core, out, "unexpected tx_ack_rbf", send=True)
         else:
-            out.send(TxAbort(channel_id=s.channel_id, data=b"unexpected tx_ack_rbf"))
+            out.send(TxAbort(channel_id=s.channel_id or s.temporary_channel_id or bytes(32), data=b"unexpected tx_ack_rbf"))
     return True
 
 
@@ -248,7 +253,7 @@ def _on_init_rbf(core: ChannelCore, msg: TxInitRbf, out: _Out) -> None:
         reason = "our contribution cannot pay the higher fee"
     if reason is not None or outputs is None:
         # a refusal ends this attempt only: the channel and its funding stay as they are
-        out.send(TxAbort(channel_id=s.channel_id, data=(reason or "refused").encode()))
+        out.send(TxAbort(channel_id=s.channel_id or s.temporary_channel_id or bytes(32), data=(reason or "refused").encode()))
         return
     _start(core, msg.feerate, msg.locktime, outputs)
     s.phase = Phase.INTERACTIVE
