@@ -13,7 +13,12 @@ that transaction is never broadcast); their previous transactions come from
 the chain (the block of each coin) or the wallet's own unconfirmed
 transactions. The change is computed again for the interactive rules (each
 side pays for what it adds). An open that ends before our signatures left
-frees the coins (by outpoint). A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
+frees the coins (by outpoint).
+
+The fee bump of a funding (:mod:`.dualfund_rbf`): ``bumpchannelopen`` (the control
+call; the feerate in sat/vB), every version checked at each block (the one that
+confirmed becomes the funding), and the channel monitor moved to it. A mixin of
+:class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 
 from __future__ import annotations
