@@ -237,3 +237,25 @@ def test_disconnection_after_our_signatures_resumes_the_bump_with_next_funding()
         pair.feed(side, FundingCandidateConfirmed(second.txid))
     pair.confirm()
     verify_commitments(pair)
+
+
+def test_the_coins_only_the_forgotten_versions_spent_are_named() -> None:
+    pair = opened(250_000)
+    pair.feed(pair.alice, BumpCommand(BUMPED, 101))
+    pair.pump()
+    # were Bob's first version funded by one more coin of his (not spent by the bump), the
+    # bump's confirmation names it to be freed; the first version's confirmation names none
+    from dataclasses import replace
+
+    from test_channels_dualfund import coin
+
+    extra, _ = coin("alice", 7_777)
+    bob = pair.bob.core
+    d = bob.state.dual
+    first = d.previous[0]
+    bob.state.dual = replace(d, previous=(replace(first, dual=replace(first.dual, inputs=(*first.dual.inputs, extra))),))
+    out = bob.receive(FundingCandidateConfirmed(bob.state.funding_outpoint.txid), pair.now)
+    (dropped,) = [e for e in out.events if isinstance(e, CandidatesDropped)]
+    assert dropped.inputs == (extra,) and dropped.confirmed == bob.state.funding_outpoint
+    with pytest.raises(LocalMisuse, match="no funding candidates"):
+        bob.receive(FundingCandidateConfirmed(first.outpoint.txid), pair.now)

@@ -72,6 +72,9 @@ async def test_bump_the_funding_then_open_on_the_mined_version(tmp_path: Path, c
             await wait_until(lambda: all(channels(n).onchain.status(only_channel(n)) is not None and channels(n).onchain.status(
                 only_channel(n))["funding"].startswith(confirmed.txid_hex) for n in (alice, bob)), "the monitors follow the funding")
             await wait_until(lambda: reserved(alice) == 0 and reserved(bob) == 0, "the funding's coins no longer reserved")
+            for n in (alice, bob):  # no coin of the version that did not confirm (its change never exists)
+                gone = second if confirmed is first else first
+                assert all(u.outpoint.txid != gone.txid for u in n.apps["chain"].wallet.list_funds())  # type: ignore[attr-defined]
             assert balances(alice)[:2] == (FUNDING_SAT * 1000, contribute * 1000)
             await pay(alice, bob, 50_000_000)
             await pay(bob, alice, 20_000_000)
