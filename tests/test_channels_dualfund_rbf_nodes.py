@@ -96,3 +96,51 @@ def test_the_command_line_asks_the_bump_in_sat_per_vbyte() -> None:
     assert _request(parser.parse_args(["bumpchannelopen", "ab" * 32]))[1] == {"channel": "ab" * 32}
     with pytest.raises(SystemExit):
         parser.parse_args(["bumpchannelopen", "ab" * 32, "--feerate", "0"])
+
+
+@pytest.mark.trio
+async def test_after_a_restart_the_first_version_mined_still_opens_the_channel(tmp_path: Path) -> None:
+    from lnpmsg.channels.app import ChannelsApp
+    from lnpmsg.channels.params import ChannelConfig
+    from lnpmsg.node.node import Node, NodeConfig
+    from lnpmsg.wallet.app import ChainApp
+
+    network = MemoryNetwork()
+    policies = {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000)}
+    async with chain(tmp_path) as source:
+        alice = node(tmp_path, network, source, "alice", policies["alice"], True)
+        bob = node(tmp_path, network, source, "bob", policies["bob"], False)
+        async with running(alice, bob):
+            await fund(source, alice, 3_000_000)
+            await fund(source, bob, 2_000_000)
+            await bob.connect(alice.addresses[0])
+            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+            first = Tx.parse(only_channel(alice).core.state.funding_tx)
+            await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+        # both nodes again, from their data directories: the versions are still candidates
+        again = {}
+        for name, old in (("alice", alice), ("bob", bob)):
+            n = Node(old.key, NodeConfig(listen=["mem://"] if name == "alice" else [], network="regtest"),
+                     transports={"mem": network.transport()})  # fmt: skip
+            n.mount(ChainApp(tmp_path / name / "wallet", source=source))
+            n.mount(ChannelsApp(tmp_path / name / "channels", config=ChannelConfig(minimum_depth=2), policy=policies[name]))
+            again[name] = n
+        alice, bob = again["alice"], again["bob"]
+        async with running(alice, bob):
+            assert len(only_channel(alice).core.state.dual.previous) == 1 and len(only_channel(bob).core.state.dual.previous) == 1
+            assert (await source.submit_transactions_in_block([first])).accepted
+            await source.mine(1)
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+            for n in (alice, bob):
+                assert only_channel(n).core.state.funding_outpoint.txid == first.txid
+            await wait_until(lambda: reserved(alice) == 0 and reserved(bob) == 0, "the funding's coins no longer reserved")
+            await pay(alice, bob, 50_000_000)
+            # the static channel backup names the version that confirmed
+            from lnpmsg.channels.backup import decode_backup
+
+            def backed_up() -> list[bytes]:
+                app = channels(alice)
+                return [e.funding_outpoint.txid for e in decode_backup(app.backup_path.read_bytes(), app._manager().seed)]
+
+            await wait_until(lambda: backed_up() == [first.txid], "the backup names the first version")

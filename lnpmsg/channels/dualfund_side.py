@@ -85,6 +85,7 @@ class DualFundSide:
     _submit: Any
     _channel: Any
     onchain: Any
+    write_backup: Any
     spawn: Any
     _funding_errors: dict[str, str]
 
@@ -260,6 +261,7 @@ class DualFundSide:
             log.info("channels: the funding %s of %s confirmed; its other versions are forgotten", event.confirmed.txid_hex, channel.channel_id.hex())
             self._release_inputs(event.inputs)
             self.spawn(self._monitor_follows_funding, channel)
+            self.spawn(self.write_backup)  # (the static backup names the funding outpoint)
             return True
         if isinstance(event, ChannelFailed):
             d = channel.core.state.dual
