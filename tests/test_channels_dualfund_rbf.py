@@ -259,3 +259,23 @@ def test_the_coins_only_the_forgotten_versions_spent_are_named() -> None:
     assert dropped.inputs == (extra,) and dropped.confirmed == bob.state.funding_outpoint
     with pytest.raises(LocalMisuse, match="no funding candidates"):
         bob.receive(FundingCandidateConfirmed(first.outpoint.txid), pair.now)
+
+
+def test_a_channel_failed_before_a_version_confirmed_follows_it() -> None:
+    from lnpmsg.wire import Error
+
+    pair = opened(250_000)
+    first = fundings(pair.bob)[0]
+    pair.feed(pair.alice, BumpCommand(BUMPED, 101))
+    pair.pump()
+    bob = pair.bob.core
+    pair.feed(pair.bob, Received(Error(channel_id=bob.state.channel_id, data=b"bye")))
+    assert bob.phase is Phase.FAILED
+    spends = lambda: Tx.parse(bob.latest_commitment_tx()).inputs[0].prevout.txid  # noqa: E731
+    assert spends() != first.txid  # the bump's
+    out = pair.feed(pair.bob, FundingCandidateConfirmed(first.txid))
+    assert any(isinstance(e, CandidatesDropped) for e in out.events) and bob.phase is Phase.FAILED
+    assert spends() == first.txid and bob.state.dual.previous == ()
+    pair.funding_tx = first
+    assert kernel_verify_scripts(Tx.parse(bob.latest_commitment_tx()), [first.outputs[bob.state.funding_outpoint.vout]]) is None
+    assert restore(bob.secrets, pair.bob.records).state == bob.state

@@ -144,3 +144,34 @@ async def test_after_a_restart_the_first_version_mined_still_opens_the_channel(t
                 return [e.funding_outpoint.txid for e in decode_backup(app.backup_path.read_bytes(), app._manager().seed)]
 
             await wait_until(lambda: backed_up() == [first.txid], "the backup names the first version")
+
+
+@pytest.mark.trio
+async def test_a_force_close_before_the_first_version_is_mined_goes_on_chain_with_it(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
+        bob = node(tmp_path, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000), False)
+        async with running(alice, bob):
+            await fund(source, alice, 3_000_000)
+            await fund(source, bob, 2_000_000)
+            await bob.connect(alice.addresses[0])
+            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+            first = Tx.parse(only_channel(alice).core.state.funding_tx)
+            await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+            await channels(alice).closechannel(cid, force=True)  # our commitment of the bump
+            assert only_channel(alice).phase is Phase.FAILED
+            assert (await source.submit_transactions_in_block([first])).accepted  # the first version confirms
+            await wait_until(lambda: only_channel(alice).core.state.funding_outpoint.txid == first.txid, "alice follows the first")
+
+            def committed() -> bool:  # our commitment spending the first version's output, in the mempool
+                raw = only_channel(alice).core.latest_commitment_tx()
+                return raw is not None and source.core.find_transaction(Tx.parse(raw).txid) is not None
+
+            await source.mine(1)
+            await wait_until(committed, "our commitment of the first version broadcast")
+            commitment = Tx.parse(only_channel(alice).core.latest_commitment_tx())
+            outpoint = only_channel(alice).core.state.funding_outpoint
+            assert commitment.inputs[0].prevout == outpoint and outpoint.txid == first.txid
+            await source.mine(1)
+            assert source.core.find_transaction(commitment.txid)[1] is not None  # type: ignore[index]

@@ -366,3 +366,5 @@ class DualFundSide:
                     kept.rename(kept.with_name(f"{kept.name}.replaced-{old.txid_hex}"))
             log.info("channels: the monitor of %s follows the funding %s (was %s)", channel.channel_id.hex(), outpoint, old)
             await onchain._persisted(channel)
+        if channel.phase is Phase.FAILED:  # failed before: our commitment of the version that confirmed goes out
+            await onchain.force_close(channel)
