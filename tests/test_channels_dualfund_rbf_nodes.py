@@ -175,3 +175,24 @@ async def test_a_force_close_before_the_first_version_is_mined_goes_on_chain_wit
             assert commitment.inputs[0].prevout == outpoint and outpoint.txid == first.txid
             await source.mine(1)
             assert source.core.find_transaction(commitment.txid)[1] is not None  # type: ignore[index]
+
+
+@pytest.mark.trio
+async def test_a_bump_the_accepter_cannot_pay_is_refused_and_the_channel_stays(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
+        bob = node(tmp_path, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000), False)
+        async with running(alice, bob):
+            await fund(source, alice, 3_000_000)
+            await fund(source, bob, 302_000)  # just enough for his share and its fee at the first rate
+            await bob.connect(alice.addresses[0])
+            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+            assert only_channel(alice).core.state.funding_sat == FUNDING_SAT + 300_000
+            before = only_channel(alice).core.state.funding_outpoint
+            with pytest.raises(ChainAppError, match="peer aborted: our contribution cannot pay the higher fee"):
+                await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice) * 20)
+            for n in (alice, bob):
+                assert only_channel(n).phase is Phase.AWAIT_READY and only_channel(n).core.state.funding_outpoint == before
+            await source.mine(2)
+            await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways on the first version")
