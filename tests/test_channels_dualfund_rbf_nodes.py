@@ -49,6 +49,9 @@ async def test_bump_the_funding_then_open_on_the_mined_version(tmp_path: Path, c
             second = Tx.parse(only_channel(alice).core.state.funding_tx)
             assert bumped["funding_txid"] == second.txid_hex != first.txid_hex
             assert bumped["previous_funding_txids"] == [first.txid_hex]
+            listed = (await channels(bob).listchannels())["channels"][0]
+            assert [c.split(":")[0] for c in listed["funding_candidates"]] == [first.txid_hex]
+            assert listed["funding_outpoint"].startswith(second.txid_hex)
             assert only_channel(bob).core.state.funding_outpoint == only_channel(alice).core.state.funding_outpoint
             assert {i.prevout for i in second.inputs} == {i.prevout for i in first.inputs}
             assert len(second.inputs) == (2 if contribute else 1)
