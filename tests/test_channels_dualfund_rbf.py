@@ -279,3 +279,14 @@ def test_a_channel_failed_before_a_version_confirmed_follows_it() -> None:
     pair.funding_tx = first
     assert kernel_verify_scripts(Tx.parse(bob.latest_commitment_tx()), [first.outputs[bob.state.funding_outpoint.vout]]) is None
     assert restore(bob.secrets, pair.bob.records).state == bob.state
+
+
+def test_refusals_of_confirmed_inputs_and_after_channel_ready() -> None:
+    pair = opened(250_000)  # Bob's coin is in the funding
+    cid = pair.bob.core.state.channel_id
+    contribution = TxInitRbf.tlv_stream(funding_output_contribution=600_000, require_confirmed_inputs={})
+    assert b"confirmed inputs" in _refused(pair, TxInitRbf(channel_id=cid, locktime=100, feerate=BUMPED, tlvs=contribution))
+    # a zero-conf channel sends channel_ready before its funding confirms: no bump then
+    pair.bob.core.state.ready_sent = True
+    contribution = TxInitRbf.tlv_stream(funding_output_contribution=600_000)
+    assert b"channel_ready" in _refused(pair, TxInitRbf(channel_id=cid, locktime=100, feerate=BUMPED, tlvs=contribution))
