@@ -353,6 +353,9 @@ class DualFundSide:
         outpoint = channel.core.state.funding_outpoint
         if onchain is None or outpoint is None:
             return
+        with trio.move_on_after(60):  # a catch-up of the old monitor writes its progress file: let it end first
+            while (w := onchain.watched.get(channel.key)) is not None and w.catching_up:
+                await trio.sleep(0.05)
         async with onchain._write_lock:
             watched = onchain.watched.get(channel.key)
             if watched is None or watched.monitor.setup.funding_outpoint == outpoint:
