@@ -290,3 +290,34 @@ def test_refusals_of_confirmed_inputs_and_after_channel_ready() -> None:
     pair.bob.core.state.ready_sent = True
     contribution = TxInitRbf.tlv_stream(funding_output_contribution=600_000)
     assert b"channel_ready" in _refused(pair, TxInitRbf(channel_id=cid, locktime=100, feerate=BUMPED, tlvs=contribution))
+
+
+def test_an_attempt_the_peer_forgot_after_our_signatures_is_set_aside() -> None:
+    pair = opened(250_000)
+    first = pair.alice.core.state.funding_outpoint
+    pair.feed(pair.alice, BumpCommand(BUMPED, 101))
+    # Bob (less in) sends his tx_signatures first; the line is cut before Alice gets them
+    while not (pair.bob.core.phase is Phase.DUAL_SIGNING and pair.bob.core.state.dual.signatures_sent):
+        pair.step()
+    pair.wire.clear()
+    attempt = pair.bob.core.state.funding_outpoint
+    pair.reconnect()
+    # Alice's attempt ended with the disconnection (her signatures had not left): she answers Bob's
+    # next_funding with tx_abort; Bob goes back to the first version and keeps the attempt as a candidate
+    assert any(isinstance(e, RbfAborted) for e in pair.alice.events)
+    assert [type(m) for who, m in pair.sent if who == "alice" and isinstance(m, TxAbort)] == [TxAbort]
+    for side in (pair.alice, pair.bob):
+        assert side.core.phase is Phase.AWAIT_READY and side.core.state.funding_outpoint == first
+    assert candidate_outpoints(pair.bob.core) == (attempt, first)
+    for side in (pair.alice, pair.bob):
+        assert restore(side.core.secrets, side.records).state == side.core.state
+    # a new bump goes on from the first version
+    pair.feed(pair.alice, BumpCommand(BUMPED, 102))
+    pair.pump()
+    assert pair.alice.core.state.funding_outpoint == pair.bob.core.state.funding_outpoint not in (first, attempt)
+    assert len(candidate_outpoints(pair.bob.core)) == 3
+    pair.funding_tx = Tx.parse(pair.bob.core.state.funding_tx)
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, FundingCandidateConfirmed(pair.funding_tx.txid))
+    pair.confirm()
+    verify_commitments(pair)

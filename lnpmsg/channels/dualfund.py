@@ -36,6 +36,7 @@ from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.wire import Error, Features
 
+from . import dualfund_rbf
 from .commitments import build, sign_remote, verify_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -202,8 +203,6 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     """The v2 inputs, and the v2 phases' handling of connection changes and errors: True when handled."""
     from .state import Phase
 
-    from . import dualfund_rbf
-
     s = core.state
     if dualfund_rbf.handles(core, item):
         return dualfund_rbf.dispatch(core, item, out)
@@ -257,8 +256,8 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     elif isinstance(msg, AcceptChannel2) and s.phase is Phase.WAIT_ACCEPT2:
         _on_accept_channel2(core, msg, out)
     elif isinstance(msg, TxAbort):
-        if d.signatures_sent:
-            return True  # BOLT 2: we keep the channel (its funding may confirm) and do not echo
+        if d.signatures_sent:  # BOLT 2: we keep the channel (its funding may confirm) and do not echo
+            return d.previous == () or dualfund_rbf.set_aside(core, out, f"peer aborted: {_printable(msg.data)}")
         _abort(core, out, f"peer aborted: {_printable(msg.data)}", send=True, echo=True)
     elif type(msg).__name__ in _INTERACTIVE and s.phase is Phase.INTERACTIVE:
         _on_interactive(core, msg, out)
@@ -289,9 +288,7 @@ def _abort(core: ChannelCore, out: _Out, reason: str, *, send: bool, echo: bool 
         channel_id = s.channel_id or s.temporary_channel_id
         out.send(TxAbort(channel_id=channel_id, data=b"echo" if echo else reason.encode()))
     if d.previous:  # a bump's attempt: the previous version of the funding stands
-        from .dualfund_rbf import restore
-
-        return restore(core, out, reason)
+        return dualfund_rbf.restore(core, out, reason)
     s.phase = Phase.FAILED
     s.failure = reason
     out.emit(InteractiveAborted(reason, d.inputs))
@@ -453,9 +450,7 @@ def _on_interactive(core: ChannelCore, msg: Any, out: _Out) -> None:
     for reply in replies:
         out.send(reply)
     if session.state is SessionState.COMPLETE:
-        from .dualfund_rbf import check_double_spends
-
-        if (unspent := check_double_spends(core, session.transaction)) is not None:
+        if (unspent := dualfund_rbf.check_double_spends(core, session.transaction)) is not None:
             _abort(core, out, unspent, send=True)
             return
         _on_complete(core, session, out)
@@ -593,3 +588,5 @@ def resend_signatures(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> 
         return
     if asked.next_funding_txid == s.funding_outpoint.txid and d.signatures_sent:
         out.send(_session(core).our_signatures(list(d.our_witnesses)))
+    elif asked.next_funding_txid != s.funding_outpoint.txid:  # BOLT 2: a version we forgot (a bump's attempt)
+        out.send(TxAbort(channel_id=s.channel_id, data=b"next_funding names no funding of ours"))

@@ -51,6 +51,7 @@ __all__ = [
     "handles",
     "min_feerate",
     "restore",
+    "set_aside",
 ]
 
 #: a block height, not a time: what a funding's locktime may be (BOLT 2 leaves it to the opener)
@@ -305,6 +306,25 @@ def restore(core: ChannelCore, out: _Out, reason: str) -> None:
     s.local_commit, s.remote_commit = last.local_commit, last.remote_commit
     s.phase = Phase.AWAIT_READY
     out.emit(RbfAborted(reason, tuple(i for i in d.inputs if Tx.parse(i.prevtx).outpoint(i.vout) not in kept)))
+
+
+def set_aside(core: ChannelCore, out: _Out, reason: str) -> bool:
+    """The peer aborted an attempt after our signatures left (it forgot it, BOLT 2's answer to our
+    ``next_funding``): the previous version is the funding again, the attempt stays a candidate
+    (the peer may hold both signatures: it could still confirm). True (handled)."""
+    from .state import Phase
+
+    s = core.state
+    d = s.dual
+    assert d is not None and d.previous and s.funding_outpoint is not None and s.funding_tx is not None
+    attempt = Candidate(s.funding_outpoint, s.funding_tx, s.local_commit, s.remote_commit, replace(d, previous=()))
+    last = d.previous[-1]
+    s.dual = replace(last.dual, previous=(*d.previous[:-1], attempt))
+    s.funding_outpoint, s.funding_tx = last.outpoint, last.funding_tx
+    s.local_commit, s.remote_commit = last.local_commit, last.remote_commit
+    s.phase = Phase.AWAIT_READY
+    out.emit(RbfAborted(reason, ()))
+    return True
 
 
 def _confirmed(core: ChannelCore, txid: bytes, out: _Out) -> None:
