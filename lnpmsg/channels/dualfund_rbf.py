@@ -9,7 +9,8 @@ machinery of :mod:`.dualfund` runs again, on a fresh :class:`~.dualfund.DualFund
 Before an attempt starts, the current version (outpoint, signed transaction, both first
 commitments, its session) is pushed onto the session's ``previous`` candidates; an attempt that
 ends before our ``tx_signatures`` left (``tx_abort``, a refusal, a disconnection, an
-``error``) restores the last candidate, which stays valid. A completed attempt becomes the
+``error``) restores the last candidate, which stays valid; one the peer aborts after our
+signatures left (it lost it: its answer to our ``next_funding``) is set aside as a candidate. A completed attempt becomes the
 channel's funding; the earlier ones stay candidates until one of them confirms
 (:class:`FundingCandidateConfirmed`, from the shell): that one becomes the funding and the
 others are forgotten (:class:`CandidatesDropped` names our coins only they spent).
