@@ -31,7 +31,8 @@ fails, our latest commitment are broadcast too.
 
 Control calls (``channels.<call>``): ``fundchannel`` [node_id, amount_sat, push_msat?, feerate?,
 announce?], ``listchannels`` [peer_id?], ``closechannel`` [channel, feerate?, destination?],
-``exportchannelbackup`` [file?], ``restorechannels`` [backup? | file?] (:mod:`.backup_calls`), and,
+``exportchannelbackup`` [file?], ``restorechannels`` [backup? | file?] (:mod:`.backup_calls`),
+``bumpchannelopen`` [channel, feerate?] (:mod:`.dualfund_side`), and,
 for tests without the payments layer, ``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``, ``dev_updatefee``,
 ``dev_preimage`` (:mod:`.dev_calls`), ``dev_quiesce`` (:mod:`.quiesce_side`). Events: ``channel.opened``,
 ``channel.ready``, ``channel.confirmed`` (a zero-conf channel's funding), ``channel.htlc``, ``channel.closed``,
@@ -185,7 +186,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
             "dev_updatefee": self.dev_updatefee, "dev_preimage": self.dev_preimage, "dev_quiesce": self.dev_quiesce,
-            "exportchannelbackup": self.exportchannelbackup, "restorechannels": self.restorechannels,
+            "exportchannelbackup": self.exportchannelbackup, "restorechannels": self.restorechannels, "bumpchannelopen": self.bumpchannelopen,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 

@@ -27,6 +27,7 @@ from lnpmsg.chain.events import OutputSpent
 from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wire import Error
 
+from .dualfund_rbf import candidate_outpoints
 from .double_spend import FundingDoubleSpent, FundingFound, conflicting_spend, double_spent, funding_wanted, unconfirmed_funding
 from .errors import LocalMisuse
 from .htlc_hook import _committed_adds
@@ -236,9 +237,8 @@ class ChainSide:
             await self._watch(sub, channel)
 
     async def _watch(self, sub: Any, channel: ManagedChannel) -> None:
-        outpoint = channel.core.state.funding_outpoint
-        if outpoint is not None and channel.phase not in (Phase.CLOSED, Phase.FAILED):
-            await sub.watch_outpoint(outpoint)
+        for outpoint in candidate_outpoints(channel.core) if channel.phase not in (Phase.CLOSED, Phase.FAILED) else ():
+            await sub.watch_outpoint(outpoint)  # (every version of a bumped funding: any may confirm)
 
     async def _on_block(self, height: int) -> None:
         manager = self._manager()
@@ -246,11 +246,13 @@ class ChainSide:
             if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN, Phase.NEGOTIATING):
                 await self._submit(channel, BlockHeight(height))
                 self._warn_unconfirmed(channel, height)
+        await self._check_candidates()  # (before: a version of a bumped funding spends the others' inputs)
         await self._check_double_spends(height)
         await self._check_depths()
 
     async def _check_depths(self) -> None:
         """Tell each channel waiting for its funding how deep it is (with its short channel id)."""
+        await self._check_candidates()  # (a bumped funding: the version that confirmed first)
         source = self.chain.source
         for channel in list(self._manager().channels.values()):
             s = channel.core.state

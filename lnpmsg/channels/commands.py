@@ -1,6 +1,6 @@
 """The ``lnpmsg`` subcommands of the channel app (:mod:`lnpmsg.channels.app`).
 
-``fundchannel``, ``listchannels`` and ``closechannel`` call the
+``fundchannel``, ``bumpchannelopen``, ``listchannels`` and ``closechannel`` call the
 ``channels.*`` methods of a node started with a chain (``--chain regtest``
 or ``--bitcoind-rpc``), like every control command (:mod:`lnpmsg.rpc.commands`):
 human output or ``--json``, exit 0, 1 on an error, 3 when no node runs.
@@ -18,7 +18,7 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"fundchannel", "listchannels", "closechannel", "exportchannelbackup", "restorechannels", "listpeerstorage"})
+COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "listchannels", "closechannel", "exportchannelbackup", "restorechannels", "listpeerstorage"})
 
 
 def _positive(text: str) -> int:
@@ -61,6 +61,16 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--v2", action="store_true",
                    help="channel establishment v2 (option_dual_fund; used anyway when both nodes offer it, lnpmsg: --dual-fund)")
     p.epilog = "Returns once the peer signed our first commitment and the funding is broadcast; the channel is ready after its confirmations (the peer's minimum_depth)."
+    p = add("bumpchannelopen", "fee-bump the unconfirmed funding transaction of a dual-funded channel we opened (BOLT 2 tx_init_rbf)")
+    p.add_argument("channel", metavar="CHANNEL", help="a channel id (hex) or key, of a channel opened with v2 ('fundchannel --v2' or --dual-fund)")
+    p.add_argument("--feerate", type=_positive, metavar="SAT_PER_VB",
+                   help="the new funding's fee rate in sat per vbyte (default: the least the peer must take, 25/24 "
+                        "of the last version's rate, or the chain's estimate if higher)")
+    p.epilog = ("The peer answers tx_ack_rbf (or refuses with tx_abort: the channel stays as it was); both build "
+                "a new version of the funding from the same coins, sign its first commitments, then the funding; "
+                "it is broadcast and replaces the earlier one in mempools (BIP 125 also asks for more absolute fee: "
+                "bump by more than the 25/24 minimum). Until one confirms, every version may: the channel opens on "
+                "the one that does. Possible until the funding confirms; not for a zero-conf channel.")
     p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")
     p.add_argument("--peer", metavar="NODEID", help="only the channels with this peer")
     p = add("closechannel", "close a channel cooperatively (shutdown, then closing_signed), or --force it on chain")
@@ -161,6 +171,14 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             params["v2"] = True
         return "channels.fundchannel", params, lambda r: print(
             f"channel {r['channel_id']} funded by {r['funding_txid']}, waiting for confirmations ({r['state']})"
+        )
+    if args.command == "bumpchannelopen":
+        params = {"channel": args.channel}
+        if args.feerate is not None:
+            params["feerate"] = args.feerate
+        return "channels.bumpchannelopen", params, lambda r: print(
+            f"channel {r['channel_id']}: funding bumped to {r['feerate_per_kw']} sat/kw by {r['funding_txid']} "
+            f"(replacing {', '.join(r['previous_funding_txids'])}), waiting for confirmations"
         )
     if args.command == "listchannels":
         return "channels.listchannels", {"peer_id": args.peer} if args.peer else {}, _print_list

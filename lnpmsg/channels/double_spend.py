@@ -15,9 +15,9 @@ sees a double spend itself. When the source does not see the funding, the fundee
 double spend only from the funder's ``error`` (or not at all from a funder that lies: that is the
 trust zero-conf asks of it), and keeps logging that its funding is unconfirmed.
 
-A funding is never replaced by another version of itself here (RBF of a funding is refused, see
-:mod:`.dualfund`): any other transaction spending one of its inputs is a double spend. Were RBF
-done, each version negotiated would have to be taken as the funding.
+A dual-funded channel's funding may have several versions (fee bumps, :mod:`.dualfund_rbf`): the
+shell adopts the version that confirmed before it looks for double spends, so a version confirmed
+in place of ours is the funding, not a double spend of it.
 """
 
 from __future__ import annotations

@@ -21,9 +21,8 @@ back like the rest. What is durable before what leaves: our
 ``commitment_signed`` (with the negotiated transaction) and our
 ``tx_signatures`` are commit points of the core.
 
-Not done: RBF of the funding (``tx_init_rbf`` is answered with
-``tx_abort``), shared inputs (splicing), ``require_confirmed_inputs``
-beyond refusing to contribute when it is asked. A disconnection before our
+RBF of the funding (``tx_init_rbf``): :mod:`.dualfund_rbf`. Not done: shared
+inputs (splicing), ``require_confirmed_inputs`` beyond refusing to contribute. A disconnection before our
 ``tx_signatures`` left ends the open (nothing of ours can be spent without
 them); after, ``channel_reestablish`` with ``next_funding`` resumes it.
 """
@@ -37,6 +36,7 @@ from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.wire import Error, Features
 
+from . import dualfund_rbf
 from .commitments import build, sign_remote, verify_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -162,6 +162,8 @@ class DualFundSession:
     our_witnesses: tuple[tuple[bytes, ...], ...] | None = None
     their_signatures: TxSignatures | None = None
     signatures_sent: bool = False
+    #: the earlier versions of the funding while a bump's may replace them (dualfund_rbf.Candidate)
+    previous: tuple[Any, ...] = ()
 
 
 def v2_channel_id(basepoint_a: bytes, basepoint_b: bytes) -> bytes:
@@ -202,6 +204,8 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     from .state import Phase
 
     s = core.state
+    if dualfund_rbf.handles(core, item):
+        return dualfund_rbf.dispatch(core, item, out)
     if isinstance(item, OpenV2Command | AcceptV2Command):
         if s.phase is not Phase.NEW:
             raise LocalMisuse(f"cannot open in phase {s.phase.value}")
@@ -231,6 +235,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
             s.connected = False  # the funding may confirm: resumed by channel_reestablish
         else:
             _abort(core, out, "disconnected while opening", send=False)
+            s.connected = not d.previous  # a bump's attempt ended: the channel waits for the peer
     elif isinstance(item, Reconnected):
         if s.connected:
             raise LocalMisuse("already connected")
@@ -243,6 +248,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         if d.signatures_sent:
             return False  # the funding may confirm: the channel fails as an established one
         _abort(core, out, f"peer: {msg.data.decode('utf-8', 'replace')}", send=False)
+        return not d.previous  # after a bump's attempt: the channel fails as an established one
     elif isinstance(msg, ChannelReestablish):
         _on_reestablish(core, msg, out)
     elif s.awaiting_reestablish:
@@ -250,11 +256,9 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     elif isinstance(msg, AcceptChannel2) and s.phase is Phase.WAIT_ACCEPT2:
         _on_accept_channel2(core, msg, out)
     elif isinstance(msg, TxAbort):
-        if d.signatures_sent:
-            return True  # BOLT 2: we keep the channel (its funding may confirm) and do not echo
+        if d.signatures_sent:  # BOLT 2: we keep the channel (its funding may confirm) and do not echo
+            return d.previous == () or dualfund_rbf.set_aside(core, out, f"peer aborted: {_printable(msg.data)}")
         _abort(core, out, f"peer aborted: {_printable(msg.data)}", send=True, echo=True)
-    elif isinstance(msg, TxInitRbf | TxAckRbf):
-        _abort(core, out, "RBF of the funding is not supported", send=True)
     elif type(msg).__name__ in _INTERACTIVE and s.phase is Phase.INTERACTIVE:
         _on_interactive(core, msg, out)
     elif isinstance(msg, CommitmentSigned) and s.phase is Phase.DUAL_SIGNING and s.local_commit is None:
@@ -283,6 +287,8 @@ def _abort(core: ChannelCore, out: _Out, reason: str, *, send: bool, echo: bool 
     if send and s.connected:
         channel_id = s.channel_id or s.temporary_channel_id
         out.send(TxAbort(channel_id=channel_id, data=b"echo" if echo else reason.encode()))
+    if d.previous:  # a bump's attempt: the previous version of the funding stands
+        return dualfund_rbf.restore(core, out, reason)
     s.phase = Phase.FAILED
     s.failure = reason
     out.emit(InteractiveAborted(reason, d.inputs))
@@ -444,6 +450,9 @@ def _on_interactive(core: ChannelCore, msg: Any, out: _Out) -> None:
     for reply in replies:
         out.send(reply)
     if session.state is SessionState.COMPLETE:
+        if (unspent := dualfund_rbf.check_double_spends(core, session.transaction)) is not None:
+            _abort(core, out, unspent, send=True)
+            return
         _on_complete(core, session, out)
         s.phase = Phase.DUAL_SIGNING
 
@@ -579,3 +588,5 @@ def resend_signatures(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> 
         return
     if asked.next_funding_txid == s.funding_outpoint.txid and d.signatures_sent:
         out.send(_session(core).our_signatures(list(d.our_witnesses)))
+    elif asked.next_funding_txid != s.funding_outpoint.txid:  # BOLT 2: a version we forgot (a bump's attempt)
+        out.send(TxAbort(channel_id=s.channel_id, data=b"next_funding names no funding of ours"))

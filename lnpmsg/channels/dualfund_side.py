@@ -13,7 +13,12 @@ that transaction is never broadcast); their previous transactions come from
 the chain (the block of each coin) or the wallet's own unconfirmed
 transactions. The change is computed again for the interactive rules (each
 side pays for what it adds). An open that ends before our signatures left
-frees the coins (by outpoint). A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
+frees the coins (by outpoint).
+
+The fee bump of a funding (:mod:`.dualfund_rbf`): ``bumpchannelopen`` (the control
+call; the feerate in sat/vB), every version checked at each block (the one that
+confirmed becomes the funding), and the channel monitor moved to it. A mixin of
+:class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
+
+import trio
 
 from lnpmsg.app import AppError
 from lnpmsg.bitcoin.block import Block
@@ -43,10 +50,12 @@ from .dualfund import (
     InteractiveAborted,
     OpenV2Command,
 )
+from .dualfund_rbf import BumpCommand, CandidatesDropped, FundingCandidateConfirmed, RbfAborted, candidate_outpoints, min_feerate
 from .errors import LocalMisuse
 from .inputs import ChannelFailed, Event, OpenCommand
 from .interactive_tx import OwnInput, OwnOutput, contribution_fee
 from .manager import ChannelsStopped, ManagedChannel
+from .state import Phase
 from .messages_v2 import OpenChannel2
 
 __all__ = ["DUAL_FUND_BITS", "DualFundSide"]
@@ -73,6 +82,10 @@ class DualFundSide:
     _claim: Any
     _close_script: Any
     _publish: Any
+    _submit: Any
+    _channel: Any
+    onchain: Any
+    write_backup: Any
     spawn: Any
     _funding_errors: dict[str, str]
 
@@ -142,8 +155,6 @@ class DualFundSide:
         """At start: coins still held for v2 opens that ended while the wallet could not free them
         (the node stopped or crashed first) are freed; those of opens that go on, or whose funding
         we signed (it may confirm), stay held."""
-        from .state import Phase
-
         try:
             wallet = self.chain.wallet
             held = wallet.held_transactions()
@@ -240,6 +251,18 @@ class DualFundSide:
             if s.local_commit is None and s.remote_commit is None:
                 self._manager().forget(channel)  # nothing signed: nothing to keep
             return True
+        if isinstance(event, RbfAborted):
+            log.info("channels: the fee bump of %s's funding ended: %s (the previous version stands)", channel.channel_id.hex(), event.reason)
+            self._release_inputs(event.inputs)
+            self._funding_errors[channel.key] = event.reason  # (bumpchannelopen reports it)
+            self._publish("channel.bump_aborted", channel, reason=event.reason)
+            return True
+        if isinstance(event, CandidatesDropped):
+            log.info("channels: the funding %s of %s confirmed; its other versions are forgotten", event.confirmed.txid_hex, channel.channel_id.hex())
+            self._release_inputs(event.inputs)
+            self.spawn(self._monitor_follows_funding, channel)
+            self.spawn(self.write_backup)  # (the static backup names the funding outpoint)
+            return True
         if isinstance(event, ChannelFailed):
             d = channel.core.state.dual
             if isinstance(d, DualFundSession) and not d.signatures_sent:
@@ -257,3 +280,94 @@ class DualFundSide:
             await self._manager().submit(channel, FundingWitnesses(tuple(tuple(w) for w in witnesses)))
         except (ChannelsStopped, LocalMisuse) as exc:
             log.debug("channels: funding signatures of %s not taken: %s", channel.channel_id.hex(), exc)
+
+    # ------------------------------------------------------------ fee bumping (dualfund_rbf)
+
+    async def bumpchannelopen(self, channel: str, feerate: int | None = None) -> dict[str, Any]:
+        """Fee-bump the unconfirmed funding of the dual-funded CHANNEL we opened (BOLT 2 tx_init_rbf):
+        FEERATE in sat per vbyte (default: the least the peer must take, 25/24 of the last one, or the
+        chain's estimate if higher). Returns once both signed the new version and it is broadcast; the
+        earlier versions stay valid until one of them confirms (the channel then opens on it)."""
+        from .manager import describe
+
+        target = self._channel(channel)
+        d = target.core.state.dual
+        if not isinstance(d, DualFundSession):
+            raise ParamsError("not a dual-funded channel (only a v2 open's funding can be bumped)")
+        least = min_feerate(d.feerate_per_kw)
+        if feerate is None:
+            try:
+                estimate = await self.chain.source.estimate_feerate()
+            except ChainError:
+                estimate = 0
+            per_kw = max(least, estimate)
+        elif not isinstance(feerate, int) or isinstance(feerate, bool) or feerate <= 0:
+            raise ParamsError(f"feerate must be a positive whole number of sat/vB, got {feerate!r}")
+        else:
+            per_kw = feerate * 250
+        tip = self.chain.wallet.tip
+        before = target.core.state.funding_outpoint
+        self._funding_errors.pop(target.key, None)
+        try:
+            await self._manager().submit(target, BumpCommand(per_kw, tip.height if tip is not None else 0))
+        except LocalMisuse as exc:
+            raise ChainAppError(f"cannot bump: {exc}", {"error": "ChannelError", "state": target.phase.value}) from exc
+        from .app import COMMAND_TIMEOUT
+
+        with trio.move_on_after(COMMAND_TIMEOUT):
+            while not (target.phase is Phase.AWAIT_READY and target.core.state.funding_outpoint != before):
+                if target.key in self._funding_errors or target.phase in (Phase.FAILED, Phase.CLOSED):
+                    break
+                await target.changed.wait()
+        s = target.core.state
+        if s.funding_outpoint == before or target.phase is not Phase.AWAIT_READY:
+            reason = self._funding_errors.pop(target.key, None) or s.failure or f"no signatures in {COMMAND_TIMEOUT:g} s"
+            raise ChainAppError(f"the bump did not complete: {reason}", {"error": "ChannelError", "state": target.phase.value})
+        result = describe(target)
+        assert s.funding_outpoint is not None
+        result.update(funding_txid=s.funding_outpoint.txid_hex, feerate_per_kw=per_kw,
+                      previous_funding_txids=[o.txid_hex for o in candidate_outpoints(target.core)[:-1]])  # fmt: skip
+        return result
+
+    async def _check_candidates(self) -> None:
+        """A channel whose funding was bumped: when one of its versions confirmed, it is the funding."""
+        for channel in list(self._manager().channels.values()):
+            d = channel.core.state.dual
+            if not isinstance(d, DualFundSession) or not d.previous:
+                continue
+            for outpoint in candidate_outpoints(channel.core):
+                try:
+                    info = await self.chain.source.get_txout(outpoint)
+                except ChainError as exc:
+                    log.warning("channels: cannot read the funding %s: %s", outpoint.txid_hex, exc)
+                    return
+                if info is not None and info.confirmations > 0:
+                    await self._submit(channel, FundingCandidateConfirmed(outpoint.txid))
+                    break
+
+    async def _monitor_follows_funding(self, channel: ManagedChannel) -> None:
+        """The channel monitor was set up on the first version of the funding (a monitor's setup never
+        changes): when another version confirmed, its log is set aside and a new monitor follows the
+        version that confirmed (nothing could spend the other versions' outputs: they never exist)."""
+        onchain = self.onchain
+        outpoint = channel.core.state.funding_outpoint
+        if onchain is None or outpoint is None:
+            return
+        with trio.move_on_after(60):  # a catch-up of the old monitor writes its progress file: let it end first
+            while (w := onchain.watched.get(channel.key)) is not None and w.catching_up:
+                await trio.sleep(0.05)
+        async with onchain._write_lock:
+            watched = onchain.watched.get(channel.key)
+            if watched is None or watched.monitor.setup.funding_outpoint == outpoint:
+                return
+            old = watched.monitor.setup.funding_outpoint
+            del onchain.watched[channel.key]
+            path = onchain.directory / f"{channel.key}.mon"
+            for suffix in (".mon", ".seen"):
+                kept = path.with_suffix(suffix)
+                if kept.exists():
+                    kept.rename(kept.with_name(f"{kept.name}.replaced-{old.txid_hex}"))
+            log.info("channels: the monitor of %s follows the funding %s (was %s)", channel.channel_id.hex(), outpoint, old)
+            await onchain._persisted(channel)
+        if channel.phase is Phase.FAILED:  # failed before: our commitment of the version that confirmed goes out
+            await onchain.force_close(channel)

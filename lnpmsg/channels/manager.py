@@ -548,6 +548,8 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
         "htlcs": htlcs,
         "short_channel_id": format_scid(s.short_channel_id) if s.short_channel_id else None,
         "funding_outpoint": f"{outpoint.txid[::-1].hex()}:{outpoint.vout}" if outpoint is not None else None,
+        # a bumped funding's earlier versions, any of which may still confirm (dualfund_rbf)
+        "funding_candidates": [f"{c.outpoint.txid[::-1].hex()}:{c.outpoint.vout}" for c in getattr(s.dual, "previous", ())],
         "channel_type": "anchors_zero_fee_htlc_tx" if s.anchors else "static_remotekey",
         # BOLT 2 aliases: ours (the peer's route hints name it) and the peer's (our invoices' route hints name it)
         "local_alias": format_scid(s.local_alias) if s.local_alias else None,

@@ -19,6 +19,7 @@ from typing import Any
 from lnpmsg.bitcoin.tx import OutPoint
 
 from . import dualfund as DF
+from . import dualfund_rbf as RBF
 from . import inputs as I
 from . import quiesce as Q
 from .codec import Codec, CodecError
@@ -45,7 +46,7 @@ _INPUTS: list[type] = [
     I.FailMalformedHtlc, I.SignCommitment, I.ChangeFee, I.CloseChannel, I.Received, I.Disconnected, I.Reconnected,
     I.ForceClose,  # appended: a record's input index never changes
     DF.OpenV2Command, DF.AcceptV2Command, DF.FundingWitnesses, Q.Quiesce, FundingDoubleSpent,
-    FundingFound,
+    FundingFound, RBF.BumpCommand, RBF.FundingCandidateConfirmed,
 ]  # fmt: skip
 
 
@@ -56,7 +57,7 @@ def _codec() -> Codec:
     return Codec(
         [*_INPUTS, ChannelConfig, OpeningPolicy, PeerParams, ChannelBasepoints, OutPoint, Changes, CommitSpec,
          DirectedHtlc, ChannelState, LocalCommit, RemoteCommit, Phase, _Entry, *CLOSE_STATE_CLASSES,
-         DF.DualFundSession, OwnInput, OwnOutput, FundingOutput, Q.QuiesceState]
+         DF.DualFundSession, RBF.Candidate, OwnInput, OwnOutput, FundingOutput, Q.QuiesceState]
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.wire import Error, Features, Message, WarningMessage, WireError
 
-from . import deadlines, double_spend, dualfund, normal, quiesce, ready
+from . import deadlines, double_spend, dualfund, dualfund_rbf, normal, quiesce, ready
 from .commitments import ChannelKeys, build, finalize_local, sign_remote, verify_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -297,6 +297,9 @@ class ChannelCore:
     def _dispatch(self, item: Input, kind: type, out: _Out) -> None:
         state = self.state
         if state.phase in (_P.FAILED, _P.CLOSED):
+            if isinstance(item, dualfund_rbf.FundingCandidateConfirmed) and state.phase is _P.FAILED:
+                dualfund_rbf.dispatch(self, item, out)  # (our commitment must spend the version that confirmed)
+                return
             if isinstance(item, ForceClose) and state.behind:
                 raise LocalMisuse("the peer proved we lost channel state: our commitment may be revoked, wait for theirs")
             if isinstance(item, Received | Disconnected | Reconnected | BlockHeight | FundingDepth):

@@ -1,0 +1,201 @@
+"""Fee bumping of a dual-funded channel's funding between two lnpmsg nodes in memory, on one
+embedded regtest chain: ``bumpchannelopen`` (tx_init_rbf) with only the opener's coins and with
+both sides', the bump replaces the first version in the mempool (BIP 125), is mined, and the
+channel opens on it, pays both ways and closes; when the *first* version is mined instead (a
+block with it), the channel opens on that one; refusals come back as errors, the channel intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until
+from test_channels_dualfund_nodes import FUNDING_SAT, fund, node, reserved
+
+from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.channels.state import Phase
+from lnpmsg.channels.params import OpeningPolicy
+from lnpmsg.testing import MemoryNetwork
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.calls import ChainAppError
+
+
+def _doubled(n) -> int:
+    """Twice the funding's feerate, in sat/vB (BIP 125 wants more absolute fee than 25/24 gives)."""
+    return -(-only_channel(n).core.state.dual.feerate_per_kw * 2 // 250)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(("contribute", "mined"), [(0, "bump"), (300_000, "bump"), (300_000, "first")],
+                         ids=["opener_only", "both", "first_mined"])  # fmt: skip
+async def test_bump_the_funding_then_open_on_the_mined_version(tmp_path: Path, contribute: int, mined: str) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
+        bob = node(tmp_path, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=contribute), False)
+        async with running(alice, bob):
+            await fund(source, alice, 3_000_000)
+            await fund(source, bob, 2_000_000)
+            await bob.connect(alice.addresses[0])
+            opened = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+            cid = opened["channel_id"]
+            first = Tx.parse(only_channel(alice).core.state.funding_tx)
+            # the accepter cannot bump; a feerate below 25/24 of the first is refused before anything is sent
+            with pytest.raises(ChainAppError, match="only the opener"):
+                await channels(bob).bumpchannelopen(cid)
+            with pytest.raises(ChainAppError, match="below 25/24"):
+                await channels(alice).bumpchannelopen(cid, feerate=1)
+            bumped = await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+            second = Tx.parse(only_channel(alice).core.state.funding_tx)
+            assert bumped["funding_txid"] == second.txid_hex != first.txid_hex
+            assert bumped["previous_funding_txids"] == [first.txid_hex]
+            listed = (await channels(bob).listchannels())["channels"][0]
+            assert [c.split(":")[0] for c in listed["funding_candidates"]] == [first.txid_hex]
+            assert listed["funding_outpoint"].startswith(second.txid_hex)
+            assert only_channel(bob).core.state.funding_outpoint == only_channel(alice).core.state.funding_outpoint
+            assert {i.prevout for i in second.inputs} == {i.prevout for i in first.inputs}
+            assert len(second.inputs) == (2 if contribute else 1)
+            await wait_until(lambda: source.core.find_transaction(second.txid) is not None, "the bump in the mempool")
+            assert source.core.find_transaction(first.txid) is None  # BIP 125: replaced
+            if mined == "first":
+                result = await source.submit_transactions_in_block([first])  # a miner that saw only the first
+                assert result.accepted, result
+                await source.mine(1)
+                confirmed = first
+            else:
+                await source.mine(2)
+                confirmed = second
+            await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+            for n in (alice, bob):
+                s = only_channel(n).core.state
+                assert s.funding_outpoint.txid == confirmed.txid and s.dual.previous == (), n is alice
+                assert s.funding_tx == confirmed.raw
+            assert source.core.find_transaction(confirmed.txid)[1] is not None  # type: ignore[index]
+            # each channel monitor follows the version that confirmed (set up on the first)
+            await wait_until(lambda: all(channels(n).onchain.status(only_channel(n)) is not None and channels(n).onchain.status(
+                only_channel(n))["funding"].startswith(confirmed.txid_hex) for n in (alice, bob)), "the monitors follow the funding")
+            await wait_until(lambda: reserved(alice) == 0 and reserved(bob) == 0, "the funding's coins no longer reserved")
+            for n in (alice, bob):  # no coin of the version that did not confirm (its change never exists)
+                gone = second if confirmed is first else first
+                assert all(u.outpoint.txid != gone.txid for u in n.apps["chain"].wallet.list_funds())  # type: ignore[attr-defined]
+            assert balances(alice)[:2] == (FUNDING_SAT * 1000, contribute * 1000)
+            await pay(alice, bob, 50_000_000)
+            await pay(bob, alice, 20_000_000)
+            closed = await channels(bob).closechannel(cid)
+            assert closed["state"] == "closed"
+            await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
+
+
+def test_the_command_line_asks_the_bump_in_sat_per_vbyte() -> None:
+    import argparse
+
+    from lnpmsg.channels.commands import COMMANDS, _request, add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"), default_data_dir=Path("."))
+    assert "bumpchannelopen" in COMMANDS
+    method, params, _ = _request(parser.parse_args(["bumpchannelopen", "ab" * 32, "--feerate", "20", "--json"]))
+    assert method == "channels.bumpchannelopen" and params == {"channel": "ab" * 32, "feerate": 20}
+    assert _request(parser.parse_args(["bumpchannelopen", "ab" * 32]))[1] == {"channel": "ab" * 32}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bumpchannelopen", "ab" * 32, "--feerate", "0"])
+
+
+@pytest.mark.trio
+async def test_the_first_version_mined_while_the_nodes_were_down_opens_the_channel(tmp_path: Path) -> None:
+    from lnpmsg.channels.app import ChannelsApp
+    from lnpmsg.channels.params import ChannelConfig
+    from lnpmsg.node.node import Node, NodeConfig
+    from lnpmsg.wallet.app import ChainApp
+
+    network = MemoryNetwork()
+    policies = {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000)}
+    async with chain(tmp_path) as source:
+        alice = node(tmp_path, network, source, "alice", policies["alice"], True)
+        bob = node(tmp_path, network, source, "bob", policies["bob"], False)
+        async with running(alice, bob):
+            await fund(source, alice, 3_000_000)
+            await fund(source, bob, 2_000_000)
+            await bob.connect(alice.addresses[0])
+            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+            first = Tx.parse(only_channel(alice).core.state.funding_tx)
+            await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+        # the first version is mined while both nodes are down (it spends the bump's inputs: not a double spend)
+        assert (await source.submit_transactions_in_block([first])).accepted
+        await source.mine(1)
+        # both nodes again, from their data directories
+        again = {}
+        for name, old in (("alice", alice), ("bob", bob)):
+            n = Node(old.key, NodeConfig(listen=["mem://"] if name == "alice" else [], network="regtest"),
+                     transports={"mem": network.transport()})  # fmt: skip
+            n.mount(ChainApp(tmp_path / name / "wallet", source=source))
+            n.mount(ChannelsApp(tmp_path / name / "channels", config=ChannelConfig(minimum_depth=2), policy=policies[name]))
+            again[name] = n
+        alice, bob = again["alice"], again["bob"]
+        async with running(alice, bob):
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+            for n in (alice, bob):
+                assert only_channel(n).core.state.funding_outpoint.txid == first.txid
+            await wait_until(lambda: reserved(alice) == 0 and reserved(bob) == 0, "the funding's coins no longer reserved")
+            await pay(alice, bob, 50_000_000)
+            # the static channel backup names the version that confirmed
+            from lnpmsg.channels.backup import decode_backup
+
+            def backed_up() -> list[bytes]:
+                app = channels(alice)
+                return [e.funding_outpoint.txid for e in decode_backup(app.backup_path.read_bytes(), app._manager().seed)]
+
+            await wait_until(lambda: backed_up() == [first.txid], "the backup names the first version")
+
+
+@pytest.mark.trio
+async def test_a_force_close_before_the_first_version_is_mined_goes_on_chain_with_it(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
+        bob = node(tmp_path, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000), False)
+        async with running(alice, bob):
+            await fund(source, alice, 3_000_000)
+            await fund(source, bob, 2_000_000)
+            await bob.connect(alice.addresses[0])
+            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+            first = Tx.parse(only_channel(alice).core.state.funding_tx)
+            await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+            await channels(alice).closechannel(cid, force=True)  # our commitment of the bump
+            assert only_channel(alice).phase is Phase.FAILED
+            assert (await source.submit_transactions_in_block([first])).accepted  # the first version confirms
+            await wait_until(lambda: only_channel(alice).core.state.funding_outpoint.txid == first.txid, "alice follows the first")
+
+            def committed() -> bool:  # our commitment spending the first version's output, in the mempool
+                raw = only_channel(alice).core.latest_commitment_tx()
+                return raw is not None and source.core.find_transaction(Tx.parse(raw).txid) is not None
+
+            await source.mine(1)
+            await wait_until(committed, "our commitment of the first version broadcast")
+            commitment = Tx.parse(only_channel(alice).core.latest_commitment_tx())
+            outpoint = only_channel(alice).core.state.funding_outpoint
+            assert commitment.inputs[0].prevout == outpoint and outpoint.txid == first.txid
+            await source.mine(1)
+            assert source.core.find_transaction(commitment.txid)[1] is not None  # type: ignore[index]
+
+
+@pytest.mark.trio
+async def test_a_bump_the_accepter_cannot_pay_is_refused_and_the_channel_stays(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
+        bob = node(tmp_path, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000), False)
+        async with running(alice, bob):
+            await fund(source, alice, 3_000_000)
+            await fund(source, bob, 302_000)  # just enough for his share and its fee at the first rate
+            await bob.connect(alice.addresses[0])
+            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+            assert only_channel(alice).core.state.funding_sat == FUNDING_SAT + 300_000
+            before = only_channel(alice).core.state.funding_outpoint
+            with pytest.raises(ChainAppError, match="peer aborted: our contribution cannot pay the higher fee"):
+                await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice) * 20)
+            for n in (alice, bob):
+                assert only_channel(n).phase is Phase.AWAIT_READY and only_channel(n).core.state.funding_outpoint == before
+            await source.mine(2)
+            await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways on the first version")
