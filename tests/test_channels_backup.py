@@ -30,7 +30,8 @@ from lnpmsg.channels.backup_calls import _write_backup
 from lnpmsg.channels.keys import ChannelBasepoints
 from lnpmsg.channels.manager import channel_secrets
 from lnpmsg.channels.monitor.feed import channel_setup
-from lnpmsg.channels.onchain import MonitorLog, OnchainWatch
+from lnpmsg.channels.monitor_files import MonitorLog
+from lnpmsg.channels.onchain import OnchainWatch
 from lnpmsg.channels.rescan import restored_start
 from lnpmsg.channels.state import ChannelCore, Phase
 from lnpmsg.node.node import Node

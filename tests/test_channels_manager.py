@@ -188,7 +188,7 @@ async def test_a_restart_that_cannot_write_its_disconnected_fails_the_load_clear
 @pytest.mark.trio
 async def test_a_restart_whose_monitor_file_cannot_be_written_names_that_file(tmp_path: Path, autojump_clock: Any) -> None:
     from lnpmsg.channels.errors import ChannelStoreError
-    from lnpmsg.channels.onchain import MonitorLog
+    from lnpmsg.channels.monitor_files import MonitorLog
     from lnpmsg.testing.disk import DiskFiller, small_disk
 
     with small_disk(tmp_path / "bob", size_kib=512) as bob_dir:

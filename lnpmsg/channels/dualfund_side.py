@@ -346,28 +346,7 @@ class DualFundSide:
                     break
 
     async def _monitor_follows_funding(self, channel: ManagedChannel) -> None:
-        """The channel monitor was set up on the first version of the funding (a monitor's setup never
-        changes): when another version confirmed, its log is set aside and a new monitor follows the
-        version that confirmed (nothing could spend the other versions' outputs: they never exist)."""
+        """The monitor follows the version of the funding that confirmed (:meth:`OnchainWatch.follow_funding`)."""
         onchain = self.onchain
-        outpoint = channel.core.state.funding_outpoint
-        if onchain is None or outpoint is None:
-            return
-        with trio.move_on_after(60):  # a catch-up of the old monitor writes its progress file: let it end first
-            while (w := onchain.watched.get(channel.key)) is not None and w.catching_up:
-                await trio.sleep(0.05)
-        async with onchain._write_lock:
-            watched = onchain.watched.get(channel.key)
-            if watched is None or watched.monitor.setup.funding_outpoint == outpoint:
-                return
-            old = watched.monitor.setup.funding_outpoint
-            del onchain.watched[channel.key]
-            path = onchain.directory / f"{channel.key}.mon"
-            for suffix in (".mon", ".seen"):
-                kept = path.with_suffix(suffix)
-                if kept.exists():
-                    kept.rename(kept.with_name(f"{kept.name}.replaced-{old.txid_hex}"))
-            log.info("channels: the monitor of %s follows the funding %s (was %s)", channel.channel_id.hex(), outpoint, old)
-            await onchain._persisted(channel)
-        if channel.phase is Phase.FAILED:  # failed before: our commitment of the version that confirmed goes out
-            await onchain.force_close(channel)
+        if onchain is not None and await onchain.follow_funding(channel) and channel.phase is Phase.FAILED:
+            await onchain.force_close(channel)  # failed before: our commitment of the version that confirmed goes out

@@ -42,10 +42,7 @@ records above in ``<key>.seen`` (JSON, replaced atomically).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +56,6 @@ from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockConnected, BlockDisconnected
-from lnpmsg.io.atomic_file import append_whole, naming, write_atomic
 from lnpmsg.node.full_disk import cannot
 
 from lnpmsg.rpc.params import hex_param
@@ -85,23 +81,19 @@ from .monitor import (
     UpstreamDeadline,
     OutputToWallet,
     Reorged,
-    decode_update,
-    encode_update,
 )
 from .monitor.bump import sweep_at_most
+from .monitor_files import MonitorLog, MonitorProgress
 from .monitor.core import ANTI_REORG_DELAY
 from .monitor.feed import channel_setup, monitor_secrets, updates_for
 from .monitor.signer import sign_plan
 from .monitor.status import monitor_status
-from .records import frame, parse_frames
 from .rescan import restored_start, start_catch_up
 from .state import Phase
 
 __all__ = ["OnchainEvent", "OnchainWatch", "WatchedChannel"]
 
 log = logging.getLogger(__name__)
-
-_START = struct.Struct(">I")
 
 #: how often (blocks) a monitor with its funding unspent records how far it read
 CHECKPOINT_EVERY = 144
@@ -118,70 +110,6 @@ class OnchainEvent:
     topic: str
     channel_id: bytes
     detail: dict[str, Any]
-
-
-class MonitorLog:
-    """One channel's monitor updates on disk (append-only, fsynced, torn tail dropped).
-
-    An ``OSError`` (a full disk) names the log's file and leaves the log as it was."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        data = path.read_bytes() if path.exists() else b""
-        frames, good = parse_frames(data)
-        if good < len(data):
-            with naming(path), path.open("r+b") as f:
-                f.truncate(good)
-                os.fsync(f.fileno())
-        self.start_height: int | None = None
-        self.updates: list[MonitorUpdate] = []
-        if frames:
-            self.start_height = _START.unpack(frames[0][1])[0]
-            self.updates = [decode_update(payload) for _, payload in frames[1:]]
-        self._seq = len(frames)
-
-    def begin(self, start_height: int) -> None:
-        """Write the start height (the log's first frame)."""
-        assert self._seq == 0
-        self._write([_START.pack(start_height)])
-        self.start_height = start_height
-
-    def append(self, updates: list[MonitorUpdate]) -> None:
-        """Append ``updates`` and fsync."""
-        self._write([encode_update(u) for u in updates])
-        self.updates.extend(updates)
-
-    def _write(self, payloads: list[bytes]) -> None:
-        """Append and fsync, whole or not at all (an ``OSError`` leaves the log as it was)."""
-        data = b"".join(frame(self._seq + i, payload) for i, payload in enumerate(payloads))
-        with naming(self.path):
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                append_whole(fd, data)
-            finally:
-                os.close(fd)
-        self._seq += len(payloads)
-
-
-class MonitorProgress:
-    """``<key>.seen``: how far a monitor read with its funding unspent, or its final status once
-    irrevocable (a damaged file counts as absent: the replay starts at the log's start)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.checkpoint: int | None = None
-        self.final: dict[str, Any] | None = None
-        try:
-            data = json.loads(path.read_bytes())
-            self.checkpoint = int(data["checkpoint"]) if "checkpoint" in data else None
-            self.final = dict(data["final"]) if "final" in data else None
-        except (OSError, ValueError, TypeError, KeyError):
-            pass
-
-    def save(self, **record: Any) -> None:
-        """Replace the record (``checkpoint=H`` or ``final=STATUS``) atomically and durably."""
-        write_atomic(self.path, json.dumps(record).encode())
-        self.checkpoint, self.final = record.get("checkpoint"), record.get("final")
 
 
 @dataclass(eq=False)
@@ -340,6 +268,31 @@ class OnchainWatch:
             update = MonitorUpdate(watched.monitor.next_update_id, record)
             await trio.to_thread.run_sync(watched.log.append, [update])
             watched.monitor.apply(update)
+        return True
+
+    async def follow_funding(self, channel: ManagedChannel) -> bool:
+        """A bumped funding (v2 RBF) confirmed in another version than the one the channel's monitor was set
+        up on (a monitor's setup never changes): its log and progress are set aside (``*.replaced-<txid>``)
+        and a new monitor follows the version that confirmed (nothing could spend the other versions'
+        outputs: they never exist). True when the monitor moved."""
+        outpoint = channel.core.state.funding_outpoint
+        if outpoint is None:
+            return False
+        with trio.move_on_after(60):  # a catch-up of the old monitor writes its progress file: let it end first
+            while (w := self.watched.get(channel.key)) is not None and w.catching_up:
+                await trio.sleep(0.05)
+        async with self._write_lock:
+            watched = self.watched.get(channel.key)
+            if watched is None or watched.monitor.setup.funding_outpoint == outpoint:
+                return False
+            old = watched.monitor.setup.funding_outpoint
+            del self.watched[channel.key]
+            path = self.directory / f"{channel.key}.mon"
+            for kept in (path, path.with_suffix(".seen")):
+                if kept.exists():
+                    kept.rename(kept.with_name(f"{kept.name}.replaced-{old.txid_hex}"))
+            log.info("onchain: the monitor of %s follows the funding %s (was %s)", channel.channel_id.hex(), outpoint, old)
+            await self._persisted(channel)
         return True
 
     async def force_close(self, channel: ManagedChannel) -> bool:
