@@ -33,7 +33,14 @@ from lnpmsg.wire import fields as F
 from lnpmsg.wire.fields import Field
 
 CSV = peer_wire()
-BY_NAME = {name: cls for cls in CHANNEL_MESSAGES for name, t in CSV.message_types.items() if t == cls.TYPE}
+
+
+def by_csv_name(declared: Any) -> dict[str, Any]:
+    """Each declared message class by the name the csv gives its type."""
+    return {name: cls for cls in declared for name, t in CSV.message_types.items() if t == cls.TYPE}
+
+
+BY_NAME = by_csv_name(CHANNEL_MESSAGES)
 # The csv lists these streams without the message line that would attach them.
 DETACHED_TLVS = {"update_add_htlc": "update_add_htlc_tlvs", "channel_reestablish": "channel_reestablish_tlvs"}
 REGISTRY = register_channel_messages(DEFAULT_REGISTRY.copy())
@@ -90,6 +97,20 @@ def assert_fields_as_in_csv(cls: Any, name: str) -> Any:
     for (field_name, ours), (_, theirs) in zip(cls.FIELDS, fields, strict=True):
         assert same_field(ours, theirs), f"{name}.{field_name}: {ours!r} vs csv {theirs!r}"
     return schema
+
+
+def assert_declared_as_in_csv(cls: Any, name: str, registry: MessageRegistry) -> None:
+    """Fields and TLV stream as the csv declares them (records: nothing beyond the csv), and
+    the class registered for its type (for message sets whose streams the csv attaches)."""
+    schema = assert_fields_as_in_csv(cls, name)
+    if schema is None:
+        assert cls.TLVS is None
+    else:
+        assert cls.TLVS is not None
+        same_schema(cls.TLVS, schema)
+        # and nothing beyond the csv (the markdown adds none to these streams)
+        assert set(cls.TLVS.records) == set(schema.records)
+    assert registry.get(cls.TYPE) is cls
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))

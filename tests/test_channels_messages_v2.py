@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_channels_messages import (
     assert_csv_codec_agrees,
-    assert_fields_as_in_csv,
+    assert_declared_as_in_csv,
     assert_garbage_fails_cleanly_or_round_trips,
-    same_schema,
+    by_csv_name,
 )
 from wire_spec_vectors import peer_wire
 from wire_strategies import messages
@@ -30,7 +30,7 @@ from lnpmsg.channels.messages_v2 import (
 from lnpmsg.wire import DEFAULT_REGISTRY, MessageRegistry, WireError
 
 CSV = peer_wire()
-BY_NAME = {name: cls for cls in DUAL_FUND_MESSAGES for name, t in CSV.message_types.items() if t == cls.TYPE}
+BY_NAME = by_csv_name(DUAL_FUND_MESSAGES)
 REGISTRY = register_dual_fund_messages(register_channel_messages(DEFAULT_REGISTRY.copy()))
 
 
@@ -45,16 +45,7 @@ def test_every_v2_message_is_declared() -> None:
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))
 def test_fields_match_the_csv(name: str) -> None:
-    cls = BY_NAME[name]
-    schema = assert_fields_as_in_csv(cls, name)
-    if schema is None:
-        assert cls.TLVS is None
-    else:
-        assert cls.TLVS is not None
-        same_schema(cls.TLVS, schema)
-        # and nothing beyond the csv (the markdown adds none to these streams)
-        assert set(cls.TLVS.records) == set(schema.records)
-    assert REGISTRY.get(cls.TYPE) is cls
+    assert_declared_as_in_csv(BY_NAME[name], name, REGISTRY)
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))
