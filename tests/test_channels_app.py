@@ -115,6 +115,16 @@ class Pair:
         await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
         return only_channel(alice)
 
+    async def fund_and_connect(self, alice: Node, bob: Node) -> None:
+        """Alice's wallet funded for a channel; Bob connected to her."""
+        await self.fund_wallet(alice, 3_000_000)
+        await bob.connect(alice.addresses[0])
+
+    async def fund_connect_open(self, alice: Node, bob: Node) -> ManagedChannel:
+        """Alice funded, Bob connected to her, and her channel to him ready both ways."""
+        await self.fund_and_connect(alice, bob)
+        return await self.open(alice, bob)
+
 
 @asynccontextmanager
 async def chain(tmp: Path) -> AsyncIterator[EmbeddedChainSource]:
@@ -205,9 +215,7 @@ async def test_restart_replays_the_store_and_the_funder_closes(tmp_path: Path) -
         async with running(alice):
             bob = pair.node("bob", False)
             async with running(bob):
-                await pair.fund_wallet(alice, 3_000_000)
-                await bob.connect(alice.addresses[0])
-                await pair.open(alice, bob)
+                await pair.fund_connect_open(alice, bob)
                 await pay(alice, bob, 30_000_000)
                 channel_id = only_channel(alice).channel_id.hex()
                 added = await channels(bob).dev_addhtlc(channel_id, 4_000_000)

@@ -36,9 +36,7 @@ async def test_a_node_restored_from_an_old_store_never_broadcasts_and_waits_for_
         async with running(alice):
             bob = pair.node("bob", False)
             async with running(bob):
-                await pair.fund_wallet(alice, 3_000_000)
-                await bob.connect(alice.addresses[0])
-                await pair.open(alice, bob)
+                await pair.fund_connect_open(alice, bob)
                 await pay(alice, bob, 30_000_000)
                 old_commit = only_channel(bob).core.state.local_commit
                 assert old_commit is not None

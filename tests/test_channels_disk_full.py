@@ -101,9 +101,7 @@ async def test_a_full_disk_sends_nothing_unwritten_loses_nothing_and_recovers(
             async with running(alice):
                 bob = pair.node("bob", False, channels_dir=disk / "channels")
                 async with running(bob):
-                    await pair.fund_wallet(alice, 3_000_000)
-                    await bob.connect(alice.addresses[0])
-                    await pair.open(alice, bob)
+                    await pair.fund_connect_open(alice, bob)
                     await pay(alice, bob, 30_000_000)
                     bob_msat = PUSH_MSAT + 30_000_000
                     assert balances(bob) == (bob_msat, FUNDING_SAT * 1000 - bob_msat, 0)

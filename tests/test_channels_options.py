@@ -105,8 +105,7 @@ async def test_min_depth_and_upfront_shutdown_address_hold_end_to_end(tmp_path: 
         alice = pair.node("alice", True)
         bob = _bob(pair, tmp_path, "--channel-min-depth", "5", "--channel-upfront-shutdown-address", UPFRONT)
         async with running(alice, bob):
-            await pair.fund_wallet(alice, 3_000_000)
-            await bob.connect(alice.addresses[0])
+            await pair.fund_and_connect(alice, bob)
             await wait_until(lambda: bob.node_id in alice.peers, "connected")
             await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, push_msat=100_000_000)
             remote = only_channel(alice).core.state.remote
@@ -132,8 +131,7 @@ async def test_a_feerate_outside_the_peers_bounds_is_refused(tmp_path: Path) -> 
         alice = pair.node("alice", True)
         bob = _bob(pair, tmp_path, "--channel-min-feerate", "90000")
         async with running(alice, bob):
-            await pair.fund_wallet(alice, 3_000_000)
-            await bob.connect(alice.addresses[0])
+            await pair.fund_and_connect(alice, bob)
             await wait_until(lambda: bob.node_id in alice.peers, "connected")
             with pytest.raises(ChainAppError, match="feerate"):
                 await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
@@ -160,8 +158,7 @@ async def test_require_channel_type_refuses_an_open_channel_without_it(tmp_path:
         alice = pair.node("alice", True)
         bob = _bob(pair, tmp_path, *(["--require-channel-type"] if required else []))
         async with running(alice, bob):
-            await pair.fund_wallet(alice, 3_000_000)
-            await bob.connect(alice.addresses[0])
+            await pair.fund_and_connect(alice, bob)
             await wait_until(lambda: bob.node_id in alice.peers, "connected")
             if required:
                 with pytest.raises(ChainAppError, match="without channel_type"):

@@ -25,8 +25,7 @@ async def test_quiescence_with_htlcs_in_flight_then_the_timer_disconnects(tmp_pa
         pair = Pair(source, tmp_path, network)
         alice, bob = pair.node("alice", True), pair.node("bob", False)
         async with running(alice, bob):
-            await pair.fund_wallet(alice, 3_000_000)
-            await bob.connect(alice.addresses[0])
+            await pair.fund_and_connect(alice, bob)
             assert alice.local_features(bob.node_id).has(35) and bob.local_features(alice.node_id).has(35)
             await pair.open(alice, bob)
             channel_id = only_channel(alice).channel_id.hex()
@@ -75,8 +74,7 @@ async def test_a_splice_init_after_quiescence_fails_the_connection_and_the_chann
         pair = Pair(source, tmp_path, network)
         alice, bob = pair.node("alice", True), pair.node("bob", False)
         async with running(alice, bob):
-            await pair.fund_wallet(alice, 3_000_000)
-            await bob.connect(alice.addresses[0])
+            await pair.fund_and_connect(alice, bob)
             assert not alice.local_features(bob.node_id).has(63) and not alice.local_features(bob.node_id).has(62)
             await pair.open(alice, bob)
             a, b = only_channel(alice), only_channel(bob)
@@ -102,9 +100,7 @@ async def test_a_restart_while_quiescent_ends_quiescence_and_keeps_a_waiting_ful
         async with running(alice):
             bob = pair.node("bob", False)
             async with running(bob):
-                await pair.fund_wallet(alice, 3_000_000)
-                await bob.connect(alice.addresses[0])
-                await pair.open(alice, bob)
+                await pair.fund_connect_open(alice, bob)
                 channel_id = only_channel(alice).channel_id.hex()
                 added = await channels(alice).dev_addhtlc(channel_id, 6_000_000)
                 await wait_until(lambda: settled(alice) and settled(bob) and balances(bob)[2] == 1, "HTLC committed")

@@ -44,9 +44,7 @@ async def test_a_channel_peer_we_dialed_is_dialed_again_after_a_drop_and_after_a
         async with running(alice):
             bob = pair.node("bob", False)
             async with running(bob):
-                await pair.fund_wallet(alice, 3_000_000)
-                await bob.connect(alice.addresses[0])
-                await pair.open(alice, bob)
+                await pair.fund_connect_open(alice, bob)
                 book = channels(bob).reconnector.book  # type: ignore[union-attr]
                 await wait_until(lambda: book.get(alice.node_id) is not None, "bob noted alice's address")
                 assert parse_peer_address(book.get(alice.node_id)) == parse_peer_address(alice.addresses[0])  # type: ignore[arg-type]

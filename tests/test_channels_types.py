@@ -60,8 +60,7 @@ async def test_each_channel_type_is_negotiated_and_carries_htlcs_both_ways(tmp_p
         pair = Pair(source, tmp_path, MemoryNetwork())
         alice, bob = pair.node("alice", True), pair.node("bob", False)
         async with running(alice, bob):
-            await pair.fund_wallet(alice, 3_000_000)
-            await bob.connect(alice.addresses[0])
+            await pair.fund_and_connect(alice, bob)
             await wait_until(lambda: bob.node_id in alice.peers, "connected")
             opened = await _open(pair, alice, bob, channel_type)
             expected = "anchors_zero_fee_htlc_tx" if anchors else "static_remotekey"
@@ -128,9 +127,7 @@ async def test_the_limits_a_node_announces_are_enforced_on_its_peer(tmp_path: Pa
         bob.mount(ChainApp(tmp_path / "bob" / "wallet", source=source))
         bob.mount(ChannelsApp(tmp_path / "bob" / "channels", config=bob_config))
         async with running(alice, bob):
-            await pair.fund_wallet(alice, 3_000_000)
-            await bob.connect(alice.addresses[0])
-            await pair.open(alice, bob)
+            await pair.fund_connect_open(alice, bob)
             remote = only_channel(alice).core.state.remote
             assert remote is not None and (remote.max_htlc_value_in_flight_msat, remote.max_accepted_htlcs) == (100_000_000, 2)
             cid = only_channel(alice).channel_id.hex()

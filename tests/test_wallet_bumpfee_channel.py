@@ -20,8 +20,7 @@ async def test_cpfp_of_a_channel_funding_then_the_channel_opens(tmp_path: Path) 
         pair = Pair(source, tmp_path, MemoryNetwork())
         alice, bob = pair.node("alice", True), pair.node("bob", False)
         async with running(alice, bob):
-            await pair.fund_wallet(alice, 3_000_000)
-            await bob.connect(alice.addresses[0])
+            await pair.fund_and_connect(alice, bob)
             result = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
             assert result["state"] == "await_ready"
             funding = only_channel(alice).core.state.funding_outpoint
