@@ -79,6 +79,13 @@ def _conflict(node: Node, funding: Tx) -> Tx:
     return unsigned.with_witness(0, sign_input(unsigned, 0, coin))
 
 
+async def open_zeroconf(n: AliasNet, a: Node, b: Node) -> None:
+    """A's wallet funded, A connected to B (who trusts A), and a zero-conf scid_alias channel A to B asked for."""
+    await n.fund(a)
+    await a.connect(b.addresses[0])
+    await channels(a).fundchannel(b.node_id.hex(), 500_000, zeroconf=True, channel_type="scid_alias")
+
+
 @pytest.mark.trio
 async def test_a_double_spent_zeroconf_funding_fails_the_channel_and_its_forwards_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with net(tmp_path) as base:
@@ -133,9 +140,7 @@ async def test_a_double_spend_mined_while_the_funder_was_down_fails_the_channel_
         a, b = n.node("a"), n.node("b", trusts=("a",))
         async with running(b):
             async with running(a):
-                await n.fund(a)
-                await a.connect(b.addresses[0])
-                await channels(a).fundchannel(b.node_id.hex(), 500_000, zeroconf=True, channel_type="scid_alias")
+                await open_zeroconf(n, a, b)
                 await wait_until(lambda: the_channel(a, b).phase is Phase.NORMAL and the_channel(b, a).phase is Phase.NORMAL, "zero-conf ready")  # type: ignore[attr-defined]
                 ab = the_channel(a, b).core.state  # type: ignore[attr-defined]
                 conflict = _conflict(a, Tx.parse(ab.funding_tx))
@@ -156,9 +161,7 @@ async def test_the_fundee_finds_the_funding_and_fails_the_channel_itself_when_it
         n = AliasNet(base.source, tmp_path)
         a, b = n.node("a"), n.node("b", trusts=("a",))
         async with running(a, b):
-            await n.fund(a)
-            await a.connect(b.addresses[0])
-            await channels(a).fundchannel(b.node_id.hex(), 500_000, zeroconf=True, channel_type="scid_alias")
+            await open_zeroconf(n, a, b)
             # B (the fundee) is told only the funding's txid: it looks the transaction up at the chain source
             await wait_until(lambda: the_channel(b, a).core.state.funding_tx is not None, "B has the funding")  # type: ignore[attr-defined]
             ab = the_channel(a, b).core.state  # type: ignore[attr-defined]
@@ -183,9 +186,7 @@ async def test_the_fundee_keeps_the_funding_it_found_and_sees_a_double_spend_min
         a, b = n.node("a"), n.node("b", trusts=("a",))
         async with running(a):
             async with running(b):
-                await n.fund(a)
-                await a.connect(b.addresses[0])
-                await channels(a).fundchannel(b.node_id.hex(), 500_000, zeroconf=True, channel_type="scid_alias")
+                await open_zeroconf(n, a, b)
                 await wait_until(lambda: the_channel(b, a).core.state.funding_tx is not None, "B has the funding")  # type: ignore[attr-defined]
             conflict = _conflict(a, Tx.parse(the_channel(a, b).core.state.funding_tx))  # type: ignore[attr-defined]
             assert (await n.source.submit_transactions_in_block([conflict])).accepted  # (the funding leaves the mempool)
@@ -205,9 +206,7 @@ async def test_the_funders_error_before_the_fundee_read_the_block_broadcasts_no_
         n = AliasNet(base.source, tmp_path)
         a, b = n.node("a"), n.node("b", trusts=("a",))
         async with running(a, b):
-            await n.fund(a)
-            await a.connect(b.addresses[0])
-            await channels(a).fundchannel(b.node_id.hex(), 500_000, zeroconf=True, channel_type="scid_alias")
+            await open_zeroconf(n, a, b)
             await wait_until(lambda: the_channel(b, a).core.state.funding_tx is not None, "B has the funding")  # type: ignore[attr-defined]
             # B's chain follower is held back: only A sees the block at once
             read_blocks, following = channels(b)._on_block, trio.Event()
