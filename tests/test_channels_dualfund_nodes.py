@@ -49,6 +49,22 @@ async def fund(source: Any, n: Node, amount_sat: int) -> None:
     await n.apps["chain"].wallet.sync()  # type: ignore[attr-defined]
 
 
+@asynccontextmanager
+async def dual_fund_pair(tmp: Path, contribute: int, bob_sat: int = 2_000_000) -> AsyncIterator[tuple[Any, Node, Node]]:
+    """(source, alice, bob) on a fresh chain: both speak dual funding, Bob contributes ``contribute``
+    sat to opens; both running, Alice's wallet funded with 3M sat and Bob's with ``bob_sat``, Bob
+    connected to Alice."""
+    network = MemoryNetwork()
+    async with chain(tmp) as source:
+        alice = node(tmp, network, source, "alice", OpeningPolicy(dual_fund=True), True)
+        bob = node(tmp, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=contribute), False)
+        async with running(alice, bob):
+            await fund(source, alice, 3_000_000)
+            await fund(source, bob, bob_sat)
+            await bob.connect(alice.addresses[0])
+            yield source, alice, bob
+
+
 def reserved(n: Node) -> int:
     return len(n.apps["chain"].wallet.reserved())  # type: ignore[attr-defined]
 
@@ -56,33 +72,26 @@ def reserved(n: Node) -> int:
 @pytest.mark.trio
 @pytest.mark.parametrize("contribute", [0, 300_000], ids=["opener_only", "both"])
 async def test_v2_open_pay_close(tmp_path: Path, contribute: int) -> None:
-    network = MemoryNetwork()
-    async with chain(tmp_path) as source:
-        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
-        bob = node(tmp_path, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=contribute), False)
-        async with running(alice, bob):
-            await fund(source, alice, 3_000_000)
-            await fund(source, bob, 2_000_000)
-            await bob.connect(alice.addresses[0])
-            assert alice.local_features(bob.node_id).has(29)
-            result = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
-            assert result["state"] == "await_ready" and result["capacity_sat"] == FUNDING_SAT + contribute
-            a, b = only_channel(alice), only_channel(bob)
-            assert isinstance(a.core.state.dual, DualFundSession) and a.core.state.channel_id == b.core.state.channel_id
-            funding = Tx.parse(a.core.state.funding_tx)
-            assert len(funding.inputs) == (2 if contribute else 1)
-            await source.mine(2)  # the kernel accepts the block with the funding: both sides' inputs signed
-            await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
-            assert source.core.find_transaction(funding.txid)[1] is not None  # type: ignore[index]
-            assert balances(alice)[:2] == (FUNDING_SAT * 1000, contribute * 1000)
-            # the coins were spent by the funding (each wallet sees it when it reads the block, maybe after channel_ready)
-            await wait_until(lambda: reserved(alice) == 0 and reserved(bob) == 0, "the funding's coins no longer reserved")
-            await pay(alice, bob, 50_000_000)
-            await pay(bob, alice, 20_000_000)
-            assert balances(bob)[:2] == ((contribute + 30_000) * 1000, (FUNDING_SAT - 30_000) * 1000)
-            closed = await channels(bob).closechannel(b.channel_id.hex())
-            assert closed["state"] == "closed"
-            await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
+    async with dual_fund_pair(tmp_path, contribute) as (source, alice, bob):
+        assert alice.local_features(bob.node_id).has(29)
+        result = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+        assert result["state"] == "await_ready" and result["capacity_sat"] == FUNDING_SAT + contribute
+        a, b = only_channel(alice), only_channel(bob)
+        assert isinstance(a.core.state.dual, DualFundSession) and a.core.state.channel_id == b.core.state.channel_id
+        funding = Tx.parse(a.core.state.funding_tx)
+        assert len(funding.inputs) == (2 if contribute else 1)
+        await source.mine(2)  # the kernel accepts the block with the funding: both sides' inputs signed
+        await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+        assert source.core.find_transaction(funding.txid)[1] is not None  # type: ignore[index]
+        assert balances(alice)[:2] == (FUNDING_SAT * 1000, contribute * 1000)
+        # the coins were spent by the funding (each wallet sees it when it reads the block, maybe after channel_ready)
+        await wait_until(lambda: reserved(alice) == 0 and reserved(bob) == 0, "the funding's coins no longer reserved")
+        await pay(alice, bob, 50_000_000)
+        await pay(bob, alice, 20_000_000)
+        assert balances(bob)[:2] == ((contribute + 30_000) * 1000, (FUNDING_SAT - 30_000) * 1000)
+        closed = await channels(bob).closechannel(b.channel_id.hex())
+        assert closed["state"] == "closed"
+        await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
 
 
 @pytest.mark.trio

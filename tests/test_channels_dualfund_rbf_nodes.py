@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until
-from test_channels_dualfund_nodes import FUNDING_SAT, fund, node, reserved
+from test_channels_dualfund_nodes import FUNDING_SAT, dual_fund_pair, fund, node, reserved
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.state import Phase
@@ -29,61 +29,54 @@ def _doubled(n) -> int:
 @pytest.mark.parametrize(("contribute", "mined"), [(0, "bump"), (300_000, "bump"), (300_000, "first")],
                          ids=["opener_only", "both", "first_mined"])  # fmt: skip
 async def test_bump_the_funding_then_open_on_the_mined_version(tmp_path: Path, contribute: int, mined: str) -> None:
-    network = MemoryNetwork()
-    async with chain(tmp_path) as source:
-        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
-        bob = node(tmp_path, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=contribute), False)
-        async with running(alice, bob):
-            await fund(source, alice, 3_000_000)
-            await fund(source, bob, 2_000_000)
-            await bob.connect(alice.addresses[0])
-            opened = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
-            cid = opened["channel_id"]
-            first = Tx.parse(only_channel(alice).core.state.funding_tx)
-            # the accepter cannot bump; a feerate below 25/24 of the first is refused before anything is sent
-            with pytest.raises(ChainAppError, match="only the opener"):
-                await channels(bob).bumpchannelopen(cid)
-            with pytest.raises(ChainAppError, match="below 25/24"):
-                await channels(alice).bumpchannelopen(cid, feerate=1)
-            bumped = await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
-            second = Tx.parse(only_channel(alice).core.state.funding_tx)
-            assert bumped["funding_txid"] == second.txid_hex != first.txid_hex
-            assert bumped["previous_funding_txids"] == [first.txid_hex]
-            listed = (await channels(bob).listchannels())["channels"][0]
-            assert [c.split(":")[0] for c in listed["funding_candidates"]] == [first.txid_hex]
-            assert listed["funding_outpoint"].startswith(second.txid_hex)
-            assert only_channel(bob).core.state.funding_outpoint == only_channel(alice).core.state.funding_outpoint
-            assert {i.prevout for i in second.inputs} == {i.prevout for i in first.inputs}
-            assert len(second.inputs) == (2 if contribute else 1)
-            await wait_until(lambda: source.core.find_transaction(second.txid) is not None, "the bump in the mempool")
-            assert source.core.find_transaction(first.txid) is None  # BIP 125: replaced
-            if mined == "first":
-                result = await source.submit_transactions_in_block([first])  # a miner that saw only the first
-                assert result.accepted, result
-                await source.mine(1)
-                confirmed = first
-            else:
-                await source.mine(2)
-                confirmed = second
-            await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
-            for n in (alice, bob):
-                s = only_channel(n).core.state
-                assert s.funding_outpoint.txid == confirmed.txid and s.dual.previous == (), n is alice
-                assert s.funding_tx == confirmed.raw
-            assert source.core.find_transaction(confirmed.txid)[1] is not None  # type: ignore[index]
-            # each channel monitor follows the version that confirmed (set up on the first)
-            await wait_until(lambda: all(channels(n).onchain.status(only_channel(n)) is not None and channels(n).onchain.status(
-                only_channel(n))["funding"].startswith(confirmed.txid_hex) for n in (alice, bob)), "the monitors follow the funding")
-            await wait_until(lambda: reserved(alice) == 0 and reserved(bob) == 0, "the funding's coins no longer reserved")
-            for n in (alice, bob):  # no coin of the version that did not confirm (its change never exists)
-                gone = second if confirmed is first else first
-                assert all(u.outpoint.txid != gone.txid for u in n.apps["chain"].wallet.list_funds())  # type: ignore[attr-defined]
-            assert balances(alice)[:2] == (FUNDING_SAT * 1000, contribute * 1000)
-            await pay(alice, bob, 50_000_000)
-            await pay(bob, alice, 20_000_000)
-            closed = await channels(bob).closechannel(cid)
-            assert closed["state"] == "closed"
-            await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
+    async with dual_fund_pair(tmp_path, contribute) as (source, alice, bob):
+        opened = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+        cid = opened["channel_id"]
+        first = Tx.parse(only_channel(alice).core.state.funding_tx)
+        # the accepter cannot bump; a feerate below 25/24 of the first is refused before anything is sent
+        with pytest.raises(ChainAppError, match="only the opener"):
+            await channels(bob).bumpchannelopen(cid)
+        with pytest.raises(ChainAppError, match="below 25/24"):
+            await channels(alice).bumpchannelopen(cid, feerate=1)
+        bumped = await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+        second = Tx.parse(only_channel(alice).core.state.funding_tx)
+        assert bumped["funding_txid"] == second.txid_hex != first.txid_hex
+        assert bumped["previous_funding_txids"] == [first.txid_hex]
+        listed = (await channels(bob).listchannels())["channels"][0]
+        assert [c.split(":")[0] for c in listed["funding_candidates"]] == [first.txid_hex]
+        assert listed["funding_outpoint"].startswith(second.txid_hex)
+        assert only_channel(bob).core.state.funding_outpoint == only_channel(alice).core.state.funding_outpoint
+        assert {i.prevout for i in second.inputs} == {i.prevout for i in first.inputs}
+        assert len(second.inputs) == (2 if contribute else 1)
+        await wait_until(lambda: source.core.find_transaction(second.txid) is not None, "the bump in the mempool")
+        assert source.core.find_transaction(first.txid) is None  # BIP 125: replaced
+        if mined == "first":
+            result = await source.submit_transactions_in_block([first])  # a miner that saw only the first
+            assert result.accepted, result
+            await source.mine(1)
+            confirmed = first
+        else:
+            await source.mine(2)
+            confirmed = second
+        await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+        for n in (alice, bob):
+            s = only_channel(n).core.state
+            assert s.funding_outpoint.txid == confirmed.txid and s.dual.previous == (), n is alice
+            assert s.funding_tx == confirmed.raw
+        assert source.core.find_transaction(confirmed.txid)[1] is not None  # type: ignore[index]
+        # each channel monitor follows the version that confirmed (set up on the first)
+        await wait_until(lambda: all(channels(n).onchain.status(only_channel(n)) is not None and channels(n).onchain.status(
+            only_channel(n))["funding"].startswith(confirmed.txid_hex) for n in (alice, bob)), "the monitors follow the funding")
+        await wait_until(lambda: reserved(alice) == 0 and reserved(bob) == 0, "the funding's coins no longer reserved")
+        for n in (alice, bob):  # no coin of the version that did not confirm (its change never exists)
+            gone = second if confirmed is first else first
+            assert all(u.outpoint.txid != gone.txid for u in n.apps["chain"].wallet.list_funds())  # type: ignore[attr-defined]
+        assert balances(alice)[:2] == (FUNDING_SAT * 1000, contribute * 1000)
+        await pay(alice, bob, 50_000_000)
+        await pay(bob, alice, 20_000_000)
+        closed = await channels(bob).closechannel(cid)
+        assert closed["state"] == "closed"
+        await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
 
 
 def test_the_command_line_asks_the_bump_in_sat_per_vbyte() -> None:
@@ -151,51 +144,38 @@ async def test_the_first_version_mined_while_the_nodes_were_down_opens_the_chann
 
 @pytest.mark.trio
 async def test_a_force_close_before_the_first_version_is_mined_goes_on_chain_with_it(tmp_path: Path) -> None:
-    network = MemoryNetwork()
-    async with chain(tmp_path) as source:
-        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
-        bob = node(tmp_path, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000), False)
-        async with running(alice, bob):
-            await fund(source, alice, 3_000_000)
-            await fund(source, bob, 2_000_000)
-            await bob.connect(alice.addresses[0])
-            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
-            first = Tx.parse(only_channel(alice).core.state.funding_tx)
-            await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
-            await channels(alice).closechannel(cid, force=True)  # our commitment of the bump
-            assert only_channel(alice).phase is Phase.FAILED
-            assert (await source.submit_transactions_in_block([first])).accepted  # the first version confirms
-            await wait_until(lambda: only_channel(alice).core.state.funding_outpoint.txid == first.txid, "alice follows the first")
+    async with dual_fund_pair(tmp_path, 300_000) as (source, alice, bob):
+        cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+        first = Tx.parse(only_channel(alice).core.state.funding_tx)
+        await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+        await channels(alice).closechannel(cid, force=True)  # our commitment of the bump
+        assert only_channel(alice).phase is Phase.FAILED
+        assert (await source.submit_transactions_in_block([first])).accepted  # the first version confirms
+        await wait_until(lambda: only_channel(alice).core.state.funding_outpoint.txid == first.txid, "alice follows the first")
 
-            def committed() -> bool:  # our commitment spending the first version's output, in the mempool
-                raw = only_channel(alice).core.latest_commitment_tx()
-                return raw is not None and source.core.find_transaction(Tx.parse(raw).txid) is not None
+        def committed() -> bool:  # our commitment spending the first version's output, in the mempool
+            raw = only_channel(alice).core.latest_commitment_tx()
+            return raw is not None and source.core.find_transaction(Tx.parse(raw).txid) is not None
 
-            await source.mine(1)
-            await wait_until(committed, "our commitment of the first version broadcast")
-            commitment = Tx.parse(only_channel(alice).core.latest_commitment_tx())
-            outpoint = only_channel(alice).core.state.funding_outpoint
-            assert commitment.inputs[0].prevout == outpoint and outpoint.txid == first.txid
-            await source.mine(1)
-            assert source.core.find_transaction(commitment.txid)[1] is not None  # type: ignore[index]
+        await source.mine(1)
+        await wait_until(committed, "our commitment of the first version broadcast")
+        commitment = Tx.parse(only_channel(alice).core.latest_commitment_tx())
+        outpoint = only_channel(alice).core.state.funding_outpoint
+        assert commitment.inputs[0].prevout == outpoint and outpoint.txid == first.txid
+        await source.mine(1)
+        assert source.core.find_transaction(commitment.txid)[1] is not None  # type: ignore[index]
 
 
 @pytest.mark.trio
 async def test_a_bump_the_accepter_cannot_pay_is_refused_and_the_channel_stays(tmp_path: Path) -> None:
-    network = MemoryNetwork()
-    async with chain(tmp_path) as source:
-        alice = node(tmp_path, network, source, "alice", OpeningPolicy(dual_fund=True), True)
-        bob = node(tmp_path, network, source, "bob", OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000), False)
-        async with running(alice, bob):
-            await fund(source, alice, 3_000_000)
-            await fund(source, bob, 302_000)  # just enough for his share and its fee at the first rate
-            await bob.connect(alice.addresses[0])
-            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
-            assert only_channel(alice).core.state.funding_sat == FUNDING_SAT + 300_000
-            before = only_channel(alice).core.state.funding_outpoint
-            with pytest.raises(ChainAppError, match="peer aborted: our contribution cannot pay the higher fee"):
-                await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice) * 20)
-            for n in (alice, bob):
-                assert only_channel(n).phase is Phase.AWAIT_READY and only_channel(n).core.state.funding_outpoint == before
-            await source.mine(2)
-            await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways on the first version")
+    # Bob's 302_000 sat: just enough for his share and its fee at the first rate
+    async with dual_fund_pair(tmp_path, 300_000, bob_sat=302_000) as (source, alice, bob):
+        cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+        assert only_channel(alice).core.state.funding_sat == FUNDING_SAT + 300_000
+        before = only_channel(alice).core.state.funding_outpoint
+        with pytest.raises(ChainAppError, match="peer aborted: our contribution cannot pay the higher fee"):
+            await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice) * 20)
+        for n in (alice, bob):
+            assert only_channel(n).phase is Phase.AWAIT_READY and only_channel(n).core.state.funding_outpoint == before
+        await source.mine(2)
+        await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways on the first version")
