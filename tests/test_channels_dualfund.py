@@ -122,6 +122,18 @@ def spent_outputs(tx: Tx) -> list[TxOut]:
     return [prevs[i.prevout.txid].outputs[i.prevout.vout] for i in tx.inputs]
 
 
+def confirm_and_pay(pair: DualPair, funding: Tx, bob_sat: int) -> None:
+    """The channel confirmed on ``funding`` (its commitments valid against it), then Alice pays Bob
+    50k sat over it: 550k sat hers, Bob's ``bob_sat`` plus 50k his."""
+    pair.funding_tx = funding
+    pair.confirm()
+    verify_commitments(pair)
+    htlc_id, preimage = pair.add(pair.alice, 50_000_000)
+    pair.commit(pair.alice)
+    pair.fulfill(pair.bob, htlc_id, preimage)
+    assert pair.balances() == (550_000_000, bob_sat * 1000 + 50_000_000)
+
+
 @pytest.mark.parametrize("bob_sat", [0, 250_000], ids=["opener_only", "both"])
 def test_dual_funded_open_then_payments(bob_sat: int) -> None:
     pair = DualPair(bob_sat=bob_sat)
@@ -144,13 +156,7 @@ def test_dual_funded_open_then_payments(bob_sat: int) -> None:
         for o in side.outputs:
             if any(isinstance(m, TxSignatures) for m in o.messages):
                 assert o.records and o.records[0].durable
-    pair.funding_tx = tx
-    pair.confirm()
-    verify_commitments(pair)
-    htlc_id, preimage = pair.add(pair.alice, 50_000_000)
-    pair.commit(pair.alice)
-    pair.fulfill(pair.bob, htlc_id, preimage)
-    assert pair.balances() == (550_000_000, bob_sat * 1000 + 50_000_000)
+    confirm_and_pay(pair, tx, bob_sat)
     if bob_sat:  # Bob can pay from his own contribution
         htlc_id, preimage = pair.add(pair.bob, 20_000_000)
         pair.commit(pair.bob)

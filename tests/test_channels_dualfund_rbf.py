@@ -7,7 +7,7 @@ a previous version) is a tx_abort that leaves the channel and its funding as the
 from __future__ import annotations
 
 import pytest
-from test_channels_dualfund import FEERATE, DualPair, spent_outputs
+from test_channels_dualfund import FEERATE, DualPair, confirm_and_pay, spent_outputs
 from test_channels_pair import ChannelPair, verify_commitments
 
 from lnpmsg.bitcoin.hashes import sha256
@@ -70,13 +70,7 @@ def test_bump_then_the_bump_confirms(bob_sat: int) -> None:
         out = pair.feed(side, FundingCandidateConfirmed(second.txid))
         (dropped,) = [e for e in out.events if isinstance(e, CandidatesDropped)]
         assert dropped.inputs == () and side.core.state.dual.previous == ()
-    pair.funding_tx = second
-    pair.confirm()
-    verify_commitments(pair)
-    htlc_id, preimage = pair.add(pair.alice, 50_000_000)
-    pair.commit(pair.alice)
-    pair.fulfill(pair.bob, htlc_id, preimage)
-    assert pair.balances() == (550_000_000, bob_sat * 1000 + 50_000_000)
+    confirm_and_pay(pair, second, bob_sat)
     for side in (pair.alice, pair.bob):
         assert restore(side.core.secrets, side.records).state == side.core.state
 
