@@ -25,6 +25,13 @@ async def cli_json(capsys, *argv):
     return code, json.loads(out) if out else {"stderr": err}
 
 
+async def mine_and_faucet(capsys, d: tuple[object, ...], amount_sat: int) -> None:
+    """101 blocks on the node's regtest chain (a mature coinbase for the faucet), then ``amount_sat``
+    from the faucet to the node's wallet; ``d`` is the node's ``--data-dir`` arguments."""
+    assert (await cli_json(capsys, "mine", 101, *d))[0] == 0
+    assert (await cli_json(capsys, "faucet", amount_sat, *d))[0] == 0
+
+
 async def stop(process: trio.Process) -> str:
     process.send_signal(signal.SIGINT)
     code, stderr = await finish_process(process)
@@ -72,8 +79,7 @@ async def test_unconfirmed_change_pending_balance_and_a_kill_9_before_the_block(
         assert code == 1 and "the faucet cannot raise" in err and "nothing was mined" in err
         code, info = await cli_json(capsys, "getchaininfo", *d)
         assert info["height"] == 0
-        assert (await cli_json(capsys, "mine", 101, *d))[0] == 0
-        assert (await cli_json(capsys, "faucet", 500_000, *d))[0] == 0
+        await mine_and_faucet(capsys, d, 500_000)
         code, out, _ = await cli(capsys, "newaddr", *d)
         target = out.strip()
         code, first = await cli_json(capsys, "withdraw", target, 100_000, "--feerate", 1000, *d)
@@ -115,8 +121,7 @@ async def test_a_reservation_left_by_a_crash_is_resolved_at_start_or_by_releasec
     d = ("--data-dir", data_dir)
     process, _ = await start_node_process(data_dir, "--chain", "regtest")
     try:
-        assert (await cli_json(capsys, "mine", 101, *d))[0] == 0
-        assert (await cli_json(capsys, "faucet", 300_000, *d))[0] == 0
+        await mine_and_faucet(capsys, d, 300_000)
         code, out, _ = await cli(capsys, "newaddr", *d)
         code, sent = await cli_json(capsys, "withdraw", out.strip(), 100_000, "--feerate", 1000, *d)
         assert code == 0

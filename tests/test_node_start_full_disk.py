@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_chain_durability import cli_json, stop
+from test_chain_durability import cli_json, mine_and_faucet, stop
 
 from lnpmsg.app import App
 from lnpmsg.chain.embedded import EmbeddedChainSource
@@ -335,8 +335,7 @@ async def test_an_embedded_chain_with_coins_on_a_full_disk_says_so_and_keeps_the
         process, info = await start_node_process(data_dir, "--chain", "regtest")
         try:
             assert info is not None
-            assert (await cli_json(capsys, "mine", 101, *d))[0] == 0
-            assert (await cli_json(capsys, "faucet", 100_000, *d))[0] == 0
+            await mine_and_faucet(capsys, d, 100_000)
             _, chain = await cli_json(capsys, "getchaininfo", *d)
             _, funds = await cli_json(capsys, "listfunds", *d)
             assert funds["outputs"]

@@ -13,7 +13,7 @@ from lnpmsg.chain.address import address_for_script
 from lnpmsg.chain.faucet import FAUCET_SCRIPT
 from lnpmsg.cli import main
 from lnpmsg.testing.processes import start_node_process
-from test_chain_durability import stop
+from test_chain_durability import mine_and_faucet, stop
 
 #: an address that is not the node's (the faucet's)
 ELSEWHERE = address_for_script(FAUCET_SCRIPT, "bcrt")
@@ -29,8 +29,7 @@ async def test_bumpfee_commands(capsys, tmp_path):
     d = ("--data-dir", data_dir)
     process, _ = await start_node_process(data_dir, "--chain", "regtest")
     try:
-        assert (await cli_json(capsys, "mine", 101, *d))[0] == 0
-        assert (await cli_json(capsys, "faucet", 500_000, *d))[0] == 0
+        await mine_and_faucet(capsys, d, 500_000)
         code, sent = await cli_json(capsys, "withdraw", ELSEWHERE, 100_000, "--feerate", 253, *d)
         assert code == 0
 
