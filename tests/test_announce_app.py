@@ -80,13 +80,19 @@ def make_node(name: str, tmp: Path, source: Any, network: MemoryNetwork, *, chan
     return node
 
 
-async def open_public(source: Any, alice: Node, bob: Node) -> int:
-    """A funded, announced channel Alice -> Bob, 6 blocks deep; its short channel id."""
+async def fund_and_connect(source: Any, alice: Node, bob: Node, address: str | None = None) -> None:
+    """Alice's wallet funded with 3M sat from the faucet (one block), Bob connected to her (at
+    ``address``, or her first listening address)."""
     chain_app = alice.apps["chain"]
     await source.faucet(chain_app.wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
     await source.mine(1)
     await chain_app.wallet.sync()  # type: ignore[attr-defined]
-    await bob.connect(alice.addresses[0])
+    await bob.connect(address or alice.addresses[0])
+
+
+async def open_public(source: Any, alice: Node, bob: Node) -> int:
+    """A funded, announced channel Alice -> Bob, 6 blocks deep; its short channel id."""
+    await fund_and_connect(source, alice, bob)
     await alice.apps["channels"].fundchannel(bob.node_id.hex(), FUNDING_SAT, announce=True)  # type: ignore[attr-defined]
     await source.mine(6)
     await wait_until(lambda: settled(alice) and settled(bob), "channel ready")
@@ -113,11 +119,7 @@ async def test_announced_channel_reaches_a_third_node_and_routes(tmp_path: Path)
         bob = make_node("bob", tmp_path, source, network, channels=True)
         carol = make_node("carol", tmp_path, source, network, channels=False)
         async with running(alice, bob, carol):
-            chain_app = alice.apps["chain"]
-            await source.faucet(chain_app.wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
-            await source.mine(1)
-            await chain_app.wallet.sync()  # type: ignore[attr-defined]
-            await bob.connect(alice.addresses[0])
+            await fund_and_connect(source, alice, bob)
             await carol.connect(alice.addresses[0])
             await alice.apps["channels"].fundchannel(bob.node_id.hex(), FUNDING_SAT, announce=True)  # type: ignore[attr-defined]
             await source.mine(2)
@@ -249,11 +251,7 @@ async def test_private_channel_updates_go_to_the_peer_only(tmp_path: Path) -> No
         alice = make_node("alice", tmp_path, source, network, channels=True, policy=ALICE_POLICY)
         bob = make_node("bob", tmp_path, source, network, channels=True)
         async with running(alice, bob):
-            chain_app = alice.apps["chain"]
-            await source.faucet(chain_app.wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
-            await source.mine(1)
-            await chain_app.wallet.sync()  # type: ignore[attr-defined]
-            await bob.connect(alice.addresses[0])
+            await fund_and_connect(source, alice, bob)
             await alice.apps["channels"].fundchannel(bob.node_id.hex(), FUNDING_SAT)  # type: ignore[attr-defined]
             await source.mine(6)
             await wait_until(lambda: settled(alice) and settled(bob), "channel ready")
@@ -336,11 +334,7 @@ async def test_onion_only_node_announces_its_onion_and_no_clearnet_address(tmp_p
         async with running(alice, bob):
             listener = await network.transport().listen("")
             alice.add_listener(listener, reachable=f"{ONION}:9735")
-            chain_app = alice.apps["chain"]
-            await source.faucet(chain_app.wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
-            await source.mine(1)
-            await chain_app.wallet.sync()  # type: ignore[attr-defined]
-            await bob.connect(f"mem://{alice.node_id.hex()}@{listener.local_address}")
+            await fund_and_connect(source, alice, bob, f"mem://{alice.node_id.hex()}@{listener.local_address}")
             await alice.apps["channels"].fundchannel(bob.node_id.hex(), FUNDING_SAT, announce=True)  # type: ignore[attr-defined]
             await source.mine(6)
             await wait_until(lambda: (n := gossip(bob).graph.nodes.get(alice.node_id)) is not None and n.timestamp > 0, "Alice's node_announcement")

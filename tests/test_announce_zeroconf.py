@@ -28,7 +28,7 @@ from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.app import ChainApp
 from lnpmsg.wire import CHAIN_HASHES
 
-from tests.test_announce_app import announce, gossip
+from tests.test_announce_app import announce, fund_and_connect, gossip
 from tests.test_channels_app import FUNDING_SAT, chain, only_channel, wait_until
 
 
@@ -52,11 +52,7 @@ async def test_a_policy_set_before_a_public_zeroconf_channel_confirms_is_announc
         alice = make_node("alice", tmp_path, source, network, keys["alice"])
         bob = make_node("bob", tmp_path, source, network, keys["bob"], trusts=(keys["alice"].node_id,))
         async with running(alice, bob):
-            chain_app = alice.apps["chain"]
-            await source.faucet(chain_app.wallet.new_address(), 3_000_000)  # type: ignore[attr-defined]
-            await source.mine(1)
-            await chain_app.wallet.sync()  # type: ignore[attr-defined]
-            await bob.connect(alice.addresses[0])
+            await fund_and_connect(source, alice, bob)
             await alice.apps["channels"].fundchannel(bob.node_id.hex(), FUNDING_SAT, announce=True, zeroconf=True)  # type: ignore[attr-defined]
             await wait_until(lambda: only_channel(alice).phase is Phase.NORMAL and only_channel(bob).phase is Phase.NORMAL, "zero-conf ready")
             s = only_channel(alice).core.state
