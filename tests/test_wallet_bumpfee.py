@@ -37,6 +37,21 @@ async def _external(source: EmbeddedChainSource, tmp_path: Path) -> str:
     return other.new_address()
 
 
+def refuse_broadcasts(
+    monkeypatch: pytest.MonkeyPatch, source: EmbeddedChainSource, wallet_file: Path, refusal: ChainError
+) -> list[dict[str, object]]:
+    """Every broadcast through ``source`` refused with ``refusal``; the list it returns gets the
+    wallet file as it stands at each attempt (what was persisted before the send)."""
+    seen: list[dict[str, object]] = []
+
+    async def refuse(raw: bytes) -> bytes:
+        seen.append(json.loads(wallet_file.read_text()))
+        raise refusal
+
+    monkeypatch.setattr(source, "broadcast", refuse)
+    return seen
+
+
 async def test_cpfp_of_a_withdrawal_change(source: EmbeddedChainSource, tmp_path: Path) -> None:
     wallet = await funded_wallet(source, tmp_path / "w", 300_000)
     sent = await wallet.withdraw(await _external(source, tmp_path), 100_000, feerate_per_kw=253)
@@ -115,14 +130,8 @@ async def test_a_refused_cpfp_frees_its_coins(source: EmbeddedChainSource, tmp_p
     wallet = await funded_wallet(source, tmp_path / "w", 300_000)
     sent = await wallet.withdraw(await _external(source, tmp_path), 100_000, feerate_per_kw=253)
     before = wallet.reserved()
-    seen: list[dict[str, object]] = []
-
-    async def refuse(raw: bytes) -> bytes:
-        # persist, then send: the child is on disk when the broadcast happens
-        seen.append(json.loads((tmp_path / "w" / "wallet.json").read_text()))
-        raise ChainError("mempool full", code="mempool-full")
-
-    monkeypatch.setattr(source, "broadcast", refuse)
+    # persist, then send: the child is on disk when the broadcast happens
+    seen = refuse_broadcasts(monkeypatch, source, tmp_path / "w" / "wallet.json", ChainError("mempool full", code="mempool-full"))
     with pytest.raises(WalletError) as info:
         await wallet.bump_cpfp(sent.txid, 10)
     assert info.value.code == "rejected" and "mempool full" in info.value.reason
@@ -223,13 +232,8 @@ async def test_a_refused_rbf_gives_the_original_its_coins_back(source: EmbeddedC
     wallet = await funded_wallet(source, tmp_path / "w", 101_000, 80_000)
     sent = await wallet.withdraw(await _external(source, tmp_path), 100_000, feerate_per_kw=253)
     before = (wallet.reserved(), wallet.balances())
-    seen: list[dict[str, object]] = []
-
-    async def refuse(raw: bytes) -> bytes:
-        seen.append(json.loads((tmp_path / "w" / "wallet.json").read_text()))
-        raise ChainError("insufficient fee: rejecting replacement", code="insufficient fee")
-
-    monkeypatch.setattr(source, "broadcast", refuse)
+    refusal = ChainError("insufficient fee: rejecting replacement", code="insufficient fee")
+    seen = refuse_broadcasts(monkeypatch, source, tmp_path / "w" / "wallet.json", refusal)
     with pytest.raises(WalletError) as info:
         await wallet.bump_rbf(sent.txid, 30)
     assert info.value.code == "rejected"
