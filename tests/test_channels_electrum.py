@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,40 @@ async def lightning_wallet(directory: Path, server: str, **config: Any) -> tuple
             await trio.to_thread.run_sync(wallet.stop)
         raise
     return wallet, port
+
+
+@dataclass
+class ElectrumChannel:
+    """A Lightning Electrum wallet and the open channel the node funded to it."""
+
+    wallet: ElectrumWallet
+    electrum_id: str  # Electrum's node id (hex)
+    address: str  # where the node dials it: ``electrum_id@127.0.0.1:port``
+    channel_id: str
+
+
+async def channel_to_electrum(tmp_path: Path, data_dir: Path, server: str, push_msat: int) -> ElectrumChannel:
+    """From a node just started in ``data_dir`` with its Electrum server at ``server``: 101 blocks,
+    a Lightning Electrum wallet in ``tmp_path / "electrum"`` (``lightning_wallet``), 3M sat from the
+    faucet to the node, the node connected to Electrum and a 600k sat channel funded to it pushing
+    ``push_msat``, 3 blocks deep and open in Electrum. The wallet is stopped again if it does not
+    get there (the caller stops it after)."""
+    d = ("--data-dir", data_dir)
+    await cli("mine", 101, *d)
+    wallet, listen_port = await lightning_wallet(tmp_path / "electrum", server)
+    try:
+        await cli("faucet", 3_000_000, *d)
+        electrum_id = (await wallet.acall("nodeid")).split("@")[0]
+        address = f"{electrum_id}@127.0.0.1:{listen_port}"
+        await cli("connect", address, *d)
+        opened = await cli("fundchannel", electrum_id, 600_000, "--push-msat", push_msat, *d)
+        await cli("mine", 3, *d)
+        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(wallet.stop)
+        raise
+    return ElectrumChannel(wallet, electrum_id, address, opened["channel_id"])
 
 
 async def start_node(data_dir: Path, env: dict[str, str] | None = None, electrum: str = "127.0.0.1:0", *extra: str) -> tuple[trio.Process, dict[str, Any]]:
@@ -140,16 +175,8 @@ async def test_reestablish_with_electrum_after_restarts_and_a_sigkill_mid_update
     d = ("--data-dir", node_dir)
     wallet: ElectrumWallet | None = None
     try:
-        await cli("mine", 101, *d)
-        wallet, listen_port = await lightning_wallet(tmp_path / "electrum", info["electrum"])
-        await cli("faucet", 3_000_000, *d)
-        electrum_id = (await wallet.acall("nodeid")).split("@")[0]
-        electrum_address = f"{electrum_id}@127.0.0.1:{listen_port}"
-        await cli("connect", electrum_address, *d)
-        opened = await cli("fundchannel", electrum_id, 600_000, "--push-msat", 50_000_000, *d)
-        cid = opened["channel_id"]
-        await cli("mine", 3, *d)
-        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
+        opened = await channel_to_electrum(tmp_path, node_dir, info["electrum"], 50_000_000)
+        wallet, electrum_id, electrum_address, cid = opened.wallet, opened.electrum_id, opened.address, opened.channel_id
         before = await connected(node_dir, cid)
 
         # Electrum restarts: we dial it again, both reestablish.

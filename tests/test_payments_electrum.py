@@ -21,7 +21,7 @@ import trio
 
 from lnpmsg.testing.electrum import ElectrumWallet
 from lnpmsg.testing.processes import start_logged_node
-from test_channels_electrum import connected, electrum_channel, lightning_wallet, start_node
+from test_channels_electrum import channel_to_electrum, connected, electrum_channel, start_node
 from test_channels_nodes import LISTEN, WAIT, cli, owner_argv, start, stop, user_argv
 
 pytestmark = pytest.mark.slow
@@ -33,15 +33,9 @@ async def test_electrum_pays_lnpmsg_and_lnpmsg_pays_electrum(tmp_path: Path) -> 
     d = ("--data-dir", node_dir)
     wallet: ElectrumWallet | None = None
     try:
-        await cli("mine", 101, *d)
-        wallet, listen_port = await lightning_wallet(tmp_path / "electrum", info["electrum"])
-        await cli("faucet", 3_000_000, *d)
-        electrum_id = (await wallet.acall("nodeid")).split("@")[0]
-        await cli("connect", f"{electrum_id}@127.0.0.1:{listen_port}", *d)
-        opened = await cli("fundchannel", electrum_id, 600_000, "--push-msat", 100_000_000, *d)
-        await cli("mine", 3, *d)
-        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
-        before = await connected(node_dir, opened["channel_id"])
+        opened = await channel_to_electrum(tmp_path, node_dir, info["electrum"], 100_000_000)
+        wallet, electrum_id = opened.wallet, opened.electrum_id
+        before = await connected(node_dir, opened.channel_id)
 
         # Electrum reads our invoice (its decode_invoice) as we do, and pays it over the channel
         invoice = await cli("invoice", 20_000_000, "from-electrum", "paid by Electrum", "--expiry", 1800, *d)
@@ -70,7 +64,7 @@ async def test_electrum_pays_lnpmsg_and_lnpmsg_pays_electrum(tmp_path: Path) -> 
         await trio.to_thread.run_sync(
             wallet.wait_for, lambda: wallet.call("get_request", request_id=request["request_id"])["status"] == 3, "Electrum paid", WAIT
         )
-        after = await connected(node_dir, opened["channel_id"])
+        after = await connected(node_dir, opened.channel_id)
         assert after["to_local_msat"] == before["to_local_msat"] + 20_000_000 - 10_000_000
     finally:
         if wallet is not None:

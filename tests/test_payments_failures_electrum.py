@@ -46,7 +46,7 @@ import trio
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.payments import bolt11
 from lnpmsg.testing.electrum import ELECTRUM_PYTHON, ElectrumWallet
-from test_channels_electrum import connected, electrum_channel, lightning_wallet, start_node
+from test_channels_electrum import channel_to_electrum, connected, electrum_channel, start_node
 from test_channels_nodes import WAIT, _run_main, cli, stop
 from test_payments_electrum import electrum_line, normal_channels
 
@@ -102,15 +102,8 @@ async def test_failure_onions_both_ways_over_a_direct_channel(tmp_path: Path) ->
     d = ("--data-dir", node_dir)
     wallet: ElectrumWallet | None = None
     try:
-        await cli("mine", 101, *d)
-        wallet, listen_port = await lightning_wallet(tmp_path / "electrum", info["electrum"])
-        await cli("faucet", 3_000_000, *d)
-        electrum_id = (await wallet.acall("nodeid")).split("@")[0]
-        await cli("connect", f"{electrum_id}@127.0.0.1:{listen_port}", *d)
-        opened = await cli("fundchannel", electrum_id, 600_000, "--push-msat", 100_000_000, *d)
-        cid = opened["channel_id"]
-        await cli("mine", 3, *d)
-        await trio.to_thread.run_sync(wallet.wait_for, lambda: electrum_channel(wallet, "OPEN"), "open in Electrum", WAIT)
+        opened = await channel_to_electrum(tmp_path, node_dir, info["electrum"], 100_000_000)
+        wallet, electrum_id, cid = opened.wallet, opened.electrum_id, opened.channel_id
         before = await connected(node_dir, cid)
         electrum_before = await trio.to_thread.run_sync(electrum_balances, wallet)
 
