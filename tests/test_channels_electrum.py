@@ -20,6 +20,8 @@ import json
 import os
 import shutil
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,23 @@ async def channel_to_electrum(tmp_path: Path, data_dir: Path, server: str, push_
             await trio.to_thread.run_sync(wallet.stop)
         raise
     return ElectrumChannel(wallet, electrum_id, address, opened["channel_id"])
+
+
+@asynccontextmanager
+async def node_with_electrum_channel(tmp_path: Path, push_msat: int) -> AsyncIterator[tuple[Path, dict[str, Any], ElectrumChannel]]:
+    """A node started in ``tmp_path / "node"`` with ``channel_to_electrum``'s channel to Electrum
+    (pushing ``push_msat``): its data directory, its start info and the channel; Electrum and the
+    node stopped at the end (for tests that do not restart the node)."""
+    node_dir = tmp_path / "node"
+    node, info = await start_node(node_dir)
+    opened: ElectrumChannel | None = None
+    try:
+        opened = await channel_to_electrum(tmp_path, node_dir, info["electrum"], push_msat)
+        yield node_dir, info, opened
+    finally:
+        if opened is not None:
+            await trio.to_thread.run_sync(opened.wallet.stop)
+        await stop(node, node_dir)
 
 
 async def start_node(data_dir: Path, env: dict[str, str] | None = None, electrum: str = "127.0.0.1:0", *extra: str) -> tuple[trio.Process, dict[str, Any]]:

@@ -21,19 +21,15 @@ import trio
 
 from lnpmsg.testing.electrum import ElectrumWallet
 from lnpmsg.testing.processes import start_logged_node
-from test_channels_electrum import channel_to_electrum, connected, electrum_channel, start_node
+from test_channels_electrum import connected, electrum_channel, node_with_electrum_channel
 from test_channels_nodes import LISTEN, WAIT, cli, owner_argv, start, stop, user_argv
 
 pytestmark = pytest.mark.slow
 
 
 async def test_electrum_pays_lnpmsg_and_lnpmsg_pays_electrum(tmp_path: Path) -> None:
-    node_dir = tmp_path / "node"
-    node, info = await start_node(node_dir)
-    d = ("--data-dir", node_dir)
-    wallet: ElectrumWallet | None = None
-    try:
-        opened = await channel_to_electrum(tmp_path, node_dir, info["electrum"], 100_000_000)
+    async with node_with_electrum_channel(tmp_path, 100_000_000) as (node_dir, info, opened):
+        d = ("--data-dir", node_dir)
         wallet, electrum_id = opened.wallet, opened.electrum_id
         before = await connected(node_dir, opened.channel_id)
 
@@ -66,10 +62,6 @@ async def test_electrum_pays_lnpmsg_and_lnpmsg_pays_electrum(tmp_path: Path) -> 
         )
         after = await connected(node_dir, opened.channel_id)
         assert after["to_local_msat"] == before["to_local_msat"] + 20_000_000 - 10_000_000
-    finally:
-        if wallet is not None:
-            await trio.to_thread.run_sync(wallet.stop)
-        await stop(node, node_dir)
 
 
 @dataclass

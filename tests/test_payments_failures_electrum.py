@@ -46,7 +46,7 @@ import trio
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.payments import bolt11
 from lnpmsg.testing.electrum import ELECTRUM_PYTHON, ElectrumWallet
-from test_channels_electrum import channel_to_electrum, connected, electrum_channel, start_node
+from test_channels_electrum import connected, electrum_channel, node_with_electrum_channel
 from test_channels_nodes import WAIT, _run_main, cli, stop
 from test_payments_electrum import electrum_line, normal_channels
 
@@ -97,12 +97,8 @@ def electrum_balances(wallet: ElectrumWallet) -> list[tuple[int, int]]:
 
 
 async def test_failure_onions_both_ways_over_a_direct_channel(tmp_path: Path) -> None:
-    node_dir = tmp_path / "node"
-    node, info = await start_node(node_dir)
-    d = ("--data-dir", node_dir)
-    wallet: ElectrumWallet | None = None
-    try:
-        opened = await channel_to_electrum(tmp_path, node_dir, info["electrum"], 100_000_000)
+    async with node_with_electrum_channel(tmp_path, 100_000_000) as (node_dir, _, opened):
+        d = ("--data-dir", node_dir)
         wallet, electrum_id, cid = opened.wallet, opened.electrum_id, opened.channel_id
         before = await connected(node_dir, cid)
         electrum_before = await trio.to_thread.run_sync(electrum_balances, wallet)
@@ -172,10 +168,6 @@ async def test_failure_onions_both_ways_over_a_direct_channel(tmp_path: Path) ->
         assert row["status"] == "cancelled" and not row.get("preimage")
         after = await connected(node_dir, cid)
         assert (after["to_local_msat"], after["to_remote_msat"]) == (before["to_local_msat"], before["to_remote_msat"])
-    finally:
-        if wallet is not None:
-            await trio.to_thread.run_sync(wallet.stop)
-        await stop(node, node_dir)
 
 
 async def quiet_channels(data_dir: Path) -> list[dict[str, Any]]:
