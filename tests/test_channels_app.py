@@ -133,6 +133,17 @@ async def chain(tmp: Path) -> AsyncIterator[EmbeddedChainSource]:
         yield source
 
 
+@asynccontextmanager
+async def running_pair(tmp: Path) -> AsyncIterator[tuple[EmbeddedChainSource, Pair, Node, Node]]:
+    """A fresh chain (``chain``) and a Pair on it in memory: (source, pair, alice, bob), Alice
+    listening, both running."""
+    async with chain(tmp) as source:
+        pair = Pair(source, tmp, MemoryNetwork())
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            yield source, pair, alice, bob
+
+
 async def pay(sender: Node, receiver: Node, amount_msat: int) -> None:
     """An HTLC from sender to receiver, committed, then fulfilled by the receiver with its preimage."""
     channel_id = only_channel(sender).channel_id.hex()
@@ -147,63 +158,59 @@ async def pay(sender: Node, receiver: Node, amount_msat: int) -> None:
 
 @pytest.mark.trio
 async def test_open_htlcs_both_ways_reestablish_and_close_by_the_fundee(tmp_path: Path) -> None:
-    network = MemoryNetwork()
-    async with chain(tmp_path) as source:
-        pair = Pair(source, tmp_path, network)
-        alice, bob = pair.node("alice", True), pair.node("bob", False)
-        async with running(alice, bob):
-            await pair.fund_wallet(alice, 3_000_000)
-            with record_events(alice) as alice_events:
-                await bob.connect(alice.addresses[0])
-                await pair.open(alice, bob)
-                ready = await alice_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.ready")
-            scid = only_channel(alice).core.state.short_channel_id
-            assert scid and scid == only_channel(bob).core.state.short_channel_id
-            assert ready.short_channel_id == (await channels(bob).listchannels())["channels"][0]["short_channel_id"]
-            # what 'lnpmsg listchannels' prints for it
-            printed = io.StringIO()
-            with contextlib.redirect_stdout(printed):
-                print_channels(await channels(alice).listchannels())
-            first = printed.getvalue().splitlines()[0]
-            assert first.startswith(only_channel(alice).channel_id.hex()) and "normal" in first and ready.short_channel_id in first
-            alice_msat = FUNDING_SAT * 1000 - PUSH_MSAT
-            assert balances(alice)[:2] == (alice_msat, PUSH_MSAT)
-
-            await pay(alice, bob, 50_000_000)
-            await pay(bob, alice, 20_000_000)
-            await pay(bob, alice, 100_000)  # 100 sat: under both dust limits, a trimmed HTLC
-            alice_msat += -50_000_000 + 20_000_000 + 100_000
-            assert balances(alice)[:2] == (alice_msat, FUNDING_SAT * 1000 - alice_msat)
-            assert balances(bob)[:2] == (FUNDING_SAT * 1000 - alice_msat, alice_msat)
-
-            # An HTLC in flight across a disconnection: reestablish, then it settles.
-            channel_id = only_channel(alice).channel_id.hex()
-            added = await channels(alice).dev_addhtlc(channel_id, 7_000_000)
-            await wait_until(lambda: settled(alice) and settled(bob) and balances(bob)[2] == 1, "HTLC committed")
-            await alice.disconnect(bob.node_id, "test: drop the link")
-            await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_wallet(alice, 3_000_000)
+        with record_events(alice) as alice_events:
             await bob.connect(alice.addresses[0])
-            await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
-            assert balances(bob)[2] == 1
-            await channels(bob).dev_fulfill(channel_id, added["htlc_id"], added["preimage"])
-            await wait_until(lambda: settled(alice) and settled(bob) and balances(bob)[2] == 0, "settled after reconnect")
-            alice_msat -= 7_000_000
-            assert balances(alice)[:2] == (alice_msat, FUNDING_SAT * 1000 - alice_msat)
+            await pair.open(alice, bob)
+            ready = await alice_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.ready")
+        scid = only_channel(alice).core.state.short_channel_id
+        assert scid and scid == only_channel(bob).core.state.short_channel_id
+        assert ready.short_channel_id == (await channels(bob).listchannels())["channels"][0]["short_channel_id"]
+        # what 'lnpmsg listchannels' prints for it
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            print_channels(await channels(alice).listchannels())
+        first = printed.getvalue().splitlines()[0]
+        assert first.startswith(only_channel(alice).channel_id.hex()) and "normal" in first and ready.short_channel_id in first
+        alice_msat = FUNDING_SAT * 1000 - PUSH_MSAT
+        assert balances(alice)[:2] == (alice_msat, PUSH_MSAT)
 
-            # Bob (the fundee) closes; both sign one closing transaction, which pays both wallets.
-            with record_events(alice) as alice_events:
-                result = await channels(bob).closechannel(channel_id)
-                assert result["state"] == "closed"
-                await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
-                await source.mine(1)
-                spent = await alice_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.spent")
-                # inside the block: Alice publishes channel.closed once her own broadcast of the
-                # closing transaction returns, which on a loaded machine can be after it is mined
-                closed = await alice_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.closed")
-            assert spent.txid == closed.txid
-            bob_wallet = bob.apps["chain"].wallet  # type: ignore[attr-defined]
-            await bob_wallet.sync()
-            assert bob_wallet.balances().confirmed_sat == (FUNDING_SAT * 1000 - alice_msat) // 1000
+        await pay(alice, bob, 50_000_000)
+        await pay(bob, alice, 20_000_000)
+        await pay(bob, alice, 100_000)  # 100 sat: under both dust limits, a trimmed HTLC
+        alice_msat += -50_000_000 + 20_000_000 + 100_000
+        assert balances(alice)[:2] == (alice_msat, FUNDING_SAT * 1000 - alice_msat)
+        assert balances(bob)[:2] == (FUNDING_SAT * 1000 - alice_msat, alice_msat)
+
+        # An HTLC in flight across a disconnection: reestablish, then it settles.
+        channel_id = only_channel(alice).channel_id.hex()
+        added = await channels(alice).dev_addhtlc(channel_id, 7_000_000)
+        await wait_until(lambda: settled(alice) and settled(bob) and balances(bob)[2] == 1, "HTLC committed")
+        await alice.disconnect(bob.node_id, "test: drop the link")
+        await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
+        await bob.connect(alice.addresses[0])
+        await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+        assert balances(bob)[2] == 1
+        await channels(bob).dev_fulfill(channel_id, added["htlc_id"], added["preimage"])
+        await wait_until(lambda: settled(alice) and settled(bob) and balances(bob)[2] == 0, "settled after reconnect")
+        alice_msat -= 7_000_000
+        assert balances(alice)[:2] == (alice_msat, FUNDING_SAT * 1000 - alice_msat)
+
+        # Bob (the fundee) closes; both sign one closing transaction, which pays both wallets.
+        with record_events(alice) as alice_events:
+            result = await channels(bob).closechannel(channel_id)
+            assert result["state"] == "closed"
+            await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
+            await source.mine(1)
+            spent = await alice_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.spent")
+            # inside the block: Alice publishes channel.closed once her own broadcast of the
+            # closing transaction returns, which on a loaded machine can be after it is mined
+            closed = await alice_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.closed")
+        assert spent.txid == closed.txid
+        bob_wallet = bob.apps["chain"].wallet  # type: ignore[attr-defined]
+        await bob_wallet.sync()
+        assert bob_wallet.balances().confirmed_sat == (FUNDING_SAT * 1000 - alice_msat) // 1000
 
 
 @pytest.mark.trio
@@ -241,26 +248,22 @@ async def test_restart_replays_the_store_and_the_funder_closes(tmp_path: Path) -
 
 @pytest.mark.trio
 async def test_bad_commands_get_clear_errors_and_change_nothing(tmp_path: Path) -> None:
-    network = MemoryNetwork()
-    async with chain(tmp_path) as source:
-        pair = Pair(source, tmp_path, network)
-        alice, bob = pair.node("alice", True), pair.node("bob", False)
-        async with running(alice, bob):
-            app = channels(alice)
-            with pytest.raises(ParamsError, match="not connected|no ready peer|No ready peer"):
-                await app.fundchannel(bob.node_id.hex(), FUNDING_SAT)
-            await bob.connect(alice.addresses[0])
-            await wait_until(lambda: bob.node_id in alice.peers, "connected")
-            with pytest.raises(ParamsError, match="amount_sat"):
-                await app.fundchannel(bob.node_id.hex(), -5)
-            # an empty wallet: the funding fails, the peer is told, the channel is forgotten
-            with pytest.raises(ChainAppError, match="did not open: cannot fund"):
-                await app.fundchannel(bob.node_id.hex(), FUNDING_SAT)
-            assert (await app.listchannels())["channels"] == []
-            assert not list((tmp_path / "alice" / "channels").glob("*.log"))
-            await wait_until(lambda: only_channel(bob).phase is Phase.FAILED, "bob hears the error")
-            with pytest.raises(ParamsError, match="no channel"):
-                await app.closechannel("00" * 32)
-            with pytest.raises(ParamsError, match="no channel"):
-                await app.dev_addhtlc("1x2x3", 1000)
-            assert (await app.listchannels())["channels"] == []
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        app = channels(alice)
+        with pytest.raises(ParamsError, match="not connected|no ready peer|No ready peer"):
+            await app.fundchannel(bob.node_id.hex(), FUNDING_SAT)
+        await bob.connect(alice.addresses[0])
+        await wait_until(lambda: bob.node_id in alice.peers, "connected")
+        with pytest.raises(ParamsError, match="amount_sat"):
+            await app.fundchannel(bob.node_id.hex(), -5)
+        # an empty wallet: the funding fails, the peer is told, the channel is forgotten
+        with pytest.raises(ChainAppError, match="did not open: cannot fund"):
+            await app.fundchannel(bob.node_id.hex(), FUNDING_SAT)
+        assert (await app.listchannels())["channels"] == []
+        assert not list((tmp_path / "alice" / "channels").glob("*.log"))
+        await wait_until(lambda: only_channel(bob).phase is Phase.FAILED, "bob hears the error")
+        with pytest.raises(ParamsError, match="no channel"):
+            await app.closechannel("00" * 32)
+        with pytest.raises(ParamsError, match="no channel"):
+            await app.dev_addhtlc("1x2x3", 1000)
+        assert (await app.listchannels())["channels"] == []

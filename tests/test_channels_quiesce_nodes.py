@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_channels_app import Pair, balances, chain, channels, only_channel, pay, settled, wait_until
+from test_channels_app import Pair, balances, chain, channels, only_channel, pay, running_pair, settled, wait_until
 
 from lnpmsg.channels.messages import UpdateFulfillHtlc
 from lnpmsg.channels.messages_splice import SpliceInit
@@ -20,75 +20,67 @@ from lnpmsg.wallet.calls import ChainAppError
 
 @pytest.mark.trio
 async def test_quiescence_with_htlcs_in_flight_then_the_timer_disconnects(tmp_path: Path) -> None:
-    network = MemoryNetwork()
-    async with chain(tmp_path) as source:
-        pair = Pair(source, tmp_path, network)
-        alice, bob = pair.node("alice", True), pair.node("bob", False)
-        async with running(alice, bob):
-            await pair.fund_and_connect(alice, bob)
-            assert alice.local_features(bob.node_id).has(35) and bob.local_features(alice.node_id).has(35)
-            await pair.open(alice, bob)
-            channel_id = only_channel(alice).channel_id.hex()
-            for app in (channels(alice), channels(bob)):
-                app.quiescence_timeout = 4.0
-            # HTLCs on their way both ways when Alice asks: her stfu waits for her add to settle,
-            # Bob answers once his is in both commitments.
-            to_bob = await channels(alice).dev_addhtlc(channel_id, 30_000_000)
-            to_alice = await channels(bob).dev_addhtlc(channel_id, 10_000_000)
-            asked = await channels(alice).dev_quiesce(channel_id)
-            assert asked["channel_id"] == channel_id and not asked["quiescent"]
-            a, b = only_channel(alice), only_channel(bob)
-            await wait_until(lambda: is_quiescent(a.core.state) and is_quiescent(b.core.state), "quiescence both ways")
-            assert local_initiator(a.core.state) is True and local_initiator(b.core.state) is False
-            assert settled(alice) and settled(bob) and balances(alice)[2] == 2 and balances(bob)[2] == 2
-            listed = (await channels(alice).listchannels())["channels"][0]
-            assert listed["quiescence"] == "quiescent"
-            # nothing new while quiescent; a fulfill is kept for after the reconnection
-            with pytest.raises(ChainAppError, match="quiescing"):
-                await channels(alice).dev_addhtlc(channel_id, 1_000_000)
-            with pytest.raises(ChainAppError, match="already quiescing"):
-                await channels(bob).dev_quiesce(channel_id)
-            await channels(bob).dev_fulfill(channel_id, to_bob["htlc_id"], to_bob["preimage"])
-            assert [type(u) for u in b.core.state.resend_updates] == [UpdateFulfillHtlc]
-            assert balances(bob)[2] == 2
-            # HTLCs are pending: the timer ends the quiescence by disconnecting; the peers reconnect
-            await wait_until(lambda: not a.core.state.connected or not b.core.state.connected, "the disconnection")
-            if alice.peers.get(bob.node_id) is None:
-                await bob.connect(alice.addresses[0])
-            await wait_until(lambda: settled(alice) and settled(bob) and balances(alice)[2] == 1, "the kept fulfill after reestablish")
-            assert a.core.state.quiesce is None and b.core.state.quiesce is None
-            assert (await channels(bob).listchannels())["channels"][0]["quiescence"] is None
-            await channels(alice).dev_fulfill(channel_id, to_alice["htlc_id"], to_alice["preimage"])
-            await wait_until(lambda: settled(alice) and settled(bob) and balances(alice)[2] == 0, "both HTLCs settled")
-            alice_msat = 1_000_000_000 - 200_000_000 - 30_000_000 + 10_000_000
-            assert balances(alice)[:2] == (alice_msat, 1_000_000_000 - alice_msat)
-            await pay(alice, bob, 5_000_000)  # and updates flow again
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_and_connect(alice, bob)
+        assert alice.local_features(bob.node_id).has(35) and bob.local_features(alice.node_id).has(35)
+        await pair.open(alice, bob)
+        channel_id = only_channel(alice).channel_id.hex()
+        for app in (channels(alice), channels(bob)):
+            app.quiescence_timeout = 4.0
+        # HTLCs on their way both ways when Alice asks: her stfu waits for her add to settle,
+        # Bob answers once his is in both commitments.
+        to_bob = await channels(alice).dev_addhtlc(channel_id, 30_000_000)
+        to_alice = await channels(bob).dev_addhtlc(channel_id, 10_000_000)
+        asked = await channels(alice).dev_quiesce(channel_id)
+        assert asked["channel_id"] == channel_id and not asked["quiescent"]
+        a, b = only_channel(alice), only_channel(bob)
+        await wait_until(lambda: is_quiescent(a.core.state) and is_quiescent(b.core.state), "quiescence both ways")
+        assert local_initiator(a.core.state) is True and local_initiator(b.core.state) is False
+        assert settled(alice) and settled(bob) and balances(alice)[2] == 2 and balances(bob)[2] == 2
+        listed = (await channels(alice).listchannels())["channels"][0]
+        assert listed["quiescence"] == "quiescent"
+        # nothing new while quiescent; a fulfill is kept for after the reconnection
+        with pytest.raises(ChainAppError, match="quiescing"):
+            await channels(alice).dev_addhtlc(channel_id, 1_000_000)
+        with pytest.raises(ChainAppError, match="already quiescing"):
+            await channels(bob).dev_quiesce(channel_id)
+        await channels(bob).dev_fulfill(channel_id, to_bob["htlc_id"], to_bob["preimage"])
+        assert [type(u) for u in b.core.state.resend_updates] == [UpdateFulfillHtlc]
+        assert balances(bob)[2] == 2
+        # HTLCs are pending: the timer ends the quiescence by disconnecting; the peers reconnect
+        await wait_until(lambda: not a.core.state.connected or not b.core.state.connected, "the disconnection")
+        if alice.peers.get(bob.node_id) is None:
+            await bob.connect(alice.addresses[0])
+        await wait_until(lambda: settled(alice) and settled(bob) and balances(alice)[2] == 1, "the kept fulfill after reestablish")
+        assert a.core.state.quiesce is None and b.core.state.quiesce is None
+        assert (await channels(bob).listchannels())["channels"][0]["quiescence"] is None
+        await channels(alice).dev_fulfill(channel_id, to_alice["htlc_id"], to_alice["preimage"])
+        await wait_until(lambda: settled(alice) and settled(bob) and balances(alice)[2] == 0, "both HTLCs settled")
+        alice_msat = 1_000_000_000 - 200_000_000 - 30_000_000 + 10_000_000
+        assert balances(alice)[:2] == (alice_msat, 1_000_000_000 - alice_msat)
+        await pay(alice, bob, 5_000_000)  # and updates flow again
 
 
 @pytest.mark.trio
 async def test_a_splice_init_after_quiescence_fails_the_connection_and_the_channel_goes_on(tmp_path: Path) -> None:
     """Splicing is not implemented: a peer that sends splice_init anyway (type 80, even, not
     registered) loses the connection; quiescence ends with it and the channel works again."""
-    network = MemoryNetwork()
-    async with chain(tmp_path) as source:
-        pair = Pair(source, tmp_path, network)
-        alice, bob = pair.node("alice", True), pair.node("bob", False)
-        async with running(alice, bob):
-            await pair.fund_and_connect(alice, bob)
-            assert not alice.local_features(bob.node_id).has(63) and not alice.local_features(bob.node_id).has(62)
-            await pair.open(alice, bob)
-            a, b = only_channel(alice), only_channel(bob)
-            await channels(bob).dev_quiesce(a.channel_id.hex())
-            await wait_until(lambda: is_quiescent(a.core.state) and is_quiescent(b.core.state), "quiescence")
-            splice = SpliceInit(channel_id=a.channel_id, funding_contribution_satoshis=100_000, funding_feerate_perkw=253,
-                                locktime=0, funding_pubkey=bytes([2]) + bytes(range(32)))  # fmt: skip
-            await bob.peers[alice.node_id].send(splice.encode())  # Bob is the initiator: he may send it
-            await wait_until(lambda: not a.core.state.connected, "alice drops the connection")
-            if alice.peers.get(bob.node_id) is None:
-                await bob.connect(alice.addresses[0])
-            await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
-            assert a.core.state.quiesce is None and a.core.phase is Phase.NORMAL
-            await pay(bob, alice, 1_000_000)
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_and_connect(alice, bob)
+        assert not alice.local_features(bob.node_id).has(63) and not alice.local_features(bob.node_id).has(62)
+        await pair.open(alice, bob)
+        a, b = only_channel(alice), only_channel(bob)
+        await channels(bob).dev_quiesce(a.channel_id.hex())
+        await wait_until(lambda: is_quiescent(a.core.state) and is_quiescent(b.core.state), "quiescence")
+        splice = SpliceInit(channel_id=a.channel_id, funding_contribution_satoshis=100_000, funding_feerate_perkw=253,
+                            locktime=0, funding_pubkey=bytes([2]) + bytes(range(32)))  # fmt: skip
+        await bob.peers[alice.node_id].send(splice.encode())  # Bob is the initiator: he may send it
+        await wait_until(lambda: not a.core.state.connected, "alice drops the connection")
+        if alice.peers.get(bob.node_id) is None:
+            await bob.connect(alice.addresses[0])
+        await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+        assert a.core.state.quiesce is None and a.core.phase is Phase.NORMAL
+        await pay(bob, alice, 1_000_000)
 
 
 @pytest.mark.trio

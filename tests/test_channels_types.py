@@ -27,6 +27,7 @@ from test_channels_app import (
     chain,
     channels,
     only_channel,
+    running_pair,
     settled,
     wait_until,
 )
@@ -56,44 +57,41 @@ async def _open(pair: Pair, alice: Node, bob: Node, channel_type: str | None) ->
 @pytest.mark.parametrize("channel_type", ["static_remotekey", "anchors"])
 async def test_each_channel_type_is_negotiated_and_carries_htlcs_both_ways(tmp_path: Path, channel_type: str) -> None:
     anchors = channel_type == "anchors"
-    async with chain(tmp_path) as source:
-        pair = Pair(source, tmp_path, MemoryNetwork())
-        alice, bob = pair.node("alice", True), pair.node("bob", False)
-        async with running(alice, bob):
-            await pair.fund_and_connect(alice, bob)
-            await wait_until(lambda: bob.node_id in alice.peers, "connected")
-            opened = await _open(pair, alice, bob, channel_type)
-            expected = "anchors_zero_fee_htlc_tx" if anchors else "static_remotekey"
-            assert opened["channel_type"] == expected
-            assert (await channels(bob).listchannels())["channels"][0]["channel_type"] == expected
-            assert only_channel(alice).core.state.anchors is anchors and only_channel(bob).core.state.anchors is anchors
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_and_connect(alice, bob)
+        await wait_until(lambda: bob.node_id in alice.peers, "connected")
+        opened = await _open(pair, alice, bob, channel_type)
+        expected = "anchors_zero_fee_htlc_tx" if anchors else "static_remotekey"
+        assert opened["channel_type"] == expected
+        assert (await channels(bob).listchannels())["channels"][0]["channel_type"] == expected
+        assert only_channel(alice).core.state.anchors is anchors and only_channel(bob).core.state.anchors is anchors
 
-            # An HTLC each way in the commitment (above the dust limits): its own output, in this format.
-            cid = only_channel(alice).channel_id.hex()
-            for sender, receiver, amount in ((alice, bob, 60_000_000), (bob, alice, 25_000_000)):
-                added = await channels(sender).dev_addhtlc(cid, amount)
-                await wait_until(lambda: settled(alice) and settled(bob) and balances(receiver)[2] == 1, "HTLC committed")
-                for node in (alice, bob):
-                    commitment = Tx.parse(only_channel(node).core.latest_commitment_tx())  # type: ignore[arg-type]
-                    values = sorted(o.amount_sat for o in commitment.outputs)
-                    assert len(values) == (5 if anchors else 3)  # to_local, to_remote, the HTLC (+ two anchors)
-                    assert values.count(ANCHOR_SAT) == (2 if anchors else 0)
-                    assert amount // 1000 in values
-                (htlc,) = only_channel(receiver).core.state.local_commit.spec.htlcs  # type: ignore[union-attr]
-                await channels(receiver).dev_fulfill(cid, htlc.add.id, added["preimage"])
-                await wait_until(lambda: settled(alice) and settled(bob) and balances(receiver)[2] == 0, "settled")
-            alice_msat = FUNDING_SAT * 1000 - PUSH_MSAT - 60_000_000 + 25_000_000
-            assert balances(alice)[:2] == (alice_msat, FUNDING_SAT * 1000 - alice_msat)
-            assert balances(bob)[:2] == (FUNDING_SAT * 1000 - alice_msat, alice_msat)
+        # An HTLC each way in the commitment (above the dust limits): its own output, in this format.
+        cid = only_channel(alice).channel_id.hex()
+        for sender, receiver, amount in ((alice, bob, 60_000_000), (bob, alice, 25_000_000)):
+            added = await channels(sender).dev_addhtlc(cid, amount)
+            await wait_until(lambda: settled(alice) and settled(bob) and balances(receiver)[2] == 1, "HTLC committed")
+            for node in (alice, bob):
+                commitment = Tx.parse(only_channel(node).core.latest_commitment_tx())  # type: ignore[arg-type]
+                values = sorted(o.amount_sat for o in commitment.outputs)
+                assert len(values) == (5 if anchors else 3)  # to_local, to_remote, the HTLC (+ two anchors)
+                assert values.count(ANCHOR_SAT) == (2 if anchors else 0)
+                assert amount // 1000 in values
+            (htlc,) = only_channel(receiver).core.state.local_commit.spec.htlcs  # type: ignore[union-attr]
+            await channels(receiver).dev_fulfill(cid, htlc.add.id, added["preimage"])
+            await wait_until(lambda: settled(alice) and settled(bob) and balances(receiver)[2] == 0, "settled")
+        alice_msat = FUNDING_SAT * 1000 - PUSH_MSAT - 60_000_000 + 25_000_000
+        assert balances(alice)[:2] == (alice_msat, FUNDING_SAT * 1000 - alice_msat)
+        assert balances(bob)[:2] == (FUNDING_SAT * 1000 - alice_msat, alice_msat)
 
-            # option_shutdown_anysegwit: Bob closes to a taproot (witness v1) address.
-            closed = await channels(bob).closechannel(cid, destination=_p2tr_address())
-            assert closed["state"] == "closed"
-            await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
-            closing = Tx.parse(only_channel(bob).core.state.closing_tx)  # type: ignore[arg-type]
-            assert any(o.script_pubkey[:2] == b"\x51\x20" for o in closing.outputs)
-            mempool = [t[::-1].hex() for t in await trio.to_thread.run_sync(source.core.mempool_txids)]
-            assert mempool == [closing.txid_hex]
+        # option_shutdown_anysegwit: Bob closes to a taproot (witness v1) address.
+        closed = await channels(bob).closechannel(cid, destination=_p2tr_address())
+        assert closed["state"] == "closed"
+        await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
+        closing = Tx.parse(only_channel(bob).core.state.closing_tx)  # type: ignore[arg-type]
+        assert any(o.script_pubkey[:2] == b"\x51\x20" for o in closing.outputs)
+        mempool = [t[::-1].hex() for t in await trio.to_thread.run_sync(source.core.mempool_txids)]
+        assert mempool == [closing.txid_hex]
 
 
 def _p2tr_address() -> str:
@@ -105,15 +103,12 @@ def _p2tr_address() -> str:
 
 @pytest.mark.trio
 async def test_channel_type_choices_get_clear_errors(tmp_path: Path) -> None:
-    async with chain(tmp_path) as source:
-        pair = Pair(source, tmp_path, MemoryNetwork())
-        alice, bob = pair.node("alice", True), pair.node("bob", False)
-        async with running(alice, bob):
-            await bob.connect(alice.addresses[0])
-            await wait_until(lambda: bob.node_id in alice.peers, "connected")
-            with pytest.raises(ParamsError, match="channel_type is one of"):
-                await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, channel_type="legacy")
-            assert (await channels(alice).listchannels())["channels"] == []
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await bob.connect(alice.addresses[0])
+        await wait_until(lambda: bob.node_id in alice.peers, "connected")
+        with pytest.raises(ParamsError, match="channel_type is one of"):
+            await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, channel_type="legacy")
+        assert (await channels(alice).listchannels())["channels"] == []
 
 
 @pytest.mark.trio
