@@ -21,6 +21,7 @@ back like the rest. What is durable before what leaves: our
 ``commitment_signed`` (with the negotiated transaction) and our
 ``tx_signatures`` are commit points of the core.
 
+The signatures and their resumption on reconnection: :mod:`.dualfund_sign`.
 RBF of the funding (``tx_init_rbf``): :mod:`.dualfund_rbf`. Not done: shared
 inputs (splicing), ``require_confirmed_inputs`` beyond refusing to contribute. A disconnection before our
 ``tx_signatures`` left ends the open (nothing of ours can be spent without
@@ -36,19 +37,16 @@ from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.wire import Error, Features
 
-from . import dualfund_rbf
-from .commitments import build, sign_remote, verify_local
+from . import dualfund_rbf, dualfund_sign
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
     AcceptCommand,
-    BroadcastFunding,
-    ChannelOpened,
     Disconnected,
     OpenCommand,
     Received,
     Reconnected,
 )
-from .interactive_tx import FundingOutput, InteractiveTx, InteractiveTxAborted, OwnInput, OwnOutput, SessionState
+from .interactive_tx import FundingOutput, InteractiveTx, OwnInput, OwnOutput, SessionState
 from .messages import AcceptChannel, ChannelReestablish, CommitmentSigned, OpenChannel, channel_type_features
 from .messages_v2 import AcceptChannel2, OpenChannel2, TxAbort, TxAckRbf, TxInitRbf, TxSignatures
 from .params import ChannelConfig, OpeningPolicy
@@ -64,7 +62,6 @@ __all__ = [
     "InteractiveAborted",
     "OpenV2Command",
     "dispatch",
-    "resend_signatures",
     "v2_channel_id",
 ]
 
@@ -229,7 +226,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         session = _session(core)
         session.our_signatures(list(item.witnesses))  # checks the count
         s.dual = replace(d, our_witnesses=tuple(tuple(w) for w in item.witnesses))
-        _maybe_sign(core, out)
+        dualfund_sign.maybe_sign(core, out)
     elif isinstance(item, Disconnected):
         if d.signatures_sent:
             s.connected = False  # the funding may confirm: resumed by channel_reestablish
@@ -241,7 +238,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
             raise LocalMisuse("already connected")
         s.connected = True
         s.awaiting_reestablish = True
-        out.send(_reestablish(core))
+        out.send(dualfund_sign.reestablish_message(core))
     elif msg is None:
         raise LocalMisuse(f"cannot {type(item).__name__} in phase {s.phase.value}")
     elif isinstance(msg, Error):
@@ -250,7 +247,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         _abort(core, out, f"peer: {msg.data.decode('utf-8', 'replace')}", send=False)
         return not d.previous  # after a bump's attempt: the channel fails as an established one
     elif isinstance(msg, ChannelReestablish):
-        _on_reestablish(core, msg, out)
+        dualfund_sign.on_reestablish(core, msg, out)
     elif s.awaiting_reestablish:
         raise RemoteFault(f"{type(msg).__name__} before channel_reestablish", warning=True, keep_connection=True)
     elif isinstance(msg, AcceptChannel2) and s.phase is Phase.WAIT_ACCEPT2:
@@ -262,9 +259,9 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     elif type(msg).__name__ in _INTERACTIVE and s.phase is Phase.INTERACTIVE:
         _on_interactive(core, msg, out)
     elif isinstance(msg, CommitmentSigned) and s.phase is Phase.DUAL_SIGNING and s.local_commit is None:
-        _on_commitment_signed(core, msg, out)
+        dualfund_sign.on_commitment_signed(core, msg, out)
     elif isinstance(msg, TxSignatures) and s.phase is Phase.DUAL_SIGNING and d.their_signatures is None:
-        _on_tx_signatures(core, msg, out)
+        dualfund_sign.on_tx_signatures(core, msg, out)
     elif d.signatures_sent:
         raise RemoteFault(f"unexpected {type(msg).__name__} while waiting for tx_signatures")
     else:
@@ -453,140 +450,5 @@ def _on_interactive(core: ChannelCore, msg: Any, out: _Out) -> None:
         if (unspent := dualfund_rbf.check_double_spends(core, session.transaction)) is not None:
             _abort(core, out, unspent, send=True)
             return
-        _on_complete(core, session, out)
+        dualfund_sign.on_complete(core, session, out)
         s.phase = Phase.DUAL_SIGNING
-
-
-def _on_complete(core: ChannelCore, session: InteractiveTx, out: _Out) -> None:
-    """The transaction is fixed: sign the peer's first commitment (durable with it), ask the wallet."""
-    from .state import RemoteCommit
-
-    s = core.state
-    d = s.dual
-    assert isinstance(d, DualFundSession) and s.remote is not None
-    s.funding_outpoint = session.funding_outpoint()
-    s.funding_tx = session.transaction.raw
-    _, remote_spec = core._initial_specs()
-    remote = build(core.keys(), remote_spec, 0, s.remote.first_per_commitment_point, local=False)
-    signature, _ = sign_remote(remote, core.secrets)
-    s.remote_commit = RemoteCommit(0, remote_spec, remote.tx.txid, s.remote.first_per_commitment_point)
-    out.send(CommitmentSigned(channel_id=s.channel_id, signature=signature, htlc_signature=[]))
-    mine = session.our_inputs()
-    if mine:
-        out.emit(FundingSignaturesNeeded(session.transaction.raw, tuple(i for i, _, _ in mine)))
-    else:
-        s.dual = replace(d, our_witnesses=())
-
-
-def _on_commitment_signed(core: ChannelCore, msg: CommitmentSigned, out: _Out) -> None:
-    from .state import LocalCommit
-
-    s = core.state
-    if msg.htlc_signature:
-        raise RemoteFault("the first commitment_signed of a v2 channel has HTLC signatures")
-    local_spec, _ = core._initial_specs()
-    local = build(core.keys(), local_spec, 0, core.secrets.commitment_point(0), local=True)
-    try:
-        verify_local(local, msg.signature, ())
-    except RemoteFault as exc:
-        _abort(core, out, str(exc), send=True)
-        return
-    s.local_commit = LocalCommit(0, local_spec, msg.signature, ())
-    _maybe_sign(core, out)
-
-
-def _on_tx_signatures(core: ChannelCore, msg: TxSignatures, out: _Out) -> None:
-    s = core.state
-    d = s.dual
-    assert isinstance(d, DualFundSession)
-    if s.local_commit is None:
-        _abort(core, out, "tx_signatures before commitment_signed", send=True)
-        return
-    try:
-        _session(core).receive_signatures(msg)
-    except InteractiveTxAborted as exc:
-        if d.signatures_sent:
-            raise RemoteFault(f"tx_signatures: {exc.reason}") from None
-        _abort(core, out, exc.reason, send=True)
-        return
-    s.dual = replace(d, their_signatures=msg)
-    _maybe_sign(core, out)
-
-
-def _maybe_sign(core: ChannelCore, out: _Out) -> None:
-    """Send our tx_signatures when BOLT 2's order allows; both in: the channel is opened."""
-    from . import ready
-    from .state import Phase
-
-    s = core.state
-    d = s.dual
-    assert isinstance(d, DualFundSession)
-    if s.local_commit is None or d.our_witnesses is None:
-        return
-    session = _session(core)
-    if not d.signatures_sent:
-        ours, theirs = d.node_ids if all(d.node_ids) else (core.basepoints.funding_pubkey, s.remote.basepoints.funding_pubkey)  # type: ignore[union-attr]
-        first = session.we_sign_first(ours, theirs)
-        if not first and d.their_signatures is None:
-            return
-        if s.connected and not s.awaiting_reestablish:
-            out.send(session.our_signatures(list(d.our_witnesses)))
-        d = replace(d, signatures_sent=True)
-        s.dual = d
-    if d.their_signatures is None:
-        return
-    signed = session.signed_transaction()
-    s.funding_tx = signed.raw
-    s.phase = Phase.AWAIT_READY
-    assert s.funding_outpoint is not None
-    out.emit(BroadcastFunding(signed.raw))
-    out.emit(ChannelOpened(s.channel_id, s.funding_outpoint, s.minimum_depth))
-    ready.send_ready_if_zero_depth(core, out)
-
-
-# ---------------------------------------------------------------- reconnection
-
-
-def _reestablish(core: ChannelCore) -> ChannelReestablish:
-    """channel_reestablish while the funding's signatures are exchanged: ``next_funding`` names it."""
-    s = core.state
-    assert s.funding_outpoint is not None
-    return ChannelReestablish(
-        channel_id=s.channel_id, next_commitment_number=1 if s.local_commit is not None else 0,
-        next_revocation_number=0, your_last_per_commitment_secret=bytes(32),
-        my_current_per_commitment_point=core.secrets.commitment_point(0),
-        tlvs=ChannelReestablish.tlv_stream(next_funding={"next_funding_txid": s.funding_outpoint.txid, "retransmit_flags": 0}),
-    )  # fmt: skip
-
-
-def _on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> None:
-    s = core.state
-    d = s.dual
-    assert isinstance(d, DualFundSession) and s.funding_outpoint is not None
-    if not s.awaiting_reestablish:
-        raise RemoteFault("channel_reestablish without a reconnection", warning=True, keep_connection=True)
-    s.awaiting_reestablish = False
-    asked = msg.tlvs.get("next_funding")
-    if asked is not None and asked.next_funding_txid != s.funding_outpoint.txid:
-        raise RemoteFault("channel_reestablish names another funding transaction")
-    if msg.next_commitment_number == 0:
-        # the peer lost our commitment_signed: sign again (the same signature: RFC 6979)
-        assert s.remote_commit is not None and s.remote is not None
-        _, remote_spec = core._initial_specs()
-        remote = build(core.keys(), remote_spec, 0, s.remote.first_per_commitment_point, local=False)
-        out.send(CommitmentSigned(channel_id=s.channel_id, signature=sign_remote(remote, core.secrets)[0], htlc_signature=[]))
-    if d.signatures_sent and asked is not None and d.our_witnesses is not None:
-        out.send(_session(core).our_signatures(list(d.our_witnesses)))
-
-
-def resend_signatures(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> None:
-    """An open channel whose peer names its funding in ``next_funding``: it lacks our tx_signatures."""
-    s = core.state
-    d = s.dual
-    asked = msg.tlvs.get("next_funding")
-    if not isinstance(d, DualFundSession) or asked is None or d.our_witnesses is None or s.funding_outpoint is None:
-        return
-    if asked.next_funding_txid == s.funding_outpoint.txid and d.signatures_sent:
-        out.send(_session(core).our_signatures(list(d.our_witnesses)))
-    elif asked.next_funding_txid != s.funding_outpoint.txid:  # BOLT 2: a version we forgot (a bump's attempt)
-        out.send(TxAbort(channel_id=s.channel_id, data=b"next_funding names no funding of ours"))

@@ -85,7 +85,7 @@ def dispatch(core: ChannelCore, item: Input, out: _Out) -> bool:
     if isinstance(item, Received) and isinstance(item.message, ChannelReestablish):
         if not s.awaiting_reestablish:
             raise RemoteFault("channel_reestablish without a reconnection", warning=True, keep_connection=True)
-        from .dualfund import resend_signatures
+        from .dualfund_sign import resend_signatures
 
         resend_signatures(core, item.message, out)  # a v2 peer still waiting for our tx_signatures
         _on_reestablish(core, item.message, out)
