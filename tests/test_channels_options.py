@@ -23,6 +23,7 @@ from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.app import ChannelsApp
 from lnpmsg.channels.options import channel_settings
 from lnpmsg.channels.params import ChannelConfig, OpeningPolicy
+from lnpmsg.channels import establish
 from lnpmsg.channels.messages import OpenChannel
 from lnpmsg.channels.state import ChannelCore, Phase
 from lnpmsg.chain.address import address_for_script, script_for_address
@@ -145,14 +146,14 @@ async def test_require_channel_type_refuses_an_open_channel_without_it(tmp_path:
     """Alice opens as a peer written before BOLT 2 made channel_type mandatory does (lnprototest
     0.0.7's): her open_channel has no TLV. Bob started with --require-channel-type fails the channel;
     without it he takes the type both init features imply (anchors) and the channel opens."""
-    open_message = ChannelCore._open_message
+    open_message = establish.open_message
 
     def without_channel_type(core: ChannelCore, cmd: object) -> OpenChannel:
         msg = open_message(core, cmd)  # type: ignore[arg-type]
         assert "channel_type" in msg.tlvs  # (what lnpmsg sends)
         return dataclasses.replace(msg, tlvs=OpenChannel.tlv_stream())
 
-    monkeypatch.setattr(ChannelCore, "_open_message", without_channel_type)
+    monkeypatch.setattr(establish, "open_message", without_channel_type)
     async with chain(tmp_path) as source:
         pair = Pair(source, tmp_path, MemoryNetwork())
         alice = pair.node("alice", True)

@@ -37,7 +37,7 @@ from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.wire import Error, Features
 
-from . import dualfund_rbf, dualfund_sign
+from . import dualfund_rbf, dualfund_sign, establish
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
     AcceptCommand,
@@ -320,7 +320,7 @@ def _on_open(core: ChannelCore, cmd: OpenV2Command, out: _Out) -> None:
         temporary, cmd.chain_hash, cmd.funding_sat, 0, cmd.commitment_feerate_per_kw, cmd.local_features,
         cmd.remote_features, cmd.config, cmd.policy, cmd.channel_flags, type_bits=cmd.type_bits, local_alias=cmd.local_alias,
     )  # fmt: skip
-    core._on_OpenCommand(v1, Scratch())  # the v1 checks and state; its open_channel is not sent
+    establish.on_open_command(core, v1, Scratch())  # the v1 checks and state; its open_channel is not sent
     s = core.state
     assert s.open_channel is not None and s.channel_type is not None
     tlvs = {k: v for k, v in s.open_channel.tlvs.items()}
@@ -359,7 +359,8 @@ def _on_accept(core: ChannelCore, cmd: AcceptV2Command, out: _Out) -> None:
     reserve = _reserve(total, msg.dust_limit_satoshis, cmd.config.dust_limit_sat)
     v1 = _v1_view(msg, total, cmd.funding_sat, reserve)
     config = replace(cmd.config, channel_reserve_sat=reserve)
-    core._on_AcceptCommand(
+    establish.on_accept_command(
+        core,
         AcceptCommand(v1, cmd.chain_hash, cmd.local_features, cmd.remote_features, config, cmd.policy,
                       cmd.local_alias, cmd.zeroconf_trusted),
         Scratch(),
@@ -368,7 +369,7 @@ def _on_accept(core: ChannelCore, cmd: AcceptV2Command, out: _Out) -> None:
     s.config = cmd.config
     bp = core.basepoints
     s.channel_id = v2_channel_id(bp.revocation_basepoint, s.remote.basepoints.revocation_basepoint)
-    funding = FundingOutput(p2wsh(core._funding_script()), cmd.funding_sat, msg.funding_satoshis)
+    funding = FundingOutput(p2wsh(establish.funding_script_of(core)), cmd.funding_sat, msg.funding_satoshis)
     s.dual = DualFundSession(False, msg.funding_feerate_perkw, msg.locktime, funding, tuple(cmd.inputs), tuple(cmd.outputs),
                              cmd.entropy, node_ids=(cmd.local_node_id, cmd.remote_node_id))  # fmt: skip
     _session(core)  # our contribution must pay its way (LocalMisuse, nothing changes)
@@ -415,14 +416,14 @@ def _on_accept_channel2(core: ChannelCore, msg: AcceptChannel2, out: _Out) -> No
         first_per_commitment_point=msg.first_per_commitment_point,
         tlvs=AcceptChannel.tlv_stream({k: v for k, v in msg.tlvs.items() if k != "require_confirmed_inputs"}),
     )  # fmt: skip
-    core._on_AcceptChannel(accept, Scratch())  # v1's checks; its funding request is not ours to make
+    establish.on_accept_channel(core, accept, Scratch())  # v1's checks; its funding request is not ours to make
     assert s.remote is not None
     if "require_confirmed_inputs" in msg.tlvs:
         # our wallet may hand out its own unconfirmed change: rather than check each coin, decline
         _abort(core, out, "confirmed inputs required: not supported", send=True)
         return
     s.channel_id = v2_channel_id(core.basepoints.revocation_basepoint, s.remote.basepoints.revocation_basepoint)
-    funding = FundingOutput(p2wsh(core._funding_script()), open2.funding_satoshis, msg.funding_satoshis)
+    funding = FundingOutput(p2wsh(establish.funding_script_of(core)), open2.funding_satoshis, msg.funding_satoshis)
     s.dual = replace(d, funding=funding)
     s.phase = Phase.INTERACTIVE
     for m in _session(core).start_messages:

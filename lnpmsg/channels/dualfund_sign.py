@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from . import dualfund
+from . import dualfund, establish
 from .commitments import build, sign_remote, verify_local
 from .errors import RemoteFault
 from .inputs import BroadcastFunding, ChannelOpened
@@ -47,7 +47,7 @@ def on_complete(core: ChannelCore, session: InteractiveTx, out: _Out) -> None:
     assert isinstance(d, dualfund.DualFundSession) and s.remote is not None
     s.funding_outpoint = session.funding_outpoint()
     s.funding_tx = session.transaction.raw
-    _, remote_spec = core._initial_specs()
+    _, remote_spec = establish.initial_specs(core)
     remote = build(core.keys(), remote_spec, 0, s.remote.first_per_commitment_point, local=False)
     signature, _ = sign_remote(remote, core.secrets)
     s.remote_commit = RemoteCommit(0, remote_spec, remote.tx.txid, s.remote.first_per_commitment_point)
@@ -65,7 +65,7 @@ def on_commitment_signed(core: ChannelCore, msg: CommitmentSigned, out: _Out) ->
     s = core.state
     if msg.htlc_signature:
         raise RemoteFault("the first commitment_signed of a v2 channel has HTLC signatures")
-    local_spec, _ = core._initial_specs()
+    local_spec, _ = establish.initial_specs(core)
     local = build(core.keys(), local_spec, 0, core.secrets.commitment_point(0), local=True)
     try:
         verify_local(local, msg.signature, ())
@@ -153,7 +153,7 @@ def on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> Non
     if msg.next_commitment_number == 0:
         # the peer lost our commitment_signed: sign again (the same signature: RFC 6979)
         assert s.remote_commit is not None and s.remote is not None
-        _, remote_spec = core._initial_specs()
+        _, remote_spec = establish.initial_specs(core)
         remote = build(core.keys(), remote_spec, 0, s.remote.first_per_commitment_point, local=False)
         out.send(CommitmentSigned(channel_id=s.channel_id, signature=sign_remote(remote, core.secrets)[0], htlc_signature=[]))
     if d.signatures_sent and asked is not None and d.our_witnesses is not None:
