@@ -30,7 +30,6 @@ coin the chain brings is dropped: see ``lnpmsg.wallet.state_file``.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,8 +54,9 @@ from lnpmsg.chain.mining import COINBASE_MATURITY
 from lnpmsg.chain.source import ChainSource, catch_up
 from lnpmsg.wallet.bump import FeeBumping
 from lnpmsg.wallet.errors import WalletError
+from lnpmsg.wallet.holding import Holding
 from lnpmsg.wallet.keys import IMPORTED, SEED_FILE, Account, DerivedKey, imported_key, load_or_create_seed
-from lnpmsg.wallet.reservations import FINAL_REJECTIONS, Reservations
+from lnpmsg.wallet.reservations import Reservations
 from lnpmsg.wallet.spend import OwnCoin, build_spend, dust_limit, sign_input
 from lnpmsg.wallet.state_file import StateFile
 
@@ -69,8 +69,6 @@ __all__ = [
     "Withdrawal",
     "dust_limit",
 ]
-
-log = logging.getLogger(__name__)
 
 #: unused addresses watched past the last used one on each chain (BIP44's gap limit)
 GAP_LIMIT = 20
@@ -160,9 +158,10 @@ class FundedTx:
         return self.tx.outpoint(self.output_index)
 
 
-class Wallet(FeeBumping):
+class Wallet(FeeBumping, Holding):
     """A BIP84 wallet over a ``ChainSource``. Build it with ``await Wallet.open(...)``;
-    ``bump_cpfp`` and ``bump_rbf`` come from :mod:`lnpmsg.wallet.bump`."""
+    ``bump_cpfp`` and ``bump_rbf`` come from :mod:`lnpmsg.wallet.bump`, the coins held for
+    unconfirmed transactions (``release``, ``reserved``, ...) from :mod:`lnpmsg.wallet.holding`."""
 
     def __init__(
         self,
@@ -427,10 +426,6 @@ class Wallet(FeeBumping):
                 confirmed += u.amount_sat
         return Balances(confirmed, unconfirmed, immature, reserved)
 
-    def held_transactions(self) -> list[Tx]:
-        """The wallet's transactions not yet confirmed whose coins it holds, oldest first."""
-        return [h.tx for h in self._held.txs.values()]
-
     # -- spending -----------------------------------------------------------------
 
     async def withdraw(
@@ -481,55 +476,6 @@ class Wallet(FeeBumping):
             self._hold(tx, broadcast=False)
             return FundedTx(tx, index, fee)
 
-    def release(self, txid: bytes) -> int:
-        """Unreserve the coins held for transaction ``txid`` (abandoned); returns how many.
-
-        Only for a transaction that will never confirm: coins whose spend is
-        still waiting in the mempool are refused by the chain when spent again.
-        """
-        with self._handing_out():
-            freed = self._held.release(txid)
-        return len(freed)
-
-    def release_outpoint(self, outpoint: OutPoint) -> bytes | None:
-        """Unreserve one coin; the txid that held it (None: it was not reserved)."""
-        with self._handing_out():
-            txid = self._held.release_outpoint(outpoint)
-        return txid
-
-    def _release_rejected(self, txid: bytes) -> int:
-        """Free the coins of a transaction the chain rejected, in memory whatever the disk says:
-        if the file keeps them reserved, the next open's resubmission is rejected and frees them."""
-        freed = self._held.release(txid)
-        if freed:
-            self._save_chain_change()
-        return len(freed)
-
-    def reserved(self) -> dict[OutPoint, bytes]:
-        """Every reserved coin and the txid of the transaction holding it."""
-        return dict(self._held.by_outpoint)
-
-    async def _resubmit(self) -> None:
-        """After an open: broadcast the withdrawals not yet confirmed again;
-        release the coins of those the chain rejects for good."""
-        async with self._lock:
-            for held in list(self._held.txs.values()):
-                if not held.broadcast:
-                    continue
-                try:
-                    await self.source.broadcast(held.tx.raw)
-                except ChainError as exc:
-                    if any(word in f"{exc.code} {exc.reason}" for word in FINAL_REJECTIONS):
-                        freed = self._release_rejected(held.tx.txid)
-                        log.warning(
-                            "wallet: transaction %s can never confirm (%s): released its %d coin(s)",
-                            held.tx.txid_hex, exc.reason, freed,
-                        )
-                    else:
-                        log.warning("wallet: cannot broadcast %s again yet: %s", held.tx.txid_hex, exc.reason)
-                else:
-                    log.info("wallet: broadcast unconfirmed transaction %s again", held.tx.txid_hex)
-
     async def _feerate(self, feerate_per_kw: int | None) -> int:
         if feerate_per_kw is not None:
             if feerate_per_kw < 0:
@@ -559,10 +505,6 @@ class Wallet(FeeBumping):
         # locktime = tip height: the spend cannot be mined into a rewritten past block (anti fee sniping)
         tip_height = self.tip.height if self.tip else 0
         return build_spend(self._spendable(), script, amount, feerate, self._new_change_script, max(tip_height, 0))
-
-    def _hold(self, tx: Tx, *, broadcast: bool) -> None:
-        with self._handing_out():
-            self._held.hold(tx, broadcast=broadcast)
 
     def lend_coin(self, min_sat: int, exclude: Collection[OutPoint] = ()) -> tuple[OutPoint, int, bytes] | None:
         """A confirmed coin of at least ``min_sat`` (the smallest such) and its private key, for a
