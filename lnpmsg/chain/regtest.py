@@ -20,7 +20,8 @@ On open, blocks the kernel lost (an unclean exit) are replayed from
 ``blocks.log``; if the kernel's state does not open, the error says so and
 ``rebuild=True`` recreates it from the log.
 
-The faucet (``lnpmsg.chain.faucet``) pays from coins at P2WSH(OP_TRUE).
+Mining and block submission: ``lnpmsg.chain.regtest_blocks``. The faucet
+(``lnpmsg.chain.faucet``) pays from coins at P2WSH(OP_TRUE).
 """
 
 from __future__ import annotations
@@ -31,30 +32,26 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 from lnpmsg.bitcoin.block import Block
-from lnpmsg.bitcoin.encoding import MAX_BLOCK_WEIGHT
 from lnpmsg.bitcoin.hashes import hash_to_hex
 from lnpmsg.bitcoin.tx import OutPoint, Tx
-from lnpmsg.chain.address import script_for_destination
 from lnpmsg.chain.blocklog import BlockLog
 from lnpmsg.chain.datadir import DirLock, MempoolFile, prepare_datadir
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockRef, TxOutInfo
 from lnpmsg.chain.faucet import FAUCET_SCRIPT, FAUCET_WITNESS_SCRIPT, faucet_pay
 from lnpmsg.chain.invalidate import Invalidated
-from lnpmsg.chain.kernel import KernelChain, KernelResult, kernel_verify_scripts
+from lnpmsg.chain.kernel import KernelChain, kernel_verify_scripts
 from lnpmsg.chain.mempool import Mempool
 from lnpmsg.chain.recovery import BLOCK_LOG_FILE, reconcile
-from lnpmsg.chain.mining import build_block
+from lnpmsg.chain.regtest_blocks import BlockMaking, BlockResult
 from lnpmsg.chain.source import FEERATE_FLOOR_PER_KW
-from lnpmsg.chain.template import ancestry, claimable_fees, next_block_time
-from lnpmsg.chain.tx import SerializedTx, as_tx, malformed
+from lnpmsg.chain.tx import SerializedTx, as_tx
 from lnpmsg.chain.utxo import UtxoIndex
 from lnpmsg.node.full_disk import cannot
 
@@ -74,40 +71,12 @@ _KERNEL_DIRS = ("blocks", "chainstate")
 
 #: what the embedded chain answers to fee estimates: regtest has no fee market
 DEFAULT_FEERATE_PER_KW = FEERATE_FLOOR_PER_KW * 4
-#: room left in each block for the coinbase
-_COINBASE_RESERVED_WEIGHT = 4_000
-
-
-@dataclass(frozen=True, slots=True)
-class BlockResult:
-    """The kernel's verdict on one block.
-
-    ``accepted``: valid and now the tip. Otherwise ``reason`` is the kernel's
-    reject reason (``bad-txns-inputs-missingorspent, ...``) and ``code`` its
-    first word; the tip did not move. ``stored`` is set for a valid block on
-    a side branch with less work.
-    """
-
-    block_hash: bytes
-    accepted: bool
-    height: int | None
-    reason: str | None = None
-    code: str | None = None
-    stored: bool = False
-
-    def check(self) -> BlockResult:
-        """Return self if accepted; else raise ``ChainError`` with the kernel's reason."""
-        if not self.accepted:
-            raise ChainError(
-                f"block rejected by the kernel: {self.reason}", code=self.code
-            )
-        return self
 
 
 Listener = Callable[[BlockRef], None]
 
 
-class RegtestChain:
+class RegtestChain(BlockMaking):
     """A regtest chain in ``datadir``, validated by the kernel. Thread-safe; calls block.
 
     ``clock`` gives UNIX seconds for block times (default: the system clock);
@@ -277,6 +246,8 @@ class RegtestChain:
                 listener(tip)
         self._notify_mempool()
 
+    # -- blocks: mine, submit_transactions_in_block, submit_block (BlockMaking, regtest_blocks.py)
+
     # -- queries --------------------------------------------------------------
 
     @property
@@ -375,114 +346,6 @@ class RegtestChain:
             self._notify_mempool()
             return parsed.txid
 
-    # -- blocks ---------------------------------------------------------------
-
-    def mine(
-        self,
-        n: int = 1,
-        to_script: bytes | str | None = None,
-        *,
-        parent: bytes | None = None,
-    ) -> list[bytes]:
-        """Mine ``n`` blocks paying ``to_script`` (an address or scriptPubKey;
-        default: the faucet); returns their hashes.
-
-        On the tip, blocks take the mempool's transactions. With ``parent``,
-        empty blocks are mined on that earlier block instead: a fork, which
-        the kernel makes the active chain once it has more work (a reorg).
-        """
-        if not isinstance(n, int) or not 0 <= n <= 100_000:
-            raise ChainError(
-                "mine between 0 and 100000 blocks at a time", code="invalid"
-            )
-        script = (
-            FAUCET_SCRIPT
-            if to_script is None
-            else script_for_destination(to_script, self.network)
-        )
-        hashes: list[bytes] = []
-        with self._lock:
-            _, log = self._parts()
-            before = self.index.tip_hash
-            try:
-                prev = parent
-                for _ in range(n):
-                    if prev is None or prev == self.index.tip_hash:
-                        entries = self.mempool.select(
-                            MAX_BLOCK_WEIGHT - _COINBASE_RESERVED_WEIGHT
-                        )
-                        txs = [e.tx for e in entries]
-                        block = self._build(
-                            self.index.tip_hash,
-                            script,
-                            txs,
-                            sum(e.fee_sat for e in entries),
-                        )
-                    else:
-                        block = self._build(prev, script, [], 0)
-                    result = self._submit(block)
-                    if not (result.accepted or result.stored):
-                        evicted = self._evict_after_reject(block, result)
-                        raise ChainError(
-                            f"the kernel rejected a mined block: {result.reason}; "
-                            f"{evicted} mempool transaction(s) evicted",
-                            code=result.code,
-                        )
-                    hashes.append(block.hash)
-                    prev = block.hash
-            finally:
-                log.sync()
-                self._notify(before)
-        return hashes
-
-    def _evict_after_reject(self, block: Block, result: BlockResult) -> int:
-        evicted = self.mempool.evict_for_rejected_block(block, result.reason or "", self.index)
-        self._save_mempool()
-        return evicted
-
-    def submit_transactions_in_block(
-        self,
-        txs: Sequence[bytes | Tx | SerializedTx],
-        to_script: bytes | str | None = None,
-    ) -> BlockResult:
-        """Mine one block on the tip holding exactly ``txs`` (in this order, no
-        mempool check, nothing else from the mempool) and report the kernel's verdict.
-
-        This is the proof on the real consensus engine: ``accepted`` means
-        Bitcoin Core's validation connected the block; otherwise ``reason``
-        is the kernel's reject reason and the tip did not move.
-        """
-        parsed = [as_tx(tx) for tx in txs]
-        script = (
-            FAUCET_SCRIPT
-            if to_script is None
-            else script_for_destination(to_script, self.network)
-        )
-        with self._lock:
-            _, log = self._parts()
-            before = self.index.tip_hash
-            try:
-                block = self._build(before, script, parsed, claimable_fees(self.index, parsed))
-                return self._submit(block)
-            finally:
-                log.sync()
-                self._notify(before)
-
-    def submit_block(self, raw: bytes) -> BlockResult:
-        """Hand a block built elsewhere to the kernel. Malformed bytes raise ``ChainError``."""
-        with malformed("block"):
-            block = Block.parse(raw)
-        with self._lock:
-            _, log = self._parts()
-            if self._invalidated is not None and block.hash in self._invalidated:
-                return BlockResult(block.hash, False, None, "duplicate-invalid: taken out with invalidateblock", "duplicate-invalid")
-            before = self.index.tip_hash
-            try:
-                return self._submit(block, raw)
-            finally:
-                log.sync()
-                self._notify(before)
-
     def invalidate_block(self, block_hash: bytes) -> None:
         """Take ``block_hash`` and its descendants out of the chain, as Core's
         ``invalidateblock``: the tip goes back to the block's parent (or the
@@ -511,67 +374,12 @@ class RegtestChain:
             finally:
                 self._notify(before)
 
-    def _build(self, prev: bytes, script: bytes, txs: Sequence[Tx], fees: int) -> Block:
-        height, times = ancestry(self.index, prev, self._parsed)
-        self._extra_nonce += 1
-        block_time = next_block_time(times, self._clock())
-        return build_block(prev, height + 1, block_time, script, txs, fees, self._extra_nonce)
-
     def _parsed(self, block_hash: bytes) -> Block:
         block = self._cache.get(block_hash)
         if block is None:
             _, log = self._parts()
             block = Block.parse(log.read(block_hash))
         return block
-
-    def _submit(self, block: Block, raw: bytes | None = None) -> BlockResult:
-        kernel, log = self._parts()
-        block_hash = block.hash
-        raw = block.serialize() if raw is None else raw
-        result: KernelResult = kernel.process(raw, block_hash)
-        if result.accepted or result.stored:
-            log.append(block_hash, raw)
-            self._cache[block_hash] = block
-            self._sync_index()
-            self._cache.clear()
-            if self.index.tip_hash == block_hash:
-                return BlockResult(block_hash, True, self.index.height)
-            if kernel.in_active_chain(block_hash):
-                return BlockResult(
-                    block_hash, True, self.index.hashes.index(block_hash)
-                )
-            return BlockResult(block_hash, False, None, stored=True)
-        return BlockResult(block_hash, False, None, result.reason, result.code)
-
-    def _sync_index(self) -> None:
-        """Walk the index to the kernel's active chain (reorgs included); update the mempool."""
-        kernel, _ = self._parts()
-        index = self.index
-        disconnected: list[Block] = []
-        while index.height >= 0 and (
-            index.height > kernel.height
-            or kernel.hash_at(index.height) != index.tip_hash
-        ):
-            block = self._parsed(index.tip_hash)
-            index.disconnect(block)
-            disconnected.append(block)
-        connected = 0
-        for height in range(index.height + 1, kernel.height + 1):
-            block_hash = kernel.hash_at(height)
-            assert block_hash is not None
-            index.connect(self._parsed(block_hash))
-            connected += 1
-        if disconnected or connected:
-            returning = [
-                tx
-                for block in reversed(disconnected)
-                for tx in block.txs
-                if not tx.is_coinbase
-            ]
-            waiting = self.mempool_txids()
-            self.mempool.revalidate(index, returning)
-            if self.mempool_txids() != waiting:
-                self._save_mempool()
 
     # -- faucet ---------------------------------------------------------------
 
