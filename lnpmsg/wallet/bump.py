@@ -39,15 +39,13 @@ from lnpmsg.wallet.feebump import (
     spend_weight,
     vsize,
 )
-from lnpmsg.wallet.spend import OwnCoin, dust_limit, sign
+from lnpmsg.wallet.spend import P2WPKH_TEMPLATE, OwnCoin, dust_limit, sign
 
 if TYPE_CHECKING:
     from lnpmsg.wallet.wallet import Wallet
 
 __all__ = ["Bump", "FeeBumping"]
 
-#: any P2WPKH script: the size and dust limit of the wallet's own outputs
-_P2WPKH_TEMPLATE = b"\x00\x14" + bytes(20)
 _CHANGE = 1
 
 
@@ -153,18 +151,18 @@ class FeeBumping:
                 key=lambda c: (-c.txout.amount_sat, c.outpoint),
             )
             while True:
-                child_vsize = vsize(spend_weight(len(coins), [_P2WPKH_TEMPLATE]))
+                child_vsize = vsize(spend_weight(len(coins), [P2WPKH_TEMPLATE]))
                 try:
                     child_fee = cpfp_child_fee(fee, tx.vsize, child_vsize, rate)
                 except ValueError as exc:
                     raise WalletError(f"{tx.txid_hex}: {exc}: ask for a higher rate", code="feerate") from None
                 value = sum(c.txout.amount_sat for c in coins) - child_fee
-                if value >= dust_limit(_P2WPKH_TEMPLATE):
+                if value >= dust_limit(P2WPKH_TEMPLATE):
                     break
                 if not extra:
                     raise WalletError(
                         f"the child would pay {child_fee} sat from {sum(c.txout.amount_sat for c in coins)} sat: its output "
-                        f"would be dust (below {dust_limit(_P2WPKH_TEMPLATE)} sat) and no other confirmed coin can help",
+                        f"would be dust (below {dust_limit(P2WPKH_TEMPLATE)} sat) and no other confirmed coin can help",
                         code="dust",
                     )
                 coins.append(extra.pop(0))
@@ -251,12 +249,12 @@ class FeeBumping:
         while True:
             total = sum(c.txout.amount_sat for c in coins)
             try:
-                fee = rbf_fee(old_fee, old.vsize, vsize(spend_weight(len(coins), [*scripts, _P2WPKH_TEMPLATE])), rate)
+                fee = rbf_fee(old_fee, old.vsize, vsize(spend_weight(len(coins), [*scripts, P2WPKH_TEMPLATE])), rate)
                 fee_without_change = rbf_fee(old_fee, old.vsize, vsize(spend_weight(len(coins), scripts)), rate)
             except ValueError as exc:
                 raise WalletError(f"{old.txid_hex}: {exc}: ask for a higher rate", code="feerate") from None
             change = total - paid - fee
-            if change >= dust_limit(_P2WPKH_TEMPLATE):
+            if change >= dust_limit(P2WPKH_TEMPLATE):
                 outputs = [*recipients, TxOut(change, change_script or self._new_change_script())]
                 break
             if total - paid >= fee_without_change:

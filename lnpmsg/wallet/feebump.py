@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from lnpmsg.wallet.spend import P2WPKH_INPUT_WEIGHT, TX_OVERHEAD_WEIGHT
+
 __all__ = [
     "INCREMENTAL_RELAY_SAT_PER_KVB",
     "cpfp_child_fee",
@@ -39,10 +41,6 @@ __all__ = [
 
 #: Bitcoin Core's incremental relay fee (BIP 125 rule 4), 1 sat/vB
 INCREMENTAL_RELAY_SAT_PER_KVB = 1000
-#: version + locktime + input and output counts (x4) + segwit marker and flag
-_OVERHEAD_WEIGHT = 10 * 4 + 2
-#: a P2WPKH input with a maximum-size signature (see ``lnpmsg.wallet.spend``)
-_P2WPKH_INPUT_WEIGHT = 41 * 4 + 108
 
 
 def sat_per_kvb(sat_per_vbyte: float) -> int:
@@ -78,7 +76,7 @@ def pays_more(fee_a: int, size_a: int, fee_b: int, size_b: int) -> bool:
 def spend_weight(n_p2wpkh_inputs: int, output_scripts: Iterable[bytes]) -> int:
     """The estimated weight of a transaction of the wallet: ``n`` P2WPKH inputs, these outputs."""
     outputs = sum(4 * (8 + 1 + len(script)) for script in output_scripts)
-    return _OVERHEAD_WEIGHT + n_p2wpkh_inputs * _P2WPKH_INPUT_WEIGHT + outputs
+    return TX_OVERHEAD_WEIGHT + n_p2wpkh_inputs * P2WPKH_INPUT_WEIGHT + outputs
 
 
 def cpfp_child_fee(parent_fee: int, parent_vsize: int, child_vsize: int, rate_sat_per_kvb: int) -> int:

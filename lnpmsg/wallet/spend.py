@@ -19,6 +19,7 @@ from lnpmsg.wallet.keys import DerivedKey
 __all__ = [
     "P2WPKH_INPUT_WEIGHT",
     "P2WPKH_OUTPUT_WEIGHT",
+    "P2WPKH_TEMPLATE",
     "TX_OVERHEAD_WEIGHT",
     "OwnCoin",
     "build_spend",
@@ -31,8 +32,8 @@ P2WPKH_INPUT_WEIGHT = 41 * 4 + 108
 P2WPKH_OUTPUT_WEIGHT = 31 * 4
 #: version + locktime + input and output counts (x4) + segwit marker and flag
 TX_OVERHEAD_WEIGHT = 10 * 4 + 2
-#: any P2WPKH script: what change outputs look like, for their dust limit
-_P2WPKH_TEMPLATE = b"\x00\x14" + bytes(20)
+#: any P2WPKH script: what the wallet's own outputs (change) look like, for their size and dust limit
+P2WPKH_TEMPLATE = b"\x00\x14" + bytes(20)
 
 
 def dust_limit(script_pubkey: bytes) -> int:
@@ -90,7 +91,7 @@ def build_spend(
             P2WPKH_OUTPUT_WEIGHT,
             P2WPKH_INPUT_WEIGHT,
             feerate,
-            dust_limit(_P2WPKH_TEMPLATE),
+            dust_limit(P2WPKH_TEMPLATE),
         )
         outputs = [TxOut(amount, script)]
         if selection.change_sat:
