@@ -265,7 +265,6 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             await onchain.resume()
             for channel in list(self._manager().channels.values()):
                 await self._watch(sub, channel)
-            await self._check_candidates()  # (a bumped funding: the version that confirmed while we were down)
             await self._check_depths()
             await self._check_double_spends_at_start()
             async with trio.open_nursery() as nursery:

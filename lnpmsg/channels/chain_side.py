@@ -251,8 +251,8 @@ class ChainSide:
         await self._check_depths()
 
     async def _check_depths(self) -> None:
-        """Tell each channel waiting for its funding how deep it is (with its short channel id). A bumped
-        funding's confirmed version is known first (``_check_candidates``: the callers run it before)."""
+        """Tell each channel waiting for its funding how deep it is (with its short channel id)."""
+        await self._check_candidates()  # (a bumped funding: the version that confirmed first)
         source = self.chain.source
         for channel in list(self._manager().channels.values()):
             s = channel.core.state
