@@ -7,14 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_channels_app import Pair, balances, chain, channels, only_channel, pay, running_pair, settled, wait_until
+from test_channels_app import TIMEOUT, Pair, balances, chain, channels, only_channel, pay, running_pair, settled, wait_until
 
 from lnpmsg.channels.messages import UpdateFulfillHtlc
 from lnpmsg.channels.messages_splice import SpliceInit
 from lnpmsg.channels.quiesce import is_quiescent, local_initiator
 from lnpmsg.channels.state import Phase
-from lnpmsg.testing import MemoryNetwork
-from lnpmsg.testing.nodes import running
+from lnpmsg.testing import MemoryNetwork, record_events
+from lnpmsg.testing.nodes import running, running_tasks
 from lnpmsg.wallet.calls import ChainAppError
 
 
@@ -59,6 +59,19 @@ async def test_quiescence_with_htlcs_in_flight_then_the_timer_disconnects(tmp_pa
         alice_msat = 1_000_000_000 - 200_000_000 - 30_000_000 + 10_000_000
         assert balances(alice)[:2] == (alice_msat, 1_000_000_000 - alice_msat)
         await pay(alice, bob, 5_000_000)  # and updates flow again
+
+
+@pytest.mark.trio
+async def test_a_quiescence_asked_for_and_reached_is_timed_once_on_each_side(tmp_path: Path) -> None:
+    """dev_quiesce starts the timer; the quiescence it leads to on the same connection starts no second one."""
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_and_connect(alice, bob)
+        await pair.open(alice, bob)
+        with record_events(alice) as alice_events, record_events(bob) as bob_events:
+            await channels(alice).dev_quiesce(only_channel(alice).channel_id.hex())
+            for events in (alice_events, bob_events):
+                await events.wait_for(lambda e: getattr(e, "topic", None) == "channel.quiescent", timeout=TIMEOUT)
+        assert running_tasks("QuiesceSide._end_quiescence_later") == 2  # Alice's (from her ask) and Bob's
 
 
 @pytest.mark.trio

@@ -174,6 +174,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
         #: zero-conf channels whose funding is not confirmed: the height we first saw them so
         self._unconfirmed_since: dict[str, int] = {}
         self._funding_unseen: set[str] = set()
+        self._quiescence_timed: dict[str, Any] = {}
         self._watch_in: trio.MemorySendChannel[Any] | None = None
         self.onchain: OnchainWatch | None = None
         #: the interface a payments app uses (add, settle, hear of HTLCs; our channels)

@@ -3,9 +3,10 @@
 The app offers the optional bit 35. ``channels.dev_quiesce`` [channel] asks a
 channel to quiesce (the core sends ``stfu`` once our updates are settled);
 the core's :class:`~.quiesce.Quiescent` event is published as
-``channel.quiescent``. Both start a timer: a channel still quiescing (or
-quiescent) on the same connection after :data:`~.quiesce.QUIESCENCE_TIMEOUT`
-seconds has its peer disconnected. BOLT 2 asks that of a quiescence with
+``channel.quiescent``. The first of them on a connection starts a timer (one
+per channel and connection: a quiescence we asked for is timed from the ask):
+a channel still quiescing (or quiescent) on the same connection after
+:data:`~.quiesce.QUIESCENCE_TIMEOUT` seconds has its peer disconnected. BOLT 2 asks that of a quiescence with
 HTLCs pending; as no protocol that ends quiescence otherwise (splicing) runs
 here yet, one that lasts that long is ended by disconnection whatever the
 HTLCs, and so is a request the peer leaves unanswered.
@@ -36,7 +37,8 @@ QUIESCE_BITS = (34, 35)
 
 class QuiesceSide:
     """``dev_quiesce`` and the quiescence timer; the app supplies ``node``, ``_channel``,
-    ``_manager``, ``_publish``, ``spawn`` and ``disconnect_peer``."""
+    ``_manager``, ``_publish``, ``spawn``, ``disconnect_peer`` and ``_quiescence_timed``
+    (channel key -> the Peer whose connection its running timer watches)."""
 
     node: Any
     _channel: Any
@@ -44,6 +46,7 @@ class QuiesceSide:
     _publish: Any
     spawn: Any
     disconnect_peer: Any
+    _quiescence_timed: dict[str, Any]
     #: seconds a channel may stay quiescent before its peer is disconnected (tests shorten it)
     quiescence_timeout: float = QUIESCENCE_TIMEOUT
 
@@ -59,7 +62,7 @@ class QuiesceSide:
         except (LocalMisuse, StoreWriteFailed) as exc:
             raise ChainAppError(f"cannot quiesce: {exc}", {"error": type(exc).__name__}) from exc
         sent = any(type(m).__name__ == "Stfu" for m in out.messages)
-        self.spawn(self._end_quiescence_later, target, peer)
+        self._time_quiescence(target, peer)
         return {"channel_id": target.channel_id.hex(), "stfu_sent": sent, "quiescent": is_quiescent(target.core.state)}
 
     def _quiesce_event(self, channel: ManagedChannel, event: Event | Quiescent) -> bool:
@@ -68,12 +71,23 @@ class QuiesceSide:
             return False
         log.info("channels: %s is quiescent (%s initiator)", channel.channel_id.hex(), "we are" if event.initiator else "the peer is")
         self._publish("channel.quiescent", channel, reason="initiator: local" if event.initiator else "initiator: remote")
-        self.spawn(self._end_quiescence_later, channel, self.node.peers.get(channel.peer_id))
+        self._time_quiescence(channel, self.node.peers.get(channel.peer_id))
         return True
+
+    def _time_quiescence(self, channel: ManagedChannel, peer: Any) -> None:
+        """Start the quiescence timer of ``channel`` on ``peer``'s connection, unless one runs already."""
+        if peer is None or self._quiescence_timed.get(channel.key) is peer:
+            return  # (no connection: nothing to end)
+        self._quiescence_timed[channel.key] = peer
+        self.spawn(self._end_quiescence_later, channel, peer)
 
     async def _end_quiescence_later(self, channel: ManagedChannel, peer: Any) -> None:
         """Disconnect the peer if the channel still quiesces on the same connection (the same Peer)."""
-        await trio.sleep(self.quiescence_timeout)
+        try:
+            await trio.sleep(self.quiescence_timeout)
+        finally:
+            if self._quiescence_timed.get(channel.key) is peer:
+                del self._quiescence_timed[channel.key]
         if peer is not None and self.node.peers.get(channel.peer_id) is peer and channel.core.state.quiesce is not None:
             log.warning("channels: %s still quiescing after %.0f s: disconnecting %s", channel.channel_id.hex(),
                         self.quiescence_timeout, channel.peer_id.hex())  # fmt: skip
