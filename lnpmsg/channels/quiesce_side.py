@@ -6,10 +6,15 @@ the core's :class:`~.quiesce.Quiescent` event is published as
 ``channel.quiescent``. The first of them on a connection starts a timer (one
 per channel and connection: a quiescence we asked for is timed from the ask):
 a channel still quiescing (or quiescent) on the same connection after
-:data:`~.quiesce.QUIESCENCE_TIMEOUT` seconds has its peer disconnected. BOLT 2 asks that of a quiescence with
-HTLCs pending; as no protocol that ends quiescence otherwise (splicing) runs
-here yet, one that lasts that long is ended by disconnection whatever the
-HTLCs, and so is a request the peer leaves unanswered.
+:data:`~.quiesce.QUIESCENCE_TIMEOUT` seconds has its peer disconnected.
+
+BOLT 2 says "MUST disconnect after 60 seconds of quiescence if the HTLCs are
+pending", and defines no message that ends quiescence: only the protocol
+run under it (splicing) ends it, or a disconnection. None runs here yet, so
+a quiescence that lasts that long is ended by disconnection whatever the
+HTLCs (the rule's case, and more: without HTLCs nothing forbids it, and a
+channel left quiescent could never carry an update again on this
+connection); so is a request the peer leaves unanswered.
 A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 
