@@ -157,6 +157,9 @@ async def test_announced_channel_reaches_a_third_node_and_routes(tmp_path: Path)
             assert 55 in Features.from_bytes(node_ann.features).bits() and 55 not in alice.local_features().bits()
             raw_bob = store.node_announcement(bob.node_id)
             assert raw_bob is not None and 55 not in Features.from_bytes(NodeAnnouncement.decode(raw_bob).features).bits()
+            # the gossip app's answer to "what did this node announce"
+            assert await gossip(carol).announced_features(alice.node_id) == Features.from_bytes(node_ann.features)
+            assert await gossip(carol).announced_features(carol.node_id) is None  # (no channel of Carol's is known)
 
             # Carol's routing graph has both policies and routes Carol -> Alice -> Bob.
             graph = gossip(carol).routing_graph

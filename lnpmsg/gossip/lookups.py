@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from lnpmsg._hex import parse_hex
 from lnpmsg.gossip.events import gossip_filter
 from lnpmsg.rpc.params import hex_param
-from lnpmsg.wire import ShortChannelId, WireError
+from lnpmsg.wire import Features, ShortChannelId, WireError
 
 if TYPE_CHECKING:
     from lnpmsg.gossip.app import GossipAppCounters
@@ -101,6 +101,13 @@ class GossipLookups:
 
     async def get_node(self, node_id: str | bytes) -> dict[str, Any] | None:
         return await self.astore.run(self.store.get_node, _node_id(node_id))
+
+    async def announced_features(self, node_id: str | bytes) -> Features | None:
+        """The features of the node's ``node_announcement`` in the store (None: no announcement of it known)."""
+        node = await self.get_node(node_id)
+        if node is None or not node.get("announced"):
+            return None
+        return Features.from_bytes(bytes.fromhex(node["features"]))
 
     async def get_channel(self, short_channel_id: str | int) -> dict[str, Any] | None:
         return await self.astore.run(self.store.get_channel, _scid_int(short_channel_id))

@@ -10,7 +10,7 @@ the message). The search walks backwards from X (the graph's
 at, and reads node features from the gossip store once per node.
 
 It reaches the gossip app by duck typing (``routing_graph`` and
-``get_node``), so this package imports no gossip code.
+``announced_features``), so this package imports no gossip code.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ async def find_path(
     if gossip is None:
         raise NoPath(f"{destination.hex()} is not a connected peer reading onion messages, and without gossip no path can be found")
     graph = gossip.routing_graph
-    supports = _feature_reader(gossip.get_node)
+    supports = _feature_reader(gossip.announced_features)
     if not await supports(destination):
         raise NoPath(f"{destination.hex()} does not announce onion messages (feature 38/39) in the gossip we have")
     # next_hop[n]: the node after n on the way to the destination
@@ -84,16 +84,15 @@ async def find_path(
     raise NoPath(f"no path to {destination.hex()} over nodes announcing onion messages, within {max_nodes} nodes")
 
 
-def _feature_reader(get_node: Callable[[bytes], Awaitable[dict[str, Any] | None]]) -> Callable[[bytes], Awaitable[bool]]:
+def _feature_reader(announced_features: Callable[[bytes], Awaitable[Features | None]]) -> Callable[[bytes], Awaitable[bool]]:
     """Does a node announce onion messages? One store read per node per search."""
     cache: dict[bytes, bool] = {}
 
     async def supports(node_id: bytes) -> bool:
         known = cache.get(node_id)
         if known is None:
-            row = await get_node(node_id)
-            features = (row or {}).get("features")
-            known = cache[node_id] = bool(features) and Features.from_bytes(bytes.fromhex(features)).supports(ONION_MESSAGES_BIT)
+            features = await announced_features(node_id)
+            known = cache[node_id] = features is not None and features.supports(ONION_MESSAGES_BIT)
         return known
 
     return supports

@@ -145,13 +145,8 @@ class Keysending:
     async def _announced_features(self: PaymentsApp, node_id: bytes) -> Features | None:
         """The features of ``node_id``'s node_announcement in the gossip app's store (None: no gossip app,
         or no announcement of it known)."""
-        get_node = getattr(self.node.apps.get("gossip"), "get_node", None)
-        if get_node is None:
-            return None
-        node = await get_node(node_id)
-        if node is None or not node.get("announced"):
-            return None
-        return Features.from_bytes(bytes.fromhex(node["features"]))
+        announced_features = getattr(self.node.apps.get("gossip"), "announced_features", None)
+        return None if announced_features is None else await announced_features(node_id)
 
     async def _keysend_received(self: PaymentsApp, ref: tuple[str, int], payment_hash: bytes, action: Spontaneous) -> None:
         """A keysend to us (:class:`Spontaneous`): recorded as a paid invoice, then fulfilled (persist, then send).
