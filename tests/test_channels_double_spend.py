@@ -39,6 +39,7 @@ from lnpmsg.channels.state import Phase
 from lnpmsg.node.node import Node
 from lnpmsg.testing import record_events
 from lnpmsg.testing.nodes import running
+from lnpmsg.wire import Error
 from lnpmsg.wallet.spend import sign_input
 
 
@@ -223,3 +224,47 @@ async def test_the_funders_error_before_the_fundee_read_the_block_broadcasts_no_
             following.set()
             assert failed.reason.startswith(DOUBLE_SPENT) and conflict.txid_hex in failed.reason  # not "peer: ..."
             assert failed.txid == ""  # no commitment broadcast
+
+
+@pytest.mark.trio
+async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_nothing_until_it_shows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The funder never broadcasts the funding of a zero-conf channel, then sends an ``error``: the fundee
+    (which lacks the funding transaction, and whose source has none) fails the channel but keeps its
+    commitment back; when the funding confirms after all, the commitment goes out."""
+    async with net(tmp_path) as base:
+        n = AliasNet(base.source, tmp_path)
+        a, b = n.node("a"), n.node("b", trusts=("a",))
+        async with running(a, b):
+            withheld: list[bytes] = []
+            broadcast = channels(a)._broadcast
+
+            async def withhold_funding(raw_tx: bytes, what: str) -> None:
+                if what == "funding":
+                    withheld.append(raw_tx)
+                else:
+                    await broadcast(raw_tx, what)
+
+            channels(a)._broadcast = withhold_funding  # type: ignore[method-assign]
+            await open_zeroconf(n, a, b)
+            await wait_until(lambda: the_channel(a, b).phase is Phase.NORMAL and the_channel(b, a).phase is Phase.NORMAL, "zero-conf ready")  # type: ignore[attr-defined]
+            ba = the_channel(b, a)
+            funding = Tx.parse(withheld[0])
+            assert await n.source.find_transaction(funding.txid) is None and ba.core.state.funding_tx is None  # type: ignore[attr-defined]
+            commitment = Tx.parse(ba.core.latest_commitment_tx())  # type: ignore[attr-defined]
+            with record_events(b) as b_events, caplog.at_level(logging.WARNING, logger="lnpmsg.channels.app"):
+                await a.peers[b.node_id].send(Error(channel_id=ba.channel_id, data=b"giving up").encode())  # type: ignore[attr-defined]
+                failed = await b_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.failed", timeout=TIMEOUT)
+            assert failed.reason == "peer: giving up" and failed.txid == ""  # nothing broadcast
+            assert any("not broadcasting the commitment" in r.getMessage() and funding.txid_hex in r.getMessage() for r in caplog.records)
+            assert not [r for r in caplog.records if "the commitment transaction" in r.getMessage()]  # (refused by the chain)
+            await n.source.mine(1)
+            assert await n.source.find_transaction(commitment.txid) is None
+            assert (await listed(b, a))["state"] == "failed"
+            # the funding confirms after all: B's commitment goes out
+            await n.source.broadcast(funding.raw)
+            await n.source.mine(1)
+            with trio.fail_after(TIMEOUT):
+                while await n.source.find_transaction(commitment.txid) is None:
+                    await trio.sleep(0.05)

@@ -175,6 +175,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
         self._unconfirmed_since: dict[str, int] = {}
         self._funding_unseen: set[str] = set()
         self._quiescence_timed: dict[str, Any] = {}
+        self._commitment_unfunded: set[str] = set()
         self._watch_in: trio.MemorySendChannel[Any] | None = None
         self.onchain: OnchainWatch | None = None
         #: the interface a payments app uses (add, settle, hear of HTLCs; our channels)
@@ -411,11 +412,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
                 if s.funder and s.funding_tx and s.local_commit is None:  # never signed, never broadcast
                     self._release_funding(s.funding_tx)
                 txid = ""
-                if event.commitment_tx is not None:
-                    # the monitor broadcasts our commitment (and its anchor child) and sweeps
+                if event.commitment_tx is not None and await self._commitment_failed(channel, event.commitment_tx):
                     txid = Tx.parse(event.commitment_tx).txid_hex
-                    if self.onchain is None or not await self.onchain.force_close(channel):
-                        await self._broadcast(event.commitment_tx, "commitment")
                 self._publish("channel.failed", channel, txid=txid, reason=event.reason)
             elif isinstance(event, WeAreBehind):
                 log.error("channels: the peer proved %s lost state: not broadcasting, waiting for theirs", channel.channel_id.hex())

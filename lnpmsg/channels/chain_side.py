@@ -9,6 +9,11 @@ single-funded zero-conf channel looks its funding transaction up at the chain so
 channel is ready, at start and at each block until found) to see its inputs too, and before it
 takes a peer's ``error`` on such a channel it reads the last blocks (the funder may have seen the
 double spend first: failed for it, the channel broadcasts no commitment that could never confirm).
+A channel failed while its funding is unconfirmed and its transaction unknown to us and to the
+chain source (the fundee's, the funder never broadcast it) keeps its commitment back (it would be
+refused: it spends an output that does not exist); at each block the source is asked again, and
+once the funding shows (waiting or mined) the commitment goes out. The wait is in memory: after a
+restart the channel's monitor rebroadcasts the commitment at each block (refused until then).
 A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 
@@ -58,6 +63,7 @@ class ChainSide:
     ``_funding_feerate`` (key -> the feerate asked) and ``_funding_errors`` (key -> why an open was abandoned)."""
 
     chain: Any
+    onchain: Any
     _manager: Any
     _send: Any
     _funding_feerate: dict[str, int | None]
@@ -65,6 +71,8 @@ class ChainSide:
     _unconfirmed_since: dict[str, int]
     #: channels whose funding the source did not have (logged once)
     _funding_unseen: set[str]
+    #: failed channels whose commitment waits for its funding to show at the chain source
+    _commitment_unfunded: set[str]
     _submit: Any
     _publish: Any
     spawn: Any
@@ -77,6 +85,51 @@ class ChainSide:
             log.info("channels: broadcast the %s transaction %s", what, txid[::-1].hex())
         except ChainError as exc:
             log.warning("channels: the chain refused the %s transaction: %s", what, exc)
+
+    async def _broadcast_commitment(self, channel: ManagedChannel, raw_tx: bytes) -> None:
+        """Our latest commitment of a failed channel on chain: its monitor broadcasts it (and its anchor
+        child) and sweeps; without a monitor it goes out as it is."""
+        if self.onchain is None or not await self.onchain.force_close(channel):
+            await self._broadcast(raw_tx, "commitment")
+
+    async def _funding_unknown(self, channel: ManagedChannel) -> bool:
+        """The funding is unconfirmed, we lack its transaction and the chain source has no trace of it
+        (not waiting, not mined, its output not seen): a commitment spending it would be refused."""
+        s = channel.core.state
+        if s.short_channel_id or s.funding_tx or s.funding_outpoint is None:
+            return False
+        source = self.chain.source
+        try:
+            return await source.find_transaction(s.funding_outpoint.txid) is None and await source.get_txout(s.funding_outpoint) is None
+        except ChainError as exc:
+            log.debug("channels: cannot look up the funding of %s: %s", channel.channel_id.hex(), exc)
+            return False  # (unknown whether it is known: the broadcast tells)
+
+    async def _commitment_failed(self, channel: ManagedChannel, raw_tx: bytes) -> bool:
+        """A failed channel's commitment: broadcast, or kept back while its funding is unknown to the chain
+        (False then)."""
+        if not await self._funding_unknown(channel):
+            await self._broadcast_commitment(channel, raw_tx)
+            return True
+        self._commitment_unfunded.add(channel.key)
+        outpoint = channel.core.state.funding_outpoint
+        log.warning("channels: not broadcasting the commitment of %s: its funding %s is unconfirmed and unknown to the "
+                    "chain source (nothing to spend); the channel is kept, and the commitment goes out if the funding "
+                    "appears", channel.channel_id.hex(), outpoint.txid_hex if outpoint else "-")  # fmt: skip
+        return False
+
+    async def _broadcast_funded_commitments(self) -> None:
+        """The commitments kept back for a funding unknown to the chain: those whose funding now shows go out."""
+        for key in sorted(self._commitment_unfunded):
+            channel = self._manager().channels.get(key)
+            commitment = channel.core.latest_commitment_tx() if channel is not None and channel.phase is Phase.FAILED else None
+            if commitment is None:
+                self._commitment_unfunded.discard(key)
+            elif not await self._funding_unknown(channel):
+                self._commitment_unfunded.discard(key)
+                log.warning("channels: the funding of the failed channel %s appeared: broadcasting our commitment %s",
+                            channel.channel_id.hex(), Tx.parse(commitment).txid_hex)  # fmt: skip
+                await self._broadcast_commitment(channel, commitment)
 
     async def _rebroadcast_closing(self, channel: ManagedChannel) -> None:
         """A close both signed whose funding is still unspent (a crash came before the broadcast): again."""
@@ -249,6 +302,8 @@ class ChainSide:
         await self._check_candidates()  # (before: a version of a bumped funding spends the others' inputs)
         await self._check_double_spends(height)
         await self._check_depths()
+        if self._commitment_unfunded:
+            await self._broadcast_funded_commitments()
 
     async def _check_depths(self) -> None:
         """Tell each channel waiting for its funding how deep it is (with its short channel id)."""
