@@ -1,5 +1,6 @@
 """The `lnpmsg node` command as a user runs it: a real process, real signals."""
 
+import argparse
 import os
 import signal
 import stat
@@ -8,6 +9,7 @@ import subprocess
 import pytest
 import trio
 
+from lnpmsg.cli import build_parser
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.testing.processes import lnpmsg_argv, start_node_process
@@ -99,6 +101,26 @@ def test_help_teaches(args):
             "examples:",
         ):
             assert option in result.stdout
+
+
+def test_every_argument_of_every_command_says_what_it_is():
+    """``lnpmsg COMMAND --help`` explains each argument (a bare ``node_id`` teaches nothing);
+    hidden options (``argparse.SUPPRESS``) excepted."""
+
+    def commands(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, (*path, name))
+        yield path, parser
+
+    unexplained = [
+        f"{' '.join(path)} {action.dest}"
+        for path, parser in commands(build_parser(), ())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not action.help
+    ]
+    assert unexplained == []
 
 
 def test_key_file_with_loose_permissions_is_refused(tmp_path):

@@ -93,7 +93,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     add("listfunds", "list the coins of the node's wallet (confirmed, and its own unconfirmed change)")
     add("getbalance", "show the wallet's satoshis: confirmed, unconfirmed change, immature, reserved")
     p = add("withdraw", "send coins from the node's wallet to an address (mine a block to confirm; the change can be spent at once)")
-    p.add_argument("address")
+    p.add_argument("address", help="the address to pay (the node's network: bcrt1... on regtest)")
     p.add_argument("amount", type=_amount, metavar="AMOUNT|all", help="satoshis, or 'all' (everything, less the fee)")
     p.add_argument("--feerate", type=int, metavar="PER_KW", help="fee rate in sat per 1000 weight units, 253 or more (250 = 1 sat/vB; default: the chain's estimate)")
     p = add(

@@ -139,7 +139,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--after", type=_node_id, metavar="ID", help="start after this node (to page through)")
     p.add_argument("--limit", type=_positive, default=1000, metavar="N", help="at most N nodes (default: %(default)s)")
     p = add("getnode", "show a node: its announcement and channels")
-    p.add_argument("node_id", type=_node_id, metavar="ID")
+    p.add_argument("node_id", type=_node_id, metavar="ID", help="the node's id (66 hex chars)")
     p = add("getchannel", "show a channel and its policies")
     p.add_argument("short_channel_id", type=_scid, metavar="SCID", help="BLOCKxTXxOUTPUT")
     add("stats", "show counts: the graph, the store, decisions and their reasons, relay, sync")

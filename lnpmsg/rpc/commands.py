@@ -96,7 +96,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("address", help="NODEID@host:port (or any peer address form)")
     p.add_argument("--reconnect", action="store_true", help="replace the live connection if the peer is already connected (default: keep it)")
     p = add("disconnect", "close the connection to a peer (exit 1 if it is not connected)")
-    p.add_argument("node_id")
+    p.add_argument("node_id", help="the peer's node id (66 hex chars, as listpeers shows it)")
     p = add("listpeers", "list connected peers (features, transport, traffic, ping round trip)")
     p.add_argument("node_id", nargs="?", help="only this peer (exit 1 if it is not connected)")
     p = add(
@@ -114,13 +114,13 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
             "peer's app handles the even one; sending an even type needs --even."
         ),
     )
-    p.add_argument("node_id")
+    p.add_argument("node_id", help="the connected peer to send it to (node id, 66 hex chars)")
     p.add_argument("type", type=int, help="message type, 32768..65535 (odd: peers without it ignore it)")
     p.add_argument("payload", nargs="?", default="", help="payload in hex (or text with --text); '-' reads it from stdin, '@FILE' from FILE")
     p.add_argument("--text", action="store_true", help="the payload is the bytes themselves (UTF-8 text on the command line), not hex")
     p.add_argument("--even", action="store_true", help="allow an even type (a peer without a handler for it closes the connection)")
     p = add("ping", "ping a peer and show the round trip")
-    p.add_argument("node_id")
+    p.add_argument("node_id", help="the connected peer to ping (node id, 66 hex chars)")
     p = add("signmessage", "sign a message with the node key; prints the zbase signature (lnd and Core Lightning check it)")
     p.add_argument("message", help="the text to sign (its UTF-8 bytes are signed)")
     p = add(
@@ -141,11 +141,11 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
         "stderr. Stop it with Ctrl-C (exit 130) or --count.",
         "topics:\n" + "\n".join(f"  {topic:<28}{text}" for topic, text in EVENT_TOPICS),
     )
-    p.add_argument("topics", nargs="*", metavar="TOPIC")
+    p.add_argument("topics", nargs="*", metavar="TOPIC", help="a topic or its start, e.g. channel. (repeatable; default: every event)")
     p.add_argument("--count", type=int, default=0, help="exit after this many events")
     add("stop", "stop the running node (returns once its process has exited)")
     p = add("call", "call any control method (e.g. an app's: rpc.call, pubsub.publish)")
-    p.add_argument("method")
+    p.add_argument("method", help="the control method, e.g. getinfo or channels.listchannels (an app's: APP.NAME)")
     p.add_argument("params", nargs="?", default=None, help="params as a JSON object or array")
 
 
