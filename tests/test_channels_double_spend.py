@@ -125,13 +125,21 @@ async def test_a_double_spent_zeroconf_funding_fails_the_channel_and_its_forward
             assert fwd["status"] == "failed"
             # B hears it from A's error (it cannot see the funding's inputs itself)
             await wait_until(lambda: the_channel(b, a).phase is Phase.FAILED, "B fails it too")  # type: ignore[attr-defined]
-        # a restart replays the records: the channel stays failed, with its reason
+        # a restart replays the records: the channel stays failed, with its reason, and its monitor
+        # does not take up a commitment that can never confirm
         a = n.node("a")
-        async with running(a):
-            await wait_until(lambda: channels(a).manager is not None and channels(a).running, "A started")  # type: ignore[attr-defined]
-            row = await listed(a, b)
-            assert row["state"] == "failed" and str(row["failure"]).startswith(DOUBLE_SPENT)
-            assert (await payments(a).listforwards())["forwards"][0]["status"] == "failed"
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="lnpmsg.channels"):
+            async with running(a):
+                await wait_until(lambda: channels(a).manager is not None and channels(a).running, "A started")  # type: ignore[attr-defined]
+                row = await listed(a, b)
+                assert row["state"] == "failed" and str(row["failure"]).startswith(DOUBLE_SPENT)
+                assert (await payments(a).listforwards())["forwards"][0]["status"] == "failed"
+                commitment = Tx.parse(the_channel(a, b).core.latest_commitment_tx())  # type: ignore[attr-defined]
+                await n.source.mine(1)
+                tip = (await n.source.tip()).height
+                await wait_until(lambda: channels(a).onchain.done_height == tip, "A's monitors read the block")  # type: ignore[attr-defined]
+                assert not [r for r in caplog.records if commitment.txid_hex in r.getMessage()]
 
 
 @pytest.mark.trio
@@ -232,11 +240,11 @@ async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_not
 ) -> None:
     """The funder never broadcasts the funding of a zero-conf channel, then sends an ``error``: the fundee
     (which lacks the funding transaction, and whose source has none) fails the channel but keeps its
-    commitment back; when the funding confirms after all, the commitment goes out."""
+    commitment back, also after a restart; when the funding confirms after all, the commitment goes out."""
     async with net(tmp_path) as base:
         n = AliasNet(base.source, tmp_path)
         a, b = n.node("a"), n.node("b", trusts=("a",))
-        async with running(a, b):
+        async with running(a):
             withheld: list[bytes] = []
             broadcast = channels(a)._broadcast
 
@@ -247,24 +255,37 @@ async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_not
                     await broadcast(raw_tx, what)
 
             channels(a)._broadcast = withhold_funding  # type: ignore[method-assign]
-            await open_zeroconf(n, a, b)
-            await wait_until(lambda: the_channel(a, b).phase is Phase.NORMAL and the_channel(b, a).phase is Phase.NORMAL, "zero-conf ready")  # type: ignore[attr-defined]
-            ba = the_channel(b, a)
-            funding = Tx.parse(withheld[0])
-            assert await n.source.find_transaction(funding.txid) is None and ba.core.state.funding_tx is None  # type: ignore[attr-defined]
-            commitment = Tx.parse(ba.core.latest_commitment_tx())  # type: ignore[attr-defined]
-            with record_events(b) as b_events, caplog.at_level(logging.WARNING, logger="lnpmsg.channels.app"):
-                await a.peers[b.node_id].send(Error(channel_id=ba.channel_id, data=b"giving up").encode())  # type: ignore[attr-defined]
-                failed = await b_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.failed", timeout=TIMEOUT)
-            assert failed.reason == "peer: giving up" and failed.txid == ""  # nothing broadcast
-            assert any("not broadcasting the commitment" in r.getMessage() and funding.txid_hex in r.getMessage() for r in caplog.records)
-            assert not [r for r in caplog.records if "the commitment transaction" in r.getMessage()]  # (refused by the chain)
-            await n.source.mine(1)
-            assert await n.source.find_transaction(commitment.txid) is None
-            assert (await listed(b, a))["state"] == "failed"
-            # the funding confirms after all: B's commitment goes out
-            await n.source.broadcast(funding.raw)
-            await n.source.mine(1)
-            with trio.fail_after(TIMEOUT):
-                while await n.source.find_transaction(commitment.txid) is None:
-                    await trio.sleep(0.05)
+            async with running(b):
+                await open_zeroconf(n, a, b)
+                await wait_until(lambda: the_channel(a, b).phase is Phase.NORMAL and the_channel(b, a).phase is Phase.NORMAL, "zero-conf ready")  # type: ignore[attr-defined]
+                ba = the_channel(b, a)
+                funding = Tx.parse(withheld[0])
+                assert await n.source.find_transaction(funding.txid) is None and ba.core.state.funding_tx is None  # type: ignore[attr-defined]
+                commitment = Tx.parse(ba.core.latest_commitment_tx())  # type: ignore[attr-defined]
+                with record_events(b) as b_events, caplog.at_level(logging.WARNING, logger="lnpmsg.channels.app"):
+                    await a.peers[b.node_id].send(Error(channel_id=ba.channel_id, data=b"giving up").encode())  # type: ignore[attr-defined]
+                    failed = await b_events.wait_for(lambda e: isinstance(e, ChannelEvent) and e.topic == "channel.failed", timeout=TIMEOUT)
+                assert failed.reason == "peer: giving up" and failed.txid == ""  # nothing broadcast
+                assert any("not broadcasting the commitment" in r.getMessage() and funding.txid_hex in r.getMessage() for r in caplog.records)
+                assert not [r for r in caplog.records if "the commitment transaction" in r.getMessage()]  # (refused by the chain)
+                await n.source.mine(1)
+                assert await n.source.find_transaction(commitment.txid) is None
+                assert (await listed(b, a))["state"] == "failed"
+            # a restart keeps it back too: B's monitor tries no broadcast at the blocks that come
+            caplog.clear()
+            b = n.node("b", trusts=("a",))
+            with caplog.at_level(logging.DEBUG, logger="lnpmsg.channels"):
+                async with running(b):
+                    await wait_until(lambda: channels(b).onchain is not None and channels(b).onchain.done_height is not None, "B follows the chain")  # type: ignore[attr-defined]
+                    assert any("still waits for its funding" in r.getMessage() for r in caplog.records)
+                    await n.source.mine(1)
+                    tip = (await n.source.tip()).height
+                    await wait_until(lambda: channels(b).onchain.done_height == tip, "B's monitors read the block")  # type: ignore[attr-defined]
+                    assert not [r for r in caplog.records if commitment.txid_hex in r.getMessage()]
+                    # the funding confirms after all: B's commitment goes out
+                    await n.source.broadcast(funding.raw)
+                    await n.source.mine(1)
+                    with trio.fail_after(TIMEOUT):
+                        while await n.source.find_transaction(commitment.txid) is None:
+                            await trio.sleep(0.05)
+                    assert any("appeared: broadcasting our commitment" in r.getMessage() for r in caplog.records)

@@ -264,7 +264,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             self.reconnector.start()
         await self.write_backup()
         async with source.subscribe() as sub, source.subscribe(start_height=onchain.start_height()) as monitor_sub:
-            await onchain.resume()
+            await self._hold_unfunded_commitments()
+            await onchain.resume(keep_back=self._commitment_unfunded)
             for channel in list(self._manager().channels.values()):
                 await self._watch(sub, channel)
             await self._check_depths()

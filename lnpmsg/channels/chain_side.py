@@ -12,8 +12,8 @@ double spend first: failed for it, the channel broadcasts no commitment that cou
 A channel failed while its funding is unconfirmed and its transaction unknown to us and to the
 chain source (the fundee's, the funder never broadcast it) keeps its commitment back (it would be
 refused: it spends an output that does not exist); at each block the source is asked again, and
-once the funding shows (waiting or mined) the commitment goes out. The wait is in memory: after a
-restart the channel's monitor rebroadcasts the commitment at each block (refused until then).
+once the funding shows (waiting or mined) the commitment goes out; at start the failed channels
+are looked at again (their monitors broadcast nothing meanwhile).
 A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 
@@ -117,6 +117,17 @@ class ChainSide:
                     "chain source (nothing to spend); the channel is kept, and the commitment goes out if the funding "
                     "appears", channel.channel_id.hex(), outpoint.txid_hex if outpoint else "-")  # fmt: skip
         return False
+
+    async def _hold_unfunded_commitments(self) -> None:
+        """At start: the failed channels whose commitment still waits for its funding to show."""
+        for channel in list(self._manager().channels.values()):
+            s = channel.core.state
+            if channel.phase is not Phase.FAILED or s.short_channel_id or s.funding_tx or channel.core.latest_commitment_tx() is None:
+                continue
+            if await self._funding_unknown(channel):
+                self._commitment_unfunded.add(channel.key)
+                log.warning("channels: the commitment of the failed channel %s still waits for its funding %s to appear at "
+                            "the chain source", channel.channel_id.hex(), s.funding_outpoint.txid_hex if s.funding_outpoint else "-")  # fmt: skip
 
     async def _broadcast_funded_commitments(self) -> None:
         """The commitments kept back for a funding unknown to the chain: those whose funding now shows go out."""

@@ -43,7 +43,7 @@ records above in ``<key>.seen`` (JSON, replaced atomically).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from lnpmsg.node.full_disk import cannot
 from lnpmsg.rpc.params import hex_param
 from lnpmsg.wallet.app import ChainAppError
 
+from .double_spend import double_spent
 from .errors import ChannelError, ChannelStoreError, LocalMisuse
 from .inputs import ForceClose
 from .manager import ManagedChannel
@@ -344,11 +345,12 @@ class OnchainWatch:
         starts = [w.start_height if w.monitor.height is None else w.monitor.height + 1 for w in self.watched.values()]
         return min(starts) if starts else None
 
-    async def resume(self) -> None:
-        """At start: keep broadcasting the commitments of failed channels not yet resolved."""
+    async def resume(self, keep_back: Collection[str] = ()) -> None:
+        """At start: keep broadcasting the commitments of failed channels not yet resolved, but those
+        of ``keep_back`` (channel keys: a funding the chain does not have) and of a double-spent funding."""
         for watched in list(self.watched.values()):
             state = watched.channel.core.state
-            if watched.channel.phase is Phase.FAILED and not state.behind:
+            if watched.channel.phase is Phase.FAILED and not state.behind and not double_spent(state) and watched.channel.key not in keep_back:
                 try:
                     events = watched.monitor.force_close()
                 except MonitorError:
