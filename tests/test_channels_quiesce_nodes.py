@@ -75,6 +75,27 @@ async def test_a_quiescence_asked_for_and_reached_is_timed_once_on_each_side(tmp
 
 
 @pytest.mark.trio
+async def test_a_quiescence_without_htlcs_also_ends_with_a_disconnection(tmp_path: Path) -> None:
+    """BOLT 2 requires the disconnection with HTLCs pending; with none it is done too, as nothing
+    else would ever end the quiescence (no protocol that runs under it is implemented)."""
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_and_connect(alice, bob)
+        await pair.open(alice, bob)
+        a, b = only_channel(alice), only_channel(bob)
+        for app in (channels(alice), channels(bob)):
+            app.quiescence_timeout = 1.0
+        await channels(bob).dev_quiesce(a.channel_id.hex())
+        await wait_until(lambda: is_quiescent(a.core.state) and is_quiescent(b.core.state), "quiescence")
+        assert balances(alice)[2] == 0 and balances(bob)[2] == 0  # no HTLC
+        await wait_until(lambda: not a.core.state.connected or not b.core.state.connected, "the disconnection")
+        if alice.peers.get(bob.node_id) is None:
+            await bob.connect(alice.addresses[0])
+        await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+        assert a.core.state.quiesce is None and b.core.state.quiesce is None
+        await pay(alice, bob, 1_000_000)
+
+
+@pytest.mark.trio
 async def test_a_splice_init_after_quiescence_fails_the_connection_and_the_channel_goes_on(tmp_path: Path) -> None:
     """Splicing is not implemented: a peer that sends splice_init anyway (type 80, even, not
     registered) loses the connection; quiescence ends with it and the channel works again."""
