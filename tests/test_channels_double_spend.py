@@ -234,6 +234,21 @@ async def test_the_funders_error_before_the_fundee_read_the_block_broadcasts_no_
             assert failed.txid == ""  # no commitment broadcast
 
 
+def withhold_funding(funder: Node) -> list[bytes]:
+    """The funder's channel app broadcasts no funding from now on: each one goes to the list returned."""
+    withheld: list[bytes] = []
+    broadcast = channels(funder)._broadcast
+
+    async def withhold(raw_tx: bytes, what: str) -> None:
+        if what == "funding":
+            withheld.append(raw_tx)
+        else:
+            await broadcast(raw_tx, what)
+
+    channels(funder)._broadcast = withhold  # type: ignore[method-assign]
+    return withheld
+
+
 @pytest.mark.trio
 async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_nothing_until_it_shows(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -245,16 +260,7 @@ async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_not
         n = AliasNet(base.source, tmp_path)
         a, b = n.node("a"), n.node("b", trusts=("a",))
         async with running(a):
-            withheld: list[bytes] = []
-            broadcast = channels(a)._broadcast
-
-            async def withhold_funding(raw_tx: bytes, what: str) -> None:
-                if what == "funding":
-                    withheld.append(raw_tx)
-                else:
-                    await broadcast(raw_tx, what)
-
-            channels(a)._broadcast = withhold_funding  # type: ignore[method-assign]
+            withheld = withhold_funding(a)
             async with running(b):
                 await open_zeroconf(n, a, b)
                 await wait_until(lambda: the_channel(a, b).phase is Phase.NORMAL and the_channel(b, a).phase is Phase.NORMAL, "zero-conf ready")  # type: ignore[attr-defined]
@@ -289,3 +295,22 @@ async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_not
                         while await n.source.find_transaction(commitment.txid) is None:
                             await trio.sleep(0.05)
                     assert any("appeared: broadcasting our commitment" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.trio
+async def test_a_force_close_on_a_funding_the_chain_never_saw_says_the_commitment_waits(tmp_path: Path) -> None:
+    async with net(tmp_path) as base:
+        n = AliasNet(base.source, tmp_path)
+        a, b = n.node("a"), n.node("b", trusts=("a",))
+        async with running(a, b):
+            withheld = withhold_funding(a)
+            await open_zeroconf(n, a, b)
+            await wait_until(lambda: the_channel(a, b).phase is Phase.NORMAL and the_channel(b, a).phase is Phase.NORMAL, "zero-conf ready")  # type: ignore[attr-defined]
+            closed = await channels(b).closechannel(the_channel(b, a).channel_id.hex(), force=True)  # type: ignore[attr-defined]
+            assert closed["state"] == "failed" and closed["commitment_waits_for_funding"] is True
+            assert await n.source.find_transaction(bytes.fromhex(closed["commitment_txid"])[::-1]) is None
+            await n.source.broadcast(withheld[0])
+            await n.source.mine(1)
+            with trio.fail_after(TIMEOUT):
+                while await n.source.find_transaction(bytes.fromhex(closed["commitment_txid"])[::-1]) is None:
+                    await trio.sleep(0.05)

@@ -515,10 +515,12 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
     async def closechannel(self, channel: str, feerate: int | None = None, destination: str | None = None,
                            force: bool = False) -> dict[str, Any]:  # fmt: skip
         """Close CHANNEL cooperatively (shutdown, then closing_signed); returns the closing txid once both signed.
-        FORCE: go on chain with our latest commitment at once (the monitor sweeps after the delays)."""
+        FORCE: go on chain with our latest commitment at once (the monitor sweeps after the delays;
+        ``commitment_waits_for_funding``: kept back until the chain sees the unconfirmed funding)."""
         target = self._channel(channel)
         if force:
-            return await self._onchain().force_close_command(self._manager(), target, self._describe(target))
+            result = await self._onchain().force_close_command(self._manager(), target, self._describe(target))
+            return result | {"commitment_waits_for_funding": target.key in self._commitment_unfunded}
         if feerate is None:
             try:
                 feerate = max(await self.chain.source.estimate_feerate(), 253)

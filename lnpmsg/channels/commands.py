@@ -192,7 +192,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             params["force"] = True
         return "channels.closechannel", params, lambda r: print(
             f"channel {r['channel_id']} {r['state']}" + (f": closing transaction {r['closing_txid']}" if r.get("closing_txid") else "")
-            + (f": commitment {r['commitment_txid']} broadcast" if r.get("commitment_txid") else "")
+            + (f": commitment {r['commitment_txid']} " + ("kept back until the chain sees the funding" if r.get("commitment_waits_for_funding")
+                                                           else "broadcast") if r.get("commitment_txid") else "")  # fmt: skip
         )
     if args.command == "exportchannelbackup":
         params = {"file": str(args.file.resolve())} if args.file else {}
