@@ -123,6 +123,27 @@ def test_every_argument_of_every_command_says_what_it_is():
     assert unexplained == []
 
 
+def test_subscribe_help_lists_the_topics_the_node_publishes():
+    from lnpmsg.gossip import events as gossip_events
+    from lnpmsg.node import events as node_events
+    from lnpmsg.wallet.app import ChainTip
+
+    (commands,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = commands.choices["subscribe"].format_help()
+    topics = {ChainTip.topic, "onion_message.received"} | {
+        kind.topic for module in (node_events, gossip_events) for kind in vars(module).values()
+        if isinstance(kind, type) and isinstance(getattr(kind, "topic", None), str)
+    }
+    # the families whose topic is a field: channel.* (ChannelEvent), onchain.*, invoice.* and payment.*
+    topics |= {"channel.opened", "channel.quiescent", "channel.failed", "onchain.commitment", "invoice.paid", "payment.forwarded"}
+
+    def listed(topic: str) -> bool:  # by its name, or as ".name" in the row of its family ("channel.")
+        family, _, name = topic.partition(".")
+        return topic in text or (bool(name) and f"{family}." in text and f".{name}" in text)
+
+    assert {t for t in topics if not listed(t)} == set()
+
+
 def test_key_file_with_loose_permissions_is_refused(tmp_path):
     key = tmp_path / "key"
     key.write_text("22" * 32)
