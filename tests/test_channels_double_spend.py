@@ -35,6 +35,7 @@ from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import ChannelFailed
 from lnpmsg.channels.records import restore
 from lnpmsg.channels.app import ChannelEvent
+from lnpmsg.channels.commands import _print_channel
 from lnpmsg.channels.state import Phase
 from lnpmsg.node.node import Node
 from lnpmsg.testing import record_events
@@ -251,7 +252,7 @@ def withhold_funding(funder: Node) -> list[bytes]:
 
 @pytest.mark.trio
 async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_nothing_until_it_shows(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The funder never broadcasts the funding of a zero-conf channel, then sends an ``error``: the fundee
     (which lacks the funding transaction, and whose source has none) fails the channel but keeps its
@@ -276,7 +277,10 @@ async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_not
                 assert not [r for r in caplog.records if "the commitment transaction" in r.getMessage()]  # (refused by the chain)
                 await n.source.mine(1)
                 assert await n.source.find_transaction(commitment.txid) is None
-                assert (await listed(b, a))["state"] == "failed"
+                row = await listed(b, a)
+                assert row["state"] == "failed" and row["commitment_waits_for_funding"] is True
+                _print_channel(row)
+                assert "our commitment is kept back until the chain sees the funding" in capsys.readouterr().out
             # a restart keeps it back too: B's monitor tries no broadcast at the blocks that come
             caplog.clear()
             b = n.node("b", trusts=("a",))
@@ -295,6 +299,7 @@ async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_not
                         while await n.source.find_transaction(commitment.txid) is None:
                             await trio.sleep(0.05)
                     assert any("appeared: broadcasting our commitment" in r.getMessage() for r in caplog.records)
+                    assert (await listed(b, a))["commitment_waits_for_funding"] is False
 
 
 @pytest.mark.trio

@@ -510,6 +510,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
         result = describe(channel)
         if self.onchain is not None:
             result["onchain"] = self.onchain.status(channel)
+        result["commitment_waits_for_funding"] = channel.key in self._commitment_unfunded
         return result
 
     async def closechannel(self, channel: str, feerate: int | None = None, destination: str | None = None,

@@ -113,6 +113,8 @@ def _print_channel(c: dict[str, Any]) -> None:
         print("    we lost channel state (the peer proved it): not broadcasting ours, waiting for the peer's commitment")
     elif c.get("failure"):
         print(f"    failed: {c['failure']}")
+    if c.get("commitment_waits_for_funding"):
+        print("    our commitment is kept back until the chain sees the funding (it spends nothing yet)")
     onchain = c.get("onchain")
     if onchain and onchain.get("state") != "open":
         commitment = onchain.get("commitment")
