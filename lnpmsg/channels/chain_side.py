@@ -124,6 +124,9 @@ class ChainSide:
             s = channel.core.state
             if channel.phase is not Phase.FAILED or s.short_channel_id or s.funding_tx or channel.core.latest_commitment_tx() is None:
                 continue
+            status = self.onchain.status(channel) if self.onchain is not None else None
+            if status is not None and status["state"] != "open":
+                continue  # its monitor saw the funding spent: the chain had it after all
             if await self._funding_unknown(channel):
                 self._commitment_unfunded.add(channel.key)
                 log.warning("channels: the commitment of the failed channel %s still waits for its funding %s to appear at "
