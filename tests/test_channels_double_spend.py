@@ -252,7 +252,7 @@ def withhold_funding(funder: Node) -> list[bytes]:
 
 @pytest.mark.trio
 async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_nothing_until_it_shows(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The funder never broadcasts the funding of a zero-conf channel, then sends an ``error``: the fundee
     (which lacks the funding transaction, and whose source has none) fails the channel but keeps its
@@ -300,6 +300,25 @@ async def test_the_funders_error_on_a_funding_the_chain_never_saw_broadcasts_not
                             await trio.sleep(0.05)
                     assert any("appeared: broadcasting our commitment" in r.getMessage() for r in caplog.records)
                     assert (await listed(b, a))["commitment_waits_for_funding"] is False
+                    await n.source.mine(1)
+                    await wait_until(lambda: channels(b).onchain.status(the_channel(b, a))["state"] != "open", "B's monitor sees the commitment")  # type: ignore[attr-defined]
+            # a source without a transaction index (bitcoind without -txindex) finds neither the mined
+            # funding nor its spent output: once the monitor has read the spend again, the wait ends
+            async def mempool_only(txid: bytes) -> bytes | None:
+                return None  # (nothing of the channel waits in the mempool any more)
+
+            monkeypatch.setattr(n.source, "find_transaction", mempool_only)
+            caplog.clear()
+            b = n.node("b", trusts=("a",))
+            with caplog.at_level(logging.INFO, logger="lnpmsg.channels"):
+                async with running(b):
+                    await wait_until(lambda: channels(b).manager is not None and channels(b).onchain is not None
+                                     and channels(b).onchain.status(the_channel(b, a)) is not None
+                                     and channels(b).onchain.status(the_channel(b, a))["state"] != "open", "B's monitor read the spend")  # type: ignore[attr-defined]
+                    await n.source.mine(1)
+                    with trio.fail_after(TIMEOUT):
+                        while (await listed(b, a))["commitment_waits_for_funding"]:
+                            await trio.sleep(0.05)
 
 
 @pytest.mark.trio

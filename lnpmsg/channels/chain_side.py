@@ -124,9 +124,6 @@ class ChainSide:
             s = channel.core.state
             if channel.phase is not Phase.FAILED or s.short_channel_id or s.funding_tx or channel.core.latest_commitment_tx() is None:
                 continue
-            status = self.onchain.status(channel) if self.onchain is not None else None
-            if status is not None and status["state"] != "open":
-                continue  # its monitor saw the funding spent: the chain had it after all
             if await self._funding_unknown(channel):
                 self._commitment_unfunded.add(channel.key)
                 log.warning("channels: the commitment of the failed channel %s still waits for its funding %s to appear at "
@@ -137,7 +134,10 @@ class ChainSide:
         for key in sorted(self._commitment_unfunded):
             channel = self._manager().channels.get(key)
             commitment = channel.core.latest_commitment_tx() if channel is not None and channel.phase is Phase.FAILED else None
-            if commitment is None:
+            status = self.onchain.status(channel) if self.onchain is not None and channel is not None else None
+            if commitment is None or (status is not None and status["state"] != "open"):
+                # (its monitor saw the funding spent: the chain had it after all, which a source without a
+                # transaction index cannot tell once the funding is mined and spent)
                 self._commitment_unfunded.discard(key)
             elif not await self._funding_unknown(channel):
                 self._commitment_unfunded.discard(key)
