@@ -804,9 +804,10 @@ async def test_peer_that_stops_reading_holds_our_sender_back(ctx: Ctx, endpoint:
     # libzmq's high-water mark (memory stays bounded) instead of piling up,
     # our credit grants wait for the flush task, and all of it flows once the
     # peer reads again. A peer that reads nothing answers no heartbeat either
-    # (ours wait behind the data): FAST's 2 s would cut it on a loaded machine
-    # before it reads again, so here heartbeats allow as long as the test.
-    transport = ZmqTransport(ctx, dataclasses.replace(FAST, heartbeat_timeout=HANG_GUARD))
+    # (ours wait behind the data), and it sends nothing while our sender fills
+    # its queue: FAST's 2 s heartbeat and 5 s idle limits would cut it on a
+    # loaded machine before it reads again, so here both allow as long as the test.
+    transport = ZmqTransport(ctx, dataclasses.replace(FAST, heartbeat_timeout=HANG_GUARD, idle_timeout=HANG_GUARD))
     total = 1500
     frame = b"z" * 32_000
     sent = 0
