@@ -67,6 +67,8 @@ CORES = [
     "lnpmsg.payments.onion",
     *_modules("onion_messages"),
     *(f"lnpmsg.payments.onion.{p.stem}" for p in sorted((ROOT / "payments" / "onion").glob("*.py")) if p.stem != "__init__"),
+    "lnpmsg.payments.bolt12",
+    *(f"lnpmsg.payments.bolt12.{p.stem}" for p in sorted((ROOT / "payments" / "bolt12").glob("*.py")) if p.stem not in ("__init__", *SHELL_NAMES)),
     "lnpmsg.rpc.control_proto",
     "lnpmsg.rpc.params",
     # the transport interface and the one address syntax (the CLI parses addresses without the I/O)
