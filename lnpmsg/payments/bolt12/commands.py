@@ -1,0 +1,131 @@
+"""The ``lnpmsg`` subcommands of the offers app (:mod:`lnpmsg.payments.bolt12.app`).
+
+``offer AMOUNT_MSAT|any --description TEXT``, ``listoffers``, ``disableoffer OFFER_ID`` and
+``fetchinvoice OFFER`` call the ``offers.*`` methods of the running node (``pay lno1...`` is
+the payments command's); ``decodeoffer`` reads an offer, invoice request or invoice offline.
+Human output or ``--json``; exit 0, 1 on an error, 3 when no node runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lnpmsg.payments.commands import _msat
+from lnpmsg.rpc import commands as control_commands
+
+__all__ = ["COMMANDS", "add_commands", "run_command"]
+
+COMMANDS = frozenset({"offer", "listoffers", "disableoffer", "fetchinvoice", "decodeoffer"})
+
+
+def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
+    """Add the offers subcommands to the ``lnpmsg`` parser."""
+
+    def add(name: str, help_text: str, *, node: bool = True) -> argparse.ArgumentParser:
+        needs = " Needs a node started with a chain and onion messages ('lnpmsg node --chain regtest')." if node else ""
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}.{needs}")
+        parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
+        if node:
+            parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
+            parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the node (default: %(default)s)")
+            control_commands.add_wait_option(parser)
+        return parser
+
+    p = add("offer", "make a BOLT 12 offer (lno1...): a reusable payment code; each payer fetches its own invoice over onion messages")
+    p.add_argument("amount_msat", type=_msat, metavar="AMOUNT_MSAT", help="millisatoshis (per item), or 'any' to let the payer choose")
+    p.add_argument("--description", metavar="TEXT", help="what it is for (required with an amount)")
+    p.add_argument("--label", metavar="LABEL", help="a unique name for it (listoffers shows it)")
+    p.add_argument("--issuer", metavar="TEXT", help="who issues it (e.g. a domain)")
+    p.add_argument("--quantity-max", type=int, metavar="N", help="sell up to N items in one invoice (0: any number)")
+    p.add_argument("--expiry", type=int, metavar="S", help="answer invoice requests for S seconds from now (default: until disableoffer)")
+    p.add_argument("--blinded-path", action="store_true", help="also reachable along a blinded path through a peer that reads onion "
+                   "messages (payers that cannot reach this node directly use it)")  # fmt: skip
+    p.add_argument("--introduction", metavar="NODEID", help="the peer to introduce the blinded path (implies --blinded-path)")
+    add("listoffers", "list our offers: text, amount, whether still answered, invoices given")
+    p = add("disableoffer", "stop answering an offer's invoice requests (invoices already given stay payable)")
+    p.add_argument("offer_id", metavar="OFFER_ID", help="the offer's id (listoffers)")
+    p = add("fetchinvoice", "request an invoice for a BOLT 12 offer over onion messages, and check it (without paying)")
+    p.add_argument("offer", metavar="OFFER", help="the offer (lno1...)")
+    p.add_argument("--amount-msat", type=_msat, metavar="N", help="the amount, for an offer without one (or to pay more)")
+    p.add_argument("--quantity", type=int, metavar="N", help="how many items, for an offer that sells several")
+    p.add_argument("--payer-note", metavar="TEXT", help="a note for the issuer, carried in the invoice")
+    p = add("decodeoffer", "decode a BOLT 12 offer (lno1), invoice request (lnr1) or invoice (lni1), checking what can be checked offline", node=False)
+    p.add_argument("text", metavar="STRING", help="the lno1/lnr1/lni1 string")
+
+
+def _print_offer(r: dict[str, Any]) -> None:
+    amount = "any amount" if r["amount_msat"] is None else f"{r['amount_msat']} msat"
+    state = "active" if r["active"] else "disabled"
+    print(f"{r['offer_id']} ({r['label'] or 'no label'}, {amount}, {state}, {r['invoices']} invoice(s)): {r['description'] or ''}")
+    print(f"    {r['bolt12']}")
+
+
+def _print_offers(r: dict[str, Any]) -> None:
+    for o in r["offers"]:
+        _print_offer(o)
+    if not r["offers"]:
+        print("no offers")
+
+
+def _print_invoice(r: dict[str, Any]) -> None:
+    print(r["invoice"])
+    print(f"{r['amount_msat']} msat, hash {r['payment_hash']}, from {r['node_id']}, payable until {r['expires_at']} ({r['blinded_paths']} blinded path(s))")
+
+
+def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
+    if args.command == "offer":
+        params: dict[str, Any] = {"amount_msat": args.amount_msat}
+        for name in ("description", "label", "issuer", "quantity_max", "expiry", "introduction"):
+            if getattr(args, name) is not None:
+                params[name] = getattr(args, name)
+        if args.blinded_path:
+            params["blinded_path"] = True
+        return "offers.create", params, _print_offer
+    if args.command == "listoffers":
+        return "offers.list", {}, _print_offers
+    if args.command == "disableoffer":
+        return "offers.disable", {"offer_id": args.offer_id}, _print_offer
+    if args.command == "fetchinvoice":
+        params = {"offer": args.offer}
+        for name in ("amount_msat", "quantity", "payer_note"):
+            if getattr(args, name) is not None:
+                params[name] = getattr(args, name)
+        return "offers.fetchinvoice", params, _print_invoice
+    raise ValueError(f"not an offers command: {args.command}")
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from lnpmsg.payments.bolt12 import Bolt12Error, decode_invoice, decode_invoice_request, decode_offer
+    from lnpmsg.payments.bolt12.strings import decode_string
+
+    readers = {"lno": decode_offer, "lnr": decode_invoice_request, "lni": decode_invoice}
+    try:
+        prefix, _ = decode_string(args.text.strip())
+        if prefix not in readers:
+            raise Bolt12Error(f"prefix {prefix!r}: not an offer (lno), invoice request (lnr) or invoice (lni)", "wrong_prefix")
+        decoded = readers[prefix](args.text.strip())
+    except Bolt12Error as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc), "code": exc.code}))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return control_commands.EXIT_FAILED
+    result = {"type": {"lno": "offer", "lnr": "invoice_request", "lni": "invoice"}[prefix], **decoded.to_dict()}
+    if prefix == "lno":
+        result["offer_id"] = decoded.offer_id.hex()  # type: ignore[union-attr]
+    print(json.dumps(result, indent=None if args.json else 2))
+    return control_commands.EXIT_OK
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run an offers subcommand; returns the exit status."""
+    if args.command == "decodeoffer":
+        return _decode(args)
+    return control_commands.run_command(
+        args, _request, missing_method_hint=f"the node at {args.data_dir} runs without offers: start it with a chain and onion messages"
+    )

@@ -1,0 +1,74 @@
+"""The offers store: the offers this node made, in SQLite (one table; calls are blocking, the app
+runs them in a worker thread). An offer is on disk before its text is shown to anyone, so an
+invoice request for it finds it after a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from lnpmsg.node.full_disk import cannot, sqlite_transaction
+
+__all__ = ["OffersStore", "OffersStoreError"]
+
+STORE_FILE = "offers.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS offers (
+    offer_id BLOB PRIMARY KEY, bolt12 TEXT NOT NULL, label TEXT UNIQUE, active INTEGER NOT NULL DEFAULT 1,
+    path_id TEXT, created_at INTEGER NOT NULL, invoices INTEGER NOT NULL DEFAULT 0
+);
+"""
+_COLUMNS = ("offer_id", "bolt12", "label", "active", "path_id", "created_at", "invoices")
+
+
+class OffersStoreError(Exception):
+    """The store cannot be opened or written (the message names the file and why)."""
+
+
+class OffersStore:
+    """Our offers: their text, label, whether they are still answered, the id of their blinded path."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / STORE_FILE
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise OffersStoreError(cannot("open the offers store", self.path, exc)) from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, what: str, sql: str, params: tuple[Any, ...]) -> int:
+        with self._lock:
+            try:
+                with sqlite_transaction(self._db):
+                    return self._db.execute(sql, params).rowcount
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as exc:
+                raise OffersStoreError(cannot(what, self.path, exc)) from None
+
+    def add(self, offer_id: bytes, bolt12: str, label: str | None, path_id: str | None, created_at: int) -> None:
+        """Record a new offer (``sqlite3.IntegrityError``: the label or the offer exists already)."""
+        self._write("record an offer in", "INSERT INTO offers (offer_id, bolt12, label, path_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (offer_id, bolt12, label, path_id, created_at))  # fmt: skip
+
+    def disable(self, offer_id: bytes) -> bool:
+        """Stop answering the offer; False if there is no such offer."""
+        return self._write("disable an offer in", "UPDATE offers SET active = 0 WHERE offer_id = ?", (offer_id,)) > 0
+
+    def count_invoice(self, offer_id: bytes) -> None:
+        self._write("count an invoice in", "UPDATE offers SET invoices = invoices + 1 WHERE offer_id = ?", (offer_id,))
+
+    def offers(self) -> list[dict[str, Any]]:
+        """Every offer, oldest first."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM offers ORDER BY created_at, rowid").fetchall()
+        return [dict(zip(_COLUMNS, r, strict=True)) for r in rows]

@@ -1,0 +1,165 @@
+"""BOLT 12 offers between nodes in memory, on one embedded regtest chain (:mod:`lnpmsg.payments.bolt12.app`).
+
+Two nodes A-B: B's offer (an amount, and one of any amount) paid by A: the
+invoice request and the invoice travel as onion messages, the payment goes
+into the invoice's blinded path, B settles its own invoice. Three nodes
+A-B-C: C's offer reachable along a blinded path B introduces (A is not C's
+peer), paid through B. What is refused: an expired offer (by the payer, and
+by the issuer with an ``invoice_error`` naming the field), a disabled or
+unknown one (``invoice_error``), an invoice with a broken signature or one
+that does not mirror the request (the payer refuses it), and a payment into
+the path with another invoice's hash (the path_id ties it to one).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lnpmsg.node.node import Node
+from lnpmsg.onion_messages import OnionMessagesApp
+from lnpmsg.payments.bolt12 import Invoice, InvoiceRequest, Offer, decode_invoice, decode_offer
+from lnpmsg.payments.bolt12.app import OffersApp
+from lnpmsg.payments.bolt12.merkle import sign
+from lnpmsg.payments.bolt12.tlvs import INVOICE_TLVS
+from lnpmsg.payments.onion.failures import InvalidOnionBlinding
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.calls import ChainAppError
+from test_payments_app import net, payments, quiet, wait_until
+
+AMOUNT = 5_000_000
+
+
+def offers_app(n: Any, name: str) -> tuple[Node, OffersApp]:
+    node = n.node(name)
+    node.mount(OnionMessagesApp())
+    return node, node.mount(OffersApp(n.tmp / name / "offers", fetch_timeout=20.0))
+
+
+async def refused(call: Any, error: str) -> ChainAppError:
+    with pytest.raises(ChainAppError) as info:
+        await call
+    assert info.value.details["error"] == error, info.value
+    return info.value
+
+
+@pytest.mark.trio
+async def test_offers_paid_between_two_nodes(tmp_path: Path) -> None:
+    async with net(tmp_path) as n:
+        (a, pay_app), (b, offers) = offers_app(n, "a"), offers_app(n, "b")
+        async with running(a, b):
+            await n.fund(a)
+            await n.open([(a, b, 1_000_000, 1_000_000)])
+            made = await offers.create(AMOUNT, "a coffee", label="coffee")
+            offer = decode_offer(made["bolt12"])
+            assert offer.amount == AMOUNT and offer.issuer_id == b.node_id and not offer.paths and made["active"]
+            assert (await offers.list())["offers"][0]["offer_id"] == made["offer_id"] == offer.offer_id.hex()
+
+            fetched = await pay_app.fetchinvoice(made["bolt12"])
+            invoice = decode_invoice(fetched["invoice"])
+            assert fetched["amount_msat"] == AMOUNT and invoice.node_id == b.node_id and fetched["description"] == "a coffee"
+            # a second request is another invoice (new payer key and metadata), with its own hash
+            paid = await pay_app.pay(made["bolt12"])
+            assert paid["status"] == "complete" and paid["payment_hash"] != fetched["payment_hash"]
+            rows = {r["payment_hash"]: r for r in (await payments(b).listinvoices())["invoices"]}
+            assert rows[paid["payment_hash"]]["status"] == "paid" and rows[fetched["payment_hash"]]["status"] == "unpaid"
+            assert (await offers.list())["offers"][0]["invoices"] == 2
+
+            # two paths: through B's peer (A itself here, so A cannot use it), and B alone
+            (via_a, _), (path, info) = decode_invoice(fetched["invoice"]).usable_paths()
+            assert via_a.first_node_id == a.node_id and path.first_node_id == b.node_id and len(path.hops) == 1
+            # the first invoice's path carries only its own hash: paying it with the other's is refused
+            with pytest.raises(ChainAppError) as err:
+                await payments(a).payblinded(path.encode().hex(), AMOUNT, paid["payment_hash"], info.fee_base_msat,
+                                             info.fee_proportional_millionths, info.cltv_expiry_delta)  # fmt: skip
+            assert err.value.details["error"] == "InProgress"  # (it was paid: nothing leaves)
+            other = await payments(b).invoice(AMOUNT, "plain", "not the offer's")
+            with pytest.raises(ChainAppError) as err:
+                await payments(a).payblinded(path.encode().hex(), AMOUNT, other["payment_hash"], info.fee_base_msat,
+                                             info.fee_proportional_millionths, info.cltv_expiry_delta)  # fmt: skip
+            assert err.value.details["code"] == InvalidOnionBlinding.TYPE
+            await wait_until(lambda: quiet(a) and quiet(b), "settled")
+
+            # an offer of any amount: the payer names it
+            tip = await offers.create(None, "tips")
+            assert decode_offer(tip["bolt12"]).amount is None
+            with pytest.raises(ParamsError, match="invreq_amount"):
+                await pay_app.pay(tip["bolt12"])
+            paid = await pay_app.pay(tip["bolt12"], amount_msat=1_234_000)
+            assert paid["status"] == "complete" and paid["amount_msat"] == 1_234_000
+            assert decode_invoice(paid["bolt12_invoice"]).amount == 1_234_000
+
+            # expired: the payer does not ask; an issuer whose clock says so refuses with invoice_error (field 14)
+            soon = await offers.create(AMOUNT, "soon gone", expiry=60)
+            pay_app.clock = lambda: time.time() + 120
+            await refused(pay_app.fetchinvoice(soon["bolt12"]), "OfferExpired")
+            pay_app.clock = time.time
+            offers.clock = lambda: time.time() + 120
+            err = await refused(pay_app.fetchinvoice(soon["bolt12"]), "InvoiceError")
+            assert err.details["erroneous_field"] == 14 and "expired" in str(err)
+            offers.clock = time.time
+
+            # disabled, and unknown offers: invoice_error
+            await offers.disable(made["offer_id"])
+            assert not (await offers.list())["offers"][0]["active"]
+            err = await refused(pay_app.pay(made["bolt12"]), "InvoiceError")
+            assert "no longer answered" in str(err)
+            unknown = Offer.build(offer_issuer_id=b.node_id, offer_description="never made", offer_chains=offer.chains)
+            err = await refused(pay_app.fetchinvoice(unknown.encode(), amount_msat=1000), "InvoiceError")
+            assert "unknown offer" in str(err)
+            await wait_until(lambda: quiet(a) and quiet(b), "settled")
+
+
+def _resigned(raw: bytes, secret: bytes, **changes: Any) -> bytes:
+    invoice = Invoice.from_bytes(raw)
+    fields = {**dict(invoice.tlvs), **changes, "signature": None}
+    unsigned = INVOICE_TLVS.encode(INVOICE_TLVS.stream(fields, unknown=dict(invoice.tlvs.unknown)))
+    return unsigned + INVOICE_TLVS.encode({"signature": sign("invoice", unsigned, secret)})
+
+
+@pytest.mark.trio
+async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -> None:
+    async with net(tmp_path) as n:
+        (a, pay_app), (b, _), (c, offers) = offers_app(n, "a"), offers_app(n, "b"), offers_app(n, "c")
+        async with running(a, b, c):
+            await n.fund(a, b)
+            await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
+            made = await offers.create(AMOUNT, "a book", blinded_path=True, quantity_max=3)
+            offer = decode_offer(made["bolt12"])
+            assert offer.paths[0].first_node_id == b.node_id and made["blinded_paths"] == 1
+            assert c.node_id not in a.peers  # A reaches C only along the path B introduces
+
+            paid = await pay_app.pay(made["bolt12"], quantity=2)
+            assert paid["status"] == "complete" and paid["amount_msat"] == 2 * AMOUNT
+            invoice = decode_invoice(paid["bolt12_invoice"])
+            assert invoice.tlvs["invreq_quantity"] == 2 and invoice.node_id == c.node_id
+            assert paid["routes"][0][0]["node_id"] == b.node_id.hex() and len(paid["routes"][0]) == 2  # B, then C blinded
+            (row,) = [r for r in (await payments(c).listinvoices())["invoices"] if r["payment_hash"] == paid["payment_hash"]]
+            assert row["status"] == "paid"
+            with pytest.raises(ParamsError, match="invreq_quantity"):
+                await pay_app.pay(made["bolt12"], quantity=4)
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
+
+            # C's invoices broken on their way out: A refuses each and pays nothing
+            make = offers._make_invoice
+
+            async def broken(request: InvoiceRequest, ours: Any, key: bytes) -> bytes:
+                good = await make(request, ours, key)
+                return good[:-1] + bytes([good[-1] ^ 1])
+
+            async def mismatched(request: InvoiceRequest, ours: Any, key: bytes) -> bytes:
+                return _resigned(await make(request, ours, key), c.key.secret, invreq_payer_note="not what was asked")
+
+            async def another_amount(request: InvoiceRequest, ours: Any, key: bytes) -> bytes:
+                return _resigned(await make(request, ours, key), c.key.secret, invoice_amount=AMOUNT - 1)
+
+            for fault, code in ((broken, "bad_signature"), (mismatched, "mismatch"), (another_amount, "wrong_amount")):
+                offers._make_invoice = fault  # type: ignore[method-assign]
+                err = await refused(pay_app.pay(made["bolt12"], quantity=1), "BadInvoice")
+                assert err.details["code"] == code
+            offers._make_invoice = make  # type: ignore[method-assign]
+            assert len((await payments(a).listpayments())["payments"]) == 1
