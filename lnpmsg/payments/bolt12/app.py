@@ -58,7 +58,7 @@ from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire.bolt1 import CHAIN_HASHES
 
-__all__ = ["FETCH_TIMEOUT", "INVOICE_ERROR_RECORD", "INVOICE_RECORD", "INVOICE_REQUEST_RECORD", "OffersApp"]
+__all__ = ["FETCH_TIMEOUT", "INVOICE_ERROR_RECORD", "ISSUED_CACHE", "MAX_PENDING", "INVOICE_RECORD", "INVOICE_REQUEST_RECORD", "OffersApp"]
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,9 @@ INVOICE_ERROR_RECORD = 68
 #: seconds fetchinvoice waits for the answer to an invoice request
 FETCH_TIMEOUT = 30.0
 #: invoices kept to answer a repeated request (the same bytes) with the same invoice, not a new one
-_ISSUED_CACHE = 256
+ISSUED_CACHE = 256
 #: requests waiting for their answer at most (each holds a fetchinvoice call)
-_MAX_PENDING = 64
+MAX_PENDING = 64
 #: the field each refusal is about, for ``invoice_error``'s ``erroneous_field``
 _FIELD_OF = {"bad_quantity": 86, "amount_too_low": 82, "missing_amount": 82, "expired": 14, "wrong_chain": 80, "unsupported_currency": 6}
 
@@ -289,7 +289,7 @@ class OffersApp(App):
             return self._issued[key]
         invoice = await self._make_invoice(request, ours, key)
         self._issued[key] = invoice
-        while len(self._issued) > _ISSUED_CACHE:
+        while len(self._issued) > ISSUED_CACHE:
             self._issued.popitem(last=False)
         ours.invoices += 1
         await trio.to_thread.run_sync(self._store().count_invoice, ours.offer.offer_id)
@@ -378,8 +378,8 @@ class OffersApp(App):
         """Send ``request`` for ``offer`` (along its paths in order, then to its issuer) with a reply path,
         and return the checked invoice that answers it. :class:`ChainAppError`: ``NoPath`` (it could not
         be sent), ``Timeout``, ``InvoiceError`` (the issuer's refusal), ``BadInvoice`` (a reply to reject)."""
-        if len(self._pending) >= _MAX_PENDING:
-            raise ChainAppError(f"{_MAX_PENDING} invoice requests wait for an answer already", {"error": "Busy"})
+        if len(self._pending) >= MAX_PENDING:
+            raise ChainAppError(f"{MAX_PENDING} invoice requests wait for an answer already", {"error": "Busy"})
         targets: list[tuple[bytes | BlindedPath, bytes | None]] = [(p, p.hops[-1].blinded_node_id) for p in offer.paths]
         if offer.issuer_id is not None:
             targets.append((offer.issuer_id, None))
