@@ -8,7 +8,8 @@ peer), paid through B. What is refused: an expired offer (by the payer, and
 by the issuer with an ``invoice_error`` naming the field), a disabled or
 unknown one (``invoice_error``), an invoice with a broken signature or one
 that does not mirror the request (the payer refuses it), and a payment into
-the path with another invoice's hash (the path_id ties it to one).
+the path with another invoice's hash (the path_id ties it to one). The
+issuer restarted still answers along the path it gave out before.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
-from test_payments_app import net, payments, quiet, wait_until
+from test_payments_app import channels, net, payments, quiet, wait_until
 
 AMOUNT = 5_000_000
 
@@ -125,7 +126,7 @@ def _resigned(raw: bytes, secret: bytes, **changes: Any) -> bytes:
 async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -> None:
     async with net(tmp_path) as n:
         (a, pay_app), (b, _), (c, offers) = offers_app(n, "a"), offers_app(n, "b"), offers_app(n, "c")
-        async with running(a, b, c):
+        async with running(a, b, c) as nursery:
             await n.fund(a, b)
             await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000)])
             made = await offers.create(AMOUNT, "a book", blinded_path=True, quantity_max=3)
@@ -163,3 +164,17 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
                 assert err.details["code"] == code
             offers._make_invoice = make  # type: ignore[method-assign]
             assert len((await payments(a).listpayments())["payments"]) == 1
+
+            # C restarts: its offer is still answered along the path it gave out before (its path_id still C's)
+            c.stop()
+            await wait_until(lambda: c.node_id not in b.peers, "B sees C go")
+            c, offers = offers_app(n, "c")
+            await nursery.start(c.run)
+            try:
+                await c.connect(b.addresses[0])
+                await wait_until(lambda: all(quiet(x) for x in (a, b, c)) and any(ch.usable for ch in channels(c).htlcs.channels()), "reconnected")
+                assert (await offers.list())["offers"][0]["offer_id"] == made["offer_id"]
+                paid = await pay_app.pay(made["bolt12"], quantity=1)
+                assert paid["status"] == "complete" and (await offers.list())["offers"][0]["invoices"] == 5
+            finally:
+                c.stop()
