@@ -293,3 +293,15 @@ def test_invoice_error_round_trip() -> None:
     assert InvoiceError.from_bytes(InvoiceError("no").to_bytes()) == InvoiceError("no")
     with pytest.raises(Bolt12Error):
         InvoiceError("x", suggested_value=b"\x01")
+
+
+def test_recipient_blinded_secret_signs_as_the_paths_last_id() -> None:
+    from lnpmsg.onion_messages.packet import blinded_path_to
+    from lnpmsg.payments.bolt12.keys import offer_path_session_key, recipient_blinded_secret
+
+    session = offer_path_session_key(ALICE, b"salt")
+    assert session == offer_path_session_key(ALICE, b"salt") != offer_path_session_key(ALICE, b"other")
+    for via in ([], [_pub(BOB)], [_pub(BOB), _pub(CAROL)]):
+        path = blinded_path_to(session, [*via, _pub(ALICE)], path_id=b"\x01" * 24)
+        secret = recipient_blinded_secret(session, [*via, _pub(ALICE)], ALICE)
+        assert _pub(secret) == path.hops[-1].blinded_node_id != _pub(ALICE)

@@ -27,6 +27,7 @@ def test_each_command_calls_its_method() -> None:
         "offers.create", {"amount_msat": 5000, "description": "coffee", "label": "c", "expiry": 60})
     assert request("offer", "any", "--blinded-path", "--quantity-max", "0") == (
         "offers.create", {"amount_msat": None, "quantity_max": 0, "blinded_path": True})
+    assert request("offer", "1", "--description", "d", "--hide-node-id")[1] == {"amount_msat": 1, "description": "d", "hide_node_id": True}
     assert request("listoffers") == ("offers.list", {})
     assert request("disableoffer", "ab" * 32) == ("offers.disable", {"offer_id": "ab" * 32})
     assert request("fetchinvoice", "lno1x", "--amount-msat", "7", "--payer-note", "hi") == (

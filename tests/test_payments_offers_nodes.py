@@ -4,7 +4,8 @@ Two nodes A-B: B's offer (an amount, and one of any amount) paid by A: the
 invoice request and the invoice travel as onion messages, the payment goes
 into the invoice's blinded path, B settles its own invoice. Three nodes
 A-B-C: C's offer reachable along a blinded path B introduces (A is not C's
-peer), paid through B. What is refused: an expired offer (by the payer, and
+peer), paid through B; one that does not name C at all (no
+``offer_issuer_id``: the invoice signed by the path's last blinded id). What is refused: an expired offer (by the payer, and
 by the issuer with an ``invoice_error`` naming the field), a disabled or
 unknown one (``invoice_error``), an invoice with a broken signature or one
 that does not mirror the request (the payer refuses it), and a payment into
@@ -145,6 +146,16 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
                 await pay_app.pay(made["bolt12"], quantity=4)
             await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
 
+            # an offer that does not name C: only its path; the invoice signed by the path's last blinded id
+            hidden = await offers.create(AMOUNT, "no names", hide_node_id=True)
+            secret_offer = decode_offer(hidden["bolt12"])
+            assert secret_offer.issuer_id is None and hidden["node_id_hidden"] and c.node_id.hex() not in hidden["bolt12"]
+            paid = await pay_app.pay(hidden["bolt12"])
+            invoice = decode_invoice(paid["bolt12_invoice"])
+            assert paid["status"] == "complete" and invoice.node_id == secret_offer.paths[0].hops[-1].blinded_node_id != c.node_id
+            assert [p.first_node_id for p, _ in invoice.usable_paths()] == [b.node_id]  # (no path of C alone: it would name C)
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
+
             # C's invoices broken on their way out: A refuses each and pays nothing
             make = offers._make_invoice
 
@@ -163,7 +174,7 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
                 err = await refused(pay_app.pay(made["bolt12"], quantity=1), "BadInvoice")
                 assert err.details["code"] == code
             offers._make_invoice = make  # type: ignore[method-assign]
-            assert len((await payments(a).listpayments())["payments"]) == 1
+            assert len((await payments(a).listpayments())["payments"]) == 2
 
             # C restarts: its offer is still answered along the path it gave out before (its path_id still C's)
             c.stop()
@@ -176,5 +187,6 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
                 assert (await offers.list())["offers"][0]["offer_id"] == made["offer_id"]
                 paid = await pay_app.pay(made["bolt12"], quantity=1)
                 assert paid["status"] == "complete" and (await offers.list())["offers"][0]["invoices"] == 5
+                assert (await pay_app.pay(hidden["bolt12"]))["status"] == "complete"  # (its key derived again from the stored salt)
             finally:
                 c.stop()

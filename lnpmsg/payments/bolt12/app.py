@@ -50,6 +50,7 @@ from lnpmsg.payments.bolt12.fields import PayInfo
 from lnpmsg.payments.bolt12.invoice import DEFAULT_RELATIVE_EXPIRY, Invoice
 from lnpmsg.payments.bolt12.invoice_error import InvoiceError
 from lnpmsg.payments.bolt12.invoice_request import InvoiceRequest
+from lnpmsg.payments.bolt12.keys import offer_path_session_key, recipient_blinded_secret
 from lnpmsg.payments.bolt12.offer import Offer, decode_offer
 from lnpmsg.payments.bolt12.store import OffersStore, OffersStoreError
 from lnpmsg.payments.bolt12.tlvs import BITCOIN
@@ -94,6 +95,7 @@ class _OurOffer:
     label: str | None
     active: bool
     path_id: str | None
+    path_salt: bytes | None
     created_at: int
     invoices: int
 
@@ -101,8 +103,8 @@ class _OurOffer:
         o = self.offer
         return {"offer_id": o.offer_id.hex(), "bolt12": o.encode(), "label": self.label, "active": self.active,
                 "amount_msat": o.amount, "description": o.description, "issuer": o.issuer, "quantity_max": o.quantity_max,
-                "absolute_expiry": o.absolute_expiry, "blinded_paths": len(o.paths), "created_at": self.created_at,
-                "invoices": self.invoices}  # fmt: skip
+                "absolute_expiry": o.absolute_expiry, "blinded_paths": len(o.paths), "node_id_hidden": o.issuer_id is None,
+                "created_at": self.created_at, "invoices": self.invoices}  # fmt: skip
 
 
 class OffersApp(App):
@@ -164,7 +166,8 @@ class OffersApp(App):
         self.store = await trio.to_thread.run_sync(OffersStore, self.directory)
         for row in await trio.to_thread.run_sync(self.store.offers):
             offer = decode_offer(row["bolt12"])
-            self._offers[offer.offer_id] = _OurOffer(offer, row["label"], bool(row["active"]), row["path_id"], row["created_at"], row["invoices"])
+            self._offers[offer.offer_id] = _OurOffer(offer, row["label"], bool(row["active"]), row["path_id"], row["path_salt"], row["created_at"],
+                                                     row["invoices"])  # fmt: skip
         await super().starting()
 
     async def stopping(self) -> None:
@@ -181,10 +184,11 @@ class OffersApp(App):
 
     async def create(self, amount_msat: int | None, description: str | None = None, label: str | None = None, issuer: str | None = None,
                      quantity_max: int | None = None, expiry: int | None = None, blinded_path: bool = False,
-                     introduction: str | None = None) -> dict[str, Any]:  # fmt: skip
+                     introduction: str | None = None, hide_node_id: bool = False) -> dict[str, Any]:  # fmt: skip
         """Make an offer for AMOUNT_MSAT (None: any amount, the payer says), answered until ``expiry``
         seconds from now (None: always) or ``offers.disable``; with ``blinded_path`` (or an
-        ``introduction`` peer), reachable along a blinded path through a peer reading onion messages."""
+        ``introduction`` peer), reachable along a blinded path through a peer reading onion messages;
+        with ``hide_node_id`` too, only so: the offer and its invoices do not name our node id."""
         if amount_msat is not None and (not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or amount_msat <= 0):
             raise ParamsError(f"amount_msat must be a positive integer (or null for any amount), got {amount_msat!r}")
         if amount_msat is not None and not description:
@@ -196,30 +200,31 @@ class OffersApp(App):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "quantity_max" else 1)):
                 raise ParamsError(f"{name} must be a {'non-negative' if name == 'quantity_max' else 'positive'} integer, got {value!r}")
         now = int(self.clock())
-        path, path_id = None, None
-        if blinded_path or introduction is not None:
-            path, path_id = self._offer_path(hex_param(introduction, "introduction", 33) if introduction is not None else None)
+        path, path_id, salt = None, None, None
+        if blinded_path or introduction is not None or hide_node_id:
+            salt = self._random(16)
+            path, path_id = self._offer_path(hex_param(introduction, "introduction", 33) if introduction is not None else None, salt)
         fields: dict[str, Any] = {
             "offer_chains": None if self.chain == BITCOIN else (self.chain,),
             "offer_amount": amount_msat, "offer_description": description or None, "offer_issuer": issuer,
             "offer_quantity_max": quantity_max, "offer_absolute_expiry": None if expiry is None else now + expiry,
-            "offer_paths": None if path is None else (path,), "offer_issuer_id": self.node.node_id,
+            "offer_paths": None if path is None else (path,), "offer_issuer_id": None if hide_node_id else self.node.node_id,
         }  # fmt: skip
         try:
             offer = Offer.build(**fields)
         except Bolt12Error as exc:
             raise ParamsError(f"cannot make the offer: {exc}") from None
         try:
-            await trio.to_thread.run_sync(self._store().add, offer.offer_id, offer.encode(), label, path_id, now)
+            await trio.to_thread.run_sync(self._store().add, offer.offer_id, offer.encode(), label, path_id, salt, now)
         except sqlite3.IntegrityError:
             raise ParamsError(f"an offer labelled {label!r} (or this very offer) exists already") from None
         except OffersStoreError as exc:
             raise ChainAppError(f"cannot make the offer: {exc}", {"error": "StoreWriteFailed"}) from None
-        ours = self._offers[offer.offer_id] = _OurOffer(offer, label, True, path_id, now, 0)
+        ours = self._offers[offer.offer_id] = _OurOffer(offer, label, True, path_id, salt, now, 0)
         log.info("offers: offer %s made (%s)", offer.offer_id.hex()[:16], "any amount" if amount_msat is None else f"{amount_msat} msat")
         return ours.view()
 
-    def _offer_path(self, introduction: bytes | None) -> tuple[BlindedPath, str]:
+    def _offer_path(self, introduction: bytes | None, salt: bytes) -> tuple[BlindedPath, str]:
         onion = self._onion()
         peers = sorted(p.node_id for p in onion.peers())
         if introduction is None:
@@ -228,8 +233,7 @@ class OffersApp(App):
             introduction = peers[0]
         elif introduction not in peers:
             raise ChainAppError(f"{introduction.hex()} is not a connected peer reading onion messages", {"error": "NoPeer"})
-        path, path_id = onion.blinded_path_to_us([introduction])
-        return path, path_id
+        return onion.blinded_path_to_us([introduction], blinding_key=offer_path_session_key(self.node.key.secret, salt))  # type: ignore[no-any-return]
 
     async def list(self) -> dict[str, Any]:  # noqa: A003 - the control call's name
         """Our offers, oldest first."""
@@ -304,8 +308,11 @@ class OffersApp(App):
         try:
             made = await payments.invoice(amount, label, description, expiry=DEFAULT_RELATIVE_EXPIRY)
             # through the peer that can bring us the most, then from us alone: for a payer that is that
-            # peer (it cannot pay a path it introduces), or that finds no route to it
-            made_paths = [await payments.blindedpath(label), await payments.blindedpath(label, introduction=self.node.node_id.hex())]
+            # peer (it cannot pay a path it introduces), or that finds no route to it; not for an offer
+            # that does not name us (a path from us alone would)
+            made_paths = [await payments.blindedpath(label)]
+            if ours.offer.issuer_id is not None:
+                made_paths.append(await payments.blindedpath(label, introduction=self.node.node_id.hex()))
         except (ChainAppError, ParamsError) as exc:
             await self._forget_invoice(label)
             raise _refuse(f"cannot receive a payment now: {exc}") from None
@@ -316,10 +323,20 @@ class OffersApp(App):
             # (htlc_maximum_msat: the receiver accepts up to twice the amount)
             paths.append((path, PayInfo(info["fee_base_msat"], info["fee_proportional_millionths"], info["cltv_expiry_delta"],
                                         info["htlc_minimum_msat"], 2 * amount)))  # fmt: skip
-        invoice = Invoice.for_request(request, self.node.key.secret, payment_hash=bytes.fromhex(made["payment_hash"]), amount_msat=amount,
+        invoice = Invoice.for_request(request, self._signing_key(ours), payment_hash=bytes.fromhex(made["payment_hash"]), amount_msat=amount,
                                       created_at=int(self.clock()), paths=paths)  # fmt: skip
         log.info("offers: invoice for %d msat of offer %s", amount, ours.offer.offer_id.hex()[:16])
         return invoice.to_bytes()
+
+    def _signing_key(self, ours: _OurOffer) -> bytes:
+        """The key of ``invoice_node_id``: our node's, or for an offer that does not name us the last
+        blinded id of its path (BOLT 12: the one the request came to)."""
+        if ours.offer.issuer_id is not None:
+            return self.node.key.secret
+        assert ours.path_salt is not None  # (an offer without an issuer id has our path)
+        intro = ours.offer.paths[0].first_node_id
+        return recipient_blinded_secret(offer_path_session_key(self.node.key.secret, ours.path_salt), [intro, self.node.node_id],
+                                        self.node.key.secret)  # fmt: skip
 
     async def _forget_invoice(self, label: str) -> None:
         try:

@@ -46,6 +46,8 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--blinded-path", action="store_true", help="also reachable along a blinded path through a peer that reads onion "
                    "messages (payers that cannot reach this node directly use it)")  # fmt: skip
     p.add_argument("--introduction", metavar="NODEID", help="the peer to introduce the blinded path (implies --blinded-path)")
+    p.add_argument("--hide-node-id", action="store_true", help="reachable only along the blinded path: neither the offer nor its "
+                   "invoices name this node (implies --blinded-path)")  # fmt: skip
     add("listoffers", "list our offers: text, amount, whether still answered, invoices given")
     p = add("disableoffer", "stop answering an offer's invoice requests (invoices already given stay payable)")
     p.add_argument("offer_id", metavar="OFFER_ID", help="the offer's id (listoffers)")
@@ -85,6 +87,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
                 params[name] = getattr(args, name)
         if args.blinded_path:
             params["blinded_path"] = True
+        if args.hide_node_id:
+            params["hide_node_id"] = True
         return "offers.create", params, _print_offer
     if args.command == "listoffers":
         return "offers.list", {}, _print_offers

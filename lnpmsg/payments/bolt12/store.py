@@ -17,10 +17,10 @@ STORE_FILE = "offers.sqlite3"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offers (
     offer_id BLOB PRIMARY KEY, bolt12 TEXT NOT NULL, label TEXT UNIQUE, active INTEGER NOT NULL DEFAULT 1,
-    path_id TEXT, created_at INTEGER NOT NULL, invoices INTEGER NOT NULL DEFAULT 0
+    path_id TEXT, path_salt BLOB, created_at INTEGER NOT NULL, invoices INTEGER NOT NULL DEFAULT 0
 );
 """
-_COLUMNS = ("offer_id", "bolt12", "label", "active", "path_id", "created_at", "invoices")
+_COLUMNS = ("offer_id", "bolt12", "label", "active", "path_id", "path_salt", "created_at", "invoices")
 
 
 class OffersStoreError(Exception):
@@ -28,7 +28,7 @@ class OffersStoreError(Exception):
 
 
 class OffersStore:
-    """Our offers: their text, label, whether they are still answered, the id of their blinded path."""
+    """Our offers: their text, label, whether they are still answered, the id and salt of their blinded path."""
 
     def __init__(self, directory: Path) -> None:
         self.path = Path(directory) / STORE_FILE
@@ -55,10 +55,11 @@ class OffersStore:
             except sqlite3.Error as exc:
                 raise OffersStoreError(cannot(what, self.path, exc)) from None
 
-    def add(self, offer_id: bytes, bolt12: str, label: str | None, path_id: str | None, created_at: int) -> None:
-        """Record a new offer (``sqlite3.IntegrityError``: the label or the offer exists already)."""
-        self._write("record an offer in", "INSERT INTO offers (offer_id, bolt12, label, path_id, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (offer_id, bolt12, label, path_id, created_at))  # fmt: skip
+    def add(self, offer_id: bytes, bolt12: str, label: str | None, path_id: str | None, path_salt: bytes | None, created_at: int) -> None:
+        """Record a new offer (``sqlite3.IntegrityError``: the label or the offer exists already); ``path_id``
+        names its blinded path, ``path_salt`` derives that path's keys (:mod:`.keys`)."""
+        self._write("record an offer in", "INSERT INTO offers (offer_id, bolt12, label, path_id, path_salt, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (offer_id, bolt12, label, path_id, path_salt, created_at))  # fmt: skip
 
     def disable(self, offer_id: bytes) -> bool:
         """Stop answering the offer; False if there is no such offer."""
