@@ -4,7 +4,8 @@ Two nodes A-B: B's offer (an amount, and one of any amount) paid by A: the
 invoice request and the invoice travel as onion messages, the payment goes
 into the invoice's blinded path, B settles its own invoice. Three nodes
 A-B-C: C's offer reachable along a blinded path B introduces (A is not C's
-peer), paid through B; one that does not name C at all (no
+peer), paid through B; a request past its offer_quantity_max refused with
+``invoice_error`` (field 86); one that does not name C at all (no
 ``offer_issuer_id``: the invoice signed by the path's last blinded id). What is refused: an expired offer (by the payer, and
 by the issuer with an ``invoice_error`` naming the field), a disabled or
 unknown one (``invoice_error``), an invoice with a broken signature or one
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import coincurve
 import pytest
 
 from lnpmsg.node.node import Node
@@ -26,7 +28,7 @@ from lnpmsg.onion_messages import OnionMessagesApp
 from lnpmsg.payments.bolt12 import Invoice, InvoiceRequest, Offer, decode_invoice, decode_offer
 from lnpmsg.payments.bolt12.app import OffersApp
 from lnpmsg.payments.bolt12.merkle import sign
-from lnpmsg.payments.bolt12.tlvs import INVOICE_TLVS
+from lnpmsg.payments.bolt12.tlvs import INVOICE_REQUEST_TLVS, INVOICE_TLVS
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing.nodes import running
@@ -34,6 +36,10 @@ from lnpmsg.wallet.calls import ChainAppError
 from test_payments_app import channels, net, payments, quiet, wait_until
 
 AMOUNT = 5_000_000
+
+
+def _pub(secret: bytes) -> bytes:
+    return coincurve.PrivateKey(secret).public_key.format()
 
 
 def offers_app(n: Any, name: str) -> tuple[Node, OffersApp]:
@@ -59,7 +65,7 @@ async def test_offers_paid_between_two_nodes(tmp_path: Path) -> None:
             made = await offers.create(AMOUNT, "a coffee", label="coffee")
             offer = decode_offer(made["bolt12"])
             assert offer.amount == AMOUNT and offer.issuer_id == b.node_id and not offer.paths and made["active"]
-            assert (await offers.list())["offers"][0]["offer_id"] == made["offer_id"] == offer.offer_id.hex()
+            assert (await offers.list_offers())["offers"][0]["offer_id"] == made["offer_id"] == offer.offer_id.hex()
 
             fetched = await pay_app.fetchinvoice(made["bolt12"])
             invoice = decode_invoice(fetched["invoice"])
@@ -69,7 +75,7 @@ async def test_offers_paid_between_two_nodes(tmp_path: Path) -> None:
             assert paid["status"] == "complete" and paid["payment_hash"] != fetched["payment_hash"]
             rows = {r["payment_hash"]: r for r in (await payments(b).listinvoices())["invoices"]}
             assert rows[paid["payment_hash"]]["status"] == "paid" and rows[fetched["payment_hash"]]["status"] == "unpaid"
-            assert (await offers.list())["offers"][0]["invoices"] == 2
+            assert (await offers.list_offers())["offers"][0]["invoices"] == 2
 
             # two paths: through B's peer (A itself here, so A cannot use it), and B alone
             (via_a, _), (path, info) = decode_invoice(fetched["invoice"]).usable_paths()
@@ -107,7 +113,7 @@ async def test_offers_paid_between_two_nodes(tmp_path: Path) -> None:
 
             # disabled, and unknown offers: invoice_error
             await offers.disable(made["offer_id"])
-            assert not (await offers.list())["offers"][0]["active"]
+            assert not (await offers.list_offers())["offers"][0]["active"]
             err = await refused(pay_app.pay(made["bolt12"]), "InvoiceError")
             assert "no longer answered" in str(err)
             unknown = Offer.build(offer_issuer_id=b.node_id, offer_description="never made", offer_chains=offer.chains)
@@ -144,6 +150,13 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
             assert row["status"] == "paid"
             with pytest.raises(ParamsError, match="invreq_quantity"):
                 await pay_app.pay(made["bolt12"], quantity=4)
+            # such a request made anyway (signed, but past offer_quantity_max): C answers invoice_error, field 86
+            fields = {**dict(offer.tlvs), "invreq_metadata": b"\x01" * 16, "invreq_payer_id": _pub(b"\x07" * 32), "invreq_quantity": 4,
+                      "invreq_chain": offer.chains[0]}  # fmt: skip
+            unsigned = INVOICE_REQUEST_TLVS.encode(INVOICE_REQUEST_TLVS.stream(fields))
+            too_many = InvoiceRequest.from_bytes(unsigned + INVOICE_REQUEST_TLVS.encode({"signature": sign("invoice_request", unsigned, b"\x07" * 32)}))
+            err = await refused(pay_app.request_invoice(offer, too_many, 20.0), "InvoiceError")
+            assert err.details["erroneous_field"] == 86 and "invreq_quantity" in str(err)
             await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
 
             # an offer that does not name C: only its path; the invoice signed by the path's last blinded id
@@ -184,9 +197,9 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
             try:
                 await c.connect(b.addresses[0])
                 await wait_until(lambda: all(quiet(x) for x in (a, b, c)) and any(ch.usable for ch in channels(c).htlcs.channels()), "reconnected")
-                assert (await offers.list())["offers"][0]["offer_id"] == made["offer_id"]
+                assert (await offers.list_offers())["offers"][0]["offer_id"] == made["offer_id"]
                 paid = await pay_app.pay(made["bolt12"], quantity=1)
-                assert paid["status"] == "complete" and (await offers.list())["offers"][0]["invoices"] == 5
+                assert paid["status"] == "complete" and (await offers.list_offers())["offers"][0]["invoices"] == 5
                 assert (await pay_app.pay(hidden["bolt12"]))["status"] == "complete"  # (its key derived again from the stored salt)
             finally:
                 c.stop()

@@ -132,7 +132,7 @@ class OffersApp(App):
         self._offers: dict[bytes, _OurOffer] = {}
         self._issued: OrderedDict[bytes, bytes] = OrderedDict()
         self._pending: dict[str, tuple[trio.Event, list[Any]]] = {}
-        for name, fn in (("create", self.create), ("list", self.list), ("disable", self.disable), ("fetchinvoice", self.fetchinvoice),
+        for name, fn in (("create", self.create), ("list", self.list_offers), ("disable", self.disable), ("fetchinvoice", self.fetchinvoice),
                          ("pay", self.pay)):  # fmt: skip
             self.add_control_method(name, fn)
 
@@ -235,7 +235,7 @@ class OffersApp(App):
             raise ChainAppError(f"{introduction.hex()} is not a connected peer reading onion messages", {"error": "NoPeer"})
         return onion.blinded_path_to_us([introduction], blinding_key=offer_path_session_key(self.node.key.secret, salt))  # type: ignore[no-any-return]
 
-    async def list(self) -> dict[str, Any]:  # noqa: A003 - the control call's name
+    async def list_offers(self) -> dict[str, Any]:
         """Our offers, oldest first."""
         return {"offers": [o.view() for o in self._offers.values()]}
 
