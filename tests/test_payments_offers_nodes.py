@@ -76,6 +76,11 @@ async def test_offers_paid_between_two_nodes(tmp_path: Path) -> None:
             rows = {r["payment_hash"]: r for r in (await payments(b).listinvoices())["invoices"]}
             assert rows[paid["payment_hash"]]["status"] == "paid" and rows[fetched["payment_hash"]]["status"] == "unpaid"
             assert (await offers.list_offers())["offers"][0]["invoices"] == 2
+            # the very same request again (a repeated message): the same invoice, not a new one
+            repeated = InvoiceRequest.for_offer(offer, b"\x09" * 32, b"\x02" * 16, chain=offer.chains[0])
+            first = await pay_app.request_invoice(offer, repeated, 20.0)
+            assert (await pay_app.request_invoice(offer, repeated, 20.0)).payment_hash == first.payment_hash
+            assert (await offers.list_offers())["offers"][0]["invoices"] == 3
 
             # two paths: through B's peer (A itself here, so A cannot use it), and B alone
             (via_a, _), (path, info) = decode_invoice(fetched["invoice"]).usable_paths()
@@ -172,15 +177,15 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
             # C's invoices broken on their way out: A refuses each and pays nothing
             make = offers._make_invoice
 
-            async def broken(request: InvoiceRequest, ours: Any, key: bytes) -> bytes:
-                good = await make(request, ours, key)
+            async def broken(request: InvoiceRequest, ours: Any) -> bytes:
+                good = await make(request, ours)
                 return good[:-1] + bytes([good[-1] ^ 1])
 
-            async def mismatched(request: InvoiceRequest, ours: Any, key: bytes) -> bytes:
-                return _resigned(await make(request, ours, key), c.key.secret, invreq_payer_note="not what was asked")
+            async def mismatched(request: InvoiceRequest, ours: Any) -> bytes:
+                return _resigned(await make(request, ours), c.key.secret, invreq_payer_note="not what was asked")
 
-            async def another_amount(request: InvoiceRequest, ours: Any, key: bytes) -> bytes:
-                return _resigned(await make(request, ours, key), c.key.secret, invoice_amount=AMOUNT - 1)
+            async def another_amount(request: InvoiceRequest, ours: Any) -> bytes:
+                return _resigned(await make(request, ours), c.key.secret, invoice_amount=AMOUNT - 1)
 
             for fault, code in ((broken, "bad_signature"), (mismatched, "mismatch"), (another_amount, "wrong_amount")):
                 offers._make_invoice = fault  # type: ignore[method-assign]

@@ -240,7 +240,7 @@ ALLOWED: dict[str, set[str]] = {
     # the cores: the payments' onion (Sphinx, route blinding) and wire; the shells: an app, its control calls
     "onion_messages": {"wire", "payments", "app", "node", "rpc"},
     # the kit may drive every layer it tests (fuzz_targets reaches each decoder a peer can reach)
-    "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io", "gossip", "pubsub", "rpc", "chain", "onion_messages"},
+    "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io", "gossip", "pubsub", "rpc", "chain", "onion_messages", "payments"},
     "tor_app": {"app", "node", "transports", "wire"},
     # the composition root: it knows every app it mounts, and nothing below it imports it
     "runtime": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "channels", "payments", "onion_messages"},

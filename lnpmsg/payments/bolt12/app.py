@@ -289,12 +289,16 @@ class OffersApp(App):
         except Bolt12Error as exc:
             raise _refuse(str(exc), _FIELD_OF.get(exc.code)) from None
         key = hashlib.sha256(raw).digest()
-        if key in self._issued:  # the same request again (the messaging layer may repeat one): the same invoice
+        # the same request again (the messaging layer may repeat one): the same invoice, which BOLT 12
+        # allows only for an offer with offer_issuer_id
+        reuse = ours.offer.issuer_id is not None
+        if reuse and key in self._issued:
             return self._issued[key]
-        invoice = await self._make_invoice(request, ours, key)
-        self._issued[key] = invoice
-        while len(self._issued) > ISSUED_CACHE:
-            self._issued.popitem(last=False)
+        invoice = await self._make_invoice(request, ours)
+        if reuse:
+            self._issued[key] = invoice
+            while len(self._issued) > ISSUED_CACHE:
+                self._issued.popitem(last=False)
         ours.invoices += 1
         try:
             await trio.to_thread.run_sync(self._store().count_invoice, ours.offer.offer_id)
@@ -302,11 +306,11 @@ class OffersApp(App):
             log.warning("offers: %s", exc)
         return invoice
 
-    async def _make_invoice(self, request: InvoiceRequest, ours: _OurOffer, key: bytes) -> bytes:
+    async def _make_invoice(self, request: InvoiceRequest, ours: _OurOffer) -> bytes:
         amount = request.amount if request.amount is not None else request.expected_amount()
         assert amount is not None  # (check_against_offer refused a request without either)
         payments = self._payments()
-        label = f"offer {ours.offer.offer_id.hex()[:16]} {key.hex()[:16]}"
+        label = f"offer {ours.offer.offer_id.hex()[:16]} {self._random(8).hex()}"
         description = ours.offer.description or ours.offer.issuer or "offer"
         try:
             made = await payments.invoice(amount, label, description, expiry=DEFAULT_RELATIVE_EXPIRY)
