@@ -34,8 +34,9 @@ INVOICE_HRP = "lni"
 DEFAULT_RELATIVE_EXPIRY = 7200
 #: the records an invoice copies from the request it answers: they must match it exactly
 MIRRORED_RANGES = ((0, 159), (1_000_000_000, 2_999_999_999))
-#: invoice feature bits we know: multi-part payments (compulsory, optional)
-KNOWN_INVOICE_FEATURES = (16, 17)
+#: invoice feature bits a payer here can honour: MPP optional (17: a single part is allowed). MPP
+#: compulsory (16) would have it pay across several blinded paths at once, which it does not
+KNOWN_INVOICE_FEATURES = (17,)
 _NAME = "invoice"
 
 
