@@ -1,16 +1,22 @@
-"""The offers subcommands: what each asks the node, how results print, ``pay lno1...``, and
-``decodeoffer`` offline on the spec's vectors."""
+"""The offers subcommands: what each asks the node, how results print, ``pay lno1...``,
+``decodeoffer`` offline on the spec's vectors, and the commands against an ``lnpmsg node`` process."""
 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cli_in_process import cli
 from lnpmsg.cli import build_parser, main
 from lnpmsg.payments import commands as payment_commands
 from lnpmsg.payments.bolt12 import commands
+from lnpmsg.payments.bolt12.offer import decode_offer
+from lnpmsg.testing.processes import finish_process, start_node_process
+from lnpmsg.wire.bolt1 import CHAIN_HASH_REGTEST
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "bolt12" / "offers-test.json").read_text())
 SIGNED_REQUEST = json.loads((Path(__file__).parent / "data" / "bolt12" / "signature-test.json").read_text())[3]["bolt12"]
@@ -63,3 +69,39 @@ def test_decodeoffer_offline(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out)["code"] == "missing_field"
     assert main(["decodeoffer", "lnbc1qqqq"]) == 1
     assert "not an offer" in capsys.readouterr().err
+
+
+async def cli_json(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, Any]:
+    code, out, _ = await cli(capsys, *argv, "--json")
+    return code, json.loads(out)
+
+
+async def test_offer_commands_against_a_node_process(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A node started with a chain runs the offers app: offer, listoffers, disableoffer, and what each refuses."""
+    data_dir = tmp_path / "node"
+    d = ("--data-dir", data_dir)
+    process, _ = await start_node_process(data_dir, "--chain", "regtest")
+    try:
+        code, made = await cli_json(capsys, "offer", 5000, "--description", "a coffee", "--label", "coffee", "--quantity-max", 2, *d)
+        assert code == 0 and made["active"] and made["amount_msat"] == 5000 and made["label"] == "coffee"
+        offer = decode_offer(made["bolt12"])
+        assert offer.quantity_max == 2 and offer.chains == (CHAIN_HASH_REGTEST,) and offer.offer_id.hex() == made["offer_id"]
+        code, out, _ = await cli(capsys, "offer", "any", "--description", "tips", *d)
+        assert code == 0 and "any amount, active, 0 invoice(s)): tips" in out and "lno1" in out
+        code, out, err = await cli(capsys, "offer", 5000, *d)
+        assert code == 1 and "needs a description" in err
+        code, out, err = await cli(capsys, "offer", 1, "--description", "x", "--blinded-path", *d)
+        assert code == 1 and "no connected peer reads onion messages" in err
+        code, out, _ = await cli(capsys, "disableoffer", made["offer_id"], *d)
+        assert code == 0 and "disabled" in out
+        code, listed = await cli_json(capsys, "listoffers", *d)
+        assert code == 0 and [(o["label"], o["active"]) for o in listed["offers"]] == [("coffee", False), (None, True)]
+        code, out, err = await cli(capsys, "fetchinvoice", "lno1qqqq", *d)
+        assert code == 1 and "offer:" in err
+        assert (await cli(capsys, "stop", *d))[0] == 0
+    except BaseException:
+        process.send_signal(signal.SIGINT)
+        raise
+    finally:
+        code, stderr = await finish_process(process)
+    assert code == 0 and "Traceback" not in stderr, stderr
