@@ -10,7 +10,8 @@ peer), paid through B; a request past its offer_quantity_max refused with
 by the issuer with an ``invoice_error`` naming the field), a disabled or
 unknown one (``invoice_error``), an invoice with a broken signature or one
 that does not mirror the request (the payer refuses it), and a payment into
-the path with another invoice's hash (the path_id ties it to one). The
+the path with another invoice's hash (the path_id ties it to one), a
+request for an offer with a path that came straight to the issuer (ignored). The
 issuer restarted still answers along the path it gave out before.
 """
 
@@ -124,6 +125,18 @@ async def test_offers_paid_between_two_nodes(tmp_path: Path) -> None:
             unknown = Offer.build(offer_issuer_id=b.node_id, offer_description="never made", offer_chains=offer.chains)
             err = await refused(pay_app.fetchinvoice(unknown.encode(), amount_msat=1000), "InvoiceError")
             assert "unknown offer" in str(err)
+
+            # an offer with a path (A introduces it, A being B's only peer): a request sent straight to B is
+            # ignored (BOLT 12: it must come along the path), the same request along the path is answered
+            pathed = await offers.create(AMOUNT, "by the path only", blinded_path=True)
+            pathed_offer = decode_offer(pathed["bolt12"])
+            assert pathed_offer.paths[0].first_node_id == a.node_id
+            straight = InvoiceRequest.for_offer(pathed_offer, b"\x0a" * 32, b"\x03" * 16, chain=offer.chains[0])
+            onion_a = a.apps["onion_messages"]
+            direct = await onion_a.send(b.node_id, {64: straight.to_bytes()}, reply_path=True)  # type: ignore[attr-defined]
+            answered = await pay_app.request_invoice(pathed_offer, straight, 20.0)
+            assert answered.node_id == b.node_id and (await offers.list_offers())["offers"][-1]["invoices"] == 1
+            assert not [m for m in onion_a.recent if m.reply_to == direct["id"]]  # type: ignore[attr-defined]
             await wait_until(lambda: quiet(a) and quiet(b), "settled")
 
 

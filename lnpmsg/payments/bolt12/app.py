@@ -17,9 +17,10 @@ node`` with a chain does). It owns the onion-message records 64
   accepted for that invoice alone. A request that fails a check gets an
   ``invoice_error`` naming the field; one that came the wrong way is ignored.
 - **Paying.** ``offers.fetchinvoice`` sends an ``invoice_request`` (a fresh
-  payer key and metadata) along the offer's first path, else to its issuer,
-  with a reply path, and waits for the answer: an ``invoice`` that arrived along
-  that reply path, mirrors the request, is signed by the issuer and not expired,
+  payer key and metadata) along each of the offer's paths (BOLT 12: never
+  straight to an issuer that gave paths), else to its issuer, with reply paths,
+  and waits for the first answer: an ``invoice`` that arrived along one of those
+  reply paths, mirrors the request, is signed by the issuer and not expired,
   or an ``invoice_error`` (reported). ``offers.pay`` then pays it into its blinded
   paths in order (``payments.payblinded``) until one succeeds.
 
@@ -399,32 +400,37 @@ class OffersApp(App):
                 continue
 
     async def request_invoice(self, offer: Offer, request: InvoiceRequest, timeout: float) -> Invoice:
-        """Send ``request`` for ``offer`` (along its paths in order, then to its issuer) with a reply path,
-        and return the checked invoice that answers it. :class:`ChainAppError`: ``NoPath`` (it could not
-        be sent), ``Timeout``, ``InvoiceError`` (the issuer's refusal), ``BadInvoice`` (a reply to reject)."""
+        """Send ``request`` for ``offer`` with a reply path (along each of its paths, as BOLT 12 asks when it
+        has some, else to its issuer) and return the checked invoice of the first answer.
+        :class:`ChainAppError`: ``NoPath`` (it could not be sent), ``Timeout``, ``InvoiceError`` (the
+        issuer's refusal), ``BadInvoice`` (an answer to reject)."""
         if len(self._pending) >= MAX_PENDING:
             raise ChainAppError(f"{MAX_PENDING} invoice requests wait for an answer already", {"error": "Busy"})
         targets: list[tuple[bytes | BlindedPath, bytes | None]] = [(p, p.hops[-1].blinded_node_id) for p in offer.paths]
-        if offer.issuer_id is not None:
+        if not targets and offer.issuer_id is not None:
             targets.append((offer.issuer_id, None))
         onion, failures = self._onion(), []
-        for destination, sent_to in targets:
+        event, box = trio.Event(), []
+        sent_to: dict[str, bytes | None] = {}
+        for destination, final_node in targets:
             try:
                 sent = await onion.send(destination, {INVOICE_REQUEST_RECORD: request.to_bytes()}, reply_path=True)
-                break
             except AppError as exc:
                 failures.append(str(exc))
-        else:
+                continue
+            sent_to[sent["id"]] = final_node
+            self._pending[sent["id"]] = (event, box)
+        if not sent_to:
             raise ChainAppError(f"cannot send the invoice request: {'; '.join(failures)}", {"error": "NoPath"})
-        event, box = self._pending[sent["id"]] = (trio.Event(), [])
         try:
             with trio.move_on_after(timeout):
                 await event.wait()
         finally:
-            del self._pending[sent["id"]]
+            for message_id in sent_to:
+                del self._pending[message_id]
         if not box:
             raise ChainAppError(f"no answer to the invoice request within {timeout:g} s", {"error": "Timeout"})
-        kind, raw = box[0]
+        kind, raw, answered = box[0]
         if kind == INVOICE_ERROR_RECORD:
             try:
                 refusal = InvoiceError.from_bytes(raw)
@@ -434,7 +440,7 @@ class OffersApp(App):
                                 {"error": "InvoiceError", "erroneous_field": refusal.erroneous_field})  # fmt: skip
         try:
             invoice = Invoice.from_bytes(raw)
-            invoice.check_response(request, chain=self.chain, now=self.clock(), sent_to=sent_to)
+            invoice.check_response(request, chain=self.chain, now=self.clock(), sent_to=sent_to[answered])
         except Bolt12Error as exc:
             raise ChainAppError(f"the invoice is refused: {exc}", {"error": "BadInvoice", "code": exc.code}) from None
         return invoice
@@ -447,7 +453,7 @@ class OffersApp(App):
         event, box = waiting
         if not box:
             kind = INVOICE_RECORD if INVOICE_RECORD in received.records else INVOICE_ERROR_RECORD
-            box.append((kind, received.records[kind]))
+            box.append((kind, received.records[kind], received.reply_to))
         event.set()
 
     async def pay(self, offer: str, amount_msat: int | None = None, quantity: int | None = None, payer_note: str | None = None,
