@@ -16,7 +16,9 @@ from lnpmsg.payments import commands as payment_commands
 from lnpmsg.payments.bolt12 import commands
 from lnpmsg.payments.bolt12.offer import decode_offer
 from lnpmsg.testing.processes import finish_process, start_node_process
+from lnpmsg.payments.bolt12.invoice_request import InvoiceRequest
 from lnpmsg.wire.bolt1 import CHAIN_HASH_REGTEST
+from test_payments_bolt12 import BOB, _invoice, _offer
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "bolt12" / "offers-test.json").read_text())
 SIGNED_REQUEST = json.loads((Path(__file__).parent / "data" / "bolt12" / "signature-test.json").read_text())[3]["bolt12"]
@@ -67,6 +69,12 @@ def test_decodeoffer_offline(capsys: pytest.CaptureFixture[str]) -> None:
     invalid = next(v for v in VECTORS if v["description"] == "Missing offer_description, but has offer_amount")
     assert main(["decodeoffer", "--json", invalid["bolt12"]]) == 1
     assert json.loads(capsys.readouterr().out)["code"] == "missing_field"
+    # an invoice (and the request it answers): every field shown, payinfos and paths as objects
+    request = InvoiceRequest.for_offer(_offer(offer_amount=5000), BOB, b"\x05" * 16, payer_note="hi")
+    assert main(["decodeoffer", "--json", _invoice(request).encode()]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["type"] == "invoice" and shown["invoice_amount"] == 5000 and shown["invreq_payer_note"] == "hi"
+    assert shown["invoice_blindedpay"][0]["htlc_maximum_msat"] == 10**9 and shown["invoice_paths"][0]["num_hops"] == 2
     assert main(["decodeoffer", "lnbc1qqqq"]) == 1
     assert "not an offer" in capsys.readouterr().err
 
