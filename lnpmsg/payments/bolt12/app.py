@@ -278,10 +278,12 @@ class OffersApp(App):
         if not request.is_for_offer:
             raise _refuse("this node answers invoice requests for its offers only")
         ours = self._offers.get(request.offer().offer_id)
+        # BOLT 12: along one of the offer's paths if it has them, else along none; checked first, so
+        # that no answer tells who made an offer with a path (not even that it is disabled)
+        if ours is not None and ours.path_id != arrived_by:
+            raise _Refused("it came another way than the offer's paths", None)
         if ours is None or not ours.active:
             raise _refuse("unknown offer" if ours is None else "the offer is no longer answered")
-        if ours.path_id != arrived_by:  # BOLT 12: along one of the offer's paths if it has them, else along none
-            raise _Refused("it came another way than the offer's paths", None)
         try:
             ours.offer.check_usable(self.chain, self.clock())
             if request.chain != self.chain:
