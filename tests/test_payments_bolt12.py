@@ -306,3 +306,26 @@ def test_recipient_blinded_secret_signs_as_the_paths_last_id() -> None:
         path = blinded_path_to(session, [*via, _pub(ALICE)], path_id=b"\x01" * 24)
         secret = recipient_blinded_secret(session, [*via, _pub(ALICE)], ALICE)
         assert _pub(secret) == path.hops[-1].blinded_node_id != _pub(ALICE)
+
+
+def test_a_refund_request_and_its_invoice() -> None:
+    """A request not for an offer (merchant pays user): unsigned, its amount required; the invoice answering it."""
+    refund = InvoiceRequest.refund(_pub(BOB), b"\x06" * 16, 7000, "a refund", absolute_expiry=NOW + 60)
+    assert "signature" not in refund.tlvs and not refund.is_for_offer and refund.amount == 7000
+    assert decode_invoice_request(refund.encode()) == refund
+    invoice = _invoice(refund, secret=CAROL)
+    invoice.check_response(refund, chain=CHAIN_HASH_MAINNET, now=NOW)
+    assert invoice.node_id == _pub(CAROL) and invoice.amount == 7000
+    with pytest.raises(Bolt12Error) as err:
+        _resigned(invoice, CAROL, invoice_amount=7001).check_response(refund, chain=CHAIN_HASH_MAINNET, now=NOW)
+    assert err.value.code == "wrong_amount"
+    # an offer's request must be signed; a refund's signature, when there is one, must be right
+    from lnpmsg.payments.bolt12.tlvs import INVOICE_REQUEST_TLVS
+
+    request = InvoiceRequest.for_offer(_offer(offer_amount=5000), BOB, b"\x05" * 16)
+    with pytest.raises(Bolt12Error) as err:
+        InvoiceRequest.from_bytes(INVOICE_REQUEST_TLVS.encode(request.tlvs.replace(signature=None)))
+    assert err.value.code == "bad_signature"
+    with pytest.raises(Bolt12Error) as err:
+        InvoiceRequest.from_bytes(INVOICE_REQUEST_TLVS.encode(refund.tlvs.replace(signature=b"\x01" * 64)))
+    assert err.value.code == "bad_signature"

@@ -69,7 +69,9 @@ class InvoiceRequest:
         if features and (bits := unknown_even_bits(features)):
             raise Bolt12Error(f"invreq_features requires unknown feature bit(s) {bits}", "unknown_required_feature")
         signature = stream.get("signature")
-        if signature is None or not verify(_NAME, data, signature, stream["invreq_payer_id"]):
+        for_offer = stream.get("offer_issuer_id") is not None or bool(stream.get("offer_paths"))
+        # (a request without an offer, published as a refund, carries none: BOLT 12's writer must not sign it)
+        if (signature is None and for_offer) or (signature is not None and not verify(_NAME, data, signature, stream["invreq_payer_id"])):
             raise Bolt12Error("the signature is not invreq_payer_id's", "bad_signature")
         name = stream.get("invreq_bip_353_name")
         if name is not None and not set(name.name + name.domain) <= BIP353_CHARS:
@@ -84,6 +86,18 @@ class InvoiceRequest:
             if stream.get("invreq_amount") is None:
                 raise Bolt12Error("no invreq_amount in a request not for an offer", "missing_field")
         return request
+
+    @classmethod
+    def refund(cls, payer_id: bytes, metadata: bytes, amount_msat: int, description: str, *, chain: bytes = BITCOIN,
+               absolute_expiry: int | None = None, issuer: str | None = None) -> InvoiceRequest:  # fmt: skip
+        """A request not for an offer (BOLT 12's merchant-pays-user flow, a refund): its payer offers to
+        pay ``amount_msat``; whoever it is meant for answers with an invoice sent to ``payer_id``. Unsigned."""
+        fields = {"invreq_metadata": metadata, "invreq_payer_id": payer_id, "invreq_amount": amount_msat, "offer_description": description,
+                  "offer_absolute_expiry": absolute_expiry, "offer_issuer": issuer, "invreq_chain": None if chain == BITCOIN else chain}  # fmt: skip
+        try:
+            return cls.from_bytes(INVOICE_REQUEST_TLVS.encode(INVOICE_REQUEST_TLVS.stream(fields)))
+        except WireError as exc:
+            raise Bolt12Error(str(exc), "malformed") from None
 
     def to_bytes(self) -> bytes:
         return INVOICE_REQUEST_TLVS.encode(self.tlvs)
