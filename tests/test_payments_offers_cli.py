@@ -36,6 +36,12 @@ def test_each_command_calls_its_method() -> None:
     assert request("offer", "any", "--blinded-path", "--quantity-max", "0") == (
         "offers.create", {"amount_msat": None, "quantity_max": 0, "blinded_path": True})
     assert request("offer", "1", "--description", "d", "--hide-node-id")[1] == {"amount_msat": 1, "description": "d", "hide_node_id": True}
+    assert request("invoicerequest", "7000", "--description", "refund", "--expiry", "60") == (
+        "offers.invoicerequest", {"amount_msat": 7000, "description": "refund", "expiry": 60})
+    assert request("listinvoicerequests") == ("offers.listinvoicerequests", {})
+    assert request("sendinvoice", "lnr1x", "--label", "l") == ("offers.sendinvoice", {"invreq": "lnr1x", "label": "l"})
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["invoicerequest", "any", "--description", "x"])
     assert request("listoffers") == ("offers.list", {})
     assert request("disableoffer", "ab" * 32) == ("offers.disable", {"offer_id": "ab" * 32})
     assert request("fetchinvoice", "lno1x", "--amount-msat", "7", "--payer-note", "hi") == (

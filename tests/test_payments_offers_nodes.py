@@ -33,6 +33,7 @@ from lnpmsg.payments.bolt12.tlvs import INVOICE_REQUEST_TLVS, INVOICE_TLVS
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing.nodes import running
+from lnpmsg.wire.bolt1 import CHAIN_HASH_REGTEST
 from lnpmsg.wallet.calls import ChainAppError
 from test_payments_app import channels, net, payments, quiet, wait_until
 
@@ -221,3 +222,37 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
                 assert (await pay_app.pay(hidden["bolt12"]))["status"] == "complete"  # (its key derived again from the stored salt)
             finally:
                 c.stop()
+
+
+@pytest.mark.trio
+async def test_a_refund_request_paid_when_answered(tmp_path: Path) -> None:
+    """B offers to pay A (an invoice request not for an offer); A answers with sendinvoice and B pays at
+    once; another invoice for it gets an invoice_error and stays unpaid; an expired one is not answered."""
+    async with net(tmp_path) as n:
+        (a, receiver), (b, payer) = offers_app(n, "a"), offers_app(n, "b")
+        async with running(a, b):
+            await n.fund(b)
+            await n.open([(b, a, 1_000_000, 1_000_000)])
+            made = await payer.invoicerequest(30_000, "a refund", label="refund")
+            assert made["status"] == "unpaid" and made["bolt12"].startswith("lnr1")
+            sent = await receiver.sendinvoice(made["bolt12"], label="my refund")
+            await wait_until(lambda: payer._refunds[bytes.fromhex(made["id"])].status == "paid", "B paid")
+            (row,) = (await payments(a).listinvoices("my refund"))["invoices"]
+            assert row["status"] == "paid" and row["payment_hash"] == sent["payment_hash"] and sent["amount_msat"] == 30_000
+            assert (await payer.listinvoicerequests())["invoice_requests"][0]["status"] == "paid"
+            await wait_until(lambda: quiet(a) and quiet(b), "settled")
+
+            # paid once: a second invoice is refused with invoice_error, and stays unpaid
+            onion_a = a.apps["onion_messages"]
+            again = await receiver.sendinvoice(made["bolt12"])
+            await wait_until(lambda: any(68 in m.records for m in onion_a.recent), "A got an invoice_error")  # type: ignore[attr-defined]
+            (row,) = (await payments(a).listinvoices(again["label"]))["invoices"]
+            assert row["status"] == "unpaid" and len((await payments(b).listpayments())["payments"]) == 1
+
+            late = await payer.invoicerequest(1000, "too late", expiry=60)
+            receiver.clock = lambda: time.time() + 120
+            await refused(receiver.sendinvoice(late["bolt12"]), "Expired")
+            receiver.clock = time.time
+            with pytest.raises(ParamsError, match="for an offer"):
+                await receiver.sendinvoice(InvoiceRequest.for_offer(decode_offer((await receiver.create(1, "x"))["bolt12"]), b"\x0b" * 32,
+                                                                    b"\x01" * 16, chain=CHAIN_HASH_REGTEST).encode())  # fmt: skip

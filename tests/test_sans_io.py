@@ -25,6 +25,7 @@ import pytest
 from lnpmsg.channels import SHELL_MODULES
 from lnpmsg.onion_messages import SHELL_MODULES as ONION_MESSAGES_SHELL_MODULES
 from lnpmsg.payments import SHELL_MODULES as PAYMENTS_SHELL_MODULES
+from lnpmsg.payments.bolt12 import SHELL_MODULES as BOLT12_SHELL_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent / "lnpmsg"
 
@@ -68,7 +69,7 @@ CORES = [
     *_modules("onion_messages"),
     *(f"lnpmsg.payments.onion.{p.stem}" for p in sorted((ROOT / "payments" / "onion").glob("*.py")) if p.stem != "__init__"),
     "lnpmsg.payments.bolt12",
-    *(f"lnpmsg.payments.bolt12.{p.stem}" for p in sorted((ROOT / "payments" / "bolt12").glob("*.py")) if p.stem not in ("__init__", *SHELL_NAMES)),
+    *(f"lnpmsg.payments.bolt12.{p.stem}" for p in sorted((ROOT / "payments" / "bolt12").glob("*.py")) if p.stem not in ("__init__", *BOLT12_SHELL_MODULES)),
     "lnpmsg.rpc.control_proto",
     "lnpmsg.rpc.params",
     # the transport interface and the one address syntax (the CLI parses addresses without the I/O)

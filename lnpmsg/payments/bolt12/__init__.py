@@ -5,7 +5,8 @@
 - :mod:`.offer`, :mod:`.invoice_request`, :mod:`.invoice`, :mod:`.invoice_error`:
   each form read with the spec's reader requirements (:class:`Bolt12Error` with
   a ``code``), built, and written;
-- :mod:`.app` (``OffersApp``), :mod:`.store`, :mod:`.commands`: the shells.
+- :mod:`.app` (``OffersApp``), :mod:`.refunds` (its requests not for an offer), :mod:`.store`,
+  :mod:`.commands`: the shells.
 
 Every name resolves on first use, so the CLI's parser loads none of them.
 """
@@ -13,7 +14,7 @@ Every name resolves on first use, so the CLI's parser loads none of them.
 from lnpmsg._lazy import lazy_exports
 
 #: the modules of this package that are trio or file shells; every other module is sans-IO
-SHELL_MODULES = frozenset({"app", "store", "commands"})
+SHELL_MODULES = frozenset({"app", "refunds", "store", "commands"})
 
 __all__ = ["SHELL_MODULES", "Bolt12Error", "Invoice", "InvoiceError", "InvoiceRequest", "OffersApp", "Offer", "PayInfo", "decode_invoice",
            "decode_invoice_request", "decode_offer"]

@@ -53,6 +53,8 @@ from lnpmsg.payments.bolt12.invoice_error import InvoiceError
 from lnpmsg.payments.bolt12.invoice_request import InvoiceRequest
 from lnpmsg.payments.bolt12.keys import offer_path_session_key, recipient_blinded_secret
 from lnpmsg.payments.bolt12.offer import Offer, decode_offer
+from lnpmsg.payments.bolt12.refunds import Refunds, _OurRefund
+from lnpmsg.payments.bolt12.refusal import Refused, refuse
 from lnpmsg.payments.bolt12.store import OffersStore, OffersStoreError
 from lnpmsg.payments.bolt12.tlvs import BITCOIN
 from lnpmsg.payments.onion.blinding import BlindedPath, decode_blinded_path
@@ -78,18 +80,6 @@ MAX_PENDING = 64
 _FIELD_OF = {"bad_quantity": 86, "amount_too_low": 82, "missing_amount": 82, "expired": 14, "wrong_chain": 80, "unsupported_currency": 6}
 
 
-class _Refused(Exception):
-    """An invoice request we answer with an ``invoice_error`` (``error`` set) or ignore (None)."""
-
-    def __init__(self, why: str, error: InvoiceError | None) -> None:
-        super().__init__(why)
-        self.error = error
-
-
-def _refuse(why: str, field: int | None = None) -> _Refused:
-    return _Refused(why, InvoiceError(why, erroneous_field=field))
-
-
 @dataclass(slots=True)
 class _OurOffer:
     offer: Offer
@@ -108,7 +98,7 @@ class _OurOffer:
                 "created_at": self.created_at, "invoices": self.invoices}  # fmt: skip
 
 
-class OffersApp(App):
+class OffersApp(Refunds, App):
     """Make, answer and pay BOLT 12 offers (see the module docs).
 
     Args:
@@ -133,8 +123,10 @@ class OffersApp(App):
         self._offers: dict[bytes, _OurOffer] = {}
         self._issued: OrderedDict[bytes, bytes] = OrderedDict()
         self._pending: dict[str, tuple[trio.Event, list[Any]]] = {}
+        self._refunds: dict[bytes, _OurRefund] = {}
         for name, fn in (("create", self.create), ("list", self.list_offers), ("disable", self.disable), ("fetchinvoice", self.fetchinvoice),
-                         ("pay", self.pay)):  # fmt: skip
+                         ("pay", self.pay), ("invoicerequest", self.invoicerequest), ("listinvoicerequests", self.listinvoicerequests),
+                         ("sendinvoice", self.sendinvoice)):  # fmt: skip
             self.add_control_method(name, fn)
 
     # ------------------------------------------------------------ wiring
@@ -169,6 +161,7 @@ class OffersApp(App):
             offer = decode_offer(row["bolt12"])
             self._offers[offer.offer_id] = _OurOffer(offer, row["label"], bool(row["active"]), row["path_id"], row["path_salt"], row["created_at"],
                                                      row["invoices"])  # fmt: skip
+        await self._load_refunds()
         await super().starting()
 
     async def stopping(self) -> None:
@@ -257,7 +250,7 @@ class OffersApp(App):
         raw = received.records[INVOICE_REQUEST_RECORD]
         try:
             records = {INVOICE_RECORD: await self._answer(raw, received.reply_to)}
-        except _Refused as exc:
+        except Refused as exc:
             log.info("offers: invoice request %s: %s", "ignored" if exc.error is None else "refused", exc)
             if exc.error is None:
                 return
@@ -274,23 +267,23 @@ class OffersApp(App):
         try:
             request = InvoiceRequest.from_bytes(raw)
         except Bolt12Error as exc:
-            raise _refuse(f"invalid invoice_request: {exc}") from None
+            raise refuse(f"invalid invoice_request: {exc}") from None
         if not request.is_for_offer:
-            raise _refuse("this node answers invoice requests for its offers only")
+            raise refuse("this node answers invoice requests for its offers only")
         ours = self._offers.get(request.offer().offer_id)
         # BOLT 12: along one of the offer's paths if it has them, else along none; checked first, so
         # that no answer tells who made an offer with a path (not even that it is disabled)
         if ours is not None and ours.path_id != arrived_by:
-            raise _Refused("it came another way than the offer's paths", None)
+            raise Refused("it came another way than the offer's paths", None)
         if ours is None or not ours.active:
-            raise _refuse("unknown offer" if ours is None else "the offer is no longer answered")
+            raise refuse("unknown offer" if ours is None else "the offer is no longer answered")
         try:
             ours.offer.check_usable(self.chain, self.clock())
             if request.chain != self.chain:
                 raise Bolt12Error("invreq_chain is not this node's chain", "wrong_chain")
             request.check_against_offer()
         except Bolt12Error as exc:
-            raise _refuse(str(exc), _FIELD_OF.get(exc.code)) from None
+            raise refuse(str(exc), _FIELD_OF.get(exc.code)) from None
         key = hashlib.sha256(raw).digest()
         # the same request again (the messaging layer may repeat one): the same invoice, which BOLT 12
         # allows only for an offer with offer_issuer_id
@@ -310,22 +303,27 @@ class OffersApp(App):
         return invoice
 
     async def _make_invoice(self, request: InvoiceRequest, ours: _OurOffer) -> bytes:
+        label = f"offer {ours.offer.offer_id.hex()[:16]} {self._random(8).hex()}"
+        description = ours.offer.description or ours.offer.issuer or "offer"
+        # (a path from us alone would name us: not for an offer that does not)
+        return await self._issue(request, label, description, self._signing_key(ours), from_us=ours.offer.issuer_id is not None)
+
+    async def _issue(self, request: InvoiceRequest, label: str, description: str, signing_key: bytes, *, from_us: bool) -> bytes:
+        """The signed invoice answering ``request``: a payments-app invoice LABEL for its amount, and blinded
+        payment paths to us for it (:class:`Refused` when we cannot receive)."""
         amount = request.amount if request.amount is not None else request.expected_amount()
         assert amount is not None  # (check_against_offer refused a request without either)
         payments = self._payments()
-        label = f"offer {ours.offer.offer_id.hex()[:16]} {self._random(8).hex()}"
-        description = ours.offer.description or ours.offer.issuer or "offer"
         try:
             made = await payments.invoice(amount, label, description, expiry=DEFAULT_RELATIVE_EXPIRY)
-            # through the peer that can bring us the most, then from us alone: for a payer that is that
-            # peer (it cannot pay a path it introduces), or that finds no route to it; not for an offer
-            # that does not name us (a path from us alone would)
+            # through the peer that can bring us the most, then (``from_us``) from us alone: for a payer
+            # that is that peer (it cannot pay a path it introduces), or that finds no route to it
             made_paths = [await payments.blindedpath(label)]
-            if ours.offer.issuer_id is not None:
+            if from_us:
                 made_paths.append(await payments.blindedpath(label, introduction=self.node.node_id.hex()))
         except (ChainAppError, ParamsError) as exc:
             await self._forget_invoice(label)
-            raise _refuse(f"cannot receive a payment now: {exc}") from None
+            raise refuse(f"cannot receive a payment now: {exc}") from None
         paths = []
         for made_path in made_paths:
             path, _ = decode_blinded_path(bytes.fromhex(made_path["blinded_path"]))
@@ -333,9 +331,9 @@ class OffersApp(App):
             # (htlc_maximum_msat: the receiver accepts up to twice the amount)
             paths.append((path, PayInfo(info["fee_base_msat"], info["fee_proportional_millionths"], info["cltv_expiry_delta"],
                                         info["htlc_minimum_msat"], 2 * amount)))  # fmt: skip
-        invoice = Invoice.for_request(request, self._signing_key(ours), payment_hash=bytes.fromhex(made["payment_hash"]), amount_msat=amount,
+        invoice = Invoice.for_request(request, signing_key, payment_hash=bytes.fromhex(made["payment_hash"]), amount_msat=amount,
                                       created_at=int(self.clock()), paths=paths)  # fmt: skip
-        log.info("offers: invoice for %d msat of offer %s", amount, ours.offer.offer_id.hex()[:16])
+        log.info("offers: invoice %s for %d msat", label, amount)
         return invoice.to_bytes()
 
     def _signing_key(self, ours: _OurOffer) -> bytes:
@@ -449,6 +447,9 @@ class OffersApp(App):
 
     def _on_answer(self, received: Any) -> None:
         waiting = self._pending.get(received.reply_to) if received.reply_to is not None else None
+        if waiting is None and received.reply_to is None and INVOICE_RECORD in received.records:
+            self.spawn(self._on_refund_invoice, received)  # (not along any path of ours: for a request without paths)
+            return
         if waiting is None:  # BOLT 12: an invoice must come along the reply path of a request of ours
             log.debug("offers: an invoice or invoice_error nobody waits for (reply_to %s) dropped", received.reply_to)
             return
@@ -463,6 +464,10 @@ class OffersApp(App):
         """Fetch an invoice for OFFER (as ``fetchinvoice``) and pay it into its blinded paths, in the invoice's
         order, until one succeeds; returns as ``payments.pay`` does, with the invoice."""
         invoice, _ = await self._fetch(offer, amount_msat, quantity, payer_note, timeout)
+        return await self._pay_invoice(invoice, max_fee_msat)
+
+    async def _pay_invoice(self, invoice: Invoice, max_fee_msat: int | None = None) -> dict[str, Any]:
+        """Pay a checked invoice into its paths, in order, until one succeeds (``payments.payblinded``'s result)."""
         payments, last = self._payments(), None
         for path, info in invoice.usable_paths():
             try:

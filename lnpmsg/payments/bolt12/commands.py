@@ -20,7 +20,14 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"offer", "listoffers", "disableoffer", "fetchinvoice", "decodeoffer"})
+COMMANDS = frozenset({"offer", "listoffers", "disableoffer", "fetchinvoice", "decodeoffer", "invoicerequest", "listinvoicerequests", "sendinvoice"})
+
+
+def _positive(text: str) -> int:
+    value = _msat(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("an invoice request names its amount: a whole number of millisatoshis")
+    return value
 
 
 def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
@@ -56,6 +63,17 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--amount-msat", type=_msat, metavar="N", help="the amount, for an offer without one (or to pay more)")
     p.add_argument("--quantity", type=int, metavar="N", help="how many items, for an offer that sells several")
     p.add_argument("--payer-note", metavar="TEXT", help="a note for the issuer, carried in the invoice")
+    p = add("invoicerequest", "offer to pay an amount (a refund, a withdrawal): a BOLT 12 invoice request (lnr1...) not for an offer; "
+            "whoever it is for answers with sendinvoice, and its invoice is paid at once (once)")
+    p.add_argument("amount_msat", type=_positive, metavar="AMOUNT_MSAT", help="millisatoshis to pay")
+    p.add_argument("--description", required=True, metavar="TEXT", help="what it is for")
+    p.add_argument("--label", metavar="LABEL", help="a unique name for it (listinvoicerequests shows it)")
+    p.add_argument("--expiry", type=int, metavar="S", help="pay an invoice for it only within S seconds from now (default: no limit)")
+    add("listinvoicerequests", "list our invoice requests not for an offer: unpaid, paying or paid")
+    p = add("sendinvoice", "answer an invoice request not for an offer (lnr1...) with an invoice for its amount, sent to its payer "
+            "over onion messages; listinvoices shows when it is paid")
+    p.add_argument("invreq", metavar="INVREQ", help="the invoice request (lnr1...)")
+    p.add_argument("--label", metavar="LABEL", help="the label of our invoice (default: invreq ID NONCE)")
     p = add("decodeoffer", "decode a BOLT 12 offer (lno1), invoice request (lnr1) or invoice (lni1), checking what can be checked offline", node=False)
     p.add_argument("text", metavar="STRING", help="the lno1/lnr1/lni1 string")
 
@@ -79,6 +97,18 @@ def _print_invoice(r: dict[str, Any]) -> None:
     print(f"{r['amount_msat']} msat, hash {r['payment_hash']}, from {r['node_id']}, payable until {r['expires_at']} ({r['blinded_paths']} blinded path(s))")
 
 
+def _print_request(r: dict[str, Any]) -> None:
+    print(f"{r['id']} ({r['label'] or 'no label'}, {r['amount_msat']} msat, {r['status']}): {r['description']}")
+    print(f"    {r['bolt12']}")
+
+
+def _print_requests(r: dict[str, Any]) -> None:
+    for request in r["invoice_requests"]:
+        _print_request(request)
+    if not r["invoice_requests"]:
+        print("no invoice requests")
+
+
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
     if args.command == "offer":
         params: dict[str, Any] = {"amount_msat": args.amount_msat}
@@ -100,6 +130,17 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             if getattr(args, name) is not None:
                 params[name] = getattr(args, name)
         return "offers.fetchinvoice", params, _print_invoice
+    if args.command == "invoicerequest":
+        params = {"amount_msat": args.amount_msat, "description": args.description}
+        for name in ("label", "expiry"):
+            if getattr(args, name) is not None:
+                params[name] = getattr(args, name)
+        return "offers.invoicerequest", params, _print_request
+    if args.command == "listinvoicerequests":
+        return "offers.listinvoicerequests", {}, _print_requests
+    if args.command == "sendinvoice":
+        params = {"invreq": args.invreq, **({"label": args.label} if args.label else {})}
+        return "offers.sendinvoice", params, lambda r: print(f"sent {r['invoice']}\n{r['amount_msat']} msat, label {r['label']}, hash {r['payment_hash']}")
     raise ValueError(f"not an offers command: {args.command}")
 
 

@@ -1,5 +1,5 @@
-"""The offers store: the offers this node made, in SQLite (one table; calls are blocking, the app
-runs them in a worker thread). An offer is on disk before its text is shown to anyone, so an
+"""The offers store: the offers this node made, and its invoice requests not for an offer (refunds),
+in SQLite (calls are blocking, the app runs them in a worker thread). An offer is on disk before its text is shown to anyone, so an
 invoice request for it finds it after a restart."""
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ CREATE TABLE IF NOT EXISTS offers (
     offer_id BLOB PRIMARY KEY, bolt12 TEXT NOT NULL, label TEXT UNIQUE, active INTEGER NOT NULL DEFAULT 1,
     path_id TEXT, path_salt BLOB, created_at INTEGER NOT NULL, invoices INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS refunds (
+    metadata BLOB PRIMARY KEY, bolt12 TEXT NOT NULL, label TEXT UNIQUE, status TEXT NOT NULL, created_at INTEGER NOT NULL
+);
 """
+_REFUND_COLUMNS = ("metadata", "bolt12", "label", "status", "created_at")
 _COLUMNS = ("offer_id", "bolt12", "label", "active", "path_id", "path_salt", "created_at", "invoices")
 
 
@@ -73,3 +77,17 @@ class OffersStore:
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM offers ORDER BY created_at, rowid").fetchall()
         return [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
+
+    def add_refund(self, metadata: bytes, bolt12: str, label: str | None, created_at: int) -> None:
+        """Record an invoice request of ours not for an offer (``sqlite3.IntegrityError``: the label exists)."""
+        self._write("record an invoice request in", "INSERT INTO refunds (metadata, bolt12, label, status, created_at) VALUES (?, ?, ?, 'unpaid', ?)",
+                    (metadata, bolt12, label, created_at))  # fmt: skip
+
+    def set_refund_status(self, metadata: bytes, status: str) -> None:
+        self._write("record an invoice request's payment in", "UPDATE refunds SET status = ? WHERE metadata = ?", (status, metadata))
+
+    def refunds(self) -> list[dict[str, Any]]:
+        """Every invoice request of ours not for an offer, oldest first."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_REFUND_COLUMNS)} FROM refunds ORDER BY created_at, rowid").fetchall()
+        return [dict(zip(_REFUND_COLUMNS, r, strict=True)) for r in rows]
