@@ -24,9 +24,13 @@ node`` with a chain does). It owns the onion-message records 64
   or an ``invoice_error`` (reported). ``offers.pay`` then pays it into its blinded
   paths in order (``payments.payblinded``) until one succeeds.
 
+Requests not for an offer (refunds) are :mod:`.refunds`'.
+
 Control calls: ``offers.create``, ``offers.list``, ``offers.disable``,
-``offers.fetchinvoice``, ``offers.pay``; the CLI's ``offer``, ``listoffers``,
-``disableoffer``, ``fetchinvoice`` and ``pay lno1...``.
+``offers.fetchinvoice``, ``offers.pay``, ``offers.invoicerequest``,
+``offers.listinvoicerequests``, ``offers.sendinvoice``; the CLI's ``offer``,
+``listoffers``, ``disableoffer``, ``fetchinvoice``, ``pay lno1...``,
+``invoicerequest``, ``listinvoicerequests``, ``sendinvoice``.
 """
 
 from __future__ import annotations
