@@ -240,6 +240,13 @@ async def test_a_refund_request_paid_when_answered(tmp_path: Path) -> None:
             (row,) = (await payments(a).listinvoices("my refund"))["invoices"]
             assert row["status"] == "paid" and row["payment_hash"] == sent["payment_hash"] and sent["amount_msat"] == 30_000
             assert (await payer.listinvoicerequests())["invoice_requests"][0]["status"] == "paid"
+            # a request left "paying" by a stop mid-payment is settled by what the payments app knows of it
+            ours = payer._refunds[bytes.fromhex(made["id"])]
+            ours.status = "paying"
+            assert (await payer.listinvoicerequests())["invoice_requests"][0]["status"] == "paid"  # (its payment is complete)
+            ours.status, ours.payment_hash = "paying", b"\x00" * 32
+            assert (await payer.listinvoicerequests())["invoice_requests"][0]["status"] == "unpaid"  # (never started)
+            ours.status, ours.payment_hash = "paid", bytes.fromhex(sent["payment_hash"])
             await wait_until(lambda: quiet(a) and quiet(b), "settled")
 
             # paid once: a second invoice is refused with invoice_error, and stays unpaid

@@ -128,6 +128,7 @@ class OffersApp(Refunds, App):
         self._issued: OrderedDict[bytes, bytes] = OrderedDict()
         self._pending: dict[str, tuple[trio.Event, list[Any]]] = {}
         self._refunds: dict[bytes, _OurRefund] = {}
+        self._paying_refunds: set[bytes] = set()
         for name, fn in (("create", self.create), ("list", self.list_offers), ("disable", self.disable), ("fetchinvoice", self.fetchinvoice),
                          ("pay", self.pay), ("invoicerequest", self.invoicerequest), ("listinvoicerequests", self.listinvoicerequests),
                          ("sendinvoice", self.sendinvoice)):  # fmt: skip

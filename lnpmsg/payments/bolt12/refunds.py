@@ -46,6 +46,8 @@ class _OurRefund:
     label: str | None
     status: str  # unpaid, paying, paid
     created_at: int
+    #: the invoice being paid (or paid)
+    payment_hash: bytes | None = None
 
     def view(self) -> dict[str, Any]:
         r = self.request
@@ -59,8 +61,8 @@ class Refunds:
     async def _load_refunds(self: OffersApp) -> None:
         for row in await trio.to_thread.run_sync(self._store().refunds):
             request = decode_invoice_request(row["bolt12"])
-            # (a payment cut short by a stop is "paying": listpayments knows how it ended; it is not paid twice)
-            self._refunds[request.metadata] = _OurRefund(request, row["label"], row["status"], row["created_at"])
+            # (a payment cut short by a stop is "paying" until the payments app says how it ended: _settle_paying)
+            self._refunds[request.metadata] = _OurRefund(request, row["label"], row["status"], row["created_at"], row["payment_hash"])
 
     async def invoicerequest(self: OffersApp, amount_msat: int, description: str, label: str | None = None,
                              expiry: int | None = None) -> dict[str, Any]:  # fmt: skip
@@ -86,6 +88,8 @@ class Refunds:
 
     async def listinvoicerequests(self: OffersApp) -> dict[str, Any]:
         """Our invoice requests not for an offer, oldest first: unpaid, paying or paid."""
+        for ours in list(self._refunds.values()):
+            await self._settle_paying(ours)
         return {"invoice_requests": [r.view() for r in self._refunds.values()]}
 
     async def sendinvoice(self: OffersApp, invreq: str, label: str | None = None) -> dict[str, Any]:
@@ -134,6 +138,7 @@ class Refunds:
             expiry = ours.request.tlvs.get("offer_absolute_expiry")
             if expiry is not None and self.clock() > expiry:
                 raise Bolt12Error("our invoice request expired", "expired")
+            await self._settle_paying(ours)
             if ours.status != "unpaid":
                 raise Bolt12Error(f"our invoice request is {ours.status} already", "already_paid")
         except Bolt12Error as exc:
@@ -146,22 +151,41 @@ class Refunds:
                 except AppError as exc:
                     log.info("offers: cannot send invoice_error: %s", exc)
             return
-        if not await self._set_refund(ours, "paying"):
-            ours.status = "unpaid"  # (persist, then pay: a restart must not pay it again)
+        if not await self._set_refund(ours, "paying", invoice.payment_hash):
+            ours.status, ours.payment_hash = "unpaid", None  # (persist, then pay: a restart must not pay it again)
             return
+        self._paying_refunds.add(ours.request.metadata)
         try:
             await self._pay_invoice(invoice)
         except (ChainAppError, ParamsError) as exc:
             log.warning("offers: paying the invoice for our invoice request %s failed: %s", ours.request.metadata.hex()[:16], exc)
-            await self._set_refund(ours, "unpaid")
+            await self._set_refund(ours, "unpaid", None)
             return
-        await self._set_refund(ours, "paid")
+        finally:
+            self._paying_refunds.discard(ours.request.metadata)
+        await self._set_refund(ours, "paid", invoice.payment_hash)
 
-    async def _set_refund(self: OffersApp, ours: _OurRefund, status: str) -> bool:
+    async def _settle_paying(self: OffersApp, ours: _OurRefund) -> None:
+        """A request left ``paying`` (by a stop in the middle of its payment): ``paid`` once the payments app
+        has its payment complete, ``unpaid`` when it has none left pending nor complete."""
+        if ours.status != "paying" or ours.payment_hash is None or self._paying_now(ours):
+            return
+        done = (await self._payments().listpayments(ours.payment_hash.hex()))["payments"]
+        statuses = {p["status"] for p in done}
+        if "complete" in statuses:
+            await self._set_refund(ours, "paid", ours.payment_hash)
+        elif "pending" not in statuses:
+            await self._set_refund(ours, "unpaid", None)
+
+    def _paying_now(self: OffersApp, ours: _OurRefund) -> bool:
+        """Whether this run pays the request now (its status is this run's, not a stopped one's)."""
+        return ours.request.metadata in self._paying_refunds
+
+    async def _set_refund(self: OffersApp, ours: _OurRefund, status: str, payment_hash: bytes | None) -> bool:
         """Record the request's new status (False: it could not be written)."""
-        ours.status = status
+        ours.status, ours.payment_hash = status, payment_hash
         try:
-            await trio.to_thread.run_sync(self._store().set_refund_status, ours.request.metadata, status)
+            await trio.to_thread.run_sync(self._store().set_refund_status, ours.request.metadata, status, payment_hash)
         except OffersStoreError as exc:
             log.warning("offers: %s", exc)
             return False

@@ -20,10 +20,11 @@ CREATE TABLE IF NOT EXISTS offers (
     path_id TEXT, path_salt BLOB, created_at INTEGER NOT NULL, invoices INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS refunds (
-    metadata BLOB PRIMARY KEY, bolt12 TEXT NOT NULL, label TEXT UNIQUE, status TEXT NOT NULL, created_at INTEGER NOT NULL
+    metadata BLOB PRIMARY KEY, bolt12 TEXT NOT NULL, label TEXT UNIQUE, status TEXT NOT NULL, created_at INTEGER NOT NULL,
+    payment_hash BLOB
 );
 """
-_REFUND_COLUMNS = ("metadata", "bolt12", "label", "status", "created_at")
+_REFUND_COLUMNS = ("metadata", "bolt12", "label", "status", "created_at", "payment_hash")
 _COLUMNS = ("offer_id", "bolt12", "label", "active", "path_id", "path_salt", "created_at", "invoices")
 
 
@@ -83,8 +84,10 @@ class OffersStore:
         self._write("record an invoice request in", "INSERT INTO refunds (metadata, bolt12, label, status, created_at) VALUES (?, ?, ?, 'unpaid', ?)",
                     (metadata, bolt12, label, created_at))  # fmt: skip
 
-    def set_refund_status(self, metadata: bytes, status: str) -> None:
-        self._write("record an invoice request's payment in", "UPDATE refunds SET status = ? WHERE metadata = ?", (status, metadata))
+    def set_refund_status(self, metadata: bytes, status: str, payment_hash: bytes | None) -> None:
+        """The request's status (unpaid, paying, paid) and the payment hash of the invoice being paid, if any."""
+        self._write("record an invoice request's payment in", "UPDATE refunds SET status = ?, payment_hash = ? WHERE metadata = ?",
+                    (status, payment_hash, metadata))  # fmt: skip
 
     def refunds(self) -> list[dict[str, Any]]:
         """Every invoice request of ours not for an offer, oldest first."""
