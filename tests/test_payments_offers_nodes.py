@@ -99,6 +99,16 @@ async def test_offers_paid_between_two_nodes(tmp_path: Path) -> None:
             assert err.value.details["code"] == InvalidOnionBlinding.TYPE
             await wait_until(lambda: quiet(a) and quiet(b), "settled")
 
+            # the invoices of requests that expired unpaid are swept from the payments store (others kept)
+            before = {r["label"]: r["status"] for r in (await payments(b).listinvoices())["invoices"]}
+            later = payments(b)._now
+            payments(b)._now = lambda: time.time() + 7201
+            assert await offers.prune_invoices() == 2  # (the fetched one, and the repeated request's)
+            payments(b)._now = later
+            after = {r["label"]: r["status"] for r in (await payments(b).listinvoices())["invoices"]}
+            assert "plain" in after and all(status == "paid" for label, status in after.items() if label.startswith("offer "))
+            assert len(before) - len(after) == 2
+
             # an offer of any amount: the payer names it
             tip = await offers.create(None, "tips")
             assert decode_offer(tip["bolt12"]).amount is None

@@ -66,7 +66,7 @@ from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire.bolt1 import CHAIN_HASHES
 
-__all__ = ["FETCH_TIMEOUT", "INVOICE_ERROR_RECORD", "ISSUED_CACHE", "MAX_PENDING", "INVOICE_RECORD", "INVOICE_REQUEST_RECORD", "OffersApp"]
+__all__ = ["AUTO_LABELS", "FETCH_TIMEOUT", "INVOICE_ERROR_RECORD", "ISSUED_CACHE", "MAX_PENDING", "PRUNE_INTERVAL", "INVOICE_RECORD", "INVOICE_REQUEST_RECORD", "OffersApp"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,11 @@ FETCH_TIMEOUT = 30.0
 ISSUED_CACHE = 256
 #: requests waiting for their answer at most (each holds a fetchinvoice call)
 MAX_PENDING = 64
+#: seconds between sweeps of the payments-app invoices made for invoice requests that expired unpaid:
+#: anyone may ask for invoices, so they must not pile up
+PRUNE_INTERVAL = 600.0
+#: the labels of the invoices this app makes (``invreq`` ones only when no label was given)
+AUTO_LABELS = ("offer ", "invreq ")
 #: the field each refusal is about, for ``invoice_error``'s ``erroneous_field``
 _FIELD_OF = {"bad_quantity": 86, "amount_too_low": 82, "missing_amount": 82, "expired": 14, "wrong_chain": 80, "unsupported_currency": 6}
 
@@ -168,6 +173,23 @@ class OffersApp(Refunds, App):
                                                      row["invoices"])  # fmt: skip
         await self._load_refunds()
         await super().starting()
+
+    async def serve(self) -> None:
+        while True:
+            await trio.sleep(PRUNE_INTERVAL)
+            await self.prune_invoices()
+
+    async def prune_invoices(self) -> int:
+        """Delete the invoices made for invoice requests (their labels :data:`AUTO_LABELS`) that expired
+        unpaid; how many."""
+        payments, pruned = self._payments(), 0
+        for row in (await payments.listinvoices())["invoices"]:
+            if row["status"] == "expired" and row["label"].startswith(AUTO_LABELS):
+                await self._forget_invoice(row["label"])
+                pruned += 1
+        if pruned:
+            log.info("offers: %d expired unpaid invoice(s) of invoice requests deleted", pruned)
+        return pruned
 
     async def stopping(self) -> None:
         await super().stopping()
