@@ -184,8 +184,7 @@ class OffersApp(Refunds, App):
         unpaid; how many."""
         payments, pruned = self._payments(), 0
         for row in (await payments.listinvoices())["invoices"]:
-            if row["status"] == "expired" and row["label"].startswith(AUTO_LABELS):
-                await self._forget_invoice(row["label"])
+            if row["status"] == "expired" and row["label"].startswith(AUTO_LABELS) and await self._forget_invoice(row["label"]):
                 pruned += 1
         if pruned:
             log.info("offers: %d expired unpaid invoice(s) of invoice requests deleted", pruned)
@@ -373,11 +372,13 @@ class OffersApp(Refunds, App):
         return recipient_blinded_secret(offer_path_session_key(self.node.key.secret, ours.path_salt), [intro, self.node.node_id],
                                         self.node.key.secret)  # fmt: skip
 
-    async def _forget_invoice(self, label: str) -> None:
+    async def _forget_invoice(self, label: str) -> bool:
+        """Delete our payments-app invoice LABEL if it is unpaid and nothing of it is held (True: deleted)."""
         try:
             await self._payments().delinvoice(label)
         except (ChainAppError, ParamsError):
-            pass
+            return False
+        return True
 
     # ------------------------------------------------------------ paying
 
