@@ -198,25 +198,36 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
             assert [p.first_node_id for p, _ in invoice.usable_paths()] == [b.node_id]  # (no path of C alone: it would name C)
             await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
 
+            # B's offer not naming B, along two paths (A and C introduce them): A can send along its own only,
+            # and B signs with that path's last blinded id
+            b_offers = b.apps["offers"]
+            two = await b_offers.create(AMOUNT, "two ways", hide_node_id=True)  # type: ignore[attr-defined]
+            two_offer = decode_offer(two["bolt12"])
+            assert sorted(p.first_node_id for p in two_offer.paths) == sorted([a.node_id, c.node_id])
+            via_a = next(p for p in two_offer.paths if p.first_node_id == a.node_id)
+            paid = await pay_app.pay(two["bolt12"])
+            assert paid["status"] == "complete" and decode_invoice(paid["bolt12_invoice"]).node_id == via_a.hops[-1].blinded_node_id
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
+
             # C's invoices broken on their way out: A refuses each and pays nothing
             make = offers._make_invoice
 
-            async def broken(request: InvoiceRequest, ours: Any) -> bytes:
-                good = await make(request, ours)
+            async def broken(request: InvoiceRequest, ours: Any, arrived_by: str | None) -> bytes:
+                good = await make(request, ours, arrived_by)
                 return good[:-1] + bytes([good[-1] ^ 1])
 
-            async def mismatched(request: InvoiceRequest, ours: Any) -> bytes:
-                return _resigned(await make(request, ours), c.key.secret, invreq_payer_note="not what was asked")
+            async def mismatched(request: InvoiceRequest, ours: Any, arrived_by: str | None) -> bytes:
+                return _resigned(await make(request, ours, arrived_by), c.key.secret, invreq_payer_note="not what was asked")
 
-            async def another_amount(request: InvoiceRequest, ours: Any) -> bytes:
-                return _resigned(await make(request, ours), c.key.secret, invoice_amount=AMOUNT - 1)
+            async def another_amount(request: InvoiceRequest, ours: Any, arrived_by: str | None) -> bytes:
+                return _resigned(await make(request, ours, arrived_by), c.key.secret, invoice_amount=AMOUNT - 1)
 
             for fault, code in ((broken, "bad_signature"), (mismatched, "mismatch"), (another_amount, "wrong_amount")):
                 offers._make_invoice = fault  # type: ignore[method-assign]
                 err = await refused(pay_app.pay(made["bolt12"], quantity=1), "BadInvoice")
                 assert err.details["code"] == code
             offers._make_invoice = make  # type: ignore[method-assign]
-            assert len((await payments(a).listpayments())["payments"]) == 2
+            assert len((await payments(a).listpayments())["payments"]) == 3
 
             # C restarts: its offer is still answered along the path it gave out before (its path_id still C's)
             c.stop()

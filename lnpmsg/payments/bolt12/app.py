@@ -5,15 +5,16 @@ node`` with a chain does). It owns the onion-message records 64
 (``invoice_request``), 66 (``invoice``) and 68 (``invoice_error``).
 
 - **Issuing.** ``offers.create`` makes an offer (stored before it is shown):
-  its ``offer_issuer_id`` is our node id; with ``blinded_path`` it also names
-  a blinded path to us through a peer (``offer_paths``), whose ``path_id`` is
-  the onion-messages app's (:meth:`~lnpmsg.onion_messages.app.OnionMessagesApp.blinded_path_to_us`).
+  its ``offer_issuer_id`` is our node id (unless ``hide_node_id``); with
+  ``blinded_path`` it also names blinded paths to us through peers
+  (``offer_paths``), each with a ``path_id`` of the onion-messages app's
+  (:meth:`~lnpmsg.onion_messages.app.OnionMessagesApp.blinded_path_to_us`).
   An ``invoice_request`` for an active offer of ours, unexpired, that came the
-  way the offer says (along its path if it has one, else not along any of
-  ours), gets a signed ``invoice`` along its reply path: a payments-app
-  invoice is made for the amount (its preimage and payment hash), and a
-  blinded payment path to us for it (``payments.blindedpath``), whose
-  ``path_id`` is a MAC of that payment hash, so a payment through it is
+  way the offer says (along one of its paths if it has them, else not along
+  any of ours), gets a signed ``invoice`` along its reply path: a payments-app
+  invoice is made for the amount (its preimage and payment hash), and blinded
+  payment paths to us for it (``payments.blindedpath``), whose ``path_id`` is
+  a MAC of that payment hash, so a payment through it is
   accepted for that invoice alone. A request that fails a check gets an
   ``invoice_error`` naming the field; one that came the wrong way is ignored.
 - **Paying.** ``offers.fetchinvoice`` sends an ``invoice_request`` (a fresh
@@ -35,13 +36,14 @@ Control calls: ``offers.create``, ``offers.list``, ``offers.disable``,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,7 @@ from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
 from lnpmsg.wire.bolt1 import CHAIN_HASHES
 
-__all__ = ["AUTO_LABELS", "FETCH_TIMEOUT", "INVOICE_ERROR_RECORD", "ISSUED_CACHE", "MAX_PENDING", "PRUNE_INTERVAL", "INVOICE_RECORD", "INVOICE_REQUEST_RECORD", "OffersApp"]
+__all__ = ["AUTO_LABELS", "FETCH_TIMEOUT", "INVOICE_ERROR_RECORD", "ISSUED_CACHE", "MAX_OFFER_PATHS", "MAX_PENDING", "PRUNE_INTERVAL", "INVOICE_RECORD", "INVOICE_REQUEST_RECORD", "OffersApp"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ MAX_PENDING = 64
 #: seconds between sweeps of the payments-app invoices made for invoice requests that expired unpaid:
 #: anyone may ask for invoices, so they must not pile up
 PRUNE_INTERVAL = 600.0
+#: blinded paths an offer carries at most (each through another peer): BOLT 12 has the payer send its
+#: request along each
+MAX_OFFER_PATHS = 3
 #: the labels of the invoices this app makes (``invreq`` ones only when no label was given)
 AUTO_LABELS = ("offer ", "invreq ")
 #: the field each refusal is about, for ``invoice_error``'s ``erroneous_field``
@@ -94,7 +99,8 @@ class _OurOffer:
     offer: Offer
     label: str | None
     active: bool
-    path_id: str | None
+    #: the ids of its blinded paths (the onion-messages app's ``reply_to`` along each), in the offer's order
+    path_ids: tuple[str, ...]
     path_salt: bytes | None
     created_at: int
     invoices: int
@@ -169,7 +175,8 @@ class OffersApp(Refunds, App):
         self.store = await trio.to_thread.run_sync(OffersStore, self.directory)
         for row in await trio.to_thread.run_sync(self.store.offers):
             offer = decode_offer(row["bolt12"])
-            self._offers[offer.offer_id] = _OurOffer(offer, row["label"], bool(row["active"]), row["path_id"], row["path_salt"], row["created_at"],
+            path_ids = tuple(row["path_id"].split(",")) if row["path_id"] else ()
+            self._offers[offer.offer_id] = _OurOffer(offer, row["label"], bool(row["active"]), path_ids, row["path_salt"], row["created_at"],
                                                      row["invoices"])  # fmt: skip
         await self._load_refunds()
         await super().starting()
@@ -204,10 +211,11 @@ class OffersApp(Refunds, App):
 
     async def create(self, amount_msat: int | None, description: str | None = None, label: str | None = None, issuer: str | None = None,
                      quantity_max: int | None = None, expiry: int | None = None, blinded_path: bool = False,
-                     introduction: str | None = None, hide_node_id: bool = False) -> dict[str, Any]:  # fmt: skip
+                     introduction: str | list[str] | None = None, hide_node_id: bool = False) -> dict[str, Any]:  # fmt: skip
         """Make an offer for AMOUNT_MSAT (None: any amount, the payer says), answered until ``expiry``
         seconds from now (None: always) or ``offers.disable``; with ``blinded_path`` (or an
-        ``introduction`` peer), reachable along a blinded path through a peer reading onion messages;
+        ``introduction`` peer, or list of them), reachable along blinded paths through peers reading onion
+        messages (each named, else up to :data:`MAX_OFFER_PATHS` of them);
         with ``hide_node_id`` too, only so: the offer and its invoices do not name our node id."""
         if amount_msat is not None and (not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or amount_msat <= 0):
             raise ParamsError(f"amount_msat must be a positive integer (or null for any amount), got {amount_msat!r}")
@@ -220,40 +228,56 @@ class OffersApp(Refunds, App):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "quantity_max" else 1)):
                 raise ParamsError(f"{name} must be a {'non-negative' if name == 'quantity_max' else 'positive'} integer, got {value!r}")
         now = int(self.clock())
-        path, path_id, salt = None, None, None
+        paths: list[BlindedPath] = []
+        path_ids: list[str] = []
+        salt = None
         if blinded_path or introduction is not None or hide_node_id:
             salt = self._random(16)
-            path, path_id = self._offer_path(hex_param(introduction, "introduction", 33) if introduction is not None else None, salt)
+            named = [introduction] if isinstance(introduction, str) else introduction
+            if named is not None and (not isinstance(named, list) or not named):
+                raise ParamsError("introduction is a node id or a non-empty list of them")
+            for i, intro in enumerate(self._introductions(None if named is None else [hex_param(n, "introduction", 33) for n in named])):
+                path, path_id = self._offer_path(intro, salt, i)
+                paths.append(path)
+                path_ids.append(path_id)
         fields: dict[str, Any] = {
             "offer_chains": None if self.chain == BITCOIN else (self.chain,),
             "offer_amount": amount_msat, "offer_description": description or None, "offer_issuer": issuer,
             "offer_quantity_max": quantity_max, "offer_absolute_expiry": None if expiry is None else now + expiry,
-            "offer_paths": None if path is None else (path,), "offer_issuer_id": None if hide_node_id else self.node.node_id,
+            "offer_paths": tuple(paths) or None, "offer_issuer_id": None if hide_node_id else self.node.node_id,
         }  # fmt: skip
         try:
             offer = Offer.build(**fields)
         except Bolt12Error as exc:
             raise ParamsError(f"cannot make the offer: {exc}") from None
         try:
-            await trio.to_thread.run_sync(self._store().add, offer.offer_id, offer.encode(), label, path_id, salt, now)
+            await trio.to_thread.run_sync(self._store().add, offer.offer_id, offer.encode(), label, ",".join(path_ids) or None, salt, now)
         except sqlite3.IntegrityError:
             raise ParamsError(f"an offer labelled {label!r} (or this very offer) exists already") from None
         except OffersStoreError as exc:
             raise ChainAppError(f"cannot make the offer: {exc}", {"error": "StoreWriteFailed"}) from None
-        ours = self._offers[offer.offer_id] = _OurOffer(offer, label, True, path_id, salt, now, 0)
+        ours = self._offers[offer.offer_id] = _OurOffer(offer, label, True, tuple(path_ids), salt, now, 0)
         log.info("offers: offer %s made (%s)", offer.offer_id.hex()[:16], "any amount" if amount_msat is None else f"{amount_msat} msat")
         return ours.view()
 
-    def _offer_path(self, introduction: bytes | None, salt: bytes) -> tuple[BlindedPath, str]:
-        onion = self._onion()
-        peers = sorted(p.node_id for p in onion.peers())
-        if introduction is None:
+    def _introductions(self, named: list[bytes] | None) -> list[bytes]:
+        """The peers to introduce an offer's paths: those ``named``, each a connected peer reading onion
+        messages, else the first :data:`MAX_OFFER_PATHS` such peers."""
+        peers = sorted(p.node_id for p in self._onion().peers())
+        if named is None:
             if not peers:
                 raise ChainAppError("no connected peer reads onion messages to introduce a blinded path", {"error": "NoPeer"})
-            introduction = peers[0]
-        elif introduction not in peers:
-            raise ChainAppError(f"{introduction.hex()} is not a connected peer reading onion messages", {"error": "NoPeer"})
-        return onion.blinded_path_to_us([introduction], blinding_key=offer_path_session_key(self.node.key.secret, salt))  # type: ignore[no-any-return]
+            return peers[:MAX_OFFER_PATHS]
+        if len(named) > MAX_OFFER_PATHS or len(set(named)) != len(named):
+            raise ParamsError(f"at most {MAX_OFFER_PATHS} different introduction nodes")
+        for intro in named:
+            if intro not in peers:
+                raise ChainAppError(f"{intro.hex()} is not a connected peer reading onion messages", {"error": "NoPeer"})
+        return named
+
+    def _offer_path(self, introduction: bytes, salt: bytes, index: int) -> tuple[BlindedPath, str]:
+        key = offer_path_session_key(self.node.key.secret, salt + bytes([index]))
+        return self._onion().blinded_path_to_us([introduction], blinding_key=key)  # type: ignore[no-any-return]
 
     async def list_offers(self) -> dict[str, Any]:
         """Our offers, oldest first."""
@@ -299,7 +323,7 @@ class OffersApp(Refunds, App):
         ours = self._offers.get(request.offer().offer_id)
         # BOLT 12: along one of the offer's paths if it has them, else along none; checked first, so
         # that no answer tells who made an offer with a path (not even that it is disabled)
-        if ours is not None and ours.path_id != arrived_by:
+        if ours is not None and (arrived_by not in ours.path_ids if ours.path_ids else arrived_by is not None):
             raise Refused("it came another way than the offer's paths", None)
         if ours is None or not ours.active:
             raise refuse("unknown offer" if ours is None else "the offer is no longer answered")
@@ -316,7 +340,7 @@ class OffersApp(Refunds, App):
         reuse = ours.offer.issuer_id is not None
         if reuse and key in self._issued:
             return self._issued[key]
-        invoice = await self._make_invoice(request, ours)
+        invoice = await self._make_invoice(request, ours, arrived_by)
         if reuse:
             self._issued[key] = invoice
             while len(self._issued) > ISSUED_CACHE:
@@ -328,15 +352,21 @@ class OffersApp(Refunds, App):
             log.warning("offers: %s", exc)
         return invoice
 
-    async def _make_invoice(self, request: InvoiceRequest, ours: _OurOffer) -> bytes:
+    async def _make_invoice(self, request: InvoiceRequest, ours: _OurOffer, arrived_by: str | None) -> bytes:
         label = f"offer {ours.offer.offer_id.hex()[:16]} {self._random(8).hex()}"
         description = ours.offer.description or ours.offer.issuer or "offer"
         # (a path from us alone would name us: not for an offer that does not)
-        return await self._issue(request, label, description, self._signing_key(ours), from_us=ours.offer.issuer_id is not None)
+        # (the peers introducing the offer's paths introduce payment paths too: a payer that is the best one
+        # cannot pay a path it introduces; a path from us alone would name us: not for an offer that does not)
+        peers = [p.first_node_id for p in ours.offer.paths if p.introduction_is_node_id]
+        return await self._issue(request, label, description, self._signing_key(ours, arrived_by), from_us=ours.offer.issuer_id is not None,
+                                 also_through=peers)  # fmt: skip
 
-    async def _issue(self, request: InvoiceRequest, label: str, description: str, signing_key: bytes, *, from_us: bool) -> bytes:
+    async def _issue(self, request: InvoiceRequest, label: str, description: str, signing_key: bytes, *, from_us: bool,
+                     also_through: Sequence[bytes] = ()) -> bytes:  # fmt: skip
         """The signed invoice answering ``request``: a payments-app invoice LABEL for its amount, and blinded
-        payment paths to us for it (:class:`Refused` when we cannot receive)."""
+        payment paths to us for it: through the peer that can bring us the most, the peers ``also_through``
+        we have a channel with, and (``from_us``) from us alone (:class:`Refused` when we cannot receive)."""
         amount = request.amount if request.amount is not None else request.expected_amount()
         assert amount is not None  # (check_against_offer refused a request without either)
         payments = self._payments()
@@ -345,6 +375,10 @@ class OffersApp(Refunds, App):
             # through the peer that can bring us the most, then (``from_us``) from us alone: for a payer
             # that is that peer (it cannot pay a path it introduces), or that finds no route to it
             made_paths = [await payments.blindedpath(label)]
+            for peer in also_through:
+                if peer.hex() not in {m["introduction_node_id"] for m in made_paths}:
+                    with contextlib.suppress(ChainAppError):  # (no usable channel with that peer)
+                        made_paths.append(await payments.blindedpath(label, introduction=peer.hex()))
             if from_us:
                 made_paths.append(await payments.blindedpath(label, introduction=self.node.node_id.hex()))
         except (ChainAppError, ParamsError) as exc:
@@ -362,15 +396,16 @@ class OffersApp(Refunds, App):
         log.info("offers: invoice %s for %d msat", label, amount)
         return invoice.to_bytes()
 
-    def _signing_key(self, ours: _OurOffer) -> bytes:
+    def _signing_key(self, ours: _OurOffer, arrived_by: str | None) -> bytes:
         """The key of ``invoice_node_id``: our node's, or for an offer that does not name us the last
-        blinded id of its path (BOLT 12: the one the request came to)."""
+        blinded id of the path the request came along (BOLT 12)."""
         if ours.offer.issuer_id is not None:
             return self.node.key.secret
-        assert ours.path_salt is not None  # (an offer without an issuer id has our path)
-        intro = ours.offer.paths[0].first_node_id
-        return recipient_blinded_secret(offer_path_session_key(self.node.key.secret, ours.path_salt), [intro, self.node.node_id],
-                                        self.node.key.secret)  # fmt: skip
+        assert ours.path_salt is not None and arrived_by is not None  # (an offer without an issuer id has paths, checked)
+        index = ours.path_ids.index(arrived_by)
+        intro = ours.offer.paths[index].first_node_id
+        session = offer_path_session_key(self.node.key.secret, ours.path_salt + bytes([index]))
+        return recipient_blinded_secret(session, [intro, self.node.node_id], self.node.key.secret)
 
     async def _forget_invoice(self, label: str) -> bool:
         """Delete our payments-app invoice LABEL if it is unpaid and nothing of it is held (True: deleted)."""

@@ -50,9 +50,10 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--issuer", metavar="TEXT", help="who issues it (e.g. a domain)")
     p.add_argument("--quantity-max", type=int, metavar="N", help="sell up to N items in one invoice (0: any number)")
     p.add_argument("--expiry", type=int, metavar="S", help="answer invoice requests for S seconds from now (default: until disableoffer)")
-    p.add_argument("--blinded-path", action="store_true", help="also reachable along a blinded path through a peer that reads onion "
-                   "messages (payers that cannot reach this node directly use it)")  # fmt: skip
-    p.add_argument("--introduction", metavar="NODEID", help="the peer to introduce the blinded path (implies --blinded-path)")
+    p.add_argument("--blinded-path", action="store_true", help="also reachable along blinded paths through peers that read onion "
+                   "messages (payers that cannot reach this node directly use them)")  # fmt: skip
+    p.add_argument("--introduction", action="append", metavar="NODEID", help="a peer to introduce a blinded path (repeatable, up to 3; "
+                   "implies --blinded-path; default: the first 3 peers reading onion messages)")  # fmt: skip
     p.add_argument("--hide-node-id", action="store_true", help="reachable only along the blinded path: neither the offer nor its "
                    "invoices name this node (implies --blinded-path)")  # fmt: skip
     add("listoffers", "list our offers: text, amount, whether still answered, invoices given")
