@@ -3,8 +3,8 @@
 Receiving: ``payments.blindedpath LABEL`` makes a blinded path to us for our
 invoice LABEL, through one of our channels' peers (the introduction node; the
 one named by ``introduction``, else the usable channel that can bring us the
-most; ``introduction`` our own node id: a path of us alone), with that peer's policy towards us as its ``payment_relay``,
-``payment_constraints`` (an expiry limit ``expiry_blocks`` ahead, the
+most; ``introduction`` our own node id: a path of us alone), with that peer's
+policy towards us as its ``payment_relay``, ``payment_constraints`` (an expiry limit ``expiry_blocks`` ahead, the
 channel's HTLC minimum) and a ``path_id`` tying it to the invoice's payment hash
 (a MAC, no storage: :func:`~lnpmsg.payments.blinded.path_id_for`). It returns
 the path as hex in BOLT 12's ``blinded_path`` encoding (BOLT 11 cannot carry one)
