@@ -229,7 +229,9 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
             offers._make_invoice = make  # type: ignore[method-assign]
             assert len((await payments(a).listpayments())["payments"]) == 3
 
-            # C restarts: its offer is still answered along the path it gave out before (its path_id still C's)
+            # C restarts: its offer is still answered along the path it gave out before (its path_id still C's),
+            # and an invoice it gave before is still paid through its payment path (nothing of it kept but the invoice)
+            before = await pay_app.fetchinvoice(made["bolt12"], quantity=1)
             c.stop()
             await wait_until(lambda: c.node_id not in b.peers, "B sees C go")
             c, offers = offers_app(n, "c")
@@ -239,8 +241,10 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
                 await wait_until(lambda: all(quiet(x) for x in (a, b, c)) and any(ch.usable for ch in channels(c).htlcs.channels()), "reconnected")
                 assert (await offers.list_offers())["offers"][0]["offer_id"] == made["offer_id"]
                 paid = await pay_app.pay(made["bolt12"], quantity=1)
-                assert paid["status"] == "complete" and (await offers.list_offers())["offers"][0]["invoices"] == 5
+                assert paid["status"] == "complete" and (await offers.list_offers())["offers"][0]["invoices"] == 6
                 assert (await pay_app.pay(hidden["bolt12"]))["status"] == "complete"  # (its key derived again from the stored salt)
+                paid = await pay_app._pay_invoice(decode_invoice(before["invoice"]))
+                assert paid["status"] == "complete" and paid["payment_hash"] == before["payment_hash"]
             finally:
                 c.stop()
 
