@@ -226,6 +226,9 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
                 offers._make_invoice = fault  # type: ignore[method-assign]
                 err = await refused(pay_app.pay(made["bolt12"], quantity=1), "BadInvoice")
                 assert err.details["code"] == code
+            # (and told C why, each: invoice_error along the reply path C's invoice carried)
+            onion_c = c.apps["onion_messages"]
+            await wait_until(lambda: sum(68 in m.records for m in onion_c.recent) == 3, "C told")  # type: ignore[attr-defined]
             offers._make_invoice = make  # type: ignore[method-assign]
             assert len((await payments(a).listpayments())["payments"]) == 3
 

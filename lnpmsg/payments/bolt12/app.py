@@ -308,7 +308,8 @@ class OffersApp(Refunds, App):
         if received.reply_path is None:
             return
         try:
-            await self._onion().reply(received, records)
+            # (with a reply path of its own: a payer that refuses the invoice can say why, BOLT 12's invoice_error)
+            await self._onion().send(received.reply_path, records, reply_path=INVOICE_RECORD in records)
         except AppError as exc:
             log.info("offers: cannot answer an invoice request: %s", exc)
 
@@ -493,7 +494,8 @@ class OffersApp(Refunds, App):
                 del self._pending[message_id]
         if not box:
             raise ChainAppError(f"no answer to the invoice request within {timeout:g} s", {"error": "Timeout"})
-        kind, raw, answered = box[0]
+        kind, raw, received = box[0]
+        answered = received.reply_to
         if kind == INVOICE_ERROR_RECORD:
             try:
                 refusal = InvoiceError.from_bytes(raw)
@@ -505,13 +507,27 @@ class OffersApp(Refunds, App):
             invoice = Invoice.from_bytes(raw)
             invoice.check_response(request, chain=self.chain, now=self.clock(), sent_to=sent_to[answered])
         except Bolt12Error as exc:
+            await self._tell_refused(received, str(exc))
             raise ChainAppError(f"the invoice is refused: {exc}", {"error": "BadInvoice", "code": exc.code}) from None
         return invoice
+
+    async def _tell_refused(self, received: Any, why: str) -> None:
+        """Answer an invoice we refuse with an ``invoice_error`` saying why, if it came with a reply path."""
+        if received.reply_path is None:
+            return
+        try:
+            await self._onion().reply(received, {INVOICE_ERROR_RECORD: InvoiceError(why).to_bytes()})
+        except AppError as exc:
+            log.info("offers: cannot send invoice_error: %s", exc)
 
     def _on_answer(self, received: Any) -> None:
         waiting = self._pending.get(received.reply_to) if received.reply_to is not None else None
         if waiting is None and received.reply_to is None and INVOICE_RECORD in received.records:
             self.spawn(self._on_refund_invoice, received)  # (not along any path of ours: for a request without paths)
+            return
+        if waiting is None and INVOICE_ERROR_RECORD in received.records and received.reply_to is not None:
+            with contextlib.suppress(Bolt12Error):  # (an answer to an invoice of ours: nothing to do but say so)
+                log.info("offers: an invoice of ours was refused: %s", InvoiceError.from_bytes(received.records[INVOICE_ERROR_RECORD]).error)
             return
         if waiting is None:  # BOLT 12: an invoice must come along the reply path of a request of ours
             log.debug("offers: an invoice or invoice_error nobody waits for (reply_to %s) dropped", received.reply_to)
@@ -519,7 +535,7 @@ class OffersApp(Refunds, App):
         event, box = waiting
         if not box:
             kind = INVOICE_RECORD if INVOICE_RECORD in received.records else INVOICE_ERROR_RECORD
-            box.append((kind, received.records[kind], received.reply_to))
+            box.append((kind, received.records[kind], received))
         event.set()
 
     async def pay(self, offer: str, amount_msat: int | None = None, quantity: int | None = None, payer_note: str | None = None,

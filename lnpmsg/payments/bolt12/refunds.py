@@ -22,7 +22,6 @@ import trio
 from lnpmsg.app import AppError
 from lnpmsg.payments.bolt12.errors import Bolt12Error
 from lnpmsg.payments.bolt12.invoice import Invoice
-from lnpmsg.payments.bolt12.invoice_error import InvoiceError
 from lnpmsg.payments.bolt12.invoice_request import InvoiceRequest, decode_invoice_request
 from lnpmsg.payments.bolt12.refusal import Refused
 from lnpmsg.payments.bolt12.store import OffersStoreError
@@ -37,7 +36,6 @@ __all__ = ["Refunds"]
 log = logging.getLogger("lnpmsg.payments.bolt12.app")
 
 _INVOICE_RECORD = 66
-_INVOICE_ERROR_RECORD = 68
 
 
 @dataclass(slots=True)
@@ -145,11 +143,7 @@ class Refunds:
             why = str(exc)
         if why is not None:
             log.info("offers: an invoice refused: %s", why)
-            if received.reply_path is not None:
-                try:
-                    await self._onion().reply(received, {_INVOICE_ERROR_RECORD: InvoiceError(why).to_bytes()})
-                except AppError as exc:
-                    log.info("offers: cannot send invoice_error: %s", exc)
+            await self._tell_refused(received, why)
             return
         if not await self._set_refund(ours, "paying", invoice.payment_hash):
             ours.status, ours.payment_hash = "unpaid", None  # (persist, then pay: a restart must not pay it again)
