@@ -13,13 +13,15 @@ from typing import Any
 
 import coincurve
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lnpmsg.payments.blinded import PathHop, PaymentRelay, create_payment_path
 from lnpmsg.payments.bolt12 import Bolt12Error, Invoice, InvoiceError, InvoiceRequest, Offer, PayInfo, decode_invoice, decode_offer
 from lnpmsg.payments.bolt12.invoice_request import decode_invoice_request
 from lnpmsg.payments.bolt12.merkle import merkle_root, signature_digest, split_records, tagged_hash, verify
 from lnpmsg.payments.bolt12.strings import decode_string, encode_string
-from lnpmsg.payments.bolt12.tlvs import INVOICE_TLVS
+from lnpmsg.payments.bolt12.tlvs import INVOICE_TLVS, signed
 from lnpmsg.wire.bolt1 import CHAIN_HASH_MAINNET, CHAIN_HASH_TESTNET
 
 DATA = Path(__file__).parent / "data" / "bolt12"
@@ -161,11 +163,8 @@ def test_offer_request_invoice_exchange() -> None:
 
 def _resigned(invoice: Invoice, secret: bytes = ALICE, unknown: dict[int, bytes] | None = None, **changes: Any) -> Invoice:
     """``invoice`` with fields changed, signed again by ``secret`` (a consistent invoice, but not the one asked for)."""
-    from lnpmsg.payments.bolt12.merkle import sign
-
-    fields = {**dict(invoice.tlvs), **changes, "signature": None}
-    unsigned = INVOICE_TLVS.encode(INVOICE_TLVS.stream(fields, unknown=dict(invoice.tlvs.unknown) | (unknown or {})))
-    return Invoice.from_bytes(unsigned + INVOICE_TLVS.encode({"signature": sign("invoice", unsigned, secret)}))
+    stream = INVOICE_TLVS.stream({**dict(invoice.tlvs), **changes}, unknown=dict(invoice.tlvs.unknown) | (unknown or {}))
+    return Invoice.from_bytes(signed(INVOICE_TLVS, stream, "invoice", secret))
 
 
 def test_invoice_checks_refuse() -> None:
@@ -271,20 +270,16 @@ def test_request_reader_rules() -> None:
         InvoiceRequest.from_bytes(bytes(raw))
     assert err.value.code == "bad_signature"
     # (a type outside the ranges: the unknown odd 161 between the invreq and signature records)
-    from lnpmsg.payments.bolt12.merkle import sign
     from lnpmsg.payments.bolt12.tlvs import INVOICE_REQUEST_TLVS
 
-    fields = {**dict(request.tlvs), "signature": None}
-    unsigned = INVOICE_REQUEST_TLVS.encode(INVOICE_REQUEST_TLVS.stream(fields, unknown={161: b"x"}))
     with pytest.raises(Bolt12Error) as err:
-        InvoiceRequest.from_bytes(unsigned + INVOICE_REQUEST_TLVS.encode({"signature": sign("invoice_request", unsigned, BOB)}))
+        InvoiceRequest.from_bytes(signed(INVOICE_REQUEST_TLVS, INVOICE_REQUEST_TLVS.stream(dict(request.tlvs), unknown={161: b"x"}), "invoice_request", BOB))
     assert err.value.code == "out_of_range"
     # not for an offer: an amount is required, offer-only fields refused
     fields = {"invreq_metadata": b"\x01", "invreq_payer_id": _pub(BOB), "offer_description": "refund"}
     for extra, code in (({}, "missing_field"), ({"invreq_amount": 5, "offer_quantity_max": 2}, "malformed")):
-        unsigned = INVOICE_REQUEST_TLVS.encode(INVOICE_REQUEST_TLVS.stream({**fields, **extra}))
         with pytest.raises(Bolt12Error) as err:
-            InvoiceRequest.from_bytes(unsigned + INVOICE_REQUEST_TLVS.encode({"signature": sign("invoice_request", unsigned, BOB)}))
+            InvoiceRequest.from_bytes(signed(INVOICE_REQUEST_TLVS, INVOICE_REQUEST_TLVS.stream({**fields, **extra}), "invoice_request", BOB))
         assert err.value.code == code
 
 
@@ -329,3 +324,27 @@ def test_a_refund_request_and_its_invoice() -> None:
     with pytest.raises(Bolt12Error) as err:
         InvoiceRequest.from_bytes(INVOICE_REQUEST_TLVS.encode(refund.tlvs.replace(signature=b"\x01" * 64)))
     assert err.value.code == "bad_signature"
+
+
+_TEXT = st.text(max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(amount=st.none() | st.integers(1, 2**64 - 1), description=_TEXT, issuer=st.none() | _TEXT, quantity_max=st.none() | st.integers(0, 2**64 - 1),
+       expiry=st.none() | st.integers(0, 2**64 - 1), metadata=st.none() | st.binary(max_size=40),
+       unknown=st.dictionaries(st.sampled_from([1, 33, 79, 1_000_000_001, 1_999_999_999]), st.binary(max_size=20), max_size=3))  # fmt: skip
+def test_offers_round_trip(amount: int | None, description: str, issuer: str | None, quantity_max: int | None, expiry: int | None,
+                           metadata: bytes | None, unknown: dict[int, bytes]) -> None:  # fmt: skip
+    """Any offer built (every field's range, unknown odd records) reads back the same from its string,
+    upper case and split by '+' too; its request and invoice carry it unchanged."""
+    offer = _offer(offer_amount=amount, offer_description=description or "d", offer_issuer=issuer, offer_quantity_max=quantity_max,
+                   offer_absolute_expiry=expiry, offer_metadata=metadata, unknown=unknown)  # fmt: skip
+    text = offer.encode()
+    assert decode_offer(text) == offer and decode_offer(text.upper()) == offer
+    assert decode_offer("+\n".join(text[i : i + 50] for i in range(0, len(text), 50))) == offer
+    quantity = None if quantity_max is None else max(1, min(quantity_max, 3)) if quantity_max else 7
+    request = InvoiceRequest.for_offer(offer, BOB, b"\x05" * 16, amount_msat=None if amount else 1000, quantity=quantity)
+    assert request.offer() == offer and request.offer().offer_id == offer.offer_id
+    invoice = _invoice(request)
+    assert decode_invoice(invoice.encode()) == invoice and invoice.tlvs.unknown == offer.tlvs.unknown
+    invoice.check_response(request, chain=CHAIN_HASH_MAINNET, now=NOW)

@@ -28,8 +28,7 @@ from lnpmsg.node.node import Node
 from lnpmsg.onion_messages import OnionMessagesApp
 from lnpmsg.payments.bolt12 import Invoice, InvoiceRequest, Offer, decode_invoice, decode_offer
 from lnpmsg.payments.bolt12.app import OffersApp
-from lnpmsg.payments.bolt12.merkle import sign
-from lnpmsg.payments.bolt12.tlvs import INVOICE_REQUEST_TLVS, INVOICE_TLVS
+from lnpmsg.payments.bolt12.tlvs import INVOICE_REQUEST_TLVS, INVOICE_TLVS, signed
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.testing.nodes import running
@@ -153,9 +152,7 @@ async def test_offers_paid_between_two_nodes(tmp_path: Path) -> None:
 
 def _resigned(raw: bytes, secret: bytes, **changes: Any) -> bytes:
     invoice = Invoice.from_bytes(raw)
-    fields = {**dict(invoice.tlvs), **changes, "signature": None}
-    unsigned = INVOICE_TLVS.encode(INVOICE_TLVS.stream(fields, unknown=dict(invoice.tlvs.unknown)))
-    return unsigned + INVOICE_TLVS.encode({"signature": sign("invoice", unsigned, secret)})
+    return signed(INVOICE_TLVS, INVOICE_TLVS.stream({**dict(invoice.tlvs), **changes}, unknown=dict(invoice.tlvs.unknown)), "invoice", secret)
 
 
 @pytest.mark.trio
@@ -182,8 +179,7 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
             # such a request made anyway (signed, but past offer_quantity_max): C answers invoice_error, field 86
             fields = {**dict(offer.tlvs), "invreq_metadata": b"\x01" * 16, "invreq_payer_id": _pub(b"\x07" * 32), "invreq_quantity": 4,
                       "invreq_chain": offer.chains[0]}  # fmt: skip
-            unsigned = INVOICE_REQUEST_TLVS.encode(INVOICE_REQUEST_TLVS.stream(fields))
-            too_many = InvoiceRequest.from_bytes(unsigned + INVOICE_REQUEST_TLVS.encode({"signature": sign("invoice_request", unsigned, b"\x07" * 32)}))
+            too_many = InvoiceRequest.from_bytes(signed(INVOICE_REQUEST_TLVS, INVOICE_REQUEST_TLVS.stream(fields), "invoice_request", b"\x07" * 32))
             err = await refused(pay_app.request_invoice(offer, too_many, 20.0), "InvoiceError")
             assert err.details["erroneous_field"] == 86 and "invreq_quantity" in str(err)
             await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")

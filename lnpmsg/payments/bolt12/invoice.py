@@ -19,10 +19,10 @@ import coincurve
 from lnpmsg.payments.bolt12.errors import Bolt12Error
 from lnpmsg.payments.bolt12.fields import PayInfo
 from lnpmsg.payments.bolt12.invoice_request import InvoiceRequest
-from lnpmsg.payments.bolt12.merkle import sign, verify
+from lnpmsg.payments.bolt12.merkle import verify
 from lnpmsg.payments.bolt12.offer import stream_to_dict
 from lnpmsg.payments.bolt12.strings import decode_string, encode_string
-from lnpmsg.payments.bolt12.tlvs import BITCOIN, INVOICE_RANGES, INVOICE_TLVS, decode_stream, in_ranges, unknown_even_bits
+from lnpmsg.payments.bolt12.tlvs import BITCOIN, INVOICE_RANGES, INVOICE_TLVS, decode_stream, in_ranges, signed, unknown_even_bits
 from lnpmsg.payments.onion.blinding import BlindedPath
 from lnpmsg.wire.errors import WireError
 from lnpmsg.wire.tlv import TlvStream
@@ -57,11 +57,10 @@ class Invoice:
                       invoice_relative_expiry=relative_expiry, invoice_payment_hash=payment_hash, invoice_amount=amount_msat,
                       invoice_features=features, invoice_node_id=coincurve.PrivateKey(node_secret).public_key.format())  # fmt: skip
         try:
-            unsigned = INVOICE_TLVS.encode(INVOICE_TLVS.stream(fields, unknown=dict(base.unknown)))
+            stream = INVOICE_TLVS.stream(fields, unknown=dict(base.unknown))
         except WireError as exc:
             raise Bolt12Error(str(exc), "malformed") from None
-        signature = sign(_NAME, unsigned, node_secret, aux=aux)
-        return cls.from_bytes(unsigned + INVOICE_TLVS.encode({"signature": signature}))
+        return cls.from_bytes(signed(INVOICE_TLVS, stream, _NAME, node_secret, aux))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Invoice:

@@ -17,10 +17,10 @@ import coincurve
 
 from lnpmsg.payments.bolt12.errors import Bolt12Error
 from lnpmsg.payments.bolt12.fields import BIP353_CHARS
-from lnpmsg.payments.bolt12.merkle import sign, verify
+from lnpmsg.payments.bolt12.merkle import verify
 from lnpmsg.payments.bolt12.offer import Offer, check_offer_fields, stream_to_dict
 from lnpmsg.payments.bolt12.strings import decode_string, encode_string
-from lnpmsg.payments.bolt12.tlvs import BITCOIN, INVOICE_REQUEST_TLVS, INVREQ_RANGES, OFFER_TLVS, decode_stream, in_ranges, unknown_even_bits
+from lnpmsg.payments.bolt12.tlvs import BITCOIN, INVOICE_REQUEST_TLVS, INVREQ_RANGES, OFFER_TLVS, decode_stream, in_ranges, signed, unknown_even_bits
 from lnpmsg.wire.errors import WireError
 from lnpmsg.wire.tlv import TlvStream
 
@@ -50,11 +50,10 @@ class InvoiceRequest:
         fields.update(invreq_metadata=metadata, invreq_payer_id=payer_id, invreq_amount=amount_msat, invreq_quantity=quantity,
                       invreq_payer_note=payer_note, invreq_chain=None if chain == BITCOIN else chain)  # fmt: skip
         try:
-            unsigned = INVOICE_REQUEST_TLVS.encode(INVOICE_REQUEST_TLVS.stream(fields, unknown=dict(offer.tlvs.unknown)))
+            stream = INVOICE_REQUEST_TLVS.stream(fields, unknown=dict(offer.tlvs.unknown))
         except WireError as exc:
             raise Bolt12Error(str(exc), "malformed") from None
-        signature = sign(_NAME, unsigned, payer_secret, aux=aux)
-        request = cls.from_bytes(unsigned + INVOICE_REQUEST_TLVS.encode({"signature": signature}))
+        request = cls.from_bytes(signed(INVOICE_REQUEST_TLVS, stream, _NAME, payer_secret, aux))
         request.check_against_offer()
         return request
 

@@ -7,13 +7,14 @@ from collections.abc import Iterable
 
 from lnpmsg.payments.bolt12.errors import Bolt12Error
 from lnpmsg.payments.bolt12.fields import bip353_name, blinded_paths, fallbacks, payinfos, utf8
+from lnpmsg.payments.bolt12.merkle import sign
 from lnpmsg.wire.bolt1 import CHAIN_HASH_MAINNET
 from lnpmsg.wire.errors import UnknownEvenTypeError, WireError
 from lnpmsg.wire.fields import array_of, chain_hash, fixed_bytes, point_on_curve, rest_bytes, sha256, tu32, tu64
 from lnpmsg.wire.tlv import TlvSchema, TlvStream
 
 __all__ = ["BITCOIN", "INVOICE_ERROR_TLVS", "INVOICE_REQUEST_TLVS", "INVOICE_TLVS", "OFFER_RANGES", "OFFER_TLVS", "INVREQ_RANGES",
-           "INVOICE_RANGES", "SIGNATURE_RANGE", "decode_stream", "in_ranges", "types_of", "unknown_even_bits"]
+           "INVOICE_RANGES", "SIGNATURE_RANGE", "decode_stream", "in_ranges", "signed", "types_of", "unknown_even_bits"]
 
 #: the chain an offer without ``offer_chains`` is for
 BITCOIN = CHAIN_HASH_MAINNET
@@ -101,3 +102,13 @@ def unknown_even_bits(features: bytes, known: Iterable[int] = ()) -> list[int]:
     value = int.from_bytes(features, "big")
     known_set = set(known)
     return [bit for bit in range(0, value.bit_length(), 2) if value >> bit & 1 and bit not in known_set]
+
+
+def signed(schema: TlvSchema, stream: TlvStream, message_name: str, secret: bytes, aux: bytes | None = None) -> bytes:
+    """``stream`` (without its ``signature``) encoded with the BIP 340 ``signature`` of ``secret`` in its
+    place: among the records by type (records of the experimental ranges come after it)."""
+    try:
+        unsigned = schema.encode(stream.replace(signature=None))
+        return schema.encode(stream.replace(signature=sign(message_name, unsigned, secret, aux=aux)))
+    except WireError as exc:
+        raise Bolt12Error(str(exc), "malformed") from None
