@@ -348,3 +348,17 @@ def test_offers_round_trip(amount: int | None, description: str, issuer: str | N
     invoice = _invoice(request)
     assert decode_invoice(invoice.encode()) == invoice and invoice.tlvs.unknown == offer.tlvs.unknown
     invoice.check_response(request, chain=CHAIN_HASH_MAINNET, now=NOW)
+
+
+_SIGNED_INVOICE = _invoice(InvoiceRequest.for_offer(_offer(offer_amount=5000, offer_paths=(_paths()[0][0],)), BOB, b"\x05" * 16)).to_bytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, len(_SIGNED_INVOICE) - 1), st.integers(1, 255), st.integers(0, 40))
+def test_a_changed_invoice_is_refused_cleanly(position: int, xor: int, cut: int) -> None:
+    """Any byte of a signed invoice changed (or its end cut off): refused with Bolt12Error, never another exception."""
+    changed = bytearray(_SIGNED_INVOICE)
+    changed[position] ^= xor
+    for data in (bytes(changed), _SIGNED_INVOICE[: len(_SIGNED_INVOICE) - 1 - cut]):
+        with pytest.raises(Bolt12Error):
+            Invoice.from_bytes(data)
