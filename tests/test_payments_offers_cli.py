@@ -55,8 +55,9 @@ def test_each_command_calls_its_method() -> None:
 
 def test_printers(capsys: pytest.CaptureFixture[str]) -> None:
     offer = {"offer_id": "11" * 32, "label": None, "amount_msat": None, "active": False, "invoices": 3, "description": "tips", "bolt12": "lno1qq"}
-    commands._print_offers({"offers": [offer]})
-    commands._print_offers({"offers": []})
+    print_offers = commands._print_each("offers", commands._print_offer, "no offers")
+    print_offers({"offers": [offer]})
+    print_offers({"offers": []})
     commands._print_invoice({"invoice": "lni1qq", "amount_msat": 5, "payment_hash": "22" * 32, "node_id": "02" * 33, "expires_at": 9,
                              "blinded_paths": 2})  # fmt: skip
     out = capsys.readouterr().out

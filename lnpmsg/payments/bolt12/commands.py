@@ -86,11 +86,16 @@ def _print_offer(r: dict[str, Any]) -> None:
     print(f"    {r['bolt12']}")
 
 
-def _print_offers(r: dict[str, Any]) -> None:
-    for o in r["offers"]:
-        _print_offer(o)
-    if not r["offers"]:
-        print("no offers")
+def _print_each(key: str, printer: Callable[[dict[str, Any]], None], empty: str) -> Callable[[dict[str, Any]], None]:
+    """A printer of a listing's ``key`` items, one by one (``empty`` when there is none)."""
+
+    def print_all(r: dict[str, Any]) -> None:
+        for item in r[key]:
+            printer(item)
+        if not r[key]:
+            print(empty)
+
+    return print_all
 
 
 def _print_invoice(r: dict[str, Any]) -> None:
@@ -101,13 +106,6 @@ def _print_invoice(r: dict[str, Any]) -> None:
 def _print_request(r: dict[str, Any]) -> None:
     print(f"{r['id']} ({r['label'] or 'no label'}, {r['amount_msat']} msat, {r['status']}): {r['description']}")
     print(f"    {r['bolt12']}")
-
-
-def _print_requests(r: dict[str, Any]) -> None:
-    for request in r["invoice_requests"]:
-        _print_request(request)
-    if not r["invoice_requests"]:
-        print("no invoice requests")
 
 
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
@@ -122,7 +120,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             params["hide_node_id"] = True
         return "offers.create", params, _print_offer
     if args.command == "listoffers":
-        return "offers.list", {}, _print_offers
+        return "offers.list", {}, _print_each("offers", _print_offer, "no offers")
     if args.command == "disableoffer":
         return "offers.disable", {"offer_id": args.offer_id}, _print_offer
     if args.command == "fetchinvoice":
@@ -138,7 +136,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
                 params[name] = getattr(args, name)
         return "offers.invoicerequest", params, _print_request
     if args.command == "listinvoicerequests":
-        return "offers.listinvoicerequests", {}, _print_requests
+        return "offers.listinvoicerequests", {}, _print_each("invoice_requests", _print_request, "no invoice requests")
     if args.command == "sendinvoice":
         params = {"invreq": args.invreq, **({"label": args.label} if args.label else {})}
         return "offers.sendinvoice", params, lambda r: print(f"sent {r['invoice']}\n{r['amount_msat']} msat, label {r['label']}, hash {r['payment_hash']}")
