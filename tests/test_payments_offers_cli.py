@@ -39,6 +39,8 @@ def test_each_command_calls_its_method() -> None:
     assert request("invoicerequest", "7000", "--description", "refund", "--expiry", "60") == (
         "offers.invoicerequest", {"amount_msat": 7000, "description": "refund", "expiry": 60})
     assert request("listinvoicerequests") == ("offers.listinvoicerequests", {})
+    assert request("offer", "--amount-msat", "any", "--description", "d") == ("offers.create", {"amount_msat": None, "description": "d"})
+    assert request("offer", "--amount-msat", "9", "--description", "d")[1]["amount_msat"] == 9
     assert request("sendinvoice", "lnr1x", "--label", "l") == ("offers.sendinvoice", {"invreq": "lnr1x", "label": "l"})
     with pytest.raises(SystemExit):
         build_parser().parse_args(["invoicerequest", "any", "--description", "x"])
@@ -63,6 +65,12 @@ def test_printers(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert f"{'11' * 32} (no label, any amount, disabled, 3 invoice(s)): tips" in out and "lno1qq" in out and "no offers" in out
     assert "lni1qq" in out and "5 msat" in out and "2 blinded path(s)" in out
+
+
+def test_offer_takes_its_amount_once(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["offer"], ["offer", "5", "--amount-msat", "5"]):
+        assert main([*argv, "--description", "d"]) == 2
+        assert "give the amount once" in capsys.readouterr().err
 
 
 def test_decodeoffer_offline(capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,7 +44,9 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
         return parser
 
     p = add("offer", "make a BOLT 12 offer (lno1...): a reusable payment code; each payer fetches its own invoice over onion messages")
-    p.add_argument("amount_msat", type=_msat, metavar="AMOUNT_MSAT", help="millisatoshis (per item), or 'any' to let the payer choose")
+    p.add_argument("amount_msat", nargs="?", type=_msat, default=..., metavar="AMOUNT_MSAT",
+                   help="millisatoshis (per item), or 'any' to let the payer choose (or give --amount-msat)")  # fmt: skip
+    p.add_argument("--amount-msat", dest="amount_option", type=_msat, default=..., metavar="N|any", help="the same as AMOUNT_MSAT")
     p.add_argument("--description", metavar="TEXT", help="what it is for (required with an amount)")
     p.add_argument("--label", metavar="LABEL", help="a unique name for it (listoffers shows it)")
     p.add_argument("--issuer", metavar="TEXT", help="who issues it (e.g. a domain)")
@@ -110,7 +112,7 @@ def _print_request(r: dict[str, Any]) -> None:
 
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
     if args.command == "offer":
-        params: dict[str, Any] = {"amount_msat": args.amount_msat}
+        params: dict[str, Any] = {"amount_msat": args.amount_msat if args.amount_msat is not ... else args.amount_option}
         for name in ("description", "label", "issuer", "quantity_max", "expiry", "introduction"):
             if getattr(args, name) is not None:
                 params[name] = getattr(args, name)
@@ -170,6 +172,9 @@ def run_command(args: argparse.Namespace) -> int:
     """Run an offers subcommand; returns the exit status."""
     if args.command == "decodeoffer":
         return _decode(args)
+    if args.command == "offer" and (args.amount_msat is ...) == (args.amount_option is ...):
+        print("lnpmsg offer: give the amount once: AMOUNT_MSAT or --amount-msat (millisatoshis, or 'any')", file=sys.stderr)
+        return 2
     return control_commands.run_command(
         args, _request, missing_method_hint=f"the node at {args.data_dir} runs without offers: start it with a chain and onion messages"
     )
