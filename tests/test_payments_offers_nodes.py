@@ -260,7 +260,7 @@ async def test_a_refund_request_paid_when_answered(tmp_path: Path) -> None:
             made = await payer.invoicerequest(30_000, "a refund", label="refund")
             assert made["status"] == "unpaid" and made["bolt12"].startswith("lnr1")
             sent = await receiver.sendinvoice(made["bolt12"], label="my refund")
-            await wait_until(lambda: payer._refunds[bytes.fromhex(made["id"])].status == "paid", "B paid")
+            await wait_until(lambda: payer._refunds[bytes.fromhex(made["id"])].status == "paid" and not payer._paying_refunds, "B paid")
             (row,) = (await payments(a).listinvoices("my refund"))["invoices"]
             assert row["status"] == "paid" and row["payment_hash"] == sent["payment_hash"] and sent["amount_msat"] == 30_000
             assert (await payer.listinvoicerequests())["invoice_requests"][0]["status"] == "paid"

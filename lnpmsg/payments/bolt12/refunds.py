@@ -145,19 +145,21 @@ class Refunds:
             log.info("offers: an invoice refused: %s", why)
             await self._tell_refused(received, why)
             return
-        if not await self._set_refund(ours, "paying", invoice.payment_hash):
-            ours.status, ours.payment_hash = "unpaid", None  # (persist, then pay: a restart must not pay it again)
-            return
+        # (from here this run pays it: no other task takes the request, nor reads its status as a stopped run's)
         self._paying_refunds.add(ours.request.metadata)
         try:
-            await self._pay_invoice(invoice)
-        except (ChainAppError, ParamsError) as exc:
-            log.warning("offers: paying the invoice for our invoice request %s failed: %s", ours.request.metadata.hex()[:16], exc)
-            await self._set_refund(ours, "unpaid", None)
-            return
+            if not await self._set_refund(ours, "paying", invoice.payment_hash):
+                ours.status, ours.payment_hash = "unpaid", None  # (persist, then pay: a restart must not pay it again)
+                return
+            try:
+                await self._pay_invoice(invoice)
+            except (ChainAppError, ParamsError) as exc:
+                log.warning("offers: paying the invoice for our invoice request %s failed: %s", ours.request.metadata.hex()[:16], exc)
+                await self._set_refund(ours, "unpaid", None)
+                return
+            await self._set_refund(ours, "paid", invoice.payment_hash)
         finally:
             self._paying_refunds.discard(ours.request.metadata)
-        await self._set_refund(ours, "paid", invoice.payment_hash)
 
     async def _settle_paying(self: OffersApp, ours: _OurRefund) -> None:
         """A request left ``paying`` (by a stop in the middle of its payment): ``paid`` once the payments app
@@ -165,6 +167,8 @@ class Refunds:
         if ours.status != "paying" or ours.payment_hash is None or self._paying_now(ours):
             return
         done = (await self._payments().listpayments(ours.payment_hash.hex()))["payments"]
+        if ours.status != "paying" or self._paying_now(ours):  # (changed while we looked)
+            return
         statuses = {p["status"] for p in done}
         if "complete" in statuses:
             await self._set_refund(ours, "paid", ours.payment_hash)
