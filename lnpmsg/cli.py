@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lnpmsg.onion_messages import commands as onion_message_commands
 
     onion_message_commands.add_commands(commands, DEFAULT_DATA_DIR)
+    from lnpmsg.payments.bolt12 import commands as offer_commands
+
+    offer_commands.add_commands(commands, DEFAULT_DATA_DIR)
     return parser
 
 
@@ -464,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in onion_message_commands.COMMANDS:
         return onion_message_commands.run_command(args)
+    from lnpmsg.payments.bolt12 import commands as offer_commands
+
+    if args.command in offer_commands.COMMANDS:
+        return offer_commands.run_command(args)
     with _logging_to_stderr(getattr(args, "log_level", "info")):
         if args.command == "node":
             try:

@@ -126,3 +126,11 @@ async def test_an_app_that_cannot_start_is_named(tmp_path: Path) -> None:
     with pytest.raises(StartError, match=r"app 'bad' failed to start: RuntimeError: no database at /nowhere \(at .*test_runtime_build.py:\d+\)"):
         async with built.running():
             pass  # pragma: no cover
+
+
+def test_a_node_with_payments_and_onion_messages_runs_offers(tmp_path: Path) -> None:
+    """BOLT 12 offers ride on both: mounted after them, and not without either."""
+    apps = list(build_node(settings(tmp_path / "a", chain="regtest", gossip=False, control=False)).node.apps)
+    assert apps.index("payments") < apps.index("onion_messages") < apps.index("offers")
+    assert "offers" not in build_node(settings(tmp_path / "b", chain="regtest", gossip=False, control=False, onion_messages=False)).node.apps
+    assert "offers" not in build_node(settings(tmp_path / "c", gossip=False, control=False)).node.apps

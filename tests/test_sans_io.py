@@ -25,6 +25,7 @@ import pytest
 from lnpmsg.channels import SHELL_MODULES
 from lnpmsg.onion_messages import SHELL_MODULES as ONION_MESSAGES_SHELL_MODULES
 from lnpmsg.payments import SHELL_MODULES as PAYMENTS_SHELL_MODULES
+from lnpmsg.payments.bolt12 import SHELL_MODULES as BOLT12_SHELL_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent / "lnpmsg"
 
@@ -67,6 +68,8 @@ CORES = [
     "lnpmsg.payments.onion",
     *_modules("onion_messages"),
     *(f"lnpmsg.payments.onion.{p.stem}" for p in sorted((ROOT / "payments" / "onion").glob("*.py")) if p.stem != "__init__"),
+    "lnpmsg.payments.bolt12",
+    *(f"lnpmsg.payments.bolt12.{p.stem}" for p in sorted((ROOT / "payments" / "bolt12").glob("*.py")) if p.stem not in ("__init__", *BOLT12_SHELL_MODULES)),
     "lnpmsg.rpc.control_proto",
     "lnpmsg.rpc.params",
     # the transport interface and the one address syntax (the CLI parses addresses without the I/O)
@@ -238,7 +241,7 @@ ALLOWED: dict[str, set[str]] = {
     # the cores: the payments' onion (Sphinx, route blinding) and wire; the shells: an app, its control calls
     "onion_messages": {"wire", "payments", "app", "node", "rpc"},
     # the kit may drive every layer it tests (fuzz_targets reaches each decoder a peer can reach)
-    "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io", "gossip", "pubsub", "rpc", "chain", "onion_messages"},
+    "testing": {"app", "node", "noise", "transports", "wire", "bitcoin", "channels", "io", "gossip", "pubsub", "rpc", "chain", "onion_messages", "payments"},
     "tor_app": {"app", "node", "transports", "wire"},
     # the composition root: it knows every app it mounts, and nothing below it imports it
     "runtime": {"app", "node", "transports", "wire", "rpc", "pubsub", "gossip", "chain", "wallet", "tor_app", "channels", "payments", "onion_messages"},

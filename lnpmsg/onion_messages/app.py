@@ -227,6 +227,16 @@ class OnionMessagesApp(App):
         return {"id": message_id, "first_hop": out.first_node_id.hex(), "hops": len(path) + blinded_hops, "reply_path": reply_path,
                 "size": len(out.packet)}  # fmt: skip
 
+    def blinded_path_to_us(self, via: Sequence[bytes] = (), *, blinding_key: bytes | None = None) -> tuple[BlindedPath, str]:
+        """A blinded path through ``via`` (the introduction node first; none: we introduce it) to us, whose
+        ``path_id`` is ours (as a reply path's): a message along it arrives with
+        :attr:`ReceivedOnionMessage.reply_to` set to the returned id, so a handler can tell which
+        path it came by (a BOLT 12 offer's, say), and only we can make one. ``blinding_key``: the
+        path's session key (default: fresh random), for a caller that derives its blinded id's key."""
+        path_id = self._random(_PATH_ID_NONCE)
+        path = blinded_path_to(blinding_key or self._random(32), [*via, self.node.node_id], path_id=self._path_id(path_id))
+        return path, path_id.hex()
+
     async def reply(self, received: ReceivedOnionMessage, records: dict[int, bytes]) -> dict[str, Any]:
         """Answer ``received`` along its reply path."""
         if received.reply_path is None:

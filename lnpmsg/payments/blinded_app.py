@@ -3,8 +3,8 @@
 Receiving: ``payments.blindedpath LABEL`` makes a blinded path to us for our
 invoice LABEL, through one of our channels' peers (the introduction node; the
 one named by ``introduction``, else the usable channel that can bring us the
-most), with that peer's policy towards us as its ``payment_relay``,
-``payment_constraints`` (an expiry limit ``expiry_blocks`` ahead, the
+most; ``introduction`` our own node id: a path of us alone), with that peer's
+policy towards us as its ``payment_relay``, ``payment_constraints`` (an expiry limit ``expiry_blocks`` ahead, the
 channel's HTLC minimum) and a ``path_id`` tying it to the invoice's payment hash
 (a MAC, no storage: :func:`~lnpmsg.payments.blinded.path_id_for`). It returns
 the path as hex in BOLT 12's ``blinded_path`` encoding (BOLT 11 cannot carry one)
@@ -96,6 +96,8 @@ class BlindedPayments:
         if terms is None or terms.keysend:
             raise ChainAppError(f"no invoice labelled {label!r}", {"error": "NoSuchInvoice", "label": label})
         peer = hex_param(introduction, "introduction", 33) if introduction is not None else None
+        if peer == self.node.node_id:
+            return await self._path_from_us(label, terms, expiry_blocks)
         # the path names the channel as the peer forwards over it: the alias it gave us if any, as a
         # route hint does (a private channel's real id may be refused, and should not be shown)
         usable = [c for c in self.htlcs.channels() if c.usable and c.hint_scid and (peer is None or c.peer_id == peer)]
@@ -114,6 +116,16 @@ class BlindedPayments:
         log.info("payments: blinded path for invoice %s through %s", label, channel.peer_id.hex()[:16])
         return {"blinded_path": path.encode().hex(), "payinfo": payinfo.to_dict(), "payment_hash": terms.payment_hash.hex(),
                 "introduction_node_id": channel.peer_id.hex(), "amount_msat": terms.amount_msat}  # fmt: skip
+
+    async def _path_from_us(self: PaymentsApp, label: str, terms: Any, expiry_blocks: int) -> dict[str, Any]:
+        """A path of one hop, us (BOLT 12's path for a recipient that needs no privacy): any payer routes to
+        us as to its introduction node, also the peer that would introduce a longer one."""
+        height = await self._height()
+        path, payinfo = create_payment_path(os.urandom(32), [], self.node.node_id, path_id_for(self.node.key.secret, terms.payment_hash),
+                                            height + terms.min_final_cltv + expiry_blocks, terms.min_final_cltv)  # fmt: skip
+        log.info("payments: blinded path for invoice %s introduced by us", label)
+        return {"blinded_path": path.encode().hex(), "payinfo": payinfo.to_dict(), "payment_hash": terms.payment_hash.hex(),
+                "introduction_node_id": self.node.node_id.hex(), "amount_msat": terms.amount_msat}  # fmt: skip
 
     def _introduced_by_node(self: PaymentsApp, path: BlindedPath) -> BlindedPath:
         """``path`` with its introduction node as a node id: a ``sciddir`` (BOLT 12's compact form: a

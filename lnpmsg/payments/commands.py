@@ -73,9 +73,11 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--payment-hash", metavar="HEX", help="the hold invoice's payment hash (the preimage stays with you)")
     p.add_argument("--min-final-cltv", type=int, metavar="BLOCKS", help="the final HTLC's expiry we ask for, in blocks from the "
                    "payment (default 24, a hold invoice's 80: held until 20 blocks before it)")  # fmt: skip
-    p = add("pay", "pay a BOLT-11 invoice over our channels (multi-part when one path cannot carry it); waits for the result")
-    p.add_argument("bolt11", metavar="BOLT11", help="the invoice")
-    p.add_argument("--amount-msat", type=_msat, metavar="N", help="the amount, for an invoice without one (or to pay up to twice its amount)")
+    p = add("pay", "pay a BOLT-11 invoice over our channels (multi-part when one path cannot carry it), or a BOLT 12 offer (lno1...: "
+            "its invoice fetched over onion messages, paid into its blinded paths); waits for the result")
+    p.add_argument("bolt11", metavar="BOLT11|OFFER", help="the invoice, or the offer")
+    p.add_argument("--amount-msat", type=_msat, metavar="N", help="the amount, for an invoice or offer without one (or to pay up to twice its amount)")
+    p.add_argument("--quantity", type=int, metavar="N", help="for an offer that sells several items (offer_quantity_max): how many")
     p.epilog = ("On failure the error names the hop that failed, its node and channel, and the BOLT-4 failure. "
                 "New parts leave for 40 s; a payment still in flight after 55 s goes on in the node "
                 "('lnpmsg listpayments' shows how it ends).")
@@ -213,6 +215,12 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         return "payments.settleinvoice", {"preimage": args.preimage, **({"payment_hash": args.payment_hash} if args.payment_hash else {})}, _print_resolved
     if args.command == "cancelinvoice":
         return "payments.cancelinvoice", {"payment_hash": args.payment_hash}, _print_resolved
+    if args.command == "pay" and args.bolt11.strip().lower().startswith("lno"):
+        params = {"offer": args.bolt11}
+        for name in ("amount_msat", "quantity"):
+            if getattr(args, name) is not None:
+                params[name] = getattr(args, name)
+        return "offers.pay", params, _print_pay
     if args.command == "pay":
         params = {"bolt11": args.bolt11}
         if args.amount_msat is not None:

@@ -19,7 +19,8 @@ node listens): peer RPC and peer pub/sub, the chain and wallet app
 :mod:`lnpmsg.wallet.node_setup`), with a chain peer storage (``peer_storage``) and the channels (``channels``,
 after the chain app whose source and wallet it uses), gossip (``gossip``), with both
 the public channels (``announce``: announcement_signatures and our own gossip), onion
-messages (``onion_messages``, unless ``onion_messages=False``), the user apps of
+messages (``onion_messages``, unless ``onion_messages=False``) and with payments BOLT 12 offers
+(``offers``), the user apps of
 ``settings.apps``, the control API (``control``, last among apps so it
 serves every app's calls from the start), the node's Tor (``tor``).
 """
@@ -233,6 +234,12 @@ def build_node(settings: NodeSettings) -> BuiltNode:
         from lnpmsg.onion_messages.app import OnionMessagesApp
 
         node.mount(OnionMessagesApp())
+        if "payments" in node.apps:
+            from lnpmsg.payments.bolt12.app import OffersApp
+            from lnpmsg.payments.bolt12.store import OffersStoreError
+
+            node.mount(OffersApp(settings.data_dir / "offers"))
+            start_errors.append(OffersStoreError)
     for spec in settings.apps:
         _mount_user_app(node, spec, settings)
     if "gossip" not in node.apps:

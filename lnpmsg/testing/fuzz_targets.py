@@ -127,6 +127,42 @@ def _onion_message(data: bytes) -> object:
     return peel_onion_message(bytes([1]) * 32, data[:33], data[33:])
 
 
+def _bolt12_stream() -> st.SearchStrategy[bytes]:
+    """TLV streams of BOLT 12's own record types (and some others) with random values: past the TLV
+    framing into each field's reader and the reader rules."""
+    from lnpmsg.wire.primitives import encode_bigsize
+
+    kinds = st.sampled_from([0, 1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 33, 80, 82, 84, 86, 88, 89, 90, 91, 160, 162, 164, 166, 168, 170, 172,
+                             174, 176, 240, 1000, 1_000_000_001])  # fmt: skip
+    records = st.dictionaries(kinds, st.binary(max_size=80), max_size=10)
+    return records.map(lambda r: b"".join(encode_bigsize(k) + encode_bigsize(len(v)) + v for k, v in sorted(r.items())))
+
+
+def _bolt12_tlv(data: bytes) -> object:
+    """An onion message's ``invoice_request``, ``invoice`` or ``invoice_error`` record, read as each."""
+    from lnpmsg.payments.bolt12 import Bolt12Error, Invoice, InvoiceError, InvoiceRequest
+
+    for reader in (InvoiceRequest.from_bytes, Invoice.from_bytes, InvoiceError.from_bytes):
+        try:
+            reader(data)
+        except Bolt12Error:
+            pass
+    return None
+
+
+def _lno(data: bytes) -> str:
+    from lnpmsg.payments.bolt12.strings import encode_string
+
+    return encode_string("lno", data)
+
+
+def _bolt12_string(text: str) -> object:
+    """An offer, request or invoice string a user pastes (``pay``, ``fetchinvoice``, ``decodeoffer``)."""
+    from lnpmsg.payments.bolt12.offer import decode_offer
+
+    return decode_offer(text)
+
+
 def _retry_token(data: bytes) -> object:
     from lnpmsg.transports.udp_retry import RetryTokens
 
@@ -193,6 +229,7 @@ def _electrum_lines() -> st.SearchStrategy[list[bytes]]:
 
 def _targets() -> tuple[FuzzTarget, ...]:
     from lnpmsg.onion_messages.packet import OnionMessageIgnored
+    from lnpmsg.payments.bolt12.errors import Bolt12Error
     from lnpmsg.noise import NoiseError
     from lnpmsg.rpc.control_proto import ControlRequestError
     from lnpmsg.transports.tor.errors import SocksError
@@ -216,6 +253,9 @@ def _targets() -> tuple[FuzzTarget, ...]:
         FuzzTarget("control.request", "control API requests (local clients)", st.binary(max_size=300), _control_request, (ControlRequestError,)),
         FuzzTarget("socks.reply", "Tor's SOCKS replies", st.binary(max_size=40), _socks_reply, (SocksError,)),
         FuzzTarget("electrum.lines", "Electrum clients (--electrum-listen)", _electrum_lines(), _electrum),
+        FuzzTarget("bolt12.tlv", "BOLT 12 records of onion messages (invoice_request, invoice, invoice_error)", _bolt12_stream() | st.binary(max_size=400),
+                   _bolt12_tlv),
+        FuzzTarget("bolt12.string", "BOLT 12 strings a user pastes", st.text(max_size=120) | _bolt12_stream().map(_lno), _bolt12_string, (Bolt12Error,)),
     )
 
 
