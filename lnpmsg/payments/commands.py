@@ -50,18 +50,29 @@ def _to_a_node(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-fee-msat", type=int, metavar="N", help="refuse routes whose fees are higher (default: no limit)")
 
 
-def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
-    """Add the payments subcommands to the ``lnpmsg`` parser."""
+def subcommand_adder(commands: argparse._SubParsersAction, default_data_dir: Path, *, needs: str,  # type: ignore[type-arg]
+                     timeout: float) -> Callable[..., argparse.ArgumentParser]:  # fmt: skip
+    """``add(name, help_text, *, node=True)``: a subcommand with ``--json`` and, when it calls a running node,
+    ``--data-dir``, ``--timeout`` (TIMEOUT seconds by default) and the wait option; its description says
+    the node needs NEEDS."""
 
     def add(name: str, help_text: str, *, node: bool = True) -> argparse.ArgumentParser:
-        needs = " Needs a node started with a chain ('lnpmsg node --chain regtest')." if node else ""
-        parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}.{needs}")
+        needed = f" Needs a node started with {needs}." if node else ""
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}.{needed}")
         parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
         if node:
             parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
-            parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the node (default: %(default)s)")
+            parser.add_argument("--timeout", type=float, default=timeout, help="seconds to wait for the node (default: %(default)s)")
             control_commands.add_wait_option(parser)
         return parser
+
+    return add
+
+
+def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
+    """Add the payments subcommands to the ``lnpmsg`` parser."""
+
+    add = subcommand_adder(commands, default_data_dir, needs="a chain ('lnpmsg node --chain regtest')", timeout=180.0)
 
     p = add("invoice", "make a BOLT-11 invoice to get paid (lnbcrt... on regtest), with route hints for channels payers cannot find in the gossip (private, or not announced yet)")
     p.add_argument("amount_msat", type=_msat, metavar="AMOUNT_MSAT", help="millisatoshis, or 'any' to let the payer choose")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lnpmsg.payments.commands import _msat
+from lnpmsg.payments.commands import _msat, subcommand_adder
 from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
@@ -33,15 +33,7 @@ def _positive(text: str) -> int:
 def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
     """Add the offers subcommands to the ``lnpmsg`` parser."""
 
-    def add(name: str, help_text: str, *, node: bool = True) -> argparse.ArgumentParser:
-        needs = " Needs a node started with a chain and onion messages ('lnpmsg node --chain regtest')." if node else ""
-        parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}.{needs}")
-        parser.add_argument("--json", action="store_true", help='print the JSON result (errors as {"error": ...})')
-        if node:
-            parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="the running node's data dir (default: %(default)s)")
-            parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the node (default: %(default)s)")
-            control_commands.add_wait_option(parser)
-        return parser
+    add = subcommand_adder(commands, default_data_dir, needs="a chain and onion messages ('lnpmsg node --chain regtest')", timeout=120.0)
 
     p = add("offer", "make a BOLT 12 offer (lno1...): a reusable payment code; each payer fetches its own invoice over onion messages")
     p.add_argument("amount_msat", nargs="?", type=_msat, default=..., metavar="AMOUNT_MSAT",
