@@ -30,7 +30,7 @@ fails, with a crash at each point of that on either side, is in
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from test_channels_app import FUNDING_SAT, PUSH_MSAT, Pair, chain, channels, wai
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.manager import CRASH_STAGES, ManagedChannel, _parse_crash_at
+from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.state import Phase
 from lnpmsg.node.node import Node
 from lnpmsg.testing import MemoryNetwork
@@ -79,13 +80,26 @@ def _open_or_closed(channel: ManagedChannel | None) -> bool:
 
 
 class Script:
-    """The scripted channel life, resumable from wherever a crash left the channel."""
+    """The scripted channel life, resumable from wherever a crash left the channel.
+
+    A subclass scripts another life on the same harness and checks (:func:`live_script`): it
+    names the nodes' opening policies, the channel's capacity, Alice's balance once open, the
+    payments and the feerate at the close, and runs its life in :meth:`run`."""
+
+    #: each node's opening policy (the default's for a node not named)
+    policies: dict[str, OpeningPolicy] = {}
+    capacity_sat = FUNDING_SAT
+    #: Alice's balance once the channel is open
+    opening_msat = FUNDING_SAT * 1000 - PUSH_MSAT
+    payments = PAYMENTS
+    #: both commitments' feerate at the close
+    final_feerate = NEW_FEERATE
 
     def __init__(self, pair: Pair, nodes: dict[str, Node]) -> None:
         self.pair = pair
         #: the running nodes by name (shared with the harness that restarts them)
         self.nodes = nodes
-        self.preimages = {sha256(p): p for p in (os.urandom(32) for _ in PAYMENTS)}
+        self.preimages = {sha256(p): p for p in (os.urandom(32) for _ in self.payments)}
         self.hashes = list(self.preimages)
         self.channel_key: str | None = None
         self.closing_txid: str | None = None
@@ -126,12 +140,20 @@ class Script:
     def ready(self) -> bool:
         return self.quiet() and all(self.channel(n).phase is Phase.NORMAL for n in ("alice", "bob"))  # type: ignore[union-attr]
 
-    def alice_msat(self, done: int) -> int:
-        """Alice's balance after the first ``done`` payments."""
-        msat = FUNDING_SAT * 1000 - PUSH_MSAT
-        for sender, amount in PAYMENTS[:done]:
+    def alice_msat(self, done: int | Iterable[int]) -> int:
+        """Alice's balance after the first ``done`` payments (or those of these indexes)."""
+        msat = self.opening_msat
+        for index in range(done) if isinstance(done, int) else done:
+            sender, amount = self.payments[index]
             msat += -amount if sender == "alice" else amount
         return msat
+
+    async def fund(self) -> None:
+        """Coins for the open, before the crash is armed: Alice's."""
+        await self.pair.fund_wallet(self.nodes["alice"], 3_000_000)
+
+    async def check_end(self) -> None:
+        """What else must hold once the script ran through (the common checks are :func:`live_script`'s)."""
 
     async def run(self) -> None:
         """Run the script from where the channel stands (the whole of it at first)."""
@@ -141,16 +163,15 @@ class Script:
         channel = self.channel("alice")
         assert channel is not None
         if channel.phase is Phase.AWAIT_READY:
-            await self.pair.source.mine(2)
-            await self.mine_a_late_funding()
+            await self.confirm_the_funding()
         if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL):
             await wait_until(self.ready, "the channel ready and quiet")
             await self.settle_in_flight()
             done = self.payments_done()
             cid = channel.channel_id.hex()
-            for index in range(done, len(PAYMENTS)):
-                sender_name, amount = PAYMENTS[index]
-                sender, receiver = (alice, bob) if sender_name == "alice" else (bob, alice)
+            for index in range(done, len(self.payments)):
+                sender_name, amount = self.payments[index]
+                sender = alice if sender_name == "alice" else bob
                 payment_hash = self.hashes[index]
                 await channels(sender).dev_addhtlc(cid, amount, payment_hash.hex())
                 await wait_until(lambda: self.ready() and len(self.htlcs("alice")) == 1, "the HTLC committed")
@@ -158,7 +179,19 @@ class Script:
             if self.feerate() != NEW_FEERATE:
                 await channels(alice).dev_updatefee(cid, NEW_FEERATE)
                 await wait_until(lambda: self.ready() and self.feerate() == NEW_FEERATE, "the fee changed")
-            result = await channels(alice).closechannel(cid)
+        await self.close()
+
+    async def confirm_the_funding(self) -> None:
+        """Mine the funding to the channel's depth (one broadcast late too)."""
+        await self.pair.source.mine(2)
+        await self.mine_a_late_funding()
+
+    async def close(self) -> None:
+        """Alice closes the channel cooperatively (unless it is closing or closed), until both hold it closed."""
+        channel = self.channel("alice")
+        assert channel is not None
+        if channel.phase is Phase.NORMAL:
+            result = await channels(self.nodes["alice"]).closechannel(channel.channel_id.hex())
             self.closing_txid = result.get("closing_txid")
         await wait_until(self.closed, "both closed")
 
@@ -233,7 +266,7 @@ class Script:
         channel = self.channel("alice")
         assert channel is not None and channel.core.state.local_commit is not None
         msat = channel.core.state.local_commit.spec.to_local_msat
-        matches = [done for done in range(len(PAYMENTS) + 1) if self.alice_msat(done) == msat]
+        matches = [done for done in range(len(self.payments) + 1) if self.alice_msat(done) == msat]
         assert len(matches) == 1, (msat, matches)
         return matches[0]
 
@@ -328,16 +361,16 @@ class CrashHarness:
             node.stop()
 
 
-async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: str) -> dict[str, int]:
-    """Run the script, crashing ``victim`` at ``point`` (``stage``); the persistence points each side made."""
+async def live_script(tmp_path: Path, victim: str | None, point: int, stage: str, life: type[Script] = Script) -> dict[str, int]:
+    """Run the script (``life``), crashing ``victim`` at ``point`` (``stage``); the persistence points each side made."""
     network = MemoryNetwork()
     async with chain(tmp_path) as source, trio.open_nursery() as nursery:
-        pair = Pair(source, tmp_path, network)
+        pair = Pair(source, tmp_path, network, life.policies)
         harness = CrashHarness(pair, nursery)
-        script = Script(pair, harness.nodes)
+        script = life(pair, harness.nodes)
         await harness.start("alice")
         await harness.start("bob")
-        await pair.fund_wallet(script.nodes["alice"], 3_000_000)
+        await script.fund()
         if victim is not None:
             harness.arm(victim, point, stage)
         await harness.connect()
@@ -354,10 +387,10 @@ async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: st
         a, b = script.channel("alice"), script.channel("bob")
         assert a is not None and b is not None
         a_spec, b_spec = a.core.state.local_commit.spec, b.core.state.local_commit.spec  # type: ignore[union-attr]
-        final = script.alice_msat(len(PAYMENTS))
-        assert (a_spec.to_local_msat, a_spec.to_remote_msat, a_spec.htlcs) == (final, FUNDING_SAT * 1000 - final, ())
-        assert (b_spec.to_local_msat, b_spec.to_remote_msat, b_spec.htlcs) == (FUNDING_SAT * 1000 - final, final, ())
-        assert a_spec.feerate_per_kw == b_spec.feerate_per_kw == NEW_FEERATE
+        final, capacity_msat = script.alice_msat(len(script.payments)), script.capacity_sat * 1000
+        assert (a_spec.to_local_msat, a_spec.to_remote_msat, a_spec.htlcs) == (final, capacity_msat - final, ())
+        assert (b_spec.to_local_msat, b_spec.to_remote_msat, b_spec.htlcs) == (capacity_msat - final, final, ())
+        assert a_spec.feerate_per_kw == b_spec.feerate_per_kw == script.final_feerate
 
         # The closing transaction is the only spend of the funding: nothing revoked, no commitment.
         mempool = [txid[::-1].hex() for txid in await trio.to_thread.run_sync(source.core.mempool_txids)]
@@ -373,6 +406,7 @@ async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: st
                 if channel.core.state.funding_outpoint == a.core.state.funding_outpoint:
                     assert channel.phase in (Phase.CLOSED, Phase.NEGOTIATING), (name, channel.phase, channel.core.state.failure)
                     assert not channel.core.state.failure
+        await script.check_end()
         harness.stop()
         return counts
 
@@ -391,7 +425,7 @@ async def _watch_closing(script: Script, source: Any) -> None:
 @pytest.mark.trio
 async def test_the_script_counts_its_points(tmp_path: Path) -> None:
     """Without a crash the script runs through and makes the number of points the crash tests cover."""
-    counts = await _live_script(tmp_path, None, 0, "persisted")
+    counts = await live_script(tmp_path, None, 0, "persisted")
     assert counts == POINTS
 
 
@@ -402,7 +436,7 @@ async def test_the_script_counts_its_points(tmp_path: Path) -> None:
     [(victim, point, stage) for victim in ("alice", "bob") for stage in CRASH_STAGES for point in range(1, POINTS[victim] + 1)],
 )
 async def test_crash_at_every_persistence_point(tmp_path: Path, victim: str, point: int, stage: str) -> None:
-    await _live_script(tmp_path, victim, point, stage)
+    await live_script(tmp_path, victim, point, stage)
 
 
 def test_the_crash_variable_is_parsed_strictly() -> None:
