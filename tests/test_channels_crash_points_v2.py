@@ -1,0 +1,221 @@
+"""A node crashes at every persistence point of a dual-funded channel's life, restarts from its
+store on disk and reestablishes; the script then finishes.
+
+The nodes, the chain, the crash and the checks are those of ``test_channels_crash_points.py``
+(:class:`CrashHarness`, :func:`live_script`), on another life: both nodes speak dual funding
+(``option_dual_fund``), and Bob contributes to the opens he accepts. The script: Alice opens a
+v2 channel (interactive construction, ``commitment_signed`` both ways, ``tx_signatures``), bumps
+its funding's fee (``tx_init_rbf``, a second construction and its signatures, the bump replacing
+the first version in the mempool), the bumped version is mined and the channel becomes ready;
+then an HTLC each way, Alice asks for quiescence (``stfu``) while both are in flight, both
+commitments settle and both ``stfu`` are exchanged, Bob's fulfill waits while quiescent, the
+connection ends the quiescence, both HTLCs are fulfilled, and Alice closes cooperatively. One
+side (Alice the opener, or Bob the accepter) crashes at its N-th persistence point, right after
+the records reached the disk (``persisted``) or right after the messages of that output were
+handed to the peer (``sent``); it restarts and the script resumes from where the channel stands:
+an open a crash ended (before our ``tx_signatures`` left) is opened again, a bump a crash ended
+is asked again, an HTLC forgotten by both sides is offered again (and the quiescence asked again
+with it).
+
+Afterwards, besides the checks of the v1 life (the balances exact and agreed, no HTLC left, the
+closing transaction both signed the only spend of the funding in the mempool): the funding that
+confirmed is a version both sides signed and hold as their funding, and no coin of either
+wallet is still held for an open or a bump (a crash never strands a contribution).
+
+Run time: every point of both sides is covered at both stages, but each case runs the whole
+life (about two seconds), so the sweep covers each (side, point) at one stage only, the stage
+alternating with the point (odd points ``persisted``, even ones ``sent``, swapped for Bob):
+``test_the_sample_covers_every_point_and_both_stages`` checks that the sample reaches every
+point of each side and both stages of each side. ``test_channels_crash_points.py`` sweeps both
+stages of every point of the v1 life, where ``persisted`` and ``sent`` share the same code.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from pathlib import Path
+from test_channels_app import FUNDING_SAT, channels, wait_until
+from test_channels_crash_points import Script, _open_or_closed, live_script
+
+from lnpmsg.channels.dualfund import DualFundSession
+from lnpmsg.channels.dualfund_rbf import candidate_outpoints
+from lnpmsg.channels.manager import ManagedChannel
+from lnpmsg.channels.params import OpeningPolicy
+from lnpmsg.channels.quiesce import is_quiescent
+from lnpmsg.channels.state import Phase
+
+#: Bob's share of the channel
+CONTRIBUTE_SAT = 300_000
+#: the HTLCs in flight when Alice asks for quiescence: (sender, amount_msat)
+IN_FLIGHT = [("alice", 30_000_000), ("bob", 10_000_000)]
+#: the phases of an open (or a bump) before both signatures are in
+_SIGNING = (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)
+#: persistence points of each side in the script without a crash (test_the_script_counts_its_points checks)
+POINTS = {"alice": 43, "bob": 42}
+
+
+class DualFundScript(Script):
+    """The dual-funded channel's life, resumable from wherever a crash left the channel."""
+
+    policies = {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=CONTRIBUTE_SAT)}
+    capacity_sat = FUNDING_SAT + CONTRIBUTE_SAT
+    opening_msat = FUNDING_SAT * 1000
+    payments = IN_FLIGHT
+
+    #: the funding was mined (no more bumps)
+    mined = False
+
+    @property
+    def final_feerate(self) -> int:  # type: ignore[override]
+        """The commitments' feerate Alice proposed in open_channel2 (nothing changes it)."""
+        d = self.channel("alice").core.state.dual  # type: ignore[union-attr]
+        assert isinstance(d, DualFundSession) and d.open2 is not None
+        return d.open2.commitment_feerate_perkw
+
+    def channel(self, name: str) -> ManagedChannel | None:
+        """The script's channel on ``name``, by its channel id (a bump changes the funding outpoint)."""
+        ours = channels(self.nodes["alice"]).manager.channels.get(self.channel_key or "")  # type: ignore[union-attr]
+        manager = channels(self.nodes[name]).manager
+        if ours is None or manager is None:
+            return None
+        found = [c for c in manager.channels.values() if c.core.state.channel_id == ours.core.state.channel_id]
+        return found[0] if found else None
+
+    async def fund(self) -> None:
+        await self.pair.fund_wallet(self.nodes["alice"], 3_000_000)
+        await self.pair.fund_wallet(self.nodes["bob"], 2_000_000)
+
+    async def open(self) -> None:
+        alice, bob = self.nodes["alice"], self.nodes["bob"]
+        manager = channels(alice).manager
+        assert manager is not None
+        before = set(manager.channels)
+        try:
+            await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+        finally:
+            new = [k for k in manager.channels if k not in before]
+            if new:
+                self.channel_key = new[-1]
+        await wait_until(lambda: self.channel("bob") is not None, "bob holds the channel")
+
+    async def run(self) -> None:
+        # An open or a bump whose signatures a crash cut is resumed by channel_reestablish, or aborted.
+        await wait_until(lambda: not any(c is not None and c.phase in _SIGNING for c in map(self.channel, ("alice", "bob"))),
+                         "the signatures exchanged, or the attempt ended")  # fmt: skip
+        if not all(_open_or_closed(self.channel(n)) for n in ("alice", "bob")):
+            await self.open()
+        channel = self.channel("alice")
+        assert channel is not None
+        if channel.phase is Phase.AWAIT_READY:
+            if not self.mined:
+                await wait_until(self.agreed, "both sides hold the same funding")
+                if not self.bumped():
+                    await self.bump()
+            self.mined = True
+            await self.confirm_the_funding()
+        if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL):
+            await wait_until(self.ready, "the channel ready and quiet")
+            await self.quiesce_with_htlcs_in_flight()
+        await self.close()
+
+    def agreed(self) -> bool:
+        """Both sides reestablished and hold the same funding (a bump's signatures resumed or dropped)."""
+        a, b = self.channel("alice"), self.channel("bob")
+        return self.quiet() and a is not None and b is not None and a.core.state.funding_outpoint == b.core.state.funding_outpoint
+
+    def bumped(self) -> bool:
+        """The accepter holds a bumped version (it signs one only once both contributions are in)."""
+        channel = self.channel("bob")
+        assert channel is not None
+        return len(candidate_outpoints(channel.core)) > 1
+
+    async def bump(self) -> None:
+        """Alice bumps the funding to twice its feerate (BIP 125 wants more fee than 25/24 gives)."""
+        channel = self.channel("alice")
+        assert channel is not None and isinstance(channel.core.state.dual, DualFundSession)
+        feerate = -(-channel.core.state.dual.feerate_per_kw * 2 // 250)
+        await channels(self.nodes["alice"]).bumpchannelopen(channel.channel_id.hex(), feerate=feerate)
+
+    def funding_txids(self) -> set[bytes]:
+        """Every version of the funding either side holds."""
+        return {o.txid for n in ("alice", "bob") if (c := self.channel(n)) is not None for o in candidate_outpoints(c.core)}
+
+    def done(self) -> set[int]:
+        """Which payments are settled: the one set Alice's balance matches (each amount differs)."""
+        channel = self.channel("alice")
+        assert channel is not None and channel.core.state.local_commit is not None
+        msat = channel.core.state.local_commit.spec.to_local_msat
+        subsets = [{i for i in range(len(self.payments)) if mask >> i & 1} for mask in range(1 << len(self.payments))]
+        matches = [subset for subset in subsets if self.alice_msat(subset) == msat]
+        assert len(matches) == 1, (msat, matches)
+        return matches[0]
+
+    async def quiesce_with_htlcs_in_flight(self) -> None:
+        """The payments not done yet are offered at once, Alice asks for quiescence while they are in
+        flight, both stfu go once the commitments settle, and a reconnection ends it; then each is fulfilled."""
+        await self.settle_in_flight()
+        missing = [i for i in range(len(self.payments)) if i not in self.done()]
+        if not missing:
+            return
+        cid = self.channel("alice").channel_id.hex()  # type: ignore[union-attr]
+        for index in missing:
+            sender, amount = self.payments[index]
+            await channels(self.nodes[sender]).dev_addhtlc(cid, amount, self.hashes[index].hex())
+        await channels(self.nodes["alice"]).dev_quiesce(cid)
+        await wait_until(lambda: self.quiescent() and len(self.htlcs("alice")) == len(missing), "quiescent, the HTLCs committed")
+        await self.reconnect()
+        await wait_until(self.ready, "the channel ready and quiet")
+        await self.settle_in_flight()
+
+    def quiescent(self) -> bool:
+        return self.ready() and all(is_quiescent(self.channel(n).core.state) for n in ("alice", "bob"))  # type: ignore[union-attr]
+
+    async def reconnect(self) -> None:
+        """Bob drops the connection (the end of the quiescence) and dials again."""
+        alice, bob = self.nodes["alice"], self.nodes["bob"]
+        channels(bob).disconnect_peer(alice.node_id, "the end of the quiescence")
+        await wait_until(lambda: alice.node_id not in bob.peers and bob.node_id not in alice.peers, "disconnected")
+        await bob.connect(alice.addresses[0])
+
+    async def confirm_the_funding(self) -> None:
+        """Mine the funding to the channel's depth: two blocks, then one a second while the channel is
+        not ready and a version is in the mempool or mined (one a side broadcast late, at its restart)."""
+        source = self.pair.source
+        await source.mine(1)
+        # One block at a time, each seen by both (the bump confirmed and the first version dropped):
+        # a side's input of the second block then never races its reading of the first, and the
+        # script makes the same points each run.
+        with trio.move_on_after(10):
+            await wait_until(lambda: len(self.funding_txids()) == 1, "the version mined adopted by both")
+        await source.mine(1)
+        with trio.fail_after(60):
+            while True:
+                with trio.move_on_after(1):
+                    await wait_until(self.ready, "the channel ready and quiet")
+                    return
+                mempool = set(await trio.to_thread.run_sync(source.core.mempool_txids))
+                if self.funding_txids() & mempool or any(self.mined_txid(t) for t in self.funding_txids()):
+                    await source.mine(1)
+
+    def mined_txid(self, txid: bytes) -> bool:
+        found = self.pair.source.core.find_transaction(txid)
+        return found is not None and found[1] is not None
+
+    async def check_end(self) -> None:
+        a, b = self.channel("alice"), self.channel("bob")
+        assert a is not None and b is not None and a.core.state.funding_outpoint == b.core.state.funding_outpoint
+        funding = a.core.state.funding_outpoint
+        assert self.mined_txid(funding.txid), "the funding both hold is not the one mined"
+        for name in ("alice", "bob"):
+            wallet = self.nodes[name].apps["chain"].wallet  # type: ignore[attr-defined]
+            await wallet.sync()
+            await wait_until(lambda: not wallet.reserved(), f"{name}'s coins no longer held")
+
+
+@pytest.mark.trio
+async def test_the_script_counts_its_points(tmp_path: Path) -> None:
+    """Without a crash the script runs through and makes the number of points the crash tests cover."""
+    counts = await live_script(tmp_path, None, 0, "persisted", DualFundScript)
+    assert counts == POINTS
+
