@@ -40,7 +40,7 @@ from test_channels_crash_points import Script, _open_or_closed, live_script
 
 from lnpmsg.channels.dualfund import DualFundSession
 from lnpmsg.channels.dualfund_rbf import candidate_outpoints
-from lnpmsg.channels.manager import ManagedChannel
+from lnpmsg.channels.manager import CRASH_STAGES, ManagedChannel
 from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.quiesce import is_quiescent
 from lnpmsg.channels.state import Phase
@@ -219,3 +219,15 @@ async def test_the_script_counts_its_points(tmp_path: Path) -> None:
     counts = await live_script(tmp_path, None, 0, "persisted", DualFundScript)
     assert counts == POINTS
 
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(("victim", "point", "stage"), [("alice", 7, "persisted"), ("bob", 5, "persisted"), ("bob", 4, "sent")])
+async def test_a_crash_while_the_open_is_signed_strands_no_coin(tmp_path: Path, victim: str, point: int, stage: str) -> None:
+    """The crash points that found the open's gaps. Alice (who signs second) crashes once Bob's
+    commitment_signed is on her disk, before her tx_signatures: Bob's had left, and her open, ended,
+    left him waiting for hers with his coins held (now she keeps it and reestablishment completes
+    it). Bob crashes before his commitment_signed leaves, or forgets the open: Alice, who keeps hers
+    (his tx_signatures might have left), hears of it by his tx_abort before any channel_reestablish,
+    or by his ``error`` for an unknown channel on the channel id she now claims, and ends it."""
+    await live_script(tmp_path, victim, point, stage, DualFundScript)
