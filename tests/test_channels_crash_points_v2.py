@@ -231,3 +231,23 @@ async def test_a_crash_while_the_open_is_signed_strands_no_coin(tmp_path: Path, 
     (his tx_signatures might have left), hears of it by his tx_abort before any channel_reestablish,
     or by his ``error`` for an unknown channel on the channel id she now claims, and ends it."""
     await live_script(tmp_path, victim, point, stage, DualFundScript)
+
+
+def _sample() -> list[tuple[str, int, str]]:
+    """Each point of each side at one stage: odd points ``persisted`` and even ones ``sent`` for Alice, swapped for Bob."""
+    return [(victim, point, CRASH_STAGES[(point + (victim == "alice")) % 2]) for victim in ("alice", "bob")
+            for point in range(1, POINTS[victim] + 1)]  # fmt: skip
+
+
+def test_the_sample_covers_every_point_and_both_stages() -> None:
+    for victim in ("alice", "bob"):
+        cases = [(point, stage) for v, point, stage in _sample() if v == victim]
+        assert [point for point, _ in cases] == list(range(1, POINTS[victim] + 1))
+        assert {stage for _, stage in cases} == set(CRASH_STAGES)
+
+
+@pytest.mark.trio
+@pytest.mark.slow  # 85 cases of about a second each
+@pytest.mark.parametrize(("victim", "point", "stage"), _sample())
+async def test_crash_at_every_persistence_point(tmp_path: Path, victim: str, point: int, stage: str) -> None:
+    await live_script(tmp_path, victim, point, stage, DualFundScript)
