@@ -82,12 +82,10 @@ def _open_or_closed(channel: ManagedChannel | None) -> bool:
 class Script:
     """The scripted channel life, resumable from wherever a crash left the channel.
 
-    A subclass scripts another life on the same harness and checks (:func:`live_script`): it
-    names the nodes' opening policies, the channel's capacity, Alice's balance once open, the
-    payments and the feerate at the close, and runs its life in :meth:`run`."""
+    A subclass scripts another life on the same harness (:func:`live_script`): it names the nodes'
+    opening policies, the channel's capacity, Alice's balance once open, the payments and the
+    feerate at the close, runs its life in :meth:`run` and checks its end in :meth:`check_end`."""
 
-    #: each node's opening policy (the default's for a node not named)
-    policies: dict[str, OpeningPolicy] = {}
     capacity_sat = FUNDING_SAT
     #: Alice's balance once the channel is open
     opening_msat = FUNDING_SAT * 1000 - PUSH_MSAT
@@ -148,12 +146,40 @@ class Script:
             msat += -amount if sender == "alice" else amount
         return msat
 
+    def opening_policies(self) -> dict[str, OpeningPolicy]:
+        """Each node's opening policy (the default's for a node not named)."""
+        return {}
+
     async def fund(self) -> None:
         """Coins for the open, before the crash is armed: Alice's."""
         await self.pair.fund_wallet(self.nodes["alice"], 3_000_000)
 
     async def check_end(self) -> None:
-        """What else must hold once the script ran through (the common checks are :func:`live_script`'s)."""
+        """What must hold once the script ran through (a subclass adds its own, or checks another end)."""
+        source = self.pair.source
+        # Balances exact: every payment made once, nothing in flight, both sides agree.
+        a, b = self.channel("alice"), self.channel("bob")
+        assert a is not None and b is not None
+        a_spec, b_spec = a.core.state.local_commit.spec, b.core.state.local_commit.spec  # type: ignore[union-attr]
+        final, capacity_msat = self.alice_msat(len(self.payments)), self.capacity_sat * 1000
+        assert (a_spec.to_local_msat, a_spec.to_remote_msat, a_spec.htlcs) == (final, capacity_msat - final, ())
+        assert (b_spec.to_local_msat, b_spec.to_remote_msat, b_spec.htlcs) == (capacity_msat - final, final, ())
+        assert a_spec.feerate_per_kw == b_spec.feerate_per_kw == self.final_feerate
+
+        # The closing transaction is the only spend of the funding: nothing revoked, no commitment.
+        mempool = [txid[::-1].hex() for txid in await trio.to_thread.run_sync(source.core.mempool_txids)]
+        assert len(mempool) == 1, mempool
+        if self.closing_txid is not None:
+            assert mempool == [self.closing_txid]
+        closers = [c for c in (a, b) if c.phase is Phase.CLOSED]
+        assert closers and all(Tx.parse(c.core.state.closing_tx).txid_hex == mempool[0] for c in closers)  # type: ignore[arg-type]
+        for name in ("alice", "bob"):
+            manager = channels(self.nodes[name]).manager
+            assert manager is not None
+            for channel in manager.channels.values():
+                if channel.core.state.funding_outpoint == a.core.state.funding_outpoint:
+                    assert channel.phase in (Phase.CLOSED, Phase.NEGOTIATING), (name, channel.phase, channel.core.state.failure)
+                    assert not channel.core.state.failure
 
     async def run(self) -> None:
         """Run the script from where the channel stands (the whole of it at first)."""
@@ -365,9 +391,10 @@ async def live_script(tmp_path: Path, victim: str | None, point: int, stage: str
     """Run the script (``life``), crashing ``victim`` at ``point`` (``stage``); the persistence points each side made."""
     network = MemoryNetwork()
     async with chain(tmp_path) as source, trio.open_nursery() as nursery:
-        pair = Pair(source, tmp_path, network, life.policies)
+        pair = Pair(source, tmp_path, network)
         harness = CrashHarness(pair, nursery)
         script = life(pair, harness.nodes)
+        pair.policies = script.opening_policies()
         await harness.start("alice")
         await harness.start("bob")
         await script.fund()
@@ -383,29 +410,6 @@ async def live_script(tmp_path: Path, victim: str | None, point: int, stage: str
         await wait_until(harness.idle, "both channel managers idle")
         counts = {name: channels(node).manager.persists for name, node in script.nodes.items()}  # type: ignore[union-attr]
 
-        # Balances exact: every payment made once, nothing in flight, both sides agree.
-        a, b = script.channel("alice"), script.channel("bob")
-        assert a is not None and b is not None
-        a_spec, b_spec = a.core.state.local_commit.spec, b.core.state.local_commit.spec  # type: ignore[union-attr]
-        final, capacity_msat = script.alice_msat(len(script.payments)), script.capacity_sat * 1000
-        assert (a_spec.to_local_msat, a_spec.to_remote_msat, a_spec.htlcs) == (final, capacity_msat - final, ())
-        assert (b_spec.to_local_msat, b_spec.to_remote_msat, b_spec.htlcs) == (capacity_msat - final, final, ())
-        assert a_spec.feerate_per_kw == b_spec.feerate_per_kw == script.final_feerate
-
-        # The closing transaction is the only spend of the funding: nothing revoked, no commitment.
-        mempool = [txid[::-1].hex() for txid in await trio.to_thread.run_sync(source.core.mempool_txids)]
-        assert len(mempool) == 1, mempool
-        if script.closing_txid is not None:
-            assert mempool == [script.closing_txid]
-        closers = [c for c in (a, b) if c.phase is Phase.CLOSED]
-        assert closers and all(Tx.parse(c.core.state.closing_tx).txid_hex == mempool[0] for c in closers)  # type: ignore[arg-type]
-        for name in ("alice", "bob"):
-            manager = channels(script.nodes[name]).manager
-            assert manager is not None
-            for channel in manager.channels.values():
-                if channel.core.state.funding_outpoint == a.core.state.funding_outpoint:
-                    assert channel.phase in (Phase.CLOSED, Phase.NEGOTIATING), (name, channel.phase, channel.core.state.failure)
-                    assert not channel.core.state.failure
         await script.check_end()
         harness.stop()
         return counts

@@ -58,7 +58,6 @@ POINTS = {"alice": 43, "bob": 42}
 class DualFundScript(Script):
     """The dual-funded channel's life, resumable from wherever a crash left the channel."""
 
-    policies = {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=CONTRIBUTE_SAT)}
     capacity_sat = FUNDING_SAT + CONTRIBUTE_SAT
     opening_msat = FUNDING_SAT * 1000
     payments = IN_FLIGHT
@@ -81,6 +80,9 @@ class DualFundScript(Script):
             return None
         found = [c for c in manager.channels.values() if c.core.state.channel_id == ours.core.state.channel_id]
         return found[0] if found else None
+
+    def opening_policies(self) -> dict[str, OpeningPolicy]:
+        return {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=CONTRIBUTE_SAT)}
 
     async def fund(self) -> None:
         await self.pair.fund_wallet(self.nodes["alice"], 3_000_000)
@@ -203,6 +205,7 @@ class DualFundScript(Script):
         return found is not None and found[1] is not None
 
     async def check_end(self) -> None:
+        await super().check_end()
         a, b = self.channel("alice"), self.channel("bob")
         assert a is not None and b is not None and a.core.state.funding_outpoint == b.core.state.funding_outpoint
         funding = a.core.state.funding_outpoint
