@@ -183,7 +183,6 @@ class Script:
 
     async def run(self) -> None:
         """Run the script from where the channel stands (the whole of it at first)."""
-        alice, bob = self.nodes["alice"], self.nodes["bob"]
         if not all(_open_or_closed(self.channel(n)) for n in ("alice", "bob")):
             await self.open()  # the crash came before both sides held the channel: open another
         channel = self.channel("alice")
@@ -192,20 +191,21 @@ class Script:
             await self.confirm_the_funding()
         if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL):
             await wait_until(self.ready, "the channel ready and quiet")
-            await self.settle_in_flight()
-            done = self.payments_done()
-            cid = channel.channel_id.hex()
-            for index in range(done, len(self.payments)):
-                sender_name, amount = self.payments[index]
-                sender = alice if sender_name == "alice" else bob
-                payment_hash = self.hashes[index]
-                await channels(sender).dev_addhtlc(cid, amount, payment_hash.hex())
-                await wait_until(lambda: self.ready() and len(self.htlcs("alice")) == 1, "the HTLC committed")
-                await self.settle_in_flight()
+            await self.pay_in_turn()
             if self.feerate() != NEW_FEERATE:
-                await channels(alice).dev_updatefee(cid, NEW_FEERATE)
+                await channels(self.nodes["alice"]).dev_updatefee(channel.channel_id.hex(), NEW_FEERATE)
                 await wait_until(lambda: self.ready() and self.feerate() == NEW_FEERATE, "the fee changed")
         await self.close()
+
+    async def pay_in_turn(self) -> None:
+        """The payments not made yet, one after the other (the one in flight settled first)."""
+        await self.settle_in_flight()
+        cid = self.channel("alice").channel_id.hex()  # type: ignore[union-attr]
+        for index in range(self.payments_done(), len(self.payments)):
+            sender, amount = self.payments[index]
+            await channels(self.nodes[sender]).dev_addhtlc(cid, amount, self.hashes[index].hex())
+            await wait_until(lambda: self.ready() and len(self.htlcs("alice")) == 1, "the HTLC committed")
+            await self.settle_in_flight()
 
     async def confirm_the_funding(self) -> None:
         """Mine the funding to the channel's depth (one broadcast late too)."""
