@@ -253,13 +253,18 @@ class Script:
                     await source.mine(1)
                 await trio.sleep(0.05)
 
+    def open_options(self) -> dict[str, Any]:
+        """Alice's ``fundchannel`` arguments besides the peer."""
+        return {"amount_sat": FUNDING_SAT, "push_msat": PUSH_MSAT}
+
     async def open(self) -> None:
+        """Alice opens the channel to Bob (:meth:`open_options`); it is the script's from then on."""
         alice, bob = self.nodes["alice"], self.nodes["bob"]
         manager = channels(alice).manager
         assert manager is not None
         before = set(manager.channels)
         try:
-            await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, push_msat=PUSH_MSAT)
+            await channels(alice).fundchannel(bob.node_id.hex(), **self.open_options())
         finally:
             new = [k for k in manager.channels if k not in before]
             if new:

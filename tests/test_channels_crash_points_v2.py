@@ -32,9 +32,11 @@ stages of every point of the v1 life, where ``persisted`` and ``sent`` share the
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import trio
-from pathlib import Path
 from test_channels_app import FUNDING_SAT, channels, wait_until
 from test_channels_crash_points import Script, _open_or_closed, live_script
 
@@ -88,18 +90,8 @@ class DualFundScript(Script):
         await self.pair.fund_wallet(self.nodes["alice"], 3_000_000)
         await self.pair.fund_wallet(self.nodes["bob"], 2_000_000)
 
-    async def open(self) -> None:
-        alice, bob = self.nodes["alice"], self.nodes["bob"]
-        manager = channels(alice).manager
-        assert manager is not None
-        before = set(manager.channels)
-        try:
-            await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
-        finally:
-            new = [k for k in manager.channels if k not in before]
-            if new:
-                self.channel_key = new[-1]
-        await wait_until(lambda: self.channel("bob") is not None, "bob holds the channel")
+    def open_options(self) -> dict[str, Any]:
+        return {"amount_sat": FUNDING_SAT}  # (v2: Bob contributes; no push)
 
     async def run(self) -> None:
         # An open or a bump whose signatures a crash cut is resumed by channel_reestablish, or aborted.

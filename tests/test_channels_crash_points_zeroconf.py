@@ -24,10 +24,11 @@ Every point of each side is crashed at both stages (about a second each).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
-from test_channels_app import FUNDING_SAT, PUSH_MSAT, channels, wait_until
+from test_channels_app import FUNDING_SAT, wait_until
 from test_channels_crash_points import Script, _open_or_closed, live_script
 from test_channels_double_spend import _conflict
 
@@ -58,18 +59,8 @@ class DoubleSpentScript(Script):
     async def fund(self) -> None:
         await self.pair.fund_wallet(self.nodes["alice"], COIN_SAT)
 
-    async def open(self) -> None:
-        alice, bob = self.nodes["alice"], self.nodes["bob"]
-        manager = channels(alice).manager
-        assert manager is not None
-        before = set(manager.channels)
-        try:
-            await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, push_msat=PUSH_MSAT, zeroconf=True, channel_type="scid_alias")
-        finally:
-            new = [k for k in manager.channels if k not in before]
-            if new:
-                self.channel_key = new[-1]
-        await wait_until(lambda: self.channel("bob") is not None, "bob holds the channel")
+    def open_options(self) -> dict[str, Any]:
+        return {**super().open_options(), "zeroconf": True, "channel_type": "scid_alias"}
 
     async def run(self) -> None:
         if not self.mined:
