@@ -420,6 +420,14 @@ async def live_script(tmp_path: Path, victim: str | None, point: int, stage: str
         return counts
 
 
+def alternating_sample(points: dict[str, int]) -> list[tuple[str, int, str]]:
+    """(victim, point, stage): each of ``points[victim]`` points of each side at one stage, odd points
+    ``persisted`` and even ones ``sent`` for Alice, swapped for Bob: every point, and both stages of
+    each side, in half the cases of a sweep over both stages."""
+    return [(victim, point, CRASH_STAGES[(point + (victim == "alice")) % 2]) for victim in ("alice", "bob")
+            for point in range(1, points[victim] + 1)]  # fmt: skip
+
+
 async def _watch_closing(script: Script, source: Any) -> None:
     """Note when a closed side's closing transaction is in the mempool."""
     while True:
@@ -446,6 +454,16 @@ async def test_the_script_counts_its_points(tmp_path: Path) -> None:
 )
 async def test_crash_at_every_persistence_point(tmp_path: Path, victim: str, point: int, stage: str) -> None:
     await live_script(tmp_path, victim, point, stage)
+
+
+def test_the_alternating_sample_covers_every_point_and_both_stages() -> None:
+    points = {"alice": 5, "bob": 4}
+    sample = alternating_sample(points)
+    for victim in ("alice", "bob"):
+        cases = [(point, stage) for v, point, stage in sample if v == victim]
+        assert [point for point, _ in cases] == list(range(1, points[victim] + 1))
+        assert {stage for _, stage in cases} == set(CRASH_STAGES)
+    assert ("alice", 1, "persisted") in sample and ("bob", 1, "sent") in sample
 
 
 def test_the_crash_variable_is_parsed_strictly() -> None:

@@ -22,12 +22,10 @@ closing transaction both signed the only spend of the funding in the mempool): t
 confirmed is a version both sides signed and hold as their funding, and no coin of either
 wallet is still held for an open or a bump (a crash never strands a contribution).
 
-Run time: every point of both sides is covered at both stages, but each case runs the whole
-life (about two seconds), so the sweep covers each (side, point) at one stage only, the stage
-alternating with the point (odd points ``persisted``, even ones ``sent``, swapped for Bob):
-``test_the_sample_covers_every_point_and_both_stages`` checks that the sample reaches every
-point of each side and both stages of each side. ``test_channels_crash_points.py`` sweeps both
-stages of every point of the v1 life, where ``persisted`` and ``sent`` share the same code.
+Run time: each case runs the whole life (about a second), so the sweep takes each point of
+each side at one of the two stages, alternating with the point (:func:`alternating_sample`:
+every point, and both stages of each side, in half the cases of a sweep over both stages);
+``test_channels_crash_points.py`` sweeps both stages of every point of the v1 life.
 """
 
 from __future__ import annotations
@@ -38,11 +36,11 @@ from typing import Any
 import pytest
 import trio
 from test_channels_app import FUNDING_SAT, channels, wait_until
-from test_channels_crash_points import Script, _open_or_closed, live_script
+from test_channels_crash_points import Script, _open_or_closed, alternating_sample, live_script
 
 from lnpmsg.channels.dualfund import DualFundSession
 from lnpmsg.channels.dualfund_rbf import candidate_outpoints
-from lnpmsg.channels.manager import CRASH_STAGES, ManagedChannel
+from lnpmsg.channels.manager import ManagedChannel
 from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.quiesce import is_quiescent
 from lnpmsg.channels.state import Phase
@@ -228,21 +226,8 @@ async def test_a_crash_while_the_open_is_signed_strands_no_coin(tmp_path: Path, 
     await live_script(tmp_path, victim, point, stage, DualFundScript)
 
 
-def _sample() -> list[tuple[str, int, str]]:
-    """Each point of each side at one stage: odd points ``persisted`` and even ones ``sent`` for Alice, swapped for Bob."""
-    return [(victim, point, CRASH_STAGES[(point + (victim == "alice")) % 2]) for victim in ("alice", "bob")
-            for point in range(1, POINTS[victim] + 1)]  # fmt: skip
-
-
-def test_the_sample_covers_every_point_and_both_stages() -> None:
-    for victim in ("alice", "bob"):
-        cases = [(point, stage) for v, point, stage in _sample() if v == victim]
-        assert [point for point, _ in cases] == list(range(1, POINTS[victim] + 1))
-        assert {stage for _, stage in cases} == set(CRASH_STAGES)
-
-
 @pytest.mark.trio
 @pytest.mark.slow  # 85 cases of about a second each
-@pytest.mark.parametrize(("victim", "point", "stage"), _sample())
+@pytest.mark.parametrize(("victim", "point", "stage"), alternating_sample(POINTS))
 async def test_crash_at_every_persistence_point(tmp_path: Path, victim: str, point: int, stage: str) -> None:
     await live_script(tmp_path, victim, point, stage, DualFundScript)

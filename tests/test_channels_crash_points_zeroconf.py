@@ -18,7 +18,9 @@ payment made exactly once and no HTLC; no commitment was broadcast (it would spe
 that never exists: nothing is in the mempool), and Alice's wallet holds its coin back, less the
 double spend's fee, with nothing held for the dead funding.
 
-Every point of each side is crashed at both stages (about a second each).
+Each point of each side is crashed at one stage, alternating with the point
+(:func:`alternating_sample`: every point, and both stages of each side, in half the cases),
+each case running the whole life (about a second).
 """
 
 from __future__ import annotations
@@ -29,12 +31,11 @@ from typing import Any
 import pytest
 import trio
 from test_channels_app import FUNDING_SAT, wait_until
-from test_channels_crash_points import Script, _open_or_closed, live_script
+from test_channels_crash_points import Script, _open_or_closed, alternating_sample, live_script
 from test_channels_double_spend import _conflict
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.double_spend import DOUBLE_SPENT
-from lnpmsg.channels.manager import CRASH_STAGES
 from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.state import Phase
 
@@ -102,10 +103,7 @@ async def test_the_script_counts_its_points(tmp_path: Path) -> None:
 
 
 @pytest.mark.trio
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("victim", "point", "stage"),
-    [(victim, point, stage) for victim in ("alice", "bob") for stage in CRASH_STAGES for point in range(1, POINTS[victim] + 1)],
-)
+@pytest.mark.slow  # 43 cases of about a second each
+@pytest.mark.parametrize(("victim", "point", "stage"), alternating_sample(POINTS))
 async def test_crash_at_every_persistence_point(tmp_path: Path, victim: str, point: int, stage: str) -> None:
     await live_script(tmp_path, victim, point, stage, DoubleSpentScript)
