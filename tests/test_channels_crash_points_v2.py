@@ -17,6 +17,10 @@ an open a crash ended (before our ``tx_signatures`` left) is opened again, a bum
 is asked again, an HTLC forgotten by both sides is offered again (and the quiescence asked again
 with it).
 
+The order of ``tx_signatures`` (the side with less in sends first) decides which side may have
+signed when a crash cuts the exchange: a second life, Bob putting in more than Alice (so that she
+signs first), runs the same open and bump, then the close.
+
 Afterwards, besides the checks of the v1 life (the balances exact and agreed, no HTLC left, the
 closing transaction both signed the only spend of the funding in the mempool): the funding that
 confirmed is a version both sides signed and hold as their funding, and no coin of either
@@ -53,11 +57,17 @@ IN_FLIGHT = [("alice", 30_000_000), ("bob", 10_000_000)]
 _SIGNING = (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)
 #: persistence points of each side in the script without a crash (test_the_script_counts_its_points checks)
 POINTS = {"alice": 43, "bob": 42}
+#: Bob's share when he puts in more than Alice (she then signs first)
+BOB_MORE_SAT = 1_500_000
+#: the same for that life (BobFundsMoreScript)
+BOB_MORE_POINTS = {"alice": 22, "bob": 22}
 
 
 class DualFundScript(Script):
     """The dual-funded channel's life, resumable from wherever a crash left the channel."""
 
+    #: Bob's share (less than Alice's: he sends his tx_signatures first)
+    contribute_sat = CONTRIBUTE_SAT
     capacity_sat = FUNDING_SAT + CONTRIBUTE_SAT
     opening_msat = FUNDING_SAT * 1000
     payments = IN_FLIGHT
@@ -82,7 +92,7 @@ class DualFundScript(Script):
         return found[0] if found else None
 
     def opening_policies(self) -> dict[str, OpeningPolicy]:
-        return {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=CONTRIBUTE_SAT)}
+        return {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=self.contribute_sat)}
 
     async def fund(self) -> None:
         await self.pair.fund_wallet(self.nodes["alice"], 3_000_000)
@@ -206,11 +216,24 @@ class DualFundScript(Script):
             await wait_until(lambda: not wallet.reserved(), f"{name}'s coins no longer held")
 
 
+class BobFundsMoreScript(DualFundScript):
+    """The same open and bump with Bob putting in more than Alice, so that she signs first (the other
+    order of tx_signatures), then the close; no payment."""
+
+    contribute_sat = BOB_MORE_SAT
+    capacity_sat = FUNDING_SAT + BOB_MORE_SAT
+    payments: list[tuple[str, int]] = []
+
+    async def fund(self) -> None:
+        await self.pair.fund_wallet(self.nodes["alice"], 3_000_000)
+        await self.pair.fund_wallet(self.nodes["bob"], 3_000_000)
+
+
 @pytest.mark.trio
-async def test_the_script_counts_its_points(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("life", "points"), [(DualFundScript, POINTS), (BobFundsMoreScript, BOB_MORE_POINTS)], ids=["bob_less", "bob_more"])
+async def test_the_script_counts_its_points(tmp_path: Path, life: type[DualFundScript], points: dict[str, int]) -> None:
     """Without a crash the script runs through and makes the number of points the crash tests cover."""
-    counts = await live_script(tmp_path, None, 0, "persisted", DualFundScript)
-    assert counts == POINTS
+    assert await live_script(tmp_path, None, 0, "persisted", life) == points
 
 
 
@@ -231,3 +254,10 @@ async def test_a_crash_while_the_open_is_signed_strands_no_coin(tmp_path: Path, 
 @pytest.mark.parametrize(("victim", "point", "stage"), alternating_sample(POINTS))
 async def test_crash_at_every_persistence_point(tmp_path: Path, victim: str, point: int, stage: str) -> None:
     await live_script(tmp_path, victim, point, stage, DualFundScript)
+
+
+@pytest.mark.trio
+@pytest.mark.slow  # 44 cases of about a second each
+@pytest.mark.parametrize(("victim", "point", "stage"), alternating_sample(BOB_MORE_POINTS))
+async def test_crash_at_every_persistence_point_when_the_opener_signs_first(tmp_path: Path, victim: str, point: int, stage: str) -> None:
+    await live_script(tmp_path, victim, point, stage, BobFundsMoreScript)
