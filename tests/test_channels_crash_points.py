@@ -16,9 +16,11 @@ sent); the node restarts from the same directories, reconnects and the script
 resumes where the channel stands.
 
 Afterwards: the balances are exactly the script's (no payment lost or made
-twice), both sides agree, no HTLC is left, and the only transaction that ever
+twice), both sides agree, no HTLC is left, the only transaction that ever
 spent the funding output is the closing transaction both signed (nothing
-revoked, nor any commitment, reached the mempool or the chain).
+revoked, nor any commitment, reached the mempool or the chain), and once it
+is mined the wallets hold what they were given less the funding's and the
+close's fees.
 
 The same injection is available to a whole process as the environment
 variable ``LNPMSG_DEV_CRASH_AT_PERSIST=N[:persisted|:sent]`` (SIGKILL);
@@ -150,9 +152,16 @@ class Script:
         """Each node's opening policy (the default's for a node not named)."""
         return {}
 
+    #: what :meth:`fund` put in the wallets
+    funded_sat = 0
+
     async def fund(self) -> None:
         """Coins for the open, before the crash is armed: Alice's."""
-        await self.pair.fund_wallet(self.nodes["alice"], 3_000_000)
+        await self.fund_wallet("alice", 3_000_000)
+
+    async def fund_wallet(self, name: str, amount_sat: int) -> None:
+        await self.pair.fund_wallet(self.nodes[name], amount_sat)
+        self.funded_sat += amount_sat
 
     async def check_end(self) -> None:
         """What must hold once the script ran through (a subclass adds its own, or checks another end)."""
@@ -180,6 +189,19 @@ class Script:
                 if channel.core.state.funding_outpoint == a.core.state.funding_outpoint:
                     assert channel.phase in (Phase.CLOSED, Phase.NEGOTIATING), (name, channel.phase, channel.core.state.failure)
                     assert not channel.core.state.failure
+
+        # No satoshi lost: once the close is mined, the wallets hold what they were given less the fees
+        # of the funding and of the close (an open or a fee bump a crash ended cost nothing).
+        await source.mine(1)
+        funding = Tx.parse(await source.find_transaction(a.core.state.funding_outpoint.txid))  # type: ignore[arg-type,union-attr]
+        closing = Tx.parse(await source.find_transaction(bytes.fromhex(mempool[0])[::-1]))  # type: ignore[arg-type]
+        fees = await _fee(source, funding) + await _fee(source, closing)
+        held = 0
+        for node in self.nodes.values():
+            wallet = node.apps["chain"].wallet  # type: ignore[attr-defined]
+            await wallet.sync()
+            held += wallet.balances().total_sat
+        assert held == self.funded_sat - fees, (held, self.funded_sat, fees)
 
     async def run(self) -> None:
         """Run the script from where the channel stands (the whole of it at first)."""
@@ -418,6 +440,15 @@ async def live_script(tmp_path: Path, victim: str | None, point: int, stage: str
         await script.check_end()
         harness.stop()
         return counts
+
+
+async def _fee(source: Any, tx: Tx) -> int:
+    """What ``tx`` pays in fees (its inputs' amounts read from the chain)."""
+    spent = 0
+    for txin in tx.inputs:
+        previous = Tx.parse(await source.find_transaction(txin.prevout.txid))
+        spent += previous.outputs[txin.prevout.vout].amount_sat
+    return spent - sum(o.amount_sat for o in tx.outputs)
 
 
 def alternating_sample(points: dict[str, int]) -> list[tuple[str, int, str]]:

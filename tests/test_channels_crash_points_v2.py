@@ -95,8 +95,8 @@ class DualFundScript(Script):
         return {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=self.contribute_sat)}
 
     async def fund(self) -> None:
-        await self.pair.fund_wallet(self.nodes["alice"], 3_000_000)
-        await self.pair.fund_wallet(self.nodes["bob"], 2_000_000)
+        await self.fund_wallet("alice", 3_000_000)
+        await self.fund_wallet("bob", 2_000_000)
 
     def open_options(self) -> dict[str, Any]:
         return {"amount_sat": FUNDING_SAT}  # (v2: Bob contributes; no push)
@@ -225,8 +225,8 @@ class BobFundsMoreScript(DualFundScript):
     payments: list[tuple[str, int]] = []
 
     async def fund(self) -> None:
-        await self.pair.fund_wallet(self.nodes["alice"], 3_000_000)
-        await self.pair.fund_wallet(self.nodes["bob"], 3_000_000)
+        await self.fund_wallet("alice", 3_000_000)
+        await self.fund_wallet("bob", 3_000_000)
 
 
 @pytest.mark.trio

@@ -58,7 +58,7 @@ class DoubleSpentScript(Script):
         return {"bob": OpeningPolicy(zeroconf_peers=(self.pair.keys["alice"].node_id,))}
 
     async def fund(self) -> None:
-        await self.pair.fund_wallet(self.nodes["alice"], COIN_SAT)
+        await self.fund_wallet("alice", COIN_SAT)
 
     def open_options(self) -> dict[str, Any]:
         return {**super().open_options(), "zeroconf": True, "channel_type": "scid_alias"}
@@ -93,7 +93,7 @@ class DoubleSpentScript(Script):
         wallet = self.nodes["alice"].apps["chain"].wallet  # type: ignore[attr-defined]
         await wallet.sync()
         assert not wallet.reserved()
-        assert wallet.balances().total_sat == COIN_SAT - DOUBLE_SPEND_FEE_SAT
+        assert wallet.balances().total_sat == self.funded_sat - DOUBLE_SPEND_FEE_SAT
 
 
 @pytest.mark.trio
