@@ -236,7 +236,6 @@ async def test_the_script_counts_its_points(tmp_path: Path, life: type[DualFundS
     assert await live_script(tmp_path, None, 0, "persisted", life) == points
 
 
-
 @pytest.mark.trio
 @pytest.mark.parametrize(("victim", "point", "stage"), [("alice", 7, "persisted"), ("bob", 5, "persisted"), ("bob", 4, "sent")])
 async def test_a_crash_while_the_open_is_signed_strands_no_coin(tmp_path: Path, victim: str, point: int, stage: str) -> None:
