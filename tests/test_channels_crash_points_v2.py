@@ -42,6 +42,7 @@ import trio
 from test_channels_app import FUNDING_SAT, channels, wait_until
 from test_channels_crash_points import Script, _open_or_closed, alternating_sample, live_script
 
+from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.dualfund import DualFundSession
 from lnpmsg.channels.dualfund_rbf import candidate_outpoints
 from lnpmsg.channels.manager import ManagedChannel
@@ -74,6 +75,8 @@ class DualFundScript(Script):
 
     #: the funding was mined (no more bumps)
     mined = False
+    #: the first version of the funding (signed), before any bump
+    first_funding: bytes | None = None
 
     @property
     def final_feerate(self) -> int:  # type: ignore[override]
@@ -101,6 +104,10 @@ class DualFundScript(Script):
     def open_options(self) -> dict[str, Any]:
         return {"amount_sat": FUNDING_SAT}  # (v2: Bob contributes; no push)
 
+    async def open(self) -> None:
+        self.first_funding = None
+        await super().open()
+
     async def run(self) -> None:
         # An open or a bump whose signatures a crash cut is resumed by channel_reestablish, or aborted.
         await wait_until(lambda: not any(c is not None and c.phase in _SIGNING for c in map(self.channel, ("alice", "bob"))),
@@ -112,6 +119,8 @@ class DualFundScript(Script):
         if channel.phase is Phase.AWAIT_READY:
             if not self.mined:
                 await wait_until(self.agreed, "both sides hold the same funding")
+                if self.first_funding is None:  # (no bump was asked for this channel yet)
+                    self.first_funding = channel.core.state.funding_tx
                 if not self.bumped():
                     await self.bump()
             self.mined = True
@@ -184,12 +193,12 @@ class DualFundScript(Script):
         """Mine the funding to the channel's depth: two blocks, then one a second while the channel is
         not ready and a version is in the mempool or mined (one a side broadcast late, at its restart)."""
         source = self.pair.source
-        await source.mine(1)
-        # One block at a time, each seen by both (the bump confirmed and the first version dropped):
-        # a side's input of the second block then never races its reading of the first, and the
-        # script makes the same points each run.
+        await self.mine_a_version()
+        # One block at a time, each seen by both (the version mined adopted, the others dropped, and
+        # the fundee counting its wait for the funding from that block): the second block then never
+        # races the first, and the script makes the same points each run.
         with trio.move_on_after(10):
-            await wait_until(lambda: len(self.funding_txids()) == 1, "the version mined adopted by both")
+            await wait_until(lambda: len(self.funding_txids()) == 1 and self.fundee_saw_a_block(), "the first block seen by both")
         await source.mine(1)
         with trio.fail_after(60):
             while True:
@@ -199,6 +208,15 @@ class DualFundScript(Script):
                 mempool = set(await trio.to_thread.run_sync(source.core.mempool_txids))
                 if self.funding_txids() & mempool or any(self.mined_txid(t) for t in self.funding_txids()):
                     await source.mine(1)
+
+    def fundee_saw_a_block(self) -> bool:
+        """Bob took a block since the open (his wait for the funding counts from it), or is ready already."""
+        s = self.channel("bob").core.state  # type: ignore[union-attr]
+        return s.funding_wait_start is not None or s.ready_sent
+
+    async def mine_a_version(self) -> None:
+        """A block with the version of the funding in the mempool (the last bump)."""
+        await self.pair.source.mine(1)
 
     def mined_txid(self, txid: bytes) -> bool:
         found = self.pair.source.core.find_transaction(txid)
@@ -218,15 +236,30 @@ class DualFundScript(Script):
 
 class BobFundsMoreScript(DualFundScript):
     """The same open and bump with Bob putting in more than Alice, so that she signs first (the other
-    order of tx_signatures), then the close; no payment."""
+    order of tx_signatures); a miner that saw only the first version confirms it (the channel opens
+    on an earlier version: FundingCandidateConfirmed adopts it); then the close; no payment."""
 
     contribute_sat = BOB_MORE_SAT
     capacity_sat = FUNDING_SAT + BOB_MORE_SAT
     payments: list[tuple[str, int]] = []
+    #: the version mined (the first)
+    first_txid: bytes | None = None
 
     async def fund(self) -> None:
         await self.fund_wallet("alice", 3_000_000)
         await self.fund_wallet("bob", 3_000_000)
+
+    async def mine_a_version(self) -> None:
+        """A miner that saw only the first version (before any bump) puts it in a block."""
+        if self.first_funding is None or any(self.mined_txid(t) for t in self.funding_txids()):
+            return await super().mine_a_version()  # (a version was mined before a crash)
+        first = Tx.parse(self.first_funding)
+        self.first_txid = first.txid
+        assert (await self.pair.source.submit_transactions_in_block([first])).accepted
+
+    async def check_end(self) -> None:
+        await super().check_end()
+        assert len(self.funding_txids()) == 1 and self.first_txid in self.funding_txids(), "not the first version"
 
 
 @pytest.mark.trio
