@@ -19,7 +19,8 @@ with it).
 
 The order of ``tx_signatures`` (the side with less in sends first) decides which side may have
 signed when a crash cuts the exchange: a second life, Bob putting in more than Alice (so that she
-signs first), runs the same open and bump, then the close.
+signs first), runs the same open and bump, then a miner that saw only the first version confirms
+it (the channel opens on the earlier version), then the close.
 
 Afterwards, besides the checks of the v1 life (the balances exact and agreed, no HTLC left, the
 closing transaction both signed the only spend of the funding in the mempool): the funding that
