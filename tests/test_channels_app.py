@@ -29,7 +29,7 @@ from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelEvent, ChannelsApp
 from lnpmsg.channels.commands import _print_list as print_channels
 from lnpmsg.channels.manager import ManagedChannel
-from lnpmsg.channels.params import ChannelConfig
+from lnpmsg.channels.params import ChannelConfig, OpeningPolicy
 from lnpmsg.channels.state import Phase
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node, NodeConfig
@@ -83,17 +83,20 @@ def balances(node: Node) -> tuple[int, int, int]:
 class Pair:
     """Alice and Bob, their chain apps on one source, their channel apps."""
 
-    def __init__(self, source: EmbeddedChainSource, tmp: Path, network: MemoryNetwork) -> None:
+    def __init__(self, source: EmbeddedChainSource, tmp: Path, network: MemoryNetwork,
+                 policies: dict[str, OpeningPolicy] | None = None) -> None:  # fmt: skip
         self.source = source
         self.tmp = tmp
         self.network = network
         self.keys = {"alice": NodeKey.generate(), "bob": NodeKey.generate()}
+        #: each node's opening policy by name (the default's when not named)
+        self.policies = policies or {}
 
     def node(self, name: str, listen: bool, channels_dir: Path | None = None) -> Node:
         config = ChannelConfig(minimum_depth=2)
         apps: list[Any] = [
             ChainApp(self.tmp / name / "wallet", source=self.source),
-            ChannelsApp(channels_dir or self.tmp / name / "channels", config=config),
+            ChannelsApp(channels_dir or self.tmp / name / "channels", config=config, policy=self.policies.get(name)),
         ]
         node = Node(self.keys[name], NodeConfig(listen=["mem://"] if listen else [], network="regtest"),
                     transports={"mem": self.network.transport()})  # fmt: skip

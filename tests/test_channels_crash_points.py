@@ -16,9 +16,11 @@ sent); the node restarts from the same directories, reconnects and the script
 resumes where the channel stands.
 
 Afterwards: the balances are exactly the script's (no payment lost or made
-twice), both sides agree, no HTLC is left, and the only transaction that ever
+twice), both sides agree, no HTLC is left, the only transaction that ever
 spent the funding output is the closing transaction both signed (nothing
-revoked, nor any commitment, reached the mempool or the chain).
+revoked, nor any commitment, reached the mempool or the chain), and once it
+is mined the wallets hold what they were given less the funding's and the
+close's fees.
 
 The same injection is available to a whole process as the environment
 variable ``LNPMSG_DEV_CRASH_AT_PERSIST=N[:persisted|:sent]`` (SIGKILL);
@@ -30,7 +32,7 @@ fails, with a crash at each point of that on either side, is in
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from test_channels_app import FUNDING_SAT, PUSH_MSAT, Pair, chain, channels, wai
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.manager import CRASH_STAGES, ManagedChannel, _parse_crash_at
+from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.state import Phase
 from lnpmsg.node.node import Node
 from lnpmsg.testing import MemoryNetwork
@@ -79,13 +82,24 @@ def _open_or_closed(channel: ManagedChannel | None) -> bool:
 
 
 class Script:
-    """The scripted channel life, resumable from wherever a crash left the channel."""
+    """The scripted channel life, resumable from wherever a crash left the channel.
+
+    A subclass scripts another life on the same harness (:func:`live_script`): it names the nodes'
+    opening policies, the channel's capacity, Alice's balance once open, the payments and the
+    feerate at the close, runs its life in :meth:`run` and checks its end in :meth:`check_end`."""
+
+    capacity_sat = FUNDING_SAT
+    #: Alice's balance once the channel is open
+    opening_msat = FUNDING_SAT * 1000 - PUSH_MSAT
+    payments = PAYMENTS
+    #: both commitments' feerate at the close
+    final_feerate = NEW_FEERATE
 
     def __init__(self, pair: Pair, nodes: dict[str, Node]) -> None:
         self.pair = pair
         #: the running nodes by name (shared with the harness that restarts them)
         self.nodes = nodes
-        self.preimages = {sha256(p): p for p in (os.urandom(32) for _ in PAYMENTS)}
+        self.preimages = {sha256(p): p for p in (os.urandom(32) for _ in self.payments)}
         self.hashes = list(self.preimages)
         self.channel_key: str | None = None
         self.closing_txid: str | None = None
@@ -126,39 +140,106 @@ class Script:
     def ready(self) -> bool:
         return self.quiet() and all(self.channel(n).phase is Phase.NORMAL for n in ("alice", "bob"))  # type: ignore[union-attr]
 
-    def alice_msat(self, done: int) -> int:
-        """Alice's balance after the first ``done`` payments."""
-        msat = FUNDING_SAT * 1000 - PUSH_MSAT
-        for sender, amount in PAYMENTS[:done]:
+    def alice_msat(self, done: int | Iterable[int]) -> int:
+        """Alice's balance after the first ``done`` payments (or those of these indexes)."""
+        msat = self.opening_msat
+        for index in range(done) if isinstance(done, int) else done:
+            sender, amount = self.payments[index]
             msat += -amount if sender == "alice" else amount
         return msat
 
+    def opening_policies(self) -> dict[str, OpeningPolicy]:
+        """Each node's opening policy (the default's for a node not named)."""
+        return {}
+
+    #: what :meth:`fund` put in the wallets
+    funded_sat = 0
+
+    async def fund(self) -> None:
+        """Coins for the open, before the crash is armed: Alice's."""
+        await self.fund_wallet("alice", 3_000_000)
+
+    async def fund_wallet(self, name: str, amount_sat: int) -> None:
+        await self.pair.fund_wallet(self.nodes[name], amount_sat)
+        self.funded_sat += amount_sat
+
+    async def check_end(self) -> None:
+        """What must hold once the script ran through (a subclass adds its own, or checks another end)."""
+        source = self.pair.source
+        # Balances exact: every payment made once, nothing in flight, both sides agree.
+        a, b = self.channel("alice"), self.channel("bob")
+        assert a is not None and b is not None
+        a_spec, b_spec = a.core.state.local_commit.spec, b.core.state.local_commit.spec  # type: ignore[union-attr]
+        final, capacity_msat = self.alice_msat(len(self.payments)), self.capacity_sat * 1000
+        assert (a_spec.to_local_msat, a_spec.to_remote_msat, a_spec.htlcs) == (final, capacity_msat - final, ())
+        assert (b_spec.to_local_msat, b_spec.to_remote_msat, b_spec.htlcs) == (capacity_msat - final, final, ())
+        assert a_spec.feerate_per_kw == b_spec.feerate_per_kw == self.final_feerate
+
+        # The closing transaction is the only spend of the funding: nothing revoked, no commitment.
+        mempool = [txid[::-1].hex() for txid in await trio.to_thread.run_sync(source.core.mempool_txids)]
+        assert len(mempool) == 1, mempool
+        if self.closing_txid is not None:
+            assert mempool == [self.closing_txid]
+        closers = [c for c in (a, b) if c.phase is Phase.CLOSED]
+        assert closers and all(Tx.parse(c.core.state.closing_tx).txid_hex == mempool[0] for c in closers)  # type: ignore[arg-type]
+        for name in ("alice", "bob"):
+            manager = channels(self.nodes[name]).manager
+            assert manager is not None
+            for channel in manager.channels.values():
+                if channel.core.state.funding_outpoint == a.core.state.funding_outpoint:
+                    assert channel.phase in (Phase.CLOSED, Phase.NEGOTIATING), (name, channel.phase, channel.core.state.failure)
+                    assert not channel.core.state.failure
+
+        # No satoshi lost: once the close is mined, the wallets hold what they were given less the fees
+        # of the funding and of the close (an open or a fee bump a crash ended cost nothing).
+        await source.mine(1)
+        funding = Tx.parse(await source.find_transaction(a.core.state.funding_outpoint.txid))  # type: ignore[arg-type,union-attr]
+        closing = Tx.parse(await source.find_transaction(bytes.fromhex(mempool[0])[::-1]))  # type: ignore[arg-type]
+        fees = await _fee(source, funding) + await _fee(source, closing)
+        held = 0
+        for node in self.nodes.values():
+            wallet = node.apps["chain"].wallet  # type: ignore[attr-defined]
+            await wallet.sync()
+            held += wallet.balances().total_sat
+        assert held == self.funded_sat - fees, (held, self.funded_sat, fees)
+
     async def run(self) -> None:
         """Run the script from where the channel stands (the whole of it at first)."""
-        alice, bob = self.nodes["alice"], self.nodes["bob"]
         if not all(_open_or_closed(self.channel(n)) for n in ("alice", "bob")):
             await self.open()  # the crash came before both sides held the channel: open another
         channel = self.channel("alice")
         assert channel is not None
         if channel.phase is Phase.AWAIT_READY:
-            await self.pair.source.mine(2)
-            await self.mine_a_late_funding()
+            await self.confirm_the_funding()
         if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL):
             await wait_until(self.ready, "the channel ready and quiet")
-            await self.settle_in_flight()
-            done = self.payments_done()
-            cid = channel.channel_id.hex()
-            for index in range(done, len(PAYMENTS)):
-                sender_name, amount = PAYMENTS[index]
-                sender, receiver = (alice, bob) if sender_name == "alice" else (bob, alice)
-                payment_hash = self.hashes[index]
-                await channels(sender).dev_addhtlc(cid, amount, payment_hash.hex())
-                await wait_until(lambda: self.ready() and len(self.htlcs("alice")) == 1, "the HTLC committed")
-                await self.settle_in_flight()
+            await self.pay_in_turn()
             if self.feerate() != NEW_FEERATE:
-                await channels(alice).dev_updatefee(cid, NEW_FEERATE)
+                await channels(self.nodes["alice"]).dev_updatefee(channel.channel_id.hex(), NEW_FEERATE)
                 await wait_until(lambda: self.ready() and self.feerate() == NEW_FEERATE, "the fee changed")
-            result = await channels(alice).closechannel(cid)
+        await self.close()
+
+    async def pay_in_turn(self) -> None:
+        """The payments not made yet, one after the other (the one in flight settled first)."""
+        await self.settle_in_flight()
+        cid = self.channel("alice").channel_id.hex()  # type: ignore[union-attr]
+        for index in range(self.payments_done(), len(self.payments)):
+            sender, amount = self.payments[index]
+            await channels(self.nodes[sender]).dev_addhtlc(cid, amount, self.hashes[index].hex())
+            await wait_until(lambda: self.ready() and len(self.htlcs("alice")) == 1, "the HTLC committed")
+            await self.settle_in_flight()
+
+    async def confirm_the_funding(self) -> None:
+        """Mine the funding to the channel's depth (one broadcast late too)."""
+        await self.pair.source.mine(2)
+        await self.mine_a_late_funding()
+
+    async def close(self) -> None:
+        """Alice closes the channel cooperatively (unless it is closing or closed), until both hold it closed."""
+        channel = self.channel("alice")
+        assert channel is not None
+        if channel.phase is Phase.NORMAL:
+            result = await channels(self.nodes["alice"]).closechannel(channel.channel_id.hex())
             self.closing_txid = result.get("closing_txid")
         await wait_until(self.closed, "both closed")
 
@@ -194,13 +275,18 @@ class Script:
                     await source.mine(1)
                 await trio.sleep(0.05)
 
+    def open_options(self) -> dict[str, Any]:
+        """Alice's ``fundchannel`` arguments besides the peer."""
+        return {"amount_sat": FUNDING_SAT, "push_msat": PUSH_MSAT}
+
     async def open(self) -> None:
+        """Alice opens the channel to Bob (:meth:`open_options`); it is the script's from then on."""
         alice, bob = self.nodes["alice"], self.nodes["bob"]
         manager = channels(alice).manager
         assert manager is not None
         before = set(manager.channels)
         try:
-            await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, push_msat=PUSH_MSAT)
+            await channels(alice).fundchannel(bob.node_id.hex(), **self.open_options())
         finally:
             new = [k for k in manager.channels if k not in before]
             if new:
@@ -233,7 +319,7 @@ class Script:
         channel = self.channel("alice")
         assert channel is not None and channel.core.state.local_commit is not None
         msat = channel.core.state.local_commit.spec.to_local_msat
-        matches = [done for done in range(len(PAYMENTS) + 1) if self.alice_msat(done) == msat]
+        matches = [done for done in range(len(self.payments) + 1) if self.alice_msat(done) == msat]
         assert len(matches) == 1, (msat, matches)
         return matches[0]
 
@@ -328,16 +414,17 @@ class CrashHarness:
             node.stop()
 
 
-async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: str) -> dict[str, int]:
-    """Run the script, crashing ``victim`` at ``point`` (``stage``); the persistence points each side made."""
+async def live_script(tmp_path: Path, victim: str | None, point: int, stage: str, life: type[Script] = Script) -> dict[str, int]:
+    """Run the script (``life``), crashing ``victim`` at ``point`` (``stage``); the persistence points each side made."""
     network = MemoryNetwork()
     async with chain(tmp_path) as source, trio.open_nursery() as nursery:
         pair = Pair(source, tmp_path, network)
         harness = CrashHarness(pair, nursery)
-        script = Script(pair, harness.nodes)
+        script = life(pair, harness.nodes)
+        pair.policies = script.opening_policies()
         await harness.start("alice")
         await harness.start("bob")
-        await pair.fund_wallet(script.nodes["alice"], 3_000_000)
+        await script.fund()
         if victim is not None:
             harness.arm(victim, point, stage)
         await harness.connect()
@@ -350,31 +437,26 @@ async def _live_script(tmp_path: Path, victim: str | None, point: int, stage: st
         await wait_until(harness.idle, "both channel managers idle")
         counts = {name: channels(node).manager.persists for name, node in script.nodes.items()}  # type: ignore[union-attr]
 
-        # Balances exact: every payment made once, nothing in flight, both sides agree.
-        a, b = script.channel("alice"), script.channel("bob")
-        assert a is not None and b is not None
-        a_spec, b_spec = a.core.state.local_commit.spec, b.core.state.local_commit.spec  # type: ignore[union-attr]
-        final = script.alice_msat(len(PAYMENTS))
-        assert (a_spec.to_local_msat, a_spec.to_remote_msat, a_spec.htlcs) == (final, FUNDING_SAT * 1000 - final, ())
-        assert (b_spec.to_local_msat, b_spec.to_remote_msat, b_spec.htlcs) == (FUNDING_SAT * 1000 - final, final, ())
-        assert a_spec.feerate_per_kw == b_spec.feerate_per_kw == NEW_FEERATE
-
-        # The closing transaction is the only spend of the funding: nothing revoked, no commitment.
-        mempool = [txid[::-1].hex() for txid in await trio.to_thread.run_sync(source.core.mempool_txids)]
-        assert len(mempool) == 1, mempool
-        if script.closing_txid is not None:
-            assert mempool == [script.closing_txid]
-        closers = [c for c in (a, b) if c.phase is Phase.CLOSED]
-        assert closers and all(Tx.parse(c.core.state.closing_tx).txid_hex == mempool[0] for c in closers)  # type: ignore[arg-type]
-        for name in ("alice", "bob"):
-            manager = channels(script.nodes[name]).manager
-            assert manager is not None
-            for channel in manager.channels.values():
-                if channel.core.state.funding_outpoint == a.core.state.funding_outpoint:
-                    assert channel.phase in (Phase.CLOSED, Phase.NEGOTIATING), (name, channel.phase, channel.core.state.failure)
-                    assert not channel.core.state.failure
+        await script.check_end()
         harness.stop()
         return counts
+
+
+async def _fee(source: Any, tx: Tx) -> int:
+    """What ``tx`` pays in fees (its inputs' amounts read from the chain)."""
+    spent = 0
+    for txin in tx.inputs:
+        previous = Tx.parse(await source.find_transaction(txin.prevout.txid))
+        spent += previous.outputs[txin.prevout.vout].amount_sat
+    return spent - sum(o.amount_sat for o in tx.outputs)
+
+
+def alternating_sample(points: dict[str, int]) -> list[tuple[str, int, str]]:
+    """(victim, point, stage): each of ``points[victim]`` points of each side at one stage, odd points
+    ``persisted`` and even ones ``sent`` for Alice, swapped for Bob: every point, and both stages of
+    each side, in half the cases of a sweep over both stages."""
+    return [(victim, point, CRASH_STAGES[(point + (victim == "alice")) % 2]) for victim in ("alice", "bob")
+            for point in range(1, points[victim] + 1)]  # fmt: skip
 
 
 async def _watch_closing(script: Script, source: Any) -> None:
@@ -391,7 +473,7 @@ async def _watch_closing(script: Script, source: Any) -> None:
 @pytest.mark.trio
 async def test_the_script_counts_its_points(tmp_path: Path) -> None:
     """Without a crash the script runs through and makes the number of points the crash tests cover."""
-    counts = await _live_script(tmp_path, None, 0, "persisted")
+    counts = await live_script(tmp_path, None, 0, "persisted")
     assert counts == POINTS
 
 
@@ -402,7 +484,17 @@ async def test_the_script_counts_its_points(tmp_path: Path) -> None:
     [(victim, point, stage) for victim in ("alice", "bob") for stage in CRASH_STAGES for point in range(1, POINTS[victim] + 1)],
 )
 async def test_crash_at_every_persistence_point(tmp_path: Path, victim: str, point: int, stage: str) -> None:
-    await _live_script(tmp_path, victim, point, stage)
+    await live_script(tmp_path, victim, point, stage)
+
+
+def test_the_alternating_sample_covers_every_point_and_both_stages() -> None:
+    points = {"alice": 5, "bob": 4}
+    sample = alternating_sample(points)
+    for victim in ("alice", "bob"):
+        cases = [(point, stage) for v, point, stage in sample if v == victim]
+        assert [point for point, _ in cases] == list(range(1, points[victim] + 1))
+        assert {stage for _, stage in cases} == set(CRASH_STAGES)
+    assert ("alice", 1, "persisted") in sample and ("bob", 1, "sent") in sample
 
 
 def test_the_crash_variable_is_parsed_strictly() -> None:

@@ -25,7 +25,7 @@ from lnpmsg.channels.dualfund import (
     v2_channel_id,
 )
 from lnpmsg.channels.errors import LocalMisuse
-from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, Received
+from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, Received, Reconnected
 from lnpmsg.channels.interactive_tx import OwnInput, OwnOutput, contribution_fee
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages_v2 import OpenChannel2, TxAbort, TxAddInput, TxSignatures
@@ -210,10 +210,41 @@ def test_after_our_signatures_a_disconnection_resumes() -> None:
     pair.wire.clear()
     pair.feed(pair.alice, Disconnected())
     pair.feed(pair.bob, Disconnected())
-    # Bob's signatures left: he keeps the channel; Alice had not sent hers: she could abort, but has
-    # no reason to (nothing lost) -- here she had not received Bob's, so her open ended
+    # Bob's signatures left: he keeps the channel; Alice had not sent hers, nor received Bob's, but
+    # her commitment_signed left and Bob signs first: his may have left (they had), and ending the
+    # open would leave him waiting for hers with his coins held. She keeps it too, and
+    # channel_reestablish (next_funding) completes it.
     assert pair.bob.core.phase is Phase.DUAL_SIGNING
+    assert pair.alice.core.phase is Phase.DUAL_SIGNING
+    pair.reconnect()
+    assert pair.alice.core.phase is Phase.AWAIT_READY and pair.bob.core.phase is Phase.AWAIT_READY
+    tx = signed_funding(pair)
+    assert kernel_verify_scripts(tx, spent_outputs(tx)) is None
+
+
+def test_an_open_that_ended_answers_next_funding_with_tx_abort_and_the_peer_forgets_it() -> None:
+    """Alice's commitment_signed left, Bob (who signs first) never got it: his open ends at the
+    disconnection, hers waits (his tx_signatures might have left). Her channel_reestablish names the
+    funding; his ended open answers with tx_abort alone (BOLT 2), and her open ends on it, her coins freed."""
+    pair = DualPair(bob_sat=250_000)
+    inputs, outputs = contribution("alice", 600_000, 1_500_000, opener=True)
+    pair.feed(pair.alice, OpenV2Command(CHAIN_HASH_REGTEST, 600_000, FEERATE, pair.feerate, 100, pair.features,
+                                        pair.features, inputs, outputs, b"a", pair.alice_config, pair.policy))  # fmt: skip
+    while not pair.alice.core.state.remote_commit:
+        pair.step()
+    pair.wire.clear()  # her commitment_signed is lost
+    pair.feed(pair.alice, Disconnected())
+    pair.feed(pair.bob, Disconnected())
+    assert pair.alice.core.phase is Phase.DUAL_SIGNING and pair.bob.core.phase is Phase.FAILED
+    pair.feed(pair.alice, Reconnected())
+    pair.feed(pair.bob, Reconnected())
+    assert pair.sent_types(pair.bob, len(pair.bob.outputs) - 1) == []  # an ended open sends no channel_reestablish
+    since = len(pair.bob.outputs)
+    pair.pump()
+    assert pair.sent_types(pair.bob, since) == ["TxAbort"]
     assert pair.alice.core.phase is Phase.FAILED
+    (aborted,) = [e for e in pair.alice.events if isinstance(e, InteractiveAborted)]
+    assert aborted.inputs == inputs and "peer aborted" in aborted.reason
 
 
 def test_resume_with_next_funding_after_both_sent() -> None:

@@ -392,17 +392,33 @@ async def test_after_data_loss_we_never_broadcast_and_sweep_the_peers_commitment
 @pytest.mark.trio
 async def test_a_protocol_violation_takes_the_channel_on_chain(tmp_path: Path) -> None:
     """The channel core's RemoteFault path: a commitment_signed with nothing to sign and a bad signature
-    fails the channel (an error to the peer); our latest commitment goes on chain and is swept."""
+    fails the channel (an error to the peer); our latest commitment goes on chain and is swept.
+
+    The peer fails the channel on our error and broadcasts its own commitment: which of the two
+    reaches the mempool first is a race the protocol leaves open (the loser conflicts with it). Here
+    the peer takes our error only once ours is in the mempool, so that ours is the one mined."""
     from lnpmsg.channels.messages import CommitmentSigned
 
     async with two_nodes(tmp_path) as (pair, alice, bob):
         channel_id = await open_channel(pair, alice, bob, "static_remotekey")
         before = pair.wallet_sat(bob)
+        alice_app = channels(alice)
+        take_the_error = alice_app.channel_error
+        errors_taken: list[str] = []
+
+        async def once_bobs_commitment_is_in_the_mempool(peer: Any, cid: bytes, text: str) -> None:
+            commitment = Tx.parse(only_channel(bob).core.latest_commitment_tx())  # type: ignore[arg-type]
+            await wait_until(lambda: pair.source.core.find_transaction(commitment.txid) is not None, "bob's commitment")
+            await take_the_error(peer, cid, text)
+            errors_taken.append(text)
+
+        alice_app.channel_error = once_bobs_commitment_is_in_the_mempool  # type: ignore[method-assign]
         bogus = CommitmentSigned(channel_id=bytes.fromhex(channel_id), signature=bytes(63) + b"\x01")
         await channels(alice).send(bob.node_id, bogus)
         await wait_until(lambda: only_channel(bob).phase is Phase.FAILED, "bob fails the channel")
         failure = only_channel(bob).core.state.failure
         assert failure and not failure.startswith("peer:")  # our verdict on the peer, not the peer's error
         await run_until_resolved(pair, alice, bob)
+        assert errors_taken and only_channel(alice).phase is Phase.FAILED  # Alice failed it too, on Bob's error
         assert only_status(bob)["commitment"]["kind"] == "ours"
         assert PUSH_MSAT // 1000 - 10_000 < pair.wallet_sat(bob) - before < PUSH_MSAT // 1000

@@ -95,7 +95,7 @@ from .htlc_hook import HtlcHook
 from .reconnect import PeerAddressBook, Reconnector
 from .dualfund_side import DUAL_FUND_BITS, DualFundSide
 from .quiesce_side import QUIESCE_BITS, QuiesceSide
-from .messages_v2 import DUAL_FUND_MESSAGES, OpenChannel2
+from .messages_v2 import DUAL_FUND_MESSAGES, AcceptChannel2, OpenChannel2
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
 
@@ -320,6 +320,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             await self._send(peer.node_id, Error(channel_id=channel_id, data=b"unknown channel"))
             return
         await self._submit(channel, Received(msg))
+        if isinstance(msg, AcceptChannel2):
+            self._claim(channel)  # a v2 open's channel id is known from here: its errors come to us
 
     async def _accept(self, peer: Peer, msg: M.OpenChannel) -> None:
         if (opening := await self._inbound_channel(peer, msg.temporary_channel_id)) is None:

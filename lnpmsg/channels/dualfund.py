@@ -25,7 +25,11 @@ The signatures and their resumption on reconnection: :mod:`.dualfund_sign`.
 RBF of the funding (``tx_init_rbf``): :mod:`.dualfund_rbf`. Not done: shared
 inputs (splicing), ``require_confirmed_inputs`` beyond refusing to contribute. A disconnection before our
 ``tx_signatures`` left ends the open (nothing of ours can be spent without
-them); after, ``channel_reestablish`` with ``next_funding`` resumes it.
+them), unless the peer signs first and has our ``commitment_signed`` (its
+``tx_signatures`` may have left: ending the open would strand its coins);
+otherwise ``channel_reestablish`` with ``next_funding`` resumes it. An open
+that ended answers a ``channel_reestablish`` naming its funding with
+``tx_abort`` (BOLT 2: the peer may forget it).
 """
 
 from __future__ import annotations
@@ -228,7 +232,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         s.dual = replace(d, our_witnesses=tuple(tuple(w) for w in item.witnesses))
         dualfund_sign.maybe_sign(core, out)
     elif isinstance(item, Disconnected):
-        if d.signatures_sent:
+        if d.signatures_sent or dualfund_sign.peer_may_have_signed(core):
             s.connected = False  # the funding may confirm: resumed by channel_reestablish
         else:
             _abort(core, out, "disconnected while opening", send=False)
@@ -239,6 +243,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         s.connected = True
         s.awaiting_reestablish = True
         out.send(dualfund_sign.reestablish_message(core))
+        dualfund_sign.ask_witnesses_again(core, out)
     elif msg is None:
         raise LocalMisuse(f"cannot {type(item).__name__} in phase {s.phase.value}")
     elif isinstance(msg, Error):
@@ -248,14 +253,15 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         return not d.previous  # after a bump's attempt: the channel fails as an established one
     elif isinstance(msg, ChannelReestablish):
         dualfund_sign.on_reestablish(core, msg, out)
+    elif isinstance(msg, TxAbort):
+        # (also before the peer's channel_reestablish: an open that ended answers ours with it alone)
+        if d.signatures_sent:  # BOLT 2: we keep the channel (its funding may confirm) and do not echo
+            return d.previous == () or dualfund_rbf.set_aside(core, out, f"peer aborted: {_printable(msg.data)}")
+        _abort(core, out, f"peer aborted: {_printable(msg.data)}", send=True, echo=True)
     elif s.awaiting_reestablish:
         raise RemoteFault(f"{type(msg).__name__} before channel_reestablish", warning=True, keep_connection=True)
     elif isinstance(msg, AcceptChannel2) and s.phase is Phase.WAIT_ACCEPT2:
         _on_accept_channel2(core, msg, out)
-    elif isinstance(msg, TxAbort):
-        if d.signatures_sent:  # BOLT 2: we keep the channel (its funding may confirm) and do not echo
-            return d.previous == () or dualfund_rbf.set_aside(core, out, f"peer aborted: {_printable(msg.data)}")
-        _abort(core, out, f"peer aborted: {_printable(msg.data)}", send=True, echo=True)
     elif type(msg).__name__ in _INTERACTIVE and s.phase is Phase.INTERACTIVE:
         _on_interactive(core, msg, out)
     elif isinstance(msg, CommitmentSigned) and s.phase is Phase.DUAL_SIGNING and s.local_commit is None:
@@ -267,6 +273,18 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     else:
         _abort(core, out, f"unexpected {type(msg).__name__} in phase {s.phase.value}", send=True)
     return True
+
+
+def answer_when_ended(core: ChannelCore, item: object, out: _Out) -> None:
+    """An open that ended before our signatures left, reached by the peer's ``channel_reestablish``
+    naming its funding (``next_funding``): BOLT 2's ``tx_abort``, so that the peer may forget it."""
+    s = core.state
+    d = s.dual
+    msg = item.message if isinstance(item, Received) else None
+    if not isinstance(msg, ChannelReestablish) or not isinstance(d, DualFundSession) or d.signatures_sent:
+        return
+    if msg.tlvs.get("next_funding") is not None and s.channel_id:
+        out.send(TxAbort(channel_id=s.channel_id, data=b"the open ended before our tx_signatures"))
 
 
 def _printable(data: bytes) -> str:

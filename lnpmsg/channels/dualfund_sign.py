@@ -25,11 +25,13 @@ if TYPE_CHECKING:
     from .state import ChannelCore, _Out
 
 __all__ = [
+    "ask_witnesses_again",
     "maybe_sign",
     "on_commitment_signed",
     "on_complete",
     "on_reestablish",
     "on_tx_signatures",
+    "peer_may_have_signed",
     "reestablish_message",
     "resend_signatures",
 ]
@@ -94,6 +96,39 @@ def on_tx_signatures(core: ChannelCore, msg: TxSignatures, out: _Out) -> None:
     maybe_sign(core, out)
 
 
+def peer_may_have_signed(core: ChannelCore) -> bool:
+    """A first open whose commitment_signed of ours left, the peer signing first: its tx_signatures may have left too.
+
+    Such an open is not ended by a disconnection (nor a restart) before our signatures left: the
+    peer, which must not forget a funding it signed until its inputs are spent elsewhere, would
+    wait for ours forever with its coins held. ``channel_reestablish`` with ``next_funding``
+    resumes it (BOLT 2), or the peer's ``tx_abort`` (it never signed) ends it. (A bump's attempt
+    ends as before: the peer sets it aside on our ``tx_abort``, the previous version standing.)"""
+    s = core.state
+    d = s.dual
+    return isinstance(d, dualfund.DualFundSession) and not d.previous and s.remote_commit is not None and not _we_sign_first(core)
+
+
+def _we_sign_first(core: ChannelCore) -> bool:
+    """BOLT 2's tx_signatures order (the node ids break a tie; the funding keys stand in for them)."""
+    s = core.state
+    d = s.dual
+    assert isinstance(d, dualfund.DualFundSession) and s.remote is not None
+    ours, theirs = d.node_ids if all(d.node_ids) else (core.basepoints.funding_pubkey, s.remote.basepoints.funding_pubkey)
+    return dualfund._session(core).we_sign_first(ours, theirs)
+
+
+def ask_witnesses_again(core: ChannelCore, out: _Out) -> None:
+    """The wallet's witnesses, asked at the transaction's completion, never came (a restart came first): ask again."""
+    d = core.state.dual
+    if not isinstance(d, dualfund.DualFundSession) or d.our_witnesses is not None or core.state.remote_commit is None:
+        return
+    session = dualfund._session(core)
+    mine = session.our_inputs()
+    if mine:
+        out.emit(dualfund.FundingSignaturesNeeded(session.transaction.raw, tuple(i for i, _, _ in mine)))
+
+
 def maybe_sign(core: ChannelCore, out: _Out) -> None:
     """Send our tx_signatures when BOLT 2's order allows; both in: the channel is opened."""
     from . import ready
@@ -106,9 +141,7 @@ def maybe_sign(core: ChannelCore, out: _Out) -> None:
         return
     session = dualfund._session(core)
     if not d.signatures_sent:
-        ours, theirs = d.node_ids if all(d.node_ids) else (core.basepoints.funding_pubkey, s.remote.basepoints.funding_pubkey)  # type: ignore[union-attr]
-        first = session.we_sign_first(ours, theirs)
-        if not first and d.their_signatures is None:
+        if not _we_sign_first(core) and d.their_signatures is None:
             return
         if s.connected and not s.awaiting_reestablish:
             out.send(session.our_signatures(list(d.our_witnesses)))

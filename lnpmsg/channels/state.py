@@ -287,6 +287,7 @@ class ChannelCore:
             if isinstance(item, ForceClose) and state.behind:
                 raise LocalMisuse("the peer proved we lost channel state: our commitment may be revoked, wait for theirs")
             if isinstance(item, Received | Disconnected | Reconnected | BlockHeight | FundingDepth):
+                dualfund.answer_when_ended(self, item, out)
                 return  # nothing more to say or do on a dead channel
             raise LocalMisuse(f"the channel is {state.phase.value}")
         if quiesce.dispatch(self, item, out) or dualfund.dispatch(self, item, out) or double_spend.dispatch(self, item, out):
