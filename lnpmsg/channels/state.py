@@ -27,7 +27,7 @@ from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.wire import Error, Message, WarningMessage, WireError
 
-from . import deadlines, double_spend, dualfund, dualfund_rbf, establish, normal, quiesce, ready
+from . import deadlines, double_spend, dualfund, dualfund_rbf, establish, normal, quiesce, ready, splice
 from .commitments import ChannelKeys, build, finalize_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -169,6 +169,10 @@ class ChannelState:
     dual: object = None
     #: quiescence on this connection (a quiesce.QuiesceState; None: not quiescing)
     quiesce: object = None
+    #: a splice in progress (a splice.SpliceSession), until both sent splice_locked
+    splice: object = None
+    #: how many splices replaced the funding (then channel_reestablish names the funding locked)
+    splices: int = 0
 
 
 _P = Phase
@@ -289,7 +293,9 @@ class ChannelCore:
             if isinstance(item, Received | Disconnected | Reconnected | BlockHeight | FundingDepth):
                 return  # nothing more to say or do on a dead channel
             raise LocalMisuse(f"the channel is {state.phase.value}")
-        if quiesce.dispatch(self, item, out) or dualfund.dispatch(self, item, out) or double_spend.dispatch(self, item, out):
+        if quiesce.dispatch(self, item, out) or splice.dispatch(self, item, out):
+            return
+        if dualfund.dispatch(self, item, out) or double_spend.dispatch(self, item, out):
             return
         if isinstance(item, Received) and isinstance(item.message, Error):
             self._fail_by_peer(item.message, out)

@@ -1,0 +1,256 @@
+"""Channel splicing (BOLT 2 "Channel Splicing") in the channel core, driven by hand: splice-in,
+splice-out, the checks that refuse a splice, the lock and the switch, replay and reconnection."""
+
+from __future__ import annotations
+
+import pytest
+from test_channels_pair import ChannelPair, Side, verify_commitments
+
+from lnpmsg.bitcoin.ecdsa import sign_digest
+from lnpmsg.bitcoin.hashes import hash160, sha256
+from lnpmsg.bitcoin.script import p2pkh_script, p2wpkh, p2wsh
+from lnpmsg.bitcoin.sighash import SIGHASH_ALL, segwit_v0_sighash
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from lnpmsg.chain.kernel import kernel_verify_scripts
+from lnpmsg.channels.dualfund import FundingSignaturesNeeded, FundingWitnesses
+from lnpmsg.channels.errors import LocalMisuse
+from lnpmsg.channels.inputs import AddHtlc, BroadcastFunding, Disconnected, Received, Reconnected
+from lnpmsg.channels.interactive_tx import OwnInput, OwnOutput, contribution_fee
+from lnpmsg.channels.keys import pubkey_from_privkey
+from lnpmsg.channels.messages import CommitmentSigned
+from lnpmsg.channels.messages_splice import SpliceInit, SpliceLocked
+from lnpmsg.channels.messages_v2 import TxAbort, TxInitRbf, TxSignatures
+from lnpmsg.channels.quiesce import Quiesce
+from lnpmsg.channels.records import restore
+from lnpmsg.channels.script import funding_script
+from lnpmsg.channels.splice import SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession
+from lnpmsg.wire import WarningMessage
+
+FEERATE = 2_500
+WALLET_KEY = sha256(b"alice wallet")
+WALLET_SCRIPT = p2wpkh(pubkey_from_privkey(WALLET_KEY))
+COIN = Tx(2, (TxIn(OutPoint(sha256(b"coin"), 0)),), (TxOut(700_000, WALLET_SCRIPT),))
+DESTINATION = p2wpkh(pubkey_from_privkey(sha256(b"somewhere")))
+SPLICE_SCID = (150 << 40) | (2 << 16) | 0
+
+
+class SplicePair(ChannelPair):
+    """A ChannelPair whose wallet side signs the splice inputs Alice adds."""
+
+    def feed(self, side: Side, item) -> object:
+        out = super().feed(side, item)
+        for event in out.events:
+            if isinstance(event, FundingSignaturesNeeded):
+                tx = Tx.parse(event.raw_tx)
+                stacks = []
+                for index in event.indices:
+                    code = p2pkh_script(hash160(pubkey_from_privkey(WALLET_KEY)))
+                    digest = segwit_v0_sighash(tx, index, code, COIN.outputs[0].amount_sat, SIGHASH_ALL)
+                    stacks.append((sign_digest(WALLET_KEY, digest) + bytes([SIGHASH_ALL]), pubkey_from_privkey(WALLET_KEY)))
+                super().feed(side, FundingWitnesses(tuple(stacks)))
+        return out
+
+
+def opened() -> SplicePair:
+    pair = SplicePair(push_msat=300_000_000, extra_features=1 << 63)
+    pair.open()
+    return pair
+
+
+def quiesce(pair: ChannelPair, side: Side) -> None:
+    pair.feed(side, Quiesce(peer_supports=True))
+    pair.pump()
+
+
+def old_funding_script(pair: ChannelPair) -> bytes:
+    return p2wsh(funding_script(pair.alice.core.basepoints.funding_pubkey, pair.bob.core.basepoints.funding_pubkey))
+
+
+def splice_out_command(amount: int) -> SpliceCommand:
+    fee = contribution_fee([b"\x00\x20" + bytes(32)], [b"\x00\x20" + bytes(32), DESTINATION], FEERATE, initiator=True)
+    return SpliceCommand(-(amount + fee), FEERATE, 120, (), (OwnOutput(amount, DESTINATION),), b"entropy", True)
+
+
+def splice_in_command(amount: int) -> SpliceCommand:
+    fee = contribution_fee([b"\x00\x20" + bytes(32), WALLET_SCRIPT], [b"\x00\x20" + bytes(32), WALLET_SCRIPT], FEERATE, initiator=True)
+    change = COIN.outputs[0].amount_sat - amount - fee
+    return SpliceCommand(amount, FEERATE, 120, (OwnInput(COIN.raw, 0),), (OwnOutput(change, WALLET_SCRIPT),), b"entropy", True)
+
+
+def broadcast(side: Side) -> list[Tx]:
+    return [Tx.parse(e.raw_tx) for e in side.events if isinstance(e, BroadcastFunding)]
+
+
+def splice_of(side: Side) -> SpliceSession:
+    sp = side.core.state.splice
+    assert isinstance(sp, SpliceSession)
+    return sp
+
+
+def sign_and_lock(pair: SplicePair, command: SpliceCommand) -> Tx:
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, command)
+    pair.pump()
+    a, b = splice_of(pair.alice), splice_of(pair.bob)
+    assert a.signed and b.signed
+    splice_tx = broadcast(pair.alice)[-1]
+    assert broadcast(pair.bob)[-1].raw == splice_tx.raw  # both hold the fully signed transaction
+    spent = {pair.funding_tx.txid: pair.funding_tx, COIN.txid: COIN}  # type: ignore[union-attr]
+    assert kernel_verify_scripts(splice_tx, [spent[i.prevout.txid].outputs[i.prevout.vout] for i in splice_tx.inputs]) is None
+    assert pair.alice.core.state.quiesce is None and pair.bob.core.state.quiesce is None  # quiescence ended
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, SpliceDepth(splice_tx.txid, 3, SPLICE_SCID))
+    pair.pump()
+    return splice_tx
+
+
+@pytest.mark.parametrize("direction", ["out", "in"])
+def test_splice_then_lock_then_payments(direction: str) -> None:
+    pair = opened()
+    before_alice, before_bob = pair.balances()
+    command = splice_out_command(200_000) if direction == "out" else splice_in_command(250_000)
+    splice_tx = sign_and_lock(pair, command)
+    for side in (pair.alice, pair.bob):
+        s = side.core.state
+        assert s.splice is None and s.splices == 1
+        assert s.funding_outpoint.txid == splice_tx.txid  # type: ignore[union-attr]
+        assert s.funding_sat == 1_000_000 + command.contribution_sat
+        assert s.short_channel_id == SPLICE_SCID
+        assert [e for e in side.events if isinstance(e, Spliced)]
+    assert pair.balances() == (before_alice + command.contribution_sat * 1000, before_bob)
+    if direction == "out":
+        assert TxOut(200_000, DESTINATION) in splice_tx.outputs
+    pair.funding_tx = splice_tx
+    verify_commitments(pair)  # the commitments spend the new funding under consensus rules
+    htlc_id, preimage = pair.add(pair.alice, 40_000_000)
+    pair.commit(pair.alice)
+    pair.fulfill(pair.bob, htlc_id, preimage)
+    back, back_preimage = pair.add(pair.bob, 10_000_000)
+    pair.commit(pair.bob)
+    pair.fulfill(pair.alice, back, back_preimage)
+    assert pair.balances() == (before_alice + command.contribution_sat * 1000 - 30_000_000, before_bob + 30_000_000)
+    verify_commitments(pair)
+
+
+def test_replay_of_the_records_rebuilds_the_spliced_channel() -> None:
+    pair = opened()
+    sign_and_lock(pair, splice_in_command(100_000))
+    for side in (pair.alice, pair.bob):
+        again = restore(side.core.secrets, side.records)
+        assert again.state == side.core.state
+
+
+def test_updates_wait_for_the_lock_and_a_splice_needs_quiescence_as_its_initiator() -> None:
+    pair = opened()
+    with pytest.raises(LocalMisuse, match="not quiescent"):
+        pair.feed(pair.alice, splice_out_command(50_000))
+    quiesce(pair, pair.bob)  # Bob initiated quiescence: only he may splice
+    with pytest.raises(LocalMisuse, match="peer initiated"):
+        pair.feed(pair.alice, splice_out_command(50_000))
+    pair.reconnect()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(50_000))
+    pair.pump()
+    assert splice_of(pair.alice).signed
+    with pytest.raises(LocalMisuse, match="splice is waiting to lock"):
+        pair.feed(pair.alice, AddHtlc(1_000_000, bytes(32), 500, bytes(1366)))
+    with pytest.raises(LocalMisuse, match="another splice"):
+        quiesce(pair, pair.alice)
+        pair.feed(pair.alice, splice_out_command(10_000))
+
+
+def test_peer_splice_init_outside_the_rules_is_a_warning() -> None:
+    pair = opened()
+    msg = SpliceInit(channel_id=pair.bob.core.state.channel_id, funding_contribution_satoshis=-10_000,
+                     funding_feerate_perkw=FEERATE, locktime=0, funding_pubkey=pubkey_from_privkey(sha256(b"k")))  # fmt: skip
+    out = pair.feed(pair.bob, Received(msg))
+    assert out.disconnect and [type(m) for m in out.messages] == [WarningMessage]  # not quiescent
+    quiesce(pair, pair.alice)
+    greedy = SpliceInit(channel_id=msg.channel_id, funding_contribution_satoshis=-2_000_000, funding_feerate_perkw=FEERATE,
+                        locktime=0, funding_pubkey=msg.funding_pubkey)  # fmt: skip
+    out = pair.feed(pair.bob, Received(greedy))
+    assert out.disconnect and b"balance" in out.messages[0].data
+    assert pair.bob.core.state.splice is None
+
+
+def test_bad_feerate_or_reserve_gets_tx_abort_and_ends_quiescence() -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    msg = SpliceInit(channel_id=pair.bob.core.state.channel_id, funding_contribution_satoshis=-10_000,
+                     funding_feerate_perkw=10, locktime=0, funding_pubkey=pubkey_from_privkey(sha256(b"k")))  # fmt: skip
+    out = pair.feed(pair.bob, Received(msg))
+    assert [type(m) for m in out.messages] == [TxAbort] and b"feerate" in out.messages[0].data
+    assert pair.bob.core.state.splice is None and pair.bob.core.state.quiesce is None
+    with pytest.raises(LocalMisuse, match="reserve"):
+        pair.feed(pair.alice, splice_out_command(699_000))
+
+
+def test_peer_abort_and_disconnection_before_signatures_leave_the_channel_as_it_was() -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_in_command(100_000))
+    pair.feed(pair.bob, Received(pair.wire.popleft()[1]))  # splice_init
+    pair.wire.clear()
+    out = pair.feed(pair.alice, Received(TxAbort(channel_id=pair.alice.core.state.channel_id, data=b"no")))
+    assert [type(m) for m in out.messages] == [TxAbort]
+    (aborted,) = [e for e in pair.alice.events if isinstance(e, SpliceAborted)]
+    assert aborted.inputs == (OwnInput(COIN.raw, 0),)  # the coins are freed
+    assert pair.alice.core.state.splice is None and pair.alice.core.state.quiesce is None
+    pair.feed(pair.bob, Disconnected())
+    assert pair.bob.core.state.splice is None
+
+
+def test_rbf_of_a_splice_is_refused_with_tx_abort() -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(50_000))
+    pair.pump()
+    rbf = TxInitRbf(channel_id=pair.bob.core.state.channel_id, locktime=0, feerate=FEERATE * 2)
+    out = pair.feed(pair.bob, Received(rbf))
+    assert [type(m) for m in out.messages] == [TxAbort]
+    assert splice_of(pair.bob).signed
+
+
+def test_a_lost_tx_signatures_comes_again_with_next_funding() -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(60_000))
+    while pair.wire:
+        target, msg = pair.wire.popleft()
+        if isinstance(msg, TxSignatures) and target is pair.bob:
+            break  # Alice's signatures (she signs second) are lost
+        pair.deliver(target, msg)
+    assert splice_of(pair.alice).signed and not splice_of(pair.bob).signed and splice_of(pair.bob).signatures_sent
+    pair.reconnect()
+    assert splice_of(pair.bob).signed
+    assert broadcast(pair.bob)[-1].raw == broadcast(pair.alice)[-1].raw
+
+
+def test_splice_locked_across_a_reconnection_and_a_wrong_one() -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(60_000))
+    pair.pump()
+    txid = splice_of(pair.alice).outpoint.txid  # type: ignore[union-attr]
+    out = pair.feed(pair.bob, Received(SpliceLocked(channel_id=pair.bob.core.state.channel_id, splice_txid=bytes(32))))
+    assert out.disconnect
+    pair.feed(pair.alice, Disconnected())
+    pair.feed(pair.bob, Disconnected())
+    pair.wire.clear()
+    pair.feed(pair.alice, SpliceDepth(txid, 3, SPLICE_SCID))  # deep while disconnected
+    pair.feed(pair.bob, SpliceDepth(txid, 3, SPLICE_SCID))
+    pair.feed(pair.alice, Reconnected())
+    pair.feed(pair.bob, Reconnected())
+    pair.pump()  # my_current_funding_locked stands for splice_locked
+    for side in (pair.alice, pair.bob):
+        assert side.core.state.splice is None and side.core.state.funding_outpoint.txid == txid  # type: ignore[union-attr]
+
+
+def test_commitment_signed_for_the_splice_names_its_funding() -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(60_000))
+    pair.pump()
+    sent = [m for o in pair.alice.outputs for m in o.messages if isinstance(m, CommitmentSigned)]
+    assert sent[-1].tlvs.get("funding_txid") == splice_of(pair.alice).outpoint.txid  # type: ignore[union-attr]
+    assert splice_of(pair.alice).local_commit.number == pair.alice.core.state.local_commit.number  # type: ignore[union-attr]
