@@ -1,6 +1,6 @@
 """Splicing messages (splice_init, splice_ack, splice_locked): declarations against
 csv/peer_wire.csv (parsed, not retyped), round trips, the csv's own codec agreeing with ours,
-fuzzed payloads; and no app offers option_splice or registers them (splicing is not implemented)."""
+fuzzed payloads; and the channel app offers option_splice (optional) and owns them."""
 
 from __future__ import annotations
 
@@ -66,9 +66,13 @@ def test_a_splice_out_is_a_negative_contribution() -> None:
     assert SpliceInit.decode(raw) == msg
 
 
-def test_splicing_is_not_offered_and_its_messages_are_not_owned(tmp_path: Path) -> None:
+def test_splicing_is_offered_and_its_messages_are_owned(tmp_path: Path) -> None:
     for policy in (OpeningPolicy(), OpeningPolicy(dual_fund=True)):
         app = ChannelsApp(tmp_path / "channels", policy=policy)
-        assert not app.features.has(62) and not app.features.has(63)
+        assert app.features.has(63) and not app.features.has(62)  # option_splice, optional
         assert app.features.has(35) and not app.features.has(34)  # option_quiesce, optional
-    assert 62 not in CHANNEL_FEATURE_BITS and 63 not in CHANNEL_FEATURE_BITS
+        app.setup()
+        assert {m.TYPE for m in SPLICE_MESSAGES} <= set(app.handlers)  # owned
+        assert {66, 67, 68, 69, 70, 71, 72, 73, 74} <= set(app.handlers)  # the interactive-tx messages a splice uses
+        assert (64 in app.handlers) is policy.dual_fund  # open_channel2 only with --dual-fund
+    assert 63 in CHANNEL_FEATURE_BITS and 62 not in CHANNEL_FEATURE_BITS

@@ -22,8 +22,8 @@ back like the rest. What is durable before what leaves: our
 ``tx_signatures`` are commit points of the core.
 
 The signatures and their resumption on reconnection: :mod:`.dualfund_sign`.
-RBF of the funding (``tx_init_rbf``): :mod:`.dualfund_rbf`. Not done: shared
-inputs (splicing), ``require_confirmed_inputs`` beyond refusing to contribute. A disconnection before our
+RBF of the funding (``tx_init_rbf``): :mod:`.dualfund_rbf`. Shared inputs (a
+splice's spend of the old funding) are :mod:`.splice`'s. Not done: ``require_confirmed_inputs`` beyond refusing to contribute. A disconnection before our
 ``tx_signatures`` left ends the open (nothing of ours can be spent without
 them); after, ``channel_reestablish`` with ``next_funding`` resumes it.
 """

@@ -2,11 +2,10 @@
 
 Declared field for field as ``csv/peer_wire.csv`` has them
 (``tests/test_channels_messages_splice.py`` compares the two). Splicing
-itself is not implemented: no app registers these, so a node does not offer
-``option_splice`` (bits 62/63) and a peer's ``splice_init`` (even) fails the
-connection as any unknown even message does. The interactive-tx messages a
-splice also uses (``tx_add_input`` with ``shared_input_txid``,
-``tx_signatures`` with ``shared_input_signature``) are in :mod:`.messages_v2`.
+itself: :mod:`.splice` (the core) and :mod:`.splice_side` (the app). The
+interactive-tx messages a splice also uses (``tx_add_input`` with
+``shared_input_txid``, ``tx_signatures`` with ``shared_input_signature``) are
+in :mod:`.messages_v2`.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ the core's :class:`~.quiesce.Quiescent` event is published as
 ``channel.quiescent``. Both start a timer: a channel still quiescing (or
 quiescent) on the same connection after :data:`~.quiesce.QUIESCENCE_TIMEOUT`
 seconds has its peer disconnected. BOLT 2 asks that of a quiescence with
-HTLCs pending; as no protocol that ends quiescence otherwise (splicing) runs
-here yet, one that lasts that long is ended by disconnection whatever the
-HTLCs, and so is a request the peer leaves unanswered.
+HTLCs pending; a splice (:mod:`.splice_side`) ends quiescence well before, so
+one that lasts that long is ended by disconnection whatever the HTLCs, and so
+is a request the peer leaves unanswered.
 A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 

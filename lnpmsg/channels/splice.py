@@ -62,6 +62,7 @@ __all__ = [
     "SpliceDepth",
     "SpliceSession",
     "Spliced",
+    "check_contribution",
     "dispatch",
     "new_capacity",
     "splice_status",
@@ -332,15 +333,24 @@ def _reserve_after(core: ChannelCore, capacity_sat: int, *, ours: bool) -> int:
     return max(kept, capacity_sat // 100)
 
 
+def check_contribution(core: ChannelCore, contribution_sat: int) -> None:
+    """Whether our balance can give ``contribution_sat`` (LocalMisuse if not): checked before the shell
+    quiesces the channel, and again by :class:`SpliceCommand`."""
+    s = core.state
+    if s.local_commit is None:
+        raise LocalMisuse("cannot splice: the channel has no commitment")
+    ours, _ = balances_sat(core)
+    capacity = s.funding_sat + contribution_sat
+    if contribution_sat < 0 and ours + contribution_sat < _reserve_after(core, capacity, ours=True):
+        raise LocalMisuse(f"a splice-out of {-contribution_sat} sat would leave our balance ({ours} sat) below the reserve")
+
+
 def _on_command(core: ChannelCore, cmd: SpliceCommand, out: _Out) -> None:
     s = core.state
     if not cmd.peer_supports:
         raise LocalMisuse("the peer does not offer option_splice (feature bit 62/63)")
     _check_usable(core, remote=False)
-    ours, _ = balances_sat(core)
-    capacity = s.funding_sat + cmd.contribution_sat
-    if cmd.contribution_sat < 0 and ours + cmd.contribution_sat < _reserve_after(core, capacity, ours=True):
-        raise LocalMisuse(f"a splice-out of {-cmd.contribution_sat} sat would leave our balance ({ours} sat) below the reserve")
+    check_contribution(core, cmd.contribution_sat)
     s.splice = SpliceSession(
         True, cmd.feerate_per_kw, cmd.locktime, cmd.contribution_sat, 0, s.remote.basepoints.funding_pubkey,  # type: ignore[union-attr]
         _shared_input(core), tuple(cmd.inputs), tuple(cmd.outputs), cmd.entropy,
