@@ -254,8 +254,8 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         _on_accept_channel2(core, msg, out)
     elif isinstance(msg, TxAbort):
         if d.signatures_sent:  # BOLT 2: we keep the channel (its funding may confirm) and do not echo
-            return d.previous == () or dualfund_rbf.set_aside(core, out, f"peer aborted: {_printable(msg.data)}")
-        _abort(core, out, f"peer aborted: {_printable(msg.data)}", send=True, echo=True)
+            return d.previous == () or dualfund_rbf.set_aside(core, out, f"peer aborted: {printable(msg.data)}")
+        _abort(core, out, f"peer aborted: {printable(msg.data)}", send=True, echo=True)
     elif type(msg).__name__ in _INTERACTIVE and s.phase is Phase.INTERACTIVE:
         _on_interactive(core, msg, out)
     elif isinstance(msg, CommitmentSigned) and s.phase is Phase.DUAL_SIGNING and s.local_commit is None:
@@ -269,7 +269,8 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     return True
 
 
-def _printable(data: bytes) -> str:
+def printable(data: bytes) -> str:
+    """A peer's tx_abort/error data for a log or a reply: verbatim when printable ASCII, else hex."""
     # BOLT 2: data that is not printable ASCII is not printed verbatim
     return data.decode() if all(32 <= b <= 126 for b in data) else data.hex()
 

@@ -43,6 +43,7 @@ from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.wire import Error
 
 from . import splice_sign
+from .dualfund import printable
 from .errors import LocalMisuse, RemoteFault
 from .inputs import AddHtlc, ChangeFee, CloseChannel, Disconnected, FailHtlc, FailMalformedHtlc, FulfillHtlc, Received, SignCommitment
 from .interactive_tx import FundingOutput, InteractiveTx, OwnInput, OwnOutput, SessionState, SharedInput
@@ -255,7 +256,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     elif isinstance(msg, TxAbort):
         if sp.signatures_sent:
             return True  # BOLT 2: our signatures left, the splice may confirm: kept, no echo
-        _abort(core, out, f"peer aborted: {_printable(msg.data)}", send=True, echo=True)
+        _abort(core, out, f"peer aborted: {printable(msg.data)}", send=True, echo=True)
     elif type(msg).__name__ in _INTERACTIVE:
         if sp.outpoint is not None:
             raise RemoteFault(f"{type(msg).__name__} after the splice transaction completed", warning=True)
@@ -280,10 +281,6 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     else:
         return False
     return True
-
-
-def _printable(data: bytes) -> str:
-    return data.decode() if all(32 <= b <= 126 for b in data) else data.hex()
 
 
 def _abort(core: ChannelCore, out: _Out, reason: str, *, send: bool, echo: bool = False) -> None:
