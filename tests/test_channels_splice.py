@@ -14,7 +14,8 @@ from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.kernel import kernel_verify_scripts
 from lnpmsg.channels.dualfund import FundingSignaturesNeeded, FundingWitnesses
 from lnpmsg.channels.errors import LocalMisuse
-from lnpmsg.channels.inputs import AddHtlc, BroadcastFunding, Disconnected, Received, Reconnected
+from lnpmsg.channels.commitments import build
+from lnpmsg.channels.inputs import AddHtlc, BroadcastFunding, CloseChannel, Disconnected, Received, Reconnected, SignCommitment
 from lnpmsg.channels.interactive_tx import OwnInput, OwnOutput, contribution_fee
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages import CommitmentSigned
@@ -140,7 +141,7 @@ def test_replay_of_the_records_rebuilds_the_spliced_channel() -> None:
         assert again.state == side.core.state
 
 
-def test_updates_wait_for_the_lock_and_a_splice_needs_quiescence_as_its_initiator() -> None:
+def test_a_splice_needs_quiescence_as_its_initiator_and_one_at_a_time() -> None:
     pair = opened()
     with pytest.raises(LocalMisuse, match="not quiescent"):
         pair.feed(pair.alice, splice_out_command(50_000))
@@ -152,11 +153,90 @@ def test_updates_wait_for_the_lock_and_a_splice_needs_quiescence_as_its_initiato
     pair.feed(pair.alice, splice_out_command(50_000))
     pair.pump()
     assert splice_of(pair.alice).signed
-    with pytest.raises(LocalMisuse, match="splice is waiting to lock"):
-        pair.feed(pair.alice, AddHtlc(1_000_000, bytes(32), 500, bytes(1366)))
+    with pytest.raises(LocalMisuse, match="close once both sent splice_locked"):
+        pair.feed(pair.alice, CloseChannel(DESTINATION, FEERATE))
     with pytest.raises(LocalMisuse, match="another splice"):
         quiesce(pair, pair.alice)
         pair.feed(pair.alice, splice_out_command(10_000))
+
+
+def splice_commitments_valid(pair: SplicePair, splice_tx: Tx) -> None:
+    """Each side's commitment on the pending splice spends the splice's funding output under consensus rules."""
+    from lnpmsg.channels.commitments import finalize_local
+    from lnpmsg.channels.splice_sign import splice_keys
+
+    for side in (pair.alice, pair.bob):
+        sp = splice_of(side)
+        commit = sp.local_commit
+        assert commit.number == side.core.state.local_commit.number  # type: ignore[union-attr]
+        built = build(splice_keys(side.core, sp), commit.spec, commit.number, side.core.secrets.commitment_point(commit.number), local=True)
+        tx = finalize_local(built, side.core.secrets, commit.signature)
+        assert kernel_verify_scripts(tx, [splice_tx.outputs[sp.outpoint.vout]]) is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_payments_while_the_splice_waits_then_it_locks(restart: bool) -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    command = splice_out_command(100_000)
+    pair.feed(pair.alice, command)
+    pair.pump()
+    splice_tx = broadcast(pair.alice)[-1]
+    start_alice, start_bob = pair.balances()
+    htlc_id, preimage = pair.add(pair.alice, 30_000_000)
+    since = len(pair.alice.outputs)
+    pair.commit(pair.alice)
+    assert pair.sent_types(pair.alice, since)[:3] == ["StartBatch", "CommitmentSigned", "CommitmentSigned"]
+    assert "RevokeAndAck" in pair.sent_types(pair.bob, 0)
+    verify_commitments(pair)  # the old funding's commitments
+    splice_commitments_valid(pair, splice_tx)  # and the splice's, with the HTLC
+    assert len(splice_of(pair.bob).local_commit.spec.htlcs) == 1  # type: ignore[union-attr]
+    pair.fulfill(pair.bob, htlc_id, preimage)
+    if restart:  # both rebuilt from their records, then reconnected
+        for side in (pair.alice, pair.bob):
+            side.core = restore(side.core.secrets, side.records)
+            side.core.records_emitted = len(side.records)
+        pair.reconnect()
+    back, back_preimage = pair.add(pair.bob, 5_000_000)
+    pair.commit(pair.bob)
+    pair.fulfill(pair.alice, back, back_preimage)
+    splice_commitments_valid(pair, splice_tx)
+    assert pair.balances() == (start_alice - 25_000_000, start_bob + 25_000_000)
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, SpliceDepth(splice_tx.txid, 3, SPLICE_SCID))
+    pair.pump()
+    assert pair.alice.core.state.splice is None and pair.bob.core.state.splice is None
+    assert pair.balances() == (start_alice - 25_000_000 + command.contribution_sat * 1000, start_bob + 25_000_000)
+    pair.funding_tx = splice_tx
+    verify_commitments(pair)
+    htlc_id, preimage = pair.add(pair.alice, 1_000_000)
+    since = len(pair.alice.outputs)
+    pair.commit(pair.alice)
+    assert "StartBatch" not in pair.sent_types(pair.alice, since)  # one funding again: no batch
+    pair.fulfill(pair.bob, htlc_id, preimage)
+
+
+def test_a_commitment_signed_without_start_batch_while_a_splice_is_pending_fails_the_channel() -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(100_000))
+    pair.pump()
+    pair.add(pair.alice, 3_000_000)
+    pair.feed(pair.alice, SignCommitment())
+    batch = [msg for _, msg in pair.wire]
+    pair.wire.clear()
+    pair.deliver(pair.bob, batch[0])  # the update_add_htlc
+    out = pair.feed(pair.bob, Received(batch[2]))  # a commitment_signed alone
+    assert [type(m).__name__ for m in out.messages] == ["Error"]
+
+
+def test_an_htlc_the_splice_commitment_cannot_carry_is_refused() -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(600_000))  # Alice keeps ~100k sat after the splice
+    pair.pump()
+    with pytest.raises(LocalMisuse, match="pending splice"):
+        pair.feed(pair.alice, AddHtlc(150_000_000, bytes(32), 500, bytes(1366)))
 
 
 def test_peer_splice_init_outside_the_rules_is_a_warning() -> None:

@@ -53,15 +53,17 @@ async def test_splice_in_then_out_with_payments_a_restart_and_a_close(tmp_path: 
             listed = (await channels(bob).listchannels())["channels"][0]
             assert listed["splice"]["stage"] == "awaiting_depth" and listed["splice"]["funding_txid"] == result["splice_txid"]
             assert listed["capacity_sat"] == FUNDING_SAT  # the old funding until the lock
-            with pytest.raises(ChainAppError, match="waiting to lock"):
-                await channels(alice).dev_addhtlc(cid, 1_000_000)
+            await pay(alice, bob, 7_000_000)  # while the splice is unconfirmed: a commitment for each funding
+            await pay(bob, alice, 2_000_000)
             await wait_until(lambda: source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
             await source.mine(2)
             await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
             listed = (await channels(alice).listchannels())["channels"][0]
             assert listed["capacity_sat"] == FUNDING_SAT + 300_000 and listed["splice"] is None and listed["splices"] == 1
             assert listed["short_channel_id"] != result["short_channel_id"]
-            assert balances(alice)[:2] == (start[0] + 300_000_000, start[1]) and balances(bob)[:2] == (start[1], start[0] + 300_000_000)
+            moved = 5_000_000
+            assert balances(alice)[:2] == (start[0] + 300_000_000 - moved, start[1] + moved)
+            assert balances(bob)[:2] == (start[1] + moved, start[0] + 300_000_000 - moved)
             await wait_until(lambda: monitor_on(alice, result["splice_txid"]) and monitor_on(bob, result["splice_txid"]), "monitors follow")
             await pay(alice, bob, 50_000_000)
             await pay(bob, alice, 20_000_000)

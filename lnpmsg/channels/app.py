@@ -97,7 +97,7 @@ from .reconnect import PeerAddressBook, Reconnector
 from .dualfund_side import DUAL_FUND_BITS, DualFundSide
 from .quiesce_side import QUIESCE_BITS, QuiesceSide
 from .splice_side import SPLICE_BITS, SpliceSide
-from .messages_splice import SPLICE_MESSAGES
+from .messages_splice import SPLICING_MESSAGES
 from .messages_v2 import DUAL_FUND_MESSAGES, AcceptChannel2, OpenChannel2
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
@@ -199,7 +199,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
 
     def setup(self) -> None:
         opening = (OpenChannel2, AcceptChannel2) if self.policy.dual_fund else ()
-        for cls in _MESSAGES + _INTERACTIVE_MESSAGES + SPLICE_MESSAGES + opening:
+        for cls in _MESSAGES + _INTERACTIVE_MESSAGES + SPLICING_MESSAGES + opening:
             self.message(cls)
             self.add_handler(cls, self._on_message, shield=True)
 

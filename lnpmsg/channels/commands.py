@@ -91,8 +91,8 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.epilog = ("The node quiesces the channel (stfu), proposes the splice (splice_init), builds the splice transaction "
                 "with the peer (it spends the current funding output and creates the new one), both sign the "
                 "commitments on the new funding, then the transaction; it is broadcast and the command returns. "
-                "Until it confirms the channel keeps its old funding and takes no payment (listchannels shows the "
-                "pending splice); at the channel's minimum depth both send splice_locked and the channel runs on "
+                "Until it confirms the channel keeps its old funding and goes on working, each commitment signed for "
+                "both fundings (listchannels shows the pending splice); at the channel's minimum depth both send splice_locked and the channel runs on "
                 "the new funding, with its new capacity and short channel id. Example: "
                 "'lnpmsg splice 103x1x0 --amount-sat -200000 --address bcrt1q...'.")
     p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from lnpmsg.wire import Error
 
+from . import splice_batch
 from .commitments import build, sign_remote
 from .errors import LocalMisuse, RemoteFault, ShachainError
 from .inputs import (
@@ -246,4 +247,5 @@ def _resend_commitment(core: ChannelCore, out: _Out) -> None:
         out.send(update)
     commitment = build(core.keys(), pending.spec, pending.number, pending.point, local=False)
     signature, htlc_sigs = sign_remote(commitment, core.secrets)
-    out.send(normal.commitment_signed_message(core, signature, htlc_sigs))
+    main = normal.commitment_signed_message(core, signature, htlc_sigs)
+    splice_batch.send_commitment(core, main, pending.spec, pending.number, pending.point, out)  # (a batch while a splice is pending)

@@ -24,8 +24,9 @@ during another splice, after a ``shutdown``, or taking out more than its balance
 (and a disconnection); an unacceptable feerate or a splice-out that would leave the sender below
 its reserve gets ``tx_abort``. A negotiation that ends before our ``tx_signatures`` left
 (``tx_abort``, a disconnection, a bad message) leaves the channel as it was
-(:class:`SpliceAborted` frees our coins). Between the signatures and the lock the channel takes
-no update (HTLCs, fee, close): see ``docs/splicing.md``; an RBF of the splice (``tx_init_rbf``)
+(:class:`SpliceAborted` frees our coins). Between the signatures and the lock the channel works,
+each ``commitment_signed`` sent for both fundings (:mod:`.splice_batch`); no cooperative close
+starts then (see ``docs/splicing.md``); an RBF of the splice (``tx_init_rbf``)
 gets ``tx_abort``.
 
 The negotiation is kept as its inputs, as :mod:`.dualfund` keeps its own: the interactive
@@ -42,13 +43,13 @@ from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.wire import Error
 
-from . import splice_sign
+from . import splice_batch, splice_sign
 from .dualfund import printable
 from .errors import LocalMisuse, RemoteFault
-from .inputs import AddHtlc, ChangeFee, CloseChannel, Disconnected, FailHtlc, FailMalformedHtlc, FulfillHtlc, Received, SignCommitment
+from .inputs import CloseChannel, Disconnected, Received
 from .interactive_tx import FundingOutput, InteractiveTx, OwnInput, OwnOutput, SessionState, SharedInput
-from .messages import CommitmentSigned, Shutdown, UpdateAddHtlc, UpdateFailHtlc, UpdateFailMalformedHtlc, UpdateFee, UpdateFulfillHtlc
-from .messages_splice import SpliceAck, SpliceInit, SpliceLocked
+from .messages import CommitmentSigned, Shutdown
+from .messages_splice import SpliceAck, SpliceInit, SpliceLocked, StartBatch
 from .messages_v2 import TxAbort, TxAckRbf, TxInitRbf, TxSignatures
 from .quiesce import is_quiescent, local_initiator
 from .script import funding_script
@@ -73,10 +74,8 @@ __all__ = [
 SPLICE_BITS = (62, 63)
 
 _INTERACTIVE = ("TxAddInput", "TxAddOutput", "TxRemoveInput", "TxRemoveOutput", "TxComplete")
-_UPDATES = (UpdateAddHtlc, UpdateFulfillHtlc, UpdateFailHtlc, UpdateFailMalformedHtlc, UpdateFee, Shutdown)
 #: messages a pending splice lets through to the channel
 _PASSING = ("WarningMessage", "ChannelReestablish", "ChannelReady")
-_COMMANDS = (AddHtlc, FulfillHtlc, FailHtlc, FailMalformedHtlc, ChangeFee, SignCommitment, CloseChannel)
 
 
 # ---------------------------------------------------------------- inputs and events
@@ -150,6 +149,8 @@ class SpliceSession:
     tx: bytes | None = None
     local_commit: Any = None  # LocalCommit on the new funding (the peer's signature)
     remote_commit: Any = None  # RemoteCommit on the new funding (we signed)
+    #: while the splice waits to lock: the peer's next commitment on it, until the peer revokes (:mod:`.splice_batch`)
+    remote_next_commit: Any = None
     our_witnesses: tuple[tuple[bytes, ...], ...] | None = None
     their_signatures: TxSignatures | None = None
     signatures_sent: bool = False
@@ -232,8 +233,10 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         if sp is not None:
             splice_sign.on_depth(core, item, out)
         return True
-    if isinstance(item, Disconnected) and sp is not None and not sp.signatures_sent:
-        _abort(core, out, "disconnected while splicing", send=False)
+    if isinstance(item, Disconnected):
+        s.batch_size, s.batch = 0, ()  # (a batch cut by the disconnection comes again whole)
+        if sp is not None and not sp.signatures_sent:
+            _abort(core, out, "disconnected while splicing", send=False)
         return False  # (the channel's own disconnection follows)
     if isinstance(msg, SpliceInit):
         _on_splice_init(core, msg, out)
@@ -241,6 +244,11 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     if isinstance(msg, SpliceLocked):
         splice_sign.on_splice_locked(core, msg, out)
         return True
+    if isinstance(msg, StartBatch) and not s.awaiting_reestablish and s.connected:
+        splice_batch.on_start_batch(core, msg, out)
+        return True
+    if isinstance(msg, CommitmentSigned) and (s.batch_size or (sp is not None and sp.signed)) and not s.awaiting_reestablish:
+        return splice_batch.on_commitment_signed(core, msg, out)
     if sp is None:
         if isinstance(msg, SpliceAck):
             raise RemoteFault("splice_ack without our splice_init", warning=True)
@@ -267,11 +275,11 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         splice_sign.on_tx_signatures(core, msg, out)
     elif isinstance(msg, TxSignatures):
         return True  # a retransmission of signatures we have
-    elif msg is not None and sp.signed and isinstance(msg, (*_UPDATES, CommitmentSigned)):
-        raise RemoteFault(f"{type(msg).__name__} while the splice {sp.outpoint.txid_hex} is not locked (not supported here)",  # type: ignore[union-attr]
+    elif msg is not None and sp.signed and isinstance(msg, Shutdown):
+        raise RemoteFault(f"shutdown while the splice {sp.outpoint.txid_hex} is not locked (not supported here)",  # type: ignore[union-attr]
                           warning=True)  # fmt: skip
-    elif sp.signed and isinstance(item, _COMMANDS):
-        raise LocalMisuse(f"a splice is waiting to lock ({sp.outpoint.txid_hex}): no channel update until both sent splice_locked")  # type: ignore[union-attr]
+    elif sp.signed and isinstance(item, CloseChannel):
+        raise LocalMisuse(f"a splice is waiting to lock ({sp.outpoint.txid_hex}): close once both sent splice_locked")  # type: ignore[union-attr]
     elif type(item).__name__ == "FundingWitnesses":
         splice_sign.on_witnesses(core, item, out)
     elif msg is not None and not sp.signed and not isinstance(msg, Error) and type(msg).__name__ not in _PASSING:

@@ -286,6 +286,8 @@ def _switch(core: ChannelCore, out: _Out) -> None:
     s.funding_tx = sp.tx
     s.local_commit = sp.local_commit
     s.remote_commit = sp.remote_commit
+    if s.remote_next_commit is not None:  # (signed in a batch with the splice's, not revoked yet)
+        s.remote_next_commit = sp.remote_next_commit
     s.remote = replace(s.remote, basepoints=replace(s.remote.basepoints, funding_pubkey=sp.remote_funding_pubkey))
     s.short_channel_id = sp.short_channel_id
     s.splice = None

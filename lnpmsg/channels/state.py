@@ -173,6 +173,9 @@ class ChannelState:
     splice: object = None
     #: how many splices replaced the funding (then channel_reestablish names the funding locked)
     splices: int = 0
+    #: a start_batch's size and the commitment_signed of it received so far (:mod:`.splice_batch`)
+    batch_size: int = 0
+    batch: tuple[object, ...] = ()
 
 
 _P = Phase
