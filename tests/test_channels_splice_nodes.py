@@ -153,3 +153,28 @@ def test_the_command_line_takes_a_signed_amount() -> None:
         "channel": "ab", "amount_sat": 5000, "feerate": 4}
     with pytest.raises(SystemExit):
         parser.parse_args(["splice", "ab", "--amount-sat", "0"])
+
+
+@pytest.mark.trio
+async def test_both_nodes_restart_while_the_splice_waits_then_it_locks(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        pair = AppPair(source, tmp_path, network)
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            await pair.fund_connect_open(alice, bob)
+            cid = only_channel(alice).channel_id.hex()
+            result = await channels(alice).splice(cid, 250_000)
+            await pay(alice, bob, 3_000_000)
+        splice_txid = bytes.fromhex(result["splice_txid"])[::-1]
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            for n in (alice, bob):
+                assert pending(n) is not None and pending(n).signed  # type: ignore[union-attr]
+            await wait_until(lambda: source.core.find_transaction(splice_txid) is not None, "the splice in the mempool")
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+            await source.mine(2)
+            await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
+            assert only_channel(alice).core.state.funding_sat == FUNDING_SAT + 250_000
+            await pay(bob, alice, 1_000_000)
