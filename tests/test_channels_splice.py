@@ -64,7 +64,8 @@ def quiesce(pair: ChannelPair, side: Side) -> None:
 
 
 def old_funding_script(pair: ChannelPair) -> bytes:
-    return p2wsh(funding_script(pair.alice.core.basepoints.funding_pubkey, pair.bob.core.basepoints.funding_pubkey))
+    keys = (side.core.base_secrets.basepoints().funding_pubkey for side in (pair.alice, pair.bob))
+    return p2wsh(funding_script(*keys))
 
 
 def splice_out_command(amount: int) -> SpliceCommand:
@@ -118,6 +119,9 @@ def test_splice_then_lock_then_payments(direction: str) -> None:
         assert s.funding_sat == 1_000_000 + command.contribution_sat
         assert s.short_channel_id == SPLICE_SCID
         assert [e for e in side.events if isinstance(e, Spliced)]
+        # BOLT 2: a new funding key per splice (ours derived from the channel's secrets and the splice's index)
+        assert s.funding_key_index == 1 and side.core.basepoints.funding_pubkey != side.core.base_secrets.basepoints().funding_pubkey
+    assert splice_tx.outputs[pair.alice.core.state.funding_outpoint.vout].script_pubkey != old_funding_script(pair)  # type: ignore[union-attr]
     assert pair.balances() == (before_alice + command.contribution_sat * 1000, before_bob)
     if direction == "out":
         assert TxOut(200_000, DESTINATION) in splice_tx.outputs
@@ -137,7 +141,7 @@ def test_replay_of_the_records_rebuilds_the_spliced_channel() -> None:
     pair = opened()
     sign_and_lock(pair, splice_in_command(100_000))
     for side in (pair.alice, pair.bob):
-        again = restore(side.core.secrets, side.records)
+        again = restore(side.core.base_secrets, side.records)
         assert again.state == side.core.state
 
 
@@ -163,6 +167,7 @@ def test_a_splice_needs_quiescence_as_its_initiator_and_one_at_a_time() -> None:
 def splice_commitments_valid(pair: SplicePair, splice_tx: Tx) -> None:
     """Each side's commitment on the pending splice spends the splice's funding output under consensus rules."""
     from lnpmsg.channels.commitments import finalize_local
+    from lnpmsg.channels.splice import next_keys
     from lnpmsg.channels.splice_sign import splice_keys
 
     for side in (pair.alice, pair.bob):
@@ -170,7 +175,7 @@ def splice_commitments_valid(pair: SplicePair, splice_tx: Tx) -> None:
         commit = sp.local_commit
         assert commit.number == side.core.state.local_commit.number  # type: ignore[union-attr]
         built = build(splice_keys(side.core, sp), commit.spec, commit.number, side.core.secrets.commitment_point(commit.number), local=True)
-        tx = finalize_local(built, side.core.secrets, commit.signature)
+        tx = finalize_local(built, next_keys(side.core)[0], commit.signature)
         assert kernel_verify_scripts(tx, [splice_tx.outputs[sp.outpoint.vout]]) is None  # type: ignore[union-attr]
 
 
@@ -194,7 +199,7 @@ def test_payments_while_the_splice_waits_then_it_locks(restart: bool) -> None:
     pair.fulfill(pair.bob, htlc_id, preimage)
     if restart:  # both rebuilt from their records, then reconnected
         for side in (pair.alice, pair.bob):
-            side.core = restore(side.core.secrets, side.records)
+            side.core = restore(side.core.base_secrets, side.records)
             side.core.records_emitted = len(side.records)
         pair.reconnect()
     back, back_preimage = pair.add(pair.bob, 5_000_000)

@@ -272,6 +272,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
         await self.write_backup()
         async with source.subscribe() as sub, source.subscribe(start_height=onchain.start_height()) as monitor_sub:
             await onchain.resume()
+            await self._follow_spliced_fundings()
             for channel in list(self._manager().channels.values()):
                 await self._watch(sub, channel)
             await self._check_depths()

@@ -67,6 +67,7 @@ __all__ = [
     "check_contribution",
     "dispatch",
     "new_capacity",
+    "next_keys",
     "splice_status",
 ]
 
@@ -207,8 +208,13 @@ def session(core: ChannelCore) -> InteractiveTx:
     return tx
 
 
+def next_keys(core: ChannelCore) -> tuple[Any, Any]:
+    """Our secrets and basepoints with the new funding key of the splice in progress (BOLT 2: a new one per splice)."""
+    return core.keyed(core.state.funding_key_index + 1)
+
+
 def _new_script(core: ChannelCore, sp: SpliceSession) -> bytes:
-    return p2wsh(funding_script(core.basepoints.funding_pubkey, sp.remote_funding_pubkey))
+    return p2wsh(funding_script(next_keys(core)[1].funding_pubkey, sp.remote_funding_pubkey))
 
 
 def _shared_input(core: ChannelCore) -> SharedInput:
@@ -363,7 +369,7 @@ def _on_command(core: ChannelCore, cmd: SpliceCommand, out: _Out) -> None:
     session(core)  # our contribution must pay its way (LocalMisuse: nothing changes)
     out.send(SpliceInit(
         channel_id=s.channel_id, funding_contribution_satoshis=cmd.contribution_sat, funding_feerate_perkw=cmd.feerate_per_kw,
-        locktime=cmd.locktime, funding_pubkey=core.basepoints.funding_pubkey,
+        locktime=cmd.locktime, funding_pubkey=next_keys(core)[1].funding_pubkey,
     ))  # fmt: skip
 
 
@@ -382,7 +388,7 @@ def _on_splice_init(core: ChannelCore, msg: SpliceInit, out: _Out) -> None:
         refusal = "the splice-out would leave the sender below its reserve"
     elif capacity < s.config.dust_limit_sat:
         refusal = "the new capacity is below the dust limit"
-    elif msg.funding_pubkey == core.basepoints.funding_pubkey:
+    elif msg.funding_pubkey == next_keys(core)[1].funding_pubkey:
         refusal = "the funding keys must differ"
     if refusal is not None:
         s.quiesce = None  # the splice quiescence was for ends here
@@ -393,7 +399,7 @@ def _on_splice_init(core: ChannelCore, msg: SpliceInit, out: _Out) -> None:
         False, msg.funding_feerate_perkw, msg.locktime, 0, contribution, msg.funding_pubkey, _shared_input(core), (), (),
         entropy, acked=True,
     )  # fmt: skip
-    out.send(SpliceAck(channel_id=s.channel_id, funding_contribution_satoshis=0, funding_pubkey=core.basepoints.funding_pubkey))
+    out.send(SpliceAck(channel_id=s.channel_id, funding_contribution_satoshis=0, funding_pubkey=next_keys(core)[1].funding_pubkey))
 
 
 def _on_splice_ack(core: ChannelCore, msg: SpliceAck, out: _Out) -> None:
@@ -410,7 +416,7 @@ def _on_splice_ack(core: ChannelCore, msg: SpliceAck, out: _Out) -> None:
     if contribution < 0 and theirs + contribution < _reserve_after(core, capacity, ours=False):
         _abort(core, out, "the peer's splice-out would leave it below its reserve", send=True)
         return
-    if msg.funding_pubkey == core.basepoints.funding_pubkey:
+    if msg.funding_pubkey == next_keys(core)[1].funding_pubkey:
         _abort(core, out, "the funding keys must differ", send=True)
         return
     s.splice = replace(sp, their_contribution=contribution, remote_funding_pubkey=msg.funding_pubkey, acked=True)

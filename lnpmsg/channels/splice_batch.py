@@ -88,6 +88,7 @@ def check_affordable(core: ChannelCore, spec: CommitSpec, *, local: bool, sender
 def send_commitment(core: ChannelCore, main: CommitmentSigned, spec: CommitSpec, number: int, point: bytes, out: _Out) -> None:
     """Our ``commitment_signed`` of the peer's commitment ``number`` (``main``, on the current funding),
     as a batch with the splice's when one is pending (and the splice's noted, to promote on revocation)."""
+    from .splice import next_keys
     from .splice_sign import splice_keys
     from .state import RemoteCommit
 
@@ -99,7 +100,7 @@ def send_commitment(core: ChannelCore, main: CommitmentSigned, spec: CommitSpec,
     assert s.funding_outpoint is not None and sp.outpoint is not None
     on_splice = adjusted(spec, sp, local=False)
     commitment = build(splice_keys(core, sp), on_splice, number, point, local=False)
-    signature, htlc_sigs = sign_remote(commitment, core.secrets)
+    signature, htlc_sigs = sign_remote(commitment, next_keys(core)[0])
     out.send(StartBatch(channel_id=s.channel_id, batch_size=2, tlvs=StartBatch.tlv_stream(message_type=_COMMITMENT_SIGNED)))
     out.send(replace(main, tlvs=CommitmentSigned.tlv_stream({"funding_txid": s.funding_outpoint.txid})))
     out.send(CommitmentSigned(channel_id=s.channel_id, signature=signature, htlc_signature=htlc_sigs,

@@ -212,6 +212,15 @@ class SpliceSide:
                 kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in sp.inputs}
         return kept
 
+    async def _follow_spliced_fundings(self) -> None:
+        """At start: a spliced channel's monitor follows its current funding (the node may have stopped
+        between the lock and the move of the monitor)."""
+        onchain = getattr(self, "onchain", None)
+        for channel in list(self._manager().channels.values()):
+            if channel.core.state.splices and onchain is not None and channel.phase is not Phase.CLOSED:
+                await onchain.persisted(channel)  # (loads its monitor)
+                await self._monitor_follows_funding(channel)
+
     async def _rebroadcast_splices(self) -> None:
         """At start: each signed splice not locked yet goes out again (a crash may have come before its broadcast)."""
         for channel in list(self._manager().channels.values()):

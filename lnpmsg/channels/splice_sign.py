@@ -58,12 +58,13 @@ def _splice(core: ChannelCore) -> SpliceSession:
 
 def splice_keys(core: ChannelCore, sp: SpliceSession) -> ChannelKeys:
     """The channel's keys on the new funding output (its outpoint, value and the peer's new funding key)."""
-    from .splice import new_capacity
+    from .splice import new_capacity, next_keys
 
     s = core.state
     assert s.remote is not None and sp.outpoint is not None
     remote = replace(s.remote.basepoints, funding_pubkey=sp.remote_funding_pubkey)
-    return replace(core.keys(), remote=remote, funding_outpoint=sp.outpoint, funding_sat=new_capacity(s, sp))
+    local = next_keys(core)[1]
+    return replace(core.keys(), local=local, remote=remote, funding_outpoint=sp.outpoint, funding_sat=new_capacity(s, sp))
 
 
 def splice_specs(core: ChannelCore, sp: SpliceSession) -> tuple[CommitSpec, CommitSpec]:
@@ -105,11 +106,13 @@ def on_complete(core: ChannelCore, tx: InteractiveTx, out: _Out) -> None:
 def _commitment_signed(core: ChannelCore, sp: SpliceSession) -> tuple[CommitmentSigned, bytes]:
     """Our commitment_signed of the peer's commitment on the new funding (deterministic: sent again
     alike), and that commitment's txid."""
+    from .splice import next_keys
+
     s = core.state
     assert s.remote_commit is not None and sp.outpoint is not None
     _, remote_spec = splice_specs(core, sp)
     commitment = build(splice_keys(core, sp), remote_spec, s.remote_commit.number, s.remote_commit.point, local=False)
-    signature, htlc_sigs = sign_remote(commitment, core.secrets)
+    signature, htlc_sigs = sign_remote(commitment, next_keys(core)[0])
     msg = CommitmentSigned(channel_id=s.channel_id, signature=signature, htlc_signature=htlc_sigs,
                            tlvs=CommitmentSigned.tlv_stream({"funding_txid": sp.outpoint.txid}))  # fmt: skip
     return msg, commitment.tx.txid
@@ -292,6 +295,7 @@ def _switch(core: ChannelCore, out: _Out) -> None:
     s.short_channel_id = sp.short_channel_id
     s.splice = None
     s.splices += 1
+    s.funding_key_index += 1  # (our funding key is the splice's from now on: core.secrets follows)
     out.emit(Spliced(sp.outpoint, s.funding_sat, sp.short_channel_id))
 
 

@@ -55,6 +55,7 @@ from .messages import (
     FundingSigned,
     OpenChannel,
 )
+from .keys import ChannelBasepoints
 from .params import ChannelConfig, ChannelSecrets, OpeningPolicy, PeerParams
 from .updates import Changes, CommitSpec
 
@@ -173,6 +174,8 @@ class ChannelState:
     splice: object = None
     #: how many splices replaced the funding (then channel_reestablish names the funding locked)
     splices: int = 0
+    #: which funding key the current funding uses (0: the open's; each splice takes the next one)
+    funding_key_index: int = 0
     #: a start_batch's size and the commitment_signed of it received so far (:mod:`.splice_batch`)
     batch_size: int = 0
     batch: tuple[object, ...] = ()
@@ -231,10 +234,28 @@ class ChannelCore:
     """
 
     def __init__(self, secrets: ChannelSecrets) -> None:
-        self.secrets = secrets
-        self.basepoints = secrets.basepoints()
+        self.base_secrets = secrets
+        self._keyed: dict[int, tuple[ChannelSecrets, ChannelBasepoints]] = {}
         self.state = ChannelState()
         self.records_emitted = 0
+
+    def keyed(self, funding_key_index: int) -> tuple[ChannelSecrets, ChannelBasepoints]:
+        """Our secrets and basepoints with the funding key of the ``funding_key_index``-th splice."""
+        found = self._keyed.get(funding_key_index)
+        if found is None:
+            secrets = self.base_secrets.for_funding_key(funding_key_index)
+            found = self._keyed[funding_key_index] = (secrets, secrets.basepoints())
+        return found
+
+    @property
+    def secrets(self) -> ChannelSecrets:
+        """Our secrets, with the funding key of the channel's current funding (a splice moves it on)."""
+        return self.keyed(self.state.funding_key_index)[0]
+
+    @property
+    def basepoints(self) -> ChannelBasepoints:
+        """Our basepoints, with the funding key of the channel's current funding."""
+        return self.keyed(self.state.funding_key_index)[1]
 
     # ------------------------------------------------------------ driver
 
