@@ -178,3 +178,35 @@ async def test_both_nodes_restart_while_the_splice_waits_then_it_locks(tmp_path:
             await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
             assert only_channel(alice).core.state.funding_sat == FUNDING_SAT + 250_000
             await pay(bob, alice, 1_000_000)
+
+
+@pytest.mark.trio
+async def test_a_commitment_on_the_splice_mined_with_it_before_the_lock_is_found_and_swept(tmp_path: Path) -> None:
+    """Bob's commitment on the splice's funding confirms in the splice's own block, before either
+    sent splice_locked: once the channel moves to the splice's funding, its monitors read from the
+    splice's block and resolve the commitment."""
+    from lnpmsg.channels.commitments import build, finalize_local
+    from lnpmsg.channels.splice import next_keys
+    from lnpmsg.channels.splice_sign import splice_keys
+
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        result = await channels(alice).splice(cid, 200_000)
+        sp = pending(bob)
+        assert sp is not None and sp.local_commit is not None
+        core = only_channel(bob).core
+        commit = sp.local_commit
+        built = build(splice_keys(core, sp), commit.spec, commit.number, core.secrets.commitment_point(commit.number), local=True)
+        commitment = finalize_local(built, next_keys(core)[0], commit.signature)
+        splice_tx = Tx.parse(sp.tx)  # type: ignore[arg-type]
+        assert (await pair.source.submit_transactions_in_block([splice_tx, commitment])).accepted
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: only_channel(alice).core.state.splice is None and only_channel(bob).core.state.splice is None, "locked")
+        await wait_until(lambda: monitor_on(alice, result["splice_txid"]) and monitor_on(bob, result["splice_txid"]), "monitors follow")
+        for _ in range(TO_SELF_DELAY + 6):
+            if resolved(alice) and resolved(bob):
+                break
+            await pair.mine(1, alice, bob)
+        assert resolved(alice) and resolved(bob)
+        status = channels(alice).onchain.status(only_channel(alice))
+        assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "theirs_current"

@@ -176,6 +176,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
         self._funding_feerate: dict[str, int | None] = {}
         self._funding_errors: dict[str, str] = {}
         self._splice_errors: dict[str, str] = {}
+        self._splice_blocks: dict[bytes, tuple[int, bytes, int]] = {}
         self._closing_txids: dict[str, str] = {}
         #: zero-conf channels whose funding is not confirmed: the height we first saw them so
         self._unconfirmed_since: dict[str, int] = {}

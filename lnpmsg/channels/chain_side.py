@@ -249,7 +249,7 @@ class ChainSide:
         await self._check_candidates()  # (before: a version of a bumped funding spends the others' inputs)
         await self._check_double_spends(height)
         await self._check_depths()
-        await self._check_splice_depths()  # type: ignore[attr-defined]
+        await self._check_splice_depths(height)  # type: ignore[attr-defined]
 
     async def _depth_and_scid(self, channel: ManagedChannel, outpoint: OutPoint) -> tuple[int, int] | None:
         """How deep ``outpoint``'s transaction is and its short channel id (None: unconfirmed, or the tip moved)."""

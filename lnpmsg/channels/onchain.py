@@ -206,6 +206,9 @@ class OnchainWatch:
                 return
             start = self._height if self._height is not None else (await self.chain.source.tip()).height
             start = await restored_start(self.chain.source, s, start)
+            if s.splices and s.short_channel_id:
+                # a splice's funding: read from its block on (a commitment on it may confirm before the lock)
+                start = min(start, s.short_channel_id >> 40)
             path = self.directory / f"{channel.key}.mon"
             mlog = await trio.to_thread.run_sync(MonitorLog, path)
             if mlog.start_height is None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.chain.errors import ChainError
@@ -41,6 +42,8 @@ __all__ = ["SPLICE_BITS", "SpliceSide"]
 
 log = logging.getLogger("lnpmsg.channels.app")
 
+#: at start, the last blocks read for a pending splice's transaction
+SPLICE_LOOKBACK = 144
 #: a P2WSH of the right size: what the new funding output weighs while fees are computed
 _P2WSH_SIZED = p2wsh(b"lnpmsg: a splice's funding output")
 
@@ -48,7 +51,7 @@ _P2WSH_SIZED = p2wsh(b"lnpmsg: a splice's funding output")
 class SpliceSide:
     """``splice`` and the splice's chain work; the app supplies ``chain``, ``node``, ``_manager``,
     ``_channel``, ``_contribution``, ``_release_inputs``, ``_publish``, ``_submit``, ``_close_script``,
-    ``_broadcast``, ``_depth_and_scid``, ``_monitor_follows_funding``, ``write_backup``, ``spawn`` and ``_watch_in``."""
+    ``_broadcast``, ``_monitor_follows_funding``, ``write_backup``, ``spawn`` and ``_watch_in``."""
 
     chain: Any
     node: Any
@@ -61,12 +64,13 @@ class SpliceSide:
     _close_script: Any
     _broadcast: Any
     _monitor_follows_funding: Any
-    _depth_and_scid: Any
     write_backup: Any
     spawn: Any
     _watch_in: Any
     #: why a channel's last splice ended early (``splice`` reports it)
     _splice_errors: dict[str, str]
+    #: splice txid -> (height, block hash, index in the block) where it was mined
+    _splice_blocks: dict[bytes, tuple[int, bytes, int]]
 
     async def splice(self, channel: str, amount_sat: int, feerate: int | None = None, address: str | None = None) -> dict[str, Any]:
         """Splice CHANNEL (BOLT 2): AMOUNT_SAT > 0 adds that much from the wallet to our balance (and the
@@ -191,15 +195,38 @@ class SpliceSide:
 
     # ------------------------------------------------------------ the chain
 
-    async def _check_splice_depths(self) -> None:
-        """Tell each channel with a signed splice how deep the splice transaction is."""
-        for channel in list(self._manager().channels.values()):
-            sp = channel.core.state.splice
-            if not isinstance(sp, SpliceSession) or not sp.signed or sp.locked_sent or sp.outpoint is None:
-                continue
-            found = await self._depth_and_scid(channel, sp.outpoint)
-            if found is not None:
-                await self._submit(channel, SpliceDepth(sp.outpoint.txid, *found))
+    async def _check_splice_depths(self, height: int | None = None) -> None:
+        """Tell each channel with a signed splice how deep the splice transaction is. Its block is found
+        by reading the blocks (the new block, or at start the last :data:`SPLICE_LOOKBACK`), not from
+        the UTXO set: a commitment on the splice may spend its funding output before the lock."""
+        waiting = [(c, sp) for c in list(self._manager().channels.values())
+                   if isinstance(sp := c.core.state.splice, SpliceSession) and sp.signed and not sp.locked_sent and sp.outpoint]  # fmt: skip
+        if not waiting:
+            return
+        source = self.chain.source
+        try:
+            tip = (await source.tip()).height
+            wanted = {sp.outpoint.txid for _, sp in waiting} - set(self._splice_blocks)  # type: ignore[union-attr]
+            heights = [height] if height is not None else range(max(1, tip - SPLICE_LOOKBACK + 1), tip + 1)
+            for at in heights if wanted else ():
+                block_hash = await source.block_hash(at)
+                block = Block.parse(await source.block(block_hash)) if block_hash is not None else None
+                for index, tx in enumerate(block.txs if block is not None else ()):
+                    if tx.txid in wanted:
+                        self._splice_blocks[tx.txid] = (at, block_hash, index)
+            for channel, sp in waiting:
+                assert sp.outpoint is not None
+                found = self._splice_blocks.get(sp.outpoint.txid)
+                if found is None:
+                    continue
+                at, block_hash, index = found
+                if await source.block_hash(at) != block_hash:
+                    del self._splice_blocks[sp.outpoint.txid]  # reorganized away: found again when mined again
+                    continue
+                scid = (at << 40) | (index << 16) | sp.outpoint.vout
+                await self._submit(channel, SpliceDepth(sp.outpoint.txid, tip - at + 1, scid))
+        except ChainError as exc:
+            log.warning("channels: cannot read the chain for splice depths: %s", exc)
 
     def _splice_inputs_kept(self) -> set[OutPoint]:
         """Our coins in splices whose signatures left (they may confirm): kept reserved at start."""
