@@ -19,7 +19,7 @@ from lnpmsg.channels.inputs import AddHtlc, BroadcastFunding, CloseChannel, Disc
 from lnpmsg.channels.interactive_tx import OwnInput, OwnOutput, contribution_fee
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages import CommitmentSigned
-from lnpmsg.channels.messages_splice import SpliceInit, SpliceLocked
+from lnpmsg.channels.messages_splice import SpliceAck, SpliceInit, SpliceLocked
 from lnpmsg.channels.messages_v2 import TxAbort, TxInitRbf, TxSignatures
 from lnpmsg.channels.quiesce import Quiesce
 from lnpmsg.channels.records import restore
@@ -339,3 +339,31 @@ def test_commitment_signed_for_the_splice_names_its_funding() -> None:
     sent = [m for o in pair.alice.outputs for m in o.messages if isinstance(m, CommitmentSigned)]
     assert sent[-1].tlvs.get("funding_txid") == splice_of(pair.alice).outpoint.txid  # type: ignore[union-attr]
     assert splice_of(pair.alice).local_commit.number == pair.alice.core.state.local_commit.number  # type: ignore[union-attr]
+
+
+def test_the_fundee_splices_in_and_the_funder_accepts() -> None:
+    pair = opened()
+    before_alice, before_bob = pair.balances()
+    quiesce(pair, pair.bob)
+    pair.feed(pair.bob, splice_in_command(150_000))
+    pair.pump()
+    splice_tx = broadcast(pair.bob)[-1]
+    spent = {pair.funding_tx.txid: pair.funding_tx, COIN.txid: COIN}  # type: ignore[union-attr]
+    assert kernel_verify_scripts(splice_tx, [spent[i.prevout.txid].outputs[i.prevout.vout] for i in splice_tx.inputs]) is None
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, SpliceDepth(splice_tx.txid, 3, SPLICE_SCID))
+    pair.pump()
+    assert pair.balances() == (before_alice, before_bob + 150_000_000)
+    assert pair.alice.core.state.funding_sat == 1_150_000
+
+
+def test_a_peer_requiring_confirmed_inputs_gets_tx_abort_when_we_add_coins() -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_in_command(100_000))
+    init = pair.wire.popleft()[1]
+    ack = SpliceAck(channel_id=init.channel_id, funding_contribution_satoshis=0, funding_pubkey=pubkey_from_privkey(sha256(b"k")),
+                    tlvs=SpliceAck.tlv_stream(require_confirmed_inputs=()))  # fmt: skip
+    out = pair.feed(pair.alice, Received(ack))
+    assert [type(m) for m in out.messages] == [TxAbort] and b"confirmed inputs" in out.messages[0].data
+    assert pair.alice.core.state.splice is None

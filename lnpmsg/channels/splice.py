@@ -419,6 +419,10 @@ def _on_splice_ack(core: ChannelCore, msg: SpliceAck, out: _Out) -> None:
     if msg.funding_pubkey == next_keys(core)[1].funding_pubkey:
         _abort(core, out, "the funding keys must differ", send=True)
         return
+    if "require_confirmed_inputs" in msg.tlvs and sp.inputs:
+        # our wallet may hand out its own unconfirmed change: rather than check each coin, decline (as v2 opens do)
+        _abort(core, out, "confirmed inputs required: not supported", send=True)
+        return
     s.splice = replace(sp, their_contribution=contribution, remote_funding_pubkey=msg.funding_pubkey, acked=True)
     for m in session(core).start_messages:
         out.send(m)
