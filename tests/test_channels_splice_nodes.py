@@ -60,6 +60,7 @@ async def test_splice_in_then_out_with_payments_a_restart_and_a_close(tmp_path: 
             await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
             listed = (await channels(alice).listchannels())["channels"][0]
             assert listed["capacity_sat"] == FUNDING_SAT + 300_000 and listed["splice"] is None and listed["splices"] == 1
+            await wait_until(lambda: not alice.apps["chain"].wallet.reserved(), "the splice's coins no longer reserved")  # type: ignore[attr-defined]
             assert listed["short_channel_id"] != result["short_channel_id"]
             moved = 5_000_000
             assert balances(alice)[:2] == (start[0] + 300_000_000 - moved, start[1] + moved)
@@ -132,6 +133,10 @@ async def test_refusals_are_clear_errors_and_change_nothing(tmp_path: Path) -> N
             await channels(bob).splice(cid, 5_000_000)  # Bob's wallet is empty
         with pytest.raises(Exception, match="address is only for a splice-out"):
             await channels(alice).splice(cid, 10_000, address="bcrt1qxyz")
+        # Bob takes no splice at 500 sat/vB (above his policy's feerate bounds): tx_abort, Alice's coins freed
+        with pytest.raises(ChainAppError, match="peer aborted: feerate"):
+            await channels(alice).splice(cid, 100_000, feerate=500)
+        assert not alice.apps["chain"].wallet.reserved()  # type: ignore[attr-defined]
         await trio.sleep(0)
         for n in (alice, bob):
             s = only_channel(n).core.state
