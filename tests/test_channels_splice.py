@@ -368,8 +368,3 @@ def test_a_peer_requiring_confirmed_inputs_gets_tx_abort_when_we_add_coins() -> 
     assert [type(m) for m in out.messages] == [TxAbort] and b"confirmed inputs" in out.messages[0].data
     assert pair.alice.core.state.splice is None
 
-
-def test_a_tx_abort_after_the_splice_ended_is_ignored() -> None:
-    pair = opened()
-    out = pair.feed(pair.bob, Received(TxAbort(channel_id=pair.bob.core.state.channel_id, data=b"we both gave up")))
-    assert not out.messages and pair.bob.core.phase.value == "normal"

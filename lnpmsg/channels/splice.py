@@ -258,8 +258,6 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     if sp is None:
         if isinstance(msg, SpliceAck):
             raise RemoteFault("splice_ack without our splice_init", warning=True)
-        if isinstance(msg, TxAbort) and s.phase.value == "normal":
-            return True  # the answer to a splice that ended already (both aborted at once): nothing to end
         return False
     if sp.signatures_sent and s.awaiting_reestablish:
         return False  # (channel_reestablish first: reestablish.py)
