@@ -368,3 +368,41 @@ def test_a_peer_requiring_confirmed_inputs_gets_tx_abort_when_we_add_coins() -> 
     assert [type(m) for m in out.messages] == [TxAbort] and b"confirmed inputs" in out.messages[0].data
     assert pair.alice.core.state.splice is None
 
+
+
+def test_htlcs_committed_before_the_splice_move_to_it_and_settle_there() -> None:
+    pair = opened()
+    htlc_id, preimage = pair.add(pair.alice, 20_000_000)
+    pair.commit(pair.alice)
+    back, back_preimage = pair.add(pair.bob, 8_000_000)
+    pair.commit(pair.bob)
+    splice_tx = sign_and_lock(pair, splice_out_command(100_000))  # the splice's commitments carry both HTLCs
+    for side in (pair.alice, pair.bob):
+        assert len(side.core.state.local_commit.spec.htlcs) == 2  # type: ignore[union-attr]
+        assert len(side.core.state.local_commit.htlc_signatures) == 2  # type: ignore[union-attr]
+    pair.funding_tx = splice_tx
+    pair.preimages = {sha256(p): p for p in (preimage, back_preimage)}
+    verify_commitments(pair)  # HTLC transactions spend the new commitments under consensus rules
+    pair.fulfill(pair.bob, htlc_id, preimage)
+    pair.fulfill(pair.alice, back, back_preimage)
+    assert not pair.alice.core.state.local_commit.spec.htlcs  # type: ignore[union-attr]
+
+
+def test_a_batch_cut_by_a_disconnection_comes_again_whole() -> None:
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(100_000))
+    pair.pump()
+    pair.add(pair.alice, 4_000_000)
+    pair.feed(pair.alice, SignCommitment())
+    add, start, first, _second = [msg for _, msg in pair.wire]
+    pair.wire.clear()
+    for msg in (add, start, first):  # the splice's commitment_signed is lost
+        pair.deliver(pair.bob, msg)
+    assert pair.bob.core.state.batch_size == 2 and len(pair.bob.core.state.batch) == 1
+    since = len(pair.alice.outputs)
+    pair.reconnect()
+    assert pair.sent_types(pair.alice, since).count("StartBatch") == 1  # the whole batch again
+    assert pair.bob.core.state.batch_size == 0
+    assert len(pair.bob.core.state.local_commit.spec.htlcs) == 1  # type: ignore[union-attr]
+    assert len(splice_of(pair.bob).local_commit.spec.htlcs) == 1  # type: ignore[union-attr]
