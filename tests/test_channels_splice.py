@@ -406,3 +406,37 @@ def test_a_batch_cut_by_a_disconnection_comes_again_whole() -> None:
     assert pair.bob.core.state.batch_size == 0
     assert len(pair.bob.core.state.local_commit.spec.htlcs) == 1  # type: ignore[union-attr]
     assert len(splice_of(pair.bob).local_commit.spec.htlcs) == 1  # type: ignore[union-attr]
+
+
+def test_a_batch_that_crosses_the_lock_keeps_the_commitment_for_the_new_funding() -> None:
+    """Bob locked (both splice_locked seen by him); Alice has not seen his yet and signs a batch:
+    Bob keeps its commitment_signed for his (new) funding and ignores the old one's (BOLT 2)."""
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(100_000))
+    pair.pump()
+    txid = splice_of(pair.alice).outpoint.txid  # type: ignore[union-attr]
+    pair.feed(pair.bob, SpliceDepth(txid, 3, SPLICE_SCID))
+    ((_, bobs_locked),) = list(pair.wire)
+    pair.wire.clear()
+    pair.feed(pair.alice, SpliceDepth(txid, 3, SPLICE_SCID))
+    pair.pump()  # Alice's splice_locked: Bob switches
+    assert pair.bob.core.state.splice is None and splice_of(pair.alice).locked_sent
+    htlc_id, preimage = pair.add(pair.alice, 6_000_000)
+    pair.feed(pair.alice, SignCommitment())
+    assert [type(m).__name__ for _, m in pair.wire][1:] == ["StartBatch", "CommitmentSigned", "CommitmentSigned"]
+    batch = [m for _, m in pair.wire]
+    pair.wire.clear()
+    for msg in batch:  # Bob, locked already, keeps the one for his funding and revokes
+        pair.deliver(pair.bob, msg)
+    replies = list(pair.wire)
+    pair.wire.clear()
+    pair.deliver(pair.alice, bobs_locked)  # (sent before his replies: it arrives first)
+    pair.wire.extend(replies)
+    pair.pump()
+    pair.feed(pair.bob, SignCommitment())
+    pair.pump()
+    assert pair.alice.core.state.splice is None
+    assert pair.alice.core.state.funding_outpoint == pair.bob.core.state.funding_outpoint
+    pair.fulfill(pair.bob, htlc_id, preimage)
+    assert pair.alice.core.state.local_commit.spec == pair.bob.core.state.remote_commit.spec  # type: ignore[union-attr]
