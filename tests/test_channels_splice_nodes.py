@@ -50,6 +50,7 @@ async def test_splice_in_then_out_with_payments_a_restart_and_a_close(tmp_path: 
             # splice in 300k sat from Alice's wallet
             result = await channels(alice).splice(cid, 300_000)
             assert result["contribution_sat"] == 300_000 and result["new_capacity_sat"] == FUNDING_SAT + 300_000
+            await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
             listed = (await channels(bob).listchannels())["channels"][0]
             assert listed["splice"]["stage"] == "awaiting_depth" and listed["splice"]["funding_txid"] == result["splice_txid"]
             assert listed["capacity_sat"] == FUNDING_SAT  # the old funding until the lock
@@ -197,6 +198,7 @@ async def test_a_commitment_on_the_splice_mined_with_it_before_the_lock_is_found
     async with two_nodes(tmp_path) as (pair, alice, bob):
         cid = await open_channel(pair, alice, bob, "static_remotekey")
         result = await channels(alice).splice(cid, 200_000)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
         sp = pending(bob)
         assert sp is not None and sp.local_commit is not None
         core = only_channel(bob).core

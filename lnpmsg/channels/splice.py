@@ -244,23 +244,23 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         if sp is not None and not sp.signatures_sent:
             _abort(core, out, "disconnected while splicing", send=False)
         return False  # (the channel's own disconnection follows)
+    if msg is not None and (s.awaiting_reestablish or not s.connected):
+        return False  # channel_reestablish first (reestablish.py refuses anything before it)
     if isinstance(msg, SpliceInit):
         _on_splice_init(core, msg, out)
         return True
     if isinstance(msg, SpliceLocked):
         splice_sign.on_splice_locked(core, msg, out)
         return True
-    if isinstance(msg, StartBatch) and not s.awaiting_reestablish and s.connected:
+    if isinstance(msg, StartBatch):
         splice_batch.on_start_batch(core, msg, out)
         return True
-    if isinstance(msg, CommitmentSigned) and (s.batch_size or (sp is not None and sp.signed)) and not s.awaiting_reestablish:
+    if isinstance(msg, CommitmentSigned) and (s.batch_size or (sp is not None and sp.signed)):
         return splice_batch.on_commitment_signed(core, msg, out)
     if sp is None:
         if isinstance(msg, SpliceAck):
             raise RemoteFault("splice_ack without our splice_init", warning=True)
         return False
-    if sp.signatures_sent and s.awaiting_reestablish:
-        return False  # (channel_reestablish first: reestablish.py)
     if isinstance(msg, SpliceAck):
         _on_splice_ack(core, msg, out)
     elif isinstance(msg, TxInitRbf):
