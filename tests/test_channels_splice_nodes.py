@@ -217,3 +217,23 @@ async def test_a_commitment_on_the_splice_mined_with_it_before_the_lock_is_found
         assert resolved(alice) and resolved(bob)
         status = channels(alice).onchain.status(only_channel(alice))
         assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "theirs_current"
+
+
+@pytest.mark.trio
+async def test_the_splice_deep_while_the_peers_are_apart_locks_on_reconnection(tmp_path: Path) -> None:
+    """Both reach the splice's depth while disconnected: no splice_locked can leave; the
+    channel_reestablish's my_current_funding_locked stands for it and the channel locks."""
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_connect_open(alice, bob)
+        cid = only_channel(alice).channel_id.hex()
+        result = await channels(alice).splice(cid, -150_000)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+        await alice.disconnect(bob.node_id, "test: apart while the splice confirms")
+        await wait_until(lambda: not only_channel(alice).core.state.connected and not only_channel(bob).core.state.connected, "apart")
+        await source.mine(2)
+        await wait_until(lambda: pending(alice).locked_sent and pending(bob).locked_sent, "deep enough on both")  # type: ignore[union-attr]
+        assert not pending(alice).locked_received and not pending(bob).locked_received  # type: ignore[union-attr]
+        if alice.peers.get(bob.node_id) is None:
+            await bob.connect(alice.addresses[0])
+        await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "locked after reestablish")
+        await pay(alice, bob, 2_000_000)
