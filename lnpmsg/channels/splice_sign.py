@@ -292,6 +292,7 @@ def _switch(core: ChannelCore, out: _Out) -> None:
     if s.remote_next_commit is not None:  # (signed in a batch with the splice's, not revoked yet)
         s.remote_next_commit = sp.remote_next_commit
     s.remote = replace(s.remote, basepoints=replace(s.remote.basepoints, funding_pubkey=sp.remote_funding_pubkey))
+    s.previous_short_channel_id = s.short_channel_id
     s.short_channel_id = sp.short_channel_id
     s.splice = None
     s.splices += 1
