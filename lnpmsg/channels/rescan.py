@@ -86,12 +86,13 @@ async def catch_up(watch: OnchainWatch, watched: WatchedChannel) -> None:
     first = watched.start_height
     # a new channel's monitor (and a restored one's whose funding is unspent) starts at the live
     # stream's last block, read again here: only a scan from an earlier block (a restored channel
-    # whose funding is spent, see restored_start; a spliced channel's, from the splice's block) is news
+    # whose funding is spent, see restored_start; a spliced channel's, from the splice's block, where
+    # the log line's "spent" is a maybe) is news
     level = logging.INFO if watch.read_to is not None and first < watch.read_to else logging.DEBUG
     try:
         feerate = await _feerate(watch)
         if level == logging.INFO:
-            log.info("onchain: %s: reading blocks %d to %s for spends of its funding", channel_id, first, watch.read_to)
+            log.info("onchain: %s: its funding is spent: reading blocks %d to %s for the spend", channel_id, first, watch.read_to)
         else:
             log.debug("onchain: %s: reading block %d again (the live stream's last)", channel_id, first)
         while watch.watched.get(watched.channel.key) is watched:
