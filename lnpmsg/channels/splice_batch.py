@@ -23,6 +23,7 @@ from .commitments import build, sign_remote, verify_local
 from .errors import LocalMisuse, RemoteFault
 from .messages import CommitmentSigned
 from .messages_splice import StartBatch
+from .splice_sign import adjusted
 from .updates import CommitSpec
 
 if TYPE_CHECKING:
@@ -52,13 +53,6 @@ def pending(core: ChannelCore) -> SpliceSession | None:
 
     sp = core.state.splice
     return sp if isinstance(sp, SpliceSession) and sp.signed else None
-
-
-def adjusted(spec: CommitSpec, sp: SpliceSession, *, local: bool) -> CommitSpec:
-    """``spec`` (our commitment's if ``local``, else the peer's) on the splice's funding."""
-    ours, theirs = sp.our_contribution * 1000, sp.their_contribution * 1000
-    mine, other = (ours, theirs) if local else (theirs, ours)
-    return replace(spec, to_local_msat=spec.to_local_msat + mine, to_remote_msat=spec.to_remote_msat + other)
 
 
 def check_affordable(core: ChannelCore, spec: CommitSpec, *, local: bool, sender_is_local: bool) -> str | None:

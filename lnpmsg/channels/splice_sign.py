@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .state import ChannelCore, _Out
 
 __all__ = [
+    "adjusted",
     "maybe_sign",
     "on_commitment_signed",
     "on_complete",
@@ -67,16 +68,19 @@ def splice_keys(core: ChannelCore, sp: SpliceSession) -> ChannelKeys:
     return replace(core.keys(), local=local, remote=remote, funding_outpoint=sp.outpoint, funding_sat=new_capacity(s, sp))
 
 
+def adjusted(spec: CommitSpec, sp: SpliceSession, *, local: bool) -> CommitSpec:
+    """``spec`` (our commitment's if ``local``, else the peer's) on the splice's funding: each side's
+    contribution added to its balance."""
+    ours, theirs = sp.our_contribution * 1000, sp.their_contribution * 1000
+    mine, other = (ours, theirs) if local else (theirs, ours)
+    return replace(spec, to_local_msat=spec.to_local_msat + mine, to_remote_msat=spec.to_remote_msat + other)
+
+
 def splice_specs(core: ChannelCore, sp: SpliceSession) -> tuple[CommitSpec, CommitSpec]:
-    """(ours, the peer's) current commitments with each side's contribution added to its balance."""
+    """(ours, the peer's) current commitments on the splice's funding."""
     s = core.state
     assert s.local_commit is not None and s.remote_commit is not None
-    ours, theirs = sp.our_contribution * 1000, sp.their_contribution * 1000
-    local, remote = s.local_commit.spec, s.remote_commit.spec
-    return (
-        replace(local, to_local_msat=local.to_local_msat + ours, to_remote_msat=local.to_remote_msat + theirs),
-        replace(remote, to_local_msat=remote.to_local_msat + theirs, to_remote_msat=remote.to_remote_msat + ours),
-    )
+    return adjusted(s.local_commit.spec, sp, local=True), adjusted(s.remote_commit.spec, sp, local=False)
 
 
 # ---------------------------------------------------------------- commitments
