@@ -79,6 +79,15 @@ def splice_in_command(amount: int) -> SpliceCommand:
     return SpliceCommand(amount, FEERATE, 120, (OwnInput(COIN.raw, 0),), (OwnOutput(change, WALLET_SCRIPT),), b"entropy", True)
 
 
+def signed_splice(amount: int) -> SplicePair:
+    """An open channel, Alice's splice-out of ``amount`` signed by both, not locked."""
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(amount))
+    pair.pump()
+    return pair
+
+
 def broadcast(side: Side) -> list[Tx]:
     return [Tx.parse(e.raw_tx) for e in side.events if isinstance(e, BroadcastFunding)]
 
@@ -222,10 +231,7 @@ def test_payments_while_the_splice_waits_then_it_locks(restart: bool) -> None:
 
 
 def test_a_commitment_signed_without_start_batch_while_a_splice_is_pending_fails_the_channel() -> None:
-    pair = opened()
-    quiesce(pair, pair.alice)
-    pair.feed(pair.alice, splice_out_command(100_000))
-    pair.pump()
+    pair = signed_splice(100_000)
     pair.add(pair.alice, 3_000_000)
     pair.feed(pair.alice, SignCommitment())
     batch = [msg for _, msg in pair.wire]
@@ -286,10 +292,7 @@ def test_peer_abort_and_disconnection_before_signatures_leave_the_channel_as_it_
 
 
 def test_rbf_of_a_splice_is_refused_with_tx_abort() -> None:
-    pair = opened()
-    quiesce(pair, pair.alice)
-    pair.feed(pair.alice, splice_out_command(50_000))
-    pair.pump()
+    pair = signed_splice(50_000)
     rbf = TxInitRbf(channel_id=pair.bob.core.state.channel_id, locktime=0, feerate=FEERATE * 2)
     out = pair.feed(pair.bob, Received(rbf))
     assert [type(m) for m in out.messages] == [TxAbort]
@@ -312,10 +315,7 @@ def test_a_lost_tx_signatures_comes_again_with_next_funding() -> None:
 
 
 def test_splice_locked_across_a_reconnection_and_a_wrong_one() -> None:
-    pair = opened()
-    quiesce(pair, pair.alice)
-    pair.feed(pair.alice, splice_out_command(60_000))
-    pair.pump()
+    pair = signed_splice(60_000)
     txid = splice_of(pair.alice).outpoint.txid  # type: ignore[union-attr]
     out = pair.feed(pair.bob, Received(SpliceLocked(channel_id=pair.bob.core.state.channel_id, splice_txid=bytes(32))))
     assert out.disconnect
@@ -332,10 +332,7 @@ def test_splice_locked_across_a_reconnection_and_a_wrong_one() -> None:
 
 
 def test_commitment_signed_for_the_splice_names_its_funding() -> None:
-    pair = opened()
-    quiesce(pair, pair.alice)
-    pair.feed(pair.alice, splice_out_command(60_000))
-    pair.pump()
+    pair = signed_splice(60_000)
     sent = [m for o in pair.alice.outputs for m in o.messages if isinstance(m, CommitmentSigned)]
     assert sent[-1].tlvs.get("funding_txid") == splice_of(pair.alice).outpoint.txid  # type: ignore[union-attr]
     assert splice_of(pair.alice).local_commit.number == pair.alice.core.state.local_commit.number  # type: ignore[union-attr]
@@ -389,10 +386,7 @@ def test_htlcs_committed_before_the_splice_move_to_it_and_settle_there() -> None
 
 
 def test_a_batch_cut_by_a_disconnection_comes_again_whole() -> None:
-    pair = opened()
-    quiesce(pair, pair.alice)
-    pair.feed(pair.alice, splice_out_command(100_000))
-    pair.pump()
+    pair = signed_splice(100_000)
     pair.add(pair.alice, 4_000_000)
     pair.feed(pair.alice, SignCommitment())
     add, start, first, _second = [msg for _, msg in pair.wire]
@@ -411,10 +405,7 @@ def test_a_batch_cut_by_a_disconnection_comes_again_whole() -> None:
 def test_a_batch_that_crosses_the_lock_keeps_the_commitment_for_the_new_funding() -> None:
     """Bob locked (both splice_locked seen by him); Alice has not seen his yet and signs a batch:
     Bob keeps its commitment_signed for his (new) funding and ignores the old one's (BOLT 2)."""
-    pair = opened()
-    quiesce(pair, pair.alice)
-    pair.feed(pair.alice, splice_out_command(100_000))
-    pair.pump()
+    pair = signed_splice(100_000)
     txid = splice_of(pair.alice).outpoint.txid  # type: ignore[union-attr]
     pair.feed(pair.bob, SpliceDepth(txid, 3, SPLICE_SCID))
     ((_, bobs_locked),) = list(pair.wire)
