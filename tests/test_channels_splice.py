@@ -431,3 +431,29 @@ def test_a_batch_that_crosses_the_lock_keeps_the_commitment_for_the_new_funding(
     assert pair.alice.core.state.funding_outpoint == pair.bob.core.state.funding_outpoint
     pair.fulfill(pair.bob, htlc_id, preimage)
     assert pair.alice.core.state.local_commit.spec == pair.bob.core.state.remote_commit.spec  # type: ignore[union-attr]
+
+
+def test_a_zero_conf_channel_locks_its_splice_at_once_and_learns_the_real_id_at_the_confirmation() -> None:
+    from test_channels_aliases import AliasPair
+
+    from lnpmsg.channels.inputs import FundingDepth
+
+    pair = AliasPair(type_bits=(46, 50), trusted=True)
+    pair.features |= 1 << 63
+    pair.feed(pair.alice, pair.open_command())
+    pair.pump()
+    pair.open_rest()
+    assert pair.alice.core.phase.value == "normal" and pair.alice.core.state.short_channel_id == 0
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(100_000))
+    pair.pump()
+    txid = broadcast(pair.alice)[-1].txid
+    for side in (pair.alice, pair.bob):  # BOLT 2: splice_locked right after tx_signatures
+        s = side.core.state
+        assert s.splice is None and s.funding_outpoint.txid == txid and s.short_channel_id == 0  # type: ignore[union-attr]
+    htlc_id, preimage = pair.add(pair.alice, 3_000_000)
+    pair.commit(pair.alice)
+    pair.fulfill(pair.bob, htlc_id, preimage)
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, FundingDepth(1, SPLICE_SCID))
+        assert side.core.state.short_channel_id == SPLICE_SCID

@@ -15,8 +15,8 @@ on, with the new capacity, once the new funding is deep enough on both sides. Th
   funding (same commitment numbers, balances moved by the contributions), then
   ``tx_signatures`` with the shared input's ``shared_input_signature``; then quiescence ends
   and the splice transaction is broadcast (:class:`~.inputs.BroadcastFunding`);
-- at the channel's minimum depth (:class:`SpliceDepth`, from the shell) ``splice_locked``
-  leaves; once both sent it the channel switches to the new funding (capacity, balances,
+- at the channel's minimum depth (:class:`SpliceDepth`, from the shell; a zero-conf channel at
+  once) ``splice_locked`` leaves; once both sent it the channel switches to the new funding (capacity, balances,
   commitments, short channel id): :class:`Spliced`.
 
 Who refuses what: a peer's ``splice_init`` outside quiescence, from the quiescence non-initiator,

@@ -26,6 +26,7 @@ from .interactive_tx import InteractiveTx, InteractiveTxAborted
 from .messages import ChannelReestablish, CommitmentSigned
 from .messages_splice import SpliceLocked
 from .messages_v2 import TxAbort, TxSignatures
+from .ready import is_zeroconf
 from .script import funding_script, sort_pubkeys
 from .updates import CommitSpec
 
@@ -245,6 +246,10 @@ def maybe_sign(core: ChannelCore, out: _Out) -> None:
     s.splice = replace(sp, tx=signed.raw, signed=True)
     s.quiesce = None  # BOLT 2: tx_signatures exchanged, the channel is no longer quiescent
     out.emit(BroadcastFunding(signed.raw))
+    if is_zeroconf(s):
+        # BOLT 2: with option_zeroconf, splice_locked at once (the real id comes at the confirmation,
+        # as a zero-conf channel's does: the chain shell's FundingDepth)
+        _lock(core, 0, out)
 
 
 # ---------------------------------------------------------------- locking
@@ -258,7 +263,14 @@ def on_depth(core: ChannelCore, item: Any, out: _Out) -> None:
         return
     if item.depth < max(1, s.minimum_depth):
         return
-    s.splice = sp = replace(sp, locked_sent=True, short_channel_id=item.short_channel_id)
+    _lock(core, item.short_channel_id, out)
+
+
+def _lock(core: ChannelCore, short_channel_id: int, out: _Out) -> None:
+    """We consider the splice locked: splice_locked (now, or by channel_reestablish); both: the switch."""
+    s = core.state
+    s.splice = sp = replace(_splice(core), locked_sent=True, short_channel_id=short_channel_id)
+    assert sp.outpoint is not None
     if s.connected and not s.awaiting_reestablish:
         out.send(SpliceLocked(channel_id=s.channel_id, splice_txid=sp.outpoint.txid))
     if sp.locked_received:
