@@ -457,3 +457,18 @@ def test_a_zero_conf_channel_locks_its_splice_at_once_and_learns_the_real_id_at_
     for side in (pair.alice, pair.bob):
         pair.feed(side, FundingDepth(1, SPLICE_SCID))
         assert side.core.state.short_channel_id == SPLICE_SCID
+
+
+def test_every_splice_message_that_commits_leaves_after_its_record_is_durable() -> None:
+    pair = opened()
+    sign_and_lock(pair, splice_in_command(100_000))
+    committing = 0
+    for side in (pair.alice, pair.bob):
+        for out in side.outputs:
+            names = {type(m).__name__ for m in out.messages}
+            if names & {"CommitmentSigned", "TxSignatures", "SpliceLocked", "SpliceInit", "SpliceAck"}:
+                assert out.records, names  # persist, then send
+            if names & {"CommitmentSigned", "TxSignatures"}:
+                committing += 1
+                assert out.records[0].durable, names  # fsynced before it leaves
+    assert committing >= 4
