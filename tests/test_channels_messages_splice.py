@@ -1,6 +1,6 @@
 """Splicing messages (splice_init, splice_ack, splice_locked): declarations against
 csv/peer_wire.csv (parsed, not retyped), round trips, the csv's own codec agreeing with ours,
-fuzzed payloads; and no app offers option_splice or registers them (splicing is not implemented)."""
+fuzzed payloads; and the channel app offers option_splice (optional) and owns them."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from wire_strategies import messages
 
 from lnpmsg.channels.app import CHANNEL_FEATURE_BITS, ChannelsApp
 from lnpmsg.channels.messages import register_channel_messages
-from lnpmsg.channels.messages_splice import SPLICE_MESSAGES, SpliceInit, register_splice_messages
+from lnpmsg.channels.messages_splice import SPLICE_MESSAGES, SpliceInit, StartBatch, register_splice_messages
 from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.wire import DEFAULT_REGISTRY
 
@@ -66,9 +66,24 @@ def test_a_splice_out_is_a_negative_contribution() -> None:
     assert SpliceInit.decode(raw) == msg
 
 
-def test_splicing_is_not_offered_and_its_messages_are_not_owned(tmp_path: Path) -> None:
+def test_splicing_is_offered_and_its_messages_are_owned(tmp_path: Path) -> None:
     for policy in (OpeningPolicy(), OpeningPolicy(dual_fund=True)):
         app = ChannelsApp(tmp_path / "channels", policy=policy)
-        assert not app.features.has(62) and not app.features.has(63)
+        assert app.features.has(63) and not app.features.has(62)  # option_splice, optional
         assert app.features.has(35) and not app.features.has(34)  # option_quiesce, optional
-    assert 62 not in CHANNEL_FEATURE_BITS and 63 not in CHANNEL_FEATURE_BITS
+        app.setup()
+        assert {m.TYPE for m in SPLICE_MESSAGES} <= set(app.handlers)  # owned
+        assert {66, 67, 68, 69, 70, 71, 72, 73, 74} <= set(app.handlers)  # the interactive-tx messages a splice uses
+        assert (64 in app.handlers) is policy.dual_fund  # open_channel2 only with --dual-fund
+    assert 63 in CHANNEL_FEATURE_BITS and 62 not in CHANNEL_FEATURE_BITS
+
+
+def test_start_batch_is_declared_as_in_the_spec_and_round_trips() -> None:
+    # the csv lists start_batch_tlvs but no msgdata line for them; BOLT 2's text gives the message
+    # a start_batch_tlvs stream: the fields are the csv's, the TLV stream the text's
+    assert by_csv_name((StartBatch,)) == {"start_batch": StartBatch}
+    assert [name for name, _ in StartBatch.FIELDS] == ["channel_id", "batch_size"]
+    assert StartBatch.TLVS is not None and StartBatch.TLVS.name == "start_batch_tlvs"
+    msg = StartBatch(channel_id=bytes(range(32)), batch_size=2, tlvs=StartBatch.tlv_stream(message_type=132))
+    assert_round_trips(msg, REGISTRY)
+    assert msg.encode()[:2] == (127).to_bytes(2, "big") and msg.encode()[34:36] == (2).to_bytes(2, "big")

@@ -77,7 +77,7 @@ async def test_a_quiescence_asked_for_and_reached_is_timed_once_on_each_side(tmp
 @pytest.mark.trio
 async def test_a_quiescence_without_htlcs_also_ends_with_a_disconnection(tmp_path: Path) -> None:
     """BOLT 2 requires the disconnection with HTLCs pending; with none it is done too, as nothing
-    else would ever end the quiescence (no protocol that runs under it is implemented)."""
+    else would ever end the quiescence (dev_quiesce runs no protocol under it)."""
     async with running_pair(tmp_path) as (source, pair, alice, bob):
         await pair.fund_and_connect(alice, bob)
         await pair.open(alice, bob)
@@ -96,24 +96,24 @@ async def test_a_quiescence_without_htlcs_also_ends_with_a_disconnection(tmp_pat
 
 
 @pytest.mark.trio
-async def test_a_splice_init_after_quiescence_fails_the_connection_and_the_channel_goes_on(tmp_path: Path) -> None:
-    """Splicing is not implemented: a peer that sends splice_init anyway (type 80, even, not
-    registered) loses the connection; quiescence ends with it and the channel works again."""
+async def test_a_splice_init_from_the_quiescence_non_initiator_is_a_warning_and_the_channel_goes_on(tmp_path: Path) -> None:
+    """BOLT 2: only the quiescence initiator may send splice_init; the other side's costs it the
+    connection (a warning); quiescence ends with it and the channel works again."""
     async with running_pair(tmp_path) as (source, pair, alice, bob):
         await pair.fund_and_connect(alice, bob)
-        assert not alice.local_features(bob.node_id).has(63) and not alice.local_features(bob.node_id).has(62)
+        assert alice.local_features(bob.node_id).has(63) and bob.local_features(alice.node_id).has(63)
         await pair.open(alice, bob)
         a, b = only_channel(alice), only_channel(bob)
         await channels(bob).dev_quiesce(a.channel_id.hex())
         await wait_until(lambda: is_quiescent(a.core.state) and is_quiescent(b.core.state), "quiescence")
         splice = SpliceInit(channel_id=a.channel_id, funding_contribution_satoshis=100_000, funding_feerate_perkw=253,
                             locktime=0, funding_pubkey=bytes([2]) + bytes(range(32)))  # fmt: skip
-        await bob.peers[alice.node_id].send(splice.encode())  # Bob is the initiator: he may send it
-        await wait_until(lambda: not a.core.state.connected, "alice drops the connection")
+        await alice.peers[bob.node_id].send(splice.encode())  # Bob is the initiator: Alice may not send it
+        await wait_until(lambda: not b.core.state.connected, "bob drops the connection")
         if alice.peers.get(bob.node_id) is None:
             await bob.connect(alice.addresses[0])
         await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
-        assert a.core.state.quiesce is None and a.core.phase is Phase.NORMAL
+        assert b.core.state.quiesce is None and b.core.phase is Phase.NORMAL and b.core.state.splice is None
         await pay(bob, alice, 1_000_000)
 
 

@@ -110,7 +110,7 @@ __getattr__, __dir__ = lazy_exports(__name__, globals(), {name: f"{__name__}.{mo
 #: tests/test_channels_sans_io.py and tests/test_channels_extensions.py hold them to it)
 SHELL_MODULES = frozenset({"store", "manager", "app", "commands", "options", "dev_calls", "onchain", "htlc_hook", "failures", "reconnect",
                            "backup_calls", "rescan", "chain_side", "peer_storage", "peer_storage_store", "peer_finder",
-                           "dualfund_side", "quiesce_side", "monitor_files"})
+                           "dualfund_side", "quiesce_side", "splice_side", "monitor_files"})
 
 __all__ = [
     "SHELL_MODULES",

@@ -10,7 +10,7 @@ It owns the BOLT-2 message types (a protocol app), offers the channel
 features in ``init`` (option_data_loss_protect, upfront_shutdown_script,
 option_static_remotekey, option_anchors_zero_fee_htlc_tx,
 option_shutdown_anysegwit, option_quiesce, option_channel_type, option_scid_alias,
-option_zeroconf: all optional bits), and
+option_zeroconf, option_splice: all optional bits), and
 feeds the manager:
 
 - ``peer_ready``: ``Reconnected`` for each channel with the peer (the core
@@ -32,11 +32,12 @@ fails, our latest commitment are broadcast too.
 Control calls (``channels.<call>``): ``fundchannel`` [node_id, amount_sat, push_msat?, feerate?,
 announce?], ``listchannels`` [peer_id?], ``closechannel`` [channel, feerate?, destination?],
 ``exportchannelbackup`` [file?], ``restorechannels`` [backup? | file?] (:mod:`.backup_calls`),
-``bumpchannelopen`` [channel, feerate?] (:mod:`.dualfund_side`), and,
+``bumpchannelopen`` [channel, feerate?] (:mod:`.dualfund_side`), ``splice`` [channel, amount_sat, feerate?,
+address?] (:mod:`.splice_side`), and,
 for tests without the payments layer, ``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``, ``dev_updatefee``,
 ``dev_preimage`` (:mod:`.dev_calls`), ``dev_quiesce`` (:mod:`.quiesce_side`). Events: ``channel.opened``,
 ``channel.ready``, ``channel.confirmed`` (a zero-conf channel's funding), ``channel.htlc``, ``channel.closed``,
-``channel.failed``, ``channel.spent``, ``channel.quiescent``.
+``channel.failed``, ``channel.spent``, ``channel.quiescent``, ``channel.spliced``, ``channel.splice_aborted``.
 
 A payments app plugs in through ``htlcs`` (:class:`~.htlc_hook.HtlcHook`).
 """
@@ -95,6 +96,8 @@ from .htlc_hook import HtlcHook
 from .reconnect import PeerAddressBook, Reconnector
 from .dualfund_side import DUAL_FUND_BITS, DualFundSide
 from .quiesce_side import QUIESCE_BITS, QuiesceSide
+from .splice_side import SPLICE_BITS, SpliceSide
+from .messages_splice import SPLICING_MESSAGES
 from .messages_v2 import DUAL_FUND_MESSAGES, AcceptChannel2, OpenChannel2
 from .params import ChannelConfig, OpeningPolicy
 from .state import Phase
@@ -104,14 +107,16 @@ __all__ = ["CHANNEL_FEATURE_BITS", "ChannelEvent", "ChannelsApp"]
 log = logging.getLogger(__name__)
 
 #: optional bits: data_loss_protect, upfront_shutdown_script, static_remotekey, anchors_zero_fee_htlc_tx,
-#: shutdown_anysegwit, quiesce, channel_type, scid_alias, zeroconf (BOLT 9: needs scid_alias)
-CHANNEL_FEATURE_BITS = (1, 5, 13, 23, 27, QUIESCE_BITS[1], 45, 47, 51)
+#: shutdown_anysegwit, quiesce, channel_type, scid_alias, zeroconf (BOLT 9: needs scid_alias), splice
+CHANNEL_FEATURE_BITS = (1, 5, 13, 23, 27, QUIESCE_BITS[1], 45, 47, 51, SPLICE_BITS[1])
 #: the BOLT-2 messages the app owns (the node decodes them for it)
 _MESSAGES: tuple[type[Message], ...] = (
     M.OpenChannel, M.AcceptChannel, M.FundingCreated, M.FundingSigned, M.ChannelReady, M.Shutdown,
     M.ClosingSigned, M.ClosingComplete, M.ClosingSig, M.UpdateAddHtlc, M.UpdateFulfillHtlc, M.UpdateFailHtlc,
     M.UpdateFailMalformedHtlc, M.CommitmentSigned, M.RevokeAndAck, M.UpdateFee, M.ChannelReestablish, M.Stfu,
 )  # fmt: skip
+#: the interactive-tx messages, which splicing uses on every channel (v2 opens only with --dual-fund)
+_INTERACTIVE_MESSAGES = tuple(m for m in DUAL_FUND_MESSAGES if m not in (OpenChannel2, AcceptChannel2))
 #: seconds ``fundchannel`` waits for the peer's funding_signed, ``closechannel`` for the closing transaction
 COMMAND_TIMEOUT = 50.0
 
@@ -133,7 +138,7 @@ class ChannelEvent:
     reason: str = ""
 
 
-class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, App):
+class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, SpliceSide, App):
     """BOLT-2 channels (see the module docs).
 
     Args:
@@ -170,6 +175,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
         self.manager: ChannelManager | None = None
         self._funding_feerate: dict[str, int | None] = {}
         self._funding_errors: dict[str, str] = {}
+        self._splice_errors: dict[str, str] = {}
+        self._splice_blocks: dict[bytes, tuple[int, bytes, int]] = {}
         self._closing_txids: dict[str, str] = {}
         #: zero-conf channels whose funding is not confirmed: the height we first saw them so
         self._unconfirmed_since: dict[str, int] = {}
@@ -189,11 +196,13 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
             "dev_updatefee": self.dev_updatefee, "dev_preimage": self.dev_preimage, "dev_quiesce": self.dev_quiesce,
             "exportchannelbackup": self.exportchannelbackup, "restorechannels": self.restorechannels, "bumpchannelopen": self.bumpchannelopen,
+            "splice": self.splice,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)
 
     def setup(self) -> None:
-        for cls in _MESSAGES + (DUAL_FUND_MESSAGES if self.policy.dual_fund else ()):
+        opening = (OpenChannel2, AcceptChannel2) if self.policy.dual_fund else ()
+        for cls in _MESSAGES + _INTERACTIVE_MESSAGES + SPLICING_MESSAGES + opening:
             self.message(cls)
             self.add_handler(cls, self._on_message, shield=True)
 
@@ -244,6 +253,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
                     if channel.phase is Phase.CLOSED and channel.core.state.closing_tx:
                         nursery.start_soon(self._rebroadcast_closing, channel)
                     self._fail_back_double_spent(channel)
+                nursery.start_soon(self._rebroadcast_splices)
                 await super().run(task_status=task_status)
         finally:
             self.manager = None
@@ -266,9 +276,11 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
         async with source.subscribe() as sub, source.subscribe(start_height=onchain.start_height()) as monitor_sub:
             await self._hold_unfunded_commitments()
             await onchain.resume(keep_back=self._commitment_unfunded)
+            await self._follow_spliced_fundings()
             for channel in list(self._manager().channels.values()):
                 await self._watch(sub, channel)
             await self._check_depths()
+            await self._check_splice_depths()
             await self._check_double_spends_at_start()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._add_watches, sub, watch_out)
@@ -370,7 +382,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, A
 
     async def _on_events(self, channel: ManagedChannel, events: Sequence[Event]) -> None:
         for event in events:
-            if self._dual_event(channel, event) or self._quiesce_event(channel, event):
+            if self._dual_event(channel, event) or self._quiesce_event(channel, event) or self._splice_event(channel, event):
                 continue
             if isinstance(event, HtlcIncoming | HtlcSettled | HtlcDropped):
                 self.htlcs.dispatch(channel, event)

@@ -79,6 +79,8 @@ class BackupEntry:
     remote_dust_limit_sat: int
     local_dust_limit_sat: int
     short_channel_id: int = 0
+    #: which of our funding keys the funding uses (each splice takes the next one; 0 in older backups)
+    funding_key_index: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,7 +91,7 @@ class BackupEntry:
             "peer": {name: getattr(self.remote_basepoints, name).hex() for name in _BASEPOINTS}
             | {"to_self_delay": self.remote_to_self_delay, "dust_limit_sat": self.remote_dust_limit_sat},
             "ours": {"to_self_delay": self.local_to_self_delay, "dust_limit_sat": self.local_dust_limit_sat},
-            "short_channel_id": self.short_channel_id,
+            "short_channel_id": self.short_channel_id, "funding_key_index": self.funding_key_index,
         }  # fmt: skip
 
     @classmethod
@@ -104,7 +106,7 @@ class BackupEntry:
             remote_basepoints=ChannelBasepoints(*(bytes.fromhex(peer[name]) for name in _BASEPOINTS)),
             remote_to_self_delay=int(peer["to_self_delay"]), local_to_self_delay=int(ours["to_self_delay"]),
             remote_dust_limit_sat=int(peer["dust_limit_sat"]), local_dust_limit_sat=int(ours["dust_limit_sat"]),
-            short_channel_id=int(d.get("short_channel_id", 0)),
+            short_channel_id=int(d.get("short_channel_id", 0)), funding_key_index=int(d.get("funding_key_index", 0)),
         )  # fmt: skip
         if len(entry.peer_id) != 33 or len(entry.channel_id) != 32 or entry.funding_sat <= 0:
             raise ValueError("a peer id has 33 bytes, a channel id 32, and the funding is positive")
@@ -125,7 +127,7 @@ def entry_of(key: str, peer_id: bytes, state: Any, addresses: tuple[str, ...]) -
         funding_sat=s.funding_sat, anchors=s.anchors, funder=s.funder, remote_basepoints=s.remote.basepoints,
         remote_to_self_delay=s.remote.to_self_delay, local_to_self_delay=s.config.to_self_delay,
         remote_dust_limit_sat=s.remote.dust_limit_sat, local_dust_limit_sat=s.config.dust_limit_sat,
-        short_channel_id=s.short_channel_id,
+        short_channel_id=s.short_channel_id, funding_key_index=s.funding_key_index,
     )  # fmt: skip
 
 
@@ -211,7 +213,7 @@ def restored_state(entry: BackupEntry) -> Any:
         config=ChannelConfig(dust_limit_sat=entry.local_dust_limit_sat, to_self_delay=entry.local_to_self_delay),
         anchors=entry.anchors, channel_type=Features.from_bits(bits).to_bytes(), remote=remote,
         funding_sat=entry.funding_sat, funding_outpoint=entry.funding_outpoint,
-        short_channel_id=entry.short_channel_id, connected=False, behind=True, restored=True,
+        short_channel_id=entry.short_channel_id, funding_key_index=entry.funding_key_index, connected=False, behind=True, restored=True,
         failure="restored from a channel backup: waiting for the peer's commitment",
     )  # fmt: skip
 

@@ -26,7 +26,7 @@ import trio
 
 from lnpmsg.app import AppError
 from lnpmsg.bitcoin.block import Block
-from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import OutputSpent
 from lnpmsg.wallet.errors import WalletError
@@ -318,32 +318,40 @@ class ChainSide:
         await self._check_depths()
         if self._commitment_unfunded:
             await self._broadcast_funded_commitments()
+        await self._check_splice_depths(height)  # type: ignore[attr-defined]
+
+    async def _depth_and_scid(self, channel: ManagedChannel, outpoint: OutPoint) -> tuple[int, int] | None:
+        """How deep ``outpoint``'s transaction is and its short channel id (None: unconfirmed, or the tip moved)."""
+        source = self.chain.source
+        try:
+            info = await source.get_txout(outpoint)
+            if info is None or info.confirmations <= 0:
+                return None
+            tip = await source.tip()
+            height = tip.height - info.confirmations + 1
+            block = Block.parse(await source.block_at(height))
+        except ChainError as exc:
+            log.warning("channels: cannot read the funding of %s: %s", channel.channel_id.hex(), exc)
+            return None
+        index = next((i for i, tx in enumerate(block.txs) if tx.txid == outpoint.txid), None)
+        if index is None:
+            return None  # the tip moved under us: the next block tells again
+        return info.confirmations, (height << 40) | (index << 16) | outpoint.vout
 
     async def _check_depths(self) -> None:
         """Tell each channel waiting for its funding how deep it is (with its short channel id)."""
         await self._check_candidates()  # (a bumped funding: the version that confirmed first)
-        source = self.chain.source
         for channel in list(self._manager().channels.values()):
             s = channel.core.state
             # waiting for channel_ready's depth, or ready before its funding confirmed (zero-conf)
             unconfirmed = s.ready_sent and not s.short_channel_id and channel.phase in (Phase.AWAIT_READY, Phase.NORMAL, Phase.SHUTDOWN)
             if not (channel.phase is Phase.AWAIT_READY and not s.ready_sent or unconfirmed) or s.funding_outpoint is None:
                 continue
-            try:
-                info = await source.get_txout(s.funding_outpoint)
-                if info is None or info.confirmations <= 0:
-                    continue
-                tip = await source.tip()
-                height = tip.height - info.confirmations + 1
-                block = Block.parse(await source.block_at(height))
-            except ChainError as exc:
-                log.warning("channels: cannot read the funding of %s: %s", channel.channel_id.hex(), exc)
+            found = await self._depth_and_scid(channel, s.funding_outpoint)
+            if found is None:
                 continue
-            index = next((i for i, tx in enumerate(block.txs) if tx.txid == s.funding_outpoint.txid), None)
-            if index is None:
-                continue  # the tip moved under us: the next block tells again
-            scid = (height << 40) | (index << 16) | s.funding_outpoint.vout
-            await self._submit(channel, FundingDepth(info.confirmations, scid))
+            depth, scid = found
+            await self._submit(channel, FundingDepth(depth, scid))
             if unconfirmed and channel.core.state.short_channel_id:
                 self._unconfirmed_since.pop(channel.key, None)
                 log.info("channels: the zero-conf channel %s confirmed at %s", channel.channel_id.hex(), format_scid(scid))

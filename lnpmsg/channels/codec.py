@@ -19,12 +19,13 @@ from lnpmsg.wire import DEFAULT_REGISTRY, Message, UnknownMessage, WireError
 
 from .errors import ChannelError
 from .messages import register_channel_messages
+from .messages_splice import register_splice_messages
 from .messages_v2 import register_dual_fund_messages
 
 __all__ = ["Codec", "CodecError"]
 
-# v2 messages too: an interactive session's records hold them.
-_REGISTRY = register_dual_fund_messages(register_channel_messages(DEFAULT_REGISTRY.copy()))
+# v2 and splicing messages too: an interactive session's records hold them.
+_REGISTRY = register_splice_messages(register_dual_fund_messages(register_channel_messages(DEFAULT_REGISTRY.copy())))
 
 
 class CodecError(ChannelError):

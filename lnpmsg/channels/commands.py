@@ -1,6 +1,6 @@
 """The ``lnpmsg`` subcommands of the channel app (:mod:`lnpmsg.channels.app`).
 
-``fundchannel``, ``bumpchannelopen``, ``listchannels`` and ``closechannel`` call the
+``fundchannel``, ``bumpchannelopen``, ``splice``, ``listchannels`` and ``closechannel`` call the
 ``channels.*`` methods of a node started with a chain (``--chain regtest``
 or ``--bitcoind-rpc``), like every control command (:mod:`lnpmsg.rpc.commands`):
 human output or ``--json``, exit 0, 1 on an error, 3 when no node runs.
@@ -18,7 +18,7 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "listchannels", "closechannel", "exportchannelbackup", "restorechannels", "listpeerstorage"})
+COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "splice", "listchannels", "closechannel", "exportchannelbackup", "restorechannels", "listpeerstorage"})
 
 
 def _positive(text: str) -> int:
@@ -28,6 +28,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _signed_amount(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of satoshis, +N or -N, got {text!r}") from None
+    if value == 0:
+        raise argparse.ArgumentTypeError("+N adds N satoshis, -N takes N out: not 0")
     return value
 
 
@@ -71,6 +81,20 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                 "it is broadcast and replaces the earlier one in mempools (BIP 125 also asks for more absolute fee: "
                 "bump by more than the 25/24 minimum). Until one confirms, every version may: the channel opens on "
                 "the one that does. Possible until the funding confirms; not for a zero-conf channel.")
+    p = add("splice", "resize a channel without closing it (BOLT 2 splicing): add funds from the wallet, or send funds out to an address")
+    p.add_argument("channel", metavar="CHANNEL", help="a channel id (hex), short channel id (BLOCKxTXxOUT) or key, with a peer that offers option_splice")
+    p.add_argument("--amount-sat", type=_signed_amount, required=True, metavar="+N|-N",
+                   help="+N: splice N satoshis in from the node's wallet (our balance and the capacity grow by N); "
+                        "-N: splice N satoshis out to --address (our balance shrinks by N and the splice's fee)")
+    p.add_argument("--feerate", type=_positive, metavar="SAT_PER_VB", help="the splice transaction's fee rate in sat per vbyte (default: the chain's estimate)")
+    p.add_argument("--address", metavar="ADDRESS", help="where a splice-out pays (default: a new address of the node's wallet)")
+    p.epilog = ("The node quiesces the channel (stfu), proposes the splice (splice_init), builds the splice transaction "
+                "with the peer (it spends the current funding output and creates the new one), both sign the "
+                "commitments on the new funding, then the transaction; it is broadcast and the command returns. "
+                "Until it confirms the channel keeps its old funding and goes on working, each commitment signed for "
+                "both fundings (listchannels shows the pending splice); at the channel's minimum depth both send splice_locked and the channel runs on "
+                "the new funding, with its new capacity and short channel id. Example: "
+                "'lnpmsg splice 103x1x0 --amount-sat -200000 --address bcrt1q...'.")
     p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")
     p.add_argument("--peer", metavar="NODEID", help="only the channels with this peer")
     p = add("closechannel", "close a channel cooperatively (shutdown, then closing_signed), or --force it on chain")
@@ -107,6 +131,10 @@ def _print_channel(c: dict[str, Any]) -> None:
               f"{', scid_alias (real id never routed)' if c.get('scid_alias') else ''}{', zero-conf' if c.get('zeroconf') else ''}")  # fmt: skip
     for h in c["htlcs"]:
         print(f"    htlc {h['direction']:<3} #{h['id']} {h['amount_msat']} msat hash {h['payment_hash']} expiry {h['cltv_expiry']}")
+    splice = c.get("splice")
+    if splice:
+        print(f"    splice {splice['stage']}: {splice['funding_txid'] or '-'}, {splice['new_capacity_sat']} sat once locked"
+              f" (ours {splice['our_contribution_sat']:+d} sat, theirs {splice['their_contribution_sat']:+d} sat)")  # fmt: skip
     if c.get("restored"):
         print("    restored from a channel backup: never used again; the peer is asked to close, then our output is swept")
     elif c.get("behind"):
@@ -181,6 +209,16 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         return "channels.bumpchannelopen", params, lambda r: print(
             f"channel {r['channel_id']}: funding bumped to {r['feerate_per_kw']} sat/kw by {r['funding_txid']} "
             f"(replacing {', '.join(r['previous_funding_txids'])}), waiting for confirmations"
+        )
+    if args.command == "splice":
+        params = {"channel": args.channel, "amount_sat": args.amount_sat}
+        if args.feerate is not None:
+            params["feerate"] = args.feerate
+        if args.address:
+            params["address"] = args.address
+        return "channels.splice", params, lambda r: print(
+            f"channel {r['channel_id']}: splice {r['splice_txid']} broadcast ({'+' if r['contribution_sat'] > 0 else ''}"
+            f"{r['contribution_sat']} sat to our balance), {r['new_capacity_sat']} sat once locked at the channel's depth"
         )
     if args.command == "listchannels":
         return "channels.listchannels", {"peer_id": args.peer} if args.peer else {}, _print_list

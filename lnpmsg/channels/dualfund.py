@@ -22,8 +22,8 @@ back like the rest. What is durable before what leaves: our
 ``tx_signatures`` are commit points of the core.
 
 The signatures and their resumption on reconnection: :mod:`.dualfund_sign`.
-RBF of the funding (``tx_init_rbf``): :mod:`.dualfund_rbf`. Not done: shared
-inputs (splicing), ``require_confirmed_inputs`` beyond refusing to contribute. A disconnection before our
+RBF of the funding (``tx_init_rbf``): :mod:`.dualfund_rbf`. Shared inputs (a
+splice's spend of the old funding) are :mod:`.splice`'s. Not done: ``require_confirmed_inputs`` beyond refusing to contribute. A disconnection before our
 ``tx_signatures`` left ends the open (nothing of ours can be spent without
 them), unless the peer signs first and has our ``commitment_signed`` (its
 ``tx_signatures`` may have left: ending the open would strand its coins);
@@ -256,8 +256,8 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     elif isinstance(msg, TxAbort):
         # (also before the peer's channel_reestablish: an open that ended answers ours with it alone)
         if d.signatures_sent:  # BOLT 2: we keep the channel (its funding may confirm) and do not echo
-            return d.previous == () or dualfund_rbf.set_aside(core, out, f"peer aborted: {_printable(msg.data)}")
-        _abort(core, out, f"peer aborted: {_printable(msg.data)}", send=True, echo=True)
+            return d.previous == () or dualfund_rbf.set_aside(core, out, f"peer aborted: {printable(msg.data)}")
+        _abort(core, out, f"peer aborted: {printable(msg.data)}", send=True, echo=True)
     elif s.awaiting_reestablish:
         raise RemoteFault(f"{type(msg).__name__} before channel_reestablish", warning=True, keep_connection=True)
     elif isinstance(msg, AcceptChannel2) and s.phase is Phase.WAIT_ACCEPT2:
@@ -287,7 +287,8 @@ def answer_when_ended(core: ChannelCore, item: object, out: _Out) -> None:
         out.send(TxAbort(channel_id=s.channel_id, data=b"the open ended before our tx_signatures"))
 
 
-def _printable(data: bytes) -> str:
+def printable(data: bytes) -> str:
+    """A peer's tx_abort/error data for a log or a reply: verbatim when printable ASCII, else hex."""
     # BOLT 2: data that is not printable ASCII is not printed verbatim
     return data.decode() if all(32 <= b <= 126 for b in data) else data.hex()
 

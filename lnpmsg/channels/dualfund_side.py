@@ -114,8 +114,10 @@ class DualFundSide:
                 return tx
         raise WalletError(f"coin {outpoint} is not in the block at {height}", code="chain")
 
-    async def _contribution(self, amount_sat: int, feerate: int, *, opener: bool) -> tuple[tuple[OwnInput, ...], tuple[OwnOutput, ...]]:
-        """Coins (reserved) paying ``amount_sat`` into the funding and our fee for what we add; WalletError if none."""
+    async def _contribution(self, amount_sat: int, feerate: int, *, opener: bool,
+                            shared: tuple[bytes, ...] = ()) -> tuple[tuple[OwnInput, ...], tuple[OwnOutput, ...]]:  # fmt: skip
+        """Coins (reserved) paying ``amount_sat`` into the funding and our fee for what we add (``shared``: the
+        scripts of a splice's shared input, whose weight the splice initiator pays too); WalletError if none."""
         wallet = self.chain.wallet
         funded = await wallet.fund_output(_PLACEHOLDER, amount_sat, feerate)
         try:
@@ -129,10 +131,10 @@ class DualFundSide:
             if change_script is None:
                 change_script = script_for_address(wallet.new_address(), wallet.hrp)
             ours = [_PLACEHOLDER] if opener else []  # the opener pays for the funding output's bytes
-            change = total - amount_sat - contribution_fee(scripts, [*ours, change_script], feerate, initiator=opener)
+            change = total - amount_sat - contribution_fee([*shared, *scripts], [*ours, change_script], feerate, initiator=opener)
             if change >= dust_limit(change_script):
                 return tuple(inputs), (OwnOutput(change, change_script),)
-            if total - amount_sat < contribution_fee(scripts, ours, feerate, initiator=opener):
+            if total - amount_sat < contribution_fee([*shared, *scripts], ours, feerate, initiator=opener):
                 raise WalletError(f"the coins cannot pay {amount_sat} sat and their fee", code="funds")
             return tuple(inputs), ()  # a change below dust goes to the fee
         except BaseException:
@@ -152,7 +154,7 @@ class DualFundSide:
             log.info("channels: released %d coin(s) of an aborted dual-funded open", len(inputs))
 
     def _free_orphan_reservations(self) -> None:
-        """At start: coins still held for v2 opens that ended while the wallet could not free them
+        """At start: coins still held for v2 opens (and splices) that ended while the wallet could not free them
         (the node stopped or crashed first) are freed; those of opens that go on, or whose funding
         we signed (it may confirm), stay held."""
         try:
@@ -160,7 +162,7 @@ class DualFundSide:
             held = wallet.held_transactions()
         except (AttributeError, AppError):
             return
-        kept: set[OutPoint] = set()
+        kept: set[OutPoint] = self._splice_inputs_kept()  # type: ignore[attr-defined]
         for channel in self._manager().channels.values():
             d = channel.core.state.dual
             if isinstance(d, DualFundSession) and (d.signatures_sent or channel.phase in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)):

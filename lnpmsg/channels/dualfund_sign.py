@@ -200,6 +200,8 @@ def resend_signatures(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> 
     asked = msg.tlvs.get("next_funding")
     if not isinstance(d, dualfund.DualFundSession) or asked is None or d.our_witnesses is None or s.funding_outpoint is None:
         return
+    if getattr(s.splice, "outpoint", None) is not None and asked.next_funding_txid == s.splice.outpoint.txid:  # type: ignore[attr-defined]
+        return  # a splice's: :mod:`.splice_sign`
     if asked.next_funding_txid == s.funding_outpoint.txid and d.signatures_sent:
         out.send(dualfund._session(core).our_signatures(list(d.our_witnesses)))
     elif asked.next_funding_txid != s.funding_outpoint.txid:  # BOLT 2: a version we forgot (a bump's attempt)

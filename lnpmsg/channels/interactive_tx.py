@@ -61,6 +61,7 @@ __all__ = [
     "OwnInput",
     "OwnOutput",
     "SessionState",
+    "SharedInput",
     "contribution_fee",
 ]
 
@@ -95,6 +96,21 @@ class OwnInput:
 class OwnOutput:
     """An output we contribute (change, or anything else we pay for)."""
 
+    sats: int
+    script: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SharedInput:
+    """A splice's input spending the channel's current funding output (BOLT 2 ``shared_input_txid``).
+
+    The splice initiator adds it without ``prevtx`` and pays its weight; for what each side pays
+    its whole value counts as the initiator's (so the initiator's :class:`FundingOutput` share is
+    the old capacity plus its contribution). Its witness needs both funding keys: it travels in
+    ``tx_signatures``' ``shared_input_signature``, not among the witnesses.
+    """
+
+    outpoint: OutPoint
     sats: int
     script: bytes
 
@@ -158,6 +174,7 @@ class InteractiveTx:
         funding: FundingOutput | None,
         entropy: bytes,
         version: int = 2,
+        shared_input: SharedInput | None = None,
     ) -> None:
         self.channel_id = channel_id
         self.initiator = initiator
@@ -165,6 +182,7 @@ class InteractiveTx:
         self.locktime = locktime
         self.dust_limit_sat = dust_limit_sat
         self.funding = funding
+        self.shared_input = shared_input
         self.version = version
         self.state = SessionState.NEGOTIATING
         self.abort_reason: str | None = None
@@ -195,6 +213,18 @@ class InteractiveTx:
         index = 0
         in_sat = 0
         prev_scripts = []
+        shared = self.shared_input
+        if shared is not None and self.initiator:
+            in_sat += shared.sats
+            prev_scripts.append(shared.script)
+            plan.append(
+                TxAddInput(
+                    channel_id=self.channel_id, serial_id=self._serial(entropy, index), prevtx=b"",
+                    prevtx_vout=shared.outpoint.vout, sequence=MAX_SEQUENCE,
+                    tlvs=TxAddInput.tlv_stream({"shared_input_txid": shared.outpoint.txid}),
+                )
+            )  # fmt: skip
+            index += 1
         for own in inputs:
             if own.sequence > MAX_SEQUENCE:
                 raise LocalMisuse("our inputs must signal replaceability (sequence <= 0xfffffffd)")
@@ -334,8 +364,7 @@ class InteractiveTx:
         if msg.sequence > MAX_SEQUENCE:
             raise InteractiveTxAborted(f"input sequence {msg.sequence:#x} does not signal replaceability")
         if not msg.prevtx:
-            # shared_input_txid names a previous funding output: only splicing and RBF use that
-            raise InteractiveTxAborted("shared inputs (empty prevtx) are not supported")
+            return self._shared_input_of(msg)
         try:
             prev = Tx.parse(msg.prevtx)
         except BitcoinError as exc:
@@ -347,6 +376,20 @@ class InteractiveTx:
             raise InteractiveTxAborted("the input spends a non-segwit output")
         return _Input(msg.serial_id, prev.outpoint(msg.prevtx_vout), spent.amount_sat, spent.script_pubkey, msg.sequence, msg.prevtx)
 
+    def _shared_input_of(self, msg: TxAddInput) -> _Input:
+        """An input without prevtx: only the splice's spend of the current funding output (BOLT 2)."""
+        shared = self.shared_input
+        named = msg.tlvs.get("shared_input_txid")
+        if shared is None:
+            raise InteractiveTxAborted("shared inputs (empty prevtx) are only for splicing")
+        if named != shared.outpoint.txid:
+            raise InteractiveTxAborted("shared_input_txid does not name the current funding transaction")
+        if msg.prevtx_vout != shared.outpoint.vout:
+            raise InteractiveTxAborted(f"prevtx_vout {msg.prevtx_vout} is not the funding output {shared.outpoint.vout}")
+        if self._is_theirs(msg.serial_id) == self.initiator:
+            raise InteractiveTxAborted("only the splice initiator adds the shared input")
+        return _Input(msg.serial_id, shared.outpoint, shared.sats, shared.script, msg.sequence, b"")
+
     # -- completion ------------------------------------------------------------
 
     def _finish(self) -> None:
@@ -357,6 +400,8 @@ class InteractiveTx:
             raise InteractiveTxAborted(f"{len(inputs)} inputs, more than {MAX_TX_INPUTS}")
         if len(outputs) > MAX_TX_OUTPUTS:
             raise InteractiveTxAborted(f"{len(outputs)} outputs, more than {MAX_TX_OUTPUTS}")
+        if self.shared_input is not None and sum(i.outpoint == self.shared_input.outpoint for i in inputs) != 1:
+            raise InteractiveTxAborted("not exactly one input spends the current funding output")
         funding_out = None
         if self.funding is not None:
             found = [o for o in outputs if o.script == self.funding.script]
@@ -418,9 +463,20 @@ class InteractiveTx:
         return tx.outpoint(index)
 
     def our_inputs(self) -> list[tuple[int, int, bytes]]:
-        """(index in the transaction, amount, spent script) of each input we added, in serial order: what we sign."""
+        """(index in the transaction, amount, spent script) of each input we added, in serial order: what we
+        sign (the shared input apart: :meth:`shared_input_index`)."""
         inputs = sorted(self._inputs.values(), key=lambda i: i.serial_id)
-        return [(n, i.sats, i.script) for n, i in enumerate(inputs) if not self._is_theirs(i.serial_id)]
+        return [(n, i.sats, i.script) for n, i in enumerate(inputs) if not self._is_theirs(i.serial_id) and i.prevtx]
+
+    def output_added_by_us(self, index: int) -> bool:
+        """Whether output ``index`` of the negotiated transaction is one we added."""
+        outputs = sorted(self._outputs.values(), key=lambda o: o.serial_id)
+        return not self._is_theirs(outputs[index].serial_id)
+
+    def shared_input_index(self) -> int | None:
+        """Where the shared input (a splice's spend of the old funding) is in the transaction."""
+        inputs = sorted(self._inputs.values(), key=lambda i: i.serial_id)
+        return next((n for n, i in enumerate(inputs) if not i.prevtx), None)
 
     def _contributed(self, theirs: bool) -> int:
         return sum(i.sats for i in self._inputs.values() if self._is_theirs(i.serial_id) == theirs)
@@ -453,7 +509,7 @@ class InteractiveTx:
         if msg.txid != self._tx.txid:
             raise InteractiveTxAborted(f"tx_signatures for {msg.txid[::-1].hex()}, not {self._tx.txid_hex}")
         inputs = sorted(self._inputs.values(), key=lambda i: i.serial_id)
-        theirs = [(n, i) for n, i in enumerate(inputs) if self._is_theirs(i.serial_id)]
+        theirs = [(n, i) for n, i in enumerate(inputs) if self._is_theirs(i.serial_id) and i.prevtx]
         if len(msg.witnesses) != len(theirs):
             raise InteractiveTxAborted(f"{len(msg.witnesses)} witnesses for the peer's {len(theirs)} inputs")
         stacks: dict[int, tuple[bytes, ...]] = {}
@@ -473,12 +529,16 @@ class InteractiveTx:
         if self._our_witnesses is not None and self._their_witnesses is not None:
             self.state = SessionState.SIGNED
 
-    def signed_transaction(self) -> Tx:
-        """The transaction with both sides' witnesses, once both are in."""
+    def signed_transaction(self, shared_witness: tuple[bytes, ...] = ()) -> Tx:
+        """The transaction with both sides' witnesses, once both are in (and a splice's ``shared_witness``)."""
         if self.state is not SessionState.SIGNED or self._our_witnesses is None or self._their_witnesses is None:
             raise LocalMisuse("both sides' signatures are not in yet")
         tx = self.transaction
-        for index, stack in {**self._our_witnesses, **self._their_witnesses}.items():
+        shared = self.shared_input_index()
+        witnesses = {**self._our_witnesses, **self._their_witnesses}
+        if shared is not None:
+            witnesses[shared] = shared_witness
+        for index, stack in witnesses.items():
             tx = tx.with_witness(index, stack)
         return tx
 

@@ -55,6 +55,7 @@ from lnpmsg.wire import Message
 
 from .errors import ChannelStoreError, LocalMisuse, StoreWriteFailed
 from .quiesce import quiescence_status
+from .splice import splice_status
 from .inputs import Disconnected, Event, Input, Output, Received, Record, SignCommitment
 from .dev import DevOptions
 from .params import ChannelSecrets
@@ -564,4 +565,6 @@ def describe(channel: ManagedChannel) -> dict[str, Any]:
         "behind": s.behind,
         "restored": s.restored,
         "quiescence": quiescence_status(s),  # BOLT 2 stfu on this connection (None: not quiescing)
+        "splice": splice_status(s),  # a splice until both sent splice_locked (None: none)
+        "splices": s.splices,
     }

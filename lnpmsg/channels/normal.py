@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.wire.tlv import EMPTY_TLV_STREAM, TlvStream
 
+from . import splice_batch
 from .commitments import build, sign_remote, verify_local
 from .errors import ChannelError, LocalMisuse, RemoteFault, ShachainError
 from .fees import HTLC_OUTPUT_WEIGHT
@@ -143,6 +144,7 @@ def on_add(core: ChannelCore, cmd: AddHtlc, out: _Out) -> None:
         raise LocalMisuse("we cannot afford this HTLC and keep our reserve")
     if s.funder and not _fee_spike_ok(spec, remote.channel_reserve_sat, remote.dust_limit_sat, s.anchors):
         raise LocalMisuse("this HTLC would leave no fee spike buffer (BOLT 2: twice the feerate, one more HTLC)")
+    splice_batch.refuse_unaffordable(core, spec, ours=True)
     s.local_changes = s.local_changes.propose(add)
     s.local_next_htlc_id += 1
     out.send(add)
@@ -211,12 +213,13 @@ def on_sign(core: ChannelCore, cmd: SignCommitment, out: _Out) -> None:
     signature, htlc_sigs = sign_remote(commitment, core.secrets)
     from .state import RemoteCommit
 
-    s.remote_next_commit = RemoteCommit(number, spec, commitment.tx.txid, s.remote_next_point)
+    point = s.remote_next_point
+    s.remote_next_commit = RemoteCommit(number, spec, commitment.tx.txid, point)
     s.remote_next_point = None
     s.local_changes = Changes((), s.local_changes.proposed, s.local_changes.acked)
     s.remote_changes = Changes(s.remote_changes.proposed, s.remote_changes.signed + s.remote_changes.acked, ())
     s.last_sent_was_commit = True
-    out.send(commitment_signed_message(core, signature, htlc_sigs))
+    splice_batch.send_commitment(core, commitment_signed_message(core, signature, htlc_sigs), spec, number, point, out)
 
 
 def commitment_signed_message(core: ChannelCore, signature: bytes, htlc_sigs: tuple[bytes, ...]) -> CommitmentSigned:
@@ -248,6 +251,7 @@ def on_update_add(core: ChannelCore, msg: UpdateAddHtlc, out: _Out) -> None:
         raise RemoteFault("more than our max_htlc_value_in_flight_msat in HTLCs")
     if not _check_sender_affords(spec, False, not s.funder, s.local_reserve_ask_sat, config.dust_limit_sat, s.anchors):
         raise RemoteFault("the peer cannot afford this HTLC while keeping its reserve")
+    splice_batch.refuse_unaffordable(core, spec, ours=False)
     s.remote_changes = s.remote_changes.propose(msg)
     s.remote_next_htlc_id += 1
 
@@ -345,6 +349,7 @@ def on_revoke_and_ack(core: ChannelCore, msg: RevokeAndAck, out: _Out) -> None:
     s.remote_commit = s.remote_next_commit
     s.remote_next_commit = None
     s.remote_next_point = msg.next_per_commitment_point
+    splice_batch.on_revoked(core)
     s.local_changes = Changes(s.local_changes.proposed, (), s.local_changes.acked + s.local_changes.signed)
     for update in s.remote_changes.signed:
         # In both commitments now, irrevocably.

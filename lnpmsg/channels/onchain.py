@@ -178,7 +178,7 @@ class OnchainWatch:
         mlog = await trio.to_thread.run_sync(MonitorLog, path)
         if mlog.start_height is None or not mlog.updates:
             return None
-        monitor = ChannelMonitor(monitor_secrets(channel.core.secrets), mlog.updates)
+        monitor = ChannelMonitor(monitor_secrets(_secrets_of_setup(channel, mlog.updates[0].record)), mlog.updates)
         start = max(mlog.start_height, progress.checkpoint + 1) if progress.checkpoint is not None else mlog.start_height
         # a restored channel whose funding is spent: the spend may be before the log's start (see .rescan)
         start = min(start, await restored_start(self.chain.source, channel.core.state, start))
@@ -207,6 +207,9 @@ class OnchainWatch:
                 return
             start = self._height if self._height is not None else (await self.chain.source.tip()).height
             start = await restored_start(self.chain.source, s, start)
+            if s.splices and s.short_channel_id:
+                # a splice's funding: read from its block on (a commitment on it may confirm before the lock)
+                start = min(start, s.short_channel_id >> 40)
             path = self.directory / f"{channel.key}.mon"
             mlog = await trio.to_thread.run_sync(MonitorLog, path)
             if mlog.start_height is None:
@@ -524,6 +527,19 @@ class OnchainWatch:
             return False
         log.log(logging.DEBUG if again else logging.INFO, "onchain: broadcast %s %s%s", what, tx.txid_hex, " again" if again else "")
         return True
+
+
+def _secrets_of_setup(channel: ManagedChannel, setup: Any) -> Any:
+    """The channel's secrets with the funding key the monitor was set up with: a splice moves the
+    channel to a new key, and a monitor of the funding before it (not yet replaced, see
+    :meth:`OnchainWatch.follow_funding`) keeps the old one."""
+    core = channel.core
+    wanted = getattr(getattr(setup, "local_basepoints", None), "funding_pubkey", None)
+    for index in range(core.state.funding_key_index, -1, -1):
+        secrets, basepoints = core.keyed(index)
+        if basepoints.funding_pubkey == wanted:
+            return secrets
+    return core.secrets
 
 
 def _topic(event: MonitorEvent) -> str:

@@ -9,9 +9,10 @@ A failed check raises :class:`~lnpmsg.channels.errors.RemoteFault`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.script import OP_0, OP_RETURN, is_op_return
 from lnpmsg.wire import Features
 
@@ -19,6 +20,7 @@ from .errors import ChannelError, RemoteFault
 from .keys import (
     ChannelBasepoints,
     check_pubkey,
+    derive_privkey,
     per_commitment_point,
     pubkey_from_privkey,
 )
@@ -84,6 +86,17 @@ class ChannelSecrets:
             delayed_payment_basepoint=pubkey_from_privkey(self.delayed_payment_basepoint_secret),
             htlc_basepoint=pubkey_from_privkey(self.htlc_basepoint_secret),
         )
+
+    def for_funding_key(self, index: int) -> ChannelSecrets:
+        """These secrets with the funding key of the channel's ``index``-th splice (0: the open's).
+
+        BOLT 2: each splice SHOULD use a new funding key; it is derived from the first one and the
+        shachain seed, so the node derives it again from the channel's secrets and the index.
+        """
+        if index == 0:
+            return self
+        tweak_point = pubkey_from_privkey(sha256(self.shachain_seed + b"splice funding key" + index.to_bytes(4, "big")))
+        return replace(self, funding_privkey=derive_privkey(self.funding_privkey, tweak_point))
 
     def commitment_secret(self, commitment_number: int) -> bytes:
         """The per-commitment secret of our commitment ``commitment_number`` (0, 1, ...)."""

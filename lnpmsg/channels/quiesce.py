@@ -29,9 +29,11 @@ The rules, in the order the core applies them:
   sender of ``open_channel``);
 - ``Disconnected`` or ``Reconnected``: quiescence is over.
 
-No protocol built on quiescence (splicing) is implemented here, so nothing
-but a disconnection ends it; the shell disconnects a quiescent channel
-after :data:`QUIESCENCE_TIMEOUT` (BOLT 2 asks it when HTLCs are pending).
+Splicing (:mod:`.splice`) is the protocol built on it: a splice's end (its
+``tx_signatures`` exchanged, a ``tx_abort``, a refused ``splice_init``) ends
+quiescence too; otherwise only a disconnection does, and the shell disconnects
+a channel still quiescent after :data:`QUIESCENCE_TIMEOUT` (BOLT 2 asks it when
+HTLCs are pending).
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ a channel still quiescing (or quiescent) on the same connection after
 
 BOLT 2 says "MUST disconnect after 60 seconds of quiescence if the HTLCs are
 pending", and defines no message that ends quiescence: only the protocol
-run under it (splicing) ends it, or a disconnection. None runs here yet, so
-a quiescence that lasts that long is ended by disconnection whatever the
-HTLCs (the rule's case, and more: without HTLCs nothing forbids it, and a
-channel left quiescent could never carry an update again on this
-connection); so is a request the peer leaves unanswered.
+run under it ends it (a splice, :mod:`.splice_side`, well before), or a
+disconnection. A quiescence that lasts that long (``dev_quiesce`` runs no
+protocol under it) is ended by disconnection whatever the HTLCs (the rule's
+case, and more: without HTLCs nothing forbids it, and a channel left
+quiescent could never carry an update again on this connection); so is a
+request the peer leaves unanswered.
 A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 

@@ -111,10 +111,13 @@ def routing_scid(state: ChannelState) -> int:
 
 def accepted_scids(state: ChannelState) -> tuple[int, ...]:
     """The ids an incoming HTLC's onion may name to go out on this channel: our alias always
-    (BOLT 2: "MUST always recognize the alias"), the real id unless the type is ``option_scid_alias``."""
+    (BOLT 2: "MUST always recognize the alias"), the real id unless the type is ``option_scid_alias``
+    (and the one before the last splice: payers may not have heard of the new one yet)."""
     ids = [state.local_alias] if state.local_alias else []
     if state.short_channel_id and not alias_only(state):
         ids.append(state.short_channel_id)
+        if state.previous_short_channel_id:
+            ids.append(state.previous_short_channel_id)
     return tuple(ids)
 
 

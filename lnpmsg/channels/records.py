@@ -22,9 +22,10 @@ from . import dualfund as DF
 from . import dualfund_rbf as RBF
 from . import inputs as I
 from . import quiesce as Q
+from . import splice as SP
 from .codec import Codec, CodecError
 from .double_spend import FundingDoubleSpent, FundingFound
-from .interactive_tx import FundingOutput, OwnInput, OwnOutput
+from .interactive_tx import FundingOutput, OwnInput, OwnOutput, SharedInput
 from .keys import ChannelBasepoints
 from .params import ChannelConfig, ChannelSecrets, OpeningPolicy, PeerParams
 from .updates import Changes, CommitSpec, DirectedHtlc
@@ -46,7 +47,7 @@ _INPUTS: list[type] = [
     I.FailMalformedHtlc, I.SignCommitment, I.ChangeFee, I.CloseChannel, I.Received, I.Disconnected, I.Reconnected,
     I.ForceClose,  # appended: a record's input index never changes
     DF.OpenV2Command, DF.AcceptV2Command, DF.FundingWitnesses, Q.Quiesce, FundingDoubleSpent,
-    FundingFound, RBF.BumpCommand, RBF.FundingCandidateConfirmed,
+    FundingFound, RBF.BumpCommand, RBF.FundingCandidateConfirmed, SP.SpliceCommand, SP.SpliceDepth,
 ]  # fmt: skip
 
 
@@ -57,7 +58,8 @@ def _codec() -> Codec:
     return Codec(
         [*_INPUTS, ChannelConfig, OpeningPolicy, PeerParams, ChannelBasepoints, OutPoint, Changes, CommitSpec,
          DirectedHtlc, ChannelState, LocalCommit, RemoteCommit, Phase, _Entry, *CLOSE_STATE_CLASSES,
-         DF.DualFundSession, RBF.Candidate, OwnInput, OwnOutput, FundingOutput, Q.QuiesceState]
+         DF.DualFundSession, RBF.Candidate, OwnInput, OwnOutput, FundingOutput, Q.QuiesceState,
+         SP.SpliceSession, SharedInput]
     )  # fmt: skip
 
 

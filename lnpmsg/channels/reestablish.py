@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from lnpmsg.wire import Error
 
+from . import splice_batch
 from .commitments import build, sign_remote
 from .errors import LocalMisuse, RemoteFault, ShachainError
 from .inputs import (
@@ -87,8 +88,12 @@ def dispatch(core: ChannelCore, item: Input, out: _Out) -> bool:
             raise RemoteFault("channel_reestablish without a reconnection", warning=True, keep_connection=True)
         from .dualfund_sign import resend_signatures
 
+        from .splice_sign import on_reestablish as splice_reestablished
+
         resend_signatures(core, item.message, out)  # a v2 peer still waiting for our tx_signatures
         _on_reestablish(core, item.message, out)
+        if not s.awaiting_reestablish:
+            splice_reestablished(core, item.message, out)  # a splice's signatures or lock
         return True
     if s.awaiting_reestablish or not s.connected:
         if isinstance(item, Received):
@@ -131,12 +136,15 @@ def reestablish_message(core: ChannelCore) -> ChannelReestablish:
     secret = _ZERO_SECRET
     if s.remote_commit.number > 0:
         secret = ShachainStore.restore(list(s.remote_secrets)).lookup(FIRST_INDEX - (s.remote_commit.number - 1))
+    from .splice_sign import reestablish_tlvs
+
     return ChannelReestablish(
         channel_id=s.channel_id,
         next_commitment_number=s.local_commit.number + 1,
         next_revocation_number=s.remote_commit.number,
         your_last_per_commitment_secret=secret,
         my_current_per_commitment_point=core.secrets.commitment_point(s.local_commit.number),
+        tlvs=ChannelReestablish.tlv_stream(reestablish_tlvs(core)),
     )
 
 
@@ -187,7 +195,8 @@ def _on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> No
     else:
         raise RemoteFault(f"next_revocation_number {msg.next_revocation_number} is behind ours ({local_number})")
     s.awaiting_reestablish = False
-    if s.ready_sent and msg.next_commitment_number == 1 and local_number == 0:
+    spliced = s.splices or s.splice is not None or "next_funding" in msg.tlvs  # BOLT 2: then no channel_ready again
+    if s.ready_sent and msg.next_commitment_number == 1 and local_number == 0 and not spliced:
         out.send(core.channel_ready_message())
     from . import close, normal
 
@@ -238,4 +247,5 @@ def _resend_commitment(core: ChannelCore, out: _Out) -> None:
         out.send(update)
     commitment = build(core.keys(), pending.spec, pending.number, pending.point, local=False)
     signature, htlc_sigs = sign_remote(commitment, core.secrets)
-    out.send(normal.commitment_signed_message(core, signature, htlc_sigs))
+    main = normal.commitment_signed_message(core, signature, htlc_sigs)
+    splice_batch.send_commitment(core, main, pending.spec, pending.number, pending.point, out)  # (a batch while a splice is pending)

@@ -86,7 +86,8 @@ async def catch_up(watch: OnchainWatch, watched: WatchedChannel) -> None:
     first = watched.start_height
     # a new channel's monitor (and a restored one's whose funding is unspent) starts at the live
     # stream's last block, read again here: only a scan from an earlier block (a restored channel
-    # whose funding is spent, see restored_start) is news
+    # whose funding is spent, see restored_start; a spliced channel's, from the splice's block, where
+    # the log line's "spent" is a maybe) is news
     level = logging.INFO if watch.read_to is not None and first < watch.read_to else logging.DEBUG
     try:
         feerate = await _feerate(watch)

@@ -27,7 +27,7 @@ from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.wire import Error, Message, WarningMessage, WireError
 
-from . import deadlines, double_spend, dualfund, dualfund_rbf, establish, normal, quiesce, ready
+from . import deadlines, double_spend, dualfund, dualfund_rbf, establish, normal, quiesce, ready, splice
 from .commitments import ChannelKeys, build, finalize_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -55,6 +55,7 @@ from .messages import (
     FundingSigned,
     OpenChannel,
 )
+from .keys import ChannelBasepoints
 from .params import ChannelConfig, ChannelSecrets, OpeningPolicy, PeerParams
 from .updates import Changes, CommitSpec
 
@@ -169,6 +170,17 @@ class ChannelState:
     dual: object = None
     #: quiescence on this connection (a quiesce.QuiesceState; None: not quiescing)
     quiesce: object = None
+    #: a splice in progress (a splice.SpliceSession), until both sent splice_locked
+    splice: object = None
+    #: how many splices replaced the funding (then channel_reestablish names the funding locked)
+    splices: int = 0
+    #: which funding key the current funding uses (0: the open's; each splice takes the next one)
+    funding_key_index: int = 0
+    #: the short channel id before the last splice (forwards naming it are still taken; its fee policy follows)
+    previous_short_channel_id: int = 0
+    #: a start_batch's size and the commitment_signed of it received so far (:mod:`.splice_batch`)
+    batch_size: int = 0
+    batch: tuple[object, ...] = ()
 
 
 _P = Phase
@@ -224,10 +236,28 @@ class ChannelCore:
     """
 
     def __init__(self, secrets: ChannelSecrets) -> None:
-        self.secrets = secrets
-        self.basepoints = secrets.basepoints()
+        self.base_secrets = secrets
+        self._keyed: dict[int, tuple[ChannelSecrets, ChannelBasepoints]] = {}
         self.state = ChannelState()
         self.records_emitted = 0
+
+    def keyed(self, funding_key_index: int) -> tuple[ChannelSecrets, ChannelBasepoints]:
+        """Our secrets and basepoints with the funding key of the ``funding_key_index``-th splice."""
+        found = self._keyed.get(funding_key_index)
+        if found is None:
+            secrets = self.base_secrets.for_funding_key(funding_key_index)
+            found = self._keyed[funding_key_index] = (secrets, secrets.basepoints())
+        return found
+
+    @property
+    def secrets(self) -> ChannelSecrets:
+        """Our secrets, with the funding key of the channel's current funding (a splice moves it on)."""
+        return self.keyed(self.state.funding_key_index)[0]
+
+    @property
+    def basepoints(self) -> ChannelBasepoints:
+        """Our basepoints, with the funding key of the channel's current funding."""
+        return self.keyed(self.state.funding_key_index)[1]
 
     # ------------------------------------------------------------ driver
 
@@ -290,7 +320,9 @@ class ChannelCore:
                 dualfund.answer_when_ended(self, item, out)
                 return  # nothing more to say or do on a dead channel
             raise LocalMisuse(f"the channel is {state.phase.value}")
-        if quiesce.dispatch(self, item, out) or dualfund.dispatch(self, item, out) or double_spend.dispatch(self, item, out):
+        if quiesce.dispatch(self, item, out) or splice.dispatch(self, item, out):
+            return
+        if dualfund.dispatch(self, item, out) or double_spend.dispatch(self, item, out):
             return
         if isinstance(item, Received) and isinstance(item.message, Error):
             self._fail_by_peer(item.message, out)

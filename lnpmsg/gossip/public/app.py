@@ -199,8 +199,9 @@ class AnnounceApp(FeePolicies, App):
             self.gossip.on_unknown_update = None
 
     def _on_event(self, event: object) -> None:
-        # a channel became normal, closed or failed, or a zero-conf one confirmed: what to announce changed
-        if getattr(event, "topic", "") in ("channel.ready", "channel.confirmed", "channel.closed", "channel.failed"):
+        # a channel became normal, closed or failed, a zero-conf one confirmed, or a splice moved one to a new
+        # funding (a new short channel id, announced anew): what to announce changed
+        if getattr(event, "topic", "") in ("channel.ready", "channel.confirmed", "channel.closed", "channel.failed", "channel.spliced"):
             self.kick()
 
     async def _serve(self) -> None:

@@ -13,7 +13,8 @@ A public channel's routing id is our alias until its funding confirms (a zero-co
 use before that): a policy set then is kept under the alias, and follows the channel to its real
 short channel id once that is known (:meth:`FeePolicies._follow_real_id`, at the announce app's
 next look, saved; until then :meth:`FeePolicies.forwarding_policies` reads it under the alias), so
-the channel_update announcing the channel carries the policy the user set.
+the channel_update announcing the channel carries the policy the user set. A splice gives a
+channel a new short channel id: its policy follows it the same way.
 """
 
 from __future__ import annotations
@@ -96,20 +97,24 @@ class FeePolicies:
         return [self.policy_of(scid), *(p for p, _ in earlier)]
 
     def _follow_real_id(self: AnnounceApp, state: Any) -> bool:
-        """Move the policy (and the earlier ones in their grace period) kept under the channel's alias
-        to its routing id once that is the real short channel id; True when something moved (to save)."""
-        alias, scid = state.local_alias, routing_scid(state)
-        if not alias or not scid or scid == alias or (alias not in self.policies and alias not in self._previous):
-            return False
-        if alias in self.policies:
-            policy = self.policies.pop(alias)
-            if scid not in self.policies:  # (one set under the real id meanwhile wins)
-                self.policies[scid] = policy
-                log.info("announce: the fee policy set for %s before its funding confirmed now follows its short channel id %s",
-                         format_scid(alias), format_scid(scid))  # fmt: skip
-        if alias in self._previous:
-            self._previous.setdefault(scid, []).extend(self._previous.pop(alias))
-        return True
+        """Move the policy (and the earlier ones in their grace period) kept under the channel's alias,
+        or under its short channel id before a splice, to its routing id once that is the real short
+        channel id; True when something moved (to save)."""
+        scid = routing_scid(state)
+        moved = False
+        for old, why in ((state.local_alias, "before its funding confirmed"), (state.previous_short_channel_id, "before its splice")):
+            if not old or not scid or scid == old or (old not in self.policies and old not in self._previous):
+                continue
+            if old in self.policies:
+                policy = self.policies.pop(old)
+                if scid not in self.policies:  # (one set under the real id meanwhile wins)
+                    self.policies[scid] = policy
+                    log.info("announce: the fee policy set for %s %s now follows its short channel id %s",
+                             format_scid(old), why, format_scid(scid))  # fmt: skip
+            if old in self._previous:
+                self._previous.setdefault(scid, []).extend(self._previous.pop(old))
+            moved = True
+        return moved
 
     async def setchannelfee(
         self: AnnounceApp,

@@ -1,0 +1,256 @@
+"""The channel app's side of channel splicing (``option_splice``, bits 62/63; :mod:`.splice`).
+
+The app offers the optional bit 63 and answers a peer's ``splice_init`` (contributing nothing).
+``splice`` [channel, amount_sat, feerate?, address?] splices a channel of ours: a positive
+AMOUNT_SAT comes in from the wallet (its coins picked and reserved as for a dual-funded open),
+a negative one goes out to ADDRESS (default: a new address of the wallet), our balance paying
+the splice transaction's fee. The call quiesces the channel (``stfu``), negotiates the splice
+and returns once both signed it and it is broadcast; at each block the splice transaction's
+depth goes to the channel, which sends ``splice_locked`` at its minimum depth and switches to
+the new funding once the peer sent its own (``channel.spliced``): the channel monitor then
+follows the new funding, the backup names it. A splice that ends before our signatures left
+frees the coins (``channel.splice_aborted``). A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import trio
+
+from lnpmsg.bitcoin.block import Block
+from lnpmsg.bitcoin.script import p2wsh
+from lnpmsg.bitcoin.tx import OutPoint
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.rpc.params import ParamsError
+from lnpmsg.wallet.app import ChainAppError
+from lnpmsg.wallet.errors import WalletError
+from lnpmsg.wallet.spend import dust_limit
+
+from .errors import LocalMisuse, StoreWriteFailed
+from .inputs import Event
+from .interactive_tx import OwnInput, OwnOutput, contribution_fee
+from .manager import ChannelsStopped, ManagedChannel, describe, format_scid
+from .quiesce import Quiesce, is_quiescent, local_initiator
+from .quiesce_side import QUIESCE_BITS
+from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_contribution
+from .state import Phase
+
+__all__ = ["SPLICE_BITS", "SpliceSide"]
+
+log = logging.getLogger("lnpmsg.channels.app")
+
+#: at start, the last blocks read for a pending splice's transaction
+SPLICE_LOOKBACK = 144
+#: a P2WSH of the right size: what the new funding output weighs while fees are computed
+_P2WSH_SIZED = p2wsh(b"lnpmsg: a splice's funding output")
+
+
+class SpliceSide:
+    """``splice`` and the splice's chain work; the app supplies ``chain``, ``node``, ``_manager``,
+    ``_channel``, ``_contribution``, ``_release_inputs``, ``_publish``, ``_submit``, ``_close_script``,
+    ``_broadcast``, ``_monitor_follows_funding``, ``write_backup``, ``spawn`` and ``_watch_in``."""
+
+    chain: Any
+    node: Any
+    _manager: Any
+    _channel: Any
+    _contribution: Any
+    _release_inputs: Any
+    _publish: Any
+    _submit: Any
+    _close_script: Any
+    _broadcast: Any
+    _monitor_follows_funding: Any
+    write_backup: Any
+    spawn: Any
+    _watch_in: Any
+    #: why a channel's last splice ended early (``splice`` reports it)
+    _splice_errors: dict[str, str]
+    #: splice txid -> (height, block hash, index in the block) where it was mined
+    _splice_blocks: dict[bytes, tuple[int, bytes, int]]
+
+    async def splice(self, channel: str, amount_sat: int, feerate: int | None = None, address: str | None = None) -> dict[str, Any]:
+        """Splice CHANNEL (BOLT 2): AMOUNT_SAT > 0 adds that much from the wallet to our balance (and the
+        capacity), AMOUNT_SAT < 0 sends that much from our balance to ADDRESS (default: a new wallet address),
+        our balance also paying the fee. FEERATE in sat per vbyte (default: the chain's estimate). Returns
+        once both signed the splice transaction and it is broadcast; the channel switches to the new
+        funding after its confirmations (``listchannels`` shows the pending splice until then)."""
+        from .app import COMMAND_TIMEOUT
+
+        target = self._channel(channel)
+        if not isinstance(amount_sat, int) or isinstance(amount_sat, bool) or amount_sat == 0:
+            raise ParamsError(f"amount_sat must be a non-zero whole number (negative: a splice-out), got {amount_sat!r}")
+        if feerate is not None and (not isinstance(feerate, int) or isinstance(feerate, bool) or feerate <= 0):
+            raise ParamsError(f"feerate must be a positive whole number of sat/vB, got {feerate!r}")
+        if address is not None and amount_sat > 0:
+            raise ParamsError("an address is only for a splice-out (a negative amount)")
+        peer = self.node.peers.get(target.peer_id)
+        remote = peer.session.remote_features if peer is not None else None
+        if remote is None:
+            raise ChainAppError("cannot splice: the peer is not connected", {"error": "ChannelError"})
+        if not any(remote.has(b) for b in SPLICE_BITS) or not any(remote.has(b) for b in QUIESCE_BITS):
+            raise ChainAppError("cannot splice: the peer does not offer option_splice and option_quiesce", {"error": "ChannelError"})
+        s = target.core.state
+        if target.phase is not Phase.NORMAL or s.funding_outpoint is None:
+            raise ChainAppError(f"cannot splice a channel in state {target.phase.value}", {"error": "ChannelError"})
+        if isinstance(s.splice, SpliceSession):
+            raise ChainAppError("cannot splice: another splice is pending", {"error": "ChannelError"})
+        per_kw = await self._splice_feerate(feerate)
+        inputs, outputs, contribution = await self._splice_contribution(amount_sat, per_kw, address)
+        try:
+            check_contribution(target.core, contribution)  # (before the channel is quiesced for nothing)
+            await self._quiesce_for_splice(target, COMMAND_TIMEOUT)
+            tip = self.chain.wallet.tip
+            command = SpliceCommand(contribution, per_kw, tip.height if tip is not None else 0, inputs, outputs, os.urandom(32), True)
+            self._splice_errors.pop(target.key, None)
+            await self._manager().submit(target, command)
+        except (LocalMisuse, StoreWriteFailed, ChannelsStopped) as exc:
+            self._release_inputs(inputs)
+            raise ChainAppError(f"cannot splice: {exc}", {"error": "ChannelError", "state": target.phase.value}) from exc
+        except BaseException:
+            self._release_inputs(inputs)
+            raise
+        with trio.move_on_after(COMMAND_TIMEOUT):
+            while not self._splice_signed(target):
+                if target.key in self._splice_errors or target.phase is not Phase.NORMAL or not isinstance(target.core.state.splice, SpliceSession):
+                    break
+                await target.changed.wait()
+        sp = target.core.state.splice
+        if not self._splice_signed(target):
+            reason = self._splice_errors.pop(target.key, None) or target.core.state.failure or f"no signatures in {COMMAND_TIMEOUT:g} s"
+            raise ChainAppError(f"the splice did not complete: {reason}", {"error": "ChannelError", "state": target.phase.value})
+        assert isinstance(sp, SpliceSession) and sp.outpoint is not None
+        result = describe(target)
+        result.update(splice_txid=sp.outpoint.txid_hex, contribution_sat=contribution, feerate_per_kw=per_kw,
+                      new_capacity_sat=result["splice"]["new_capacity_sat"])  # fmt: skip
+        return result
+
+    @staticmethod
+    def _splice_signed(channel: ManagedChannel) -> bool:
+        sp = channel.core.state.splice
+        return isinstance(sp, SpliceSession) and sp.signed
+
+    async def _splice_feerate(self, feerate: int | None) -> int:
+        if feerate is not None:
+            return feerate * 250
+        try:
+            return max(await self.chain.source.estimate_feerate(), 253)
+        except ChainError:
+            return 2500
+
+    async def _splice_contribution(self, amount_sat: int, per_kw: int, address: str | None) -> tuple[tuple[OwnInput, ...], tuple[OwnOutput, ...], int]:
+        """Our coins (splice-in, reserved) or our output (splice-out), and what our balance gains or loses."""
+        if amount_sat > 0:
+            try:
+                inputs, outputs = await self._contribution(amount_sat, per_kw, opener=True, shared=(_P2WSH_SIZED,))
+            except WalletError as exc:
+                raise ChainAppError(f"cannot splice in: {exc}", {"error": "ChannelError"}) from exc
+            return inputs, outputs, amount_sat
+        script = await self._close_script(address)
+        if -amount_sat < dust_limit(script):
+            raise ParamsError(f"a splice-out of {-amount_sat} sat is below the dust limit of its output")
+        fee = contribution_fee([_P2WSH_SIZED], [_P2WSH_SIZED, script], per_kw, initiator=True)
+        return (), (OwnOutput(-amount_sat, script),), amount_sat - fee
+
+    async def _quiesce_for_splice(self, target: ManagedChannel, timeout: float) -> None:
+        """Quiesce the channel as its initiator (a LocalMisuse if that cannot be)."""
+        s = target.core.state
+        if not is_quiescent(s):
+            await self._manager().submit(target, Quiesce(peer_supports=True))
+            self.spawn(self._end_quiescence_later, target, self.node.peers.get(target.peer_id))  # type: ignore[attr-defined]
+        with trio.move_on_after(timeout):
+            while not is_quiescent(target.core.state):
+                if target.phase is not Phase.NORMAL or target.core.state.quiesce is None:
+                    break
+                await target.changed.wait()
+        if not is_quiescent(target.core.state):
+            raise LocalMisuse("the channel did not become quiescent (the peer did not answer stfu)")
+        if not local_initiator(target.core.state):
+            raise LocalMisuse("the peer initiated the quiescence: it may splice, we may not")
+
+    # ------------------------------------------------------------ events (inside the actor)
+
+    def _splice_event(self, channel: ManagedChannel, event: Event | SpliceAborted | Spliced) -> bool:
+        """The splice events; True when handled."""
+        if isinstance(event, SpliceAborted):
+            log.info("channels: the splice of %s ended: %s (the channel stays on its funding)", channel.channel_id.hex(), event.reason)
+            self._release_inputs(event.inputs)
+            self._splice_errors[channel.key] = event.reason
+            self._publish("channel.splice_aborted", channel, reason=event.reason)
+            return True
+        if isinstance(event, Spliced):
+            log.info("channels: %s spliced: now %d sat on %s (%s)", channel.channel_id.hex(), event.capacity_sat,
+                     event.funding_outpoint, format_scid(event.short_channel_id))  # fmt: skip
+            self._publish("channel.spliced", channel, txid=event.funding_outpoint.txid_hex,
+                          short_channel_id=format_scid(event.short_channel_id))  # fmt: skip
+            if self._watch_in is not None:
+                self._watch_in.send_nowait(channel)  # (the new funding output's spend)
+            self.spawn(self._monitor_follows_funding, channel)
+            self.spawn(self.write_backup)  # (the static backup names the funding outpoint)
+            return True
+        return False
+
+    # ------------------------------------------------------------ the chain
+
+    async def _check_splice_depths(self, height: int | None = None) -> None:
+        """Tell each channel with a signed splice how deep the splice transaction is. Its block is found
+        by reading the blocks (the new block, or at start the last :data:`SPLICE_LOOKBACK`), not from
+        the UTXO set: a commitment on the splice may spend its funding output before the lock."""
+        waiting = [(c, sp) for c in list(self._manager().channels.values())
+                   if isinstance(sp := c.core.state.splice, SpliceSession) and sp.signed and not sp.locked_sent and sp.outpoint]  # fmt: skip
+        if not waiting:
+            return
+        source = self.chain.source
+        try:
+            tip = (await source.tip()).height
+            wanted = {sp.outpoint.txid for _, sp in waiting} - set(self._splice_blocks)  # type: ignore[union-attr]
+            heights = [height] if height is not None else range(max(1, tip - SPLICE_LOOKBACK + 1), tip + 1)
+            for at in heights if wanted else ():
+                block_hash = await source.block_hash(at)
+                block = Block.parse(await source.block(block_hash)) if block_hash is not None else None
+                for index, tx in enumerate(block.txs if block is not None else ()):
+                    if tx.txid in wanted:
+                        self._splice_blocks[tx.txid] = (at, block_hash, index)
+            for channel, sp in waiting:
+                assert sp.outpoint is not None
+                found = self._splice_blocks.get(sp.outpoint.txid)
+                if found is None:
+                    continue
+                at, block_hash, index = found
+                if await source.block_hash(at) != block_hash:
+                    del self._splice_blocks[sp.outpoint.txid]  # reorganized away: found again when mined again
+                    continue
+                scid = (at << 40) | (index << 16) | sp.outpoint.vout
+                await self._submit(channel, SpliceDepth(sp.outpoint.txid, tip - at + 1, scid))
+        except ChainError as exc:
+            log.warning("channels: cannot read the chain for splice depths: %s", exc)
+
+    def _splice_inputs_kept(self) -> set[OutPoint]:
+        """Our coins in splices whose signatures left (they may confirm): kept reserved at start."""
+        from lnpmsg.bitcoin.tx import Tx
+
+        kept: set[OutPoint] = set()
+        for channel in self._manager().channels.values():
+            sp = channel.core.state.splice
+            if isinstance(sp, SpliceSession) and sp.signatures_sent:
+                kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in sp.inputs}
+        return kept
+
+    async def _follow_spliced_fundings(self) -> None:
+        """At start: a spliced channel's monitor follows its current funding (the node may have stopped
+        between the lock and the move of the monitor)."""
+        onchain = getattr(self, "onchain", None)
+        for channel in list(self._manager().channels.values()):
+            if channel.core.state.splices and onchain is not None and channel.phase is not Phase.CLOSED:
+                await onchain.persisted(channel)  # (loads its monitor)
+                await self._monitor_follows_funding(channel)
+
+    async def _rebroadcast_splices(self) -> None:
+        """At start: each signed splice not locked yet goes out again (a crash may have come before its broadcast)."""
+        for channel in list(self._manager().channels.values()):
+            sp = channel.core.state.splice
+            if isinstance(sp, SpliceSession) and sp.signed and sp.tx is not None and not sp.locked_sent:
+                await self._broadcast(sp.tx, "splice")

@@ -1,0 +1,239 @@
+"""Channel splicing between two lnpmsg nodes in memory, on one embedded regtest chain: ``splice``
+in from the wallet and out to an address, the splice transaction mined and locked at the channel's
+depth, payments both ways on the new funding, a restart of both nodes, a cooperative close; a
+force close after a splice swept from the new funding; refusals as clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from test_channels_app import FUNDING_SAT, PUSH_MSAT, balances, channels, chain, only_channel, pay, running_pair, settled, wait_until
+from test_channels_app import Pair as AppPair
+from test_channels_onchain import TO_SELF_DELAY, open_channel, resolved, spent_everything, two_nodes
+
+from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.chain.address import script_for_address
+from lnpmsg.channels.splice import SpliceSession
+from lnpmsg.channels.state import Phase
+from lnpmsg.testing import MemoryNetwork
+from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.calls import ChainAppError
+
+
+def pending(node) -> SpliceSession | None:
+    sp = only_channel(node).core.state.splice
+    return sp if isinstance(sp, SpliceSession) else None
+
+
+def locked_on(node, txid: str) -> bool:
+    s = only_channel(node).core.state
+    return s.splice is None and s.funding_outpoint is not None and s.funding_outpoint.txid_hex == txid and settled(node)
+
+
+def monitor_on(node, txid: str) -> bool:
+    status = channels(node).onchain.status(only_channel(node))
+    return status is not None and status["funding"].startswith(txid)
+
+
+@pytest.mark.trio
+async def test_splice_in_then_out_with_payments_a_restart_and_a_close(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        pair = AppPair(source, tmp_path, network)
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            await pair.fund_connect_open(alice, bob)
+            cid = only_channel(alice).channel_id.hex()
+            start = balances(alice)
+            # splice in 300k sat from Alice's wallet
+            result = await channels(alice).splice(cid, 300_000)
+            assert result["contribution_sat"] == 300_000 and result["new_capacity_sat"] == FUNDING_SAT + 300_000
+            await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+            listed = (await channels(bob).listchannels())["channels"][0]
+            assert listed["splice"]["stage"] == "awaiting_depth" and listed["splice"]["funding_txid"] == result["splice_txid"]
+            assert listed["capacity_sat"] == FUNDING_SAT  # the old funding until the lock
+            await pay(alice, bob, 7_000_000)  # while the splice is unconfirmed: a commitment for each funding
+            await pay(bob, alice, 2_000_000)
+            await wait_until(lambda: source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
+            await source.mine(2)
+            await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
+            listed = (await channels(alice).listchannels())["channels"][0]
+            assert listed["capacity_sat"] == FUNDING_SAT + 300_000 and listed["splice"] is None and listed["splices"] == 1
+            await wait_until(lambda: not alice.apps["chain"].wallet.reserved(), "the splice's coins no longer reserved")  # type: ignore[attr-defined]
+            assert listed["short_channel_id"] != result["short_channel_id"]
+            moved = 5_000_000
+            assert balances(alice)[:2] == (start[0] + 300_000_000 - moved, start[1] + moved)
+            assert balances(bob)[:2] == (start[1] + moved, start[0] + 300_000_000 - moved)
+            await wait_until(lambda: monitor_on(alice, result["splice_txid"]) and monitor_on(bob, result["splice_txid"]), "monitors follow")
+            await pay(alice, bob, 50_000_000)
+            await pay(bob, alice, 20_000_000)
+            # splice out 200k sat to an address of Bob's wallet, from Alice's balance
+            address = bob.apps["chain"].wallet.new_address()  # type: ignore[attr-defined]
+            out = await channels(alice).splice(cid, -200_000, feerate=3, address=address)
+            assert out["contribution_sat"] < -200_000  # our balance pays the fee too
+            splice_tx = Tx.parse(pending(alice).tx)  # type: ignore[union-attr]
+            script = script_for_address(address, "bcrt")
+            assert any(o.script_pubkey == script and o.amount_sat == 200_000 for o in splice_tx.outputs)
+            await source.mine(2)
+            await wait_until(lambda: locked_on(alice, out["splice_txid"]) and locked_on(bob, out["splice_txid"]), "spliced out")
+            capacity = FUNDING_SAT + 300_000 + out["contribution_sat"]
+            assert only_channel(bob).core.state.funding_sat == capacity
+            before = balances(alice), balances(bob)
+        # both nodes again, from their stores
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            assert (balances(alice), balances(bob)) == before
+            assert only_channel(alice).core.state.funding_sat == capacity
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: settled(alice) and settled(bob), "reestablished after the restart")
+            await pay(alice, bob, 10_000_000)
+            closed = await channels(bob).closechannel(cid)
+            assert closed["state"] == "closed"
+            await wait_until(lambda: only_channel(alice).phase is Phase.CLOSED, "alice closed")
+            closing = source.core.find_transaction(bytes.fromhex(closed["closing_txid"])[::-1])
+            assert closing is not None and closing[0].inputs[0].prevout.txid_hex == out["splice_txid"]  # the new funding
+
+
+@pytest.mark.trio
+async def test_a_force_close_after_a_splice_is_swept_from_the_new_funding(tmp_path: Path) -> None:
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        result = await channels(bob).splice(cid, -100_000)  # the fundee splices out of its pushed balance
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
+        await wait_until(lambda: monitor_on(alice, result["splice_txid"]) and monitor_on(bob, result["splice_txid"]), "monitors follow")
+        before = {n: pair.wallet_sat(n) for n in (alice, bob)}
+        await pair.mine(1, alice, bob)
+        forced = await channels(alice).closechannel(cid, force=True)
+        commitment_txid = bytes.fromhex(forced["commitment_txid"])[::-1]
+        for _ in range(TO_SELF_DELAY + 6):
+            await pair.mine(1, alice, bob)
+            if resolved(alice) and resolved(bob):
+                break
+        assert resolved(alice) and resolved(bob)
+        spends = await spent_everything(pair.source, commitment_txid)
+        assert spends  # Alice's to_local swept after its delay
+        status = channels(alice).onchain.status(only_channel(alice))
+        assert status["funding"].startswith(result["splice_txid"]) and status["commitment"]["kind"] == "ours"
+        gained = {n: pair.wallet_sat(n) - before[n] for n in (alice, bob)}
+        a, b = balances(alice)[:2]
+        assert a // 1000 - 20_000 < gained[alice] <= a // 1000 and b // 1000 - 20_000 < gained[bob] <= b // 1000
+
+
+@pytest.mark.trio
+async def test_refusals_are_clear_errors_and_change_nothing(tmp_path: Path) -> None:
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_connect_open(alice, bob)
+        cid = only_channel(alice).channel_id.hex()
+        before = only_channel(alice).core.state.funding_outpoint
+        with pytest.raises(ChainAppError, match="reserve"):
+            await channels(bob).splice(cid, -(PUSH_MSAT // 1000))
+        with pytest.raises(ChainAppError, match="cannot splice in"):
+            await channels(bob).splice(cid, 5_000_000)  # Bob's wallet is empty
+        with pytest.raises(Exception, match="address is only for a splice-out"):
+            await channels(alice).splice(cid, 10_000, address="bcrt1qxyz")
+        # Bob takes no splice at 500 sat/vB (above his policy's feerate bounds): tx_abort, Alice's coins freed
+        with pytest.raises(ChainAppError, match="peer aborted: feerate"):
+            await channels(alice).splice(cid, 100_000, feerate=500)
+        assert not alice.apps["chain"].wallet.reserved()  # type: ignore[attr-defined]
+        await trio.sleep(0)
+        for n in (alice, bob):
+            s = only_channel(n).core.state
+            assert s.funding_outpoint == before and s.splice is None and s.quiesce is None
+        await pay(alice, bob, 5_000_000)  # the channel works as before
+
+
+def test_the_command_line_takes_a_signed_amount() -> None:
+    import argparse
+
+    from lnpmsg.channels.commands import COMMANDS, _request, add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"), default_data_dir=Path("."))
+    assert "splice" in COMMANDS
+    method, params, _ = _request(parser.parse_args(["splice", "103x1x0", "--amount-sat", "-200000", "--address", "bcrt1qx"]))
+    assert method == "channels.splice" and params == {"channel": "103x1x0", "amount_sat": -200_000, "address": "bcrt1qx"}
+    assert _request(parser.parse_args(["splice", "ab", "--amount-sat", "+5000", "--feerate", "4"]))[1] == {
+        "channel": "ab", "amount_sat": 5000, "feerate": 4}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["splice", "ab", "--amount-sat", "0"])
+
+
+@pytest.mark.trio
+async def test_both_nodes_restart_while_the_splice_waits_then_it_locks(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        pair = AppPair(source, tmp_path, network)
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            await pair.fund_connect_open(alice, bob)
+            cid = only_channel(alice).channel_id.hex()
+            result = await channels(alice).splice(cid, 250_000)
+            await pay(alice, bob, 3_000_000)
+        splice_txid = bytes.fromhex(result["splice_txid"])[::-1]
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            for n in (alice, bob):
+                assert pending(n) is not None and pending(n).signed  # type: ignore[union-attr]
+            await wait_until(lambda: source.core.find_transaction(splice_txid) is not None, "the splice in the mempool")
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+            await source.mine(2)
+            await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
+            assert only_channel(alice).core.state.funding_sat == FUNDING_SAT + 250_000
+            await pay(bob, alice, 1_000_000)
+
+
+@pytest.mark.trio
+async def test_a_commitment_on_the_splice_mined_with_it_before_the_lock_is_found_and_swept(tmp_path: Path) -> None:
+    """Bob's commitment on the splice's funding confirms in the splice's own block, before either
+    sent splice_locked: once the channel moves to the splice's funding, its monitors read from the
+    splice's block and resolve the commitment."""
+    from lnpmsg.channels.commitments import build, finalize_local
+    from lnpmsg.channels.splice import next_keys
+    from lnpmsg.channels.splice_sign import splice_keys
+
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        result = await channels(alice).splice(cid, 200_000)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+        sp = pending(bob)
+        assert sp is not None and sp.local_commit is not None
+        core = only_channel(bob).core
+        commit = sp.local_commit
+        built = build(splice_keys(core, sp), commit.spec, commit.number, core.secrets.commitment_point(commit.number), local=True)
+        commitment = finalize_local(built, next_keys(core)[0], commit.signature)
+        splice_tx = Tx.parse(sp.tx)  # type: ignore[arg-type]
+        assert (await pair.source.submit_transactions_in_block([splice_tx, commitment])).accepted
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: only_channel(alice).core.state.splice is None and only_channel(bob).core.state.splice is None, "locked")
+        await wait_until(lambda: monitor_on(alice, result["splice_txid"]) and monitor_on(bob, result["splice_txid"]), "monitors follow")
+        for _ in range(TO_SELF_DELAY + 6):
+            if resolved(alice) and resolved(bob):
+                break
+            await pair.mine(1, alice, bob)
+        assert resolved(alice) and resolved(bob)
+        status = channels(alice).onchain.status(only_channel(alice))
+        assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "theirs_current"
+
+
+@pytest.mark.trio
+async def test_the_splice_deep_while_the_peers_are_apart_locks_on_reconnection(tmp_path: Path) -> None:
+    """Both reach the splice's depth while disconnected: no splice_locked can leave; the
+    channel_reestablish's my_current_funding_locked stands for it and the channel locks."""
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_connect_open(alice, bob)
+        cid = only_channel(alice).channel_id.hex()
+        result = await channels(alice).splice(cid, -150_000)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+        await alice.disconnect(bob.node_id, "test: apart while the splice confirms")
+        await wait_until(lambda: not only_channel(alice).core.state.connected and not only_channel(bob).core.state.connected, "apart")
+        await source.mine(2)
+        await wait_until(lambda: pending(alice).locked_sent and pending(bob).locked_sent, "deep enough on both")  # type: ignore[union-attr]
+        assert not pending(alice).locked_received and not pending(bob).locked_received  # type: ignore[union-attr]
+        if alice.peers.get(bob.node_id) is None:
+            await bob.connect(alice.addresses[0])
+        await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "locked after reestablish")
+        await pay(alice, bob, 2_000_000)
