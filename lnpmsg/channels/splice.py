@@ -25,8 +25,8 @@ during another splice, after a ``shutdown``, or taking out more than its balance
 its reserve gets ``tx_abort``. A negotiation that ends before our ``tx_signatures`` left
 (``tx_abort``, a disconnection, a bad message) leaves the channel as it was
 (:class:`SpliceAborted` frees our coins). Between the signatures and the lock the channel works,
-each ``commitment_signed`` sent for both fundings (:mod:`.splice_batch`); no cooperative close
-starts then (see ``docs/splicing.md``); an RBF of the splice (``tx_init_rbf``)
+each ``commitment_signed`` sent for both fundings (:mod:`.splice_batch`); no ``shutdown`` either
+way then (BOLT 2: not before the splice is locked); an RBF of the splice (``tx_init_rbf``)
 gets ``tx_abort``.
 
 The negotiation is kept as its inputs, as :mod:`.dualfund` keeps its own: the interactive
