@@ -193,15 +193,20 @@ class Script:
         # No satoshi lost: once the close is mined, the wallets hold what they were given less the fees
         # of the funding and of the close (an open or a fee bump a crash ended cost nothing).
         await source.mine(1)
-        funding = Tx.parse(await source.find_transaction(a.core.state.funding_outpoint.txid))  # type: ignore[arg-type,union-attr]
         closing = Tx.parse(await source.find_transaction(bytes.fromhex(mempool[0])[::-1]))  # type: ignore[arg-type]
-        fees = await _fee(source, funding) + await _fee(source, closing)
+        fees = await self.gone_sat(closing)
         held = 0
         for node in self.nodes.values():
             wallet = node.apps["chain"].wallet  # type: ignore[attr-defined]
             await wallet.sync()
             held += wallet.balances().total_sat
         assert held == self.funded_sat - fees, (held, self.funded_sat, fees)
+
+    async def gone_sat(self, closing: Tx) -> int:
+        """What left the wallets for good once ``closing`` is mined: the fees of the funding it spends
+        and its own (a life whose channel changed its funding counts those transactions too)."""
+        funding = Tx.parse(await self.pair.source.find_transaction(closing.inputs[0].prevout.txid))
+        return await _fee(self.pair.source, funding) + await _fee(self.pair.source, closing)
 
     async def run(self) -> None:
         """Run the script from where the channel stands (the whole of it at first)."""
@@ -219,11 +224,12 @@ class Script:
                 await wait_until(lambda: self.ready() and self.feerate() == NEW_FEERATE, "the fee changed")
         await self.close()
 
-    async def pay_in_turn(self) -> None:
-        """The payments not made yet, one after the other (the one in flight settled first)."""
+    async def pay_in_turn(self, upto: int | None = None) -> None:
+        """The payments not made yet (of the first ``upto``: all by default), one after the other (the
+        one in flight settled first)."""
         await self.settle_in_flight()
         cid = self.channel("alice").channel_id.hex()  # type: ignore[union-attr]
-        for index in range(self.payments_done(), len(self.payments)):
+        for index in range(self.payments_done(), len(self.payments) if upto is None else upto):
             sender, amount = self.payments[index]
             await channels(self.nodes[sender]).dev_addhtlc(cid, amount, self.hashes[index].hex())
             await wait_until(lambda: self.ready() and len(self.htlcs("alice")) == 1, "the HTLC committed")
