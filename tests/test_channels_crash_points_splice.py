@@ -192,6 +192,21 @@ async def test_the_script_counts_its_points(tmp_path: Path, life: type[SpliceInS
 
 
 @pytest.mark.trio
+@pytest.mark.parametrize(("life", "victim", "point", "stage"), [
+    (SpliceInScript, "alice", 16, "sent"), (SpliceOutScript, "alice", 13, "persisted"), (SpliceOutScript, "bob", 13, "sent")],
+    ids=["in-alice-16-sent", "out-alice-13-persisted", "out-bob-13-sent"])  # fmt: skip
+async def test_a_crash_once_the_splice_commitments_left_keeps_the_splice(
+    tmp_path: Path, life: type[SpliceInScript], victim: str, point: int, stage: str
+) -> None:
+    """The crash points that found the gap: the side that signs second crashes once its
+    commitment_signed left (or its peer crashes before its own tx_signatures left): the first
+    signer's tx_signatures may have left, and it must keep the splice; the second one, which ended
+    it at its restart (or at the disconnection), answered its next_funding with tx_abort and left it
+    pending for good (no close). Now it keeps the splice and channel_reestablish completes it."""
+    await live_script(tmp_path, victim, point, stage, life)
+
+
+@pytest.mark.trio
 @pytest.mark.slow  # 104 cases of one to two seconds each
 @pytest.mark.parametrize(("victim", "point", "stage"), alternating_sample(POINTS))
 async def test_crash_at_every_persistence_point_of_a_splice_in(tmp_path: Path, victim: str, point: int, stage: str) -> None:

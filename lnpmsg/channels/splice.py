@@ -46,7 +46,7 @@ from lnpmsg.wire import Error
 from . import splice_batch, splice_sign
 from .dualfund import printable
 from .errors import LocalMisuse, RemoteFault
-from .inputs import CloseChannel, Disconnected, Received
+from .inputs import CloseChannel, Disconnected, Received, Reconnected
 from .interactive_tx import FundingOutput, InteractiveTx, OwnInput, OwnOutput, SessionState, SharedInput
 from .messages import CommitmentSigned, Shutdown
 from .messages_splice import SpliceAck, SpliceInit, SpliceLocked, StartBatch
@@ -241,9 +241,12 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         return True
     if isinstance(item, Disconnected):
         s.batch_size, s.batch = 0, ()  # (a batch cut by the disconnection comes again whole)
-        if sp is not None and not sp.signatures_sent:
+        if sp is not None and not splice_sign.kept(core):
             _abort(core, out, "disconnected while splicing", send=False)
         return False  # (the channel's own disconnection follows)
+    if isinstance(item, Reconnected):
+        splice_sign.ask_witnesses_again(core, out)
+        return False  # (channel_reestablish follows)
     if msg is not None and (s.awaiting_reestablish or not s.connected):
         return False  # channel_reestablish first (reestablish.py refuses anything before it)
     if isinstance(msg, SpliceInit):

@@ -29,6 +29,7 @@ from lnpmsg.wallet.app import ChainAppError
 from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wallet.spend import dust_limit
 
+from . import splice_sign
 from .errors import LocalMisuse, StoreWriteFailed
 from .inputs import Event
 from .interactive_tx import OwnInput, OwnOutput, contribution_fee
@@ -235,7 +236,7 @@ class SpliceSide:
         kept: set[OutPoint] = set()
         for channel in self._manager().channels.values():
             sp = channel.core.state.splice
-            if isinstance(sp, SpliceSession) and sp.signatures_sent:
+            if isinstance(sp, SpliceSession) and splice_sign.kept(channel.core):
                 kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in sp.inputs}
         return kept
 

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "adjusted",
+    "ask_witnesses_again",
+    "kept",
     "maybe_sign",
     "on_commitment_signed",
     "on_complete",
@@ -148,6 +150,37 @@ def on_commitment_signed(core: ChannelCore, msg: CommitmentSigned, out: _Out) ->
 
 
 # ---------------------------------------------------------------- signatures
+
+
+def kept(core: ChannelCore) -> bool:
+    """The splice outlives a disconnection (and a restart): our tx_signatures left, or our
+    commitment_signed left and the peer signs first, so that its tx_signatures may have left.
+
+    The peer must not forget a splice it signed (BOLT 2: its inputs might be spent by it), so a
+    splice we ended there would stay pending on its side for good; ``channel_reestablish`` with
+    ``next_funding`` resumes it instead, or the peer's ``tx_abort`` (it never signed) ends it."""
+    from .splice import SpliceSession, session
+
+    sp = core.state.splice
+    if not isinstance(sp, SpliceSession) or sp.outpoint is None:
+        return False
+    if sp.signatures_sent:
+        return True
+    return sp.remote_commit is not None and not session(core).we_sign_first(core.basepoints.funding_pubkey, sp.remote_funding_pubkey)
+
+
+def ask_witnesses_again(core: ChannelCore, out: _Out) -> None:
+    """A kept splice whose wallet witnesses, asked at its completion, never came (a restart came first): ask again."""
+    from .dualfund import FundingSignaturesNeeded
+    from .splice import SpliceSession, session
+
+    sp = core.state.splice
+    if not isinstance(sp, SpliceSession) or sp.our_witnesses is not None or not kept(core):
+        return
+    tx = session(core)
+    mine = tx.our_inputs()
+    if mine:
+        out.emit(FundingSignaturesNeeded(tx.transaction.raw, tuple(i for i, _, _ in mine)))
 
 
 def on_witnesses(core: ChannelCore, item: Any, out: _Out) -> None:
@@ -326,7 +359,7 @@ def reestablish_tlvs(core: ChannelCore) -> dict[str, Any]:
     s = core.state
     sp = s.splice
     tlvs: dict[str, Any] = {}
-    if isinstance(sp, SpliceSession) and sp.signatures_sent and not sp.signed and sp.outpoint is not None:
+    if isinstance(sp, SpliceSession) and kept(core) and not sp.signed and sp.outpoint is not None:
         flags = 1 if sp.local_commit is None else 0
         tlvs["next_funding"] = {"next_funding_txid": sp.outpoint.txid, "retransmit_flags": flags}
     if any(s.remote_features >> bit & 1 for bit in SPLICE_BITS):
@@ -344,12 +377,13 @@ def on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> Non
     s = core.state
     sp = s.splice
     asked = msg.tlvs.get("next_funding")
-    pending = sp if isinstance(sp, SpliceSession) and sp.outpoint is not None and sp.signatures_sent else None
+    pending = sp if isinstance(sp, SpliceSession) and kept(core) else None
     if asked is not None:
         if pending is not None and asked.next_funding_txid == pending.outpoint.txid:  # type: ignore[union-attr]
             if asked.retransmit_flags & 1:
                 out.send(_commitment_signed(core, pending)[0])
-            out.send(_our_tx_signatures(core, session(core), pending))
+            if pending.signatures_sent:  # (else ours follow the peer's, by maybe_sign)
+                out.send(_our_tx_signatures(core, session(core), pending))
         elif s.dual is None and (s.funding_outpoint is None or asked.next_funding_txid != s.funding_outpoint.txid):
             out.send(TxAbort(channel_id=s.channel_id, data=b"next_funding names no funding of ours"))
     locked = msg.tlvs.get("my_current_funding_locked")
