@@ -314,6 +314,27 @@ def test_a_lost_tx_signatures_comes_again_with_next_funding() -> None:
     assert broadcast(pair.bob)[-1].raw == broadcast(pair.alice)[-1].raw
 
 
+def test_a_splice_whose_peer_signed_first_survives_our_restart_before_our_witnesses() -> None:
+    """Alice's commitment_signed left, Bob (who signs first) sent his tx_signatures, lost with the
+    connection; Alice restarts before her wallet's witnesses came. Bob must keep the splice he
+    signed, so she keeps it too: reestablishment asks her wallet again and completes it."""
+    pair = opened()
+    quiesce(pair, pair.alice)
+    ChannelPair.feed(pair, pair.alice, splice_in_command(100_000))  # (no witnesses from the wallet)
+    while pair.wire:
+        target, msg = pair.wire.popleft()
+        if isinstance(msg, TxSignatures):
+            break  # Bob's, lost
+        ChannelPair.feed(pair, target, Received(msg))
+    a, b = splice_of(pair.alice), splice_of(pair.bob)
+    assert a.remote_commit is not None and a.our_witnesses is None and not a.signatures_sent and b.signatures_sent
+    pair.alice.core = restore(pair.alice.core.base_secrets, pair.alice.records)
+    pair.alice.core.records_emitted = len(pair.alice.records)
+    pair.reconnect()
+    assert splice_of(pair.alice).signed and splice_of(pair.bob).signed
+    assert broadcast(pair.bob)[-1].raw == broadcast(pair.alice)[-1].raw
+
+
 def test_splice_locked_across_a_reconnection_and_a_wrong_one() -> None:
     pair = signed_splice(60_000)
     txid = splice_of(pair.alice).outpoint.txid  # type: ignore[union-attr]
