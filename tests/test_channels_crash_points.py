@@ -210,12 +210,7 @@ class Script:
 
     async def run(self) -> None:
         """Run the script from where the channel stands (the whole of it at first)."""
-        if not all(_open_or_closed(self.channel(n)) for n in ("alice", "bob")):
-            await self.open()  # the crash came before both sides held the channel: open another
-        channel = self.channel("alice")
-        assert channel is not None
-        if channel.phase is Phase.AWAIT_READY:
-            await self.confirm_the_funding()
+        channel = await self.opened()
         if channel.phase in (Phase.AWAIT_READY, Phase.NORMAL):
             await wait_until(self.ready, "the channel ready and quiet")
             await self.pay_in_turn()
@@ -223,6 +218,16 @@ class Script:
                 await channels(self.nodes["alice"]).dev_updatefee(channel.channel_id.hex(), NEW_FEERATE)
                 await wait_until(lambda: self.ready() and self.feerate() == NEW_FEERATE, "the fee changed")
         await self.close()
+
+    async def opened(self) -> ManagedChannel:
+        """Alice's channel, open and its funding confirmed (opened again if a crash came before both held it)."""
+        if not all(_open_or_closed(self.channel(n)) for n in ("alice", "bob")):
+            await self.open()  # the crash came before both sides held the channel: open another
+        channel = self.channel("alice")
+        assert channel is not None
+        if channel.phase is Phase.AWAIT_READY:
+            await self.confirm_the_funding()
+        return channel
 
     async def pay_in_turn(self, upto: int | None = None) -> None:
         """The payments not made yet (of the first ``upto``: all by default), one after the other (the

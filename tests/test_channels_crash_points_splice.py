@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 import trio
 from test_channels_app import FUNDING_SAT, PUSH_MSAT, channels, wait_until
-from test_channels_crash_points import Script, _fee, _open_or_closed, alternating_sample, live_script
+from test_channels_crash_points import Script, _fee, alternating_sample, live_script
 from test_channels_crash_points_v2 import DualFundScript
 
 from lnpmsg.bitcoin.hashes import sha256
@@ -109,12 +109,7 @@ class SpliceInScript(Script):
         return sa.splice is None and sb.splice is None and sa.splices == sb.splices == 1 and sa.funding_outpoint == sb.funding_outpoint
 
     async def run(self) -> None:
-        if not all(_open_or_closed(self.channel(n)) for n in ("alice", "bob")):
-            await self.open()  # the crash came before both sides held the channel: open another
-        channel = self.channel("alice")
-        assert channel is not None
-        if channel.phase is Phase.AWAIT_READY:
-            await self.confirm_the_funding()
+        channel = await self.opened()
         if channel.phase is Phase.NORMAL:
             await wait_until(self.ready, "the channel ready and quiet")
             if channel.core.state.splices == 0:
