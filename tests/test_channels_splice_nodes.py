@@ -32,6 +32,19 @@ def locked_on(node, txid: str) -> bool:
     return s.splice is None and s.funding_outpoint is not None and s.funding_outpoint.txid_hex == txid and settled(node)
 
 
+def withhold_splice_locked(node) -> None:
+    """The node's splice_locked never leaves (a peer that does not lock the splice)."""
+    from lnpmsg.channels.messages_splice import SpliceLocked
+
+    send = channels(node).send
+
+    async def send_but_splice_locked(peer_id: bytes, msg: object) -> None:
+        if not isinstance(msg, SpliceLocked):
+            await send(peer_id, msg)
+
+    channels(node).send = send_but_splice_locked
+
+
 def monitor_on(node, txid: str) -> bool:
     status = channels(node).onchain.status(only_channel(node))
     return status is not None and status["funding"].startswith(txid)
@@ -237,3 +250,80 @@ async def test_the_splice_deep_while_the_peers_are_apart_locks_on_reconnection(t
             await bob.connect(alice.addresses[0])
         await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "locked after reestablish")
         await pay(alice, bob, 2_000_000)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("revoked", [False, True])
+async def test_a_commitment_on_a_confirmed_splice_the_peer_never_locked_is_acted_on(tmp_path: Path, revoked: bool) -> None:
+    """The splice confirms and Alice locks it, but Bob's splice_locked never reaches her: her
+    monitor follows the splice's funding all the same (the old one is spent). Bob broadcasts a
+    commitment on the splice's funding, his latest (Alice sweeps her balance) or one he revoked
+    since (Alice takes the whole channel)."""
+    from lnpmsg.channels.commitments import build, finalize_local
+    from lnpmsg.channels.splice import next_keys
+    from lnpmsg.channels.splice_sign import splice_keys
+
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        withhold_splice_locked(bob)
+        result = await channels(alice).splice(cid, 200_000)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+
+        def bobs_commitment() -> Tx:
+            sp = pending(bob)
+            assert sp is not None and sp.local_commit is not None
+            core, commit = only_channel(bob).core, sp.local_commit
+            built = build(splice_keys(core, sp), commit.spec, commit.number, core.secrets.commitment_point(commit.number), local=True)
+            return finalize_local(built, next_keys(core)[0], commit.signature)
+
+        commitment = bobs_commitment()
+        if revoked:
+            await pay(alice, bob, 30_000_000)  # Bob revokes the commitment he keeps
+            assert bobs_commitment().txid != commitment.txid
+        await wait_until(lambda: pair.source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
+        await pair.mine(2, alice, bob)
+        await wait_until(lambda: pending(alice) is not None and pending(alice).locked_sent, "Alice locked the splice")  # type: ignore[union-attr]
+        await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "Alice's monitor follows the unlocked splice")
+        assert pending(alice) is not None and not pending(alice).locked_received  # type: ignore[union-attr]
+        before = pair.wallet_sat(alice)
+        a_balance = pending(alice).local_commit.spec.to_local_msat // 1000  # type: ignore[union-attr]  # (on the splice)
+        await pair.source.broadcast(commitment.raw)
+        for _ in range(TO_SELF_DELAY + 6):
+            await pair.mine(1, alice, bob)
+            if resolved(alice):
+                break
+        assert resolved(alice)
+        await pair.mine(2, alice, bob)  # (the last sweep mined)
+        status = channels(alice).onchain.status(only_channel(alice))
+        assert status["funding"].startswith(result["splice_txid"]) and status["commitment"]["txid"] == commitment.txid_hex
+        assert status["commitment"]["kind"] == ("revoked" if revoked else "theirs_current")
+        gained = pair.wallet_sat(alice) - before
+        capacity = FUNDING_SAT + 200_000
+        if revoked:
+            assert capacity - 25_000 < gained < capacity, gained  # all of it, less the fees
+        else:
+            assert a_balance - 20_000 < gained <= a_balance, (gained, a_balance)
+
+
+@pytest.mark.trio
+async def test_a_force_close_on_a_confirmed_splice_the_peer_never_locked_spends_the_splice(tmp_path: Path) -> None:
+    """Alice locked the confirmed splice, Bob's splice_locked never came: her force close
+    broadcasts her commitment on the splice's funding (the old one is spent) and sweeps it."""
+
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        withhold_splice_locked(bob)
+        result = await channels(alice).splice(cid, 150_000)
+        await wait_until(lambda: pair.source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
+        await pair.mine(2, alice, bob)
+        await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "Alice's monitor follows the unlocked splice")
+        forced = await channels(alice).closechannel(cid, force=True)
+        commitment_txid = bytes.fromhex(forced["commitment_txid"])[::-1]
+        for _ in range(TO_SELF_DELAY + 6):
+            await pair.mine(1, alice, bob)
+            if resolved(alice):
+                break
+        assert resolved(alice)
+        found = pair.source.core.find_transaction(commitment_txid)
+        assert found is not None and found[0].inputs[0].prevout.txid_hex == result["splice_txid"]
+        assert await spent_everything(pair.source, commitment_txid)  # her to_local swept after its delay

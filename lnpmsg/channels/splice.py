@@ -160,6 +160,9 @@ class SpliceSession:
     locked_sent: bool = False
     locked_received: bool = False
     short_channel_id: int = 0
+    #: the peer's commitment number when the splice was signed: its commitments on the splice's
+    #: funding are numbered from there (None: a session stored before it was recorded)
+    first_remote_number: int | None = None
 
 
 def new_capacity(s: Any, splice: SpliceSession) -> int:

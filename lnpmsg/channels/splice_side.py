@@ -36,6 +36,7 @@ from .manager import ChannelsStopped, ManagedChannel, describe, format_scid
 from .quiesce import Quiesce, is_quiescent, local_initiator
 from .quiesce_side import QUIESCE_BITS
 from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_contribution
+from .splice_watch import confirmed_unlocked_splice
 from .state import Phase
 
 __all__ = ["SPLICE_BITS", "SpliceSide"]
@@ -225,6 +226,7 @@ class SpliceSide:
                     continue
                 scid = (at << 40) | (index << 16) | sp.outpoint.vout
                 await self._submit(channel, SpliceDepth(sp.outpoint.txid, tip - at + 1, scid))
+                await self._monitor_follows_splice(channel)
         except ChainError as exc:
             log.warning("channels: cannot read the chain for splice depths: %s", exc)
 
@@ -239,14 +241,27 @@ class SpliceSide:
                 kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in sp.inputs}
         return kept
 
+    async def _monitor_follows_splice(self, channel: ManagedChannel) -> None:
+        """We locked the splice at a confirmed depth: it spent the funding, so only a commitment on the
+        splice's funding can confirm, whether or not the peer ever sends ``splice_locked``: the
+        monitor follows the splice's funding now (:mod:`.splice_watch`)."""
+        onchain = getattr(self, "onchain", None)
+        sp = confirmed_unlocked_splice(channel.core)
+        if onchain is None or sp is None or channel.phase is Phase.CLOSED:
+            return
+        if await onchain.follow_funding(channel, sp.outpoint):
+            log.info("channels: the splice %s of %s confirmed (locked by us, not yet by the peer): the channel monitor "
+                     "follows its funding", sp.outpoint.txid_hex, channel.channel_id.hex())  # type: ignore[union-attr]  # fmt: skip
+
     async def _follow_spliced_fundings(self) -> None:
         """At start: a spliced channel's monitor follows its current funding (the node may have stopped
-        between the lock and the move of the monitor)."""
+        between the lock and the move of the monitor), or the confirmed splice we locked."""
         onchain = getattr(self, "onchain", None)
         for channel in list(self._manager().channels.values()):
             if channel.core.state.splices and onchain is not None and channel.phase is not Phase.CLOSED:
                 await onchain.persisted(channel)  # (loads its monitor)
                 await self._monitor_follows_funding(channel)
+            await self._monitor_follows_splice(channel)
 
     async def _rebroadcast_splices(self) -> None:
         """At start: each signed splice not locked yet goes out again (a crash may have come before its broadcast)."""

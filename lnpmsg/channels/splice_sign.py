@@ -99,7 +99,7 @@ def on_complete(core: ChannelCore, tx: InteractiveTx, out: _Out) -> None:
     out.send(signed)
     rc = s.remote_commit
     assert rc is not None
-    sp = replace(sp, remote_commit=RemoteCommit(rc.number, splice_specs(core, sp)[1], txid, rc.point))
+    sp = replace(sp, remote_commit=RemoteCommit(rc.number, splice_specs(core, sp)[1], txid, rc.point), first_remote_number=rc.number)
     mine = tx.our_inputs()
     if mine:
         out.emit(FundingSignaturesNeeded(tx.transaction.raw, tuple(i for i, _, _ in mine)))
@@ -295,10 +295,19 @@ def on_splice_locked(core: ChannelCore, msg: SpliceLocked, out: _Out) -> None:
 
 def _switch(core: ChannelCore, out: _Out) -> None:
     """Both sent splice_locked: the new funding is the channel's (capacity, commitments, keys, id)."""
-    from .splice import Spliced, new_capacity
+    from .splice import Spliced
 
     s = core.state
     sp = _splice(core)
+    switch_state(s, sp)
+    out.emit(Spliced(sp.outpoint, s.funding_sat, sp.short_channel_id))  # type: ignore[arg-type]
+
+
+def switch_state(s: Any, sp: Any) -> None:
+    """Move the channel state ``s`` onto the splice ``sp``'s funding (what both ``splice_locked`` do;
+    also the view a monitor of a confirmed splice the peer has not locked follows, :mod:`.splice_watch`)."""
+    from .splice import new_capacity
+
     assert s.remote is not None and sp.outpoint is not None and sp.tx is not None
     s.funding_sat = new_capacity(s, sp)
     s.funding_outpoint = sp.outpoint
@@ -313,7 +322,6 @@ def _switch(core: ChannelCore, out: _Out) -> None:
     s.splice = None
     s.splices += 1
     s.funding_key_index += 1  # (our funding key is the splice's from now on: core.secrets follows)
-    out.emit(Spliced(sp.outpoint, s.funding_sat, sp.short_channel_id))
 
 
 # ---------------------------------------------------------------- reconnection
