@@ -147,6 +147,11 @@ async def test_refusals_are_clear_errors_and_change_nothing(tmp_path: Path) -> N
             await channels(bob).splice(cid, 5_000_000)  # Bob's wallet is empty
         with pytest.raises(Exception, match="address is only for a splice-out"):
             await channels(alice).splice(cid, 10_000, address="bcrt1qxyz")
+        # 300 sat is above a P2WPKH's dust threshold but below the channel's dust limit (546 sat): refused
+        # before the channel quiesces (a quiescence ends only with its splice or a disconnection)
+        with pytest.raises(ChainAppError, match="below the dust limit"):
+            await channels(alice).splice(cid, -300, address=alice.apps["chain"].wallet.new_address())  # type: ignore[attr-defined]
+        assert only_channel(alice).core.state.quiesce is None and only_channel(bob).core.state.quiesce is None
         # Bob takes no splice at 500 sat/vB (above his policy's feerate bounds): tx_abort, Alice's coins freed
         with pytest.raises(ChainAppError, match="peer aborted: feerate"):
             await channels(alice).splice(cid, 100_000, feerate=500)
@@ -327,3 +332,25 @@ async def test_a_force_close_on_a_confirmed_splice_the_peer_never_locked_spends_
         found = pair.source.core.find_transaction(commitment_txid)
         assert found is not None and found[0].inputs[0].prevout.txid_hex == result["splice_txid"]
         assert await spent_everything(pair.source, commitment_txid)  # her to_local swept after its delay
+
+
+@pytest.mark.trio
+async def test_a_splice_refused_once_quiescent_disconnects_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """What changes while the channel quiesces (here: the check before it skipped) can refuse the splice
+    after the quiescence: BOLT 2 ends a quiescence only with its operation or a disconnection, so the
+    peer is disconnected at once (not at the quiescence timeout, 60 s) and the channel works again after."""
+    import lnpmsg.channels.splice_side as splice_side
+
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_connect_open(alice, bob)
+        cid = only_channel(alice).channel_id.hex()
+        monkeypatch.setattr(splice_side, "check_command", lambda core, command: None)
+        with pytest.raises(ChainAppError, match="below the dust limit"):
+            await channels(alice).splice(cid, -300, address=alice.apps["chain"].wallet.new_address())  # type: ignore[attr-defined]
+        assert any("disconnecting" in r.getMessage() and "refused once the channel was quiescent" in r.getMessage() for r in caplog.records)
+        await wait_until(lambda: not only_channel(alice).core.state.connected, "disconnected")
+        assert only_channel(alice).core.state.quiesce is None and only_channel(alice).core.state.splice is None
+        await bob.connect(alice.addresses[0])
+        await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+        await pay(alice, bob, 1_000_000)

@@ -35,7 +35,7 @@ from .interactive_tx import OwnInput, OwnOutput, contribution_fee
 from .manager import ChannelsStopped, ManagedChannel, describe, format_scid
 from .quiesce import Quiesce, is_quiescent, local_initiator
 from .quiesce_side import QUIESCE_BITS
-from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_contribution
+from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_command
 from .splice_watch import confirmed_unlocked_splice
 from .state import Phase
 
@@ -52,7 +52,7 @@ _P2WSH_SIZED = p2wsh(b"lnpmsg: a splice's funding output")
 class SpliceSide:
     """``splice`` and the splice's chain work; the app supplies ``chain``, ``node``, ``_manager``,
     ``_channel``, ``_contribution``, ``_release_inputs``, ``_publish``, ``_submit``, ``_close_script``,
-    ``_broadcast``, ``_monitor_follows_funding``, ``write_backup``, ``spawn`` and ``_watch_in``."""
+    ``_broadcast``, ``_monitor_follows_funding``, ``write_backup``, ``spawn``, ``disconnect_peer`` and ``_watch_in``."""
 
     chain: Any
     node: Any
@@ -67,6 +67,7 @@ class SpliceSide:
     _monitor_follows_funding: Any
     write_backup: Any
     spawn: Any
+    disconnect_peer: Any
     _watch_in: Any
     #: why a channel's last splice ended early (``splice`` reports it)
     _splice_errors: dict[str, str]
@@ -102,12 +103,16 @@ class SpliceSide:
         per_kw = await self._splice_feerate(feerate)
         inputs, outputs, contribution = await self._splice_contribution(amount_sat, per_kw, address)
         try:
-            check_contribution(target.core, contribution)  # (before the channel is quiesced for nothing)
-            await self._quiesce_for_splice(target, COMMAND_TIMEOUT)
             tip = self.chain.wallet.tip
             command = SpliceCommand(contribution, per_kw, tip.height if tip is not None else 0, inputs, outputs, os.urandom(32), True)
+            check_command(target.core, command)  # (before the channel is quiesced for nothing)
+            await self._quiesce_for_splice(target, COMMAND_TIMEOUT)
             self._splice_errors.pop(target.key, None)
-            await self._manager().submit(target, command)
+            try:
+                await self._manager().submit(target, command)
+            except LocalMisuse as exc:  # (what changed while the channel quiesced, e.g. our balance)
+                self._end_quiescence_now(target, f"the splice was refused once the channel was quiescent: {exc}")
+                raise
         except (LocalMisuse, StoreWriteFailed, ChannelsStopped) as exc:
             self._release_inputs(inputs)
             raise ChainAppError(f"cannot splice: {exc}", {"error": "ChannelError", "state": target.phase.value}) from exc
@@ -155,6 +160,15 @@ class SpliceSide:
             raise ParamsError(f"a splice-out of {-amount_sat} sat is below the dust limit of its output")
         fee = contribution_fee([_P2WSH_SIZED], [_P2WSH_SIZED, script], per_kw, initiator=True)
         return (), (OwnOutput(-amount_sat, script),), amount_sat - fee
+
+    def _end_quiescence_now(self, target: ManagedChannel, reason: str) -> None:
+        """We quiesced the channel for a splice we cannot start: BOLT 2 ends a quiescence only with its
+        operation or a disconnection (a ``splice_init`` would commit us to it), so the peer is
+        disconnected at once rather than at the quiescence timeout."""
+        if not is_quiescent(target.core.state) or not local_initiator(target.core.state):
+            return
+        log.warning("channels: %s: %s; disconnecting %s to end the quiescence", target.channel_id.hex(), reason, target.peer_id.hex())
+        self.disconnect_peer(target.peer_id, f"channel {target.channel_id.hex()[:16]}: {reason}")  # type: ignore[attr-defined]
 
     async def _quiesce_for_splice(self, target: ManagedChannel, timeout: float) -> None:
         """Quiesce the channel as its initiator (a LocalMisuse if that cannot be)."""
