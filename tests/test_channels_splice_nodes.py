@@ -32,6 +32,32 @@ def locked_on(node, txid: str) -> bool:
     return s.splice is None and s.funding_outpoint is not None and s.funding_outpoint.txid_hex == txid and settled(node)
 
 
+def splice_commitment(node) -> Tx:
+    """The node's latest commitment on its pending splice's funding, signed (as a cheater keeps it)."""
+    from lnpmsg.channels.commitments import build, finalize_local
+    from lnpmsg.channels.splice import next_keys
+    from lnpmsg.channels.splice_sign import splice_keys
+
+    sp = pending(node)
+    assert sp is not None and sp.local_commit is not None
+    core, commit = only_channel(node).core, sp.local_commit
+    built = build(splice_keys(core, sp), commit.spec, commit.number, core.secrets.commitment_point(commit.number), local=True)
+    return finalize_local(built, next_keys(core)[0], commit.signature)
+
+
+async def broadcast_until_resolved(pair, victim, cheater, commitment: Tx) -> dict:
+    """The cheater's commitment on chain, blocks until the victim's monitor resolved it (and its last
+    sweep is mined): the victim's on-chain status."""
+    await pair.source.broadcast(commitment.raw)
+    for _ in range(TO_SELF_DELAY + 6):
+        await pair.mine(1, victim, cheater)
+        if resolved(victim):
+            break
+    assert resolved(victim)
+    await pair.mine(2, victim, cheater)
+    return channels(victim).onchain.status(only_channel(victim))
+
+
 def withhold_splice_locked(node) -> None:
     """The node's splice_locked never leaves (a peer that does not lock the splice)."""
     from lnpmsg.channels.messages_splice import SpliceLocked
@@ -264,27 +290,16 @@ async def test_a_commitment_on_a_confirmed_splice_the_peer_never_locked_is_acted
     monitor follows the splice's funding all the same (the old one is spent). Bob broadcasts a
     commitment on the splice's funding, his latest (Alice sweeps her balance) or one he revoked
     since (Alice takes the whole channel)."""
-    from lnpmsg.channels.commitments import build, finalize_local
-    from lnpmsg.channels.splice import next_keys
-    from lnpmsg.channels.splice_sign import splice_keys
-
     async with two_nodes(tmp_path) as (pair, alice, bob):
         cid = await open_channel(pair, alice, bob, "static_remotekey")
         withhold_splice_locked(bob)
         result = await channels(alice).splice(cid, 200_000)
         await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
 
-        def bobs_commitment() -> Tx:
-            sp = pending(bob)
-            assert sp is not None and sp.local_commit is not None
-            core, commit = only_channel(bob).core, sp.local_commit
-            built = build(splice_keys(core, sp), commit.spec, commit.number, core.secrets.commitment_point(commit.number), local=True)
-            return finalize_local(built, next_keys(core)[0], commit.signature)
-
-        commitment = bobs_commitment()
+        commitment = splice_commitment(bob)
         if revoked:
             await pay(alice, bob, 30_000_000)  # Bob revokes the commitment he keeps
-            assert bobs_commitment().txid != commitment.txid
+            assert splice_commitment(bob).txid != commitment.txid
         await wait_until(lambda: pair.source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
         await pair.mine(2, alice, bob)
         await wait_until(lambda: pending(alice) is not None and pending(alice).locked_sent, "Alice locked the splice")  # type: ignore[union-attr]
@@ -292,14 +307,7 @@ async def test_a_commitment_on_a_confirmed_splice_the_peer_never_locked_is_acted
         assert pending(alice) is not None and not pending(alice).locked_received  # type: ignore[union-attr]
         before = pair.wallet_sat(alice)
         a_balance = pending(alice).local_commit.spec.to_local_msat // 1000  # type: ignore[union-attr]  # (on the splice)
-        await pair.source.broadcast(commitment.raw)
-        for _ in range(TO_SELF_DELAY + 6):
-            await pair.mine(1, alice, bob)
-            if resolved(alice):
-                break
-        assert resolved(alice)
-        await pair.mine(2, alice, bob)  # (the last sweep mined)
-        status = channels(alice).onchain.status(only_channel(alice))
+        status = await broadcast_until_resolved(pair, alice, bob, commitment)
         assert status["funding"].startswith(result["splice_txid"]) and status["commitment"]["txid"] == commitment.txid_hex
         assert status["commitment"]["kind"] == ("revoked" if revoked else "theirs_current")
         gained = pair.wallet_sat(alice) - before
@@ -354,3 +362,32 @@ async def test_a_splice_refused_once_quiescent_disconnects_at_once(tmp_path: Pat
         await bob.connect(alice.addresses[0])
         await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
         await pay(alice, bob, 1_000_000)
+
+
+@pytest.mark.trio
+async def test_a_commitment_on_the_splice_revoked_before_the_lock_is_punished_after_it(tmp_path: Path) -> None:
+    """Bob keeps his commitment on the splice's funding, revokes it by a payment before the lock, and
+    broadcasts it once both locked (Bob's splice_locked reaches Alice before she reads the splice's
+    block: the channel moves to the splice in one step): Alice's monitor of the new funding knows it
+    and takes everything."""
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        check_splice_depths = channels(alice)._check_splice_depths
+
+        async def after_bobs_splice_locked(height: int | None = None) -> None:
+            await wait_until(lambda: pending(alice) is None or pending(alice).locked_received, "Bob's splice_locked")  # type: ignore[union-attr]
+            await check_splice_depths(height)
+
+        channels(alice)._check_splice_depths = after_bobs_splice_locked
+        result = await channels(alice).splice(cid, 200_000)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+        commitment = splice_commitment(bob)
+        await pay(alice, bob, 30_000_000)  # Bob revokes the commitment he keeps
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
+        await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "Alice's monitor follows")
+        before = pair.wallet_sat(alice)
+        status = await broadcast_until_resolved(pair, alice, bob, commitment)
+        assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
+        capacity = FUNDING_SAT + 200_000
+        assert capacity - 25_000 < pair.wallet_sat(alice) - before < capacity

@@ -90,7 +90,8 @@ from .monitor.feed import channel_setup, monitor_secrets, updates_for
 from .monitor.signer import sign_plan
 from .monitor.status import monitor_status
 from .rescan import restored_start, start_catch_up
-from .splice_watch import carried_commitments, confirmed_unlocked_splice, followed_core
+from .splice import SpliceSession
+from .splice_watch import carried_commitments, followed_core
 from .state import Phase
 
 __all__ = ["OnchainEvent", "OnchainWatch", "WatchedChannel"]
@@ -283,13 +284,14 @@ class OnchainWatch:
             watched.monitor.apply(update)
         return True
 
-    async def follow_funding(self, channel: ManagedChannel, splice: OutPoint | None = None) -> bool:
+    async def follow_funding(self, channel: ManagedChannel, splice: SpliceSession | None = None) -> bool:
         """A bumped funding (v2 RBF) confirmed in another version than the one the channel's monitor was set
         up on (a monitor's setup never changes): its log and progress are set aside (``*.replaced-<txid>``)
         and a new monitor follows the version that confirmed (nothing could spend the other versions'
-        outputs: they never exist). ``splice``: the funding outpoint of a splice that confirmed (locked by
-        us, not by the peer) and so spent the funding: the monitor follows it (:mod:`.splice_watch`). True when the monitor moved."""
-        outpoint = splice if splice is not None else channel.core.state.funding_outpoint
+        outputs: they never exist). ``splice``: a splice that confirmed, and so spent the funding: the
+        monitor follows its funding, locked by the peer or not (:mod:`.splice_watch`), and learns the
+        peer's commitments on it revoked so far. True when the monitor moved."""
+        outpoint = splice.outpoint if splice is not None else channel.core.state.funding_outpoint
         if outpoint is None:
             return False
         current = self.watched.get(channel.key)
@@ -303,16 +305,15 @@ class OnchainWatch:
             if watched is None or watched.monitor.setup.funding_outpoint == outpoint:
                 return False
             old = watched.monitor.setup.funding_outpoint
-            sp = confirmed_unlocked_splice(channel.core) if splice is not None else None
-            carried = carried_commitments(watched.monitor.remote_commitments(), sp) if sp is not None else []
+            carried = carried_commitments(watched.monitor.remote_commitments(), splice) if splice is not None else []
             del self.watched[channel.key]
             path = self.directory / f"{channel.key}.mon"
             for kept in (path, path.with_suffix(".seen")):
                 if kept.exists():
                     kept.rename(kept.with_name(f"{kept.name}.replaced-{old.txid_hex}"))
             log.info("onchain: the monitor of %s follows the funding %s (was %s)", channel.channel_id.hex(), outpoint, old)
-            if splice is not None:
-                self._follows[channel.key] = splice
+            if splice is not None and outpoint != channel.core.state.funding_outpoint:
+                self._follows[channel.key] = outpoint
             try:
                 await self._persisted(channel)
             finally:

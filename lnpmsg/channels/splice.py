@@ -125,6 +125,8 @@ class Spliced:
     funding_outpoint: OutPoint
     capacity_sat: int
     short_channel_id: int
+    #: the splice as it locked (its monitor learns the peer's commitments on it revoked before the lock)
+    session: SpliceSession | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,7 +203,7 @@ class SpliceSide:
                           short_channel_id=format_scid(event.short_channel_id))  # fmt: skip
             if self._watch_in is not None:
                 self._watch_in.send_nowait(channel)  # (the new funding output's spend)
-            self.spawn(self._monitor_follows_funding, channel)
+            self.spawn(self._monitor_follows_funding, channel, event.session)
             self.spawn(self.write_backup)  # (the static backup names the funding outpoint)
             return True
         return False
@@ -263,7 +263,7 @@ class SpliceSide:
         sp = confirmed_unlocked_splice(channel.core)
         if onchain is None or sp is None or channel.phase is Phase.CLOSED:
             return
-        if await onchain.follow_funding(channel, sp.outpoint):
+        if await onchain.follow_funding(channel, sp):
             log.info("channels: the splice %s of %s confirmed (locked by us, not yet by the peer): the channel monitor "
                      "follows its funding", sp.outpoint.txid_hex, channel.channel_id.hex())  # type: ignore[union-attr]  # fmt: skip
 

@@ -300,7 +300,7 @@ def _switch(core: ChannelCore, out: _Out) -> None:
     s = core.state
     sp = _splice(core)
     switch_state(s, sp)
-    out.emit(Spliced(sp.outpoint, s.funding_sat, sp.short_channel_id))  # type: ignore[arg-type]
+    out.emit(Spliced(sp.outpoint, s.funding_sat, sp.short_channel_id, sp))  # type: ignore[arg-type]
 
 
 def switch_state(s: Any, sp: Any) -> None:
