@@ -11,7 +11,7 @@ import pytest
 import trio
 from test_channels_app import FUNDING_SAT, PUSH_MSAT, balances, channels, chain, only_channel, pay, running_pair, settled, wait_until
 from test_channels_app import Pair as AppPair
-from test_channels_onchain import TO_SELF_DELAY, open_channel, resolved, spent_everything, two_nodes
+from test_channels_onchain import TO_SELF_DELAY, add_htlc, open_channel, resolved, spent_everything, two_nodes
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.address import script_for_address
@@ -49,7 +49,7 @@ async def broadcast_until_resolved(pair, victim, cheater, commitment: Tx) -> dic
     """The cheater's commitment on chain, blocks until the victim's monitor resolved it (and its last
     sweep is mined): the victim's on-chain status."""
     await pair.source.broadcast(commitment.raw)
-    for _ in range(TO_SELF_DELAY + 6):
+    for _ in range(40):  # (an HTLC times out, a delayed output waits)
         await pair.mine(1, victim, cheater)
         if resolved(victim):
             break
@@ -288,17 +288,19 @@ async def test_the_splice_deep_while_the_peers_are_apart_locks_on_reconnection(t
 async def test_a_commitment_on_a_confirmed_splice_the_peer_never_locked_is_acted_on(tmp_path: Path, revoked: bool) -> None:
     """The splice confirms and Alice locks it, but Bob's splice_locked never reaches her: her
     monitor follows the splice's funding all the same (the old one is spent). Bob broadcasts a
-    commitment on the splice's funding, his latest (Alice sweeps her balance) or one he revoked
-    since (Alice takes the whole channel)."""
+    commitment on the splice's funding holding an HTLC Alice offered, his latest (Alice sweeps her
+    balance and times the HTLC out) or one he revoked since (Alice takes the whole channel)."""
     async with two_nodes(tmp_path) as (pair, alice, bob):
         cid = await open_channel(pair, alice, bob, "static_remotekey")
         withhold_splice_locked(bob)
         result = await channels(alice).splice(cid, 200_000)
         await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
-
+        htlc_sat, expiry = 40_000, (await pair.source.tip()).height + 20
+        await add_htlc(pair, alice, bob, cid, htlc_sat * 1000, expiry)
         commitment = splice_commitment(bob)
+        assert len(commitment.outputs) == 3  # to_local, to_remote, the HTLC
         if revoked:
-            await pay(alice, bob, 30_000_000)  # Bob revokes the commitment he keeps
+            await add_htlc(pair, alice, bob, cid, 30_000_000, expiry)  # Bob revokes the commitment he keeps
             assert splice_commitment(bob).txid != commitment.txid
         await wait_until(lambda: pair.source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
         await pair.mine(2, alice, bob)
@@ -315,7 +317,7 @@ async def test_a_commitment_on_a_confirmed_splice_the_peer_never_locked_is_acted
         if revoked:
             assert capacity - 25_000 < gained < capacity, gained  # all of it, less the fees
         else:
-            assert a_balance - 20_000 < gained <= a_balance, (gained, a_balance)
+            assert a_balance + htlc_sat - 20_000 < gained <= a_balance + htlc_sat, (gained, a_balance)
 
 
 @pytest.mark.trio
