@@ -214,8 +214,10 @@ class SpliceSide:
         """Tell each channel with a signed splice how deep the splice transaction is. Its block is found
         by reading the blocks (the new block, or at start the last :data:`SPLICE_LOOKBACK`), not from
         the UTXO set: a commitment on the splice may spend its funding output before the lock."""
+        # (a zero-conf splice is locked before it confirms: its depth still gives its real id)
         waiting = [(c, sp) for c in list(self._manager().channels.values())
-                   if isinstance(sp := c.core.state.splice, SpliceSession) and sp.signed and not sp.locked_sent and sp.outpoint]  # fmt: skip
+                   if isinstance(sp := c.core.state.splice, SpliceSession) and sp.signed
+                   and not (sp.locked_sent and sp.short_channel_id) and sp.outpoint]  # fmt: skip
         if not waiting:
             return
         source = self.chain.source

@@ -259,7 +259,11 @@ def on_depth(core: ChannelCore, item: Any, out: _Out) -> None:
     """The splice transaction's depth: ``splice_locked`` at the channel's minimum depth."""
     s = core.state
     sp = _splice(core)
-    if not sp.signed or sp.outpoint is None or item.txid != sp.outpoint.txid or sp.locked_sent:
+    if not sp.signed or sp.outpoint is None or item.txid != sp.outpoint.txid:
+        return
+    if sp.locked_sent:
+        if not sp.short_channel_id and item.depth >= 1:  # zero-conf, locked before it confirmed: its real id
+            s.splice = replace(sp, short_channel_id=item.short_channel_id)
         return
     if item.depth < max(1, s.minimum_depth):
         return
