@@ -397,7 +397,7 @@ async def test_a_commitment_on_the_splice_revoked_before_the_lock_is_punished_af
 
 @pytest.mark.trio
 async def test_the_monitor_of_an_unlocked_splice_survives_a_restart(tmp_path: Path) -> None:
-    """Alice's monitor moved to the confirmed splice Bob never locked; Alice restarts; Bob's revoked
+    """Bob's monitor moved to the confirmed splice Alice never locked; Bob restarts; Alice's revoked
     commitment on the splice is then punished all the same."""
     from lnpmsg.chain.embedded import EmbeddedChainSource
     from test_channels_onchain import Pair
@@ -405,22 +405,22 @@ async def test_the_monitor_of_an_unlocked_splice_survives_a_restart(tmp_path: Pa
     async with EmbeddedChainSource.open(tmp_path / "chain") as source:
         await source.mine(101)
         pair = Pair(source, tmp_path, MemoryNetwork())
-        bob = pair.node("bob", False)
-        async with running(bob):
-            alice = pair.node("alice", True)
-            async with running(alice):
+        alice = pair.node("alice", True)
+        async with running(alice):
+            bob = pair.node("bob", False)
+            async with running(bob):
                 cid = await open_channel(pair, alice, bob, "static_remotekey")
-                withhold_splice_locked(bob)
+                withhold_splice_locked(alice)
                 result = await channels(alice).splice(cid, 200_000)
                 await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
-                commitment = splice_commitment(bob)
-                await pay(alice, bob, 30_000_000)  # Bob revokes the commitment he keeps
+                commitment = splice_commitment(alice)
+                await pay(alice, bob, 30_000_000)  # Alice revokes the commitment she keeps
                 await wait_until(lambda: source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
                 await pair.mine(2, alice, bob)
-                await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "Alice's monitor follows the unlocked splice")
-                assert not pending(alice).locked_received  # type: ignore[union-attr]
-            alice = pair.node("alice", True)
-            async with running(alice):
-                await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "the monitor loaded on the splice")
-                status = await broadcast_until_resolved(pair, alice, bob, commitment)
+                await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "Bob's monitor follows the unlocked splice")
+                assert not pending(bob).locked_received  # type: ignore[union-attr]
+            bob = pair.node("bob", False)
+            async with running(bob):
+                await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "the monitor loaded on the splice")
+                status = await broadcast_until_resolved(pair, bob, alice, commitment)
                 assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"

@@ -242,7 +242,8 @@ class SpliceSide:
                     continue
                 scid = (at << 40) | (index << 16) | sp.outpoint.vout
                 await self._submit(channel, SpliceDepth(sp.outpoint.txid, tip - at + 1, scid))
-                await self._monitor_follows_splice(channel)
+                if confirmed_unlocked_splice(channel.core) is not None:
+                    self.spawn(self._monitor_follows_splice, channel)  # (not in the chain's way: it may wait for a catch-up)
         except ChainError as exc:
             log.warning("channels: cannot read the chain for splice depths: %s", exc)
 
