@@ -493,3 +493,36 @@ def test_every_splice_message_that_commits_leaves_after_its_record_is_durable() 
                 committing += 1
                 assert out.records[0].durable, names  # fsynced before it leaves
     assert committing >= 4
+
+
+def test_a_zero_conf_splice_the_peer_never_locked_learns_its_real_id_at_the_confirmation() -> None:
+    """Alice locks her zero-conf splice at once, Bob's splice_locked is lost: the splice's depth gives
+    it its real short channel id all the same (its monitor then follows it: .splice_watch), and the
+    lock, when it comes, uses it."""
+    from test_channels_aliases import AliasPair
+
+    from lnpmsg.channels.splice_watch import confirmed_unlocked_splice
+
+    pair = AliasPair(type_bits=(46, 50), trusted=True)
+    pair.features |= 1 << 63
+    pair.feed(pair.alice, pair.open_command())
+    pair.pump()
+    pair.open_rest()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(100_000))
+    lost = []
+    while pair.wire:
+        target, msg = pair.wire.popleft()
+        if target is pair.alice and isinstance(msg, SpliceLocked):
+            lost.append(msg)
+        else:
+            pair.feed(target, Received(msg))
+    sp = pair.alice.core.state.splice
+    assert lost and isinstance(sp, SpliceSession) and sp.locked_sent and sp.short_channel_id == 0
+    assert confirmed_unlocked_splice(pair.alice.core) is None  # (not confirmed: nothing spent the funding yet)
+    pair.feed(pair.alice, SpliceDepth(sp.outpoint.txid, 1, SPLICE_SCID))  # type: ignore[union-attr]
+    assert confirmed_unlocked_splice(pair.alice.core) is not None
+    assert pair.alice.core.state.splice.short_channel_id == SPLICE_SCID  # type: ignore[union-attr]
+    pair.feed(pair.alice, Received(lost[0]))
+    s = pair.alice.core.state
+    assert s.splice is None and s.short_channel_id == SPLICE_SCID and s.funding_outpoint == sp.outpoint

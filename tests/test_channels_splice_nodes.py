@@ -11,7 +11,7 @@ import pytest
 import trio
 from test_channels_app import FUNDING_SAT, PUSH_MSAT, balances, channels, chain, only_channel, pay, running_pair, settled, wait_until
 from test_channels_app import Pair as AppPair
-from test_channels_onchain import TO_SELF_DELAY, open_channel, resolved, spent_everything, two_nodes
+from test_channels_onchain import TO_SELF_DELAY, add_htlc, open_channel, resolved, spent_everything, two_nodes
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.address import script_for_address
@@ -30,6 +30,45 @@ def pending(node) -> SpliceSession | None:
 def locked_on(node, txid: str) -> bool:
     s = only_channel(node).core.state
     return s.splice is None and s.funding_outpoint is not None and s.funding_outpoint.txid_hex == txid and settled(node)
+
+
+def splice_commitment(node) -> Tx:
+    """The node's latest commitment on its pending splice's funding, signed (as a cheater keeps it)."""
+    from lnpmsg.channels.commitments import build, finalize_local
+    from lnpmsg.channels.splice import next_keys
+    from lnpmsg.channels.splice_sign import splice_keys
+
+    sp = pending(node)
+    assert sp is not None and sp.local_commit is not None
+    core, commit = only_channel(node).core, sp.local_commit
+    built = build(splice_keys(core, sp), commit.spec, commit.number, core.secrets.commitment_point(commit.number), local=True)
+    return finalize_local(built, next_keys(core)[0], commit.signature)
+
+
+async def broadcast_until_resolved(pair, victim, cheater, commitment: Tx) -> dict:
+    """The cheater's commitment on chain, blocks until the victim's monitor resolved it (and its last
+    sweep is mined): the victim's on-chain status."""
+    await pair.source.broadcast(commitment.raw)
+    for _ in range(40):  # (an HTLC times out, a delayed output waits)
+        await pair.mine(1, victim, cheater)
+        if resolved(victim):
+            break
+    assert resolved(victim)
+    await pair.mine(2, victim, cheater)
+    return channels(victim).onchain.status(only_channel(victim))
+
+
+def withhold_splice_locked(node) -> None:
+    """The node's splice_locked never leaves (a peer that does not lock the splice)."""
+    from lnpmsg.channels.messages_splice import SpliceLocked
+
+    send = channels(node).send
+
+    async def send_but_splice_locked(peer_id: bytes, msg: object) -> None:
+        if not isinstance(msg, SpliceLocked):
+            await send(peer_id, msg)
+
+    channels(node).send = send_but_splice_locked
 
 
 def monitor_on(node, txid: str) -> bool:
@@ -134,6 +173,11 @@ async def test_refusals_are_clear_errors_and_change_nothing(tmp_path: Path) -> N
             await channels(bob).splice(cid, 5_000_000)  # Bob's wallet is empty
         with pytest.raises(Exception, match="address is only for a splice-out"):
             await channels(alice).splice(cid, 10_000, address="bcrt1qxyz")
+        # 300 sat is above a P2WPKH's dust threshold but below the channel's dust limit (546 sat): refused
+        # before the channel quiesces (a quiescence ends only with its splice or a disconnection)
+        with pytest.raises(ChainAppError, match="below the dust limit"):
+            await channels(alice).splice(cid, -300, address=alice.apps["chain"].wallet.new_address())  # type: ignore[attr-defined]
+        assert only_channel(alice).core.state.quiesce is None and only_channel(bob).core.state.quiesce is None
         # Bob takes no splice at 500 sat/vB (above his policy's feerate bounds): tx_abort, Alice's coins freed
         with pytest.raises(ChainAppError, match="peer aborted: feerate"):
             await channels(alice).splice(cid, 100_000, feerate=500)
@@ -237,3 +281,146 @@ async def test_the_splice_deep_while_the_peers_are_apart_locks_on_reconnection(t
             await bob.connect(alice.addresses[0])
         await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "locked after reestablish")
         await pay(alice, bob, 2_000_000)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("revoked", [False, True])
+async def test_a_commitment_on_a_confirmed_splice_the_peer_never_locked_is_acted_on(tmp_path: Path, revoked: bool) -> None:
+    """The splice confirms and Alice locks it, but Bob's splice_locked never reaches her: her
+    monitor follows the splice's funding all the same (the old one is spent). Bob broadcasts a
+    commitment on the splice's funding holding an HTLC Alice offered, his latest (Alice sweeps her
+    balance and times the HTLC out) or one he revoked since (Alice takes the whole channel)."""
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        withhold_splice_locked(bob)
+        result = await channels(alice).splice(cid, 200_000)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+        htlc_sat, expiry = 40_000, (await pair.source.tip()).height + 20
+        await add_htlc(pair, alice, bob, cid, htlc_sat * 1000, expiry)
+        commitment = splice_commitment(bob)
+        assert len(commitment.outputs) == 3  # to_local, to_remote, the HTLC
+        if revoked:
+            await add_htlc(pair, alice, bob, cid, 30_000_000, expiry)  # Bob revokes the commitment he keeps
+            assert splice_commitment(bob).txid != commitment.txid
+        await wait_until(lambda: pair.source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
+        await pair.mine(2, alice, bob)
+        await wait_until(lambda: pending(alice) is not None and pending(alice).locked_sent, "Alice locked the splice")  # type: ignore[union-attr]
+        await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "Alice's monitor follows the unlocked splice")
+        assert pending(alice) is not None and not pending(alice).locked_received  # type: ignore[union-attr]
+        before = pair.wallet_sat(alice)
+        a_balance = pending(alice).local_commit.spec.to_local_msat // 1000  # type: ignore[union-attr]  # (on the splice)
+        status = await broadcast_until_resolved(pair, alice, bob, commitment)
+        assert status["funding"].startswith(result["splice_txid"]) and status["commitment"]["txid"] == commitment.txid_hex
+        assert status["commitment"]["kind"] == ("revoked" if revoked else "theirs_current")
+        gained = pair.wallet_sat(alice) - before
+        capacity = FUNDING_SAT + 200_000
+        if revoked:
+            assert capacity - 25_000 < gained < capacity, gained  # all of it, less the fees
+        else:
+            assert a_balance + htlc_sat - 20_000 < gained <= a_balance + htlc_sat, (gained, a_balance)
+
+
+@pytest.mark.trio
+async def test_a_force_close_on_a_confirmed_splice_the_peer_never_locked_spends_the_splice(tmp_path: Path) -> None:
+    """Alice locked the confirmed splice, Bob's splice_locked never came: her force close
+    broadcasts her commitment on the splice's funding (the old one is spent) and sweeps it."""
+
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        withhold_splice_locked(bob)
+        result = await channels(alice).splice(cid, 150_000)
+        await wait_until(lambda: pair.source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
+        await pair.mine(2, alice, bob)
+        await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "Alice's monitor follows the unlocked splice")
+        forced = await channels(alice).closechannel(cid, force=True)
+        commitment_txid = bytes.fromhex(forced["commitment_txid"])[::-1]
+        for _ in range(TO_SELF_DELAY + 6):
+            await pair.mine(1, alice, bob)
+            if resolved(alice):
+                break
+        assert resolved(alice)
+        found = pair.source.core.find_transaction(commitment_txid)
+        assert found is not None and found[0].inputs[0].prevout.txid_hex == result["splice_txid"]
+        assert await spent_everything(pair.source, commitment_txid)  # her to_local swept after its delay
+
+
+@pytest.mark.trio
+async def test_a_splice_refused_once_quiescent_disconnects_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """What changes while the channel quiesces (here: the check before it skipped) can refuse the splice
+    after the quiescence: BOLT 2 ends a quiescence only with its operation or a disconnection, so the
+    peer is disconnected at once (not at the quiescence timeout, 60 s) and the channel works again after."""
+    import lnpmsg.channels.splice_side as splice_side
+
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_connect_open(alice, bob)
+        cid = only_channel(alice).channel_id.hex()
+        monkeypatch.setattr(splice_side, "check_command", lambda core, command: None)
+        with pytest.raises(ChainAppError, match="below the dust limit"):
+            await channels(alice).splice(cid, -300, address=alice.apps["chain"].wallet.new_address())  # type: ignore[attr-defined]
+        assert any("disconnecting" in r.getMessage() and "refused once the channel was quiescent" in r.getMessage() for r in caplog.records)
+        await wait_until(lambda: not only_channel(alice).core.state.connected, "disconnected")
+        assert only_channel(alice).core.state.quiesce is None and only_channel(alice).core.state.splice is None
+        await bob.connect(alice.addresses[0])
+        await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+        await pay(alice, bob, 1_000_000)
+
+
+@pytest.mark.trio
+async def test_a_commitment_on_the_splice_revoked_before_the_lock_is_punished_after_it(tmp_path: Path) -> None:
+    """Bob keeps his commitment on the splice's funding, revokes it by a payment before the lock, and
+    broadcasts it once both locked (Bob's splice_locked reaches Alice before she reads the splice's
+    block: the channel moves to the splice in one step): Alice's monitor of the new funding knows it
+    and takes everything."""
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        check_splice_depths = channels(alice)._check_splice_depths
+
+        async def after_bobs_splice_locked(height: int | None = None) -> None:
+            await wait_until(lambda: pending(alice) is None or pending(alice).locked_received, "Bob's splice_locked")  # type: ignore[union-attr]
+            await check_splice_depths(height)
+
+        channels(alice)._check_splice_depths = after_bobs_splice_locked
+        result = await channels(alice).splice(cid, 200_000)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+        commitment = splice_commitment(bob)
+        await pay(alice, bob, 30_000_000)  # Bob revokes the commitment he keeps
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
+        await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "Alice's monitor follows")
+        before = pair.wallet_sat(alice)
+        status = await broadcast_until_resolved(pair, alice, bob, commitment)
+        assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
+        capacity = FUNDING_SAT + 200_000
+        assert capacity - 25_000 < pair.wallet_sat(alice) - before < capacity
+
+
+@pytest.mark.trio
+async def test_the_monitor_of_an_unlocked_splice_survives_a_restart(tmp_path: Path) -> None:
+    """Bob's monitor moved to the confirmed splice Alice never locked; Bob restarts; Alice's revoked
+    commitment on the splice is then punished all the same."""
+    from lnpmsg.chain.embedded import EmbeddedChainSource
+    from test_channels_onchain import Pair
+
+    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp_path, MemoryNetwork())
+        alice = pair.node("alice", True)
+        async with running(alice):
+            bob = pair.node("bob", False)
+            async with running(bob):
+                cid = await open_channel(pair, alice, bob, "static_remotekey")
+                withhold_splice_locked(alice)
+                result = await channels(alice).splice(cid, 200_000)
+                await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+                commitment = splice_commitment(alice)
+                await pay(alice, bob, 30_000_000)  # Alice revokes the commitment she keeps
+                await wait_until(lambda: source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
+                await pair.mine(2, alice, bob)
+                await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "Bob's monitor follows the unlocked splice")
+                assert not pending(bob).locked_received  # type: ignore[union-attr]
+            bob = pair.node("bob", False)
+            async with running(bob):
+                await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "the monitor loaded on the splice")
+                status = await broadcast_until_resolved(pair, bob, alice, commitment)
+                assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"

@@ -347,8 +347,9 @@ class DualFundSide:
                     await self._submit(channel, FundingCandidateConfirmed(outpoint.txid))
                     break
 
-    async def _monitor_follows_funding(self, channel: ManagedChannel) -> None:
-        """The monitor follows the version of the funding that confirmed (:meth:`OnchainWatch.follow_funding`)."""
+    async def _monitor_follows_funding(self, channel: ManagedChannel, splice: Any = None) -> None:
+        """The monitor follows the version of the funding that confirmed, or ``splice``'s funding
+        (:meth:`OnchainWatch.follow_funding`)."""
         onchain = self.onchain
-        if onchain is not None and await onchain.follow_funding(channel) and channel.phase is Phase.FAILED:
+        if onchain is not None and await onchain.follow_funding(channel, splice) and channel.phase is Phase.FAILED:
             await onchain.force_close(channel)  # failed before: our commitment of the version that confirmed goes out

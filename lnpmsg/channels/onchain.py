@@ -90,6 +90,8 @@ from .monitor.feed import channel_setup, monitor_secrets, updates_for
 from .monitor.signer import sign_plan
 from .monitor.status import monitor_status
 from .rescan import restored_start, start_catch_up
+from .splice import SpliceSession
+from .splice_watch import carried_commitments, followed_core
 from .state import Phase
 
 __all__ = ["OnchainEvent", "OnchainWatch", "WatchedChannel"]
@@ -163,6 +165,9 @@ class OnchainWatch:
         self.manager: Any = None
         #: told of every HTLC the monitors resolve on chain (set by the channel app: its HTLC hook)
         self.on_htlc_resolved: Callable[[ManagedChannel, HtlcResolved], None] | None = None
+        #: channel key -> the funding a new monitor is to follow, when not the channel's own: a confirmed
+        #: splice the peer has not locked (:mod:`.splice_watch`)
+        self._follows: dict[str, OutPoint] = {}
 
     # ------------------------------------------------------------ the channel side
 
@@ -178,7 +183,8 @@ class OnchainWatch:
         mlog = await trio.to_thread.run_sync(MonitorLog, path)
         if mlog.start_height is None or not mlog.updates:
             return None
-        monitor = ChannelMonitor(monitor_secrets(_secrets_of_setup(channel, mlog.updates[0].record)), mlog.updates)
+        core = followed_core(channel.core, getattr(mlog.updates[0].record, "funding_outpoint", None))
+        monitor = ChannelMonitor(monitor_secrets(_secrets_of_setup(core, mlog.updates[0].record)), mlog.updates)
         start = max(mlog.start_height, progress.checkpoint + 1) if progress.checkpoint is not None else mlog.start_height
         # a restored channel whose funding is spent: the spend may be before the log's start (see .rescan)
         start = min(start, await restored_start(self.chain.source, channel.core.state, start))
@@ -198,11 +204,12 @@ class OnchainWatch:
         if watched is None and channel.key in self.archived:
             return
         if watched is None:
-            s = channel.core.state
+            core = followed_core(channel.core, self._follows.get(channel.key))
+            s = core.state
             if (s.local_commit is None and not s.restored) or s.funding_outpoint is None:
                 return
             destination = script_for_address(self.chain.wallet.new_address(), self.chain.wallet.hrp)
-            setup = channel_setup(channel.core, destination)
+            setup = channel_setup(core, destination)
             if setup is None:
                 return
             start = self._height if self._height is not None else (await self.chain.source.tip()).height
@@ -215,7 +222,7 @@ class OnchainWatch:
             if mlog.start_height is None:
                 await trio.to_thread.run_sync(mlog.begin, start)
             start = mlog.start_height or start
-            monitor = ChannelMonitor(monitor_secrets(channel.core.secrets))
+            monitor = ChannelMonitor(monitor_secrets(core.secrets))
             progress = await trio.to_thread.run_sync(MonitorProgress, path.with_suffix(".seen"))
             watched = WatchedChannel(channel, monitor, mlog, start, set(), progress)
             first = MonitorUpdate(0, setup)
@@ -223,10 +230,13 @@ class OnchainWatch:
             monitor.apply(first)
             self.watched[channel.key] = watched
             start_catch_up(self, watched, self._nursery)
-        monitor = watched.monitor
-        records = updates_for(channel.core, monitor)
+        await self._append(watched, updates_for(followed_core(channel.core, watched.monitor.setup.funding_outpoint), watched.monitor))
+
+    async def _append(self, watched: WatchedChannel, records: list[Any]) -> None:
+        """Log ``records`` as the monitor's next updates, then apply them (under the write lock)."""
         if not records:
             return
+        monitor = watched.monitor
         updates = [MonitorUpdate(monitor.next_update_id + i, r) for i, r in enumerate(records)]
         await trio.to_thread.run_sync(watched.log.append, updates)
         for update in updates:
@@ -274,14 +284,19 @@ class OnchainWatch:
             watched.monitor.apply(update)
         return True
 
-    async def follow_funding(self, channel: ManagedChannel) -> bool:
+    async def follow_funding(self, channel: ManagedChannel, splice: SpliceSession | None = None) -> bool:
         """A bumped funding (v2 RBF) confirmed in another version than the one the channel's monitor was set
         up on (a monitor's setup never changes): its log and progress are set aside (``*.replaced-<txid>``)
         and a new monitor follows the version that confirmed (nothing could spend the other versions'
-        outputs: they never exist). True when the monitor moved."""
-        outpoint = channel.core.state.funding_outpoint
+        outputs: they never exist). ``splice``: a splice that confirmed, and so spent the funding: the
+        monitor follows its funding, locked by the peer or not (:mod:`.splice_watch`), and learns the
+        peer's commitments on it revoked so far. True when the monitor moved."""
+        outpoint = splice.outpoint if splice is not None else channel.core.state.funding_outpoint
         if outpoint is None:
             return False
+        current = self.watched.get(channel.key)
+        if splice is None and current is not None and followed_core(channel.core, current.monitor.setup.funding_outpoint) is not channel.core:
+            return False  # it follows the splice that spent the funding already
         with trio.move_on_after(60):  # a catch-up of the old monitor writes its progress file: let it end first
             while (w := self.watched.get(channel.key)) is not None and w.catching_up:
                 await trio.sleep(0.05)
@@ -290,13 +305,22 @@ class OnchainWatch:
             if watched is None or watched.monitor.setup.funding_outpoint == outpoint:
                 return False
             old = watched.monitor.setup.funding_outpoint
+            carried = carried_commitments(watched.monitor.remote_commitments(), splice) if splice is not None else []
             del self.watched[channel.key]
             path = self.directory / f"{channel.key}.mon"
             for kept in (path, path.with_suffix(".seen")):
                 if kept.exists():
                     kept.rename(kept.with_name(f"{kept.name}.replaced-{old.txid_hex}"))
             log.info("onchain: the monitor of %s follows the funding %s (was %s)", channel.channel_id.hex(), outpoint, old)
-            await self._persisted(channel)
+            if splice is not None and outpoint != channel.core.state.funding_outpoint:
+                self._follows[channel.key] = outpoint
+            try:
+                await self._persisted(channel)
+            finally:
+                self._follows.pop(channel.key, None)
+            moved = self.watched.get(channel.key)
+            if moved is not None:  # (its revoked commitments on the splice, before the current ones it has)
+                await self._append(moved, [r for r in carried if not moved.monitor.has_remote_commitment(r.commitment_number)])
         return True
 
     async def force_close(self, channel: ManagedChannel) -> bool:
@@ -529,11 +553,10 @@ class OnchainWatch:
         return True
 
 
-def _secrets_of_setup(channel: ManagedChannel, setup: Any) -> Any:
+def _secrets_of_setup(core: Any, setup: Any) -> Any:
     """The channel's secrets with the funding key the monitor was set up with: a splice moves the
     channel to a new key, and a monitor of the funding before it (not yet replaced, see
     :meth:`OnchainWatch.follow_funding`) keeps the old one."""
-    core = channel.core
     wanted = getattr(getattr(setup, "local_basepoints", None), "funding_pubkey", None)
     for index in range(core.state.funding_key_index, -1, -1):
         secrets, basepoints = core.keyed(index)

@@ -125,6 +125,8 @@ class Spliced:
     funding_outpoint: OutPoint
     capacity_sat: int
     short_channel_id: int
+    #: the splice as it locked (its monitor learns the peer's commitments on it revoked before the lock)
+    session: SpliceSession | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,9 @@ class SpliceSession:
     locked_sent: bool = False
     locked_received: bool = False
     short_channel_id: int = 0
+    #: the peer's commitment number when the splice was signed: its commitments on the splice's
+    #: funding are numbered from there (None: a session stored before it was recorded)
+    first_remote_number: int | None = None
 
 
 def new_capacity(s: Any, splice: SpliceSession) -> int:
@@ -185,10 +190,10 @@ def splice_status(s: Any) -> dict[str, Any] | None:
     }
 
 
-def session(core: ChannelCore) -> InteractiveTx:
-    """The splice's interactive session, rebuilt from the state (deterministic)."""
+def session(core: ChannelCore, sp: SpliceSession | None = None) -> InteractiveTx:
+    """The splice's interactive session (``sp``, default: the pending one), rebuilt from the state (deterministic)."""
     s = core.state
-    sp = s.splice
+    sp = sp if sp is not None else s.splice
     assert isinstance(sp, SpliceSession)
     ours = sp.shared.sats + sp.our_contribution if sp.initiator else sp.our_contribution
     theirs = sp.their_contribution if sp.initiator else sp.shared.sats + sp.their_contribution
@@ -359,17 +364,41 @@ def check_contribution(core: ChannelCore, contribution_sat: int) -> None:
         raise LocalMisuse(f"a splice-out of {-contribution_sat} sat would leave our balance ({ours} sat) below the reserve")
 
 
+def check_command(core: ChannelCore, cmd: SpliceCommand) -> None:
+    """What :class:`SpliceCommand` refuses but the quiescence (LocalMisuse): checked before the shell
+    quiesces the channel (BOLT 2 ends a quiescence only with the splice or a disconnection)."""
+    from .state import Phase
+
+    s = core.state
+    if not cmd.peer_supports:
+        raise LocalMisuse("the peer does not offer option_splice (feature bit 62/63)")
+    if s.phase is not Phase.NORMAL or s.closing is not None:
+        raise LocalMisuse(f"cannot splice: the channel is {s.phase.value}" if s.phase is not Phase.SHUTDOWN else "cannot splice: a shutdown was sent or received")
+    if not (s.ready_sent and s.ready_received) or s.funding_outpoint is None or s.remote is None:
+        raise LocalMisuse("cannot splice: channel_ready was not exchanged")
+    if s.splice is not None:
+        raise LocalMisuse("cannot splice: another splice is pending")
+    check_contribution(core, cmd.contribution_sat)
+    session(core, _new_session(core, cmd))  # our contribution must pay its way, our outputs above the dust limit
+
+
+def _new_session(core: ChannelCore, cmd: SpliceCommand) -> SpliceSession:
+    s = core.state
+    return SpliceSession(
+        True, cmd.feerate_per_kw, cmd.locktime, cmd.contribution_sat, 0, s.remote.basepoints.funding_pubkey,  # type: ignore[union-attr]
+        _shared_input(core), tuple(cmd.inputs), tuple(cmd.outputs), cmd.entropy,
+    )  # fmt: skip
+
+
 def _on_command(core: ChannelCore, cmd: SpliceCommand, out: _Out) -> None:
     s = core.state
     if not cmd.peer_supports:
         raise LocalMisuse("the peer does not offer option_splice (feature bit 62/63)")
     _check_usable(core, remote=False)
     check_contribution(core, cmd.contribution_sat)
-    s.splice = SpliceSession(
-        True, cmd.feerate_per_kw, cmd.locktime, cmd.contribution_sat, 0, s.remote.basepoints.funding_pubkey,  # type: ignore[union-attr]
-        _shared_input(core), tuple(cmd.inputs), tuple(cmd.outputs), cmd.entropy,
-    )  # fmt: skip
-    session(core)  # our contribution must pay its way (LocalMisuse: nothing changes)
+    sp = _new_session(core, cmd)
+    session(core, sp)  # our contribution must pay its way (LocalMisuse: nothing changes)
+    s.splice = sp
     out.send(SpliceInit(
         channel_id=s.channel_id, funding_contribution_satoshis=cmd.contribution_sat, funding_feerate_perkw=cmd.feerate_per_kw,
         locktime=cmd.locktime, funding_pubkey=next_keys(core)[1].funding_pubkey,

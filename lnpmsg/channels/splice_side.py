@@ -36,7 +36,8 @@ from .interactive_tx import OwnInput, OwnOutput, contribution_fee
 from .manager import ChannelsStopped, ManagedChannel, describe, format_scid
 from .quiesce import Quiesce, is_quiescent, local_initiator
 from .quiesce_side import QUIESCE_BITS
-from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_contribution
+from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_command
+from .splice_watch import confirmed_unlocked_splice
 from .state import Phase
 
 __all__ = ["SPLICE_BITS", "SpliceSide"]
@@ -52,7 +53,7 @@ _P2WSH_SIZED = p2wsh(b"lnpmsg: a splice's funding output")
 class SpliceSide:
     """``splice`` and the splice's chain work; the app supplies ``chain``, ``node``, ``_manager``,
     ``_channel``, ``_contribution``, ``_release_inputs``, ``_publish``, ``_submit``, ``_close_script``,
-    ``_broadcast``, ``_monitor_follows_funding``, ``write_backup``, ``spawn`` and ``_watch_in``."""
+    ``_broadcast``, ``_monitor_follows_funding``, ``write_backup``, ``spawn``, ``disconnect_peer`` and ``_watch_in``."""
 
     chain: Any
     node: Any
@@ -67,6 +68,7 @@ class SpliceSide:
     _monitor_follows_funding: Any
     write_backup: Any
     spawn: Any
+    disconnect_peer: Any
     _watch_in: Any
     #: why a channel's last splice ended early (``splice`` reports it)
     _splice_errors: dict[str, str]
@@ -102,12 +104,16 @@ class SpliceSide:
         per_kw = await self._splice_feerate(feerate)
         inputs, outputs, contribution = await self._splice_contribution(amount_sat, per_kw, address)
         try:
-            check_contribution(target.core, contribution)  # (before the channel is quiesced for nothing)
-            await self._quiesce_for_splice(target, COMMAND_TIMEOUT)
             tip = self.chain.wallet.tip
             command = SpliceCommand(contribution, per_kw, tip.height if tip is not None else 0, inputs, outputs, os.urandom(32), True)
+            check_command(target.core, command)  # (before the channel is quiesced for nothing)
+            await self._quiesce_for_splice(target, COMMAND_TIMEOUT)
             self._splice_errors.pop(target.key, None)
-            await self._manager().submit(target, command)
+            try:
+                await self._manager().submit(target, command)
+            except LocalMisuse as exc:  # (what changed while the channel quiesced, e.g. our balance)
+                self._end_quiescence_now(target, f"the splice was refused once the channel was quiescent: {exc}")
+                raise
         except (LocalMisuse, StoreWriteFailed, ChannelsStopped) as exc:
             self._release_inputs(inputs)
             raise ChainAppError(f"cannot splice: {exc}", {"error": "ChannelError", "state": target.phase.value}) from exc
@@ -156,6 +162,15 @@ class SpliceSide:
         fee = contribution_fee([_P2WSH_SIZED], [_P2WSH_SIZED, script], per_kw, initiator=True)
         return (), (OwnOutput(-amount_sat, script),), amount_sat - fee
 
+    def _end_quiescence_now(self, target: ManagedChannel, reason: str) -> None:
+        """We quiesced the channel for a splice we cannot start: BOLT 2 ends a quiescence only with its
+        operation or a disconnection (a ``splice_init`` would commit us to it), so the peer is
+        disconnected at once rather than at the quiescence timeout."""
+        if not is_quiescent(target.core.state) or not local_initiator(target.core.state):
+            return
+        log.warning("channels: %s: %s; disconnecting %s to end the quiescence", target.channel_id.hex(), reason, target.peer_id.hex())
+        self.disconnect_peer(target.peer_id, f"channel {target.channel_id.hex()[:16]}: {reason}")  # type: ignore[attr-defined]
+
     async def _quiesce_for_splice(self, target: ManagedChannel, timeout: float) -> None:
         """Quiesce the channel as its initiator (a LocalMisuse if that cannot be)."""
         s = target.core.state
@@ -189,7 +204,7 @@ class SpliceSide:
                           short_channel_id=format_scid(event.short_channel_id))  # fmt: skip
             if self._watch_in is not None:
                 self._watch_in.send_nowait(channel)  # (the new funding output's spend)
-            self.spawn(self._monitor_follows_funding, channel)
+            self.spawn(self._monitor_follows_funding, channel, event.session)
             self.spawn(self.write_backup)  # (the static backup names the funding outpoint)
             return True
         return False
@@ -200,8 +215,10 @@ class SpliceSide:
         """Tell each channel with a signed splice how deep the splice transaction is. Its block is found
         by reading the blocks (the new block, or at start the last :data:`SPLICE_LOOKBACK`), not from
         the UTXO set: a commitment on the splice may spend its funding output before the lock."""
+        # (a zero-conf splice is locked before it confirms: its depth still gives its real id)
         waiting = [(c, sp) for c in list(self._manager().channels.values())
-                   if isinstance(sp := c.core.state.splice, SpliceSession) and sp.signed and not sp.locked_sent and sp.outpoint]  # fmt: skip
+                   if isinstance(sp := c.core.state.splice, SpliceSession) and sp.signed
+                   and not (sp.locked_sent and sp.short_channel_id) and sp.outpoint]  # fmt: skip
         if not waiting:
             return
         source = self.chain.source
@@ -226,6 +243,8 @@ class SpliceSide:
                     continue
                 scid = (at << 40) | (index << 16) | sp.outpoint.vout
                 await self._submit(channel, SpliceDepth(sp.outpoint.txid, tip - at + 1, scid))
+                if confirmed_unlocked_splice(channel.core) is not None:
+                    self.spawn(self._monitor_follows_splice, channel)  # (not in the chain's way: it may wait for a catch-up)
         except ChainError as exc:
             log.warning("channels: cannot read the chain for splice depths: %s", exc)
 
@@ -240,14 +259,27 @@ class SpliceSide:
                 kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in sp.inputs}
         return kept
 
+    async def _monitor_follows_splice(self, channel: ManagedChannel) -> None:
+        """We locked the splice at a confirmed depth: it spent the funding, so only a commitment on the
+        splice's funding can confirm, whether or not the peer ever sends ``splice_locked``: the
+        monitor follows the splice's funding now (:mod:`.splice_watch`)."""
+        onchain = getattr(self, "onchain", None)
+        sp = confirmed_unlocked_splice(channel.core)
+        if onchain is None or sp is None or channel.phase is Phase.CLOSED:
+            return
+        if await onchain.follow_funding(channel, sp):
+            log.info("channels: the splice %s of %s confirmed (locked by us, not yet by the peer): the channel monitor "
+                     "follows its funding", sp.outpoint.txid_hex, channel.channel_id.hex())  # type: ignore[union-attr]  # fmt: skip
+
     async def _follow_spliced_fundings(self) -> None:
         """At start: a spliced channel's monitor follows its current funding (the node may have stopped
-        between the lock and the move of the monitor)."""
+        between the lock and the move of the monitor), or the confirmed splice we locked."""
         onchain = getattr(self, "onchain", None)
         for channel in list(self._manager().channels.values()):
             if channel.core.state.splices and onchain is not None and channel.phase is not Phase.CLOSED:
                 await onchain.persisted(channel)  # (loads its monitor)
                 await self._monitor_follows_funding(channel)
+            await self._monitor_follows_splice(channel)
 
     async def _rebroadcast_splices(self) -> None:
         """At start: each signed splice not locked yet goes out again (a crash may have come before its broadcast)."""

@@ -101,7 +101,7 @@ def on_complete(core: ChannelCore, tx: InteractiveTx, out: _Out) -> None:
     out.send(signed)
     rc = s.remote_commit
     assert rc is not None
-    sp = replace(sp, remote_commit=RemoteCommit(rc.number, splice_specs(core, sp)[1], txid, rc.point))
+    sp = replace(sp, remote_commit=RemoteCommit(rc.number, splice_specs(core, sp)[1], txid, rc.point), first_remote_number=rc.number)
     mine = tx.our_inputs()
     if mine:
         out.emit(FundingSignaturesNeeded(tx.transaction.raw, tuple(i for i, _, _ in mine)))
@@ -292,7 +292,11 @@ def on_depth(core: ChannelCore, item: Any, out: _Out) -> None:
     """The splice transaction's depth: ``splice_locked`` at the channel's minimum depth."""
     s = core.state
     sp = _splice(core)
-    if not sp.signed or sp.outpoint is None or item.txid != sp.outpoint.txid or sp.locked_sent:
+    if not sp.signed or sp.outpoint is None or item.txid != sp.outpoint.txid:
+        return
+    if sp.locked_sent:
+        if not sp.short_channel_id and item.depth >= 1:  # zero-conf, locked before it confirmed: its real id
+            s.splice = replace(sp, short_channel_id=item.short_channel_id)
         return
     if item.depth < max(1, s.minimum_depth):
         return
@@ -328,10 +332,19 @@ def on_splice_locked(core: ChannelCore, msg: SpliceLocked, out: _Out) -> None:
 
 def _switch(core: ChannelCore, out: _Out) -> None:
     """Both sent splice_locked: the new funding is the channel's (capacity, commitments, keys, id)."""
-    from .splice import Spliced, new_capacity
+    from .splice import Spliced
 
     s = core.state
     sp = _splice(core)
+    switch_state(s, sp)
+    out.emit(Spliced(sp.outpoint, s.funding_sat, sp.short_channel_id, sp))  # type: ignore[arg-type]
+
+
+def switch_state(s: Any, sp: Any) -> None:
+    """Move the channel state ``s`` onto the splice ``sp``'s funding (what both ``splice_locked`` do;
+    also the view a monitor of a confirmed splice the peer has not locked follows, :mod:`.splice_watch`)."""
+    from .splice import new_capacity
+
     assert s.remote is not None and sp.outpoint is not None and sp.tx is not None
     s.funding_sat = new_capacity(s, sp)
     s.funding_outpoint = sp.outpoint
@@ -346,7 +359,6 @@ def _switch(core: ChannelCore, out: _Out) -> None:
     s.splice = None
     s.splices += 1
     s.funding_key_index += 1  # (our funding key is the splice's from now on: core.secrets follows)
-    out.emit(Spliced(sp.outpoint, s.funding_sat, sp.short_channel_id))
 
 
 # ---------------------------------------------------------------- reconnection

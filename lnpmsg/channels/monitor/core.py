@@ -202,6 +202,10 @@ class ChannelMonitor(ClaimBids):
         """The number of the latest local commitment held (None: none yet)."""
         return None if self._local is None else self._local.commitment_number
 
+    def remote_commitments(self, since: int = 0) -> list[RemoteCommitment]:
+        """Their commitments we signed, numbered ``since`` and later, in order."""
+        return [r for n, r in sorted(self._remote.items()) if n >= since]
+
     def has_remote_commitment(self, number: int) -> bool:
         """Whether the peer's commitment ``number`` was given."""
         return number in self._remote
