@@ -28,7 +28,8 @@ async def test_a_spliced_public_channel_is_announced_under_its_new_id(tmp_path: 
             cid = only_channel(alice).channel_id.hex()
             result = await channels(alice).splice(cid, 400_000)
             await source.mine(6)
-            await wait_until(lambda: only_channel(alice).core.state.splice is None and settled(alice) and settled(bob), "spliced")
+            await wait_until(lambda: only_channel(alice).core.state.splice is None and only_channel(bob).core.state.splice is None
+                             and settled(alice) and settled(bob), "spliced on both sides")
             new = only_channel(alice).core.state.short_channel_id
             assert new != old and only_channel(bob).core.state.short_channel_id == new
             await wait_until(lambda: has_both_updates(alice, new) and has_both_updates(bob, new), "announced anew")
