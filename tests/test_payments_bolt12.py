@@ -212,10 +212,11 @@ def test_invoice_reader_rules() -> None:
 def test_invoice_features_known_and_unknown() -> None:
     request = InvoiceRequest.for_offer(_offer(offer_amount=5000), BOB, b"\x05" * 16)
     assert _invoice(request, features=b"\x02\x00\x00").tlvs["invoice_features"] == b"\x02\x00\x00"  # bit 17
-    for features in (b"\x04\x00\x00", b"\x01\x00\x00"):  # bit 18; bit 16 (MPP compulsory: several paths at once, not done here)
-        with pytest.raises(Bolt12Error) as err:
-            _invoice(request, features=features)
-        assert err.value.code == "unknown_required_feature"
+    # MPP, optional (17) or compulsory (16): the payer splits over the paths; none: one part
+    assert _invoice(request, features=b"\x02\x00\x00").mpp and _invoice(request, features=b"\x01\x00\x00").mpp and not _invoice(request).mpp
+    with pytest.raises(Bolt12Error) as err:
+        _invoice(request, features=b"\x04\x00\x00")  # bit 18: unknown, compulsory
+    assert err.value.code == "unknown_required_feature"
     for missing in ("invoice_amount", "invoice_payment_hash", "invoice_created_at", "invoice_node_id", "invoice_blindedpay"):
         fields = {**dict(_invoice(request).tlvs), missing: None, "signature": None}
         with pytest.raises(Bolt12Error) as err:

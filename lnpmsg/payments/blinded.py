@@ -239,7 +239,7 @@ def extend_route(to_introduction: Route, path: BlindedPath, amount_msat: int, he
     *head, intro = to_introduction.hops
     hops = [*head, replace(intro, amt_to_forward=amount_msat, outgoing_cltv_value=height)]
     hops += [RouteHop(0, 0, h.blinded_node_id, amount_msat, height, amount_msat, height) for h in path.hops[1:]]
-    return Route(tuple(hops))
+    return Route(tuple(hops), blinded=path)
 
 
 def blinded_route_finder(find: Callable[[int, frozenset[int]], list[Route]], path: BlindedPath, payinfo: BlindedPayInfo,

@@ -14,11 +14,14 @@ invoice (:mod:`.blinded_htlcs` decides it; its preimage is the invoice's).
 Sending: ``payments.payblinded BLINDED_PATH AMOUNT_MSAT PAYMENT_HASH`` with the
 path's payinfo (what a BOLT 12 payer has from an invoice): routes to the
 introduction node as ``pay`` finds them (single part), continued through the
-path (:func:`~lnpmsg.payments.blinded.blinded_route_finder`); an introduction node
+path (:mod:`.blinded_routes`: the path is one more channel to pathfinding); an introduction node
 named by ``sciddir`` is found in the gossip graph or among our channels. ``listpayments``
 shows it with ``blinded_path`` and the introduction node as destination; a
 refusal inside the path comes back as ``invalid_onion_blinding``, which ends
 the payment (the path is the recipient's, another route would meet it too).
+:meth:`BlindedPayments.pay_blinded_paths` pays into several paths as one payment (what
+the offers app does with a BOLT 12 invoice): into the one that costs least, a
+part a path refused again into another, and with ``mpp`` split over several.
 
 Failing an HTLC inside a path (:meth:`BlindedPayments._fail_blinded`): a node after the
 introduction node always sends ``update_fail_malformed_htlc`` with ``invalid_onion_blinding``;
@@ -33,17 +36,19 @@ import logging
 import os
 import random
 from dataclasses import replace
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from lnpmsg.payments.blinded import BlindedPayInfo, PathHop, PaymentRelay, create_payment_path, path_id_for
 from lnpmsg.payments.blinded_htlcs import BLINDED_FAILURE_DELAY
+from lnpmsg.payments.blinded_routes import PathOffer
 from lnpmsg.payments.htlcs import MAX_CLTV_AHEAD
 from lnpmsg.payments.keysend import check_count, payment_target
 from lnpmsg.payments.onion import BlindedPath, BlindingError, decode_blinded_path
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
-from lnpmsg.payments.paying import PAY_TIMEOUT
+from lnpmsg.payments.paying import PAY_TIMEOUT, Blinded
 from lnpmsg.payments.sender import format_scid
 from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.calls import ChainAppError
@@ -157,9 +162,6 @@ class BlindedPayments:
             raise ParamsError(f"blinded_path: {exc}") from None
         if end != len(raw):
             raise ParamsError(f"blinded_path: {len(raw) - end} bytes after the path")
-        path = self._introduced_by_node(path)
-        if path.first_node_id == self.node.node_id:
-            raise ParamsError("blinded_path: this node is its introduction node; pay a path that starts at another node")
         hashed = hex_param(payment_hash, "payment_hash", 32)
         check_count(amount_msat, "amount_msat", positive=True)
         for name, value in (("fee_base_msat", fee_base_msat), ("fee_proportional_millionths", fee_proportional_millionths),
@@ -167,19 +169,43 @@ class BlindedPayments:
             check_count(value, name)
         if max_fee_msat is not None:
             check_count(max_fee_msat, "max_fee_msat")
-        if cltv_expiry_delta > MAX_CLTV_AHEAD:  # a path asking more would lock our funds for longer than any hop accepts
-            raise ParamsError(f"cltv_expiry_delta {cltv_expiry_delta} is more than {MAX_CLTV_AHEAD} blocks")
         payinfo = BlindedPayInfo(fee_base_msat, fee_proportional_millionths, cltv_expiry_delta, htlc_minimum_msat)
-        earlier = await trio.to_thread.run_sync(self._store().payments, hashed)
-        if hashed in self._paying or any(p["status"] in ("pending", "complete") for p in earlier):
-            raise ChainAppError("a payment of this hash is in progress or done", {"error": "InProgress", "payment_hash": hashed.hex()})
-        # what routing to the introduction node needs: its id, the amount with the path's fee, the path's delta as its final one
-        target = payment_target(self, path.first_node_id, hashed, amount_msat + payinfo.fee(amount_msat), cltv_expiry_delta, "blinded path")
-        log.info("payments: paying %d msat into a blinded path introduced by %s", amount_msat, path.first_node_id.hex()[:16])
-        # (max_fee_msat bounds the whole fee: the route to the introduction node gets what the path leaves)
-        to_intro = None if max_fee_msat is None else max_fee_msat - payinfo.fee(amount_msat)
-        if to_intro is not None and to_intro < 0:
-            raise ChainAppError(f"the blinded path alone charges {payinfo.fee(amount_msat)} msat, over max_fee_msat",
-                                {"error": "NoRoute", "payment_hash": hashed.hex()})  # fmt: skip
-        return await self._start_payment(target, BLINDED_PREFIX + raw.hex(), amount_msat, timeout, max_fee_msat=to_intro,
-                                         blinded=(path, payinfo))  # fmt: skip
+        return await self.pay_blinded_paths([(path, payinfo, 0)], amount_msat, hashed, max_fee_msat=max_fee_msat, timeout=timeout)
+
+    async def pay_blinded_paths(self: PaymentsApp, paths: Sequence[PathOffer], amount_msat: int, payment_hash: bytes, *, mpp: bool = False,
+                                max_fee_msat: int | None = None, timeout: float = PAY_TIMEOUT) -> dict[str, Any]:  # fmt: skip
+        """Pay AMOUNT_MSAT for PAYMENT_HASH into ``paths`` (each a blinded path, its payinfo and its HTLC
+        maximum, 0: none), as one payment: with ``mpp`` split over several of them if one does not carry
+        it (BOLT 12's invoice with the MPP feature), else in one part into the path that costs least; a
+        part a path refuses goes again into another. ``max_fee_msat`` bounds the whole fee (the paths'
+        included) of a single-part payment. Returns once paid (preimage) or failed, as ``pay``."""
+        usable, refused = [], []
+        for path, info, maximum in paths:
+            try:
+                path = self._introduced_by_node(path)
+                if path.first_node_id == self.node.node_id:
+                    raise ParamsError("blinded_path: this node is its introduction node; pay a path that starts at another node")
+                if info.cltv_expiry_delta > MAX_CLTV_AHEAD:  # a path asking more would lock our funds for longer than any hop accepts
+                    raise ParamsError(f"cltv_expiry_delta {info.cltv_expiry_delta} is more than {MAX_CLTV_AHEAD} blocks")
+            except ParamsError as exc:
+                refused.append(exc)
+                continue
+            usable.append((path, info, maximum))
+        if not usable:
+            raise refused[0] if refused else ParamsError("no blinded path to pay into")
+        paths = usable
+        earlier = await trio.to_thread.run_sync(self._store().payments, payment_hash)
+        if payment_hash in self._paying or any(p["status"] in ("pending", "complete") for p in earlier):
+            raise ChainAppError("a payment of this hash is in progress or done", {"error": "InProgress", "payment_hash": payment_hash.hex()})
+        first, payinfo, _ = paths[0]
+        # what the store and the route finder's checks need: the first path's introduction node stands for the payee
+        target = payment_target(self, first.first_node_id, payment_hash, amount_msat + payinfo.fee(amount_msat), payinfo.cltv_expiry_delta,
+                                "blinded path")  # fmt: skip
+        log.info("payments: paying %d msat into %d blinded path(s)%s, the first introduced by %s", amount_msat, len(paths),
+                 " (multi-part)" if mpp else "", first.first_node_id.hex()[:16])  # fmt: skip
+        cheapest = min(info.fee(amount_msat) for _, info, _ in paths)
+        if max_fee_msat is not None and not mpp and cheapest > max_fee_msat:
+            raise ChainAppError(f"the blinded path alone charges {cheapest} msat, over max_fee_msat",
+                                {"error": "NoRoute", "payment_hash": payment_hash.hex()})  # fmt: skip
+        stored = BLINDED_PREFIX + ",".join(p.encode().hex() for p, _, _ in paths)
+        return await self._start_payment(target, stored, amount_msat, timeout, max_fee_msat=max_fee_msat, blinded=Blinded(tuple(paths), mpp))

@@ -17,15 +17,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from lnpmsg.channels.htlc_hook import HtlcNotWritten, HtlcRefused
-from lnpmsg.payments.blinded import BlindedPayInfo, blinded_route_finder
+from lnpmsg.payments.blinded_routes import PathOffer, blinded_paths_finder
 from lnpmsg.payments.bolt11 import Invoice
-from lnpmsg.payments.onion import BlindedPath
-from lnpmsg.payments.graph import OverlayGraph, hint_channels, local_channel
+from lnpmsg.payments.graph import DirectedChannel, OverlayGraph, hint_channels, local_channel
 from lnpmsg.payments.pathfind import find_route, find_routes
 from lnpmsg.payments.plan import PaymentPlanError
 from lnpmsg.payments.route import Route
@@ -42,8 +42,13 @@ __all__ = ["PAY_TIMEOUT", "PAY_WAIT", "Paying"]
 
 log = logging.getLogger(__name__)
 
-#: a payment into a blinded path: the path and what it costs
-Blinded = tuple[BlindedPath, BlindedPayInfo]
+@dataclass(frozen=True, slots=True)
+class Blinded:
+    """A payment into blinded paths: each path, what it adds and its HTLC maximum; ``mpp``: it may be
+    split over several of them (and routes), else one route into one path carries it."""
+
+    paths: tuple[PathOffer, ...]
+    mpp: bool = False
 
 #: seconds a payment sends new parts (those in flight then are still waited for)
 PAY_TIMEOUT = 40.0
@@ -86,7 +91,7 @@ class Paying:
                              blinded: Blinded | None = None) -> dict[str, Any]:  # fmt: skip
         """Run the payment of ``total`` msat to ``invoice`` (a keysend's has no bolt11: see :mod:`.keysend`) as the
         app's task; its result once it ends, or an error saying it goes on. ``blinded``: a payment into
-        that blinded path (``invoice`` then stands for its introduction node: see :mod:`.blinded_app`)."""
+        those blinded paths (``invoice`` then stands for the first one's introduction node: see :mod:`.blinded_app`)."""
         # the payment is the app's task, not the caller's: a caller that stops waiting (the control
         # server ends a call after a minute) leaves it running to its end, recorded in the store
         self._paying.add(invoice.payment_hash)
@@ -123,9 +128,11 @@ class Paying:
                    max_fee_msat: int | None = None, blinded: Blinded | None = None) -> dict[str, Any]:  # fmt: skip
         assert invoice.payee is not None
         height = await self._height()
-        find = self._route_finder(invoice, height, max_fee_msat)
-        if blinded is not None:  # routes to the introduction node, continued through the path
-            find = blinded_route_finder(find, blinded[0], blinded[1], height)
+        if blinded is None:
+            find = self._route_finder(invoice, height, max_fee_msat)
+        else:  # routes to the paths' introduction nodes, continued through a path (or several: mpp)
+            find = blinded_paths_finder(self._our_view, self.node.node_id, blinded.paths, height=height, now=self._now, scorer=self.scorer,
+                                        mpp=blinded.mpp, max_fee_msat=max_fee_msat)  # fmt: skip
         store = self._store()
         try:
             payment_id = await trio.to_thread.run_sync(store.add_payment, invoice.payment_hash, bolt11.strip(), invoice.payee, total,
@@ -136,8 +143,7 @@ class Paying:
         # (a keysend sends no payment_data, as lnd and Core Lightning: some receivers refuse one with a keysend preimage)
         # (nor does a payment into a blinded path: its path_id stands for the secret)
         secret = invoice.payment_secret if keysend_preimage is None and blinded is None else None
-        payment = Payment(invoice.payment_hash, secret, total, find, self.scorer, invoice.payment_metadata, keysend_preimage=keysend_preimage,
-                          blinded=blinded[0] if blinded is not None else None)  # fmt: skip
+        payment = Payment(invoice.payment_hash, secret, total, find, self.scorer, invoice.payment_metadata, keysend_preimage=keysend_preimage)
         failed: list[tuple[tuple[str, int], OutgoingResult]] = []
         await self._run_payment(payment, payment_id, trio.current_time() + timeout, timeout, failed)
         try:
@@ -254,22 +260,27 @@ class Paying:
                             log.warning("payments: the preimage of %s is not written yet: %s", payment.payment_hash.hex()[:16], exc)
                     payment.on_result(part, result, self._now())
 
+    def _our_view(self: PaymentsApp, excluded: frozenset[int], extra: list[DirectedChannel] | None = None) -> OverlayGraph:
+        """The routing graph with our channels as they are now (those ``excluded`` unusable), and ``extra``."""
+        me = self.node.node_id
+        local = [local_channel(c.short_channel_id, me, c.peer_id, c.spendable_msat if c.usable and c.short_channel_id not in excluded else 0,
+                               htlc_minimum_msat=c.htlc_minimum_msat) for c in self.htlcs.channels()]  # fmt: skip
+        return OverlayGraph(self.graph, local + (extra or []))
+
     def _route_finder(self: PaymentsApp, invoice: Invoice, height: int,
                       max_fee_msat: int | None = None) -> Callable[[int, frozenset[int]], list[Route]]:  # fmt: skip
         """Routes for what is missing; ``max_fee_msat`` bounds a single route's fees (a keysend: no basic_mpp, so one route)."""
         def find(amount_msat: int, excluded: frozenset[int]) -> list[Route]:
             me = self.node.node_id
-            extra = [local_channel(c.short_channel_id, me, c.peer_id, c.spendable_msat if c.usable and c.short_channel_id not in excluded else 0,
-                                   htlc_minimum_msat=c.htlc_minimum_msat) for c in self.htlcs.channels()]  # fmt: skip
-            graph = self.graph
-            known = getattr(graph, "channel", None)
+            known = getattr(self.graph, "channel", None)
+            extra = []
             for hint in invoice.route_hints:
                 # a channel the graph knows has its owner's signed policy: the payee's hint is only a guess;
-                # a hop from us is our own channel, in `extra` above with what it can send now: the hint's
+                # a hop from us is our own channel, with what it can send now: the hint's
                 # copy, of unknown size, would let a part ask the channel for more than it holds (and never split)
                 extra.extend(e for e in hint_channels(hint, invoice.payee)  # type: ignore[arg-type]
                              if e.source != me and (known is None or known(e.short_channel_id, e.direction) is None))
-            view = OverlayGraph(graph, extra)
+            view = self._our_view(excluded, extra)
             options: dict[str, Any] = dict(current_height=height, now=self._now(), scorer=self.scorer, final_cltv_delta=invoice.min_final_cltv)
             if invoice.features.supports("basic_mpp"):
                 return find_routes(view, me, invoice.payee, amount_msat, **options)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lnpmsg.payments.graph import DirectedChannel
+from lnpmsg.payments.onion.blinding import BlindedPath
 
 __all__ = ["NoRouteError", "Route", "RouteHop", "build_route"]
 
@@ -56,6 +57,8 @@ class Route:
     """A path from us to the payee; ``hops[-1]`` is the payee."""
 
     hops: tuple[RouteHop, ...]
+    #: the blinded path the route ends in (its hops the route's last ones), None for a plain route
+    blinded: BlindedPath | None = None
 
     @property
     def amount_msat(self) -> int:

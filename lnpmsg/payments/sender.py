@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lnpmsg.payments.blinded import blinded_payloads, onion_hop_keys
+from lnpmsg.payments.blinded_routes import path_scid
 from lnpmsg.payments.onion import BlindedPath, FailureOnionError, HopPayload, construct_onion, decrypt_failure_onion
 from lnpmsg.payments.onion.failures import BADONION, NODE, PERM
 from lnpmsg.payments.route import NoRouteError, Route
@@ -76,11 +77,12 @@ def build_part(route: Route, payment_hash: bytes, payment_secret: bytes | None, 
     """The onion of one route: forwarding payloads for the hops, the final one with ``payment_data``
     (none without a ``payment_secret``: a keysend, whose final payload carries ``keysend_preimage``).
 
-    With ``blinded``, the route ends with that blinded path's hops (the introduction node's real id
+    With ``blinded`` (default: the route's own, :attr:`Route.blinded`), the route ends with that blinded path's hops (the introduction node's real id
     first, see :func:`~lnpmsg.payments.blinded.extend_route`): their payloads are the path's
     (:func:`~lnpmsg.payments.blinded.blinded_payloads`), the final one with ``total_msat``.
     ``session_key``: the onion's (default: fresh random bytes; tests pass a vector's)."""
     session_key = session_key if session_key is not None else os.urandom(32)
+    blinded = blinded if blinded is not None else route.blinded
     if blinded is not None:
         plain = len(route.hops) - len(blinded.hops)
         final = route.hops[-1]
@@ -127,16 +129,16 @@ class Payment:
     with those short channel ids (NoRouteError if none).
     The shell loops: :meth:`next_parts` -> offer each part -> :meth:`on_result` for each,
     until :attr:`done`; then :attr:`preimage` or :attr:`final_error` says how it ended.
-    A keysend has ``keysend_preimage`` and no ``payment_secret``; a payment into a blinded path
-    ``blinded`` (and neither).
+    A keysend has ``keysend_preimage`` and no ``payment_secret``; a payment into blinded paths
+    neither (its routes end in a path: :attr:`Route.blinded`). A part a blinded path refuses
+    (``invalid_onion_blinding``) excludes that path (:func:`~lnpmsg.payments.blinded_routes.path_scid`):
+    the rest goes into the others, if the invoice has others.
     """
 
     def __init__(self, payment_hash: bytes, payment_secret: bytes | None, total_msat: int, find_routes: Callable[[int, frozenset[int]], list[Route]],
                  scorer: MissionControl, payment_metadata: bytes | None = None, max_attempts: int = MAX_ATTEMPTS,
-                 keysend_preimage: bytes | None = None, blinded: BlindedPath | None = None) -> None:  # fmt: skip
+                 keysend_preimage: bytes | None = None) -> None:  # fmt: skip
         self.payment_hash = payment_hash
-        #: a payment into a blinded path: the routes end with its hops (:func:`~lnpmsg.payments.blinded.extend_route`)
-        self.blinded = blinded
         self.keysend_preimage = keysend_preimage
         self.payment_secret = payment_secret
         self.total_msat = total_msat
@@ -191,8 +193,7 @@ class Payment:
             return []
         parts = []
         for route in routes:
-            part = build_part(route, self.payment_hash, self.payment_secret, self.total_msat, self.payment_metadata, self.keysend_preimage,
-                              self.blinded)  # fmt: skip
+            part = build_part(route, self.payment_hash, self.payment_secret, self.total_msat, self.payment_metadata, self.keysend_preimage)
             attempt = Attempt(route.to_dict(), route.final_amount_msat, "pending")
             self.attempts.append(attempt)
             self._attempt_of[id(part)] = attempt
@@ -227,6 +228,11 @@ class Payment:
         if result.local_error is not None:
             self.excluded.add(part.route.hops[0].short_channel_id)  # not again in this payment
         refusal = read_failure(part, result, attempt, self.scorer, now)
+        if part.route.blinded is not None and attempt.code == _INVALID_ONION_BLINDING:
+            # the path's terms refused it (its fees, expiry, or the recipient): another route into the same
+            # path would meet them too, another path of the invoice may not
+            self.excluded.add(path_scid(part.route.blinded))
+            return
         if refusal is not None:
             self.final_error = self._failed(f"the payee refused the payment: {refusal}")
 

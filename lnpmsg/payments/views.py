@@ -90,19 +90,25 @@ def name_failure(text: str, details: dict[str, Any], names: Mapping[str, str]) -
 
 
 def payment_view(row: dict[str, Any], names: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A payment for ``listpayments`` (a keysend's has no bolt11; one into a blinded path has its path, ``blinded:`` and hex, instead).
+    """A payment for ``listpayments`` (a keysend's has no bolt11; one into blinded paths has them, ``blinded:`` and hex,
+    comma-separated, instead: ``blinded_path`` the first, ``blinded_paths`` each).
     ``names``: our channels' names for the first hops (:func:`own_channel_names`; a payment stored before they
     were named so shows our local alias of a private channel)."""
     blinded = row["bolt11"].startswith("blinded:") if row["bolt11"] else False
     return {
         "id": row["id"], "payment_hash": row["payment_hash"].hex(), "bolt11": (row["bolt11"] or None) if not blinded else None,
-        "keysend": not row["bolt11"], **({"blinded_path": row["bolt11"].removeprefix("blinded:")} if blinded else {}),
+        "keysend": not row["bolt11"], **(_blinded_paths(row["bolt11"]) if blinded else {}),
         "destination": row["payee"].hex(),
         "amount_msat": row["amount_msat"], "fee_msat": row["fee_msat"], "status": row["status"],
         "routes": name_own_channels(row["routes"], names or {}),
         "preimage": row["preimage"].hex() if row["preimage"] else None, "error": row["error"], "attempts": row["attempts"],
         "created_at": row["created_at"], "completed_at": row["completed_at"],
     }  # fmt: skip
+
+
+def _blinded_paths(stored: str) -> dict[str, Any]:
+    paths = stored.removeprefix("blinded:").split(",")
+    return {"blinded_path": paths[0], "blinded_paths": paths}
 
 
 def forward_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ node`` with a chain does). It owns the onion-message records 64
   and waits for the first answer: an ``invoice`` that arrived along one of those
   reply paths, mirrors the request, is signed by the issuer and not expired,
   or an ``invoice_error`` (reported). ``offers.pay`` then pays it into its blinded
-  paths in order (``payments.payblinded``) until one succeeds.
+  paths as one payment (``payments.pay_blinded_paths``), split over several when
+  the invoice has the MPP feature (ours do: the payments app gathers the parts).
 
 Requests not for an offer (refunds) are :mod:`.refunds`'.
 
@@ -52,9 +53,10 @@ import coincurve
 import trio
 
 from lnpmsg.app import App, AppError
+from lnpmsg.payments.blinded import BlindedPayInfo
 from lnpmsg.payments.bolt12.errors import Bolt12Error
 from lnpmsg.payments.bolt12.fields import PayInfo
-from lnpmsg.payments.bolt12.invoice import DEFAULT_RELATIVE_EXPIRY, Invoice
+from lnpmsg.payments.bolt12.invoice import DEFAULT_RELATIVE_EXPIRY, MPP_OPTIONAL, Invoice
 from lnpmsg.payments.bolt12.invoice_error import InvoiceError
 from lnpmsg.payments.bolt12.invoice_request import InvoiceRequest
 from lnpmsg.payments.bolt12.keys import offer_path_session_key, recipient_blinded_secret
@@ -393,7 +395,7 @@ class OffersApp(Refunds, App):
             paths.append((path, PayInfo(info["fee_base_msat"], info["fee_proportional_millionths"], info["cltv_expiry_delta"],
                                         info["htlc_minimum_msat"], 2 * amount)))  # fmt: skip
         invoice = Invoice.for_request(request, signing_key, payment_hash=bytes.fromhex(made["payment_hash"]), amount_msat=amount,
-                                      created_at=int(self.clock()), paths=paths)  # fmt: skip
+                                      created_at=int(self.clock()), paths=paths, features=MPP_OPTIONAL)  # fmt: skip
         log.info("offers: invoice %s for %d msat", label, amount)
         return invoice.to_bytes()
 
@@ -546,20 +548,13 @@ class OffersApp(Refunds, App):
         return await self._pay_invoice(invoice, max_fee_msat)
 
     async def _pay_invoice(self, invoice: Invoice, max_fee_msat: int | None = None) -> dict[str, Any]:
-        """Pay a checked invoice into its paths, in order, until one succeeds (``payments.payblinded``'s result)."""
-        payments, last = self._payments(), None
-        for path, info in invoice.usable_paths():
-            try:
-                paid = await payments.payblinded(path.encode().hex(), invoice.amount, invoice.payment_hash.hex(), info.fee_base_msat,
-                                                 info.fee_proportional_millionths, info.cltv_expiry_delta, info.htlc_minimum_msat,
-                                                 max_fee_msat=max_fee_msat)  # fmt: skip
-                return {**paid, "bolt12_invoice": invoice.encode()}
-            except (ChainAppError, ParamsError) as exc:
-                if isinstance(exc, ChainAppError) and exc.details.get("error") == "InProgress":
-                    raise
-                last = exc
-        assert last is not None  # (an invoice has a usable path)
-        raise last
+        """Pay a checked invoice into its paths as one payment (``payments.pay_blinded_paths``: into the path
+        that costs least, again into another if one refuses, split over several when the invoice has the MPP
+        feature and one does not carry it); the payment's result."""
+        paths = [(path, BlindedPayInfo(info.fee_base_msat, info.fee_proportional_millionths, info.cltv_expiry_delta, info.htlc_minimum_msat),
+                  info.htlc_maximum_msat) for path, info in invoice.usable_paths()]  # fmt: skip
+        paid = await self._payments().pay_blinded_paths(paths, invoice.amount, invoice.payment_hash, mpp=invoice.mpp, max_fee_msat=max_fee_msat)
+        return {**paid, "bolt12_invoice": invoice.encode()}
 
 
 def _invoice_view(invoice: Invoice) -> dict[str, Any]:

@@ -27,16 +27,20 @@ from lnpmsg.payments.onion.blinding import BlindedPath
 from lnpmsg.wire.errors import WireError
 from lnpmsg.wire.tlv import TlvStream
 
-__all__ = ["DEFAULT_RELATIVE_EXPIRY", "INVOICE_HRP", "MIRRORED_RANGES", "Invoice", "decode_invoice"]
+__all__ = ["DEFAULT_RELATIVE_EXPIRY", "INVOICE_HRP", "MIRRORED_RANGES", "MPP_OPTIONAL", "Invoice", "decode_invoice"]
 
 INVOICE_HRP = "lni"
 #: seconds an invoice without ``invoice_relative_expiry`` may be paid
 DEFAULT_RELATIVE_EXPIRY = 7200
 #: the records an invoice copies from the request it answers: they must match it exactly
 MIRRORED_RANGES = ((0, 159), (1_000_000_000, 2_999_999_999))
-#: invoice feature bits a payer here can honour: MPP optional (17: a single part is allowed). MPP
-#: compulsory (16) would have it pay across several blinded paths at once, which it does not
-KNOWN_INVOICE_FEATURES = (17,)
+#: ``invoice_features`` bits of multi-part payments (BOLT 9's basic_mpp): the payer may split the payment
+#: over several parts and blinded paths (17: optional), or must be able to (16: compulsory)
+MPP_BITS = (16, 17)
+#: invoice feature bits a payer here can honour: MPP (it pays across several blinded paths at once)
+KNOWN_INVOICE_FEATURES = MPP_BITS
+#: what our invoices say: MPP optional (the payments app gathers the parts of a payment to us)
+MPP_OPTIONAL = (1 << 17).to_bytes(3, "big")
 _NAME = "invoice"
 
 
@@ -112,6 +116,12 @@ class Invoice:
     def expires_at(self) -> int:
         relative = self.tlvs.get("invoice_relative_expiry")
         return self.created_at + (DEFAULT_RELATIVE_EXPIRY if relative is None else relative)
+
+    @property
+    def mpp(self) -> bool:
+        """The invoice takes a payment in several parts (either MPP bit)."""
+        value = int.from_bytes(self.tlvs.get("invoice_features") or b"", "big")
+        return any(value >> bit & 1 for bit in MPP_BITS)
 
     @property
     def chain(self) -> bytes:
