@@ -85,7 +85,7 @@ async def test_offers_paid_between_two_nodes(tmp_path: Path) -> None:
 
             # two paths: through B's peer (A itself here, so A cannot use it), and B alone
             (via_a, _), (path, info) = decode_invoice(fetched["invoice"]).usable_paths()
-            assert via_a.first_node_id == a.node_id and path.first_node_id == b.node_id and len(path.hops) == 1
+            assert via_a.first_node_id == a.node_id and path.first_node_id == b.node_id and len(path.hops) == len(via_a.hops) == 4  # (padded)
             # the first invoice's path carries only its own hash: paying it with the other's is refused
             with pytest.raises(ChainAppError) as err:
                 await payments(a).payblinded(path.encode().hex(), AMOUNT, paid["payment_hash"], info.fee_base_msat,
@@ -171,7 +171,7 @@ async def test_an_offer_behind_a_blinded_path_and_bad_invoices(tmp_path: Path) -
             assert paid["status"] == "complete" and paid["amount_msat"] == 2 * AMOUNT
             invoice = decode_invoice(paid["bolt12_invoice"])
             assert invoice.tlvs["invreq_quantity"] == 2 and invoice.node_id == c.node_id
-            assert paid["routes"][0][0]["node_id"] == b.node_id.hex() and len(paid["routes"][0]) == 2  # B, then C blinded
+            assert paid["routes"][0][0]["node_id"] == b.node_id.hex() and len(paid["routes"][0]) == 4  # B, then C blinded (and 2 dummy hops)
             (row,) = [r for r in (await payments(c).listinvoices())["invoices"] if r["payment_hash"] == paid["payment_hash"]]
             assert row["status"] == "paid"
             with pytest.raises(ParamsError, match="invreq_quantity"):

@@ -70,6 +70,7 @@ from lnpmsg.payments.getroute import RouteQueries
 from lnpmsg.payments.graph import ChannelGraphView, RoutingGraph
 from lnpmsg.payments.holding import HeldSet, Holding
 from lnpmsg.payments.invoice_calls import InvoiceCalls
+from lnpmsg.payments.onion.blinding import DEFAULT_PATH_LENGTH
 from lnpmsg.payments.htlcs import NEXT_CHANNEL_DOWN, FailMalformed, FailOnion, FeePolicy, Forward, HoldPart, InvoiceTerms, MppSets, Settle, Spontaneous, decide
 from lnpmsg.payments.keysend import KEYSEND_FEATURE_BIT, Keysending
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
@@ -112,13 +113,17 @@ class PaymentsApp(Restarting, InvoiceCalls, Forwarding, Paying, Receiving, Holdi
         graph: the routing graph to plan over (default: the gossip app's, if any).
         mpp_timeout: seconds a multi-part payment to us may take to arrive whole.
         accept_keysend: settle keysends to us (bLIP 3; announced in our node_announcement), else refuse them.
+        blinded_path_length: the hops the blinded paths to us (``blindedpath``) have at least: shorter ones end
+            with dummy hops of ours (0 or 1: none).
         now: wall clock for invoices and the scorer.
     """
 
     def __init__(self, directory: str | Path, *, channels_app: str = "channels", chain_app: str = "chain", announce_app: str = "announce",
                  policy: FeePolicy | None = None, graph: ChannelGraphView | None = None, mpp_timeout: float = 60.0,
-                 accept_keysend: bool = False, now: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 accept_keysend: bool = False, blinded_path_length: int = DEFAULT_PATH_LENGTH,
+                 now: Callable[[], float] = time.time) -> None:  # fmt: skip
         super().__init__("payments", handler_timeout=None, features=_NODE_FEATURES)
+        self.blinded_path_length = blinded_path_length
         self.accept_keysend = accept_keysend
         self.node_announcement_features = Features.from_bits([KEYSEND_FEATURE_BIT]) if accept_keysend else Features()
         self.directory = Path(directory)
@@ -313,11 +318,17 @@ class PaymentsApp(Restarting, InvoiceCalls, Forwarding, Paying, Receiving, Holdi
             c = channels.get(scid)
             return None if c is None else (c.usable, c.htlc_minimum_msat)
 
+        def peer_channel(node_id: bytes) -> int | None:
+            """Our channel to ``node_id`` that can send the most now (a blinded hop may name the next node, not a channel)."""
+            to_peer = [c for c in channels.values() if c.peer_id == node_id]
+            return max(to_peer, key=lambda c: (c.usable, c.spendable_msat)).short_channel_id if to_peer else None
+
         action = decide(
             node_secret=self.node.key.secret, amount_msat=add.amount_msat, payment_hash=add.payment_hash,
             cltv_expiry=add.cltv_expiry, onion=add.onion_routing_packet, height=height, now=self._now(),
             invoice=self._terms.get, next_channel=next_channel, policy=self.policy, policies=self.policies.forwarding,
             keysend_min_final_cltv=DEFAULT_MIN_FINAL_CLTV if self.accept_keysend else None, path_key=add.tlvs.get("blinded_path"),
+            peer_channel=peer_channel,
         )  # fmt: skip
         limit = 0.0  # how long to wait for the next channel, not usable now (0: decided as it is)
         if isinstance(action, FailOnion) and action.why == NEXT_CHANNEL_DOWN:

@@ -175,10 +175,12 @@ class PathHop:
 
 
 def create_payment_path(session_key: bytes, hops: Sequence[PathHop], our_node_id: bytes, path_id: bytes, max_cltv_expiry: int,
-                        min_final_cltv: int, htlc_minimum_msat: int = 0) -> tuple[BlindedPath, BlindedPayInfo]:  # fmt: skip
+                        min_final_cltv: int, htlc_minimum_msat: int = 0, dummy_hops: int = 0) -> tuple[BlindedPath, BlindedPayInfo]:  # fmt: skip
     """A blinded path through ``hops`` (the introduction node first; none: we are it) to us, usable
     until our own HTLC would expire after ``max_cltv_expiry`` (each hop's limit adds the deltas after
-    it, BOLT 4), and what a payer adds for it. Every hop's data is padded to one length."""
+    it, BOLT 4), and what a payer adds for it. ``dummy_hops`` more hops of ours end it (BOLT 4's dummy
+    hops: each names us as the next node, relays for nothing, and is peeled by us on receipt), so the
+    payer cannot tell where in the path we are. Every hop's data is padded to one length."""
     minimum = max([htlc_minimum_msat, *(h.htlc_minimum_msat for h in hops)])
     streams = []
     limit = max_cltv_expiry
@@ -196,11 +198,18 @@ def create_payment_path(session_key: bytes, hops: Sequence[PathHop], our_node_id
                               "fee_base_msat": r.fee_base_msat},
             "payment_constraints": {"max_cltv_expiry": hop_limit, "htlc_minimum_msat": minimum},
         }))  # fmt: skip
+    for _ in range(dummy_hops):
+        streams.append(TlvStream({
+            "next_node_id": our_node_id,
+            "payment_relay": {"cltv_expiry_delta": 0, "fee_proportional_millionths": 0, "fee_base_msat": 0},
+            "payment_constraints": {"max_cltv_expiry": max_cltv_expiry, "htlc_minimum_msat": minimum},
+        }))  # fmt: skip
     streams.append(TlvStream({
         "path_id": path_id,
         "payment_constraints": {"max_cltv_expiry": max_cltv_expiry, "htlc_minimum_msat": minimum},
     }))  # fmt: skip
-    path = create_blinded_path(session_key, [*(h.node_id for h in hops), our_node_id], padded_encrypted_data(streams))
+    nodes = [*(h.node_id for h in hops), *[our_node_id] * (dummy_hops + 1)]
+    path = create_blinded_path(session_key, nodes, padded_encrypted_data(streams))
     return path, aggregate_payinfo([h.relay for h in hops], min_final_cltv, minimum)
 
 

@@ -3,7 +3,8 @@
 Receiving: ``payments.blindedpath LABEL`` makes a blinded path to us for our
 invoice LABEL, through one of our channels' peers (the introduction node; the
 one named by ``introduction``, else the usable channel that can bring us the
-most; ``introduction`` our own node id: a path of us alone), with that peer's
+most; ``introduction`` our own node id: a path of us alone), padded with dummy hops of ours
+to the app's ``blinded_path_length`` (BOLT 4; each is peeled by us on receipt), with that peer's
 policy towards us as its ``payment_relay``, ``payment_constraints`` (an expiry limit ``expiry_blocks`` ahead, the
 channel's HTLC minimum) and a ``path_id`` tying it to the invoice's payment hash
 (a MAC, no storage: :func:`~lnpmsg.payments.blinded.path_id_for`). It returns
@@ -42,11 +43,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from lnpmsg.payments.blinded import BlindedPayInfo, PathHop, PaymentRelay, create_payment_path, path_id_for
-from lnpmsg.payments.blinded_htlcs import BLINDED_FAILURE_DELAY
+from lnpmsg.payments.blinded_htlcs import BLINDED_FAILURE_DELAY, blinded_failure, introduction_secret
 from lnpmsg.payments.blinded_routes import PathOffer
-from lnpmsg.payments.htlcs import MAX_CLTV_AHEAD
+from lnpmsg.payments.htlcs import MAX_CLTV_AHEAD, FailOnion
 from lnpmsg.payments.keysend import check_count, payment_target
 from lnpmsg.payments.onion import BlindedPath, BlindingError, decode_blinded_path
+from lnpmsg.payments.onion.blinding import dummy_hop_count
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.payments.paying import PAY_TIMEOUT, Blinded
 from lnpmsg.payments.sender import format_scid
@@ -83,8 +85,18 @@ class BlindedPayments:
             self.spawn(later)
             return True
         add = next((h.add for h in self.htlcs.pending_incoming() if (h.channel_key, h.add.id) == ref), None)
-        if add is None or add.tlvs.get("blinded_path") is None:
+        if add is None:
             return False
+        if add.tlvs.get("blinded_path") is None:
+            # the introduction node of a path whose next hops are ours (dummy hops: a payment to us) is not its
+            # final node to the payer: whatever fails it (an MPP timeout) goes back as invalid_onion_blinding
+            secret = introduction_secret(self.node.key.secret, add.onion_routing_packet, add.payment_hash)
+            if secret is None:
+                return False
+            failure = blinded_failure("introduction", secret, add.onion_routing_packet, why)
+            assert isinstance(failure, FailOnion)
+            await self._call(lambda: self.htlcs.fail(ref[0], ref[1], failure.reason), ref)
+            return True
         onion_hash = hashlib.sha256(add.onion_routing_packet).digest()
         await self._call(lambda: self.htlcs.fail_malformed(ref[0], ref[1], onion_hash, InvalidOnionBlinding.TYPE), ref)
         return True
@@ -117,6 +129,7 @@ class BlindedPayments:
         path, payinfo = create_payment_path(
             os.urandom(32), [PathHop(channel.peer_id, channel.hint_scid, relay, channel.htlc_minimum_msat)], self.node.node_id,
             path_id_for(self.node.key.secret, terms.payment_hash), height + terms.min_final_cltv + expiry_blocks, terms.min_final_cltv,
+            dummy_hops=dummy_hop_count(2, self.blinded_path_length),
         )  # fmt: skip
         log.info("payments: blinded path for invoice %s through %s", label, channel.peer_id.hex()[:16])
         return {"blinded_path": path.encode().hex(), "payinfo": payinfo.to_dict(), "payment_hash": terms.payment_hash.hex(),
@@ -127,7 +140,8 @@ class BlindedPayments:
         us as to its introduction node, also the peer that would introduce a longer one."""
         height = await self._height()
         path, payinfo = create_payment_path(os.urandom(32), [], self.node.node_id, path_id_for(self.node.key.secret, terms.payment_hash),
-                                            height + terms.min_final_cltv + expiry_blocks, terms.min_final_cltv)  # fmt: skip
+                                            height + terms.min_final_cltv + expiry_blocks, terms.min_final_cltv,
+                                            dummy_hops=dummy_hop_count(1, self.blinded_path_length))  # fmt: skip
         log.info("payments: blinded path for invoice %s introduced by us", label)
         return {"blinded_path": path.encode().hex(), "payinfo": payinfo.to_dict(), "payment_hash": terms.payment_hash.hex(),
                 "introduction_node_id": self.node.node_id.hex(), "amount_msat": terms.amount_msat}  # fmt: skip

@@ -22,6 +22,8 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+import coincurve
+
 from lnpmsg.payments.blinded import BlindedHopData, forward_amount, forward_expiry, path_id_for, read_blinded_hop
 from lnpmsg.payments.htlcs import (
     MAX_CLTV_AHEAD,
@@ -36,10 +38,11 @@ from lnpmsg.payments.htlcs import (
     InvoiceTerms,
     Settle,
 )
-from lnpmsg.payments.onion import BlindingError, OnionError, ReceivedOnion, create_failure_onion, decode_hop_payload, peel_onion
+from lnpmsg.payments.onion import BlindingError, OnionError, ReceivedOnion, create_failure_onion, decode_hop_payload, peel_onion, process_onion
+from lnpmsg.payments.onion.blinding import MAX_DUMMY_HOPS
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 
-__all__ = ["BLINDED_FAILURE_DELAY", "BlindedRole", "blinded_failure", "blinded_role", "decide_blinded", "introduces_path"]
+__all__ = ["BLINDED_FAILURE_DELAY", "BlindedRole", "blinded_failure", "blinded_role", "decide_blinded", "introduces_path", "introduction_secret"]
 
 #: seconds at most an introduction node waits, at random, before failing an HTLC: how soon a failure comes
 #: back would tell a prober how far into the path it was refused (BOLT 4 asks for a random delay)
@@ -72,11 +75,18 @@ def introduces_path(node_secret: bytes, onion: bytes, payment_hash: bytes) -> bo
     """Whether ``onion`` makes this node a blinded path's introduction node (a forwarding payload with
     ``current_path_key``), whatever else is wrong with the payload: BOLT 4 has such a node answer any
     failure with ``invalid_onion_blinding``, also one about its payload's records."""
+    return introduction_secret(node_secret, onion, payment_hash) is not None
+
+
+def introduction_secret(node_secret: bytes, onion: bytes, payment_hash: bytes) -> bytes | None:
+    """The onion's shared secret when it makes this node a blinded path's introduction node (as
+    :func:`introduces_path`; also when the hops after it are our own dummy hops), else None."""
     try:
         peeled = peel_onion(node_secret, onion, payment_hash)
-        return not peeled.is_final and decode_hop_payload(peeled.payload, peeled.shared_secret).current_path_key is not None
+        introduces = not peeled.is_final and decode_hop_payload(peeled.payload, peeled.shared_secret).current_path_key is not None
     except OnionError:
-        return False
+        return None
+    return peeled.shared_secret if introduces else None
 
 
 def decide_blinded(
@@ -94,10 +104,14 @@ def decide_blinded(
     next_channel: Callable[[int], tuple[bool, int] | None],
     policy: FeePolicy,
     policies: Callable[[int], Sequence[FeePolicy]] | None = None,
+    peer_channel: Callable[[bytes], int | None] | None = None,
 ) -> Action:
     """The action for an HTLC whose payload is a blinded hop's (``received``: its onion, peeled and
     checked). ``path_key``: ``update_add_htlc``'s, None at the introduction node. ``policy`` and
-    ``policies`` as :func:`~lnpmsg.payments.htlcs.decide` takes them: what we charge on the next channel."""
+    ``policies`` as :func:`~lnpmsg.payments.htlcs.decide` takes them: what we charge on the next channel.
+    ``peer_channel(node_id)``: our channel to that peer (its short channel id, None: none usable), for a
+    hop that names the next node by ``next_node_id``. A hop naming us as the next node is one of our
+    dummy hops: its layer is peeled here (at most :data:`~lnpmsg.payments.onion.blinding.MAX_DUMMY_HOPS`)."""
     p = received.payload
     secret = received.shared_secret
     role: BlindedRole = "inner" if path_key is not None else "introduction"
@@ -114,26 +128,52 @@ def decide_blinded(
     broken = data.check_constraints(amount_msat, cltv_expiry)
     if broken is not None:
         return fail(broken)
+    # a hop that names us as the next node: a dummy hop at the end of a path of ours (BOLT 4), peeled here
+    # (a failure still goes back as the incoming HTLC's, with its secret and role)
+    us = coincurve.PrivateKey(node_secret).public_key.format() if not received.is_final and data.next_node_id is not None else None
+    for _ in range(MAX_DUMMY_HOPS + 1):
+        if us is None or data.next_node_id != us:
+            break
+        if data.relay is not None:
+            amount_msat, cltv_expiry = forward_amount(amount_msat, data.relay), forward_expiry(cltv_expiry, data.relay)
+        assert received.next_packet is not None
+        try:
+            received = process_onion(node_secret, received.next_packet, payment_hash, path_key=data.next_path_key)
+            if received.payload.encrypted_recipient_data is None:
+                return fail("a hop of a path through us again has no encrypted_recipient_data")
+            data = read_blinded_hop(node_secret, data.next_path_key, received.payload.encrypted_recipient_data)
+        except OnionError as exc:  # (BlindingError is one)
+            return fail(f"our own hop of the path: {exc}")
+        broken = data.check_constraints(amount_msat, cltv_expiry)
+        if broken is not None:
+            return fail(broken)
+        if received.is_final or data.next_node_id is None:
+            break
+    else:
+        return fail(f"more than {MAX_DUMMY_HOPS} hops of the path through us")
+    p = received.payload
     if received.is_final:
         return _final(data, fail, p.amt_to_forward or 0, p.outgoing_cltv_value or 0, p.total_amount_msat or 0, secret,
                       node_secret, amount_msat, payment_hash, cltv_expiry, height, now, invoice)  # fmt: skip
     scid = data.short_channel_id
+    if scid is None and data.next_node_id is not None and peer_channel is not None:
+        scid = peer_channel(data.next_node_id)  # (a hop naming the next node: our channel to it)
     accepted = (policy,) if policies is None or scid is None else tuple(policies(scid)) or (policy,)
-    return _forward(data, fail, received, amount_msat, cltv_expiry, height, next_channel, accepted)
+    return _forward(data, scid, fail, received, amount_msat, cltv_expiry, height, next_channel, accepted)
 
 
-def _forward(data: BlindedHopData, fail: Callable[[str], FailOnion | FailMalformed], received: ReceivedOnion, amount_msat: int,
-             cltv_expiry: int, height: int, next_channel: Callable[[int], tuple[bool, int] | None],
+def _forward(data: BlindedHopData, scid: int | None, fail: Callable[[str], FailOnion | FailMalformed], received: ReceivedOnion,
+             amount_msat: int, cltv_expiry: int, height: int, next_channel: Callable[[int], tuple[bool, int] | None],
              accepted: Sequence[FeePolicy]) -> Action:  # fmt: skip
-    if data.short_channel_id is None:
-        # (next_node_id would need a look-up of our channels by peer: the paths we make name channels)
-        return fail("the blinded hop names no short_channel_id")
+    """Forward over our channel ``scid``: the one the hop names, or our channel to the node it names."""
+    if scid is None:
+        return fail("the blinded hop names no channel of ours" if data.next_node_id is None else
+                    f"no channel of ours to the blinded hop's next_node_id {data.next_node_id.hex()}")  # fmt: skip
     if data.relay is None:
         return fail("the blinded hop has no payment_relay")
     amt, out_cltv = forward_amount(amount_msat, data.relay), forward_expiry(cltv_expiry, data.relay)
     if amt <= 0:
         return fail(f"{amount_msat} msat does not cover the blinded hop's fee")
-    scid = data.short_channel_id
     channel = next_channel(scid)
     if channel is None:
         return fail(f"no channel {scid}")

@@ -182,6 +182,7 @@ def decide(
     policies: Callable[[int], Sequence[FeePolicy]] | None = None,
     keysend_min_final_cltv: int | None = None,
     path_key: bytes | None = None,
+    peer_channel: Callable[[bytes], int | None] | None = None,
 ) -> Action:
     """The action for one irrevocably committed incoming HTLC.
 
@@ -195,7 +196,8 @@ def decide(
     ``keysend_min_final_cltv``: we accept keysends (bLIP 3) expiring at least that many
     blocks ahead (None: we refuse them, as a node that does not know the hash).
     ``path_key``: ``update_add_htlc``'s ``blinded_path`` TLV (the HTLC is inside a blinded path):
-    see :mod:`.blinded_htlcs`, which also decides a payload that is a blinded hop's.
+    see :mod:`.blinded_htlcs`, which also decides a payload that is a blinded hop's (``peer_channel(node_id)``:
+    our channel to that peer, for a blinded hop naming its next node by id).
     """
     from lnpmsg.payments.blinded_htlcs import blinded_failure, decide_blinded, introduces_path  # (it builds on this module's actions)
 
@@ -216,7 +218,7 @@ def decide(
     if p.is_blinded:
         return decide_blinded(received, path_key=path_key, node_secret=node_secret, amount_msat=amount_msat, payment_hash=payment_hash,
                               cltv_expiry=cltv_expiry, onion=onion, height=height, now=now, invoice=invoice, next_channel=next_channel,
-                              policy=policy, policies=policies)  # fmt: skip
+                              policy=policy, policies=policies, peer_channel=peer_channel)  # fmt: skip
     assert p.amt_to_forward is not None and p.outgoing_cltv_value is not None  # checked by process_onion
     if received.is_final:
         return _final(secret, p.amt_to_forward, p.outgoing_cltv_value, p.payment_secret, p.total, amount_msat,

@@ -28,6 +28,8 @@ from lnpmsg.wire.errors import WireError
 from lnpmsg.wire.tlv import TlvStream
 
 __all__ = [
+    "DEFAULT_PATH_LENGTH",
+    "MAX_DUMMY_HOPS",
     "BlindedHop",
     "BlindedPath",
     "BlindingError",
@@ -36,9 +38,16 @@ __all__ = [
     "create_blinded_path",
     "decode_blinded_path",
     "decrypt_recipient_data",
+    "dummy_hop_count",
     "encode_blinded_path",
     "padded_encrypted_data",
 ]
+
+#: the hops a blinded path we hand out has at least: the shorter ones end with dummy hops of the
+#: recipient's own (BOLT 4 allows them), so a payer or sender cannot tell how far the introduction node is from it
+DEFAULT_PATH_LENGTH = 4
+#: dummy hops a recipient peels at most in one path (each an ECDH): more is refused, as a loop would be
+MAX_DUMMY_HOPS = 7
 
 _BLINDED_NODE_ID = b"blinded_node_id"
 _ZERO_NONCE = bytes(12)
@@ -113,6 +122,12 @@ def create_blinded_path(session_key: bytes, node_ids: Sequence[bytes], encrypted
     except (ValueError, TypeError) as exc:
         raise BlindingError(f"cannot blind this path: {exc}") from None
     return BlindedPath(first_node_id=bytes(node_ids[0]), first_path_key=first_path_key, hops=tuple(hops))
+
+
+def dummy_hop_count(real_hops: int, path_length: int) -> int:
+    """The dummy hops that pad a path of ``real_hops`` (the introduction node through the recipient) to
+    ``path_length`` hops (0 when it is that long already; never more than :data:`MAX_DUMMY_HOPS`)."""
+    return max(0, min(path_length - real_hops, MAX_DUMMY_HOPS))
 
 
 def blinded_node_key(node_key: bytes | coincurve.PrivateKey, path_key: bytes) -> coincurve.PrivateKey:
