@@ -128,3 +128,21 @@ async def test_offer_commands_against_a_node_process(capsys: pytest.CaptureFixtu
     finally:
         code, stderr = await finish_process(process)
     assert code == 0 and "Traceback" not in stderr, stderr
+
+
+def test_blinded_path_length_goes_from_the_command_line_to_both_apps(tmp_path: Path) -> None:
+    from lnpmsg.cli import settings_from_args
+    from lnpmsg.runtime import build_node
+
+    def settings(*argv: str) -> Any:
+        return settings_from_args(build_parser().parse_args(["node", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0", *argv]))
+
+    assert settings().blinded_path_length == 4  # padded by default
+    from test_config_file import parse_with  # (the config file sets it as the others)
+
+    assert settings_from_args(parse_with(tmp_path, "blinded-path-length = 2\n")).blinded_path_length == 2
+    built = build_node(settings("--chain", "regtest", "--blinded-path-length", "6"))
+    assert built.app("payments").blinded_path_length == built.app("onion_messages").blinded_path_length == 6
+    for bad in ("9", "-1", "x"):  # (at most one hop of ours and 7 dummy hops)
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["node", "--blinded-path-length", bad])

@@ -62,7 +62,7 @@ from lnpmsg.onion_messages.packet import (
     peel_onion_message,
 )
 from lnpmsg.onion_messages.routing import NoPath, find_path
-from lnpmsg.payments.onion.blinding import BlindingError, decrypt_recipient_data
+from lnpmsg.payments.onion.blinding import DEFAULT_PATH_LENGTH, MAX_DUMMY_HOPS, BlindingError, decrypt_recipient_data, dummy_hop_count
 from lnpmsg.rpc.params import ParamsError, hex_param, node_id_param
 from lnpmsg.wire import Features, Message, message
 from lnpmsg.wire.fields import point, rest_bytes, u16_prefixed_bytes
@@ -84,8 +84,8 @@ RECENT = 100
 DELIVERY_QUEUE = 64
 #: seconds between the logged summaries of dropped messages
 SUMMARY_INTERVAL = 60.0
-#: times a message may come back to us inside one path (our own hops of a blinded path)
-_MAX_SELF_HOPS = 4
+#: times a message may come back to us inside one path (our own hops of a blinded path: introducing it, and its dummy hops)
+_MAX_SELF_HOPS = MAX_DUMMY_HOPS + 1
 _PATH_ID_NONCE = 8
 #: the domain label of :func:`reply_path_key` (a key of its own, apart from every other use of the node secret)
 _REPLY_PATH_KEY_LABEL = b"lnpmsg onion message reply path_id key v1"
@@ -153,8 +153,10 @@ class OnionMessagesApp(App):
     """
 
     def __init__(self, *, rate: float = RATE, burst: float = BURST, gossip_app: str = "gossip", channels_app: str = "channels",
-                 random: Callable[[int], bytes] = os.urandom) -> None:  # fmt: skip
+                 random: Callable[[int], bytes] = os.urandom, blinded_path_length: int = DEFAULT_PATH_LENGTH) -> None:  # fmt: skip
         super().__init__("onion_messages", feature_bit=FEATURE_BIT, protocol=True)
+        #: the hops our blinded paths (reply paths, :meth:`blinded_path_to_us`) have at least: dummy hops of ours pad them
+        self.blinded_path_length = blinded_path_length
         self.node_announcement_features = Features.from_bits([FEATURE_BIT])
         self.gossip_app_name = gossip_app
         self.channels_app_name = channels_app
@@ -215,7 +217,7 @@ class OnionMessagesApp(App):
         if reply_path:
             # back the way we came, then us: from the node before the destination, or from the
             # introduction node of the destination's blinded path (the replier can reach that one)
-            back = [*reversed(path[:-1] if isinstance(destination, bytes) else path), self.node.node_id]
+            back = self._padded([*reversed(path[:-1] if isinstance(destination, bytes) else path), self.node.node_id])
             reply = blinded_path_to(self._random(32), back, path_id=self._path_id(bytes.fromhex(message_id)))
         try:
             out = build_onion_message(self._random(32), self._random(32), path[:-1], destination, records, reply_path=reply)
@@ -234,8 +236,13 @@ class OnionMessagesApp(App):
         path it came by (a BOLT 12 offer's, say), and only we can make one. ``blinding_key``: the
         path's session key (default: fresh random), for a caller that derives its blinded id's key."""
         path_id = self._random(_PATH_ID_NONCE)
-        path = blinded_path_to(blinding_key or self._random(32), [*via, self.node.node_id], path_id=self._path_id(path_id))
+        path = blinded_path_to(blinding_key or self._random(32), self._padded([*via, self.node.node_id]), path_id=self._path_id(path_id))
         return path, path_id.hex()
+
+    def _padded(self, node_ids: list[bytes]) -> list[bytes]:
+        """A path's nodes (ours last) with dummy hops of ours after them up to :attr:`blinded_path_length`
+        (BOLT 4: a sender cannot tell how far the introduction node is from us; we peel them on receipt)."""
+        return node_ids + [self.node.node_id] * dummy_hop_count(len(node_ids), self.blinded_path_length)
 
     async def reply(self, received: ReceivedOnionMessage, records: dict[int, bytes]) -> dict[str, Any]:
         """Answer ``received`` along its reply path."""

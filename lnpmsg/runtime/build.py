@@ -233,7 +233,7 @@ def build_node(settings: NodeSettings) -> BuiltNode:
     if settings.onion_messages:
         from lnpmsg.onion_messages.app import OnionMessagesApp
 
-        node.mount(OnionMessagesApp())
+        node.mount(OnionMessagesApp(blinded_path_length=settings.blinded_path_length))
         if "payments" in node.apps:
             from lnpmsg.payments.bolt12.app import OffersApp
             from lnpmsg.payments.bolt12.store import OffersStoreError
@@ -439,7 +439,7 @@ def _mount_channels(node: Node, settings: NodeSettings) -> list[type[BaseExcepti
     node.mount(ChannelsApp(settings.data_dir / "channels", config=config, policy=policy, dev=settings.dev))
     from lnpmsg.payments.app import PaymentsApp
 
-    node.mount(PaymentsApp(settings.data_dir / "payments", accept_keysend=settings.accept_keysend))
+    node.mount(PaymentsApp(settings.data_dir / "payments", accept_keysend=settings.accept_keysend, blinded_path_length=settings.blinded_path_length))
     from lnpmsg.channels.errors import ChannelStoreError
     from lnpmsg.payments.store import PaymentsStoreError
 

@@ -144,6 +144,9 @@ class NodeSettings:
     channel_options: dict[str, Any] = field(default_factory=dict)
     #: receive keysends (bLIP 3) and announce it (``--accept-keysend``); off by default
     accept_keysend: bool = False
+    #: the hops our blinded paths (offers, invoices, reply paths) are padded to with dummy hops of ours
+    #: (``--blinded-path-length``; 0 or 1: none)
+    blinded_path_length: int = 4
     #: offer BOLT 1 peer storage (``--no-peer-storage`` turns it off); with a chain
     peer_storage: bool = True
     #: restore the channels a peer returns that the node lacks, as they arrive (``--recover-from-peers``)

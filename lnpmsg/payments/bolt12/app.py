@@ -408,7 +408,9 @@ class OffersApp(Refunds, App):
         index = ours.path_ids.index(arrived_by)
         intro = ours.offer.paths[index].first_node_id
         session = offer_path_session_key(self.node.key.secret, ours.path_salt + bytes([index]))
-        return recipient_blinded_secret(session, [intro, self.node.node_id], self.node.key.secret)
+        # (us, and our dummy hops after us, if the path has them: the last one's id signs)
+        ours_after = [self.node.node_id] * (len(ours.offer.paths[index].hops) - 1)
+        return recipient_blinded_secret(session, [intro, *ours_after], self.node.key.secret)
 
     async def _forget_invoice(self, label: str) -> bool:
         """Delete our payments-app invoice LABEL if it is unpaid and nothing of it is held (True: deleted)."""

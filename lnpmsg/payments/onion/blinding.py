@@ -30,6 +30,7 @@ from lnpmsg.wire.tlv import TlvStream
 __all__ = [
     "DEFAULT_PATH_LENGTH",
     "MAX_DUMMY_HOPS",
+    "MAX_PATH_LENGTH",
     "BlindedHop",
     "BlindedPath",
     "BlindingError",
@@ -48,6 +49,8 @@ __all__ = [
 DEFAULT_PATH_LENGTH = 4
 #: dummy hops a recipient peels at most in one path (each an ECDH): more is refused, as a loop would be
 MAX_DUMMY_HOPS = 7
+#: the longest a path of ours is padded to: one hop of ours and every dummy hop
+MAX_PATH_LENGTH = MAX_DUMMY_HOPS + 1
 
 _BLINDED_NODE_ID = b"blinded_node_id"
 _ZERO_NONCE = bytes(12)
