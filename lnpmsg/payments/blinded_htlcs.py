@@ -131,9 +131,11 @@ def decide_blinded(
     # a hop that names us as the next node: a dummy hop at the end of a path of ours (BOLT 4), peeled here
     # (a failure still goes back as the incoming HTLC's, with its secret and role)
     us = coincurve.PrivateKey(node_secret).public_key.format() if not received.is_final and data.next_node_id is not None else None
-    for _ in range(MAX_DUMMY_HOPS + 1):
-        if us is None or data.next_node_id != us:
-            break
+    peeled = 0
+    while us is not None and not received.is_final and data.next_node_id == us:
+        if peeled == MAX_DUMMY_HOPS:
+            return fail(f"more than {MAX_DUMMY_HOPS} hops of the path through us")
+        peeled += 1
         if data.relay is not None:
             amount_msat, cltv_expiry = forward_amount(amount_msat, data.relay), forward_expiry(cltv_expiry, data.relay)
         assert received.next_packet is not None
@@ -147,10 +149,6 @@ def decide_blinded(
         broken = data.check_constraints(amount_msat, cltv_expiry)
         if broken is not None:
             return fail(broken)
-        if received.is_final or data.next_node_id is None:
-            break
-    else:
-        return fail(f"more than {MAX_DUMMY_HOPS} hops of the path through us")
     p = received.payload
     if received.is_final:
         return _final(data, fail, p.amt_to_forward or 0, p.outgoing_cltv_value or 0, p.total_amount_msat or 0, secret,

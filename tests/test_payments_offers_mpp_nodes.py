@@ -1,0 +1,86 @@
+"""BOLT 12 invoices paid across several blinded paths, and paths with dummy hops, between nodes in
+memory on one embedded regtest chain (:mod:`lnpmsg.payments.blinded_routes`, the offers app).
+
+A diamond A-{B,C}-D: D's offer is reached along blinded paths B and C introduce, each padded
+with D's dummy hops (the invoice request travels through them as an onion message); its
+invoice (with the MPP feature) has a payment path through each, padded too. A pays an amount
+neither of its channels carries alone: one payment in parts into both paths, which D holds
+until the total is there and then settles. Then A reaches B only through E: C's path is the
+cheaper, but C cannot forward the amount to D (D funded that channel); C refuses the part as
+the path's introduction node, and A sends it again into B's path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lnpmsg.payments.bolt12 import decode_invoice, decode_offer
+from lnpmsg.testing.nodes import running
+from test_payments_app import net, payments, quiet, wait_until
+from test_payments_offers_nodes import offers_app
+
+#: more than A's channel to B or to C can send
+AMOUNT = 800_000_000
+
+
+@pytest.mark.trio
+async def test_an_offer_paid_in_parts_over_two_paths_with_dummy_hops(tmp_path: Path) -> None:
+    async with net(tmp_path) as n:
+        (a, pay_app), (b, _), (c, _), (d, offers) = (offers_app(n, x) for x in "abcd")
+        async with running(a, b, c, d):
+            await n.fund(a, b, c)
+            await n.open([(a, b, 500_000, 500_000), (a, c, 500_000, 500_000), (b, d, 1_000_000, 1_000_000), (c, d, 1_000_000, 1_000_000)])
+            made = await offers.create(AMOUNT, "a bike", hide_node_id=True)
+            offer = decode_offer(made["bolt12"])
+            # B and C introduce the offer's paths; each ends with two dummy hops of D's (4 hops)
+            assert sorted(p.first_node_id for p in offer.paths) == sorted([b.node_id, c.node_id])
+            assert [len(p.hops) for p in offer.paths] == [4, 4]
+
+            fetched = await pay_app.fetchinvoice(made["bolt12"])  # (the request and the invoice went through them)
+            invoice = decode_invoice(fetched["invoice"])
+            assert invoice.mpp and invoice.tlvs["invoice_features"] == (1 << 17).to_bytes(3, "big")
+            assert invoice.node_id == next(p for p in offer.paths if p.first_node_id == b.node_id).hops[-1].blinded_node_id \
+                or invoice.node_id == next(p for p in offer.paths if p.first_node_id == c.node_id).hops[-1].blinded_node_id
+            paths = invoice.usable_paths()
+            assert sorted(p.first_node_id for p, _ in paths) == sorted([b.node_id, c.node_id]) and all(len(p.hops) == 4 for p, _ in paths)
+
+            paid = await pay_app._pay_invoice(invoice)
+            assert paid["status"] == "complete" and paid["parts"] >= 2
+            assert {r[0]["node_id"] for r in paid["routes"]} == {b.node_id.hex(), c.node_id.hex()}  # into both paths
+            assert sum(r[-1]["amt_to_forward"] for r in paid["routes"]) == AMOUNT
+            assert all(len(r) == 4 for r in paid["routes"])  # the introduction node, then 3 blinded hops (D and its 2 dummies)
+            (row,) = [r for r in (await payments(d).listinvoices())["invoices"] if r["payment_hash"] == fetched["payment_hash"]]
+            assert row["status"] == "paid" and row["received_msat"] >= AMOUNT
+            (sent,) = (await payments(a).listpayments(fetched["payment_hash"]))["payments"]
+            assert sent["status"] == "complete" and sent["blinded_paths"] == [p.encode().hex() for p, _ in paths]
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
+
+
+@pytest.mark.trio
+async def test_a_part_a_path_cannot_carry_goes_into_another(tmp_path: Path) -> None:
+    async with net(tmp_path) as n:
+        (a, pay_app), (b, _), (c, _), (d, offers), (e, _) = (offers_app(n, x) for x in "abcde")
+        async with running(a, b, c, d, e):
+            await n.fund(a, b, d, e)
+            # A reaches B through E only; D funded its channel with C, so C has almost nothing to send D
+            await n.open([(a, e, 1_000_000, 1_000_000), (e, b, 1_000_000, 1_000_000), (a, c, 1_000_000, 1_000_000),
+                          (b, d, 1_000_000, 1_000_000), (d, c, 1_000_000, 1_000_000)])  # fmt: skip
+            made = await offers.create(200_000_000, "a lamp", hide_node_id=True)
+            fetched = await pay_app.fetchinvoice(made["bolt12"])
+            invoice = decode_invoice(fetched["invoice"])
+            assert sorted(p.first_node_id for p, _ in invoice.usable_paths()) == sorted([b.node_id, c.node_id])
+
+            paid = await pay_app._pay_invoice(invoice)
+            assert paid["status"] == "complete" and paid["attempts"] == 2
+            (route,) = paid["routes"]
+            assert [h["node_id"] for h in route[:2]] == [e.node_id.hex(), b.node_id.hex()]  # the second try, into B's path
+            (sent,) = (await payments(a).listpayments(fetched["payment_hash"]))["payments"]
+            assert sent["status"] == "complete" and sent["attempts"] == 2
+            # the first went into C's path (the cheaper: no hop before it) and C refused it as its introduction node
+            (row,) = [r for r in (await payments(d).listinvoices())["invoices"] if r["payment_hash"] == fetched["payment_hash"]]
+            assert row["status"] == "paid"
+            (refused,) = (await payments(c).listforwards())["forwards"]
+            assert refused["status"] == "failed" and refused["in_msat"] > 200_000_000  # (its channel to D could not take it)
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c, d, e)), "settled")
