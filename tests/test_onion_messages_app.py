@@ -107,6 +107,35 @@ async def test_direct_peer_blinded_path_and_the_received_event() -> None:
             await app_a.send(c.node_id, {65: b"x"}, via=[c.node_id])
 
 
+async def test_paths_to_us_end_with_dummy_hops_we_peel() -> None:
+    """C's path to itself through B, and A's reply path, each padded to 4 hops with dummy hops of their
+    maker (BOLT 4), who peels them on receipt; a path padded past what a node peels is dropped."""
+    (a, b, c), (app_a, app_b, app_c) = _trio_of_nodes()
+    got_c, got_a = [], []
+    app_c.on_tlv(65)(got_c.append)
+    app_a.on_tlv(67)(got_a.append)
+    async with running(a, b, c):
+        await _line(a, b, c)
+        path, path_id = app_c.blinded_path_to_us([b.node_id])
+        assert path.first_node_id == b.node_id and len(path.hops) == 4 and app_c.blinded_path_length == 4
+        assert c.node_id not in (h.blinded_node_id for h in path.hops)
+        sent = await app_a.send(path, {65: b"through the dummies"}, reply_path=True)
+        await wait_for(lambda: got_c)
+        received = got_c[0]
+        assert received.records == {65: b"through the dummies"} and received.reply_to == path_id and app_b.counts["relayed"] == 1
+        assert received.reply_path is not None and len(received.reply_path.hops) == 4  # (B, then A and A's 2 dummies)
+        await app_c.reply(received, {67: b"back through A's"})
+        await wait_for(lambda: got_a)
+        assert got_a[0].reply_to == sent["id"] and app_b.counts["relayed"] == 2
+        # unpadded when asked so; padded past the limit of our own hops: dropped
+        app_c.blinded_path_length = 0
+        assert len(app_c.blinded_path_to_us([b.node_id])[0].hops) == 2
+        too_long = blinded_path_to(os.urandom(32), [b.node_id, *[c.node_id] * 10])
+        await app_a.send(too_long, {65: b"never"})
+        await wait_for(lambda: app_c.drops.total.get("malformed", 0) == 1)
+        assert len(got_c) == 1
+
+
 async def test_a_reply_path_id_we_did_not_make_and_unknown_even_records_are_dropped() -> None:
     (a, b, c), (app_a, app_b, app_c) = _trio_of_nodes()
     got: list[object] = []
