@@ -7,7 +7,8 @@ invoice (with the MPP feature) has a payment path through each, padded too. A pa
 neither of its channels carries alone: one payment in parts into both paths, which D holds
 until the total is there and then settles. Then A reaches B only through E: C's path is the
 cheaper, but C cannot forward the amount to D (D funded that channel); C refuses the part as
-the path's introduction node, and A sends it again into B's path.
+the path's introduction node, and A sends it again into B's path. Last, a set that never
+arrives whole: D holds the part that came until its MPP timeout, then fails it back.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 
 from lnpmsg.payments.bolt12 import decode_invoice, decode_offer
+from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.testing.nodes import running
+from lnpmsg.wallet.calls import ChainAppError
 from test_payments_app import net, payments, quiet, wait_until
 from test_payments_offers_nodes import offers_app
 
@@ -84,3 +88,35 @@ async def test_a_part_a_path_cannot_carry_goes_into_another(tmp_path: Path) -> N
             (refused,) = (await payments(c).listforwards())["forwards"]
             assert refused["status"] == "failed" and refused["in_msat"] > 200_000_000  # (its channel to D could not take it)
             await wait_until(lambda: all(quiet(x) for x in (a, b, c, d, e)), "settled")
+
+
+@pytest.mark.trio
+async def test_a_set_that_never_arrives_whole_is_failed_back_by_the_issuer(tmp_path: Path) -> None:
+    """A's channels carry the amount only in two parts; C cannot forward its part to D, nor can B's path
+    take it as well: D holds the part that came (through B's path and its dummy hops) until its MPP timeout,
+    then fails it back; A's payment fails, D's invoice stays unpaid and nothing is left in flight."""
+    async with net(tmp_path) as n:
+        (a, pay_app), (b, _), (c, _), (d, offers) = (offers_app(n, x) for x in "abcd")
+        async with running(a, b, c, d):
+            await n.fund(a, b, d)
+            await n.open([(a, b, 500_000, 500_000), (a, c, 500_000, 500_000), (b, d, 1_000_000, 1_000_000), (d, c, 1_000_000, 1_000_000)])
+            payments(d).mpp.timeout = 3.0
+            made = await offers.create(AMOUNT, "never whole", hide_node_id=True)
+            invoice = decode_invoice((await pay_app.fetchinvoice(made["bolt12"]))["invoice"])
+            held = []
+
+            async def watch() -> None:
+                await wait_until(lambda: payments(d).mpp.holds(invoice.payment_hash), "D holds a part")
+                held.append(True)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                with pytest.raises(ChainAppError) as err:
+                    await pay_app._pay_invoice(invoice)
+                nursery.cancel_scope.cancel()
+            assert held and not payments(d).mpp.holds(invoice.payment_hash)
+            # (C's refusal and D's timeout both come back as invalid_onion_blinding: failures inside a path all look alike)
+            assert sum(at["code"] == InvalidOnionBlinding.TYPE for at in err.value.details["attempts"]) >= 2
+            (row,) = [r for r in (await payments(d).listinvoices())["invoices"] if r["payment_hash"] == invoice.payment_hash.hex()]
+            assert row["status"] == "unpaid"
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "failed back")
