@@ -8,7 +8,8 @@ neither of its channels carries alone: one payment in parts into both paths, whi
 until the total is there and then settles. Then A reaches B only through E: C's path is the
 cheaper, but C cannot forward the amount to D (D funded that channel); C refuses the part as
 the path's introduction node, and A sends it again into B's path. Last, a set that never
-arrives whole: D holds the part that came until its MPP timeout, then fails it back.
+arrives whole: D holds the part that came until its MPP timeout, then fails it back; through a
+path of D alone (D its introduction node) as invalid_onion_blinding.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from lnpmsg.payments.blinded import BlindedPayInfo
 from lnpmsg.payments.bolt12 import decode_invoice, decode_offer
-from lnpmsg.payments.onion.failures import InvalidOnionBlinding
+from lnpmsg.payments.onion import decode_blinded_path
+from lnpmsg.payments.onion.failures import InvalidOnionBlinding, MppTimeout
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
 from test_payments_app import net, payments, quiet, wait_until
@@ -120,3 +123,29 @@ async def test_a_set_that_never_arrives_whole_is_failed_back_by_the_issuer(tmp_p
             (row,) = [r for r in (await payments(d).listinvoices())["invoices"] if r["payment_hash"] == invoice.payment_hash.hex()]
             assert row["status"] == "unpaid"
             await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "failed back")
+
+
+@pytest.mark.trio
+async def test_a_path_of_the_payee_alone_fails_a_held_part_as_its_introduction_node(tmp_path: Path) -> None:
+    """D's path of itself and its 3 dummy hops: to A, D is that path's introduction node, not its final
+    hop. A's part D holds (the rest never comes: B cannot forward it to D) fails back at D's MPP timeout
+    as invalid_onion_blinding (BOLT 4), not as mpp_timeout from a node that would then show as the payee."""
+    async with net(tmp_path) as n:
+        a, b, d = (n.node(x) for x in "abd")
+        async with running(a, b, d):
+            await n.fund(a, d)
+            await n.open([(a, d, 500_000, 500_000), (a, b, 500_000, 500_000), (d, b, 1_000_000, 1_000_000)])
+            payments(d).mpp.timeout = 3.0
+            inv = await payments(d).invoice(AMOUNT, "alone", "through D's own path")
+            made = await payments(d).blindedpath("alone", introduction=d.node_id.hex())
+            path, _ = decode_blinded_path(bytes.fromhex(made["blinded_path"]))
+            assert path.first_node_id == d.node_id and len(path.hops) == 4
+            with pytest.raises(ChainAppError) as err:
+                await payments(a).pay_blinded_paths([(path, BlindedPayInfo(**made["payinfo"]), 0)], AMOUNT, bytes.fromhex(inv["payment_hash"]),
+                                                    mpp=True)  # fmt: skip
+            attempts = err.value.details["attempts"]
+            held = [at for at in attempts if at["route"][0]["node_id"] == d.node_id.hex()]  # (the part over A's channel to D)
+            assert held and all(at["code"] == InvalidOnionBlinding.TYPE and at["erring_node"] == d.node_id.hex() for at in held)
+            assert not any(at.get("code") == MppTimeout.TYPE for at in attempts)
+            assert (await payments(d).listinvoices("alone"))["invoices"][0]["status"] == "unpaid"
+            await wait_until(lambda: all(quiet(x) for x in (a, b, d)), "failed back")
