@@ -77,8 +77,9 @@ def build_part(route: Route, payment_hash: bytes, payment_secret: bytes | None, 
     """The onion of one route: forwarding payloads for the hops, the final one with ``payment_data``
     (none without a ``payment_secret``: a keysend, whose final payload carries ``keysend_preimage``).
 
-    With ``blinded`` (default: the route's own, :attr:`Route.blinded`), the route ends with that blinded path's hops (the introduction node's real id
-    first, see :func:`~lnpmsg.payments.blinded.extend_route`): their payloads are the path's
+    With ``blinded`` (default: the route's own, :attr:`Route.blinded`), the route ends with that blinded
+    path's hops (the introduction node's real id first, see :func:`~lnpmsg.payments.blinded.extend_route`):
+    their payloads are the path's
     (:func:`~lnpmsg.payments.blinded.blinded_payloads`), the final one with ``total_msat``.
     ``session_key``: the onion's (default: fresh random bytes; tests pass a vector's)."""
     session_key = session_key if session_key is not None else os.urandom(32)
