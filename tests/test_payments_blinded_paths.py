@@ -57,12 +57,13 @@ def _paths(payment_hash: bytes, dummy_hops: int = 2, c_relay: PaymentRelay = REL
     return out
 
 
-def _finder(paths: list[tuple[Any, Any, int]], spendable: int, mpp: bool = True) -> Any:
+def _finder(paths: list[tuple[Any, Any, int]], spendable: int, mpp: bool = True, max_fee_msat: int | None = None) -> Any:
     def view(excluded: frozenset[int]) -> OverlayGraph:
         return OverlayGraph(RoutingGraph(), [local_channel(scid, _pub(S), _pub(peer), 0 if scid in excluded else spendable)
                                              for scid, peer in ((S_B, B), (S_C, C))])  # fmt: skip
 
-    return blinded_paths_finder(view, _pub(S), paths, height=HEIGHT, now=lambda: NOW, scorer=MissionControl(), mpp=mpp)
+    return blinded_paths_finder(view, _pub(S), paths, height=HEIGHT, now=lambda: NOW, scorer=MissionControl(), mpp=mpp,
+                                max_fee_msat=max_fee_msat)  # fmt: skip
 
 
 def _invoice() -> InvoiceTerms:
@@ -114,9 +115,13 @@ def test_an_amount_no_channel_carries_is_split_over_two_paths_and_held_whole() -
     assert sets.add(("b", 0), held[0], NOW) is None  # (the first part waits for the rest)
     complete = sets.add(("c", 0), held[1], NOW)
     assert complete is not None and not isinstance(complete, FailOnion) and len(complete.parts) == 2
-    # without MPP one route carries it all: here none can
+    # without MPP one route carries it all: here none can; nor do parts whose fees pass max_fee_msat
     with pytest.raises(NoRouteError):
         _finder(paths, spendable=700_000, mpp=False)(AMOUNT, frozenset())
+    fees = sum(p.route.fee_msat for p in parts)
+    assert len(_finder(paths, spendable=700_000, max_fee_msat=fees)(AMOUNT, frozenset())) == 2
+    with pytest.raises(NoRouteError, match="over max_fee_msat"):
+        _finder(paths, spendable=700_000, max_fee_msat=fees - 1)(AMOUNT, frozenset())
 
 
 def test_one_part_goes_into_the_path_that_costs_least() -> None:

@@ -192,7 +192,7 @@ class BlindedPayments:
         maximum, 0: none), as one payment: with ``mpp`` split over several of them if one does not carry
         it (BOLT 12's invoice with the MPP feature), else in one part into the path that costs least; a
         part a path refuses goes again into another. ``max_fee_msat`` bounds the whole fee (the paths'
-        included) of a single-part payment. Returns once paid (preimage) or failed, as ``pay``."""
+        included) of a route, or of the parts found at once. Returns once paid (preimage) or failed, as ``pay``."""
         usable, refused = [], []
         for path, info, maximum in paths:
             try:
@@ -218,7 +218,7 @@ class BlindedPayments:
         log.info("payments: paying %d msat into %d blinded path(s)%s, the first introduced by %s", amount_msat, len(paths),
                  " (multi-part)" if mpp else "", first.first_node_id.hex()[:16])  # fmt: skip
         cheapest = min(info.fee(amount_msat) for _, info, _ in paths)
-        if max_fee_msat is not None and not mpp and cheapest > max_fee_msat:
+        if max_fee_msat is not None and cheapest > max_fee_msat:
             raise ChainAppError(f"the blinded path alone charges {cheapest} msat, over max_fee_msat",
                                 {"error": "NoRoute", "payment_hash": payment_hash.hex()})  # fmt: skip
         stored = BLINDED_PREFIX + ",".join(p.encode().hex() for p, _, _ in paths)

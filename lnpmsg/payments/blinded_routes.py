@@ -72,8 +72,9 @@ def blinded_paths_finder(view: Callable[[frozenset[int]], ChannelGraphView], sou
                          max_fee_msat: int | None = None) -> Callable[[int, frozenset[int]], list[Route]]:  # fmt: skip
     """A payment's route finder (``find(amount_msat, excluded)``) into the blinded paths ``offers``:
     ``view(excluded)`` is the graph with our channels (those in ``excluded`` unusable); a path whose
-    :func:`path_scid` is in ``excluded`` is not used. With ``mpp`` the amount may be split over
-    several routes and paths, else one route carries it (its whole fee within ``max_fee_msat``)."""
+    :func:`path_scid` is in ``excluded`` is not used. One route carries the amount if one can (its
+    whole fee within ``max_fee_msat``); else, with ``mpp``, it is split over several routes and paths
+    (the fees of the parts found at once within ``max_fee_msat``)."""
     usable = [(p, i, m) for p, i, m in offers if p.first_node_id != source]  # (a payer cannot introduce a path it pays)
     paths = {path_scid(p): p for p, _, _ in usable}
 
@@ -83,10 +84,15 @@ def blinded_paths_finder(view: Callable[[frozenset[int]], ChannelGraphView], sou
             raise NoRouteError("no blinded path of the invoice is left to pay into (each refused the payment, or we introduce it)")
         graph = OverlayGraph(view(excluded), edges)
         options = dict(current_height=height, now=now(), scorer=scorer, final_cltv_delta=0)
-        if mpp:
-            routes = find_routes(graph, source, BLINDED_PAYEE, amount_msat, **options)  # type: ignore[arg-type]
-        else:
+        try:
             routes = [find_route(graph, source, BLINDED_PAYEE, amount_msat, max_fee_msat=max_fee_msat, **options)]  # type: ignore[arg-type]
+        except NoRouteError:
+            if not mpp:
+                raise
+            routes = find_routes(graph, source, BLINDED_PAYEE, amount_msat, **options)  # type: ignore[arg-type]
+            fee = sum(r.fee_msat for r in routes)
+            if max_fee_msat is not None and fee > max_fee_msat:
+                raise NoRouteError(f"the parts that carry {amount_msat} msat charge {fee} msat, over max_fee_msat {max_fee_msat}") from None
         return [_through(r, paths) for r in routes]
 
     return find
