@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lnpmsg.payments.graph import DirectedChannel
-from lnpmsg.payments.onion.blinding import BlindedPath
+
+if TYPE_CHECKING:
+    # annotations only: routes are planned on nodes that never build an onion (getroute, the gossip graph)
+    from lnpmsg.payments.onion.blinding import BlindedPath
 
 __all__ = ["NoRouteError", "Route", "RouteHop", "build_route"]
 
