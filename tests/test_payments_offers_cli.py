@@ -38,6 +38,10 @@ def test_each_command_calls_its_method() -> None:
     assert request("offer", "1", "--description", "d", "--hide-node-id")[1] == {"amount_msat": 1, "description": "d", "hide_node_id": True}
     assert request("invoicerequest", "7000", "--description", "refund", "--expiry", "60") == (
         "offers.invoicerequest", {"amount_msat": 7000, "description": "refund", "expiry": 60})
+    assert request("invoicerequest", "7000", "--description", "refund", "--blinded-path")[1] == {
+        "amount_msat": 7000, "description": "refund", "blinded_path": True}
+    assert request("invoicerequest", "7000", "--description", "refund", "--introduction", "02" + "ab" * 32)[1] == {
+        "amount_msat": 7000, "description": "refund", "introduction": ["02" + "ab" * 32]}
     assert request("listinvoicerequests") == ("offers.listinvoicerequests", {})
     assert request("offer", "--amount-msat", "any", "--description", "d") == ("offers.create", {"amount_msat": None, "description": "d"})
     assert request("offer", "--amount-msat", "9", "--description", "d")[1]["amount_msat"] == 9

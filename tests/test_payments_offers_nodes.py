@@ -12,7 +12,9 @@ unknown one (``invoice_error``), an invoice with a broken signature or one
 that does not mirror the request (the payer refuses it), and a payment into
 the path with another invoice's hash (the path_id ties it to one), a
 request for an offer with a path that came straight to the issuer (ignored). The
-issuer restarted still answers along the path it gave out before.
+issuer restarted still answers along the path it gave out before. A refund
+request with a blinded path: its invoice comes along it (and one that comes
+another way is refused).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 from lnpmsg.node.node import Node
 from lnpmsg.onion_messages import OnionMessagesApp
 from lnpmsg.payments.bolt12 import Invoice, InvoiceRequest, Offer, decode_invoice, decode_offer
+from lnpmsg.payments.bolt12.invoice_request import decode_invoice_request
 from lnpmsg.payments.bolt12.app import OffersApp
 from lnpmsg.payments.bolt12.tlvs import INVOICE_REQUEST_TLVS, INVOICE_TLVS, signed
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
@@ -287,3 +290,36 @@ async def test_a_refund_request_paid_when_answered(tmp_path: Path) -> None:
             with pytest.raises(ParamsError, match="for an offer"):
                 await receiver.sendinvoice(InvoiceRequest.for_offer(decode_offer((await receiver.create(1, "x"))["bolt12"]), b"\x0b" * 32,
                                                                     b"\x01" * 16, chain=CHAIN_HASH_REGTEST).encode())  # fmt: skip
+
+
+@pytest.mark.trio
+async def test_a_refund_request_with_a_blinded_path_is_answered_along_it(tmp_path: Path) -> None:
+    """B's invoice request names a blinded path to B that A introduces (invreq_paths, padded with B's dummy
+    hops); C, who is not B's peer, sends its invoice along it, and B pays it through A. An invoice for it
+    that comes another way (straight to B) is refused."""
+    async with net(tmp_path) as n:
+        (a, _), (b, payer), (c, receiver) = offers_app(n, "a"), offers_app(n, "b"), offers_app(n, "c")
+        async with running(a, b, c):
+            await n.fund(a, b)
+            await n.open([(b, a, 1_000_000, 1_000_000), (a, c, 1_000_000, 1_000_000)])
+            made = await payer.invoicerequest(40_000, "a refund", blinded_path=True)
+            request = InvoiceRequest.from_bytes(payer._refunds[bytes.fromhex(made["id"])].request.to_bytes())
+            (path,) = request.tlvs["invreq_paths"]
+            assert made["blinded_paths"] == 1 and path.first_node_id == a.node_id and len(path.hops) == 4
+            assert b.node_id not in c.peers  # C reaches B only along the path
+            sent = await receiver.sendinvoice(made["bolt12"], label="to b")
+            await wait_until(lambda: payer._refunds[bytes.fromhex(made["id"])].status == "paid" and not payer._paying_refunds, "B paid")
+            (row,) = (await payments(c).listinvoices("to b"))["invoices"]
+            assert row["status"] == "paid" and row["payment_hash"] == sent["payment_hash"]
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c)), "settled")
+
+            # another request with a path: an invoice for it sent straight to B (A does, B's peer) is refused
+            other = await payer.invoicerequest(30_000, "another", introduction=a.node_id.hex())
+            onion_b = b.apps["onion_messages"]
+            got = len(onion_b.recent)  # type: ignore[attr-defined]
+            straight = decode_invoice_request(other["bolt12"])
+            invoice = await a.apps["offers"]._issue(straight, "straight", "refund", a.key.secret, from_us=True)  # type: ignore[attr-defined]
+            await a.apps["onion_messages"].send(b.node_id, {66: invoice}, reply_path=True)  # type: ignore[attr-defined]
+            await wait_until(lambda: len(onion_b.recent) > got, "B got it")  # type: ignore[attr-defined]
+            await wait_until(lambda: any(68 in m.records for m in a.apps["onion_messages"].recent), "A told why")  # type: ignore[attr-defined]
+            assert payer._refunds[bytes.fromhex(other["id"])].status == "unpaid" and len((await payments(b).listpayments())["payments"]) == 1

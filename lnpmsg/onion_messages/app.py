@@ -229,13 +229,17 @@ class OnionMessagesApp(App):
         return {"id": message_id, "first_hop": out.first_node_id.hex(), "hops": len(path) + blinded_hops, "reply_path": reply_path,
                 "size": len(out.packet)}  # fmt: skip
 
-    def blinded_path_to_us(self, via: Sequence[bytes] = (), *, blinding_key: bytes | None = None) -> tuple[BlindedPath, str]:
+    def blinded_path_to_us(self, via: Sequence[bytes] = (), *, blinding_key: bytes | None = None,
+                           nonce: bytes | None = None) -> tuple[BlindedPath, str]:  # fmt: skip
         """A blinded path through ``via`` (the introduction node first; none: we introduce it) to us, whose
         ``path_id`` is ours (as a reply path's): a message along it arrives with
         :attr:`ReceivedOnionMessage.reply_to` set to the returned id, so a handler can tell which
         path it came by (a BOLT 12 offer's, say), and only we can make one. ``blinding_key``: the
-        path's session key (default: fresh random), for a caller that derives its blinded id's key."""
-        path_id = self._random(_PATH_ID_NONCE)
+        path's session key (default: fresh random), for a caller that derives its blinded id's key;
+        ``nonce``: the id's 8 bytes (default: fresh random), for a caller that derives it from what the path is for."""
+        if nonce is not None and len(nonce) != _PATH_ID_NONCE:
+            raise ValueError(f"a path id nonce is {_PATH_ID_NONCE} bytes")
+        path_id = nonce if nonce is not None else self._random(_PATH_ID_NONCE)
         path = blinded_path_to(blinding_key or self._random(32), self._padded([*via, self.node.node_id]), path_id=self._path_id(path_id))
         return path, path_id.hex()
 

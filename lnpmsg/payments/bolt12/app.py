@@ -235,10 +235,7 @@ class OffersApp(Refunds, App):
         salt = None
         if blinded_path or introduction is not None or hide_node_id:
             salt = self._random(16)
-            named = [introduction] if isinstance(introduction, str) else introduction
-            if named is not None and (not isinstance(named, list) or not named):
-                raise ParamsError("introduction is a node id or a non-empty list of them")
-            for i, intro in enumerate(self._introductions(None if named is None else [hex_param(n, "introduction", 33) for n in named])):
+            for i, intro in enumerate(self._introductions(self._named_introductions(introduction))):
                 path, path_id = self._offer_path(intro, salt, i)
                 paths.append(path)
                 path_ids.append(path_id)
@@ -261,6 +258,14 @@ class OffersApp(Refunds, App):
         ours = self._offers[offer.offer_id] = _OurOffer(offer, label, True, tuple(path_ids), salt, now, 0)
         log.info("offers: offer %s made (%s)", offer.offer_id.hex()[:16], "any amount" if amount_msat is None else f"{amount_msat} msat")
         return ours.view()
+
+    @staticmethod
+    def _named_introductions(introduction: str | list[str] | None) -> list[bytes] | None:
+        """The ``introduction`` parameter (a node id or a list of them) read, None if not given."""
+        named = [introduction] if isinstance(introduction, str) else introduction
+        if named is not None and (not isinstance(named, list) or not named):
+            raise ParamsError("introduction is a node id or a non-empty list of them")
+        return None if named is None else [hex_param(n, "introduction", 33) for n in named]
 
     def _introductions(self, named: list[bytes] | None) -> list[bytes]:
         """The peers to introduce an offer's paths: those ``named``, each a connected peer reading onion
@@ -526,8 +531,8 @@ class OffersApp(Refunds, App):
 
     def _on_answer(self, received: Any) -> None:
         waiting = self._pending.get(received.reply_to) if received.reply_to is not None else None
-        if waiting is None and received.reply_to is None and INVOICE_RECORD in received.records:
-            self.spawn(self._on_refund_invoice, received)  # (not along any path of ours: for a request without paths)
+        if waiting is None and INVOICE_RECORD in received.records and (received.reply_to is None or self._refund_path(received.reply_to)):
+            self.spawn(self._on_refund_invoice, received)  # (along no path of ours, or one of our requests': for a request of ours)
             return
         if waiting is None and INVOICE_ERROR_RECORD in received.records and received.reply_to is not None:
             with contextlib.suppress(Bolt12Error):  # (an answer to an invoice of ours: nothing to do but say so)

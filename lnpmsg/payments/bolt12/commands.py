@@ -64,6 +64,10 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--description", required=True, metavar="TEXT", help="what it is for")
     p.add_argument("--label", metavar="LABEL", help="a unique name for it (listinvoicerequests shows it)")
     p.add_argument("--expiry", type=int, metavar="S", help="pay an invoice for it only within S seconds from now (default: no limit)")
+    p.add_argument("--blinded-path", action="store_true", help="also name blinded paths to this node through peers that read onion "
+                   "messages (invreq_paths): the invoice comes along one, so one who cannot reach this node directly can answer")  # fmt: skip
+    p.add_argument("--introduction", action="append", metavar="NODEID", help="a peer to introduce a blinded path (repeatable, up to 3; "
+                   "implies --blinded-path; default: the first 3 peers reading onion messages)")  # fmt: skip
     add("listinvoicerequests", "list our invoice requests not for an offer: unpaid, paying or paid")
     p = add("sendinvoice", "answer an invoice request not for an offer (lnr1...) with an invoice for its amount, sent to its payer "
             "over onion messages; listinvoices shows when it is paid")
@@ -125,9 +129,11 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         return "offers.fetchinvoice", params, _print_invoice
     if args.command == "invoicerequest":
         params = {"amount_msat": args.amount_msat, "description": args.description}
-        for name in ("label", "expiry"):
+        for name in ("label", "expiry", "introduction"):
             if getattr(args, name) is not None:
                 params[name] = getattr(args, name)
+        if args.blinded_path:
+            params["blinded_path"] = True
         return "offers.invoicerequest", params, _print_request
     if args.command == "listinvoicerequests":
         return "offers.listinvoicerequests", {}, _print_each("invoice_requests", _print_request, "no invoice requests")

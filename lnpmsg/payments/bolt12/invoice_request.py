@@ -10,6 +10,7 @@ for a request of one of its offers (quantity, the expected amount).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from lnpmsg.payments.bolt12.merkle import verify
 from lnpmsg.payments.bolt12.offer import Offer, check_offer_fields, stream_to_dict
 from lnpmsg.payments.bolt12.strings import decode_string, encode_string
 from lnpmsg.payments.bolt12.tlvs import BITCOIN, INVOICE_REQUEST_TLVS, INVREQ_RANGES, OFFER_TLVS, decode_stream, in_ranges, signed, unknown_even_bits
+from lnpmsg.payments.onion.blinding import BlindedPath
 from lnpmsg.wire.errors import WireError
 from lnpmsg.wire.tlv import TlvStream
 
@@ -88,11 +90,13 @@ class InvoiceRequest:
 
     @classmethod
     def refund(cls, payer_id: bytes, metadata: bytes, amount_msat: int, description: str, *, chain: bytes = BITCOIN,
-               absolute_expiry: int | None = None, issuer: str | None = None) -> InvoiceRequest:  # fmt: skip
+               absolute_expiry: int | None = None, issuer: str | None = None, paths: Sequence[BlindedPath] = ()) -> InvoiceRequest:  # fmt: skip
         """A request not for an offer (BOLT 12's merchant-pays-user flow, a refund): its payer offers to
-        pay ``amount_msat``; whoever it is meant for answers with an invoice sent to ``payer_id``. Unsigned."""
+        pay ``amount_msat``; whoever it is meant for answers with an invoice sent along one of ``paths``
+        (``invreq_paths``: blinded paths to the payer), else to ``payer_id``. Unsigned."""
         fields = {"invreq_metadata": metadata, "invreq_payer_id": payer_id, "invreq_amount": amount_msat, "offer_description": description,
-                  "offer_absolute_expiry": absolute_expiry, "offer_issuer": issuer, "invreq_chain": None if chain == BITCOIN else chain}  # fmt: skip
+                  "offer_absolute_expiry": absolute_expiry, "offer_issuer": issuer, "invreq_chain": None if chain == BITCOIN else chain,
+                  "invreq_paths": tuple(paths) or None}  # fmt: skip
         try:
             return cls.from_bytes(INVOICE_REQUEST_TLVS.encode(INVOICE_REQUEST_TLVS.stream(fields)))
         except WireError as exc:

@@ -6,7 +6,9 @@ description, its node id as ``invreq_payer_id``; unsigned, as BOLT 12's writer
 must); the one it is for answers with an invoice sent to that node id as an
 onion message (``offers.sendinvoice``), and the payer pays it at once: an
 invoice that arrived along no blinded path (BOLT 12, for a request without
-paths), mirrors a request of ours that is not paid yet, and is not expired.
+paths) or, for one made with ``blinded_path`` (``invreq_paths``: blinded paths
+to us through peers, as an offer's), along one of its paths, mirrors a
+request of ours that is not paid yet, and is not expired.
 One payment per request; another invoice for it gets an ``invoice_error``.
 """
 
@@ -38,6 +40,12 @@ log = logging.getLogger("lnpmsg.payments.bolt12.app")
 _INVOICE_RECORD = 66
 
 
+def _path_nonce(metadata: bytes) -> bytes:
+    """The nonce of the path ids of an invoice request's paths: the first 8 bytes of its ``invreq_metadata``
+    (16 random bytes), so the path an invoice comes along names the request."""
+    return metadata[:8]
+
+
 @dataclass(slots=True)
 class _OurRefund:
     request: InvoiceRequest
@@ -50,7 +58,8 @@ class _OurRefund:
     def view(self) -> dict[str, Any]:
         r = self.request
         return {"id": r.metadata.hex(), "bolt12": r.encode(), "label": self.label, "amount_msat": r.amount, "description": r.tlvs.get("offer_description"),
-                "absolute_expiry": r.tlvs.get("offer_absolute_expiry"), "status": self.status, "created_at": self.created_at}  # fmt: skip
+                "absolute_expiry": r.tlvs.get("offer_absolute_expiry"), "status": self.status, "created_at": self.created_at,
+                "blinded_paths": len(r.tlvs.get("invreq_paths") or ())}  # fmt: skip
 
 
 class Refunds:
@@ -62,10 +71,12 @@ class Refunds:
             # (a payment cut short by a stop is "paying" until the payments app says how it ended: _settle_paying)
             self._refunds[request.metadata] = _OurRefund(request, row["label"], row["status"], row["created_at"], row["payment_hash"])
 
-    async def invoicerequest(self: OffersApp, amount_msat: int, description: str, label: str | None = None,
-                             expiry: int | None = None) -> dict[str, Any]:  # fmt: skip
+    async def invoicerequest(self: OffersApp, amount_msat: int, description: str, label: str | None = None, expiry: int | None = None,
+                             blinded_path: bool = False, introduction: str | list[str] | None = None) -> dict[str, Any]:  # fmt: skip
         """Offer to pay AMOUNT_MSAT (a refund, a withdrawal): an ``lnr1...`` for whoever it is meant for to answer
-        with ``sendinvoice``; its invoice is paid once, until ``expiry`` seconds from now (None: no limit)."""
+        with ``sendinvoice``; its invoice is paid once, until ``expiry`` seconds from now (None: no limit).
+        With ``blinded_path`` (or an ``introduction`` peer, or list of them) it carries blinded paths to us
+        (``invreq_paths``) through peers reading onion messages, as an offer's: the invoice comes along one."""
         if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or amount_msat <= 0:
             raise ParamsError(f"amount_msat must be a positive integer, got {amount_msat!r}")
         if not isinstance(description, str) or not description:
@@ -73,8 +84,14 @@ class Refunds:
         if expiry is not None and (not isinstance(expiry, int) or isinstance(expiry, bool) or expiry <= 0):
             raise ParamsError(f"expiry must be a positive integer, got {expiry!r}")
         now = int(self.clock())
-        request = InvoiceRequest.refund(self.node.node_id, self._random(16), amount_msat, description, chain=self.chain,
-                                        absolute_expiry=None if expiry is None else now + expiry)  # fmt: skip
+        metadata = self._random(16)
+        paths = []
+        if blinded_path or introduction is not None:
+            # (each path's id is the request's own: an invoice along it names the request it answers, nothing stored)
+            for intro in self._introductions(self._named_introductions(introduction)):
+                paths.append(self._onion().blinded_path_to_us([intro], nonce=_path_nonce(metadata))[0])
+        request = InvoiceRequest.refund(self.node.node_id, metadata, amount_msat, description, chain=self.chain,
+                                        absolute_expiry=None if expiry is None else now + expiry, paths=paths)  # fmt: skip
         try:
             await trio.to_thread.run_sync(self._store().add_refund, request.metadata, request.encode(), label, now)
         except sqlite3.IntegrityError:
@@ -111,7 +128,8 @@ class Refunds:
             invoice = await self._issue(request, label, request.tlvs.get("offer_description") or "refund", self.node.key.secret, from_us=True)
         except Refused as exc:
             raise ChainAppError(str(exc), {"error": "CannotReceive"}) from None
-        destinations = [*(request.tlvs.get("invreq_paths") or ()), request.payer_id]
+        # (BOLT 12: along one of its paths if it has them, else to its payer)
+        destinations = list(request.tlvs.get("invreq_paths") or ()) or [request.payer_id]
         failures = []
         for destination in destinations:
             try:
@@ -124,14 +142,23 @@ class Refunds:
         sent = Invoice.from_bytes(invoice)
         return {"invoice": sent.encode(), "label": label, "amount_msat": sent.amount, "payment_hash": sent.payment_hash.hex()}
 
+    def _refund_path(self: OffersApp, reply_to: str) -> bool:
+        """Whether ``reply_to`` (the path a message came along) is one of the paths of our invoice requests."""
+        return any(_path_nonce(m).hex() == reply_to for m, r in self._refunds.items() if r.request.tlvs.get("invreq_paths"))
+
     async def _on_refund_invoice(self: OffersApp, received: Any) -> None:
-        """An invoice that came along no path of ours: one answering an invoice request of ours not for an offer?"""
+        """An invoice that came along no path of ours, or along one of our invoice requests' paths: one
+        answering an invoice request of ours not for an offer? (BOLT 12: along one of its paths if it has
+        them, else along none.)"""
         why = None
         try:
             invoice = Invoice.from_bytes(received.records[_INVOICE_RECORD])
             ours = self._refunds.get(invoice.tlvs.get("invreq_metadata") or b"")
             if ours is None:
                 raise Bolt12Error("it answers no invoice request of ours", "unknown_request")
+            expected = _path_nonce(ours.request.metadata).hex() if ours.request.tlvs.get("invreq_paths") else None
+            if received.reply_to != expected:
+                raise Bolt12Error("it did not come the way our invoice request asks (along one of its paths, if it has them)", "wrong_path")
             invoice.check_response(ours.request, chain=self.chain, now=self.clock())
             expiry = ours.request.tlvs.get("offer_absolute_expiry")
             if expiry is not None and self.clock() > expiry:
