@@ -31,7 +31,6 @@ import trio
 
 from lnpmsg.app import AppError
 from lnpmsg.bitcoin.block import Block
-from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.errors import ChainError
@@ -53,6 +52,7 @@ from .dualfund import (
 from .dualfund_rbf import BumpCommand, CandidatesDropped, FundingCandidateConfirmed, RbfAborted, candidate_outpoints, min_feerate
 from .errors import LocalMisuse
 from .inputs import ChannelFailed, Event, OpenCommand
+from .interactive_rules import FUNDING_PLACEHOLDER
 from .interactive_tx import OwnInput, OwnOutput, contribution_fee
 from .manager import ChannelsStopped, ManagedChannel
 from .state import Phase
@@ -64,8 +64,6 @@ log = logging.getLogger("lnpmsg.channels.app")
 
 #: option_dual_fund: we offer the optional bit
 DUAL_FUND_BITS = (28, 29)
-#: stands for the funding output while the wallet picks coins: a P2WSH, the size of the real one
-_PLACEHOLDER = p2wsh(b"lnpmsg: the funding output of a dual-funded channel")
 
 
 class DualFundSide:
@@ -119,7 +117,7 @@ class DualFundSide:
         """Coins (reserved) paying ``amount_sat`` into the funding and our fee for what we add (``shared``: the
         scripts of a splice's shared input, whose weight the splice initiator pays too); WalletError if none."""
         wallet = self.chain.wallet
-        funded = await wallet.fund_output(_PLACEHOLDER, amount_sat, feerate)
+        funded = await wallet.fund_output(FUNDING_PLACEHOLDER, amount_sat, feerate)
         try:
             inputs, total, scripts = [], 0, []
             for txin in funded.tx.inputs:
@@ -127,10 +125,10 @@ class DualFundSide:
                 inputs.append(OwnInput(prev.raw, txin.prevout.vout))
                 total += prev.outputs[txin.prevout.vout].amount_sat
                 scripts.append(prev.outputs[txin.prevout.vout].script_pubkey)
-            change_script = next((o.script_pubkey for o in funded.tx.outputs if o.script_pubkey != _PLACEHOLDER), None)
+            change_script = next((o.script_pubkey for o in funded.tx.outputs if o.script_pubkey != FUNDING_PLACEHOLDER), None)
             if change_script is None:
                 change_script = script_for_address(wallet.new_address(), wallet.hrp)
-            ours = [_PLACEHOLDER] if opener else []  # the opener pays for the funding output's bytes
+            ours = [FUNDING_PLACEHOLDER] if opener else []  # the opener pays for the funding output's bytes
             change = total - amount_sat - contribution_fee([*shared, *scripts], [*ours, change_script], feerate, initiator=opener)
             if change >= dust_limit(change_script):
                 return tuple(inputs), (OwnOutput(change, change_script),)
@@ -168,7 +166,7 @@ class DualFundSide:
             if isinstance(d, DualFundSession) and (d.signatures_sent or channel.phase in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)):
                 kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in d.inputs}
         for tx in held:  # the wallet's picks for v2 opens are the transactions paying the placeholder
-            if any(o.script_pubkey == _PLACEHOLDER for o in tx.outputs) and not any(i.prevout in kept for i in tx.inputs):
+            if any(o.script_pubkey == FUNDING_PLACEHOLDER for o in tx.outputs) and not any(i.prevout in kept for i in tx.inputs):
                 freed = wallet.release(tx.txid)
                 log.info("channels: freed %d coin(s) held for a dual-funded open that ended", freed)
 
