@@ -50,7 +50,6 @@ from lnpmsg.channels.manager import ManagedChannel
 from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.quiesce import is_quiescent
 from lnpmsg.channels.state import Phase
-from lnpmsg.wallet.app import ChainAppError
 
 #: Bob's share of the channel
 CONTRIBUTE_SAT = 300_000
@@ -144,21 +143,11 @@ class DualFundScript(Script):
         return len(candidate_outpoints(channel.core)) > 1
 
     async def bump(self) -> None:
-        """Alice bumps the funding to twice its feerate (BIP 125 wants more fee than 25/24 gives).
-        Right after a restart the peer's ``tx_abort`` answering our ``channel_reestablish``'s
-        ``next_funding`` (a version it never had) may cross the new ``tx_init_rbf`` and end that
-        attempt: the command fails with the reason and changes nothing (a known limit, see
-        docs/fee-bumping.md); as a user would, the script asks once more."""
+        """Alice bumps the funding to twice its feerate (BIP 125 wants more fee than 25/24 gives)."""
         channel = self.channel("alice")
         assert channel is not None and isinstance(channel.core.state.dual, DualFundSession)
         feerate = -(-channel.core.state.dual.feerate_per_kw * 2 // 250)
-        try:
-            await channels(self.nodes["alice"]).bumpchannelopen(channel.channel_id.hex(), feerate=feerate)
-        except ChainAppError as exc:
-            if "next_funding names no funding of ours" not in str(exc):
-                raise
-            await wait_until(self.agreed, "both sides hold the same funding after the crossed tx_abort")
-            await channels(self.nodes["alice"]).bumpchannelopen(channel.channel_id.hex(), feerate=feerate)
+        await channels(self.nodes["alice"]).bumpchannelopen(channel.channel_id.hex(), feerate=feerate)
 
     def funding_txids(self) -> set[bytes]:
         """Every version of the funding either side holds."""

@@ -424,3 +424,21 @@ async def test_the_monitor_of_an_unlocked_splice_survives_a_restart(tmp_path: Pa
                 await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "the monitor loaded on the splice")
                 status = await broadcast_until_resolved(pair, bob, alice, commitment)
                 assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
+
+
+@pytest.mark.trio
+async def test_a_splice_asked_right_after_a_reconnection_waits_for_channel_reestablish(tmp_path: Path) -> None:
+    """``splice`` asked the moment the peer is connected again, before the channel_reestablish
+    exchange (a splice-out at a given feerate: nothing to ask the wallet or the chain first): the
+    call waits for the exchange (the channel cannot quiesce before), then splices."""
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_connect_open(alice, bob)
+        cid = only_channel(alice).channel_id.hex()
+        channels(bob).disconnect_peer(alice.node_id, "a reconnection")
+        await wait_until(lambda: not only_channel(alice).core.state.connected and not only_channel(bob).core.state.connected, "disconnected")
+        await bob.connect(alice.addresses[0])
+        s = only_channel(alice).core.state
+        assert not s.connected or s.awaiting_reestablish  # (the splice is asked before the exchange)
+        result = await channels(alice).splice(cid, -200_000, feerate=2)
+        assert pending(alice) is not None and pending(alice).outpoint.txid_hex == result["splice_txid"]  # type: ignore[union-attr]
+        await wait_until(lambda: source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "the splice broadcast")

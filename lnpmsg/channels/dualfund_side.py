@@ -49,12 +49,13 @@ from .dualfund import (
     InteractiveAborted,
     OpenV2Command,
 )
-from .dualfund_rbf import BumpCommand, CandidatesDropped, FundingCandidateConfirmed, RbfAborted, candidate_outpoints, min_feerate
+from .dualfund_rbf import BumpCommand, BumpStarted, CandidatesDropped, FundingCandidateConfirmed, RbfAborted, candidate_outpoints, min_feerate
 from .errors import LocalMisuse
 from .inputs import ChannelFailed, Event, OpenCommand
 from .interactive_rules import FUNDING_PLACEHOLDER
 from .interactive_tx import OwnInput, OwnOutput, contribution_fee
 from .manager import ChannelsStopped, ManagedChannel
+from .reestablish import settling
 from .state import Phase
 from .messages_v2 import OpenChannel2
 
@@ -251,6 +252,9 @@ class DualFundSide:
             if s.local_commit is None and s.remote_commit is None:
                 self._manager().forget(channel)  # nothing signed: nothing to keep
             return True
+        if isinstance(event, BumpStarted):  # (in the actor's order: an earlier attempt's end came before)
+            self._funding_errors.pop(channel.key, None)
+            return True
         if isinstance(event, RbfAborted):
             log.info("channels: the fee bump of %s's funding ended: %s (the previous version stands)", channel.channel_id.hex(), event.reason)
             self._release_inputs(event.inputs)
@@ -305,15 +309,15 @@ class DualFundSide:
             raise ParamsError(f"feerate must be a positive whole number of sat/vB, got {feerate!r}")
         else:
             per_kw = feerate * 250
+        from .app import COMMAND_TIMEOUT
+
+        await self._after_reestablish(target, COMMAND_TIMEOUT)
         tip = self.chain.wallet.tip
         before = target.core.state.funding_outpoint
-        self._funding_errors.pop(target.key, None)
         try:
             await self._manager().submit(target, BumpCommand(per_kw, tip.height if tip is not None else 0))
         except LocalMisuse as exc:
             raise ChainAppError(f"cannot bump: {exc}", {"error": "ChannelError", "state": target.phase.value}) from exc
-        from .app import COMMAND_TIMEOUT
-
         with trio.move_on_after(COMMAND_TIMEOUT):
             while not (target.phase is Phase.AWAIT_READY and target.core.state.funding_outpoint != before):
                 if target.key in self._funding_errors or target.phase in (Phase.FAILED, Phase.CLOSED):
@@ -328,6 +332,14 @@ class DualFundSide:
         result.update(funding_txid=s.funding_outpoint.txid_hex, feerate_per_kw=per_kw,
                       previous_funding_txids=[o.txid_hex for o in candidate_outpoints(target.core)[:-1]])  # fmt: skip
         return result
+
+    async def _after_reestablish(self, target: ManagedChannel, timeout: float) -> None:
+        """While the peer is connected, wait (at most ``timeout``) until the channel's reconnection settled
+        (:func:`.reestablish.settling`): a new negotiation (a bump, a splice) sent before the peer's
+        answer to our ``next_funding`` would cross its ``tx_abort``, which then ends the new one too."""
+        with trio.move_on_after(timeout):
+            while target.peer_id in self.node.peers and target.phase not in (Phase.CLOSED, Phase.FAILED) and settling(target.core):
+                await target.changed.wait()
 
     async def _check_candidates(self) -> None:
         """A channel whose funding was bumped: when one of its versions confirmed, it is the funding."""

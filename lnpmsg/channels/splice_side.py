@@ -51,7 +51,7 @@ SPLICE_LOOKBACK = 144
 class SpliceSide:
     """``splice`` and the splice's chain work; the app supplies ``chain``, ``node``, ``_manager``,
     ``_channel``, ``_contribution``, ``_release_inputs``, ``_publish``, ``_submit``, ``_close_script``,
-    ``_broadcast``, ``_monitor_follows_funding``, ``write_backup``, ``spawn``, ``disconnect_peer`` and ``_watch_in``."""
+    ``_broadcast``, ``_monitor_follows_funding``, ``write_backup``, ``spawn``, ``disconnect_peer``, ``_watch_in`` and ``_after_reestablish``."""
 
     chain: Any
     node: Any
@@ -68,6 +68,7 @@ class SpliceSide:
     spawn: Any
     disconnect_peer: Any
     _watch_in: Any
+    _after_reestablish: Any
     #: why a channel's last splice ended early (``splice`` reports it)
     _splice_errors: dict[str, str]
     #: splice txid -> (height, block hash, index in the block) where it was mined
@@ -94,6 +95,7 @@ class SpliceSide:
             raise ChainAppError("cannot splice: the peer is not connected", {"error": "ChannelError"})
         if not any(remote.has(b) for b in SPLICE_BITS) or not any(remote.has(b) for b in QUIESCE_BITS):
             raise ChainAppError("cannot splice: the peer does not offer option_splice and option_quiesce", {"error": "ChannelError"})
+        await self._after_reestablish(target, COMMAND_TIMEOUT)
         s = target.core.state
         if target.phase is not Phase.NORMAL or s.funding_outpoint is None:
             raise ChainAppError(f"cannot splice a channel in state {target.phase.value}", {"error": "ChannelError"})
