@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until
+from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until, withhold
 from test_channels_dualfund_nodes import FUNDING_SAT, dual_fund_pair, fund, node, reserved
 
 from lnpmsg.bitcoin.tx import Tx
@@ -198,13 +198,7 @@ async def test_a_bump_asked_right_after_a_reconnection_waits_for_the_answer_to_n
     async with dual_fund_pair(tmp_path, 1_500_000, bob_sat=3_500_000) as (source, alice, bob):
         cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
         first = only_channel(alice).core.state.funding_outpoint
-        send = channels(alice).send
-
-        async def lose_tx_signatures(peer_id: bytes, msg: object) -> None:
-            if not isinstance(msg, TxSignatures):
-                await send(peer_id, msg)
-
-        channels(alice).send = lose_tx_signatures  # type: ignore[method-assign]
+        release = withhold(alice, TxSignatures)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(channels(alice).bumpchannelopen, cid, _doubled(alice))  # (cut by the disconnection)
             await wait_until(lambda: only_channel(alice).core.state.dual.signatures_sent and only_channel(alice).phase is Phase.DUAL_SIGNING,
@@ -212,7 +206,7 @@ async def test_a_bump_asked_right_after_a_reconnection_waits_for_the_answer_to_n
             channels(bob).disconnect_peer(alice.node_id, "the attempt's tx_signatures were lost")
             await wait_until(lambda: not only_channel(alice).core.state.connected and not only_channel(bob).core.state.connected, "disconnected")
             nursery.cancel_scope.cancel()
-        channels(alice).send = send  # type: ignore[method-assign]
+        release()
         attempt = only_channel(alice).core.state.funding_outpoint
         assert attempt != first and only_channel(bob).core.state.funding_outpoint == first  # kept by Alice, forgotten by Bob
 

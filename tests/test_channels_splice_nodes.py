@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_channels_app import FUNDING_SAT, PUSH_MSAT, balances, channels, chain, only_channel, pay, running_pair, settled, wait_until
+from test_channels_app import FUNDING_SAT, PUSH_MSAT, balances, channels, chain, only_channel, pay, running_pair, settled, wait_until, withhold
 from test_channels_app import Pair as AppPair
 from test_channels_onchain import TO_SELF_DELAY, add_htlc, open_channel, resolved, spent_everything, two_nodes
 
@@ -63,13 +63,7 @@ def withhold_splice_locked(node) -> None:
     """The node's splice_locked never leaves (a peer that does not lock the splice)."""
     from lnpmsg.channels.messages_splice import SpliceLocked
 
-    send = channels(node).send
-
-    async def send_but_splice_locked(peer_id: bytes, msg: object) -> None:
-        if not isinstance(msg, SpliceLocked):
-            await send(peer_id, msg)
-
-    channels(node).send = send_but_splice_locked
+    withhold(node, SpliceLocked)
 
 
 def monitor_on(node, txid: str) -> bool:
@@ -460,15 +454,6 @@ async def test_the_coins_of_a_splice_kept_over_a_restart_stay_reserved_until_it_
     from lnpmsg.channels.messages_v2 import TxSignatures
     from lnpmsg.channels.splice_sign import kept
 
-    def lose(node, kind: type) -> None:
-        send = channels(node).send
-
-        async def losing(peer_id: bytes, msg: object) -> None:
-            if not isinstance(msg, kind):
-                await send(peer_id, msg)
-
-        channels(node).send = losing
-
     def splice_coins(node) -> set:
         sp = pending(node)
         return {Tx.parse(i.prevtx).outpoint(i.vout) for i in sp.inputs} if sp is not None else set()
@@ -484,9 +469,9 @@ async def test_the_coins_of_a_splice_kept_over_a_restart_stay_reserved_until_it_
             await pair.fund_connect_open(alice, bob)
             cid = only_channel(alice).channel_id.hex()
             if peer == "signed":
-                lose(bob, TxSignatures)
+                withhold(bob, TxSignatures)
             else:
-                lose(alice, CommitmentSigned)  # (from now on only the splice's)
+                withhold(alice, CommitmentSigned)  # (from now on only the splice's)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(channels(alice).splice, cid, 200_000)  # (cut by the stop)
                 await wait_until(lambda: pending(alice) is not None and kept(only_channel(alice).core), "alice's commitment_signed left")
