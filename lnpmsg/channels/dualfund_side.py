@@ -166,10 +166,10 @@ class DualFundSide:
             d = channel.core.state.dual
             if isinstance(d, DualFundSession) and (d.signatures_sent or channel.phase in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)):
                 kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in d.inputs}
-        for tx in held:  # the wallet's picks for v2 opens are the transactions paying the placeholder
+        for tx in held:  # the wallet's picks for v2 opens and splices alike: the transactions paying the placeholder
             if any(o.script_pubkey == FUNDING_PLACEHOLDER for o in tx.outputs) and not any(i.prevout in kept for i in tx.inputs):
                 freed = wallet.release(tx.txid)
-                log.info("channels: freed %d coin(s) held for a dual-funded open that ended", freed)
+                log.info("channels: freed %d coin(s) held for a dual-funded open or a splice that ended", freed)
 
     # ------------------------------------------------------------ opening
 
