@@ -46,7 +46,8 @@ async def cli(*argv: object) -> Any:
     """Run ``lnpmsg ARGV --json`` as a shell would; its JSON result (asserting exit 0)."""
     args = [str(a) for a in argv] + ["--json"]
     code, out = await trio.to_thread.run_sync(_run_main, args)
-    assert code == 0, (args, out)
+    if code != 0:  # (a message, not a tuple pytest would cut short in the middle: the error is at the end)
+        raise AssertionError(f"lnpmsg {' '.join(args)} exited {code}: {out.strip()}")
     return json.loads(out)
 
 
@@ -232,6 +233,8 @@ async def test_sigkill_after_storing_an_update_then_restart_reestablish_and_clos
         processes.append((b, b_dir))
         await cli("connect", a_info["addresses"][0], "--data-dir", b_dir)
         await wait_channel(b_dir, "reestablished", quiet(1))
+        # (A takes B's channel_reestablish after B took A's: A's fulfill waits for A's side too)
+        await wait_channel(a_dir, "reestablished", quiet(1))
         await call(a_dir, "channels.dev_fulfill", channel=cid, htlc_id=added["htlc_id"], preimage=added["preimage"])
         await wait_channel(a_dir, "settled", quiet(0))
         await wait_channel(b_dir, "settled", quiet(0))
@@ -318,3 +321,9 @@ def test_a_failure_quotes_the_end_of_each_nodes_log(tmp_path: Path) -> None:
 async def test_a_node_that_does_not_start_in_time_is_killed_and_its_log_quoted(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="did not start within 0.01 s \\(killed\\)"):
         await start_logged_node(tmp_path / "a", "--listen", "127.0.0.1:0", *owner_argv("127.0.0.1:0"), wait=0.01)
+
+
+async def test_a_failed_command_is_reported_whole(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError) as failed:
+        await cli("call", "channels.dev_fulfill", json.dumps({"channel": "ab" * 32, "htlc_id": 0, "preimage": "00" * 32}), "--data-dir", tmp_path)
+    assert str(failed.value).startswith("lnpmsg call channels.dev_fulfill") and "no node" in str(failed.value).lower()
