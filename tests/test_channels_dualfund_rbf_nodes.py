@@ -59,6 +59,8 @@ async def test_bump_the_funding_then_open_on_the_mined_version(tmp_path: Path, c
             await source.mine(2)
             confirmed = second
         await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+        # (the current version may be ready before the block's check of the versions forgot the others)
+        await wait_until(lambda: all(only_channel(n).core.state.dual.previous == () for n in (alice, bob)), "the other versions forgotten")
         for n in (alice, bob):
             s = only_channel(n).core.state
             assert s.funding_outpoint.txid == confirmed.txid and s.dual.previous == (), n is alice
