@@ -64,6 +64,23 @@ async def wait_until(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"timed out after {TIMEOUT:g} s waiting for {what}")
 
 
+def withhold(node: Node, kind: type) -> Callable[[], None]:
+    """The node's messages of ``kind`` never leave from now on (as if lost on the way); returns what
+    lets them leave again."""
+    app = channels(node)
+    send = app.send
+
+    async def send_but_those(peer_id: bytes, msg: object) -> None:
+        if not isinstance(msg, kind):
+            await send(peer_id, msg)
+
+    def release() -> None:
+        app.send = send  # type: ignore[method-assign]
+
+    app.send = send_but_those  # type: ignore[method-assign]
+    return release
+
+
 def settled(node: Node) -> bool:
     """Nothing pending: both commitments hold the same HTLCs and no update waits."""
     s = only_channel(node).core.state

@@ -20,7 +20,10 @@ with it).
 The order of ``tx_signatures`` (the side with less in sends first) decides which side may have
 signed when a crash cuts the exchange: a second life, Bob putting in more than Alice (so that she
 signs first), runs the same open and bump, then a miner that saw only the first version confirms
-it (the channel opens on the earlier version), then the close.
+it (the channel opens on the earlier version), then the close. A third life is the first with
+Bob, the fundee, asking for quiescence (his ``stfu`` first); its sweep takes only the points from
+the HTLCs offered for it to the reconnection that ends it (``FUNDEE_QUIESCES_WINDOW``: the rest
+is the first life's).
 
 Afterwards, besides the checks of the v1 life (the balances exact and agreed, no HTLC left, the
 closing transaction both signed the only spend of the funding in the mempool): the funding that
@@ -50,7 +53,6 @@ from lnpmsg.channels.manager import ManagedChannel
 from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.quiesce import is_quiescent
 from lnpmsg.channels.state import Phase
-from lnpmsg.wallet.app import ChainAppError
 
 #: Bob's share of the channel
 CONTRIBUTE_SAT = 300_000
@@ -60,6 +62,10 @@ IN_FLIGHT = [("alice", 30_000_000), ("bob", 10_000_000)]
 _SIGNING = (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)
 #: persistence points of each side in the script without a crash (test_the_script_counts_its_points checks)
 POINTS = {"alice": 43, "bob": 42}
+#: the same for the life where Bob asks for quiescence (FundeeQuiescesScript), and the points of each
+#: side from the HTLCs offered for it to the reconnection that ends it: the ones its sweep takes
+FUNDEE_QUIESCES_POINTS = {"alice": 42, "bob": 43}
+FUNDEE_QUIESCES_WINDOW = {"alice": range(19, 31), "bob": range(20, 33)}
 #: Bob's share when he puts in more than Alice (she then signs first)
 BOB_MORE_SAT = 1_500_000
 #: the same for that life (BobFundsMoreScript)
@@ -75,6 +81,8 @@ class DualFundScript(Script):
     opening_msat = FUNDING_SAT * 1000
     payments = IN_FLIGHT
 
+    #: who asks for quiescence
+    quiescer = "alice"
     #: the funding was mined (no more bumps)
     mined = False
     #: the first version of the funding (signed), before any bump
@@ -144,21 +152,11 @@ class DualFundScript(Script):
         return len(candidate_outpoints(channel.core)) > 1
 
     async def bump(self) -> None:
-        """Alice bumps the funding to twice its feerate (BIP 125 wants more fee than 25/24 gives).
-        Right after a restart the peer's ``tx_abort`` answering our ``channel_reestablish``'s
-        ``next_funding`` (a version it never had) may cross the new ``tx_init_rbf`` and end that
-        attempt: the command fails with the reason and changes nothing (a known limit, see
-        docs/fee-bumping.md); as a user would, the script asks once more."""
+        """Alice bumps the funding to twice its feerate (BIP 125 wants more fee than 25/24 gives)."""
         channel = self.channel("alice")
         assert channel is not None and isinstance(channel.core.state.dual, DualFundSession)
         feerate = -(-channel.core.state.dual.feerate_per_kw * 2 // 250)
-        try:
-            await channels(self.nodes["alice"]).bumpchannelopen(channel.channel_id.hex(), feerate=feerate)
-        except ChainAppError as exc:
-            if "next_funding names no funding of ours" not in str(exc):
-                raise
-            await wait_until(self.agreed, "both sides hold the same funding after the crossed tx_abort")
-            await channels(self.nodes["alice"]).bumpchannelopen(channel.channel_id.hex(), feerate=feerate)
+        await channels(self.nodes["alice"]).bumpchannelopen(channel.channel_id.hex(), feerate=feerate)
 
     def funding_txids(self) -> set[bytes]:
         """Every version of the funding either side holds."""
@@ -185,7 +183,7 @@ class DualFundScript(Script):
         for index in missing:
             sender, amount = self.payments[index]
             await channels(self.nodes[sender]).dev_addhtlc(cid, amount, self.hashes[index].hex())
-        await channels(self.nodes["alice"]).dev_quiesce(cid)
+        await channels(self.nodes[self.quiescer]).dev_quiesce(cid)
         await wait_until(lambda: self.quiescent() and len(self.htlcs("alice")) == len(missing), "quiescent, the HTLCs committed")
         await self.reconnect()
         await wait_until(self.ready, "the channel ready and quiet")
@@ -246,6 +244,13 @@ class DualFundScript(Script):
             await wait_until(lambda: not wallet.reserved(), f"{name}'s coins no longer held")
 
 
+class FundeeQuiescesScript(DualFundScript):
+    """The same life with Bob, the fundee, asking for quiescence while both HTLCs are in flight
+    (he sends stfu first, Alice answers once her updates are settled)."""
+
+    quiescer = "bob"
+
+
 class BobFundsMoreScript(DualFundScript):
     """The same open and bump with Bob putting in more than Alice, so that she signs first (the other
     order of tx_signatures); a miner that saw only the first version confirms it (the channel opens
@@ -275,7 +280,8 @@ class BobFundsMoreScript(DualFundScript):
 
 
 @pytest.mark.trio
-@pytest.mark.parametrize(("life", "points"), [(DualFundScript, POINTS), (BobFundsMoreScript, BOB_MORE_POINTS)], ids=["bob_less", "bob_more"])
+@pytest.mark.parametrize(("life", "points"), [(DualFundScript, POINTS), (BobFundsMoreScript, BOB_MORE_POINTS),
+                                              (FundeeQuiescesScript, FUNDEE_QUIESCES_POINTS)], ids=["bob_less", "bob_more", "bob_quiesces"])
 async def test_the_script_counts_its_points(tmp_path: Path, life: type[DualFundScript], points: dict[str, int]) -> None:
     """Without a crash the script runs through and makes the number of points the crash tests cover."""
     assert await live_script(tmp_path, None, 0, "persisted", life) == points
@@ -305,3 +311,12 @@ async def test_crash_at_every_persistence_point(tmp_path: Path, victim: str, poi
 @pytest.mark.parametrize(("victim", "point", "stage"), alternating_sample(BOB_MORE_POINTS))
 async def test_crash_at_every_persistence_point_when_the_opener_signs_first(tmp_path: Path, victim: str, point: int, stage: str) -> None:
     await live_script(tmp_path, victim, point, stage, BobFundsMoreScript)
+
+
+@pytest.mark.trio
+@pytest.mark.slow  # 25 cases of about a second each
+@pytest.mark.parametrize(("victim", "point", "stage"),
+                         [c for c in alternating_sample(FUNDEE_QUIESCES_POINTS) if c[1] in FUNDEE_QUIESCES_WINDOW[c[0]]])  # fmt: skip
+async def test_crash_at_every_persistence_point_when_the_fundee_quiesces(tmp_path: Path, victim: str, point: int, stage: str) -> None:
+    """Each point of the quiescence Bob asks for (the rest of the life is the one Alice quiesces)."""
+    await live_script(tmp_path, victim, point, stage, FundeeQuiescesScript)

@@ -233,3 +233,56 @@ async def test_restart_mid_negotiation_ends_the_open_and_frees_the_coins(tmp_pat
         async with running(again):
             await wait_until(lambda: reserved(again) == 0, "the coins freed at start")
             assert not channels(again).manager.channels  # type: ignore[union-attr]
+
+
+@pytest.mark.trio
+async def test_a_restart_keeps_the_coins_of_a_signed_v2_open_and_a_signed_splice_and_frees_an_ended_ones(tmp_path: Path) -> None:
+    """The wallet holds our coins for a v2 open and for a splice alike (a transaction paying
+    FUNDING_PLACEHOLDER): at a restart with a v2 open and a splice both signed and unconfirmed, and
+    the pick of an attempt that ended while the node was down, neither the splice's coins nor the
+    open's are taken for the ended attempt's (both stay held until they confirm); only those are freed."""
+    from test_channels_app import Pair
+
+    from lnpmsg.bitcoin.tx import OutPoint
+    from lnpmsg.channels.interactive_rules import FUNDING_PLACEHOLDER
+    from lnpmsg.channels.splice import SpliceSession
+
+    def outpoints(inputs: Any) -> set[OutPoint]:
+        return {Tx.parse(i.prevtx).outpoint(i.vout) for i in inputs}
+
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        pair = Pair(source, tmp_path, network, {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True)})
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            for _ in range(4):  # (a coin for each: the open, the splice, the second open, the ended attempt)
+                await pair.fund_wallet(alice, 1_500_000)
+            await bob.connect(alice.addresses[0])
+            await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+            await source.mine(2)
+            await wait_until(lambda: settled(alice) and settled(bob), "the first channel ready")
+            spliced = only_channel(alice)
+            result = await channels(alice).splice(spliced.channel_id.hex(), 200_000)
+            sp = spliced.core.state.splice
+            assert isinstance(sp, SpliceSession) and sp.signed
+            splice_coins = outpoints(sp.inputs)
+            opened = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+            (v2,) = [c for c in channels(alice).manager.channels.values() if c.key != spliced.key]  # type: ignore[union-attr]
+            assert isinstance(v2.core.state.dual, DualFundSession) and v2.core.state.dual.signatures_sent
+            open_coins = outpoints(v2.core.state.dual.inputs)
+            wallet = alice.apps["chain"].wallet  # type: ignore[attr-defined]
+            ended = await wallet.fund_output(FUNDING_PLACEHOLDER, 100_000, 2500)  # (its attempt ended while the node was down)
+            ended_coins = {i.prevout for i in ended.tx.inputs}
+            assert splice_coins and open_coins and ended_coins and not (splice_coins & open_coins) and not (ended_coins & (splice_coins | open_coins))
+            assert set(wallet.reserved()) == splice_coins | open_coins | ended_coins
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            wallet = alice.apps["chain"].wallet  # type: ignore[attr-defined]
+            assert set(wallet.reserved()) == splice_coins | open_coins  # the ended attempt's coins freed, no other
+            await bob.connect(alice.addresses[0])
+            await source.mine(2)
+            await wait_until(lambda: all(c.core.state.splice is None and c.phase is Phase.NORMAL for c in channels(alice).manager.channels.values()),  # type: ignore[union-attr]
+                             "the splice locked and the second channel ready")  # fmt: skip
+            assert {c.core.state.funding_outpoint.txid_hex for c in channels(alice).manager.channels.values()} == {  # type: ignore[union-attr]
+                result["splice_txid"], opened["funding_txid"]}
+            await wait_until(lambda: not wallet.reserved(), "the coins spent, no longer held")

@@ -315,3 +315,32 @@ def test_an_attempt_the_peer_forgot_after_our_signatures_is_set_aside() -> None:
         pair.feed(side, FundingCandidateConfirmed(pair.funding_tx.txid))
     pair.confirm()
     verify_commitments(pair)
+
+
+def test_a_reconnection_settles_once_the_peer_answered_our_next_funding() -> None:
+    """``reestablish.settling`` (what a new bump or splice waits for): from the reconnection until
+    both channel_reestablish are in, and on the side whose next_funding names a kept attempt until
+    the peer's answer (here Alice's tx_abort: she forgot it). A bump reports its start (BumpStarted)."""
+    from lnpmsg.channels.dualfund_rbf import BumpStarted
+    from lnpmsg.channels.inputs import Reconnected
+    from lnpmsg.channels.reestablish import settling
+
+    pair = opened(250_000)
+    out = pair.feed(pair.alice, BumpCommand(BUMPED, 101))
+    assert [e for e in out.events if isinstance(e, BumpStarted)] == [BumpStarted(BUMPED)]
+    while not (pair.bob.core.phase is Phase.DUAL_SIGNING and pair.bob.core.state.dual.signatures_sent):
+        pair.step()
+    pair.wire.clear()
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, Disconnected())
+    assert settling(pair.alice.core) and settling(pair.bob.core)  # (away)
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, Reconnected())
+    answered = False
+    while pair.wire:
+        target, msg = pair.wire[0]
+        pair.step()
+        answered = answered or (target is pair.bob and isinstance(msg, TxAbort))
+        if target is pair.bob:  # Bob's next_funding names the attempt: settled by its answer only
+            assert settling(pair.bob.core) is not answered, msg
+    assert answered and not settling(pair.alice.core) and not settling(pair.bob.core)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until
+from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until, withhold
 from test_channels_dualfund_nodes import FUNDING_SAT, dual_fund_pair, fund, node, reserved
 
 from lnpmsg.bitcoin.tx import Tx
@@ -59,6 +59,8 @@ async def test_bump_the_funding_then_open_on_the_mined_version(tmp_path: Path, c
             await source.mine(2)
             confirmed = second
         await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+        # (the current version may be ready before the block's check of the versions forgot the others)
+        await wait_until(lambda: all(only_channel(n).core.state.dual.previous == () for n in (alice, bob)), "the other versions forgotten")
         for n in (alice, bob):
             s = only_channel(n).core.state
             assert s.funding_outpoint.txid == confirmed.txid and s.dual.previous == (), n is alice
@@ -179,3 +181,63 @@ async def test_a_bump_the_accepter_cannot_pay_is_refused_and_the_channel_stays(t
             assert only_channel(n).phase is Phase.AWAIT_READY and only_channel(n).core.state.funding_outpoint == before
         await source.mine(2)
         await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways on the first version")
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("asked", ["at_the_connection", "as_the_answer_is_handled"])
+async def test_a_bump_asked_right_after_a_reconnection_waits_for_the_answer_to_next_funding(tmp_path: Path, asked: str) -> None:
+    """Alice signs a bump's attempt first (Bob's coins are bigger); her tx_signatures never reach Bob, who
+    forgets the attempt at the disconnection while she keeps it. At the reconnection her
+    channel_reestablish names it (``next_funding``) and Bob answers ``tx_abort``: the attempt is set
+    aside, the previous version stands. A bump asked right after the connection (before that answer),
+    or while Alice handles it (the channel settled in memory, the attempt's end not yet reported),
+    waits for the answer and then completes: the old attempt's end is not taken for the new one's."""
+    import trio
+
+    from lnpmsg.channels.dualfund_rbf import RbfAborted
+    from lnpmsg.channels.messages_v2 import TxSignatures
+
+    async with dual_fund_pair(tmp_path, 1_500_000, bob_sat=3_500_000) as (source, alice, bob):
+        cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+        first = only_channel(alice).core.state.funding_outpoint
+        release = withhold(alice, TxSignatures)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(channels(alice).bumpchannelopen, cid, _doubled(alice))  # (cut by the disconnection)
+            await wait_until(lambda: only_channel(alice).core.state.dual.signatures_sent and only_channel(alice).phase is Phase.DUAL_SIGNING,
+                             "alice's tx_signatures of the attempt sent (lost)")  # fmt: skip
+            channels(bob).disconnect_peer(alice.node_id, "the attempt's tx_signatures were lost")
+            await wait_until(lambda: not only_channel(alice).core.state.connected and not only_channel(bob).core.state.connected, "disconnected")
+            nursery.cancel_scope.cancel()
+        release()
+        attempt = only_channel(alice).core.state.funding_outpoint
+        assert attempt != first and only_channel(bob).core.state.funding_outpoint == first  # kept by Alice, forgotten by Bob
+
+        manager = channels(alice).manager
+        assert manager is not None
+        handle_events = manager._on_events
+        bumps: list[dict] = []
+
+        async def bump() -> None:
+            bumps.append(await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice)))
+
+        async with trio.open_nursery() as nursery:
+            if asked == "as_the_answer_is_handled":
+
+                async def bump_first(channel: object, events: list) -> None:
+                    if any(isinstance(e, RbfAborted) for e in events) and not bumps:
+                        nursery.start_soon(bump)
+                        await trio.testing.wait_all_tasks_blocked()  # (the bump is asked, and queued behind this job)
+                    await handle_events(channel, events)
+
+                manager._on_events = bump_first  # type: ignore[method-assign]
+            await bob.connect(alice.addresses[0])
+            if asked == "at_the_connection":
+                nursery.start_soon(bump)
+            await wait_until(lambda: bool(bumps), "the bump done")
+        manager._on_events = handle_events  # type: ignore[method-assign]
+        (bumped,) = bumps
+        assert bumped["previous_funding_txids"][:2] == [first.txid_hex, attempt.txid_hex] or first.txid_hex in bumped["previous_funding_txids"]
+        for n in (alice, bob):
+            assert only_channel(n).core.state.funding_outpoint.txid_hex == bumped["funding_txid"]
+        await source.mine(2)
+        await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways on the bump")

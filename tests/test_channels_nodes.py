@@ -46,7 +46,8 @@ async def cli(*argv: object) -> Any:
     """Run ``lnpmsg ARGV --json`` as a shell would; its JSON result (asserting exit 0)."""
     args = [str(a) for a in argv] + ["--json"]
     code, out = await trio.to_thread.run_sync(_run_main, args)
-    assert code == 0, (args, out)
+    if code != 0:  # (a message, not a tuple pytest would cut short in the middle: the error is at the end)
+        raise AssertionError(f"lnpmsg {' '.join(args)} exited {code}: {out.strip()}")
     return json.loads(out)
 
 
@@ -58,9 +59,15 @@ def _run_main(args: list[str]) -> tuple[int, str]:
 
 
 async def stop(process: trio.Process, data_dir: Path) -> None:
-    await trio.to_thread.run_sync(main, ["stop", "--data-dir", str(data_dir)])
-    with trio.fail_after(WAIT):
+    """Stop the node (``lnpmsg stop``); killed if it has not exited within WAIT seconds (an
+    AssertionError then says so, after the kill: a cleanup never leaves a process behind)."""
+    await trio.to_thread.run_sync(_run_main, ["stop", "--data-dir", str(data_dir)])
+    with trio.move_on_after(WAIT):
         await process.wait()
+        return
+    process.kill()
+    await process.wait()
+    raise AssertionError(f"{data_dir.name} did not exit within {WAIT} s of lnpmsg stop (killed)")
 
 
 async def start(data_dir: Path, listen: str, *options: str, env: dict[str, str] | None = None) -> tuple[trio.Process, dict[str, Any]]:
@@ -74,12 +81,29 @@ async def channel(data_dir: Path) -> dict[str, Any]:
 
 
 async def wait_channel(data_dir: Path, what: str, check: Any) -> dict[str, Any]:
-    with trio.fail_after(WAIT):
+    """The channel of the node at ``data_dir`` once ``check`` holds; an AssertionError naming ``what``
+    and the channel as last listed if it does not within WAIT seconds."""
+    c: dict[str, Any] | None = None
+    with trio.move_on_after(WAIT):
         while True:
             c = await channel(data_dir)
             if check(c):
                 return c
             await trio.sleep(0.2)
+    raise AssertionError(f"{data_dir.name}: no {what} within {WAIT} s; the channel as last listed: {c}")
+
+
+#: how much of the end of each node's log a failure quotes
+LOG_TAIL = 6000
+
+
+def note_logs(exc: BaseException, *data_dirs: Path) -> None:
+    """Add the end of each node's log (DATA_DIR.log) to a test's failure: on a loaded machine the
+    reason is often there (a node that stopped, a timeout), not in the assertion."""
+    for data_dir in data_dirs:
+        log_path = Path(f"{data_dir}.log")
+        tail = log_path.read_text(errors="replace")[-LOG_TAIL:] if log_path.exists() else "(no log)"
+        exc.add_note(f"--- the end of {log_path.name}:\n{tail}")
 
 
 def quiet(htlcs: int) -> Any:
@@ -153,6 +177,9 @@ async def test_open_htlcs_both_ways_and_close_between_two_processes(tmp_path: Pa
         assert mined["height"] > 0
         (paid,) = [o for o in funds["outputs"] if o["txid"] == closed["closing_txid"]]
         assert paid["amount_sat"] == (FUNDING_SAT * 1000 - a_msat) // 1000  # the fundee pays no closing fee
+    except Exception as exc:
+        note_logs(exc, a_dir, b_dir)
+        raise
     finally:
         for process, data_dir in reversed(processes):
             if process.returncode is None:
@@ -178,9 +205,9 @@ async def test_sigkill_after_storing_an_update_then_restart_reestablish_and_clos
         cid = (await channel(a_dir))["channel_id"]
 
         added = await call(a_dir, "channels.dev_addhtlc", channel=cid, amount_msat=25_000_000)
-        with trio.fail_after(WAIT):
+        with trio.move_on_after(WAIT):
             await b.wait()
-        assert b.returncode == -9
+        assert b.returncode == -9, f"b was to kill itself once it stored a {crash_point}: exit status {b.returncode}"
         processes.remove((b, b_dir))
 
         b, b_info = await start(b_dir, "127.0.0.1:0", *b_options)
@@ -206,6 +233,8 @@ async def test_sigkill_after_storing_an_update_then_restart_reestablish_and_clos
         processes.append((b, b_dir))
         await cli("connect", a_info["addresses"][0], "--data-dir", b_dir)
         await wait_channel(b_dir, "reestablished", quiet(1))
+        # (A takes B's channel_reestablish after B took A's: A's fulfill waits for A's side too)
+        await wait_channel(a_dir, "reestablished", quiet(1))
         await call(a_dir, "channels.dev_fulfill", channel=cid, htlc_id=added["htlc_id"], preimage=added["preimage"])
         await wait_channel(a_dir, "settled", quiet(0))
         await wait_channel(b_dir, "settled", quiet(0))
@@ -217,6 +246,9 @@ async def test_sigkill_after_storing_an_update_then_restart_reestablish_and_clos
         assert closed["state"] == "closed"
         await wait_channel(b_dir, "closed", lambda c: c["state"] == "closed")
         assert (await cli("getchaininfo", "--data-dir", a_dir))["mempool"] == 1  # the closing transaction only
+    except Exception as exc:
+        note_logs(exc, a_dir, b_dir)
+        raise
     finally:
         for process, data_dir in reversed(processes):
             if process.returncode is None:
@@ -268,7 +300,30 @@ async def test_sigkill_of_the_fundee_between_storing_funding_created_and_sending
         stale = [c for c in listed if c["channel_id"] == signed["channel_id"]]
         assert stale and stale[0]["state"] == "await_ready"  # its funding never comes (BOLT 2: forgotten after 2016 blocks)
         assert (await cli("getchaininfo", "--data-dir", a_dir))["mempool"] == 0  # only the new funding, now mined
+    except Exception as exc:
+        note_logs(exc, a_dir, b_dir)
+        raise
     finally:
         for process, data_dir in reversed(processes):
             if process.returncode is None:
                 await stop(process, data_dir)
+
+
+def test_a_failure_quotes_the_end_of_each_nodes_log(tmp_path: Path) -> None:
+    (tmp_path / "a.log").write_text("the start\n" + "." * LOG_TAIL + "\nthe last line\n")
+    failure = AssertionError("no HTLC in after the crash")
+    note_logs(failure, tmp_path / "a", tmp_path / "b")
+    a_note, b_note = failure.__notes__
+    assert a_note.startswith("--- the end of a.log:") and a_note.endswith("the last line\n") and "the start" not in a_note
+    assert b_note == "--- the end of b.log:\n(no log)"
+
+
+async def test_a_node_that_does_not_start_in_time_is_killed_and_its_log_quoted(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="did not start within 0.01 s \\(killed\\)"):
+        await start_logged_node(tmp_path / "a", "--listen", "127.0.0.1:0", *owner_argv("127.0.0.1:0"), wait=0.01)
+
+
+async def test_a_failed_command_is_reported_whole(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError) as failed:
+        await cli("call", "channels.dev_fulfill", json.dumps({"channel": "ab" * 32, "htlc_id": 0, "preimage": "00" * 32}), "--data-dir", tmp_path)
+    assert str(failed.value).startswith("lnpmsg call channels.dev_fulfill") and "no node" in str(failed.value).lower()

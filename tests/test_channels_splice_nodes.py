@@ -1,7 +1,8 @@
 """Channel splicing between two lnpmsg nodes in memory, on one embedded regtest chain: ``splice``
 in from the wallet and out to an address, the splice transaction mined and locked at the channel's
 depth, payments both ways on the new funding, a restart of both nodes, a cooperative close; a
-force close after a splice swept from the new funding; refusals as clear errors."""
+force close after a splice swept from the new funding; refusals as clear errors; a splice asked
+right after a reconnection; the coins of a splice kept over a restart, held until it confirms or ends."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_channels_app import FUNDING_SAT, PUSH_MSAT, balances, channels, chain, only_channel, pay, running_pair, settled, wait_until
+from test_channels_app import FUNDING_SAT, PUSH_MSAT, balances, channels, chain, only_channel, pay, running_pair, settled, wait_until, withhold
 from test_channels_app import Pair as AppPair
 from test_channels_onchain import TO_SELF_DELAY, add_htlc, open_channel, resolved, spent_everything, two_nodes
 
@@ -62,13 +63,7 @@ def withhold_splice_locked(node) -> None:
     """The node's splice_locked never leaves (a peer that does not lock the splice)."""
     from lnpmsg.channels.messages_splice import SpliceLocked
 
-    send = channels(node).send
-
-    async def send_but_splice_locked(peer_id: bytes, msg: object) -> None:
-        if not isinstance(msg, SpliceLocked):
-            await send(peer_id, msg)
-
-    channels(node).send = send_but_splice_locked
+    withhold(node, SpliceLocked)
 
 
 def monitor_on(node, txid: str) -> bool:
@@ -424,3 +419,80 @@ async def test_the_monitor_of_an_unlocked_splice_survives_a_restart(tmp_path: Pa
                 await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "the monitor loaded on the splice")
                 status = await broadcast_until_resolved(pair, bob, alice, commitment)
                 assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
+
+
+@pytest.mark.trio
+async def test_a_splice_asked_right_after_a_reconnection_waits_for_channel_reestablish(tmp_path: Path) -> None:
+    """``splice`` asked the moment the peer is connected again, before the channel_reestablish
+    exchange (a splice-out at a given feerate: nothing to ask the wallet or the chain first): the
+    call waits for the exchange (the channel cannot quiesce before), then splices."""
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        await pair.fund_connect_open(alice, bob)
+        cid = only_channel(alice).channel_id.hex()
+        channels(bob).disconnect_peer(alice.node_id, "a reconnection")
+        await wait_until(lambda: not only_channel(alice).core.state.connected and not only_channel(bob).core.state.connected, "disconnected")
+        await bob.connect(alice.addresses[0])
+        s = only_channel(alice).core.state
+        assert not s.connected or s.awaiting_reestablish  # (the splice is asked before the exchange)
+        result = await channels(alice).splice(cid, -200_000, feerate=2)
+        assert pending(alice) is not None and pending(alice).outpoint.txid_hex == result["splice_txid"]  # type: ignore[union-attr]
+        await wait_until(lambda: source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "the splice broadcast")
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("peer", ["signed", "never_signed"])
+async def test_the_coins_of_a_splice_kept_over_a_restart_stay_reserved_until_it_confirms_or_ends(tmp_path: Path, peer: str) -> None:
+    """Alice splices in; her commitment_signed left and Bob signs first, so she keeps the splice
+    over a restart (his tx_signatures may have left). At her start the wallet still holds the
+    splice's coins (not freed as an ended attempt's). If Bob had signed (his tx_signatures lost),
+    channel_reestablish completes the splice and the coins stay held until it confirms; if he
+    never got her commitment_signed, he forgot the splice and answers her next_funding with
+    tx_abort: the splice ends and the coins are free again."""
+    import trio
+
+    from lnpmsg.channels.messages import CommitmentSigned
+    from lnpmsg.channels.messages_v2 import TxSignatures
+    from lnpmsg.channels.splice_sign import kept
+
+    def splice_coins(node) -> set:
+        sp = pending(node)
+        return {Tx.parse(i.prevtx).outpoint(i.vout) for i in sp.inputs} if sp is not None else set()
+
+    def reserved(node) -> set:
+        return set(node.apps["chain"].wallet.reserved())
+
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        pair = AppPair(source, tmp_path, network)
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            await pair.fund_connect_open(alice, bob)
+            cid = only_channel(alice).channel_id.hex()
+            if peer == "signed":
+                withhold(bob, TxSignatures)
+            else:
+                withhold(alice, CommitmentSigned)  # (from now on only the splice's)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(channels(alice).splice, cid, 200_000)  # (cut by the stop)
+                await wait_until(lambda: pending(alice) is not None and kept(only_channel(alice).core), "alice's commitment_signed left")
+                if peer == "signed":
+                    await wait_until(lambda: pending(bob) is not None and pending(bob).signatures_sent, "bob's tx_signatures sent (lost)")  # type: ignore[union-attr]
+                nursery.cancel_scope.cancel()
+            coins = splice_coins(alice)
+            assert coins and reserved(alice) == coins and not pending(alice).signed  # type: ignore[union-attr]
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            assert pending(alice) is not None and splice_coins(alice) == coins
+            assert reserved(alice) == coins  # held at the start, for the kept splice
+            await bob.connect(alice.addresses[0])
+            if peer == "signed":
+                await wait_until(lambda: pending(alice) is not None and pending(alice).signed and settled(alice), "the splice completed")  # type: ignore[union-attr]
+                assert reserved(alice) == coins  # (until it confirms)
+                txid = pending(alice).outpoint.txid_hex  # type: ignore[union-attr]
+                await wait_until(lambda: source.core.find_transaction(bytes.fromhex(txid)[::-1]) is not None, "the splice broadcast")
+                await source.mine(2)
+                await wait_until(lambda: locked_on(alice, txid) and locked_on(bob, txid), "spliced")
+            else:
+                await wait_until(lambda: pending(alice) is None and settled(alice) and settled(bob), "the splice ended by bob's tx_abort")
+                assert only_channel(alice).core.state.splices == 0
+            await wait_until(lambda: not reserved(alice), "the splice's coins no longer held")

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BumpCommand",
+    "BumpStarted",
     "Candidate",
     "CandidatesDropped",
     "FundingCandidateConfirmed",
@@ -65,6 +66,13 @@ class BumpCommand:
 
     feerate_per_kw: int
     locktime: int
+
+
+@dataclass(frozen=True, slots=True)
+class BumpStarted:
+    """Event: our ``tx_init_rbf`` left; what ended an earlier attempt is not this one's end."""
+
+    feerate_per_kw: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +244,7 @@ def _bump(core: ChannelCore, cmd: BumpCommand, out: _Out) -> None:
     tlvs = {"funding_output_contribution": d.funding.our_sat} if d.funding.our_sat else {}  # type: ignore[union-attr]
     out.send(TxInitRbf(channel_id=s.channel_id, locktime=cmd.locktime, feerate=cmd.feerate_per_kw,
                        tlvs=TxInitRbf.tlv_stream(tlvs)))  # fmt: skip
+    out.emit(BumpStarted(cmd.feerate_per_kw))
 
 
 def _on_init_rbf(core: ChannelCore, msg: TxInitRbf, out: _Out) -> None:

@@ -31,7 +31,6 @@ import trio
 
 from lnpmsg.app import AppError
 from lnpmsg.bitcoin.block import Block
-from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.errors import ChainError
@@ -50,11 +49,13 @@ from .dualfund import (
     InteractiveAborted,
     OpenV2Command,
 )
-from .dualfund_rbf import BumpCommand, CandidatesDropped, FundingCandidateConfirmed, RbfAborted, candidate_outpoints, min_feerate
+from .dualfund_rbf import BumpCommand, BumpStarted, CandidatesDropped, FundingCandidateConfirmed, RbfAborted, candidate_outpoints, min_feerate
 from .errors import LocalMisuse
 from .inputs import ChannelFailed, Event, OpenCommand
+from .interactive_rules import FUNDING_PLACEHOLDER
 from .interactive_tx import OwnInput, OwnOutput, contribution_fee
 from .manager import ChannelsStopped, ManagedChannel
+from .reestablish import settling
 from .state import Phase
 from .messages_v2 import OpenChannel2
 
@@ -64,8 +65,6 @@ log = logging.getLogger("lnpmsg.channels.app")
 
 #: option_dual_fund: we offer the optional bit
 DUAL_FUND_BITS = (28, 29)
-#: stands for the funding output while the wallet picks coins: a P2WSH, the size of the real one
-_PLACEHOLDER = p2wsh(b"lnpmsg: the funding output of a dual-funded channel")
 
 
 class DualFundSide:
@@ -119,7 +118,7 @@ class DualFundSide:
         """Coins (reserved) paying ``amount_sat`` into the funding and our fee for what we add (``shared``: the
         scripts of a splice's shared input, whose weight the splice initiator pays too); WalletError if none."""
         wallet = self.chain.wallet
-        funded = await wallet.fund_output(_PLACEHOLDER, amount_sat, feerate)
+        funded = await wallet.fund_output(FUNDING_PLACEHOLDER, amount_sat, feerate)
         try:
             inputs, total, scripts = [], 0, []
             for txin in funded.tx.inputs:
@@ -127,10 +126,10 @@ class DualFundSide:
                 inputs.append(OwnInput(prev.raw, txin.prevout.vout))
                 total += prev.outputs[txin.prevout.vout].amount_sat
                 scripts.append(prev.outputs[txin.prevout.vout].script_pubkey)
-            change_script = next((o.script_pubkey for o in funded.tx.outputs if o.script_pubkey != _PLACEHOLDER), None)
+            change_script = next((o.script_pubkey for o in funded.tx.outputs if o.script_pubkey != FUNDING_PLACEHOLDER), None)
             if change_script is None:
                 change_script = script_for_address(wallet.new_address(), wallet.hrp)
-            ours = [_PLACEHOLDER] if opener else []  # the opener pays for the funding output's bytes
+            ours = [FUNDING_PLACEHOLDER] if opener else []  # the opener pays for the funding output's bytes
             change = total - amount_sat - contribution_fee([*shared, *scripts], [*ours, change_script], feerate, initiator=opener)
             if change >= dust_limit(change_script):
                 return tuple(inputs), (OwnOutput(change, change_script),)
@@ -167,10 +166,10 @@ class DualFundSide:
             d = channel.core.state.dual
             if isinstance(d, DualFundSession) and (d.signatures_sent or channel.phase in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)):
                 kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in d.inputs}
-        for tx in held:  # the wallet's picks for v2 opens are the transactions paying the placeholder
-            if any(o.script_pubkey == _PLACEHOLDER for o in tx.outputs) and not any(i.prevout in kept for i in tx.inputs):
+        for tx in held:  # the wallet's picks for v2 opens and splices alike: the transactions paying the placeholder
+            if any(o.script_pubkey == FUNDING_PLACEHOLDER for o in tx.outputs) and not any(i.prevout in kept for i in tx.inputs):
                 freed = wallet.release(tx.txid)
-                log.info("channels: freed %d coin(s) held for a dual-funded open that ended", freed)
+                log.info("channels: freed %d coin(s) held for a dual-funded open or a splice that ended", freed)
 
     # ------------------------------------------------------------ opening
 
@@ -253,6 +252,9 @@ class DualFundSide:
             if s.local_commit is None and s.remote_commit is None:
                 self._manager().forget(channel)  # nothing signed: nothing to keep
             return True
+        if isinstance(event, BumpStarted):  # (in the actor's order: an earlier attempt's end came before)
+            self._funding_errors.pop(channel.key, None)
+            return True
         if isinstance(event, RbfAborted):
             log.info("channels: the fee bump of %s's funding ended: %s (the previous version stands)", channel.channel_id.hex(), event.reason)
             self._release_inputs(event.inputs)
@@ -307,15 +309,15 @@ class DualFundSide:
             raise ParamsError(f"feerate must be a positive whole number of sat/vB, got {feerate!r}")
         else:
             per_kw = feerate * 250
+        from .app import COMMAND_TIMEOUT
+
+        await self._after_reestablish(target, COMMAND_TIMEOUT)
         tip = self.chain.wallet.tip
         before = target.core.state.funding_outpoint
-        self._funding_errors.pop(target.key, None)
         try:
             await self._manager().submit(target, BumpCommand(per_kw, tip.height if tip is not None else 0))
         except LocalMisuse as exc:
             raise ChainAppError(f"cannot bump: {exc}", {"error": "ChannelError", "state": target.phase.value}) from exc
-        from .app import COMMAND_TIMEOUT
-
         with trio.move_on_after(COMMAND_TIMEOUT):
             while not (target.phase is Phase.AWAIT_READY and target.core.state.funding_outpoint != before):
                 if target.key in self._funding_errors or target.phase in (Phase.FAILED, Phase.CLOSED):
@@ -330,6 +332,14 @@ class DualFundSide:
         result.update(funding_txid=s.funding_outpoint.txid_hex, feerate_per_kw=per_kw,
                       previous_funding_txids=[o.txid_hex for o in candidate_outpoints(target.core)[:-1]])  # fmt: skip
         return result
+
+    async def _after_reestablish(self, target: ManagedChannel, timeout: float) -> None:
+        """While the peer is connected, wait (at most ``timeout``) until the channel's reconnection settled
+        (:func:`.reestablish.settling`): a new negotiation (a bump, a splice) sent before the peer's
+        answer to our ``next_funding`` would cross its ``tx_abort``, which then ends the new one too."""
+        with trio.move_on_after(timeout):
+            while target.peer_id in self.node.peers and target.phase not in (Phase.CLOSED, Phase.FAILED) and settling(target.core):
+                await target.changed.wait()
 
     async def _check_candidates(self) -> None:
         """A channel whose funding was bumped: when one of its versions confirmed, it is the funding."""

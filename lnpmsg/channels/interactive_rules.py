@@ -11,10 +11,12 @@ from __future__ import annotations
 from lnpmsg.bitcoin.encoding import Reader, compact_size, var_bytes
 from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.hashes import hash160
+from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.sighash import SIGHASH_ALL
 
 __all__ = [
     "COMMON_FIELDS_WEIGHT",
+    "FUNDING_PLACEHOLDER",
     "MAX_RECEIVED_ADDS",
     "MAX_STANDARD_TX_WEIGHT",
     "MAX_TX_INPUTS",
@@ -42,6 +44,12 @@ MAX_SEQUENCE = 0xFFFFFFFD
 #: version (4) + input count (1) + output count (1) + locktime (4), times 4, plus the
 #: segwit marker and flag (2 witness bytes): the initiator pays for these
 COMMON_FIELDS_WEIGHT = (4 + 1 + 1 + 4) * 4 + 2
+#: stands for a new funding output (a v2 open's, a splice's) while the wallet picks our coins and
+#: the fees are counted: a P2WSH, the size of the real one. The wallet's transaction paying it
+#: (never broadcast) is how the coins of an open or a splice stay reserved, so at start the
+#: channels app knows those transactions by this script (and frees those of attempts that ended).
+#: Its preimage must never change: wallets hold such transactions across upgrades
+FUNDING_PLACEHOLDER = p2wsh(b"lnpmsg: the funding output of a dual-funded channel")
 
 #: outpoint (36) + empty scriptSig length (1) + nSequence (4): every segwit input's base bytes
 _INPUT_BASE_WEIGHT = (36 + 1 + 4) * 4

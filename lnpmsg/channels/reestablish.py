@@ -56,10 +56,31 @@ from .shachain import FIRST_INDEX, ShachainStore
 if TYPE_CHECKING:
     from .state import ChannelCore, _Out
 
-__all__ = ["dispatch", "reestablish_message"]
+__all__ = ["dispatch", "reestablish_message", "settling"]
 
 _SENDING_COMMANDS = (AddHtlc, FulfillHtlc, FailHtlc, FailMalformedHtlc, SignCommitment, ChangeFee, CloseChannel)
 _ZERO_SECRET = bytes(32)
+
+
+def settling(core: ChannelCore) -> bool:
+    """The reconnection's exchange is not settled yet: the channel has not taken the reconnection or
+    the peer's ``channel_reestablish``, or a funding whose signatures are being exchanged (an open's,
+    a bump's attempt, a splice: what our ``next_funding`` names) waits for the peer's answer, its
+    ``tx_signatures`` or its ``tx_abort``. A command that starts a new funding negotiation waits for
+    that answer: one that crossed it would be ended by it."""
+    from .dualfund import DualFundSession
+    from .dualfund_sign import peer_may_have_signed
+    from .splice import SpliceSession
+    from .splice_sign import kept
+    from .state import Phase
+
+    s = core.state
+    if not s.connected or s.awaiting_reestablish:
+        return True
+    d = s.dual
+    if s.phase is Phase.DUAL_SIGNING and isinstance(d, DualFundSession) and (d.signatures_sent or peer_may_have_signed(core)):
+        return True
+    return isinstance(s.splice, SpliceSession) and not s.splice.signed and kept(core)
 
 
 def _established(core: ChannelCore) -> bool:

@@ -21,7 +21,6 @@ from typing import Any
 import trio
 
 from lnpmsg.bitcoin.block import Block
-from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.rpc.params import ParamsError
@@ -32,6 +31,7 @@ from lnpmsg.wallet.spend import dust_limit
 from . import splice_sign
 from .errors import LocalMisuse, StoreWriteFailed
 from .inputs import Event
+from .interactive_rules import FUNDING_PLACEHOLDER
 from .interactive_tx import OwnInput, OwnOutput, contribution_fee
 from .manager import ChannelsStopped, ManagedChannel, describe, format_scid
 from .quiesce import Quiesce, is_quiescent, local_initiator
@@ -46,14 +46,12 @@ log = logging.getLogger("lnpmsg.channels.app")
 
 #: at start, the last blocks read for a pending splice's transaction
 SPLICE_LOOKBACK = 144
-#: a P2WSH of the right size: what the new funding output weighs while fees are computed
-_P2WSH_SIZED = p2wsh(b"lnpmsg: a splice's funding output")
 
 
 class SpliceSide:
     """``splice`` and the splice's chain work; the app supplies ``chain``, ``node``, ``_manager``,
     ``_channel``, ``_contribution``, ``_release_inputs``, ``_publish``, ``_submit``, ``_close_script``,
-    ``_broadcast``, ``_monitor_follows_funding``, ``write_backup``, ``spawn``, ``disconnect_peer`` and ``_watch_in``."""
+    ``_broadcast``, ``_monitor_follows_funding``, ``write_backup``, ``spawn``, ``disconnect_peer``, ``_watch_in`` and ``_after_reestablish``."""
 
     chain: Any
     node: Any
@@ -70,6 +68,7 @@ class SpliceSide:
     spawn: Any
     disconnect_peer: Any
     _watch_in: Any
+    _after_reestablish: Any
     #: why a channel's last splice ended early (``splice`` reports it)
     _splice_errors: dict[str, str]
     #: splice txid -> (height, block hash, index in the block) where it was mined
@@ -96,6 +95,7 @@ class SpliceSide:
             raise ChainAppError("cannot splice: the peer is not connected", {"error": "ChannelError"})
         if not any(remote.has(b) for b in SPLICE_BITS) or not any(remote.has(b) for b in QUIESCE_BITS):
             raise ChainAppError("cannot splice: the peer does not offer option_splice and option_quiesce", {"error": "ChannelError"})
+        await self._after_reestablish(target, COMMAND_TIMEOUT)
         s = target.core.state
         if target.phase is not Phase.NORMAL or s.funding_outpoint is None:
             raise ChainAppError(f"cannot splice a channel in state {target.phase.value}", {"error": "ChannelError"})
@@ -152,14 +152,14 @@ class SpliceSide:
         """Our coins (splice-in, reserved) or our output (splice-out), and what our balance gains or loses."""
         if amount_sat > 0:
             try:
-                inputs, outputs = await self._contribution(amount_sat, per_kw, opener=True, shared=(_P2WSH_SIZED,))
+                inputs, outputs = await self._contribution(amount_sat, per_kw, opener=True, shared=(FUNDING_PLACEHOLDER,))
             except WalletError as exc:
                 raise ChainAppError(f"cannot splice in: {exc}", {"error": "ChannelError"}) from exc
             return inputs, outputs, amount_sat
         script = await self._close_script(address)
         if -amount_sat < dust_limit(script):
             raise ParamsError(f"a splice-out of {-amount_sat} sat is below the dust limit of its output")
-        fee = contribution_fee([_P2WSH_SIZED], [_P2WSH_SIZED, script], per_kw, initiator=True)
+        fee = contribution_fee([FUNDING_PLACEHOLDER], [FUNDING_PLACEHOLDER, script], per_kw, initiator=True)
         return (), (OwnOutput(-amount_sat, script),), amount_sat - fee
 
     def _end_quiescence_now(self, target: ManagedChannel, reason: str) -> None:

@@ -46,7 +46,8 @@ async def start_logged_node(data_dir: str | Path, *options: object, env: Mapping
     file, so a full pipe never blocks a long-running node); the process and its start-up summary.
 
     ``env`` is added to this process's environment. AssertionError quoting the log's tail if the
-    node exits before printing its summary.
+    node exits before printing its summary, or does not print it within ``wait`` seconds (it is
+    killed then).
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,12 @@ async def start_logged_node(data_dir: str | Path, *options: object, env: Mapping
             lnpmsg_argv("node", "--data-dir", data_dir, "--json", *options),
             stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})},
         )  # fmt: skip
-    line = await _first_line(process, wait)
+    try:
+        line = await _first_line(process, wait)
+    except trio.TooSlowError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"{data_dir} did not start within {wait:g} s (killed): {log_path.read_text(errors='replace')[-3000:]}") from None
     if not line.endswith(b"\n"):
         raise AssertionError(f"{data_dir} exited: {log_path.read_text()[-3000:]}")
     return process, json.loads(line)
