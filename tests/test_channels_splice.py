@@ -20,7 +20,7 @@ from lnpmsg.channels.interactive_tx import OwnInput, OwnOutput, contribution_fee
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages import CommitmentSigned
 from lnpmsg.channels.messages_splice import SpliceAck, SpliceInit, SpliceLocked
-from lnpmsg.channels.messages_v2 import TxAbort, TxInitRbf, TxSignatures
+from lnpmsg.channels.messages_v2 import TxAbort, TxSignatures
 from lnpmsg.channels.quiesce import Quiesce
 from lnpmsg.channels.records import restore
 from lnpmsg.channels.script import funding_script
@@ -289,14 +289,6 @@ def test_peer_abort_and_disconnection_before_signatures_leave_the_channel_as_it_
     assert pair.alice.core.state.splice is None and pair.alice.core.state.quiesce is None
     pair.feed(pair.bob, Disconnected())
     assert pair.bob.core.state.splice is None
-
-
-def test_rbf_of_a_splice_is_refused_with_tx_abort() -> None:
-    pair = signed_splice(50_000)
-    rbf = TxInitRbf(channel_id=pair.bob.core.state.channel_id, locktime=0, feerate=FEERATE * 2)
-    out = pair.feed(pair.bob, Received(rbf))
-    assert [type(m) for m in out.messages] == [TxAbort]
-    assert splice_of(pair.bob).signed
 
 
 def test_a_lost_tx_signatures_comes_again_with_next_funding() -> None:
