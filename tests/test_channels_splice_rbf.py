@@ -78,8 +78,13 @@ def test_the_splice_initiator_bumps_its_splice_and_the_bump_locks(command: str) 
     for side in (pair.alice, pair.bob):
         sp = splice_of(side)
         assert [v.outpoint.txid for v in sp.previous] == [first.txid]  # type: ignore[union-attr]
-    # our balance pays the higher fee (a splice-in: the same coins, the same change)
-    assert splice_of(pair.alice).our_contribution == first_command.contribution_sat - (fee_of(bumped, pair) - fee_of(first, pair))
+    # a splice-in's change pays the higher fee (the same coins), a splice-out's from our balance
+    extra = fee_of(bumped, pair) - fee_of(first, pair)
+    sp = splice_of(pair.alice)
+    if command == "in":
+        assert sp.our_contribution == first_command.contribution_sat and sp.outputs[0].sats == first_command.outputs[0].sats - extra
+    else:
+        assert sp.our_contribution == first_command.contribution_sat - extra and sp.outputs == first_command.outputs
     # until the lock every commitment_signed is a batch over the funding and both versions
     before = len(pair.alice.outputs)
     pay_both_ways(pair)

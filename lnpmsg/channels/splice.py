@@ -189,6 +189,8 @@ def splice_status(s: Any) -> dict[str, Any] | None:
         "funding_txid": sp.outpoint.txid_hex if sp.outpoint else None,
         "feerate_per_kw": sp.feerate_per_kw,
         "peer_locked": sp.locked_received,
+        #: the earlier versions a fee bump replaced, still valid until one version confirms
+        "previous_versions": splice_rbf.status(sp),
     }
 
 

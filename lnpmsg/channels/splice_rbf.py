@@ -8,8 +8,10 @@ last one, :func:`~.dualfund_rbf.min_feerate`): ``tx_init_rbf``, answered by ``tx
 spends the same shared input, so any two of them double-spend each other. The commitments,
 signatures and broadcast of the new version are the splice's own (:mod:`.splice_sign`).
 
-Each side contributes what it contributed to the last version, from the same coins and outputs;
-the sender's channel balance pays the higher fee (its contribution shrinks by the difference).
+Each side contributes what it contributed to the last version, from the same coins and outputs:
+what its part owes more at the new feerate (the sender also pays the common fields, the shared
+input and the funding output) comes out of its change when it added coins, else out of its
+channel balance (its contribution shrinks by the difference).
 Not done: a change of contributions (``funding_output_contribution``) beyond that fee, and
 ``require_confirmed_inputs`` with coins of ours.
 
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import OutPoint, Tx
+from lnpmsg.wallet.spend import dust_limit
 
 from .dualfund_rbf import min_feerate
 from .errors import LocalMisuse, RemoteFault
@@ -180,17 +183,23 @@ def _fee_as(sp: SpliceSession, feerate: int, *, initiator: bool) -> int:
 
 
 def _attempt(core: ChannelCore, sp: SpliceSession, feerate: int, locktime: int, *, sender: bool, their_contribution: int) -> SpliceSession:
-    """The new version's session: ``sender`` (we sent tx_init_rbf) makes us its initiator; our
-    balance pays the higher fee when we send it."""
+    """The new version's session: ``sender`` (we sent tx_init_rbf) makes us its initiator. What our
+    part owes more at the new feerate (and in its new role) comes out of our change when we added
+    coins, else out of our balance (our contribution shrinks)."""
     from .splice import SpliceSession
 
-    ours = sp.our_contribution
-    if sender:
-        ours -= _fee_as(sp, feerate, initiator=True) - _fee_as(sp, sp.feerate_per_kw, initiator=sp.initiator)
+    ours, outputs = sp.our_contribution, sp.outputs
+    extra = _fee_as(sp, feerate, initiator=sender) - _fee_as(sp, sp.feerate_per_kw, initiator=sp.initiator)
+    if extra > 0:
+        change = outputs[0] if sp.inputs and outputs else None
+        if change is not None and change.sats - extra >= dust_limit(change.script):
+            outputs = (replace(change, sats=change.sats - extra), *outputs[1:])
+        else:
+            ours -= extra
     # the core has no randomness: the serial ids of an attempt derive from the last version's
     entropy = sha256(sp.entropy + (len(sp.previous) + 1).to_bytes(4, "big"))
     return SpliceSession(
-        sender, feerate, locktime, ours, their_contribution, sp.remote_funding_pubkey, sp.shared, sp.inputs, sp.outputs,
+        sender, feerate, locktime, ours, their_contribution, sp.remote_funding_pubkey, sp.shared, sp.inputs, outputs,
         entropy, acked=not sender, previous=(*sp.previous, replace(sp, previous=())),
     )  # fmt: skip
 
