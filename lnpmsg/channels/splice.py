@@ -26,8 +26,8 @@ its reserve gets ``tx_abort``. A negotiation that ends before our ``tx_signature
 (``tx_abort``, a disconnection, a bad message) leaves the channel as it was
 (:class:`SpliceAborted` frees our coins). Between the signatures and the lock the channel works,
 each ``commitment_signed`` sent for both fundings (:mod:`.splice_batch`); no ``shutdown`` either
-way then (BOLT 2: not before the splice is locked); an RBF of the splice (``tx_init_rbf``)
-gets ``tx_abort``.
+way then (BOLT 2: not before the splice is locked). Either side may then bump the splice's fee
+(``tx_init_rbf``, :mod:`.splice_rbf`): the splice has several versions until one locks.
 
 The negotiation is kept as its inputs, as :mod:`.dualfund` keeps its own: the interactive
 session is rebuilt from them, so the state stays immutable values.

@@ -253,7 +253,8 @@ class SpliceSide:
     def _splice_event(self, channel: ManagedChannel, event: Event | SpliceAborted | Spliced) -> bool:
         """The splice events; True when handled."""
         if isinstance(event, SpliceAborted):
-            log.info("channels: the splice of %s ended: %s (the channel stays on its funding)", channel.channel_id.hex(), event.reason)
+            stands = "the last version of the splice stands" if isinstance(channel.core.state.splice, SpliceSession) else "the channel stays on its funding"
+            log.info("channels: the splice of %s ended: %s (%s)", channel.channel_id.hex(), event.reason, stands)
             self._release_inputs(event.inputs)
             self._splice_errors[channel.key] = event.reason
             self._publish("channel.splice_aborted", channel, reason=event.reason)
