@@ -327,3 +327,35 @@ def test_a_bump_adds_the_same_shared_input() -> None:
     pair.pump()
     adds = [m for o in pair.alice.outputs for m in o.messages if isinstance(m, TxAddInput) and "shared_input_txid" in m.tlvs]
     assert len(adds) == 2 and all(m.tlvs["shared_input_txid"] == shared.txid for m in adds)
+
+
+def test_every_bump_message_that_commits_leaves_after_its_record_is_durable() -> None:
+    pair = signed_splice(50_000)
+    marks = {id(side): len(side.outputs) for side in (pair.alice, pair.bob)}
+    bumped = bump(pair, pair.bob)
+    pay_both_ways(pair)
+    lock(pair, bumped)
+    committing = 0
+    for side in (pair.alice, pair.bob):
+        for out in side.outputs[marks[id(side)]:]:
+            names = {type(m).__name__ for m in out.messages}
+            if names & {"CommitmentSigned", "TxSignatures", "SpliceLocked", "TxInitRbf", "TxAckRbf"}:
+                assert out.records, names  # persist, then send
+            if names & {"CommitmentSigned", "TxSignatures"}:
+                committing += 1
+                assert out.records[0].durable, names  # fsynced before it leaves
+    assert committing >= 4
+
+
+def test_a_bump_after_our_own_lock_gets_tx_abort() -> None:
+    """Bob locked the first version (it confirmed for him): Alice's bump could not confirm."""
+    pair = signed_splice(50_000)
+    txid = broadcast(pair.alice)[-1].txid
+    pair.feed(pair.bob, SpliceDepth(txid, 3, SPLICE_SCID))
+    pair.wire.clear()  # (Bob's splice_locked lost)
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, SpliceBump(BUMPED, 130))
+    pair.pump()
+    assert [e for e in pair.alice.events if isinstance(e, SpliceAborted)][-1].reason.startswith("peer aborted: a version of the splice is locked")
+    for side in (pair.alice, pair.bob):
+        assert splice_of(side).outpoint.txid == txid and not splice_of(side).previous  # type: ignore[union-attr]

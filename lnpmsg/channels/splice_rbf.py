@@ -289,6 +289,8 @@ def on_init_rbf(core: ChannelCore, msg: TxInitRbf, out: _Out) -> None:
     if contribution < 0 and -contribution > theirs:
         raise RemoteFault(f"tx_init_rbf takes {-contribution} sat out of a balance of {theirs} sat", warning=True)
     refusal = bump_refusal(core, msg.feerate, sender_is_local=False)
+    if refusal is None and sp.locked_sent:
+        refusal = "a version of the splice is locked on our side: a new one could not confirm"
     if refusal is None and msg.locktime >= _LOCKTIME_THRESHOLD:
         refusal = "the locktime must be a block height"
     if refusal is None and not s.policy.min_feerate_per_kw <= msg.feerate <= s.policy.max_feerate_per_kw:

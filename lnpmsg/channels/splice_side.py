@@ -323,8 +323,9 @@ class SpliceSide:
         kept: set[OutPoint] = set()
         for channel in self._manager().channels.values():
             sp = channel.core.state.splice
-            if isinstance(sp, SpliceSession) and splice_sign.kept(channel.core):
-                kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for v in (*sp.previous, sp) for i in v.inputs}
+            if isinstance(sp, SpliceSession):  # (every signed version may confirm, an attempt if kept)
+                held = (*signed_versions(channel.core), *((sp,) if splice_sign.kept(channel.core) else ()))
+                kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for v in held for i in v.inputs}
         return kept
 
     async def _monitor_follows_splice(self, channel: ManagedChannel) -> None:
