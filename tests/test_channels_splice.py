@@ -446,19 +446,25 @@ def test_a_batch_that_crosses_the_lock_keeps_the_commitment_for_the_new_funding(
     assert pair.alice.core.state.local_commit.spec == pair.bob.core.state.remote_commit.spec  # type: ignore[union-attr]
 
 
-def test_a_zero_conf_channel_locks_its_splice_at_once_and_learns_the_real_id_at_the_confirmation() -> None:
+def zero_conf_splicing():
+    """A zero-conf channel (option_zeroconf, trusted) open, Alice's splice-out of 100k sat sent (not pumped)."""
     from test_channels_aliases import AliasPair
-
-    from lnpmsg.channels.inputs import FundingDepth
 
     pair = AliasPair(type_bits=(46, 50), trusted=True)
     pair.features |= 1 << 63
     pair.feed(pair.alice, pair.open_command())
     pair.pump()
     pair.open_rest()
-    assert pair.alice.core.phase.value == "normal" and pair.alice.core.state.short_channel_id == 0
     quiesce(pair, pair.alice)
     pair.feed(pair.alice, splice_out_command(100_000))
+    return pair
+
+
+def test_a_zero_conf_channel_locks_its_splice_at_once_and_learns_the_real_id_at_the_confirmation() -> None:
+    from lnpmsg.channels.inputs import FundingDepth
+
+    pair = zero_conf_splicing()
+    assert pair.alice.core.phase.value == "normal" and pair.alice.core.state.short_channel_id == 0
     pair.pump()
     txid = broadcast(pair.alice)[-1].txid
     for side in (pair.alice, pair.bob):  # BOLT 2: splice_locked right after tx_signatures
@@ -472,36 +478,34 @@ def test_a_zero_conf_channel_locks_its_splice_at_once_and_learns_the_real_id_at_
         assert side.core.state.short_channel_id == SPLICE_SCID
 
 
+def durable_before_sent(outputs: list, recorded: set[str]) -> int:
+    """Check that each output sending one of ``recorded`` has its record, and that one sending a
+    commitment or signatures has it fsynced (persist, then send); how many of those there were."""
+    committing = 0
+    for out in outputs:
+        names = {type(m).__name__ for m in out.messages}
+        if names & recorded:
+            assert out.records, names  # persist, then send
+        if names & {"CommitmentSigned", "TxSignatures"}:
+            committing += 1
+            assert out.records[0].durable, names  # fsynced before it leaves
+    return committing
+
+
 def test_every_splice_message_that_commits_leaves_after_its_record_is_durable() -> None:
     pair = opened()
     sign_and_lock(pair, splice_in_command(100_000))
-    committing = 0
-    for side in (pair.alice, pair.bob):
-        for out in side.outputs:
-            names = {type(m).__name__ for m in out.messages}
-            if names & {"CommitmentSigned", "TxSignatures", "SpliceLocked", "SpliceInit", "SpliceAck"}:
-                assert out.records, names  # persist, then send
-            if names & {"CommitmentSigned", "TxSignatures"}:
-                committing += 1
-                assert out.records[0].durable, names  # fsynced before it leaves
-    assert committing >= 4
+    recorded = {"CommitmentSigned", "TxSignatures", "SpliceLocked", "SpliceInit", "SpliceAck"}
+    assert sum(durable_before_sent(side.outputs, recorded) for side in (pair.alice, pair.bob)) >= 4
 
 
 def test_a_zero_conf_splice_the_peer_never_locked_learns_its_real_id_at_the_confirmation() -> None:
     """Alice locks her zero-conf splice at once, Bob's splice_locked is lost: the splice's depth gives
     it its real short channel id all the same (its monitor then follows it: .splice_watch), and the
     lock, when it comes, uses it."""
-    from test_channels_aliases import AliasPair
-
     from lnpmsg.channels.splice_watch import confirmed_unlocked_splice
 
-    pair = AliasPair(type_bits=(46, 50), trusted=True)
-    pair.features |= 1 << 63
-    pair.feed(pair.alice, pair.open_command())
-    pair.pump()
-    pair.open_rest()
-    quiesce(pair, pair.alice)
-    pair.feed(pair.alice, splice_out_command(100_000))
+    pair = zero_conf_splicing()
     lost = []
     while pair.wire:
         target, msg = pair.wire.popleft()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from test_channels_pair import verify_commitments
 from test_channels_splice import (
-    COIN, FEERATE, SPLICE_SCID, SplicePair, broadcast, opened, quiesce, signed_splice, splice_commitments_valid,
-    splice_in_command, splice_of, splice_out_command,
+    COIN, FEERATE, SPLICE_SCID, SplicePair, broadcast, durable_before_sent, opened, quiesce, signed_splice,
+    splice_commitments_valid, splice_in_command, splice_of, splice_out_command, zero_conf_splicing,
 )  # fmt: skip
 
 from lnpmsg.bitcoin.tx import Tx
@@ -248,15 +248,7 @@ def test_a_bump_after_the_senders_splice_locked_is_a_warning() -> None:
 
 
 def test_a_zero_conf_splice_is_not_bumped() -> None:
-    from test_channels_aliases import AliasPair
-
-    pair = AliasPair(type_bits=(46, 50), trusted=True)
-    pair.features |= 1 << 63
-    pair.feed(pair.alice, pair.open_command())
-    pair.pump()
-    pair.open_rest()
-    quiesce(pair, pair.alice)
-    pair.feed(pair.alice, splice_out_command(100_000))
+    pair = zero_conf_splicing()
     while pair.wire:  # Alice's splice_locked is lost: Bob's splice stays pending
         target, msg = pair.wire.popleft()
         if not (isinstance(msg, SpliceLocked) and target is pair.bob):
@@ -335,16 +327,8 @@ def test_every_bump_message_that_commits_leaves_after_its_record_is_durable() ->
     bumped = bump(pair, pair.bob)
     pay_both_ways(pair)
     lock(pair, bumped)
-    committing = 0
-    for side in (pair.alice, pair.bob):
-        for out in side.outputs[marks[id(side)]:]:
-            names = {type(m).__name__ for m in out.messages}
-            if names & {"CommitmentSigned", "TxSignatures", "SpliceLocked", "TxInitRbf", "TxAckRbf"}:
-                assert out.records, names  # persist, then send
-            if names & {"CommitmentSigned", "TxSignatures"}:
-                committing += 1
-                assert out.records[0].durable, names  # fsynced before it leaves
-    assert committing >= 4
+    recorded = {"CommitmentSigned", "TxSignatures", "SpliceLocked", "TxInitRbf", "TxAckRbf"}
+    assert sum(durable_before_sent(side.outputs[marks[id(side)]:], recorded) for side in (pair.alice, pair.bob)) >= 4
 
 
 def test_a_bump_after_our_own_lock_gets_tx_abort() -> None:
