@@ -49,7 +49,7 @@ async def bump_signed(bumper, cid: str, *nodes) -> dict:
 
 @pytest.mark.trio
 @pytest.mark.parametrize(("bumper", "mined"), [("alice", "bump"), ("bob", "bump"), ("alice", "first")])
-async def test_bump_a_splice_then_lock_on_the_mined_version(tmp_path: Path, bumper: str, mined: str) -> None:
+async def test_bump_a_splice_then_lock_on_the_mined_version(tmp_path: Path, bumper: str, mined: str, capsys) -> None:
     async with running_pair(tmp_path) as (source, pair, alice, bob):
         cid, spliced = await open_and_splice(pair, alice, bob)
         start = balances(alice)[:2]
@@ -61,6 +61,7 @@ async def test_bump_a_splice_then_lock_on_the_mined_version(tmp_path: Path, bump
         assert only_channel(alice).core.state.quiesce is None  # refused before quiescing
         bumped = await bump_signed(node, cid, alice, bob)
         assert bumped["previous_splice_txids"] == [spliced["splice_txid"]] and bumped["feerate_per_kw"] == 1500
+        command_line_output(bumped, capsys)
         second = Tx.parse(pending(alice).tx)  # type: ignore[union-attr]
         assert second.txid_hex == bumped["splice_txid"] != first.txid_hex
         listed = (await channels(bob).listchannels())["channels"][0]
@@ -130,13 +131,31 @@ async def test_a_bump_without_a_pending_splice_is_a_clear_error(tmp_path: Path) 
         await pay(alice, bob, 1_000_000)
 
 
-def test_the_command_line_asks_the_splice_bump_in_sat_per_vbyte() -> None:
+def channel_commands():
     import argparse
 
-    from lnpmsg.channels.commands import COMMANDS, _request, add_commands
+    from lnpmsg.channels.commands import add_commands
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"), default_data_dir=Path("."))
+    return parser
+
+
+def command_line_output(result: dict, capsys) -> None:
+    """``lnpmsg bumpsplice``'s words for a real ``channels.bumpsplice`` result, and its listchannels line."""
+    from lnpmsg.channels.commands import _print_channel, _request
+
+    _request(channel_commands().parse_args(["bumpsplice", result["channel_id"]]))[2](result)
+    _print_channel(result)
+    words = capsys.readouterr().out
+    assert f"splice bumped to {result['feerate_per_kw']} sat/kw by {result['splice_txid']}" in words
+    assert f"replacing {result['previous_splice_txids'][0]}" in words and f"replaces {result['previous_splice_txids'][0]}" in words
+
+
+def test_the_command_line_asks_the_splice_bump_in_sat_per_vbyte() -> None:
+    from lnpmsg.channels.commands import COMMANDS, _request
+
+    parser = channel_commands()
     assert "bumpsplice" in COMMANDS
     method, params, show = _request(parser.parse_args(["bumpsplice", "103x1x0", "--feerate", "20", "--json"]))
     assert method == "channels.bumpsplice" and params == {"channel": "103x1x0", "feerate": 20}
