@@ -19,7 +19,7 @@ from lnpmsg.channels.messages_splice import SpliceLocked, StartBatch
 from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxInitRbf, TxSignatures
 from lnpmsg.channels.records import restore
 from lnpmsg.channels.splice import SpliceAborted, SpliceDepth, Spliced
-from lnpmsg.channels.splice_rbf import MAX_RBF_ATTEMPTS, SpliceBump, SpliceVersionsDropped, fee_refusal
+from lnpmsg.channels.splice_rbf import MAX_RBF_ATTEMPTS, SpliceBump, SpliceVersionsDropped, check_bump, fee_refusal
 from lnpmsg.wire import WarningMessage
 
 BUMPED = FEERATE * 25 // 24 + 100
@@ -254,6 +254,8 @@ def test_a_zero_conf_splice_is_not_bumped() -> None:
         if not (isinstance(msg, SpliceLocked) and target is pair.bob):
             pair.deliver(target, msg)
     assert splice_of(pair.bob).signed
+    with pytest.raises(LocalMisuse, match="option_zeroconf"):
+        check_bump(pair.bob.core, BUMPED, 130)  # (what bumpsplice checks before quiescing)
     quiesce(pair, pair.alice)
     out = pair.feed(pair.bob, Received(init_rbf(pair)))
     assert out.disconnect and b"zero-conf" in out.messages[0].data
@@ -343,3 +345,29 @@ def test_a_bump_after_our_own_lock_gets_tx_abort() -> None:
     assert [e for e in pair.alice.events if isinstance(e, SpliceAborted)][-1].reason.startswith("peer aborted: a version of the splice is locked")
     for side in (pair.alice, pair.bob):
         assert splice_of(side).outpoint.txid == txid and not splice_of(side).previous  # type: ignore[union-attr]
+
+
+def test_a_version_mined_during_an_attempt_ends_the_attempt() -> None:
+    """BOLT 2: the previous transaction confirms in the middle of an RBF attempt: it is abandoned."""
+    pair = signed_splice(50_000)
+    first = broadcast(pair.alice)[-1]
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, SpliceBump(BUMPED, 130))
+    pair.deliver(pair.bob, pair.wire.popleft()[1])  # tx_init_rbf
+    pair.deliver(pair.alice, pair.wire.popleft()[1])  # tx_ack_rbf: Alice's construction starts
+    pair.wire.clear()
+    assert splice_of(pair.alice).previous and not splice_of(pair.alice).signed
+    out = pair.feed(pair.alice, SpliceDepth(first.txid, 1, SPLICE_SCID))
+    assert [type(m) for m in out.messages] == [TxAbort]
+    sp = splice_of(pair.alice)
+    assert sp.signed and sp.outpoint.txid == first.txid and not sp.previous and pair.alice.core.state.quiesce is None  # type: ignore[union-attr]
+
+
+def test_a_greedy_tx_ack_rbf_is_a_warning() -> None:
+    pair = signed_splice(50_000)
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, SpliceBump(BUMPED, 130))
+    pair.wire.clear()
+    greedy = TxAckRbf(channel_id=pair.alice.core.state.channel_id, tlvs=TxAckRbf.tlv_stream({"funding_output_contribution": -5_000_000}))
+    out = pair.feed(pair.alice, Received(greedy))
+    assert out.disconnect and b"tx_ack_rbf takes" in out.messages[0].data

@@ -54,7 +54,9 @@ __all__ = [
     "SpliceBump",
     "SpliceVersionsDropped",
     "bump_refusal",
+    "check_bump",
     "dropped_inputs",
+    "fee_refusal",
     "find_version",
     "make_current",
     "on_ack_rbf",
@@ -62,6 +64,7 @@ __all__ = [
     "on_init_rbf",
     "restore_previous",
     "signed_versions",
+    "status",
     "update_version",
     "versions",
 ]
