@@ -324,9 +324,7 @@ def _lock(core: ChannelCore, short_channel_id: int, out: _Out) -> None:
 
 
 def on_splice_locked(core: ChannelCore, msg: SpliceLocked, out: _Out) -> None:
-    from .splice import SpliceSession
-
-    from .splice import _abort
+    from .splice import SpliceSession, _abort
     from .splice_rbf import find_version, make_current
 
     s = core.state
