@@ -522,3 +522,22 @@ def test_a_zero_conf_splice_the_peer_never_locked_learns_its_real_id_at_the_conf
     pair.feed(pair.alice, Received(lost[0]))
     s = pair.alice.core.state
     assert s.splice is None and s.short_channel_id == SPLICE_SCID and s.funding_outpoint == sp.outpoint
+
+
+def test_a_lock_while_the_reestablish_crosses_sends_splice_locked_once_reestablished() -> None:
+    """Alice reaches the splice's depth after her channel_reestablish left (naming the funding she had
+    locked then) and before Bob's came: her splice_locked goes once reestablished, else Bob would
+    never lock the splice on this connection."""
+    pair = signed_splice(50_000)
+    txid = broadcast(pair.alice)[-1].txid
+    pair.feed(pair.bob, SpliceDepth(txid, 3, SPLICE_SCID))
+    pair.pump()  # Bob locked: Alice holds his splice_locked
+    assert splice_of(pair.alice).locked_received and not splice_of(pair.alice).locked_sent
+    pair.feed(pair.alice, Disconnected())
+    pair.feed(pair.bob, Disconnected())
+    pair.feed(pair.alice, Reconnected())  # her channel_reestablish leaves
+    pair.feed(pair.alice, SpliceDepth(txid, 3, SPLICE_SCID))  # deep before Bob's channel_reestablish came
+    assert pair.alice.core.state.splice is None  # she switched
+    pair.feed(pair.bob, Reconnected())
+    pair.pump()
+    assert pair.bob.core.state.splice is None and pair.bob.core.state.funding_outpoint.txid == txid  # type: ignore[union-attr]

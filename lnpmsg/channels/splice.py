@@ -253,6 +253,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         return True
     if isinstance(item, Disconnected):
         s.batch_size, s.batch = 0, ()  # (a batch cut by the disconnection comes again whole)
+        s.splice_locked_owed = None  # (the next channel_reestablish names our lock)
         if sp is not None and not splice_sign.kept(core):
             _abort(core, out, "disconnected while splicing", send=False)
         return False  # (the channel's own disconnection follows)

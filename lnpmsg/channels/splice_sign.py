@@ -319,6 +319,8 @@ def _lock(core: ChannelCore, short_channel_id: int, out: _Out) -> None:
     assert sp.outpoint is not None
     if s.connected and not s.awaiting_reestablish:
         out.send(SpliceLocked(channel_id=s.channel_id, splice_txid=sp.outpoint.txid))
+    elif s.connected:  # (our channel_reestablish left naming an older lock: the peer would never hear of this one)
+        s.splice_locked_owed = sp.outpoint.txid
     if sp.locked_received:
         _switch(core, out)
 
@@ -407,6 +409,9 @@ def on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> Non
     from .splice_rbf import find_version
 
     s = core.state
+    if s.splice_locked_owed is not None:
+        out.send(SpliceLocked(channel_id=s.channel_id, splice_txid=s.splice_locked_owed))
+        s.splice_locked_owed = None
     sp = s.splice
     asked = msg.tlvs.get("next_funding")
     pending = sp if isinstance(sp, SpliceSession) and kept(core) else None
