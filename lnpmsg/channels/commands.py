@@ -41,6 +41,13 @@ def _signed_amount(text: str) -> int:
     return value
 
 
+def _add_bump_feerate(parser: argparse.ArgumentParser, what: str) -> None:
+    """A fee bump's --feerate (BOLT 2 tx_init_rbf: at least 25/24 of the last version's)."""
+    parser.add_argument("--feerate", type=_positive, metavar="SAT_PER_VB",
+                        help=f"the new {what}'s fee rate in sat per vbyte (default: the least the peer must take, 25/24 "
+                             "of the last version's rate, or the chain's estimate if higher)")
+
+
 def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
     """Add the channel subcommands to the ``lnpmsg`` parser."""
 
@@ -73,9 +80,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.epilog = "Returns once the peer signed our first commitment and the funding is broadcast; the channel is ready after its confirmations (the peer's minimum_depth)."
     p = add("bumpchannelopen", "fee-bump the unconfirmed funding transaction of a dual-funded channel we opened (BOLT 2 tx_init_rbf)")
     p.add_argument("channel", metavar="CHANNEL", help="a channel id (hex) or key, of a channel opened with v2 ('fundchannel --v2' or --dual-fund)")
-    p.add_argument("--feerate", type=_positive, metavar="SAT_PER_VB",
-                   help="the new funding's fee rate in sat per vbyte (default: the least the peer must take, 25/24 "
-                        "of the last version's rate, or the chain's estimate if higher)")
+    _add_bump_feerate(p, "funding")
     p.epilog = ("The peer answers tx_ack_rbf (or refuses with tx_abort: the channel stays as it was); both build "
                 "a new version of the funding from the same coins, sign its first commitments, then the funding; "
                 "it is broadcast and replaces the earlier one in mempools (BIP 125 also asks for more absolute fee: "
@@ -97,9 +102,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                 "'lnpmsg splice 103x1x0 --amount-sat -200000 --address bcrt1q...'.")
     p = add("bumpsplice", "fee-bump a channel's pending splice transaction, not yet locked (BOLT 2 tx_init_rbf)")
     p.add_argument("channel", metavar="CHANNEL", help="a channel id (hex), short channel id (BLOCKxTXxOUT) or key, with a splice pending ('listchannels' shows it)")
-    p.add_argument("--feerate", type=_positive, metavar="SAT_PER_VB",
-                   help="the new version's fee rate in sat per vbyte (default: the least the peer must take, 25/24 "
-                        "of the last version's rate, or the chain's estimate if higher)")
+    _add_bump_feerate(p, "version")
     p.epilog = ("Either side may bump a splice, whoever started it. The node quiesces the channel again (stfu), "
                 "proposes the new feerate (tx_init_rbf), the peer answers tx_ack_rbf (or tx_abort: the splice stays "
                 "as it was); both build a new version of the splice transaction spending the same funding output, "
