@@ -342,7 +342,7 @@ def test_a_bump_after_our_own_lock_gets_tx_abort() -> None:
     quiesce(pair, pair.alice)
     pair.feed(pair.alice, SpliceBump(BUMPED, 130))
     pair.pump()
-    assert [e for e in pair.alice.events if isinstance(e, SpliceAborted)][-1].reason.startswith("peer aborted: a version of the splice is locked")
+    assert [e for e in pair.alice.events if isinstance(e, SpliceAborted)][-1].reason.startswith("peer aborted: a version of the splice is")
     for side in (pair.alice, pair.bob):
         assert splice_of(side).outpoint.txid == txid and not splice_of(side).previous  # type: ignore[union-attr]
 
@@ -371,3 +371,17 @@ def test_a_greedy_tx_ack_rbf_is_a_warning() -> None:
     greedy = TxAckRbf(channel_id=pair.alice.core.state.channel_id, tlvs=TxAckRbf.tlv_stream({"funding_output_contribution": -5_000_000}))
     out = pair.feed(pair.alice, Received(greedy))
     assert out.disconnect and b"tx_ack_rbf takes" in out.messages[0].data
+
+
+def test_no_bump_once_a_version_is_in_a_block() -> None:
+    pair = signed_splice(50_000)
+    txid = broadcast(pair.alice)[-1].txid
+    pair.feed(pair.bob, SpliceDepth(txid, 1, SPLICE_SCID))  # in a block for Bob, not deep enough to lock
+    assert splice_of(pair.bob).mined and not splice_of(pair.bob).locked_sent
+    with pytest.raises(LocalMisuse, match="in a block"):
+        check_bump(pair.bob.core, BUMPED, 130)
+    quiesce(pair, pair.alice)  # Alice has not seen the block
+    pair.feed(pair.alice, SpliceBump(BUMPED, 130))
+    pair.pump()
+    assert [e for e in pair.alice.events if isinstance(e, SpliceAborted)][-1].reason.startswith("peer aborted: a version of the splice is in a block")
+    assert not splice_of(pair.alice).previous and not splice_of(pair.bob).previous

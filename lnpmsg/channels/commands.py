@@ -110,7 +110,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                 "else its channel balance; the bumper also pays the shared fields); both sign "
                 "its commitments and the transaction; it is broadcast and the command returns. Every version may "
                 "confirm until one does: the channel locks on that one (splice_locked names it) and the others are "
-                "dropped. Refused: after our splice_locked, on a zero-conf channel, below 25/24 of the last rate, "
+                "dropped. Refused: once a version is in a block, after our splice_locked, on a zero-conf channel, below 25/24 of the last rate, "
                 "past 10 pending bumps (BIP 125 also asks for more absolute fee: bump by more than the minimum). "
                 "Example: 'lnpmsg bumpsplice 103x1x0 --feerate 20'.")
     p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")

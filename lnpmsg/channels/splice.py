@@ -167,6 +167,8 @@ class SpliceSession:
     first_remote_number: int | None = None
     #: the earlier signed versions of the splice this one bumps the fee of, oldest first (:mod:`.splice_rbf`)
     previous: tuple[Any, ...] = ()
+    #: this version was seen in a block (no bump then: a new version could not confirm)
+    mined: bool = False
 
 
 def new_capacity(s: Any, splice: SpliceSession) -> int:

@@ -26,7 +26,8 @@ version that reaches the channel's depth (or that the peer locks) becomes the cu
 Refused: a bump not from the quiescence initiator, outside quiescence, after the sender's
 ``splice_locked``, on a zero-conf channel, or taking out more than the sender's balance (a
 warning and a disconnection); a feerate below 25/24 of the last, an eleventh pending attempt, a
-bump while the last version is not signed, or a contribution that cannot pay (``tx_abort``).
+bump while the last version is not signed or once a version is in a block (it could not confirm),
+or a contribution that cannot pay (``tx_abort``).
 """
 
 from __future__ import annotations
@@ -222,6 +223,8 @@ def bump_refusal(core: ChannelCore, feerate: int, *, sender_is_local: bool) -> s
         return "option_zeroconf: a splice of a zero-conf channel is not bumped (BOLT 2)"
     if any(v.locked_sent if sender_is_local else v.locked_received for v in versions(sp)):
         return f"{'we' if sender_is_local else 'the peer'} sent splice_locked"
+    if any(v.mined for v in versions(sp)):
+        return "a version of the splice is in a block: a new one could not confirm"
     if len(sp.previous) >= MAX_RBF_ATTEMPTS:
         return f"{MAX_RBF_ATTEMPTS} fee bumps of the splice are pending already"
     if feerate < min_feerate(sp.feerate_per_kw):
@@ -292,7 +295,7 @@ def on_init_rbf(core: ChannelCore, msg: TxInitRbf, out: _Out) -> None:
     if contribution < 0 and -contribution > theirs:
         raise RemoteFault(f"tx_init_rbf takes {-contribution} sat out of a balance of {theirs} sat", warning=True)
     refusal = bump_refusal(core, msg.feerate, sender_is_local=False)
-    if refusal is None and sp.locked_sent:
+    if refusal is None and sp.locked_sent:  # (a splice stored before ``mined`` was)
         refusal = "a version of the splice is locked on our side: a new one could not confirm"
     if refusal is None and msg.locktime >= _LOCKTIME_THRESHOLD:
         refusal = "the locktime must be a block height"

@@ -303,6 +303,8 @@ def on_depth(core: ChannelCore, item: Any, out: _Out) -> None:
         sp = make_current(core, version)
     if not sp.signed or sp.outpoint is None or item.txid != sp.outpoint.txid:
         return
+    if item.depth >= 1 and not sp.mined:
+        s.splice = sp = replace(sp, mined=True)
     if sp.locked_sent:
         if not sp.short_channel_id and item.depth >= 1:  # zero-conf, locked before it confirmed: its real id
             s.splice = replace(sp, short_channel_id=item.short_channel_id)
