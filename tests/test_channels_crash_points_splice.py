@@ -118,11 +118,15 @@ class SpliceInScript(Script):
                 if self.pending("alice") is None:
                     await self.splice()
                     await wait_until(lambda: self.agreed() and self.pending("alice") is not None, "the splice signed by both")
+                await self.after_splice()
                 await self.pay_in_turn(self.unconfirmed_payments)
                 await self.lock()
             await wait_until(self.ready, "the channel ready and quiet")
             await self.pay_in_turn()
         await self.close()
+
+    async def after_splice(self) -> None:
+        """What a life does once both signed the splice, before its payments (here nothing)."""
 
     async def splice(self) -> None:
         """The splicer splices (to OUT_SCRIPT when out)."""

@@ -20,7 +20,7 @@ from lnpmsg.channels.interactive_tx import OwnInput, OwnOutput, contribution_fee
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages import CommitmentSigned
 from lnpmsg.channels.messages_splice import SpliceAck, SpliceInit, SpliceLocked
-from lnpmsg.channels.messages_v2 import TxAbort, TxInitRbf, TxSignatures
+from lnpmsg.channels.messages_v2 import TxAbort, TxSignatures
 from lnpmsg.channels.quiesce import Quiesce
 from lnpmsg.channels.records import restore
 from lnpmsg.channels.script import funding_script
@@ -291,14 +291,6 @@ def test_peer_abort_and_disconnection_before_signatures_leave_the_channel_as_it_
     assert pair.bob.core.state.splice is None
 
 
-def test_rbf_of_a_splice_is_refused_with_tx_abort() -> None:
-    pair = signed_splice(50_000)
-    rbf = TxInitRbf(channel_id=pair.bob.core.state.channel_id, locktime=0, feerate=FEERATE * 2)
-    out = pair.feed(pair.bob, Received(rbf))
-    assert [type(m) for m in out.messages] == [TxAbort]
-    assert splice_of(pair.bob).signed
-
-
 def test_a_lost_tx_signatures_comes_again_with_next_funding() -> None:
     pair = opened()
     quiesce(pair, pair.alice)
@@ -454,19 +446,25 @@ def test_a_batch_that_crosses_the_lock_keeps_the_commitment_for_the_new_funding(
     assert pair.alice.core.state.local_commit.spec == pair.bob.core.state.remote_commit.spec  # type: ignore[union-attr]
 
 
-def test_a_zero_conf_channel_locks_its_splice_at_once_and_learns_the_real_id_at_the_confirmation() -> None:
+def zero_conf_splicing():
+    """A zero-conf channel (option_zeroconf, trusted) open, Alice's splice-out of 100k sat sent (not pumped)."""
     from test_channels_aliases import AliasPair
-
-    from lnpmsg.channels.inputs import FundingDepth
 
     pair = AliasPair(type_bits=(46, 50), trusted=True)
     pair.features |= 1 << 63
     pair.feed(pair.alice, pair.open_command())
     pair.pump()
     pair.open_rest()
-    assert pair.alice.core.phase.value == "normal" and pair.alice.core.state.short_channel_id == 0
     quiesce(pair, pair.alice)
     pair.feed(pair.alice, splice_out_command(100_000))
+    return pair
+
+
+def test_a_zero_conf_channel_locks_its_splice_at_once_and_learns_the_real_id_at_the_confirmation() -> None:
+    from lnpmsg.channels.inputs import FundingDepth
+
+    pair = zero_conf_splicing()
+    assert pair.alice.core.phase.value == "normal" and pair.alice.core.state.short_channel_id == 0
     pair.pump()
     txid = broadcast(pair.alice)[-1].txid
     for side in (pair.alice, pair.bob):  # BOLT 2: splice_locked right after tx_signatures
@@ -480,36 +478,34 @@ def test_a_zero_conf_channel_locks_its_splice_at_once_and_learns_the_real_id_at_
         assert side.core.state.short_channel_id == SPLICE_SCID
 
 
+def durable_before_sent(outputs: list, recorded: set[str]) -> int:
+    """Check that each output sending one of ``recorded`` has its record, and that one sending a
+    commitment or signatures has it fsynced (persist, then send); how many of those there were."""
+    committing = 0
+    for out in outputs:
+        names = {type(m).__name__ for m in out.messages}
+        if names & recorded:
+            assert out.records, names  # persist, then send
+        if names & {"CommitmentSigned", "TxSignatures"}:
+            committing += 1
+            assert out.records[0].durable, names  # fsynced before it leaves
+    return committing
+
+
 def test_every_splice_message_that_commits_leaves_after_its_record_is_durable() -> None:
     pair = opened()
     sign_and_lock(pair, splice_in_command(100_000))
-    committing = 0
-    for side in (pair.alice, pair.bob):
-        for out in side.outputs:
-            names = {type(m).__name__ for m in out.messages}
-            if names & {"CommitmentSigned", "TxSignatures", "SpliceLocked", "SpliceInit", "SpliceAck"}:
-                assert out.records, names  # persist, then send
-            if names & {"CommitmentSigned", "TxSignatures"}:
-                committing += 1
-                assert out.records[0].durable, names  # fsynced before it leaves
-    assert committing >= 4
+    recorded = {"CommitmentSigned", "TxSignatures", "SpliceLocked", "SpliceInit", "SpliceAck"}
+    assert sum(durable_before_sent(side.outputs, recorded) for side in (pair.alice, pair.bob)) >= 4
 
 
 def test_a_zero_conf_splice_the_peer_never_locked_learns_its_real_id_at_the_confirmation() -> None:
     """Alice locks her zero-conf splice at once, Bob's splice_locked is lost: the splice's depth gives
     it its real short channel id all the same (its monitor then follows it: .splice_watch), and the
     lock, when it comes, uses it."""
-    from test_channels_aliases import AliasPair
-
     from lnpmsg.channels.splice_watch import confirmed_unlocked_splice
 
-    pair = AliasPair(type_bits=(46, 50), trusted=True)
-    pair.features |= 1 << 63
-    pair.feed(pair.alice, pair.open_command())
-    pair.pump()
-    pair.open_rest()
-    quiesce(pair, pair.alice)
-    pair.feed(pair.alice, splice_out_command(100_000))
+    pair = zero_conf_splicing()
     lost = []
     while pair.wire:
         target, msg = pair.wire.popleft()
@@ -526,3 +522,22 @@ def test_a_zero_conf_splice_the_peer_never_locked_learns_its_real_id_at_the_conf
     pair.feed(pair.alice, Received(lost[0]))
     s = pair.alice.core.state
     assert s.splice is None and s.short_channel_id == SPLICE_SCID and s.funding_outpoint == sp.outpoint
+
+
+def test_a_lock_while_the_reestablish_crosses_sends_splice_locked_once_reestablished() -> None:
+    """Alice reaches the splice's depth after her channel_reestablish left (naming the funding she had
+    locked then) and before Bob's came: her splice_locked goes once reestablished, else Bob would
+    never lock the splice on this connection."""
+    pair = signed_splice(50_000)
+    txid = broadcast(pair.alice)[-1].txid
+    pair.feed(pair.bob, SpliceDepth(txid, 3, SPLICE_SCID))
+    pair.pump()  # Bob locked: Alice holds his splice_locked
+    assert splice_of(pair.alice).locked_received and not splice_of(pair.alice).locked_sent
+    pair.feed(pair.alice, Disconnected())
+    pair.feed(pair.bob, Disconnected())
+    pair.feed(pair.alice, Reconnected())  # her channel_reestablish leaves
+    pair.feed(pair.alice, SpliceDepth(txid, 3, SPLICE_SCID))  # deep before Bob's channel_reestablish came
+    assert pair.alice.core.state.splice is None  # she switched
+    pair.feed(pair.bob, Reconnected())
+    pair.pump()
+    assert pair.bob.core.state.splice is None and pair.bob.core.state.funding_outpoint.txid == txid  # type: ignore[union-attr]

@@ -1,6 +1,6 @@
 """The ``lnpmsg`` subcommands of the channel app (:mod:`lnpmsg.channels.app`).
 
-``fundchannel``, ``bumpchannelopen``, ``splice``, ``listchannels`` and ``closechannel`` call the
+``fundchannel``, ``bumpchannelopen``, ``splice``, ``bumpsplice``, ``listchannels`` and ``closechannel`` call the
 ``channels.*`` methods of a node started with a chain (``--chain regtest``
 or ``--bitcoind-rpc``), like every control command (:mod:`lnpmsg.rpc.commands`):
 human output or ``--json``, exit 0, 1 on an error, 3 when no node runs.
@@ -18,7 +18,7 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "splice", "listchannels", "closechannel", "exportchannelbackup", "restorechannels", "listpeerstorage"})
+COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "splice", "bumpsplice", "listchannels", "closechannel", "exportchannelbackup", "restorechannels", "listpeerstorage"})
 
 
 def _positive(text: str) -> int:
@@ -39,6 +39,13 @@ def _signed_amount(text: str) -> int:
     if value == 0:
         raise argparse.ArgumentTypeError("+N adds N satoshis, -N takes N out: not 0")
     return value
+
+
+def _add_bump_feerate(parser: argparse.ArgumentParser, what: str) -> None:
+    """A fee bump's --feerate (BOLT 2 tx_init_rbf: at least 25/24 of the last version's)."""
+    parser.add_argument("--feerate", type=_positive, metavar="SAT_PER_VB",
+                        help=f"the new {what}'s fee rate in sat per vbyte (default: the least the peer must take, 25/24 "
+                             "of the last version's rate, or the chain's estimate if higher)")
 
 
 def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:  # type: ignore[type-arg]
@@ -73,9 +80,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.epilog = "Returns once the peer signed our first commitment and the funding is broadcast; the channel is ready after its confirmations (the peer's minimum_depth)."
     p = add("bumpchannelopen", "fee-bump the unconfirmed funding transaction of a dual-funded channel we opened (BOLT 2 tx_init_rbf)")
     p.add_argument("channel", metavar="CHANNEL", help="a channel id (hex) or key, of a channel opened with v2 ('fundchannel --v2' or --dual-fund)")
-    p.add_argument("--feerate", type=_positive, metavar="SAT_PER_VB",
-                   help="the new funding's fee rate in sat per vbyte (default: the least the peer must take, 25/24 "
-                        "of the last version's rate, or the chain's estimate if higher)")
+    _add_bump_feerate(p, "funding")
     p.epilog = ("The peer answers tx_ack_rbf (or refuses with tx_abort: the channel stays as it was); both build "
                 "a new version of the funding from the same coins, sign its first commitments, then the funding; "
                 "it is broadcast and replaces the earlier one in mempools (BIP 125 also asks for more absolute fee: "
@@ -95,6 +100,19 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                 "both fundings (listchannels shows the pending splice); at the channel's minimum depth both send splice_locked and the channel runs on "
                 "the new funding, with its new capacity and short channel id. Example: "
                 "'lnpmsg splice 103x1x0 --amount-sat -200000 --address bcrt1q...'.")
+    p = add("bumpsplice", "fee-bump a channel's pending splice transaction, not yet locked (BOLT 2 tx_init_rbf)")
+    p.add_argument("channel", metavar="CHANNEL", help="a channel id (hex), short channel id (BLOCKxTXxOUT) or key, with a splice pending ('listchannels' shows it)")
+    _add_bump_feerate(p, "version")
+    p.epilog = ("Either side may bump a splice, whoever started it. The node quiesces the channel again (stfu), "
+                "proposes the new feerate (tx_init_rbf), the peer answers tx_ack_rbf (or tx_abort: the splice stays "
+                "as it was); both build a new version of the splice transaction spending the same funding output, "
+                "with each side's coins and outputs as before (what a side owes more comes out of its change, or "
+                "else its channel balance; the bumper also pays the shared fields); both sign "
+                "its commitments and the transaction; it is broadcast and the command returns. Every version may "
+                "confirm until one does: the channel locks on that one (splice_locked names it) and the others are "
+                "dropped. Refused: once a version is in a block, after our splice_locked, on a zero-conf channel, below 25/24 of the last rate, "
+                "past 10 pending bumps (BIP 125 also asks for more absolute fee: bump by more than the minimum). "
+                "Example: 'lnpmsg bumpsplice 103x1x0 --feerate 20'.")
     p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")
     p.add_argument("--peer", metavar="NODEID", help="only the channels with this peer")
     p = add("closechannel", "close a channel cooperatively (shutdown, then closing_signed), or --force it on chain")
@@ -135,6 +153,8 @@ def _print_channel(c: dict[str, Any]) -> None:
     if splice:
         print(f"    splice {splice['stage']}: {splice['funding_txid'] or '-'}, {splice['new_capacity_sat']} sat once locked"
               f" (ours {splice['our_contribution_sat']:+d} sat, theirs {splice['their_contribution_sat']:+d} sat)")  # fmt: skip
+        for v in splice.get("previous_versions") or ():
+            print(f"      replaces {v['txid']} ({v['feerate_per_kw']} sat/kw): whichever confirms is the one")
     if c.get("restored"):
         print("    restored from a channel backup: never used again; the peer is asked to close, then our output is swept")
     elif c.get("behind"):
@@ -219,6 +239,14 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
         return "channels.splice", params, lambda r: print(
             f"channel {r['channel_id']}: splice {r['splice_txid']} broadcast ({'+' if r['contribution_sat'] > 0 else ''}"
             f"{r['contribution_sat']} sat to our balance), {r['new_capacity_sat']} sat once locked at the channel's depth"
+        )
+    if args.command == "bumpsplice":
+        params = {"channel": args.channel}
+        if args.feerate is not None:
+            params["feerate"] = args.feerate
+        return "channels.bumpsplice", params, lambda r: print(
+            f"channel {r['channel_id']}: splice bumped to {r['feerate_per_kw']} sat/kw by {r['splice_txid']} "
+            f"(replacing {', '.join(r['previous_splice_txids'])}), {r['new_capacity_sat']} sat once locked"
         )
     if args.command == "listchannels":
         return "channels.listchannels", {"peer_id": args.peer} if args.peer else {}, _print_list

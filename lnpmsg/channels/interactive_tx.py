@@ -455,6 +455,11 @@ class InteractiveTx:
             raise LocalMisuse("the negotiation has not completed")
         return self._tx
 
+    def total_fee_sat(self) -> int:
+        """What the negotiated transaction pays in fees (its inputs less its outputs)."""
+        tx = self.transaction
+        return sum(i.sats for i in self._inputs.values()) - sum(o.amount_sat for o in tx.outputs)
+
     def funding_outpoint(self) -> OutPoint:
         """Where the channel's funding output is in the negotiated transaction."""
         tx = self.transaction

@@ -26,8 +26,8 @@ its reserve gets ``tx_abort``. A negotiation that ends before our ``tx_signature
 (``tx_abort``, a disconnection, a bad message) leaves the channel as it was
 (:class:`SpliceAborted` frees our coins). Between the signatures and the lock the channel works,
 each ``commitment_signed`` sent for both fundings (:mod:`.splice_batch`); no ``shutdown`` either
-way then (BOLT 2: not before the splice is locked); an RBF of the splice (``tx_init_rbf``)
-gets ``tx_abort``.
+way then (BOLT 2: not before the splice is locked). Either side may then bump the splice's fee
+(``tx_init_rbf``, :mod:`.splice_rbf`): the splice has several versions until one locks.
 
 The negotiation is kept as its inputs, as :mod:`.dualfund` keeps its own: the interactive
 session is rebuilt from them, so the state stays immutable values.
@@ -43,7 +43,7 @@ from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.wire import Error
 
-from . import splice_batch, splice_sign
+from . import splice_batch, splice_rbf, splice_sign
 from .dualfund import printable
 from .errors import LocalMisuse, RemoteFault
 from .inputs import CloseChannel, Disconnected, Received, Reconnected
@@ -165,6 +165,10 @@ class SpliceSession:
     #: the peer's commitment number when the splice was signed: its commitments on the splice's
     #: funding are numbered from there (None: a session stored before it was recorded)
     first_remote_number: int | None = None
+    #: the earlier signed versions of the splice this one bumps the fee of, oldest first (:mod:`.splice_rbf`)
+    previous: tuple[Any, ...] = ()
+    #: this version was seen in a block (no bump then: a new version could not confirm)
+    mined: bool = False
 
 
 def new_capacity(s: Any, splice: SpliceSession) -> int:
@@ -187,6 +191,8 @@ def splice_status(s: Any) -> dict[str, Any] | None:
         "funding_txid": sp.outpoint.txid_hex if sp.outpoint else None,
         "feerate_per_kw": sp.feerate_per_kw,
         "peer_locked": sp.locked_received,
+        #: the earlier versions a fee bump replaced, still valid until one version confirms
+        "previous_versions": splice_rbf.status(sp),
     }
 
 
@@ -240,12 +246,16 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     if isinstance(item, SpliceCommand):
         _on_command(core, item, out)
         return True
+    if isinstance(item, splice_rbf.SpliceBump):
+        splice_rbf.on_bump(core, item, out)
+        return True
     if isinstance(item, SpliceDepth):
         if sp is not None:
             splice_sign.on_depth(core, item, out)
         return True
     if isinstance(item, Disconnected):
         s.batch_size, s.batch = 0, ()  # (a batch cut by the disconnection comes again whole)
+        s.splice_locked_owed = None  # (the next channel_reestablish names our lock)
         if sp is not None and not splice_sign.kept(core):
             _abort(core, out, "disconnected while splicing", send=False)
         return False  # (the channel's own disconnection follows)
@@ -263,7 +273,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     if isinstance(msg, StartBatch):
         splice_batch.on_start_batch(core, msg, out)
         return True
-    if isinstance(msg, CommitmentSigned) and (s.batch_size or (sp is not None and sp.signed)):
+    if isinstance(msg, CommitmentSigned) and (s.batch_size or (sp is not None and (sp.signed or (sp.previous and sp.local_commit is not None)))):
         return splice_batch.on_commitment_signed(core, msg, out)
     if sp is None:
         if isinstance(msg, SpliceAck):
@@ -271,10 +281,12 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         return False
     if isinstance(msg, SpliceAck):
         _on_splice_ack(core, msg, out)
+    elif isinstance(msg, TxInitRbf) and not sp.signed and not sp.signatures_sent:
+        _abort(core, out, "tx_init_rbf while the splice is negotiated", send=True)
     elif isinstance(msg, TxInitRbf):
-        out.send(TxAbort(channel_id=s.channel_id, data=b"RBF of a splice is not supported"))
+        splice_rbf.on_init_rbf(core, msg, out)
     elif isinstance(msg, TxAckRbf):
-        raise RemoteFault("tx_ack_rbf without our tx_init_rbf", warning=True)
+        splice_rbf.on_ack_rbf(core, msg, out)
     elif isinstance(msg, TxAbort):
         if sp.signatures_sent:
             return True  # BOLT 2: our signatures left, the splice may confirm: kept, no echo
@@ -289,10 +301,10 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         splice_sign.on_tx_signatures(core, msg, out)
     elif isinstance(msg, TxSignatures):
         return True  # a retransmission of signatures we have
-    elif msg is not None and sp.signed and isinstance(msg, Shutdown):
+    elif msg is not None and (sp.signed or sp.previous) and isinstance(msg, Shutdown):
         raise RemoteFault(f"shutdown while the splice {sp.outpoint.txid_hex} is not locked (not supported here)",  # type: ignore[union-attr]
                           warning=True)  # fmt: skip
-    elif sp.signed and isinstance(item, CloseChannel):
+    elif (sp.signed or sp.previous) and isinstance(item, CloseChannel):
         raise LocalMisuse(f"a splice is waiting to lock ({sp.outpoint.txid_hex}): close once both sent splice_locked")  # type: ignore[union-attr]
     elif type(item).__name__ == "FundingWitnesses":
         splice_sign.on_witnesses(core, item, out)
@@ -306,15 +318,19 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
 
 
 def _abort(core: ChannelCore, out: _Out, reason: str, *, send: bool, echo: bool = False) -> None:
-    """End the splice before our signatures left: tx_abort (when connected), coins freed, channel as it was."""
+    """End the splice before our signatures left: tx_abort (when connected), coins freed, channel as it
+    was (a fee bump's attempt: the last version of the splice stands again)."""
     s = core.state
     sp = s.splice
     assert isinstance(sp, SpliceSession) and not sp.signatures_sent
     if send and s.connected:
         out.send(TxAbort(channel_id=s.channel_id, data=b"echo" if echo else reason.encode()))
-    s.splice = None
+    if sp.previous:
+        freed = splice_rbf.restore_previous(core)
+    else:
+        s.splice, freed = None, sp.inputs
     s.quiesce = None  # BOLT 2: the splice was the protocol quiescence was for; it ended
-    out.emit(SpliceAborted(reason, sp.inputs))
+    out.emit(SpliceAborted(reason, freed))
 
 
 def _check_usable(core: ChannelCore, *, remote: bool) -> None:
@@ -344,7 +360,7 @@ def balances_sat(core: ChannelCore) -> tuple[int, int]:
     return spec.to_local_msat // 1000, spec.to_remote_msat // 1000
 
 
-def _reserve_after(core: ChannelCore, capacity_sat: int, *, ours: bool) -> int:
+def reserve_after(core: ChannelCore, capacity_sat: int, *, ours: bool) -> int:
     """The reserve a side keeps once spliced: the channel's, or 1% of the new capacity if higher."""
     s = core.state
     assert s.remote is not None
@@ -360,7 +376,7 @@ def check_contribution(core: ChannelCore, contribution_sat: int) -> None:
         raise LocalMisuse("cannot splice: the channel has no commitment")
     ours, _ = balances_sat(core)
     capacity = s.funding_sat + contribution_sat
-    if contribution_sat < 0 and ours + contribution_sat < _reserve_after(core, capacity, ours=True):
+    if contribution_sat < 0 and ours + contribution_sat < reserve_after(core, capacity, ours=True):
         raise LocalMisuse(f"a splice-out of {-contribution_sat} sat would leave our balance ({ours} sat) below the reserve")
 
 
@@ -416,7 +432,7 @@ def _on_splice_init(core: ChannelCore, msg: SpliceInit, out: _Out) -> None:
     refusal = None
     if not s.policy.min_feerate_per_kw <= msg.funding_feerate_perkw <= s.policy.max_feerate_per_kw:
         refusal = f"feerate {msg.funding_feerate_perkw} outside {s.policy.min_feerate_per_kw}..{s.policy.max_feerate_per_kw}"
-    elif contribution < 0 and theirs + contribution < _reserve_after(core, capacity, ours=False):
+    elif contribution < 0 and theirs + contribution < reserve_after(core, capacity, ours=False):
         refusal = "the splice-out would leave the sender below its reserve"
     elif capacity < s.config.dust_limit_sat:
         refusal = "the new capacity is below the dust limit"
@@ -435,27 +451,34 @@ def _on_splice_init(core: ChannelCore, msg: SpliceInit, out: _Out) -> None:
 
 
 def _on_splice_ack(core: ChannelCore, msg: SpliceAck, out: _Out) -> None:
+    sp = core.state.splice
+    assert isinstance(sp, SpliceSession)
+    if not sp.initiator or sp.acked or sp.previous:
+        raise RemoteFault("splice_ack we did not ask for", warning=True)
+    take_ack(core, msg.funding_contribution_satoshis, msg.funding_pubkey, msg.tlvs, out, "splice_ack")
+
+
+def take_ack(core: ChannelCore, contribution: int, funding_pubkey: bytes, tlvs: Any, out: _Out, what: str) -> None:
+    """The peer's answer to our splice_init or tx_init_rbf (``what``): its contribution checked, the
+    interactive construction starts."""
     s = core.state
     sp = s.splice
     assert isinstance(sp, SpliceSession)
-    if not sp.initiator or sp.acked:
-        raise RemoteFault("splice_ack we did not ask for", warning=True)
     _, theirs = balances_sat(core)
-    contribution = msg.funding_contribution_satoshis
     if contribution < 0 and -contribution > theirs:
-        raise RemoteFault(f"splice_ack takes {-contribution} sat out of a balance of {theirs} sat", warning=True)
+        raise RemoteFault(f"{what} takes {-contribution} sat out of a balance of {theirs} sat", warning=True)
     capacity = s.funding_sat + sp.our_contribution + contribution
-    if contribution < 0 and theirs + contribution < _reserve_after(core, capacity, ours=False):
+    if contribution < 0 and theirs + contribution < reserve_after(core, capacity, ours=False):
         _abort(core, out, "the peer's splice-out would leave it below its reserve", send=True)
         return
-    if msg.funding_pubkey == next_keys(core)[1].funding_pubkey:
+    if funding_pubkey == next_keys(core)[1].funding_pubkey:
         _abort(core, out, "the funding keys must differ", send=True)
         return
-    if "require_confirmed_inputs" in msg.tlvs and sp.inputs:
+    if "require_confirmed_inputs" in tlvs and sp.inputs:
         # our wallet may hand out its own unconfirmed change: rather than check each coin, decline (as v2 opens do)
         _abort(core, out, "confirmed inputs required: not supported", send=True)
         return
-    s.splice = replace(sp, their_contribution=contribution, remote_funding_pubkey=msg.funding_pubkey, acked=True)
+    s.splice = replace(sp, their_contribution=contribution, remote_funding_pubkey=funding_pubkey, acked=True)
     for m in session(core).start_messages:
         out.send(m)
 
@@ -473,7 +496,7 @@ def _on_interactive(core: ChannelCore, msg: Any, out: _Out) -> None:
     for reply in replies:
         out.send(reply)
     if tx.state is SessionState.COMPLETE:
-        why = _check_reserves(core, tx)
+        why = _check_reserves(core, tx) or splice_rbf.fee_refusal(core, tx.total_fee_sat())
         if why is not None:
             _abort(core, out, why, send=True)
             return
@@ -491,6 +514,6 @@ def _check_reserves(core: ChannelCore, tx: InteractiveTx) -> str | None:
     for mine, balance, contribution in ((True, ours, sp.our_contribution), (False, theirs, sp.their_contribution)):
         outputs = enumerate(tx.transaction.outputs)
         added = [o for n, o in outputs if o.script_pubkey != tx.funding.script and tx.output_added_by_us(n) is mine]
-        if added and balance + contribution < _reserve_after(core, capacity, ours=mine):
+        if added and balance + contribution < reserve_after(core, capacity, ours=mine):
             return f"{'our' if mine else 'the peer'}'s balance after the splice is below the reserve"
     return None

@@ -9,7 +9,13 @@ and returns once both signed it and it is broadcast; at each block the splice tr
 depth goes to the channel, which sends ``splice_locked`` at its minimum depth and switches to
 the new funding once the peer sent its own (``channel.spliced``): the channel monitor then
 follows the new funding, the backup names it. A splice that ends before our signatures left
-frees the coins (``channel.splice_aborted``). A mixin of :class:`~lnpmsg.channels.app.ChannelsApp`.
+frees the coins (``channel.splice_aborted``).
+
+``bumpsplice`` [channel, feerate?] bumps the fee of the pending splice (:mod:`.splice_rbf`): the
+channel is quiesced again, a new version negotiated and signed, broadcast (it replaces the last in
+mempools); every version may confirm until one does, the channel then locks on that one and the
+others' coins are freed (``channel.splice_versions_dropped``). A mixin of
+:class:`~lnpmsg.channels.app.ChannelsApp`.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from .interactive_tx import OwnInput, OwnOutput, contribution_fee
 from .manager import ChannelsStopped, ManagedChannel, describe, format_scid
 from .quiesce import Quiesce, is_quiescent, local_initiator
 from .quiesce_side import QUIESCE_BITS
+from .dualfund_rbf import min_feerate
 from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_command
+from .splice_rbf import SpliceBump, SpliceVersionsDropped, check_bump, signed_versions, status
 from .splice_watch import confirmed_unlocked_splice
 from .state import Phase
 
@@ -135,6 +143,63 @@ class SpliceSide:
                       new_capacity_sat=result["splice"]["new_capacity_sat"])  # fmt: skip
         return result
 
+    async def bumpsplice(self, channel: str, feerate: int | None = None) -> dict[str, Any]:
+        """Bump the fee of CHANNEL's pending splice (BOLT 2 tx_init_rbf): FEERATE in sat per vbyte (default:
+        the least the peer must take, 25/24 of the last version's rate, or the chain's estimate if higher).
+        Returns once both signed the new version and it is broadcast; every version may confirm until one
+        does (the channel locks on that one)."""
+        from .app import COMMAND_TIMEOUT
+
+        target = self._channel(channel)
+        if feerate is not None and (not isinstance(feerate, int) or isinstance(feerate, bool) or feerate <= 0):
+            raise ParamsError(f"feerate must be a positive whole number of sat/vB, got {feerate!r}")
+        s = target.core.state
+        sp = s.splice
+        if not isinstance(sp, SpliceSession):
+            raise ChainAppError("cannot bump the splice: no splice is pending", {"error": "ChannelError"})
+        peer = self.node.peers.get(target.peer_id)
+        if peer is None or peer.session.remote_features is None:
+            raise ChainAppError("cannot bump the splice: the peer is not connected", {"error": "ChannelError"})
+        await self._after_reestablish(target, COMMAND_TIMEOUT)
+        sp = target.core.state.splice
+        if not isinstance(sp, SpliceSession):
+            raise ChainAppError("cannot bump the splice: no splice is pending", {"error": "ChannelError"})
+        per_kw = feerate * 250 if feerate is not None else max(min_feerate(sp.feerate_per_kw), await self._splice_feerate(None))
+        tip = self.chain.wallet.tip
+        bump = SpliceBump(per_kw, tip.height if tip is not None else 0)
+        before = sp.outpoint
+        try:
+            check_bump(target.core, bump.feerate_per_kw, bump.locktime)  # (before the channel is quiesced for nothing)
+            await self._quiesce_for_splice(target, COMMAND_TIMEOUT)
+            self._splice_errors.pop(target.key, None)
+            try:
+                await self._manager().submit(target, bump)
+            except LocalMisuse as exc:
+                self._end_quiescence_now(target, f"the bump was refused once the channel was quiescent: {exc}")
+                raise
+        except (LocalMisuse, StoreWriteFailed, ChannelsStopped) as exc:
+            why = str(exc) if str(exc).startswith("cannot bump") else f"cannot bump the splice: {exc}"
+            raise ChainAppError(why, {"error": "ChannelError", "state": target.phase.value}) from exc
+
+        def done() -> bool:
+            now = target.core.state.splice
+            return isinstance(now, SpliceSession) and now.signed and now.outpoint != before
+
+        with trio.move_on_after(COMMAND_TIMEOUT):
+            while not done():
+                if target.key in self._splice_errors or target.phase is not Phase.NORMAL or not isinstance(target.core.state.splice, SpliceSession):
+                    break
+                await target.changed.wait()
+        if not done():
+            reason = self._splice_errors.pop(target.key, None) or target.core.state.failure or f"no signatures in {COMMAND_TIMEOUT:g} s"
+            raise ChainAppError(f"the bump did not complete: {reason}", {"error": "ChannelError", "state": target.phase.value})
+        sp = target.core.state.splice
+        assert isinstance(sp, SpliceSession) and sp.outpoint is not None
+        result = describe(target)
+        result.update(splice_txid=sp.outpoint.txid_hex, feerate_per_kw=per_kw, new_capacity_sat=result["splice"]["new_capacity_sat"],
+                      previous_splice_txids=[v["txid"] for v in status(sp)])  # fmt: skip
+        return result
+
     @staticmethod
     def _splice_signed(channel: ManagedChannel) -> bool:
         sp = channel.core.state.splice
@@ -192,7 +257,8 @@ class SpliceSide:
     def _splice_event(self, channel: ManagedChannel, event: Event | SpliceAborted | Spliced) -> bool:
         """The splice events; True when handled."""
         if isinstance(event, SpliceAborted):
-            log.info("channels: the splice of %s ended: %s (the channel stays on its funding)", channel.channel_id.hex(), event.reason)
+            stands = "the last version of the splice stands" if isinstance(channel.core.state.splice, SpliceSession) else "the channel stays on its funding"
+            log.info("channels: the splice of %s ended: %s (%s)", channel.channel_id.hex(), event.reason, stands)
             self._release_inputs(event.inputs)
             self._splice_errors[channel.key] = event.reason
             self._publish("channel.splice_aborted", channel, reason=event.reason)
@@ -207,6 +273,11 @@ class SpliceSide:
             self.spawn(self._monitor_follows_funding, channel, event.session)
             self.spawn(self.write_backup)  # (the static backup names the funding outpoint)
             return True
+        if isinstance(event, SpliceVersionsDropped):
+            log.info("channels: %s locked its splice on %s; its other versions are dropped", channel.channel_id.hex(), event.confirmed.txid_hex)
+            self._release_inputs(event.inputs)
+            self._publish("channel.splice_versions_dropped", channel, txid=event.confirmed.txid_hex)
+            return True
         return False
 
     # ------------------------------------------------------------ the chain
@@ -216,9 +287,10 @@ class SpliceSide:
         by reading the blocks (the new block, or at start the last :data:`SPLICE_LOOKBACK`), not from
         the UTXO set: a commitment on the splice may spend its funding output before the lock."""
         # (a zero-conf splice is locked before it confirms: its depth still gives its real id)
-        waiting = [(c, sp) for c in list(self._manager().channels.values())
-                   if isinstance(sp := c.core.state.splice, SpliceSession) and sp.signed
-                   and not (sp.locked_sent and sp.short_channel_id) and sp.outpoint]  # fmt: skip
+        # (every signed version of a bumped splice: whichever is mined is the one)
+        waiting = [(c, v) for c in list(self._manager().channels.values())
+                   if isinstance(sp := c.core.state.splice, SpliceSession)
+                   and not (sp.locked_sent and sp.short_channel_id) for v in signed_versions(c.core) if v.outpoint]  # fmt: skip
         if not waiting:
             return
         source = self.chain.source
@@ -255,8 +327,9 @@ class SpliceSide:
         kept: set[OutPoint] = set()
         for channel in self._manager().channels.values():
             sp = channel.core.state.splice
-            if isinstance(sp, SpliceSession) and splice_sign.kept(channel.core):
-                kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in sp.inputs}
+            if isinstance(sp, SpliceSession):  # (every signed version may confirm, an attempt if kept)
+                held = (*signed_versions(channel.core), *((sp,) if splice_sign.kept(channel.core) else ()))
+                kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for v in held for i in v.inputs}
         return kept
 
     async def _monitor_follows_splice(self, channel: ManagedChannel) -> None:
@@ -282,8 +355,12 @@ class SpliceSide:
             await self._monitor_follows_splice(channel)
 
     async def _rebroadcast_splices(self) -> None:
-        """At start: each signed splice not locked yet goes out again (a crash may have come before its broadcast)."""
+        """At start: each signed splice not locked yet goes out again (a crash may have come before its
+        broadcast): of a bumped one, the version paying the highest feerate (it replaces the others)."""
         for channel in list(self._manager().channels.values()):
             sp = channel.core.state.splice
-            if isinstance(sp, SpliceSession) and sp.signed and sp.tx is not None and not sp.locked_sent:
-                await self._broadcast(sp.tx, "splice")
+            signed = signed_versions(channel.core)
+            if isinstance(sp, SpliceSession) and signed and not sp.locked_sent:
+                best = max(signed, key=lambda v: v.feerate_per_kw)
+                if best.tx is not None:
+                    await self._broadcast(best.tx, "splice")

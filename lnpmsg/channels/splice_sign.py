@@ -289,11 +289,22 @@ def maybe_sign(core: ChannelCore, out: _Out) -> None:
 
 
 def on_depth(core: ChannelCore, item: Any, out: _Out) -> None:
-    """The splice transaction's depth: ``splice_locked`` at the channel's minimum depth."""
+    """A version of the splice transaction's depth: ``splice_locked`` at the channel's minimum depth.
+    A version in the chain is the current one from then on (BOLT 2: an attempt under way is abandoned)."""
+    from .splice import _abort
+    from .splice_rbf import find_version, make_current
+
     s = core.state
     sp = _splice(core)
+    version = find_version(core, item.txid) if not sp.locked_sent else None
+    if version is not None and version is not sp and item.depth >= 1:
+        if not sp.signed and not sp.signatures_sent:
+            _abort(core, out, "a version of the splice confirmed", send=True)
+        sp = make_current(core, version)
     if not sp.signed or sp.outpoint is None or item.txid != sp.outpoint.txid:
         return
+    if item.depth >= 1 and not sp.mined:
+        s.splice = sp = replace(sp, mined=True)
     if sp.locked_sent:
         if not sp.short_channel_id and item.depth >= 1:  # zero-conf, locked before it confirmed: its real id
             s.splice = replace(sp, short_channel_id=item.short_channel_id)
@@ -310,21 +321,29 @@ def _lock(core: ChannelCore, short_channel_id: int, out: _Out) -> None:
     assert sp.outpoint is not None
     if s.connected and not s.awaiting_reestablish:
         out.send(SpliceLocked(channel_id=s.channel_id, splice_txid=sp.outpoint.txid))
+    elif s.connected:  # (our channel_reestablish left naming an older lock: the peer would never hear of this one)
+        s.splice_locked_owed = sp.outpoint.txid
     if sp.locked_received:
         _switch(core, out)
 
 
 def on_splice_locked(core: ChannelCore, msg: SpliceLocked, out: _Out) -> None:
-    from .splice import SpliceSession
+    from .splice import SpliceSession, _abort
+    from .splice_rbf import find_version, make_current
 
     s = core.state
     sp = s.splice
-    if not isinstance(sp, SpliceSession) or not sp.signed or sp.outpoint is None:
+    version = find_version(core, msg.splice_txid)
+    if not isinstance(sp, SpliceSession) or version is None:
         if s.funding_outpoint is not None and msg.splice_txid == s.funding_outpoint.txid:
             return  # a retransmission for the funding we switched to
         raise RemoteFault(f"splice_locked for {msg.splice_txid[::-1].hex()}, no pending splice of ours", warning=True)
-    if msg.splice_txid != sp.outpoint.txid:
-        raise RemoteFault(f"splice_locked for {msg.splice_txid[::-1].hex()}, not our splice {sp.outpoint.txid_hex}", warning=True)
+    if version is not sp:
+        if sp.locked_sent:
+            return  # BOLT 2: we locked another version (a chain fork between us): ignored until one wins
+        if not sp.signed and not sp.signatures_sent:
+            _abort(core, out, "the peer locked a version of the splice", send=True)
+        sp = make_current(core, version)
     s.splice = sp = replace(sp, locked_received=True)
     if sp.locked_sent:
         _switch(core, out)
@@ -334,10 +353,14 @@ def _switch(core: ChannelCore, out: _Out) -> None:
     """Both sent splice_locked: the new funding is the channel's (capacity, commitments, keys, id)."""
     from .splice import Spliced
 
+    from .splice_rbf import SpliceVersionsDropped, dropped_inputs
+
     s = core.state
     sp = _splice(core)
     switch_state(s, sp)
     out.emit(Spliced(sp.outpoint, s.funding_sat, sp.short_channel_id, sp))  # type: ignore[arg-type]
+    if sp.previous:  # BOLT 2: the other versions are dropped, their commitments no longer sent
+        out.emit(SpliceVersionsDropped(sp.outpoint, dropped_inputs(sp)))  # type: ignore[arg-type]
 
 
 def switch_state(s: Any, sp: Any) -> None:
@@ -385,8 +408,12 @@ def reestablish_tlvs(core: ChannelCore) -> dict[str, Any]:
 def on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> None:
     """After the peer's channel_reestablish: the splice's signatures again, its splice_locked taken."""
     from .splice import SpliceSession, session
+    from .splice_rbf import find_version
 
     s = core.state
+    if s.splice_locked_owed is not None:
+        out.send(SpliceLocked(channel_id=s.channel_id, splice_txid=s.splice_locked_owed))
+        s.splice_locked_owed = None
     sp = s.splice
     asked = msg.tlvs.get("next_funding")
     pending = sp if isinstance(sp, SpliceSession) and kept(core) else None
@@ -396,9 +423,11 @@ def on_reestablish(core: ChannelCore, msg: ChannelReestablish, out: _Out) -> Non
                 out.send(_commitment_signed(core, pending)[0])
             if pending.signatures_sent:  # (else ours follow the peer's, by maybe_sign)
                 out.send(_our_tx_signatures(core, session(core), pending))
-        elif s.dual is None and (s.funding_outpoint is None or asked.next_funding_txid != s.funding_outpoint.txid):
+        elif s.dual is None and (s.funding_outpoint is None or asked.next_funding_txid != s.funding_outpoint.txid) and (
+            find_version(core, asked.next_funding_txid) is None
+        ):
             out.send(TxAbort(channel_id=s.channel_id, data=b"next_funding names no funding of ours"))
     locked = msg.tlvs.get("my_current_funding_locked")
-    if locked is not None and pending is not None and pending.signed and not pending.locked_received:
-        if locked.my_current_funding_locked_txid == pending.outpoint.txid:  # type: ignore[union-attr]
+    if locked is not None and isinstance(s.splice, SpliceSession) and not s.splice.locked_received:
+        if find_version(core, locked.my_current_funding_locked_txid) is not None:  # (a version of the splice)
             on_splice_locked(core, SpliceLocked(channel_id=s.channel_id, splice_txid=locked.my_current_funding_locked_txid), out)

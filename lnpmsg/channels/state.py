@@ -181,6 +181,9 @@ class ChannelState:
     #: a start_batch's size and the commitment_signed of it received so far (:mod:`.splice_batch`)
     batch_size: int = 0
     batch: tuple[object, ...] = ()
+    #: a splice we locked after our channel_reestablish left (it named an older lock): its splice_locked
+    #: goes once the peer's channel_reestablish came (:mod:`.splice_sign`)
+    splice_locked_owed: bytes | None = None
 
 
 _P = Phase
