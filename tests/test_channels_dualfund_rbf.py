@@ -255,6 +255,34 @@ def test_the_coins_only_the_forgotten_versions_spent_are_named() -> None:
         bob.receive(FundingCandidateConfirmed(first.outpoint.txid), pair.now)
 
 
+def test_a_version_in_a_block_read_as_a_double_spend_becomes_the_funding() -> None:
+    """The shell that looks for double spends before it adopted the version that confirmed (its check of
+    the blocks mined while it was down, a peer's error) names that version: it is the funding, not a
+    double spend of it; a transaction that is no version still fails the channel."""
+    from lnpmsg.channels.double_spend import FundingDoubleSpent, double_spent
+
+    pair = opened(250_000)
+    first = fundings(pair.bob)[0]
+    pair.feed(pair.alice, BumpCommand(BUMPED, 101))
+    pair.pump()
+    for side in (pair.alice, pair.bob):
+        assert side.core.state.funding_outpoint.txid != first.txid  # the bump's
+        out = pair.feed(side, FundingDoubleSpent(first.txid, 104))
+        s = side.core.state
+        assert side.core.phase is Phase.AWAIT_READY and not double_spent(s) and not out.messages
+        assert any(isinstance(e, CandidatesDropped) for e in out.events)
+        assert s.funding_outpoint.txid == first.txid and s.funding_tx == first.raw and s.dual.previous == ()
+        assert restore(side.core.secrets, side.records).state == s
+    pair.funding_tx = first
+    pair.confirm()
+    verify_commitments(pair)  # the commitments spend the version that confirmed
+    other = opened(250_000)
+    other.feed(other.alice, BumpCommand(BUMPED, 101))
+    other.pump()
+    other.feed(other.bob, FundingDoubleSpent(b"\x07" * 32, 104))
+    assert other.bob.core.phase is Phase.FAILED and double_spent(other.bob.core.state)
+
+
 def test_a_channel_failed_before_a_version_confirmed_follows_it() -> None:
     from lnpmsg.wire import Error
 

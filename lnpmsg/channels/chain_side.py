@@ -262,12 +262,15 @@ class ChainSide:
             conflict = conflicting_spend(funding, block.txs)
             if conflict is None:
                 continue
+            # (refused if it failed meanwhile; another version of a bumped funding is adopted instead)
+            await self._submit(channel, FundingDoubleSpent(conflict.txid, height))
+            s = channel.core.state
+            if not double_spent(s):
+                continue
             log.warning("channels: the funding %s of %s was double-spent by %s in block %d: failing the channel (no "
                         "commitment can be broadcast; the HTLCs we offered on it fail back)", funding.txid_hex,
                         channel.channel_id.hex(), conflict.txid_hex, height)  # fmt: skip
-            await self._submit(channel, FundingDoubleSpent(conflict.txid, height))  # (refused if it failed meanwhile)
-            s = channel.core.state
-            if double_spent(s) and (s.funder or s.dual):
+            if s.funder or s.dual:
                 self._release_funding(funding.raw)  # its other coins (if any) are ours to spend again
             self._fail_back_double_spent(channel)
         return True

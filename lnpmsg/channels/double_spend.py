@@ -15,9 +15,11 @@ sees a double spend itself. When the source does not see the funding, the fundee
 double spend only from the funder's ``error`` (or not at all from a funder that lies: that is the
 trust zero-conf asks of it), and keeps logging that its funding is unconfirmed.
 
-A dual-funded channel's funding may have several versions (fee bumps, :mod:`.dualfund_rbf`): the
-shell adopts the version that confirmed before it looks for double spends, so a version confirmed
-in place of ours is the funding, not a double spend of it.
+A dual-funded channel's funding may have several versions (fee bumps, :mod:`.dualfund_rbf`): a
+version confirmed in place of ours is the funding, not a double spend of it. The shell adopts it
+before it looks for double spends at each block; a double spend it reports otherwise (its check of
+the blocks mined while the node was down, or before a peer's ``error``, may come first) that is a
+version of the funding is taken as that version's confirmation.
 """
 
 from __future__ import annotations
@@ -111,6 +113,13 @@ def dispatch(core: ChannelCore, item: object, out: _Out) -> bool:
 
     if s.short_channel_id:
         raise LocalMisuse("the funding confirmed: it was not double-spent")
+    from .dualfund_rbf import FundingCandidateConfirmed, candidate_outpoints
+    from .dualfund_rbf import dispatch as adopt
+
+    if any(o.txid == item.txid for o in candidate_outpoints(core)):
+        # another version of a bumped funding confirmed (the shell looked for double spends before it
+        # adopted it: its check of the blocks mined while it was down, a peer's error): it is the funding
+        return adopt(core, FundingCandidateConfirmed(item.txid), out)
     reason = (f"{DOUBLE_SPENT}: transaction {item.txid[::-1].hex()} (block {item.height}) spends an input of the funding "
               f"{s.funding_outpoint.txid_hex if s.funding_outpoint else '-'}, which can never confirm")  # fmt: skip
     out.send(Error(channel_id=s.channel_id or bytes(32), data=reason.encode()))
