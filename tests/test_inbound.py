@@ -13,6 +13,8 @@ import pytest
 import trio
 import trio.testing
 
+from lnpmsg.app import App
+from lnpmsg.node.events import PeerConnected, PeerDisconnected
 from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node
 from lnpmsg.node.peer import Peer
@@ -125,7 +127,8 @@ class _Initiator:
     def __init__(
         self, node: Node, *, with_init: bool, hang_up: bool, init_part: int | None = None, after_init: tuple[bytes, ...] = ()
     ) -> None:
-        self.handshake = InitiatorHandshake(NodeKey.generate().secret, node.node_id)
+        self.key = NodeKey.generate()
+        self.handshake = InitiatorHandshake(self.key.secret, node.node_id)
         self.sock: socket.socket | None = None
         self.node = node
         #: the initiator's side of the transport (set once act three is made)
@@ -233,10 +236,46 @@ class _Receives:
         return counted
 
 
-async def test_an_init_and_a_close_that_came_with_act_three_take_three_receives_and_one_step_of_a_task(monkeypatch) -> None:
-    # Act one; act three with the init that came with it; the close, read by the peer's
-    # task without a scheduler pass of its own after it handled the init.
+async def test_an_init_and_a_close_that_came_with_act_three_take_three_receives_and_no_task(monkeypatch, caplog) -> None:
+    # Act one; act three with the init that came with it; the close. A node without apps
+    # handles the init (nothing in it has to wait) and reads the close in the accept loop:
+    # the peer was ready (logged and published as any other) and ended, without a task.
+    caplog.set_level(logging.INFO, logger="lnpmsg.node")
     node = make_node()
+    receives = _Receives(monkeypatch)
+    initiator = _Initiator(node, with_init=True, hang_up=True)
+    async with running(node):
+        with node.events.subscribe(lambda event: isinstance(event, (PeerConnected, PeerDisconnected))) as events:
+            trio.lowlevel.add_instrument(receives.instrument)
+            try:
+                sock = initiator.dial()
+                sock.setblocking(False)
+                with trio.fail_after(10):
+                    while not await _closed(sock):  # our init, then the close
+                        pass
+                    while node.admission.connections_from("127.0.0.1"):
+                        await trio.sleep(0.01)
+            finally:
+                trio.lowlevel.remove_instrument(receives.instrument)
+            assert receives.calls == 3 and receives.steps == 0
+            assert node.peers == {} and len(node.keepalive) == 0 and node.stats["handshake_failed"] == 0
+            connected, gone = events.receive.receive_nowait(), events.receive.receive_nowait()
+        node_id = initiator.key.node_id
+        assert type(connected) is PeerConnected and connected.node_id == node_id
+        assert type(gone) is PeerDisconnected and gone.node_id == node_id and gone.reason == "peer closed the connection"
+        assert f"peer {node_id.hex()} connected" in caplog.text and f"peer {node_id.hex()} disconnected" in caplog.text
+        sock.close()
+
+
+async def test_an_init_and_a_close_that_came_with_act_three_reach_the_apps_through_a_task(monkeypatch) -> None:
+    # With an app the init's peer_ready is awaited: the connection's task handles the init
+    # and the close, and the app hears of the peer's start and end as of any other's.
+    node = make_node()
+    heard: list[tuple[str, bytes]] = []
+    app = App("watcher")
+    app.on_peer_ready(lambda peer: heard.append(("ready", peer.node_id)))
+    app.on_peer_gone(lambda peer, reason: heard.append(("gone", peer.node_id)))
+    node.mount(app)
     receives = _Receives(monkeypatch)
     initiator = _Initiator(node, with_init=True, hang_up=True)
     async with running(node):
@@ -245,14 +284,16 @@ async def test_an_init_and_a_close_that_came_with_act_three_take_three_receives_
             sock = initiator.dial()
             sock.setblocking(False)
             with trio.fail_after(10):
-                while not await _closed(sock):  # our init, then the close
+                while not await _closed(sock):
                     pass
                 while node.admission.connections_from("127.0.0.1"):
                     await trio.sleep(0.01)
         finally:
             trio.lowlevel.remove_instrument(receives.instrument)
-        assert receives.calls == 3 and receives.steps == 1
-        assert node.peers == {} and len(node.keepalive) == 0 and node.stats["handshake_failed"] == 0
+        assert receives.steps == 1
+        node_id = initiator.key.node_id
+        assert heard == [("ready", node_id), ("gone", node_id)]
+        assert node.peers == {} and len(node.keepalive) == 0
         sock.close()
 
 

@@ -105,6 +105,7 @@ class Inbound:
     is_protected: Callable[[bytes], bool]
     _make_peer: Callable[..., Peer]
     _run_peer: Callable[[Peer], Awaitable[None]]
+    _peer_ended_now: Callable[[Peer], None]
 
     @staticmethod
     def _remote_ip(conn: Connection) -> str:
@@ -275,11 +276,13 @@ class Inbound:
         else:
             peer = self._peer_after_act_three(pending, received[:ACT_THREE_SIZE], received[ACT_THREE_SIZE:])
         del pending  # its handshake's state may go now
-        if peer is not None and peer.start_now():
-            self._started[conn] = peer  # its task runs it
-            return True
-        # Refused, or it ended before it said anything: never ready, so no app and no
-        # subscriber heard of it, and nothing but its admission is left to release.
+        if peer is not None:
+            if peer.start_now():
+                self._started[conn] = peer  # its task runs it
+                return True
+            # It ended before it needed a task: before it said anything (no app and no
+            # subscriber heard of it), or after an init the node took at once.
+            self._peer_ended_now(peer)
         self.admission.closed(conn)
         return False
 
@@ -343,10 +346,12 @@ class Inbound:
                 # This frame lives as long as the peer: let the handshake's state (its
                 # buffer, keys and ciphers) go before the peer runs, not after.
                 del pending
-                # As in _continue_now: a peer that hung up right after the handshake (or
-                # whose connection failed) ends in start_now, before it ever runs (no
-                # cancel scope, no read loop); it never sent its init, so no app heard of it.
+                # As in _continue_now: a peer that hung up right after the handshake, or
+                # right after an init the node took at once (or whose connection failed),
+                # ends in start_now, before it ever runs (no cancel scope, no read loop).
                 if peer is None or not peer.start_now(run_follows=True):
+                    if peer is not None:
+                        self._peer_ended_now(peer)
                     self.admission.closed(conn)
                     return
         except BaseException:

@@ -62,6 +62,7 @@ class SessionSetup:
     _chains: frozenset[bytes]
     _init_cache: dict[Features, SetupForFeatures]
     _on_peer_events: Callable[[Peer, list[SessionEvent]], Awaitable[None]]
+    _on_peer_events_now: Callable[[Peer, list[SessionEvent]], bool]
 
     def local_features(self, node_id: bytes = b"") -> Features:
         """The features in the ``init`` sent to ``node_id``: the config's, or'ed with every
@@ -121,6 +122,7 @@ class SessionSetup:
             remote_id,
             outbound=outbound,
             on_events=self._on_peer_events,
+            on_events_now=self._on_peer_events_now,
             keepalive=self.keepalive,
             leftover=leftover,
             max_queued_bytes=cfg.max_queued_bytes,
