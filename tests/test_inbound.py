@@ -297,6 +297,48 @@ async def test_an_init_and_a_close_that_came_with_act_three_reach_the_apps_throu
         sock.close()
 
 
+async def test_a_busy_accept_loop_looks_again_for_an_act_three_not_there_at_its_bursts_end() -> None:
+    # Sixteen connections wait to be accepted: two bursts of the accept loop. The first
+    # burst's act threes come only while the loop accepts the second: it looks for them
+    # again at the second burst's end instead of starting a task to wait for each.
+    node = make_node(max_pending_per_ip=32, max_pending_per_subnet=32, max_connections_per_ip=32)
+    tasks = _watch_tasks(node)
+    dialed: list[tuple[socket.socket, InitiatorHandshake]] = []
+    accepted: list[Connection] = []
+    accept_now = node._accept_now
+
+    def answer(index: int) -> None:
+        sock, handshake = dialed[index]
+        sock.setblocking(True)
+        sock.sendall(handshake.receive_act_two(sock.recv(ACT_TWO_SIZE)))  # loopback: act two is there
+        sock.shutdown(socket.SHUT_WR)  # a hang-up right after act three
+        sock.setblocking(False)
+
+    def answering_late(conn: Connection) -> bool:
+        kept = accept_now(conn)
+        accepted.append(conn)
+        if len(accepted) > 8:  # the second burst: the first's act threes come now, and its own
+            answer(len(accepted) - 9)
+            answer(len(accepted) - 1)
+        return kept
+
+    node._accept_now = answering_late  # type: ignore[method-assign]
+    async with running(node):
+        dialed.extend(_dial_now(node) for _ in range(16))  # all there before the loop looks
+        with trio.fail_after(10):
+            while len(accepted) < 16:  # the acts two are for the loop to read (in answer)
+                await trio.sleep(0.001)
+            for sock, _ in dialed:
+                while not await _closed(sock):  # our init, then the close
+                    pass
+            while node.admission.connections_from("127.0.0.1"):
+                await trio.sleep(0.01)
+        assert len(accepted) == 16 and tasks == []
+        assert node.pending_handshakes == 0 and len(node.keepalive) == 0 and node.stats["handshake_failed"] == 0
+        for sock, _ in dialed:
+            sock.close()
+
+
 async def test_a_handshake_that_waits_for_act_three_waits_after_one_receive_that_found_nothing(monkeypatch) -> None:
     # The accept loop finds no act three, nor does the connection's task when it starts:
     # the task then waits without a receive of its own first (receive_some would try

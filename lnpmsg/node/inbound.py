@@ -240,7 +240,7 @@ class Inbound:
             reason = f"handshake failed: {exc}"
         log.info("inbound %s from %s: %s", pending.conn.kind, pending.conn.remote_address, reason)
 
-    def _continue_now(self, conn: Connection) -> bool:
+    def _continue_now(self, conn: Connection) -> bool | None:
         """The second half of an inbound connection, without waiting, for a connection
         :meth:`_accept_now` kept: act three if it has arrived, then the peer's start
         (:meth:`Peer.start_now <lnpmsg.node.peer.Peer.start_now>`).
@@ -250,7 +250,9 @@ class Inbound:
         caller closes it and starts no task): its handshake failed or was stopped,
         the peer was refused, or it hung up right after the handshake. True:
         :meth:`_accept` continues it in a task (it waits for an act, for the
-        transport, or has something for the node to handle).
+        transport, or has something for the node to handle). None: act three is
+        not there yet; the listener may call this once more later, else
+        :meth:`_accept` waits for it in a task.
         """
         pending = self._handshakes[conn]
         if pending.stopped:
@@ -265,9 +267,10 @@ class Inbound:
             received = conn.receive_nowait(ACT_THREE_SIZE + AFTER_ACT_THREE)
         except TransportError:
             return True  # its task's receive fails the same way, and says why
-        if received is None or len(received) < ACT_THREE_SIZE:
-            if received:
-                pending.buffer += received
+        if received is None:
+            return None  # not there yet: the listener may look once more before a task waits for it
+        if len(received) < ACT_THREE_SIZE:
+            pending.buffer += received
             return True
         # The buffer is empty here (checked above): what came after act three is the
         # peer's first bytes as they are, one copy, not through the buffer.
