@@ -67,6 +67,8 @@ class SessionSetup:
     def local_features(self, node_id: bytes = b"") -> Features:
         """The features in the ``init`` sent to ``node_id``: the config's, or'ed with every
         mounted (not stopped) app's (:meth:`lnpmsg.app.App.init_features`)."""
+        if not self.apphost.apps:
+            return self.config.features  # every accepted connection asks: no apps, nothing to add
         extra = self.apphost.init_features(node_id)
         # No app adds any (the usual case): the config's own object, not a new one per connection.
         return self.config.features | extra if extra.value else self.config.features
