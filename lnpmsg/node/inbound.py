@@ -9,9 +9,12 @@ as nothing has to wait: :meth:`Inbound._accept_now` right after the accept
 right after connecting; act two with a non-blocking send), then
 :meth:`Inbound._continue_now` after the loop's next schedule point (act
 three, which has nearly always arrived by then, and the peer's start: our
-``init`` sent, what the peer sent read). A connection gets a task
-(:meth:`Inbound._accept`) only when it must wait: for an act, for the
-transport, or for the node to handle what the peer said, and then lives on
+``init`` sent, what the peer sent read, and handled if nothing in it has to
+wait: a peer's ``init`` on a node without apps). A busy accept loop looks
+again for an act three not there yet at its next two bursts' ends (None
+from ``_continue_now``). A connection gets a task (:meth:`Inbound._accept`)
+only when it must wait: for an act, for the transport, for the peer's next
+message, or for the node to handle what the peer said, and then lives on
 in it as the peer. Other listeners run it all in the connection's task:
 :meth:`Inbound._accept_now` first thing, then the rest of the handshake,
 waiting where it must.
