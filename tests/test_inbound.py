@@ -24,7 +24,7 @@ from lnpmsg.testing.nodes import make_node, running, running_tasks
 from lnpmsg.testing.virtual import memory_node
 from lnpmsg.transports.base import Connection
 from lnpmsg.transports.tcp import TcpConnection, TcpTransport
-from lnpmsg.wire import DEFAULT_REGISTRY, Init
+from lnpmsg.wire import DEFAULT_REGISTRY, Init, WarningMessage
 
 CONNECTION_TASK = "TcpListener.serve_accepting.<locals>.accepted"
 #: an odd custom message type (the tests' traffic)
@@ -125,7 +125,15 @@ class _Initiator:
     runs (its listener takes ``accept_now`` when it starts)."""
 
     def __init__(
-        self, node: Node, *, with_init: bool, hang_up: bool, init_part: int | None = None, after_init: tuple[bytes, ...] = ()
+        self,
+        node: Node,
+        *,
+        with_init: bool,
+        hang_up: bool,
+        init_part: int | None = None,
+        after_init: tuple[bytes, ...] = (),
+        first: bytes | None = None,
+        raw_after: bytes = b"",
     ) -> None:
         self.key = NodeKey.generate()
         self.handshake = InitiatorHandshake(self.key.secret, node.node_id)
@@ -143,7 +151,9 @@ class _Initiator:
             act_two = self.sock.recv(ACT_TWO_SIZE)  # loopback: there as soon as it was sent
             act_three = self.handshake.receive_act_two(act_two)
             self.cipher = TransportCipher(self.handshake.keys)
-            init = self.cipher.encryptor.encrypt_joined([Init().encode(), *after_init]) if with_init else b""
+            # ``first``: another first message than the init; ``raw_after``: bytes past the frames, as they are
+            messages = [Init().encode() if first is None else first, *after_init]
+            init = self.cipher.encryptor.encrypt_joined(messages) + raw_after if with_init else b""
             self.sock.sendall(act_three + init[:init_part])
             self.init_rest = init[init_part:] if init_part is not None else b""
             if hang_up:
@@ -294,6 +304,46 @@ async def test_an_init_and_a_close_that_came_with_act_three_reach_the_apps_throu
         node_id = initiator.key.node_id
         assert heard == [("ready", node_id), ("gone", node_id)]
         assert node.peers == {} and len(node.keepalive) == 0
+        sock.close()
+
+
+@pytest.mark.parametrize("case", ["bad frame", "not an init"])
+async def test_a_first_read_the_node_cannot_take_at_once_goes_to_the_peers_run(case: str) -> None:
+    # What came with act three, read in the accept loop, ends the peer: a bad frame after the
+    # init, or a first message that is not an init (BOLT 1: an error back, then the close).
+    # The peer's run hands those events on and closes, as its read loop does.
+    node = make_node()
+    tasks = _watch_tasks(node)
+    if case == "bad frame":
+        initiator = _Initiator(node, with_init=True, hang_up=False, raw_after=bytes(FRAME_OVERHEAD + 10))
+    else:
+        initiator = _Initiator(node, with_init=True, hang_up=False, first=CUSTOM.to_bytes(2, "big") + b"hello")
+    async with running(node):
+        with node.events.subscribe(lambda event: isinstance(event, PeerDisconnected)) as events:
+            sock = initiator.dial()
+            sock.setblocking(False)
+            received = b""
+            with trio.fail_after(10):
+                while True:
+                    await trio.lowlevel.wait_readable(sock)
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    received += chunk
+                while node.admission.connections_from("127.0.0.1"):
+                    await trio.sleep(0.01)
+            assert initiator.cipher is not None
+            decrypted = [DEFAULT_REGISTRY.decode(m) for m in initiator.cipher.decryptor.feed(received)]
+            assert len(tasks) == 1 and node.peers == {} and len(node.keepalive) == 0
+            if case == "bad frame":
+                # the peer was ready (its init was good) and ends at the bad frame
+                assert [m.TYPE for m in decrypted] == [Init.TYPE]
+                gone = events.receive.receive_nowait()
+                assert gone.reason.startswith("bad encrypted frame from peer")
+            else:
+                # never ready: our init, then the warning the session queued (BOLT 1), then the close
+                assert [m.TYPE for m in decrypted] == [Init.TYPE, WarningMessage.TYPE]
+                assert events.receive.statistics().current_buffer_used == 0  # never ready, never gone
         sock.close()
 
 

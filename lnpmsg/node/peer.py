@@ -192,7 +192,7 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         self._on_events_now = on_events_now
         self._leftover = leftover
         #: a read :meth:`start_now` took whose events go to ``on_events`` first thing in :meth:`run`
-        self._due_read: tuple[list[SessionEvent] | None, NoiseError | None] | None = None
+        self._due_read: tuple[list[SessionEvent] | None, NoiseError | None, bool] | None = None
         #: None until :meth:`start_now` sent our init; then what the transport left of it
         self._unsent_init: bytes | None = None
         #: :meth:`start_now` found nothing to read, and :meth:`run` follows at once: its
@@ -439,12 +439,18 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         events at once (or there were none), False if they wait for :meth:`run`."""
         data = self._leftover
         self._leftover = b""
-        events, failure = self._take_read(data, 0)
-        # Something to send back (an error, a pong) leaves from run, after the events, as the read loop sends it.
-        if failure is not None or self.session.outbox or (events is not None and not self._on_events_now(self, events)):
-            self._due_read = events, failure
+        events, failure = self._take_read(data, 0, note=False)
+        # Only a peer's readiness is taken here: anything else (a close, a bad frame, something
+        # to send back) needs the peer's tasks, so run notes its events and hands them on.
+        if failure is not None or self.session.outbox or (events and any(type(event) is not PeerReady for event in events)):
+            self._due_read = events, failure, False
             return False
-        if events is None and self.session.state is SessionState.AWAITING_INIT:
+        if events:
+            self._note_all(events)
+            if not self._on_events_now(self, events):
+                self._due_read = events, None, True
+                return False
+        elif events is None and self.session.state is SessionState.AWAITING_INIT:
             # No whole message yet (as in the read loop): the init deadline goes into the schedule.
             self._keepalive.set(self, self.session.get_timer())
         return True

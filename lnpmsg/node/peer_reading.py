@@ -69,6 +69,7 @@ class PeerReading:
         _cipher: TransportCipher
         _closing: bool
         _direct_write: bool
+        _due_read: tuple[list[SessionEvent] | None, NoiseError | None, bool] | None
         _found_nothing: bool
         _hold_reading: bool
         _keepalive: KeepaliveSchedule
@@ -159,11 +160,12 @@ class PeerReading:
                 # writer's path, which says so (PeerClosedError), not write directly.
                 self._direct_write = False
 
-    def _take_read(self, data: bytes, kept: int) -> tuple[list[SessionEvent] | None, NoiseError | None]:
+    def _take_read(self, data: bytes, kept: int, *, note: bool = True) -> tuple[list[SessionEvent] | None, NoiseError | None]:
         """Decrypt a read (``kept`` bytes in the decryptor's read buffer, else ``data``) and
         feed its messages to the session: the events for the node (None: no whole
         message) and the error that ends the stream, if any. The peer's own state
-        follows the events already (:meth:`_note`)."""
+        follows the events already (:meth:`_note`), unless ``note`` is False (then
+        the caller notes them, see :meth:`_note_all`)."""
         counters = self.counters
         counters.bytes_in += kept or len(data)
         decryptor = self._cipher.decryptor
@@ -184,10 +186,15 @@ class PeerReading:
             return None, failure
         counters.messages_in += len(messages)
         events = self.session.receive_messages(messages, trio.current_time())
+        if note:
+            self._note_all(events)
+        return events, failure
+
+    def _note_all(self, events: list[SessionEvent]) -> None:
+        """The peer's own state follows a read's events (before the node sees them)."""
         for event in events:
             if type(event) is not RunReceived and type(event) is not MessagesReceived:
                 self._note(event)
-        return events, failure
 
     async def _read_messages(self, turn: int, *, fresh: bool = False) -> bool:
         """The read loop's body; True when it stopped to go on under a cancel scope (see :meth:`hold_reading`).
@@ -216,8 +223,10 @@ class PeerReading:
                 if due is None:
                     events, failure = self._take_read(data, kept)
                 else:
-                    events, failure = due
+                    events, failure, noted = due
                     due = None
+                    if events and not noted:
+                        self._note_all(events)
                 if events is not None:
                     # One call per read, however many messages it carried.
                     await on_events(self, events)
