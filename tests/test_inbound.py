@@ -202,7 +202,12 @@ async def test_an_init_that_came_with_act_three_is_handled_in_the_connections_ta
         await trio.testing.wait_all_tasks_blocked()
         # the peer had something to say: one task took it, and reads on as the peer's
         assert len(tasks) == 1 and running_tasks(CONNECTION_TASK) == 1
-        assert list(node.peers.values())[0].is_ready and node.pending_handshakes == 0
+        (peer,) = node.peers.values()
+        assert peer.is_ready and node.pending_handshakes == 0
+        # its first ping is due (not its init deadline), as for any ready peer
+        assert len(node.keepalive) == 1 and node.keepalive.deadline_of(peer) == pytest.approx(
+            peer.connected_at + node.config.ping_interval, abs=1.0
+        )
         sock.close()
 
 

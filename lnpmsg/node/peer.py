@@ -450,9 +450,8 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
             if not self._on_events_now(self, events):
                 self._due_read = events, None, True
                 return False
-        elif events is None and self.session.state is SessionState.AWAITING_INIT:
-            # No whole message yet (as in the read loop): the init deadline goes into the schedule.
-            self._keepalive.set(self, self.session.get_timer())
+        # The session's next deadline (the first ping, or the init's if no whole message came)
+        # goes into the keepalive schedule when run starts, before it waits.
         return True
 
     def _end_now(self) -> bool:
@@ -486,7 +485,8 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
             with trio.CancelScope() as scope:
                 self._open_tasks(nursery, scope)
                 if not self._leftover:
-                    self._keepalive.set(self, self.session.get_timer())  # the init deadline
+                    # the init deadline (the first ping's if start_now took the init)
+                    self._keepalive.set(self, self.session.get_timer())
                 # else the peer's first bytes are here (its init came with act three): the
                 # read loop takes them before this task can wait, and the session's next
                 # deadline goes into the schedule from there (the first ping, once the
@@ -537,7 +537,10 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
             self._is_ready = True
             if self._ready_event is not None:
                 self._ready_event.set()
-            self._keepalive.set(self, self.session.get_timer())  # the first ping
+            if self._nursery is not None:
+                self._keepalive.set(self, self.session.get_timer())  # the first ping
+            # else start_now took the init: run puts the first ping in as it starts (a peer
+            # that hangs up right after its init never needs one)
 
     def keepalive_due(self, now: float) -> float | None:
         """Run the session's due timers; the node's keepalive schedule calls this.
