@@ -442,7 +442,7 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         events, failure = self._take_read(data, 0, note=False)
         # Only a peer's readiness is taken here: anything else (a close, a bad frame, something
         # to send back) needs the peer's tasks, so run notes its events and hands them on.
-        if failure is not None or self.session.outbox or (events and any(type(event) is not PeerReady for event in events)):
+        if failure is not None or self.session.outbox or (events and (len(events) > 1 or type(events[0]) is not PeerReady)):
             self._due_read = events, failure, False
             return False
         if events:
