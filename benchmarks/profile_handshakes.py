@@ -9,10 +9,11 @@ time (``tottime``) both ways, sorted by the difference in calls (``--by time``:
 in own time). Times are inflated by the profiler; calls are exact, and are what
 to compare between versions. ``--only init`` or ``--only plain`` prints one
 run's heaviest functions instead. ``--parts`` times alone (CPU time, no
-profiler) what a connection whose peer sends its ``init`` costs beyond one that
-hangs up after act three: the peer's task, its cancel scope, the receiving
-cipher's set-up, the ``init``'s frame, the session's ``init`` and the first
-ping's keepalive entry.
+profiler) what a connection whose peer sends its ``init`` may cost beyond one
+that hangs up after act three: the peer's task and its cancel scope (only a
+peer that stays, or whose ``init`` the node cannot take at once, has them), the
+receiving cipher's set-up, the ``init``'s frame, the session's ``init`` and the
+first ping's keepalive entry (also only a peer that stays).
 
 Usage: ``python benchmarks/profile_handshakes.py [--count N] [--by calls|time] [--only init|plain] [--top N] [--parts]``
 """

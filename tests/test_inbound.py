@@ -9,7 +9,6 @@ import gc
 import logging
 import socket
 
-import pytest
 import trio
 import trio.testing
 
@@ -123,9 +122,18 @@ class _Initiator:
     runs (its listener takes ``accept_now`` when it starts)."""
 
     def __init__(
-        self, node: Node, *, with_init: bool, hang_up: bool, init_part: int | None = None, after_init: tuple[bytes, ...] = ()
+        self,
+        node: Node,
+        *,
+        with_init: bool,
+        hang_up: bool,
+        init_part: int | None = None,
+        after_init: tuple[bytes, ...] = (),
+        first: bytes | None = None,
+        raw_after: bytes = b"",
     ) -> None:
-        self.handshake = InitiatorHandshake(NodeKey.generate().secret, node.node_id)
+        self.key = NodeKey.generate()
+        self.handshake = InitiatorHandshake(self.key.secret, node.node_id)
         self.sock: socket.socket | None = None
         self.node = node
         #: the initiator's side of the transport (set once act three is made)
@@ -140,7 +148,9 @@ class _Initiator:
             act_two = self.sock.recv(ACT_TWO_SIZE)  # loopback: there as soon as it was sent
             act_three = self.handshake.receive_act_two(act_two)
             self.cipher = TransportCipher(self.handshake.keys)
-            init = self.cipher.encryptor.encrypt_joined([Init().encode(), *after_init]) if with_init else b""
+            # ``first``: another first message than the init; ``raw_after``: bytes past the frames, as they are
+            messages = [Init().encode() if first is None else first, *after_init]
+            init = self.cipher.encryptor.encrypt_joined(messages) + raw_after if with_init else b""
             self.sock.sendall(act_three + init[:init_part])
             self.init_rest = init[init_part:] if init_part is not None else b""
             if hang_up:
@@ -174,22 +184,6 @@ async def test_a_connection_that_hangs_up_after_act_three_gets_our_init_and_no_t
         # the accept loop took act three, sent our init and read the close: no task for it
         assert tasks == [] and node.pending_handshakes == 0 and len(node.keepalive) == 0
         assert node.peers == {} and node.stats["handshake_failed"] == 0
-        sock.close()
-
-
-async def test_an_init_that_came_with_act_three_is_handled_in_the_connections_task() -> None:
-    node = make_node()
-    tasks = _watch_tasks(node)
-    initiator = _Initiator(node, with_init=True, hang_up=False)
-    async with running(node):
-        sock = initiator.dial()
-        with trio.fail_after(10):
-            while not node.peers:
-                await trio.sleep(0.01)
-        await trio.testing.wait_all_tasks_blocked()
-        # the peer had something to say: one task took it, and reads on as the peer's
-        assert len(tasks) == 1 and running_tasks(CONNECTION_TASK) == 1
-        assert list(node.peers.values())[0].is_ready and node.pending_handshakes == 0
         sock.close()
 
 
@@ -233,27 +227,46 @@ class _Receives:
         return counted
 
 
-async def test_an_init_and_a_close_that_came_with_act_three_take_three_receives_and_one_step_of_a_task(monkeypatch) -> None:
-    # Act one; act three with the init that came with it; the close, read by the peer's
-    # task without a scheduler pass of its own after it handled the init.
-    node = make_node()
-    receives = _Receives(monkeypatch)
-    initiator = _Initiator(node, with_init=True, hang_up=True)
+async def test_a_busy_accept_loop_looks_again_for_an_act_three_not_there_at_its_bursts_end() -> None:
+    # Sixteen connections wait to be accepted: two bursts of the accept loop. The first
+    # burst's act threes come only while the loop accepts the second: it looks for them
+    # again at the second burst's end instead of starting a task to wait for each.
+    node = make_node(max_pending_per_ip=32, max_pending_per_subnet=32, max_connections_per_ip=32)
+    tasks = _watch_tasks(node)
+    dialed: list[tuple[socket.socket, InitiatorHandshake]] = []
+    accepted: list[Connection] = []
+    accept_now = node._accept_now
+
+    def answer(index: int) -> None:
+        sock, handshake = dialed[index]
+        sock.setblocking(True)
+        sock.sendall(handshake.receive_act_two(sock.recv(ACT_TWO_SIZE)))  # loopback: act two is there
+        sock.shutdown(socket.SHUT_WR)  # a hang-up right after act three
+        sock.setblocking(False)
+
+    def answering_late(conn: Connection) -> bool:
+        kept = accept_now(conn)
+        accepted.append(conn)
+        if len(accepted) > 8:  # the second burst: the first's act threes come now, and its own
+            answer(len(accepted) - 9)
+            answer(len(accepted) - 1)
+        return kept
+
+    node._accept_now = answering_late  # type: ignore[method-assign]
     async with running(node):
-        trio.lowlevel.add_instrument(receives.instrument)
-        try:
-            sock = initiator.dial()
-            sock.setblocking(False)
-            with trio.fail_after(10):
+        dialed.extend(_dial_now(node) for _ in range(16))  # all there before the loop looks
+        with trio.fail_after(10):
+            while len(accepted) < 16:  # the acts two are for the loop to read (in answer)
+                await trio.sleep(0.001)
+            for sock, _ in dialed:
                 while not await _closed(sock):  # our init, then the close
                     pass
-                while node.admission.connections_from("127.0.0.1"):
-                    await trio.sleep(0.01)
-        finally:
-            trio.lowlevel.remove_instrument(receives.instrument)
-        assert receives.calls == 3 and receives.steps == 1
-        assert node.peers == {} and len(node.keepalive) == 0 and node.stats["handshake_failed"] == 0
-        sock.close()
+            while node.admission.connections_from("127.0.0.1"):
+                await trio.sleep(0.01)
+        assert len(accepted) == 16 and tasks == []
+        assert node.pending_handshakes == 0 and len(node.keepalive) == 0 and node.stats["handshake_failed"] == 0
+        for sock, _ in dialed:
+            sock.close()
 
 
 async def test_a_handshake_that_waits_for_act_three_waits_after_one_receive_that_found_nothing(monkeypatch) -> None:
@@ -346,98 +359,6 @@ async def test_a_peer_whose_init_comes_after_a_late_act_three_waits_for_it_after
         assert received == [b"first"] and peer.is_ready and receives.empty == 3
         assert node.keepalive.deadline_of(peer) is not None  # the first ping
         await _close_from_our_side(node, peer, sock)
-
-
-async def test_a_peer_whose_init_came_with_act_three_is_read_kept_alive_and_stoppable() -> None:
-    # A real peer stays: what came past the accept loop's receive, what it sends later
-    # (once the reader waits), its keepalive, and a close from our side.
-    node = make_node(ping_interval=30)
-    received: list[bytes] = []
-    node.add_handler(CUSTOM, lambda peer, message: received.append(message.payload))
-    first = CUSTOM.to_bytes(2, "big") + bytes(range(256)) * 12  # past the bytes taken with act three
-    initiator = _Initiator(node, with_init=True, hang_up=False, after_init=(first,))
-    async with running(node):
-        sock = initiator.dial()
-        with trio.fail_after(10):
-            while not received:
-                await trio.sleep(0.01)
-        await trio.testing.wait_all_tasks_blocked()
-        (peer,) = node.peers.values()
-        assert received == [first[2:]] and peer.is_ready
-        # the first ping is due (not the init deadline any more), and the reader waits for bytes
-        assert node.keepalive.deadline_of(peer) is not None and len(node.keepalive) == 1
-        assert initiator.cipher is not None
-        sock.sendall(initiator.cipher.encryptor.encrypt(CUSTOM.to_bytes(2, "big") + b"later"))
-        with trio.fail_after(10):
-            while len(received) < 2:
-                await trio.sleep(0.01)
-        assert received[1] == b"later"
-        await _close_from_our_side(node, peer, sock)
-
-
-async def test_a_part_of_an_init_that_came_with_act_three_leaves_the_init_deadline_running(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="lnpmsg.node")
-    node = make_node(init_timeout=0.5)
-    initiator = _Initiator(node, with_init=True, hang_up=False, init_part=10)  # no whole frame
-    async with running(node):
-        sock = initiator.dial()
-        sock.setblocking(False)
-        with trio.fail_after(30):
-            # our init, then the node gives up on the peer's at its deadline (a warning, the close)
-            await _receive(sock, FRAME_OVERHEAD + len(node.local_init().encode()))
-            while not await _closed(sock):
-                pass
-        assert "peer sent no init in time" in caplog.text
-        assert node.peers == {} and len(node.keepalive) == 0
-        sock.close()
-
-
-@pytest.mark.parametrize("init_part", [10, FRAME_OVERHEAD + 5])  # within the length header, within the body
-async def test_an_init_whose_first_part_came_with_act_three_is_completed_by_the_peers_reads(init_part: int) -> None:
-    # The accept loop's receive took act three and a part of the init (the peer's leftover):
-    # the rest comes once the reader waits, and joins it in order, with what follows it.
-    node = make_node(ping_interval=30)
-    received: list[bytes] = []
-    node.add_handler(CUSTOM, lambda peer, message: received.append(message.payload))
-    initiator = _Initiator(node, with_init=True, hang_up=False, init_part=init_part, after_init=(CUSTOM.to_bytes(2, "big") + b"after",))
-    async with running(node):
-        sock = initiator.dial()
-        with trio.fail_after(10):
-            while node.pending_handshakes or not len(node.keepalive):
-                await trio.sleep(0.01)
-        await trio.testing.wait_all_tasks_blocked()
-        assert node.peers == {} and len(node.keepalive) == 1  # the init deadline, while the reader waits
-        rest = initiator.init_rest
-        sock.sendall(rest[:7])  # and the rest in pieces too
-        await trio.testing.wait_all_tasks_blocked()
-        sock.sendall(rest[7:])
-        with trio.fail_after(10):
-            while not received:
-                await trio.sleep(0.01)
-        (peer,) = node.peers.values()
-        assert received == [b"after"] and peer.is_ready and len(node.keepalive) == 1
-        assert node.keepalive.deadline_of(peer) is not None
-        await _close_from_our_side(node, peer, sock)
-
-
-async def test_a_peer_that_hangs_up_after_a_part_of_its_init_ends_unheard() -> None:
-    # Act three and a part of the init in the accept loop's receive, then the close: the
-    # peer's task reads the close, and nothing of it stays (no peer, no deadline, no task).
-    node = make_node()
-    initiator = _Initiator(node, with_init=True, hang_up=True, init_part=FRAME_OVERHEAD + 5)
-    async with running(node):
-        sock = initiator.dial()
-        sock.setblocking(False)
-        with trio.fail_after(10):
-            await _receive(sock, FRAME_OVERHEAD + len(node.local_init().encode()))  # our init
-            while not await _closed(sock):
-                pass
-            while node.admission.connections_from("127.0.0.1"):
-                await trio.sleep(0.01)
-        await trio.testing.wait_all_tasks_blocked()
-        assert node.peers == {} and len(node.keepalive) == 0 and node.pending_handshakes == 0
-        assert running_tasks(CONNECTION_TASK) == 0
-        sock.close()
 
 
 async def test_act_one_in_pieces_is_completed_by_the_connection_task() -> None:

@@ -9,9 +9,12 @@ as nothing has to wait: :meth:`Inbound._accept_now` right after the accept
 right after connecting; act two with a non-blocking send), then
 :meth:`Inbound._continue_now` after the loop's next schedule point (act
 three, which has nearly always arrived by then, and the peer's start: our
-``init`` sent, what the peer sent read). A connection gets a task
-(:meth:`Inbound._accept`) only when it must wait: for an act, for the
-transport, or for the node to handle what the peer said, and then lives on
+``init`` sent, what the peer sent read, and handled if nothing in it has to
+wait: a peer's ``init`` on a node without apps). A busy accept loop looks
+again for an act three not there yet at its next two bursts' ends (None
+from ``_continue_now``). A connection gets a task (:meth:`Inbound._accept`)
+only when it must wait: for an act, for the transport, for the peer's next
+message, or for the node to handle what the peer said, and then lives on
 in it as the peer. Other listeners run it all in the connection's task:
 :meth:`Inbound._accept_now` first thing, then the rest of the handshake,
 waiting where it must.
@@ -105,6 +108,7 @@ class Inbound:
     is_protected: Callable[[bytes], bool]
     _make_peer: Callable[..., Peer]
     _run_peer: Callable[[Peer], Awaitable[None]]
+    _peer_ended_now: Callable[[Peer], None]
 
     @staticmethod
     def _remote_ip(conn: Connection) -> str:
@@ -239,7 +243,7 @@ class Inbound:
             reason = f"handshake failed: {exc}"
         log.info("inbound %s from %s: %s", pending.conn.kind, pending.conn.remote_address, reason)
 
-    def _continue_now(self, conn: Connection) -> bool:
+    def _continue_now(self, conn: Connection) -> bool | None:
         """The second half of an inbound connection, without waiting, for a connection
         :meth:`_accept_now` kept: act three if it has arrived, then the peer's start
         (:meth:`Peer.start_now <lnpmsg.node.peer.Peer.start_now>`).
@@ -249,7 +253,9 @@ class Inbound:
         caller closes it and starts no task): its handshake failed or was stopped,
         the peer was refused, or it hung up right after the handshake. True:
         :meth:`_accept` continues it in a task (it waits for an act, for the
-        transport, or has something for the node to handle).
+        transport, or has something for the node to handle). None: act three is
+        not there yet; the listener may call this once more later, else
+        :meth:`_accept` waits for it in a task.
         """
         pending = self._handshakes[conn]
         if pending.stopped:
@@ -264,9 +270,10 @@ class Inbound:
             received = conn.receive_nowait(ACT_THREE_SIZE + AFTER_ACT_THREE)
         except TransportError:
             return True  # its task's receive fails the same way, and says why
-        if received is None or len(received) < ACT_THREE_SIZE:
-            if received:
-                pending.buffer += received
+        if received is None:
+            return None  # not there yet: the listener may look once more before a task waits for it
+        if len(received) < ACT_THREE_SIZE:
+            pending.buffer += received
             return True
         # The buffer is empty here (checked above): what came after act three is the
         # peer's first bytes as they are, one copy, not through the buffer.
@@ -275,11 +282,13 @@ class Inbound:
         else:
             peer = self._peer_after_act_three(pending, received[:ACT_THREE_SIZE], received[ACT_THREE_SIZE:])
         del pending  # its handshake's state may go now
-        if peer is not None and peer.start_now():
-            self._started[conn] = peer  # its task runs it
-            return True
-        # Refused, or it ended before it said anything: never ready, so no app and no
-        # subscriber heard of it, and nothing but its admission is left to release.
+        if peer is not None:
+            if peer.start_now():
+                self._started[conn] = peer  # its task runs it
+                return True
+            # It ended before it needed a task: before it said anything (no app and no
+            # subscriber heard of it), or after an init the node took at once.
+            self._peer_ended_now(peer)
         self.admission.closed(conn)
         return False
 
@@ -343,10 +352,12 @@ class Inbound:
                 # This frame lives as long as the peer: let the handshake's state (its
                 # buffer, keys and ciphers) go before the peer runs, not after.
                 del pending
-                # As in _continue_now: a peer that hung up right after the handshake (or
-                # whose connection failed) ends in start_now, before it ever runs (no
-                # cancel scope, no read loop); it never sent its init, so no app heard of it.
+                # As in _continue_now: a peer that hung up right after the handshake, or
+                # right after an init the node took at once (or whose connection failed),
+                # ends in start_now, before it ever runs (no cancel scope, no read loop).
                 if peer is None or not peer.start_now(run_follows=True):
+                    if peer is not None:
+                        self._peer_ended_now(peer)
                     self.admission.closed(conn)
                     return
         except BaseException:

@@ -389,17 +389,28 @@ class Node(Dialing, Inbound, SessionSetup):
         try:
             await peer.run()
         finally:
-            reason = peer.close_reason or "closed"
-            if self.peers.get(peer.node_id) is peer:
-                del self.peers[peer.node_id]
-                # The log's and the event's arguments are made only for a log or subscriber that takes them.
-                if log.isEnabledFor(logging.INFO):
-                    log.info("peer %s disconnected: %s", peer.node_id.hex(), reason)
-                if self.events.has_subscribers:
-                    self.events.publish(PeerDisconnected(peer.node_id, peer.address, reason))
-            if self.apphost.was_told(peer):
+            if self._forget_peer(peer):
                 # Shielded inside: runs even while the node is being cancelled.
-                await self.apphost.peer_gone(peer, reason)
+                await self.apphost.peer_gone(peer, peer.close_reason or "closed")
+
+    def _forget_peer(self, peer: Peer) -> bool:
+        """A peer ended: it leaves :attr:`peers` (logged, and an event) if it was there.
+        True: apps were told it was ready, and must hear that it is gone."""
+        if self.peers.get(peer.node_id) is peer:
+            del self.peers[peer.node_id]
+            reason = peer.close_reason or "closed"
+            # The log's and the event's arguments are made only for a log or subscriber that takes them.
+            if log.isEnabledFor(logging.INFO):
+                log.info("peer %s disconnected: %s", peer.node_id.hex(), reason)
+            if self.events.has_subscribers:
+                self.events.publish(PeerDisconnected(peer.node_id, peer.address, reason))
+        return self.apphost.was_told(peer)
+
+    def _peer_ended_now(self, peer: Peer) -> None:
+        """A peer :meth:`Peer.start_now` ended (it never ran): forgotten as :meth:`_run_peer` forgets one."""
+        if self._forget_peer(peer):
+            # Only if an app was told of it: never without a wait in between, but the hooks run all the same.
+            self._require_running().start_soon(self.apphost.peer_gone, peer, peer.close_reason or "closed")
 
     # ------------------------------------------------------------- events
 
@@ -423,6 +434,22 @@ class Node(Dialing, Inbound, SessionSetup):
             elif isinstance(event, SessionClosed):
                 log.info("peer %s: %s%s", peer.node_id.hex(), "peer error: " if event.by_peer else "", event.reason)
 
+    def _on_peer_events_now(self, peer: Peer, events: list[SessionEvent]) -> bool:
+        """The events of a read :meth:`Peer.start_now` took, handled at once if nothing in them
+        has to wait (a peer's ``init`` on a node without apps, replacing no live peer):
+        True. False: the peer's task hands them all to :meth:`_on_peer_events`."""
+        if not events:
+            return True
+        if len(events) > 1 or not isinstance(events[0], PeerReady) or self.apps:
+            return False
+        old = self.peers.get(peer.node_id)
+        if old is not None and old is not peer:
+            return False  # the old one's end is awaited
+        self.peers[peer.node_id] = peer
+        if peer.is_ready:
+            self._announce_ready(peer)
+        return True
+
     async def _on_ready(self, peer: Peer) -> None:
         old = self.peers.get(peer.node_id)
         if old is not None and old is not peer:
@@ -439,8 +466,11 @@ class Node(Dialing, Inbound, SessionSetup):
         if self.apps:
             # Before any message of the peer is dispatched: the rest of this read waits for it.
             await self.apphost.peer_ready(peer)
-        if not peer.is_ready:
-            return
+        if peer.is_ready:
+            self._announce_ready(peer)
+
+    def _announce_ready(self, peer: Peer) -> None:
+        """Log a ready peer and publish :class:`PeerConnected` (only for a log or subscriber that takes them)."""
         logging_it = log.isEnabledFor(logging.INFO)
         publishing = self.events.has_subscribers
         if not (logging_it or publishing):

@@ -42,7 +42,7 @@ from lnpmsg.node.session import (
     SessionEvent,
     SessionState,
 )
-from lnpmsg.noise import MAX_MESSAGE_SIZE, MessageTooLarge, TransportCipher
+from lnpmsg.noise import MAX_MESSAGE_SIZE, MessageTooLarge, NoiseError, TransportCipher
 from lnpmsg.transports.base import Connection, TransportError
 from lnpmsg.wire import Message
 
@@ -82,6 +82,9 @@ class PeerQueueFull(Exception):
 
 #: the node's callback: every event of one read (or timer), in order
 EventsHandler = Callable[["Peer", list[SessionEvent]], Awaitable[None]]
+#: the node's callback for a read :meth:`Peer.start_now` takes: handle its events now if
+#: nothing in them has to wait (True), else leave them all to the :data:`EventsHandler`
+EventsHandlerNow = Callable[["Peer", list[SessionEvent]], bool]
 
 
 @dataclass(slots=True)
@@ -113,6 +116,7 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         "_cipher",
         "_closing",
         "_direct_write",
+        "_due_read",
         "_flush_scope",
         "_found_nothing",
         "_hold_reading",
@@ -124,6 +128,7 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         "_max_queued",
         "_nursery",
         "_on_events",
+        "_on_events_now",
         "_outbox",
         "_pong_waiters",
         "_queued_bytes",
@@ -161,6 +166,7 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         tasks: trio.Nursery | None = None,
         now: float | None = None,
+        on_events_now: EventsHandlerNow | None = None,
     ) -> None:
         self.conn = conn
         self.node_id = node_id
@@ -182,7 +188,11 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
         self._cipher = cipher
         self._outbox = session.outbox
         self._on_events = on_events
+        #: None: :meth:`start_now` leaves every read to :meth:`run`
+        self._on_events_now = on_events_now
         self._leftover = leftover
+        #: a read :meth:`start_now` took whose events go to ``on_events`` first thing in :meth:`run`
+        self._due_read: tuple[list[SessionEvent] | None, NoiseError | None, bool] | None = None
         #: None until :meth:`start_now` sent our init; then what the transport left of it
         self._unsent_init: bytes | None = None
         #: :meth:`start_now` found nothing to read, and :meth:`run` follows at once: its
@@ -371,8 +381,14 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
     def start_now(self, *, run_follows: bool = False) -> bool:
         """Begin what :meth:`run` begins, without waiting and without a task: our ``init``
         leaves if the transport takes it at once, then what the peer has sent already
-        is read (unless some came with the handshake's last act: then it is the
-        first read of :meth:`run`).
+        is read (what came with the handshake's last act first).
+
+        A read's events go to the node's ``on_events_now`` (given at construction;
+        without it the read is left to :meth:`run`): when it takes them (nothing
+        in them has to wait: a peer's ``init`` on a node without apps), the next
+        read follows (a peer that sent its ``init`` and hung up ends here, as a
+        real peer that stays does once it closes); else :meth:`run` hands them to
+        the node's ``on_events`` first thing.
 
         ``run_follows``: the caller runs :meth:`run` right after a True, without a
         schedule point in between (a connection's task that finished the handshake
@@ -381,35 +397,70 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
 
         False: that ended the peer (it had hung up already, or the connection
         failed) and its connection is closed: it needs no :meth:`run`. True:
-        :meth:`run` goes on from here, in a task (the peer sent something to
-        handle, or nothing yet, or the transport did not take all of our init).
-        A listener's accept loop calls this (through the node) so that a
-        connection that hangs up right after its handshake (a probe, a scan, a
-        flood of handshakes) costs no task; no app heard of such a peer, as
-        it never sent its ``init``.
+        :meth:`run` goes on from here, in a task (the peer sent something for
+        the node to handle, or nothing yet, or the transport did not take all of
+        our init). A listener's accept loop calls this (through the node) so
+        that a connection that hangs up right after its handshake (a probe, a
+        scan, a flood of handshakes) costs no task; no app heard of such a
+        peer, as it never sent its ``init``.
         """
         unsent = self._send_first_nowait()
         if unsent is not None:
             self._unsent_init = unsent
             if unsent:
                 return True  # the rest of our init leaves from run
-            if self._leftover:
-                return True  # the peer's first bytes came with the handshake: run reads them
-            try:
-                received = self.conn.receive_nowait(RECEIVE_CHUNK)
-            except TransportError as exc:
-                self._begin_close(f"connection lost: {exc}", reader_ends=True)
-            else:
+            taken = 0
+            while True:
+                if self._leftover:
+                    # The peer's first bytes (with the handshake's last act, or just received).
+                    if self._on_events_now is None or not self._read_now():
+                        return True  # run reads them, or hands their events on
+                    if self._closing:
+                        break
+                    taken += 1
+                    if taken == 2:
+                        return True  # a peer that goes on talking: run reads on
+                try:
+                    received = self.conn.receive_nowait(RECEIVE_CHUNK)
+                except TransportError as exc:
+                    self._begin_close(f"connection lost: {exc}", reader_ends=True)
+                    break
                 if received is None:
                     self._found_nothing = run_follows
                     return True  # nothing yet: run waits for it
-                if received:
-                    self._leftover = self._leftover + received if self._leftover else received
-                    return True  # run's first read is this
-                self._begin_close("peer closed the connection", reader_ends=True)
+                if not received:
+                    self._begin_close("peer closed the connection", reader_ends=True)
+                    break
+                self._leftover = received
+        return self._end_now()
+
+    def _read_now(self) -> bool:
+        """:meth:`start_now`'s read of what is in ``_leftover``: True if the node took its
+        events at once (or there were none), False if they wait for :meth:`run`."""
+        data = self._leftover
+        self._leftover = b""
+        events, failure = self._take_read(data, 0, note=False)
+        # Only a peer's readiness is taken here: anything else (a close, a bad frame, something
+        # to send back) needs the peer's tasks, so run notes its events and hands them on.
+        if failure is not None or self.session.outbox or (events and (len(events) > 1 or type(events[0]) is not PeerReady)):
+            self._due_read = events, failure, False
+            return False
+        if events:
+            self._note_all(events)
+            if not self._on_events_now(self, events):
+                self._due_read = events, None, True
+                return False
+        # The session's next deadline (the first ping, or the init's if no whole message came)
+        # goes into the keepalive schedule when run starts, before it waits.
+        return True
+
+    def _end_now(self) -> bool:
+        """:meth:`start_now` ended the peer: its connection closes now (False) or in :meth:`run` (True)."""
         if not self.conn.close_nowait():
             return True  # a transport whose close must wait: run closes it
         self._is_closed = True
+        if self._closed_event is not None:
+            self._closed_event.set()
         return False
 
     async def run(self) -> None:
@@ -434,7 +485,8 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
             with trio.CancelScope() as scope:
                 self._open_tasks(nursery, scope)
                 if not self._leftover:
-                    self._keepalive.set(self, self.session.get_timer())  # the init deadline
+                    # the init deadline (the first ping's if start_now took the init)
+                    self._keepalive.set(self, self.session.get_timer())
                 # else the peer's first bytes are here (its init came with act three): the
                 # read loop takes them before this task can wait, and the session's next
                 # deadline goes into the schedule from there (the first ping, once the
@@ -485,7 +537,10 @@ class Peer(PeerReading, PeerWriting, PeerTasks):
             self._is_ready = True
             if self._ready_event is not None:
                 self._ready_event.set()
-            self._keepalive.set(self, self.session.get_timer())  # the first ping
+            if self._nursery is not None:
+                self._keepalive.set(self, self.session.get_timer())  # the first ping
+            # else start_now took the init: run puts the first ping in as it starts (a peer
+            # that hangs up right after its init never needs one)
 
     def keepalive_due(self, now: float) -> float | None:
         """Run the session's due timers; the node's keepalive schedule calls this.

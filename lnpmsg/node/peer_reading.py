@@ -69,6 +69,7 @@ class PeerReading:
         _cipher: TransportCipher
         _closing: bool
         _direct_write: bool
+        _due_read: tuple[list[SessionEvent] | None, NoiseError | None, bool] | None
         _found_nothing: bool
         _hold_reading: bool
         _keepalive: KeepaliveSchedule
@@ -159,6 +160,42 @@ class PeerReading:
                 # writer's path, which says so (PeerClosedError), not write directly.
                 self._direct_write = False
 
+    def _take_read(self, data: bytes, kept: int, *, note: bool = True) -> tuple[list[SessionEvent] | None, NoiseError | None]:
+        """Decrypt a read (``kept`` bytes in the decryptor's read buffer, else ``data``) and
+        feed its messages to the session: the events for the node (None: no whole
+        message) and the error that ends the stream, if any. The peer's own state
+        follows the events already (:meth:`_note`), unless ``note`` is False (then
+        the caller notes them, see :meth:`_note_all`)."""
+        counters = self.counters
+        counters.bytes_in += kept or len(data)
+        decryptor = self._cipher.decryptor
+        failure: NoiseError | None = None
+        try:
+            messages = decryptor.feed_read(kept) if kept else decryptor.feed(data)
+        except NoiseError as exc:
+            # The inbound stream is undecipherable from here on: BOLT 8 says terminate,
+            # but the authentic frames before the bad one are handled first.
+            failure = exc
+            messages = getattr(exc, "decoded", [])
+        # A read of one message (a request, a response: one call at a time) lets
+        # one message out directly; a read of several (calls pipelined) leaves
+        # the replies and next requests to the writer, in one batch, as the
+        # peer sent them, rather than one alone and then the rest.
+        self._direct_write = len(messages) == 1
+        if not messages:
+            return None, failure
+        counters.messages_in += len(messages)
+        events = self.session.receive_messages(messages, trio.current_time())
+        if note:
+            self._note_all(events)
+        return events, failure
+
+    def _note_all(self, events: list[SessionEvent]) -> None:
+        """The peer's own state follows a read's events (before the node sees them)."""
+        for event in events:
+            if type(event) is not RunReceived and type(event) is not MessagesReceived:
+                self._note(event)
+
     async def _read_messages(self, turn: int, *, fresh: bool = False) -> bool:
         """The read loop's body; True when it stopped to go on under a cancel scope (see :meth:`hold_reading`).
 
@@ -172,43 +209,32 @@ class PeerReading:
         on_events = self._on_events
         data = self._leftover
         self._leftover = b""
+        # a read start_now took whose events it could not hand to the node without waiting
+        due = self._due_read
+        self._due_read = None
         # bytes the last read put in the decryptor's buffer for a run (see MessageDecryptor.read_buffer)
         kept = 0
         # bytes read in place since this task's last turn of the scheduler (see TURN_BYTES)
         unturned = TURN_BYTES
         reads_into = self.conn.reads_into
         while True:
-            if data or kept:
-                counters.bytes_in += kept or len(data)
-                failure: NoiseError | None = None
+            if data or kept or due:
                 wants_scope = False
-                try:
-                    messages = decryptor.feed_read(kept) if kept else decryptor.feed(data)
-                except NoiseError as exc:
-                    # The inbound stream is undecipherable from here on: BOLT 8 says terminate,
-                    # but the authentic frames before the bad one are handled first.
-                    failure = exc
-                    messages = getattr(exc, "decoded", [])
-                # A read of one message (a request, a response: one call at a time) lets
-                # one message out directly; a read of several (calls pipelined) leaves
-                # the replies and next requests to the writer, in one batch, as the
-                # peer sent them, rather than one alone and then the rest.
-                self._direct_write = len(messages) == 1
-                if messages:
-                    counters.messages_in += len(messages)
-                    events = session.receive_messages(messages, trio.current_time())
-                    # Picked out first, so no name of the loop below is left holding a
-                    # run's messages once they are dropped (see below).
-                    noted = [e for e in events if type(e) is not RunReceived and type(e) is not MessagesReceived]
-                    for event in noted:
-                        self._note(event)
+                if due is None:
+                    events, failure = self._take_read(data, kept)
+                else:
+                    events, failure, noted = due
+                    due = None
+                    if events and not noted:
+                        self._note_all(events)
+                if events is not None:
                     # One call per read, however many messages it carried.
                     await on_events(self, events)
                     # The read's messages go now, not when the next read's replace them:
                     # a peer that goes quiet holds none of them (unless a handler kept
                     # them), and a streaming one's next plaintexts may take their blocks
                     # while they are in the cache (~0.03 µs less per 1 KiB message).
-                    del messages, events
+                    del events
                     if self._reading_turn != turn:
                         return False  # a handler waited and another task reads on (resume_reading)
                     if self._hold_reading:
@@ -220,10 +246,12 @@ class PeerReading:
                         return False
                     if session.outbox:
                         self._send_queued()  # e.g. a pong
-                elif session.state is SessionState.AWAITING_INIT:
-                    # No whole message yet: the init deadline must be in the schedule before this
-                    # task waits (run leaves it out when the peer's first bytes came with the handshake).
-                    self._keepalive.set(self, session.get_timer())
+                else:
+                    del events
+                    if session.state is SessionState.AWAITING_INIT:
+                        # No whole message yet: the init deadline must be in the schedule before this
+                        # task waits (run leaves it out when the peer's first bytes came with the handshake).
+                        self._keepalive.set(self, session.get_timer())
                 if failure is not None:
                     self._begin_close(f"bad encrypted frame from peer: {failure}", reader_ends=True)
                     return False
@@ -237,8 +265,11 @@ class PeerReading:
                 # extends the handshake's turn by one bounded read, and saves a pass of
                 # the scheduler on every connection.
                 first = not counters.bytes_in
-                if first and self._found_nothing:
-                    self._found_nothing = False  # start_now just found nothing: wait for it
+                # start_now just found nothing (after what came with the handshake, if
+                # anything): the first read waits for it without trying again first
+                nothing = self._found_nothing
+                if nothing:
+                    self._found_nothing = False
                     received = None
                 else:
                     received = self.conn.receive_nowait(RECEIVE_CHUNK) if first else None
@@ -276,7 +307,7 @@ class PeerReading:
                             # now the close, or the peer's next message, is often there):
                             # a wait is the turn, with the same system calls as receive_some's.
                             # (Nothing there at the first read just now: straight to the wait.)
-                            received = None if first else self.conn.receive_nowait(size)
+                            received = None if first or nothing else self.conn.receive_nowait(size)
                             if received is None:
                                 received = await self.conn.receive_after_nothing(size)
                         else:

@@ -62,10 +62,13 @@ class SessionSetup:
     _chains: frozenset[bytes]
     _init_cache: dict[Features, SetupForFeatures]
     _on_peer_events: Callable[[Peer, list[SessionEvent]], Awaitable[None]]
+    _on_peer_events_now: Callable[[Peer, list[SessionEvent]], bool]
 
     def local_features(self, node_id: bytes = b"") -> Features:
         """The features in the ``init`` sent to ``node_id``: the config's, or'ed with every
         mounted (not stopped) app's (:meth:`lnpmsg.app.App.init_features`)."""
+        if not self.apphost.apps:
+            return self.config.features  # every accepted connection asks: no apps, nothing to add
         extra = self.apphost.init_features(node_id)
         # No app adds any (the usual case): the config's own object, not a new one per connection.
         return self.config.features | extra if extra.value else self.config.features
@@ -121,6 +124,7 @@ class SessionSetup:
             remote_id,
             outbound=outbound,
             on_events=self._on_peer_events,
+            on_events_now=self._on_peer_events_now,
             keepalive=self.keepalive,
             leftover=leftover,
             max_queued_bytes=cfg.max_queued_bytes,

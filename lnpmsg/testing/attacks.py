@@ -76,6 +76,9 @@ async def silent_flood(
                     if len(stats.errors) < 10:
                         stats.errors.append(repr(exc))
                     sock.close()
+                except BaseException:
+                    sock.close()  # cancelled while binding or connecting: no socket left unclosed
+                    raise
                 else:
                     stats.opened += 1
                     queue = held[source]

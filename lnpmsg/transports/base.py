@@ -170,7 +170,7 @@ ConnectionHandler = Callable[[Connection], Awaitable[None]]
 #: the first, synchronous look at a new connection (see :meth:`Listener.serve_accepting`)
 AcceptNow = Callable[[Connection], bool]
 #: the second, after a schedule point of the accept loop (see :meth:`Listener.serve_accepting`)
-ContinueNow = Callable[[Connection], bool]
+ContinueNow = Callable[[Connection], "bool | None"]
 
 
 class Listener(abc.ABC):
@@ -205,8 +205,11 @@ class Listener(abc.ABC):
         connection one step further without a task: it is called once for
         each, after the loop's next schedule point (the peer has had time to
         answer), and only a True starts ``handler(conn)``; False: the connection
-        is over and closed. The default has no accept loop and ignores it: the
-        handler does that step in the connection's task.
+        is over and closed; None: not ready yet (its peer has not answered):
+        the loop may call it once more after a later schedule point, if it is
+        busy accepting others anyway, before it starts ``handler(conn)``. The
+        default has no accept loop and ignores it: the handler does that step
+        in the connection's task.
         """
 
         async def accept_then_handle(conn: Connection) -> None:

@@ -247,9 +247,16 @@ _ACCEPT_BURST = 8
 
 
 def _continue_kept(
-    kept: list[TcpConnection], continue_now: ContinueNow | None, nursery: trio.Nursery, handle: ConnectionHandler, name: str
+    kept: list[TcpConnection],
+    continue_now: ContinueNow | None,
+    nursery: trio.Nursery,
+    handle: ConnectionHandler,
+    name: str,
+    not_ready: list[TcpConnection] | None = None,
 ) -> None:
-    """``continue_now`` for each connection kept, in the order they came; a task (named ``name``) for those it keeps."""
+    """``continue_now`` for each connection kept, in the order they came; a task (named ``name``) for
+    those it keeps. One it says is not ready yet (None) goes to ``not_ready``, for another look after
+    the loop's next burst, or gets its task now (``not_ready`` None)."""
     assert continue_now is not None  # connections are kept only for it
     for conn in kept:
         try:
@@ -258,6 +265,11 @@ def _continue_kept(
             # A bug there must not stop the listener: this connection is dropped.
             log.exception("continuing a connection from %s failed", conn.remote_address)
             more = False
+        if more is None:
+            if not_ready is not None:
+                not_ready.append(conn)
+                continue
+            more = True
         if more:
             nursery.start_soon(handle, conn, name=name)
         else:
@@ -318,6 +330,11 @@ class TcpListener(Listener):
         #: connections ``accept_now`` kept, to be continued after the loop's next
         #: schedule point (at most ``_ACCEPT_BURST``)
         kept: list[TcpConnection] = []
+        #: connections ``continue_now`` found not ready once at a burst's end, and twice
+        #: (at most ``_ACCEPT_BURST`` each): while the loop is busy accepting, they get
+        #: another look at the next burst's end, twice at most, before a task each
+        looked_once: list[TcpConnection] = []
+        looked_twice: list[TcpConnection] = []
         async with trio.open_nursery() as nursery:
             try:
                 burst = 0
@@ -329,10 +346,13 @@ class TcpListener(Listener):
                         fd, peer = listening._accept()
                     except BlockingIOError:
                         burst = 0
-                        if kept:
+                        if kept or looked_once or looked_twice:
                             # Before waiting for the next connection: one schedule point, then
-                            # those kept are continued (their peers have usually answered by then).
+                            # those kept are continued (their peers have usually answered by then),
+                            # each for the last time: a task waits for what is not there yet.
                             await trio.lowlevel.checkpoint()
+                            _continue_kept(looked_twice, continue_now, nursery, handle, name)
+                            _continue_kept(looked_once, continue_now, nursery, handle, name)
                             _continue_kept(kept, continue_now, nursery, handle, name)
                             continue
                         try:
@@ -347,7 +367,9 @@ class TcpListener(Listener):
                         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                             log.warning("accept failed (%s); pausing 100 ms", exc)
                             await trio.sleep(0.1)
-                            if kept:
+                            if kept or looked_once or looked_twice:
+                                _continue_kept(looked_twice, continue_now, nursery, handle, name)
+                                _continue_kept(looked_once, continue_now, nursery, handle, name)
                                 _continue_kept(kept, continue_now, nursery, handle, name)
                             continue
                         if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
@@ -376,12 +398,19 @@ class TcpListener(Listener):
                     if burst == _ACCEPT_BURST:
                         burst = 0
                         await trio.lowlevel.checkpoint()
+                        # A busy loop: a connection whose peer has not answered yet gets
+                        # the next burst's time, and the next's (~1 ms each), before a task
+                        # waits for it: most answer meanwhile, and need no task at all.
+                        if looked_twice:
+                            _continue_kept(looked_twice, continue_now, nursery, handle, name)
+                        if looked_once:
+                            _continue_kept(looked_once, continue_now, nursery, handle, name, looked_twice)
                         if kept:
-                            _continue_kept(kept, continue_now, nursery, handle, name)
+                            _continue_kept(kept, continue_now, nursery, handle, name, looked_once)
             finally:
                 # The loop stopped (cancelled, or the listener closed): connections not
                 # continued yet get their task, which ends them as it ends any other.
-                for conn in kept:
+                for conn in looked_twice + looked_once + kept:
                     nursery.start_soon(handle, conn, name=name)
 
     async def aclose(self) -> None:
