@@ -34,7 +34,7 @@ from lnpmsg.wallet.spend import dust_limit
 
 from .errors import LocalMisuse
 from .inputs import Received
-from .interactive_tx import OwnInput, OwnOutput, contribution_fee
+from .interactive_tx import OwnInput, OwnOutput, contribution_fee, inputs_besides, own_outpoints
 from .messages_v2 import TxAbort, TxAckRbf, TxInitRbf
 
 if TYPE_CHECKING:
@@ -298,10 +298,6 @@ def check_double_spends(core: ChannelCore, tx: Tx) -> str | None:
     return None
 
 
-def _outpoints(inputs: tuple[OwnInput, ...]) -> set[OutPoint]:
-    return {Tx.parse(i.prevtx).outpoint(i.vout) for i in inputs}
-
-
 def restore(core: ChannelCore, out: _Out, reason: str) -> None:
     """End the attempt in progress (our signatures did not leave): the last version stands again."""
     from .state import Phase
@@ -310,12 +306,12 @@ def restore(core: ChannelCore, out: _Out, reason: str) -> None:
     d = s.dual
     assert d is not None and d.previous and not d.signatures_sent
     last = d.previous[-1]
-    kept = set().union(*(_outpoints(c.dual.inputs) for c in d.previous))
+    kept = set().union(*(own_outpoints(c.dual.inputs) for c in d.previous))
     s.dual = replace(last.dual, previous=d.previous[:-1])
     s.funding_outpoint, s.funding_tx = last.outpoint, last.funding_tx
     s.local_commit, s.remote_commit = last.local_commit, last.remote_commit
     s.phase = Phase.AWAIT_READY
-    out.emit(RbfAborted(reason, tuple(i for i in d.inputs if Tx.parse(i.prevtx).outpoint(i.vout) not in kept)))
+    out.emit(RbfAborted(reason, tuple(i for i in d.inputs if i.outpoint not in kept)))
 
 
 def set_aside(core: ChannelCore, out: _Out, reason: str) -> bool:
@@ -357,11 +353,10 @@ def _confirmed(core: ChannelCore, txid: bytes, out: _Out) -> None:
     chosen = next((c for c in versions if c.outpoint.txid == txid), None)
     if chosen is None:
         raise LocalMisuse("not a version of this channel's funding")
-    kept = _outpoints(chosen.dual.inputs)
-    dropped = {op: i for c in versions for i in c.dual.inputs if (op := Tx.parse(i.prevtx).outpoint(i.vout)) not in kept}
+    dropped = inputs_besides((c.dual.inputs for c in versions), own_outpoints(chosen.dual.inputs))
     s.dual = chosen.dual
     s.funding_outpoint, s.funding_tx = chosen.outpoint, chosen.funding_tx
     s.local_commit, s.remote_commit = chosen.local_commit, chosen.remote_commit
     if s.phase in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING):
         s.phase = Phase.AWAIT_READY  # (an attempt whose signatures left: it is forgotten too)
-    out.emit(CandidatesDropped(chosen.outpoint, tuple(dropped.values())))
+    out.emit(CandidatesDropped(chosen.outpoint, dropped))

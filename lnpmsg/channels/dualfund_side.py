@@ -145,7 +145,7 @@ class DualFundSide:
         try:
             wallet = self.chain.wallet
             for own in inputs:
-                wallet.release_outpoint(Tx.parse(own.prevtx).outpoint(own.vout))
+                wallet.release_outpoint(own.outpoint)
         except (AttributeError, AppError, WalletError) as exc:
             log.warning("channels: cannot release the coins of an aborted open: %s", exc)
             return
@@ -165,7 +165,7 @@ class DualFundSide:
         for channel in self._manager().channels.values():
             d = channel.core.state.dual
             if isinstance(d, DualFundSession) and (d.signatures_sent or channel.phase in (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)):
-                kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for i in d.inputs}
+                kept |= {i.outpoint for i in d.inputs}
         for tx in held:  # the wallet's picks for v2 opens and splices alike: the transactions paying the placeholder
             if any(o.script_pubkey == FUNDING_PLACEHOLDER for o in tx.outputs) and not any(i.prevout in kept for i in tx.inputs):
                 freed = wallet.release(tx.txid)

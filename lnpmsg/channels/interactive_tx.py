@@ -20,6 +20,7 @@ and durable.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lnpmsg.bitcoin.errors import BitcoinError
@@ -90,6 +91,23 @@ class OwnInput:
     prevtx: bytes
     vout: int
     sequence: int = MAX_SEQUENCE
+
+    @property
+    def outpoint(self) -> OutPoint:
+        """The coin this input spends."""
+        return Tx.parse(self.prevtx).outpoint(self.vout)
+
+
+def own_outpoints(inputs: Iterable[OwnInput]) -> set[OutPoint]:
+    """The coins ``inputs`` spend."""
+    return {i.outpoint for i in inputs}
+
+
+def inputs_besides(groups: Iterable[Iterable[OwnInput]], kept: set[OutPoint]) -> tuple[OwnInput, ...]:
+    """Our inputs in ``groups`` that spend none of ``kept``, each coin once: what to free when only a
+    version spending ``kept`` may still confirm."""
+    found = {op: i for group in groups for i in group if (op := i.outpoint) not in kept}
+    return tuple(found.values())
 
 
 @dataclass(frozen=True, slots=True)

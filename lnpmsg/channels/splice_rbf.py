@@ -41,7 +41,7 @@ from lnpmsg.wallet.spend import dust_limit
 
 from .dualfund_rbf import min_feerate
 from .errors import LocalMisuse, RemoteFault
-from .interactive_tx import OwnInput, contribution_fee
+from .interactive_tx import OwnInput, contribution_fee, inputs_besides, own_outpoints
 from .messages_v2 import TxAbort, TxAckRbf, TxInitRbf
 from .quiesce import is_quiescent, local_initiator
 from .ready import is_zeroconf
@@ -146,9 +146,7 @@ def make_current(core: ChannelCore, version: SpliceSession) -> SpliceSession:
 
 def dropped_inputs(sp: SpliceSession) -> tuple[OwnInput, ...]:
     """Our coins that only ``sp``'s other versions spent."""
-    kept = _outpoints(sp.inputs)
-    dropped = {op: i for v in sp.previous for i in v.inputs if (op := _outpoint(i)) not in kept}
-    return tuple(dropped.values())
+    return inputs_besides((v.inputs for v in sp.previous), own_outpoints(sp.inputs))
 
 
 def restore_previous(core: ChannelCore) -> tuple[OwnInput, ...]:
@@ -160,16 +158,8 @@ def restore_previous(core: ChannelCore) -> tuple[OwnInput, ...]:
     assert isinstance(sp, SpliceSession) and sp.previous and not sp.signatures_sent
     last = sp.previous[-1]
     core.state.splice = replace(last, previous=sp.previous[:-1])
-    kept = set().union(*(_outpoints(v.inputs) for v in sp.previous))
-    return tuple(i for i in sp.inputs if _outpoint(i) not in kept)
-
-
-def _outpoint(i: OwnInput) -> OutPoint:
-    return Tx.parse(i.prevtx).outpoint(i.vout)
-
-
-def _outpoints(inputs: tuple[OwnInput, ...]) -> set[OutPoint]:
-    return {_outpoint(i) for i in inputs}
+    kept = set().union(*(own_outpoints(v.inputs) for v in sp.previous))
+    return tuple(i for i in sp.inputs if i.outpoint not in kept)
 
 
 # ---------------------------------------------------------------- the attempt

@@ -322,14 +322,12 @@ class SpliceSide:
 
     def _splice_inputs_kept(self) -> set[OutPoint]:
         """Our coins in splices whose signatures left (they may confirm): kept reserved at start."""
-        from lnpmsg.bitcoin.tx import Tx
-
         kept: set[OutPoint] = set()
         for channel in self._manager().channels.values():
             sp = channel.core.state.splice
             if isinstance(sp, SpliceSession):  # (every signed version may confirm, an attempt if kept)
                 held = (*signed_versions(channel.core), *((sp,) if splice_sign.kept(channel.core) else ()))
-                kept |= {Tx.parse(i.prevtx).outpoint(i.vout) for v in held for i in v.inputs}
+                kept |= {i.outpoint for v in held for i in v.inputs}
         return kept
 
     async def _monitor_follows_splice(self, channel: ManagedChannel) -> None:
