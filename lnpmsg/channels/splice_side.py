@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -128,15 +129,8 @@ class SpliceSide:
         except BaseException:
             self._release_inputs(inputs)
             raise
-        with trio.move_on_after(COMMAND_TIMEOUT):
-            while not self._splice_signed(target):
-                if target.key in self._splice_errors or target.phase is not Phase.NORMAL or not isinstance(target.core.state.splice, SpliceSession):
-                    break
-                await target.changed.wait()
+        await self._await_signed(target, lambda: self._splice_signed(target), "the splice")
         sp = target.core.state.splice
-        if not self._splice_signed(target):
-            reason = self._splice_errors.pop(target.key, None) or target.core.state.failure or f"no signatures in {COMMAND_TIMEOUT:g} s"
-            raise ChainAppError(f"the splice did not complete: {reason}", {"error": "ChannelError", "state": target.phase.value})
         assert isinstance(sp, SpliceSession) and sp.outpoint is not None
         result = describe(target)
         result.update(splice_txid=sp.outpoint.txid_hex, contribution_sat=contribution, feerate_per_kw=per_kw,
@@ -185,6 +179,19 @@ class SpliceSide:
             now = target.core.state.splice
             return isinstance(now, SpliceSession) and now.signed and now.outpoint != before
 
+        await self._await_signed(target, done, "the bump")
+        sp = target.core.state.splice
+        assert isinstance(sp, SpliceSession) and sp.outpoint is not None
+        result = describe(target)
+        result.update(splice_txid=sp.outpoint.txid_hex, feerate_per_kw=per_kw, new_capacity_sat=result["splice"]["new_capacity_sat"],
+                      previous_splice_txids=[v["txid"] for v in status(sp)])  # fmt: skip
+        return result
+
+    async def _await_signed(self, target: ManagedChannel, done: Callable[[], bool], what: str) -> None:
+        """Wait (at most the command timeout) until ``done()``: both signed the splice's new version.
+        Raises with the reason when the splice ended, failed or timed out first."""
+        from .app import COMMAND_TIMEOUT
+
         with trio.move_on_after(COMMAND_TIMEOUT):
             while not done():
                 if target.key in self._splice_errors or target.phase is not Phase.NORMAL or not isinstance(target.core.state.splice, SpliceSession):
@@ -192,13 +199,7 @@ class SpliceSide:
                 await target.changed.wait()
         if not done():
             reason = self._splice_errors.pop(target.key, None) or target.core.state.failure or f"no signatures in {COMMAND_TIMEOUT:g} s"
-            raise ChainAppError(f"the bump did not complete: {reason}", {"error": "ChannelError", "state": target.phase.value})
-        sp = target.core.state.splice
-        assert isinstance(sp, SpliceSession) and sp.outpoint is not None
-        result = describe(target)
-        result.update(splice_txid=sp.outpoint.txid_hex, feerate_per_kw=per_kw, new_capacity_sat=result["splice"]["new_capacity_sat"],
-                      previous_splice_txids=[v["txid"] for v in status(sp)])  # fmt: skip
-        return result
+            raise ChainAppError(f"{what} did not complete: {reason}", {"error": "ChannelError", "state": target.phase.value})
 
     @staticmethod
     def _splice_signed(channel: ManagedChannel) -> bool:
