@@ -25,7 +25,6 @@ from lnpmsg.payments.blinded import (
     PaymentRelay,
     aggregate_payinfo,
     blinded_payloads,
-    blinded_route_finder,
     create_payment_path,
     extend_route,
     forward_amount,
@@ -216,9 +215,9 @@ def _our_payment(path_id: bytes | None = None, max_cltv: int = 1_000, relay: Pay
                                         path_id or path_id_for(me.secret, payment_hash), max_cltv, 18)  # fmt: skip
     assert decode_blinded_path(path.encode()) == (path, len(path.encode()))
     height, amount = 500, 5_000_000
-    to_intro = lambda amt, excluded: [Route((RouteHop(3, 0, intro.public_key.format(), amt, height + payinfo.cltv_expiry_delta,  # noqa: E731
-                                                      amt, height + payinfo.cltv_expiry_delta),))]  # fmt: skip
-    (route,) = blinded_route_finder(to_intro, path, payinfo, height)(amount, frozenset())
+    to_intro = amount + payinfo.fee(amount)
+    route = extend_route(Route((RouteHop(3, 0, intro.public_key.format(), to_intro, height + payinfo.cltv_expiry_delta,
+                                         to_intro, height + payinfo.cltv_expiry_delta),)), path, amount, height)  # fmt: skip
     part = build_part(route, payment_hash, None, amount, blinded=path)
     terms = InvoiceTerms(payment_hash, preimage, os.urandom(32), amount, 18, 2**40)
     return dict(part=part, route=route, terms=terms, height=height, amount=amount, payinfo=payinfo)

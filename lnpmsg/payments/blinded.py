@@ -18,12 +18,12 @@ else can make a path that the recipient would accept for that hash.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from lnpmsg.payments.onion.blinding import BlindedPath, BlindingError, create_blinded_path, decrypt_recipient_data, padded_encrypted_data
 from lnpmsg.payments.onion.payloads import HopPayload
-from lnpmsg.payments.route import NoRouteError, Route, RouteHop
+from lnpmsg.payments.route import Route, RouteHop
 from lnpmsg.wire.primitives import ShortChannelId
 from lnpmsg.wire.tlv import TlvStream
 
@@ -35,7 +35,6 @@ __all__ = [
     "PaymentRelay",
     "aggregate_payinfo",
     "blinded_payloads",
-    "blinded_route_finder",
     "create_payment_path",
     "extend_route",
     "forward_amount",
@@ -249,16 +248,3 @@ def extend_route(to_introduction: Route, path: BlindedPath, amount_msat: int, he
     hops = [*head, replace(intro, amt_to_forward=amount_msat, outgoing_cltv_value=height)]
     hops += [RouteHop(0, 0, h.blinded_node_id, amount_msat, height, amount_msat, height) for h in path.hops[1:]]
     return Route(tuple(hops), blinded=path)
-
-
-def blinded_route_finder(find: Callable[[int, frozenset[int]], list[Route]], path: BlindedPath, payinfo: BlindedPayInfo,
-                         height: int) -> Callable[[int, frozenset[int]], list[Route]]:  # fmt: skip
-    """Routes through ``path`` from ``find`` (routes to its introduction node, whose final CLTV delta is
-    ``payinfo.cltv_expiry_delta``): each asks for the amount plus the path's fee, and is extended."""
-
-    def routes(amount_msat: int, excluded: frozenset[int]) -> list[Route]:
-        if amount_msat < payinfo.htlc_minimum_msat:
-            raise NoRouteError(f"the blinded path takes at least {payinfo.htlc_minimum_msat} msat, not {amount_msat}")
-        return [extend_route(r, path, amount_msat, height) for r in find(amount_msat + payinfo.fee(amount_msat), excluded)]
-
-    return routes
