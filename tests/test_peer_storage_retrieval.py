@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
-from test_channels_app import only_channel, pay
-from test_channels_onchain import open_channel, wait_until
+import trio
+from test_channels_app import channels, only_channel, pay
+from test_channels_onchain import FUNDING_SAT, open_channel, wait_until
 from test_peer_storage import StoragePair, storage
 
 from lnpmsg.chain.embedded import EmbeddedChainSource
@@ -103,3 +105,44 @@ def channels_seed(node: Node) -> bytes:
 def _scids(holder: Node, owner: Node, seed: bytes) -> list[int]:
     blob = storage(holder).theirs.read(owner.node_id)
     return [e.short_channel_id for e in decode_backup(blob, seed)] if blob is not None else []
+
+
+@pytest.mark.trio
+async def test_a_node_stopping_while_it_reads_what_a_peer_keeps_stops_cleanly(tmp_path: Path) -> None:
+    """Bob's channels change and he sends Alice his backup, first reading the copy she returned
+    before (a thread: not cancellable); his node stops meanwhile and the channel app ends first: the read's end finds no channel app
+    and the node stops without an error (it raised once, found by a CI run)."""
+    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
+        await source.mine(101)
+        pair = StoragePair(source, tmp_path, MemoryNetwork())
+        alice = pair.node("alice", True)
+        async with running(alice):
+            bob = pair.node("bob", False)
+            async with trio.open_nursery() as outer:
+                async with running(bob):
+                    await open_channel(pair, alice, bob, "anchors")
+                    await wait_until(lambda: _scids(alice, bob, channels_seed(bob)) != [], "alice holds bob's backup")
+                    latest = storage(alice).theirs.read(bob.node_id)
+                    await storage(alice).send(bob.node_id, PeerStorageRetrieval(blob=latest))
+                    await wait_until(lambda: alice.node_id in storage(bob).kept, "bob keeps his copy")
+                    reading, release = threading.Event(), threading.Event()
+                    read = storage(bob).ours.read
+
+                    def held_read(peer_id: bytes) -> bytes | None:
+                        reading.set()
+                        release.wait(30)
+                        return read(peer_id)
+
+                    storage(bob).ours.read = held_read  # type: ignore[method-assign]
+                    # a second channel: Bob sends his backup again, first reading what Alice keeps of it
+                    await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
+                    await wait_until(reading.is_set, "bob reads the copy alice keeps")
+
+                    async def release_once_the_channel_app_ended() -> None:
+                        with trio.move_on_after(10):
+                            await wait_until(lambda: bob.apps["channels"].manager is None, "bob's channel app ends")  # type: ignore[attr-defined]
+                        release.set()
+
+                    outer.start_soon(release_once_the_channel_app_ended)
+                # bob stopped: without an error (the ``running`` block raises one otherwise)
+                assert release.is_set() and bob.apps["channels"].manager is None  # type: ignore[attr-defined]

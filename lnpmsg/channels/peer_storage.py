@@ -290,13 +290,17 @@ class PeerStorageApp(App):
         entries = self._our_entries(peer_id)
         if entries is None:
             return
-        if peer_id in self.kept and (lost := self.channels.lacking(await self._kept_entries(peer_id))):
+        seed = self._manager().seed
+        kept = await self._kept_entries(peer_id, seed) if peer_id in self.kept else []
+        if self._manager() is None:
+            return  # (the channel app stopped while we read what the peer keeps: the node is stopping)
+        if lost := self.channels.lacking(kept):
             # (a node that lost its data and opened a new channel before restoring must not replace
             # the only copy of its old channels)
             log.warning("peer storage: %s holds %d channel(s) this node lacks: not replacing its copy until they are "
                         "restored ('lnpmsg restorechannels --from-peers')", peer_id.hex()[:16], len(lost))  # fmt: skip
             return
-        blob, count = encode_padded(entries, self._manager().seed, os.urandom(12))
+        blob, count = encode_padded(entries, seed, os.urandom(12))
         if count < len(entries):
             log.warning("peer storage: our backup does not fit in one blob: %s keeps %d of %d channels (its own first)",
                         peer_id.hex()[:16], count, len(entries))  # fmt: skip
@@ -338,7 +342,7 @@ class PeerStorageApp(App):
         if held is not None and latest is not None and _digest(held) != latest:
             log.info("peer storage: %s returned an older copy of our backup than the latest we sent it", node_id.hex()[:16])
             await self._warn(peer, "peer_storage_retrieval: the blob returned is older than the latest peer_storage we sent")
-            keep = _digest(await self._kept_entries(node_id)) != latest
+            keep = _digest(await self._kept_entries(node_id, manager.seed)) != latest
             if not keep:
                 log.info("peer storage: keeping the latest copy %s returned before, not this one", node_id.hex()[:16])
         if keep:
@@ -350,6 +354,8 @@ class PeerStorageApp(App):
                 log.info("peer storage: %s holds %s of our backup: sending the current one", node_id.hex()[:16],
                          "nothing" if held is None else "an outdated copy")  # fmt: skip
                 await self._send_backup(node_id, "its copy was not current")
+        if self._manager() is None:
+            return  # (the channel app stopped meanwhile: the node is stopping)
         lacking = self.channels.lacking(held) if held else []
         if not lacking:
             return
@@ -396,7 +402,7 @@ class PeerStorageApp(App):
         for peer_id, blob in sorted(self.kept.items()):
             entry: dict[str, Any] = {"peer_id": peer_id.hex(), "size": blob.size, "received": int(blob.received)}
             if manager is not None:
-                entries = await self._kept_entries(peer_id)
+                entries = await self._kept_entries(peer_id, manager.seed)
                 entry["channels"] = len(entries)
                 entry["channels_lacking"] = len(self.channels.lacking(entries))
             held_by.append(entry)
@@ -407,21 +413,22 @@ class PeerStorageApp(App):
         ]  # fmt: skip
         return {"provides": self.provide, "held_for_peers": held_for, "held_by_peers": held_by}
 
-    async def _kept_entries(self, peer_id: bytes) -> list[BackupEntry]:
+    async def _kept_entries(self, peer_id: bytes, seed: bytes) -> list[BackupEntry]:
         blob = await trio.to_thread.run_sync(self.ours.read, peer_id)
         try:
-            return decode_backup(blob, self._manager().seed) if blob is not None else []
+            return decode_backup(blob, seed) if blob is not None else []
         except BackupError:
             return []
 
     async def restorechannels(self) -> dict[str, Any]:
         """Restore every channel that the backups peers returned to us hold and this node lacks
         (a node that lost its data dir): each peer is asked to force-close, our balance is swept."""
-        if self._manager() is None:
+        manager = self._manager()
+        if manager is None:
             raise AppError("the channel app is not running")
         found: dict[bytes, BackupEntry] = {}
         for peer_id in sorted(self.kept):
-            for entry in await self._kept_entries(peer_id):
+            for entry in await self._kept_entries(peer_id, manager.seed):
                 found.setdefault(entry.channel_id, entry)
         lacking = self.channels.lacking(list(found.values()))
         if not lacking:
