@@ -31,6 +31,7 @@ from lnpmsg.onion_messages import OnionMessagesApp
 from lnpmsg.payments.bolt12 import Invoice, InvoiceRequest, Offer, decode_invoice, decode_offer
 from lnpmsg.payments.bolt12.invoice_request import decode_invoice_request
 from lnpmsg.payments.bolt12.app import OffersApp
+from lnpmsg.payments.bolt12.keys import payer_id
 from lnpmsg.payments.bolt12.tlvs import INVOICE_REQUEST_TLVS, INVOICE_TLVS, signed
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.rpc.params import ParamsError
@@ -74,6 +75,9 @@ async def test_offers_paid_between_two_nodes(tmp_path: Path) -> None:
             fetched = await pay_app.fetchinvoice(made["bolt12"])
             invoice = decode_invoice(fetched["invoice"])
             assert fetched["amount_msat"] == AMOUNT and invoice.node_id == b.node_id and fetched["description"] == "a coffee"
+            # the request named a transient payer id, derived from A's secret and its metadata (A can sign with it again)
+            metadata = invoice.tlvs["invreq_metadata"]
+            assert invoice.tlvs["invreq_payer_id"] == payer_id(a.key.secret, metadata) != a.node_id
             # a second request is another invoice (new payer key and metadata), with its own hash
             paid = await pay_app.pay(made["bolt12"])
             assert paid["status"] == "complete" and paid["payment_hash"] != fetched["payment_hash"]
@@ -262,6 +266,7 @@ async def test_a_refund_request_paid_when_answered(tmp_path: Path) -> None:
             await n.open([(b, a, 1_000_000, 1_000_000)])
             made = await payer.invoicerequest(30_000, "a refund", label="refund")
             assert made["status"] == "unpaid" and made["bolt12"].startswith("lnr1")
+            assert decode_invoice_request(made["bolt12"]).payer_id == b.node_id  # (no path: the node id is where an answer goes)
             sent = await receiver.sendinvoice(made["bolt12"], label="my refund")
             await wait_until(lambda: payer._refunds[bytes.fromhex(made["id"])].status == "paid" and not payer._paying_refunds, "B paid")
             (row,) = (await payments(a).listinvoices("my refund"))["invoices"]
@@ -306,6 +311,9 @@ async def test_a_refund_request_with_a_blinded_path_is_answered_along_it(tmp_pat
             request = InvoiceRequest.from_bytes(payer._refunds[bytes.fromhex(made["id"])].request.to_bytes())
             (path,) = request.tlvs["invreq_paths"]
             assert made["blinded_paths"] == 1 and path.first_node_id == a.node_id and len(path.hops) == 4
+            # the request does not name B: its payer id is transient, derived from B's secret and the request's metadata
+            assert request.payer_id == payer_id(b.key.secret, request.metadata)
+            assert request.payer_id != payer_id(b.key.secret, bytes(16))
             assert b.node_id not in c.peers  # C reaches B only along the path
             sent = await receiver.sendinvoice(made["bolt12"], label="to b")
             await wait_until(lambda: payer._refunds[bytes.fromhex(made["id"])].status == "paid" and not payer._paying_refunds, "B paid")

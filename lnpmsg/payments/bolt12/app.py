@@ -18,7 +18,8 @@ node`` with a chain does). It owns the onion-message records 64
   accepted for that invoice alone. A request that fails a check gets an
   ``invoice_error`` naming the field; one that came the wrong way is ignored.
 - **Paying.** ``offers.fetchinvoice`` sends an ``invoice_request`` (a fresh
-  payer key and metadata) along each of the offer's paths (BOLT 12: never
+  transient payer key of its own, derived from the node secret and 16 random
+  bytes of metadata: :func:`.keys.payer_secret`) along each of the offer's paths (BOLT 12: never
   straight to an issuer that gave paths), else to its issuer, with reply paths,
   and waits for the first answer: an ``invoice`` that arrived along one of those
   reply paths, mirrors the request, is signed by the issuer and not expired,
@@ -49,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import coincurve
 import trio
 
 from lnpmsg.app import App, AppError
@@ -59,7 +59,7 @@ from lnpmsg.payments.bolt12.fields import PayInfo
 from lnpmsg.payments.bolt12.invoice import DEFAULT_RELATIVE_EXPIRY, MPP_OPTIONAL, Invoice
 from lnpmsg.payments.bolt12.invoice_error import InvoiceError
 from lnpmsg.payments.bolt12.invoice_request import InvoiceRequest
-from lnpmsg.payments.bolt12.keys import offer_path_session_key, recipient_blinded_secret
+from lnpmsg.payments.bolt12.keys import offer_path_session_key, payer_secret, recipient_blinded_secret
 from lnpmsg.payments.bolt12.offer import Offer, decode_offer
 from lnpmsg.payments.bolt12.refunds import Refunds, _OurRefund
 from lnpmsg.payments.bolt12.refusal import Refused, refuse
@@ -454,23 +454,15 @@ class OffersApp(Refunds, App):
         for name, value in (("amount_msat", amount_msat), ("quantity", quantity)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ParamsError(f"{name} must be a positive integer, got {value!r}")
-        payer_secret = self._payer_key()
+        # (a transient payer key for each request, from the node secret and the request's metadata: nothing stored)
+        metadata = self._random(16)
         try:
-            request = InvoiceRequest.for_offer(offer, payer_secret, self._random(16), amount_msat=amount_msat, quantity=quantity,
+            request = InvoiceRequest.for_offer(offer, payer_secret(self.node.key.secret, metadata), metadata, amount_msat=amount_msat, quantity=quantity,
                                                chain=self.chain, payer_note=payer_note)  # fmt: skip
         except Bolt12Error as exc:
             raise ParamsError(f"cannot request an invoice of this offer: {exc}") from None
         invoice = await self.request_invoice(offer, request, self.fetch_timeout if timeout is None else timeout)
         return invoice, offer
-
-    def _payer_key(self) -> bytes:
-        while True:  # (a random 32 bytes is a valid key but for about 2**-128 of them)
-            secret = self._random(32)
-            try:
-                coincurve.PrivateKey(secret)
-                return secret
-            except ValueError:
-                continue
 
     async def request_invoice(self, offer: Offer, request: InvoiceRequest, timeout: float) -> Invoice:
         """Send ``request`` for ``offer`` with a reply path (along each of its paths, as BOLT 12 asks when it

@@ -1,6 +1,15 @@
-"""The keys of an offer whose issuer is named only by a blinded path (no ``offer_issuer_id``):
-its invoices are signed by the path's last blinded node id, whose secret the issuer derives
-from the path's session key (itself derived from the node secret and a stored salt)."""
+"""Keys derived from the node secret, so none is stored.
+
+- An offer whose issuer is named only by a blinded path (no ``offer_issuer_id``):
+  its invoices are signed by the path's last blinded node id, whose secret the
+  issuer derives from the path's session key (itself derived from the node
+  secret and a stored salt).
+- A payer's ``invreq_payer_id`` (:func:`payer_secret`): a key of its own for each
+  invoice request, derived from the node secret and the request's
+  ``invreq_metadata``, so the request does not name the node, the payer can sign
+  with it again, and an invoice naming the key for the metadata it mirrors is
+  known as an answer to one of our requests (only we can derive it).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +22,12 @@ import coincurve
 from lnpmsg.payments.onion._crypto import ecdh
 from lnpmsg.payments.onion.blinding import blinded_node_key
 
-__all__ = ["OFFER_PATH_KEY_LABEL", "offer_path_session_key", "recipient_blinded_secret"]
+__all__ = ["OFFER_PATH_KEY_LABEL", "PAYER_KEY_LABEL", "offer_path_session_key", "payer_id", "payer_secret", "recipient_blinded_secret"]
 
 #: the domain label of an offer path's session key (apart from every other use of the node secret)
 OFFER_PATH_KEY_LABEL = b"lnpmsg offer blinded path session key v1"
+#: the domain label of the transient payer keys of our invoice requests
+PAYER_KEY_LABEL = b"lnpmsg invoice request payer key v1"
 
 
 def offer_path_session_key(node_secret: bytes, salt: bytes) -> bytes:
@@ -34,3 +45,22 @@ def recipient_blinded_secret(session_key: bytes, node_ids: Sequence[bytes], node
         path_key = ephemeral.public_key.format()
         ephemeral = ephemeral.multiply(hashlib.sha256(path_key + ecdh(ephemeral, node_id)).digest())
     return blinded_node_key(node_secret, ephemeral.public_key.format()).secret
+
+
+def payer_secret(node_secret: bytes, metadata: bytes) -> bytes:
+    """The secret of the transient ``invreq_payer_id`` of our invoice request with ``invreq_metadata``
+    ``metadata``: HMAC-SHA256 of it under the node secret, with a label of its own (one key per
+    request, unlinkable to the node and to each other; the chance that it is no valid key, about
+    2**-128, is met by hashing again)."""
+    secret = hmac.digest(node_secret, PAYER_KEY_LABEL + metadata, hashlib.sha256)
+    while True:
+        try:
+            coincurve.PrivateKey(secret)
+            return secret
+        except ValueError:
+            secret = hashlib.sha256(secret).digest()
+
+
+def payer_id(node_secret: bytes, metadata: bytes) -> bytes:
+    """The ``invreq_payer_id`` of our invoice request with ``metadata`` (see :func:`payer_secret`)."""
+    return coincurve.PrivateKey(payer_secret(node_secret, metadata)).public_key.format()

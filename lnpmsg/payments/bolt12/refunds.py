@@ -2,8 +2,10 @@
 offers app's part (a mixin of :class:`~lnpmsg.payments.bolt12.app.OffersApp`).
 
 The payer publishes an ``lnr1...`` (``offers.invoicerequest``: an amount, a
-description, its node id as ``invreq_payer_id``; unsigned, as BOLT 12's writer
-must); the one it is for answers with an invoice sent to that node id as an
+description, and as ``invreq_payer_id`` a transient key derived from the node
+secret and the request's metadata when the request carries blinded paths to us,
+so it does not name the node, else the node id, the one place an answer could
+go; unsigned, as BOLT 12's writer must); the one it is for answers with an invoice sent to that node id as an
 onion message (``offers.sendinvoice``), and the payer pays it at once: an
 invoice that arrived along no blinded path (BOLT 12, for a request without
 paths) or, for one made with ``blinded_path`` (``invreq_paths``: blinded paths
@@ -25,6 +27,7 @@ from lnpmsg.app import AppError
 from lnpmsg.payments.bolt12.errors import Bolt12Error
 from lnpmsg.payments.bolt12.invoice import Invoice
 from lnpmsg.payments.bolt12.invoice_request import InvoiceRequest, decode_invoice_request
+from lnpmsg.payments.bolt12.keys import payer_id
 from lnpmsg.payments.bolt12.refusal import Refused
 from lnpmsg.payments.bolt12.store import OffersStoreError
 from lnpmsg.rpc.params import ParamsError
@@ -90,7 +93,10 @@ class Refunds:
             # (each path's id is the request's own: an invoice along it names the request it answers, nothing stored)
             for intro in self._introductions(self._named_introductions(introduction)):
                 paths.append(self._onion().blinded_path_to_us([intro], nonce=_path_nonce(metadata))[0])
-        request = InvoiceRequest.refund(self.node.node_id, metadata, amount_msat, description, chain=self.chain,
+        # (with paths the invoice comes along them: a transient payer id keeps the node id out of the request;
+        # without, BOLT 12 sends it to invreq_payer_id, so only the node id can be reached)
+        payer = payer_id(self.node.key.secret, metadata) if paths else self.node.node_id
+        request = InvoiceRequest.refund(payer, metadata, amount_msat, description, chain=self.chain,
                                         absolute_expiry=None if expiry is None else now + expiry, paths=paths)  # fmt: skip
         try:
             await trio.to_thread.run_sync(self._store().add_refund, request.metadata, request.encode(), label, now)
