@@ -27,7 +27,9 @@ import trio
 
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.node.node import Node
-from lnpmsg.payments.blinded import PathHop, PaymentRelay, create_payment_path, path_id_for
+from lnpmsg.payments.blinded import BlindedPayInfo, PathHop, PaymentRelay, aggregate_payinfo, create_payment_path, path_id_for
+from lnpmsg.payments.blinded_app import PAYINFO_ROUNDING
+from lnpmsg.payments.htlcs import FeePolicy
 from lnpmsg.payments.onion import decode_blinded_path
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV
@@ -243,3 +245,40 @@ async def test_the_introduction_node_restarts_with_a_blinded_forward_in_flight(t
                 (fwd,) = (await payments(b2).listforwards())["forwards"]
                 assert fwd["status"] == "failed"
                 await wait_until(lambda: quiet(a) and quiet(b2) and quiet(c), "failed back")
+
+
+@pytest.mark.trio
+async def test_a_path_hides_the_peers_policy_and_is_paid_at_the_rounded_figures(tmp_path: Path) -> None:
+    """C forwards at an uncommon policy (1001 msat, 111 millionths, 41 blocks): D's path through C (padded
+    with D's dummy hops) shows it rounded up (PAYINFO_ROUNDING), not C's figures; A pays the rounded payinfo,
+    C takes at least its own fee and D gets the amount and the rest; a path usable for one block more than D's
+    final delta is still paid (its expiry limits allow the blocks the rounding adds); a path of D alone too."""
+    odd = FeePolicy(fee_base_msat=1001, fee_proportional_millionths=111, cltv_expiry_delta=41)
+    async with net(tmp_path) as n:
+        # (no gossip app here: D takes its own policy for its peer's, so both forward at the odd one)
+        a, b, c, d = n.node("a"), n.node("b"), n.node("c", policy=odd), n.node("d", policy=odd)
+        async with running(a, b, c, d):
+            await n.fund(a, b, c)
+            await n.open([(a, b, 1_000_000, 1_000_000), (b, c, 1_000_000, 1_000_000), (c, d, 1_000_000, 1_000_000)])
+            exact = aggregate_payinfo([PaymentRelay(odd.cltv_expiry_delta, odd.fee_proportional_millionths, odd.fee_base_msat)],
+                                      DEFAULT_MIN_FINAL_CLTV)  # fmt: skip
+            for label, kwargs in (("rounded", {}), ("one block", {"expiry_blocks": 1}), ("alone", {"introduction": d.node_id.hex()})):
+                inv = await payments(d).invoice(AMOUNT, label, "a path that hides C's policy")
+                made = await payments(d).blindedpath(label, **kwargs)
+                path, _ = decode_blinded_path(bytes.fromhex(made["blinded_path"]))
+                info = made["payinfo"]
+                assert len(path.hops) == 4 and info == PAYINFO_ROUNDING.apply(BlindedPayInfo(**info)).to_dict()  # (padded; rounded)
+                if label == "alone":
+                    assert path.first_node_id == d.node_id and (info["fee_base_msat"], info["fee_proportional_millionths"]) == (0, 0)
+                    assert info["cltv_expiry_delta"] % 24 == 0 and info["cltv_expiry_delta"] >= DEFAULT_MIN_FINAL_CLTV
+                    continue  # (A cannot pay a path of D's alone through a peer, there is none between: its use is in the offers tests)
+                assert (info["fee_base_msat"], info["fee_proportional_millionths"], info["cltv_expiry_delta"]) == (2000, 200, 72)
+                assert exact.cltv_expiry_delta < 72 and exact.fee_base_msat < 2000 and exact.fee_proportional_millionths < 200  # (C's own)
+                paid = await pay_into(a, made, inv["payment_hash"])
+                assert paid["status"] == "complete"
+                (row,) = (await payments(d).listinvoices(label))["invoices"]
+                fee = BlindedPayInfo(**info).fee(AMOUNT)
+                assert row["status"] == "paid" and row["received_msat"] > AMOUNT  # (what C did not need reached D)
+                fwd = next(f for f in (await payments(c).listforwards())["forwards"] if f["status"] == "settled" and f["out_msat"] == row["received_msat"])
+                assert fwd["in_msat"] >= AMOUNT + fee and fwd["in_msat"] - fwd["out_msat"] >= odd.fee(fwd["out_msat"])
+                await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")

@@ -32,6 +32,7 @@ __all__ = [
     "BlindedPayInfo",
     "PaymentConstraints",
     "PathHop",
+    "PayInfoRounding",
     "PaymentRelay",
     "aggregate_payinfo",
     "blinded_payloads",
@@ -156,6 +157,30 @@ def aggregate_payinfo(relays: Sequence[PaymentRelay], min_final_cltv: int, htlc_
     return BlindedPayInfo(base, prop, delta, htlc_minimum_msat)
 
 
+@dataclass(frozen=True, slots=True)
+class PayInfoRounding:
+    """The steps the payinfo of a path we make is rounded up to (each a multiple of its step; 0: not
+    rounded), so a payer does not read the exact policy of the peer introducing it, nor our final
+    delta, from it: many policies show as one. The hops keep their own ``payment_relay``: a payer
+    paying the rounded figures gives the path more than it needs (the fees and blocks over go on to
+    us), and the path's expiry limits are raised by the blocks added, so what the payer adds fits."""
+
+    fee_base_msat: int = 1000
+    fee_proportional_millionths: int = 100
+    cltv_expiry_delta: int = 24
+
+    def apply(self, info: BlindedPayInfo) -> BlindedPayInfo:
+        """``info`` with its fees and CLTV delta rounded up (its ``htlc_minimum_msat`` kept: the hops'
+        constraint)."""
+        return BlindedPayInfo(_round_up(info.fee_base_msat, self.fee_base_msat),
+                              _round_up(info.fee_proportional_millionths, self.fee_proportional_millionths),
+                              _round_up(info.cltv_expiry_delta, self.cltv_expiry_delta), info.htlc_minimum_msat)  # fmt: skip
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step if step > 0 else value
+
+
 def path_id_for(node_secret: bytes, payment_hash: bytes) -> bytes:
     """The ``path_id`` of our blinded paths for ``payment_hash``: a MAC only we can make, so a path
     someone else built to us (to probe who we are) or one for another invoice is refused."""
@@ -174,13 +199,22 @@ class PathHop:
 
 
 def create_payment_path(session_key: bytes, hops: Sequence[PathHop], our_node_id: bytes, path_id: bytes, max_cltv_expiry: int,
-                        min_final_cltv: int, htlc_minimum_msat: int = 0, dummy_hops: int = 0) -> tuple[BlindedPath, BlindedPayInfo]:  # fmt: skip
+                        min_final_cltv: int, htlc_minimum_msat: int = 0, dummy_hops: int = 0,
+                        rounding: PayInfoRounding | None = None) -> tuple[BlindedPath, BlindedPayInfo]:  # fmt: skip
     """A blinded path through ``hops`` (the introduction node first; none: we are it) to us, usable
     until our own HTLC would expire after ``max_cltv_expiry`` (each hop's limit adds the deltas after
     it, BOLT 4), and what a payer adds for it. ``dummy_hops`` more hops of ours end it (BOLT 4's dummy
     hops: each names us as the next node, relays for nothing, and is peeled by us on receipt), so the
-    payer cannot tell where in the path we are. Every hop's data is padded to one length."""
+    payer cannot tell where in the path we are. Every hop's data is padded to one length. With
+    ``rounding`` the payinfo is rounded up (:class:`PayInfoRounding`), and every expiry limit raised by
+    the blocks that adds."""
     minimum = max([htlc_minimum_msat, *(h.htlc_minimum_msat for h in hops)])
+    payinfo = aggregate_payinfo([h.relay for h in hops], min_final_cltv, minimum)
+    if rounding is not None:
+        rounded = rounding.apply(payinfo)
+        # (a payer adds the rounded delta: the blocks over reach us, so each hop's limit allows them)
+        max_cltv_expiry += rounded.cltv_expiry_delta - payinfo.cltv_expiry_delta
+        payinfo = rounded
     streams = []
     limit = max_cltv_expiry
     limits = []
@@ -209,7 +243,7 @@ def create_payment_path(session_key: bytes, hops: Sequence[PathHop], our_node_id
     }))  # fmt: skip
     nodes = [*(h.node_id for h in hops), *[our_node_id] * (dummy_hops + 1)]
     path = create_blinded_path(session_key, nodes, padded_encrypted_data(streams))
-    return path, aggregate_payinfo([h.relay for h in hops], min_final_cltv, minimum)
+    return path, payinfo
 
 
 def blinded_payloads(path: BlindedPath, amount_msat: int, final_cltv: int, total_msat: int) -> list[bytes]:

@@ -5,7 +5,8 @@ invoice LABEL, through one of our channels' peers (the introduction node; the
 one named by ``introduction``, else the usable channel that can bring us the
 most; ``introduction`` our own node id: a path of us alone), padded with dummy hops of ours
 to the app's ``blinded_path_length`` (BOLT 4; each is peeled by us on receipt), with that peer's
-policy towards us as its ``payment_relay``, ``payment_constraints`` (an expiry limit ``expiry_blocks`` ahead, the
+policy towards us as its ``payment_relay`` (the ``blinded_payinfo`` handed out with it rounded up:
+:data:`PAYINFO_ROUNDING`), ``payment_constraints`` (an expiry limit ``expiry_blocks`` ahead, the
 channel's HTLC minimum) and a ``path_id`` tying it to the invoice's payment hash
 (a MAC, no storage: :func:`~lnpmsg.payments.blinded.path_id_for`). It returns
 the path as hex in BOLT 12's ``blinded_path`` encoding (BOLT 11 cannot carry one)
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from lnpmsg.payments.blinded import BlindedPayInfo, PathHop, PaymentRelay, create_payment_path, path_id_for
+from lnpmsg.payments.blinded import BlindedPayInfo, PathHop, PaymentRelay, PayInfoRounding, create_payment_path, path_id_for
 from lnpmsg.payments.blinded_htlcs import BLINDED_FAILURE_DELAY, blinded_failure, introduction_secret
 from lnpmsg.payments.blinded_routes import PathOffer
 from lnpmsg.payments.htlcs import MAX_CLTV_AHEAD, FailOnion
@@ -58,12 +59,15 @@ from lnpmsg.wallet.calls import ChainAppError
 if TYPE_CHECKING:
     from lnpmsg.payments.app import PaymentsApp
 
-__all__ = ["BLINDED_PREFIX", "DEFAULT_PATH_BLOCKS", "BlindedPayments"]
+__all__ = ["BLINDED_PREFIX", "DEFAULT_PATH_BLOCKS", "PAYINFO_ROUNDING", "BlindedPayments"]
 
 log = logging.getLogger("lnpmsg.payments.app")
 
 #: blocks a blinded path we make stays usable by default (its max_cltv_expiry, past our final delta): a week
 DEFAULT_PATH_BLOCKS = 1008
+#: what the payinfo of our paths is rounded up to (fee base to whole satoshis, proportional fee to 100
+#: millionths, CLTV delta to 24 blocks), so it does not give away the introducing peer's exact policy
+PAYINFO_ROUNDING = PayInfoRounding(fee_base_msat=1000, fee_proportional_millionths=100, cltv_expiry_delta=24)
 #: what a payment into a blinded path keeps in the store's ``bolt11`` column (it has no invoice text)
 BLINDED_PREFIX = "blinded:"
 
@@ -129,7 +133,7 @@ class BlindedPayments:
         path, payinfo = create_payment_path(
             os.urandom(32), [PathHop(channel.peer_id, channel.hint_scid, relay, channel.htlc_minimum_msat)], self.node.node_id,
             path_id_for(self.node.key.secret, terms.payment_hash), height + terms.min_final_cltv + expiry_blocks, terms.min_final_cltv,
-            dummy_hops=dummy_hop_count(2, self.blinded_path_length),
+            dummy_hops=dummy_hop_count(2, self.blinded_path_length), rounding=PAYINFO_ROUNDING,
         )  # fmt: skip
         log.info("payments: blinded path for invoice %s through %s", label, channel.peer_id.hex()[:16])
         return {"blinded_path": path.encode().hex(), "payinfo": payinfo.to_dict(), "payment_hash": terms.payment_hash.hex(),
@@ -141,7 +145,7 @@ class BlindedPayments:
         height = await self._height()
         path, payinfo = create_payment_path(os.urandom(32), [], self.node.node_id, path_id_for(self.node.key.secret, terms.payment_hash),
                                             height + terms.min_final_cltv + expiry_blocks, terms.min_final_cltv,
-                                            dummy_hops=dummy_hop_count(1, self.blinded_path_length))  # fmt: skip
+                                            dummy_hops=dummy_hop_count(1, self.blinded_path_length), rounding=PAYINFO_ROUNDING)  # fmt: skip
         log.info("payments: blinded path for invoice %s introduced by us", label)
         return {"blinded_path": path.encode().hex(), "payinfo": payinfo.to_dict(), "payment_hash": terms.payment_hash.hex(),
                 "introduction_node_id": self.node.node_id.hex(), "amount_msat": terms.amount_msat}  # fmt: skip
