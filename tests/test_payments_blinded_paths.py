@@ -8,7 +8,9 @@ channel of S carries alone is split into a part into each path; each
 introduction node forwards its part, R peels its dummy hops and holds both
 parts of the set until the total is there. A part a path refuses
 (``invalid_onion_blinding``) goes again into the other path; once each path
-refused, the payment fails. A hop that names the next node by id (no
+refused, the payment fails. A part of several that R fails at its MPP timeout
+comes back as the same error: its path is tried again (a limited number of
+times). A hop that names the next node by id (no
 channel) forwards over our channel to it.
 """
 
@@ -30,7 +32,7 @@ from lnpmsg.payments.onion.blinding import MAX_DUMMY_HOPS
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding
 from lnpmsg.payments.route import NoRouteError
 from lnpmsg.payments.scorer import MissionControl
-from lnpmsg.payments.sender import OutgoingResult, Payment
+from lnpmsg.payments.sender import MAX_SET_PART_FAILURES_PER_PATH, OutgoingResult, Payment
 from lnpmsg.wire.primitives import ShortChannelId
 from lnpmsg.wire.tlv import TlvStream
 
@@ -157,6 +159,39 @@ def test_a_part_a_path_refuses_goes_into_the_other_until_none_is_left() -> None:
     assert payment.next_parts() == [] and payment.done and payment.final_error is not None
     assert payment.final_error.details["error"] == "NoRoute" and "no blinded path" in str(payment.final_error)
     assert payment.final_error.details["code"] == InvalidOnionBlinding.TYPE and len(payment.final_error.details["attempts"]) == 2
+
+
+def test_a_part_of_several_failed_back_at_the_mpp_timeout_does_not_lose_its_path() -> None:
+    """Two parts, one into each path. C's part fails inside C's path; R holds B's until its MPP timeout,
+    then fails it: both come back to S as the introduction nodes' invalid_onion_blinding (BOLT 4 hides
+    which). Neither path is excluded for that (a part of several may have met the recipient's timeout):
+    the amount goes into both again and R takes the set. Parts failing again in a path exclude it
+    (MAX_SET_PART_FAILURES_PER_PATH), then the payment fails."""
+    assert MAX_SET_PART_FAILURES_PER_PATH == 2
+    terms = _invoice()
+    paths = _paths(terms.payment_hash)
+    payment = Payment(terms.payment_hash, None, AMOUNT, _finder(paths, spendable=700_000), MissionControl())
+    parts = {p.route.blinded: p for p in payment.next_parts()}
+    via_b, via_c = parts[paths[0][0]], parts[paths[1][0]]
+    sets = MppSets(timeout=60.0)
+    held = _through_path(via_b, terms)
+    assert isinstance(held, HoldPart) and sets.add(("b", 0), held, NOW) is None
+    payment.on_result(via_c, _refused_by_path(via_c), NOW)  # (C could not forward it, say)
+    ((_, timed_out),) = sets.expire(NOW + 60.0)
+    assert timed_out.failure is not None and timed_out.failure.code == 23  # R's own mpp_timeout; B turns it into:
+    payment.on_result(via_b, _refused_by_path(via_b), NOW + 60.0)
+    assert payment.final_error is None and not payment.excluded
+    again = payment.next_parts()
+    assert {p.route.blinded for p in again} == {paths[0][0], paths[1][0]} and sum(p.route.final_amount_msat for p in again) == AMOUNT
+    first = sets.add(("b", 1), _through_path(again[0], terms), NOW + 61.0)
+    complete = sets.add(("c", 1), _through_path(again[1], terms), NOW + 61.0)
+    assert first is None and complete is not None and not isinstance(complete, FailOnion) and len(complete.parts) == 2
+    # the same two paths failing their parts again: now each is excluded, and nothing is left
+    for part in again:
+        payment.on_result(part, _refused_by_path(part), NOW + 62.0)
+    assert payment.excluded == {path_scid(paths[0][0]), path_scid(paths[1][0])}
+    assert payment.next_parts() == [] and payment.final_error is not None and payment.final_error.details["error"] == "NoRoute"
+    assert len(payment.final_error.details["attempts"]) == 4
 
 
 def test_a_path_of_us_alone_with_dummy_hops() -> None:

@@ -9,12 +9,14 @@ until the total is there and then settles. Then A reaches B only through E: C's 
 cheaper, but C cannot forward the amount to D (D funded that channel); C refuses the part as
 the path's introduction node, and A sends it again into B's path. Last, a set that never
 arrives whole: D holds the part that came until its MPP timeout, then fails it back; through a
-path of D alone (D its introduction node) as invalid_onion_blinding.
+path of D alone (D its introduction node) as invalid_onion_blinding. And a part D timed out
+because the other came late: its path is used again, and the set arrives whole.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -149,3 +151,38 @@ async def test_a_path_of_the_payee_alone_fails_a_held_part_as_its_introduction_n
             assert not any(at.get("code") == MppTimeout.TYPE for at in attempts)
             assert (await payments(d).listinvoices("alone"))["invoices"][0]["status"] == "unpaid"
             await wait_until(lambda: all(quiet(x) for x in (a, b, d)), "failed back")
+
+
+@pytest.mark.trio
+async def test_a_part_the_issuer_timed_out_does_not_cost_its_path(tmp_path: Path) -> None:
+    """The diamond again; C forwards A's first part to D late, past D's MPP timeout. D fails the part that
+    came through B's path at its timeout: A hears invalid_onion_blinding from B, as for a refusal (BOLT 4
+    hides which), but a part of several may have met the recipient's timeout, so B's path is not dropped:
+    the missing amount goes into it again, joins C's late part at D, and the set is whole."""
+    async with net(tmp_path) as n:
+        (a, pay_app), (b, _), (c, _), (d, offers) = (offers_app(n, x) for x in "abcd")
+        async with running(a, b, c, d):
+            await n.fund(a, b, c)
+            await n.open([(a, b, 500_000, 500_000), (a, c, 500_000, 500_000), (b, d, 1_000_000, 1_000_000), (c, d, 1_000_000, 1_000_000)])
+            payments(d).mpp.timeout = 3.0
+            made = await offers.create(AMOUNT, "a late part", hide_node_id=True)
+            invoice = decode_invoice((await pay_app.fetchinvoice(made["bolt12"]))["invoice"])
+            htlcs = payments(c).htlcs
+            add_htlc = htlcs.add_htlc
+            late: list[bool] = []
+
+            async def first_one_late(*args: Any, **kwargs: Any) -> Any:
+                if not late:
+                    late.append(True)
+                    await trio.sleep(payments(d).mpp.timeout + 1.0)
+                return await add_htlc(*args, **kwargs)
+
+            htlcs.add_htlc = first_one_late  # type: ignore[method-assign]
+            paid = await pay_app._pay_invoice(invoice)
+            assert paid["status"] == "complete" and late
+            (sent,) = (await payments(a).listpayments(invoice.payment_hash.hex()))["payments"]
+            # (one part into B's path failed back at D's timeout; the one after it, into the same path, was taken)
+            assert sent["attempts"] >= 3 and {r[0]["node_id"] for r in paid["routes"]} == {b.node_id.hex(), c.node_id.hex()}
+            (row,) = [r for r in (await payments(d).listinvoices())["invoices"] if r["payment_hash"] == invoice.payment_hash.hex()]
+            assert row["status"] == "paid"
+            await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")

@@ -14,7 +14,8 @@ then cut off and the route continued through the path's hops
 Each path is known to pathfinding by a stand-in short channel id
 (:func:`path_scid`), so a payment that meets a refusal inside a path
 (``invalid_onion_blinding``) excludes it as it excludes a channel of ours,
-and sends the part again over another path.
+and sends the part again over another path (a part of several only at its
+second failure: :class:`~lnpmsg.payments.sender.Payment`).
 """
 
 from __future__ import annotations

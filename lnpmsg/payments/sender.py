@@ -22,10 +22,13 @@ from lnpmsg.payments.route import NoRouteError, Route
 from lnpmsg.payments.scorer import MissionControl
 from lnpmsg.wire.primitives import ShortChannelId
 
-__all__ = ["Attempt", "OutgoingResult", "Part", "Payment", "PaymentFailed", "build_part", "format_scid", "onion_key", "read_failure"]
+__all__ = ["MAX_SET_PART_FAILURES_PER_PATH", "Attempt", "OutgoingResult", "Part", "Payment", "PaymentFailed", "build_part", "format_scid", "onion_key", "read_failure"]
 
 #: how many routes one payment tries at most
 MAX_ATTEMPTS = 12
+#: how many parts of a multi-part payment a blinded path may fail (``invalid_onion_blinding``, which
+#: hides whether the path refused it or the recipient timed its set out) before the payment stops using it
+MAX_SET_PART_FAILURES_PER_PATH = 2
 #: permanent_node_failure: what an unreadable or empty failure counts as
 _PERMANENT_NODE_FAILURE = PERM | NODE | 2
 _MPP_TIMEOUT = 23
@@ -133,7 +136,11 @@ class Payment:
     A keysend has ``keysend_preimage`` and no ``payment_secret``; a payment into blinded paths
     neither (its routes end in a path: :attr:`Route.blinded`). A part a blinded path refuses
     (``invalid_onion_blinding``) excludes that path (:func:`~lnpmsg.payments.blinded_routes.path_scid`):
-    the rest goes into the others, if the invoice has others.
+    the rest goes into the others, if the invoice has others. BOLT 4 turns every failure inside a
+    path into that one error, the recipient's ``mpp_timeout`` too (a set whose other parts did not
+    come in time), so for a part of several it cannot tell a refusal from a timeout: such a path is
+    excluded only after :data:`MAX_SET_PART_FAILURES_PER_PATH` failed parts. A part that carries the
+    whole amount makes its set whole at once (nothing to time out): its failure is the path's refusal.
     """
 
     def __init__(self, payment_hash: bytes, payment_secret: bytes | None, total_msat: int, find_routes: Callable[[int, frozenset[int]], list[Route]],
@@ -153,8 +160,10 @@ class Payment:
         self.final_error: PaymentFailed | None = None
         self.inflight_msat = 0
         self._attempt_of: dict[int, Attempt] = {}
-        #: our channels that refused a part: routes for the rest avoid them
+        #: our channels (and blinded paths, by their stand-in ids) that refused a part: routes for the rest avoid them
         self.excluded: set[int] = set()
+        #: per blinded path (its stand-in id): the parts of several it failed, unattributed (see the class docs)
+        self._set_part_failures: dict[int, int] = {}
         #: why no new part may leave (:meth:`stop`), and the name of the failure it makes
         self.stopped: str | None = None
         self._stop_error = "Timeout"
@@ -231,8 +240,17 @@ class Payment:
         refusal = read_failure(part, result, attempt, self.scorer, now)
         if part.route.blinded is not None and attempt.code == _INVALID_ONION_BLINDING:
             # the path's terms refused it (its fees, expiry, or the recipient): another route into the same
-            # path would meet them too, another path of the invoice may not
-            self.excluded.add(path_scid(part.route.blinded))
+            # path would meet them too, another path of the invoice may not. Unless the part was one of several:
+            # then the recipient may have failed it at its MPP timeout, which comes back as this same error
+            # (BOLT 4): a path that carried its part is not lost for the others' delay, but tried a limited
+            # number of times (each try an attempt of the payment's)
+            scid = path_scid(part.route.blinded)
+            if part.route.final_amount_msat < self.total_msat:
+                self._set_part_failures[scid] = failures = self._set_part_failures.get(scid, 0) + 1
+                if failures < MAX_SET_PART_FAILURES_PER_PATH:
+                    attempt.failure += "; a part of several: perhaps the recipient's MPP timeout, the path is tried again"
+                    return
+            self.excluded.add(scid)
             return
         if refusal is not None:
             self.final_error = self._failed(f"the payee refused the payment: {refusal}")
