@@ -23,6 +23,7 @@ from lnpmsg.payments.blinded import (
     BlindedPayInfo,
     PathHop,
     PaymentRelay,
+    PayInfoRounding,
     aggregate_payinfo,
     blinded_payloads,
     create_payment_path,
@@ -205,14 +206,15 @@ def test_a_node_after_the_introduction_fails_malformed() -> None:
 NODES = [coincurve.PrivateKey(bytes([i]) * 32) for i in (0x21, 0x22, 0x23)]
 
 
-def _our_payment(path_id: bytes | None = None, max_cltv: int = 1_000, relay: PaymentRelay | None = None) -> dict[str, Any]:
+def _our_payment(path_id: bytes | None = None, max_cltv: int = 1_000, relay: PaymentRelay | None = None,
+                 rounding: PayInfoRounding | None = None) -> dict[str, Any]:  # fmt: skip
     """A path made by node 2 through node 1 (introduction) for an invoice, and node 0's onion into it."""
     preimage = os.urandom(32)
     payment_hash = hashlib.sha256(preimage).digest()
     me, intro = NODES[2], NODES[1]
     relay = relay or PaymentRelay(40, 10, 1000)
     path, payinfo = create_payment_path(os.urandom(32), [PathHop(intro.public_key.format(), 7, relay)], me.public_key.format(),
-                                        path_id or path_id_for(me.secret, payment_hash), max_cltv, 18)  # fmt: skip
+                                        path_id or path_id_for(me.secret, payment_hash), max_cltv, 18, rounding=rounding)  # fmt: skip
     assert decode_blinded_path(path.encode()) == (path, len(path.encode()))
     height, amount = 500, 5_000_000
     to_intro = amount + payinfo.fee(amount)
@@ -235,6 +237,33 @@ def test_a_path_to_us_is_paid_and_accepted() -> None:
                  onion=fwd.onion, height=pay["height"], now=0.0, invoice={terms.payment_hash: terms}.get, next_channel=lambda scid: None,
                  policy=FeePolicy(), path_key=fwd.path_key)  # fmt: skip
     assert got == Settle(terms.preimage, fwd.amount_msat)
+
+
+@pytest.mark.parametrize("rounded", [True, False])
+def test_a_rounded_payinfo_hides_the_policy_and_is_paid_within_a_tight_expiry_limit(rounded: bool) -> None:
+    """The introduction node's 1001 msat + 111 millionths and 41 blocks (and our final 18) show as 2000 + 200
+    and 72; a payer paying those gives the path more than it needs: the hop forwards at its own policy and we
+    get the rest. The path's limit one block past our final delta still lets the rounded delta through (the
+    rounding raised it by the blocks it added); a path's figures (its hops') would not be refused either way."""
+    relay = PaymentRelay(41, 111, 1001)
+    pay = _our_payment(max_cltv=500 + 18 + 1, relay=relay, rounding=PayInfoRounding() if rounded else None)
+    info = pay["payinfo"]
+    exact = aggregate_payinfo([relay], 18)
+    assert (info.fee_base_msat, info.fee_proportional_millionths, info.cltv_expiry_delta) == ((2000, 200, 72) if rounded else (1001, 111, 59))
+    assert exact == BlindedPayInfo(1001, 111, 59) and PayInfoRounding(0, 0, 0).apply(exact) == exact
+    assert PayInfoRounding().apply(BlindedPayInfo(2000, 200, 72, 7)) == BlindedPayInfo(2000, 200, 72, 7)  # (a multiple stays)
+    part, route, terms = pay["part"], pay["route"], pay["terms"]
+    fwd = decide(node_secret=NODES[1].secret, amount_msat=route.amount_msat, payment_hash=terms.payment_hash, cltv_expiry=route.cltv_expiry,
+                 onion=part.onion, height=pay["height"], now=0.0, invoice=lambda h: None, next_channel=lambda scid: (True, 1),
+                 policy=FeePolicy(1001, 111, 41))  # fmt: skip
+    assert isinstance(fwd, Forward) and route.amount_msat - fwd.amount_msat >= FeePolicy(1001, 111, 41).fee(fwd.amount_msat)
+    got = decide(node_secret=NODES[2].secret, amount_msat=fwd.amount_msat, payment_hash=terms.payment_hash, cltv_expiry=fwd.cltv_expiry,
+                 onion=fwd.onion, height=pay["height"], now=0.0, invoice={terms.payment_hash: terms}.get, next_channel=lambda scid: None,
+                 policy=FeePolicy(), path_key=fwd.path_key)  # fmt: skip
+    assert got == Settle(terms.preimage, fwd.amount_msat) and fwd.amount_msat >= pay["amount"]
+    if rounded:  # (what the payer added over the hop's needs reached us)
+        assert fwd.amount_msat - pay["amount"] >= info.fee(pay["amount"]) - exact.fee(pay["amount"]) - 1
+        assert fwd.cltv_expiry == pay["height"] + 72 - 41
 
 
 @pytest.mark.parametrize("what", ["path_id", "max_cltv_expiry", "fee"])

@@ -248,7 +248,7 @@ class Payment:
             if part.route.final_amount_msat < self.total_msat:
                 self._set_part_failures[scid] = failures = self._set_part_failures.get(scid, 0) + 1
                 if failures < MAX_SET_PART_FAILURES_PER_PATH:
-                    attempt.failure += "; a part of several: perhaps the recipient's MPP timeout, the path is tried again"
+                    attempt.failure += "; one part of several, perhaps failed at the recipient's MPP timeout: the path is tried again"
                     return
             self.excluded.add(scid)
             return

@@ -122,7 +122,7 @@ class OffersApp(Refunds, App):
         directory: the offers store.
         payments_app / onion_messages_app: the apps that receive and pay, and that carry the messages.
         clock: wall-clock seconds (offer and invoice expiries).
-        random: the source of payer keys and request metadata.
+        random: the source of request metadata (each request's payer key is derived from it and the node secret).
         fetch_timeout: seconds to wait for an invoice by default.
     """
 
