@@ -65,7 +65,8 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--label", metavar="LABEL", help="a unique name for it (listinvoicerequests shows it)")
     p.add_argument("--expiry", type=int, metavar="S", help="pay an invoice for it only within S seconds from now (default: no limit)")
     p.add_argument("--blinded-path", action="store_true", help="also name blinded paths to this node through peers that read onion "
-                   "messages (invreq_paths): the invoice comes along one, so one who cannot reach this node directly can answer")  # fmt: skip
+                   "messages (invreq_paths): the invoice comes along one, so one who cannot reach this node directly can answer, and the request "
+                   "names a transient payer id, not this node's id (without paths it must name the node: the invoice is sent to it)")  # fmt: skip
     p.add_argument("--introduction", action="append", metavar="NODEID", help="a peer to introduce a blinded path (repeatable, up to 3; "
                    "implies --blinded-path; default: the first 3 peers reading onion messages)")  # fmt: skip
     add("listinvoicerequests", "list our invoice requests not for an offer: unpaid, paying or paid")
