@@ -22,7 +22,9 @@ import pytest
 import trio
 
 from lnpmsg.payments.blinded import BlindedPayInfo
-from lnpmsg.payments.bolt12 import decode_invoice, decode_offer
+from lnpmsg.node.node import Node
+from lnpmsg.payments.bolt12 import Invoice, decode_invoice, decode_offer
+from lnpmsg.payments.bolt12.app import OffersApp
 from lnpmsg.payments.onion import decode_blinded_path
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding, MppTimeout
 from lnpmsg.testing.nodes import running
@@ -95,6 +97,18 @@ async def test_a_part_a_path_cannot_carry_goes_into_another(tmp_path: Path) -> N
             await wait_until(lambda: all(quiet(x) for x in (a, b, c, d, e)), "settled")
 
 
+async def _invoice_in_two_parts(n: Any, pay_app: OffersApp, offers: OffersApp, funders: tuple[Node, ...], c_d: tuple[Node, Node],
+                                description: str) -> Invoice:  # fmt: skip
+    """The diamond with A's channels to B and C too small for AMOUNT alone, B-D funded by B and C-D by
+    ``c_d[0]``; D's MPP timeout 3 s; the invoice A fetched for D's offer of AMOUNT (hiding D's id)."""
+    a, b, c, d = (n.nodes[x] for x in "abcd")
+    await n.fund(*funders)
+    await n.open([(a, b, 500_000, 500_000), (a, c, 500_000, 500_000), (b, d, 1_000_000, 1_000_000), (*c_d, 1_000_000, 1_000_000)])
+    payments(d).mpp.timeout = 3.0
+    made = await offers.create(AMOUNT, description, hide_node_id=True)
+    return decode_invoice((await pay_app.fetchinvoice(made["bolt12"]))["invoice"])
+
+
 @pytest.mark.trio
 async def test_a_set_that_never_arrives_whole_is_failed_back_by_the_issuer(tmp_path: Path) -> None:
     """A's channels carry the amount only in two parts; C cannot forward its part to D, nor can B's path
@@ -103,11 +117,8 @@ async def test_a_set_that_never_arrives_whole_is_failed_back_by_the_issuer(tmp_p
     async with net(tmp_path) as n:
         (a, pay_app), (b, _), (c, _), (d, offers) = (offers_app(n, x) for x in "abcd")
         async with running(a, b, c, d):
-            await n.fund(a, b, d)
-            await n.open([(a, b, 500_000, 500_000), (a, c, 500_000, 500_000), (b, d, 1_000_000, 1_000_000), (d, c, 1_000_000, 1_000_000)])
-            payments(d).mpp.timeout = 3.0
-            made = await offers.create(AMOUNT, "never whole", hide_node_id=True)
-            invoice = decode_invoice((await pay_app.fetchinvoice(made["bolt12"]))["invoice"])
+            # (D funded its channel with C: C cannot forward to D)
+            invoice = await _invoice_in_two_parts(n, pay_app, offers, (a, b, d), (d, c), "never whole")
             held = []
 
             async def watch() -> None:
@@ -162,11 +173,7 @@ async def test_a_part_the_issuer_timed_out_does_not_cost_its_path(tmp_path: Path
     async with net(tmp_path) as n:
         (a, pay_app), (b, _), (c, _), (d, offers) = (offers_app(n, x) for x in "abcd")
         async with running(a, b, c, d):
-            await n.fund(a, b, c)
-            await n.open([(a, b, 500_000, 500_000), (a, c, 500_000, 500_000), (b, d, 1_000_000, 1_000_000), (c, d, 1_000_000, 1_000_000)])
-            payments(d).mpp.timeout = 3.0
-            made = await offers.create(AMOUNT, "a late part", hide_node_id=True)
-            invoice = decode_invoice((await pay_app.fetchinvoice(made["bolt12"]))["invoice"])
+            invoice = await _invoice_in_two_parts(n, pay_app, offers, (a, b, c), (c, d), "a late part")
             htlcs = payments(c).htlcs
             add_htlc = htlcs.add_htlc
             late: list[bool] = []
