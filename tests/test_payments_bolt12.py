@@ -304,6 +304,22 @@ def test_recipient_blinded_secret_signs_as_the_paths_last_id() -> None:
         assert _pub(secret) == path.hops[-1].blinded_node_id != _pub(ALICE)
 
 
+def test_a_payer_key_is_its_requests_own_and_derived_again() -> None:
+    """The transient invreq_payer_id: from the node secret and the request's metadata, the same each time (the
+    payer signs with it again, nothing stored), another for other metadata or another node, never the node id,
+    nor an offer path's key of the same bytes (each use of the node secret has a label of its own)."""
+    from lnpmsg.payments.bolt12.keys import offer_path_session_key, payer_id, payer_secret
+
+    metadata = b"\x05" * 16
+    key = payer_secret(ALICE, metadata)
+    assert key == payer_secret(ALICE, metadata) and _pub(key) == payer_id(ALICE, metadata) != _pub(ALICE)
+    assert len({payer_id(ALICE, metadata), payer_id(ALICE, b"\x06" * 16), payer_id(BOB, metadata)}) == 3
+    assert key != offer_path_session_key(ALICE, metadata)
+    request = InvoiceRequest.for_offer(_offer(offer_amount=5000), key, metadata)
+    assert request.payer_id == payer_id(ALICE, metadata)  # (and its signature verified as it was read back)
+    assert InvoiceRequest.from_bytes(request.to_bytes()) == request
+
+
 def test_a_refund_request_and_its_invoice() -> None:
     """A request not for an offer (merchant pays user): unsigned, its amount required; the invoice answering it."""
     refund = InvoiceRequest.refund(_pub(BOB), b"\x06" * 16, 7000, "a refund", absolute_expiry=NOW + 60)
