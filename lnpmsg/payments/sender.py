@@ -22,7 +22,8 @@ from lnpmsg.payments.route import NoRouteError, Route
 from lnpmsg.payments.scorer import MissionControl
 from lnpmsg.wire.primitives import ShortChannelId
 
-__all__ = ["MAX_SET_PART_FAILURES_PER_PATH", "Attempt", "OutgoingResult", "Part", "Payment", "PaymentFailed", "build_part", "format_scid", "onion_key", "read_failure"]
+__all__ = ["MAX_SET_PART_FAILURES_PER_PATH", "Attempt", "OutgoingResult", "Part", "Payment", "PaymentFailed", "build_part", "format_scid",
+           "onion_key", "read_failure"]
 
 #: how many routes one payment tries at most
 MAX_ATTEMPTS = 12

@@ -19,7 +19,8 @@ node`` with a chain does). It owns the onion-message records 64
   ``invoice_error`` naming the field; one that came the wrong way is ignored.
 - **Paying.** ``offers.fetchinvoice`` sends an ``invoice_request`` (a fresh
   transient payer key of its own, derived from the node secret and 16 random
-  bytes of metadata: :func:`.keys.payer_secret`) along each of the offer's paths (BOLT 12: never
+  bytes of metadata: :func:`.keys.payer_secret`) along each of the offer's
+  paths (BOLT 12: never
   straight to an issuer that gave paths), else to its issuer, with reply paths,
   and waits for the first answer: an ``invoice`` that arrived along one of those
   reply paths, mirrors the request, is signed by the issuer and not expired,
@@ -457,8 +458,8 @@ class OffersApp(Refunds, App):
         # (a transient payer key for each request, from the node secret and the request's metadata: nothing stored)
         metadata = self._random(16)
         try:
-            request = InvoiceRequest.for_offer(offer, payer_secret(self.node.key.secret, metadata), metadata, amount_msat=amount_msat, quantity=quantity,
-                                               chain=self.chain, payer_note=payer_note)  # fmt: skip
+            request = InvoiceRequest.for_offer(offer, payer_secret(self.node.key.secret, metadata), metadata, amount_msat=amount_msat,
+                                               quantity=quantity, chain=self.chain, payer_note=payer_note)  # fmt: skip
         except Bolt12Error as exc:
             raise ParamsError(f"cannot request an invoice of this offer: {exc}") from None
         invoice = await self.request_invoice(offer, request, self.fetch_timeout if timeout is None else timeout)

@@ -6,9 +6,9 @@
   secret and a stored salt).
 - A payer's ``invreq_payer_id`` (:func:`payer_secret`): a key of its own for each
   invoice request, derived from the node secret and the request's
-  ``invreq_metadata``, so the request does not name the node, the payer can sign
-  with it again, and an invoice naming the key for the metadata it mirrors is
-  known as an answer to one of our requests (only we can derive it).
+  ``invreq_metadata``, so the request does not name the node (nor links it to
+  our other requests), and the payer can derive it again to sign with it (a
+  payer proof) with nothing stored but the request.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ The payer publishes an ``lnr1...`` (``offers.invoicerequest``: an amount, a
 description, and as ``invreq_payer_id`` a transient key derived from the node
 secret and the request's metadata when the request carries blinded paths to us,
 so it does not name the node, else the node id, the one place an answer could
-go; unsigned, as BOLT 12's writer must); the one it is for answers with an invoice sent to that node id as an
-onion message (``offers.sendinvoice``), and the payer pays it at once: an
+go; unsigned, as BOLT 12's writer must); the one it is for answers with an
+invoice sent as an onion message along one of those paths, else to that node
+id (``offers.sendinvoice``), and the payer pays it at once: an
 invoice that arrived along no blinded path (BOLT 12, for a request without
 paths) or, for one made with ``blinded_path`` (``invreq_paths``: blinded paths
 to us through peers, as an offer's), along one of its paths, mirrors a
