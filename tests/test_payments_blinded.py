@@ -207,7 +207,7 @@ NODES = [coincurve.PrivateKey(bytes([i]) * 32) for i in (0x21, 0x22, 0x23)]
 
 
 def _our_payment(path_id: bytes | None = None, max_cltv: int = 1_000, relay: PaymentRelay | None = None,
-                 rounding: PayInfoRounding | None = None) -> dict[str, Any]:  # fmt: skip
+                 rounding: PayInfoRounding | None = None, amount: int = 5_000_000) -> dict[str, Any]:  # fmt: skip
     """A path made by node 2 through node 1 (introduction) for an invoice, and node 0's onion into it."""
     preimage = os.urandom(32)
     payment_hash = hashlib.sha256(preimage).digest()
@@ -216,7 +216,7 @@ def _our_payment(path_id: bytes | None = None, max_cltv: int = 1_000, relay: Pay
     path, payinfo = create_payment_path(os.urandom(32), [PathHop(intro.public_key.format(), 7, relay)], me.public_key.format(),
                                         path_id or path_id_for(me.secret, payment_hash), max_cltv, 18, rounding=rounding)  # fmt: skip
     assert decode_blinded_path(path.encode()) == (path, len(path.encode()))
-    height, amount = 500, 5_000_000
+    height = 500
     to_intro = amount + payinfo.fee(amount)
     route = extend_route(Route((RouteHop(3, 0, intro.public_key.format(), to_intro, height + payinfo.cltv_expiry_delta,
                                          to_intro, height + payinfo.cltv_expiry_delta),)), path, amount, height)  # fmt: skip
@@ -264,6 +264,29 @@ def test_a_rounded_payinfo_hides_the_policy_and_is_paid_within_a_tight_expiry_li
     if rounded:  # (what the payer added over the hop's needs reached us)
         assert fwd.amount_msat - pay["amount"] >= info.fee(pay["amount"]) - exact.fee(pay["amount"]) - 1
         assert fwd.cltv_expiry == pay["height"] + 72 - 41
+
+
+@pytest.mark.parametrize("relay, amount, rounded", [(PaymentRelay(182, 4344, 4486), 4_302_550_414, False),
+                                                     (PaymentRelay(216, 3387, 3274), 8_365_571_434, True)])
+def test_the_introduction_node_takes_a_path_at_its_own_policy_whatever_the_rounding(relay: PaymentRelay, amount: int,
+                                                                                    rounded: bool) -> None:  # fmt: skip
+    """BOLT 4's forwarded amount rounds up (the hop keeps at most its fee), so for some amounts the hop keeps
+    1 msat less than its policy's fee of that amount, rounded down: a path written at the hop's own policy, paid
+    at its payinfo (exact or rounded up), is still forwarded (our policy would have forwarded no more)."""
+    pay = _our_payment(max_cltv=100_000, relay=relay, rounding=PayInfoRounding() if rounded else None, amount=amount)
+    route, terms = pay["route"], pay["terms"]
+    policy = FeePolicy(relay.fee_base_msat, relay.fee_proportional_millionths, relay.cltv_expiry_delta)
+    fwd = decide(node_secret=NODES[1].secret, amount_msat=route.amount_msat, payment_hash=terms.payment_hash, cltv_expiry=route.cltv_expiry,
+                 onion=pay["part"].onion, height=pay["height"], now=0.0, invoice=lambda h: None, next_channel=lambda scid: (True, 1),
+                 policy=policy)  # fmt: skip
+    assert isinstance(fwd, Forward), fwd
+    assert fwd.amount_msat >= amount and route.amount_msat - fwd.amount_msat == policy.fee(fwd.amount_msat) - 1  # (the case in point)
+    # a hop that asks 1 millionth more than the path gives still refuses it
+    stricter = FeePolicy(relay.fee_base_msat, relay.fee_proportional_millionths + 1, relay.cltv_expiry_delta)
+    refused = decide(node_secret=NODES[1].secret, amount_msat=route.amount_msat, payment_hash=terms.payment_hash, cltv_expiry=route.cltv_expiry,
+                     onion=pay["part"].onion, height=pay["height"], now=0.0, invoice=lambda h: None, next_channel=lambda scid: (True, 1),
+                     policy=stricter)  # fmt: skip
+    assert isinstance(refused, FailOnion) and isinstance(refused.failure, InvalidOnionBlinding)
 
 
 @pytest.mark.parametrize("what", ["path_id", "max_cltv_expiry", "fee"])

@@ -180,8 +180,12 @@ def _forward(data: BlindedHopData, scid: int | None, fail: Callable[[str], FailO
         return fail(NEXT_CHANNEL_DOWN)
     fee, delta = amount_msat - amt, cltv_expiry - out_cltv
     # the recipient wrote our fee and delta into the path: a path with less than we charge is refused
-    # as a payer's short fee would be (here with invalid_onion_blinding)
-    if not any(fee >= a.fee(amt) and delta >= a.cltv_expiry_delta for a in accepted):
+    # as a payer's short fee would be (here with invalid_onion_blinding). A payment_relay with our fees
+    # (or more) is taken whatever the amount: BOLT 4's forwarded amount rounds up (we keep at most the
+    # fee), so what it leaves us may be 1 msat under our fee of the forwarded amount, rounded down
+    r = data.relay
+    if not any((r.fee_base_msat >= a.fee_base_msat and r.fee_proportional_millionths >= a.fee_proportional_millionths or fee >= a.fee(amt))
+               and delta >= a.cltv_expiry_delta for a in accepted):  # fmt: skip
         return fail(f"payment_relay gives fee {fee} msat and cltv delta {delta}; we ask {accepted[0].fee(amt)} and {accepted[0].cltv_expiry_delta}")
     if out_cltv < height + MIN_OUTGOING_CLTV_MARGIN:
         return fail(f"outgoing expiry {out_cltv} at height {height}")
