@@ -5,7 +5,9 @@ blinded route and amounts and must match the vector byte for byte; each hop then
 decides the HTLC as a node would (the vector's keys), forwarding with the
 amounts and expiries ``payment_relay`` gives and the next path key, or failing
 with ``invalid_onion_blinding`` as its place in the path says. A path we create
-to ourselves is paid and accepted; one with another ``path_id`` is not.
+to ourselves is paid and accepted; one with another ``path_id`` is not. Its payinfo rounded up
+(``PayInfoRounding``) is paid too, within a tight expiry limit; a hop at its own policy takes a
+path for amounts where BOLT 4's rounding leaves it 1 msat under its fee.
 """
 
 from __future__ import annotations

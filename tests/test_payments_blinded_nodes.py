@@ -12,7 +12,8 @@ fails it malformed, C turns that into its own failure, nothing of D's leaks).
 A longer path made by hand, B-C-D: B (A's peer) introduces it, C relays with the
 path key it got in ``update_add_htlc``; when the path underpays C, C fails it
 malformed and B answers A with its own ``invalid_onion_blinding``.
-A plain payment over the same channels still works.
+A plain payment over the same channels still works. C at an uncommon policy: D's paths show it
+rounded up, and A pays them at the rounded figures.
 """
 
 from __future__ import annotations
