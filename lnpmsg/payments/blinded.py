@@ -168,15 +168,13 @@ class PayInfoRounding:
     fee_base_msat: int = 1000
     fee_proportional_millionths: int = 100
     cltv_expiry_delta: int = 24
-    #: (a larger minimum asks payers for no less than the hops' own ``payment_constraints`` allow)
-    htlc_minimum_msat: int = 1000
 
     def apply(self, info: BlindedPayInfo) -> BlindedPayInfo:
-        """``info`` with its fees, CLTV delta and HTLC minimum rounded up."""
+        """``info`` with its fees and CLTV delta rounded up (its ``htlc_minimum_msat`` kept: the hops'
+        constraint)."""
         return BlindedPayInfo(_round_up(info.fee_base_msat, self.fee_base_msat),
                               _round_up(info.fee_proportional_millionths, self.fee_proportional_millionths),
-                              _round_up(info.cltv_expiry_delta, self.cltv_expiry_delta),
-                              _round_up(info.htlc_minimum_msat, self.htlc_minimum_msat))  # fmt: skip
+                              _round_up(info.cltv_expiry_delta, self.cltv_expiry_delta), info.htlc_minimum_msat)  # fmt: skip
 
 
 def _round_up(value: int, step: int) -> int:

@@ -65,9 +65,9 @@ log = logging.getLogger("lnpmsg.payments.app")
 
 #: blocks a blinded path we make stays usable by default (its max_cltv_expiry, past our final delta): a week
 DEFAULT_PATH_BLOCKS = 1008
-#: what the payinfo of our paths is rounded up to (fee base and HTLC minimum to whole satoshis, proportional
-#: fee to 100 millionths, CLTV delta to 24 blocks), so it does not give away the introducing peer's exact policy
-PAYINFO_ROUNDING = PayInfoRounding(fee_base_msat=1000, fee_proportional_millionths=100, cltv_expiry_delta=24, htlc_minimum_msat=1000)
+#: what the payinfo of our paths is rounded up to (fee base to whole satoshis, proportional fee to 100
+#: millionths, CLTV delta to 24 blocks), so it does not give away the introducing peer's exact policy
+PAYINFO_ROUNDING = PayInfoRounding(fee_base_msat=1000, fee_proportional_millionths=100, cltv_expiry_delta=24)
 #: what a payment into a blinded path keeps in the store's ``bolt11`` column (it has no invoice text)
 BLINDED_PREFIX = "blinded:"
 
