@@ -253,7 +253,8 @@ async def test_a_path_hides_the_peers_policy_and_is_paid_at_the_rounded_figures(
     """C forwards at an uncommon policy (1001 msat, 111 millionths, 41 blocks): D's path through C (padded
     with D's dummy hops) shows it rounded up (PAYINFO_ROUNDING), not C's figures; A pays the rounded payinfo,
     C takes at least its own fee and D gets the amount and the rest; a path usable for one block more than D's
-    final delta is still paid (its expiry limits allow the blocks the rounding adds); a path of D alone too."""
+    final delta is still paid (its expiry limits allow the blocks the rounding adds); a path of D alone too; and
+    amounts where BOLT 4's rounding leaves C 1 msat under its fee, rounded down."""
     odd = FeePolicy(fee_base_msat=1001, fee_proportional_millionths=111, cltv_expiry_delta=41)
     async with net(tmp_path) as n:
         # (no gossip app here: D takes its own policy for its peer's, so both forward at the odd one)
@@ -287,4 +288,11 @@ async def test_a_path_hides_the_peers_policy_and_is_paid_at_the_rounded_figures(
                 forwards = (await payments(c).listforwards())["forwards"]
                 fwd = next(f for f in forwards if f["status"] == "settled" and f["out_msat"] == row["received_msat"])
                 assert fwd["in_msat"] >= AMOUNT + fee and fwd["in_msat"] - fwd["out_msat"] >= odd.fee(fwd["out_msat"])
+                await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
+            # amounts for which BOLT 4's rounded-up forward amount leaves C 1 msat under its fee of it, rounded
+            # down (one or the other, as A's route adds the payinfo's fee): C still takes the path, at its policy
+            for amount in (20_006_228, 20_006_229):
+                inv = await payments(d).invoice(amount, f"odd {amount}", "an amount BOLT 4's rounding meets")
+                made = await payments(d).blindedpath(f"odd {amount}")
+                assert (await pay_into(a, made, inv["payment_hash"], amount))["status"] == "complete"
                 await wait_until(lambda: all(quiet(x) for x in (a, b, c, d)), "settled")
