@@ -5,6 +5,8 @@
 - :mod:`.offer`, :mod:`.invoice_request`, :mod:`.invoice`, :mod:`.invoice_error`:
   each form read with the spec's reader requirements (:class:`Bolt12Error` with
   a ``code``), built, and written;
+- :mod:`.keys`: keys derived from the node secret (each request's transient
+  ``invreq_payer_id``, the signing key of an offer that hides the node);
 - :mod:`.app` (``OffersApp``), :mod:`.refunds` (its requests not for an offer), :mod:`.store`,
   :mod:`.commands`: the shells.
 
