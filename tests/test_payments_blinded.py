@@ -19,6 +19,8 @@ from typing import Any
 
 import coincurve
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wire_spec_vectors import BOLTS
 
 from lnpmsg.payments.blinded import (
@@ -289,6 +291,26 @@ def test_the_introduction_node_takes_a_path_at_its_own_policy_whatever_the_round
                      onion=pay["part"].onion, height=pay["height"], now=0.0, invoice=lambda h: None, next_channel=lambda scid: (True, 1),
                      policy=stricter)  # fmt: skip
     assert isinstance(refused, FailOnion) and isinstance(refused.failure, InvalidOnionBlinding)
+
+
+@settings(max_examples=40, deadline=None)
+@given(base=st.integers(0, 10_000), ppm=st.integers(0, 10_000), delta=st.integers(0, 300), amount=st.integers(1_000, 10**10),
+       rounded=st.booleans())  # fmt: skip
+def test_a_path_at_the_hops_policy_is_forwarded_and_settled_for_any_amount(base: int, ppm: int, delta: int, amount: int,
+                                                                           rounded: bool) -> None:  # fmt: skip
+    """Whatever the introduction node's policy and the amount, a path written at that policy and paid at its
+    payinfo (exact or rounded up) is forwarded by it, and we settle it, having got at least the amount."""
+    relay = PaymentRelay(delta, ppm, base)
+    pay = _our_payment(max_cltv=10_000, relay=relay, rounding=PayInfoRounding() if rounded else None, amount=amount)
+    route, terms = pay["route"], pay["terms"]
+    fwd = decide(node_secret=NODES[1].secret, amount_msat=route.amount_msat, payment_hash=terms.payment_hash, cltv_expiry=route.cltv_expiry,
+                 onion=pay["part"].onion, height=pay["height"], now=0.0, invoice=lambda h: None, next_channel=lambda scid: (True, 1),
+                 policy=FeePolicy(base, ppm, delta))  # fmt: skip
+    assert isinstance(fwd, Forward), fwd
+    got = decide(node_secret=NODES[2].secret, amount_msat=fwd.amount_msat, payment_hash=terms.payment_hash, cltv_expiry=fwd.cltv_expiry,
+                 onion=fwd.onion, height=pay["height"], now=0.0, invoice={terms.payment_hash: terms}.get, next_channel=lambda scid: None,
+                 policy=FeePolicy(), path_key=fwd.path_key)  # fmt: skip
+    assert isinstance(got, Settle) and fwd.amount_msat >= amount, got
 
 
 @pytest.mark.parametrize("what", ["path_id", "max_cltv_expiry", "fee"])
