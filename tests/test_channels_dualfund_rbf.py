@@ -11,6 +11,7 @@ from test_channels_dualfund import FEERATE, DualPair, confirm_and_pay, spent_out
 from test_channels_pair import ChannelPair, verify_commitments
 
 from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.bitcoin.script import p2wpkh
 from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.kernel import kernel_verify_scripts
 from lnpmsg.channels.dualfund_rbf import (
@@ -24,8 +25,10 @@ from lnpmsg.channels.dualfund_rbf import (
 from lnpmsg.channels.dualfund import InteractiveAborted
 from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, Received
+from lnpmsg.channels.interactive_tx import contribution_fee
+from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages import CommitmentSigned
-from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxAddOutput, TxComplete, TxInitRbf
+from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxAddOutput, TxComplete, TxInitRbf, TxSignatures
 from lnpmsg.channels.records import encode_snapshot, restore, restore_snapshot
 from lnpmsg.channels.state import Phase
 
@@ -166,6 +169,37 @@ def test_an_attempt_without_a_common_input_is_aborted() -> None:
     assert any(isinstance(e, RbfAborted) for e in out.events) and bob.phase is Phase.AWAIT_READY
     assert bob.state.funding_outpoint == first and not bob.state.connected
     assert restore(bob.secrets, pair.bob.records).state == bob.state
+
+
+def test_an_attempt_paying_less_total_fee_than_the_last_version_is_aborted() -> None:
+    """BOLT 2 at tx_complete: a (forged) Bob answers Alice's bump paying his share from one coin without
+    change: a smaller version, whose higher feerate still pays less in total than the first."""
+    pair = opened(250_000)
+    alice = pair.alice.core
+    first = fundings(pair.alice)[0]
+    first_fee = sum(o.amount_sat for o in spent_outputs(first)) - sum(o.amount_sat for o in first.outputs)
+    pair.feed(pair.alice, BumpCommand(BUMPED, 101))
+    pair.wire.clear()
+    assert alice.state.dual.replaces_fee_sat == first_fee
+    cid = alice.state.channel_id
+    script = p2wpkh(pubkey_from_privkey(sha256(b"forged bob")))
+    share = 250_000 + contribution_fee([script], [], BUMPED, initiator=False)
+    coin = Tx(2, (TxIn(OutPoint(sha256(b"bob elsewhere"), 0)),), (TxOut(share, script),))
+    replies = [TxAckRbf(channel_id=cid, tlvs=TxAckRbf.tlv_stream(funding_output_contribution=250_000)),
+               TxAddInput(channel_id=cid, serial_id=1, prevtx=coin.raw, prevtx_vout=0, sequence=0xFFFFFFFD)]  # fmt: skip
+    sent: list = []
+    while not any(isinstance(m, TxAbort) for m in sent):
+        out = pair.feed(pair.alice, Received(replies.pop(0) if replies else TxComplete(channel_id=cid)))
+        sent += out.messages
+        assert len(sent) < 10
+    (abort,) = [m for m in sent if isinstance(m, TxAbort)]
+    assert b"less than the %d sat of the last version" % first_fee in abort.data
+    assert not any(isinstance(m, CommitmentSigned | TxSignatures) for m in sent)
+    (aborted,) = [e for e in out.events if isinstance(e, RbfAborted)]
+    assert aborted.inputs == ()  # the attempt spent the first version's coins only: they stay reserved for it
+    s = alice.state
+    assert alice.phase is Phase.AWAIT_READY and s.funding_outpoint.txid == first.txid and s.dual.previous == ()
+    assert len(fundings(pair.alice)) == 1 and restore(alice.secrets, pair.alice.records).state == s
 
 
 def test_peer_abort_mid_attempt_restores_the_previous_version() -> None:

@@ -16,10 +16,12 @@ from lnpmsg.chain.kernel import kernel_verify_scripts
 from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import Disconnected, Received
 from lnpmsg.channels.messages_splice import SpliceLocked, StartBatch
-from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxInitRbf, TxSignatures
+from lnpmsg.channels.interactive_tx import contribution_fee
+from lnpmsg.channels.messages import CommitmentSigned
+from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxAddOutput, TxComplete, TxInitRbf, TxSignatures
 from lnpmsg.channels.records import restore
-from lnpmsg.channels.splice import SpliceAborted, SpliceDepth, Spliced
-from lnpmsg.channels.splice_rbf import MAX_RBF_ATTEMPTS, SpliceBump, SpliceVersionsDropped, check_bump, fee_refusal
+from lnpmsg.channels.splice import SpliceAborted, SpliceDepth, Spliced, session
+from lnpmsg.channels.splice_rbf import MAX_RBF_ATTEMPTS, SpliceBump, SpliceVersionsDropped, check_bump
 from lnpmsg.wire import WarningMessage
 
 BUMPED = FEERATE * 25 // 24 + 100
@@ -207,12 +209,32 @@ def test_an_attempt_ended_early_leaves_the_last_version_standing() -> None:
         assert side.core.state.quiesce is None
 
 
-def test_the_bump_must_pay_more_than_the_last_version() -> None:
+def test_a_bump_paying_less_total_fee_than_the_last_version_is_aborted() -> None:
+    """BOLT 2 at tx_complete: a (forged) Alice takes out only its fee, drops its splice-out's output,
+    and so builds a smaller version whose higher feerate still pays less in total than the first."""
     pair = signed_splice(50_000)
+    first = broadcast(pair.bob)[-1]
     quiesce(pair, pair.alice)
-    pair.feed(pair.alice, SpliceBump(BUMPED, 130))
-    first_fee = fee_of(broadcast(pair.alice)[-1], pair)
-    assert fee_refusal(pair.alice.core, first_fee - 1) is not None and fee_refusal(pair.alice.core, first_fee) is None
+    pair.wire.clear()
+    bob = pair.bob.core
+    cid = bob.state.channel_id
+    shared = splice_of(pair.bob).shared
+    fee = contribution_fee([shared.script], [shared.script], BUMPED, initiator=True)
+    out = pair.feed(pair.bob, Received(init_rbf(pair, funding_output_contribution=-fee)))
+    assert [type(m) for m in out.messages] == [TxAckRbf]
+    funding = session(bob).funding
+    assert funding is not None and fee < fee_of(first, pair) and splice_of(pair.bob).replaces_fee_sat == fee_of(first, pair)
+    add_shared = TxAddInput(channel_id=cid, serial_id=0, prevtx=b"", prevtx_vout=shared.outpoint.vout, sequence=0xFFFFFFFD,
+                            tlvs=TxAddInput.tlv_stream({"shared_input_txid": shared.outpoint.txid}))  # fmt: skip
+    for msg in (add_shared, TxAddOutput(channel_id=cid, serial_id=2, sats=funding.total_sat, script=funding.script)):
+        assert [type(m) for m in pair.feed(pair.bob, Received(msg)).messages] == [TxComplete]
+    out = pair.feed(pair.bob, Received(TxComplete(channel_id=cid)))
+    (abort,) = out.messages
+    assert isinstance(abort, TxAbort) and b"less than" in abort.data
+    assert not any(isinstance(m, CommitmentSigned | TxSignatures) for m in out.messages)
+    assert [e for e in out.events if isinstance(e, SpliceAborted)][-1].inputs == ()
+    sp = splice_of(pair.bob)
+    assert sp.signed and sp.outpoint.txid == first.txid and not sp.previous and broadcast(pair.bob)[-1].txid == first.txid
 
 
 def init_rbf(pair: SplicePair, feerate: int = BUMPED, **tlvs) -> TxInitRbf:
