@@ -407,3 +407,10 @@ def test_no_bump_once_a_version_is_in_a_block() -> None:
     pair.pump()
     assert [e for e in pair.alice.events if isinstance(e, SpliceAborted)][-1].reason.startswith("peer aborted: a version of the splice is in a block")
     assert not splice_of(pair.alice).previous and not splice_of(pair.bob).previous
+    # a reorganization takes the block out (depth 0, from the shell): bumps are allowed again
+    pair.feed(pair.bob, SpliceDepth(txid, 0, 0))
+    assert not splice_of(pair.bob).mined
+    check_bump(pair.bob.core, BUMPED, 130)
+    second = bump(pair, pair.bob)
+    assert [v.outpoint.txid for v in splice_of(pair.alice).previous] == [txid] and second.txid != txid  # type: ignore[union-attr]
+    assert restore(pair.bob.core.secrets, pair.bob.records).state == pair.bob.core.state

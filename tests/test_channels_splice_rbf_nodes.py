@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_channels_app import FUNDING_SAT, balances, chain, channels, only_channel, pay, running_pair, settled, wait_until
 from test_channels_app import Pair as AppPair
+from test_channels_onchain import invalidate
 from test_channels_splice_nodes import locked_on, monitor_on, pending
 
 from lnpmsg.bitcoin.tx import Tx
@@ -165,3 +166,42 @@ def test_the_command_line_asks_the_splice_bump_in_sat_per_vbyte() -> None:
     help_text = parser._subparsers._group_actions[0].choices["bumpsplice"].format_help()  # type: ignore[union-attr]
     for taught in ("tx_init_rbf", "25/24", "SAT_PER_VB", "Every version may confirm", "Example"):
         assert taught in " ".join(help_text.split()), taught
+
+
+@pytest.mark.trio
+async def test_a_version_reorganized_out_of_the_chain_may_be_bumped_again(tmp_path: Path) -> None:
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        cid, _ = await open_and_splice(pair, alice, bob)
+        first = first_version(alice)
+        await wait_until(lambda: source.core.find_transaction(first.txid) is not None, "the splice in the mempool")
+        await source.mine(1)  # one block: below the channel's minimum depth (2), not locked
+        await wait_until(lambda: all(pending(n).mined for n in (alice, bob)), "the splice seen in a block")  # type: ignore[union-attr]
+        with pytest.raises(ChainAppError, match="in a block"):
+            await channels(alice).bumpsplice(cid, feerate=6)
+        # the block leaves the chain (the splice goes back to the mempool); an empty block takes its place
+        await invalidate(source, (await source.tip()).height)
+        assert (await source.submit_transactions_in_block([])).accepted
+        await wait_until(lambda: not any(pending(n).mined for n in (alice, bob)), "the reorganization seen")  # type: ignore[union-attr]
+        assert not any(locked_on(n, first.txid_hex) for n in (alice, bob))
+        bumped = await bump_signed(bob, cid, alice, bob)  # either side may bump again
+        await wait_until(lambda: source.core.find_transaction(first.txid) is None, "the bump replaced the splice")
+        await source.mine(2)
+        await wait_until(lambda: locked_on(alice, bumped["splice_txid"]) and locked_on(bob, bumped["splice_txid"]), "spliced")
+        await pay(alice, bob, 4_000_000)
+
+
+@pytest.mark.trio
+async def test_a_version_mined_again_right_after_a_reorganization_locks(tmp_path: Path) -> None:
+    """The first block of the new branch holds the splice again: it is found there (the blocks from the
+    one that left the chain are read again), not only in the blocks after."""
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        cid, _ = await open_and_splice(pair, alice, bob)
+        first = first_version(alice)
+        await wait_until(lambda: source.core.find_transaction(first.txid) is not None, "the splice in the mempool")
+        await source.mine(1)
+        await wait_until(lambda: all(pending(n).mined for n in (alice, bob)), "the splice seen in a block")  # type: ignore[union-attr]
+        await invalidate(source, (await source.tip()).height)
+        await source.mine(1)  # a new block at the same height holds the splice again
+        await source.mine(1)  # its minimum depth
+        await wait_until(lambda: locked_on(alice, first.txid_hex) and locked_on(bob, first.txid_hex), "spliced")
+        await pay(alice, bob, 4_000_000)

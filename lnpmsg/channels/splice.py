@@ -102,7 +102,8 @@ class SpliceCommand:
 
 @dataclass(frozen=True, slots=True)
 class SpliceDepth:
-    """Input from the shell: the pending splice transaction ``txid`` is ``depth`` blocks deep at ``short_channel_id``."""
+    """Input from the shell: the pending splice transaction ``txid`` is ``depth`` blocks deep at ``short_channel_id``
+    (depth 0: a version seen in a block is no longer in the chain, a reorganization took it out)."""
 
     txid: bytes
     depth: int
