@@ -61,15 +61,15 @@ IN_FLIGHT = [("alice", 30_000_000), ("bob", 10_000_000)]
 #: the phases of an open (or a bump) before both signatures are in
 _SIGNING = (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)
 #: persistence points of each side in the script without a crash (test_the_script_counts_its_points checks)
-POINTS = {"alice": 43, "bob": 42}
+POINTS = {"alice": 44, "bob": 43}
 #: the same for the life where Bob asks for quiescence (FundeeQuiescesScript), and the points of each
 #: side from the HTLCs offered for it to the reconnection that ends it: the ones its sweep takes
-FUNDEE_QUIESCES_POINTS = {"alice": 42, "bob": 43}
-FUNDEE_QUIESCES_WINDOW = {"alice": range(19, 31), "bob": range(20, 33)}
+FUNDEE_QUIESCES_POINTS = {"alice": 43, "bob": 44}
+FUNDEE_QUIESCES_WINDOW = {"alice": range(20, 32), "bob": range(21, 34)}
 #: Bob's share when he puts in more than Alice (she then signs first)
 BOB_MORE_SAT = 1_500_000
 #: the same for that life (BobFundsMoreScript)
-BOB_MORE_POINTS = {"alice": 22, "bob": 22}
+BOB_MORE_POINTS = {"alice": 23, "bob": 23}
 
 
 class DualFundScript(Script):
@@ -208,7 +208,8 @@ class DualFundScript(Script):
         # the fundee counting its wait for the funding from that block): the second block then never
         # races the first, and the script makes the same points each run.
         with trio.move_on_after(10):
-            await wait_until(lambda: len(self.funding_txids()) == 1 and self.fundee_saw_a_block(), "the first block seen by both")
+            await wait_until(lambda: len(self.funding_txids()) == 1 and self.fundee_saw_a_block() and self.both_saw_it_mined(),
+                             "the first block seen by both")  # fmt: skip
         await source.mine(1)
         with trio.fail_after(60):
             while True:
@@ -223,6 +224,11 @@ class DualFundScript(Script):
         """Bob took a block since the open (his wait for the funding counts from it), or is ready already."""
         s = self.channel("bob").core.state  # type: ignore[union-attr]
         return s.funding_wait_start is not None or s.ready_sent
+
+    def both_saw_it_mined(self) -> bool:
+        """Each side holds its funding as in a block (no more bumps), or is ready already."""
+        channels = [self.channel(n) for n in ("alice", "bob")]
+        return all(c is not None and (getattr(c.core.state.dual, "mined", False) or c.core.state.ready_sent) for c in channels)
 
     async def mine_a_version(self) -> None:
         """A block with the version of the funding in the mempool (the last bump)."""

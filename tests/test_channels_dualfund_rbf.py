@@ -24,7 +24,7 @@ from lnpmsg.channels.dualfund_rbf import (
 )
 from lnpmsg.channels.dualfund import InteractiveAborted
 from lnpmsg.channels.errors import LocalMisuse
-from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, Received
+from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, FundingDepth, Received
 from lnpmsg.channels.interactive_tx import contribution_fee
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages import CommitmentSigned
@@ -200,6 +200,32 @@ def test_an_attempt_paying_less_total_fee_than_the_last_version_is_aborted() -> 
     s = alice.state
     assert alice.phase is Phase.AWAIT_READY and s.funding_outpoint.txid == first.txid and s.dual.previous == ()
     assert len(fundings(pair.alice)) == 1 and restore(alice.secrets, pair.alice.records).state == s
+
+
+def test_no_bump_while_the_funding_is_in_a_block_until_a_reorganization_takes_it_out() -> None:
+    pair = opened(250_000)
+    first = fundings(pair.alice)[0]
+    scid = (150 << 40) | (1 << 16) | pair.bob.core.state.funding_outpoint.vout
+    pair.feed(pair.bob, FundingDepth(1, scid))  # in a block for Bob (below the minimum depth), not yet for Alice
+    assert pair.bob.core.state.dual.mined and not pair.bob.core.state.ready_sent
+    cid = pair.bob.core.state.channel_id
+    contribution = TxInitRbf.tlv_stream(funding_output_contribution=600_000)
+    assert b"in a block" in _refused(pair, TxInitRbf(channel_id=cid, locktime=100, feerate=BUMPED, tlvs=contribution))
+    pair.feed(pair.alice, FundingDepth(1, scid))
+    with pytest.raises(LocalMisuse, match="in a block"):
+        pair.alice.core.receive(BumpCommand(BUMPED, 101), pair.now)
+    # a reorganization takes the block out (depth 0, from the shell): the opener may bump again
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, FundingDepth(0, 0))
+        assert not side.core.state.dual.mined
+    pair.wire.clear()
+    pair.feed(pair.alice, BumpCommand(BUMPED, 101))
+    pair.pump()
+    second = fundings(pair.bob)[-1]
+    assert second.txid != first.txid and pair.alice.core.state.funding_outpoint.txid == second.txid
+    assert candidate_outpoints(pair.bob.core)[0].txid == first.txid
+    for side in (pair.alice, pair.bob):
+        assert restore(side.core.secrets, side.records).state == side.core.state
 
 
 def test_peer_abort_mid_attempt_restores_the_previous_version() -> None:

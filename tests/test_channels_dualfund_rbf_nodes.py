@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until, withhold
 from test_channels_dualfund_nodes import FUNDING_SAT, dual_fund_pair, fund, node, reserved
+from test_channels_onchain import invalidate
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.state import Phase
@@ -241,3 +242,28 @@ async def test_a_bump_asked_right_after_a_reconnection_waits_for_the_answer_to_n
             assert only_channel(n).core.state.funding_outpoint.txid_hex == bumped["funding_txid"]
         await source.mine(2)
         await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways on the bump")
+
+
+@pytest.mark.trio
+async def test_no_bump_while_the_funding_is_in_a_block_and_again_once_a_reorganization_took_it_out(tmp_path: Path) -> None:
+    async with dual_fund_pair(tmp_path, 300_000) as (source, alice, bob):
+        cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+        first = Tx.parse(only_channel(alice).core.state.funding_tx)
+        await wait_until(lambda: source.core.find_transaction(first.txid) is not None, "the funding in the mempool")
+        await source.mine(1)  # one block: below the minimum depth (2), no channel_ready
+        await wait_until(lambda: all(only_channel(n).core.state.dual.mined for n in (alice, bob)), "the funding seen in a block")
+        with pytest.raises(ChainAppError, match="in a block"):
+            await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+        # the block leaves the chain (the funding goes back to the mempool); an empty block takes its place
+        await invalidate(source, (await source.tip()).height)
+        assert (await source.submit_transactions_in_block([])).accepted
+        await wait_until(lambda: not any(only_channel(n).core.state.dual.mined for n in (alice, bob)), "the reorganization seen")
+        bumped = await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+        second = Tx.parse(only_channel(alice).core.state.funding_tx)
+        assert bumped["funding_txid"] == second.txid_hex != first.txid_hex
+        await wait_until(lambda: source.core.find_transaction(second.txid) is not None, "the bump in the mempool")
+        await source.mine(2)
+        await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+        await wait_until(lambda: all(only_channel(n).core.state.dual.previous == () for n in (alice, bob)), "the first version forgotten")
+        assert all(only_channel(n).core.state.funding_outpoint.txid == second.txid for n in (alice, bob))  # type: ignore[union-attr]
+        await pay(alice, bob, 50_000_000)

@@ -167,6 +167,9 @@ class DualFundSession:
     previous: tuple[Any, ...] = ()
     #: a bump's version: the total fee of the version it replaced (it pays at least that; None: the first)
     replaces_fee_sat: int | None = None
+    #: the funding (this version) was seen in a block: no bump (a new version could not confirm) until
+    #: a reorganization takes it out (``FundingDepth`` 0 from the shell)
+    mined: bool = False
 
 
 def v2_channel_id(basepoint_a: bytes, basepoint_b: bytes) -> bytes:

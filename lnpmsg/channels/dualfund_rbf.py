@@ -186,6 +186,8 @@ def _refusal(core: ChannelCore, feerate: int, *, opener: bool) -> str | None:
         return f"the channel is {s.phase.value}: no bump now"
     if s.short_channel_id or s.ready_sent:
         return "the funding confirmed (or channel_ready was sent)"
+    if d.mined:
+        return "a version of the funding is in a block: a new one could not confirm"
     if feerate < min_feerate(d.feerate_per_kw):
         return f"feerate {feerate} is below 25/24 of {d.feerate_per_kw} ({min_feerate(d.feerate_per_kw)})"
     return None
@@ -293,6 +295,17 @@ def _on_ack_rbf(core: ChannelCore, msg: TxAckRbf, out: _Out) -> None:
     s.phase = Phase.INTERACTIVE
     for m in _session(core).start_messages:
         out.send(m)
+
+
+def on_funding_depth(core: ChannelCore, depth: int) -> None:
+    """The funding's depth (``FundingDepth``): whether it is in a block, which stops bumps until a
+    reorganization takes it out (depth 0)."""
+    from .dualfund import DualFundSession
+
+    s = core.state
+    d = s.dual
+    if isinstance(d, DualFundSession) and not s.ready_sent and d.mined != (depth >= 1):
+        s.dual = replace(d, mined=depth >= 1)
 
 
 def check_double_spends(core: ChannelCore, tx: Tx) -> str | None:

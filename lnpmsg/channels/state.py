@@ -420,6 +420,7 @@ class ChannelCore:
     # ------------------------------------------------------------ establishment (v1 in establish.py)
 
     def _on_FundingDepth(self, event: FundingDepth, out: _Out) -> None:
+        dualfund_rbf.on_funding_depth(self, event.depth)
         ready.on_funding_depth(self, event.depth, event.short_channel_id, out)
 
     def _on_BlockHeight(self, event: BlockHeight, out: _Out) -> None:
