@@ -49,6 +49,7 @@ from test_channels_crash_points import Script, _open_or_closed, alternating_samp
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.dualfund import DualFundSession
 from lnpmsg.channels.dualfund_rbf import candidate_outpoints
+from lnpmsg.channels.dualfund_sign import _we_sign_first
 from lnpmsg.channels.manager import ManagedChannel
 from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.quiesce import is_quiescent
@@ -68,6 +69,8 @@ FUNDEE_QUIESCES_POINTS = {"alice": 43, "bob": 44}
 FUNDEE_QUIESCES_WINDOW = {"alice": range(20, 32), "bob": range(21, 34)}
 #: Bob's share when he puts in more than Alice (she then signs first)
 BOB_MORE_SAT = 1_500_000
+#: Bob's coin in that life: more than Alice's 3M sat, so that his inputs are the larger
+BOB_MORE_COIN_SAT = 4_000_000
 #: the same for that life (BobFundsMoreScript)
 BOB_MORE_POINTS = {"alice": 23, "bob": 23}
 
@@ -269,8 +272,10 @@ class BobFundsMoreScript(DualFundScript):
     first_txid: bytes | None = None
 
     async def fund(self) -> None:
+        # BOLT 2 orders tx_signatures by the inputs each side adds, not by its share: Bob's one coin is
+        # the larger (were the coins equal, the node ids would decide, and they are drawn anew each run)
         await self.fund_wallet("alice", 3_000_000)
-        await self.fund_wallet("bob", 3_000_000)
+        await self.fund_wallet("bob", BOB_MORE_COIN_SAT)
 
     async def mine_a_version(self) -> None:
         """A miner that saw only the first version (before any bump) puts it in a block."""
@@ -283,6 +288,9 @@ class BobFundsMoreScript(DualFundScript):
     async def check_end(self) -> None:
         await super().check_end()
         assert len(self.funding_txids()) == 1 and self.first_txid in self.funding_txids(), "not the first version"
+        a, b = self.channel("alice"), self.channel("bob")
+        assert a is not None and b is not None
+        assert _we_sign_first(a.core) and not _we_sign_first(b.core), "Alice, who put in less, signs first"
 
 
 @pytest.mark.trio
