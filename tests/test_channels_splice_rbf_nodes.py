@@ -37,8 +37,19 @@ async def open_and_splice(pair, alice, bob) -> tuple[str, dict]:
     return cid, spliced
 
 
+async def a_block_without_the_splice(*nodes) -> None:
+    """An empty block, seen by every node: the splice's last version may be bumped (it waits for one
+    block by default: OpeningPolicy.rbf_wait_blocks)."""
+    source = channels(nodes[0]).chain.source
+    await wait_until(lambda: all((sp := pending(n)) is not None and sp.signed for n in nodes), "the last version signed by all")
+    assert (await source.submit_transactions_in_block([])).accepted
+    await wait_until(lambda: all(pending(n).blocks_waited >= 1 for n in nodes), "the block seen by all")  # type: ignore[union-attr]
+
+
 async def bump_signed(bumper, cid: str, *nodes) -> dict:
-    """``bumper`` bumps the splice to 6 sat/vB; returns once every node holds the new version signed."""
+    """After a block without the splice, ``bumper`` bumps the splice to 6 sat/vB; returns once every
+    node holds the new version signed."""
+    await a_block_without_the_splice(*nodes)
     bumped = await channels(bumper).bumpsplice(cid, feerate=6)
 
     def signed_everywhere() -> bool:
@@ -59,6 +70,9 @@ async def test_bump_a_splice_then_lock_on_the_mined_version(tmp_path: Path, bump
         node = alice if bumper == "alice" else bob
         with pytest.raises(ChainAppError, match="below 25/24"):
             await channels(node).bumpsplice(cid, feerate=1)
+        await wait_until(lambda: pending(node).signed, "the splice signed")  # type: ignore[union-attr]
+        with pytest.raises(ChainAppError, match="signed 0 block.s. ago: a bump waits for 1"):  # (BOLT 2: not "recently")
+            await channels(node).bumpsplice(cid, feerate=6)
         assert only_channel(alice).core.state.quiesce is None  # refused before quiescing
         bumped = await bump_signed(node, cid, alice, bob)
         assert bumped["previous_splice_txids"] == [spliced["splice_txid"]] and bumped["feerate_per_kw"] == 1500

@@ -172,6 +172,9 @@ class SpliceSession:
     mined: bool = False
     #: a bump's version: the total fee of the version it replaced (it pays at least that; None: the first)
     replaces_fee_sat: int | None = None
+    #: blocks seen since this version was signed, counted up to the policy's ``rbf_wait_blocks``
+    #: (a bump waits for them: BOLT 2's "created recently")
+    blocks_waited: int = 0
 
 
 def new_capacity(s: Any, splice: SpliceSession) -> int:

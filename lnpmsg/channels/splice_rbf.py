@@ -27,6 +27,8 @@ Refused: a bump not from the quiescence initiator, outside quiescence, after the
 ``splice_locked``, on a zero-conf channel, or taking out more than the sender's balance (a
 warning and a disconnection); a feerate below 25/24 of the last, an eleventh pending attempt, a
 bump while the last version is not signed or once a version is in a block (it could not confirm),
+one sooner than ``OpeningPolicy.rbf_wait_blocks`` blocks after the last version was signed (BOLT 2's
+SHOULD about an attempt "created recently": time for that one to confirm; the sender waits as well),
 or a contribution that cannot pay (``tx_abort``); at ``tx_complete``, a version paying less total
 fee than the one it replaces (the interactive session's check,
 :attr:`~.interactive_tx.InteractiveTx.replaces_fee_sat`, as for v2 opens' bumps).
@@ -61,6 +63,7 @@ __all__ = [
     "dropped_inputs",
     "find_version",
     "make_current",
+    "on_block_height",
     "on_ack_rbf",
     "on_bump",
     "on_init_rbf",
@@ -221,7 +224,20 @@ def bump_refusal(core: ChannelCore, feerate: int, *, sender_is_local: bool) -> s
         return f"{MAX_RBF_ATTEMPTS} fee bumps of the splice are pending already"
     if feerate < min_feerate(sp.feerate_per_kw):
         return f"feerate {feerate} is below 25/24 of {sp.feerate_per_kw} ({min_feerate(sp.feerate_per_kw)})"
+    if sp.blocks_waited < (wait := s.policy.rbf_wait_blocks):
+        return (f"the last version of the splice was signed {sp.blocks_waited} block(s) ago: a bump waits for {wait}"
+                " (time for it to confirm)")
     return None
+
+
+def on_block_height(core: ChannelCore) -> None:
+    """A block was mined: it counts for the wait before a bump of the signed splice's last version."""
+    from .splice import SpliceSession
+
+    s = core.state
+    sp = s.splice
+    if isinstance(sp, SpliceSession) and sp.signed and not sp.locked_sent and sp.blocks_waited < s.policy.rbf_wait_blocks:
+        s.splice = replace(sp, blocks_waited=sp.blocks_waited + 1)
 
 
 def _check_ours(core: ChannelCore, attempt: SpliceSession) -> None:

@@ -27,7 +27,7 @@ from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.wire import Error, Message, WarningMessage, WireError
 
-from . import deadlines, double_spend, dualfund, dualfund_rbf, establish, normal, quiesce, ready, splice
+from . import deadlines, double_spend, dualfund, dualfund_rbf, establish, normal, quiesce, ready, splice, splice_rbf
 from .commitments import ChannelKeys, build, finalize_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -424,6 +424,7 @@ class ChannelCore:
         ready.on_funding_depth(self, event.depth, event.short_channel_id, out)
 
     def _on_BlockHeight(self, event: BlockHeight, out: _Out) -> None:
+        splice_rbf.on_block_height(self)
         deadlines.on_block_height(self, event, out)
 
     def channel_ready_message(self) -> ChannelReady:
