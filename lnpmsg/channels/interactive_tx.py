@@ -5,9 +5,9 @@ for a channel the shared :class:`FundingOutput`); messages come out. The
 session enforces every receiver requirement of ``tx_add_input`` ..
 ``tx_complete`` and, once both sent ``tx_complete`` in a row, builds the
 transaction (inputs and outputs sorted by ``serial_id``) and checks what
-each side pays, and, for an RBF attempt, that the whole pays at least the
-total fee of the version it replaces. A violation ends the session with a ``tx_abort`` saying
-why (sticky: the session accepts nothing more). ``tx_signatures`` come
+each side pays (an RBF attempt: at least the total fee of the version it
+replaces). A violation ends the session with a ``tx_abort`` saying why
+(sticky: the session accepts nothing more). ``tx_signatures`` come
 after: :meth:`InteractiveTx.our_signatures` and
 :meth:`InteractiveTx.receive_signatures`, in the order
 :meth:`InteractiveTx.we_sign_first` gives.
