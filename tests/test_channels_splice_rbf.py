@@ -464,7 +464,9 @@ def test_the_wait_between_bumps_is_a_policy(wait: int) -> None:
     pair.open()
     test_channels_splice.quiesce(pair, pair.alice)
     pair.feed(pair.alice, splice_out_command(50_000))
+    a_block(pair)  # while the splice is negotiated: it counts from its signatures only
     pair.pump()
+    assert splice_of(pair.alice).signed and splice_of(pair.alice).blocks_waited == 0
     for _ in range(wait - 1):
         a_block(pair)
     if wait:
