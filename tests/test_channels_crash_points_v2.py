@@ -207,9 +207,9 @@ class DualFundScript(Script):
         not ready and a version is in the mempool or mined (one a side broadcast late, at its restart)."""
         source = self.pair.source
         await self.mine_a_version()
-        # One block at a time, each seen by both (the version mined adopted, the others dropped, and
-        # the fundee counting its wait for the funding from that block): the second block then never
-        # races the first, and the script makes the same points each run.
+        # One block at a time, each seen by both (the version mined adopted, the others dropped, both
+        # holding it as mined, and the fundee counting its wait for the funding from that block): the
+        # second block then never races the first, and the script makes the same points each run.
         with trio.move_on_after(10):
             await wait_until(lambda: len(self.funding_txids()) == 1 and self.fundee_saw_a_block() and self.both_saw_it_mined(),
                              "the first block seen by both")  # fmt: skip
