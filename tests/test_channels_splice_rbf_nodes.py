@@ -219,3 +219,26 @@ async def test_a_version_mined_again_right_after_a_reorganization_locks(tmp_path
         await source.mine(1)  # its minimum depth
         await wait_until(lambda: locked_on(alice, first.txid_hex) and locked_on(bob, first.txid_hex), "spliced")
         await pay(alice, bob, 4_000_000)
+
+
+@pytest.mark.trio
+async def test_a_reorganization_while_the_nodes_were_down_is_seen_at_the_start(tmp_path: Path) -> None:
+    async with chain(tmp_path) as source:
+        pair = AppPair(source, tmp_path, MemoryNetwork())
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            cid, _ = await open_and_splice(pair, alice, bob)
+            first = first_version(alice)
+            await wait_until(lambda: source.core.find_transaction(first.txid) is not None, "the splice in the mempool")
+            await source.mine(1)
+            await wait_until(lambda: all(pending(n).mined for n in (alice, bob)), "the splice seen in a block")  # type: ignore[union-attr]
+        await invalidate(source, (await source.tip()).height)
+        assert (await source.submit_transactions_in_block([])).accepted
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            await wait_until(lambda: not any(pending(n).mined for n in (alice, bob)), "the reorganization seen at the start")  # type: ignore[union-attr]
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+            bumped = await bump_signed(alice, cid, alice, bob)
+            await source.mine(2)
+            await wait_until(lambda: locked_on(alice, bumped["splice_txid"]) and locked_on(bob, bumped["splice_txid"]), "spliced")
