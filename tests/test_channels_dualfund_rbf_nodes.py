@@ -6,7 +6,10 @@ block with it), the channel opens on that one; refusals come back as errors, the
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until, withhold
@@ -97,6 +100,24 @@ def test_the_command_line_asks_the_bump_in_sat_per_vbyte() -> None:
         parser.parse_args(["bumpchannelopen", "ab" * 32, "--feerate", "0"])
 
 
+#: both speak dual funding, Bob puts 300k sat into the opens he accepts
+POLICIES = {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000)}
+
+
+@asynccontextmanager
+async def opened(tmp_path: Path, network: MemoryNetwork, source) -> AsyncIterator[tuple[Any, Any, str, Tx]]:
+    """Alice and Bob running (their wallets funded), Alice's v2 channel to Bob open and unconfirmed:
+    (alice, bob, channel id, its funding); both stop at the end of the block."""
+    alice = node(tmp_path, network, source, "alice", POLICIES["alice"], True)
+    bob = node(tmp_path, network, source, "bob", POLICIES["bob"], False)
+    async with running(alice, bob):
+        await fund(source, alice, 3_000_000)
+        await fund(source, bob, 2_000_000)
+        await bob.connect(alice.addresses[0])
+        cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+        yield alice, bob, cid, Tx.parse(only_channel(alice).core.state.funding_tx)
+
+
 def _again(tmp_path: Path, network: MemoryNetwork, source, old, name: str, policy: OpeningPolicy):
     """``old`` (``name``) once more, from its data directories: its key, its wallet and channels."""
     from lnpmsg.channels.app import ChannelsApp
@@ -114,22 +135,14 @@ def _again(tmp_path: Path, network: MemoryNetwork, source, old, name: str, polic
 @pytest.mark.trio
 async def test_the_first_version_mined_while_the_nodes_were_down_opens_the_channel(tmp_path: Path) -> None:
     network = MemoryNetwork()
-    policies = {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000)}
     async with chain(tmp_path) as source:
-        alice = node(tmp_path, network, source, "alice", policies["alice"], True)
-        bob = node(tmp_path, network, source, "bob", policies["bob"], False)
-        async with running(alice, bob):
-            await fund(source, alice, 3_000_000)
-            await fund(source, bob, 2_000_000)
-            await bob.connect(alice.addresses[0])
-            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
-            first = Tx.parse(only_channel(alice).core.state.funding_tx)
+        async with opened(tmp_path, network, source) as (alice, bob, cid, first):
             await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
         # the first version is mined while both nodes are down (it spends the bump's inputs: not a double spend)
         assert (await source.submit_transactions_in_block([first])).accepted
         await source.mine(1)
         # both nodes again, from their data directories
-        alice, bob = (_again(tmp_path, network, source, n, name, policies[name]) for name, n in (("alice", alice), ("bob", bob)))
+        alice, bob = (_again(tmp_path, network, source, n, name, POLICIES[name]) for name, n in (("alice", alice), ("bob", bob)))
         async with running(alice, bob):
             await bob.connect(alice.addresses[0])
             await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
@@ -274,23 +287,15 @@ async def test_no_bump_while_the_funding_is_in_a_block_and_again_once_a_reorgani
 @pytest.mark.trio
 async def test_a_reorganization_while_the_nodes_were_down_is_seen_at_the_start(tmp_path: Path) -> None:
     network = MemoryNetwork()
-    policies = {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000)}
     async with chain(tmp_path) as source:
-        alice = node(tmp_path, network, source, "alice", policies["alice"], True)
-        bob = node(tmp_path, network, source, "bob", policies["bob"], False)
-        async with running(alice, bob):
-            await fund(source, alice, 3_000_000)
-            await fund(source, bob, 2_000_000)
-            await bob.connect(alice.addresses[0])
-            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
-            first = Tx.parse(only_channel(alice).core.state.funding_tx)
+        async with opened(tmp_path, network, source) as (alice, bob, cid, first):
             await wait_until(lambda: source.core.find_transaction(first.txid) is not None, "the funding in the mempool")
             await source.mine(1)
             await wait_until(lambda: all(only_channel(n).core.state.dual.mined for n in (alice, bob)), "the funding seen in a block")
         # while both nodes are down the block leaves the chain; an empty one takes its place
         await invalidate(source, (await source.tip()).height)
         assert (await source.submit_transactions_in_block([])).accepted
-        alice, bob = (_again(tmp_path, network, source, n, name, policies[name]) for name, n in (("alice", alice), ("bob", bob)))
+        alice, bob = (_again(tmp_path, network, source, n, name, POLICIES[name]) for name, n in (("alice", alice), ("bob", bob)))
         async with running(alice, bob):
             await wait_until(lambda: not any(only_channel(n).core.state.dual.mined for n in (alice, bob)), "the reorganization seen")
             await bob.connect(alice.addresses[0])

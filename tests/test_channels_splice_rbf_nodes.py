@@ -46,6 +46,17 @@ async def a_block_without_the_splice(*nodes) -> None:
     await wait_until(lambda: all(pending(n).blocks_waited >= 1 for n in nodes), "the block seen by all")  # type: ignore[union-attr]
 
 
+async def splice_in_a_block(pair, alice, bob) -> tuple[str, Tx]:
+    """The channel open and Alice's splice-in signed, then one block with it (below the channel's minimum
+    depth, 2: not locked), seen by both: (channel id, the splice)."""
+    cid, _ = await open_and_splice(pair, alice, bob)
+    splice = first_version(alice)
+    await wait_until(lambda: pair.source.core.find_transaction(splice.txid) is not None, "the splice in the mempool")
+    await pair.source.mine(1)
+    await wait_until(lambda: all(pending(n).mined for n in (alice, bob)), "the splice seen in a block")  # type: ignore[union-attr]
+    return cid, splice
+
+
 async def bump_signed(bumper, cid: str, *nodes) -> dict:
     """After a block without the splice, ``bumper`` bumps the splice to 6 sat/vB; returns once every
     node holds the new version signed."""
@@ -185,11 +196,7 @@ def test_the_command_line_asks_the_splice_bump_in_sat_per_vbyte() -> None:
 @pytest.mark.trio
 async def test_a_version_reorganized_out_of_the_chain_may_be_bumped_again(tmp_path: Path) -> None:
     async with running_pair(tmp_path) as (source, pair, alice, bob):
-        cid, _ = await open_and_splice(pair, alice, bob)
-        first = first_version(alice)
-        await wait_until(lambda: source.core.find_transaction(first.txid) is not None, "the splice in the mempool")
-        await source.mine(1)  # one block: below the channel's minimum depth (2), not locked
-        await wait_until(lambda: all(pending(n).mined for n in (alice, bob)), "the splice seen in a block")  # type: ignore[union-attr]
+        cid, first = await splice_in_a_block(pair, alice, bob)
         with pytest.raises(ChainAppError, match="in a block"):
             await channels(alice).bumpsplice(cid, feerate=6)
         # the block leaves the chain (the splice goes back to the mempool); an empty block takes its place
@@ -209,11 +216,7 @@ async def test_a_version_mined_again_right_after_a_reorganization_locks(tmp_path
     """The first block of the new branch holds the splice again: it is found there (the blocks from the
     one that left the chain are read again), not only in the blocks after."""
     async with running_pair(tmp_path) as (source, pair, alice, bob):
-        cid, _ = await open_and_splice(pair, alice, bob)
-        first = first_version(alice)
-        await wait_until(lambda: source.core.find_transaction(first.txid) is not None, "the splice in the mempool")
-        await source.mine(1)
-        await wait_until(lambda: all(pending(n).mined for n in (alice, bob)), "the splice seen in a block")  # type: ignore[union-attr]
+        _, first = await splice_in_a_block(pair, alice, bob)
         await invalidate(source, (await source.tip()).height)
         await source.mine(1)  # a new block at the same height holds the splice again
         await source.mine(1)  # its minimum depth
@@ -227,11 +230,7 @@ async def test_a_reorganization_while_the_nodes_were_down_is_seen_at_the_start(t
         pair = AppPair(source, tmp_path, MemoryNetwork())
         alice, bob = pair.node("alice", True), pair.node("bob", False)
         async with running(alice, bob):
-            cid, _ = await open_and_splice(pair, alice, bob)
-            first = first_version(alice)
-            await wait_until(lambda: source.core.find_transaction(first.txid) is not None, "the splice in the mempool")
-            await source.mine(1)
-            await wait_until(lambda: all(pending(n).mined for n in (alice, bob)), "the splice seen in a block")  # type: ignore[union-attr]
+            cid, _ = await splice_in_a_block(pair, alice, bob)
         await invalidate(source, (await source.tip()).height)
         assert (await source.submit_transactions_in_block([])).accepted
         alice, bob = pair.node("alice", True), pair.node("bob", False)
