@@ -432,3 +432,13 @@ def test_a_reconnection_settles_once_the_peer_answered_our_next_funding() -> Non
         if target is pair.bob:  # Bob's next_funding names the attempt: settled by its answer only
             assert settling(pair.bob.core) is not answered, msg
     assert answered and not settling(pair.alice.core) and not settling(pair.bob.core)
+
+
+def test_once_channel_ready_left_the_depth_changes_nothing_of_the_bumps() -> None:
+    pair = opened()
+    pair.confirm()  # channel_ready both ways
+    for side in (pair.alice, pair.bob):
+        assert side.core.state.ready_sent and side.core.state.dual.mined
+        assert not pair.feed(side, FundingDepth(0, 0)).records  # (channel_ready left: no bump ever)
+    with pytest.raises(LocalMisuse, match="no bump now"):
+        pair.alice.core.receive(BumpCommand(BUMPED, 101), pair.now)

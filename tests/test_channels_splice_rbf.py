@@ -474,3 +474,15 @@ def test_the_wait_between_bumps_is_a_policy(wait: int) -> None:
             check_bump(pair.alice.core, BUMPED, 130)
         a_block(pair)
     check_bump(pair.alice.core, BUMPED, 130)
+
+
+def test_a_lock_is_not_taken_back_by_a_reorganization() -> None:
+    pair = signed_splice(50_000)
+    txid = broadcast(pair.bob)[-1].txid
+    pair.feed(pair.bob, SpliceDepth(txid, 3, SPLICE_SCID))  # Bob locks (Alice has not seen the blocks)
+    pair.wire.clear()
+    assert splice_of(pair.bob).locked_sent and splice_of(pair.bob).mined
+    assert not pair.feed(pair.bob, SpliceDepth(txid, 0, 0)).records  # splice_locked left: it stands
+    assert splice_of(pair.bob).mined
+    with pytest.raises(LocalMisuse, match="splice_locked"):
+        check_bump(pair.bob.core, BUMPED, 130)
