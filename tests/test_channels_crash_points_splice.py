@@ -71,8 +71,8 @@ class SpliceInScript(Script):
     channel = DualFundScript.channel
 
     def opening_policies(self) -> dict[str, OpeningPolicy]:
-        # a bump at once (the bumped life bumps right after the signatures): no wait for a block
-        # between versions, nor the record its count makes (test_channels_splice_rbf*.py test the wait)
+        # no bump in these lives: no wait for a block between versions counted, nor the record its
+        # count makes (the bumped lives, test_channels_crash_points_splice_rbf.py, wait for it)
         return {name: OpeningPolicy(rbf_wait_blocks=0) for name in ("alice", "bob")}
 
     @property
