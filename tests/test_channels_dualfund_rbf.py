@@ -1,8 +1,9 @@
 """Fee bumping of a dual-funded channel's funding (lnpmsg.channels.dualfund_rbf), sans-IO: the
 opener bumps (opener only, both contributing), the new version is signed by both and passes the
 consensus engine's script checks, double-spends the first; whichever version confirms becomes the
-funding; each refusal (feerate too low, not the opener, after confirmation, no common input with
-a previous version) is a tx_abort that leaves the channel and its funding as they were."""
+funding; each refusal (feerate too low, not the opener, after confirmation, in a block, no common
+input with a previous version, less total fee than the last version) is a tx_abort that leaves the
+channel and its funding as they were."""
 
 from __future__ import annotations
 

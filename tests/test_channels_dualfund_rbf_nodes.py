@@ -2,7 +2,9 @@
 embedded regtest chain: ``bumpchannelopen`` (tx_init_rbf) with only the opener's coins and with
 both sides', the bump replaces the first version in the mempool (BIP 125), is mined, and the
 channel opens on it, pays both ways and closes; when the *first* version is mined instead (a
-block with it), the channel opens on that one; refusals come back as errors, the channel intact."""
+block with it), the channel opens on that one; refusals come back as errors, the channel intact;
+no bump while the funding is in a block, and again once a reorganization takes it out (while the
+nodes run, or while they are down)."""
 
 from __future__ import annotations
 

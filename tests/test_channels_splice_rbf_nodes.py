@@ -2,7 +2,9 @@
 ``bumpsplice`` by the splice's initiator or by its peer, the bump replaces the first version in
 the mempool (BIP 125), is mined and locked, or the *first* version is mined instead and the
 channel locks on that one; payments while both versions wait and after; a restart of both nodes
-between the bump and its confirmation; refusals as clear errors; the command line."""
+between the bump and its confirmation; refusals as clear errors (a bump waits for a block after the
+last version); a version whose block a reorganization takes out (while the nodes run, or while
+they are down) may be bumped again, and one the new branch mines at once is found; the command line."""
 
 from __future__ import annotations
 
