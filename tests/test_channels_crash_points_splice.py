@@ -42,6 +42,7 @@ from test_channels_crash_points_v2 import DualFundScript
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.address import address_for_script
+from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.splice import SpliceSession
 from lnpmsg.channels.state import Phase
 
@@ -68,6 +69,11 @@ class SpliceInScript(Script):
 
     # by its channel id: the splice changes the funding outpoint (one side may lock before the other)
     channel = DualFundScript.channel
+
+    def opening_policies(self) -> dict[str, OpeningPolicy]:
+        # no bump in these lives: no wait for a block between versions counted, nor the record its
+        # count makes (the bumped lives, test_channels_crash_points_splice_rbf.py, wait for it)
+        return {name: OpeningPolicy(rbf_wait_blocks=0) for name in ("alice", "bob")}
 
     @property
     def capacity_sat(self) -> int:  # type: ignore[override]

@@ -2,11 +2,12 @@
 disk and reestablishes; the script then finishes.
 
 The life is the splice-in of ``test_channels_crash_points_splice.py`` (:class:`SpliceInScript`)
-with a fee bump once both signed the splice: Alice quiesces the channel again and bumps the
-splice to three times its feerate (``tx_init_rbf``/``tx_ack_rbf``, a second construction, its
-commitments and signatures; the bump replaces the first version in the mempool); the payments
-while the splice waits go as batches over the funding and both versions; the bump is mined and
-locked, a payment on the new funding, and Alice closes.
+with a fee bump once both signed the splice and saw a block without it (a bump waits for one:
+BOLT 2's "created recently", ``OpeningPolicy.rbf_wait_blocks``): Alice quiesces the channel
+again and bumps the splice to three times its feerate (``tx_init_rbf``/``tx_ack_rbf``, a second
+construction, its commitments and signatures; the bump replaces the first version in the
+mempool); the payments while the splice waits go as batches over the funding and both versions;
+the bump is mined and locked, a payment on the new funding, and Alice closes.
 
 A second life: Bob bumps Alice's splice (he is the new construction's initiator and pays its
 common fields), and a miner that saw only the first version puts it in a block: the channel locks
@@ -29,16 +30,17 @@ from test_channels_crash_points import alternating_sample, live_script
 from test_channels_crash_points_splice import SpliceInScript
 
 from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.channels.params import OpeningPolicy
 
 #: persistence points of each side in the script without a crash (test_the_script_counts_its_points checks)
-POINTS = {"alice": 69, "bob": 63}
+POINTS = {"alice": 71, "bob": 65}
 #: the same for the life whose first version is mined (FirstMinedBumpScript)
-FIRST_POINTS = {"alice": 67, "bob": 64}
-#: the points each sweep takes: from the bump's first to the lock's last (the open and the splice
+FIRST_POINTS = {"alice": 69, "bob": 66}
+#: the points each sweep takes: from the block the bump waits for to the lock's last (the open and the splice
 #: before, the payments on the new funding and the close after, are those of the splice-in life,
 #: test_channels_crash_points_splice.py)
-WINDOW = {"alice": range(18, 59), "bob": range(15, 54)}
-FIRST_WINDOW = {"alice": range(18, 57), "bob": range(15, 55)}
+WINDOW = {"alice": range(18, 61), "bob": range(15, 56)}
+FIRST_WINDOW = {"alice": range(18, 59), "bob": range(15, 57)}
 
 
 def _in_window(points: dict[str, int], window: dict[str, range]) -> list[tuple[str, int, str]]:
@@ -69,12 +71,29 @@ class SpliceBumpScript(SpliceInScript):
         if self.bumped():
             self.bump_txid = self.bump_txid or sp.outpoint.txid  # type: ignore[union-attr]
             return
+        await self.a_block_without_the_splice()
         cid = self.channel("alice").channel_id.hex()  # type: ignore[union-attr]
         feerate = -(-sp.feerate_per_kw * 3 // 250)
         bumper = channels(self.nodes[self.bumper])
         await bumper.bumpsplice(cid, feerate=feerate)  # (it waits for the reconnection to settle)
         await wait_until(lambda: self.agreed() and self.bumped(), "the bump signed by both")
         self.bump_txid = self.pending("alice").outpoint.txid  # type: ignore[union-attr]
+
+    def opening_policies(self) -> dict[str, OpeningPolicy]:
+        return {}  # (the default wait for a block between versions)
+
+    async def a_block_without_the_splice(self) -> None:
+        """Empty blocks until both counted one since the splice's signatures (a side down when one is
+        mined does not count it: another follows)."""
+
+        def both_waited() -> bool:
+            return all((sp := self.pending(n)) is not None and sp.blocks_waited >= 1 for n in ("alice", "bob"))
+
+        with trio.fail_after(60):
+            while not both_waited():
+                assert (await self.pair.source.submit_transactions_in_block([])).accepted
+                with trio.move_on_after(1):
+                    await wait_until(both_waited, "the block seen by both")
 
     def mined_txid(self) -> bytes | None:
         """The version of the splice the life mines."""

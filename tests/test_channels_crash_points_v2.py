@@ -49,6 +49,7 @@ from test_channels_crash_points import Script, _open_or_closed, alternating_samp
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.dualfund import DualFundSession
 from lnpmsg.channels.dualfund_rbf import candidate_outpoints
+from lnpmsg.channels.dualfund_sign import _we_sign_first
 from lnpmsg.channels.manager import ManagedChannel
 from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.quiesce import is_quiescent
@@ -61,15 +62,17 @@ IN_FLIGHT = [("alice", 30_000_000), ("bob", 10_000_000)]
 #: the phases of an open (or a bump) before both signatures are in
 _SIGNING = (Phase.WAIT_ACCEPT2, Phase.INTERACTIVE, Phase.DUAL_SIGNING)
 #: persistence points of each side in the script without a crash (test_the_script_counts_its_points checks)
-POINTS = {"alice": 43, "bob": 42}
+POINTS = {"alice": 44, "bob": 43}
 #: the same for the life where Bob asks for quiescence (FundeeQuiescesScript), and the points of each
 #: side from the HTLCs offered for it to the reconnection that ends it: the ones its sweep takes
-FUNDEE_QUIESCES_POINTS = {"alice": 42, "bob": 43}
-FUNDEE_QUIESCES_WINDOW = {"alice": range(19, 31), "bob": range(20, 33)}
+FUNDEE_QUIESCES_POINTS = {"alice": 43, "bob": 44}
+FUNDEE_QUIESCES_WINDOW = {"alice": range(20, 32), "bob": range(21, 34)}
 #: Bob's share when he puts in more than Alice (she then signs first)
 BOB_MORE_SAT = 1_500_000
+#: Bob's coin in that life: more than Alice's 3M sat, so that his inputs are the larger
+BOB_MORE_COIN_SAT = 4_000_000
 #: the same for that life (BobFundsMoreScript)
-BOB_MORE_POINTS = {"alice": 22, "bob": 22}
+BOB_MORE_POINTS = {"alice": 23, "bob": 23}
 
 
 class DualFundScript(Script):
@@ -204,11 +207,12 @@ class DualFundScript(Script):
         not ready and a version is in the mempool or mined (one a side broadcast late, at its restart)."""
         source = self.pair.source
         await self.mine_a_version()
-        # One block at a time, each seen by both (the version mined adopted, the others dropped, and
-        # the fundee counting its wait for the funding from that block): the second block then never
-        # races the first, and the script makes the same points each run.
+        # One block at a time, each seen by both (the version mined adopted, the others dropped, both
+        # holding it as mined, and the fundee counting its wait for the funding from that block): the
+        # second block then never races the first, and the script makes the same points each run.
         with trio.move_on_after(10):
-            await wait_until(lambda: len(self.funding_txids()) == 1 and self.fundee_saw_a_block(), "the first block seen by both")
+            await wait_until(lambda: len(self.funding_txids()) == 1 and self.fundee_saw_a_block() and self.both_saw_it_mined(),
+                             "the first block seen by both")  # fmt: skip
         await source.mine(1)
         with trio.fail_after(60):
             while True:
@@ -223,6 +227,11 @@ class DualFundScript(Script):
         """Bob took a block since the open (his wait for the funding counts from it), or is ready already."""
         s = self.channel("bob").core.state  # type: ignore[union-attr]
         return s.funding_wait_start is not None or s.ready_sent
+
+    def both_saw_it_mined(self) -> bool:
+        """Each side holds its funding as in a block (no more bumps), or is ready already."""
+        channels = [self.channel(n) for n in ("alice", "bob")]
+        return all(c is not None and (getattr(c.core.state.dual, "mined", False) or c.core.state.ready_sent) for c in channels)
 
     async def mine_a_version(self) -> None:
         """A block with the version of the funding in the mempool (the last bump)."""
@@ -263,8 +272,10 @@ class BobFundsMoreScript(DualFundScript):
     first_txid: bytes | None = None
 
     async def fund(self) -> None:
+        # BOLT 2 orders tx_signatures by the inputs each side adds, not by its share: Bob's one coin is
+        # the larger (were the coins equal, the node ids would decide, and they are drawn anew each run)
         await self.fund_wallet("alice", 3_000_000)
-        await self.fund_wallet("bob", 3_000_000)
+        await self.fund_wallet("bob", BOB_MORE_COIN_SAT)
 
     async def mine_a_version(self) -> None:
         """A miner that saw only the first version (before any bump) puts it in a block."""
@@ -277,6 +288,9 @@ class BobFundsMoreScript(DualFundScript):
     async def check_end(self) -> None:
         await super().check_end()
         assert len(self.funding_txids()) == 1 and self.first_txid in self.funding_txids(), "not the first version"
+        a, b = self.channel("alice"), self.channel("bob")
+        assert a is not None and b is not None
+        assert _we_sign_first(a.core) and not _we_sign_first(b.core), "Alice, who put in less, signs first"
 
 
 @pytest.mark.trio

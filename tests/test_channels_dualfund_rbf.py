@@ -1,8 +1,9 @@
 """Fee bumping of a dual-funded channel's funding (lnpmsg.channels.dualfund_rbf), sans-IO: the
 opener bumps (opener only, both contributing), the new version is signed by both and passes the
 consensus engine's script checks, double-spends the first; whichever version confirms becomes the
-funding; each refusal (feerate too low, not the opener, after confirmation, no common input with
-a previous version) is a tx_abort that leaves the channel and its funding as they were."""
+funding; each refusal (feerate too low, not the opener, after confirmation, in a block, no common
+input with a previous version, less total fee than the last version) is a tx_abort that leaves the
+channel and its funding as they were."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from test_channels_dualfund import FEERATE, DualPair, confirm_and_pay, spent_out
 from test_channels_pair import ChannelPair, verify_commitments
 
 from lnpmsg.bitcoin.hashes import sha256
+from lnpmsg.bitcoin.script import p2wpkh
 from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 from lnpmsg.chain.kernel import kernel_verify_scripts
 from lnpmsg.channels.dualfund_rbf import (
@@ -23,9 +25,11 @@ from lnpmsg.channels.dualfund_rbf import (
 )
 from lnpmsg.channels.dualfund import InteractiveAborted
 from lnpmsg.channels.errors import LocalMisuse
-from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, Received
+from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, FundingDepth, Received
+from lnpmsg.channels.interactive_tx import contribution_fee
+from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages import CommitmentSigned
-from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxAddOutput, TxComplete, TxInitRbf
+from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxAddOutput, TxComplete, TxInitRbf, TxSignatures
 from lnpmsg.channels.records import encode_snapshot, restore, restore_snapshot
 from lnpmsg.channels.state import Phase
 
@@ -166,6 +170,63 @@ def test_an_attempt_without_a_common_input_is_aborted() -> None:
     assert any(isinstance(e, RbfAborted) for e in out.events) and bob.phase is Phase.AWAIT_READY
     assert bob.state.funding_outpoint == first and not bob.state.connected
     assert restore(bob.secrets, pair.bob.records).state == bob.state
+
+
+def test_an_attempt_paying_less_total_fee_than_the_last_version_is_aborted() -> None:
+    """BOLT 2 at tx_complete: a (forged) Bob answers Alice's bump paying his share from one coin without
+    change: a smaller version, whose higher feerate still pays less in total than the first."""
+    pair = opened(250_000)
+    alice = pair.alice.core
+    first = fundings(pair.alice)[0]
+    first_fee = sum(o.amount_sat for o in spent_outputs(first)) - sum(o.amount_sat for o in first.outputs)
+    pair.feed(pair.alice, BumpCommand(BUMPED, 101))
+    pair.wire.clear()
+    assert alice.state.dual.replaces_fee_sat == first_fee
+    cid = alice.state.channel_id
+    script = p2wpkh(pubkey_from_privkey(sha256(b"forged bob")))
+    share = 250_000 + contribution_fee([script], [], BUMPED, initiator=False)
+    coin = Tx(2, (TxIn(OutPoint(sha256(b"bob elsewhere"), 0)),), (TxOut(share, script),))
+    replies = [TxAckRbf(channel_id=cid, tlvs=TxAckRbf.tlv_stream(funding_output_contribution=250_000)),
+               TxAddInput(channel_id=cid, serial_id=1, prevtx=coin.raw, prevtx_vout=0, sequence=0xFFFFFFFD)]  # fmt: skip
+    sent: list = []
+    while not any(isinstance(m, TxAbort) for m in sent):
+        out = pair.feed(pair.alice, Received(replies.pop(0) if replies else TxComplete(channel_id=cid)))
+        sent += out.messages
+        assert len(sent) < 10
+    (abort,) = [m for m in sent if isinstance(m, TxAbort)]
+    assert b"less than the %d sat of the last version" % first_fee in abort.data
+    assert not any(isinstance(m, CommitmentSigned | TxSignatures) for m in sent)
+    (aborted,) = [e for e in out.events if isinstance(e, RbfAborted)]
+    assert aborted.inputs == ()  # the attempt spent the first version's coins only: they stay reserved for it
+    s = alice.state
+    assert alice.phase is Phase.AWAIT_READY and s.funding_outpoint.txid == first.txid and s.dual.previous == ()
+    assert len(fundings(pair.alice)) == 1 and restore(alice.secrets, pair.alice.records).state == s
+
+
+def test_no_bump_while_the_funding_is_in_a_block_until_a_reorganization_takes_it_out() -> None:
+    pair = opened(250_000)
+    first = fundings(pair.alice)[0]
+    scid = (150 << 40) | (1 << 16) | pair.bob.core.state.funding_outpoint.vout
+    pair.feed(pair.bob, FundingDepth(1, scid))  # in a block for Bob (below the minimum depth), not yet for Alice
+    assert pair.bob.core.state.dual.mined and not pair.bob.core.state.ready_sent
+    cid = pair.bob.core.state.channel_id
+    contribution = TxInitRbf.tlv_stream(funding_output_contribution=600_000)
+    assert b"in a block" in _refused(pair, TxInitRbf(channel_id=cid, locktime=100, feerate=BUMPED, tlvs=contribution))
+    pair.feed(pair.alice, FundingDepth(1, scid))
+    with pytest.raises(LocalMisuse, match="in a block"):
+        pair.alice.core.receive(BumpCommand(BUMPED, 101), pair.now)
+    # a reorganization takes the block out (depth 0, from the shell): the opener may bump again
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, FundingDepth(0, 0))
+        assert not side.core.state.dual.mined
+    pair.wire.clear()
+    pair.feed(pair.alice, BumpCommand(BUMPED, 101))
+    pair.pump()
+    second = fundings(pair.bob)[-1]
+    assert second.txid != first.txid and pair.alice.core.state.funding_outpoint.txid == second.txid
+    assert candidate_outpoints(pair.bob.core)[0].txid == first.txid
+    for side in (pair.alice, pair.bob):
+        assert restore(side.core.secrets, side.records).state == side.core.state
 
 
 def test_peer_abort_mid_attempt_restores_the_previous_version() -> None:
@@ -372,3 +433,13 @@ def test_a_reconnection_settles_once_the_peer_answered_our_next_funding() -> Non
         if target is pair.bob:  # Bob's next_funding names the attempt: settled by its answer only
             assert settling(pair.bob.core) is not answered, msg
     assert answered and not settling(pair.alice.core) and not settling(pair.bob.core)
+
+
+def test_once_channel_ready_left_the_depth_changes_nothing_of_the_bumps() -> None:
+    pair = opened()
+    pair.confirm()  # channel_ready both ways
+    for side in (pair.alice, pair.bob):
+        assert side.core.state.ready_sent and side.core.state.dual.mined
+        assert not pair.feed(side, FundingDepth(0, 0)).records  # (channel_ready left: no bump ever)
+    with pytest.raises(LocalMisuse, match="no bump now"):
+        pair.alice.core.receive(BumpCommand(BUMPED, 101), pair.now)

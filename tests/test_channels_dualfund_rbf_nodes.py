@@ -2,15 +2,21 @@
 embedded regtest chain: ``bumpchannelopen`` (tx_init_rbf) with only the opener's coins and with
 both sides', the bump replaces the first version in the mempool (BIP 125), is mined, and the
 channel opens on it, pays both ways and closes; when the *first* version is mined instead (a
-block with it), the channel opens on that one; refusals come back as errors, the channel intact."""
+block with it), the channel opens on that one; refusals come back as errors, the channel intact;
+no bump while the funding is in a block, and again once a reorganization takes it out (while the
+nodes run, or while they are down)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_channels_app import balances, chain, channels, only_channel, pay, settled, wait_until, withhold
 from test_channels_dualfund_nodes import FUNDING_SAT, dual_fund_pair, fund, node, reserved
+from test_channels_onchain import invalidate
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.state import Phase
@@ -96,37 +102,49 @@ def test_the_command_line_asks_the_bump_in_sat_per_vbyte() -> None:
         parser.parse_args(["bumpchannelopen", "ab" * 32, "--feerate", "0"])
 
 
-@pytest.mark.trio
-async def test_the_first_version_mined_while_the_nodes_were_down_opens_the_channel(tmp_path: Path) -> None:
+#: both speak dual funding, Bob puts 300k sat into the opens he accepts
+POLICIES = {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000)}
+
+
+@asynccontextmanager
+async def opened(tmp_path: Path, network: MemoryNetwork, source) -> AsyncIterator[tuple[Any, Any, str, Tx]]:
+    """Alice and Bob running (their wallets funded), Alice's v2 channel to Bob open and unconfirmed:
+    (alice, bob, channel id, its funding); both stop at the end of the block."""
+    alice = node(tmp_path, network, source, "alice", POLICIES["alice"], True)
+    bob = node(tmp_path, network, source, "bob", POLICIES["bob"], False)
+    async with running(alice, bob):
+        await fund(source, alice, 3_000_000)
+        await fund(source, bob, 2_000_000)
+        await bob.connect(alice.addresses[0])
+        cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+        yield alice, bob, cid, Tx.parse(only_channel(alice).core.state.funding_tx)
+
+
+def _again(tmp_path: Path, network: MemoryNetwork, source, old, name: str, policy: OpeningPolicy):
+    """``old`` (``name``) once more, from its data directories: its key, its wallet and channels."""
     from lnpmsg.channels.app import ChannelsApp
     from lnpmsg.channels.params import ChannelConfig
     from lnpmsg.node.node import Node, NodeConfig
     from lnpmsg.wallet.app import ChainApp
 
+    n = Node(old.key, NodeConfig(listen=["mem://"] if name == "alice" else [], network="regtest"),
+             transports={"mem": network.transport()})  # fmt: skip
+    n.mount(ChainApp(tmp_path / name / "wallet", source=source))
+    n.mount(ChannelsApp(tmp_path / name / "channels", config=ChannelConfig(minimum_depth=2), policy=policy))
+    return n
+
+
+@pytest.mark.trio
+async def test_the_first_version_mined_while_the_nodes_were_down_opens_the_channel(tmp_path: Path) -> None:
     network = MemoryNetwork()
-    policies = {"alice": OpeningPolicy(dual_fund=True), "bob": OpeningPolicy(dual_fund=True, dual_fund_contribute_sat=300_000)}
     async with chain(tmp_path) as source:
-        alice = node(tmp_path, network, source, "alice", policies["alice"], True)
-        bob = node(tmp_path, network, source, "bob", policies["bob"], False)
-        async with running(alice, bob):
-            await fund(source, alice, 3_000_000)
-            await fund(source, bob, 2_000_000)
-            await bob.connect(alice.addresses[0])
-            cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
-            first = Tx.parse(only_channel(alice).core.state.funding_tx)
+        async with opened(tmp_path, network, source) as (alice, bob, cid, first):
             await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
         # the first version is mined while both nodes are down (it spends the bump's inputs: not a double spend)
         assert (await source.submit_transactions_in_block([first])).accepted
         await source.mine(1)
         # both nodes again, from their data directories
-        again = {}
-        for name, old in (("alice", alice), ("bob", bob)):
-            n = Node(old.key, NodeConfig(listen=["mem://"] if name == "alice" else [], network="regtest"),
-                     transports={"mem": network.transport()})  # fmt: skip
-            n.mount(ChainApp(tmp_path / name / "wallet", source=source))
-            n.mount(ChannelsApp(tmp_path / name / "channels", config=ChannelConfig(minimum_depth=2), policy=policies[name]))
-            again[name] = n
-        alice, bob = again["alice"], again["bob"]
+        alice, bob = (_again(tmp_path, network, source, n, name, POLICIES[name]) for name, n in (("alice", alice), ("bob", bob)))
         async with running(alice, bob):
             await bob.connect(alice.addresses[0])
             await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
@@ -241,3 +259,52 @@ async def test_a_bump_asked_right_after_a_reconnection_waits_for_the_answer_to_n
             assert only_channel(n).core.state.funding_outpoint.txid_hex == bumped["funding_txid"]
         await source.mine(2)
         await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways on the bump")
+
+
+@pytest.mark.trio
+async def test_no_bump_while_the_funding_is_in_a_block_and_again_once_a_reorganization_took_it_out(tmp_path: Path) -> None:
+    async with dual_fund_pair(tmp_path, 300_000) as (source, alice, bob):
+        cid = (await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT))["channel_id"]
+        first = Tx.parse(only_channel(alice).core.state.funding_tx)
+        await wait_until(lambda: source.core.find_transaction(first.txid) is not None, "the funding in the mempool")
+        await source.mine(1)  # one block: below the minimum depth (2), no channel_ready
+        await wait_until(lambda: all(only_channel(n).core.state.dual.mined for n in (alice, bob)), "the funding seen in a block")
+        with pytest.raises(ChainAppError, match="in a block"):
+            await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+        # the block leaves the chain (the funding goes back to the mempool); an empty block takes its place
+        await invalidate(source, (await source.tip()).height)
+        assert (await source.submit_transactions_in_block([])).accepted
+        await wait_until(lambda: not any(only_channel(n).core.state.dual.mined for n in (alice, bob)), "the reorganization seen")
+        bumped = await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+        second = Tx.parse(only_channel(alice).core.state.funding_tx)
+        assert bumped["funding_txid"] == second.txid_hex != first.txid_hex
+        await wait_until(lambda: source.core.find_transaction(second.txid) is not None, "the bump in the mempool")
+        await source.mine(2)
+        await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+        await wait_until(lambda: all(only_channel(n).core.state.dual.previous == () for n in (alice, bob)), "the first version forgotten")
+        assert all(only_channel(n).core.state.funding_outpoint.txid == second.txid for n in (alice, bob))  # type: ignore[union-attr]
+        await pay(alice, bob, 50_000_000)
+
+
+@pytest.mark.trio
+async def test_a_reorganization_while_the_nodes_were_down_is_seen_at_the_start(tmp_path: Path) -> None:
+    network = MemoryNetwork()
+    async with chain(tmp_path) as source:
+        async with opened(tmp_path, network, source) as (alice, bob, cid, first):
+            await wait_until(lambda: source.core.find_transaction(first.txid) is not None, "the funding in the mempool")
+            await source.mine(1)
+            await wait_until(lambda: all(only_channel(n).core.state.dual.mined for n in (alice, bob)), "the funding seen in a block")
+        # while both nodes are down the block leaves the chain; an empty one takes its place
+        await invalidate(source, (await source.tip()).height)
+        assert (await source.submit_transactions_in_block([])).accepted
+        alice, bob = (_again(tmp_path, network, source, n, name, POLICIES[name]) for name, n in (("alice", alice), ("bob", bob)))
+        async with running(alice, bob):
+            await wait_until(lambda: not any(only_channel(n).core.state.dual.mined for n in (alice, bob)), "the reorganization seen")
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: all(not only_channel(n).core.state.awaiting_reestablish for n in (alice, bob)), "reestablished")
+            bumped = await channels(alice).bumpchannelopen(cid, feerate=_doubled(alice))
+            second = bytes.fromhex(bumped["funding_txid"])[::-1]
+            await wait_until(lambda: source.core.find_transaction(second) is not None, "the bump in the mempool")
+            await source.mine(2)
+            await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
+            assert all(only_channel(n).core.state.funding_outpoint.txid == second for n in (alice, bob))  # type: ignore[union-attr]

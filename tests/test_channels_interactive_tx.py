@@ -256,6 +256,21 @@ def test_initiator_pays_the_common_fields() -> None:
     assert b.receive(TxComplete(channel_id=CID)) == [] and b.state is SessionState.COMPLETE
 
 
+def test_a_replacement_pays_at_least_the_total_fee_of_the_version_it_replaces() -> None:
+    a, b = pair(300_000, 200_000)
+    pump(a, b)
+    fee = a.total_fee_sat()
+    assert fee == b.total_fee_sat() > 0
+    for floor, ends in ((fee, SessionState.COMPLETE), (fee + 1, SessionState.ABORTED)):
+        a, b = pair(300_000, 200_000)
+        a.replaces_fee_sat = b.replaces_fee_sat = floor
+        log = pump(a, b)
+        assert a.state is b.state is ends
+        if ends is SessionState.ABORTED:  # the side that completes last refuses it; the other echoes
+            (abort, echo) = [m for m in log if isinstance(m, TxAbort)]
+            assert f"pays {fee} sat in fees, less than the {fee + 1} sat".encode() in abort.data and echo.data == b"echo"
+
+
 def test_removal_and_peer_abort_echo() -> None:
     b = accepter()
     b.receive(add_input(0))

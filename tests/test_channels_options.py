@@ -54,12 +54,13 @@ def test_each_option_sets_its_field() -> None:
         "--channel-dust-limit-sat", "600", "--channel-reserve-sat", "15000", "--channel-max-peer-to-self-delay", "1000",
         "--channel-max-peer-min-depth", "10", "--channel-min-feerate", "300", "--channel-max-feerate", "9000",
         "--channel-min-funding-sat", "50000", "--channel-upfront-shutdown-address", UPFRONT,
+        "--channel-rbf-wait-blocks", "3",
     )  # fmt: skip
     assert (config.minimum_depth, config.to_self_delay, config.max_accepted_htlcs) == (6, 200, 12)
     assert (config.max_htlc_value_in_flight_msat, config.htlc_minimum_msat, config.dust_limit_sat) == (5_000_000, 1000, 600)
     assert config.channel_reserve_sat == 15000 and config.upfront_shutdown_script == script_for_address(UPFRONT, "bcrt")
     assert (policy.max_to_self_delay, policy.max_minimum_depth, policy.min_feerate_per_kw) == (1000, 10, 300)
-    assert (policy.max_feerate_per_kw, policy.min_funding_sat) == (9000, 50000)
+    assert (policy.max_feerate_per_kw, policy.min_funding_sat, policy.rbf_wait_blocks) == (9000, 50000, 3)
 
 
 @pytest.mark.parametrize(

@@ -6,23 +6,42 @@ from __future__ import annotations
 
 import pytest
 from test_channels_pair import verify_commitments
+import test_channels_splice
 from test_channels_splice import (
-    COIN, FEERATE, SPLICE_SCID, SplicePair, broadcast, durable_before_sent, opened, quiesce, signed_splice,
+    COIN, FEERATE, SPLICE_SCID, SplicePair, broadcast, durable_before_sent, opened, signed_splice,
     splice_commitments_valid, splice_in_command, splice_of, splice_out_command, zero_conf_splicing,
 )  # fmt: skip
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.kernel import kernel_verify_scripts
+from lnpmsg.channels.dualfund_rbf import min_feerate
 from lnpmsg.channels.errors import LocalMisuse
-from lnpmsg.channels.inputs import Disconnected, Received
+from lnpmsg.channels.inputs import BlockHeight, Disconnected, Received
 from lnpmsg.channels.messages_splice import SpliceLocked, StartBatch
-from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxInitRbf, TxSignatures
+from lnpmsg.channels.interactive_tx import contribution_fee
+from lnpmsg.channels.messages import CommitmentSigned
+from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxAddOutput, TxComplete, TxInitRbf, TxSignatures
+from lnpmsg.channels.params import OpeningPolicy
 from lnpmsg.channels.records import restore
-from lnpmsg.channels.splice import SpliceAborted, SpliceDepth, Spliced
-from lnpmsg.channels.splice_rbf import MAX_RBF_ATTEMPTS, SpliceBump, SpliceVersionsDropped, check_bump, fee_refusal
+from lnpmsg.channels.splice import SpliceAborted, SpliceDepth, Spliced, session
+from lnpmsg.channels.splice_rbf import MAX_RBF_ATTEMPTS, SpliceBump, SpliceVersionsDropped, check_bump
 from lnpmsg.wire import WarningMessage
 
 BUMPED = FEERATE * 25 // 24 + 100
+#: the chain's height in these tests (below every HTLC's expiry)
+HEIGHT = 110
+
+
+def a_block(pair: SplicePair) -> None:
+    """Both sides see a block: the last version of the splice may be bumped (OpeningPolicy.rbf_wait_blocks)."""
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, BlockHeight(HEIGHT))
+
+
+def quiesce(pair: SplicePair, side) -> None:
+    """A block for both (so that a bump may follow), then ``side`` quiesces the channel."""
+    a_block(pair)
+    test_channels_splice.quiesce(pair, side)
 
 
 def fee_of(tx: Tx, pair: SplicePair) -> int:
@@ -207,12 +226,32 @@ def test_an_attempt_ended_early_leaves_the_last_version_standing() -> None:
         assert side.core.state.quiesce is None
 
 
-def test_the_bump_must_pay_more_than_the_last_version() -> None:
+def test_a_bump_paying_less_total_fee_than_the_last_version_is_aborted() -> None:
+    """BOLT 2 at tx_complete: a (forged) Alice takes out only its fee, drops its splice-out's output,
+    and so builds a smaller version whose higher feerate still pays less in total than the first."""
     pair = signed_splice(50_000)
+    first = broadcast(pair.bob)[-1]
     quiesce(pair, pair.alice)
-    pair.feed(pair.alice, SpliceBump(BUMPED, 130))
-    first_fee = fee_of(broadcast(pair.alice)[-1], pair)
-    assert fee_refusal(pair.alice.core, first_fee - 1) is not None and fee_refusal(pair.alice.core, first_fee) is None
+    pair.wire.clear()
+    bob = pair.bob.core
+    cid = bob.state.channel_id
+    shared = splice_of(pair.bob).shared
+    fee = contribution_fee([shared.script], [shared.script], BUMPED, initiator=True)
+    out = pair.feed(pair.bob, Received(init_rbf(pair, funding_output_contribution=-fee)))
+    assert [type(m) for m in out.messages] == [TxAckRbf]
+    funding = session(bob).funding
+    assert funding is not None and fee < fee_of(first, pair) and splice_of(pair.bob).replaces_fee_sat == fee_of(first, pair)
+    add_shared = TxAddInput(channel_id=cid, serial_id=0, prevtx=b"", prevtx_vout=shared.outpoint.vout, sequence=0xFFFFFFFD,
+                            tlvs=TxAddInput.tlv_stream({"shared_input_txid": shared.outpoint.txid}))  # fmt: skip
+    for msg in (add_shared, TxAddOutput(channel_id=cid, serial_id=2, sats=funding.total_sat, script=funding.script)):
+        assert [type(m) for m in pair.feed(pair.bob, Received(msg)).messages] == [TxComplete]
+    out = pair.feed(pair.bob, Received(TxComplete(channel_id=cid)))
+    (abort,) = out.messages
+    assert isinstance(abort, TxAbort) and b"less than" in abort.data
+    assert not any(isinstance(m, CommitmentSigned | TxSignatures) for m in out.messages)
+    assert [e for e in out.events if isinstance(e, SpliceAborted)][-1].inputs == ()
+    sp = splice_of(pair.bob)
+    assert sp.signed and sp.outpoint.txid == first.txid and not sp.previous and broadcast(pair.bob)[-1].txid == first.txid
 
 
 def init_rbf(pair: SplicePair, feerate: int = BUMPED, **tlvs) -> TxInitRbf:
@@ -385,3 +424,65 @@ def test_no_bump_once_a_version_is_in_a_block() -> None:
     pair.pump()
     assert [e for e in pair.alice.events if isinstance(e, SpliceAborted)][-1].reason.startswith("peer aborted: a version of the splice is in a block")
     assert not splice_of(pair.alice).previous and not splice_of(pair.bob).previous
+    # a reorganization takes the block out (depth 0, from the shell): bumps are allowed again
+    pair.feed(pair.bob, SpliceDepth(txid, 0, 0))
+    assert not splice_of(pair.bob).mined
+    check_bump(pair.bob.core, BUMPED, 130)
+    second = bump(pair, pair.bob)
+    assert [v.outpoint.txid for v in splice_of(pair.alice).previous] == [txid] and second.txid != txid  # type: ignore[union-attr]
+    assert restore(pair.bob.core.secrets, pair.bob.records).state == pair.bob.core.state
+
+
+def test_a_bump_waits_for_a_block_after_the_last_version() -> None:
+    """BOLT 2: an RBF attempt "created recently" is refused (the last version had no time to confirm):
+    by default one block since the last version was signed, for our bump as for the peer's."""
+    pair = signed_splice(50_000)
+    first = broadcast(pair.alice)[-1]
+    test_channels_splice.quiesce(pair, pair.alice)  # no block yet
+    with pytest.raises(LocalMisuse, match="signed 0 block.s. ago: a bump waits for 1"):
+        pair.alice.core.receive(SpliceBump(BUMPED, 130), pair.now)
+    out = pair.feed(pair.bob, Received(init_rbf(pair)))  # a peer that does not wait
+    assert [type(m) for m in out.messages] == [TxAbort] and b"a bump waits for 1" in out.messages[0].data
+    assert not splice_of(pair.bob).previous and splice_of(pair.bob).outpoint.txid == first.txid  # type: ignore[union-attr]
+    pair.reconnect()
+    a_block(pair)
+    assert all(splice_of(side).blocks_waited == 1 for side in (pair.alice, pair.bob))
+    assert not pair.feed(pair.alice, BlockHeight(HEIGHT + 1)).records  # counted up to the wait only
+    second = bump(pair, pair.alice)
+    assert splice_of(pair.alice).blocks_waited == 0 and second.txid != first.txid
+    with pytest.raises(LocalMisuse, match="a bump waits"):  # the new version waits in turn
+        check_bump(pair.bob.core, min_feerate(BUMPED), 130)
+    a_block(pair)
+    check_bump(pair.bob.core, min_feerate(BUMPED), 130)
+    for side in (pair.alice, pair.bob):
+        assert restore(side.core.secrets, side.records).state == side.core.state
+
+
+@pytest.mark.parametrize("wait", [0, 2])
+def test_the_wait_between_bumps_is_a_policy(wait: int) -> None:
+    pair = SplicePair(push_msat=300_000_000, extra_features=1 << 63, policy=OpeningPolicy(rbf_wait_blocks=wait))
+    pair.open()
+    test_channels_splice.quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(50_000))
+    a_block(pair)  # while the splice is negotiated: it counts from its signatures only
+    pair.pump()
+    assert splice_of(pair.alice).signed and splice_of(pair.alice).blocks_waited == 0
+    for _ in range(wait - 1):
+        a_block(pair)
+    if wait:
+        with pytest.raises(LocalMisuse, match=f"a bump waits for {wait}"):
+            check_bump(pair.alice.core, BUMPED, 130)
+        a_block(pair)
+    check_bump(pair.alice.core, BUMPED, 130)
+
+
+def test_a_lock_is_not_taken_back_by_a_reorganization() -> None:
+    pair = signed_splice(50_000)
+    txid = broadcast(pair.bob)[-1].txid
+    pair.feed(pair.bob, SpliceDepth(txid, 3, SPLICE_SCID))  # Bob locks (Alice has not seen the blocks)
+    pair.wire.clear()
+    assert splice_of(pair.bob).locked_sent and splice_of(pair.bob).mined
+    assert not pair.feed(pair.bob, SpliceDepth(txid, 0, 0)).records  # splice_locked left: it stands
+    assert splice_of(pair.bob).mined
+    with pytest.raises(LocalMisuse, match="splice_locked"):
+        check_bump(pair.bob.core, BUMPED, 130)

@@ -2,7 +2,9 @@
 ``bumpsplice`` by the splice's initiator or by its peer, the bump replaces the first version in
 the mempool (BIP 125), is mined and locked, or the *first* version is mined instead and the
 channel locks on that one; payments while both versions wait and after; a restart of both nodes
-between the bump and its confirmation; refusals as clear errors; the command line."""
+between the bump and its confirmation; refusals as clear errors (a bump waits for a block after the
+last version); a version whose block a reorganization takes out (while the nodes run, or while
+they are down) may be bumped again, and one the new branch mines at once is found; the command line."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 from test_channels_app import FUNDING_SAT, balances, chain, channels, only_channel, pay, running_pair, settled, wait_until
 from test_channels_app import Pair as AppPair
+from test_channels_onchain import invalidate
 from test_channels_splice_nodes import locked_on, monitor_on, pending
 
 from lnpmsg.bitcoin.tx import Tx
@@ -36,8 +39,30 @@ async def open_and_splice(pair, alice, bob) -> tuple[str, dict]:
     return cid, spliced
 
 
+async def a_block_without_the_splice(*nodes) -> None:
+    """An empty block, seen by every node: the splice's last version may be bumped (it waits for one
+    block by default: OpeningPolicy.rbf_wait_blocks)."""
+    source = channels(nodes[0]).chain.source
+    await wait_until(lambda: all((sp := pending(n)) is not None and sp.signed for n in nodes), "the last version signed by all")
+    assert (await source.submit_transactions_in_block([])).accepted
+    await wait_until(lambda: all(pending(n).blocks_waited >= 1 for n in nodes), "the block seen by all")  # type: ignore[union-attr]
+
+
+async def splice_in_a_block(pair, alice, bob) -> tuple[str, Tx]:
+    """The channel open and Alice's splice-in signed, then one block with it (below the channel's minimum
+    depth, 2: not locked), seen by both: (channel id, the splice)."""
+    cid, _ = await open_and_splice(pair, alice, bob)
+    splice = first_version(alice)
+    await wait_until(lambda: pair.source.core.find_transaction(splice.txid) is not None, "the splice in the mempool")
+    await pair.source.mine(1)
+    await wait_until(lambda: all(pending(n).mined for n in (alice, bob)), "the splice seen in a block")  # type: ignore[union-attr]
+    return cid, splice
+
+
 async def bump_signed(bumper, cid: str, *nodes) -> dict:
-    """``bumper`` bumps the splice to 6 sat/vB; returns once every node holds the new version signed."""
+    """After a block without the splice, ``bumper`` bumps the splice to 6 sat/vB; returns once every
+    node holds the new version signed."""
+    await a_block_without_the_splice(*nodes)
     bumped = await channels(bumper).bumpsplice(cid, feerate=6)
 
     def signed_everywhere() -> bool:
@@ -58,6 +83,9 @@ async def test_bump_a_splice_then_lock_on_the_mined_version(tmp_path: Path, bump
         node = alice if bumper == "alice" else bob
         with pytest.raises(ChainAppError, match="below 25/24"):
             await channels(node).bumpsplice(cid, feerate=1)
+        await wait_until(lambda: pending(node).signed, "the splice signed")  # type: ignore[union-attr]
+        with pytest.raises(ChainAppError, match="signed 0 block.s. ago: a bump waits for 1"):  # (BOLT 2: not "recently")
+            await channels(node).bumpsplice(cid, feerate=6)
         assert only_channel(alice).core.state.quiesce is None  # refused before quiescing
         bumped = await bump_signed(node, cid, alice, bob)
         assert bumped["previous_splice_txids"] == [spliced["splice_txid"]] and bumped["feerate_per_kw"] == 1500
@@ -165,3 +193,53 @@ def test_the_command_line_asks_the_splice_bump_in_sat_per_vbyte() -> None:
     help_text = parser._subparsers._group_actions[0].choices["bumpsplice"].format_help()  # type: ignore[union-attr]
     for taught in ("tx_init_rbf", "25/24", "SAT_PER_VB", "Every version may confirm", "Example"):
         assert taught in " ".join(help_text.split()), taught
+
+
+@pytest.mark.trio
+async def test_a_version_reorganized_out_of_the_chain_may_be_bumped_again(tmp_path: Path) -> None:
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        cid, first = await splice_in_a_block(pair, alice, bob)
+        with pytest.raises(ChainAppError, match="in a block"):
+            await channels(alice).bumpsplice(cid, feerate=6)
+        # the block leaves the chain (the splice goes back to the mempool); an empty block takes its place
+        await invalidate(source, (await source.tip()).height)
+        assert (await source.submit_transactions_in_block([])).accepted
+        await wait_until(lambda: not any(pending(n).mined for n in (alice, bob)), "the reorganization seen")  # type: ignore[union-attr]
+        assert not any(locked_on(n, first.txid_hex) for n in (alice, bob))
+        bumped = await bump_signed(bob, cid, alice, bob)  # either side may bump again
+        await wait_until(lambda: source.core.find_transaction(first.txid) is None, "the bump replaced the splice")
+        await source.mine(2)
+        await wait_until(lambda: locked_on(alice, bumped["splice_txid"]) and locked_on(bob, bumped["splice_txid"]), "spliced")
+        await pay(alice, bob, 4_000_000)
+
+
+@pytest.mark.trio
+async def test_a_version_mined_again_right_after_a_reorganization_locks(tmp_path: Path) -> None:
+    """The first block of the new branch holds the splice again: it is found there (the blocks from the
+    one that left the chain are read again), not only in the blocks after."""
+    async with running_pair(tmp_path) as (source, pair, alice, bob):
+        _, first = await splice_in_a_block(pair, alice, bob)
+        await invalidate(source, (await source.tip()).height)
+        await source.mine(1)  # a new block at the same height holds the splice again
+        await source.mine(1)  # its minimum depth
+        await wait_until(lambda: locked_on(alice, first.txid_hex) and locked_on(bob, first.txid_hex), "spliced")
+        await pay(alice, bob, 4_000_000)
+
+
+@pytest.mark.trio
+async def test_a_reorganization_while_the_nodes_were_down_is_seen_at_the_start(tmp_path: Path) -> None:
+    async with chain(tmp_path) as source:
+        pair = AppPair(source, tmp_path, MemoryNetwork())
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            cid, _ = await splice_in_a_block(pair, alice, bob)
+        await invalidate(source, (await source.tip()).height)
+        assert (await source.submit_transactions_in_block([])).accepted
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            await wait_until(lambda: not any(pending(n).mined for n in (alice, bob)), "the reorganization seen at the start")  # type: ignore[union-attr]
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+            bumped = await bump_signed(alice, cid, alice, bob)
+            await source.mine(2)
+            await wait_until(lambda: locked_on(alice, bumped["splice_txid"]) and locked_on(bob, bumped["splice_txid"]), "spliced")

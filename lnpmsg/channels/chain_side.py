@@ -324,12 +324,13 @@ class ChainSide:
         await self._check_splice_depths(height)  # type: ignore[attr-defined]
 
     async def _depth_and_scid(self, channel: ManagedChannel, outpoint: OutPoint) -> tuple[int, int] | None:
-        """How deep ``outpoint``'s transaction is and its short channel id (None: unconfirmed, or the tip moved)."""
+        """How deep ``outpoint``'s transaction is and its short channel id ((0, 0): unconfirmed; None: not
+        known, the tip moved)."""
         source = self.chain.source
         try:
             info = await source.get_txout(outpoint)
             if info is None or info.confirmations <= 0:
-                return None
+                return 0, 0
             tip = await source.tip()
             height = tip.height - info.confirmations + 1
             block = Block.parse(await source.block_at(height))
@@ -354,6 +355,8 @@ class ChainSide:
             if found is None:
                 continue
             depth, scid = found
+            if depth == 0 and not getattr(s.dual, "mined", False):
+                continue  # (depth 0 tells only a funding seen in a block that a reorganization took out)
             await self._submit(channel, FundingDepth(depth, scid))
             if unconfirmed and channel.core.state.short_channel_id:
                 self._unconfirmed_since.pop(channel.key, None)

@@ -165,6 +165,11 @@ class DualFundSession:
     signatures_sent: bool = False
     #: the earlier versions of the funding while a bump's may replace them (dualfund_rbf.Candidate)
     previous: tuple[Any, ...] = ()
+    #: a bump's version: the total fee of the version it replaced (it pays at least that; None: the first)
+    replaces_fee_sat: int | None = None
+    #: the funding (this version) was seen in a block: no bump (a new version could not confirm) until
+    #: a reorganization takes it out (``FundingDepth`` 0 from the shell)
+    mined: bool = False
 
 
 def v2_channel_id(basepoint_a: bytes, basepoint_b: bytes) -> bytes:
@@ -185,7 +190,7 @@ def _session(core: ChannelCore) -> InteractiveTx:
     tx = InteractiveTx(
         channel_id=core.state.channel_id, initiator=d.initiator, feerate_per_kw=d.feerate_per_kw,
         locktime=d.locktime, dust_limit_sat=core.state.config.dust_limit_sat, inputs=list(d.inputs),
-        outputs=list(d.outputs), funding=d.funding, entropy=d.entropy,
+        outputs=list(d.outputs), funding=d.funding, entropy=d.entropy, replaces_fee_sat=d.replaces_fee_sat,
     )  # fmt: skip
     tx.start_messages = tx.start()
     for msg in d.received:

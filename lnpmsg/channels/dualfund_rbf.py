@@ -18,7 +18,9 @@ others are forgotten (:class:`CandidatesDropped` names our coins only they spent
 Each side contributes what it contributed before, from the same coins (our change pays the
 higher fee; a contribution that cannot refuses the bump): every new version therefore spends
 our inputs of every earlier one. The rule that each attempt double-spends all the previous
-ones is checked on the completed transaction (else ``tx_abort``). Not done: a change of
+ones is checked on the completed transaction (else ``tx_abort``), as is BOLT 2's rule that it pays
+at least the total fee of the version it replaces (the interactive session's, which splice bumps
+share: :attr:`~.interactive_tx.InteractiveTx.replaces_fee_sat`). Not done: a change of
 either contribution (a ``funding_output_contribution`` other than the previous one is refused),
 RBF of a zero-conf channel, ``require_confirmed_inputs`` with coins of ours.
 """
@@ -184,6 +186,8 @@ def _refusal(core: ChannelCore, feerate: int, *, opener: bool) -> str | None:
         return f"the channel is {s.phase.value}: no bump now"
     if s.short_channel_id or s.ready_sent:
         return "the funding confirmed (or channel_ready was sent)"
+    if d.mined:
+        return "a version of the funding is in a block: a new one could not confirm"
     if feerate < min_feerate(d.feerate_per_kw):
         return f"feerate {feerate} is below 25/24 of {d.feerate_per_kw} ({min_feerate(d.feerate_per_kw)})"
     return None
@@ -211,15 +215,19 @@ def _our_outputs(d: DualFundSession, feerate: int) -> tuple[OwnOutput, ...] | No
 
 def _start(core: ChannelCore, feerate: int, locktime: int, outputs: tuple[OwnOutput, ...]) -> None:
     """Push the current version onto the candidates and start a fresh session for the attempt."""
+    from .dualfund import _session
+
     s = core.state
     d = s.dual
     assert d is not None and s.funding_outpoint is not None and s.funding_tx is not None
+    replaced_fee = _session(core).total_fee_sat()
     current = Candidate(s.funding_outpoint, s.funding_tx, s.local_commit, s.remote_commit, replace(d, previous=()))
     previous = (*d.previous, current)
     # the core has no randomness: the serial ids of the attempt derive from the first ones
     entropy = hashlib.sha256(d.entropy + len(previous).to_bytes(4, "big")).digest()
     s.dual = replace(d, feerate_per_kw=feerate, locktime=locktime, outputs=outputs, entropy=entropy, received=(),
-                     our_witnesses=None, their_signatures=None, signatures_sent=False, previous=previous)  # fmt: skip
+                     our_witnesses=None, their_signatures=None, signatures_sent=False, previous=previous,
+                     replaces_fee_sat=replaced_fee)  # fmt: skip
     s.local_commit = None
     s.remote_commit = None
 
@@ -287,6 +295,17 @@ def _on_ack_rbf(core: ChannelCore, msg: TxAckRbf, out: _Out) -> None:
     s.phase = Phase.INTERACTIVE
     for m in _session(core).start_messages:
         out.send(m)
+
+
+def on_funding_depth(core: ChannelCore, depth: int) -> None:
+    """The funding's depth (``FundingDepth``): whether it is in a block, which stops bumps until a
+    reorganization takes it out (depth 0)."""
+    from .dualfund import DualFundSession
+
+    s = core.state
+    d = s.dual
+    if isinstance(d, DualFundSession) and not s.ready_sent and d.mined != (depth >= 1):
+        s.dual = replace(d, mined=depth >= 1)
 
 
 def check_double_spends(core: ChannelCore, tx: Tx) -> str | None:

@@ -5,8 +5,9 @@ for a channel the shared :class:`FundingOutput`); messages come out. The
 session enforces every receiver requirement of ``tx_add_input`` ..
 ``tx_complete`` and, once both sent ``tx_complete`` in a row, builds the
 transaction (inputs and outputs sorted by ``serial_id``) and checks what
-each side pays. A violation ends the session with a ``tx_abort`` saying
-why (sticky: the session accepts nothing more). ``tx_signatures`` come
+each side pays (an RBF attempt: at least the total fee of the version it
+replaces). A violation ends the session with a ``tx_abort`` saying why
+(sticky: the session accepts nothing more). ``tx_signatures`` come
 after: :meth:`InteractiveTx.our_signatures` and
 :meth:`InteractiveTx.receive_signatures`, in the order
 :meth:`InteractiveTx.we_sign_first` gives.
@@ -193,6 +194,7 @@ class InteractiveTx:
         entropy: bytes,
         version: int = 2,
         shared_input: SharedInput | None = None,
+        replaces_fee_sat: int | None = None,
     ) -> None:
         self.channel_id = channel_id
         self.initiator = initiator
@@ -202,6 +204,9 @@ class InteractiveTx:
         self.funding = funding
         self.shared_input = shared_input
         self.version = version
+        #: an RBF attempt (``tx_init_rbf``): the total fee of the version it replaces, which the new
+        #: transaction must pay at least (BOLT 2 at tx_complete); None: a first construction
+        self.replaces_fee_sat = replaces_fee_sat
         self.state = SessionState.NEGOTIATING
         self.abort_reason: str | None = None
         self._inputs: dict[int, _Input] = {}
@@ -458,6 +463,10 @@ class InteractiveTx:
         total_fee = sum(i.sats for i in inputs) - sum(o.sats for o in outputs)
         if total_fee < our_fee + their_fee:
             raise InteractiveTxAborted(f"the transaction pays {total_fee} sat, below {our_fee + their_fee} sat at its feerate")
+        if self.replaces_fee_sat is not None and total_fee < self.replaces_fee_sat:
+            raise InteractiveTxAborted(
+                f"the replacement pays {total_fee} sat in fees, less than the {self.replaces_fee_sat} sat of the last version"
+            )
         self._tx = Tx(
             version=self.version,
             inputs=tuple(TxIn(i.outpoint, sequence=i.sequence) for i in inputs),

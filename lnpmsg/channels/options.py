@@ -43,6 +43,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "policy.dual_fund_contribute_sat",
         "with --dual-fund: satoshis our wallet puts into each dual-funded channel a peer opens to us",
     ),
+    "channel-rbf-wait-blocks": (
+        "policy.rbf_wait_blocks",
+        "blocks mined since a splice's last version was signed before its fee may be bumped again, by us "
+        "(bumpsplice) or the peer (tx_init_rbf): BOLT 2's wait for that version to confirm; 0: at once",
+    ),
 }
 
 #: switch -> (OpeningPolicy field, help): off unless given (the field's default), on sets the field True

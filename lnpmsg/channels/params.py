@@ -164,6 +164,10 @@ class OpeningPolicy:
     dual_fund: bool = False
     #: what we put into a peer's dual-funded channel when our wallet can (``--dual-fund-contribute``)
     dual_fund_contribute_sat: int = 0
+    #: BOLT 2 (splicing): an RBF attempt too soon after the last version is refused, to give that
+    #: one time to confirm: a splice's fee is bumped (by either side) only once this many blocks
+    #: were mined since its last version was signed (0: at once)
+    rbf_wait_blocks: int = 1
 
     def check_feerate(self, feerate_per_kw: int) -> None:
         """A proposed commitment feerate out of our bounds fails the channel."""

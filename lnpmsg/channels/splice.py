@@ -102,7 +102,8 @@ class SpliceCommand:
 
 @dataclass(frozen=True, slots=True)
 class SpliceDepth:
-    """Input from the shell: the pending splice transaction ``txid`` is ``depth`` blocks deep at ``short_channel_id``."""
+    """Input from the shell: the pending splice transaction ``txid`` is ``depth`` blocks deep at ``short_channel_id``
+    (depth 0: a version seen in a block is no longer in the chain, a reorganization took it out)."""
 
     txid: bytes
     depth: int
@@ -169,6 +170,11 @@ class SpliceSession:
     previous: tuple[Any, ...] = ()
     #: this version was seen in a block (no bump then: a new version could not confirm)
     mined: bool = False
+    #: a bump's version: the total fee of the version it replaced (it pays at least that; None: the first)
+    replaces_fee_sat: int | None = None
+    #: blocks seen since this version was signed, counted up to the policy's ``rbf_wait_blocks``
+    #: (a bump waits for them: BOLT 2's "created recently")
+    blocks_waited: int = 0
 
 
 def new_capacity(s: Any, splice: SpliceSession) -> int:
@@ -207,7 +213,7 @@ def session(core: ChannelCore, sp: SpliceSession | None = None) -> InteractiveTx
     tx = InteractiveTx(
         channel_id=s.channel_id, initiator=sp.initiator, feerate_per_kw=sp.feerate_per_kw, locktime=sp.locktime,
         dust_limit_sat=s.config.dust_limit_sat, inputs=list(sp.inputs), outputs=list(sp.outputs), funding=funding,
-        entropy=sp.entropy, shared_input=sp.shared,
+        entropy=sp.entropy, shared_input=sp.shared, replaces_fee_sat=sp.replaces_fee_sat,
     )  # fmt: skip
     tx.start_messages = tx.start() if sp.acked else []
     for msg in sp.received:
@@ -496,7 +502,7 @@ def _on_interactive(core: ChannelCore, msg: Any, out: _Out) -> None:
     for reply in replies:
         out.send(reply)
     if tx.state is SessionState.COMPLETE:
-        why = _check_reserves(core, tx) or splice_rbf.fee_refusal(core, tx.total_fee_sat())
+        why = _check_reserves(core, tx)
         if why is not None:
             _abort(core, out, why, send=True)
             return

@@ -27,7 +27,11 @@ Refused: a bump not from the quiescence initiator, outside quiescence, after the
 ``splice_locked``, on a zero-conf channel, or taking out more than the sender's balance (a
 warning and a disconnection); a feerate below 25/24 of the last, an eleventh pending attempt, a
 bump while the last version is not signed or once a version is in a block (it could not confirm),
-or a contribution that cannot pay (``tx_abort``).
+one sooner than ``OpeningPolicy.rbf_wait_blocks`` blocks after the last version was signed (BOLT 2's
+SHOULD about an attempt "created recently": time for that one to confirm; the sender waits as well),
+or a contribution that cannot pay (``tx_abort``); at ``tx_complete``, a version paying less total
+fee than the one it replaces (the interactive session's check,
+:attr:`~.interactive_tx.InteractiveTx.replaces_fee_sat`, as for v2 opens' bumps).
 """
 
 from __future__ import annotations
@@ -57,10 +61,10 @@ __all__ = [
     "bump_refusal",
     "check_bump",
     "dropped_inputs",
-    "fee_refusal",
     "find_version",
     "make_current",
     "on_ack_rbf",
+    "on_block_height",
     "on_bump",
     "on_init_rbf",
     "restore_previous",
@@ -180,7 +184,7 @@ def _attempt(core: ChannelCore, sp: SpliceSession, feerate: int, locktime: int, 
     """The new version's session: ``sender`` (we sent tx_init_rbf) makes us its initiator. What our
     part owes more at the new feerate (and in its new role) comes out of our change when we added
     coins, else out of our balance (our contribution shrinks)."""
-    from .splice import SpliceSession
+    from .splice import SpliceSession, session
 
     ours, outputs = sp.our_contribution, sp.outputs
     extra = _fee_as(sp, feerate, initiator=sender) - _fee_as(sp, sp.feerate_per_kw, initiator=sp.initiator)
@@ -195,6 +199,7 @@ def _attempt(core: ChannelCore, sp: SpliceSession, feerate: int, locktime: int, 
     return SpliceSession(
         sender, feerate, locktime, ours, their_contribution, sp.remote_funding_pubkey, sp.shared, sp.inputs, outputs,
         entropy, acked=not sender, previous=(*sp.previous, replace(sp, previous=())),
+        replaces_fee_sat=session(core, sp).total_fee_sat(),
     )  # fmt: skip
 
 
@@ -219,7 +224,20 @@ def bump_refusal(core: ChannelCore, feerate: int, *, sender_is_local: bool) -> s
         return f"{MAX_RBF_ATTEMPTS} fee bumps of the splice are pending already"
     if feerate < min_feerate(sp.feerate_per_kw):
         return f"feerate {feerate} is below 25/24 of {sp.feerate_per_kw} ({min_feerate(sp.feerate_per_kw)})"
+    if sp.blocks_waited < (wait := s.policy.rbf_wait_blocks):
+        return (f"the last version of the splice was signed {sp.blocks_waited} block(s) ago: a bump waits for {wait}"
+                " (time for it to confirm)")
     return None
+
+
+def on_block_height(core: ChannelCore) -> None:
+    """A block was mined: it counts for the wait before a bump of the signed splice's last version."""
+    from .splice import SpliceSession
+
+    s = core.state
+    sp = s.splice
+    if isinstance(sp, SpliceSession) and sp.signed and not sp.locked_sent and sp.blocks_waited < s.policy.rbf_wait_blocks:
+        s.splice = replace(sp, blocks_waited=sp.blocks_waited + 1)
 
 
 def _check_ours(core: ChannelCore, attempt: SpliceSession) -> None:
@@ -320,17 +338,6 @@ def on_ack_rbf(core: ChannelCore, msg: TxAckRbf, out: _Out) -> None:
     if not isinstance(sp, SpliceSession) or not sp.previous or not sp.initiator or sp.acked:
         raise RemoteFault("tx_ack_rbf without our tx_init_rbf", warning=True)
     take_ack(core, msg.tlvs.get("funding_output_contribution", 0), sp.remote_funding_pubkey, msg.tlvs, out, "tx_ack_rbf")
-
-
-def fee_refusal(core: ChannelCore, fee_sat: int) -> str | None:
-    """BOLT 2 at tx_complete: an attempt pays at least the last version's total fee (why not, else None)."""
-    from .splice import SpliceSession, session
-
-    sp = core.state.splice
-    if not isinstance(sp, SpliceSession) or not sp.previous:
-        return None
-    last = session(core, sp.previous[-1]).total_fee_sat()
-    return f"the bump pays {fee_sat} sat, less than the {last} sat of the last version" if fee_sat < last else None
 
 
 def status(sp: SpliceSession) -> list[dict[str, Any]]:

@@ -297,9 +297,11 @@ class SpliceSide:
         source = self.chain.source
         try:
             tip = (await source.tip()).height
+            # a version whose block left the chain (a reorganization) is looked for again from there
+            left = [at for txid in {sp.outpoint.txid for _, sp in waiting} if (at := await self._splice_block_left(txid)) is not None]  # type: ignore[union-attr]
             wanted = {sp.outpoint.txid for _, sp in waiting} - set(self._splice_blocks)  # type: ignore[union-attr]
-            heights = [height] if height is not None else range(max(1, tip - SPLICE_LOOKBACK + 1), tip + 1)
-            for at in heights if wanted else ():
+            first = tip - SPLICE_LOOKBACK + 1 if height is None else min([height, *left])
+            for at in range(max(1, first, tip - SPLICE_LOOKBACK + 1), tip + 1) if wanted else ():
                 block_hash = await source.block_hash(at)
                 block = Block.parse(await source.block(block_hash)) if block_hash is not None else None
                 for index, tx in enumerate(block.txs if block is not None else ()):
@@ -309,17 +311,25 @@ class SpliceSide:
                 assert sp.outpoint is not None
                 found = self._splice_blocks.get(sp.outpoint.txid)
                 if found is None:
+                    if sp.mined:  # seen in a block that is no longer in the chain: it may be bumped again
+                        await self._submit(channel, SpliceDepth(sp.outpoint.txid, 0, 0))
                     continue
-                at, block_hash, index = found
-                if await source.block_hash(at) != block_hash:
-                    del self._splice_blocks[sp.outpoint.txid]  # reorganized away: found again when mined again
-                    continue
+                at, _, index = found
                 scid = (at << 40) | (index << 16) | sp.outpoint.vout
                 await self._submit(channel, SpliceDepth(sp.outpoint.txid, tip - at + 1, scid))
                 if confirmed_unlocked_splice(channel.core) is not None:
                     self.spawn(self._monitor_follows_splice, channel)  # (not in the chain's way: it may wait for a catch-up)
         except ChainError as exc:
             log.warning("channels: cannot read the chain for splice depths: %s", exc)
+
+    async def _splice_block_left(self, txid: bytes) -> int | None:
+        """The height of the block we saw splice version ``txid`` in, if that block left the chain
+        (forgotten then); None: not seen, or still there."""
+        found = self._splice_blocks.get(txid)
+        if found is None or await self.chain.source.block_hash(found[0]) == found[1]:
+            return None
+        del self._splice_blocks[txid]
+        return found[0]
 
     def _splice_inputs_kept(self) -> set[OutPoint]:
         """Our coins in splices whose signatures left (they may confirm): kept reserved at start."""

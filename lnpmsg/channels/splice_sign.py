@@ -290,12 +290,18 @@ def maybe_sign(core: ChannelCore, out: _Out) -> None:
 
 def on_depth(core: ChannelCore, item: Any, out: _Out) -> None:
     """A version of the splice transaction's depth: ``splice_locked`` at the channel's minimum depth.
-    A version in the chain is the current one from then on (BOLT 2: an attempt under way is abandoned)."""
+    A version in the chain is the current one from then on (BOLT 2: an attempt under way is abandoned);
+    depth 0: a version seen in a block left the chain (a reorganization), it may be bumped again."""
     from .splice import _abort
-    from .splice_rbf import find_version, make_current
+    from .splice_rbf import find_version, make_current, update_version
 
     s = core.state
     sp = _splice(core)
+    if item.depth <= 0:
+        left = find_version(core, item.txid)
+        if left is not None and left.mined and not left.locked_sent:  # (a lock is not taken back)
+            update_version(core, replace(left, mined=False))
+        return
     version = find_version(core, item.txid) if not sp.locked_sent else None
     if version is not None and version is not sp and item.depth >= 1:
         if not sp.signed and not sp.signatures_sent:

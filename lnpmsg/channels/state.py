@@ -27,7 +27,7 @@ from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.wire import Error, Message, WarningMessage, WireError
 
-from . import deadlines, double_spend, dualfund, dualfund_rbf, establish, normal, quiesce, ready, splice
+from . import deadlines, double_spend, dualfund, dualfund_rbf, establish, normal, quiesce, ready, splice, splice_rbf
 from .commitments import ChannelKeys, build, finalize_local
 from .errors import LocalMisuse, RemoteFault
 from .inputs import (
@@ -420,9 +420,11 @@ class ChannelCore:
     # ------------------------------------------------------------ establishment (v1 in establish.py)
 
     def _on_FundingDepth(self, event: FundingDepth, out: _Out) -> None:
+        dualfund_rbf.on_funding_depth(self, event.depth)
         ready.on_funding_depth(self, event.depth, event.short_channel_id, out)
 
     def _on_BlockHeight(self, event: BlockHeight, out: _Out) -> None:
+        splice_rbf.on_block_height(self)
         deadlines.on_block_height(self, event, out)
 
     def channel_ready_message(self) -> ChannelReady:
