@@ -66,6 +66,18 @@ def withhold_splice_locked(node) -> None:
     withhold(node, SpliceLocked)
 
 
+def lock_after_the_peer(node) -> None:
+    """The node reads a splice's depth only once the peer's splice_locked came: its own lock (at the
+    same block) switches the channel to the splice in one step."""
+    check_splice_depths = channels(node)._check_splice_depths
+
+    async def after_the_peers_splice_locked(height: int | None = None) -> None:
+        await wait_until(lambda: pending(node) is None or pending(node).locked_received, "the peer's splice_locked")  # type: ignore[union-attr]
+        await check_splice_depths(height)
+
+    channels(node)._check_splice_depths = after_the_peers_splice_locked
+
+
 def monitor_on(node, txid: str) -> bool:
     status = channels(node).onchain.status(only_channel(node))
     return status is not None and status["funding"].startswith(txid)
@@ -369,13 +381,7 @@ async def test_a_commitment_on_the_splice_revoked_before_the_lock_is_punished_af
     and takes everything."""
     async with two_nodes(tmp_path) as (pair, alice, bob):
         cid = await open_channel(pair, alice, bob, "static_remotekey")
-        check_splice_depths = channels(alice)._check_splice_depths
-
-        async def after_bobs_splice_locked(height: int | None = None) -> None:
-            await wait_until(lambda: pending(alice) is None or pending(alice).locked_received, "Bob's splice_locked")  # type: ignore[union-attr]
-            await check_splice_depths(height)
-
-        channels(alice)._check_splice_depths = after_bobs_splice_locked
+        lock_after_the_peer(alice)
         result = await channels(alice).splice(cid, 200_000)
         await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
         commitment = splice_commitment(bob)

@@ -29,7 +29,9 @@ that replay short on a node that runs for months:
   still replayed); a restart reads on from there;
 - once everything is resolved and buried (``Irrevocable``), the monitor is
   archived: its final status is kept for ``listchannels`` and it reads no
-  more blocks.
+  more blocks. A funding a splice spent is not archived: its monitor moves
+  onto the splice's funding instead, whenever our lock comes
+  (:mod:`.splice_watch`).
 
 A restored channel whose funding is already spent reads the chain from the funding's
 confirmation height instead (:mod:`.rescan`: at start through the subscription's start, on a
@@ -91,7 +93,7 @@ from .monitor.signer import sign_plan
 from .monitor.status import monitor_status
 from .rescan import restored_start, start_catch_up
 from .splice import SpliceSession
-from .splice_watch import carried_commitments, followed_core
+from .splice_watch import carried_commitments, followed_core, move_of, spent_by_splice
 from .state import Phase
 
 __all__ = ["OnchainEvent", "OnchainWatch", "WatchedChannel"]
@@ -289,8 +291,10 @@ class OnchainWatch:
         up on (a monitor's setup never changes): its log and progress are set aside (``*.replaced-<txid>``)
         and a new monitor follows the version that confirmed (nothing could spend the other versions'
         outputs: they never exist). ``splice``: a splice that confirmed, and so spent the funding: the
-        monitor follows its funding, locked by the peer or not (:mod:`.splice_watch`), and learns the
-        peer's commitments on it revoked so far. True when the monitor moved."""
+        monitor follows its funding, locked by the peer or not (:mod:`.splice_watch`). A monitor moving
+        onto a splice's funding (this one, or the one the channel switched to last, also at a start after
+        a stop between the switch and the move) learns the peer's commitments on it revoked so far.
+        True when the monitor moved."""
         outpoint = splice.outpoint if splice is not None else channel.core.state.funding_outpoint
         if outpoint is None:
             return False
@@ -305,7 +309,8 @@ class OnchainWatch:
             if watched is None or watched.monitor.setup.funding_outpoint == outpoint:
                 return False
             old = watched.monitor.setup.funding_outpoint
-            carried = carried_commitments(watched.monitor.remote_commitments(), splice) if splice is not None else []
+            move = move_of(channel.core, old, splice)
+            carried = carried_commitments(watched.monitor.remote_commitments(), move) if move is not None else []
             del self.watched[channel.key]
             path = self.directory / f"{channel.key}.mon"
             for kept in (path, path.with_suffix(".seen")):
@@ -445,6 +450,9 @@ class OnchainWatch:
         """Shorten the next restart's replay (see the module docstring)."""
         monitor, channel, progress = watched.monitor, watched.channel, watched.progress
         facts = monitor.facts()
+        spend = next((f.txid for f in facts if isinstance(f, FundingSpent)), None)
+        if spend is not None and spent_by_splice(channel.core, monitor.setup.funding_outpoint, spend):
+            return  # a splice spent the funding: kept (buried or not) until it moves onto the splice's funding
         if any(isinstance(f, Irrevocable) for f in facts):
             final = monitor_status(monitor)
             await trio.to_thread.run_sync(lambda: progress.save(final=final))

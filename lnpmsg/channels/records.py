@@ -60,7 +60,7 @@ def _codec() -> Codec:
         [*_INPUTS, ChannelConfig, OpeningPolicy, PeerParams, ChannelBasepoints, OutPoint, Changes, CommitSpec,
          DirectedHtlc, ChannelState, LocalCommit, RemoteCommit, Phase, _Entry, *CLOSE_STATE_CLASSES,
          DF.DualFundSession, RBF.Candidate, OwnInput, OwnOutput, FundingOutput, Q.QuiesceState,
-         SP.SpliceSession, SharedInput]
+         SP.SpliceSession, SP.SplicedFrom, SharedInput]
     )  # fmt: skip
 
 

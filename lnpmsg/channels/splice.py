@@ -64,6 +64,7 @@ __all__ = [
     "SpliceDepth",
     "SpliceSession",
     "Spliced",
+    "SplicedFrom",
     "check_contribution",
     "dispatch",
     "new_capacity",
@@ -125,8 +126,25 @@ class Spliced:
     funding_outpoint: OutPoint
     capacity_sat: int
     short_channel_id: int
-    #: the splice as it locked (its monitor learns the peer's commitments on it revoked before the lock)
+    #: the splice as it locked
     session: SpliceSession | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SplicedFrom:
+    """What the channel monitor's move onto a splice's funding needs of the splice (``ChannelState.spliced_from``,
+    kept from the switch on, so that a move after a restart has it too): the peer's commitments the
+    old monitor knows on ``funding_outpoint`` (the funding the splice spent) from ``first_remote_number``
+    on exist on the splice's funding too, each side's balance moved by its contribution.
+
+    ``old_through``: the last of those signed on the old funding before the switch (None: the switch has
+    not come); the old monitor, fed until its move, learns the later ones as the splice's (not moved)."""
+
+    funding_outpoint: OutPoint
+    first_remote_number: int | None
+    our_contribution: int
+    their_contribution: int
+    old_through: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,111 @@
+"""The channel monitor follows a splice whatever comes between the switch and its move, between two
+lnpmsg nodes on one embedded regtest chain: a node that stops right after the switch to the splice
+(before its monitor moved) moves at its next start knowing the peer's commitments on the splice it
+revoked before the lock; a channel whose minimum depth passes the monitors' burial depth keeps the
+old funding's monitor until the move (the splice that spent it buried first)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from test_channels_app import FUNDING_SAT, channels, only_channel, pay, wait_until
+from test_channels_crash_points import SimulatedCrash, _is_crash
+from test_channels_onchain import Pair, open_channel
+from test_channels_splice_nodes import broadcast_until_resolved, lock_after_the_peer, monitor_on, pending, splice_commitment
+
+from lnpmsg.chain.embedded import EmbeddedChainSource
+from lnpmsg.channels.monitor.core import IRREVOCABLE_DEPTH
+from lnpmsg.testing import MemoryNetwork
+from lnpmsg.testing.nodes import running
+
+
+def crash_at_the_switch(node) -> None:
+    """The node's process dies right after the records of the channel's switch to its splice reached
+    the disk, before anything else of that job (its ``Spliced``, which moves the monitor) is done."""
+    manager = channels(node).manager
+
+    def crash() -> None:
+        if only_channel(node).core.state.splices:
+            raise SimulatedCrash
+        manager.crash_at = (manager.crash_at[0] + 1, "persisted")  # (not the switch yet: the next point)
+
+    manager.crash_at, manager.crash = (manager.persists + 1, "persisted"), crash
+
+
+async def splice_and_revoke(pair: Pair, alice, bob) -> tuple[str, object]:
+    """Alice splices 200k sat in, keeps her commitment on the splice's funding and revokes it by a
+    payment: (the splice's txid, that commitment)."""
+    cid = only_channel(alice).channel_id.hex()
+    result = await channels(alice).splice(cid, 200_000)
+    await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+    commitment = splice_commitment(alice)
+    await pay(alice, bob, 30_000_000)  # Alice revokes the commitment she keeps
+    txid = bytes.fromhex(result["splice_txid"])[::-1]
+    await wait_until(lambda: pair.source.core.find_transaction(txid) is not None, "the splice in the mempool")
+    return result["splice_txid"], commitment
+
+
+async def punished(pair: Pair, victim, cheater, commitment) -> None:
+    """The cheater's revoked commitment on the splice's funding: the victim takes the whole channel."""
+    before = pair.wallet_sat(victim)
+    status = await broadcast_until_resolved(pair, victim, cheater, commitment)
+    assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
+    capacity = FUNDING_SAT + 200_000
+    assert capacity - 25_000 < pair.wallet_sat(victim) - before < capacity
+
+
+@pytest.mark.trio
+async def test_a_stop_between_the_switch_and_the_move_still_punishes_a_commitment_revoked_before_the_lock(tmp_path: Path) -> None:
+    """Alice's splice_locked reaches Bob first; his own lock switches the channel to the splice and
+    his node dies right then (the records on disk, the monitor not moved). At his start the monitor
+    moves onto the splice's funding, learning from the old one Alice's commitments on the splice
+    (the switch recorded what it takes): her commitment revoked before the lock is punished in full."""
+    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp_path, MemoryNetwork())
+        alice = pair.node("alice", True)
+        async with running(alice):
+            bob = pair.node("bob", False)
+            try:
+                async with running(bob):
+                    await open_channel(pair, alice, bob, "static_remotekey")
+                    lock_after_the_peer(bob)
+                    splice_txid, commitment = await splice_and_revoke(pair, alice, bob)
+                    crash_at_the_switch(bob)
+                    await source.mine(1)
+                    with trio.fail_after(30):
+                        await trio.sleep_forever()
+            except BaseException as exc:  # noqa: B036 - the crash, as a node's death
+                if not _is_crash(exc):
+                    raise
+            bob = pair.node("bob", False)
+            async with running(bob):
+                assert only_channel(bob).core.state.splices == 1 and only_channel(bob).core.state.funding_outpoint.txid_hex == splice_txid  # type: ignore[union-attr]
+                await wait_until(lambda: monitor_on(bob, splice_txid), "Bob's monitor moved at his start")
+                await punished(pair, bob, alice, commitment)
+
+
+@pytest.mark.trio
+async def test_a_minimum_depth_past_the_burial_depth_keeps_the_monitor_until_it_follows_the_splice(tmp_path: Path) -> None:
+    """Both ask more confirmations than the monitors' burial depth: the splice (a spend of the old
+    funding no commitment explains) is buried before either locks it. The old funding's monitor is
+    not archived; at the lock it moves onto the splice's funding, with Alice's commitment on the
+    splice she revoked before: punished in full."""
+    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp_path, MemoryNetwork(), minimum_depth=IRREVOCABLE_DEPTH + 1)
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            await open_channel(pair, alice, bob, "static_remotekey")
+            splice_txid, commitment = await splice_and_revoke(pair, alice, bob)
+            await pair.mine(IRREVOCABLE_DEPTH, alice, bob)
+            for node in (alice, bob):
+                status = channels(node).onchain.status(only_channel(node))
+                assert status is not None and status["funding"].startswith(only_channel(node).core.state.funding_outpoint.txid_hex)  # type: ignore[union-attr]
+                assert pending(node) is not None and not pending(node).locked_sent  # type: ignore[union-attr]
+            assert not channels(bob).onchain.archived
+            await pair.mine(1, alice, bob)
+            await wait_until(lambda: monitor_on(alice, splice_txid) and monitor_on(bob, splice_txid), "the monitors follow the splice")
+            await punished(pair, bob, alice, commitment)
