@@ -571,3 +571,36 @@ def test_a_moved_monitor_carries_the_peers_commitments_on_the_splice_as_they_are
     before_the_switch = SplicedFrom(OutPoint(sha256(b"old"), 0), 5, 250_000, -100_000)  # (a confirmed splice not locked by the peer)
     assert [c.commitment_number for c in carried_commitments(old, before_the_switch)] == [5, 7]
     assert carried_commitments(old, before_the_switch)[1] == commitment(7, 200_000_000, 1_100_000_000)
+
+
+def test_a_splice_the_peer_forgot_after_our_signatures_is_kept_until_an_input_is_spent_elsewhere() -> None:
+    """Bob (he signs first) sent his tx_signatures, lost; Alice forgets the splice and answers his
+    next_funding with tx_abort. Bob keeps the splice (she holds his signatures), noting that she
+    forgot it, over another reconnection too; a spend elsewhere of an input of the splice ends it
+    (another outpoint changes nothing); the records replay to the same state."""
+    from lnpmsg.channels.splice import SpliceInputSpent
+
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_in_command(100_000))
+    while pair.wire:
+        target, msg = pair.wire.popleft()
+        if isinstance(msg, TxSignatures):
+            break  # Bob's, lost
+        pair.deliver(target, msg)
+    assert splice_of(pair.bob).signatures_sent and not splice_of(pair.bob).signed
+    pair.alice.core.state.splice = pair.alice.core.state.quiesce = None  # Alice forgets it (as a node may that never signed)
+    pair.reconnect()
+    sp = splice_of(pair.bob)
+    assert sp.peer_forgot and not sp.signed and not [e for e in pair.bob.events if isinstance(e, SpliceAborted)]
+    pair.reconnect()  # her tx_abort again: nothing changes
+    assert splice_of(pair.bob) == sp
+    pair.feed(pair.bob, SpliceInputSpent(OutPoint(sha256(b"elsewhere"), 0)))
+    assert splice_of(pair.bob) == sp
+    pair.feed(pair.bob, SpliceInputSpent(COIN.outpoint(0)))
+    assert pair.bob.core.state.splice is None
+    assert [e for e in pair.bob.events if isinstance(e, SpliceAborted)][-1].inputs == ()  # (Bob added no coin)
+    assert restore(pair.bob.core.base_secrets, pair.bob.records).state == pair.bob.core.state
+    htlc_id, preimage = pair.add(pair.alice, 10_000_000)  # the channel works on its funding
+    pair.commit(pair.alice)
+    pair.fulfill(pair.bob, htlc_id, preimage)

@@ -44,7 +44,10 @@ from .manager import ChannelsStopped, ManagedChannel, describe, format_scid
 from .quiesce import Quiesce, is_quiescent, local_initiator
 from .quiesce_side import QUIESCE_BITS
 from .dualfund_rbf import min_feerate
-from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_command
+from .splice import (
+    FORGOTTEN_SPENT_DEPTH, SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceInputSpent, SpliceSession,
+    check_command, forgotten_inputs,
+)  # fmt: skip
 from .splice_rbf import SpliceBump, SpliceVersionsDropped, check_bump, signed_versions, status
 from .splice_watch import confirmed_unlocked_splice
 from .state import Phase
@@ -82,6 +85,8 @@ class SpliceSide:
     _splice_errors: dict[str, str]
     #: splice txid -> (height, block hash, index in the block) where it was mined
     _splice_blocks: dict[bytes, tuple[int, bytes, int]]
+    #: an input of a splice the peer forgot -> (height, block hash, txid) of the transaction that spent it
+    _forgotten_spends: dict[OutPoint, tuple[int, bytes, bytes]]
 
     async def splice(self, channel: str, amount_sat: int, feerate: int | None = None, address: str | None = None) -> dict[str, Any]:
         """Splice CHANNEL (BOLT 2): AMOUNT_SAT > 0 adds that much from the wallet to our balance (and the
@@ -292,19 +297,25 @@ class SpliceSide:
         waiting = [(c, v) for c in list(self._manager().channels.values())
                    if isinstance(sp := c.core.state.splice, SpliceSession)
                    and not (sp.locked_sent and sp.short_channel_id) for v in signed_versions(c.core) if v.outpoint]  # fmt: skip
-        if not waiting:
+        # (a splice the peer forgot: the spend of one of its inputs by another transaction ends it)
+        forgotten = [(c, o) for c in list(self._manager().channels.values())
+                     if isinstance(sp := c.core.state.splice, SpliceSession) for o in forgotten_inputs(sp)]  # fmt: skip
+        if not waiting and not forgotten:
             return
         source = self.chain.source
         try:
             tip = (await source.tip()).height
             wanted = {sp.outpoint.txid for _, sp in waiting} - set(self._splice_blocks)  # type: ignore[union-attr]
+            spends = {o for _, o in forgotten} - set(self._forgotten_spends)
             heights = [height] if height is not None else range(max(1, tip - SPLICE_LOOKBACK + 1), tip + 1)
-            for at in heights if wanted else ():
+            for at in heights if wanted or spends else ():
                 block_hash = await source.block_hash(at)
                 block = Block.parse(await source.block(block_hash)) if block_hash is not None else None
                 for index, tx in enumerate(block.txs if block is not None else ()):
                     if tx.txid in wanted:
                         self._splice_blocks[tx.txid] = (at, block_hash, index)
+                    for spent in {i.prevout for i in tx.inputs} & spends:
+                        self._forgotten_spends[spent] = (at, block_hash, tx.txid)
             for channel, sp in waiting:
                 assert sp.outpoint is not None
                 found = self._splice_blocks.get(sp.outpoint.txid)
@@ -318,8 +329,26 @@ class SpliceSide:
                 await self._submit(channel, SpliceDepth(sp.outpoint.txid, tip - at + 1, scid))
                 if confirmed_unlocked_splice(channel.core) is not None:
                     self.spawn(self._monitor_follows_splice, channel)  # (not in the chain's way: it may wait for a catch-up)
+            await self._end_forgotten_splices(forgotten, tip)
         except ChainError as exc:
             log.warning("channels: cannot read the chain for splice depths: %s", exc)
+
+    async def _end_forgotten_splices(self, forgotten: list[tuple[ManagedChannel, OutPoint]], tip: int) -> None:
+        """A splice the peer forgot after our tx_signatures left can never confirm once one of its inputs
+        is spent by another transaction: at :data:`~.splice.FORGOTTEN_SPENT_DEPTH` the channel forgets it
+        too (BOLT 2 keeps it until then), and our coins are free."""
+        for channel, outpoint in forgotten:
+            found = self._forgotten_spends.get(outpoint)
+            sp = channel.core.state.splice
+            if found is None or not isinstance(sp, SpliceSession) or sp.outpoint is None:
+                continue
+            at, block_hash, spender = found
+            if await self.chain.source.block_hash(at) != block_hash:
+                del self._forgotten_spends[outpoint]  # reorganized away: found again when mined again
+            elif spender != sp.outpoint.txid and tip - at + 1 >= FORGOTTEN_SPENT_DEPTH:
+                log.info("channels: %s: the splice %s the peer forgot can no longer confirm (%s spent by %s): it ends",
+                         channel.channel_id.hex(), sp.outpoint.txid_hex, outpoint, spender[::-1].hex())  # fmt: skip
+                await self._submit(channel, SpliceInputSpent(outpoint))
 
     def _splice_inputs_kept(self) -> set[OutPoint]:
         """Our coins in splices whose signatures left (they may confirm): kept reserved at start."""
