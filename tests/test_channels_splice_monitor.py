@@ -13,7 +13,7 @@ import trio
 from test_channels_app import FUNDING_SAT, channels, only_channel, pay, wait_until
 from test_channels_crash_points import SimulatedCrash, _is_crash
 from test_channels_onchain import Pair, open_channel
-from test_channels_splice_nodes import broadcast_until_resolved, lock_after_the_peer, monitor_on, pending, splice_commitment
+from test_channels_splice_nodes import lock_after_the_peer, monitor_on, pending, punished, splice_commitment
 
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.monitor.core import IRREVOCABLE_DEPTH
@@ -47,15 +47,6 @@ async def splice_and_revoke(pair: Pair, alice, bob) -> tuple[str, object]:
     return result["splice_txid"], commitment
 
 
-async def punished(pair: Pair, victim, cheater, commitment) -> None:
-    """The cheater's revoked commitment on the splice's funding: the victim takes the whole channel."""
-    before = pair.wallet_sat(victim)
-    status = await broadcast_until_resolved(pair, victim, cheater, commitment)
-    assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
-    capacity = FUNDING_SAT + 200_000
-    assert capacity - 25_000 < pair.wallet_sat(victim) - before < capacity
-
-
 @pytest.mark.trio
 async def test_a_stop_between_the_switch_and_the_move_still_punishes_a_commitment_revoked_before_the_lock(tmp_path: Path) -> None:
     """Alice's splice_locked reaches Bob first; his own lock switches the channel to the splice and
@@ -84,7 +75,7 @@ async def test_a_stop_between_the_switch_and_the_move_still_punishes_a_commitmen
             async with running(bob):
                 assert only_channel(bob).core.state.splices == 1 and only_channel(bob).core.state.funding_outpoint.txid_hex == splice_txid  # type: ignore[union-attr]
                 await wait_until(lambda: monitor_on(bob, splice_txid), "Bob's monitor moved at his start")
-                await punished(pair, bob, alice, commitment)
+                await punished(pair, bob, alice, commitment, FUNDING_SAT + 200_000)
 
 
 @pytest.mark.trio
@@ -108,4 +99,4 @@ async def test_a_minimum_depth_past_the_burial_depth_keeps_the_monitor_until_it_
             assert not channels(bob).onchain.archived
             await pair.mine(1, alice, bob)
             await wait_until(lambda: monitor_on(alice, splice_txid) and monitor_on(bob, splice_txid), "the monitors follow the splice")
-            await punished(pair, bob, alice, commitment)
+            await punished(pair, bob, alice, commitment, FUNDING_SAT + 200_000)

@@ -59,6 +59,15 @@ async def broadcast_until_resolved(pair, victim, cheater, commitment: Tx) -> dic
     return channels(victim).onchain.status(only_channel(victim))
 
 
+async def punished(pair, victim, cheater, commitment: Tx, capacity_sat: int) -> None:
+    """The cheater's revoked commitment on chain: the victim's monitor takes the whole channel
+    (``capacity_sat``, less the fees)."""
+    before = pair.wallet_sat(victim)
+    status = await broadcast_until_resolved(pair, victim, cheater, commitment)
+    assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
+    assert capacity_sat - 25_000 < pair.wallet_sat(victim) - before < capacity_sat
+
+
 def withhold_splice_locked(node) -> None:
     """The node's splice_locked never leaves (a peer that does not lock the splice)."""
     from lnpmsg.channels.messages_splice import SpliceLocked
@@ -389,11 +398,7 @@ async def test_a_commitment_on_the_splice_revoked_before_the_lock_is_punished_af
         await pair.mine(1, alice, bob)
         await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
         await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "Alice's monitor follows")
-        before = pair.wallet_sat(alice)
-        status = await broadcast_until_resolved(pair, alice, bob, commitment)
-        assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
-        capacity = FUNDING_SAT + 200_000
-        assert capacity - 25_000 < pair.wallet_sat(alice) - before < capacity
+        await punished(pair, alice, bob, commitment, FUNDING_SAT + 200_000)
 
 
 @pytest.mark.trio
