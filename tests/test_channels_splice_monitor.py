@@ -1,7 +1,7 @@
 """The channel monitor follows a splice whatever comes between the switch and its move, between two
 lnpmsg nodes on one embedded regtest chain: a node that stops right after the switch to the splice
-(before its monitor moved) moves at its next start knowing the peer's commitments on the splice it
-revoked before the lock; a channel whose minimum depth passes the monitors' burial depth keeps the
+(before its monitor moved), or before the splice is deep enough for it, moves at its next start
+knowing the peer's commitments on the splice it revoked before the lock; a channel whose minimum depth passes the monitors' burial depth keeps the
 old funding's monitor until the move (the splice that spent it buried first)."""
 
 from __future__ import annotations
@@ -75,6 +75,30 @@ async def test_a_stop_between_the_switch_and_the_move_still_punishes_a_commitmen
             async with running(bob):
                 assert only_channel(bob).core.state.splices == 1 and only_channel(bob).core.state.funding_outpoint.txid_hex == splice_txid  # type: ignore[union-attr]
                 await wait_until(lambda: monitor_on(bob, splice_txid), "Bob's monitor moved at his start")
+                await punished(pair, bob, alice, commitment, FUNDING_SAT + 200_000)
+
+
+@pytest.mark.trio
+async def test_a_stop_below_our_lock_depth_still_punishes_a_commitment_revoked_before_the_lock(tmp_path: Path) -> None:
+    """Bob stops while the splice waits in the mempool; it confirms while he is down. At his start he
+    locks it (deep enough already) and his monitor moves onto its funding, the peer's commitments on
+    the splice with it; then the channel switches as Alice's lock comes: her commitment revoked
+    before the lock is punished in full."""
+    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp_path, MemoryNetwork())
+        alice = pair.node("alice", True)
+        async with running(alice):
+            bob = pair.node("bob", False)
+            async with running(bob):
+                await open_channel(pair, alice, bob, "static_remotekey")
+                splice_txid, commitment = await splice_and_revoke(pair, alice, bob)
+            await pair.mine(2, alice)
+            bob = pair.node("bob", False)
+            async with running(bob):
+                await wait_until(lambda: monitor_on(bob, splice_txid), "Bob's monitor moved at his start")
+                await bob.connect(alice.addresses[0])
+                await wait_until(lambda: only_channel(bob).core.state.splices == 1 and only_channel(alice).core.state.splices == 1, "spliced")
                 await punished(pair, bob, alice, commitment, FUNDING_SAT + 200_000)
 
 
