@@ -510,12 +510,13 @@ async def test_the_coins_of_a_splice_kept_over_a_restart_stay_reserved_until_it_
 
 
 @pytest.mark.trio
-async def test_a_splice_the_peer_forgot_after_our_signatures_ends_once_an_input_is_spent_elsewhere(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spent", ["after", "before"])
+async def test_a_splice_the_peer_forgot_after_our_signatures_ends_once_an_input_is_spent_elsewhere(tmp_path: Path, spent: str) -> None:
     """Alice splices in; Bob (no coins: he signs first) sent his tx_signatures, lost on the way; Alice
     forgets the splice (as a node may that never signed) and answers Bob's next_funding with
     tx_abort. Bob must keep it (Alice holds his signatures: BOLT 2, until an input is spent
-    elsewhere): no other splice meanwhile. Alice spends her coin elsewhere; once that is buried Bob
-    forgets the splice too, and splices again."""
+    elsewhere): no other splice meanwhile. Alice spends her coin elsewhere (after her tx_abort, or
+    mined before it); once that is buried Bob forgets the splice too, and splices again."""
     from dataclasses import replace
 
     from lnpmsg.bitcoin.tx import TxIn, TxOut
@@ -532,22 +533,29 @@ async def test_a_splice_the_peer_forgot_after_our_signatures_ends_once_an_input_
         release()
         splice_tx = Tx.parse(pending(alice).tx)  # type: ignore[union-attr,arg-type]
         only_channel(alice).core.state.splice = only_channel(alice).core.state.quiesce = None  # Alice forgets it
+
+        async def spend_alices_coin() -> None:
+            shared = pending(bob).shared.outpoint  # type: ignore[union-attr]
+            (coin,) = [i.prevout for i in splice_tx.inputs if i.prevout != shared]
+            wallet = alice.apps["chain"].wallet  # type: ignore[attr-defined]
+            value = Tx.parse(await pair.source.find_transaction(coin.txid)).outputs[coin.vout].amount_sat
+            spend = Tx(2, (TxIn(coin),), (TxOut(value - 1_000, script_for_address(wallet.new_address(), "bcrt")),))
+            spend = replace(spend, inputs=(replace(spend.inputs[0], witness=wallet.sign_inputs(spend, [0])[0]),))
+            await pair.source.broadcast(spend.raw)
+            await pair.mine(1, alice, bob)
+
         channels(bob).disconnect_peer(alice.node_id, "a reconnection")
         await wait_until(lambda: not only_channel(alice).core.state.connected and not only_channel(bob).core.state.connected, "apart")
+        if spent == "before":
+            await spend_alices_coin()
         await bob.connect(alice.addresses[0])
         await wait_until(lambda: pending(bob) is not None and pending(bob).peer_forgot and settled(bob), "Alice's tx_abort at Bob")  # type: ignore[union-attr]
         assert (await channels(bob).listchannels())["channels"][0]["splice"]["peer_forgot"]
         with pytest.raises(ChainAppError, match="another splice is pending"):
             await channels(bob).splice(cid, -50_000)
-        # Alice spends her coin of the splice elsewhere
-        shared = pending(bob).shared.outpoint  # type: ignore[union-attr]
-        (coin,) = [i.prevout for i in splice_tx.inputs if i.prevout != shared]
-        wallet = alice.apps["chain"].wallet  # type: ignore[attr-defined]
-        value = Tx.parse(await pair.source.find_transaction(coin.txid)).outputs[coin.vout].amount_sat
-        spend = Tx(2, (TxIn(coin),), (TxOut(value - 1_000, script_for_address(wallet.new_address(), "bcrt")),))
-        spend = replace(spend, inputs=(replace(spend.inputs[0], witness=wallet.sign_inputs(spend, [0])[0]),))
-        await pair.source.broadcast(spend.raw)
-        await pair.mine(FORGOTTEN_SPENT_DEPTH - 1, alice, bob)
+        if spent == "after":
+            await spend_alices_coin()
+        await pair.mine(FORGOTTEN_SPENT_DEPTH - 2, alice, bob)
         assert pending(bob) is not None  # (not deep enough yet)
         await pair.mine(1, alice, bob)
         await wait_until(lambda: pending(bob) is None, "Bob forgot the splice")

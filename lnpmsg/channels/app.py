@@ -179,6 +179,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
         self._splice_errors: dict[str, str] = {}
         self._splice_blocks: dict[bytes, tuple[int, bytes, int]] = {}
         self._forgotten_spends: dict[OutPoint, tuple[int, bytes, bytes]] = {}
+        self._forgotten_read: set[OutPoint] = set()
         self._closing_txids: dict[str, str] = {}
         #: zero-conf channels whose funding is not confirmed: the height we first saw them so
         self._unconfirmed_since: dict[str, int] = {}

@@ -87,6 +87,8 @@ class SpliceSide:
     _splice_blocks: dict[bytes, tuple[int, bytes, int]]
     #: an input of a splice the peer forgot -> (height, block hash, txid) of the transaction that spent it
     _forgotten_spends: dict[OutPoint, tuple[int, bytes, bytes]]
+    #: the inputs of splices the peer forgot whose spend was looked for in the last blocks already
+    _forgotten_read: set[OutPoint]
 
     async def splice(self, channel: str, amount_sat: int, feerate: int | None = None, address: str | None = None) -> dict[str, Any]:
         """Splice CHANNEL (BOLT 2): AMOUNT_SAT > 0 adds that much from the wallet to our balance (and the
@@ -300,14 +302,19 @@ class SpliceSide:
         # (a splice the peer forgot: the spend of one of its inputs by another transaction ends it)
         forgotten = [(c, o) for c in list(self._manager().channels.values())
                      if isinstance(sp := c.core.state.splice, SpliceSession) for o in forgotten_inputs(sp)]  # fmt: skip
+        watched = {o for _, o in forgotten}  # (what no forgotten splice spends any more is let go)
+        self._forgotten_read &= watched
+        self._forgotten_spends = {o: found for o, found in self._forgotten_spends.items() if o in watched}
         if not waiting and not forgotten:
             return
         source = self.chain.source
         try:
             tip = (await source.tip()).height
             wanted = {sp.outpoint.txid for _, sp in waiting} - set(self._splice_blocks)  # type: ignore[union-attr]
-            spends = {o for _, o in forgotten} - set(self._forgotten_spends)
-            heights = [height] if height is not None else range(max(1, tip - SPLICE_LOOKBACK + 1), tip + 1)
+            spends = watched - set(self._forgotten_spends)
+            # (an input newly watched may have been spent before: the last blocks are read for it once)
+            fresh, self._forgotten_read = spends - self._forgotten_read, self._forgotten_read | spends
+            heights = [height] if height is not None and not fresh else range(max(1, tip - SPLICE_LOOKBACK + 1), tip + 1)
             for at in heights if wanted or spends else ():
                 block_hash = await source.block_hash(at)
                 block = Block.parse(await source.block(block_hash)) if block_hash is not None else None
