@@ -300,8 +300,8 @@ class SpliceSide:
                    if isinstance(sp := c.core.state.splice, SpliceSession)
                    and not (sp.locked_sent and sp.short_channel_id) for v in signed_versions(c.core) if v.outpoint]  # fmt: skip
         # (a splice the peer forgot: the spend of one of its inputs by another transaction ends it)
-        forgotten = [(c, o) for c in list(self._manager().channels.values())
-                     if isinstance(sp := c.core.state.splice, SpliceSession) for o in forgotten_inputs(sp)]  # fmt: skip
+        forgotten = [(c, o) for c in list(self._manager().channels.values()) if c.phase not in (Phase.FAILED, Phase.CLOSED)
+                     and isinstance(sp := c.core.state.splice, SpliceSession) for o in forgotten_inputs(sp)]  # fmt: skip
         watched = {o for _, o in forgotten}  # (what no forgotten splice spends any more is let go)
         self._forgotten_read &= watched
         self._forgotten_spends = {o: found for o, found in self._forgotten_spends.items() if o in watched}
