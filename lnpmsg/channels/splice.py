@@ -127,7 +127,8 @@ FORGOTTEN_SPENT_DEPTH = 6
 
 @dataclass(frozen=True, slots=True)
 class SpliceAborted:
-    """Event: the splice ended before our signatures left; the channel stays on its funding.
+    """Event: the splice ended before our signatures left (or, forgotten by the peer, once one of its
+    inputs was spent elsewhere: :class:`SpliceInputSpent`); the channel stays on its funding.
     ``inputs``: our coins it would have spent (free them)."""
 
     reason: str
