@@ -578,7 +578,7 @@ def test_a_splice_the_peer_forgot_after_our_signatures_is_kept_until_an_input_is
     next_funding with tx_abort. Bob keeps the splice (she holds his signatures), noting that she
     forgot it, over another reconnection too; a spend elsewhere of an input of the splice ends it
     (another outpoint changes nothing); the records replay to the same state."""
-    from lnpmsg.channels.splice import SpliceInputSpent
+    from lnpmsg.channels.splice_forgotten import SpliceInputSpent
 
     pair = opened()
     quiesce(pair, pair.alice)

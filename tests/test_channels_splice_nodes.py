@@ -521,7 +521,7 @@ async def test_a_splice_the_peer_forgot_after_our_signatures_ends_once_an_input_
 
     from lnpmsg.bitcoin.tx import TxIn, TxOut
     from lnpmsg.channels.messages_v2 import TxSignatures
-    from lnpmsg.channels.splice import FORGOTTEN_SPENT_DEPTH
+    from lnpmsg.channels.splice_forgotten import FORGOTTEN_SPENT_DEPTH
 
     async with two_nodes(tmp_path) as (pair, alice, bob):
         cid = await open_channel(pair, alice, bob, "static_remotekey")

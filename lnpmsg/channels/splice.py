@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.script import p2wsh
-from lnpmsg.bitcoin.tx import OutPoint, Tx
+from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.wire import Error
 
-from . import splice_batch, splice_rbf, splice_sign
+from . import splice_batch, splice_forgotten, splice_rbf, splice_sign
 from .dualfund import printable
 from .errors import LocalMisuse, RemoteFault
 from .inputs import CloseChannel, Disconnected, Received, Reconnected
@@ -62,7 +62,6 @@ __all__ = [
     "SpliceAborted",
     "SpliceCommand",
     "SpliceDepth",
-    "SpliceInputSpent",
     "SpliceSession",
     "Spliced",
     "SplicedFrom",
@@ -112,23 +111,9 @@ class SpliceDepth:
 
 
 @dataclass(frozen=True, slots=True)
-class SpliceInputSpent:
-    """Input from the shell: ``outpoint``, an input of the pending splice the peer forgot
-    (``SpliceSession.peer_forgot``), was spent by another transaction, buried
-    :data:`FORGOTTEN_SPENT_DEPTH` deep: the splice can never confirm (BOLT 2 keeps it until then)."""
-
-    outpoint: OutPoint
-
-
-#: how deep the spend of an input of a splice the peer forgot must be before we forget the splice too
-#: (one reorganized away would let the splice confirm, on a funding we would no longer sign for)
-FORGOTTEN_SPENT_DEPTH = 6
-
-
-@dataclass(frozen=True, slots=True)
 class SpliceAborted:
     """Event: the splice ended before our signatures left (or, forgotten by the peer, once one of its
-    inputs was spent elsewhere: :class:`SpliceInputSpent`); the channel stays on its funding.
+    inputs was spent elsewhere: :mod:`.splice_forgotten`); the channel stays on its funding.
     ``inputs``: our coins it would have spent (free them)."""
 
     reason: str
@@ -205,7 +190,7 @@ class SpliceSession:
     mined: bool = False
     #: the peer answered our ``next_funding`` with tx_abort once our tx_signatures had left: it forgot
     #: the splice, which only it could complete with our signatures. BOLT 2 has us keep it until one
-    #: of its inputs is spent by another transaction (:class:`SpliceInputSpent`)
+    #: of its inputs is spent by another transaction (:mod:`.splice_forgotten`)
     peer_forgot: bool = False
 
 
@@ -293,9 +278,9 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         if sp is not None:
             splice_sign.on_depth(core, item, out)
         return True
-    if isinstance(item, SpliceInputSpent):
+    if isinstance(item, splice_forgotten.SpliceInputSpent):
         if sp is not None:
-            _on_input_spent(core, sp, item.outpoint, out)
+            splice_forgotten.on_input_spent(core, sp, item.outpoint, out)
         return True
     if isinstance(item, Disconnected):
         s.batch_size, s.batch = 0, ()  # (a batch cut by the disconnection comes again whole)
@@ -333,8 +318,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         splice_rbf.on_ack_rbf(core, msg, out)
     elif isinstance(msg, TxAbort):
         if sp.signatures_sent:
-            if not sp.signed and not sp.previous and not sp.peer_forgot:
-                s.splice = replace(sp, peer_forgot=True)  # (no other version: the peer holds none)
+            splice_forgotten.on_tx_abort(core, sp)
             return True  # BOLT 2: our signatures left, the splice may confirm: kept, no echo
         _abort(core, out, f"peer aborted: {printable(msg.data)}", send=True, echo=True)
     elif type(msg).__name__ in _INTERACTIVE:
@@ -377,23 +361,6 @@ def _abort(core: ChannelCore, out: _Out, reason: str, *, send: bool, echo: bool 
         s.splice, freed = None, sp.inputs
     s.quiesce = None  # BOLT 2: the splice was the protocol quiescence was for; it ended
     out.emit(SpliceAborted(reason, freed))
-
-
-def forgotten_inputs(sp: SpliceSession) -> tuple[OutPoint, ...]:
-    """The inputs of a splice the peer forgot whose spend by another transaction ends it (the
-    shared input's is a close of the channel, the monitor's): none if the peer did not forget it."""
-    if not sp.peer_forgot or sp.tx is None:
-        return ()
-    return tuple(i.prevout for i in Tx.parse(sp.tx).inputs if i.prevout != sp.shared.outpoint)
-
-
-def _on_input_spent(core: ChannelCore, sp: SpliceSession, outpoint: OutPoint, out: _Out) -> None:
-    """An input of the splice the peer forgot is spent elsewhere, deep: the splice ends, our coins are free."""
-    s = core.state
-    if outpoint not in forgotten_inputs(sp) or sp.signed or sp.previous or sp.mined or sp.locked_sent:
-        return
-    s.splice = None
-    out.emit(SpliceAborted(f"the peer forgot the splice and its input {outpoint} was spent by another transaction", sp.inputs))
 
 
 def _check_usable(core: ChannelCore, *, remote: bool) -> None:

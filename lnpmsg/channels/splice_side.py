@@ -44,10 +44,8 @@ from .manager import ChannelsStopped, ManagedChannel, describe, format_scid
 from .quiesce import Quiesce, is_quiescent, local_initiator
 from .quiesce_side import QUIESCE_BITS
 from .dualfund_rbf import min_feerate
-from .splice import (
-    FORGOTTEN_SPENT_DEPTH, SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceInputSpent, SpliceSession,
-    check_command, forgotten_inputs,
-)  # fmt: skip
+from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_command
+from .splice_forgotten import FORGOTTEN_SPENT_DEPTH, SpliceInputSpent, forgotten_inputs
 from .splice_rbf import SpliceBump, SpliceVersionsDropped, check_bump, signed_versions, status
 from .splice_watch import confirmed_unlocked_splice
 from .state import Phase
@@ -342,7 +340,7 @@ class SpliceSide:
 
     async def _end_forgotten_splices(self, forgotten: list[tuple[ManagedChannel, OutPoint]], tip: int) -> None:
         """A splice the peer forgot after our tx_signatures left can never confirm once one of its inputs
-        is spent by another transaction: at :data:`~.splice.FORGOTTEN_SPENT_DEPTH` the channel forgets it
+        is spent by another transaction: at :data:`~.splice_forgotten.FORGOTTEN_SPENT_DEPTH` the channel forgets it
         too (BOLT 2 keeps it until then), and our coins are free."""
         for channel, outpoint in forgotten:
             found = self._forgotten_spends.get(outpoint)
