@@ -6,16 +6,18 @@ right after a reconnection; the coins of a splice kept over a restart, held unti
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 import trio
 from test_channels_app import FUNDING_SAT, PUSH_MSAT, balances, channels, chain, only_channel, pay, running_pair, settled, wait_until, withhold
 from test_channels_app import Pair as AppPair
-from test_channels_onchain import TO_SELF_DELAY, add_htlc, open_channel, resolved, spent_everything, two_nodes
+from test_channels_onchain import TO_SELF_DELAY, add_htlc, invalidate, open_channel, resolved, spent_everything, two_nodes
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.address import script_for_address
+from lnpmsg.chain.errors import ChainError
 from lnpmsg.channels.splice import SpliceSession
 from lnpmsg.channels.state import Phase
 from lnpmsg.testing import MemoryNetwork
@@ -510,13 +512,14 @@ async def test_the_coins_of_a_splice_kept_over_a_restart_stay_reserved_until_it_
 
 
 @pytest.mark.trio
-@pytest.mark.parametrize("spent", ["after", "before"])
+@pytest.mark.parametrize("spent", ["after", "before", "reorged"])
 async def test_a_splice_the_peer_forgot_after_our_signatures_ends_once_an_input_is_spent_elsewhere(tmp_path: Path, spent: str) -> None:
     """Alice splices in; Bob (no coins: he signs first) sent his tx_signatures, lost on the way; Alice
     forgets the splice (as a node may that never signed) and answers Bob's next_funding with
     tx_abort. Bob must keep it (Alice holds his signatures: BOLT 2, until an input is spent
     elsewhere): no other splice meanwhile. Alice spends her coin elsewhere (after her tx_abort, or
-    mined before it); once that is buried Bob forgets the splice too, and splices again."""
+    mined before it, or after it and its block reorganized out before it was deep enough, the spend
+    mined again); once that is buried Bob forgets the splice too, and splices again."""
     from dataclasses import replace
 
     from lnpmsg.bitcoin.tx import TxIn, TxOut
@@ -543,6 +546,15 @@ async def test_a_splice_the_peer_forgot_after_our_signatures_ends_once_an_input_
             spend = replace(spend, inputs=(replace(spend.inputs[0], witness=wallet.sign_inputs(spend, [0])[0]),))
             await pair.source.broadcast(spend.raw)
             await pair.mine(1, alice, bob)
+            if spent == "reorged":  # its block leaves the chain 5 deep; it is mined again in the next one
+                spent_at = (await pair.source.tip()).height
+                await pair.mine(FORGOTTEN_SPENT_DEPTH - 2, alice, bob)
+                await invalidate(pair.source, spent_at)
+                await wait_until(lambda: channels(bob).onchain.done_height == spent_at - 1, "Bob follows the reorg")  # type: ignore[union-attr]
+                with contextlib.suppress(ChainError):
+                    await pair.source.broadcast(spend.raw)  # (unless back in the mempool)
+                await pair.mine(1, alice, bob)
+                assert pair.source.core.find_transaction(spend.txid)[1] is not None  # type: ignore[index]
 
         channels(bob).disconnect_peer(alice.node_id, "a reconnection")
         await wait_until(lambda: not only_channel(alice).core.state.connected and not only_channel(bob).core.state.connected, "apart")
@@ -553,7 +565,7 @@ async def test_a_splice_the_peer_forgot_after_our_signatures_ends_once_an_input_
         assert (await channels(bob).listchannels())["channels"][0]["splice"]["peer_forgot"]
         with pytest.raises(ChainAppError, match="another splice is pending"):
             await channels(bob).splice(cid, -50_000)
-        if spent == "after":
+        if spent != "before":
             await spend_alices_coin()
         await pair.mine(FORGOTTEN_SPENT_DEPTH - 2, alice, bob)
         assert pending(bob) is not None  # (not deep enough yet)

@@ -308,11 +308,13 @@ class SpliceSide:
         source = self.chain.source
         try:
             tip = (await source.tip()).height
+            reorged = await self._forget_reorged()
             wanted = {sp.outpoint.txid for _, sp in waiting} - set(self._splice_blocks)  # type: ignore[union-attr]
             spends = watched - set(self._forgotten_spends)
             # (an input newly watched may have been spent before: the last blocks are read for it once)
             fresh, self._forgotten_read = spends - self._forgotten_read, self._forgotten_read | spends
-            heights = [height] if height is not None and not fresh else range(max(1, tip - SPLICE_LOOKBACK + 1), tip + 1)
+            whole = height is None or fresh or reorged
+            heights = range(max(1, tip - SPLICE_LOOKBACK + 1), tip + 1) if whole else [height]
             for at in heights if wanted or spends else ():
                 block_hash = await source.block_hash(at)
                 block = Block.parse(await source.block(block_hash)) if block_hash is not None else None
@@ -337,6 +339,18 @@ class SpliceSide:
             await self._end_forgotten_splices(forgotten, tip)
         except ChainError as exc:
             log.warning("channels: cannot read the chain for splice depths: %s", exc)
+
+    async def _forget_reorged(self) -> bool:
+        """Drop the blocks found for splices and for the spends of forgotten splices' inputs that a
+        reorganization took out; True when one was (the last blocks are read again: what it held may
+        be in the block that replaced it, read already)."""
+        source, dropped = self.chain.source, False
+        for found in (self._splice_blocks, self._forgotten_spends):
+            for key, (at, block_hash, _) in list(found.items()):
+                if await source.block_hash(at) != block_hash:
+                    del found[key]
+                    dropped = True
+        return dropped
 
     async def _end_forgotten_splices(self, forgotten: list[tuple[ManagedChannel, OutPoint]], tip: int) -> None:
         """A splice the peer forgot after our tx_signatures left can never confirm once one of its inputs
