@@ -96,11 +96,22 @@ class Pair:
 
 
 @asynccontextmanager
-async def two_nodes(tmp: Path) -> AsyncIterator[tuple[Pair, Node, Node]]:
+async def alice_alone(tmp: Path, minimum_depth: int = 1) -> AsyncIterator[tuple[Pair, Node]]:
+    """The chain and Alice running: Bob is the caller's to start, stop and start again."""
+    async with EmbeddedChainSource.open(tmp / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp, MemoryNetwork(), minimum_depth)
+        alice = pair.node("alice", True)
+        async with running(alice):
+            yield pair, alice
+
+
+@asynccontextmanager
+async def two_nodes(tmp: Path, minimum_depth: int = 1) -> AsyncIterator[tuple[Pair, Node, Node]]:
     network = MemoryNetwork()
     async with EmbeddedChainSource.open(tmp / "chain") as source:
         await source.mine(101)
-        pair = Pair(source, tmp, network)
+        pair = Pair(source, tmp, network, minimum_depth)
         alice, bob = pair.node("alice", True), pair.node("bob", False)
         async with running(alice, bob):
             yield pair, alice, bob

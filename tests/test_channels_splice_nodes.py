@@ -13,7 +13,7 @@ import pytest
 import trio
 from test_channels_app import FUNDING_SAT, PUSH_MSAT, balances, channels, chain, only_channel, pay, running_pair, settled, wait_until, withhold
 from test_channels_app import Pair as AppPair
-from test_channels_onchain import TO_SELF_DELAY, add_htlc, invalidate, open_channel, resolved, spent_everything, two_nodes
+from test_channels_onchain import TO_SELF_DELAY, add_htlc, alice_alone, invalidate, open_channel, resolved, spent_everything, two_nodes
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.address import script_for_address
@@ -407,31 +407,24 @@ async def test_a_commitment_on_the_splice_revoked_before_the_lock_is_punished_af
 async def test_the_monitor_of_an_unlocked_splice_survives_a_restart(tmp_path: Path) -> None:
     """Bob's monitor moved to the confirmed splice Alice never locked; Bob restarts; Alice's revoked
     commitment on the splice is then punished all the same."""
-    from lnpmsg.chain.embedded import EmbeddedChainSource
-    from test_channels_onchain import Pair
-
-    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
-        await source.mine(101)
-        pair = Pair(source, tmp_path, MemoryNetwork())
-        alice = pair.node("alice", True)
-        async with running(alice):
-            bob = pair.node("bob", False)
-            async with running(bob):
-                cid = await open_channel(pair, alice, bob, "static_remotekey")
-                withhold_splice_locked(alice)
-                result = await channels(alice).splice(cid, 200_000)
-                await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
-                commitment = splice_commitment(alice)
-                await pay(alice, bob, 30_000_000)  # Alice revokes the commitment she keeps
-                await wait_until(lambda: source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
-                await pair.mine(2, alice, bob)
-                await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "Bob's monitor follows the unlocked splice")
-                assert not pending(bob).locked_received  # type: ignore[union-attr]
-            bob = pair.node("bob", False)
-            async with running(bob):
-                await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "the monitor loaded on the splice")
-                status = await broadcast_until_resolved(pair, bob, alice, commitment)
-                assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
+    async with alice_alone(tmp_path) as (pair, alice):
+        bob = pair.node("bob", False)
+        async with running(bob):
+            cid = await open_channel(pair, alice, bob, "static_remotekey")
+            withhold_splice_locked(alice)
+            result = await channels(alice).splice(cid, 200_000)
+            await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+            commitment = splice_commitment(alice)
+            await pay(alice, bob, 30_000_000)  # Alice revokes the commitment she keeps
+            await wait_until(lambda: pair.source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
+            await pair.mine(2, alice, bob)
+            await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "Bob's monitor follows the unlocked splice")
+            assert not pending(bob).locked_received  # type: ignore[union-attr]
+        bob = pair.node("bob", False)
+        async with running(bob):
+            await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "the monitor loaded on the splice")
+            status = await broadcast_until_resolved(pair, bob, alice, commitment)
+            assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
 
 
 @pytest.mark.trio

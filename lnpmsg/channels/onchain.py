@@ -199,7 +199,9 @@ class OnchainWatch:
         async with self._write_lock:
             await self._persisted(channel)
 
-    async def _persisted(self, channel: ManagedChannel) -> None:
+    async def _persisted(self, channel: ManagedChannel, carried: Collection[Any] = ()) -> None:
+        """(Under the write lock.) A new monitor (a moved one also learns the peer's ``carried`` commitments)
+        reads blocks only once all it knows from its start is applied."""
         if channel.key in self.archived:
             return
         watched = self.watched.get(channel.key) or await self._load(channel)
@@ -230,8 +232,11 @@ class OnchainWatch:
             first = MonitorUpdate(0, setup)
             await trio.to_thread.run_sync(mlog.append, [first])
             monitor.apply(first)
+            await self._append(watched, updates_for(core, monitor))  # (then the revoked ones on a splice)
+            await self._append(watched, [r for r in carried if not monitor.has_remote_commitment(r.commitment_number)])
             self.watched[channel.key] = watched
             start_catch_up(self, watched, self._nursery)
+            return
         await self._append(watched, updates_for(followed_core(channel.core, watched.monitor.setup.funding_outpoint), watched.monitor))
 
     async def _append(self, watched: WatchedChannel, records: list[Any]) -> None:
@@ -320,12 +325,9 @@ class OnchainWatch:
             if splice is not None and outpoint != channel.core.state.funding_outpoint:
                 self._follows[channel.key] = outpoint
             try:
-                await self._persisted(channel)
+                await self._persisted(channel, carried)
             finally:
                 self._follows.pop(channel.key, None)
-            moved = self.watched.get(channel.key)
-            if moved is not None:  # (its revoked commitments on the splice, before the current ones it has)
-                await self._append(moved, [r for r in carried if not moved.monitor.has_remote_commitment(r.commitment_number)])
         return True
 
     async def force_close(self, channel: ManagedChannel) -> bool:
