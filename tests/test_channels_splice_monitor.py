@@ -92,6 +92,24 @@ async def test_a_stop_below_our_lock_depth_still_punishes_a_commitment_revoked_b
             await punished(pair, bob, alice, commitment, FUNDING_SAT + 200_000)
 
 
+def monitor_caught_up(node) -> bool:
+    """The node's monitor read every block (a moved one reads from the splice's block on first, apart
+    from the live stream: a commitment mined meanwhile is seen late, and a short to_self_delay
+    could pass first)."""
+    onchain = channels(node).onchain
+    watched = onchain.watched.get(only_channel(node).key)
+    return watched is not None and not watched.catching_up and onchain.done_height is not None and watched.monitor.height == onchain.done_height
+
+
+async def follow_and_punish(pair: Pair, alice, bob, splice_txid: str, commitment) -> None:
+    """The block that takes the splice to the channel's depth: both lock, the monitors follow the
+    splice, and Alice's revoked commitment on it is punished in full."""
+    await pair.mine(1, alice, bob)
+    await wait_until(lambda: monitor_on(alice, splice_txid) and monitor_on(bob, splice_txid), "the monitors follow the splice")
+    await wait_until(lambda: monitor_caught_up(bob), "Bob's monitor read the splice's blocks")
+    await punished(pair, bob, alice, commitment, FUNDING_SAT + 200_000)
+
+
 @pytest.mark.trio
 async def test_a_minimum_depth_past_the_burial_depth_keeps_the_monitor_until_it_follows_the_splice(tmp_path: Path) -> None:
     """Both ask more confirmations than the monitors' burial depth: the splice (a spend of the old
@@ -106,6 +124,4 @@ async def test_a_minimum_depth_past_the_burial_depth_keeps_the_monitor_until_it_
             status = channels(node).onchain.status(only_channel(node))
             assert status is not None and status["funding"].startswith(only_channel(node).core.state.funding_outpoint.txid_hex)  # type: ignore[union-attr]
             assert pending(node) is not None and not pending(node).locked_sent and not channels(node).onchain.archived  # type: ignore[union-attr]
-        await pair.mine(1, alice, bob)
-        await wait_until(lambda: monitor_on(alice, splice_txid) and monitor_on(bob, splice_txid), "the monitors follow the splice")
-        await punished(pair, bob, alice, commitment, FUNDING_SAT + 200_000)
+        await follow_and_punish(pair, alice, bob, splice_txid, commitment)
