@@ -59,14 +59,16 @@ async def wait_until(condition: Callable[[], bool], what: str) -> None:
 
 
 class Pair:
-    def __init__(self, source: EmbeddedChainSource, tmp: Path, network: MemoryNetwork) -> None:
+    def __init__(self, source: EmbeddedChainSource, tmp: Path, network: MemoryNetwork, minimum_depth: int = 1) -> None:
         self.source = source
         self.tmp = tmp
         self.network = network
         self.keys = {"alice": NodeKey.generate(), "bob": NodeKey.generate()}
+        #: the confirmations each node asks of a funding (and a splice) before it is used
+        self.minimum_depth = minimum_depth
 
     def node(self, name: str, listen: bool) -> Node:
-        config = ChannelConfig(minimum_depth=1, to_self_delay=TO_SELF_DELAY)
+        config = ChannelConfig(minimum_depth=self.minimum_depth, to_self_delay=TO_SELF_DELAY)
         node = Node(self.keys[name], NodeConfig(listen=["mem://"] if listen else [], network="regtest"),
                     transports={"mem": self.network.transport()})  # fmt: skip
         node.mount(ChainApp(self.tmp / name / "wallet", source=self.source))
@@ -94,11 +96,22 @@ class Pair:
 
 
 @asynccontextmanager
-async def two_nodes(tmp: Path) -> AsyncIterator[tuple[Pair, Node, Node]]:
+async def alice_alone(tmp: Path, minimum_depth: int = 1) -> AsyncIterator[tuple[Pair, Node]]:
+    """The chain and Alice running: Bob is the caller's to start, stop and start again."""
+    async with EmbeddedChainSource.open(tmp / "chain") as source:
+        await source.mine(101)
+        pair = Pair(source, tmp, MemoryNetwork(), minimum_depth)
+        alice = pair.node("alice", True)
+        async with running(alice):
+            yield pair, alice
+
+
+@asynccontextmanager
+async def two_nodes(tmp: Path, minimum_depth: int = 1) -> AsyncIterator[tuple[Pair, Node, Node]]:
     network = MemoryNetwork()
     async with EmbeddedChainSource.open(tmp / "chain") as source:
         await source.mine(101)
-        pair = Pair(source, tmp, network)
+        pair = Pair(source, tmp, network, minimum_depth)
         alice, bob = pair.node("alice", True), pair.node("bob", False)
         async with running(alice, bob):
             yield pair, alice, bob
@@ -115,7 +128,7 @@ async def open_channel(pair: Pair, alice: Node, bob: Node, channel_type: str) ->
     result = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, push_msat=PUSH_MSAT,
                                                channel_type=channel_type)  # fmt: skip
     assert result["channel_type"] == ("anchors_zero_fee_htlc_tx" if channel_type == "anchors" else "static_remotekey")
-    await pair.mine(1, alice, bob)
+    await pair.mine(pair.minimum_depth, alice, bob)
     await wait_until(lambda: settled(alice) and settled(bob), "channel_ready both ways")
     return str(result["channel_id"])
 

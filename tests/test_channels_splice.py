@@ -22,9 +22,9 @@ from lnpmsg.channels.messages import CommitmentSigned
 from lnpmsg.channels.messages_splice import SpliceAck, SpliceInit, SpliceLocked
 from lnpmsg.channels.messages_v2 import TxAbort, TxSignatures
 from lnpmsg.channels.quiesce import Quiesce
-from lnpmsg.channels.records import restore
+from lnpmsg.channels.records import encode_snapshot, restore, restore_snapshot
 from lnpmsg.channels.script import funding_script
-from lnpmsg.channels.splice import SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession
+from lnpmsg.channels.splice import SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SplicedFrom, SpliceSession
 from lnpmsg.wire import WarningMessage
 
 FEERATE = 2_500
@@ -147,11 +147,19 @@ def test_splice_then_lock_then_payments(direction: str) -> None:
 
 
 def test_replay_of_the_records_rebuilds_the_spliced_channel() -> None:
+    """The records and a snapshot rebuild the spliced channel, with what the monitor's move needs of
+    the splice (a move after a restart carries the peer's commitments on it as one before)."""
     pair = opened()
+    old = pair.alice.core.state.funding_outpoint
     sign_and_lock(pair, splice_in_command(100_000))
-    for side in (pair.alice, pair.bob):
+    for side, ours, theirs in ((pair.alice, 100_000, 0), (pair.bob, 0, 100_000)):
+        moved = side.core.state.spliced_from
+        assert isinstance(moved, SplicedFrom) and moved.funding_outpoint == old
+        assert (moved.our_contribution, moved.their_contribution) == (ours, theirs)
+        assert moved.first_remote_number == moved.old_through == side.core.state.remote_commit.number  # type: ignore[union-attr]
         again = restore(side.core.base_secrets, side.records)
         assert again.state == side.core.state
+        assert restore_snapshot(side.core.base_secrets, encode_snapshot(side.core)).state == side.core.state
 
 
 def test_a_splice_needs_quiescence_as_its_initiator_and_one_at_a_time() -> None:
@@ -541,3 +549,58 @@ def test_a_lock_while_the_reestablish_crosses_sends_splice_locked_once_reestabli
     pair.feed(pair.bob, Reconnected())
     pair.pump()
     assert pair.bob.core.state.splice is None and pair.bob.core.state.funding_outpoint.txid == txid  # type: ignore[union-attr]
+
+
+def test_a_moved_monitor_carries_the_peers_commitments_on_the_splice_as_they_are_there() -> None:
+    """The peer's commitments the old funding's monitor knows, carried to the splice's: none signed
+    before the splice; those signed on the old funding before the switch with each balance moved by
+    its side's contribution (one the splice-out would leave negative never existed there); those the
+    old monitor learnt after the switch (the splice's already) as they are."""
+    from lnpmsg.channels.monitor.updates import RemoteCommitment
+    from lnpmsg.channels.splice_watch import carried_commitments
+
+    point = pubkey_from_privkey(sha256(b"point"))
+
+    def commitment(number: int, theirs_msat: int, ours_msat: int) -> RemoteCommitment:
+        return RemoteCommitment(number, point, theirs_msat, ours_msat, FEERATE, ())
+
+    old = [commitment(4, 500_000_000, 500_000_000), commitment(5, 400_000_000, 600_000_000),
+           commitment(6, 50_000_000, 950_000_000), commitment(7, 300_000_000, 850_000_000)]  # fmt: skip
+    move = SplicedFrom(OutPoint(sha256(b"old"), 0), 5, 250_000, -100_000, old_through=6)
+    assert carried_commitments(old, move) == [commitment(5, 300_000_000, 850_000_000), commitment(7, 300_000_000, 850_000_000)]
+    before_the_switch = SplicedFrom(OutPoint(sha256(b"old"), 0), 5, 250_000, -100_000)  # (a confirmed splice not locked by the peer)
+    assert [c.commitment_number for c in carried_commitments(old, before_the_switch)] == [5, 7]
+    assert carried_commitments(old, before_the_switch)[1] == commitment(7, 200_000_000, 1_100_000_000)
+
+
+def test_a_splice_the_peer_forgot_after_our_signatures_is_kept_until_an_input_is_spent_elsewhere() -> None:
+    """Bob (he signs first) sent his tx_signatures, lost; Alice forgets the splice and answers his
+    next_funding with tx_abort. Bob keeps the splice (she holds his signatures), noting that she
+    forgot it, over another reconnection too; a spend elsewhere of an input of the splice ends it
+    (another outpoint changes nothing); the records replay to the same state."""
+    from lnpmsg.channels.splice_forgotten import SpliceInputSpent
+
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_in_command(100_000))
+    while pair.wire:
+        target, msg = pair.wire.popleft()
+        if isinstance(msg, TxSignatures):
+            break  # Bob's, lost
+        pair.deliver(target, msg)
+    assert splice_of(pair.bob).signatures_sent and not splice_of(pair.bob).signed
+    pair.alice.core.state.splice = pair.alice.core.state.quiesce = None  # Alice forgets it (as a node may that never signed)
+    pair.reconnect()
+    sp = splice_of(pair.bob)
+    assert sp.peer_forgot and not sp.signed and not [e for e in pair.bob.events if isinstance(e, SpliceAborted)]
+    pair.reconnect()  # her tx_abort again: nothing changes
+    assert splice_of(pair.bob) == sp
+    pair.feed(pair.bob, SpliceInputSpent(OutPoint(sha256(b"elsewhere"), 0)))
+    assert splice_of(pair.bob) == sp
+    pair.feed(pair.bob, SpliceInputSpent(COIN.outpoint(0)))
+    assert pair.bob.core.state.splice is None
+    assert [e for e in pair.bob.events if isinstance(e, SpliceAborted)][-1].inputs == ()  # (Bob added no coin)
+    assert restore(pair.bob.core.base_secrets, pair.bob.records).state == pair.bob.core.state
+    htlc_id, preimage = pair.add(pair.alice, 10_000_000)  # the channel works on its funding
+    pair.commit(pair.alice)
+    pair.fulfill(pair.bob, htlc_id, preimage)

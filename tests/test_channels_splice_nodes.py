@@ -6,16 +6,18 @@ right after a reconnection; the coins of a splice kept over a restart, held unti
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 import trio
 from test_channels_app import FUNDING_SAT, PUSH_MSAT, balances, channels, chain, only_channel, pay, running_pair, settled, wait_until, withhold
 from test_channels_app import Pair as AppPair
-from test_channels_onchain import TO_SELF_DELAY, add_htlc, open_channel, resolved, spent_everything, two_nodes
+from test_channels_onchain import TO_SELF_DELAY, add_htlc, alice_alone, invalidate, open_channel, resolved, spent_everything, two_nodes
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.address import script_for_address
+from lnpmsg.chain.errors import ChainError
 from lnpmsg.channels.splice import SpliceSession
 from lnpmsg.channels.state import Phase
 from lnpmsg.testing import MemoryNetwork
@@ -59,11 +61,32 @@ async def broadcast_until_resolved(pair, victim, cheater, commitment: Tx) -> dic
     return channels(victim).onchain.status(only_channel(victim))
 
 
+async def punished(pair, victim, cheater, commitment: Tx, capacity_sat: int) -> None:
+    """The cheater's revoked commitment on chain: the victim's monitor takes the whole channel
+    (``capacity_sat``, less the fees)."""
+    before = pair.wallet_sat(victim)
+    status = await broadcast_until_resolved(pair, victim, cheater, commitment)
+    assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
+    assert capacity_sat - 25_000 < pair.wallet_sat(victim) - before < capacity_sat
+
+
 def withhold_splice_locked(node) -> None:
     """The node's splice_locked never leaves (a peer that does not lock the splice)."""
     from lnpmsg.channels.messages_splice import SpliceLocked
 
     withhold(node, SpliceLocked)
+
+
+def lock_after_the_peer(node) -> None:
+    """The node reads a splice's depth only once the peer's splice_locked came: its own lock (at the
+    same block) switches the channel to the splice in one step."""
+    check_splice_depths = channels(node)._check_splice_depths
+
+    async def after_the_peers_splice_locked(height: int | None = None) -> None:
+        await wait_until(lambda: pending(node) is None or pending(node).locked_received, "the peer's splice_locked")  # type: ignore[union-attr]
+        await check_splice_depths(height)
+
+    channels(node)._check_splice_depths = after_the_peers_splice_locked
 
 
 def monitor_on(node, txid: str) -> bool:
@@ -369,13 +392,7 @@ async def test_a_commitment_on_the_splice_revoked_before_the_lock_is_punished_af
     and takes everything."""
     async with two_nodes(tmp_path) as (pair, alice, bob):
         cid = await open_channel(pair, alice, bob, "static_remotekey")
-        check_splice_depths = channels(alice)._check_splice_depths
-
-        async def after_bobs_splice_locked(height: int | None = None) -> None:
-            await wait_until(lambda: pending(alice) is None or pending(alice).locked_received, "Bob's splice_locked")  # type: ignore[union-attr]
-            await check_splice_depths(height)
-
-        channels(alice)._check_splice_depths = after_bobs_splice_locked
+        lock_after_the_peer(alice)
         result = await channels(alice).splice(cid, 200_000)
         await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
         commitment = splice_commitment(bob)
@@ -383,42 +400,31 @@ async def test_a_commitment_on_the_splice_revoked_before_the_lock_is_punished_af
         await pair.mine(1, alice, bob)
         await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
         await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "Alice's monitor follows")
-        before = pair.wallet_sat(alice)
-        status = await broadcast_until_resolved(pair, alice, bob, commitment)
-        assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
-        capacity = FUNDING_SAT + 200_000
-        assert capacity - 25_000 < pair.wallet_sat(alice) - before < capacity
+        await punished(pair, alice, bob, commitment, FUNDING_SAT + 200_000)
 
 
 @pytest.mark.trio
 async def test_the_monitor_of_an_unlocked_splice_survives_a_restart(tmp_path: Path) -> None:
     """Bob's monitor moved to the confirmed splice Alice never locked; Bob restarts; Alice's revoked
     commitment on the splice is then punished all the same."""
-    from lnpmsg.chain.embedded import EmbeddedChainSource
-    from test_channels_onchain import Pair
-
-    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
-        await source.mine(101)
-        pair = Pair(source, tmp_path, MemoryNetwork())
-        alice = pair.node("alice", True)
-        async with running(alice):
-            bob = pair.node("bob", False)
-            async with running(bob):
-                cid = await open_channel(pair, alice, bob, "static_remotekey")
-                withhold_splice_locked(alice)
-                result = await channels(alice).splice(cid, 200_000)
-                await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
-                commitment = splice_commitment(alice)
-                await pay(alice, bob, 30_000_000)  # Alice revokes the commitment she keeps
-                await wait_until(lambda: source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
-                await pair.mine(2, alice, bob)
-                await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "Bob's monitor follows the unlocked splice")
-                assert not pending(bob).locked_received  # type: ignore[union-attr]
-            bob = pair.node("bob", False)
-            async with running(bob):
-                await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "the monitor loaded on the splice")
-                status = await broadcast_until_resolved(pair, bob, alice, commitment)
-                assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
+    async with alice_alone(tmp_path) as (pair, alice):
+        bob = pair.node("bob", False)
+        async with running(bob):
+            cid = await open_channel(pair, alice, bob, "static_remotekey")
+            withhold_splice_locked(alice)
+            result = await channels(alice).splice(cid, 200_000)
+            await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+            commitment = splice_commitment(alice)
+            await pay(alice, bob, 30_000_000)  # Alice revokes the commitment she keeps
+            await wait_until(lambda: pair.source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
+            await pair.mine(2, alice, bob)
+            await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "Bob's monitor follows the unlocked splice")
+            assert not pending(bob).locked_received  # type: ignore[union-attr]
+        bob = pair.node("bob", False)
+        async with running(bob):
+            await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "the monitor loaded on the splice")
+            status = await broadcast_until_resolved(pair, bob, alice, commitment)
+            assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
 
 
 @pytest.mark.trio
@@ -496,3 +502,68 @@ async def test_the_coins_of_a_splice_kept_over_a_restart_stay_reserved_until_it_
                 await wait_until(lambda: pending(alice) is None and settled(alice) and settled(bob), "the splice ended by bob's tx_abort")
                 assert only_channel(alice).core.state.splices == 0
             await wait_until(lambda: not reserved(alice), "the splice's coins no longer held")
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("spent", ["after", "before", "reorged"])
+async def test_a_splice_the_peer_forgot_after_our_signatures_ends_once_an_input_is_spent_elsewhere(tmp_path: Path, spent: str) -> None:
+    """Alice splices in; Bob (no coins: he signs first) sent his tx_signatures, lost on the way; Alice
+    forgets the splice (as a node may that never signed) and answers Bob's next_funding with
+    tx_abort. Bob must keep it (Alice holds his signatures: BOLT 2, until an input is spent
+    elsewhere): no other splice meanwhile. Alice spends her coin elsewhere (after her tx_abort, or
+    mined before it, or after it and its block reorganized out before it was deep enough, the spend
+    mined again); once that is buried Bob forgets the splice too, and splices again."""
+    from dataclasses import replace
+
+    from lnpmsg.bitcoin.tx import TxIn, TxOut
+    from lnpmsg.channels.messages_v2 import TxSignatures
+    from lnpmsg.channels.splice_forgotten import FORGOTTEN_SPENT_DEPTH
+
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        release = withhold(bob, TxSignatures)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(channels(alice).splice, cid, 200_000)  # (never signed: cut below)
+            await wait_until(lambda: pending(bob) is not None and pending(bob).signatures_sent, "Bob's tx_signatures sent (lost)")  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+        release()
+        splice_tx = Tx.parse(pending(alice).tx)  # type: ignore[union-attr,arg-type]
+        only_channel(alice).core.state.splice = only_channel(alice).core.state.quiesce = None  # Alice forgets it
+
+        async def spend_alices_coin() -> None:
+            shared = pending(bob).shared.outpoint  # type: ignore[union-attr]
+            (coin,) = [i.prevout for i in splice_tx.inputs if i.prevout != shared]
+            wallet = alice.apps["chain"].wallet  # type: ignore[attr-defined]
+            value = Tx.parse(await pair.source.find_transaction(coin.txid)).outputs[coin.vout].amount_sat
+            spend = Tx(2, (TxIn(coin),), (TxOut(value - 1_000, script_for_address(wallet.new_address(), "bcrt")),))
+            spend = replace(spend, inputs=(replace(spend.inputs[0], witness=wallet.sign_inputs(spend, [0])[0]),))
+            await pair.source.broadcast(spend.raw)
+            await pair.mine(1, alice, bob)
+            if spent == "reorged":  # its block leaves the chain 5 deep; it is mined again in the next one
+                spent_at = (await pair.source.tip()).height
+                await pair.mine(FORGOTTEN_SPENT_DEPTH - 2, alice, bob)
+                await invalidate(pair.source, spent_at)
+                await wait_until(lambda: channels(bob).onchain.done_height == spent_at - 1, "Bob follows the reorg")  # type: ignore[union-attr]
+                with contextlib.suppress(ChainError):
+                    await pair.source.broadcast(spend.raw)  # (unless back in the mempool)
+                await pair.mine(1, alice, bob)
+                assert pair.source.core.find_transaction(spend.txid)[1] is not None  # type: ignore[index]
+
+        channels(bob).disconnect_peer(alice.node_id, "a reconnection")
+        await wait_until(lambda: not only_channel(alice).core.state.connected and not only_channel(bob).core.state.connected, "apart")
+        if spent == "before":
+            await spend_alices_coin()
+        await bob.connect(alice.addresses[0])
+        await wait_until(lambda: pending(bob) is not None and pending(bob).peer_forgot and settled(bob), "Alice's tx_abort at Bob")  # type: ignore[union-attr]
+        assert (await channels(bob).listchannels())["channels"][0]["splice"]["peer_forgot"]
+        with pytest.raises(ChainAppError, match="another splice is pending"):
+            await channels(bob).splice(cid, -50_000)
+        if spent != "before":
+            await spend_alices_coin()
+        await pair.mine(FORGOTTEN_SPENT_DEPTH - 2, alice, bob)
+        assert pending(bob) is not None  # (not deep enough yet)
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: pending(bob) is None, "Bob forgot the splice")
+        result = await channels(bob).splice(cid, -50_000)
+        await wait_until(lambda: pending(alice) is not None and pending(alice).signed, "the new splice signed")  # type: ignore[union-attr]
+        assert result["splice_txid"] != splice_tx.txid_hex

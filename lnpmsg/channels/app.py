@@ -55,7 +55,7 @@ from typing import Any
 import trio
 
 from lnpmsg.app import App, AppError
-from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.address import script_for_address
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.chain.events import BlockConnected, OutputSpent
@@ -178,6 +178,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
         self._funding_errors: dict[str, str] = {}
         self._splice_errors: dict[str, str] = {}
         self._splice_blocks: dict[bytes, tuple[int, bytes, int]] = {}
+        self._forgotten_spends: dict[OutPoint, tuple[int, bytes, bytes]] = {}
+        self._forgotten_read: set[OutPoint] = set()
         self._closing_txids: dict[str, str] = {}
         #: zero-conf channels whose funding is not confirmed: the height we first saw them so
         self._unconfirmed_since: dict[str, int] = {}

@@ -29,7 +29,9 @@ that replay short on a node that runs for months:
   still replayed); a restart reads on from there;
 - once everything is resolved and buried (``Irrevocable``), the monitor is
   archived: its final status is kept for ``listchannels`` and it reads no
-  more blocks.
+  more blocks. A funding a splice spent is not archived: its monitor moves
+  onto the splice's funding instead, whenever our lock comes
+  (:mod:`.splice_watch`).
 
 A restored channel whose funding is already spent reads the chain from the funding's
 confirmation height instead (:mod:`.rescan`: at start through the subscription's start, on a
@@ -91,7 +93,7 @@ from .monitor.signer import sign_plan
 from .monitor.status import monitor_status
 from .rescan import restored_start, start_catch_up
 from .splice import SpliceSession
-from .splice_watch import carried_commitments, followed_core
+from .splice_watch import carried_commitments, followed_core, move_of, spent_by_splice
 from .state import Phase
 
 __all__ = ["OnchainEvent", "OnchainWatch", "WatchedChannel"]
@@ -197,7 +199,9 @@ class OnchainWatch:
         async with self._write_lock:
             await self._persisted(channel)
 
-    async def _persisted(self, channel: ManagedChannel) -> None:
+    async def _persisted(self, channel: ManagedChannel, carried: Collection[Any] = ()) -> None:
+        """(Under the write lock.) A new monitor (a moved one also learns the peer's ``carried`` commitments)
+        reads blocks only once all it knows from its start is applied."""
         if channel.key in self.archived:
             return
         watched = self.watched.get(channel.key) or await self._load(channel)
@@ -228,8 +232,11 @@ class OnchainWatch:
             first = MonitorUpdate(0, setup)
             await trio.to_thread.run_sync(mlog.append, [first])
             monitor.apply(first)
+            await self._append(watched, updates_for(core, monitor))  # (then the revoked ones on a splice)
+            await self._append(watched, [r for r in carried if not monitor.has_remote_commitment(r.commitment_number)])
             self.watched[channel.key] = watched
             start_catch_up(self, watched, self._nursery)
+            return
         await self._append(watched, updates_for(followed_core(channel.core, watched.monitor.setup.funding_outpoint), watched.monitor))
 
     async def _append(self, watched: WatchedChannel, records: list[Any]) -> None:
@@ -289,8 +296,10 @@ class OnchainWatch:
         up on (a monitor's setup never changes): its log and progress are set aside (``*.replaced-<txid>``)
         and a new monitor follows the version that confirmed (nothing could spend the other versions'
         outputs: they never exist). ``splice``: a splice that confirmed, and so spent the funding: the
-        monitor follows its funding, locked by the peer or not (:mod:`.splice_watch`), and learns the
-        peer's commitments on it revoked so far. True when the monitor moved."""
+        monitor follows its funding, locked by the peer or not (:mod:`.splice_watch`). A monitor moving
+        onto a splice's funding (this one, or the one the channel switched to last, also at a start after
+        a stop between the switch and the move) learns the peer's commitments on it revoked so far.
+        True when the monitor moved."""
         outpoint = splice.outpoint if splice is not None else channel.core.state.funding_outpoint
         if outpoint is None:
             return False
@@ -305,7 +314,8 @@ class OnchainWatch:
             if watched is None or watched.monitor.setup.funding_outpoint == outpoint:
                 return False
             old = watched.monitor.setup.funding_outpoint
-            carried = carried_commitments(watched.monitor.remote_commitments(), splice) if splice is not None else []
+            move = move_of(channel.core, old, splice)
+            carried = carried_commitments(watched.monitor.remote_commitments(), move) if move is not None else []
             del self.watched[channel.key]
             path = self.directory / f"{channel.key}.mon"
             for kept in (path, path.with_suffix(".seen")):
@@ -315,12 +325,9 @@ class OnchainWatch:
             if splice is not None and outpoint != channel.core.state.funding_outpoint:
                 self._follows[channel.key] = outpoint
             try:
-                await self._persisted(channel)
+                await self._persisted(channel, carried)
             finally:
                 self._follows.pop(channel.key, None)
-            moved = self.watched.get(channel.key)
-            if moved is not None:  # (its revoked commitments on the splice, before the current ones it has)
-                await self._append(moved, [r for r in carried if not moved.monitor.has_remote_commitment(r.commitment_number)])
         return True
 
     async def force_close(self, channel: ManagedChannel) -> bool:
@@ -445,6 +452,9 @@ class OnchainWatch:
         """Shorten the next restart's replay (see the module docstring)."""
         monitor, channel, progress = watched.monitor, watched.channel, watched.progress
         facts = monitor.facts()
+        spend = next((f.txid for f in facts if isinstance(f, FundingSpent)), None)
+        if spend is not None and spent_by_splice(channel.core, monitor.setup.funding_outpoint, spend):
+            return  # a splice spent the funding: kept (buried or not) until it moves onto the splice's funding
         if any(isinstance(f, Irrevocable) for f in facts):
             final = monitor_status(monitor)
             await trio.to_thread.run_sync(lambda: progress.save(final=final))

@@ -23,6 +23,7 @@ from . import dualfund_rbf as RBF
 from . import inputs as I
 from . import quiesce as Q
 from . import splice as SP
+from . import splice_forgotten as SPF
 from . import splice_rbf as SPR
 from .codec import Codec, CodecError
 from .double_spend import FundingDoubleSpent, FundingFound
@@ -49,6 +50,7 @@ _INPUTS: list[type] = [
     I.ForceClose,  # appended: a record's input index never changes
     DF.OpenV2Command, DF.AcceptV2Command, DF.FundingWitnesses, Q.Quiesce, FundingDoubleSpent,
     FundingFound, RBF.BumpCommand, RBF.FundingCandidateConfirmed, SP.SpliceCommand, SP.SpliceDepth, SPR.SpliceBump,
+    SPF.SpliceInputSpent,
 ]  # fmt: skip
 
 
@@ -60,7 +62,7 @@ def _codec() -> Codec:
         [*_INPUTS, ChannelConfig, OpeningPolicy, PeerParams, ChannelBasepoints, OutPoint, Changes, CommitSpec,
          DirectedHtlc, ChannelState, LocalCommit, RemoteCommit, Phase, _Entry, *CLOSE_STATE_CLASSES,
          DF.DualFundSession, RBF.Candidate, OwnInput, OwnOutput, FundingOutput, Q.QuiesceState,
-         SP.SpliceSession, SharedInput]
+         SP.SpliceSession, SP.SplicedFrom, SharedInput]
     )  # fmt: skip
 
 

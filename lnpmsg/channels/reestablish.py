@@ -66,8 +66,9 @@ def settling(core: ChannelCore) -> bool:
     """The reconnection's exchange is not settled yet: the channel has not taken the reconnection or
     the peer's ``channel_reestablish``, or a funding whose signatures are being exchanged (an open's,
     a bump's attempt, a splice: what our ``next_funding`` names) waits for the peer's answer, its
-    ``tx_signatures`` or its ``tx_abort``. A command that starts a new funding negotiation waits for
-    that answer: one that crossed it would be ended by it."""
+    ``tx_signatures`` or its ``tx_abort`` (a splice answered so once waits no more: the peer forgot
+    it). A command that starts a new funding negotiation waits for that answer: one that crossed it
+    would be ended by it."""
     from .dualfund import DualFundSession
     from .dualfund_sign import peer_may_have_signed
     from .splice import SpliceSession
@@ -80,7 +81,7 @@ def settling(core: ChannelCore) -> bool:
     d = s.dual
     if s.phase is Phase.DUAL_SIGNING and isinstance(d, DualFundSession) and (d.signatures_sent or peer_may_have_signed(core)):
         return True
-    return isinstance(s.splice, SpliceSession) and not s.splice.signed and kept(core)
+    return isinstance(s.splice, SpliceSession) and not s.splice.signed and not s.splice.peer_forgot and kept(core)
 
 
 def _established(core: ChannelCore) -> bool:

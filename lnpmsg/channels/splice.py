@@ -43,7 +43,7 @@ from lnpmsg.bitcoin.script import p2wsh
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.wire import Error
 
-from . import splice_batch, splice_rbf, splice_sign
+from . import splice_batch, splice_forgotten, splice_rbf, splice_sign
 from .dualfund import printable
 from .errors import LocalMisuse, RemoteFault
 from .inputs import CloseChannel, Disconnected, Received, Reconnected
@@ -64,6 +64,7 @@ __all__ = [
     "SpliceDepth",
     "SpliceSession",
     "Spliced",
+    "SplicedFrom",
     "check_contribution",
     "dispatch",
     "new_capacity",
@@ -112,7 +113,8 @@ class SpliceDepth:
 
 @dataclass(frozen=True, slots=True)
 class SpliceAborted:
-    """Event: the splice ended before our signatures left; the channel stays on its funding.
+    """Event: the splice ended before our signatures left (or, forgotten by the peer, once one of its
+    inputs was spent elsewhere: :mod:`.splice_forgotten`); the channel stays on its funding.
     ``inputs``: our coins it would have spent (free them)."""
 
     reason: str
@@ -126,8 +128,25 @@ class Spliced:
     funding_outpoint: OutPoint
     capacity_sat: int
     short_channel_id: int
-    #: the splice as it locked (its monitor learns the peer's commitments on it revoked before the lock)
+    #: the splice as it locked
     session: SpliceSession | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SplicedFrom:
+    """What the channel monitor's move onto a splice's funding needs of the splice (``ChannelState.spliced_from``,
+    kept from the switch on, so that a move after a restart has it too): the peer's commitments the
+    old monitor knows on ``funding_outpoint`` (the funding the splice spent) from ``first_remote_number``
+    on exist on the splice's funding too, each side's balance moved by its contribution.
+
+    ``old_through``: the last of those signed on the old funding before the switch (None: the switch has
+    not come); the old monitor, fed until its move, learns the later ones as the splice's (not moved)."""
+
+    funding_outpoint: OutPoint
+    first_remote_number: int | None
+    our_contribution: int
+    their_contribution: int
+    old_through: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +194,10 @@ class SpliceSession:
     #: blocks seen since this version was signed, counted up to the policy's ``rbf_wait_blocks``
     #: (a bump waits for them: BOLT 2's "created recently")
     blocks_waited: int = 0
+    #: the peer answered our ``next_funding`` with tx_abort once our tx_signatures had left: it forgot
+    #: the splice, which only it could complete with our signatures. BOLT 2 has us keep it until one
+    #: of its inputs is spent by another transaction (:mod:`.splice_forgotten`)
+    peer_forgot: bool = False
 
 
 def new_capacity(s: Any, splice: SpliceSession) -> int:
@@ -197,6 +220,8 @@ def splice_status(s: Any) -> dict[str, Any] | None:
         "funding_txid": sp.outpoint.txid_hex if sp.outpoint else None,
         "feerate_per_kw": sp.feerate_per_kw,
         "peer_locked": sp.locked_received,
+        #: the peer forgot it after our tx_signatures left: it ends once one of its inputs is spent elsewhere
+        "peer_forgot": sp.peer_forgot,
         #: the earlier versions a fee bump replaced, still valid until one version confirms
         "previous_versions": splice_rbf.status(sp),
     }
@@ -259,6 +284,10 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         if sp is not None:
             splice_sign.on_depth(core, item, out)
         return True
+    if isinstance(item, splice_forgotten.SpliceInputSpent):
+        if sp is not None:
+            splice_forgotten.on_input_spent(core, sp, item.outpoint, out)
+        return True
     if isinstance(item, Disconnected):
         s.batch_size, s.batch = 0, ()  # (a batch cut by the disconnection comes again whole)
         s.splice_locked_owed = None  # (the next channel_reestablish names our lock)
@@ -295,6 +324,7 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         splice_rbf.on_ack_rbf(core, msg, out)
     elif isinstance(msg, TxAbort):
         if sp.signatures_sent:
+            splice_forgotten.on_tx_abort(core, sp)
             return True  # BOLT 2: our signatures left, the splice may confirm: kept, no echo
         _abort(core, out, f"peer aborted: {printable(msg.data)}", send=True, echo=True)
     elif type(msg).__name__ in _INTERACTIVE:

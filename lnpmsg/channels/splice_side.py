@@ -45,6 +45,7 @@ from .quiesce import Quiesce, is_quiescent, local_initiator
 from .quiesce_side import QUIESCE_BITS
 from .dualfund_rbf import min_feerate
 from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_command
+from .splice_forgotten import FORGOTTEN_SPENT_DEPTH, SpliceInputSpent, forgotten_inputs
 from .splice_rbf import SpliceBump, SpliceVersionsDropped, check_bump, signed_versions, status
 from .splice_watch import confirmed_unlocked_splice
 from .state import Phase
@@ -82,6 +83,10 @@ class SpliceSide:
     _splice_errors: dict[str, str]
     #: splice txid -> (height, block hash, index in the block) where it was mined
     _splice_blocks: dict[bytes, tuple[int, bytes, int]]
+    #: an input of a splice the peer forgot -> (height, block hash, txid) of the transaction that spent it
+    _forgotten_spends: dict[OutPoint, tuple[int, bytes, bytes]]
+    #: the inputs of splices the peer forgot whose spend was looked for in the last blocks already
+    _forgotten_read: set[OutPoint]
 
     async def splice(self, channel: str, amount_sat: int, feerate: int | None = None, address: str | None = None) -> dict[str, Any]:
         """Splice CHANNEL (BOLT 2): AMOUNT_SAT > 0 adds that much from the wallet to our balance (and the
@@ -292,21 +297,32 @@ class SpliceSide:
         waiting = [(c, v) for c in list(self._manager().channels.values())
                    if isinstance(sp := c.core.state.splice, SpliceSession)
                    and not (sp.locked_sent and sp.short_channel_id) for v in signed_versions(c.core) if v.outpoint]  # fmt: skip
-        if not waiting:
+        # (a splice the peer forgot: the spend of one of its inputs by another transaction ends it)
+        forgotten = [(c, o) for c in list(self._manager().channels.values()) if c.phase not in (Phase.FAILED, Phase.CLOSED)
+                     and isinstance(sp := c.core.state.splice, SpliceSession) for o in forgotten_inputs(sp)]  # fmt: skip
+        watched = {o for _, o in forgotten}  # (what no forgotten splice spends any more is let go)
+        self._forgotten_read &= watched
+        self._forgotten_spends = {o: found for o, found in self._forgotten_spends.items() if o in watched}
+        if not waiting and not forgotten:
             return
         source = self.chain.source
         try:
             tip = (await source.tip()).height
-            # a version whose block left the chain (a reorganization) is looked for again from there
-            left = [at for txid in {sp.outpoint.txid for _, sp in waiting} if (at := await self._splice_block_left(txid)) is not None]  # type: ignore[union-attr]
+            reorged = await self._forget_reorged()
             wanted = {sp.outpoint.txid for _, sp in waiting} - set(self._splice_blocks)  # type: ignore[union-attr]
-            first = tip - SPLICE_LOOKBACK + 1 if height is None else min([height, *left])
-            for at in range(max(1, first, tip - SPLICE_LOOKBACK + 1), tip + 1) if wanted else ():
+            spends = watched - set(self._forgotten_spends)
+            # (an input newly watched may have been spent before: the last blocks are read for it once)
+            fresh, self._forgotten_read = spends - self._forgotten_read, self._forgotten_read | spends
+            whole = height is None or fresh or reorged
+            heights = range(max(1, tip - SPLICE_LOOKBACK + 1), tip + 1) if whole else [height]
+            for at in heights if wanted or spends else ():
                 block_hash = await source.block_hash(at)
                 block = Block.parse(await source.block(block_hash)) if block_hash is not None else None
                 for index, tx in enumerate(block.txs if block is not None else ()):
                     if tx.txid in wanted:
                         self._splice_blocks[tx.txid] = (at, block_hash, index)
+                    for spent in {i.prevout for i in tx.inputs} & spends:
+                        self._forgotten_spends[spent] = (at, block_hash, tx.txid)
             for channel, sp in waiting:
                 assert sp.outpoint is not None
                 found = self._splice_blocks.get(sp.outpoint.txid)
@@ -319,17 +335,38 @@ class SpliceSide:
                 await self._submit(channel, SpliceDepth(sp.outpoint.txid, tip - at + 1, scid))
                 if confirmed_unlocked_splice(channel.core) is not None:
                     self.spawn(self._monitor_follows_splice, channel)  # (not in the chain's way: it may wait for a catch-up)
+            await self._end_forgotten_splices(forgotten, tip)
         except ChainError as exc:
             log.warning("channels: cannot read the chain for splice depths: %s", exc)
 
-    async def _splice_block_left(self, txid: bytes) -> int | None:
-        """The height of the block we saw splice version ``txid`` in, if that block left the chain
-        (forgotten then); None: not seen, or still there."""
-        found = self._splice_blocks.get(txid)
-        if found is None or await self.chain.source.block_hash(found[0]) == found[1]:
-            return None
-        del self._splice_blocks[txid]
-        return found[0]
+    async def _forget_reorged(self) -> bool:
+        """Drop the blocks found for splices and for the spends of forgotten splices' inputs that a
+        reorganization took out; True when one was (the last blocks are read again: what it held may
+        be in the block that replaced it, read already)."""
+        source, dropped = self.chain.source, False
+        for found in (self._splice_blocks, self._forgotten_spends):
+            for key, (at, block_hash, _) in list(found.items()):
+                if await source.block_hash(at) != block_hash:
+                    del found[key]
+                    dropped = True
+        return dropped
+
+    async def _end_forgotten_splices(self, forgotten: list[tuple[ManagedChannel, OutPoint]], tip: int) -> None:
+        """A splice the peer forgot after our tx_signatures left can never confirm once one of its inputs
+        is spent by another transaction: at :data:`~.splice_forgotten.FORGOTTEN_SPENT_DEPTH` the channel forgets it
+        too (BOLT 2 keeps it until then), and our coins are free."""
+        for channel, outpoint in forgotten:
+            found = self._forgotten_spends.get(outpoint)
+            sp = channel.core.state.splice
+            if found is None or not isinstance(sp, SpliceSession) or sp.outpoint is None:
+                continue
+            at, block_hash, spender = found
+            if await self.chain.source.block_hash(at) != block_hash:
+                del self._forgotten_spends[outpoint]  # reorganized away: found again when mined again
+            elif spender != sp.outpoint.txid and tip - at + 1 >= FORGOTTEN_SPENT_DEPTH:
+                log.info("channels: %s: the splice %s the peer forgot can no longer confirm (%s spent by %s): it ends",
+                         channel.channel_id.hex(), sp.outpoint.txid_hex, outpoint, spender[::-1].hex())  # fmt: skip
+                await self._submit(channel, SpliceInputSpent(outpoint))
 
     def _splice_inputs_kept(self) -> set[OutPoint]:
         """Our coins in splices whose signatures left (they may confirm): kept reserved at start."""

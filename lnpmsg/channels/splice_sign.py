@@ -372,9 +372,11 @@ def _switch(core: ChannelCore, out: _Out) -> None:
 def switch_state(s: Any, sp: Any) -> None:
     """Move the channel state ``s`` onto the splice ``sp``'s funding (what both ``splice_locked`` do;
     also the view a monitor of a confirmed splice the peer has not locked follows, :mod:`.splice_watch`)."""
-    from .splice import new_capacity
+    from .splice import SplicedFrom, new_capacity
 
     assert s.remote is not None and sp.outpoint is not None and sp.tx is not None
+    through = (s.remote_next_commit or s.remote_commit).number if s.remote_commit is not None else None
+    s.spliced_from = SplicedFrom(s.funding_outpoint, sp.first_remote_number, sp.our_contribution, sp.their_contribution, through)
     s.funding_sat = new_capacity(s, sp)
     s.funding_outpoint = sp.outpoint
     s.funding_tx = sp.tx

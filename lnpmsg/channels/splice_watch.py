@@ -12,7 +12,9 @@ view and the monitor stays.
 
 The new monitor also learns the peer's commitments on the splice's funding that it revoked before
 the move (:func:`carried_commitments`, from the old monitor: the same HTLCs, the balances moved
-by the contributions), so a revoked one is punished whole.
+by the contributions), so a revoked one is punished whole. What that takes of the splice is kept in
+the channel state from the switch on (``ChannelState.spliced_from``, :func:`move_of`): a node that
+stops between the switch and the move moves at its next start with the same knowledge.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from lnpmsg.bitcoin.tx import OutPoint
 
 from .monitor.updates import RemoteCommitment
 
-from .splice import SpliceSession
+from .splice import SpliceSession, SplicedFrom
+from .splice_rbf import find_version
 from .splice_sign import switch_state
 from .state import ChannelCore
 
-__all__ = ["carried_commitments", "confirmed_unlocked_splice", "followed_core"]
+__all__ = ["carried_commitments", "confirmed_unlocked_splice", "followed_core", "move_of", "spent_by_splice"]
 
 
 def confirmed_unlocked_splice(core: ChannelCore) -> SpliceSession | None:
@@ -54,15 +57,43 @@ def followed_core(core: ChannelCore, funding: OutPoint | None) -> ChannelCore:
     return view
 
 
-def carried_commitments(old: list[RemoteCommitment], sp: SpliceSession) -> list[RemoteCommitment]:
-    """The peer's commitments ``old`` (on the funding the splice spends) that it also holds on the
-    splice's funding: those numbered from the splice's signing on, balances moved as
-    :func:`~.splice_sign.adjusted` moves them."""
-    first = sp.first_remote_number or 0
-    theirs, ours = sp.their_contribution * 1000, sp.our_contribution * 1000
+def spent_by_splice(core: ChannelCore, funding: OutPoint, spend_txid: bytes) -> bool:
+    """Whether ``spend_txid``, a spend of ``funding`` (a monitor's), is a splice of the channel: a
+    signed version of the pending one, or the one the channel switched to from ``funding``. Its
+    monitor then moves onto the splice's funding at our lock depth; buried before that (a minimum
+    depth of :data:`~.monitor.core.IRREVOCABLE_DEPTH` or more), it must not be archived meanwhile."""
+    s = core.state
+    if s.funding_outpoint is not None and s.funding_outpoint != funding and s.funding_outpoint.txid == spend_txid:
+        return True
+    return find_version(core, spend_txid) is not None
+
+
+def move_of(core: ChannelCore, old: OutPoint, splice: SpliceSession | None) -> SplicedFrom | None:
+    """What a monitor of ``old`` carries over to the funding it moves to: that of ``splice`` (a confirmed
+    splice not switched to yet) or of the splice the channel switched to last (recorded in the state at
+    the switch, so a move after a restart has it), when that splice spent ``old``; else None."""
+    s = core.state
+    if splice is not None and splice.outpoint != s.funding_outpoint and splice.shared.outpoint == old:
+        return SplicedFrom(old, splice.first_remote_number, splice.our_contribution, splice.their_contribution)
+    lock = s.spliced_from
+    return lock if isinstance(lock, SplicedFrom) and lock.funding_outpoint == old else None
+
+
+def carried_commitments(old: list[RemoteCommitment], move: SplicedFrom) -> list[RemoteCommitment]:
+    """The peer's commitments ``old`` (known to the monitor of the funding the splice spends) that it also
+    holds on the splice's funding: those numbered from the splice's signing on, balances moved as
+    :func:`~.splice_sign.adjusted` moves them (but those the monitor learnt after the switch: the
+    splice's already)."""
+    first = move.first_remote_number or 0
+    theirs, ours = move.their_contribution * 1000, move.our_contribution * 1000
     carried = []
     for record in old:
+        if record.commitment_number < first:
+            continue
+        if move.old_through is not None and record.commitment_number > move.old_through:
+            carried.append(record)
+            continue
         to_local, to_remote = record.to_local_msat + theirs, record.to_remote_msat + ours
-        if record.commitment_number >= first and to_local >= 0 and to_remote >= 0:
+        if to_local >= 0 and to_remote >= 0:
             carried.append(replace(record, to_local_msat=to_local, to_remote_msat=to_remote))
     return carried

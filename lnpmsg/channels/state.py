@@ -176,6 +176,8 @@ class ChannelState:
     splices: int = 0
     #: which funding key the current funding uses (0: the open's; each splice takes the next one)
     funding_key_index: int = 0
+    #: the last splice the channel switched to, as its monitor's move onto it needs it (a splice.SplicedFrom)
+    spliced_from: object = None
     #: the short channel id before the last splice (forwards naming it are still taken; its fee policy follows)
     previous_short_channel_id: int = 0
     #: a start_batch's size and the commitment_signed of it received so far (:mod:`.splice_batch`)
