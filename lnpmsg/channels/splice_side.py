@@ -247,7 +247,7 @@ class SpliceSide:
         s = target.core.state
         if not is_quiescent(s):
             await self._manager().submit(target, Quiesce(peer_supports=True))
-            self.spawn(self._end_quiescence_later, target, self.node.peers.get(target.peer_id))  # type: ignore[attr-defined]
+            self._time_quiescence(target, self.node.peers.get(target.peer_id))  # type: ignore[attr-defined]
         with trio.move_on_after(timeout):
             while not is_quiescent(target.core.state):
                 if target.phase is not Phase.NORMAL or target.core.state.quiesce is None:
