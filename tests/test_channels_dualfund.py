@@ -26,7 +26,7 @@ from lnpmsg.channels.dualfund import (
 )
 from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, Received, Reconnected
-from lnpmsg.channels.interactive_tx import OwnInput, OwnOutput, contribution_fee
+from lnpmsg.channels.interactive_parts import OwnInput, OwnOutput, contribution_fee
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages_v2 import OpenChannel2, TxAbort, TxAddInput, TxSignatures
 from lnpmsg.channels.records import restore

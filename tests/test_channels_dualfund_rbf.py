@@ -26,7 +26,7 @@ from lnpmsg.channels.dualfund_rbf import (
 from lnpmsg.channels.dualfund import InteractiveAborted
 from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import BroadcastFunding, Disconnected, FundingDepth, Received
-from lnpmsg.channels.interactive_tx import contribution_fee
+from lnpmsg.channels.interactive_parts import contribution_fee
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages import CommitmentSigned
 from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxAddOutput, TxComplete, TxInitRbf, TxSignatures

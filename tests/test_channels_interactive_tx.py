@@ -22,14 +22,8 @@ from lnpmsg.channels.interactive_rules import (
     is_segwit_script,
     is_standard_output_script,
 )
-from lnpmsg.channels.interactive_tx import (
-    FundingOutput,
-    InteractiveTx,
-    OwnInput,
-    OwnOutput,
-    SessionState,
-    contribution_fee,
-)
+from lnpmsg.channels.interactive_parts import FundingOutput, OwnInput, OwnOutput, contribution_fee
+from lnpmsg.channels.interactive_tx import InteractiveTx, SessionState
 from lnpmsg.channels.messages_v2 import (
     TxAbort,
     TxAddInput,

@@ -16,7 +16,7 @@ from lnpmsg.channels.dualfund import FundingSignaturesNeeded, FundingWitnesses
 from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.commitments import build
 from lnpmsg.channels.inputs import AddHtlc, BroadcastFunding, CloseChannel, Disconnected, Received, Reconnected, SignCommitment
-from lnpmsg.channels.interactive_tx import OwnInput, OwnOutput, contribution_fee
+from lnpmsg.channels.interactive_parts import OwnInput, OwnOutput, contribution_fee
 from lnpmsg.channels.keys import pubkey_from_privkey
 from lnpmsg.channels.messages import CommitmentSigned
 from lnpmsg.channels.messages_splice import SpliceAck, SpliceInit, SpliceLocked

@@ -18,7 +18,7 @@ from lnpmsg.channels.dualfund_rbf import min_feerate
 from lnpmsg.channels.errors import LocalMisuse
 from lnpmsg.channels.inputs import BlockHeight, Disconnected, Received
 from lnpmsg.channels.messages_splice import SpliceLocked, StartBatch
-from lnpmsg.channels.interactive_tx import contribution_fee
+from lnpmsg.channels.interactive_parts import contribution_fee
 from lnpmsg.channels.messages import CommitmentSigned
 from lnpmsg.channels.messages_v2 import TxAbort, TxAckRbf, TxAddInput, TxAddOutput, TxComplete, TxInitRbf, TxSignatures
 from lnpmsg.channels.params import OpeningPolicy

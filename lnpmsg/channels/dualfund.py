@@ -50,7 +50,8 @@ from .inputs import (
     Received,
     Reconnected,
 )
-from .interactive_tx import FundingOutput, InteractiveTx, OwnInput, OwnOutput, SessionState
+from .interactive_tx import InteractiveTx, SessionState
+from .interactive_parts import FundingOutput, OwnInput, OwnOutput
 from .messages import AcceptChannel, ChannelReestablish, CommitmentSigned, OpenChannel, channel_type_features
 from .messages_v2 import AcceptChannel2, OpenChannel2, TxAbort, TxAckRbf, TxInitRbf, TxSignatures
 from .params import ChannelConfig, OpeningPolicy

@@ -36,7 +36,7 @@ from lnpmsg.wallet.spend import dust_limit
 
 from .errors import LocalMisuse
 from .inputs import Received
-from .interactive_tx import OwnInput, OwnOutput, contribution_fee, inputs_besides, own_outpoints
+from .interactive_parts import OwnInput, OwnOutput, contribution_fee, inputs_besides, own_outpoints
 from .messages_v2 import TxAbort, TxAckRbf, TxInitRbf
 
 if TYPE_CHECKING:

@@ -53,7 +53,7 @@ from .dualfund_rbf import BumpCommand, BumpStarted, CandidatesDropped, FundingCa
 from .errors import LocalMisuse
 from .inputs import ChannelFailed, Event, OpenCommand
 from .interactive_rules import FUNDING_PLACEHOLDER
-from .interactive_tx import OwnInput, OwnOutput, contribution_fee
+from .interactive_parts import OwnInput, OwnOutput, contribution_fee
 from .manager import ChannelsStopped, ManagedChannel
 from .reestablish import settling
 from .state import Phase

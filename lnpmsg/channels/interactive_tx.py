@@ -1,7 +1,7 @@
 """BOLT-2 interactive transaction construction, sans-IO: one negotiation between two peers.
 
-Each side's contributions go in (:class:`OwnInput`, :class:`OwnOutput`, and
-for a channel the shared :class:`FundingOutput`); messages come out. The
+Each side's contributions go in (:mod:`.interactive_parts`: our inputs and
+outputs, and for a channel the shared funding output); messages come out. The
 session enforces every receiver requirement of ``tx_add_input`` ..
 ``tx_complete`` and, once both sent ``tx_complete`` in a row, builds the
 transaction (inputs and outputs sorted by ``serial_id``) and checks what
@@ -21,16 +21,15 @@ and durable.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lnpmsg.bitcoin.errors import BitcoinError
-from lnpmsg.bitcoin.fees import fee_for_weight
 from lnpmsg.bitcoin.hashes import sha256
 from lnpmsg.bitcoin.tx import MAX_MONEY, OutPoint, Tx, TxIn, TxOut
 from lnpmsg.wire import Message
 
 from .errors import LocalMisuse
+from .interactive_parts import FundingOutput, OwnInput, OwnOutput, SharedInput, contribution_fee
 from .interactive_rules import (
     COMMON_FIELDS_WEIGHT,
     MAX_RECEIVED_ADDS,
@@ -56,16 +55,7 @@ from .messages_v2 import (
     TxSignatures,
 )
 
-__all__ = [
-    "FundingOutput",
-    "InteractiveTx",
-    "InteractiveTxAborted",
-    "OwnInput",
-    "OwnOutput",
-    "SessionState",
-    "SharedInput",
-    "contribution_fee",
-]
+__all__ = ["InteractiveTx", "InteractiveTxAborted", "SessionState"]
 
 
 class InteractiveTxAborted(Exception):
@@ -86,72 +76,6 @@ class SessionState(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class OwnInput:
-    """An input we contribute: the whole previous transaction (the peer checks it) and the output index."""
-
-    prevtx: bytes
-    vout: int
-    sequence: int = MAX_SEQUENCE
-
-    @property
-    def outpoint(self) -> OutPoint:
-        """The coin this input spends."""
-        return Tx.parse(self.prevtx).outpoint(self.vout)
-
-
-def own_outpoints(inputs: Iterable[OwnInput]) -> set[OutPoint]:
-    """The coins ``inputs`` spend."""
-    return {i.outpoint for i in inputs}
-
-
-def inputs_besides(groups: Iterable[Iterable[OwnInput]], kept: set[OutPoint]) -> tuple[OwnInput, ...]:
-    """Our inputs in ``groups`` that spend none of ``kept``, each coin once: what to free when only a
-    version spending ``kept`` may still confirm."""
-    found = {op: i for group in groups for i in group if (op := i.outpoint) not in kept}
-    return tuple(found.values())
-
-
-@dataclass(frozen=True, slots=True)
-class OwnOutput:
-    """An output we contribute (change, or anything else we pay for)."""
-
-    sats: int
-    script: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SharedInput:
-    """A splice's input spending the channel's current funding output (BOLT 2 ``shared_input_txid``).
-
-    The splice initiator adds it without ``prevtx`` and pays its weight; for what each side pays
-    its whole value counts as the initiator's (so the initiator's :class:`FundingOutput` share is
-    the old capacity plus its contribution). Its witness needs both funding keys: it travels in
-    ``tx_signatures``' ``shared_input_signature``, not among the witnesses.
-    """
-
-    outpoint: OutPoint
-    sats: int
-    script: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class FundingOutput:
-    """The channel's shared output: its script and each side's share of its value.
-
-    The initiator adds it (and pays its weight); the non-initiator checks it
-    arrived with the value both announced.
-    """
-
-    script: bytes
-    our_sat: int
-    their_sat: int
-
-    @property
-    def total_sat(self) -> int:
-        return self.our_sat + self.their_sat
-
-
-@dataclass(frozen=True, slots=True)
 class _Input:
     serial_id: int
     outpoint: OutPoint
@@ -166,15 +90,6 @@ class _Output:
     serial_id: int
     sats: int
     script: bytes
-
-
-def contribution_fee(
-    prev_scripts: list[bytes], output_scripts: list[bytes], feerate_per_kw: int, *, initiator: bool
-) -> int:
-    """The fee one side owes for its inputs (by the scripts they spend) and outputs, plus the
-    common fields when it is the initiator (BOLT 2 fee responsibility)."""
-    weight = sum(map(input_weight, prev_scripts)) + sum(map(output_weight, output_scripts))
-    return fee_for_weight(weight + (COMMON_FIELDS_WEIGHT if initiator else 0), feerate_per_kw)
 
 
 class InteractiveTx:

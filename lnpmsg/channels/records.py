@@ -27,7 +27,7 @@ from . import splice_forgotten as SPF
 from . import splice_rbf as SPR
 from .codec import Codec, CodecError
 from .double_spend import FundingDoubleSpent, FundingFound
-from .interactive_tx import FundingOutput, OwnInput, OwnOutput, SharedInput
+from .interactive_parts import FundingOutput, OwnInput, OwnOutput, SharedInput
 from .keys import ChannelBasepoints
 from .params import ChannelConfig, ChannelSecrets, OpeningPolicy, PeerParams
 from .updates import Changes, CommitSpec, DirectedHtlc

@@ -47,7 +47,8 @@ from . import splice_batch, splice_forgotten, splice_rbf, splice_sign
 from .dualfund import printable
 from .errors import LocalMisuse, RemoteFault
 from .inputs import CloseChannel, Disconnected, Received, Reconnected
-from .interactive_tx import FundingOutput, InteractiveTx, OwnInput, OwnOutput, SessionState, SharedInput
+from .interactive_tx import InteractiveTx, SessionState
+from .interactive_parts import FundingOutput, OwnInput, OwnOutput, SharedInput
 from .messages import CommitmentSigned, Shutdown
 from .messages_splice import SpliceAck, SpliceInit, SpliceLocked, StartBatch
 from .messages_v2 import TxAbort, TxAckRbf, TxInitRbf, TxSignatures

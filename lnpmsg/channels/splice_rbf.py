@@ -45,7 +45,7 @@ from lnpmsg.wallet.spend import dust_limit
 
 from .dualfund_rbf import min_feerate
 from .errors import LocalMisuse, RemoteFault
-from .interactive_tx import OwnInput, contribution_fee, inputs_besides, own_outpoints
+from .interactive_parts import OwnInput, contribution_fee, inputs_besides, own_outpoints
 from .messages_v2 import TxAbort, TxAckRbf, TxInitRbf
 from .quiesce import is_quiescent, local_initiator
 from .ready import is_zeroconf

@@ -39,7 +39,7 @@ from . import splice_sign
 from .errors import LocalMisuse, StoreWriteFailed
 from .inputs import Event
 from .interactive_rules import FUNDING_PLACEHOLDER
-from .interactive_tx import OwnInput, OwnOutput, contribution_fee
+from .interactive_parts import OwnInput, OwnOutput, contribution_fee
 from .manager import ChannelsStopped, ManagedChannel, describe, format_scid
 from .quiesce import Quiesce, is_quiescent, local_initiator
 from .quiesce_side import QUIESCE_BITS
