@@ -270,6 +270,14 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
         await self.htlcs.persisted(channel)
 
     async def serve(self) -> None:
+        """Follow the chain (:meth:`_follow_chain`); meanwhile a channel peer's new alias rewrites the backup."""
+        remove_listener = self.node.events.add_listener(self.on_peer_announced)
+        try:
+            await self._follow_chain()
+        finally:
+            remove_listener()
+
+    async def _follow_chain(self) -> None:
         """Follow the chain: block heights and funding depths to the channels, funding spends."""
         source = self.chain.source
         self._watch_in, watch_out = trio.open_memory_channel[Any](1000)

@@ -10,6 +10,8 @@
 - ``channels.listchannelbackup [backup | file]``: the channels of a backup (the node's current one
   by default) without restoring: each channel, its peer and the peer's alias (from the gossip when
   the backup was made: :mod:`.backup`), its funding, and whether this node has it.
+  Each channel names its peer's alias from the gossip app (when there is one); a channel peer's
+  ``node_announcement`` with a new alias rewrites the file (:meth:`BackupCalls.on_peer_announced`).
 - ``backup_watchers``: functions called with the entries whenever they change (the peer storage
   app sends the backup to the peers that keep it for us: :mod:`.peer_storage`).
 - ``channels.restorechannels [backup]``: on a node with the same channel seed, each channel of the
@@ -59,6 +61,8 @@ class BackupCalls:
     #: called (in the app's task, must not block) with the backup's entries each time they change
     backup_watchers: list[Callable[[list[BackupEntry]], None]]
     _watched: list[BackupEntry] | None = None
+    #: the aliases of channel peers' node_announcements heard since start (newer than the gossip's store may be yet)
+    _heard_aliases: dict[bytes, str] | None = None
 
     @property
     def backup_path(self) -> Path:
@@ -92,12 +96,34 @@ class BackupCalls:
         announced_alias = getattr(self.node.apps.get("gossip"), "announced_alias", None)
         if announced_alias is None:
             return {}
+        peers = {channel.peer_id for channel in self._manager().channels.values()}
         aliases = {}
-        for peer_id in {channel.peer_id for channel in self._manager().channels.values()}:
-            alias = await announced_alias(peer_id)
+        for peer_id in peers:
+            try:
+                alias = await announced_alias(peer_id)
+            except Exception as exc:  # noqa: BLE001 - the gossip app stopping or its store failing: a name is not worth a backup
+                log.info("channels: the backup names no alias: the gossip cannot be read: %s", exc)
+                break
             if alias:
                 aliases[peer_id] = alias
-        return aliases
+        return aliases | {p: alias for p, alias in (self._heard_aliases or {}).items() if p in peers}
+
+    def on_peer_announced(self, event: object) -> None:
+        """An event listener (quick, never blocks): a channel peer's ``node_announcement`` with a new
+        alias rewrites the backup (a public channel's peer often announces itself only after the
+        channel is ready, the backup's last rewrite). The alias is kept from the event: the gossip's
+        store may not have it yet when the rewrite asks."""
+        if getattr(event, "topic", "") != "gossip.node_announcement" or getattr(self, "manager", None) is None:
+            return
+        alias = getattr(getattr(event, "message", None), "alias_text", "")
+        if not alias:
+            return
+        peers = {channel.peer_id for channel in self._manager().channels.values()}
+        heard = self._heard_aliases = self._heard_aliases or {}
+        for node_id in getattr(event, "node_ids", ()):
+            if node_id in peers and heard.get(node_id) != alias:
+                heard[node_id] = alias
+                self.spawn(self.write_backup)
 
     async def _aliased_entries(self) -> list[BackupEntry]:
         """The backup's entries, each with its peer's alias."""
@@ -190,8 +216,13 @@ class BackupCalls:
         its peer's commitment; the peer is asked to close. Each restored channel also shows its peer's
         alias when the backup was made."""
         entries = await self._read_backup(backup, file)
-        restored = await self.restore_entries(entries)
-        return {"channels": [describe(c) | {"alias": e.alias or None} for c, e in zip(restored, entries, strict=True)]}
+        return {"channels": await self.restored_views(await self.restore_entries(entries), entries)}
+
+    async def restored_views(self, restored: list[Any], entries: list[BackupEntry]) -> list[dict[str, Any]]:
+        """The channels :meth:`restore_entries` restored from ``entries``, as listchannels shows them, each with
+        its peer's alias: the backup's, else the gossip's now (a backup a peer kept for us names none)."""
+        aliases = await self._peer_aliases()
+        return [describe(c) | {"alias": e.alias or aliases.get(e.peer_id) or None} for c, e in zip(restored, entries, strict=True)]
 
     async def _read_backup(self, backup: str | None, file: str | None) -> list[BackupEntry]:
         """The entries of the backup given as hex or as a file (one of the two); a clear error when it is not one of ours."""
