@@ -4,13 +4,16 @@ The format (sans-IO): encrypted with a key from the channel seed, a clear error 
 foreign file. End to end (two nodes in one process, the in-memory transport, the embedded regtest
 chain): Bob loses his data dir but for the seed material, restores the backup on a fresh node,
 Alice is asked to force-close and Bob's monitor sweeps his balance to his wallet; nothing of Bob's
-is ever broadcast. A backup of channels the node still has is refused.
+is ever broadcast. A backup of channels the node still has is refused. Each channel names its
+peer's alias from the gossip (not in the blob a peer keeps for us), listed with listchannelbackup.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -25,7 +28,7 @@ from test_channels_onchain import Pair, open_channel, only_status, run_until_res
 from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.chain.embedded import EmbeddedChainSource
-from lnpmsg.channels.backup import BackupEntry, BackupError, close_request, decode_backup, encode_backup, restored_state
+from lnpmsg.channels.backup import PEER_BLOB_SIZE, BackupEntry, BackupError, close_request, decode_backup, encode_backup, encode_padded, restored_state
 from lnpmsg.channels.backup_calls import _write_backup
 from lnpmsg.channels.keys import ChannelBasepoints
 from lnpmsg.channels.manager import channel_secrets
@@ -34,11 +37,18 @@ from lnpmsg.channels.monitor_files import MonitorLog
 from lnpmsg.channels.onchain import OnchainWatch
 from lnpmsg.channels.rescan import restored_start
 from lnpmsg.channels.state import ChannelCore, Phase
+from lnpmsg.gossip.app import GossipApp
+from lnpmsg.gossip.graph import Graph
+from lnpmsg.gossip.messages import register_gossip_messages
+from lnpmsg.gossip.sign import sign_channel_announcement, sign_node_announcement
+from lnpmsg.gossip.store import GossipStore
+from lnpmsg.node.identity import NodeKey
 from lnpmsg.node.node import Node
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.app import ChainAppError
+from lnpmsg.wire import CHAIN_HASH_REGTEST, DEFAULT_REGISTRY, ShortChannelId
 
 
 def _entry(seed: bytes, key: str = "02" + "11" * 32 + "-00112233aabbccdd") -> BackupEntry:
@@ -75,6 +85,32 @@ def test_the_backup_is_encrypted_with_the_seed_and_a_foreign_or_damaged_file_is_
     other_peer = replace(entry, key="02" + "22" * 32 + "-00112233aabbccdd")
     with pytest.raises(BackupError, match="is not <peer id>"):
         decode_backup(encode_backup([other_peer], seed, os.urandom(12)), seed)
+
+
+def test_an_entry_names_its_peers_alias_and_backups_without_aliases_still_read() -> None:
+    """The alias rides in the file's JSON as an optional field (version 1 still): an entry without one
+    writes what backups always held, a backup made before aliases reads with none; a bad alias is refused;
+    the blob a peer keeps for us leaves aliases out, so as many channels fit as without them."""
+    seed = os.urandom(32)
+    plain = _entry(seed)
+    named = replace(plain, alias="alpha ⚡")
+    assert decode_backup(encode_backup([named], seed, os.urandom(12)), seed) == [named]
+    assert "alias" not in plain.to_json() and named.to_json() == plain.to_json() | {"alias": "alpha ⚡"}
+    # a backup as made before aliases (the same JSON, sealed the same way): read, no alias
+    from lnpmsg.channels import backup
+
+    nonce = os.urandom(12)
+    older = json.dumps({"version": 1, "channels": [plain.to_json()]}).encode()
+    sealed = backup.MAGIC + nonce + backup.ChaCha20Poly1305(backup._key(seed)).encrypt(nonce, older, backup.MAGIC)
+    assert decode_backup(sealed, seed) == [plain] and decode_backup(sealed, seed)[0].alias == ""
+    for bad in ("x" * 33, 7):
+        with pytest.raises(BackupError, match="alias is text of at most 32"):
+            decode_backup(encode_backup([replace(plain, alias=bad)], seed, os.urandom(12)), seed)  # type: ignore[arg-type]
+    # the peer's blob: no alias, and as many channels as without aliases
+    many = [replace(_entry(seed, f"02{'11' * 32}-{i:016x}"), alias="x" * 32) for i in range(200)]
+    blob, count = encode_padded(many, seed, os.urandom(12))
+    assert len(blob) == PEER_BLOB_SIZE and count == encode_padded([replace(e, alias="") for e in many], seed, os.urandom(12))[1] < 200
+    assert decode_backup(blob, seed) == [replace(e, alias="") for e in many[:count]]
 
 
 def test_a_restored_channel_is_set_up_for_the_monitor_and_never_has_a_commitment_to_broadcast() -> None:
@@ -129,6 +165,13 @@ def test_the_backup_file_is_rewritten_only_when_it_changes_and_keeps_the_address
     ready = replace(dialed, addresses=(), short_channel_id=110 << 40)
     assert _write_backup(path, seed, known, [ready]) is None
     assert decode_backup(path.read_bytes(), seed) == [replace(ready, addresses=dialed.addresses)]
+    # the peer's alias is written when the gossip knows it, and kept when it no longer does
+    assert _write_backup(path, seed, known, [replace(ready, alias="alpha")]) is None
+    written = path.read_bytes()
+    assert _write_backup(path, seed, known, [ready]) is None and path.read_bytes() == written
+    assert _write_backup(path, seed, known, [replace(ready, alias="beta")]) is None
+    assert decode_backup(path.read_bytes(), seed) == [replace(ready, addresses=dialed.addresses, alias="beta")]
+    ready = replace(ready, alias="beta")
     # a file holding a channel the store lacks (the old backup put back on a fresh node) is kept aside
     aside = _write_backup(path, seed, set(), [])
     assert aside is not None and decode_backup(aside.read_bytes(), seed) == [replace(ready, addresses=dialed.addresses)]
@@ -313,3 +356,87 @@ async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(
             bob = pair.node("bob", False)
             async with running(bob):
                 await found_and_swept(bob)
+
+
+def _gossip_knowing(path: Path, peer: NodeKey, alias: str) -> GossipApp:
+    """A gossip app whose store holds PEER's node_announcement with ALIAS (and a public channel of
+    PEER's to another node: the store keeps nodes that have a channel)."""
+    registry = register_gossip_messages(DEFAULT_REGISTRY.copy())
+    store = GossipStore(path, CHAIN_HASH_REGTEST)
+    now = int(time.time())
+    other = NodeKey.generate()
+    channel = sign_channel_announcement(peer.secret, other.secret, os.urandom(32), os.urandom(32), ShortChannelId(100, 1, 0), CHAIN_HASH_REGTEST)
+    messages = [channel.encode(), sign_node_announcement(peer.secret, now, alias=alias).encode()]
+    decisions = Graph(CHAIN_HASH_REGTEST).process_many([(registry.decode(m), m) for m in messages], now)
+    assert all(d.accepted for d in decisions)
+    store.apply(decisions)
+    return GossipApp(store)
+
+
+@pytest.mark.trio
+async def test_a_backup_names_each_peer_by_its_alias_and_lists_its_channels_before_a_restore(tmp_path: Path) -> None:
+    """Bob's gossip knows Alice as "alpha": his backup names her so, listchannelbackup shows it (for the
+    node's backup and a file), and so does a restore on a fresh node without gossip; Alice, without
+    gossip, names no alias."""
+    async with _chain_and_alice(tmp_path) as (source, pair, alice):
+        bob_channels = tmp_path / "bob" / "channels"
+        backup_file = bob_channels / "channels.backup"
+        exported = tmp_path / "bob.backup"
+        async with running(alice):
+            bob = pair.node("bob", False)
+            bob.mount(_gossip_knowing(tmp_path / "bob-gossip.sqlite3", pair.keys["alice"], "alpha"))
+            async with running(bob):
+                await open_channel(pair, alice, bob, "anchors")
+                seed = (bob_channels / "channel_seed").read_bytes()
+                await wait_until(lambda: backup_file.exists() and [e.alias for e in decode_backup(backup_file.read_bytes(), seed)] == ["alpha"],
+                                 "the backup names alice")  # fmt: skip
+                (listed,) = (await channels(bob).listchannelbackup())["channels"]
+                channel = only_channel(bob)
+                assert listed["alias"] == "alpha" and listed["peer_id"] == alice.node_id.hex() and listed["on_this_node"]
+                assert listed["channel_id"] == channel.channel_id.hex() and listed["capacity_sat"] == channel.core.state.funding_sat
+                assert listed["short_channel_id"] == str(ShortChannelId.from_int(channel.core.state.short_channel_id))
+                await channels(bob).exportchannelbackup(str(exported))
+                assert (await channels(bob).listchannelbackup(file=str(exported)))["channels"] == [listed]
+                assert [e.alias for e in decode_backup(exported.read_bytes(), seed)] == ["alpha"]
+                (theirs,) = (await channels(alice).listchannelbackup())["channels"]
+                assert theirs["alias"] is None and theirs["peer_id"] == bob.node_id.hex()
+                with pytest.raises(ChainAppError, match="another seed"):
+                    await channels(alice).listchannelbackup(file=str(exported))
+                with pytest.raises(ParamsError, match="one of the two"):
+                    await channels(bob).listchannelbackup(backup="00", file=str(exported))
+            await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
+            _lose_channels(bob_channels, seed)
+            bob = pair.node("bob", False)
+            async with running(bob):
+                assert (await channels(bob).listchannelbackup(file=str(exported)))["channels"] == [listed | {"on_this_node": False}]
+                (restored,) = (await channels(bob).restorechannels(file=str(exported)))["channels"]
+                assert restored["alias"] == "alpha" and restored["restored"] and restored["channel_id"] == listed["channel_id"]
+                assert (await channels(bob).listchannelbackup(file=str(exported)))["channels"] == [listed]
+
+
+def test_listchannelbackup_and_restorechannels_print_each_peers_alias(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``lnpmsg listchannelbackup [FILE]`` asks for the node's backup or the file's; the text names each
+    peer by its alias (escaped when it would move the cursor), and so does a restore's."""
+    from lnpmsg.channels import commands
+    from lnpmsg.cli import build_parser
+
+    def request(*argv: str) -> tuple[str, dict[str, object]]:
+        method, params, _ = commands._request(build_parser().parse_args(list(argv)))
+        return method, params
+
+    assert request("listchannelbackup") == ("channels.listchannelbackup", {})
+    assert request("listchannelbackup", str(tmp_path / "safe.backup")) == ("channels.listchannelbackup", {"file": str(tmp_path / "safe.backup")})
+    peer = "02" + "11" * 32
+    listed = {"channel_id": "ab" * 32, "peer_id": peer, "alias": "alpha", "funding_outpoint": "cd" * 32 + ":1", "capacity_sat": 1_000_000,
+              "short_channel_id": "120x1x1", "addresses": ["mem://7"], "on_this_node": False}  # fmt: skip
+    commands._print_backup({"channels": [listed, listed | {"alias": None, "on_this_node": True, "short_channel_id": None, "addresses": []}]})
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{'ab' * 32}  1000000 sat with {peer} (alpha)", f"    funding {'cd' * 32}:1, short channel id 120x1x1, addresses mem://7",
+                   f"{'ab' * 32}  1000000 sat with {peer}, on this node", f"    funding {'cd' * 32}:1, short channel id -, addresses -"]  # fmt: skip
+    commands._print_backup({"channels": []})
+    assert capsys.readouterr().out == "no channels in the backup\n"
+    commands._print_restored({"channels": [{"channel_id": "ab" * 32, "peer_id": peer, "alias": "evil\n\x1b[2J"},
+                                           {"channel_id": "ef" * 32, "peer_id": peer, "alias": None}]})  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"channel {'ab' * 32} with {peer} ('evil\\n\\x1b[2J') restored: the peer is asked to force-close",
+                   f"channel {'ef' * 32} with {peer} restored: the peer is asked to force-close"]  # fmt: skip

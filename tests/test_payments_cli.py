@@ -135,6 +135,29 @@ def test_getroute_calls_its_method_and_prints_the_hops(capsys: pytest.CaptureFix
     assert out.startswith("5000 msat to send, fee 0 msat, in 2 parts:\n  part 1, 1 hop(s):\n") and "  part 2, 1 hop(s):\n" in out
 
 
+def test_getroute_takes_route_hints_in_a_compact_form(capsys: pytest.CaptureFixture[str]) -> None:
+    """--routehint HOP[,HOP...] (repeatable) becomes route_hints in decodepay's shape; a malformed hint is
+    refused before the node is asked, and hints do not go with an invoice (it carries its own)."""
+    payee, b, c = "02" + "ab" * 32, "03" + "bb" * 32, "02" + "cc" * 32
+    params = request("getroute", payee, "5000", "--routehint", f"{b}:103x1x0:1000:100:40,{c}:104x2x1:0:1:144",
+                     "--routehint", f"{b}:105x1x1:1:2:18")[1]  # fmt: skip
+    hop = dict.fromkeys(("node_id", "short_channel_id", "fee_base_msat", "fee_proportional_millionths", "cltv_expiry_delta"))
+    assert params == {"node_id": payee, "amount_msat": 5000, "route_hints": [
+        [{**hop, "node_id": b, "short_channel_id": "103x1x0", "fee_base_msat": 1000, "fee_proportional_millionths": 100, "cltv_expiry_delta": 40},
+         {**hop, "node_id": c, "short_channel_id": "104x2x1", "fee_base_msat": 0, "fee_proportional_millionths": 1, "cltv_expiry_delta": 144}],
+        [{**hop, "node_id": b, "short_channel_id": "105x1x1", "fee_base_msat": 1, "fee_proportional_millionths": 2, "cltv_expiry_delta": 18}]]}  # fmt: skip
+    assert "route_hints" not in request("getroute", payee, "5000")[1]
+    for bad in (f"{b}:103x1x0:1000:100", f"{b}:103x1x0:1000:100:40:7", f"{b}:103x1x0:-1:100:40", f"{b}:103x1x0:1k:100:40", ""):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["getroute", payee, "5000", "--routehint", bad])
+        assert "--routehint" in capsys.readouterr().err
+    assert main(["--data-dir", "/nonexistent", "getroute", "--invoice", "lnbcrt1x", "--routehint", f"{b}:103x1x0:1:1:40"]) == 2
+    assert "lnpmsg getroute: --routehint goes with NODEID AMOUNT_MSAT" in capsys.readouterr().err
+    commands._print_route({"amount_msat": 5001, "fee_msat": 1, "route_hints": 2, "route": [
+        {"short_channel_id": "103x1x0", "node_id": payee, "amount_msat": 5001, "cltv_expiry": 160, "delay": 64}]})  # fmt: skip
+    assert capsys.readouterr().out.startswith("5001 msat to send, fee 1 msat, 1 hop(s) (with 2 route hint(s)):\n")
+
+
 def test_blinded_path_commands_call_their_methods(capsys: pytest.CaptureFixture[str]) -> None:
     node_id = "02" + "ab" * 32
     assert request("blindedpath", "lbl") == ("payments.blindedpath", {"label": "lbl"})

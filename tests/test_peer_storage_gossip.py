@@ -22,6 +22,7 @@ from test_peer_storage import _held_for, storage
 
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelsApp
+from lnpmsg.channels.backup import decode_backup
 from lnpmsg.channels.params import ChannelConfig
 from lnpmsg.channels.peer_finder import DialPlan
 from lnpmsg.channels.peer_storage import PeerStorageApp
@@ -108,6 +109,10 @@ async def test_a_recovering_node_finds_its_channel_peer_in_gossip_and_restores(t
                 await wait_until(lambda: gossip(carol).graph.has_channel(scid) and bool(getattr(gossip(carol).graph.nodes.get(alice.node_id), "timestamp", 0)),
                                  "carol has the channel and alice's node_announcement")  # fmt: skip
                 await wait_until(lambda: [e.short_channel_id for e in _held_for(alice, bob, seed)] == [scid], "alice holds bob's backup")
+                # Bob's file names Alice by the alias of her node_announcement; the blob she keeps does not (room for channels)
+                await wait_until(lambda: [e.alias for e in decode_backup((bob_channels / "channels.backup").read_bytes(), seed)] == ["alice"],
+                                 "bob's backup names alice")  # fmt: skip
+                assert [e.alias for e in _held_for(alice, bob, seed)] == [""]
             await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
             # Bob keeps his seed material only: no channels (nor peers.json), no peer storage, no gossip
             _lose_channels(bob_channels, seed)
@@ -128,8 +133,11 @@ async def test_a_recovering_node_finds_its_channel_peer_in_gossip_and_restores(t
                     await wait_until(lambda: bool(channels(bob).manager.channels), "restored as the backup arrived")  # type: ignore[union-attr]
                 else:
                     await wait_until(lambda: bool(storage(bob).kept), "alice returned bob's backup")
+                    await wait_until(lambda: bool(getattr(gossip(bob).graph.nodes.get(alice.node_id), "timestamp", 0)), "bob has alice's alias")
+                    await gossip(bob).drain()
                     (restored,) = (await storage(bob).restorechannels())["channels"]
-                    assert restored["state"] == "restored_awaiting_close"
+                    # the blob names no alias: the gossip does
+                    assert restored["state"] == "restored_awaiting_close" and restored["alias"] == "alice"
                 assert only_channel(bob).core.state.short_channel_id == scid
                 await wait_until(lambda: only_channel(alice).phase is Phase.FAILED, "alice goes on chain")
                 assert only_channel(bob).core.latest_commitment_tx() is None

@@ -31,7 +31,7 @@ fails, our latest commitment are broadcast too.
 
 Control calls (``channels.<call>``): ``fundchannel`` [node_id, amount_sat, push_msat?, feerate?,
 announce?], ``listchannels`` [peer_id?], ``closechannel`` [channel, feerate?, destination?],
-``exportchannelbackup`` [file?], ``restorechannels`` [backup? | file?] (:mod:`.backup_calls`),
+``exportchannelbackup`` [file?], ``listchannelbackup`` [backup? | file?], ``restorechannels`` [backup? | file?] (:mod:`.backup_calls`),
 ``bumpchannelopen`` [channel, feerate?] (:mod:`.dualfund_side`), ``splice`` [channel, amount_sat, feerate?,
 address?] and ``bumpsplice`` [channel, feerate?] (:mod:`.splice_side`), and,
 for tests without the payments layer, ``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``, ``dev_updatefee``,
@@ -198,7 +198,8 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
             "fundchannel": self.fundchannel, "listchannels": self.listchannels, "closechannel": self.closechannel,
             "dev_addhtlc": self.dev_addhtlc, "dev_fulfill": self.dev_fulfill, "dev_fail": self.dev_fail,
             "dev_updatefee": self.dev_updatefee, "dev_preimage": self.dev_preimage, "dev_quiesce": self.dev_quiesce,
-            "exportchannelbackup": self.exportchannelbackup, "restorechannels": self.restorechannels, "bumpchannelopen": self.bumpchannelopen,
+            "exportchannelbackup": self.exportchannelbackup, "listchannelbackup": self.listchannelbackup,
+            "restorechannels": self.restorechannels, "bumpchannelopen": self.bumpchannelopen,
             "splice": self.splice,
             "bumpsplice": self.bumpsplice,
         }.items():  # fmt: skip
@@ -269,6 +270,14 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
         await self.htlcs.persisted(channel)
 
     async def serve(self) -> None:
+        """Follow the chain (:meth:`_follow_chain`); meanwhile a channel peer's new alias rewrites the backup."""
+        remove_listener = self.node.events.add_listener(self.on_peer_announced)
+        try:
+            await self._follow_chain()
+        finally:
+            remove_listener()
+
+    async def _follow_chain(self) -> None:
         """Follow the chain: block heights and funding depths to the channels, funding spends."""
         source = self.chain.source
         self._watch_in, watch_out = trio.open_memory_channel[Any](1000)

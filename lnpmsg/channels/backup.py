@@ -7,7 +7,14 @@ facts of the channel -- the peer and where it listens, the channel and funding i
 the channel type, who funded, the peer's basepoints and funding key, both sides' to_self_delay
 and dust limit -- the node recognises the peer's commitment on chain and sweeps its own output
 (option_static_remotekey: our to_remote pays our fixed payment basepoint). Nothing else of the
-channel's history is needed, and nothing in the backup is secret.
+channel's history is needed, and nothing in the backup is secret. Each channel also names the
+peer's ``alias`` (from its ``node_announcement`` in the gossip when the backup was made, up to 32
+characters; none for a peer that announces nothing): shown, so a user restoring can tell peers
+apart, never used to restore. The JSON's optional fields (``short_channel_id``,
+``funding_key_index``, ``alias``) keep the format at version 1: a reader takes the fields it knows,
+so older backups read here and these read in older versions. The backup a peer keeps for us
+(:func:`encode_padded`, BOLT 1's 65531 bytes) carries no alias: each one would cut how many
+channels fit, for a name gossip tells again.
 
 The file is still encrypted (it tells who we have channels with, and how large they are):
 ``MAGIC || nonce (12) || ChaCha20-Poly1305(JSON)`` with the key
@@ -26,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -34,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.tx import OutPoint
-from lnpmsg.wire import Error, Features
+from lnpmsg.wire import Error, Features, ShortChannelId
 
 from .errors import ChannelError
 from .keys import ChannelBasepoints
@@ -42,7 +49,7 @@ from .messages import ChannelReestablish
 from .params import ANCHORS_BIT, STATIC_REMOTEKEY_BIT, ChannelConfig, PeerParams
 
 __all__ = ["BACKUP_FILE", "PEER_BLOB_SIZE", "BackupEntry", "BackupError", "close_request", "decode_backup", "encode_backup",
-           "encode_padded", "entry_of", "restored_state"]  # fmt: skip
+           "encode_padded", "entry_of", "restored_state", "view"]  # fmt: skip
 
 #: the backup the channel app keeps, in its directory (rewritten whenever the set of channels changes)
 BACKUP_FILE = "channels.backup"
@@ -53,6 +60,8 @@ _KEY_INFO = b"lnpmsg channel backup v1"
 PEER_BLOB_SIZE = 65531
 #: the most channels one backup may hold (a bigger file is not one of ours)
 MAX_CHANNELS = 100_000
+#: the longest alias an entry may name (a node_announcement's 32 bytes, as text)
+MAX_ALIAS = 32
 _BASEPOINTS = ("funding_pubkey", "revocation_basepoint", "payment_basepoint", "delayed_payment_basepoint", "htlc_basepoint")
 
 
@@ -81,8 +90,11 @@ class BackupEntry:
     short_channel_id: int = 0
     #: which of our funding keys the funding uses (each splice takes the next one; 0 in older backups)
     funding_key_index: int = 0
+    #: the peer's alias in the gossip when the backup was made ("": none known; shown only)
+    alias: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        named = {"alias": self.alias} if self.alias else {}
         return {
             "key": self.key, "peer_id": self.peer_id.hex(), "addresses": list(self.addresses),
             "channel_id": self.channel_id.hex(), "funding_txid": self.funding_outpoint.txid[::-1].hex(),
@@ -92,7 +104,7 @@ class BackupEntry:
             | {"to_self_delay": self.remote_to_self_delay, "dust_limit_sat": self.remote_dust_limit_sat},
             "ours": {"to_self_delay": self.local_to_self_delay, "dust_limit_sat": self.local_dust_limit_sat},
             "short_channel_id": self.short_channel_id, "funding_key_index": self.funding_key_index,
-        }  # fmt: skip
+        } | named  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BackupEntry:
@@ -107,7 +119,10 @@ class BackupEntry:
             remote_to_self_delay=int(peer["to_self_delay"]), local_to_self_delay=int(ours["to_self_delay"]),
             remote_dust_limit_sat=int(peer["dust_limit_sat"]), local_dust_limit_sat=int(ours["dust_limit_sat"]),
             short_channel_id=int(d.get("short_channel_id", 0)), funding_key_index=int(d.get("funding_key_index", 0)),
+            alias=d.get("alias", ""),
         )  # fmt: skip
+        if not isinstance(entry.alias, str) or len(entry.alias) > MAX_ALIAS:
+            raise ValueError(f"a peer's alias is text of at most {MAX_ALIAS} characters, got {entry.alias!r}")
         if len(entry.peer_id) != 33 or len(entry.channel_id) != 32 or entry.funding_sat <= 0:
             raise ValueError("a peer id has 33 bytes, a channel id 32, and the funding is positive")
         # the store knows a channel's peer from its key (<peer id>-<16 hex digits>)
@@ -117,8 +132,9 @@ class BackupEntry:
         return entry
 
 
-def entry_of(key: str, peer_id: bytes, state: Any, addresses: tuple[str, ...]) -> BackupEntry | None:
-    """The backup of a channel state (None: no funding yet, or nothing left to recover)."""
+def entry_of(key: str, peer_id: bytes, state: Any, addresses: tuple[str, ...], alias: str = "") -> BackupEntry | None:
+    """The backup of a channel state (None: no funding yet, or nothing left to recover); ``alias``: the
+    peer's in the gossip (cut to :data:`MAX_ALIAS` characters)."""
     s = state
     if s.funding_outpoint is None or s.remote is None or not s.channel_id:
         return None
@@ -127,8 +143,16 @@ def entry_of(key: str, peer_id: bytes, state: Any, addresses: tuple[str, ...]) -
         funding_sat=s.funding_sat, anchors=s.anchors, funder=s.funder, remote_basepoints=s.remote.basepoints,
         remote_to_self_delay=s.remote.to_self_delay, local_to_self_delay=s.config.to_self_delay,
         remote_dust_limit_sat=s.remote.dust_limit_sat, local_dust_limit_sat=s.config.dust_limit_sat,
-        short_channel_id=s.short_channel_id, funding_key_index=s.funding_key_index,
+        short_channel_id=s.short_channel_id, funding_key_index=s.funding_key_index, alias=alias[:MAX_ALIAS],
     )  # fmt: skip
+
+
+def view(entry: BackupEntry) -> dict[str, Any]:
+    """What a listing of a backup shows of one channel: which it is, with whom (the peer's alias), how large."""
+    return {"channel_id": entry.channel_id.hex(), "peer_id": entry.peer_id.hex(), "alias": entry.alias or None,
+            "funding_outpoint": f"{entry.funding_outpoint.txid[::-1].hex()}:{entry.funding_outpoint.vout}",
+            "capacity_sat": entry.funding_sat, "short_channel_id": str(ShortChannelId.from_int(entry.short_channel_id)) if entry.short_channel_id else None,
+            "addresses": list(entry.addresses)}  # fmt: skip
 
 
 def _key(seed: bytes) -> bytes:
@@ -148,12 +172,13 @@ def encode_padded(entries: list[BackupEntry], seed: bytes, nonce: bytes, size: i
     needs most) in exactly ``size`` bytes, and how many went in.
 
     The padding is JSON whitespace inside the encrypted text, so the blob's size tells nothing about
-    how many channels it holds, and :func:`decode_backup` reads it as any backup.
+    how many channels it holds, and :func:`decode_backup` reads it as any backup. The peers' aliases
+    are left out (see the module docs): the room is for channels.
     """
     if len(nonce) != _NONCE:
         raise ValueError(f"the nonce has {_NONCE} bytes")
     room = size - len(MAGIC) - _NONCE - 16
-    parts = [json.dumps(e.to_json(), separators=(",", ":")).encode() for e in entries]
+    parts = [json.dumps(replace(e, alias="").to_json(), separators=(",", ":")).encode() for e in entries]
     head, tail = b'{"version":1,"channels":[', b"]}"
     count, used = 0, len(head) + len(tail)
     for part in parts:

@@ -7,6 +7,11 @@
   A file there holding channels the store lacks (the old backup put back on a fresh node) is
   renamed ``channels.backup.<unix time>.old`` first, never overwritten.
 - ``channels.exportchannelbackup``: the current backup (hex) and where the node keeps it.
+- ``channels.listchannelbackup [backup | file]``: the channels of a backup (the node's current one
+  by default) without restoring: each channel, its peer and the peer's alias (from the gossip when
+  the backup was made: :mod:`.backup`), its funding, and whether this node has it.
+  Each channel names its peer's alias from the gossip app (when there is one); a channel peer's
+  ``node_announcement`` with a new alias rewrites the file (:meth:`BackupCalls.on_peer_announced`).
 - ``backup_watchers``: functions called with the entries whenever they change (the peer storage
   app sends the backup to the peers that keep it for us: :mod:`.peer_storage`).
 - ``channels.restorechannels [backup]``: on a node with the same channel seed, each channel of the
@@ -31,7 +36,7 @@ from lnpmsg.io.atomic_file import write_atomic
 from lnpmsg.rpc.params import ParamsError, hex_param
 from lnpmsg.wallet.app import ChainAppError
 
-from .backup import BACKUP_FILE, BackupEntry, BackupError, close_request, decode_backup, encode_backup, entry_of, restored_state
+from .backup import BACKUP_FILE, BackupEntry, BackupError, close_request, decode_backup, encode_backup, entry_of, restored_state, view
 from .manager import describe
 from .state import Phase
 
@@ -56,6 +61,8 @@ class BackupCalls:
     #: called (in the app's task, must not block) with the backup's entries each time they change
     backup_watchers: list[Callable[[list[BackupEntry]], None]]
     _watched: list[BackupEntry] | None = None
+    #: the aliases of channel peers' node_announcements heard since start (newer than the gossip's store may be yet)
+    _heard_aliases: dict[bytes, str] | None = None
 
     @property
     def backup_path(self) -> Path:
@@ -71,20 +78,60 @@ class BackupCalls:
             found.append(peer.dialed)
         return tuple(found)
 
-    def _entries(self) -> list[BackupEntry]:
-        """The backup's entries: every channel with a funding that is not closed cooperatively."""
+    def _entries(self, aliases: dict[bytes, str] | None = None) -> list[BackupEntry]:
+        """The backup's entries: every channel with a funding that is not closed cooperatively;
+        ``aliases``: the peers' (:meth:`_peer_aliases`), none without."""
         entries = []
         for channel in self._manager().channels.values():
             if channel.phase is Phase.CLOSED:
                 continue
-            entry = entry_of(channel.key, channel.peer_id, channel.core.state, self._addresses(channel.peer_id))
+            alias = (aliases or {}).get(channel.peer_id, "")
+            entry = entry_of(channel.key, channel.peer_id, channel.core.state, self._addresses(channel.peer_id), alias)
             if entry is not None:
                 entries.append(entry)
         return entries
 
-    def backup_bytes(self) -> bytes:
+    async def _peer_aliases(self) -> dict[bytes, str]:
+        """The aliases our channels' peers announce, as the gossip app knows them (none without one)."""
+        announced_alias = getattr(self.node.apps.get("gossip"), "announced_alias", None)
+        if announced_alias is None:
+            return {}
+        peers = {channel.peer_id for channel in self._manager().channels.values()}
+        aliases = {}
+        for peer_id in peers:
+            try:
+                alias = await announced_alias(peer_id)
+            except Exception as exc:  # noqa: BLE001 - the gossip app stopping or its store failing: a name is not worth a backup
+                log.info("channels: the backup names no alias: the gossip cannot be read: %s", exc)
+                break
+            if alias:
+                aliases[peer_id] = alias
+        return aliases | {p: alias for p, alias in (self._heard_aliases or {}).items() if p in peers}
+
+    def on_peer_announced(self, event: object) -> None:
+        """An event listener (quick, never blocks): a channel peer's ``node_announcement`` with a new
+        alias rewrites the backup (a public channel's peer often announces itself only after the
+        channel is ready, the backup's last rewrite). The alias is kept from the event: the gossip's
+        store may not have it yet when the rewrite asks."""
+        if getattr(event, "topic", "") != "gossip.node_announcement" or getattr(self, "manager", None) is None:
+            return
+        alias = getattr(getattr(event, "message", None), "alias_text", "")
+        if not alias:
+            return
+        peers = {channel.peer_id for channel in self._manager().channels.values()}
+        heard = self._heard_aliases = self._heard_aliases or {}
+        for node_id in getattr(event, "node_ids", ()):
+            if node_id in peers and heard.get(node_id) != alias:
+                heard[node_id] = alias
+                self.spawn(self.write_backup)
+
+    async def _aliased_entries(self) -> list[BackupEntry]:
+        """The backup's entries, each with its peer's alias."""
+        return self._entries(await self._peer_aliases())
+
+    async def backup_bytes(self) -> bytes:
         """The encrypted backup of every channel with a funding that is not closed cooperatively."""
-        return encode_backup(self._entries(), self._manager().seed, os.urandom(12))
+        return encode_backup(await self._aliased_entries(), self._manager().seed, os.urandom(12))
 
     async def write_backup(self) -> None:
         """Rewrite the backup file (a failure is logged: the channels go on, the next change tries again)."""
@@ -92,7 +139,7 @@ class BackupCalls:
             self._backup_lock = trio.Lock()
         async with self._backup_lock:
             manager = self._manager()
-            entries = self._entries()
+            entries = await self._aliased_entries()
             known = set(manager.store.keys())
             try:
                 aside = await trio.to_thread.run_sync(_write_backup, self.backup_path, manager.seed, known, entries)
@@ -101,15 +148,15 @@ class BackupCalls:
                                 "restore it with 'lnpmsg restorechannels'", self.backup_path, aside)  # fmt: skip
             except OSError as exc:
                 log.error("channels: the channel backup %s could not be written: %s", self.backup_path, exc)
-            # (addresses aside: what a peer keeps for us changes with the channels only)
-            plain = sorted((replace(e, addresses=()) for e in entries), key=_by_key)
+            # (addresses and aliases aside: what a peer keeps for us changes with the channels only)
+            plain = sorted((replace(e, addresses=(), alias="") for e in entries), key=_by_key)
             if plain != self._watched:
                 self._watched = plain
                 for watcher in self.backup_watchers:
                     watcher(entries)
 
     def backup_entries(self) -> list[BackupEntry]:
-        """The backup's entries now (what :meth:`backup_bytes` encrypts)."""
+        """The backup's entries now (what :meth:`backup_bytes` encrypts, but for the peers' aliases)."""
         return self._entries()
 
     def awaiting_close(self, channel: Any) -> bool:
@@ -139,7 +186,7 @@ class BackupCalls:
         """The current static channel backup (hex, encrypted), the number of channels in it, and
         the file the node keeps it in (rewritten whenever a channel opens or closes); FILE: also
         write it there (an absolute path on the node's machine)."""
-        data = self.backup_bytes()
+        data = await self.backup_bytes()
         count = len(decode_backup(data, self._manager().seed))
         result: dict[str, Any] = {"backup": data.hex(), "channels": count, "path": str(self.backup_path)}
         if file is not None:
@@ -151,10 +198,34 @@ class BackupCalls:
             result["file"] = str(target)
         return result
 
+    async def listchannelbackup(self, backup: str | None = None, file: str | None = None) -> dict[str, Any]:
+        """The channels of a backup made by a node with this node's channel seed, given as BACKUP (hex)
+        or FILE (an absolute path on the node's machine), or of the node's current backup (neither),
+        without restoring: each channel's id, peer and the peer's alias (when the backup was made),
+        funding, capacity, and ``on_this_node`` (a restore refuses a backup with such a channel)."""
+        if backup is None and file is None:
+            entries = await self._aliased_entries()
+        else:
+            entries = await self._read_backup(backup, file)
+        here = {e.key for e in self.lacking(entries)}
+        return {"channels": [view(e) | {"on_this_node": e.key not in here} for e in entries]}
+
     async def restorechannels(self, backup: str | None = None, file: str | None = None) -> dict[str, Any]:
         """Restore the channels of a ``channels.backup`` made by a node with this node's channel
         seed, given as BACKUP (hex) or FILE (an absolute path on the node's machine): each waits for
-        its peer's commitment; the peer is asked to close."""
+        its peer's commitment; the peer is asked to close. Each restored channel also shows its peer's
+        alias when the backup was made."""
+        entries = await self._read_backup(backup, file)
+        return {"channels": await self.restored_views(await self.restore_entries(entries), entries)}
+
+    async def restored_views(self, restored: list[Any], entries: list[BackupEntry]) -> list[dict[str, Any]]:
+        """The channels :meth:`restore_entries` restored from ``entries``, as listchannels shows them, each with
+        its peer's alias: the backup's, else the gossip's now (a backup a peer kept for us names none)."""
+        aliases = await self._peer_aliases()
+        return [describe(c) | {"alias": e.alias or aliases.get(e.peer_id) or None} for c, e in zip(restored, entries, strict=True)]
+
+    async def _read_backup(self, backup: str | None, file: str | None) -> list[BackupEntry]:
+        """The entries of the backup given as hex or as a file (one of the two); a clear error when it is not one of ours."""
         if (backup is None) == (file is None):
             raise ParamsError("give the backup (hex) or its file, one of the two")
         if file is not None:
@@ -164,12 +235,10 @@ class BackupCalls:
                 raise ChainAppError(f"cannot read the backup {file}: {exc.strerror or exc}", {"error": "OSError"}) from None
         else:
             data = hex_param(backup, "backup")
-        manager = self._manager()
         try:
-            entries = decode_backup(data, manager.seed)
+            return decode_backup(data, self._manager().seed)
         except BackupError as exc:
             raise ChainAppError(str(exc), {"error": "BackupError"}) from None
-        return {"channels": [describe(c) for c in await self.restore_entries(entries)]}
 
     def lacking(self, entries: list[BackupEntry]) -> list[BackupEntry]:
         """The entries of channels this node does not have (a restore would add them)."""
@@ -234,9 +303,11 @@ def _write_backup(path: Path, seed: bytes, known: set[str], entries: list[Backup
         except BackupError:
             found = None
         if found is not None:
-            # a peer's address learnt before stays known (at start no peer is connected yet)
-            before = {entry.key: entry.addresses for entry in found}
-            entries = [replace(e, addresses=e.addresses + tuple(a for a in before.get(e.key, ()) if a not in e.addresses))
+            # a peer's address and alias learnt before stay known (at start no peer is connected yet;
+            # a peer whose public channels all closed is gone from the gossip)
+            before = {entry.key: entry for entry in found}
+            entries = [replace(e, addresses=e.addresses + tuple(a for a in before[e.key].addresses if a not in e.addresses),
+                               alias=e.alias or before[e.key].alias) if e.key in before else e
                        for e in entries]  # fmt: skip
             if sorted(found, key=_by_key) == sorted(entries, key=_by_key):
                 return None

@@ -18,7 +18,7 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "splice", "bumpsplice", "listchannels", "closechannel", "exportchannelbackup", "restorechannels", "listpeerstorage"})
+COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "splice", "bumpsplice", "listchannels", "closechannel", "exportchannelbackup", "listchannelbackup", "restorechannels", "listpeerstorage"})
 
 
 def _positive(text: str) -> int:
@@ -124,6 +124,13 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                         "our outputs to the wallet after their delays (to_self_delay, HTLC expiries)")
     p = add("exportchannelbackup", "write the node's static channel backup (encrypted) to FILE, or print where the node keeps it")
     p.add_argument("file", nargs="?", type=Path, metavar="FILE", help="write the backup here (it is also kept, always current, as channels.backup in the channel store)")
+    p = add("listchannelbackup", "list the channels of a static channel backup without restoring them: each channel, "
+            "its peer and the peer's alias, its funding and capacity, and whether this node has it")
+    p.add_argument("file", nargs="?", type=Path, metavar="FILE", help="a channels.backup (or an exportchannelbackup FILE) "
+                   "made by a node with this node's seed (default: the node's current backup)")  # fmt: skip
+    p.epilog = ("The alias is the one the peer's node_announcement carried in the gossip when the backup was made "
+                "(none for a peer that announces nothing, or in a backup older than aliases, or one a peer kept for us: "
+                "its room is for channels). A channel on this node makes restorechannels refuse the backup.")
     p = add("restorechannels", "recover the channels of a static channel backup on a node with the same seed: each peer is asked to force-close, and our output of its commitment is swept to the wallet")
     p.add_argument("file", type=Path, nargs="?", metavar="FILE", help="a channels.backup (or an exportchannelbackup FILE)")
     p.add_argument("--from-peers", action="store_true",
@@ -188,9 +195,25 @@ def _print_list(r: dict[str, Any]) -> None:
         print("no channels")
 
 
+def _named(alias: str | None) -> str:
+    """A peer's alias for a line of text (``(alias)``; nothing without one): another node's words, so
+    what would move the cursor or end the line is shown escaped."""
+    return "" if not alias else f" ({alias!r})" if not alias.isprintable() else f" ({alias})"
+
+
 def _print_restored(r: dict[str, Any]) -> None:
     for c in r["channels"]:
-        print(f"channel {c['channel_id']} with {c['peer_id']} restored: the peer is asked to force-close")
+        print(f"channel {c['channel_id']} with {c['peer_id']}{_named(c.get('alias'))} restored: the peer is asked to force-close")
+
+
+def _print_backup(r: dict[str, Any]) -> None:
+    for c in r["channels"]:
+        here = ", on this node" if c["on_this_node"] else ""
+        print(f"{c['channel_id']}  {c['capacity_sat']} sat with {c['peer_id']}{_named(c['alias'])}{here}")
+        print(f"    funding {c['funding_outpoint']}, short channel id {c['short_channel_id'] or '-'}, "
+              f"addresses {', '.join(c['addresses']) or '-'}")  # fmt: skip
+    if not r["channels"]:
+        print("no channels in the backup")
 
 
 def _print_peer_storage(r: dict[str, Any]) -> None:
@@ -269,6 +292,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             f"{r['channels']} channel(s) written to {r['file']}" if r.get("file")
             else f"{r['channels']} channel(s); the node keeps the backup current in {r['path']}"
         )
+    if args.command == "listchannelbackup":
+        return "channels.listchannelbackup", {"file": str(args.file.resolve())} if args.file else {}, _print_backup
     if args.command == "restorechannels":
         if args.from_peers:
             return "peer_storage.restorechannels", {}, _print_restored

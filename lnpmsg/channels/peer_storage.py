@@ -62,7 +62,6 @@ from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wire import PeerStorage, PeerStorageRetrieval, WarningMessage
 
 from .backup import PEER_BLOB_SIZE, BackupEntry, BackupError, decode_backup, encode_padded
-from .manager import describe
 from .peer_finder import POLL_INTERVAL, PRIVATE_NOTE, SEARCH_TIME, channel_peers_in_gossip, search
 from .peer_storage_store import RETENTION_BLOCKS, WRITE_INTERVAL, BlobStore, StoredBlob, WriteSchedule, retention
 from .state import Phase
@@ -443,7 +442,7 @@ class PeerStorageApp(App):
                            f"returned the backup ({PRIVATE_NOTE})")  # fmt: skip
             raise ParamsError(f"no peer returned a channel this node lacks ({len(self.kept)} peer(s) returned our backup){looking}")
         restored = await self.channels.restore_entries(lacking)
-        return {"channels": [describe(c) for c in restored]}
+        return {"channels": await self.channels.restored_views(restored, lacking)}
 
     def _start_search(self) -> bool:
         """Look for our channels' peers in gossip and connect to them (once at a time); False without a gossip app."""

@@ -109,6 +109,11 @@ class GossipLookups:
             return None
         return Features.from_bytes(bytes.fromhex(node["features"]))
 
+    async def announced_alias(self, node_id: str | bytes) -> str | None:
+        """The alias of the node's ``node_announcement`` in the store (None: no announcement of it known)."""
+        node = await self.get_node(node_id)
+        return node["alias"] if node is not None and node.get("announced") else None
+
     async def get_channel(self, short_channel_id: str | int) -> dict[str, Any] | None:
         return await self.astore.run(self.store.get_channel, _scid_int(short_channel_id))
 

@@ -43,6 +43,16 @@ def _amount(text: str) -> int:
     return value
 
 
+def _route_hint(text: str) -> list[dict[str, Any]]:
+    # here, not at the top: every 'lnpmsg node' builds the parser that imports this module
+    from lnpmsg.payments.hint_params import hint_from_text
+
+    try:
+        return hint_from_text(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _to_a_node(p: argparse.ArgumentParser) -> None:
     """The arguments of a payment to a node without an invoice (keysend, getroute): who, how much, the fee limit."""
     p.add_argument("node_id", metavar="NODEID", help="the payee's node id (hex)")
@@ -111,11 +121,18 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--max-fee-msat", type=int, metavar="N", help="refuse routes whose fees are higher (default: no limit; not with --invoice)")
     p.add_argument("--final-cltv", type=int, metavar="BLOCKS", help="the payee's final expiry delta (an invoice's "
                    "min_final_cltv_expiry_delta; default 24, what lnpmsg invoices ask; not with --invoice)")  # fmt: skip
+    p.add_argument("--routehint", dest="route_hints", action="append", type=_route_hint, metavar="HOP[,HOP...]",
+                   help="a route hint to a payee behind private channels, as an invoice's: its hops in order, each "
+                   "NODEID:BLOCKxTXxOUT:FEE_BASE_MSAT:FEE_PPM:CLTV_DELTA (the node at the channel's start, the channel, "
+                   "what that node asks to forward over it), the last channel ending at the payee; repeat for "
+                   "several hints (not with --invoice)")  # fmt: skip
     p.epilog = ("The route pay or keysend would try first for this amount: over our channels (what each can send now) "
                 "and the gossip graph, avoiding what recent failures taught. Nothing is sent. "
                 "Each hop: the channel into its node, the HTLC's amount and expiry (delay: blocks from now). "
-                "Without an invoice no route hints are known: a node reached only over private channels has no route; "
-                "give its invoice (lnpmsg getroute --invoice lnbcrt...).")
+                "A node reached only over private channels has no route unless hinted: give its invoice "
+                "(lnpmsg getroute --invoice lnbcrt...), or the private channels by hand, e.g. for a payee whose "
+                "private channel 103x1x0 from node 02ab.. asks 1000 msat + 100 ppm and 40 blocks: "
+                "--routehint 02ab..:103x1x0:1000:100:40 (decodepay shows an invoice's hints in this order).")
     p = add("blindedpath", "make a blinded path to us for our invoice LABEL (BOLT 4 route blinding), introduced by a peer")
     p.add_argument("label", metavar="LABEL", help="the invoice's label")
     p.add_argument("--introduction", metavar="NODEID", help="the peer that introduces the path (default: the one that can bring us the most)")
@@ -168,7 +185,8 @@ def _print_blinded_path(r: dict[str, Any]) -> None:
 def _print_route(r: dict[str, Any]) -> None:
     routes = r.get("routes", [r["route"]])
     if len(routes) == 1:
-        print(f"{r['amount_msat']} msat to send, fee {r['fee_msat']} msat, {len(r['route'])} hop(s):")
+        hinted = f" (with {r['route_hints']} route hint(s))" if r.get("route_hints") else ""
+        print(f"{r['amount_msat']} msat to send, fee {r['fee_msat']} msat, {len(r['route'])} hop(s){hinted}:")
     else:
         print(f"{r['amount_msat']} msat to send, fee {r['fee_msat']} msat, in {len(routes)} parts:")
     for i, route in enumerate(routes):
@@ -255,6 +273,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             params["max_fee_msat"] = args.max_fee_msat
         if args.final_cltv is not None:
             params["final_cltv"] = args.final_cltv
+        if args.route_hints:
+            params["route_hints"] = args.route_hints
         return "payments.getroute", params, _print_route
     if args.command == "blindedpath":
         params = {"label": args.label}
@@ -311,6 +331,9 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     if args.command == "getroute" and args.invoice is None and args.invoice_amount_msat is not None:
         print("lnpmsg getroute: --amount-msat goes with --invoice (give NODEID AMOUNT_MSAT otherwise)", file=sys.stderr)
+        return 2
+    if args.command == "getroute" and args.invoice is not None and args.route_hints:
+        print("lnpmsg getroute: --routehint goes with NODEID AMOUNT_MSAT (an invoice carries its own hints)", file=sys.stderr)
         return 2
     return control_commands.run_command(
         args,

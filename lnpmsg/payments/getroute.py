@@ -9,6 +9,11 @@ invoice's ``min_final_cltv_expiry_delta`` to see its route). A ``pay`` or ``keys
 amount made right then takes this route first (a multi-part ``pay`` asks for the whole amount
 first, too, and splits only when no one route carries it). Nothing is sent nor stored.
 
+``route_hints`` (``lnpmsg getroute --routehint``, lnd's ``queryroutes --route_hints``) reaches a payee
+behind private channels without its invoice: hints as an invoice's ``r`` field carries them, given by
+hand (:mod:`~lnpmsg.payments.hint_params`), used as ``pay`` uses an invoice's (a hinted channel the graph
+knows keeps its signed policy). The result then says how many were given (``route_hints``).
+
 ``payments.getroute bolt11=INVOICE`` (``lnpmsg getroute --invoice``) routes as ``pay`` would
 route that invoice: its payee, its amount (or ``amount_msat`` for one without, as ``pay``), its final
 expiry delta, its features (parts when it offers ``basic_mpp`` and no one route carries it) and its
@@ -23,7 +28,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from dataclasses import replace
+
 from lnpmsg.payments.bolt11 import Invoice
+from lnpmsg.payments.hint_params import route_hints_param
 from lnpmsg.payments.keysend import check_count, payee_of, payment_target
 from lnpmsg.payments.route import NoRouteError, Route
 from lnpmsg.payments.views import DEFAULT_MIN_FINAL_CLTV, name_own_channels, own_channel_names
@@ -40,21 +48,29 @@ class RouteQueries:
     """``getroute`` (see the module docs); mixed into the payments app."""
 
     async def getroute(self: PaymentsApp, node_id: str | None = None, amount_msat: int | None = None, max_fee_msat: int | None = None,
-                       final_cltv: int = DEFAULT_MIN_FINAL_CLTV, bolt11: str | None = None) -> dict[str, Any]:  # fmt: skip
+                       final_cltv: int = DEFAULT_MIN_FINAL_CLTV, bolt11: str | None = None,
+                       route_hints: list[list[dict[str, Any]]] | None = None) -> dict[str, Any]:  # fmt: skip
         """The route a payment of AMOUNT_MSAT to NODE_ID would take now, without paying: hops (node_id,
-        short_channel_id, amount_msat, cltv_expiry, delay), fee_msat; ``max_fee_msat`` bounds the fees.
+        short_channel_id, amount_msat, cltv_expiry, delay), fee_msat; ``max_fee_msat`` bounds the fees;
+        ``route_hints`` (lists of hops, as decodepay shows an invoice's) lead to a payee behind private channels.
         With ``bolt11`` instead of NODE_ID: the route(s) ``pay`` would take for that invoice (its hints too)."""
         if bolt11 is not None:
+            if route_hints is not None:
+                raise ParamsError("with bolt11, the invoice's own route hints are used: give no route_hints")
             return await self._invoice_route(bolt11, amount_msat, node_id, max_fee_msat, final_cltv)
         if node_id is None:
             raise ParamsError("getroute needs node_id and amount_msat, or bolt11 (an invoice)")
         payee = payee_of(self, node_id, amount_msat, max_fee_msat, "a route")
         assert amount_msat is not None
         check_count(final_cltv, "final_cltv", positive=True)
+        hints = () if route_hints is None else route_hints_param(route_hints, payee)
         height = await self._height()
-        target = payment_target(self, payee, bytes(32), amount_msat, final_cltv, "getroute")
+        target = replace(payment_target(self, payee, bytes(32), amount_msat, final_cltv, "getroute"), route_hints=hints)
         (route,) = self._routes(target, height, amount_msat, max_fee_msat)
-        return _result([route], height, own_channel_names(self.htlcs.channels()))
+        result = _result([route], height, own_channel_names(self.htlcs.channels()))
+        if hints:
+            result["route_hints"] = len(hints)
+        return result
 
     async def _invoice_route(self: PaymentsApp, bolt11: str, amount_msat: int | None, node_id: str | None, max_fee_msat: int | None,
                              final_cltv: int) -> dict[str, Any]:  # fmt: skip
