@@ -393,7 +393,10 @@ class OnchainWatch:
 
     async def follow(self, sub: Any) -> None:
         """Feed the monitors every block of ``sub`` (a chain subscription), act on what they ask."""
-        self.read_to = sub.tip.height if sub.tip is not None else None
+        # the block before the stream's first: ``sub.tip`` may be far past it already (the events the
+        # subscription read ahead wait in its buffer), and a monitor that needs them would start a
+        # catch-up reading them again, on its own, while the stream feeds them to every other one
+        self.read_to = sub.start.height if sub.start is not None else None
         async with trio.open_nursery() as nursery:  # the catch-ups of restored channels (.rescan)
             self._nursery = nursery
             # a monitor added after ``sub`` opened and before now (a restore while the node starts)
