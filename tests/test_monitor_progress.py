@@ -24,7 +24,7 @@ from lnpmsg.node.node import Node
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from test_channels_app import channels, only_channel
-from test_channels_onchain import Pair, open_channel, resolved, wait_until
+from test_channels_onchain import Pair, alice_alone, open_channel, resolved, wait_until
 
 EVERY = 5
 
@@ -125,21 +125,19 @@ async def test_after_a_restart_the_live_stream_reads_the_missed_blocks_for_every
         await follow(self, sub)
 
     monkeypatch.setattr(OnchainWatch, "follow", once_the_subscription_read_ahead)
-    async with EmbeddedChainSource.open(tmp_path / "chain") as source:
-        await source.mine(101)
-        pair = Pair(source, tmp_path, MemoryNetwork())
-        alice, bob = pair.node("alice", True), pair.node("bob", False)
-        async with running(alice, bob):
+    async with alice_alone(tmp_path) as (pair, alice):
+        bob = pair.node("bob", False)
+        async with running(bob):
             await open_channel(pair, alice, bob, "static_remotekey")
-            key = only_channel(alice).key
-            read = watch(alice).watched[key].monitor.height
-        await source.mine(30)
+            key = only_channel(bob).key
+            read = watch(bob).watched[key].monitor.height
+        await pair.source.mine(30)
         catch_ups.clear()
-        alice = pair.node("alice", True)
-        async with running(alice):
-            tip = (await source.tip()).height
-            await wait_until(lambda: watch(alice).done_height == tip, "the live stream reads the missed blocks")
-            watched = watch(alice).watched[key]
+        bob = pair.node("bob", False)
+        async with running(bob):
+            tip = (await pair.source.tip()).height
+            await wait_until(lambda: watch(bob).done_height == tip, "the live stream reads the missed blocks")
+            watched = watch(bob).watched[key]
             assert read is not None and watched.start_height <= read + 1
             assert watched.monitor.height == tip and not watched.catching_up
             assert catch_ups == []
