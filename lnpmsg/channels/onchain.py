@@ -393,9 +393,7 @@ class OnchainWatch:
 
     async def follow(self, sub: Any) -> None:
         """Feed the monitors every block of ``sub`` (a chain subscription), act on what they ask."""
-        # the block before the stream's first: ``sub.tip`` may be far past it already (the events the
-        # subscription read ahead wait in its buffer), and a monitor that needs them would start a
-        # catch-up reading them again, on its own, while the stream feeds them to every other one
+        # not ``sub.tip``: past the blocks read ahead into its buffer, which the stream feeds every monitor
         self.read_to = sub.start.height if sub.start is not None else None
         async with trio.open_nursery() as nursery:  # the catch-ups of restored channels (.rescan)
             self._nursery = nursery
