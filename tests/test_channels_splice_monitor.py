@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_channels_app import FUNDING_SAT, channels, only_channel, pay, wait_until
+from test_channels_app import FUNDING_SAT, channels, only_channel, pay, settled, wait_until
 from test_channels_crash_points import SimulatedCrash, _is_crash
-from test_channels_onchain import Pair, alice_alone, open_channel, two_nodes
+from test_channels_onchain import Pair, alice_alone, open_channel
 from test_channels_splice_nodes import lock_after_the_peer, monitor_on, pending, punished, splice_commitment
 
 from lnpmsg.channels.monitor.core import IRREVOCABLE_DEPTH
@@ -111,17 +111,33 @@ async def follow_and_punish(pair: Pair, alice, bob, splice_txid: str, commitment
 
 
 @pytest.mark.trio
-async def test_a_minimum_depth_past_the_burial_depth_keeps_the_monitor_until_it_follows_the_splice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_minimum_depth_past_the_burial_depth_keeps_the_monitor_until_it_follows_the_splice(tmp_path: Path, restart: bool) -> None:
     """Both ask more confirmations than the monitors' burial depth: the splice (a spend of the old
     funding no commitment explains) is buried before either locks it. The old funding's monitor is
-    not archived; at the lock it moves onto the splice's funding, with Alice's commitment on the
-    splice she revoked before: punished in full."""
-    async with two_nodes(tmp_path, minimum_depth=IRREVOCABLE_DEPTH + 1) as (pair, alice, bob):
-        await open_channel(pair, alice, bob, "static_remotekey")
-        splice_txid, commitment = await splice_and_revoke(pair, alice, bob)
-        await pair.mine(IRREVOCABLE_DEPTH, alice, bob)
-        for node in (alice, bob):
-            status = channels(node).onchain.status(only_channel(node))
-            assert status is not None and status["funding"].startswith(only_channel(node).core.state.funding_outpoint.txid_hex)  # type: ignore[union-attr]
-            assert pending(node) is not None and not pending(node).locked_sent and not channels(node).onchain.archived  # type: ignore[union-attr]
-        await follow_and_punish(pair, alice, bob, splice_txid, commitment)
+    not archived (``restart``: nor at Bob's start then); at the lock it moves onto the splice's
+    funding, with Alice's commitment on the splice she revoked before: punished in full."""
+
+    def kept_on_the_old_funding(node) -> None:
+        status = channels(node).onchain.status(only_channel(node))
+        assert status is not None and status["funding"].startswith(only_channel(node).core.state.funding_outpoint.txid_hex)  # type: ignore[union-attr]
+        assert pending(node) is not None and not pending(node).locked_sent and not channels(node).onchain.archived  # type: ignore[union-attr]
+
+    async with alice_alone(tmp_path, minimum_depth=IRREVOCABLE_DEPTH + 1) as (pair, alice):
+        bob = pair.node("bob", False)
+        async with running(bob):
+            await open_channel(pair, alice, bob, "static_remotekey")
+            splice_txid, commitment = await splice_and_revoke(pair, alice, bob)
+            await pair.mine(IRREVOCABLE_DEPTH, alice, bob)
+            for node in (alice, bob):
+                kept_on_the_old_funding(node)
+            if not restart:
+                await follow_and_punish(pair, alice, bob, splice_txid, commitment)
+        if restart:
+            bob = pair.node("bob", False)
+            async with running(bob):
+                await wait_until(lambda: monitor_caught_up(bob) and channels(bob).onchain.done_height == pair.source.core.height, "Bob read the blocks")
+                kept_on_the_old_funding(bob)
+                await bob.connect(alice.addresses[0])
+                await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+                await follow_and_punish(pair, alice, bob, splice_txid, commitment)

@@ -17,13 +17,14 @@ import trio
 
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels import onchain as onchain_module
+from lnpmsg.channels import rescan as rescan_module
 from lnpmsg.channels.monitor.core import IRREVOCABLE_DEPTH
 from lnpmsg.channels.onchain import CHECKPOINT_LAG, OnchainWatch
 from lnpmsg.node.node import Node
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from test_channels_app import channels, only_channel
-from test_channels_onchain import Pair, open_channel, resolved, wait_until
+from test_channels_onchain import Pair, alice_alone, open_channel, resolved, wait_until
 
 EVERY = 5
 
@@ -97,3 +98,46 @@ async def test_a_restart_reads_on_from_the_checkpoint_and_an_archived_monitor_re
         async with running(alice):
             await wait_until(lambda: key in watch(alice).watched, "the monitor loaded")
             assert watch(alice).watched[key].start_height == opened_from
+
+
+@pytest.mark.trio
+async def test_after_a_restart_the_live_stream_reads_the_missed_blocks_for_every_monitor_in_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blocks mined while the node was down reach its monitors in the live stream, from the first
+    one a monitor needs, each read once: none starts a catch-up of its own (which read them again,
+    block by block, apart from the live stream: a commitment at the tip was seen only once it ended,
+    while the node said every monitor had read the tip)."""
+    catch_ups: list[str] = []
+    catch_up = rescan_module.catch_up
+
+    async def recorded(watch_: OnchainWatch, watched) -> None:  # type: ignore[no-untyped-def]
+        catch_ups.append(watched.channel.key)
+        await catch_up(watch_, watched)
+
+    monkeypatch.setattr(rescan_module, "catch_up", recorded)
+    follow = OnchainWatch.follow
+
+    async def once_the_subscription_read_ahead(self: OnchainWatch, sub) -> None:  # type: ignore[no-untyped-def]
+        # as it does while the node's start talks to the chain: its events wait in its buffer
+        tip = (await self.chain.source.tip()).height
+        await wait_until(lambda: sub.tip is not None and sub.tip.height == tip, "the subscription read ahead")
+        await follow(self, sub)
+
+    monkeypatch.setattr(OnchainWatch, "follow", once_the_subscription_read_ahead)
+    async with alice_alone(tmp_path) as (pair, alice):
+        bob = pair.node("bob", False)
+        async with running(bob):
+            await open_channel(pair, alice, bob, "static_remotekey")
+            key = only_channel(bob).key
+            read = watch(bob).watched[key].monitor.height
+        await pair.source.mine(30)
+        catch_ups.clear()
+        bob = pair.node("bob", False)
+        async with running(bob):
+            tip = (await pair.source.tip()).height
+            await wait_until(lambda: watch(bob).done_height == tip, "the live stream reads the missed blocks")
+            watched = watch(bob).watched[key]
+            assert read is not None and watched.start_height <= read + 1
+            assert watched.monitor.height == tip and not watched.catching_up
+            assert catch_ups == []

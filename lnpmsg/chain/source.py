@@ -211,6 +211,7 @@ class Subscription:
         self._max_reorg_depth = max_reorg_depth
         self._send, self._receive = trio.open_memory_channel[ChainEvent](max_buffer)
         self._follower: ChainFollower | None = None
+        self._started_from: BlockRef | None = None
         self._rescans: list[tuple[int, set[OutPoint], set[bytes]]] = []
         self._wakeup = trio.Event()
         self._lock = trio.Lock()
@@ -225,12 +226,20 @@ class Subscription:
             prev = await self._source.block_hash(start_height - 1)
             assert prev is not None
             base = BlockRef(start_height - 1, prev)
+        self._started_from = base
         self._follower = ChainFollower(base, self._max_reorg_depth)
 
     @property
     def tip(self) -> BlockRef | None:
-        """The last block this subscription has reported (or started from)."""
+        """The last block this subscription has read from the source (or started from): its
+        events up to there may still wait in its buffer, unread by the consumer."""
         return None if self._follower is None else self._follower.tip
+
+    @property
+    def start(self) -> BlockRef | None:
+        """The block this subscription started from: its first event is about the next one
+        (None: it starts at genesis)."""
+        return self._started_from
 
     async def watch_outpoint(
         self, outpoint: OutPoint, since_height: int | None = None

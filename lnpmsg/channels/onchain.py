@@ -393,7 +393,8 @@ class OnchainWatch:
 
     async def follow(self, sub: Any) -> None:
         """Feed the monitors every block of ``sub`` (a chain subscription), act on what they ask."""
-        self.read_to = sub.tip.height if sub.tip is not None else None
+        # not ``sub.tip``: past the blocks read ahead into its buffer, which the stream feeds every monitor
+        self.read_to = sub.start.height if sub.start is not None else None
         async with trio.open_nursery() as nursery:  # the catch-ups of restored channels (.rescan)
             self._nursery = nursery
             # a monitor added after ``sub`` opened and before now (a restore while the node starts)
