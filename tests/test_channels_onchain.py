@@ -35,7 +35,7 @@ from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelsApp
 from lnpmsg.channels.commands import _print_list as print_channels
 from lnpmsg.channels.monitor import CLTV_CLAIM_BUFFER
-from lnpmsg.channels.onchain import OnchainEvent
+from lnpmsg.channels.onchain_events import OnchainEvent
 from lnpmsg.channels.params import ChannelConfig
 from lnpmsg.channels.state import Phase
 from lnpmsg.node.identity import NodeKey

@@ -79,14 +79,13 @@ from .monitor import (
     MonitorEvent,
     MonitorUpdate,
     NeedFeeInput,
-    OutputSwept,
     PaymentPreimage,
     UpstreamDeadline,
     OutputToWallet,
-    Reorged,
 )
 from .monitor.bump import sweep_at_most
 from .monitor_files import MonitorLog, MonitorProgress
+from .onchain_events import onchain_event
 from .monitor.core import ANTI_REORG_DELAY
 from .monitor.feed import channel_setup, monitor_secrets, updates_for
 from .monitor.signer import sign_plan
@@ -96,7 +95,7 @@ from .splice import SpliceSession
 from .splice_watch import carried_commitments, followed_core, move_of, spent_by_splice
 from .state import Phase
 
-__all__ = ["OnchainEvent", "OnchainWatch", "WatchedChannel"]
+__all__ = ["OnchainWatch", "WatchedChannel"]
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +103,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 144
 #: ... and how far behind the tip it says it is (a reorg this shallow, while down, is replayed)
 CHECKPOINT_LAG = ANTI_REORG_DELAY
-
-
-@dataclass(frozen=True, slots=True)
-class OnchainEvent:
-    """An ``onchain.*`` event: ``topic`` is ``onchain.commitment``, ``onchain.swept``,
-    ``onchain.to_wallet``, ``onchain.htlc``, ``onchain.closed``, ``onchain.irrevocable``
-    or ``onchain.reorged``; ``detail`` is JSON-ready."""
-
-    topic: str
-    channel_id: bytes
-    detail: dict[str, Any]
 
 
 @dataclass(eq=False)
@@ -511,7 +499,7 @@ class OnchainWatch:
                 await self._sweep_to_wallet(watched, event)
             elif isinstance(event, HtlcResolved) and self.on_htlc_resolved is not None:
                 self.on_htlc_resolved(watched.channel, event)
-            self._publish(OnchainEvent(_topic(event), channel_id, _detail(event)))
+            self._publish(onchain_event(channel_id, event))
 
     async def _lend(self, watched: WatchedChannel, need: NeedFeeInput) -> None:
         """A wallet coin pays a claim's fee (anchor CPFP, aggregated HTLC transactions)."""
@@ -574,27 +562,3 @@ def _secrets_of_setup(core: Any, setup: Any) -> Any:
         if basepoints.funding_pubkey == wanted:
             return secrets
     return core.secrets
-
-
-def _topic(event: MonitorEvent) -> str:
-    return {
-        CommitmentSeen: "onchain.commitment", FundingSpent: "onchain.closed", OutputSwept: "onchain.swept",
-        OutputToWallet: "onchain.to_wallet", HtlcResolved: "onchain.htlc", Irrevocable: "onchain.irrevocable",
-        Reorged: "onchain.reorged",
-    }.get(type(event), "onchain.event")  # fmt: skip
-
-
-def _detail(event: Any) -> dict[str, Any]:
-    if isinstance(event, Reorged):
-        return {"event": _topic(event.event), **_detail(event.event)}
-    out: dict[str, Any] = {}
-    for name in event.__slots__:
-        value = getattr(event, name)
-        if isinstance(value, bytes):
-            value = value[::-1].hex() if name == "txid" else value.hex()
-        elif isinstance(value, OutPoint):
-            value = str(value)
-        elif hasattr(value, "value"):
-            value = value.value
-        out[name] = value
-    return out
