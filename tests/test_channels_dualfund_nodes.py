@@ -243,12 +243,9 @@ async def test_a_restart_keeps_the_coins_of_a_signed_v2_open_and_a_signed_splice
     open's are taken for the ended attempt's (both stay held until they confirm); only those are freed."""
     from test_channels_app import Pair
 
-    from lnpmsg.bitcoin.tx import OutPoint
+    from lnpmsg.channels.interactive_parts import own_outpoints
     from lnpmsg.channels.interactive_rules import FUNDING_PLACEHOLDER
     from lnpmsg.channels.splice import SpliceSession
-
-    def outpoints(inputs: Any) -> set[OutPoint]:
-        return {Tx.parse(i.prevtx).outpoint(i.vout) for i in inputs}
 
     network = MemoryNetwork()
     async with chain(tmp_path) as source:
@@ -265,11 +262,11 @@ async def test_a_restart_keeps_the_coins_of_a_signed_v2_open_and_a_signed_splice
             result = await channels(alice).splice(spliced.channel_id.hex(), 200_000)
             sp = spliced.core.state.splice
             assert isinstance(sp, SpliceSession) and sp.signed
-            splice_coins = outpoints(sp.inputs)
+            splice_coins = own_outpoints(sp.inputs)
             opened = await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT)
             (v2,) = [c for c in channels(alice).manager.channels.values() if c.key != spliced.key]  # type: ignore[union-attr]
             assert isinstance(v2.core.state.dual, DualFundSession) and v2.core.state.dual.signatures_sent
-            open_coins = outpoints(v2.core.state.dual.inputs)
+            open_coins = own_outpoints(v2.core.state.dual.inputs)
             wallet = alice.apps["chain"].wallet  # type: ignore[attr-defined]
             ended = await wallet.fund_output(FUNDING_PLACEHOLDER, 100_000, 2500)  # (its attempt ended while the node was down)
             ended_coins = {i.prevout for i in ended.tx.inputs}

@@ -98,6 +98,16 @@ def splice_of(side: Side) -> SpliceSession:
     return sp
 
 
+def pay_both_ways(pair: SplicePair, alice_pays: int = 20_000_000, bob_pays: int = 5_000_000) -> None:
+    """Alice pays Bob ``alice_pays`` msat, then Bob pays Alice ``bob_pays``, each settled."""
+    htlc_id, preimage = pair.add(pair.alice, alice_pays)
+    pair.commit(pair.alice)
+    pair.fulfill(pair.bob, htlc_id, preimage)
+    back, back_preimage = pair.add(pair.bob, bob_pays)
+    pair.commit(pair.bob)
+    pair.fulfill(pair.alice, back, back_preimage)
+
+
 def sign_and_lock(pair: SplicePair, command: SpliceCommand) -> Tx:
     quiesce(pair, pair.alice)
     pair.feed(pair.alice, command)
@@ -136,12 +146,7 @@ def test_splice_then_lock_then_payments(direction: str) -> None:
         assert TxOut(200_000, DESTINATION) in splice_tx.outputs
     pair.funding_tx = splice_tx
     verify_commitments(pair)  # the commitments spend the new funding under consensus rules
-    htlc_id, preimage = pair.add(pair.alice, 40_000_000)
-    pair.commit(pair.alice)
-    pair.fulfill(pair.bob, htlc_id, preimage)
-    back, back_preimage = pair.add(pair.bob, 10_000_000)
-    pair.commit(pair.bob)
-    pair.fulfill(pair.alice, back, back_preimage)
+    pay_both_ways(pair, 40_000_000, 10_000_000)
     assert pair.balances() == (before_alice + command.contribution_sat * 1000 - 30_000_000, before_bob + 30_000_000)
     verify_commitments(pair)
 

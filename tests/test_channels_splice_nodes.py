@@ -456,13 +456,14 @@ async def test_the_coins_of_a_splice_kept_over_a_restart_stay_reserved_until_it_
     tx_abort: the splice ends and the coins are free again."""
     import trio
 
+    from lnpmsg.channels.interactive_parts import own_outpoints
     from lnpmsg.channels.messages import CommitmentSigned
     from lnpmsg.channels.messages_v2 import TxSignatures
     from lnpmsg.channels.splice_sign import kept
 
     def splice_coins(node) -> set:
         sp = pending(node)
-        return {Tx.parse(i.prevtx).outpoint(i.vout) for i in sp.inputs} if sp is not None else set()
+        return own_outpoints(sp.inputs) if sp is not None else set()
 
     def reserved(node) -> set:
         return set(node.apps["chain"].wallet.reserved())

@@ -8,7 +8,7 @@ import pytest
 from test_channels_pair import verify_commitments
 import test_channels_splice
 from test_channels_splice import (
-    COIN, FEERATE, SPLICE_SCID, SplicePair, broadcast, durable_before_sent, opened, signed_splice,
+    COIN, FEERATE, SPLICE_SCID, SplicePair, broadcast, durable_before_sent, opened, pay_both_ways, signed_splice,
     splice_commitments_valid, splice_in_command, splice_of, splice_out_command, zero_conf_splicing,
 )  # fmt: skip
 
@@ -72,15 +72,6 @@ def lock(pair: SplicePair, tx: Tx) -> None:
     for side in (pair.alice, pair.bob):
         pair.feed(side, SpliceDepth(tx.txid, 3, SPLICE_SCID))
     pair.pump()
-
-
-def pay_both_ways(pair: SplicePair) -> None:
-    htlc_id, preimage = pair.add(pair.alice, 20_000_000)
-    pair.commit(pair.alice)
-    pair.fulfill(pair.bob, htlc_id, preimage)
-    back, back_preimage = pair.add(pair.bob, 5_000_000)
-    pair.commit(pair.bob)
-    pair.fulfill(pair.alice, back, back_preimage)
 
 
 @pytest.mark.parametrize("command", ["out", "in"])
