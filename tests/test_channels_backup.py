@@ -10,6 +10,7 @@ peer's alias from the gossip (not in the blob a peer keeps for us), listed with 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from lnpmsg.bitcoin.tx import OutPoint
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.backup import PEER_BLOB_SIZE, BackupEntry, BackupError, close_request, decode_backup, encode_backup, encode_padded, restored_state
 from lnpmsg.channels.backup_calls import _write_backup
+from lnpmsg.channels.commands import _print_list as print_channels
 from lnpmsg.channels.keys import ChannelBasepoints
 from lnpmsg.channels.manager import channel_secrets
 from lnpmsg.channels.monitor.feed import channel_setup
@@ -49,6 +51,9 @@ from lnpmsg.testing.nodes import running
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.app import ChainAppError
 from lnpmsg.wire import CHAIN_HASH_REGTEST, DEFAULT_REGISTRY, ShortChannelId
+
+GOSSIP_REGISTRY = register_gossip_messages(DEFAULT_REGISTRY.copy())
+_ANNOUNCED_CHANNELS = itertools.count(1)
 
 
 def _entry(seed: bytes, key: str = "02" + "11" * 32 + "-00112233aabbccdd") -> BackupEntry:
@@ -358,26 +363,38 @@ async def test_a_peer_commitment_mined_before_the_restore_is_found_and_swept(
                 await found_and_swept(bob)
 
 
-def _gossip_knowing(path: Path, peer: NodeKey, alias: str) -> GossipApp:
-    """A gossip app whose store holds PEER's node_announcement with ALIAS (and a public channel of
-    PEER's to another node: the store keeps nodes that have a channel)."""
-    registry = register_gossip_messages(DEFAULT_REGISTRY.copy())
-    store = GossipStore(path, CHAIN_HASH_REGTEST)
-    now = int(time.time())
+def _announced(peer: NodeKey, alias: str) -> list[bytes]:
+    """PEER's node_announcement with ALIAS, after a public channel of PEER's to another node (the
+    gossip keeps nodes that have a channel)."""
     other = NodeKey.generate()
-    channel = sign_channel_announcement(peer.secret, other.secret, os.urandom(32), os.urandom(32), ShortChannelId(100, 1, 0), CHAIN_HASH_REGTEST)
-    messages = [channel.encode(), sign_node_announcement(peer.secret, now, alias=alias).encode()]
-    decisions = Graph(CHAIN_HASH_REGTEST).process_many([(registry.decode(m), m) for m in messages], now)
-    assert all(d.accepted for d in decisions)
-    store.apply(decisions)
+    scid = ShortChannelId(100, next(_ANNOUNCED_CHANNELS), 0)
+    channel = sign_channel_announcement(peer.secret, other.secret, os.urandom(32), os.urandom(32), scid, CHAIN_HASH_REGTEST)
+    return [channel.encode(), sign_node_announcement(peer.secret, int(time.time()), alias=alias).encode()]
+
+
+def _gossip_knowing(path: Path, peer: NodeKey | None = None, alias: str = "") -> GossipApp:
+    """A gossip app whose store holds PEER's node_announcement with ALIAS (empty without PEER)."""
+    store = GossipStore(path, CHAIN_HASH_REGTEST)
+    if peer is not None:
+        now = int(time.time())
+        decisions = Graph(CHAIN_HASH_REGTEST).process_many([(GOSSIP_REGISTRY.decode(m), m) for m in _announced(peer, alias)], now)
+        assert all(d.accepted for d in decisions)
+        store.apply(decisions)
     return GossipApp(store)
+
+
+async def _gossip_hears(node: Node, peer: NodeKey, alias: str) -> None:
+    """NODE's gossip app accepts PEER's node_announcement with ALIAS (as from a peer: checked, stored, published)."""
+    gossip = node.apps["gossip"]
+    await gossip.add_own([GOSSIP_REGISTRY.decode(m) for m in _announced(peer, alias)])  # type: ignore[attr-defined]
+    await gossip.drain()  # type: ignore[attr-defined]
 
 
 @pytest.mark.trio
 async def test_a_backup_names_each_peer_by_its_alias_and_lists_its_channels_before_a_restore(tmp_path: Path) -> None:
     """Bob's gossip knows Alice as "alpha": his backup names her so, listchannelbackup shows it (for the
-    node's backup and a file), and so does a restore on a fresh node without gossip; Alice, without
-    gossip, names no alias."""
+    node's backup and a file), and so do listchannels and a restore on a fresh node without gossip;
+    Alice, without gossip, names no alias."""
     async with _chain_and_alice(tmp_path) as (source, pair, alice):
         bob_channels = tmp_path / "bob" / "channels"
         backup_file = bob_channels / "channels.backup"
@@ -392,6 +409,10 @@ async def test_a_backup_names_each_peer_by_its_alias_and_lists_its_channels_befo
                                  "the backup names alice")  # fmt: skip
                 (listed,) = (await channels(bob).listchannelbackup())["channels"]
                 channel = only_channel(bob)
+                (shown,) = (await channels(bob).listchannels(peer_id=alice.node_id.hex().upper()))["channels"]
+                assert shown["peer_alias"] == "alpha" and shown["channel_id"] == channel.channel_id.hex()
+                assert (await channels(bob).listchannels(peer_id=bob.node_id.hex()))["channels"] == []
+                assert [c["peer_alias"] for c in (await channels(alice).listchannels())["channels"]] == [None]
                 assert listed["alias"] == "alpha" and listed["peer_id"] == alice.node_id.hex() and listed["on_this_node"]
                 assert listed["channel_id"] == channel.channel_id.hex() and listed["capacity_sat"] == channel.core.state.funding_sat
                 assert listed["short_channel_id"] == str(ShortChannelId.from_int(channel.core.state.short_channel_id))
@@ -412,6 +433,55 @@ async def test_a_backup_names_each_peer_by_its_alias_and_lists_its_channels_befo
                 (restored,) = (await channels(bob).restorechannels(file=str(exported)))["channels"]
                 assert restored["alias"] == "alpha" and restored["restored"] and restored["channel_id"] == listed["channel_id"]
                 assert (await channels(bob).listchannelbackup(file=str(exported)))["channels"] == [listed]
+
+
+@pytest.mark.trio
+async def test_a_peer_announced_after_an_open_or_a_restore_is_named_in_the_backup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Bob's gossip knows nothing of Alice yet: another node's announcement makes the listener count
+    Bob's channel peers (none) before the open; Alice announces "alpha" after it and the backup and
+    listchannels name her. On a fresh node without gossip, the channel restored from that backup
+    keeps "alpha" in the next backup, and Alice's new alias, heard later, rewrites it."""
+    async with _chain_and_alice(tmp_path) as (source, pair, alice):
+        bob_channels = tmp_path / "bob" / "channels"
+        backup_file = bob_channels / "channels.backup"
+        seed = b""
+
+        def backup_names() -> list[str]:
+            return [e.alias for e in decode_backup(backup_file.read_bytes(), seed)] if backup_file.exists() else []
+
+        async def listed_alias(node: Node) -> str | None:
+            (shown,) = (await channels(node).listchannels())["channels"]
+            return shown["peer_alias"]  # type: ignore[no-any-return]
+
+        async with running(alice):
+            bob = pair.node("bob", False)
+            bob.mount(_gossip_knowing(tmp_path / "bob-gossip.sqlite3"))
+            async with running(bob):
+                await _gossip_hears(bob, NodeKey.generate(), "carol")
+                assert channels(bob)._channel_peers == set()  # counted before the open
+                await open_channel(pair, alice, bob, "anchors")
+                seed = (bob_channels / "channel_seed").read_bytes()
+                await wait_until(lambda: backup_names() == [""], "the backup holds the channel, no alias known")
+                assert await listed_alias(bob) is None
+                await _gossip_hears(bob, pair.keys["alice"], "alpha")
+                await wait_until(lambda: backup_names() == ["alpha"], "alice's announcement after the open names her")
+                assert await listed_alias(bob) == "alpha"
+                capsys.readouterr()
+                print_channels(await channels(bob).listchannels())
+                assert f"peer {alice.node_id.hex()[:16]}... (alpha)  " in capsys.readouterr().out.splitlines()[0]
+                named = backup_file.read_bytes()
+            await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
+            _lose_channels(bob_channels, seed)
+            bob = pair.node("bob", False)
+            bob.mount(_gossip_knowing(tmp_path / "bob-gossip-fresh.sqlite3"))
+            async with running(bob):
+                await _gossip_hears(bob, NodeKey.generate(), "carol")
+                (restored,) = (await channels(bob).restorechannels(backup=named.hex()))["channels"]
+                assert restored["alias"] == "alpha"
+                assert backup_names() == ["alpha"] and await listed_alias(bob) == "alpha"  # the restored backup's
+                await _gossip_hears(bob, pair.keys["alice"], "alpha two")
+                await wait_until(lambda: backup_names() == ["alpha two"], "alice's new alias, heard after the restore")
+                assert await listed_alias(bob) == "alpha two"
 
 
 def test_listchannelbackup_and_restorechannels_print_each_peers_alias(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -271,6 +271,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
 
     async def serve(self) -> None:
         """Follow the chain (:meth:`_follow_chain`); meanwhile a channel peer's new alias rewrites the backup."""
+        self.channel_peers_changed()  # (the channels of this run)
         remove_listener = self.node.events.add_listener(self.on_peer_announced)
         try:
             await self._follow_chain()
@@ -409,6 +410,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
                 if self._watch_in is not None:
                     self._watch_in.send_nowait(channel)
                 self._publish("channel.opened", channel, txid=event.funding_outpoint.txid_hex)
+                self.channel_peers_changed()
                 self.spawn(self._check_depths)
                 if self.reconnector is not None:
                     self.spawn(self.reconnector.channel_opened, channel.peer_id)
@@ -432,6 +434,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
                 self._closing_txids[channel.key] = txid
                 await self._broadcast(event.raw_tx, "closing")
                 self._publish("channel.closed", channel, txid=txid)
+                self.channel_peers_changed()
                 self.spawn(self.write_backup)
                 log.info("channels: %s closed by %s (fee %d sat)", channel.channel_id.hex(), txid, event.fee_sat)
             elif isinstance(event, ChannelFailed):
@@ -522,11 +525,14 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
         return result
 
     async def listchannels(self, peer_id: str | None = None) -> dict[str, Any]:
-        """Every channel: state, capacity, balances, HTLCs, short channel id, funding outpoint."""
-        channels = [self._describe(c) for c in self._manager().channels.values() if c.phase is not Phase.NEW]
+        """Every channel (with PEER_ID only): state, capacity, balances, HTLCs, short channel id,
+        funding outpoint, and ``peer_alias``: the alias of the peer's ``node_announcement`` in the
+        gossip (None: no gossip app, or no announcement of the peer known)."""
+        shown = [c for c in self._manager().channels.values() if c.phase is not Phase.NEW]
         if peer_id:
-            channels = [c for c in channels if c["peer_id"] == peer_id.lower()]
-        return {"channels": channels}
+            shown = [c for c in shown if c.peer_id.hex() == peer_id.lower()]
+        aliases = await self._peer_aliases({c.peer_id for c in shown})
+        return {"channels": [self._describe(c) | {"peer_alias": aliases.get(c.peer_id)} for c in shown]}
 
     def _onchain(self) -> OnchainWatch:
         if self.onchain is None:

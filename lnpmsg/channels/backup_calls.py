@@ -63,6 +63,10 @@ class BackupCalls:
     _watched: list[BackupEntry] | None = None
     #: the aliases of channel peers' node_announcements heard since start (newer than the gossip's store may be yet)
     _heard_aliases: dict[bytes, str] | None = None
+    #: the aliases named by the backups channels were restored from (a node without gossip yet knows no other)
+    _restored_aliases: dict[bytes, str] | None = None
+    #: the peers of the channels in the backup (None: to be counted at the next node_announcement)
+    _channel_peers: set[bytes] | None = None
 
     @property
     def backup_path(self) -> Path:
@@ -91,34 +95,47 @@ class BackupCalls:
                 entries.append(entry)
         return entries
 
-    async def _peer_aliases(self) -> dict[bytes, str]:
-        """The aliases our channels' peers announce, as the gossip app knows them (none without one)."""
+    async def _peer_aliases(self, peers: set[bytes] | None = None) -> dict[bytes, str]:
+        """The aliases ``peers`` (by default every channel's peer) announce: as the gossip app knows
+        them or as heard since start, else as the backup a channel was restored from named them."""
+        if peers is None:
+            peers = {channel.peer_id for channel in self._manager().channels.values()}
+        aliases = {p: alias for p, alias in (self._restored_aliases or {}).items() if p in peers}
         announced_alias = getattr(self.node.apps.get("gossip"), "announced_alias", None)
-        if announced_alias is None:
-            return {}
-        peers = {channel.peer_id for channel in self._manager().channels.values()}
-        aliases = {}
-        for peer_id in peers:
+        for peer_id in peers if announced_alias is not None else ():
             try:
                 alias = await announced_alias(peer_id)
             except Exception as exc:  # noqa: BLE001 - the gossip app stopping or its store failing: a name is not worth a backup
-                log.info("channels: the backup names no alias: the gossip cannot be read: %s", exc)
+                log.info("channels: no peer alias: the gossip cannot be read: %s", exc)
                 break
             if alias:
                 aliases[peer_id] = alias
         return aliases | {p: alias for p, alias in (self._heard_aliases or {}).items() if p in peers}
 
+    def channel_peers_changed(self) -> None:
+        """A channel opened, closed or was restored: the peers :meth:`on_peer_announced` listens for
+        are counted again at the next announcement."""
+        self._channel_peers = None
+
+    def _backed_up_peers(self) -> set[bytes]:
+        """The peers of the channels the backup holds (every one not closed cooperatively), kept
+        between channel changes: a gossip sync brings thousands of node_announcements."""
+        if self._channel_peers is None:
+            self._channel_peers = {c.peer_id for c in self._manager().channels.values() if c.phase is not Phase.CLOSED}
+        return self._channel_peers
+
     def on_peer_announced(self, event: object) -> None:
-        """An event listener (quick, never blocks): a channel peer's ``node_announcement`` with a new
-        alias rewrites the backup (a public channel's peer often announces itself only after the
-        channel is ready, the backup's last rewrite). The alias is kept from the event: the gossip's
-        store may not have it yet when the rewrite asks."""
+        """An event listener (quick, never blocks: a set lookup per announcement): a channel peer's
+        ``node_announcement`` with a new alias rewrites the backup (a public channel's peer often
+        announces itself only after the channel is ready, the backup's last rewrite, and a channel
+        restored on a node without gossip yet has no alias until then). The alias is kept from the
+        event: the gossip's store may not have it yet when the rewrite asks."""
         if getattr(event, "topic", "") != "gossip.node_announcement" or getattr(self, "manager", None) is None:
             return
         alias = getattr(getattr(event, "message", None), "alias_text", "")
         if not alias:
             return
-        peers = {channel.peer_id for channel in self._manager().channels.values()}
+        peers = self._backed_up_peers()
         heard = self._heard_aliases = self._heard_aliases or {}
         for node_id in getattr(event, "node_ids", ()):
             if node_id in peers and heard.get(node_id) != alias:
@@ -268,6 +285,9 @@ class BackupCalls:
                 raise ChainAppError(f"cannot restore {entry.channel_id.hex()}: {exc}", {"error": "BackupError"}) from exc
             self._claim(channel)
             restored.append(channel)
+            self.channel_peers_changed()
+            if entry.alias:
+                self._restored_aliases = (self._restored_aliases or {}) | {entry.peer_id: entry.alias}
             if self.reconnector is not None and entry.addresses and self.reconnector.book.remember(entry.peer_id, entry.addresses[0]):
                 await trio.to_thread.run_sync(self.reconnector.book.save)
             log.warning("channels: restored %s with %s from a backup: asking the peer to close", entry.channel_id.hex(), entry.peer_id.hex())

@@ -113,7 +113,8 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                 "dropped. Refused: once a version is in a block, after our splice_locked, on a zero-conf channel, below 25/24 of the last rate, "
                 "past 10 pending bumps (BIP 125 also asks for more absolute fee: bump by more than the minimum). "
                 "Example: 'lnpmsg bumpsplice 103x1x0 --feerate 20'.")
-    p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint")
+    p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint, "
+                           "the peer's alias (from its node_announcement in the gossip, when known)")
     p.add_argument("--peer", metavar="NODEID", help="only the channels with this peer")
     p = add("closechannel", "close a channel cooperatively (shutdown, then closing_signed), or --force it on chain")
     p.add_argument("channel", metavar="CHANNEL", help="a channel id (hex), short channel id (BLOCKxTXxOUT) or key")
@@ -148,7 +149,7 @@ def _msat(value: int | None) -> str:
 
 def _print_channel(c: dict[str, Any]) -> None:
     scid = c["short_channel_id"] or "-"
-    print(f"{c['channel_id']}  {c['state']:<14} {scid:<14} peer {c['peer_id'][:16]}...  {c['capacity_sat']} sat")
+    print(f"{c['channel_id']}  {c['state']:<14} {scid:<14} peer {c['peer_id'][:16]}...{_named(c.get('peer_alias'))}  {c['capacity_sat']} sat")
     print(f"    local {_msat(c['to_local_msat'])}, remote {_msat(c['to_remote_msat'])}, opener {c['opener']}, "
           f"{c['channel_type']}, funding {c['funding_outpoint'] or '-'}{'' if c['connected'] else ', peer offline'}")  # fmt: skip
     if c.get("local_alias") or c.get("remote_alias"):
