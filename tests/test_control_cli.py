@@ -4,18 +4,27 @@ CLI runs in a worker thread, exactly as ``main(argv)`` runs from a shell)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import trio
 
 from cli_in_process import cli
 from lnpmsg.app import DONE
+from lnpmsg.gossip.app import GossipApp
+from lnpmsg.gossip.messages import register_gossip_messages
+from lnpmsg.gossip.sign import sign_channel_announcement, sign_node_announcement
+from lnpmsg.gossip.store import GossipStore
+from lnpmsg.node.identity import NodeKey
+from lnpmsg.node.node import Node, NodeConfig
 from lnpmsg.pubsub.peer import PeerPubSub
 from lnpmsg.rpc.control import ControlServer
 from lnpmsg.rpc.peer import PeerRpc
 from lnpmsg.testing.nodes import make_node, running
+from lnpmsg.wire import CHAIN_HASH_REGTEST, DEFAULT_REGISTRY, ShortChannelId
 
 
 def controlled(data_dir):
@@ -160,3 +169,25 @@ def test_a_process_is_gone_only_once_every_thread_has_ended():
         process.wait()
         if process.stdin is not None:
             process.stdin.close()
+
+
+async def test_listpeers_names_a_peer_by_the_alias_the_gossip_knows(capsys, data_dir):
+    """A peer whose node_announcement the node's gossip holds is named by its alias in listpeers (JSON
+    and text, escaped where it would move the cursor); one it holds none of has a null alias."""
+    registry = register_gossip_messages(DEFAULT_REGISTRY.copy())
+    node = Node(NodeKey.generate(), NodeConfig(listen=[], network="regtest"))
+    node.mount(ControlServer(data_dir))
+    gossip = node.mount(GossipApp(GossipStore(":memory:", CHAIN_HASH_REGTEST)))
+    other, stranger = make_node(network="regtest"), make_node(network="regtest")
+    channel = sign_channel_announcement(other.key.secret, stranger.key.secret, os.urandom(32), os.urandom(32), ShortChannelId(100, 1, 0), CHAIN_HASH_REGTEST)
+    announced = sign_node_announcement(other.key.secret, int(time.time()), alias="otter\x1b[2J")
+    d = ("--data-dir", data_dir)
+    async with running(node, other, stranger):
+        await node.connect(other.addresses[0])
+        await node.connect(stranger.addresses[0])
+        await gossip.add_own([registry.decode(channel.encode()), registry.decode(announced.encode())])
+        await gossip.drain()
+        code, out, _ = await cli(capsys, "listpeers", "--json", *d)
+        assert code == 0 and {p["node_id"]: p["alias"] for p in json.loads(out)["peers"]} == {other.node_id.hex(): "otter\x1b[2J", stranger.node_id.hex(): None}
+        code, out, _ = await cli(capsys, "listpeers", other.node_id.hex(), *d)
+        assert code == 0 and out.splitlines()[0] == f"{other.node_id.hex()} ('otter\\x1b[2J')"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lnpmsg.rpc import commands as control_commands
+from lnpmsg.rpc.commands import named_alias
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
@@ -149,7 +150,7 @@ def _msat(value: int | None) -> str:
 
 def _print_channel(c: dict[str, Any]) -> None:
     scid = c["short_channel_id"] or "-"
-    print(f"{c['channel_id']}  {c['state']:<14} {scid:<14} peer {c['peer_id'][:16]}...{_named(c.get('peer_alias'))}  {c['capacity_sat']} sat")
+    print(f"{c['channel_id']}  {c['state']:<14} {scid:<14} peer {c['peer_id'][:16]}...{named_alias(c.get('peer_alias'))}  {c['capacity_sat']} sat")
     print(f"    local {_msat(c['to_local_msat'])}, remote {_msat(c['to_remote_msat'])}, opener {c['opener']}, "
           f"{c['channel_type']}, funding {c['funding_outpoint'] or '-'}{'' if c['connected'] else ', peer offline'}")  # fmt: skip
     if c.get("local_alias") or c.get("remote_alias"):
@@ -196,21 +197,15 @@ def _print_list(r: dict[str, Any]) -> None:
         print("no channels")
 
 
-def _named(alias: str | None) -> str:
-    """A peer's alias for a line of text (``(alias)``; nothing without one): another node's words, so
-    what would move the cursor or end the line is shown escaped."""
-    return "" if not alias else f" ({alias!r})" if not alias.isprintable() else f" ({alias})"
-
-
 def _print_restored(r: dict[str, Any]) -> None:
     for c in r["channels"]:
-        print(f"channel {c['channel_id']} with {c['peer_id']}{_named(c.get('alias'))} restored: the peer is asked to force-close")
+        print(f"channel {c['channel_id']} with {c['peer_id']}{named_alias(c.get('alias'))} restored: the peer is asked to force-close")
 
 
 def _print_backup(r: dict[str, Any]) -> None:
     for c in r["channels"]:
         here = ", on this node" if c["on_this_node"] else ""
-        print(f"{c['channel_id']}  {c['capacity_sat']} sat with {c['peer_id']}{_named(c['alias'])}{here}")
+        print(f"{c['channel_id']}  {c['capacity_sat']} sat with {c['peer_id']}{named_alias(c['alias'])}{here}")
         print(f"    funding {c['funding_outpoint']}, short channel id {c['short_channel_id'] or '-'}, "
               f"addresses {', '.join(c['addresses']) or '-'}")  # fmt: skip
     if not r["channels"]:

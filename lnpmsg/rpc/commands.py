@@ -108,7 +108,7 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
     p.add_argument("--reconnect", action="store_true", help="replace the live connection if the peer is already connected (default: keep it)")
     p = add("disconnect", "close the connection to a peer (exit 1 if it is not connected)")
     p.add_argument("node_id", help="the peer's node id (66 hex chars, as listpeers shows it)")
-    p = add("listpeers", "list connected peers (features, transport, traffic, ping round trip)")
+    p = add("listpeers", "list connected peers (features, transport, traffic, ping round trip, alias from the gossip when known)")
     p.add_argument("node_id", nargs="?", help="only this peer (exit 1 if it is not connected)")
     p = add(
         "sendmsg",
@@ -175,9 +175,15 @@ def _print_getinfo(r: dict[str, Any]) -> None:
     print(f"events:   {r.get('events')}")
 
 
+def named_alias(alias: str | None) -> str:
+    """A node's alias for a line of text (`` (alias)``; nothing without one): another node's words, so
+    what would move the cursor or end the line is shown escaped."""
+    return "" if not alias else f" ({alias!r})" if not alias.isprintable() else f" ({alias})"
+
+
 def _print_peer(p: dict[str, Any]) -> None:
     rtt = "-" if p.get("ping_rtt_ms") is None else f"{p['ping_rtt_ms']:.3f} ms"
-    print(f"{p['node_id']}")
+    print(f"{p['node_id']}{named_alias(p.get('alias'))}")
     print(f"    {p['transport']} {p['address']} ({'outbound' if p['outbound'] else 'inbound'}), up {p['connected_seconds']:.0f} s")
     print(f"    bytes in/out: {p['bytes_in']}/{p['bytes_out']}, messages in/out: {p['messages_in']}/{p['messages_out']}, ping: {rtt}")
     print(f"    features: {', '.join(p.get('feature_names') or []) or 'none'}; apps: {', '.join(p.get('apps') or []) or 'none'}")

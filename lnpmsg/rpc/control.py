@@ -37,7 +37,8 @@ method                                              result
 ``listpeers`` [node_id?]                            {"peers": [{node_id, address, transport,
                                                     outbound, features (hex), feature_names,
                                                     apps, bytes_in, bytes_out, messages_in,
-                                                    messages_out, ping_rtt_ms, connected_seconds}]}
+                                                    messages_out, ping_rtt_ms, connected_seconds,
+                                                    alias (gossip's, or null)}]}
 ``sendcustommsg`` [node_id, type, payload (hex)]    {"sent": true, "type": N, "bytes": n}
 ``ping`` [node_id, timeout?]                        {"rtt_ms": float}
 ``signmessage`` [message]                           {"signature" (hex), "recid", "zbase"}: signed

@@ -111,11 +111,22 @@ class ControlBuiltins:
         return {"disconnected": await self.node.disconnect(node_id_param(node_id), "disconnect requested over the control API")}
 
     async def listpeers(self, node_id: str | None = None) -> dict[str, Any]:
-        """Connected peers: features, transport, traffic, ping round trip."""
+        """Connected peers: features, transport, traffic, ping round trip, and ``alias``: the alias of
+        the peer's ``node_announcement`` in the gossip (None: no gossip app, or none of the peer known)."""
         now = trio.current_time()
         wanted = None if node_id is None else node_id_param(node_id)
         peers = [p for p in self.node.peers.values() if p.is_ready and (wanted is None or p.node_id == wanted)]
-        return {"peers": [peer_info(self.node, p, now) for p in peers]}
+        return {"peers": [peer_info(self.node, p, now) | {"alias": await self._announced_alias(p.node_id)} for p in peers]}
+
+    async def _announced_alias(self, node_id: bytes) -> str | None:
+        """The alias the gossip app knows the node by (None without a gossip app, or when it cannot tell)."""
+        announced_alias = getattr(self.node.apps.get("gossip"), "announced_alias", None)
+        if announced_alias is None:
+            return None
+        try:
+            return await announced_alias(node_id) or None  # type: ignore[no-any-return]
+        except Exception:  # noqa: BLE001 - the gossip app stopping or its store failing: listpeers answers without
+            return None
 
     async def sendcustommsg(self, node_id: str, type: int, payload: str = "") -> dict[str, Any]:
         """Send a custom message (type 32768-65535, payload in hex) to a connected peer."""
