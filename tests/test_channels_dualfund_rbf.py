@@ -7,6 +7,8 @@ channel and its funding as they were."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from test_channels_dualfund import FEERATE, DualPair, confirm_and_pay, spent_outputs
 from test_channels_pair import ChannelPair, verify_commitments
@@ -21,6 +23,7 @@ from lnpmsg.channels.dualfund_rbf import (
     FundingCandidateConfirmed,
     RbfAborted,
     candidate_outpoints,
+    funding_mined,
     min_feerate,
 )
 from lnpmsg.channels.dualfund import InteractiveAborted
@@ -209,6 +212,9 @@ def test_no_bump_while_the_funding_is_in_a_block_until_a_reorganization_takes_it
     scid = (150 << 40) | (1 << 16) | pair.bob.core.state.funding_outpoint.vout
     pair.feed(pair.bob, FundingDepth(1, scid))  # in a block for Bob (below the minimum depth), not yet for Alice
     assert pair.bob.core.state.dual.mined and not pair.bob.core.state.ready_sent
+    # (the shell sends a depth of 0 only for a funding seen mined: a v1 channel's never is)
+    assert funding_mined(pair.bob.core.state) and not funding_mined(pair.alice.core.state)
+    assert not funding_mined(replace(pair.bob.core.state, dual=None))
     cid = pair.bob.core.state.channel_id
     contribution = TxInitRbf.tlv_stream(funding_output_contribution=600_000)
     assert b"in a block" in _refused(pair, TxInitRbf(channel_id=cid, locktime=100, feerate=BUMPED, tlvs=contribution))

@@ -32,7 +32,7 @@ from lnpmsg.chain.events import OutputSpent
 from lnpmsg.wallet.errors import WalletError
 from lnpmsg.wire import Error
 
-from .dualfund_rbf import candidate_outpoints
+from .dualfund_rbf import candidate_outpoints, funding_mined
 from .double_spend import FundingDoubleSpent, FundingFound, conflicting_spend, double_spent, funding_wanted, unconfirmed_funding
 from .errors import LocalMisuse
 from .htlc_hook import _committed_adds
@@ -355,7 +355,7 @@ class ChainSide:
             if found is None:
                 continue
             depth, scid = found
-            if depth == 0 and not getattr(s.dual, "mined", False):
+            if depth == 0 and not funding_mined(s):
                 continue  # (depth 0 tells only a funding seen in a block that a reorganization took out)
             await self._submit(channel, FundingDepth(depth, scid))
             if unconfirmed and channel.core.state.short_channel_id:

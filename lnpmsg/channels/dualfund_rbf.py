@@ -41,7 +41,7 @@ from .messages_v2 import TxAbort, TxAckRbf, TxInitRbf
 
 if TYPE_CHECKING:
     from .dualfund import DualFundSession
-    from .state import ChannelCore, _Out
+    from .state import ChannelCore, ChannelState, _Out
 
 __all__ = [
     "BumpCommand",
@@ -52,6 +52,7 @@ __all__ = [
     "RbfAborted",
     "candidate_outpoints",
     "dispatch",
+    "funding_mined",
     "handles",
     "min_feerate",
     "restore",
@@ -306,6 +307,14 @@ def on_funding_depth(core: ChannelCore, depth: int) -> None:
     d = s.dual
     if isinstance(d, DualFundSession) and not s.ready_sent and d.mined != (depth >= 1):
         s.dual = replace(d, mined=depth >= 1)
+
+
+def funding_mined(state: ChannelState) -> bool:
+    """The channel's v2 funding (this version) was seen in a block: a depth of 0 then tells a
+    reorganization took it out (``FundingDepth`` 0 is worth sending); False for any other channel."""
+    from .dualfund import DualFundSession
+
+    return isinstance(state.dual, DualFundSession) and state.dual.mined
 
 
 def check_double_spends(core: ChannelCore, tx: Tx) -> str | None:
