@@ -66,6 +66,23 @@ async def wait_until(condition: Callable[[], bool], what: str) -> None:
             await trio.sleep(0.02)
 
 
+def first_forward_late(forwarder: Node, seconds: float) -> list[bool]:
+    """FORWARDER offers its first outgoing HTLC ``seconds`` late, the others at once (e.g. a part that
+    reaches the payee past its MPP timeout); the list returned holds True once one was held back."""
+    htlcs = payments(forwarder).htlcs
+    add_htlc = htlcs.add_htlc
+    late: list[bool] = []
+
+    async def first_one_late(*args: Any, **kwargs: Any) -> Any:
+        if not late:
+            late.append(True)
+            await trio.sleep(seconds)
+        return await add_htlc(*args, **kwargs)
+
+    htlcs.add_htlc = first_one_late  # type: ignore[method-assign]
+    return late
+
+
 def quiet(node: Node) -> bool:
     """Every channel of the node is normal, connected, with nothing pending and no HTLC."""
     manager = channels(node).manager

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
 
-from test_payments_app import diamond, net, payments, quiet, wait_until
+from test_payments_app import diamond, first_forward_late, net, payments, quiet, wait_until
 
 #: more than A's channel to B or to C carries alone (the diamond's)
 AMOUNT = 900_000_000
@@ -33,17 +31,7 @@ async def test_a_part_the_bolt11_payee_timed_out_is_sent_again(tmp_path: Path, c
         async with diamond(n) as (a, b, c, d):
             payments(d).mpp.timeout = 3.0
             inv = await payments(d).invoice(AMOUNT, "late", "a part comes late")
-            htlcs = payments(c).htlcs
-            add_htlc = htlcs.add_htlc
-            late: list[bool] = []
-
-            async def first_one_late(*args: Any, **kwargs: Any) -> Any:
-                if not late:
-                    late.append(True)
-                    await trio.sleep(payments(d).mpp.timeout + 1.0)
-                return await add_htlc(*args, **kwargs)
-
-            htlcs.add_htlc = first_one_late  # type: ignore[method-assign]
+            late = first_forward_late(c, payments(d).mpp.timeout + 1.0)
             paid = await payments(a).pay(inv["bolt11"])
             assert paid["status"] == "complete" and late
             assert "did not arrive whole within 3 s (mpp_timeout)" in caplog.text  # D timed out B's part

@@ -29,7 +29,7 @@ from lnpmsg.payments.onion import decode_blinded_path
 from lnpmsg.payments.onion.failures import InvalidOnionBlinding, MppTimeout
 from lnpmsg.testing.nodes import running
 from lnpmsg.wallet.calls import ChainAppError
-from test_payments_app import net, payments, quiet, wait_until
+from test_payments_app import first_forward_late, net, payments, quiet, wait_until
 from test_payments_offers_nodes import offers_app
 
 #: more than A's channel to B or to C can send
@@ -174,17 +174,7 @@ async def test_a_part_the_issuer_timed_out_does_not_cost_its_path(tmp_path: Path
         (a, pay_app), (b, _), (c, _), (d, offers) = (offers_app(n, x) for x in "abcd")
         async with running(a, b, c, d):
             invoice = await _invoice_in_two_parts(n, pay_app, offers, (a, b, c), (c, d), "a late part")
-            htlcs = payments(c).htlcs
-            add_htlc = htlcs.add_htlc
-            late: list[bool] = []
-
-            async def first_one_late(*args: Any, **kwargs: Any) -> Any:
-                if not late:
-                    late.append(True)
-                    await trio.sleep(payments(d).mpp.timeout + 1.0)
-                return await add_htlc(*args, **kwargs)
-
-            htlcs.add_htlc = first_one_late  # type: ignore[method-assign]
+            late = first_forward_late(c, payments(d).mpp.timeout + 1.0)
             paid = await pay_app._pay_invoice(invoice)
             assert paid["status"] == "complete" and late
             (sent,) = (await payments(a).listpayments(invoice.payment_hash.hex()))["payments"]
