@@ -5,7 +5,8 @@ foreign file. End to end (two nodes in one process, the in-memory transport, the
 chain): Bob loses his data dir but for the seed material, restores the backup on a fresh node,
 Alice is asked to force-close and Bob's monitor sweeps his balance to his wallet; nothing of Bob's
 is ever broadcast. A backup of channels the node still has is refused. Each channel names its
-peer's alias from the gossip (not in the blob a peer keeps for us), listed with listchannelbackup.
+peer's alias from the gossip (not in the blob a peer keeps for us), listed with listchannelbackup
+and listchannels; a peer announced after the open or after a restore is named in the next backup.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@
 - ``channels.listchannelbackup [backup | file]``: the channels of a backup (the node's current one
   by default) without restoring: each channel, its peer and the peer's alias (from the gossip when
   the backup was made: :mod:`.backup`), its funding, and whether this node has it.
-  Each channel names its peer's alias from the gossip app (when there is one); a channel peer's
-  ``node_announcement`` with a new alias rewrites the file (:meth:`BackupCalls.on_peer_announced`).
+  Each channel names its peer's alias from the gossip app (when there is one; a restored channel,
+  the alias of the backup it came from until then); a channel peer's ``node_announcement`` with a
+  new alias rewrites the file (:meth:`BackupCalls.on_peer_announced`). ``listchannels`` names each
+  peer the same way (``peer_alias``).
 - ``backup_watchers``: functions called with the entries whenever they change (the peer storage
   app sends the backup to the peers that keep it for us: :mod:`.peer_storage`).
 - ``channels.restorechannels [backup]``: on a node with the same channel seed, each channel of the
