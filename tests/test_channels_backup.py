@@ -440,8 +440,9 @@ async def test_a_backup_names_each_peer_by_its_alias_and_lists_its_channels_befo
 async def test_a_peer_announced_after_an_open_or_a_restore_is_named_in_the_backup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Bob's gossip knows nothing of Alice yet: another node's announcement makes the listener count
     Bob's channel peers (none) before the open; Alice announces "alpha" after it and the backup and
-    listchannels name her. On a fresh node without gossip, the channel restored from that backup
-    keeps "alpha" in the next backup, and Alice's new alias, heard later, rewrites it."""
+    listchannels name her; a cooperative close takes her out of that count. On a fresh node without
+    gossip, the channel restored from the backup made before the close keeps "alpha" in the next
+    backup, and Alice's new alias, heard later, rewrites it."""
     async with _chain_and_alice(tmp_path) as (source, pair, alice):
         bob_channels = tmp_path / "bob" / "channels"
         backup_file = bob_channels / "channels.backup"
@@ -471,7 +472,11 @@ async def test_a_peer_announced_after_an_open_or_a_restore_is_named_in_the_backu
                 print_channels(await channels(bob).listchannels())
                 assert f"peer {alice.node_id.hex()[:16]}... (alpha)  " in capsys.readouterr().out.splitlines()[0]
                 named = backup_file.read_bytes()
-            await wait_until(lambda: not only_channel(alice).core.state.connected, "alice sees bob go")
+                # a cooperative close takes Alice out of the peers the listener looks for
+                assert channels(bob)._backed_up_peers() == {alice.node_id}
+                assert (await channels(bob).closechannel(only_channel(bob).channel_id.hex()))["state"] == "closed"
+                assert channels(bob)._backed_up_peers() == set()
+            await wait_until(lambda: bob.node_id not in alice.peers, "alice sees bob go")
             _lose_channels(bob_channels, seed)
             bob = pair.node("bob", False)
             bob.mount(_gossip_knowing(tmp_path / "bob-gossip-fresh.sqlite3"))
