@@ -289,6 +289,10 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
         if sp is not None:
             splice_forgotten.on_input_spent(core, sp, item.outpoint, out)
         return True
+    if isinstance(item, splice_forgotten.ForgottenSpliceMined):
+        if sp is not None:
+            splice_forgotten.on_mined(core, sp, item.tx)
+        return True
     if isinstance(item, Disconnected):
         s.batch_size, s.batch = 0, ()  # (a batch cut by the disconnection comes again whole)
         s.splice_locked_owed = None  # (the next channel_reestablish names our lock)

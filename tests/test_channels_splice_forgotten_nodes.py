@@ -1,0 +1,95 @@
+"""A splice the peer forgot after our ``tx_signatures`` left, which confirms all the same (the peer
+completed it with our signatures), between two lnpmsg nodes on one embedded regtest chain: the
+node takes it up from the block, locks it and its monitor follows the splice's funding; the
+channel goes on on it when the peer locks it too, and closes on it (our latest commitment, on the
+splice's funding) when the peer does not."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from test_channels_app import channels, only_channel, settled, wait_until, withhold
+from test_channels_onchain import open_channel, two_nodes
+from test_channels_splice_nodes import locked_on, pending
+
+from lnpmsg.bitcoin.tx import Tx
+from lnpmsg.chain.errors import ChainError
+from lnpmsg.channels.messages_v2 import TxSignatures
+from lnpmsg.channels.splice_forgotten import FORGOTTEN_LOCK_WAIT
+from lnpmsg.channels.state import Phase
+
+
+async def alice_completes_and_forgets(pair, alice, bob, cid: str):
+    """Alice splices in: Bob (no coins: he signs first) sends his tx_signatures; hers are lost on the
+    way, but she holds the complete transaction (broadcast). She then forgets the splice and answers
+    Bob's next_funding with tx_abort: Bob keeps it, marked as forgotten by the peer. Returns Alice's
+    splice as she had it (signed) and the transaction."""
+    release = withhold(alice, TxSignatures)
+    await channels(alice).splice(cid, 200_000)  # (returns once Alice has both signatures)
+    kept = pending(alice)
+    assert kept is not None and kept.signed and kept.tx is not None
+    assert pending(bob) is not None and pending(bob).signatures_sent and not pending(bob).signed  # type: ignore[union-attr]
+    only_channel(alice).core.state.splice = None  # Alice forgets it
+    release()
+    channels(bob).disconnect_peer(alice.node_id, "a reconnection")
+    await wait_until(lambda: not only_channel(alice).core.state.connected and not only_channel(bob).core.state.connected, "apart")
+    await bob.connect(alice.addresses[0])
+    await wait_until(lambda: pending(bob) is not None and pending(bob).peer_forgot and settled(bob), "Alice's tx_abort at Bob")  # type: ignore[union-attr]
+    with contextlib.suppress(ChainError):
+        await pair.source.broadcast(kept.tx)  # (unless still in the mempool from Alice's broadcast)
+    return kept, Tx.parse(kept.tx)
+
+
+@pytest.mark.trio
+async def test_a_forgotten_splice_that_confirms_is_taken_up_and_the_channel_goes_on_when_the_peer_locks_it(tmp_path: Path) -> None:
+    """The splice Alice forgot is mined: Bob reads it from the block (without it he would wait on the old,
+    spent funding for good) and treats it as signed. Alice, who learnt it again from the chain, locks it:
+    the channel switches to the splice's funding, with the capacity it adds, and pays on it."""
+    from test_channels_app import pay
+
+    async with two_nodes(tmp_path, minimum_depth=2) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        capacity = only_channel(bob).core.state.funding_sat
+        kept, splice_tx = await alice_completes_and_forgets(pair, alice, bob, cid)
+        only_channel(alice).core.state.splice = kept  # (Alice took it up again)
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Bob took the mined splice up")  # type: ignore[union-attr]
+        assert pending(bob).tx == splice_tx.raw and pending(bob).peer_forgot  # type: ignore[union-attr]
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: locked_on(alice, splice_tx.txid_hex) and locked_on(bob, splice_tx.txid_hex), "spliced both ways")
+        assert only_channel(bob).core.state.funding_sat == capacity + 200_000
+        await pay(alice, bob, 10_000_000)
+        await pair.mine(FORGOTTEN_LOCK_WAIT + 1, alice, bob)
+        assert only_channel(bob).phase is Phase.NORMAL and only_channel(alice).phase is Phase.NORMAL
+
+
+@pytest.mark.trio
+async def test_a_forgotten_splice_that_confirms_closes_the_channel_on_it_when_the_peer_never_locks_it(tmp_path: Path) -> None:
+    """The splice Alice forgot is mined: Bob takes it up, locks it (Alice, who does not know it, warns and
+    disconnects) and his monitor follows the splice's funding. Without Alice's splice_locked
+    FORGOTTEN_LOCK_WAIT blocks past his lock depth, Bob closes the channel: his latest commitment,
+    on the splice's funding, goes on chain and his monitor resolves it."""
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        _, splice_tx = await alice_completes_and_forgets(pair, alice, bob, cid)
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).locked_sent, "Bob took the splice up and locked it")  # type: ignore[union-attr]
+        funding = pending(bob).outpoint  # type: ignore[union-attr]
+        onchain = channels(bob).onchain
+        assert onchain is not None
+        await wait_until(lambda: onchain.watched[only_channel(bob).key].monitor.setup.funding_outpoint == funding, "the monitor follows the splice")
+        await pair.mine(FORGOTTEN_LOCK_WAIT - 1, alice, bob)
+        assert only_channel(bob).phase is Phase.NORMAL  # (still waiting for Alice's splice_locked)
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: only_channel(bob).phase is Phase.FAILED, "Bob closes on the splice")
+        assert "forgot the splice" in (only_channel(bob).core.state.failure or "")
+
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: (channels(bob).onchain.status(only_channel(bob)) or {}).get("state") not in (None, "open"), "the commitment mined")
+        status = channels(bob).onchain.status(only_channel(bob))
+        assert status["commitment"]["kind"] == "ours"
+        commitment = pair.source.core.find_transaction(bytes.fromhex(status["commitment"]["txid"])[::-1])
+        assert commitment is not None and commitment[0].inputs[0].prevout == funding and commitment[1] is not None
+        assert splice_tx.txid == funding.txid
