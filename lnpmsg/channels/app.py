@@ -38,7 +38,7 @@ for tests without the payments layer, ``dev_addhtlc``, ``dev_fulfill``, ``dev_fa
 ``dev_preimage`` (:mod:`.dev_calls`), ``dev_quiesce`` (:mod:`.quiesce_side`). Events: ``channel.opened``,
 ``channel.ready``, ``channel.confirmed`` (a zero-conf channel's funding), ``channel.htlc``, ``channel.closed``,
 ``channel.failed``, ``channel.spent``, ``channel.quiescent``, ``channel.spliced``, ``channel.splice_aborted``,
-``channel.splice_versions_dropped``.
+``channel.splice_versions_dropped``, ``channel.splice_taken_up``.
 
 A payments app plugs in through ``htlcs`` (:class:`~.htlc_hook.HtlcHook`).
 """
