@@ -46,7 +46,7 @@ from .quiesce_side import QUIESCE_BITS
 from .dualfund_rbf import min_feerate
 from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_command
 from .splice_forgotten import FORGOTTEN_SPENT_DEPTH, ForgottenSpliceMined, SpliceInputSpent, forgotten_inputs
-from .splice_rbf import SpliceBump, SpliceVersionsDropped, check_bump, signed_versions, status
+from .splice_rbf import SpliceBump, SpliceTipHeight, SpliceVersionsDropped, check_bump, signed_versions, status
 from .splice_watch import confirmed_unlocked_splice
 from .state import Phase
 
@@ -119,7 +119,8 @@ class SpliceSide:
         inputs, outputs, contribution = await self._splice_contribution(amount_sat, per_kw, address)
         try:
             tip = self.chain.wallet.tip
-            command = SpliceCommand(contribution, per_kw, tip.height if tip is not None else 0, inputs, outputs, os.urandom(32), True)
+            height = tip.height if tip is not None else None
+            command = SpliceCommand(contribution, per_kw, height or 0, inputs, outputs, os.urandom(32), True, height)
             check_command(target.core, command)  # (before the channel is quiesced for nothing)
             await self._quiesce_for_splice(target, COMMAND_TIMEOUT)
             self._splice_errors.pop(target.key, None)
@@ -165,10 +166,10 @@ class SpliceSide:
             raise ChainAppError("cannot bump the splice: no splice is pending", {"error": "ChannelError"})
         per_kw = feerate * 250 if feerate is not None else max(min_feerate(sp.feerate_per_kw), await self._splice_feerate(None))
         tip = self.chain.wallet.tip
-        bump = SpliceBump(per_kw, tip.height if tip is not None else 0)
+        bump = SpliceBump(per_kw, tip.height if tip is not None else 0, tip.height if tip is not None else None)
         before = sp.outpoint
         try:
-            check_bump(target.core, bump.feerate_per_kw, bump.locktime)  # (before the channel is quiesced for nothing)
+            check_bump(target.core, bump.feerate_per_kw, bump.locktime, bump.height)  # (before the channel is quiesced for nothing)
             await self._quiesce_for_splice(target, COMMAND_TIMEOUT)
             self._splice_errors.pop(target.key, None)
             try:
@@ -332,6 +333,8 @@ class SpliceSide:
                     for spent in {i.prevout for i in tx.inputs} & spends:
                         self._forgotten_spends[spent] = (at, block_hash, tx.txid)
             waiting += await self._take_up_forgotten(unsigned, mined)
+            for channel in {c.key: c for c, _ in waiting}.values() if height is None else ():  # (at start: the blocks mined while stopped)
+                await self._submit(channel, SpliceTipHeight(tip))
             for channel, sp in waiting:
                 assert sp.outpoint is not None
                 found = self._splice_blocks.get(sp.outpoint.txid)

@@ -277,7 +277,7 @@ def maybe_sign(core: ChannelCore, out: _Out) -> None:
     first, second = sort_pubkeys(core.basepoints.funding_pubkey, s.remote.basepoints.funding_pubkey)
     witness = (b"", signatures[first] + bytes([SIGHASH_ALL]), signatures[second] + bytes([SIGHASH_ALL]), script)
     signed = tx.signed_transaction(witness)
-    s.splice = replace(sp, tx=signed.raw, signed=True)
+    s.splice = replace(sp, tx=signed.raw, signed=True, signed_height=sp.height)
     s.quiesce = None  # BOLT 2: tx_signatures exchanged, the channel is no longer quiescent
     out.emit(BroadcastFunding(signed.raw))
     if is_zeroconf(s):
