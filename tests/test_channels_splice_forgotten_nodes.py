@@ -79,7 +79,8 @@ async def test_a_forgotten_splice_that_confirms_closes_the_channel_on_it_when_th
         funding = pending(bob).outpoint  # type: ignore[union-attr]
         onchain = channels(bob).onchain
         assert onchain is not None
-        await wait_until(lambda: onchain.watched[only_channel(bob).key].monitor.setup.funding_outpoint == funding, "the monitor follows the splice")
+        key = only_channel(bob).key
+        await wait_until(lambda: (w := onchain.watched.get(key)) is not None and w.monitor.setup.funding_outpoint == funding, "the monitor follows the splice")
         await pair.mine(FORGOTTEN_LOCK_WAIT - 1, alice, bob)
         assert only_channel(bob).phase is Phase.NORMAL  # (still waiting for Alice's splice_locked)
         await pair.mine(1, alice, bob)
