@@ -94,3 +94,65 @@ async def test_a_forgotten_splice_that_confirms_closes_the_channel_on_it_when_th
         commitment = pair.source.core.find_transaction(bytes.fromhex(status["commitment"]["txid"])[::-1])
         assert commitment is not None and commitment[0].inputs[0].prevout == funding and commitment[1] is not None
         assert splice_tx.txid == funding.txid
+
+
+@pytest.mark.trio
+async def test_abandonsplice_spends_our_coins_in_a_forgotten_splice_back_to_the_wallet_and_it_ends(tmp_path: Path, capsys) -> None:
+    """Alice splices in and her tx_signatures leave first (as when the peer adds more coins than she does),
+    lost on the way, before Bob's came; Bob forgets the splice and answers tx_abort. She keeps it (he
+    may still complete it) and cannot splice again. ``abandonsplice`` spends her coin in it back to her
+    wallet; once that is 6 deep the splice ends, its coins are free, and she splices again. Refused
+    with no splice, and on Bob's side of a forgotten splice holding no coin of his."""
+    from dataclasses import replace
+
+    from test_channels_splice_rbf_nodes import channel_commands
+
+    from lnpmsg.channels.commands import _request
+    from lnpmsg.channels.splice_forgotten import FORGOTTEN_SPENT_DEPTH
+    from lnpmsg.wallet.calls import ChainAppError
+
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        with pytest.raises(ChainAppError, match="no splice is pending"):
+            await channels(alice).abandonsplice(cid)
+        release = withhold(alice, TxSignatures)
+        await channels(alice).splice(cid, 200_000, feerate=2)
+        release()
+        sp = pending(alice)
+        assert sp is not None and sp.inputs
+        # (as she holds it when she signed first: Bob's tx_signatures never came; he forgot, answering tx_abort)
+        only_channel(alice).core.state.splice = replace(sp, signed=False, their_signatures=None, peer_forgot=True)
+        only_channel(bob).core.state.splice = only_channel(bob).core.state.quiesce = None
+        with pytest.raises(ChainAppError, match="another splice is pending"):
+            await channels(alice).splice(cid, 100_000)
+        coins = {str(i.outpoint) for i in sp.inputs}
+        before = pair.wallet_sat(alice)
+        splice_txid = sp.outpoint.txid  # type: ignore[union-attr]
+        assert pair.source.core.find_transaction(splice_txid) is not None  # (in the mempool: the spend must replace it)
+        with pytest.raises(ChainAppError, match="refused the spend of our coins: insufficient fee"):
+            await channels(alice).abandonsplice(cid, feerate=1)
+        result = await channels(alice).abandonsplice(cid, feerate=10)
+        assert set(result["spent"]) == coins and result["splice"]["peer_forgot"] and result["ends_at_depth"] == FORGOTTEN_SPENT_DEPTH
+        assert 0 < result["fee_sat"] < 3_000
+        assert pair.source.core.find_transaction(splice_txid) is None  # (replaced: BIP 125)
+        _request(channel_commands().parse_args(["abandonsplice", cid]))[2](result)
+        assert f"spent back to the wallet by {result['abandon_txid']}" in capsys.readouterr().out
+        await pair.mine(FORGOTTEN_SPENT_DEPTH - 1, alice, bob)
+        assert pending(alice) is not None  # (not deep enough yet)
+        await pair.mine(1, alice, bob)
+        await wait_until(lambda: pending(alice) is None, "the splice ended")
+        assert pair.wallet_sat(alice) == before - result["fee_sat"]  # (the coin came back to the wallet, less the fee)
+        await channels(alice).splice(cid, 100_000)
+        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "the new splice signed")  # type: ignore[union-attr]
+
+
+@pytest.mark.trio
+async def test_abandonsplice_refuses_a_forgotten_splice_without_our_coins(tmp_path: Path) -> None:
+    """Bob kept the splice Alice forgot, but it holds none of his coins: nothing of his to spend."""
+    from lnpmsg.wallet.calls import ChainAppError
+
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        await alice_completes_and_forgets(pair, alice, bob, cid)
+        with pytest.raises(ChainAppError, match="holds no coin of ours"):
+            await channels(bob).abandonsplice(cid)

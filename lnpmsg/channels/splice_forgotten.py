@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from lnpmsg.bitcoin.tx import OutPoint, Tx
+from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
 
 if TYPE_CHECKING:
     from .splice import SpliceSession
@@ -43,6 +43,7 @@ __all__ = [
     "FORGOTTEN_SPENT_DEPTH",
     "ForgottenSpliceMined",
     "SpliceInputSpent",
+    "abandon_spend",
     "forgotten_inputs",
     "on_input_spent",
     "on_locked_depth",
@@ -129,3 +130,27 @@ def on_locked_depth(core: ChannelCore, sp: SpliceSession, depth: int, out: _Out)
     out.emit(ChannelFailed(reason, core.latest_commitment_tx(), by_peer=False))
     s.phase = Phase.FAILED
     s.failure = reason
+
+
+def abandon_spend(sp: SpliceSession, script: bytes, feerate_per_kw: int) -> Tx:
+    """The transaction (unsigned) that spends our coins in the splice the peer forgot back to ``script`` (our
+    wallet's) at ``feerate_per_kw``: once it is :data:`FORGOTTEN_SPENT_DEPTH` deep the splice can never
+    confirm and ends (:func:`on_input_spent`). LocalMisuse when the splice is not one the peer forgot, was
+    taken up, holds no coin of ours, or they cannot pay the fee."""
+    from lnpmsg.wallet.feebump import spend_weight
+    from lnpmsg.wallet.spend import dust_limit
+
+    from .errors import LocalMisuse
+
+    if not sp.peer_forgot or sp.previous:
+        raise LocalMisuse("the pending splice is not one the peer forgot (it may still be signed: wait for it)")
+    if sp.signed:
+        raise LocalMisuse("the splice the peer forgot confirmed: it is taken up, not abandoned")
+    ours = [i for i in sp.inputs if i.outpoint in forgotten_inputs(sp)]
+    if not ours:
+        raise LocalMisuse("the splice holds no coin of ours: it ends once the peer spends one of its inputs elsewhere")
+    total = sum(Tx.parse(i.prevtx).outputs[i.vout].amount_sat for i in ours)
+    fee = -(-spend_weight(len(ours), [script]) * feerate_per_kw // 1000)
+    if total - fee < dust_limit(script):
+        raise LocalMisuse(f"our coins in the splice ({total} sat) cannot pay the fee of spending them ({fee} sat)")
+    return Tx(2, tuple(TxIn(i.outpoint) for i in ours), (TxOut(total - fee, script),))

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from lnpmsg.bitcoin.block import Block
-from lnpmsg.bitcoin.tx import OutPoint
+from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.app import ChainAppError
@@ -191,6 +192,41 @@ class SpliceSide:
         result = describe(target)
         result.update(splice_txid=sp.outpoint.txid_hex, feerate_per_kw=per_kw, new_capacity_sat=result["splice"]["new_capacity_sat"],
                       previous_splice_txids=[v["txid"] for v in status(sp)])  # fmt: skip
+        return result
+
+    async def abandonsplice(self, channel: str, feerate: int | None = None) -> dict[str, Any]:
+        """End CHANNEL's pending splice that the peer forgot after our tx_signatures left (``listchannels``
+        shows ``peer_forgot``): our coins in it are spent back to the wallet, at FEERATE sat per vbyte
+        (default: the chain's estimate), which double-spends the splice. Once that spend is 6 blocks deep
+        the splice can never confirm and ends (``channel.splice_aborted``): the channel may splice again.
+        Returns the channel with ``abandon_txid``, ``spent`` (our coins) and ``fee_sat``."""
+        from .splice_forgotten import abandon_spend
+
+        target = self._channel(channel)
+        if feerate is not None and (not isinstance(feerate, int) or isinstance(feerate, bool) or feerate <= 0):
+            raise ParamsError(f"feerate must be a positive whole number of sat/vB, got {feerate!r}")
+        sp = target.core.state.splice
+        if not isinstance(sp, SpliceSession):
+            raise ChainAppError("cannot abandon the splice: no splice is pending", {"error": "ChannelError"})
+        per_kw = await self._splice_feerate(feerate)
+        wallet = self.chain.wallet
+        try:
+            spend = abandon_spend(sp, await self._close_script(None), per_kw)
+            witnesses = wallet.sign_inputs(spend, range(len(spend.inputs)))
+        except (LocalMisuse, WalletError) as exc:
+            raise ChainAppError(f"cannot abandon the splice: {exc}", {"error": "ChannelError"}) from exc
+        signed = replace(spend, inputs=tuple(replace(i, witness=w) for i, w in zip(spend.inputs, witnesses, strict=True)))
+        try:
+            await self.chain.source.broadcast(signed.raw)
+        except ChainError as exc:
+            raise ChainAppError(f"cannot abandon the splice: the chain refused the spend of our coins: {exc}", {"error": "ChainError"}) from exc
+        log.info("channels: %s: our coins in the splice %s the peer forgot are spent back to the wallet by %s: the splice ends "
+                 "once it is %d deep", target.channel_id.hex(), sp.outpoint.txid_hex if sp.outpoint else "-", signed.txid_hex,
+                 FORGOTTEN_SPENT_DEPTH)  # fmt: skip
+        spent = sum(Tx.parse(i.prevtx).outputs[i.vout].amount_sat for i in sp.inputs if i.outpoint in {t.prevout for t in spend.inputs})
+        result = describe(target)
+        result.update(abandon_txid=signed.txid_hex, spent=[str(t.prevout) for t in spend.inputs],
+                      fee_sat=spent - spend.outputs[0].amount_sat, ends_at_depth=FORGOTTEN_SPENT_DEPTH)  # fmt: skip
         return result
 
     async def _await_signed(self, target: ManagedChannel, done: Callable[[], bool], what: str) -> None:
