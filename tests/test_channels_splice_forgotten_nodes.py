@@ -156,3 +156,17 @@ async def test_abandonsplice_refuses_a_forgotten_splice_without_our_coins(tmp_pa
         await alice_completes_and_forgets(pair, alice, bob, cid)
         with pytest.raises(ChainAppError, match="holds no coin of ours"):
             await channels(bob).abandonsplice(cid)
+
+
+def test_the_command_line_asks_abandonsplice_in_sat_per_vbyte() -> None:
+    from test_channels_splice_rbf_nodes import channel_commands
+
+    from lnpmsg.channels.commands import COMMANDS, _request
+
+    parser = channel_commands()
+    assert "abandonsplice" in COMMANDS
+    assert _request(parser.parse_args(["abandonsplice", "103x1x0", "--feerate", "7", "--json"]))[:2] == (
+        "channels.abandonsplice", {"channel": "103x1x0", "feerate": 7})  # fmt: skip
+    assert _request(parser.parse_args(["abandonsplice", "ab" * 32]))[1] == {"channel": "ab" * 32}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["abandonsplice", "ab", "--feerate", "0"])

@@ -240,6 +240,11 @@ def _print_peer_storage(r: dict[str, Any]) -> None:
         print("  nothing kept either way")
 
 
+def _channel_and_feerate(args: argparse.Namespace) -> dict[str, Any]:
+    """The params of a command on CHANNEL with an optional --feerate."""
+    return {"channel": args.channel, **({"feerate": args.feerate} if args.feerate is not None else {})}
+
+
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
     """The channel app's control call for a command, and how to print its result."""
     if args.command == "fundchannel":
@@ -256,10 +261,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             f"channel {r['channel_id']} funded by {r['funding_txid']}, waiting for confirmations ({r['state']})"
         )
     if args.command == "bumpchannelopen":
-        params = {"channel": args.channel}
-        if args.feerate is not None:
-            params["feerate"] = args.feerate
-        return "channels.bumpchannelopen", params, lambda r: print(
+        return "channels.bumpchannelopen", _channel_and_feerate(args), lambda r: print(
             f"channel {r['channel_id']}: funding bumped to {r['feerate_per_kw']} sat/kw by {r['funding_txid']} "
             f"(replacing {', '.join(r['previous_funding_txids'])}), waiting for confirmations"
         )
@@ -274,18 +276,12 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             f"{r['contribution_sat']} sat to our balance), {r['new_capacity_sat']} sat once locked at the channel's depth"
         )
     if args.command == "bumpsplice":
-        params = {"channel": args.channel}
-        if args.feerate is not None:
-            params["feerate"] = args.feerate
-        return "channels.bumpsplice", params, lambda r: print(
+        return "channels.bumpsplice", _channel_and_feerate(args), lambda r: print(
             f"channel {r['channel_id']}: splice bumped to {r['feerate_per_kw']} sat/kw by {r['splice_txid']} "
             f"(replacing {', '.join(r['previous_splice_txids'])}), {r['new_capacity_sat']} sat once locked"
         )
     if args.command == "abandonsplice":
-        params = {"channel": args.channel}
-        if args.feerate is not None:
-            params["feerate"] = args.feerate
-        return "channels.abandonsplice", params, lambda r: print(
+        return "channels.abandonsplice", _channel_and_feerate(args), lambda r: print(
             f"channel {r['channel_id']}: our coins in the forgotten splice ({', '.join(r['spent'])}) spent back to the "
             f"wallet by {r['abandon_txid']} (fee {r['fee_sat']} sat); the splice ends once it is {r['ends_at_depth']} blocks deep"
         )
