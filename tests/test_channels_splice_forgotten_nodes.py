@@ -170,3 +170,36 @@ def test_the_command_line_asks_abandonsplice_in_sat_per_vbyte() -> None:
     assert _request(parser.parse_args(["abandonsplice", "ab" * 32]))[1] == {"channel": "ab" * 32}
     with pytest.raises(SystemExit):
         parser.parse_args(["abandonsplice", "ab", "--feerate", "0"])
+
+
+@pytest.mark.trio
+async def test_a_forgotten_splice_taken_up_before_a_restart_is_closed_on_at_the_start_once_the_wait_passed(tmp_path: Path) -> None:
+    """Bob takes up the mined splice Alice forgot, locks it and his monitor follows it; he stops, and the
+    wait for Alice's splice_locked passes while he is down. At his start the splice is still his (taken
+    up, locked: written), its depth tells the wait passed, and he closes on the splice's funding."""
+    from test_channels_onchain import alice_alone
+    from test_channels_splice_nodes import monitor_on
+
+    from lnpmsg.testing.nodes import running
+
+    async with alice_alone(tmp_path) as (pair, alice):
+        bob = pair.node("bob", False)
+        async with running(bob):
+            cid = await open_channel(pair, alice, bob, "static_remotekey")
+            _, splice_tx = await alice_completes_and_forgets(pair, alice, bob, cid)
+            await pair.mine(1, alice, bob)
+            await wait_until(lambda: pending(bob) is not None and pending(bob).locked_sent, "Bob took the splice up and locked it")  # type: ignore[union-attr]
+            await wait_until(lambda: monitor_on(bob, splice_tx.txid_hex), "Bob's monitor follows the splice")
+        await pair.mine(FORGOTTEN_LOCK_WAIT, alice)
+        bob = pair.node("bob", False)
+        async with running(bob):
+            sp = pending(bob)
+            assert sp is not None and sp.signed and sp.peer_forgot and sp.tx == splice_tx.raw
+            await wait_until(lambda: only_channel(bob).phase is Phase.FAILED, "Bob closes on the splice at his start")
+            await wait_until(lambda: monitor_on(bob, splice_tx.txid_hex), "the monitor loaded on the splice")
+            await pair.mine(1, alice, bob)
+            await wait_until(lambda: (channels(bob).onchain.status(only_channel(bob)) or {}).get("state") not in (None, "open"), "the commitment mined")
+            status = channels(bob).onchain.status(only_channel(bob))
+            assert status["commitment"]["kind"] == "ours"
+            found = pair.source.core.find_transaction(bytes.fromhex(status["commitment"]["txid"])[::-1])
+            assert found is not None and found[0].inputs[0].prevout.txid == splice_tx.txid
