@@ -38,8 +38,9 @@ def forgotten_after_alice_signed() -> tuple[SplicePair, SpliceSession]:
 
 def test_a_forgotten_splice_found_in_a_block_is_taken_up_then_locked_when_the_peer_locks_it() -> None:
     """Another transaction given as the splice's changes nothing; the splice's own (with Alice's witnesses)
-    makes Bob's splice signed, its inputs no longer watched (it spent them); its depth then locks it, and
-    Alice's splice_locked (she went on with it) switches the channel. The records replay to each state."""
+    makes Bob's splice signed, its inputs no longer watched once it is in a block (it spent them); its
+    depth then locks it, and Alice's splice_locked (she went on with it) switches the channel. The
+    records replay to each state."""
     pair, kept = forgotten_after_alice_signed()
     before = splice_of(pair.bob)
     assert forgotten_inputs(before) == (COIN.outpoint(0),)
@@ -47,12 +48,14 @@ def test_a_forgotten_splice_found_in_a_block_is_taken_up_then_locked_when_the_pe
     assert splice_of(pair.bob) == before
     pair.feed(pair.bob, ForgottenSpliceMined(kept.tx))  # type: ignore[arg-type]
     taken = splice_of(pair.bob)
-    assert taken.signed and taken.tx == kept.tx and taken.peer_forgot and forgotten_inputs(taken) == ()
-    pair.feed(pair.bob, SpliceInputSpent(COIN.outpoint(0)))  # (the splice itself spent it: nothing ends)
-    assert splice_of(pair.bob) == taken
+    assert taken.signed and taken.tx == kept.tx and taken.peer_forgot
+    txid = kept.outpoint.txid  # type: ignore[union-attr]
+    pair.feed(pair.bob, SpliceDepth(txid, 1, SPLICE_SCID))
+    assert splice_of(pair.bob).mined and forgotten_inputs(splice_of(pair.bob)) == ()  # (in a block: it spent them)
+    pair.feed(pair.bob, SpliceInputSpent(COIN.outpoint(0)))
+    assert splice_of(pair.bob).mined
     assert restore(pair.bob.core.base_secrets, pair.bob.records).state == pair.bob.core.state
     pair.alice.core.state.splice = kept  # Alice took it up again
-    txid = kept.outpoint.txid  # type: ignore[union-attr]
     for side in (pair.alice, pair.bob):
         pair.feed(side, SpliceDepth(txid, 3, SPLICE_SCID))
     pair.pump()
@@ -105,3 +108,16 @@ def test_a_splice_the_peer_did_not_forget_is_not_taken_up_from_the_chain_nor_clo
     pair.feed(pair.bob, SpliceDepth(txid, 3, SPLICE_SCID))
     pair.feed(pair.bob, SpliceDepth(txid, 3 + 10 * FORGOTTEN_LOCK_WAIT, SPLICE_SCID))
     assert pair.bob.core.state.phase is Phase.NORMAL and splice_of(pair.bob).locked_sent
+
+
+def test_a_taken_up_splice_a_reorganization_took_out_ends_when_an_input_is_spent_elsewhere() -> None:
+    """The splice Bob took up leaves the chain before his lock (depth 0): it may be mined again, so it is
+    kept, and its inputs are watched again: a spend of one elsewhere, deep, ends it."""
+    pair, kept = forgotten_after_alice_signed()
+    pair.feed(pair.bob, ForgottenSpliceMined(kept.tx))  # type: ignore[arg-type]
+    txid = kept.outpoint.txid  # type: ignore[union-attr]
+    pair.feed(pair.bob, SpliceDepth(txid, 1, SPLICE_SCID))
+    pair.feed(pair.bob, SpliceDepth(txid, 0, 0))
+    assert not splice_of(pair.bob).mined and forgotten_inputs(splice_of(pair.bob)) == (COIN.outpoint(0),)
+    pair.feed(pair.bob, SpliceInputSpent(COIN.outpoint(0)))
+    assert pair.bob.core.state.splice is None and pair.bob.core.state.phase is Phase.NORMAL

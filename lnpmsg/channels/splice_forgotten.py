@@ -85,8 +85,9 @@ def on_tx_abort(core: ChannelCore, sp: SpliceSession) -> None:
 
 def forgotten_inputs(sp: SpliceSession) -> tuple[OutPoint, ...]:
     """The inputs of a splice the peer forgot whose spend by another transaction ends it (the
-    shared input's is a close of the channel, the monitor's): none if the peer did not forget it."""
-    if not sp.peer_forgot or sp.tx is None or sp.signed:
+    shared input's is a close of the channel, the monitor's): none if the peer did not forget it, or
+    while it is in a block (taken up; one a reorganization takes out is watched again)."""
+    if not sp.peer_forgot or sp.tx is None or sp.mined or sp.locked_sent:
         return ()
     return tuple(i.prevout for i in Tx.parse(sp.tx).inputs if i.prevout != sp.shared.outpoint)
 
@@ -95,7 +96,7 @@ def on_input_spent(core: ChannelCore, sp: SpliceSession, outpoint: OutPoint, out
     """An input of the splice the peer forgot is spent elsewhere, deep: the splice ends, our coins are free."""
     from .splice import SpliceAborted
 
-    if outpoint not in forgotten_inputs(sp) or sp.signed or sp.previous or sp.mined or sp.locked_sent:
+    if outpoint not in forgotten_inputs(sp) or sp.previous:
         return
     core.state.splice = None
     out.emit(SpliceAborted(f"the peer forgot the splice and its input {outpoint} was spent by another transaction", sp.inputs))
