@@ -21,7 +21,8 @@ commitment on the splice is our latest, not revoked. If the peer goes on with it
 :data:`FORGOTTEN_LOCK_WAIT` blocks after our lock depth, the peer cannot (BOLT 2 has a node that
 does not know the splice answer our ``splice_locked`` with a warning), and the channel is closed on
 the splice's funding with that commitment (:func:`on_locked_depth`): the channel's old funding is
-spent, nothing else can confirm.
+spent, nothing else can confirm. A taken-up splice that a reorganization took out before our lock
+watches its inputs again (:func:`forgotten_inputs`).
 
 Only a first version is marked: a bumped splice's earlier versions are still the peer's, and a
 version it forgot is only kept (see docs/splicing.md).
