@@ -4,6 +4,7 @@ switched to when the peer locks it, the channel closed on it when the peer does 
 
 from __future__ import annotations
 
+import pytest
 from test_channels_splice import COIN, SPLICE_SCID, SplicePair, opened, quiesce, splice_in_command, splice_of
 
 from lnpmsg.bitcoin.hashes import sha256
@@ -121,3 +122,34 @@ def test_a_taken_up_splice_a_reorganization_took_out_ends_when_an_input_is_spent
     assert not splice_of(pair.bob).mined and forgotten_inputs(splice_of(pair.bob)) == (COIN.outpoint(0),)
     pair.feed(pair.bob, SpliceInputSpent(COIN.outpoint(0)))
     assert pair.bob.core.state.splice is None and pair.bob.core.state.phase is Phase.NORMAL
+
+
+def test_the_spend_that_abandons_a_forgotten_splice_takes_our_coins_only_at_the_rate_asked() -> None:
+    """Alice's splice-in the peer forgot (she signed first): the spend takes her coin (not the channel's
+    funding) to the script given, paying at least the rate asked per vbyte once signed; refused on a
+    splice not forgotten, taken up, without a coin of ours, or whose coins cannot pay."""
+    from dataclasses import replace
+
+    from test_channels_splice import WALLET_SCRIPT
+
+    from lnpmsg.channels.errors import LocalMisuse
+    from lnpmsg.channels.splice_forgotten import abandon_spend
+
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_in_command(100_000))
+    pair.pump()
+    sp = replace(splice_of(pair.alice), signed=False, peer_forgot=True)  # (as when she signed first and the peer forgot)
+    spend = abandon_spend(sp, WALLET_SCRIPT, 2_500)
+    assert [i.prevout for i in spend.inputs] == [COIN.outpoint(0)] and spend.outputs[0].script_pubkey == WALLET_SCRIPT
+    fee = COIN.outputs[0].amount_sat - spend.outputs[0].amount_sat
+    signed_vsize = -(-(spend.weight + 2 + 108) // 4)  # (segwit marker and flag, a P2WPKH witness of 108 bytes at most)
+    assert fee >= signed_vsize * 10  # 2500 sat/kw: 10 sat/vB
+    with pytest.raises(LocalMisuse, match="not one the peer forgot"):
+        abandon_spend(replace(sp, peer_forgot=False), WALLET_SCRIPT, 2_500)
+    with pytest.raises(LocalMisuse, match="taken up"):
+        abandon_spend(replace(sp, signed=True), WALLET_SCRIPT, 2_500)
+    with pytest.raises(LocalMisuse, match="no coin of ours"):
+        abandon_spend(replace(sp, inputs=()), WALLET_SCRIPT, 2_500)
+    with pytest.raises(LocalMisuse, match="cannot pay"):
+        abandon_spend(sp, WALLET_SCRIPT, 10_000_000)

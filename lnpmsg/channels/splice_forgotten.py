@@ -139,7 +139,7 @@ def abandon_spend(sp: SpliceSession, script: bytes, feerate_per_kw: int) -> Tx:
     wallet's) at ``feerate_per_kw``: once it is :data:`FORGOTTEN_SPENT_DEPTH` deep the splice can never
     confirm and ends (:func:`on_input_spent`). LocalMisuse when the splice is not one the peer forgot, was
     taken up, holds no coin of ours, or they cannot pay the fee."""
-    from lnpmsg.wallet.feebump import spend_weight
+    from lnpmsg.wallet.feebump import spend_weight, vsize
     from lnpmsg.wallet.spend import dust_limit
 
     from .errors import LocalMisuse
@@ -152,7 +152,7 @@ def abandon_spend(sp: SpliceSession, script: bytes, feerate_per_kw: int) -> Tx:
     if not ours:
         raise LocalMisuse("the splice holds no coin of ours: it ends once the peer spends one of its inputs elsewhere")
     total = sum(Tx.parse(i.prevtx).outputs[i.vout].amount_sat for i in ours)
-    fee = -(-spend_weight(len(ours), [script]) * feerate_per_kw // 1000)
+    fee = -(-vsize(spend_weight(len(ours), [script])) * feerate_per_kw // 250)  # (rates are asked per vbyte: at least that)
     if total - fee < dust_limit(script):
         raise LocalMisuse(f"our coins in the splice ({total} sat) cannot pay the fee of spending them ({fee} sat)")
     return Tx(2, tuple(TxIn(i.outpoint) for i in ours), (TxOut(total - fee, script),))
