@@ -135,6 +135,10 @@ async def test_abandonsplice_spends_our_coins_in_a_forgotten_splice_back_to_the_
         assert set(result["spent"]) == coins and result["splice"]["peer_forgot"] and result["ends_at_depth"] == FORGOTTEN_SPENT_DEPTH
         assert 0 < result["fee_sat"] < 3_000
         assert pair.source.core.find_transaction(splice_txid) is None  # (replaced: BIP 125)
+        again = await channels(alice).abandonsplice(cid, feerate=20)  # (a spend stuck at a low rate is bumped the same way)
+        assert again["abandon_txid"] != result["abandon_txid"] and again["fee_sat"] > result["fee_sat"]
+        assert pair.source.core.find_transaction(bytes.fromhex(result["abandon_txid"])[::-1]) is None
+        result = again
         _request(channel_commands().parse_args(["abandonsplice", cid]))[2](result)
         assert f"spent back to the wallet by {result['abandon_txid']}" in capsys.readouterr().out
         await pair.mine(FORGOTTEN_SPENT_DEPTH - 1, alice, bob)

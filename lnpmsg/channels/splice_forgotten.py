@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from lnpmsg.bitcoin.tx import OutPoint, Tx, TxIn, TxOut
+from lnpmsg.bitcoin.tx import SEQUENCE_RBF, OutPoint, Tx, TxIn, TxOut
 
 if TYPE_CHECKING:
     from .splice import SpliceSession
@@ -155,4 +155,5 @@ def abandon_spend(sp: SpliceSession, script: bytes, feerate_per_kw: int) -> Tx:
     fee = -(-vsize(spend_weight(len(ours), [script])) * feerate_per_kw // 250)  # (rates are asked per vbyte: at least that)
     if total - fee < dust_limit(script):
         raise LocalMisuse(f"our coins in the splice ({total} sat) cannot pay the fee of spending them ({fee} sat)")
-    return Tx(2, tuple(TxIn(i.outpoint) for i in ours), (TxOut(total - fee, script),))
+    # (replaceable, BIP 125: a spend stuck at a low rate is bumped by asking again)
+    return Tx(2, tuple(TxIn(i.outpoint, sequence=SEQUENCE_RBF) for i in ours), (TxOut(total - fee, script),))
