@@ -18,7 +18,8 @@ from lnpmsg.rpc import commands as control_commands
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "splice", "bumpsplice", "abandonsplice", "listchannels", "closechannel", "exportchannelbackup", "listchannelbackup", "restorechannels", "listpeerstorage"})
+COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "splice", "bumpsplice", "abandonsplice", "listchannels", "closechannel",
+                      "exportchannelbackup", "listchannelbackup", "restorechannels", "listpeerstorage"})  # fmt: skip
 
 
 def _positive(text: str) -> int:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -387,7 +387,9 @@ class SpliceSide:
         except ChainError as exc:
             log.warning("channels: cannot read the chain for splice depths: %s", exc)
 
-    async def _take_up_forgotten(self, unsigned: list[tuple[ManagedChannel, SpliceSession]], mined: dict[bytes, bytes]) -> list[tuple[ManagedChannel, SpliceSession]]:
+    async def _take_up_forgotten(
+        self, unsigned: list[tuple[ManagedChannel, SpliceSession]], mined: dict[bytes, bytes]
+    ) -> list[tuple[ManagedChannel, SpliceSession]]:
         """The splices the peer forgot whose transaction is in a block (``mined``: txid -> the transaction
         as mined in the blocks read now): taken up as signed
         (:mod:`.splice_forgotten`). Returns them, whose depth then goes to the channel as any splice's."""
