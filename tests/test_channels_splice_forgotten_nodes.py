@@ -207,3 +207,12 @@ async def test_a_forgotten_splice_taken_up_before_a_restart_is_closed_on_at_the_
             assert status["commitment"]["kind"] == "ours"
             found = pair.source.core.find_transaction(bytes.fromhex(status["commitment"]["txid"])[::-1])
             assert found is not None and found[0].inputs[0].prevout.txid == splice_tx.txid
+
+
+def test_abandonsplice_help_teaches_when_it_applies(capsys) -> None:
+    from lnpmsg.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["abandonsplice", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "peer_forgot" in out and "6 blocks deep" in out and "--feerate SAT_PER_VB" in out and "holds no coin of ours" in out
