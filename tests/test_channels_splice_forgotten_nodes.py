@@ -216,3 +216,27 @@ def test_abandonsplice_help_teaches_when_it_applies(capsys) -> None:
         main(["abandonsplice", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "peer_forgot" in out and "6 blocks deep" in out and "--feerate SAT_PER_VB" in out and "holds no coin of ours" in out
+
+
+@pytest.mark.trio
+async def test_a_forgotten_splice_mined_while_the_node_was_stopped_is_taken_up_at_its_start(tmp_path: Path) -> None:
+    """Bob keeps the splice Alice forgot and stops; it is mined while he is down. At his start he finds it
+    in the last blocks, takes it up and, past his lock depth already, locks it: his monitor follows it."""
+    from test_channels_onchain import alice_alone
+    from test_channels_splice_nodes import monitor_on
+
+    from lnpmsg.testing.nodes import running
+
+    async with alice_alone(tmp_path) as (pair, alice):
+        bob = pair.node("bob", False)
+        async with running(bob):
+            cid = await open_channel(pair, alice, bob, "static_remotekey")
+            _, splice_tx = await alice_completes_and_forgets(pair, alice, bob, cid)
+        await pair.mine(2, alice)
+        assert pair.source.core.find_transaction(splice_tx.txid)[1] is not None  # type: ignore[index]
+        bob = pair.node("bob", False)
+        async with running(bob):
+            await wait_until(lambda: pending(bob) is not None and pending(bob).signed and pending(bob).locked_sent, "taken up and locked at the start")  # type: ignore[union-attr]
+            assert pending(bob).tx == splice_tx.raw  # type: ignore[union-attr]
+            await wait_until(lambda: monitor_on(bob, splice_tx.txid_hex), "Bob's monitor follows the splice")
+            assert only_channel(bob).phase is Phase.NORMAL  # (Alice's splice_locked may still come)
