@@ -243,3 +243,29 @@ async def test_a_reorganization_while_the_nodes_were_down_is_seen_at_the_start(t
             bumped = await bump_signed(alice, cid, alice, bob)
             await source.mine(2)
             await wait_until(lambda: locked_on(alice, bumped["splice_txid"]) and locked_on(bob, bumped["splice_txid"]), "spliced")
+
+
+@pytest.mark.trio
+async def test_the_wait_before_a_bump_counts_the_blocks_mined_while_the_nodes_were_stopped(tmp_path: Path) -> None:
+    """Alice's splice is signed at the tip; both nodes stop, an empty block is mined, they start again.
+    The splice records the height it was signed at (Bob: from Alice's splice_init locktime), so that
+    block counts at the start: Alice bumps at once, before any block after the start, and Bob takes
+    her tx_init_rbf."""
+    async with chain(tmp_path) as source:
+        pair = AppPair(source, tmp_path, MemoryNetwork())
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            cid, spliced = await open_and_splice(pair, alice, bob)
+            signed_at = (await source.tip()).height
+            assert all(pending(n).signed_height == signed_at and pending(n).blocks_waited == 0 for n in (alice, bob))  # type: ignore[union-attr]
+        assert (await source.submit_transactions_in_block([])).accepted  # (while both are down)
+        alice, bob = pair.node("alice", True), pair.node("bob", False)
+        async with running(alice, bob):
+            await wait_until(lambda: all(pending(n).blocks_waited == 1 for n in (alice, bob)), "the block mined while stopped counted")  # type: ignore[union-attr]
+            await bob.connect(alice.addresses[0])
+            await wait_until(lambda: settled(alice) and settled(bob), "reestablished")
+            bumped = await channels(alice).bumpsplice(cid, feerate=6)
+            assert bumped["previous_splice_txids"] == [spliced["splice_txid"]]
+            await wait_until(lambda: all(pending(n).signed and pending(n).outpoint.txid_hex == bumped["splice_txid"] for n in (alice, bob)),  # type: ignore[union-attr]
+                             "the bump signed by both")  # fmt: skip
+            assert all(pending(n).signed_height == signed_at + 1 for n in (alice, bob))  # type: ignore[union-attr]  # (the new version counts from its own)

@@ -33,12 +33,12 @@ Control calls (``channels.<call>``): ``fundchannel`` [node_id, amount_sat, push_
 announce?], ``listchannels`` [peer_id?], ``closechannel`` [channel, feerate?, destination?],
 ``exportchannelbackup`` [file?], ``listchannelbackup`` [backup? | file?], ``restorechannels`` [backup? | file?] (:mod:`.backup_calls`),
 ``bumpchannelopen`` [channel, feerate?] (:mod:`.dualfund_side`), ``splice`` [channel, amount_sat, feerate?,
-address?] and ``bumpsplice`` [channel, feerate?] (:mod:`.splice_side`), and,
+address?], ``bumpsplice`` and ``abandonsplice`` [channel, feerate?] (:mod:`.splice_side`), and,
 for tests without the payments layer, ``dev_addhtlc``, ``dev_fulfill``, ``dev_fail``, ``dev_updatefee``,
 ``dev_preimage`` (:mod:`.dev_calls`), ``dev_quiesce`` (:mod:`.quiesce_side`). Events: ``channel.opened``,
 ``channel.ready``, ``channel.confirmed`` (a zero-conf channel's funding), ``channel.htlc``, ``channel.closed``,
 ``channel.failed``, ``channel.spent``, ``channel.quiescent``, ``channel.spliced``, ``channel.splice_aborted``,
-``channel.splice_versions_dropped``.
+``channel.splice_versions_dropped``, ``channel.splice_taken_up``.
 
 A payments app plugs in through ``htlcs`` (:class:`~.htlc_hook.HtlcHook`).
 """
@@ -200,7 +200,7 @@ class ChannelsApp(BackupCalls, DevCalls, ChainSide, DualFundSide, QuiesceSide, S
             "dev_updatefee": self.dev_updatefee, "dev_preimage": self.dev_preimage, "dev_quiesce": self.dev_quiesce,
             "exportchannelbackup": self.exportchannelbackup, "listchannelbackup": self.listchannelbackup,
             "restorechannels": self.restorechannels, "bumpchannelopen": self.bumpchannelopen,
-            "splice": self.splice,
+            "splice": self.splice, "abandonsplice": self.abandonsplice,
             "bumpsplice": self.bumpsplice,
         }.items():  # fmt: skip
             self.add_control_method(call, fn)

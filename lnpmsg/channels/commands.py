@@ -1,6 +1,6 @@
 """The ``lnpmsg`` subcommands of the channel app (:mod:`lnpmsg.channels.app`).
 
-``fundchannel``, ``bumpchannelopen``, ``splice``, ``bumpsplice``, ``listchannels`` and ``closechannel`` call the
+``fundchannel``, ``bumpchannelopen``, ``splice``, ``bumpsplice``, ``abandonsplice``, ``listchannels`` and ``closechannel`` call the
 ``channels.*`` methods of a node started with a chain (``--chain regtest``
 or ``--bitcoind-rpc``), like every control command (:mod:`lnpmsg.rpc.commands`):
 human output or ``--json``, exit 0, 1 on an error, 3 when no node runs.
@@ -19,7 +19,8 @@ from lnpmsg.rpc.commands import named_alias
 
 __all__ = ["COMMANDS", "add_commands", "run_command"]
 
-COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "splice", "bumpsplice", "listchannels", "closechannel", "exportchannelbackup", "listchannelbackup", "restorechannels", "listpeerstorage"})
+COMMANDS = frozenset({"fundchannel", "bumpchannelopen", "splice", "bumpsplice", "abandonsplice", "listchannels", "closechannel",
+                      "exportchannelbackup", "listchannelbackup", "restorechannels", "listpeerstorage"})  # fmt: skip
 
 
 def _positive(text: str) -> int:
@@ -114,6 +115,16 @@ def add_commands(commands: argparse._SubParsersAction, default_data_dir: Path) -
                 "dropped. Refused: once a version is in a block, after our splice_locked, on a zero-conf channel, below 25/24 of the last rate, "
                 "past 10 pending bumps (BIP 125 also asks for more absolute fee: bump by more than the minimum). "
                 "Example: 'lnpmsg bumpsplice 103x1x0 --feerate 20'.")
+    p = add("abandonsplice", "end a pending splice the peer forgot (listchannels: peer_forgot) by spending our coins in it back to the wallet")
+    p.add_argument("channel", metavar="CHANNEL", help="a channel id (hex), short channel id (BLOCKxTXxOUT) or key, whose pending splice the peer forgot")
+    p.add_argument("--feerate", type=_positive, metavar="SAT_PER_VB", help="the spend's fee rate in sat per vbyte (default: the chain's estimate)")
+    p.epilog = ("A peer that answered tx_abort after our tx_signatures left holds our signatures and may still complete "
+                "the splice: BOLT 2 keeps it until one of its inputs is spent by another transaction, and no other "
+                "splice may start meanwhile. This spends our coins in it back to a new address of the node's wallet "
+                "(a double-spend of the splice); once that spend is 6 blocks deep the splice ends, its coins are "
+                "free and the channel may splice again. Refused when the splice holds no coin of ours (it ends "
+                "when the peer spends one of its own), or when it confirmed (it is then taken up). "
+                "Example: 'lnpmsg abandonsplice 103x1x0 --feerate 5'.")
     p = add("listchannels", "list the node's channels: state, capacity, balances, HTLCs, short channel id, funding outpoint, "
                            "the peer's alias (from its node_announcement in the gossip, when known)")
     p.add_argument("--peer", metavar="NODEID", help="only the channels with this peer")
@@ -226,6 +237,11 @@ def _print_peer_storage(r: dict[str, Any]) -> None:
         print("  nothing kept either way")
 
 
+def _channel_and_feerate(args: argparse.Namespace) -> dict[str, Any]:
+    """The params of a command on CHANNEL with an optional --feerate."""
+    return {"channel": args.channel, **({"feerate": args.feerate} if args.feerate is not None else {})}
+
+
 def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[Any], None]]:
     """The channel app's control call for a command, and how to print its result."""
     if args.command == "fundchannel":
@@ -242,10 +258,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             f"channel {r['channel_id']} funded by {r['funding_txid']}, waiting for confirmations ({r['state']})"
         )
     if args.command == "bumpchannelopen":
-        params = {"channel": args.channel}
-        if args.feerate is not None:
-            params["feerate"] = args.feerate
-        return "channels.bumpchannelopen", params, lambda r: print(
+        return "channels.bumpchannelopen", _channel_and_feerate(args), lambda r: print(
             f"channel {r['channel_id']}: funding bumped to {r['feerate_per_kw']} sat/kw by {r['funding_txid']} "
             f"(replacing {', '.join(r['previous_funding_txids'])}), waiting for confirmations"
         )
@@ -260,12 +273,14 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any], Callable[[A
             f"{r['contribution_sat']} sat to our balance), {r['new_capacity_sat']} sat once locked at the channel's depth"
         )
     if args.command == "bumpsplice":
-        params = {"channel": args.channel}
-        if args.feerate is not None:
-            params["feerate"] = args.feerate
-        return "channels.bumpsplice", params, lambda r: print(
+        return "channels.bumpsplice", _channel_and_feerate(args), lambda r: print(
             f"channel {r['channel_id']}: splice bumped to {r['feerate_per_kw']} sat/kw by {r['splice_txid']} "
             f"(replacing {', '.join(r['previous_splice_txids'])}), {r['new_capacity_sat']} sat once locked"
+        )
+    if args.command == "abandonsplice":
+        return "channels.abandonsplice", _channel_and_feerate(args), lambda r: print(
+            f"channel {r['channel_id']}: our coins in the forgotten splice ({', '.join(r['spent'])}) spent back to the "
+            f"wallet by {r['abandon_txid']} (fee {r['fee_sat']} sat); the splice ends once it is {r['ends_at_depth']} blocks deep"
         )
     if args.command == "listchannels":
         return "channels.listchannels", {"peer_id": args.peer} if args.peer else {}, _print_list

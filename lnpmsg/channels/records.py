@@ -50,7 +50,7 @@ _INPUTS: list[type] = [
     I.ForceClose,  # appended: a record's input index never changes
     DF.OpenV2Command, DF.AcceptV2Command, DF.FundingWitnesses, Q.Quiesce, FundingDoubleSpent,
     FundingFound, RBF.BumpCommand, RBF.FundingCandidateConfirmed, SP.SpliceCommand, SP.SpliceDepth, SPR.SpliceBump,
-    SPF.SpliceInputSpent,
+    SPF.SpliceInputSpent, SPF.ForgottenSpliceMined, SPR.SpliceTipHeight,
 ]  # fmt: skip
 
 

@@ -100,6 +100,8 @@ class SpliceCommand:
     outputs: tuple[OwnOutput, ...]
     entropy: bytes
     peer_supports: bool
+    #: the chain's height when given (the shell's tip; None: unknown): the wait before a bump counts from it
+    height: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +201,12 @@ class SpliceSession:
     #: the splice, which only it could complete with our signatures. BOLT 2 has us keep it until one
     #: of its inputs is spent by another transaction (:mod:`.splice_forgotten`)
     peer_forgot: bool = False
+    #: the chain's height as known when this version's negotiation started: our command's, else (a
+    #: version the peer started) a block seen meanwhile or the least it can be (:mod:`.splice_rbf`)
+    height: int | None = None
+    #: the chain's height when this version was signed (None: unknown, a session stored before it was
+    #: recorded): ``blocks_waited`` counts from it, also the blocks mined while the node was stopped
+    signed_height: int | None = None
 
 
 def new_capacity(s: Any, splice: SpliceSession) -> int:
@@ -281,6 +289,9 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     if isinstance(item, splice_rbf.SpliceBump):
         splice_rbf.on_bump(core, item, out)
         return True
+    if isinstance(item, splice_rbf.SpliceTipHeight):
+        splice_rbf.on_tip_height(core, item.height)
+        return True
     if isinstance(item, SpliceDepth):
         if sp is not None:
             splice_sign.on_depth(core, item, out)
@@ -288,6 +299,10 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
     if isinstance(item, splice_forgotten.SpliceInputSpent):
         if sp is not None:
             splice_forgotten.on_input_spent(core, sp, item.outpoint, out)
+        return True
+    if isinstance(item, splice_forgotten.ForgottenSpliceMined):
+        if sp is not None:
+            splice_forgotten.on_mined(core, sp, item.tx)
         return True
     if isinstance(item, Disconnected):
         s.batch_size, s.batch = 0, ()  # (a batch cut by the disconnection comes again whole)
@@ -439,7 +454,7 @@ def _new_session(core: ChannelCore, cmd: SpliceCommand) -> SpliceSession:
     s = core.state
     return SpliceSession(
         True, cmd.feerate_per_kw, cmd.locktime, cmd.contribution_sat, 0, s.remote.basepoints.funding_pubkey,  # type: ignore[union-attr]
-        _shared_input(core), tuple(cmd.inputs), tuple(cmd.outputs), cmd.entropy,
+        _shared_input(core), tuple(cmd.inputs), tuple(cmd.outputs), cmd.entropy, height=cmd.height,
     )  # fmt: skip
 
 
@@ -482,7 +497,7 @@ def _on_splice_init(core: ChannelCore, msg: SpliceInit, out: _Out) -> None:
     entropy = sha256(s.channel_id + msg.encode())  # (we add nothing: the serial ids are never used)
     s.splice = SpliceSession(
         False, msg.funding_feerate_perkw, msg.locktime, 0, contribution, msg.funding_pubkey, _shared_input(core), (), (),
-        entropy, acked=True,
+        entropy, acked=True, height=msg.locktime or None,  # (the peer's tip, as a node sets it: see splice_rbf)
     )  # fmt: skip
     out.send(SpliceAck(channel_id=s.channel_id, funding_contribution_satoshis=0, funding_pubkey=next_keys(core)[1].funding_pubkey))
 

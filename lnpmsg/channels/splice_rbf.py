@@ -57,7 +57,9 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_RBF_ATTEMPTS",
     "SpliceBump",
+    "SpliceTipHeight",
     "SpliceVersionsDropped",
+    "blocks_since_signed",
     "bump_refusal",
     "check_bump",
     "dropped_inputs",
@@ -65,6 +67,7 @@ __all__ = [
     "make_current",
     "on_ack_rbf",
     "on_block_height",
+    "on_tip_height",
     "on_bump",
     "on_init_rbf",
     "restore_previous",
@@ -87,6 +90,17 @@ class SpliceBump:
 
     feerate_per_kw: int
     locktime: int
+    #: the chain's height when given (the shell's tip; None: unknown): the blocks since the last version
+    #: was signed count from it, also those mined while the node was stopped
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpliceTipHeight:
+    """Input from the shell at its start: the chain's tip is at ``height`` (no new block): the blocks
+    mined while the node was stopped count for the wait before a bump of the splice's last version."""
+
+    height: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +194,12 @@ def _fee_as(sp: SpliceSession, feerate: int, *, initiator: bool) -> int:
     return contribution_fee(scripts, outs, feerate, initiator=initiator)
 
 
-def _attempt(core: ChannelCore, sp: SpliceSession, feerate: int, locktime: int, *, sender: bool, their_contribution: int) -> SpliceSession:
+def _attempt(core: ChannelCore, sp: SpliceSession, feerate: int, locktime: int, *, sender: bool, their_contribution: int,
+             height: int | None = None) -> SpliceSession:  # fmt: skip
     """The new version's session: ``sender`` (we sent tx_init_rbf) makes us its initiator. What our
     part owes more at the new feerate (and in its new role) comes out of our change when we added
-    coins, else out of our balance (our contribution shrinks)."""
+    coins, else out of our balance (our contribution shrinks). ``height``: the chain's (None: the
+    least it can be, the last version's signed height and the blocks counted since)."""
     from .splice import SpliceSession, session
 
     ours, outputs = sp.our_contribution, sp.outputs
@@ -200,12 +216,30 @@ def _attempt(core: ChannelCore, sp: SpliceSession, feerate: int, locktime: int, 
         sender, feerate, locktime, ours, their_contribution, sp.remote_funding_pubkey, sp.shared, sp.inputs, outputs,
         entropy, acked=not sender, previous=(*sp.previous, replace(sp, previous=())),
         replaces_fee_sat=session(core, sp).total_fee_sat(),
+        height=height if height is not None else _least_height(sp, None if sender else locktime),
     )  # fmt: skip
 
 
-def bump_refusal(core: ChannelCore, feerate: int, *, sender_is_local: bool) -> str | None:
+def blocks_since_signed(sp: SpliceSession, height: int | None = None) -> int:
+    """The blocks mined since the version ``sp`` was signed: those the channel counted, or, the chain
+    being at ``height``, those since its signed height (the blocks mined while the node was stopped too)."""
+    if height is None or sp.signed_height is None:
+        return sp.blocks_waited
+    return max(sp.blocks_waited, height - sp.signed_height)
+
+
+def _least_height(sp: SpliceSession, claimed: int | None) -> int | None:
+    """The chain's height for a version the peer starts: the least it can be (the last version's signed
+    height and the blocks counted since), or the peer's locktime when higher (its tip, as a node sets it;
+    one past the chain's tip is brought down at the next block: :func:`on_block_height`)."""
+    floor = sp.signed_height + sp.blocks_waited if sp.signed_height is not None else None
+    return max(floor or 0, claimed or 0) or None
+
+
+def bump_refusal(core: ChannelCore, feerate: int, *, sender_is_local: bool, height: int | None = None) -> str | None:
     """Why the splice cannot be bumped to ``feerate`` now, whoever asks (None: it can). The
-    quiescence is the caller's check (the shell checks this before quiescing)."""
+    quiescence is the caller's check (the shell checks this before quiescing). ``height``: the
+    chain's, when known (the wait before a bump counts from the last version's signed height)."""
     from .splice import SpliceSession
 
     s = core.state
@@ -224,20 +258,44 @@ def bump_refusal(core: ChannelCore, feerate: int, *, sender_is_local: bool) -> s
         return f"{MAX_RBF_ATTEMPTS} fee bumps of the splice are pending already"
     if feerate < min_feerate(sp.feerate_per_kw):
         return f"feerate {feerate} is below 25/24 of {sp.feerate_per_kw} ({min_feerate(sp.feerate_per_kw)})"
-    if sp.blocks_waited < (wait := s.policy.rbf_wait_blocks):
-        return (f"the last version of the splice was signed {sp.blocks_waited} block(s) ago: a bump waits for {wait}"
-                " (time for it to confirm)")
+    if (waited := blocks_since_signed(sp, height)) < (wait := s.policy.rbf_wait_blocks):
+        return f"the last version of the splice was signed {waited} block(s) ago: a bump waits for {wait} (time for it to confirm)"
     return None
 
 
-def on_block_height(core: ChannelCore) -> None:
-    """A block was mined: it counts for the wait before a bump of the signed splice's last version."""
+def on_block_height(core: ChannelCore, height: int) -> None:
+    """A block at ``height`` was mined: it counts for the wait before a bump of the signed splice's last
+    version, with the blocks mined since its signed height (while the node was stopped too). A version
+    whose signed height is unknown (the peer's first, no block seen while it was negotiated) takes the
+    block before this one; one being negotiated notes the height."""
     from .splice import SpliceSession
 
     s = core.state
     sp = s.splice
-    if isinstance(sp, SpliceSession) and sp.signed and not sp.locked_sent and sp.blocks_waited < s.policy.rbf_wait_blocks:
-        s.splice = replace(sp, blocks_waited=sp.blocks_waited + 1)
+    if not isinstance(sp, SpliceSession) or sp.locked_sent:
+        return
+    if not sp.signed:
+        if not sp.signatures_sent and (sp.height is None or sp.height < height):  # (negotiated now)
+            s.splice = replace(sp, height=height)
+        return
+    # (a new block: the version was signed before it, whatever height the peer's locktime claimed)
+    since = min(sp.signed_height, height - 1) if sp.signed_height is not None else height - 1
+    waited = min(s.policy.rbf_wait_blocks, max(sp.blocks_waited + 1, height - since))
+    if waited > sp.blocks_waited or since != sp.signed_height:
+        s.splice = replace(sp, blocks_waited=max(waited, sp.blocks_waited), signed_height=since)
+
+
+def on_tip_height(core: ChannelCore, height: int) -> None:
+    """At start the chain is at ``height``: the blocks mined since the last version's signed height count."""
+    from .splice import SpliceSession
+
+    s = core.state
+    sp = s.splice
+    if not isinstance(sp, SpliceSession) or not sp.signed or sp.locked_sent or sp.signed_height is None:
+        return
+    waited = min(s.policy.rbf_wait_blocks, height - sp.signed_height)
+    if waited > sp.blocks_waited:
+        s.splice = replace(sp, blocks_waited=waited)
 
 
 def _check_ours(core: ChannelCore, attempt: SpliceSession) -> None:
@@ -248,11 +306,12 @@ def _check_ours(core: ChannelCore, attempt: SpliceSession) -> None:
     session(core, attempt)
 
 
-def check_bump(core: ChannelCore, feerate: int, locktime: int) -> None:
-    """What :class:`SpliceBump` refuses but the quiescence (LocalMisuse): for the shell, before it quiesces."""
+def check_bump(core: ChannelCore, feerate: int, locktime: int, height: int | None = None) -> None:
+    """What :class:`SpliceBump` refuses but the quiescence (LocalMisuse): for the shell, before it quiesces
+    (``height``: the chain's, when known)."""
     from .splice import SpliceSession
 
-    why = bump_refusal(core, feerate, sender_is_local=True)
+    why = bump_refusal(core, feerate, sender_is_local=True, height=height)
     if why is None and not 0 <= locktime < _LOCKTIME_THRESHOLD:
         why = "the locktime must be a block height"
     if why is not None:
@@ -260,7 +319,7 @@ def check_bump(core: ChannelCore, feerate: int, locktime: int) -> None:
     sp = core.state.splice
     assert isinstance(sp, SpliceSession)
     try:
-        _check_ours(core, _attempt(core, sp, feerate, locktime, sender=True, their_contribution=sp.their_contribution))
+        _check_ours(core, _attempt(core, sp, feerate, locktime, sender=True, their_contribution=sp.their_contribution, height=height))
     except LocalMisuse as exc:
         raise LocalMisuse(f"cannot bump the splice: {exc}") from None
 
@@ -274,10 +333,11 @@ def on_bump(core: ChannelCore, cmd: SpliceBump, out: _Out) -> None:
         raise LocalMisuse("cannot bump the splice: the channel is not quiescent")
     if not local_initiator(s):
         raise LocalMisuse("cannot bump the splice: the peer initiated the quiescence")
-    check_bump(core, cmd.feerate_per_kw, cmd.locktime)
+    check_bump(core, cmd.feerate_per_kw, cmd.locktime, cmd.height)
     sp = s.splice
     assert isinstance(sp, SpliceSession)
-    attempt = _attempt(core, sp, cmd.feerate_per_kw, cmd.locktime, sender=True, their_contribution=sp.their_contribution)
+    attempt = _attempt(core, sp, cmd.feerate_per_kw, cmd.locktime, sender=True, their_contribution=sp.their_contribution,
+                       height=cmd.height)  # fmt: skip
     s.splice = attempt
     tlvs = {"funding_output_contribution": attempt.our_contribution} if attempt.our_contribution else {}
     out.send(TxInitRbf(channel_id=s.channel_id, locktime=cmd.locktime, feerate=cmd.feerate_per_kw, tlvs=TxInitRbf.tlv_stream(tlvs)))

@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import trio
 
 from lnpmsg.bitcoin.block import Block
-from lnpmsg.bitcoin.tx import OutPoint
+from lnpmsg.bitcoin.tx import OutPoint, Tx
 from lnpmsg.chain.errors import ChainError
 from lnpmsg.rpc.params import ParamsError
 from lnpmsg.wallet.app import ChainAppError
@@ -45,8 +46,8 @@ from .quiesce import Quiesce, is_quiescent, local_initiator
 from .quiesce_side import QUIESCE_BITS
 from .dualfund_rbf import min_feerate
 from .splice import SPLICE_BITS, SpliceAborted, SpliceCommand, SpliceDepth, Spliced, SpliceSession, check_command
-from .splice_forgotten import FORGOTTEN_SPENT_DEPTH, SpliceInputSpent, forgotten_inputs
-from .splice_rbf import SpliceBump, SpliceVersionsDropped, check_bump, signed_versions, status
+from .splice_forgotten import FORGOTTEN_SPENT_DEPTH, ForgottenSpliceMined, SpliceInputSpent, forgotten_inputs
+from .splice_rbf import SpliceBump, SpliceTipHeight, SpliceVersionsDropped, check_bump, signed_versions, status
 from .splice_watch import confirmed_unlocked_splice
 from .state import Phase
 
@@ -119,7 +120,8 @@ class SpliceSide:
         inputs, outputs, contribution = await self._splice_contribution(amount_sat, per_kw, address)
         try:
             tip = self.chain.wallet.tip
-            command = SpliceCommand(contribution, per_kw, tip.height if tip is not None else 0, inputs, outputs, os.urandom(32), True)
+            height = tip.height if tip is not None else None
+            command = SpliceCommand(contribution, per_kw, height or 0, inputs, outputs, os.urandom(32), True, height)
             check_command(target.core, command)  # (before the channel is quiesced for nothing)
             await self._quiesce_for_splice(target, COMMAND_TIMEOUT)
             self._splice_errors.pop(target.key, None)
@@ -165,10 +167,10 @@ class SpliceSide:
             raise ChainAppError("cannot bump the splice: no splice is pending", {"error": "ChannelError"})
         per_kw = feerate * 250 if feerate is not None else max(min_feerate(sp.feerate_per_kw), await self._splice_feerate(None))
         tip = self.chain.wallet.tip
-        bump = SpliceBump(per_kw, tip.height if tip is not None else 0)
+        bump = SpliceBump(per_kw, tip.height if tip is not None else 0, tip.height if tip is not None else None)
         before = sp.outpoint
         try:
-            check_bump(target.core, bump.feerate_per_kw, bump.locktime)  # (before the channel is quiesced for nothing)
+            check_bump(target.core, bump.feerate_per_kw, bump.locktime, bump.height)  # (before the channel is quiesced for nothing)
             await self._quiesce_for_splice(target, COMMAND_TIMEOUT)
             self._splice_errors.pop(target.key, None)
             try:
@@ -190,6 +192,41 @@ class SpliceSide:
         result = describe(target)
         result.update(splice_txid=sp.outpoint.txid_hex, feerate_per_kw=per_kw, new_capacity_sat=result["splice"]["new_capacity_sat"],
                       previous_splice_txids=[v["txid"] for v in status(sp)])  # fmt: skip
+        return result
+
+    async def abandonsplice(self, channel: str, feerate: int | None = None) -> dict[str, Any]:
+        """End CHANNEL's pending splice that the peer forgot after our tx_signatures left (``listchannels``
+        shows ``peer_forgot``): our coins in it are spent back to the wallet, at FEERATE sat per vbyte
+        (default: the chain's estimate), which double-spends the splice. Once that spend is 6 blocks deep
+        the splice can never confirm and ends (``channel.splice_aborted``): the channel may splice again.
+        Returns the channel with ``abandon_txid``, ``spent`` (our coins) and ``fee_sat``."""
+        from .splice_forgotten import abandon_spend
+
+        target = self._channel(channel)
+        if feerate is not None and (not isinstance(feerate, int) or isinstance(feerate, bool) or feerate <= 0):
+            raise ParamsError(f"feerate must be a positive whole number of sat/vB, got {feerate!r}")
+        sp = target.core.state.splice
+        if not isinstance(sp, SpliceSession):
+            raise ChainAppError("cannot abandon the splice: no splice is pending", {"error": "ChannelError"})
+        per_kw = await self._splice_feerate(feerate)
+        wallet = self.chain.wallet
+        try:
+            spend = abandon_spend(sp, await self._close_script(None), per_kw)
+            witnesses = wallet.sign_inputs(spend, range(len(spend.inputs)))
+        except (LocalMisuse, WalletError) as exc:
+            raise ChainAppError(f"cannot abandon the splice: {exc}", {"error": "ChannelError"}) from exc
+        signed = replace(spend, inputs=tuple(replace(i, witness=w) for i, w in zip(spend.inputs, witnesses, strict=True)))
+        try:
+            await self.chain.source.broadcast(signed.raw)
+        except ChainError as exc:
+            raise ChainAppError(f"cannot abandon the splice: the chain refused the spend of our coins: {exc}", {"error": "ChainError"}) from exc
+        log.info("channels: %s: our coins in the splice %s the peer forgot are spent back to the wallet by %s: the splice ends "
+                 "once it is %d deep", target.channel_id.hex(), sp.outpoint.txid_hex if sp.outpoint else "-", signed.txid_hex,
+                 FORGOTTEN_SPENT_DEPTH)  # fmt: skip
+        spent = sum(Tx.parse(i.prevtx).outputs[i.vout].amount_sat for i in sp.inputs if i.outpoint in {t.prevout for t in spend.inputs})
+        result = describe(target)
+        result.update(abandon_txid=signed.txid_hex, spent=[str(t.prevout) for t in spend.inputs],
+                      fee_sat=spent - spend.outputs[0].amount_sat, ends_at_depth=FORGOTTEN_SPENT_DEPTH)  # fmt: skip
         return result
 
     async def _await_signed(self, target: ManagedChannel, done: Callable[[], bool], what: str) -> None:
@@ -294,35 +331,46 @@ class SpliceSide:
         the UTXO set: a commitment on the splice may spend its funding output before the lock."""
         # (a zero-conf splice is locked before it confirms: its depth still gives its real id)
         # (every signed version of a bumped splice: whichever is mined is the one)
+        # (a confirmed splice the peer forgot, locked by us: its depth tells when to stop waiting for the peer's lock)
         waiting = [(c, v) for c in list(self._manager().channels.values())
                    if isinstance(sp := c.core.state.splice, SpliceSession)
-                   and not (sp.locked_sent and sp.short_channel_id) for v in signed_versions(c.core) if v.outpoint]  # fmt: skip
-        # (a splice the peer forgot: the spend of one of its inputs by another transaction ends it)
-        forgotten = [(c, o) for c in list(self._manager().channels.values()) if c.phase not in (Phase.FAILED, Phase.CLOSED)
-                     and isinstance(sp := c.core.state.splice, SpliceSession) for o in forgotten_inputs(sp)]  # fmt: skip
-        watched = {o for _, o in forgotten}  # (what no forgotten splice spends any more is let go)
+                   and (not (sp.locked_sent and sp.short_channel_id) or (sp.peer_forgot and c.phase is Phase.NORMAL))
+                   for v in signed_versions(c.core) if v.outpoint]  # fmt: skip
+        # (a splice the peer forgot: the spend of one of its inputs by another transaction ends it; its
+        # own transaction in a block is taken up, :mod:`.splice_forgotten`)
+        live = [c for c in list(self._manager().channels.values()) if c.phase not in (Phase.FAILED, Phase.CLOSED)]
+        forgotten = [(c, o) for c in live if isinstance(sp := c.core.state.splice, SpliceSession) for o in forgotten_inputs(sp)]
+        unsigned = [(c, sp) for c in live if isinstance(sp := c.core.state.splice, SpliceSession) and sp.peer_forgot
+                    and not sp.signed and sp.outpoint is not None]  # fmt: skip
+        watched = {o for _, o in forgotten} | {sp.outpoint for _, sp in unsigned}  # (what is no longer watched is let go)
         self._forgotten_read &= watched
         self._forgotten_spends = {o: found for o, found in self._forgotten_spends.items() if o in watched}
-        if not waiting and not forgotten:
+        if not waiting and not watched:
             return
         source = self.chain.source
         try:
             tip = (await source.tip()).height
             reorged = await self._forget_reorged()
-            wanted = {sp.outpoint.txid for _, sp in waiting} - set(self._splice_blocks)  # type: ignore[union-attr]
-            spends = watched - set(self._forgotten_spends)
-            # (an input newly watched may have been spent before: the last blocks are read for it once)
-            fresh, self._forgotten_read = spends - self._forgotten_read, self._forgotten_read | spends
+            wanted = ({sp.outpoint.txid for _, sp in (*waiting, *unsigned)} - set(self._splice_blocks))  # type: ignore[union-attr]
+            spends = {o for _, o in forgotten} - set(self._forgotten_spends)
+            # (a splice or input newly watched may have been mined before: the last blocks are read for it once)
+            looked = spends | {sp.outpoint for _, sp in unsigned if sp.outpoint.txid in wanted}  # type: ignore[union-attr]
+            fresh, self._forgotten_read = looked - self._forgotten_read, self._forgotten_read | looked
             whole = height is None or fresh or reorged
             heights = range(max(1, tip - SPLICE_LOOKBACK + 1), tip + 1) if whole else [height]
+            mined: dict[bytes, bytes] = {}
             for at in heights if wanted or spends else ():
                 block_hash = await source.block_hash(at)
                 block = Block.parse(await source.block(block_hash)) if block_hash is not None else None
                 for index, tx in enumerate(block.txs if block is not None else ()):
                     if tx.txid in wanted:
                         self._splice_blocks[tx.txid] = (at, block_hash, index)
+                        mined[tx.txid] = tx.raw
                     for spent in {i.prevout for i in tx.inputs} & spends:
                         self._forgotten_spends[spent] = (at, block_hash, tx.txid)
+            waiting += await self._take_up_forgotten(unsigned, mined)
+            for channel in {c.key: c for c, _ in waiting}.values() if height is None else ():  # (at start: the blocks mined while stopped)
+                await self._submit(channel, SpliceTipHeight(tip))
             for channel, sp in waiting:
                 assert sp.outpoint is not None
                 found = self._splice_blocks.get(sp.outpoint.txid)
@@ -338,6 +386,30 @@ class SpliceSide:
             await self._end_forgotten_splices(forgotten, tip)
         except ChainError as exc:
             log.warning("channels: cannot read the chain for splice depths: %s", exc)
+
+    async def _take_up_forgotten(
+        self, unsigned: list[tuple[ManagedChannel, SpliceSession]], mined: dict[bytes, bytes]
+    ) -> list[tuple[ManagedChannel, SpliceSession]]:
+        """The splices the peer forgot whose transaction is in a block (``mined``: txid -> the transaction
+        as mined in the blocks read now): taken up as signed
+        (:mod:`.splice_forgotten`). Returns them, whose depth then goes to the channel as any splice's."""
+        taken = []
+        for channel, sp in unsigned:
+            assert sp.outpoint is not None
+            raw, found = mined.get(sp.outpoint.txid), self._splice_blocks.get(sp.outpoint.txid)
+            if raw is None and found is not None:  # (found before, not taken up then: its block is read again)
+                block = Block.parse(await self.chain.source.block(found[1]))
+                raw = block.txs[found[2]].raw if found[2] < len(block.txs) else None
+            if raw is None:
+                continue
+            log.warning("channels: %s: the splice %s the peer forgot confirmed (it completed it with our signatures): "
+                        "taken up", channel.channel_id.hex(), sp.outpoint.txid_hex)  # fmt: skip
+            await self._submit(channel, ForgottenSpliceMined(raw))
+            now = channel.core.state.splice
+            if isinstance(now, SpliceSession) and now.signed and now.outpoint == sp.outpoint:
+                self._publish("channel.splice_taken_up", channel, txid=sp.outpoint.txid_hex)
+                taken.append((channel, now))
+        return taken
 
     async def _forget_reorged(self) -> bool:
         """Drop the blocks found for splices and for the spends of forgotten splices' inputs that a

@@ -19,6 +19,7 @@ from lnpmsg.bitcoin.ecdsa import compact_to_der, der_to_compact, sign_digest, ve
 from lnpmsg.bitcoin.errors import BitcoinError
 from lnpmsg.bitcoin.sighash import SIGHASH_ALL, segwit_v0_sighash
 
+from . import splice_forgotten
 from .commitments import ChannelKeys, build, sign_remote, verify_local
 from .errors import RemoteFault
 from .inputs import BroadcastFunding
@@ -276,7 +277,7 @@ def maybe_sign(core: ChannelCore, out: _Out) -> None:
     first, second = sort_pubkeys(core.basepoints.funding_pubkey, s.remote.basepoints.funding_pubkey)
     witness = (b"", signatures[first] + bytes([SIGHASH_ALL]), signatures[second] + bytes([SIGHASH_ALL]), script)
     signed = tx.signed_transaction(witness)
-    s.splice = replace(sp, tx=signed.raw, signed=True)
+    s.splice = replace(sp, tx=signed.raw, signed=True, signed_height=sp.height)
     s.quiesce = None  # BOLT 2: tx_signatures exchanged, the channel is no longer quiescent
     out.emit(BroadcastFunding(signed.raw))
     if is_zeroconf(s):
@@ -312,6 +313,7 @@ def on_depth(core: ChannelCore, item: Any, out: _Out) -> None:
     if item.depth >= 1 and not sp.mined:
         s.splice = sp = replace(sp, mined=True)
     if sp.locked_sent:
+        splice_forgotten.on_locked_depth(core, sp, item.depth, out)  # (a confirmed splice the peer forgot)
         if not sp.short_channel_id and item.depth >= 1:  # zero-conf, locked before it confirmed: its real id
             s.splice = replace(sp, short_channel_id=item.short_channel_id)
         return

@@ -426,7 +426,7 @@ class ChannelCore:
         ready.on_funding_depth(self, event.depth, event.short_channel_id, out)
 
     def _on_BlockHeight(self, event: BlockHeight, out: _Out) -> None:
-        splice_rbf.on_block_height(self)
+        splice_rbf.on_block_height(self, event.height)
         deadlines.on_block_height(self, event, out)
 
     def channel_ready_message(self) -> ChannelReady:
