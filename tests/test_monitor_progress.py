@@ -141,3 +141,28 @@ async def test_after_a_restart_the_live_stream_reads_the_missed_blocks_for_every
             assert read is not None and watched.start_height <= read + 1
             assert watched.monitor.height == tip and not watched.catching_up
             assert catch_ups == []
+
+
+@pytest.mark.trio
+async def test_a_block_mined_while_the_node_starts_is_done_without_waiting_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block mined between the node's start and its chain subscription's comes as no event: the
+    monitors (none yet) are done to where the stream starts, not only once another block comes."""
+    from lnpmsg.channels.app import ChannelsApp
+
+    write_backup = ChannelsApp.write_backup
+    mined = trio.Event()
+
+    async def then_a_block(self: ChannelsApp) -> None:
+        await write_backup(self)
+        if not mined.is_set():  # (the last thing the app does before it subscribes)
+            await self.chain.source.mine(1)
+            mined.set()
+
+    monkeypatch.setattr(ChannelsApp, "write_backup", then_a_block)
+    async with alice_alone(tmp_path) as (pair, alice):
+        await mined.wait()
+        tip = (await pair.source.tip()).height
+        await wait_until(lambda: watch(alice).done_height == tip, "Alice's monitors are done to the tip")
+        assert tip == 102
