@@ -33,6 +33,7 @@ from lnpmsg.bitcoin.block import Block
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.chain.embedded import EmbeddedChainSource
 from lnpmsg.channels.app import ChannelsApp
+from lnpmsg.channels.onchain import OnchainWatch
 from lnpmsg.channels.commands import _print_list as print_channels
 from lnpmsg.channels.monitor import CLTV_CLAIM_BUFFER
 from lnpmsg.channels.onchain_events import OnchainEvent
@@ -133,11 +134,20 @@ async def open_channel(pair: Pair, alice: Node, bob: Node, channel_type: str) ->
     return str(result["channel_id"])
 
 
+def idle(node: Node) -> bool:
+    """Every job of the node's channel manager is done: its records on disk and in the monitors."""
+    manager = channels(node).manager
+    return manager is not None and manager.idle
+
+
 async def add_htlc(pair: Pair, payer: Node, payee: Node, channel_id: str, amount_msat: int, expiry: int) -> dict[str, Any]:
+    """Add an HTLC and wait until it is committed both ways and every job of it is done: a core is settled
+    before its job's records reach the disk and the monitor, so the payee's monitor may not know yet of
+    the payer's revocation of its previous commitment (a revoked commitment on chain then looks current)."""
     count = len(only_channel(payee).core.state.local_commit.spec.htlcs)  # type: ignore[union-attr]
     added = await channels(payer).dev_addhtlc(channel_id, amount_msat, cltv_expiry=expiry)
     await wait_until(
-        lambda: settled(payer) and settled(payee)
+        lambda: settled(payer) and settled(payee) and idle(payer) and idle(payee)
         and len(only_channel(payee).core.state.local_commit.spec.htlcs) == count + 1,  # type: ignore[union-attr]
         "HTLC committed",
     )
@@ -277,6 +287,28 @@ async def test_a_revoked_commitment_on_chain_loses_everything_to_the_penalty(tmp
     # a claim is broadcast again each block until mined: the log tells of each once (then at debug)
     claims = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and r.getMessage().startswith("onchain: broadcast claim")]
     assert claims and len(claims) == len(set(claims)), claims
+
+
+@pytest.mark.trio
+async def test_an_added_htlc_leaves_the_payers_previous_commitment_revoked_in_the_payees_monitor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payee's core settles before its monitor learns of the payer's revocation (the job writes to
+    disk in between): ``add_htlc`` returns only once the monitor knows, however slow the disk."""
+    write = OnchainWatch.persisted
+
+    async def slow_disk(self: OnchainWatch, channel: Any) -> None:
+        await trio.sleep(0.5)
+        await write(self, channel)
+
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        channel_id = await open_channel(pair, alice, bob, "static_remotekey")
+        previous = only_channel(alice).core.state.local_commit.number  # type: ignore[union-attr]
+        monkeypatch.setattr(OnchainWatch, "persisted", slow_disk)
+        await add_htlc(pair, alice, bob, channel_id, 50_000_000, (await pair.source.tip()).height + 30)
+        onchain = channels(bob).onchain
+        assert onchain is not None
+        assert onchain.watched[only_channel(bob).key].monitor.revocations_through > previous
 
 
 async def invalidate(source: EmbeddedChainSource, height: int) -> None:
