@@ -24,7 +24,7 @@ from lnpmsg.node.node import Node
 from lnpmsg.testing import MemoryNetwork
 from lnpmsg.testing.nodes import running
 from test_channels_app import channels, only_channel
-from test_channels_onchain import Pair, alice_alone, open_channel, resolved, wait_until
+from test_channels_onchain import FUNDING_SAT, Pair, alice_alone, open_channel, resolved, two_nodes, wait_until
 
 EVERY = 5
 
@@ -166,3 +166,34 @@ async def test_a_block_mined_while_the_node_starts_is_done_without_waiting_for_t
         tip = (await pair.source.tip()).height
         await wait_until(lambda: watch(alice).done_height == tip, "Alice's monitors are done to the tip")
         assert tip == 102
+
+
+@pytest.mark.trio
+async def test_a_block_mined_while_a_new_monitor_catches_up_is_done_once_that_monitor_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new channel's monitor first reads the live stream's last block again, in a catch-up that the
+    live stream passes by: a block mined meanwhile is done only once the catch-up has fed it that one
+    too (a mine that waits for the monitors must not go on while one has not acted on the block)."""
+    feerate = rescan_module._feerate
+    held, release = trio.Event(), trio.Event()
+
+    async def catch_up_held(onchain: OnchainWatch) -> int | None:
+        held.set()
+        await release.wait()
+        return await feerate(onchain)
+
+    monkeypatch.setattr(rescan_module, "_feerate", catch_up_held)
+    async with two_nodes(tmp_path) as (pair, alice, bob):
+        await pair.fund_wallet(alice, 3_000_000)
+        await bob.connect(alice.addresses[0])
+        await channels(alice).fundchannel(bob.node_id.hex(), FUNDING_SAT, channel_type="static_remotekey")
+        await held.wait()
+        await pair.source.mine(1)
+        tip = (await pair.source.tip()).height
+        await wait_until(lambda: watch(alice).read_to == tip and watch(bob).read_to == tip, "the live streams read the block")
+        assert watch(alice).done_height == watch(bob).done_height == tip - 1
+        release.set()
+        await wait_until(lambda: watch(alice).done_height == tip and watch(bob).done_height == tip, "the monitors are done")
+        for node in (alice, bob):
+            assert [w.monitor.height for w in watch(node).watched.values()] == [tip]

@@ -401,13 +401,19 @@ class OnchainWatch:
                         if self.watched:  # no monitor yet: nothing to read the block for
                             txs = Block.parse(await self.chain.source.block(event.block_hash)).txs
                         await self._block(event.height, txs)
-                        self.done_height = event.height
+                        self.note_done()
                     elif isinstance(event, BlockDisconnected):
                         await self._unblock(event.height)
-                        self.done_height = event.height - 1
+                        self.note_done()
             finally:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
+
+    def note_done(self) -> None:
+        """Every monitor is done to where the live stream is (``read_to``), unless one is catching up:
+        the live stream passes that one by, and its catch-up says so when it ends."""
+        if self.read_to is not None and not any(w.catching_up for w in self.watched.values()):
+            self.done_height = self.read_to
 
     async def _block(self, height: int, txs: Any) -> None:
         self._height = self.read_to = height

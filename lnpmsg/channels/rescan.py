@@ -114,6 +114,7 @@ async def catch_up(watch: OnchainWatch, watched: WatchedChannel) -> None:
                 log.info("onchain: %s: read up to block %d of %s", channel_id, height, watch.read_to)
     finally:
         watched.catching_up = False  # (no await since the last check: the live stream's next block is ours)
+    watch.note_done()  # the blocks the live stream passed by while this one caught up
     log.log(level, "onchain: %s: read blocks %d to %s; following the chain", channel_id, first, watch.read_to)
 
 
