@@ -149,15 +149,16 @@ def update_version(core: ChannelCore, new: SpliceSession) -> None:
 
 def make_current(core: ChannelCore, version: SpliceSession) -> SpliceSession:
     """``version`` (signed) confirmed, or the peer locked it: it is the current version, the others
-    its ``previous`` until the switch (an attempt not signed yet is dropped: it can no longer
-    confirm). Returns it."""
+    its ``previous`` until the switch, our coins only they spent freed then (an attempt our
+    signatures did not leave is dropped now: it can no longer confirm, and it holds nothing; one the
+    peer forgot is kept with the others: :mod:`.splice_forgotten`). Returns it."""
     from .splice import SpliceSession
 
     sp = core.state.splice
     assert isinstance(sp, SpliceSession)
     if version.outpoint == sp.outpoint:
         return sp
-    others = tuple(v for v in versions(sp) if v.signed and v.outpoint != version.outpoint)
+    others = tuple(v for v in versions(sp) if (v.signed or v.signatures_sent) and v.outpoint != version.outpoint)
     core.state.splice = current = replace(version, previous=others)
     return current
 
@@ -401,5 +402,7 @@ def on_ack_rbf(core: ChannelCore, msg: TxAckRbf, out: _Out) -> None:
 
 
 def status(sp: SpliceSession) -> list[dict[str, Any]]:
-    """For ``listchannels``: the splice's earlier versions (txid, feerate), oldest first."""
-    return [{"txid": v.outpoint.txid_hex, "feerate_per_kw": v.feerate_per_kw} for v in sp.previous if v.outpoint is not None]
+    """For ``listchannels``: the splice's other versions (txid, feerate; ``peer_forgot`` for one the peer
+    forgot, kept until the switch), oldest first."""
+    return [{"txid": v.outpoint.txid_hex, "feerate_per_kw": v.feerate_per_kw, **({"peer_forgot": True} if v.peer_forgot else {})}
+            for v in sp.previous if v.outpoint is not None]  # fmt: skip
