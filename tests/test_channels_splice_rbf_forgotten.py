@@ -9,14 +9,14 @@ from dataclasses import replace
 
 import pytest
 from test_channels_splice import COIN, SPLICE_SCID, SplicePair, opened, splice_in_command, splice_of, splice_out_command
+from test_channels_splice_forgotten import both_lock_taken_up, lose_tx_signatures_to
 from test_channels_splice_rbf import BUMPED, quiesce
 
 from lnpmsg.bitcoin.tx import Tx
 from lnpmsg.channels.errors import LocalMisuse
-from lnpmsg.channels.messages_v2 import TxSignatures
 from lnpmsg.channels.records import restore
 from lnpmsg.channels.reestablish import settling
-from lnpmsg.channels.splice import SpliceAborted, SpliceDepth, Spliced, SpliceSession, splice_status
+from lnpmsg.channels.splice import SpliceAborted, SpliceDepth, SpliceSession, splice_status
 from lnpmsg.channels.splice_forgotten import ForgottenSpliceMined, SpliceInputSpent, abandon_spend, forgotten_inputs
 from lnpmsg.channels.splice_rbf import SpliceBump, SpliceVersionsDropped
 
@@ -31,11 +31,7 @@ def bump_forgotten(splice_in: bool = False) -> tuple[SplicePair, SpliceSession]:
     pair.pump()
     quiesce(pair, pair.alice)
     pair.feed(pair.alice, SpliceBump(BUMPED, 130))
-    while pair.wire:
-        target, msg = pair.wire.popleft()
-        if isinstance(msg, TxSignatures) and target is pair.bob:
-            continue  # Alice's, lost
-        pair.deliver(target, msg)
+    lose_tx_signatures_to(pair, pair.bob)
     bumped = splice_of(pair.alice)
     assert bumped.signed and bumped.previous and not splice_of(pair.bob).signed and splice_of(pair.bob).signatures_sent
     pair.alice.core.state.splice = replace(bumped.previous[-1], previous=bumped.previous[:-1])  # Alice forgets the bump
@@ -83,14 +79,7 @@ def test_a_forgotten_bump_found_in_a_block_is_taken_up_and_locked() -> None:
     pair.feed(pair.bob, ForgottenSpliceMined(bumped.tx))  # type: ignore[arg-type]
     taken = splice_of(pair.bob)
     assert taken.signed and taken.tx == bumped.tx and taken.peer_forgot and taken.previous
-    pair.alice.core.state.splice = bumped  # Alice took it up again
-    txid = bumped.outpoint.txid  # type: ignore[union-attr]
-    for side in (pair.alice, pair.bob):
-        pair.feed(side, SpliceDepth(txid, 3, SPLICE_SCID))
-    pair.pump()
-    assert [e for e in pair.bob.events if isinstance(e, Spliced)] and pair.bob.core.state.splice is None
-    assert pair.bob.core.state.funding_outpoint == bumped.outpoint == pair.alice.core.state.funding_outpoint
-    assert restore(pair.bob.core.base_secrets, pair.bob.records).state == pair.bob.core.state
+    both_lock_taken_up(pair, bumped)
 
 
 def test_a_forgotten_bump_whose_coin_is_spent_elsewhere_ends_with_the_versions_spending_it() -> None:
