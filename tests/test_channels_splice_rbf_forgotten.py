@@ -93,3 +93,35 @@ def test_a_forgotten_bump_whose_coin_is_spent_elsewhere_ends_with_the_versions_s
     (aborted,) = [e for e in out.events if isinstance(e, SpliceAborted)]
     assert "spent by another transaction" in aborted.reason
     assert restore(pair.bob.core.base_secrets, pair.bob.records).state == pair.bob.core.state
+
+
+def test_a_bump_the_peer_aborts_after_our_signatures_ends_the_quiescence_and_the_first_version_locks() -> None:
+    """Alice answers the bump with tx_abort once Bob's tx_signatures left (no reconnection): Bob notes the
+    forgotten bump and the quiescence the bump was for ends; the first version confirms and locks, and the
+    channel carries payments on it."""
+    from test_channels_splice import pay_both_ways
+
+    from lnpmsg.channels.inputs import Received
+    from lnpmsg.channels.messages_v2 import TxAbort
+
+    pair = opened()
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, splice_out_command(60_000))
+    pair.pump()
+    first = Tx.parse(splice_of(pair.alice).tx)  # type: ignore[arg-type]
+    quiesce(pair, pair.alice)
+    pair.feed(pair.alice, SpliceBump(BUMPED, 130))
+    lose_tx_signatures_to(pair, pair.bob)
+    bumped = splice_of(pair.alice)
+    pair.alice.core.state.splice = replace(bumped.previous[-1], previous=())  # Alice forgets the bump
+    pair.alice.core.state.quiesce = None
+    pair.feed(pair.bob, Received(TxAbort(channel_id=pair.bob.core.state.channel_id, data=b"forgot")))
+    assert splice_of(pair.bob).peer_forgot and pair.bob.core.state.quiesce is None
+    for side in (pair.alice, pair.bob):
+        pair.feed(side, SpliceDepth(first.txid, 3, SPLICE_SCID))
+    pair.pump()
+    for side in (pair.alice, pair.bob):
+        assert side.core.state.splice is None and side.core.state.funding_outpoint.txid == first.txid  # type: ignore[union-attr]
+    pair.funding_tx = first
+    pay_both_ways(pair)
+    assert restore(pair.bob.core.base_secrets, pair.bob.records).state == pair.bob.core.state

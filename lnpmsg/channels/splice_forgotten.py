@@ -91,6 +91,7 @@ def on_tx_abort(core: ChannelCore, sp: SpliceSession) -> None:
     made: the earlier ones stay signed by both) is kept, marked as forgotten by the peer."""
     if not sp.signed and not sp.peer_forgot:
         core.state.splice = replace(sp, peer_forgot=True)
+        core.state.quiesce = None  # BOLT 2: the negotiation quiescence was for ended (tx_abort)
 
 
 def forgotten_inputs(sp: SpliceSession) -> tuple[OutPoint, ...]:
