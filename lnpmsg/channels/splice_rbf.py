@@ -17,7 +17,8 @@ Not done: a change of contributions (``funding_output_contribution``) beyond tha
 
 The versions live in the splice session: the current one is ``ChannelState.splice``, the earlier
 signed ones its ``previous`` (oldest first). An attempt that ends before our ``tx_signatures``
-left (``tx_abort``, a disconnection, a refusal) restores the last version. Until the lock every
+left (``tx_abort``, a disconnection, a refusal) restores the last version; one the peer forgets after
+they left stays the current one, noted (:mod:`.splice_forgotten`). Until the lock every
 ``commitment_signed`` goes as a batch over every signed version (:mod:`.splice_batch`); the
 version that reaches the channel's depth (or that the peer locks) becomes the current one
 (:func:`make_current`) and ``splice_locked`` names it; at the switch the others are dropped
