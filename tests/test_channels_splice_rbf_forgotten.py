@@ -19,6 +19,7 @@ from lnpmsg.channels.reestablish import settling
 from lnpmsg.channels.splice import SpliceAborted, SpliceDepth, SpliceSession, splice_status
 from lnpmsg.channels.splice_forgotten import ForgottenSpliceMined, SpliceInputSpent, abandon_spend, forgotten_inputs
 from lnpmsg.channels.splice_rbf import SpliceBump, SpliceVersionsDropped
+from lnpmsg.channels.state import Phase
 
 
 def bump_forgotten(splice_in: bool = False) -> tuple[SplicePair, SpliceSession]:
@@ -125,3 +126,15 @@ def test_a_bump_the_peer_aborts_after_our_signatures_ends_the_quiescence_and_the
     pair.funding_tx = first
     pay_both_ways(pair)
     assert restore(pair.bob.core.base_secrets, pair.bob.records).state == pair.bob.core.state
+
+
+@pytest.mark.parametrize("bumped", [False, True])
+def test_no_htlc_of_ours_while_a_version_the_peer_forgot_is_pending(bumped: bool) -> None:
+    """Our commitment on the version the peer forgot must stay our latest (a take-up needs it), and the
+    peer's answer to an update would fail the channel: our HTLC is refused at once, the channel unharmed."""
+    from test_channels_splice_forgotten import forgotten_after_alice_signed
+
+    pair = bump_forgotten()[0] if bumped else forgotten_after_alice_signed()[0]
+    with pytest.raises(LocalMisuse, match="peer forgot the pending splice"):
+        pair.add(pair.bob, 5_000_000)
+    assert pair.bob.core.state.phase is Phase.NORMAL and not pair.wire
