@@ -24,17 +24,21 @@ def forgotten_after_alice_signed() -> tuple[SplicePair, SpliceSession]:
     pair = opened()
     quiesce(pair, pair.alice)
     pair.feed(pair.alice, splice_in_command(100_000))
-    while pair.wire:
-        target, msg = pair.wire.popleft()
-        if isinstance(msg, TxSignatures) and target is pair.bob:
-            continue  # Alice's, lost
-        pair.deliver(target, msg)
+    lose_tx_signatures_to(pair, pair.bob)
     kept = splice_of(pair.alice)
     assert kept.signed and not splice_of(pair.bob).signed and splice_of(pair.bob).signatures_sent
     pair.alice.core.state.splice = pair.alice.core.state.quiesce = None  # Alice forgets it
     pair.reconnect()
     assert splice_of(pair.bob).peer_forgot
     return pair, kept
+
+
+def lose_tx_signatures_to(pair: SplicePair, side) -> None:
+    """Deliver what is on the wire but the tx_signatures to ``side`` (lost)."""
+    while pair.wire:
+        target, msg = pair.wire.popleft()
+        if not (isinstance(msg, TxSignatures) and target is side):
+            pair.deliver(target, msg)
 
 
 def test_a_forgotten_splice_found_in_a_block_is_taken_up_then_locked_when_the_peer_locks_it() -> None:
@@ -56,9 +60,15 @@ def test_a_forgotten_splice_found_in_a_block_is_taken_up_then_locked_when_the_pe
     pair.feed(pair.bob, SpliceInputSpent(COIN.outpoint(0)))
     assert splice_of(pair.bob).mined
     assert restore(pair.bob.core.base_secrets, pair.bob.records).state == pair.bob.core.state
-    pair.alice.core.state.splice = kept  # Alice took it up again
+    both_lock_taken_up(pair, kept)
+
+
+def both_lock_taken_up(pair: SplicePair, kept: SpliceSession) -> None:
+    """Alice takes ``kept`` (her signed splice, or version of it, that she forgot) up again, and both see it
+    deep enough: both lock it and switch to it; Bob's records replay to his state."""
+    pair.alice.core.state.splice = kept
     for side in (pair.alice, pair.bob):
-        pair.feed(side, SpliceDepth(txid, 3, SPLICE_SCID))
+        pair.feed(side, SpliceDepth(kept.outpoint.txid, 3, SPLICE_SCID))  # type: ignore[union-attr]
     pair.pump()
     assert [e for e in pair.bob.events if isinstance(e, Spliced)] and pair.bob.core.state.splice is None
     assert pair.bob.core.state.funding_outpoint == kept.outpoint == pair.alice.core.state.funding_outpoint
@@ -95,10 +105,7 @@ def test_a_splice_the_peer_did_not_forget_is_not_taken_up_from_the_chain_nor_clo
     pair = opened()
     quiesce(pair, pair.alice)
     pair.feed(pair.alice, splice_in_command(100_000))
-    while pair.wire:
-        target, msg = pair.wire.popleft()
-        if not (isinstance(msg, TxSignatures) and target is pair.bob):
-            pair.deliver(target, msg)
+    lose_tx_signatures_to(pair, pair.bob)
     tx = splice_of(pair.alice).tx
     before = splice_of(pair.bob)
     pair.feed(pair.bob, ForgottenSpliceMined(tx))  # type: ignore[arg-type]

@@ -358,6 +358,8 @@ def dispatch(core: ChannelCore, item: Any, out: _Out) -> bool:
                           warning=True)  # fmt: skip
     elif (sp.signed or sp.previous) and isinstance(item, CloseChannel):
         raise LocalMisuse(f"a splice is waiting to lock ({sp.outpoint.txid_hex}): close once both sent splice_locked")  # type: ignore[union-attr]
+    elif sp.peer_forgot and not sp.signed and type(item).__name__ == "AddHtlc":  # (its answer would fail the channel)
+        raise LocalMisuse("the peer forgot the pending splice, which may still confirm: no update until it ends")
     elif type(item).__name__ == "FundingWitnesses":
         splice_sign.on_witnesses(core, item, out)
     elif msg is not None and not sp.signed and not isinstance(msg, Error) and type(msg).__name__ not in _PASSING:

@@ -24,8 +24,16 @@ the splice's funding with that commitment (:func:`on_locked_depth`): the channel
 spent, nothing else can confirm. A taken-up splice that a reorganization took out before our lock
 watches its inputs again (:func:`forgotten_inputs`).
 
-Only a first version is marked: a bumped splice's earlier versions are still the peer's, and a
-version it forgot is only kept (see docs/splicing.md).
+A fee bump's version (:mod:`.splice_rbf`) the peer forgot is marked the same way and stays the
+current one: the earlier versions are still signed by both and broadcast, and whichever version is
+mined is the splice. An earlier one in a block double-spends the forgotten one (they share the
+channel's funding as input): it becomes the current one (:func:`~.splice_rbf.make_current`), the
+forgotten one is kept among the others and dropped with them at the switch, its coins freed as
+theirs. The forgotten one in a block is taken up as a first version is (:func:`on_mined`): the
+channel carried no update since it was signed (the peer's would have failed it, as for a first
+version), so our commitment on it is our latest. A spend of one of its inputs elsewhere ends every
+version spending it (:func:`on_input_spent`); ``abandonsplice`` is refused (the earlier versions
+spend our coins too, and may still confirm).
 """
 
 from __future__ import annotations
@@ -79,9 +87,11 @@ class ForgottenSpliceMined:
 
 
 def on_tx_abort(core: ChannelCore, sp: SpliceSession) -> None:
-    """The peer's tx_abort once our tx_signatures left: the splice is kept, marked as forgotten by the peer."""
-    if not sp.signed and not sp.previous and not sp.peer_forgot:
+    """The peer's tx_abort once our tx_signatures left: the splice (or the version of it a fee bump
+    made: the earlier ones stay signed by both) is kept, marked as forgotten by the peer."""
+    if not sp.signed and not sp.peer_forgot:
         core.state.splice = replace(sp, peer_forgot=True)
+        core.state.quiesce = None  # BOLT 2: the negotiation quiescence was for ended (tx_abort)
 
 
 def forgotten_inputs(sp: SpliceSession) -> tuple[OutPoint, ...]:
@@ -94,13 +104,20 @@ def forgotten_inputs(sp: SpliceSession) -> tuple[OutPoint, ...]:
 
 
 def on_input_spent(core: ChannelCore, sp: SpliceSession, outpoint: OutPoint, out: _Out) -> None:
-    """An input of the splice the peer forgot is spent elsewhere, deep: the splice ends, our coins are free."""
+    """An input of the splice the peer forgot is spent elsewhere, deep: every version spending it ends
+    (a bump's earlier versions spend our coins again), our coins only they held are free; the last
+    version left, if any, stands."""
+    from .interactive_parts import inputs_besides, own_outpoints
     from .splice import SpliceAborted
 
-    if outpoint not in forgotten_inputs(sp) or sp.previous:
+    if outpoint not in forgotten_inputs(sp):
         return
-    core.state.splice = None
-    out.emit(SpliceAborted(f"the peer forgot the splice and its input {outpoint} was spent by another transaction", sp.inputs))
+    spends = [v.tx is not None and outpoint in {i.prevout for i in Tx.parse(v.tx).inputs} for v in sp.previous]
+    left = tuple(v for v, spent in zip(sp.previous, spends) if not spent)
+    dead = (*(v for v, spent in zip(sp.previous, spends) if spent), sp)
+    core.state.splice = replace(left[-1], previous=left[:-1]) if left else None
+    freed = inputs_besides((v.inputs for v in dead), set().union(*(own_outpoints(v.inputs) for v in left)))
+    out.emit(SpliceAborted(f"the peer forgot the splice and its input {outpoint} was spent by another transaction", freed))
 
 
 def on_mined(core: ChannelCore, sp: SpliceSession, tx: bytes) -> None:
@@ -144,8 +161,10 @@ def abandon_spend(sp: SpliceSession, script: bytes, feerate_per_kw: int) -> Tx:
 
     from .errors import LocalMisuse
 
-    if not sp.peer_forgot or sp.previous:
+    if not sp.peer_forgot:
         raise LocalMisuse("the pending splice is not one the peer forgot (it may still be signed: wait for it)")
+    if sp.previous:
+        raise LocalMisuse("the peer forgot a fee bump of the splice: its earlier versions, signed by both, may still confirm")
     if sp.signed:
         raise LocalMisuse("the splice the peer forgot confirmed: it is taken up, not abandoned")
     ours = [i for i in sp.inputs if i.outpoint in forgotten_inputs(sp)]

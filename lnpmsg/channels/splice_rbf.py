@@ -17,7 +17,8 @@ Not done: a change of contributions (``funding_output_contribution``) beyond tha
 
 The versions live in the splice session: the current one is ``ChannelState.splice``, the earlier
 signed ones its ``previous`` (oldest first). An attempt that ends before our ``tx_signatures``
-left (``tx_abort``, a disconnection, a refusal) restores the last version. Until the lock every
+left (``tx_abort``, a disconnection, a refusal) restores the last version; one the peer forgets after
+they left stays the current one, noted (:mod:`.splice_forgotten`). Until the lock every
 ``commitment_signed`` goes as a batch over every signed version (:mod:`.splice_batch`); the
 version that reaches the channel's depth (or that the peer locks) becomes the current one
 (:func:`make_current`) and ``splice_locked`` names it; at the switch the others are dropped
@@ -149,15 +150,16 @@ def update_version(core: ChannelCore, new: SpliceSession) -> None:
 
 def make_current(core: ChannelCore, version: SpliceSession) -> SpliceSession:
     """``version`` (signed) confirmed, or the peer locked it: it is the current version, the others
-    its ``previous`` until the switch (an attempt not signed yet is dropped: it can no longer
-    confirm). Returns it."""
+    its ``previous`` until the switch, our coins only they spent freed then (an attempt our
+    signatures did not leave is dropped now: it can no longer confirm, and it holds nothing; one the
+    peer forgot is kept with the others: :mod:`.splice_forgotten`). Returns it."""
     from .splice import SpliceSession
 
     sp = core.state.splice
     assert isinstance(sp, SpliceSession)
     if version.outpoint == sp.outpoint:
         return sp
-    others = tuple(v for v in versions(sp) if v.signed and v.outpoint != version.outpoint)
+    others = tuple(v for v in versions(sp) if (v.signed or v.signatures_sent) and v.outpoint != version.outpoint)
     core.state.splice = current = replace(version, previous=others)
     return current
 
@@ -401,5 +403,7 @@ def on_ack_rbf(core: ChannelCore, msg: TxAckRbf, out: _Out) -> None:
 
 
 def status(sp: SpliceSession) -> list[dict[str, Any]]:
-    """For ``listchannels``: the splice's earlier versions (txid, feerate), oldest first."""
-    return [{"txid": v.outpoint.txid_hex, "feerate_per_kw": v.feerate_per_kw} for v in sp.previous if v.outpoint is not None]
+    """For ``listchannels``: the splice's other versions (txid, feerate; ``peer_forgot`` for one the peer
+    forgot, kept until the switch), oldest first."""
+    return [{"txid": v.outpoint.txid_hex, "feerate_per_kw": v.feerate_per_kw, **({"peer_forgot": True} if v.peer_forgot else {})}
+            for v in sp.previous if v.outpoint is not None]  # fmt: skip

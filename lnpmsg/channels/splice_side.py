@@ -446,7 +446,7 @@ class SpliceSide:
         for channel in self._manager().channels.values():
             sp = channel.core.state.splice
             if isinstance(sp, SpliceSession):  # (every signed version may confirm, an attempt if kept)
-                held = (*signed_versions(channel.core), *((sp,) if splice_sign.kept(channel.core) else ()))
+                held = (*signed_versions(channel.core), *sp.previous, *((sp,) if splice_sign.kept(channel.core) else ()))
                 kept |= {i.outpoint for v in held for i in v.inputs}
         return kept
 
