@@ -383,17 +383,15 @@ class OnchainWatch:
         """Feed the monitors every block of ``sub`` (a chain subscription), act on what they ask."""
         # not ``sub.tip``: past the blocks read ahead into its buffer, which the stream feeds every monitor
         self.read_to = sub.start.height if sub.start is not None else None
-        needed = self.start_height()
-        if self.read_to is not None and (needed is None or needed > self.read_to):
-            # every monitor has the blocks up to where the stream starts (a block mined between the
-            # node's start and the subscription's comes as no event: it is done)
-            self.done_height = self.read_to
         async with trio.open_nursery() as nursery:  # the catch-ups of restored channels (.rescan)
             self._nursery = nursery
             # a monitor added after ``sub`` opened and before now (a restore while the node starts)
             # may need blocks from before ``sub``'s first one: nobody would feed it those
             for watched in list(self.watched.values()):
                 start_catch_up(self, watched, nursery)
+            # the monitors not catching up have the blocks up to where the stream starts (a block mined
+            # between the node's start and the subscription's comes as no event)
+            self.note_done()
             try:
                 async for event in sub:
                     if isinstance(event, BlockConnected):
