@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_channels_app import FUNDING_SAT, channels, only_channel, pay, settled, wait_until
+from test_channels_app import FUNDING_SAT, channels, only_channel, settled, wait_until
 from test_channels_crash_points import SimulatedCrash, _is_crash
 from test_channels_onchain import Pair, alice_alone, open_channel
-from test_channels_splice_nodes import lock_after_the_peer, monitor_on, pending, punished, splice_commitment
+from test_channels_splice_nodes import lock_after_the_peer, monitor_on, pending, punished, splice_and_revoke
 
 from lnpmsg.channels.monitor.core import IRREVOCABLE_DEPTH
 from lnpmsg.testing.nodes import running
@@ -30,19 +30,6 @@ def crash_at_the_switch(node) -> None:
         manager.crash_at = (manager.crash_at[0] + 1, "persisted")  # (not the switch yet: the next point)
 
     manager.crash_at, manager.crash = (manager.persists + 1, "persisted"), crash
-
-
-async def splice_and_revoke(pair: Pair, alice, bob) -> tuple[str, object]:
-    """Alice splices 200k sat in, keeps her commitment on the splice's funding and revokes it by a
-    payment: (the splice's txid, that commitment)."""
-    cid = only_channel(alice).channel_id.hex()
-    result = await channels(alice).splice(cid, 200_000)
-    await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
-    commitment = splice_commitment(alice)
-    await pay(alice, bob, 30_000_000)  # Alice revokes the commitment she keeps
-    txid = bytes.fromhex(result["splice_txid"])[::-1]
-    await wait_until(lambda: pair.source.core.find_transaction(txid) is not None, "the splice in the mempool")
-    return result["splice_txid"], commitment
 
 
 @pytest.mark.trio

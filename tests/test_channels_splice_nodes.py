@@ -70,6 +70,20 @@ async def punished(pair, victim, cheater, commitment: Tx, capacity_sat: int) -> 
     assert capacity_sat - 25_000 < pair.wallet_sat(victim) - before < capacity_sat
 
 
+async def splice_and_revoke(pair, alice, bob, keeper=None) -> tuple[str, Tx]:
+    """Alice splices 200k sat in; ``keeper`` (Alice by default) keeps its commitment on the splice's
+    funding once both signed and revokes it by a payment: (the splice's txid, that commitment)."""
+    keeper = alice if keeper is None else keeper
+    cid = only_channel(alice).channel_id.hex()
+    result = await channels(alice).splice(cid, 200_000)
+    await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
+    commitment = splice_commitment(keeper)
+    await pay(alice, bob, 30_000_000)  # the keeper revokes the commitment it keeps
+    txid = bytes.fromhex(result["splice_txid"])[::-1]
+    await wait_until(lambda: pair.source.core.find_transaction(txid) is not None, "the splice in the mempool")
+    return result["splice_txid"], commitment
+
+
 def withhold_splice_locked(node) -> None:
     """The node's splice_locked never leaves (a peer that does not lock the splice)."""
     from lnpmsg.channels.messages_splice import SpliceLocked
@@ -391,15 +405,12 @@ async def test_a_commitment_on_the_splice_revoked_before_the_lock_is_punished_af
     block: the channel moves to the splice in one step): Alice's monitor of the new funding knows it
     and takes everything."""
     async with two_nodes(tmp_path) as (pair, alice, bob):
-        cid = await open_channel(pair, alice, bob, "static_remotekey")
+        await open_channel(pair, alice, bob, "static_remotekey")
         lock_after_the_peer(alice)
-        result = await channels(alice).splice(cid, 200_000)
-        await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
-        commitment = splice_commitment(bob)
-        await pay(alice, bob, 30_000_000)  # Bob revokes the commitment he keeps
+        splice_txid, commitment = await splice_and_revoke(pair, alice, bob, keeper=bob)
         await pair.mine(1, alice, bob)
-        await wait_until(lambda: locked_on(alice, result["splice_txid"]) and locked_on(bob, result["splice_txid"]), "spliced")
-        await wait_until(lambda: monitor_on(alice, result["splice_txid"]), "Alice's monitor follows")
+        await wait_until(lambda: locked_on(alice, splice_txid) and locked_on(bob, splice_txid), "spliced")
+        await wait_until(lambda: monitor_on(alice, splice_txid), "Alice's monitor follows")
         await punished(pair, alice, bob, commitment, FUNDING_SAT + 200_000)
 
 
@@ -410,19 +421,15 @@ async def test_the_monitor_of_an_unlocked_splice_survives_a_restart(tmp_path: Pa
     async with alice_alone(tmp_path) as (pair, alice):
         bob = pair.node("bob", False)
         async with running(bob):
-            cid = await open_channel(pair, alice, bob, "static_remotekey")
+            await open_channel(pair, alice, bob, "static_remotekey")
             withhold_splice_locked(alice)
-            result = await channels(alice).splice(cid, 200_000)
-            await wait_until(lambda: pending(bob) is not None and pending(bob).signed, "Alice's tx_signatures at Bob")  # type: ignore[union-attr]
-            commitment = splice_commitment(alice)
-            await pay(alice, bob, 30_000_000)  # Alice revokes the commitment she keeps
-            await wait_until(lambda: pair.source.core.find_transaction(bytes.fromhex(result["splice_txid"])[::-1]) is not None, "in the mempool")
+            splice_txid, commitment = await splice_and_revoke(pair, alice, bob)
             await pair.mine(2, alice, bob)
-            await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "Bob's monitor follows the unlocked splice")
+            await wait_until(lambda: monitor_on(bob, splice_txid), "Bob's monitor follows the unlocked splice")
             assert not pending(bob).locked_received  # type: ignore[union-attr]
         bob = pair.node("bob", False)
         async with running(bob):
-            await wait_until(lambda: monitor_on(bob, result["splice_txid"]), "the monitor loaded on the splice")
+            await wait_until(lambda: monitor_on(bob, splice_txid), "the monitor loaded on the splice")
             status = await broadcast_until_resolved(pair, bob, alice, commitment)
             assert status["commitment"]["txid"] == commitment.txid_hex and status["commitment"]["kind"] == "revoked"
 
